@@ -1,0 +1,56 @@
+"""``callbridge``: one console script, one subcommand per job.
+
+Subcommands import their module lazily, so ``callbridge dialplan check`` does not load pjsua2 and ``callbridge
+emulator`` does not load numpy's resampler tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+# subcommand -> (module, function taking argv, one-line help). Each function parses its own arguments.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("bridge.demo", "main", "start Redis, the emulator and a worker; place one call per dialect"),
+    "serve": ("bridge.workers", "main", "run the SIP worker pool"),
+    "call": ("bridge.sip.softphone", "call_main", "place a call with the pjsua2 softphone"),
+    "phone": ("bridge.sip.softphone", "phone_main", "softphone utilities (listen: answer and record)"),
+    "emulator": ("bridge.emulator.server", "main", "run the local Realtime emulator (beta and GA)"),
+    "dialplan": ("bridge.dialplan", "main", "dialplan tools (check)"),
+    "bench": ("bench", "main", "benchmarks (audio, calls)"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    return "usage: callbridge COMMAND [ARGS...]\n\ncommands:\n" + "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help"}:
+        print(_usage())
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"callbridge: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    module_name, func_name, _ = COMMANDS[name]
+    func: Callable[[list[str]], int] = getattr(importlib.import_module(module_name), func_name)
+    return int(func(rest) or 0)
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand's parser, named so that ``--help`` reads ``callbridge <prog>``."""
+    return argparse.ArgumentParser(prog=f"callbridge {prog}", description=description)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

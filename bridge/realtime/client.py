@@ -1,0 +1,191 @@
+"""A thin asyncio pump between :class:`RealtimeProtocol` and a ``websockets`` connection.
+
+All protocol knowledge lives in ``protocol.py`` and the dialect tables; this module only moves text frames. It runs a
+send queue and a receive loop, lets ``websockets`` ping for keepalive, applies connect and idle timeouts, and turns
+every way a connection can end into one :class:`~bridge.events.Closed` event, classified (network, auth, protocol,
+server) with a retryable flag. It never raises into the call session after :meth:`connect` succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+
+from bridge import events as ev
+from bridge.errors import ConnectError, classify_close, classify_http_status, redact
+from bridge.realtime.dialects import Dialect
+from bridge.realtime.protocol import RealtimeProtocol
+
+log = logging.getLogger("bridge.realtime")
+
+CredentialSource = str | Callable[[], Awaitable[str]]
+
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    connect_timeout_s: float = 10.0
+    idle_timeout_s: float = 120.0  # no server frame at all for this long: the socket is dead
+    ping_interval_s: float = 20.0
+    ping_timeout_s: float = 20.0
+    max_frame_bytes: int = 16 * 1024 * 1024  # an oversized delta is the server's fault, not a crash
+    send_queue_frames: int = 2000  # 40 s of audio appends
+
+
+class RealtimeClient:
+    def __init__(
+        self,
+        dialect: Dialect,
+        base_url: str,
+        credential: CredentialSource,
+        *,
+        model: str | None = None,
+        settings: ClientSettings | None = None,
+    ) -> None:
+        self.dialect = dialect
+        self.protocol = RealtimeProtocol(dialect)
+        self.url = dialect.url(base_url, model)
+        self.settings = settings or ClientSettings()
+        self._credential = credential
+        self._secret = ""
+        self._ws: ClientConnection | None = None
+        self._send_q: asyncio.Queue[object] = asyncio.Queue(self.settings.send_queue_frames)
+        self._events: asyncio.Queue[ev.Event] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self.closed: ev.Closed | None = None
+        self.last_send_latency_s = 0.0  # socket write time of the last frame (uplink segment)
+        self.dropped_sends = 0
+
+    async def _resolve_credential(self) -> str:
+        if isinstance(self._credential, str):
+            return self._credential
+        return await self._credential()
+
+    async def connect(self) -> None:
+        """Open the socket. Raises :class:`ConnectError` (classified, credential redacted) on failure."""
+        self._secret = await self._resolve_credential()
+        try:
+            self._ws = await websockets.connect(
+                self.url,
+                additional_headers=self.dialect.headers(self._secret),
+                open_timeout=self.settings.connect_timeout_s,
+                ping_interval=self.settings.ping_interval_s,
+                ping_timeout=self.settings.ping_timeout_s,
+                max_size=self.settings.max_frame_bytes,
+                compression=None,  # audio frames do not compress; deflate costs CPU per frame
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            cls, retryable = classify_http_status(status)
+            raise ConnectError(
+                cls, f"handshake refused: HTTP {status}", retryable=retryable, code=str(status)
+            ) from None
+        except (TimeoutError, OSError) as exc:
+            raise ConnectError(
+                ev.ErrorClass.NETWORK, redact(f"cannot connect: {exc!r}", self._secret), retryable=True
+            ) from None
+        except InvalidURI as exc:
+            raise ConnectError(ev.ErrorClass.PROTOCOL, f"bad realtime URL: {exc}", retryable=False) from None
+        except websockets.exceptions.WebSocketException as exc:
+            raise ConnectError(
+                ev.ErrorClass.PROTOCOL, redact(f"handshake failed: {exc!r}", self._secret), retryable=True
+            ) from None
+        self._tasks = [
+            asyncio.create_task(self._send_loop(), name="realtime-send"),
+            asyncio.create_task(self._recv_loop(), name="realtime-recv"),
+        ]
+
+    # -- sending
+    def send(self, command: ev.Command) -> None:
+        """Queue a command. Never blocks; if the queue is full (socket stalled) the frame is dropped and counted."""
+        if self.closed is not None:
+            return
+        for frame in self.protocol.encode(command):
+            try:
+                self._send_q.put_nowait(frame)
+            except asyncio.QueueFull:
+                self.dropped_sends += 1
+
+    async def _send_loop(self) -> None:
+        assert self._ws is not None
+        ws = self._ws
+        try:
+            while True:
+                frame = await self._send_q.get()
+                if frame is _STOP:
+                    return
+                t0 = time.perf_counter()
+                await ws.send(frame)  # type: ignore[arg-type]  # frames are str; _STOP is handled above
+                self.last_send_latency_s = time.perf_counter() - t0
+        except ConnectionClosed:
+            return  # the receive loop reports the close
+
+    # -- receiving
+    async def _recv_loop(self) -> None:
+        assert self._ws is not None
+        ws = self._ws
+        closed: ev.Closed
+        try:
+            while True:
+                async with asyncio.timeout(self.settings.idle_timeout_s):
+                    frame = await ws.recv()
+                event = self.protocol.decode(frame)
+                if event is not None:
+                    self._events.put_nowait(event)
+        except ConnectionClosed as exc:
+            rcvd = exc.rcvd
+            code = rcvd.code if rcvd is not None else None
+            cls, retryable = classify_close(code)
+            if self._closing:
+                cls, retryable = None, False
+            reason = redact(rcvd.reason if rcvd is not None else "connection lost", self._secret)
+            closed = ev.Closed(error_class=cls, code=code, reason=reason or "closed", retryable=retryable)
+        except TimeoutError:
+            closed = ev.Closed(ev.ErrorClass.NETWORK, None, "idle timeout: no server frame", retryable=True)
+            await ws.close(code=1001, reason="idle timeout")
+        except Exception as exc:  # never let the pump die silently
+            log.exception("realtime receive loop failed")
+            closed = ev.Closed(ev.ErrorClass.PROTOCOL, None, redact(repr(exc), self._secret), retryable=True)
+            await ws.close(code=1011)
+        self.closed = closed
+        self._send_q.put_nowait(_STOP) if not self._send_q.full() else None
+        self._events.put_nowait(closed)
+
+    async def next_event(self) -> ev.Event:
+        return await self._events.get()
+
+    def pending_events(self) -> int:
+        return self._events.qsize()
+
+    async def events(self) -> AsyncIterator[ev.Event]:
+        """Every event until (and including) the :class:`Closed` event."""
+        while True:
+            event = await self._events.get()
+            yield event
+            if isinstance(event, ev.Closed):
+                return
+
+    async def close(self) -> None:
+        """Close cleanly (1000) and wait for the pump tasks."""
+        self._closing = True
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(code=1000), timeout=2.0)
+        for task in self._tasks:
+            if not task.done():
+                task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.closed is None:
+            self.closed = ev.Closed(None, 1000, "closed by bridge", retryable=False)
