@@ -1,0 +1,207 @@
+"""Dialplans: data files that map called numbers to an agent profile.
+
+A dialplan is one YAML file in ``dialplans/``. Every error names the file and the dotted field path, and
+``callbridge dialplan check DIR`` prints all of them (exit 1) or a one-line summary per plan (exit 0).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bridge.errors import ConfigError
+from bridge.realtime.profile import AgentProfile, Tool
+
+# Tools the call session implements itself (bridge/call/tools.py); a dialplan names them.
+BUILTIN_TOOLS: dict[str, Tool] = {
+    "transfer_to_human": Tool(
+        name="transfer_to_human",
+        description="Transfer the caller to a human agent when they ask for a person or you cannot help.",
+        parameters={
+            "type": "object",
+            "properties": {"reason": {"type": "string", "description": "why the caller needs a human"}},
+            "required": ["reason"],
+        },
+    ),
+    "end_call": Tool(
+        name="end_call",
+        description="End the call after saying goodbye, when the caller is done.",
+        parameters={"type": "object", "properties": {}},
+    ),
+}
+
+
+class Recording(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = False
+    consent_prompt: str | None = None  # spoken before recording starts; required when enabled
+
+
+class Dialplan(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    match: tuple[str, ...] = Field(min_length=1)  # called-number globs: "1000", "+1800555*", "*"
+    dialect: Literal["beta", "ga", "rollout"] = "ga"
+    greeting: str | None = None  # the agent speaks first with these instructions
+    transfer_target: str | None = Field(None, pattern=r"^sips?:.+@.+")
+    answer_timeout_s: float = Field(3.0, gt=0, le=30)  # answer anyway if the Realtime session is not ready
+    profile: AgentProfile = AgentProfile()
+    recording: Recording = Recording()
+    source_file: str = Field("", exclude=True)
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _builtin_tools(cls, value: Any) -> Any:
+        """``tools: [transfer_to_human, end_call]`` names built-in tools; dicts define custom ones."""
+        if isinstance(value, dict) and isinstance(value.get("tools"), list):
+            tools = []
+            for i, tool in enumerate(value["tools"]):
+                if isinstance(tool, str):
+                    if tool not in BUILTIN_TOOLS:
+                        raise ValueError(f"tools[{i}]: unknown built-in tool {tool!r} (known: {sorted(BUILTIN_TOOLS)})")
+                    tools.append(BUILTIN_TOOLS[tool].model_dump())
+                else:
+                    tools.append(tool)
+            value = {**value, "tools": tools}
+        return value
+
+    def matches(self, called: str) -> bool:
+        return any(fnmatch.fnmatchcase(called, pattern) for pattern in self.match)
+
+    @property
+    def tool_names(self) -> set[str]:
+        return {t.name for t in self.profile.tools}
+
+
+def _loc(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(file)"
+
+
+def load_dialplan(path: Path) -> Dialplan:
+    """Load and validate one file. Raises :class:`ConfigError` naming the file and the first bad field."""
+    errors = check_file(path)
+    if errors:
+        raise errors[0]
+    return _parse(path)
+
+
+def _parse(path: Path) -> Dialplan:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return Dialplan.model_validate({**data, "source_file": str(path)})
+
+
+def check_file(path: Path) -> list[ConfigError]:
+    """Every error in one dialplan file."""
+    src = str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return [ConfigError(src, "(file)", f"cannot read: {exc}")]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(file)"
+        return [ConfigError(src, where, f"invalid YAML: {getattr(exc, 'problem', exc)}")]
+    if not isinstance(data, dict):
+        return [ConfigError(src, "(file)", "a dialplan must be a mapping")]
+    try:
+        plan = Dialplan.model_validate({**data, "source_file": src})
+    except ValidationError as exc:
+        return [ConfigError(src, _loc(e["loc"]), e["msg"]) for e in exc.errors()]
+    # A dialect-specific field must build for the dialect(s) this plan can use.
+    from bridge.realtime.dialects import DIALECTS
+
+    names = list(DIALECTS) if plan.dialect == "rollout" else [plan.dialect]
+    out: list[ConfigError] = []
+    for name in names:
+        try:
+            DIALECTS[name].build_session(plan.profile)
+        except ConfigError as exc:
+            out.append(ConfigError(src, f"profile.{exc.field}", f"{exc.message} (dialect {name})"))
+    if "transfer_to_human" in plan.tool_names and not plan.transfer_target:
+        out.append(ConfigError(src, "transfer_target", "required when the transfer_to_human tool is enabled"))
+    if plan.recording.enabled and not plan.recording.consent_prompt:
+        out.append(ConfigError(src, "recording.consent_prompt", "required when recording is enabled"))
+    return out
+
+
+def dialplan_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix in {".yaml", ".yml"})
+
+
+def load_dialplans(directory: Path) -> list[Dialplan]:
+    """All plans of a directory; raises on the first error (nothing starts half-configured)."""
+    files = dialplan_files(directory)
+    if not files:
+        raise ConfigError(str(directory), "(directory)", "no dialplan files (*.yaml)")
+    plans = [load_dialplan(f) for f in files]
+    seen: dict[str, str] = {}
+    for plan in plans:
+        if plan.name in seen:
+            raise ConfigError(plan.source_file, "name", f"duplicate dialplan name (also in {seen[plan.name]})")
+        seen[plan.name] = plan.source_file
+    return plans
+
+
+def _specificity(pattern: str) -> tuple[bool, int]:
+    literal = not any(c in pattern for c in "*?[")
+    return literal, len(pattern.split("*", 1)[0].split("?", 1)[0])
+
+
+def route(plans: Sequence[Dialplan], called: str) -> Dialplan | None:
+    """The plan with the most specific matching pattern: an exact number beats a pattern, a longer literal prefix
+    beats a shorter one (so ``*`` is the catch-all whatever its file name)."""
+    best: tuple[tuple[bool, int], Dialplan] | None = None
+    for plan in plans:
+        for pattern in plan.match:
+            if fnmatch.fnmatchcase(called, pattern) and (best is None or _specificity(pattern) > best[0]):
+                best = (_specificity(pattern), plan)
+    return best[1] if best else None
+
+
+def main(argv: list[str]) -> int:
+    from bridge.cli import build_parser
+
+    parser = build_parser("dialplan", "dialplan tools")
+    sub = parser.add_subparsers(dest="action", required=True)
+    check = sub.add_parser("check", help="validate every dialplan file; name the file and field of each error")
+    check.add_argument("paths", nargs="+", type=Path)
+    check.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    files: list[Path] = []
+    for p in args.paths:
+        files += dialplan_files(p) if p.is_dir() else [p]
+    errors: list[ConfigError] = []
+    ok: list[Dialplan] = []
+    for f in files:
+        found = check_file(f)
+        errors += found
+        if not found:
+            ok.append(_parse(f))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": [{"file": p.source_file, "name": p.name, "dialect": p.dialect} for p in ok],
+                    "errors": [{"file": e.source, "field": e.field, "message": e.message} for e in errors],
+                }
+            )
+        )
+    else:
+        for p in ok:
+            print(f"ok     {p.source_file}: {p.name} ({p.dialect}; matches {', '.join(p.match)})")
+        for e in errors:
+            print(f"ERROR  {e}", file=sys.stderr)
+        if not files:
+            print("no dialplan files found", file=sys.stderr)
+    return 1 if errors or not files else 0
