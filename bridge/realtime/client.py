@@ -175,9 +175,14 @@ class RealtimeClient:
             if isinstance(event, ev.Closed):
                 return
 
-    async def close(self) -> None:
-        """Close cleanly (1000) and wait for the pump tasks."""
+    async def close(self, drain_timeout_s: float = 1.0) -> None:
+        """Send what is queued (up to ``drain_timeout_s``), close cleanly (1000) and wait for the pump tasks."""
         self._closing = True
+        if self._tasks and not self._tasks[0].done():
+            with contextlib.suppress(asyncio.QueueFull):
+                self._send_q.put_nowait(_STOP)
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._tasks[0]), drain_timeout_s)
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ws.close(code=1000), timeout=2.0)

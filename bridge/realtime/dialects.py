@@ -174,7 +174,7 @@ def _beta_session(profile: AgentProfile) -> dict[str, Any]:
 
 
 def _beta_response(instructions: str | None, out_of_band: bool, metadata: Mapping[str, str]) -> dict[str, Any]:
-    response: dict[str, Any] = {"modalities": ["audio", "text"]}
+    response: dict[str, Any] = {}  # modalities: the session's
     if instructions is not None:
         response["instructions"] = instructions
     if out_of_band:
@@ -192,7 +192,7 @@ _GA_FORMATS: Mapping[str, dict[str, Any]] = {
 _GA_SESSION_FIELDS = frozenset(
     {
         "type", "model", "instructions", "output_modalities", "audio", "tools", "tool_choice",
-        "max_output_tokens", "tracing", "truncation", "prompt", "include",
+        "max_output_tokens", "tracing", "truncation", "prompt", "include", "parallel_tool_calls", "reasoning",
     }
 )  # fmt: skip
 

@@ -12,6 +12,7 @@ base64 become an :class:`~bridge.events.ErrorEvent` of class PROTOCOL; an unknow
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -73,7 +74,8 @@ def _session_updated(e: Mapping[str, Any]) -> ev.Event:
     s = _m(e, "session")
     audio = _m(s, "audio")
     out = _m(audio, "output")
-    voice = _s(s, "voice") or _s(out, "voice")
+    raw_voice = s.get("voice") or out.get("voice") or ""
+    voice = str(raw_voice.get("id", "")) if isinstance(raw_voice, Mapping) else str(raw_voice)  # GA custom voice
     fmt = s.get("output_audio_format") or _m(out, "format").get("type", "")
     return ev.SessionConfigured(session_id=_s(s, "id"), voice=voice, audio_format=AUDIO_FORMAT_NAMES.get(str(fmt), ""))
 
@@ -230,6 +232,7 @@ class RealtimeProtocol:
         self.dialect = dialect
         self.counters: Counter[str] = Counter()
         self.last_event_id: str | None = None
+        self._tool_names: dict[str, str] = {}  # function_call item id -> tool name
         self._encoders: Mapping[type[ev.Command], Callable[[Any], list[str]]] = {
             ev.UpdateSession: lambda c: [
                 _dumps({"type": "session.update", "session": dialect.build_session(c.profile)})
@@ -313,6 +316,14 @@ class RealtimeProtocol:
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             return self._fault("malformed_event", f"{wire_type}: {exc}")
         self.counters[canonical] += 1
+        return self._with_tool_name(obj, event)
+
+    def _with_tool_name(self, obj: Mapping[str, Any], event: ev.Event | None) -> ev.Event | None:
+        """Beta's ``function_call_arguments.done`` has no ``name``: take it from ``output_item.added``."""
+        if isinstance(event, ev.OutputItemAdded) and event.item_type == "function_call":
+            self._tool_names[event.item_id] = str(obj["item"].get("name") or "")
+        elif isinstance(event, ev.FunctionCall) and not event.name:
+            event = dataclasses.replace(event, name=self._tool_names.get(event.item_id, ""))
         return event
 
     def _fault(self, code: str, message: str) -> ev.ErrorEvent:

@@ -1,0 +1,130 @@
+"""Per-session settings of the emulator: its pace and voice, and the faults it injects on request.
+
+One flat namespace, so the same names work everywhere a setting can come from, later sources winning:
+
+1. ``EmulatorServer(**settings)`` / ``callbridge emulator --set name=value``: defaults for every session;
+2. ``POST /control/next`` ``{"settings": {...}}``: the next N connections;
+3. the WebSocket URL's query, next to ``model``: ``/v1/realtime?model=gpt-realtime&speed=0&drop_after_s=2.5``.
+
+Faults are opt-in and several of them deliberately send events that are not valid models (malformed JSON, an
+unknown type, bad base64). "Nth response" counts the session's responses from 1; such faults fire after
+``fault_after_deltas`` deltas of that response.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+
+@dataclass(frozen=True)
+class Faults:
+    drop_after_s: float | None = None  # abort the TCP connection (no close frame) this long after the upgrade
+    drop_mid_response: int | None = None  # abort during the Nth response
+    delay_first_delta_ms: float = 0.0  # extra wait before a response's first audio delta (not scaled by speed)
+    error_mid_response: int | None = None  # an ``error`` event in the Nth response, which then ends ``failed``
+    error_code: str = "server_error"  # code (and type) of that error
+    unknown_event: int | None = None  # an event of an unknown type in the Nth response
+    malformed_json: int | None = None  # a frame that is not JSON in the Nth response
+    invalid_base64_delta: int | None = None  # an audio delta with invalid base64 in the Nth response
+    oversized_delta: int | None = None  # one huge audio delta in the Nth response
+    oversized_delta_ms: float = 5000.0
+    fault_after_deltas: int = 2  # deltas of the Nth response sent before its fault fires
+    beta_disabled: bool = False  # the beta header gets beta_api_shape_disabled + close 4000, as the service today
+
+
+REPLY_AUDIO: Final = frozenset({"tone", "silence"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    speed: float = 4.0  # pace of responses as a multiple of real time; 0 = as fast as possible
+    delta_ms: float = 100.0  # audio per response.(output_)audio.delta
+    tone_hz: float = 600.0  # default reply voice: a tone...
+    tone_dbfs: float = -12.0  # ...at this peak level
+    reply_audio: str = "tone"  # "tone" or "silence" (an annotation or ``wav_path`` can give a WAV instead)
+    wav_path: str | None = None  # default reply voice from a mono PCM16 WAV file (resampled as needed)
+    ms_per_char: float = 60.0  # reply duration follows the reply text...
+    min_reply_ms: float = 500.0
+    max_reply_ms: float = 6000.0  # ...clamped to this range
+    response_latency_ms: float = 150.0  # response.created -> first output (scaled by speed)
+    transcript_delay_ms: float = 300.0  # commit -> input transcription (scaled by speed)
+    rate_limits_delay_ms: float = 40.0  # GA: response.done -> rate_limits.updated (scaled by speed)
+    session_max_s: float = 3600.0  # the service's 60-minute cap: session_expired then close 1001
+    greeting: str = "Hello! How can I help you today?"
+    seed: int | None = None  # for reproducible ids (virtual-time replays)
+    faults: Faults = field(default_factory=Faults)
+
+    def __post_init__(self) -> None:
+        if self.reply_audio not in REPLY_AUDIO:
+            raise ValueError(f"setting 'reply_audio': expected one of {sorted(REPLY_AUDIO)}, got {self.reply_audio!r}")
+        if self.speed < 0 or self.delta_ms <= 0:
+            raise ValueError("settings 'speed' must be >= 0 and 'delta_ms' > 0")
+
+    def scaled(self, ms: float) -> float:
+        """``ms`` of service time as seconds of emulator time at ``speed``."""
+        return 0.0 if self.speed <= 0 else ms / 1000.0 / self.speed
+
+    def with_values(self, values: Mapping[str, Any]) -> Settings:
+        """A copy with flat ``values`` applied (strings are parsed, as from a URL query)."""
+        own, faults = {}, {}
+        for key, raw in values.items():
+            if key in _SETTING_TYPES:
+                own[key] = _coerce(key, raw, _SETTING_TYPES[key])
+            elif key in _FAULT_TYPES:
+                faults[key] = _coerce(key, raw, _FAULT_TYPES[key])
+            else:
+                raise ValueError(f"unknown emulator setting {key!r}")
+        return dataclasses.replace(self, **own, faults=dataclasses.replace(self.faults, **faults))
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.update(out.pop("faults"))
+        return out
+
+
+def _types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name != "faults"}
+
+
+_SETTING_TYPES: Final = _types(Settings)
+_FAULT_TYPES: Final = _types(Faults)
+NAMES: Final = frozenset(_SETTING_TYPES) | frozenset(_FAULT_TYPES)
+_TRUE: Final = {"1", "true", "yes", "on"}
+_FALSE: Final = {"0", "false", "no", "off"}
+
+
+def _coerce(key: str, raw: Any, hint: Any) -> Any:
+    args = typing.get_args(hint)
+    optional = isinstance(hint, types.UnionType) and type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    if raw is None or (optional and isinstance(raw, str) and raw.lower() in {"", "none", "null"}):
+        if optional:
+            return None
+        raise ValueError(f"setting {key!r} cannot be empty")
+    try:
+        if base is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).lower()
+            if text in _TRUE | _FALSE:
+                return text in _TRUE
+            raise ValueError(raw)
+        if base is int:
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError(raw)
+            return int(raw)
+        if base is float:
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"setting {key!r}: cannot read {raw!r} as {base.__name__}") from None
+
+
+# Faults the control API injects into a live session right now (POST /control/sessions/{id}/fault).
+INJECTABLE: Final = frozenset({"drop", "error", "unknown_event", "malformed_json", "expire", "close"})

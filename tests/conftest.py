@@ -1,0 +1,97 @@
+"""Shared fixtures: a live Realtime emulator, and the ``openai`` package's typed models as the protocol oracle."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import pytest
+from openai.types.beta.realtime import RealtimeClientEvent as BetaClientEvent
+from openai.types.beta.realtime import RealtimeServerEvent as BetaServerEvent
+from openai.types.realtime import RealtimeClientEvent as GAClientEvent
+from openai.types.realtime import RealtimeServerEvent as GAServerEvent
+from pydantic import BaseModel, TypeAdapter
+
+from bridge.emulator import EmulatorServer
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[EmulatorServer]:
+    """An emulator on a free port, in-process: ``emulator.base_url`` (ws://.../v1), ``emulator.http_url``,
+    ``emulator.sessions``. Per-test settings go in the URL query (``f"{emulator.base_url}?speed=0"``) or
+    ``emulator.queue_next(settings=..., annotations=...)``."""
+    async with EmulatorServer("127.0.0.1", 0) as server:
+        yield server
+
+
+class RealtimeOracle:
+    """Validates events against the SDK models strictly: the union must accept the event AND no field may land in a
+    model's ``extra`` (the SDK models accept unknown fields silently), except the documented allowances below."""
+
+    # (dialect, event type, field path) patterns the service sends but the SDK 3.54 models do not declare.
+    ALLOWED_EXTRAS = (
+        ("*", "session.created", "session.object"),  # "realtime.session" on every session object
+        ("*", "session.updated", "session.object"),
+        ("*", "session.created", "session.expires_at"),
+        ("*", "session.updated", "session.expires_at"),
+        ("ga", "session.created", "session.id"),  # GA session models (RealtimeSessionCreateRequest) lack the id
+        ("ga", "session.updated", "session.id"),
+        ("ga", "response.output_audio_transcript.delta", "obfuscation"),  # GA deltas (PROTOCOL.md)
+        ("ga", "response.output_text.delta", "obfuscation"),
+    )
+    _adapters: ClassVar[dict[tuple[str, str], TypeAdapter[Any]]] = {}
+
+    def _adapter(self, dialect: str, side: str) -> TypeAdapter[Any]:
+        key = (dialect, side)
+        if key not in self._adapters:
+            union: Any = {
+                ("ga", "server"): GAServerEvent,
+                ("beta", "server"): BetaServerEvent,
+                ("ga", "client"): GAClientEvent,
+                ("beta", "client"): BetaClientEvent,
+            }[key]
+            self._adapters[key] = TypeAdapter(union)
+        return self._adapters[key]
+
+    def server_event(self, dialect: str, event: dict[str, Any]) -> BaseModel:
+        return self._check(dialect, "server", event)
+
+    def client_event(self, dialect: str, event: dict[str, Any]) -> BaseModel:
+        return self._check(dialect, "client", event)
+
+    def model(self, cls: Any, obj: Any, *, allowed_extras: tuple[str, ...] = ()) -> Any:
+        """Any SDK model (e.g. a credential response), equally strict; ``allowed_extras``: field path patterns."""
+        value = TypeAdapter(cls).validate_python(obj, strict=True)
+        extras = [p for p in _extras(value, "") if not any(fnmatch.fnmatchcase(p, a) for a in allowed_extras)]
+        assert not extras, f"{cls.__name__}: fields unknown to the SDK model: {extras}"
+        return value
+
+    def _check(self, dialect: str, side: str, event: dict[str, Any]) -> BaseModel:
+        model = self._adapter(dialect, side).validate_python(event, strict=True)
+        extras = [p for p in _extras(model, "") if not self._allowed(dialect, str(event.get("type")), p)]
+        assert not extras, f"{dialect} {event.get('type')}: fields unknown to the SDK model: {extras}"
+        assert isinstance(model, BaseModel)
+        return model
+
+    def _allowed(self, dialect: str, kind: str, path: str) -> bool:
+        return any(
+            fnmatch.fnmatchcase(dialect, d) and fnmatch.fnmatchcase(kind, k) and fnmatch.fnmatchcase(path, p)
+            for d, k, p in self.ALLOWED_EXTRAS
+        )
+
+
+def _extras(value: Any, path: str) -> list[str]:
+    if isinstance(value, BaseModel):
+        out = [f"{path}.{k}".lstrip(".") for k in (value.model_extra or {})]
+        for name in type(value).model_fields:
+            out += _extras(getattr(value, name), f"{path}.{name}")
+        return out
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _extras(v, f"{path}[{i}]")]
+    return []
+
+
+@pytest.fixture(scope="session")
+def oracle() -> RealtimeOracle:
+    return RealtimeOracle()

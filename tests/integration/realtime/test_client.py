@@ -1,0 +1,143 @@
+"""The thin client against the emulator: a real WebSocket, both dialects, every way a session can end."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import struct
+
+import numpy as np
+import pytest
+
+from bridge import events as ev
+from bridge.emulator import EmulatorServer
+from bridge.errors import ConnectError
+from bridge.realtime.client import ClientSettings, RealtimeClient
+from bridge.realtime.dialects import BETA, GA, Dialect
+from bridge.realtime.profile import AgentProfile
+
+DIALECTS = [BETA, GA]
+
+
+def speech_24k(seconds: float, level: float = 0.1) -> bytes:
+    """Voiced-speech-like signal: 150 Hz fundamental with harmonics, amplitude-modulated at 4 Hz."""
+    t = np.arange(int(24000 * seconds)) / 24000
+    x = sum(np.sin(2 * math.pi * 150 * k * t) / k for k in range(1, 6)) * (0.6 + 0.4 * np.sin(2 * math.pi * 4 * t))
+    return (x / np.max(np.abs(x)) * level * 32767).astype("<i2").tobytes()
+
+
+def dominant_hz(pcm: bytes, rate: int) -> float:
+    x = np.frombuffer(pcm, "<i2").astype(float)
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spectrum) * rate / len(x))
+
+
+async def collect(client: RealtimeClient, until: type[ev.Event], limit_s: float = 10.0) -> list[ev.Event]:
+    out: list[ev.Event] = []
+    async with asyncio.timeout(limit_s):
+        while True:
+            event = await client.next_event()
+            out.append(event)
+            if isinstance(event, until | ev.Closed):
+                return out
+
+
+async def open_client(emulator: EmulatorServer, dialect: Dialect, query: str = "") -> RealtimeClient:
+    base = emulator.base_url + (f"?{query}" if query else "")
+    client = RealtimeClient(dialect, base, "sk-test-client", settings=ClientSettings(ping_interval_s=5))
+    await client.connect()
+    return client
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.name)
+async def test_a_turn_through_the_client(emulator: EmulatorServer, dialect: Dialect) -> None:
+    emulator.queue_next(annotations=[{"hears": "what time do you open", "reply": {"text": "At nine.", "tone_hz": 700}}])
+    client = await open_client(emulator, dialect, "speed=0")
+    client.send(ev.UpdateSession(AgentProfile()))
+    first = await collect(client, ev.SessionConfigured)
+    assert isinstance(first[0], ev.SessionReady) and isinstance(first[-1], ev.SessionConfigured)
+    audio = speech_24k(1.5) + bytes(2 * 24000)
+    for i in range(0, len(audio), 960):  # 20 ms appends, as the call session sends them
+        client.send(ev.AppendAudio(audio[i : i + 960]))
+    events = await collect(client, ev.ResponseDone)
+    kinds = [e.kind for e in events]
+    assert kinds.index("SpeechStarted") < kinds.index("SpeechStopped") < kinds.index("ResponseStarted")
+    assert kinds.index("ResponseStarted") < kinds.index("AudioChunk") < kinds.index("ResponseDone")
+    reply = b"".join(e.audio for e in events if isinstance(e, ev.AudioChunk))
+    assert abs(dominant_hz(reply, 24000) - 700) < 5
+    done = events[-1]
+    assert isinstance(done, ev.ResponseDone) and done.status == "completed" and done.usage is not None
+    await client.close()
+    assert client.closed is not None and client.closed.error_class is None
+    # what reached the model is what we sent
+    (record,) = emulator.sessions
+    await emulator.wait_closed(record)
+    assert record.dialect == dialect.name
+    assert len(record.input_audio) == len(audio)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.name)
+async def test_socket_drop_is_a_retryable_network_close(emulator: EmulatorServer, dialect: Dialect) -> None:
+    client = await open_client(emulator, dialect, "drop_after_s=0.3")
+    events = await collect(client, ev.Closed, limit_s=5)
+    closed = events[-1]
+    assert isinstance(closed, ev.Closed)
+    assert (closed.error_class, closed.retryable) == (ev.ErrorClass.NETWORK, True)
+    client.send(ev.CommitAudio())  # sending after the close is a no-op, not an exception
+    await client.close()
+
+
+async def test_error_unknown_and_malformed_events_are_classified_and_not_fatal(emulator: EmulatorServer) -> None:
+    client = await open_client(emulator, GA, "speed=0&error_mid_response=1&unknown_event=1&malformed_json=1")
+    client.send(ev.UpdateSession(AgentProfile(turn_detection=None)))
+    await collect(client, ev.SessionConfigured)
+    client.send(ev.CreateResponse(instructions='say "hello there"'))
+    events = await collect(client, ev.ResponseDone)
+    errors = [e for e in events if isinstance(e, ev.ErrorEvent)]
+    assert {e.code for e in errors} >= {"malformed_json", "server_error"}
+    assert any(isinstance(e, ev.UnknownEvent) for e in events)
+    assert client.protocol.counters["unknown"] == 1 and client.protocol.counters["malformed_json"] == 1
+    assert isinstance(events[-1], ev.ResponseDone) and client.closed is None  # the session went on
+    await client.close()
+
+
+async def test_session_cap_is_a_retryable_server_close(emulator: EmulatorServer) -> None:
+    client = await open_client(emulator, BETA, "session_max_s=0.3")
+    events = await collect(client, ev.Closed, limit_s=5)
+    assert any(isinstance(e, ev.ErrorEvent) and e.code == "session_expired" for e in events)
+    closed = events[-1]
+    assert isinstance(closed, ev.Closed) and (closed.code, closed.error_class, closed.retryable) == (
+        1001,
+        ev.ErrorClass.SERVER,
+        True,
+    )
+
+
+async def test_bad_key_is_an_auth_failure_and_never_echoed() -> None:
+    async with EmulatorServer("127.0.0.1", 0, api_key="sk-the-real-one") as server:
+        client = RealtimeClient(GA, server.base_url, "sk-wrong-key-123456")
+        await client.connect()
+        events = await collect(client, ev.Closed, limit_s=5)
+        closed = events[-1]
+        assert isinstance(closed, ev.Closed) and (closed.code, closed.error_class) == (3000, ev.ErrorClass.AUTH)
+        assert all("sk-wrong-key-123456" not in repr(e) for e in events)
+
+
+async def test_nothing_listening_is_a_retryable_connect_error() -> None:
+    client = RealtimeClient(GA, "ws://127.0.0.1:9/v1", "sk-x", settings=ClientSettings(connect_timeout_s=2))
+    with pytest.raises(ConnectError) as info:
+        await client.connect()
+    assert info.value.error_class is ev.ErrorClass.NETWORK and info.value.retryable
+
+
+async def test_idle_timeout_closes_a_silent_socket(emulator: EmulatorServer) -> None:
+    client = RealtimeClient(GA, emulator.base_url, "sk-x", settings=ClientSettings(idle_timeout_s=0.3))
+    await client.connect()
+    events = await collect(client, ev.Closed, limit_s=5)
+    closed = events[-1]
+    assert isinstance(closed, ev.Closed) and "idle" in closed.reason and closed.retryable
+
+
+def test_pcm_helper_is_sane() -> None:
+    pcm = speech_24k(0.5)
+    assert len(pcm) == 24000 and max(struct.unpack("<12000h", pcm)) > 3000
