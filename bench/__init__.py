@@ -1,0 +1,18 @@
+"""``callbridge bench NAME``: benchmarks that print ratios against their anchors, measured in the same run."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHES = {
+    "audio": "bench.audio",  # resamplers vs audioop and soxr, G.711 passthrough, wire encoding
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHES:
+        print(f"usage: callbridge bench {{{','.join(BENCHES)}}} [--json]", file=sys.stderr)
+        return 2
+    module = importlib.import_module(BENCHES[argv[0]])
+    return int(module.main(argv[1:]) or 0)

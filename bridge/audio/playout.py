@@ -1,0 +1,201 @@
+"""Outbound playout buffer: the model's audio in 20 ms frames, from the event loop to pjmedia's clock thread.
+
+The model sends audio faster than real time and in bursts; this buffer absorbs it (60 s by default) and
+hands out exactly one frame per 20 ms tick (RFC 3551 §4.5: 20 ms packetization), with silence when it has
+nothing. It counts what it played per item, so a barge-in can report ``audio_end_ms`` for
+``conversation.item.truncate`` exactly.
+
+Threading contract
+------------------
+Two threads, each with its own methods:
+
+- the producer (the call's asyncio loop) calls ``push``, ``end_item`` and ``flush``;
+- the consumer (pjmedia's clock thread, ``onFrameRequested``) calls ``pop_frame`` every 20 ms.
+
+They share one ``collections.deque`` of ``(item_id, seq, frame)``: ``append`` (producer) and ``popleft``
+(consumer) are atomic under the GIL. ``flush`` swaps in an empty deque under a lock held for that O(1) swap
+only; the consumer takes the same lock with a non-blocking acquire, and on the rare tick where it would have to
+wait it returns silence instead (a flush is cutting the audio at that very moment anyway). So ``pop_frame``
+never blocks, and every frame is either handed out or reported dropped, exactly once. Each counter and per-item
+record has one writer; any thread may read them (a read may be one frame stale).
+
+Accounting
+----------
+- ``underruns``: pops that found no frame while an item was open (pushed, not yet ended or flushed) and had
+  already started playing: dead air inside an answer. Silence before an item's first frame (waiting for the
+  model) and idle silence between answers are not counted.
+- ``dropped_frames``: frames refused because the buffer was full. The newest audio is dropped, and with it the
+  rest of that item, so the caller always hears a prefix of each item and ``played_ms`` stays a position in it.
+- ``late_frames``: audio pushed for an item already ended or flushed (deltas still in flight after a barge-in):
+  discarded.
+- ``played_ms(item)`` never exceeds the item's real audio length (its last frame is padded with silence).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+from bridge.audio.g711 import BYTES_PER_FRAME_PCM16, FRAME_MS
+
+_Frame = tuple[str, int, bytes]  # item_id, index of the frame in its item, frame bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    """What a flush cut. ``item_id`` is the item that was playing (or next to play), None if there was none.
+
+    ``played_ms`` is the audio of that item handed to the phone side: the ``audio_end_ms`` of
+    ``conversation.item.truncate``. ``dropped_ms`` is its audio received but not played (0: nothing was cut).
+    ``unplayed`` lists later items that were queued but not one frame of which was played.
+    """
+
+    item_id: str | None
+    played_ms: int
+    dropped_ms: int
+    unplayed: tuple[str, ...] = ()
+
+
+class PlayoutBuffer:
+    """Bounded FIFO of 20 ms frames between one producer thread and one consumer thread (see module doc)."""
+
+    def __init__(
+        self, max_ms: int = 60_000, frame_bytes: int = BYTES_PER_FRAME_PCM16, silence: bytes | None = None
+    ) -> None:
+        if frame_bytes <= 0 or max_ms < FRAME_MS:
+            raise ValueError(f"need frame_bytes > 0 and max_ms >= {FRAME_MS}, got {frame_bytes}, {max_ms}")
+        self._silence = bytes(frame_bytes) if silence is None else silence
+        if len(self._silence) != frame_bytes:
+            raise ValueError(f"silence must be one frame of {frame_bytes} bytes, got {len(self._silence)}")
+        self._frame_bytes: Final = frame_bytes
+        self._max_frames: Final = max_ms // FRAME_MS
+        self._q: deque[_Frame] = deque()
+        self._swap = threading.Lock()  # guards the identity of self._q (flush swaps it), never its content
+        # producer side
+        self._item: str | None = None  # the item receiving audio (or the last one that did)
+        self._open = False  # self._item may still receive audio
+        self._seq = 0  # frames of self._item queued so far
+        self._rem = b""  # tail of self._item shorter than a frame
+        self._overflowing = False  # self._item hit the bound: the rest of it is dropped
+        self._closed: set[str] = set()
+        self._received: dict[str, int] = {}  # bytes of real audio per item
+        self.dropped_frames = 0
+        self.late_frames = 0
+        # consumer side
+        self._last_played: str | None = None
+        self._played: dict[str, int] = {}  # frames handed out per item
+        self._first_at: dict[str, float] = {}
+        self.frames_played = 0
+        self.underruns = 0
+
+    # -- producer ------------------------------------------------------------------------------------------
+
+    def push(self, item_id: str, pcm8k: bytes) -> None:
+        """Queue audio of `item_id`, any length. A new item id ends the previous item (its tail is padded)."""
+        fb = self._frame_bytes
+        if item_id != self._item or not self._open:
+            if item_id in self._closed:
+                self.late_frames += -(-len(pcm8k) // fb)
+                return
+            self._close()
+            self._item, self._seq, self._rem, self._overflowing = item_id, 0, b"", False
+            self._received[item_id] = 0
+            self._open = True
+        self._received[item_id] += len(pcm8k)
+        data = self._rem + pcm8k if self._rem else pcm8k
+        whole = len(data) - len(data) % fb
+        for off in range(0, whole, fb):
+            self._enqueue(item_id, data[off : off + fb])
+        self._rem = data[whole:]
+
+    def end_item(self, item_id: str) -> None:
+        """No more audio for `item_id`: queue its tail padded to a whole frame so it plays."""
+        if item_id == self._item and self._open:
+            self._close()
+
+    def flush(self) -> FlushResult:
+        """Drop everything queued at once (barge-in) and report what of the current item was played."""
+        with self._swap:
+            drained, self._q = self._q, deque()
+        current = drained[0][0] if drained else self._item
+        open_item = self._item if self._open else None
+        self._closed.update(frame[0] for frame in drained)
+        if self._item is not None:
+            self._closed.add(self._item)
+        played_tail = self._seq  # frames queued for self._item: all handed out if none was drained
+        self._item, self._open, self._rem = None, False, b""
+        if current is None:
+            return FlushResult(None, 0, 0)
+        # frames of an item are queued in order, so the first one drained tells how many were played before
+        played = drained[0][1] if drained else played_tail
+        received_ms = self._received[current] * FRAME_MS // self._frame_bytes
+        played_ms = min(played * FRAME_MS, received_ms)
+        later = dict.fromkeys(frame[0] for frame in drained if frame[0] != current)
+        if open_item is not None and open_item != current:
+            later[open_item] = None
+        return FlushResult(current, played_ms, received_ms - played_ms, tuple(later))
+
+    def _close(self) -> None:
+        if self._item is None or not self._open:
+            return
+        if self._rem:
+            self._enqueue(self._item, self._rem + self._silence[len(self._rem) :])
+            self._rem = b""
+        self._closed.add(self._item)
+        self._open = False
+
+    def _enqueue(self, item_id: str, frame: bytes) -> None:
+        if self._overflowing or len(self._q) >= self._max_frames:
+            self._overflowing = True
+            self.dropped_frames += 1
+            return
+        self._q.append((item_id, self._seq, frame))
+        self._seq += 1
+
+    # -- consumer ------------------------------------------------------------------------------------------
+
+    def pop_frame(self) -> bytes:
+        """The next frame, or silence. Never blocks; always exactly `frame_bytes` bytes."""
+        if not self._swap.acquire(blocking=False):
+            return self._silence  # a flush is swapping the queue out this very instant
+        try:
+            item_id, seq, frame = self._q.popleft()
+        except IndexError:
+            if self._open and self._last_played == self._item:
+                self.underruns += 1
+            return self._silence
+        finally:
+            self._swap.release()
+        if seq == 0:
+            self._first_at[item_id] = time.monotonic()
+        self._played[item_id] = seq + 1
+        self._last_played = item_id
+        self.frames_played += 1
+        return frame
+
+    # -- readers -------------------------------------------------------------------------------------------
+
+    def played_ms(self, item_id: str) -> int:
+        """Milliseconds of `item_id` handed to the phone side so far."""
+        received_ms = self._received.get(item_id, 0) * FRAME_MS // self._frame_bytes
+        return min(self._played.get(item_id, 0) * FRAME_MS, received_ms)
+
+    def first_played_at(self, item_id: str) -> float | None:
+        """`time.monotonic()` when the first frame of `item_id` was handed out, None if not yet."""
+        return self._first_at.get(item_id)
+
+    @property
+    def depth_ms(self) -> int:
+        return len(self._q) * FRAME_MS
+
+    @property
+    def idle(self) -> bool:
+        """Everything queued has been handed out and no item is open (e.g. goodbye audio has finished)."""
+        return not self._open and not self._q
+
+    @property
+    def frame_bytes(self) -> int:
+        return self._frame_bytes

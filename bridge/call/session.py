@@ -1,0 +1,461 @@
+"""One call's orchestration: the phone leg, the audio path and one Realtime session, as one asyncio task.
+
+Audio never waits for control and control never waits behind audio:
+
+* caller frames arrive on the loop thread (``PhoneLeg.start_media``), go through the uplink converter and are sent
+  at once as ``AppendAudio`` (the hot path has no queue of its own);
+* model audio (``AudioChunk``) goes through the downlink converter into the playout buffer, which the media clock
+  thread drains every 20 ms;
+* every other event (Realtime and telephone) goes through one :class:`Inbox` in which control events outrank audio.
+
+Barge-in follows PROTOCOL.md: flush playout, cancel only an active response, truncate the playing item to what the
+caller actually heard, back to LISTENING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge import events as ev
+from bridge.audio import PlayoutBuffer, converters
+from bridge.audio.g711 import FRAME_MS
+from bridge.call.leg import PhoneLeg
+from bridge.call.state import Phase, PhaseMachine
+from bridge.call.tools import ToolResult, run_tool
+from bridge.dialplan import Dialplan
+from bridge.errors import ConnectError
+from bridge.realtime.client import RealtimeClient
+from bridge.realtime.dialects import Dialect
+
+log = logging.getLogger("bridge.call")
+
+Connector = Callable[[], Awaitable[RealtimeClient]]
+Listener = Callable[[str, dict[str, Any]], None]
+
+TICK_S = 0.02
+SUMMARY_TURNS = 6
+RECONNECT_BACKOFF_S = (0.1, 0.4, 1.0)
+
+
+class Inbox:
+    """One queue for a call's events; control events are always taken before audio chunks."""
+
+    def __init__(self) -> None:
+        self._q: asyncio.PriorityQueue[tuple[int, int, ev.Event]] = asyncio.PriorityQueue()
+        self._seq = itertools.count()
+
+    def put(self, event: ev.Event) -> None:
+        self._q.put_nowait((0 if event.control else 1, next(self._seq), event))
+
+    async def get(self) -> ev.Event:
+        return (await self._q.get())[2]
+
+
+@dataclass
+class CallReport:
+    """What happened on one call: the demo prints it, replays compare it, Redis keeps a summary of it."""
+
+    call_id: str
+    dialect: str
+    dialplan: str
+    answered: bool = False
+    phases: list[str] = field(default_factory=list)
+    caller_transcript: list[str] = field(default_factory=list)
+    agent_transcript: list[str] = field(default_factory=list)
+    agent_audio_ms: int = 0
+    first_audio_ms: float | None = None
+    latency_ms: dict[str, list[float]] = field(default_factory=dict)
+    barge_ins: int = 0
+    truncates: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    dtmf: list[str] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    reconnects: int = 0
+    timeline: list[tuple[float, str, str]] = field(default_factory=list)
+    end_reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+class CallSession:
+    def __init__(
+        self,
+        leg: PhoneLeg,
+        plan: Dialplan,
+        dialect: Dialect,
+        connect: Connector,
+        *,
+        listeners: list[Listener] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_reconnects: int = 1,
+    ) -> None:
+        self.leg = leg
+        self.plan = plan
+        self.dialect = dialect
+        self._connect = connect
+        self._clock = clock
+        self._t0 = clock()
+        self.listeners = list(listeners or [])
+        self.report = CallReport(call_id=leg.call_id, dialect=dialect.name, dialplan=plan.name)
+        self.phase = PhaseMachine(leg.call_id, on_change=self._phase_changed, clock=clock)
+        self.inbox = Inbox()
+        self.client: RealtimeClient | None = None
+        self.uplink, self.downlink = converters(plan.profile.audio_format)
+        self.playout = PlayoutBuffer()
+        self.frames_appended = 0
+        self.frames_dropped_offline = 0
+        self.max_reconnects = max_reconnects
+        # response bookkeeping
+        self.response_id: str | None = None  # the active response, if any
+        self.cancelled: set[str] = set()
+        self.audio_item: str | None = None  # the item whose audio is playing / queued
+        self.audio_response: str | None = None
+        self._response_had_audio = False
+        self._pending: ToolResult | None = None  # action to run once the agent's line has played
+        self._pending_since = 0.0
+        self._speech_stopped_at: float | None = None
+        self._answered_at: float | None = None
+        self._ending = False
+        self._pump: asyncio.Task[None] | None = None
+        self._agent_parts: dict[str, list[str]] = {}
+
+    # ------------------------------------------------------------------------------------------------ plumbing
+    def _now_ms(self) -> float:
+        return (self._clock() - self._t0) * 1000.0
+
+    def note(self, kind: str, summary: str = "", **data: Any) -> None:
+        self.report.timeline.append((round(self._now_ms(), 1), kind, summary))
+        for listener in self.listeners:
+            try:
+                listener(kind, {"summary": summary, **data})
+            except Exception:  # a broken observer must not break the call
+                log.exception("call listener failed")
+
+    def _latency(self, segment: str, ms: float) -> None:
+        self.report.latency_ms.setdefault(segment, []).append(round(ms, 1))
+        self.note("latency", f"{segment} {ms:.0f} ms", segment=segment, ms=ms)
+
+    def _phase_changed(self, old: Phase, new: Phase, why: str) -> None:
+        self.report.phases.append(str(new))
+        self.note("phase", f"{old} -> {new}: {why}", old=str(old), new=str(new))
+
+    def _send(self, command: ev.Command) -> None:
+        if self.client is not None:
+            self.client.send(command)
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+    async def _open_session(self) -> RealtimeClient:
+        client = await self._connect()
+        client.send(ev.UpdateSession(self.plan.profile))
+        # Wait for session.updated (or an error) so the first caller audio is in the configured format.
+        while True:
+            event = await client.next_event()
+            if isinstance(event, ev.SessionConfigured):
+                return client
+            if isinstance(event, ev.ErrorEvent):
+                await client.close()
+                raise ConnectError(event.error_class, f"session.update refused: {event.code}", retryable=False)
+            if isinstance(event, ev.Closed):
+                raise ConnectError(event.error_class or ev.ErrorClass.NETWORK, event.reason, retryable=event.retryable)
+
+    async def run(self) -> CallReport:
+        self.report.phases.append(str(Phase.IDLE))
+        self.leg.ringing()
+        self.note("ringing", f"{self.leg.caller} -> {self.leg.called} ({self.plan.name}, {self.dialect.name})")
+        t_connect = self._clock()
+        try:
+            # Open the WebSocket before the 200 OK: greeting latency is the callers' top complaint.
+            self.client = await asyncio.wait_for(self._open_session(), self.plan.answer_timeout_s)
+            self._latency("session_setup", (self._clock() - t_connect) * 1000)
+        except (TimeoutError, ConnectError) as exc:
+            self.note("realtime_unavailable", str(exc) or "timeout")
+            self.report.errors.append({"class": "network", "code": "connect", "message": str(exc) or "timeout"})
+        self.leg.answer()
+        self._answered_at = self._clock()
+        self.report.answered = True
+        self.note("answered")
+        self.leg.start_media(self.playout, self._on_frame)
+        leg_pump = asyncio.create_task(self._pump_leg(), name=f"leg-{self.leg.call_id}")
+        ticker = asyncio.create_task(self._tick(), name=f"tick-{self.leg.call_id}")
+        try:
+            if self.client is None:
+                self.phase.set(Phase.RECOVERING, "realtime session not ready at answer")
+                await self._recover()
+            else:
+                self._start_pump()
+                self._begin()
+            while not self._ending:
+                await self._handle(await self.inbox.get())
+        finally:
+            for task in (leg_pump, ticker, self._pump):
+                if task is not None:
+                    task.cancel()
+            if self.client is not None:
+                await self.client.close()
+            self.report.agent_audio_ms = self.playout.frames_played * FRAME_MS
+            if self.phase.phase is not Phase.ENDED:
+                self.phase.set(Phase.ENDED, self.report.end_reason or "session finished")
+            self.note("ended", self.report.end_reason)
+        return self.report
+
+    def _begin(self) -> None:
+        if self.plan.greeting:
+            self._send(ev.CreateResponse(instructions=self.plan.greeting))
+            self.phase.set(Phase.THINKING, "greeting")
+        else:
+            self.phase.set(Phase.LISTENING, "session ready")
+
+    def _start_pump(self) -> None:
+        assert self.client is not None
+        client = self.client
+
+        async def pump() -> None:
+            async for event in client.events():
+                self.inbox.put(event)
+
+        self._pump = asyncio.create_task(pump(), name=f"rt-{self.leg.call_id}")
+
+    async def _pump_leg(self) -> None:
+        while True:
+            self.inbox.put(await self.leg.events.get())
+
+    async def _tick(self) -> None:
+        """Every 20 ms: notice that the agent's audio has finished playing, and run what waited for that."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            if self.leg.disconnected.is_set() and not self._ending:
+                self.inbox.put(ev.CallerHungUp(sip_code=0, reason="leg disconnected"))
+            if self.response_id is None and self.playout.idle:
+                if self.phase.phase is Phase.SPEAKING:
+                    self.phase.set(Phase.LISTENING, "reply played out")
+                if self._pending is not None:
+                    self._run_pending()
+            elif self._pending is not None and self._clock() - self._pending_since > 10.0:
+                self._run_pending()  # the model never spoke its line: do not keep the caller waiting
+
+    def _end(self, reason: str) -> None:
+        self._ending = True
+        self.report.end_reason = reason
+
+    # ------------------------------------------------------------------------------------------------ audio
+    def _on_frame(self, pcm: bytes, t_capture: float) -> None:
+        """A caller frame on the loop thread: convert and send now (hot path)."""
+        client = self.client
+        if client is None or client.closed is not None:
+            self.frames_dropped_offline += 1  # never replay audio history after a reconnect
+            return
+        client.send(ev.AppendAudio(self.uplink.process(pcm)))
+        self.frames_appended += 1
+        if self.frames_appended % 50 == 1:  # sample the capture segment once a second
+            self._latency("capture", (time.monotonic() - t_capture) * 1000)
+
+    def _on_audio(self, chunk: ev.AudioChunk) -> None:
+        if chunk.response_id in self.cancelled:
+            return  # in flight when we barged in
+        if chunk.item_id != self.audio_item:
+            self.audio_item, self.audio_response = chunk.item_id, chunk.response_id
+            self.downlink.reset()  # documented reset policy: a new output item starts a new stream
+        t0 = self._clock()
+        self.playout.push(chunk.item_id, self.downlink.process(chunk.audio))
+        if not self._response_had_audio:
+            self._response_had_audio = True
+            self._latency("downlink", (self._clock() - t0) * 1000)
+            if self._speech_stopped_at is not None:
+                self._latency("inference", (t0 - self._speech_stopped_at) * 1000)
+                self._speech_stopped_at = None
+            if self.report.first_audio_ms is None and self._answered_at is not None:
+                self.report.first_audio_ms = round((t0 - self._answered_at) * 1000, 1)
+        if self.phase.phase in (Phase.LISTENING, Phase.THINKING):
+            self.phase.set(Phase.SPEAKING, "model audio")
+
+    def _barge_in(self, why: str) -> None:
+        """Flush, cancel only an active response, truncate to what was played, back to listening."""
+        if self.phase.phase in (Phase.SPEAKING, Phase.THINKING):
+            self.phase.set(Phase.CANCELLING, why)
+        flushed = self.playout.flush()
+        if self.response_id is not None:
+            self._send(ev.CancelResponse(self.response_id))
+            self.cancelled.add(self.response_id)
+            self.response_id = None
+        cut = [(flushed.item_id, flushed.played_ms)] if flushed.item_id is not None else []
+        cut += [(item_id, 0) for item_id in flushed.unplayed]  # queued items the caller never heard
+        for item_id, played_ms in cut:
+            self._send(ev.Truncate(item_id=item_id, audio_end_ms=played_ms))
+            self.report.truncates.append({"item_id": item_id, "audio_end_ms": played_ms})
+            self.note("truncate", f"{item_id} at {played_ms} ms", item_id=item_id, audio_end_ms=played_ms)
+        self.report.barge_ins += 1
+        self.audio_item = None
+        self._pending = None  # the caller interrupted the goodbye / transfer line: keep talking
+        self.downlink.reset()
+        if self.phase.phase is not Phase.LISTENING:
+            self.phase.set(Phase.LISTENING, "barge-in handled")
+
+    # ------------------------------------------------------------------------------------------------ events
+    async def _handle(self, event: ev.Event) -> None:
+        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        if handler is not None:
+            result = handler(event)
+            if asyncio.iscoroutine(result):
+                await result
+
+    def _on_AudioChunk(self, e: ev.AudioChunk) -> None:
+        self._on_audio(e)
+
+    def _on_AudioDone(self, e: ev.AudioDone) -> None:
+        if e.item_id == self.audio_item and e.response_id not in self.cancelled:
+            self.playout.push(e.item_id, self.downlink.drain())  # the last 2 ms still inside the filter
+            self.playout.end_item(e.item_id)
+
+    def _on_SpeechStarted(self, e: ev.SpeechStarted) -> None:
+        self.note("speech_started", f"at {e.audio_start_ms} ms")
+        if self.phase.phase is Phase.SPEAKING or not self.playout.idle or self.response_id is not None:
+            self._barge_in("caller spoke over the agent")
+
+    def _on_SpeechStopped(self, e: ev.SpeechStopped) -> None:
+        self._speech_stopped_at = self._clock()
+        self.note("speech_stopped", f"at {e.audio_end_ms} ms")
+        if self.phase.phase is Phase.LISTENING:
+            self.phase.set(Phase.THINKING, "caller stopped speaking")
+
+    def _on_CallerTranscript(self, e: ev.CallerTranscript) -> None:
+        if e.final and e.text:
+            self.report.caller_transcript.append(e.text)
+            self.note("caller_transcript", e.text, item_id=e.item_id)
+
+    def _on_AgentTranscript(self, e: ev.AgentTranscript) -> None:
+        if e.final and e.text:
+            self.report.agent_transcript.append(e.text)
+            self.note("agent_transcript", e.text, item_id=e.item_id)
+
+    _on_AgentText = _on_AgentTranscript
+
+    def _on_ResponseStarted(self, e: ev.ResponseStarted) -> None:
+        self.response_id = e.response_id
+        self._response_had_audio = False
+        self.note("response_started", e.response_id)
+        if self.phase.phase is Phase.LISTENING:
+            self.phase.set(Phase.THINKING, "response started")
+
+    def _on_ResponseDone(self, e: ev.ResponseDone) -> None:
+        self.note("response_done", f"{e.response_id} {e.status}", status=e.status)
+        if e.response_id == self.response_id:
+            self.response_id = None
+        if self.audio_item is not None and e.response_id == self.audio_response:
+            self.playout.end_item(self.audio_item)
+        if self.phase.phase is Phase.THINKING and not self._response_had_audio and self._pending is None:
+            self.phase.set(Phase.LISTENING, f"response {e.status} without audio")
+
+    def _on_FunctionCall(self, e: ev.FunctionCall) -> None:
+        result = run_tool(e.name, e.arguments, enabled=self.plan.tool_names, transfer_target=self.plan.transfer_target)
+        self.report.tool_calls.append({"name": e.name, "arguments": e.arguments, "output": result.output})
+        self.note("tool_call", f"{e.name}({e.arguments}) -> {result.output_json}", name=e.name)
+        self._send(ev.FunctionOutput(call_id=e.call_id, output=result.output_json))
+        if result.action is not None:
+            self._pending, self._pending_since = result, self._clock()
+        if self.phase.phase is Phase.LISTENING:
+            self.phase.set(Phase.THINKING, f"tool {e.name}")
+
+    def _run_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        if pending.action == "transfer" and pending.target:
+            self.note("transfer", pending.target)
+            self.leg.transfer(pending.target)
+        elif pending.action == "hangup":
+            self.note("hangup", "end_call tool")
+            self.leg.hangup()
+            self._end("agent ended the call")
+
+    def _on_TransferProgress(self, e: ev.TransferProgress) -> None:
+        self.note("transfer_progress", f"{e.status_code} {e.reason}", final=e.final)
+        if not e.final:
+            return
+        if 200 <= e.status_code < 300:
+            self.leg.hangup()  # RFC 3515: the transferor leaves after the final NOTIFY 200
+            self._end("transferred")
+        else:
+            self._send(
+                ev.AddText(f"The transfer failed ({e.status_code} {e.reason}). Tell the caller.", ev.Role.SYSTEM)
+            )
+            self._send(ev.CreateResponse())
+
+    def _on_Dtmf(self, e: ev.Dtmf) -> None:
+        self.report.dtmf.append(e.digit)
+        self.note("dtmf", e.digit, source=e.source)
+        if e.source == "realtime":
+            return  # the service already put it in the conversation
+        if self.phase.phase is Phase.SPEAKING or self.response_id is not None:
+            self._barge_in("caller pressed a key")  # type-ahead interrupts a menu prompt
+        self._send(ev.AddText(f"The caller pressed the key {e.digit} on the phone keypad."))
+        self._send(ev.CreateResponse())
+
+    def _on_CallerHungUp(self, e: ev.CallerHungUp) -> None:
+        self.playout.flush()
+        self._end(f"caller hung up ({e.reason})" if e.reason else "caller hung up")
+
+    def _on_ErrorEvent(self, e: ev.ErrorEvent) -> None:
+        # response_cancel_not_active is expected: the reply was often fully generated before the barge-in.
+        if e.code != "response_cancel_not_active":
+            self.report.errors.append({"class": str(e.error_class), "code": e.code, "message": e.message})
+        self.note("error", f"{e.error_class}/{e.code}: {e.message}", code=e.code)
+
+    def _on_UnknownEvent(self, e: ev.UnknownEvent) -> None:
+        self.note("unknown_event", e.type)
+
+    async def _on_Closed(self, e: ev.Closed) -> None:
+        if self._ending:
+            return
+        self.note("realtime_closed", f"{e.error_class}/{e.code}: {e.reason}", retryable=e.retryable)
+        self.report.errors.append({"class": str(e.error_class), "code": str(e.code), "message": e.reason})
+        self.phase.set(Phase.RECOVERING, f"realtime closed: {e.reason}")
+        await self._recover()
+
+    # ------------------------------------------------------------------------------------------------ recovery
+    def _summary(self) -> str:
+        turns: list[str] = []
+        for kind_, text in (("Caller", self.report.caller_transcript), ("Agent", self.report.agent_transcript)):
+            turns += [f"{kind_}: {t}" for t in text[-SUMMARY_TURNS:]]
+        return "The call was reconnected. Continue naturally; do not greet again. Recent turns:\n" + "\n".join(turns)
+
+    async def _recover(self) -> None:
+        """Open a fresh session with the instructions and a short summary; the caller keeps hearing queued audio."""
+        t_lost = self._clock()
+        old = self.client
+        self.client = None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.close()
+        if self._pump is not None:
+            self._pump.cancel()
+        self.response_id = None
+        for attempt, delay in enumerate(RECONNECT_BACKOFF_S[: self.max_reconnects + 1]):
+            if attempt:
+                await asyncio.sleep(delay)
+            try:
+                self.client = await asyncio.wait_for(self._open_session(), 10.0)
+                break
+            except (TimeoutError, ConnectError) as exc:
+                self.note("reconnect_failed", str(exc) or "timeout", attempt=attempt)
+        if self.client is None:
+            self.note("recovery_failed", "no realtime session")
+            self._end("realtime unavailable")
+            return
+        self.report.reconnects += 1
+        self._start_pump()
+        if self.report.caller_transcript or self.report.agent_transcript:
+            self._send(ev.AddText(self._summary(), ev.Role.SYSTEM))
+        self._latency("recovery_gap", (self._clock() - t_lost) * 1000)
+        if self._answered_at is not None and self.report.first_audio_ms is None and self.plan.greeting:
+            self._send(ev.CreateResponse(instructions=self.plan.greeting))
+            self.phase.set(Phase.THINKING, "greeting after recovery")
+        else:
+            self.phase.set(Phase.LISTENING, "session recovered")

@@ -1,0 +1,88 @@
+"""Typed settings for ``callbridge serve`` and its workers: a YAML file, then the environment, then flags.
+
+Secrets come only from the environment (``OPENAI_API_KEY``) and are never written back anywhere: ``Settings``
+keeps the key out of its ``repr`` and out of :meth:`Settings.public`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from bridge.errors import ConfigError
+
+OPENAI_URL = "wss://api.openai.com/v1"
+EMULATOR_URL = "ws://127.0.0.1:8765/v1"
+ENV = {
+    "realtime_url": "CALLBRIDGE_REALTIME_URL",
+    "redis_url": "REDIS_URL",
+    "api_key": "OPENAI_API_KEY",
+}
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sip_host: str = "127.0.0.1"
+    sip_port: int = Field(5060, ge=0, le=65535)  # worker i listens on sip_port + i (UDP and TCP)
+    workers: int = Field(1, ge=1, le=64)
+    rtp_port: int = Field(20000, ge=0, le=65535)  # worker i uses rtp_port + i*rtp_ports_per_worker ...
+    rtp_ports_per_worker: int = Field(100, ge=8)
+    realtime_url: str = EMULATOR_URL
+    api_key: SecretStr | None = None  # None with the emulator; required for api.openai.com
+    redis_url: str | None = None
+    http_port: int | None = Field(None, ge=0, le=65535)
+    dialplans: Path = Path("dialplans")
+    report_file: Path | None = None  # append one JSON line per finished call (demo, tests)
+    pjsua_log_level: int = Field(1, ge=0, le=6)
+
+    def worker_sip_port(self, index: int) -> int:
+        return self.sip_port + index if self.sip_port else 0
+
+    def worker_rtp_port(self, index: int) -> int:
+        return self.rtp_port + index * self.rtp_ports_per_worker if self.rtp_port else 0
+
+    @property
+    def credential(self) -> str:
+        """The bearer credential; the emulator accepts any non-empty one."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.realtime_url.startswith(OPENAI_URL):
+            raise ConfigError("environment", "OPENAI_API_KEY", "required for the OpenAI Realtime service")
+        return "emulator-key"
+
+    def public(self) -> dict[str, Any]:
+        """Safe to log and to show a supervisor: no secret."""
+        return self.model_dump(mode="json", exclude={"api_key"}) | {"api_key_set": self.api_key is not None}
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """File < environment < flags (``None`` overrides are ignored). Errors name the file and the field."""
+    data: dict[str, Any] = {}
+    source = "settings"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(source, "(file)", f"cannot read settings: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(source, "(file)", "settings must be a mapping")
+        data.update(loaded)
+    for key, var in ENV.items():
+        if os.environ.get(var):
+            data[key] = os.environ[var]
+            source = source if path else "environment"
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if "realtime_url" not in data and data.get("api_key"):
+        data["realtime_url"] = OPENAI_URL
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(source, field, err["msg"]) from None

@@ -1,0 +1,211 @@
+"""PlayoutBuffer: exact played milliseconds, counters, padding, and a producer/consumer thread test."""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from bridge.audio import FlushResult, PlayoutBuffer
+
+FRAME = 320  # 20 ms of 8 kHz PCM16
+SILENCE = bytes(FRAME)
+
+
+def audio(ms: int, start: int = 1) -> bytes:
+    """`ms` of PCM16 whose samples count up from `start` (never 0, so a frame is never all silence)."""
+    n = ms * 8
+    return ((np.arange(start, start + n) % 30000) + 1).astype(np.int16).tobytes()
+
+
+def test_scripted_pushes_pops_and_flush_report_exact_milliseconds() -> None:
+    pb = PlayoutBuffer()
+    pb.push("a", audio(1000))
+    assert pb.depth_ms == 1000 and not pb.idle
+    played = [pb.pop_frame() for _ in range(13)]
+    assert b"".join(played) == audio(1000)[: 13 * FRAME]
+    assert pb.played_ms("a") == 260 and pb.depth_ms == 740
+    assert pb.flush() == FlushResult("a", played_ms=260, dropped_ms=740)
+    assert pb.idle and pb.depth_ms == 0
+    assert pb.pop_frame() == SILENCE
+    pb.push("a", audio(40))  # deltas of the cut item still in flight: discarded
+    assert pb.late_frames == 2 and pb.depth_ms == 0
+    assert (pb.frames_played, pb.underruns, pb.dropped_frames) == (13, 0, 0)
+
+
+def test_tail_is_padded_when_the_next_item_starts() -> None:
+    pb = PlayoutBuffer()
+    a = audio(25)  # one frame and 80 bytes
+    pb.push("a", a[:300])
+    pb.push("a", a[300:])
+    assert pb.depth_ms == 20  # the 80-byte tail waits for more
+    pb.push("b", audio(20, start=500))
+    assert pb.depth_ms == 60
+    assert pb.pop_frame() == a[:FRAME]
+    assert pb.pop_frame() == a[FRAME:] + bytes(2 * FRAME - len(a))
+    assert pb.pop_frame() == audio(20, start=500)
+    assert pb.played_ms("a") == 25  # capped at the real audio: the padding is not the item's
+    assert pb.played_ms("b") == 20
+    assert not pb.idle  # "b" is still open
+    pb.end_item("b")
+    assert pb.idle
+
+
+def test_end_item_pads_the_tail_so_it_plays() -> None:
+    pb = PlayoutBuffer()
+    pb.push("a", audio(30))
+    pb.end_item("a")
+    frames = [pb.pop_frame(), pb.pop_frame()]
+    assert b"".join(frames) == audio(30) + bytes(160)
+    assert pb.idle and pb.played_ms("a") == 30
+
+
+def test_underruns_count_only_dead_air_inside_a_playing_item() -> None:
+    pb = PlayoutBuffer()
+    assert pb.pop_frame() == SILENCE and pb.underruns == 0  # idle: nothing expected
+    pb.push("a", audio(40))
+    pb.pop_frame(), pb.pop_frame()
+    assert pb.pop_frame() == SILENCE and pb.underruns == 1  # "a" is open: the model is late
+    pb.pop_frame()
+    assert pb.underruns == 2
+    pb.end_item("a")
+    pb.pop_frame()
+    assert pb.underruns == 2  # ended: idle silence
+    pb.push("b", audio(5))  # less than a frame, not started yet: waiting for the first frame is latency
+    pb.pop_frame()
+    assert pb.underruns == 2
+
+
+def test_full_buffer_drops_the_newest_and_the_rest_of_that_item() -> None:
+    pb = PlayoutBuffer(max_ms=100)
+    pb.push("a", audio(160))
+    assert pb.depth_ms == 100 and pb.dropped_frames == 3
+    assert [pb.pop_frame() for _ in range(5)] == [audio(160)[i * FRAME : (i + 1) * FRAME] for i in range(5)]
+    pb.push("a", audio(40))  # room again, but "a" already lost its middle: keep it a prefix
+    assert pb.depth_ms == 0 and pb.dropped_frames == 5
+    pb.push("b", audio(40))
+    assert pb.depth_ms == 40
+    pb.pop_frame()
+    assert pb.flush() == FlushResult("b", played_ms=20, dropped_ms=20)
+    assert pb.played_ms("a") == 100
+
+
+def test_flush_reports_queued_items_that_never_played() -> None:
+    pb = PlayoutBuffer()
+    pb.push("a", audio(60))
+    pb.end_item("a")
+    pb.push("b", audio(40))
+    pb.pop_frame()
+    pb.push("c", audio(5))  # only a partial frame so far
+    assert pb.flush() == FlushResult("a", played_ms=20, dropped_ms=40, unplayed=("b", "c"))
+    assert pb.flush() == FlushResult(None, 0, 0)
+
+
+def test_flush_with_only_a_partial_frame_left() -> None:
+    pb = PlayoutBuffer()
+    pb.push("a", audio(25))
+    pb.pop_frame()
+    assert pb.flush() == FlushResult("a", played_ms=20, dropped_ms=5)
+
+
+def test_first_played_at_is_stamped_at_the_first_pop() -> None:
+    pb = PlayoutBuffer()
+    pb.push("a", audio(40))
+    assert pb.first_played_at("a") is None
+    before = time.monotonic()
+    pb.pop_frame()
+    after = time.monotonic()
+    stamp = pb.first_played_at("a")
+    assert stamp is not None and before <= stamp <= after
+    pb.pop_frame()
+    assert pb.first_played_at("a") == stamp
+
+
+def test_frames_always_have_frame_bytes_and_custom_silence() -> None:
+    pb = PlayoutBuffer(frame_bytes=160, silence=b"\xff" * 160)  # 20 ms of μ-law
+    assert pb.pop_frame() == b"\xff" * 160
+    pb.push("a", b"\x01" * 100)
+    pb.end_item("a")
+    assert pb.pop_frame() == b"\x01" * 100 + b"\xff" * 60
+    with pytest.raises(ValueError, match=r"^silence must be one frame of 320 bytes, got 3$"):
+        PlayoutBuffer(silence=b"abc")
+
+
+def test_threads_lose_and_reorder_nothing() -> None:
+    pb = PlayoutBuffer()
+    rng = random.Random(5)
+    items = [(f"item{i}", audio(rng.randrange(20, 400), start=i * 1000)) for i in range(40)]
+    done = threading.Event()
+    got: list[bytes] = []
+
+    def producer() -> None:
+        for item_id, data in items:
+            pos = 0
+            while pos < len(data):
+                size = rng.randrange(1, 3000)
+                pb.push(item_id, data[pos : pos + size])
+                pos += size
+                if rng.random() < 0.3:
+                    time.sleep(0.0005)
+            pb.end_item(item_id)
+        done.set()
+
+    def consumer() -> None:
+        while not (done.is_set() and pb.idle):
+            frame = pb.pop_frame()
+            assert len(frame) == FRAME
+            if frame != SILENCE:
+                got.append(frame)
+
+    threads = [threading.Thread(target=producer), threading.Thread(target=consumer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    expected = [d[i : i + FRAME].ljust(FRAME, b"\0") for _, d in items for i in range(0, len(d), FRAME)]
+    assert got == expected
+    assert pb.frames_played == len(expected) and pb.dropped_frames == 0
+    assert all(pb.played_ms(item_id) == len(d) // 16 for item_id, d in items)
+
+
+def test_flush_is_exact_while_the_consumer_pops_concurrently() -> None:
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads every few bytecodes: races get their chance
+    try:
+        _flush_races()
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def _consume(pb: PlayoutBuffer, got: list[bytes], started: threading.Event, stop: threading.Event) -> None:
+    started.set()
+    while not stop.is_set():
+        frame = pb.pop_frame()
+        if frame != SILENCE:
+            got.append(frame)
+
+
+def _flush_races() -> None:
+    cut_in_the_middle = 0
+    for seed in range(20):
+        pb = PlayoutBuffer()
+        pb.push("a", audio(60_000))
+        got: list[bytes] = []
+        started, stop = threading.Event(), threading.Event()
+        t = threading.Thread(target=_consume, args=(pb, got, started, stop))
+        t.start()
+        started.wait()
+        time.sleep(0.0001 * (seed % 5))
+        result = pb.flush()
+        stop.set()
+        t.join(timeout=5)
+        assert result.item_id == "a"
+        assert result.played_ms == len(got) * 20  # exactly what the consumer was handed
+        assert result.played_ms + result.dropped_ms == 60_000
+        assert b"".join(got) == audio(60_000)[: len(got) * FRAME]  # a prefix, in order
+        cut_in_the_middle += 0 < result.played_ms < 60_000
+    assert cut_in_the_middle >= 10
