@@ -124,6 +124,10 @@ class CallSession:
         self._speech_stopped_at: float | None = None
         self._answered_at: float | None = None
         self._ending = False
+        self.outcome = "completed"  # completed | transferred | failed (metrics label)
+        self._truncate_pending = False
+        self._queued_at: float | None = None  # when the current response's first audio was queued
+        self._turn_started_at: float | None = None  # speech_stopped of the turn being answered
         self._pump: asyncio.Task[None] | None = None
         self._agent_parts: dict[str, list[str]] = {}
 
@@ -176,7 +180,8 @@ class CallSession:
             self.client = await asyncio.wait_for(self._open_session(), self.plan.answer_timeout_s)
             self._latency("session_setup", (self._clock() - t_connect) * 1000)
         except (TimeoutError, ConnectError) as exc:
-            self.note("realtime_unavailable", str(exc) or "timeout")
+            cls = exc.error_class if isinstance(exc, ConnectError) else ev.ErrorClass.NETWORK
+            self.note("realtime_unavailable", str(exc) or "timeout", error_class=str(cls))
             self.report.errors.append({"class": "network", "code": "connect", "message": str(exc) or "timeout"})
         self.leg.answer()
         self._answered_at = self._clock()
@@ -203,7 +208,13 @@ class CallSession:
             self.report.agent_audio_ms = self.playout.frames_played * FRAME_MS
             if self.phase.phase is not Phase.ENDED:
                 self.phase.set(Phase.ENDED, self.report.end_reason or "session finished")
-            self.note("ended", self.report.end_reason)
+            self.note(
+                "playout",
+                f"{self.playout.underruns} underruns, {self.playout.dropped_frames} dropped frames",
+                underruns=self.playout.underruns,
+                dropped_frames=self.playout.dropped_frames,
+            )
+            self.note("ended", self.report.end_reason, outcome=self.outcome)
         return self.report
 
     def _begin(self) -> None:
@@ -233,6 +244,7 @@ class CallSession:
             await asyncio.sleep(TICK_S)
             if self.leg.disconnected.is_set() and not self._ending:
                 self.inbox.put(ev.CallerHungUp(sip_code=0, reason="leg disconnected"))
+            self._measure_playback()
             if self.response_id is None and self.playout.idle:
                 if self.phase.phase is Phase.SPEAKING:
                     self.phase.set(Phase.LISTENING, "reply played out")
@@ -241,9 +253,28 @@ class CallSession:
             elif self._pending is not None and self._clock() - self._pending_since > 10.0:
                 self._run_pending()  # the model never spoke its line: do not keep the caller waiting
 
-    def _end(self, reason: str) -> None:
+    def _measure_playback(self) -> None:
+        """Once the first frame of a reply has been handed to RTP: the playback, first-audio and turn segments."""
+        if self._queued_at is None or self.audio_item is None:
+            return
+        played_at = self.playout.first_played_at(self.audio_item)
+        if played_at is None:
+            return
+        # first_played_at is time.monotonic() on the clock thread; express it on the session's clock.
+        played = self._clock() - (time.monotonic() - played_at)
+        self._latency("playback", (played - self._queued_at) * 1000)
+        if self.report.first_audio_ms is None and self._answered_at is not None:
+            self.report.first_audio_ms = round((played - self._answered_at) * 1000, 1)
+            self._latency("first_audio", self.report.first_audio_ms)
+        if self._turn_started_at is not None:
+            self._latency("turn", (played - self._turn_started_at) * 1000)
+            self._turn_started_at = None
+        self._queued_at = None
+
+    def _end(self, reason: str, outcome: str = "completed") -> None:
         self._ending = True
         self.report.end_reason = reason
+        self.outcome = outcome
 
     # ------------------------------------------------------------------------------------------------ audio
     def _on_frame(self, pcm: bytes, t_capture: float) -> None:
@@ -254,8 +285,10 @@ class CallSession:
             return
         client.send(ev.AppendAudio(self.uplink.process(pcm)))
         self.frames_appended += 1
-        if self.frames_appended % 50 == 1:  # sample the capture segment once a second
+        if self.frames_appended % 50 == 1:  # sample the capture and uplink segments once a second
             self._latency("capture", (time.monotonic() - t_capture) * 1000)
+            if client.last_send_latency_s:
+                self._latency("uplink", client.last_send_latency_s * 1000)
 
     def _on_audio(self, chunk: ev.AudioChunk) -> None:
         if chunk.response_id in self.cancelled:
@@ -267,12 +300,11 @@ class CallSession:
         self.playout.push(chunk.item_id, self.downlink.process(chunk.audio))
         if not self._response_had_audio:
             self._response_had_audio = True
-            self._latency("downlink", (self._clock() - t0) * 1000)
+            self._queued_at = self._clock()
+            self._latency("downlink", (self._queued_at - t0) * 1000)
             if self._speech_stopped_at is not None:
                 self._latency("inference", (t0 - self._speech_stopped_at) * 1000)
-                self._speech_stopped_at = None
-            if self.report.first_audio_ms is None and self._answered_at is not None:
-                self.report.first_audio_ms = round((t0 - self._answered_at) * 1000, 1)
+                self._turn_started_at, self._speech_stopped_at = self._speech_stopped_at, None
         if self.phase.phase in (Phase.LISTENING, Phase.THINKING):
             self.phase.set(Phase.SPEAKING, "model audio")
 
@@ -289,9 +321,17 @@ class CallSession:
         cut += [(item_id, 0) for item_id in flushed.unplayed]  # queued items the caller never heard
         for item_id, played_ms in cut:
             self._send(ev.Truncate(item_id=item_id, audio_end_ms=played_ms))
+            self._truncate_pending = True
             self.report.truncates.append({"item_id": item_id, "audio_end_ms": played_ms})
             self.note("truncate", f"{item_id} at {played_ms} ms", item_id=item_id, audio_end_ms=played_ms)
+        started = self.playout.first_played_at(flushed.item_id) if flushed.item_id else None
+        heard_ms = (time.monotonic() - started) * 1000 if started is not None else None
         self.report.barge_ins += 1
+        self.note(
+            "barge_in",
+            why,
+            truncate_error_ms=abs(flushed.played_ms - heard_ms) if heard_ms is not None else None,
+        )
         self.audio_item = None
         self._pending = None  # the caller interrupted the goodbye / transfer line: keep talking
         self.downlink.reset()
@@ -381,7 +421,7 @@ class CallSession:
             return
         if 200 <= e.status_code < 300:
             self.leg.hangup()  # RFC 3515: the transferor leaves after the final NOTIFY 200
-            self._end("transferred")
+            self._end("transferred", outcome="transferred")
         else:
             self._send(
                 ev.AddText(f"The transfer failed ({e.status_code} {e.reason}). Tell the caller.", ev.Role.SYSTEM)
@@ -402,11 +442,18 @@ class CallSession:
         self.playout.flush()
         self._end(f"caller hung up ({e.reason})" if e.reason else "caller hung up")
 
+    def _on_ItemTruncated(self, e: ev.ItemTruncated) -> None:
+        self._truncate_pending = False
+        self.note("truncated", f"{e.item_id} at {e.audio_end_ms} ms", result="ok")
+
     def _on_ErrorEvent(self, e: ev.ErrorEvent) -> None:
+        if self._truncate_pending and e.code in {"invalid_value", "unsupported_content_type", "item_not_found"}:
+            self._truncate_pending = False
+            self.note("truncated", e.message, result="failed")
         # response_cancel_not_active is expected: the reply was often fully generated before the barge-in.
         if e.code != "response_cancel_not_active":
             self.report.errors.append({"class": str(e.error_class), "code": e.code, "message": e.message})
-        self.note("error", f"{e.error_class}/{e.code}: {e.message}", code=e.code)
+        self.note("error", f"{e.error_class}/{e.code}: {e.message}", code=e.code, error_class=str(e.error_class))
 
     def _on_UnknownEvent(self, e: ev.UnknownEvent) -> None:
         self.note("unknown_event", e.type)
@@ -414,7 +461,12 @@ class CallSession:
     async def _on_Closed(self, e: ev.Closed) -> None:
         if self._ending:
             return
-        self.note("realtime_closed", f"{e.error_class}/{e.code}: {e.reason}", retryable=e.retryable)
+        self.note(
+            "realtime_closed",
+            f"{e.error_class}/{e.code}: {e.reason}",
+            retryable=e.retryable,
+            error_class=str(e.error_class or ev.ErrorClass.NETWORK),
+        )
         self.report.errors.append({"class": str(e.error_class), "code": str(e.code), "message": e.reason})
         self.phase.set(Phase.RECOVERING, f"realtime closed: {e.reason}")
         await self._recover()
@@ -444,12 +496,15 @@ class CallSession:
                 self.client = await asyncio.wait_for(self._open_session(), 10.0)
                 break
             except (TimeoutError, ConnectError) as exc:
-                self.note("reconnect_failed", str(exc) or "timeout", attempt=attempt)
+                cls = exc.error_class if isinstance(exc, ConnectError) else ev.ErrorClass.NETWORK
+                self.note("reconnect_failed", str(exc) or "timeout", attempt=attempt, error_class=str(cls))
         if self.client is None:
             self.note("recovery_failed", "no realtime session")
-            self._end("realtime unavailable")
+            self.leg.hangup()
+            self._end("realtime unavailable", outcome="failed")
             return
         self.report.reconnects += 1
+        self.note("recovered", f"attempt {self.report.reconnects}")
         self._start_pump()
         if self.report.caller_transcript or self.report.agent_transcript:
             self._send(ev.AddText(self._summary(), ev.Role.SYSTEM))

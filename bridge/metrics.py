@@ -1,0 +1,138 @@
+"""Every Prometheus metric of the bridge, defined once.
+
+Workers are separate processes, so prometheus-client runs in multiprocess mode: ``callbridge serve`` sets
+``PROMETHEUS_MULTIPROC_DIR`` for its workers before they import this module, and serves the merged registry at
+``/metrics`` (:func:`render`). Labels stay low in cardinality: dialect, dialplan, outcome, error class, segment. Never
+a call id, a caller number or anything secret.
+
+The latency budget (seed 004), one histogram with a ``segment`` label:
+
+==============  ===========================================================
+capture         RTP frame received (clock thread) -> append handed to the socket queue
+uplink          one WebSocket write
+inference       speech_stopped -> first audio delta
+downlink        delta received -> queued for playout (resampled)
+playback        queued -> first frame handed to RTP
+first_audio     200 OK -> first agent frame handed to RTP
+turn            speech_stopped -> first agent frame handed to RTP (end to end)
+session_setup   WebSocket open + session.updated, before the 200 OK
+recovery_gap    Realtime session lost -> new session ready
+==============  ===========================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+NS = "callbridge"
+SEGMENTS = (
+    "capture", "uplink", "inference", "downlink", "playback", "first_audio", "turn", "session_setup", "recovery_gap",
+)  # fmt: skip
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+CALLS_STARTED = Counter(f"{NS}_calls_started", "Calls answered by a worker", ["dialect", "dialplan"])
+CALLS_ACTIVE = Gauge(f"{NS}_calls_active", "Calls in progress", ["dialect", "dialplan"], multiprocess_mode="livesum")
+CALLS_ENDED = Counter(f"{NS}_calls_ended", "Calls ended, by outcome", ["dialect", "dialplan", "outcome"])
+SIP_REJECTED = Counter(f"{NS}_sip_rejected", "INVITEs refused, by SIP status", ["code"])
+CONNECT_FAILURES = Counter(
+    f"{NS}_realtime_connect_failures", "Realtime connections that failed to open", ["dialect", "error_class"]
+)
+DROPPED_SESSIONS = Counter(
+    f"{NS}_realtime_dropped_sessions", "Realtime sessions lost mid-call", ["dialect", "error_class"]
+)
+RECONNECTS = Counter(f"{NS}_realtime_reconnects", "Realtime sessions re-established mid-call", ["dialect"])
+REALTIME_ERRORS = Counter(f"{NS}_realtime_errors", "error events and local protocol faults", ["dialect", "error_class"])
+UNKNOWN_EVENTS = Counter(f"{NS}_realtime_unknown_events", "Server events of an unknown type", ["dialect"])
+BARGE_INS = Counter(f"{NS}_barge_ins", "Caller interruptions of agent audio", ["dialect"])
+TRUNCATES = Counter(f"{NS}_truncates", "conversation.item.truncate outcomes", ["dialect", "result"])
+TRUNCATE_ERROR = Histogram(
+    f"{NS}_truncate_error_ms",
+    "audio_end_ms sent minus the wall-clock audio the caller had heard",
+    ["dialect"],
+    buckets=(0, 5, 10, 20, 40, 60, 100, 200, 500),
+)
+LATENCY = Histogram(
+    f"{NS}_latency_seconds", "Latency budget segments (see bridge/metrics.py)", ["segment", "dialect"],
+    buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+PLAYOUT_UNDERRUNS = Counter(f"{NS}_playout_underruns", "20 ms ticks of dead air inside agent audio", ["dialect"])
+PLAYOUT_DROPS = Counter(f"{NS}_playout_dropped_frames", "Agent frames dropped by a full playout buffer", ["dialect"])
+REDIS_QUEUE_DEPTH = Gauge(
+    f"{NS}_redis_write_queue_depth", "State writes waiting for Redis", multiprocess_mode="livemax"
+)
+REDIS_DROPPED_WRITES = Counter(f"{NS}_redis_dropped_writes", "State writes dropped by a full queue")
+CREDENTIAL_ROTATIONS = Counter(f"{NS}_credential_rotations", "Short-lived credentials minted", ["dialect", "result"])
+ROLLBACKS = Counter(f"{NS}_rollout_rollbacks", "Automatic rollbacks of GA to beta", ["dialplan"])
+
+
+def observe_latency(segment: str, dialect: str, ms: float) -> None:
+    if segment in SEGMENTS:
+        LATENCY.labels(segment=segment, dialect=dialect).observe(ms / 1000.0)
+
+
+def call_listener(dialect: str, dialplan: str) -> Callable[[str, dict[str, Any]], None]:
+    """A :class:`~bridge.call.session.CallSession` listener that turns its notes into metrics."""
+
+    def on_note(kind: str, data: dict[str, Any]) -> None:
+        if kind == "latency":
+            observe_latency(str(data["segment"]), dialect, float(data["ms"]))
+        elif kind == "answered":
+            CALLS_STARTED.labels(dialect, dialplan).inc()
+            CALLS_ACTIVE.labels(dialect, dialplan).inc()
+        elif kind == "ended":
+            CALLS_ACTIVE.labels(dialect, dialplan).dec()
+            CALLS_ENDED.labels(dialect, dialplan, str(data.get("outcome", "completed"))).inc()
+        elif kind == "realtime_unavailable" or kind == "reconnect_failed":
+            CONNECT_FAILURES.labels(dialect, str(data.get("error_class", "network"))).inc()
+        elif kind == "realtime_closed":
+            DROPPED_SESSIONS.labels(dialect, str(data.get("error_class", "network"))).inc()
+        elif kind == "recovered":
+            RECONNECTS.labels(dialect).inc()
+        elif kind == "error":
+            REALTIME_ERRORS.labels(dialect, str(data.get("error_class", "protocol"))).inc()
+        elif kind == "unknown_event":
+            UNKNOWN_EVENTS.labels(dialect).inc()
+        elif kind == "barge_in":
+            BARGE_INS.labels(dialect).inc()
+            if data.get("truncate_error_ms") is not None:
+                TRUNCATE_ERROR.labels(dialect).observe(float(data["truncate_error_ms"]))
+        elif kind == "truncated":
+            TRUNCATES.labels(dialect, str(data.get("result", "ok"))).inc()
+        elif kind == "playout":
+            PLAYOUT_UNDERRUNS.labels(dialect).inc(float(data.get("underruns", 0)))
+            PLAYOUT_DROPS.labels(dialect).inc(float(data.get("dropped_frames", 0)))
+
+    return on_note
+
+
+def registry() -> CollectorRegistry:
+    """The registry to serve: merged across worker processes in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        reg = CollectorRegistry()
+        multiprocess.MultiProcessCollector(reg)  # type: ignore[no-untyped-call]  # prometheus-client lacks a hint
+        return reg
+    from prometheus_client import REGISTRY
+
+    return REGISTRY
+
+
+def render() -> tuple[bytes, str]:
+    return generate_latest(registry()), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    """Forget a dead worker's live gauges (multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # prometheus-client lacks a hint

@@ -1,0 +1,155 @@
+"""The one module where audio crosses between the pjmedia clock thread and the asyncio event loop.
+
+Threads in a SIP process (see /work/shared/PJSUA2.md):
+
+* the **loop thread** runs asyncio and polls ``Endpoint.libHandleEvents(0)`` (``threadCnt=0``,
+  ``mainThreadOnly=True``), so every SIP callback (call state, DTMF, transfer) already runs on it;
+* the **clock thread** (pjmedia's conference bridge, one per process) calls ``onFrameReceived`` and
+  ``onFrameRequested`` of every media port of every call, every 20 ms, holding the GIL while in Python.
+
+The clock callbacks only copy bytes and hand them over here:
+
+* **inbound** (caller -> app): :meth:`FrameCrossing.put` is one ``deque.append`` on the clock thread; the loop
+  drains the deque on its next poll tick (the same 5 ms tick that pumps ``libHandleEvents``) and calls each
+  call's sink there. Measured on this machine (``deque.append`` of a tuple against
+  ``loop.call_soon_threadsafe``, from a foreign thread, 2 x 20 000 frames): 0.1 µs against 4.5 µs per frame,
+  because ``call_soon_threadsafe`` writes the loop's self-pipe (a syscall, then a loop wake-up) for every frame.
+  The price of the deque is latency: at most one poll interval (5 ms), 2.5 ms on average.
+* **outbound** (app -> caller): :class:`FrameQueue` is filled on the loop and popped on the clock thread.
+
+No pjsua2 call may come from a thread that pjlib does not know: it aborts the process (``pj_thread_this``
+assertion). A thread other than the loop that has to call pjsua2 registers once with :func:`register_thread`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+SAMPLE_RATE = 8000
+FRAME_MS = 20
+SAMPLES_PER_FRAME = SAMPLE_RATE * FRAME_MS // 1000  # 160 (RFC 3551 §4.5: 20 ms default packetization)
+FRAME_BYTES = SAMPLES_PER_FRAME * 2  # PCM16 mono
+SILENCE = bytes(FRAME_BYTES)
+
+_LOG = logging.getLogger("bridge.sip")
+
+FrameSink = Callable[[bytes, float], None]
+"""``sink(pcm, t_capture)``: 320 bytes of PCM16 and the ``time.monotonic()`` taken in the clock callback."""
+
+
+class FrameSource(Protocol):
+    """Anything the clock thread can pull 20 ms frames from. ``pop_frame`` must return fast and never block."""
+
+    def pop_frame(self) -> bytes: ...
+
+
+class _Registrar(Protocol):
+    def libIsThreadRegistered(self) -> bool: ...
+
+    def libRegisterThread(self, name: str) -> None: ...
+
+
+class FrameCrossing:
+    """Inbound hand-over: clock thread :meth:`put`, loop thread :meth:`drain`.
+
+    One per process (the endpoint owns it). ``collections.deque`` append and popleft are atomic under the GIL,
+    so no lock is taken on the clock thread. The backlog is bounded: if the loop stalls for longer than
+    ``limit`` frames, new frames are dropped and counted in :attr:`dropped` instead of growing memory.
+    """
+
+    def __init__(self, limit: int = 4000) -> None:
+        self._queue: deque[tuple[FrameSink, bytes, float]] = deque()
+        self._limit = limit
+        self.dropped = 0
+        self.delivered = 0
+        self.sink_errors = 0
+
+    def put(self, sink: FrameSink, pcm: bytes, t_capture: float) -> None:
+        """Clock thread: queue one frame for ``sink``. Never raises, never blocks."""
+        queue = self._queue
+        if len(queue) >= self._limit:
+            self.dropped += 1
+            return
+        queue.append((sink, pcm, t_capture))
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def drain(self) -> int:
+        """Loop thread: deliver every queued frame in arrival order; returns how many were delivered."""
+        queue = self._queue
+        count = 0
+        while queue:
+            try:
+                sink, pcm, t_capture = queue.popleft()
+            except IndexError:  # pragma: no cover - only the loop pops, but stay safe
+                break
+            try:
+                sink(pcm, t_capture)
+            except Exception:
+                self.sink_errors += 1
+                if self.sink_errors <= 10 or self.sink_errors % 1000 == 0:
+                    _LOG.exception("on_frame sink raised (%d so far)", self.sink_errors)
+            count += 1
+        self.delivered += count
+        return count
+
+    def clear(self) -> None:
+        self._queue.clear()
+
+
+class FrameQueue:
+    """Outbound hand-over: the loop :meth:`push`-es PCM16 8 kHz audio, the clock thread :meth:`pop_frame`-s it.
+
+    Audio is cut into 320-byte frames (a short tail is zero-padded when it is popped); an empty queue yields
+    silence, so the caller hears no glitch when the app has nothing to say. :meth:`clear` drops what is queued
+    (barge-in). ``queued_ms`` tells the app how far ahead of the wire it is.
+    """
+
+    def __init__(self, max_frames: int | None = None) -> None:
+        self._frames: deque[bytes] = deque(maxlen=max_frames)
+        self._tail = b""
+        self.popped = 0
+        self.underruns = 0
+
+    def push(self, pcm: bytes) -> None:
+        data = self._tail + pcm if self._tail else pcm
+        whole = len(data) - len(data) % FRAME_BYTES
+        frames = self._frames
+        for offset in range(0, whole, FRAME_BYTES):
+            frames.append(data[offset : offset + FRAME_BYTES])
+        self._tail = data[whole:]
+
+    def flush(self) -> None:
+        """Queue the partial tail too (zero-padded), e.g. at the end of an utterance."""
+        if self._tail:
+            self._frames.append(self._tail.ljust(FRAME_BYTES, b"\0"))
+            self._tail = b""
+
+    def clear(self) -> None:
+        self._frames.clear()
+        self._tail = b""
+
+    @property
+    def queued_ms(self) -> int:
+        return len(self._frames) * FRAME_MS
+
+    def pop_frame(self) -> bytes:
+        """Clock thread: the next frame, or silence."""
+        try:
+            frame = self._frames.popleft()
+        except IndexError:
+            self.underruns += 1
+            return SILENCE
+        self.popped += 1
+        return frame
+
+
+def register_thread(ep: _Registrar, name: str | None = None) -> None:
+    """Register the calling thread with pjlib once; required before any pjsua2 call from a non-loop thread."""
+    if not ep.libIsThreadRegistered():
+        ep.libRegisterThread(name or threading.current_thread().name)

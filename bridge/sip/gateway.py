@@ -1,0 +1,489 @@
+"""Incoming calls: pjsua2 underneath, plain Python objects and ``bridge.events`` on top.
+
+::
+
+    gateway = SipGateway(SipConfig(host="0.0.0.0", port=5060), on_incoming=handle_call)
+    async with gateway:                      # starts the endpoint; closing hangs up and destroys it cleanly
+        await stop_requested.wait()
+
+    async def handle_call(call: IncomingCall) -> None:
+        call.ringing()                                   # 180
+        ...open the Realtime session...
+        call.start_media(playout, on_frame)              # on_frame(pcm, t) runs on the loop, 20 ms frames
+        call.answer()                                    # 200 OK
+        while True:
+            event = await call.events.get()              # Dtmf / TransferProgress / CallerHungUp
+            ...
+
+The app coroutine owns its call. When it returns (or raises), whatever is left is closed: an unanswered call
+gets ``480 Temporarily Unavailable`` (``500`` if the coroutine raised), an answered one a BYE.
+
+What pjsua decides by itself, before any of this runs (so ``on_incoming`` never sees these calls):
+
+* an offer without PCMU or PCMA: ``488 Not Acceptable Here``;
+* an INVITE beyond the per-process call cap (4 with this wheel): ``486 Busy Here``;
+* an out-of-dialog ``OPTIONS``: ``200 OK`` with Allow/Accept/Supported.
+
+And what the gateway decides for the app: a REFER from the caller and an INVITE with ``Replaces`` aimed at a
+bridged call are declined with ``603`` (pjsua would otherwise dial the Refer-To URI itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import string
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+import pjsua2 as pj
+
+from bridge.events import CallerHungUp, Dtmf, Event, TransferProgress
+from bridge.sip.crossing import FrameSource
+from bridge.sip.endpoint import CallGone, RejectedCall, SipConfig, SipEndpoint, SipError, sip_error
+from bridge.sip.media import BridgePort, connect_both_ways
+from bridge.sip.sipmsg import parse_request_head, user_part
+
+_LOG = logging.getLogger("bridge.sip")
+
+OnFrame = Callable[[bytes, float], None]
+OnIncoming = Callable[["IncomingCall"], Awaitable[None]]
+
+DTMF_DIGITS = frozenset(string.digits + "*#ABCDabcd")  # RFC 4733 §3.2 events 0-15
+
+
+def call_op(status: int = 0, reason: str | None = None, headers: dict[str, str] | None = None) -> Any:
+    """A ``CallOpParam`` with a status code, a reason phrase and extra headers."""
+    prm = pj.CallOpParam(True)
+    if status:
+        prm.statusCode = status
+    if reason:
+        prm.reason = reason
+    for name, value in (headers or {}).items():
+        header = pj.SipHeader()
+        header.hName = name
+        header.hValue = value
+        prm.txOption.headers.append(header)
+    return prm
+
+
+def first_audio(call: Any) -> tuple[Any, int] | None:
+    """The call's active audio media and its index, or None (no SDP yet, on hold, or ended)."""
+    info = call.getInfo()
+    for media in info.media:
+        if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+            return call.getAudioMedia(media.index), int(media.index)
+    return None
+
+
+class _GatewayCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so the base class is Any
+    """pjsua2 call whose callbacks (all on the loop thread) forward to its :class:`IncomingCall`."""
+
+    def __init__(self, account: Any, call_id: int) -> None:
+        super().__init__(account, call_id)
+        self.handle: IncomingCall | None = None
+
+    def onCallState(self, prm: Any) -> None:
+        try:
+            if self.handle is not None:
+                self.handle._on_state(self.getInfo())
+        except BaseException:
+            _LOG.exception("onCallState")
+
+    def onCallMediaState(self, prm: Any) -> None:
+        try:
+            if self.handle is not None:
+                self.handle._on_media_state()
+        except BaseException:
+            _LOG.exception("onCallMediaState")
+
+    def onDtmfDigit(self, prm: Any) -> None:
+        try:
+            if self.handle is not None:
+                source = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
+                self.handle._emit(Dtmf(digit=str(prm.digit), source=source))
+        except BaseException:
+            _LOG.exception("onDtmfDigit")
+
+    def onCallTransferRequest(self, prm: Any) -> None:
+        # pjsua's default accepts a REFER and dials its Refer-To itself: a caller could make the bridge call any
+        # URI (toll fraud). The bridge only ever transfers others (transfer()); it declines being transferred.
+        try:
+            prm.statusCode = 603
+            _LOG.warning("declined REFER to %s on %s", prm.dstUri, self.handle.call_id if self.handle else "?")
+        except BaseException:
+            _LOG.exception("onCallTransferRequest")
+
+    def onCallReplaceRequest(self, prm: Any) -> None:
+        # Same reason for an INVITE with Replaces (RFC 3891): nobody may take over a bridged call.
+        try:
+            prm.statusCode = 603
+            _LOG.warning("declined INVITE/Replaces for %s", self.handle.call_id if self.handle else "?")
+        except BaseException:
+            _LOG.exception("onCallReplaceRequest")
+
+    def onCallTransferStatus(self, prm: Any) -> None:
+        try:
+            if self.handle is not None:
+                final = bool(prm.finalNotify)
+                self.handle._on_transfer(TransferProgress(int(prm.statusCode), str(prm.reason), final))
+                prm.cont = not final  # keep receiving NOTIFYs until the final one (RFC 3515 §2.4.5)
+        except BaseException:
+            _LOG.exception("onCallTransferStatus")
+
+
+class IncomingCall:
+    """One incoming call as the app sees it. Every method runs on the event loop thread and returns at once.
+
+    Fields: ``call_id`` (SIP Call-ID), ``caller`` (user part of From), ``called`` (user part of the
+    request-URI), ``remote_addr`` ("ip:port" the INVITE came from), ``headers`` (the INVITE's headers,
+    lower-case names, first occurrence).
+
+    ``events`` carries :class:`~bridge.events.Dtmf`, :class:`~bridge.events.TransferProgress` and, last,
+    :class:`~bridge.events.CallerHungUp` (whoever hung up: ``local_hangup`` tells if it was us).
+    ``disconnected`` is set at the same time as that last event.
+    """
+
+    def __init__(self, gateway: SipGateway, call: _GatewayCall, prm: Any) -> None:
+        info = call.getInfo()
+        head = parse_request_head(str(prm.rdata.wholeMsg))
+        self.call_id: str = str(info.callIdString)
+        self.caller: str = user_part(str(info.remoteUri))
+        self.called: str = user_part(head.uri) if head else user_part(str(info.localUri))
+        self.remote_addr: str | None = str(prm.rdata.srcAddress) or None
+        self.headers: dict[str, str] = dict(head.headers) if head else {}
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.disconnected = asyncio.Event()
+        self.answered = False
+        self.local_hangup = False
+        self.hangup_code: int | None = None
+        self.hangup_reason: str = ""
+        self.codec: str | None = None  # "PCMU" / "PCMA" once media is up
+        self._gateway = gateway
+        self._call: _GatewayCall | None = call
+        self._port: BridgePort | None = None
+        self._on_frame: OnFrame | None = None
+        self._transfer: asyncio.Future[TransferProgress] | None = None
+        self._counters = dict.fromkeys(_COUNTERS, 0)  # this call's share of a pooled port's counters
+        self._baseline = dict.fromkeys(_COUNTERS, 0)
+
+    def __repr__(self) -> str:
+        state = "ended" if self.disconnected.is_set() else "answered" if self.answered else "ringing"
+        return f"<IncomingCall {self.call_id} {self.caller}->{self.called} {state}>"
+
+    # -- SIP actions ---------------------------------------------------------------------------------------
+
+    def _live(self, operation: str) -> _GatewayCall:
+        if self._call is None or self.disconnected.is_set():
+            raise CallGone(operation, "the call has ended")
+        return self._call
+
+    def ringing(self) -> None:
+        """Send ``180 Ringing``."""
+        call = self._live("ringing")
+        if self.answered:
+            return
+        try:
+            call.answer(call_op(180))
+        except pj.Error as exc:
+            raise sip_error("ringing", exc) from None
+
+    def answer(self) -> None:
+        """Send ``200 OK`` (SDP answer with PCMU or PCMA). Media connects as soon as it is negotiated."""
+        call = self._live("answer")
+        if self.answered:
+            return
+        try:
+            call.answer(call_op(200))
+        except pj.Error as exc:
+            raise sip_error("answer", exc) from None
+        self.answered = True
+
+    def reject(self, code: int = 486, reason: str | None = None, retry_after: int | None = None) -> None:
+        """Refuse an unanswered call with a final response, e.g. 486, 403, or 503 with ``Retry-After``."""
+        call = self._live("reject")
+        if self.answered:
+            raise SipError("reject", "the call is already answered: use hangup()")
+        if not 300 <= code <= 699:
+            raise ValueError(f"reject needs a 3xx-6xx status code, got {code}")
+        headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else None
+        self.local_hangup = True
+        try:
+            call.hangup(call_op(code, reason, headers))
+        except pj.Error as exc:
+            raise sip_error("reject", exc) from None
+
+    def hangup(self) -> None:
+        """End the call (BYE; CANCEL-like 603 if not yet answered). No-op if it already ended."""
+        if self._call is None or self.disconnected.is_set():
+            return
+        self.local_hangup = True
+        try:
+            self._call.hangup(call_op())
+        except pj.Error as exc:
+            _LOG.debug("hangup of %s: %s", self.call_id, sip_error("hangup", exc))
+
+    def transfer(self, uri: str) -> None:
+        """Blind transfer: send REFER (RFC 3515) asking the caller to call ``uri``.
+
+        Progress arrives as ``TransferProgress`` events (NOTIFY sipfrags: 100 Trying, 180, then a final one).
+        The transferor leaves on a final 2xx; :meth:`wait_transfer` makes that one line::
+
+            call.transfer("sip:agent@10.0.0.5")
+            if (await call.wait_transfer()).status_code // 100 == 2:
+                call.hangup()
+        """
+        call = self._live("transfer")
+        if not self.answered:
+            raise SipError("transfer", "REFER needs an answered call")
+        future: asyncio.Future[TransferProgress] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume_exception)
+        try:
+            call.xfer(uri, call_op())
+        except pj.Error as exc:
+            raise sip_error("transfer", exc) from None
+        if self._transfer is not None and not self._transfer.done():
+            self._transfer.cancel()
+        self._transfer = future
+
+    async def wait_transfer(self) -> TransferProgress:
+        """The final ``TransferProgress`` of the last :meth:`transfer`; :class:`CallGone` if the call ended first."""
+        if self._transfer is None:
+            raise SipError("wait_transfer", "no transfer was started")
+        return await asyncio.shield(self._transfer)
+
+    def send_dtmf(self, digits: str) -> None:
+        """Send digits as RFC 4733 telephone-events."""
+        bad = set(digits) - DTMF_DIGITS
+        if bad:
+            raise ValueError(f"not DTMF digits: {''.join(sorted(bad))!r}")
+        call = self._live("send_dtmf")
+        try:
+            call.dialDtmf(digits)
+        except pj.Error as exc:
+            raise sip_error("send_dtmf", exc) from None
+
+    # -- media ---------------------------------------------------------------------------------------------
+
+    def start_media(self, outbound: FrameSource, on_frame: OnFrame) -> None:
+        """Connect audio both ways, now or as soon as the SDP is negotiated (call it before ``answer()``).
+
+        ``outbound.pop_frame()`` runs on pjmedia's clock thread and must return 320 bytes (8 kHz PCM16 mono,
+        20 ms) at once; an empty or short frame is padded with silence. ``on_frame(pcm, t_capture)`` runs on the
+        event loop thread for each received frame; ``t_capture`` is ``time.monotonic()`` in the clock callback.
+        Calling it again swaps the source and sink.
+        """
+        self._live("start_media")
+        self._on_frame = on_frame
+        if self._port is None:
+            self._port = self._gateway.endpoint.acquire_port()
+            self._baseline = _port_counters(self._port)
+        self._port.attach(outbound, self._deliver)
+        self._on_media_state()
+
+    def stop_media(self) -> None:
+        """Stop both directions: the caller hears silence, ``on_frame`` is no longer called."""
+        self._on_frame = None
+        if self._port is not None:
+            self._port.detach()
+
+    @property
+    def media_counters(self) -> dict[str, int]:
+        """Frames in/out, size-0 frames and callback errors of this call's media port."""
+        if self._port is None:
+            return dict(self._counters)
+        now = _port_counters(self._port)
+        return {name: now[name] - self._baseline[name] for name in _COUNTERS}
+
+    def _deliver(self, pcm: bytes, t_capture: float) -> None:
+        on_frame = self._on_frame
+        if on_frame is not None:
+            on_frame(pcm, t_capture)
+
+    # -- callbacks from _GatewayCall (loop thread) --------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        self.events.put_nowait(event)
+
+    def _on_media_state(self) -> None:
+        call = self._call
+        if call is None or self.disconnected.is_set():
+            return
+        found = first_audio(call)
+        if found is None:
+            return
+        audio, index = found
+        with contextlib.suppress(pj.Error):
+            self.codec = str(call.getStreamInfo(index).codecName)
+        if self._port is not None:
+            try:
+                connect_both_ways(self._port, audio)
+            except pj.Error as exc:
+                _LOG.error("%s: connecting media failed: %s", self.call_id, sip_error("connect", exc))
+
+    def _on_state(self, info: Any) -> None:
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            self.answered = True
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED and not self.disconnected.is_set():
+            self.hangup_code = int(info.lastStatusCode)
+            self.hangup_reason = str(info.lastReason)
+            self._emit(CallerHungUp(sip_code=self.hangup_code, reason=self.hangup_reason))
+            self.disconnected.set()
+            transfer = self._transfer
+            if transfer is not None and not transfer.done():
+                transfer.set_exception(CallGone("transfer", "the call ended before the final NOTIFY"))
+            self._on_frame = None
+            # Drop the pjsua2 objects after this callback has returned (not from inside it).
+            asyncio.get_running_loop().call_soon(self._release)
+
+    def _on_transfer(self, progress: TransferProgress) -> None:
+        self._emit(progress)
+        transfer = self._transfer
+        if progress.final and transfer is not None and not transfer.done():
+            transfer.set_result(progress)
+
+    def _release(self) -> None:
+        """Forget the pjsua2 Call and give the port back to the pool. Idempotent."""
+        call, self._call = self._call, None
+        if call is not None:
+            call.handle = None
+        if self._port is not None:
+            self._counters = self.media_counters
+            self._gateway.endpoint.release_port(self._port)
+            self._port = None
+        self._gateway._forget(self)
+
+
+_COUNTERS = ("frames_in", "frames_out", "empty_in", "errors")
+
+
+def _port_counters(port: BridgePort) -> dict[str, int]:
+    return {name: int(getattr(port, name)) for name in _COUNTERS}
+
+
+def _consume_exception(future: asyncio.Future[TransferProgress]) -> None:
+    if not future.cancelled():
+        future.exception()  # marks it retrieved: no "exception was never retrieved" noise if nobody awaits
+
+
+class SipGateway:
+    """Answers incoming SIP calls and runs ``on_incoming(call)`` as one task per call.
+
+    ``await start()`` (or ``async with``) on the event loop thread; ``await close()`` hangs up every call,
+    cancels the app tasks, and destroys the endpoint so that the process exits 0.
+    """
+
+    def __init__(
+        self,
+        config: SipConfig,
+        on_incoming: OnIncoming,
+        on_rejected: Callable[[RejectedCall], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.endpoint = SipEndpoint(config)
+        self.endpoint.on_rejected = on_rejected
+        self._on_incoming = on_incoming
+        self._calls: dict[int, IncomingCall] = {}  # id(handle) -> handle: a reused Call-ID must not hide a call
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._account: Any = None
+        self.calls_total = 0
+
+    async def start(self) -> None:
+        self.endpoint.start()
+        self._account = self.endpoint.create_account(self._incoming)
+        self.endpoint.on_release(self._drop_all)
+
+    async def __aenter__(self) -> SipGateway:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def sip_port(self) -> int:
+        return self.endpoint.sip_port
+
+    @property
+    def max_calls(self) -> int:
+        """Concurrent calls this process can hold (read back from pjsua after ``libInit``)."""
+        return self.endpoint.max_calls
+
+    @property
+    def active_calls(self) -> int:
+        """Calls pjsua holds right now (ringing or answered)."""
+        return self.endpoint.active_calls
+
+    @property
+    def rejected(self) -> dict[int, int]:
+        """INVITEs pjsua refused by itself, by status code (488 no PCMU/PCMA, 486 over the call cap)."""
+        return dict(self.endpoint.rejected)
+
+    @property
+    def calls(self) -> list[IncomingCall]:
+        """The calls whose pjsua2 objects are still held (until just after their disconnect)."""
+        return list(self._calls.values())
+
+    def _incoming(self, prm: Any) -> None:
+        """``Account.onIncomingCall`` on the loop thread: wrap the call, keep it, start the app task."""
+        call = _GatewayCall(self._account, prm.callId)
+        try:
+            handle = IncomingCall(self, call, prm)
+        except BaseException:
+            with contextlib.suppress(pj.Error):
+                call.hangup(call_op(500))
+            raise
+        call.handle = handle
+        self._calls[id(handle)] = handle
+        self.calls_total += 1
+        _LOG.info(
+            "incoming call %s from %s (%s) to %s", handle.call_id, handle.caller, handle.remote_addr, handle.called
+        )
+        task = asyncio.get_running_loop().create_task(self._run_app(handle), name=f"call-{handle.call_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_app(self, handle: IncomingCall) -> None:
+        failed = False
+        try:
+            await self._on_incoming(handle)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            failed = True
+            _LOG.exception("call %s: on_incoming raised", handle.call_id)
+        finally:
+            if not handle.disconnected.is_set() and handle._call is not None:
+                try:
+                    if handle.answered:
+                        handle.hangup()
+                    else:
+                        handle.reject(500 if failed else 480)
+                except SipError as exc:
+                    _LOG.debug("closing %s: %s", handle.call_id, exc)
+
+    def _forget(self, handle: IncomingCall) -> None:
+        self._calls.pop(id(handle), None)
+
+    def _drop_all(self) -> None:
+        for handle in list(self._calls.values()):
+            handle._release()
+        self._calls.clear()
+        self._account = None
+
+    async def close(self) -> None:
+        """Hang up every call, stop the app tasks, destroy the endpoint."""
+        for handle in list(self._calls.values()):
+            handle.hangup()
+        tasks = list(self._tasks)
+        if tasks:
+            # Give apps a moment to see CallerHungUp and finish on their own, then cancel the rest.
+            _done, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.endpoint.close()

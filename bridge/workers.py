@@ -1,0 +1,161 @@
+"""``callbridge serve``: the worker pool.
+
+Port layout (document for the dispatcher in front; see deploy/):
+
+* worker *i* is a SIP user agent on ``sip_port + i`` (UDP and TCP), on ``sip_host``;
+* its RTP ports are ``rtp_port + i * rtp_ports_per_worker`` onward (RTCP = RTP + 1);
+* each carries at most the calls one process can hold (read from pjsua at start: 4 with this wheel); a full worker
+  answers ``486 Busy Here``, so a dispatcher (Kamailio ``dispatcher`` with call-load balancing) fails over.
+
+The pool restarts a worker that dies (with backoff), and never starts a second worker on a live worker's port: each
+worker holds an exclusive lock on its port (``bridge.worker.lock_port``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bridge.config import Settings, load_settings
+from bridge.errors import ConfigError
+
+log = logging.getLogger("bridge.workers")
+
+RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+@dataclass
+class WorkerSlot:
+    index: int
+    proc: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    sip_port: int = 0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Pool:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.slots = [WorkerSlot(i) for i in range(settings.workers)]
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _spawn(self, slot: WorkerSlot) -> None:
+        payload = self.settings.model_dump_json(exclude={"api_key"})  # the key travels only in the environment
+        slot.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge.worker",
+            "--index",
+            str(slot.index),
+            "--settings-json",
+            payload,
+            stdout=asyncio.subprocess.PIPE,
+            # One BLAS thread: a second one would compete with pjmedia's clock thread (bench audio).
+            env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+        )
+        slot.started_at = time.monotonic()
+        assert slot.proc.stdout is not None
+        line = await slot.proc.stdout.readline()  # the worker prints {"worker", "sip_port", "max_calls"} when up
+        if line:
+            info = json.loads(line)
+            slot.sip_port = int(info["sip_port"])
+            slot.ready.set()
+            log.info("worker %d (pid %d) ready on port %d", slot.index, slot.proc.pid, slot.sip_port)
+
+    async def _supervise(self, slot: WorkerSlot) -> None:
+        while not self._stopping:
+            await self._spawn(slot)
+            assert slot.proc is not None
+            rc = await slot.proc.wait()
+            if self._stopping:
+                return
+            uptime = time.monotonic() - slot.started_at
+            if uptime > 60:
+                slot.restarts = 0
+            delay = RESTART_BACKOFF_S[min(slot.restarts, len(RESTART_BACKOFF_S) - 1)]
+            slot.restarts += 1
+            slot.ready.clear()
+            log.warning("worker %d exited with %s after %.1f s; restarting in %.1f s", slot.index, rc, uptime, delay)
+            await asyncio.sleep(delay)
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._supervise(s), name=f"worker-{s.index}") for s in self.slots]
+
+    async def wait_ready(self) -> None:
+        await asyncio.gather(*(s.ready.wait() for s in self.slots))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for slot in self.slots:
+            if slot.proc is not None and slot.proc.returncode is None:
+                slot.proc.send_signal(signal.SIGTERM)
+        for slot in self.slots:
+            if slot.proc is not None:
+                try:
+                    await asyncio.wait_for(slot.proc.wait(), 10)
+                except TimeoutError:
+                    slot.proc.kill()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def main(argv: list[str]) -> int:
+    from bridge.cli import build_parser
+
+    parser = build_parser("serve", "run N SIP worker processes (worker i on --sip-port + i)")
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--sip-host")
+    parser.add_argument("--sip-port", type=int)
+    parser.add_argument("--realtime-url")
+    parser.add_argument("--redis-url")
+    parser.add_argument("--http-port", type=int)
+    parser.add_argument("--dialplans", type=Path)
+    parser.add_argument("--report-file", type=Path, help="append one JSON line per finished call")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(
+            args.config,
+            workers=args.workers,
+            sip_host=args.sip_host,
+            sip_port=args.sip_port,
+            realtime_url=args.realtime_url,
+            redis_url=args.redis_url,
+            http_port=args.http_port,
+            dialplans=args.dialplans,
+            report_file=args.report_file,
+        )
+        from bridge.dialplan import load_dialplans
+
+        load_dialplans(settings.dialplans)  # nothing starts half-configured
+    except ConfigError as exc:
+        print(f"callbridge serve: {exc}", file=sys.stderr)
+        return 2
+    log.info("settings: %s", json.dumps(settings.public(), default=str))
+
+    async def amain() -> int:
+        pool = Pool(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await pool.start()
+        try:
+            await stop.wait()
+        finally:
+            await pool.stop()
+        return 0
+
+    return asyncio.run(amain())

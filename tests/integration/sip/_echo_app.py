@@ -1,0 +1,247 @@
+"""Gateway test app, run as a subprocess by the SIP integration tests (a pjsua2 Endpoint is one per process).
+
+It answers calls through :class:`bridge.sip.gateway.SipGateway`, plays a tone (or echoes the caller back),
+collects what the app side sees, and on exit (SIGTERM/SIGINT, or ``--exit-after-calls``) closes the gateway and
+prints one JSON report line on stdout: per call the identity fields, received audio stats, DTMF digits in order,
+transfer progress, how it ended, and whether ``on_frame`` ran on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from bridge.events import CallerHungUp, Dtmf, TransferProgress
+from bridge.sip.analysis import audio_stats, tone
+from bridge.sip.crossing import FrameQueue, FrameSource
+from bridge.sip.endpoint import SipConfig, SipError
+from bridge.sip.gateway import IncomingCall, SipGateway
+from bridge.sip.softphone import PcmSource
+from bridge.sip.wav import write_wav
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--mode", choices=("tone", "echo", "silent"), default="tone")
+    p.add_argument("--tone-hz", type=float, default=600.0)
+    p.add_argument("--tone-dbfs", type=float, default=-12.0)
+    p.add_argument("--ring", type=float, default=0.0, help="send 180, answer after this many seconds")
+    p.add_argument("--reject", type=int, help="reject every call with this code")
+    p.add_argument("--retry-after", type=int)
+    p.add_argument("--max-active", type=int, help="app-level cap: beyond it, reject 503 with Retry-After")
+    p.add_argument("--transfer-to", help="REFER the caller here after --transfer-after seconds")
+    p.add_argument("--transfer-after", type=float, default=1.0)
+    p.add_argument("--hangup-after", type=float, help="hang up this long after answering")
+    p.add_argument("--exit-after-calls", type=int)
+    p.add_argument("--send-dtmf", help="DIGITS@SECONDS: send RFC 4733 digits to the caller after answering")
+    p.add_argument("--rtp-port", type=int, default=0)
+    p.add_argument("--rtp-range", type=int, default=0)
+    p.add_argument("--status-file", help="rewrite {live, total} here whenever a call is answered or ends")
+    p.add_argument("--media-after-answer", action="store_true", help="start_media() after answer()")
+    p.add_argument("--record-dir", help="write what each call sent us to DIR/<n>.wav (8 kHz PCM16)")
+    p.add_argument("--log-level", type=int, default=1)
+    return p.parse_args(argv)
+
+
+class App:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.reports: list[dict[str, Any]] = []
+        self.ended = 0
+        self.stop = asyncio.Event()
+        self.loop_thread = threading.get_ident()
+        self.gateway: SipGateway | None = None
+        self.live = 0
+
+    def _status(self, delta: int) -> None:
+        self.live += delta
+        if self.args.status_file:
+            tmp = Path(self.args.status_file + ".tmp")
+            tmp.write_text(json.dumps({"live": self.live, "total": len(self.reports)}))
+            tmp.replace(self.args.status_file)
+
+    async def on_incoming(self, call: IncomingCall) -> None:
+        args = self.args
+        assert self.gateway is not None
+        report: dict[str, Any] = {
+            "call_id": call.call_id,
+            "caller": call.caller,
+            "called": call.called,
+            "remote_addr": call.remote_addr,
+            "user_agent": call.headers.get("user-agent"),
+            "active_at_invite": self.gateway.active_calls,
+            "max_calls": self.gateway.max_calls,
+            "dtmf": "",
+            "events": [],
+            "transfer": [],
+            "answered": False,
+            "index": len(self.reports),
+        }
+        self.reports.append(report)
+        received = bytearray()
+        frame_threads: set[bool] = set()
+        first_frame: list[float] = []
+
+        def on_frame(pcm: bytes, t_capture: float) -> None:
+            received.extend(pcm)
+            frame_threads.add(threading.get_ident() == self.loop_thread)
+            if not first_frame:
+                first_frame.append(time.monotonic() - t_capture)
+
+        try:
+            if args.reject:
+                call.reject(args.reject, retry_after=args.retry_after)
+            elif args.max_active is not None and len(self.gateway.calls) > args.max_active:
+                call.reject(503, "Service Unavailable", retry_after=args.retry_after or 30)
+            else:
+                await self._converse(call, report, on_frame)
+            await call.disconnected.wait()
+        finally:
+            while not call.events.empty():
+                self._record_event(report, call.events.get_nowait())
+            stats: dict[str, Any] = dict(audio_stats(bytes(received)))
+            if args.record_dir:
+                path = Path(args.record_dir) / f"{report['index']}.wav"
+                write_wav(path, bytes(received))
+                report["recording"] = str(path)
+            report.update(
+                received=stats,
+                codec=call.codec,
+                hangup_code=call.hangup_code,
+                hangup_reason=call.hangup_reason,
+                local_hangup=call.local_hangup,
+                on_frame_on_loop_thread=sorted(frame_threads),
+                media=call.media_counters,
+                handover_delay_ms=round(first_frame[0] * 1000, 2) if first_frame else None,
+            )
+            self.ended += 1
+            if report["answered"]:
+                self._status(-1)
+            if args.exit_after_calls and self.ended >= args.exit_after_calls:
+                self.stop.set()
+
+    async def _converse(self, call: IncomingCall, report: dict[str, Any], on_frame: Any) -> None:
+        args = self.args
+        outbound: FrameSource
+        if args.mode == "echo":
+            queue = FrameQueue()
+
+            def echo(pcm: bytes, t_capture: float) -> None:
+                on_frame(pcm, t_capture)
+                queue.push(pcm)
+
+            outbound, sink = queue, echo
+        elif args.mode == "tone":
+            # 1 s of tone loops seamlessly when the frequency is a whole number of Hz.
+            outbound, sink = PcmSource(tone(args.tone_hz, 1.0, args.tone_dbfs), loop=True), on_frame
+        else:
+            outbound, sink = FrameQueue(), on_frame
+        if not args.media_after_answer:
+            call.start_media(outbound, sink)
+        if args.ring:
+            call.ringing()
+            await asyncio.sleep(args.ring)
+        call.answer()
+        if args.media_after_answer:  # the order CallSession uses
+            call.start_media(outbound, sink)
+        report["answered"] = True
+        self._status(+1)
+        loop = asyncio.get_running_loop()
+        answered_at = loop.time()
+        transfer: asyncio.Task[None] | None = None
+        dtmf_digits, _, dtmf_at = (args.send_dtmf or "").partition("@")
+
+        async def transfer_then_leave(uri: str) -> None:
+            call.transfer(uri)
+            try:
+                result = await call.wait_transfer()
+            except SipError as exc:
+                report["transfer_result"] = str(exc)
+                return
+            report["transfer_result"] = result.status_code
+            if result.status_code // 100 == 2:
+                call.hangup()  # the transferor leaves on the final 2xx NOTIFY (RFC 3515)
+
+        while not call.disconnected.is_set():
+            now = loop.time() - answered_at
+            if args.transfer_to and transfer is None and now >= args.transfer_after:
+                transfer = asyncio.create_task(transfer_then_leave(args.transfer_to))
+            if dtmf_digits and now >= float(dtmf_at or 0):
+                call.send_dtmf(dtmf_digits)
+                report["dtmf_sent"] = dtmf_digits
+                dtmf_digits = ""
+            if args.hangup_after is not None and now >= args.hangup_after:
+                call.hangup()
+            try:
+                event = await asyncio.wait_for(call.events.get(), 0.05)
+            except TimeoutError:
+                continue
+            self._record_event(report, event)
+        if transfer is not None:
+            await transfer
+
+    @staticmethod
+    def _record_event(report: dict[str, Any], event: Any) -> None:
+        report["events"].append(event.kind)
+        if isinstance(event, Dtmf):
+            report["dtmf"] += event.digit
+        elif isinstance(event, TransferProgress):
+            report["transfer"].append([event.status_code, event.final])
+        elif isinstance(event, CallerHungUp):
+            report["hangup_event"] = [event.sip_code, event.reason]
+
+
+async def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = App(args)
+    config = SipConfig(
+        host=args.host,
+        port=args.port,
+        rtp_port=args.rtp_port,
+        rtp_port_range=args.rtp_range,
+        pjsua_log_level=args.log_level,
+    )
+    gateway = SipGateway(config, app.on_incoming)
+    app.gateway = gateway
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, app.stop.set)
+    await gateway.start()
+    await app.stop.wait()
+    max_calls, cap_source = gateway.max_calls, gateway.endpoint.cap_source
+    crossing = gateway.endpoint.crossing
+    rejected = gateway.rejected
+    await gateway.close()
+    print(
+        json.dumps(
+            {
+                "calls": app.reports,
+                "max_calls": max_calls,
+                "cap_source": cap_source,
+                "listening": gateway.endpoint.listening,
+                "crossing_dropped": crossing.dropped,
+                "sink_errors": crossing.sink_errors,
+                "calls_total": gateway.calls_total,
+                "rejected": {str(code): count for code, count in rejected.items()},
+            }
+        ),
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))

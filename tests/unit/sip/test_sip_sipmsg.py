@@ -1,0 +1,55 @@
+"""SIP text helpers: user parts of URIs and the request line and headers of an INVITE (RFC 3261)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.sip.sipmsg import host_part, parse_request_head, user_part
+
+
+@pytest.mark.parametrize(
+    ("text", "user"),
+    [
+        ('"Alice" <sip:alice@example.com>;tag=abc', "alice"),
+        ("<sip:+15551234@gw.example.com;user=phone>", "+15551234"),
+        ("sip:100@127.0.0.1:5060", "100"),
+        ("sips:bob;ext=1@example.com", "bob"),
+        ("<tel:+15551234;phone-context=example.com>", "+15551234"),
+        ("<sip:example.com>", ""),
+        ("garbage", ""),
+    ],
+)
+def test_user_part(text: str, user: str) -> None:
+    assert user_part(text) == user
+
+
+def test_host_part() -> None:
+    assert host_part("sip:100@127.0.0.1:5060;transport=udp") == "127.0.0.1:5060"
+    assert host_part('"X" <sip:a@[::1]:5070>') == "[::1]:5070"
+
+
+def test_parse_invite_head() -> None:
+    message = (
+        "INVITE sip:4000@10.0.0.1:5060 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK1\r\n"
+        "f: <sip:alice@10.0.0.2>;tag=1\r\n"
+        "i: abc@10.0.0.2\r\n"
+        "X-Account: 42\r\n"
+        "Via: SIP/2.0/UDP 10.0.0.3:5060;branch=z9hG4bK2\r\n"
+        "\r\n"
+        "v=0\r\n"
+    )
+    head = parse_request_head(message)
+    assert head is not None
+    assert head.method == "INVITE"
+    assert head.uri == "sip:4000@10.0.0.1:5060"
+    assert user_part(head.uri) == "4000"
+    assert head.headers["from"] == "<sip:alice@10.0.0.2>;tag=1"  # compact form expanded
+    assert head.headers["call-id"] == "abc@10.0.0.2"
+    assert head.headers["x-account"] == "42"
+    assert head.headers["via"].endswith("branch=z9hG4bK1")  # first occurrence wins
+
+
+def test_a_response_is_not_a_request() -> None:
+    assert parse_request_head("SIP/2.0 200 OK\r\n\r\n") is None
+    assert parse_request_head("") is None

@@ -1,0 +1,76 @@
+"""Softphone pieces that need no endpoint: argument parsing, the WAV source, the default bind address."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from bridge.sip.crossing import FRAME_BYTES, SILENCE
+from bridge.sip.softphone import PcmSource, _default_host, build_parser, parse_dtmf
+
+
+def test_parse_dtmf() -> None:
+    assert parse_dtmf("12#@1.5") == ("12#", 1.5)
+    assert parse_dtmf("*") == ("*", 1.0)
+    with pytest.raises(argparse.ArgumentTypeError, match="bad DTMF digits"):
+        parse_dtmf("12x@1")
+    with pytest.raises(argparse.ArgumentTypeError, match="bad time"):
+        parse_dtmf("12@soon")
+
+
+def test_call_arguments() -> None:
+    args = build_parser().parse_args(
+        [
+            "call",
+            "sip:100@127.0.0.1:5060",
+            "--play",
+            "a.wav",
+            "--record",
+            "b.wav",
+            "--dtmf",
+            "1@0.5",
+            "--dtmf",
+            "23@2",
+            "--hangup-after",
+            "6",
+            "--json",
+        ]
+    )
+    assert args.command == "call"
+    assert args.uri == "sip:100@127.0.0.1:5060"
+    assert args.dtmf == [("1", 0.5), ("23", 2.0)]
+    assert args.hangup_after == 6.0
+    assert args.json is True
+
+
+def test_listen_arguments() -> None:
+    args = build_parser().parse_args(["listen", "--port", "5070", "--calls", "1", "--answer-after", "0.5"])
+    assert (args.command, args.port, args.calls, args.answer_after) == ("listen", 5070, 1, 0.5)
+
+
+def test_pcm_source_plays_once_then_silence() -> None:
+    source = PcmSource(b"\x01" * 400)
+    assert source.pop_frame() == b"\x01" * FRAME_BYTES
+    assert source.pop_frame() == b"\x01" * 80 + b"\0" * 240
+    assert source.finished
+    assert source.pop_frame() == SILENCE
+
+
+def test_pcm_source_loops() -> None:
+    source = PcmSource(b"\x01" * FRAME_BYTES + b"\x02" * FRAME_BYTES, loop=True)
+    assert [source.pop_frame()[0] for _ in range(5)] == [1, 2, 1, 2, 1]
+    assert not source.finished
+
+
+@pytest.mark.parametrize(
+    ("uri", "host"),
+    [
+        ("sip:100@127.0.0.1:5060", "127.0.0.1"),
+        ("sip:100@localhost", "127.0.0.1"),
+        ("sip:100@10.1.2.3", "0.0.0.0"),
+        ("sip:100@pbx.example.com", "0.0.0.0"),
+    ],
+)
+def test_default_bind_address_follows_the_target(uri: str, host: str) -> None:
+    assert _default_host(uri) == host
