@@ -77,6 +77,34 @@ CREDENTIAL_ROTATIONS = Counter(f"{NS}_credential_rotations", "Short-lived creden
 ROLLBACKS = Counter(f"{NS}_rollout_rollbacks", "Automatic rollbacks of GA to beta", ["dialplan"])
 
 
+def prime(dialects: tuple[str, ...], dialplans: tuple[str, ...]) -> None:
+    """Create every label set a worker can produce at zero, so /metrics shows each metric before its first event
+    (a dashboard must tell "no failures" from "no data")."""
+    classes = ("network", "auth", "protocol", "server")
+    for d in dialects:
+        for dp in dialplans:
+            CALLS_STARTED.labels(d, dp)
+            CALLS_ACTIVE.labels(d, dp)
+            for outcome in ("completed", "transferred", "failed"):
+                CALLS_ENDED.labels(d, dp, outcome)
+        for c in classes:
+            CONNECT_FAILURES.labels(d, c)
+            DROPPED_SESSIONS.labels(d, c)
+            REALTIME_ERRORS.labels(d, c)
+        for result in ("ok", "failed"):
+            TRUNCATES.labels(d, result)
+            CREDENTIAL_ROTATIONS.labels(d, result)
+        RECONNECTS.labels(d)
+        UNKNOWN_EVENTS.labels(d)
+        BARGE_INS.labels(d)
+        PLAYOUT_UNDERRUNS.labels(d)
+        PLAYOUT_DROPS.labels(d)
+    for dp in dialplans:
+        ROLLBACKS.labels(dp)
+    REDIS_QUEUE_DEPTH.set(0)
+    REDIS_DROPPED_WRITES.inc(0)
+
+
 def observe_latency(segment: str, dialect: str, ms: float) -> None:
     if segment in SEGMENTS:
         LATENCY.labels(segment=segment, dialect=dialect).observe(ms / 1000.0)

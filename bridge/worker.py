@@ -21,12 +21,16 @@ from typing import IO, Any
 
 from pydantic import SecretStr
 
-from bridge.call.session import CallSession
+from bridge import metrics
+from bridge.call.session import CallReport, CallSession
 from bridge.config import Settings
 from bridge.dialplan import Dialplan, load_dialplans, route
-from bridge.errors import BridgeError, redact
+from bridge.errors import BridgeError, ConnectError, redact
 from bridge.realtime.client import RealtimeClient
-from bridge.realtime.dialects import Dialect, get_dialect
+from bridge.realtime.dialects import get_dialect
+from bridge.rollout import Decision, DialectName, Outcome, RolloutFlag, decide, fallback
+from bridge.store.calls import CallStore
+from bridge.store.rollout_store import RolloutStore
 
 log = logging.getLogger("bridge.worker")
 
@@ -50,9 +54,20 @@ def lock_port(host: str, port: int) -> IO[str] | None:
     return handle
 
 
-def choose_dialect(plan: Dialplan, caller: str) -> Dialect:
-    """The dialect for one call. ``rollout`` plans are decided by the rollout flag (GA until it lands)."""
-    return get_dialect("ga" if plan.dialect == "rollout" else plan.dialect)
+def fixed_decision(plan: Dialplan) -> Decision:
+    """A plan pinned to one dialect: its own model (or the dialect's default) and voice."""
+    dialect: DialectName = "ga" if plan.dialect == "ga" else "beta"
+    model = plan.profile.model or get_dialect(dialect).default_model
+    return Decision(dialect, model, plan.profile.voice, f"dialplan pins {dialect}")
+
+
+def outcome_of(report: CallReport) -> Outcome:
+    """The rollout health outcome of a finished call."""
+    if any(e.get("code") == "connect" for e in report.errors) and not report.reconnects:
+        return "connect_failure"
+    if any(kind == "realtime_closed" for _, kind, _ in report.timeline):
+        return "dropped"
+    return "ok"
 
 
 def append_report(path: Path, record: dict[str, Any]) -> None:
@@ -67,24 +82,62 @@ class Worker:
         self.settings = settings
         self.index = index
         self.plans = load_dialplans(settings.dialplans)
-        self.active: set[asyncio.Task[Any]] = set()
+        self.store: CallStore | None = None
+        self.rollouts: RolloutStore | None = None
+        self._dropped_exported = 0
+
+    async def _decide(self, plan: Dialplan, call: Any) -> Decision:
+        if plan.dialect != "rollout":
+            return fixed_decision(plan)
+        if self.rollouts is None:  # no Redis: the plan's built-in flag (GA 0% -> beta) decides
+            return decide(RolloutFlag(), call.caller, call.call_id, voice=plan.profile.voice)
+        return await self.rollouts.decide(plan.name, call.caller, call.call_id, voice=plan.profile.voice)
 
     async def handle(self, call: Any) -> None:
         plan = route(self.plans, call.called)
         if plan is None:
             call.reject(404, "No dialplan for this number")
             return
-        dialect = choose_dialect(plan, call.caller)
+        decision = await self._decide(plan, call)
+        dialect = get_dialect(decision.dialect)
         settings = self.settings
+        profile = plan.profile.model_copy(update={"model": decision.model, "voice": decision.voice})
+        call_plan = plan.model_copy(update={"profile": profile})
+        log.info(
+            "call %s from %s to %s: %s (%s)", call.call_id, call.caller, call.called, dialect.name, decision.reason
+        )
 
         async def connect() -> RealtimeClient:
-            client = RealtimeClient(dialect, settings.realtime_url, settings.credential, model=plan.profile.model)
-            await client.connect()
+            nonlocal decision
+            client = RealtimeClient(dialect, settings.realtime_url, settings.credential, model=decision.model)
+            try:
+                await client.connect()
+            except ConnectError:
+                retry = fallback(decision, voice=plan.profile.voice, fallback_voice="alloy")
+                if retry is None:
+                    raise
+                log.warning("call %s: %s; retrying with %s", call.call_id, decision.model, retry.model)
+                decision = retry
+                client = RealtimeClient(dialect, settings.realtime_url, settings.credential, model=retry.model)
+                await client.connect()
             return client
 
-        from bridge import metrics
-
-        session = CallSession(call, plan, dialect, connect, listeners=[metrics.call_listener(dialect.name, plan.name)])
+        listeners = [metrics.call_listener(dialect.name, plan.name)]
+        if self.store is not None:
+            listeners.append(
+                self.store.listener_for(
+                    call.call_id,
+                    caller=call.caller,
+                    called=call.called,
+                    dialplan=plan.name,
+                    dialect=dialect.name,
+                    model=decision.model,
+                    voice=decision.voice,
+                )
+            )
+        session = CallSession(call, call_plan, dialect, connect, listeners=listeners)
+        if self.store is not None:
+            self.store.watch(call.call_id, session.progress)
         try:
             report = await session.run()
         except BridgeError as exc:
@@ -100,6 +153,22 @@ class Worker:
         )
         if settings.report_file is not None:
             append_report(settings.report_file, {"worker": self.index, **report.to_json()})
+        if self.rollouts is not None:
+            await self.rollouts.record_outcome(dialect.name, plan.name, outcome_of(report))
+            if plan.dialect == "rollout":
+                reason = await self.rollouts.check_rollback(plan.name)
+                if reason:
+                    metrics.ROLLBACKS.labels(plan.name).inc()
+                    log.warning("rollout %s rolled back to beta: %s", plan.name, reason)
+
+    def _export_store_gauges(self) -> None:
+        if self.store is None:
+            return
+        metrics.REDIS_QUEUE_DEPTH.set(self.store.queue_depth)
+        dropped = self.store.dropped_writes - self._dropped_exported
+        if dropped > 0:
+            metrics.REDIS_DROPPED_WRITES.inc(dropped)
+            self._dropped_exported += dropped
 
     async def run(self, stop: asyncio.Event) -> int:
         from bridge.sip.endpoint import SipConfig
@@ -118,7 +187,16 @@ class Worker:
             rtp_port_range=s.rtp_ports_per_worker if s.rtp_port else 0,
             pjsua_log_level=s.pjsua_log_level,
         )
-        gateway = SipGateway(config, on_incoming=self.handle)
+        if s.redis_url:
+            self.store = CallStore(s.redis_url, worker=f"{s.sip_host}:{port or self.index}")
+            await self.store.start()
+            self.rollouts = RolloutStore(s.redis_url)
+        metrics.prime(("beta", "ga"), tuple(p.name for p in self.plans))
+        gateway = SipGateway(
+            config,
+            on_incoming=self.handle,
+            on_rejected=lambda r: metrics.SIP_REJECTED.labels(str(r.status_code)).inc(),
+        )
         await gateway.start()
         log.info(
             "worker %d listening on sip:%s:%d (udp+tcp), rtp %s, up to %d calls, realtime %s",
@@ -133,9 +211,16 @@ class Worker:
             json.dumps({"worker": self.index, "sip_port": gateway.sip_port, "max_calls": gateway.max_calls}), flush=True
         )
         try:
-            await stop.wait()
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                self._export_store_gauges()
         finally:
             await gateway.close()
+            if self.store is not None:
+                await self.store.close()
+            if self.rollouts is not None:
+                await self.rollouts.close()
             if lock is not None:
                 lock.close()
         return 0

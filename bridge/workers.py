@@ -20,9 +20,12 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from aiohttp import web
 
 from bridge.config import Settings, load_settings
 from bridge.errors import ConfigError
@@ -77,6 +80,9 @@ class Pool:
             await self._spawn(slot)
             assert slot.proc is not None
             rc = await slot.proc.wait()
+            from bridge import metrics
+
+            metrics.mark_process_dead(slot.proc.pid)
             if self._stopping:
                 return
             uptime = time.monotonic() - slot.started_at
@@ -93,6 +99,20 @@ class Pool:
 
     async def wait_ready(self) -> None:
         await asyncio.gather(*(s.ready.wait() for s in self.slots))
+
+    def health(self) -> dict[str, object]:
+        return {
+            "workers": [
+                {
+                    "index": s.index,
+                    "pid": s.proc.pid if s.proc else None,
+                    "alive": s.proc is not None and s.proc.returncode is None,
+                    "sip_port": s.sip_port,
+                    "restarts": s.restarts,
+                }
+                for s in self.slots
+            ]
+        }
 
     async def stop(self) -> None:
         self._stopping = True
@@ -145,6 +165,11 @@ def main(argv: list[str]) -> int:
         return 2
     log.info("settings: %s", json.dumps(settings.public(), default=str))
 
+    # Workers are processes: prometheus-client must merge their samples (multiprocess mode). Set before the
+    # metrics module is imported anywhere, here and (inherited) in every worker.
+    metrics_dir = tempfile.TemporaryDirectory(prefix="callbridge-metrics-")
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir.name)
+
     async def amain() -> int:
         pool = Pool(settings)
         stop = asyncio.Event()
@@ -152,10 +177,38 @@ def main(argv: list[str]) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await pool.start()
+        runner = await start_http(pool, settings) if settings.http_port is not None else None
         try:
             await stop.wait()
         finally:
+            if runner is not None:
+                await runner.cleanup()
             await pool.stop()
         return 0
 
-    return asyncio.run(amain())
+    try:
+        return asyncio.run(amain())
+    finally:
+        metrics_dir.cleanup()
+
+
+async def start_http(pool: Pool, settings: Settings) -> web.AppRunner:
+    """The supervisor API and /metrics on ``settings.http_port`` (127.0.0.1 unless sip_host is public)."""
+    from bridge.store.calls import connect
+    from bridge.store.rollout_store import RolloutStore
+    from bridge.supervisor.api import create_app
+
+    redis = connect(settings.redis_url) if settings.redis_url else None
+    rollouts = RolloutStore(client=redis) if redis is not None else None
+    token = os.environ.get("CALLBRIDGE_SUPERVISOR_TOKEN")
+    app = create_app(token=token, redis=redis, rollouts=rollouts, health=pool.health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.sip_host, settings.http_port)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else settings.http_port
+    log.info(
+        "supervisor API and /metrics on http://%s:%s (token %s)", settings.sip_host, port, "set" if token else "NOT set"
+    )
+    print(json.dumps({"http_port": port}), flush=True)
+    return runner

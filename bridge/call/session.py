@@ -162,6 +162,8 @@ class CallSession:
         # Wait for session.updated (or an error) so the first caller audio is in the configured format.
         while True:
             event = await client.next_event()
+            if isinstance(event, ev.SessionReady | ev.SessionConfigured | ev.ConversationReady):
+                await self._handle(event)  # noted: session_id / conversation_id reach Redis
             if isinstance(event, ev.SessionConfigured):
                 return client
             if isinstance(event, ev.ErrorEvent):
@@ -345,6 +347,24 @@ class CallSession:
             result = handler(event)
             if asyncio.iscoroutine(result):
                 await result
+
+    def progress(self) -> dict[str, Any]:
+        """Fast-changing progress fields, polled off the media path (the Redis writer's probe)."""
+        played = self.playout.played_ms(self.audio_item) if self.audio_item else 0
+        last_event = self.client.protocol.last_event_id if self.client is not None else None
+        return {"last_user_audio_seq": self.frames_appended, "played_ms": played, "last_ack_event_id": last_event or ""}
+
+    def _on_SessionReady(self, e: ev.SessionReady) -> None:
+        self.note("session_ready", e.session_id, session_id=e.session_id)
+
+    def _on_SessionConfigured(self, e: ev.SessionConfigured) -> None:
+        self.note("session_configured", e.session_id, session_id=e.session_id)
+
+    def _on_ConversationReady(self, e: ev.ConversationReady) -> None:
+        self.note("conversation_ready", e.conversation_id, conversation_id=e.conversation_id)
+
+    def _on_OutputItemAdded(self, e: ev.OutputItemAdded) -> None:
+        self.note("output_item", f"{e.item_type} {e.item_id}", item_id=e.item_id)
 
     def _on_AudioChunk(self, e: ev.AudioChunk) -> None:
         self._on_audio(e)

@@ -1,0 +1,140 @@
+"""``callbridge calls``: the supervisor's first view of live calls, read from Redis across every worker.
+
+::
+
+    callbridge calls [--watch [--interval S]] [--json] [--redis-url URL]     live calls: id, phase, dialect, duration,
+                                                                              last transcript line
+    callbridge calls CALL_ID [--events N] [--json] [--redis-url URL]         one call: its state and recent events
+
+``--watch`` redraws every ``--interval`` seconds until Ctrl-C (with ``--json``: one JSON document per line).
+The Redis URL comes from ``--redis-url`` or ``REDIS_URL``. Exit codes: 0 done, 1 Redis unreachable or no such call,
+2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Any
+
+from bridge.store import keys
+from bridge.store.calls import CallDetail, CallSummary, StoreUnavailable, connect, read_call, read_live_calls, safe_url
+
+EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
+PROG = "callbridge calls"
+CLEAR = "\x1b[H\x1b[2J"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bridge.cli import build_parser as base
+
+    parser = base("calls", "live calls across all workers (from Redis)")
+    parser.add_argument("call_id", nargs="?", help="show one call: its state and recent events")
+    parser.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)  # --watch refreshes, then exit (tests)
+    parser.add_argument("--events", type=int, default=50, help="recent events of one call (default 50)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--redis-url", help="redis://, rediss:// or unix:// URL (default: $REDIS_URL)")
+    return parser
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def table(calls: list[CallSummary], width: int = 120) -> str:
+    if not calls:
+        return "no live calls"
+    header = ("CALL ID", "WORKER", "PHASE", "DIALECT", "DIALPLAN", "CALLER", "DURATION")
+    rows = [
+        (
+            c.call_id,
+            c.worker + ("" if c.worker_alive else " (dead)"),
+            c.phase,
+            c.dialect,
+            c.dialplan,
+            c.caller,
+            duration(c.duration_s),
+        )
+        for c in calls
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    used = sum(widths) + 2 * len(widths)
+    last_width = max(20, width - used)
+
+    def line(cells: tuple[str, ...], last: str) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + "  " + last
+
+    out = [line(header, "LAST LINE")]
+    for row, c in zip(rows, calls, strict=True):
+        text = c.last_transcript.replace("\n", " ")
+        out.append(line(row, text if len(text) <= last_width else text[: last_width - 1] + "…"))
+    return "\n".join(out)
+
+
+def detail(d: CallDetail) -> str:
+    s = d.state
+    names = [n for n in keys.CALL_FIELDS if n in s] + sorted(set(s) - set(keys.CALL_FIELDS))
+    lines = [f"{name:<20} {s[name]}" for name in names]
+    lines.append("events (oldest first):")
+    t0 = next((e.t for e in d.events if e.t is not None), None)
+    for e in d.events:
+        at = f"+{e.t - t0:.2f}s" if e.t is not None and t0 is not None else ""
+        lines.append(f"  {at:>9}  {e.kind:<18} {e.summary}")
+    return "\n".join(lines)
+
+
+async def _run(args: argparse.Namespace, url: str) -> int:
+    where = safe_url(url)
+    client = connect(url, timeout_s=2.0)
+    try:
+        if args.call_id:
+            found = await read_call(client, args.call_id, count=args.events, where=where)
+            if found is None:
+                print(f"{PROG}: no call {args.call_id!r} in Redis (unknown, or expired)", file=sys.stderr)
+                return EXIT_UNAVAILABLE
+            print(json.dumps(found.to_json(), indent=2) if args.json else detail(found))
+            return EXIT_OK
+        shown = 0
+        while True:
+            calls = await read_live_calls(client, where=where)
+            if args.json:
+                doc: dict[str, Any] = {"at": round(time.time(), 3), "calls": [c.to_json() for c in calls]}
+                print(json.dumps(doc) if args.watch else json.dumps(doc, indent=2), flush=True)
+            else:
+                width = shutil.get_terminal_size((120, 24)).columns
+                prefix = CLEAR if args.watch and sys.stdout.isatty() else ""
+                print(prefix + table(calls, width), flush=True)
+            shown += 1
+            if not args.watch or (args.count and shown >= args.count):
+                return EXIT_OK
+            await asyncio.sleep(args.interval)
+    finally:
+        await client.aclose()
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    url = args.redis_url or os.environ.get("REDIS_URL")
+    if not url:
+        print(f"{PROG}: no Redis: pass --redis-url URL or set REDIS_URL", file=sys.stderr)
+        return EXIT_USAGE
+    if args.interval <= 0:
+        print(f"{PROG}: --interval must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(_run(args, url))
+    except StoreUnavailable as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        return EXIT_OK

@@ -1,0 +1,830 @@
+"""Per-call state in Redis, written off the media path by a batching writer that never blocks or fails a call.
+
+What a call writes (key names and TTLs in :mod:`bridge.store.keys`):
+
+* one hash per call (:data:`keys.CALL_FIELDS`: identity, protocol state, progress, times), TTL refreshed by writes;
+* one capped stream per call of event summaries and both transcripts (``XADD MAXLEN ~``);
+* membership in its worker's live set, and the worker's heartbeat key (``SET ... EX``), refreshed every few seconds.
+
+The call session only ever calls cheap synchronous methods (:meth:`CallStore.update`, :meth:`CallStore.event`,
+:meth:`CallStore.end`, or the :meth:`CallStore.listener_for` adapter on ``CallSession.listeners``). They touch
+memory only: an in-memory snapshot of each call's full hash (with the names of the fields changed since the last
+flush) and a bounded queue of stream entries. They must be called on the event loop's thread (pjsua2 callbacks only
+copy and enqueue onto the loop; see DESIGN.md). A background task flushes one pipeline every ``flush_interval_s``:
+changed hash fields coalesced per call, stream entries in order, live-set membership, the heartbeat.
+
+A Redis outage never stops a call::
+
+    update()/event() ──► snapshot + queue ──► writer ──► Redis
+                                   ▲             │ connection error
+                                   │             ▼
+                      bounded: oldest entries   retry with backoff (``backoff()``), counters:
+                      dropped, ``dropped_writes`` ``write_errors``, ``outages``, ``queue_depth``, ``connected``
+                                                 │ Redis answers again
+                                                 ▼
+                      RE-SYNC: every call still in memory gets its FULL hash rewritten from the snapshot (so the state
+                      is complete even if Redis restarted empty), live-set membership and the heartbeat are re-added,
+                      the recent stream entries already written are appended again, then the queued ones.
+
+Stream entries carry ids chosen here (``<epoch ms>-<seq>``, increasing per call) rather than ``*``. Appending one that
+Redis already holds is refused (``ID ... equal or smaller``) and ignored, so a retried pipeline, or a re-sync against a
+server that kept its data, never duplicates an entry, and entries keep the time they happened, not the time Redis came
+back. A worker that was only cut off (its heartbeat expired, a reaper marked its calls "worker died") rewrites them as
+live when it reconnects.
+
+Connections: any redis-py URL works (:func:`connect`): ``redis://[:password@]host:port/db``, ``rediss://`` for TLS
+(certificate options as ``?ssl_ca_certs=...&ssl_cert_reqs=required`` or as keyword arguments), and
+``unix://[:password@]/path/redis.sock?db=0``. A username/password in the URL is sent with AUTH. URLs are never
+logged with their password (:func:`safe_url`), and nothing written holds a credential: summaries go through
+``bridge.errors.redact``.
+
+Sentinel: build the client yourself and pass it in::
+
+    from redis.asyncio.sentinel import Sentinel
+    sentinel = Sentinel([("s1", 26379), ("s2", 26379)], socket_timeout=1.0, password="...")  # sentinel AUTH
+    client = sentinel.master_for("callbridge", decode_responses=True, socket_timeout=1.0, password="...")
+    store = CallStore(client=client, worker="w0")
+
+A failover shows up as connection or ``READONLY`` errors; the writer treats them as an outage and re-syncs the new
+master, which may have missed the last writes to the old one.
+
+Cluster: ``redis.asyncio.cluster.RedisCluster.from_url(url, decode_responses=True)`` passed as ``client=``. A call's
+hash and stream share the hash tag ``{<call_id>}`` and land in one slot; the writer's pipelines are non-transactional,
+which redis-py's cluster pipeline splits per slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
+from redis.typing import EncodableT, FieldT
+
+from bridge.errors import BridgeError, redact
+from bridge.store import keys
+
+log = logging.getLogger("bridge.store")
+
+Listener = Callable[[str, dict[str, Any]], None]
+Probe = Callable[[], Mapping[str, Any]]
+
+FLUSH_INTERVAL_S = 0.15
+MAX_QUEUE = 10_000  # stream entries held while Redis is away; beyond it the oldest are dropped (``dropped_writes``)
+MAX_ENDED_PENDING = 1_000  # ended calls whose final state is still unwritten; beyond it the oldest is given up
+RESYNC_TAIL = 200  # stream entries per call kept after they were written, re-appended by a re-sync
+BATCH_ENTRIES = 1_000  # stream entries per pipeline
+SOCKET_TIMEOUT_S = 1.0
+RECENT_EVENTS = 100
+
+# Session notes that never reach the stream (they are metrics, and far too chatty).
+_NOT_STREAMED = frozenset({"latency"})
+# Data keys of a session note that are hash fields of the same name.
+_HASH_FROM_NOTE = frozenset(keys.PROTOCOL_FIELDS + keys.PROGRESS_FIELDS + ("model", "voice", "dialect"))
+_STREAM_DATA_MAX = 200  # characters of one extra data value in a stream entry
+_PHASE_ENDED = "ENDED"
+
+
+class StoreUnavailable(BridgeError):
+    """A supervisor read (or a rollout change) could not reach Redis. The message names no password."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        self.where = where
+        self.detail = redact(detail)
+        super().__init__(f"Redis unreachable at {where}: {self.detail}")
+
+
+def safe_url(url: str) -> str:
+    """``redis://:secret@host:6379/0`` -> ``redis://***@host:6379/0`` (for logs and error messages)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparsable Redis URL)"
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def connect(url: str, *, timeout_s: float = SOCKET_TIMEOUT_S, **kwargs: Any) -> aioredis.Redis:
+    """A client for ``redis://``, ``rediss://`` or ``unix://`` URLs that fails fast (one immediate retry, which
+    replaces a pooled connection the server closed) instead of redis-py's default of ten retries with backoff: the
+    callers of this module have their own retry policy, and a call must never wait on Redis."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 1),
+        "client_name": "callbridge",
+    }
+    options.update(kwargs)
+    return aioredis.from_url(url, **options)
+
+
+def backoff(initial_s: float = 0.1, factor: float = 2.0, cap_s: float = 5.0) -> Iterator[float]:
+    """Delays between reconnect attempts: 0.1, 0.2, 0.4, ... capped at ``cap_s`` (pure; like websockets' backoff)."""
+    delay = initial_s
+    while True:
+        yield min(delay, cap_s)
+        delay *= factor
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Errors that mean "Redis is away or not writable right now": retry later and re-sync."""
+    if isinstance(exc, ReadOnlyError):  # a replica after a failover
+        return True
+    return isinstance(exc, RedisError | OSError) and not isinstance(exc, ResponseError)
+
+
+def _duplicate_id(exc: BaseException) -> bool:
+    return isinstance(exc, ResponseError) and "equal or smaller" in str(exc)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def _field_value(value: Any) -> str:
+    """A hash field or stream value: text, cut to ``keys.SUMMARY_MAX_CHARS``, with anything key-shaped redacted."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".")
+    return redact(str(value)[: keys.SUMMARY_MAX_CHARS])
+
+
+def _stamp(t: float) -> str:
+    return f"{t:.3f}"
+
+
+@dataclass
+class _Entry:
+    call_id: str
+    id: str
+    fields: dict[FieldT, EncodableT]  # str -> str; typed as redis-py's XADD wants it
+
+
+@dataclass
+class _Call:
+    state: dict[str, str]
+    dirty: set[str] = field(default_factory=set)
+    member_dirty: bool = True  # SADD (live) or SREM (ended) still to write
+    ended: bool = False
+    pending: int = 0  # stream entries of this call in the queue
+    tail: deque[_Entry] = field(default_factory=lambda: deque(maxlen=RESYNC_TAIL))
+    probe: Probe | None = None
+    last_ms: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CallSummary:
+    """One row of the supervisor's list of live calls."""
+
+    call_id: str
+    worker: str
+    worker_alive: bool
+    phase: str
+    dialect: str
+    dialplan: str
+    caller: str
+    called: str
+    model: str
+    voice: str
+    started_at: float | None
+    duration_s: float | None
+    last_transcript: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    id: str
+    kind: str
+    summary: str
+    t: float | None
+    data: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "summary": self.summary, "t": self.t, "data": self.data}
+
+
+@dataclass(frozen=True, slots=True)
+class CallDetail:
+    state: dict[str, str]  # the whole hash
+    events: list[StreamEntry]  # the most recent entries, oldest first
+
+    def to_json(self) -> dict[str, Any]:
+        return {"call": self.state, "events": [e.to_json() for e in self.events]}
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _entry(entry_id: Any, fields: Mapping[Any, Any]) -> StreamEntry:
+    data = {_text(k): _text(v) for k, v in fields.items()}
+    kind, summary, t = data.pop("kind", ""), data.pop("summary", ""), data.pop("t", "")
+    return StreamEntry(_text(entry_id), kind, summary, _float(t), data)
+
+
+# ------------------------------------------------------------------------------------------------ read side
+async def read_live_calls(
+    client: aioredis.Redis, *, now: float | None = None, where: str = "redis client"
+) -> list[CallSummary]:
+    """Live calls across every worker, oldest first. Raises :class:`StoreUnavailable` when Redis is away."""
+    now = time.time() if now is None else now
+    try:
+        workers = sorted(_text(w) for w in await client.smembers(keys.WORKERS))
+        pipe = client.pipeline(transaction=False)
+        for w in workers:
+            pipe.exists(keys.worker_heartbeat(w))
+            pipe.smembers(keys.worker_calls(w))
+        replies = await pipe.execute()
+        rows: list[tuple[str, bool, str]] = []
+        for i, w in enumerate(workers):
+            alive = bool(replies[2 * i])
+            rows += [(w, alive, _text(c)) for c in replies[2 * i + 1]]
+        pipe = client.pipeline(transaction=False)
+        for _, _, call_id in rows:
+            pipe.hgetall(keys.call(call_id))
+        states = await pipe.execute()
+    except RedisError as exc:
+        raise StoreUnavailable(where, str(exc) or type(exc).__name__) from None
+    out: list[CallSummary] = []
+    for (worker, alive, call_id), raw in zip(rows, states, strict=True):
+        if not raw:
+            continue  # expired, or the reaper's DEL raced us
+        s = {_text(k): _text(v) for k, v in raw.items()}
+        started = _float(s.get("started_at"))
+        end = _float(s.get("ended_at")) or now
+        out.append(
+            CallSummary(
+                call_id=call_id,
+                worker=s.get("worker") or worker,
+                worker_alive=alive,
+                phase=s.get("phase", ""),
+                dialect=s.get("dialect", ""),
+                dialplan=s.get("dialplan", ""),
+                caller=s.get("caller", ""),
+                called=s.get("called", ""),
+                model=s.get("model", ""),
+                voice=s.get("voice", ""),
+                started_at=started,
+                duration_s=round(max(0.0, end - started), 1) if started is not None else None,
+                last_transcript=s.get("last_transcript", ""),
+            )
+        )
+    out.sort(key=lambda c: (c.started_at or 0.0, c.call_id))
+    return out
+
+
+async def read_call(
+    client: aioredis.Redis, call_id: str, *, count: int = RECENT_EVENTS, where: str = "redis client"
+) -> CallDetail | None:
+    """One call's hash and its ``count`` most recent stream entries; None if Redis has no such call."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(keys.call(call_id))
+        pipe.xrevrange(keys.call_events(call_id), count=count)
+        raw, entries = await pipe.execute()
+    except RedisError as exc:
+        raise StoreUnavailable(where, str(exc) or type(exc).__name__) from None
+    if not raw:
+        return None
+    state = {_text(k): _text(v) for k, v in raw.items()}
+    return CallDetail(state, [_entry(i, f) for i, f in reversed(entries)])
+
+
+async def reap_dead_workers(
+    client: aioredis.Redis, *, exclude: frozenset[str] = frozenset(), now: float | None = None
+) -> dict[str, list[str]]:
+    """Workers whose heartbeat expired: mark each of their live calls ended ("worker died"), drop their live set
+    and forget the worker. Returns ``{worker: [call ids marked ended]}``. Idempotent; safe to run from every worker.
+    Raises ``RedisError`` subclasses (the writer treats them as an outage)."""
+    workers = [w for w in sorted(_text(w) for w in await client.smembers(keys.WORKERS)) if w not in exclude]
+    if not workers:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for w in workers:
+        pipe.exists(keys.worker_heartbeat(w))
+    alive = await pipe.execute()
+    dead = [w for w, up in zip(workers, alive, strict=True) if not up]
+    out: dict[str, list[str]] = {}
+    for w in dead:
+        call_ids = sorted(_text(c) for c in await client.smembers(keys.worker_calls(w)))
+        out[w] = await _mark_ended(client, call_ids, "worker died", now=now)
+        pipe = client.pipeline(transaction=False)
+        pipe.delete(keys.worker_calls(w))
+        pipe.srem(keys.WORKERS, w)
+        await pipe.execute()
+        if out[w]:
+            log.warning("worker %s is dead (heartbeat expired): marked %d call(s) ended", w, len(out[w]))
+    return out
+
+
+async def _mark_ended(client: aioredis.Redis, call_ids: list[str], reason: str, *, now: float | None) -> list[str]:
+    if not call_ids:
+        return []
+    t = _stamp(time.time() if now is None else now)
+    pipe = client.pipeline(transaction=False)
+    for call_id in call_ids:
+        pipe.hget(keys.call(call_id), "ended_at")
+        pipe.exists(keys.call(call_id))
+    replies = await pipe.execute()
+    marked = [c for i, c in enumerate(call_ids) if replies[2 * i + 1] and not replies[2 * i]]
+    pipe = client.pipeline(transaction=False)
+    for call_id in marked:
+        # Only the hash: a stream entry added here (with a server-time id) would make Redis refuse, as "equal or
+        # smaller", the entries a merely stalled worker still has queued for this call.
+        pipe.hset(keys.call(call_id), mapping={"phase": _PHASE_ENDED, "ended_at": t, "end_reason": reason})
+        pipe.expire(keys.call(call_id), keys.CALL_TTL_S)
+    await pipe.execute()
+    return marked
+
+
+# ------------------------------------------------------------------------------------------------ the writer
+class CallStore:
+    """The per-call state writer of one worker, and the supervisors' read side.
+
+    ``CallStore(url)`` or ``CallStore(client=...)`` (Sentinel, Cluster, or a client you configured). Write side:
+    ``await start()``, then the synchronous :meth:`begin` / :meth:`update` / :meth:`event` / :meth:`end` (or
+    :meth:`listener_for`), ``await close()``. Read side (no ``start()`` needed): :meth:`list_calls`,
+    :meth:`get_call`, :meth:`reap_dead_workers`.
+
+    Gauges and counters, readable at any time: ``queue_depth`` (stream entries + changed hash fields not yet
+    written), ``dropped_writes`` (stream entries, or ended calls, given up because the queue was full),
+    ``write_errors`` (failed flushes), ``rejected_writes`` (commands Redis refused for another reason than a
+    duplicate stream id), ``outages``, ``resyncs`` (completed after an outage), ``flushes``, ``connected``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: aioredis.Redis | None = None,
+        worker: str | None = None,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+        max_queue: int = MAX_QUEUE,
+        stream_maxlen: int = keys.STREAM_MAXLEN,
+        call_ttl_s: int = keys.CALL_TTL_S,
+        heartbeat_interval_s: float = keys.HEARTBEAT_INTERVAL_S,
+        heartbeat_ttl_s: int = keys.HEARTBEAT_TTL_S,
+        reap_interval_s: float | None = keys.REAP_INTERVAL_S,
+        retry_initial_s: float = 0.1,
+        retry_cap_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        **redis_kwargs: Any,
+    ) -> None:
+        if client is None:
+            if url is None:
+                raise ValueError("CallStore needs a Redis URL or a client")
+            client = connect(url, **redis_kwargs)
+            self._owns_client = True
+        else:
+            self._owns_client = False
+        self.client = client
+        self.where = safe_url(url) if url else "redis client"
+        self.worker = worker or default_worker_id()
+        self.flush_interval_s = flush_interval_s
+        self.max_queue = max_queue
+        self.stream_maxlen = stream_maxlen
+        self.call_ttl_s = call_ttl_s
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.heartbeat_ttl_s = heartbeat_ttl_s
+        self.reap_interval_s = reap_interval_s
+        self.retry_initial_s = retry_initial_s
+        self.retry_cap_s = retry_cap_s
+        self._clock = clock
+        # counters and gauges
+        self.dropped_writes = 0
+        self.write_errors = 0
+        self.rejected_writes = 0
+        self.outages = 0
+        self.resyncs = 0
+        self.flushes = 0
+        self.connected = False
+        self.last_error = ""
+        # state
+        self._calls: dict[str, _Call] = {}
+        self._queue: deque[_Entry] = deque()
+        self._resync = True  # the first write is a full sync (and adopts what a previous incarnation left behind)
+        self._first_sync = True
+        self._in_outage = False
+        self._last_heartbeat = float("-inf")
+        self._last_reap = float("-inf")
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    # ---------------------------------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"callstore-{self.worker}")
+
+    async def close(self, timeout_s: float = 2.0) -> None:
+        """Try to write what is queued (for at most ``timeout_s``), withdraw the heartbeat, close the client."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            self._task = None
+            if self.connected and not any(not c.ended for c in self._calls.values()):
+                with contextlib.suppress(RedisError, OSError):
+                    pipe = self.client.pipeline(transaction=False)
+                    pipe.delete(keys.worker_heartbeat(self.worker))
+                    pipe.srem(keys.WORKERS, self.worker)
+                    await pipe.execute()
+        if self._owns_client:
+            with contextlib.suppress(RedisError, OSError):
+                await self.client.aclose()
+
+    async def __aenter__(self) -> CallStore:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue) + sum(len(c.dirty) for c in self._calls.values())
+
+    @property
+    def live_calls(self) -> list[str]:
+        """Calls of this worker that have begun and not ended (in memory; no Redis read)."""
+        return [cid for cid, c in self._calls.items() if not c.ended]
+
+    def request_resync(self) -> None:
+        """Rewrite everything held in memory with the next write, as after an outage (e.g. after a FLUSHALL)."""
+        self._resync = True
+        self._wake.set()
+
+    async def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until everything queued is written (tests, shutdown). False if Redis did not take it in time."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.queue_depth or self._resync or any(c.member_dirty for c in self._calls.values()):
+            if asyncio.get_running_loop().time() > deadline or self._task is None or self._task.done():
+                return False
+            self._wake.set()
+            await asyncio.sleep(0.01)
+        return True
+
+    # ---------------------------------------------------------------------------------------- write side (sync)
+    def begin(
+        self,
+        call_id: str,
+        *,
+        caller: str = "",
+        called: str = "",
+        dialplan: str = "",
+        dialect: str = "",
+        model: str = "",
+        voice: str = "",
+    ) -> None:
+        """A call starts: its hash gets every field (empty where unknown yet) and it joins the live set."""
+        if call_id in self._calls:
+            return
+        now = _stamp(self._clock())
+        state = dict.fromkeys(keys.CALL_FIELDS, "")
+        state.update(
+            call_id=call_id,
+            worker=self.worker,
+            caller=caller,
+            called=called,
+            dialplan=dialplan,
+            dialect=dialect,
+            model=model,
+            voice=voice,
+            phase="IDLE",
+            last_user_audio_seq="0",
+            played_ms="0",
+            started_at=now,
+            last_activity=now,
+        )
+        self._calls[call_id] = _Call(state=state, dirty=set(state))
+
+    def update(self, call_id: str, **fields: Any) -> None:
+        """Set hash fields (names from :data:`keys.CALL_FIELDS`; others are ignored). Memory only; never raises."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return
+        for name, value in fields.items():
+            if name not in call.state:
+                log.debug("call %s: not a call field: %s", call_id, name)
+                continue
+            text = _field_value(value)
+            if call.state[name] != text:
+                call.state[name] = text
+                call.dirty.add(name)
+        call.state["last_activity"] = _stamp(self._clock())
+        call.dirty.add("last_activity")
+
+    def event(self, call_id: str, kind: str, summary: str = "", **data: Any) -> None:
+        """Append an entry to the call's stream (in order). Memory only; never raises."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return
+        now = self._clock()
+        ms = int(now * 1000)
+        if ms <= call.last_ms:
+            ms, call.seq = call.last_ms, call.seq + 1
+        else:
+            call.seq = 0
+        call.last_ms = ms
+        t = _stamp(now)
+        fields: dict[FieldT, EncodableT] = {"kind": kind, "summary": redact(summary[: keys.SUMMARY_MAX_CHARS]), "t": t}
+        for name, value in data.items():
+            if name not in fields and isinstance(value, str | int | float | bool):
+                fields[name] = _field_value(value)[:_STREAM_DATA_MAX]
+        self._queue.append(_Entry(call_id, f"{ms}-{call.seq}", fields))
+        call.pending += 1
+        call.state["last_activity"] = t
+        call.dirty.add("last_activity")
+        self._trim_queue()
+
+    def end(self, call_id: str, reason: str) -> None:
+        """The call is over: phase ENDED, ended_at, end_reason; it leaves the live set with the next write."""
+        call = self._calls.get(call_id)
+        if call is None or call.ended:
+            return
+        self.update(call_id, phase=_PHASE_ENDED, ended_at=_stamp(self._clock()), end_reason=reason)
+        call.ended = True
+        call.member_dirty = True
+        call.probe = None
+        ended = [cid for cid, c in self._calls.items() if c.ended]
+        for cid in ended[: max(0, len(ended) - MAX_ENDED_PENDING)]:
+            self._forget(cid)  # a very long outage: give up the oldest final states
+            self.dropped_writes += 1
+
+    def watch(self, call_id: str, probe: Probe) -> None:
+        """Poll ``probe()`` at every flush for fields that change too often to report one by one (for example
+        ``{"last_user_audio_seq": session.frames_appended}``). Runs on the loop, off the media path."""
+        call = self._calls.get(call_id)
+        if call is not None:
+            call.probe = probe
+
+    def listener_for(self, call_id: str, **identity: str) -> Listener:
+        """A ``CallSession.listeners`` entry for one call: session notes become hash fields and stream entries.
+
+        ``identity`` (caller, called, dialplan, dialect, model, voice) begins the call if it has not begun. The
+        mapping: ``phase`` -> phase; ``response_started`` -> response_id; ``truncate`` -> played_ms (the
+        ``audio_end_ms`` the caller heard); ``caller_transcript`` / ``agent_transcript`` -> last_transcript and
+        item_id; any note data named like a protocol or progress field (session_id, conversation_id, item_id,
+        last_ack_event_id, ...) -> that field; ``ended`` -> :meth:`end`. Every note but ``latency`` is streamed.
+        """
+        self.begin(call_id, **identity)
+
+        def listener(kind: str, data: dict[str, Any]) -> None:
+            self._on_note(call_id, kind, data)
+
+        return listener
+
+    def _on_note(self, call_id: str, kind: str, data: Mapping[str, Any]) -> None:
+        summary = _text(data.get("summary", ""))
+        fields: dict[str, Any] = {k: v for k, v in data.items() if k in _HASH_FROM_NOTE}
+        if kind == "phase" and data.get("new"):
+            fields["phase"] = data["new"]
+        elif kind == "response_started":
+            fields.setdefault("response_id", summary)
+        elif kind == "truncate" and "audio_end_ms" in data:
+            fields["played_ms"] = data["audio_end_ms"]
+        elif kind == "caller_transcript":
+            fields["last_transcript"] = f"Caller: {summary}"
+        elif kind == "agent_transcript":
+            fields["last_transcript"] = f"Agent: {summary}"
+        if kind != "ended" and (fields or kind not in _NOT_STREAMED):
+            self.update(call_id, **fields)
+        if kind not in _NOT_STREAMED:
+            extra = {k: v for k, v in data.items() if k != "summary"}
+            self.event(call_id, kind, summary, **extra)
+        if kind == "ended":
+            self.end(call_id, summary or "ended")
+
+    def _trim_queue(self) -> None:
+        while len(self._queue) > self.max_queue:
+            dropped = self._queue.popleft()
+            self.dropped_writes += 1
+            call = self._calls.get(dropped.call_id)
+            if call is not None:
+                call.pending -= 1
+
+    def _forget(self, call_id: str) -> None:
+        self._calls.pop(call_id, None)
+        kept = deque(e for e in self._queue if e.call_id != call_id)
+        self._queue = kept
+
+    # ---------------------------------------------------------------------------------------- the writer task
+    async def _run(self) -> None:
+        delays: Iterator[float] | None = None
+        while True:
+            if not self._closing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+            self._wake.clear()
+            try:
+                more = await self._write_once()
+                if self._in_outage:
+                    log.info("Redis at %s is back: call state re-synced", self.where)
+                self._in_outage = False
+                self.connected = True
+                delays = None
+                if self._closing and not more:
+                    return
+                if more:
+                    self._wake.set()
+            except Exception as exc:  # the writer must outlive anything, or calls would stop being recorded
+                self.write_errors += 1
+                self.last_error = redact(f"{type(exc).__name__}: {exc}")
+                self.connected = False
+                self._resync = True
+                if not self._in_outage:
+                    self._in_outage = True
+                    self.outages += 1
+                    if _is_outage(exc):
+                        log.warning("Redis at %s unavailable, queueing call state: %s", self.where, self.last_error)
+                    else:
+                        log.exception("call state writer failed; queueing and retrying")
+                if self._closing:
+                    return
+                delays = delays or backoff(self.retry_initial_s, 2.0, self.retry_cap_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wait_closing(), next(delays))
+
+    async def _wait_closing(self) -> None:
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+
+    async def _write_once(self) -> bool:
+        """One pipeline. Returns True if entries are still queued (write again at once)."""
+        now, tick = self._clock(), time.monotonic()  # stamps from the clock, intervals monotonic
+        resync = self._resync
+        if resync and self._first_sync:
+            await self._adopt_leftovers()
+        for call in self._calls.values():
+            if call.probe is not None and not call.ended:
+                try:
+                    changes = dict(call.probe())
+                except Exception:
+                    log.exception("call state probe failed")
+                    call.probe = None
+                    continue
+                for name, value in changes.items():
+                    text = _field_value(value)
+                    if name in call.state and call.state[name] != text:
+                        call.state[name] = text
+                        call.dirty.update((name, "last_activity"))
+                        call.state["last_activity"] = _stamp(now)
+        heartbeat = resync or tick - self._last_heartbeat >= self.heartbeat_interval_s
+        taken: dict[str, set[str]] = {}
+        members: list[str] = []
+        batch: list[_Entry] = []
+        tails: list[_Entry] = []
+        pipe = self.client.pipeline(transaction=False)
+        for call_id, call in self._calls.items():
+            names = set(call.state) if resync else set(call.dirty)
+            if names:
+                key = keys.call(call_id)
+                pipe.hset(key, mapping={n: call.state[n] for n in sorted(names)})
+                pipe.expire(key, self.call_ttl_s)
+                taken[call_id] = set(call.dirty)
+                call.dirty.clear()
+            if resync or call.member_dirty:
+                if call.ended:
+                    pipe.srem(keys.worker_calls(self.worker), call_id)
+                else:
+                    pipe.sadd(keys.worker_calls(self.worker), call_id)
+                members.append(call_id)
+                call.member_dirty = False
+            if resync:
+                tails += call.tail
+        while self._queue and len(batch) < BATCH_ENTRIES:
+            batch.append(self._queue.popleft())
+        for entry in tails + batch:
+            pipe.xadd(
+                keys.call_events(entry.call_id),
+                dict(entry.fields),
+                id=entry.id,
+                maxlen=self.stream_maxlen,
+                approximate=True,
+            )
+        for call_id in {e.call_id for e in tails + batch}:
+            pipe.expire(keys.call_events(call_id), self.call_ttl_s)
+        hb_index, missed = -1, False
+        if heartbeat:
+            hb_index = len(pipe)
+            pipe.exists(keys.worker_heartbeat(self.worker))
+            pipe.set(keys.worker_heartbeat(self.worker), _stamp(now), ex=self.heartbeat_ttl_s)
+            pipe.sadd(keys.WORKERS, self.worker)
+            pipe.expire(keys.worker_calls(self.worker), self.call_ttl_s)
+        if not len(pipe):
+            return False
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except BaseException:
+            self._restore(taken, members, batch)
+            raise
+        outage = next((r for r in results if isinstance(r, Exception) and _is_outage(r)), None)
+        if outage is not None:
+            self._restore(taken, members, batch)
+            raise outage
+        for r in results:
+            if isinstance(r, Exception) and not _duplicate_id(r):
+                self.rejected_writes += 1
+                log.error("Redis refused a call state write: %s", redact(str(r)))
+        # Success: written entries move to their call's tail (for a later re-sync); finished calls are forgotten.
+        for entry in batch:
+            owner = self._calls.get(entry.call_id)
+            if owner is not None:
+                owner.pending -= 1
+                owner.tail.append(entry)
+        if heartbeat:
+            missed = not resync and results[hb_index] == 0
+            self._last_heartbeat = tick
+        if resync:
+            if not self._first_sync:
+                self.resyncs += 1
+            self._first_sync = False
+            self._resync = False
+        self.flushes += 1
+        for call_id, done in list(self._calls.items()):
+            if done.ended and not done.dirty and not done.member_dirty and done.pending == 0:
+                del self._calls[call_id]
+        if heartbeat and missed:
+            # Our heartbeat had expired (the loop stalled, or Redis lost its data without us seeing an error): a reaper
+            # may have marked our calls ended. Rewrite everything at once.
+            log.warning("worker %s: heartbeat had expired; re-syncing call state", self.worker)
+            self._resync = True
+            return True
+        if self.reap_interval_s is not None and tick - self._last_reap >= self.reap_interval_s:
+            self._last_reap = tick
+            await self.reap_dead_workers()
+        return bool(self._queue)
+
+    def _restore(self, taken: dict[str, set[str]], members: list[str], batch: list[_Entry]) -> None:
+        """A failed pipeline: everything it carried is to be written again (in the same order)."""
+        for call_id, names in taken.items():
+            call = self._calls.get(call_id)
+            if call is not None:
+                call.dirty |= names
+        for call_id in members:
+            call = self._calls.get(call_id)
+            if call is not None:
+                call.member_dirty = True
+        self._queue.extendleft(reversed(batch))
+        self._trim_queue()
+
+    async def _adopt_leftovers(self) -> None:
+        """Calls a previous process with this worker id left in the live set are over: mark them ended."""
+        known = await self.client.smembers(keys.worker_calls(self.worker))
+        stale = sorted(c for c in (_text(k) for k in known) if c not in self._calls)
+        if stale:
+            await _mark_ended(self.client, stale, "worker restarted", now=self._clock())
+            await self.client.srem(keys.worker_calls(self.worker), *stale)
+            log.warning("worker %s: marked %d call(s) of a previous run ended", self.worker, len(stale))
+
+    # ---------------------------------------------------------------------------------------- read side
+    async def list_calls(self) -> list[CallSummary]:
+        """Live calls across all workers (phase, dialect, duration, last transcript line). Raises StoreUnavailable."""
+        return await read_live_calls(self.client, now=self._clock(), where=self.where)
+
+    async def get_call(self, call_id: str, *, count: int = RECENT_EVENTS) -> CallDetail | None:
+        """The call's hash and recent stream entries. Raises StoreUnavailable."""
+        return await read_call(self.client, call_id, count=count, where=self.where)
+
+    async def reap_dead_workers(self) -> dict[str, list[str]]:
+        """Mark the calls of workers whose heartbeat expired ended ("worker died"); never this worker's own."""
+        return await reap_dead_workers(self.client, exclude=frozenset({self.worker}), now=self._clock())

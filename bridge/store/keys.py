@@ -1,0 +1,84 @@
+"""Every Redis key name and TTL the bridge uses, in one place.
+
+===========================================  ==========  ==============================================  ===============
+key                                          type        holds                                           TTL
+===========================================  ==========  ==============================================  ===============
+``cb:call:{<call_id>}``                      hash        one call's state (:data:`CALL_FIELDS`)          CALL_TTL_S
+``cb:call:{<call_id>}:events``               stream      event summaries and both transcripts, capped    CALL_TTL_S
+                                                         (``XADD MAXLEN ~`` :data:`STREAM_MAXLEN`)
+``cb:workers``                               set         worker ids that have written a heartbeat        none
+``cb:worker:{<worker>}:calls``               set         call ids live on that worker                    CALL_TTL_S
+``cb:worker:{<worker>}:hb``                  string      the worker's last heartbeat (epoch seconds)     HEARTBEAT_TTL_S
+``cb:{rollout}:flag:<dialplan>``             hash        the rollout flag of one dialplan                none
+``cb:{rollout}:dialplans``                   set         dialplans that have a stored flag               none
+``cb:{rollout}:audit``                       stream      every flag change: who, when, old, new, why     none; capped
+                                                                                                         AUDIT_MAXLEN
+``cb:{rollout}:health:<dp>:<dialect>:<o>``   sorted set  one member per finished call, score = time      HEALTH_TTL_S
+===========================================  ==========  ==============================================  ===============
+
+The ``{...}`` parts are Redis Cluster hash tags: only the text between the braces picks the slot. A call's hash and
+stream share the tag ``{<call_id>}`` (one slot, so one call's writes can be pipelined together on a cluster); a
+worker's set and heartbeat share ``{<worker>}``; every rollout key shares ``{rollout}``, so a flag change and its audit
+entry are one ``MULTI``/``EXEC`` transaction even on a cluster (the rollout keys are tiny and read once per call).
+
+Nothing here, or anywhere under ``cb:``, ever holds an API key or any other credential.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "cb"
+
+# ------------------------------------------------------------------------------------------------ per call
+CALL_TTL_S: Final = 24 * 3600  # refreshed by every write; a call's state stays readable for a day after its end
+STREAM_MAXLEN: Final = 500  # approximate cap (XADD MAXLEN ~): trimmed by whole radix-tree nodes, so "about"
+SUMMARY_MAX_CHARS: Final = 2000  # a stream entry's summary (a transcript line) is cut beyond this
+
+# The call hash, in the order the issue lists them. ``last_transcript`` is an extra: the supervisor's list view shows
+# the last transcript line without reading the stream.
+IDENTITY_FIELDS: Final = ("call_id", "worker", "caller", "called", "dialplan", "dialect", "model", "voice")
+PROTOCOL_FIELDS: Final = ("phase", "session_id", "conversation_id", "response_id", "item_id")
+PROGRESS_FIELDS: Final = ("last_user_audio_seq", "last_ack_event_id", "played_ms")
+TIME_FIELDS: Final = ("started_at", "last_activity", "ended_at", "end_reason")
+EXTRA_FIELDS: Final = ("last_transcript",)
+CALL_FIELDS: Final = IDENTITY_FIELDS + PROTOCOL_FIELDS + PROGRESS_FIELDS + TIME_FIELDS + EXTRA_FIELDS
+
+# ------------------------------------------------------------------------------------------------ workers
+HEARTBEAT_INTERVAL_S: Final = 5.0  # a worker refreshes its heartbeat this often ...
+HEARTBEAT_TTL_S: Final = 15  # ... and is dead for the reaper once it has missed about three
+REAP_INTERVAL_S: Final = 30.0  # how often each worker's writer looks for dead workers (idempotent across workers)
+WORKERS: Final = f"{PREFIX}:workers"
+
+# ------------------------------------------------------------------------------------------------ rollout
+ROLLOUT_TAG: Final = "{rollout}"
+ROLLOUT_DIALPLANS: Final = f"{PREFIX}:{ROLLOUT_TAG}:dialplans"
+ROLLOUT_AUDIT: Final = f"{PREFIX}:{ROLLOUT_TAG}:audit"
+AUDIT_MAXLEN: Final = 10_000  # approximate cap of the audit stream (years of human changes)
+HEALTH_RETENTION_S: Final = 3600  # outcomes older than this are trimmed; the longest allowed rollback window
+HEALTH_TTL_S: Final = 2 * HEALTH_RETENTION_S  # a window nobody writes to any more disappears by itself
+
+
+def call(call_id: str) -> str:
+    return f"{PREFIX}:call:{{{call_id}}}"
+
+
+def call_events(call_id: str) -> str:
+    return f"{PREFIX}:call:{{{call_id}}}:events"
+
+
+def worker_calls(worker: str) -> str:
+    return f"{PREFIX}:worker:{{{worker}}}:calls"
+
+
+def worker_heartbeat(worker: str) -> str:
+    return f"{PREFIX}:worker:{{{worker}}}:hb"
+
+
+def rollout_flag(dialplan: str) -> str:
+    return f"{PREFIX}:{ROLLOUT_TAG}:flag:{dialplan}"
+
+
+def health(dialplan: str, dialect: str, outcome: str) -> str:
+    """The sliding window of one outcome (``ok``, ``connect_failure``, ``dropped``) of one dialect on one dialplan."""
+    return f"{PREFIX}:{ROLLOUT_TAG}:health:{dialplan}:{dialect}:{outcome}"

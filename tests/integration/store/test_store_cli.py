@@ -1,0 +1,173 @@
+"""``callbridge rollout show/set`` and ``callbridge calls`` against a real redis-server, through ``main(argv)``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from bridge import calls_cli, rollout_cli
+from bridge.store.calls import CallStore
+from bridge.store.server import EmbeddedRedis, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def run(module: object, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = module.main(argv)  # type: ignore[attr-defined]  # rollout_cli and calls_cli both have main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ------------------------------------------------------------------------------------------------ rollout
+def test_rollout_set_then_show(redis_server: EmbeddedRedis, capsys: pytest.CaptureFixture[str]) -> None:
+    url = ["--redis-url", redis_server.url]
+    code, out, _ = run(rollout_cli, ["show", *url], capsys)
+    assert code == 0 and "no rollout flags stored yet" in out
+
+    code, out, err = run(
+        rollout_cli, ["set", "support", "--ga-percent", "25", "--reason", "canary looks good", "--who", "alice", *url],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "support: ga_percent 0 -> 25" in out and "recorded by alice: canary looks good" in out
+
+    code, out, err = run(
+        rollout_cli, ["set", "support", "--allow", "+1 555 0100", "--kill", "--reason", "x", *url], capsys
+    )
+    assert code == 0, err
+    assert "support: allow - -> +15550100" in out and "support: kill off -> on" in out
+
+    code, out, _ = run(rollout_cli, ["show", "support", *url], capsys)
+    assert code == 0
+    assert "ga_percent    25%" in out and "kill switch   on" in out and "+15550100" in out
+    assert "alice" in out and "ga_percent 0 -> 25" in out and "(canary looks good)" in out
+    assert "window        GA no calls; beta no calls" in out
+
+    code, out, _ = run(rollout_cli, ["show", "--json", *url], capsys)
+    doc = json.loads(out)
+    [plan] = doc["dialplans"]
+    assert plan["dialplan"] == "support" and plan["stored"] is True
+    assert plan["flag"]["ga_percent"] == 25 and plan["flag"]["kill"] is True
+    assert plan["flag"]["allow"] == ["+15550100"]
+    assert [(e["who"], e["new"]) for e in plan["audit"]][-1] == ("alice", {"ga_percent": 25})
+    assert plan["window"]["ga"] == {"calls": 0, "connect_failures": 0, "dropped": 0, "failure_rate": 0.0}
+
+    code, out, _ = run(
+        rollout_cli, ["set", "support", "--unkill", "--deny", "+15550100", "--reason", "y", *url], capsys
+    )
+    assert code == 0 and "support: deny - -> +15550100" in out and "support: allow +15550100 -> -" in out
+
+
+def test_rollout_show_a_dialplan_without_a_flag(
+    redis_server: EmbeddedRedis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(rollout_cli, ["show", "sales", "--redis-url", redis_server.url], capsys)
+    assert code == 0 and "sales  (no stored flag: default)" in out and "ga_percent    0%" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["set", "support", "--ga-percent", "25"], "--reason is required"),
+        (
+            ["set", "support", "--ga-percent", "150", "--reason", "r"],
+            "--ga-percent must be between 0 and 100 (got 150)",
+        ),
+        (["set", "support", "--ga-percent", "-1", "--reason", "r"], "--ga-percent must be between 0 and 100 (got -1)"),
+        (["set", "support", "--reason", "r"], "nothing to change"),
+        (["set", "Bad Name", "--ga-percent", "5", "--reason", "r"], "dialplan: must match"),
+    ],
+)
+def test_rollout_usage_errors(
+    redis_server: EmbeddedRedis, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = run(rollout_cli, [*argv, "--redis-url", redis_server.url], capsys)
+    assert code == 2 and message in err and not out
+
+
+def test_rollout_kill_and_unkill_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        rollout_cli.main(["set", "support", "--kill", "--unkill", "--reason", "r"])
+    assert info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_rollout_needs_a_redis_url(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    code, _, err = run(rollout_cli, ["show"], capsys)
+    assert code == 2 and "no Redis: pass --redis-url URL or set REDIS_URL" in err
+
+
+def test_rollout_reads_redis_url_from_the_environment(
+    redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_server.unix_url)
+    code, _, err = run(rollout_cli, ["set", "support", "--ga-percent", "10", "--reason", "env"], capsys)
+    assert code == 0, err
+
+
+def test_unreachable_redis_is_a_clear_error_without_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
+    code, out, err = run(rollout_cli, ["show", "--redis-url", url], capsys)
+    assert code == 1 and not out
+    assert f"Redis unreachable at redis://***@127.0.0.1:{url.rsplit(':', 1)[1]}" in err
+    assert "hunter2" not in err
+    code, _, err = run(calls_cli, ["--redis-url", url], capsys)
+    assert code == 1 and "Redis unreachable at redis://***@" in err and "hunter2" not in err
+
+
+# ------------------------------------------------------------------------------------------------ calls
+def populate(url: str) -> None:
+    async def go() -> None:
+        for worker, calls in (("w0", ["c-a"]), ("w1", ["c-b"])):
+            store = CallStore(url, worker=worker, reap_interval_s=None)
+            await store.start()
+            for cid in calls:
+                note = store.listener_for(cid, caller="+1555", called="100", dialplan="support", dialect="ga")
+                note("phase", {"summary": "IDLE -> LISTENING: session ready", "new": "LISTENING"})
+                note("caller_transcript", {"summary": f"hello from {cid}", "item_id": "i1"})
+            assert await store.flush()
+            await store.close()  # calls still live: they stay listed until they end or the worker is reaped
+
+    asyncio.run(go())
+
+
+def test_calls_json_and_table(redis_server: EmbeddedRedis, capsys: pytest.CaptureFixture[str]) -> None:
+    url = ["--redis-url", redis_server.url]
+    code, out, _ = run(calls_cli, url, capsys)
+    assert code == 0 and "no live calls" in out
+    populate(redis_server.url)
+
+    code, out, _ = run(calls_cli, ["--json", *url], capsys)
+    assert code == 0
+    calls = json.loads(out)["calls"]
+    assert [(c["call_id"], c["worker"], c["phase"], c["dialect"]) for c in calls] == [
+        ("c-a", "w0", "LISTENING", "ga"),
+        ("c-b", "w1", "LISTENING", "ga"),
+    ]
+    assert all(c["duration_s"] >= 0 and c["worker_alive"] for c in calls)
+    assert calls[0]["last_transcript"] == "Caller: hello from c-a"
+
+    code, out, _ = run(calls_cli, url, capsys)
+    header, *rows = out.strip().splitlines()
+    assert header.split()[:4] == ["CALL", "ID", "WORKER", "PHASE"] and "LAST LINE" in header
+    assert rows[0].startswith("c-a") and "LISTENING" in rows[0] and rows[0].endswith("Caller: hello from c-a")
+
+    code, out, _ = run(calls_cli, ["c-b", *url], capsys)
+    assert code == 0 and "caller_transcript" in out and "hello from c-b" in out and "phase" in out
+
+    code, out, _ = run(calls_cli, ["c-b", "--json", *url], capsys)
+    detail = json.loads(out)
+    assert detail["call"]["call_id"] == "c-b" and [e["kind"] for e in detail["events"]] == [
+        "phase",
+        "caller_transcript",
+    ]
+
+    code, _, err = run(calls_cli, ["nope", *url], capsys)
+    assert code == 1 and "no call 'nope'" in err
+
+    code, out, _ = run(calls_cli, ["--watch", "--json", "--interval", "0.05", "--count", "3", *url], capsys)
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 3 and all(len(json.loads(line)["calls"]) == 2 for line in lines)
