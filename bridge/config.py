@@ -35,6 +35,7 @@ class Settings(BaseModel):
     realtime_url: str = EMULATOR_URL
     api_key: SecretStr | None = None  # None with the emulator; required for api.openai.com
     redis_url: str | None = None
+    realtime_max_session_s: float = Field(3600.0, gt=1)  # the service's session cap: calls roll over before it
     http_port: int | None = Field(None, ge=0, le=65535)
     dialplans: Path = Path("dialplans")
     report_file: Path | None = None  # append one JSON line per finished call (demo, tests)

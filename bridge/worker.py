@@ -135,7 +135,9 @@ class Worker:
                     voice=decision.voice,
                 )
             )
-        session = CallSession(call, call_plan, dialect, connect, listeners=listeners)
+        session = CallSession(
+            call, call_plan, dialect, connect, listeners=listeners, max_session_s=settings.realtime_max_session_s
+        )
         if self.store is not None:
             self.store.watch(call.call_id, session.progress)
         try:

@@ -41,7 +41,9 @@ Listener = Callable[[str, dict[str, Any]], None]
 
 TICK_S = 0.02
 SUMMARY_TURNS = 6
-RECONNECT_BACKOFF_S = (0.1, 0.4, 1.0)
+RECONNECT_BACKOFF_S = (0.05, 0.2, 0.5, 1.0)  # attempts per lost session, and the pause before each
+RESUME_INSTRUCTIONS = "Your last answer was cut off by a connection problem. Briefly continue it."
+ROLLOVER_MARGIN_S = 120.0  # start the next session this long before the service's cap (capped at 30% of it)
 
 
 class Inbox:
@@ -78,6 +80,7 @@ class CallReport:
     dtmf: list[str] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     reconnects: int = 0
+    rollovers: int = 0
     timeline: list[tuple[float, str, str]] = field(default_factory=list)
     end_reason: str = ""
 
@@ -95,7 +98,8 @@ class CallSession:
         *,
         listeners: list[Listener] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        max_reconnects: int = 1,
+        max_reconnects: int = 20,
+        max_session_s: float | None = None,
     ) -> None:
         self.leg = leg
         self.plan = plan
@@ -112,7 +116,11 @@ class CallSession:
         self.playout = PlayoutBuffer()
         self.frames_appended = 0
         self.frames_dropped_offline = 0
-        self.max_reconnects = max_reconnects
+        self.max_reconnects = max_reconnects  # sessions lost per call before we give up on the call
+        self.max_session_s = max_session_s  # the service's session cap; roll over before it
+        self._session_opened_at = clock()
+        self._next_client: RealtimeClient | None = None  # the rollover session, ready and configured
+        self._rollover_task: asyncio.Task[None] | None = None
         # response bookkeeping
         self.response_id: str | None = None  # the active response, if any
         self.cancelled: set[str] = set()
@@ -165,6 +173,7 @@ class CallSession:
             if isinstance(event, ev.SessionReady | ev.SessionConfigured | ev.ConversationReady):
                 await self._handle(event)  # noted: session_id / conversation_id reach Redis
             if isinstance(event, ev.SessionConfigured):
+                self._session_opened_at = self._clock()
                 return client
             if isinstance(event, ev.ErrorEvent):
                 await client.close()
@@ -202,11 +211,12 @@ class CallSession:
             while not self._ending:
                 await self._handle(await self.inbox.get())
         finally:
-            for task in (leg_pump, ticker, self._pump):
+            for task in (leg_pump, ticker, self._pump, self._rollover_task):
                 if task is not None:
                     task.cancel()
-            if self.client is not None:
-                await self.client.close()
+            for client in (self.client, self._next_client):
+                if client is not None:
+                    await client.close()
             self.report.agent_audio_ms = self.playout.frames_played * FRAME_MS
             if self.phase.phase is not Phase.ENDED:
                 self.phase.set(Phase.ENDED, self.report.end_reason or "session finished")
@@ -232,6 +242,8 @@ class CallSession:
 
         async def pump() -> None:
             async for event in client.events():
+                if isinstance(event, ev.Closed) and client is not self.client:
+                    return  # a session we already replaced
                 self.inbox.put(event)
 
         self._pump = asyncio.create_task(pump(), name=f"rt-{self.leg.call_id}")
@@ -247,6 +259,7 @@ class CallSession:
             if self.leg.disconnected.is_set() and not self._ending:
                 self.inbox.put(ev.CallerHungUp(sip_code=0, reason="leg disconnected"))
             self._measure_playback()
+            self._maybe_rollover()
             if self.response_id is None and self.playout.idle:
                 if self.phase.phase is Phase.SPEAKING:
                     self.phase.set(Phase.LISTENING, "reply played out")
@@ -481,6 +494,9 @@ class CallSession:
     async def _on_Closed(self, e: ev.Closed) -> None:
         if self._ending:
             return
+        if self._next_client is not None:  # the cap came before a turn boundary: the next session is ready
+            self._swap_session(f"session ended ({e.reason}); the next one was ready")
+            return
         self.note(
             "realtime_closed",
             f"{e.error_class}/{e.code}: {e.reason}",
@@ -492,11 +508,62 @@ class CallSession:
         await self._recover()
 
     # ------------------------------------------------------------------------------------------------ recovery
-    def _summary(self) -> str:
+    def _summary(self, rolled_over: bool = False) -> str:
+        """A short summary for a new session: recent turns and pending tool state. Never the audio history."""
         turns: list[str] = []
         for kind_, text in (("Caller", self.report.caller_transcript), ("Agent", self.report.agent_transcript)):
             turns += [f"{kind_}: {t}" for t in text[-SUMMARY_TURNS:]]
-        return "The call was reconnected. Continue naturally; do not greet again. Recent turns:\n" + "\n".join(turns)
+        head = "This call continues in a new session." if rolled_over else "The call was reconnected."
+        lines = [f"{head} Continue naturally; do not greet the caller again."]
+        if turns:
+            lines += ["Recent turns:", *turns]
+        if self._pending is not None:
+            lines.append(f"Pending: {self._pending.action} ({self._pending.target or 'no target'}) is under way.")
+        if self.report.dtmf:
+            lines.append(f"Keys the caller pressed: {' '.join(self.report.dtmf)}.")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------------------------------------ rollover
+    def _maybe_rollover(self) -> None:
+        """Before the service's session cap: prepare the next session in the background, swap at a turn boundary."""
+        if self.max_session_s is None or self.client is None or self._ending:
+            return
+        age = self._clock() - self._session_opened_at
+        margin = min(ROLLOVER_MARGIN_S, 0.3 * self.max_session_s)
+        if self._rollover_task is None and self._next_client is None and age >= self.max_session_s - margin:
+            self._rollover_task = asyncio.create_task(self._prepare_rollover(), name=f"rollover-{self.leg.call_id}")
+        at_boundary = (
+            self.phase.phase is Phase.LISTENING
+            and self.response_id is None
+            and self.playout.idle
+            and self._pending is None
+        )
+        if self._next_client is not None and at_boundary:
+            self._swap_session("rollover at a turn boundary")
+
+    async def _prepare_rollover(self) -> None:
+        try:
+            client = await asyncio.wait_for(self._open_session(), 10.0)
+        except (TimeoutError, ConnectError) as exc:
+            self.note("rollover_failed", str(exc) or "timeout")
+            self._session_opened_at = self._clock()  # try again one margin later; recovery covers the cap
+            return
+        finally:
+            self._rollover_task = None
+        client.send(ev.AddText(self._summary(rolled_over=True), ev.Role.SYSTEM))
+        self._next_client = client
+        self.note("rollover_ready", "next session configured")
+
+    def _swap_session(self, why: str) -> None:
+        old, self.client, self._next_client = self.client, self._next_client, None
+        if self._pump is not None:
+            self._pump.cancel()
+        self._start_pump()
+        self.response_id = None
+        self.report.rollovers += 1
+        self.note("rollover", why)
+        if old is not None:
+            asyncio.create_task(old.close())  # noqa: RUF006 (close finishes on its own; nothing awaits it)
 
     async def _recover(self) -> None:
         """Open a fresh session with the instructions and a short summary; the caller keeps hearing queued audio."""
@@ -508,8 +575,14 @@ class CallSession:
                 await old.close()
         if self._pump is not None:
             self._pump.cancel()
+        interrupted = self.response_id is not None
         self.response_id = None
-        for attempt, delay in enumerate(RECONNECT_BACKOFF_S[: self.max_reconnects + 1]):
+        if self.report.reconnects >= self.max_reconnects:
+            self.note("recovery_failed", f"gave up after {self.report.reconnects} reconnects")
+            self.leg.hangup()
+            self._end("realtime unavailable", outcome="failed")
+            return
+        for attempt, delay in enumerate(RECONNECT_BACKOFF_S):
             if attempt:
                 await asyncio.sleep(delay)
             try:
@@ -526,11 +599,15 @@ class CallSession:
         self.report.reconnects += 1
         self.note("recovered", f"attempt {self.report.reconnects}")
         self._start_pump()
-        if self.report.caller_transcript or self.report.agent_transcript:
+        if self.report.caller_transcript or self.report.agent_transcript or self._pending or self.report.dtmf:
             self._send(ev.AddText(self._summary(), ev.Role.SYSTEM))
         self._latency("recovery_gap", (self._clock() - t_lost) * 1000)
         if self._answered_at is not None and self.report.first_audio_ms is None and self.plan.greeting:
             self._send(ev.CreateResponse(instructions=self.plan.greeting))
             self.phase.set(Phase.THINKING, "greeting after recovery")
+        elif interrupted:
+            # No dead air: the answer the caller was waiting for was cut off with the socket.
+            self._send(ev.CreateResponse(instructions=RESUME_INSTRUCTIONS))
+            self.phase.set(Phase.THINKING, "resume the interrupted answer")
         else:
             self.phase.set(Phase.LISTENING, "session recovered")

@@ -1,0 +1,120 @@
+"""Calls survive lost Realtime sessions and the service's session cap (real sockets to the emulator, fake phone leg).
+
+The SIP-level versions (real pjsua2 calls) are in tests/integration/bridge/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from _fakes import FakeLeg, wait_until
+
+from bridge.call.session import CallReport, CallSession, Connector
+from bridge.dialplan import Dialplan
+from bridge.emulator import EmulatorServer
+from bridge.realtime.client import RealtimeClient
+from bridge.realtime.dialects import BETA, GA, Dialect
+
+PLAN = Dialplan(name="support", match=("100",), dialect="ga", greeting="Greet the caller briefly.")
+
+
+def connector(emulator: EmulatorServer, dialect: Dialect, queries: list[str]) -> tuple[list[str], Connector]:
+    """Connection n uses ``queries[n]`` (faults), later ones the last entry."""
+    used: list[str] = []
+
+    async def connect() -> RealtimeClient:
+        query = queries[min(len(used), len(queries) - 1)]
+        used.append(query)
+        client = RealtimeClient(dialect, f"{emulator.base_url}?{query}", "sk-test-recovery")
+        await client.connect()
+        return client
+
+    return used, connect
+
+
+def _count(session: CallSession, kind: str) -> int:
+    return sum(1 for _, k, _ in session.report.timeline if k == kind)
+
+
+async def converse(session: CallSession, leg: FakeLeg, turns: int) -> CallReport:
+    task = asyncio.create_task(session.run())
+    await wait_until(lambda: session.report.answered, what="answer")
+    for i in range(turns):
+        await wait_until(lambda: session.playout.idle and session.response_id is None, 20, f"agent quiet before {i}")
+        leg.say(1.2)
+        await wait_until(lambda i=i: _count(session, "speech_stopped") > i, 20, f"caller turn {i}")
+    await wait_until(lambda: session.playout.idle and session.response_id is None and session.client is not None, 20)
+    await asyncio.sleep(0.3)
+    leg.stop()
+    return await asyncio.wait_for(task, 10)
+
+
+@pytest.mark.parametrize("dialect", [BETA, GA], ids=lambda d: d.name)
+async def test_a_drop_mid_answer_is_recovered_with_context(emulator: EmulatorServer, dialect: Dialect) -> None:
+    used, connect = connector(
+        emulator, dialect, ["speed=4&transcript_delay_ms=0&fault_after_deltas=3&drop_mid_response=2", "speed=4"]
+    )
+    leg = FakeLeg("drop-1")
+    session = CallSession(leg, PLAN, dialect, connect)
+    report = await converse(session, leg, turns=2)
+    assert report.reconnects == 1 and len(used) == 2
+    assert "RECOVERING" in report.phases and report.phases[-1] == "ENDED"
+    assert report.end_reason.startswith("caller hung up")
+    (gap,) = report.latency_ms["recovery_gap"]
+    assert gap <= 1000
+    # the new session got the summary with the caller's first turn, then was asked to resume the cut answer
+    second = emulator.sessions[1]
+    texts = [
+        c["text"]
+        for e in second.received
+        if e["type"] == "conversation.item.create"
+        for c in e["item"].get("content", [])
+    ]
+    assert any("reconnected" in t and report.caller_transcript[0] in t for t in texts), texts
+    creates = [e for e in second.received if e["type"] == "response.create"]
+    assert "cut off" in json.dumps(creates[0])
+    # and the conversation went on: the second caller turn was answered on the new session
+    assert len(report.caller_transcript) == 2 and len(report.agent_transcript) >= 3
+
+
+async def test_twenty_drops_across_concurrent_calls(emulator: EmulatorServer) -> None:
+    """4 concurrent calls, 5 consecutive mid-response drops each: every call survives, every gap <= 1 s."""
+    faults = (
+        ["speed=4&transcript_delay_ms=0&fault_after_deltas=3&drop_mid_response=2"]
+        + ["speed=4&transcript_delay_ms=0&fault_after_deltas=3&drop_mid_response=1"] * 4
+        + ["speed=4"]
+    )
+    calls = []
+    for i in range(4):
+        used, connect = connector(emulator, GA if i % 2 else BETA, faults)
+        leg = FakeLeg(f"drops-{i}")
+        session = CallSession(leg, PLAN, GA if i % 2 else BETA, connect)
+        calls.append((used, session, converse(session, leg, turns=2)))
+    reports = await asyncio.gather(*(c[2] for c in calls))
+    gaps = [g for r in reports for g in r.latency_ms["recovery_gap"]]
+    assert len(gaps) == 20 and sum(r.reconnects for r in reports) == 20
+    assert max(gaps) <= 1000, gaps
+    for report in reports:
+        assert report.end_reason.startswith("caller hung up"), report.end_reason
+        assert len(report.caller_transcript) == 2
+
+
+@pytest.mark.parametrize("dialect", [BETA, GA], ids=lambda d: d.name)
+async def test_session_cap_rolls_over_without_a_gap(emulator: EmulatorServer, dialect: Dialect) -> None:
+    _, connect = connector(emulator, dialect, ["speed=4&session_max_s=4"])
+    leg = FakeLeg("rollover")
+    session = CallSession(leg, PLAN, dialect, connect, max_session_s=4.0)
+    report = await converse(session, leg, turns=4)
+    assert report.rollovers >= 1, report.timeline
+    assert report.reconnects == 0 and "RECOVERING" not in report.phases  # handed over before the cap, no loss
+    assert len(report.caller_transcript) == 4 and len(report.agent_transcript) >= 5
+    assert leg.disconnected.is_set() and report.end_reason.startswith("caller hung up")
+    # the next session was prepared with the summary before it took over
+    assert any(
+        "new session" in c.get("text", "")
+        for e in emulator.sessions[1].received
+        if e["type"] == "conversation.item.create"
+        for c in e["item"].get("content", [])
+    )
