@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -21,6 +21,7 @@ ENV = {
     "realtime_url": "CALLBRIDGE_REALTIME_URL",
     "redis_url": "REDIS_URL",
     "api_key": "OPENAI_API_KEY",
+    "credentials": "CALLBRIDGE_CREDENTIALS",
 }
 
 
@@ -35,7 +36,11 @@ class Settings(BaseModel):
     realtime_url: str = EMULATOR_URL
     api_key: SecretStr | None = None  # None with the emulator; required for api.openai.com
     redis_url: str | None = None
-    realtime_max_session_s: float = Field(3600.0, gt=1)  # the service's session cap: calls roll over before it
+    realtime_max_session_s: float = Field(3600.0, gt=1)
+    # static: workers use the key; mint: workers mint short-lived secrets with it; broker: only the serve process
+    # holds the key and workers fetch short-lived secrets from its broker (they never see the key)
+    credentials: Literal["static", "mint", "broker"] = "static"
+    broker_port: int | None = Field(None, ge=0, le=65535)  # the service's session cap: calls roll over before it
     http_port: int | None = Field(None, ge=0, le=65535)
     dialplans: Path = Path("dialplans")
     report_file: Path | None = None  # append one JSON line per finished call (demo, tests)

@@ -27,6 +27,7 @@ from bridge.config import Settings
 from bridge.dialplan import Dialplan, load_dialplans, route
 from bridge.errors import BridgeError, ConnectError, redact
 from bridge.realtime.client import RealtimeClient
+from bridge.realtime.credentials import BROKER_URL_ENV, Sources
 from bridge.realtime.dialects import get_dialect
 from bridge.rollout import Decision, DialectName, Outcome, RolloutFlag, decide, fallback
 from bridge.store.calls import CallStore
@@ -82,6 +83,8 @@ class Worker:
         self.settings = settings
         self.index = index
         self.plans = load_dialplans(settings.dialplans)
+        key = None if os.environ.get(BROKER_URL_ENV) else settings.credential
+        self.credentials = Sources.from_environment(settings.realtime_url, key, mint=settings.credentials == "mint")
         self.store: CallStore | None = None
         self.rollouts: RolloutStore | None = None
         self._dropped_exported = 0
@@ -109,7 +112,8 @@ class Worker:
 
         async def connect() -> RealtimeClient:
             nonlocal decision
-            client = RealtimeClient(dialect, settings.realtime_url, settings.credential, model=decision.model)
+            source = self.credentials.get(dialect, decision.model)
+            client = RealtimeClient(dialect, settings.realtime_url, source, model=decision.model)
             try:
                 await client.connect()
             except ConnectError:
@@ -118,7 +122,8 @@ class Worker:
                     raise
                 log.warning("call %s: %s; retrying with %s", call.call_id, decision.model, retry.model)
                 decision = retry
-                client = RealtimeClient(dialect, settings.realtime_url, settings.credential, model=retry.model)
+                source = self.credentials.get(dialect, retry.model)
+                client = RealtimeClient(dialect, settings.realtime_url, source, model=retry.model)
                 await client.connect()
             return client
 
@@ -136,7 +141,13 @@ class Worker:
                 )
             )
         session = CallSession(
-            call, call_plan, dialect, connect, listeners=listeners, max_session_s=settings.realtime_max_session_s
+            call,
+            call_plan,
+            dialect,
+            connect,
+            listeners=listeners,
+            max_session_s=settings.realtime_max_session_s,
+            credentials=self.credentials.get(dialect, decision.model),
         )
         if self.store is not None:
             self.store.watch(call.call_id, session.progress)

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from bridge.config import Settings, load_settings
 from bridge.errors import ConfigError
+from bridge.realtime.credentials import BROKER_TOKEN_ENV, BROKER_URL_ENV
 
 log = logging.getLogger("bridge.workers")
 
@@ -46,8 +47,9 @@ class WorkerSlot:
 
 
 class Pool:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, extra_env: dict[str, str] | None = None) -> None:
         self.settings = settings
+        self.extra_env = dict(extra_env or {})  # e.g. the broker's URL and token
         self.slots = [WorkerSlot(i) for i in range(settings.workers)]
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -63,8 +65,7 @@ class Pool:
             "--settings-json",
             payload,
             stdout=asyncio.subprocess.PIPE,
-            # One BLAS thread: a second one would compete with pjmedia's clock thread (bench audio).
-            env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+            env=self._worker_env(),
         )
         slot.started_at = time.monotonic()
         assert slot.proc.stdout is not None
@@ -74,6 +75,13 @@ class Pool:
             slot.sip_port = int(info["sip_port"])
             slot.ready.set()
             log.info("worker %d (pid %d) ready on port %d", slot.index, slot.proc.pid, slot.sip_port)
+
+    def _worker_env(self) -> dict[str, str]:
+        # One BLAS thread: a second one would compete with pjmedia's clock thread (bench audio).
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **self.extra_env}
+        if BROKER_URL_ENV in env:
+            env.pop("OPENAI_API_KEY", None)  # broker mode: workers never hold the long-lived key
+        return env
 
     async def _supervise(self, slot: WorkerSlot) -> None:
         while not self._stopping:
@@ -171,7 +179,18 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir.name)
 
     async def amain() -> int:
-        pool = Pool(settings)
+        broker_runner, extra_env = None, {}
+        if settings.credentials == "broker":
+            from bridge.broker import new_token, start_broker
+
+            token = new_token()
+            broker_runner, broker_url = await start_broker(
+                settings.credential, settings.realtime_url, token=token, port=settings.broker_port or 0
+            )
+            extra_env = {BROKER_URL_ENV: broker_url, BROKER_TOKEN_ENV: token}
+            os.environ.pop("OPENAI_API_KEY", None)  # nothing spawned from now on inherits it
+            log.info("credential broker on %s; workers get short-lived credentials only", broker_url)
+        pool = Pool(settings, extra_env)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -184,6 +203,8 @@ def main(argv: list[str]) -> int:
             if runner is not None:
                 await runner.cleanup()
             await pool.stop()
+            if broker_runner is not None:
+                await broker_runner.cleanup()
         return 0
 
     try:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,9 @@ from bridge.call.tools import ToolResult, run_tool
 from bridge.dialplan import Dialplan
 from bridge.errors import ConnectError
 from bridge.realtime.client import RealtimeClient
+from bridge.realtime.credentials import CredentialSource
 from bridge.realtime.dialects import Dialect
+from bridge.realtime.retry import RetryPolicy, Step, delays, next_step
 
 log = logging.getLogger("bridge.call")
 
@@ -41,7 +44,6 @@ Listener = Callable[[str, dict[str, Any]], None]
 
 TICK_S = 0.02
 SUMMARY_TURNS = 6
-RECONNECT_BACKOFF_S = (0.05, 0.2, 0.5, 1.0)  # attempts per lost session, and the pause before each
 RESUME_INSTRUCTIONS = "Your last answer was cut off by a connection problem. Briefly continue it."
 ROLLOVER_MARGIN_S = 120.0  # start the next session this long before the service's cap (capped at 30% of it)
 
@@ -100,6 +102,9 @@ class CallSession:
         clock: Callable[[], float] = time.monotonic,
         max_reconnects: int = 20,
         max_session_s: float | None = None,
+        credentials: CredentialSource | None = None,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.leg = leg
         self.plan = plan
@@ -118,6 +123,9 @@ class CallSession:
         self.frames_dropped_offline = 0
         self.max_reconnects = max_reconnects  # sessions lost per call before we give up on the call
         self.max_session_s = max_session_s  # the service's session cap; roll over before it
+        self.credentials = credentials  # invalidated when the service refuses the credential (fresh one next)
+        self.retry = retry or RetryPolicy()
+        self._rng = rng or random.Random()
         self._session_opened_at = clock()
         self._next_client: RealtimeClient | None = None  # the rollover session, ready and configured
         self._rollover_task: asyncio.Task[None] | None = None
@@ -204,7 +212,7 @@ class CallSession:
         try:
             if self.client is None:
                 self.phase.set(Phase.RECOVERING, "realtime session not ready at answer")
-                await self._recover()
+                await self._recover(ev.ErrorClass.NETWORK, True)
             else:
                 self._start_pump()
                 self._begin()
@@ -505,7 +513,7 @@ class CallSession:
         )
         self.report.errors.append({"class": str(e.error_class), "code": str(e.code), "message": e.reason})
         self.phase.set(Phase.RECOVERING, f"realtime closed: {e.reason}")
-        await self._recover()
+        await self._recover(e.error_class, e.retryable)
 
     # ------------------------------------------------------------------------------------------------ recovery
     def _summary(self, rolled_over: bool = False) -> str:
@@ -565,7 +573,7 @@ class CallSession:
         if old is not None:
             asyncio.create_task(old.close())  # noqa: RUF006 (close finishes on its own; nothing awaits it)
 
-    async def _recover(self) -> None:
+    async def _recover(self, cls: ev.ErrorClass | None, retryable: bool) -> None:
         """Open a fresh session with the instructions and a short summary; the caller keeps hearing queued audio."""
         t_lost = self._clock()
         old = self.client
@@ -582,15 +590,24 @@ class CallSession:
             self.leg.hangup()
             self._end("realtime unavailable", outcome="failed")
             return
-        for attempt, delay in enumerate(RECONNECT_BACKOFF_S):
+        refused = old.credential_fingerprint if old is not None else None
+        for attempt, delay in enumerate(delays(self.retry, self._rng)):
+            # A transport blip reconnects with the same credential; an auth or session failure gets a fresh one.
+            step = next_step(cls or ev.ErrorClass.NETWORK, retryable, attempt, self.retry)
+            if step is Step.GIVE_UP:
+                break
+            if step is Step.REFRESH and self.credentials is not None:
+                self.credentials.invalidate(refused)
             if attempt:
                 await asyncio.sleep(delay)
             try:
                 self.client = await asyncio.wait_for(self._open_session(), 10.0)
                 break
-            except (TimeoutError, ConnectError) as exc:
-                cls = exc.error_class if isinstance(exc, ConnectError) else ev.ErrorClass.NETWORK
-                self.note("reconnect_failed", str(exc) or "timeout", attempt=attempt, error_class=str(cls))
+            except ConnectError as exc:
+                cls, retryable, refused = exc.error_class, exc.retryable, None
+            except TimeoutError:
+                cls, retryable, refused = ev.ErrorClass.NETWORK, True, None
+            self.note("reconnect_failed", f"{cls}: {step}", attempt=attempt, error_class=str(cls))
         if self.client is None:
             self.note("recovery_failed", "no realtime session")
             self.leg.hangup()

@@ -21,12 +21,25 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from bridge import events as ev
 from bridge.errors import ConnectError, classify_close, classify_http_status, redact
+from bridge.realtime.credentials import fingerprint
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.protocol import RealtimeProtocol
 
 log = logging.getLogger("bridge.realtime")
 
 CredentialSource = str | Callable[[], Awaitable[str]]
+
+
+class _RedactSecrets(logging.Filter):
+    """Rewrites every record of the websockets logger through :func:`redact` (keys, bearer values, ek_ secrets)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
+_WS_LOG = logging.getLogger("bridge.realtime.websockets")
+_WS_LOG.addFilter(_RedactSecrets())
 
 _STOP = object()
 
@@ -57,6 +70,7 @@ class RealtimeClient:
         self.settings = settings or ClientSettings()
         self._credential = credential
         self._secret = ""
+        self.credential_fingerprint: str | None = None  # names the secret a server refused, never the secret
         self._ws: ClientConnection | None = None
         self._send_q: asyncio.Queue[object] = asyncio.Queue(self.settings.send_queue_frames)
         self._events: asyncio.Queue[ev.Event] = asyncio.Queue()
@@ -74,6 +88,7 @@ class RealtimeClient:
     async def connect(self) -> None:
         """Open the socket. Raises :class:`ConnectError` (classified, credential redacted) on failure."""
         self._secret = await self._resolve_credential()
+        self.credential_fingerprint = fingerprint(self._secret)
         try:
             self._ws = await websockets.connect(
                 self.url,
@@ -83,6 +98,7 @@ class RealtimeClient:
                 ping_timeout=self.settings.ping_timeout_s,
                 max_size=self.settings.max_frame_bytes,
                 compression=None,  # audio frames do not compress; deflate costs CPU per frame
+                logger=_WS_LOG,  # websockets logs handshake headers (Authorization) at DEBUG: redacted
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
