@@ -205,3 +205,80 @@ async def _wait_call(serve: Serve, call_id: str) -> tuple[int, Any]:
         if status == 200 and detail["call"].get("phase") == "ENDED" and detail["call"].get("session_id"):
             return status, detail
         await asyncio.sleep(0.2)
+
+
+FAKE_KEY = "sk-proj-FAKEKEY0123456789abcdefSECRET"
+
+
+async def test_broker_mode_workers_never_see_the_key_and_nothing_leaks_it(tmp_path: Path) -> None:
+    """`serve` in broker mode with a known fake key: the call works through short-lived credentials, the worker
+    process's environment lacks the key, and the key appears in no log, Redis value, report, metric or API answer."""
+    with EmbeddedRedis() as redis:
+        async with EmulatorServer("127.0.0.1", 0, speed=4, api_key=FAKE_KEY) as emulator:
+            sip_port, http_port = free_port(), free_port()
+            reports = tmp_path / "calls.jsonl"
+            env = {**os.environ, "CALLBRIDGE_SUPERVISOR_TOKEN": TOKEN, "OPENAI_API_KEY": FAKE_KEY,
+                   "CALLBRIDGE_CREDENTIALS": "broker"}  # fmt: skip
+            log_file = tmp_path / "serve.log"
+            with log_file.open("w") as log:
+                proc = subprocess.Popen(  # noqa: ASYNC220 (a long-lived server; stopped synchronously below)
+                    [sys.executable, "-m", "bridge", "serve", "--workers", "1", "--sip-port", str(sip_port),
+                     "--realtime-url", emulator.base_url, "--redis-url", redis.url, "--http-port", str(http_port),
+                     "--dialplans", str(ROOT / "dialplans"), "--report-file", str(reports)],
+                    env=env, stdout=log, stderr=log,
+                )  # fmt: skip
+                serve = Serve(proc, sip_port, http_port, reports)
+                try:
+                    await wait_healthy(serve)
+                    _, health = await api("/healthz", serve)
+                    worker_pid = health["workers"][0]["pid"]
+                    worker_env = Path(f"/proc/{worker_pid}/environ").read_bytes()
+                    assert FAKE_KEY.encode() not in worker_env
+                    assert b"CALLBRIDGE_BROKER_URL=" in worker_env
+                    phone = await softphone(serve, "1000", caller_wav(tmp_path / "c.wav"), seconds=6.0)
+                    assert phone["answered"]
+                    (record,) = [json.loads(x) for x in reports.read_text().splitlines()]
+                    assert record["agent_transcript"], record  # the model answered: the credential worked
+                    scanned = {
+                        "metrics": (await _get(f"{serve.http}/metrics")),
+                        "api_calls": json.dumps(await api("/api/calls", serve)),
+                        "api_call": json.dumps(await api(f"/api/calls/{record['call_id']}", serve)),
+                        "api_rollout": json.dumps(await api("/api/rollout", serve)),
+                        "healthz": json.dumps(health),
+                        "report": reports.read_text(),
+                        "redis": await _dump_redis(redis.url),
+                    }
+                finally:
+                    proc.terminate()
+                    proc.wait(15)
+            scanned["logs"] = log_file.read_text()
+            assert proc.returncode == 0
+            assert "credential broker on" in scanned["logs"]
+            for name, text in scanned.items():
+                assert FAKE_KEY not in text, f"the API key leaked into {name}"
+                assert FAKE_KEY[:20] not in text, f"a prefix of the API key leaked into {name}"
+
+
+async def _get(url: str) -> str:
+    async with aiohttp.ClientSession() as http, http.get(url) as r:
+        return await r.text()
+
+
+async def _dump_redis(url: str) -> str:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url, decode_responses=True)
+    out = []
+    async for key in client.scan_iter("*"):
+        kind = await client.type(key)
+        if kind == "hash":
+            out.append(json.dumps(await client.hgetall(key)))
+        elif kind == "stream":
+            out.append(json.dumps(await client.xrange(key)))
+        elif kind == "string":
+            out.append(str(await client.get(key)))
+        elif kind in ("set", "zset"):
+            out.append(str(await client.smembers(key) if kind == "set" else await client.zrange(key, 0, -1)))
+    await client.aclose()
+    assert out, "Redis holds nothing: the scan would prove nothing"
+    return "\n".join(out)
