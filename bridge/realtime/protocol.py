@@ -27,6 +27,8 @@ from bridge.realtime.dialects import AUDIO_FORMAT_NAMES, Dialect
 
 log = logging.getLogger("bridge.realtime")
 
+OVERSIZED_DELTA_BYTES = 96_000  # 2 s of 24 kHz PCM16 in one delta (the service sends ~50-200 ms)
+
 Decoder = Callable[[Mapping[str, Any]], "ev.Event | None"]
 
 
@@ -316,6 +318,9 @@ class RealtimeProtocol:
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             return self._fault("malformed_event", f"{wire_type}: {exc}")
         self.counters[canonical] += 1
+        if isinstance(event, ev.AudioChunk) and len(event.audio) > OVERSIZED_DELTA_BYTES:
+            self.counters["oversized_delta"] += 1  # played all the same; a sign of a misbehaving server
+            log.warning("%s realtime: oversized audio delta of %d bytes", self.dialect.name, len(event.audio))
         return self._with_tool_name(obj, event)
 
     def _with_tool_name(self, obj: Mapping[str, Any], event: ev.Event | None) -> ev.Event | None:
