@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "phone": ("bridge.sip.softphone", "phone_main", "softphone utilities (listen: answer and record)"),
     "emulator": ("bridge.emulator.server", "main", "run the local Realtime emulator (beta and GA)"),
     "dialplan": ("bridge.dialplan", "main", "dialplan tools (check)"),
+    "replay": ("bridge.replay.cli", "main", "replay call scripts through beta and GA and compare them"),
+    "scripts": ("bridge.replay.cli", "scripts_main", "call-script tools (check, from-recording)"),
     "tokens": ("bridge.broker", "main", "run the credential broker (short-lived Realtime credentials for workers)"),
     "rollout": ("bridge.rollout_cli", "main", "show or move the beta/GA rollout flag of a dialplan"),
     "calls": ("bridge.calls_cli", "main", "live calls across all workers (--watch, --json)"),

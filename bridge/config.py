@@ -44,6 +44,7 @@ class Settings(BaseModel):
     http_port: int | None = Field(None, ge=0, le=65535)
     dialplans: Path = Path("dialplans")
     report_file: Path | None = None  # append one JSON line per finished call (demo, tests)
+    recordings_dir: Path = Path("recordings")  # calls of dialplans with recording enabled (and consent) go here
     pjsua_log_level: int = Field(1, ge=0, le=6)
 
     def worker_sip_port(self, index: int) -> int:

@@ -62,6 +62,14 @@ def fixed_decision(plan: Dialplan) -> Decision:
     return Decision(dialect, model, plan.profile.voice, f"dialplan pins {dialect}")
 
 
+def consent_greeting(plan: Dialplan) -> str | None:
+    """With recording on, the agent first speaks the consent prompt, word for word, then greets."""
+    if not plan.recording.enabled:
+        return plan.greeting
+    prompt = f'First say exactly: "{plan.recording.consent_prompt}"'
+    return f"{prompt} Then: {plan.greeting}" if plan.greeting else prompt
+
+
 def outcome_of(report: CallReport) -> Outcome:
     """The rollout health outcome of a finished call."""
     if any(e.get("code") == "connect" for e in report.errors) and not report.reconnects:
@@ -105,7 +113,7 @@ class Worker:
         dialect = get_dialect(decision.dialect)
         settings = self.settings
         profile = plan.profile.model_copy(update={"model": decision.model, "voice": decision.voice})
-        call_plan = plan.model_copy(update={"profile": profile})
+        call_plan = plan.model_copy(update={"profile": profile, "greeting": consent_greeting(plan)})
         log.info(
             "call %s from %s to %s: %s (%s)", call.call_id, call.caller, call.called, dialect.name, decision.reason
         )
@@ -140,8 +148,19 @@ class Worker:
                     voice=decision.voice,
                 )
             )
+        leg: Any = call
+        if plan.recording.enabled:
+            from bridge.replay.recorder import RecordingLeg
+
+            leg = RecordingLeg(
+                call,
+                settings.recordings_dir / call.call_id,
+                consent=True,  # the consent prompt is the first thing the caller hears (consent_greeting)
+                meta={"dialplan": plan.model_dump(mode="json", exclude={"source_file"}), "dialect": dialect.name},
+            )
+            listeners.append(leg.listener)
         session = CallSession(
-            call,
+            leg,
             call_plan,
             dialect,
             connect,

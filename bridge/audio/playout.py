@@ -36,6 +36,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -63,7 +64,11 @@ class PlayoutBuffer:
     """Bounded FIFO of 20 ms frames between one producer thread and one consumer thread (see module doc)."""
 
     def __init__(
-        self, max_ms: int = 60_000, frame_bytes: int = BYTES_PER_FRAME_PCM16, silence: bytes | None = None
+        self,
+        max_ms: int = 60_000,
+        frame_bytes: int = BYTES_PER_FRAME_PCM16,
+        silence: bytes | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if frame_bytes <= 0 or max_ms < FRAME_MS:
             raise ValueError(f"need frame_bytes > 0 and max_ms >= {FRAME_MS}, got {frame_bytes}, {max_ms}")
@@ -73,6 +78,7 @@ class PlayoutBuffer:
         self._frame_bytes: Final = frame_bytes
         self._max_frames: Final = max_ms // FRAME_MS
         self._q: deque[_Frame] = deque()
+        self._clock = clock  # stamps first_played_at (the call session passes its own clock; replays: virtual)
         self._swap = threading.Lock()  # guards the identity of self._q (flush swaps it), never its content
         # producer side
         self._item: str | None = None  # the item receiving audio (or the last one that did)
@@ -170,7 +176,7 @@ class PlayoutBuffer:
         finally:
             self._swap.release()
         if seq == 0:
-            self._first_at[item_id] = time.monotonic()
+            self._first_at[item_id] = self._clock()
         self._played[item_id] = seq + 1
         self._last_played = item_id
         self.frames_played += 1
@@ -184,7 +190,7 @@ class PlayoutBuffer:
         return min(self._played.get(item_id, 0) * FRAME_MS, received_ms)
 
     def first_played_at(self, item_id: str) -> float | None:
-        """`time.monotonic()` when the first frame of `item_id` was handed out, None if not yet."""
+        """The clock's time when the first frame of `item_id` was handed out, None if not yet."""
         return self._first_at.get(item_id)
 
     @property

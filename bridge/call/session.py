@@ -118,7 +118,7 @@ class CallSession:
         self.inbox = Inbox()
         self.client: RealtimeClient | None = None
         self.uplink, self.downlink = converters(plan.profile.audio_format)
-        self.playout = PlayoutBuffer()
+        self.playout = PlayoutBuffer(clock=clock)
         self.frames_appended = 0
         self.frames_dropped_offline = 0
         self.max_reconnects = max_reconnects  # sessions lost per call before we give up on the call
@@ -280,11 +280,9 @@ class CallSession:
         """Once the first frame of a reply has been handed to RTP: the playback, first-audio and turn segments."""
         if self._queued_at is None or self.audio_item is None:
             return
-        played_at = self.playout.first_played_at(self.audio_item)
-        if played_at is None:
+        played = self.playout.first_played_at(self.audio_item)  # stamped on the session's clock
+        if played is None:
             return
-        # first_played_at is time.monotonic() on the clock thread; express it on the session's clock.
-        played = self._clock() - (time.monotonic() - played_at)
         self._latency("playback", (played - self._queued_at) * 1000)
         if self.report.first_audio_ms is None and self._answered_at is not None:
             self.report.first_audio_ms = round((played - self._answered_at) * 1000, 1)
@@ -348,7 +346,7 @@ class CallSession:
             self.report.truncates.append({"item_id": item_id, "audio_end_ms": played_ms})
             self.note("truncate", f"{item_id} at {played_ms} ms", item_id=item_id, audio_end_ms=played_ms)
         started = self.playout.first_played_at(flushed.item_id) if flushed.item_id else None
-        heard_ms = (time.monotonic() - started) * 1000 if started is not None else None
+        heard_ms = (self._clock() - started) * 1000 if started is not None else None
         self.report.barge_ins += 1
         self.note(
             "barge_in",
@@ -480,6 +478,8 @@ class CallSession:
         self._send(ev.CreateResponse())
 
     def _on_CallerHungUp(self, e: ev.CallerHungUp) -> None:
+        if self._ending:
+            return  # our own hangup (end_call, transfer) comes back from the leg too: keep our reason
         self.playout.flush()
         self._end(f"caller hung up ({e.reason})" if e.reason else "caller hung up")
 
@@ -496,6 +496,9 @@ class CallSession:
             self.report.errors.append({"class": str(e.error_class), "code": e.code, "message": e.message})
         self.note("error", f"{e.error_class}/{e.code}: {e.message}", code=e.code, error_class=str(e.error_class))
 
+    def _on_IdleTimeout(self, e: ev.IdleTimeout) -> None:
+        self.note("idle_timeout", f"silence {e.audio_start_ms}-{e.audio_end_ms} ms", item_id=e.item_id)
+
     def _on_UnknownEvent(self, e: ev.UnknownEvent) -> None:
         self.note("unknown_event", e.type)
 
@@ -511,7 +514,7 @@ class CallSession:
             retryable=e.retryable,
             error_class=str(e.error_class or ev.ErrorClass.NETWORK),
         )
-        self.report.errors.append({"class": str(e.error_class), "code": str(e.code), "message": e.reason})
+        self.report.errors.append({"class": str(e.error_class), "code": str(e.code or ""), "message": e.reason})
         self.phase.set(Phase.RECOVERING, f"realtime closed: {e.reason}")
         await self._recover(e.error_class, e.retryable)
 

@@ -1,0 +1,100 @@
+"""``callbridge bench replay [--json] [--repeat N] [PATHS...]``: direct replay of the call scripts in both dialects,
+as a multiple of real time.
+
+Every bundled script (``call_scripts/`` by default) is replayed ``--via direct`` in beta and in GA: the real call
+session, the virtual phone and the sans-I/O emulator in one process, in virtual time, with the whole wire path of
+each dialect (encode, emulator, decode). The anchor is real time itself, measured in the same run: the summed length
+of the replayed calls (virtual seconds) divided by the wall-clock time the replay took. The goal is >= 50x.
+
+Columns: ``call_s`` (virtual seconds of calls), ``wall_s`` (median of ``--repeat`` runs), ``x_real_time``, and per
+script the same for its two calls. Verdicts are printed too: a benchmark of a replay that fails is not a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bridge.replay.direct import replay_direct
+from bridge.replay.script import DIALECT_NAMES, find_scripts, load_script
+
+GOAL_X = 50.0
+DEFAULT_SCRIPTS = Path(__file__).resolve().parent.parent / "call_scripts"
+
+
+def measure(paths: Sequence[Path], repeat: int) -> dict[str, Any]:
+    scripts = [load_script(p) for p in find_scripts(paths)]
+    dialects = list(DIALECT_NAMES)
+    replay_direct(scripts[:1], dialects)  # warm-up: imports, numpy, the resampler tables
+    walls: list[float] = []
+    per_script: dict[str, list[float]] = {s.name: [] for s in scripts}
+    call_s: dict[str, float] = {}
+    verdicts: dict[str, str] = {}
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        for script in scripts:
+            t = time.perf_counter()
+            [result] = replay_direct([script], dialects)
+            per_script[script.name].append(time.perf_counter() - t)
+            call_s[script.name] = sum(r.duration_ms for r in result.runs.values()) / 1000.0
+            verdicts[script.name] = result.verdict
+        walls.append(time.perf_counter() - t0)
+    total_call = sum(call_s.values())
+    wall = statistics.median(walls)
+    return {
+        "scripts": len(scripts),
+        "dialects": dialects,
+        "calls": len(scripts) * len(dialects),
+        "call_s": round(total_call, 2),
+        "wall_s": round(wall, 3),
+        "x_real_time": round(total_call / wall, 1),
+        "goal_x": GOAL_X,
+        "repeat": max(1, repeat),
+        "per_script": [
+            {
+                "script": name,
+                "verdict": verdicts[name],
+                "call_s": round(call_s[name], 2),
+                "wall_s": round(statistics.median(w), 4),
+                "x_real_time": round(call_s[name] / statistics.median(w), 1),
+            }
+            for name, w in per_script.items()
+        ],
+    }
+
+
+def human(result: dict[str, Any]) -> str:
+    lines = [f"{'script':<24} {'verdict':<8} {'call_s':>8} {'wall_s':>8} {'x real time':>12}"]
+    for row in result["per_script"]:
+        lines.append(
+            f"{row['script']:<24} {row['verdict']:<8} {row['call_s']:>8.2f} {row['wall_s']:>8.3f} "
+            f"{row['x_real_time']:>11.1f}x"
+        )
+    ok = "meets" if result["x_real_time"] >= GOAL_X else "MISSES"
+    lines.append(
+        f"all {result['calls']} calls ({result['scripts']} scripts x {len(result['dialects'])} dialects): "
+        f"{result['call_s']:.1f} s of calls replayed in {result['wall_s']:.2f} s (median of {result['repeat']}) = "
+        f"{result['x_real_time']:.1f}x real time ({ok} the {GOAL_X:g}x goal)"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="callbridge bench replay", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="*", type=Path, help=f"scripts (default {DEFAULT_SCRIPTS})")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of the whole set; the median is reported")
+    parser.add_argument("--json", action="store_true", help="the result as one JSON object")
+    args = parser.parse_args(argv)
+    result = measure(args.paths or [DEFAULT_SCRIPTS], args.repeat)
+    print(json.dumps(result) if args.json else human(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,447 @@
+"""What one replayed call produced (:class:`DialectRun`), its expectations, and the beta-vs-GA verdict.
+
+The comparison looks only at what the bridge made of each dialect, in the bridge's own vocabulary
+(``bridge.events``): the decoded event sequence with ids, timestamps and audio bytes left out, the phase sequence,
+both transcripts, the tool calls, barge-ins and truncates, DTMF, reconnects, errors and how the call ended. Two
+dialects that the bridge handles alike give the same normalized call; a dialect table that maps one wire event
+wrongly shows up as a named difference, for example::
+
+    event sequence differs at #41: beta AgentTranscript(final) vs GA UnknownEvent(response.output_audio_transcript.done)
+    GA: AgentTranscript(final) x0 (beta x2)
+
+Verdicts, per script:
+
+* ``failed``: an expectation failed in either dialect (each named), or the script's declared comparison
+  (``compare.verdict`` / ``compare.reasons``) did not hold;
+* ``differs``: every expectation holds, but the normalized calls differ (each difference named);
+* ``same``: every expectation holds and the normalized calls are equal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, Literal
+
+from bridge import events as ev
+from bridge.replay.script import CallScript, CompareSpec, Expect
+
+# Events that carry bookkeeping one dialect has and the other lacks, and that the call session does not act on.
+# GA acknowledges every conversation item twice (conversation.item.added, then .done: ItemDone), beta once; GA sends
+# rate_limits.updated after response.done, beta after response.created. Both are documented dialect differences
+# (PROTOCOL.md), not behaviour, so the event comparison leaves them out; the report still shows them.
+NEUTRAL_IGNORED: Final = frozenset({"RateLimits", "ItemDone"})
+MAX_COUNTS: Final = 6  # count differences listed in one reason
+LATENCY_TOLERANCE_MS: Final = 100.0  # first-audio latencies closer than this (or 30 %) count as equal
+SIP_TRUNCATE_TOLERANCE_MS: Final = 100.0  # real-time runs: barge-ins landing a few frames apart count as equal
+DIALECT_LABEL: Final = {"beta": "beta", "ga": "GA"}
+
+Verdict = Literal["same", "differs", "failed"]
+
+
+def label(dialect: str) -> str:
+    return DIALECT_LABEL.get(dialect, dialect)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Normalized events
+
+
+def token(event: ev.Event) -> str:
+    """The dialect-neutral name of an event: its kind, plus what matters about it (never ids, times or audio)."""
+    if isinstance(event, ev.AgentTranscript | ev.AgentText | ev.CallerTranscript):
+        return f"{event.kind}({'final' if event.final else 'delta'})"
+    if isinstance(event, ev.FunctionCall):
+        return f"FunctionCall({event.name})"
+    if isinstance(event, ev.ResponseDone):
+        return f"ResponseDone({event.status})"
+    if isinstance(event, ev.ErrorEvent):
+        return f"ErrorEvent({event.code})"
+    if isinstance(event, ev.UnknownEvent):
+        return f"UnknownEvent({event.type})"
+    if isinstance(event, ev.Closed):
+        return f"Closed({event.error_class or 'clean'})"
+    if isinstance(event, ev.ItemAdded):
+        return f"ItemAdded({event.role},{event.item_type})"
+    if isinstance(event, ev.OutputItemAdded):
+        return f"OutputItemAdded({event.item_type})"
+    return event.kind
+
+
+def kind_of(tok: str) -> str:
+    return tok.split("(", 1)[0]
+
+
+def collapse(tokens: Sequence[str]) -> list[str]:
+    """Runs of the same token as one entry: ``AudioChunk x12``."""
+    out: list[str] = []
+    run = 0
+    for i, tok in enumerate(tokens):
+        run += 1
+        if i + 1 == len(tokens) or tokens[i + 1] != tok:
+            out.append(tok if run == 1 else f"{tok} x{run}")
+            run = 0
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One dialect's run
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class DialectRun:
+    """Everything the report shows and the comparison reads about one script in one dialect.
+
+    Times are milliseconds from the start of the call session (virtual time for ``via: direct``).
+    """
+
+    script: str
+    dialect: str
+    via: str = "direct"
+    target: str = "emulator"
+    report: dict[str, Any] = field(default_factory=dict)  # CallReport.to_json()
+    events: list[tuple[float, str]] = field(default_factory=list)  # decoded bridge events (direct runs)
+    caller_spans: list[tuple[float, float, str]] = field(default_factory=list)  # caller speech, keys, hangup
+    agent_spans: list[tuple[float, float]] = field(default_factory=list)  # agent audio the caller heard
+    reply_gaps_ms: list[float] = field(default_factory=list)  # end of caller speech -> agent audio heard
+    runner_failures: list[str] = field(default_factory=list)  # turns whose wait never came true, crashes
+    ended_by: str = ""  # caller | agent | transfer, from the phone side
+    turns_done: int = 0
+    turns_total: int = 0
+    duration_ms: float = 0.0
+    wall_s: float = 0.0
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def tokens(self) -> list[str]:
+        """The comparable event sequence: decoded events (direct), else the session's notes (SIP)."""
+        if self.events:
+            return [t for _, t in self.events if kind_of(t) not in NEUTRAL_IGNORED]
+        return [kind for _, kind, _ in self.timeline if kind not in {"latency", "ringing"}]
+
+    @property
+    def timeline(self) -> list[tuple[float, str, str]]:
+        return [(float(t), str(k), str(s)) for t, k, s in self.report.get("timeline", [])]
+
+    @property
+    def transfer_targets(self) -> list[str]:
+        return [s for _, k, s in self.timeline if k == "transfer"]
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"] = self.ok
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DialectRun:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["checks"] = [Check(**c) for c in data.get("checks", [])]
+        fields["events"] = [tuple(e) for e in data.get("events", [])]
+        fields["caller_spans"] = [tuple(s) for s in data.get("caller_spans", [])]
+        fields["agent_spans"] = [tuple(s) for s in data.get("agent_spans", [])]
+        return cls(**fields)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Expectations
+
+
+def _subset(want: Mapping[str, Any], got: Any) -> bool:
+    return isinstance(got, Mapping) and all(k in got and got[k] == v for k, v in want.items())
+
+
+def _json(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return text
+
+
+def check_expectations(expect: Expect, run: DialectRun) -> list[Check]:
+    """One :class:`Check` per expectation the script sets, plus the runner's own (turns reached, no crash)."""
+    r = run.report
+    checks: list[Check] = []
+    add = checks.append
+    add(Check("turns", not run.runner_failures, "; ".join(run.runner_failures) or f"{run.turns_done} turns"))
+    if expect.tool_calls is not None:
+        calls = r.get("tool_calls", [])
+        names = [c.get("name") for c in calls]
+        wanted = [t.name for t in expect.tool_calls]
+        problems = [] if names == wanted else [f"called {names or 'nothing'}, expected {wanted or 'nothing'}"]
+        for want, got in zip(expect.tool_calls, calls, strict=False):
+            if want.arguments is not None and not _subset(want.arguments, _json(got.get("arguments"))):
+                problems.append(f"{want.name} arguments {got.get('arguments')} lack {json.dumps(want.arguments)}")
+            if want.output is not None and not _subset(want.output, got.get("output")):
+                problems.append(f"{want.name} output {json.dumps(got.get('output'))} lacks {json.dumps(want.output)}")
+        add(Check("tool_calls", not problems, "; ".join(problems) or ", ".join(map(str, names)) or "none"))
+    if expect.transfer_target is not None:
+        targets = run.transfer_targets
+        add(Check("transfer_target", expect.transfer_target in targets, f"transferred to {targets or 'nobody'}"))
+    if expect.max_first_audio_ms is not None:
+        first = r.get("first_audio_ms")
+        ok = first is not None and first <= expect.max_first_audio_ms
+        add(Check("max_first_audio_ms", ok, f"first audio {first} ms (max {expect.max_first_audio_ms:g})"))
+    for key, transcript in (("caller_keywords", "caller_transcript"), ("agent_keywords", "agent_transcript")):
+        words: list[str] = getattr(expect, key)
+        if words:
+            text = " ".join(r.get(transcript, [])).lower()
+            missing = [w for w in words if w.lower() not in text]
+            detail = f"missing {missing} in {transcript}" if missing else f"found {words}"
+            add(Check(key, not missing, detail))
+    if expect.barge_ins is not None:
+        got = r.get("barge_ins", 0)
+        add(Check("barge_ins", got == expect.barge_ins, f"{got} barge-in(s), expected {expect.barge_ins}"))
+    if expect.truncates is not None:
+        got = len(r.get("truncates", []))
+        add(Check("truncates", got == expect.truncates, f"{got} truncate(s), expected {expect.truncates}"))
+    if expect.phases_visited:
+        phases = set(r.get("phases", []))
+        missing = [p for p in expect.phases_visited if p not in phases]
+        add(Check("phases_visited", not missing, f"never {missing}" if missing else f"visited {expect.phases_visited}"))
+    if expect.end_reason is not None:
+        reason = str(r.get("end_reason", ""))
+        ok = expect.end_reason.lower() in reason.lower()
+        add(Check("end_reason", ok, f"ended: {reason!r}, expected {expect.end_reason!r}"))
+    if expect.ended_by is not None:
+        add(Check("ended_by", run.ended_by == expect.ended_by, f"ended by {run.ended_by or '?'}, expected "
+                  f"{expect.ended_by}"))  # fmt: skip
+    if expect.dtmf is not None:
+        got = "".join(r.get("dtmf", []))
+        add(Check("dtmf", got == expect.dtmf, f"received {got!r}, expected {expect.dtmf!r}"))
+    if expect.reconnects is not None:
+        got = r.get("reconnects", 0)
+        add(Check("reconnects", got == expect.reconnects, f"{got} reconnect(s), expected {expect.reconnects}"))
+    if expect.max_errors is not None:
+        errors = r.get("errors", [])
+        codes = [e.get("code") for e in errors]
+        add(Check("max_errors", len(errors) <= expect.max_errors, f"{len(errors)} error(s) {codes}"))
+    return checks
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Beta vs GA
+
+
+def _short(value: Any, n: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _list_diff(what: str, a: Sequence[Any], b: Sequence[Any], la: str, lb: str) -> list[str]:
+    if list(a) == list(b):
+        return []
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return [f"{what} differs at #{i}: {la} {_short(x)!s} vs {lb} {_short(y)!s}"]
+    if len(a) > len(b):
+        return [f"{lb}: {what} missing {_short(a[len(b)])} ({la} had {len(a)}, {lb} {len(b)})"]
+    return [f"{lb}: {what} has extra {_short(b[len(a)])} ({la} had {len(a)}, {lb} {len(b)})"]
+
+
+def _tool_diff(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], la: str, lb: str) -> list[str]:
+    out: list[str] = []
+    na, nb = [c.get("name") for c in a], [c.get("name") for c in b]
+    for name in sorted(set(na) | set(nb), key=str):
+        ca, cb = na.count(name), nb.count(name)
+        if ca > cb:
+            out.append(f"{lb}: FunctionCall missing ({la} had {name})" + (f" x{ca - cb}" if ca - cb > 1 else ""))
+        elif cb > ca:
+            out.append(f"{lb}: extra FunctionCall {name} ({la} had {ca})")
+    if not out:
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if _json(x.get("arguments")) != _json(y.get("arguments")):
+                out.append(f"tool call #{i} ({x.get('name')}) arguments differ: {la} {x.get('arguments')} vs {lb} "
+                           f"{y.get('arguments')}")  # fmt: skip
+            elif x.get("output") != y.get("output"):
+                out.append(f"tool call #{i} ({x.get('name')}) output differs")
+    return out
+
+
+def _event_diff(a: Sequence[str], b: Sequence[str], la: str, lb: str) -> list[str]:
+    """The first position where the sequences part, events only one side has, and count differences."""
+    if list(a) == list(b):
+        return []
+    first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    x = a[first] if first < len(a) else "(end)"
+    y = b[first] if first < len(b) else "(end)"
+    out = [f"event sequence differs at #{first}: {la} {x} vs {lb} {y}"]
+    ca, cb = Counter(a), Counter(b)
+    counts: list[str] = []
+    for tok in sorted(set(ca) | set(cb)):
+        if ca[tok] and not cb[tok]:
+            out.append(f"{lb}: {tok} missing ({la} x{ca[tok]})")
+        elif cb[tok] and not ca[tok]:
+            out.append(f"{lb}: {tok} x{cb[tok]} ({la} had none)")
+        elif ca[tok] != cb[tok]:
+            counts.append(f"{tok} {ca[tok]}/{cb[tok]}")
+    if counts:
+        more = f", … ({len(counts) - MAX_COUNTS} more)" if len(counts) > MAX_COUNTS else ""
+        out.append(f"event counts differ ({la}/{lb}): " + ", ".join(counts[:MAX_COUNTS]) + more)
+    return out
+
+
+def _cut_alike(a: Sequence[str], b: Sequence[str]) -> list[str]:
+    """``b`` with each entry that merely stops earlier or later than ``a``'s (one a prefix of the other: an answer
+    interrupted a few words apart) replaced by ``a``'s."""
+    out = list(b)
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y and (x.startswith(y.rstrip()) or y.startswith(x.rstrip())):
+            out[i] = x
+    return out
+
+
+def compare_runs(a: DialectRun, b: DialectRun) -> list[str]:
+    """Named differences between two runs of the same script (empty: the same call).
+
+    Direct runs are deterministic and compared exactly. A run over real SIP has real-time jitter (one 20 ms frame
+    more or less before a barge-in lands), so there a truncate within :data:`SIP_TRUNCATE_TOLERANCE_MS` and an
+    interrupted answer cut a few words apart count as equal.
+    """
+    la, lb = label(a.dialect), label(b.dialect)
+    ra, rb = a.report, b.report
+    realtime = "sip" in (a.via, b.via)
+    out: list[str] = []
+    out += _event_diff(a.tokens, b.tokens, la, lb)
+    out += _list_diff("phase sequence", ra.get("phases", []), rb.get("phases", []), la, lb)
+    out += _list_diff("caller transcript", ra.get("caller_transcript", []), rb.get("caller_transcript", []), la, lb)
+    agent_a, agent_b = ra.get("agent_transcript", []), rb.get("agent_transcript", [])
+    if realtime:
+        agent_b = _cut_alike(agent_a, agent_b)
+    out += _list_diff("agent transcript", agent_a, agent_b, la, lb)
+    out += _tool_diff(ra.get("tool_calls", []), rb.get("tool_calls", []), la, lb)
+    for key, what in (("barge_ins", "barge-ins"), ("reconnects", "reconnects"), ("end_reason", "end reason")):
+        if ra.get(key) != rb.get(key):
+            out.append(f"{what} differ: {la} {ra.get(key)!r} vs {lb} {rb.get(key)!r}")
+    if a.ended_by != b.ended_by:
+        out.append(f"the call was ended by: {la} {a.ended_by} vs {lb} {b.ended_by}")
+    ta = [t.get("audio_end_ms") for t in ra.get("truncates", [])]
+    tb = [t.get("audio_end_ms") for t in rb.get("truncates", [])]
+    close = len(ta) == len(tb) and all(
+        abs(float(x or 0) - float(y or 0)) <= SIP_TRUNCATE_TOLERANCE_MS for x, y in zip(ta, tb, strict=True)
+    )
+    if ta != tb and not (realtime and close):
+        out.append(f"truncates (audio_end_ms) differ: {la} {ta} vs {lb} {tb}")
+    if ra.get("dtmf", []) != rb.get("dtmf", []):
+        out.append(f"DTMF differs: {la} {ra.get('dtmf')} vs {lb} {rb.get('dtmf')}")
+    if a.transfer_targets != b.transfer_targets:
+        out.append(f"transfer differs: {la} {a.transfer_targets} vs {lb} {b.transfer_targets}")
+    ea = [e.get("code") for e in ra.get("errors", [])]
+    eb = [e.get("code") for e in rb.get("errors", [])]
+    if ea != eb:
+        out.append(f"errors differ: {la} {ea} vs {lb} {eb}")
+    fa, fb = ra.get("first_audio_ms"), rb.get("first_audio_ms")
+    if (fa is None) != (fb is None):
+        out.append(f"first audio: {la} {fa} ms vs {lb} {fb} ms")
+    elif fa is not None and fb is not None and abs(fa - fb) > max(LATENCY_TOLERANCE_MS, 0.3 * max(fa, fb)):
+        out.append(f"first-audio latency differs: {la} {fa:.0f} ms vs {lb} {fb:.0f} ms")
+    return out
+
+
+@dataclass
+class ScriptResult:
+    """One script across the dialects it ran in, with its verdict."""
+
+    script: str
+    description: str
+    source: str
+    digest: str
+    runs: dict[str, DialectRun]
+    verdict: Verdict = "same"
+    comparison: Literal["same", "differs", "n/a"] = "same"
+    expected_comparison: str = "same"
+    because: str = ""
+    failures: list[str] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [*self.failures, *self.differences]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "script": self.script,
+            "description": self.description,
+            "source": self.source,
+            "digest": self.digest,
+            "verdict": self.verdict,
+            "comparison": self.comparison,
+            "expected_comparison": self.expected_comparison,
+            "because": self.because,
+            "reasons": self.reasons,
+            "failures": self.failures,
+            "differences": self.differences,
+            "runs": {d: r.to_json() for d, r in self.runs.items()},
+        }
+
+
+def verdict(
+    script: str,
+    runs: Mapping[str, DialectRun],
+    spec: CompareSpec,
+    *,
+    description: str = "",
+    source: str = "",
+    digest: str = "",
+    spec_explicit: bool = False,
+) -> ScriptResult:
+    """Expectation failures first, then the comparison of every dialect against the first one."""
+    failures = [f"{label(d)}: {c.name}: {c.detail}" for d, run in runs.items() for c in run.checks if not c.ok]
+    names = list(runs)
+    differences: list[str] = []
+    for other in names[1:]:
+        differences += compare_runs(runs[names[0]], runs[other])
+    comparison: Literal["same", "differs", "n/a"] = "n/a" if len(names) < 2 else ("differs" if differences else "same")
+    if spec_explicit and comparison != "n/a":
+        if comparison != spec.verdict:
+            why = f" ({spec.because})" if spec.because else ""
+            failures.append(f"compare: expected {spec.verdict}{why}, but beta and GA are {comparison}")
+        for wanted in spec.reasons:
+            if comparison == "differs" and not any(wanted.lower() in d.lower() for d in differences):
+                failures.append(f"compare: no difference names {wanted!r}")
+    result: Verdict = "failed" if failures else ("differs" if comparison == "differs" else "same")
+    return ScriptResult(
+        script=script,
+        description=description,
+        source=source,
+        digest=digest,
+        runs=dict(runs),
+        verdict=result,
+        comparison=comparison,
+        expected_comparison=spec.verdict if spec_explicit else "same",
+        because=spec.because,
+        failures=failures,
+        differences=differences,
+    )
+
+
+def summarize(results: Iterable[ScriptResult]) -> dict[str, int]:
+    counts = Counter(r.verdict for r in results)
+    return {"same": counts["same"], "differs": counts["differs"], "failed": counts["failed"]}
+
+
+def judge(script: CallScript, runs: Mapping[str, DialectRun]) -> ScriptResult:
+    """The verdict of one script's runs (see :func:`verdict`)."""
+    return verdict(
+        script.name,
+        runs,
+        script.model.compare,
+        description=script.model.description,
+        source=str(script.source),
+        digest=script.digest(),
+        spec_explicit="compare" in script.model.model_fields_set,
+    )

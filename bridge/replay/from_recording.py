@@ -1,0 +1,401 @@
+"""``callbridge scripts from-recording REC --out call_scripts/NAME``: a recorded call becomes a call script.
+
+The recording (``bridge.replay.recorder``) holds both sides of the call as stereo audio and the session's notes
+with times aligned to that audio. From it:
+
+* **Turns**: the caller channel is split by voice activity, with the emulator's energy VAD and its default
+  ``server_vad`` knobs (threshold 0.5, 500 ms of silence ends a turn), so each turn WAV is heard as exactly one turn
+  when replayed. Each becomes ``turn_NN.wav`` (8 kHz μ-law). Keys pressed (``dtmf`` notes) become DTMF turns, and a
+  caller hangup the final turn.
+* **Timing**, read off the agent channel: a turn that starts while the agent is talking is a barge-in
+  (``barge_in_after_ms`` = agent audio heard in that utterance so far); a turn after the agent spoke waits for it to
+  finish (``wait: agent_done`` and the remaining pause); otherwise ``wait: none`` and the pause since the previous
+  turn.
+* **Annotations**: what the emulator "hears" is the caller transcript of the turn; its reply is the agent transcript
+  that followed (spoken for as long as the recorded agent audio), plus the tool call the model made there; the
+  agent's first words before any caller turn are the greeting. A dropped Realtime socket becomes the emulator fault
+  that drops the same response.
+* **Expectations**: the tool calls with their arguments, the transfer target, DTMF, barge-ins, reconnects, the
+  phases visited, who ended the call, a keyword from each transcript, and no errors if there were none.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from bridge.audio.g711 import FRAME_MS, SAMPLE_RATE
+from bridge.emulator.faults import Settings as EmulatorSettings
+from bridge.emulator.vad import EnergyVad
+from bridge.errors import ConfigError
+from bridge.replay.recorder import read_recording
+from bridge.replay.script import SCRIPT_FILE, load_script
+from bridge.replay.sip import heard_spans
+
+SILENCE_MS: Final = 500  # ends a caller turn: the emulator's default silence_duration_ms
+LEAD_MS: Final = 100  # audio kept before a turn's onset
+TAIL_MS: Final = 150  # and after its last voiced frame
+SETTLE_MS: Final = 500  # the script's settle_ms: silence after agent audio that counts as "done"
+UTTERANCE_GAP_MS: Final = 200  # as the virtual phone judges an agent utterance
+DTMF_MERGE_MS: Final = 600  # digits closer than this are one DTMF turn
+WORD: Final = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
+
+
+@dataclass
+class _Segment:
+    start: float  # ms in the recording
+    end: float
+    kind: str  # "say" | "dtmf" | "hangup"
+    digits: str = ""
+
+
+def caller_segments(pcm: bytes, silence_ms: int = SILENCE_MS) -> list[tuple[float, float]]:
+    """Voiced stretches of the caller channel, (start_ms, end_ms) of the speech itself."""
+    vad = EnergyVad(SAMPLE_RATE, threshold=0.5, prefix_padding_ms=0, silence_duration_ms=silence_ms)
+    events = vad.feed(pcm + bytes(2 * SAMPLE_RATE * (silence_ms + 100) // 1000))
+    out: list[tuple[float, float]] = []
+    start: float | None = None
+    for e in events:
+        if e.kind == "start":
+            start = e.ms
+        elif start is not None:
+            out.append((start, e.ms - silence_ms))
+            start = None
+    return out
+
+
+def _keyword(text: str) -> str | None:
+    """The longest of the first few words: an interrupted answer still has its first words on replay."""
+    words = WORD.findall(text)[:4]
+    return max(words, key=len) if words else None
+
+
+def _tool_args(summary: str, name: str) -> dict[str, Any]:
+    """``name(args) -> output`` (the session's tool_call note) -> the arguments object."""
+    body = summary.removeprefix(f"{name}(")
+    cut = body.rfind(") -> ")
+    try:
+        args = json.loads(body[:cut] if cut >= 0 else body or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return args if isinstance(args, dict) else {}
+
+
+def _dialplan(header: Mapping[str, Any], notes: Sequence[Mapping[str, Any]]) -> str | dict[str, Any] | None:
+    """The recorded dialplan: inline when the recorder stored all of it, else its name."""
+    plan = header.get("dialplan")
+    if isinstance(plan, dict):
+        return {k: v for k, v in plan.items() if k != "dialect"}
+    if plan:
+        return str(plan)
+    ringing = next((n for n in notes if n.get("kind") == "ringing"), None)
+    found = re.search(r"\(([^,()]+), [^()]+\)\s*$", str(ringing.get("summary", ""))) if ringing else None
+    return found.group(1) if found else None
+
+
+def split_dialects(plan: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A recorded dialplan that one dialect cannot run (a GA-only field such as ``idle_timeout_ms``): the field
+    moves out of the shared plan into ``dialect_overrides`` of the dialects that have it."""
+    from bridge.errors import DialectFieldError
+    from bridge.realtime.dialects import DIALECTS
+    from bridge.realtime.profile import AgentProfile
+
+    base: dict[str, Any] = copy.deepcopy(dict(plan))
+    overrides: dict[str, dict[str, Any]] = {}
+    for _ in range(16):  # each pass moves one field
+        failed: tuple[str, list[str]] | None = None
+        for name, dialect in DIALECTS.items():
+            try:
+                dialect.build_session(AgentProfile.model_validate(base.get("profile", {})))
+            except DialectFieldError as exc:
+                field = exc.field
+                path = ["extra", field.removeprefix("session.")] if field.startswith("session.") else field.split(".")
+                failed = (name, path)
+                break
+        if failed is None:
+            break
+        lacking, path = failed
+        node: Any = base.setdefault("profile", {})
+        for key in path[:-1]:
+            node = node[key]
+        value = node.pop(path[-1])
+        for name in DIALECTS:
+            if name != lacking:
+                tree = overrides.setdefault(name, {}).setdefault("profile", {})
+                for key in path[:-1]:
+                    tree = tree.setdefault(key, {})
+                tree[path[-1]] = value
+    return base, overrides
+
+
+def _name(text: str) -> str:
+    name = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")[:63]
+    return name if name and name[0].isalnum() else f"rec-{name}".strip("-")[:63]
+
+
+def _notes(notes: Sequence[Mapping[str, Any]], kind: str) -> list[Mapping[str, Any]]:
+    return [n for n in notes if n.get("kind") == kind]
+
+
+def _in(notes: Sequence[Mapping[str, Any]], kind: str, start: float, end: float) -> list[Mapping[str, Any]]:
+    return [n for n in _notes(notes, kind) if start <= float(n["t_ms"]) < end]
+
+
+def script_from_recording(
+    recording: str | Path,
+    out: str | Path,
+    *,
+    name: str | None = None,
+    dialplan: str | None = None,
+    overwrite: bool = False,
+    dialplans_dir: Path | None = None,
+) -> Path:
+    """Write ``out/script.yaml`` and ``out/turn_NN.wav`` from a recording; returns the script file.
+
+    The new script is loaded back before this returns, so what it writes is a valid script.
+    """
+    rec, target = Path(recording), Path(out)
+    caller, agent, header, notes = read_recording(rec)
+    script_path = target / SCRIPT_FILE
+    if script_path.exists() and not overwrite:
+        raise ConfigError(str(script_path), "(file)", "exists; pass --force to overwrite")
+    plan_name = dialplan or _dialplan(header, notes)
+    if plan_name is None:
+        raise ConfigError(str(rec), "events.jsonl", "no dialplan in the recording; pass --dialplan")
+    agent_spans = heard_spans(agent)
+    ended = next((n for n in reversed(notes) if n.get("kind") == "ended"), None)
+    end_ms = float(ended["t_ms"]) if ended else len(caller) / 2 / SAMPLE_RATE * 1000.0
+    bridge_hung_up = any(n.get("kind") == "leg_hangup" for n in notes)
+    transferred = any(
+        n.get("kind") == "transfer_progress" and n.get("final") and str(n.get("summary", "")).startswith("2")
+        for n in notes
+    )
+
+    # -- what the caller did, in time order
+    segments = [_Segment(s, e, "say") for s, e in caller_segments(caller)]
+    for note in _notes(notes, "dtmf"):
+        t, digit = float(note["t_ms"]), str(note.get("summary", ""))
+        last = next((s for s in reversed(segments) if s.kind == "dtmf"), None)
+        if last is not None and t - last.end <= DTMF_MERGE_MS:
+            last.digits += digit
+            last.end = t
+        else:
+            segments.append(_Segment(t, t, "dtmf", digit))
+    if not bridge_hung_up:
+        segments.append(_Segment(end_ms, end_ms, "hangup"))
+    segments.sort(key=lambda s: (s.start, s.kind != "say"))
+
+    caller_texts = [str(n.get("summary", "")) for n in _notes(notes, "caller_transcript")]
+    target.mkdir(parents=True, exist_ok=True)
+    from bridge.sip.wav import write_wav
+
+    turns: list[dict[str, Any]] = []
+    previous_end = 0.0
+    said = 0
+    greeting: dict[str, Any] | None = None
+    first_start = segments[0].start if segments else end_ms
+    before = [n for n in _notes(notes, "agent_transcript") if float(n["t_ms"]) < first_start]
+    if before:
+        spans = [(s, e) for s, e in agent_spans if s < first_start]
+        greeting = {"text": str(before[0].get("summary", ""))}
+        if spans:
+            greeting["duration_ms"] = round(spans[0][1] - spans[0][0])
+    for i, seg in enumerate(segments):
+        nxt = segments[i + 1].start if i + 1 < len(segments) else end_ms
+        turn: dict[str, Any] = _timing(seg.start, previous_end, agent_spans)
+        if seg.kind == "say":
+            file = f"turn_{len(turns) + 1:02d}.wav"
+            lo = max(0.0, seg.start - LEAD_MS)
+            hi = seg.end + TAIL_MS
+            a = round(lo * SAMPLE_RATE / 1000) * 2
+            b = round(hi * SAMPLE_RATE / 1000) * 2
+            write_wav(target / file, caller[a:b], "ulaw")
+            turn["say"] = file
+            if said < len(caller_texts) and caller_texts[said]:
+                turn["hears"] = caller_texts[said]
+            said += 1
+            following = segments[i + 1] if i + 1 < len(segments) else None
+            reply = _reply(notes, agent_spans, seg.end, nxt, following)
+            if reply:
+                turn["reply"] = reply
+            previous_end = hi
+        elif seg.kind == "dtmf":
+            turn["dtmf"] = seg.digits
+            previous_end = seg.end
+        else:
+            turn["hangup"] = True
+        turns.append(turn)
+
+    data: dict[str, Any] = {
+        "name": _name(name or target.name),
+        "description": f"Recorded call {header.get('call_id', '')} ({header.get('dialect', '?')}), "
+        f"turned into a script from {rec.name}.",
+        "dialplan": plan_name,
+    }
+    if isinstance(plan_name, dict):
+        data["dialplan"], overrides = split_dialects(plan_name)
+        if overrides:
+            data["dialect_overrides"] = overrides
+    if header.get("called"):
+        data["called"] = str(header["called"])
+    emulator: dict[str, Any] = {}
+    if greeting:
+        emulator["greeting"] = greeting
+    drop = _drop_fault(notes)
+    if drop:
+        emulator["settings"] = drop
+        resumed = _resumed(notes, segments)
+        if resumed:
+            emulator["reconnect_greeting"] = resumed
+    if emulator:
+        data["emulator"] = emulator
+    data["turns"] = turns
+    data["expect"] = _expectations(notes, bridge_hung_up, transferred)
+    script_path.write_text(
+        "# Generated by `callbridge scripts from-recording`; edit freely.\n"
+        + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110),
+        encoding="utf-8",
+    )
+    load_script(target, dialplans_dir)  # raises ConfigError naming the field if this wrote something invalid
+    return script_path
+
+
+def _timing(start: float, previous_end: float, agent_spans: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """How the caller waited before acting at ``start``: barge-in, after the agent, or a plain pause."""
+    talking = [(s, e) for s, e in agent_spans if s <= start < e + FRAME_MS]
+    if talking:
+        # the utterance: agent spans back to the last gap longer than the virtual phone's utterance gap
+        spans = [sp for sp in agent_spans if sp[0] <= start]
+        first = len(spans) - 1
+        while first > 0 and spans[first][0] - spans[first - 1][1] <= UTTERANCE_GAP_MS:
+            first -= 1
+        heard = max(FRAME_MS, round(start - spans[first][0]))
+        return {"wait": "agent_start", "barge_in_after_ms": int(heard)}
+    spoke = [(s, e) for s, e in agent_spans if e > previous_end and e <= start]
+    if spoke:
+        # agent_done is met at the first silence of SETTLE_MS after agent audio, as the virtual phone judges it
+        done = next(
+            (e for (_, e), nxt in zip(spoke, [*spoke[1:], (start, start)], strict=True) if nxt[0] - e >= SETTLE_MS),
+            spoke[-1][1],
+        )
+        pause = max(0, round((start - done - SETTLE_MS) / 10) * 10)
+        return {"wait": "agent_done", "pause_ms": int(pause)}
+    return {"wait": "none", "pause_ms": int(max(0, round((start - previous_end) / 10) * 10))}
+
+
+def _reply(
+    notes: Sequence[Mapping[str, Any]],
+    agent_spans: Sequence[tuple[float, float]],
+    start: float,
+    end: float,
+    nxt: _Segment | None,
+) -> dict[str, Any]:
+    """The emulator's answer to a spoken turn: what the agent said next, how long, and its tool call."""
+    tools = _in(notes, "tool_call", start, end)
+    # An answer cut short by a barge-in is noted when it is cancelled, just after the next turn began.
+    late = min(nxt.end, nxt.start + 1500) if nxt is not None and nxt.kind == "say" else end
+    cut = float(tools[0]["t_ms"]) if tools else late
+    lost = _in(notes, "realtime_closed", start, cut)
+    if lost:  # the answer died with the socket: its words never arrived (the resumed answer is not this reply)
+        cut = float(lost[0]["t_ms"]) - 1
+    said = _in(notes, "agent_transcript", start, cut + 1)
+    reply: dict[str, Any] = {}
+    if said:
+        reply["text"] = str(said[0].get("summary", ""))
+        spans = [(s, e) for s, e in agent_spans if start <= s < end]
+        if spans:
+            duration = spans[0][1] - spans[0][0]
+            if nxt is not None and nxt.kind == "say" and nxt.start < spans[0][1] + FRAME_MS:
+                duration += 3000  # interrupted: the original answer went on; keep it long enough to interrupt
+            reply["duration_ms"] = round(duration)
+    if tools:
+        tool_name = str(tools[0].get("name") or str(tools[0].get("summary", "")).split("(", 1)[0])
+        reply["tool_call"] = {"name": tool_name, "arguments": _tool_args(str(tools[0].get("summary", "")), tool_name)}
+    return reply
+
+
+def _resumed(notes: Sequence[Mapping[str, Any]], segments: Sequence[_Segment]) -> dict[str, Any] | None:
+    """What the agent said on the new session before the caller's next turn: the resumed answer."""
+    lost = _notes(notes, "realtime_closed")
+    if not lost:
+        return None
+    t = float(lost[0]["t_ms"])
+    nxt = next((s.start for s in segments if s.start > t), math.inf)
+    said = _in(notes, "agent_transcript", t, nxt)
+    return {"text": str(said[0].get("summary", ""))} if said else None
+
+
+def _drop_fault(notes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A socket lost mid-response, as the emulator fault that reproduces it.
+
+    The number of deltas the lost response delivered is read off the time between its first audio and the loss, at
+    the emulator's default pace (audio arrives faster than it plays, so the audio heard cannot tell).
+    """
+    index = next((i for i, n in enumerate(notes) if n.get("kind") == "realtime_closed"), None)
+    if index is None:
+        return {}
+    before = list(notes[:index])
+    t = float(notes[index]["t_ms"])
+    started = [i for i, n in enumerate(before) if n.get("kind") == "response_started"]
+    if not started:
+        return {"drop_after_s": round(t / 1000.0, 2)}
+    first_audio = next(
+        (
+            float(n["t_ms"])
+            for n in before[started[-1] :]
+            if n.get("kind") == "phase" and "model audio" in str(n.get("summary"))
+        ),
+        None,
+    )
+    if first_audio is None:
+        return {"drop_mid_response": len(started), "fault_after_deltas": 1}
+    pace = EmulatorSettings()
+    sent = int((t - first_audio) * max(pace.speed, 1e-9) / pace.delta_ms) + 1
+    return {"drop_mid_response": len(started), "fault_after_deltas": max(1, sent)}
+
+
+def _expectations(notes: Sequence[Mapping[str, Any]], bridge_hung_up: bool, transferred: bool) -> dict[str, Any]:
+    expect: dict[str, Any] = {}
+    tools = _notes(notes, "tool_call")
+    expect["tool_calls"] = [
+        {"name": str(n.get("name")), "arguments": _tool_args(str(n.get("summary", "")), str(n.get("name")))}
+        for n in tools
+    ]
+    targets = [str(n.get("summary", "")) for n in _notes(notes, "transfer")]
+    if targets:
+        expect["transfer_target"] = targets[0]
+    for key, kind in (("caller_keywords", "caller_transcript"), ("agent_keywords", "agent_transcript")):
+        words = [w for w in (_keyword(str(n.get("summary", ""))) for n in _notes(notes, kind)) if w]
+        if words:
+            expect[key] = list(dict.fromkeys(words))
+    expect["barge_ins"] = len(_notes(notes, "barge_in"))
+    digits = "".join(str(n.get("summary", "")) for n in _notes(notes, "dtmf"))
+    if digits:
+        expect["dtmf"] = digits
+    reconnects = len(_notes(notes, "recovered"))
+    if reconnects:
+        expect["reconnects"] = reconnects
+    phases = {
+        str(n.get("new") or str(n.get("summary", "")).split("->", 1)[-1].split(":", 1)[0].strip())
+        for n in _notes(notes, "phase")
+    }
+    order = ["LISTENING", "THINKING", "SPEAKING", "CANCELLING", "RECOVERING"]
+    expect["phases_visited"] = [p for p in order if p in phases]
+    expect["ended_by"] = ("transfer" if transferred else "agent") if bridge_hung_up else "caller"
+    if not bridge_hung_up:
+        expect["end_reason"] = "caller hung up"
+    elif transferred:
+        expect["end_reason"] = "transferred"
+    errors = [n for n in _notes(notes, "error") if n.get("code") != "response_cancel_not_active"]
+    errors += _notes(notes, "realtime_closed")
+    if not errors:
+        expect["max_errors"] = 0
+    return expect

@@ -1,0 +1,470 @@
+"""The call-script format: one directory per script, ``script.yaml`` plus the caller's audio as 8 kHz G.711 WAVs.
+
+A script says what the caller does, turn by turn and in time (wait for the agent to start or finish, pause, barge
+in after N ms of agent audio, speak a WAV, press keys, hang up), what the bridge must have done by the end
+(expectations), how beta and GA are expected to compare, and, for deterministic runs against the emulator, what
+the emulator "hears" in each spoken turn and how it replies. ``call_scripts/README.md`` documents every field.
+
+Loading validates everything up front, and every error names the file and the dotted field::
+
+    call_scripts/transfer/script.yaml: turns[2].barge_in_after_ms: Input should be greater than 0
+
+Caller audio must be 8 kHz mono G.711 (WAVE format tag 7, μ-law, or 6, A-law; ITU-T G.711, RFC 3551 §4.5.14):
+what a phone line carries, so a script replays the same bytes through the direct runner and through real SIP.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import struct
+from collections.abc import Iterable, Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Final, Literal, cast
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bridge.audio.g711 import SAMPLE_RATE
+from bridge.dialplan import Dialplan, load_dialplan
+from bridge.emulator.annotations import Annotations
+from bridge.emulator.faults import Settings as EmulatorSettings
+from bridge.errors import ConfigError
+from bridge.realtime.dialects import DIALECTS
+
+SCRIPT_FILE: Final = "script.yaml"
+DIALECT_NAMES: Final = tuple(DIALECTS)  # ("beta", "ga")
+G711_TAGS: Final = {6: "A-law", 7: "μ-law"}  # WAVE_FORMAT_ALAW, WAVE_FORMAT_MULAW
+WAVE_FORMAT_EXTENSIBLE: Final = 0xFFFE
+DTMF_PATTERN: Final = r"^[0-9*#A-Da-d]+$"  # RFC 4733 §3.2 events 0-15
+DialectName = Literal["beta", "ga"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Emulator annotations (bridge/emulator/annotations.py), as the script spells them
+
+
+class ToolCallSpec(_Strict):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReplySpec(_Strict):
+    """How the emulator answers a turn: spoken text (a tone as long as the text, unless ``wav``), a tool call."""
+
+    text: str | None = None
+    tone_hz: float | None = Field(None, gt=0, lt=4000)
+    duration_ms: float | None = Field(None, gt=0, le=60_000)
+    silence: bool = False
+    wav: str | None = None  # mono PCM16 WAV, relative to the script directory
+    tool_call: ToolCallSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_shorthand(cls, value: Any) -> Any:
+        return {"text": value} if isinstance(value, str) else value
+
+
+class EmulatorSpec(_Strict):
+    settings: dict[str, Any] = Field(default_factory=dict)  # names of bridge.emulator.faults.Settings / Faults
+    greeting: ReplySpec | None = None  # the reply to a response.create before any caller turn
+    # the same for each reconnected session (the bridge may ask the model to resume a cut-off answer)
+    reconnect_greeting: ReplySpec | None = None
+    faults_on_reconnect: bool = False  # faults apply to the first connection only, unless this is set
+
+    @field_validator("settings")
+    @classmethod
+    def _known_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        EmulatorSettings().with_values(value)  # raises ValueError naming the setting
+        return value
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The caller's turns
+
+Wait = Literal["agent_start", "agent_done", "none"]
+
+
+class Turn(_Strict):
+    """One thing the caller does. Order inside a turn: wait, pause, then speak / press keys, then hang up."""
+
+    wait: Wait = "agent_done"
+    timeout_ms: int = Field(20_000, gt=0)  # a wait that is not met by then fails the run (the agent never spoke)
+    pause_ms: int = Field(0, ge=0)
+    barge_in_after_ms: int | None = Field(None, gt=0)  # with wait agent_start: after this much agent audio heard
+    say: str | None = None  # 8 kHz G.711 WAV, relative to the script directory
+    dtmf: str | None = Field(None, pattern=DTMF_PATTERN)
+    dtmf_gap_ms: int = Field(120, gt=0)  # between digits
+    hangup: bool = False
+    hears: str | None = None  # annotation: what the emulator transcribes for ``say``
+    reply: ReplySpec | None = None  # annotation: how the emulator answers ``say``
+    note: str = ""  # for people: what this turn is about
+
+    @model_validator(mode="before")
+    @classmethod
+    def _barge_in_waits_for_start(cls, value: Any) -> Any:
+        if isinstance(value, Mapping) and value.get("barge_in_after_ms") is not None and "wait" not in value:
+            return {**value, "wait": "agent_start"}
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Turn:
+        if self.say is None and self.dtmf is None and not self.hangup:
+            raise ValueError("a turn needs at least one of say, dtmf, hangup")
+        if self.barge_in_after_ms is not None and self.wait != "agent_start":
+            raise ValueError("barge_in_after_ms needs wait: agent_start")
+        if self.say is None and (self.hears is not None or self.reply is not None):
+            raise ValueError("hears and reply annotate spoken audio: they need say")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Expectations and the comparison
+
+
+class ToolExpect(_Strict):
+    name: str
+    arguments: dict[str, Any] | None = None  # these keys with these values (others may be present)
+    output: dict[str, Any] | None = None  # same, for the function_call_output the bridge sent
+
+
+PhaseName = Literal["IDLE", "LISTENING", "THINKING", "SPEAKING", "CANCELLING", "RECOVERING", "ENDED"]
+
+
+class Expect(_Strict):
+    """What must hold at the end of the call. Every field is optional; an unset field is not checked."""
+
+    tool_calls: list[ToolExpect] | None = None  # exactly these calls, in order ([] = no tool call)
+    transfer_target: str | None = None
+    max_first_audio_ms: float | None = Field(None, gt=0)
+    caller_keywords: list[str] = Field(default_factory=list)  # case-insensitive, in the caller transcript
+    agent_keywords: list[str] = Field(default_factory=list)  # case-insensitive, in the agent transcript
+    barge_ins: int | None = Field(None, ge=0)
+    truncates: int | None = Field(None, ge=0)
+    phases_visited: list[PhaseName] = Field(default_factory=list)
+    end_reason: str | None = None  # substring of the session's end reason
+    ended_by: Literal["caller", "agent", "transfer"] | None = None  # who ended the call, as the caller's phone saw it
+    dtmf: str | None = Field(None, pattern=DTMF_PATTERN)  # digits the session received, in order
+    reconnects: int | None = Field(None, ge=0)
+    max_errors: int | None = Field(None, ge=0)
+
+    def merged(self, other: Expect | None) -> Expect:
+        """``self`` with the fields ``other`` sets replaced (lists of keywords and phases are added)."""
+        if other is None:
+            return self
+        data = self.model_dump()
+        for key in other.model_fields_set:
+            value = getattr(other, key)
+            if key in {"caller_keywords", "agent_keywords", "phases_visited"}:
+                data[key] = [*data[key], *value]
+            else:
+                data[key] = value.model_dump() if isinstance(value, BaseModel) else copy.deepcopy(value)
+                if key == "tool_calls" and value is not None:
+                    data[key] = [t.model_dump() for t in value]
+        return Expect.model_validate(data)
+
+
+class CompareSpec(_Strict):
+    """How beta and GA are expected to compare: ``same``, or ``differs`` for a known, documented difference."""
+
+    verdict: Literal["same", "differs"] = "same"
+    reasons: list[str] = Field(default_factory=list)  # substrings that some difference must contain
+    because: str = ""  # for people: why the dialects differ here
+
+    @model_validator(mode="after")
+    def _reasons_need_differs(self) -> CompareSpec:
+        if self.reasons and self.verdict != "differs":
+            raise ValueError("reasons name expected differences: they need verdict: differs")
+        return self
+
+
+class TransferSpec(_Strict):
+    """How the (virtual) phone network answers the bridge's REFER: NOTIFY 100 Trying, then this final status."""
+
+    status: int = Field(200, ge=200, le=699)
+    delay_ms: int = Field(300, ge=0)
+
+
+class ScriptModel(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    description: str = ""
+    dialplan: str | dict[str, Any]  # a dialplan's name (in dialplans/) or an inline dialplan
+    dialect_overrides: dict[DialectName, dict[str, Any]] = Field(default_factory=dict)  # merged into the dialplan
+    caller: str = "+15550100"
+    called: str | None = None  # default: the dialplan's first literal pattern, else "1000"
+    emulator: EmulatorSpec = EmulatorSpec()
+    transfer: TransferSpec = TransferSpec()
+    turns: list[Turn] = Field(min_length=1)
+    expect: Expect = Expect()
+    expect_by_dialect: dict[DialectName, Expect] = Field(default_factory=dict)
+    compare: CompareSpec = CompareSpec()
+    max_duration_s: float = Field(60.0, gt=0, le=600)  # the caller hangs up at this point whatever happens
+    settle_ms: int = Field(500, gt=0)  # silence after agent audio that counts as "the agent is done"
+    seed: int = 1  # emulator ids
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A loaded script
+
+
+def _loc(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(file)"
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def g711_tag(path: Path) -> int:
+    """The WAVE format tag of ``path`` (the sub-format's for WAVE_FORMAT_EXTENSIBLE). Raises ValueError."""
+    blob = path.read_bytes()
+    if len(blob) < 12 or blob[:4] != b"RIFF" or blob[8:12] != b"WAVE":
+        raise ValueError("not a RIFF/WAVE file")
+    offset = 12
+    while offset + 8 <= len(blob):
+        chunk, size = struct.unpack_from("<4sI", blob, offset)
+        if chunk == b"fmt ":
+            if size < 16:
+                break
+            tag, channels, rate = struct.unpack_from("<HHI", blob, offset + 8)
+            if tag == WAVE_FORMAT_EXTENSIBLE and size >= 26:
+                tag = struct.unpack_from("<H", blob, offset + 8 + 24)[0]
+            if channels != 1 or rate != SAMPLE_RATE:
+                raise ValueError(f"{channels} channel(s) at {rate} Hz, expected mono {SAMPLE_RATE} Hz")
+            return int(tag)
+        offset += 8 + size + (size & 1)
+    raise ValueError("no fmt chunk")
+
+
+class CallScript:
+    """A validated script: the model, its directory, and the per-dialect dialplans and annotations."""
+
+    def __init__(self, model: ScriptModel, directory: Path, source: Path, plans: Mapping[str, Dialplan]) -> None:
+        self.model = model
+        self.directory = directory
+        self.source = source
+        self.plans = dict(plans)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def turns(self) -> list[Turn]:
+        return self.model.turns
+
+    def plan(self, dialect: str) -> Dialplan:
+        return self.plans[dialect]
+
+    def expect(self, dialect: str) -> Expect:
+        return self.model.expect.merged(self.model.expect_by_dialect.get(cast(DialectName, dialect)))
+
+    @property
+    def called(self) -> str:
+        if self.model.called:
+            return self.model.called
+        plan = next(iter(self.plans.values()))
+        literal = [p for p in plan.match if not any(c in p for c in "*?[")]
+        return literal[0] if literal else "1000"
+
+    def audio_path(self, name: str) -> Path:
+        return (self.directory / name).resolve()
+
+    @cached_property
+    def caller_audio(self) -> dict[int, bytes]:
+        """Turn index -> the turn's audio as 8 kHz PCM16 (decoded from G.711)."""
+        from bridge.sip.wav import read_wav  # pure module: no pjsua2
+
+        return {i: read_wav(self.audio_path(t.say)) for i, t in enumerate(self.turns) if t.say is not None}
+
+    def _reply(self, spec: ReplySpec | None) -> dict[str, Any] | None:
+        if spec is None:
+            return None
+        out: dict[str, Any] = spec.model_dump(exclude_none=True, exclude={"tool_call", "silence"})
+        if spec.silence:
+            out["silence"] = True
+        if spec.wav is not None:
+            out["wav"] = str(self.audio_path(spec.wav))
+        if spec.tool_call is not None:
+            out["tool_call"] = {"name": spec.tool_call.name, "arguments": spec.tool_call.arguments}
+        return out
+
+    def annotations_json(self) -> dict[str, Any]:
+        """The emulator annotations: the greeting and one entry per spoken turn, in order."""
+        turns = [
+            {k: v for k, v in (("hears", t.hears), ("reply", self._reply(t.reply))) if v is not None}
+            for t in self.turns
+            if t.say is not None
+        ]
+        out: dict[str, Any] = {"turns": turns}
+        greeting = self._reply(self.model.emulator.greeting)
+        if greeting is not None:
+            out["greeting"] = greeting
+        return out
+
+    def annotations(self) -> Annotations:
+        return Annotations.parse(self.annotations_json())
+
+    def reconnect_greeting(self) -> dict[str, Any] | None:
+        """The annotation greeting a reconnected emulator session answers its first response.create with."""
+        return self._reply(self.model.emulator.reconnect_greeting)
+
+    def emulator_settings(self, connection: int) -> dict[str, Any]:
+        """Settings of the emulator's ``connection``-th connection (0 = first): faults only on the first, unless
+        ``faults_on_reconnect``. Ids are seeded per connection, so a replay is deterministic."""
+        fault_names = set(EmulatorSettings().faults.__dataclass_fields__)
+        spec = self.model.emulator
+        values = {
+            k: v
+            for k, v in spec.settings.items()
+            if connection == 0 or spec.faults_on_reconnect or k not in fault_names
+        }
+        return {"seed": self.model.seed * 1000 + connection, **values}
+
+    def digest(self) -> str:
+        """A short fingerprint of the script and its audio (reports name what exactly was replayed)."""
+        import hashlib
+
+        h = hashlib.sha256(json.dumps(self.model.model_dump(mode="json"), sort_keys=True).encode())
+        for i in sorted(self.caller_audio):
+            h.update(self.caller_audio[i])
+        return h.hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def default_dialplans_dir() -> Path:
+    """``./dialplans`` if it exists, else the repository's ``dialplans/``."""
+    here = Path.cwd() / "dialplans"
+    return here if here.is_dir() else Path(__file__).resolve().parents[2] / "dialplans"
+
+
+def _find_dialplan(name: str, directory: Path) -> Path | None:
+    for path in sorted(directory.glob("*.y*ml")):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and data.get("name") == name:
+            return path
+    return None
+
+
+def _plans(model: ScriptModel, src: str, dialplans_dir: Path) -> dict[str, Dialplan]:
+    if isinstance(model.dialplan, str):
+        path = _find_dialplan(model.dialplan, dialplans_dir)
+        if path is None:
+            raise ConfigError(src, "dialplan", f"no dialplan named {model.dialplan!r} in {dialplans_dir}")
+        try:
+            base = load_dialplan(path).model_dump(mode="json", exclude={"source_file"})
+        except ConfigError as exc:
+            raise ConfigError(src, "dialplan", f"{exc}") from None
+        field = "dialplan"
+    else:
+        base = {"name": model.name, "match": ["*"], **model.dialplan}
+        field = "dialplan"
+    plans: dict[str, Dialplan] = {}
+    for dialect in DIALECT_NAMES:
+        over = model.dialect_overrides.get(cast(DialectName, dialect))
+        where = f"dialect_overrides.{dialect}" if over else field
+        data = _deep_merge(base, over or {})
+        data["dialect"] = dialect
+        try:
+            plan = Dialplan.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ConfigError(src, f"{where}.{_loc(err['loc'])}", err["msg"]) from None
+        try:
+            DIALECTS[dialect].build_session(plan.profile)
+        except ConfigError as exc:
+            raise ConfigError(src, f"{where}.profile.{exc.field}", f"{exc.message} (dialect {dialect})") from None
+        if "transfer_to_human" in plan.tool_names and not plan.transfer_target:
+            raise ConfigError(src, f"{where}.transfer_target", "required when the transfer_to_human tool is enabled")
+        plans[dialect] = plan
+    return plans
+
+
+def _check_audio(model: ScriptModel, src: str, directory: Path) -> None:
+    for i, turn in enumerate(model.turns):
+        checks: list[tuple[str, str | None, bool]] = [(f"turns[{i}].say", turn.say, True)]
+        if turn.reply is not None:
+            checks.append((f"turns[{i}].reply.wav", turn.reply.wav, False))
+        for field, name, g711 in checks:
+            if name is None:
+                continue
+            path = directory / name
+            if not path.is_file():
+                raise ConfigError(src, field, f"no such file: {path}")
+            if g711:
+                try:
+                    tag = g711_tag(path)
+                except (OSError, ValueError) as exc:
+                    raise ConfigError(src, field, f"{name}: {exc}") from None
+                if tag not in G711_TAGS:
+                    raise ConfigError(src, field, f"{name}: WAVE format tag {tag}, expected G.711 (7 μ-law, 6 A-law)")
+
+
+def script_file(path: Path) -> Path:
+    return path / SCRIPT_FILE if path.is_dir() else path
+
+
+def load_script(path: str | Path, dialplans_dir: Path | None = None) -> CallScript:
+    """Load and validate one script (its directory or its ``script.yaml``). Raises :class:`ConfigError`."""
+    file = script_file(Path(path))
+    src = str(file)
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(src, "(file)", f"cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(file)"
+        raise ConfigError(src, where, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(src, "(file)", "a call script must be a mapping")
+    data.setdefault("name", file.parent.name.lower().replace(" ", "-"))
+    try:
+        model = ScriptModel.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(src, _loc(loc), msg) from None
+    plans = _plans(model, src, dialplans_dir or default_dialplans_dir())
+    _check_audio(model, src, file.parent)
+    return CallScript(model, file.parent, file, plans)
+
+
+def find_scripts(paths: Iterable[str | Path]) -> list[Path]:
+    """Script directories under ``paths``: each path is a script directory, a ``script.yaml``, or a directory
+    of script directories (searched one level deep, sorted). In the order given, without duplicates."""
+    found: dict[Path, None] = {}
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file():
+            found[path.parent.resolve()] = None
+        elif (path / SCRIPT_FILE).is_file():
+            found[path.resolve()] = None
+        elif path.is_dir():
+            for sub in sorted(path.iterdir()):
+                if (sub / SCRIPT_FILE).is_file():
+                    found[sub.resolve()] = None
+        else:
+            raise ConfigError(str(path), "(path)", "no such script, script directory or directory of scripts")
+    return list(found)

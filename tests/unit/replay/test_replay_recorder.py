@@ -1,0 +1,157 @@
+"""Call recording (stereo WAV + aligned event log) and turning a recording back into a script."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from bridge import events as ev
+from bridge.replay.direct import DirectOptions, replay_direct, run_direct
+from bridge.replay.from_recording import caller_segments, script_from_recording, split_dialects
+from bridge.replay.recorder import AUDIO_FILE, EVENTS_FILE, RecordingLeg, read_recording
+from bridge.replay.script import load_script
+
+REPO = Path(__file__).resolve().parents[3]
+SCRIPTS = REPO / "call_scripts"
+FRAME = 320
+
+
+class FakeLeg:
+    def __init__(self) -> None:
+        self.call_id, self.caller, self.called = "c1", "+1555", "1000"
+        self.events: asyncio.Queue[ev.Event] = asyncio.Queue()
+        self.disconnected = asyncio.Event()
+        self.media: tuple[Any, Any] | None = None
+        self.hung_up = False
+
+    def ringing(self) -> None: ...
+    def answer(self) -> None: ...
+    def reject(self, code: int, reason: str | None = None, retry_after: int | None = None) -> None: ...
+    def transfer(self, uri: str) -> None: ...
+    def send_dtmf(self, digits: str) -> None: ...
+
+    def hangup(self) -> None:
+        self.hung_up = True
+
+    def start_media(self, outbound: Any, on_frame: Any) -> None:
+        self.media = (outbound, on_frame)
+
+
+class Source:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def pop_frame(self) -> bytes:
+        self.n += 1
+        return np.full(160, 1000 + self.n, dtype="<i2").tobytes()
+
+
+def test_stereo_recording_is_frame_aligned_with_the_events(tmp_path: Path) -> None:
+    now = [100.0]
+    leg = FakeLeg()
+    rec = RecordingLeg(leg, tmp_path / "rec", consent=True, clock=lambda: now[0], meta={"dialplan": "support"})
+    got: list[bytes] = []
+    rec.start_media(Source(), lambda pcm, t: got.append(pcm))
+    assert leg.media is not None
+    outbound, on_frame = leg.media
+    # the media clock thread pulls agent frames; the loop thread delivers caller frames
+    for i in range(50):
+        worker = threading.Thread(target=outbound.pop_frame)
+        worker.start()
+        worker.join()
+        on_frame(np.full(160, -(i + 1), dtype="<i2").tobytes(), 0.0)
+        now[0] += 0.02
+        if i == 24:
+            rec.listener("speech_started", {"summary": "at 500 ms"})
+    rec.hangup()
+    assert leg.hung_up and len(got) == 50  # the session still gets every caller frame
+    rec.listener("ended", {"summary": "caller hung up"})  # closes the recording
+    caller, agent, header, notes = read_recording(tmp_path / "rec")
+    c, a = np.frombuffer(caller, "<i2"), np.frombuffer(agent, "<i2")
+    assert len(c) == len(a) == 50 * 160
+    assert c[24 * 160] == -25 and a[24 * 160] == 1025  # frame 24 of both sides at the same sample
+    assert header["kind"] == "recording" and header["channels"] == ["caller", "agent"]
+    assert header["dialplan"] == "support" and header["sample_rate"] == 8000
+    speech = next(n for n in notes if n["kind"] == "speech_started")
+    assert speech["t_ms"] == pytest.approx(500.0)  # = the position of frame 25 in audio.wav
+    assert [n["kind"] for n in notes][-2:] == ["leg_hangup", "ended"]
+    with wave.open(str(tmp_path / "rec" / AUDIO_FILE)) as w:
+        assert (w.getnchannels(), w.getframerate(), w.getsampwidth()) == (2, 8000, 2)
+
+
+def test_without_consent_nothing_is_recorded(tmp_path: Path) -> None:
+    leg = FakeLeg()
+    rec = RecordingLeg(leg, tmp_path / "rec", consent=False)
+    source, sink = Source(), (lambda pcm, t: None)
+    rec.start_media(source, sink)
+    assert leg.media == (source, sink)  # not even wrapped
+    rec.listener("ended", {})
+    assert rec.close() is None
+    assert not (tmp_path / "rec").exists()
+
+
+def test_caller_segments_follow_the_vad() -> None:
+    from bridge.sip.wav import read_wav
+
+    speech = read_wav(SCRIPTS / "barge_in" / "q1_returns.wav")
+    pcm = bytes(16000) + speech + bytes(24000) + speech
+    segments = caller_segments(pcm)
+    assert len(segments) == 2
+    assert 1000 <= segments[0][0] <= 1200 and segments[1][0] > segments[0][1] + 1500
+
+
+def test_dialect_only_fields_move_to_overrides() -> None:
+    plan = {"name": "x", "match": ["1"], "profile": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 6000}}}
+    base, overrides = split_dialects(plan)
+    assert "idle_timeout_ms" not in base["profile"]["turn_detection"]
+    assert overrides == {"ga": {"profile": {"turn_detection": {"idle_timeout_ms": 6000}}}}
+
+
+@pytest.mark.parametrize(
+    ("name", "dialect"),
+    [("barge_in", "ga"), ("dtmf_menu", "beta"), ("transfer", "ga"), ("network_drop", "beta")],
+)
+def test_a_recorded_call_becomes_a_script_with_the_same_verdict(tmp_path: Path, name: str, dialect: str) -> None:
+    original = load_script(SCRIPTS / name)
+    [before] = replay_direct([original], ["beta", "ga"])
+    run_direct(original, dialect, DirectOptions(record_dir=tmp_path / "recordings"))
+    recording = tmp_path / "recordings" / f"{name}-{dialect}"
+    assert (recording / AUDIO_FILE).exists() and (recording / EVENTS_FILE).exists()
+    path = script_from_recording(recording, tmp_path / "scripts" / f"rec_{name}")
+    data = yaml.safe_load(path.read_text())
+    assert data["name"] == f"rec_{name}"
+    spoken = [t for t in original.turns if t.say]
+    assert len([t for t in data["turns"] if "say" in t]) == len(spoken)
+    recorded = load_script(path.parent)
+    [after] = replay_direct([recorded], ["beta", "ga"])
+    assert (after.verdict, after.reasons) == (before.verdict, [])
+    assert after.verdict == "same"
+    # the recorded script reproduces what the bridge did
+    for d in ("beta", "ga"):
+        a, b = before.runs[d].report, after.runs[d].report
+        assert a["caller_transcript"] == b["caller_transcript"]
+        assert [c["name"] for c in a["tool_calls"]] == [c["name"] for c in b["tool_calls"]]
+        assert a["barge_ins"] == b["barge_ins"] and a["dtmf"] == b["dtmf"] and a["reconnects"] == b["reconnects"]
+        assert before.runs[d].ended_by == after.runs[d].ended_by
+
+
+def test_from_recording_refuses_to_overwrite(tmp_path: Path) -> None:
+    original = load_script(SCRIPTS / "question_answer")
+    run_direct(original, "beta", DirectOptions(record_dir=tmp_path))
+    out = tmp_path / "script"
+    script_from_recording(tmp_path / "question_answer-beta", out)
+    from bridge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pass --force"):
+        script_from_recording(tmp_path / "question_answer-beta", out)
+    script_from_recording(tmp_path / "question_answer-beta", out, overwrite=True)
+    header = json.loads((tmp_path / "question_answer-beta" / EVENTS_FILE).read_text().splitlines()[0])
+    assert header["dialplan"]["name"] == "support" and header["dialect"] == "beta"
