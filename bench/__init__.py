@@ -8,6 +8,7 @@ import sys
 BENCHES = {
     "audio": "bench.audio",  # resamplers vs audioop and soxr, G.711 passthrough, wire encoding
     "replay": "bench.replay",  # direct replay of every call script in both dialects, as a multiple of real time
+    "soak": "bench.soak",  # concurrent SIP calls for minutes with socket drops: drops, gaps, RSS
 }
 
 
