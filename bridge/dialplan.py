@@ -55,7 +55,16 @@ class Dialplan(BaseModel):
     answer_timeout_s: float = Field(3.0, gt=0, le=30)  # answer anyway if the Realtime session is not ready
     profile: AgentProfile = AgentProfile()
     recording: Recording = Recording()
+    allowed_sources: tuple[str, ...] = ()  # CIDRs of trunks allowed to call this plan (empty: any); others get 403
     source_file: str = Field("", exclude=True)
+
+    @field_validator("allowed_sources")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from bridge.sip.access import parse_networks  # pure (no pjsua2)
+
+        parse_networks(value, "allowed_sources")
+        return value
 
     @field_validator("profile", mode="before")
     @classmethod

@@ -109,6 +109,8 @@ class Worker:
         if plan is None:
             call.reject(404, "No dialplan for this number")
             return
+        if plan.allowed_sources and not call.enforce_sources(plan.allowed_sources):
+            return  # 403, counted (metrics via on_rejected)
         decision = await self._decide(plan, call)
         dialect = get_dialect(decision.dialect)
         settings = self.settings
@@ -218,6 +220,9 @@ class Worker:
             rtp_port=s.worker_rtp_port(self.index),
             rtp_port_range=s.rtp_ports_per_worker if s.rtp_port else 0,
             pjsua_log_level=s.pjsua_log_level,
+            allowed_sources=s.sip_allowed_sources,
+            auth_users={user: pw.get_secret_value() for user, pw in s.sip_auth_users.items()},
+            auth_realm=s.sip_auth_realm,
         )
         if s.redis_url:
             self.store = CallStore(s.redis_url, worker=f"{s.sip_host}:{port or self.index}")
@@ -263,10 +268,14 @@ def main(argv: list[str]) -> int:
 
     parser = build_parser("worker", "one SIP worker process (started by `callbridge serve`)")
     parser.add_argument("--index", type=int, default=0)
-    parser.add_argument("--settings-json", required=True, help="Settings as JSON (without the API key)")
+    parser.add_argument(
+        "--settings-json", help="Settings as JSON, without the API key (default: $CALLBRIDGE_WORKER_SETTINGS)"
+    )
     args = parser.parse_args(argv)
     try:
-        settings = Settings.model_validate_json(args.settings_json)
+        settings = Settings.model_validate_json(
+            args.settings_json or os.environ.get("CALLBRIDGE_WORKER_SETTINGS", "{}")
+        )
         if os.environ.get("OPENAI_API_KEY"):
             settings = settings.model_copy(update={"api_key": SecretStr(os.environ["OPENAI_API_KEY"])})
         worker = Worker(settings, args.index)

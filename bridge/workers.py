@@ -34,6 +34,15 @@ from bridge.realtime.credentials import BROKER_TOKEN_ENV, BROKER_URL_ENV
 log = logging.getLogger("bridge.workers")
 
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+WORKER_SETTINGS_ENV = "CALLBRIDGE_WORKER_SETTINGS"
+
+
+def worker_settings_json(settings: Settings) -> str:
+    """Settings for a worker, in its environment (readable by this user only, unlike argv): trunk passwords
+    included, the API key never (it travels as OPENAI_API_KEY, and not at all in broker mode)."""
+    data = json.loads(settings.model_dump_json(exclude={"api_key", "sip_auth_users"}))
+    data["sip_auth_users"] = {user: pw.get_secret_value() for user, pw in settings.sip_auth_users.items()}
+    return json.dumps(data)
 
 
 @dataclass
@@ -55,17 +64,14 @@ class Pool:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _spawn(self, slot: WorkerSlot) -> None:
-        payload = self.settings.model_dump_json(exclude={"api_key"})  # the key travels only in the environment
         slot.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "bridge.worker",
             "--index",
             str(slot.index),
-            "--settings-json",
-            payload,
             stdout=asyncio.subprocess.PIPE,
-            env=self._worker_env(),
+            env={**self._worker_env(), WORKER_SETTINGS_ENV: worker_settings_json(self.settings)},
         )
         slot.started_at = time.monotonic()
         assert slot.proc.stdout is not None

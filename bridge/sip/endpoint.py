@@ -14,6 +14,11 @@ A pjsua2 ``Endpoint`` is a per-process singleton. :class:`SipEndpoint` owns it a
 
 The call cap is read back from the library after ``libInit`` (``pjsua_call_get_max_count()``, called through
 ctypes on the already-loaded ``_pjsua2`` extension): this wheel cuts any ``maxCalls`` above 4 to 4 silently.
+
+What the network can do to the process is bounded here too (issue 7): :class:`SetupBudget` paces SIP intake so
+that a burst of short calls or refused INVITEs cannot exhaust pjmedia's 64-socket table (which aborts the
+process), and :class:`LogLimiter` cuts and rate-limits pjsip's log lines (pjsip logs each dropped packet with
+its content). Access settings (``allowed_sources``, ``auth_*``) are validated when a :class:`SipConfig` is built.
 """
 
 from __future__ import annotations
@@ -26,14 +31,16 @@ import gc
 import importlib
 import logging
 import sys
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pjsua2 as pj
 
 from bridge.errors import BridgeError
+from bridge.sip.access import DigestAuth, parse_networks
 from bridge.sip.crossing import FRAME_MS, SAMPLE_RATE, FrameCrossing
 from bridge.sip.media import BridgePort
 from bridge.sip.sipmsg import parse_request_head, user_part
@@ -83,6 +90,42 @@ class SipConfig:
     poll_interval_s: float = 0.005  # libHandleEvents / audio drain tick while calls are up
     idle_poll_interval_s: float = 0.02  # the same with no call and nothing happening (bounds INVITE pickup delay)
     shutdown_grace_s: float = 1.0  # how long close() waits for BYEs to complete
+    # Access control, checked by SipGateway on every INVITE before the app sees it (see bridge.sip.access):
+    allowed_sources: tuple[str, ...] = ()  # CIDRs / addresses INVITEs may come from; () = any; others get 403
+    auth_users: Mapping[str, str] = field(default_factory=dict, repr=False)  # digest user -> password; {} = off
+    auth_realm: str = "callbridge"  # digest realm of the 401 challenges
+    auth_exempt_sources: tuple[str, ...] = ()  # CIDRs trusted by address alone (no challenge), e.g. a carrier
+    auth_nonce_ttl_s: float = 300.0  # how long a challenge's nonce stays good
+    auth_nonce_secret: str = field(default="", repr=False)  # HMAC key of nonces; "" = random per process (share
+    # one across workers behind one dispatcher, so that a retry landing on another worker is still accepted)
+
+    def __post_init__(self) -> None:
+        """Refuse a malformed access configuration at construction, naming the field."""
+        for name in ("allowed_sources", "auth_exempt_sources"):
+            value = getattr(self, name)
+            parse_networks(value, f"SipConfig.{name}")  # raises ValueError naming the field and the bad entry
+            object.__setattr__(self, name, tuple(value))
+        users = self.auth_users
+        if not isinstance(users, Mapping) or not all(
+            isinstance(user, str) and user and isinstance(password, str) for user, password in users.items()
+        ):
+            raise ValueError("SipConfig.auth_users: expected a mapping of non-empty user names to password strings")
+        if users:
+            self.digest_auth()  # validates auth_realm and auth_nonce_ttl_s
+
+    def digest_auth(self) -> DigestAuth | None:
+        """The digest authenticator this configuration asks for, or None if ``auth_users`` is empty."""
+        if not self.auth_users:
+            return None
+        try:
+            return DigestAuth(
+                self.auth_realm,
+                self.auth_users,
+                nonce_ttl_s=self.auth_nonce_ttl_s,
+                secret=self.auth_nonce_secret or None,
+            )
+        except ValueError as exc:
+            raise ValueError(f"SipConfig.{exc}") from None
 
 
 _TRANSPORT_TYPES = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP}
@@ -117,26 +160,83 @@ def _set_pjlib_log_level(level: int) -> None:
         func(level)
 
 
+class LogLimiter:
+    """Bounds what the network can make us log: pjsip logs every packet it drops *with the packet*, so a flood of
+    garbage datagrams would become a flood of log lines (60 KB each) and stall the process on a slow log sink.
+
+    Each line is cut to ``max_chars``; beyond ``per_second`` lines in a second (token bucket, ``burst`` deep) lines
+    are dropped and counted, and the next line that passes says how many were suppressed. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        per_second: float = 50.0,
+        burst: float = 200.0,
+        max_chars: int = 2000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_second = per_second
+        self.burst = burst
+        self.max_chars = max_chars
+        self.suppressed = 0  # total, for tests and metrics
+        self._pending = 0  # suppressed since the last line that passed
+        self._tokens = burst
+        self._last = clock()
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def admit(self, text: str) -> str | None:
+        """The line to log (cut, with a note of what was suppressed before it), or None to drop it."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.per_second)
+            self._last = now
+            if self._tokens < 1.0:
+                self.suppressed += 1
+                self._pending += 1
+                return None
+            self._tokens -= 1.0
+            pending, self._pending = self._pending, 0
+        if len(text) > self.max_chars:
+            text = f"{text[: self.max_chars]}... [{len(text) - self.max_chars} more chars]"
+        if pending:
+            text = f"[{pending} pjsip log lines suppressed] {text}"
+        return text
+
+
 class _LogWriter(pj.LogWriter):  # type: ignore[misc]  # pjsua2 has no stubs, so the base class is Any
-    """pjlib log lines -> ``logging`` (any thread; ``logging`` is thread-safe)."""
+    """pjlib log lines -> ``logging`` (any thread; ``logging`` is thread-safe), through a :class:`LogLimiter`."""
 
     # pjlib level 1 ("error") also reports expected refusals (e.g. the 488 of a codec mismatch): a warning here.
     _LEVELS: ClassVar[dict[int, int]] = {0: logging.ERROR, 1: logging.WARNING, 2: logging.WARNING, 3: logging.INFO}
 
+    def __init__(self, limiter: LogLimiter) -> None:
+        super().__init__()
+        self.limiter = limiter
+
     def write(self, entry: Any) -> None:
         with contextlib.suppress(BaseException):  # nothing may escape into SWIG
-            _PJ_LOG.log(self._LEVELS.get(int(entry.level), logging.DEBUG), "%s", str(entry.msg).rstrip())
+            text = self.limiter.admit(str(entry.msg).rstrip())
+            if text is not None:
+                _PJ_LOG.log(self._LEVELS.get(int(entry.level), logging.DEBUG), "%s", text)
 
 
 @dataclass(frozen=True, slots=True)
 class RejectedCall:
-    """An INVITE pjsua refused by itself, before any app code ran (488 no common codec, 486 call cap, ...)."""
+    """An INVITE refused before the app took it.
+
+    By pjsua itself: 488 no common codec, 486 call cap, 400 bad SDP or missing Contact, 420 unknown Require, ...
+    By the gateway's screening: 403 source not allowed, 401 digest challenge, 403 bad credentials, 400 short
+    body (see :mod:`bridge.sip.gateway`); or by :meth:`IncomingCall.enforce_sources` (per-dialplan allowlist).
+    """
 
     status_code: int
     reason: str
     call_id: str  # the SIP Call-ID
     caller: str  # user part of From
     called: str  # user part of To
+    source: str = ""  # "ip:port" the INVITE came from
+    detail: str = ""  # why, for logs (never a credential)
 
 
 class _Endpoint(pj.Endpoint):  # type: ignore[misc]  # pjsua2 has no stubs, so the base class is Any
@@ -157,21 +257,75 @@ class _Endpoint(pj.Endpoint):  # type: ignore[misc]  # pjsua2 has no stubs, so t
                     call_id,
                     user_part(str(prm.remoteInfo)),
                     user_part(str(prm.localInfo)),
+                    source=str(prm.rdata.srcAddress),
+                    detail="refused by pjsua",
                 )
             )
         except BaseException:
             _LOG.exception("onRejectedIncomingCall")
 
 
+class SetupBudget:
+    """Keeps call set-ups under what pjsua's media socket table survives.
+
+    Measured here: pjmedia's ioqueue (``select()``, 64 handles, assertions compiled in) aborts the process
+    (SIGABRT in ``pj_ioqueue_register_sock2``) once about 32 calls have been set up within half a second, even if
+    each ended at once: every call opens an RTP and an RTCP socket before ``onIncomingCall`` runs, and a closed
+    socket's slot is reused only 500 ms later (``PJ_IOQUEUE_KEY_FREE_DELAY``). Refused INVITEs (403, 401), calls
+    cancelled at once, and floods reach that rate easily. So the endpoint counts set-ups, and once ``limit`` of them
+    happened within ``window_s``, it stops polling SIP until the window has room again: new INVITEs wait in the
+    socket buffer (or are retransmitted) instead of killing the worker and every call on it.
+    """
+
+    def __init__(self, limit: int = 20, window_s: float = 0.7) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.pauses = 0  # how many times intake was paused (for logs and tests)
+        self._times: collections.deque[float] = collections.deque()
+        self._paused = False
+
+    def note(self, now: float) -> None:
+        self._times.append(now)
+
+    def allows(self, now: float) -> bool:
+        """May SIP be polled now?"""
+        times = self._times
+        while times and now - times[0] > self.window_s:
+            times.popleft()
+        allowed = len(times) < self.limit
+        if not allowed and not self._paused:
+            self.pauses += 1
+            if self.pauses <= 10 or self.pauses % 100 == 0:
+                _LOG.warning(
+                    "SIP intake paused: %d call set-ups in %.1f s (pjsua's media socket table; pause #%d)",
+                    len(times),
+                    self.window_s,
+                    self.pauses,
+                )
+        self._paused = not allowed
+        return allowed
+
+
 class _Account(pj.Account):  # type: ignore[misc]  # pjsua2 has no stubs, so the base class is Any
     """The local account incoming calls land on; ``on_incoming`` gets ``OnIncomingCallParam`` on the loop thread."""
 
-    def __init__(self, on_incoming: Callable[[Any], None] | None) -> None:
+    def __init__(self, on_incoming: Callable[[Any], None] | None, on_setup: Callable[[], None]) -> None:
         super().__init__()
         self._on_incoming = on_incoming
+        self._on_setup = on_setup
+
+    def onIncomingSubscribe(self, prm: Any) -> None:
+        # pjsua's presence server would accept any out-of-dialog SUBSCRIBE (200) from anyone and send it NOTIFYs:
+        # state and traffic on behalf of strangers. This endpoint has no presence to offer (RFC 6665 §4.2.1.2).
+        try:
+            prm.code = 403
+            prm.reason = "Forbidden (no subscriptions here)"
+        except BaseException:
+            _LOG.exception("onIncomingSubscribe")
 
     def onIncomingCall(self, prm: Any) -> None:
         try:
+            self._on_setup()  # pjsua opened this call's media sockets before calling us
             if self._on_incoming is not None:
                 self._on_incoming(prm)
         except BaseException:
@@ -208,7 +362,10 @@ class SipEndpoint:
         self._release_hooks: list[Callable[[], None]] = []
         self._pump_task: asyncio.Task[None] | None = None
         self._closed = False
-        self.rejected: collections.Counter[int] = collections.Counter()  # status code -> INVITEs pjsua refused
+        self.log_limiter = LogLimiter()  # pjsip's log lines, bounded (garbage floods would flood the log)
+        self.setup_budget = SetupBudget()  # call set-ups per window, bounded (see SetupBudget)
+        self._refusal_log = LogLimiter(per_second=20.0, burst=100.0, max_chars=500)  # one line per refused INVITE
+        self.rejected: collections.Counter[int] = collections.Counter()  # status code -> INVITEs refused
         self.on_rejected: Callable[[RejectedCall], None] | None = None
 
     # -- start-up ----------------------------------------------------------------------------------------
@@ -256,7 +413,7 @@ class SipEndpoint:
         log.consoleLevel = cfg.pjsua_log_level
         log.msgLogging = cfg.pjsua_log_level >= 4
         if cfg.pjsua_log_level > 0:
-            self._writer = _LogWriter()
+            self._writer = _LogWriter(self.log_limiter)
             log.writer = self._writer
         med = ep_cfg.medConfig
         med.clockRate = SAMPLE_RATE
@@ -311,23 +468,37 @@ class SipEndpoint:
                 ep.codecSetPriority(codec_id, 0)  # priority 0 disables the codec (pjmedia codec manager)
 
     def _rejected(self, rejected: RejectedCall) -> None:
-        self.rejected[rejected.status_code] += 1
-        _LOG.info(
-            "pjsua refused INVITE %s from %s: %d %s",
-            rejected.call_id,
-            rejected.caller,
-            rejected.status_code,
-            rejected.reason,
-        )
-        if self.on_rejected is not None:
-            self.on_rejected(rejected)
+        self.count_rejected(rejected)
 
-    def create_account(self, on_incoming: Callable[[Any], None] | None = None) -> Any:
-        """A local account (no registration) on this endpoint's transports; the first one is the default."""
+    def count_rejected(self, rejected: RejectedCall) -> None:
+        """Count a refused INVITE by status code, log it, and tell ``on_rejected`` (loop thread)."""
+        self.rejected[rejected.status_code] += 1
+        line = self._refusal_log.admit(
+            f"refused INVITE {rejected.call_id} from {rejected.caller} ({rejected.source}) to {rejected.called}: "
+            f"{rejected.status_code} {rejected.reason} ({rejected.detail})"
+        )
+        if line is not None:
+            _LOG.log(logging.WARNING if rejected.status_code == 403 else logging.INFO, "%s", line)
+        if self.on_rejected is not None:
+            try:
+                self.on_rejected(rejected)
+            except Exception:
+                _LOG.exception("on_rejected hook raised")
+
+    def create_account(
+        self, on_incoming: Callable[[Any], None] | None = None, credentials: tuple[str, str] | None = None
+    ) -> Any:
+        """A local account (no registration) on this endpoint's transports; the first one is the default.
+
+        ``credentials`` (user, password) answer digest challenges (401/407) to the calls it places, in any realm.
+        """
         cfg = self.config
         host = cfg.public_address or self.local_host or cfg.host
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:{cfg.user}@{host}:{self.sip_port}"
+        if credentials is not None:
+            user, password = credentials
+            acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", user, 0, password))
         media = acfg.mediaConfig.transportConfig
         media.port = cfg.rtp_port
         media.portRange = cfg.rtp_port_range
@@ -335,7 +506,7 @@ class SipEndpoint:
             media.boundAddress = cfg.host
         if cfg.public_address:
             media.publicAddress = cfg.public_address
-        account = _Account(on_incoming)
+        account = _Account(on_incoming, self.note_call_setup)
         try:
             account.create(acfg, not self._accounts)
         except pj.Error as exc:
@@ -347,26 +518,35 @@ class SipEndpoint:
 
     async def _pump(self) -> None:
         """Poll pjsua and drain the audio crossing: every ``poll_interval_s`` while calls are up or anything
-        happened in the last half second, else every ``idle_poll_interval_s`` (an idle worker costs ~4x less)."""
+        happened in the last half second, else every ``idle_poll_interval_s`` (an idle worker costs ~4x less).
+
+        While :attr:`setup_budget` is spent, SIP polling pauses (audio still flows): see :class:`SetupBudget`."""
         ep = self._ep
         crossing = self.crossing
         cfg = self.config
+        budget = self.setup_budget
         busy_until = 0.0
         while True:
             now = time.monotonic()
-            if self.pump_once(ep, crossing) or _native_uint("pjsua_call_get_count"):
+            if self.pump_once(ep, crossing, sip=budget.allows(now)) or _native_uint("pjsua_call_get_count"):
                 busy_until = now + 0.5
             await asyncio.sleep(cfg.poll_interval_s if now < busy_until else cfg.idle_poll_interval_s)
 
     @staticmethod
-    def pump_once(ep: Any, crossing: FrameCrossing) -> int:
-        """One poll: SIP events (their callbacks run here), then received frames. Returns how much happened."""
-        try:
-            events = int(ep.libHandleEvents(0))
-        except pj.Error as exc:
-            _LOG.error("libHandleEvents: %s", sip_error("libHandleEvents", exc))
-            events = 0
+    def pump_once(ep: Any, crossing: FrameCrossing, sip: bool = True) -> int:
+        """One poll: SIP events (their callbacks run here; skipped if not ``sip``), then received frames.
+        Returns how much happened."""
+        events = 0
+        if sip:
+            try:
+                events = int(ep.libHandleEvents(0))
+            except pj.Error as exc:
+                _LOG.error("libHandleEvents: %s", sip_error("libHandleEvents", exc))
         return events + crossing.drain()
+
+    def note_call_setup(self) -> None:
+        """A call got media sockets (an incoming call reached ``onIncomingCall``, or we placed one)."""
+        self.setup_budget.note(time.monotonic())
 
     @property
     def active_calls(self) -> int:
@@ -450,6 +630,9 @@ class SipEndpoint:
         self._writer = None
         SipEndpoint._started = False
         gc.collect()
+        suppressed = self.log_limiter.suppressed + self._refusal_log.suppressed
+        if suppressed:
+            _LOG.warning("%d SIP log lines were suppressed by the rate limit", suppressed)
         _LOG.info("SIP endpoint closed")
 
     def _run_release_hooks(self) -> None:

@@ -18,14 +18,41 @@
 The app coroutine owns its call. When it returns (or raises), whatever is left is closed: an unanswered call
 gets ``480 Temporarily Unavailable`` (``500`` if the coroutine raised), an answered one a BYE.
 
-What pjsua decides by itself, before any of this runs (so ``on_incoming`` never sees these calls):
+What pjsua decides by itself, before any of this runs (so ``on_incoming`` never sees these calls; each is
+counted in ``SipGateway.rejected`` and passed to ``on_rejected``), as measured with pjsip 2.15.1:
 
 * an offer without PCMU or PCMA: ``488 Not Acceptable Here``;
 * an INVITE beyond the per-process call cap (4 with this wheel): ``486 Busy Here``;
-* an out-of-dialog ``OPTIONS``: ``200 OK`` with Allow/Accept/Supported.
+* an SDP body that does not parse (``400 Bad SDP`` with a ``Warning``), an SDP without media
+  (``400 Missing media in SDP``), no Contact (``400 Bad Request``), a body that is not SDP
+  (``415 Unsupported Media Type``), an unknown ``Require`` (``420 Bad Extension``);
+* a request that does not parse at all (broken Via, a missing Call-ID/From/To/CSeq, a non-numeric
+  Content-Length): dropped by pjsip's transport layer, logged, never answered;
+* an out-of-dialog ``OPTIONS``: ``200 OK`` with Allow/Accept/Supported; an in-dialog request for an unknown
+  dialog (BYE, INFO, CANCEL): ``481 Call/Transaction Does Not Exist``; a ``SUBSCRIBE``: ``403 Forbidden (no
+  subscriptions here)`` (the endpoint's account turns pjsua's presence server away).
 
-And what the gateway decides for the app: a REFER from the caller and an INVITE with ``Replaces`` aimed at a
-bridged call are declined with ``603`` (pjsua would otherwise dial the Refer-To URI itself).
+None of the checks below applies to those non-INVITE requests: pjsua answers them for any source (a firewall
+or the dispatcher in front is the place to drop strangers' packets altogether).
+
+What the gateway decides next, in ``onIncomingCall``, before the app sees the call (also counted):
+
+* the source address is outside ``SipConfig.allowed_sources``: ``403 Forbidden (source address not allowed)``;
+* ``Content-Length`` promises more body than the datagram holds (RFC 3261 §18.3; pjsip ignores the header on
+  UDP): ``400 Bad Request (Content-Length larger than the body)``;
+* with ``SipConfig.auth_users``: no or stale credentials get ``401 Unauthorized`` and a
+  ``WWW-Authenticate: Digest`` challenge; wrong ones ``403 Forbidden (bad credentials)`` (see
+  :mod:`bridge.sip.access`). An accepted call carries the user in ``IncomingCall.auth_user``.
+
+And during a call: a REFER from the caller and an INVITE with ``Replaces`` aimed at a bridged call are declined
+with ``603`` (pjsua would otherwise dial the Refer-To URI itself); a DTMF "digit" outside 0-9 * # A-D (SIP INFO
+carries any text) is dropped and counted in ``IncomingCall.dtmf_dropped``.
+
+Hold and resume (re-INVITE with ``a=sendonly`` / ``a=inactive``, then ``a=sendrecv``) are answered by pjsua: 200
+with the mirrored direction (recvonly / inactive / sendrecv). pjsua rebuilds the stream on each re-INVITE; while the
+caller holds, ``IncomingCall.held`` is True and the app's port stays disconnected (no music on hold reaches the app,
+``on_frame`` pauses, and nothing is sent); on resume the port is connected to the new stream and audio flows both
+ways again.
 """
 
 from __future__ import annotations
@@ -34,17 +61,19 @@ import asyncio
 import contextlib
 import logging
 import string
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import pjsua2 as pj
 
 from bridge.events import CallerHungUp, Dtmf, Event, TransferProgress
+from bridge.sip.access import FORBIDDEN_SOURCE, AuthResult, in_networks, parse_networks, source_allowed, source_ip
 from bridge.sip.crossing import FrameSource
 from bridge.sip.endpoint import CallGone, RejectedCall, SipConfig, SipEndpoint, SipError, sip_error
 from bridge.sip.media import BridgePort, connect_both_ways
-from bridge.sip.sipmsg import parse_request_head, user_part
+from bridge.sip.sipmsg import RequestHead, body_shorter_than_declared, header_values, parse_request_head, user_part
 
 _LOG = logging.getLogger("bridge.sip")
 
@@ -78,6 +107,13 @@ def first_audio(call: Any) -> tuple[Any, int] | None:
     return None
 
 
+def _remotely_held(call: Any) -> bool:
+    """Does the caller hold the call (RFC 3264 §8.4: its last offer said sendonly or inactive)?"""
+    info = call.getInfo()  # keep the CallInfo alive while reading its media vector (SWIG returns a reference)
+    statuses = [int(m.status) for m in info.media if m.type == pj.PJMEDIA_TYPE_AUDIO]
+    return pj.PJSUA_CALL_MEDIA_REMOTE_HOLD in statuses and pj.PJSUA_CALL_MEDIA_ACTIVE not in statuses
+
+
 class _GatewayCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so the base class is Any
     """pjsua2 call whose callbacks (all on the loop thread) forward to its :class:`IncomingCall`."""
 
@@ -103,7 +139,7 @@ class _GatewayCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so th
         try:
             if self.handle is not None:
                 source = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
-                self.handle._emit(Dtmf(digit=str(prm.digit), source=source))
+                self.handle._on_dtmf(str(prm.digit), source)
         except BaseException:
             _LOG.exception("onDtmfDigit")
 
@@ -134,12 +170,31 @@ class _GatewayCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so th
             _LOG.exception("onCallTransferStatus")
 
 
+class _RefusedCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so the base class is Any
+    """An INVITE the gateway refused in ``onIncomingCall``. pjsua2 needs a Call object to send the final response,
+    and it must live until pjsua reports the call DISCONNECTED (a Call dropped earlier hangs up on destruction)."""
+
+    def __init__(self, account: Any, call_id: int, on_gone: Callable[[_RefusedCall], None]) -> None:
+        super().__init__(account, call_id)
+        self.on_gone: Callable[[_RefusedCall], None] | None = on_gone
+
+    def onCallState(self, prm: Any) -> None:
+        try:
+            on_gone = self.on_gone
+            if on_gone is not None and self.getInfo().state == pj.PJSIP_INV_STATE_DISCONNECTED:
+                self.on_gone = None
+                asyncio.get_running_loop().call_soon(on_gone, self)  # not from inside the callback
+        except BaseException:
+            _LOG.exception("onCallState (refused call)")
+
+
 class IncomingCall:
     """One incoming call as the app sees it. Every method runs on the event loop thread and returns at once.
 
     Fields: ``call_id`` (SIP Call-ID), ``caller`` (user part of From), ``called`` (user part of the
-    request-URI), ``remote_addr`` ("ip:port" the INVITE came from), ``headers`` (the INVITE's headers,
-    lower-case names, first occurrence).
+    request-URI), ``remote_addr`` ("ip:port" the INVITE came from; ``remote_ip`` without the port),
+    ``headers`` (the INVITE's headers, lower-case names, first occurrence), ``auth_user`` (the digest user the
+    INVITE authenticated as, or None when ``SipConfig.auth_users`` is off or the source is exempt).
 
     ``events`` carries :class:`~bridge.events.Dtmf`, :class:`~bridge.events.TransferProgress` and, last,
     :class:`~bridge.events.CallerHungUp` (whoever hung up: ``local_hangup`` tells if it was us).
@@ -154,6 +209,9 @@ class IncomingCall:
         self.called: str = user_part(head.uri) if head else user_part(str(info.localUri))
         self.remote_addr: str | None = str(prm.rdata.srcAddress) or None
         self.headers: dict[str, str] = dict(head.headers) if head else {}
+        self.auth_user: str | None = None
+        self.dtmf_dropped = 0  # "digits" outside 0-9 * # A-D (a SIP INFO body can say anything)
+        self.held = False  # the caller put the call on hold (re-INVITE with sendonly/inactive); see the module doc
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.disconnected = asyncio.Event()
         self.answered = False
@@ -172,6 +230,38 @@ class IncomingCall:
     def __repr__(self) -> str:
         state = "ended" if self.disconnected.is_set() else "answered" if self.answered else "ringing"
         return f"<IncomingCall {self.call_id} {self.caller}->{self.called} {state}>"
+
+    @property
+    def remote_ip(self) -> str | None:
+        """The IP address the INVITE came from (``remote_addr`` without the port)."""
+        return source_ip(self.remote_addr) if self.remote_addr else None
+
+    # -- access ------------------------------------------------------------------------------------------------
+
+    def enforce_sources(self, cidrs: Iterable[str]) -> bool:
+        """A per-dialplan (or per-trunk) source allowlist, on top of ``SipConfig.allowed_sources``.
+
+        True if the INVITE's source is inside ``cidrs`` (an empty list allows every source). Otherwise the call
+        is refused with ``403 Forbidden (source address not allowed)``, counted in ``SipGateway.rejected`` and
+        reported to ``on_rejected`` like the gateway's own refusals, and False is returned: the app just returns.
+        Call it before answering. A malformed CIDR raises ``ValueError`` (validate dialplans at load time with
+        :func:`bridge.sip.access.parse_networks`).
+        """
+        if source_allowed(self.remote_addr or "", cidrs):
+            return True
+        self.reject(403, FORBIDDEN_SOURCE)
+        self._gateway.endpoint.count_rejected(
+            RejectedCall(
+                403,
+                FORBIDDEN_SOURCE,
+                self.call_id,
+                self.caller,
+                self.called,
+                self.remote_addr or "",
+                "not in the dialplan's allowed sources",
+            )
+        )
+        return False
 
     # -- SIP actions ---------------------------------------------------------------------------------------
 
@@ -307,10 +397,22 @@ class IncomingCall:
     def _emit(self, event: Event) -> None:
         self.events.put_nowait(event)
 
+    def _on_dtmf(self, digit: str, source: str) -> None:
+        normal = digit.upper()
+        if len(normal) != 1 or normal not in DTMF_DIGITS:
+            self.dtmf_dropped += 1
+            _LOG.warning("%s: dropped DTMF %r from %s (not 0-9 * # A-D)", self.call_id, digit[:16], source)
+            return
+        self._emit(Dtmf(digit=normal, source=source))
+
     def _on_media_state(self) -> None:
         call = self._call
         if call is None or self.disconnected.is_set():
             return
+        held = _remotely_held(call)
+        if held != self.held:
+            self.held = held
+            _LOG.info("%s: %s by the caller", self.call_id, "held" if held else "resumed")
         found = first_audio(call)
         if found is None:
             return
@@ -359,6 +461,17 @@ class IncomingCall:
 _COUNTERS = ("frames_in", "frames_out", "empty_in", "errors")
 
 
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """The screening's answer to an INVITE: ``status`` 0 lets it through (as ``user`` if it authenticated)."""
+
+    status: int
+    reason: str
+    detail: str
+    user: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 def _port_counters(port: BridgePort) -> dict[str, int]:
     return {name: int(getattr(port, name)) for name in _COUNTERS}
 
@@ -386,9 +499,13 @@ class SipGateway:
         self.endpoint.on_rejected = on_rejected
         self._on_incoming = on_incoming
         self._calls: dict[int, IncomingCall] = {}  # id(handle) -> handle: a reused Call-ID must not hide a call
+        self._refused: dict[int, _RefusedCall] = {}  # refused INVITEs until pjsua has finished them
         self._tasks: set[asyncio.Task[None]] = set()
         self._account: Any = None
         self.calls_total = 0
+        self._allowed = parse_networks(config.allowed_sources, "SipConfig.allowed_sources")
+        self._exempt = parse_networks(config.auth_exempt_sources, "SipConfig.auth_exempt_sources")
+        self._auth = config.digest_auth()
 
     async def start(self) -> None:
         self.endpoint.start()
@@ -420,7 +537,10 @@ class SipGateway:
 
     @property
     def rejected(self) -> dict[int, int]:
-        """INVITEs pjsua refused by itself, by status code (488 no PCMU/PCMA, 486 over the call cap)."""
+        """INVITEs refused before the app took them, by status code: by pjsua (488 no PCMU/PCMA, 486 over the call
+        cap, 400/415/420 bad requests), by the screening (403 source, 401 challenge, 403 credentials, 400 short
+        body) and by :meth:`IncomingCall.enforce_sources`. An INVITE that authenticates after a challenge counts
+        one 401 first."""
         return dict(self.endpoint.rejected)
 
     @property
@@ -429,7 +549,16 @@ class SipGateway:
         return list(self._calls.values())
 
     def _incoming(self, prm: Any) -> None:
-        """``Account.onIncomingCall`` on the loop thread: wrap the call, keep it, start the app task."""
+        """``Account.onIncomingCall`` on the loop thread: screen the INVITE, wrap the call, keep it, start the app
+        task."""
+        try:
+            verdict = self._screen(prm)
+        except Exception:
+            _LOG.exception("screening an incoming INVITE failed")
+            verdict = _Verdict(500, "Server Internal Error", "screening failed")
+        if verdict.status:
+            self._refuse(prm, verdict)
+            return
         call = _GatewayCall(self._account, prm.callId)
         try:
             handle = IncomingCall(self, call, prm)
@@ -437,6 +566,7 @@ class SipGateway:
             with contextlib.suppress(pj.Error):
                 call.hangup(call_op(500))
             raise
+        handle.auth_user = verdict.user
         call.handle = handle
         self._calls[id(handle)] = handle
         self.calls_total += 1
@@ -446,6 +576,62 @@ class SipGateway:
         task = asyncio.get_running_loop().create_task(self._run_app(handle), name=f"call-{handle.call_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _screen(self, prm: Any) -> _Verdict:
+        """The gateway's checks of a new INVITE, in order: source allowlist, Content-Length, digest auth."""
+        source = str(prm.rdata.srcAddress)
+        if self._allowed and not in_networks(source, self._allowed):
+            return _Verdict(403, FORBIDDEN_SOURCE, "not in SipConfig.allowed_sources")
+        message = str(prm.rdata.wholeMsg)
+        if body_shorter_than_declared(message):
+            return _Verdict(400, "Bad Request (Content-Length larger than the body)", "truncated body")
+        auth = self._auth
+        if auth is None or (self._exempt and in_networks(source, self._exempt)):
+            return _Verdict(0, "", "")
+        head = parse_request_head(message)
+        if head is None:  # pjsua gave us an INVITE; this cannot happen unless the text is not what it parsed
+            return _Verdict(400, "Bad Request", "unparsable request line")
+        result: AuthResult = auth.check(head.method, header_values(message, "authorization"))
+        if result.ok:
+            return _Verdict(0, "", result.detail, user=result.user)
+        headers = {"WWW-Authenticate": result.www_authenticate} if result.www_authenticate else {}
+        return _Verdict(result.status, result.reason, result.detail, headers=headers)
+
+    def _refuse(self, prm: Any, verdict: _Verdict) -> None:
+        """Answer the INVITE with the verdict's final response, count it, and keep the Call until it is gone."""
+        message = str(prm.rdata.wholeMsg)
+        head: RequestHead | None = parse_request_head(message)
+        headers = head.headers if head else {}
+        rejected = RejectedCall(
+            verdict.status,
+            verdict.reason,
+            headers.get("call-id", ""),
+            user_part(headers.get("from", "")),
+            user_part(head.uri) if head else "",
+            str(prm.rdata.srcAddress),
+            verdict.detail,
+        )
+        call = _RefusedCall(self._account, prm.callId, self._refused_gone)
+        self._refused[id(call)] = call
+        self.endpoint.count_rejected(rejected)
+        # Answer on the next loop turn, not inside onIncomingCall: until then the call holds one of pjsua's 4 call
+        # slots, so a burst of INVITEs polled in the same libHandleEvents() gets pjsua's own 486 (which opens no
+        # media sockets) instead of a media socket pair each (see SetupBudget in endpoint.py: ~32 set-ups in half
+        # a second abort the process).
+        asyncio.get_running_loop().call_soon(self._send_refusal, call, verdict, rejected.call_id)
+
+    def _send_refusal(self, call: _RefusedCall, verdict: _Verdict, call_id: str) -> None:
+        if call.on_gone is None or self._account is None:  # already gone (CANCEL) or shutting down
+            return
+        try:
+            # A final code through answer(): it carries the extra headers (the WWW-Authenticate challenge) in every
+            # state, where a hangup() issued while pjsua is still inside onIncomingCall was sent without them.
+            call.answer(call_op(verdict.status, verdict.reason, verdict.headers))
+        except pj.Error as exc:
+            _LOG.info("refusing INVITE %s: %s", call_id, sip_error("refuse", exc))
+
+    def _refused_gone(self, call: _RefusedCall) -> None:
+        self._refused.pop(id(call), None)
 
     async def _run_app(self, handle: IncomingCall) -> None:
         failed = False
@@ -473,6 +659,9 @@ class SipGateway:
         for handle in list(self._calls.values()):
             handle._release()
         self._calls.clear()
+        for refused in self._refused.values():
+            refused.on_gone = None
+        self._refused.clear()
         self._account = None
 
     async def close(self) -> None:

@@ -1,7 +1,8 @@
 """Pure helpers over SIP text (RFC 3261): the user part of a URI and the request line and headers of a request.
 
 pjsua2 hands the gateway name-addr strings (``"Alice" <sip:alice@host>;tag=x``) and the raw INVITE
-(``SipRxData.wholeMsg``); the app wants ``alice`` and the dialled number.
+(``SipRxData.wholeMsg``); the app wants ``alice`` and the dialled number, and the gateway's screening wants every
+``Authorization`` header (:func:`header_values`) and a check of ``Content-Length`` (:func:`body_shorter_than_declared`).
 """
 
 from __future__ import annotations
@@ -73,3 +74,47 @@ def parse_request_head(message: str) -> RequestHead | None:
         key = _COMPACT.get(key, key)
         headers.setdefault(key, value.strip())
     return RequestHead(method=parts[0], uri=parts[1], headers=headers)
+
+
+def _split(message: str) -> tuple[list[str], str]:
+    """Header lines (request or status line first) and the body."""
+    for separator in ("\r\n\r\n", "\n\n"):
+        if separator in message:
+            head, body = message.split(separator, 1)
+            break
+    else:
+        head, body = message, ""
+    return head.replace("\r\n", "\n").split("\n"), body
+
+
+def header_values(message: str, name: str) -> list[str]:
+    """The value of every ``name`` header line of ``message``, in order (long or compact name, any case)."""
+    wanted = name.strip().lower()
+    lines, _body = _split(message)
+    values: list[str] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t") or ":" not in line:
+            continue
+        key, value = line.split(":", 1)
+        key = key.strip().lower()
+        if _COMPACT.get(key, key) == wanted:
+            values.append(value.strip())
+    return values
+
+
+def body_shorter_than_declared(message: str) -> bool:
+    """True if ``Content-Length`` promises more body bytes than the message holds.
+
+    RFC 3261 §18.3: over UDP, a request whose datagram ends before the declared body is an error and SHOULD get
+    ``400 Bad Request``. (A stream transport frames messages by Content-Length, so there it never happens.) The
+    body is counted in bytes: SWIG hands undecodable bytes over as surrogate escapes, which encode back 1:1.
+    """
+    declared = header_values(message, "content-length")
+    if not declared:
+        return False
+    try:
+        length = int(declared[0])
+    except ValueError:
+        return False  # pjsip drops such a message before any callback; nothing to add here
+    _lines, body = _split(message)
+    return length > len(body.encode("utf-8", "surrogateescape"))

@@ -31,6 +31,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -300,12 +301,16 @@ class _Session:
 
 
 class Softphone:
-    """One process's softphone: an endpoint plus a local account. Use as ``async with Softphone(...) as phone``."""
+    """One process's softphone: an endpoint plus a local account. Use as ``async with Softphone(...) as phone``.
 
-    def __init__(self, config: SipConfig | None = None) -> None:
+    ``auth`` (user, password) answers digest challenges of the called side (a gateway with ``auth_users``).
+    """
+
+    def __init__(self, config: SipConfig | None = None, auth: tuple[str, str] | None = None) -> None:
         self.config = config or SipConfig(
             port=0, transports=("udp",), user="softphone", user_agent="callbridge-softphone", pjsua_log_level=0
         )
+        self.auth = auth
         self.endpoint = SipEndpoint(self.config)
         self.account: Any = None
         self._sessions: list[_Session] = []
@@ -313,7 +318,7 @@ class Softphone:
 
     async def start(self) -> None:
         self.endpoint.start()
-        self.account = self.endpoint.create_account(self._incoming)
+        self.account = self.endpoint.create_account(self._incoming, self.auth)
         self.endpoint.on_release(self._drop_all)
 
     async def close(self) -> None:
@@ -370,6 +375,7 @@ class Softphone:
         self._sessions.append(session)
         leg = session.new_leg("caller", uri)
         assert leg.call is not None
+        self.endpoint.note_call_setup()
         try:
             leg.call.makeCall(uri, call_op())
         except pj.Error as exc:
@@ -519,8 +525,11 @@ async def place_call(
     loop_play: bool = False,
     host: str | None = None,
     log_level: int = 0,
+    auth: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Start an endpoint, place one call, close the endpoint, return the summary. One per process at a time."""
+    """Start an endpoint, place one call, close the endpoint, return the summary. One per process at a time.
+
+    ``auth`` (user, password) answers a digest challenge (401) from the called side."""
     config = SipConfig(
         host=host or _default_host(uri),
         port=local_port,
@@ -529,7 +538,7 @@ async def place_call(
         user_agent="callbridge-softphone",
         pjsua_log_level=log_level,
     )
-    async with Softphone(config) as phone:
+    async with Softphone(config, auth=auth) as phone:
         return await phone.call(
             uri,
             play=play,
@@ -571,6 +580,14 @@ async def listen(
 # -- command line ------------------------------------------------------------------------------------------
 
 
+def parse_auth(text: str) -> tuple[str, str]:
+    """``"trunk1:secret"`` -> ``("trunk1", "secret")`` (the password may contain colons)."""
+    user, sep, password = text.partition(":")
+    if not sep or not user:
+        raise argparse.ArgumentTypeError("expected USER:PASSWORD")
+    return user, password
+
+
 def parse_dtmf(text: str) -> tuple[str, float]:
     """``"12#@1.5"`` -> ``("12#", 1.5)``: digits and seconds after the answer (``@`` part optional: 1 s)."""
     digits, _, at = text.partition("@")
@@ -601,6 +618,12 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-port", type=int, default=0, help="local SIP port (default: any)")
     parser.add_argument("--host", help="local bind address (default: loopback for loopback targets)")
     parser.add_argument("--log-level", type=int, default=0, help="pjsua log level 0-6 (to stderr)")
+    parser.add_argument(
+        "--auth",
+        metavar="USER:PASSWORD",
+        type=parse_auth,
+        help="answer a digest challenge (401) with these credentials (default: $CALLBRIDGE_SIP_AUTH)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -631,10 +654,17 @@ def run_call(args: argparse.Namespace) -> int:
             loop_play=args.loop,
             host=args.host,
             log_level=args.log_level,
+            auth=args.auth or _env_auth(),
         )
     )
     _print(summary, args.json)
     return 0 if summary["answered"] else 2
+
+
+def _env_auth() -> tuple[str, str] | None:
+    """``CALLBRIDGE_SIP_AUTH=USER:PASSWORD``: keeps the password off the command line (and out of ``ps``)."""
+    text = os.environ.get("CALLBRIDGE_SIP_AUTH", "")
+    return parse_auth(text) if text else None
 
 
 def run_listen(args: argparse.Namespace) -> int:

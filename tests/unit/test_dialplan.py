@@ -44,6 +44,7 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
          "profile.turn_detection.idle_timeout_ms", "beta"),
         ("name: x\nmatch: ['1'\n", "line 3", "invalid YAML"),
         ("- just\n- a list\n", "(file)", "mapping"),
+        ("name: x\nmatch: ['1']\nallowed_sources: ['10.0.0.300']\n", "allowed_sources", "10.0.0.300"),
     ],
 )  # fmt: skip
 def test_errors_name_file_and_field(tmp_path: Path, text: str, field: str, words: str) -> None:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from bridge.events import CallerHungUp, Dtmf, TransferProgress
 from bridge.sip.analysis import audio_stats, tone
 from bridge.sip.crossing import FrameQueue, FrameSource
-from bridge.sip.endpoint import SipConfig, SipError
+from bridge.sip.endpoint import CallGone, SipConfig, SipError
 from bridge.sip.gateway import IncomingCall, SipGateway
 from bridge.sip.softphone import PcmSource
 from bridge.sip.wav import write_wav
@@ -52,6 +52,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--media-after-answer", action="store_true", help="start_media() after answer()")
     p.add_argument("--record-dir", help="write what each call sent us to DIR/<n>.wav (8 kHz PCM16)")
     p.add_argument("--log-level", type=int, default=1)
+    p.add_argument("--allow", action="append", default=[], help="SipConfig.allowed_sources entry (repeatable)")
+    p.add_argument("--auth-user", action="append", default=[], metavar="USER:PASSWORD", help="digest user")
+    p.add_argument("--auth-realm", default="callbridge")
+    p.add_argument("--auth-exempt", action="append", default=[], help="SipConfig.auth_exempt_sources entry")
+    p.add_argument("--nonce-ttl", type=float, default=300.0)
+    p.add_argument("--dialplan-allow", action="append", default=[], help="IncomingCall.enforce_sources() entry")
     return p.parse_args(argv)
 
 
@@ -80,10 +86,14 @@ class App:
             "caller": call.caller,
             "called": call.called,
             "remote_addr": call.remote_addr,
+            "remote_ip": call.remote_ip,
+            "auth_user": call.auth_user,
             "user_agent": call.headers.get("user-agent"),
             "active_at_invite": self.gateway.active_calls,
             "max_calls": self.gateway.max_calls,
             "dtmf": "",
+            "dtmf_sources": "",  # per digit: "r" RFC 4733, "i" SIP INFO
+            "holds": [],  # IncomingCall.held transitions seen: "held", "resumed"
             "events": [],
             "transfer": [],
             "answered": False,
@@ -101,7 +111,9 @@ class App:
                 first_frame.append(time.monotonic() - t_capture)
 
         try:
-            if args.reject:
+            if args.dialplan_allow and not call.enforce_sources(args.dialplan_allow):
+                report["refused_by_dialplan"] = True
+            elif args.reject:
                 call.reject(args.reject, retry_after=args.retry_after)
             elif args.max_active is not None and len(self.gateway.calls) > args.max_active:
                 call.reject(503, "Service Unavailable", retry_after=args.retry_after or 30)
@@ -121,6 +133,7 @@ class App:
                 codec=call.codec,
                 hangup_code=call.hangup_code,
                 hangup_reason=call.hangup_reason,
+                dtmf_dropped=call.dtmf_dropped,
                 local_hangup=call.local_hangup,
                 on_frame_on_loop_thread=sorted(frame_threads),
                 media=call.media_counters,
@@ -153,7 +166,12 @@ class App:
         if args.ring:
             call.ringing()
             await asyncio.sleep(args.ring)
-        call.answer()
+        try:
+            call.answer()
+        except CallGone as exc:  # CANCELled while ringing (487): answer() refuses a dead call
+            logging.getLogger("echo_app").warning("late answer: %r", exc)
+            report["cancelled_before_answer"] = True
+            return
         if args.media_after_answer:  # the order CallSession uses
             call.start_media(outbound, sink)
         report["answered"] = True
@@ -175,6 +193,8 @@ class App:
                 call.hangup()  # the transferor leaves on the final 2xx NOTIFY (RFC 3515)
 
         while not call.disconnected.is_set():
+            if call.held != (report["holds"][-1:] == ["held"]):
+                report["holds"].append("held" if call.held else "resumed")
             now = loop.time() - answered_at
             if args.transfer_to and transfer is None and now >= args.transfer_after:
                 transfer = asyncio.create_task(transfer_then_leave(args.transfer_to))
@@ -197,6 +217,7 @@ class App:
         report["events"].append(event.kind)
         if isinstance(event, Dtmf):
             report["dtmf"] += event.digit
+            report["dtmf_sources"] += "i" if event.source == "info" else "r"
         elif isinstance(event, TransferProgress):
             report["transfer"].append([event.status_code, event.final])
         elif isinstance(event, CallerHungUp):
@@ -213,18 +234,32 @@ async def main(argv: list[str]) -> int:
         rtp_port=args.rtp_port,
         rtp_port_range=args.rtp_range,
         pjsua_log_level=args.log_level,
+        allowed_sources=tuple(args.allow),
+        auth_users=dict(entry.split(":", 1) for entry in args.auth_user),
+        auth_realm=args.auth_realm,
+        auth_exempt_sources=tuple(args.auth_exempt),
+        auth_nonce_ttl_s=args.nonce_ttl,
     )
-    gateway = SipGateway(config, app.on_incoming)
+    rejections: list[dict[str, Any]] = []
+    gateway = SipGateway(
+        config,
+        app.on_incoming,
+        on_rejected=lambda r: rejections.append(
+            {"status": r.status_code, "reason": r.reason, "source": r.source, "detail": r.detail}
+        ),
+    )
     app.gateway = gateway
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.stop.set)
     await gateway.start()
     await app.stop.wait()
+    refused_held = len(gateway._refused)  # before close: refused calls still held (should be 0 once they ended)
     max_calls, cap_source = gateway.max_calls, gateway.endpoint.cap_source
     crossing = gateway.endpoint.crossing
     rejected = gateway.rejected
     await gateway.close()
+    log_suppressed = gateway.endpoint.log_limiter.suppressed
     print(
         json.dumps(
             {
@@ -236,6 +271,9 @@ async def main(argv: list[str]) -> int:
                 "sink_errors": crossing.sink_errors,
                 "calls_total": gateway.calls_total,
                 "rejected": {str(code): count for code, count in rejected.items()},
+                "rejections": rejections,
+                "log_suppressed": log_suppressed,
+                "refused_held": refused_held,
             }
         ),
         flush=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.sip.sipmsg import host_part, parse_request_head, user_part
+from bridge.sip.sipmsg import body_shorter_than_declared, header_values, host_part, parse_request_head, user_part
 
 
 @pytest.mark.parametrize(
@@ -53,3 +53,35 @@ def test_parse_invite_head() -> None:
 def test_a_response_is_not_a_request() -> None:
     assert parse_request_head("SIP/2.0 200 OK\r\n\r\n") is None
     assert parse_request_head("") is None
+
+
+def test_header_values_finds_every_occurrence_in_any_form() -> None:
+    message = (
+        "INVITE sip:1@h SIP/2.0\r\n"
+        'Authorization: Digest realm="a"\r\n'
+        "Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        'authorization: Digest realm="b"\r\n'
+        "l: 0\r\n"
+        "\r\n"
+        "Authorization: in the body, not a header\r\n"
+    )
+    assert header_values(message, "Authorization") == ['Digest realm="a"', 'Digest realm="b"']
+    assert header_values(message, "content-length") == ["0"]  # compact form
+    assert header_values(message, "x-missing") == []
+
+
+@pytest.mark.parametrize(
+    ("message", "short"),
+    [
+        ("INVITE sip:1@h SIP/2.0\r\nContent-Length: 4\r\n\r\nv=0\n", False),
+        ("INVITE sip:1@h SIP/2.0\r\nContent-Length: 1200\r\n\r\nv=0\n", True),
+        ("INVITE sip:1@h SIP/2.0\r\nContent-Length: 2\r\n\r\nv=0\n", False),  # extra bytes are discarded (§18.3)
+        ("INVITE sip:1@h SIP/2.0\r\nl: 5\r\n\r\nv=0\n", True),
+        ("INVITE sip:1@h SIP/2.0\r\n\r\nv=0\n", False),  # no Content-Length: the datagram is the message
+        ("INVITE sip:1@h SIP/2.0\r\nContent-Length: abc\r\n\r\n", False),
+        ("INVITE sip:1@h SIP/2.0\r\nContent-Length: 4\r\n\r\n\udce9\udce9\udce9\udce9", False),  # bytes, not chars
+        ("INVITE sip:1@h SIP/2.0\r\nContent-Length: 4\r\n\r\né\udce9\udce9", False),  # é is 2 bytes in UTF-8
+    ],
+)
+def test_body_shorter_than_declared(message: str, short: bool) -> None:
+    assert body_shorter_than_declared(message) is short

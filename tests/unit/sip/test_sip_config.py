@@ -1,0 +1,91 @@
+"""``SipConfig`` access settings are validated at construction, naming the field; secrets stay out of its repr;
+pjsip's log lines are bounded by ``LogLimiter``."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.sip.endpoint import LogLimiter, SipConfig
+
+
+def test_defaults_allow_everyone_without_auth() -> None:
+    config = SipConfig()
+    assert config.allowed_sources == ()
+    assert config.digest_auth() is None
+
+
+def test_access_settings_are_kept() -> None:
+    config = SipConfig(
+        allowed_sources=["10.0.0.0/8", "192.0.2.7"],  # type: ignore[arg-type]  # a list is accepted and frozen
+        auth_users={"trunk1": "pw"},
+        auth_realm="trunks.example",
+        auth_nonce_ttl_s=60.0,
+    )
+    assert config.allowed_sources == ("10.0.0.0/8", "192.0.2.7")
+    auth = config.digest_auth()
+    assert auth is not None and auth.realm == "trunks.example" and auth.nonce_ttl_s == 60.0
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"allowed_sources": ("10.0.0.0/8", "10.0.0.300")}, "SipConfig.allowed_sources"),
+        ({"allowed_sources": "10.0.0.0/8"}, "SipConfig.allowed_sources"),
+        ({"auth_exempt_sources": ("nope",)}, "SipConfig.auth_exempt_sources"),
+        ({"auth_users": {"": "pw"}}, "SipConfig.auth_users"),
+        ({"auth_users": {"u": 1}}, "SipConfig.auth_users"),
+        ({"auth_users": {"u": "pw"}, "auth_realm": 'a"b'}, "SipConfig.auth_realm"),
+        ({"auth_users": {"u": "pw"}, "auth_nonce_ttl_s": 0}, "SipConfig.auth_nonce_ttl_s"),
+    ],
+)
+def test_malformed_access_settings_name_the_field(settings: dict[str, object], field: str) -> None:
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        SipConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_passwords_and_the_nonce_secret_stay_out_of_repr() -> None:
+    text = repr(SipConfig(auth_users={"trunk1": "hunter2"}, auth_nonce_secret="shared-key"))
+    assert "hunter2" not in text and "shared-key" not in text
+    assert "auth_realm" in text
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_log_limiter_cuts_long_lines() -> None:
+    limiter = LogLimiter(max_chars=10)
+    assert limiter.admit("x" * 25) == "x" * 10 + "... [15 more chars]"
+    assert limiter.admit("short") == "short"
+
+
+def test_log_limiter_bounds_the_rate_and_reports_what_it_dropped() -> None:
+    clock = Clock()
+    limiter = LogLimiter(per_second=10.0, burst=5.0, clock=clock)
+    passed = [limiter.admit(f"line {i}") for i in range(100)]
+    assert sum(line is not None for line in passed) == 5
+    assert limiter.suppressed == 95
+    clock.now += 1.0  # ten more tokens (capped by the burst of 5)
+    assert limiter.admit("next") == "[95 pjsip log lines suppressed] next"
+    assert limiter.admit("then") == "then"
+
+
+def test_setup_budget_pauses_intake_while_the_window_is_full() -> None:
+    from bridge.sip.endpoint import SetupBudget
+
+    budget = SetupBudget(limit=3, window_s=0.5)
+    assert budget.allows(0.0)
+    for t in (0.0, 0.1, 0.2):
+        budget.note(t)
+    assert not budget.allows(0.3)  # three set-ups within 0.5 s: stop polling SIP
+    assert not budget.allows(0.45)
+    assert budget.pauses == 1  # one pause, however many polls it lasts
+    assert budget.allows(0.55)  # the first set-up left the window
+    budget.note(0.56)
+    assert not budget.allows(0.57)
+    assert budget.pauses == 2
+    assert budget.allows(2.0)
