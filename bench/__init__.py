@@ -7,6 +7,7 @@ import sys
 
 BENCHES = {
     "audio": "bench.audio",  # resamplers vs audioop and soxr, G.711 passthrough, wire encoding
+    "calls": "bench.calls",  # concurrent real calls: bridge capacity vs pjsua2's own C loopback, latency p50/p99
     "replay": "bench.replay",  # direct replay of every call script in both dialects, as a multiple of real time
     "soak": "bench.soak",  # concurrent SIP calls for minutes with socket drops: drops, gaps, RSS
 }

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,69 +58,51 @@ async def caller_main(uri: str, calls: int, until: float, call_s: float, play: s
 
 
 async def run_soak(calls: int, minutes: float, call_s: float, drop_after_s: float, as_json: bool) -> int:
-    from bridge.config import Settings
-    from bridge.emulator import EmulatorServer
-    from bridge.store.server import EmbeddedRedis, free_port
-    from bridge.workers import Pool
+    from bridge.stack import local_stack
 
     workers = max(1, math.ceil(calls / CALLS_PER_CALLER))
-    with EmbeddedRedis() as redis, tempfile.TemporaryDirectory(prefix="callbridge-soak-") as tmp:
-        reports = Path(tmp) / "calls.jsonl"
-        async with EmulatorServer("127.0.0.1", 0, speed=2) as emulator:
-            settings = Settings(
-                sip_port=free_port(),
-                workers=workers,
-                rtp_port=0,
-                realtime_url=f"{emulator.base_url}?drop_after_s={drop_after_s}",
-                redis_url=redis.url,
-                dialplans=ROOT / "dialplans",
-                report_file=reports,
+    play = str(ROOT / "bridge" / "assets" / "caller_hours.wav")
+    samples: list[dict[int, int]] = []
+    async with local_stack(
+        workers=workers, realtime_query=f"drop_after_s={drop_after_s}", emulator_settings={"speed": 2}
+    ) as stack:
+        pool = stack.pool
+
+        def rss_now() -> dict[int, int]:
+            return {s.index: rss_kib(s.proc.pid) for s in pool.slots if s.proc}
+
+        async def sample_rss() -> None:
+            while True:
+                samples.append(rss_now())
+                await asyncio.sleep(30)
+
+        await asyncio.sleep(2)  # let the workers settle before the first RSS reading
+        rss_start = rss_now()
+        until = time.time() + minutes * 60
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.soak",
+                "_caller",
+                f"sip:1000@127.0.0.1:{port}",
+                str(min(CALLS_PER_CALLER, calls - first)),
+                str(until),
+                str(call_s),
+                play,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
             )
-            pool = Pool(settings)
-            await pool.start()
-            try:
-                await asyncio.wait_for(pool.wait_ready(), 60)
-                await asyncio.sleep(2)  # let the workers settle before the first RSS reading
-                rss_start = {s.index: rss_kib(s.proc.pid) for s in pool.slots if s.proc}
-                until = time.time() + minutes * 60
-                procs = []
-                for i in range(calls):
-                    slot = pool.slots[i // CALLS_PER_CALLER]
-                    if i % CALLS_PER_CALLER:
-                        continue
-                    n = min(CALLS_PER_CALLER, calls - i)
-                    procs.append(
-                        await asyncio.create_subprocess_exec(
-                            sys.executable,
-                            "-m",
-                            "bench.soak",
-                            "_caller",
-                            f"sip:1000@127.0.0.1:{slot.sip_port}",
-                            str(n),
-                            str(until),
-                            str(call_s),
-                            str(ROOT / "bridge" / "assets" / "caller_hours.wav"),
-                            stdout=asyncio.subprocess.PIPE,
-                            stderr=asyncio.subprocess.DEVNULL,
-                        )
-                    )
-                samples: list[dict[int, int]] = []
-
-                async def sample_rss() -> None:
-                    while True:
-                        samples.append({s.index: rss_kib(s.proc.pid) for s in pool.slots if s.proc})
-                        await asyncio.sleep(30)
-
-                sampler = asyncio.create_task(sample_rss())
-                outs = [await p.communicate() for p in procs]
-                sampler.cancel()
-                await asyncio.sleep(2)
-                rss_end = {s.index: rss_kib(s.proc.pid) for s in pool.slots if s.proc}
-                restarts = sum(s.restarts for s in pool.slots)
-            finally:
-                await pool.stop()
-        phone_calls = [c for out, _ in outs if out.strip() for c in json.loads(out.decode())["calls"]]
-        lines = [json.loads(x) for x in reports.read_text().splitlines()] if reports.exists() else []
+            for first, port in zip(range(0, calls, CALLS_PER_CALLER), stack.sip_ports, strict=False)
+        ]
+        sampler = asyncio.create_task(sample_rss())
+        outs = [await p.communicate() for p in procs]
+        sampler.cancel()
+        await asyncio.sleep(2)
+        rss_end = rss_now()
+        restarts = sum(s.restarts for s in pool.slots)
+        lines = [json.loads(x) for x in stack.reports.read_text().splitlines()] if stack.reports.exists() else []
+    phone_calls = [c for out, _ in outs if out.strip() for c in json.loads(out.decode())["calls"]]
     for c in phone_calls:
         if not (c["answered"] and c["hangup_by"] == "local"):
             print(f"  dropped: {c}", file=sys.stderr)

@@ -17,13 +17,9 @@ import wave
 from pathlib import Path
 from typing import Any
 
-from bridge.config import Settings
-from bridge.emulator import EmulatorServer
-from bridge.store.server import EmbeddedRedis, free_port
-from bridge.workers import Pool
+from bridge.stack import local_stack
 
 ASSETS = Path(__file__).parent / "assets"
-ROOT = Path(__file__).resolve().parent.parent
 CALLS = (("1000", "ga"), ("2000", "beta"))
 CALLER_TEXT = "Hi, what are your opening hours on Saturday?"
 AGENT_TEXT = "We are open from nine to five on Saturdays. Is there anything else I can help you with?"
@@ -109,35 +105,18 @@ def _print_call(call: dict[str, Any], wav: Path) -> None:
 
 async def run_demo(out_dir: Path, as_json: bool) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
-    with EmbeddedRedis() as redis, tempfile.TemporaryDirectory(prefix="callbridge-demo-") as tmp:
-        work = Path(tmp)
-        reports = work / "calls.jsonl"
-        caller = work / "caller.wav"
+    with tempfile.TemporaryDirectory(prefix="callbridge-demo-") as tmp:
+        caller = Path(tmp) / "caller.wav"
         _caller_wav(caller)
-        async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
-            emulator.queue_next(count=len(CALLS), annotations=_annotations())
-            settings = Settings(
-                sip_port=free_port(),
-                workers=1,
-                rtp_port=0,
-                realtime_url=emulator.base_url,
-                redis_url=redis.url,
-                dialplans=ROOT / "dialplans",
-                report_file=reports,
-            )
-            pool = Pool(settings)
-            await pool.start()
-            try:
-                await asyncio.wait_for(pool.wait_ready(), 30)
-                port = pool.slots[0].sip_port
-                results = []
-                for number, dialect in CALLS:
-                    wav = out_dir / f"demo-{dialect}.wav"
-                    phone = await _place_call(f"sip:{number}@127.0.0.1:{port}", caller, wav)
-                    results.append((dialect, phone, wav))
-                lines = await _wait_reports(reports, len(CALLS))
-            finally:
-                await pool.stop()
+        async with local_stack(workers=1, emulator_settings={"speed": 4}) as stack:
+            stack.emulator.queue_next(count=len(CALLS), annotations=_annotations())
+            (port,) = stack.sip_ports
+            results = []
+            for number, dialect in CALLS:
+                wav = out_dir / f"demo-{dialect}.wav"
+                phone = await _place_call(f"sip:{number}@127.0.0.1:{port}", caller, wav)
+                results.append((dialect, phone, wav))
+            lines = await _wait_reports(stack.reports, len(CALLS))
     by_dialect = {line["dialect"]: line for line in lines}
     calls = [_summarize(d, phone, by_dialect.get(d)) for d, phone, _ in results]
     if as_json:

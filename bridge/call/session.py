@@ -45,6 +45,10 @@ Listener = Callable[[str, dict[str, Any]], None]
 TICK_S = 0.02
 SUMMARY_TURNS = 6
 RESUME_INSTRUCTIONS = "Your last answer was cut off by a connection problem. Briefly continue it."
+TRANSFER_NOT_STARTED = (
+    "The transfer to a human agent was NOT started: the caller spoke over your announcement. "
+    "Ask whether they still want to be transferred."
+)
 ROLLOVER_MARGIN_S = 120.0  # start the next session this long before the service's cap (capped at 30% of it)
 
 
@@ -136,6 +140,7 @@ class CallSession:
         self.audio_response: str | None = None
         self._response_had_audio = False
         self._pending: ToolResult | None = None  # action to run once the agent's line has played
+        self._line_requested = False  # a tool's spoken line was requested and has not started yet
         self._pending_since = 0.0
         self._speech_stopped_at: float | None = None
         self._answered_at: float | None = None
@@ -268,13 +273,14 @@ class CallSession:
                 self.inbox.put(ev.CallerHungUp(sip_code=0, reason="leg disconnected"))
             self._measure_playback()
             self._maybe_rollover()
-            if self.response_id is None and self.playout.idle:
-                if self.phase.phase is Phase.SPEAKING:
-                    self.phase.set(Phase.LISTENING, "reply played out")
-                if self._pending is not None:
-                    self._run_pending()
-            elif self._pending is not None and self._clock() - self._pending_since > 10.0:
-                self._run_pending()  # the model never spoke its line: do not keep the caller waiting
+            idle = self.response_id is None and self.playout.idle
+            if idle and self.phase.phase is Phase.SPEAKING:
+                self.phase.set(Phase.LISTENING, "reply played out")
+            if self._pending is not None and (
+                (idle and not self._line_requested)  # the line was asked for, spoken and played out
+                or self._clock() - self._pending_since > 10.0  # the model never spoke it: don't keep them waiting
+            ):
+                self._run_pending()
 
     def _measure_playback(self) -> None:
         """Once the first frame of a reply has been handed to RTP: the playback, first-audio and turn segments."""
@@ -354,6 +360,10 @@ class CallSession:
             truncate_error_ms=abs(flushed.played_ms - heard_ms) if heard_ms is not None else None,
         )
         self.audio_item = None
+        if self._pending is not None and self._pending.action == "transfer":
+            # The model was told "transferring": tell it the transfer did not happen, so it can ask again.
+            self.note("transfer_cancelled", "caller spoke over the transfer line")
+            self._send(ev.AddText(TRANSFER_NOT_STARTED, ev.Role.SYSTEM))
         self._pending = None  # the caller interrupted the goodbye / transfer line: keep talking
         self.downlink.reset()
         if self.phase.phase is not Phase.LISTENING:
@@ -418,6 +428,7 @@ class CallSession:
 
     def _on_ResponseStarted(self, e: ev.ResponseStarted) -> None:
         self.response_id = e.response_id
+        self._line_requested = False
         self._response_had_audio = False
         self.note("response_started", e.response_id)
         if self.phase.phase is Phase.LISTENING:
@@ -439,6 +450,8 @@ class CallSession:
         self._send(ev.FunctionOutput(call_id=e.call_id, output=result.output_json))
         if result.action is not None:
             self._pending, self._pending_since = result, self._clock()
+            # The function output asks for a response (the line); until it has started, "idle" is not "spoken".
+            self._line_requested = True
         if self.phase.phase is Phase.LISTENING:
             self.phase.set(Phase.THINKING, f"tool {e.name}")
 

@@ -608,6 +608,8 @@ class SipEndpoint:
         Each step runs in its own method: a loop variable (``for port in ...``) would otherwise keep the last
         object alive in this frame until ``libDestroy`` and abort the process.
         """
+        with contextlib.suppress(Exception):
+            self._ep.audDevManager().setNoDev()  # stop the media clock: no frame callback during teardown
         self._run_release_hooks()
         self._drop_ports()
         # An exception that escaped into an interactive hook keeps its frames (and their locals) alive.

@@ -127,6 +127,11 @@ class BridgePort(pj.AudioMediaPort):  # type: ignore[misc]  # pjsua2 has no stub
     (``PJMEDIA_FRAME_TYPE_NONE``), which the conference bridge treats as "no audio".
     """
 
+    # Class-level defaults: a callback that races the constructor or the teardown finds these, not an AttributeError.
+    _source: FrameSource | None = None
+    _sink: FrameSink | None = None
+    frames_in = frames_out = empty_in = errors = 0
+
     def __init__(self, name: str, crossing: FrameCrossing) -> None:
         super().__init__()
         fmt = pj.MediaFormatAudio()

@@ -1,0 +1,125 @@
+"""Done-when 2: barge-in. The caller speaks over the agent's reply; the agent's audio stops at the caller at once,
+and the emulator gets a ``conversation.item.truncate`` whose ``audio_end_ms`` is what the caller actually heard.
+
+The emulator paces its replies at real time (``speed`` 1) so the reply is still being generated and played when
+the caller speaks again. The first reply is a 6 s, 600 Hz tone; the turn after the barge-in is answered with a
+short 900 Hz tone, so the two replies are told apart by frequency in the caller's recording.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from _bridge_helpers import (
+    NUMBER,
+    RATE,
+    BridgeStack,
+    active_regions,
+    bin_hz,
+    call,
+    one_session,
+    peak_hz,
+    read_pcm_wav,
+    segment,
+    silence,
+    speech,
+    timeline,
+    write_pcm_wav,
+)
+
+pytestmark = pytest.mark.integration
+
+FIRST_HZ, FIRST_MS = 600.0, 6000
+SECOND_HZ, SECOND_MS = 900.0, 500
+LEAD_S, SPEECH1_S, SPEECH2_AT_S, SPEECH2_S = 0.3, 1.0, 3.6, 1.0
+FRAME_MS = 20
+
+
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
+async def test_barge_in_stops_the_agent_and_truncates_to_what_was_heard(tmp_path: Path, dialect: str) -> None:
+    play = tmp_path / "caller.wav"
+    first = speech(0.0, SPEECH1_S)
+    second = speech(1.3, SPEECH2_S)
+    write_pcm_wav(
+        play,
+        silence(LEAD_S),
+        first,
+        silence(SPEECH2_AT_S - LEAD_S - SPEECH1_S),
+        second,
+        silence(1.6),
+    )
+    heard_wav = tmp_path / "heard.wav"
+    async with BridgeStack(tmp_path) as stack:
+        emu = stack.emu
+        emu.queue_next(
+            settings={"speed": 1.0, "delta_ms": 100},
+            annotations=[
+                {"hears": "first question", "reply": {"text": "Long.", "tone_hz": FIRST_HZ, "duration_ms": FIRST_MS}},
+                {"hears": "wait, stop", "reply": {"text": "Sure.", "tone_hz": SECOND_HZ, "duration_ms": SECOND_MS}},
+            ],
+        )
+        before = len(emu.sessions)
+        done = await call(stack.uri(NUMBER[(dialect, "pcm16")]), play=play, record=heard_wav, hangup_after=5.8)
+        assert done.returncode == 0, done.describe()
+        assert done.report is not None
+        report = await stack.report(done.report["call_id"])
+        record = one_session(emu, before)
+        await emu.wait_closed(record)
+
+    # The caller's recording: the first reply cut short at 600 Hz, then the short second reply at 900 Hz.
+    heard, _ = read_pcm_wav(heard_wav)
+    regions = active_regions(heard, RATE, floor_dbfs=-45.0)
+    assert len(regions) == 2, regions
+    cut, after = regions
+    cut_audio = segment(heard, RATE, cut.start_s + 0.05, cut.end_s - 0.05)
+    assert abs(peak_hz(cut_audio, RATE) - FIRST_HZ) <= bin_hz(cut_audio, RATE)
+    after_audio = segment(heard, RATE, after.start_s + 0.05, after.end_s - 0.05)
+    assert abs(peak_hz(after_audio, RATE) - SECOND_HZ) <= bin_hz(after_audio, RATE)
+    assert after.seconds == pytest.approx(SECOND_MS / 1000, abs=0.06)
+    heard_ms = cut.seconds * 1000
+    assert 1000 < heard_ms < FIRST_MS / 2, cut  # really interrupted, after playing a while
+
+    # The bridge: one barge-in, SPEAKING -> CANCELLING -> LISTENING, one truncate of the playing item.
+    assert report["barge_ins"] == 1
+    phases = report["phases"]
+    i = phases.index("CANCELLING")
+    assert phases[i - 1 : i + 2] == ["SPEAKING", "CANCELLING", "LISTENING"], phases
+    (truncate,) = report["truncates"]
+    audio_end_ms = truncate["audio_end_ms"]
+    assert audio_end_ms % FRAME_MS == 0
+
+    # Done-when: the truncate's audio_end_ms is within 40 ms of the audio the caller actually got.
+    assert abs(audio_end_ms - heard_ms) <= 40, (audio_end_ms, heard_ms)
+
+    # The agent audio stopped within a few frames of the barge-in: the bridge had played (barge-in time - first
+    # frame handed to RTP) of the reply when it saw speech_started, and the caller heard no more than that.
+    (speaking_at, _), *_ = [(t, s) for t, s in timeline(report, "phase") if s.endswith("SPEAKING: model audio")]
+    playback_ms = report["latency_ms"]["playback"][0]
+    (barge_at, _), *_ = timeline(report, "barge_in")
+    started_at = [t for t, _ in timeline(report, "speech_started")]
+    assert any(0 <= barge_at - t <= FRAME_MS for t in started_at), (barge_at, started_at)
+    played_until_barge = barge_at - (speaking_at + playback_ms)
+    assert abs(heard_ms - played_until_barge) <= 3 * FRAME_MS, (heard_ms, played_until_barge)
+
+    # The emulator: speech_started of the second turn, then the bridge's truncate of the reply item, accepted.
+    (emu_truncate,) = record.truncates
+    assert emu_truncate["ok"] is True
+    assert emu_truncate["audio_end_ms"] == audio_end_ms
+    truncates = [e for e in record.received if e.get("type") == "conversation.item.truncate"]
+    assert len(truncates) == 1
+    assert truncates[0]["audio_end_ms"] == audio_end_ms and truncates[0]["content_index"] == 0
+    reply_items = {
+        e["item"]["id"]
+        for e in record.sent
+        if e.get("type") == "response.output_item.added" and e["item"].get("type") == "message"
+    }
+    assert truncates[0]["item_id"] in reply_items
+    assert truncates[0]["item_id"] == truncate["item_id"]
+    kinds = [k for _t, direction, k in record.timeline if (direction, k) != ("in", "input_audio_buffer.append")]
+    second_start = [i for i, k in enumerate(kinds) if k == "input_audio_buffer.speech_started"][1]
+    assert kinds.index("conversation.item.truncate") > second_start
+    # The reply was still being generated: the emulator cancelled it on the turn (interrupt_response).
+    assert any(c["by"] == "turn_detected" and c["ok"] for c in record.cancels), record.cancels
+    assert report["caller_transcript"] == ["first question", "wait, stop"]
+    assert [e["code"] for e in report["errors"]] == []

