@@ -190,7 +190,8 @@ class CallSession:
                 return client
             if isinstance(event, ev.ErrorEvent):
                 await client.close()
-                raise ConnectError(event.error_class, f"session.update refused: {event.code}", retryable=False)
+                # An expired or refused credential is retryable with a fresh one (AUTH); a bad configuration is not.
+                raise ConnectError(event.error_class, f"session refused: {event.code}", retryable=event.retryable)
             if isinstance(event, ev.Closed):
                 raise ConnectError(event.error_class or ev.ErrorClass.NETWORK, event.reason, retryable=event.retryable)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from _fakes import FakeLeg, wait_until
@@ -15,6 +16,7 @@ from bridge.call.session import CallReport, CallSession, Connector
 from bridge.dialplan import Dialplan
 from bridge.emulator import EmulatorServer
 from bridge.realtime.client import RealtimeClient
+from bridge.realtime.credentials import MintingSource
 from bridge.realtime.dialects import BETA, GA, Dialect
 
 PLAN = Dialplan(name="support", match=("100",), dialect="ga", greeting="Greet the caller briefly.")
@@ -118,3 +120,26 @@ async def test_session_cap_rolls_over_without_a_gap(emulator: EmulatorServer, di
         if e["type"] == "conversation.item.create"
         for c in e["item"].get("content", [])
     )
+
+
+async def test_an_expired_credential_at_reconnect_is_reissued_and_the_call_goes_on() -> None:
+    """Minted secrets live 1 s at the service; our clock runs 10 s behind, so after a drop the cached secret is
+    already expired there: the reconnect is refused (auth), the source is invalidated, a fresh secret connects."""
+    key = "sk-test-long-lived-EXPIRY"
+    async with EmulatorServer("127.0.0.1", 0, api_key=key, client_secret_ttl_s=1) as emulator:
+        source = MintingSource(GA, emulator.base_url, key, clock=lambda: time.time() - 10)
+
+        async def connect() -> RealtimeClient:
+            client = RealtimeClient(GA, f"{emulator.base_url}?speed=4&drop_after_s=1.5", source)
+            await client.connect()
+            return client
+
+        leg = FakeLeg("expiry")
+        session = CallSession(leg, PLAN, GA, connect, credentials=source)
+        report = await converse(session, leg, turns=2)
+    assert source.invalidations >= 1 and source.issued >= 2, source.stats()
+    refused = [e for e in report.timeline if e[1] == "reconnect_failed"]
+    assert refused and "auth" in refused[0][2], report.timeline
+    assert report.reconnects >= 1 and report.end_reason.startswith("caller hung up")
+    assert max(report.latency_ms["recovery_gap"]) <= 1000
+    assert len(report.caller_transcript) == 2  # the conversation went on after the re-issue
