@@ -79,6 +79,8 @@ class RealtimeClient:
         self.closed: ev.Closed | None = None
         self.last_send_latency_s = 0.0  # socket write time of the last frame (uplink segment)
         self.dropped_sends = 0
+        self._last_recv = time.monotonic()
+        self._idle_expired = False
 
     async def _resolve_credential(self) -> str:
         if isinstance(self._credential, str):
@@ -119,6 +121,7 @@ class RealtimeClient:
         self._tasks = [
             asyncio.create_task(self._send_loop(), name="realtime-send"),
             asyncio.create_task(self._recv_loop(), name="realtime-recv"),
+            asyncio.create_task(self._idle_watch(), name="realtime-idle"),
         ]
 
     # -- sending
@@ -147,14 +150,26 @@ class RealtimeClient:
             return  # the receive loop reports the close
 
     # -- receiving
+    async def _idle_watch(self) -> None:
+        """One timer for the whole session, not one per frame: a per-frame ``asyncio.timeout`` leaves a cancelled
+        timer handle in the loop's heap for every frame, for the length of the timeout."""
+        assert self._ws is not None
+        idle = self.settings.idle_timeout_s
+        while self.closed is None:
+            await asyncio.sleep(min(idle / 4, 5.0))
+            if time.monotonic() - self._last_recv > idle and self.closed is None:
+                self._idle_expired = True
+                await self._ws.close(code=1001, reason="idle timeout")
+                return
+
     async def _recv_loop(self) -> None:
         assert self._ws is not None
         ws = self._ws
         closed: ev.Closed
         try:
             while True:
-                async with asyncio.timeout(self.settings.idle_timeout_s):
-                    frame = await ws.recv()
+                frame = await ws.recv()
+                self._last_recv = time.monotonic()
                 event = self.protocol.decode(frame)
                 if event is not None:
                     self._events.put_nowait(event)
@@ -164,11 +179,12 @@ class RealtimeClient:
             cls, retryable = classify_close(code)
             if self._closing:
                 cls, retryable = None, False
+            if self._idle_expired:
+                cls, retryable = ev.ErrorClass.NETWORK, True
             reason = redact(rcvd.reason if rcvd is not None else "connection lost", self._secret)
+            if self._idle_expired:
+                reason = "idle timeout: no server frame"
             closed = ev.Closed(error_class=cls, code=code, reason=reason or "closed", retryable=retryable)
-        except TimeoutError:
-            closed = ev.Closed(ev.ErrorClass.NETWORK, None, "idle timeout: no server frame", retryable=True)
-            await ws.close(code=1001, reason="idle timeout")
         except Exception as exc:  # never let the pump die silently
             log.exception("realtime receive loop failed")
             closed = ev.Closed(ev.ErrorClass.PROTOCOL, None, redact(repr(exc), self._secret), retryable=True)
