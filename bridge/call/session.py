@@ -181,19 +181,23 @@ class CallSession:
         client = await self._connect()
         client.send(ev.UpdateSession(self.plan.profile))
         # Wait for session.updated (or an error) so the first caller audio is in the configured format.
-        while True:
-            event = await client.next_event()
-            if isinstance(event, ev.SessionReady | ev.SessionConfigured | ev.ConversationReady):
-                await self._handle(event)  # noted: session_id / conversation_id reach Redis
-            if isinstance(event, ev.SessionConfigured):
-                self._session_opened_at = self._clock()
-                return client
-            if isinstance(event, ev.ErrorEvent):
-                await client.close()
-                # An expired or refused credential is retryable with a fresh one (AUTH); a bad configuration is not.
-                raise ConnectError(event.error_class, f"session refused: {event.code}", retryable=event.retryable)
-            if isinstance(event, ev.Closed):
-                raise ConnectError(event.error_class or ev.ErrorClass.NETWORK, event.reason, retryable=event.retryable)
+        try:
+            while True:
+                event = await client.next_event()
+                if isinstance(event, ev.SessionReady | ev.SessionConfigured | ev.ConversationReady):
+                    await self._handle(event)  # noted: session_id / conversation_id reach Redis
+                if isinstance(event, ev.SessionConfigured):
+                    self._session_opened_at = self._clock()
+                    return client
+                if isinstance(event, ev.ErrorEvent):
+                    # An expired or refused credential is retryable with a fresh one (AUTH); a bad config is not.
+                    raise ConnectError(event.error_class, f"session refused: {event.code}", retryable=event.retryable)
+                if isinstance(event, ev.Closed):
+                    cls = event.error_class or ev.ErrorClass.NETWORK
+                    raise ConnectError(cls, event.reason, retryable=event.retryable)
+        except BaseException:  # refused, or timed out at the answer deadline: never leave the socket open
+            await client.close()
+            raise
 
     async def run(self) -> CallReport:
         self.report.phases.append(str(Phase.IDLE))
