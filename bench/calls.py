@@ -49,7 +49,6 @@ import math
 import os
 import re
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -58,6 +57,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bridge.store.server import free_port_block
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "bridge" / "assets"
@@ -139,29 +140,6 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
 
 # ------------------------------------------------------------------------------------------------------------
 # Processes, ports, CPU
-
-
-def free_port_block(count: int) -> int:
-    """A first port such that ``count`` consecutive ports are free for UDP and TCP on 127.0.0.1."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + count >= 65535:
-            continue
-        if all(_port_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError(f"no block of {count} free ports")
-
-
-def _port_free(port: int) -> bool:
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
-            udp.bind(("127.0.0.1", port))
-            tcp.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
 
 
 def cpu_seconds(pid: int) -> float:

@@ -15,7 +15,7 @@ from typing import Any
 
 from bridge.config import Settings
 from bridge.emulator import EmulatorServer
-from bridge.store.server import EmbeddedRedis, free_port, redis_server_binary
+from bridge.store.server import EmbeddedRedis, free_port_block, redis_server_binary
 from bridge.workers import Pool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ async def local_stack(
         async with EmulatorServer("127.0.0.1", 0, **dict(emulator_settings or {})) as emulator:
             query = f"?{realtime_query}" if realtime_query else ""
             settings = Settings(
-                sip_port=free_port(),
+                sip_port=free_port_block(workers),  # worker i listens on sip_port + i
                 workers=workers,
                 rtp_port=0,
                 realtime_url=f"{emulator.base_url}{query}",
