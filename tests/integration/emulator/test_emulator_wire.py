@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from _emulator_helpers import PCM_RATE, RawClient, audio_of, compress, of_type, peak_hz, silence, speech
+from _wire_orders import EXPECTED
 
 from bridge import events as bev
 from bridge.emulator import EmulatorServer
@@ -17,48 +18,6 @@ from bridge.realtime.protocol import RealtimeProtocol
 
 pytestmark = pytest.mark.integration
 
-EXPECTED = {
-    "ga": [
-        "session.created",
-        "session.updated",
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "conversation.item.added",
-        "conversation.item.done",
-        "response.created",
-        "response.output_item.added",
-        "conversation.item.added",
-        "response.content_part.added",
-        "<deltas>",
-        "response.output_audio.done",
-        "response.output_audio_transcript.done",
-        "response.content_part.done",
-        "conversation.item.done",
-        "response.output_item.done",
-        "response.done",
-        "rate_limits.updated",
-    ],
-    "beta": [
-        "session.created",
-        "session.updated",
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "conversation.item.created",
-        "response.created",
-        "rate_limits.updated",
-        "response.output_item.added",
-        "conversation.item.created",
-        "response.content_part.added",
-        "<deltas>",
-        "response.audio.done",
-        "response.audio_transcript.done",
-        "response.content_part.done",
-        "response.output_item.done",
-        "response.done",
-    ],
-}
 SESSION = {
     "ga": {
         "type": "realtime",
