@@ -11,7 +11,6 @@ base64 become an :class:`~bridge.events.ErrorEvent` of class PROTOCOL; an unknow
 
 from __future__ import annotations
 
-import binascii
 import dataclasses
 import logging
 from collections import Counter
@@ -19,9 +18,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
-import pybase64
 
 from bridge import events as ev
+from bridge.audio.wire import decode_b64, encode_append  # the audio hot path's wire encoding (bench audio)
 from bridge.errors import classify_server_error, redact
 from bridge.realtime.dialects import AUDIO_FORMAT_NAMES, Dialect
 
@@ -57,14 +56,6 @@ def _m(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise TypeError(f"field {key!r} must be an object")
     return value
-
-
-def b64decode(data: str) -> bytes:
-    """Strict base64 (RFC 4648 §4); raises ValueError on anything else."""
-    try:
-        return pybase64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise ValueError("invalid base64 audio") from exc
 
 
 def _session_created(e: Mapping[str, Any]) -> ev.Event:
@@ -137,7 +128,7 @@ def _audio_delta(e: Mapping[str, Any]) -> ev.Event:
     return ev.AudioChunk(
         response_id=_s(e, "response_id"),
         item_id=_s(e, "item_id"),
-        audio=b64decode(_s(e, "delta")),
+        audio=decode_b64(_s(e, "delta")),
         content_index=_i(e, "content_index"),
     )
 
@@ -220,11 +211,6 @@ DECODERS: Mapping[str, Decoder] = {
 
 def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
-
-
-def encode_append(audio: bytes) -> str:
-    """``input_audio_buffer.append``: the hot path (50 per second per call), so no dict round trip."""
-    return '{"type":"input_audio_buffer.append","audio":"' + pybase64.b64encode(audio).decode("ascii") + '"}'
 
 
 class RealtimeProtocol:
