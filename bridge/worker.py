@@ -26,6 +26,7 @@ from bridge.call.session import CallReport, CallSession
 from bridge.config import Settings
 from bridge.dialplan import Dialplan, load_dialplans, route
 from bridge.errors import BridgeError, ConnectError, redact
+from bridge.memory import CycleCollector
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.credentials import BROKER_URL_ENV, Sources
 from bridge.realtime.dialects import get_dialect
@@ -96,6 +97,7 @@ class Worker:
         self.store: CallStore | None = None
         self.rollouts: RolloutStore | None = None
         self._dropped_exported = 0
+        self.collector = CycleCollector(observe=metrics.GC_PAUSE.observe)
 
     async def _decide(self, plan: Dialplan, call: Any) -> Decision:
         if plan.dialect != "rollout":
@@ -105,6 +107,12 @@ class Worker:
         return await self.rollouts.decide(plan.name, call.caller, call.call_id, voice=plan.profile.voice)
 
     async def handle(self, call: Any) -> None:
+        try:
+            await self._handle(call)
+        finally:
+            self.collector.call_ended()  # free the call's reference cycles now (bridge/memory.py)
+
+    async def _handle(self, call: Any) -> None:
         plan = route(self.plans, call.called)
         if plan is None:
             call.reject(404, "No dialplan for this number")
@@ -235,6 +243,7 @@ class Worker:
             on_rejected=lambda r: metrics.SIP_REJECTED.labels(str(r.status_code)).inc(),
         )
         await gateway.start()
+        self.collector.freeze_startup()
         log.info(
             "worker %d listening on sip:%s:%d (udp+tcp), rtp %s, up to %d calls, realtime %s",
             self.index,
@@ -253,6 +262,7 @@ class Worker:
                     await asyncio.wait_for(stop.wait(), 1.0)
                 self._export_store_gauges()
         finally:
+            self.collector.thaw()
             await gateway.close()
             if self.store is not None:
                 await self.store.close()
