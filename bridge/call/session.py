@@ -275,6 +275,10 @@ class CallSession:
         while True:
             await asyncio.sleep(TICK_S)
             if self.leg.disconnected.is_set() and not self._ending:
+                # The leg queues its own CallerHungUp (with the SIP code and reason) as it disconnects: take what
+                # it queued first, in order, so the report says why; the fallback only covers a silent leg.
+                while not self.leg.events.empty():
+                    self.inbox.put(self.leg.events.get_nowait())
                 self.inbox.put(ev.CallerHungUp(sip_code=0, reason="leg disconnected"))
             self._measure_playback()
             self._maybe_rollover()

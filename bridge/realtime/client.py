@@ -4,6 +4,12 @@ All protocol knowledge lives in ``protocol.py`` and the dialect tables; this mod
 send queue and a receive loop, lets ``websockets`` ping for keepalive, applies connect and idle timeouts, and turns
 every way a connection can end into one :class:`~bridge.events.Closed` event, classified (network, auth, protocol,
 server) with a retryable flag. It never raises into the call session after :meth:`connect` succeeds.
+
+Sending has a direct path: while nothing is queued or in flight and the socket's write buffer is empty, a frame is
+framed by the connection's sans-I/O protocol and written to the transport at once, on the caller's stack, which is
+what ``Connection.send`` does too minus the coroutine, its context manager and the hop through the send task (50
+frames a second per call). Anything else (a frame in flight, backpressure, a closing socket) takes the queue, so the
+order of frames never changes and flow control stays with ``websockets``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.protocol import State
 
 from bridge import events as ev
 from bridge.errors import ConnectError, classify_close, classify_http_status, redact
@@ -79,6 +86,8 @@ class RealtimeClient:
         self.closed: ev.Closed | None = None
         self.last_send_latency_s = 0.0  # socket write time of the last frame (uplink segment)
         self.dropped_sends = 0
+        self.direct_sends = 0
+        self._in_flight = False
         self._last_recv = time.monotonic()
         self._idle_expired = False
 
@@ -130,10 +139,29 @@ class RealtimeClient:
         if self.closed is not None:
             return
         for frame in self.protocol.encode(command):
+            if self._send_q.empty() and not self._in_flight and self._write_now(frame):
+                continue
             try:
                 self._send_q.put_nowait(frame)
             except asyncio.QueueFull:
                 self.dropped_sends += 1
+
+    def _write_now(self, frame: str) -> bool:
+        """The direct path (see the module docstring). False: the caller queues the frame instead."""
+        ws = self._ws
+        if ws is None or ws.protocol.state is not State.OPEN or ws.fragmented_send_waiter is not None:
+            return False
+        if ws.transport.get_write_buffer_size():
+            return False  # backpressure: the send task waits for the drain
+        t0 = time.perf_counter()
+        try:
+            ws.protocol.send_text(frame.encode())
+            ws.send_data()
+        except Exception:  # OSError on a dying socket: the receive loop reports the close
+            return False
+        self.last_send_latency_s = time.perf_counter() - t0
+        self.direct_sends += 1
+        return True
 
     async def _send_loop(self) -> None:
         assert self._ws is not None
@@ -144,7 +172,11 @@ class RealtimeClient:
                 if frame is _STOP:
                     return
                 t0 = time.perf_counter()
-                await ws.send(frame)  # type: ignore[arg-type]  # frames are str; _STOP is handled above
+                self._in_flight = True
+                try:
+                    await ws.send(frame)  # type: ignore[arg-type]  # frames are str; _STOP is handled above
+                finally:
+                    self._in_flight = False
                 self.last_send_latency_s = time.perf_counter() - t0
         except ConnectionClosed:
             return  # the receive loop reports the close

@@ -4,8 +4,11 @@ A pjsua2 ``Endpoint`` is a per-process singleton. :class:`SipEndpoint` owns it a
 /work/shared/PJSUA2.md found safe:
 
 * ``threadCnt=0`` + ``mainThreadOnly=True``, and an asyncio task that calls ``libHandleEvents(0)`` every
-  ``poll_interval_s`` (5 ms): every SIP callback (incoming call, call state, DTMF, transfer) runs on the event
-  loop thread, inside that task. The same tick drains the inbound audio crossing (:mod:`bridge.sip.crossing`).
+  ``poll_interval_s`` (20 ms; ``busy_poll_interval_s``, 5 ms, for half a second after SIP traffic, so bursts
+  are read before the socket buffer overflows): every SIP callback (incoming call, call state, DTMF, transfer)
+  runs on the event loop thread, inside that task. Audio does not wait for that poll: the clock thread wakes the
+  loop when a tick's first frame arrives (:mod:`bridge.sip.crossing`). ``libHandleEvents(0)`` costs about
+  100 µs a call here; polled every 5 ms for as long as calls were up, it was 2 % of a core per busy worker.
 * No sound device (``setNullDev``): the conference bridge is clocked internally at 8 kHz, 20 ms.
 * Codecs: PCMU and PCMA only (RFC 3551 payload types 0 and 8). pjsua then answers an offer with neither with
   ``488 Not Acceptable Here`` by itself, before any application callback.
@@ -87,8 +90,8 @@ class SipConfig:
     user: str = "callbridge"  # user part of the local account URI
     user_agent: str = "callbridge"
     pjsua_log_level: int = 1  # pjlib log level 0-6, forwarded to logger "bridge.sip.pjsua"; 4+ logs SIP messages
-    poll_interval_s: float = 0.005  # libHandleEvents / audio drain tick while calls are up
-    idle_poll_interval_s: float = 0.02  # the same with no call and nothing happening (bounds INVITE pickup delay)
+    poll_interval_s: float = 0.02  # libHandleEvents tick (bounds INVITE pickup and SIP callback delay)
+    busy_poll_interval_s: float = 0.005  # the same for half a second after SIP traffic (bursts, floods)
     shutdown_grace_s: float = 1.0  # how long close() waits for BYEs to complete
     # Access control, checked by SipGateway on every INVITE before the app sees it (see bridge.sip.access):
     allowed_sources: tuple[str, ...] = ()  # CIDRs / addresses INVITEs may come from; () = any; others get 403
@@ -361,6 +364,7 @@ class SipEndpoint:
         self._ports_free: list[BridgePort] = []
         self._release_hooks: list[Callable[[], None]] = []
         self._pump_task: asyncio.Task[None] | None = None
+        self.sip_polls = 0
         self._closed = False
         self.log_limiter = LogLimiter()  # pjsip's log lines, bounded (garbage floods would flood the log)
         self.setup_budget = SetupBudget()  # call set-ups per window, bounded (see SetupBudget)
@@ -393,6 +397,8 @@ class SipEndpoint:
         except BaseException:
             self._destroy_now()
             raise
+        crossing = self.crossing
+        self.crossing.wake_with(lambda: loop.call_soon_threadsafe(crossing.drain))
         self._pump_task = loop.create_task(self._pump(), name="sip-pump")
         _LOG.info(
             "SIP listening on %s (calls per process: %d, %s)",
@@ -517,8 +523,8 @@ class SipEndpoint:
     # -- running -----------------------------------------------------------------------------------------
 
     async def _pump(self) -> None:
-        """Poll pjsua and drain the audio crossing: every ``poll_interval_s`` while calls are up or anything
-        happened in the last half second, else every ``idle_poll_interval_s`` (an idle worker costs ~4x less).
+        """Poll pjsua every ``poll_interval_s``, and drain the audio crossing (a safety net: frames wake the
+        loop themselves).
 
         While :attr:`setup_budget` is spent, SIP polling pauses (audio still flows): see :class:`SetupBudget`."""
         ep = self._ep
@@ -528,20 +534,26 @@ class SipEndpoint:
         busy_until = 0.0
         while True:
             now = time.monotonic()
-            if self.pump_once(ep, crossing, sip=budget.allows(now)) or _native_uint("pjsua_call_get_count"):
+            if budget.allows(now) and self.poll_sip(ep):
                 busy_until = now + 0.5
-            await asyncio.sleep(cfg.poll_interval_s if now < busy_until else cfg.idle_poll_interval_s)
+            self.sip_polls += 1
+            crossing.drain()
+            await asyncio.sleep(cfg.busy_poll_interval_s if now < busy_until else cfg.poll_interval_s)
 
     @staticmethod
-    def pump_once(ep: Any, crossing: FrameCrossing, sip: bool = True) -> int:
+    def poll_sip(ep: Any) -> int:
+        """One ``libHandleEvents(0)``: SIP callbacks run here. Returns the number of events handled."""
+        try:
+            return int(ep.libHandleEvents(0))
+        except pj.Error as exc:
+            _LOG.error("libHandleEvents: %s", sip_error("libHandleEvents", exc))
+            return 0
+
+    @classmethod
+    def pump_once(cls, ep: Any, crossing: FrameCrossing, sip: bool = True) -> int:
         """One poll: SIP events (their callbacks run here; skipped if not ``sip``), then received frames.
         Returns how much happened."""
-        events = 0
-        if sip:
-            try:
-                events = int(ep.libHandleEvents(0))
-            except pj.Error as exc:
-                _LOG.error("libHandleEvents: %s", sip_error("libHandleEvents", exc))
+        events = cls.poll_sip(ep) if sip else 0
         return events + crossing.drain()
 
     def note_call_setup(self) -> None:
@@ -646,6 +658,7 @@ class SipEndpoint:
                 _LOG.exception("release hook failed")
 
     def _drop_ports(self) -> None:
+        self.crossing.wake_with(None)
         self.crossing.clear()
         ports, self._ports_all = self._ports_all, []
         self._ports_free.clear()

@@ -73,7 +73,8 @@ async def test_a_turn_through_the_client(emulator: EmulatorServer, dialect: Dial
     (record,) = emulator.sessions
     await emulator.wait_closed(record)
     assert record.dialect == dialect.name
-    assert len(record.input_audio) == len(audio)
+    assert record.input_audio == audio  # every frame, in order, whether written at once or queued
+    assert client.direct_sends > 0 and client.dropped_sends == 0
 
 
 @pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.name)

@@ -84,3 +84,47 @@ def test_register_thread_registers_once() -> None:
     register_thread(ep, "worker")
     register_thread(ep, "worker")
     assert calls == ["worker"]
+
+
+def test_frames_wake_the_loop_once_per_drain_and_none_waits_for_a_poll() -> None:
+    """The clock thread wakes the loop when a frame arrives and no drain is pending: a burst of frames costs one
+    wake-up, and a frame that arrives after a drain started schedules the next one (nothing is left queued)."""
+    import asyncio
+
+    async def scenario() -> tuple[list[float], int, int]:
+        loop = asyncio.get_running_loop()
+        crossing = FrameCrossing()
+        got: list[float] = []
+        crossing.wake_with(lambda: loop.call_soon_threadsafe(crossing.drain))
+
+        def tick(first: int) -> None:  # one clock tick: four ports' frames back to back
+            for i in range(first, first + 4):
+                crossing.put(lambda pcm, t: got.append(t), b"\0" * FRAME_BYTES, float(i))
+
+        for n in range(10):
+            thread = threading.Thread(target=tick, args=(4 * n,))
+            thread.start()
+            thread.join()
+            for _ in range(20):  # the loop runs the drain the clock thread scheduled; no poll
+                if len(got) == 4 * (n + 1):
+                    break
+                await asyncio.sleep(0.001)
+        return got, crossing.wakes, len(crossing)
+
+    got, wakes, left = asyncio.run(scenario())
+    assert got == [float(i) for i in range(40)]
+    assert wakes == 10  # one per tick, not one per frame
+    assert left == 0
+
+
+def test_a_closed_loop_leaves_frames_queued_for_a_final_drain() -> None:
+    crossing = FrameCrossing()
+
+    def closed() -> None:
+        raise RuntimeError("Event loop is closed")
+
+    crossing.wake_with(closed)
+    crossing.put(lambda pcm, t: None, b"a", 0.0)
+    crossing.put(lambda pcm, t: None, b"b", 0.0)  # the failed wake was forgotten: this one tries again
+    assert len(crossing) == 2 and crossing.wakes == 2
+    assert crossing.drain() == 2
