@@ -98,6 +98,7 @@ class Step:
     capture_ms: dict[str, float | None] = field(default_factory=dict)
     arrival_spread_ms: dict[str, float | None] = field(default_factory=dict)
     latency_samples: dict[str, int] = field(default_factory=dict)
+    late_by_target: dict[str, int] = field(default_factory=dict)  # where late frames came from: the callee's port
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -515,7 +516,13 @@ class Bench:
         unanswered = step.calls - len(answered)
         # A late packet moves two counters: "empty" when its frame was due, "lost" when it turns up too late
         # (calibrated: the sender stopped for 100 + 200 ms = 15 frames -> lost +18, empty +12). Count it once.
-        late = sum(math.ceil((int(r["jb_lost"]) + int(r["jb_empty"])) / 2) for r in answered)
+        late = 0
+        for r in answered:
+            one = math.ceil((int(r["jb_lost"]) + int(r["jb_empty"])) / 2)
+            late += one
+            if one:
+                port = str(r["uri"]).rsplit(":", 1)[-1]
+                step.late_by_target[port] = step.late_by_target.get(port, 0) + one
         step.out_late_or_missing = late + step.jb_discard + unanswered * expected_per_call
 
     async def bridge_step(self, calls: int, emulator: Any) -> Step:
@@ -711,10 +718,15 @@ async def run_bench(steps: list[int], seconds: float, as_json: bool, paths: Sequ
         async with EmulatorServer(
             "127.0.0.1", 0, speed=2.0, ping_interval_s=0, annotations={"greeting": greeting}
         ) as emu:
+            failed: set[str] = set()  # a path stops at its first failing step: its capacity is known then
             for calls in steps:
                 for path in paths:
+                    if path in failed:
+                        continue
                     step = await (bench.bridge_step(calls, emu) if path == "bridge" else bench.ceiling_step(calls))
                     results.append(step)
+                    if not step.passed:
+                        failed.add(path)
                     print(json.dumps(step.to_json()) if as_json else _row(step), flush=True)
                     for error in step.errors:
                         if not as_json:

@@ -98,6 +98,7 @@ class Worker:
         self.rollouts: RolloutStore | None = None
         self._dropped_exported = 0
         self.collector = CycleCollector(observe=metrics.GC_PAUSE.observe)
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def _decide(self, plan: Dialplan, call: Any) -> Decision:
         if plan.dialect != "rollout":
@@ -111,6 +112,25 @@ class Worker:
             await self._handle(call)
         finally:
             self.collector.call_ended()  # free the call's reference cycles now (bridge/memory.py)
+
+    def _end_orphans(self, dialogs: list[str]) -> None:
+        """Calls of a dead worker (or of this worker's previous run): BYE to each caller (bridge/sip/orphans.py)."""
+        from bridge.sip.orphans import end_orphans
+
+        task = asyncio.create_task(end_orphans(dialogs), name="orphan-byes")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _remember_dialog(self, call: Any) -> None:
+        """Once the caller's ACK confirms the dialog, keep it in the call's hash (for :meth:`_end_orphans`)."""
+        for _ in range(100):  # up to 10 s: the ACK follows the 200 OK within a round trip
+            dialog = getattr(call, "dialog", None)
+            if dialog is not None and self.store is not None:
+                self.store.update(call.call_id, sip_dialog=json.dumps(dialog.to_json()))
+                return
+            if call.disconnected.is_set():
+                return
+            await asyncio.sleep(0.1)
 
     async def _handle(self, call: Any) -> None:
         plan = route(self.plans, call.called)
@@ -180,6 +200,9 @@ class Worker:
         )
         if self.store is not None:
             self.store.watch(call.call_id, session.progress)
+            remember = asyncio.create_task(self._remember_dialog(call), name=f"dialog-{call.call_id}")
+            self._background.add(remember)
+            remember.add_done_callback(self._background.discard)
         try:
             report = await session.run()
         except BridgeError as exc:
@@ -234,6 +257,7 @@ class Worker:
         )
         if s.redis_url:
             self.store = CallStore(s.redis_url, worker=f"{s.sip_host}:{port or self.index}")
+            self.store.on_orphaned = self._end_orphans
             await self.store.start()
             self.rollouts = RolloutStore(s.redis_url)
         metrics.prime(("beta", "ga"), tuple(p.name for p in self.plans))

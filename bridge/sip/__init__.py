@@ -9,7 +9,9 @@
     softphone.py  a pjsua2 caller / answerer for tests, QA and the demo (``callbridge call``, ``phone listen``)
     wav.py        8 kHz mono PCM16 / G.711 WAV read and write
     analysis.py   tone generator and audio stats (level in dBFS, dominant frequency)
-    sipmsg.py     pure SIP text helpers (user part of a URI, request line and headers, Content-Length check)
+    sipmsg.py     pure SIP text helpers (user part of a URI, request line and headers, Content-Length check,
+                  a confirmed call's Dialog and the BYE that ends it)
+    orphans.py    BYE for the calls of a dead worker, from the dialogs kept in Redis (a plain socket, no pjsua2)
     access.py     pure access checks: source allowlists (CIDR) and digest authentication (RFC 2617/7616)
 
 Names are exported lazily so that ``bridge.sip.wav``, ``bridge.sip.sipmsg`` or ``bridge.sip.access`` can be used

@@ -73,7 +73,15 @@ from bridge.sip.access import FORBIDDEN_SOURCE, AuthResult, in_networks, parse_n
 from bridge.sip.crossing import FrameSource
 from bridge.sip.endpoint import CallGone, RejectedCall, SipConfig, SipEndpoint, SipError, sip_error
 from bridge.sip.media import BridgePort, connect_both_ways
-from bridge.sip.sipmsg import RequestHead, body_shorter_than_declared, header_values, parse_request_head, user_part
+from bridge.sip.sipmsg import (
+    Dialog,
+    RequestHead,
+    body_shorter_than_declared,
+    dialog_from_ack,
+    header_values,
+    parse_request_head,
+    user_part,
+)
 
 _LOG = logging.getLogger("bridge.sip")
 
@@ -96,6 +104,20 @@ def call_op(status: int = 0, reason: str | None = None, headers: dict[str, str] 
         header.hValue = value
         prm.txOption.headers.append(header)
     return prm
+
+
+def _received_text(prm: Any) -> str | None:
+    """The SIP message that caused a call-state change, if one was received (the ACK for CONFIRMED arrives
+    outside any transaction, as a plain RX_MSG event). None otherwise."""
+    try:
+        e = prm.e
+        if e.type == pj.PJSIP_EVENT_RX_MSG:
+            return str(e.body.rxMsg.rdata.wholeMsg) or None
+        if e.type == pj.PJSIP_EVENT_TSX_STATE and e.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG:
+            return str(e.body.tsxState.src.rdata.wholeMsg) or None
+    except (AttributeError, pj.Error):
+        return None
+    return None
 
 
 def first_audio(call: Any) -> tuple[Any, int] | None:
@@ -124,7 +146,7 @@ class _GatewayCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so th
     def onCallState(self, prm: Any) -> None:
         try:
             if self.handle is not None:
-                self.handle._on_state(self.getInfo())
+                self.handle._on_state(self.getInfo(), _received_text(prm))
         except BaseException:
             _LOG.exception("onCallState")
 
@@ -203,7 +225,8 @@ class IncomingCall:
 
     def __init__(self, gateway: SipGateway, call: _GatewayCall, prm: Any) -> None:
         info = call.getInfo()
-        head = parse_request_head(str(prm.rdata.wholeMsg))
+        self._invite = str(prm.rdata.wholeMsg)
+        head = parse_request_head(self._invite)
         self.call_id: str = str(info.callIdString)
         self.caller: str = user_part(str(info.remoteUri))
         self.called: str = user_part(head.uri) if head else user_part(str(info.localUri))
@@ -219,6 +242,7 @@ class IncomingCall:
         self.hangup_code: int | None = None
         self.hangup_reason: str = ""
         self.codec: str | None = None  # "PCMU" / "PCMA" once media is up
+        self.dialog: Dialog | None = None  # from the caller's ACK: lets a restarted worker send BYE for this call
         self._gateway = gateway
         self._call: _GatewayCall | None = call
         self._port: BridgePort | None = None
@@ -425,9 +449,11 @@ class IncomingCall:
             except pj.Error as exc:
                 _LOG.error("%s: connecting media failed: %s", self.call_id, sip_error("connect", exc))
 
-    def _on_state(self, info: Any) -> None:
+    def _on_state(self, info: Any, received: str | None = None) -> None:
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
             self.answered = True
+            if received and self.dialog is None:
+                self.dialog = dialog_from_ack(received, self._invite, self.remote_addr or "")
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED and not self.disconnected.is_set():
             self.hangup_code = int(info.lastStatusCode)
             self.hangup_reason = str(info.lastReason)

@@ -1,4 +1,5 @@
-"""Pure helpers over SIP text (RFC 3261): the user part of a URI and the request line and headers of a request.
+"""Pure helpers over SIP text (RFC 3261): the user part of a URI, the request line and headers of a request, and
+the dialog of a confirmed call with the BYE that ends it from outside the process that held it (:class:`Dialog`).
 
 pjsua2 hands the gateway name-addr strings (``"Alice" <sip:alice@host>;tag=x``) and the raw INVITE
 (``SipRxData.wholeMsg``); the app wants ``alice`` and the dialled number, and the gateway's screening wants every
@@ -118,3 +119,123 @@ def body_shorter_than_declared(message: str) -> bool:
         return False  # pjsip drops such a message before any callback; nothing to add here
     _lines, body = _split(message)
     return length > len(body.encode("utf-8", "surrogateescape"))
+
+
+# -- ending a dialog from outside the process that held it --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dialog:
+    """What it takes to send an in-dialog BYE for a call whose pjsua2 state is gone (its worker was killed).
+
+    Taken from the caller's ACK (``From``/``To`` with both tags, RFC 3261 §12.1.1) and INVITE (``Contact``,
+    ``Record-Route``). ``local``/``remote`` are header values from our side: ``local`` becomes the BYE's From,
+    ``remote`` its To. ``peer`` is "ip:port" the INVITE came from; ``transport`` "udp" or "tcp".
+    """
+
+    call_id: str
+    local: str
+    remote: str
+    target: str  # the caller's Contact URI (the remote target)
+    routes: tuple[str, ...] = ()  # the INVITE's Record-Route values, in order (the UAS route set)
+    peer: str = ""
+    transport: str = "udp"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "call_id": self.call_id,
+            "local": self.local,
+            "remote": self.remote,
+            "target": self.target,
+            "routes": list(self.routes),
+            "peer": self.peer,
+            "transport": self.transport,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Dialog:
+        routes = data.get("routes") or []
+        return cls(
+            call_id=str(data["call_id"]),
+            local=str(data["local"]),
+            remote=str(data["remote"]),
+            target=str(data["target"]),
+            routes=tuple(str(r) for r in routes) if isinstance(routes, list) else (),
+            peer=str(data.get("peer") or ""),
+            transport=str(data.get("transport") or "udp"),
+        )
+
+    def destination(self) -> tuple[str, int] | None:
+        """Where the BYE goes: the first route if there is a route set, else the address the INVITE came from (the
+        caller's signalling is symmetric, RFC 3581), else the Contact's host and port."""
+        if self.routes:
+            return _host_port(_first_uri(self.routes[0]))
+        if self.peer:
+            host, _, port = self.peer.rpartition(":")
+            if host and port.isdigit():
+                return host.strip("[]"), int(port)
+        return _host_port(self.target)
+
+
+def _first_uri(value: str) -> str:
+    match = _URI_IN_BRACKETS.search(value)
+    return match.group(1) if match else value.split(",", 1)[0].strip()
+
+
+def _host_port(uri: str) -> tuple[str, int] | None:
+    scheme, sep, rest = uri.partition(":")
+    if not sep or scheme.lower() not in ("sip", "sips"):
+        return None
+    hostport = rest.split("@", 1)[-1].split(";", 1)[0].split("?", 1)[0]
+    if hostport.startswith("["):
+        host, _, tail = hostport[1:].partition("]")
+        port = tail.lstrip(":")
+    else:
+        host, _, port = hostport.partition(":")
+    if not host:
+        return None
+    return host, int(port) if port.isdigit() else (5061 if scheme.lower() == "sips" else 5060)
+
+
+def dialog_from_ack(ack: str, invite: str, peer: str) -> Dialog | None:
+    """The dialog of a confirmed incoming call, from the caller's ACK and INVITE texts (None if either is unusable).
+    In the ACK, ``From`` is the caller (their tag) and ``To`` is us (our tag)."""
+    head = parse_request_head(ack)
+    if head is None or head.method != "ACK":
+        return None
+    call_id, theirs, ours = (header_values(ack, n) for n in ("call-id", "from", "to"))
+    contact = header_values(invite, "contact")
+    if not (call_id and theirs and ours and contact) or ";tag=" not in ours[0] or ";tag=" not in theirs[0]:
+        return None
+    vias = header_values(invite, "via")
+    transport = vias[0].split()[0].rsplit("/", 1)[-1].lower() if vias and vias[0].split() else "udp"
+    routes = tuple(r.strip() for value in header_values(invite, "record-route") for r in value.split(","))
+    return Dialog(
+        call_id=call_id[0],
+        local=ours[0],
+        remote=theirs[0],
+        target=_first_uri(contact[0]),
+        routes=tuple(r for r in routes if r),
+        peer=peer,
+        transport=transport if transport in ("udp", "tcp") else "udp",
+    )
+
+
+def build_bye(dialog: Dialog, via: str, branch: str, cseq: int, user_agent: str = "callbridge") -> bytes:
+    """The BYE request (RFC 3261 §12.2.1.1, §15.1.1): Request-URI the remote target, ``Route`` the route set,
+    From/To/Call-ID of the dialog. ``via`` is "host:port" of the sending socket; ``cseq`` must exceed every CSeq
+    we sent in the dialog (callers pass a time-based number)."""
+    lines = [
+        f"BYE {dialog.target} SIP/2.0",
+        f"Via: SIP/2.0/{dialog.transport.upper()} {via};branch={branch};rport",
+        "Max-Forwards: 70",
+        *(f"Route: {route}" for route in dialog.routes),
+        f"From: {dialog.local}",
+        f"To: {dialog.remote}",
+        f"Call-ID: {dialog.call_id}",
+        f"CSeq: {cseq} BYE",
+        f"User-Agent: {user_agent}",
+        "Reason: SIP;cause=500;text=\"worker restarted\"",
+        "Content-Length: 0",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()

@@ -443,6 +443,9 @@ class CallStore:
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        # Called with the ``sip_dialog`` values of calls found orphaned (a previous run of this worker, or a dead
+        # worker): the worker sends each caller a BYE. Never raises into the writer.
+        self.on_orphaned: Callable[[list[str]], None] | None = None
 
     # ---------------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -812,9 +815,23 @@ class CallStore:
         known = await self.client.smembers(keys.worker_calls(self.worker))
         stale = sorted(c for c in (_text(k) for k in known) if c not in self._calls)
         if stale:
-            await _mark_ended(self.client, stale, "worker restarted", now=self._clock())
+            ended = await _mark_ended(self.client, stale, "worker restarted", now=self._clock())
             await self.client.srem(keys.worker_calls(self.worker), *stale)
             log.warning("worker %s: marked %d call(s) of a previous run ended", self.worker, len(stale))
+            await self._report_orphans(ended)
+
+    async def _report_orphans(self, call_ids: list[str]) -> None:
+        if not call_ids or self.on_orphaned is None:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for call_id in call_ids:
+            pipe.hget(keys.call(call_id), "sip_dialog")
+        dialogs = [_text(d) for d in await pipe.execute() if d]
+        if dialogs:
+            try:
+                self.on_orphaned(dialogs)
+            except Exception:
+                log.exception("on_orphaned hook failed")
 
     # ---------------------------------------------------------------------------------------- read side
     async def list_calls(self) -> list[CallSummary]:
@@ -827,4 +844,6 @@ class CallStore:
 
     async def reap_dead_workers(self) -> dict[str, list[str]]:
         """Mark the calls of workers whose heartbeat expired ended ("worker died"); never this worker's own."""
-        return await reap_dead_workers(self.client, exclude=frozenset({self.worker}), now=self._clock())
+        out = await reap_dead_workers(self.client, exclude=frozenset({self.worker}), now=self._clock())
+        await self._report_orphans([c for calls in out.values() for c in calls])
+        return out

@@ -41,7 +41,7 @@ IDENTITY_FIELDS: Final = ("call_id", "worker", "caller", "called", "dialplan", "
 PROTOCOL_FIELDS: Final = ("phase", "session_id", "conversation_id", "response_id", "item_id")
 PROGRESS_FIELDS: Final = ("last_user_audio_seq", "last_ack_event_id", "played_ms")
 TIME_FIELDS: Final = ("started_at", "last_activity", "ended_at", "end_reason")
-EXTRA_FIELDS: Final = ("last_transcript",)
+EXTRA_FIELDS: Final = ("last_transcript", "sip_dialog")  # sip_dialog: JSON, lets a restarted worker send BYE
 CALL_FIELDS: Final = IDENTITY_FIELDS + PROTOCOL_FIELDS + PROGRESS_FIELDS + TIME_FIELDS + EXTRA_FIELDS
 
 # ------------------------------------------------------------------------------------------------ workers

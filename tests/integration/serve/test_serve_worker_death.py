@@ -1,4 +1,5 @@
-"""A worker killed mid-call: the pool restarts it on the same port, and its call is marked ended in Redis."""
+"""A worker killed mid-call: the pool restarts it on the same port, its call is marked ended in Redis, and the
+caller gets a BYE built from the dialog kept in Redis (no silent line left open)."""
 
 from __future__ import annotations
 
@@ -40,10 +41,16 @@ async def test_killed_worker_is_restarted_and_its_call_marked_ended(tmp_path: Pa
                 _, health = await api("/healthz", serve)
                 old_pid = health["workers"][0]["pid"]
                 play = caller_wav(tmp_path / "c.wav")
-                call = asyncio.create_task(softphone(serve, "1000", play, seconds=6.0))
+                call = asyncio.create_task(softphone(serve, "1000", play, seconds=25.0))
                 call_id = await _live_call(serve)
+                dialog = await _stored_dialog(client, call_id)
+                assert dialog["call_id"] == call_id and ";tag=" in dialog["local"] and ";tag=" in dialog["remote"]
+                killed_at = time.monotonic()
                 os.kill(old_pid, signal.SIGKILL)  # mid-call
-                await call  # the caller's side ends (here: its own hang-up timer; no zombie in the bridge)
+                phone = await call
+                # the caller did not wait for its own 25 s timer: the restarted worker hung up for the dead one
+                assert phone["answered"] and phone["hangup_by"] == "remote", phone
+                assert time.monotonic() - killed_at < 15, phone
 
                 # the pool restarts the worker on the same port
                 deadline = time.monotonic() + 30
@@ -75,6 +82,16 @@ async def test_killed_worker_is_restarted_and_its_call_marked_ended(tmp_path: Pa
                 proc.terminate()
                 proc.wait(15)
             assert proc.returncode == 0
+
+
+async def _stored_dialog(client: aioredis.Redis, call_id: str) -> dict[str, str]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = await client.hget(keys.call(call_id), "sip_dialog")
+        if text:
+            return dict(json.loads(text))
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the call's SIP dialog never reached Redis")
 
 
 async def _live_call(serve: Serve) -> str:

@@ -85,3 +85,68 @@ def test_header_values_finds_every_occurrence_in_any_form() -> None:
 )
 def test_body_shorter_than_declared(message: str, short: bool) -> None:
     assert body_shorter_than_declared(message) is short
+
+
+_INVITE = (
+    "INVITE sip:1000@10.0.0.1:5060 SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 10.0.0.9:5070;branch=z9hG4bKp;received=10.0.0.9\r\n"
+    "Via: SIP/2.0/UDP 192.168.1.5:5060;branch=z9hG4bKc\r\n"
+    "Record-Route: <sip:10.0.0.9:5070;lr>, <sip:edge.example.com;lr>\r\n"
+    'From: "Alice" <sip:alice@example.com>;tag=caller1\r\n'
+    "To: <sip:1000@10.0.0.1>\r\n"
+    "Call-ID: c-42@192.168.1.5\r\n"
+    "CSeq: 7 INVITE\r\n"
+    "m: <sip:alice@192.168.1.5:5060;transport=udp>\r\n"
+    "Content-Length: 0\r\n\r\n"
+)
+_ACK = (
+    "ACK sip:callbridge@10.0.0.1:5060 SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 10.0.0.9:5070;branch=z9hG4bKa\r\n"
+    'From: "Alice" <sip:alice@example.com>;tag=caller1\r\n'
+    "To: <sip:1000@10.0.0.1>;tag=ours9\r\n"
+    "Call-ID: c-42@192.168.1.5\r\n"
+    "CSeq: 7 ACK\r\n"
+    "Content-Length: 0\r\n\r\n"
+)
+
+
+def test_dialog_from_the_ack_and_invite_and_the_bye_built_from_it() -> None:
+    from bridge.sip.sipmsg import Dialog, build_bye, dialog_from_ack
+
+    dialog = dialog_from_ack(_ACK, _INVITE, "10.0.0.9:5070")
+    assert dialog is not None
+    assert dialog.call_id == "c-42@192.168.1.5"
+    assert dialog.local == "<sip:1000@10.0.0.1>;tag=ours9"  # our side: the ACK's To, with our tag
+    assert dialog.remote == '"Alice" <sip:alice@example.com>;tag=caller1'
+    assert dialog.target == "sip:alice@192.168.1.5:5060;transport=udp"  # compact Contact, brackets stripped
+    assert dialog.routes == ("<sip:10.0.0.9:5070;lr>", "<sip:edge.example.com;lr>")
+    assert dialog.destination() == ("10.0.0.9", 5070)  # a route set: its first hop
+    assert Dialog.from_json(dialog.to_json()) == dialog  # what Redis keeps round-trips
+
+    bye = build_bye(dialog, "10.0.0.1:40000", "z9hG4bKx", 1795000000).decode()
+    head = parse_request_head(bye)
+    assert head is not None and head.method == "BYE" and head.uri == dialog.target
+    assert head.headers["from"] == dialog.local and head.headers["to"] == dialog.remote
+    assert head.headers["call-id"] == dialog.call_id and head.headers["cseq"] == "1795000000 BYE"
+    assert header_values(bye, "route") == list(dialog.routes)  # in order (RFC 3261 §12.2.1.1)
+    assert head.headers["via"].startswith("SIP/2.0/UDP 10.0.0.1:40000;branch=z9hG4bKx")
+    assert bye.endswith("Content-Length: 0\r\n\r\n")
+
+
+def test_without_routes_the_bye_goes_where_the_invite_came_from_else_to_the_contact() -> None:
+    from bridge.sip.sipmsg import Dialog
+
+    plain = Dialog("c", "<sip:a@h>;tag=1", "<sip:b@h>;tag=2", "sip:b@192.168.1.5:5062", peer="127.0.0.1:5099")
+    assert plain.destination() == ("127.0.0.1", 5099)
+    assert Dialog("c", "l", "r", "sip:b@[::1]:5062").destination() == ("::1", 5062)
+    assert Dialog("c", "l", "r", "sips:b@example.com").destination() == ("example.com", 5061)
+    assert Dialog("c", "l", "r", "tel:+1555").destination() is None
+
+
+def test_no_dialog_without_tags_or_from_a_non_ack() -> None:
+    from bridge.sip.sipmsg import dialog_from_ack
+
+    assert dialog_from_ack(_INVITE, _INVITE, "") is None  # not an ACK
+    untagged = _ACK.replace(";tag=ours9", "")
+    assert dialog_from_ack(untagged, _INVITE, "") is None
+    assert dialog_from_ack(_ACK, _INVITE.replace("m: <sip:alice@192.168.1.5:5060;transport=udp>\r\n", ""), "") is None
