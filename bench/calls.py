@@ -34,6 +34,10 @@ is system-wide):
   (decode + resample of a reply's first delta) + ``playback`` (queued -> handed to the clock thread). Also the
   spread of append arrival times at the emulator (arrival minus the frame's 20 ms slot, above the call's best).
 
+A path stops at its first failing step (its capacity is known then). ``--json`` steps carry ``late_by_target``:
+late frames per callee port, i.e. per worker or loopback app, which tells one stalled process from a machine-wide
+stall.
+
 The summary line gives the most calls with every step up to it passing, for each path, and their ratio (goal:
 bridge >= 75 % of the ceiling), and the inbound p99 at that load (goal: <= 10 ms). If the ceiling passes the
 largest step, its real capacity is higher and the ratio shown is an upper bound; raise ``--max-calls``.
