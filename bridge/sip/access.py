@@ -24,6 +24,9 @@ Two checks the gateway runs on every INVITE before the app sees it (``SipConfig.
     and SIPp signs ``sip:host:port``. RFC 2617 §3.2.2.5 asks servers to compare them (SHOULD); replays are
     stopped by the nonce rules above instead;
   - algorithms: ``MD5`` (what SIP phones and SIPp speak, the default challenge) and ``SHA-256`` (RFC 7616/8760).
+* **Lockout** (:class:`AuthLockout`): a source address that sends ``auth_max_failures`` bad credentials within
+  ``auth_failure_window_s`` is refused outright (403, counted) for ``auth_lockout_s``: password guessing from one
+  address costs the guesser minutes per handful of tries, and costs the worker no digest work meanwhile.
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 FORBIDDEN_SOURCE = "Forbidden (source address not allowed)"
 FORBIDDEN_CREDENTIALS = "Forbidden (bad credentials)"
+FORBIDDEN_LOCKED_OUT = "Forbidden (too many failed authentications)"
 UNAUTHORIZED = "Unauthorized"
 
 # -- source allowlists ------------------------------------------------------------------------------------------
@@ -342,3 +347,64 @@ class DigestAuth:
             if issued is not None and issued >= horizon:
                 break  # first use roughly follows issue order; stop at the first live one
             del self._seen[nonce]
+
+
+class AuthLockout:
+    """Per source address: after ``max_failures`` refused credentials (wrong password, unknown user) within
+    ``window_s``, every INVITE from that address is refused for ``lockout_s`` without looking at its credentials
+    (403 ``FORBIDDEN_LOCKED_OUT``). A success clears the address's count. A challenge (401) is not a failure: it
+    is the normal first answer. Bounded: at most ``max_tracked`` addresses are remembered (the oldest go first).
+
+    Pure and not thread-safe (the gateway calls it on the event loop thread); ``clock`` is monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        max_failures: int = 10,
+        window_s: float = 60.0,
+        lockout_s: float = 300.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_tracked: int = 10_000,
+    ) -> None:
+        if max_failures < 1 or window_s <= 0 or lockout_s <= 0:
+            raise ValueError("auth lockout: max_failures must be >= 1, window_s and lockout_s > 0")
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.lockout_s = lockout_s
+        self._clock = clock
+        self._max_tracked = max_tracked
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()  # address -> failure times in the window
+        self._locked: OrderedDict[str, float] = OrderedDict()  # address -> locked until
+        self.lockouts = 0  # addresses locked out so far
+
+    def locked(self, address: str) -> bool:
+        until = self._locked.get(address)
+        if until is None:
+            return False
+        if self._clock() < until:
+            return True
+        del self._locked[address]
+        return False
+
+    def failure(self, address: str) -> bool:
+        """Count one refused credential from ``address``; True if this locks it out."""
+        now = self._clock()
+        times = [t for t in self._failures.pop(address, []) if now - t < self.window_s]
+        times.append(now)
+        if len(times) >= self.max_failures:
+            self._locked[address] = now + self.lockout_s
+            self._locked.move_to_end(address)
+            self.lockouts += 1
+            self._trim(self._locked)
+            return True
+        self._failures[address] = times
+        self._trim(self._failures)
+        return False
+
+    def success(self, address: str) -> None:
+        self._failures.pop(address, None)
+
+    def _trim(self, table: OrderedDict[str, Any]) -> None:
+        while len(table) > self._max_tracked:
+            table.popitem(last=False)

@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 import pjsua2 as pj
 
 from bridge.errors import BridgeError
-from bridge.sip.access import DigestAuth, parse_networks
+from bridge.sip.access import AuthLockout, DigestAuth, parse_networks
 from bridge.sip.crossing import FRAME_MS, SAMPLE_RATE, FrameCrossing
 from bridge.sip.media import BridgePort
 from bridge.sip.sipmsg import parse_request_head, user_part
@@ -99,6 +99,9 @@ class SipConfig:
     auth_realm: str = "callbridge"  # digest realm of the 401 challenges
     auth_exempt_sources: tuple[str, ...] = ()  # CIDRs trusted by address alone (no challenge), e.g. a carrier
     auth_nonce_ttl_s: float = 300.0  # how long a challenge's nonce stays good
+    auth_max_failures: int = 10  # bad credentials from one source address within the window ...
+    auth_failure_window_s: float = 60.0
+    auth_lockout_s: float = 300.0  # ... lock that address out (403 at once) for this long
     auth_nonce_secret: str = field(default="", repr=False)  # HMAC key of nonces; "" = random per process (share
     # one across workers behind one dispatcher, so that a retry landing on another worker is still accepted)
 
@@ -115,6 +118,7 @@ class SipConfig:
             raise ValueError("SipConfig.auth_users: expected a mapping of non-empty user names to password strings")
         if users:
             self.digest_auth()  # validates auth_realm and auth_nonce_ttl_s
+            self.auth_lockout()  # validates the lockout settings
 
     def digest_auth(self) -> DigestAuth | None:
         """The digest authenticator this configuration asks for, or None if ``auth_users`` is empty."""
@@ -127,6 +131,15 @@ class SipConfig:
                 nonce_ttl_s=self.auth_nonce_ttl_s,
                 secret=self.auth_nonce_secret or None,
             )
+        except ValueError as exc:
+            raise ValueError(f"SipConfig.{exc}") from None
+
+    def auth_lockout(self) -> AuthLockout | None:
+        """The per-source lockout of repeated bad credentials, or None if ``auth_users`` is empty."""
+        if not self.auth_users:
+            return None
+        try:
+            return AuthLockout(self.auth_max_failures, self.auth_failure_window_s, self.auth_lockout_s)
         except ValueError as exc:
             raise ValueError(f"SipConfig.{exc}") from None
 

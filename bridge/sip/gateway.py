@@ -69,7 +69,15 @@ from typing import Any
 import pjsua2 as pj
 
 from bridge.events import CallerHungUp, Dtmf, Event, TransferProgress
-from bridge.sip.access import FORBIDDEN_SOURCE, AuthResult, in_networks, parse_networks, source_allowed, source_ip
+from bridge.sip.access import (
+    FORBIDDEN_LOCKED_OUT,
+    FORBIDDEN_SOURCE,
+    AuthResult,
+    in_networks,
+    parse_networks,
+    source_allowed,
+    source_ip,
+)
 from bridge.sip.crossing import FrameSource
 from bridge.sip.endpoint import CallGone, RejectedCall, SipConfig, SipEndpoint, SipError, sip_error
 from bridge.sip.media import BridgePort, connect_both_ways
@@ -532,6 +540,7 @@ class SipGateway:
         self._allowed = parse_networks(config.allowed_sources, "SipConfig.allowed_sources")
         self._exempt = parse_networks(config.auth_exempt_sources, "SipConfig.auth_exempt_sources")
         self._auth = config.digest_auth()
+        self._lockout = config.auth_lockout()
 
     async def start(self) -> None:
         self.endpoint.start()
@@ -617,7 +626,16 @@ class SipGateway:
         head = parse_request_head(message)
         if head is None:  # pjsua gave us an INVITE; this cannot happen unless the text is not what it parsed
             return _Verdict(400, "Bad Request", "unparsable request line")
+        lockout, address = self._lockout, source_ip(source)
+        if lockout is not None and lockout.locked(address):
+            return _Verdict(403, FORBIDDEN_LOCKED_OUT, "source locked out after repeated bad credentials")
         result: AuthResult = auth.check(head.method, header_values(message, "authorization"))
+        if lockout is not None:
+            if result.ok:
+                lockout.success(address)
+            elif result.status == 403 and lockout.failure(address):
+                seconds, count = lockout.lockout_s, lockout.max_failures
+                _LOG.warning("%s locked out for %.0f s after %d bad credentials", address, seconds, count)
         if result.ok:
             return _Verdict(0, "", result.detail, user=result.user)
         headers = {"WWW-Authenticate": result.www_authenticate} if result.www_authenticate else {}

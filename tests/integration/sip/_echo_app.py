@@ -56,6 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--auth-user", action="append", default=[], metavar="USER:PASSWORD", help="digest user")
     p.add_argument("--auth-realm", default="callbridge")
     p.add_argument("--auth-exempt", action="append", default=[], help="SipConfig.auth_exempt_sources entry")
+    p.add_argument("--auth-max-failures", type=int, default=10, help="SipConfig.auth_max_failures")
     p.add_argument("--nonce-ttl", type=float, default=300.0)
     p.add_argument("--dialplan-allow", action="append", default=[], help="IncomingCall.enforce_sources() entry")
     return p.parse_args(argv)
@@ -238,6 +239,7 @@ async def main(argv: list[str]) -> int:
         auth_users=dict(entry.split(":", 1) for entry in args.auth_user),
         auth_realm=args.auth_realm,
         auth_exempt_sources=tuple(args.auth_exempt),
+        auth_max_failures=args.auth_max_failures,
         auth_nonce_ttl_s=args.nonce_ttl,
     )
     rejections: list[dict[str, Any]] = []

@@ -240,6 +240,47 @@ def test_digest_wrong_password_and_unknown_user_get_403() -> None:
     assert report["calls"] == []
 
 
+@needs_stranger
+def test_a_source_guessing_passwords_is_locked_out_and_others_are_not() -> None:
+    """Three bad passwords from one address lock it out: even the right password then gets 403 at once, with no
+    challenge; another address still authenticates."""
+    app = GatewayApp("--mode", "silent", "--auth-user", f"{USER}:{PASSWORD}", "--auth-max-failures", "3")
+    answers = []
+    try:
+        with RawSip(app.port) as raw:
+            uri = f"sip:100@{LOCALHOST}:{app.port}"
+            for attempt in range(3):
+                challenge, _ = raw.invite(sdp_offer(free_port(), PCMU), call_id=f"guess-{attempt}")
+                wrong, _ = raw.invite(
+                    sdp_offer(free_port(), PCMU),
+                    call_id=f"guess-{attempt}",
+                    cseq=2,
+                    extra=authorization(challenge, uri, password=f"guess{attempt}"),
+                )
+                answers.append((challenge.status, wrong.status))
+            # the right password over the last challenge's (still fresh, never accepted) nonce: refused all the same
+            locked, _ = raw.invite(
+                sdp_offer(free_port(), PCMU), call_id="guess-2", cseq=3, extra=authorization(challenge, uri)
+            )
+        with RawSip(app.port, local_host=STRANGER) as other:
+            uri = f"sip:100@{LOCALHOST}:{app.port}"
+            challenge, _ = other.invite(sdp_offer(free_port(), PCMU), call_id="other-1")
+            accepted, seen = other.invite(
+                sdp_offer(free_port(), PCMU), call_id="other-1", cseq=2, extra=authorization(challenge, uri)
+            )
+    finally:
+        finished = stop(app)
+    assert answers == [(401, 403)] * 3
+    assert (locked.status, locked.reason) == (403, "Forbidden (too many failed authentications)")
+    assert "www-authenticate" not in locked.headers  # no challenge: no digest work for the guesser
+    assert accepted.status == 200, seen
+    report = finished.report
+    assert report is not None
+    assert report["rejected"] == {"401": 4, "403": 4}  # counted like every refusal
+    (call,) = report["calls"]  # only the other address's
+    assert call["auth_user"] == USER
+
+
 def test_digest_replayed_or_expired_credentials_are_challenged_again() -> None:
     """A replayed Authorization (same nonce and nc) and one with an expired nonce get a new 401 with
     ``stale=true`` (RFC 2617 §3.2.1: retry with the new nonce, no new password prompt); a made-up nonce gets a

@@ -384,3 +384,43 @@ def test_garbage_authorization_values_do_not_raise() -> None:
         assert result.status in (401, 403)
     nonce = "é" * 72  # non-ASCII where hex is expected
     assert auth.check("INVITE", [credentials(auth, nonce)]).status == 401
+
+
+def test_lockout_after_repeated_bad_credentials_per_address_then_it_expires() -> None:
+    from bridge.sip.access import AuthLockout
+
+    now = [1000.0]
+    lockout = AuthLockout(max_failures=3, window_s=60.0, lockout_s=300.0, clock=lambda: now[0])
+    assert not lockout.failure("192.0.2.7") and not lockout.failure("192.0.2.7")
+    assert not lockout.locked("192.0.2.7")
+    assert lockout.failure("192.0.2.7")  # the third within the window locks it
+    assert lockout.locked("192.0.2.7") and not lockout.locked("192.0.2.8")  # per address
+    now[0] += 299.0
+    assert lockout.locked("192.0.2.7")
+    now[0] += 2.0
+    assert not lockout.locked("192.0.2.7") and lockout.lockouts == 1
+
+
+def test_lockout_counts_only_failures_inside_the_window_and_a_success_clears_them() -> None:
+    from bridge.sip.access import AuthLockout
+
+    now = [0.0]
+    lockout = AuthLockout(max_failures=3, window_s=10.0, lockout_s=60.0, clock=lambda: now[0])
+    lockout.failure("a")
+    lockout.failure("a")
+    now[0] = 11.0  # both have left the window
+    assert not lockout.failure("a")
+    lockout.failure("a")
+    lockout.success("a")  # the right password: start over
+    assert not lockout.failure("a") and not lockout.locked("a")
+
+
+def test_lockout_memory_is_bounded_and_bad_settings_are_refused() -> None:
+    from bridge.sip.access import AuthLockout
+
+    lockout = AuthLockout(max_failures=5, max_tracked=100)
+    for i in range(1000):
+        lockout.failure(f"10.0.{i // 256}.{i % 256}")
+    assert len(lockout._failures) == 100
+    with pytest.raises(ValueError, match="max_failures"):
+        AuthLockout(max_failures=0)
