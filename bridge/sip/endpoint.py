@@ -377,7 +377,6 @@ class SipEndpoint:
         self._ports_free: list[BridgePort] = []
         self._release_hooks: list[Callable[[], None]] = []
         self._pump_task: asyncio.Task[None] | None = None
-        self.sip_polls = 0
         self._closed = False
         self.log_limiter = LogLimiter()  # pjsip's log lines, bounded (garbage floods would flood the log)
         self.setup_budget = SetupBudget()  # call set-ups per window, bounded (see SetupBudget)
@@ -549,7 +548,6 @@ class SipEndpoint:
             now = time.monotonic()
             if budget.allows(now) and self.poll_sip(ep):
                 busy_until = now + 0.5
-            self.sip_polls += 1
             crossing.drain()
             await asyncio.sleep(cfg.busy_poll_interval_s if now < busy_until else cfg.poll_interval_s)
 

@@ -462,6 +462,7 @@ class IncomingCall:
             self.answered = True
             if received and self.dialog is None:
                 self.dialog = dialog_from_ack(received, self._invite, self.remote_addr or "")
+            self._invite = ""  # only the dialog needed it
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED and not self.disconnected.is_set():
             self.hangup_code = int(info.lastStatusCode)
             self.hangup_reason = str(info.lastReason)
