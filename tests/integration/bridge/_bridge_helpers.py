@@ -46,6 +46,7 @@ from bridge.emulator import EmulatorServer
 from bridge.emulator.session import SessionRecord
 from bridge.sip.analysis import peak_frequency
 from bridge.sip.wav import read_wav, write_wav
+from bridge.store.server import free_port_block
 from bridge.workers import Pool
 
 REPO = Path(__file__).resolve().parents[3]
@@ -70,17 +71,7 @@ SILENCE_MS = 400  # turn_detection.silence_duration_ms of every test plan
 
 def free_port() -> int:
     """A port free for both UDP and TCP on 127.0.0.1 (SIP listens on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((LOCALHOST, 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((LOCALHOST, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free UDP+TCP port")
+    return free_port_block(1)
 
 
 def env() -> dict[str, str]:

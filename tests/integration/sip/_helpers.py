@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from bridge.audio.g711 import ulaw_encode
+from bridge.store.server import free_port_block
 
 REPO = Path(__file__).resolve().parents[3]
 APP = Path(__file__).with_name("_echo_app.py")
@@ -34,17 +35,7 @@ LOCALHOST = "127.0.0.1"
 
 def free_port() -> int:
     """A port free for both UDP and TCP on 127.0.0.1 (SIP listens on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((LOCALHOST, 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((LOCALHOST, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free UDP+TCP port")
+    return free_port_block(1)
 
 
 def _env() -> dict[str, str]:
