@@ -92,6 +92,8 @@ class Step:
     jb_empty: int = 0
     jb_discard: int = 0
     underruns: int = 0  # bridge: playout underruns over whole calls (worker reports; not windowed, not scored)
+    port_late: int = 0  # bridge, native ports: ticks the loop had not queued a frame by (whole calls, not scored)
+    clock_gaps: int = 0  # bridge, native ports: clock ticks > 30 ms apart in the workers (whole calls, not scored)
     in_missing: int | None = None  # bridge: appends that did not reach the model in the window
     cpu_per_call_pct: float = 0.0
     cpu_callers_pct: float = 0.0  # all load callers together, % of one core
@@ -591,6 +593,8 @@ class Bench:
             down, play = lat.get("downlink", []), lat.get("playback", [])
             n = min(len(down), len(play))
             outbound += [d + p for d, p in zip(down[:n], play[:n], strict=True)]
+            step.port_late += int(r.get("media", {}).get("late_out", 0))
+            step.clock_gaps += int(r.get("media", {}).get("clock_gaps", 0))
             for _t, kind, summary in r.get("timeline", []):
                 if kind == "playout" and (m := _UNDERRUNS.search(summary)):
                     step.underruns += int(m.group(1))

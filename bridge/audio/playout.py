@@ -29,6 +29,14 @@ Accounting
 - ``late_frames``: audio pushed for an item already ended or flushed (deltas still in flight after a barge-in):
   discarded.
 - ``played_ms(item)`` never exceeds the item's real audio length (its last frame is padded with silence).
+
+Downstream
+----------
+A consumer may hold popped frames before they reach the wire: the native media port keeps a few frames queued
+ahead of pjmedia's clock (``bridge.sip.cport``). It registers itself with :meth:`PlayoutBuffer.set_downstream`;
+then ``flush`` first drops what that stage holds and un-counts those frames (they were never sent, so
+``played_ms`` and ``audio_end_ms`` stay what the caller got), and ``idle`` waits until the real audio it holds
+has gone out. The buffer remembers its last pops (a frame or silence) for that.
 """
 
 from __future__ import annotations
@@ -38,11 +46,24 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from bridge.audio.g711 import BYTES_PER_FRAME_PCM16, FRAME_MS
 
 _Frame = tuple[str, int, bytes]  # item_id, index of the frame in its item, frame bytes
+_RECENT = 32  # pops remembered for a downstream stage (it holds at most 16 frames)
+
+
+class Downstream(Protocol):
+    """A stage that holds popped frames before the wire (see the module doc)."""
+
+    def flush_out(self) -> int:
+        """Drop every frame held; return how many."""
+        ...
+
+    def depth(self) -> int:
+        """Frames held now."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +117,12 @@ class PlayoutBuffer:
         self._first_at: dict[str, float] = {}
         self.frames_played = 0
         self.underruns = 0
+        self._recent: deque[tuple[str, int] | None] = deque(maxlen=_RECENT)  # last pops; None: silence
+        self._downstream: Downstream | None = None
+
+    def set_downstream(self, downstream: Downstream | None) -> None:
+        """Register (or, with None, forget) the stage that holds popped frames before the wire."""
+        self._downstream = downstream
 
     # -- producer ------------------------------------------------------------------------------------------
 
@@ -124,25 +151,43 @@ class PlayoutBuffer:
 
     def flush(self) -> FlushResult:
         """Drop everything queued at once (barge-in) and report what of the current item was played."""
+        returned = self._take_back()
         with self._swap:
             drained, self._q = self._q, deque()
-        current = drained[0][0] if drained else self._item
+        cut = returned + [(frame[0], frame[1]) for frame in drained]  # oldest first: never sent
+        current = cut[0][0] if cut else self._item
         open_item = self._item if self._open else None
-        self._closed.update(frame[0] for frame in drained)
+        self._closed.update(item_id for item_id, _seq in cut)
         if self._item is not None:
             self._closed.add(self._item)
         played_tail = self._seq  # frames queued for self._item: all handed out if none was drained
         self._item, self._open, self._rem = None, False, b""
         if current is None:
             return FlushResult(None, 0, 0)
-        # frames of an item are queued in order, so the first one drained tells how many were played before
-        played = drained[0][1] if drained else played_tail
+        # frames of an item are queued in order, so the first one cut tells how many were played before
+        played = cut[0][1] if cut else played_tail
         received_ms = self._received[current] * FRAME_MS // self._frame_bytes
         played_ms = min(played * FRAME_MS, received_ms)
-        later = dict.fromkeys(frame[0] for frame in drained if frame[0] != current)
+        later = dict.fromkeys(item_id for item_id, _seq in cut if item_id != current)
         if open_item is not None and open_item != current:
             later[open_item] = None
         return FlushResult(current, played_ms, received_ms - played_ms, tuple(later))
+
+    def _take_back(self) -> list[tuple[str, int]]:
+        """Drop what the downstream stage holds; un-count those frames. Returns them, oldest first."""
+        downstream = self._downstream
+        held = downstream.flush_out() if downstream is not None else 0
+        if held <= 0:
+            return []
+        recent = list(self._recent)[-held:]
+        self._recent.clear()
+        returned = [pop for pop in recent if pop is not None]
+        for item_id, seq in returned:
+            self._played[item_id] = min(self._played.get(item_id, 0), seq)
+            if seq == 0:
+                self._first_at.pop(item_id, None)
+            self.frames_played -= 1
+        return returned
 
     def _close(self) -> None:
         if self._item is None or not self._open:
@@ -172,9 +217,11 @@ class PlayoutBuffer:
         except IndexError:
             if self._open and self._last_played == self._item:
                 self.underruns += 1
+            self._recent.append(None)
             return self._silence
         finally:
             self._swap.release()
+        self._recent.append((item_id, seq))
         if seq == 0:
             self._first_at[item_id] = self._clock()
         self._played[item_id] = seq + 1
@@ -199,8 +246,14 @@ class PlayoutBuffer:
 
     @property
     def idle(self) -> bool:
-        """Everything queued has been handed out and no item is open (e.g. goodbye audio has finished)."""
-        return not self._open and not self._q
+        """Everything queued has been sent and no item is open (e.g. goodbye audio has finished)."""
+        if self._open or self._q:
+            return False
+        downstream = self._downstream
+        if downstream is None:
+            return True
+        held = downstream.depth()
+        return held <= 0 or all(pop is None for pop in list(self._recent)[-held:])
 
     @property
     def frame_bytes(self) -> int:

@@ -87,6 +87,7 @@ class CallReport:
     errors: list[dict[str, Any]] = field(default_factory=list)
     reconnects: int = 0
     rollovers: int = 0
+    media: dict[str, Any] = field(default_factory=dict)  # SIP calls: the media port's kind and counters
     timeline: list[tuple[float, str, str]] = field(default_factory=list)
     end_reason: str = ""
 

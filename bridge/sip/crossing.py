@@ -18,6 +18,11 @@ The clock callbacks only copy bytes and hand them over here:
   longer waits for the next poll (inbound p50 in ``bench calls`` went from 2.9 to 0.6 ms).
 * **outbound** (app -> caller): :class:`FrameQueue` is filled on the loop and popped on the clock thread.
 
+That is the path of the Python media port (:class:`bridge.sip.media.BridgePort`). The native port
+(:mod:`bridge.sip.cport`, the default where it builds) crosses in C instead: the clock thread only touches a ring
+and an eventfd, and the loop's drain of those rings is registered here with :meth:`FrameCrossing.also_drain`,
+so one :meth:`FrameCrossing.drain` serves both kinds.
+
 No pjsua2 call may come from a thread that pjlib does not know: it aborts the process (``pj_thread_this``
 assertion). A thread other than the loop that has to call pjsua2 registers once with :func:`register_thread`.
 """
@@ -48,6 +53,37 @@ class FrameSource(Protocol):
     def pop_frame(self) -> bytes: ...
 
 
+class MediaPort(Protocol):
+    """One call's media port, pooled by the endpoint: Python (``BridgePort``) or native (``NativePort``)."""
+
+    @property
+    def frames_in(self) -> int: ...
+
+    @property
+    def frames_out(self) -> int: ...
+
+    @property
+    def empty_in(self) -> int: ...
+
+    @property
+    def errors(self) -> int: ...
+
+    @property
+    def late_out(self) -> int: ...
+
+    @property
+    def clock_gaps(self) -> int: ...
+
+    def attach(self, source: FrameSource | None, sink: FrameSink | None) -> None: ...
+
+    def detach(self) -> None: ...
+
+    @property
+    def attached(self) -> bool: ...
+
+    def connect(self, audio_media: object) -> None: ...
+
+
 class _Registrar(Protocol):
     def libIsThreadRegistered(self) -> bool: ...
 
@@ -67,6 +103,7 @@ class FrameCrossing:
         self._limit = limit
         self._wake: Callable[[], object] | None = None
         self._wake_pending = False
+        self._also: Callable[[], int] | None = None
         self.dropped = 0
         self.delivered = 0
         self.sink_errors = 0
@@ -77,6 +114,10 @@ class FrameCrossing:
         (typically ``lambda: loop.call_soon_threadsafe(crossing.drain)``). ``None``: frames wait for a poll."""
         self._wake = wake
         self._wake_pending = False
+
+    def also_drain(self, drain: Callable[[], int] | None) -> None:
+        """Loop thread: :meth:`drain` also calls ``drain()`` (the native ports' hub), adding its count."""
+        self._also = drain
 
     def put(self, sink: FrameSink, pcm: bytes, t_capture: float) -> None:
         """Clock thread: queue one frame for ``sink`` and wake the loop if no drain is pending yet.
@@ -118,7 +159,8 @@ class FrameCrossing:
                     _LOG.exception("on_frame sink raised (%d so far)", self.sink_errors)
             count += 1
         self.delivered += count
-        return count
+        also = self._also
+        return count + also() if also is not None else count
 
     def clear(self) -> None:
         self._queue.clear()

@@ -31,8 +31,8 @@ import collections
 import contextlib
 import ctypes
 import gc
-import importlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -44,7 +44,8 @@ import pjsua2 as pj
 
 from bridge.errors import BridgeError
 from bridge.sip.access import AuthLockout, DigestAuth, parse_networks
-from bridge.sip.crossing import FRAME_MS, SAMPLE_RATE, FrameCrossing
+from bridge.sip.cport import DEFAULT_LEAD, PJSUA, NativeHub, NativePort, native_ports
+from bridge.sip.crossing import FRAME_MS, SAMPLE_RATE, FrameCrossing, MediaPort
 from bridge.sip.media import BridgePort
 from bridge.sip.sipmsg import parse_request_head, user_part
 
@@ -76,6 +77,9 @@ def sip_error(operation: str, exc: BaseException) -> SipError:
     return SipError(operation, reason, status)
 
 
+MEDIA_PORTS = ("auto", "native", "python")
+
+
 @dataclass(frozen=True, slots=True)
 class SipConfig:
     """Where and how a process speaks SIP. The app's settings loader maps onto this."""
@@ -93,6 +97,11 @@ class SipConfig:
     poll_interval_s: float = 0.02  # libHandleEvents tick (bounds INVITE pickup and SIP callback delay)
     busy_poll_interval_s: float = 0.005  # the same for half a second after SIP traffic (bursts, floods)
     shutdown_grace_s: float = 1.0  # how long close() waits for BYEs to complete
+    # Media port per call (bridge.sip.cport): "native" (C, the clock thread never takes the GIL), "python" (a
+    # pjsua2 AudioMediaPort), "auto" (native if it builds and passes its start-up check, else python). The
+    # environment variable CALLBRIDGE_MEDIA_PORT sets the default (benchmarks compare the two).
+    media_port: str = field(default_factory=lambda: os.environ.get("CALLBRIDGE_MEDIA_PORT", "auto"))
+    playout_lead_frames: int = DEFAULT_LEAD  # native port: frames queued ahead of the clock (20 ms each)
     # Access control, checked by SipGateway on every INVITE before the app sees it (see bridge.sip.access):
     allowed_sources: tuple[str, ...] = ()  # CIDRs / addresses INVITEs may come from; () = any; others get 403
     auth_users: Mapping[str, str] = field(default_factory=dict, repr=False)  # digest user -> password; {} = off
@@ -106,7 +115,11 @@ class SipConfig:
     # one across workers behind one dispatcher, so that a retry landing on another worker is still accepted)
 
     def __post_init__(self) -> None:
-        """Refuse a malformed access configuration at construction, naming the field."""
+        """Refuse a malformed configuration at construction, naming the field."""
+        if self.media_port not in MEDIA_PORTS:
+            raise ValueError(f"SipConfig.media_port: expected one of {', '.join(MEDIA_PORTS)}, got {self.media_port!r}")
+        if not 1 <= self.playout_lead_frames <= 16:
+            raise ValueError(f"SipConfig.playout_lead_frames: expected 1..16, got {self.playout_lead_frames}")
         for name in ("allowed_sources", "auth_exempt_sources"):
             value = getattr(self, name)
             parse_networks(value, f"SipConfig.{name}")  # raises ValueError naming the field and the bad entry
@@ -147,16 +160,7 @@ class SipConfig:
 _TRANSPORT_TYPES = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP}
 
 
-def _native_library() -> ctypes.CDLL | None:
-    """The loaded ``_pjsua2`` extension as a C library (dlopen returns the handle already in the process)."""
-    try:
-        path = importlib.import_module("pjsua2._pjsua2").__file__
-        return ctypes.CDLL(path) if path else None
-    except (ImportError, OSError):
-        return None
-
-
-_NATIVE = _native_library()
+_NATIVE = PJSUA
 
 
 def _native_uint(name: str) -> int | None:
@@ -373,8 +377,11 @@ class SipEndpoint:
         self._ep: Any = None
         self._writer: Any = None
         self._accounts: list[_Account] = []
-        self._ports_all: list[BridgePort] = []
-        self._ports_free: list[BridgePort] = []
+        self._ports_all: list[MediaPort] = []
+        self._ports_free: list[MediaPort] = []
+        self.hub: NativeHub | None = None  # native media ports' loop side (None: Python ports)
+        self.media_port_kind = "python"
+        self._reader: tuple[asyncio.AbstractEventLoop, int] | None = None
         self._release_hooks: list[Callable[[], None]] = []
         self._pump_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -411,13 +418,33 @@ class SipEndpoint:
             raise
         crossing = self.crossing
         self.crossing.wake_with(lambda: loop.call_soon_threadsafe(crossing.drain))
+        self._start_native_ports(loop)
         self._pump_task = loop.create_task(self._pump(), name="sip-pump")
         _LOG.info(
-            "SIP listening on %s (calls per process: %d, %s)",
+            "SIP listening on %s (calls per process: %d, %s; %s media ports)",
             ", ".join(self.listening),
             self.max_calls,
             self.cap_source,
+            self.media_port_kind,
         )
+
+    def _start_native_ports(self, loop: asyncio.AbstractEventLoop) -> None:
+        wanted = self.config.media_port
+        if wanted == "python":
+            return
+        available = native_ports()
+        if available.lib is None:
+            if wanted == "native":
+                self._destroy_now()
+                raise SipError("media_port", f"native media ports unavailable: {available.why}")
+            _LOG.warning("native media ports unavailable, using Python ports: %s", available.why)
+            return
+        hub = NativeHub(available.lib, self.config.playout_lead_frames)
+        loop.add_reader(hub.fd, hub.on_readable)
+        self._reader = (loop, hub.fd)
+        self.hub = hub
+        self.crossing.also_drain(hub.drain)
+        self.media_port_kind = "native"
 
     def _init(self, ep: Any, cfg: SipConfig) -> None:
         ep_cfg = pj.EpConfig()
@@ -576,15 +603,16 @@ class SipEndpoint:
         count = _native_uint("pjsua_call_get_count")
         return count if count is not None else 0
 
-    def acquire_port(self) -> BridgePort:
+    def acquire_port(self) -> MediaPort:
         """A detached media port, reused across calls: ports are never destroyed while the clock runs."""
         if self._ports_free:
             return self._ports_free.pop()
-        port = BridgePort(f"bridge{len(self._ports_all)}", self.crossing)
+        name = f"bridge{len(self._ports_all)}"
+        port: MediaPort = self.hub.new_port(name) if self.hub is not None else BridgePort(name, self.crossing)
         self._ports_all.append(port)
         return port
 
-    def release_port(self, port: BridgePort) -> None:
+    def release_port(self, port: MediaPort) -> None:
         port.detach()
         if port not in self._ports_free:
             self._ports_free.append(port)
@@ -670,11 +698,20 @@ class SipEndpoint:
 
     def _drop_ports(self) -> None:
         self.crossing.wake_with(None)
+        self.crossing.also_drain(None)
         self.crossing.clear()
+        if self._reader is not None:
+            loop, fd = self._reader
+            with contextlib.suppress(Exception):  # the loop may already be closed
+                loop.remove_reader(fd)
+            self._reader = None
         ports, self._ports_all = self._ports_all, []
         self._ports_free.clear()
         for port in ports:
-            port.detach()
+            if isinstance(port, NativePort):
+                port.remove()  # out of the conference bridge; its memory stays (see cport.c)
+            else:
+                port.detach()
 
     def _shutdown_accounts(self) -> None:
         accounts, self._accounts = self._accounts, []

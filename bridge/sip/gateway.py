@@ -78,9 +78,8 @@ from bridge.sip.access import (
     source_allowed,
     source_ip,
 )
-from bridge.sip.crossing import FrameSource
+from bridge.sip.crossing import FrameSource, MediaPort
 from bridge.sip.endpoint import CallGone, RejectedCall, SipConfig, SipEndpoint, SipError, sip_error
-from bridge.sip.media import BridgePort, connect_both_ways
 from bridge.sip.sipmsg import (
     Dialog,
     RequestHead,
@@ -253,7 +252,7 @@ class IncomingCall:
         self.dialog: Dialog | None = None  # from the caller's ACK: lets a restarted worker send BYE for this call
         self._gateway = gateway
         self._call: _GatewayCall | None = call
-        self._port: BridgePort | None = None
+        self._port: MediaPort | None = None
         self._on_frame: OnFrame | None = None
         self._transfer: asyncio.Future[TransferProgress] | None = None
         self._counters = dict.fromkeys(_COUNTERS, 0)  # this call's share of a pooled port's counters
@@ -412,6 +411,11 @@ class IncomingCall:
             self._port.detach()
 
     @property
+    def media_port_kind(self) -> str:
+        """The media port kind: "native" (C, bridge.sip.cport) or "python" (a pjsua2 AudioMediaPort)."""
+        return self._gateway.endpoint.media_port_kind
+
+    @property
     def media_counters(self) -> dict[str, int]:
         """Frames in/out, size-0 frames and callback errors of this call's media port."""
         if self._port is None:
@@ -453,7 +457,7 @@ class IncomingCall:
             self.codec = str(call.getStreamInfo(index).codecName)
         if self._port is not None:
             try:
-                connect_both_ways(self._port, audio)
+                self._port.connect(audio)
             except pj.Error as exc:
                 _LOG.error("%s: connecting media failed: %s", self.call_id, sip_error("connect", exc))
 
@@ -493,7 +497,7 @@ class IncomingCall:
         self._gateway._forget(self)
 
 
-_COUNTERS = ("frames_in", "frames_out", "empty_in", "errors")
+_COUNTERS = ("frames_in", "frames_out", "empty_in", "errors", "late_out", "clock_gaps")
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,7 +511,7 @@ class _Verdict:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def _port_counters(port: BridgePort) -> dict[str, int]:
+def _port_counters(port: MediaPort) -> dict[str, int]:
     return {name: int(getattr(port, name)) for name in _COUNTERS}
 
 

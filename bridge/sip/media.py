@@ -131,6 +131,8 @@ class BridgePort(pj.AudioMediaPort):  # type: ignore[misc]  # pjsua2 has no stub
     _source: FrameSource | None = None
     _sink: FrameSink | None = None
     frames_in = frames_out = empty_in = errors = 0
+    late_out = 0  # the source answers every request at once here (silence when it has nothing)
+    clock_gaps = max_gap_us = 0  # not measured on this path
 
     def __init__(self, name: str, crossing: FrameCrossing) -> None:
         super().__init__()
@@ -158,6 +160,9 @@ class BridgePort(pj.AudioMediaPort):  # type: ignore[misc]  # pjsua2 has no stub
     @property
     def attached(self) -> bool:
         return self._sink is not None or self._source is not None
+
+    def connect(self, audio_media: Any) -> None:
+        connect_both_ways(self, audio_media)
 
     # -- clock thread -------------------------------------------------------------------------------------
 

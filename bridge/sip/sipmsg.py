@@ -235,7 +235,7 @@ def build_bye(dialog: Dialog, via: str, branch: str, cseq: int, user_agent: str 
         f"Call-ID: {dialog.call_id}",
         f"CSeq: {cseq} BYE",
         f"User-Agent: {user_agent}",
-        "Reason: SIP;cause=500;text=\"worker restarted\"",
+        'Reason: SIP;cause=500;text="worker restarted"',
         "Content-Length: 0",
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()

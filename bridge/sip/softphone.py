@@ -43,10 +43,9 @@ from typing import Any
 import pjsua2 as pj
 
 from bridge.sip.analysis import audio_stats
-from bridge.sip.crossing import FRAME_BYTES, SILENCE
+from bridge.sip.crossing import FRAME_BYTES, SILENCE, MediaPort
 from bridge.sip.endpoint import SipConfig, SipEndpoint, sip_error
 from bridge.sip.gateway import DTMF_DIGITS, call_op, first_audio
-from bridge.sip.media import BridgePort, connect_both_ways
 from bridge.sip.sipmsg import host_part, user_part
 from bridge.sip.wav import read_wav, write_wav
 
@@ -91,7 +90,7 @@ class _Leg:
     role: str  # "caller" | "transfer" | "callee"
     uri: str
     call: _PhoneCall | None = None
-    port: BridgePort | None = None
+    port: MediaPort | None = None
     call_id: str = ""
     remote: str = ""
     sip_status: int | None = None
@@ -141,7 +140,7 @@ class _Leg:
             self.port = self.session.phone.endpoint.acquire_port()
         self.session.on_media(self)
         try:
-            connect_both_ways(self.port, audio)
+            self.port.connect(audio)
         except pj.Error as exc:
             _LOG.error("connecting media failed: %s", sip_error("connect", exc))
 

@@ -42,11 +42,20 @@ REPLY_HZ, REPLY_PEAK_DBFS, REPLY_MS = 600.0, -12.0, 1000
 HEARS = "A test tone, then: hi, what are your opening hours"
 
 
-@pytest.mark.parametrize("fmt", ["pcm16", "g711_ulaw"])
-@pytest.mark.parametrize("dialect", ["ga", "beta"])
+@pytest.mark.parametrize(
+    ("dialect", "fmt", "media"),
+    [
+        ("ga", "pcm16", "native"),
+        ("beta", "pcm16", "native"),
+        ("ga", "g711_ulaw", "native"),
+        ("beta", "g711_ulaw", "native"),
+        ("ga", "pcm16", "python"),  # the fallback media port (a pjsua2 AudioMediaPort), kept working
+    ],
+)
 async def test_caller_audio_reaches_the_model_and_the_reply_reaches_the_caller(
-    tmp_path: Path, dialect: str, fmt: str
+    tmp_path: Path, dialect: str, fmt: str, media: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("CALLBRIDGE_MEDIA_PORT", media)  # the workers' SipConfig default
     lead = silence(0.3)
     sent_tone = tone(CALLER_HZ, TONE_S, CALLER_DBFS)
     sent_speech = speech(0.0, SPEECH_S)
@@ -74,6 +83,8 @@ async def test_caller_audio_reaches_the_model_and_the_reply_reaches_the_caller(
     assert report["dialect"] == dialect and report["answered"] is True
     assert record.dialect == dialect
     assert report["errors"] == []
+    assert report["media"]["port"] == media
+    assert report["media"]["frames_in"] >= 200 and report["media"]["frames_out"] >= 200  # 5 s both ways
     assert report["caller_transcript"] == [HEARS]
     assert report["agent_transcript"] == ["Okay."]
     assert report["phases"][:5] == ["IDLE", "LISTENING", "THINKING", "SPEAKING", "LISTENING"], report["phases"]

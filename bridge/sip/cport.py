@@ -1,0 +1,450 @@
+"""The native media port: pjmedia's clock thread hands frames over in C and never waits for the GIL.
+
+Why: a pjsua2 ``AudioMediaPort`` (:class:`bridge.sip.media.BridgePort`) calls into Python twice per call and
+20 ms tick from pjmedia's one clock thread. Profiled under ``bench calls``, that thread spent most of its time
+waiting for the GIL while the event loop ran, and every call of the process shared that delay (late frames at
+the callers). :class:`NativePort` is a ``pjmedia_port`` written in C (``cport.c``, beside this file): its
+``put_frame`` and ``get_frame`` copy 320 bytes into or out of a small ring under a per-port mutex and wake the
+loop through one eventfd per process. The loop then, in :meth:`NativeHub.drain`:
+
+* hands every received frame to its call's sink, with the capture time the clock thread stamped, and
+* tops every outbound ring up to ``lead`` frames (default 2, i.e. 40 ms) from the call's :class:`FrameSource`.
+
+The lead is the price: audio for the caller is taken from the playout buffer up to ``lead`` ticks before it is
+sent. A barge-in still cuts at once: :meth:`NativePort.flush_out` drops what the ring holds and the playout
+buffer un-counts those frames (``PlayoutBuffer.set_downstream``), so ``audio_end_ms`` stays what was sent.
+
+Building: ``cport.c`` is compiled on first use with the system C compiler into a cache directory
+(``$CALLBRIDGE_CACHE``, else ``$XDG_CACHE_HOME/callbridge``, else ``~/.cache/callbridge``), keyed by a hash of
+the source; ``./dev setup`` does it ahead. It uses no pjproject header: the ``pjmedia_port`` layout is mirrored
+and then proven on a scratch port through the wheel's own ``pjmedia_port_info_init``, ``pjmedia_port_put_frame``
+and ``pjmedia_port_get_frame`` before any port reaches the conference bridge. If there is no compiler, or the
+check fails, :func:`native_ports` says why and the endpoint keeps :class:`BridgePort`.
+
+Only the event loop thread (pjsua's main thread) calls anything here except the C callbacks themselves.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pjsua2 as pj
+
+from bridge.sip.crossing import FRAME_BYTES, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSink, FrameSource
+
+_LOG = logging.getLogger("bridge.sip")
+SOURCE = Path(__file__).with_name("cport.c")
+_SIGNATURE = 0x43425054  # "CBPT": pjmedia only uses it to tell port kinds apart in logs
+_READ_MAX = 64  # frames moved per port and drain (the ring's size)
+DEFAULT_LEAD = 2
+
+
+def pjsua_library() -> ctypes.CDLL | None:
+    """The loaded ``_pjsua2`` extension as a C library (dlopen returns the handle already in the process)."""
+    try:
+        path = importlib.import_module("pjsua2._pjsua2").__file__
+        return ctypes.CDLL(path) if path else None
+    except (ImportError, OSError):
+        return None
+
+
+PJSUA = pjsua_library()
+
+
+class _PjStr(ctypes.Structure):
+    _fields_ = (("ptr", ctypes.c_void_p), ("slen", ctypes.c_ssize_t))
+
+
+class _PjFrame(ctypes.Structure):
+    """``pjmedia_frame``: only used by the start-up check."""
+
+    _fields_ = (
+        ("type", ctypes.c_int),
+        ("buf", ctypes.c_void_p),
+        ("size", ctypes.c_size_t),
+        ("timestamp", ctypes.c_uint64),
+        ("bit_info", ctypes.c_uint64),
+    )
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("CALLBRIDGE_CACHE")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "callbridge"
+
+
+def build(force: bool = False) -> Path:
+    """Compile ``cport.c`` (once per source version) and return the shared library's path.
+
+    Raises ``OSError`` with the compiler's message if there is no compiler or the build fails. Safe against
+    concurrent workers: each compiles to a private file and renames it into place."""
+    source = SOURCE.read_bytes()
+    digest = hashlib.sha256(source + sys.platform.encode()).hexdigest()[:16]
+    target = cache_dir() / f"cport-{digest}.so"
+    if target.exists() and not force:
+        return target
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        raise OSError("no C compiler (cc or gcc) on PATH")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".cport-", suffix=".so", dir=target.parent)
+    os.close(fd)
+    cmd = [compiler, "-O2", "-std=c11", "-Wall", "-Werror", "-shared", "-fPIC", "-pthread", str(SOURCE), "-o", tmp]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise OSError(f"{' '.join(cmd)} failed: {done.stderr.strip()[:2000]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _bind(lib: ctypes.CDLL) -> None:
+    p, i, u = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint
+    signatures: dict[str, tuple[Any, list[Any]]] = {
+        "cbp_abi": (i, []),
+        "cbp_frame_bytes": (i, []),
+        "cbp_init": (i, [i, i, u]),
+        "cbp_rearm": (None, []),
+        "cbp_wakes": (ctypes.c_ulonglong, []),
+        "cbp_new": (p, [ctypes.c_char_p]),
+        "cbp_info_ok": (i, [p]),
+        "cbp_attach": (None, [p, i]),
+        "cbp_read_in": (i, [p, p, p, i]),
+        "cbp_out_need": (i, [p, u]),
+        "cbp_write_out": (i, [p, ctypes.c_char_p, i]),
+        "cbp_flush_out": (i, [p]),
+        "cbp_out_depth": (i, [p]),
+        "cbp_counters": (None, [p, ctypes.POINTER(ctypes.c_ulonglong)]),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        func = getattr(lib, name)
+        func.restype = restype
+        func.argtypes = argtypes
+    if PJSUA is None:
+        raise OSError("the pjsua2 extension cannot be opened as a C library")
+    pjsua: dict[str, tuple[Any, list[Any]]] = {
+        "pjmedia_port_info_init": (i, [p, ctypes.POINTER(_PjStr), u, u, u, u, u]),
+        "pjmedia_port_put_frame": (i, [p, ctypes.POINTER(_PjFrame)]),
+        "pjmedia_port_get_frame": (i, [p, ctypes.POINTER(_PjFrame)]),
+        "pjsua_pool_create": (p, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t]),
+        "pjsua_conf_add_port": (i, [p, p, ctypes.POINTER(ctypes.c_int)]),
+        "pjsua_conf_remove_port": (i, [i]),
+        "pjsua_conf_connect": (i, [i, i]),
+    }
+    for name, (restype, argtypes) in pjsua.items():
+        func = getattr(PJSUA, name)
+        func.restype = restype
+        func.argtypes = argtypes
+
+
+def _init_info(port: int) -> None:
+    """``pjmedia_port_info_init`` on the port's info: 8 kHz mono PCM16, 20 ms; the name is the C struct's own."""
+    assert PJSUA is not None
+    name = ctypes.string_at(port + _NAME_OFFSET)  # cb_port.name, right after the pjmedia_port base
+    pjname = _PjStr(port + _NAME_OFFSET, len(name))
+    status = PJSUA.pjmedia_port_info_init(port, ctypes.byref(pjname), _SIGNATURE, SAMPLE_RATE, 1, 16, SAMPLES_PER_FRAME)
+    if status != 0:
+        raise OSError(f"pjmedia_port_info_init returned {status}")
+
+
+_NAME_OFFSET = 120  # sizeof(pjmedia_port) in cport.c; cbp_abi() confirms it at load
+
+
+def new_handle(lib: ctypes.CDLL, name: str) -> int:
+    """A new C port with its info initialized by the library itself. Never freed (see ``cport.c``)."""
+    handle = lib.cbp_new(name.encode()[:31])
+    if not handle:
+        raise MemoryError("cbp_new")
+    _init_info(handle)
+    return int(handle)
+
+
+def put_frame(handle: int, pcm: bytes, frame_type: int = pj.PJMEDIA_FRAME_TYPE_AUDIO) -> None:
+    """What the conference bridge does each tick for a port's listener side: ``pjmedia_port_put_frame``."""
+    assert PJSUA is not None
+    buf = ctypes.create_string_buffer(pcm, max(len(pcm), 1))
+    frame = _PjFrame(frame_type, ctypes.cast(buf, ctypes.c_void_p), len(pcm), 0, 0)
+    status = PJSUA.pjmedia_port_put_frame(handle, ctypes.byref(frame))
+    if status != 0:
+        raise OSError(f"pjmedia_port_put_frame returned {status}")
+
+
+def get_frame(handle: int) -> tuple[int, bytes]:
+    """What the conference bridge does each tick for a port's source side: ``pjmedia_port_get_frame``.
+    Returns the frame's type and bytes."""
+    assert PJSUA is not None
+    buf = ctypes.create_string_buffer(FRAME_BYTES)
+    frame = _PjFrame(pj.PJMEDIA_FRAME_TYPE_NONE, ctypes.cast(buf, ctypes.c_void_p), FRAME_BYTES, 0, 0)
+    status = PJSUA.pjmedia_port_get_frame(handle, ctypes.byref(frame))
+    if status != 0:
+        raise OSError(f"pjmedia_port_get_frame returned {status}")
+    return int(frame.type), buf.raw[: frame.size]
+
+
+def _self_test(lib: ctypes.CDLL) -> None:
+    """Drive a scratch port through the wheel's own entry points; raise ``OSError`` on any mismatch."""
+    if lib.cbp_abi() != _NAME_OFFSET or lib.cbp_frame_bytes() != FRAME_BYTES:
+        raise OSError(f"cport.c layout: pjmedia_port is {lib.cbp_abi()} bytes, expected {_NAME_OFFSET}")
+    port = new_handle(lib, "cbp-selftest")
+    if not lib.cbp_info_ok(port):
+        raise OSError("pjmedia_port_info layout differs from cport.c (audio format detail not at offset 36)")
+    lib.cbp_attach(port, 1)
+    probe = bytes((i * 7) % 256 for i in range(FRAME_BYTES))
+    put_frame(port, probe)
+    out = ctypes.create_string_buffer(FRAME_BYTES)
+    times = (ctypes.c_double * 1)()
+    if lib.cbp_read_in(port, out, times, 1) != 1 or out.raw != probe:
+        raise OSError("pjmedia_port_put_frame did not reach cport.c's put_frame (pjmedia_port layout differs)")
+    reply = probe[::-1]
+    lib.cbp_write_out(port, reply, 1)
+    if get_frame(port) != (pj.PJMEDIA_FRAME_TYPE_AUDIO, reply):
+        raise OSError("pjmedia_port_get_frame did not reach cport.c's get_frame (pjmedia_port layout differs)")
+    lib.cbp_attach(port, 0)  # the scratch port is never freed (see cport.c): a few KiB, once per process
+
+
+@dataclass(frozen=True)
+class Availability:
+    lib: ctypes.CDLL | None
+    why: str  # "" when available
+
+
+@cache
+def native_ports() -> Availability:
+    """Build, load and check the native port once per process."""
+    try:
+        path = build()
+        lib = ctypes.CDLL(str(path))
+        _bind(lib)
+        _self_test(lib)
+    except (OSError, subprocess.SubprocessError, AttributeError) as exc:
+        return Availability(None, str(exc))
+    return Availability(lib, "")
+
+
+class NativeHub:
+    """The loop side for every native port of the process: the eventfd, and the drain that serves them."""
+
+    def __init__(self, lib: ctypes.CDLL, lead: int = DEFAULT_LEAD) -> None:
+        if not 1 <= lead <= 16:
+            raise ValueError(f"lead must be 1..16 frames, got {lead}")
+        self._lib = lib
+        self.lead = lead
+        fd = lib.cbp_init(pj.PJMEDIA_FRAME_TYPE_AUDIO, pj.PJMEDIA_FRAME_TYPE_NONE, lead)
+        if fd < 0:
+            raise OSError(-fd, f"eventfd: {os.strerror(-fd)}")
+        self.fd = fd
+        self._attached: dict[int, NativePort] = {}
+        self._in = ctypes.create_string_buffer(_READ_MAX * FRAME_BYTES)
+        self._times = (ctypes.c_double * _READ_MAX)()
+        self.sink_errors = 0
+        self.source_errors = 0
+        self.drains = 0
+
+    @property
+    def wakes(self) -> int:
+        return int(self._lib.cbp_wakes())
+
+    def new_port(self, name: str, conference: bool = True) -> NativePort:
+        """A port for one call at a time; ``conference=False`` keeps it out of pjsua (tests drive it directly)."""
+        return NativePort(self, name, conference)
+
+    def _track(self, port: NativePort, on: bool) -> None:
+        if on:
+            self._attached[port.handle] = port
+        else:
+            self._attached.pop(port.handle, None)
+
+    def on_readable(self) -> None:
+        """``loop.add_reader`` callback."""
+        self._lib.cbp_rearm()
+        self.drain()
+
+    def drain(self) -> int:
+        """Deliver every received frame, then top the outbound rings up. Returns the frames delivered."""
+        self.drains += 1
+        count = 0
+        for port in tuple(self._attached.values()):
+            count += self._serve(port)
+        return count
+
+    def _serve(self, port: NativePort) -> int:
+        lib = self._lib
+        handle = port.handle
+        delivered = 0
+        sink = port.sink
+        while True:
+            n = lib.cbp_read_in(handle, self._in, self._times, _READ_MAX)
+            if n <= 0:
+                break
+            raw = self._in.raw
+            times = self._times
+            for k in range(n):
+                if sink is None:
+                    break
+                try:
+                    sink(raw[k * FRAME_BYTES : (k + 1) * FRAME_BYTES], times[k])
+                except Exception:
+                    self.sink_errors += 1
+                    if self.sink_errors <= 10 or self.sink_errors % 1000 == 0:
+                        _LOG.exception("%s: on_frame sink raised (%d so far)", port.name, self.sink_errors)
+            delivered += n
+            if n < _READ_MAX:
+                break
+        source = port.source
+        if source is not None:
+            need = lib.cbp_out_need(handle, self.lead)
+            if need > 0:
+                try:
+                    chunk = b"".join(_exact(source.pop_frame()) for _ in range(need))
+                except Exception:
+                    self.source_errors += 1
+                    if self.source_errors <= 10 or self.source_errors % 1000 == 0:
+                        _LOG.exception("%s: frame source raised (%d so far)", port.name, self.source_errors)
+                else:
+                    lib.cbp_write_out(handle, chunk, need)
+        return delivered
+
+
+def _exact(frame: bytes) -> bytes:
+    return frame if len(frame) == FRAME_BYTES else frame[:FRAME_BYTES].ljust(FRAME_BYTES, b"\0")
+
+
+class NativePort:
+    """One call's media port, in C. Same surface as :class:`bridge.sip.media.BridgePort` (pooled, attached to a
+    call and detached after it), plus :attr:`slot` in pjsua's conference bridge."""
+
+    def __init__(self, hub: NativeHub, name: str, conference: bool = True) -> None:
+        lib = hub._lib
+        handle = new_handle(lib, name)
+        slot = ctypes.c_int(-1)
+        if conference:
+            assert PJSUA is not None
+            # One pool per port, for the conference bridge's bookkeeping; like the port, it lives as long as
+            # the process.
+            pool = PJSUA.pjsua_pool_create(name.encode(), 1024, 1024)
+            if not pool:
+                raise MemoryError("pjsua_pool_create")
+            status = PJSUA.pjsua_conf_add_port(pool, handle, ctypes.byref(slot))
+            if status != 0:
+                raise OSError(f"pjsua_conf_add_port returned {status}")
+        self._hub = hub
+        self._lib = lib
+        self.handle = handle
+        self.name = name
+        self.slot = slot.value
+        self.source: FrameSource | None = None
+        self.sink: FrameSink | None = None
+        self._counters = (ctypes.c_ulonglong * 8)()
+
+    def attach(self, source: FrameSource | None, sink: FrameSink | None) -> None:
+        self.source = source
+        self.sink = sink
+        self._lib.cbp_attach(self.handle, 1)
+        downstream = getattr(source, "set_downstream", None)
+        if downstream is not None:  # a PlayoutBuffer: a barge-in flushes this ring too (see its module doc)
+            downstream(self)
+        self._hub._track(self, True)
+        self._hub._serve(self)  # the first frames are queued now, not a tick later
+
+    def detach(self) -> None:
+        downstream = getattr(self.source, "set_downstream", None)
+        if downstream is not None:
+            downstream(None)
+        self._lib.cbp_attach(self.handle, 0)
+        self._hub._track(self, False)
+        self.source = None
+        self.sink = None
+
+    @property
+    def attached(self) -> bool:
+        return self.sink is not None or self.source is not None
+
+    def flush_out(self) -> int:
+        """Drop the frames queued for the caller; returns how many (they were taken from the source but never
+        sent)."""
+        return int(self._lib.cbp_flush_out(self.handle))
+
+    def depth(self) -> int:
+        """Frames queued for the caller now."""
+        return int(self._lib.cbp_out_depth(self.handle))
+
+    def connect(self, audio_media: Any) -> None:
+        """Call audio -> port and port -> call audio, by conference slot."""
+        assert PJSUA is not None
+        call_slot = int(audio_media.getPortId())
+        for src, dst in ((call_slot, self.slot), (self.slot, call_slot)):
+            status = PJSUA.pjsua_conf_connect(src, dst)
+            if status != 0:
+                raise pj.Error(status, "pjsua_conf_connect", f"slot {src} -> {dst}", "", 0)
+
+    def remove(self) -> None:
+        """Shutdown: take the port out of the conference bridge (before ``libDestroy``)."""
+        self.detach()
+        if self.slot >= 0 and PJSUA is not None:
+            PJSUA.pjsua_conf_remove_port(self.slot)
+            self.slot = -1
+
+    def _read(self) -> tuple[int, ...]:
+        self._lib.cbp_counters(self.handle, self._counters)
+        return tuple(self._counters)
+
+    @property
+    def frames_in(self) -> int:
+        return self._read()[0]
+
+    @property
+    def frames_out(self) -> int:
+        return self._read()[1]
+
+    @property
+    def empty_in(self) -> int:
+        return self._read()[2]
+
+    @property
+    def errors(self) -> int:
+        """Frames dropped because the loop did not drain for more than a ring (1.28 s)."""
+        return self._read()[3]
+
+    @property
+    def late_out(self) -> int:
+        """Ticks at which the ring was empty (the loop was late): the caller got 20 ms of silence."""
+        return self._read()[4]
+
+    @property
+    def clock_gaps(self) -> int:
+        """Requests that came more than 30 ms after the previous one: pjmedia's clock thread itself was late."""
+        return self._read()[6]
+
+    @property
+    def max_gap_us(self) -> int:
+        return self._read()[7]
+
+
+def main() -> int:
+    """``python -m bridge.sip.cport``: build and check the native port now (``./dev setup`` runs it)."""
+    available = native_ports()
+    if available.lib is None:
+        print(f"native media port unavailable ({available.why}); the bridge will use its Python media port")
+    else:
+        print(f"native media port: {build()} (layout check passed)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

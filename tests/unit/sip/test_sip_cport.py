@@ -1,0 +1,211 @@
+"""The native media port (bridge/sip/cport.c), driven through the wheel's own pjmedia entry points.
+
+No endpoint is needed: ``pjmedia_port_put_frame`` / ``pjmedia_port_get_frame`` are what pjmedia's conference
+bridge calls on a port each tick, and they only follow the port's function pointers. So these tests exercise the
+exact C callbacks the clock thread runs, with real frames, against the loop side (:class:`NativeHub`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pjsua2 as pj
+import pytest
+
+from bridge.audio import FlushResult, PlayoutBuffer
+from bridge.sip import cport
+from bridge.sip.crossing import FRAME_BYTES, SILENCE, FrameQueue
+
+RATE = 8000
+
+
+def tone(hz: float, frames: int, dbfs: float = -10.0) -> bytes:
+    n = frames * FRAME_BYTES // 2
+    amp = 32767 * 10 ** (dbfs / 20) * math.sqrt(2)
+    return (amp * np.sin(2 * np.pi * hz * np.arange(n) / RATE)).astype(np.int16).tobytes()
+
+
+def peak_hz(pcm: bytes) -> float:
+    x = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spectrum) * RATE / len(x))
+
+
+@pytest.fixture(scope="module")
+def lib() -> ctypes.CDLL:
+    if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler on PATH to build bridge/sip/cport.c (./dev test installs gcc as root)")
+    available = cport.native_ports()
+    assert available.lib is not None, f"native port unavailable here: {available.why}"  # a layout mismatch fails
+    return available.lib
+
+
+@pytest.fixture
+def hub(lib: ctypes.CDLL) -> cport.NativeHub:
+    return cport.NativeHub(lib, lead=2)
+
+
+def readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def test_layout_check_passed_and_the_build_is_cached(lib: ctypes.CDLL) -> None:
+    assert cport.native_ports().why == ""
+    first = cport.build()
+    assert first.exists() and cport.build() == first  # one build per source version
+
+
+def test_caller_frames_reach_the_sink_in_order_with_capture_times(hub: cport.NativeHub) -> None:
+    port = hub.new_port("t-in", conference=False)
+    got: list[tuple[bytes, float]] = []
+    port.attach(None, lambda pcm, t: got.append((pcm, t)))
+    sent = tone(1020.0, 5)
+    before = time.monotonic()
+    for k in range(5):
+        cport.put_frame(port.handle, sent[k * FRAME_BYTES : (k + 1) * FRAME_BYTES])
+    after = time.monotonic()
+    assert readable(hub.fd)  # the clock side woke the loop, with no Python on that path
+    hub.on_readable()
+    assert not readable(hub.fd)
+    assert b"".join(pcm for pcm, _t in got) == sent
+    assert abs(peak_hz(b"".join(pcm for pcm, _t in got)) - 1020.0) <= RATE / len(sent) * 2
+    times = [t for _pcm, t in got]
+    assert times == sorted(times) and before <= times[0] and times[-1] <= after  # stamped on time.monotonic()
+    assert (port.frames_in, port.empty_in, port.errors) == (5, 0, 0)
+    cport.put_frame(port.handle, b"", frame_type=pj.PJMEDIA_FRAME_TYPE_NONE)  # no audio from the call
+    assert port.empty_in == 1
+    port.detach()
+    cport.put_frame(port.handle, sent[:FRAME_BYTES])
+    hub.drain()
+    assert len(got) == 5 and port.frames_in == 5  # a detached port ignores the clock
+
+
+def test_the_caller_hears_the_source_frame_by_frame_and_silence_when_the_loop_is_late(hub: cport.NativeHub) -> None:
+    port = hub.new_port("t-out", conference=False)
+    queue = FrameQueue()
+    reply = tone(600.0, 6, dbfs=-12.0)
+    queue.push(reply)
+    port.attach(queue, None)  # attach queues the first `lead` frames at once
+    assert port.depth() == 2
+    heard = []
+    for _ in range(6):
+        kind, data = cport.get_frame(port.handle)
+        assert kind == pj.PJMEDIA_FRAME_TYPE_AUDIO
+        heard.append(data)
+        hub.drain()  # the loop tops the ring up after each tick
+    assert b"".join(heard) == reply
+    assert abs(peak_hz(b"".join(heard)) - 600.0) <= RATE / len(reply) * 2
+    assert port.late_out == 0
+    # The loop does not run between two ticks: the ring runs dry, the caller gets silence, it is counted.
+    for _ in range(3):
+        cport.get_frame(port.handle)
+    kind, data = cport.get_frame(port.handle)
+    assert (kind, data) == (pj.PJMEDIA_FRAME_TYPE_AUDIO, SILENCE)
+    assert port.late_out == 2 and port.frames_out == 10
+    port.detach()
+    kind, data = cport.get_frame(port.handle)
+    assert kind == pj.PJMEDIA_FRAME_TYPE_NONE and data == b""
+
+
+def test_a_late_clock_tick_is_counted(hub: cport.NativeHub) -> None:
+    port = hub.new_port("t-gap", conference=False)
+    port.attach(FrameQueue(), None)
+    cport.get_frame(port.handle)
+    time.sleep(0.05)
+    cport.get_frame(port.handle)
+    cport.get_frame(port.handle)
+    assert port.clock_gaps == 1 and port.max_gap_us >= 45_000
+    port.detach()
+
+
+def test_barge_in_counts_only_what_was_sent(hub: cport.NativeHub) -> None:
+    """The ring holds frames taken from the playout buffer but not yet sent: a flush drops them and the
+    truncate position stays what the caller got."""
+    port = hub.new_port("t-flush", conference=False)
+    playout = PlayoutBuffer()
+    speech = tone(440.0, 10)
+    playout.push("item1", speech)
+    port.attach(playout, None)  # 2 frames move into the ring
+    for _ in range(3):
+        cport.get_frame(port.handle)  # 3 frames sent
+        hub.drain()  # ring topped up: frames 4 and 5 wait in it
+    assert playout.frames_played == 5 and port.depth() == 2
+    assert playout.flush() == FlushResult("item1", played_ms=60, dropped_ms=140)
+    assert playout.frames_played == 3 and port.depth() == 0
+    _kind, data = cport.get_frame(port.handle)
+    assert data == SILENCE  # nothing of the cut reply after the flush
+    port.detach()
+
+
+def test_idle_waits_until_the_last_real_frame_has_left_the_ring(hub: cport.NativeHub) -> None:
+    port = hub.new_port("t-idle", conference=False)
+    playout = PlayoutBuffer()
+    playout.push("bye", tone(500.0, 2))
+    playout.end_item("bye")
+    port.attach(playout, None)
+    assert port.depth() == 2 and not playout.idle  # the goodbye is in the ring, not yet sent
+    cport.get_frame(port.handle)
+    hub.drain()  # tops up with silence behind the last real frame
+    assert not playout.idle
+    cport.get_frame(port.handle)
+    hub.drain()
+    assert playout.idle  # both goodbye frames have gone out; the ring holds silence only
+    port.detach()
+
+
+def test_inbound_ring_overflow_drops_and_counts_instead_of_growing(hub: cport.NativeHub) -> None:
+    port = hub.new_port("t-overflow", conference=False)
+    got: list[bytes] = []
+    port.attach(None, lambda pcm, _t: got.append(pcm))
+    frame = tone(1000.0, 1)
+    for _ in range(70):  # the loop stalls for 1.4 s: the ring holds 1.28 s
+        cport.put_frame(port.handle, frame)
+    hub.drain()
+    assert len(got) == 64 and port.errors == 6 and port.frames_in == 64
+    port.detach()
+
+
+def test_a_sink_that_raises_is_counted_and_the_rest_still_flows(hub: cport.NativeHub) -> None:
+    port = hub.new_port("t-raise", conference=False)
+    calls: list[int] = []
+
+    def sink(pcm: bytes, _t: float) -> None:
+        calls.append(len(pcm))
+        raise RuntimeError("app bug")
+
+    before = hub.sink_errors
+    port.attach(None, sink)
+    for _ in range(3):
+        cport.put_frame(port.handle, tone(800.0, 1))
+    hub.drain()
+    assert calls == [FRAME_BYTES] * 3 and hub.sink_errors == before + 3
+    port.detach()
+
+
+def test_without_a_compiler_the_build_fails_with_a_clear_error(tmp_path: Path) -> None:
+    code = "from bridge.sip import cport\na = cport.native_ports()\nprint(a.lib is None, a.why)\n"
+    env = dict(os.environ, CC=str(tmp_path / "no-such-cc"), CALLBRIDGE_CACHE=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    unavailable, _, why = done.stdout.strip().partition(" ")
+    assert unavailable == "True"
+    assert "no-such-cc" in why
+
+
+def test_media_port_setting_is_validated() -> None:
+    from bridge.sip.endpoint import SipConfig
+
+    assert SipConfig(media_port="python").media_port == "python"
+    with pytest.raises(ValueError, match=r"SipConfig\.media_port"):
+        SipConfig(media_port="fast")
+    with pytest.raises(ValueError, match=r"SipConfig\.playout_lead_frames"):
+        SipConfig(playout_lead_frames=0)
