@@ -4,7 +4,9 @@
 
     endpoint.py   SipConfig, SipEndpoint: one pjsua2 Endpoint per process; event pump; port pool; clean shutdown
     gateway.py    SipGateway, IncomingCall: incoming calls as plain objects and bridge.events
-    media.py      BridgePort: the per-call AudioMediaPort (8 kHz, 20 ms, PCM16) on the ctypes fast path
+    cport.c       the native media port: a pjmedia_port in C (rings, eventfd); the clock thread never takes the GIL
+    cport.py      builds cport.c on first use, proves its layout against the wheel, and serves it from the loop
+    media.py      BridgePort: the Python fallback port, a pjsua2 AudioMediaPort on the ctypes fast path
     crossing.py   the one place frames cross between pjmedia's clock thread and the event loop
     softphone.py  a pjsua2 caller / answerer for tests, QA and the demo (``callbridge call``, ``phone listen``)
     wav.py        8 kHz mono PCM16 / G.711 WAV read and write

@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -76,6 +77,19 @@ static atomic_int g_wake_pending;
 static atomic_ullong g_wakes;
 static int g_type_audio = 1, g_type_none = 0;
 static unsigned g_low_water = 2;
+static int g_clock_rt = 0;            /* ask for SCHED_RR on the clock thread (cbp_init) */
+static atomic_int g_clock_rt_state;   /* 0: not tried, 1: granted, -errno: refused */
+
+/* Once, on the clock thread itself: SCHED_RR at the lowest real-time priority, so a busy machine's ordinary
+ * threads (the event loops, the model's WebSocket work) cannot delay the 20 ms tick. The tick only copies
+ * frames and runs pjmedia's codecs, so it cannot hog a core. Needs CAP_SYS_NICE; refused quietly otherwise. */
+static void clock_thread_once(void) {
+    if (!g_clock_rt || atomic_load_explicit(&g_clock_rt_state, memory_order_relaxed) != 0)
+        return;
+    struct sched_param param = {.sched_priority = 1};
+    int rc = pthread_setschedparam(pthread_self(), SCHED_RR, &param);
+    atomic_store(&g_clock_rt_state, rc == 0 ? 1 : -rc);
+}
 
 static void wake(void) {
     if (g_efd >= 0 && !atomic_exchange(&g_wake_pending, 1)) {
@@ -124,6 +138,7 @@ static int cb_get_frame(cb_port *p, pjm_frame *f) {
         return 0;
     }
     unsigned depth;
+    clock_thread_once();
     double now = now_monotonic();
     pthread_mutex_lock(&p->lock);
     if (p->last_get > 0) {
@@ -169,7 +184,8 @@ int cbp_abi(void) { return (int)sizeof(pjm_port); }
 int cbp_frame_bytes(void) { return FRAME_BYTES; }
 
 /* Create the process's eventfd (once) and set the pjmedia constants. Returns the fd or -errno. */
-int cbp_init(int type_audio, int type_none, unsigned low_water) {
+int cbp_init(int type_audio, int type_none, unsigned low_water, int clock_rt) {
+    g_clock_rt = clock_rt;
     g_type_audio = type_audio;
     g_type_none = type_none;
     g_low_water = low_water < OUT_FRAMES ? low_water : OUT_FRAMES;
@@ -190,6 +206,8 @@ void cbp_rearm(void) {
     }
     atomic_store(&g_wake_pending, 0);
 }
+
+int cbp_clock_rt_state(void) { return atomic_load(&g_clock_rt_state); }
 
 unsigned long long cbp_wakes(void) { return atomic_load(&g_wakes); }
 

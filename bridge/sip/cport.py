@@ -119,7 +119,8 @@ def _bind(lib: ctypes.CDLL) -> None:
     signatures: dict[str, tuple[Any, list[Any]]] = {
         "cbp_abi": (i, []),
         "cbp_frame_bytes": (i, []),
-        "cbp_init": (i, [i, i, u]),
+        "cbp_init": (i, [i, i, u, i]),
+        "cbp_clock_rt_state": (i, []),
         "cbp_rearm": (None, []),
         "cbp_wakes": (ctypes.c_ulonglong, []),
         "cbp_new": (p, [ctypes.c_char_p]),
@@ -240,12 +241,12 @@ def native_ports() -> Availability:
 class NativeHub:
     """The loop side for every native port of the process: the eventfd, and the drain that serves them."""
 
-    def __init__(self, lib: ctypes.CDLL, lead: int = DEFAULT_LEAD) -> None:
+    def __init__(self, lib: ctypes.CDLL, lead: int = DEFAULT_LEAD, clock_realtime: bool = False) -> None:
         if not 1 <= lead <= 16:
             raise ValueError(f"lead must be 1..16 frames, got {lead}")
         self._lib = lib
         self.lead = lead
-        fd = lib.cbp_init(pj.PJMEDIA_FRAME_TYPE_AUDIO, pj.PJMEDIA_FRAME_TYPE_NONE, lead)
+        fd = lib.cbp_init(pj.PJMEDIA_FRAME_TYPE_AUDIO, pj.PJMEDIA_FRAME_TYPE_NONE, lead, int(clock_realtime))
         if fd < 0:
             raise OSError(-fd, f"eventfd: {os.strerror(-fd)}")
         self.fd = fd
@@ -255,6 +256,14 @@ class NativeHub:
         self.sink_errors = 0
         self.source_errors = 0
         self.drains = 0
+
+    @property
+    def clock_realtime(self) -> str:
+        """Whether pjmedia's clock thread got SCHED_RR: "granted", "not tried" (yet, or not asked), or why not."""
+        state = int(self._lib.cbp_clock_rt_state())
+        if state == 0:
+            return "not tried"
+        return "granted" if state == 1 else f"refused: {os.strerror(-state)}"
 
     @property
     def wakes(self) -> int:

@@ -102,6 +102,9 @@ class SipConfig:
     # environment variable CALLBRIDGE_MEDIA_PORT sets the default (benchmarks compare the two).
     media_port: str = field(default_factory=lambda: os.environ.get("CALLBRIDGE_MEDIA_PORT", "auto"))
     playout_lead_frames: int = DEFAULT_LEAD  # native port: frames queued ahead of the clock (20 ms each)
+    # native port: ask for SCHED_RR (lowest real-time priority) on pjmedia's clock thread; needs CAP_SYS_NICE,
+    # refused quietly without it. CALLBRIDGE_CLOCK_RT=0 turns it off.
+    clock_realtime: bool = field(default_factory=lambda: os.environ.get("CALLBRIDGE_CLOCK_RT", "1") != "0")
     # Access control, checked by SipGateway on every INVITE before the app sees it (see bridge.sip.access):
     allowed_sources: tuple[str, ...] = ()  # CIDRs / addresses INVITEs may come from; () = any; others get 403
     auth_users: Mapping[str, str] = field(default_factory=dict, repr=False)  # digest user -> password; {} = off
@@ -439,7 +442,7 @@ class SipEndpoint:
                 raise SipError("media_port", f"native media ports unavailable: {available.why}")
             _LOG.warning("native media ports unavailable, using Python ports: %s", available.why)
             return
-        hub = NativeHub(available.lib, self.config.playout_lead_frames)
+        hub = NativeHub(available.lib, self.config.playout_lead_frames, self.config.clock_realtime)
         loop.add_reader(hub.fd, hub.on_readable)
         self._reader = (loop, hub.fd)
         self.hub = hub
