@@ -2,7 +2,8 @@
 
 Every path runs on the same signals, in 20 ms frames, with its state carried from frame to frame:
 
-- ``ours``: `Upsampler` / `Downsampler`, one pair per call;
+- ``ours``: `Upsampler` / `Downsampler`, one pair per call (their C kernels where they build);
+- ``ours_numpy``: the same classes on their numpy path (the reference the C kernels match bit for bit);
 - ``ours_batch32``: `BatchUpsampler` / `BatchDownsampler`, 32 calls per 20 ms tick, µs divided by 32;
 - ``audioop``: stdlib ``audioop.ratecv`` (linear interpolation, no filter);
 - ``soxr_hq``: ``soxr.ResampleStream(quality="HQ")``;
@@ -438,6 +439,9 @@ def run(json_output: bool = False) -> int:
     inp = Inputs()
     paths = [
         per_call_path("ours", lambda: Upsampler().process, lambda: Downsampler().process, inp),
+        per_call_path(
+            "ours_numpy", lambda: Upsampler(native=False).process, lambda: Downsampler(native=False).process, inp
+        ),
         batch_path(inp),
         per_call_path("audioop", lambda: _audioop(LOW, HIGH), lambda: _audioop(HIGH, LOW), inp),
         per_call_path("soxr_hq", lambda: _soxr(LOW, HIGH), lambda: _soxr(HIGH, LOW), inp),

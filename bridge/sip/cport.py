@@ -15,11 +15,11 @@ sent. A barge-in still cuts at once: :meth:`NativePort.flush_out` drops what the
 buffer un-counts those frames (``PlayoutBuffer.set_downstream``), so ``audio_end_ms`` stays what was sent.
 
 Building: ``cport.c`` is compiled on first use with the system C compiler into a cache directory
-(``$CALLBRIDGE_CACHE``, else ``$XDG_CACHE_HOME/callbridge``, else ``~/.cache/callbridge``), keyed by a hash of
-the source; ``./dev setup`` does it ahead. It uses no pjproject header: the ``pjmedia_port`` layout is mirrored
-and then proven on a scratch port through the wheel's own ``pjmedia_port_info_init``, ``pjmedia_port_put_frame``
-and ``pjmedia_port_get_frame`` before any port reaches the conference bridge. If there is no compiler, or the
-check fails, :func:`native_ports` says why and the endpoint keeps :class:`BridgePort`.
+(:mod:`bridge.cbuild`); ``./dev setup`` does it ahead. It uses no pjproject header: the ``pjmedia_port`` layout
+is mirrored and then proven on a scratch port through the wheel's own ``pjmedia_port_info_init``,
+``pjmedia_port_put_frame`` and ``pjmedia_port_get_frame`` before any port reaches the conference bridge. If
+there is no compiler, or the check fails, :func:`native_ports` says why and the endpoint keeps
+:class:`BridgePort`.
 
 Only the event loop thread (pjsua's main thread) calls anything here except the C callbacks themselves.
 """
@@ -27,14 +27,10 @@ Only the event loop thread (pjsua's main thread) calls anything here except the 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import importlib
 import logging
 import os
-import shutil
 import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -42,6 +38,7 @@ from typing import Any
 
 import pjsua2 as pj
 
+from bridge import cbuild
 from bridge.sip.crossing import FRAME_BYTES, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSink, FrameSource
 
 _LOG = logging.getLogger("bridge.sip")
@@ -79,39 +76,9 @@ class _PjFrame(ctypes.Structure):
     )
 
 
-def cache_dir() -> Path:
-    explicit = os.environ.get("CALLBRIDGE_CACHE")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "callbridge"
-
-
 def build(force: bool = False) -> Path:
-    """Compile ``cport.c`` (once per source version) and return the shared library's path.
-
-    Raises ``OSError`` with the compiler's message if there is no compiler or the build fails. Safe against
-    concurrent workers: each compiles to a private file and renames it into place."""
-    source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source + sys.platform.encode()).hexdigest()[:16]
-    target = cache_dir() / f"cport-{digest}.so"
-    if target.exists() and not force:
-        return target
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not compiler:
-        raise OSError("no C compiler (cc or gcc) on PATH")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".cport-", suffix=".so", dir=target.parent)
-    os.close(fd)
-    cmd = [compiler, "-O2", "-std=c11", "-Wall", "-Werror", "-shared", "-fPIC", "-pthread", str(SOURCE), "-o", tmp]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-        if done.returncode != 0:
-            raise OSError(f"{' '.join(cmd)} failed: {done.stderr.strip()[:2000]}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    """Compile ``cport.c`` (once per source version) and return the shared library's path (``OSError`` if not)."""
+    return cbuild.build(SOURCE, force)
 
 
 def _bind(lib: ctypes.CDLL) -> None:
@@ -443,17 +410,3 @@ class NativePort:
     @property
     def max_gap_us(self) -> int:
         return self._read()[7]
-
-
-def main() -> int:
-    """``python -m bridge.sip.cport``: build and check the native port now (``./dev setup`` runs it)."""
-    available = native_ports()
-    if available.lib is None:
-        print(f"native media port unavailable ({available.why}); the bridge will use its Python media port")
-    else:
-        print(f"native media port: {build()} (layout check passed)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

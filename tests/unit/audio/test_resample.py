@@ -195,3 +195,49 @@ def test_batched_form_equals_per_call() -> None:
         assert bd.process(f24) == [d.process(f) for d, f in zip(downs, f24, strict=True)]
     with pytest.raises(ValueError, match="expected 5 frames of 160 samples"):
         bu.process([bytes(320)] * 4)
+
+
+def test_c_kernels_match_the_numpy_path_bit_for_bit() -> None:
+    """Random full-scale streams (so clipping happens) in random chunk sizes, some longer than one C call takes."""
+    from bridge.audio.resample import native_kernels
+
+    if native_kernels().lib is None:
+        pytest.skip(f"C kernels unavailable here: {native_kernels().why}")
+    rng = np.random.default_rng(7)
+    for cls, rate in ((Upsampler, LOW), (Downsampler, HIGH)):
+        ref, fast = cls(native=False), cls(native=True)
+        assert fast.native and not ref.native
+        signal = rng.integers(-32768, 32768, 3 * rate, dtype=np.int16).tobytes()
+        offset = 0
+        while offset < len(signal):
+            size = 2 * int(rng.choice([0, 1, 7, 80, 160, 480, 481, 5000]))
+            chunk = signal[offset : offset + size]
+            assert fast.process(chunk) == ref.process(chunk), (cls.__name__, offset, size)
+            offset += size
+        assert fast.drain() == ref.drain()
+        tail = signal[:960]
+        assert fast.process(tail) == ref.process(tail)  # after drain's reset, both start from silence again
+        fast.reset()
+        ref.reset()
+        assert fast.process(tail) == ref.process(tail)
+
+
+def test_the_numpy_path_is_used_when_the_c_kernels_are_turned_off() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from bridge.audio.resample import Upsampler, native_kernels\n"
+        "print(Upsampler().native, native_kernels().why)\n"
+        "try:\n"
+        "    Upsampler(native=True)\n"
+        "except RuntimeError as exc:\n"
+        "    print(exc)\n"
+    )
+    env = dict(os.environ, CALLBRIDGE_NATIVE_AUDIO="0")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.strip().splitlines()
+    assert first == "False turned off by CALLBRIDGE_NATIVE_AUDIO=0"
+    assert second == "C resampler kernels unavailable: turned off by CALLBRIDGE_NATIVE_AUDIO=0"

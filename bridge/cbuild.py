@@ -1,0 +1,72 @@
+"""Compile one of the package's C sources into a shared library, once per source version.
+
+The bridge has two small C parts, each with a Python fallback: the native media port (``bridge/sip/cport.c``)
+and the G.711-rate resampler kernels (``bridge/audio/cresample.c``). Neither uses a header beyond libc, so a
+plain ``cc -shared`` builds them. The library lands in ``$CALLBRIDGE_CACHE``, else
+``$XDG_CACHE_HOME/callbridge``, else ``~/.cache/callbridge``, named by a hash of the source, so an edited source
+is rebuilt and several worker processes starting together never load a half-written file (each compiles to a
+private name and renames it into place). ``./dev setup`` builds both ahead (``python -m bridge.cbuild``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SOURCES = (
+    Path(__file__).parent / "sip" / "cport.c",
+    Path(__file__).parent / "audio" / "cresample.c",
+)
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("CALLBRIDGE_CACHE")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "callbridge"
+
+
+def build(source: Path, force: bool = False) -> Path:
+    """The shared library built from ``source``; compiled now if this version is not in the cache.
+
+    Raises ``OSError`` naming the compiler and its message if there is no compiler or the build fails."""
+    text = source.read_bytes()
+    digest = hashlib.sha256(text + sys.platform.encode()).hexdigest()[:16]
+    target = cache_dir() / f"{source.stem}-{digest}.so"
+    if target.exists() and not force:
+        return target
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        raise OSError("no C compiler (cc or gcc) on PATH")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{source.stem}-", suffix=".so", dir=target.parent)
+    os.close(fd)
+    cmd = [compiler, "-O3", "-std=c11", "-Wall", "-Werror", "-shared", "-fPIC", "-pthread", str(source), "-o", tmp]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise OSError(f"{' '.join(cmd)} failed: {done.stderr.strip()[:2000]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def main() -> int:
+    """``python -m bridge.cbuild``: build every C part now and check it (never fails the caller)."""
+    from bridge.audio.resample import native_kernels
+    from bridge.sip.cport import native_ports
+
+    for name, why in (("native media port", native_ports().why), ("native resampler", native_kernels().why)):
+        print(f"{name}: " + (f"unavailable ({why}); the Python version is used" if why else "built and checked"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
