@@ -208,7 +208,7 @@ class Worker:
         except BridgeError as exc:
             log.error("call %s failed: %s", call.call_id, redact(str(exc)))
             raise
-        report.media = {"port": call.media_port_kind, **call.media_counters}
+        report.media = {"port": call.media_port_kind, "clock": call.clock_priority, **call.media_counters}
         log.info(
             "call %s ended (%s): %s phases, %d caller / %d agent turns",
             call.call_id,

@@ -416,6 +416,12 @@ class IncomingCall:
         return self._gateway.endpoint.media_port_kind
 
     @property
+    def clock_priority(self) -> str:
+        """Native ports: whether pjmedia's clock thread runs SCHED_RR ("granted", "refused: ..."); else "n/a"."""
+        hub = self._gateway.endpoint.hub
+        return hub.clock_realtime if hub is not None else "n/a"
+
+    @property
     def media_counters(self) -> dict[str, int]:
         """Frames in/out, size-0 frames and callback errors of this call's media port."""
         if self._port is None:

@@ -84,6 +84,10 @@ async def test_caller_audio_reaches_the_model_and_the_reply_reaches_the_caller(
     assert record.dialect == dialect
     assert report["errors"] == []
     assert report["media"]["port"] == media
+    if media == "native":  # the clock thread asked for SCHED_RR on its first tick: granted as root, else refused
+        assert report["media"]["clock"] == "granted" or report["media"]["clock"].startswith("refused: ")
+    else:
+        assert report["media"]["clock"] == "n/a"
     assert report["media"]["frames_in"] >= 200 and report["media"]["frames_out"] >= 200  # 5 s both ways
     assert report["caller_transcript"] == [HEARS]
     assert report["agent_transcript"] == ["Okay."]
