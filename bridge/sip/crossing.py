@@ -141,8 +141,9 @@ class FrameCrossing:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def drain(self) -> int:
-        """Loop thread: deliver every queued frame in arrival order; returns how many were delivered."""
+    def drain(self, also: bool = True) -> int:
+        """Loop thread: deliver every queued frame in arrival order, then (if ``also``) run the registered extra
+        drain; returns how many frames were delivered."""
         self._wake_pending = False
         queue = self._queue
         count = 0
@@ -159,8 +160,8 @@ class FrameCrossing:
                     _LOG.exception("on_frame sink raised (%d so far)", self.sink_errors)
             count += 1
         self.delivered += count
-        also = self._also
-        return count + also() if also is not None else count
+        extra = self._also if also else None
+        return count + extra() if extra is not None else count
 
     def clear(self) -> None:
         self._queue.clear()

@@ -578,7 +578,10 @@ class SipEndpoint:
             now = time.monotonic()
             if budget.allows(now) and self.poll_sip(ep):
                 busy_until = now + 0.5
-            crossing.drain()
+            # The safety net is for the Python ports' crossing only: native ports wake the loop through their
+            # eventfd reader, which is level-triggered and cannot miss a frame, so serving them here too would
+            # repeat that work every 20 ms.
+            crossing.drain(also=False)
             await asyncio.sleep(cfg.busy_poll_interval_s if now < busy_until else cfg.poll_interval_s)
 
     @staticmethod

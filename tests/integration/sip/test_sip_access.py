@@ -92,6 +92,19 @@ def authorization(
     )
 
 
+def challenge_and_answer(
+    raw: RawSip, port: int, call_id: str, **credentials: str
+) -> tuple[SipResponse, SipResponse, list[int]]:
+    """An INVITE, then the same INVITE (CSeq 2) answering its challenge with ``credentials`` (default: the right
+    user and password). Returns the challenge, the answer and what the answer's exchange saw."""
+    uri = f"sip:100@{LOCALHOST}:{port}"
+    challenge, _ = raw.invite(sdp_offer(free_port(), PCMU), call_id=call_id)
+    answer, seen = raw.invite(
+        sdp_offer(free_port(), PCMU), call_id=call_id, cseq=2, extra=authorization(challenge, uri, **credentials)
+    )
+    return challenge, answer, seen
+
+
 # -- source allowlist ------------------------------------------------------------------------------------------
 
 
@@ -188,14 +201,10 @@ def test_digest_challenge_then_retry_is_accepted() -> None:
     app = GatewayApp("--mode", "silent", "--auth-user", f"{USER}:{PASSWORD}", "--auth-realm", REALM)
     try:
         with RawSip(app.port) as raw:
-            uri = f"sip:100@{LOCALHOST}:{app.port}"
-            challenge, seen = raw.invite(sdp_offer(free_port(), PCMU), call_id="digest-1")
-            retry, retry_seen = raw.invite(
-                sdp_offer(free_port(), PCMU), call_id="digest-1", cseq=2, extra=authorization(challenge, uri)
-            )
+            challenge, retry, retry_seen = challenge_and_answer(raw, app.port, "digest-1")
     finally:
         finished = stop(app)
-    assert (challenge.status, challenge.reason) == (401, "Unauthorized"), seen
+    assert (challenge.status, challenge.reason) == (401, "Unauthorized"), challenge.raw
     scheme, params = parse_auth_params(challenge.headers["www-authenticate"])
     assert scheme == "digest"
     assert params["realm"] == REALM
@@ -213,21 +222,8 @@ def test_digest_wrong_password_and_unknown_user_get_403() -> None:
     app = GatewayApp("--mode", "silent", "--auth-user", f"{USER}:{PASSWORD}")
     try:
         with RawSip(app.port) as raw:
-            uri = f"sip:100@{LOCALHOST}:{app.port}"
-            first, _ = raw.invite(sdp_offer(free_port(), PCMU), call_id="wrong-1")
-            wrong, _ = raw.invite(
-                sdp_offer(free_port(), PCMU),
-                call_id="wrong-1",
-                cseq=2,
-                extra=authorization(first, uri, password="guess"),
-            )
-            second, _ = raw.invite(sdp_offer(free_port(), PCMU), call_id="wrong-2")
-            unknown, _ = raw.invite(
-                sdp_offer(free_port(), PCMU),
-                call_id="wrong-2",
-                cseq=2,
-                extra=authorization(second, uri, user="mallory", password=PASSWORD),
-            )
+            first, wrong, _ = challenge_and_answer(raw, app.port, "wrong-1", password="guess")
+            second, unknown, _ = challenge_and_answer(raw, app.port, "wrong-2", user="mallory", password=PASSWORD)
     finally:
         finished = stop(app)
     assert first.status == 401 and second.status == 401
@@ -250,12 +246,8 @@ def test_a_source_guessing_passwords_is_locked_out_and_others_are_not() -> None:
         with RawSip(app.port) as raw:
             uri = f"sip:100@{LOCALHOST}:{app.port}"
             for attempt in range(3):
-                challenge, _ = raw.invite(sdp_offer(free_port(), PCMU), call_id=f"guess-{attempt}")
-                wrong, _ = raw.invite(
-                    sdp_offer(free_port(), PCMU),
-                    call_id=f"guess-{attempt}",
-                    cseq=2,
-                    extra=authorization(challenge, uri, password=f"guess{attempt}"),
+                challenge, wrong, _ = challenge_and_answer(
+                    raw, app.port, f"guess-{attempt}", password=f"guess{attempt}"
                 )
                 answers.append((challenge.status, wrong.status))
             # the right password over the last challenge's (still fresh, never accepted) nonce: refused all the same
@@ -263,11 +255,7 @@ def test_a_source_guessing_passwords_is_locked_out_and_others_are_not() -> None:
                 sdp_offer(free_port(), PCMU), call_id="guess-2", cseq=3, extra=authorization(challenge, uri)
             )
         with RawSip(app.port, local_host=STRANGER) as other:
-            uri = f"sip:100@{LOCALHOST}:{app.port}"
-            challenge, _ = other.invite(sdp_offer(free_port(), PCMU), call_id="other-1")
-            accepted, seen = other.invite(
-                sdp_offer(free_port(), PCMU), call_id="other-1", cseq=2, extra=authorization(challenge, uri)
-            )
+            _, accepted, seen = challenge_and_answer(other, app.port, "other-1")
     finally:
         finished = stop(app)
     assert answers == [(401, 403)] * 3

@@ -128,3 +128,16 @@ def test_a_closed_loop_leaves_frames_queued_for_a_final_drain() -> None:
     crossing.put(lambda pcm, t: None, b"b", 0.0)  # the failed wake was forgotten: this one tries again
     assert len(crossing) == 2 and crossing.wakes == 2
     assert crossing.drain() == 2
+
+
+def test_the_registered_extra_drain_runs_unless_left_out() -> None:
+    crossing = FrameCrossing()
+    got: list[bytes] = []
+    extra_calls: list[int] = []
+    crossing.also_drain(lambda: extra_calls.append(1) or 3)
+    crossing.put(lambda pcm, _t: got.append(pcm), b"\x01" * 320, 0.0)
+    assert crossing.drain() == 1 + 3 and extra_calls == [1]
+    crossing.put(lambda pcm, _t: got.append(pcm), b"\x02" * 320, 0.0)
+    assert crossing.drain(also=False) == 1 and extra_calls == [1]  # the pump's safety net leaves native ports alone
+    crossing.also_drain(None)
+    assert crossing.drain() == 0 and got == [b"\x01" * 320, b"\x02" * 320]
