@@ -27,6 +27,7 @@ from bridge.config import Settings
 from bridge.dialplan import Dialplan, load_dialplans, route
 from bridge.errors import BridgeError, ConnectError, redact
 from bridge.memory import CycleCollector
+from bridge.metronome import for_loop as metronome_for
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.credentials import BROKER_URL_ENV, Sources
 from bridge.realtime.dialects import get_dialect
@@ -197,6 +198,7 @@ class Worker:
             listeners=listeners,
             max_session_s=settings.realtime_max_session_s,
             credentials=self.credentials.get(dialect, decision.model),
+            metronome=metronome_for(),  # one 20 ms beat for every call of the worker, on the media clock
         )
         if self.store is not None:
             self.store.watch(call.call_id, session.progress)

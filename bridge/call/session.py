@@ -32,6 +32,7 @@ from bridge.call.state import Phase, PhaseMachine
 from bridge.call.tools import ToolResult, run_tool
 from bridge.dialplan import Dialplan
 from bridge.errors import ConnectError
+from bridge.metronome import Metronome
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.credentials import CredentialSource
 from bridge.realtime.dialects import Dialect
@@ -110,8 +111,12 @@ class CallSession:
         credentials: CredentialSource | None = None,
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
+        metronome: Metronome | None = None,
     ) -> None:
         self.leg = leg
+        # The 20 ms tick: a worker passes its loop's shared metronome (one wake-up for all its calls, on the
+        # media clock); alone (replay, tests) a session keeps its own, started at the answer.
+        self._metronome = metronome
         self.plan = plan
         self.dialect = dialect
         self._connect = connect
@@ -219,7 +224,8 @@ class CallSession:
         self.note("answered")
         self.leg.start_media(self.playout, self._on_frame)
         leg_pump = asyncio.create_task(self._pump_leg(), name=f"leg-{self.leg.call_id}")
-        ticker = asyncio.create_task(self._tick(), name=f"tick-{self.leg.call_id}")
+        metronome = self._metronome or Metronome(asyncio.get_running_loop(), TICK_S)
+        stop_ticking = metronome.add(self._tick)
         try:
             if self.client is None:
                 self.phase.set(Phase.RECOVERING, "realtime session not ready at answer")
@@ -230,7 +236,8 @@ class CallSession:
             while not self._ending:
                 await self._handle(await self.inbox.get())
         finally:
-            for task in (leg_pump, ticker, self._pump, self._rollover_task):
+            stop_ticking()
+            for task in (leg_pump, self._pump, self._rollover_task):
                 if task is not None:
                     task.cancel()
             for client in (self.client, self._next_client):
@@ -271,26 +278,24 @@ class CallSession:
         while True:
             self.inbox.put(await self.leg.events.get())
 
-    async def _tick(self) -> None:
+    def _tick(self) -> None:
         """Every 20 ms: notice that the agent's audio has finished playing, and run what waited for that."""
-        while True:
-            await asyncio.sleep(TICK_S)
-            if self.leg.disconnected.is_set() and not self._ending:
-                # The leg queues its own CallerHungUp (with the SIP code and reason) as it disconnects: take what
-                # it queued first, in order, so the report says why; the fallback only covers a silent leg.
-                while not self.leg.events.empty():
-                    self.inbox.put(self.leg.events.get_nowait())
-                self.inbox.put(ev.CallerHungUp(sip_code=0, reason="leg disconnected"))
-            self._measure_playback()
-            self._maybe_rollover()
-            idle = self.response_id is None and self.playout.idle
-            if idle and self.phase.phase is Phase.SPEAKING:
-                self.phase.set(Phase.LISTENING, "reply played out")
-            if self._pending is not None and (
-                (idle and not self._line_requested)  # the line was asked for, spoken and played out
-                or self._clock() - self._pending_since > 10.0  # the model never spoke it: don't keep them waiting
-            ):
-                self._run_pending()
+        if self.leg.disconnected.is_set() and not self._ending:
+            # The leg queues its own CallerHungUp (with the SIP code and reason) as it disconnects: take what
+            # it queued first, in order, so the report says why; the fallback only covers a silent leg.
+            while not self.leg.events.empty():
+                self.inbox.put(self.leg.events.get_nowait())
+            self.inbox.put(ev.CallerHungUp(sip_code=0, reason="leg disconnected"))
+        self._measure_playback()
+        self._maybe_rollover()
+        idle = self.response_id is None and self.playout.idle
+        if idle and self.phase.phase is Phase.SPEAKING:
+            self.phase.set(Phase.LISTENING, "reply played out")
+        if self._pending is not None and (
+            (idle and not self._line_requested)  # the line was asked for, spoken and played out
+            or self._clock() - self._pending_since > 10.0  # the model never spoke it: don't keep them waiting
+        ):
+            self._run_pending()
 
     def _measure_playback(self) -> None:
         """Once the first frame of a reply has been handed to RTP: the playback, first-audio and turn segments."""

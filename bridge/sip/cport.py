@@ -31,6 +31,7 @@ import importlib
 import logging
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -223,6 +224,7 @@ class NativeHub:
         self.sink_errors = 0
         self.source_errors = 0
         self.drains = 0
+        self.after_drain: Callable[[], object] | None = None  # called after each eventfd drain (the beat)
 
     @property
     def clock_realtime(self) -> str:
@@ -250,6 +252,8 @@ class NativeHub:
         """``loop.add_reader`` callback."""
         self._lib.cbp_rearm()
         self.drain()
+        if self.after_drain is not None:
+            self.after_drain()
 
     def drain(self) -> int:
         """Deliver every received frame, then top the outbound rings up. Returns the frames delivered."""

@@ -3,12 +3,14 @@
 A pjsua2 ``Endpoint`` is a per-process singleton. :class:`SipEndpoint` owns it and runs it the way
 /work/shared/PJSUA2.md found safe:
 
-* ``threadCnt=0`` + ``mainThreadOnly=True``, and an asyncio task that calls ``libHandleEvents(0)`` every
-  ``poll_interval_s`` (20 ms; ``busy_poll_interval_s``, 5 ms, for half a second after SIP traffic, so bursts
-  are read before the socket buffer overflows): every SIP callback (incoming call, call state, DTMF, transfer)
-  runs on the event loop thread, inside that task. Audio does not wait for that poll: the clock thread wakes the
-  loop when a tick's first frame arrives (:mod:`bridge.sip.crossing`). ``libHandleEvents(0)`` costs about
-  100 µs a call here; polled every 5 ms for as long as calls were up, it was 2 % of a core per busy worker.
+* ``threadCnt=0`` + ``mainThreadOnly=True``, and ``libHandleEvents(0)`` called on every beat of the loop's
+  metronome (:mod:`bridge.metronome`, 20 ms; then every ``busy_poll_interval_s``, 5 ms, for half a second after
+  SIP traffic, so bursts are read before the socket buffer overflows): every SIP callback (incoming call, call
+  state, DTMF, transfer) runs on the event loop thread. With native media ports the beat rides on the media
+  clock's eventfd wake-up, so the SIP poll and every call's tick cost no wake-up of their own. Audio does not
+  wait for the poll: the clock thread wakes the loop when a tick's first frame arrives. ``libHandleEvents(0)``
+  costs about 100 µs a call here; polled every 5 ms for as long as calls were up, it was 2 % of a core per busy
+  worker.
 * No sound device (``setNullDev``): the conference bridge is clocked internally at 8 kHz, 20 ms.
 * Codecs: PCMU and PCMA only (RFC 3551 payload types 0 and 8). pjsua then answers an offer with neither with
   ``488 Not Acceptable Here`` by itself, before any application callback.
@@ -43,6 +45,7 @@ from typing import Any, ClassVar
 import pjsua2 as pj
 
 from bridge.errors import BridgeError
+from bridge.metronome import for_loop as metronome_for
 from bridge.sip.access import AuthLockout, DigestAuth, parse_networks
 from bridge.sip.cport import DEFAULT_LEAD, PJSUA, NativeHub, NativePort, native_ports
 from bridge.sip.crossing import FRAME_MS, SAMPLE_RATE, FrameCrossing, MediaPort
@@ -94,7 +97,7 @@ class SipConfig:
     user: str = "callbridge"  # user part of the local account URI
     user_agent: str = "callbridge"
     pjsua_log_level: int = 1  # pjlib log level 0-6, forwarded to logger "bridge.sip.pjsua"; 4+ logs SIP messages
-    poll_interval_s: float = 0.02  # libHandleEvents tick (bounds INVITE pickup and SIP callback delay)
+    poll_interval_s: float = 0.02  # libHandleEvents while shutting down (in service: the metronome's 20 ms beat)
     busy_poll_interval_s: float = 0.005  # the same for half a second after SIP traffic (bursts, floods)
     shutdown_grace_s: float = 1.0  # how long close() waits for BYEs to complete
     # Media port per call (bridge.sip.cport): "native" (C, the clock thread never takes the GIL), "python" (a
@@ -386,7 +389,8 @@ class SipEndpoint:
         self.media_port_kind = "python"
         self._reader: tuple[asyncio.AbstractEventLoop, int] | None = None
         self._release_hooks: list[Callable[[], None]] = []
-        self._pump_task: asyncio.Task[None] | None = None
+        self._stop_polling: Callable[[], None] | None = None  # removes the SIP poll from the loop's metronome
+        self._burst: asyncio.Task[None] | None = None  # the 5 ms polls after SIP traffic
         self._closed = False
         self.log_limiter = LogLimiter()  # pjsip's log lines, bounded (garbage floods would flood the log)
         self.setup_budget = SetupBudget()  # call set-ups per window, bounded (see SetupBudget)
@@ -422,7 +426,7 @@ class SipEndpoint:
         crossing = self.crossing
         self.crossing.wake_with(lambda: loop.call_soon_threadsafe(crossing.drain))
         self._start_native_ports(loop)
-        self._pump_task = loop.create_task(self._pump(), name="sip-pump")
+        self._stop_polling = metronome_for(loop).add(self._on_beat)
         _LOG.info(
             "SIP listening on %s (calls per process: %d, %s; %s media ports)",
             ", ".join(self.listening),
@@ -443,6 +447,7 @@ class SipEndpoint:
             _LOG.warning("native media ports unavailable, using Python ports: %s", available.why)
             return
         hub = NativeHub(available.lib, self.config.playout_lead_frames, self.config.clock_realtime)
+        hub.after_drain = metronome_for(loop).beat  # the media clock's wake-up carries the process's beat
         loop.add_reader(hub.fd, hub.on_readable)
         self._reader = (loop, hub.fd)
         self.hub = hub
@@ -564,25 +569,33 @@ class SipEndpoint:
 
     # -- running -----------------------------------------------------------------------------------------
 
-    async def _pump(self) -> None:
-        """Poll pjsua every ``poll_interval_s``, and drain the audio crossing (a safety net: frames wake the
-        loop themselves).
+    def _poll(self) -> bool:
+        """One poll: SIP events (unless :attr:`setup_budget` is spent: then SIP intake pauses, audio still flows),
+        and the Python ports' crossing (a safety net: frames wake the loop themselves). Native ports are not
+        served here: their eventfd reader is level-triggered and cannot miss a frame. True if SIP events ran."""
+        handled = self.setup_budget.allows(time.monotonic()) and bool(self.poll_sip(self._ep))
+        self.crossing.drain(also=False)
+        return handled
 
-        While :attr:`setup_budget` is spent, SIP polling pauses (audio still flows): see :class:`SetupBudget`."""
-        ep = self._ep
-        crossing = self.crossing
+    def _on_beat(self) -> None:
+        """The metronome's chore: the regular poll, every 20 ms on the loop's shared beat. SIP traffic starts a
+        burst of faster polls (``busy_poll_interval_s``, 5 ms) for half a second, so that bursts are read before
+        the socket buffer overflows."""
+        if self._burst is not None:
+            return
+        if self._poll():
+            self._burst = asyncio.get_running_loop().create_task(self._poll_burst(), name="sip-burst")
+
+    async def _poll_burst(self) -> None:
         cfg = self.config
-        budget = self.setup_budget
-        busy_until = 0.0
-        while True:
-            now = time.monotonic()
-            if budget.allows(now) and self.poll_sip(ep):
-                busy_until = now + 0.5
-            # The safety net is for the Python ports' crossing only: native ports wake the loop through their
-            # eventfd reader, which is level-triggered and cannot miss a frame, so serving them here too would
-            # repeat that work every 20 ms.
-            crossing.drain(also=False)
-            await asyncio.sleep(cfg.busy_poll_interval_s if now < busy_until else cfg.poll_interval_s)
+        busy_until = time.monotonic() + 0.5
+        try:
+            while time.monotonic() < busy_until:
+                await asyncio.sleep(cfg.busy_poll_interval_s)
+                if self._poll():
+                    busy_until = time.monotonic() + 0.5
+        finally:
+            self._burst = None
 
     @staticmethod
     def poll_sip(ep: Any) -> int:
@@ -652,11 +665,13 @@ class SipEndpoint:
             await asyncio.sleep(cfg.poll_interval_s)
         if self.active_calls:
             _LOG.warning("%d call(s) still up at shutdown", self.active_calls)
-        if self._pump_task is not None:
-            self._pump_task.cancel()
+        if self._stop_polling is not None:
+            self._stop_polling()
+            self._stop_polling = None
+        if self._burst is not None:
+            self._burst.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._pump_task
-            self._pump_task = None
+                await self._burst
         self._destroy_now()
 
     def _destroy_now(self) -> None:

@@ -1,0 +1,118 @@
+"""One 20 ms beat per event loop, for every periodic chore of a worker (call-session ticks, the SIP poll).
+
+Why one: each separate asyncio timer is its own wake-up of the process, and on a loaded two-core machine a
+wake-up costs more than the chore (a worker with 4 calls had 6 timers of 20 ms on different phases: the 4
+sessions' ticks and the SIP poll, plus the media clock's eventfd; a tick itself is a few µs of Python). Here all
+chores run back to back on one beat, and the beat rides on the media clock's wake-up when there is one:
+
+- a *driver* (the native media hub, after it drains the ports on pjmedia's clock tick) calls :meth:`beat`;
+  beats closer together than ``min_gap`` (a clock catching up) are skipped;
+- when no driver has beaten for 1.5 to 5 periods (no call up, or the Python media port), the metronome's own
+  timer beats every period, so chores never stop.
+
+A chore is a plain callable; one that raises is logged (rate-limited), counted in :attr:`errors`, and keeps its
+place. :func:`for_loop` gives the loop's one metronome, so sessions and the SIP endpoint share it without wiring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable
+
+_LOG = logging.getLogger("bridge.metronome")
+
+PERIOD_S = 0.02
+
+Chore = Callable[[], None]
+
+
+class Metronome:
+    def __init__(self, loop: asyncio.AbstractEventLoop, period_s: float = PERIOD_S) -> None:
+        if period_s <= 0:
+            raise ValueError(f"period_s must be positive, got {period_s}")
+        self.loop = loop
+        self.period_s = period_s
+        self.min_gap_s = 0.75 * period_s
+        self._chores: dict[int, Chore] = {}
+        self._next_id = 0
+        self._last = float("-inf")
+        self._last_driven = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.beats = 0
+        self.driven_beats = 0  # beats that came from a driver, not from the fallback timer
+        self.errors = 0
+
+    def add(self, chore: Chore) -> Callable[[], None]:
+        """Run ``chore`` on every beat from the next one on. Returns a function that removes it (idempotent)."""
+        key = self._next_id
+        self._next_id += 1
+        self._chores[key] = chore
+        if self._timer is None:
+            self._arm(self.loop.time() + self.period_s)
+        return lambda: self._remove(key)
+
+    def _remove(self, key: int) -> None:
+        self._chores.pop(key, None)
+        if not self._chores and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def __len__(self) -> int:
+        return len(self._chores)
+
+    def beat(self) -> bool:
+        """A driver's beat (on the loop thread). False if it came too soon after the last one and was skipped."""
+        if not self._chores:
+            return False
+        now = self.loop.time()
+        if now - self._last < self.min_gap_s:
+            if not self._last_driven:
+                # Too close behind a fallback beat: push the fallback back so the driver's phase takes over.
+                self._arm(now + 1.5 * self.period_s)
+            return False
+        self.driven_beats += 1
+        self._run(now, driven=True)
+        return True
+
+    def _fallback(self) -> None:
+        self._timer = None
+        if self._chores:
+            self._run(self.loop.time(), driven=False)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()  # a cancelled handle leaves the timer heap without waking the loop
+        self._timer = self.loop.call_at(when, self._fallback)
+
+    def _run(self, now: float, driven: bool) -> None:
+        self._last, self._last_driven = now, driven
+        self.beats += 1
+        for chore in tuple(self._chores.values()):
+            try:
+                chore()
+            except Exception:
+                self.errors += 1
+                if self.errors <= 10 or self.errors % 1000 == 0:
+                    _LOG.exception("metronome chore %r raised (%d so far)", chore, self.errors)
+        if not self._chores:
+            return
+        if not driven:
+            self._arm(now + self.period_s)  # on its own: every period
+        elif self._timer is None or self._timer.when() < now + 1.5 * self.period_s:
+            # Driven: the fallback stays 1.5 to 5 periods behind the last beat, re-armed every few beats only
+            # (re-arming on every beat cost more than the chores).
+            self._arm(now + 5 * self.period_s)
+
+
+_METRONOMES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Metronome] = weakref.WeakKeyDictionary()
+
+
+def for_loop(loop: asyncio.AbstractEventLoop | None = None) -> Metronome:
+    """The metronome of ``loop`` (default: the running loop), created on first use."""
+    loop = loop or asyncio.get_running_loop()
+    found = _METRONOMES.get(loop)
+    if found is None:
+        found = _METRONOMES[loop] = Metronome(loop)
+    return found

@@ -1,0 +1,112 @@
+"""The loop's shared 20 ms beat: its own timer when nothing drives it, a driver's phase when one does.
+
+Run on the replay's virtual-time loop, so every instant below is exact (no wall-clock tolerance)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from bridge.metronome import Metronome, for_loop
+from bridge.replay.virtual import VirtualTimeLoop
+
+
+def run(coro_fn):  # type: ignore[no-untyped-def]  # a test helper: returns what the coroutine returns
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        return runner.run(coro_fn())
+
+
+def test_without_a_driver_chores_run_every_period_from_when_they_were_added() -> None:
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        m = Metronome(loop, 0.02)
+        t0 = loop.time()
+        seen: list[float] = []
+        remove = m.add(lambda: seen.append(round(loop.time() - t0, 6)))
+        await asyncio.sleep(0.105)
+        remove()
+        await asyncio.sleep(0.1)  # removed: nothing more runs, and no timer is left behind
+        assert m._timer is None
+        return seen
+
+    assert run(main) == [0.02, 0.04, 0.06, 0.08, 0.1]
+
+
+def test_a_driver_takes_over_the_phase_and_the_timer_stops_waking() -> None:
+    async def main() -> tuple[list[float], Metronome]:
+        loop = asyncio.get_running_loop()
+        m = Metronome(loop, 0.02)
+        t0 = loop.time()
+        seen: list[float] = []
+        m.add(lambda: seen.append(round(loop.time() - t0, 6)))
+        await asyncio.sleep(0.045)  # fallback beats at 20 and 40 ms
+        for k in range(5):  # a driver (the media clock) beats at 47, 67, ... 127 ms
+            await asyncio.sleep(0.002 if k == 0 else 0.02)
+            m.beat()
+        await asyncio.sleep(0.085)  # the driver stops: the fallback resumes, then beats every period
+        return seen, m
+
+    seen, m = run(main)
+    # 47 is only 7 ms after the fallback's 40: skipped, and the fallback is pushed back so the driver's phase wins.
+    # While driven, the fallback is re-armed 5 periods ahead only when it came within 1.5 periods (at 67 ms: to
+    # 167 ms), so it neither wakes the loop nor costs a re-arm per beat; it takes over 2 periods after the last.
+    assert seen == [0.02, 0.04, 0.067, 0.087, 0.107, 0.127, 0.167, 0.187, 0.207]
+    assert m.driven_beats == 4
+
+
+def test_driver_beats_closer_than_three_quarters_of_a_period_are_skipped() -> None:
+    async def main() -> list[bool]:
+        loop = asyncio.get_running_loop()
+        m = Metronome(loop, 0.02)
+        m.add(lambda: None)
+        out = [m.beat()]
+        await asyncio.sleep(0.01)
+        out.append(m.beat())  # a clock catching up: two ticks 10 ms apart
+        await asyncio.sleep(0.006)
+        out.append(m.beat())  # 16 ms after the first
+        return out
+
+    assert run(main) == [True, False, True]
+
+
+def test_a_chore_that_raises_is_counted_and_keeps_its_place(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> tuple[int, int, int]:
+        loop = asyncio.get_running_loop()
+        m = Metronome(loop, 0.02)
+        good = 0
+
+        def bad() -> None:
+            raise RuntimeError("boom")
+
+        def ok() -> None:
+            nonlocal good
+            good += 1
+
+        m.add(bad)
+        m.add(ok)
+        await asyncio.sleep(0.065)
+        return good, m.errors, m.beats
+
+    with caplog.at_level(logging.ERROR, logger="bridge.metronome"):
+        good, errors, beats = run(main)
+    assert (good, errors, beats) == (3, 3, 3)
+    assert "boom" in caplog.text
+
+
+def test_beat_without_chores_does_nothing_and_for_loop_gives_one_per_loop() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        m = for_loop()
+        assert for_loop(loop) is m and len(m) == 0
+        assert m.beat() is False and m.beats == 0
+        with pytest.raises(ValueError, match="period_s"):
+            Metronome(loop, 0)
+
+    async def fresh() -> Metronome:
+        return for_loop()
+
+    first, second = run(fresh), run(fresh)
+    assert first is not second  # a new loop gets its own
+    run(main)
