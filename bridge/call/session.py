@@ -155,7 +155,6 @@ class CallSession:
         self._truncate_pending = False
         self._queued_at: float | None = None  # when the current response's first audio was queued
         self._turn_started_at: float | None = None  # speech_stopped of the turn being answered
-        self._pump: asyncio.Task[None] | None = None
         self._agent_parts: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------------------------------------------ plumbing
@@ -237,7 +236,7 @@ class CallSession:
                 await self._handle(await self.inbox.get())
         finally:
             stop_ticking()
-            for task in (leg_pump, self._pump, self._rollover_task):
+            for task in (leg_pump, self._rollover_task):
                 if task is not None:
                     task.cancel()
             for client in (self.client, self._next_client):
@@ -263,16 +262,20 @@ class CallSession:
             self.phase.set(Phase.LISTENING, "session ready")
 
     def _start_pump(self) -> None:
+        """Route the current client's events into the inbox as they are decoded (no task in between)."""
         assert self.client is not None
         client = self.client
 
-        async def pump() -> None:
-            async for event in client.events():
-                if isinstance(event, ev.Closed) and client is not self.client:
-                    return  # a session we already replaced
-                self.inbox.put(event)
+        def deliver(event: ev.Event) -> None:
+            if isinstance(event, ev.Closed) and client is not self.client:
+                return  # a session we already replaced
+            self.inbox.put(event)
 
-        self._pump = asyncio.create_task(pump(), name=f"rt-{self.leg.call_id}")
+        client.deliver_to(deliver)
+
+    def _stop_pump(self, client: RealtimeClient | None) -> None:
+        if client is not None:
+            client.deliver_to(None)  # what it still says stays in its own queue, unread
 
     async def _pump_leg(self) -> None:
         while True:
@@ -595,8 +598,7 @@ class CallSession:
 
     def _swap_session(self, why: str) -> None:
         old, self.client, self._next_client = self.client, self._next_client, None
-        if self._pump is not None:
-            self._pump.cancel()
+        self._stop_pump(old)
         self._start_pump()
         self.response_id = None
         self.report.rollovers += 1
@@ -610,10 +612,9 @@ class CallSession:
         old = self.client
         self.client = None
         if old is not None:
+            self._stop_pump(old)
             with contextlib.suppress(Exception):
                 await old.close()
-        if self._pump is not None:
-            self._pump.cancel()
         interrupted = self.response_id is not None
         self.response_id = None
         if self.report.reconnects >= self.max_reconnects:

@@ -373,6 +373,7 @@ class EmulatorServer:
             return
         reader = asyncio.create_task(self._reader(live))
         last_out = loop.time()
+        alarm = _Alarm(loop, live.queue)
         try:
             while not session.closed:
                 deadline = session.next_deadline()
@@ -381,35 +382,35 @@ class EmulatorServer:
                     for d in (deadline, last_out + self.ping_interval_s if self.ping_interval_s > 0 else None)
                     if d is not None
                 ]
-                timeout = max(0.0, min(wake) - loop.time()) if wake else None
-                item = await _next(live.queue, timeout)
+                item = alarm.next(min(wake) if wake else None)
                 if item is None:
-                    kind, now = "tick", loop.time()
+                    item = await live.queue.get()
+                kind, data = item
+                now = loop.time()
+                if kind == "tick":
                     if self.ping_interval_s > 0 and now >= last_out + self.ping_interval_s:
                         with contextlib.suppress(ConnectionError, RuntimeError):
                             await live.ws.ping()
                         last_out = now
                     actions = session.advance(now)
-                else:
-                    kind, data = item
-                    now = loop.time()
-                    if kind == "frame":
-                        actions = session.receive(data, now)
-                    elif kind == "inject":
-                        fault, opts = data
-                        actions = session.inject(fault, now, **opts)
-                    elif kind == "stop":
-                        actions = [Close(1001, "emulator stopping")]
-                        record.closed, record.close_code, record.close_reason = True, 1001, "emulator stopping"
-                    else:  # eof: the client closed or the connection broke
-                        record.closed, record.close_code = True, data
-                        return
+                elif kind == "frame":
+                    actions = session.receive(data, now)
+                elif kind == "inject":
+                    fault, opts = data
+                    actions = session.inject(fault, now, **opts)
+                elif kind == "stop":
+                    actions = [Close(1001, "emulator stopping")]
+                    record.closed, record.close_code, record.close_reason = True, 1001, "emulator stopping"
+                else:  # eof: the client closed or the connection broke
+                    record.closed, record.close_code = True, data
+                    return
                 if actions:
                     last_out = loop.time()
                     await self._perform(live, actions)
                 if kind == "stop":
                     return
         finally:
+            alarm.cancel()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
@@ -624,18 +625,34 @@ _SERVER_OPTIONS = frozenset(
 )
 
 
-async def _next(queue: asyncio.Queue[tuple[str, Any]], wait_s: float | None) -> tuple[str, Any] | None:
-    """The next queued item, or None once ``wait_s`` has passed (a deadline is due: it goes first).
+_TICK: tuple[str, Any] = ("tick", None)
 
-    Under load a session's queue usually holds frames already: they are taken without a wait. Otherwise one
-    ``asyncio.timeout`` around the ``get`` (``wait_for`` wrapped every get in a new task: the emulator's largest
-    cost per append in ``bench calls``)."""
-    if wait_s is not None and wait_s <= 0:
-        return None
-    if not queue.empty():
-        return queue.get_nowait()
-    try:
-        async with asyncio.timeout(wait_s):
-            return await queue.get()
-    except TimeoutError:
-        return None
+
+class _Alarm:
+    """A session's next deadline, as a ``("tick", None)`` item queued behind what the client sent.
+
+    One timer handle per session, re-armed only when the deadline moves: ``asyncio.timeout`` (or ``wait_for``)
+    around every queue read cost more than the emulator's own work per append in ``bench calls``. A tick that
+    fires for a deadline that has since moved only makes the session check for due work (``advance`` is
+    idempotent)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[str, Any]]) -> None:
+        self._loop, self._queue = loop, queue
+        self._handle: asyncio.TimerHandle | None = None
+        self._at: float | None = None
+
+    def next(self, deadline: float | None) -> tuple[str, Any] | None:
+        """What to handle now without waiting: a due tick first, else a queued item; None: await the queue."""
+        if deadline is not None and deadline <= self._loop.time():
+            return _TICK  # a due deadline goes first
+        if deadline != self._at:
+            self.cancel()
+            if deadline is not None:
+                self._handle = self._loop.call_at(deadline, self._queue.put_nowait, _TICK)
+                self._at = deadline
+        return None if self._queue.empty() else self._queue.get_nowait()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle, self._at = None, None

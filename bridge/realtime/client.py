@@ -81,6 +81,7 @@ class RealtimeClient:
         self._ws: ClientConnection | None = None
         self._send_q: asyncio.Queue[object] = asyncio.Queue(self.settings.send_queue_frames)
         self._events: asyncio.Queue[ev.Event] = asyncio.Queue()
+        self._sink: Callable[[ev.Event], None] | None = None  # deliver_to: events handed over as decoded
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.closed: ev.Closed | None = None
@@ -204,7 +205,7 @@ class RealtimeClient:
                 self._last_recv = time.monotonic()
                 event = self.protocol.decode(frame)
                 if event is not None:
-                    self._events.put_nowait(event)
+                    self._emit(event)
         except ConnectionClosed as exc:
             rcvd = exc.rcvd
             code = rcvd.code if rcvd is not None else None
@@ -223,7 +224,23 @@ class RealtimeClient:
             await ws.close(code=1011)
         self.closed = closed
         self._send_q.put_nowait(_STOP) if not self._send_q.full() else None
-        self._events.put_nowait(closed)
+        self._emit(closed)
+
+    def _emit(self, event: ev.Event) -> None:
+        sink = self._sink
+        if sink is None:
+            self._events.put_nowait(event)
+        else:
+            sink(event)
+
+    def deliver_to(self, sink: Callable[[ev.Event], None] | None) -> None:
+        """Hand every event to ``sink`` as it is decoded, on the loop, instead of queueing it for :meth:`events`
+        (a call's hot path: one task switch less per event). Events already queued go first, in order. None
+        queues them again."""
+        self._sink = sink
+        if sink is not None:
+            while not self._events.empty():
+                sink(self._events.get_nowait())
 
     async def next_event(self) -> ev.Event:
         return await self._events.get()

@@ -119,7 +119,7 @@ class InMemoryRealtime(RealtimeClient):
             return
         if self._trace is not None:
             self._trace(event)
-        self._events.put_nowait(event)
+        self._emit(event)
 
     def _perform(self, actions: list[Action]) -> None:
         for action in actions:
@@ -168,7 +168,7 @@ class InMemoryRealtime(RealtimeClient):
     async def close(self, drain_timeout_s: float = 1.0) -> None:
         if self.closed is None:
             self.closed = ev.Closed(None, 1000, "closed by bridge", retryable=False)
-            self._events.put_nowait(self.closed)
+            self._emit(self.closed)
         self._disarm()
 
 
