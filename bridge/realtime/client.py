@@ -82,6 +82,7 @@ class RealtimeClient:
         self._send_q: asyncio.Queue[object] = asyncio.Queue(self.settings.send_queue_frames)
         self._events: asyncio.Queue[ev.Event] = asyncio.Queue()
         self._sink: Callable[[ev.Event], None] | None = None  # deliver_to: events handed over as decoded
+        self.sink_errors = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.closed: ev.Closed | None = None
@@ -230,8 +231,13 @@ class RealtimeClient:
         sink = self._sink
         if sink is None:
             self._events.put_nowait(event)
-        else:
+            return
+        try:
             sink(event)
+        except Exception:  # a bug in the sink must not end the session: the receive loop goes on
+            self.sink_errors += 1
+            if self.sink_errors <= 10 or self.sink_errors % 1000 == 0:
+                log.exception("event sink raised on %s (%d so far)", type(event).__name__, self.sink_errors)
 
     def deliver_to(self, sink: Callable[[ev.Event], None] | None) -> None:
         """Hand every event to ``sink`` as it is decoded, on the loop, instead of queueing it for :meth:`events`
@@ -240,7 +246,7 @@ class RealtimeClient:
         self._sink = sink
         if sink is not None:
             while not self._events.empty():
-                sink(self._events.get_nowait())
+                self._emit(self._events.get_nowait())
 
     async def next_event(self) -> ev.Event:
         return await self._events.get()

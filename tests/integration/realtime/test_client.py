@@ -142,3 +142,33 @@ async def test_idle_timeout_closes_a_silent_socket(emulator: EmulatorServer) -> 
 def test_pcm_helper_is_sane() -> None:
     pcm = speech_24k(0.5)
     assert len(pcm) == 24000 and max(struct.unpack("<12000h", pcm)) > 3000
+
+
+async def test_deliver_to_hands_events_over_in_order_queued_ones_first(emulator: EmulatorServer) -> None:
+    client = await open_client(emulator, GA, "speed=0")
+    client.send(ev.UpdateSession(AgentProfile()))
+    async with asyncio.timeout(5):
+        # session.created and session.updated, queued before any sink (the client signals no count to wait on)
+        while client.pending_events() < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    seen: list[ev.Event] = []
+    two = asyncio.Event()
+
+    def sink(event: ev.Event) -> None:
+        if isinstance(event, ev.SessionReady):
+            raise RuntimeError("a buggy sink")  # logged and counted; the session goes on
+        seen.append(event)
+        if len(seen) >= 2:
+            two.set()
+
+    client.deliver_to(sink)
+    assert client.pending_events() == 0 and client.sink_errors == 1
+    assert [type(e) for e in seen] == [ev.SessionConfigured]
+    client.send(ev.AddText("hello", ev.Role.USER))
+    await asyncio.wait_for(two.wait(), 5)
+    assert client.closed is None  # the raising sink did not end the session
+    client.deliver_to(None)  # queue again
+    await client.close()
+    tail = await collect(client, ev.Closed)
+    assert isinstance(tail[-1], ev.Closed) and tail[-1].error_class is None
+    assert len(seen) >= 2 and not any(isinstance(e, ev.Closed) for e in seen)
