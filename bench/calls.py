@@ -18,10 +18,10 @@ is system-wide):
 - ``late or missing`` (outbound, at the callers): per call, the frames that were not there when the caller's
   20 ms clock wanted them, from its jitter buffer (``Call.getStreamStat``): a late packet counts once although it
   moves both the ``empty`` and the ``lost`` counter (calibrated by stopping the sender: 15 late frames moved them by
-  12 and 18), plus discarded frames, plus every frame of a call that was not up. For ``bridge`` the workers'
-  playout underruns (dead air inside an answer) are shown too, but not scored: the reports count them over the
-  whole call, not in the window, and the buffer is thinnest while a reply's first deltas arrive (before the
-  window; the emulator then runs ahead of real time).
+  12 and 18), plus discarded frames, plus every frame of a call that was not up. For ``bridge``, plus the
+  workers' playout underruns inside the window: dead air inside an answer reaches the caller as a frame on time,
+  but a silent one, so it is a missing frame too (the ``underrun`` column: whole calls / in the window; most
+  fall while a reply's first deltas arrive, before the window).
 - ``in missing`` (bridge only, at the model): 50 appends per second and call are expected in the window; the ones
   that did not reach the emulator are missing.
 - The pass mark is < 0.1 % of the expected frames in each direction, every call answered.
@@ -81,6 +81,8 @@ SETUP_MAX_EXTRA_S = 6.0
 def setup_s(calls: int) -> float:
     """Seconds from spawning the load callers to the window's start, for ``calls`` calls (both paths alike)."""
     return SETUP_S + min(SETUP_MAX_EXTRA_S, SETUP_PER_PROCESS_S * math.ceil(calls / CALLS_PER_PROCESS))
+
+
 NUMBER = "4000"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -101,7 +103,8 @@ class Step:
     jb_lost: int = 0
     jb_empty: int = 0
     jb_discard: int = 0
-    underruns: int = 0  # bridge: playout underruns over whole calls (worker reports; not windowed, not scored)
+    underruns: int = 0  # bridge: playout underruns over whole calls (worker reports)
+    underruns_in_window: int = 0  # bridge: those inside the window: dead air the caller heard (scored as missing)
     port_late: int = 0  # bridge, native ports: ticks the loop had not queued a frame by (whole calls, not scored)
     clock_gaps: int = 0  # bridge, native ports: clock ticks > 30 ms apart in the workers (whole calls, not scored)
     in_missing: int | None = None  # bridge: appends that did not reach the model in the window
@@ -605,6 +608,7 @@ class Bench:
             outbound += [d + p for d, p in zip(down[:n], play[:n], strict=True)]
             step.port_late += int(r.get("media", {}).get("late_out", 0))
             step.clock_gaps += int(r.get("media", {}).get("clock_gaps", 0))
+            step.underruns_in_window += sum(1 for t in r.get("media", {}).get("underrun_at", []) if t0 <= t < t1)
             for _t, kind, summary in r.get("timeline", []):
                 if kind == "playout" and (m := _UNDERRUNS.search(summary)):
                     step.underruns += int(m.group(1))
@@ -628,6 +632,7 @@ class Bench:
         missing += max(0, step.calls - len(sessions)) * expected_per_call
         step.in_missing = missing
         step.arrival_spread_ms = percentiles(spread)
+        step.out_late_or_missing += step.underruns_in_window  # a silent frame inside an answer is a missing one
 
     async def ceiling_step(self, calls: int) -> Step:
         apps = math.ceil(calls / CALLS_PER_PROCESS)
@@ -671,7 +676,7 @@ HEADER = (
 def _row(s: Step) -> str:
     rate_in = s.in_rate
     inbound = "-" if rate_in is None else f"{s.in_missing} ({100 * rate_in:.2f}%)"
-    underruns = str(s.underruns) if s.path == "bridge" else "-"
+    underruns = f"{s.underruns}/{s.underruns_in_window}" if s.path == "bridge" else "-"
     return (
         f"{s.path:<8} {s.calls:>5} {s.processes:>5} {f'{s.answered}/{s.calls}':>8} "
         f"{f'{s.out_late_or_missing} ({100 * s.out_rate:.3f}%)':>18} {f'{s.jb_lost}/{s.jb_empty}/{s.jb_discard}':>9} "

@@ -210,7 +210,13 @@ class Worker:
         except BridgeError as exc:
             log.error("call %s failed: %s", call.call_id, redact(str(exc)))
             raise
-        report.media = {"port": call.media_port_kind, "clock": call.clock_priority, **call.media_counters}
+        report.media = {
+            "port": call.media_port_kind,
+            "clock": call.clock_priority,
+            **call.media_counters,
+            # dead air inside an answer (the playout buffer ran dry): when, on the monotonic clock, the latest were
+            "underrun_at": [round(t, 3) for t in session.playout.underrun_times],
+        }
         log.info(
             "call %s ended (%s): %s phases, %d caller / %d agent turns",
             call.call_id,

@@ -52,6 +52,7 @@ from bridge.audio.g711 import BYTES_PER_FRAME_PCM16, FRAME_MS
 
 _Frame = tuple[str, int, bytes]  # item_id, index of the frame in its item, frame bytes
 _RECENT = 32  # pops remembered for a downstream stage (it holds at most 16 frames)
+_UNDERRUN_TIMES = 3000  # underrun times kept (a minute of dead air): benchmarks score those inside their window
 
 
 class Downstream(Protocol):
@@ -117,6 +118,7 @@ class PlayoutBuffer:
         self._first_at: dict[str, float] = {}
         self.frames_played = 0
         self.underruns = 0
+        self.underrun_times: deque[float] = deque(maxlen=_UNDERRUN_TIMES)  # the clock's time of the latest ones
         self._recent: deque[tuple[str, int] | None] = deque(maxlen=_RECENT)  # last pops; None: silence
         self._downstream: Downstream | None = None
 
@@ -217,6 +219,7 @@ class PlayoutBuffer:
         except IndexError:
             if self._open and self._last_played == self._item:
                 self.underruns += 1
+                self.underrun_times.append(self._clock())
             self._recent.append(None)
             return self._silence
         finally:

@@ -65,13 +65,17 @@ def test_end_item_pads_the_tail_so_it_plays() -> None:
 
 
 def test_underruns_count_only_dead_air_inside_a_playing_item() -> None:
-    pb = PlayoutBuffer()
+    now = [10.0]
+    pb = PlayoutBuffer(clock=lambda: now[0])
     assert pb.pop_frame() == SILENCE and pb.underruns == 0  # idle: nothing expected
     pb.push("a", audio(40))
     pb.pop_frame(), pb.pop_frame()
+    now[0] = 10.06
     assert pb.pop_frame() == SILENCE and pb.underruns == 1  # "a" is open: the model is late
+    now[0] = 10.08
     pb.pop_frame()
     assert pb.underruns == 2
+    assert list(pb.underrun_times) == [10.06, 10.08]  # when: benchmarks count those inside their window
     pb.end_item("a")
     pb.pop_frame()
     assert pb.underruns == 2  # ended: idle silence
