@@ -34,9 +34,10 @@ is system-wide):
   (decode + resample of a reply's first delta) + ``playback`` (queued -> handed to the clock thread). Also the
   spread of append arrival times at the emulator (arrival minus the frame's 20 ms slot, above the call's best).
 
-A path stops at its first failing step (its capacity is known then). ``--json`` steps carry ``late_by_target``:
-late frames per callee port, i.e. per worker or loopback app, which tells one stalled process from a machine-wide
-stall.
+A path stops at its first failing step (its capacity is known then); a failing step is run once more, and fails
+only if that run fails too (both paths alike: one stall of 200 ms fails a small step). ``--json`` steps carry
+``late_by_target``: late frames per callee port, i.e. per worker or loopback app, which tells one stalled process
+from a machine-wide stall.
 
 The summary line gives the most calls with every step up to it passing, for each path, and their ratio (goal:
 bridge >= 75 % of the ceiling), and the inbound p99 at that load (goal: <= 10 ms). If the ceiling passes the
@@ -70,6 +71,9 @@ CALLS_PER_PROCESS = 4  # the pjsua2 wheel's cap per process (bridge/sip/endpoint
 FRAME_MS = 20
 FRAMES_PER_S = 1000 // FRAME_MS
 PASS_MARK = 0.001  # < 0.1 % late or missing frames
+# A step that fails is run once more, for both paths alike, and fails only if that fails too: at 16 calls the mark
+# is 10 frames in 12 s, so one 200 ms stall anywhere on the machine failed the ceiling at 16 calls in one ladder.
+ATTEMPTS = 2
 SETUP_S = 4.5  # processes up, calls answered, agent audio playing, jitter buffers settled: then the window opens
 # ... plus this much per load-caller process, at most SETUP_MAX_EXTRA_S: starting 32 Python + pjsua2 processes at
 # once on 2 cores takes longer than 4.5 s, and a call that is not up when the window opens counts as missing
@@ -119,6 +123,7 @@ class Step:
     latency_samples: dict[str, int] = field(default_factory=dict)
     late_by_target: dict[str, int] = field(default_factory=dict)  # where late frames came from: the callee's port
     errors: list[str] = field(default_factory=list)
+    attempt: int = 1  # 2: the first run of this step failed and this is the re-run (which decides)
 
     @property
     def out_rate(self) -> float:
@@ -682,7 +687,7 @@ def _row(s: Step) -> str:
         f"{f'{s.out_late_or_missing} ({100 * s.out_rate:.3f}%)':>18} {f'{s.jb_lost}/{s.jb_empty}/{s.jb_discard}':>9} "
         f"{underruns:>8} {inbound:>11} {s.cpu_per_call_pct:>7.2f}% {s.cpu_callers_pct:>6.0f}% {s.cpu_bench_pct:>5.0f}% "
         f"{s.cpu_machine_pct:>6.0f}% {_fmt_ms(s.inbound_ms):>11} {_fmt_ms(s.outbound_ms):>12} "
-        f"{'yes' if s.passed else 'NO':>5}"
+        f"{'yes' if s.passed else 'NO':>5}" + (" (re-run)" if s.attempt > 1 else "")
     )
 
 
@@ -746,15 +751,19 @@ async def run_bench(steps: list[int], seconds: float, as_json: bool, paths: Sequ
                 for path in paths:
                     if path in failed:
                         continue
-                    step = await (bench.bridge_step(calls, emu) if path == "bridge" else bench.ceiling_step(calls))
+                    for attempt in range(1, ATTEMPTS + 1):
+                        step = await (bench.bridge_step(calls, emu) if path == "bridge" else bench.ceiling_step(calls))
+                        step.attempt = attempt
+                        print(json.dumps(step.to_json()) if as_json else _row(step), flush=True)
+                        for error in step.errors:
+                            if not as_json:
+                                print(f"    ! {error}", flush=True)
+                        emu.sessions.clear()  # their recordings are scored; keep the memory flat
+                        if step.passed:
+                            break
                     results.append(step)
                     if not step.passed:
                         failed.add(path)
-                    print(json.dumps(step.to_json()) if as_json else _row(step), flush=True)
-                    for error in step.errors:
-                        if not as_json:
-                            print(f"    ! {error}", flush=True)
-                emu.sessions.clear()  # their recordings are scored; keep the memory flat
     summary = summarize(results, max(steps))
     if as_json:
         print(json.dumps(summary), flush=True)
