@@ -34,6 +34,11 @@ is system-wide):
   (decode + resample of a reply's first delta) + ``playback`` (queued -> handed to the clock thread). Also the
   spread of append arrival times at the emulator (arrival minus the frame's 20 ms slot, above the call's best).
 
+``--realtime-priority N`` runs the system under test of both paths (the bridge's workers, the loopback apps)
+``SCHED_RR`` at N, as ``callbridge serve --realtime-priority N`` does (see bridge/sched.py); the load callers and
+the emulator stay ordinary. Each step's ``scheduling`` says what the processes really got (it needs root or
+CAP_SYS_NICE; a step where it was not applied says so).
+
 A path stops at its first failing step (its capacity is known then); a failing step is run once more, and fails
 only if that run fails too (both paths alike: one stall of 200 ms fails a small step). ``--json`` steps carry
 ``late_by_target``: late frames per callee port, i.e. per worker or loopback app, which tells one stalled process
@@ -63,6 +68,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.sched import MAX_PRIORITY, describe, use_realtime
 from bridge.store.server import free_port_block
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,6 +128,7 @@ class Step:
     arrival_spread_ms: dict[str, float | None] = field(default_factory=dict)
     latency_samples: dict[str, int] = field(default_factory=dict)
     late_by_target: dict[str, int] = field(default_factory=dict)  # where late frames came from: the callee's port
+    scheduling: list[str] = field(default_factory=list)  # as the workers / loopback apps reported it
     errors: list[str] = field(default_factory=list)
     attempt: int = 1  # 2: the first run of this step failed and this is the re-run (which decides)
 
@@ -388,7 +395,8 @@ async def run_loopback(port: int) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(json.dumps({"loopback": endpoint.sip_port, "max_calls": endpoint.max_calls}), flush=True)
+    ready = {"loopback": endpoint.sip_port, "max_calls": endpoint.max_calls, "scheduling": describe()}
+    print(json.dumps(ready), flush=True)
     await stop.wait()
     await endpoint.close()
     return 0
@@ -466,8 +474,9 @@ def _slot_phase_s(arrivals: list[float], t0: float) -> float:
 
 
 class Bench:
-    def __init__(self, seconds: float, work: Path, log_path: Path) -> None:
+    def __init__(self, seconds: float, work: Path, log_path: Path, priority: int = 0) -> None:
         self.seconds = seconds
+        self.priority = priority  # SCHED_RR priority of the system under test (workers, loopback apps); 0: none
         self.work = work
         self.log_path = log_path
         self.play = _caller_wav(work / "caller.wav")
@@ -563,6 +572,7 @@ class Bench:
             realtime_url=emulator.base_url,
             dialplans=_dialplan(self.work / "dialplans"),
             report_file=reports,
+            realtime_priority=self.priority,
         )
         pool = Pool(settings)
         with stderr_to(self.log_path):
@@ -570,6 +580,7 @@ class Bench:
             await asyncio.wait_for(pool.wait_ready(), 60)
         try:
             pids = [s.proc.pid for s in pool.slots if s.proc is not None]
+            self._note_scheduling(step, [s.scheduling for s in pool.slots])
             uris = [f"sip:{NUMBER}@127.0.0.1:{pool.slots[i // CALLS_PER_PROCESS].sip_port}" for i in range(calls)]
             first_session = len(emulator.sessions)
             start_at = time.monotonic() + setup_s(calls)
@@ -583,6 +594,11 @@ class Bench:
                 await pool.stop()
         self._score_bridge(step, found, emulator.sessions[first_session:], start_at, end_at)
         return step
+
+    def _note_scheduling(self, step: Step, reported: list[str]) -> None:
+        step.scheduling = sorted(set(reported))
+        if self.priority and any(not r.startswith("SCHED_") for r in reported):
+            step.errors.append(f"--realtime-priority {self.priority} not applied everywhere: {step.scheduling}")
 
     @staticmethod
     async def _reports(path: Path, count: int, within: float = 15.0) -> list[dict[str, Any]]:
@@ -644,15 +660,28 @@ class Bench:
         step = Step("ceiling", calls, apps)
         loops: list[asyncio.subprocess.Process] = []
         ports: list[int] = []
+        reported: list[str] = []
         try:
             with stderr_to(self.log_path):
                 for _ in range(apps):
                     port = free_port_block(1)
-                    proc = await _spawn(sys.executable, "-m", "bench.calls", "--role", "loopback", "--port", str(port))
+                    proc = await _spawn(
+                        sys.executable,
+                        "-m",
+                        "bench.calls",
+                        "--role",
+                        "loopback",
+                        "--port",
+                        str(port),
+                        "--realtime-priority",
+                        str(self.priority),
+                    )
                     loops.append(proc)
                     assert proc.stdout is not None
-                    line = await asyncio.wait_for(proc.stdout.readline(), 30)
-                    ports.append(int(json.loads(line)["loopback"]))
+                    ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+                    ports.append(int(ready["loopback"]))
+                    reported.append(str(ready.get("scheduling", "")))
+            self._note_scheduling(step, reported)
             uris = [f"sip:{NUMBER}@127.0.0.1:{ports[i // CALLS_PER_PROCESS]}" for i in range(calls)]
             start_at = time.monotonic() + setup_s(calls)
             end_at = start_at + self.seconds
@@ -726,7 +755,7 @@ def _goal(met: bool | None) -> str:
     return "undetermined" if met is None else "met" if met else "NOT met"
 
 
-async def run_bench(steps: list[int], seconds: float, as_json: bool, paths: Sequence[str]) -> int:
+async def run_bench(steps: list[int], seconds: float, as_json: bool, paths: Sequence[str], priority: int = 0) -> int:
     from bridge.emulator import EmulatorServer
 
     results: list[Step] = []
@@ -734,11 +763,12 @@ async def run_bench(steps: list[int], seconds: float, as_json: bool, paths: Sequ
         work = Path(tmp)
         log_path = Path(tempfile.gettempdir()) / "callbridge-bench-calls.log"
         log_path.write_text("")
-        bench = Bench(seconds, work, log_path)
+        bench = Bench(seconds, work, log_path, priority)
         if not as_json:
             print(
                 f"callbridge bench calls: {os.cpu_count()} cores, steps {steps}, {seconds:g} s window per step, "
-                f"pass mark < {100 * PASS_MARK:g}% late or missing frames (process logs: {log_path})",
+                f"pass mark < {100 * PASS_MARK:g}% late or missing frames, system under test "
+                f"{f'SCHED_RR {priority}' if priority else 'ordinary scheduling'} (process logs: {log_path})",
                 flush=True,
             )
             print(HEADER, flush=True)
@@ -764,7 +794,7 @@ async def run_bench(steps: list[int], seconds: float, as_json: bool, paths: Sequ
                     results.append(step)
                     if not step.passed:
                         failed.add(path)
-    summary = summarize(results, max(steps))
+    summary = summarize(results, max(steps)) | {"realtime_priority": priority}
     if as_json:
         print(json.dumps(summary), flush=True)
     else:
@@ -795,6 +825,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--step", type=int, default=4, help="calls added per step (default 4)")
     parser.add_argument("--seconds", type=float, default=12.0, help="measured window per step (default 12)")
     parser.add_argument("--only", choices=("bridge", "ceiling"), help="run one path only")
+    parser.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=0,
+        help="run the system under test (bridge workers, loopback apps) SCHED_RR at this priority, as "
+        "`serve --realtime-priority` does; the load callers and the emulator stay ordinary (default 0: none)",
+    )
     # internal roles (subprocesses of the benchmark)
     parser.add_argument("--role", choices=("bench", "caller", "loopback"), default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--uris", help=argparse.SUPPRESS)
@@ -808,12 +845,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result), flush=True)
         return 0
     if args.role == "loopback":
+        use_realtime(args.realtime_priority)  # before pjsua starts, as a worker does
         return asyncio.run(run_loopback(args.port))
     if args.max_calls < 1 or args.step < 1 or args.seconds <= 0:
         parser.error("--max-calls, --step and --seconds must be positive")
+    if not 0 <= args.realtime_priority <= MAX_PRIORITY:
+        parser.error(f"--realtime-priority must be 0..{MAX_PRIORITY}")
     steps = list(range(args.step, args.max_calls + 1, args.step)) or [args.max_calls]
     paths = [args.only] if args.only else ["bridge", "ceiling"]
-    return asyncio.run(run_bench(steps, args.seconds, args.json, paths))
+    return asyncio.run(run_bench(steps, args.seconds, args.json, paths, args.realtime_priority))
 
 
 if __name__ == "__main__":

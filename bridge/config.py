@@ -46,6 +46,8 @@ class Settings(BaseModel):
     report_file: Path | None = None  # append one JSON line per finished call (demo, tests)
     recordings_dir: Path = Path("recordings")  # calls of dialplans with recording enabled (and consent) go here
     pjsua_log_level: int = Field(1, ge=0, le=6)
+    # workers run SCHED_RR at this priority (bridge/sched.py: needs CAP_SYS_NICE); 0 keeps ordinary scheduling
+    realtime_priority: int = Field(0, ge=0, le=99)
     sip_allowed_sources: tuple[str, ...] = ()  # CIDRs allowed to send INVITEs to any worker (empty: any); 403 else
     sip_auth_users: dict[str, SecretStr] = Field(default_factory=dict)  # trunk digest auth (RFC 7616); empty: off
     sip_auth_realm: str = "callbridge"

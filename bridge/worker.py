@@ -32,6 +32,7 @@ from bridge.realtime.client import RealtimeClient
 from bridge.realtime.credentials import BROKER_URL_ENV, Sources
 from bridge.realtime.dialects import get_dialect
 from bridge.rollout import Decision, DialectName, Outcome, RolloutFlag, decide, fallback
+from bridge.sched import use_realtime
 from bridge.store.calls import CallStore
 from bridge.store.rollout_store import RolloutStore
 
@@ -254,6 +255,7 @@ class Worker:
         if port and lock is None:
             log.error("worker %d: %s:%d is held by a live worker; not starting", self.index, s.sip_host, port)
             return EXIT_PORT_LOCKED
+        scheduling = use_realtime(s.realtime_priority)  # before pjsua starts: its clock thread inherits it
         config = SipConfig(
             host=s.sip_host,
             port=port,
@@ -278,17 +280,17 @@ class Worker:
         await gateway.start()
         self.collector.freeze_startup()
         log.info(
-            "worker %d listening on sip:%s:%d (udp+tcp), rtp %s, up to %d calls, realtime %s",
+            "worker %d listening on sip:%s:%d (udp+tcp), rtp %s, up to %d calls, realtime %s, scheduling %s",
             self.index,
             s.sip_host,
             gateway.sip_port,
             f"{config.rtp_port}+{config.rtp_port_range}" if config.rtp_port else "any",
             gateway.max_calls,
             s.realtime_url,
+            scheduling,
         )
-        print(
-            json.dumps({"worker": self.index, "sip_port": gateway.sip_port, "max_calls": gateway.max_calls}), flush=True
-        )
+        ready = {"worker": self.index, "sip_port": gateway.sip_port, "max_calls": gateway.max_calls}
+        print(json.dumps(ready | {"scheduling": scheduling}), flush=True)
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):

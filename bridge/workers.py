@@ -52,6 +52,7 @@ class WorkerSlot:
     restarts: int = 0
     started_at: float = 0.0
     sip_port: int = 0
+    scheduling: str = ""  # as the worker reported it: "ordinary", "SCHED_RR 10", or why it stayed ordinary
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -75,12 +76,20 @@ class Pool:
         )
         slot.started_at = time.monotonic()
         assert slot.proc.stdout is not None
-        line = await slot.proc.stdout.readline()  # the worker prints {"worker", "sip_port", "max_calls"} when up
+        line = await slot.proc.stdout.readline()  # {"worker", "sip_port", "max_calls", "scheduling"} when up
         if line:
             info = json.loads(line)
             slot.sip_port = int(info["sip_port"])
+            slot.scheduling = str(info.get("scheduling", ""))
             slot.ready.set()
-            log.info("worker %d (pid %d) ready on port %d", slot.index, slot.proc.pid, slot.sip_port)
+            denied = self.settings.realtime_priority and not slot.scheduling.startswith("SCHED_")
+            (log.warning if denied else log.info)(
+                "worker %d (pid %d) ready on port %d, scheduling %s",
+                slot.index,
+                slot.proc.pid,
+                slot.sip_port,
+                slot.scheduling,
+            )
 
     def _worker_env(self) -> dict[str, str]:
         # One BLAS thread: a second one would compete with pjmedia's clock thread (bench audio).
@@ -123,6 +132,7 @@ class Pool:
                     "alive": s.proc is not None and s.proc.returncode is None,
                     "sip_port": s.sip_port,
                     "restarts": s.restarts,
+                    "scheduling": s.scheduling,
                 }
                 for s in self.slots
             ]
@@ -157,6 +167,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--redis-url")
     parser.add_argument("--http-port", type=int)
     parser.add_argument("--dialplans", type=Path)
+    parser.add_argument(
+        "--realtime-priority",
+        type=int,
+        help="run the workers SCHED_RR at this priority (1-99; needs CAP_SYS_NICE); default 0: ordinary scheduling",
+    )
     parser.add_argument("--report-file", type=Path, help="append one JSON line per finished call")
     args = parser.parse_args(argv)
     try:
@@ -169,6 +184,7 @@ def main(argv: list[str]) -> int:
             redis_url=args.redis_url,
             http_port=args.http_port,
             dialplans=args.dialplans,
+            realtime_priority=args.realtime_priority,
             report_file=args.report_file,
         )
         from bridge.dialplan import load_dialplans

@@ -1,0 +1,77 @@
+"""`callbridge serve --realtime-priority N`: every thread of every worker runs SCHED_RR (the event loop at N;
+pjmedia's clock thread raises itself to the top priority of its policy), the serve process itself stays ordinary,
+/healthz says what each worker got, and the worker carries calls. Where the privilege is missing, the worker says
+why and carries calls with ordinary scheduling (no crash, no silent downgrade)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_serve_operable import ROOT, TOKEN, Serve, api, caller_wav, softphone, wait_healthy
+
+from bridge.emulator import EmulatorServer
+from bridge.store.server import free_port
+
+
+def _realtime_permitted(priority: int) -> bool:
+    """Whether this machine lets a process take SCHED_RR at ``priority`` (root, CAP_SYS_NICE or an rtprio limit)."""
+    code = f"import os; os.sched_setscheduler(0, os.SCHED_RR, os.sched_param({priority}))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def _thread_policies(pid: int) -> dict[int, tuple[int, int]]:
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        out[int(tid)] = (os.sched_getscheduler(int(tid)), os.sched_getparam(int(tid)).sched_priority)
+    return out
+
+
+@pytest.mark.parametrize("priority", [0, 7])
+async def test_workers_take_the_realtime_priority_asked_for_and_carry_calls(tmp_path: Path, priority: int) -> None:
+    async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
+        sip_port, http_port = free_port(), free_port()
+        flag = ["--realtime-priority", str(priority)] if priority else []
+        proc = subprocess.Popen(  # noqa: ASYNC220 (a long-lived server; stopped synchronously below)
+            [sys.executable, "-m", "bridge", "serve", "--workers", "1", "--sip-port", str(sip_port),
+             "--realtime-url", emulator.base_url, "--http-port", str(http_port),
+             "--dialplans", str(ROOT / "dialplans"), *flag],
+            env={**os.environ, "CALLBRIDGE_SUPERVISOR_TOKEN": TOKEN},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        serve = Serve(proc, sip_port, http_port, tmp_path / "unused.jsonl")
+        try:
+            await wait_healthy(serve)
+            _, health = await api("/healthz", serve)
+            (worker,) = health["workers"]
+            threads = _thread_policies(worker["pid"])
+            assert len(threads) >= 2, threads  # the event loop and (at least) pjmedia's clock thread
+            if priority == 0:
+                assert worker["scheduling"] == "ordinary"
+                assert {policy for policy, _ in threads.values()} == {os.SCHED_OTHER}, threads
+            elif _realtime_permitted(priority):
+                assert worker["scheduling"] == f"SCHED_RR {priority}"
+                assert threads[worker["pid"]] == (os.SCHED_RR, priority), threads  # the event loop
+                # every other thread inherits it; pjmedia's clock thread then raises itself to the policy's top
+                assert all(policy == os.SCHED_RR and prio >= priority for policy, prio in threads.values()), threads
+            else:
+                assert worker["scheduling"].startswith(f"ordinary (realtime priority {priority} asked for: not"), worker
+                assert {policy for policy, _ in threads.values()} == {os.SCHED_OTHER}, threads
+            assert os.sched_getscheduler(proc.pid) == os.SCHED_OTHER  # only the workers, never the supervisor
+
+            phone = await softphone(serve, "1000", caller_wav(tmp_path / "c.wav"), seconds=3.0)
+            assert phone["answered"] and phone["sip_status"] == 200, phone
+            (session,) = emulator.sessions
+            appended = [k for _t, d, k in list(session.timeline) if d == "in" and k == "input_audio_buffer.append"]
+            assert len(appended) > 50, len(appended)  # > 1 s of the caller's audio reached the model
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, (proc.stderr.read() if proc.stderr else "")[-2000:]
