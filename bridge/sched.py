@@ -16,10 +16,11 @@ Telephony servers are run this way: Asterisk has ``-p``, FreeSWITCH ``-rp``. The
   calls, so the clean capacity goes from 104 down to 96.
 - The kernel's real-time throttle (``kernel.sched_rt_runtime_us``, 95 % by default) stays on, so a runaway worker
   still leaves 5 % of every core to everything else.
-- Call this on the loop thread before pjsua starts. Threads inherit the policy, so the pjmedia clock thread gets it
-  too, and pjmedia then raises its clock thread to the top priority of the policy (99 here). That thread only moves
-  frames between the sockets, the jitter buffers and the ports' rings: the ceiling's loopback apps, which are
-  little more than that thread, use 0.3 % of a core per call.
+- Call this on the loop thread before pjsua starts. Every thread pjsua starts inherits the policy. pjmedia raises
+  its clock thread to the policy's top (99). The native media port (cport.c) then sets the clock thread to the
+  loop's priority on the first frame (to 1 when the worker is ordinary). That thread only moves frames between
+  the sockets, the jitter buffers and the ports' rings. The ceiling's loopback apps are little more than that
+  thread, and they use 0.3-0.4 % of a core per call.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def describe() -> str:
         name = "SCHED_RR" if policy == os.SCHED_RR else "SCHED_FIFO"
         return f"{name} {os.sched_getparam(0).sched_priority}"
     return "ordinary"
+
+
+def realtime_priority() -> int:
+    """This thread's real-time priority, 0 if it is not real-time."""
+    if os.sched_getscheduler(0) in (os.SCHED_RR, os.SCHED_FIFO):
+        return int(os.sched_getparam(0).sched_priority)
+    return 0
 
 
 def use_realtime(priority: int) -> str:

@@ -77,16 +77,17 @@ static atomic_int g_wake_pending;
 static atomic_ullong g_wakes;
 static int g_type_audio = 1, g_type_none = 0;
 static unsigned g_low_water = 2;
-static int g_clock_rt = 0;            /* ask for SCHED_RR on the clock thread (cbp_init) */
+static int g_clock_rt = 0;            /* SCHED_RR priority to ask for on the clock thread (cbp_init); 0: don't */
 static atomic_int g_clock_rt_state;   /* 0: not tried, 1: granted, -errno: refused */
 
-/* Once, on the clock thread itself: SCHED_RR at the lowest real-time priority, so a busy machine's ordinary
- * threads (the event loops, the model's WebSocket work) cannot delay the 20 ms tick. The tick only copies
- * frames and runs pjmedia's codecs, so it cannot hog a core. Needs CAP_SYS_NICE; refused quietly otherwise. */
+/* Once, on the clock thread itself: SCHED_RR at the priority given to cbp_init (the lowest real-time priority,
+ * or the worker's own when it runs real-time), so a busy machine's ordinary threads (the event loops, the
+ * model's WebSocket work) cannot delay the 20 ms tick. The tick only copies frames and runs pjmedia's codecs,
+ * so it cannot hog a core. Needs CAP_SYS_NICE; refused quietly otherwise. */
 static void clock_thread_once(void) {
     if (!g_clock_rt || atomic_load_explicit(&g_clock_rt_state, memory_order_relaxed) != 0)
         return;
-    struct sched_param param = {.sched_priority = 1};
+    struct sched_param param = {.sched_priority = g_clock_rt};
     int rc = pthread_setschedparam(pthread_self(), SCHED_RR, &param);
     atomic_store(&g_clock_rt_state, rc == 0 ? 1 : -rc);
 }

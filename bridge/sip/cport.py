@@ -209,12 +209,12 @@ def native_ports() -> Availability:
 class NativeHub:
     """The loop side for every native port of the process: the eventfd, and the drain that serves them."""
 
-    def __init__(self, lib: ctypes.CDLL, lead: int = DEFAULT_LEAD, clock_realtime: bool = False) -> None:
+    def __init__(self, lib: ctypes.CDLL, lead: int = DEFAULT_LEAD, clock_priority: int = 0) -> None:
         if not 1 <= lead <= 16:
             raise ValueError(f"lead must be 1..16 frames, got {lead}")
         self._lib = lib
         self.lead = lead
-        fd = lib.cbp_init(pj.PJMEDIA_FRAME_TYPE_AUDIO, pj.PJMEDIA_FRAME_TYPE_NONE, lead, int(clock_realtime))
+        fd = lib.cbp_init(pj.PJMEDIA_FRAME_TYPE_AUDIO, pj.PJMEDIA_FRAME_TYPE_NONE, lead, clock_priority)
         if fd < 0:
             raise OSError(-fd, f"eventfd: {os.strerror(-fd)}")
         self.fd = fd

@@ -46,6 +46,7 @@ import pjsua2 as pj
 
 from bridge.errors import BridgeError
 from bridge.metronome import for_loop as metronome_for
+from bridge.sched import realtime_priority
 from bridge.sip.access import AuthLockout, DigestAuth, parse_networks
 from bridge.sip.cport import DEFAULT_LEAD, PJSUA, NativeHub, NativePort, native_ports
 from bridge.sip.crossing import FRAME_MS, SAMPLE_RATE, FrameCrossing, MediaPort
@@ -105,8 +106,9 @@ class SipConfig:
     # environment variable CALLBRIDGE_MEDIA_PORT sets the default (benchmarks compare the two).
     media_port: str = field(default_factory=lambda: os.environ.get("CALLBRIDGE_MEDIA_PORT", "auto"))
     playout_lead_frames: int = DEFAULT_LEAD  # native port: frames queued ahead of the clock (20 ms each)
-    # native port: ask for SCHED_RR (lowest real-time priority) on pjmedia's clock thread; needs CAP_SYS_NICE,
-    # refused quietly without it. CALLBRIDGE_CLOCK_RT=0 turns it off.
+    # native port: ask for SCHED_RR on pjmedia's clock thread, at the lowest real-time priority or at the worker's
+    # own if it runs real-time (bridge/sched.py); needs CAP_SYS_NICE, refused quietly without it.
+    # CALLBRIDGE_CLOCK_RT=0 turns it off.
     clock_realtime: bool = field(default_factory=lambda: os.environ.get("CALLBRIDGE_CLOCK_RT", "1") != "0")
     # Access control, checked by SipGateway on every INVITE before the app sees it (see bridge.sip.access):
     allowed_sources: tuple[str, ...] = ()  # CIDRs / addresses INVITEs may come from; () = any; others get 403
@@ -446,7 +448,9 @@ class SipEndpoint:
                 raise SipError("media_port", f"native media ports unavailable: {available.why}")
             _LOG.warning("native media ports unavailable, using Python ports: %s", available.why)
             return
-        hub = NativeHub(available.lib, self.config.playout_lead_frames, self.config.clock_realtime)
+        # never below the loop thread that drains it: a worker at SCHED_RR N gets its clock at N, not 1
+        clock_priority = max(1, realtime_priority()) if self.config.clock_realtime else 0
+        hub = NativeHub(available.lib, self.config.playout_lead_frames, clock_priority)
         hub.after_drain = metronome_for(loop).beat  # the media clock's wake-up carries the process's beat
         loop.add_reader(hub.fd, hub.on_readable)
         self._reader = (loop, hub.fd)

@@ -1,10 +1,11 @@
-"""`callbridge serve --realtime-priority N`: every thread of every worker runs SCHED_RR (the event loop at N;
-pjmedia's clock thread raises itself to the top priority of its policy), the serve process itself stays ordinary,
-/healthz says what each worker got, and the worker carries calls. Where the privilege is missing, the worker says
+"""`callbridge serve --realtime-priority N`: every thread of every worker runs SCHED_RR, the event loop and
+pjmedia's clock thread at N during a call, the serve process itself stays ordinary, /healthz says what each worker
+got, and the worker carries calls. Where the privilege is missing, the worker says
 why and carries calls with ordinary scheduling (no crash, no silent downgrade)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -23,10 +24,12 @@ def _realtime_permitted(priority: int) -> bool:
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
-def _thread_policies(pid: int) -> dict[int, tuple[int, int]]:
+def _thread_policies(pid: int) -> dict[str, tuple[int, int]]:
+    """``{"<tid> <name>": (policy, priority)}`` for every thread of ``pid``; the event loop's tid is the pid."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
-        out[int(tid)] = (os.sched_getscheduler(int(tid)), os.sched_getparam(int(tid)).sched_priority)
+        name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+        out[f"{tid} {name}"] = (os.sched_getscheduler(int(tid)), os.sched_getparam(int(tid)).sched_priority)
     return out
 
 
@@ -47,22 +50,31 @@ async def test_workers_take_the_realtime_priority_asked_for_and_carry_calls(tmp_
             await wait_healthy(serve)
             _, health = await api("/healthz", serve)
             (worker,) = health["workers"]
-            threads = _thread_policies(worker["pid"])
-            assert len(threads) >= 2, threads  # the event loop and (at least) pjmedia's clock thread
+            assert os.sched_getscheduler(proc.pid) == os.SCHED_OTHER  # only the workers, never the supervisor
+            idle = _thread_policies(worker["pid"])
+            call = asyncio.create_task(softphone(serve, "1000", caller_wav(tmp_path / "c.wav"), seconds=4.0))
+            await asyncio.sleep(2.5)  # answered, frames flowing: the native port has set its clock thread by now
+            during = _thread_policies(worker["pid"])
+            phone = await call
+            loop_thread = next(t for t in during if t.split()[0] == str(worker["pid"]))
+            clock_thread = next(t for t in during if t.endswith(" clock"))  # pjmedia names its clock thread
             if priority == 0:
                 assert worker["scheduling"] == "ordinary"
-                assert {policy for policy, _ in threads.values()} == {os.SCHED_OTHER}, threads
+                assert {policy for policy, _ in idle.values()} == {os.SCHED_OTHER}, idle
+                assert during[loop_thread] == (os.SCHED_OTHER, 0), during
+                if _realtime_permitted(1):  # ordinary worker, real-time clock (lowest priority), as before
+                    assert during[clock_thread] == (os.SCHED_RR, 1), during
             elif _realtime_permitted(priority):
                 assert worker["scheduling"] == f"SCHED_RR {priority}"
-                assert threads[worker["pid"]] == (os.SCHED_RR, priority), threads  # the event loop
-                # every other thread inherits it; pjmedia's clock thread then raises itself to the policy's top
-                assert all(policy == os.SCHED_RR and prio >= priority for policy, prio in threads.values()), threads
+                # every thread inherits it (pjmedia first raises its clock thread to the policy's top) ...
+                assert all(policy == os.SCHED_RR and prio >= priority for policy, prio in idle.values()), idle
+                # ... and in a call the loop and the clock that feeds it run at the same priority: neither can
+                # delay the other, both come before every ordinary process
+                assert during[loop_thread] == during[clock_thread] == (os.SCHED_RR, priority), during
             else:
                 assert worker["scheduling"].startswith(f"ordinary (realtime priority {priority} asked for: not"), worker
-                assert {policy for policy, _ in threads.values()} == {os.SCHED_OTHER}, threads
-            assert os.sched_getscheduler(proc.pid) == os.SCHED_OTHER  # only the workers, never the supervisor
+                assert {policy for policy, _ in during.values()} == {os.SCHED_OTHER}, during
 
-            phone = await softphone(serve, "1000", caller_wav(tmp_path / "c.wav"), seconds=3.0)
             assert phone["answered"] and phone["sip_status"] == 200, phone
             (session,) = emulator.sessions
             appended = [k for _t, d, k in list(session.timeline) if d == "in" and k == "input_audio_buffer.append"]
