@@ -290,7 +290,7 @@ class Worker:
             scheduling,
         )
         ready = {"worker": self.index, "sip_port": gateway.sip_port, "max_calls": gateway.max_calls}
-        print(json.dumps(ready | {"scheduling": scheduling}), flush=True)
+        print(json.dumps({**ready, "scheduling": scheduling}), flush=True)
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):

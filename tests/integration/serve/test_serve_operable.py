@@ -62,13 +62,18 @@ async def stack(tmp_path: Path) -> AsyncIterator[tuple[Serve, EmbeddedRedis, Emu
                 await wait_healthy(serve)
                 yield serve, redis, emulator
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                assert proc.returncode == 0, (proc.stderr.read() if proc.stderr else "")[-2000:]
+                stop_serve(proc)
+
+
+def stop_serve(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, then (after 15 s) SIGKILL; a clean stop exits 0 (else the assertion shows serve's stderr)."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, (proc.stderr.read() if proc.stderr else "")[-2000:]
 
 
 async def wait_healthy(serve: Serve, within_s: float = 30) -> None:

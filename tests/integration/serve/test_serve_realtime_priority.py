@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_serve_operable import ROOT, TOKEN, Serve, api, caller_wav, softphone, wait_healthy
+from test_serve_operable import ROOT, TOKEN, Serve, api, caller_wav, softphone, stop_serve, wait_healthy
 
 from bridge.emulator import EmulatorServer
 from bridge.store.server import free_port
@@ -80,10 +80,4 @@ async def test_workers_take_the_realtime_priority_asked_for_and_carry_calls(tmp_
             appended = [k for _t, d, k in list(session.timeline) if d == "in" and k == "input_audio_buffer.append"]
             assert len(appended) > 50, len(appended)  # > 1 s of the caller's audio reached the model
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == 0, (proc.stderr.read() if proc.stderr else "")[-2000:]
+            stop_serve(proc)
