@@ -2,10 +2,9 @@
 
 A worker sleeps most of the time and wakes every 20 ms: the media clock thread, then the event loop that converts
 the caller's frame and writes it to the WebSocket. On a busy machine the loop's wake-up waits behind whatever else
-is runnable. Measured with ``bench calls`` on this 2-core machine, same day, same code, 80 calls each (both
-ladders' capacity, machine 84-88 % busy): inbound p99 (clock thread -> WebSocket) 33.2 ms with ordinary
-scheduling, 0.6 ms with the workers at ``SCHED_RR``. The conversion itself takes well under a millisecond, so that
-tail is only the wait for a core.
+is runnable. Measured with ``bench calls`` on this 2-core machine, same day, same code: inbound p99 (clock thread
+-> WebSocket) at capacity was 20-33 ms with ordinary scheduling and 0.6-0.7 ms with the workers at ``SCHED_RR``.
+The conversion itself takes well under a millisecond, so that tail is only the wait for a core.
 
 Telephony servers are run this way: Asterisk has ``-p``, FreeSWITCH ``-rp``. The setting is
 ``realtime_priority`` (``callbridge serve --realtime-priority N``; 0, the default, keeps ordinary scheduling).
@@ -14,8 +13,9 @@ Telephony servers are run this way: Asterisk has ``-p``, FreeSWITCH ``-rp``. The
   it the worker says so in its start-up line and runs with ordinary scheduling, as it does by default.
 - What it costs: at saturation, ordinary processes on the same machine wait for the workers. In the benchmark
   those are the load callers and the emulator, which stand in for the phones and the model and share the 2 cores.
-  In the failing steps at 96 calls, frames reached the callers late, and answers had dead air because the
-  emulator fell behind. The clean capacity was 80 calls in both same-day ladders.
+  In the failing steps, frames reached the callers late, and answers had dead air because the emulator fell
+  behind. Capacity was still the same or higher than with ordinary scheduling: 104 against 56 calls in one pair
+  of same-day ladders, 80 against 80 in the other.
 - The kernel's real-time throttle (``kernel.sched_rt_runtime_us``, 95 % by default) stays on, so a runaway worker
   still leaves 5 % of every core to everything else.
 - Call this on the loop thread before pjsua starts. Every thread pjsua starts inherits the policy. pjmedia raises
