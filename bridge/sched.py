@@ -32,20 +32,19 @@ import os
 MAX_PRIORITY = 99
 
 
-def describe() -> str:
-    """This thread's policy, for log lines: ``SCHED_RR 10`` or ``ordinary``."""
-    policy = os.sched_getscheduler(0)
-    if policy in (os.SCHED_RR, os.SCHED_FIFO):
-        name = "SCHED_RR" if policy == os.SCHED_RR else "SCHED_FIFO"
-        return f"{name} {os.sched_getparam(0).sched_priority}"
-    return "ordinary"
-
-
 def realtime_priority() -> int:
     """This thread's real-time priority, 0 if it is not real-time."""
     if os.sched_getscheduler(0) in (os.SCHED_RR, os.SCHED_FIFO):
         return int(os.sched_getparam(0).sched_priority)
     return 0
+
+
+def describe() -> str:
+    """This thread's policy, for log lines: ``SCHED_RR 10`` or ``ordinary``."""
+    priority = realtime_priority()
+    if not priority:
+        return "ordinary"
+    return f"{'SCHED_RR' if os.sched_getscheduler(0) == os.SCHED_RR else 'SCHED_FIFO'} {priority}"
 
 
 def use_realtime(priority: int) -> str:
