@@ -86,6 +86,7 @@ SETUP_S = 4.5  # processes up, calls answered, agent audio playing, jitter buffe
 # (the ceiling's 128-call step once failed on 20 unanswered calls, not on late frames).
 SETUP_PER_PROCESS_S = 0.15
 SETUP_MAX_EXTRA_S = 6.0
+CPU_CLOSE_EARLY_S = 0.5  # the CPU window closes this much before the callers hang up
 
 
 def setup_s(calls: int) -> float:
@@ -176,12 +177,20 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of one process (/proc/<pid>/stat fields 14 and 15), 0 if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = text.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return _cpu_by_pid([pid]).get(pid, 0.0)
+
+
+def _cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """CPU seconds of each process still there (a pid that is gone is absent, not 0)."""
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        out[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
 
 
 def machine_busy() -> tuple[float, float]:
@@ -497,25 +506,22 @@ class Bench:
     async def _window(
         self, step: Step, start_at: float, end_at: float, pids: list[int], caller_pids: list[int]
     ) -> None:
+        """CPU over the window. The load callers hang up at ``end_at`` and exit, so the CPU window closes
+        ``CPU_CLOSE_EARLY_S`` before it; a process gone by then is left out of both samples and named."""
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-        cpu0, callers0, m0, t0 = (
-            sum(map(cpu_seconds, pids)),
-            sum(map(cpu_seconds, caller_pids)),
-            machine_busy(),
-            time.monotonic(),
-        )
-        own0 = cpu_seconds(os.getpid())
-        await asyncio.sleep(max(0.0, end_at - time.monotonic()))
-        cpu1, callers1, m1, t1 = (
-            sum(map(cpu_seconds, pids)),
-            sum(map(cpu_seconds, caller_pids)),
-            machine_busy(),
-            time.monotonic(),
-        )
-        step.cpu_bench_pct = round(100 * (cpu_seconds(os.getpid()) - own0) / (t1 - t0), 1)
-        step.window_s = round(t1 - t0, 3)
-        step.cpu_per_call_pct = round(100 * (cpu1 - cpu0) / (t1 - t0) / step.calls, 2)
-        step.cpu_callers_pct = round(100 * (callers1 - callers0) / (t1 - t0), 1)
+        own0, m0, t0 = cpu_seconds(os.getpid()), machine_busy(), time.monotonic()
+        sut0, callers0 = _cpu_by_pid(pids), _cpu_by_pid(caller_pids)
+        await asyncio.sleep(max(0.0, end_at - CPU_CLOSE_EARLY_S - time.monotonic()))
+        own1, m1, t1 = cpu_seconds(os.getpid()), machine_busy(), time.monotonic()
+        sut1, callers1 = _cpu_by_pid(pids), _cpu_by_pid(caller_pids)
+        gone = sorted(set(sut0) - set(sut1) | set(callers0) - set(callers1))
+        if gone:
+            step.errors.append(f"CPU of {len(gone)} processes not measured (exited inside the window): {gone}")
+        span = t1 - t0
+        step.cpu_bench_pct = round(100 * (own1 - own0) / span, 1)
+        step.window_s = round(end_at - start_at, 3)
+        step.cpu_per_call_pct = round(100 * sum(sut1[p] - sut0[p] for p in sut1 if p in sut0) / span / step.calls, 2)
+        step.cpu_callers_pct = round(100 * sum(callers1[p] - callers0[p] for p in callers1 if p in callers0) / span, 1)
         step.cpu_machine_pct = round(100 * (m1[0] - m0[0]) / max(1.0, m1[1] - m0[1]), 1)
 
     @staticmethod
