@@ -11,8 +11,10 @@ Two families:
 * **Commands** (``Command`` subclasses): something the bridge asks the Realtime session to do. The dialect table
   encodes them to wire JSON.
 
-Control events outrank audio: ``Event.control`` is False only for :class:`AudioChunk`, so a queue that orders by it
-never leaves a barge-in or a hangup stuck behind buffered audio.
+Interrupts outrank the model's stream: ``Event.urgent`` is True only for what the caller does (speech starting,
+a digit, a hangup), so a queue that orders by it never leaves a barge-in or a hangup stuck behind buffered audio.
+Everything else keeps its order: a response's audio chunks, its ``AudioDone`` and its ``ResponseDone`` are one
+stream, and a whole response can arrive in a single read.
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ class ResponseStatus(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Base of every event. ``control`` events are never queued behind audio."""
+    """Base of every event. ``urgent`` events are never queued behind the model's stream (see the module doc)."""
 
-    control: ClassVar[bool] = True
+    urgent: ClassVar[bool] = False
 
     @property
     def kind(self) -> str:
@@ -84,6 +86,8 @@ class ConversationReady(Event):
 
 @dataclass(frozen=True, slots=True)
 class SpeechStarted(Event):
+    urgent: ClassVar[bool] = True
+
     item_id: str
     audio_start_ms: int
 
@@ -171,8 +175,6 @@ class OutputItemAdded(Event):
 @dataclass(frozen=True, slots=True)
 class AudioChunk(Event):
     """Model audio: PCM16 24 kHz, or G.711 bytes in passthrough mode (decoded from base64)."""
-
-    control: ClassVar[bool] = False
 
     response_id: str
     item_id: str
@@ -285,12 +287,16 @@ class Closed(Event):
 class Dtmf(Event):
     """One digit, from RFC 4733 telephone-events (or SIP INFO)."""
 
+    urgent: ClassVar[bool] = True
+
     digit: str
     source: str = "rfc4733"
 
 
 @dataclass(frozen=True, slots=True)
 class CallerHungUp(Event):
+    urgent: ClassVar[bool] = True
+
     sip_code: int
     reason: str
 

@@ -6,7 +6,8 @@ Audio never waits for control and control never waits behind audio:
   at once as ``AppendAudio`` (the hot path has no queue of its own);
 * model audio (``AudioChunk``) goes through the downlink converter into the playout buffer, which the media clock
   thread drains every 20 ms;
-* every other event (Realtime and telephone) goes through one :class:`Inbox` in which control events outrank audio.
+* every other event (Realtime and telephone) goes through one :class:`Inbox` in which the caller's interrupts
+  (speech started, a digit, a hangup) outrank the model's stream, which keeps its own order.
 
 Barge-in follows PROTOCOL.md: flush playout, cancel only an active response, truncate the playing item to what the
 caller actually heard, back to LISTENING.
@@ -54,14 +55,15 @@ ROLLOVER_MARGIN_S = 120.0  # start the next session this long before the service
 
 
 class Inbox:
-    """One queue for a call's events; control events are always taken before audio chunks."""
+    """One queue for a call's events: urgent ones (the caller's interrupts) first, the rest in arrival order (a
+    response's ``AudioDone`` and ``ResponseDone`` never overtake its audio, even when all arrive in one read)."""
 
     def __init__(self) -> None:
         self._q: asyncio.PriorityQueue[tuple[int, int, ev.Event]] = asyncio.PriorityQueue()
         self._seq = itertools.count()
 
     def put(self, event: ev.Event) -> None:
-        self._q.put_nowait((0 if event.control else 1, next(self._seq), event))
+        self._q.put_nowait((0 if event.urgent else 1, next(self._seq), event))
 
     async def get(self) -> ev.Event:
         return (await self._q.get())[2]
@@ -272,17 +274,22 @@ class CallSession:
             self.inbox.put(event)
 
         client.deliver_to(deliver)
+        client.read_on_beat(True)  # read on the tick's wake-up (see bridge.realtime.client)
 
     def _stop_pump(self, client: RealtimeClient | None) -> None:
         if client is not None:
             client.deliver_to(None)  # what it still says stays in its own queue, unread
+            client.read_on_beat(False)
 
     async def _pump_leg(self) -> None:
         while True:
             self.inbox.put(await self.leg.events.get())
 
     def _tick(self) -> None:
-        """Every 20 ms: notice that the agent's audio has finished playing, and run what waited for that."""
+        """Every 20 ms: notice that the agent's audio has finished playing, and run what waited for that; then let
+        the socket be read (on this same wake-up)."""
+        if self.client is not None:
+            self.client.beat()
         if self.leg.disconnected.is_set() and not self._ending:
             # The leg queues its own CallerHungUp (with the SIP code and reason) as it disconnects: take what
             # it queued first, in order, so the report says why; the fallback only covers a silent leg.

@@ -43,11 +43,22 @@ def _count(session: CallSession, kind: str) -> int:
 async def converse(session: CallSession, leg: FakeLeg, turns: int) -> CallReport:
     task = asyncio.create_task(session.run())
     await wait_until(lambda: session.report.answered, what="answer")
-    for i in range(turns):
-        await wait_until(lambda: session.playout.idle and session.response_id is None, 20, f"agent quiet before {i}")
-        leg.say(1.2)
-        await wait_until(lambda i=i: _count(session, "speech_stopped") > i, 20, f"caller turn {i}")
-    await wait_until(lambda: session.playout.idle and session.response_id is None and session.client is not None, 20)
+    for i in range(turns + 1):
+        # The greeting, then the reply to each turn, finished (however many sessions it took) and played out.
+        # Counting replies, not just "no response open": the next one may still be unread on the socket.
+        await wait_until(
+            lambda i=i: (
+                _count(session, "response_done") > i
+                and session.playout.idle
+                and session.response_id is None
+                and session.client is not None
+            ),
+            20,
+            f"agent quiet before turn {i}",
+        )
+        if i < turns:
+            leg.say(1.2)
+            await wait_until(lambda i=i: _count(session, "speech_stopped") > i, 20, f"caller turn {i}")
     await asyncio.sleep(0.3)
     leg.stop()
     return await asyncio.wait_for(task, 10)

@@ -172,3 +172,36 @@ async def test_deliver_to_hands_events_over_in_order_queued_ones_first(emulator:
     tail = await collect(client, ev.Closed)
     assert isinstance(tail[-1], ev.Closed) and tail[-1].error_class is None
     assert len(seen) >= 2 and not any(isinstance(e, ev.Closed) for e in seen)
+
+
+async def test_read_on_beat_holds_server_frames_until_the_beat_and_loses_none(emulator: EmulatorServer) -> None:
+    client = await open_client(emulator, GA, "speed=0")
+    client.send(ev.UpdateSession(AgentProfile()))
+    await collect(client, ev.SessionConfigured)  # read as frames land (not gated)
+    (record,) = emulator.sessions
+    client.read_on_beat(True)
+    client.send(ev.CreateResponse(instructions="Say hello."))
+    async with asyncio.timeout(5):
+        while not any(e.get("type") == "response.done" for e in record.sent):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    assert client.pending_events() == 0  # the whole response is on the socket, unread: no beat yet
+    events: list[ev.Event] = []
+    async with asyncio.timeout(5):
+        while not any(isinstance(e, ev.ResponseDone) for e in events):
+            client.beat()  # a tick: the next pass of the loop reads what arrived
+            await asyncio.sleep(0.02)
+            while client.pending_events():
+                events.append(await client.next_event())
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "ResponseStarted" and kinds.index("AudioChunk") < kinds.index("ResponseDone")
+    audio_sent = sum(1 for e in record.sent if e["type"] == "response.output_audio.delta")
+    assert kinds.count("AudioChunk") == audio_sent  # every delta, in order, none lost to the gate
+    client.read_on_beat(False)  # as frames land again
+    client.send(ev.AddText("hello", ev.Role.USER))
+    client.send(ev.CreateResponse(instructions="Again."))
+    again = await collect(client, ev.ResponseDone)  # no beat needed
+    assert isinstance(again[-1], ev.ResponseDone)
+    client.read_on_beat(True)
+    await client.close()  # the close handshake is read although the gate was on
+    assert client.closed is not None and client.closed.error_class is None
