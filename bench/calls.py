@@ -30,7 +30,8 @@ is system-wide):
   (bridge path only); ``machine``: every process, in % of all cores. The bridge path also carries the
   emulator on the same cores; the ceiling path has nothing in place of it.
 - Bridge-added latency from the worker reports (sampled once a second per call): inbound = ``capture`` (clock
-  thread -> event loop, conversion, queued for the socket) + ``uplink`` (socket write); outbound = ``downlink``
+  thread -> event loop, conversion, queued for the socket; with the uplink offload, all on the clock thread:
+  its callback -> the socket write) + ``uplink`` (socket write); outbound = ``downlink``
   (decode + resample of a reply's first delta) + ``playback`` (queued -> handed to the clock thread). Also the
   spread of append arrival times at the emulator (arrival minus the frame's 20 ms slot, above the call's best).
 

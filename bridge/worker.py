@@ -215,6 +215,7 @@ class Worker:
             "port": call.media_port_kind,
             "clock": call.clock_priority,
             **call.media_counters,
+            "uplink": session.uplink_counts,  # who sent the caller's frames (bridge/sip/cport.c, "Uplink")
             # dead air inside an answer (the playout buffer ran dry): when, on the monotonic clock, the latest were
             "underrun_at": [round(t, 3) for t in session.playout.underrun_times],
         }

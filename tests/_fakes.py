@@ -60,6 +60,9 @@ class FakeLeg:
     def say(self, seconds: float = 1.5) -> None:
         self._pending += speech_8k(seconds) + bytes(16000)  # then 1 s of silence ends the turn
 
+    def uplink_offload(self, upsampler: object) -> None:
+        return None  # no media clock thread: frames come through on_frame
+
     def start_media(self, outbound: FrameSource, on_frame: FrameSink) -> None:
         async def clock() -> None:
             while not self.disconnected.is_set():

@@ -342,6 +342,15 @@ class Upsampler(_Fir):
         buf[:_UP_HIST] = buf[n : n + _UP_HIST]  # the last 32 inputs become the history
         return y
 
+    def c_kernel(self) -> tuple[int, int] | None:
+        """With the C kernels: the addresses of ``cbr_up`` and of this stream's filter state, so that C code
+        elsewhere (the native media port's uplink) can carry the stream on exactly where :meth:`process` left it,
+        and hand it back. Nothing may call :meth:`process` while that code holds it. None on the numpy path."""
+        if self._c is None or self._lib is None:
+            return None
+        kernel = ctypes.cast(self._lib.cbr_up, ctypes.c_void_p).value
+        return (kernel, ctypes.addressof(self._c)) if kernel else None
+
     def drain(self) -> bytes:
         """The 2 ms still inside the filter, as if silence followed; then reset."""
         tail = self.process(bytes(2 * DELAY_LOW))

@@ -15,14 +15,14 @@ from typing import Final
 import pybase64
 
 APPEND_TYPE: Final = "input_audio_buffer.append"
-_APPEND_PREFIX: Final = '{"type":"' + APPEND_TYPE + '","audio":"'
-_APPEND_SUFFIX: Final = '"}'
+APPEND_PREFIX: Final = '{"type":"' + APPEND_TYPE + '","audio":"'
+APPEND_SUFFIX: Final = '"}'  # bridge/sip/cport.c builds the same text in C around its own base64 (the uplink)
 
 
 def encode_append(pcm: bytes) -> str:
     """The JSON text of ``{"type": "input_audio_buffer.append", "audio": <base64 of pcm>}``."""
     b64: str = pybase64.b64encode_as_string(pcm)
-    return _APPEND_PREFIX + b64 + _APPEND_SUFFIX
+    return APPEND_PREFIX + b64 + APPEND_SUFFIX
 
 
 def encode_b64(data: bytes) -> str:

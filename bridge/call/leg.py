@@ -22,6 +22,46 @@ class FrameSource(Protocol):
 FrameSink = Callable[[bytes, float], None]  # (320 bytes of 8 kHz PCM16, capture time.monotonic()) on the loop thread
 
 
+class StreamKernel(Protocol):
+    """A converter whose stream C code can carry on (:meth:`bridge.audio.resample.Upsampler.c_kernel`)."""
+
+    def c_kernel(self) -> tuple[int, int] | None: ...
+
+
+class UplinkOffload(Protocol):
+    """The caller's audio sent to the model without the event loop (``bridge/sip/cport.c``, "Uplink"): each frame
+    is upsampled, encoded and written to the Realtime socket on the media clock thread. While a socket is bound,
+    the Realtime client writes its own frames through :meth:`write`, so the socket sees one ordered stream."""
+
+    def bind(self, fd: int) -> bool:
+        """Start sending the caller's frames to ``fd``; False if this offload cannot."""
+        ...
+
+    def write(self, data: bytes) -> int:
+        """One of the connection's own frames, in order: 0 sent or pending, -1 the socket failed, -2 not bound."""
+        ...
+
+    def end_data(self) -> None:
+        """A close frame follows: no more audio."""
+        ...
+
+    def unbind(self) -> bytes:
+        """Stop; the bytes the kernel has not taken yet, for the caller to write first."""
+        ...
+
+    @property
+    def frames_sent(self) -> int: ...
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames not sent: the socket did not take the backlog, or no session was there to take them."""
+        ...
+
+    def last_latency_s(self) -> tuple[float, float]:
+        """The last frame sent: clock callback to the socket write, and the write itself."""
+        ...
+
+
 class PhoneLeg(Protocol):
     call_id: str
     caller: str
@@ -36,3 +76,7 @@ class PhoneLeg(Protocol):
     def transfer(self, uri: str) -> None: ...
     def send_dtmf(self, digits: str) -> None: ...
     def start_media(self, outbound: FrameSource, on_frame: FrameSink) -> None: ...
+    def uplink_offload(self, upsampler: StreamKernel) -> UplinkOffload | None:
+        """After :meth:`start_media`: an offload for the caller's audio that carries ``upsampler``'s stream on
+        (and keeps it alive while it does), or None where the leg has none."""
+        ...

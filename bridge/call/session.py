@@ -3,7 +3,9 @@
 Audio never waits for control and control never waits behind audio:
 
 * caller frames arrive on the loop thread (``PhoneLeg.start_media``), go through the uplink converter and are sent
-  at once as ``AppendAudio`` (the hot path has no queue of its own);
+  at once as ``AppendAudio`` (the hot path has no queue of its own); where the leg offers an uplink offload (a
+  native media port, plain ``ws://``, PCM 24 kHz), the media clock thread does exactly that itself, in C, with
+  the same upsampler state, and the session only binds and unbinds it as Realtime sessions come and go;
 * model audio (``AudioChunk``) goes through the downlink converter into the playout buffer, which the media clock
   thread drains every 20 ms;
 * every other event (Realtime and telephone) goes through one :class:`Inbox` in which the caller's interrupts
@@ -26,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import events as ev
-from bridge.audio import PlayoutBuffer, converters
+from bridge.audio import PlayoutBuffer, Upsampler, converters
 from bridge.audio.g711 import FRAME_MS
-from bridge.call.leg import PhoneLeg
+from bridge.call.leg import PhoneLeg, UplinkOffload
 from bridge.call.state import Phase, PhaseMachine
 from bridge.call.tools import ToolResult, run_tool
 from bridge.dialplan import Dialplan
@@ -131,8 +133,10 @@ class CallSession:
         self.client: RealtimeClient | None = None
         self.uplink, self.downlink = converters(plan.profile.audio_format)
         self.playout = PlayoutBuffer(clock=clock)
-        self.frames_appended = 0
+        self._frames_sent_here = 0  # caller frames this loop sent; the uplink offload counts its own
         self.frames_dropped_offline = 0
+        self._offload: UplinkOffload | None = None  # the caller's audio sent from the media clock, if the leg can
+        self._ticks = 0
         self.max_reconnects = max_reconnects  # sessions lost per call before we give up on the call
         self.max_session_s = max_session_s  # the service's session cap; roll over before it
         self.credentials = credentials  # invalidated when the service refuses the credential (fresh one next)
@@ -224,6 +228,8 @@ class CallSession:
         self.report.answered = True
         self.note("answered")
         self.leg.start_media(self.playout, self._on_frame)
+        if isinstance(self.uplink, Upsampler) and self.uplink.c_kernel() is not None:
+            self._offload = self.leg.uplink_offload(self.uplink)
         leg_pump = asyncio.create_task(self._pump_leg(), name=f"leg-{self.leg.call_id}")
         metronome = self._metronome or Metronome(asyncio.get_running_loop(), TICK_S)
         stop_ticking = metronome.add(self._tick)
@@ -275,11 +281,32 @@ class CallSession:
 
         client.deliver_to(deliver)
         client.read_on_beat(True)  # read on the tick's wake-up (see bridge.realtime.client)
+        if self._offload is not None:
+            # the caller's frames go from the media clock thread to this socket; ours join them in order
+            client.offload_writes(self._offload)
 
     def _stop_pump(self, client: RealtimeClient | None) -> None:
         if client is not None:
             client.deliver_to(None)  # what it still says stays in its own queue, unread
             client.read_on_beat(False)
+            client.offload_writes(None)  # the caller's audio comes back to this loop (and is dropped offline)
+
+    @property
+    def uplink_counts(self) -> dict[str, int]:
+        """Caller frames sent by the media clock thread (the offload) and by this loop, and those dropped while
+        no session could take them."""
+        off = self._offload
+        return {
+            "clock_thread": off.frames_sent if off is not None else 0,
+            "loop": self._frames_sent_here,
+            "dropped": self.frames_dropped_offline + (off.frames_dropped if off is not None else 0),
+        }
+
+    @property
+    def frames_appended(self) -> int:
+        """Caller frames sent to the model, by this loop and by the uplink offload."""
+        offloaded = self._offload.frames_sent if self._offload is not None else 0
+        return self._frames_sent_here + offloaded
 
     async def _pump_leg(self) -> None:
         while True:
@@ -288,8 +315,16 @@ class CallSession:
     def _tick(self) -> None:
         """Every 20 ms: notice that the agent's audio has finished playing, and run what waited for that; then let
         the socket be read (on this same wake-up)."""
-        if self.client is not None:
-            self.client.beat()
+        client = self.client
+        if client is not None:
+            client.beat()
+            self._ticks += 1
+            if self._ticks % 50 == 1 and self._offload is not None and client.offloaded:
+                # sample the capture and uplink segments once a second, as _on_frame does on the loop
+                capture_s, write_s = self._offload.last_latency_s()
+                if capture_s or write_s:
+                    self._latency("capture", capture_s * 1000)
+                    self._latency("uplink", write_s * 1000)
         if self.leg.disconnected.is_set() and not self._ending:
             # The leg queues its own CallerHungUp (with the SIP code and reason) as it disconnects: take what
             # it queued first, in order, so the report says why; the fallback only covers a silent leg.
@@ -336,8 +371,8 @@ class CallSession:
             self.frames_dropped_offline += 1  # never replay audio history after a reconnect
             return
         client.send(ev.AppendAudio(self.uplink.process(pcm)))
-        self.frames_appended += 1
-        if self.frames_appended % 50 == 1:  # sample the capture and uplink segments once a second
+        self._frames_sent_here += 1
+        if self._frames_sent_here % 50 == 1:  # sample the capture and uplink segments once a second
             self._latency("capture", (time.monotonic() - t_capture) * 1000)
             if client.last_send_latency_s:
                 self._latency("uplink", client.last_send_latency_s * 1000)

@@ -20,6 +20,14 @@ ticks. Gated, the connection stops reading after each read (``pause_reading``); 
 the tick's own wake-up. A server frame waits at most one beat (20 ms) before it is decoded; ``websockets``' own
 flow control still wins (reading it paused is not resumed). Plain TCP only: over TLS the transport reads the
 socket itself, so the gate is not applied (the kernel would wake the loop for the encrypted bytes anyway).
+
+Writing can be offloaded (:meth:`RealtimeClient.offload_writes`): a call whose caller audio is sent by C code on
+the media clock thread (``bridge/sip/cport.c``, "Uplink") binds the socket to that code, and from then on every
+frame ``websockets`` writes goes through the same C writer (:class:`WriteOffload`), so the audio and the
+connection's own frames (session updates, truncates, pings, the close) reach the socket in one order. A close
+frame ends the audio; the end of the stream, a failed write or the loss of the connection hands the socket back
+(with the bytes the kernel had not taken yet) before the socket is closed. Plain TCP only, and only while the
+transport has nothing buffered.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import select
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -62,11 +71,78 @@ _WS_LOG.addFilter(_RedactSecrets())
 _STOP = object()
 
 
+class WriteOffload(Protocol):
+    """Who writes the socket while it is offloaded (see the module doc)."""
+
+    def bind(self, fd: int) -> bool: ...
+    def write(self, data: bytes) -> int: ...  # 0: sent or pending, -1: the socket failed, -2: not bound
+    def end_data(self) -> None: ...
+    def unbind(self) -> bytes: ...
+
+
+_OPCODE_CLOSE = 0x8
+
+
 class _BeatConnection(ClientConnection):
-    """A ``websockets`` connection that, while gated, reads once per :meth:`beat` (see the module doc)."""
+    """A ``websockets`` connection that, while gated, reads once per :meth:`beat`, and whose writes can be
+    offloaded (see the module doc)."""
 
     gated = False
     _ready: select.poll | None = None  # asks the kernel, without a wake-up, whether anything arrived
+    _offload: WriteOffload | None = None
+
+    def offload(self, offload: WriteOffload | None) -> bool:
+        """Route every write through ``offload`` (bound to the socket now), or (None) take the socket back."""
+        if offload is None:
+            self._take_back()
+            return True
+        transport = self.transport
+        sock = transport.get_extra_info("socket")
+        if (
+            self._offload is not None
+            or sock is None
+            or transport.get_extra_info("sslcontext") is not None
+            or transport.is_closing()
+            or transport.get_write_buffer_size()  # what asyncio still holds must go out first
+            or self.protocol.state is not State.OPEN
+        ):
+            return False
+        if not offload.bind(sock.fileno()):
+            return False
+        self._offload = offload
+        return True
+
+    def _take_back(self) -> None:
+        offload, self._offload = self._offload, None
+        if offload is not None:
+            rest = offload.unbind()
+            if rest and not self.transport.is_closing():
+                self.transport.write(rest)
+
+    def send_data(self) -> None:
+        offload = self._offload
+        if offload is None:
+            super().send_data()
+            return
+        for data in self.protocol.data_to_send():
+            if not data:  # end of stream: hand the socket back, then half-close it as websockets does
+                self._take_back()
+                if self.transport.can_write_eof():
+                    with contextlib.suppress(OSError, RuntimeError):
+                        self.transport.write_eof()
+                else:
+                    self.transport.close()
+                continue
+            if data[0] & 0x0F == _OPCODE_CLOSE:
+                offload.end_data()
+            status = offload.write(data)
+            if status == -2:  # unbound underneath us (the media port was detached): write it ourselves
+                self._offload = None
+                self.transport.write(data)
+            elif status != 0:  # the socket failed: the read side reports the loss
+                self._take_back()
+                self.transport.abort()
+                return
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -98,6 +174,7 @@ class _BeatConnection(ClientConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gated, self._ready = False, None
+        self._take_back()  # before the transport closes the socket: C must never write to a closed (reused) fd
         super().connection_lost(exc)
 
 
@@ -305,6 +382,20 @@ class RealtimeClient:
         """Gate reading to :meth:`beat` (a ticking call session), or read as frames land again (the default)."""
         if self._ws is not None:
             self._ws.gate(on and not self._closing)
+
+    def offload_writes(self, offload: WriteOffload | None) -> bool:
+        """Hand the socket's writes to ``offload`` (see the module doc); False if this connection cannot (TLS,
+        closing, not open, or asyncio still holds unsent bytes). None takes them back."""
+        ws = self._ws
+        if offload is None:
+            if ws is not None:
+                ws.offload(None)
+            return True
+        return ws is not None and not self._closing and ws.offload(offload)
+
+    @property
+    def offloaded(self) -> bool:
+        return self._ws is not None and self._ws._offload is not None
 
     def beat(self) -> None:
         """The tick: read what the server sent since the last one (no-op unless gated)."""

@@ -33,7 +33,7 @@ import orjson
 
 from bridge import events as ev
 from bridge.audio.g711 import BYTES_PER_FRAME_PCM16, FRAME_MS
-from bridge.call.leg import FrameSink, FrameSource, PhoneLeg
+from bridge.call.leg import FrameSink, FrameSource, PhoneLeg, StreamKernel
 from bridge.call.session import CallSession
 from bridge.dialplan import Dialplan
 from bridge.emulator.annotations import Annotations
@@ -276,6 +276,9 @@ class VirtualLeg:
         if self._media is None and not self.disconnected.is_set():
             self._stage_since = self.clock()
             self._media = asyncio.create_task(self._run_media(), name=f"media-{self.call_id}")
+
+    def uplink_offload(self, upsampler: StreamKernel) -> None:
+        return None  # the virtual phone hands frames over on the loop, in virtual time
 
     # -- the media tick ----------------------------------------------------------------------------------------
     def _disconnect(self, *, local: bool) -> None:

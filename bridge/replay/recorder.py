@@ -36,7 +36,7 @@ import numpy as np
 
 from bridge import events as ev
 from bridge.audio.g711 import BYTES_PER_FRAME_PCM16, FRAME_MS, SAMPLE_RATE
-from bridge.call.leg import FrameSink, FrameSource, PhoneLeg
+from bridge.call.leg import FrameSink, FrameSource, PhoneLeg, StreamKernel, UplinkOffload
 
 log = logging.getLogger("bridge.replay")
 
@@ -121,6 +121,10 @@ class RecordingLeg:
             on_frame(pcm, t_capture)
 
         self.leg.start_media(_Tap(outbound, self.agent_frames), tapped)
+
+    def uplink_offload(self, upsampler: StreamKernel) -> UplinkOffload | None:
+        """Recording needs every caller frame on the loop: no offload then; otherwise the wrapped leg's."""
+        return None if self.consent else self.leg.uplink_offload(upsampler)
 
     # -- the event log -------------------------------------------------------------------------------------------
     def t_ms(self) -> float:

@@ -12,6 +12,17 @@
  * through the library's own pjmedia_port_put_frame / pjmedia_port_get_frame and pjmedia_port_info_init); if the
  * check fails, the bridge keeps the Python port.
  *
+ * Uplink: while a call's Realtime socket is bound to its port (cbp_uplink_bind, plain TCP only), put_frame does
+ * the whole inbound path itself, on the clock thread: the resampler's C kernel (bridge/audio/cresample.c, passed in
+ * as a function pointer with the call's own filter state), base64, the constant JSON text of an
+ * input_audio_buffer.append (bridge/audio/wire.py), a masked WebSocket text frame (RFC 6455 §5.2) and send(2).
+ * The loop is not woken for the caller's frames at all. Every other frame of the connection (websockets' own:
+ * session updates, truncates, pings, the close) goes through cbp_uplink_write under the same lock, so the socket
+ * sees one ordered stream; bytes the kernel does not take at once wait in a pending buffer that the next write
+ * from either side flushes first. A close frame ends data frames (cbp_uplink_end_data); a failed send ends the
+ * uplink and leaves the socket to the loop, which sees the error on its read side. The loop unbinds before the
+ * socket is closed (the connection's connection_lost), and takes back the bytes still pending.
+ *
  * Memory: ports are never freed while the process runs (the endpoint pools them, one per concurrent call, and
  * pjmedia may still touch a removed port until its next tick), so no lifetime race can reach freed memory.
  */
@@ -24,6 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,6 +54,13 @@ typedef struct {
 } pjm_frame;
 
 typedef struct cb_port cb_port;
+/* cbr_up of cresample.c: 8 kHz -> 24 kHz, n samples in, 3n out, the filter state carried in `state` */
+typedef int (*up_kernel)(void *state, const int16_t *in, int n, int16_t *out);
+
+#define UP_PENDING_MAX (256 * 1024) /* about 3 s of appends: beyond it the caller's frames are dropped, counted */
+#define UP_SAMPLES (FRAME_BYTES / 2 * 3)
+#define UP_B64 ((UP_SAMPLES * 2 + 2) / 3 * 4)
+#define UP_TEMPLATE_MAX 96
 typedef int (*frame_fn)(cb_port *, pjm_frame *);
 
 /* pjmedia_port (pjmedia/port.h, 2.15): info (pjmedia_port_info, 64 bytes), port_data, grp_lock, then four
@@ -67,12 +87,29 @@ struct cb_port {
     double last_get;       /* when the clock last asked for a frame (attached) */
     uint64_t clock_gaps;   /* requests more than 30 ms after the previous one: the clock thread itself was late */
     uint64_t max_gap_us;
+    /* uplink (see the header): everything below is guarded by up_lock, up_on is also read without it */
+    pthread_mutex_t up_lock;
+    atomic_int up_on;
+    int up_fd;
+    int up_closed;  /* a close frame went out, or a send failed: no more data frames */
+    int up_errno;   /* why a send failed */
+    up_kernel up_fn;
+    void *up_state;
+    unsigned char *pending;
+    size_t pending_len, pending_cap;
+    uint64_t up_frames;
+    atomic_ullong up_dropped; /* also counted under `lock` (bind, and a put that raced with it) */
+    double up_capture_s, up_write_s; /* the last frame: clock callback to send(2), and send(2) itself */
+    unsigned char up_rand[256];      /* masking keys (RFC 6455 §5.3: unpredictable), refilled by getrandom */
+    unsigned up_rand_pos;
     double in_time[IN_FRAMES];
     unsigned char in_buf[IN_FRAMES][FRAME_BYTES];
     unsigned char out_buf[OUT_FRAMES][FRAME_BYTES];
 };
 
 static int g_efd = -1;
+static char g_prefix[UP_TEMPLATE_MAX], g_suffix[UP_TEMPLATE_MAX];
+static size_t g_prefix_len, g_suffix_len;
 static atomic_int g_wake_pending;
 static atomic_ullong g_wakes;
 static int g_type_audio = 1, g_type_none = 0;
@@ -107,16 +144,200 @@ static double now_monotonic(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* -- uplink (clock thread and loop, under up_lock) ------------------------------------------------------ */
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static size_t b64_encode(const unsigned char *in, size_t n, char *out) {
+    size_t o = 0, i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        out[o++] = B64[v >> 18];
+        out[o++] = B64[(v >> 12) & 63];
+        out[o++] = B64[(v >> 6) & 63];
+        out[o++] = B64[v & 63];
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0);
+        out[o++] = B64[v >> 18];
+        out[o++] = B64[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? B64[(v >> 6) & 63] : '=';
+        out[o++] = '=';
+    }
+    return o;
+}
+
+static void up_fail(cb_port *p, int err) {
+    p->up_closed = 1;
+    p->up_errno = err;
+    p->pending_len = 0;
+}
+
+/* Hand what is pending to the kernel, as much as it takes. */
+static void up_flush(cb_port *p) {
+    size_t done = 0;
+    while (done < p->pending_len) {
+        ssize_t w = send(p->up_fd, p->pending + done, p->pending_len - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                up_fail(p, errno);
+            break;
+        }
+        done += (size_t)w;
+    }
+    if (p->up_closed)
+        return;
+    memmove(p->pending, p->pending + done, p->pending_len - done);
+    p->pending_len -= done;
+}
+
+static int up_keep(cb_port *p, const unsigned char *data, size_t n) {
+    if (p->pending_len + n > p->pending_cap) {
+        size_t cap = p->pending_cap ? p->pending_cap : 16384;
+        while (cap < p->pending_len + n)
+            cap *= 2;
+        unsigned char *grown = realloc(p->pending, cap);
+        if (grown == NULL)
+            return -1;
+        p->pending = grown;
+        p->pending_cap = cap;
+    }
+    memcpy(p->pending + p->pending_len, data, n);
+    p->pending_len += n;
+    return 0;
+}
+
+/* Write one whole frame in order after what is pending. `droppable` (the caller's audio): if the kernel has not
+ * taken the backlog, drop the frame rather than grow it past UP_PENDING_MAX. 0: sent or kept, 1: dropped,
+ * -1: the socket failed. */
+static int up_send(cb_port *p, const unsigned char *data, size_t n, int droppable) {
+    if (p->pending_len)
+        up_flush(p);
+    if (p->up_closed && p->up_errno)
+        return -1;
+    size_t done = 0;
+    if (p->pending_len == 0) {
+        while (done < n) {
+            ssize_t w = send(p->up_fd, data + done, n - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (w < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                    up_fail(p, errno);
+                    return -1;
+                }
+                break;
+            }
+            done += (size_t)w;
+        }
+        if (done == n)
+            return 0;
+    }
+    if (droppable && done == 0 && p->pending_len + n > UP_PENDING_MAX)
+        return 1;
+    return up_keep(p, data + done, n - done) == 0 ? 0 : -1;
+}
+
+static void up_mask_key(cb_port *p, unsigned char key[4]) {
+    if (p->up_rand_pos + 4 > sizeof p->up_rand) {
+        size_t got = 0;
+        while (got < sizeof p->up_rand) {
+            ssize_t r = getrandom(p->up_rand + got, sizeof p->up_rand - got, 0);
+            if (r <= 0)
+                break; /* not reachable once the pool is initialized (this runs long after boot) */
+            got += (size_t)r;
+        }
+        p->up_rand_pos = 0;
+    }
+    memcpy(key, p->up_rand + p->up_rand_pos, 4);
+    p->up_rand_pos += 4;
+}
+
+/* One caller frame (160 samples at 8 kHz) -> one masked input_audio_buffer.append text frame, written. */
+static void up_frame(cb_port *p, const unsigned char *pcm, double t0) {
+    int16_t in[FRAME_BYTES / 2], high[UP_SAMPLES];
+    memcpy(in, pcm, FRAME_BYTES);
+    int n = p->up_fn(p->up_state, in, FRAME_BYTES / 2, high);
+    if (n != UP_SAMPLES) {
+        p->up_dropped++;
+        return;
+    }
+    unsigned char frame[8 + 2 * UP_TEMPLATE_MAX + UP_B64];
+    unsigned char *payload = frame + 8;
+    size_t len = 0;
+    memcpy(payload, g_prefix, g_prefix_len);
+    len += g_prefix_len;
+    len += b64_encode((const unsigned char *)high, sizeof high, (char *)payload + len);
+    memcpy(payload + len, g_suffix, g_suffix_len);
+    len += g_suffix_len;
+    unsigned char key[4];
+    up_mask_key(p, key);
+    frame[0] = 0x81; /* FIN, text */
+    frame[1] = 0x80 | 126; /* masked, 16-bit length: the payload is 126..65535 bytes */
+    frame[2] = (unsigned char)(len >> 8);
+    frame[3] = (unsigned char)len;
+    memcpy(frame + 4, key, 4);
+    for (size_t i = 0; i < len; i++)
+        payload[i] ^= key[i & 3];
+    double t1 = now_monotonic();
+    int rc = up_send(p, frame, 8 + len, 1);
+    double t2 = now_monotonic();
+    if (rc == 0) {
+        p->up_frames++;
+        p->up_capture_s = t1 - t0;
+        p->up_write_s = t2 - t1;
+    } else if (rc == 1) {
+        p->up_dropped++;
+    }
+}
+
+/* put_frame while bound: 1 if the frame was taken here (sent, dropped or empty), 0 to queue it for the loop. */
+static int up_put(cb_port *p, pjm_frame *f) {
+    int taken = 0;
+    pthread_mutex_lock(&p->up_lock);
+    int audio = f->type == g_type_audio && f->size > 0 && f->buf != NULL;
+    if (atomic_load_explicit(&p->up_on, memory_order_relaxed)) {
+        taken = 1;
+        if (!audio) {
+            if (p->pending_len && !p->up_closed)
+                up_flush(p);
+        } else if (p->up_closed) {
+            p->up_dropped++; /* the session is closing or lost: the loop would drop it too */
+        } else {
+            double t0 = now_monotonic();
+            unsigned char pcm[FRAME_BYTES] = {0};
+            memcpy(pcm, f->buf, f->size < FRAME_BYTES ? f->size : FRAME_BYTES);
+            up_frame(p, pcm, t0);
+        }
+    }
+    pthread_mutex_unlock(&p->up_lock);
+    if (taken) { /* the port's own counters, as the queueing path keeps them */
+        pthread_mutex_lock(&p->lock);
+        if (audio)
+            p->frames_in++;
+        else
+            p->empty_in++;
+        pthread_mutex_unlock(&p->lock);
+    }
+    return taken;
+}
+
 static int cb_put_frame(cb_port *p, pjm_frame *f) {
     if (!atomic_load_explicit(&p->attached, memory_order_acquire))
         return 0;
+    if (atomic_load_explicit(&p->up_on, memory_order_acquire) && up_put(p, f))
+        return 0; /* sent from here: the loop is not woken for it */
     if (f->type != g_type_audio || f->size == 0 || f->buf == NULL) {
         p->empty_in++;
         return 0;
     }
     size_t size = f->size < FRAME_BYTES ? f->size : FRAME_BYTES;
     pthread_mutex_lock(&p->lock);
-    if (p->in_head - p->in_tail >= IN_FRAMES) {
+    if (atomic_load_explicit(&p->up_on, memory_order_relaxed)) {
+        p->up_dropped++; /* bound since the check above: the loop must not get it (see cbp_uplink_bind) */
+    } else if (p->in_head - p->in_tail >= IN_FRAMES) {
         p->in_dropped++;
     } else {
         unsigned slot = p->in_head % IN_FRAMES;
@@ -218,6 +439,9 @@ cb_port *cbp_new(const char *name) {
         return NULL;
     strncpy(p->name, name, sizeof p->name - 1);
     pthread_mutex_init(&p->lock, NULL);
+    pthread_mutex_init(&p->up_lock, NULL);
+    p->up_fd = -1;
+    p->up_rand_pos = sizeof p->up_rand;
     p->base.get_clock_src = cb_clock_src;
     p->base.put_frame = cb_put_frame;
     p->base.get_frame = cb_get_frame;
@@ -236,8 +460,16 @@ int cbp_info_ok(cb_port *p) {
     return v[0] == 8000 && v[1] == 1 && v[2] == 20000 && v[3] == 16 && name_ptr == p->name;
 }
 
-/* Attach (1) or detach (0). Either way both rings start empty; counters are cumulative. */
+/* Attach (1) or detach (0). Either way both rings start empty and no socket is bound (a call's session unbinds
+ * before it ends; this is the safety net that keeps a pooled port from ever writing to an old call's socket);
+ * counters are cumulative. */
 void cbp_attach(cb_port *p, int on) {
+    pthread_mutex_lock(&p->up_lock);
+    atomic_store(&p->up_on, 0);
+    p->up_fd = -1;
+    p->up_state = NULL;
+    p->pending_len = 0;
+    pthread_mutex_unlock(&p->up_lock);
     pthread_mutex_lock(&p->lock);
     p->in_tail = p->in_head;
     p->out_tail = p->out_head;
@@ -312,4 +544,94 @@ void cbp_counters(cb_port *p, unsigned long long out[8]) {
     out[6] = p->clock_gaps;
     out[7] = p->max_gap_us;
     pthread_mutex_unlock(&p->lock);
+}
+
+/* -- uplink, loop side ----------------------------------------------------------------------------------- */
+
+/* The append's constant JSON text around the base64 (the same for every port and dialect). 0, or -1: too long. */
+int cbp_uplink_template(const char *prefix, int prefix_len, const char *suffix, int suffix_len) {
+    if (prefix_len < 0 || suffix_len < 0 || prefix_len > UP_TEMPLATE_MAX || suffix_len > UP_TEMPLATE_MAX)
+        return -1;
+    memcpy(g_prefix, prefix, (size_t)prefix_len);
+    g_prefix_len = (size_t)prefix_len;
+    memcpy(g_suffix, suffix, (size_t)suffix_len);
+    g_suffix_len = (size_t)suffix_len;
+    return 0;
+}
+
+/* Send the caller's frames from the clock thread to `fd` (a connected TCP socket whose writes all go through
+ * cbp_uplink_write from now on), upsampled by `kernel` with the filter state at `state` (which nothing else may
+ * use while bound). */
+int cbp_uplink_bind(cb_port *p, int fd, void *kernel, void *state) {
+    if (fd < 0 || kernel == NULL || state == NULL || g_prefix_len == 0)
+        return -1;
+    pthread_mutex_lock(&p->up_lock);
+    p->up_fd = fd;
+    p->up_fn = (up_kernel)kernel;
+    p->up_state = state;
+    p->up_closed = 0;
+    p->up_errno = 0;
+    p->pending_len = 0;
+    pthread_mutex_lock(&p->lock);
+    p->up_dropped += p->in_head - p->in_tail; /* captured while the session was away: never replayed */
+    p->in_tail = p->in_head;
+    atomic_store_explicit(&p->up_on, 1, memory_order_release);
+    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&p->up_lock);
+    return 0;
+}
+
+/* One frame of the connection's own (already framed by websockets), in order after everything written before.
+ * 0: sent or pending, -1: the socket failed (errno in cbp_uplink_counters), -2: not bound (write it yourself). */
+int cbp_uplink_write(cb_port *p, const unsigned char *data, int n) {
+    int rc = -2;
+    pthread_mutex_lock(&p->up_lock);
+    if (atomic_load_explicit(&p->up_on, memory_order_relaxed))
+        rc = (p->up_closed && p->up_errno) ? -1 : (up_send(p, data, (size_t)n, 0) < 0 ? -1 : 0);
+    pthread_mutex_unlock(&p->up_lock);
+    return rc;
+}
+
+/* A close frame is about to be written: no data frame may follow it. */
+void cbp_uplink_end_data(cb_port *p) {
+    pthread_mutex_lock(&p->up_lock);
+    p->up_closed = 1;
+    pthread_mutex_unlock(&p->up_lock);
+}
+
+/* Stop: the clock thread no longer touches the socket once this returns. Returns how many bytes are still
+ * pending (the loop takes them with cbp_uplink_take and writes them itself, first). */
+int cbp_uplink_unbind(cb_port *p) {
+    pthread_mutex_lock(&p->up_lock);
+    int was = atomic_exchange_explicit(&p->up_on, 0, memory_order_acq_rel);
+    if (was && p->pending_len && !(p->up_closed && p->up_errno))
+        up_flush(p);
+    int left = was ? (int)p->pending_len : 0;
+    p->up_fd = -1;
+    p->up_state = NULL;
+    pthread_mutex_unlock(&p->up_lock);
+    return left;
+}
+
+/* After cbp_uplink_unbind: copy the `n` pending bytes out and forget them. */
+void cbp_uplink_take(cb_port *p, unsigned char *out, int n) {
+    pthread_mutex_lock(&p->up_lock);
+    size_t k = (size_t)n < p->pending_len ? (size_t)n : p->pending_len;
+    memcpy(out, p->pending, k);
+    p->pending_len = 0;
+    pthread_mutex_unlock(&p->up_lock);
+}
+
+/* frames sent, frames dropped, pending bytes, errno of a failed send, bound; and the last frame's capture-to-send
+ * and send times (seconds) */
+void cbp_uplink_counters(cb_port *p, unsigned long long out[5], double times[2]) {
+    pthread_mutex_lock(&p->up_lock);
+    out[0] = p->up_frames;
+    out[1] = atomic_load(&p->up_dropped);
+    out[2] = p->pending_len;
+    out[3] = (unsigned long long)p->up_errno;
+    out[4] = (unsigned long long)atomic_load(&p->up_on);
+    times[0] = p->up_capture_s;
+    times[1] = p->up_write_s;
+    pthread_mutex_unlock(&p->up_lock);
 }

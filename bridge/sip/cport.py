@@ -21,6 +21,10 @@ is mirrored and then proven on a scratch port through the wheel's own ``pjmedia_
 there is no compiler, or the check fails, :func:`native_ports` says why and the endpoint keeps
 :class:`BridgePort`.
 
+While a call's Realtime socket is bound to its port (:class:`NativeUplink`, the session's
+:class:`~bridge.call.leg.UplinkOffload`), the caller's frames do not come to the loop at all: the clock thread
+upsamples, encodes and sends each one itself (``cport.c``, "Uplink"), and the loop is left with the playout.
+
 Only the event loop thread (pjsua's main thread) calls anything here except the C callbacks themselves.
 """
 
@@ -40,6 +44,8 @@ from typing import Any
 import pjsua2 as pj
 
 from bridge import cbuild
+from bridge.audio.wire import APPEND_PREFIX, APPEND_SUFFIX
+from bridge.call.leg import StreamKernel
 from bridge.sip.crossing import FRAME_BYTES, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSink, FrameSource
 
 _LOG = logging.getLogger("bridge.sip")
@@ -100,11 +106,21 @@ def _bind(lib: ctypes.CDLL) -> None:
         "cbp_flush_out": (i, [p]),
         "cbp_out_depth": (i, [p]),
         "cbp_counters": (None, [p, ctypes.POINTER(ctypes.c_ulonglong)]),
+        "cbp_uplink_template": (i, [ctypes.c_char_p, i, ctypes.c_char_p, i]),
+        "cbp_uplink_bind": (i, [p, i, p, p]),
+        "cbp_uplink_write": (i, [p, ctypes.c_char_p, i]),
+        "cbp_uplink_end_data": (None, [p]),
+        "cbp_uplink_unbind": (i, [p]),
+        "cbp_uplink_take": (None, [p, p, i]),
+        "cbp_uplink_counters": (None, [p, ctypes.POINTER(ctypes.c_ulonglong), ctypes.POINTER(ctypes.c_double)]),
     }
     for name, (restype, argtypes) in signatures.items():
         func = getattr(lib, name)
         func.restype = restype
         func.argtypes = argtypes
+    prefix, suffix = APPEND_PREFIX.encode(), APPEND_SUFFIX.encode()
+    if lib.cbp_uplink_template(prefix, len(prefix), suffix, len(suffix)) != 0:
+        raise OSError("the append's JSON template does not fit cport.c's buffer")
     if PJSUA is None:
         raise OSError("the pjsua2 extension cannot be opened as a C library")
     pjsua: dict[str, tuple[Any, list[Any]]] = {
@@ -355,6 +371,10 @@ class NativePort:
     def attached(self) -> bool:
         return self.sink is not None or self.source is not None
 
+    def uplink(self, upsampler: StreamKernel) -> NativeUplink:
+        """An uplink offload for the call now attached (see :class:`NativeUplink`)."""
+        return NativeUplink(self, upsampler)
+
     def flush_out(self) -> int:
         """Drop the frames queued for the caller; returns how many (they were taken from the source but never
         sent)."""
@@ -414,3 +434,65 @@ class NativePort:
     @property
     def max_gap_us(self) -> int:
         return self._read()[7]
+
+
+class NativeUplink:
+    """The caller's audio from pjmedia's clock thread straight to the Realtime socket (``cport.c``, "Uplink").
+
+    Made for one call by :meth:`NativePort.uplink`, with the call's upsampler (its C kernel and filter state, see
+    :meth:`bridge.audio.resample.Upsampler.c_kernel`): bound, the clock thread carries that stream on; unbound,
+    the session's own :meth:`~bridge.audio.resample.Upsampler.process` does, from the same state."""
+
+    def __init__(self, port: NativePort, upsampler: StreamKernel) -> None:
+        self._port = port
+        self._lib = port._lib
+        self._handle = port.handle
+        self._upsampler = upsampler  # owns the filter state C writes to: kept alive as long as this is
+        self._counts = (ctypes.c_ulonglong * 5)()
+        self._times = (ctypes.c_double * 2)()
+        self.bound = False
+
+    def bind(self, fd: int) -> bool:
+        kernel = self._upsampler.c_kernel()
+        if not self._port.attached or kernel is None:
+            return False
+        fn, state = kernel
+        self.bound = self._lib.cbp_uplink_bind(self._handle, fd, fn, state) == 0
+        return self.bound
+
+    def write(self, data: bytes) -> int:
+        return int(self._lib.cbp_uplink_write(self._handle, data, len(data)))
+
+    def end_data(self) -> None:
+        self._lib.cbp_uplink_end_data(self._handle)
+
+    def unbind(self) -> bytes:
+        self.bound = False
+        left = int(self._lib.cbp_uplink_unbind(self._handle))
+        if left <= 0:
+            return b""
+        buf = ctypes.create_string_buffer(left)
+        self._lib.cbp_uplink_take(self._handle, buf, left)
+        return buf.raw
+
+    def _read(self) -> tuple[int, ...]:
+        self._lib.cbp_uplink_counters(self._handle, self._counts, self._times)
+        return tuple(self._counts)
+
+    @property
+    def frames_sent(self) -> int:
+        return self._read()[0]
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames not sent: the socket did not take the backlog (about 3 s), or the session was closing."""
+        return self._read()[1]
+
+    @property
+    def send_errno(self) -> int:
+        """Why a send failed (0: none did)."""
+        return self._read()[3]
+
+    def last_latency_s(self) -> tuple[float, float]:
+        self._read()
+        return float(self._times[0]), float(self._times[1])

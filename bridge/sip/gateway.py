@@ -60,6 +60,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import string
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ from typing import Any
 
 import pjsua2 as pj
 
+from bridge.call.leg import StreamKernel
 from bridge.events import CallerHungUp, Dtmf, Event, TransferProgress
 from bridge.sip.access import (
     FORBIDDEN_LOCKED_OUT,
@@ -78,6 +80,7 @@ from bridge.sip.access import (
     source_allowed,
     source_ip,
 )
+from bridge.sip.cport import NativePort, NativeUplink
 from bridge.sip.crossing import FrameSource, MediaPort
 from bridge.sip.endpoint import CallGone, RejectedCall, SipConfig, SipEndpoint, SipError, sip_error
 from bridge.sip.sipmsg import (
@@ -403,6 +406,14 @@ class IncomingCall:
             self._baseline = _port_counters(self._port)
         self._port.attach(outbound, self._deliver)
         self._on_media_state()
+
+    def uplink_offload(self, upsampler: StreamKernel) -> NativeUplink | None:
+        """The caller's audio sent from the clock thread (native ports with the C resampler; ``cport.c``,
+        "Uplink"). ``CALLBRIDGE_UPLINK=python`` keeps it on the loop (for comparison)."""
+        port = self._port
+        if not isinstance(port, NativePort) or os.environ.get("CALLBRIDGE_UPLINK", "native") == "python":
+            return None
+        return port.uplink(upsampler)
 
     def stop_media(self) -> None:
         """Stop both directions: the caller hears silence, ``on_frame`` is no longer called."""

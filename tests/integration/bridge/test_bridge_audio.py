@@ -89,6 +89,10 @@ async def test_caller_audio_reaches_the_model_and_the_reply_reaches_the_caller(
     else:
         assert report["media"]["clock"] == "n/a"
     assert report["media"]["frames_in"] >= 200 and report["media"]["frames_out"] >= 200  # 5 s both ways
+    uplink = report["media"]["uplink"]  # PCM on a native port: the clock thread sends; otherwise the loop does
+    offloaded = media == "native" and fmt == "pcm16"
+    sender, other = ("clock_thread", "loop") if offloaded else ("loop", "clock_thread")
+    assert uplink[sender] >= 200 and uplink[other] == 0, uplink
     assert report["caller_transcript"] == [HEARS]
     assert report["agent_transcript"] == ["Okay."]
     assert report["phases"][:5] == ["IDLE", "LISTENING", "THINKING", "SPEAKING", "LISTENING"], report["phases"]

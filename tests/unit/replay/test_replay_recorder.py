@@ -44,6 +44,10 @@ class FakeLeg:
     def start_media(self, outbound: Any, on_frame: Any) -> None:
         self.media = (outbound, on_frame)
 
+    def uplink_offload(self, upsampler: Any) -> Any:
+        self.offload_asked = upsampler
+        return "offload"
+
 
 class Source:
     def __init__(self) -> None:
@@ -73,6 +77,7 @@ def test_stereo_recording_is_frame_aligned_with_the_events(tmp_path: Path) -> No
             rec.listener("speech_started", {"summary": "at 500 ms"})
     rec.hangup()
     assert leg.hung_up and len(got) == 50  # the session still gets every caller frame
+    assert rec.uplink_offload((1, 2)) is None  # recording: caller frames must reach the tap, not bypass it
     rec.listener("ended", {"summary": "caller hung up"})  # closes the recording
     caller, agent, header, notes = read_recording(tmp_path / "rec")
     c, a = np.frombuffer(caller, "<i2"), np.frombuffer(agent, "<i2")
@@ -93,6 +98,7 @@ def test_without_consent_nothing_is_recorded(tmp_path: Path) -> None:
     source, sink = Source(), (lambda pcm, t: None)
     rec.start_media(source, sink)
     assert leg.media == (source, sink)  # not even wrapped
+    assert rec.uplink_offload((1, 2)) == "offload" and leg.offload_asked == (1, 2)  # the wrapped leg's own
     rec.listener("ended", {})
     assert rec.close() is None
     assert not (tmp_path / "rec").exists()

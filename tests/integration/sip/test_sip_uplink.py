@@ -1,0 +1,230 @@
+"""The uplink offload (bridge/sip/cport.c, "Uplink"): the caller's frames from pjmedia's clock callback to the
+Realtime socket in C, sharing the socket with the client's own frames.
+
+The port is driven through the wheel's own ``pjmedia_port_put_frame`` (what the conference bridge calls each
+tick), the socket is a real ``websockets`` connection to the emulator (or one end of a socket pair, where the test
+reads the raw bytes itself), and the reference is the numpy upsampler fed the same frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ctypes
+import json
+import math
+import os
+import shutil
+import socket
+import struct
+import threading
+
+import numpy as np
+import pytest
+
+from bridge import events as ev
+from bridge.audio import Upsampler
+from bridge.emulator import EmulatorServer
+from bridge.realtime.client import ClientSettings, RealtimeClient
+from bridge.realtime.dialects import BETA, GA, Dialect
+from bridge.realtime.profile import AgentProfile
+from bridge.sip import cport
+from bridge.sip.crossing import FRAME_BYTES
+
+RATE = 8000
+
+
+def tone(hz: float, frames: int, dbfs: float = -10.0, start: int = 0) -> list[bytes]:
+    n = np.arange(start * 160, (start + frames) * 160)
+    amp = 32767 * 10 ** (dbfs / 20) * math.sqrt(2)
+    pcm = (amp * np.sin(2 * np.pi * hz * n / RATE)).astype("<i2").tobytes()
+    return [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
+
+
+def dominant_hz(pcm: bytes, rate: int) -> float:
+    x = np.frombuffer(pcm, "<i2").astype(float)
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spectrum) * rate / len(x))
+
+
+def dbfs(pcm: bytes) -> float:
+    x = np.frombuffer(pcm, "<i2").astype(float) / 32768
+    return float(20 * np.log10(np.sqrt(np.mean(x**2))))
+
+
+@pytest.fixture(scope="module")
+def lib() -> ctypes.CDLL:
+    if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler on PATH to build bridge/sip/cport.c (./dev test installs gcc as root)")
+    available = cport.native_ports()
+    assert available.lib is not None, f"native port unavailable here: {available.why}"
+    return available.lib
+
+
+@pytest.fixture
+def port(lib: ctypes.CDLL) -> cport.NativePort:
+    hub = cport.NativeHub(lib, lead=2)
+    p = hub.new_port("uplink-test", conference=False)
+    p.attach(None, lambda pcm, t: None)
+    return p
+
+
+def parse_frames(raw: bytes) -> list[tuple[int, bytes]]:
+    """Client-to-server WebSocket frames (RFC 6455 §5.2): (opcode, unmasked payload); every one must be whole,
+    final and masked."""
+    out, i = [], 0
+    while i < len(raw):
+        b0, b1 = raw[i], raw[i + 1]
+        assert b0 & 0x80, "not a final frame"
+        assert b1 & 0x80, "client frames must be masked"
+        length, i = b1 & 0x7F, i + 2
+        if length == 126:
+            (length,), i = struct.unpack("!H", raw[i : i + 2]), i + 2
+        elif length == 127:
+            (length,), i = struct.unpack("!Q", raw[i : i + 8]), i + 8
+        key, i = raw[i : i + 4], i + 4
+        payload = bytes(c ^ key[k % 4] for k, c in enumerate(raw[i : i + length]))
+        assert len(payload) == length, "a torn frame"
+        out.append((b0 & 0x0F, payload))
+        i += length
+    return out
+
+
+def test_each_frame_becomes_one_masked_append_with_the_upsampled_audio(port: cport.NativePort) -> None:
+    ours, theirs = socket.socketpair()
+    up, ref = Upsampler(native=True), Upsampler(native=False)
+    offload = port.uplink(up)
+    assert offload.bind(ours.fileno())
+    frames = tone(1020, 25)
+    for frame in frames[:10]:
+        cport.put_frame(port.handle, frame)
+    marker = b"\x81\x85" + bytes(4) + b"hello"  # a frame of the connection's own (mask key 0), in between
+    assert offload.write(marker) == 0
+    for frame in frames[10:]:
+        cport.put_frame(port.handle, frame)
+    assert offload.unbind() == b""
+    cport.put_frame(port.handle, frames[0])  # unbound: back to the ring, not the socket
+    theirs.setblocking(False)
+    got = parse_frames(theirs.recv(1 << 20))
+    ours.close()
+    theirs.close()
+    assert [op for op, _ in got] == [1] * 26
+    assert got[10] == (1, b"hello")
+    appends = [json.loads(p) for _, p in got[:10] + got[11:]]
+    assert all(set(a) == {"type", "audio"} and a["type"] == "input_audio_buffer.append" for a in appends)
+    audio = b"".join(base64.b64decode(a["audio"], validate=True) for a in appends)
+    assert audio == ref.process(b"".join(frames))  # bit for bit the loop's own upsampler
+    assert offload.frames_sent == 25 and offload.frames_dropped == 0
+    assert port.frames_in == 26  # the port counts every frame the clock gave it, sent or queued
+
+
+def test_a_socket_that_takes_nothing_keeps_whole_frames_then_drops_and_counts(port: cport.NativePort) -> None:
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    up = Upsampler(native=True)
+    offload = port.uplink(up)
+    assert offload.bind(ours.fileno())
+    frames = tone(440, 250)  # 5 s: more than the pending buffer holds (about 3 s)
+    for frame in frames:
+        cport.put_frame(port.handle, frame)
+    sent, dropped = offload.frames_sent, offload.frames_dropped
+    assert sent + dropped == 250 and dropped > 0
+    assert offload.write(b"\x81\x82" + bytes(4) + b"ok") == 0  # the connection's own frame is never dropped
+    rest = offload.unbind()  # what the kernel had not taken, handed back in order
+    theirs.setblocking(False)
+    ours.setblocking(False)
+    raw = b""
+    while True:  # read what the kernel holds, and write the rest after it, as the loop would
+        try:
+            raw += theirs.recv(1 << 20)
+        except BlockingIOError:
+            if not rest:
+                break
+        if rest:
+            with contextlib.suppress(BlockingIOError):
+                rest = rest[ours.send(rest) :]
+    ours.close()
+    theirs.close()
+    got = parse_frames(raw)
+    assert len(got) == sent + 1 and got[-1] == (1, b"ok")
+    assert all(json.loads(p)["type"] == "input_audio_buffer.append" for _, p in got[:-1])
+
+
+async def _configured(emulator: EmulatorServer, dialect: Dialect) -> RealtimeClient:
+    client = RealtimeClient(dialect, emulator.base_url + "?speed=0", "sk-test-uplink", settings=ClientSettings())
+    await client.connect()
+    client.send(ev.UpdateSession(AgentProfile(turn_detection=None)))
+    async with asyncio.timeout(10):
+        while not isinstance(await client.next_event(), ev.SessionConfigured):
+            pass
+    return client
+
+
+@pytest.mark.parametrize("dialect", [BETA, GA], ids=lambda d: d.name)
+async def test_the_model_hears_the_clock_threads_audio_and_our_events_in_order(
+    emulator: EmulatorServer, port: cport.NativePort, dialect: Dialect
+) -> None:
+    client = await _configured(emulator, dialect)
+    up, ref = Upsampler(native=True), Upsampler(native=False)
+    offload = port.uplink(up)
+    assert client.offload_writes(offload) and client.offloaded
+    frames = tone(1020, 150)
+    clock = threading.Thread(target=lambda: [cport.put_frame(port.handle, f) for f in frames[:50]])
+    clock.start()  # as pjmedia's clock thread would, while the loop writes its own frames
+    for i in range(20):
+        client.send(ev.AddText(f"note {i}", ev.Role.SYSTEM))
+    clock.join()
+    for frame in frames[50:100]:
+        cport.put_frame(port.handle, frame)
+    client.send(ev.AddText("handover", ev.Role.SYSTEM))
+    assert client.offload_writes(None) and not client.offloaded
+    for frame in frames[100:]:  # the loop carries the same stream on: _on_frame's path
+        client.send(ev.AppendAudio(up.process(frame)))
+    await client.close()
+    assert client.closed is not None and client.closed.error_class is None  # the close went out in order too
+    (record,) = emulator.sessions
+    await emulator.wait_closed(record)
+    assert record.input_audio == ref.process(b"".join(frames))  # every frame, once, in order, across the handover
+    assert abs(dominant_hz(record.input_audio, 24000) - 1020) < 5
+    assert abs(dbfs(record.input_audio) - -10.0) < 0.5
+    kinds = [e["type"] for e in record.received]
+    items = [i for i, k in enumerate(kinds) if k == "conversation.item.create"]
+    appends = [i for i, k in enumerate(kinds) if k == "input_audio_buffer.append"]
+    assert len(items) == 21 and len(appends) == 150
+    notes = [record.received[i]["item"]["content"][0]["text"] for i in items]
+    assert notes == [f"note {i}" for i in range(20)] + ["handover"]  # our own frames kept their order
+    assert items[-1] > appends[99] and items[-1] < appends[100]  # the handover between frame 100 and 101
+    assert offload.frames_sent == 100 and record.errors == []
+
+
+async def test_a_lost_socket_hands_the_audio_back_to_the_loop(emulator: EmulatorServer, lib: ctypes.CDLL) -> None:
+    got: list[bytes] = []
+    hub = cport.NativeHub(lib, lead=2)
+    port = hub.new_port("uplink-lost", conference=False)
+    port.attach(None, lambda pcm, t: got.append(pcm))
+    emulator.queue_next(settings={"drop_after_s": 0.3})
+    client = await _configured(emulator, GA)
+    offload = port.uplink(Upsampler(native=True))  # the offload keeps the stream's state alive
+    assert client.offload_writes(offload)
+    async with asyncio.timeout(10):
+        while client.closed is None:
+            cport.put_frame(port.handle, tone(1020, 1)[0])
+            await asyncio.sleep(0.02)
+    assert client.closed.retryable and not client.offloaded  # unbound as the connection was lost
+    before = offload.frames_sent
+    assert before > 0
+    frame = tone(1020, 1)[0]
+    cport.put_frame(port.handle, frame)
+    hub.drain()
+    assert got == [frame] and offload.frames_sent == before  # the loop has it again; the socket is not touched
+    await client.close()
+
+
+async def test_a_closing_client_is_not_offloaded(emulator: EmulatorServer, port: cport.NativePort) -> None:
+    client = await _configured(emulator, GA)
+    offload = port.uplink(Upsampler(native=True))  # the offload keeps the stream's state alive
+    await client.close()
+    assert not client.offload_writes(offload) and not client.offloaded
+    cport.put_frame(port.handle, tone(1020, 1)[0])
+    assert offload.frames_sent == 0
