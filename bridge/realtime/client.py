@@ -15,11 +15,12 @@ Reading can follow a beat (:meth:`RealtimeClient.read_on_beat`): a call session 
 socket read once per tick, right after the tick's own work, instead of whenever a frame lands. On a loaded machine a
 wake-up of a Python process costs more in cold caches than the decoding it does (a 100 ms delta: about 50 µs warm,
 about 200 µs after other processes ran), and a worker's deltas land on their own schedule, between its media
-ticks. Gated, the connection stops reading after each read (``pause_reading``); each beat asks the kernel
-(``poll`` with no wait) whether anything arrived and, if so, resumes, so the next pass of the loop reads it on
-the tick's own wake-up. A server frame waits at most one beat (20 ms) before it is decoded; ``websockets``' own
-flow control still wins (reading it paused is not resumed). Plain TCP only: over TLS the transport reads the
-socket itself, so the gate is not applied (the kernel would wake the loop for the encrypted bytes anyway).
+ticks. Gated, the connection's transport does not read (``pause_reading``); each beat asks the kernel
+(``poll`` with no wait) whether anything arrived and, if so, reads it there and then, on the tick's own
+wake-up, and hands it to the protocol as the transport would. A server frame waits at most one beat (20 ms)
+before it is decoded; ``websockets``' own flow control still wins (while it has reading paused, the beat does
+not read). Plain TCP only: over TLS the transport reads the socket itself, so the gate is not applied (the
+kernel would wake the loop for the encrypted bytes anyway).
 
 Writing can be offloaded (:meth:`RealtimeClient.offload_writes`): a call whose caller audio is sent by C code on
 the media clock thread (``bridge/sip/cport.c``, "Uplink") binds the socket to that code, and from then on every
@@ -35,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import select
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -81,6 +83,7 @@ class WriteOffload(Protocol):
 
 
 _OPCODE_CLOSE = 0x8
+_READ_BYTES = 256 * 1024  # what asyncio's transport reads at once
 
 
 class _BeatConnection(ClientConnection):
@@ -89,6 +92,7 @@ class _BeatConnection(ClientConnection):
 
     gated = False
     _ready: select.poll | None = None  # asks the kernel, without a wake-up, whether anything arrived
+    _fd = -1
     _offload: WriteOffload | None = None
 
     def offload(self, offload: WriteOffload | None) -> bool:
@@ -155,6 +159,7 @@ class _BeatConnection(ClientConnection):
         if on and not self.gated and sock is not None and self.transport.get_extra_info("sslcontext") is None:
             self._ready = select.poll()
             self._ready.register(sock.fileno(), select.POLLIN)
+            self._fd = sock.fileno()
             self.gated = True
             if not self.transport.is_closing():
                 self.transport.pause_reading()  # from now on the beat asks first
@@ -163,8 +168,23 @@ class _BeatConnection(ClientConnection):
             self._resume()
 
     def beat(self) -> None:
-        """Let the next pass of the loop read what arrived, if anything did (data, end of stream or error)."""
-        if self._ready is not None and self._ready.poll(0):
+        """Read what arrived, if anything did, now: the socket is read here and the bytes handed to the protocol
+        as the transport would (its reader stays out of the selector: registering it for one read and taking it
+        out again cost two ``epoll_ctl`` and the selector's bookkeeping per beat). An end of stream or an error
+        is left to the transport: it is resumed and meets them on its own read."""
+        if self._ready is None or not self._ready.poll(0):
+            return
+        if self.recv_messages.paused or self.transport.is_closing():
+            return  # websockets' own flow control: it resumes the transport itself
+        try:
+            data = os.read(self._fd, _READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.data_received(data)
+        else:
             self._resume()
 
     def _resume(self) -> None:

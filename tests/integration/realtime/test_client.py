@@ -207,3 +207,17 @@ async def test_read_on_beat_holds_server_frames_until_the_beat_and_loses_none(em
     client.read_on_beat(True)
     await client.close()  # the close handshake is read although the gate was on
     assert client.closed is not None and client.closed.error_class is None
+
+
+async def test_read_on_beat_meets_the_servers_end_of_stream(emulator: EmulatorServer) -> None:
+    client = await open_client(emulator, GA, "speed=0&drop_after_s=0.3")
+    client.send(ev.UpdateSession(AgentProfile()))
+    await collect(client, ev.SessionConfigured)
+    client.read_on_beat(True)
+    await asyncio.sleep(0.6)  # the server has dropped the connection; nothing read it yet
+    assert client.closed is None
+    async with asyncio.timeout(5):
+        while client.closed is None:
+            client.beat()  # the beat finds the end of stream and leaves it to the transport
+            await asyncio.sleep(0.02)
+    assert client.closed.retryable and client.closed.error_class is ev.ErrorClass.NETWORK
