@@ -24,6 +24,9 @@ ID_LEN: Final = 21  # event_, sess_, item_, resp_, conv_ + 21 base62 characters,
 CALL_ID_LEN: Final = 16  # call_ + 16
 
 
+_TO_BASE62: Final = bytes(ord(BASE62[b % len(BASE62)]) for b in range(256))
+
+
 class Ids:
     """Service-shaped identifiers; seeded for reproducible replays."""
 
@@ -31,7 +34,9 @@ class Ids:
         self._rng = random.Random(seed)
 
     def _make(self, prefix: str, n: int = ID_LEN) -> str:
-        return prefix + "".join(self._rng.choices(BASE62, k=n))
+        # random bytes mapped onto the alphabet by a table: C speed (``choices`` cost 7 % of the emulator's CPU
+        # under ``bench calls``, one id per delta); the slight skew towards the first 8 characters is harmless
+        return prefix + self._rng.randbytes(n).translate(_TO_BASE62).decode()
 
     def event(self) -> str:
         return self._make("event_")
