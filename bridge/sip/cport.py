@@ -488,11 +488,6 @@ class NativeUplink:
         """Frames not sent: the socket did not take the backlog (about 3 s), or the session was closing."""
         return self._read()[1]
 
-    @property
-    def send_errno(self) -> int:
-        """Why a send failed (0: none did)."""
-        return self._read()[3]
-
     def last_latency_s(self) -> tuple[float, float]:
         self._read()
         return float(self._times[0]), float(self._times[1])
