@@ -451,6 +451,8 @@ class NativeUplink:
         self._counts = (ctypes.c_ulonglong * 5)()
         self._times = (ctypes.c_double * 2)()
         self.bound = False
+        counts = self._read()  # the port's counters are cumulative over the calls it carried: this call's from here
+        self._base_sent, self._base_dropped = counts[0], counts[1]
 
     def bind(self, fd: int) -> bool:
         kernel = self._upsampler.c_kernel()
@@ -481,13 +483,14 @@ class NativeUplink:
 
     @property
     def frames_sent(self) -> int:
-        return self._read()[0]
+        return self._read()[0] - self._base_sent
 
     @property
     def frames_dropped(self) -> int:
         """Frames not sent: the socket did not take the backlog (about 3 s), or the session was closing."""
-        return self._read()[1]
+        return self._read()[1] - self._base_dropped
 
     def last_latency_s(self) -> tuple[float, float]:
-        self._read()
+        if self._read()[0] == self._base_sent:
+            return 0.0, 0.0  # nothing sent for this call yet: the times are an earlier call's
         return float(self._times[0]), float(self._times[1])

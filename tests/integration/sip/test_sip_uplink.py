@@ -117,6 +117,10 @@ def test_each_frame_becomes_one_masked_append_with_the_upsampled_audio(port: cpo
     assert audio == ref.process(b"".join(frames))  # bit for bit the loop's own upsampler
     assert offload.frames_sent == 25 and offload.frames_dropped == 0
     assert port.frames_in == 26  # the port counts every frame the clock gave it, sent or queued
+    port.detach()  # the next call on this pooled port counts from zero
+    port.attach(None, lambda pcm, t: None)
+    again = port.uplink(Upsampler(native=True))
+    assert again.frames_sent == 0 and again.last_latency_s() == (0.0, 0.0)
 
 
 def test_a_socket_that_takes_nothing_keeps_whole_frames_then_drops_and_counts(port: cport.NativePort) -> None:
