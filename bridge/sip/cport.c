@@ -167,13 +167,14 @@ static size_t b64_encode(const unsigned char *in, size_t n, char *out) {
     return o;
 }
 
+/* The socket failed (up_errno != 0 from here on): nothing more is written, what was pending is dropped. */
 static void up_fail(cb_port *p, int err) {
     p->up_closed = 1;
-    p->up_errno = err;
+    p->up_errno = err ? err : EIO;
     p->pending_len = 0;
 }
 
-/* Hand what is pending to the kernel, as much as it takes. */
+/* Hand what is pending to the kernel, as much as it takes (a close frame among it too). */
 static void up_flush(cb_port *p) {
     size_t done = 0;
     while (done < p->pending_len) {
@@ -181,14 +182,14 @@ static void up_flush(cb_port *p) {
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 up_fail(p, errno);
+                return;
+            }
             break;
         }
         done += (size_t)w;
     }
-    if (p->up_closed)
-        return;
     memmove(p->pending, p->pending + done, p->pending_len - done);
     p->pending_len -= done;
 }
@@ -215,7 +216,7 @@ static int up_keep(cb_port *p, const unsigned char *data, size_t n) {
 static int up_send(cb_port *p, const unsigned char *data, size_t n, int droppable) {
     if (p->pending_len)
         up_flush(p);
-    if (p->up_closed && p->up_errno)
+    if (p->up_errno)
         return -1;
     size_t done = 0;
     if (p->pending_len == 0) {
@@ -300,11 +301,11 @@ static int up_put(cb_port *p, pjm_frame *f) {
     int audio = f->type == g_type_audio && f->size > 0 && f->buf != NULL;
     if (atomic_load_explicit(&p->up_on, memory_order_relaxed)) {
         taken = 1;
-        if (!audio) {
-            if (p->pending_len && !p->up_closed)
-                up_flush(p);
-        } else if (p->up_closed) {
-            p->up_dropped++; /* the session is closing or lost: the loop would drop it too */
+        if (!audio || p->up_closed) {
+            if (audio)
+                p->up_dropped++; /* the session is closing or lost: the loop would drop it too */
+            if (p->pending_len && !p->up_errno)
+                up_flush(p); /* every tick moves the backlog on, the close frame included */
         } else {
             double t0 = now_monotonic();
             unsigned char pcm[FRAME_BYTES] = {0};
@@ -587,7 +588,7 @@ int cbp_uplink_write(cb_port *p, const unsigned char *data, int n) {
     int rc = -2;
     pthread_mutex_lock(&p->up_lock);
     if (atomic_load_explicit(&p->up_on, memory_order_relaxed))
-        rc = (p->up_closed && p->up_errno) ? -1 : (up_send(p, data, (size_t)n, 0) < 0 ? -1 : 0);
+        rc = up_send(p, data, (size_t)n, 0) < 0 ? -1 : 0;
     pthread_mutex_unlock(&p->up_lock);
     return rc;
 }
@@ -604,7 +605,7 @@ void cbp_uplink_end_data(cb_port *p) {
 int cbp_uplink_unbind(cb_port *p) {
     pthread_mutex_lock(&p->up_lock);
     int was = atomic_exchange_explicit(&p->up_on, 0, memory_order_acq_rel);
-    if (was && p->pending_len && !(p->up_closed && p->up_errno))
+    if (was && p->pending_len && !p->up_errno)
         up_flush(p);
     int left = was ? (int)p->pending_len : 0;
     p->up_fd = -1;

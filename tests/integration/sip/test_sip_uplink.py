@@ -21,6 +21,7 @@ import struct
 import threading
 
 import numpy as np
+import pjsua2 as pj
 import pytest
 
 from bridge import events as ev
@@ -153,6 +154,33 @@ def test_a_socket_that_takes_nothing_keeps_whole_frames_then_drops_and_counts(po
     got = parse_frames(raw)
     assert len(got) == sent + 1 and got[-1] == (1, b"ok")
     assert all(json.loads(p)["type"] == "input_audio_buffer.append" for _, p in got[:-1])
+
+
+def test_a_close_frame_behind_a_backlog_goes_out_once_after_it_on_the_next_ticks(port: cport.NativePort) -> None:
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    offload = port.uplink(Upsampler(native=True))
+    assert offload.bind(ours.fileno())
+    for frame in tone(440, 40):  # more than the socket holds: a backlog waits in C
+        cport.put_frame(port.handle, frame)
+    sent = offload.frames_sent
+    offload.end_data()
+    close = b"\x88\x82" + bytes(4) + b"\x03\xe8"  # close 1000 (mask key 0)
+    assert offload.write(close) == 0
+    cport.put_frame(port.handle, tone(440, 1)[0])  # after the close: not sent, counted
+    assert offload.frames_sent == sent and offload.frames_dropped == 1
+    theirs.setblocking(False)
+    raw = b""
+    for _ in range(400):  # the reader drains while the clock ticks on (empty frames): the ticks flush the rest
+        with contextlib.suppress(BlockingIOError):
+            raw += theirs.recv(1 << 20)
+        cport.put_frame(port.handle, b"", frame_type=pj.PJMEDIA_FRAME_TYPE_NONE)
+    assert offload.unbind() == b""  # nothing was left for the loop
+    ours.close()
+    theirs.close()
+    got = parse_frames(raw)
+    assert len(got) == sent + 1 and got[-1] == (8, b"\x03\xe8")  # every append once, then the close, last
+    assert all(op == 1 for op, _ in got[:-1])
 
 
 async def _configured(emulator: EmulatorServer, dialect: Dialect) -> RealtimeClient:
