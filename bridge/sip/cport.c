@@ -256,10 +256,11 @@ static void up_mask_key(cb_port *p, unsigned char key[4]) {
     p->up_rand_pos += 4;
 }
 
-/* One caller frame (160 samples at 8 kHz) -> one masked input_audio_buffer.append text frame, written. */
-static void up_frame(cb_port *p, const unsigned char *pcm, double t0) {
-    int16_t in[FRAME_BYTES / 2], high[UP_SAMPLES];
-    memcpy(in, pcm, FRAME_BYTES);
+/* One caller frame (up to 160 samples at 8 kHz, a short one padded with silence) -> one masked
+ * input_audio_buffer.append text frame, written. */
+static void up_frame(cb_port *p, const void *pcm, size_t size, double t0) {
+    int16_t in[FRAME_BYTES / 2] = {0}, high[UP_SAMPLES];
+    memcpy(in, pcm, size < FRAME_BYTES ? size : FRAME_BYTES);
     int n = p->up_fn(p->up_state, in, FRAME_BYTES / 2, high);
     if (n != UP_SAMPLES) {
         p->up_dropped++;
@@ -307,10 +308,7 @@ static int up_put(cb_port *p, pjm_frame *f) {
             if (p->pending_len && !p->up_errno)
                 up_flush(p); /* every tick moves the backlog on, the close frame included */
         } else {
-            double t0 = now_monotonic();
-            unsigned char pcm[FRAME_BYTES] = {0};
-            memcpy(pcm, f->buf, f->size < FRAME_BYTES ? f->size : FRAME_BYTES);
-            up_frame(p, pcm, t0);
+            up_frame(p, f->buf, f->size, now_monotonic());
         }
     }
     pthread_mutex_unlock(&p->up_lock);
