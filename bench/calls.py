@@ -69,6 +69,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.metronome import BEAT_FRAMES, MAX_BEAT_FRAMES
 from bridge.sched import MAX_PRIORITY, describe, use_realtime
 from bridge.store.server import free_port_block
 
@@ -484,9 +485,10 @@ def _slot_phase_s(arrivals: list[float], t0: float) -> float:
 
 
 class Bench:
-    def __init__(self, seconds: float, work: Path, log_path: Path, priority: int = 0) -> None:
+    def __init__(self, seconds: float, work: Path, log_path: Path, priority: int = 0, beat: int = BEAT_FRAMES) -> None:
         self.seconds = seconds
         self.priority = priority  # SCHED_RR priority of the system under test (workers, loopback apps); 0: none
+        self.beat = beat  # the workers' media beat, in 20 ms ticks (Settings.media_beat_frames)
         self.work = work
         self.log_path = log_path
         self.play = _caller_wav(work / "caller.wav")
@@ -580,6 +582,7 @@ class Bench:
             dialplans=_dialplan(self.work / "dialplans"),
             report_file=reports,
             realtime_priority=self.priority,
+            media_beat_frames=self.beat,
         )
         pool = Pool(settings)
         with stderr_to(self.log_path):
@@ -762,7 +765,14 @@ def _goal(met: bool | None) -> str:
     return "undetermined" if met is None else "met" if met else "NOT met"
 
 
-async def run_bench(steps: list[int], seconds: float, as_json: bool, paths: Sequence[str], priority: int = 0) -> int:
+async def run_bench(
+    steps: list[int],
+    seconds: float,
+    as_json: bool,
+    paths: Sequence[str],
+    priority: int = 0,
+    beat: int = BEAT_FRAMES,
+) -> int:
     from bridge.emulator import EmulatorServer
 
     results: list[Step] = []
@@ -770,12 +780,13 @@ async def run_bench(steps: list[int], seconds: float, as_json: bool, paths: Sequ
         work = Path(tmp)
         log_path = Path(tempfile.gettempdir()) / "callbridge-bench-calls.log"
         log_path.write_text("")
-        bench = Bench(seconds, work, log_path, priority)
+        bench = Bench(seconds, work, log_path, priority, beat)
         if not as_json:
             print(
                 f"callbridge bench calls: {os.cpu_count()} cores, steps {steps}, {seconds:g} s window per step, "
                 f"pass mark < {100 * PASS_MARK:g}% late or missing frames, system under test "
-                f"{f'SCHED_RR {priority}' if priority else 'ordinary scheduling'} (process logs: {log_path})",
+                f"{f'SCHED_RR {priority}' if priority else 'ordinary scheduling'}, media beat {beat} ticks "
+                f"(process logs: {log_path})",
                 flush=True,
             )
             print(HEADER, flush=True)
@@ -801,7 +812,7 @@ async def run_bench(steps: list[int], seconds: float, as_json: bool, paths: Sequ
                     results.append(step)
                     if not step.passed:
                         failed.add(path)
-    summary = summarize(results, max(steps)) | {"realtime_priority": priority}
+    summary = summarize(results, max(steps)) | {"realtime_priority": priority, "media_beat_frames": beat}
     if as_json:
         print(json.dumps(summary), flush=True)
     else:
@@ -839,6 +850,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the system under test (bridge workers, loopback apps) SCHED_RR at this priority, as "
         "`serve --realtime-priority` does; the load callers and the emulator stay ordinary (default 0: none)",
     )
+    parser.add_argument(
+        "--media-beat",
+        type=int,
+        default=BEAT_FRAMES,
+        help=f"the bridge workers' media beat in 20 ms ticks, as `serve`'s media_beat_frames (default {BEAT_FRAMES})",
+    )
     # internal roles (subprocesses of the benchmark)
     parser.add_argument("--role", choices=("bench", "caller", "loopback"), default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--uris", help=argparse.SUPPRESS)
@@ -858,9 +875,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--max-calls, --step and --seconds must be positive")
     if not 0 <= args.realtime_priority <= MAX_PRIORITY:
         parser.error(f"--realtime-priority must be 0..{MAX_PRIORITY}")
+    if not 1 <= args.media_beat <= MAX_BEAT_FRAMES:
+        parser.error(f"--media-beat must be 1..{MAX_BEAT_FRAMES}")
     steps = list(range(args.step, args.max_calls + 1, args.step)) or [args.max_calls]
     paths = [args.only] if args.only else ["bridge", "ceiling"]
-    return asyncio.run(run_bench(steps, args.seconds, args.json, paths, args.realtime_priority))
+    return asyncio.run(run_bench(steps, args.seconds, args.json, paths, args.realtime_priority, args.media_beat))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from bridge.errors import ConfigError
+from bridge.metronome import BEAT_FRAMES, MAX_BEAT_FRAMES
 
 OPENAI_URL = "wss://api.openai.com/v1"
 EMULATOR_URL = "ws://127.0.0.1:8765/v1"
@@ -22,6 +23,7 @@ ENV = {
     "redis_url": "REDIS_URL",
     "api_key": "OPENAI_API_KEY",
     "credentials": "CALLBRIDGE_CREDENTIALS",
+    "media_beat_frames": "CALLBRIDGE_MEDIA_BEAT",
 }
 
 
@@ -48,6 +50,9 @@ class Settings(BaseModel):
     pjsua_log_level: int = Field(1, ge=0, le=6)
     # workers run SCHED_RR at this priority (bridge/sched.py: needs CAP_SYS_NICE); 0 keeps ordinary scheduling
     realtime_priority: int = Field(0, ge=0, le=99)
+    # the event loop wakes once every this many 20 ms media ticks (bridge.metronome): fewer wake-ups, less CPU;
+    # the Realtime socket is read and a barge-in seen up to one beat later
+    media_beat_frames: int = Field(BEAT_FRAMES, ge=1, le=MAX_BEAT_FRAMES)
     sip_allowed_sources: tuple[str, ...] = ()  # CIDRs allowed to send INVITEs to any worker (empty: any); 403 else
     sip_auth_users: dict[str, SecretStr] = Field(default_factory=dict)  # trunk digest auth (RFC 7616); empty: off
     sip_auth_realm: str = "callbridge"

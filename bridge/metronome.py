@@ -6,9 +6,14 @@ sessions' ticks and the SIP poll, plus the media clock's eventfd; a tick itself 
 chores run back to back on one beat, and the beat rides on the media clock's wake-up when there is one:
 
 - a *driver* (the native media hub, after it drains the ports on pjmedia's clock tick) calls :meth:`beat`;
-  beats closer together than ``min_gap`` (a clock catching up) are skipped;
+  beats closer together than ``min_gap`` (a clock catching up: 3/4 of a 20 ms tick) are skipped;
 - when no driver has beaten for 1.5 to 5 periods (no call up, or the Python media port), the metronome's own
   timer beats every period, so chores never stop.
+
+The period is one 20 ms media tick by default. A worker with native media ports beats every
+``media_beat_frames`` ticks (:data:`BEAT_FRAMES`, see :meth:`set_period`): the clock thread wakes the loop once per
+beat, not once per tick, because each wake-up of a worker costs more than the work it does (the playout rings
+are filled for the whole beat; see ``bridge.sip.cport``).
 
 A chore is a plain callable; one that raises is logged (rate-limited), counted in :attr:`errors`, and keeps its
 place. :func:`for_loop` gives the loop's one metronome, so sessions and the SIP endpoint share it without wiring.
@@ -23,7 +28,9 @@ from collections.abc import Callable
 
 _LOG = logging.getLogger("bridge.metronome")
 
-PERIOD_S = 0.02
+PERIOD_S = 0.02  # one media tick
+BEAT_FRAMES = 3  # a worker's default beat with native ports, in ticks: 60 ms (README: "Measured here")
+MAX_BEAT_FRAMES = 8
 
 Chore = Callable[[], None]
 
@@ -34,7 +41,7 @@ class Metronome:
             raise ValueError(f"period_s must be positive, got {period_s}")
         self.loop = loop
         self.period_s = period_s
-        self.min_gap_s = 0.75 * period_s
+        self.min_gap_s = 0.75 * min(period_s, PERIOD_S)
         self._chores: dict[int, Chore] = {}
         self._next_id = 0
         self._last = float("-inf")
@@ -43,6 +50,13 @@ class Metronome:
         self.beats = 0
         self.driven_beats = 0  # beats that came from a driver, not from the fallback timer
         self.errors = 0
+
+    def set_period(self, period_s: float) -> None:
+        """Beat every ``period_s`` from now on: the driver's expected period and the fallback's own."""
+        if period_s <= 0:
+            raise ValueError(f"period_s must be positive, got {period_s}")
+        self.period_s = period_s
+        self.min_gap_s = 0.75 * min(period_s, PERIOD_S)
 
     def add(self, chore: Chore) -> Callable[[], None]:
         """Run ``chore`` on every beat from the next one on. Returns a function that removes it (idempotent)."""

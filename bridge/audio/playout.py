@@ -37,6 +37,12 @@ ahead of pjmedia's clock (``bridge.sip.cport``). It registers itself with :meth:
 then ``flush`` first drops what that stage holds and un-counts those frames (they were never sent, so
 ``played_ms`` and ``audio_end_ms`` stay what the caller got), and ``idle`` waits until the real audio it holds
 has gone out. The buffer remembers its last pops (a frame or silence) for that.
+
+That stage is filled for several ticks at a time (the worker's loop wakes once per beat of a few ticks), so
+while the buffer is empty it holds silence. When a reply's audio then comes in, :meth:`reclaim_silence` takes
+that trailing silence back (the stage drops its newest frames, the buffer forgets those pops) so the reply
+starts at once rather than a beat later. Both are called on the one thread that pops for that stage (the
+native port's drain runs on the event loop).
 """
 
 from __future__ import annotations
@@ -64,6 +70,10 @@ class Downstream(Protocol):
 
     def depth(self) -> int:
         """Frames held now."""
+        ...
+
+    def drop_newest(self, frames: int) -> int:
+        """Drop up to ``frames`` of the newest frames held; return how many."""
         ...
 
 
@@ -231,6 +241,22 @@ class PlayoutBuffer:
         self._last_played = item_id
         self.frames_played += 1
         return frame
+
+    def reclaim_silence(self) -> int:
+        """If audio is queued and the downstream stage's newest frames are silence popped before it came, take
+        them back so the audio plays next (see the module doc). Returns the frames taken back."""
+        downstream = self._downstream
+        if not self._q or downstream is None or not self._recent or self._recent[-1] is not None:
+            return 0
+        trailing = 0
+        for pop in reversed(self._recent):
+            if pop is not None:
+                break
+            trailing += 1
+        taken = downstream.drop_newest(trailing)
+        for _ in range(taken):
+            self._recent.pop()
+        return taken
 
     # -- readers -------------------------------------------------------------------------------------------
 

@@ -136,7 +136,7 @@ class CallSession:
         self._frames_sent_here = 0  # caller frames this loop sent; the uplink offload counts its own
         self.frames_dropped_offline = 0
         self._offload: UplinkOffload | None = None  # the caller's audio sent from the media clock, if the leg can
-        self._ticks = 0
+        self._sampled_at = 0.0  # when the offload's latency was last sampled (once a second)
         self.max_reconnects = max_reconnects  # sessions lost per call before we give up on the call
         self.max_session_s = max_session_s  # the service's session cap; roll over before it
         self.credentials = credentials  # invalidated when the service refuses the credential (fresh one next)
@@ -313,14 +313,15 @@ class CallSession:
             self.inbox.put(await self.leg.events.get())
 
     def _tick(self) -> None:
-        """Every 20 ms: notice that the agent's audio has finished playing, and run what waited for that; then let
-        the socket be read (on this same wake-up)."""
+        """Every beat (20 ms, or a worker's media beat): notice that the agent's audio has finished playing, and
+        run what waited for that; then let the socket be read (on this same wake-up)."""
         client = self.client
         if client is not None:
             client.beat()
-            self._ticks += 1
-            if self._ticks % 50 == 1 and self._offload is not None and client.offloaded:
+            now = self._clock()
+            if self._offload is not None and client.offloaded and now - self._sampled_at >= 1.0:
                 # sample the capture and uplink segments once a second, as _on_frame does on the loop
+                self._sampled_at = now
                 capture_s, write_s = self._offload.last_latency_s()
                 if capture_s or write_s:
                     self._latency("capture", capture_s * 1000)

@@ -42,7 +42,7 @@
 
 #define FRAME_BYTES 320 /* 8 kHz, 20 ms, PCM16 mono */
 #define IN_FRAMES 64    /* 1.28 s: the loop may stall this long before frames are dropped (and counted) */
-#define OUT_FRAMES 16   /* the loop keeps only a few frames queued: what is queued here is not cut by a flush */
+#define OUT_FRAMES 16   /* the most the loop may queue for the caller: lead + beat - 1 frames (cport.py) */
 
 /* pjmedia_frame (pjmedia/frame.h) */
 typedef struct {
@@ -404,6 +404,8 @@ int cbp_abi(void) { return (int)sizeof(pjm_port); }
 
 int cbp_frame_bytes(void) { return FRAME_BYTES; }
 
+int cbp_out_frames(void) { return OUT_FRAMES; }
+
 /* Create the process's eventfd (once) and set the pjmedia constants. Returns the fd or -errno. */
 int cbp_init(int type_audio, int type_none, unsigned low_water, int clock_rt) {
     g_clock_rt = clock_rt;
@@ -520,6 +522,18 @@ int cbp_write_out(cb_port *p, const unsigned char *data, int n) {
     }
     pthread_mutex_unlock(&p->lock);
     return done;
+}
+
+/* Take back up to `n` of the newest frames queued for the caller (silence the loop queued while it had no
+ * audio, now that audio has come); returns how many. The clock takes the oldest, so the newest are still there
+ * unless the ring holds fewer than `n`. */
+int cbp_out_drop_newest(cb_port *p, int n) {
+    pthread_mutex_lock(&p->lock);
+    unsigned depth = p->out_head - p->out_tail;
+    unsigned k = n <= 0 ? 0 : (unsigned)n < depth ? (unsigned)n : depth;
+    p->out_head -= k;
+    pthread_mutex_unlock(&p->lock);
+    return (int)k;
 }
 
 /* Barge-in: drop what is queued for the caller; returns how many frames were dropped (never heard). */

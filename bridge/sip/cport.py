@@ -8,11 +8,17 @@ the callers). :class:`NativePort` is a ``pjmedia_port`` written in C (``cport.c`
 loop through one eventfd per process. The loop then, in :meth:`NativeHub.drain`:
 
 * hands every received frame to its call's sink, with the capture time the clock thread stamped, and
-* tops every outbound ring up to ``lead`` frames (default 2, i.e. 40 ms) from the call's :class:`FrameSource`.
+* tops every outbound ring up to ``lead + beat - 1`` frames from the call's :class:`FrameSource`.
 
-The lead is the price: audio for the caller is taken from the playout buffer up to ``lead`` ticks before it is
-sent. A barge-in still cuts at once: :meth:`NativePort.flush_out` drops what the ring holds and the playout
-buffer un-counts those frames (``PlayoutBuffer.set_downstream``), so ``audio_end_ms`` stays what was sent.
+The clock thread wakes the loop when a ring holds fewer than ``lead`` frames (default 2), i.e. once every
+``beat`` ticks (the worker's media beat, default 3: 60 ms; ``SipConfig.media_beat_frames``), and the loop's
+other chores (session ticks, the Realtime sockets, the SIP poll) ride on that wake-up (:mod:`bridge.metronome`):
+a worker's wake-ups cost more than their work, so fewer of them is most of the saving. The lead is the price:
+audio for the caller is taken from the playout buffer up to ``lead + beat - 1`` ticks before it is sent. A
+barge-in still cuts at once: :meth:`NativePort.flush_out` drops what the ring holds and the playout buffer
+un-counts those frames (``PlayoutBuffer.set_downstream``), so ``audio_end_ms`` stays what was sent. And a reply
+does not wait behind the silence queued while the call was quiet: after the beat that read its first audio,
+the hub takes that silence back (``PlayoutBuffer.reclaim_silence``) and queues the reply at once.
 
 Building: ``cport.c`` is compiled on first use with the system C compiler into a cache directory
 (:mod:`bridge.cbuild`); ``./dev setup`` does it ahead. It uses no pjproject header: the ``pjmedia_port`` layout
@@ -93,6 +99,7 @@ def _bind(lib: ctypes.CDLL) -> None:
     signatures: dict[str, tuple[Any, list[Any]]] = {
         "cbp_abi": (i, []),
         "cbp_frame_bytes": (i, []),
+        "cbp_out_frames": (i, []),
         "cbp_init": (i, [i, i, u, i]),
         "cbp_clock_rt_state": (i, []),
         "cbp_rearm": (None, []),
@@ -104,6 +111,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "cbp_out_need": (i, [p, u]),
         "cbp_write_out": (i, [p, ctypes.c_char_p, i]),
         "cbp_flush_out": (i, [p]),
+        "cbp_out_drop_newest": (i, [p, i]),
         "cbp_out_depth": (i, [p]),
         "cbp_counters": (None, [p, ctypes.POINTER(ctypes.c_ulonglong)]),
         "cbp_uplink_template": (i, [ctypes.c_char_p, i, ctypes.c_char_p, i]),
@@ -225,11 +233,14 @@ def native_ports() -> Availability:
 class NativeHub:
     """The loop side for every native port of the process: the eventfd, and the drain that serves them."""
 
-    def __init__(self, lib: ctypes.CDLL, lead: int = DEFAULT_LEAD, clock_priority: int = 0) -> None:
-        if not 1 <= lead <= 16:
-            raise ValueError(f"lead must be 1..16 frames, got {lead}")
+    def __init__(self, lib: ctypes.CDLL, lead: int = DEFAULT_LEAD, clock_priority: int = 0, beat: int = 1) -> None:
+        most = int(lib.cbp_out_frames())
+        if lead < 1 or beat < 1 or lead + beat - 1 > most:
+            raise ValueError(f"need lead >= 1, beat >= 1 and lead + beat - 1 <= {most}, got {lead} and {beat}")
         self._lib = lib
         self.lead = lead
+        self.beat = beat
+        self.fill = lead + beat - 1  # frames a top-up queues; the clock wakes the loop when fewer than lead remain
         fd = lib.cbp_init(pj.PJMEDIA_FRAME_TYPE_AUDIO, pj.PJMEDIA_FRAME_TYPE_NONE, lead, clock_priority)
         if fd < 0:
             raise OSError(-fd, f"eventfd: {os.strerror(-fd)}")
@@ -270,6 +281,15 @@ class NativeHub:
         self.drain()
         if self.after_drain is not None:
             self.after_drain()
+            self._reclaim()
+
+    def _reclaim(self) -> None:
+        """After the beat: where a reply's audio has just come in behind queued silence, take the silence back
+        and queue the audio now (up to ``fill - 1`` ticks sooner than the next wake-up would)."""
+        for port in tuple(self._attached.values()):
+            reclaim = getattr(port.source, "reclaim_silence", None)  # a PlayoutBuffer (see its module doc)
+            if reclaim is not None and reclaim():
+                self._top_up(port)
 
     def drain(self) -> int:
         """Deliver every received frame, then top the outbound rings up. Returns the frames delivered."""
@@ -302,9 +322,13 @@ class NativeHub:
             delivered += n
             if n < _READ_MAX:
                 break
+        self._top_up(port)
+        return delivered
+
+    def _top_up(self, port: NativePort) -> None:
         source = port.source
         if source is not None:
-            need = lib.cbp_out_need(handle, self.lead)
+            need = self._lib.cbp_out_need(port.handle, self.fill)
             if need > 0:
                 try:
                     chunk = b"".join(_exact(source.pop_frame()) for _ in range(need))
@@ -313,8 +337,7 @@ class NativeHub:
                     if self.source_errors <= 10 or self.source_errors % 1000 == 0:
                         _LOG.exception("%s: frame source raised (%d so far)", port.name, self.source_errors)
                 else:
-                    lib.cbp_write_out(handle, chunk, need)
-        return delivered
+                    self._lib.cbp_write_out(port.handle, chunk, need)
 
 
 def _exact(frame: bytes) -> bytes:
@@ -379,6 +402,10 @@ class NativePort:
         """Drop the frames queued for the caller; returns how many (they were taken from the source but never
         sent)."""
         return int(self._lib.cbp_flush_out(self.handle))
+
+    def drop_newest(self, frames: int) -> int:
+        """Take back up to ``frames`` of the newest frames queued for the caller; returns how many."""
+        return int(self._lib.cbp_out_drop_newest(self.handle, frames))
 
     def depth(self) -> int:
         """Frames queued for the caller now."""

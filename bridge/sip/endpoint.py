@@ -4,11 +4,13 @@ A pjsua2 ``Endpoint`` is a per-process singleton. :class:`SipEndpoint` owns it a
 /work/shared/PJSUA2.md found safe:
 
 * ``threadCnt=0`` + ``mainThreadOnly=True``, and ``libHandleEvents(0)`` called on every beat of the loop's
-  metronome (:mod:`bridge.metronome`, 20 ms; then every ``busy_poll_interval_s``, 5 ms, for half a second after
-  SIP traffic, so bursts are read before the socket buffer overflows): every SIP callback (incoming call, call
-  state, DTMF, transfer) runs on the event loop thread. With native media ports the beat rides on the media
-  clock's eventfd wake-up, so the SIP poll and every call's tick cost no wake-up of their own. Audio does not
-  wait for the poll: the clock thread wakes the loop when a tick's first frame arrives. ``libHandleEvents(0)``
+  metronome (:mod:`bridge.metronome`, 20 ms, or the media beat of ``media_beat_frames`` ticks with native ports,
+  60 ms by default; then every ``busy_poll_interval_s``, 5 ms, for half a second after SIP traffic, so bursts
+  are read before the socket buffer overflows): every SIP callback (incoming call, call state, DTMF, transfer)
+  runs on the event loop thread. With native media ports the beat rides on the media clock's eventfd wake-up,
+  so the SIP poll and every call's tick cost no wake-up of their own. Audio does not wait for the poll: the
+  clock thread wakes the loop when a tick's first frame arrives (a caller frame the loop must send) or a
+  playout ring runs low (once per beat). ``libHandleEvents(0)``
   costs about 100 µs a call here; polled every 5 ms for as long as calls were up, it was 2 % of a core per busy
   worker.
 * No sound device (``setNullDev``): the conference bridge is clocked internally at 8 kHz, 20 ms.
@@ -45,6 +47,8 @@ from typing import Any, ClassVar
 import pjsua2 as pj
 
 from bridge.errors import BridgeError
+from bridge.metronome import BEAT_FRAMES, MAX_BEAT_FRAMES
+from bridge.metronome import PERIOD_S as TICK_S
 from bridge.metronome import for_loop as metronome_for
 from bridge.sched import realtime_priority
 from bridge.sip.access import AuthLockout, DigestAuth, parse_networks
@@ -106,6 +110,10 @@ class SipConfig:
     # environment variable CALLBRIDGE_MEDIA_PORT sets the default (benchmarks compare the two).
     media_port: str = field(default_factory=lambda: os.environ.get("CALLBRIDGE_MEDIA_PORT", "auto"))
     playout_lead_frames: int = DEFAULT_LEAD  # native port: frames queued ahead of the clock (20 ms each)
+    # native ports: the clock thread wakes the event loop once every this many 20 ms ticks (bridge.metronome): the
+    # playout rings are filled for the whole beat, the Realtime sockets read and SIP polled once per beat. 1 is
+    # the lowest latency (a barge-in is seen up to one beat late), more costs less CPU.
+    media_beat_frames: int = BEAT_FRAMES
     # native port: ask for SCHED_RR on pjmedia's clock thread, at the lowest real-time priority or at the worker's
     # own if it runs real-time (bridge/sched.py); needs CAP_SYS_NICE, refused quietly without it.
     # CALLBRIDGE_CLOCK_RT=0 turns it off.
@@ -128,6 +136,15 @@ class SipConfig:
             raise ValueError(f"SipConfig.media_port: expected one of {', '.join(MEDIA_PORTS)}, got {self.media_port!r}")
         if not 1 <= self.playout_lead_frames <= 16:
             raise ValueError(f"SipConfig.playout_lead_frames: expected 1..16, got {self.playout_lead_frames}")
+        if not 1 <= self.media_beat_frames <= MAX_BEAT_FRAMES:
+            raise ValueError(
+                f"SipConfig.media_beat_frames: expected 1..{MAX_BEAT_FRAMES}, got {self.media_beat_frames}"
+            )
+        if self.playout_lead_frames + self.media_beat_frames - 1 > 16:
+            raise ValueError(
+                "SipConfig.media_beat_frames: playout_lead_frames + media_beat_frames - 1 must be at most 16 (the "
+                f"native port's ring), got {self.playout_lead_frames} + {self.media_beat_frames} - 1"
+            )
         for name in ("allowed_sources", "auth_exempt_sources"):
             value = getattr(self, name)
             parse_networks(value, f"SipConfig.{name}")  # raises ValueError naming the field and the bad entry
@@ -450,8 +467,11 @@ class SipEndpoint:
             return
         # never below the loop thread that drains it: a worker at SCHED_RR N gets its clock at N, not 1
         clock_priority = max(1, realtime_priority()) if self.config.clock_realtime else 0
-        hub = NativeHub(available.lib, self.config.playout_lead_frames, clock_priority)
-        hub.after_drain = metronome_for(loop).beat  # the media clock's wake-up carries the process's beat
+        beat = self.config.media_beat_frames
+        hub = NativeHub(available.lib, self.config.playout_lead_frames, clock_priority, beat)
+        metronome = metronome_for(loop)
+        metronome.set_period(beat * TICK_S)
+        hub.after_drain = metronome.beat  # the media clock's wake-up, once per beat, carries the process's beat
         loop.add_reader(hub.fd, hub.on_readable)
         self._reader = (loop, hub.fd)
         self.hub = hub

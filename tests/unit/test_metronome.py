@@ -71,6 +71,30 @@ def test_driver_beats_closer_than_three_quarters_of_a_period_are_skipped() -> No
     assert run(main) == [True, False, True]
 
 
+def test_a_media_beat_of_60_ms_is_driven_without_fallback_beats_and_a_late_beat_still_counts() -> None:
+    async def main() -> tuple[list[float], Metronome]:
+        loop = asyncio.get_running_loop()
+        m = Metronome(loop, 0.02)
+        m.set_period(0.06)  # a worker beating every 3 media ticks
+        t0 = loop.time()
+        seen: list[float] = []
+        m.add(lambda: seen.append(round(loop.time() - t0, 6)))
+        for gap in (0.01, 0.06, 0.06, 0.08, 0.04, 0.06):  # the 4th wake-up was 20 ms late, the 5th on time
+            await asyncio.sleep(gap)
+            m.beat()
+        await asyncio.sleep(0.35)  # the driver stops: the fallback takes over at the new period
+        return seen, m
+
+    seen, m = run(main)
+    # No fallback beat between driven ones 60-80 ms apart; a beat 40 ms after a late one is not a clock
+    # catching up (that gap stays 3/4 of a 20 ms tick) and runs. Then the fallback: 5 periods after its last
+    # re-arm (at 0.25, when it had come within 1.5 periods: to 0.55), and every 60 ms after.
+    assert seen == [0.01, 0.07, 0.13, 0.21, 0.25, 0.31, 0.55, 0.61]
+    assert m.driven_beats == 6 and m.min_gap_s == pytest.approx(0.015)
+    with pytest.raises(ValueError, match="period_s"):
+        m.set_period(0)
+
+
 def test_a_chore_that_raises_is_counted_and_keeps_its_place(caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> tuple[int, int, int]:
         loop = asyncio.get_running_loop()

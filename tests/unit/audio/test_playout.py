@@ -213,3 +213,54 @@ def _flush_races() -> None:
         assert b"".join(got) == audio(60_000)[: len(got) * FRAME]  # a prefix, in order
         cut_in_the_middle += 0 < result.played_ms < 60_000
     assert cut_in_the_middle >= 10
+
+
+class _Ring:
+    """A downstream stage like the native port's ring: what was popped and not yet sent, oldest first."""
+
+    def __init__(self) -> None:
+        self.held: list[bytes] = []
+
+    def flush_out(self) -> int:
+        n, self.held = len(self.held), []
+        return n
+
+    def depth(self) -> int:
+        return len(self.held)
+
+    def drop_newest(self, frames: int) -> int:
+        k = min(frames, len(self.held))
+        del self.held[len(self.held) - k :]
+        return k
+
+
+def test_silence_queued_ahead_of_a_reply_is_taken_back_so_the_reply_plays_next() -> None:
+    pb, ring = PlayoutBuffer(), _Ring()
+    pb.set_downstream(ring)
+    pb.push("a", audio(40))
+    ring.held += [pb.pop_frame() for _ in range(4)]  # a beat's fill: the end of "a", then silence
+    assert ring.held[2:] == [SILENCE, SILENCE]
+    assert pb.reclaim_silence() == 0  # nothing queued: the silence stays (the clock needs frames)
+    ring.held.pop(0)  # one tick: the first frame of "a" went out
+    pb.push("b", audio(60, start=7))
+    assert pb.reclaim_silence() == 2  # the reply came: the two silent frames are taken back ...
+    assert ring.held == [audio(40)[FRAME:]]  # ... and the second frame of "a" is not (it is audio)
+    ring.held += [pb.pop_frame() for _ in range(3)]
+    assert b"".join(ring.held) == audio(40)[FRAME:] + audio(60, start=7)  # no gap between the two
+    assert pb.reclaim_silence() == 0
+    # the accounting still lines up: a barge-in now un-counts exactly the frames in the ring
+    ring.held.pop(0)
+    ring.held.pop(0)  # "a" has ended, one frame of "b" was sent
+    assert pb.flush() == FlushResult("b", played_ms=20, dropped_ms=40)
+
+
+def test_silence_already_sent_is_not_taken_back() -> None:
+    pb, ring = PlayoutBuffer(), _Ring()
+    pb.set_downstream(ring)
+    ring.held += [pb.pop_frame() for _ in range(3)]  # idle: silence
+    ring.held.pop(0)
+    ring.held.pop(0)  # two of them went out
+    pb.push("a", audio(20))
+    assert pb.reclaim_silence() == 1 and ring.held == []
+    ring.held.append(pb.pop_frame())
+    assert ring.held == [audio(20)]

@@ -162,6 +162,45 @@ def test_idle_waits_until_the_last_real_frame_has_left_the_ring(hub: cport.Nativ
     port.detach()
 
 
+def test_a_beat_of_three_ticks_wakes_the_loop_every_third_tick_and_a_reply_starts_at_once(
+    lib: ctypes.CDLL,
+) -> None:
+    """Filled for a whole beat, the ring holds silence while the call is quiet; a reply read on the beat takes
+    that silence back and plays on the very next tick, not a beat later."""
+    hub = cport.NativeHub(lib, lead=2, beat=3)
+    beats: list[int] = []
+    hub.after_drain = lambda: beats.append(1)
+    port = hub.new_port("t-beat", conference=False)
+    playout = PlayoutBuffer()
+    port.attach(playout, None)
+    assert port.depth() == 4  # lead + beat - 1 frames of silence
+    hub.on_readable()  # (the wake-up of the attach itself)
+    woken = []
+    for _ in range(6):
+        cport.get_frame(port.handle)
+        woken.append(readable(hub.fd))
+        if woken[-1]:
+            hub.on_readable()
+    assert woken == [False, False, True] * 2 and len(beats) == 3
+    assert port.depth() == 4 and port.late_out == 0
+    cport.get_frame(port.handle)  # one tick into the next beat: three silent frames are still queued
+    reply = tone(700.0, 8, dbfs=-6.0)
+
+    def read_the_socket() -> None:  # what a session does on the beat when the model's first delta is there
+        beats.append(1)
+        playout.push("item1", reply)
+
+    hub.after_drain = read_the_socket
+    hub.on_readable()  # a wake-up (here: forced) runs the beat, then the reclaim
+    heard = [cport.get_frame(port.handle)[1] for _ in range(3)]
+    assert heard == [reply[k * FRAME_BYTES : (k + 1) * FRAME_BYTES] for k in range(3)]
+    assert abs(peak_hz(b"".join(heard)) - 700.0) <= RATE / (3 * FRAME_BYTES // 2) * 2
+    # the accounting holds: the flush un-counts what the ring still holds
+    assert playout.flush() == FlushResult("item1", played_ms=60, dropped_ms=100)
+    assert port.depth() == 0 and port.late_out == 0
+    port.detach()
+
+
 def test_inbound_ring_overflow_drops_and_counts_instead_of_growing(hub: cport.NativeHub) -> None:
     port = hub.new_port("t-overflow", conference=False)
     got: list[bytes] = []
@@ -209,3 +248,7 @@ def test_media_port_setting_is_validated() -> None:
         SipConfig(media_port="fast")
     with pytest.raises(ValueError, match=r"SipConfig\.playout_lead_frames"):
         SipConfig(playout_lead_frames=0)
+    assert SipConfig(media_beat_frames=1).media_beat_frames == 1
+    for lead, beat in ((2, 0), (2, 9), (12, 6)):  # the last: 17 frames, more than the ring holds
+        with pytest.raises(ValueError, match=r"SipConfig\.media_beat_frames"):
+            SipConfig(playout_lead_frames=lead, media_beat_frames=beat)
