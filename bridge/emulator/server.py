@@ -14,7 +14,8 @@ Routes::
     DELETE /control/sessions                          forget closed sessions
 
 Each WebSocket gets an :class:`~bridge.emulator.session.EmulatorSession` (the sans-I/O core) and a loop that feeds
-it frames, control requests and the clock, and carries out its actions. Fatal errors follow the service: an
+it frames, control requests and the clock, and carries out its actions. Frames and deadlines that find the loop
+idle are handled where they arrive (see :meth:`EmulatorServer._offer`). Fatal errors follow the service: an
 ``error`` event, then a close in the same millisecond (3000 bad key, 4000 bad model or beta shape disabled).
 """
 
@@ -26,10 +27,11 @@ import contextlib
 import fnmatch
 import json
 import logging
+import struct
 import time
 import wave
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -75,6 +77,14 @@ class _Live:
     ws: web.WebSocketResponse
     transport: asyncio.Transport | None
     queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
+    idle: bool = False  # the pump awaits an empty queue: nothing is ahead of a new frame or deadline
+    last_out: float = 0.0  # when something was last sent (idle pings)
+    alarm: _Alarm = field(init=False)  # set by the pump
+
+    def put(self, item: tuple[str, Any]) -> None:
+        """Queue ``item`` for the pump; what arrives after it queues behind it."""
+        self.idle = False
+        self.queue.put_nowait(item)
 
 
 class _Recorder:
@@ -179,7 +189,7 @@ class EmulatorServer:
 
     async def stop(self) -> None:
         for live in list(self._live.values()):
-            live.queue.put_nowait(("stop", None))
+            live.put(("stop", None))
         if self._handlers:
             await asyncio.wait(self._handlers, timeout=2.0)
         if self._runner is not None:
@@ -225,7 +235,7 @@ class EmulatorServer:
         live = self._live.get(session_id)
         if live is None:
             raise KeyError(session_id)
-        live.queue.put_nowait(("inject", (kind, opts)))
+        live.put(("inject", (kind, opts)))
 
     def annotate(self, session_id: str, annotations: Any) -> None:
         live = self._live.get(session_id)
@@ -361,9 +371,61 @@ class EmulatorServer:
         try:
             async for msg in live.ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    live.queue.put_nowait(("frame", msg.data))
+                    self._offer(live, "frame", msg.data)
         finally:
-            live.queue.put_nowait(("eof", live.ws.close_code))
+            live.put(("eof", live.ws.close_code))
+
+    def _wake(self, live: _Live) -> float | None:
+        """When the session next wants the clock: its next deadline, or the next idle ping."""
+        deadline = live.session.next_deadline()
+        if self.ping_interval_s <= 0:
+            return deadline
+        ping = live.last_out + self.ping_interval_s
+        return ping if deadline is None or ping < deadline else deadline
+
+    def _offer(self, live: _Live, kind: str, data: Any) -> None:
+        """A client frame (``kind`` "frame") or a due deadline ("tick"), handled on the spot when it can be, else
+        queued for the pump.
+
+        On the spot (in the reader task, or in the alarm's timer callback) when the pump is idle and the socket
+        has no backlog: the session handles it and its events go out in one transport write. Through the pump,
+        each frame and each tick cost a queue hop (a future and a task switch) and each event a ``send_str``:
+        on the spot, a load like ``bench calls``' (48 sessions, 50 appends and 20 deltas a second each) costs
+        the emulator about 15 % less CPU. Anything that must be awaited (a close, a ping, a backlog to drain)
+        takes the pump's path, in order: the pump was idle, and once something is queued what follows queues
+        behind it."""
+        ws, transport = live.ws, live.transport
+        if (
+            not live.idle
+            or transport is None
+            or ws.closed
+            or transport.is_closing()
+            or transport.get_write_buffer_size()
+        ):
+            live.put((kind, data))
+            return
+        loop = asyncio.get_running_loop()
+        session, now = live.session, loop.time()
+        if self.ping_interval_s > 0 and now >= live.last_out + self.ping_interval_s:
+            live.put((kind, data))  # the pump pings first
+            return
+        actions = session.advance(now) if kind == "tick" else session.receive(data, now)
+        if actions:
+            live.last_out = loop.time()
+            frames = _frames(actions)
+            if frames is None:  # a close or an abort
+                live.put(("actions", actions))
+                return
+            transport.write(frames)
+        live.alarm.arm(self._wake(live))
+
+    def _tick(self, live: _Live) -> None:
+        """The alarm's callback. An exception here would only be logged by the loop and leave the session waiting:
+        the pump raises it instead, as it would have had it handled the tick itself."""
+        try:
+            self._offer(live, "tick", None)
+        except Exception as exc:
+            live.put(("fail", exc))
 
     async def _pump(self, live: _Live, actions: list[Action]) -> None:
         loop = asyncio.get_running_loop()
@@ -371,33 +433,36 @@ class EmulatorServer:
         await self._perform(live, actions)
         if session.closed:
             return
+        live.last_out = loop.time()
+        alarm = live.alarm = _Alarm(loop, lambda: self._tick(live))
         reader = asyncio.create_task(self._reader(live))
-        last_out = loop.time()
-        alarm = _Alarm(loop, live.queue)
         try:
             while not session.closed:
-                deadline = session.next_deadline()
-                wake = [
-                    d
-                    for d in (deadline, last_out + self.ping_interval_s if self.ping_interval_s > 0 else None)
-                    if d is not None
-                ]
-                item = alarm.next(min(wake) if wake else None)
-                if item is None:
+                wake = self._wake(live)
+                if wake is not None and wake <= loop.time():
+                    item = _TICK  # a due deadline goes before anything queued
+                else:
+                    alarm.arm(wake)
+                    if live.queue.empty():
+                        live.idle = True
                     item = await live.queue.get()
                 kind, data = item
                 now = loop.time()
                 if kind == "tick":
-                    if self.ping_interval_s > 0 and now >= last_out + self.ping_interval_s:
+                    if self.ping_interval_s > 0 and now >= live.last_out + self.ping_interval_s:
                         with contextlib.suppress(ConnectionError, RuntimeError):
                             await live.ws.ping()
-                        last_out = now
+                        live.last_out = now
                     actions = session.advance(now)
                 elif kind == "frame":
                     actions = session.receive(data, now)
+                elif kind == "actions":  # produced on the spot, to be awaited here
+                    actions = data
                 elif kind == "inject":
                     fault, opts = data
                     actions = session.inject(fault, now, **opts)
+                elif kind == "fail":
+                    raise data
                 elif kind == "stop":
                     actions = [Close(1001, "emulator stopping")]
                     record.closed, record.close_code, record.close_reason = True, 1001, "emulator stopping"
@@ -405,11 +470,12 @@ class EmulatorServer:
                     record.closed, record.close_code = True, data
                     return
                 if actions:
-                    last_out = loop.time()
+                    live.last_out = loop.time()
                     await self._perform(live, actions)
                 if kind == "stop":
                     return
         finally:
+            live.idle = False
             alarm.cancel()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -627,30 +693,53 @@ _SERVER_OPTIONS = frozenset(
 
 _TICK: tuple[str, Any] = ("tick", None)
 
+_PACK_LEN1, _PACK_LEN2, _PACK_LEN3 = struct.Struct("!BB").pack, struct.Struct("!BBH").pack, struct.Struct("!BBQ").pack
+
+
+def _frames(actions: Sequence[Action]) -> bytes | None:
+    """The events as WebSocket text frames, for one transport write; None if there is a close or an abort.
+
+    aiohttp's ``send_str`` is a coroutine per frame and a write per frame; these are the bytes it would send for
+    each: FIN, opcode 1, no mask (a server's frames are never masked) and no compression (the emulator
+    negotiates none) (RFC 6455 §5.2)."""
+    parts: list[bytes] = []
+    for action in actions:
+        if type(action) is Send:
+            payload = orjson.dumps(action.event)
+        elif type(action) is SendRaw:
+            payload = action.text.encode()
+        else:
+            return None
+        n = len(payload)
+        parts.append(
+            _PACK_LEN1(0x81, n) if n < 126 else _PACK_LEN2(0x81, 126, n) if n < 65536 else _PACK_LEN3(0x81, 127, n)
+        )
+        parts.append(payload)
+    return b"".join(parts)
+
 
 class _Alarm:
-    """A session's next deadline, as a ``("tick", None)`` item queued behind what the client sent.
+    """A session's next wake-up (its next deadline or idle ping) as a timer that offers a tick (``_offer``).
 
-    One timer handle per session, re-armed only when the deadline moves: ``asyncio.timeout`` (or ``wait_for``)
-    around every queue read cost more than the emulator's own work per append in ``bench calls``. A tick that
-    fires for a deadline that has since moved only makes the session check for due work (``advance`` is
-    idempotent)."""
+    One timer handle per session, re-armed only when the time moves: ``asyncio.timeout`` (or ``wait_for``)
+    around every queue read cost more than the emulator's own work per append in ``bench calls``. A tick for a
+    time that has since moved only makes the session check for due work (``advance`` is idempotent)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[str, Any]]) -> None:
-        self._loop, self._queue = loop, queue
+    def __init__(self, loop: asyncio.AbstractEventLoop, ring: Callable[[], None]) -> None:
+        self._loop, self._ring = loop, ring
         self._handle: asyncio.TimerHandle | None = None
         self._at: float | None = None
 
-    def next(self, deadline: float | None) -> tuple[str, Any] | None:
-        """What to handle now without waiting: a due tick first, else a queued item; None: await the queue."""
-        if deadline is not None and deadline <= self._loop.time():
-            return _TICK  # a due deadline goes first
-        if deadline != self._at:
+    def arm(self, at: float | None) -> None:
+        if at != self._at:
             self.cancel()
-            if deadline is not None:
-                self._handle = self._loop.call_at(deadline, self._queue.put_nowait, _TICK)
-                self._at = deadline
-        return None if self._queue.empty() else self._queue.get_nowait()
+            if at is not None:
+                self._handle = self._loop.call_at(at, self._fire)
+                self._at = at
+
+    def _fire(self) -> None:
+        self._handle, self._at = None, None  # a tick for the same time again must re-arm
+        self._ring()
 
     def cancel(self) -> None:
         if self._handle is not None:

@@ -264,6 +264,18 @@ def _envelopes() -> dict[str, Obj]:
 
 
 ENVELOPES = _envelopes()
+APPEND = "input_audio_buffer.append"
+_APPEND_FIELDS = frozenset(ENVELOPES[APPEND].fields)
+
+
+def _plain_append(obj: dict[str, Any]) -> bool:
+    """An append its envelope check would pass as it is: only known fields, all strings, the audio there.
+
+    Checked instead of the envelope for every append (50 a second per call): the check (a copy of the event, a
+    path per field) was a seventh of an append's own work. Anything else still takes the check and its error."""
+    return (
+        obj.keys() <= _APPEND_FIELDS and isinstance(obj.get("audio"), str) and isinstance(obj.get("event_id", ""), str)
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -488,7 +500,7 @@ class EmulatorSession:
             self._error("invalid_type", "Invalid type for client event: expected an object.", t)
             return
         kind = obj.get("type")
-        self.record.log("in", t, {**obj, "audio": ELIDED} if kind == "input_audio_buffer.append" else obj)
+        self.record.log("in", t, {**obj, "audio": ELIDED} if kind == APPEND else obj)
         event_id = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
         try:
             if not isinstance(kind, str):
@@ -501,7 +513,7 @@ class EmulatorSession:
                     f"Invalid value: '{kind}'. Supported values are: " + ", ".join(f"'{k}'" for k in ENVELOPES) + ".",
                     "type",
                 )
-            handler(self, envelope.check(obj, ""), t)
+            handler(self, obj if kind == APPEND and _plain_append(obj) else envelope.check(obj, ""), t)
         except ClientError as exc:
             self._error(exc.code, exc.message, t, param=exc.param, error_type=exc.error_type, client_event_id=event_id)
 
@@ -637,7 +649,7 @@ class EmulatorSession:
 
     _handlers: Mapping[str, Callable[[EmulatorSession, dict[str, Any], float], None]] = {
         "session.update": _on_session_update,
-        "input_audio_buffer.append": _on_append,
+        APPEND: _on_append,
         "input_audio_buffer.commit": _on_commit,
         "input_audio_buffer.clear": _on_clear,
         "conversation.item.create": _on_item_create,
