@@ -39,10 +39,10 @@ then ``flush`` first drops what that stage holds and un-counts those frames (the
 has gone out. The buffer remembers its last pops (a frame or silence) for that.
 
 That stage is filled for several ticks at a time (the worker's loop wakes once per beat of a few ticks), so
-while the buffer is empty it holds silence. When a reply's audio then comes in, :meth:`reclaim_silence` takes
-that trailing silence back (the stage drops its newest frames, the buffer forgets those pops) so the reply
-starts at once rather than a beat later. Both are called on the one thread that pops for that stage (the
-native port's drain runs on the event loop).
+while the buffer is empty it holds silence. When audio is then pushed into the empty buffer, ``push`` takes
+that trailing silence back (the stage drops its newest frames, the buffer forgets those pops) and has the stage
+top itself up, so a reply starts on the next tick rather than a beat later. A downstream stage is therefore
+fed on the producer's thread (the native port's drain runs on the event loop, as the call session does).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from bridge.audio.g711 import BYTES_PER_FRAME_PCM16, FRAME_MS
 
 _Frame = tuple[str, int, bytes]  # item_id, index of the frame in its item, frame bytes
 _RECENT = 32  # pops remembered for a downstream stage (it holds at most 16 frames)
+_DEAD_AIR: Final = ("", -1)  # a remembered pop of silence that was counted as an underrun (None: idle silence)
 _UNDERRUN_TIMES = 3000  # underrun times kept (a minute of dead air): benchmarks score those inside their window
 
 
@@ -74,6 +75,10 @@ class Downstream(Protocol):
 
     def drop_newest(self, frames: int) -> int:
         """Drop up to ``frames`` of the newest frames held; return how many."""
+        ...
+
+    def top_up(self) -> None:
+        """Pop frames from this buffer now, as many as the stage holds at most."""
         ...
 
 
@@ -129,7 +134,7 @@ class PlayoutBuffer:
         self.frames_played = 0
         self.underruns = 0
         self.underrun_times: deque[float] = deque(maxlen=_UNDERRUN_TIMES)  # the clock's time of the latest ones
-        self._recent: deque[tuple[str, int] | None] = deque(maxlen=_RECENT)  # last pops; None: silence
+        self._recent: deque[tuple[str, int] | None] = deque(maxlen=_RECENT)  # last pops; None, _DEAD_AIR: silence
         self._downstream: Downstream | None = None
 
     def set_downstream(self, downstream: Downstream | None) -> None:
@@ -140,6 +145,13 @@ class PlayoutBuffer:
 
     def push(self, item_id: str, pcm8k: bytes) -> None:
         """Queue audio of `item_id`, any length. A new item id ends the previous item (its tail is padded)."""
+        was_empty = not self._q
+        self._push(item_id, pcm8k)
+        downstream = self._downstream
+        if was_empty and downstream is not None and self._reclaim_silence(downstream):
+            downstream.top_up()
+
+    def _push(self, item_id: str, pcm8k: bytes) -> None:
         fb = self._frame_bytes
         if item_id != self._item or not self._open:
             if item_id in self._closed:
@@ -193,7 +205,7 @@ class PlayoutBuffer:
             return []
         recent = list(self._recent)[-held:]
         self._recent.clear()
-        returned = [pop for pop in recent if pop is not None]
+        returned = [pop for pop in recent if pop is not None and pop is not _DEAD_AIR]
         for item_id, seq in returned:
             self._played[item_id] = min(self._played.get(item_id, 0), seq)
             if seq == 0:
@@ -230,7 +242,9 @@ class PlayoutBuffer:
             if self._open and self._last_played == self._item:
                 self.underruns += 1
                 self.underrun_times.append(self._clock())
-            self._recent.append(None)
+                self._recent.append(_DEAD_AIR)
+            else:
+                self._recent.append(None)
             return self._silence
         finally:
             self._swap.release()
@@ -242,20 +256,23 @@ class PlayoutBuffer:
         self.frames_played += 1
         return frame
 
-    def reclaim_silence(self) -> int:
+    def _reclaim_silence(self, downstream: Downstream) -> int:
         """If audio is queued and the downstream stage's newest frames are silence popped before it came, take
-        them back so the audio plays next (see the module doc). Returns the frames taken back."""
-        downstream = self._downstream
-        if not self._q or downstream is None or not self._recent or self._recent[-1] is not None:
+        them back so the audio plays next (see the module doc). Silence counted as an underrun is un-counted: the
+        caller never hears it. Returns the frames taken back."""
+        recent = self._recent
+        if not self._q or not recent or (recent[-1] is not None and recent[-1] is not _DEAD_AIR):
             return 0
         trailing = 0
-        for pop in reversed(self._recent):
-            if pop is not None:
+        for pop in reversed(recent):
+            if pop is not None and pop is not _DEAD_AIR:
                 break
             trailing += 1
         taken = downstream.drop_newest(trailing)
         for _ in range(taken):
-            self._recent.pop()
+            if recent.pop() is _DEAD_AIR:
+                self.underruns -= 1
+                self.underrun_times.pop()
         return taken
 
     # -- readers -------------------------------------------------------------------------------------------
@@ -282,7 +299,7 @@ class PlayoutBuffer:
         if downstream is None:
             return True
         held = downstream.depth()
-        return held <= 0 or all(pop is None for pop in list(self._recent)[-held:])
+        return held <= 0 or all(pop is None or pop is _DEAD_AIR for pop in list(self._recent)[-held:])
 
     @property
     def frame_bytes(self) -> int:

@@ -17,8 +17,9 @@ a worker's wake-ups cost more than their work, so fewer of them is most of the s
 audio for the caller is taken from the playout buffer up to ``lead + beat - 1`` ticks before it is sent. A
 barge-in still cuts at once: :meth:`NativePort.flush_out` drops what the ring holds and the playout buffer
 un-counts those frames (``PlayoutBuffer.set_downstream``), so ``audio_end_ms`` stays what was sent. And a reply
-does not wait behind the silence queued while the call was quiet: after the beat that read its first audio,
-the hub takes that silence back (``PlayoutBuffer.reclaim_silence``) and queues the reply at once.
+does not wait behind the silence queued while the call was quiet: when its first audio is pushed, the playout
+buffer takes that silence back (:meth:`NativePort.drop_newest`) and has the ring topped up at once
+(:meth:`NativePort.top_up`).
 
 Building: ``cport.c`` is compiled on first use with the system C compiler into a cache directory
 (:mod:`bridge.cbuild`); ``./dev setup`` does it ahead. It uses no pjproject header: the ``pjmedia_port`` layout
@@ -281,15 +282,6 @@ class NativeHub:
         self.drain()
         if self.after_drain is not None:
             self.after_drain()
-            self._reclaim()
-
-    def _reclaim(self) -> None:
-        """After the beat: where a reply's audio has just come in behind queued silence, take the silence back
-        and queue the audio now (up to ``fill - 1`` ticks sooner than the next wake-up would)."""
-        for port in tuple(self._attached.values()):
-            reclaim = getattr(port.source, "reclaim_silence", None)  # a PlayoutBuffer (see its module doc)
-            if reclaim is not None and reclaim():
-                self._top_up(port)
 
     def drain(self) -> int:
         """Deliver every received frame, then top the outbound rings up. Returns the frames delivered."""
@@ -406,6 +398,11 @@ class NativePort:
     def drop_newest(self, frames: int) -> int:
         """Take back up to ``frames`` of the newest frames queued for the caller; returns how many."""
         return int(self._lib.cbp_out_drop_newest(self.handle, frames))
+
+    def top_up(self) -> None:
+        """Queue frames from the source now, up to the beat's fill (the loop thread: as the drain does)."""
+        if self.source is not None:
+            self._hub._top_up(self)
 
     def depth(self) -> int:
         """Frames queued for the caller now."""

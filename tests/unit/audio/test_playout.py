@@ -216,10 +216,13 @@ def _flush_races() -> None:
 
 
 class _Ring:
-    """A downstream stage like the native port's ring: what was popped and not yet sent, oldest first."""
+    """A downstream stage like the native port's ring: what was popped and not yet sent, oldest first; a top-up
+    fills it to ``fill`` frames."""
 
-    def __init__(self) -> None:
+    def __init__(self, pb: PlayoutBuffer, fill: int) -> None:
+        self.pb, self.fill = pb, fill
         self.held: list[bytes] = []
+        pb.set_downstream(self)
 
     def flush_out(self) -> int:
         n, self.held = len(self.held), []
@@ -233,34 +236,49 @@ class _Ring:
         del self.held[len(self.held) - k :]
         return k
 
+    def top_up(self) -> None:
+        while len(self.held) < self.fill:
+            self.held.append(self.pb.pop_frame())
+
+    def tick(self) -> bytes:
+        """The clock sends the oldest frame."""
+        return self.held.pop(0)
+
 
 def test_silence_queued_ahead_of_a_reply_is_taken_back_so_the_reply_plays_next() -> None:
-    pb, ring = PlayoutBuffer(), _Ring()
-    pb.set_downstream(ring)
-    pb.push("a", audio(40))
-    ring.held += [pb.pop_frame() for _ in range(4)]  # a beat's fill: the end of "a", then silence
-    assert ring.held[2:] == [SILENCE, SILENCE]
-    assert pb.reclaim_silence() == 0  # nothing queued: the silence stays (the clock needs frames)
-    ring.held.pop(0)  # one tick: the first frame of "a" went out
-    pb.push("b", audio(60, start=7))
-    assert pb.reclaim_silence() == 2  # the reply came: the two silent frames are taken back ...
-    assert ring.held == [audio(40)[FRAME:]]  # ... and the second frame of "a" is not (it is audio)
-    ring.held += [pb.pop_frame() for _ in range(3)]
-    assert b"".join(ring.held) == audio(40)[FRAME:] + audio(60, start=7)  # no gap between the two
-    assert pb.reclaim_silence() == 0
-    # the accounting still lines up: a barge-in now un-counts exactly the frames in the ring
-    ring.held.pop(0)
-    ring.held.pop(0)  # "a" has ended, one frame of "b" was sent
+    pb = PlayoutBuffer()
+    ring = _Ring(pb, fill=4)
+    pb.push("a", audio(40))  # not empty before: nothing to take back
+    ring.top_up()  # a beat's fill: the end of "a", then silence
+    assert ring.held[:2] == [audio(40)[:FRAME], audio(40)[FRAME:]] and ring.held[2:] == [SILENCE, SILENCE]
+    assert ring.tick() == audio(40)[:FRAME]
+    pb.push("b", audio(60, start=7))  # the reply: the two silent frames are taken back, "b" queued behind "a"
+    assert b"".join(ring.held) == audio(40)[FRAME:] + audio(60, start=7)
+    assert ring.tick() == audio(40)[FRAME:]  # no gap between the two
+    assert ring.tick() == audio(60, start=7)[:FRAME]
+    # the accounting still lines up: a barge-in un-counts exactly the frames in the ring
     assert pb.flush() == FlushResult("b", played_ms=20, dropped_ms=40)
+    assert ring.held == []
 
 
-def test_silence_already_sent_is_not_taken_back() -> None:
-    pb, ring = PlayoutBuffer(), _Ring()
-    pb.set_downstream(ring)
-    ring.held += [pb.pop_frame() for _ in range(3)]  # idle: silence
-    ring.held.pop(0)
-    ring.held.pop(0)  # two of them went out
+def test_silence_already_sent_is_not_taken_back_and_a_slow_delta_takes_back_the_gap_behind_it() -> None:
+    pb = PlayoutBuffer()
+    ring = _Ring(pb, fill=3)
+    ring.top_up()  # idle: silence
+    ring.tick()
+    ring.tick()  # two of them went out
     pb.push("a", audio(20))
-    assert pb.reclaim_silence() == 1 and ring.held == []
-    ring.held.append(pb.pop_frame())
-    assert ring.held == [audio(20)]
+    assert ring.held == [audio(20), SILENCE, SILENCE]  # the one left was taken back, the ring topped up at once
+    assert pb.underruns == 2  # "a" is still open: silence behind it is dead air, if the caller hears it ...
+    pb.push("a", audio(100, start=161))  # ... but the model's next delta came before the clock got there
+    assert b"".join(ring.held) == audio(20) + audio(100, start=161)[: 2 * FRAME]
+    assert pb.underruns == 0 and len(pb.underrun_times) == 0
+    pb.push("a", audio(20, start=999))  # the buffer was not empty: nothing is taken back
+    assert b"".join(ring.held) == audio(20) + audio(100, start=161)[: 2 * FRAME]
+    assert pb.depth_ms == 80
+
+
+def test_without_a_downstream_a_push_into_an_empty_buffer_pops_nothing() -> None:
+    pb = PlayoutBuffer()
+    pb.push("a", audio(40))
+    assert pb.depth_ms == 40 and pb.frames_played == 0

@@ -7,6 +7,7 @@ exact C callbacks the clock thread runs, with real frames, against the loop side
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import math
 import os
@@ -165,40 +166,48 @@ def test_idle_waits_until_the_last_real_frame_has_left_the_ring(hub: cport.Nativ
 def test_a_beat_of_three_ticks_wakes_the_loop_every_third_tick_and_a_reply_starts_at_once(
     lib: ctypes.CDLL,
 ) -> None:
-    """Filled for a whole beat, the ring holds silence while the call is quiet; a reply read on the beat takes
-    that silence back and plays on the very next tick, not a beat later."""
-    hub = cport.NativeHub(lib, lead=2, beat=3)
-    beats: list[int] = []
-    hub.after_drain = lambda: beats.append(1)
-    port = hub.new_port("t-beat", conference=False)
-    playout = PlayoutBuffer()
-    port.attach(playout, None)
-    assert port.depth() == 4  # lead + beat - 1 frames of silence
-    hub.on_readable()  # (the wake-up of the attach itself)
-    woken = []
-    for _ in range(6):
-        cport.get_frame(port.handle)
-        woken.append(readable(hub.fd))
-        if woken[-1]:
-            hub.on_readable()
-    assert woken == [False, False, True] * 2 and len(beats) == 3
-    assert port.depth() == 4 and port.late_out == 0
-    cport.get_frame(port.handle)  # one tick into the next beat: three silent frames are still queued
-    reply = tone(700.0, 8, dbfs=-6.0)
+    """Filled for a whole beat, the ring holds silence while the call is quiet; a reply read on the beat (and
+    pushed by the call's own task, as a session does) takes that silence back and plays on the very next tick,
+    not a beat later."""
 
-    def read_the_socket() -> None:  # what a session does on the beat when the model's first delta is there
-        beats.append(1)
-        playout.push("item1", reply)
+    async def main() -> None:
+        hub = cport.NativeHub(lib, lead=2, beat=3)
+        beats: list[int] = []
+        hub.after_drain = lambda: beats.append(1)
+        port = hub.new_port("t-beat", conference=False)
+        playout = PlayoutBuffer()
+        port.attach(playout, None)
+        assert port.depth() == 4  # lead + beat - 1 frames of silence
+        hub.on_readable()  # (the wake-up of the attach itself)
+        woken = []
+        for _ in range(6):
+            cport.get_frame(port.handle)
+            woken.append(readable(hub.fd))
+            if woken[-1]:
+                hub.on_readable()
+        assert woken == [False, False, True] * 2 and len(beats) == 3
+        assert port.depth() == 4 and port.late_out == 0
+        cport.get_frame(port.handle)  # one tick into the next beat: three silent frames are still queued
+        reply = tone(700.0, 8, dbfs=-6.0)
+        inbox: asyncio.Queue[bytes] = asyncio.Queue()
 
-    hub.after_drain = read_the_socket
-    hub.on_readable()  # a wake-up (here: forced) runs the beat, then the reclaim
-    heard = [cport.get_frame(port.handle)[1] for _ in range(3)]
-    assert heard == [reply[k * FRAME_BYTES : (k + 1) * FRAME_BYTES] for k in range(3)]
-    assert abs(peak_hz(b"".join(heard)) - 700.0) <= RATE / (3 * FRAME_BYTES // 2) * 2
-    # the accounting holds: the flush un-counts what the ring still holds
-    assert playout.flush() == FlushResult("item1", played_ms=60, dropped_ms=100)
-    assert port.depth() == 0 and port.late_out == 0
-    port.detach()
+        async def session() -> None:  # the call's task: handles what the beat read
+            playout.push("item1", await inbox.get())
+
+        task = asyncio.create_task(session())
+        await asyncio.sleep(0)  # the task waits on its inbox
+        hub.after_drain = lambda: inbox.put_nowait(reply)  # the beat reads the model's first delta
+        hub.on_readable()  # a wake-up (here: forced) runs the beat
+        await task  # the session's push takes the silence back and tops the ring up, in the same wake-up
+        heard = [cport.get_frame(port.handle)[1] for _ in range(3)]
+        assert heard == [reply[k * FRAME_BYTES : (k + 1) * FRAME_BYTES] for k in range(3)]
+        assert abs(peak_hz(b"".join(heard)) - 700.0) <= RATE / (3 * FRAME_BYTES // 2) * 2
+        # the accounting holds: the flush un-counts what the ring still holds
+        assert playout.flush() == FlushResult("item1", played_ms=60, dropped_ms=100)
+        assert port.depth() == 0 and port.late_out == 0
+        port.detach()
+
+    asyncio.run(main())
 
 
 def test_inbound_ring_overflow_drops_and_counts_instead_of_growing(hub: cport.NativeHub) -> None:
