@@ -893,9 +893,9 @@ class EmulatorSession:
         out = _Output(index=index, kind="message", item_id=self.ids.item(), modality=modality, text=text)
         if modality == "audio":
             pcm = self._voice(text, fmt.rate, reply)
-            for piece in voice.chunk(pcm, fmt.rate, self.settings.delta_ms):
-                out.chunks.append(fmt.from_pcm16(piece))
-                out.chunk_ms.append(len(piece) / 2 / fmt.rate * 1000.0)
+            chunks, chunk_ms = voice.wire_chunks(pcm, fmt.rate, self.settings.delta_ms, fmt.from_pcm16)
+            out.chunks.extend(chunks)
+            out.chunk_ms.extend(chunk_ms)
         return out
 
     def _function_call(self, index: int, name: str, arguments: str) -> _Output:

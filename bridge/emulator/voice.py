@@ -7,6 +7,8 @@ G.711 and the bridge's playout, and an FFT finds it again.
 from __future__ import annotations
 
 import wave
+from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
@@ -30,8 +32,12 @@ def _fade(x: NDArray[np.float64], rate: int) -> NDArray[np.float64]:
     return x
 
 
+@lru_cache(maxsize=8)
 def tone(freq_hz: float, duration_ms: float, rate: int, *, dbfs: float = -12.0) -> bytes:
-    """A sine at ``freq_hz`` whose peak is ``dbfs`` relative to full scale (32767), as PCM16 mono."""
+    """A sine at ``freq_hz`` whose peak is ``dbfs`` relative to full scale (32767), as PCM16 mono.
+
+    Cached: every session of a load test asks for the same reply, and a long one took 40 ms to synthesize
+    (96 calls greeted at once under ``bench calls`` stalled the emulator's loop for seconds)."""
     n = round(rate * duration_ms / 1000.0)
     t = np.arange(n, dtype=np.float64) / rate
     amplitude = 32767.0 * 10.0 ** (dbfs / 20.0)
@@ -68,3 +74,13 @@ def chunk(pcm: bytes, rate: int, delta_ms: float) -> list[bytes]:
     """Split PCM16 into pieces of ``delta_ms`` (the last one may be shorter)."""
     step = max(2, 2 * round(rate * delta_ms / 1000.0))
     return [pcm[i : i + step] for i in range(0, len(pcm), step)]
+
+
+@lru_cache(maxsize=8)
+def wire_chunks(
+    pcm: bytes, rate: int, delta_ms: float, encode: Callable[[bytes], bytes]
+) -> tuple[tuple[bytes, ...], tuple[float, ...]]:
+    """A reply as the audio of its deltas (``chunk``, then ``encode``d to the wire format) and their lengths in
+    ms. Cached like :func:`tone`: cutting and encoding a long reply took 8 ms per session."""
+    pieces = chunk(pcm, rate, delta_ms)
+    return tuple(encode(piece) for piece in pieces), tuple(len(piece) / 2 / rate * 1000.0 for piece in pieces)
