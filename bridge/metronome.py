@@ -7,8 +7,8 @@ chores run back to back on one beat, and the beat rides on the media clock's wak
 
 - a *driver* (the native media hub, after it drains the ports on pjmedia's clock tick) calls :meth:`beat`;
   beats closer together than ``min_gap`` (a clock catching up: 3/4 of a 20 ms tick) are skipped;
-- when no driver has beaten for 1.5 to 5 periods (no call up, or the Python media port), the metronome's own
-  timer beats every period, so chores never stop.
+- when no driver has beaten for 1.5 periods to 100 ms (two periods at a longer media beat; no call up, or the
+  Python media port), the metronome's own timer beats every period, so chores never stop.
 
 The period is one 20 ms media tick by default. A worker with native media ports beats every
 ``media_beat_frames`` ticks (:data:`BEAT_FRAMES`, see :meth:`set_period`): the clock thread wakes the loop once per
@@ -115,9 +115,11 @@ class Metronome:
         if not driven:
             self._arm(now + self.period_s)  # on its own: every period
         elif self._timer is None or self._timer.when() < now + 1.5 * self.period_s:
-            # Driven: the fallback stays 1.5 to 5 periods behind the last beat, re-armed every few beats only
-            # (re-arming on every beat cost more than the chores).
-            self._arm(now + 5 * self.period_s)
+            # Driven: the fallback stays 1.5 periods to 100 ms behind the last beat (at a 20 ms period: re-armed
+            # every few beats only; re-arming on every beat cost more than the chores). At a longer media beat
+            # it stays two periods behind: a driver that stops (its last port detached) leaves the chores (the
+            # sessions' socket reads included) at most that long without a beat, not five beats.
+            self._arm(now + max(5 * PERIOD_S, 2 * self.period_s))
 
 
 _METRONOMES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Metronome] = weakref.WeakKeyDictionary()

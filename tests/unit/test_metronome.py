@@ -87,9 +87,9 @@ def test_a_media_beat_of_60_ms_is_driven_without_fallback_beats_and_a_late_beat_
 
     seen, m = run(main)
     # No fallback beat between driven ones 60-80 ms apart; a beat 40 ms after a late one is not a clock
-    # catching up (that gap stays 3/4 of a 20 ms tick) and runs. Then the fallback: 5 periods after its last
-    # re-arm (at 0.25, when it had come within 1.5 periods: to 0.55), and every 60 ms after.
-    assert seen == [0.01, 0.07, 0.13, 0.21, 0.25, 0.31, 0.55, 0.61]
+    # catching up (that gap stays 3/4 of a 20 ms tick) and runs. Then the fallback: two periods after the last
+    # driven beat (re-armed on each, since it is always within 1.5 periods), not five, and every 60 ms after.
+    assert seen == [0.01, 0.07, 0.13, 0.21, 0.25, 0.31, 0.43, 0.49, 0.55, 0.61]
     assert m.driven_beats == 6 and m.min_gap_s == pytest.approx(0.015)
     with pytest.raises(ValueError, match="period_s"):
         m.set_period(0)
