@@ -46,7 +46,8 @@ from typing import Protocol
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
-from websockets.protocol import State
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event, State
 
 from bridge import events as ev
 from bridge.errors import ConnectError, classify_close, classify_http_status, redact
@@ -94,6 +95,25 @@ class _BeatConnection(ClientConnection):
     _ready: select.poll | None = None  # asks the kernel, without a wake-up, whether anything arrived
     _fd = -1
     _offload: WriteOffload | None = None
+    # Whole text messages, on the spot (see process_event).
+    direct: Callable[[bytes | bytearray | memoryview], None] | None = None
+
+    def process_event(self, event: Event) -> None:
+        """A whole text message goes to :attr:`direct` on the spot, from the read that brought it, when nothing
+        is ahead of it in ``websockets``' queue; the rest (fragments, control frames, anything behind a queued
+        message) takes ``websockets``' way to the receive loop, so the order never changes. The queue and the
+        receive task's wake-up cost more than decoding a delta."""
+        direct = self.direct
+        if (
+            direct is not None
+            and type(event) is Frame
+            and event.opcode is Opcode.TEXT
+            and event.fin
+            and not len(self.recv_messages.frames)
+        ):
+            direct(event.data)
+            return
+        super().process_event(event)
 
     def offload(self, offload: WriteOffload | None) -> bool:
         """Route every write through ``offload`` (bound to the socket now), or (None) take the socket back."""
@@ -279,6 +299,7 @@ class RealtimeClient:
             ) from None
         assert isinstance(ws, _BeatConnection)  # create_connection above
         self._ws = ws
+        ws.direct = self._received
         self._tasks = [
             asyncio.create_task(self._send_loop(), name="realtime-send"),
             asyncio.create_task(self._recv_loop(), name="realtime-recv"),
@@ -352,11 +373,7 @@ class RealtimeClient:
         closed: ev.Closed
         try:
             while True:
-                frame = await ws.recv()
-                self._last_recv = time.monotonic()
-                event = self.protocol.decode(frame)
-                if event is not None:
-                    self._emit(event)
+                self._received(await ws.recv())
         except ConnectionClosed as exc:
             rcvd = exc.rcvd
             code = rcvd.code if rcvd is not None else None
@@ -376,6 +393,13 @@ class RealtimeClient:
         self.closed = closed
         self._send_q.put_nowait(_STOP) if not self._send_q.full() else None
         self._emit(closed)
+
+    def _received(self, frame: str | bytes | bytearray | memoryview) -> None:
+        """One server text message, from the receive loop or on the spot (``_BeatConnection.process_event``)."""
+        self._last_recv = time.monotonic()
+        event = self.protocol.decode(frame)
+        if event is not None:
+            self._emit(event)
 
     def _emit(self, event: ev.Event) -> None:
         sink = self._sink

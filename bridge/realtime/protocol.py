@@ -282,7 +282,7 @@ class RealtimeProtocol:
         return frames
 
     # -- wire -> events
-    def decode(self, text: str | bytes) -> ev.Event | None:
+    def decode(self, text: str | bytes | bytearray | memoryview) -> ev.Event | None:
         """One server frame to one bridge event (None for known events the bridge does not surface)."""
         try:
             obj = orjson.loads(text)

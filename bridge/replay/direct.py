@@ -468,7 +468,7 @@ class TracingProtocol(RealtimeProtocol):
         super().__init__(dialect)
         self._trace = trace
 
-    def decode(self, text: str | bytes) -> ev.Event | None:
+    def decode(self, text: str | bytes | bytearray | memoryview) -> ev.Event | None:
         event = super().decode(text)
         if event is not None:
             self._trace(event)
