@@ -41,6 +41,7 @@ from aiohttp import WSMsgType, web
 
 from bridge.emulator.annotations import Annotations
 from bridge.emulator.config import CONFIGS
+from bridge.emulator.fastread import FastReadResponse
 from bridge.emulator.faults import INJECTABLE, Settings
 from bridge.emulator.schema import ClientError
 from bridge.emulator.session import Abort, Action, Close, EmulatorSession, Send, SendRaw, SessionRecord
@@ -74,7 +75,7 @@ class _Secret:
 @dataclass
 class _Live:
     session: EmulatorSession
-    ws: web.WebSocketResponse
+    ws: FastReadResponse
     transport: asyncio.Transport | None
     queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     idle: bool = False  # the pump awaits an empty queue: nothing is ahead of a new frame or deadline
@@ -310,7 +311,7 @@ class EmulatorServer:
         return None
 
     async def _realtime(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(compress=False, max_msg_size=64 * 1024 * 1024, timeout=2.0)
+        ws = FastReadResponse(compress=False, max_msg_size=64 * 1024 * 1024, timeout=2.0)
         await ws.prepare(request)
         loop = asyncio.get_running_loop()
         dialect = BETA if BETA_HEADER in request.headers.get("OpenAI-Beta", "") else GA
@@ -368,6 +369,8 @@ class EmulatorServer:
         return ws
 
     async def _reader(self, live: _Live) -> None:
+        """What aiohttp must see itself (pings, the close handshake, errors, eof) and, when the parser cannot hand
+        them over directly (``fastread``: something is ahead of them, or the fallback path), client frames."""
         try:
             async for msg in live.ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -387,13 +390,13 @@ class EmulatorServer:
         """A client frame (``kind`` "frame") or a due deadline ("tick"), handled on the spot when it can be, else
         queued for the pump.
 
-        On the spot (in the reader task, or in the alarm's timer callback) when the pump is idle and the socket
-        has no backlog: the session handles it and its events go out in one transport write. Through the pump,
-        each frame and each tick cost a queue hop (a future and a task switch) and each event a ``send_str``:
-        on the spot, a load like ``bench calls``' (48 sessions, 50 appends and 20 deltas a second each) costs
-        the emulator about 15 % less CPU. Anything that must be awaited (a close, a ping, a backlog to drain)
-        takes the pump's path, in order: the pump was idle, and once something is queued what follows queues
-        behind it."""
+        On the spot (a frame from aiohttp's parser via ``fastread`` or in the reader task, a tick in the alarm's
+        timer callback) when the pump is idle and the socket has no backlog: the session handles it and its
+        events go out in one transport write. Through the pump, each frame and each tick cost a queue hop (a
+        future and a task switch) and each event a ``send_str``: on the spot, a load like ``bench calls``' (48
+        sessions, 50 appends and 20 deltas a second each) costs the emulator about 15 % less CPU. Anything that
+        must be awaited (a close, a ping, a backlog to drain) takes the pump's path, in order: the pump was idle,
+        and once something is queued what follows queues behind it."""
         ws, transport = live.ws, live.transport
         if (
             not live.idle
@@ -420,10 +423,19 @@ class EmulatorServer:
         live.alarm.arm(self._wake(live))
 
     def _tick(self, live: _Live) -> None:
-        """The alarm's callback. An exception here would only be logged by the loop and leave the session waiting:
-        the pump raises it instead, as it would have had it handled the tick itself."""
+        """The alarm's callback."""
+        self._offer_outside(live, "tick", None)
+
+    def _frame(self, live: _Live, data: str | bytes) -> None:
+        """``fastread``'s sink: a client frame, from inside aiohttp's ``data_received``."""
+        self._offer_outside(live, "frame", data)
+
+    def _offer_outside(self, live: _Live, kind: str, data: Any) -> None:
+        """``_offer`` from a callback outside the session's tasks. An exception here would only be logged by the
+        loop (or, from the parser, fail the connection as a protocol error) and leave the session waiting: the pump
+        raises it instead, as it would have had it handled the item itself."""
         try:
-            self._offer(live, "tick", None)
+            self._offer(live, kind, data)
         except Exception as exc:
             live.put(("fail", exc))
 
@@ -435,6 +447,7 @@ class EmulatorServer:
             return
         live.last_out = loop.time()
         alarm = live.alarm = _Alarm(loop, lambda: self._tick(live))
+        live.ws.attach(lambda data: self._frame(live, data))  # False: the reader task takes every frame
         reader = asyncio.create_task(self._reader(live))
         try:
             while not session.closed:
@@ -476,6 +489,7 @@ class EmulatorServer:
                     return
         finally:
             live.idle = False
+            live.ws.detach()
             alarm.cancel()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
