@@ -53,6 +53,7 @@ TRANSFER_NOT_STARTED = (
     "The transfer to a human agent was NOT started: the caller spoke over your announcement. "
     "Ask whether they still want to be transferred."
 )
+ANSWER_AFTER_ROLLOVER = "Your session was renewed while the caller waited for your answer. Answer their last turn."
 ROLLOVER_MARGIN_S = 120.0  # start the next session this long before the service's cap (capped at 30% of it)
 
 
@@ -69,6 +70,9 @@ class Inbox:
 
     async def get(self) -> ev.Event:
         return (await self._q.get())[2]
+
+    def empty(self) -> bool:
+        return self._q.empty()
 
 
 @dataclass
@@ -157,6 +161,8 @@ class CallSession:
         self._speech_stopped_at: float | None = None
         self._answered_at: float | None = None
         self._ending = False
+        self._waiting = False  # the run loop is parked on an empty inbox
+        self._caller_speaking = False  # the current session's VAD heard the caller start; the stop not handled yet
         self.outcome = "completed"  # completed | transferred | failed (metrics label)
         self._truncate_pending = False
         self._queued_at: float | None = None  # when the current response's first audio was queued
@@ -241,7 +247,10 @@ class CallSession:
                 self._start_pump()
                 self._begin()
             while not self._ending:
-                await self._handle(await self.inbox.get())
+                self._waiting = True  # parked below only while the inbox is empty (see _start_pump)
+                event = await self.inbox.get()
+                self._waiting = False
+                await self._handle(event)
         finally:
             stop_ticking()
             for task in (leg_pump, self._rollover_task):
@@ -274,7 +283,18 @@ class CallSession:
         assert self.client is not None
         client = self.client
 
+        self._caller_speaking = False  # a new session: its VAD has heard nothing yet
+
         def deliver(event: ev.Event) -> None:
+            if type(event) is ev.SpeechStarted and client is self.client:
+                # as decoded, not as handled: a rollover on this same beat must not cut the caller's turn in two
+                # (it ends when the stop is handled, and the call is THINKING then)
+                self._caller_speaking = True
+            if type(event) is ev.AudioChunk and self._waiting and self.inbox.empty() and not self._ending:
+                # What the session task would do next, without its wake-up: it is parked on an empty inbox, so
+                # nothing can be ahead of this chunk (a reply's deltas: the call's most frequent event).
+                self._on_audio(event)
+                return
             if isinstance(event, ev.Closed) and client is not self.client:
                 return  # a session we already replaced
             self.inbox.put(event)
@@ -333,10 +353,10 @@ class CallSession:
                 self.inbox.put(self.leg.events.get_nowait())
             self.inbox.put(ev.CallerHungUp(sip_code=0, reason="leg disconnected"))
         self._measure_playback()
-        self._maybe_rollover()
         idle = self.response_id is None and self.playout.idle
         if idle and self.phase.phase is Phase.SPEAKING:
             self.phase.set(Phase.LISTENING, "reply played out")
+        self._maybe_rollover()  # after that: the moment a reply has played out is the surest turn boundary
         if self._pending is not None and (
             (idle and not self._line_requested)  # the line was asked for, spoken and played out
             or self._clock() - self._pending_since > 10.0  # the model never spoke it: don't keep them waiting
@@ -470,6 +490,7 @@ class CallSession:
             self._barge_in("caller spoke over the agent")
 
     def _on_SpeechStopped(self, e: ev.SpeechStopped) -> None:
+        self._caller_speaking = False
         self._speech_stopped_at = self._clock()
         self.note("speech_stopped", f"at {e.audio_end_ms} ms")
         if self.phase.phase is Phase.LISTENING:
@@ -580,7 +601,14 @@ class CallSession:
         if self._ending:
             return
         if self._next_client is not None:  # the cap came before a turn boundary: the next session is ready
+            cut = self.response_id is not None  # an answer was streaming: the old session took the rest along
+            waiting = cut or self.phase.phase is Phase.THINKING  # or the caller's turn was committed there
             self._swap_session(f"session ended ({e.reason}); the next one was ready")
+            if waiting:  # no dead air: the new session gets the turn (the summary was written before it) and answers
+                self._send(ev.AddText(self._summary(), ev.Role.SYSTEM))
+                self._send(ev.CreateResponse(instructions=RESUME_INSTRUCTIONS if cut else ANSWER_AFTER_ROLLOVER))
+                if self.phase.phase is not Phase.THINKING:
+                    self.phase.set(Phase.THINKING, "answer again in the next session")
             return
         self.note(
             "realtime_closed",
@@ -622,6 +650,7 @@ class CallSession:
             and self.response_id is None
             and self.playout.idle
             and self._pending is None
+            and not self._caller_speaking  # the caller's audio so far is in the old session's input buffer
         )
         if self._next_client is not None and at_boundary:
             self._swap_session("rollover at a turn boundary")

@@ -133,6 +133,29 @@ async def test_session_cap_rolls_over_without_a_gap(emulator: EmulatorServer, di
     )
 
 
+async def test_a_cap_that_cuts_an_answer_hands_it_to_the_ready_session(emulator: EmulatorServer) -> None:
+    """The greeting outlasts the session cap: the next session is ready, but no turn boundary came. The cut answer
+    goes on in the next session (the summary, then a response to resume it), with no recovery."""
+    emulator.queue_next(count=4, annotations={"greeting": {"text": "A long welcome.", "duration_ms": 6000}})
+    _, connect = connector(emulator, GA, ["speed=1&session_max_s=2"])
+    leg = FakeLeg("cap-cut")
+    session = CallSession(leg, PLAN, GA, connect, max_session_s=2.0)
+    task = asyncio.create_task(session.run())
+    await wait_until(lambda: session.report.rollovers >= 1, 10, "the rollover")
+    await wait_until(lambda: _count(session, "response_started") >= 2, 5, "the resumed answer")
+    leg.stop()
+    report = await asyncio.wait_for(task, 10)
+    notes = [(k, text) for _, k, text in report.timeline]
+    swap = next(i for i, (k, text) in enumerate(notes) if k == "rollover")
+    assert "the next one was ready" in notes[swap][1], notes  # the cap, not a turn boundary
+    assert report.reconnects == 0 and "RECOVERING" not in report.phases
+    second = emulator.sessions[1]
+    kinds = [e["type"] for e in second.received]
+    assert kinds.index("conversation.item.create") < kinds.index("response.create"), kinds  # summary, then resume
+    (resume,) = [e for e in second.received if e["type"] == "response.create"]
+    assert "cut off" in resume["response"]["instructions"]
+
+
 async def test_an_expired_credential_at_reconnect_is_reissued_and_the_call_goes_on() -> None:
     """Minted secrets live 1 s at the service; our clock runs 10 s behind, so after a drop the cached secret is
     already expired there: the reconnect is refused (auth), the source is invalidated, a fresh secret connects."""
