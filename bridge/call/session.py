@@ -604,7 +604,7 @@ class CallSession:
             cut = self.response_id is not None  # an answer was streaming: the old session took the rest along
             waiting = cut or self.phase.phase is Phase.THINKING  # or the caller's turn was committed there
             self._swap_session(f"session ended ({e.reason}); the next one was ready")
-            if waiting:  # no dead air: the new session gets the turn (the summary was written before it) and answers
+            if waiting:  # no dead air: a fresh summary (the one sent at preparation predates this turn), an answer
                 self._send(ev.AddText(self._summary(), ev.Role.SYSTEM))
                 self._send(ev.CreateResponse(instructions=RESUME_INSTRUCTIONS if cut else ANSWER_AFTER_ROLLOVER))
                 if self.phase.phase is not Phase.THINKING:
