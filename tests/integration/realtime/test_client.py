@@ -12,6 +12,7 @@ import pytest
 
 from bridge import events as ev
 from bridge.emulator import EmulatorServer
+from bridge.emulator.session import SessionRecord
 from bridge.errors import ConnectError
 from bridge.realtime.client import ClientSettings, RealtimeClient
 from bridge.realtime.dialects import BETA, GA, Dialect
@@ -175,7 +176,8 @@ async def test_deliver_to_hands_events_over_in_order_queued_ones_first(emulator:
     assert len(seen) >= 2 and not any(isinstance(e, ev.Closed) for e in seen)
 
 
-async def test_read_on_beat_holds_server_frames_until_the_beat_and_loses_none(emulator: EmulatorServer) -> None:
+async def a_response_unread(emulator: EmulatorServer) -> tuple[RealtimeClient, SessionRecord]:
+    """A gated client (reading on the beat) whose server has sent a whole response that nothing has read yet."""
     client = await open_client(emulator, GA, "speed=0")
     client.send(ev.UpdateSession(AgentProfile()))
     await collect(client, ev.SessionConfigured)  # read as frames land (not gated)
@@ -187,6 +189,11 @@ async def test_read_on_beat_holds_server_frames_until_the_beat_and_loses_none(em
             await asyncio.sleep(0.01)
     await asyncio.sleep(0.2)
     assert client.pending_events() == 0  # the whole response is on the socket, unread: no beat yet
+    return client, record
+
+
+async def test_read_on_beat_holds_server_frames_until_the_beat_and_loses_none(emulator: EmulatorServer) -> None:
+    client, record = await a_response_unread(emulator)
     events: list[ev.Event] = []
     async with asyncio.timeout(5):
         while not any(isinstance(e, ev.ResponseDone) for e in events):
@@ -212,17 +219,7 @@ async def test_read_on_beat_holds_server_frames_until_the_beat_and_loses_none(em
 async def test_the_beat_decodes_what_it_reads_on_its_own_wake_up(emulator: EmulatorServer) -> None:
     """Whole text messages go from the beat's read to the events at once: no hop through ``websockets``' queue and
     the receive task (which would leave nothing decoded until the loop runs again)."""
-    client = await open_client(emulator, GA, "speed=0")
-    client.send(ev.UpdateSession(AgentProfile()))
-    await collect(client, ev.SessionConfigured)
-    (record,) = emulator.sessions
-    client.read_on_beat(True)
-    client.send(ev.CreateResponse(instructions="Say hello."))
-    async with asyncio.timeout(5):
-        while not any(e.get("type") == "response.done" for e in record.sent):  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-    await asyncio.sleep(0.2)
-    assert client.pending_events() == 0
+    client, record = await a_response_unread(emulator)
     client.beat()  # one read (up to 256 KiB), and nothing awaited after it
     events = [client._events.get_nowait() for _ in range(client.pending_events())]
     kinds = [e.kind for e in events]
