@@ -125,6 +125,8 @@ class Step:
     cpu_per_call_pct: float = 0.0
     cpu_callers_pct: float = 0.0  # all load callers together, % of one core
     cpu_machine_pct: float = 0.0  # the whole machine, % of all cores
+    # ... of which stolen by the hypervisor: a noisy host stalls both paths' media clocks (session 9's day)
+    cpu_steal_pct: float = 0.0
     cpu_bench_pct: float = 0.0  # this process (the emulator and the orchestrator), % of one core
     inbound_ms: dict[str, float | None] = field(default_factory=dict)  # p50/p99 of capture + uplink
     outbound_ms: dict[str, float | None] = field(default_factory=dict)  # p50/p99 of downlink + playback
@@ -196,11 +198,14 @@ def _cpu_by_pid(pids: list[int]) -> dict[int, float]:
     return out
 
 
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+def machine_busy(stat: str | None = None) -> tuple[float, float, float]:
+    """(busy, steal, total) jiffies of all CPUs from /proc/stat (or ``stat``, its text). Busy includes steal:
+    time the hypervisor ran something else while this machine's virtual CPUs had work."""
+    text = Path("/proc/stat").read_text() if stat is None else stat
+    values = [int(v) for v in text.splitlines()[0].split()[1:]]
     idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return float(sum(values) - idle), float(sum(values))
+    steal = values[7] if len(values) > 7 else 0
+    return float(sum(values) - idle), float(steal), float(sum(values))
 
 
 def child_env() -> dict[str, str]:
@@ -526,7 +531,8 @@ class Bench:
         step.window_s = round(end_at - start_at, 3)
         step.cpu_per_call_pct = round(100 * sum(sut1[p] - sut0[p] for p in sut1 if p in sut0) / span / step.calls, 2)
         step.cpu_callers_pct = round(100 * sum(callers1[p] - callers0[p] for p in callers1 if p in callers0) / span, 1)
-        step.cpu_machine_pct = round(100 * (m1[0] - m0[0]) / max(1.0, m1[1] - m0[1]), 1)
+        step.cpu_machine_pct = round(100 * (m1[0] - m0[0]) / max(1.0, m1[2] - m0[2]), 1)
+        step.cpu_steal_pct = round(100 * (m1[1] - m0[1]) / max(1.0, m1[2] - m0[2]), 1)
 
     @staticmethod
     async def _collect(step: Step, procs: list[asyncio.subprocess.Process]) -> list[dict[str, Any]]:
@@ -713,8 +719,8 @@ def _fmt_ms(p: dict[str, float | None]) -> str:
 
 HEADER = (
     f"{'path':<8} {'calls':>5} {'procs':>5} {'answered':>8} {'late/missing out':>18} {'jb l/e/d':>9} "
-    f"{'underrun':>8} {'in missing':>11} {'cpu/call':>8} {'callers':>7} {'bench':>6} {'machine':>7} {'in p50/p99':>11} "
-    f"{'out p50/p99':>12} {'pass':>5}"
+    f"{'underrun':>8} {'in missing':>11} {'cpu/call':>8} {'callers':>7} {'bench':>6} {'machine':>7} {'steal':>5} "
+    f"{'in p50/p99':>11} {'out p50/p99':>12} {'pass':>5}"
 )
 
 
@@ -726,7 +732,7 @@ def _row(s: Step) -> str:
         f"{s.path:<8} {s.calls:>5} {s.processes:>5} {f'{s.answered}/{s.calls}':>8} "
         f"{f'{s.out_late_or_missing} ({100 * s.out_rate:.3f}%)':>18} {f'{s.jb_lost}/{s.jb_empty}/{s.jb_discard}':>9} "
         f"{underruns:>8} {inbound:>11} {s.cpu_per_call_pct:>7.2f}% {s.cpu_callers_pct:>6.0f}% {s.cpu_bench_pct:>5.0f}% "
-        f"{s.cpu_machine_pct:>6.0f}% {_fmt_ms(s.inbound_ms):>11} {_fmt_ms(s.outbound_ms):>12} "
+        f"{s.cpu_machine_pct:>6.0f}% {s.cpu_steal_pct:>4.0f}% {_fmt_ms(s.inbound_ms):>11} {_fmt_ms(s.outbound_ms):>12} "
         f"{'yes' if s.passed else 'NO':>5}" + (" (re-run)" if s.attempt > 1 else "")
     )
 
