@@ -59,11 +59,10 @@ void cbr_down_reset(cbr_down_state *st) {
     st->pending = DN_HIST;
 }
 
-/* 8 kHz -> 24 kHz: `n` input samples (n <= MAX_IN) give 3n output samples.
- * The loops run over outputs innermost (each output's sum keeps its order, so the compiler may vectorize them
- * without reassociating anything; the sums are exact anyway). */
-/* Sixteen outputs at a time are summed in four vectors that stay in registers across all taps (a loop over
- * outputs innermost stores and reloads every sum once per tap). Each lane is one output's sum, in tap order. */
+/* The sums: BLOCK outputs at a time, in eight vectors that stay in registers across all taps (a loop over outputs
+ * innermost would store and reload every sum once per tap). Each lane is one output's sum; the sums are exact,
+ * so their order does not matter. They run in noinline helpers that get plain pointers: addressed inside the tap
+ * loop, a __thread buffer made the compiler call __tls_get_addr there, which spilled every sum to the stack. */
 typedef double v4d __attribute__((vector_size(32)));
 /* Macros, not functions: a 32-byte vector passed to or returned from a function without AVX changes the ABI. */
 #define LOAD4(v, p) memcpy(&(v), (p), sizeof(v))
@@ -121,6 +120,7 @@ KERNEL static void __attribute__((noinline)) up_sums(const double *x, int n, dou
     }
 }
 
+/* 8 kHz -> 24 kHz: `n` input samples (n <= MAX_IN) give 3n output samples. */
 KERNEL int cbr_up(cbr_up_state *st, const int16_t *in, int n, int16_t *out) {
     if (n < 0 || n > MAX_IN)
         return -1;
