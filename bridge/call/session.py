@@ -606,9 +606,7 @@ class CallSession:
             self._swap_session(f"session ended ({e.reason}); the next one was ready")
             if waiting:  # no dead air: a fresh summary (the one sent at preparation predates this turn), an answer
                 self._send(ev.AddText(self._summary(), ev.Role.SYSTEM))
-                self._send(ev.CreateResponse(instructions=RESUME_INSTRUCTIONS if cut else ANSWER_AFTER_ROLLOVER))
-                if self.phase.phase is not Phase.THINKING:
-                    self.phase.set(Phase.THINKING, "answer again in the next session")
+                self._answer_again(cut, "answer again in the next session")
             return
         self.note(
             "realtime_closed",
@@ -621,6 +619,13 @@ class CallSession:
         await self._recover(e.error_class, e.retryable)
 
     # ------------------------------------------------------------------------------------------------ recovery
+    def _answer_again(self, cut: bool, why: str) -> None:
+        """Ask a new session for the answer the caller is waiting for: the rest of a cut one, or (``cut`` False)
+        the answer to a turn the old session took along."""
+        self._send(ev.CreateResponse(instructions=RESUME_INSTRUCTIONS if cut else ANSWER_AFTER_ROLLOVER))
+        if self.phase.phase is not Phase.THINKING:
+            self.phase.set(Phase.THINKING, why)
+
     def _summary(self, rolled_over: bool = False) -> str:
         """A short summary for a new session: recent turns and pending tool state. Never the audio history."""
         turns: list[str] = []
@@ -728,7 +733,6 @@ class CallSession:
             self.phase.set(Phase.THINKING, "greeting after recovery")
         elif interrupted:
             # No dead air: the answer the caller was waiting for was cut off with the socket.
-            self._send(ev.CreateResponse(instructions=RESUME_INSTRUCTIONS))
-            self.phase.set(Phase.THINKING, "resume the interrupted answer")
+            self._answer_again(True, "resume the interrupted answer")
         else:
             self.phase.set(Phase.LISTENING, "session recovered")
