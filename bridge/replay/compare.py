@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
 from bridge import events as ev
+from bridge.metronome import BEAT_FRAMES, PERIOD_S
 from bridge.replay.script import CallScript, CompareSpec, Expect
 
 # Events that carry bookkeeping one dialect has and the other lacks, and that the call session does not act on.
@@ -35,7 +36,10 @@ from bridge.replay.script import CallScript, CompareSpec, Expect
 NEUTRAL_IGNORED: Final = frozenset({"RateLimits", "ItemDone"})
 MAX_COUNTS: Final = 6  # count differences listed in one reason
 LATENCY_TOLERANCE_MS: Final = 100.0  # first-audio latencies closer than this (or 30 %) count as equal
-SIP_TRUNCATE_TOLERANCE_MS: Final = 100.0  # real-time runs: barge-ins landing a few frames apart count as equal
+# Real-time runs: barge-ins landing a few frames apart count as equal. Over SIP a worker reads the socket once per
+# media beat, so the caller's speech_started is handled up to a beat late in either run, and the truncate says how
+# much had played then: two runs can differ by two beats (seen: 120 ms at the default 60 ms beat), plus a frame.
+SIP_TRUNCATE_TOLERANCE_MS: Final = float((2 * BEAT_FRAMES + 1) * round(PERIOD_S * 1000))
 DIALECT_LABEL: Final = {"beta": "beta", "ga": "GA"}
 
 Verdict = Literal["same", "differs", "failed"]
@@ -309,8 +313,8 @@ def compare_runs(a: DialectRun, b: DialectRun) -> list[str]:
     """Named differences between two runs of the same script (empty: the same call).
 
     Direct runs are deterministic and compared exactly. A run over real SIP has real-time jitter (one 20 ms frame
-    more or less before a barge-in lands), so there a truncate within :data:`SIP_TRUNCATE_TOLERANCE_MS` and an
-    interrupted answer cut a few words apart count as equal.
+    more or less before a barge-in lands, a media beat more or less before it is read), so there a truncate within
+    :data:`SIP_TRUNCATE_TOLERANCE_MS` and an interrupted answer cut a few words apart count as equal.
     """
     la, lb = label(a.dialect), label(b.dialect)
     ra, rb = a.report, b.report

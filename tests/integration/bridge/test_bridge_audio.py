@@ -12,19 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _audio import best_correlation
 from _bridge_helpers import (
     NUMBER,
     RATE,
     SINE_PEAK_TO_RMS_DB,
     BridgeStack,
     active_regions,
-    best_correlation,
-    bin_hz,
+    assert_tone,
     call,
     dbfs,
     one_session,
     pcm,
-    peak_hz,
     read_pcm_wav,
     segment,
     silence,
@@ -116,7 +115,7 @@ async def test_caller_audio_reaches_the_model_and_the_reply_reaches_the_caller(
     assert regions, "the model heard nothing"
     onset = regions[0].start_s  # the tone's first sample (the lead-in is digital silence)
     tone_part = segment(heard_by_model, rate, onset + 0.1, onset + TONE_S - 0.1)
-    assert abs(peak_hz(tone_part, rate) - CALLER_HZ) <= bin_hz(tone_part, rate), peak_hz(tone_part, rate)
+    assert_tone(tone_part, rate, CALLER_HZ)
     assert dbfs(tone_part) == pytest.approx(CALLER_DBFS, abs=1.0)
     # The speech that followed: the same waveform (correlation, best 8 kHz phase and lag), over three 0.4 s
     # windows: a frame lost to a loaded machine's jitter buffer spoils one window, not the check.
@@ -134,7 +133,7 @@ async def test_caller_audio_reaches_the_model_and_the_reply_reaches_the_caller(
     (reply,) = replies
     assert reply.seconds == pytest.approx(REPLY_MS / 1000, abs=0.06), reply
     body = segment(heard, RATE, reply.start_s + 0.05, reply.end_s - 0.05)
-    assert abs(peak_hz(body, RATE) - REPLY_HZ) <= bin_hz(body, RATE), peak_hz(body, RATE)
+    assert_tone(body, RATE, REPLY_HZ)
     assert dbfs(body) == pytest.approx(REPLY_PEAK_DBFS - SINE_PEAK_TO_RMS_DB, abs=1.5)
     assert report["agent_audio_ms"] == pytest.approx(REPLY_MS, abs=40)
     assert phone["received"]["peak_hz"] == pytest.approx(REPLY_HZ, abs=3)

@@ -16,10 +16,9 @@ from _bridge_helpers import (
     RATE,
     BridgeStack,
     active_regions,
-    bin_hz,
+    assert_tone,
     call,
     one_session,
-    peak_hz,
     read_pcm_wav,
     segment,
     silence,
@@ -73,9 +72,9 @@ async def test_barge_in_stops_the_agent_and_truncates_to_what_was_heard(tmp_path
     assert len(regions) == 2, regions
     cut, after = regions
     cut_audio = segment(heard, RATE, cut.start_s + 0.05, cut.end_s - 0.05)
-    assert abs(peak_hz(cut_audio, RATE) - FIRST_HZ) <= bin_hz(cut_audio, RATE)
+    assert_tone(cut_audio, RATE, FIRST_HZ)
     after_audio = segment(heard, RATE, after.start_s + 0.05, after.end_s - 0.05)
-    assert abs(peak_hz(after_audio, RATE) - SECOND_HZ) <= bin_hz(after_audio, RATE)
+    assert_tone(after_audio, RATE, SECOND_HZ)
     assert after.seconds == pytest.approx(SECOND_MS / 1000, abs=0.06)
     heard_ms = cut.seconds * 1000
     assert 1000 < heard_ms < FIRST_MS / 2, cut  # really interrupted, after playing a while

@@ -13,10 +13,9 @@ from _bridge_helpers import (
     RATE,
     BridgeStack,
     active_regions,
-    bin_hz,
+    assert_tone,
     call,
     one_session,
-    peak_hz,
     read_pcm_wav,
     segment,
     silence,
@@ -78,4 +77,4 @@ async def test_dtmf_digit_becomes_an_event_and_a_conversation_item(tmp_path: Pat
     assert reply.start_s > AT_S
     assert reply.seconds == pytest.approx(0.8, abs=0.06)
     body = segment(heard, RATE, reply.start_s + 0.05, reply.end_s - 0.05)
-    assert abs(peak_hz(body, RATE) - REPLY_HZ) <= bin_hz(body, RATE)
+    assert_tone(body, RATE, REPLY_HZ)

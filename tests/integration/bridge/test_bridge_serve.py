@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from _audio import best_correlation
 from _bridge_helpers import (
     LOCALHOST,
     RATE,
     active_regions,
-    best_correlation,
     finish,
     free_port,
     one_session,

@@ -17,14 +17,13 @@ from _bridge_helpers import (
     XFER_NUMBER,
     BridgeStack,
     active_regions,
-    bin_hz,
+    assert_tone,
     call,
     dbfs,
     finish,
     free_port,
     listener,
     one_session,
-    peak_hz,
     read_pcm_wav,
     segment,
     silence,
@@ -116,7 +115,7 @@ async def test_transfer_to_human_refers_the_caller_to_an_agent_who_hears_them(tm
     longest = max(regions, key=lambda r: r.seconds)
     assert longest.seconds >= 2.0, regions
     body = segment(heard, RATE, longest.start_s + 0.05, longest.end_s - 0.05)
-    assert abs(peak_hz(body, RATE) - CALLER_HZ) <= bin_hz(body, RATE)
+    assert_tone(body, RATE, CALLER_HZ)
     assert dbfs(body) == pytest.approx(CALLER_DBFS, abs=1.0)
 
 

@@ -122,7 +122,7 @@ async def test_session_cap_rolls_over_without_a_gap(emulator: EmulatorServer, di
     report = await converse(session, leg, turns=4)
     assert report.rollovers >= 1, report.timeline
     assert report.reconnects == 0 and "RECOVERING" not in report.phases  # handed over before the cap, no loss
-    assert len(report.caller_transcript) == 4 and len(report.agent_transcript) >= 5
+    assert len(report.caller_transcript) == 4 and len(report.agent_transcript) >= 5, report.timeline
     assert leg.disconnected.is_set() and report.end_reason.startswith("caller hung up")
     # the next session was prepared with the summary before it took over
     assert any(
