@@ -54,6 +54,11 @@ TRANSFER_NOT_STARTED = (
     "Ask whether they still want to be transferred."
 )
 ANSWER_AFTER_ROLLOVER = "Your session was renewed while the caller waited for your answer. Answer their last turn."
+ASK_TO_REPEAT = (
+    "The connection changed just as the caller finished speaking, and their last words were lost. "
+    "Apologise briefly and ask them to repeat what they said."
+)
+RETIRE_DRAIN_S = 5.0  # a replaced session stays open this long at most for the transcripts of turns it took along
 ROLLOVER_MARGIN_S = 120.0  # start the next session this long before the service's cap (capped at 30% of it)
 
 
@@ -149,6 +154,7 @@ class CallSession:
         self._session_opened_at = clock()
         self._next_client: RealtimeClient | None = None  # the rollover session, ready and configured
         self._rollover_task: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()  # replaced sessions closing (see _retire)
         # response bookkeeping
         self.response_id: str | None = None  # the active response, if any
         self.cancelled: set[str] = set()
@@ -163,6 +169,7 @@ class CallSession:
         self._ending = False
         self._waiting = False  # the run loop is parked on an empty inbox
         self._caller_speaking = False  # the current session's VAD heard the caller start; the stop not handled yet
+        self._untranscribed: set[str] = set()  # committed caller turns whose transcript has not come yet
         self.outcome = "completed"  # completed | transferred | failed (metrics label)
         self._truncate_pending = False
         self._queued_at: float | None = None  # when the current response's first audio was queued
@@ -253,9 +260,10 @@ class CallSession:
                 await self._handle(event)
         finally:
             stop_ticking()
-            for task in (leg_pump, self._rollover_task):
+            for task in (leg_pump, self._rollover_task, *self._retiring):
                 if task is not None:
                     task.cancel()
+            await asyncio.gather(*self._retiring, return_exceptions=True)  # each closes its session as it stops
             for client in (self.client, self._next_client):
                 if client is not None:
                     await client.close()
@@ -496,10 +504,20 @@ class CallSession:
         if self.phase.phase is Phase.LISTENING:
             self.phase.set(Phase.THINKING, "caller stopped speaking")
 
+    def _on_InputCommitted(self, e: ev.InputCommitted) -> None:
+        if self.plan.profile.input_transcription is not None:  # a transcript will come for it
+            self._untranscribed.add(e.item_id)
+
     def _on_CallerTranscript(self, e: ev.CallerTranscript) -> None:
+        if e.final:
+            self._untranscribed.discard(e.item_id)
         if e.final and e.text:
             self.report.caller_transcript.append(e.text)
             self.note("caller_transcript", e.text, item_id=e.item_id)
+
+    def _on_CallerTranscriptFailed(self, e: ev.CallerTranscriptFailed) -> None:
+        self._untranscribed.discard(e.item_id)
+        self.note("caller_transcript_failed", e.message, item_id=e.item_id)
 
     def _on_AgentTranscript(self, e: ev.AgentTranscript) -> None:
         if e.final and e.text:
@@ -601,9 +619,10 @@ class CallSession:
         if self._ending:
             return
         if self._next_client is not None:  # the cap came before a turn boundary: the next session is ready
-            cut = self.response_id is not None  # an answer was streaming: the old session took the rest along
-            waiting = cut or self.phase.phase is Phase.THINKING  # or the caller's turn was committed there
-            self._swap_session(f"session ended ({e.reason}); the next one was ready")
+            cut = self.response_id is not None and self._response_had_audio  # the old session took the rest along
+            # or the answer (or the greeting) had not begun: the turn it answers was committed there
+            waiting = self.response_id is not None or self.phase.phase is Phase.THINKING
+            self._swap_session(f"session ended ({e.reason}); the next one was ready", old_alive=False)
             if waiting:  # no dead air: a fresh summary (the one sent at preparation predates this turn), an answer
                 self._send(ev.AddText(self._summary(), ev.Role.SYSTEM))
                 self._answer_again(cut, "answer again in the next session")
@@ -615,16 +634,39 @@ class CallSession:
             error_class=str(e.error_class or ev.ErrorClass.NETWORK),
         )
         self.report.errors.append({"class": str(e.error_class), "code": str(e.code or ""), "message": e.reason})
+        waiting = self.phase.phase is Phase.THINKING  # a turn committed there, its answer not started
         self.phase.set(Phase.RECOVERING, f"realtime closed: {e.reason}")
-        await self._recover(e.error_class, e.retryable)
+        await self._recover(e.error_class, e.retryable, waiting=waiting)
 
     # ------------------------------------------------------------------------------------------------ recovery
+    def _greeting_owed(self) -> bool:
+        return self._answered_at is not None and self.report.first_audio_ms is None and bool(self.plan.greeting)
+
     def _answer_again(self, cut: bool, why: str) -> None:
-        """Ask a new session for the answer the caller is waiting for: the rest of a cut one, or (``cut`` False)
-        the answer to a turn the old session took along."""
-        self._send(ev.CreateResponse(instructions=RESUME_INSTRUCTIONS if cut else ANSWER_AFTER_ROLLOVER))
+        """Ask a new session for what the caller is waiting for: the greeting if none of it was heard yet, the rest
+        of a cut answer, or (``cut`` False) the answer to a turn the old session took along. If that turn's words
+        went with the old session (committed there, never transcribed), the new one cannot answer it: it asks the
+        caller to say it again."""
+        lost = self._lost_turns()
+        if self._greeting_owed():
+            instructions = self.plan.greeting
+        elif cut:
+            instructions = RESUME_INSTRUCTIONS
+        elif lost:
+            instructions = ASK_TO_REPEAT
+        else:
+            instructions = ANSWER_AFTER_ROLLOVER
+        self._send(ev.CreateResponse(instructions=instructions))
         if self.phase.phase is not Phase.THINKING:
             self.phase.set(Phase.THINKING, why)
+
+    def _lost_turns(self) -> bool:
+        """Forget the caller turns of a session that is gone (committed there, no transcript came); True if any."""
+        if not self._untranscribed:
+            return False
+        self.note("caller_turn_lost", f"{len(self._untranscribed)} turn(s) with no transcript")
+        self._untranscribed.clear()
+        return True
 
     def _summary(self, rolled_over: bool = False) -> str:
         """A short summary for a new session: recent turns and pending tool state. Never the audio history."""
@@ -673,7 +715,7 @@ class CallSession:
         self._next_client = client
         self.note("rollover_ready", "next session configured")
 
-    def _swap_session(self, why: str) -> None:
+    def _swap_session(self, why: str, old_alive: bool = True) -> None:
         old, self.client, self._next_client = self.client, self._next_client, None
         self._stop_pump(old)
         self._start_pump()
@@ -681,10 +723,47 @@ class CallSession:
         self.report.rollovers += 1
         self.note("rollover", why)
         if old is not None:
-            asyncio.create_task(old.close())  # noqa: RUF006 (close finishes on its own; nothing awaits it)
+            taken: set[str] = set()
+            if old_alive:  # its turns' transcripts may still come (a closed one's are lost: see _answer_again)
+                taken, self._untranscribed = self._untranscribed, set()
+            task = asyncio.create_task(self._retire(old, taken), name=f"retire-{self.leg.call_id}")
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
-    async def _recover(self, cls: ev.ErrorClass | None, retryable: bool) -> None:
-        """Open a fresh session with the instructions and a short summary; the caller keeps hearing queued audio."""
+    async def _retire(self, old: RealtimeClient, taken: set[str]) -> None:
+        """Close a replaced session once the transcripts of the caller turns it took along have come (the service
+        transcribes after the commit, often after the answer has played), or after :data:`RETIRE_DRAIN_S`. Those
+        transcripts join the call's inbox; nothing else the old session says is used."""
+        if taken:
+            drained = asyncio.Event()
+
+            def keep(event: ev.Event) -> None:
+                if isinstance(event, ev.CallerTranscript | ev.CallerTranscriptFailed) and event.item_id in taken:
+                    if not isinstance(event, ev.CallerTranscript) or event.final:
+                        taken.discard(event.item_id)
+                    self.inbox.put(event)
+                elif isinstance(event, ev.Closed):
+                    drained.set()
+                if not taken:
+                    drained.set()
+
+            old.deliver_to(keep)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(drained.wait(), RETIRE_DRAIN_S)
+            finally:  # also when the call ends first (cancelled): the socket is closed all the same
+                old.deliver_to(None)
+                with contextlib.suppress(Exception):
+                    await old.close()
+            if taken:
+                self.note("caller_turn_lost", f"{len(taken)} turn(s) with no transcript from the replaced session")
+            return
+        with contextlib.suppress(Exception):
+            await old.close()
+
+    async def _recover(self, cls: ev.ErrorClass | None, retryable: bool, waiting: bool = False) -> None:
+        """Open a fresh session with the instructions and a short summary; the caller keeps hearing queued audio.
+        ``waiting``: the caller's turn was committed in the lost session and its answer had not started."""
         t_lost = self._clock()
         old = self.client
         self.client = None
@@ -692,7 +771,8 @@ class CallSession:
             self._stop_pump(old)
             with contextlib.suppress(Exception):
                 await old.close()
-        interrupted = self.response_id is not None
+        interrupted = self.response_id is not None and self._response_had_audio  # cut, not just asked for
+        waiting = waiting or self.response_id is not None
         self.response_id = None
         if self.report.reconnects >= self.max_reconnects:
             self.note("recovery_failed", f"gave up after {self.report.reconnects} reconnects")
@@ -728,11 +808,10 @@ class CallSession:
         if self.report.caller_transcript or self.report.agent_transcript or self._pending or self.report.dtmf:
             self._send(ev.AddText(self._summary(), ev.Role.SYSTEM))
         self._latency("recovery_gap", (self._clock() - t_lost) * 1000)
-        if self._answered_at is not None and self.report.first_audio_ms is None and self.plan.greeting:
-            self._send(ev.CreateResponse(instructions=self.plan.greeting))
-            self.phase.set(Phase.THINKING, "greeting after recovery")
-        elif interrupted:
-            # No dead air: the answer the caller was waiting for was cut off with the socket.
-            self._answer_again(True, "resume the interrupted answer")
+        if interrupted or waiting or self._greeting_owed():
+            # No dead air: the greeting or the answer the caller was waiting for was cut off with the socket, or
+            # never began.
+            self._answer_again(interrupted, "answer again after recovery")
         else:
+            self._lost_turns()  # answered already: only their transcripts are missing
             self.phase.set(Phase.LISTENING, "session recovered")

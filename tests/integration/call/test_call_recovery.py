@@ -116,9 +116,11 @@ async def test_twenty_drops_across_concurrent_calls(emulator: EmulatorServer) ->
 
 @pytest.mark.parametrize("dialect", [BETA, GA], ids=lambda d: d.name)
 async def test_session_cap_rolls_over_without_a_gap(emulator: EmulatorServer, dialect: Dialect) -> None:
-    _, connect = connector(emulator, dialect, ["speed=4&session_max_s=4"])
+    # A 6 s cap: its margin (30 %, 1.8 s) holds a whole turn and answer (about 1.3 s here), so a turn boundary always
+    # comes before the cap (at 4 s, a margin of 1.2 s, the cap could come first by the turns' phase alone).
+    _, connect = connector(emulator, dialect, ["speed=4&session_max_s=6"])
     leg = FakeLeg("rollover")
-    session = CallSession(leg, PLAN, dialect, connect, max_session_s=4.0)
+    session = CallSession(leg, PLAN, dialect, connect, max_session_s=6.0)
     report = await converse(session, leg, turns=4)
     assert report.rollovers >= 1, report.timeline
     assert report.reconnects == 0 and "RECOVERING" not in report.phases  # handed over before the cap, no loss
@@ -177,3 +179,85 @@ async def test_an_expired_credential_at_reconnect_is_reissued_and_the_call_goes_
     assert report.reconnects >= 1 and report.end_reason.startswith("caller hung up")
     assert max(report.latency_ms["recovery_gap"]) <= 1000
     assert len(report.caller_transcript) == 2  # the conversation went on after the re-issue
+
+
+def _caller_transcript_ids(kind: str, data: dict[str, object], into: list[str]) -> None:
+    if kind == "caller_transcript":
+        into.append(str(data["item_id"]))
+
+
+@pytest.mark.parametrize("dialect", [BETA, GA], ids=lambda d: d.name)
+async def test_a_rollover_keeps_the_transcripts_the_old_session_still_owes(
+    emulator: EmulatorServer, dialect: Dialect
+) -> None:
+    """The service transcribes a turn after committing it, here later than its answer takes to play (1 s), so the
+    swap at that turn boundary comes first: the replaced session stays open until those transcripts arrive."""
+    _, connect = connector(emulator, dialect, ["speed=4&session_max_s=6&transcript_delay_ms=4000"])
+    leg = FakeLeg("late-transcripts")
+    heard: list[str] = []
+    session = CallSession(
+        leg, PLAN, dialect, connect, max_session_s=6.0, listeners=[lambda k, d: _caller_transcript_ids(k, d, heard)]
+    )
+    report = await converse(session, leg, turns=4)
+    assert report.rollovers >= 1 and report.reconnects == 0, report.timeline
+    first = emulator.sessions[0]
+    owed = [t["item_id"] for t in first.transcripts]  # the turns committed in the first session
+    swap = next(t for t, kind, _ in report.timeline if kind == "rollover")
+    late = [t for t, kind, _ in report.timeline if kind == "caller_transcript" and t > swap]
+    assert owed and set(owed) <= set(heard), (owed, heard, report.timeline)
+    assert late, report.timeline  # (one of them did come after the swap: the case at hand)
+    assert first.closed  # and then it was closed
+    assert "caller_turn_lost" not in {kind for _, kind, _ in report.timeline}
+
+
+async def test_a_cap_right_after_the_callers_turn_asks_them_to_repeat_it(emulator: EmulatorServer) -> None:
+    """The cap closes the session after the caller's turn was committed there, before its transcript or answer
+    came: the next session cannot know what was said, so it asks the caller to say it again (no dead air, no
+    answer to the wrong question), and the call goes on there."""
+    slow = "speed=4&session_max_s=2.5&response_latency_ms=40000&transcript_delay_ms=40000"
+    _, connect = connector(emulator, GA, [slow, "speed=4"])
+    leg = FakeLeg("cap-after-turn")
+    plan = Dialplan(name="support", match=("100",), dialect="ga")  # no greeting: the caller speaks first
+    session = CallSession(leg, plan, GA, connect, max_session_s=2.5)
+    task = asyncio.create_task(session.run())
+    await wait_until(lambda: session.report.answered, what="answer")
+    leg.say(0.6)
+    await wait_until(lambda: _count(session, "speech_stopped") >= 1, 10, "the caller's turn")
+    await wait_until(lambda: _count(session, "response_done") >= 1, 10, "the answer in the next session")
+    leg.stop()
+    report = await asyncio.wait_for(task, 10)
+    kinds = [kind for _, kind, _ in report.timeline]
+    assert "rollover" in kinds and "caller_turn_lost" in kinds, report.timeline
+    assert report.reconnects == 0 and "RECOVERING" not in report.phases
+    assert report.caller_transcript == []
+    (ask,) = [e for e in emulator.sessions[1].received if e["type"] == "response.create"]
+    assert "repeat" in ask["response"]["instructions"], ask
+
+
+async def test_a_drop_before_the_answer_began_answers_the_callers_turn(emulator: EmulatorServer) -> None:
+    """The socket drops after the caller's turn was committed and transcribed, before the answer began: the new
+    session gets the turn in its summary and is asked to answer it (it used to wait for the caller to speak)."""
+    slow = "speed=4&response_latency_ms=40000&transcript_delay_ms=0&drop_after_s=1.5"
+    used, connect = connector(emulator, GA, [slow, "speed=4"])
+    leg = FakeLeg("drop-thinking")
+    plan = Dialplan(name="support", match=("100",), dialect="ga")
+    session = CallSession(leg, plan, GA, connect)
+    task = asyncio.create_task(session.run())
+    await wait_until(lambda: session.report.answered, what="answer")
+    leg.say(0.6)
+    await wait_until(lambda: _count(session, "response_done") >= 1, 10, "the answer after the drop")
+    leg.stop()
+    report = await asyncio.wait_for(task, 10)
+    assert report.reconnects == 1 and len(used) == 2
+    assert report.phases[report.phases.index("RECOVERING") + 1] == "THINKING", report.phases
+    assert len(report.caller_transcript) == 1 and report.agent_transcript, report.timeline
+    second = emulator.sessions[1]
+    texts = [
+        c["text"]
+        for e in second.received
+        if e["type"] == "conversation.item.create"
+        for c in e["item"].get("content", [])
+    ]
+    assert any(report.caller_transcript[0] in t for t in texts), texts  # the turn, in the summary
+    (ask,) = [e for e in second.received if e["type"] == "response.create"]
+    assert "Answer their last turn" in ask["response"]["instructions"], ask
