@@ -43,7 +43,8 @@ CAP_SYS_NICE; a step where it was not applied says so).
 A path stops at its first failing step (its capacity is known then); a failing step is run once more, and fails
 only if that run fails too (both paths alike: one stall of 200 ms fails a small step). ``--json`` steps carry
 ``late_by_target``: late frames per callee port, i.e. per worker or loopback app, which tells one stalled process
-from a machine-wide stall.
+from a machine-wide stall, and ``unanswered_why``: the calls a caller did not have up when the window opened or
+closed, by SIP status and what was missing (not answered yet, ended, no audio stream yet).
 
 The summary line gives the most calls with every step up to it passing, for each path, and their ratio (goal:
 bridge >= 75 % of the ceiling), and the inbound p99 at that load (goal: <= 10 ms). If the ceiling passes the
@@ -134,6 +135,8 @@ class Step:
     arrival_spread_ms: dict[str, float | None] = field(default_factory=dict)
     latency_samples: dict[str, int] = field(default_factory=dict)
     late_by_target: dict[str, int] = field(default_factory=dict)  # where late frames came from: the callee's port
+    # calls not up at the caller when the window opened or closed: "SIP status: what was missing" -> count
+    unanswered_why: dict[str, int] = field(default_factory=dict)
     scheduling: list[str] = field(default_factory=list)  # as the workers / loopback apps reported it
     errors: list[str] = field(default_factory=list)
     attempt: int = 1  # 2: the first run of this step failed and this is the re-run (which decides)
@@ -252,6 +255,7 @@ async def run_caller(uris: list[str], play: Path, start_at: float, end_at: float
             self.ended = False
             self.media: Any = None
             self.index = -1
+            self.why = ""  # why a snapshot found it not up (the step's unanswered_why)
 
         def onCallState(self, prm: Any) -> None:
             try:
@@ -307,10 +311,12 @@ async def run_caller(uris: list[str], play: Path, start_at: float, end_at: float
     def snap(index: int) -> dict[str, float] | None:
         call = held["calls"][index]
         if not call.answered or call.ended or call.media is None:
+            call.why = "ended" if call.ended else "not answered" if not call.answered else "no audio stream yet"
             return None
         try:
             st = call.getStreamStat(call.index)
-        except pj.Error:
+        except pj.Error as exc:
+            call.why = f"stat: {exc}"
             return None
         rx, jb = st.rtcp.rxStat, st.jbuf
         return {
@@ -335,6 +341,7 @@ async def run_caller(uris: list[str], play: Path, start_at: float, end_at: float
     def summary(index: int, a: dict[str, float] | None, b: dict[str, float] | None) -> dict[str, Any]:
         call = held["calls"][index]
         row: dict[str, Any] = {"uri": call.uri, "answered": a is not None and b is not None, "status": call.status}
+        row["why"] = call.why
         if a is not None and b is not None:
             row.update({k: b[k] - a[k] for k in COUNTERS})
             row.update(jb_avg_delay_ms=b["jb_avg_delay_ms"], jb_max_delay_ms=b["jb_max_delay_ms"])
@@ -558,6 +565,10 @@ class Bench:
         expected_per_call = round(step.window_s * FRAMES_PER_S)
         step.expected_frames = expected_per_call * step.calls
         answered = [r for r in rows if r.get("answered")]
+        for r in rows:
+            if not r.get("answered"):
+                why = f"{r.get('status')}: {r.get('why') or 'no stream'}"
+                step.unanswered_why[why] = step.unanswered_why.get(why, 0) + 1
         step.answered = len(answered)
         step.jb_lost = sum(int(r["jb_lost"]) for r in answered)
         step.jb_empty = sum(int(r["jb_empty"]) for r in answered)

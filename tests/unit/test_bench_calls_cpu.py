@@ -35,3 +35,24 @@ def test_machine_busy_counts_steal_as_busy_and_reports_it() -> None:
     assert (busy, steal, total) == (150.0, 0.0, 950.0)
     busy, steal, total = machine_busy()  # this machine's own counters
     assert 0 <= steal <= busy <= total
+
+
+def test_unanswered_calls_are_scored_as_missing_and_say_why() -> None:
+    """A call not up at the caller costs its whole window, and the step says what was missing (a set-up failure
+    and a media stall look alike in the late count)."""
+    from bench.calls import FRAMES_PER_S, Bench, Step
+
+    step = Step("bridge", calls=3, processes=1, window_s=12.0)
+    up = {"uri": "sip:4000@127.0.0.1:5070", "answered": True, "status": 200, "why": ""}
+    up |= {"jb_lost": 3, "jb_empty": 1, "jb_discard": 0}
+    rows = [
+        up,
+        {"uri": "sip:4000@127.0.0.1:5070", "answered": False, "status": None, "why": "not answered"},
+        {"uri": "sip:4000@127.0.0.1:5070", "answered": False, "status": 200, "why": "no audio stream yet"},
+    ]
+    Bench._score_callers(step, rows)
+    per_call = round(12.0 * FRAMES_PER_S)
+    assert step.answered == 1
+    assert step.out_late_or_missing == 2 + 2 * per_call  # (3 lost + 1 empty) / 2, then two whole windows
+    assert step.unanswered_why == {"None: not answered": 1, "200: no audio stream yet": 1}
+    assert step.late_by_target == {"5070": 2}
