@@ -15,6 +15,7 @@ from _fakes import FakeLeg, wait_until
 from bridge.call.session import CallReport, CallSession, Connector
 from bridge.dialplan import Dialplan
 from bridge.emulator import EmulatorServer
+from bridge.emulator.session import SessionRecord
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.credentials import MintingSource
 from bridge.realtime.dialects import BETA, GA, Dialect
@@ -34,6 +35,16 @@ def connector(emulator: EmulatorServer, dialect: Dialect, queries: list[str]) ->
         return client
 
     return used, connect
+
+
+def _texts_sent(record: SessionRecord) -> list[str]:
+    """The texts of the conversation items the bridge created in one emulator session (summaries, mostly)."""
+    return [
+        c.get("text", "")
+        for e in record.received
+        if e["type"] == "conversation.item.create"
+        for c in e["item"].get("content", [])
+    ]
 
 
 def _count(session: CallSession, kind: str) -> int:
@@ -79,12 +90,7 @@ async def test_a_drop_mid_answer_is_recovered_with_context(emulator: EmulatorSer
     assert gap <= 1000
     # the new session got the summary with the caller's first turn, then was asked to resume the cut answer
     second = emulator.sessions[1]
-    texts = [
-        c["text"]
-        for e in second.received
-        if e["type"] == "conversation.item.create"
-        for c in e["item"].get("content", [])
-    ]
+    texts = _texts_sent(second)
     assert any("reconnected" in t and report.caller_transcript[0] in t for t in texts), texts
     creates = [e for e in second.received if e["type"] == "response.create"]
     assert "cut off" in json.dumps(creates[0])
@@ -127,12 +133,7 @@ async def test_session_cap_rolls_over_without_a_gap(emulator: EmulatorServer, di
     assert len(report.caller_transcript) == 4 and len(report.agent_transcript) >= 5, report.timeline
     assert leg.disconnected.is_set() and report.end_reason.startswith("caller hung up")
     # the next session was prepared with the summary before it took over
-    assert any(
-        "new session" in c.get("text", "")
-        for e in emulator.sessions[1].received
-        if e["type"] == "conversation.item.create"
-        for c in e["item"].get("content", [])
-    )
+    assert any("new session" in t for t in _texts_sent(emulator.sessions[1]))
 
 
 async def test_a_cap_that_cuts_an_answer_hands_it_to_the_ready_session(emulator: EmulatorServer) -> None:
@@ -252,12 +253,7 @@ async def test_a_drop_before_the_answer_began_answers_the_callers_turn(emulator:
     assert report.phases[report.phases.index("RECOVERING") + 1] == "THINKING", report.phases
     assert len(report.caller_transcript) == 1 and report.agent_transcript, report.timeline
     second = emulator.sessions[1]
-    texts = [
-        c["text"]
-        for e in second.received
-        if e["type"] == "conversation.item.create"
-        for c in e["item"].get("content", [])
-    ]
+    texts = _texts_sent(second)
     assert any(report.caller_transcript[0] in t for t in texts), texts  # the turn, in the summary
     (ask,) = [e for e in second.received if e["type"] == "response.create"]
     assert "Answer their last turn" in ask["response"]["instructions"], ask
