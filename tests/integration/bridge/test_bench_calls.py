@@ -1,0 +1,54 @@
+"""``callbridge bench calls`` end to end at its smallest step: both paths, real processes, real calls.
+
+It checks the harness, not the machine's capacity (that is measured, not asserted): the load callers boot, report
+ready, place their calls together when told, every call is up when the window opens, the bridge path's appends
+reach the emulator through the window, and the ceiling path's loopback apps answer and are measured.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+CALLS = 4
+WINDOW_S = 3.0
+
+
+def test_the_smallest_step_runs_both_paths_with_every_call_up() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.calls", "--json", "--steps", str(CALLS), "--seconds", str(WINDOW_S)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    steps = {s["path"]: s for s in lines if s.get("kind") == "step"}  # the last run of each path decides
+    assert set(steps) == {"bridge", "ceiling"}, lines
+    expected = round(WINDOW_S * 50) * CALLS
+    for path, step in steps.items():
+        assert step["calls"] == CALLS and step["processes"] == 1, (path, step)
+        # Every call was up at its caller when the window opened, for its whole length.
+        assert step["answered"] == CALLS and step["unanswered_why"] == {}, (path, step)
+        assert step["window_s"] == pytest.approx(WINDOW_S, abs=0.01)
+        assert step["expected_frames"] == expected
+        assert step["cpu_per_call_pct"] > 0, (path, step)  # the system under test was measured in the window
+        # Late frames are the capacity's business (measured, not asserted), but a call that carried no media
+        # would show up as a whole window of late frames: far fewer than that.
+        assert step["out_late_or_missing"] < expected // 4, (path, step)
+    bridge = steps["bridge"]
+    # The caller's audio reached the model through the window: 50 appends a second and call, at most a few lost.
+    assert bridge["in_missing"] is not None and bridge["in_missing"] < expected // 10, bridge
+    assert bridge["latency_samples"]["inbound"] > 0 and bridge["inbound_ms"]["p50"] is not None
+    summary = lines[-1]
+    assert summary["kind"] == "summary" and summary["cores"] >= 1
+    assert summary["bridge_max_calls"] in (0, CALLS) and summary["ceiling_max_calls"] in (0, CALLS)
