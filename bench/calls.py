@@ -871,8 +871,8 @@ async def run_bench(
             print(
                 f"callbridge bench calls: {os.cpu_count()} cores, steps {steps}, {seconds:g} s window per step, "
                 f"pass mark < {100 * PASS_MARK:g}% late or missing frames, system under test "
-                f"{f'SCHED_RR {priority}' if priority else 'ordinary scheduling'}, media beat {beat} ticks "
-                f"(process logs: {log_path})",
+                f"{f'SCHED_RR {priority}' if priority else 'ordinary scheduling'}, media beat {beat} ticks, "
+                f"ceiling: {'loopback' if ceiling == 'loop' else 'a played recording'} (process logs: {log_path})",
                 flush=True,
             )
             print(HEADER, flush=True)
