@@ -42,8 +42,8 @@ missing for the whole window: answering a burst of calls in time is part of the 
   spread of append arrival times at the emulator (arrival minus the frame's 20 ms slot, above the call's best).
 
 ``--realtime-priority N`` runs the system under test of both paths (the bridge's workers, the loopback apps)
-``SCHED_RR`` at N, as ``callbridge serve --realtime-priority N`` does (see bridge/sched.py); the load callers and
-the emulator stay ordinary. Each step's ``scheduling`` says what the processes really got (it needs root or
+``SCHED_RR`` at N, as ``callbridge serve --realtime-priority N`` does (see bridge/runtime/sched.py); the load
+callers and the emulator stay ordinary. Each step's ``scheduling`` says what the processes really got (it needs root or
 CAP_SYS_NICE; a step where it was not applied says so).
 
 A path stops at its first failing step (its capacity is known then); a failing step is run once more, and fails
@@ -77,8 +77,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.metronome import BEAT_FRAMES, MAX_BEAT_FRAMES
-from bridge.sched import MAX_PRIORITY, describe, use_realtime
+from bridge.audio.frames import BEAT_FRAMES, MAX_BEAT_FRAMES
+from bridge.runtime.sched import MAX_PRIORITY, describe, use_realtime
 from bridge.store.server import free_port_block
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -641,7 +641,7 @@ class Bench:
 
     async def bridge_step(self, calls: int, emulator: Any) -> Step:
         from bridge.config import Settings
-        from bridge.workers import Pool
+        from bridge.serve.pool import Pool
 
         workers = math.ceil(calls / CALLS_PER_PROCESS)
         step = Step("bridge", calls, workers)

@@ -34,7 +34,7 @@ def rss_kib(pid: int) -> int:
 
 async def caller_main(uri: str, calls: int, until: float, call_s: float, play: str) -> dict[str, Any]:
     """One load-caller process: ``calls`` concurrent call loops until the wall clock reaches ``until``."""
-    from bridge.sip.softphone import Softphone
+    from bridge.devkit.softphone import Softphone
 
     results: list[dict[str, Any]] = []
 
@@ -58,7 +58,7 @@ async def caller_main(uri: str, calls: int, until: float, call_s: float, play: s
 
 
 async def run_soak(calls: int, minutes: float, call_s: float, drop_after_s: float, as_json: bool) -> int:
-    from bridge.stack import local_stack
+    from bridge.devkit.stack import local_stack
 
     workers = max(1, math.ceil(calls / CALLS_PER_CALLER))
     play = str(ROOT / "bridge" / "assets" / "caller_hours.wav")

@@ -14,17 +14,17 @@ from collections.abc import Callable, Sequence
 
 # subcommand -> (module, function taking argv, one-line help). Each function parses its own arguments.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("bridge.demo", "main", "start Redis, the emulator and a worker; place one call per dialect"),
-    "serve": ("bridge.workers", "main", "run the SIP worker pool"),
-    "call": ("bridge.sip.softphone", "call_main", "place a call with the pjsua2 softphone"),
-    "phone": ("bridge.sip.softphone", "phone_main", "softphone utilities (listen: answer and record)"),
+    "demo": ("bridge.devkit.demo", "main", "start Redis, the emulator and a worker; place one call per dialect"),
+    "serve": ("bridge.serve.pool", "main", "run the SIP worker pool"),
+    "call": ("bridge.devkit.softphone", "call_main", "place a call with the pjsua2 softphone"),
+    "phone": ("bridge.devkit.softphone", "phone_main", "softphone utilities (listen: answer and record)"),
     "emulator": ("bridge.emulator.server", "main", "run the local Realtime emulator (beta and GA)"),
     "dialplan": ("bridge.dialplan", "main", "dialplan tools (check)"),
     "replay": ("bridge.replay.cli", "main", "replay call scripts through beta and GA and compare them"),
     "scripts": ("bridge.replay.cli", "scripts_main", "call-script tools (check, from-recording)"),
-    "tokens": ("bridge.broker", "main", "run the credential broker (short-lived Realtime credentials for workers)"),
-    "rollout": ("bridge.rollout_cli", "main", "show or move the beta/GA rollout flag of a dialplan"),
-    "calls": ("bridge.calls_cli", "main", "live calls across all workers (--watch, --json)"),
+    "tokens": ("bridge.serve.broker", "main", "run the credential broker (short-lived credentials for workers)"),
+    "rollout": ("bridge.rollout.cli", "main", "show or move the beta/GA rollout flag of a dialplan"),
+    "calls": ("bridge.store.cli", "main", "live calls across all workers (--watch, --json)"),
     "bench": ("bench", "main", "benchmarks (audio, calls)"),
 }
 

@@ -13,8 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from bridge.audio.frames import BEAT_FRAMES, MAX_BEAT_FRAMES
 from bridge.errors import ConfigError
-from bridge.metronome import BEAT_FRAMES, MAX_BEAT_FRAMES
 
 OPENAI_URL = "wss://api.openai.com/v1"
 EMULATOR_URL = "ws://127.0.0.1:8765/v1"
@@ -48,9 +48,9 @@ class Settings(BaseModel):
     report_file: Path | None = None  # append one JSON line per finished call (demo, tests)
     recordings_dir: Path = Path("recordings")  # calls of dialplans with recording enabled (and consent) go here
     pjsua_log_level: int = Field(1, ge=0, le=6)
-    # workers run SCHED_RR at this priority (bridge/sched.py: needs CAP_SYS_NICE); 0 keeps ordinary scheduling
+    # workers run SCHED_RR at this priority (bridge/runtime/sched.py: needs CAP_SYS_NICE); 0 keeps ordinary scheduling
     realtime_priority: int = Field(0, ge=0, le=99)
-    # the event loop wakes once every this many 20 ms media ticks (bridge.metronome): fewer wake-ups, less CPU;
+    # the event loop wakes once every this many 20 ms media ticks (bridge.runtime.metronome): fewer wake-ups, less CPU;
     # the Realtime socket is read and a barge-in seen up to one beat later
     media_beat_frames: int = Field(BEAT_FRAMES, ge=1, le=MAX_BEAT_FRAMES)
     sip_allowed_sources: tuple[str, ...] = ()  # CIDRs allowed to send INVITEs to any worker (empty: any); 403 else

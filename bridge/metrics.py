@@ -76,7 +76,7 @@ REDIS_DROPPED_WRITES = Counter(f"{NS}_redis_dropped_writes", "State writes dropp
 CREDENTIAL_ROTATIONS = Counter(f"{NS}_credential_rotations", "Short-lived credentials minted", ["dialect", "result"])
 ROLLBACKS = Counter(f"{NS}_rollout_rollbacks", "Automatic rollbacks of GA to beta", ["dialplan"])
 GC_PAUSE = Histogram(
-    f"{NS}_gc_pause_seconds", "Full garbage collections after calls end (bridge/memory.py), event loop paused",
+    f"{NS}_gc_pause_seconds", "Full garbage collections after calls end (bridge/runtime/memory.py), event loop paused",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
 )  # fmt: skip
 

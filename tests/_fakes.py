@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 
 from bridge import events as ev
-from bridge.call.leg import FrameSink, FrameSource
+from bridge.audio.frames import FrameSink, FrameSource
 
 FRAME_BYTES = 320  # 20 ms of 8 kHz PCM16
 TICK_S = 0.005  # the fake media clock runs 4x real time: the call takes a quarter of its length

@@ -1,19 +1,10 @@
-"""Pure audio: G.711 tables, 8 <-> 24 kHz resampling, G.711 passthrough, 20 ms playout, wire encoding.
+"""Pure audio: the telephone frame, G.711 tables, 8 <-> 24 kHz resampling, G.711 passthrough, 20 ms playout,
+WAV files, level and tone analysis, base64 for the wire.
 
 No asyncio, no pjsua2, no websockets here: everything is bytes in, bytes out, and testable alone.
 """
 
-from bridge.audio.g711 import (
-    BYTES_PER_FRAME_G711,
-    BYTES_PER_FRAME_PCM16,
-    FRAME_MS,
-    SAMPLE_RATE,
-    SAMPLES_PER_FRAME,
-    alaw_decode,
-    alaw_encode,
-    ulaw_decode,
-    ulaw_encode,
-)
+from bridge.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from bridge.audio.passthrough import (
     AudioConverter,
     AudioFormat,
@@ -26,11 +17,6 @@ from bridge.audio.resample import BatchDownsampler, BatchUpsampler, Downsampler,
 from bridge.audio.wire import decode_b64, encode_append
 
 __all__ = [
-    "BYTES_PER_FRAME_G711",
-    "BYTES_PER_FRAME_PCM16",
-    "FRAME_MS",
-    "SAMPLES_PER_FRAME",
-    "SAMPLE_RATE",
     "AudioConverter",
     "AudioFormat",
     "BatchDownsampler",

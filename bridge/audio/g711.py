@@ -16,12 +16,6 @@ from typing import Final, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-SAMPLE_RATE: Final = 8000  # Hz, RFC 3551 §4.5.14 (PCMU/PCMA)
-FRAME_MS: Final = 20  # RFC 3551 §4.5: default packetization interval
-SAMPLES_PER_FRAME: Final = SAMPLE_RATE * FRAME_MS // 1000  # 160
-BYTES_PER_FRAME_PCM16: Final = 2 * SAMPLES_PER_FRAME  # 320
-BYTES_PER_FRAME_G711: Final = SAMPLES_PER_FRAME  # 160
-
 ULAW_SILENCE: Final = 0xFF  # μ-law code of linear 0 (all bits inverted, G.711 Table 2)
 ALAW_SILENCE: Final = 0xD5  # A-law code of linear 0 (even bits inverted, G.711 Table 1)
 

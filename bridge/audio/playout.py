@@ -54,7 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from bridge.audio.g711 import BYTES_PER_FRAME_PCM16, FRAME_MS
+from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS
 
 _Frame = tuple[str, int, bytes]  # item_id, index of the frame in its item, frame bytes
 _RECENT = 32  # pops remembered for a downstream stage (it holds at most 16 frames)

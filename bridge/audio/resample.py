@@ -49,7 +49,7 @@ Threading: an instance keeps mutable state and must be used from one thread at a
 C kernels
 ---------
 ``Upsampler`` and ``Downsampler`` run the same filters in C where it can be built (``cresample.c``, compiled by
-:mod:`bridge.cbuild`): integer sums of the integer taps, so the output is the numpy path's, sample for sample
+:mod:`bridge.native.build`): integer sums of the integer taps, so the output is the numpy path's, sample for sample
 (checked when the library loads, and by the tests on random streams in odd chunks). On a 20 ms frame the C
 kernel avoids numpy's per-call overhead, which dominated: see ``callbridge bench audio``. Without a compiler,
 or with ``CALLBRIDGE_NATIVE_AUDIO=0``, or ``native=False``, the numpy path runs.
@@ -63,14 +63,13 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Final
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from numpy.typing import NDArray
 
-from bridge.audio.g711 import SAMPLES_PER_FRAME
+from bridge.audio.frames import SAMPLES_PER_FRAME
 
 FACTOR: Final = 3
 RATE_LOW: Final = 8000
@@ -191,7 +190,7 @@ class NativeKernels:
     why: str  # "" when loaded and checked
 
 
-_C_SOURCE: Final = Path(__file__).with_name("cresample.c")
+
 
 
 @cache
@@ -199,10 +198,10 @@ def native_kernels() -> NativeKernels:
     """Build, load and check the C kernels once per process (see "C kernels")."""
     if os.environ.get("CALLBRIDGE_NATIVE_AUDIO", "1") == "0":
         return NativeKernels(None, "turned off by CALLBRIDGE_NATIVE_AUDIO=0")
-    from bridge import cbuild
+    from bridge.native import build as cbuild
 
     try:
-        lib = ctypes.CDLL(str(cbuild.build(_C_SOURCE)))
+        lib = ctypes.CDLL(str(cbuild.build(cbuild.RESAMPLE_SOURCE)))
         p, i = ctypes.c_void_p, ctypes.c_int
         for name, restype, argtypes in (
             ("cbr_up_state_size", i, []),

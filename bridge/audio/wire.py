@@ -16,7 +16,7 @@ import pybase64
 
 APPEND_TYPE: Final = "input_audio_buffer.append"
 APPEND_PREFIX: Final = '{"type":"' + APPEND_TYPE + '","audio":"'
-APPEND_SUFFIX: Final = '"}'  # bridge/sip/cport.c builds the same text in C around its own base64 (the uplink)
+APPEND_SUFFIX: Final = '"}'  # bridge/native/cport.c builds the same text in C around its own base64 (the uplink)
 
 
 def encode_append(pcm: bytes) -> str:

@@ -7,29 +7,14 @@ never sees a pjsua2 type.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Protocol
 
 from bridge import events as ev
-
-
-class FrameSource(Protocol):
-    def pop_frame(self) -> bytes:
-        """Exactly one 20 ms frame of 8 kHz PCM16 (320 bytes). Called on the media clock thread; never blocks."""
-        ...
-
-
-FrameSink = Callable[[bytes, float], None]  # (320 bytes of 8 kHz PCM16, capture time.monotonic()) on the loop thread
-
-
-class StreamKernel(Protocol):
-    """A converter whose stream C code can carry on (:meth:`bridge.audio.resample.Upsampler.c_kernel`)."""
-
-    def c_kernel(self) -> tuple[int, int] | None: ...
+from bridge.audio.frames import FrameSink, FrameSource, StreamKernel
 
 
 class UplinkOffload(Protocol):
-    """The caller's audio sent to the model without the event loop (``bridge/sip/cport.c``, "Uplink"): each frame
+    """The caller's audio sent to the model without the event loop (``bridge/native/cport.c``, "Uplink"): each frame
     is upsampled, encoded and written to the Realtime socket on the media clock thread. While a socket is bound,
     the Realtime client writes its own frames through :meth:`write`, so the socket sees one ordered stream."""
 

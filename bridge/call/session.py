@@ -29,17 +29,17 @@ from typing import Any
 
 from bridge import events as ev
 from bridge.audio import PlayoutBuffer, Upsampler, converters
-from bridge.audio.g711 import FRAME_MS
+from bridge.audio.frames import FRAME_MS
 from bridge.call.leg import PhoneLeg, UplinkOffload
 from bridge.call.state import Phase, PhaseMachine
 from bridge.call.tools import ToolResult, run_tool
 from bridge.dialplan import Dialplan
 from bridge.errors import ConnectError
-from bridge.metronome import Metronome
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.credentials import CredentialSource
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.retry import RetryPolicy, Step, delays, next_step
+from bridge.runtime.metronome import Metronome
 
 log = logging.getLogger("bridge.call")
 

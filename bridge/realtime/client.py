@@ -23,7 +23,7 @@ not read). Plain TCP only: over TLS the transport reads the socket itself, so th
 kernel would wake the loop for the encrypted bytes anyway).
 
 Writing can be offloaded (:meth:`RealtimeClient.offload_writes`): a call whose caller audio is sent by C code on
-the media clock thread (``bridge/sip/cport.c``, "Uplink") binds the socket to that code, and from then on every
+the media clock thread (``bridge/native/cport.c``, "Uplink") binds the socket to that code, and from then on every
 frame ``websockets`` writes goes through the same C writer (:class:`WriteOffload`), so the audio and the
 connection's own frames (session updates, truncates, pings, the close) reach the socket in one order. A close
 frame ends the audio; the end of the stream, a failed write or the loss of the connection hands the socket back

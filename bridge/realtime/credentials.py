@@ -8,7 +8,7 @@ credential for the next connect, ``source.invalidate()`` drops it after the serv
     └── CachingSource      caches a short-lived Credential, rotates it before expiry, single-flight fetches
         ├── MintingSource  mints from the dialect's endpoint with the long-lived key
         │                  (GA ``POST {base}/realtime/client_secrets``, beta ``POST {base}/realtime/sessions``)
-        └── BrokerClient   asks the credential broker (``bridge.broker``); holds only the broker token
+        └── BrokerClient   asks the credential broker (``bridge.serve.broker``); holds only the broker token
 
 Rotation: a credential received with ``lifetime`` seconds left is used until ``refresh_before_s`` (30 s) before it
 expires; a credential that lives no longer than twice that is used for half its life instead, so a short TTL (or a
@@ -287,7 +287,7 @@ class MintingSource(CachingSource):
 
 
 class BrokerClient(CachingSource):
-    """Short-lived credentials from the credential broker (``bridge.broker``), for workers that never hold the
+    """Short-lived credentials from the credential broker (``bridge.serve.broker``), for workers that never hold the
     long-lived key. Sends the broker token, the dialect and model, and on a re-issue the fingerprint of the refused
     credential, so the broker re-mints once however many workers report the same secret."""
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 AudioFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]
-Voice = str  # validated against the model by bridge.rollout (marin/cedar need gpt-realtime models)
+Voice = str  # validated against the model by bridge.rollout.policy (marin/cedar need gpt-realtime models)
 
 
 class _Strict(BaseModel):

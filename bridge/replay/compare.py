@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
 from bridge import events as ev
-from bridge.metronome import BEAT_FRAMES, PERIOD_S
+from bridge.audio.frames import BEAT_FRAMES, PERIOD_S
 from bridge.replay.script import CallScript, CompareSpec, Expect
 
 # Events that carry bookkeeping one dialect has and the other lacks, and that the call session does not act on.

@@ -32,8 +32,8 @@ import numpy as np
 import orjson
 
 from bridge import events as ev
-from bridge.audio.g711 import BYTES_PER_FRAME_PCM16, FRAME_MS
-from bridge.call.leg import FrameSink, FrameSource, PhoneLeg, StreamKernel
+from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, FrameSink, FrameSource, StreamKernel
+from bridge.call.leg import PhoneLeg
 from bridge.call.session import CallSession
 from bridge.dialplan import Dialplan
 from bridge.emulator.annotations import Annotations
@@ -498,7 +498,7 @@ class DirectOptions:
 
     bridge_dialects: Mapping[str, Dialect] = field(default_factory=lambda: dict(DIALECTS))
     wrap_leg: LegWrapper | None = None  # another PhoneLeg proxy around the virtual phone
-    record_dir: Path | None = None  # record each call (bridge.replay.recorder) into record_dir/<script>-<dialect>
+    record_dir: Path | None = None  # record each call (bridge.call.recorder) into record_dir/<script>-<dialect>
     listeners: list[Listener] = field(default_factory=list)
     emulator_overrides: Mapping[str, Any] = field(default_factory=dict)
     connector: ConnectorFactory | None = None  # a real service instead of the in-memory emulator
@@ -546,7 +546,7 @@ async def replay_call(script: CallScript, dialect: str, options: DirectOptions |
     phone: PhoneLeg = opts.wrap_leg(leg) if opts.wrap_leg is not None else leg
     listeners = list(opts.listeners)
     if opts.record_dir is not None:
-        from bridge.replay.recorder import RecordingLeg
+        from bridge.call.recorder import RecordingLeg
 
         meta = {"dialplan": plan.model_dump(mode="json", exclude={"source_file"}), "dialect": dialect}
         recording = RecordingLeg(phone, opts.record_dir / f"{script.name}-{dialect}", True, clock=clock, meta=meta)

@@ -1,6 +1,6 @@
 """``callbridge scripts from-recording REC --out call_scripts/NAME``: a recorded call becomes a call script.
 
-The recording (``bridge.replay.recorder``) holds both sides of the call as stereo audio and the session's notes
+The recording (``bridge.call.recorder``) holds both sides of the call as stereo audio and the session's notes
 with times aligned to that audio. From it:
 
 * **Turns**: the caller channel is split by voice activity, with the emulator's energy VAD and its default
@@ -32,11 +32,11 @@ from typing import Any, Final
 
 import yaml
 
-from bridge.audio.g711 import FRAME_MS, SAMPLE_RATE
+from bridge.audio.frames import FRAME_MS, SAMPLE_RATE
+from bridge.call.recorder import read_recording
 from bridge.emulator.faults import Settings as EmulatorSettings
 from bridge.emulator.vad import EnergyVad
 from bridge.errors import ConfigError
-from bridge.replay.recorder import read_recording
 from bridge.replay.script import SCRIPT_FILE, load_script
 from bridge.replay.sip import heard_spans
 
@@ -195,7 +195,7 @@ def script_from_recording(
 
     caller_texts = [str(n.get("summary", "")) for n in _notes(notes, "caller_transcript")]
     target.mkdir(parents=True, exist_ok=True)
-    from bridge.sip.wav import write_wav
+    from bridge.audio.wav import write_wav
 
     turns: list[dict[str, Any]] = []
     previous_end = 0.0

@@ -26,7 +26,7 @@ from typing import Any, Final, Literal, cast
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bridge.audio.g711 import SAMPLE_RATE
+from bridge.audio.frames import SAMPLE_RATE
 from bridge.dialplan import Dialplan, load_dialplan
 from bridge.emulator.annotations import Annotations
 from bridge.emulator.faults import Settings as EmulatorSettings
@@ -287,7 +287,7 @@ class CallScript:
     @cached_property
     def caller_audio(self) -> dict[int, bytes]:
         """Turn index -> the turn's audio as 8 kHz PCM16 (decoded from G.711)."""
-        from bridge.sip.wav import read_wav  # pure module: no pjsua2
+        from bridge.audio.wav import read_wav  # pure module: no pjsua2
 
         return {i: read_wav(self.audio_path(t.say)) for i, t in enumerate(self.turns) if t.say is not None}
 

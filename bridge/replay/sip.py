@@ -1,6 +1,6 @@
 """``--via sip``: the same scripts as real phone calls into a running ``callbridge serve``.
 
-By default this starts everything itself, as ``bridge/demo.py`` does: a private ``redis-server``, the Realtime
+By default this starts everything itself, as ``bridge/devkit/demo.py`` does: a private ``redis-server``, the Realtime
 emulator (in this process) and a worker pool whose dialplans directory holds one copy of each script's dialplan per
 dialect (``beta`` and ``ga`` on their own called numbers). With ``--bridge sip:HOST:PORT`` it calls a bridge that
 is already running instead, and reads that bridge's ``--report-file`` (``--bridge-reports``).
@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import yaml
 
-from bridge.audio.g711 import BYTES_PER_FRAME_PCM16, FRAME_MS, SAMPLE_RATE
+from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, SAMPLE_RATE
 from bridge.replay.compare import DialectRun, ScriptResult, check_expectations, judge
 from bridge.replay.direct import SPAN_GAP_MS, VOICED_DBFS, frame_dbfs, run_direct
 from bridge.replay.script import CallScript
@@ -160,7 +160,7 @@ def write_dialplans(directory: Path, scripts: list[CallScript], dialects: list[s
 
 async def place_call(uri: str, plan: CallerPlan, work: Path, tag: str) -> dict[str, Any]:
     """Run the softphone (``python -m bridge call``) and return its JSON summary plus what it heard."""
-    from bridge.sip.wav import read_wav, write_wav
+    from bridge.audio.wav import read_wav, write_wav
 
     play, heard = work / f"{tag}.caller.wav", work / f"{tag}.heard.wav"
     write_wav(play, plan.audio, "ulaw")  # the script's G.711 bytes, as the phone line carries them
@@ -250,7 +250,7 @@ async def start_listeners(ports: list[int], work: Path) -> list[asyncio.subproce
     for port in ports:
         log = (work / f"agent-{port}.log").open("wb")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge.sip.softphone", "listen", "--host", "127.0.0.1", "--port", str(port),
+            sys.executable, "-m", "bridge.devkit.softphone", "listen", "--host", "127.0.0.1", "--port", str(port),
             "--duration", "3600", "--json", stdout=log, stderr=log,
         )  # fmt: skip
         log.close()
@@ -362,8 +362,8 @@ async def replay_sip_async(
         return await _replay_running(scripts, dialects, options, plans, progress, on_result)
     from bridge.config import OPENAI_URL, Settings
     from bridge.emulator import EmulatorServer
+    from bridge.serve.pool import Pool
     from bridge.store.server import EmbeddedRedis, free_port, redis_server_binary
-    from bridge.workers import Pool
 
     results: list[ScriptResult] = []
     with _workdir(options.work_dir) as work, contextlib.ExitStack() as stack:

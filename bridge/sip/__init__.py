@@ -16,7 +16,7 @@
     orphans.py    BYE for the calls of a dead worker, from the dialogs kept in Redis (a plain socket, no pjsua2)
     access.py     pure access checks: source allowlists (CIDR) and digest authentication (RFC 2617/7616)
 
-Names are exported lazily so that ``bridge.sip.wav``, ``bridge.sip.sipmsg`` or ``bridge.sip.access`` can be used
+Names are exported lazily so that ``bridge.audio.wav``, ``bridge.sip.sipmsg`` or ``bridge.sip.access`` can be used
 without loading pjsua2.
 """
 

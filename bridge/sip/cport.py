@@ -12,7 +12,7 @@ loop through one eventfd per process. The loop then, in :meth:`NativeHub.drain`:
 
 The clock thread wakes the loop when a ring holds fewer than ``lead`` frames (default 2), i.e. once every
 ``beat`` ticks (the worker's media beat, default 3: 60 ms; ``SipConfig.media_beat_frames``), and the loop's
-other chores (session ticks, the Realtime sockets, the SIP poll) ride on that wake-up (:mod:`bridge.metronome`):
+other chores (session ticks, the Realtime sockets, the SIP poll) ride on that wake-up (:mod:`bridge.runtime.metronome`):
 a worker's wake-ups cost more than their work, so fewer of them is most of the saving. The lead is the price:
 audio for the caller is taken from the playout buffer up to ``lead + beat - 1`` ticks before it is sent. A
 barge-in still cuts at once: :meth:`NativePort.flush_out` drops what the ring holds and the playout buffer
@@ -22,7 +22,7 @@ buffer takes that silence back (:meth:`NativePort.drop_newest`) and has the ring
 (:meth:`NativePort.top_up`).
 
 Building: ``cport.c`` is compiled on first use with the system C compiler into a cache directory
-(:mod:`bridge.cbuild`); ``./dev setup`` does it ahead. It uses no pjproject header: the ``pjmedia_port`` layout
+(:mod:`bridge.native.build`); ``./dev setup`` does it ahead. It uses no pjproject header: the ``pjmedia_port`` layout
 is mirrored and then proven on a scratch port through the wheel's own ``pjmedia_port_info_init``,
 ``pjmedia_port_put_frame`` and ``pjmedia_port_get_frame`` before any port reaches the conference bridge. If
 there is no compiler, or the check fails, :func:`native_ports` says why and the endpoint keeps
@@ -50,13 +50,12 @@ from typing import Any
 
 import pjsua2 as pj
 
-from bridge import cbuild
+from bridge.audio.frames import FRAME_BYTES, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSink, FrameSource, StreamKernel
 from bridge.audio.wire import APPEND_PREFIX, APPEND_SUFFIX
-from bridge.call.leg import StreamKernel
-from bridge.sip.crossing import FRAME_BYTES, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSink, FrameSource
+from bridge.native import build as cbuild
 
 _LOG = logging.getLogger("bridge.sip")
-SOURCE = Path(__file__).with_name("cport.c")
+SOURCE = cbuild.CPORT_SOURCE
 _SIGNATURE = 0x43425054  # "CBPT": pjmedia only uses it to tell port kinds apart in logs
 _READ_MAX = 64  # frames moved per port and drain (the ring's size)
 DEFAULT_LEAD = 2

@@ -35,23 +35,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-SAMPLE_RATE = 8000
-FRAME_MS = 20
-SAMPLES_PER_FRAME = SAMPLE_RATE * FRAME_MS // 1000  # 160 (RFC 3551 §4.5: 20 ms default packetization)
-FRAME_BYTES = SAMPLES_PER_FRAME * 2  # PCM16 mono
-SILENCE = bytes(FRAME_BYTES)
+from bridge.audio.frames import FRAME_BYTES, FRAME_MS, SILENCE, FrameSink, FrameSource
 
 _LOG = logging.getLogger("bridge.sip")
-
-FrameSink = Callable[[bytes, float], None]
-"""``sink(pcm, t_capture)``: 320 bytes of PCM16 and the ``time.monotonic()`` taken in the clock callback."""
-
-
-class FrameSource(Protocol):
-    """Anything the clock thread can pull 20 ms frames from. ``pop_frame`` must return fast and never block."""
-
-    def pop_frame(self) -> bytes: ...
-
 
 class MediaPort(Protocol):
     """One call's media port, pooled by the endpoint: Python (``BridgePort``) or native (``NativePort``)."""

@@ -4,7 +4,7 @@ A pjsua2 ``Endpoint`` is a per-process singleton. :class:`SipEndpoint` owns it a
 /work/shared/PJSUA2.md found safe:
 
 * ``threadCnt=0`` + ``mainThreadOnly=True``, and ``libHandleEvents(0)`` called on every beat of the loop's
-  metronome (:mod:`bridge.metronome`, 20 ms, or the media beat of ``media_beat_frames`` ticks with native ports,
+  metronome (:mod:`bridge.runtime.metronome`, 20 ms, or the media beat of ``media_beat_frames`` ticks with native ports,
   60 ms by default; then every ``busy_poll_interval_s``, 5 ms, for half a second after SIP traffic, so bursts
   are read before the socket buffer overflows): every SIP callback (incoming call, call state, DTMF, transfer)
   runs on the event loop thread. With native media ports the beat rides on the media clock's eventfd wake-up,
@@ -46,14 +46,14 @@ from typing import Any, ClassVar
 
 import pjsua2 as pj
 
+from bridge.audio.frames import BEAT_FRAMES, FRAME_MS, MAX_BEAT_FRAMES, SAMPLE_RATE
+from bridge.audio.frames import PERIOD_S as TICK_S
 from bridge.errors import BridgeError
-from bridge.metronome import BEAT_FRAMES, MAX_BEAT_FRAMES
-from bridge.metronome import PERIOD_S as TICK_S
-from bridge.metronome import for_loop as metronome_for
-from bridge.sched import realtime_priority
+from bridge.runtime.metronome import for_loop as metronome_for
+from bridge.runtime.sched import realtime_priority
 from bridge.sip.access import AuthLockout, DigestAuth, parse_networks
 from bridge.sip.cport import DEFAULT_LEAD, PJSUA, NativeHub, NativePort, native_ports
-from bridge.sip.crossing import FRAME_MS, SAMPLE_RATE, FrameCrossing, MediaPort
+from bridge.sip.crossing import FrameCrossing, MediaPort
 from bridge.sip.media import BridgePort
 from bridge.sip.sipmsg import parse_request_head, user_part
 
@@ -110,12 +110,12 @@ class SipConfig:
     # environment variable CALLBRIDGE_MEDIA_PORT sets the default (benchmarks compare the two).
     media_port: str = field(default_factory=lambda: os.environ.get("CALLBRIDGE_MEDIA_PORT", "auto"))
     playout_lead_frames: int = DEFAULT_LEAD  # native port: frames queued ahead of the clock (20 ms each)
-    # native ports: the clock thread wakes the event loop once every this many 20 ms ticks (bridge.metronome): the
+    # native ports: the clock thread wakes the event loop once every this many 20 ms ticks (bridge.runtime.metronome):
     # playout rings are filled for the whole beat, the Realtime sockets read and SIP polled once per beat. 1 is
     # the lowest latency (a barge-in is seen up to one beat late), more costs less CPU.
     media_beat_frames: int = BEAT_FRAMES
     # native port: ask for SCHED_RR on pjmedia's clock thread, at the lowest real-time priority or at the worker's
-    # own if it runs real-time (bridge/sched.py); needs CAP_SYS_NICE, refused quietly without it.
+    # own if it runs real-time (bridge/runtime/sched.py); needs CAP_SYS_NICE, refused quietly without it.
     # CALLBRIDGE_CLOCK_RT=0 turns it off.
     clock_realtime: bool = field(default_factory=lambda: os.environ.get("CALLBRIDGE_CLOCK_RT", "1") != "0")
     # Access control, checked by SipGateway on every INVITE before the app sees it (see bridge.sip.access):

@@ -69,7 +69,7 @@ from typing import Any
 
 import pjsua2 as pj
 
-from bridge.call.leg import StreamKernel
+from bridge.audio.frames import FrameSource, StreamKernel
 from bridge.events import CallerHungUp, Dtmf, Event, TransferProgress
 from bridge.sip.access import (
     FORBIDDEN_LOCKED_OUT,
@@ -81,7 +81,7 @@ from bridge.sip.access import (
     source_ip,
 )
 from bridge.sip.cport import NativePort, NativeUplink
-from bridge.sip.crossing import FrameSource, MediaPort
+from bridge.sip.crossing import MediaPort
 from bridge.sip.endpoint import CallGone, RejectedCall, SipConfig, SipEndpoint, SipError, sip_error
 from bridge.sip.sipmsg import (
     Dialog,

@@ -31,14 +31,8 @@ from typing import Any
 
 import pjsua2 as pj
 
-from bridge.sip.crossing import (
-    FRAME_BYTES,
-    FRAME_MS,
-    SAMPLE_RATE,
-    FrameCrossing,
-    FrameSink,
-    FrameSource,
-)
+from bridge.audio.frames import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, FrameSink, FrameSource
+from bridge.sip.crossing import FrameCrossing
 
 _LOG = logging.getLogger("bridge.sip")
 

@@ -25,8 +25,8 @@ from redis import asyncio as aioredis
 
 from bridge import metrics
 from bridge.errors import ConfigError
+from bridge.rollout.store import RolloutStore
 from bridge.store.calls import StoreUnavailable, read_call, read_live_calls
-from bridge.store.rollout_store import RolloutStore
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ROLLOUT_FIELDS = {"ga_percent", "kill", "allow", "deny", "sticky", "model_selection"}

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from bridge.audio.frames import BEAT_FRAMES
 from bridge.config import load_settings
 from bridge.errors import ConfigError
-from bridge.metronome import BEAT_FRAMES
 
 
 def test_media_beat_comes_from_the_file_then_the_environment_then_a_flag(

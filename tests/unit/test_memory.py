@@ -6,7 +6,7 @@ import asyncio
 import gc
 import weakref
 
-from bridge.memory import CycleCollector
+from bridge.runtime.memory import CycleCollector
 
 
 class _Node:

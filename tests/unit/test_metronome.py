@@ -9,8 +9,8 @@ import logging
 
 import pytest
 
-from bridge.metronome import Metronome, for_loop
 from bridge.replay.virtual import VirtualTimeLoop
+from bridge.runtime.metronome import Metronome, for_loop
 
 
 def run(coro_fn):  # type: ignore[no-untyped-def]  # a test helper: returns what the coroutine returns
@@ -113,7 +113,7 @@ def test_a_chore_that_raises_is_counted_and_keeps_its_place(caplog: pytest.LogCa
         await asyncio.sleep(0.065)
         return good, m.errors, m.beats
 
-    with caplog.at_level(logging.ERROR, logger="bridge.metronome"):
+    with caplog.at_level(logging.ERROR, logger="bridge.runtime.metronome"):
         good, errors, beats = run(main)
     assert (good, errors, beats) == (3, 3, 3)
     assert "boom" in caplog.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from bridge.rollout import (
+from bridge.rollout.policy import (
     BUCKETS,
     Decision,
     RolloutFlag,

@@ -1,4 +1,4 @@
-"""bridge.sched: a worker takes SCHED_RR when asked and permitted, its later threads inherit it, and a missing
+"""bridge.runtime.sched: a worker takes SCHED_RR when asked and permitted, its later threads inherit it, and a missing
 privilege leaves it ordinary with a line that says why. Each case runs in a child process, so the test runner's
 own scheduling is never touched."""
 
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from bridge.sched import MAX_PRIORITY, describe, use_realtime
+from bridge.runtime.sched import MAX_PRIORITY, describe, use_realtime
 
 
 def _child(code: str) -> dict[str, object]:
@@ -26,7 +26,7 @@ def _permitted(priority: int) -> bool:
 
 _REPORT = """
 import json, os, resource, threading
-from bridge.sched import describe, use_realtime
+from bridge.runtime.sched import describe, use_realtime
 {prelude}
 said = use_realtime({priority})
 seen = []

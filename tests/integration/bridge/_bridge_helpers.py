@@ -1,7 +1,7 @@
 """Shared helpers for the end-to-end bridge tests: the whole stack on loopback, and the audio measurements.
 
 One test = one :class:`BridgeStack`: the Realtime emulator in-process (on the test's event loop, so its session
-records can be inspected), a :class:`~bridge.workers.Pool` of one worker subprocess pointed at it with a report
+records can be inspected), a :class:`~bridge.serve.pool.Pool` of one worker subprocess pointed at it with a report
 file, and a temporary dialplans directory with the test plans below. Callers are ``python -m bridge call``
 subprocesses (a pjsua2 Endpoint is one per process), started with asyncio so the emulator keeps serving while
 they run. Every wait here is async for the same reason. Processes are stopped by their own pid, never by name.
@@ -14,7 +14,7 @@ Test plans (called number -> plan):
     3104            beta-ulaw   beta, g711_ulaw passthrough
     3105            ga-xfer     GA,   pcm16, transfer_to_human to the listen-mode UA of the test (if given)
 
-Level convention (``bridge.sip.analysis``): dBFS = 20·log10(rms / 32768). The emulator's ``tone_dbfs`` is a *peak*
+Level convention (``bridge.audio.analysis``): dBFS = 20·log10(rms / 32768). The emulator's ``tone_dbfs`` is a *peak*
 level, so its reply tone has an RMS of ``tone_dbfs - 3.01`` dB.
 """
 
@@ -41,13 +41,13 @@ import numpy as np
 from aiohttp import web
 from numpy.typing import NDArray
 
+from bridge.audio.analysis import peak_frequency
+from bridge.audio.wav import read_wav, write_wav
 from bridge.config import Settings
 from bridge.emulator import EmulatorServer
 from bridge.emulator.session import SessionRecord
-from bridge.sip.analysis import peak_frequency
-from bridge.sip.wav import read_wav, write_wav
+from bridge.serve.pool import Pool
 from bridge.store.server import free_port_block
-from bridge.workers import Pool
 
 REPO = Path(__file__).resolve().parents[3]
 ASSETS = REPO / "bridge" / "assets"

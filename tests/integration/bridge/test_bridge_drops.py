@@ -9,7 +9,7 @@ import wave
 from pathlib import Path
 from typing import Any
 
-from bridge.stack import ROOT, local_stack
+from bridge.devkit.stack import ROOT, local_stack
 
 CALLS = 4
 CALL_S = 14.0

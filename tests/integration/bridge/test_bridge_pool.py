@@ -22,7 +22,7 @@ from _bridge_helpers import (
     write_pcm_wav,
 )
 
-from bridge.worker import EXIT_PORT_LOCKED
+from bridge.serve.worker import EXIT_PORT_LOCKED
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ async def test_killed_worker_is_restarted_and_a_second_worker_cannot_take_its_po
         # A second worker for the same port, while the pool's worker lives: refused, and the live one is unharmed.
         settings = stack.pool.settings.model_dump_json(exclude={"api_key"})
         second = await run(
-            sys.executable, "-m", "bridge.worker", "--index", "0", "--settings-json", settings, timeout=30
+            sys.executable, "-m", "bridge.serve.worker", "--index", "0", "--settings-json", settings, timeout=30
         )
         assert second.returncode == EXIT_PORT_LOCKED, second.describe()
         assert "held by a live worker" in second.stderr

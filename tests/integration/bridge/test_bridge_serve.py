@@ -42,8 +42,8 @@ from _bridge_helpers import (
     write_pcm_wav,
 )
 
+from bridge.audio.wav import alaw_decode
 from bridge.emulator import EmulatorServer
-from bridge.sip.wav import alaw_decode
 
 pytestmark = pytest.mark.integration
 

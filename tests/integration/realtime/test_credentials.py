@@ -23,7 +23,6 @@ import pytest
 from aiohttp import web
 
 from bridge import events as ev
-from bridge.broker import BROKER, CredentialBroker, start_broker
 from bridge.emulator import EmulatorServer
 from bridge.errors import ConfigError, ConnectError
 from bridge.realtime.client import RealtimeClient
@@ -40,6 +39,7 @@ from bridge.realtime.credentials import (
 from bridge.realtime.dialects import BETA, GA, Dialect
 from bridge.realtime.profile import AgentProfile
 from bridge.realtime.retry import RetryPolicy, Step, next_step
+from bridge.serve.broker import BROKER, CredentialBroker, start_broker
 
 pytestmark = pytest.mark.integration
 
@@ -605,7 +605,7 @@ async def test_a_worker_process_connects_through_the_broker_without_the_key(
 
 async def test_broker_cli_refuses_to_start_without_a_token(monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    from bridge.broker import main
+    from bridge.serve.broker import main
 
     monkeypatch.delenv(BROKER_TOKEN_ENV, raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
@@ -618,7 +618,7 @@ async def test_broker_cli_serves(emulator: EmulatorServer) -> None:
     """``callbridge tokens`` as its own process: prints its URL, mints with the key from its environment."""
     env = {**os.environ, "OPENAI_API_KEY": KEY, BROKER_TOKEN_ENV: TOKEN, "PYTHONPATH": str(REPO)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge.broker", "--port", "0", "--upstream", emulator.base_url,
+        sys.executable, "-m", "bridge.serve.broker", "--port", "0", "--upstream", emulator.base_url,
         env=env, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:

@@ -382,9 +382,9 @@ class GatewayApp:
 
 
 def softphone(*args: str) -> subprocess.Popen[str]:
-    """``python -m bridge.sip.softphone ARGS --json`` in a subprocess."""
+    """``python -m bridge.devkit.softphone ARGS --json`` in a subprocess."""
     return subprocess.Popen(
-        [sys.executable, "-m", "bridge.sip.softphone", *args, "--json"],
+        [sys.executable, "-m", "bridge.devkit.softphone", *args, "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

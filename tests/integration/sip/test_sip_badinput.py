@@ -66,9 +66,9 @@ from _helpers import (
     tcp_options,
 )
 
+from bridge.audio.analysis import audio_stats, peak_frequency, tone
 from bridge.audio.g711 import ulaw_decode
-from bridge.sip.analysis import audio_stats, peak_frequency, tone
-from bridge.sip.wav import read_wav, write_wav
+from bridge.audio.wav import read_wav, write_wav
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from _helpers import Finished, GatewayApp, describe, finish, run_softphone, softphone
 
-from bridge.sip.analysis import audio_stats, tone
-from bridge.sip.wav import read_wav, write_wav
+from bridge.audio.analysis import audio_stats, tone
+from bridge.audio.wav import read_wav, write_wav
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 from _audio import pieces_heard
 from _helpers import LOCALHOST, SCENARIOS, GatewayApp, describe, free_port, pcap_rtp_payloads
 
-from bridge.sip.wav import alaw_decode, read_wav
+from bridge.audio.wav import alaw_decode, read_wav
 
 SIPP = shutil.which("sipp")
 PCAP_DIRS = [Path("/usr/share/sip-tester"), Path("/usr/share/doc/sip-tester/examples/pcap")]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from _helpers import GatewayApp, describe, finish, free_port, run_softphone, softphone, wait_sip_ready
 
-from bridge.sip.analysis import audio_stats, tone
-from bridge.sip.wav import read_wav, write_wav
+from bridge.audio.analysis import audio_stats, tone
+from bridge.audio.wav import read_wav, write_wav
 
 pytestmark = pytest.mark.integration
 

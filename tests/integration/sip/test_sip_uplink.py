@@ -1,4 +1,4 @@
-"""The uplink offload (bridge/sip/cport.c, "Uplink"): the caller's frames from pjmedia's clock callback to the
+"""The uplink offload (bridge/native/cport.c, "Uplink"): the caller's frames from pjmedia's clock callback to the
 Realtime socket in C, sharing the socket with the client's own frames.
 
 The port is driven through the wheel's own ``pjmedia_port_put_frame`` (what the conference bridge calls each
@@ -26,12 +26,12 @@ import pytest
 
 from bridge import events as ev
 from bridge.audio import Upsampler
+from bridge.audio.frames import FRAME_BYTES
 from bridge.emulator import EmulatorServer
 from bridge.realtime.client import ClientSettings, RealtimeClient
 from bridge.realtime.dialects import BETA, GA, Dialect
 from bridge.realtime.profile import AgentProfile
 from bridge.sip import cport
-from bridge.sip.crossing import FRAME_BYTES
 
 RATE = 8000
 
@@ -57,7 +57,7 @@ def dbfs(pcm: bytes) -> float:
 @pytest.fixture(scope="module")
 def lib() -> ctypes.CDLL:
     if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
-        pytest.skip("no C compiler on PATH to build bridge/sip/cport.c (./dev test installs gcc as root)")
+        pytest.skip("no C compiler on PATH to build bridge/native/cport.c (./dev test installs gcc as root)")
     available = cport.native_ports()
     assert available.lib is not None, f"native port unavailable here: {available.why}"
     return available.lib

@@ -18,9 +18,9 @@ from bridge import events as ev
 from bridge.call.session import CallSession
 from bridge.emulator import EmulatorServer
 from bridge.realtime.dialects import BETA, GA, Dialect
+from bridge.rollout.store import RolloutStore
 from bridge.store import keys
 from bridge.store.calls import CallStore, StoreUnavailable, backoff, safe_url
-from bridge.store.rollout_store import RolloutStore
 from bridge.store.server import EmbeddedRedis
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge.errors import ConfigError
-from bridge.rollout import RolloutFlag
+from bridge.rollout.policy import RolloutFlag
+from bridge.rollout.store import RolloutStore
 from bridge.store import keys
 from bridge.store.calls import StoreUnavailable
-from bridge.store.rollout_store import RolloutStore
 from bridge.store.server import EmbeddedRedis
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from bridge.audio import g711
+from bridge.audio import frames, g711
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -20,8 +20,9 @@ Codec = Callable[[bytes], bytes]
 
 
 def test_framing_constants() -> None:
-    assert (g711.SAMPLE_RATE, g711.FRAME_MS, g711.SAMPLES_PER_FRAME) == (8000, 20, 160)
-    assert (g711.BYTES_PER_FRAME_PCM16, g711.BYTES_PER_FRAME_G711) == (320, 160)
+    assert (frames.SAMPLE_RATE, frames.FRAME_MS, frames.SAMPLES_PER_FRAME) == (8000, 20, 160)
+    assert (frames.BYTES_PER_FRAME_PCM16, frames.BYTES_PER_FRAME_G711) == (320, 160)
+    assert len(frames.SILENCE) == frames.FRAME_BYTES == 320
 
 
 def test_tables_have_the_documented_shapes() -> None:

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from bridge import events as ev
+from bridge.call.recorder import AUDIO_FILE, EVENTS_FILE, RecordingLeg, read_recording
 from bridge.replay.direct import DirectOptions, replay_direct, run_direct
 from bridge.replay.from_recording import caller_segments, script_from_recording, split_dialects
-from bridge.replay.recorder import AUDIO_FILE, EVENTS_FILE, RecordingLeg, read_recording
 from bridge.replay.script import load_script
 
 REPO = Path(__file__).resolve().parents[3]
@@ -105,7 +105,7 @@ def test_without_consent_nothing_is_recorded(tmp_path: Path) -> None:
 
 
 def test_caller_segments_follow_the_vad() -> None:
-    from bridge.sip.wav import read_wav
+    from bridge.audio.wav import read_wav
 
     speech = read_wav(SCRIPTS / "barge_in" / "q1_returns.wav")
     pcm = bytes(16000) + speech + bytes(24000) + speech

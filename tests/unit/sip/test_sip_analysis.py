@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.sip.analysis import audio_stats, tone
+from bridge.audio.analysis import audio_stats, tone
 
 
 @pytest.mark.parametrize(("hz", "dbfs"), [(600.0, -12.0), (1020.0, -10.0), (3000.0, -30.0)])

@@ -1,4 +1,4 @@
-"""The native media port (bridge/sip/cport.c), driven through the wheel's own pjmedia entry points.
+"""The native media port (bridge/native/cport.c), driven through the wheel's own pjmedia entry points.
 
 No endpoint is needed: ``pjmedia_port_put_frame`` / ``pjmedia_port_get_frame`` are what pjmedia's conference
 bridge calls on a port each tick, and they only follow the port's function pointers. So these tests exercise the
@@ -23,8 +23,9 @@ import pjsua2 as pj
 import pytest
 
 from bridge.audio import FlushResult, PlayoutBuffer
+from bridge.audio.frames import FRAME_BYTES, SILENCE
 from bridge.sip import cport
-from bridge.sip.crossing import FRAME_BYTES, SILENCE, FrameQueue
+from bridge.sip.crossing import FrameQueue
 
 RATE = 8000
 
@@ -44,7 +45,7 @@ def peak_hz(pcm: bytes) -> float:
 @pytest.fixture(scope="module")
 def lib() -> ctypes.CDLL:
     if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
-        pytest.skip("no C compiler on PATH to build bridge/sip/cport.c (./dev test installs gcc as root)")
+        pytest.skip("no C compiler on PATH to build bridge/native/cport.c (./dev test installs gcc as root)")
     available = cport.native_ports()
     assert available.lib is not None, f"native port unavailable here: {available.why}"  # a layout mismatch fails
     return available.lib

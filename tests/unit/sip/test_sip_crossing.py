@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from bridge.sip.crossing import FRAME_BYTES, SILENCE, FrameCrossing, FrameQueue, register_thread
+from bridge.audio.frames import FRAME_BYTES, SILENCE
+from bridge.sip.crossing import FrameCrossing, FrameQueue, register_thread
 
 
 def test_frames_from_another_thread_are_drained_in_order() -> None:

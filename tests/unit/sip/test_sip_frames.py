@@ -14,8 +14,9 @@ from typing import Any
 import pjsua2 as pj
 import pytest
 
+from bridge.audio.frames import FRAME_BYTES, SILENCE
 from bridge.sip import media
-from bridge.sip.crossing import FRAME_BYTES, SILENCE, FrameCrossing
+from bridge.sip.crossing import FrameCrossing
 
 
 def test_layout_probe_passed_at_import() -> None:

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from bridge.sip.crossing import FRAME_BYTES, SILENCE
-from bridge.sip.softphone import PcmSource, _default_host, build_parser, parse_dtmf
+from bridge.audio.frames import FRAME_BYTES, SILENCE
+from bridge.devkit.softphone import PcmSource, _default_host, build_parser, parse_dtmf
 
 
 def test_parse_dtmf() -> None:

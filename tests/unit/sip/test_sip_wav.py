@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.sip.analysis import audio_stats, tone
-from bridge.sip.wav import WavFormatError, read_wav, write_wav
+from bridge.audio.analysis import audio_stats, tone
+from bridge.audio.wav import WavFormatError, read_wav, write_wav
 
 
 def test_pcm16_round_trip_is_exact(tmp_path: Path) -> None:

@@ -1,11 +1,11 @@
 """Compile one of the package's C sources into a shared library, once per source version.
 
-The bridge has two small C parts, each with a Python fallback: the native media port (``bridge/sip/cport.c``)
-and the G.711-rate resampler kernels (``bridge/audio/cresample.c``). Neither uses a header beyond libc, so a
+The bridge has two small C parts, each with a Python fallback: the native media port (``bridge/native/cport.c``)
+and the G.711-rate resampler kernels (``bridge/native/resample.c``). Neither uses a header beyond libc, so a
 plain ``cc -shared`` builds them. The library lands in ``$CALLBRIDGE_CACHE``, else
 ``$XDG_CACHE_HOME/callbridge``, else ``~/.cache/callbridge``, named by a hash of the source, so an edited source
 is rebuilt and several worker processes starting together never load a half-written file (each compiles to a
-private name and renames it into place). ``./dev setup`` builds both ahead (``python -m bridge.cbuild``).
+private name and renames it into place). ``./dev setup`` builds both ahead (``python -m bridge.native``).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-SOURCES = (
-    Path(__file__).parent / "sip" / "cport.c",
-    Path(__file__).parent / "audio" / "cresample.c",
-)
+HERE = Path(__file__).parent
+CPORT_SOURCE = HERE / "cport.c"  # the native media port and the uplink (loaded by bridge.sip.cport)
+RESAMPLE_SOURCE = HERE / "resample.c"  # the resampler kernels (loaded by bridge.audio.resample)
+SOURCES = (CPORT_SOURCE, RESAMPLE_SOURCE)
 
 
 def cache_dir() -> Path:
@@ -56,17 +56,3 @@ def build(source: Path, force: bool = False) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
-
-
-def main() -> int:
-    """``python -m bridge.cbuild``: build every C part now and check it (never fails the caller)."""
-    from bridge.audio.resample import native_kernels
-    from bridge.sip.cport import native_ports
-
-    for name, why in (("native media port", native_ports().why), ("native resampler", native_kernels().why)):
-        print(f"{name}: " + (f"unavailable ({why}); the Python version is used" if why else "built and checked"))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -2,12 +2,12 @@
 
 ::
 
-    callbridge call sip:100@127.0.0.1:5060 ...       # = python -m bridge.sip.softphone call ...
-    callbridge phone listen --port 5070 ...          # = python -m bridge.sip.softphone listen ...
+    callbridge call sip:100@127.0.0.1:5060 ...       # = python -m bridge.devkit.softphone call ...
+    callbridge phone listen --port 5070 ...          # = python -m bridge.devkit.softphone listen ...
 
-    python -m bridge.sip.softphone call sip:100@127.0.0.1:5060 --play caller.wav --record heard.wav \\
+    python -m bridge.devkit.softphone call sip:100@127.0.0.1:5060 --play caller.wav --record heard.wav \\
         --dtmf 12#@1.5 --hangup-after 6 --json
-    python -m bridge.sip.softphone listen --port 5070 --record agent.wav --duration 20 --calls 1 --json
+    python -m bridge.devkit.softphone listen --port 5070 --record agent.wav --duration 20 --calls 1 --json
 
 As the transferee of a blind transfer (RFC 3515), it follows a REFER by itself: ``onCallTransferRequest`` hands
 pjsua a new Call object (kept here), pjsua calls the target, and the WAV goes on playing into the new call
@@ -20,7 +20,7 @@ The summary (``place_call`` / ``listen`` return it; ``--json`` prints it) is a p
      "transfer": None | {"target", "sip_status", "answered", "received", ...}, "legs": [...]}
 
 ``sip_status`` is the final response to our INVITE (200, 486, 488, ...); ``received`` measures what this phone
-heard (levels in dBFS, see :mod:`bridge.sip.analysis`).
+heard (levels in dBFS, see :mod:`bridge.audio.analysis`).
 """
 
 from __future__ import annotations
@@ -42,14 +42,15 @@ from typing import Any
 
 import pjsua2 as pj
 
-from bridge.sip.analysis import audio_stats
-from bridge.sip.crossing import FRAME_BYTES, SILENCE, MediaPort
+from bridge.audio.analysis import audio_stats
+from bridge.audio.frames import FRAME_BYTES, SILENCE
+from bridge.audio.wav import read_wav, write_wav
+from bridge.sip.crossing import MediaPort
 from bridge.sip.endpoint import SipConfig, SipEndpoint, sip_error
 from bridge.sip.gateway import DTMF_DIGITS, call_op, first_audio
 from bridge.sip.sipmsg import host_part, user_part
-from bridge.sip.wav import read_wav, write_wav
 
-_LOG = logging.getLogger("bridge.sip.softphone")
+_LOG = logging.getLogger("bridge.devkit.softphone")
 
 DtmfPlan = Sequence[tuple[str, float]]
 
@@ -700,9 +701,9 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """``call`` and ``listen`` subcommands (``python -m bridge.sip.softphone``)."""
+    """``call`` and ``listen`` subcommands (``python -m bridge.devkit.softphone``)."""
     parser = parser or argparse.ArgumentParser(
-        prog="python -m bridge.sip.softphone", description="pjsua2 softphone for tests, QA and demos"
+        prog="python -m bridge.devkit.softphone", description="pjsua2 softphone for tests, QA and demos"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     call = sub.add_parser("call", help="place a call")

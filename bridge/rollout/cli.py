@@ -24,9 +24,9 @@ import sys
 from typing import Any
 
 from bridge.errors import ConfigError
-from bridge.rollout import RolloutFlag, WindowStats
+from bridge.rollout.policy import RolloutFlag, WindowStats
+from bridge.rollout.store import AuditEntry, RolloutStore
 from bridge.store.calls import StoreUnavailable
-from bridge.store.rollout_store import AuditEntry, RolloutStore
 
 EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
 PROG = "callbridge rollout"
@@ -84,7 +84,7 @@ def check_set_args(args: argparse.Namespace) -> None:
 
 def changes_from_args(args: argparse.Namespace, old: RolloutFlag) -> dict[str, Any]:
     """The settings to change, from ``rollout set`` options applied to the current flag."""
-    from bridge.rollout import normalize_number
+    from bridge.rollout.policy import normalize_number
 
     changes: dict[str, Any] = {}
     if args.ga_percent is not None:

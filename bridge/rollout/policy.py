@@ -1,6 +1,6 @@
 """The beta-to-GA rollout as pure decisions: no Redis, no asyncio, no clock.
 
-A :class:`RolloutFlag` (one per dialplan; ``bridge.store.rollout_store`` keeps it in Redis) and a call's caller number
+A :class:`RolloutFlag` (one per dialplan; ``bridge.rollout.store`` keeps it in Redis) and a call's caller number
 and call id give a :class:`Decision`: the dialect, the model and the voice of that call, and why.
 
 Precedence, strongest first::

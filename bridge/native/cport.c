@@ -13,7 +13,7 @@
  * check fails, the bridge keeps the Python port.
  *
  * Uplink: while a call's Realtime socket is bound to its port (cbp_uplink_bind, plain TCP only), put_frame does
- * the whole inbound path itself, on the clock thread: the resampler's C kernel (bridge/audio/cresample.c, passed in
+ * the whole inbound path itself, on the clock thread: the resampler's C kernel (bridge/native/resample.c, passed in
  * as a function pointer with the call's own filter state), base64, the constant JSON text of an
  * input_audio_buffer.append (bridge/audio/wire.py), a masked WebSocket text frame (RFC 6455 §5.2) and send(2).
  * The loop is not woken for the caller's frames at all. Every other frame of the connection (websockets' own:

@@ -1,7 +1,7 @@
 """One worker process: a SIP user agent on its own port, a few calls, one asyncio loop.
 
 The pjsua2 wheel caps a process at 4 calls and runs every media callback on one clock thread, so the bridge is a
-pool of these (``bridge.workers``). A worker holds an exclusive lock on its SIP port for as long as it lives, so a
+pool of these (``bridge.serve.pool``). A worker holds an exclusive lock on its SIP port for as long as it lives, so a
 second worker can never take the port of a live one (UDP sockets can share a port under SO_REUSEADDR; the lock can't).
 """
 
@@ -26,17 +26,17 @@ from bridge.call.session import CallReport, CallSession
 from bridge.config import Settings
 from bridge.dialplan import Dialplan, load_dialplans, route
 from bridge.errors import BridgeError, ConnectError, redact
-from bridge.memory import CycleCollector
-from bridge.metronome import for_loop as metronome_for
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.credentials import BROKER_URL_ENV, Sources
 from bridge.realtime.dialects import get_dialect
-from bridge.rollout import Decision, DialectName, Outcome, RolloutFlag, decide, fallback
-from bridge.sched import use_realtime
+from bridge.rollout.policy import Decision, DialectName, Outcome, RolloutFlag, decide, fallback
+from bridge.rollout.store import RolloutStore
+from bridge.runtime.memory import CycleCollector
+from bridge.runtime.metronome import for_loop as metronome_for
+from bridge.runtime.sched import use_realtime
 from bridge.store.calls import CallStore
-from bridge.store.rollout_store import RolloutStore
 
-log = logging.getLogger("bridge.worker")
+log = logging.getLogger("bridge.serve.worker")
 
 EXIT_PORT_LOCKED = 3
 EXIT_CONFIG = 4
@@ -113,7 +113,7 @@ class Worker:
         try:
             await self._handle(call)
         finally:
-            self.collector.call_ended()  # free the call's reference cycles now (bridge/memory.py)
+            self.collector.call_ended()  # free the call's reference cycles now (bridge/runtime/memory.py)
 
     def _end_orphans(self, dialogs: list[str]) -> None:
         """Calls of a dead worker (or of this worker's previous run): BYE to each caller (bridge/sip/orphans.py)."""
@@ -182,7 +182,7 @@ class Worker:
             )
         leg: Any = call
         if plan.recording.enabled:
-            from bridge.replay.recorder import RecordingLeg
+            from bridge.call.recorder import RecordingLeg
 
             leg = RecordingLeg(
                 call,
@@ -215,7 +215,7 @@ class Worker:
             "port": call.media_port_kind,
             "clock": call.clock_priority,
             **call.media_counters,
-            "uplink": session.uplink_counts,  # who sent the caller's frames (bridge/sip/cport.c, "Uplink")
+            "uplink": session.uplink_counts,  # who sent the caller's frames (bridge/native/cport.c, "Uplink")
             # dead air inside an answer (the playout buffer ran dry): when, on the monotonic clock, the latest were
             "underrun_at": [round(t, 3) for t in session.playout.underrun_times],
         }

@@ -19,7 +19,7 @@ from bridge.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 
 __all__ = ["WavFormatError", "alaw_decode", "read_wav", "ulaw_decode", "write_wav"]
 
-SAMPLE_RATE = 8000
+from bridge.audio.frames import SAMPLE_RATE
 
 WAVE_FORMAT_PCM = 1
 WAVE_FORMAT_ALAW = 6

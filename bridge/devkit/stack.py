@@ -15,10 +15,10 @@ from typing import Any
 
 from bridge.config import Settings
 from bridge.emulator import EmulatorServer
+from bridge.serve.pool import Pool
 from bridge.store.server import EmbeddedRedis, free_port_block, redis_server_binary
-from bridge.workers import Pool
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @dataclass

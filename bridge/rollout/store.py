@@ -1,6 +1,6 @@
 """The rollout flags in Redis: read fresh for every call, changed with an audit trail, rolled back automatically.
 
-* **One hash per dialplan** (``keys.rollout_flag``), one field per :class:`bridge.rollout.RolloutFlag` setting
+* **One hash per dialplan** (``keys.rollout_flag``), one field per :class:`bridge.rollout.policy.RolloutFlag` setting
   (numbers as text, lists as JSON), so ``redis-cli HGETALL`` reads it. :meth:`RolloutStore.get_flag` reads it at
   every call: a change applies to the next call, with no restart and no cache to expire.
 * **Reads never block a call.** A read is bounded (``read_timeout_s``); when Redis fails to answer, the call gets
@@ -12,7 +12,8 @@
 * **Sliding-window health.** :meth:`RolloutStore.record_outcome` adds each finished call to a sorted set per
   (dialplan, dialect, outcome), scored by time; :meth:`RolloutStore.window_stats` counts the window with ``ZCOUNT``.
   Entries older than ``keys.HEALTH_RETENTION_S`` are trimmed on write.
-* **Automatic rollback.** :meth:`RolloutStore.check_rollback` applies :func:`bridge.rollout.should_rollback` and, if
+* **Automatic rollback.** :meth:`RolloutStore.check_rollback` applies
+  :func:`bridge.rollout.policy.should_rollback` and, if
   it fires, sets ``ga_percent`` to 0 with ``who="auto-rollback"`` and the reason, and returns the reason (the caller
   raises the rollback metric). It lowers the percentage rather than pulling the kill switch on purpose: the kill
   switch stays a human's lever, the allow list keeps routing its testers to GA so the failure can be reproduced, and
@@ -41,9 +42,9 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError, WatchError
 from redis.typing import EncodableT, FieldT
 
-from bridge import rollout
 from bridge.errors import ConfigError, redact
-from bridge.rollout import OUTCOMES, Decision, RolloutFlag, WindowStats
+from bridge.rollout import policy as rollout
+from bridge.rollout.policy import OUTCOMES, Decision, RolloutFlag, WindowStats
 from bridge.store import keys
 from bridge.store.calls import StoreUnavailable, connect, safe_url
 
@@ -264,7 +265,7 @@ class RolloutStore:
         return self.default_for(dialplan)
 
     async def decide(self, dialplan: str, caller: str, call_id: str, *, voice: str = "alloy") -> Decision:
-        """:func:`bridge.rollout.decide` on the dialplan's current flag."""
+        """:func:`bridge.rollout.policy.decide` on the dialplan's current flag."""
         return rollout.decide(await self.get_flag(dialplan), caller, call_id, voice=voice)
 
     async def record_outcome(self, dialect: str, dialplan: str, outcome: str) -> bool:

@@ -8,7 +8,7 @@ Port layout (document for the dispatcher in front; see deploy/):
   answers ``486 Busy Here``, so a dispatcher (Kamailio ``dispatcher`` with call-load balancing) fails over.
 
 The pool restarts a worker that dies (with backoff), and never starts a second worker on a live worker's port: each
-worker holds an exclusive lock on its port (``bridge.worker.lock_port``).
+worker holds an exclusive lock on its port (``bridge.serve.worker.lock_port``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from bridge.config import Settings, load_settings
 from bridge.errors import ConfigError
 from bridge.realtime.credentials import BROKER_TOKEN_ENV, BROKER_URL_ENV
 
-log = logging.getLogger("bridge.workers")
+log = logging.getLogger("bridge.serve.pool")
 
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 WORKER_SETTINGS_ENV = "CALLBRIDGE_WORKER_SETTINGS"
@@ -68,7 +68,7 @@ class Pool:
         slot.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bridge.worker",
+            "bridge.serve.worker",
             "--index",
             str(slot.index),
             stdout=asyncio.subprocess.PIPE,
@@ -203,7 +203,7 @@ def main(argv: list[str]) -> int:
     async def amain() -> int:
         broker_runner, extra_env = None, {}
         if settings.credentials == "broker":
-            from bridge.broker import new_token, start_broker
+            from bridge.serve.broker import new_token, start_broker
 
             token = new_token()
             broker_runner, broker_url = await start_broker(
@@ -237,8 +237,8 @@ def main(argv: list[str]) -> int:
 
 async def start_http(pool: Pool, settings: Settings) -> web.AppRunner:
     """The supervisor API and /metrics on ``settings.http_port`` (127.0.0.1 unless sip_host is public)."""
+    from bridge.rollout.store import RolloutStore
     from bridge.store.calls import connect
-    from bridge.store.rollout_store import RolloutStore
     from bridge.supervisor.api import create_app
 
     redis = connect(settings.redis_url) if settings.redis_url else None

@@ -59,7 +59,7 @@ from bridge.realtime.credentials import (
 from bridge.realtime.dialects import DIALECTS, Credential
 from bridge.realtime.profile import AgentProfile
 
-log = logging.getLogger("bridge.broker")
+log = logging.getLogger("bridge.serve.broker")
 
 DEFAULT_PORT = 8766
 MAX_SOURCES = 32  # distinct (dialect, model) pairs; a token holder cannot grow the table without bound

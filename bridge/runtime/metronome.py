@@ -26,11 +26,9 @@ import logging
 import weakref
 from collections.abc import Callable
 
-_LOG = logging.getLogger("bridge.metronome")
+from bridge.audio.frames import PERIOD_S
 
-PERIOD_S = 0.02  # one media tick
-BEAT_FRAMES = 3  # a worker's default beat with native ports, in ticks: 60 ms (README: "Measured here")
-MAX_BEAT_FRAMES = 8
+_LOG = logging.getLogger("bridge.runtime.metronome")
 
 Chore = Callable[[], None]
 

@@ -17,9 +17,9 @@ import wave
 from pathlib import Path
 from typing import Any
 
-from bridge.stack import local_stack
+from bridge.devkit.stack import local_stack
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CALLS = (("1000", "ga"), ("2000", "beta"))
 CALLER_TEXT = "Hi, what are your opening hours on Saturday?"
 AGENT_TEXT = "We are open from nine to five on Saturdays. Is there anything else I can help you with?"

@@ -35,8 +35,8 @@ from typing import Any, Final
 import numpy as np
 
 from bridge import events as ev
-from bridge.audio.g711 import BYTES_PER_FRAME_PCM16, FRAME_MS, SAMPLE_RATE
-from bridge.call.leg import FrameSink, FrameSource, PhoneLeg, StreamKernel, UplinkOffload
+from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, SAMPLE_RATE, FrameSink, FrameSource, StreamKernel
+from bridge.call.leg import PhoneLeg, UplinkOffload
 
 log = logging.getLogger("bridge.replay")
 

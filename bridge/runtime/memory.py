@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 
-log = logging.getLogger("bridge.memory")
+log = logging.getLogger("bridge.runtime.memory")
 
 SLOW_PAUSE_S = 0.005  # a pause longer than this (a quarter of a frame) is logged at INFO
 
