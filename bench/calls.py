@@ -93,7 +93,7 @@ ATTEMPTS = 2
 # From placing the calls to the window's start: calls answered (the bridge answers once its Realtime session is
 # ready), agent audio playing, jitter buffers settled. The load callers boot first and place their calls together
 # only once every one of them is up: booting a Python + pjsua2 process costs about a CPU-second, and 40 of them
-# booting inside this time on 2 cores (as the bench did until session 11) measured the phones' boot against the
+# booting inside this time on 2 cores would measure the phones' boot against the
 # system under test's load, not the system's capacity.
 SETUP_S = 4.5
 BOOT_TIMEOUT_S = 180.0  # for every load caller to be up (they boot together, about a CPU-second each)
@@ -128,7 +128,7 @@ class Step:
     cpu_per_call_pct: float = 0.0
     cpu_callers_pct: float = 0.0  # all load callers together, % of one core
     cpu_machine_pct: float = 0.0  # the whole machine, % of all cores
-    # ... of which stolen by the hypervisor: a noisy host stalls both paths' media clocks (session 9's day)
+    # ... of which stolen by the hypervisor: a noisy host stalls both paths' media clocks
     cpu_steal_pct: float = 0.0
     cpu_bench_pct: float = 0.0  # this process (the emulator and the orchestrator), % of one core
     inbound_ms: dict[str, float | None] = field(default_factory=dict)  # p50/p99 of capture + uplink

@@ -5,7 +5,7 @@ Workers are separate processes, so prometheus-client runs in multiprocess mode: 
 ``/metrics`` (:func:`render`). Labels stay low in cardinality: dialect, dialplan, outcome, error class, segment. Never
 a call id, a caller number or anything secret.
 
-The latency budget (seed 004), one histogram with a ``segment`` label:
+The latency budget, one histogram with a ``segment`` label:
 
 ==============  ===========================================================
 capture         RTP frame received (clock thread) -> append handed to the socket queue

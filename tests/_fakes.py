@@ -1,6 +1,6 @@
 """Fakes shared by tests: a phone leg with no SIP that plays the media clock, and a speech-like signal.
 
-A fake is a first-class peer (STYLE.md): it drives the real ``CallSession`` through the same ``PhoneLeg`` interface
+A fake is a first-class peer: it drives the real ``CallSession`` through the same ``PhoneLeg`` interface
 that ``bridge/sip`` implements.
 """
 

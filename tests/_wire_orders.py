@@ -1,4 +1,4 @@
-"""The order of server events in one voice turn with an audio reply, per dialect (PROTOCOL.md, captured
+"""The order of server events in one voice turn with an audio reply, per dialect (docs/protocol.md, captured
 traffic). Shared by the emulator's unit and integration tests."""
 
 EXPECTED = {

@@ -37,7 +37,7 @@ class RealtimeOracle:
         ("*", "session.updated", "session.expires_at"),
         ("ga", "session.created", "session.id"),  # GA session models (RealtimeSessionCreateRequest) lack the id
         ("ga", "session.updated", "session.id"),
-        ("ga", "response.output_audio_transcript.delta", "obfuscation"),  # GA deltas (PROTOCOL.md)
+        ("ga", "response.output_audio_transcript.delta", "obfuscation"),  # GA deltas (docs/protocol.md)
         ("ga", "response.output_text.delta", "obfuscation"),
     )
     _adapters: ClassVar[dict[tuple[str, str], TypeAdapter[Any]]] = {}

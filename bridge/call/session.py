@@ -11,7 +11,7 @@ Audio never waits for control and control never waits behind audio:
 * every other event (Realtime and telephone) goes through one :class:`Inbox` in which the caller's interrupts
   (speech started, a digit, a hangup) outrank the model's stream, which keeps its own order.
 
-Barge-in follows PROTOCOL.md: flush playout, cancel only an active response, truncate the playing item to what the
+Barge-in follows docs/protocol.md: flush playout, cancel only an active response, truncate the playing item to what the
 caller actually heard, back to LISTENING.
 """
 

@@ -11,7 +11,7 @@
      └──► RECOVERING ◄── any live phase (socket lost) ──► LISTENING / THINKING
     any phase ──► ENDED
 
-An illegal transition is a bug in the call session: :class:`IllegalTransition` is raised. The README's state
+An illegal transition is a bug in the call session: :class:`IllegalTransition` is raised. docs/call.md's state
 diagram is generated from :data:`TRANSITIONS`.
 """
 
@@ -87,7 +87,7 @@ class PhaseMachine:
 
 
 def mermaid() -> str:
-    """The transition table as a Mermaid state diagram (for the README)."""
+    """The transition table as a Mermaid state diagram (for docs/call.md)."""
     lines = ["stateDiagram-v2", "    [*] --> IDLE"]
     for src, dsts in TRANSITIONS.items():
         lines += [f"    {src} --> {dst}" for dst in sorted(dsts)]

@@ -5,7 +5,7 @@ echo the whole object exactly as the client spelled it plus the server's default
 through :class:`SessionView`, built from each table's accessor paths, and never branches on the dialect.
 
 Field lists follow the ``openai`` package's typed models (``openai.types.beta.realtime.session_update_event`` and
-``openai.types.realtime.realtime_session_create_request``); range and value rules follow PROTOCOL.md (GA
+``openai.types.realtime.realtime_session_create_request``); range and value rules follow docs/protocol.md (GA
 ``audio/pcm`` is 24 kHz only; ``marin`` and ``cedar`` need a gpt-realtime model).
 """
 
@@ -34,7 +34,7 @@ from bridge.emulator.schema import (
 )
 
 VOICES: Final = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
-REALTIME_ONLY_VOICES: Final = frozenset({"marin", "cedar"})  # only on gpt-realtime models (PROTOCOL.md)
+REALTIME_ONLY_VOICES: Final = frozenset({"marin", "cedar"})  # only on gpt-realtime models (docs/protocol.md)
 DEFAULT_INSTRUCTIONS: Final = "You are a helpful, witty, and friendly AI. Keep your answers short."
 SESSION_TTL_S: Final = 3600  # sessions last at most 60 minutes
 

@@ -7,7 +7,7 @@ each client frame with the time it arrived (:meth:`~EmulatorSession.receive`), a
 so a replay can run it in virtual time with no sockets at all.
 
 Everything dialect-specific is data: event names from the dialect tables (``bridge.realtime.dialects``), shapes
-from ``wire.SHAPES``, session and request schemas from ``config.CONFIGS``. Behaviour follows PROTOCOL.md ("What
+from ``wire.SHAPES``, session and request schemas from ``config.CONFIGS``. Behaviour follows docs/protocol.md ("What
 the real service does").
 """
 
@@ -928,7 +928,7 @@ class EmulatorSession:
         return voice.tone(hz, ms, rate, dbfs=s.tone_dbfs)
 
     def _schedule(self, run: _Run, t0: float) -> None:
-        """Lay out the response's events in time (PROTOCOL.md, "A response with audio")."""
+        """Lay out the response's events in time (docs/protocol.md, "A response with audio")."""
         s = self.settings
         steps: list[_Step] = []
 

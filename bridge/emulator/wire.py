@@ -6,7 +6,7 @@ which ``object`` items carry, which content types assistant items use, when ``ra
 with which limits, whether text deltas carry ``obfuscation``, whether ``conversation.item.done`` follows
 ``conversation.item.added``, and how a response object and its usage are spelled. No builder branches on the
 dialect. Shapes follow the ``openai`` package's models (``openai.types.beta.realtime`` and
-``openai.types.realtime``) and PROTOCOL.md's captures of the service.
+``openai.types.realtime``) and docs/protocol.md's captures of the service.
 """
 
 from __future__ import annotations

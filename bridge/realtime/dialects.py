@@ -6,7 +6,7 @@ names map onto the bridge's canonical event keys, and how an :class:`AgentProfil
 other module branches on the dialect. Adding a dialect is a new table plus its tests.
 
 Wire facts are checked against the ``openai`` package's typed models (``openai.types.beta.realtime`` for beta,
-``openai.types.realtime`` for GA): see ``../shared/PROTOCOL.md``.
+``openai.types.realtime`` for GA): see ``docs/protocol.md``.
 """
 
 from __future__ import annotations

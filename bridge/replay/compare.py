@@ -32,7 +32,7 @@ from bridge.replay.script import CallScript, CompareSpec, Expect
 # Events that carry bookkeeping one dialect has and the other lacks, and that the call session does not act on.
 # GA acknowledges every conversation item twice (conversation.item.added, then .done: ItemDone), beta once; GA sends
 # rate_limits.updated after response.done, beta after response.created. Both are documented dialect differences
-# (PROTOCOL.md), not behaviour, so the event comparison leaves them out; the report still shows them.
+# (docs/protocol.md), not behaviour, so the event comparison leaves them out; the report still shows them.
 NEUTRAL_IGNORED: Final = frozenset({"RateLimits", "ItemDone"})
 MAX_COUNTS: Final = 6  # count differences listed in one reason
 LATENCY_TOLERANCE_MS: Final = 100.0  # first-audio latencies closer than this (or 30 %) count as equal

@@ -1,6 +1,6 @@
 """The one module where audio crosses between the pjmedia clock thread and the asyncio event loop.
 
-Threads in a SIP process (see /work/shared/PJSUA2.md):
+Threads in a SIP process (see docs/pjsip.md):
 
 * the **loop thread** runs asyncio and polls ``Endpoint.libHandleEvents(0)`` (``threadCnt=0``,
   ``mainThreadOnly=True``), so every SIP callback (call state, DTMF, transfer) already runs on it;

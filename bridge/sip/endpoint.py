@@ -1,7 +1,7 @@
 """The pjsua2 endpoint of one process: configuration, start-up, the event pump, the port pool, and shutdown.
 
 A pjsua2 ``Endpoint`` is a per-process singleton. :class:`SipEndpoint` owns it and runs it the way
-/work/shared/PJSUA2.md found safe:
+docs/pjsip.md found safe:
 
 * ``threadCnt=0`` + ``mainThreadOnly=True``, and ``libHandleEvents(0)`` called on every beat of the loop's
   metronome (:mod:`bridge.runtime.metronome`, 20 ms, or the media beat of ``media_beat_frames`` ticks with native ports,
@@ -22,7 +22,7 @@ A pjsua2 ``Endpoint`` is a per-process singleton. :class:`SipEndpoint` owns it a
 The call cap is read back from the library after ``libInit`` (``pjsua_call_get_max_count()``, called through
 ctypes on the already-loaded ``_pjsua2`` extension): this wheel cuts any ``maxCalls`` above 4 to 4 silently.
 
-What the network can do to the process is bounded here too (issue 7): :class:`SetupBudget` paces SIP intake so
+What the network can do to the process is bounded here too: :class:`SetupBudget` paces SIP intake so
 that a burst of short calls or refused INVITEs cannot exhaust pjmedia's 64-socket table (which aborts the
 process), and :class:`LogLimiter` cuts and rate-limits pjsip's log lines (pjsip logs each dropped packet with
 its content). Access settings (``allowed_sources``, ``auth_*``) are validated when a :class:`SipConfig` is built.
@@ -60,7 +60,7 @@ from bridge.sip.sipmsg import parse_request_head, user_part
 _LOG = logging.getLogger("bridge.sip")
 _PJ_LOG = logging.getLogger("bridge.sip.pjsua")
 
-DOCUMENTED_CALL_CAP = 4  # what this wheel allows per process (PJSUA2.md); used if the read-back fails
+DOCUMENTED_CALL_CAP = 4  # what this wheel allows per process (docs/pjsip.md); used if the read-back fails
 ALLOWED_CODECS = ("PCMU/8000/1", "PCMA/8000/1")  # first is preferred when we offer
 
 

@@ -10,7 +10,7 @@ The call session only ever calls cheap synchronous methods (:meth:`CallStore.upd
 :meth:`CallStore.end`, or the :meth:`CallStore.listener_for` adapter on ``CallSession.listeners``). They touch
 memory only: an in-memory snapshot of each call's full hash (with the names of the fields changed since the last
 flush) and a bounded queue of stream entries. They must be called on the event loop's thread (pjsua2 callbacks only
-copy and enqueue onto the loop; see DESIGN.md). A background task flushes one pipeline every ``flush_interval_s``:
+copy and enqueue onto the loop; see docs/pjsip.md). A background task flushes one pipeline every ``flush_interval_s``:
 changed hash fields coalesced per call, stream entries in order, live-set membership, the heartbeat.
 
 A Redis outage never stops a call::

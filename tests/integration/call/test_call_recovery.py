@@ -237,7 +237,7 @@ async def test_a_cap_right_after_the_callers_turn_asks_them_to_repeat_it(emulato
 
 async def test_a_drop_before_the_answer_began_answers_the_callers_turn(emulator: EmulatorServer) -> None:
     """The socket drops after the caller's turn was committed and transcribed, before the answer began: the new
-    session gets the turn in its summary and is asked to answer it (it used to wait for the caller to speak)."""
+    session gets the turn in its summary and is asked to answer it."""
     slow = "speed=4&response_latency_ms=40000&transcript_delay_ms=0&drop_after_s=1.5"
     used, connect = connector(emulator, GA, [slow, "speed=4"])
     leg = FakeLeg("drop-thinking")

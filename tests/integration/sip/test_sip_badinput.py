@@ -746,8 +746,8 @@ def test_garbage_burst_leaves_the_gateway_working(tmp_path: Path) -> None:
 
 def test_rapid_call_setups_do_not_abort_the_worker() -> None:
     """pjsua opens an RTP and an RTCP socket per call in a 64-slot table whose slots come back only 500 ms after
-    a close; about 32 set-ups in half a second used to abort the process (SIGABRT, ``pj_ioqueue_register_sock2``
-    assertion). The endpoint now paces SIP intake (``SetupBudget``): 100 back-to-back calls all complete."""
+    a close; about 32 set-ups in half a second would abort the process (SIGABRT, ``pj_ioqueue_register_sock2``
+    assertion). The endpoint paces SIP intake (``SetupBudget``): 100 back-to-back calls all complete."""
     app = GatewayApp("--mode", "silent")
     statuses: list[int] = []
     try:

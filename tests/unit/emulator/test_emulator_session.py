@@ -179,7 +179,7 @@ def test_voice_turn(dialect: Dialect, oracle: Any) -> None:
 
 
 def test_one_conversation_same_bridge_events_in_both_dialects() -> None:
-    """STYLE.md: one conversation replayed in both dialects yields the same internal events (beyond the
+    """One conversation replayed in both dialects yields the same internal events (beyond the
     dialect-only ones: GA's conversation.item.done and where rate_limits.updated falls)."""
     kinds = {}
     for dialect in (GA, BETA):
