@@ -147,6 +147,7 @@ class Phone:
         self.told: list[tuple[str, ...]] = []
         self.heard: list[tuple[float, int]] = []  # (time the frame was taken, its pitch; 0 is silence)
         self.said: list[tuple[float, float]] = []  # (start, end) of each utterance the caller said (not its silence)
+        self.last_voiced: float | None = None  # when the caller last heard agent audio (the frame's start)
         self._trace = trace
         self._clock = clock
         self._outgoing: deque[tuple[bytes, bool, bool]] = deque()  # (frame, first of an utterance, last)
@@ -227,7 +228,10 @@ class Phone:
         start, n = loop.time(), 0
         while not self.disconnected.is_set():
             now = self._clock()
-            self.heard.append((now, _pitch(outbound.pop_frame())))
+            hz = _pitch(outbound.pop_frame())
+            self.heard.append((now, hz))
+            if hz:
+                self.last_voiced = now
             frame, first, last = self._outgoing.popleft() if self._outgoing else (SILENCE, False, False)
             if first:
                 self._utterance_start = now
@@ -268,8 +272,8 @@ class Phone:
 
     def quiet_for(self, seconds: float) -> bool:
         """The caller has heard only silence for ``seconds`` (and heard something before)."""
-        voiced = [t for t, hz in self.heard if hz]
-        return bool(voiced) and self._clock() - (voiced[-1] + FRAME_S) >= seconds - 1e-9
+        last = self.last_voiced
+        return last is not None and self._clock() - (last + FRAME_S) >= seconds - 1e-9
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -406,7 +410,7 @@ class Call:
         self.phone.say(pcm8k)
         await self.until(lambda: len(self.phone.said) > said, within_s, "the caller's turn said")
         end = self.phone.said[-1][1]
-        await self.until(lambda: any(hz for t, hz in self.phone.heard if t >= end), within_s, "an answer")
+        await self.until(lambda: (self.phone.last_voiced or -1.0) >= end, within_s, "an answer")
         return await self.idle(within_s=within_s)
 
     @property
