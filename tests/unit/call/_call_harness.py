@@ -42,6 +42,7 @@ from bridge.emulator.faults import Settings
 from bridge.emulator.session import EmulatorSession
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.profile import AgentProfile, ServerVad
+from bridge.realtime.retry import RetryPolicy
 from bridge.replay.direct import InMemoryRealtime
 from bridge.replay.virtual import VirtualTimeLoop
 
@@ -250,14 +251,15 @@ class Phone:
 
     # -- what the caller heard -----------------------------------------------------------------------------------
     def spans(self, since: float = -1.0, gap_s: float = 0.05) -> list[Span]:
-        """The agent audio heard after ``since``: runs of frames of one pitch, silences under ``gap_s`` bridged."""
+        """The agent audio heard after ``since``: runs of frames of one pitch, silences under ``gap_s`` bridged.
+        A frame within 100 Hz of the run's pitch belongs to it (the smeared last frame of a reply cut short)."""
         out: list[Span] = []
         for t, hz in self.heard:
             if hz == 0 or t < since:
                 continue
             last = out[-1] if out else None
-            if last is not None and last.hz == hz and t - last.end <= gap_s + 1e-9:
-                out[-1] = Span(hz, last.start, t + FRAME_S)
+            if last is not None and abs(last.hz - hz) <= 100 and t - last.end <= gap_s + 1e-9:
+                out[-1] = Span(last.hz, last.start, t + FRAME_S)
             else:
                 out.append(Span(hz, t, t + FRAME_S))
         return out
@@ -299,6 +301,7 @@ class Service:
     ) -> None:
         self.dialect = dialect
         self.sessions: list[EmulatorSession] = []
+        self.connected_at: list[float] = []  # when each connection was opened (virtual seconds)
         self._trace = trace
         self._clock = clock
         self._settings = list(settings) or [{}]
@@ -322,6 +325,7 @@ class Service:
 
         emulator.record.listener = listen
         self.sessions.append(emulator)
+        self.connected_at.append(self._clock())
         client = InMemoryRealtime(self.dialect, emulator)
         await client.connect()
         return client
@@ -438,6 +442,7 @@ def run_call(
     annotations: Any = None,
     max_session_s: float | None = None,
     max_reconnects: int = 20,
+    retry: RetryPolicy | None = None,
     limit_s: float = 60.0,
 ) -> Result:
     """Run one call in a fresh virtual-time loop: ``scenario`` plays the caller; the call ends when the session
@@ -457,6 +462,7 @@ def run_call(
             clock=loop.time,
             max_reconnects=max_reconnects,
             max_session_s=max_session_s,
+            retry=retry,
             rng=random.Random(7),
         )
         task = asyncio.create_task(session.run(), name="call-session")

@@ -10,7 +10,9 @@ from bridge.realtime.dialects import BETA, GA, Dialect
 
 DIALECTS = pytest.mark.parametrize("dialect", [BETA, GA], ids=lambda d: d.name)
 GREETING_HZ, REPLY_HZ = 400, 600  # the emulator answers a key in its default voice (600 Hz)
-MENU = {"greeting": {"text": "For sales press one, for support press two.", "tone_hz": GREETING_HZ, "duration_ms": 3000}}
+MENU = {
+    "greeting": {"text": "For sales press one, for support press two.", "tone_hz": GREETING_HZ, "duration_ms": 3000}
+}
 
 
 def key_messages(events: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -26,7 +26,9 @@ def script(reply: dict[str, Any]) -> dict[str, Any]:
 
 def function_call(result: Result) -> dict[str, Any]:
     """The function call the emulator made (in its second response: the answer to the caller's turn)."""
-    (call,) = [o for r in result.service.sessions[0].record.responses for o in r["outputs"] if o["type"] == "function_call"]
+    (call,) = [
+        o for r in result.service.sessions[0].record.responses for o in r["outputs"] if o["type"] == "function_call"
+    ]
     return call
 
 
@@ -58,8 +60,9 @@ async def speak_then_wait_for_the_end(call: Call) -> None:
 @DIALECTS
 def test_end_call_hangs_up_after_the_goodbye_has_been_heard(dialect: Dialect) -> None:
     goodbye = script({"text": "Goodbye!", "tone_hz": REPLY_HZ, "duration_ms": 1000, "tool_call": {"name": "end_call"}})
-    result = run_call(speak_then_wait_for_the_end, dialect, dialplan=plan(tools=["end_call"]), settings=SETTINGS,
-                      annotations=goodbye)
+    result = run_call(
+        speak_then_wait_for_the_end, dialect, dialplan=plan(tools=["end_call"]), settings=SETTINGS, annotations=goodbye
+    )
     call = function_call(result)
     output = function_output(result)
     assert output["call_id"] == call["call_id"] and json.loads(output["output"])["ok"] is True
@@ -73,7 +76,9 @@ def test_end_call_hangs_up_after_the_goodbye_has_been_heard(dialect: Dialect) ->
     assert last_frame_taken(result) < hangup
     assert "bye" not in [e.what for e in result.trace.of("phone")]  # the caller did not hang up
     report = result.report
-    assert report.tool_calls == [{"name": "end_call", "arguments": call["arguments"], "output": json.loads(output["output"])}]
+    assert report.tool_calls == [
+        {"name": "end_call", "arguments": call["arguments"], "output": json.loads(output["output"])}
+    ]
     assert report.end_reason == "agent ended the call" and report.errors == []
 
 
@@ -121,10 +126,17 @@ def transfer_scenario(final_status: int, final_reason: str):  # type: ignore[no-
 @DIALECTS
 def test_a_transfer_refers_the_caller_and_hangs_up_after_the_final_notify_200(dialect: Dialect) -> None:
     human = script({"tool_call": {"name": "transfer_to_human", "arguments": {"reason": "asked for a person"}}})
-    result = run_call(transfer_scenario(200, "OK"), dialect, dialplan=TRANSFER_PLAN, settings=SETTINGS,
-                      annotations=human)
+    result = run_call(
+        transfer_scenario(200, "OK"), dialect, dialplan=TRANSFER_PLAN, settings=SETTINGS, annotations=human
+    )
     assert json.loads(function_output(result)["output"])["status"] == "transferring"
-    assert result.phone.told == [("ringing",), ("answer",), ("start_media",), ("transfer", TRANSFER_TARGET), ("hangup",)]
+    assert result.phone.told == [
+        ("ringing",),
+        ("answer",),
+        ("start_media",),
+        ("transfer", TRANSFER_TARGET),
+        ("hangup",),
+    ]
     trace = result.trace
     order = [trace.index("leg", "transfer"), trace.index("phone", "notify"), trace.index("leg", "hangup")]
     assert order == sorted(order)
@@ -145,8 +157,9 @@ def test_a_transfer_refers_the_caller_and_hangs_up_after_the_final_notify_200(di
 @DIALECTS
 def test_a_failed_transfer_is_told_to_the_model_and_the_call_goes_on(dialect: Dialect) -> None:
     human = script({"tool_call": {"name": "transfer_to_human", "arguments": {"reason": "asked for a person"}}})
-    result = run_call(transfer_scenario(486, "Busy Here"), dialect, dialplan=TRANSFER_PLAN, settings=SETTINGS,
-                      annotations=human)
+    result = run_call(
+        transfer_scenario(486, "Busy Here"), dialect, dialplan=TRANSFER_PLAN, settings=SETTINGS, annotations=human
+    )
     received = result.service.received(0)
     kinds = result.service.kinds(0)
     # after the function output: a system message naming the failure, and a request to tell the caller
@@ -175,8 +188,9 @@ def test_a_caller_speaking_over_the_transfer_line_stops_the_transfer_and_the_mod
             {"hears": "No wait, one more question.", "reply": {"text": "Sure.", "tone_hz": REPLY_HZ}},
         ],
     }
-    result = run_call(scenario, dialect, dialplan=TRANSFER_PLAN, settings=[{**SETTINGS[0], "speed": 1}],
-                      annotations=human)
+    result = run_call(
+        scenario, dialect, dialplan=TRANSFER_PLAN, settings=[{**SETTINGS[0], "speed": 1}], annotations=human
+    )
     assert not any(t[0] == "transfer" for t in result.phone.told)
     system = [text for role, text in texts(result.service.received(0)) if role == "system"]
     assert len(system) == 1 and "NOT started" in system[0]

@@ -1,0 +1,132 @@
+"""The service's session cap (``session_expired``, then close 1001): before it, the call prepares the next session
+in the background and moves to it at a turn boundary; if the cap comes first (mid-answer, or right after the
+caller's turn), the ready session takes over at once and is asked for what the caller was waiting for."""
+
+from __future__ import annotations
+
+import pytest
+from _call_harness import FRAME_S, Call, Result, plan, run_call, texts, tone_8k
+
+from bridge.realtime.dialects import BETA, GA, Dialect
+
+DIALECTS = pytest.mark.parametrize("dialect", [BETA, GA], ids=lambda d: d.name)
+GREETING_HZ, ANSWER_HZ, NEW_SESSION_HZ = 400, 600, 800
+SCRIPT = {
+    "greeting": {"text": "Welcome to ACME.", "tone_hz": GREETING_HZ, "duration_ms": 1000},
+    "turns": [
+        {
+            "hears": "What are your hours?",
+            "reply": {"text": "We open at nine.", "tone_hz": ANSWER_HZ, "duration_ms": 2000},
+        },
+        {"hears": "And on Sunday?", "reply": {"text": "Closed on Sundays.", "tone_hz": ANSWER_HZ, "duration_ms": 1000}},
+    ],
+}
+
+
+def system_texts(result: Result, n: int) -> list[str]:
+    return [text for role, text in texts(result.service.received(n)) if role == "system"]
+
+
+def instructions(result: Result, n: int) -> list[str]:
+    return [e["response"]["instructions"] for e in result.service.received(n) if e["type"] == "response.create"]
+
+
+def assert_handed_over_without_recovery(result: Result, rollovers: int = 1) -> None:
+    report = result.report
+    assert report.rollovers == rollovers and report.reconnects == 0 and "RECOVERING" not in report.phases
+    assert len(result.service.sessions) == rollovers + 1
+    # the caller's audio went to one session at a time, every frame to exactly one of them
+    for n in range(rollovers):
+        old, new = result.service.append_times(n), result.service.append_times(n + 1)
+        assert new[0] - old[-1] == pytest.approx(FRAME_S)
+
+
+@DIALECTS
+def test_the_next_session_is_prepared_before_the_cap_and_taken_at_a_turn_boundary(dialect: Dialect) -> None:
+    async def scenario(call: Call) -> None:
+        await call.idle()
+        await call.turn(tone_8k(800))
+        await call.until(lambda: len(call.service.sessions) == 2 and bool(call.service.append_times(1)), what="swap")
+        swapped = call.now
+        await call.until(lambda: call.now >= swapped + 0.5, what="half a second on the new session")
+        await call.turn(tone_8k(800))
+        call.phone.hang_up()
+
+    # a 10 s cap: the next session is opened 3 s before it (30 % of the cap), once the first answer has played
+    capped = {"speed": 4, "session_max_s": 10, "transcript_delay_ms": 0}
+    result = run_call(scenario, dialect, settings=[capped], max_session_s=10, annotations=SCRIPT)
+    report = result.report
+    assert_handed_over_without_recovery(result)
+    assert result.service.connected_at[1] == pytest.approx(10 - 3, abs=FRAME_S)
+    # prepared with a summary of the call so far, and asked for nothing: nobody was waiting for an answer
+    assert result.service.kinds(1) == ["session.update", "conversation.item.create"]
+    (prepared,) = system_texts(result, 1)
+    assert "What are your hours?" in prepared and "We open at nine." in prepared
+    # the swap came at a turn boundary: the caller neither heard the agent nor spoke around it
+    swap = result.service.append_times(1)[0]
+    assert all(hz == 0 for t, hz in result.phone.heard if swap - 0.2 <= t <= swap + 0.2)
+    assert not any(start - 0.2 <= swap <= end + 0.2 for start, end in result.phone.said)
+    # and the conversation went on there
+    assert [t["text"] for t in result.service.sessions[1].record.transcripts] == ["And on Sunday?"]
+    assert report.caller_transcript == ["What are your hours?", "And on Sunday?"]
+    assert report.agent_transcript[-1] == "Closed on Sundays." and report.errors == []
+
+
+@DIALECTS
+def test_a_cap_during_an_answer_hands_it_to_the_ready_session(dialect: Dialect) -> None:
+    async def scenario(call: Call) -> None:
+        await call.until(lambda: call.phone.hearing() == NEW_SESSION_HZ, what="the answer continued")
+        await call.idle(0.2)
+        call.phone.hang_up()
+
+    # the greeting (6 s, streamed as it plays) outlasts the 4 s cap: no turn boundary comes before it
+    long_greeting = {"greeting": {**SCRIPT["greeting"], "duration_ms": 6000}}
+    capped = {"speed": 1, "session_max_s": 4}
+    next_session = {"speed": 4, "tone_hz": NEW_SESSION_HZ, "max_reply_ms": 1000}
+    result = run_call(scenario, dialect, settings=[capped, next_session], max_session_s=4, annotations=long_greeting)
+    report = result.report
+    assert_handed_over_without_recovery(result)
+    first = result.service.sessions[0].record
+    assert first.close_code == 1001 and [e["error"]["code"] for e in first.errors] == ["session_expired"]
+    # prepared with a summary; at the cap, a fresh summary and a request to continue the cut greeting
+    kinds = result.service.kinds(1)
+    assert kinds == ["session.update", "conversation.item.create", "conversation.item.create", "response.create"]
+    (resume,) = instructions(result, 1)
+    assert "cut off" in resume and resume != plan().greeting
+    # the caller heard the greeting up to the cap, then its continuation with no gap; the call did not stay
+    # THINKING: the continuation was spoken, and the call was listening again when it ended
+    greeting, continued = result.phone.spans()
+    assert (greeting.hz, continued.hz) == (GREETING_HZ, NEW_SESSION_HZ)
+    assert greeting.end == pytest.approx(4.0, abs=0.1) and continued.start - greeting.end <= FRAME_S
+    assert report.phases[-3:] == ["SPEAKING", "LISTENING", "ENDED"]
+    assert [e["code"] for e in report.errors] == ["session_expired"]
+
+
+@DIALECTS
+def test_a_cap_right_after_the_callers_turn_asks_them_to_repeat_it(dialect: Dialect) -> None:
+    async def scenario(call: Call) -> None:
+        call.phone.say(tone_8k(600))
+        await call.until(lambda: call.phone.last_voiced is not None, what="the agent")
+        await call.idle()
+        call.phone.hang_up()
+
+    # the turn is committed in the first session, which neither transcribes nor answers it before its cap
+    slow = {"speed": 4, "session_max_s": 2.5, "response_latency_ms": 40_000, "transcript_delay_ms": 40_000}
+    next_session = {"speed": 4, "tone_hz": NEW_SESSION_HZ}
+    result = run_call(
+        scenario,
+        dialect,
+        dialplan=plan(greeting=None),
+        settings=[slow, next_session],
+        max_session_s=2.5,
+        annotations={"turns": SCRIPT["turns"]},
+    )
+    report = result.report
+    # (the short cap rolls the second session over too, at the turn boundary after the ask)
+    assert_handed_over_without_recovery(result, rollovers=2)
+    assert result.service.kinds(2) == ["session.update", "conversation.item.create"]
+    (ask,) = instructions(result, 1)
+    assert "repeat" in ask
+    (asked,) = result.phone.spans()
+    assert asked.hz == NEW_SESSION_HZ and asked.start - 2.5 < 0.1  # no dead air after the cap
+    assert report.caller_transcript == []
