@@ -30,7 +30,7 @@ def test_keys_pressed_after_the_prompt_reach_the_model_in_order(dialect: Dialect
             await call.idle()
         call.phone.hang_up()
 
-    result = run_call(scenario, dialect, settings=[{"speed": 4}], annotations=MENU)
+    result = run_call(scenario, dialect, settings=[{"speed": 4, "max_reply_ms": 1500}], annotations=MENU)
     received = result.service.received(0)
     assert result.service.kinds(0) == [
         "session.update",
@@ -55,7 +55,7 @@ def test_a_key_pressed_over_the_prompt_interrupts_it(dialect: Dialect) -> None:
         await call.idle()
         call.phone.hang_up()
 
-    result = run_call(scenario, dialect, settings=[{"speed": 1}], annotations=MENU)
+    result = run_call(scenario, dialect, settings=[{"speed": 1, "max_reply_ms": 1500}], annotations=MENU)
     greeting = result.service.sessions[0].record.responses[0]
     assert result.service.kinds(0) == [
         "session.update",

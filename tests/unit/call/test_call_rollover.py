@@ -19,6 +19,7 @@ SCRIPT = {
             "reply": {"text": "We open at nine.", "tone_hz": ANSWER_HZ, "duration_ms": 2000},
         },
         {"hears": "And on Sunday?", "reply": {"text": "Closed on Sundays.", "tone_hz": ANSWER_HZ, "duration_ms": 1000}},
+        {"hears": "Thanks, bye.", "reply": {"text": "You're welcome.", "tone_hz": ANSWER_HZ, "duration_ms": 1000}},
     ],
 }
 
@@ -46,30 +47,36 @@ def test_the_next_session_is_prepared_before_the_cap_and_taken_at_a_turn_boundar
     async def scenario(call: Call) -> None:
         await call.idle()
         await call.turn(tone_8k(800))
+        await call.until(lambda: call.now >= 6.6, what="the second turn's moment")
+        await call.turn(tone_8k(800))  # under way when the next session is prepared
         await call.until(lambda: len(call.service.sessions) == 2 and bool(call.service.append_times(1)), what="swap")
         swapped = call.now
         await call.until(lambda: call.now >= swapped + 0.5, what="half a second on the new session")
         await call.turn(tone_8k(800))
         call.phone.hang_up()
 
-    # a 10 s cap: the next session is opened 3 s before it (30 % of the cap), once the first answer has played
+    # a 10 s cap: the next session is opened 3 s before it (30 % of the cap), while the caller is speaking
     capped = {"speed": 4, "session_max_s": 10, "transcript_delay_ms": 0}
     result = run_call(scenario, dialect, settings=[capped], max_session_s=10, annotations=SCRIPT)
-    report = result.report
+    report, phone = result.report, result.phone
     assert_handed_over_without_recovery(result)
-    assert result.service.connected_at[1] == pytest.approx(10 - 3, abs=FRAME_S)
+    prepared_at = result.service.connected_at[1]
+    assert prepared_at == pytest.approx(10 - 3, abs=FRAME_S)
+    assert phone.said[1][0] < prepared_at < phone.said[1][1]
     # prepared with a summary of the call so far, and asked for nothing: nobody was waiting for an answer
     assert result.service.kinds(1) == ["session.update", "conversation.item.create"]
     (prepared,) = system_texts(result, 1)
     assert "What are your hours?" in prepared and "We open at nine." in prepared
-    # the swap came at a turn boundary: the caller neither heard the agent nor spoke around it
+    # the swap waited for the turn boundary: the caller had heard all of the second answer (from the first
+    # session), was not speaking, and heard nothing more until the answer to their next turn
     swap = result.service.append_times(1)[0]
-    assert all(hz == 0 for t, hz in result.phone.heard if swap - 0.2 <= t <= swap + 0.2)
-    assert not any(start - 0.2 <= swap <= end + 0.2 for start, end in result.phone.said)
-    # and the conversation went on there
-    assert [t["text"] for t in result.service.sessions[1].record.transcripts] == ["And on Sunday?"]
-    assert report.caller_transcript == ["What are your hours?", "And on Sunday?"]
-    assert report.agent_transcript[-1] == "Closed on Sundays." and report.errors == []
+    second_answer, third_answer = phone.spans(since=phone.said[1][1])
+    assert second_answer.end <= swap < phone.said[2][0] < third_answer.start
+    assert not any(start - 0.2 <= swap <= end + 0.2 for start, end in phone.said)
+    transcribed = [[t["text"] for t in s.record.transcripts] for s in result.service.sessions]
+    assert transcribed == [["What are your hours?", "And on Sunday?"], ["Thanks, bye."]]
+    assert report.caller_transcript == ["What are your hours?", "And on Sunday?", "Thanks, bye."]
+    assert report.agent_transcript[-1] == "You're welcome." and report.errors == []
 
 
 @DIALECTS
