@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from _call_harness import Call, plan, run_call, tone_8k
+from _call_harness import Call, caller_wav, plan, run_call
 
 from bridge.realtime.dialects import BETA, GA, Dialect
 
@@ -41,8 +41,7 @@ def test_the_greeting_is_asked_for_once_the_call_is_answered(dialect: Dialect) -
 def test_without_a_greeting_the_agent_listens_first(dialect: Dialect) -> None:
     async def scenario(call: Call) -> None:
         await call.until(lambda: call.now > 1.0, what="a second of silence")
-        call.phone.say(tone_8k(800))
-        await call.idle()
+        await call.turn(caller_wav())  # the bundled recording of a caller's question
         call.phone.hang_up()
 
     answer = {"turns": [{"hears": "Are you open today?", "reply": {"text": "We are.", "tone_hz": 600}}]}
@@ -51,7 +50,8 @@ def test_without_a_greeting_the_agent_listens_first(dialect: Dialect) -> None:
     # Nothing was asked of the model: the service's turn detection answered the caller's turn.
     assert result.service.kinds(0) == ["session.update"]
     (reply,) = result.phone.spans()
-    assert reply.hz == 600 and reply.start > result.phone.said[0][1]
+    (question,) = result.phone.said
+    assert reply.hz == 600 and reply.start > question[1]
     assert report.first_audio_ms == pytest.approx(reply.start * 1000, abs=1)
     assert report.phases[:2] == ["IDLE", "LISTENING"]
     assert report.caller_transcript == ["Are you open today?"] and report.agent_transcript == ["We are."]
