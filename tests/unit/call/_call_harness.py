@@ -25,12 +25,13 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import pytest
 
 from bridge import events as ev
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, FrameSink, FrameSource, StreamKernel
@@ -40,7 +41,7 @@ from bridge.dialplan import BUILTIN_TOOLS, Dialplan
 from bridge.emulator.annotations import Annotations
 from bridge.emulator.faults import Settings
 from bridge.emulator.session import EmulatorSession
-from bridge.realtime.dialects import Dialect
+from bridge.realtime.dialects import BETA, GA, Dialect
 from bridge.realtime.profile import AgentProfile, ServerVad
 from bridge.realtime.retry import RetryPolicy
 from bridge.replay.direct import InMemoryRealtime
@@ -55,6 +56,23 @@ VOICED_DBFS: Final = -50.0  # a heard frame louder than this (RMS) is agent audi
 MEDIA_PHASE_S: Final = 0.005
 ASSETS: Final = Path(__file__).resolve().parents[3] / "bridge" / "assets"
 TRANSFER_TARGET: Final = "sip:agent@example.com"
+DIALECTS: Final = pytest.mark.parametrize("dialect", [BETA, GA], ids=lambda d: d.name)  # where both behave alike
+# The agent's voices: the emulator speaks each reply as a tone of the pitch its annotation (or, unscripted, the
+# session's settings) gives, so the caller's ear tells the greeting, an answer and a new session's words apart.
+GREETING_HZ: Final = 400
+ANSWER_HZ: Final = 600
+NEW_SESSION_HZ: Final = 800
+HOURS: Final[Mapping[str, Any]] = {
+    "greeting": {"text": "Welcome to ACME.", "tone_hz": GREETING_HZ, "duration_ms": 1000},
+    "turns": [
+        {
+            "hears": "What are your hours?",
+            "reply": {"text": "We open at nine.", "tone_hz": ANSWER_HZ, "duration_ms": 2000},
+        },
+        {"hears": "And on Sunday?", "reply": {"text": "Closed on Sundays.", "tone_hz": ANSWER_HZ, "duration_ms": 1000}},
+        {"hears": "Thanks, bye.", "reply": {"text": "You're welcome.", "tone_hz": ANSWER_HZ, "duration_ms": 1000}},
+    ],
+}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -334,32 +352,39 @@ class Service:
         """The client events session ``n`` received, in order (without the caller's audio unless ``appends``)."""
         return [e for e in self.sessions[n].record.received if appends or e.get("type") != "input_audio_buffer.append"]
 
+    def messages(self, n: int, role: str) -> list[str]:
+        """The texts of the ``role`` messages the bridge put in session ``n`` (summaries, notices, keys pressed)."""
+        out = []
+        for e in self.received(n):
+            item = e.get("item") or {}
+            if e["type"] == "conversation.item.create" and item.get("type") == "message" and item.get("role") == role:
+                out += [str(c.get("text", "")) for c in item.get("content", [])]
+        return out
+
+    def instructions(self, n: int) -> list[str | None]:
+        """The instructions of each ``response.create`` session ``n`` received."""
+        return [
+            (e.get("response") or {}).get("instructions") for e in self.received(n) if e["type"] == "response.create"
+        ]
+
     def kinds(self, n: int) -> list[str]:
         return [str(e.get("type")) for e in self.received(n)]
 
-    def sent_kinds(self, n: int) -> list[str]:
-        return self.sessions[n].record.types_sent()
+    def errors(self, n: int) -> list[str]:
+        """The codes of the ``error`` events session ``n`` sent: what it refused of the bridge, or its own faults."""
+        return [str(e["error"].get("code")) for e in self.sessions[n].record.errors]
 
     def sent_at(self, n: int, kind: str) -> list[float]:
         """When session ``n`` sent each event of type ``kind`` (virtual seconds)."""
         return [t for t, direction, k in self.sessions[n].record.timeline if direction == "out" and k == kind]
 
     def append_times(self, n: int) -> list[float]:
+        """When session ``n`` received each frame of the caller's audio (virtual seconds)."""
         return [
             t
             for t, direction, k in self.sessions[n].record.timeline
             if direction == "in" and k == "input_audio_buffer.append"
         ]
-
-
-def texts(events: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(role, text) of every message item the bridge created (summaries, notices, keys pressed)."""
-    out = []
-    for e in events:
-        item = e.get("item") or {}
-        if e.get("type") == "conversation.item.create" and item.get("type") == "message":
-            out += [(str(item.get("role")), str(c.get("text", ""))) for c in item.get("content", [])]
-    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -420,6 +445,12 @@ class Call:
     @property
     def now(self) -> float:
         return self.clock()
+
+
+async def one_question(call: Call) -> None:
+    """A scenario: the caller speaks at once, hears the answer through, and hangs up."""
+    await call.turn(tone_8k(600))
+    call.phone.hang_up()
 
 
 @dataclass
