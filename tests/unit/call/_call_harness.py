@@ -83,7 +83,7 @@ def tone_8k(ms: float, hz: float = 300.0, dbfs: float = -20.0) -> bytes:
     """A steady tone as 8 kHz PCM16: loud enough for the service's VAD, pitched apart from the agent's tones."""
     n = round(RATE * ms / 1000.0)
     x = 32767.0 * 10.0 ** (dbfs / 20.0) * np.sin(2.0 * np.pi * hz * np.arange(n) / RATE)
-    return np.round(x).astype("<i2").tobytes()
+    return bytes(np.round(x).astype("<i2").tobytes())
 
 
 def caller_wav() -> bytes:
@@ -290,6 +290,10 @@ class Phone:
         """The pitch of the frame the caller hears now (0: silence)."""
         return self.heard[-1][1] if self.heard else 0
 
+    def spoken_to_since(self, t: float) -> bool:
+        """The caller has heard agent audio at or after ``t``."""
+        return self.last_voiced is not None and self.last_voiced >= t
+
     def quiet_for(self, seconds: float) -> bool:
         """The caller has heard only silence for ``seconds`` (and heard something before)."""
         last = self.last_voiced
@@ -361,11 +365,10 @@ class Service:
                 out += [str(c.get("text", "")) for c in item.get("content", [])]
         return out
 
-    def instructions(self, n: int) -> list[str | None]:
-        """The instructions of each ``response.create`` session ``n`` received."""
-        return [
-            (e.get("response") or {}).get("instructions") for e in self.received(n) if e["type"] == "response.create"
-        ]
+    def instructions(self, n: int) -> list[str]:
+        """The instructions of each ``response.create`` session ``n`` received ("" where it gave none)."""
+        creates = [e for e in self.received(n) if e["type"] == "response.create"]
+        return [str((e.get("response") or {}).get("instructions") or "") for e in creates]
 
     def kinds(self, n: int) -> list[str]:
         return [str(e.get("type")) for e in self.received(n)]
@@ -439,7 +442,7 @@ class Call:
         self.phone.say(pcm8k)
         await self.until(lambda: len(self.phone.said) > said, within_s, "the caller's turn said")
         end = self.phone.said[-1][1]
-        await self.until(lambda: (self.phone.last_voiced or -1.0) >= end, within_s, "an answer")
+        await self.until(lambda: self.phone.spoken_to_since(end), within_s, "an answer")
         return await self.idle(within_s=within_s)
 
     @property

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _call_harness import DIALECTS, Call, Result, plan, run_call, tone_8k
+from _call_harness import DIALECTS, Call, Result, Scenario, plan, run_call, tone_8k
 
 from bridge.realtime.dialects import Dialect
 
@@ -19,7 +19,7 @@ REAL_TIME = {"speed": 1}  # the service streams the greeting as fast as it plays
 AT_ONCE = {"speed": 0}  # the whole greeting arrives at once: its response is done while most of it is still queued
 
 
-def barge_in_after(heard_s: float):  # type: ignore[no-untyped-def]
+def barge_in_after(heard_s: float) -> Scenario:
     async def scenario(call: Call) -> None:
         await call.until(lambda: call.phone.heard_ms(GREETING_HZ) >= heard_s * 1000, what="the greeting heard")
         await call.turn(tone_8k(700))

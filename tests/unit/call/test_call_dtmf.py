@@ -19,9 +19,9 @@ def test_keys_pressed_after_the_prompt_reach_the_model_in_order(dialect: Dialect
     async def scenario(call: Call) -> None:
         await call.idle()
         for digit in "2#":
-            pressed = call.now
+            pressed = call.now + 1e-3  # after the frame heard at this instant
             call.phone.press(digit)
-            await call.until(lambda p=pressed: (call.phone.last_voiced or -1.0) > p, what="the reply")
+            await call.until(lambda: call.phone.spoken_to_since(pressed), what="the reply")  # noqa: B023 (awaited here)
             await call.idle()
         call.phone.hang_up()
 

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from _call_harness import DIALECTS, TRANSFER_TARGET, Call, Result, plan, run_call, tone_8k
+from _call_harness import DIALECTS, TRANSFER_TARGET, Call, Result, Scenario, plan, run_call, tone_8k
 
 from bridge.realtime.dialects import Dialect
 
@@ -28,7 +28,7 @@ def function_call(result: Result) -> dict[str, Any]:
     (call,) = [
         o for r in result.service.sessions[0].record.responses for o in r["outputs"] if o["type"] == "function_call"
     ]
-    return call
+    return dict(call)
 
 
 def function_output(result: Result) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def function_output(result: Result) -> dict[str, Any]:
         for e in result.service.received(0)
         if e["type"] == "conversation.item.create" and e["item"]["type"] == "function_call_output"
     ]
-    return item
+    return dict(item)
 
 
 def last_frame_taken(result: Result) -> float:
@@ -101,7 +101,7 @@ def test_an_unknown_tool_gets_an_error_output_and_the_call_goes_on(dialect: Dial
     assert report.end_reason.startswith("caller hung up")
 
 
-def transfer_scenario(final_status: int, final_reason: str):  # type: ignore[no-untyped-def]
+def transfer_scenario(final_status: int, final_reason: str) -> Scenario:
     async def scenario(call: Call) -> None:
         await call.idle()
         call.phone.say(tone_8k(600))
@@ -115,7 +115,7 @@ def transfer_scenario(final_status: int, final_reason: str):  # type: ignore[no-
             await call.until(lambda: call.task.done(), what="the bridge leaving the call")
         else:
             notified = call.now
-            await call.until(lambda: (call.phone.last_voiced or -1.0) > notified, what="the agent again")
+            await call.until(lambda: call.phone.spoken_to_since(notified + 1e-3), what="the agent again")
             await call.idle()
             call.phone.hang_up()
 
