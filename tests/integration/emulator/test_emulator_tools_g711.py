@@ -47,7 +47,7 @@ async def test_transfer_rule_then_function_output_reply(
     await client.append(speech(1.0) + silence(0.8))
     done = await client.until_type("response.done")
     call = of_type(client.events, "response.function_call_arguments.done")[0]
-    decoded = proto.decode(json.dumps(call))
+    (decoded,) = proto.decode(json.dumps(call))
     assert isinstance(decoded, bev.FunctionCall)
     added = of_type(client.events, "response.output_item.added")[0]["item"]
     assert (added["type"], added["name"], added["call_id"]) == ("function_call", "transfer_to_human", call["call_id"])

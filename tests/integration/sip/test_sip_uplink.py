@@ -96,7 +96,7 @@ def test_each_frame_becomes_one_masked_append_with_the_upsampled_audio(port: cpo
     ours, theirs = socket.socketpair()
     up, ref = Upsampler(native=True), Upsampler(native=False)
     offload = port.uplink(up)
-    assert offload.bind(ours.fileno())
+    assert offload.set_append(GA.append) and offload.bind(ours.fileno())
     frames = tone(1020, 25)
     for frame in frames[:10]:
         cport.put_frame(port.handle, frame)
@@ -129,7 +129,7 @@ def test_a_socket_that_takes_nothing_keeps_whole_frames_then_drops_and_counts(po
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     up = Upsampler(native=True)
     offload = port.uplink(up)
-    assert offload.bind(ours.fileno())
+    assert offload.set_append(GA.append) and offload.bind(ours.fileno())
     frames = tone(440, 250)  # 5 s: more than the pending buffer holds (about 3 s)
     for frame in frames:
         cport.put_frame(port.handle, frame)
@@ -160,7 +160,7 @@ def test_a_close_frame_behind_a_backlog_goes_out_once_after_it_on_the_next_ticks
     ours, theirs = socket.socketpair()
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     offload = port.uplink(Upsampler(native=True))
-    assert offload.bind(ours.fileno())
+    assert offload.set_append(GA.append) and offload.bind(ours.fileno())
     for frame in tone(440, 40):  # more than the socket holds: a backlog waits in C
         cport.put_frame(port.handle, frame)
     sent = offload.frames_sent

@@ -7,9 +7,12 @@ from typing import Any
 import pytest
 
 from bridge.emulator.annotations import Annotations
-from bridge.emulator.config import BETA_CONFIG, GA_CONFIG
+from bridge.emulator.config import DialectConfig
 from bridge.emulator.faults import Settings
-from bridge.emulator.schema import ClientError
+from bridge.realtime.dialects import BETA, GA
+from bridge.realtime.dialects.schema import ClientError
+
+BETA_CONFIG, GA_CONFIG = DialectConfig(BETA), DialectConfig(GA)
 
 
 def rejected(fn: Any, *args: Any, **kw: Any) -> ClientError:
