@@ -36,7 +36,7 @@ async def test_transfer_rule_then_function_output_reply(
 ) -> None:
     emulator.queue_next(annotations=[{"hears": "Please get me a representative."}])
     client = await RawClient.open(
-        f"{emulator.base_url}/realtime?model={dialect.default_model}&speed=0", beta=dialect is BETA
+        f"{emulator.base_url}/realtime?model={dialect.default_model}&speed=0", headers=dialect.extra_headers
     )
     proto = RealtimeProtocol(dialect)
     await client.until_type("session.created")
@@ -82,7 +82,7 @@ G711_SESSIONS = {
 @pytest.mark.parametrize("dialect", [GA, BETA], ids=["ga", "beta"])
 async def test_g711_ulaw_passthrough(emulator: EmulatorServer, oracle: Any, dialect: Dialect) -> None:
     client = await RawClient.open(
-        f"{emulator.base_url}/realtime?model={dialect.default_model}&speed=0&tone_hz=440", beta=dialect is BETA
+        f"{emulator.base_url}/realtime?model={dialect.default_model}&speed=0&tone_hz=440", headers=dialect.extra_headers
     )
     await client.until_type("session.created")
     await client.send({"type": "session.update", "session": G711_SESSIONS[dialect.name]})

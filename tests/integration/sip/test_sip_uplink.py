@@ -25,7 +25,7 @@ import pjsua2 as pj
 import pytest
 
 from bridge import events as ev
-from bridge.audio import Upsampler
+from bridge.audio import AppendTemplate, Upsampler
 from bridge.audio.frames import FRAME_BYTES
 from bridge.emulator import EmulatorServer
 from bridge.realtime.client import ClientSettings, RealtimeClient
@@ -122,6 +122,23 @@ def test_each_frame_becomes_one_masked_append_with_the_upsampled_audio(port: cpo
     port.attach(None, lambda pcm, t: None)
     again = port.uplink(Upsampler(native=True))
     assert again.frames_sent == 0 and again.last_latency_s() == (0.0, 0.0)
+
+
+def test_each_frame_is_framed_by_the_template_it_was_given(port: cport.NativePort) -> None:
+    ours, theirs = socket.socketpair()
+    offload = port.uplink(Upsampler(native=True))
+    assert not offload.bind(ours.fileno())  # no template: the C uplink has no JSON of its own
+    assert not offload.set_append(AppendTemplate("x" * 200))  # longer than cport.c's buffer: refused
+    assert offload.set_append(AppendTemplate("session.input_audio.append", "pcm")) and offload.bind(ours.fileno())
+    for frame in tone(1020, 3):
+        cport.put_frame(port.handle, frame)
+    assert offload.unbind() == b""
+    theirs.setblocking(False)
+    got = [json.loads(payload) for _, payload in parse_frames(theirs.recv(1 << 20))]
+    ours.close()
+    theirs.close()
+    assert [(set(e), e["type"]) for e in got] == [({"type", "pcm"}, "session.input_audio.append")] * 3
+    assert all(len(base64.b64decode(e["pcm"], validate=True)) == 960 for e in got)  # 20 ms at 24 kHz
 
 
 def test_a_socket_that_takes_nothing_keeps_whole_frames_then_drops_and_counts(port: cport.NativePort) -> None:
