@@ -918,7 +918,7 @@ class EmulatorSession:
         return voice.tone(hz, ms, rate, dbfs=s.tone_dbfs)
 
     def _schedule(self, run: _Run, t0: float) -> None:
-        """Lay out the response's events in time (PROTOCOL.md, "A response with audio")."""
+        """Lay out the response's events in time (docs/protocol.md, "A response")."""
         s = self.settings
         steps: list[_Step] = []
 

@@ -21,7 +21,7 @@ the model that belongs to the dialect (GA -> ``ga_model``, beta -> ``legacy_mode
 ``Decision.fallback_model``: when the GA model fails to connect, the worker asks :func:`fallback` for the legacy
 decision (same dialect, legacy model, voice made compatible) and tries once more.
 
-Voices: marin and cedar exist only on gpt-realtime models (PROTOCOL.md); any other model gets ``fallback_voice``.
+Voices: marin and cedar exist only on gpt-realtime models (docs/protocol.md); any other model gets ``fallback_voice``.
 
 Automatic rollback (:func:`should_rollback`): over the flag's sliding window, when GA has at least ``min_calls``
 finished calls, its failure rate (connection failures + dropped sessions, per call) exceeds
