@@ -68,6 +68,7 @@ from bridge.audio.resample import (
     Downsampler,
     Upsampler,
 )
+from bridge.realtime.dialects import GA
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -77,6 +78,7 @@ LOW, HIGH = 8000, 24000
 FRAME_LOW, FRAME_HIGH = 160, 480  # 20 ms (RFC 3551 §4.5)
 LEVEL = 0.9 * 32767
 BATCH = 32
+APPEND = GA.append  # the wire code the bridge runs (its appends are the same text in every Realtime dialect)
 REPS, FRAMES, WARMUP = 9, 500, 100
 
 Convert = Callable[[bytes], bytes]
@@ -240,7 +242,7 @@ class Inputs:
 
 def per_call_path(name: str, up: Callable[[], Convert], down: Callable[[], Convert], inp: Inputs) -> Path:
     def step_in() -> Callable[[int], None]:
-        convert, encode, src, n = up(), wire.encode_append, inp.low, len(inp.low)
+        convert, encode, src, n = up(), APPEND.encode, inp.low, len(inp.low)
 
         def step(i: int) -> None:
             encode(convert(src[i % n]))
@@ -260,7 +262,7 @@ def per_call_path(name: str, up: Callable[[], Convert], down: Callable[[], Conve
 
 def batch_path(inp: Inputs) -> Path:
     def step_in() -> Callable[[int], None]:
-        bu, encode, ticks, n = BatchUpsampler(BATCH), wire.encode_append, inp.ticks_low, len(inp.ticks_low)
+        bu, encode, ticks, n = BatchUpsampler(BATCH), APPEND.encode, inp.ticks_low, len(inp.ticks_low)
 
         def step(i: int) -> None:
             for frame in bu.process(ticks[i % n]):
@@ -289,7 +291,7 @@ def batch_path(inp: Inputs) -> Path:
 
 def passthrough_path(inp: Inputs) -> Path:
     def step_in() -> Callable[[int], None]:
-        encode, src, n = wire.encode_append, inp.low, len(inp.low)
+        encode, src, n = APPEND.encode, inp.low, len(inp.low)
 
         def step(i: int) -> None:
             encode(g711.ulaw_encode(src[i % n]))
@@ -358,7 +360,7 @@ def wire_steps() -> dict[str, tuple[Callable[[], Step], int]]:
     """Serialization alone, per 20 ms of 24 kHz PCM16: encode an append event, decode a delta's base64."""
     pcm = frames(multitone(HIGH, 0.1), FRAME_HIGH)[0]
     b64 = base64.b64encode(pcm).decode("ascii")
-    kind = "input_audio_buffer.append"
+    kind = APPEND.event_type
     variants: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
         (
             "wire/stdlib base64+json",
@@ -370,7 +372,7 @@ def wire_steps() -> dict[str, tuple[Callable[[], Step], int]]:
             lambda: orjson.dumps({"type": kind, "audio": pybase64.b64encode_as_string(pcm)}).decode(),
             lambda: pybase64.b64decode(b64, validate=True),
         ),
-        ("wire/pybase64+template (ours)", lambda: wire.encode_append(pcm), lambda: wire.decode_b64(b64)),
+        ("wire/pybase64+template (ours)", lambda: APPEND.encode(pcm), lambda: wire.decode_b64(b64)),
     ]
     steps: dict[str, tuple[Callable[[], Step], int]] = {}
     for name, enc, dec in variants:

@@ -2,7 +2,7 @@
 
 Every part of the bridge speaks these frozen dataclasses: the Realtime protocol core turns wire JSON of either
 dialect into them, the SIP side reports calls, digits and hangups with them, the call session consumes them, and
-replay, Redis summaries and metrics read them. Nothing outside ``bridge/realtime/dialects.py`` knows a wire event
+replay, Redis summaries and metrics read them. Nothing outside ``bridge/realtime/dialects/`` knows a wire event
 name.
 
 Two families:
@@ -311,7 +311,7 @@ class TransferProgress(Event):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Commands (encoded per dialect by bridge/realtime/protocol.py)
+# Commands (encoded per dialect by its table in bridge/realtime/dialects/)
 
 
 @dataclass(frozen=True, slots=True)

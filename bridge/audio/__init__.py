@@ -14,9 +14,10 @@ from bridge.audio.passthrough import (
 )
 from bridge.audio.playout import FlushResult, PlayoutBuffer
 from bridge.audio.resample import BatchDownsampler, BatchUpsampler, Downsampler, Upsampler
-from bridge.audio.wire import decode_b64, encode_append
+from bridge.audio.wire import AppendTemplate, decode_b64
 
 __all__ = [
+    "AppendTemplate",
     "AudioConverter",
     "AudioFormat",
     "BatchDownsampler",
@@ -31,7 +32,6 @@ __all__ = [
     "alaw_encode",
     "converters",
     "decode_b64",
-    "encode_append",
     "ulaw_decode",
     "ulaw_encode",
 ]

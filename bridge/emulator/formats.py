@@ -1,6 +1,6 @@
 """Audio formats the emulator speaks on the wire, keyed by the beta spelling (``pcm16``, ``g711_ulaw``, ``g711_alaw``).
 
-GA spells them ``audio/pcm`` (24 kHz only), ``audio/pcmu`` and ``audio/pcma``; ``config.py`` maps both spellings
+GA spells them ``audio/pcm`` (24 kHz only), ``audio/pcmu`` and ``audio/pcma``; each dialect's table maps its spelling
 onto these keys. PCM16 is little-endian mono at 24 kHz; G.711 is one byte per sample at 8 kHz (ITU-T G.711,
 RFC 3551 §4.5.14).
 

@@ -1,7 +1,7 @@
 """The emulator's network shell: one aiohttp app serving the Realtime WebSocket, the credential endpoints and a
 control API on a single port.
 
-Routes::
+Routes (the WebSocket and credential paths are each dialect's own, from its table)::
 
     GET  /v1/realtime?model=...[&setting=value...]   WebSocket; ``OpenAI-Beta: realtime=v1`` selects beta, else GA
     POST /v1/realtime/client_secrets                  GA ephemeral key:   {"value", "expires_at", "session"}
@@ -31,7 +31,7 @@ import struct
 import time
 import wave
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -40,19 +40,19 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from bridge.emulator.annotations import Annotations
-from bridge.emulator.config import CONFIGS
+from bridge.emulator.config import DialectConfig
 from bridge.emulator.fastread import FastReadResponse
 from bridge.emulator.faults import INJECTABLE, Settings
-from bridge.emulator.schema import ClientError
 from bridge.emulator.session import Abort, Action, Close, EmulatorSession, Send, SendRaw, SessionRecord
 from bridge.emulator.wire import Ids, Wire
-from bridge.realtime.dialects import BETA, GA, Dialect
+from bridge.realtime.dialects import DIALECTS, Dialect
+from bridge.realtime.dialects.schema import ClientError
 
 log = logging.getLogger("bridge.emulator")
 
 CLOSE_BAD_KEY = 3000  # the service's close code for a bad, missing or expired credential
-CLOSE_BAD_REQUEST = 4000  # bad model, beta shape disabled
-BETA_HEADER = "realtime=v1"
+CLOSE_BAD_REQUEST = 4000  # bad model, a retired dialect's shape
+API_PREFIX = "/v1"  # the dialects' paths sit under it
 MIN_SECRET_TTL_S, MAX_SECRET_TTL_S = 10, 7200  # expires_after.seconds bounds of the credential endpoints
 
 
@@ -67,9 +67,10 @@ class _Pending:
 
 @dataclass
 class _Secret:
-    dialect: str
     expires_at: float
-    session: dict[str, Any]  # the session config it was minted with; the connection starts from it
+    # the session config it was minted with, under the dialect it was minted for: a connection in that dialect
+    # starts from it
+    sessions: Mapping[Dialect, dict[str, Any]]
 
 
 @dataclass
@@ -120,6 +121,18 @@ def _bearer(request: web.Request) -> str:
     return value.strip() if scheme.lower() == "bearer" else ""
 
 
+def dialect_of(path: str, headers: Mapping[str, str]) -> Dialect | None:
+    """The dialect a WebSocket upgrade asks for, as the service picks it: among the dialects served on ``path``, the
+    one whose extra headers the request carries (a header's value may list more than the dialect's), the one with
+    the most of them first. On ``/realtime``: ``OpenAI-Beta: realtime=v1`` means beta, no such header GA."""
+    matching = [
+        d
+        for d in DIALECTS.values()
+        if d.path == path and all(value in headers.get(name, "") for name, value in d.extra_headers.items())
+    ]
+    return max(matching, key=lambda d: len(d.extra_headers), default=None)
+
+
 def _mask(key: str) -> str:
     return key[:6] + "*" * 3 + key[-4:] if len(key) > 12 else "***"
 
@@ -167,9 +180,10 @@ class EmulatorServer:
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_get("/v1/realtime", self._realtime)
-        app.router.add_post("/v1/realtime/client_secrets", self._client_secrets)
-        app.router.add_post("/v1/realtime/sessions", self._beta_sessions)
+        for path in sorted({d.path for d in DIALECTS.values()}):
+            app.router.add_get(API_PREFIX + path, self._realtime)
+        for dialect in DIALECTS.values():
+            app.router.add_post(API_PREFIX + dialect.credential_path, self._minter(dialect))
         app.router.add_post("/control/next", self._control_next)
         app.router.add_get("/control/sessions", self._control_sessions)
         app.router.add_delete("/control/sessions", self._control_forget)
@@ -279,12 +293,10 @@ class EmulatorServer:
 
     def _refusal(self, dialect: Dialect, settings: Settings, key: str, model: str) -> tuple[str, str, int] | None:
         """(code, message, close code) for a connection the service would refuse."""
-        if dialect is BETA and settings.faults.beta_disabled:
-            return (
-                "beta_api_shape_disabled",
-                "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API.",
-                CLOSE_BAD_REQUEST,
-            )
+        retired = dialect.service.retired
+        if retired is not None and settings.faults.beta_disabled:
+            code, message = retired
+            return code, message, CLOSE_BAD_REQUEST
         if not key:
             return (
                 "invalid_api_key",
@@ -314,7 +326,8 @@ class EmulatorServer:
         ws = FastReadResponse(compress=False, max_msg_size=64 * 1024 * 1024, timeout=2.0)
         await ws.prepare(request)
         loop = asyncio.get_running_loop()
-        dialect = BETA if BETA_HEADER in request.headers.get("OpenAI-Beta", "") else GA
+        dialect = dialect_of(request.path.removeprefix(API_PREFIX), request.headers)
+        assert dialect is not None  # routed here by a dialect's path, and one dialect per path needs no header
         query = dict(request.query)
         model = query.pop("model", "")
         key = _bearer(request)
@@ -326,7 +339,7 @@ class EmulatorServer:
         except ValueError as exc:
             bad_setting = str(exc)
         annotations = Annotations.parse(pending.annotations) if pending else self.annotations.copy()
-        initial = secret.session if secret is not None and secret.dialect == dialect.name else None
+        initial = secret.sessions.get(dialect) if secret is not None else None
         if not model and initial is not None:
             model = str(initial.get("model") or "")
         session = EmulatorSession(
@@ -532,42 +545,35 @@ class EmulatorServer:
             return _http_error(400, "invalid_json", "We could not parse the JSON body of your request.")
         if not isinstance(body, dict):
             return _http_error(400, "invalid_type", "Expected a JSON object.")
-        cfg = CONFIGS[dialect.name]
+        cfg = DialectConfig(dialect)
         ttl = self.client_secret_ttl_s
-        if dialect is GA:
-            raw_session = body.get("session", {"type": "realtime"})
-            expires_after = body.get("expires_after")
-            extra = set(body) - {"session", "expires_after"}
-        else:
-            raw_session = {k: v for k, v in body.items() if k != "client_secret"}
-            expires_after = (body.get("client_secret") or {}).get("expires_after")
-            extra = set()
-        if extra:
-            name = sorted(extra)[0]
+        read = dialect.service.mint_request(body)
+        raw_session, expires_after = read.session, read.expires_after
+        if read.unknown:
+            name = sorted(read.unknown)[0]
             return _http_error(400, "unknown_parameter", f"Unknown parameter: '{name}'.", name)
         if isinstance(expires_after, dict) and expires_after.get("seconds") is not None:
             seconds = expires_after["seconds"]
             if not isinstance(seconds, int) or not MIN_SECRET_TTL_S <= seconds <= MAX_SECRET_TTL_S:
                 return _http_error(400, "invalid_value", f"Invalid value: {seconds}.", "expires_after.seconds")
             ttl = float(seconds)
-        prefix = "session" if dialect is GA else ""
         model = str(raw_session.get("model") or dialect.default_model) if isinstance(raw_session, dict) else ""
         try:
-            session = cfg.update(cfg.defaults(model), raw_session, prefix=prefix)
+            session = cfg.update(cfg.defaults(model), raw_session, prefix=read.param_prefix)
         except ClientError as exc:
             return _http_error(400, exc.code, exc.message, exc.param)
         now = time.time()
         value = self._ids.secret()
-        self._secrets[value] = _Secret(dialect.name, now + ttl, raw_session if isinstance(raw_session, dict) else {})
+        self._secrets[value] = _Secret(now + ttl, {dialect: raw_session if isinstance(raw_session, dict) else {}})
         wire = Wire(dialect, self._ids)
         echo = wire.session(session, self._ids.session(), int(now + ttl))
         return web.json_response(wire.mint_response(value, int(now + ttl), echo))
 
-    async def _client_secrets(self, request: web.Request) -> web.Response:
-        return await self._mint(request, GA)
+    def _minter(self, dialect: Dialect) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def mint(request: web.Request) -> web.Response:
+            return await self._mint(request, dialect)
 
-    async def _beta_sessions(self, request: web.Request) -> web.Response:
-        return await self._mint(request, BETA)
+        return mint
 
     # ---------------------------------------------------------------------------------------------------------
     # Control API

@@ -6,9 +6,9 @@ each client frame with the time it arrived (:meth:`~EmulatorSession.receive`), a
 :class:`Send`, :class:`SendRaw`, :class:`Close` and :class:`Abort` actions. Time is any monotonic float in seconds,
 so a replay can run it in virtual time with no sockets at all.
 
-Everything dialect-specific is data: event names from the dialect tables (``bridge.realtime.dialects``), shapes
-from ``wire.SHAPES``, session and request schemas from ``config.CONFIGS``. Behaviour follows docs/protocol.md ("What
-the real service does").
+Everything dialect-specific is data from the dialect's table (``bridge.realtime.dialects``): client and server
+event names, the client events' envelopes, the append's audio field, the shapes of its answers and the session and
+request schemas (``dialect.service``). Behaviour follows the service as docs/protocol.md describes it.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ import pybase64
 
 from bridge.emulator import voice
 from bridge.emulator.annotations import Annotations, Reply
-from bridge.emulator.config import CONFIGS, ResponseParams, SessionView
+from bridge.emulator.config import DialectConfig, ResponseParams, SessionView
 from bridge.emulator.faults import Settings
 from bridge.emulator.formats import FORMATS, WireFormat
-from bridge.emulator.schema import AnyValue, ClientError, Int, Node, Nullable, Obj, Str
 from bridge.emulator.vad import EnergyVad
 from bridge.emulator.wire import Ids, ResponseInfo, Usage, Wire
 from bridge.realtime.dialects import Dialect
+from bridge.realtime.dialects.schema import ClientError, Obj
 
 log = logging.getLogger("bridge.emulator")
 
@@ -241,41 +241,7 @@ class _Timer:
     cancelled: bool = field(compare=False, default=False)
 
 
-def _envelopes() -> dict[str, Obj]:
-    base: dict[str, Node] = {"type": Str(), "event_id": Str()}
-    return {
-        "session.update": Obj({**base, "session": AnyValue()}, required=("session",)),
-        "input_audio_buffer.append": Obj({**base, "audio": Str()}, required=("audio",)),
-        "input_audio_buffer.commit": Obj(base),
-        "input_audio_buffer.clear": Obj(base),
-        "conversation.item.create": Obj(
-            {**base, "previous_item_id": Nullable(Str()), "item": AnyValue()}, required=("item",)
-        ),
-        "conversation.item.truncate": Obj(
-            {**base, "item_id": Str(), "content_index": Int(0), "audio_end_ms": Int(0)},
-            required=("item_id", "content_index", "audio_end_ms"),
-        ),
-        "conversation.item.delete": Obj({**base, "item_id": Str()}, required=("item_id",)),
-        "conversation.item.retrieve": Obj({**base, "item_id": Str()}, required=("item_id",)),
-        "response.create": Obj({**base, "response": AnyValue()}),
-        "response.cancel": Obj({**base, "response_id": Str()}),
-        "output_audio_buffer.clear": Obj({**base, "response_id": Str()}),
-    }
-
-
-ENVELOPES = _envelopes()
-APPEND = "input_audio_buffer.append"
-_APPEND_FIELDS = frozenset(ENVELOPES[APPEND].fields)
-
-
-def _plain_append(obj: dict[str, Any]) -> bool:
-    """An append its envelope check would pass as it is: only known fields, all strings, the audio there.
-
-    Checked instead of the envelope for every append (50 a second per call): the check (a copy of the event, a
-    path per field) was a seventh of an append's own work. Anything else still takes the check and its error."""
-    return (
-        obj.keys() <= _APPEND_FIELDS and isinstance(obj.get("audio"), str) and isinstance(obj.get("event_id", ""), str)
-    )
+Handler = Callable[["EmulatorSession", dict[str, Any], float], None]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -299,7 +265,16 @@ class EmulatorSession:
     ) -> None:
         self.dialect = dialect
         self.settings = settings or Settings()
-        self.cfg = CONFIGS[dialect.name]
+        self.cfg = DialectConfig(dialect)
+        # client events: wire name -> (envelope, handler), in the dialect's order (the error for an unknown type
+        # lists them)
+        envelopes = dialect.service.client_envelopes
+        self._dispatch: dict[str, tuple[Obj, Handler]] = {
+            wire: (envelopes[key], self._handlers[key]) for key, wire in dialect.client_events.items()
+        }
+        self._append_type = dialect.append.event_type
+        self._audio_field = dialect.append.audio_field
+        self._append_fields = frozenset(self._dispatch[self._append_type][0].fields)
         self.ids = ids or Ids(self.settings.seed)
         self.wire = Wire(dialect, self.ids)
         self.annotations = annotations or Annotations()
@@ -500,22 +475,36 @@ class EmulatorSession:
             self._error("invalid_type", "Invalid type for client event: expected an object.", t)
             return
         kind = obj.get("type")
-        self.record.log("in", t, {**obj, "audio": ELIDED} if kind == APPEND else obj)
+        append = kind == self._append_type
+        self.record.log("in", t, {**obj, self._audio_field: ELIDED} if append else obj)
         event_id = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
         try:
             if not isinstance(kind, str):
                 raise ClientError("missing_required_parameter", "Missing required parameter: 'type'.", "type")
-            envelope = ENVELOPES.get(kind)
-            handler = self._handlers.get(kind)
-            if envelope is None or handler is None:
+            entry = self._dispatch.get(kind)
+            if entry is None:
                 raise ClientError(
                     "invalid_value",
-                    f"Invalid value: '{kind}'. Supported values are: " + ", ".join(f"'{k}'" for k in ENVELOPES) + ".",
+                    f"Invalid value: '{kind}'. Supported values are: "
+                    + ", ".join(f"'{k}'" for k in self._dispatch)
+                    + ".",
                     "type",
                 )
-            handler(self, obj if kind == APPEND and _plain_append(obj) else envelope.check(obj, ""), t)
+            envelope, handler = entry
+            handler(self, obj if append and self._plain_append(obj) else envelope.check(obj, ""), t)
         except ClientError as exc:
             self._error(exc.code, exc.message, t, param=exc.param, error_type=exc.error_type, client_event_id=event_id)
+
+    def _plain_append(self, obj: dict[str, Any]) -> bool:
+        """An append its envelope check would pass as it is: only known fields, all strings, the audio there.
+
+        Checked instead of the envelope for every append (50 a second per call): the check (a copy of the event, a
+        path per field) was a seventh of an append's own work. Anything else still takes the check and its error."""
+        return (
+            obj.keys() <= self._append_fields
+            and isinstance(obj.get(self._audio_field), str)
+            and isinstance(obj.get("event_id", ""), str)
+        )
 
     def _on_session_update(self, ev: dict[str, Any], t: float) -> None:
         before = self.view
@@ -528,12 +517,13 @@ class EmulatorSession:
 
     def _on_append(self, ev: dict[str, Any], t: float) -> None:
         try:
-            data = pybase64.b64decode(ev["audio"], validate=True)  # SIMD; same errors as the stdlib's
+            data = pybase64.b64decode(ev[self._audio_field], validate=True)  # SIMD; same errors as the stdlib's
         except (binascii.Error, ValueError):
+            field_name = self._audio_field
             raise ClientError(
-                "invalid_value", "Invalid 'audio'. Expected base64-encoded audio bytes.", "audio"
+                "invalid_value", f"Invalid '{field_name}'. Expected base64-encoded audio bytes.", field_name
             ) from None
-        self.record.received[-1]["audio"] = f"{ELIDED} {len(data)} bytes"
+        self.record.received[-1][self._audio_field] = f"{ELIDED} {len(data)} bytes"
         fmt = FORMATS[self.view.input_format]
         if fmt.bytes_per_sample == 2:
             data, self._carry = self._carry + data, b""
@@ -643,22 +633,22 @@ class EmulatorSession:
         self._end_run(run, "cancelled", {"type": "cancelled", "reason": "client_cancelled"}, t)
 
     def _on_output_buffer_clear(self, ev: dict[str, Any], t: float) -> None:
-        raise ClientError(
-            "invalid_value", "output_audio_buffer.clear is only supported for WebRTC and SIP connections.", "type"
-        )
+        kind = self.dialect.client_events["output_buffer.clear"]
+        raise ClientError("invalid_value", f"{kind} is only supported for WebRTC and SIP connections.", "type")
 
-    _handlers: Mapping[str, Callable[[EmulatorSession, dict[str, Any], float], None]] = {
+    # canonical client key (the dialect's client_events) -> handler
+    _handlers: Mapping[str, Handler] = {
         "session.update": _on_session_update,
-        APPEND: _on_append,
-        "input_audio_buffer.commit": _on_commit,
-        "input_audio_buffer.clear": _on_clear,
-        "conversation.item.create": _on_item_create,
-        "conversation.item.truncate": _on_truncate,
-        "conversation.item.delete": _on_delete,
-        "conversation.item.retrieve": _on_retrieve,
+        "input.append": _on_append,
+        "input.commit": _on_commit,
+        "input.clear": _on_clear,
+        "item.create": _on_item_create,
+        "item.truncate": _on_truncate,
+        "item.delete": _on_delete,
+        "item.retrieve": _on_retrieve,
         "response.create": _on_response_create,
         "response.cancel": _on_response_cancel,
-        "output_audio_buffer.clear": _on_output_buffer_clear,
+        "output_buffer.clear": _on_output_buffer_clear,
     }
 
     # ---------------------------------------------------------------------------------------------------------
@@ -928,7 +918,7 @@ class EmulatorSession:
         return voice.tone(hz, ms, rate, dbfs=s.tone_dbfs)
 
     def _schedule(self, run: _Run, t0: float) -> None:
-        """Lay out the response's events in time (docs/protocol.md, "A response with audio")."""
+        """Lay out the response's events in time (docs/protocol.md, "A response")."""
         s = self.settings
         steps: list[_Step] = []
 

@@ -1,23 +1,24 @@
-"""Server-event builders for both dialects.
+"""Server-event builders for every dialect, from the dialect's own tables.
 
-Event names come from the project's dialect tables (``bridge.realtime.dialects``: ``dialect.wire(canonical)``).
-Everything else that differs between the dialects is one :class:`WireShape` per dialect, keyed by dialect name:
-which ``object`` items carry, which content types assistant items use, when ``rate_limits.updated`` comes and
-with which limits, whether text deltas carry ``obfuscation``, whether ``conversation.item.done`` follows
-``conversation.item.added``, and how a response object and its usage are spelled. No builder branches on the
-dialect. Shapes follow the ``openai`` package's models (``openai.types.beta.realtime`` and
-``openai.types.realtime``) and docs/protocol.md's captures of the service.
+Event names come from ``dialect.wire(canonical)``. Everything else that differs between the dialects is data in
+``dialect.service`` (:class:`bridge.realtime.dialects.Service`): which ``object`` items carry, which content types
+assistant items use, when ``rate_limits.updated`` comes and with which limits, whether text deltas carry
+``obfuscation``, whether ``conversation.item.done`` follows ``conversation.item.added``, and how a response object
+and its usage are spelled. No builder branches on the dialect. Shapes follow the ``openai`` package's server-event
+models, and docs/protocol.md's account of the service.
 """
 
 from __future__ import annotations
 
 import random
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from bridge.realtime.dialects import Dialect
+from bridge.realtime.dialects import Dialect, ResponseInfo, Usage
+
+__all__ = ["Ids", "ResponseInfo", "Usage", "Wire"]
 
 BASE62: Final = string.digits + string.ascii_letters
 ID_LEN: Final = 21  # event_, sess_, item_, resp_, conv_ + 21 base62 characters, as the service spells them
@@ -63,140 +64,6 @@ class Ids:
         return "ek_" + "".join(self._rng.choices("0123456789abcdef", k=32))
 
 
-@dataclass(frozen=True)
-class ResponseInfo:
-    """What a response object shows, in dialect-neutral terms."""
-
-    id: str
-    status: str
-    conversation_id: str | None
-    output_modalities: tuple[str, ...]
-    voice: str
-    output_format: Any  # the dialect's own spelling of the output format
-    output: tuple[Mapping[str, Any], ...] = ()
-    status_details: Mapping[str, Any] | None = None
-    usage: Mapping[str, Any] | None = None
-    metadata: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Usage:
-    input_text: int = 0
-    input_audio: int = 0
-    output_text: int = 0
-    output_audio: int = 0
-
-
-def _beta_response(r: ResponseInfo) -> dict[str, Any]:
-    return {
-        "modalities": ["audio", "text"] if "audio" in r.output_modalities else ["text"],
-        "voice": r.voice,
-        "output_audio_format": r.output_format,
-        "temperature": 0.8,
-        "max_output_tokens": "inf",
-    }
-
-
-def _ga_response(r: ResponseInfo) -> dict[str, Any]:
-    return {
-        "output_modalities": list(r.output_modalities),
-        "max_output_tokens": "inf",
-        "audio": {"output": {"format": r.output_format, "voice": r.voice}},
-    }
-
-
-def _beta_usage(u: Usage) -> dict[str, Any]:
-    inp, out = u.input_text + u.input_audio, u.output_text + u.output_audio
-    return {
-        "total_tokens": inp + out,
-        "input_tokens": inp,
-        "output_tokens": out,
-        "input_token_details": {"cached_tokens": 0, "text_tokens": u.input_text, "audio_tokens": u.input_audio},
-        "output_token_details": {"text_tokens": u.output_text, "audio_tokens": u.output_audio},
-    }
-
-
-def _ga_usage(u: Usage) -> dict[str, Any]:
-    inp, out = u.input_text + u.input_audio, u.output_text + u.output_audio
-    return {
-        "total_tokens": inp + out,
-        "input_tokens": inp,
-        "output_tokens": out,
-        "input_token_details": {
-            "text_tokens": u.input_text,
-            "audio_tokens": u.input_audio,
-            "image_tokens": 0,
-            "cached_tokens": 0,
-            "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
-        },
-        "output_token_details": {"text_tokens": u.output_text, "audio_tokens": u.output_audio},
-    }
-
-
-@dataclass(frozen=True)
-class WireShape:
-    name: str
-    item_object: str | None  # "object" of every item (beta "realtime.item"; GA items have none)
-    item_done_event: bool  # GA: conversation.item.done follows conversation.item.added
-    content_types: Mapping[str, str]  # assistant content: {"audio": ..., "text": ...}
-    rate_limits_on_created: tuple[str, ...]  # beta: requests + tokens, right after response.created
-    rate_limits_after_done: tuple[str, ...]  # GA: tokens only, ~40 ms after response.done
-    obfuscation: bool  # GA text and transcript deltas carry an "obfuscation" string
-    name_on_function_done: bool  # GA response.function_call_arguments.done names the function; beta's does not
-    response_fields: Callable[[ResponseInfo], dict[str, Any]]
-    usage: Callable[[Usage], dict[str, Any]]
-    # The credential endpoint's answer around the secret and the session echo
-    mint_response: Callable[[str, int, dict[str, Any]], dict[str, Any]]
-
-
-_BETA_MINT_TURN_DETECTION: Final = ("type", "threshold", "prefix_padding_ms", "silence_duration_ms")
-
-
-def _beta_mint(value: str, expires_at: int, session: dict[str, Any]) -> dict[str, Any]:
-    # SessionCreateResponse (beta) lists a narrower turn_detection and transcription than the session object.
-    out = {k: v for k, v in session.items() if k not in {"input_audio_noise_reduction", "expires_at"}}
-    td = session.get("turn_detection")
-    if isinstance(td, Mapping):
-        out["turn_detection"] = {k: td[k] for k in _BETA_MINT_TURN_DETECTION if k in td}
-    tr = session.get("input_audio_transcription")
-    if isinstance(tr, Mapping):
-        out["input_audio_transcription"] = {"model": tr.get("model")}
-    return {**out, "client_secret": {"value": value, "expires_at": expires_at}}
-
-
-def _ga_mint(value: str, expires_at: int, session: dict[str, Any]) -> dict[str, Any]:
-    return {"value": value, "expires_at": expires_at, "session": session}
-
-
-SHAPES: Final[Mapping[str, WireShape]] = {
-    "beta": WireShape(
-        name="beta",
-        item_object="realtime.item",
-        item_done_event=False,
-        content_types={"audio": "audio", "text": "text"},
-        rate_limits_on_created=("requests", "tokens"),
-        rate_limits_after_done=(),
-        obfuscation=False,
-        name_on_function_done=False,
-        response_fields=_beta_response,
-        usage=_beta_usage,
-        mint_response=_beta_mint,
-    ),
-    "ga": WireShape(
-        name="ga",
-        item_object=None,
-        item_done_event=True,
-        content_types={"audio": "output_audio", "text": "output_text"},
-        rate_limits_on_created=(),
-        rate_limits_after_done=("tokens",),
-        obfuscation=True,
-        name_on_function_done=True,
-        response_fields=_ga_response,
-        usage=_ga_usage,
-        mint_response=_ga_mint,
-    ),
-}
-
 # Canonical keys (bridge.realtime.dialects) of the deltas that carry "obfuscation" where the shape says so.
 OBFUSCATED: Final = frozenset({"audio_transcript.delta", "text.delta"})
 RATE_LIMITS: Final = {"requests": 5000, "tokens": 40000}
@@ -210,9 +77,7 @@ class Wire:
     ids: Ids = field(default_factory=Ids)
 
     def __post_init__(self) -> None:
-        self.shape = SHAPES[self.dialect.name]
-        if self.dialect.output_audio_content_type != self.shape.content_types["audio"]:
-            raise ValueError(f"{self.dialect}: content type disagrees with the dialect table")
+        self.shape = self.dialect.service
 
     def event(self, canonical: str, **fields: Any) -> dict[str, Any]:
         """One server event; ``canonical`` is a key of the dialect table (``audio.delta``, ``item.added``...)."""

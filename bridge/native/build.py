@@ -1,11 +1,13 @@
 """Compile one of the package's C sources into a shared library, once per source version.
 
 The bridge has two small C parts, each with a Python fallback: the native media port (``bridge/native/cport.c``)
-and the G.711-rate resampler kernels (``bridge/native/resample.c``). Neither uses a header beyond libc, so a
-plain ``cc -shared`` builds them. The library lands in ``$CALLBRIDGE_CACHE``, else
-``$XDG_CACHE_HOME/callbridge``, else ``~/.cache/callbridge``, named by a hash of the source, so an edited source
-is rebuilt and several worker processes starting together never load a half-written file (each compiles to a
-private name and renames it into place). ``./dev setup`` builds both ahead (``python -m bridge.native``).
+and the G.711-rate resampler kernels (``bridge/native/resample.c``). Besides libc they use one header, their
+shared ``bridge/native/callbridge.h`` (the frame's constants and the upsampler kernel's type), so a plain
+``cc -shared -I bridge/native`` builds each. The library lands in ``$CALLBRIDGE_CACHE``, else
+``$XDG_CACHE_HOME/callbridge``, else ``~/.cache/callbridge``, named by a hash of the source and the headers, so an
+edited source or header is rebuilt and several worker processes starting together never load a half-written file
+(each compiles to a private name and renames it into place). ``./dev setup`` builds both ahead
+(``python -m bridge.native``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ HERE = Path(__file__).parent
 CPORT_SOURCE = HERE / "cport.c"  # the native media port and the uplink (loaded by bridge.sip.cport)
 RESAMPLE_SOURCE = HERE / "resample.c"  # the resampler kernels (loaded by bridge.audio.resample)
 SOURCES = (CPORT_SOURCE, RESAMPLE_SOURCE)
+HEADERS = (HERE / "callbridge.h",)  # included by both sources
 
 
 def cache_dir() -> Path:
@@ -31,12 +34,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "callbridge"
 
 
+def version(source: Path) -> str:
+    """A hash of ``source``, the headers it may include and the platform: names the library built from them."""
+    hashed = hashlib.sha256()
+    for part in (source, *HEADERS):
+        hashed.update(part.name.encode() + b"\0" + part.read_bytes() + b"\0")
+    hashed.update(sys.platform.encode())
+    return hashed.hexdigest()[:16]
+
+
 def build(source: Path, force: bool = False) -> Path:
     """The shared library built from ``source``; compiled now if this version is not in the cache.
 
     Raises ``OSError`` naming the compiler and its message if there is no compiler or the build fails."""
-    text = source.read_bytes()
-    digest = hashlib.sha256(text + sys.platform.encode()).hexdigest()[:16]
+    digest = version(source)
     target = cache_dir() / f"{source.stem}-{digest}.so"
     if target.exists() and not force:
         return target
@@ -46,7 +57,8 @@ def build(source: Path, force: bool = False) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{source.stem}-", suffix=".so", dir=target.parent)
     os.close(fd)
-    cmd = [compiler, "-O3", "-std=c11", "-Wall", "-Werror", "-shared", "-fPIC", "-pthread", str(source), "-o", tmp]
+    cmd = [compiler, "-O3", "-std=c11", "-Wall", "-Werror", "-shared", "-fPIC", "-pthread", f"-I{HERE}"]
+    cmd += [str(source), "-o", tmp]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:

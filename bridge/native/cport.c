@@ -13,9 +13,10 @@
  * check fails, the bridge keeps the Python port.
  *
  * Uplink: while a call's Realtime socket is bound to its port (cbp_uplink_bind, plain TCP only), put_frame does
- * the whole inbound path itself, on the clock thread: the resampler's C kernel (bridge/native/resample.c, passed in
- * as a function pointer with the call's own filter state), base64, the constant JSON text of an
- * input_audio_buffer.append (bridge/audio/wire.py), a masked WebSocket text frame (RFC 6455 §5.2) and send(2).
+ * the whole inbound path itself, on the clock thread: the resampler's C kernel (cbr_up of resample.c, typed in
+ * callbridge.h and passed in as a function pointer with the call's own filter state), base64, the constant JSON
+ * text of the call's dialect's audio append around it (its AppendTemplate, given to cbp_uplink_bind by
+ * bridge/sip/cport.py), a masked WebSocket text frame (RFC 6455 §5.2) and send(2).
  * The loop is not woken for the caller's frames at all. Every other frame of the connection (websockets' own:
  * session updates, truncates, pings, the close) goes through cbp_uplink_write under the same lock, so the socket
  * sees one ordered stream; bytes the kernel does not take at once wait in a pending buffer that the next write
@@ -40,7 +41,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define FRAME_BYTES 320 /* 8 kHz, 20 ms, PCM16 mono */
+#include "callbridge.h"
+
+#define FRAME_BYTES CB_FRAME_BYTES
 #define IN_FRAMES 64    /* 1.28 s: the loop may stall this long before frames are dropped (and counted) */
 #define OUT_FRAMES 16   /* the most the loop may queue for the caller: lead + beat - 1 frames (cport.py) */
 
@@ -54,11 +57,9 @@ typedef struct {
 } pjm_frame;
 
 typedef struct cb_port cb_port;
-/* cbr_up of cresample.c: 8 kHz -> 24 kHz, n samples in, 3n out, the filter state carried in `state` */
-typedef int (*up_kernel)(void *state, const int16_t *in, int n, int16_t *out);
 
 #define UP_PENDING_MAX (256 * 1024) /* about 3 s of appends: beyond it the caller's frames are dropped, counted */
-#define UP_SAMPLES (FRAME_BYTES / 2 * 3)
+#define UP_SAMPLES (CB_FRAME_SAMPLES * CBR_FACTOR)
 #define UP_B64 ((UP_SAMPLES * 2 + 2) / 3 * 4)
 #define UP_TEMPLATE_MAX 96
 typedef int (*frame_fn)(cb_port *, pjm_frame *);
@@ -93,8 +94,10 @@ struct cb_port {
     int up_fd;
     int up_closed;  /* a close frame went out, or a send failed: no more data frames */
     int up_errno;   /* why a send failed */
-    up_kernel up_fn;
-    void *up_state;
+    cbr_up_fn up_fn;
+    cbr_up_state *up_state;
+    char up_prefix[UP_TEMPLATE_MAX], up_suffix[UP_TEMPLATE_MAX]; /* the dialect's append around the base64 */
+    size_t up_prefix_len, up_suffix_len;
     unsigned char *pending;
     size_t pending_len, pending_cap;
     uint64_t up_frames;
@@ -108,8 +111,6 @@ struct cb_port {
 };
 
 static int g_efd = -1;
-static char g_prefix[UP_TEMPLATE_MAX], g_suffix[UP_TEMPLATE_MAX];
-static size_t g_prefix_len, g_suffix_len;
 static atomic_int g_wake_pending;
 static atomic_ullong g_wakes;
 static int g_type_audio = 1, g_type_none = 0;
@@ -259,9 +260,9 @@ static void up_mask_key(cb_port *p, unsigned char key[4]) {
 /* One caller frame (up to 160 samples at 8 kHz, a short one padded with silence) -> one masked
  * input_audio_buffer.append text frame, written. */
 static void up_frame(cb_port *p, const void *pcm, size_t size, double t0) {
-    int16_t in[FRAME_BYTES / 2] = {0}, high[UP_SAMPLES];
+    int16_t in[CB_FRAME_SAMPLES] = {0}, high[UP_SAMPLES];
     memcpy(in, pcm, size < FRAME_BYTES ? size : FRAME_BYTES);
-    int n = p->up_fn(p->up_state, in, FRAME_BYTES / 2, high);
+    int n = p->up_fn(p->up_state, in, CB_FRAME_SAMPLES, high);
     if (n != UP_SAMPLES) {
         p->up_dropped++;
         return;
@@ -269,11 +270,11 @@ static void up_frame(cb_port *p, const void *pcm, size_t size, double t0) {
     unsigned char frame[8 + 2 * UP_TEMPLATE_MAX + UP_B64];
     unsigned char *payload = frame + 8;
     size_t len = 0;
-    memcpy(payload, g_prefix, g_prefix_len);
-    len += g_prefix_len;
+    memcpy(payload, p->up_prefix, p->up_prefix_len);
+    len += p->up_prefix_len;
     len += b64_encode((const unsigned char *)high, sizeof high, (char *)payload + len);
-    memcpy(payload + len, g_suffix, g_suffix_len);
-    len += g_suffix_len;
+    memcpy(payload + len, p->up_suffix, p->up_suffix_len);
+    len += p->up_suffix_len;
     unsigned char key[4];
     up_mask_key(p, key);
     frame[0] = 0x81; /* FIN, text */
@@ -561,26 +562,26 @@ void cbp_counters(cb_port *p, unsigned long long out[8]) {
 
 /* -- uplink, loop side ----------------------------------------------------------------------------------- */
 
-/* The append's constant JSON text around the base64 (the same for every port and dialect). 0, or -1: too long. */
-int cbp_uplink_template(const char *prefix, int prefix_len, const char *suffix, int suffix_len) {
-    if (prefix_len < 0 || suffix_len < 0 || prefix_len > UP_TEMPLATE_MAX || suffix_len > UP_TEMPLATE_MAX)
-        return -1;
-    memcpy(g_prefix, prefix, (size_t)prefix_len);
-    g_prefix_len = (size_t)prefix_len;
-    memcpy(g_suffix, suffix, (size_t)suffix_len);
-    g_suffix_len = (size_t)suffix_len;
-    return 0;
-}
+/* The longest prefix or suffix an append template may have. */
+int cbp_uplink_template_max(void) { return UP_TEMPLATE_MAX; }
 
 /* Send the caller's frames from the clock thread to `fd` (a connected TCP socket whose writes all go through
- * cbp_uplink_write from now on), upsampled by `kernel` with the filter state at `state` (which nothing else may
- * use while bound). */
-int cbp_uplink_bind(cb_port *p, int fd, void *kernel, void *state) {
-    if (fd < 0 || kernel == NULL || state == NULL || g_prefix_len == 0)
+ * cbp_uplink_write from now on), upsampled by `kernel` (cbr_up) with the filter state at `state` (which nothing
+ * else may use while bound), each one's base64 between `prefix` and `suffix`: the constant JSON text of the call's
+ * dialect's audio append (bridge/audio/wire.py, AppendTemplate). -1: a bad argument or a template too long. */
+int cbp_uplink_bind(cb_port *p, int fd, cbr_up_fn kernel, cbr_up_state *state, const char *prefix, int prefix_len,
+                    const char *suffix, int suffix_len) {
+    if (fd < 0 || kernel == NULL || state == NULL || prefix == NULL || suffix == NULL)
+        return -1;
+    if (prefix_len <= 0 || suffix_len < 0 || prefix_len > UP_TEMPLATE_MAX || suffix_len > UP_TEMPLATE_MAX)
         return -1;
     pthread_mutex_lock(&p->up_lock);
+    memcpy(p->up_prefix, prefix, (size_t)prefix_len);
+    p->up_prefix_len = (size_t)prefix_len;
+    memcpy(p->up_suffix, suffix, (size_t)suffix_len);
+    p->up_suffix_len = (size_t)suffix_len;
     p->up_fd = fd;
-    p->up_fn = (up_kernel)kernel;
+    p->up_fn = kernel;
     p->up_state = state;
     p->up_closed = 0;
     p->up_errno = 0;

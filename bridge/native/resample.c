@@ -12,7 +12,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#define FACTOR 3
+#include "callbridge.h"
+
+#define FACTOR CBR_FACTOR
 #define UP_TAPS 33 /* per polyphase branch */
 #define UP_HIST (UP_TAPS - 1)
 #define DN_TAPS 97
@@ -24,9 +26,9 @@
 static double up_taps[FACTOR][UP_TAPS]; /* branch p, delay k; integer taps times 2**-24 */
 static double dn_taps[DN_TAPS];         /* reversed: dn_taps[i] weighs buf[FACTOR * s + i] for output s */
 
-typedef struct {
+struct cbr_up_state {
     double hist[UP_HIST]; /* the last 32 input samples, oldest first */
-} cbr_up_state;
+};
 
 typedef struct {
     double buf[DN_HIST + 2 + MAX_IN]; /* samples from the oldest tap of the next output on */
@@ -120,7 +122,7 @@ KERNEL static void __attribute__((noinline)) up_sums(const double *x, int n, dou
     }
 }
 
-/* 8 kHz -> 24 kHz: `n` input samples (n <= MAX_IN) give 3n output samples. */
+/* 8 kHz -> 24 kHz (callbridge.h): `n` input samples (n <= MAX_IN) give 3n output samples. */
 KERNEL int cbr_up(cbr_up_state *st, const int16_t *in, int n, int16_t *out) {
     if (n < 0 || n > MAX_IN)
         return -1;

@@ -41,7 +41,7 @@ import select
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -50,9 +50,11 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import Event, State
 
 from bridge import events as ev
+from bridge.audio.wire import AppendTemplate
 from bridge.errors import ConnectError, classify_close, classify_http_status, redact
 from bridge.realtime.credentials import fingerprint
 from bridge.realtime.dialects import Dialect
+from bridge.realtime.profile import AgentProfile
 from bridge.realtime.protocol import RealtimeProtocol
 
 log = logging.getLogger("bridge.realtime")
@@ -72,6 +74,8 @@ _WS_LOG = logging.getLogger("bridge.realtime.websockets")
 _WS_LOG.addFilter(_RedactSecrets())
 
 _STOP = object()
+# What a handshake hands to its caller on the way: the session's and the conversation's ids, the configuration.
+SESSION_EVENTS = (ev.SessionReady, ev.SessionConfigured, ev.ConversationReady)
 
 
 class WriteOffload(Protocol):
@@ -81,6 +85,14 @@ class WriteOffload(Protocol):
     def write(self, data: bytes) -> int: ...  # 0: sent or pending, -1: the socket failed, -2: not bound
     def end_data(self) -> None: ...
     def unbind(self) -> bytes: ...
+
+
+@runtime_checkable
+class AppendFraming(Protocol):
+    """An offload that writes the caller's audio itself frames it as the dialect's audio append: it is given the
+    template before it is bound (:meth:`RealtimeClient.offload_writes`)."""
+
+    def set_append(self, template: AppendTemplate) -> bool: ...  # False: it cannot take this template
 
 
 _OPCODE_CLOSE = 0x8
@@ -397,8 +409,7 @@ class RealtimeClient:
     def _received(self, frame: str | bytes | bytearray | memoryview) -> None:
         """One server text message, from the receive loop or on the spot (``_BeatConnection.process_event``)."""
         self._last_recv = time.monotonic()
-        event = self.protocol.decode(frame)
-        if event is not None:
+        for event in self.protocol.decode(frame):
             self._emit(event)
 
     def _emit(self, event: ev.Event) -> None:
@@ -435,7 +446,11 @@ class RealtimeClient:
             if ws is not None:
                 ws.offload(None)
             return True
-        return ws is not None and not self._closing and ws.offload(offload)
+        if ws is None or self._closing:
+            return False
+        if isinstance(offload, AppendFraming) and not offload.set_append(self.dialect.append):
+            return False
+        return ws.offload(offload)
 
     @property
     def offloaded(self) -> bool:
@@ -446,6 +461,26 @@ class RealtimeClient:
         ws = self._ws
         if ws is not None and ws.gated:
             ws.beat()
+
+    async def open(self, profile: AgentProfile, on_event: Callable[[ev.Event], Awaitable[None]] | None = None) -> None:
+        """The dialect's handshake on a connected client: send the command that opens the session and wait for the
+        event that confirms it (beta and GA: ``session.update``, then ``session.updated``), so the first caller
+        audio goes out in the configured format. The session's own events on the way (session and conversation
+        ids, the confirmation itself) go to ``on_event``. Raises :class:`ConnectError` if the service answers with
+        an error (an expired or refused credential is AUTH, retryable with a fresh one; a bad config is not) or
+        the connection ends first. Leaves closing the client to the caller."""
+        handshake = self.dialect.handshake
+        self.send(handshake.opening(profile))
+        while True:
+            event = await self.next_event()
+            if on_event is not None and isinstance(event, SESSION_EVENTS):
+                await on_event(event)
+            if isinstance(event, handshake.confirmation):
+                return
+            if isinstance(event, ev.ErrorEvent):
+                raise ConnectError(event.error_class, f"session refused: {event.code}", retryable=event.retryable)
+            if isinstance(event, ev.Closed):
+                raise ConnectError(event.error_class or ev.ErrorClass.NETWORK, event.reason, retryable=event.retryable)
 
     async def next_event(self) -> ev.Event:
         return await self._events.get()

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -114,12 +114,11 @@ class InMemoryRealtime(RealtimeClient):
                 break
         self._arm()
 
-    def _put(self, event: ev.Event | None) -> None:
-        if event is None:
-            return
-        if self._trace is not None:
-            self._trace(event)
-        self._emit(event)
+    def _put(self, events: Sequence[ev.Event]) -> None:
+        for event in events:
+            if self._trace is not None:
+                self._trace(event)
+            self._emit(event)
 
     def _perform(self, actions: list[Action]) -> None:
         for action in actions:
@@ -139,7 +138,7 @@ class InMemoryRealtime(RealtimeClient):
 
     def _finish(self, closed: ev.Closed) -> None:
         self.closed = closed
-        self._put(closed)
+        self._put((closed,))
         self._disarm()
 
     def _disarm(self) -> None:
@@ -468,11 +467,11 @@ class TracingProtocol(RealtimeProtocol):
         super().__init__(dialect)
         self._trace = trace
 
-    def decode(self, text: str | bytes | bytearray | memoryview) -> ev.Event | None:
-        event = super().decode(text)
-        if event is not None:
+    def decode(self, text: str | bytes | bytearray | memoryview) -> Sequence[ev.Event]:
+        events = super().decode(text)
+        for event in events:
             self._trace(event)
-        return event
+        return events
 
 
 def openai_connector(base_url: str, credential: str) -> ConnectorFactory:

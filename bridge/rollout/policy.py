@@ -38,6 +38,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DialectName = Literal["beta", "ga"]
+NEW_DIALECT: DialectName = "ga"  # the rollout's two arms: callers move from the legacy one to the new one
+LEGACY_DIALECT: DialectName = "beta"
 Outcome = Literal["ok", "connect_failure", "dropped"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "connect_failure", "dropped")
 
@@ -137,28 +139,29 @@ class Decision:
 def decide(flag: RolloutFlag, caller: str, call_id: str, *, voice: str = "alloy") -> Decision:
     """The dialect, model and voice of one call. ``voice`` is the profile's voice (made compatible with the model)."""
     number = normalize_number(caller)
-    dialect: DialectName
+    on_new: bool  # the rollout's new arm (GA), else its legacy arm (beta)
     b: int | None = None
     if flag.kill:
-        dialect, reason = "beta", "kill switch"
+        on_new, reason = False, "kill switch"
     elif number in flag.deny:
-        dialect, reason = "beta", "deny list"
+        on_new, reason = False, "deny list"
     elif number in flag.allow:
-        dialect, reason = "ga", "allow list"
+        on_new, reason = True, "allow list"
     else:
         by_caller = flag.sticky == "caller" and has_digits(number)
         b = bucket(flag.salt, number if by_caller else call_id)
         cut = round(flag.ga_percent * BUCKETS / 100)
-        dialect = "ga" if b < cut else "beta"
+        on_new = b < cut
         reason = (
             f"{'caller' if by_caller else 'call'} bucket {b} {'<' if b < cut else '>='} {cut} ({flag.ga_percent:g}%)"
         )
+    dialect = NEW_DIALECT if on_new else LEGACY_DIALECT
     if flag.model_selection == "new":
         model, fallback_model = flag.ga_model, None
     elif flag.model_selection == "legacy":
         model, fallback_model = flag.legacy_model, None
     else:
-        model = flag.ga_model if dialect == "ga" else flag.legacy_model
+        model = flag.ga_model if on_new else flag.legacy_model
         fallback_model = flag.legacy_model if model != flag.legacy_model else None
     chosen_voice = compatible_voice(voice, model, flag.fallback_voice)
     if chosen_voice != voice:

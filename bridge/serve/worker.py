@@ -17,7 +17,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from pydantic import SecretStr
 
@@ -28,7 +28,7 @@ from bridge.dialplan import Dialplan, load_dialplans, route
 from bridge.errors import BridgeError, ConnectError, redact
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.credentials import BROKER_URL_ENV, Sources
-from bridge.realtime.dialects import get_dialect
+from bridge.realtime.dialects import DIALECTS, get_dialect
 from bridge.rollout.policy import Decision, DialectName, Outcome, RolloutFlag, decide, fallback
 from bridge.rollout.store import RolloutStore
 from bridge.runtime.memory import CycleCollector
@@ -60,9 +60,10 @@ def lock_port(host: str, port: int) -> IO[str] | None:
 
 def fixed_decision(plan: Dialplan) -> Decision:
     """A plan pinned to one dialect: its own model (or the dialect's default) and voice."""
-    dialect: DialectName = "ga" if plan.dialect == "ga" else "beta"
-    model = plan.profile.model or get_dialect(dialect).default_model
-    return Decision(dialect, model, plan.profile.voice, f"dialplan pins {dialect}")
+    dialect = get_dialect(plan.dialect)
+    model = plan.profile.model or dialect.default_model
+    name = cast(DialectName, dialect.name)  # a pinned plan's dialect is one of the rollout's two
+    return Decision(name, model, plan.profile.voice, f"dialplan pins {name}")
 
 
 def consent_greeting(plan: Dialplan) -> str | None:
@@ -273,7 +274,7 @@ class Worker:
             self.store.on_orphaned = self._end_orphans
             await self.store.start()
             self.rollouts = RolloutStore(s.redis_url)
-        metrics.prime(("beta", "ga"), tuple(p.name for p in self.plans))
+        metrics.prime(tuple(DIALECTS), tuple(p.name for p in self.plans))
         gateway = SipGateway(
             config,
             on_incoming=self.handle,

@@ -51,7 +51,7 @@ from typing import Any
 import pjsua2 as pj
 
 from bridge.audio.frames import FRAME_BYTES, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSink, FrameSource, StreamKernel
-from bridge.audio.wire import APPEND_PREFIX, APPEND_SUFFIX
+from bridge.audio.wire import AppendTemplate
 from bridge.native import build as cbuild
 
 _LOG = logging.getLogger("bridge.sip")
@@ -114,8 +114,8 @@ def _bind(lib: ctypes.CDLL) -> None:
         "cbp_out_drop_newest": (i, [p, i]),
         "cbp_out_depth": (i, [p]),
         "cbp_counters": (None, [p, ctypes.POINTER(ctypes.c_ulonglong)]),
-        "cbp_uplink_template": (i, [ctypes.c_char_p, i, ctypes.c_char_p, i]),
-        "cbp_uplink_bind": (i, [p, i, p, p]),
+        "cbp_uplink_template_max": (i, []),
+        "cbp_uplink_bind": (i, [p, i, p, p, ctypes.c_char_p, i, ctypes.c_char_p, i]),
         "cbp_uplink_write": (i, [p, ctypes.c_char_p, i]),
         "cbp_uplink_end_data": (None, [p]),
         "cbp_uplink_unbind": (i, [p]),
@@ -126,9 +126,6 @@ def _bind(lib: ctypes.CDLL) -> None:
         func = getattr(lib, name)
         func.restype = restype
         func.argtypes = argtypes
-    prefix, suffix = APPEND_PREFIX.encode(), APPEND_SUFFIX.encode()
-    if lib.cbp_uplink_template(prefix, len(prefix), suffix, len(suffix)) != 0:
-        raise OSError("the append's JSON template does not fit cport.c's buffer")
     if PJSUA is None:
         raise OSError("the pjsua2 extension cannot be opened as a C library")
     pjsua: dict[str, tuple[Any, list[Any]]] = {
@@ -464,7 +461,9 @@ class NativeUplink:
 
     Made for one call by :meth:`NativePort.uplink`, with the call's upsampler (its C kernel and filter state, see
     :meth:`bridge.audio.resample.Upsampler.c_kernel`): bound, the clock thread carries that stream on; unbound,
-    the session's own :meth:`~bridge.audio.resample.Upsampler.process` does, from the same state."""
+    the session's own :meth:`~bridge.audio.resample.Upsampler.process` does, from the same state. The JSON text
+    around each frame's base64 is the call's dialect's append (:meth:`set_append`, before :meth:`bind`: the
+    Realtime client hands it over from its dialect)."""
 
     def __init__(self, port: NativePort, upsampler: StreamKernel) -> None:
         self._port = port
@@ -473,16 +472,29 @@ class NativeUplink:
         self._upsampler = upsampler  # owns the filter state C writes to: kept alive as long as this is
         self._counts = (ctypes.c_ulonglong * 5)()
         self._times = (ctypes.c_double * 2)()
+        self._template: tuple[bytes, bytes] | None = None  # the append's text around the base64 (set_append)
         self.bound = False
         counts = self._read()  # the port's counters are cumulative over the calls it carried: this call's from here
         self._base_sent, self._base_dropped = counts[0], counts[1]
 
+    def set_append(self, template: AppendTemplate) -> bool:
+        """Frame the caller's audio as ``template`` from the next :meth:`bind` on. False if it does not fit
+        ``cport.c``'s buffer (the template is then not taken)."""
+        prefix, suffix = template.prefix.encode(), template.suffix.encode()
+        if not prefix or max(len(prefix), len(suffix)) > self._lib.cbp_uplink_template_max():
+            return False
+        self._template = (prefix, suffix)
+        return True
+
     def bind(self, fd: int) -> bool:
+        """Send from the clock thread to ``fd``; False without an append template, or without the C kernel."""
         kernel = self._upsampler.c_kernel()
-        if not self._port.attached or kernel is None:
+        if not self._port.attached or kernel is None or self._template is None:
             return False
         fn, state = kernel
-        self.bound = self._lib.cbp_uplink_bind(self._handle, fd, fn, state) == 0
+        prefix, suffix = self._template
+        status = self._lib.cbp_uplink_bind(self._handle, fd, fn, state, prefix, len(prefix), suffix, len(suffix))
+        self.bound = status == 0
         return self.bound
 
     def write(self, data: bytes) -> int:

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -61,11 +61,14 @@ class RawClient:
         self.events: list[dict[str, Any]] = []
 
     @classmethod
-    async def open(cls, url: str, *, beta: bool = False, key: str | None = "sk-test-key") -> RawClient:
-        headers = {**(BETA_HEADERS if beta else {})}
+    async def open(
+        cls, url: str, *, beta: bool = False, key: str | None = "sk-test-key", headers: Mapping[str, str] | None = None
+    ) -> RawClient:
+        """``headers``: a dialect's extra headers (``Dialect.extra_headers``); ``beta`` adds beta's by hand."""
+        sent = {**(BETA_HEADERS if beta else {}), **(headers or {})}
         if key is not None:
-            headers["Authorization"] = f"Bearer {key}"
-        ws = await connect(url, additional_headers=headers, max_size=None)
+            sent["Authorization"] = f"Bearer {key}"
+        ws = await connect(url, additional_headers=sent, max_size=None)
         return cls(ws)
 
     async def send(self, event: dict[str, Any]) -> None:

@@ -159,7 +159,7 @@ async def test_credentials(oracle: Any) -> None:
         event, code = await refused(f"{server.base_url}/realtime?model=gpt-realtime", key=None)
         assert (event["error"]["code"], code) == ("invalid_api_key", 3000)
         assert classify_close(code) == (bev.ErrorClass.AUTH, True)
-        decoded = RealtimeProtocol(GA).decode(json.dumps(event))
+        (decoded,) = RealtimeProtocol(GA).decode(json.dumps(event))
         assert isinstance(decoded, bev.ErrorEvent) and decoded.error_class is bev.ErrorClass.AUTH
         # the active session whose secret expired meanwhile is still running (as on the service)
         await api.close()

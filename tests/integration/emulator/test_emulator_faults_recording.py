@@ -64,7 +64,7 @@ async def test_error_unknown_and_malformed_mid_response(emulator: EmulatorServer
     error = of_type(client.events, "error")[0]["error"]
     assert (error["type"], error["code"]) == ("server_error", "server_error")
     proto = RealtimeProtocol(GA)
-    decoded = [proto.decode(frame) for frame in client.frames]
+    decoded = [e for frame in client.frames for e in proto.decode(frame)]
     assert any(isinstance(e, bev.UnknownEvent) for e in decoded)
     assert any(isinstance(e, bev.ErrorEvent) and e.code == "malformed_json" for e in decoded)
     server_error = next(e for e in decoded if isinstance(e, bev.ErrorEvent) and e.code == "server_error")

@@ -36,7 +36,7 @@ async def test_transfer_rule_then_function_output_reply(
 ) -> None:
     emulator.queue_next(annotations=[{"hears": "Please get me a representative."}])
     client = await RawClient.open(
-        f"{emulator.base_url}/realtime?model={dialect.default_model}&speed=0", beta=dialect is BETA
+        f"{emulator.base_url}/realtime?model={dialect.default_model}&speed=0", headers=dialect.extra_headers
     )
     proto = RealtimeProtocol(dialect)
     await client.until_type("session.created")
@@ -47,7 +47,7 @@ async def test_transfer_rule_then_function_output_reply(
     await client.append(speech(1.0) + silence(0.8))
     done = await client.until_type("response.done")
     call = of_type(client.events, "response.function_call_arguments.done")[0]
-    decoded = proto.decode(json.dumps(call))
+    (decoded,) = proto.decode(json.dumps(call))
     assert isinstance(decoded, bev.FunctionCall)
     added = of_type(client.events, "response.output_item.added")[0]["item"]
     assert (added["type"], added["name"], added["call_id"]) == ("function_call", "transfer_to_human", call["call_id"])
@@ -82,7 +82,7 @@ G711_SESSIONS = {
 @pytest.mark.parametrize("dialect", [GA, BETA], ids=["ga", "beta"])
 async def test_g711_ulaw_passthrough(emulator: EmulatorServer, oracle: Any, dialect: Dialect) -> None:
     client = await RawClient.open(
-        f"{emulator.base_url}/realtime?model={dialect.default_model}&speed=0&tone_hz=440", beta=dialect is BETA
+        f"{emulator.base_url}/realtime?model={dialect.default_model}&speed=0&tone_hz=440", headers=dialect.extra_headers
     )
     await client.until_type("session.created")
     await client.send({"type": "session.update", "session": G711_SESSIONS[dialect.name]})

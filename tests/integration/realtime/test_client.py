@@ -80,6 +80,40 @@ async def test_a_turn_through_the_client(emulator: EmulatorServer, dialect: Dial
 
 
 @pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.name)
+async def test_open_performs_the_dialects_handshake(emulator: EmulatorServer, dialect: Dialect) -> None:
+    client = await open_client(emulator, dialect, "speed=0")
+    seen: list[ev.Event] = []
+
+    async def on_event(event: ev.Event) -> None:
+        seen.append(event)
+
+    await client.open(AgentProfile(voice="verse", audio_format="g711_ulaw"), on_event)
+    assert [e.kind for e in seen] == ["SessionReady", "SessionConfigured"]
+    configured = seen[-1]
+    assert isinstance(configured, ev.SessionConfigured)
+    assert (configured.voice, configured.audio_format) == ("verse", "g711_ulaw")  # the update was applied first
+    (record,) = emulator.sessions
+    assert record.types_received() == [dialect.client_events["session.update"]]
+    await client.close()
+
+
+async def test_open_raises_when_the_service_refuses_the_configuration(emulator: EmulatorServer) -> None:
+    client = await open_client(emulator, BETA, "speed=0")
+    with pytest.raises(ConnectError) as info:
+        await client.open(AgentProfile(voice="marin"))  # marin needs a gpt-realtime model; beta's default is not
+    assert "invalid_value" in str(info.value) and not info.value.retryable
+    await client.close()
+
+
+async def test_open_raises_when_the_connection_ends_first(emulator: EmulatorServer) -> None:
+    client = await open_client(emulator, GA, "drop_after_s=0")
+    with pytest.raises(ConnectError) as info:
+        await client.open(AgentProfile())
+    assert info.value.retryable and info.value.error_class is ev.ErrorClass.NETWORK
+    await client.close()
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.name)
 async def test_socket_drop_is_a_retryable_network_close(emulator: EmulatorServer, dialect: Dialect) -> None:
     client = await open_client(emulator, dialect, "drop_after_s=0.3")
     events = await collect(client, ev.Closed, limit_s=5)

@@ -25,7 +25,7 @@ import pjsua2 as pj
 import pytest
 
 from bridge import events as ev
-from bridge.audio import Upsampler
+from bridge.audio import AppendTemplate, Upsampler
 from bridge.audio.frames import FRAME_BYTES
 from bridge.emulator import EmulatorServer
 from bridge.realtime.client import ClientSettings, RealtimeClient
@@ -96,7 +96,7 @@ def test_each_frame_becomes_one_masked_append_with_the_upsampled_audio(port: cpo
     ours, theirs = socket.socketpair()
     up, ref = Upsampler(native=True), Upsampler(native=False)
     offload = port.uplink(up)
-    assert offload.bind(ours.fileno())
+    assert offload.set_append(GA.append) and offload.bind(ours.fileno())
     frames = tone(1020, 25)
     for frame in frames[:10]:
         cport.put_frame(port.handle, frame)
@@ -124,12 +124,29 @@ def test_each_frame_becomes_one_masked_append_with_the_upsampled_audio(port: cpo
     assert again.frames_sent == 0 and again.last_latency_s() == (0.0, 0.0)
 
 
+def test_each_frame_is_framed_by_the_template_it_was_given(port: cport.NativePort) -> None:
+    ours, theirs = socket.socketpair()
+    offload = port.uplink(Upsampler(native=True))
+    assert not offload.bind(ours.fileno())  # no template: the C uplink has no JSON of its own
+    assert not offload.set_append(AppendTemplate("x" * 200))  # longer than cport.c's buffer: refused
+    assert offload.set_append(AppendTemplate("session.input_audio.append", "pcm")) and offload.bind(ours.fileno())
+    for frame in tone(1020, 3):
+        cport.put_frame(port.handle, frame)
+    assert offload.unbind() == b""
+    theirs.setblocking(False)
+    got = [json.loads(payload) for _, payload in parse_frames(theirs.recv(1 << 20))]
+    ours.close()
+    theirs.close()
+    assert [(set(e), e["type"]) for e in got] == [({"type", "pcm"}, "session.input_audio.append")] * 3
+    assert all(len(base64.b64decode(e["pcm"], validate=True)) == 960 for e in got)  # 20 ms at 24 kHz
+
+
 def test_a_socket_that_takes_nothing_keeps_whole_frames_then_drops_and_counts(port: cport.NativePort) -> None:
     ours, theirs = socket.socketpair()
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     up = Upsampler(native=True)
     offload = port.uplink(up)
-    assert offload.bind(ours.fileno())
+    assert offload.set_append(GA.append) and offload.bind(ours.fileno())
     frames = tone(440, 250)  # 5 s: more than the pending buffer holds (about 3 s)
     for frame in frames:
         cport.put_frame(port.handle, frame)
@@ -160,7 +177,7 @@ def test_a_close_frame_behind_a_backlog_goes_out_once_after_it_on_the_next_ticks
     ours, theirs = socket.socketpair()
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     offload = port.uplink(Upsampler(native=True))
-    assert offload.bind(ours.fileno())
+    assert offload.set_append(GA.append) and offload.bind(ours.fileno())
     for frame in tone(440, 40):  # more than the socket holds: a backlog waits in C
         cport.put_frame(port.handle, frame)
     sent = offload.frames_sent

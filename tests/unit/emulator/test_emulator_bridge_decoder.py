@@ -22,7 +22,7 @@ def function_calls(dialect: Dialect) -> list[bev.FunctionCall]:
     d.append(speech(1.0) + zeros(0.7))
     d.settle()
     proto = RealtimeProtocol(dialect)
-    decoded = [proto.decode(json.dumps(e)) for e in d.events]
+    decoded = [x for e in d.events for x in proto.decode(json.dumps(e))]
     return [e for e in decoded if isinstance(e, bev.FunctionCall)]
 
 
@@ -42,4 +42,5 @@ def test_ga_custom_voice_object_decodes() -> None:
     )
     updated = d.events[-1]
     assert updated["type"] == "session.updated"
-    assert isinstance(RealtimeProtocol(GA).decode(json.dumps(updated)), bev.SessionConfigured)
+    (configured,) = RealtimeProtocol(GA).decode(json.dumps(updated))
+    assert isinstance(configured, bev.SessionConfigured) and configured.voice == "voice_1"

@@ -7,9 +7,12 @@ from typing import Any
 import pytest
 
 from bridge.emulator.annotations import Annotations
-from bridge.emulator.config import BETA_CONFIG, GA_CONFIG
+from bridge.emulator.config import DialectConfig
 from bridge.emulator.faults import Settings
-from bridge.emulator.schema import ClientError
+from bridge.realtime.dialects import BETA, GA
+from bridge.realtime.dialects.schema import ClientError
+
+BETA_CONFIG, GA_CONFIG = DialectConfig(BETA), DialectConfig(GA)
 
 
 def rejected(fn: Any, *args: Any, **kw: Any) -> ClientError:
@@ -175,3 +178,22 @@ def test_cli_options() -> None:
         "drop_after_s": "3",
     }
     assert main(["--set", "bogus=1"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "expected"),
+    [
+        ("/realtime", {"OpenAI-Beta": "realtime=v1"}, "beta"),
+        ("/realtime", {"OpenAI-Beta": "assistants=v2, realtime=v1"}, "beta"),
+        ("/realtime", {}, "ga"),
+        ("/realtime", {"OpenAI-Beta": "assistants=v2"}, "ga"),
+        ("/live/sessions", {}, None),
+    ],
+)
+def test_the_dialect_is_picked_by_path_and_headers_as_the_service_does(
+    path: str, headers: dict[str, str], expected: str | None
+) -> None:
+    from bridge.emulator.server import dialect_of
+
+    dialect = dialect_of(path, headers)
+    assert (dialect.name if dialect is not None else None) == expected

@@ -164,8 +164,7 @@ def test_fixture_is_valid_wire(dialect: Dialect) -> None:
 
 def _decode_all(dialect: Dialect) -> list[ev.Event]:
     proto = RealtimeProtocol(dialect)
-    out = [proto.decode(json.dumps(obj)) for obj in conversation(dialect)]
-    return [e for e in out if e is not None]
+    return [e for obj in conversation(dialect) for e in proto.decode(json.dumps(obj))]
 
 
 def test_one_conversation_same_bridge_events_in_both_dialects() -> None:
@@ -193,18 +192,18 @@ def test_the_other_dialects_names_are_unknown() -> None:
     """Each table really maps its own names: a GA audio delta means nothing to a beta session, and back."""
     ga_delta = {"type": "response.output_audio.delta", "delta": "AAAA", "response_id": "r", "item_id": "i"}
     beta_delta = {**ga_delta, "type": "response.audio.delta"}
-    assert RealtimeProtocol(BETA).decode(json.dumps(ga_delta)) == ev.UnknownEvent(type="response.output_audio.delta")
-    assert RealtimeProtocol(GA).decode(json.dumps(beta_delta)) == ev.UnknownEvent(type="response.audio.delta")
+    assert RealtimeProtocol(BETA).decode(json.dumps(ga_delta)) == (ev.UnknownEvent(type="response.output_audio.delta"),)
+    assert RealtimeProtocol(GA).decode(json.dumps(beta_delta)) == (ev.UnknownEvent(type="response.audio.delta"),)
 
 
 def test_ga_only_events() -> None:
     proto = RealtimeProtocol(GA)
     timeout = {"type": "input_audio_buffer.timeout_triggered", "audio_start_ms": 1, "audio_end_ms": 9, "item_id": "i"}
     SERVER["ga"].validate_python({**timeout, "event_id": "e"})
-    assert proto.decode(json.dumps(timeout)) == ev.IdleTimeout(item_id="i", audio_start_ms=1, audio_end_ms=9)
-    assert proto.decode('{"type":"conversation.item.done","item":{"id":"x"}}') == ev.ItemDone(item_id="x")
-    assert proto.decode('{"type":"input_audio_buffer.dtmf_event_received","event":"5","received_at":1}') == ev.Dtmf(
-        digit="5", source="realtime"
+    assert proto.decode(json.dumps(timeout)) == (ev.IdleTimeout(item_id="i", audio_start_ms=1, audio_end_ms=9),)
+    assert proto.decode('{"type":"conversation.item.done","item":{"id":"x"}}') == (ev.ItemDone(item_id="x"),)
+    assert proto.decode('{"type":"input_audio_buffer.dtmf_event_received","event":"5","received_at":1}') == (
+        ev.Dtmf(digit="5", source="realtime"),
     )
 
 
@@ -225,17 +224,17 @@ def test_ga_only_events() -> None:
 )
 def test_bad_frames_become_protocol_errors(frame: str, code: str) -> None:
     proto = RealtimeProtocol(GA)
-    event = proto.decode(frame)
+    (event,) = proto.decode(frame)
     assert isinstance(event, ev.ErrorEvent)
     assert (event.error_class, event.code, event.retryable) == (ev.ErrorClass.PROTOCOL, code, False)
     assert proto.counters[code] == 1
     # and the protocol goes on
-    assert proto.decode('{"type":"input_audio_buffer.cleared"}') == ev.InputCleared()
+    assert proto.decode('{"type":"input_audio_buffer.cleared"}') == (ev.InputCleared(),)
 
 
 def test_unknown_type_is_counted_not_fatal() -> None:
     proto = RealtimeProtocol(BETA)
-    assert proto.decode('{"type":"brand.new.event","x":1}') == ev.UnknownEvent(type="brand.new.event")
+    assert proto.decode('{"type":"brand.new.event","x":1}') == (ev.UnknownEvent(type="brand.new.event"),)
     assert proto.counters["unknown"] == 1
 
 
@@ -250,7 +249,7 @@ def test_unknown_type_is_counted_not_fatal() -> None:
 )
 def test_server_errors_are_classified(etype: str, code: str, cls: ev.ErrorClass, retryable: bool) -> None:
     frame = json.dumps({"type": "error", "error": {"type": etype, "code": code, "message": "m"}})
-    event = RealtimeProtocol(GA).decode(frame)
+    (event,) = RealtimeProtocol(GA).decode(frame)
     assert isinstance(event, ev.ErrorEvent)
     assert (event.error_class, event.code, event.retryable) == (cls, code, retryable)
 
@@ -260,6 +259,6 @@ def test_error_messages_are_redacted() -> None:
         {"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_api_key",
                                     "message": "Incorrect API key provided: sk-proj-abcdef123456."}}
     )  # fmt: skip
-    event = RealtimeProtocol(GA).decode(frame)
+    (event,) = RealtimeProtocol(GA).decode(frame)
     assert isinstance(event, ev.ErrorEvent)
     assert "sk-proj" not in event.message and "[redacted]" in event.message

@@ -1,5 +1,8 @@
 """A small validator for client JSON that fails the way the Realtime service does.
 
+The dialect tables describe what the service accepts with it (``Service.session_schema`` and friends); the
+emulator checks every client event against them.
+
 Each node checks one value and raises :class:`ClientError` carrying the service's ``error`` fields: ``type``
 (``invalid_request_error``), ``code`` (``unknown_parameter``, ``missing_required_parameter``, ``invalid_type``,
 ``invalid_value``), a message in the service's wording, and ``param`` (the dotted path, e.g.

@@ -1,0 +1,30 @@
+/* callbridge native parts: what cport.c (the media port and its uplink) and resample.c (the resampler kernels)
+ * share. Both include this header; bridge/native/build.py compiles each with -I on this directory and hashes
+ * this file into each library's name, so an edit here rebuilds both.
+ *
+ * The two are separate shared libraries, each with its own Python fallback, so the uplink does not link against
+ * the resampler: the loop hands it the address of cbr_up and of one call's filter state (bridge/audio/resample.py,
+ * Upsampler.c_kernel), typed here once.
+ */
+#ifndef CALLBRIDGE_H
+#define CALLBRIDGE_H
+
+#include <stdint.h>
+
+/* The telephone frame (bridge/audio/frames.py): 8 kHz PCM16 mono, 20 ms (RFC 3551 §4.5). */
+#define CB_RATE_LOW 8000
+#define CB_FRAME_SAMPLES 160
+#define CB_FRAME_BYTES (CB_FRAME_SAMPLES * 2)
+
+/* The resampler's ratio: 8 kHz <-> 24 kHz. */
+#define CBR_FACTOR 3
+
+/* One upsampling stream's filter state (defined in resample.c; the uplink only passes it back). */
+typedef struct cbr_up_state cbr_up_state;
+
+/* 8 kHz -> 24 kHz: `n` input samples (at most cbr_max_in()) give CBR_FACTOR * n output samples; the stream's
+ * history is carried in `st`. Returns the number of output samples, or -1 if `n` is out of range. */
+int cbr_up(cbr_up_state *st, const int16_t *in, int n, int16_t *out);
+typedef int (*cbr_up_fn)(cbr_up_state *st, const int16_t *in, int n, int16_t *out);
+
+#endif

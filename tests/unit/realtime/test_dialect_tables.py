@@ -1,0 +1,82 @@
+"""Each dialect table is whole: an encoder for every command, a decoder for every event it names, a handshake that
+its own decoders confirm, formats that round-trip, and capabilities the session builders respect."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridge import events as ev
+from bridge.errors import DialectFieldError
+from bridge.realtime.dialects import BETA, DIALECTS, GA, PROFILE_FORMATS, Capabilities, Dialect, WireAudio
+from bridge.realtime.dialects.common import check_format
+from bridge.realtime.profile import AgentProfile
+from bridge.realtime.protocol import RealtimeProtocol
+
+
+def commands() -> list[type[ev.Command]]:
+    return [c for c in vars(ev).values() if isinstance(c, type) and issubclass(c, ev.Command) and c is not ev.Command]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS.values(), ids=lambda d: d.name)
+def test_every_command_has_an_encoder_and_every_event_a_decoder(dialect: Dialect) -> None:
+    assert set(commands()) <= set(dialect.encoders)
+    assert set(dialect.server_events.values()) <= set(dialect.decoders)
+    assert set(dialect.wire_names) <= set(dialect.decoders)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS.values(), ids=lambda d: d.name)
+def test_the_handshake_is_confirmed_by_the_dialects_own_decoder(dialect: Dialect) -> None:
+    handshake = dialect.handshake
+    opening = handshake.opening(AgentProfile())
+    (frame,) = RealtimeProtocol(dialect).encode(opening)
+    assert json.loads(frame)["type"] == dialect.client_events["session.update"]
+    wire = {"type": dialect.wire(handshake.confirmed_by), "session": {"id": "sess_1"}}
+    (confirmed,) = RealtimeProtocol(dialect).decode(json.dumps(wire))
+    assert isinstance(confirmed, handshake.confirmation)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS.values(), ids=lambda d: d.name)
+def test_formats_round_trip_and_are_capabilities(dialect: Dialect) -> None:
+    for name, audio in PROFILE_FORMATS.items():
+        assert dialect.format_name(dialect.format_value(name)) == name
+        assert audio in dialect.capabilities.input_formats and audio in dialect.capabilities.output_formats
+    assert dialect.format_name("audio/unknown") is None and dialect.format_name(None) is None
+
+
+def test_the_dialects_state_their_capabilities() -> None:
+    for dialect in (BETA, GA):
+        caps = dialect.capabilities
+        assert (caps.turn_detection, caps.responds, caps.cancel, caps.truncate) == ("server", "model", True, True)
+        assert not caps.continuous_audio
+        assert WireAudio("pcm16", 24000) in caps.input_formats and WireAudio("g711_ulaw", 8000) in caps.output_formats
+    assert str(WireAudio("pcm16", 24000)) == "pcm16 24 kHz"
+
+
+def test_a_format_the_dialect_lacks_is_refused_by_name() -> None:
+    pcm_only = Capabilities(
+        turn_detection="none",
+        responds="orchestrator",
+        cancel=False,
+        truncate=False,
+        continuous_audio=True,
+        input_formats=frozenset({PROFILE_FORMATS["pcm16"]}),
+        output_formats=frozenset({PROFILE_FORMATS["pcm16"]}),
+    )
+    check_format("live", AgentProfile(), pcm_only)
+    with pytest.raises(DialectFieldError) as info:
+        check_format("live", AgentProfile(audio_format="g711_ulaw"), pcm_only)
+    assert info.value.field == "audio_format" and "g711_ulaw 8 kHz" in str(info.value)
+
+
+def test_the_append_template_is_the_dialects_append_command() -> None:
+    for dialect in (BETA, GA):
+        (frame,) = RealtimeProtocol(dialect).encode(ev.AppendAudio(b"\x01\x02"))
+        assert frame == dialect.append.encode(b"\x01\x02")
+        assert json.loads(frame) == {"type": dialect.client_events["input.append"], "audio": "AQI="}
+
+
+def test_a_dialect_is_its_own_key() -> None:
+    """Dialects are compared and hashed by identity: a table is one object (the emulator keys secrets by it)."""
+    assert {BETA: 1, GA: 2}[GA] == 2 and BETA != GA
