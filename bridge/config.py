@@ -25,6 +25,7 @@ ENV = {
     "credentials": "CALLBRIDGE_CREDENTIALS",
     "media_beat_frames": "CALLBRIDGE_MEDIA_BEAT",
     "front": "CALLBRIDGE_FRONT",
+    "sip_auth_nonce_secret": "CALLBRIDGE_SIP_NONCE_SECRET",
 }
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
@@ -58,6 +59,9 @@ class Settings(BaseModel):
     sip_allowed_sources: tuple[str, ...] = ()  # CIDRs allowed to send INVITEs to any worker (empty: any); 403 else
     sip_auth_users: dict[str, SecretStr] = Field(default_factory=dict)  # trunk digest auth (RFC 7616); empty: off
     sip_auth_realm: str = "callbridge"
+    # the key of the digest nonces: every worker behind one front must share it, so that a challenge answered on
+    # another worker still counts (None: one random key per serve node; set it when several nodes share a front)
+    sip_auth_nonce_secret: SecretStr | None = None
     # The front door (bridge/serve/front.py). "kamailio": Kamailio answers on sip_host:sip_port, the one address
     # callers and trunks use, and worker i listens on sip_port + 1 + i behind it. "none": worker i on sip_port + i.
     front: Literal["none", "kamailio"] = "none"

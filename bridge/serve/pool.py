@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from pydantic import SecretStr
 
 from bridge.config import Settings, load_settings
 from bridge.errors import ConfigError
@@ -53,8 +55,10 @@ WORKER_SETTINGS_ENV = "CALLBRIDGE_WORKER_SETTINGS"
 def worker_settings_json(settings: Settings) -> str:
     """Settings for a worker, in its environment (readable by this user only, unlike argv): trunk passwords
     included, the API key never (it travels as OPENAI_API_KEY, and not at all in broker mode)."""
-    data = json.loads(settings.model_dump_json(exclude={"api_key", "sip_auth_users"}))
+    data = json.loads(settings.model_dump_json(exclude={"api_key", "sip_auth_users", "sip_auth_nonce_secret"}))
     data["sip_auth_users"] = {user: pw.get_secret_value() for user, pw in settings.sip_auth_users.items()}
+    if settings.sip_auth_nonce_secret is not None:
+        data["sip_auth_nonce_secret"] = settings.sip_auth_nonce_secret.get_secret_value()
     return json.dumps(data)
 
 
@@ -72,6 +76,9 @@ class WorkerSlot:
 
 class Pool:
     def __init__(self, settings: Settings, extra_env: dict[str, str] | None = None) -> None:
+        if settings.sip_auth_users and settings.sip_auth_nonce_secret is None:
+            # one nonce key for all the node's workers: a caller's answer to a challenge may reach another worker
+            settings = settings.model_copy(update={"sip_auth_nonce_secret": SecretStr(secrets.token_hex(32))})
         self.settings = settings
         self.extra_env = dict(extra_env or {})  # e.g. the broker's URL and token
         self.slots = [WorkerSlot(i) for i in range(settings.workers)]

@@ -237,3 +237,21 @@ def test_kamailio_is_found_where_debian_puts_it(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(front, "_SEARCH_PATH", (str(tmp_path / "absent"), str(tmp_path)))
     assert front.kamailio_binary() == str(binary)
     assert os.access(front.require_kamailio(), os.X_OK)
+
+
+# -- digest auth behind the front ----------------------------------------------------------------------------------
+
+
+def test_every_worker_of_a_node_gets_the_same_nonce_key() -> None:
+    settings = Settings(sip_auth_users={"trunk": "pw"}, front="kamailio", workers=3)
+    node = pool.Pool(settings)
+    secret = node.settings.sip_auth_nonce_secret
+    assert secret is not None and len(secret.get_secret_value()) == 64
+    sent = json.loads(pool.worker_settings_json(node.settings))
+    assert sent["sip_auth_nonce_secret"] == secret.get_secret_value()  # the workers' settings carry the key ...
+    assert Settings.model_validate(sent).sip_auth_nonce_secret == secret
+    assert secret.get_secret_value() not in json.dumps(node.settings.public())  # ... which is never logged
+    # a configured key (shared by several nodes) is kept
+    shared = pool.Pool(Settings(sip_auth_users={"trunk": "pw"}, sip_auth_nonce_secret="k" * 32))
+    assert shared.settings.sip_auth_nonce_secret is not None
+    assert shared.settings.sip_auth_nonce_secret.get_secret_value() == "k" * 32
