@@ -230,15 +230,17 @@ async def sipp(
     local_host: str = CALLER,
     rate: int = 10,
     timeout_s: int = 60,
+    extra: Sequence[str] = (),
 ) -> SippRun:
-    """Run SIPp (a built-in scenario, or a file in ``scenarios/``) for ``calls`` calls, all allowed at once."""
+    """Run SIPp (a built-in scenario, or a scenario file copied into ``work``) for ``calls`` calls, all allowed at
+    once; ``extra``: more SIPp arguments."""
     assert SIPP is not None
     tag = secrets.token_hex(3)
     script = ["-sn", scenario] if not scenario.endswith(".xml") else ["-sf", str(work / scenario)]
     proc = await asyncio.create_subprocess_exec(
         SIPP, *script, "-m", str(calls), "-l", str(calls), "-r", str(rate), "-i", local_host, "-mi", local_host,
         "-p", str(free_port_block(1)), "-mp", str(free_port_block(4 * calls + 4)), "-nostdin", "-timeout",
-        str(timeout_s), "-timeout_error", "-trace_err", "-error_file", str(work / f"errors-{tag}.log"),
+        str(timeout_s), "-timeout_error", "-trace_err", *extra, "-error_file", str(work / f"errors-{tag}.log"),
         "-trace_shortmsg", "-shortmessage_file", str(work / f"msgs-{tag}.log"), "-s", "service", target,
         cwd=work, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
@@ -263,6 +265,7 @@ def _counter(screen: str, name: str) -> int:
 @dataclass
 class Answer:
     status: int
+    reason: str
     headers: dict[str, str]  # lower-case names, first occurrence
 
 
@@ -317,7 +320,7 @@ async def invite(
             for line in head[1:]:
                 name, _, value = line.partition(":")
                 found.setdefault(name.strip().lower(), value.strip())
-            answer = Answer(int(parts[1]), found)
+            answer = Answer(int(parts[1]), parts[2] if len(parts) > 2 else "", found)
             to_tag = found.get("to", "").partition(";tag=")[2].split(";")[0]
             if answer.status >= 300:
                 sock.sendto(request("ACK", 1, branch, to_tag), (host, port))
