@@ -50,6 +50,8 @@ ANSWER_TIMEOUT_MS = 2000  # ... and a worker silent this long (to a probe or an 
 RING_TIMEOUT_MS = 120_000  # a worker that has answered 1xx may take this long to answer the call
 CALL_MAX_S = 3660  # dialog and call-load entries of calls that never saw their BYE expire after this
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+METRICS_INTERVAL_S = 2.0  # the dispatcher's view of the workers is exported this often
+STATE_NAMES = {"A": "active", "I": "inactive", "T": "trying", "D": "drained"}
 DRAINED, ACTIVE = "d", "ap"  # dispatcher states: disabled (no calls, no probes); active and probed
 _SEARCH_PATH = ("/usr/sbin", "/usr/local/sbin", "/sbin")  # Debian's place, often absent from a user's PATH
 
@@ -315,6 +317,7 @@ class KamailioFront:
         self.restarts = 0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._metrics_task: asyncio.Task[None] | None = None
 
     @property
     def rpc_socket(self) -> Path:
@@ -360,6 +363,7 @@ class KamailioFront:
             self.run_dir,
         )
         self._task = asyncio.create_task(self._supervise(), name="front")
+        self._metrics_task = asyncio.create_task(self._export(), name="front-metrics")
 
     async def _wait_ready(self, within_s: float) -> None:
         deadline = time.monotonic() + within_s
@@ -396,6 +400,21 @@ class KamailioFront:
             except (FrontError, OSError) as exc:
                 log.error("front: restart failed: %s", exc)
 
+    async def _export(self) -> None:
+        """Publish the dispatcher's view of every worker as metrics (calls, cap, whether it takes new calls)."""
+        from bridge import metrics  # not at import: serve sets up multiprocess metrics first
+
+        while not self._stopping:
+            try:
+                for dest in await self.states():
+                    metrics.FRONT_WORKER_CALLS.labels(dest.address).set(dest.load)
+                    metrics.FRONT_WORKER_MAX_CALLS.labels(dest.address).set(dest.max_calls)
+                    for code, state in STATE_NAMES.items():
+                        metrics.FRONT_WORKER_STATE.labels(dest.address, state).set(int(dest.state == code))
+            except FrontError as exc:
+                log.debug("front metrics: %s", exc)
+            await asyncio.sleep(METRICS_INTERVAL_S)
+
     def health(self) -> dict[str, Any]:
         return {
             "kind": "kamailio",
@@ -414,10 +433,11 @@ class KamailioFront:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._metrics_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         proc = self.proc
         if proc is not None and proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -474,7 +494,6 @@ def drain_main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps([d.to_json() for d in chosen]))
     else:
-        names = {"A": "active", "I": "inactive (not answering)", "T": "trying", "D": "drained"}
         for d in chosen:
-            print(f"{d.address:<24} {names.get(d.state, d.state):<26} {d.load}/{d.max_calls} calls")
+            print(f"{d.address:<24} {STATE_NAMES.get(d.state, d.state):<10} {d.load}/{d.max_calls} calls")
     return 0

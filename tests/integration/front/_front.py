@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.serve.front import DestinationState, destinations_of, kamailio_binary, rpc_call
 from bridge.store.server import free_port_block
@@ -162,6 +163,16 @@ class Node:
 
         health: dict[str, Any] = await wait_for(ready, f"node {self.name} up", within_s)
         return health
+
+    async def metric(self, name: str, **labels: str) -> float | None:
+        """One sample of the node's /metrics (merged over its processes), or None if absent."""
+        async with aiohttp.ClientSession() as http, http.get(f"http://{self.host}:{self.http_port}/metrics") as r:
+            text = await r.text()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+        return None
 
     def worker_addresses(self, health: dict[str, Any]) -> list[str]:
         return [f"{self.host}:{w['sip_port']}" for w in health["workers"]]

@@ -50,6 +50,14 @@ async def test_a_drained_worker_takes_no_new_call_and_its_live_call_ends_normall
             assert [(d["address"], d["state"], d["load"]) for d in after] == [(busy, "D", 1)]
             assert node.states()[idle].state == "A"
 
+            async def exported_as_drained() -> bool:  # /metrics shows what the front sees
+                drained = await node.metric("callbridge_front_worker_state", worker=busy, state="drained")
+                active = await node.metric("callbridge_front_worker_state", worker=idle, state="active")
+                calls = await node.metric("callbridge_front_worker_calls", worker=busy)
+                return (drained, active, calls) == (1.0, 1.0, 1.0)
+
+            await wait_for(exported_as_drained, "the drained worker in /metrics", 10)
+
             # new calls while the long one goes on: all of them to the other worker
             short = await sipp(work, f"{NODE_A}:{port}", calls=3, scenario="uac_short.xml")
             assert (short.successful, short.failed) == (3, 0), short.output[-3000:]
