@@ -352,7 +352,11 @@ class KamailioFront:
     async def start(self, ready_within_s: float = 15.0) -> None:
         """Start Kamailio and wait until it answers OPTIONS on the front address; FrontError if it does not."""
         await self._spawn()
-        await self._wait_ready(ready_within_s)
+        try:
+            await self._wait_ready(ready_within_s)
+        except BaseException:
+            await self.stop()  # nothing half-started is left behind
+            raise
         log.info(
             "front: Kamailio (pid %d) on sip:%s:%d dispatching to %d workers (%s); run directory %s",
             self.proc.pid if self.proc else 0,

@@ -33,7 +33,7 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import SecretStr
 
-from bridge.config import Settings, load_settings
+from bridge.config import WILDCARD_HOSTS, Settings, load_settings
 from bridge.errors import ConfigError
 from bridge.realtime.credentials import BROKER_TOKEN_ENV, BROKER_URL_ENV
 from bridge.serve.front import (
@@ -245,6 +245,10 @@ def main(argv: list[str]) -> int:
         if settings.front == "kamailio":
             if not settings.sip_port:
                 raise ConfigError("settings", "sip_port", "the front needs a fixed port (--sip-port)")
+            if settings.sip_host in WILDCARD_HOSTS:
+                raise ConfigError(
+                    "settings", "sip_host", "the front needs the address callers use (it goes in Record-Route)"
+                )
             kamailio = require_kamailio()
     except (ConfigError, FrontError) as exc:
         print(f"callbridge serve: {exc}", file=sys.stderr)
