@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from _front import ROOT
 
 from bridge.config import load_settings
@@ -53,3 +54,61 @@ def test_the_kamailio_examples_pass_kamailios_check(tmp_path: Path) -> None:
 def test_the_example_settings_load() -> None:
     settings = load_settings(DEPLOY / "systemd" / "serve.yaml.example")
     assert (settings.front, settings.sip_port, settings.worker_sip_port(0)) == ("kamailio", 5060, 5061)
+
+
+# -- the container set-up (no Docker daemon needed: checked against the files and the settings loader) -------------
+
+COMPOSE_DIR = DEPLOY / "docker"
+
+
+def test_the_dockerfile_is_slim_non_root_and_health_checked() -> None:
+    text = (COMPOSE_DIR / "Dockerfile").read_text()
+    stages = text.split("\nFROM ")
+    final = stages[-1]
+    assert final.startswith("python:3.11-slim")
+    assert "gcc" not in final  # the compiler stays in the build stage
+    users = [line.split()[1] for line in final.splitlines() if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    assert "HEALTHCHECK" in final and "/healthz" in final
+    for line in text.splitlines():  # every file copied from the build context exists
+        if line.startswith("COPY ") and "--from=" not in line:
+            sources = [word for word in line.split()[1:-1] if not word.startswith("--")]
+            for source in sources:
+                assert (ROOT / source).exists(), line
+    # the health check asks the port the image's default settings serve /healthz on
+    assert f":{load_settings(COMPOSE_DIR / 'serve.yaml').http_port}/healthz" in final
+
+
+def test_compose_wires_files_addresses_and_settings_that_exist() -> None:
+    compose = yaml.safe_load((COMPOSE_DIR / "compose.yaml").read_text())
+    services = compose["services"]
+    addresses = {name: s["networks"]["sip"]["ipv4_address"] for name, s in services.items()}
+    for name, service in services.items():
+        build = service.get("build")
+        if build:
+            assert (COMPOSE_DIR / build["context"] / build["dockerfile"]).is_file(), name
+        for volume in service.get("volumes", []):
+            host_path = volume.split(":")[0]
+            assert (COMPOSE_DIR / host_path).exists(), (name, volume)
+    # each node's settings load, name its own address, and the front's peers are node B's workers
+    nodes = {}
+    for name in ("node-a", "node-b"):
+        (mount,) = services[name]["volumes"]
+        nodes[name] = load_settings(COMPOSE_DIR / mount.split(":")[0])
+        assert nodes[name].sip_host == addresses[name]
+    a, b = nodes["node-a"], nodes["node-b"]
+    assert a.front == "kamailio" and b.front == "none"
+    assert list(a.front_peers) == [f"{b.sip_host}:{b.worker_sip_port(i)}" for i in range(b.workers)]
+    assert b.trusted_fronts() == (f"{a.sip_host}/32",)
+    # Prometheus scrapes both nodes' /metrics
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert sorted(targets) == sorted(f"{n.sip_host}:{n.http_port}" for n in nodes.values())
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing: apt-get install prometheus")
+def test_the_prometheus_config_checks() -> None:
+    check = subprocess.run(
+        ["promtool", "check", "config", "prometheus.yml"], cwd=DEPLOY / "prometheus", capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
