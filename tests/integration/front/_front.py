@@ -94,6 +94,18 @@ async def wait_for(check: Callable[[], Awaitable[Any]], what: str, within_s: flo
     raise TimeoutError(f"{what} (last: {last!r})")
 
 
+def stop_process(proc: subprocess.Popen[Any], within_s: float = 25.0) -> int:
+    """SIGTERM, then SIGKILL after ``within_s``; the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(within_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 # -- serve nodes ------------------------------------------------------------------------------------------------
 
 
@@ -197,15 +209,24 @@ class Node:
         self.proc.send_signal(sig)
 
     def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(25)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        rc = stop_process(self.proc)
         self._stderr.close()
-        return self.proc.returncode
+        return rc
+
+
+def two_nodes(tmp: Path, realtime_url: str, redis_url: str) -> tuple[Node, Node, int]:
+    """Node B (two workers on NODE_B) and node A (the front on NODE_A, its two workers and node B's), started in
+    that order; returns (a, b, the front's port)."""
+    a_port, b_port = port_block(3), port_block(2)
+    node_b = Node(
+        tmp, "b", host=NODE_B, sip_port=b_port, workers=2, realtime_url=realtime_url, redis_url=redis_url,
+        trust=[NODE_A],
+    )  # fmt: skip
+    node_a = Node(
+        tmp, "a", host=NODE_A, sip_port=a_port, workers=2, realtime_url=realtime_url, redis_url=redis_url,
+        front=True, peers=[f"{NODE_B}:{b_port}", f"{NODE_B}:{b_port + 1}"],
+    )  # fmt: skip
+    return node_a, node_b, a_port
 
 
 # -- SIPp --------------------------------------------------------------------------------------------------------

@@ -13,14 +13,12 @@ import pytest
 from _front import (
     CALLER,
     NODE_A,
-    NODE_B,
-    Node,
     invite,
     long_test,
-    port_block,
     requirements,
     sipp,
     sipp_dir,
+    two_nodes,
     wait_for,
 )
 
@@ -35,15 +33,7 @@ async def test_sixteen_calls_spread_four_per_worker_over_two_nodes_and_the_17th_
     work = sipp_dir(tmp_path)
     with EmbeddedRedis() as redis:
         async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
-            a_port, b_port = port_block(3), port_block(2)
-            node_b = Node(
-                tmp_path, "b", host=NODE_B, sip_port=b_port, workers=2, realtime_url=emulator.base_url,
-                redis_url=redis.url, trust=[NODE_A],
-            )  # fmt: skip
-            node_a = Node(
-                tmp_path, "a", host=NODE_A, sip_port=a_port, workers=2, realtime_url=emulator.base_url,
-                redis_url=redis.url, front=True, peers=[f"{NODE_B}:{b_port}", f"{NODE_B}:{b_port + 1}"],
-            )  # fmt: skip
+            node_a, node_b, a_port = two_nodes(tmp_path, emulator.base_url, redis.url)
             try:
                 workers_b = node_b.worker_addresses(await node_b.up())
                 workers_a = node_a.worker_addresses(await node_a.up())

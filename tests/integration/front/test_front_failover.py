@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from _front import NODE_A, NODE_B, ROOT, Node, long_test, port_block, requirements, sipp, sipp_dir, wait_for
+from _front import NODE_A, ROOT, Node, long_test, port_block, requirements, sipp, sipp_dir, two_nodes, wait_for
 
 from bridge.emulator import EmulatorServer
 from bridge.store import keys
@@ -96,15 +96,7 @@ async def test_a_dead_node_is_out_within_5_s_and_its_callers_get_a_bye_from_the_
     with EmbeddedRedis() as server:
         client = aioredis.from_url(server.url, decode_responses=True)
         async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
-            a_port, b_port = port_block(3), port_block(2)
-            node_b = Node(
-                tmp_path, "b", host=NODE_B, sip_port=b_port, workers=2, realtime_url=emulator.base_url,
-                redis_url=server.url, trust=[NODE_A],
-            )  # fmt: skip
-            node_a = Node(
-                tmp_path, "a", host=NODE_A, sip_port=a_port, workers=2, realtime_url=emulator.base_url,
-                redis_url=server.url, front=True, peers=[f"{NODE_B}:{b_port}", f"{NODE_B}:{b_port + 1}"],
-            )  # fmt: skip
+            node_a, node_b, a_port = two_nodes(tmp_path, emulator.base_url, server.url)
             try:
                 health_b = await node_b.up()
                 workers_b = node_b.worker_addresses(health_b)

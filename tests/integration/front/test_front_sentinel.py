@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from _front import ROOT, long_test, wait_for
+from _front import ROOT, long_test, stop_process, wait_for
 
 from bridge.emulator import EmulatorServer
 from bridge.store import keys
@@ -92,13 +92,7 @@ class SentinelSet:
 
     def stop(self) -> None:
         for proc in (self.sentinel, self.replica, self.master):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc, 10)
 
 
 def _quiet() -> dict[str, Any]:
@@ -173,12 +167,7 @@ async def test_a_sentinel_failover_mid_call_keeps_the_call_and_its_state(tmp_pat
                 await new_master.aclose()
     finally:
         if serve is not None:
-            serve.terminate()
-            try:
-                serve.wait(20)
-            except subprocess.TimeoutExpired:
-                serve.kill()
-                serve.wait()
+            stop_process(serve)
         redis_set.stop()
     assert serve.returncode == 0, (tmp_path / "serve.stderr").read_text()[-3000:]
 
