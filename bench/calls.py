@@ -41,6 +41,14 @@ missing for the whole window: answering a burst of calls in time is part of the 
   (decode + resample of a reply's first delta) + ``playback`` (queued -> handed to the clock thread). Also the
   spread of append arrival times at the emulator (arrival minus the frame's 20 ms slot, above the call's best).
 
+``--front kamailio`` adds a third path, ``front``: the bridge path's workers behind Kamailio (``serve --front
+kamailio``, bridge/serve/front.py), every call placed to the front's one address instead of a worker's port. It
+runs in the same ladder as the bridge path, against the same kind of workers, and reports what the front costs:
+``front cpu/call``, the CPU time all Kamailio's processes used over the step (every INVITE, ACK and BYE, and the
+OPTIONS probes meanwhile) per call, and every path's ``setup``, from the caller's INVITE to its call being up
+(p50/p99). The summary compares the front's capacity with the bridge
+path's (goal: >= 90 %) and the set-up time it adds (front minus bridge at the same step).
+
 ``--realtime-priority N`` runs the system under test of both paths (the bridge's workers, the loopback apps)
 ``SCHED_RR`` at N, as ``callbridge serve --realtime-priority N`` does (see bridge/runtime/sched.py); the load
 callers and the emulator stay ordinary. Each step's ``scheduling`` says what the processes really got (it needs root or
@@ -110,7 +118,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 @dataclass
 class Step:
-    path: str  # "bridge" | "ceiling"
+    path: str  # "bridge" | "front" | "ceiling"
     calls: int
     processes: int  # workers or loopback apps
     window_s: float = 0.0
@@ -126,6 +134,8 @@ class Step:
     clock_gaps: int = 0  # bridge, native ports: clock ticks > 30 ms apart in the workers (whole calls, not scored)
     in_missing: int | None = None  # bridge: appends that did not reach the model in the window
     cpu_per_call_pct: float = 0.0
+    front_cpu_ms_per_call: float | None = None  # front path: Kamailio's CPU time per call, set-up to hang-up
+    setup_ms: dict[str, float | None] = field(default_factory=dict)  # INVITE -> call up, at the callers
     cpu_callers_pct: float = 0.0  # all load callers together, % of one core
     cpu_machine_pct: float = 0.0  # the whole machine, % of all cores
     # ... of which stolen by the hypervisor: a noisy host stalls both paths' media clocks
@@ -203,6 +213,16 @@ def _cpu_by_pid(pids: list[int]) -> dict[int, float]:
     return out
 
 
+def _run_time_s(pids: list[int]) -> float:
+    """Time on a CPU of the processes still there, to the nanosecond (/proc/<pid>/schedstat, first field; the
+    clock-tick resolution of /proc/<pid>/stat is far coarser than a proxy's work on a few calls)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    return total / 1e9
+
+
 def machine_busy(stat: str | None = None) -> tuple[float, float, float]:
     """(busy, steal, total) jiffies of all CPUs from /proc/stat (or ``stat``, its text). Busy includes steal:
     time the hypervisor ran something else while this machine's virtual CPUs had work."""
@@ -211,6 +231,24 @@ def machine_busy(stat: str | None = None) -> tuple[float, float, float]:
     idle = values[3] + (values[4] if len(values) > 4 else 0)
     steal = values[7] if len(values) > 7 else 0
     return float(sum(values) - idle), float(steal), float(sum(values))
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and every descendant (Kamailio forks its workers from one main process)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, frontier = [root], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        tree += children
+        frontier = children
+    return tree
 
 
 def child_env() -> dict[str, str]:
@@ -260,12 +298,15 @@ async def run_caller(uris: list[str], play: Path) -> dict[str, Any]:
             self.media: Any = None
             self.index = -1
             self.why = ""  # why a snapshot found it not up (the step's unanswered_why)
+            self.placed_at = 0.0
+            self.answered_at = 0.0
 
         def onCallState(self, prm: Any) -> None:
             try:
                 info = self.getInfo()
                 if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
                     self.answered, self.status = True, int(info.lastStatusCode) or 200
+                    self.answered_at = self.answered_at or time.monotonic()
                 elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
                     self.ended = True
                     self.status = self.status or int(info.lastStatusCode)
@@ -306,6 +347,7 @@ async def run_caller(uris: list[str], play: Path) -> dict[str, Any]:
     def place(uri: str) -> None:
         call = LoadCall(held["account"], uri, connect)
         held["calls"].append(call)
+        call.placed_at = time.monotonic()
         try:
             call.makeCall(uri, call_op())
         except pj.Error as exc:
@@ -346,6 +388,8 @@ async def run_caller(uris: list[str], play: Path) -> dict[str, Any]:
         call = held["calls"][index]
         row: dict[str, Any] = {"uri": call.uri, "answered": a is not None and b is not None, "status": call.status}
         row["why"] = call.why
+        if call.answered_at and call.placed_at:
+            row["setup_ms"] = round(1000 * (call.answered_at - call.placed_at), 1)
         if a is not None and b is not None:
             row.update({k: b[k] - a[k] for k in COUNTERS})
             row.update(jb_avg_delay_ms=b["jb_avg_delay_ms"], jb_max_delay_ms=b["jb_max_delay_ms"])
@@ -624,6 +668,7 @@ class Bench:
                 why = f"{r.get('status')}: {r.get('why') or 'no stream'}"
                 step.unanswered_why[why] = step.unanswered_why.get(why, 0) + 1
         step.answered = len(answered)
+        step.setup_ms = percentiles([float(r["setup_ms"]) for r in rows if r.get("setup_ms") is not None])
         step.jb_lost = sum(int(r["jb_lost"]) for r in answered)
         step.jb_empty = sum(int(r["jb_empty"]) for r in answered)
         step.jb_discard = sum(int(r["jb_discard"]) for r in answered)
@@ -639,15 +684,19 @@ class Bench:
                 step.late_by_target[port] = step.late_by_target.get(port, 0) + one
         step.out_late_or_missing = late + step.jb_discard + unanswered * expected_per_call
 
-    async def bridge_step(self, calls: int, emulator: Any) -> Step:
+    async def bridge_step(self, calls: int, emulator: Any, front: bool = False) -> Step:
+        """The bridge's workers, called on their own ports; with ``front``, through Kamailio's one address."""
         from bridge.config import Settings
+        from bridge.serve.front import KamailioFront, node_destinations
         from bridge.serve.pool import Pool
 
         workers = math.ceil(calls / CALLS_PER_PROCESS)
-        step = Step("bridge", calls, workers)
-        reports = self.work / f"reports-{calls}.jsonl"
+        step = Step("front" if front else "bridge", calls, workers)
+        reports = self.work / f"reports-{step.path}-{calls}.jsonl"
         settings = Settings(
-            sip_port=free_port_block(workers),
+            front="kamailio" if front else "none",
+            front_dir=self.work / f"front-{calls}" if front else None,
+            sip_port=free_port_block(workers + (1 if front else 0)),
             workers=workers,
             rtp_port=0,
             realtime_url=emulator.base_url,
@@ -657,21 +706,35 @@ class Bench:
             media_beat_frames=self.beat,
         )
         pool = Pool(settings)
-        with stderr_to(self.log_path):
-            await pool.start()
-            await asyncio.wait_for(pool.wait_ready(), 60)
+        kamailio: KamailioFront | None = None
         try:
+            with stderr_to(self.log_path):
+                await pool.start()
+                await asyncio.wait_for(pool.wait_ready(), 60)
+                if front:
+                    caps = [(slot.sip_port, slot.max_calls) for slot in pool.slots]
+                    kamailio = KamailioFront(settings, node_destinations(settings, caps))
+                    await kamailio.start()
             pids = [s.proc.pid for s in pool.slots if s.proc is not None]
             self._note_scheduling(step, [s.scheduling for s in pool.slots])
-            uris = [f"sip:{NUMBER}@127.0.0.1:{pool.slots[i // CALLS_PER_PROCESS].sip_port}" for i in range(calls)]
+            if kamailio is not None:
+                uris = [f"sip:{NUMBER}@127.0.0.1:{settings.sip_port}"] * calls  # the one address
+            else:
+                uris = [f"sip:{NUMBER}@127.0.0.1:{pool.slots[i // CALLS_PER_PROCESS].sip_port}" for i in range(calls)]
             first_session = len(emulator.sessions)
+            front_pids = _process_tree(kamailio.proc.pid) if kamailio is not None and kamailio.proc else []
+            front0 = _run_time_s(front_pids)
             procs, caller_pids, start_at, end_at = await self._callers(uris)
             await self._window(step, start_at, end_at, pids, caller_pids)
             self._score_callers(step, await self._collect(step, procs))
             found = await self._reports(reports, calls)
+            if front_pids:  # every INVITE, ACK and BYE of the step, and the OPTIONS probes meanwhile
+                step.front_cpu_ms_per_call = round(1000 * (_run_time_s(front_pids) - front0) / calls, 3)
         finally:
             with stderr_to(self.log_path):
                 await pool.stop()
+                if kamailio is not None:
+                    await kamailio.stop()
         self._score_bridge(step, found, emulator.sessions[first_session:], start_at, end_at)
         return step
 
@@ -782,20 +845,22 @@ def _fmt_ms(p: dict[str, float | None]) -> str:
 HEADER = (
     f"{'path':<8} {'calls':>5} {'procs':>5} {'answered':>8} {'late/missing out':>18} {'jb l/e/d':>9} "
     f"{'underrun':>8} {'in missing':>11} {'cpu/call':>8} {'callers':>7} {'bench':>6} {'machine':>7} {'steal':>5} "
-    f"{'in p50/p99':>11} {'out p50/p99':>12} {'pass':>5}"
+    f"{'in p50/p99':>11} {'out p50/p99':>12} {'setup p50/p99':>14} {'front cpu/call':>14} {'pass':>5}"
 )
 
 
 def _row(s: Step) -> str:
     rate_in = s.in_rate
     inbound = "-" if rate_in is None else f"{s.in_missing} ({100 * rate_in:.2f}%)"
-    underruns = f"{s.underruns}/{s.underruns_in_window}" if s.path == "bridge" else "-"
+    underruns = f"{s.underruns}/{s.underruns_in_window}" if s.path != "ceiling" else "-"
+    front = "-" if s.front_cpu_ms_per_call is None else f"{s.front_cpu_ms_per_call:.2f} ms"
     return (
         f"{s.path:<8} {s.calls:>5} {s.processes:>5} {f'{s.answered}/{s.calls}':>8} "
         f"{f'{s.out_late_or_missing} ({100 * s.out_rate:.3f}%)':>18} {f'{s.jb_lost}/{s.jb_empty}/{s.jb_discard}':>9} "
         f"{underruns:>8} {inbound:>11} {s.cpu_per_call_pct:>7.2f}% {s.cpu_callers_pct:>6.0f}% {s.cpu_bench_pct:>5.0f}% "
         f"{s.cpu_machine_pct:>6.0f}% {s.cpu_steal_pct:>4.0f}% {_fmt_ms(s.inbound_ms):>11} {_fmt_ms(s.outbound_ms):>12} "
-        f"{'yes' if s.passed else 'NO':>5}" + (" (re-run)" if s.attempt > 1 else "")
+        f"{_fmt_ms(s.setup_ms):>14} {front:>14} {'yes' if s.passed else 'NO':>5}"
+        + (" (re-run)" if s.attempt > 1 else "")
     )
 
 
@@ -827,6 +892,27 @@ def summarize(steps: list[Step], largest: int) -> dict[str, Any]:
         # An upper bound below the goal settles it; one above it does not (the ceiling may be far higher).
         "goal_ratio_met": None if ratio is None or (ceiling == largest and ratio >= 0.75) else ratio >= 0.75,
         "goal_inbound_p99_met": None if inbound_p99 is None else inbound_p99 <= 10.0,
+    } | (_front_summary(steps, ours, largest) if "front" in ran else {})
+
+
+def _front_summary(steps: list[Step], direct: int | None, largest: int) -> dict[str, Any]:
+    """The front path against the bridge path (the same workers called directly) in the same run."""
+    through = max_clean([s for s in steps if s.path == "front"])
+    at = next((s for s in steps if s.path == "front" and s.calls == through), None)
+    same = next((s for s in steps if s.path == "bridge" and s.calls == through), None)
+    ratio = through / direct if direct else None
+    added = None
+    if at is not None and same is not None and at.setup_ms.get("p50") is not None and same.setup_ms.get("p50"):
+        added = round(float(at.setup_ms["p50"] or 0) - float(same.setup_ms["p50"] or 0), 1)
+    return {
+        "front_max_calls": through,
+        "front_ratio": None if ratio is None else round(ratio, 3),
+        # both passed every step: the front's real ratio is unknown above the ladder, at least this
+        "front_ratio_is_lower_bound": through == largest and direct == largest,
+        "goal_front_ratio_met": None if ratio is None else ratio >= 0.9,
+        "front_cpu_ms_per_call_at_max": None if at is None else at.front_cpu_ms_per_call,
+        "front_setup_ms_at_max": None if at is None else at.setup_ms,
+        "front_added_setup_p50_ms_at_max": added,
     }
 
 
@@ -888,7 +974,9 @@ async def run_bench(
                     for attempt in range(1, ATTEMPTS + 1):
                         with _collect_between_steps():
                             step = await (
-                                bench.bridge_step(calls, emu) if path == "bridge" else bench.ceiling_step(calls)
+                                bench.ceiling_step(calls)
+                                if path == "ceiling"
+                                else bench.bridge_step(calls, emu, front=path == "front")
                             )
                         step.attempt = attempt
                         print(json.dumps(step.to_json()) if as_json else _row(step), flush=True)
@@ -925,6 +1013,17 @@ async def run_bench(
                 f"inbound p99 (capture + uplink) at {ours} calls: {'-' if p99 is None else f'{p99:.1f} ms'} "
                 f"(goal <= 10 ms: {_goal(summary['goal_inbound_p99_met'])})"
             )
+        if "front_max_calls" in summary:
+            through, front_ratio = summary["front_max_calls"], summary["front_ratio"]
+            cpu, added = summary["front_cpu_ms_per_call_at_max"], summary["front_added_setup_p50_ms_at_max"]
+            print(
+                f"through the front (Kamailio): {through} clean calls -> "
+                f"{'n/a' if front_ratio is None else f'{100 * front_ratio:.0f}%'} of the same workers called directly"
+                f"{' (both passed every step)' if summary['front_ratio_is_lower_bound'] else ''} "
+                f"(goal >= 90%: {_goal(summary['goal_front_ratio_met'])}); Kamailio "
+                f"{'-' if cpu is None else f'{cpu:.2f} ms'} of CPU per call, set-up "
+                f"{'-' if added is None else f'{added:+.1f} ms'} (p50, front minus direct)"
+            )
         sys.stdout.flush()
     return 0
 
@@ -940,7 +1039,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated call counts to run instead of --step/--max-calls, e.g. 112,128,144 (to probe near "
         "the limits a full ladder found; the summary then counts only these steps)",
     )
-    parser.add_argument("--only", choices=("bridge", "ceiling"), help="run one path only")
+    parser.add_argument(
+        "--only", choices=("bridge", "ceiling"), help="run one path only (with --front: bridge and front)"
+    )
+    parser.add_argument(
+        "--front",
+        choices=("kamailio",),
+        help="also run the bridge's workers behind Kamailio, every call to its one address (the front path), and "
+        "compare: capacity, Kamailio's CPU per call, added set-up time",
+    )
     parser.add_argument(
         "--ceiling",
         choices=("loop", "play"),
@@ -990,6 +1097,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not steps or steps[0] < 1:
             parser.error("--steps must be comma-separated positive integers")
     paths = [args.only] if args.only else ["bridge", "ceiling"]
+    if args.front:
+        from bridge.serve.front import FrontError, require_kamailio
+
+        try:
+            require_kamailio()
+        except FrontError as exc:
+            parser.error(str(exc))
+        paths = ["bridge", "front"] + [p for p in paths if p == "ceiling"]
     return asyncio.run(
         run_bench(steps, args.seconds, args.json, paths, args.realtime_priority, args.media_beat, args.ceiling)
     )

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("bridge.devkit.demo", "main", "start Redis, the emulator and a worker; place one call per dialect"),
     "serve": ("bridge.serve.pool", "main", "run the SIP worker pool"),
+    "drain": ("bridge.serve.front", "drain_main", "stop new calls to a node or worker behind the front (--undo)"),
     "call": ("bridge.devkit.softphone", "call_main", "place a call with the pjsua2 softphone"),
     "phone": ("bridge.devkit.softphone", "phone_main", "softphone utilities (listen: answer and record)"),
     "emulator": ("bridge.emulator.server", "main", "run the local Realtime emulator (beta and GA)"),

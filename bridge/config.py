@@ -24,7 +24,10 @@ ENV = {
     "api_key": "OPENAI_API_KEY",
     "credentials": "CALLBRIDGE_CREDENTIALS",
     "media_beat_frames": "CALLBRIDGE_MEDIA_BEAT",
+    "front": "CALLBRIDGE_FRONT",
+    "sip_auth_nonce_secret": "CALLBRIDGE_SIP_NONCE_SECRET",
 }
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 class Settings(BaseModel):
@@ -56,9 +59,35 @@ class Settings(BaseModel):
     sip_allowed_sources: tuple[str, ...] = ()  # CIDRs allowed to send INVITEs to any worker (empty: any); 403 else
     sip_auth_users: dict[str, SecretStr] = Field(default_factory=dict)  # trunk digest auth (RFC 7616); empty: off
     sip_auth_realm: str = "callbridge"
+    # the key of the digest nonces: every worker behind one front must share it, so that a challenge answered on
+    # another worker still counts (None: one random key per serve node; set it when several nodes share a front)
+    sip_auth_nonce_secret: SecretStr | None = None
+    # The front door (bridge/serve/front.py). "kamailio": Kamailio answers on sip_host:sip_port, the one address
+    # callers and trunks use, and worker i listens on sip_port + 1 + i behind it. "none": worker i on sip_port + i.
+    front: Literal["none", "kamailio"] = "none"
+    # more workers for the front to dispatch to, from other `serve` nodes: "host:port" or "host:port/max_calls"
+    # (without /max_calls: the cap this node's workers report)
+    front_peers: tuple[str, ...] = ()
+    front_dir: Path | None = None  # the front's config, dispatcher list and control socket; None: see front_run_dir()
+    front_retry_after_s: int = Field(5, ge=1, le=3600)  # Retry-After of the front's 503 when every worker is full
+    # CIDRs of fronts (on other machines) whose X-Callbridge-Source header names the caller; a node's own front is
+    # trusted without being listed (trusted_fronts())
+    sip_trusted_fronts: tuple[str, ...] = ()
 
     def worker_sip_port(self, index: int) -> int:
-        return self.sip_port + index if self.sip_port else 0
+        if not self.sip_port:
+            return 0
+        return self.sip_port + index + (1 if self.front != "none" else 0)
+
+    @property
+    def front_host(self) -> str:
+        """The address the front and this node's workers reach each other on (loopback if sip_host is a wildcard)."""
+        return "127.0.0.1" if self.sip_host in WILDCARD_HOSTS else self.sip_host
+
+    def trusted_fronts(self) -> tuple[str, ...]:
+        """Whose X-Callbridge-Source header the workers believe: the configured fronts, and this node's own."""
+        own = (self.front_host,) if self.front != "none" else ()
+        return tuple(dict.fromkeys((*self.sip_trusted_fronts, *own)))
 
     def worker_rtp_port(self, index: int) -> int:
         return self.rtp_port + index * self.rtp_ports_per_worker if self.rtp_port else 0

@@ -75,6 +75,19 @@ REDIS_QUEUE_DEPTH = Gauge(
 REDIS_DROPPED_WRITES = Counter(f"{NS}_redis_dropped_writes", "State writes dropped by a full queue")
 CREDENTIAL_ROTATIONS = Counter(f"{NS}_credential_rotations", "Short-lived credentials minted", ["dialect", "result"])
 ROLLBACKS = Counter(f"{NS}_rollout_rollbacks", "Automatic rollbacks of GA to beta", ["dialplan"])
+# The front door (bridge/serve/front.py), as its dispatcher sees each worker, read by the serve process that runs it
+FRONT_WORKER_CALLS = Gauge(
+    f"{NS}_front_worker_calls", "Calls the front counts on each worker", ["worker"], multiprocess_mode="livemax"
+)
+FRONT_WORKER_MAX_CALLS = Gauge(
+    f"{NS}_front_worker_max_calls", "Calls each worker can hold (its maxload)", ["worker"], multiprocess_mode="livemax"
+)
+FRONT_WORKER_STATE = Gauge(
+    f"{NS}_front_worker_state",
+    "1 for each worker's state at the front: active (takes new calls), inactive (not answering), trying, drained",
+    ["worker", "state"],
+    multiprocess_mode="livemax",
+)
 GC_PAUSE = Histogram(
     f"{NS}_gc_pause_seconds", "Full garbage collections after calls end (bridge/runtime/memory.py), event loop paused",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),

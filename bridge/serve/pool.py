@@ -9,6 +9,10 @@ Port layout (document for the dispatcher in front; see deploy/):
 
 The pool restarts a worker that dies (with backoff), and never starts a second worker on a live worker's port: each
 worker holds an exclusive lock on its port (``bridge.serve.worker.lock_port``).
+
+With ``--front kamailio`` (``bridge.serve.front``) Kamailio takes ``sip_port``, the one address callers use, and
+worker *i* moves to ``sip_port + 1 + i``; the front starts once every worker has reported its call cap (its
+``maxload``), and SIGUSR1 / SIGUSR2 drain / resume this node's workers at the front.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -26,10 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from pydantic import SecretStr
 
-from bridge.config import Settings, load_settings
+from bridge.config import WILDCARD_HOSTS, Settings, load_settings
 from bridge.errors import ConfigError
 from bridge.realtime.credentials import BROKER_TOKEN_ENV, BROKER_URL_ENV
+from bridge.serve.front import (
+    ACTIVE,
+    DRAINED,
+    Destination,
+    FrontError,
+    KamailioFront,
+    node_destinations,
+    require_kamailio,
+)
 
 log = logging.getLogger("bridge.serve.pool")
 
@@ -40,8 +55,10 @@ WORKER_SETTINGS_ENV = "CALLBRIDGE_WORKER_SETTINGS"
 def worker_settings_json(settings: Settings) -> str:
     """Settings for a worker, in its environment (readable by this user only, unlike argv): trunk passwords
     included, the API key never (it travels as OPENAI_API_KEY, and not at all in broker mode)."""
-    data = json.loads(settings.model_dump_json(exclude={"api_key", "sip_auth_users"}))
+    data = json.loads(settings.model_dump_json(exclude={"api_key", "sip_auth_users", "sip_auth_nonce_secret"}))
     data["sip_auth_users"] = {user: pw.get_secret_value() for user, pw in settings.sip_auth_users.items()}
+    if settings.sip_auth_nonce_secret is not None:
+        data["sip_auth_nonce_secret"] = settings.sip_auth_nonce_secret.get_secret_value()
     return json.dumps(data)
 
 
@@ -52,17 +69,23 @@ class WorkerSlot:
     restarts: int = 0
     started_at: float = 0.0
     sip_port: int = 0
+    max_calls: int = 0  # the calls the worker's process can hold, as it reported at start
     scheduling: str = ""  # as the worker reported it: "ordinary", "SCHED_RR 10", or why it stayed ordinary
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Pool:
     def __init__(self, settings: Settings, extra_env: dict[str, str] | None = None) -> None:
+        if settings.sip_auth_users and settings.sip_auth_nonce_secret is None:
+            # one nonce key for all the node's workers: a caller's answer to a challenge may reach another worker
+            settings = settings.model_copy(update={"sip_auth_nonce_secret": SecretStr(secrets.token_hex(32))})
         self.settings = settings
         self.extra_env = dict(extra_env or {})  # e.g. the broker's URL and token
         self.slots = [WorkerSlot(i) for i in range(settings.workers)]
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.front: KamailioFront | None = None  # set by main() with --front kamailio
+        self._background: set[asyncio.Task[None]] = set()
 
     async def _spawn(self, slot: WorkerSlot) -> None:
         slot.proc = await asyncio.create_subprocess_exec(
@@ -80,6 +103,7 @@ class Pool:
         if line:
             info = json.loads(line)
             slot.sip_port = int(info["sip_port"])
+            slot.max_calls = int(info.get("max_calls", 0))
             slot.scheduling = str(info.get("scheduling", ""))
             slot.ready.set()
             denied = self.settings.realtime_priority and not slot.scheduling.startswith("SCHED_")
@@ -124,7 +148,8 @@ class Pool:
         await asyncio.gather(*(s.ready.wait() for s in self.slots))
 
     def health(self) -> dict[str, object]:
-        return {
+        front = {"front": self.front.health()} if self.front is not None else {}
+        return front | {
             "workers": [
                 {
                     "index": s.index,
@@ -158,7 +183,9 @@ class Pool:
 def main(argv: list[str]) -> int:
     from bridge.cli import build_parser
 
-    parser = build_parser("serve", "run N SIP worker processes (worker i on --sip-port + i)")
+    parser = build_parser(
+        "serve", "run N SIP worker processes (worker i on --sip-port + i; with --front, Kamailio on --sip-port)"
+    )
     parser.add_argument("--config", type=Path)
     parser.add_argument("--workers", type=int)
     parser.add_argument("--sip-host")
@@ -173,6 +200,26 @@ def main(argv: list[str]) -> int:
         help="run the workers SCHED_RR at this priority (1-99; needs CAP_SYS_NICE); default 0: ordinary scheduling",
     )
     parser.add_argument("--report-file", type=Path, help="append one JSON line per finished call")
+    parser.add_argument(
+        "--front",
+        choices=("none", "kamailio"),
+        help="kamailio: one SIP address (--sip-port) for every worker; the workers take the ports after it",
+    )
+    parser.add_argument(
+        "--front-peer",
+        action="append",
+        dest="front_peers",
+        metavar="HOST:PORT[/MAX_CALLS]",
+        help="a worker of another serve node for the front to dispatch to (repeatable)",
+    )
+    parser.add_argument("--front-dir", type=Path, help="the front's run directory (config, control socket, log)")
+    parser.add_argument(
+        "--trust-front",
+        action="append",
+        dest="sip_trusted_fronts",
+        metavar="CIDR",
+        help="a front on another machine whose X-Callbridge-Source header names the caller (repeatable)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings(
@@ -186,11 +233,24 @@ def main(argv: list[str]) -> int:
             dialplans=args.dialplans,
             realtime_priority=args.realtime_priority,
             report_file=args.report_file,
+            front=args.front,
+            front_peers=tuple(args.front_peers) if args.front_peers else None,
+            front_dir=args.front_dir,
+            sip_trusted_fronts=tuple(args.sip_trusted_fronts) if args.sip_trusted_fronts else None,
         )
         from bridge.dialplan import load_dialplans
 
         load_dialplans(settings.dialplans)  # nothing starts half-configured
-    except ConfigError as exc:
+        kamailio = None
+        if settings.front == "kamailio":
+            if not settings.sip_port:
+                raise ConfigError("settings", "sip_port", "the front needs a fixed port (--sip-port)")
+            if settings.sip_host in WILDCARD_HOSTS:
+                raise ConfigError(
+                    "settings", "sip_host", "the front needs the address callers use (it goes in Record-Route)"
+                )
+            kamailio = require_kamailio()
+    except (ConfigError, FrontError) as exc:
         print(f"callbridge serve: {exc}", file=sys.stderr)
         return 2
     log.info("settings: %s", json.dumps(settings.public(), default=str))
@@ -218,13 +278,23 @@ def main(argv: list[str]) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await pool.start()
-        runner = await start_http(pool, settings) if settings.http_port is not None else None
+        runner = None
         try:
+            if kamailio is not None:
+                pool.front = await start_front(pool, kamailio)
+                loop.add_signal_handler(signal.SIGUSR1, _drain_node, pool, DRAINED)
+                loop.add_signal_handler(signal.SIGUSR2, _drain_node, pool, ACTIVE)
+            runner = await start_http(pool, settings) if settings.http_port is not None else None
             await stop.wait()
+        except FrontError as exc:
+            log.error("%s", exc)
+            return 1
         finally:
             if runner is not None:
                 await runner.cleanup()
-            await pool.stop()
+            await pool.stop()  # first: the workers' BYEs to their callers go through the front
+            if pool.front is not None:
+                await pool.front.stop()
             if broker_runner is not None:
                 await broker_runner.cleanup()
         return 0
@@ -233,6 +303,40 @@ def main(argv: list[str]) -> int:
         return asyncio.run(amain())
     finally:
         metrics_dir.cleanup()
+
+
+async def start_front(pool: Pool, kamailio: str, ready_within_s: float = 60.0) -> KamailioFront:
+    """Once every worker has reported its port and call cap, start Kamailio in front of them (and the peers)."""
+    try:
+        await asyncio.wait_for(pool.wait_ready(), ready_within_s)
+    except TimeoutError:
+        raise FrontError(f"the workers were not all up within {ready_within_s:.0f} s; no front started") from None
+    caps = [(slot.sip_port, slot.max_calls) for slot in pool.slots]
+    front = KamailioFront(pool.settings, node_destinations(pool.settings, caps), binary=kamailio)
+    await front.start()
+    address = f"{pool.settings.sip_host}:{pool.settings.sip_port}"
+    print(json.dumps({"front": address, "run_dir": str(front.run_dir)}), flush=True)
+    return front
+
+
+def _drain_node(pool: Pool, state: str) -> None:
+    """SIGUSR1 / SIGUSR2: drain / resume this node's workers at the front (their calls go on)."""
+    front = pool.front
+    if front is None:
+        return
+
+    async def apply() -> None:
+        try:
+            for slot in pool.slots:
+                worker = Destination(pool.settings.front_host, slot.sip_port, slot.max_calls)
+                for dest in await front.set_state(worker.address, state):
+                    log.warning("front: worker %s is %s", dest.address, "drained" if dest.state == "D" else "active")
+        except FrontError as exc:
+            log.error("front: %s", exc)
+
+    task = asyncio.get_running_loop().create_task(apply(), name="drain")
+    pool._background.add(task)
+    task.add_done_callback(pool._background.discard)
 
 
 async def start_http(pool: Pool, settings: Settings) -> web.AppRunner:

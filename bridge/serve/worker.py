@@ -267,6 +267,8 @@ class Worker:
             allowed_sources=s.sip_allowed_sources,
             auth_users={user: pw.get_secret_value() for user, pw in s.sip_auth_users.items()},
             auth_realm=s.sip_auth_realm,
+            auth_nonce_secret=s.sip_auth_nonce_secret.get_secret_value() if s.sip_auth_nonce_secret else "",
+            trusted_fronts=s.trusted_fronts(),
             media_beat_frames=s.media_beat_frames,
         )
         if s.redis_url:

@@ -24,6 +24,11 @@ Two checks the gateway runs on every INVITE before the app sees it (``SipConfig.
     and SIPp signs ``sip:host:port``. RFC 2617 §3.2.2.5 asks servers to compare them (SHOULD); replays are
     stopped by the nonce rules above instead;
   - algorithms: ``MD5`` (what SIP phones and SIPp speak, the default challenge) and ``SHA-256`` (RFC 7616/8760).
+* **Behind a front** (the Kamailio dispatcher, :mod:`bridge.serve.front`), every INVITE comes from the front's
+  address. The front writes the caller's own source into ``X-Callbridge-Source`` (removing any copy the caller
+  sent), and :func:`caller_source` takes that header from the addresses in ``SipConfig.trusted_fronts`` only: from
+  anywhere else it is ignored, so a caller reaching a worker directly cannot claim another address. The allowlist
+  and the lockout below act on the source this gives.
 * **Lockout** (:class:`AuthLockout`): a source address that sends ``auth_max_failures`` bad credentials within
   ``auth_failure_window_s`` is refused outright (403, counted) for ``auth_lockout_s``: password guessing from one
   address costs the guesser minutes per handful of tries, and costs the worker no digest work meanwhile.
@@ -93,6 +98,19 @@ def in_networks(address: str, networks: Sequence[IPNetwork]) -> bool:
     """Is ``address`` ("ip" or "ip:port") inside one of ``networks``? An unparsable address is not."""
     ip = _address(address)
     return ip is not None and any(ip.version == net.version and ip in net for net in networks)
+
+
+SOURCE_HEADER = "X-Callbridge-Source"  # "ip:port" ("[v6]:port") of the caller, written by the front
+
+
+def caller_source(packet_source: str, header_values: Sequence[str], trusted: Sequence[IPNetwork]) -> str:
+    """The caller's source address ("ip:port"): ``packet_source`` (where the request came from), unless that is a
+    trusted front (inside ``trusted``) and the request carries a :data:`SOURCE_HEADER` naming a valid address, in
+    which case the last such header (the one the front appended) wins. Anything else in the header is ignored."""
+    if not header_values or not trusted or not in_networks(packet_source, trusted):
+        return packet_source
+    claimed = header_values[-1].strip()
+    return claimed if _address(claimed) is not None else packet_source
 
 
 def source_allowed(address: str, cidrs: Iterable[str | IPNetwork]) -> bool:

@@ -123,6 +123,9 @@ class SipConfig:
     auth_users: Mapping[str, str] = field(default_factory=dict, repr=False)  # digest user -> password; {} = off
     auth_realm: str = "callbridge"  # digest realm of the 401 challenges
     auth_exempt_sources: tuple[str, ...] = ()  # CIDRs trusted by address alone (no challenge), e.g. a carrier
+    # CIDRs of the front (the Kamailio dispatcher) whose X-Callbridge-Source header names the caller's source, which
+    # every check above then uses (bridge.sip.access.caller_source); () = the header is ignored from everyone
+    trusted_fronts: tuple[str, ...] = ()
     auth_nonce_ttl_s: float = 300.0  # how long a challenge's nonce stays good
     auth_max_failures: int = 10  # bad credentials from one source address within the window ...
     auth_failure_window_s: float = 60.0
@@ -145,7 +148,7 @@ class SipConfig:
                 "SipConfig.media_beat_frames: playout_lead_frames + media_beat_frames - 1 must be at most 16 (the "
                 f"native port's ring), got {self.playout_lead_frames} + {self.media_beat_frames} - 1"
             )
-        for name in ("allowed_sources", "auth_exempt_sources"):
+        for name in ("allowed_sources", "auth_exempt_sources", "trusted_fronts"):
             value = getattr(self, name)
             parse_networks(value, f"SipConfig.{name}")  # raises ValueError naming the field and the bad entry
             object.__setattr__(self, name, tuple(value))

@@ -37,7 +37,9 @@ or the dispatcher in front is the place to drop strangers' packets altogether).
 
 What the gateway decides next, in ``onIncomingCall``, before the app sees the call (also counted):
 
-* the source address is outside ``SipConfig.allowed_sources``: ``403 Forbidden (source address not allowed)``;
+* the source address is outside ``SipConfig.allowed_sources``: ``403 Forbidden (source address not allowed)``.
+  Behind a front (``SipConfig.trusted_fronts``) the source is the caller's, as the front reports it
+  (:func:`bridge.sip.access.caller_source`); this source also drives the lockout and ``IncomingCall.remote_addr``;
 * ``Content-Length`` promises more body than the datagram holds (RFC 3261 §18.3; pjsip ignores the header on
   UDP): ``400 Bad Request (Content-Length larger than the body)``;
 * with ``SipConfig.auth_users``: no or stale credentials get ``401 Unauthorized`` and a
@@ -74,7 +76,9 @@ from bridge.events import CallerHungUp, Dtmf, Event, TransferProgress
 from bridge.sip.access import (
     FORBIDDEN_LOCKED_OUT,
     FORBIDDEN_SOURCE,
+    SOURCE_HEADER,
     AuthResult,
+    caller_source,
     in_networks,
     parse_networks,
     source_allowed,
@@ -224,7 +228,8 @@ class IncomingCall:
     """One incoming call as the app sees it. Every method runs on the event loop thread and returns at once.
 
     Fields: ``call_id`` (SIP Call-ID), ``caller`` (user part of From), ``called`` (user part of the
-    request-URI), ``remote_addr`` ("ip:port" the INVITE came from; ``remote_ip`` without the port),
+    request-URI), ``remote_addr`` ("ip:port" the INVITE came from, or the caller's as a trusted front reports it;
+    ``remote_ip`` without the port), ``peer_addr`` (the address the INVITE arrived from: the front, if any),
     ``headers`` (the INVITE's headers, lower-case names, first occurrence), ``auth_user`` (the digest user the
     INVITE authenticated as, or None when ``SipConfig.auth_users`` is off or the source is exempt).
 
@@ -240,7 +245,8 @@ class IncomingCall:
         self.call_id: str = str(info.callIdString)
         self.caller: str = user_part(str(info.remoteUri))
         self.called: str = user_part(head.uri) if head else user_part(str(info.localUri))
-        self.remote_addr: str | None = str(prm.rdata.srcAddress) or None
+        self.peer_addr: str = str(prm.rdata.srcAddress)
+        self.remote_addr: str | None = gateway.caller_source(self.peer_addr, self._invite) or None
         self.headers: dict[str, str] = dict(head.headers) if head else {}
         self.auth_user: str | None = None
         self.dtmf_dropped = 0  # "digits" outside 0-9 * # A-D (a SIP INFO body can say anything)
@@ -482,7 +488,7 @@ class IncomingCall:
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
             self.answered = True
             if received and self.dialog is None:
-                self.dialog = dialog_from_ack(received, self._invite, self.remote_addr or "")
+                self.dialog = dialog_from_ack(received, self._invite, self.peer_addr)
             self._invite = ""  # only the dialog needed it
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED and not self.disconnected.is_set():
             self.hangup_code = int(info.lastStatusCode)
@@ -561,6 +567,7 @@ class SipGateway:
         self.calls_total = 0
         self._allowed = parse_networks(config.allowed_sources, "SipConfig.allowed_sources")
         self._exempt = parse_networks(config.auth_exempt_sources, "SipConfig.auth_exempt_sources")
+        self._fronts = parse_networks(config.trusted_fronts, "SipConfig.trusted_fronts")
         self._auth = config.digest_auth()
         self._lockout = config.auth_lockout()
 
@@ -634,12 +641,18 @@ class SipGateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def caller_source(self, packet_source: str, message: str) -> str:
+        """Where the request came from: ``packet_source``, or the caller's address a trusted front reports."""
+        if not self._fronts:
+            return packet_source
+        return caller_source(packet_source, header_values(message, SOURCE_HEADER.lower()), self._fronts)
+
     def _screen(self, prm: Any) -> _Verdict:
         """The gateway's checks of a new INVITE, in order: source allowlist, Content-Length, digest auth."""
-        source = str(prm.rdata.srcAddress)
+        message = str(prm.rdata.wholeMsg)
+        source = self.caller_source(str(prm.rdata.srcAddress), message)
         if self._allowed and not in_networks(source, self._allowed):
             return _Verdict(403, FORBIDDEN_SOURCE, "not in SipConfig.allowed_sources")
-        message = str(prm.rdata.wholeMsg)
         if body_shorter_than_declared(message):
             return _Verdict(400, "Bad Request (Content-Length larger than the body)", "truncated body")
         auth = self._auth
@@ -674,7 +687,7 @@ class SipGateway:
             headers.get("call-id", ""),
             user_part(headers.get("from", "")),
             user_part(head.uri) if head else "",
-            str(prm.rdata.srcAddress),
+            self.caller_source(str(prm.rdata.srcAddress), message),
             verdict.detail,
         )
         call = _RefusedCall(self._account, prm.callId, self._refused_gone)

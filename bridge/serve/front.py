@@ -1,0 +1,503 @@
+"""The front door: Kamailio in front of the workers, so that one SIP address reaches every worker of every node.
+
+A worker process holds at most a few calls (4 with the pjsua2 wheel), and a trunk points at one address. With
+``callbridge serve --front kamailio`` the pool starts Kamailio (Debian's ``kamailio`` package) on
+``sip_host:sip_port`` and the workers on the ports after it; Kamailio's ``dispatcher`` module spreads new calls by
+call load over every worker it knows, this node's and the ``front_peers`` of other nodes. The routing script is
+``deploy/kamailio/kamailio.cfg`` (read it: it says what happens to a call); this module writes what it includes into
+a run directory:
+
+* ``front.defs``: the listen address, the control socket and the timers, as Kamailio ``#!define``/``#!substdef``;
+* ``dispatcher.list``: one destination per worker, ``maxload`` = the calls the worker's process reported it holds;
+* ``rpc.sock``: Kamailio's JSON-RPC control socket (a Unix datagram socket, mode 0600), used by
+  ``callbridge drain`` and by :meth:`KamailioFront.destinations`;
+* ``kamailio.log``: Kamailio's own log.
+
+Drain (``callbridge drain NODE|WORKER``, or SIGUSR1 to ``serve``): the worker's destination is set to disabled, so
+no new call reaches it while its calls go on (their in-dialog requests follow the dialog, not the dispatcher);
+``--undo`` (SIGUSR2) makes it active again. A restarted Kamailio forgets drains and current loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bridge.config import Settings, load_settings
+from bridge.errors import BridgeError, ConfigError
+
+log = logging.getLogger("bridge.serve.front")
+
+INSTALL_HINT = "apt-get install kamailio"
+TEMPLATE_ENV = "CALLBRIDGE_KAMAILIO_CFG"  # another routing script than deploy/kamailio/kamailio.cfg
+DISPATCHER_SET = 1  # the script routes every new call to this dispatcher set
+PING_INTERVAL_S = 1  # OPTIONS to every worker this often ...
+ANSWER_TIMEOUT_MS = 2000  # ... and a worker silent this long (to a probe or an INVITE) is out until it answers
+RING_TIMEOUT_MS = 120_000  # a worker that has answered 1xx may take this long to answer the call
+CALL_MAX_S = 3660  # dialog and call-load entries of calls that never saw their BYE expire after this
+RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+METRICS_INTERVAL_S = 2.0  # the dispatcher's view of the workers is exported this often
+STATE_NAMES = {"A": "active", "I": "inactive", "T": "trying", "D": "drained"}
+DRAINED, ACTIVE = "d", "ap"  # dispatcher states: disabled (no calls, no probes); active and probed
+_SEARCH_PATH = ("/usr/sbin", "/usr/local/sbin", "/sbin")  # Debian's place, often absent from a user's PATH
+
+
+class FrontError(BridgeError):
+    """The front cannot start or cannot be reached."""
+
+
+def kamailio_binary() -> str | None:
+    """``kamailio`` from PATH (or the sbin directories a non-root PATH often lacks); None if not installed."""
+    found = shutil.which("kamailio")
+    if found:
+        return found
+    for directory in _SEARCH_PATH:
+        candidate = Path(directory) / "kamailio"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def require_kamailio() -> str:
+    binary = kamailio_binary()
+    if binary is None:
+        raise FrontError(f"--front kamailio: Kamailio is not installed; install it with `{INSTALL_HINT}`")
+    return binary
+
+
+def template_path() -> Path:
+    """The routing script: ``$CALLBRIDGE_KAMAILIO_CFG``, else ``deploy/kamailio/kamailio.cfg`` of this checkout."""
+    configured = os.environ.get(TEMPLATE_ENV)
+    path = (
+        Path(configured) if configured else Path(__file__).resolve().parents[2] / "deploy" / "kamailio" / "kamailio.cfg"
+    )
+    if not path.is_file():
+        raise FrontError(f"the Kamailio routing script {path} is missing (set {TEMPLATE_ENV} to its path)")
+    return path
+
+
+# -- the dispatcher list --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """One worker as the front sees it."""
+
+    host: str
+    port: int
+    max_calls: int
+
+    @property
+    def address(self) -> str:
+        """ "host:port" ("[v6]:port"): also the destination's ``duid`` (its call-load key)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def uri(self) -> str:
+        return f"sip:{self.address}"
+
+
+def parse_peer(text: str, default_max_calls: int) -> Destination:
+    """``"10.0.0.7:5061"`` or ``"10.0.0.7:5061/4"`` or ``"[2001:db8::7]:5061"`` -> a destination."""
+    entry, _, cap = text.strip().partition("/")
+    host, sep, port = entry.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"front_peers: {text!r} is not host:port or host:port/max_calls")
+    if cap and (not cap.isdigit() or int(cap) < 1):
+        raise ValueError(f"front_peers: {text!r}: max_calls must be a positive integer")
+    return Destination(host, int(port), int(cap) if cap else default_max_calls)
+
+
+def dispatcher_list(destinations: Sequence[Destination]) -> str:
+    """The dispatcher module's list file: ``setid uri flags priority attrs``; flag 8 = probed with OPTIONS."""
+    lines = ["# generated by callbridge serve --front kamailio: set uri flags priority attrs"]
+    for d in destinations:
+        lines.append(f"{DISPATCHER_SET} {d.uri} 8 0 duid={d.address};maxload={d.max_calls}")
+    return "\n".join(lines) + "\n"
+
+
+def front_defs(listen_host: str, port: int, run_dir: Path, retry_after_s: int, log_level: int = 1) -> str:
+    """What ``kamailio.cfg`` includes: addresses and paths as ``#!substdef`` (they appear inside strings and
+    ``listen=`` lines), numbers as ``#!define``."""
+    host = f"[{listen_host}]" if ":" in listen_host else listen_host
+    strings = {
+        "FRONT_LISTEN_UDP": f"udp:{host}:{port}",
+        "FRONT_LISTEN_TCP": f"tcp:{host}:{port}",
+        "FRONT_RPC_SOCKET": str(run_dir / "rpc.sock"),
+        "FRONT_DISPATCHER_LIST": str(run_dir / "dispatcher.list"),
+        "FRONT_RETRY_AFTER_S": str(retry_after_s),
+    }
+    numbers = {
+        "FRONT_TIMEOUT_MS": ANSWER_TIMEOUT_MS,
+        "FRONT_RING_MS": RING_TIMEOUT_MS,
+        "FRONT_CALL_MAX_S": CALL_MAX_S,
+        "FRONT_PING_S": PING_INTERVAL_S,
+        "FRONT_LOG_LEVEL": log_level,
+    }
+    for value in strings.values():
+        if "!" in value or "\n" in value:
+            raise ConfigError("front", "front_dir", f"{value!r}: the front's paths cannot contain '!' or newlines")
+    lines = ["# generated by callbridge serve --front kamailio"]
+    lines += [f'#!substdef "!{name}!{value}!g"' for name, value in strings.items()]
+    lines += [f"#!define {name} {value}" for name, value in numbers.items()]
+    return "\n".join(lines) + "\n"
+
+
+def front_run_dir(settings: Settings) -> Path:
+    """``settings.front_dir``, else ``$TMPDIR/callbridge-front-HOST-PORT`` (found again by ``callbridge drain``)."""
+    if settings.front_dir is not None:
+        return settings.front_dir
+    return Path(tempfile.gettempdir()) / f"callbridge-front-{settings.front_host}-{settings.sip_port}"
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` for this user only; refuse one that another user owns."""
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if run_dir.stat().st_uid != os.getuid():
+        raise FrontError(f"{run_dir} belongs to another user; choose another front_dir")
+    run_dir.chmod(0o700)
+    if len(str(run_dir / "rpc.sock")) > 100:  # sun_path holds 108 bytes
+        raise FrontError(f"{run_dir} is too long a path for the front's control socket; choose a shorter front_dir")
+
+
+# -- the control socket (Kamailio's jsonrpcs module, datagram transport) ---------------------------------------------
+
+
+def rpc_call(sock_path: Path, method: str, params: Sequence[Any] = (), timeout_s: float = 3.0) -> Any:
+    """One JSON-RPC 2.0 call over Kamailio's Unix datagram control socket; returns ``result`` or raises FrontError."""
+    reply_path = Path(tempfile.gettempdir()) / f"callbridge-rpc-{os.getpid()}-{secrets.token_hex(4)}.sock"
+    request = {"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(str(reply_path))  # Kamailio answers to the sender's address
+            sock.settimeout(timeout_s)
+            sock.sendto(json.dumps(request).encode(), str(sock_path))
+            data = sock.recv(1 << 20)
+        except (OSError, TimeoutError) as exc:
+            raise FrontError(f"the front's control socket {sock_path} did not answer {method}: {exc}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                reply_path.unlink()
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        raise FrontError(f"the front answered {method} with something that is not JSON") from None
+    if "error" in reply:
+        raise FrontError(f"the front refused {method}: {reply['error'].get('message', reply['error'])}")
+    return reply.get("result")
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationState:
+    """A worker in the front's dispatcher: ``state`` A(ctive) / I(nactive) / T(rying) / D(isabled: drained), and
+    its current call load against its cap."""
+
+    address: str
+    state: str
+    probing: bool
+    load: int
+    max_calls: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "state": self.state,
+            "probing": self.probing,
+            "load": self.load,
+            "max_calls": self.max_calls,
+        }
+
+
+def destinations_of(result: Any) -> list[DestinationState]:
+    """``dispatcher.list``'s result -> destination states (Kamailio 5.6 JSON shape)."""
+    found: list[DestinationState] = []
+    for record in (result or {}).get("RECORDS", []):
+        for target in record.get("SET", {}).get("TARGETS", []):
+            dest = target.get("DEST", {})
+            attrs = dest.get("ATTRS", {}) or {}
+            flags = str(dest.get("FLAGS", ""))
+            found.append(
+                DestinationState(
+                    address=str(attrs.get("DUID") or str(dest.get("URI", "")).removeprefix("sip:")),
+                    state=flags[:1],
+                    probing=flags[1:2] == "P",
+                    load=int((dest.get("RUNTIME") or {}).get("DLGLOAD", 0)),
+                    max_calls=int(attrs.get("MAXLOAD", 0)),
+                )
+            )
+    return sorted(found, key=lambda d: d.address)
+
+
+def matches(address: str, target: str) -> bool:
+    """Does worker ``address`` ("host:port") belong to ``target``: the worker itself, its node ("host"), or "all"?"""
+    if target == "all":
+        return True
+    host = address.rpartition(":")[0].strip("[]")
+    return target in (address, host, f"[{host}]")
+
+
+def set_state(sock_path: Path, target: str, state: str) -> list[DestinationState]:
+    """Set every worker matching ``target`` to ``state``; returns the workers afterwards. Nothing matches: an error."""
+    current = destinations_of(rpc_call(sock_path, "dispatcher.list"))
+    chosen = [d for d in current if matches(d.address, target)]
+    if not chosen:
+        known = ", ".join(d.address for d in current) or "none"
+        raise FrontError(f"no worker of the front matches {target!r} (workers: {known})")
+    for dest in chosen:
+        rpc_call(sock_path, "dispatcher.set_state", [state, DISPATCHER_SET, f"sip:{dest.address}"])
+    after = destinations_of(rpc_call(sock_path, "dispatcher.list"))
+    return [d for d in after if matches(d.address, target)]
+
+
+# -- a SIP health check ---------------------------------------------------------------------------------------------
+
+
+async def options_status(host: str, port: int, timeout_s: float = 1.0) -> int | None:
+    """Send one OPTIONS over UDP to ``host:port``; the final status code, or None if nothing answered in time."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.connect((host, port))
+        local_host, local_port = sock.getsockname()[:2]
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        via = f"[{local_host}]:{local_port}" if ":" in local_host else f"{local_host}:{local_port}"
+        request = (
+            f"OPTIONS sip:{target} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {via};branch=z9hG4bK{secrets.token_hex(8)};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:health@callbridge.invalid>;tag={secrets.token_hex(4)}\r\n"
+            f"To: <sip:{target}>\r\n"
+            f"Call-ID: {secrets.token_hex(12)}\r\n"
+            "CSeq: 1 OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+        deadline = time.monotonic() + timeout_s
+        try:
+            sock.send(request)
+            while (left := deadline - time.monotonic()) > 0:
+                data = await asyncio.wait_for(loop.sock_recv(sock, 65535), left)
+                parts = data.split(b" ", 2)
+                if len(parts) >= 2 and parts[0] == b"SIP/2.0" and parts[1].isdigit() and int(parts[1]) >= 200:
+                    return int(parts[1])
+        except (TimeoutError, OSError):
+            return None
+    return None
+
+
+# -- the process --------------------------------------------------------------------------------------------------
+
+
+class KamailioFront:
+    """Kamailio for one node: writes the run directory, starts it, restarts it if it dies, stops it."""
+
+    def __init__(self, settings: Settings, destinations: Sequence[Destination], binary: str | None = None) -> None:
+        self.settings = settings
+        self.destinations = list(destinations)
+        self.binary = binary or require_kamailio()
+        self.run_dir = front_run_dir(settings)
+        self.listen_host = settings.sip_host
+        self.port = settings.sip_port
+        self.proc: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._metrics_task: asyncio.Task[None] | None = None
+
+    @property
+    def rpc_socket(self) -> Path:
+        return self.run_dir / "rpc.sock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / "kamailio.log"
+
+    def write(self) -> Path:
+        """Write the run directory; returns the config file Kamailio runs."""
+        prepare_run_dir(self.run_dir)
+        config = self.run_dir / "kamailio.cfg"
+        config.write_text(template_path().read_text(encoding="utf-8"), encoding="utf-8")
+        (self.run_dir / "front.defs").write_text(
+            front_defs(self.listen_host, self.port, self.run_dir, self.settings.front_retry_after_s), encoding="utf-8"
+        )
+        (self.run_dir / "dispatcher.list").write_text(dispatcher_list(self.destinations), encoding="utf-8")
+        with contextlib.suppress(FileNotFoundError):
+            self.rpc_socket.unlink()  # a previous run's
+        return config
+
+    async def _spawn(self) -> None:
+        config = self.write()
+        with self.log_file.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                self.binary, "-DD", "-E", "-f", str(config), "-Y", str(self.run_dir), "-w", str(self.run_dir),
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True,  # a terminal's Ctrl-C reaches serve, which stops Kamailio itself
+            )  # fmt: skip
+
+    async def start(self, ready_within_s: float = 15.0) -> None:
+        """Start Kamailio and wait until it answers OPTIONS on the front address; FrontError if it does not."""
+        await self._spawn()
+        try:
+            await self._wait_ready(ready_within_s)
+        except BaseException:
+            await self.stop()  # nothing half-started is left behind
+            raise
+        log.info(
+            "front: Kamailio (pid %d) on sip:%s:%d dispatching to %d workers (%s); run directory %s",
+            self.proc.pid if self.proc else 0,
+            self.listen_host,
+            self.port,
+            len(self.destinations),
+            ", ".join(f"{d.address}/{d.max_calls}" for d in self.destinations),
+            self.run_dir,
+        )
+        self._task = asyncio.create_task(self._supervise(), name="front")
+        self._metrics_task = asyncio.create_task(self._export(), name="front-metrics")
+
+    async def _wait_ready(self, within_s: float) -> None:
+        deadline = time.monotonic() + within_s
+        probe_host = self.settings.front_host
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.returncode is not None:
+                raise FrontError(f"Kamailio exited at start: {self.log_tail()}")
+            if await options_status(probe_host, self.port, 0.5) == 200:
+                return
+            await asyncio.sleep(0.1)
+        raise FrontError(f"Kamailio did not answer OPTIONS on {probe_host}:{self.port} within {within_s:.0f} s")
+
+    def log_tail(self, lines: int = 12) -> str:
+        try:
+            text = self.log_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        wanted = [line for line in text.splitlines() if "ERROR" in line or "CRITICAL" in line] or text.splitlines()
+        return "\n".join(wanted[-lines:])
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            assert self.proc is not None
+            rc = await self.proc.wait()
+            if self._stopping:
+                return
+            delay = RESTART_BACKOFF_S[min(self.restarts, len(RESTART_BACKOFF_S) - 1)]
+            self.restarts += 1
+            log.error("front: Kamailio exited with %s; restarting in %.1f s: %s", rc, delay, self.log_tail(4))
+            await asyncio.sleep(delay)
+            try:
+                await self._spawn()
+                await self._wait_ready(15.0)
+            except (FrontError, OSError) as exc:
+                log.error("front: restart failed: %s", exc)
+
+    async def _export(self) -> None:
+        """Publish the dispatcher's view of every worker as metrics (calls, cap, whether it takes new calls)."""
+        from bridge import metrics  # not at import: serve sets up multiprocess metrics first
+
+        while not self._stopping:
+            try:
+                for dest in await self.states():
+                    metrics.FRONT_WORKER_CALLS.labels(dest.address).set(dest.load)
+                    metrics.FRONT_WORKER_MAX_CALLS.labels(dest.address).set(dest.max_calls)
+                    for code, state in STATE_NAMES.items():
+                        metrics.FRONT_WORKER_STATE.labels(dest.address, state).set(int(dest.state == code))
+            except FrontError as exc:
+                log.debug("front metrics: %s", exc)
+            await asyncio.sleep(METRICS_INTERVAL_S)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "kind": "kamailio",
+            "address": f"{self.listen_host}:{self.port}",
+            "pid": self.proc.pid if self.proc else None,
+            "alive": self.proc is not None and self.proc.returncode is None,
+            "restarts": self.restarts,
+            "run_dir": str(self.run_dir),
+        }
+
+    async def states(self) -> list[DestinationState]:
+        return destinations_of(await asyncio.to_thread(rpc_call, self.rpc_socket, "dispatcher.list"))
+
+    async def set_state(self, target: str, state: str) -> list[DestinationState]:
+        return await asyncio.to_thread(set_state, self.rpc_socket, target, state)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in (self._task, self._metrics_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+
+
+def node_destinations(settings: Settings, worker_caps: Sequence[tuple[int, int]]) -> list[Destination]:
+    """This node's workers ((port, max_calls) as they reported at start), then ``settings.front_peers``."""
+    own = [Destination(settings.front_host, port, cap) for port, cap in worker_caps]
+    default_cap = min((cap for _, cap in worker_caps), default=1)
+    try:
+        peers = [parse_peer(text, default_cap) for text in settings.front_peers]
+    except ValueError as exc:
+        raise ConfigError("settings", "front_peers", str(exc)) from None
+    return own + peers
+
+
+# -- callbridge drain -----------------------------------------------------------------------------------------------
+
+
+def drain_main(argv: list[str]) -> int:
+    from bridge.cli import build_parser
+
+    parser = build_parser(
+        "drain", "stop new calls to a node or a worker behind the front (its calls go on); --undo to resume"
+    )
+    parser.add_argument("target", help='a worker "HOST:PORT", a node "HOST" (all its workers), or "all"; "list"')
+    parser.add_argument("--undo", action="store_true", help="take calls again")
+    parser.add_argument("--front-dir", type=Path, help="the front's run directory (default: from the settings)")
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--sip-host")
+    parser.add_argument("--sip-port", type=int)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config, sip_host=args.sip_host, sip_port=args.sip_port, front_dir=args.front_dir)
+    except ConfigError as exc:
+        print(f"callbridge drain: {exc}", file=sys.stderr)
+        return 2
+    sock_path = front_run_dir(settings) / "rpc.sock"
+    try:
+        if args.target == "list":
+            chosen = destinations_of(rpc_call(sock_path, "dispatcher.list"))
+        else:
+            chosen = set_state(sock_path, args.target, ACTIVE if args.undo else DRAINED)
+    except FrontError as exc:
+        print(f"callbridge drain: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([d.to_json() for d in chosen]))
+    else:
+        for d in chosen:
+            print(f"{d.address:<24} {STATE_NAMES.get(d.state, d.state):<10} {d.load}/{d.max_calls} calls")
+    return 0

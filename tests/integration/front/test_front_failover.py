@@ -1,0 +1,164 @@
+"""Losing a worker or a node behind the front: the callers of its calls get a BYE (through the front, which releases
+their load), no new INVITE goes unanswered, and new calls go to the workers that are left. A dead node's workers are
+out of the dispatcher within 5 s."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from _front import NODE_A, ROOT, Node, long_test, port_block, requirements, sipp, sipp_dir, two_nodes, wait_for
+
+from bridge.emulator import EmulatorServer
+from bridge.store import keys
+from bridge.store.server import EmbeddedRedis, redis_server_binary
+
+pytestmark = [*requirements, pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary")]
+CALLER_WAV = ROOT / "bridge" / "assets" / "caller_hours.wav"
+
+
+async def softphone(host: str, port: int, seconds: float) -> dict[str, Any]:
+    """A pjsua2 caller (``callbridge call``) that hangs up after ``seconds`` unless the other side does first."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "call", f"sip:1000@{host}:{port}", "--play", str(CALLER_WAV), "--loop",
+        "--hangup-after", str(seconds), "--json", cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    return dict(json.loads(out.decode().strip().splitlines()[-1]))
+
+
+async def live_calls(redis: aioredis.Redis, worker: str) -> set[str]:
+    return set(await redis.smembers(keys.worker_calls(worker)))
+
+
+@long_test
+async def test_a_killed_workers_callers_get_a_bye_and_no_new_invite_goes_unanswered(tmp_path: Path) -> None:
+    work = sipp_dir(tmp_path)
+    with EmbeddedRedis() as server:
+        client = aioredis.from_url(server.url, decode_responses=True)
+        async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
+            port = port_block(3)
+            node = Node(
+                tmp_path, "a", host=NODE_A, sip_port=port, workers=2, realtime_url=emulator.base_url,
+                redis_url=server.url, front=True,
+            )  # fmt: skip
+            try:
+                health = await node.up()
+                workers = node.worker_addresses(health)
+                # two calls: the call load puts one on each worker
+                phones = [asyncio.create_task(softphone(NODE_A, port, 25.0)) for _ in range(2)]
+
+                async def one_each() -> dict[str, set[str]] | None:
+                    live = {w: await live_calls(client, w) for w in workers}
+                    return live if all(len(c) == 1 for c in live.values()) else None
+
+                live = await wait_for(one_each, "one live call per worker", 20)
+                (victim_call,) = live[workers[1]]
+                (survivor_call,) = live[workers[0]]
+                await wait_for(lambda: _has_dialog(client, victim_call), "the victim call's dialog in Redis", 10)
+
+                os.kill(health["workers"][1]["pid"], signal.SIGKILL)
+                # new calls right away: none unanswered (one aimed at the dead worker fails over to the other)
+                fresh = await sipp(work, f"{NODE_A}:{port}", calls=4, rate=4, scenario="uac_short.xml")
+                assert (fresh.successful, fresh.failed) == (4, 0), fresh.output[-3000:]
+
+                results = {r["call_id"]: r for r in await asyncio.gather(*phones)}
+                victim, survivor = results[victim_call], results[survivor_call]
+                # the dead worker's caller was hung up on (by the restarted worker, from the dialog kept in Redis) ...
+                assert victim["answered"] and victim["hangup_by"] == "remote", victim
+                assert victim["duration_s"] < 20, victim
+                # ... the other call went on to its own end
+                assert survivor["hangup_by"] == "local" and survivor["duration_s"] >= 24, survivor
+
+                # that BYE went through the front: the dead worker's load is released too
+                async def unloaded() -> bool:
+                    return all(d.load == 0 for d in node.states().values())
+
+                await wait_for(unloaded, "every load released", 10)
+            finally:
+                await client.aclose()
+                rc = node.stop()
+            assert rc == 0, node.stderr_tail()
+
+
+@long_test
+async def test_a_dead_node_is_out_within_5_s_and_its_callers_get_a_bye_from_the_other_node(tmp_path: Path) -> None:
+    work = sipp_dir(tmp_path)
+    with EmbeddedRedis() as server:
+        client = aioredis.from_url(server.url, decode_responses=True)
+        async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
+            node_a, node_b, a_port = two_nodes(tmp_path, emulator.base_url, server.url)
+            try:
+                health_b = await node_b.up()
+                workers_b = node_b.worker_addresses(health_b)
+                workers_a = node_a.worker_addresses(await node_a.up())
+                # put two calls on node B: drain node A meanwhile
+                node_a.signal(signal.SIGUSR1)
+                await wait_for(lambda: _states(node_a, workers_a, "D"), "node A drained", 10)
+                phones = [asyncio.create_task(softphone(NODE_A, a_port, 90.0)) for _ in range(2)]
+
+                async def on_b() -> set[str] | None:
+                    calls = set().union(*[await live_calls(client, w) for w in workers_b])
+                    return calls if len(calls) == 2 else None
+
+                b_calls = await wait_for(on_b, "two live calls on node B", 20)
+                for call_id in b_calls:
+                    await wait_for(lambda c=call_id: _has_dialog(client, c), "the calls' dialogs in Redis", 10)
+                node_a.signal(signal.SIGUSR2)
+                await wait_for(lambda: _states(node_a, workers_a, "A"), "node A active again", 10)
+
+                # node B dies: its serve process first (so nothing restarts the workers), then the workers
+                node_b.proc.kill()
+                for w in health_b["workers"]:
+                    os.kill(w["pid"], signal.SIGKILL)
+                killed_at = time.monotonic()
+                fresh = asyncio.create_task(sipp(work, f"{NODE_A}:{a_port}", calls=4, rate=4, scenario="uac_short.xml"))
+                await wait_for(lambda: _states(node_a, workers_b, "I"), "node B's workers out", 10, every_s=0.1)
+                assert time.monotonic() - killed_at <= 5.0
+
+                # no INVITE went unanswered, and node A took them all
+                result = await fresh
+                assert (result.successful, result.failed) == (4, 0), result.output[-3000:]
+
+                async def four_on_a() -> list[dict[str, Any]] | None:
+                    calls = [r for r in node_a.calls() if r["call_id"] in result.call_ids]
+                    return calls if len(calls) == 4 else None
+
+                await wait_for(four_on_a, "the new calls reported by node A", 15)
+
+                # node B's callers: hung up on by node A's reaper once B's heartbeat expired, through the front
+                for phone in await asyncio.gather(*phones):
+                    assert phone["call_id"] in b_calls
+                    assert phone["answered"] and phone["hangup_by"] == "remote", phone
+                    assert phone["duration_s"] < 85, phone
+                for call_id in b_calls:
+                    assert await client.hget(keys.call(call_id), "end_reason") == "worker died"
+
+                async def b_unloaded() -> bool:
+                    states = node_a.states()
+                    return all(states[w].load == 0 for w in workers_b)
+
+                await wait_for(b_unloaded, "node B's load released by those BYEs", 10)
+            finally:
+                await client.aclose()
+                rc_a = node_a.stop()
+                node_b.stop()
+            assert rc_a == 0, node_a.stderr_tail()
+
+
+async def _has_dialog(client: aioredis.Redis, call_id: str) -> bool:
+    return bool(await client.hget(keys.call(call_id), "sip_dialog"))
+
+
+async def _states(node: Node, workers: list[str], state: str) -> bool:
+    states = node.states()
+    return all(states[w].state == state for w in workers)
