@@ -75,6 +75,10 @@ REDIS_QUEUE_DEPTH = Gauge(
 REDIS_DROPPED_WRITES = Counter(f"{NS}_redis_dropped_writes", "State writes dropped by a full queue")
 CREDENTIAL_ROTATIONS = Counter(f"{NS}_credential_rotations", "Short-lived credentials minted", ["dialect", "result"])
 ROLLBACKS = Counter(f"{NS}_rollout_rollbacks", "Automatic rollbacks of GA to beta", ["dialplan"])
+SUPERVISOR_REFUSED_TOKENS = Counter(
+    f"{NS}_supervisor_refused_tokens", "Wrong supervisor tokens (console sign-in or API bearer)", ["via"]
+)
+SUPERVISOR_SIGNINS = Counter(f"{NS}_supervisor_signins", "Console sign-ins, by role", ["role"])
 GC_PAUSE = Histogram(
     f"{NS}_gc_pause_seconds", "Full garbage collections after calls end (bridge/runtime/memory.py), event loop paused",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
