@@ -36,7 +36,14 @@ export async function load() {
     ? "Changes need a reason and apply to the next call."
     : "Read-only session: only an operator can change a rollout.";
   if (!r.data.dialplans.length) $("rollout-note").textContent += " No rollout dialplan yet.";
-  $("rollouts").replaceChildren(...r.data.dialplans.map(card));
+  const cards = r.data.dialplans.map(card);
+  for (const fresh of cards) {
+    // an editor someone is typing in survives the refresh (a call ending refreshes the health table)
+    const editing = $("rollouts").querySelector(`article[data-dialplan="${CSS.escape(fresh.dataset.dialplan)}"] form.editor[data-dirty]`);
+    const blank = fresh.querySelector("form.editor");
+    if (editing && blank) blank.replaceWith(editing);
+  }
+  $("rollouts").replaceChildren(...cards);
   $("audit").tBodies[0].replaceChildren(...r.data.audit.map(auditRow));
 }
 
@@ -112,7 +119,7 @@ function editor(dp) {
   const form = h("form", { class: "editor", autocomplete: "off" },
     h("h4", {}, "Change"),
     dp.editable.map((s) => h("label", {}, s.label, " ", field(s, dp.values[s.setting]))),
-    h("label", {}, "Reason (required) ", h("input", { name: "reason", required: true, maxlength: 500 })),
+    h("label", {}, "Reason (required) ", h("input", { name: "reason", maxlength: 500 })),
     h("button", { type: "submit", class: "review-button" }, "Review change"), save, out, message);
   let pending = null;
 
@@ -126,6 +133,7 @@ function editor(dp) {
   }
 
   form.addEventListener("input", () => {
+    form.dataset.dirty = "1";
     pending = null;
     save.disabled = true;
     out.replaceChildren();
@@ -166,6 +174,7 @@ function editor(dp) {
       return;
     }
     pending = null;
+    delete form.dataset.dirty;
     await load();
   });
   return form;

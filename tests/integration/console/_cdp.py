@@ -259,7 +259,12 @@ class Page:
         result = await self.send("Network.setCookie", cookie)
         assert result.get("success", True), result
 
-    async def screenshot(self, path: Path) -> bytes:
-        data = base64.b64decode((await self.send("Page.captureScreenshot", {"format": "png"}))["data"])
+    async def screenshot(self, path: Path, *, full_page: bool = False) -> bytes:
+        params: dict[str, Any] = {"format": "png"}
+        if full_page:
+            root = "document.documentElement"
+            size = await self.eval(f"({{width: {root}.scrollWidth, height: {root}.scrollHeight}})")
+            params |= {"captureBeyondViewport": True, "clip": {"x": 0, "y": 0, **size, "scale": 1}}
+        data = base64.b64decode((await self.send("Page.captureScreenshot", params))["data"])
         path.write_bytes(data)
         return data
