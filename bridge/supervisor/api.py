@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
@@ -59,7 +60,8 @@ log = logging.getLogger("bridge.supervisor")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ROLLOUT_FIELDS = {"ga_percent", "kill", "allow", "deny", "sticky", "model_selection"}
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PRINCIPAL = "callbridge.principal"  # the request key of the authenticated Principal
+# Who makes the request being handled: set by the auth middleware, read by the handler (the same task).
+PRINCIPAL: ContextVar[Principal] = ContextVar("supervisor_principal")
 SSE_CHECK_S = 1.0  # how often an open event stream checks that its session still holds
 SSE_KEEPALIVE_S = 10.0  # a comment line this often: proxies keep the stream open, a gone page is noticed
 
@@ -76,9 +78,7 @@ async def refuse_after(started: float, delay_s: float, via: str) -> web.Response
 
 
 def principal_of(request: web.Request) -> Principal:
-    principal = request[PRINCIPAL]
-    assert isinstance(principal, Principal)
-    return principal
+    return PRINCIPAL.get()
 
 
 def _sse(name: str, data: Any) -> bytes:
@@ -144,7 +144,7 @@ def create_app(
         principal = await authenticate(request, started)
         if isinstance(principal, web.Response):
             return principal
-        request[PRINCIPAL] = principal
+        PRINCIPAL.set(principal)
         try:
             return await handler(request)
         except StoreUnavailable as exc:
