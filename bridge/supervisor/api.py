@@ -1,22 +1,22 @@
 """The supervisor's HTTP API and console on ``callbridge serve`` (aiohttp).
 
-================================  ====================================================================================
-``GET /``, ``/static/*``          the console (:mod:`bridge.supervisor.console`; no credential: it holds no data)
-``POST /auth/signin``             console sign-in: JSON ``{"token", "name"}`` -> a session cookie and its CSRF token
-``POST /auth/signout``            ends the session (needs its CSRF token)
-``GET /auth/session``             the session's role, name and CSRF token (the page after a reload)
-``GET /metrics``                  Prometheus exposition, merged across worker processes (no token: scrapers)
-``GET /healthz``                  the pool: workers, their ports and restarts (no token; no call data)
-``GET /api/calls``                live calls across all workers: phase, dialect, duration, last transcript line
-``GET /api/calls/{id}``           one call: its Redis hash and recent event summaries with transcripts
-``GET /api/live/calls``           server-sent events: the live-calls table as it changes (:mod:`.live`)
-``GET /api/live/calls/{id}``      server-sent events: one call's state, stream entries and latency as they happen
-``GET /api/rollout``              every stored rollout flag, and the recent audit entries
-``GET /api/console/rollout``      the console's rollout panel (:mod:`bridge.supervisor.rollout_view`)
-``POST /api/rollout/{dp}/preview`` operator: what a change would do, without saving it
-``PUT /api/rollout/{dp}``         operator: change a flag: JSON ``{"ga_percent", "kill", "allow", "deny", "reason",
-                                  "who"}`` (a console session's ``who`` is its own name, not the body's)
-================================  ====================================================================================
+==================================  ==================================================================================
+``GET /``, ``/static/*``            the console (:mod:`bridge.supervisor.console`; no credential: it holds no data)
+``POST /auth/signin``               console sign-in: JSON ``{"token", "name"}`` -> a session cookie and its CSRF token
+``POST /auth/signout``              ends the session (needs its CSRF token)
+``GET /auth/session``               the session's role, name and CSRF token (the page after a reload)
+``GET /metrics``                    Prometheus exposition, merged across worker processes (no token: scrapers)
+``GET /healthz``                    the pool: workers, their ports and restarts (no token; no call data)
+``GET /api/calls``                  live calls across all workers: phase, dialect, duration, last transcript line
+``GET /api/calls/{id}``             one call: its Redis hash and recent event summaries with transcripts
+``GET /api/live/calls``             server-sent events: the live-calls table as it changes (:mod:`.live`)
+``GET /api/live/calls/{id}``        server-sent events: one call's state, stream entries and latency as they happen
+``GET /api/rollout``                every stored rollout flag, and the recent audit entries
+``GET /api/console/rollout``        the console's rollout panel (:mod:`bridge.supervisor.rollout_view`)
+``POST /api/rollout/{dp}/preview``  operator: what a change would do, without saving it
+``PUT /api/rollout/{dp}``           operator: change a flag: JSON ``{"ga_percent", "kill", "allow", "deny", "reason",
+                                    "who"}`` (a console session's ``who`` is its own name, not the body's)
+==================================  ==================================================================================
 
 Every ``/api`` route wants a credential (:mod:`bridge.supervisor.auth`): ``Authorization: Bearer <token>`` or a
 console session cookie. Without one it answers 401 ``{"error": "unauthorized"}``; with a wrong bearer token the same,

@@ -156,6 +156,8 @@ class LiveCalls:
                     self.store_ok, self.store_error = False, redact(exc.detail)
                     log.warning("console: %s", exc)
                     self._publish([("store", {"ok": False, "error": self.store_error})])
+            except Exception:  # the watcher must outlive anything, or every open page would freeze
+                log.exception("console: reading the live calls failed")
             else:
                 if self.store_ok is False:
                     self._publish([("store", {"ok": True})])

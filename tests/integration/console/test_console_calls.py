@@ -85,7 +85,13 @@ async def test_live_calls_transcripts_rollout_and_lost_worker(tmp_path: Path) ->
         await page.wait_for("document.getElementById('detail-state').textContent === 'ended: record from Redis'")
         assert await page.text("#detail-facts dd[data-field=phase]") == "ENDED"
         assert await page.text("#detail-facts dd[data-field=end_reason]")
-        assert await page.eval(f"document.querySelector('#ended a[data-call-id={json.dumps(call_id)}]') !== null")
+        # closed and opened again from the list of ended calls: the record, read from Redis
+        await page.click("#detail-close")
+        await page.click("#ended-box summary")
+        await page.click(f"#ended a[data-call-id={json.dumps(call_id)}]")
+        await page.wait_for("document.getElementById('detail-state').textContent === 'ended: record from Redis'")
+        assert CALLER_SAYS in await page.eval(f"{said.format(who='caller')}")
+        assert await page.text("#detail-id") == call_id
 
         # -- the operator moves canary to 100 % GA: a reason, a review of the change, then save
         card = "article[data-dialplan=canary]"
