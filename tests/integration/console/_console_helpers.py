@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import time
-import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ import pytest
 import redis.asyncio as aioredis
 from _cdp import CHROMIUM, Browser, Page
 
+from bridge.audio.frames import SAMPLE_RATE
+from bridge.audio.wav import read_wav, write_wav
 from bridge.emulator import EmulatorServer
 from bridge.store import keys
 from bridge.store.server import EmbeddedRedis, free_port, redis_server_binary
@@ -59,14 +60,8 @@ def write_dialplans(directory: Path) -> Path:
 
 
 def caller_wav(path: Path, lead_in_s: float = 0.5) -> Path:
-    """The bundled caller recording after ``lead_in_s`` of silence."""
-    with wave.open(str(ROOT / "bridge" / "assets" / "caller_hours.wav"), "rb") as src:
-        speech = src.readframes(src.getnframes())
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(bytes(int(16000 * lead_in_s)) + speech)
+    """The bundled caller recording (8 kHz PCM16) after ``lead_in_s`` of silence."""
+    write_wav(path, bytes(int(SAMPLE_RATE * 2 * lead_in_s)) + read_wav(ROOT / "bridge" / "assets" / "caller_hours.wav"))
     return path
 
 
