@@ -88,6 +88,10 @@ FRONT_WORKER_STATE = Gauge(
     ["worker", "state"],
     multiprocess_mode="livemax",
 )
+SUPERVISOR_REFUSED_TOKENS = Counter(
+    f"{NS}_supervisor_refused_tokens", "Wrong supervisor tokens (console sign-in or API bearer)", ["via"]
+)
+SUPERVISOR_SIGNINS = Counter(f"{NS}_supervisor_signins", "Console sign-ins, by role", ["role"])
 GC_PAUSE = Histogram(
     f"{NS}_gc_pause_seconds", "Full garbage collections after calls end (bridge/runtime/memory.py), event loop paused",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),

@@ -163,6 +163,16 @@ class Pool:
             ]
         }
 
+    def dead_workers(self) -> frozenset[str]:
+        """The call-store ids (``<sip_host>:<sip port or index>``, as each worker names itself) of the workers whose
+        process is not running: the console shows their calls as lost before their heartbeat expires."""
+        s = self.settings
+        return frozenset(
+            f"{s.sip_host}:{s.worker_sip_port(slot.index) or slot.index}"
+            for slot in self.slots
+            if slot.proc is None or slot.proc.returncode is not None
+        )
+
     async def stop(self) -> None:
         self._stopping = True
         for slot in self.slots:
@@ -340,7 +350,8 @@ def _drain_node(pool: Pool, state: str) -> None:
 
 
 async def start_http(pool: Pool, settings: Settings) -> web.AppRunner:
-    """The supervisor API and /metrics on ``settings.http_port`` (127.0.0.1 unless sip_host is public)."""
+    """The supervisor API, the console and /metrics on ``settings.http_port`` (127.0.0.1 unless sip_host is public)."""
+    from bridge.dialplan import load_dialplans
     from bridge.rollout.store import RolloutStore
     from bridge.store.calls import connect
     from bridge.supervisor.api import create_app
@@ -348,14 +359,32 @@ async def start_http(pool: Pool, settings: Settings) -> web.AppRunner:
     redis = connect(settings.redis_url) if settings.redis_url else None
     rollouts = RolloutStore(client=redis) if redis is not None else None
     token = os.environ.get("CALLBRIDGE_SUPERVISOR_TOKEN")
-    app = create_app(token=token, redis=redis, rollouts=rollouts, health=pool.health)
+    readonly_token = os.environ.get("CALLBRIDGE_SUPERVISOR_READONLY_TOKEN")
+    session_s = os.environ.get("CALLBRIDGE_SUPERVISOR_SESSION_S", "")
+    if session_s and not session_s.replace(".", "", 1).isdigit():
+        log.error("CALLBRIDGE_SUPERVISOR_SESSION_S=%r is not a number of seconds; using the default", session_s)
+        session_s = ""
+    app = create_app(
+        token=token,
+        redis=redis,
+        rollouts=rollouts,
+        health=pool.health,
+        readonly_token=readonly_token,
+        rollout_dialplans=[p.name for p in load_dialplans(settings.dialplans) if p.dialect == "rollout"],
+        lost_workers=pool.dead_workers,
+        **({"session_ttl_s": float(session_s)} if session_s else {}),
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.sip_host, settings.http_port)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.http_port
     log.info(
-        "supervisor API and /metrics on http://%s:%s (token %s)", settings.sip_host, port, "set" if token else "NOT set"
+        "supervisor API, console and /metrics on http://%s:%s (operator token %s, read-only token %s)",
+        settings.sip_host,
+        port,
+        "set" if token else "NOT set",
+        "set" if readonly_token else "NOT set",
     )
     print(json.dumps({"http_port": port}), flush=True)
     return runner

@@ -399,6 +399,29 @@ async def read_call(
     return CallDetail(state, [_entry(i, f) for i, f in reversed(entries)])
 
 
+async def read_call_events(
+    client: aioredis.Redis,
+    call_id: str,
+    *,
+    after: str = "0-0",
+    block_ms: int | None = None,
+    count: int = RECENT_EVENTS,
+    where: str = "redis client",
+) -> list[StreamEntry]:
+    """The call's stream entries after the entry id ``after``, oldest first (at most ``count``). With ``block_ms``,
+    waits that long for the first one (``XREAD BLOCK``; keep it under the client's socket timeout). Raises
+    :class:`StoreUnavailable` when Redis is away."""
+    try:
+        replies = await client.xread({keys.call_events(call_id): after}, count=count, block=block_ms)
+    except RedisError as exc:
+        raise StoreUnavailable(where, str(exc) or type(exc).__name__) from None
+    streams: Any = replies.items() if isinstance(replies, dict) else (replies or [])  # RESP3 answers a map
+    out: list[StreamEntry] = []
+    for _stream, entries in streams:
+        out += [_entry(i, f) for i, f in entries]
+    return out
+
+
 async def reap_dead_workers(
     client: aioredis.Redis, *, exclude: frozenset[str] = frozenset(), now: float | None = None
 ) -> dict[str, list[str]]:

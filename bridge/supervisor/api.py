@@ -1,23 +1,38 @@
-"""The supervisor's HTTP API on ``callbridge serve`` (aiohttp), behind a bearer token.
+"""The supervisor's HTTP API and console on ``callbridge serve`` (aiohttp).
 
-=======================  ======================================================================
-``GET /metrics``         Prometheus exposition, merged across worker processes (no token: scrapers)
-``GET /healthz``         the pool: workers, their ports and restarts (no token; no call data)
-``GET /api/calls``       live calls across all workers: phase, dialect, duration, last transcript line
-``GET /api/calls/{id}``  one call: its Redis hash and recent event summaries with transcripts
-``GET /api/rollout``     every stored rollout flag, and the recent audit entries
-``PUT /api/rollout/{dp}`` change a flag: JSON ``{"ga_percent", "kill", "allow", "deny", "reason", "who"}``
-=======================  ======================================================================
+==================================  ==================================================================================
+``GET /``, ``/static/*``            the console (:mod:`bridge.supervisor.console`; no credential: it holds no data)
+``POST /auth/signin``               console sign-in: JSON ``{"token", "name"}`` -> a session cookie and its CSRF token
+``POST /auth/signout``              ends the session (needs its CSRF token)
+``GET /auth/session``               the session's role, name and CSRF token (the page after a reload)
+``GET /metrics``                    Prometheus exposition, merged across worker processes (no token: scrapers)
+``GET /healthz``                    the pool: workers, their ports and restarts (no token; no call data)
+``GET /api/calls``                  live calls across all workers: phase, dialect, duration, last transcript line
+``GET /api/calls/{id}``             one call: its Redis hash and recent event summaries with transcripts
+``GET /api/live/calls``             server-sent events: the live-calls table as it changes (:mod:`.live`)
+``GET /api/live/calls/{id}``        server-sent events: one call's state, stream entries and latency as they happen
+``GET /api/rollout``                every stored rollout flag, and the recent audit entries
+``GET /api/console/rollout``        the console's rollout panel (:mod:`bridge.supervisor.rollout_view`)
+``POST /api/rollout/{dp}/preview``  operator: what a change would do, without saving it
+``PUT /api/rollout/{dp}``           operator: change a flag: JSON ``{"ga_percent", "kill", "allow", "deny", "reason",
+                                    "who"}`` (a console session's ``who`` is its own name, not the body's)
+==================================  ==================================================================================
 
-Without the right ``Authorization: Bearer <token>`` every ``/api`` route answers 401 with a body that says only
-that. The token is compared in constant time and never logged. With no token configured the API answers 503.
+Every ``/api`` route wants a credential (:mod:`bridge.supervisor.auth`): ``Authorization: Bearer <token>`` or a
+console session cookie. Without one it answers 401 ``{"error": "unauthorized"}``; with a wrong bearer token the same,
+after :data:`~bridge.supervisor.auth.REFUSED_DELAY_S`; a session's change without its CSRF token 403; a read-only
+credential's change 403. With no token configured the API answers 503. Tokens are compared in constant time and
+never logged.
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
@@ -27,13 +42,54 @@ from bridge import metrics
 from bridge.errors import ConfigError
 from bridge.rollout.store import RolloutStore
 from bridge.store.calls import StoreUnavailable, read_call, read_live_calls
+from bridge.supervisor import console, rollout_view
+from bridge.supervisor.auth import (
+    COOKIE,
+    CSRF_HEADER,
+    REFUSED_DELAY_S,
+    SESSION_TTL_S,
+    Principal,
+    Sessions,
+    Tokens,
+    csrf_ok,
+)
+from bridge.supervisor.live import Event, LiveCalls, follow_call
+
+log = logging.getLogger("bridge.supervisor")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ROLLOUT_FIELDS = {"ga_percent", "kill", "allow", "deny", "sticky", "model_selection"}
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Who makes the request being handled: set by the auth middleware, read by the handler (the same task).
+PRINCIPAL: ContextVar[Principal] = ContextVar("supervisor_principal")
+SSE_CHECK_S = 1.0  # how often an open event stream checks that its session still holds
+SSE_KEEPALIVE_S = 10.0  # a comment line this often: proxies keep the stream open, a gone page is noticed
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+async def refuse_after(started: float, delay_s: float, via: str) -> web.Response:
+    """A wrong token: counted, then answered only ``delay_s`` after the request came in, the same way every time."""
+    metrics.SUPERVISOR_REFUSED_TOKENS.labels(via).inc()
+    await asyncio.sleep(max(0.0, started + delay_s - asyncio.get_running_loop().time()))
+    return _json({"error": "unauthorized"}, 401)
+
+
+def principal_of(request: web.Request) -> Principal:
+    return PRINCIPAL.get()
+
+
+def _sse(name: str, data: Any) -> bytes:
+    """One event (JSON text has no raw newline, so ``data`` is one line)."""
+    return f"event: {name}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+def same_origin(request: web.Request) -> bool:
+    """No ``Origin`` header (not a browser's cross-site request), or this server's own origin."""
+    origin = request.headers.get("Origin")
+    return origin is None or origin == f"{request.scheme}://{request.host}"
 
 
 def create_app(
@@ -42,16 +98,53 @@ def create_app(
     redis: aioredis.Redis | None,
     rollouts: RolloutStore | None,
     health: Callable[[], dict[str, Any]] = dict,
+    readonly_token: str | None = None,
+    rollout_dialplans: Iterable[str] = (),
+    lost_workers: Callable[[], Collection[str]] = frozenset,
+    session_ttl_s: float = SESSION_TTL_S,
+    refused_delay_s: float = REFUSED_DELAY_S,
 ) -> web.Application:
+    """``token`` is the operator's, ``readonly_token`` a watching supervisor's; ``rollout_dialplans`` are shown in the
+    rollout panel even before anyone stored a flag; ``lost_workers`` names this node's dead workers (their calls show
+    as lost at once)."""
+    tokens = Tokens(token, readonly_token)
+    sessions = Sessions(session_ttl_s)
+    live = LiveCalls(redis, lost_workers=lost_workers) if redis is not None else None
+    rollout_names = tuple(rollout_dialplans)
+    stopping = asyncio.Event()
+    for via in ("signin", "bearer"):
+        metrics.SUPERVISOR_REFUSED_TOKENS.labels(via)
+    for role in ("operator", "read-only"):
+        metrics.SUPERVISOR_SIGNINS.labels(role)
+
+    async def authenticate(request: web.Request, started: float) -> Principal | web.Response:
+        header = request.headers.get("Authorization", "")
+        if header:
+            scheme, _, given = header.partition(" ")
+            role = tokens.role_of(given.strip()) if scheme.lower() == "bearer" else None
+            if role is None:
+                return await refuse_after(started, refused_delay_s, "bearer")
+            return Principal(role, "supervisor-api", "bearer")
+        session = sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            return _json({"error": "unauthorized"}, 401)
+        if request.method not in SAFE_METHODS and not (
+            same_origin(request) and csrf_ok(session, request.headers.get(CSRF_HEADER))
+        ):
+            return _json({"error": "forbidden: missing or wrong CSRF token"}, 403)
+        return Principal(session.role, session.name, "session", session)
+
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/api/"):
             return await handler(request)
-        if not token:
+        started = asyncio.get_running_loop().time()
+        if not tokens.configured:
             return _json({"error": "supervisor API disabled: set CALLBRIDGE_SUPERVISOR_TOKEN"}, 503)
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return _json({"error": "unauthorized"}, 401)
+        principal = await authenticate(request, started)
+        if isinstance(principal, web.Response):
+            return principal
+        PRINCIPAL.set(principal)
         try:
             return await handler(request)
         except StoreUnavailable as exc:
@@ -62,6 +155,77 @@ def create_app(
             raise web.HTTPServiceUnavailable(text='{"error": "no Redis configured"}', content_type="application/json")
         return redis
 
+    def need_rollouts() -> RolloutStore:
+        if rollouts is None:
+            raise web.HTTPServiceUnavailable(text='{"error": "no Redis configured"}', content_type="application/json")
+        return rollouts
+
+    def need_operator(request: web.Request) -> Principal:
+        principal = principal_of(request)
+        if not principal.can_change:
+            raise web.HTTPForbidden(
+                text='{"error": "read-only: only an operator can change a rollout"}', content_type="application/json"
+            )
+        return principal
+
+    async def json_body(request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            raise web.HTTPBadRequest(text='{"error": "body must be JSON"}', content_type="application/json") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text='{"error": "body must be a JSON object"}', content_type="application/json")
+        return body
+
+    async def event_stream(request: web.Request, events: AsyncIterator[Event]) -> web.StreamResponse:
+        """Server-sent events until the source ends, the session ends, the page goes, or the server stops."""
+        principal = principal_of(request)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
+        await response.prepare(request)
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[Any] | None = None
+        stop: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
+        quiet_since = loop.time()
+        try:
+            await response.write(b"retry: 1000\n\n")
+            while not stopping.is_set():
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(events))
+                await asyncio.wait({pending, stop}, timeout=SSE_CHECK_S, return_when=asyncio.FIRST_COMPLETED)
+                if principal.session is not None and sessions.get(principal.session.id) is None:
+                    await response.write(b"event: signed-out\ndata: {}\n\n")
+                    break
+                if not pending.done():
+                    if loop.time() - quiet_since >= SSE_KEEPALIVE_S:
+                        await response.write(b": keep-alive\n\n")
+                        quiet_since = loop.time()
+                    continue
+                done, pending = pending, None
+                try:
+                    name, data = done.result()
+                except StopAsyncIteration:
+                    break
+                except StoreUnavailable as exc:
+                    await response.write(_sse("store", {"ok": False, "error": exc.detail}))
+                    break
+                await response.write(_sse(name, data))
+                quiet_since = loop.time()
+        except (ConnectionResetError, ConnectionError):
+            pass  # the page went away
+        finally:
+            stop.cancel()
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending  # the generator must be at rest before it is closed
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return response
+
+    # ------------------------------------------------------------------------------------------------ routes
     async def get_metrics(request: web.Request) -> web.Response:
         body, content_type = metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
@@ -79,11 +243,28 @@ def create_app(
             return _json({"error": "no such call"}, 404)
         return _json(detail.to_json())
 
+    async def live_calls(request: web.Request) -> web.StreamResponse:
+        if live is None:
+            need_redis()
+        assert live is not None
+        sub = await live.subscribe()
+
+        async def events() -> AsyncIterator[Event]:
+            try:
+                async for event in sub.events():
+                    yield event
+            finally:
+                live.unsubscribe(sub)
+
+        return await event_stream(request, events())
+
+    async def live_call(request: web.Request) -> web.StreamResponse:
+        return await event_stream(request, follow_call(need_redis(), request.match_info["call_id"]))
+
     async def get_rollout(request: web.Request) -> web.Response:
-        if rollouts is None:
-            return _json({"error": "no Redis configured"}, 503)
-        flags = await rollouts.flags()
-        audit = await rollouts.audit(count=20)
+        store = need_rollouts()
+        flags = await store.flags()
+        audit = await store.audit(count=20)
         return _json(
             {
                 "flags": {name: flag.model_dump(mode="json") for name, flag in flags.items()},
@@ -91,34 +272,58 @@ def create_app(
             }
         )
 
-    async def put_rollout(request: web.Request) -> web.Response:
-        if rollouts is None:
-            return _json({"error": "no Redis configured"}, 503)
+    async def get_rollout_panel(request: web.Request) -> web.Response:
+        body = await rollout_view.panel(need_rollouts(), rollout_names)
+        body["can_change"] = principal_of(request).can_change
+        return _json(body)
+
+    async def preview_rollout(request: web.Request) -> web.Response:
+        need_operator(request)
+        store = need_rollouts()
+        body = await json_body(request)
+        dialplan = request.match_info["dialplan"]
         try:
-            body = await request.json()
-        except json.JSONDecodeError:
-            return _json({"error": "body must be JSON"}, 400)
-        if not isinstance(body, dict):
-            return _json({"error": "body must be a JSON object"}, 400)
-        reason, who = body.pop("reason", None), body.pop("who", "supervisor-api")
+            old = await store.stored_flag(dialplan) or store.default_for(dialplan)
+            return _json(rollout_view.preview(dialplan, old, body))
+        except ConfigError as exc:
+            return _json({"error": str(exc), "field": exc.field}, 400)
+
+    async def put_rollout(request: web.Request) -> web.Response:
+        principal = need_operator(request)
+        store = need_rollouts()
+        body = await json_body(request)
+        reason, who = body.pop("reason", None), body.pop("who", principal.who)
+        if principal.via == "session":
+            who = principal.who  # the audit names the signed-in supervisor, whatever the page sent
         unknown = set(body) - ROLLOUT_FIELDS
         if unknown:
             return _json({"error": f"unknown field(s): {sorted(unknown)}"}, 400)
         if not reason:
             return _json({"error": "reason is required"}, 400)
         try:
-            change = await rollouts.set_flag(request.match_info["dialplan"], body, str(who), str(reason))
+            change = await store.set_flag(request.match_info["dialplan"], body, str(who), str(reason))
         except ConfigError as exc:
             return _json({"error": str(exc), "field": exc.field}, 400)
         return _json(
             {"dialplan": change.dialplan, "changed": change.changed, "flag": change.new.model_dump(mode="json")}
         )
 
+    async def on_shutdown(app: web.Application) -> None:
+        stopping.set()  # open event streams end now instead of holding the shutdown up
+        if live is not None:
+            await live.close()
+
     app = web.Application(middlewares=[auth])
+    app.on_shutdown.append(on_shutdown)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/healthz", get_health)
     app.router.add_get("/api/calls", list_calls)
     app.router.add_get("/api/calls/{call_id}", get_call)
+    app.router.add_get("/api/live/calls", live_calls)
+    app.router.add_get("/api/live/calls/{call_id}", live_call)
     app.router.add_get("/api/rollout", get_rollout)
+    app.router.add_get("/api/console/rollout", get_rollout_panel)
+    app.router.add_post("/api/rollout/{dialplan}/preview", preview_rollout)
     app.router.add_put("/api/rollout/{dialplan}", put_rollout)
+    console.add_routes(app, tokens=tokens, sessions=sessions, refused_delay_s=refused_delay_s)
     return app

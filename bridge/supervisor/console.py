@@ -1,0 +1,120 @@
+"""The console's page, its static files and its sign-in routes, and the security headers of every response.
+
+The page is ``static/index.html`` and plain JavaScript modules beside it (no build step). It never holds the
+token: the sign-in form posts it once as JSON (a cross-site form cannot send ``application/json`` without a CORS
+preflight this server never grants), and from then on the browser holds only the HttpOnly session cookie and, in a
+module's memory, the session's CSRF token.
+
+Every response carries a strict Content-Security-Policy (scripts and styles from this origin only, so no inline
+script runs, whatever a transcript contains), ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer``
+and ``X-Frame-Options: DENY``; API and sign-in answers are ``Cache-Control: no-store``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bridge import metrics
+from bridge.supervisor.auth import COOKIE, CSRF_HEADER, Sessions, Tokens, csrf_ok
+
+log = logging.getLogger("bridge.supervisor")
+
+STATIC = Path(__file__).with_name("static")
+CSP = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    )
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=json.dumps)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)
+    if request.path.startswith(("/api/", "/auth/")):
+        response.headers.setdefault("Cache-Control", "no-store")
+    elif request.path == "/" or request.path.startswith("/static/"):
+        response.headers.setdefault("Cache-Control", "no-cache")  # revalidate: a new release shows at once
+
+
+def add_routes(app: web.Application, *, tokens: Tokens, sessions: Sessions, refused_delay_s: float) -> None:
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    async def signin(request: web.Request) -> web.Response:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if not tokens.configured:
+            return _json({"error": "console disabled: set CALLBRIDGE_SUPERVISOR_TOKEN"}, 503)
+        if request.content_type != "application/json":
+            return _json({"error": "send the sign-in as JSON"}, 415)
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            body = None
+        token = body.get("token") if isinstance(body, dict) else None
+        name = body.get("name") if isinstance(body, dict) else None
+        role = tokens.role_of(token) if isinstance(token, str) else None
+        if role is None:
+            metrics.SUPERVISOR_REFUSED_TOKENS.labels("signin").inc()
+            await asyncio.sleep(max(0.0, started + refused_delay_s - loop.time()))
+            return _json({"error": "sign-in failed"}, 401)
+        session = sessions.open(role, name if isinstance(name, str) else "")
+        metrics.SUPERVISOR_SIGNINS.labels(role).inc()
+        log.info("console: %s signed in", session.name)
+        response = _json(session.to_json(sessions.clock()))
+        response.set_cookie(
+            COOKIE,
+            session.id,
+            max_age=int(sessions.ttl_s),
+            path="/",
+            httponly=True,
+            samesite="Strict",
+            secure=request.secure,
+        )
+        return response
+
+    async def signout(request: web.Request) -> web.Response:
+        session = sessions.get(request.cookies.get(COOKIE))
+        if session is not None:
+            if not csrf_ok(session, request.headers.get(CSRF_HEADER)):
+                return _json({"error": "forbidden: missing or wrong CSRF token"}, 403)
+            sessions.close(session.id)
+            log.info("console: %s signed out", session.name)
+        response = _json({"signed_out": True})
+        response.del_cookie(COOKIE, path="/")
+        return response
+
+    async def current(request: web.Request) -> web.Response:
+        session = sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            return _json({"error": "signed out", "enabled": tokens.configured}, 401)
+        return _json(session.to_json(sessions.clock()))
+
+    app.on_response_prepare.append(_security_headers)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC)
+    app.router.add_post("/auth/signin", signin)
+    app.router.add_post("/auth/signout", signout)
+    app.router.add_get("/auth/session", current)

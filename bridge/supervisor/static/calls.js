@@ -1,0 +1,110 @@
+// The live-calls table, kept up to date by the server's events (GET /api/live/calls): no polling here. The only
+// timer redraws the durations from each call's start time, once a second, without asking the server anything.
+
+import { events } from "./api.js";
+import { $, clock, h, show } from "./dom.js";
+
+const ENDED_KEEP = 20;
+let source = null;
+let timer = null;
+let offset = 0; // server clock minus this browser's, in seconds
+const rows = new Map(); // call id -> { call, tr }
+const ended = [];
+let onOpen = () => {};
+
+export function start(open) {
+  onOpen = open;
+  stop();
+  source = events("/api/live/calls", {
+    snapshot: (data) => {
+      offset = data.now - Date.now() / 1000;
+      for (const id of [...rows.keys()]) drop(id, false);
+      for (const call of data.calls) upsert(call);
+      banner("");
+    },
+    upsert,
+    remove: (data) => drop(data.call_id, true),
+    store: (data) => banner(data.ok ? "" : `Redis unavailable: ${data.error || "no answer"}`),
+    closed: () => banner("Live calls stopped: reload the page."),
+  });
+  timer = setInterval(tick, 1000);
+  count();
+}
+
+export function stop() {
+  if (source) source.close();
+  source = null;
+  if (timer) clearInterval(timer);
+  timer = null;
+  for (const id of [...rows.keys()]) drop(id, false);
+}
+
+function banner(text) {
+  $("banner").textContent = text;
+  show($("banner"), Boolean(text));
+}
+
+function duration(call) {
+  return call.started_at ? clock(Date.now() / 1000 + offset - call.started_at) : "–";
+}
+
+function cells(call) {
+  return [
+    h("td", { class: "caller" }, call.caller),
+    h("td", { class: "called" }, call.called),
+    h("td", { class: "dialplan" }, call.dialplan),
+    h("td", { class: "dialect" }, call.dialect, call.model ? h("span", { class: "muted" }, ` ${call.model}`) : null),
+    h("td", { class: "phase" }, call.phase),
+    h("td", { class: `status ${call.status}` }, call.status),
+    h("td", { class: "duration" }, duration(call)),
+    h("td", { class: "last-line" }, call.last_transcript),
+  ];
+}
+
+function upsert(call) {
+  const known = rows.get(call.call_id);
+  const tr = known ? known.tr : h("tr", { "data-call-id": call.call_id, tabindex: 0 });
+  if (!known) {
+    tr.addEventListener("click", () => onOpen(call.call_id));
+    tr.addEventListener("keydown", (e) => e.key === "Enter" && onOpen(call.call_id));
+    $("calls").tBodies[0].append(tr);
+  }
+  tr.className = call.status === "lost" ? "lost" : "";
+  tr.replaceChildren(...cells(call));
+  rows.set(call.call_id, { call, tr });
+  count();
+}
+
+function drop(callId, endedNow) {
+  const known = rows.get(callId);
+  if (!known) return;
+  known.tr.remove();
+  rows.delete(callId);
+  count();
+  if (!endedNow) return;
+  const c = known.call;
+  ended.unshift(c);
+  ended.length = Math.min(ended.length, ENDED_KEEP);
+  $("ended").replaceChildren(
+    ...ended.map((e) =>
+      h("li", {}, h("a", { href: "#", "data-call-id": e.call_id, onclick: (ev) => {
+        ev.preventDefault();
+        onOpen(e.call_id);
+      } }, `${e.caller || "?"} → ${e.called || "?"} (${e.dialplan}, ${e.dialect})`)),
+    ),
+  );
+  $("ended-count").textContent = String(ended.length);
+  document.dispatchEvent(new CustomEvent("console:call-ended", { detail: { call_id: callId } }));
+}
+
+function count() {
+  $("calls-count").textContent = rows.size ? `(${rows.size})` : "";
+  show($("calls-empty"), rows.size === 0);
+}
+
+function tick() {
+  for (const { call, tr } of rows.values()) {
+    const cell = tr.querySelector("td.duration");
+    if (cell) cell.textContent = duration(call);
+  }
+}

@@ -1,0 +1,37 @@
+// Building the page from data, as text only: every value becomes a text node or an attribute value, never markup.
+// Nothing here (or in any module of the console) assigns innerHTML, outerHTML or insertAdjacentHTML.
+
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "class") el.className = value;
+    else if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+    else el.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+export function $(id) {
+  return document.getElementById(id);
+}
+
+export function show(el, visible) {
+  el.hidden = !visible;
+}
+
+// "m:ss" (or "h:mm:ss") of a number of seconds.
+export function clock(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  const hh = Math.floor(s / 3600), mm = Math.floor((s % 3600) / 60), ss = s % 60;
+  const two = (n) => String(n).padStart(2, "0");
+  return hh ? `${hh}:${two(mm)}:${two(ss)}` : `${mm}:${two(ss)}`;
+}
+
+export function ms(value) {
+  return value === null || value === undefined ? "–" : `${Math.round(value)} ms`;
+}

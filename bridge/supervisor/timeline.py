@@ -1,0 +1,96 @@
+"""Latency of one call, measured between the entries of its Redis stream (pure).
+
+Each entry carries the time its call session noted it (``t``, wall clock, millisecond resolution), so the gap between
+two notes is a latency of the call as its worker saw it. The segments (``first_audio`` has the meaning of the
+``callbridge_latency_seconds`` segment of the same name, measured up to the moment the first agent audio was queued
+for playout rather than handed to RTP, one or two 20 ms frames earlier):
+
+================  =======================================  ==============================================
+segment           from                                     to
+================  =======================================  ==============================================
+session_setup     ``ringing`` (INVITE in)                  ``session_configured`` (``session.updated``)
+first_audio       ``answered`` (200 OK)                    the first ``phase`` -> SPEAKING
+response          ``speech_stopped`` (caller's turn over)  the next ``response_started`` (``response.created``)
+turn              ``speech_stopped``                       the next ``phase`` -> SPEAKING (agent audio)
+recovery          ``realtime_closed`` (session lost)       ``recovered``
+================  =======================================  ==============================================
+
+A caller turn's ``response`` and ``turn`` count only if the agent answered before the caller spoke again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from statistics import median
+from typing import Any
+
+from bridge.store.calls import StreamEntry
+
+SEGMENTS: tuple[tuple[str, str], ...] = (
+    ("session_setup", "INVITE -> session configured"),
+    ("first_audio", "200 OK -> first agent audio"),
+    ("response", "caller stopped -> response started"),
+    ("turn", "caller stopped -> agent audio"),
+    ("recovery", "session lost -> recovered"),
+)
+
+
+def _speaking(entry: StreamEntry) -> bool:
+    return entry.kind == "phase" and entry.data.get("new") == "SPEAKING"
+
+
+def _ms(a: StreamEntry, b: StreamEntry) -> float | None:
+    if a.t is None or b.t is None:
+        return None
+    return round(max(0.0, b.t - a.t) * 1000, 1)
+
+
+def latency(entries: Sequence[StreamEntry]) -> dict[str, Any]:
+    """``{"first_audio_ms": ms | None, "segments": [{"segment", "label", "count", "last_ms", "median_ms",
+    "max_ms"}, ...]}`` over the entries given (oldest first)."""
+    values: dict[str, list[float]] = {name: [] for name, _ in SEGMENTS}
+
+    def add(name: str, ms: float | None) -> None:
+        if ms is not None:
+            values[name].append(ms)
+
+    ringing = answered = stopped = lost = None
+    turn_measured = response_measured = False
+    for e in entries:
+        if e.kind == "ringing" and ringing is None:
+            ringing = e
+        elif e.kind == "session_configured" and ringing is not None and not values["session_setup"]:
+            add("session_setup", _ms(ringing, e))
+        elif e.kind == "answered" and answered is None:
+            answered = e
+        elif e.kind == "speech_started":
+            stopped = None
+        elif e.kind == "speech_stopped":
+            stopped, turn_measured, response_measured = e, False, False
+        elif e.kind == "response_started" and stopped is not None and not response_measured:
+            add("response", _ms(stopped, e))
+            response_measured = True
+        elif e.kind == "realtime_closed" and lost is None:
+            lost = e
+        elif e.kind == "recovered" and lost is not None:
+            add("recovery", _ms(lost, e))
+            lost = None
+        if _speaking(e):
+            if answered is not None and not values["first_audio"]:
+                add("first_audio", _ms(answered, e))
+            if stopped is not None and not turn_measured:
+                add("turn", _ms(stopped, e))
+                turn_measured = True
+    segments = [
+        {
+            "segment": name,
+            "label": label,
+            "count": len(values[name]),
+            "last_ms": values[name][-1] if values[name] else None,
+            "median_ms": round(median(values[name]), 1) if values[name] else None,
+            "max_ms": max(values[name]) if values[name] else None,
+        }
+        for name, label in SEGMENTS
+    ]
+    first = values["first_audio"]
+    return {"first_audio_ms": first[0] if first else None, "segments": segments}

@@ -1,0 +1,189 @@
+"""The console's server side without a browser: the pure parts (latency from stream entries, the live-table diff,
+the rollout panel and its preview, tokens and sessions) and the HTTP app's doors (aiohttp's test client, no Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bridge.errors import ConfigError
+from bridge.rollout.policy import RolloutFlag, WindowStats
+from bridge.store.calls import CallSummary, StreamEntry
+from bridge.supervisor.api import create_app
+from bridge.supervisor.auth import Sessions, Tokens, csrf_ok, display_name
+from bridge.supervisor.live import diff, row
+from bridge.supervisor.rollout_view import dialplan_panel, preview
+from bridge.supervisor.timeline import latency
+
+
+def entry(t: float, kind: str, **data: str) -> StreamEntry:
+    return StreamEntry(f"{int(t * 1000)}-0", kind, "", t, data)
+
+
+def segment(measured: dict[str, object], name: str) -> dict[str, object]:
+    segments = measured["segments"]
+    assert isinstance(segments, list)
+    (found,) = [s for s in segments if s["segment"] == name]
+    return dict(found)
+
+
+# ------------------------------------------------------------------------------------------------ latency
+def test_latency_segments_are_measured_between_the_entries() -> None:
+    entries = [
+        entry(100.000, "ringing"),
+        entry(100.250, "session_configured"),
+        entry(100.300, "answered"),
+        entry(100.310, "phase", old="IDLE", new="LISTENING"),
+        entry(102.000, "speech_started"),
+        entry(103.000, "speech_stopped"),
+        entry(103.120, "response_started"),
+        entry(103.400, "phase", old="THINKING", new="SPEAKING"),
+        entry(104.000, "phase", old="SPEAKING", new="LISTENING"),
+        entry(105.000, "speech_started"),  # the caller again ...
+        entry(106.000, "speech_stopped"),
+        entry(106.050, "speech_started"),  # ... and again before any answer: that turn is not measured
+        entry(107.000, "speech_stopped"),
+        entry(107.200, "response_started"),
+        entry(107.800, "phase", old="THINKING", new="SPEAKING"),
+        entry(108.000, "realtime_closed"),
+        entry(108.900, "recovered"),
+    ]
+    measured = latency(entries)
+    assert measured["first_audio_ms"] == pytest.approx(3100.0)
+    assert segment(measured, "session_setup")["last_ms"] == pytest.approx(250.0)
+    response = segment(measured, "response")
+    assert (response["count"], response["last_ms"], response["max_ms"]) == (2, pytest.approx(200), pytest.approx(200))
+    turn = segment(measured, "turn")
+    assert turn["count"] == 2 and turn["median_ms"] == pytest.approx(600.0) and turn["max_ms"] == pytest.approx(800.0)
+    assert segment(measured, "recovery")["last_ms"] == pytest.approx(900.0)
+
+
+def test_latency_of_a_call_that_has_not_answered_yet_is_empty() -> None:
+    measured = latency([entry(1.0, "ringing")])
+    assert measured["first_audio_ms"] is None
+    assert all(s["count"] == 0 and s["last_ms"] is None for s in measured["segments"])  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------------------------------------ live table
+def summary(call_id: str, *, worker: str = "w0", alive: bool = True, phase: str = "LISTENING") -> CallSummary:
+    return CallSummary(call_id, worker, alive, phase, "ga", "desk", "+1555", "4000", "gpt-realtime", "alloy",
+                       1000.0, 3.0, "Caller: hi")  # fmt: skip
+
+
+def test_rows_are_lost_when_their_worker_is_dead_or_its_heartbeat_expired() -> None:
+    assert row(summary("a"), frozenset())["status"] == "live"
+    assert row(summary("a", alive=False), frozenset())["status"] == "lost"
+    assert row(summary("a", worker="w1"), frozenset({"w1"}))["status"] == "lost"
+    assert "duration_s" not in row(summary("a"), frozenset())  # the page counts it: no event every tick
+
+
+def test_the_diff_sends_only_what_changed() -> None:
+    old = {c: row(summary(c), frozenset()) for c in ("a", "b")}
+    new = {"b": row(summary("b", phase="SPEAKING"), frozenset()), "c": row(summary("c"), frozenset())}
+    assert diff(old, new) == [("remove", {"call_id": "a"}), ("upsert", new["b"]), ("upsert", new["c"])]
+    assert diff(new, dict(new)) == []
+
+
+# ------------------------------------------------------------------------------------------------ rollout panel
+def test_the_panel_describes_arms_health_and_editable_settings() -> None:
+    flag = RolloutFlag(ga_percent=25, allow=("+1 555 0100",))
+    panel = dialplan_panel("canary", flag, True, {"ga": WindowStats(10, 1, 1), "beta": WindowStats(30, 0, 0)})
+    arms = [(a["name"], a["share_percent"], a["safe"]) for a in panel["arms"]]
+    assert arms == [("ga", 25, False), ("beta", 75, True)]
+    assert panel["allow"] == ["+15550100"] and panel["values"]["ga_percent"] == 25
+    ga = panel["health"]["rows"][0]
+    assert (ga["arm"], ga["calls"], ga["failure_rate"]) == ("ga", 10, 0.2)
+    assert {c["key"] for c in panel["health"]["columns"]} <= set(ga)
+    killed = dialplan_panel("canary", RolloutFlag(ga_percent=25, kill=True), True, {})
+    assert [a["share_percent"] for a in killed["arms"]] == [0, 100]
+
+
+def test_preview_shows_the_change_and_refuses_what_the_store_would() -> None:
+    old = RolloutFlag(ga_percent=10)
+    assert preview("canary", old, {"ga_percent": 50, "deny": ["+1555"]})["changes"] == [
+        {"setting": "ga_percent", "old": 10, "new": 50},
+        {"setting": "deny", "old": [], "new": ["+1555"]},
+    ]
+    assert preview("canary", old, {"ga_percent": 10})["changes"] == []
+    with pytest.raises(ConfigError) as exc:
+        preview("canary", old, {"ga_percent": 150})
+    assert exc.value.field == "ga_percent"
+    with pytest.raises(ConfigError):
+        preview("canary", old, {"allow": ["+1555"], "deny": ["+1555"]})
+    with pytest.raises(ConfigError) as exc:
+        preview("canary", old, {"salt": "reshuffle"})  # not editable from the console
+    assert exc.value.field == "salt"
+
+
+# ------------------------------------------------------------------------------------------------ tokens, sessions
+def test_tokens_open_their_role_only() -> None:
+    tokens = Tokens("operator-secret", "viewer-secret")
+    assert tokens.role_of("operator-secret") == "operator"
+    assert tokens.role_of("viewer-secret") == "read-only"
+    for wrong in ("", "operator-secret ", "viewer", "x" * 1000):
+        assert tokens.role_of(wrong) is None
+    assert Tokens(None, "viewer-secret").role_of("") is None
+    assert not Tokens().configured and Tokens(read_only="v").configured
+
+
+def test_sessions_expire_and_close() -> None:
+    now = [0.0]
+    sessions = Sessions(10, clock=lambda: now[0])
+    session = sessions.open("operator", "Ann\x1b[31m")
+    assert session.name == "Ann[31m (operator, console)"  # control characters never reach the audit or the log
+    assert sessions.get(session.id) == session and sessions.get("forged") is None
+    assert csrf_ok(session, session.csrf) and not csrf_ok(session, None) and not csrf_ok(session, "x")
+    now[0] = 9.9
+    assert sessions.get(session.id) == session
+    now[0] = 10.0
+    assert sessions.get(session.id) is None and len(sessions) == 0
+    other = sessions.open("read-only")
+    sessions.close(other.id)
+    assert sessions.get(other.id) is None
+    assert display_name("  ", "read-only") == "read-only (console)"
+
+
+# ------------------------------------------------------------------------------------------------ the app's doors
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient[object, object]]:
+    app = create_app(token="op", readonly_token="ro", redis=None, rollouts=None, refused_delay_s=0.3)
+    async with TestClient(TestServer(app)) as test_client:
+        yield test_client
+
+
+async def test_bearer_roles_and_the_slow_refusal(client: TestClient[object, object]) -> None:
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    r = await client.get("/api/calls", headers={"Authorization": "Bearer nope"})
+    assert (r.status, await r.json()) == (401, {"error": "unauthorized"})
+    assert loop.time() - t0 >= 0.3
+    r = await client.get("/api/calls")  # no credential: not a guess, answered at once
+    assert r.status == 401
+    r = await client.put("/api/rollout/canary", headers={"Authorization": "Bearer ro"}, json={"reason": "x"})
+    assert r.status == 403
+    r = await client.put("/api/rollout/canary", headers={"Authorization": "Bearer op"}, json={"reason": "x"})
+    assert r.status == 503  # past the doors: no Redis configured here
+
+
+async def test_a_session_needs_its_csrf_token_and_its_origin(client: TestClient[object, object]) -> None:
+    r = await client.post("/auth/signin", data="token=op")  # a form post (what a cross-site page could send)
+    assert r.status == 415
+    r = await client.post("/auth/signin", json={"token": "op", "name": "Ann"})
+    assert r.status == 200
+    session = await r.json()
+    assert set(session) == {"role", "name", "csrf", "expires_in_s"} and session["role"] == "operator"
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Max-Age=" in cookie
+    assert "op" not in session.values()
+    change = {"ga_percent": 5, "reason": "x"}
+    assert (await client.put("/api/rollout/canary", json=change)).status == 403
+    headers = {"X-CSRF-Token": session["csrf"], "Origin": "http://evil.example"}
+    assert (await client.put("/api/rollout/canary", json=change, headers=headers)).status == 403
+    headers = {"X-CSRF-Token": session["csrf"]}
+    assert (await client.put("/api/rollout/canary", json=change, headers=headers)).status == 503  # allowed through
+    page = await client.get("/")
+    assert page.status == 200 and "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert '<script type="module" src="/static/main.js">' in await page.text()
