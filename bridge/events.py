@@ -396,8 +396,8 @@ class DeleteItem(Command):
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """Base of every report. ``stored`` names the fields a Redis stream entry and a recording line carry beside
-    ``kind`` and ``summary`` (the others only shape the summary)."""
+    """Base of every report. ``stored`` names what a Redis stream entry and a recording line carry beside ``kind``
+    and ``summary``: by default those fields of the report (the others only shape the summary)."""
 
     kind: ClassVar[str]
     stored: ClassVar[tuple[str, ...]] = ()
@@ -656,6 +656,7 @@ class Truncated(Report):
     """The service confirmed a truncate (``ItemTruncated``)."""
 
     kind: ClassVar[str] = "truncated"
+    stored: ClassVar[tuple[str, ...]] = ("result",)
 
     item_id: str
     audio_end_ms: int
@@ -673,6 +674,7 @@ class TruncateRefused(Report):
     """The service refused a truncate with an ``error`` event."""
 
     kind: ClassVar[str] = "truncated"
+    stored: ClassVar[tuple[str, ...]] = ("result",)
 
     message: str
 
@@ -824,6 +826,7 @@ class SessionLost(Report):
     """The Realtime session closed under the call (``Closed``); recovery follows."""
 
     kind: ClassVar[str] = "realtime_closed"
+    stored: ClassVar[tuple[str, ...]] = ("retryable", "error_class")
 
     error_class: ErrorClass | None
     code: int | None
