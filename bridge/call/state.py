@@ -11,8 +11,9 @@
      └──► RECOVERING ◄── any live phase (socket lost) ──► LISTENING / THINKING
     any phase ──► ENDED
 
-An illegal transition is a bug in the call session: :class:`IllegalTransition` is raised. The README's state
-diagram is generated from :data:`TRANSITIONS`.
+These are the moves that are legal at all; an illegal one is a bug in the call session (:class:`IllegalTransition`
+is raised). Which trigger makes which move, and what the session does on it, is the table of
+:mod:`bridge.call.flow`, whose driver is the only caller of :meth:`PhaseMachine.set` (drawn in ``docs/call.md``).
 """
 
 from __future__ import annotations

@@ -145,10 +145,8 @@ def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_the_metrics_listener_counts_what_the_reports_say() -> None:
-    d, dp = "ga", "test-reports"
-    listener = metrics.call_listener(d, dp)
-    before = {
+def _counts(d: str, dp: str) -> dict[str, float]:
+    return {
         "started": _sample("callbridge_calls_started_total", dialect=d, dialplan=dp),
         "failed": _sample("callbridge_calls_ended_total", dialect=d, dialplan=dp, outcome="failed"),
         "dropped": _sample("callbridge_realtime_dropped_sessions_total", dialect=d, error_class="network"),
@@ -157,6 +155,12 @@ def test_the_metrics_listener_counts_what_the_reports_say() -> None:
         "underruns": _sample("callbridge_playout_underruns_total", dialect=d),
         "turn": _sample("callbridge_latency_seconds_count", segment="turn", dialect=d),
     }
+
+
+def test_the_metrics_listener_counts_what_the_reports_say() -> None:
+    d, dp = "ga", "test-reports"
+    listener = metrics.call_listener(d, dp)
+    before = _counts(d, dp)
     for report in (
         ev.Answered(),
         ev.Latency("turn", 250.0),
@@ -168,15 +172,7 @@ def test_the_metrics_listener_counts_what_the_reports_say() -> None:
         ev.CallEnded("realtime unavailable", "failed"),
     ):
         listener(report)
-    after = {
-        "started": _sample("callbridge_calls_started_total", dialect=d, dialplan=dp),
-        "failed": _sample("callbridge_calls_ended_total", dialect=d, dialplan=dp, outcome="failed"),
-        "dropped": _sample("callbridge_realtime_dropped_sessions_total", dialect=d, error_class="network"),
-        "connect": _sample("callbridge_realtime_connect_failures_total", dialect=d, error_class="auth"),
-        "truncated": _sample("callbridge_truncates_total", dialect=d, result="failed"),
-        "underruns": _sample("callbridge_playout_underruns_total", dialect=d),
-        "turn": _sample("callbridge_latency_seconds_count", segment="turn", dialect=d),
-    }
+    after = _counts(d, dp)
     assert {k: after[k] - before[k] for k in before} == {
         "started": 1, "failed": 1, "dropped": 1, "connect": 1, "truncated": 1, "underruns": 3, "turn": 1,
     }  # fmt: skip
