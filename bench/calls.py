@@ -85,6 +85,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge import events as ev
 from bridge.audio.frames import BEAT_FRAMES, MAX_BEAT_FRAMES
 from bridge.runtime.sched import MAX_PRIORITY, describe, use_realtime
 from bridge.store.server import free_port_block
@@ -774,7 +775,7 @@ class Bench:
             step.clock_gaps += int(r.get("media", {}).get("clock_gaps", 0))
             step.underruns_in_window += sum(1 for t in r.get("media", {}).get("underrun_at", []) if t0 <= t < t1)
             for _t, kind, summary in r.get("timeline", []):
-                if kind == "playout" and (m := _UNDERRUNS.search(summary)):
+                if kind == ev.PlayoutTotals.kind and (m := _UNDERRUNS.search(summary)):
                     step.underruns += int(m.group(1))
         step.inbound_ms = percentiles(inbound)
         step.outbound_ms = percentiles(outbound)

@@ -11,8 +11,9 @@
      └──► RECOVERING ◄── any live phase (socket lost) ──► LISTENING / THINKING
     any phase ──► ENDED
 
-An illegal transition is a bug in the call session: :class:`IllegalTransition` is raised. docs/call.md's state
-diagram is generated from :data:`TRANSITIONS`.
+These are the moves that are legal at all; an illegal one is a bug in the call session (:class:`IllegalTransition`
+is raised). Which trigger makes which move, and what the session does on it, is the table of
+:mod:`bridge.call.flow`, whose driver is the only caller of :meth:`PhaseMachine.set` (drawn in ``docs/call.md``).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class PhaseMachine:
 
 
 def mermaid() -> str:
-    """The transition table as a Mermaid state diagram (for docs/call.md)."""
+    """The transition table as a Mermaid state diagram (for the README)."""
     lines = ["stateDiagram-v2", "    [*] --> IDLE"]
     for src, dsts in TRANSITIONS.items():
         lines += [f"    {src} --> {dst}" for dst in sorted(dsts)]

@@ -1,0 +1,58 @@
+"""Barge-in: the caller speaks (or presses a key) over the agent. The session flushes the playout, cancels only an
+active response, truncates each item to what the caller actually heard of it (``conversation.item.truncate``, so
+the model's memory of its answer matches what was said), and listens again.
+
+The truncates stay outstanding until the service answers: ``conversation.item.truncated``, or an ``error`` event
+that refuses one. The call does not wait for that answer (the caller is already talking), so it is not a phase:
+:attr:`BargeIn.awaiting_truncate` only decides how such an error is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bridge import events as ev
+from bridge.call.playback import Playback
+from bridge.call.report import CallReport
+
+# Error codes with which the service refuses a truncate (an item id it no longer has, an offset past the audio).
+TRUNCATE_REFUSALS = frozenset({"invalid_value", "unsupported_content_type", "item_not_found"})
+
+
+class BargeIn:
+    def __init__(
+        self,
+        playback: Playback,
+        send: Callable[[ev.Command], None],
+        emit: Callable[[ev.Report], None],
+        report: CallReport,
+    ) -> None:
+        self._playback = playback
+        self._send = send
+        self._emit = emit
+        self._report = report
+        self.awaiting_truncate = False  # a truncate was sent and the service has not answered it yet
+
+    def cut(self, why: str) -> None:
+        cut = self._playback.cut()
+        if cut.cancel is not None:
+            self._send(ev.CancelResponse(cut.cancel))
+        for item_id, played_ms in cut.truncates:
+            self._send(ev.Truncate(item_id=item_id, audio_end_ms=played_ms))
+            self.awaiting_truncate = True
+            self._report.truncates.append({"item_id": item_id, "audio_end_ms": played_ms})
+            self._emit(ev.TruncateSent(item_id, played_ms))
+        self._report.barge_ins += 1
+        self._emit(ev.BargeIn(why, cut.error_ms))
+
+    def confirmed(self, e: ev.ItemTruncated) -> None:
+        self.awaiting_truncate = False
+        self._emit(ev.Truncated(e.item_id, e.audio_end_ms))
+
+    def refused(self, e: ev.ErrorEvent) -> bool:
+        """True if ``e`` answers an outstanding truncate (reported as refused)."""
+        if not (self.awaiting_truncate and e.code in TRUNCATE_REFUSALS):
+            return False
+        self.awaiting_truncate = False
+        self._emit(ev.TruncateRefused(e.message))
+        return True

@@ -1,0 +1,118 @@
+"""The call's link to its current Realtime session: which session it is, how its events reach the call, and the
+caller's audio sent to it.
+
+Caller frames arrive on the loop thread (``PhoneLeg.start_media``), go through the uplink converter and are sent at
+once as ``AppendAudio`` (the hot path has no queue of its own). Where the leg offers an uplink offload (a native
+media port, plain ``ws://``, PCM 24 kHz), the media clock thread does exactly that itself, in C, with the same
+upsampler state; the link binds it to each session as sessions come and go. With no session (recovering), the
+caller's frames are dropped: audio history is never replayed to a new session.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from bridge import events as ev
+from bridge.audio import AudioConverter
+from bridge.call.latency import LatencyMeter
+from bridge.call.leg import UplinkOffload
+from bridge.realtime.client import RealtimeClient
+from bridge.realtime.profile import AgentProfile
+
+SAMPLE_EVERY = 50  # caller frames: the capture and uplink segments are sampled once a second
+
+
+async def open_session(
+    connect: Callable[[], Awaitable[RealtimeClient]], profile: AgentProfile, seen: Callable[[ev.Event], object]
+) -> RealtimeClient:
+    """Connect and run the dialect's handshake (:meth:`RealtimeClient.open`); return once the service confirmed
+    the session, so the first caller audio is in the configured format. ``seen`` gets the session's own events on
+    the way. Raises :class:`~bridge.errors.ConnectError` if the service refuses or closes; never leaves the socket
+    open."""
+    client = await connect()
+
+    async def on_event(event: ev.Event) -> None:
+        seen(event)
+
+    try:
+        await client.open(profile, on_event)
+    except BaseException:  # refused, or timed out at the answer deadline: never leave the socket open
+        await client.close()
+        raise
+    return client
+
+
+class Link:
+    def __init__(self, uplink: AudioConverter, latency: LatencyMeter, clock: Callable[[], float]) -> None:
+        self.client: RealtimeClient | None = None
+        self.uplink = uplink
+        self._latency = latency
+        self._clock = clock
+        self.offload: UplinkOffload | None = None  # the caller's audio sent from the media clock, if the leg can
+        self.frames_sent_here = 0  # caller frames this loop sent; the uplink offload counts its own
+        self.frames_dropped_offline = 0
+        self._sampled_at = 0.0  # when the offload's latency was last sampled
+
+    def attach(self, deliver: Callable[[ev.Event], None]) -> None:
+        """Route the current session's events to ``deliver`` as they are decoded (no task in between)."""
+        assert self.client is not None
+        self.client.deliver_to(deliver)
+        self.client.read_on_beat(True)  # read on the tick's wake-up (see bridge.realtime.client)
+        if self.offload is not None:
+            # the caller's frames go from the media clock thread to this socket; ours join them in order
+            self.client.offload_writes(self.offload)
+
+    @staticmethod
+    def detach(client: RealtimeClient | None) -> None:
+        if client is not None:
+            client.deliver_to(None)  # what it still says stays in its own queue, unread
+            client.read_on_beat(False)
+            client.offload_writes(None)  # the caller's audio comes back to the loop (and is dropped offline)
+
+    def send(self, command: ev.Command) -> None:
+        if self.client is not None:
+            self.client.send(command)
+
+    def on_frame(self, pcm: bytes, t_capture: float) -> None:
+        """A caller frame on the loop thread: convert and send now (hot path)."""
+        client = self.client
+        if client is None or client.closed is not None:
+            self.frames_dropped_offline += 1  # never replay audio history after a reconnect
+            return
+        client.send(ev.AppendAudio(self.uplink.process(pcm)))
+        self.frames_sent_here += 1
+        if self.frames_sent_here % SAMPLE_EVERY == 1:
+            self._latency.sample("capture", (time.monotonic() - t_capture) * 1000)
+            if client.last_send_latency_s:
+                self._latency.sample("uplink", client.last_send_latency_s * 1000)
+
+    def beat(self) -> None:
+        """The tick: let the socket be read; once a second, sample the offload's capture and uplink segments."""
+        client = self.client
+        if client is None:
+            return
+        client.beat()
+        now = self._clock()
+        if self.offload is not None and client.offloaded and now - self._sampled_at >= 1.0:
+            self._sampled_at = now
+            capture_s, write_s = self.offload.last_latency_s()
+            if capture_s or write_s:
+                self._latency.sample("capture", capture_s * 1000)
+                self._latency.sample("uplink", write_s * 1000)
+
+    @property
+    def uplink_counts(self) -> dict[str, int]:
+        """Caller frames sent by the media clock thread (the offload) and by this loop, and those dropped while
+        no session could take them."""
+        off = self.offload
+        return {
+            "clock_thread": off.frames_sent if off is not None else 0,
+            "loop": self.frames_sent_here,
+            "dropped": self.frames_dropped_offline + (off.frames_dropped if off is not None else 0),
+        }
+
+    @property
+    def frames_appended(self) -> int:
+        """Caller frames sent to the model, by this loop and by the uplink offload."""
+        return self.frames_sent_here + (self.offload.frames_sent if self.offload is not None else 0)

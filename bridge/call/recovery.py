@@ -1,0 +1,120 @@
+"""Recovery: a call whose Realtime session was lost gets a new one, and the caller is not left in dead air.
+
+::
+
+    SESSION_LOST ──► RECOVERING: Recovery.reconnect()
+                       attempt 0 at once, then the retry policy's backoff (bridge.realtime.retry):
+                       a transport failure reconnects with the same credential, an auth or session failure
+                       invalidates it first (a fresh one next); a non-retryable failure gives up
+                     ├─ a session ──► Recovered; the call sends a summary (:func:`summary`), then
+                     │                resumes the cut answer, answers the turn or greeting still owed, or listens
+                     └─ none / too many reconnects on this call ──► RecoveryFailed; the call hangs up
+
+The summary gives the new session the recent turns, the pending tool action and the keys pressed, never the audio
+history (the caller's audio of the lost session is not replayed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+from bridge import events as ev
+from bridge.call.tools import ToolResult
+from bridge.errors import ConnectError
+from bridge.realtime.credentials import CredentialSource
+from bridge.realtime.retry import RetryPolicy, Step, delays, next_step
+
+SUMMARY_TURNS = 6
+OPEN_TIMEOUT_S = 10.0  # one attempt to open and configure a session
+RESUME_INSTRUCTIONS = "Your last answer was cut off by a connection problem. Briefly continue it."
+ANSWER_AFTER_ROLLOVER = "Your session was renewed while the caller waited for your answer. Answer their last turn."
+ASK_TO_REPEAT = (
+    "The connection changed just as the caller finished speaking, and their last words were lost. "
+    "Apologise briefly and ask them to repeat what they said."
+)
+
+C = TypeVar("C")
+
+
+def summary(
+    caller: Sequence[str], agent: Sequence[str], pending: ToolResult | None, dtmf: Sequence[str], rolled_over: bool
+) -> str:
+    """A short summary for a new session: recent turns and pending tool state. Never the audio history."""
+    turns: list[str] = []
+    for who, text in (("Caller", caller), ("Agent", agent)):
+        turns += [f"{who}: {t}" for t in text[-SUMMARY_TURNS:]]
+    head = "This call continues in a new session." if rolled_over else "The call was reconnected."
+    lines = [f"{head} Continue naturally; do not greet the caller again."]
+    if turns:
+        lines += ["Recent turns:", *turns]
+    if pending is not None:
+        lines.append(f"Pending: {pending.action} ({pending.target or 'no target'}) is under way.")
+    if dtmf:
+        lines.append(f"Keys the caller pressed: {' '.join(dtmf)}.")
+    return "\n".join(lines)
+
+
+def answer_instructions(greeting_owed: str | None, cut: bool, turn_lost: bool) -> str:
+    """What a new session is asked for: the greeting if none of it was heard yet, the rest of a ``cut`` answer, a
+    request to repeat when the caller's last turn went with the old session untranscribed, else the answer to it."""
+    if greeting_owed:
+        return greeting_owed
+    if cut:
+        return RESUME_INSTRUCTIONS
+    return ASK_TO_REPEAT if turn_lost else ANSWER_AFTER_ROLLOVER
+
+
+class Recovery(Generic[C]):
+    """Opens a new session for a call with the retry policy (see the module doc). ``open_session`` opens and
+    configures one (raising :class:`~bridge.errors.ConnectError`); ``reconnects`` counts the successes."""
+
+    def __init__(
+        self,
+        open_session: Callable[[], Awaitable[C]],
+        emit: Callable[[ev.Report], None],
+        *,
+        retry: RetryPolicy,
+        rng: random.Random,
+        credentials: CredentialSource | None = None,
+        max_reconnects: int = 20,
+    ) -> None:
+        self._open = open_session
+        self._emit = emit
+        self.retry = retry
+        self._rng = rng
+        self.credentials = credentials  # invalidated when the service refuses the credential (fresh one next)
+        self.max_reconnects = max_reconnects  # sessions lost per call before the call is given up
+        self.reconnects = 0
+        self.answer_owed = False  # the lost session's phase said a committed turn awaited its answer
+
+    async def reconnect(self, error_class: ev.ErrorClass | None, retryable: bool, refused: str | None) -> C | None:
+        """A new session, or None (reported: the call should end). ``refused``: the lost session's credential
+        fingerprint, invalidated if the policy asks for a fresh credential."""
+        if self.reconnects >= self.max_reconnects:
+            self._emit(ev.RecoveryFailed(self.reconnects))
+            return None
+        cls = error_class or ev.ErrorClass.NETWORK
+        for attempt, delay in enumerate(delays(self.retry, self._rng)):
+            step = next_step(cls, retryable, attempt, self.retry)
+            if step is Step.GIVE_UP:
+                break
+            if step is Step.REFRESH and self.credentials is not None:
+                self.credentials.invalidate(refused)
+            if attempt:
+                await asyncio.sleep(delay)
+            try:
+                client = await asyncio.wait_for(self._open(), OPEN_TIMEOUT_S)
+            except ConnectError as exc:
+                cls, retryable, refused = exc.error_class, exc.retryable, None
+            except TimeoutError:
+                cls, retryable, refused = ev.ErrorClass.NETWORK, True, None
+            else:
+                self.reconnects += 1
+                self._emit(ev.Recovered(self.reconnects))
+                return client
+            self._emit(ev.ReconnectFailed(attempt, str(cls), str(step)))
+        self._emit(ev.RecoveryFailed(None))
+        return None

@@ -1,0 +1,55 @@
+"""Both sides' transcripts of a call, and the caller turns still waiting for theirs.
+
+The service transcribes a caller turn after committing it, often after its answer has played. When the call moves
+to a new session (recovery, rollover), a turn committed in the old one and not yet transcribed is either handed
+over (a replaced session stays open for it, see ``bridge.call.rollover``) or lost with a closed session: the new
+session never heard it (:meth:`Transcripts.forget_lost`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bridge import events as ev
+from bridge.call.report import CallReport
+
+
+class Transcripts:
+    def __init__(self, report: CallReport, emit: Callable[[ev.Report], None], caller_transcribed: bool) -> None:
+        self._report = report
+        self._emit = emit
+        self._transcribed = caller_transcribed  # the profile asks for input transcription
+        self.untranscribed: set[str] = set()  # committed caller turns whose transcript has not come yet
+
+    def committed(self, e: ev.InputCommitted) -> None:
+        if self._transcribed:  # a transcript will come for it
+            self.untranscribed.add(e.item_id)
+
+    def caller(self, e: ev.CallerTranscript) -> None:
+        if e.final:
+            self.untranscribed.discard(e.item_id)
+        if e.final and e.text:
+            self._report.caller_transcript.append(e.text)
+            self._emit(ev.CallerSaid(e.text, e.item_id))
+
+    def caller_failed(self, e: ev.CallerTranscriptFailed) -> None:
+        self.untranscribed.discard(e.item_id)
+        self._emit(ev.CallerNotTranscribed(e.message, e.item_id))
+
+    def agent(self, e: ev.AgentTranscript | ev.AgentText) -> None:
+        if e.final and e.text:
+            self._report.agent_transcript.append(e.text)
+            self._emit(ev.AgentSaid(e.text, e.item_id))
+
+    def hand_over(self) -> set[str]:
+        """The turns still untranscribed, taken along by a replaced session."""
+        taken, self.untranscribed = self.untranscribed, set()
+        return taken
+
+    def forget_lost(self) -> bool:
+        """Forget the caller turns of a session that is gone (committed there, no transcript came); True if any."""
+        if not self.untranscribed:
+            return False
+        self._emit(ev.CallerTurnLost(len(self.untranscribed), replaced=False))
+        self.untranscribed.clear()
+        return True
