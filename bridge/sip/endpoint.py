@@ -332,7 +332,7 @@ class SetupBudget:
         self._times: collections.deque[float] = collections.deque()
         self._paused = False
 
-    def note(self, now: float) -> None:
+    def count_setup(self, now: float) -> None:
         self._times.append(now)
 
     def allows(self, now: float) -> bool:
@@ -642,7 +642,7 @@ class SipEndpoint:
 
     def note_call_setup(self) -> None:
         """A call got media sockets (an incoming call reached ``onIncomingCall``, or we placed one)."""
-        self.setup_budget.note(time.monotonic())
+        self.setup_budget.count_setup(time.monotonic())
 
     @property
     def active_calls(self) -> int:

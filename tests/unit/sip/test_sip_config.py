@@ -80,12 +80,12 @@ def test_setup_budget_pauses_intake_while_the_window_is_full() -> None:
     budget = SetupBudget(limit=3, window_s=0.5)
     assert budget.allows(0.0)
     for t in (0.0, 0.1, 0.2):
-        budget.note(t)
+        budget.count_setup(t)
     assert not budget.allows(0.3)  # three set-ups within 0.5 s: stop polling SIP
     assert not budget.allows(0.45)
     assert budget.pauses == 1  # one pause, however many polls it lasts
     assert budget.allows(0.55)  # the first set-up left the window
-    budget.note(0.56)
+    budget.count_setup(0.56)
     assert not budget.allows(0.57)
     assert budget.pauses == 2
     assert budget.allows(2.0)
