@@ -40,6 +40,8 @@ PURE = (
     "bridge.sip.sipmsg",
     "bridge.sip.access",
     "bridge.call.state",
+    "bridge.call.tools",
+    "bridge.store.keys",
     "bridge.dialplan",
 )
 IMPURE_LIBRARIES = frozenset({"asyncio", "pjsua2", "redis", "websockets", "aiohttp"})
