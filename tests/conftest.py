@@ -1,8 +1,11 @@
-"""Shared fixtures: a live Realtime emulator, and the ``openai`` package's typed models as the protocol oracle."""
+"""Shared fixtures: a live Realtime emulator, the ``openai`` package's typed models as the protocol oracle, and a
+check that every async test leaves no task of its own running."""
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
+import inspect
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -14,6 +17,36 @@ from openai.types.realtime import RealtimeServerEvent as GAServerEvent
 from pydantic import BaseModel, TypeAdapter
 
 from bridge.emulator import EmulatorServer
+
+LEAK_GRACE_ITERATIONS = 3  # loop iterations a task cancelled on the way out gets to finish
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_tasks(request: pytest.FixtureRequest) -> None:
+    """An async test fails if a task it started is still pending once it and its fixtures are done (the event
+    loop's teardown would cancel it silently). Set up before the test's own fixtures, so checked after their
+    teardown: a server fixture may own tasks until it closes."""
+    if inspect.iscoroutinefunction(getattr(request.node, "obj", None)):
+        request.getfixturevalue("_leaked_task_check")
+
+
+@pytest.fixture
+async def _leaked_task_check() -> AsyncIterator[None]:
+    before = asyncio.all_tasks()
+    yield
+    for _ in range(LEAK_GRACE_ITERATIONS):
+        leaked = asyncio.all_tasks() - before - {asyncio.current_task()}
+        if not leaked:
+            return
+        await asyncio.sleep(0)
+    for task in leaked:
+        task.cancel()
+    await asyncio.gather(*leaked, return_exceptions=True)
+    pytest.fail(
+        f"{len(leaked)} task(s) started by the test still pending after it:\n"
+        + "\n".join(f"  {task.get_name()}: {task!r}" for task in sorted(leaked, key=asyncio.Task.get_name)),
+        pytrace=False,
+    )
 
 
 @pytest.fixture

@@ -223,6 +223,9 @@ class RealtimeClient:
             await ws.close(code=1011)
         self.closed = closed
         self._send_q.put_nowait(_STOP) if not self._send_q.full() else None
+        for task in self._tasks:  # the idle watch has nothing left to watch (unless it is the one closing)
+            if task.get_name() == "realtime-idle" and not self._idle_expired:
+                task.cancel()
         self._emit(closed)
 
     def _received(self, frame: str | bytes | bytearray | memoryview) -> None:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bridge.rollout.policy import cli as rollout_cli
+from bridge.rollout import cli as rollout_cli
 from bridge.store import cli as calls_cli
 from bridge.store.calls import CallStore
 from bridge.store.server import EmbeddedRedis, free_port
