@@ -18,7 +18,8 @@ from pydantic import BaseModel, TypeAdapter
 
 from bridge.emulator import EmulatorServer
 
-LEAK_GRACE_ITERATIONS = 3  # loop iterations a task cancelled on the way out gets to finish
+LEAK_GRACE_ITERATIONS = 3  # loop iterations a task ending on its own gets to finish after the test
+CANCELLED_GRACE_S = 1.0  # how long a task the test cancelled (and did not await) gets to finish
 
 
 @pytest.fixture(autouse=True)
@@ -34,19 +35,26 @@ def _no_leaked_tasks(request: pytest.FixtureRequest) -> None:
 async def _leaked_task_check() -> AsyncIterator[None]:
     before = asyncio.all_tasks()
     yield
+
+    def pending() -> set[asyncio.Task[Any]]:
+        current = asyncio.current_task()
+        return {task for task in asyncio.all_tasks() - before if task is not current}
+
     for _ in range(LEAK_GRACE_ITERATIONS):
-        leaked = asyncio.all_tasks() - before - {asyncio.current_task()}
-        if not leaked:
+        if not pending():
             return
         await asyncio.sleep(0)
+    leaked = pending()
+    if cancelled := [task for task in leaked if task.cancelling()]:  # on their way out: let them finish
+        await asyncio.wait(cancelled, timeout=CANCELLED_GRACE_S)
+        leaked = {task for task in leaked if not task.done()}
+    if not leaked:
+        return
+    found = "\n".join(f"  {task.get_name()}: {task!r}" for task in sorted(leaked, key=asyncio.Task.get_name))
     for task in leaked:
         task.cancel()
-    await asyncio.gather(*leaked, return_exceptions=True)
-    pytest.fail(
-        f"{len(leaked)} task(s) started by the test still pending after it:\n"
-        + "\n".join(f"  {task.get_name()}: {task!r}" for task in sorted(leaked, key=asyncio.Task.get_name)),
-        pytrace=False,
-    )
+    await asyncio.wait(leaked, timeout=CANCELLED_GRACE_S)
+    pytest.fail(f"{len(leaked)} task(s) started by the test still pending after it:\n{found}", pytrace=False)
 
 
 @pytest.fixture

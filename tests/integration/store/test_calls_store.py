@@ -117,6 +117,7 @@ async def test_a_call_shows_every_field_and_the_fields_follow_the_phases(
         assert await store.flush()
     finally:
         sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
         leg.stop()
         await store.close()
     state = await raw.hgetall(keys.call(leg.call_id))
