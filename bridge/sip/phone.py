@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -176,38 +177,44 @@ class _Leg:
         }
 
 
+_Callback = Callable[["_PhoneCall", "_Leg", Any], None]
+
+
+def _for_the_leg(callback: _Callback) -> Callable[[_PhoneCall, Any], None]:
+    """A pjsua2 callback of a call that still has its leg, for that leg. pjsua2 calls it from C: whatever it raises
+    is logged here, never handed back to pjsua."""
+
+    @functools.wraps(callback)
+    def guarded(call: _PhoneCall, prm: Any) -> None:
+        try:
+            if call.leg is not None:
+                callback(call, call.leg, prm)
+        except BaseException:
+            _LOG.exception(callback.__name__)
+
+    return guarded
+
+
 class _PhoneCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so the base class is Any
     def __init__(self, account: Any, leg: _Leg, call_id: int = pj.PJSUA_INVALID_ID) -> None:
         super().__init__(account, call_id)
         self.leg: _Leg | None = leg
 
-    def onCallState(self, prm: Any) -> None:
-        try:
-            if self.leg is not None:
-                self.leg.on_state(self.getInfo())
-        except BaseException:
-            _LOG.exception("onCallState")
+    @_for_the_leg
+    def onCallState(self, leg: _Leg, prm: Any) -> None:
+        leg.on_state(self.getInfo())
 
-    def onCallMediaState(self, prm: Any) -> None:
-        try:
-            if self.leg is not None:
-                self.leg.on_media()
-        except BaseException:
-            _LOG.exception("onCallMediaState")
+    @_for_the_leg
+    def onCallMediaState(self, leg: _Leg, prm: Any) -> None:
+        leg.on_media()
 
-    def onDtmfDigit(self, prm: Any) -> None:
-        try:
-            if self.leg is not None:
-                self.leg.dtmf_received += str(prm.digit)
-        except BaseException:
-            _LOG.exception("onDtmfDigit")
+    @_for_the_leg
+    def onDtmfDigit(self, leg: _Leg, prm: Any) -> None:
+        leg.dtmf_received += str(prm.digit)
 
-    def onCallTransferRequest(self, prm: Any) -> None:
-        try:
-            if self.leg is not None:
-                self.leg.session.on_refer(self.leg, prm)
-        except BaseException:
-            _LOG.exception("onCallTransferRequest")
+    @_for_the_leg
+    def onCallTransferRequest(self, leg: _Leg, prm: Any) -> None:
+        leg.session.on_refer(leg, prm)
 
 
 class _Session:
