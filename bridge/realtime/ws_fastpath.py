@@ -26,10 +26,10 @@ audio; the end of the stream, a failed write or the loss of the connection hands
 the kernel had not taken yet) before the socket is closed. Plain TCP only, and only while the transport has
 nothing buffered.
 
-``websockets`` has no public hook for any of this. What it relies on (``websockets.asyncio.connection.Connection``
-and friends, as of the pinned 15.x) is listed and checked by :func:`missing_internals`; a unit test asserts that the
-list is empty with the installed ``websockets``. When it is not, every connection falls back to ``websockets``'
-own paths (the receive task, ``Connection.send``, no gate, no offload) and a warning says so once.
+``websockets`` has no public hook for any of this. What it relies on (``websockets.asyncio.connection.Connection``,
+its ``Assembler`` and the sans-I/O ``Protocol``) is listed and checked by :func:`missing_internals`; a unit test
+asserts that the list is empty with the installed ``websockets``. When it is not, every connection falls back to
+``websockets``' own paths (the receive task, ``Connection.send``, no gate, no offload) and a warning says so once.
 """
 
 from __future__ import annotations
