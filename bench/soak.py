@@ -34,7 +34,7 @@ def rss_kib(pid: int) -> int:
 
 async def caller_main(uri: str, calls: int, until: float, call_s: float, play: str) -> dict[str, Any]:
     """One load-caller process: ``calls`` concurrent call loops until the wall clock reaches ``until``."""
-    from bridge.devkit.softphone import Softphone
+    from bridge.sip.phone import Softphone
 
     results: list[dict[str, Any]] = []
 

@@ -1,8 +1,11 @@
-"""Shared fixtures: a live Realtime emulator, and the ``openai`` package's typed models as the protocol oracle."""
+"""Shared fixtures: a live Realtime emulator, the ``openai`` package's typed models as the protocol oracle, and a
+check that every async test leaves no task of its own running."""
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
+import inspect
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -14,6 +17,44 @@ from openai.types.realtime import RealtimeServerEvent as GAServerEvent
 from pydantic import BaseModel, TypeAdapter
 
 from bridge.emulator import EmulatorServer
+
+LEAK_GRACE_ITERATIONS = 3  # loop iterations a task ending on its own gets to finish after the test
+CANCELLED_GRACE_S = 1.0  # how long a task the test cancelled (and did not await) gets to finish
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_tasks(request: pytest.FixtureRequest) -> None:
+    """An async test fails if a task it started is still pending once it and its fixtures are done (the event
+    loop's teardown would cancel it silently). Set up before the test's own fixtures, so checked after their
+    teardown: a server fixture may own tasks until it closes."""
+    if inspect.iscoroutinefunction(getattr(request.node, "obj", None)):
+        request.getfixturevalue("_leaked_task_check")
+
+
+@pytest.fixture
+async def _leaked_task_check() -> AsyncIterator[None]:
+    before = asyncio.all_tasks()
+    yield
+
+    def pending() -> set[asyncio.Task[Any]]:
+        current = asyncio.current_task()
+        return {task for task in asyncio.all_tasks() - before if task is not current}
+
+    for _ in range(LEAK_GRACE_ITERATIONS):
+        if not pending():
+            return
+        await asyncio.sleep(0)
+    leaked = pending()
+    if cancelled := [task for task in leaked if task.cancelling()]:  # on their way out: let them finish
+        await asyncio.wait(cancelled, timeout=CANCELLED_GRACE_S)
+        leaked = {task for task in leaked if not task.done()}
+    if not leaked:
+        return
+    found = "\n".join(f"  {task.get_name()}: {task!r}" for task in sorted(leaked, key=asyncio.Task.get_name))
+    for task in leaked:
+        task.cancel()
+    await asyncio.wait(leaked, timeout=CANCELLED_GRACE_S)
+    pytest.fail(f"{len(leaked)} task(s) started by the test still pending after it:\n{found}", pytrace=False)
 
 
 @pytest.fixture

@@ -10,15 +10,15 @@ the queue is empty and the reader task is parked in ``receive()`` with nothing i
 close, closing, errors, eof), and any data behind it, takes aiohttp's own path to ``receive()`` unchanged, so
 aiohttp still answers pings and runs the close handshake, and order is kept.
 
-aiohttp has no public hook for this, so it leans on internals, checked at run time; when they are not as
-expected (another aiohttp) it logs once at debug level and every session reads the usual way, as with ``ENABLED``
-off:
+aiohttp has no public hook for this, so it leans on internals, all of them listed and checked by
+:func:`missing_internals`; a unit test asserts that the list is empty with the installed aiohttp. When it is not,
+every session reads the usual way (as with ``ENABLED`` off) and a warning says so once:
 
 - ``WebSocketResponse._post_start`` builds the queue by the module-level name ``WebSocketDataQueue`` and passes
   it to the parser; we run that same function with the name bound to our subclass (the compiled parser types its
   queue, so a wrapper that is not a subclass would be refused);
 - the queue's ``_buffer`` (a deque) and ``feed_data(message, size)``, and the response's ``_waiting`` flag (set
-  while ``receive()`` awaits the queue).
+  while ``receive()`` awaits the queue) and ``_reader`` (the queue).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import logging
 import types
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
+import aiohttp
 from aiohttp import WSMsgType, web, web_ws
 
 log = logging.getLogger("bridge.emulator")
@@ -38,14 +39,19 @@ ENABLED = True  # False: every response reads the usual way (the fallback's path
 Sink = Callable[[Any], None]  # takes a TEXT (str) or BINARY (bytes) message's payload
 
 _TEXT, _BINARY = WSMsgType.TEXT, WSMsgType.BINARY
-_fallback_logged = False
+_warned = False
 
 
 def _fall_back(why: str) -> None:
-    global _fallback_logged
-    if not _fallback_logged:
-        _fallback_logged = True
-        log.debug("emulator: aiohttp %s; client frames take the reader task", why)
+    global _warned
+    if not _warned:
+        _warned = True
+        log.warning(
+            "emulator: aiohttp %s differs from what the fast read path relies on (%s); client frames take "
+            "the reader task",
+            aiohttp.__version__,
+            why,
+        )
 
 
 _Queue: Any = getattr(web_ws, "WebSocketDataQueue", None)  # the compiled class, or the pure-Python one
@@ -98,21 +104,39 @@ def _make_post_start(queue: Any) -> Callable[..., None] | None:
 
 _FastQueue: Any = None
 _post_start: Callable[..., None] | None = None
+_cannot_extend = ""
 try:
     _FastQueue = _make_fast_queue()
     _post_start = _make_post_start(_FastQueue)
 except Exception as exc:  # not a class, or one that cannot be subclassed: the usual path
     _FastQueue, _post_start = None, None
-    _fall_back(f"WebSocketDataQueue cannot be extended ({exc!r})")
-if _post_start is None:
-    _fall_back("WebSocketResponse._post_start does not build its queue by name")
+    _cannot_extend = f"WebSocketDataQueue cannot be extended ({exc!r})"
+
+
+def missing_internals() -> list[str]:
+    """What the fast read path relies on that the installed aiohttp does not provide (empty: all there)."""
+    missing = [_cannot_extend] if _cannot_extend else []
+    if _Queue is None:
+        missing.append("aiohttp.web_ws has no WebSocketDataQueue")
+    elif not all(hasattr(_Queue, name) for name in ("_buffer", "feed_data")):
+        missing.append("WebSocketDataQueue has no _buffer or feed_data")
+    if _post_start is None:
+        missing.append("WebSocketResponse._post_start does not build its queue by name")
+    elif "_reader" not in _post_start.__code__.co_names:
+        missing.append("WebSocketResponse._post_start keeps no _reader")
+    if not isinstance(getattr(web.WebSocketResponse, "_waiting", None), bool):
+        missing.append("WebSocketResponse has no _waiting flag")
+    return missing
+
+
+MISSING: Final = tuple(missing_internals())
 
 
 class FastReadResponse(web.WebSocketResponse):
     """A ``WebSocketResponse`` whose data frames can go to a sink from the parser (:meth:`attach`)."""
 
     def _post_start(self, request: Any, protocol: Any, writer: Any) -> None:
-        if ENABLED and _post_start is not None:
+        if ENABLED and not MISSING and _post_start is not None:
             _post_start(self, request, protocol, writer)
         else:
             super()._post_start(request, protocol, writer)
@@ -123,6 +147,9 @@ class FastReadResponse(web.WebSocketResponse):
         off or aiohttp's internals are not as expected. ``sink`` must not raise: the parser would take it for a
         protocol error and fail the connection."""
         if not ENABLED:
+            return False
+        if MISSING:
+            _fall_back("; ".join(MISSING))
             return False
         queue = self._fast_queue()
         if queue is None:

@@ -5,30 +5,11 @@ send queue and a receive loop, lets ``websockets`` ping for keepalive, applies c
 every way a connection can end into one :class:`~bridge.events.Closed` event, classified (network, auth, protocol,
 server) with a retryable flag. It never raises into the call session after :meth:`connect` succeeds.
 
-Sending has a direct path: while nothing is queued or in flight and the socket's write buffer is empty, a frame is
-framed by the connection's sans-I/O protocol and written to the transport at once, on the caller's stack, which is
-what ``Connection.send`` does too minus the coroutine, its context manager and the hop through the send task (50
-frames a second per call). Anything else (a frame in flight, backpressure, a closing socket) takes the queue, so the
-order of frames never changes and flow control stays with ``websockets``.
-
-Reading can follow a beat (:meth:`RealtimeClient.read_on_beat`): a call session that ticks every 20 ms has the
-socket read once per tick, right after the tick's own work, instead of whenever a frame lands. On a loaded machine a
-wake-up of a Python process costs more in cold caches than the decoding it does (a 100 ms delta: about 50 µs warm,
-about 200 µs after other processes ran), and a worker's deltas land on their own schedule, between its media
-ticks. Gated, the connection's transport does not read (``pause_reading``); each beat asks the kernel
-(``poll`` with no wait) whether anything arrived and, if so, reads it there and then, on the tick's own
-wake-up, and hands it to the protocol as the transport would. A server frame waits at most one beat (20 ms)
-before it is decoded; ``websockets``' own flow control still wins (while it has reading paused, the beat does
-not read). Plain TCP only: over TLS the transport reads the socket itself, so the gate is not applied (the
-kernel would wake the loop for the encrypted bytes anyway).
-
-Writing can be offloaded (:meth:`RealtimeClient.offload_writes`): a call whose caller audio is sent by C code on
-the media clock thread (``bridge/native/cport.c``, "Uplink") binds the socket to that code, and from then on every
-frame ``websockets`` writes goes through the same C writer (:class:`WriteOffload`), so the audio and the
-connection's own frames (session updates, truncates, pings, the close) reach the socket in one order. A close
-frame ends the audio; the end of the stream, a failed write or the loss of the connection hands the socket back
-(with the bytes the kernel had not taken yet) before the socket is closed. Plain TCP only, and only while the
-transport has nothing buffered.
+Three fast paths skip ``websockets``' own machinery: server text messages decoded on the spot instead of by the
+receive task, the socket read once per media beat (:meth:`RealtimeClient.read_on_beat`), and frames written on the
+caller's stack or by C code on the media clock thread (:meth:`RealtimeClient.offload_writes`). They lean on
+``websockets``' internals, all of them behind one seam, :mod:`bridge.realtime.ws_fastpath`, which falls back to
+``websockets``' own paths (and says so) when those internals differ.
 """
 
 from __future__ import annotations
@@ -36,18 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import select
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import websockets
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
-from websockets.frames import Frame, Opcode
-from websockets.protocol import Event, State
 
 from bridge import events as ev
 from bridge.audio.wire import AppendTemplate
@@ -56,6 +32,8 @@ from bridge.realtime.credentials import fingerprint
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.profile import AgentProfile
 from bridge.realtime.protocol import RealtimeProtocol
+from bridge.realtime.ws_fastpath import BeatConnection as _BeatConnection
+from bridge.realtime.ws_fastpath import WriteOffload
 
 log = logging.getLogger("bridge.realtime")
 
@@ -78,156 +56,12 @@ _STOP = object()
 SESSION_EVENTS = (ev.SessionReady, ev.SessionConfigured, ev.ConversationReady)
 
 
-class WriteOffload(Protocol):
-    """Who writes the socket while it is offloaded (see the module doc)."""
-
-    def bind(self, fd: int) -> bool: ...
-    def write(self, data: bytes) -> int: ...  # 0: sent or pending, -1: the socket failed, -2: not bound
-    def end_data(self) -> None: ...
-    def unbind(self) -> bytes: ...
-
-
 @runtime_checkable
 class AppendFraming(Protocol):
     """An offload that writes the caller's audio itself frames it as the dialect's audio append: it is given the
     template before it is bound (:meth:`RealtimeClient.offload_writes`)."""
 
     def set_append(self, template: AppendTemplate) -> bool: ...  # False: it cannot take this template
-
-
-_OPCODE_CLOSE = 0x8
-_READ_BYTES = 256 * 1024  # what asyncio's transport reads at once
-
-
-class _BeatConnection(ClientConnection):
-    """A ``websockets`` connection that, while gated, reads once per :meth:`beat`, and whose writes can be
-    offloaded (see the module doc)."""
-
-    gated = False
-    _ready: select.poll | None = None  # asks the kernel, without a wake-up, whether anything arrived
-    _fd = -1
-    _offload: WriteOffload | None = None
-    # Whole text messages, on the spot (see process_event).
-    direct: Callable[[bytes | bytearray | memoryview], None] | None = None
-
-    def process_event(self, event: Event) -> None:
-        """A whole text message goes to :attr:`direct` on the spot, from the read that brought it, when nothing
-        is ahead of it in ``websockets``' queue; the rest (fragments, control frames, anything behind a queued
-        message) takes ``websockets``' way to the receive loop, so the order never changes. The queue and the
-        receive task's wake-up cost more than decoding a delta."""
-        direct = self.direct
-        if (
-            direct is not None
-            and type(event) is Frame
-            and event.opcode is Opcode.TEXT
-            and event.fin
-            and not len(self.recv_messages.frames)
-        ):
-            direct(event.data)
-            return
-        super().process_event(event)
-
-    def offload(self, offload: WriteOffload | None) -> bool:
-        """Route every write through ``offload`` (bound to the socket now), or (None) take the socket back."""
-        if offload is None:
-            self._take_back()
-            return True
-        transport = self.transport
-        sock = transport.get_extra_info("socket")
-        if (
-            self._offload is not None
-            or sock is None
-            or transport.get_extra_info("sslcontext") is not None
-            or transport.is_closing()
-            or transport.get_write_buffer_size()  # what asyncio still holds must go out first
-            or self.protocol.state is not State.OPEN
-        ):
-            return False
-        if not offload.bind(sock.fileno()):
-            return False
-        self._offload = offload
-        return True
-
-    def _take_back(self) -> None:
-        offload, self._offload = self._offload, None
-        if offload is not None:
-            rest = offload.unbind()
-            if rest and not self.transport.is_closing():
-                self.transport.write(rest)
-
-    def send_data(self) -> None:
-        offload = self._offload
-        if offload is None:
-            super().send_data()
-            return
-        for data in self.protocol.data_to_send():
-            if not data:  # end of stream: hand the socket back, then half-close it as websockets does
-                self._take_back()
-                if self.transport.can_write_eof():
-                    with contextlib.suppress(OSError, RuntimeError):
-                        self.transport.write_eof()
-                else:
-                    self.transport.close()
-                continue
-            if data[0] & 0x0F == _OPCODE_CLOSE:
-                offload.end_data()
-            status = offload.write(data)
-            if status == -2:  # unbound underneath us (the media port was detached): write it ourselves
-                self._offload = None
-                self.transport.write(data)
-            elif status != 0:  # the socket failed: the read side reports the loss
-                self._take_back()
-                self.transport.abort()
-                return
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.gated and not self.transport.is_closing():
-            self.transport.pause_reading()
-
-    def gate(self, on: bool) -> None:
-        """Gate reading to :meth:`beat`. Plain TCP only: over TLS the transport reads the socket itself."""
-        sock = self.transport.get_extra_info("socket")
-        if on and not self.gated and sock is not None and self.transport.get_extra_info("sslcontext") is None:
-            self._ready = select.poll()
-            self._ready.register(sock.fileno(), select.POLLIN)
-            self._fd = sock.fileno()
-            self.gated = True
-            if not self.transport.is_closing():
-                self.transport.pause_reading()  # from now on the beat asks first
-        elif not on and self.gated:
-            self.gated, self._ready = False, None
-            self._resume()
-
-    def beat(self) -> None:
-        """Read what arrived, if anything did, now: the socket is read here and the bytes handed to the protocol
-        as the transport would (its reader stays out of the selector: registering it for one read and taking it
-        out again cost two ``epoll_ctl`` and the selector's bookkeeping per beat). An end of stream or an error
-        is left to the transport: it is resumed and meets them on its own read."""
-        if self._ready is None or not self._ready.poll(0):
-            return
-        if self.recv_messages.paused or self.transport.is_closing():
-            return  # websockets' own flow control: it resumes the transport itself
-        try:
-            data = os.read(self._fd, _READ_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if data:
-            self.data_received(data)
-        else:
-            self._resume()
-
-    def _resume(self) -> None:
-        transport = self.transport
-        if not self.recv_messages.paused and not transport.is_closing() and not transport.is_reading():
-            transport.resume_reading()  # unless websockets' own flow control paused it
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.gated, self._ready = False, None
-        self._take_back()  # before the transport closes the socket: C must never write to a closed (reused) fd
-        super().connection_lost(exc)
 
 
 @dataclass(frozen=True)
@@ -332,16 +166,14 @@ class RealtimeClient:
                 self.dropped_sends += 1
 
     def _write_now(self, frame: str) -> bool:
-        """The direct path (see the module docstring). False: the caller queues the frame instead."""
+        """The direct path (:meth:`BeatConnection.write_now`). False: the caller queues the frame instead."""
         ws = self._ws
-        if ws is None or ws.protocol.state is not State.OPEN or ws.fragmented_send_waiter is not None:
+        if ws is None:
             return False
-        if ws.transport.get_write_buffer_size():
-            return False  # backpressure: the send task waits for the drain
         t0 = time.perf_counter()
         try:
-            ws.protocol.send_text(frame.encode())
-            ws.send_data()
+            if not ws.write_now(frame.encode()):
+                return False
         except Exception:  # OSError on a dying socket: the receive loop reports the close
             return False
         self.last_send_latency_s = time.perf_counter() - t0
@@ -404,10 +236,13 @@ class RealtimeClient:
             await ws.close(code=1011)
         self.closed = closed
         self._send_q.put_nowait(_STOP) if not self._send_q.full() else None
+        for task in self._tasks:  # the idle watch has nothing left to watch (unless it is the one closing)
+            if task.get_name() == "realtime-idle" and not self._idle_expired:
+                task.cancel()
         self._emit(closed)
 
     def _received(self, frame: str | bytes | bytearray | memoryview) -> None:
-        """One server text message, from the receive loop or on the spot (``_BeatConnection.process_event``)."""
+        """One server text message, from the receive loop or on the spot (``BeatConnection.process_event``)."""
         self._last_recv = time.monotonic()
         for event in self.protocol.decode(frame):
             self._emit(event)
@@ -454,7 +289,7 @@ class RealtimeClient:
 
     @property
     def offloaded(self) -> bool:
-        return self._ws is not None and self._ws._offload is not None
+        return self._ws is not None and self._ws.offloaded
 
     def beat(self) -> None:
         """The tick: read what the server sent since the last one (no-op unless gated)."""

@@ -6,9 +6,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from bench.calls import _cpu_by_pid, cpu_seconds, machine_busy
 
 
+@pytest.mark.slow  # a real process burns real CPU time
 def test_cpu_of_a_process_that_exited_is_absent_not_zero() -> None:
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ninput()\n"
     proc = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE)

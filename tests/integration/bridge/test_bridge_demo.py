@@ -17,6 +17,7 @@ pytestmark = [
 ]
 
 
+@pytest.mark.timeout(180)  # its demo run may take up to 120 s on a loaded machine
 async def test_demo_json_answers_and_converses_in_both_dialects(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = await run(sys.executable, "-m", "bridge", "demo", "--json", "--out", str(out), timeout=120)

@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from bridge.audio.analysis import audio_stats, tone
 from bridge.audio.frames import FrameSource
 from bridge.audio.wav import write_wav
-from bridge.devkit.softphone import PcmSource
 from bridge.events import CallerHungUp, Dtmf, TransferProgress
 from bridge.sip.crossing import FrameQueue
 from bridge.sip.endpoint import CallGone, SipConfig, SipError
 from bridge.sip.gateway import IncomingCall, SipGateway
+from bridge.sip.phone import PcmSource
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

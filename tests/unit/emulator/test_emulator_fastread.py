@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -131,10 +132,10 @@ def offers(server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> list[bool
     return seen
 
 
-async def connected(server: EmulatorServer) -> tuple[RawClient, Any]:
+async def connected(server: EmulatorServer, index: int = 0) -> tuple[RawClient, Any]:
     client = await RawClient.open(server)
     assert types(await client.until_type("session.created")) == ["session.created"]
-    record = await server.wait_for_session(0)
+    record = await server.wait_for_session(index)
     return client, server._live[record.id]
 
 
@@ -260,3 +261,35 @@ async def test_frames_while_the_pump_is_busy_keep_their_order(
     assert [e.get("event_id") for e in record.received[1:]] == [e["event_id"] for e in sent]
     assert record.input_audio == b"".join(pcm(i) for i in range(1, 7))
     client.close()
+
+
+def test_the_installed_aiohttp_has_every_internal_the_fast_path_uses() -> None:
+    assert fastread.missing_internals() == [], "aiohttp's internals changed: update bridge/emulator/fastread.py"
+    assert fastread.MISSING == ()
+
+
+def test_a_changed_internal_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastread, "_post_start", None)  # as when _post_start no longer builds its queue by name
+    monkeypatch.setattr(fastread.web.WebSocketResponse, "_waiting", None)
+    assert fastread.missing_internals() == [
+        "WebSocketResponse._post_start does not build its queue by name",
+        "WebSocketResponse has no _waiting flag",
+    ]
+
+
+async def test_without_the_internals_sessions_read_the_usual_way_and_it_warns_once(
+    server: EmulatorServer, offers: list[bool], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(fastread, "MISSING", ("WebSocketResponse has no _waiting flag",))
+    monkeypatch.setattr(fastread, "_warned", False)
+    caplog.set_level(logging.WARNING, "bridge.emulator")
+    for index in range(2):
+        client, live = await connected(server, index)
+        assert not live.ws.fast
+        offered = len(offers)
+        client.writer.write(text(NO_VAD))
+        assert types(await client.until_type("session.updated")) == ["session.updated"]
+        assert offers[offered:] == [True]  # from the reader task
+        client.close()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bridge.emulator"]
+    assert len(warnings) == 1 and "no _waiting flag" in warnings[0], warnings

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,11 @@ def _stable(run_json: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in run_json.items() if k != "wall_s"}
 
 
-def test_a_call_replays_faster_than_real_time_and_passes() -> None:
+def test_a_call_replays_in_virtual_time_and_passes() -> None:
     script = load_script(SCRIPTS / "question_answer")
-    t0 = time.perf_counter()
     run = run_direct(script, "ga")
-    wall = time.perf_counter() - t0
     assert run.ok, [c for c in run.checks if not c.ok]
-    assert run.duration_ms > 10_000  # greeting, question, answer, hangup: about 11 s of call
-    assert wall < run.duration_ms / 1000 / 20
+    assert run.duration_ms > 10_000  # greeting, question, answer, hangup: about 11 s of call (bench replay: how fast)
     assert run.report["caller_transcript"] == ["Hi, what are your opening hours on Saturday?"]
     assert run.report["agent_transcript"][-1] == "We are open from nine to five on Saturdays."
     assert run.ended_by == "caller"

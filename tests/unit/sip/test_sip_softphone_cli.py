@@ -7,7 +7,8 @@ import argparse
 import pytest
 
 from bridge.audio.frames import FRAME_BYTES, SILENCE
-from bridge.devkit.softphone import PcmSource, _default_host, build_parser, parse_dtmf
+from bridge.devkit.softphone import _default_host, build_parser, parse_dtmf
+from bridge.sip.phone import PcmSource
 
 
 def test_parse_dtmf() -> None:

@@ -1,0 +1,497 @@
+"""A pjsua2 user agent that places and takes test calls: plays a WAV, records what it hears, sends DTMF, hangs up.
+
+:class:`Softphone` is one process's phone (one pjsua2 endpoint and a local account); ``bridge.devkit.softphone``
+is its command line (``callbridge call``, ``callbridge phone listen``) for tests, QA and the demo.
+
+As the transferee of a blind transfer (RFC 3515), it follows a REFER by itself: ``onCallTransferRequest`` hands
+pjsua a new Call object (kept here), pjsua calls the target, and the WAV goes on playing into the new call
+while recording goes on from it. A process holds one pjsua2 endpoint, hence at most 4 calls (the wheel's cap).
+
+The summary (:meth:`Softphone.call` and :meth:`Softphone.listen` return it) is a plain dict::
+
+    {"uri", "call_id", "sip_status", "reason", "answered", "duration_s", "hangup_by", "disconnect_code",
+     "received": {"ms", "active_ms", "rms_dbfs", "peak_hz", "frames"}, "dtmf_sent", "dtmf_received",
+     "transfer": None | {"target", "sip_status", "answered", "received", ...}, "legs": [...]}
+
+``sip_status`` is the final response to our INVITE (200, 486, 488, ...); ``received`` measures what this phone
+heard (levels in dBFS, see :mod:`bridge.audio.analysis`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pjsua2 as pj
+
+from bridge.audio.analysis import audio_stats
+from bridge.audio.frames import FRAME_BYTES, SILENCE
+from bridge.audio.wav import read_wav, write_wav
+from bridge.sip.crossing import MediaPort
+from bridge.sip.endpoint import SipConfig, SipEndpoint, sip_error
+from bridge.sip.gateway import DTMF_DIGITS, call_op, first_audio
+from bridge.sip.sipmsg import user_part
+
+_LOG = logging.getLogger("bridge.sip.phone")
+
+DtmfPlan = Sequence[tuple[str, float]]  # (digits, seconds after the answer)
+
+
+class PcmSource:
+    """Plays PCM16 8 kHz audio once (then silence) or in a loop. ``pop_frame`` runs on the clock thread."""
+
+    def __init__(self, pcm: bytes, loop: bool = False) -> None:
+        usable = pcm[: len(pcm) - len(pcm) % 2]
+        self._frames = [
+            usable[i : i + FRAME_BYTES].ljust(FRAME_BYTES, b"\0") for i in range(0, len(usable), FRAME_BYTES)
+        ]
+        self._loop = loop and bool(self._frames)
+        self._next = 0
+        self.played = 0
+
+    @property
+    def finished(self) -> bool:
+        return not self._loop and self._next >= len(self._frames)
+
+    def pop_frame(self) -> bytes:
+        index = self._next
+        frames = self._frames
+        if index >= len(frames):
+            if not self._loop:
+                return SILENCE
+            index = 0
+        self._next = index + 1
+        self.played += 1
+        return frames[index]
+
+
+@dataclass(eq=False)
+class _Leg:
+    """One pjsua2 call of this phone: the call we placed, one a REFER made us place, or one we answered."""
+
+    session: _Session
+    role: str  # "caller" | "transfer" | "callee"
+    uri: str
+    call: _PhoneCall | None = None
+    port: MediaPort | None = None
+    call_id: str = ""
+    remote: str = ""
+    sip_status: int | None = None
+    reason: str = ""
+    answered_at: float | None = None
+    ended_at: float | None = None
+    disconnect_code: int | None = None
+    local_hangup: bool = False
+    received: bytearray = field(default_factory=bytearray)
+    frames: int = 0
+    dtmf_received: str = ""
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # -- loop-thread callbacks ----------------------------------------------------------------------------
+
+    def on_state(self, info: Any) -> None:
+        self.call_id = self.call_id or str(info.callIdString)
+        self.remote = self.remote or str(info.remoteUri)
+        state = info.state
+        if state in (pj.PJSIP_INV_STATE_CONNECTING, pj.PJSIP_INV_STATE_CONFIRMED):
+            if self.answered_at is None:
+                self.answered_at = time.monotonic()
+                self.sip_status = int(info.lastStatusCode) or 200
+                self.reason = str(info.lastReason)
+                self.answered.set()
+                self.session.on_answered(self)
+        elif state == pj.PJSIP_INV_STATE_DISCONNECTED and not self.ended.is_set():
+            self.ended_at = time.monotonic()
+            self.disconnect_code = int(info.lastStatusCode)
+            if self.answered_at is None:
+                self.sip_status = int(info.lastStatusCode)
+                self.reason = self.reason or str(info.lastReason)  # keep "no answer within ..." if we gave up
+            self.ended.set()
+            asyncio.get_running_loop().call_soon(self.release)
+            self.session.on_ended(self)
+
+    def on_media(self) -> None:
+        call = self.call
+        if call is None or self.ended.is_set():
+            return
+        found = first_audio(call)
+        if found is None:
+            return
+        audio, _index = found
+        if self.port is None:
+            self.port = self.session.phone.endpoint.acquire_port()
+        self.session.on_media(self)
+        try:
+            self.port.connect(audio)
+        except pj.Error as exc:
+            _LOG.error("connecting media failed: %s", sip_error("connect", exc))
+
+    def on_frame(self, pcm: bytes, _t_capture: float) -> None:
+        self.received += pcm
+        self.frames += 1
+        self.session.recording += pcm
+
+    def hangup(self, status: int = 0) -> None:
+        if self.call is None or self.ended.is_set():
+            return
+        self.local_hangup = True
+        try:
+            self.call.hangup(call_op(status))
+        except pj.Error as exc:
+            _LOG.debug("hangup: %s", sip_error("hangup", exc))
+
+    def release(self) -> None:
+        call, self.call = self.call, None
+        if call is not None:
+            call.leg = None
+        port, self.port = self.port, None
+        if port is not None:
+            self.session.phone.endpoint.release_port(port)
+
+    def summary(self) -> dict[str, Any]:
+        end = self.ended_at or time.monotonic()
+        stats = dict(audio_stats(bytes(self.received)))
+        stats["frames"] = self.frames
+        return {
+            "role": self.role,
+            "uri": self.uri,
+            "call_id": self.call_id,
+            "remote": user_part(self.remote) or self.remote,
+            "sip_status": self.sip_status,
+            "reason": self.reason,
+            "answered": self.answered_at is not None,
+            "duration_s": round(end - self.answered_at, 3) if self.answered_at is not None else 0.0,
+            "hangup_by": None if self.ended_at is None else ("local" if self.local_hangup else "remote"),
+            "disconnect_code": self.disconnect_code,
+            "received": stats,
+            "dtmf_received": self.dtmf_received,
+        }
+
+
+_Callback = Callable[["_PhoneCall", "_Leg", Any], None]
+
+
+def _for_the_leg(callback: _Callback) -> Callable[[_PhoneCall, Any], None]:
+    """A pjsua2 callback of a call that still has its leg, for that leg. pjsua2 calls it from C: whatever it raises
+    is logged here, never handed back to pjsua."""
+
+    @functools.wraps(callback)
+    def guarded(call: _PhoneCall, prm: Any) -> None:
+        try:
+            if call.leg is not None:
+                callback(call, call.leg, prm)
+        except BaseException:
+            _LOG.exception(callback.__name__)
+
+    return guarded
+
+
+class _PhoneCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so the base class is Any
+    def __init__(self, account: Any, leg: _Leg, call_id: int = pj.PJSUA_INVALID_ID) -> None:
+        super().__init__(account, call_id)
+        self.leg: _Leg | None = leg
+
+    @_for_the_leg
+    def onCallState(self, leg: _Leg, prm: Any) -> None:
+        leg.on_state(self.getInfo())
+
+    @_for_the_leg
+    def onCallMediaState(self, leg: _Leg, prm: Any) -> None:
+        leg.on_media()
+
+    @_for_the_leg
+    def onDtmfDigit(self, leg: _Leg, prm: Any) -> None:
+        leg.dtmf_received += str(prm.digit)
+
+    @_for_the_leg
+    def onCallTransferRequest(self, leg: _Leg, prm: Any) -> None:
+        leg.session.on_refer(leg, prm)
+
+
+class _Session:
+    """Everything one ``call()`` or ``listen()`` does: its legs, the shared WAV source, the recording."""
+
+    def __init__(self, phone: Softphone, source: PcmSource | None, answer_after: float | None = None) -> None:
+        self.phone = phone
+        self.source = source
+        self.answer_after = answer_after
+        self.legs: list[_Leg] = []
+        self.recording = bytearray()
+        self.all_ended = asyncio.Event()
+        self.first_answer = asyncio.Event()
+        self.answered_at: float | None = None
+
+    def new_leg(self, role: str, uri: str) -> _Leg:
+        leg = _Leg(self, role, uri)
+        leg.call = _PhoneCall(self.phone.account, leg)
+        self.legs.append(leg)
+        self.all_ended.clear()
+        return leg
+
+    def on_answered(self, leg: _Leg) -> None:
+        if self.answered_at is None:
+            self.answered_at = leg.answered_at
+            self.first_answer.set()
+
+    def on_ended(self, leg: _Leg) -> None:
+        if all(other.ended.is_set() for other in self.legs):
+            self.all_ended.set()
+
+    def on_media(self, leg: _Leg) -> None:
+        """The newest leg with media gets the WAV; older ones (a transferred-away call) keep recording only."""
+        assert leg.port is not None
+        leg.port.attach(self.source, leg.on_frame)
+        for other in self.legs:
+            if other is not leg and other.port is not None and leg.role == "transfer":
+                other.port.attach(None, other.on_frame)
+
+    def on_refer(self, leg: _Leg, prm: Any) -> None:
+        """Transferee side of RFC 3515: accept (202) and give pjsua the Call object for the new INVITE."""
+        target = str(prm.dstUri)
+        _LOG.info("REFER to %s", target)
+        new = self.new_leg("transfer", target)
+        prm.newCall = new.call
+
+    def on_incoming(self, prm: Any, refuse: int = 0) -> None:
+        leg = _Leg(self, "callee", "")
+        leg.call = _PhoneCall(self.phone.account, leg, prm.callId)
+        self.legs.append(leg)
+        self.all_ended.clear()
+        info = leg.call.getInfo()
+        leg.call_id = str(info.callIdString)
+        leg.remote = str(info.remoteUri)
+        leg.uri = str(info.localUri)
+        if refuse:
+            leg.hangup(refuse)
+            return
+        try:
+            leg.call.answer(call_op(180))
+        except pj.Error as exc:
+            _LOG.warning("180: %s", sip_error("ringing", exc))
+        delay = self.answer_after or 0.0
+        asyncio.get_running_loop().call_later(delay, self._answer, leg)
+
+    def _answer(self, leg: _Leg) -> None:
+        if leg.call is None or leg.ended.is_set():
+            return
+        try:
+            leg.call.answer(call_op(200))
+        except pj.Error as exc:
+            _LOG.warning("answer: %s", sip_error("answer", exc))
+
+    def live_legs(self) -> list[_Leg]:
+        return [leg for leg in self.legs if not leg.ended.is_set()]
+
+    def hangup_all(self) -> None:
+        for leg in self.live_legs():
+            leg.hangup()
+
+
+class Softphone:
+    """One process's softphone: an endpoint plus a local account. Use as ``async with Softphone(...) as phone``.
+
+    ``auth`` (user, password) answers digest challenges of the called side (a gateway with ``auth_users``).
+    """
+
+    def __init__(self, config: SipConfig | None = None, auth: tuple[str, str] | None = None) -> None:
+        self.config = config or SipConfig(
+            port=0, transports=("udp",), user="softphone", user_agent="callbridge-softphone", pjsua_log_level=0
+        )
+        self.auth = auth
+        self.endpoint = SipEndpoint(self.config)
+        self.account: Any = None
+        self._sessions: list[_Session] = []
+        self._listener: _Session | None = None
+
+    async def start(self) -> None:
+        self.endpoint.start()
+        self.account = self.endpoint.create_account(self._incoming, self.auth)
+        self.endpoint.on_release(self._drop_all)
+
+    async def close(self) -> None:
+        await self.endpoint.close()
+
+    async def __aenter__(self) -> Softphone:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def sip_port(self) -> int:
+        return self.endpoint.sip_port
+
+    def _incoming(self, prm: Any) -> None:
+        if self._listener is not None:
+            self._listener.on_incoming(prm)
+            return
+        # Not listening: refuse, but keep the Call object until it has ended (a dropped Call hangs up with 603).
+        refused = _Session(self, None)
+        self._sessions.append(refused)
+        refused.on_incoming(prm, refuse=486)
+
+    def _drop_all(self) -> None:
+        for session in self._sessions:
+            for leg in session.legs:
+                leg.release()
+        self._sessions.clear()
+        self._listener = None
+        self.account = None
+
+    async def call(
+        self,
+        uri: str,
+        *,
+        play: str | Path | bytes | None = None,
+        loop_play: bool = False,
+        record: str | Path | None = None,
+        dtmf: DtmfPlan = (),
+        hangup_after: float | None = None,
+        answer_timeout: float = 30.0,
+        max_duration: float = 3600.0,
+    ) -> dict[str, Any]:
+        """Call ``uri`` and return the summary (see the module docstring). Never raises for SIP failures."""
+        for digits, _at in dtmf:
+            if set(digits) - DTMF_DIGITS:
+                raise ValueError(f"not DTMF digits: {digits!r}")
+        source = _source(play, loop_play)
+        session = _Session(self, source)
+        self._sessions.append(session)
+        leg = session.new_leg("caller", uri)
+        assert leg.call is not None
+        self.endpoint.note_call_setup()
+        try:
+            leg.call.makeCall(uri, call_op())
+        except pj.Error as exc:
+            error = sip_error("makeCall", exc)
+            leg.reason = error.reason
+            leg.ended.set()
+            leg.release()
+            return _call_summary(session, leg, "")
+        loop = asyncio.get_running_loop()
+        await _first_of(leg.answered, leg.ended, within=answer_timeout)
+        if not leg.answered.is_set() and not leg.ended.is_set():
+            leg.reason = f"no answer within {answer_timeout:g} s"
+            leg.hangup()
+        sent: list[str] = []
+        if leg.answered.is_set():
+            for digits, at in dtmf:
+                loop.call_later(max(0.0, at), _send_dtmf, session, digits, sent)
+            limit = hangup_after if hangup_after is not None else max_duration
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.all_ended.wait(), limit)
+            session.hangup_all()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(session.all_ended.wait(), 5.0)
+        if record is not None:
+            write_wav(record, bytes(session.recording))
+        return _call_summary(session, leg, "".join(sent))
+
+    async def listen(
+        self,
+        *,
+        record: str | Path | None = None,
+        play: str | Path | bytes | None = None,
+        loop_play: bool = False,
+        answer_after: float = 0.0,
+        duration: float = 10.0,
+        calls: int | None = None,
+    ) -> dict[str, Any]:
+        """Answer incoming calls for ``duration`` seconds (or until ``calls`` calls have ended); record them."""
+        session = _Session(self, _source(play, loop_play), answer_after=answer_after)
+        self._sessions.append(session)
+        self._listener = session
+        deadline = time.monotonic() + duration
+        try:
+            while time.monotonic() < deadline:
+                done = [leg for leg in session.legs if leg.ended.is_set()]
+                if calls is not None and len(done) >= calls and not session.live_legs():
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            self._listener = None
+            session.hangup_all()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.all_ended.wait(), 5.0)
+        if record is not None and session.legs:
+            base = Path(record)
+            for number, leg in enumerate(session.legs):
+                path = base if number == 0 else base.with_name(f"{base.stem}-{number}{base.suffix}")
+                write_wav(path, bytes(leg.received))
+        return {"port": self.sip_port, "calls": [leg.summary() for leg in session.legs]}
+
+
+def _source(play: str | Path | bytes | None, loop_play: bool) -> PcmSource | None:
+    if play is None:
+        return None
+    pcm = play if isinstance(play, bytes) else read_wav(play)
+    return PcmSource(pcm, loop=loop_play)
+
+
+def _send_dtmf(session: _Session, digits: str, sent: list[str]) -> None:
+    live = session.live_legs()
+    if not live or live[-1].call is None or live[-1].answered_at is None:
+        return
+    try:
+        live[-1].call.dialDtmf(digits)  # RFC 4733 telephone-events
+        sent.append(digits)
+    except pj.Error as exc:
+        _LOG.warning("dialDtmf(%s): %s", digits, sip_error("dialDtmf", exc))
+
+
+async def _first_of(*events: asyncio.Event, within: float) -> None:
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+
+def _call_summary(session: _Session, leg: _Leg, dtmf_sent: str) -> dict[str, Any]:
+    legs = [each.summary() for each in session.legs]
+    start = session.answered_at
+    end = max((each.ended_at or time.monotonic()) for each in session.legs)
+    stats = dict(audio_stats(bytes(session.recording)))
+    stats["frames"] = sum(each.frames for each in session.legs)
+    transfer = next((each for each in legs if each["role"] == "transfer"), None)
+    first = legs[0]
+    last = session.legs[-1]
+    return {
+        "uri": leg.uri,
+        "call_id": leg.call_id,
+        "sip_status": leg.sip_status,
+        "reason": leg.reason,
+        "answered": start is not None,
+        "duration_s": round(end - start, 3) if start is not None else 0.0,
+        "hangup_by": "local" if last.local_hangup else ("remote" if last.ended_at is not None else None),
+        "disconnect_code": first["disconnect_code"],
+        "received": stats,
+        "dtmf_sent": dtmf_sent,
+        "dtmf_received": "".join(each.dtmf_received for each in session.legs),
+        "transfer": (
+            {
+                "target": transfer["uri"],
+                "sip_status": transfer["sip_status"],
+                "answered": transfer["answered"],
+                "duration_s": transfer["duration_s"],
+                "received": transfer["received"],
+            }
+            if transfer is not None
+            else None
+        ),
+        "legs": legs,
+    }
