@@ -7,7 +7,7 @@ shared ``bridge/native/callbridge.h`` (the frame's constants and the upsampler k
 ``$XDG_CACHE_HOME/callbridge``, else ``~/.cache/callbridge``, named by a hash of the source and the headers, so an
 edited source or header is rebuilt and several worker processes starting together never load a half-written file
 (each compiles to a private name and renames it into place). ``./dev setup`` builds both ahead
-(``python -m bridge.native``).
+(``python -m bridge.devkit.native_check``).
 """
 
 from __future__ import annotations
