@@ -1,4 +1,4 @@
-"""``python -m bridge.devkit.native_check``: build every C part now and check it against its Python twin (never fails)."""
+"""``python -m bridge.devkit.native_check``: build every C part now and check it against its Python twin."""
 
 from __future__ import annotations
 
