@@ -67,7 +67,7 @@ class DialectConfig:
     """One dialect's session, item and response tables (from ``dialect.service``), with the emulator's readings."""
 
     def __init__(self, dialect: Dialect) -> None:
-        service = dialect.service
+        service = dialect.realtime_service
         self.dialect = dialect
         self.session: Obj = service.session_schema
         self.item: Node = service.item_schema

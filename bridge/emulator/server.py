@@ -183,7 +183,8 @@ class EmulatorServer:
         for path in sorted({d.path for d in DIALECTS.values()}):
             app.router.add_get(API_PREFIX + path, self._realtime)
         for dialect in DIALECTS.values():
-            app.router.add_post(API_PREFIX + dialect.credential_path, self._minter(dialect))
+            if dialect.credential_path is not None:
+                app.router.add_post(API_PREFIX + dialect.credential_path, self._minter(dialect))
         app.router.add_post("/control/next", self._control_next)
         app.router.add_get("/control/sessions", self._control_sessions)
         app.router.add_delete("/control/sessions", self._control_forget)
@@ -547,7 +548,7 @@ class EmulatorServer:
             return _http_error(400, "invalid_type", "Expected a JSON object.")
         cfg = DialectConfig(dialect)
         ttl = self.client_secret_ttl_s
-        read = dialect.service.mint_request(body)
+        read = dialect.realtime_service.mint_request(body)
         raw_session, expires_after = read.session, read.expires_after
         if read.unknown:
             name = sorted(read.unknown)[0]

@@ -77,7 +77,7 @@ class Wire:
     ids: Ids = field(default_factory=Ids)
 
     def __post_init__(self) -> None:
-        self.shape = self.dialect.service
+        self.shape = self.dialect.realtime_service
 
     def event(self, canonical: str, **fields: Any) -> dict[str, Any]:
         """One server event; ``canonical`` is a key of the dialect table (``audio.delta``, ``item.added``...)."""

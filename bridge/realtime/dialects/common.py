@@ -99,19 +99,29 @@ CLIENT_EVENTS: Mapping[str, str] = MappingProxyType(
 APPEND = AppendTemplate(CLIENT_EVENTS["input.append"])
 
 # Both dialects: the service's VAD marks turns and the model answers them; the client may cancel and truncate;
-# audio goes in bursts or gaps as it comes; PCM16 at 24 kHz or G.711 at 8 kHz, both ways.
+# audio goes in bursts or gaps as it comes, and the model's comes per response, faster than real time; usage is
+# tokens per response; sessions last 60 minutes; PCM16 at 24 kHz or G.711 at 8 kHz, both ways.
 CAPABILITIES = Capabilities(
     turn_detection="server",
     responds="model",
     cancel=True,
     truncate=True,
     continuous_audio=False,
+    continuous_output=False,
+    usage="tokens",
+    session_cap_s=3600.0,
     input_formats=frozenset({PCM16_24K, G711_ULAW, G711_ALAW}),
     output_formats=frozenset({PCM16_24K, G711_ULAW, G711_ALAW}),
 )
 
-# session.update opens the session and session.updated confirms it; the client ends it by closing the socket.
-HANDSHAKE = Handshake(opening=ev.UpdateSession, confirmation=ev.SessionConfigured, confirmed_by="session.updated")
+# session.update opens the session (the history follows as items) and session.updated confirms it; the client ends
+# it by closing the socket.
+HANDSHAKE = Handshake(
+    opening=ev.StartSession,
+    opened_by="session.update",
+    confirmation=ev.SessionConfigured,
+    confirmed_by="session.updated",
+)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -370,6 +380,13 @@ def encoders(
         item = {"type": "message", "role": str(c.role), "content": [{"type": "input_text", "text": c.text}]}
         return (_dumps({"type": names["item.create"], "item": item}),)
 
+    def update(c: ev.UpdateSession | ev.StartSession) -> str:
+        return _dumps({"type": names["session.update"], "session": build_session(c.profile)})
+
+    def start(c: ev.StartSession) -> Sequence[str]:
+        """The configuration, then the history as items: the service takes them in order."""
+        return (update(c), *(frame for text in c.history for frame in add_text(text)))
+
     def truncate(c: ev.Truncate) -> Sequence[str]:
         return (
             _dumps(
@@ -383,7 +400,8 @@ def encoders(
         )
 
     table: dict[type[ev.Command], Encoder] = {
-        ev.UpdateSession: lambda c: (_dumps({"type": names["session.update"], "session": build_session(c.profile)}),),
+        ev.StartSession: start,
+        ev.UpdateSession: lambda c: (update(c),),
         ev.AppendAudio: lambda c: (append(c.audio),),
         ev.CommitAudio: lambda c: (_dumps({"type": names["input.commit"]}),),
         ev.ClearAudio: lambda c: (_dumps({"type": names["input.clear"]}),),
@@ -411,6 +429,9 @@ def check_format(dialect: str, profile: AgentProfile, capabilities: Capabilities
 
 
 def check_extra(dialect: str, profile: AgentProfile, allowed: frozenset[str]) -> dict[str, Any]:
+    """The profile's raw extra fields, each one the dialect knows; a Realtime dialect has no ``delegation``."""
+    if profile.delegation is not None:
+        raise DialectFieldError(dialect, "delegation", "only Live delegates tasks to a Responses backend")
     for key in profile.extra:
         if key not in allowed:
             raise DialectFieldError(dialect, f"session.{key}")
