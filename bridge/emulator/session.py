@@ -27,7 +27,7 @@ from typing import Any, Literal
 import orjson
 import pybase64
 
-from bridge.emulator import voice
+from bridge.emulator import rules, voice
 from bridge.emulator.annotations import Annotations, Reply
 from bridge.emulator.config import DialectConfig, ResponseParams, SessionView
 from bridge.emulator.faults import Settings
@@ -43,9 +43,6 @@ MIN_COMMIT_MS = 100.0  # a commit of less audio gets input_audio_buffer_commit_e
 SEMANTIC_SILENCE_MS = {"low": 1200, "medium": 600, "auto": 600, "high": 300}  # semantic_vad as plain energy VAD
 ELIDED = "<elided>"  # recorded input_audio_buffer.append events keep their size, not their audio
 
-_HUMAN = re.compile(r"\b(human|agent|person|representative|operator|someone real)\b", re.IGNORECASE)
-_GOODBYE = re.compile(r"\b(good-?\s*bye|bye|hang\s*up)\b", re.IGNORECASE)
-_SAY = re.compile(r"\bsay\b[:,]?\s*[\"“']([^\"”]+?)[\"”']", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -234,7 +231,9 @@ class _Context:
 
 
 @dataclass(order=True)
-class _Timer:
+class Timer:
+    """Something a session does at time ``t`` (``seq`` keeps the order of timers set for the same time)."""
+
     t: float
     seq: int
     fn: Callable[[float], None] = field(compare=False)
@@ -290,7 +289,7 @@ class EmulatorSession:
         self.closed = False
         self._out: list[Action] = []
         self._seq = itertools.count()
-        self._timers: list[_Timer] = []
+        self._timers: list[Timer] = []
         # conversation
         self._order: list[str] = []
         self._items: dict[str, dict[str, Any]] = {}
@@ -305,7 +304,7 @@ class EmulatorSession:
         self._vad_offset_ms = 0.0
         self._speech_item: str | None = None
         self._speech_start_ms = 0.0
-        self._idle: _Timer | None = None
+        self._idle: Timer | None = None
         # responses
         self._run: _Run | None = None
         self._responses = 0
@@ -316,13 +315,18 @@ class EmulatorSession:
 
     @property
     def expires_at(self) -> int:
-        return int(self.wall0 + self.settings.session_max_s)
+        return int(self.wall0 + self._cap_s)
+
+    @property
+    def _cap_s(self) -> float:
+        cap = self.settings.session_max_s
+        return self.dialect.capabilities.session_cap_s if cap is None else cap
 
     def open(self) -> list[Action]:
         """``session.created`` (unsolicited, right after the upgrade) and the session's own timers."""
         faults = self.settings.faults
         self._send(self.wire.event("session.created", session=self._echo()), self.t0)
-        self._at(self.t0 + self.settings.session_max_s, self._expire)
+        self._at(self.t0 + self._cap_s, self._expire)
         if faults.drop_after_s is not None:
             self._at(self.t0 + faults.drop_after_s, lambda t: self._abort(f"drop_after_s={faults.drop_after_s}", t))
         return self._flush()
@@ -420,8 +424,8 @@ class EmulatorSession:
         self._timers.clear()
         self._run = None
 
-    def _at(self, t: float, fn: Callable[[float], None]) -> _Timer:
-        timer = _Timer(t, next(self._seq), fn)
+    def _at(self, t: float, fn: Callable[[float], None]) -> Timer:
+        timer = Timer(t, next(self._seq), fn)
         heapq.heappush(self._timers, timer)
         return timer
 
@@ -457,7 +461,7 @@ class EmulatorSession:
         return self.wire.session(self.session, self.session_id, self.expires_at)
 
     def _expire(self, t: float) -> None:
-        minutes = f"{self.settings.session_max_s / 60:g}"
+        minutes = f"{self._cap_s / 60:g}"
         self._error("session_expired", f"Your session hit the maximum duration of {minutes} minutes.", t)
         self._close(1001, "session expired", t)
 
@@ -839,9 +843,9 @@ class EmulatorSession:
         text: str | None = reply.text if reply is not None else None
         tool = reply.tool_call if reply is not None else None
         if text is None and tool is None:
-            said = _SAY.search(params.instructions or "")
-            if said:
-                text = said.group(1)
+            said = rules.said(params.instructions)
+            if said is not None:
+                text = said
             elif ctx is not None and ctx.kind in ("turn", "text"):
                 text, tool_name = self._rules(ctx.text)
                 if tool_name is not None:
@@ -850,12 +854,12 @@ class EmulatorSession:
                     outputs.append(self._function_call(len(outputs), tool_name, args))
                     return outputs
             elif ctx is not None and ctx.kind == "function_output":
-                text = f"Thanks for waiting. The result is: {ctx.text}"
+                text = rules.result(ctx.text)
             elif ctx is not None and ctx.kind == "idle":
-                text = "Are you still there?"
+                text = rules.STILL_THERE
             else:
                 heard = self._input_text(params.input)
-                text = f"I heard you say: {heard}." if heard else self.settings.greeting
+                text = rules.echo(heard) if heard else self.settings.greeting
         outputs = [] if text is None else [self._message(0, text, modality, fmt, reply)]
         if tool is not None:
             outputs.append(self._function_call(len(outputs), tool.name, tool.arguments))
@@ -863,11 +867,7 @@ class EmulatorSession:
 
     def _rules(self, transcript: str) -> tuple[str | None, str | None]:
         """(spoken text, tool name) for a caller transcript: transfer, hang up, or echo."""
-        if self.view.tool("transfer_to_human") is not None and _HUMAN.search(transcript):
-            return None, "transfer_to_human"
-        if self.view.tool("end_call") is not None and _GOODBYE.search(transcript):
-            return "Thank you for calling. Goodbye!", "end_call"
-        return f"I heard you say: {transcript}.", None
+        return rules.answer(transcript, lambda name: self.view.tool(name) is not None)
 
     @staticmethod
     def _input_text(items: tuple[Any, ...] | None) -> str:
@@ -899,23 +899,7 @@ class EmulatorSession:
         )
 
     def _voice(self, text: str, rate: int, reply: Reply | None) -> bytes:
-        s = self.settings
-        ms = reply.duration_ms if reply is not None and reply.duration_ms else None
-        ms = ms or voice.reply_duration_ms(
-            text, ms_per_char=s.ms_per_char, min_ms=s.min_reply_ms, max_ms=s.max_reply_ms
-        )
-        wav = reply.wav if reply is not None and reply.wav else None
-        if wav is None and s.wav_path and not (reply is not None and (reply.tone_hz or reply.silence)):
-            wav = s.wav_path
-        if wav is not None:
-            try:
-                return voice.load_wav(wav, rate)
-            except (OSError, ValueError, EOFError) as exc:
-                log.warning("emulator: cannot use %s (%s); replying with a tone", wav, exc)
-        if (reply is not None and reply.silence) or (s.reply_audio == "silence" and reply is None):
-            return voice.silence(ms, rate)
-        hz = reply.tone_hz if reply is not None and reply.tone_hz else s.tone_hz
-        return voice.tone(hz, ms, rate, dbfs=s.tone_dbfs)
+        return voice.speak(self.settings, text, rate, reply)
 
     def _schedule(self, run: _Run, t0: float) -> None:
         """Lay out the response's events in time (docs/protocol.md, "A response")."""
