@@ -608,8 +608,9 @@ class LiveSession:
         heard = turn.hears if turn is not None and turn.hears else f"[caller speech {(end - start) / 1000:.1f} s]"
         self.record.transcripts.append({"item_id": "", "text": heard, "audio_ms": round(end - start)})
         s = self.settings
-        self._at(t + s.scaled(s.transcript_delay_ms), lambda tt: self._transcribe(heard, start, end, tt))
-        self._answer(heard, turn.reply if turn is not None else None, t)
+        heard_at = t + s.scaled(s.transcript_delay_ms)
+        self._at(heard_at, lambda tt: self._transcribe(heard, start, end, tt))
+        self._answer(heard, turn.reply if turn is not None else None, heard_at)  # it answers what it transcribed
 
     def _transcribe(self, text: str, start_ms: float, end_ms: float, t: float) -> None:
         words = text.split(" ")
