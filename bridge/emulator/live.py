@@ -38,35 +38,27 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import orjson
 import pybase64
 
 from bridge.emulator import rules, voice
 from bridge.emulator.annotations import Annotations, Reply, ToolCall
+from bridge.emulator.config import value_at
 from bridge.emulator.faults import Settings
 from bridge.emulator.formats import FORMATS, PCM16_RATE, WireFormat
-from bridge.emulator.session import ELIDED, Abort, Action, AudioSegment, Close, Send, SendRaw, SessionRecord, Timer
+from bridge.emulator.session import ELIDED, Action, AudioSegment, Handler, SessionCore, SessionRecord, Timer
 from bridge.emulator.vad import EnergyVad
 from bridge.emulator.wire import Ids
 from bridge.realtime.dialects import Dialect, LiveService
-from bridge.realtime.dialects.schema import ClientError, Obj, merge
+from bridge.realtime.dialects.schema import ClientError, merge
 
 VAD_THRESHOLD = 0.5  # Live's own turn-taking, as the emulator plays it
 VAD_PADDING_MS = 300.0
 VAD_SILENCE_MS = 500.0
 MAX_FIXTURE_MS = 30_000.0  # session.output_audio.fixture.play: up to 30 s of PCM16 at 24 kHz
 CLOSE_BAD_MODEL = 4000
-Handler = Callable[["LiveSession", dict[str, Any], float, str | None], None]
-
-
-def _get(obj: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(key)
-    return obj
 
 
 def live_model(model: str) -> bool:
@@ -143,8 +135,11 @@ class _Delegation:
     waiting: bool = True  # its latest response called tools that await outputs
 
 
-class LiveSession:
+class LiveSession(SessionCore):
     """The state machine of one Live connection. See the module docstring."""
+
+    unknown_event_type = "session.emulator_unknown"
+    wire: LiveWire
 
     def __init__(
         self,
@@ -159,29 +154,15 @@ class LiveSession:
         record: SessionRecord | None = None,
         model_ok: Callable[[str], bool] | None = None,
     ) -> None:
-        self.dialect = dialect
-        self.settings = settings or Settings()
-        self.ids = ids or Ids(self.settings.seed)
+        super().__init__(dialect, settings, now=now, wall=wall, annotations=annotations, ids=ids)
         self.wire = LiveWire(dialect, self.ids)
         self.service = self.wire.service
-        envelopes = self.service.client_envelopes
-        self._dispatch: dict[str, tuple[Obj, Handler]] = {
-            wire: (envelopes[key], self._handlers[key]) for key, wire in dialect.client_events.items()
-        }
-        self._append_type = dialect.append.event_type
-        self._audio_field = dialect.append.audio_field
         self._model_ok = model_ok or (lambda m: bool(m))
-        self.annotations = annotations or Annotations()
-        self.t0, self.wall0 = now, wall
         self.session_id = self.ids.session()
         self.config: dict[str, Any] = self.service.session_defaults(model or dialect.default_model)
         self.record = record or SessionRecord(self.session_id, dialect.name, self.model)
         self.record.id, self.record.model = self.session_id, self.model
         self.record.settings = self.settings.as_dict()
-        self.closed = False
-        self._out: list[Action] = []
-        self._seq = itertools.count()
-        self._timers: list[Timer] = []
         self._started_at: float | None = None
         # input
         self._appended_ms = 0.0
@@ -210,17 +191,8 @@ class LiveSession:
         return str(self.config.get("model") or "")
 
     @property
-    def expires_at(self) -> int:
-        return int(self.wall0 + self._cap_s)
-
-    @property
-    def _cap_s(self) -> float:
-        cap = self.settings.session_max_s
-        return self.dialect.capabilities.session_cap_s if cap is None else cap
-
-    @property
     def format(self) -> WireFormat:
-        return FORMATS[self.dialect.format_name(_get(self.config, self.service.session_paths["format"])) or "pcm16"]
+        return FORMATS[self.dialect.format_name(value_at(self.config, self.service.session_paths["format"])) or "pcm16"]
 
     def open(self) -> list[Action]:
         """Nothing is sent before ``session.start``; the connection's own timers start now."""
@@ -229,98 +201,27 @@ class LiveSession:
             self._at(self.t0 + drop, lambda t: self._abort(f"drop_after_s={drop}", t))
         return self._flush()
 
-    def refuse(
-        self, code: str, message: str, close_code: int, *, error_type: str = "invalid_request_error"
-    ) -> list[Action]:
-        """A fatal error at connect time: error, then close."""
-        self._error(code, message, self.t0, error_type=error_type)
-        self._close(close_code, message, self.t0)
-        return self._flush()
-
-    def receive(self, text: str | bytes, now: float) -> list[Action]:
-        self._advance(now)
-        if not self.closed:
-            self._handle(text, now)
-            self._advance(now)
-        return self._flush()
-
-    def advance(self, now: float) -> list[Action]:
-        self._advance(now)
-        return self._flush()
-
     def next_deadline(self) -> float | None:
         if self.closed:
             return None
         self._drop_cancelled()
         return self._timers[0].t if self._timers else None
 
-    def inject(self, kind: str, now: float, **opts: Any) -> list[Action]:
-        """A fault right now (the control API): drop, error, unknown_event, malformed_json, expire, close."""
-        self._advance(now)
-        if self.closed:
-            return self._flush()
-        if kind == "drop":
-            self._abort("injected drop", now)
-        elif kind == "error":
-            code = str(opts.get("code", "server_error"))
-            error_type = str(opts.get("type", code if code == "server_error" else "invalid_request_error"))
-            message = str(opts.get("message", "The server had an error while processing your request."))
-            self._error(code, message, now, error_type=error_type)
-        elif kind == "unknown_event":
-            self._send(
-                {"type": str(opts.get("event_type", "session.emulator_unknown")), "event_id": self.ids.event()}, now
-            )
-        elif kind == "malformed_json":
-            self._raw(str(opts.get("text", '{"type":"' + self.dialect.wire("audio.delta") + '","delta":"AAAA')), now)
-        elif kind == "expire":
-            self._end("expired", now)
-        elif kind == "close":
-            self._close(int(opts.get("code", 1000)), str(opts.get("reason", "")), now)
-        else:
-            raise ValueError(f"unknown fault {kind!r}")
-        return self._flush()
-
-    def annotate(self, obj: Any) -> None:
-        self.annotations.extend(obj)
-
     # ---------------------------------------------------------------------------------------------------------
     # Plumbing
 
-    def _flush(self) -> list[Action]:
-        out, self._out = self._out, []
-        return out
-
-    def _send(self, event: dict[str, Any], t: float) -> None:
-        if not self.closed:
-            self.record.log("out", t, event)
-            self._out.append(Send(event))
-
-    def _raw(self, text: str, t: float) -> None:
-        if not self.closed:
-            self.record.log("raw", t, text)
-            self._out.append(SendRaw(text))
-
-    def _close(self, code: int, reason: str, t: float) -> None:
-        if not self.closed:
-            self._out.append(Close(code, reason))
-            self._closed(code, reason)
-
-    def _abort(self, reason: str, t: float) -> None:
-        if not self.closed:
-            self._out.append(Abort(reason))
-            self._closed(1006, reason)
-
-    def _closed(self, code: int, reason: str) -> None:
-        self.closed = True
-        self.record.closed, self.record.close_code, self.record.close_reason = True, code, reason
-        self._timers.clear()
+    def _stopped(self) -> None:
         self._queue.clear()
         self._speaking = None
 
-    def _at(self, t: float, fn: Callable[[float], None]) -> Timer:
-        timer = Timer(t, next(self._seq), fn)
-        heapq.heappush(self._timers, timer)
-        return timer
+    def _expire(self, t: float) -> None:
+        self._end("expired", t)
+
+    def _admit(self, kind: str) -> None:
+        if self._started_at is None and kind != self.dialect.client_events["session.start"]:
+            raise ClientError(
+                "session_not_started", "Send session.start and wait for session.started before other commands."
+            )
 
     def _drop_cancelled(self) -> None:
         while self._timers and self._timers[0].cancelled:
@@ -336,19 +237,6 @@ class LiveSession:
         if not self.closed and self.settings.speed <= 0:
             self._speak_at_once(now)
 
-    def _error(
-        self,
-        code: str,
-        message: str,
-        t: float,
-        *,
-        param: str | None = None,
-        error_type: str = "invalid_request_error",
-        client_event_id: str | None = None,
-    ) -> None:
-        event = self.wire.error(code, message, param=param, error_type=error_type, client_event_id=client_event_id)
-        self._send(event, t)
-
     def _resource(self) -> dict[str, Any]:
         return self.service.session_resource(self.config, self.session_id, self.expires_at)
 
@@ -359,55 +247,21 @@ class LiveSession:
     def _usage(self) -> dict[str, Any]:
         return self.service.usage(self._timeline_ms() / 1000.0)
 
-    def _end(self, reason: str, t: float, event_id: str | None = None) -> None:
+    def _end(self, reason: str, t: float) -> None:
         """``session.closed`` with the final snapshot and usage, then a clean close."""
-        self._acknowledge("session.closed", t, event_id, reason=reason, session=self._resource(), usage=self._usage())
+        self._acknowledge("session.closed", t, reason=reason, session=self._resource(), usage=self._usage())
         self._close(1000, f"session closed: {reason}", t)
 
     # ---------------------------------------------------------------------------------------------------------
     # Client events
 
-    def _handle(self, text: str | bytes, t: float) -> None:
-        try:
-            obj = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            self.record.log("in", t, {"type": "<invalid json>", "text": str(text)[:200]})
-            self._error("invalid_json", f"Invalid JSON in client event: {exc}", t)
-            return
-        if not isinstance(obj, dict):
-            self._error("invalid_type", "Invalid type for client event: expected an object.", t)
-            return
-        kind = obj.get("type")
-        append = kind == self._append_type
-        self.record.log("in", t, {**obj, self._audio_field: ELIDED} if append else obj)
-        event_id = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
-        try:
-            if not isinstance(kind, str):
-                raise ClientError("missing_required_parameter", "Missing required parameter: 'type'.", "type")
-            entry = self._dispatch.get(kind)
-            if entry is None:
-                raise ClientError(
-                    "invalid_value",
-                    f"Invalid value: '{kind}'. Supported values are: "
-                    + ", ".join(f"'{k}'" for k in self._dispatch)
-                    + ".",
-                    "type",
-                )
-            envelope, handler = entry
-            checked = envelope.check(obj, "")
-            if self._started_at is None and kind != self.dialect.client_events["session.start"]:
-                raise ClientError(
-                    "session_not_started", "Send session.start and wait for session.started before other commands."
-                )
-            handler(self, checked, t, event_id)
-        except ClientError as exc:
-            self._error(exc.code, exc.message, t, param=exc.param, error_type=exc.error_type, client_event_id=event_id)
-
-    def _acknowledge(self, canonical: str, t: float, event_id: str | None, **fields: Any) -> None:
+    def _acknowledge(self, canonical: str, t: float, **fields: Any) -> None:
+        """A server event answering the client event being handled (``client_event_id`` when it had an id)."""
+        event_id = self._event_id
         extra = {"client_event_id": event_id} if event_id else {}
         self._send(self.wire.event(canonical, **fields, **extra), t)
 
-    def _on_start(self, ev: dict[str, Any], t: float, event_id: str | None) -> None:
+    def _on_start(self, ev: dict[str, Any], t: float) -> None:
         if self._started_at is not None:
             raise ClientError("session_already_started", "The session has already started.", "type")
         schema = self.service.session_schema
@@ -416,24 +270,24 @@ class LiveSession:
         model = str(config["model"])
         if not live_model(model) or not self._model_ok(model):
             code, message = "invalid_model", f"The model '{model}' is not a Live model or you do not have access to it."
-            self._error(code, message, t, param="session.model", client_event_id=event_id)
+            self._error(code, message, t, param="session.model", client_event_id=self._event_id)
             self._close(CLOSE_BAD_MODEL, message, t)
             return
         self.config = config
         self.record.model = model
         self._started_at = t
-        self._acknowledge("session.started", t, event_id, session=self._resource())
+        self._acknowledge("session.started", t, session=self._resource())
         self._vad = EnergyVad(
             self.format.rate,
             threshold=VAD_THRESHOLD,
             prefix_padding_ms=VAD_PADDING_MS,
             silence_duration_ms=VAD_SILENCE_MS,
         )
-        self._at(t + self._cap_s, lambda tt: self._end("expired", tt))
+        self._at(t + self._cap_s, self._expire)
         if self.settings.speed > 0:
             self._tick = self._at(t, self._on_tick)
 
-    def _on_update(self, ev: dict[str, Any], t: float, event_id: str | None) -> None:
+    def _on_update(self, ev: dict[str, Any], t: float) -> None:
         schema = self.service.update_schema
         update = schema.check(ev["session"], "session")
         delegation = update.get("delegation")
@@ -449,9 +303,9 @@ class LiveSession:
             self.config["delegation"] = delegation
         if "triggers" in update:
             self.config["triggers"] = update["triggers"]
-        self._acknowledge("session.updated", t, event_id, session=self._resource())
+        self._acknowledge("session.updated", t, session=self._resource())
 
-    def _on_append(self, ev: dict[str, Any], t: float, event_id: str | None) -> None:
+    def _on_append(self, ev: dict[str, Any], t: float) -> None:
         try:
             data = pybase64.b64decode(ev[self._audio_field], validate=True)
         except (binascii.Error, ValueError):
@@ -481,13 +335,13 @@ class LiveSession:
             else:
                 self._caller_stopped(e.ms, t)
 
-    def _on_mute(self, ev: dict[str, Any], t: float, event_id: str | None) -> None:
+    def _on_mute(self, ev: dict[str, Any], t: float) -> None:
         self._muted = True
-        self._acknowledge("input.muted", t, event_id)
+        self._acknowledge("input.muted", t)
 
-    def _on_unmute(self, ev: dict[str, Any], t: float, event_id: str | None) -> None:
+    def _on_unmute(self, ev: dict[str, Any], t: float) -> None:
         self._muted = False
-        self._acknowledge("input.unmuted", t, event_id)
+        self._acknowledge("input.unmuted", t)
 
     def _fixture_active(self) -> bool:
         return any(s.kind == "fixture" for s in (self._speaking, *self._queue) if s is not None)
@@ -502,18 +356,18 @@ class LiveSession:
             )
         return str(ev["content"])
 
-    def _on_instructions(self, ev: dict[str, Any], t: float, event_id: str | None) -> None:
+    def _on_instructions(self, ev: dict[str, Any], t: float) -> None:
         self._context(ev)
-        self._acknowledge("instructions.appended", t, event_id, start_ms=int(self._out_ms), end_ms=int(self._out_ms))
+        self._acknowledge("instructions.appended", t, start_ms=int(self._out_ms), end_ms=int(self._out_ms))
 
-    def _on_thinking(self, ev: dict[str, Any], t: float, event_id: str | None) -> None:
+    def _on_thinking(self, ev: dict[str, Any], t: float) -> None:
         content = self._context(ev)
-        self._acknowledge("thinking.appended", t, event_id, start_ms=int(self._out_ms), end_ms=int(self._out_ms))
+        self._acknowledge("thinking.appended", t, start_ms=int(self._out_ms), end_ms=int(self._out_ms))
         self._answer(content, None, t)
 
-    def _on_commentary(self, ev: dict[str, Any], t: float, event_id: str | None) -> None:
+    def _on_commentary(self, ev: dict[str, Any], t: float) -> None:
         content = self._context(ev)
-        self._acknowledge("commentary.appended", t, event_id, start_ms=int(self._out_ms), end_ms=int(self._out_ms))
+        self._acknowledge("commentary.appended", t, start_ms=int(self._out_ms), end_ms=int(self._out_ms))
         said = rules.said(content)
         reply = None if said is not None or self._had_turn else self.annotations.take_greeting()
         if said is not None:
@@ -524,7 +378,7 @@ class LiveSession:
             text = content if self._had_turn else self.settings.greeting
         self._say(text, reply, "commentary", t)
 
-    def _on_fixture(self, ev: dict[str, Any], t: float, event_id: str | None) -> None:
+    def _on_fixture(self, ev: dict[str, Any], t: float) -> None:
         try:
             pcm = pybase64.b64decode(ev["audio"], validate=True)
         except (binascii.Error, ValueError):
@@ -540,12 +394,12 @@ class LiveSession:
         self._interrupt(t, "fixture")
         pcm = voice.resample_linear(pcm, PCM16_RATE, fmt.rate)
         self._queue_speech("fixture", "", pcm, fmt, t)
-        self._acknowledge("fixture.playing", t, event_id)
+        self._acknowledge("fixture.playing", t)
 
-    def _on_decision(self, ev: dict[str, Any], t: float, event_id: str | None) -> None:
+    def _on_decision(self, ev: dict[str, Any], t: float) -> None:
         raise ClientError("decisions_not_enabled", "Decision commands require Decisions delegation.", "type")
 
-    def _on_item_create(self, ev: dict[str, Any], t: float, event_id: str | None) -> None:
+    def _on_item_create(self, ev: dict[str, Any], t: float) -> None:
         self._require_responses()
         item = self.service.item_schema.check(ev["item"], "item")
         if item["type"] != "function_call_output":
@@ -557,7 +411,7 @@ class LiveSession:
         output = item["output"]
         delegation.outputs[call_id] = output if isinstance(output, str) else orjson.dumps(output).decode()
 
-    def _on_response_create(self, ev: dict[str, Any], t: float, event_id: str | None) -> None:
+    def _on_response_create(self, ev: dict[str, Any], t: float) -> None:
         self._require_responses()
         waiting = [d for d in self._delegations.values() if d.waiting]
         if not waiting:
@@ -571,11 +425,11 @@ class LiveSession:
         ready = t + self.settings.scaled(self.settings.response_latency_ms)
         self._at(ready, lambda tt: self._backend_answer(delegation, rules.result(outputs), tt))
 
-    def _on_close(self, ev: dict[str, Any], t: float, event_id: str | None) -> None:
-        self._end("close_requested", t, event_id)
+    def _on_close(self, ev: dict[str, Any], t: float) -> None:
+        self._end("close_requested", t)
 
     # canonical client key (the dialect's client_events) -> handler
-    _handlers: Mapping[str, Handler] = {
+    _handlers: ClassVar[Mapping[str, Handler]] = {
         "session.start": _on_start,
         "session.update": _on_update,
         "input.append": _on_append,
@@ -632,7 +486,7 @@ class LiveSession:
             raise ClientError("invalid_request_error", "This command requires Responses delegation.", "type")
 
     def _has_tool(self, name: str) -> bool:
-        tools = _get(self.config, self.service.session_paths["tools"]) or ()
+        tools = value_at(self.config, self.service.session_paths["tools"]) or ()
         return self._delegation_type() == "responses" and any(
             isinstance(tool, Mapping) and tool.get("name") == name for tool in tools
         )
@@ -763,7 +617,7 @@ class LiveSession:
         if deltas != f.fault_after_deltas:
             return
         if f.unknown_event == n:
-            self._send({"type": "session.emulator_unknown", "event_id": self.ids.event()}, t)
+            self._send({"type": self.unknown_event_type, "event_id": self.ids.event()}, t)
         if f.malformed_json == n:
             self._raw('{"type":"' + self.dialect.wire("audio.delta") + '","delta":"AAAA', t)
         if f.invalid_base64_delta == n:
@@ -792,7 +646,7 @@ class LiveSession:
 
     def _response(self, response_id: str, status: str, output: list[dict[str, Any]], tokens: int) -> dict[str, Any]:
         """A Responses ``response`` object as its lifecycle events carry it."""
-        responses = _get(self.config, ("delegation", "responses")) or {}
+        responses = value_at(self.config, ("delegation", "responses")) or {}
         body: dict[str, Any] = {
             "id": response_id,
             "object": "response",

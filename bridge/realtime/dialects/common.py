@@ -194,18 +194,23 @@ def _item_added(e: Mapping[str, Any]) -> Sequence[ev.Event]:
     )
 
 
+def token_usage(response: Mapping[str, Any]) -> ev.Usage | None:
+    """A response object's token counts (Realtime's ``response.done``, the Responses API's lifecycle events)."""
+    usage = response.get("usage")
+    if not isinstance(usage, Mapping):
+        return None
+    return ev.Usage(
+        total_tokens=_i(usage, "total_tokens"),
+        input_tokens=_i(usage, "input_tokens"),
+        output_tokens=_i(usage, "output_tokens"),
+    )
+
+
 def _response_done(e: Mapping[str, Any]) -> Sequence[ev.Event]:
     resp = _m(e, "response")
     details = _m(resp, "status_details")
-    usage_raw = resp.get("usage")
-    usage = None
-    if isinstance(usage_raw, Mapping):
-        usage = ev.Usage(
-            total_tokens=_i(usage_raw, "total_tokens"),
-            input_tokens=_i(usage_raw, "input_tokens"),
-            output_tokens=_i(usage_raw, "output_tokens"),
-        )
     reason = details.get("reason") or _m(details, "error").get("code")
+    usage = token_usage(resp)
     return (ev.ResponseDone(response_id=_s(resp, "id"), status=_s(resp, "status"), reason=reason, usage=usage),)
 
 
@@ -222,19 +227,24 @@ def _rate_limits(e: Mapping[str, Any]) -> Sequence[ev.Event]:
     return (ev.RateLimits(limits=limits),)
 
 
+def error_event(err: Mapping[str, Any], event_id: Any, fatal: frozenset[str] = frozenset()) -> ev.ErrorEvent:
+    """An ``error`` event's ``error`` object, classified (a ``fatal`` code is never retryable), its message
+    redacted; ``event_id`` names the client event it answers."""
+    code = _s(err, "code")
+    error_class, retryable = classify_server_error(_s(err, "type"), code or None)
+    return ev.ErrorEvent(
+        error_class=error_class,
+        code=code or _s(err, "type"),
+        message=redact(_s(err, "message")),
+        param=err.get("param"),
+        event_id=event_id,
+        retryable=retryable and code not in fatal,
+    )
+
+
 def _error(e: Mapping[str, Any]) -> Sequence[ev.Event]:
     err = _m(e, "error")
-    error_class, retryable = classify_server_error(_s(err, "type"), err.get("code"))
-    return (
-        ev.ErrorEvent(
-            error_class=error_class,
-            code=_s(err, "code") or _s(err, "type"),
-            message=redact(_s(err, "message")),
-            param=err.get("param"),
-            event_id=err.get("event_id"),
-            retryable=retryable,
-        ),
-    )
+    return (error_event(err, err.get("event_id")),)
 
 
 def _audio_delta(e: Mapping[str, Any]) -> Sequence[ev.Event]:

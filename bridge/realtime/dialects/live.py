@@ -31,7 +31,7 @@ import orjson
 
 from bridge import events as ev
 from bridge.audio.wire import AppendTemplate, decode_b64
-from bridge.errors import DialectFieldError, classify_server_error, redact
+from bridge.errors import DialectFieldError
 from bridge.realtime.dialects import common
 from bridge.realtime.dialects.base import (
     G711_ALAW,
@@ -376,18 +376,7 @@ def _closed(e: Mapping[str, Any]) -> Sequence[ev.Event]:
 
 def _error(e: Mapping[str, Any]) -> Sequence[ev.Event]:
     err = _m(e, "error")
-    code = _s(err, "code")
-    error_class, retryable = classify_server_error(_s(err, "type"), code)
-    return (
-        ev.ErrorEvent(
-            error_class=error_class,
-            code=code or _s(err, "type"),
-            message=redact(_s(err, "message")),
-            param=err.get("param"),
-            event_id=err.get("client_event_id") or e.get("client_event_id"),
-            retryable=retryable and code not in FATAL_CODES,
-        ),
-    )
+    return (common.error_event(err, err.get("client_event_id") or e.get("client_event_id"), FATAL_CODES),)
 
 
 def _ignore(e: Mapping[str, Any]) -> Sequence[ev.Event]:
@@ -400,15 +389,8 @@ def _ignore(e: Mapping[str, Any]) -> Sequence[ev.Event]:
 
 def _response_done(key: str, inner: Mapping[str, Any]) -> Sequence[ev.Event]:
     resp = _m(inner, "response")
-    usage_raw = resp.get("usage")
-    usage = None
-    if isinstance(usage_raw, Mapping):
-        usage = ev.Usage(
-            total_tokens=_i(usage_raw, "total_tokens"),
-            input_tokens=_i(usage_raw, "input_tokens"),
-            output_tokens=_i(usage_raw, "output_tokens"),
-        )
     reason = _m(resp, "incomplete_details").get("reason") or _m(resp, "error").get("code")
+    usage = common.token_usage(resp)
     return (ev.ResponseDone(response_id=key, status=_s(resp, "status"), reason=reason, usage=usage),)
 
 
