@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from openai.types.live import ServerEvent
+from openai.types.live import ClientEventParam, ServerEvent
 from openai.types.responses import ResponseStreamEvent
+from pydantic import TypeAdapter, ValidationError
 
 from bridge import events as bev
 from bridge.dialplan import BUILTIN_TOOLS
@@ -226,6 +227,7 @@ def test_commentary_greets_with_timed_words_and_the_meant_tone(oracle: Any) -> N
     assert peak_hz(pcm[voiced[0] : voiced[-1]].tobytes(), 16000) == pytest.approx(440, abs=2)
     (usage,) = d.of_type("session.usage.updated")
     assert usage["usage"]["seconds"] == pytest.approx(1.5, abs=0.11)
+    assert d.of_type("error") == []  # every command the bridge sent was accepted
     check_all(d, oracle)
 
 
@@ -245,6 +247,7 @@ def test_a_caller_turn_is_transcribed_with_timings_and_answered(oracle: Any) -> 
     assert [r["status"] for r in d.s.record.responses] == ["completed"]
     caller = [e for e in d.decoded() if isinstance(e, bev.CallerTranscript)]
     assert all(c.start_ms is not None and c.end_ms is not None and not c.final for c in caller)
+    assert d.of_type("error") == []  # every command the bridge sent was accepted
     check_all(d, oracle)
 
 
@@ -262,6 +265,7 @@ def test_the_caller_speaking_over_the_model_stops_it(oracle: Any) -> None:
     assert 1.0 < cut_at < 1.2  # within one delta of the caller's onset (plus the VAD's 60 ms)
     tail = np.frombuffer(d.output_pcm()[before:], dtype="<i2")[int(0.3 * 24000) :]
     assert np.all(tail[: int(0.5 * 24000)] == 0)  # then silence: the model stopped itself
+    assert d.of_type("error") == []  # every command the bridge sent was accepted
     check_all(d, oracle)
 
 
@@ -310,6 +314,7 @@ def test_keys_and_notes_go_in_as_text(oracle: Any) -> None:
     d.stream(b"", until=6.0)
     said = "".join(e["delta"] for e in d.of_type("session.output_transcript.delta"))
     assert said == "I heard you say: The caller pressed the key 1 on the phone keypad.."
+    assert d.of_type("error") == []  # every command the bridge sent was accepted
     check_all(d, oracle)
 
 
@@ -328,6 +333,7 @@ def test_g711_passes_through_both_ways(oracle: Any) -> None:
     pcm = audioop.ulaw2lin(d.output_pcm(), 2)
     voiced = np.flatnonzero(np.abs(np.frombuffer(pcm, dtype="<i2")) > 1000)
     assert peak_hz(pcm[2 * voiced[0] : 2 * voiced[-1]], 8000) == pytest.approx(700, abs=5)
+    assert d.of_type("error") == []  # every command the bridge sent was accepted
     check_all(d, oracle)
 
 
@@ -374,3 +380,26 @@ def test_faults_fire_in_the_nth_thing_said(fault: str, check: Any) -> None:
     d.command(bev.CreateResponse(instructions="Greet."))
     d.stream(b"", until=1.5)
     assert check(d)
+
+
+@pytest.mark.parametrize(
+    ("event", "code", "param"),
+    [
+        ({"type": "session.commentary.append", "content": "Hi."}, "missing_required_parameter", "delegation_id"),
+        ({"type": "session.thinking.append", "content": 5, "delegation_id": None}, "invalid_type", "content"),
+        ({"type": "session.input_audio.append"}, "missing_required_parameter", "audio"),
+        ({"type": "response.item.create"}, "missing_required_parameter", "item"),
+    ],
+)
+def test_a_client_event_the_sdk_refuses_gets_lives_error_envelope(
+    oracle: Any, event: dict[str, Any], code: str, param: str
+) -> None:
+    """What the SDK's client-event union (its request shapes) refuses, the emulator refuses by name."""
+    with pytest.raises(ValidationError):
+        TypeAdapter(ClientEventParam).validate_python(event)
+    d = Driver()
+    d.start()
+    d.raw({**event, "event_id": "evt_bad"})
+    error = d.of_type("error")[-1]["error"]
+    assert (error["code"], error["param"], error["client_event_id"]) == (code, param, "evt_bad")
+    check_all(d, oracle)
