@@ -386,6 +386,8 @@ class LiveSession(SessionCore):
                 "invalid_value", "Invalid 'audio'. Expected base64-encoded audio bytes.", "audio"
             ) from None
         pcm = pcm[: len(pcm) // 2 * 2]
+        if not pcm:
+            raise ClientError("invalid_value", "An audio fixture needs audio.", "audio")
         if len(pcm) / 2 / PCM16_RATE * 1000.0 > MAX_FIXTURE_MS:
             raise ClientError("invalid_value", "An audio fixture can last at most 30 seconds.", "audio")
         if self._fixture_active():
@@ -516,6 +518,8 @@ class LiveSession(SessionCore):
         self, kind: Literal["reply", "commentary", "fixture"], text: str, pcm: bytes, fmt: WireFormat, ready: float
     ) -> None:
         chunks, chunk_ms = voice.wire_chunks(pcm, fmt.rate, self.settings.delta_ms, fmt.from_pcm16)
+        if not chunks:
+            return  # nothing to play
         words = text.split(" ") if text else []
         slots: list[list[str]] = [[] for _ in chunks]
         for j, word in enumerate(words):

@@ -403,3 +403,18 @@ def test_a_client_event_the_sdk_refuses_gets_lives_error_envelope(
     error = d.of_type("error")[-1]["error"]
     assert (error["code"], error["param"], error["client_event_id"]) == (code, param, "evt_bad")
     check_all(d, oracle)
+
+
+def test_a_fixture_plays_through_the_output_and_is_acknowledged(oracle: Any) -> None:
+    d = Driver()
+    d.start()
+    clip = speech(0.5, 24000)
+    d.raw({"type": "session.output_audio.fixture.play", "audio": base64.b64encode(clip).decode(), "event_id": "evt_f"})
+    d.raw({"type": "session.output_audio.fixture.play", "audio": "", "event_id": "evt_e"})
+    d.command(bev.AddText("Please hold."))  # rejected while the fixture plays
+    d.stream(b"", until=1.0)
+    kinds = [e["type"] for e in d.events if "fixture" in e["type"] or e["type"] == "error"]
+    assert kinds == ["session.output_audio.fixture.playing", "error", "error", "session.output_audio.fixture.played"]
+    assert [e["error"]["code"] for e in d.of_type("error")] == ["invalid_value", "fixture_active"]
+    assert np.abs(np.frombuffer(d.output_pcm(), dtype="<i2")).max() > 1000  # the clip went out in the stream
+    check_all(d, oracle)
