@@ -1,4 +1,5 @@
-"""``callbridge bench audio [--json]``: the 8 kHz <-> 24 kHz converters against their anchors, in one run.
+"""``callbridge bench audio [--json]``: the 8 kHz <-> 24 kHz and 8 kHz <-> 16 kHz converters against their anchors,
+in one run.
 
 Every path runs on the same signals, in 20 ms frames, with its state carried from frame to frame:
 
@@ -7,12 +8,14 @@ Every path runs on the same signals, in 20 ms frames, with its state carried fro
 - ``ours_batch32``: `BatchUpsampler` / `BatchDownsampler`, 32 calls per 20 ms tick, µs divided by 32;
 - ``audioop``: stdlib ``audioop.ratecv`` (linear interpolation, no filter);
 - ``soxr_hq``: ``soxr.ResampleStream(quality="HQ")``;
+- ``ours_16k``: `Upsampler16k` / `Downsampler16k` (8 <-> 16 kHz, Live's PCM rate; numpy only), and
+  ``soxr_hq_16k`` its anchor: the same measurements with 16 kHz in place of 24 kHz;
 - ``g711_passthrough``: the G.711 tables only (µs only: nothing is resampled).
 
 Columns:
 
-- ``us_in``: 8k -> 24k of one 20 ms frame, then base64 + the JSON text of ``input_audio_buffer.append``;
-  ``us_out``: base64 decoding of a 20 ms delta, then 24k -> 8k. Median of 9 runs of 500 frames after a warm-up.
+- ``us_in``: 8k -> 24k (or 16k) of one 20 ms frame, then base64 + the JSON text of ``input_audio_buffer.append``;
+  ``us_out``: base64 decoding of a 20 ms delta, then 24k (or 16k) -> 8k. Median of 9 runs of 500 frames after a warm-up.
   All paths use the same wire code (`bridge.audio.wire`); the ``wire/*`` rows compare the wire choices.
   The runs of all paths are interleaved, so a load spike from another process hits them alike.
 - ``alias_db_5020`` / ``alias_db_7020``: a 24 kHz tone at 5020 / 7020 Hz (0.9 of full scale) goes down to 8 kHz;
@@ -61,12 +64,16 @@ from bridge.audio import g711, wire
 from bridge.audio.resample import (
     CUTOFF_HZ,
     DELAY_HIGH,
+    DELAY_HIGH_16K,
     KAISER_BETA,
     NUM_TAPS,
+    NUM_TAPS_16K,
     BatchDownsampler,
     BatchUpsampler,
     Downsampler,
+    Downsampler16k,
     Upsampler,
+    Upsampler16k,
 )
 from bridge.realtime.dialects import GA
 
@@ -74,8 +81,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop  # stdlib until 3.13: an anchor here, never a dependency of the bridge
 
-LOW, HIGH = 8000, 24000
-FRAME_LOW, FRAME_HIGH = 160, 480  # 20 ms (RFC 3551 §4.5)
+LOW, HIGH, HIGH_16K = 8000, 24000, 16000
+FRAME_LOW = 160  # 20 ms (RFC 3551 §4.5)
 LEVEL = 0.9 * 32767
 BATCH = 32
 APPEND = GA.append  # the wire code the bridge runs (its appends are the same text in every Realtime dialect)
@@ -108,6 +115,7 @@ class Path:
     step_in: Callable[[], Callable[[int], None]]
     step_out: Callable[[], Callable[[int], None]]
     calls_per_step: int = 1
+    rate: int = HIGH  # the model's side
 
 
 # -- signals -------------------------------------------------------------------------------------------------
@@ -161,15 +169,15 @@ def db(ratio: float) -> float:
 # -- quality -------------------------------------------------------------------------------------------------
 
 
-def alias_db(down: Callable[[], Convert], freq: float) -> float:
-    ref, _ = stream(down(), frames(tone(1020, HIGH, 1.5), FRAME_HIGH))
-    out, _ = stream(down(), frames(tone(freq, HIGH, 1.5), FRAME_HIGH))
+def alias_db(down: Callable[[], Convert], freq: float, rate: int = HIGH) -> float:
+    ref, _ = stream(down(), frames(tone(1020, rate, 1.5), rate // 50))
+    out, _ = stream(down(), frames(tone(freq, rate, 1.5), rate // 50))
     return db(float(np.mean(steady(ref, LOW) ** 2) / np.mean(steady(out, LOW) ** 2)))
 
 
-def image_db(up: Callable[[], Convert]) -> float:
+def image_db(up: Callable[[], Convert], rate: int = HIGH) -> float:
     out, _ = stream(up(), frames(tone(1020, LOW, 1.5), FRAME_LOW))
-    spec = np.abs(np.fft.rfft(steady(out, HIGH))) ** 2  # 1 s: bin k is k Hz
+    spec = np.abs(np.fft.rfft(steady(out, rate))) ** 2  # 1 s: bin k is k Hz
     return db(spec[:4001].sum() / spec[4001:].sum())
 
 
@@ -178,10 +186,10 @@ def sinad(y: NDArray[np.float64], freq: int) -> float:
     return db(spec.sum() / (spec.sum() - spec[freq]))
 
 
-def sinad_db(up: Callable[[], Convert], down: Callable[[], Convert], freq: int) -> float:
+def sinad_db(up: Callable[[], Convert], down: Callable[[], Convert], freq: int, rate: int = HIGH) -> float:
     hi, _ = stream(up(), frames(tone(freq, LOW, 1.5), FRAME_LOW))
-    lo, _ = stream(down(), frames(tone(freq, HIGH, 1.5), FRAME_HIGH))
-    return min(sinad(steady(hi, HIGH), freq), sinad(steady(lo, LOW), freq))
+    lo, _ = stream(down(), frames(tone(freq, rate, 1.5), rate // 50))
+    return min(sinad(steady(hi, rate), freq), sinad(steady(lo, LOW), freq))
 
 
 def delay_one_way_ms(convert: Convert, rate_in: int, rate_out: int) -> float:
@@ -227,12 +235,16 @@ def _soxr(rate_in: int, rate_out: int) -> Convert:
 
 
 class Inputs:
-    """The frames every path is timed on: speech-band noise at 8 kHz in, model deltas (base64) at 24 kHz."""
+    """The frames every path is timed on: speech-band noise at 8 kHz in, model deltas (base64) at 24 kHz (and at
+    16 kHz for the 16 kHz paths)."""
 
     def __init__(self) -> None:
         self.low = frames(multitone(LOW, 4.0, seed=1), FRAME_LOW)
-        high = frames(multitone(HIGH, 4.0, seed=2), FRAME_HIGH)
-        self.b64_high = [wire.encode_b64(f) for f in high]
+        self.b64 = {
+            rate: [wire.encode_b64(f) for f in frames(multitone(rate, 4.0, seed=2), rate // 50)]
+            for rate in (HIGH, HIGH_16K)
+        }
+        self.b64_high = self.b64[HIGH]
         self.b64_ulaw = [wire.encode_b64(g711.ulaw_encode(f)) for f in self.low]
         self.ticks_low = [[self.low[(i + c) % len(self.low)] for c in range(BATCH)] for i in range(len(self.low))]
         self.ticks_b64 = [
@@ -240,7 +252,9 @@ class Inputs:
         ]
 
 
-def per_call_path(name: str, up: Callable[[], Convert], down: Callable[[], Convert], inp: Inputs) -> Path:
+def per_call_path(
+    name: str, up: Callable[[], Convert], down: Callable[[], Convert], inp: Inputs, rate: int = HIGH
+) -> Path:
     def step_in() -> Callable[[int], None]:
         convert, encode, src, n = up(), APPEND.encode, inp.low, len(inp.low)
 
@@ -250,14 +264,14 @@ def per_call_path(name: str, up: Callable[[], Convert], down: Callable[[], Conve
         return step
 
     def step_out() -> Callable[[int], None]:
-        convert, decode, src, n = down(), wire.decode_b64, inp.b64_high, len(inp.b64_high)
+        convert, decode, src, n = down(), wire.decode_b64, inp.b64[rate], len(inp.b64[rate])
 
         def step(i: int) -> None:
             convert(decode(src[i % n]))
 
         return step
 
-    return Path(name, up, down, step_in, step_out)
+    return Path(name, up, down, step_in, step_out, rate=rate)
 
 
 def batch_path(inp: Inputs) -> Path:
@@ -336,13 +350,13 @@ def quality(path: Path, us: dict[str, float]) -> Row:
     us_in, us_out = us[path.name + " in"], us[path.name + " out"]
     row = Row(path.name, us_in, us_out, us_in + us_out, *([None] * 6))
     if path.up is not None and path.down is not None:
-        up, down = path.up, path.down
-        row.alias_db_5020 = alias_db(down, 5020)
-        row.alias_db_7020 = alias_db(down, 7020)
-        row.image_db = image_db(up)
-        row.sinad_db_1020 = sinad_db(up, down, 1020)
-        row.sinad_db_3020 = sinad_db(up, down, 3020)
-        row.delay_ms = delay_one_way_ms(up(), LOW, HIGH) + delay_one_way_ms(down(), HIGH, LOW)
+        up, down, rate = path.up, path.down, path.rate
+        row.alias_db_5020 = alias_db(down, 5020, rate)
+        row.alias_db_7020 = alias_db(down, 7020, rate)
+        row.image_db = image_db(up, rate)
+        row.sinad_db_1020 = sinad_db(up, down, 1020, rate)
+        row.sinad_db_3020 = sinad_db(up, down, 3020, rate)
+        row.delay_ms = delay_one_way_ms(up(), LOW, rate) + delay_one_way_ms(down(), rate, LOW)
     return row
 
 
@@ -358,7 +372,7 @@ def _repeat(fn: Callable[[], object]) -> Callable[[], Step]:
 
 def wire_steps() -> dict[str, tuple[Callable[[], Step], int]]:
     """Serialization alone, per 20 ms of 24 kHz PCM16: encode an append event, decode a delta's base64."""
-    pcm = frames(multitone(HIGH, 0.1), FRAME_HIGH)[0]
+    pcm = frames(multitone(HIGH, 0.1), HIGH // 50)[0]
     b64 = base64.b64encode(pcm).decode("ascii")
     kind = APPEND.event_type
     variants: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
@@ -395,7 +409,8 @@ def human(rows: list[Row]) -> str:
     lines = [
         f"BLAS threads: {blas}" + (" (numpy was loaded before this module: may not apply)" * NUMPY_ALREADY_LOADED),
         f"filter: {NUM_TAPS} taps Kaiser (beta {KAISER_BETA}), cutoff {CUTOFF_HZ:.0f} Hz at 24 kHz, "
-        f"{DELAY_HIGH} samples (2 ms) delay each way",
+        f"{DELAY_HIGH} samples (2 ms) delay each way; at 16 kHz the same over {NUM_TAPS_16K} taps, "
+        f"{DELAY_HIGH_16K} samples (2 ms)",
         "µs per call per 20 ms frame (in: 8k->24k + base64 + JSON; out: base64 + 24k->8k); "
         "rejection and SINAD in dB, higher is better",
         head,
@@ -424,6 +439,18 @@ def human(rows: list[Row]) -> str:
         if r.delay_ms is not None and ours.delay_ms is not None and r.path != "ours_batch32":
             parts.append(f"delay {ours.delay_ms:.1f} vs {r.delay_ms:.1f} ms")
         lines.append("; ".join(parts))
+    by_path = {r.path: r for r in rows}
+    x2, x3 = by_path.get("ours_16k"), by_path.get("ours_numpy")
+    if x2 is not None and x3 is not None:
+        assert x2.us_total is not None and x3.us_total is not None and x2.alias_db_5020 is not None
+        assert x3.alias_db_5020 is not None and x2.image_db is not None and x3.image_db is not None
+        assert x2.delay_ms is not None and x3.delay_ms is not None
+        lines.append(
+            f"16 kHz vs 24 kHz, numpy both: {x2.us_total:.1f} vs {x3.us_total:.1f} µs per frame "
+            f"({x3.us_total / x2.us_total:.2f}x); alias rejection {x2.alias_db_5020:.0f} vs {x3.alias_db_5020:.0f} "
+            f"dB, image rejection {x2.image_db:.0f} vs {x3.image_db:.0f} dB, delay {x2.delay_ms:.1f} vs "
+            f"{x3.delay_ms:.1f} ms"
+        )
     wires = [r for r in rows if r.path.startswith("wire/")]
     if wires:
         stdlib = wires[0].us_total
@@ -447,6 +474,10 @@ def run(json_output: bool = False) -> int:
         batch_path(inp),
         per_call_path("audioop", lambda: _audioop(LOW, HIGH), lambda: _audioop(HIGH, LOW), inp),
         per_call_path("soxr_hq", lambda: _soxr(LOW, HIGH), lambda: _soxr(HIGH, LOW), inp),
+        per_call_path("ours_16k", lambda: Upsampler16k().process, lambda: Downsampler16k().process, inp, HIGH_16K),
+        per_call_path(
+            "soxr_hq_16k", lambda: _soxr(LOW, HIGH_16K), lambda: _soxr(HIGH_16K, LOW), inp, rate=HIGH_16K
+        ),
         passthrough_path(inp),
     ]
     makers = wire_steps()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.replay.direct import replay_direct
-from bridge.replay.script import DIALECT_NAMES, find_scripts, load_script
+from bridge.replay.script import DEFAULT_DIALECTS, find_scripts, load_script
 
 GOAL_X = 50.0
 DEFAULT_SCRIPTS = Path(__file__).resolve().parent.parent / "call_scripts"
@@ -30,7 +30,7 @@ DEFAULT_SCRIPTS = Path(__file__).resolve().parent.parent / "call_scripts"
 
 def measure(paths: Sequence[Path], repeat: int) -> dict[str, Any]:
     scripts = [load_script(p) for p in find_scripts(paths)]
-    dialects = list(DIALECT_NAMES)
+    dialects = list(DEFAULT_DIALECTS)
     replay_direct(scripts[:1], dialects)  # warm-up: imports, numpy, the resampler tables
     walls: list[float] = []
     per_script: dict[str, list[float]] = {s.name: [] for s in scripts}

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "drain": ("bridge.serve.front", "drain_main", "stop new calls to a node or worker behind the front (--undo)"),
     "call": ("bridge.devkit.softphone", "call_main", "place a call with the pjsua2 softphone"),
     "phone": ("bridge.devkit.softphone", "phone_main", "softphone utilities (listen: answer and record)"),
-    "emulator": ("bridge.emulator.server", "main", "run the local Realtime emulator (beta and GA)"),
+    "emulator": ("bridge.emulator.server", "main", "run the local model emulator (Realtime beta and GA, GPT-Live)"),
     "dialplan": ("bridge.dialplan", "main", "dialplan tools (check)"),
     "replay": ("bridge.replay.cli", "main", "replay call scripts through beta and GA and compare them"),
     "scripts": ("bridge.replay.cli", "scripts_main", "call-script tools (check, from-recording)"),

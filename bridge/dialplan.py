@@ -49,7 +49,7 @@ class Dialplan(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     match: tuple[str, ...] = Field(min_length=1)  # called-number globs: "1000", "+1800555*", "*"
-    dialect: Literal["beta", "ga", "rollout"] = "ga"
+    dialect: Literal["beta", "ga", "live", "rollout"] = "ga"
     greeting: str | None = None  # the agent speaks first with these instructions
     transfer_target: str | None = Field(None, pattern=r"^sips?:.+@.+")
     answer_timeout_s: float = Field(3.0, gt=0, le=30)  # answer anyway if the Realtime session is not ready
@@ -127,10 +127,11 @@ def check_file(path: Path) -> list[ConfigError]:
         plan = Dialplan.model_validate({**data, "source_file": src})
     except ValidationError as exc:
         return [ConfigError(src, _loc(e["loc"]), e["msg"]) for e in exc.errors()]
-    # A dialect-specific field must build for the dialect(s) this plan can use.
+    # A dialect-specific field must build for the dialect(s) this plan can use: a rollout's are its two arms.
     from bridge.realtime.dialects import DIALECTS
+    from bridge.rollout.policy import LEGACY_DIALECT, NEW_DIALECT
 
-    names = list(DIALECTS) if plan.dialect == "rollout" else [plan.dialect]
+    names = [LEGACY_DIALECT, NEW_DIALECT] if plan.dialect == "rollout" else [plan.dialect]
     out: list[ConfigError] = []
     for name in names:
         try:

@@ -151,11 +151,16 @@ class ItemDeleted(Event):
 
 @dataclass(frozen=True, slots=True)
 class CallerTranscript(Event):
-    """Input transcription of the caller's speech: a delta (``final=False``) or the completed text."""
+    """Input transcription of the caller's speech: a delta (``final=False``) or the completed text.
+
+    ``start_ms``/``end_ms``: where the fragment sits on the session's timeline, when the dialect says (Live's
+    transcript deltas carry them and nothing else marks a turn)."""
 
     item_id: str
     text: str
     final: bool
+    start_ms: int | None = None
+    end_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,12 +199,15 @@ class AudioDone(Event):
 
 @dataclass(frozen=True, slots=True)
 class AgentTranscript(Event):
-    """What the agent says: a delta (``final=False``) or the whole transcript of one item."""
+    """What the agent says: a delta (``final=False``) or the whole transcript of one item; timings as in
+    :class:`CallerTranscript`."""
 
     response_id: str
     item_id: str
     text: str
     final: bool
+    start_ms: int | None = None
+    end_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +244,15 @@ class ResponseDone(Event):
     status: str
     reason: str | None = None
     usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageUpdated(Event):
+    """Cumulative audio time of the session (Live ``session.usage.updated``, and the final figure in
+    ``session.closed``): a total so far, not an increment; ``final`` once the session is over."""
+
+    seconds: float
+    final: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +347,15 @@ class UpdateSession(Command):
     """Apply an agent profile (``bridge.realtime.profile.AgentProfile``) as the session configuration."""
 
     profile: Any  # AgentProfile; typed Any to keep this module free of pydantic
+
+
+@dataclass(frozen=True, slots=True)
+class StartSession(Command):
+    """Open a session with a profile and, for a session that continues a call (a rollover, a reconnect), the text
+    history it starts from. Each dialect sends this its own way (its table's handshake)."""
+
+    profile: Any  # AgentProfile, as in UpdateSession
+    history: tuple[AddText, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

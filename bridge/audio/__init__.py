@@ -1,5 +1,5 @@
-"""Pure audio: the telephone frame, G.711 tables, 8 <-> 24 kHz resampling, G.711 passthrough, 20 ms playout,
-WAV files, level and tone analysis, base64 for the wire.
+"""Pure audio: the telephone frame, G.711 tables, 8 <-> 24 kHz and 8 <-> 16 kHz resampling, G.711 passthrough,
+20 ms playout, WAV files, level and tone analysis, base64 for the wire.
 
 No asyncio, no pjsua2, no websockets here: everything is bytes in, bytes out, and testable alone.
 """
@@ -13,7 +13,14 @@ from bridge.audio.passthrough import (
     converters,
 )
 from bridge.audio.playout import FlushResult, PlayoutBuffer
-from bridge.audio.resample import BatchDownsampler, BatchUpsampler, Downsampler, Upsampler
+from bridge.audio.resample import (
+    BatchDownsampler,
+    BatchUpsampler,
+    Downsampler,
+    Downsampler16k,
+    Upsampler,
+    Upsampler16k,
+)
 from bridge.audio.wire import AppendTemplate, decode_b64
 
 __all__ = [
@@ -23,11 +30,13 @@ __all__ = [
     "BatchDownsampler",
     "BatchUpsampler",
     "Downsampler",
+    "Downsampler16k",
     "FlushResult",
     "PassthroughDownlink",
     "PassthroughUplink",
     "PlayoutBuffer",
     "Upsampler",
+    "Upsampler16k",
     "alaw_decode",
     "alaw_encode",
     "converters",

@@ -1,9 +1,9 @@
 """One converter interface per direction, whatever the Realtime audio format.
 
 The SIP side always gives and takes 20 ms of 8 kHz PCM16 (pjsua2's conference bridge runs at 8 kHz). Toward
-the model the audio is either 24 kHz PCM16 (resampled, see `resample`) or G.711 at 8 kHz (GA ``audio/pcmu`` /
-``audio/pcma``, beta ``g711_ulaw`` / ``g711_alaw``): then the tables of ITU-T G.711 convert it and nothing
-is resampled. The call session picks both converters once with `converters(fmt)` and never branches on the
+the model the audio is either PCM16 at 24 kHz or 16 kHz (Live; resampled, see `resample`) or G.711 at 8 kHz
+(``audio/pcmu`` / ``audio/pcma``, beta ``g711_ulaw`` / ``g711_alaw``): then the tables of ITU-T G.711 convert it
+and nothing is resampled. The call session picks both converters once with `converters(fmt)` and never branches on the
 format again.
 """
 
@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Final, Literal, Protocol, get_args
 
 from bridge.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
-from bridge.audio.resample import Downsampler, Upsampler
+from bridge.audio.resample import Downsampler, Downsampler16k, Upsampler, Upsampler16k
 
-AudioFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]  # the bridge's dialect-neutral format names
+AudioFormat = Literal["pcm16", "pcm16_16k", "g711_ulaw", "g711_alaw"]  # the bridge's dialect-neutral format names
 AUDIO_FORMATS: Final[tuple[str, ...]] = get_args(AudioFormat)
 
 
@@ -73,6 +73,8 @@ def converters(fmt: str) -> tuple[AudioConverter, AudioConverter]:
     """(uplink, downlink) for a Realtime audio format: 8 kHz PCM16 <-> `fmt`."""
     if fmt == "pcm16":
         return Upsampler(), Downsampler()
+    if fmt == "pcm16_16k":
+        return Upsampler16k(), Downsampler16k()
     if fmt == "g711_ulaw":
         return PassthroughUplink("ulaw"), PassthroughDownlink("ulaw")
     if fmt == "g711_alaw":

@@ -1,9 +1,15 @@
-"""Streaming polyphase FIR resamplers, 8 kHz <-> 24 kHz (factor 3), one instance per call and per direction.
+"""Streaming polyphase FIR resamplers, 8 kHz <-> 24 kHz (factor 3) and 8 kHz <-> 16 kHz (factor 2, Live's PCM
+rate), one instance per call and per direction.
 
 Filter
 ------
 One linear-phase lowpass prototype at 24 kHz serves both directions: a Kaiser-windowed sinc with
 ``NUM_TAPS = 97`` taps, cutoff 3940 Hz, beta 8.3 (designed with numpy at import, no scipy).
+
+The 16 kHz pair (``Upsampler16k``, ``Downsampler16k``) uses the same design at 16 kHz: the same cutoff and beta
+over the same 4 ms span, which is 65 taps there (a delay of 32 samples, 2 ms, 16 at 8 kHz: whole samples at both
+rates again). It meets the same bar (passband within ±0.04 dB to 3.4 kHz, >= 83 dB from 4.6 kHz) and has the same
+delay, exactness, reset policy and streaming behaviour; it has no C kernel (see ``callbridge bench audio``).
 
 - passband: flat within ±0.04 dB from 0 to 3.4 kHz (the telephone band, ITU-T G.712);
 - stopband: >= 83 dB from 4.6 kHz up (>= 80 dB is the requirement; -93 dB at 5020 Hz), -8 dB at 4 kHz;
@@ -63,7 +69,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Final
+from typing import ClassVar, Final
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -79,6 +85,7 @@ CUTOFF_HZ: Final = 3940.0
 KAISER_BETA: Final = 8.3
 DELAY_HIGH: Final = (NUM_TAPS - 1) // 2  # 48 samples at 24 kHz = 2 ms, per direction
 DELAY_LOW: Final = DELAY_HIGH // FACTOR  # 16 samples at 8 kHz
+NUM_TAPS_16K: Final = 65  # the same 4 ms span at 16 kHz: a delay of 32 samples, a multiple of 2
 
 _SCALE_BITS: Final = 24
 _INT16_MIN: Final = -32768.0
@@ -99,28 +106,17 @@ def design_lowpass(
 def _quantize(taps: Float64Array) -> Float64Array:
     """Round to integers on the 2**24 scale; fix the largest tap(s) so the DC gain is exactly 1."""
     q = np.round(taps * 2.0**_SCALE_BITS)
-    # the peak is unique (the centre tap, or in branches 1 and 2 mirror-image taps that get the same fix),
-    # so this keeps the prototype's symmetry and with it the linear phase
-    q[np.argmax(q)] += 2.0**_SCALE_BITS - q.sum()
+    # At 24 kHz each branch's peak is unique (the centre tap, or in branches 1 and 2 mirror-image taps that get the
+    # same fix); at 16 kHz branch 1 is its own mirror image, with two equal peaks that share the fix (the rest is
+    # a sum of equal pairs: even). Either way the prototype's symmetry, and with it the linear phase, is kept.
+    peaks = np.flatnonzero(q == q.max())
+    fix = 2.0**_SCALE_BITS - q.sum()
+    if fix % len(peaks):
+        peaks = peaks[:1]
+    q[peaks] += fix / len(peaks)
     return q
 
 
-PROTOTYPE: Final = design_lowpass()
-# Polyphase branches of the interpolator: branch p, delay k holds FACTOR * h[FACTOR*k + p] (DC gain 1 each).
-_UP_TAPS: Final = -(-NUM_TAPS // FACTOR)  # 33
-_UP_Q: Final = np.stack(
-    [_quantize(np.pad(FACTOR * PROTOTYPE[p::FACTOR], (0, _UP_TAPS - len(PROTOTYPE[p::FACTOR])))) for p in range(3)]
-)
-_DOWN_Q: Final = _quantize(PROTOTYPE)
-TAPS: Final = _DOWN_Q * 2.0**-_SCALE_BITS  # the decimator's filter as used, exactly (unit DC gain)
-# the interpolator's filter as used, exactly (gain FACTOR): its branches interleaved
-INTERPOLATOR_TAPS: Final = (_UP_Q.T.reshape(-1) * 2.0**-_SCALE_BITS)[:NUM_TAPS]
-
-# Block matrices. A stream buffer holds `hist` samples of history then the chunk; window row r is
-# buf[r*block : r*block + hist + block] (5 blocks of 8 outputs: the fastest shape for one 20 ms frame, measured),
-# and one matmul of the window rows by G gives every output of the chunk.
-_UP_HIST: Final = _UP_TAPS - 1  # 32 samples at 8 kHz
-_DN_HIST: Final = NUM_TAPS - 1  # 96 samples at 24 kHz
 _BLOCK_OUT: Final = 8  # per-call: outputs per block at 8 kHz (8 input samples up, 8 output samples down)
 _BATCH_BLOCK_OUT: Final = 16  # batched: a little faster than 8 or 32 for 32 calls (measured, one BLAS thread)
 _MAX_CHUNK_BYTES: Final = 2 * 4800  # longer chunks are cut (output unchanged) to bound the work matrices
@@ -132,27 +128,66 @@ def _frozen(g: Float64Array) -> Float64Array:
     return g
 
 
-def _up_matrix(block: int) -> Float64Array:
-    """G[t, FACTOR*s + p] so that out[FACTOR*s + p] = sum_k branch_p[k] * x[s - k], x[s] = row[hist + s]."""
-    g = np.zeros((_UP_HIST + block, FACTOR * block))
-    for s in range(block):
-        for k in range(_UP_TAPS):
-            g[_UP_HIST + s - k, FACTOR * s : FACTOR * s + FACTOR] = _UP_Q[:, k]
-    return _frozen(g)
+class _Design:
+    """One ratio's filters: the prototype at ``RATE_LOW * factor``, its quantized polyphase branches, the delays,
+    and the block matrices.
+
+    A stream buffer holds ``hist`` samples of history then the chunk; window row r is
+    ``buf[r*block : r*block + hist + block]`` (5 blocks of 8 outputs: the fastest shape for one 20 ms frame,
+    measured), and one matmul of the window rows by G gives every output of the chunk."""
+
+    def __init__(self, factor: int, num_taps: int) -> None:
+        self.factor, self.num_taps = factor, num_taps
+        self.rate_high = RATE_LOW * factor
+        self.prototype = design_lowpass(num_taps, CUTOFF_HZ, KAISER_BETA, self.rate_high)
+        # Interpolator branch p, delay k holds factor * h[factor*k + p] (DC gain 1 each).
+        self.up_taps = -(-num_taps // factor)
+        branches = [factor * self.prototype[p::factor] for p in range(factor)]
+        self.up_q = np.stack([_quantize(np.pad(b, (0, self.up_taps - len(b)))) for b in branches])
+        self.down_q = _quantize(self.prototype)
+        self.taps = self.down_q * 2.0**-_SCALE_BITS  # the decimator's filter as used, exactly (unit DC gain)
+        # the interpolator's filter as used, exactly (gain factor): its branches interleaved
+        self.interpolator_taps = (self.up_q.T.reshape(-1) * 2.0**-_SCALE_BITS)[:num_taps]
+        self.up_hist = self.up_taps - 1  # samples at 8 kHz
+        self.dn_hist = num_taps - 1  # samples at the high rate
+        self.delay_high = (num_taps - 1) // 2
+        self.delay_low = self.delay_high // factor
+        self.up_g = self.up_matrix(_BLOCK_OUT)
+        self.dn_g = self.down_matrix(_BLOCK_OUT)
+
+    def up_matrix(self, block: int) -> Float64Array:
+        """G[t, F*s + p] so that out[F*s + p] = sum_k branch_p[k] * x[s - k], x[s] = row[hist + s]."""
+        f, hist = self.factor, self.up_hist
+        g = np.zeros((hist + block, f * block))
+        for s in range(block):
+            for k in range(self.up_taps):
+                g[hist + s - k, f * s : f * s + f] = self.up_q[:, k]
+        return _frozen(g)
+
+    def down_matrix(self, block_out: int) -> Float64Array:
+        """G[t, s] so that out[s] = sum_j h[j] * x[F*s - j], x[i] = row[hist + i]."""
+        f = self.factor
+        g = np.zeros((self.dn_hist + f * block_out, block_out))
+        for s in range(block_out):
+            g[f * s : f * s + self.num_taps, s] = self.down_q[::-1]
+        return _frozen(g)
 
 
-def _down_matrix(block_out: int) -> Float64Array:
-    """G[t, s] so that out[s] = sum_j h[j] * x[FACTOR*s - j], x[i] = row[hist + i]."""
-    g = np.zeros((_DN_HIST + FACTOR * block_out, block_out))
-    for s in range(block_out):
-        g[FACTOR * s : FACTOR * s + NUM_TAPS, s] = _DOWN_Q[::-1]
-    return _frozen(g)
-
-
-_UP_G: Final = _up_matrix(_BLOCK_OUT)
-_DN_G: Final = _down_matrix(_BLOCK_OUT)
-_UP_G_BATCH: Final = _up_matrix(_BATCH_BLOCK_OUT)
-_DN_G_BATCH: Final = _down_matrix(_BATCH_BLOCK_OUT)
+_X3: Final = _Design(FACTOR, NUM_TAPS)  # 8 <-> 24 kHz
+_X2: Final = _Design(2, NUM_TAPS_16K)  # 8 <-> 16 kHz
+PROTOTYPE: Final = _X3.prototype
+_UP_TAPS: Final = _X3.up_taps  # 33
+_UP_Q: Final = _X3.up_q
+_DOWN_Q: Final = _X3.down_q
+TAPS: Final = _X3.taps
+INTERPOLATOR_TAPS: Final = _X3.interpolator_taps
+TAPS_16K: Final = _X2.taps
+INTERPOLATOR_TAPS_16K: Final = _X2.interpolator_taps
+DELAY_HIGH_16K: Final = _X2.delay_high  # 32 samples at 16 kHz = 2 ms
+_UP_HIST: Final = _X3.up_hist  # 32 samples at 8 kHz
+_DN_HIST: Final = _X3.dn_hist  # 96 samples at 24 kHz
+_UP_G_BATCH: Final = _X3.up_matrix(_BATCH_BLOCK_OUT)
+_DN_G_BATCH: Final = _X3.down_matrix(_BATCH_BLOCK_OUT)
 
 
 def _window(buf: Float64Array, block: int, width: int) -> Float64Array:
@@ -314,10 +349,12 @@ class Upsampler(_Fir):
     """8 kHz -> 24 kHz PCM16 (native byte order), streaming; any input size, 3 output samples per input."""
 
     __slots__ = ()
+    _design: ClassVar[_Design] = _X3
 
     def __init__(self, native: bool | None = None, _lib: ctypes.CDLL | None = None) -> None:
         """``native``: None uses the C kernels where available, True requires them, False never uses them."""
-        super().__init__(_UP_HIST, _BLOCK_OUT, _UP_G, native, _lib, "cbr_up_state_size")
+        d = self._design
+        super().__init__(d.up_hist, _BLOCK_OUT, d.up_g, native, _lib, "cbr_up_state_size")
         if self._lib is not None:
             self._call = self._lib.cbr_up
 
@@ -335,10 +372,10 @@ class Upsampler(_Fir):
         rows = -(-n // _BLOCK_OUT)
         if rows > self._rows:
             self._grow(rows)
-        buf = self._buf
-        buf[_UP_HIST : _UP_HIST + n] = np.frombuffer(pcm16, dtype=np.int16)
-        y = self._filter(rows, FACTOR * n)
-        buf[:_UP_HIST] = buf[n : n + _UP_HIST]  # the last 32 inputs become the history
+        buf, hist = self._buf, self._hist
+        buf[hist : hist + n] = np.frombuffer(pcm16, dtype=np.int16)
+        y = self._filter(rows, self._design.factor * n)
+        buf[:hist] = buf[n : n + hist]  # the last inputs become the history (32 at 24 kHz, 16 at 16 kHz)
         return y
 
     def c_kernel(self) -> tuple[int, int] | None:
@@ -352,7 +389,7 @@ class Upsampler(_Fir):
 
     def drain(self) -> bytes:
         """The 2 ms still inside the filter, as if silence followed; then reset."""
-        tail = self.process(bytes(2 * DELAY_LOW))
+        tail = self.process(bytes(2 * self._design.delay_low))
         self.reset()
         return tail
 
@@ -366,11 +403,13 @@ class Downsampler(_Fir):
     """24 kHz -> 8 kHz PCM16 (native byte order), streaming; any input size, the phase is carried across calls."""
 
     __slots__ = ("_pending",)
+    _design: ClassVar[_Design] = _X3
 
     def __init__(self, native: bool | None = None, _lib: ctypes.CDLL | None = None) -> None:
         """``native``: None uses the C kernels where available, True requires them, False never uses them."""
-        super().__init__(_DN_HIST, FACTOR * _BLOCK_OUT, _DN_G, native, _lib, "cbr_down_state_size")
-        self._pending = _DN_HIST  # samples in the buffer, from the oldest tap of the next output on
+        d = self._design
+        super().__init__(d.dn_hist, d.factor * _BLOCK_OUT, d.dn_g, native, _lib, "cbr_down_state_size")
+        self._pending = d.dn_hist  # samples in the buffer, from the oldest tap of the next output on
         if self._lib is not None:
             self._call = self._lib.cbr_down
             self._lib.cbr_down_reset(self._c)
@@ -383,35 +422,64 @@ class Downsampler(_Fir):
         c = self._c
         if c is not None:
             return bytes(self._cview[: 2 * self._call(c, pcm16, len(pcm16) >> 1, self._cout)])
+        d = self._design
         start = self._pending
         total = start + (len(pcm16) >> 1)
-        count = (total - NUM_TAPS) // FACTOR + 1  # outputs whose newest input sample has arrived
+        count = (total - d.num_taps) // d.factor + 1  # outputs whose newest input sample has arrived
         rows = -(-count // _BLOCK_OUT)
         if total > len(self._buf):
-            self._grow(-(-(total - _DN_HIST) // self._block))
+            self._grow(-(-(total - self._hist) // self._block))
         buf = self._buf
         buf[start:total] = np.frombuffer(pcm16, dtype=np.int16)
         if count <= 0:
             self._pending = total
             return b""
         y = self._filter(rows, count)
-        consumed = FACTOR * count
-        self._pending = total - consumed  # 96, 97 or 98
+        consumed = d.factor * count
+        self._pending = total - consumed  # 96, 97 or 98 at 24 kHz; 64 or 65 at 16 kHz
         buf[: self._pending] = buf[consumed:total]
         return y
 
     def drain(self) -> bytes:
         """The 2 ms still inside the filter, as if silence followed; then reset."""
-        tail = self.process(bytes(2 * DELAY_HIGH))
+        tail = self.process(bytes(2 * self._design.delay_high))
         self.reset()
         return tail
 
     def reset(self) -> None:
         self._buf[:] = 0.0
-        self._pending = _DN_HIST
+        self._pending = self._hist
         if self._c is not None:
             assert self._lib is not None
             self._lib.cbr_down_reset(self._c)
+
+
+class Upsampler16k(Upsampler):
+    """8 kHz -> 16 kHz PCM16 (native byte order), streaming; any input size, 2 output samples per input. The numpy
+    path only: there is no C kernel for this ratio (``c_kernel`` is None)."""
+
+    __slots__ = ()
+    _design: ClassVar[_Design] = _X2
+
+    def __init__(self, native: bool | None = None) -> None:
+        """``native=True`` raises: no C kernel runs this ratio."""
+        if native:
+            raise RuntimeError("C resampler kernels unavailable: none for 8 <-> 16 kHz")
+        super().__init__(native=False)
+
+
+class Downsampler16k(Downsampler):
+    """16 kHz -> 8 kHz PCM16 (native byte order), streaming; any input size, the phase is carried across calls.
+    The numpy path only."""
+
+    __slots__ = ()
+    _design: ClassVar[_Design] = _X2
+
+    def __init__(self, native: bool | None = None) -> None:
+        """``native=True`` raises: no C kernel runs this ratio."""
+        if native:
+            raise RuntimeError("C resampler kernels unavailable: none for 8 <-> 16 kHz")
+        super().__init__(native=False)
 
 
 class _Batch:

@@ -20,7 +20,8 @@ from bridge.realtime.dialects.schema import Node, Obj, invalid_value, merge
 DEFAULT_FORMAT: Final = "pcm16"
 
 
-def _get(obj: Any, path: tuple[str, ...]) -> Any:
+def value_at(obj: Any, path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in nested objects; None where a step is missing or not an object."""
     for key in path:
         if not isinstance(obj, Mapping):
             return None
@@ -67,7 +68,7 @@ class DialectConfig:
     """One dialect's session, item and response tables (from ``dialect.service``), with the emulator's readings."""
 
     def __init__(self, dialect: Dialect) -> None:
-        service = dialect.service
+        service = dialect.realtime_service
         self.dialect = dialect
         self.session: Obj = service.session_schema
         self.item: Node = service.item_schema
@@ -104,7 +105,7 @@ class DialectConfig:
         return merged
 
     def view(self, session: Mapping[str, Any]) -> SessionView:
-        g = {name: _get(session, path) for name, path in self.paths.items()}
+        g = {name: value_at(session, path) for name, path in self.paths.items()}
         voice = g["voice"]
         return SessionView(
             model=str(g["model"] or ""),
@@ -122,7 +123,7 @@ class DialectConfig:
         if body is None:
             return ResponseParams()
         checked = self.response.check(body, "response")
-        g = {name: _get(checked, path) for name, path in self.response_paths.items()}
+        g = {name: value_at(checked, path) for name, path in self.response_paths.items()}
         fmt = g["output_format"]
         mods = g["output_modalities"]
         voice = g["voice"]

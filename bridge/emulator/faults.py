@@ -54,7 +54,8 @@ class Settings:
     response_latency_ms: float = 150.0  # response.created -> first output (scaled by speed)
     transcript_delay_ms: float = 300.0  # commit -> input transcription (scaled by speed)
     rate_limits_delay_ms: float = 40.0  # GA: response.done -> rate_limits.updated (scaled by speed)
-    session_max_s: float = 3600.0  # the service's 60-minute cap: session_expired then close 1001
+    session_max_s: float | None = None  # the service's cap; None: the dialect's (Realtime: 60 min, session_expired
+    # then close 1001; Live: about 2 h, session.closed "expired")
     greeting: str = "Hello! How can I help you today?"
     seed: int | None = None  # for reproducible ids (virtual-time replays)
     faults: Faults = field(default_factory=Faults)

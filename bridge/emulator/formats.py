@@ -1,8 +1,9 @@
-"""Audio formats the emulator speaks on the wire, keyed by the beta spelling (``pcm16``, ``g711_ulaw``, ``g711_alaw``).
+"""Audio formats the emulator speaks on the wire, keyed by the profile's words (``pcm16``, ``pcm16_16k``,
+``g711_ulaw``, ``g711_alaw``).
 
-GA spells them ``audio/pcm`` (24 kHz only), ``audio/pcmu`` and ``audio/pcma``; each dialect's table maps its spelling
-onto these keys. PCM16 is little-endian mono at 24 kHz; G.711 is one byte per sample at 8 kHz (ITU-T G.711,
-RFC 3551 §4.5.14).
+GA spells them ``audio/pcm`` (24 kHz only), ``audio/pcmu`` and ``audio/pcma``; Live has ``audio/pcm`` at 16 or
+24 kHz too; each dialect's table maps its spelling onto these keys. PCM16 is little-endian mono at 24 kHz (16 kHz
+for ``pcm16_16k``); G.711 is one byte per sample at 8 kHz (ITU-T G.711, RFC 3551 §4.5.14).
 
 G.711 comes from the project's ``bridge.audio.g711`` when it is importable, else from the stdlib ``audioop``
 (Python 3.11; deprecated, so its warning is silenced here).
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 PCM16_RATE: Final = 24000  # Hz: the only rate of beta pcm16 and GA audio/pcm
+PCM16_16K_RATE: Final = 16000  # Hz: Live's other audio/pcm rate
 G711_RATE: Final = 8000  # Hz: RFC 3551 §4.5.14
 
 Codec = Callable[[bytes], bytes]
@@ -53,7 +55,7 @@ def _identity(data: bytes) -> bytes:
 class WireFormat:
     """One wire audio format: its sample rate and its codec to and from PCM16 at that rate."""
 
-    name: str  # beta spelling
+    name: str  # the profile's word
     rate: int
     bytes_per_sample: int
     to_pcm16: Codec  # wire bytes -> PCM16 at ``rate``
@@ -70,6 +72,7 @@ class WireFormat:
 
 FORMATS: Final = {
     "pcm16": WireFormat("pcm16", PCM16_RATE, 2, _identity, _identity),
+    "pcm16_16k": WireFormat("pcm16_16k", PCM16_16K_RATE, 2, _identity, _identity),
     "g711_ulaw": WireFormat("g711_ulaw", G711_RATE, 1, _ULAW_DEC, _ULAW_ENC),
     "g711_alaw": WireFormat("g711_alaw", G711_RATE, 1, _ALAW_DEC, _ALAW_ENC),
 }

@@ -1,9 +1,10 @@
-"""The emulator's network shell: one aiohttp app serving the Realtime WebSocket, the credential endpoints and a
+"""The emulator's network shell: one aiohttp app serving the model's WebSockets, the credential endpoints and a
 control API on a single port.
 
 Routes (the WebSocket and credential paths are each dialect's own, from its table)::
 
     GET  /v1/realtime?model=...[&setting=value...]   WebSocket; ``OpenAI-Beta: realtime=v1`` selects beta, else GA
+    GET  /v1/live/sessions[?setting=value...]         WebSocket, GPT-Live (the model comes in session.start)
     POST /v1/realtime/client_secrets                  GA ephemeral key:   {"value", "expires_at", "session"}
     POST /v1/realtime/sessions                        beta ephemeral key: {..., "client_secret": {"value", ...}}
     POST /control/next                                {"count", "settings", "annotations"} for the next connections
@@ -13,10 +14,12 @@ Routes (the WebSocket and credential paths are each dialect's own, from its tabl
     POST /control/sessions/{id}/annotations           more turns for a live session
     DELETE /control/sessions                          forget closed sessions
 
-Each WebSocket gets an :class:`~bridge.emulator.session.EmulatorSession` (the sans-I/O core) and a loop that feeds
-it frames, control requests and the clock, and carries out its actions. Frames and deadlines that find the loop
-idle are handled where they arrive (see :meth:`EmulatorServer._offer`). Fatal errors follow the service: an
-``error`` event, then a close in the same millisecond (3000 bad key, 4000 bad model or beta shape disabled).
+Each WebSocket gets a sans-I/O core, picked by the shape of its dialect's service table (an
+:class:`~bridge.emulator.session.EmulatorSession` for the Realtime shapes, a
+:class:`~bridge.emulator.live.LiveSession` for Live's), and a loop that feeds it frames, control requests and the
+clock, and carries out its actions. Frames and deadlines that find the loop idle are handled where they arrive (see
+:meth:`EmulatorServer._offer`). Fatal errors follow the service: an ``error`` event, then a close in the same
+millisecond (3000 bad key, 4000 bad model or beta shape disabled).
 """
 
 from __future__ import annotations
@@ -43,9 +46,10 @@ from bridge.emulator.annotations import Annotations
 from bridge.emulator.config import DialectConfig
 from bridge.emulator.fastread import FastReadResponse
 from bridge.emulator.faults import INJECTABLE, Settings
+from bridge.emulator.live import LiveSession
 from bridge.emulator.session import Abort, Action, Close, EmulatorSession, Send, SendRaw, SessionRecord
 from bridge.emulator.wire import Ids, Wire
-from bridge.realtime.dialects import DIALECTS, Dialect
+from bridge.realtime.dialects import DIALECTS, Dialect, LiveService
 from bridge.realtime.dialects.schema import ClientError
 
 log = logging.getLogger("bridge.emulator")
@@ -75,7 +79,7 @@ class _Secret:
 
 @dataclass
 class _Live:
-    session: EmulatorSession
+    session: EmulatorSession | LiveSession
     ws: FastReadResponse
     transport: asyncio.Transport | None
     queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
@@ -183,7 +187,8 @@ class EmulatorServer:
         for path in sorted({d.path for d in DIALECTS.values()}):
             app.router.add_get(API_PREFIX + path, self._realtime)
         for dialect in DIALECTS.values():
-            app.router.add_post(API_PREFIX + dialect.credential_path, self._minter(dialect))
+            if dialect.credential_path is not None:
+                app.router.add_post(API_PREFIX + dialect.credential_path, self._minter(dialect))
         app.router.add_post("/control/next", self._control_next)
         app.router.add_get("/control/sessions", self._control_sessions)
         app.router.add_delete("/control/sessions", self._control_forget)
@@ -314,7 +319,7 @@ class EmulatorServer:
                 "You can find your API key at https://platform.openai.com/account/api-keys.",
                 CLOSE_BAD_KEY,
             )
-        if not self._model_ok(model):
+        if dialect.model_in_url and not self._model_ok(model):  # else the opening command names it
             return (
                 "model_not_found",
                 f"The model '{model}' does not exist or you do not have access to it.",
@@ -342,15 +347,21 @@ class EmulatorServer:
         initial = secret.sessions.get(dialect) if secret is not None else None
         if not model and initial is not None:
             model = str(initial.get("model") or "")
-        session = EmulatorSession(
-            dialect,
-            settings,
-            model=model or dialect.default_model,
-            now=loop.time(),
-            wall=time.time(),
-            annotations=annotations,
-            initial_session=initial,
-        )
+        session: EmulatorSession | LiveSession
+        if isinstance(dialect.service, LiveService):
+            session = LiveSession(
+                dialect, settings, now=loop.time(), wall=time.time(), annotations=annotations, model_ok=self._model_ok
+            )
+        else:
+            session = EmulatorSession(
+                dialect,
+                settings,
+                model=model or dialect.default_model,
+                now=loop.time(),
+                wall=time.time(),
+                annotations=annotations,
+                initial_session=initial,
+            )
         record = session.record
         self.sessions.append(record)
         recorder = _Recorder(self.record_dir, record) if self.record_dir is not None else None
@@ -547,7 +558,7 @@ class EmulatorServer:
             return _http_error(400, "invalid_type", "Expected a JSON object.")
         cfg = DialectConfig(dialect)
         ttl = self.client_secret_ttl_s
-        read = dialect.service.mint_request(body)
+        read = dialect.realtime_service.mint_request(body)
         raw_session, expires_after = read.session, read.expires_after
         if read.unknown:
             name = sorted(read.unknown)[0]
@@ -647,7 +658,9 @@ async def serve(host: str = "127.0.0.1", port: int = 8765, **settings: Any) -> N
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="callbridge emulator", description="Local OpenAI Realtime emulator (beta + GA)")
+    p = argparse.ArgumentParser(
+        prog="callbridge emulator", description="Local OpenAI Realtime (beta + GA) and GPT-Live emulator"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--record", metavar="DIR", help="write <session>.in.wav and <session>.events.jsonl here")

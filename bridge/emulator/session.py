@@ -22,12 +22,12 @@ import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import orjson
 import pybase64
 
-from bridge.emulator import voice
+from bridge.emulator import rules, voice
 from bridge.emulator.annotations import Annotations, Reply
 from bridge.emulator.config import DialectConfig, ResponseParams, SessionView
 from bridge.emulator.faults import Settings
@@ -42,10 +42,6 @@ log = logging.getLogger("bridge.emulator")
 MIN_COMMIT_MS = 100.0  # a commit of less audio gets input_audio_buffer_commit_empty
 SEMANTIC_SILENCE_MS = {"low": 1200, "medium": 600, "auto": 600, "high": 300}  # semantic_vad as plain energy VAD
 ELIDED = "<elided>"  # recorded input_audio_buffer.append events keep their size, not their audio
-
-_HUMAN = re.compile(r"\b(human|agent|person|representative|operator|someone real)\b", re.IGNORECASE)
-_GOODBYE = re.compile(r"\b(good-?\s*bye|bye|hang\s*up)\b", re.IGNORECASE)
-_SAY = re.compile(r"\bsay\b[:,]?\s*[\"“']([^\"”]+?)[\"”']", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -234,38 +230,61 @@ class _Context:
 
 
 @dataclass(order=True)
-class _Timer:
+class Timer:
+    """Something a session does at time ``t`` (``seq`` keeps the order of timers set for the same time)."""
+
     t: float
     seq: int
     fn: Callable[[float], None] = field(compare=False)
     cancelled: bool = field(compare=False, default=False)
 
 
-Handler = Callable[["EmulatorSession", dict[str, Any], float], None]
+Handler = Callable[[Any, dict[str, Any], float], None]  # (session, checked client event, time)
+
+
+class WireLike(Protocol):
+    """What every dialect's event builder offers (``wire.Wire``, ``live.LiveWire``)."""
+
+    def event(self, canonical: str, **fields: Any) -> dict[str, Any]: ...
+
+    def error(
+        self,
+        code: str | None,
+        message: str,
+        *,
+        param: str | None = None,
+        error_type: str = "invalid_request_error",
+        client_event_id: str | None = None,
+    ) -> dict[str, Any]: ...
 
 
 # --------------------------------------------------------------------------------------------------------------
 
 
-class EmulatorSession:
-    """The state machine of one connection. See the module docstring for the calling convention."""
+class SessionCore:
+    """What an emulated session shares whatever its dialect: the calling convention's plumbing (the actions it
+    returns, its timers, its record), the check of every client event against its envelope before its handler
+    runs, and the faults the control API injects. A dialect's session brings its handlers (``_handlers``:
+    canonical client key -> handler), how time passes (``_advance``) and how the session cap ends it
+    (``_expire``)."""
+
+    _handlers: ClassVar[Mapping[str, Handler]]
+    unknown_event_type: ClassVar[str] = "emulator.unknown_event"  # the ``unknown_event`` fault's default type
+    record: SessionRecord
+    wire: WireLike
 
     def __init__(
         self,
         dialect: Dialect,
-        settings: Settings | None = None,
+        settings: Settings | None,
         *,
-        model: str | None = None,
-        now: float = 0.0,
-        wall: float = 0.0,
-        annotations: Annotations | None = None,
-        initial_session: Mapping[str, Any] | None = None,
-        ids: Ids | None = None,
-        record: SessionRecord | None = None,
+        now: float,
+        wall: float,
+        annotations: Annotations | None,
+        ids: Ids | None,
     ) -> None:
         self.dialect = dialect
         self.settings = settings or Settings()
-        self.cfg = DialectConfig(dialect)
         # client events: wire name -> (envelope, handler), in the dialect's order (the error for an unknown type
         # lists them)
         envelopes = dialect.service.client_envelopes
@@ -276,56 +295,26 @@ class EmulatorSession:
         self._audio_field = dialect.append.audio_field
         self._append_fields = frozenset(self._dispatch[self._append_type][0].fields)
         self.ids = ids or Ids(self.settings.seed)
-        self.wire = Wire(dialect, self.ids)
         self.annotations = annotations or Annotations()
         self.t0 = now
         self.wall0 = wall
-        self.session_id = self.ids.session()
-        self.conversation_id = self.ids.conversation()
-        self.session: dict[str, Any] = self.cfg.new_session(model or dialect.default_model, initial_session)
-        self.view: SessionView = self.cfg.view(self.session)
-        self.record = record or SessionRecord(self.session_id, dialect.name, self.view.model)
-        self.record.id, self.record.model = self.session_id, self.view.model
-        self.record.settings = self.settings.as_dict()
         self.closed = False
         self._out: list[Action] = []
         self._seq = itertools.count()
-        self._timers: list[_Timer] = []
-        # conversation
-        self._order: list[str] = []
-        self._items: dict[str, dict[str, Any]] = {}
-        self._audio_ms: dict[str, float] = {}  # assistant item -> audio ms delivered in deltas
-        self._context: _Context | None = None
-        self._had_turn = False
-        # input
-        self._appended_ms = 0.0
-        self._buffer_start_ms = 0.0
-        self._carry = b""
-        self._vad: EnergyVad | None = None
-        self._vad_offset_ms = 0.0
-        self._speech_item: str | None = None
-        self._speech_start_ms = 0.0
-        self._idle: _Timer | None = None
-        # responses
-        self._run: _Run | None = None
-        self._responses = 0
-        self._reset_vad()
+        self._timers: list[Timer] = []
+        self._event_id: str | None = None  # the ``event_id`` of the client event being handled
 
     # ---------------------------------------------------------------------------------------------------------
     # The calling convention
 
     @property
     def expires_at(self) -> int:
-        return int(self.wall0 + self.settings.session_max_s)
+        return int(self.wall0 + self._cap_s)
 
-    def open(self) -> list[Action]:
-        """``session.created`` (unsolicited, right after the upgrade) and the session's own timers."""
-        faults = self.settings.faults
-        self._send(self.wire.event("session.created", session=self._echo()), self.t0)
-        self._at(self.t0 + self.settings.session_max_s, self._expire)
-        if faults.drop_after_s is not None:
-            self._at(self.t0 + faults.drop_after_s, lambda t: self._abort(f"drop_after_s={faults.drop_after_s}", t))
-        return self._flush()
+    @property
+    def _cap_s(self) -> float:
+        cap = self.settings.session_max_s
+        return self.dialect.capabilities.session_cap_s if cap is None else cap
 
     def refuse(
         self, code: str, message: str, close_code: int, *, error_type: str = "invalid_request_error"
@@ -344,15 +333,9 @@ class EmulatorSession:
         return self._flush()
 
     def advance(self, now: float) -> list[Action]:
-        """Let time pass up to ``now``: paced response events, transcriptions, timers."""
+        """Let time pass up to ``now``: paced output, transcriptions, timers."""
         self._advance(now)
         return self._flush()
-
-    def next_deadline(self) -> float | None:
-        if self.closed:
-            return None
-        t = min(self._timers[0].t if self._timers else math.inf, self._run.next_t() if self._run else math.inf)
-        return None if t == math.inf else t
 
     def inject(self, kind: str, now: float, **opts: Any) -> list[Action]:
         """A fault right now (the control API): drop, error, unknown_event, malformed_json, expire, close."""
@@ -370,7 +353,7 @@ class EmulatorSession:
                 error_type=str(opts.get("type", code if code == "server_error" else "invalid_request_error")),
             )
         elif kind == "unknown_event":
-            kind_name = str(opts.get("event_type", "emulator.unknown_event"))
+            kind_name = str(opts.get("event_type", self.unknown_event_type))
             self._send({"type": kind_name, "event_id": self.ids.event()}, now)
         elif kind == "malformed_json":
             default = '{"type":"' + self.dialect.wire("audio.delta") + '","delta":"AAAA'
@@ -385,6 +368,21 @@ class EmulatorSession:
 
     def annotate(self, obj: Any) -> None:
         self.annotations.extend(obj)
+
+    # ---------------------------------------------------------------------------------------------------------
+    # What a dialect's session brings
+
+    def _advance(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _expire(self, t: float) -> None:
+        raise NotImplementedError
+
+    def _admit(self, kind: str) -> None:
+        """Raise :class:`ClientError` for a client event the session cannot take now (default: every one it can)."""
+
+    def _stopped(self) -> None:
+        """The connection is over: drop what was under way."""
 
     # ---------------------------------------------------------------------------------------------------------
     # Plumbing
@@ -418,26 +416,12 @@ class EmulatorSession:
         self.closed = True
         self.record.closed, self.record.close_code, self.record.close_reason = True, code, reason
         self._timers.clear()
-        self._run = None
+        self._stopped()
 
-    def _at(self, t: float, fn: Callable[[float], None]) -> _Timer:
-        timer = _Timer(t, next(self._seq), fn)
+    def _at(self, t: float, fn: Callable[[float], None]) -> Timer:
+        timer = Timer(t, next(self._seq), fn)
         heapq.heappush(self._timers, timer)
         return timer
-
-    def _advance(self, now: float) -> None:
-        while not self.closed:
-            t_timer = self._timers[0].t if self._timers else math.inf
-            t_run = self._run.next_t() if self._run else math.inf
-            if min(t_timer, t_run) > now:
-                return
-            if t_run <= t_timer:  # model output first when both are due at the same time
-                assert self._run is not None
-                self._step(self._run, self._run.steps.popleft())
-            else:
-                timer = heapq.heappop(self._timers)
-                if not timer.cancelled:
-                    timer.fn(timer.t)
 
     def _error(
         self,
@@ -453,17 +437,6 @@ class EmulatorSession:
             self.wire.error(code, message, param=param, error_type=error_type, client_event_id=client_event_id), t
         )
 
-    def _echo(self) -> dict[str, Any]:
-        return self.wire.session(self.session, self.session_id, self.expires_at)
-
-    def _expire(self, t: float) -> None:
-        minutes = f"{self.settings.session_max_s / 60:g}"
-        self._error("session_expired", f"Your session hit the maximum duration of {minutes} minutes.", t)
-        self._close(1001, "session expired", t)
-
-    # ---------------------------------------------------------------------------------------------------------
-    # Client events
-
     def _handle(self, text: str | bytes, t: float) -> None:
         try:
             obj = orjson.loads(text)
@@ -478,6 +451,7 @@ class EmulatorSession:
         append = kind == self._append_type
         self.record.log("in", t, {**obj, self._audio_field: ELIDED} if append else obj)
         event_id = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
+        self._event_id = event_id
         try:
             if not isinstance(kind, str):
                 raise ClientError("missing_required_parameter", "Missing required parameter: 'type'.", "type")
@@ -491,7 +465,9 @@ class EmulatorSession:
                     "type",
                 )
             envelope, handler = entry
-            handler(self, obj if append and self._plain_append(obj) else envelope.check(obj, ""), t)
+            checked = obj if append and self._plain_append(obj) else envelope.check(obj, "")
+            self._admit(kind)
+            handler(self, checked, t)
         except ClientError as exc:
             self._error(exc.code, exc.message, t, param=exc.param, error_type=exc.error_type, client_event_id=event_id)
 
@@ -505,6 +481,104 @@ class EmulatorSession:
             and isinstance(obj.get(self._audio_field), str)
             and isinstance(obj.get("event_id", ""), str)
         )
+
+
+class EmulatorSession(SessionCore):
+    """The state machine of one Realtime connection. See the module docstring for the calling convention."""
+
+    wire: Wire
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        settings: Settings | None = None,
+        *,
+        model: str | None = None,
+        now: float = 0.0,
+        wall: float = 0.0,
+        annotations: Annotations | None = None,
+        initial_session: Mapping[str, Any] | None = None,
+        ids: Ids | None = None,
+        record: SessionRecord | None = None,
+    ) -> None:
+        super().__init__(dialect, settings, now=now, wall=wall, annotations=annotations, ids=ids)
+        self.cfg = DialectConfig(dialect)
+        self.wire = Wire(dialect, self.ids)
+        self.session_id = self.ids.session()
+        self.conversation_id = self.ids.conversation()
+        self.session: dict[str, Any] = self.cfg.new_session(model or dialect.default_model, initial_session)
+        self.view: SessionView = self.cfg.view(self.session)
+        self.record = record or SessionRecord(self.session_id, dialect.name, self.view.model)
+        self.record.id, self.record.model = self.session_id, self.view.model
+        self.record.settings = self.settings.as_dict()
+        # conversation
+        self._order: list[str] = []
+        self._items: dict[str, dict[str, Any]] = {}
+        self._audio_ms: dict[str, float] = {}  # assistant item -> audio ms delivered in deltas
+        self._context: _Context | None = None
+        self._had_turn = False
+        # input
+        self._appended_ms = 0.0
+        self._buffer_start_ms = 0.0
+        self._carry = b""
+        self._vad: EnergyVad | None = None
+        self._vad_offset_ms = 0.0
+        self._speech_item: str | None = None
+        self._speech_start_ms = 0.0
+        self._idle: Timer | None = None
+        # responses
+        self._run: _Run | None = None
+        self._responses = 0
+        self._reset_vad()
+
+    # ---------------------------------------------------------------------------------------------------------
+    # The calling convention
+
+    def open(self) -> list[Action]:
+        """``session.created`` (unsolicited, right after the upgrade) and the session's own timers."""
+        faults = self.settings.faults
+        self._send(self.wire.event("session.created", session=self._echo()), self.t0)
+        self._at(self.t0 + self._cap_s, self._expire)
+        if faults.drop_after_s is not None:
+            self._at(self.t0 + faults.drop_after_s, lambda t: self._abort(f"drop_after_s={faults.drop_after_s}", t))
+        return self._flush()
+
+    def next_deadline(self) -> float | None:
+        if self.closed:
+            return None
+        t = min(self._timers[0].t if self._timers else math.inf, self._run.next_t() if self._run else math.inf)
+        return None if t == math.inf else t
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Plumbing
+
+    def _stopped(self) -> None:
+        self._run = None
+
+    def _advance(self, now: float) -> None:
+        while not self.closed:
+            t_timer = self._timers[0].t if self._timers else math.inf
+            t_run = self._run.next_t() if self._run else math.inf
+            if min(t_timer, t_run) > now:
+                return
+            if t_run <= t_timer:  # model output first when both are due at the same time
+                assert self._run is not None
+                self._step(self._run, self._run.steps.popleft())
+            else:
+                timer = heapq.heappop(self._timers)
+                if not timer.cancelled:
+                    timer.fn(timer.t)
+
+    def _echo(self) -> dict[str, Any]:
+        return self.wire.session(self.session, self.session_id, self.expires_at)
+
+    def _expire(self, t: float) -> None:
+        minutes = f"{self._cap_s / 60:g}"
+        self._error("session_expired", f"Your session hit the maximum duration of {minutes} minutes.", t)
+        self._close(1001, "session expired", t)
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Client events
 
     def _on_session_update(self, ev: dict[str, Any], t: float) -> None:
         before = self.view
@@ -637,7 +711,7 @@ class EmulatorSession:
         raise ClientError("invalid_value", f"{kind} is only supported for WebRTC and SIP connections.", "type")
 
     # canonical client key (the dialect's client_events) -> handler
-    _handlers: Mapping[str, Handler] = {
+    _handlers: ClassVar[Mapping[str, Handler]] = {
         "session.update": _on_session_update,
         "input.append": _on_append,
         "input.commit": _on_commit,
@@ -839,9 +913,9 @@ class EmulatorSession:
         text: str | None = reply.text if reply is not None else None
         tool = reply.tool_call if reply is not None else None
         if text is None and tool is None:
-            said = _SAY.search(params.instructions or "")
-            if said:
-                text = said.group(1)
+            said = rules.said(params.instructions)
+            if said is not None:
+                text = said
             elif ctx is not None and ctx.kind in ("turn", "text"):
                 text, tool_name = self._rules(ctx.text)
                 if tool_name is not None:
@@ -850,12 +924,12 @@ class EmulatorSession:
                     outputs.append(self._function_call(len(outputs), tool_name, args))
                     return outputs
             elif ctx is not None and ctx.kind == "function_output":
-                text = f"Thanks for waiting. The result is: {ctx.text}"
+                text = rules.result(ctx.text)
             elif ctx is not None and ctx.kind == "idle":
-                text = "Are you still there?"
+                text = rules.STILL_THERE
             else:
                 heard = self._input_text(params.input)
-                text = f"I heard you say: {heard}." if heard else self.settings.greeting
+                text = rules.echo(heard) if heard else self.settings.greeting
         outputs = [] if text is None else [self._message(0, text, modality, fmt, reply)]
         if tool is not None:
             outputs.append(self._function_call(len(outputs), tool.name, tool.arguments))
@@ -863,11 +937,7 @@ class EmulatorSession:
 
     def _rules(self, transcript: str) -> tuple[str | None, str | None]:
         """(spoken text, tool name) for a caller transcript: transfer, hang up, or echo."""
-        if self.view.tool("transfer_to_human") is not None and _HUMAN.search(transcript):
-            return None, "transfer_to_human"
-        if self.view.tool("end_call") is not None and _GOODBYE.search(transcript):
-            return "Thank you for calling. Goodbye!", "end_call"
-        return f"I heard you say: {transcript}.", None
+        return rules.answer(transcript, lambda name: self.view.tool(name) is not None)
 
     @staticmethod
     def _input_text(items: tuple[Any, ...] | None) -> str:
@@ -899,23 +969,7 @@ class EmulatorSession:
         )
 
     def _voice(self, text: str, rate: int, reply: Reply | None) -> bytes:
-        s = self.settings
-        ms = reply.duration_ms if reply is not None and reply.duration_ms else None
-        ms = ms or voice.reply_duration_ms(
-            text, ms_per_char=s.ms_per_char, min_ms=s.min_reply_ms, max_ms=s.max_reply_ms
-        )
-        wav = reply.wav if reply is not None and reply.wav else None
-        if wav is None and s.wav_path and not (reply is not None and (reply.tone_hz or reply.silence)):
-            wav = s.wav_path
-        if wav is not None:
-            try:
-                return voice.load_wav(wav, rate)
-            except (OSError, ValueError, EOFError) as exc:
-                log.warning("emulator: cannot use %s (%s); replying with a tone", wav, exc)
-        if (reply is not None and reply.silence) or (s.reply_audio == "silence" and reply is None):
-            return voice.silence(ms, rate)
-        hz = reply.tone_hz if reply is not None and reply.tone_hz else s.tone_hz
-        return voice.tone(hz, ms, rate, dbfs=s.tone_dbfs)
+        return voice.speak(self.settings, text, rate, reply)
 
     def _schedule(self, run: _Run, t0: float) -> None:
         """Lay out the response's events in time (docs/protocol.md, "A response")."""

@@ -6,6 +6,7 @@ G.711 and the bridge's playout, and an FFT finds it again.
 
 from __future__ import annotations
 
+import logging
 import wave
 from collections.abc import Callable
 from functools import lru_cache
@@ -14,6 +15,11 @@ from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
+
+from bridge.emulator.annotations import Reply
+from bridge.emulator.faults import Settings
+
+log = logging.getLogger("bridge.emulator")
 
 FADE_MS: Final = 5.0  # raised-cosine ramps at both ends: no clicks at the edges of a reply
 
@@ -84,3 +90,23 @@ def wire_chunks(
     ms. Cached like :func:`tone`: cutting and encoding a long reply took 8 ms per session."""
     pieces = chunk(pcm, rate, delta_ms)
     return tuple(encode(piece) for piece in pieces), tuple(len(piece) / 2 / rate * 1000.0 for piece in pieces)
+
+
+def speak(settings: Settings, text: str, rate: int, reply: Reply | None) -> bytes:
+    """The audio of one reply as PCM16 at ``rate``: the reply's WAV or the settings' (unless the reply asks for a
+    tone or silence), else silence or a tone, as long as the reply says or as its text takes."""
+    s = settings
+    ms = reply.duration_ms if reply is not None and reply.duration_ms else None
+    ms = ms or reply_duration_ms(text, ms_per_char=s.ms_per_char, min_ms=s.min_reply_ms, max_ms=s.max_reply_ms)
+    wav = reply.wav if reply is not None and reply.wav else None
+    if wav is None and s.wav_path and not (reply is not None and (reply.tone_hz or reply.silence)):
+        wav = s.wav_path
+    if wav is not None:
+        try:
+            return load_wav(wav, rate)
+        except (OSError, ValueError, EOFError) as exc:
+            log.warning("emulator: cannot use %s (%s); replying with a tone", wav, exc)
+    if (reply is not None and reply.silence) or (s.reply_audio == "silence" and reply is None):
+        return silence(ms, rate)
+    hz = reply.tone_hz if reply is not None and reply.tone_hz else s.tone_hz
+    return tone(hz, ms, rate, dbfs=s.tone_dbfs)

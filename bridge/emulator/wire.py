@@ -57,6 +57,17 @@ class Ids:
     def call(self) -> str:
         return self._make("call_", CALL_ID_LEN)
 
+    def delegation(self) -> str:
+        return self._make("deleg_")
+
+    def function_item(self) -> str:
+        """A Responses function call item's id (Live's backend)."""
+        return self._make("fc_")
+
+    def message_item(self) -> str:
+        """A Responses message item's id (Live's backend)."""
+        return self._make("msg_")
+
     def obfuscation(self) -> str:
         return "".join(self._rng.choices(BASE62, k=self._rng.randint(4, 16)))
 
@@ -77,7 +88,7 @@ class Wire:
     ids: Ids = field(default_factory=Ids)
 
     def __post_init__(self) -> None:
-        self.shape = self.dialect.service
+        self.shape = self.dialect.realtime_service
 
     def event(self, canonical: str, **fields: Any) -> dict[str, Any]:
         """One server event; ``canonical`` is a key of the dialect table (``audio.delta``, ``item.added``...)."""

@@ -3,7 +3,8 @@
 All protocol knowledge lives in ``protocol.py`` and the dialect tables; this module only moves text frames. It runs a
 send queue and a receive loop, lets ``websockets`` ping for keepalive, applies connect and idle timeouts, and turns
 every way a connection can end into one :class:`~bridge.events.Closed` event, classified (network, auth, protocol,
-server) with a retryable flag. It never raises into the call session after :meth:`connect` succeeds.
+server) with a retryable flag: the socket's close, or a dialect's own end-of-session event when it has one (Live's
+``session.closed``), whichever comes first. It never raises into the call session after :meth:`connect` succeeds.
 
 Three fast paths skip ``websockets``' own machinery: server text messages decoded on the spot instead of by the
 receive task, the socket read once per media beat (:meth:`RealtimeClient.read_on_beat`), and frames written on the
@@ -18,10 +19,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import orjson
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
@@ -72,6 +74,7 @@ class ClientSettings:
     ping_timeout_s: float = 20.0
     max_frame_bytes: int = 16 * 1024 * 1024  # an oversized delta is the server's fault, not a crash
     send_queue_frames: int = 2000  # 40 s of audio appends
+    goodbye_timeout_s: float = 2.0  # close(): how long a dialect's closing command waits for its answer
 
 
 class RealtimeClient:
@@ -105,6 +108,7 @@ class RealtimeClient:
         self._in_flight = False
         self._last_recv = time.monotonic()
         self._idle_expired = False
+        self._ended = asyncio.Event()  # a Closed went out (decoded, or the socket's)
 
     async def _resolve_credential(self) -> str:
         if isinstance(self._credential, str):
@@ -154,16 +158,20 @@ class RealtimeClient:
 
     # -- sending
     def send(self, command: ev.Command) -> None:
-        """Queue a command. Never blocks; if the queue is full (socket stalled) the frame is dropped and counted."""
+        """Queue a command. Never blocks; if the queue is full (socket stalled) the frame is dropped and counted.
+        A command the dialect does not have raises :class:`~bridge.realtime.dialects.UnsupportedCommand`."""
         if self.closed is not None:
             return
         for frame in self.protocol.encode(command):
-            if self._send_q.empty() and not self._in_flight and self._write_now(frame):
-                continue
-            try:
-                self._send_q.put_nowait(frame)
-            except asyncio.QueueFull:
-                self.dropped_sends += 1
+            self._send_frame(frame)
+
+    def _send_frame(self, frame: str) -> None:
+        if self._send_q.empty() and not self._in_flight and self._write_now(frame):
+            return
+        try:
+            self._send_q.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.dropped_sends += 1
 
     def _write_now(self, frame: str) -> bool:
         """The direct path (:meth:`BeatConnection.write_now`). False: the caller queues the frame instead."""
@@ -234,17 +242,24 @@ class RealtimeClient:
             log.exception("realtime receive loop failed")
             closed = ev.Closed(ev.ErrorClass.PROTOCOL, None, redact(repr(exc), self._secret), retryable=True)
             await ws.close(code=1011)
-        self.closed = closed
         self._send_q.put_nowait(_STOP) if not self._send_q.full() else None
         for task in self._tasks:  # the idle watch has nothing left to watch (unless it is the one closing)
             if task.get_name() == "realtime-idle" and not self._idle_expired:
                 task.cancel()
-        self._emit(closed)
+        if self.closed is None:  # else the service already said how the session ended
+            self.closed = closed
+            self._ended.set()
+            self._emit(closed)
 
     def _received(self, frame: str | bytes | bytearray | memoryview) -> None:
         """One server text message, from the receive loop or on the spot (``BeatConnection.process_event``)."""
         self._last_recv = time.monotonic()
         for event in self.protocol.decode(frame):
+            if isinstance(event, ev.Closed):
+                if self.closed is not None:
+                    continue
+                self.closed = event
+                self._ended.set()
             self._emit(event)
 
     def _emit(self, event: ev.Event) -> None:
@@ -297,15 +312,22 @@ class RealtimeClient:
         if ws is not None and ws.gated:
             ws.beat()
 
-    async def open(self, profile: AgentProfile, on_event: Callable[[ev.Event], Awaitable[None]] | None = None) -> None:
+    async def open(
+        self,
+        profile: AgentProfile,
+        on_event: Callable[[ev.Event], Awaitable[None]] | None = None,
+        history: Sequence[ev.AddText] = (),
+    ) -> None:
         """The dialect's handshake on a connected client: send the command that opens the session and wait for the
-        event that confirms it (beta and GA: ``session.update``, then ``session.updated``), so the first caller
-        audio goes out in the configured format. The session's own events on the way (session and conversation
-        ids, the confirmation itself) go to ``on_event``. Raises :class:`ConnectError` if the service answers with
-        an error (an expired or refused credential is AUTH, retryable with a fresh one; a bad config is not) or
-        the connection ends first. Leaves closing the client to the caller."""
+        event that confirms it (beta and GA: ``session.update``, then ``session.updated``; Live: ``session.start``,
+        then ``session.started``), so the first caller audio goes out in the configured format. ``history`` is the
+        text a continued call starts from (a rollover's or a reconnect's summary): items after the configuration in
+        Realtime, ``session.start``'s ``input[]`` in Live. The session's own events on the way (session and
+        conversation ids, the confirmation itself) go to ``on_event``. Raises :class:`ConnectError` if the service
+        answers with an error (an expired or refused credential is AUTH, retryable with a fresh one; a bad config
+        is not) or the connection ends first. Leaves closing the client to the caller."""
         handshake = self.dialect.handshake
-        self.send(handshake.opening(profile))
+        self.send(handshake.opening(profile, tuple(history)))
         while True:
             event = await self.next_event()
             if on_event is not None and isinstance(event, SESSION_EVENTS):
@@ -332,9 +354,17 @@ class RealtimeClient:
                 return
 
     async def close(self, drain_timeout_s: float = 1.0) -> None:
-        """Send what is queued (up to ``drain_timeout_s``), close cleanly (1000) and wait for the pump tasks."""
+        """End the session the dialect's way, send what is queued (up to ``drain_timeout_s``), close cleanly (1000)
+        and wait for the pump tasks. A dialect with a closing command (Live: ``session.close``) gets it first, and
+        its answer (``session.closed``, with the final usage: ``protocol.usage_seconds``) is awaited for up to
+        ``settings.goodbye_timeout_s``; its events still reach the sink or the queue."""
         self._closing = True
         self.read_on_beat(False)  # the close handshake is read as it lands
+        closing = self.dialect.handshake.closing
+        if closing is not None and self.closed is None and self._ws is not None:
+            self._send_frame(orjson.dumps({"type": self.dialect.client_events[closing]}).decode())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ended.wait(), self.settings.goodbye_timeout_s)
         if self._tasks and not self._tasks[0].done():
             with contextlib.suppress(asyncio.QueueFull):
                 self._send_q.put_nowait(_STOP)

@@ -223,7 +223,8 @@ class CachingSource(abc.ABC):
 
 class MintingSource(CachingSource):
     """Mints short-lived secrets with the long-lived key from ``dialect.credential_path`` under the HTTP base of
-    ``base_url`` (a ``ws(s)://`` Realtime base or its ``http(s)://`` twin)."""
+    ``base_url`` (a ``ws(s)://`` Realtime base or its ``http(s)://`` twin). A dialect with no credential endpoint
+    (Live) raises :class:`~bridge.errors.ConfigError`: it connects with the long-lived key."""
 
     def __init__(
         self,
@@ -236,6 +237,8 @@ class MintingSource(CachingSource):
         clock: Callable[[], float] = time.time,
         timeout_s: float = 10.0,
     ) -> None:
+        if dialect.credential_path is None:
+            raise ConfigError(f"dialect {dialect.name}", "credentials", "no short-lived credentials: use the API key")
         self.dialect = dialect
         self.profile = profile or AgentProfile()
         self.endpoint = http_base(base_url) + dialect.credential_path

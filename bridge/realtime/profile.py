@@ -1,7 +1,7 @@
 """The agent profile: what a dialplan says about the model's session, independent of the wire dialect.
 
-A dialect table (``bridge.realtime.dialects``) turns a profile into its own ``session.update`` body. A field that the
-target dialect lacks is rejected there, by name.
+A dialect table (``bridge.realtime.dialects``) turns a profile into its own session body (``session.update``,
+Live's ``session.start``). A field that the target dialect lacks is rejected there, by name.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-AudioFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]
+# pcm16: PCM16 at 24 kHz; pcm16_16k: PCM16 at 16 kHz (Live only); G.711 at 8 kHz
+AudioFormat = Literal["pcm16", "pcm16_16k", "g711_ulaw", "g711_alaw"]
 Voice = str  # validated against the model by bridge.rollout.policy (marin/cedar need gpt-realtime models)
 
 
@@ -59,6 +60,13 @@ class Tool(_Strict):
         }
 
 
+class Delegation(_Strict):
+    """Live only: the Responses model that takes the tasks the Live model delegates, with the profile's tools."""
+
+    model: str = "gpt-5-mini"
+    instructions: str | None = None  # the backend's own prompt; None: the profile's instructions
+
+
 class AgentProfile(_Strict):
     """A dialect-neutral Realtime session configuration."""
 
@@ -75,5 +83,6 @@ class AgentProfile(_Strict):
     speed: float | None = Field(None, ge=0.25, le=1.5)
     temperature: float | None = Field(None, ge=0.6, le=1.2)  # beta only
     max_output_tokens: int | Literal["inf"] | None = None
+    delegation: Delegation | None = None  # Live only; None: Delegation()
     # Raw wire fields merged into the session body; checked against the dialect's known session fields.
     extra: dict[str, Any] = Field(default_factory=dict)

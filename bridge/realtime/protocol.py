@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from bridge import events as ev
-from bridge.realtime.dialects import Dialect
+from bridge.realtime.dialects import Dialect, UnsupportedCommand
 
 log = logging.getLogger("bridge.realtime")
 
@@ -34,6 +34,8 @@ class RealtimeProtocol:
         self.dialect = dialect
         self.counters: Counter[str] = Counter()
         self.last_event_id: str | None = None
+        self.usage_seconds: float | None = None  # the session's audio time so far, where the dialect reports it
+        self.ended: ev.Closed | None = None  # the service said the session is over (Live ``session.closed``)
         self._tool_names: dict[str, str] = {}  # function_call item id -> tool name
         self._encoders = dialect.encoders
         self._events = dialect.server_events
@@ -41,8 +43,15 @@ class RealtimeProtocol:
 
     # -- commands -> wire
     def encode(self, command: ev.Command) -> Sequence[str]:
-        """Wire text frames for one command (a function output with ``respond`` is two frames)."""
-        return self._encoders[type(command)](command)
+        """Wire text frames for one command (a function output with ``respond`` is two frames).
+
+        Raises :class:`~bridge.realtime.dialects.UnsupportedCommand` for a command the dialect does not have
+        (its table's ``refused`` says why): the caller should have read the dialect's capabilities."""
+        encoder = self._encoders.get(type(command))
+        if encoder is None:
+            reason = self.dialect.refused.get(type(command), "no encoder for it")
+            raise UnsupportedCommand(self.dialect.name, command.kind, reason)
+        return encoder(command)
 
     # -- wire -> events
     def decode(self, text: str | bytes | bytearray | memoryview) -> Sequence[ev.Event]:
@@ -75,12 +84,17 @@ class RealtimeProtocol:
                 log.warning("%s realtime: oversized audio delta of %d bytes", self.dialect.name, len(event.audio))
             elif isinstance(event, ev.OutputItemAdded | ev.FunctionCall):
                 tools = True
+            elif isinstance(event, ev.UsageUpdated):
+                self.usage_seconds = event.seconds
+            elif isinstance(event, ev.Closed) and self.ended is None:
+                self.ended = event
         return tuple(self._with_tool_name(obj, e) for e in events) if tools else events
 
     def _with_tool_name(self, obj: Mapping[str, Any], event: ev.Event) -> ev.Event:
         """Beta's ``function_call_arguments.done`` has no ``name``: take it from ``output_item.added``."""
         if isinstance(event, ev.OutputItemAdded) and event.item_type == "function_call":
-            self._tool_names[event.item_id] = str(obj["item"].get("name") or "")
+            item = obj.get("item")
+            self._tool_names[event.item_id] = str(item.get("name") or "") if isinstance(item, Mapping) else ""
         elif isinstance(event, ev.FunctionCall) and not event.name:
             event = dataclasses.replace(event, name=self._tool_names.get(event.item_id, ""))
         return event

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from bridge.errors import BridgeError, ConfigError, redact
 from bridge.replay.compare import DialectRun, ScriptResult, label, summarize
-from bridge.replay.script import DIALECT_NAMES, CallScript, find_scripts, load_script
+from bridge.replay.script import DEFAULT_DIALECTS, DIALECT_NAMES, CallScript, find_scripts, load_script
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 BAR_WIDTH = 30
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = base("replay", "replay call scripts through the beta and GA dialects and compare them")
     p.add_argument("paths", nargs="+", type=Path, help="script directories, or directories of scripts")
-    p.add_argument("--dialects", type=_dialects, default=list(DIALECT_NAMES), help="comma-separated (beta,ga)")
+    p.add_argument("--dialects", type=_dialects, default=list(DEFAULT_DIALECTS), help="comma-separated (beta,ga,live)")
     p.add_argument("--via", choices=("direct", "sip"), default="direct", help="direct: virtual time, no SIP")
     p.add_argument("--target", choices=("emulator", "openai"), default="emulator")
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.json and report.html here")

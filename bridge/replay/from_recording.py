@@ -106,14 +106,17 @@ def split_dialects(plan: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, d
     """A recorded dialplan that one dialect cannot run (a GA-only field such as ``idle_timeout_ms``): the field
     moves out of the shared plan into ``dialect_overrides`` of the dialects that have it."""
     from bridge.errors import DialectFieldError
-    from bridge.realtime.dialects import DIALECTS
+    from bridge.realtime.dialects import get_dialect
     from bridge.realtime.profile import AgentProfile
+    from bridge.replay.script import DEFAULT_DIALECTS
+
+    dialects = {name: get_dialect(name) for name in DEFAULT_DIALECTS}  # the dialects a recorded call replays in
 
     base: dict[str, Any] = copy.deepcopy(dict(plan))
     overrides: dict[str, dict[str, Any]] = {}
     for _ in range(16):  # each pass moves one field
         failed: tuple[str, list[str]] | None = None
-        for name, dialect in DIALECTS.items():
+        for name, dialect in dialects.items():
             try:
                 dialect.build_session(AgentProfile.model_validate(base.get("profile", {})))
             except DialectFieldError as exc:
@@ -128,7 +131,7 @@ def split_dialects(plan: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, d
         for key in path[:-1]:
             node = node[key]
         value = node.pop(path[-1])
-        for name in DIALECTS:
+        for name in dialects:
             if name != lacking:
                 tree = overrides.setdefault(name, {}).setdefault("profile", {})
                 for key in path[:-1]:

@@ -34,11 +34,12 @@ from bridge.errors import ConfigError
 from bridge.realtime.dialects import DIALECTS
 
 SCRIPT_FILE: Final = "script.yaml"
-DIALECT_NAMES: Final = tuple(DIALECTS)  # ("beta", "ga")
+DIALECT_NAMES: Final = tuple(DIALECTS)  # ("beta", "ga", "live"): a script builds a plan for each
+DEFAULT_DIALECTS: Final = ("beta", "ga")  # what a replay runs unless told otherwise
 G711_TAGS: Final = {6: "A-law", 7: "μ-law"}  # WAVE_FORMAT_ALAW, WAVE_FORMAT_MULAW
 WAVE_FORMAT_EXTENSIBLE: Final = 0xFFFE
 DTMF_PATTERN: Final = r"^[0-9*#A-Da-d]+$"  # RFC 4733 §3.2 events 0-15
-DialectName = Literal["beta", "ga"]
+DialectName = Literal["beta", "ga", "live"]
 
 
 class _Strict(BaseModel):
@@ -253,11 +254,19 @@ def g711_tag(path: Path) -> int:
 class CallScript:
     """A validated script: the model, its directory, and the per-dialect dialplans and annotations."""
 
-    def __init__(self, model: ScriptModel, directory: Path, source: Path, plans: Mapping[str, Dialplan]) -> None:
+    def __init__(
+        self,
+        model: ScriptModel,
+        directory: Path,
+        source: Path,
+        plans: Mapping[str, Dialplan],
+        unbuildable: Mapping[str, ConfigError] | None = None,
+    ) -> None:
         self.model = model
         self.directory = directory
         self.source = source
         self.plans = dict(plans)
+        self.unbuildable = dict(unbuildable or {})  # dialect -> why the script cannot run in it
 
     @property
     def name(self) -> str:
@@ -268,6 +277,9 @@ class CallScript:
         return self.model.turns
 
     def plan(self, dialect: str) -> Dialplan:
+        """The script's dialplan in ``dialect``; the ConfigError that kept it from building, if one did."""
+        if dialect in self.unbuildable:
+            raise self.unbuildable[dialect]
         return self.plans[dialect]
 
     def expect(self, dialect: str) -> Expect:
@@ -366,7 +378,9 @@ def _find_dialplan(name: str, directory: Path) -> Path | None:
     return None
 
 
-def _plans(model: ScriptModel, src: str, dialplans_dir: Path) -> dict[str, Dialplan]:
+def _plans(model: ScriptModel, src: str, dialplans_dir: Path) -> tuple[dict[str, Dialplan], dict[str, ConfigError]]:
+    """The script's dialplan in every dialect. One that does not build is an error at load time in a default
+    dialect, and in the others only when the script is run there (returned apart)."""
     if isinstance(model.dialplan, str):
         path = _find_dialplan(model.dialplan, dialplans_dir)
         if path is None:
@@ -380,24 +394,34 @@ def _plans(model: ScriptModel, src: str, dialplans_dir: Path) -> dict[str, Dialp
         base = {"name": model.name, "match": ["*"], **model.dialplan}
         field = "dialplan"
     plans: dict[str, Dialplan] = {}
+    unbuildable: dict[str, ConfigError] = {}
     for dialect in DIALECT_NAMES:
-        over = model.dialect_overrides.get(cast(DialectName, dialect))
-        where = f"dialect_overrides.{dialect}" if over else field
-        data = _deep_merge(base, over or {})
-        data["dialect"] = dialect
         try:
-            plan = Dialplan.model_validate(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            raise ConfigError(src, f"{where}.{_loc(err['loc'])}", err["msg"]) from None
-        try:
-            DIALECTS[dialect].build_session(plan.profile)
+            plans[dialect] = _plan(model, src, base, field, dialect)
         except ConfigError as exc:
-            raise ConfigError(src, f"{where}.profile.{exc.field}", f"{exc.message} (dialect {dialect})") from None
-        if "transfer_to_human" in plan.tool_names and not plan.transfer_target:
-            raise ConfigError(src, f"{where}.transfer_target", "required when the transfer_to_human tool is enabled")
-        plans[dialect] = plan
-    return plans
+            if dialect in DEFAULT_DIALECTS:
+                raise
+            unbuildable[dialect] = exc
+    return plans, unbuildable
+
+
+def _plan(model: ScriptModel, src: str, base: dict[str, Any], field: str, dialect: str) -> Dialplan:
+    over = model.dialect_overrides.get(cast(DialectName, dialect))
+    where = f"dialect_overrides.{dialect}" if over else field
+    data = _deep_merge(base, over or {})
+    data["dialect"] = dialect
+    try:
+        plan = Dialplan.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(src, f"{where}.{_loc(err['loc'])}", err["msg"]) from None
+    try:
+        DIALECTS[dialect].build_session(plan.profile)
+    except ConfigError as exc:
+        raise ConfigError(src, f"{where}.profile.{exc.field}", f"{exc.message} (dialect {dialect})") from None
+    if "transfer_to_human" in plan.tool_names and not plan.transfer_target:
+        raise ConfigError(src, f"{where}.transfer_target", "required when the transfer_to_human tool is enabled")
+    return plan
 
 
 def _check_audio(model: ScriptModel, src: str, directory: Path) -> None:
@@ -446,9 +470,9 @@ def load_script(path: str | Path, dialplans_dir: Path | None = None) -> CallScri
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(src, _loc(loc), msg) from None
-    plans = _plans(model, src, dialplans_dir or default_dialplans_dir())
+    plans, unbuildable = _plans(model, src, dialplans_dir or default_dialplans_dir())
     _check_audio(model, src, file.parent)
-    return CallScript(model, file.parent, file, plans)
+    return CallScript(model, file.parent, file, plans, unbuildable)
 
 
 def find_scripts(paths: Iterable[str | Path]) -> list[Path]:

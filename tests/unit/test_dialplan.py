@@ -36,7 +36,7 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
          "profile.turn_detection.server_vad.threshold", "less than or equal"),
         ("name: x\nmatch: ['1']\nprofile: {voice: alloy, colour: red}\n", "profile.colour", "Extra inputs"),
         ("name: x\nmatch: []\n", "match", "at least 1"),
-        ("name: x\nmatch: ['1']\ndialect: gamma\n", "dialect", "'beta', 'ga' or 'rollout'"),
+        ("name: x\nmatch: ['1']\ndialect: gamma\n", "dialect", "'beta', 'ga', 'live' or 'rollout'"),
         ("name: x\nmatch: ['1']\nprofile: {tools: [teleport]}\n", "profile", "unknown built-in tool 'teleport'"),
         ("name: x\nmatch: ['1']\nprofile: {tools: [transfer_to_human]}\n", "transfer_target", "required"),
         ("name: x\nmatch: ['1']\ndialect: ga\nprofile: {temperature: 0.8}\n", "profile.temperature", "GA"),

@@ -7,6 +7,7 @@
     common.py   what the Realtime dialects share: event names, decoders, encoders, session helpers, schema pieces
     beta.py     Realtime beta (OpenAI-Beta: realtime=v1; flat session)
     ga.py       Realtime GA (nested audio; session.type required)
+    live.py     GPT-Live (/live/sessions; session.start; continuous audio; a Responses backend for tools)
     eventmap.py docs/protocol.md's event map, generated from the tables (``python -m bridge.realtime.dialects``)
 
 Adding a dialect is one module here, its tests and, when the emulator must speak it, its service tables.
@@ -23,16 +24,19 @@ from bridge.realtime.dialects.base import (
     Credential,
     Dialect,
     Handshake,
+    LiveService,
     MintRequest,
     ResponseInfo,
     Service,
+    UnsupportedCommand,
     Usage,
     WireAudio,
 )
 from bridge.realtime.dialects.beta import BETA
 from bridge.realtime.dialects.ga import GA
+from bridge.realtime.dialects.live import LIVE
 
-DIALECTS: Mapping[str, Dialect] = MappingProxyType({d.name: d for d in (BETA, GA)})
+DIALECTS: Mapping[str, Dialect] = MappingProxyType({d.name: d for d in (BETA, GA, LIVE)})
 
 
 def get_dialect(name: str) -> Dialect:
@@ -46,14 +50,17 @@ __all__ = [
     "BETA",
     "DIALECTS",
     "GA",
+    "LIVE",
     "PROFILE_FORMATS",
     "Capabilities",
     "Credential",
     "Dialect",
     "Handshake",
+    "LiveService",
     "MintRequest",
     "ResponseInfo",
     "Service",
+    "UnsupportedCommand",
     "Usage",
     "WireAudio",
     "get_dialect",

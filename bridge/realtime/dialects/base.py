@@ -2,17 +2,22 @@
 
 A dialect owns its whole wire, in both directions:
 
-* **connect**: the URL path under the base, the extra headers and the credential endpoint;
-* **handshake**: the command that opens the session and the bridge event that confirms it (:class:`Handshake`);
-* **commands**: one encoder per :class:`~bridge.events.Command` (wire text frames out);
+* **connect**: the URL path under the base (with the model in the query or not), the extra headers and the
+  credential endpoint (if it has one);
+* **handshake**: the command that opens the session (:class:`~bridge.events.StartSession`, with the history a
+  continued call starts from), the bridge event that confirms it and the command that ends it (:class:`Handshake`);
+* **commands**: one encoder per :class:`~bridge.events.Command` (wire text frames out), or the reason the dialect
+  has no such command (``refused``: encoding one raises :class:`UnsupportedCommand`);
 * **server events**: wire name -> canonical key -> decoder, and a decoder may yield several bridge events, or none;
 * **audio append**: the JSON text around the base64 (:class:`~bridge.audio.wire.AppendTemplate`), which the C
   uplink also takes from here;
 * **capabilities** (:class:`Capabilities`): who detects turns, who decides to respond, whether cancel and truncate
-  exist, whether audio must flow without gaps, and which formats and rates go in and out;
-* **the service** (:class:`Service`): what the far end accepts (session, item and response schemas, defaults) and how
-  it spells its answers (item objects, content types, rate limits, usage, the credential endpoint). The emulator
-  serves from these tables; nothing else does.
+  exist, whether audio must flow without gaps either way, how usage is counted, the session's cap, and which
+  formats and rates go in and out;
+* **the service**: what the far end accepts and how it spells its answers, for the emulator: :class:`Service` for
+  the Realtime shapes (session, item and response schemas, item objects, content types, rate limits, usage, the
+  credential endpoint), :class:`LiveService` for GPT-Live's. The emulator serves from these tables; nothing else
+  does.
 
 Code outside ``bridge/realtime/dialects/`` reads these fields and never compares a dialect's name or identity.
 """
@@ -27,6 +32,7 @@ from urllib.parse import urlencode
 
 from bridge import events as ev
 from bridge.audio.wire import AppendTemplate
+from bridge.errors import LocalProtocolError
 from bridge.realtime.dialects.schema import Node, Obj
 from bridge.realtime.profile import AgentProfile, AudioFormat
 
@@ -48,11 +54,12 @@ class WireAudio:
 
 
 PCM16_24K = WireAudio("pcm16", 24000)
+PCM16_16K = WireAudio("pcm16", 16000)
 G711_ULAW = WireAudio("g711_ulaw", 8000)
 G711_ALAW = WireAudio("g711_alaw", 8000)
 # AgentProfile.audio_format (the dialplan's word) -> the format it means
 PROFILE_FORMATS: Mapping[str, WireAudio] = MappingProxyType(
-    {"pcm16": PCM16_24K, "g711_ulaw": G711_ULAW, "g711_alaw": G711_ALAW}
+    {"pcm16": PCM16_24K, "pcm16_16k": PCM16_16K, "g711_ulaw": G711_ULAW, "g711_alaw": G711_ALAW}
 )
 
 
@@ -65,20 +72,35 @@ class Capabilities:
     cancel: bool  # a response can be cancelled by the client
     truncate: bool  # the client can cut an item's audio to what the caller heard
     continuous_audio: bool  # caller audio must stream without gaps, silence included
+    continuous_output: bool  # the model's audio streams at real-time pace, silence included, outside responses
+    usage: Literal["tokens", "audio_seconds"]  # what the service counts: tokens per response, or session audio time
+    session_cap_s: float  # the service ends a session after this long
     input_formats: frozenset[WireAudio]
     output_formats: frozenset[WireAudio]
 
 
 @dataclass(frozen=True)
 class Handshake:
-    """How a session opens: the bridge sends ``opening(profile)`` and waits for a ``confirmation`` event
-    (:meth:`bridge.realtime.client.RealtimeClient.open`). ``confirmed_by`` is the canonical key of the server event
-    that decodes to it; ``closing`` the client command that ends a session (None: the client closes the socket)."""
+    """How a session opens and ends. The bridge sends ``opening(profile, history)`` (its first frame is the client
+    event ``opened_by``, a canonical client key) and waits for a ``confirmation`` event
+    (:meth:`bridge.realtime.client.RealtimeClient.open`); ``confirmed_by`` is the canonical key of the server event
+    that decodes to it. ``closing`` is the canonical client key of the command that ends a session, answered by the
+    server event ``closed_by`` (None: the client just closes the socket)."""
 
-    opening: Callable[[AgentProfile], ev.Command]
+    opening: Callable[[AgentProfile, tuple[ev.AddText, ...]], ev.Command]
+    opened_by: str
     confirmation: type[ev.Event]
     confirmed_by: str
     closing: str | None = None
+    closed_by: str | None = None
+
+
+class UnsupportedCommand(LocalProtocolError):
+    """A command the dialect does not have (its table says why): the caller should have read the capabilities."""
+
+    def __init__(self, dialect: str, command: str, reason: str) -> None:
+        super().__init__(f"the {dialect} dialect has no {command}: {reason}")
+        self.dialect, self.command, self.reason = dialect, command, reason
 
 
 @dataclass(frozen=True)
@@ -162,6 +184,27 @@ class Service:
     retired: tuple[str, str] | None = None
 
 
+@dataclass(frozen=True)
+class LiveService:
+    """The far end as GPT-Live's wire shows it, for the emulator's Live module (``bridge/emulator/live.py``).
+
+    Live has no conversation items or responses of its own: speech is one continuous output stream, and decisions
+    go to a delegated Responses backend whose stream events come wrapped in ``response.event``."""
+
+    client_envelopes: Mapping[str, Obj]  # canonical client key -> the event's envelope
+    session_schema: Obj  # session.start's session
+    update_schema: Obj  # session.update's session (delegation and triggers only)
+    item_schema: Node  # response.item.create's item (a Responses input item)
+    session_defaults: Callable[[str], dict[str, Any]]  # model -> the server's defaults, under the client's config
+    session_paths: Mapping[str, tuple[str, ...]]  # model, instructions, voice, format, delegation, tools, input
+    session_resource: Callable[[Mapping[str, Any], str, int], dict[str, Any]]  # (config, id, expires_at) -> resource
+    error: Callable[[str, str, str, str | None, str | None], dict[str, Any]]  # (code, type, message, param, id)
+    usage: Callable[[float], dict[str, Any]]  # cumulative seconds -> the usage object
+    responses_events: Mapping[str, str]  # canonical key -> the type of a Responses stream event inside response.event
+    voices: tuple[str, ...]
+    retired: tuple[str, str] | None = None
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The table
 
@@ -169,7 +212,7 @@ class Service:
 @dataclass(frozen=True, eq=False)
 class Dialect:
     name: str
-    label: str  # how people write it ("beta", "GA")
+    label: str  # how people write it ("beta", "GA", "Live")
     default_model: str
     path: str  # the WebSocket's path under the base URL ("/realtime")
     extra_headers: Mapping[str, str]
@@ -189,10 +232,12 @@ class Dialect:
     session_fields: frozenset[str]  # top-level session fields this dialect accepts
     format_value: Callable[[str], Any]  # the profile's word for a format -> its wire value
     format_name: Callable[[Any], str | None]  # a wire format value -> the profile's word for it (None: unknown)
-    credential_path: str
+    credential_path: str | None  # None: no short-lived credentials (the long-lived key connects)
     build_credential_request: Callable[[AgentProfile], dict[str, Any]]
     parse_credential: Callable[[Mapping[str, Any]], Credential]
-    service: Service
+    service: Service | LiveService
+    model_in_url: bool = True  # ``?model=`` on the WebSocket URL (else the model goes in the opening command)
+    refused: Mapping[type[ev.Command], str] = field(default_factory=lambda: MappingProxyType({}))  # command -> why not
     server_events: Mapping[str, str] = field(init=False)  # wire -> canonical, everything this dialect decodes
     wire_names: Mapping[str, str] = field(init=False)  # canonical -> primary wire name (the emulator encodes)
 
@@ -204,11 +249,13 @@ class Dialect:
     def url(self, base: str, model: str | None = None) -> str:
         """``base`` is e.g. ``wss://api.openai.com/v1`` or ``ws://127.0.0.1:8765/v1?drop_after_s=3``.
 
-        A query on ``base`` is kept (the emulator takes fault settings that way).
+        A query on ``base`` is kept (the emulator takes fault settings that way); ``model`` is ignored by a dialect
+        whose model goes in the opening command.
         """
         path, _, query = base.partition("?")
-        params = urlencode({"model": model or self.default_model})
-        return f"{path.rstrip('/')}{self.path}?{params}" + (f"&{query}" if query else "")
+        params = [urlencode({"model": model or self.default_model})] if self.model_in_url else []
+        params += [query] if query else []
+        return f"{path.rstrip('/')}{self.path}" + ("?" + "&".join(params) if params else "")
 
     def headers(self, credential: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {credential}", **self.extra_headers}
@@ -217,9 +264,16 @@ class Dialect:
         return self.wire_names[canonical]
 
     @property
+    def realtime_service(self) -> Service:
+        """The service tables of a Realtime dialect; TypeError for a dialect of another shape."""
+        if not isinstance(self.service, Service):
+            raise TypeError(f"the {self.name} dialect is not served in the Realtime shape")
+        return self.service
+
+    @property
     def output_audio_content_type(self) -> str:
         """The content type of the model's audio inside items."""
-        return self.service.content_types["audio"]
+        return self.realtime_service.content_types["audio"]
 
     def __repr__(self) -> str:
         return f"Dialect({self.name})"

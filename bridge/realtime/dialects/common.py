@@ -99,19 +99,29 @@ CLIENT_EVENTS: Mapping[str, str] = MappingProxyType(
 APPEND = AppendTemplate(CLIENT_EVENTS["input.append"])
 
 # Both dialects: the service's VAD marks turns and the model answers them; the client may cancel and truncate;
-# audio goes in bursts or gaps as it comes; PCM16 at 24 kHz or G.711 at 8 kHz, both ways.
+# audio goes in bursts or gaps as it comes, and the model's comes per response, faster than real time; usage is
+# tokens per response; sessions last 60 minutes; PCM16 at 24 kHz or G.711 at 8 kHz, both ways.
 CAPABILITIES = Capabilities(
     turn_detection="server",
     responds="model",
     cancel=True,
     truncate=True,
     continuous_audio=False,
+    continuous_output=False,
+    usage="tokens",
+    session_cap_s=3600.0,
     input_formats=frozenset({PCM16_24K, G711_ULAW, G711_ALAW}),
     output_formats=frozenset({PCM16_24K, G711_ULAW, G711_ALAW}),
 )
 
-# session.update opens the session and session.updated confirms it; the client ends it by closing the socket.
-HANDSHAKE = Handshake(opening=ev.UpdateSession, confirmation=ev.SessionConfigured, confirmed_by="session.updated")
+# session.update opens the session (the history follows as items) and session.updated confirms it; the client ends
+# it by closing the socket.
+HANDSHAKE = Handshake(
+    opening=ev.StartSession,
+    opened_by="session.update",
+    confirmation=ev.SessionConfigured,
+    confirmed_by="session.updated",
+)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -184,18 +194,23 @@ def _item_added(e: Mapping[str, Any]) -> Sequence[ev.Event]:
     )
 
 
+def token_usage(response: Mapping[str, Any]) -> ev.Usage | None:
+    """A response object's token counts (Realtime's ``response.done``, the Responses API's lifecycle events)."""
+    usage = response.get("usage")
+    if not isinstance(usage, Mapping):
+        return None
+    return ev.Usage(
+        total_tokens=_i(usage, "total_tokens"),
+        input_tokens=_i(usage, "input_tokens"),
+        output_tokens=_i(usage, "output_tokens"),
+    )
+
+
 def _response_done(e: Mapping[str, Any]) -> Sequence[ev.Event]:
     resp = _m(e, "response")
     details = _m(resp, "status_details")
-    usage_raw = resp.get("usage")
-    usage = None
-    if isinstance(usage_raw, Mapping):
-        usage = ev.Usage(
-            total_tokens=_i(usage_raw, "total_tokens"),
-            input_tokens=_i(usage_raw, "input_tokens"),
-            output_tokens=_i(usage_raw, "output_tokens"),
-        )
     reason = details.get("reason") or _m(details, "error").get("code")
+    usage = token_usage(resp)
     return (ev.ResponseDone(response_id=_s(resp, "id"), status=_s(resp, "status"), reason=reason, usage=usage),)
 
 
@@ -212,19 +227,24 @@ def _rate_limits(e: Mapping[str, Any]) -> Sequence[ev.Event]:
     return (ev.RateLimits(limits=limits),)
 
 
+def error_event(err: Mapping[str, Any], event_id: Any, fatal: frozenset[str] = frozenset()) -> ev.ErrorEvent:
+    """An ``error`` event's ``error`` object, classified (a ``fatal`` code is never retryable), its message
+    redacted; ``event_id`` names the client event it answers."""
+    code = _s(err, "code")
+    error_class, retryable = classify_server_error(_s(err, "type"), code or None)
+    return ev.ErrorEvent(
+        error_class=error_class,
+        code=code or _s(err, "type"),
+        message=redact(_s(err, "message")),
+        param=err.get("param"),
+        event_id=event_id,
+        retryable=retryable and code not in fatal,
+    )
+
+
 def _error(e: Mapping[str, Any]) -> Sequence[ev.Event]:
     err = _m(e, "error")
-    error_class, retryable = classify_server_error(_s(err, "type"), err.get("code"))
-    return (
-        ev.ErrorEvent(
-            error_class=error_class,
-            code=_s(err, "code") or _s(err, "type"),
-            message=redact(_s(err, "message")),
-            param=err.get("param"),
-            event_id=err.get("event_id"),
-            retryable=retryable,
-        ),
-    )
+    return (error_event(err, err.get("event_id")),)
 
 
 def _audio_delta(e: Mapping[str, Any]) -> Sequence[ev.Event]:
@@ -370,6 +390,13 @@ def encoders(
         item = {"type": "message", "role": str(c.role), "content": [{"type": "input_text", "text": c.text}]}
         return (_dumps({"type": names["item.create"], "item": item}),)
 
+    def update(c: ev.UpdateSession | ev.StartSession) -> str:
+        return _dumps({"type": names["session.update"], "session": build_session(c.profile)})
+
+    def start(c: ev.StartSession) -> Sequence[str]:
+        """The configuration, then the history as items: the service takes them in order."""
+        return (update(c), *(frame for text in c.history for frame in add_text(text)))
+
     def truncate(c: ev.Truncate) -> Sequence[str]:
         return (
             _dumps(
@@ -383,7 +410,8 @@ def encoders(
         )
 
     table: dict[type[ev.Command], Encoder] = {
-        ev.UpdateSession: lambda c: (_dumps({"type": names["session.update"], "session": build_session(c.profile)}),),
+        ev.StartSession: start,
+        ev.UpdateSession: lambda c: (update(c),),
         ev.AppendAudio: lambda c: (append(c.audio),),
         ev.CommitAudio: lambda c: (_dumps({"type": names["input.commit"]}),),
         ev.ClearAudio: lambda c: (_dumps({"type": names["input.clear"]}),),
@@ -411,6 +439,9 @@ def check_format(dialect: str, profile: AgentProfile, capabilities: Capabilities
 
 
 def check_extra(dialect: str, profile: AgentProfile, allowed: frozenset[str]) -> dict[str, Any]:
+    """The profile's raw extra fields, each one the dialect knows; a Realtime dialect has no ``delegation``."""
+    if profile.delegation is not None:
+        raise DialectFieldError(dialect, "delegation", "only Live delegates tasks to a Responses backend")
     for key in profile.extra:
         if key not in allowed:
             raise DialectFieldError(dialect, f"session.{key}")

@@ -187,7 +187,8 @@ def test_cli_options() -> None:
         ("/realtime", {"OpenAI-Beta": "assistants=v2, realtime=v1"}, "beta"),
         ("/realtime", {}, "ga"),
         ("/realtime", {"OpenAI-Beta": "assistants=v2"}, "ga"),
-        ("/live/sessions", {}, None),
+        ("/live/sessions", {}, "live"),
+        ("/live/other", {}, None),
     ],
 )
 def test_the_dialect_is_picked_by_path_and_headers_as_the_service_does(
