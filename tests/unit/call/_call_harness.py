@@ -188,8 +188,8 @@ class Phone:
         self._told("reject", str(code))
         self._disconnect("rejected")
 
-    def hangup(self) -> None:
-        self._told("hangup")
+    def hangup(self, reason: str | None = None) -> None:
+        self._told("hangup", *([reason] if reason else []))
         self._disconnect("local hangup")
 
     def transfer(self, uri: str) -> None:
