@@ -74,6 +74,7 @@ class CallSession:
         metronome: Metronome | None = None,
         model_down: bool = False,
         reject_when_down: bool = False,
+        on_connect: Callable[[ConnectError | None], None] | None = None,
     ) -> None:
         self.leg = leg
         # The 20 ms tick: a worker passes its loop's shared metronome (one wake-up for all its calls, on the
@@ -83,6 +84,7 @@ class CallSession:
         self.dialect = dialect
         self._model_down = model_down  # the worker's breaker is open: no attempt before the answer, hold at once
         self._reject_when_down = reject_when_down  # no model at the answer: 503 (a front tries another node)
+        self._on_connect = on_connect or (lambda exc: None)  # each open's outcome (the worker's breaker)
         self._connect = connect
         self._clock = clock
         self._t0 = clock()
@@ -175,7 +177,12 @@ class CallSession:
 
     # ------------------------------------------------------------------------------------------------ lifecycle
     async def _open_session(self) -> RealtimeClient:
-        client = await open_session(self._connect, self.plan.profile, self._handlers)  # the session's events reported
+        try:
+            client = await open_session(self._connect, self.plan.profile, self._handlers)  # its events reported
+        except ConnectError as exc:
+            self._on_connect(exc)
+            raise
+        self._on_connect(None)
         self.rollover.opened()
         return client
 
