@@ -162,17 +162,29 @@ def write_plan(directory: Path, **fields: Any) -> None:
     (directory / "outage.yaml").write_text(json.dumps(plan))
 
 
-async def softphone(uri: str, record: Path, hangup_after: float, timeout: float = 90.0) -> dict[str, Any]:  # noqa: ASYNC109
+async def softphone(
+    uri: str,
+    record: Path,
+    hangup_after: float,
+    timeout: float = 90.0,  # noqa: ASYNC109
+    sip_log: Path | None = None,
+) -> dict[str, Any]:
+    """Place a call; ``sip_log``: write the phone's log there, SIP messages included (pjsua log level 5)."""
+    log = ["--log-level", "5"] if sip_log is not None else []
+    # pjsua's SIP messages are logged at DEBUG: configured first, ``callbridge``'s own INFO set-up is a no-op
+    debug = "import logging, sys; logging.basicConfig(level=logging.DEBUG); from bridge.cli import main; main()"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "call", uri, "--record", str(record), "--hangup-after", str(hangup_after),
-        "--json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable, "-c", debug, "call", uri, "--record", str(record), "--hangup-after", str(hangup_after),
+        "--json", *log, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         raise
+    if sip_log is not None:
+        sip_log.write_bytes(out + err)
     return dict(json.loads(out.decode().strip().splitlines()[-1]))
 
 
