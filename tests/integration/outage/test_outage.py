@@ -161,8 +161,10 @@ async def test_a_model_unreachable_at_arrival_puts_the_caller_on_hold_then_fails
     try:
         await serve.wait_ready()
         summary = await softphone(serve.uri(), tmp_path / "heard.wav", hangup_after=30)
+        health = await serve.healthz()  # every attempt failed: the worker's breaker is open
     finally:
         serve.stop()
+    assert health is not None and health["realtime"] == {"state": "down", "breaker_open_workers": [0]}, health
     report = serve.report()
     assert summary["answered"] and summary["hangup_by"] == "remote"
     heard, rate = read_wav(tmp_path / "heard.wav")
@@ -172,6 +174,18 @@ async def test_a_model_unreachable_at_arrival_puts_the_caller_on_hold_then_fails
     # one log line for the cause, with the URL, however many attempts failed
     failures = [line for line in serve.text().splitlines() if "realtime connect to" in line]
     assert len(failures) == 1 and nowhere.base_url in failures[0], failures
+
+
+async def test_reject_when_model_down_answers_503_so_that_a_front_tries_another_node(tmp_path: Path) -> None:
+    nowhere = Emulator()
+    write_plan(tmp_path / "dialplans")
+    serve = Serve(tmp_path, nowhere.base_url, extra=("--reject-when-model-down",))
+    try:
+        await serve.wait_ready()
+        summary = await softphone(serve.uri(), tmp_path / "heard.wav", hangup_after=5)
+    finally:
+        serve.stop()
+    assert not summary["answered"] and summary["sip_status"] == 503, summary
 
 
 async def test_a_realtime_url_that_is_not_a_websocket_url_is_refused_at_start(tmp_path: Path) -> None:
