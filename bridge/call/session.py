@@ -452,7 +452,7 @@ class CallSession:
         if target is None:
             self.outage.say_goodbye()
             return
-        self.outage.stop_hold()
+        # the hold message goes on until the transfer completes (or fails: then the apology)
         self.emit(ev.TransferStarted(target))
         self.leg.transfer(target)  # the final NOTIFY ends the call (ToolCalls.transfer_progress)
 
