@@ -9,6 +9,7 @@ import pytest
 from _call_harness import (
     DIALECTS,
     FRAME_S,
+    GREETING_HZ,
     HOURS,
     NEW_SESSION_HZ,
     TRANSFER_TARGET,
@@ -123,3 +124,55 @@ def test_a_model_unreachable_at_the_answer_puts_the_caller_on_hold_from_the_firs
     assert hold and hold[0].start - answer <= 1.5
     (hangup,) = [e for e in result.trace.of("leg") if e.what == "hangup"]
     assert hangup.detail == (GOODBYE_REASON,)
+
+
+@DIALECTS
+def test_a_failed_failover_transfer_ends_with_the_apology_and_a_bye_with_a_reason(dialect: Dialect) -> None:
+    async def scenario(call: Call) -> None:
+        await call.until(lambda: any(t[0] == "transfer" for t in call.phone.told), within_s=10, what="the REFER")
+        call.phone.notify(603, "Decline", final=True)
+        await call.until(lambda: call.task.done(), within_s=20, what="the goodbye")
+
+    result = run_call(
+        scenario, dialect, settings=[GREETED_THEN_LOST, REFUSED], annotations=HOURS, retry=EVERY_HALF_SECOND,
+        dialplan=with_outage(hold_s=2.0),
+    )  # fmt: skip
+    (refer,) = [e.t for e in result.trace.of("leg") if e.what == "transfer"]
+    (hangup,) = [e for e in result.trace.of("leg") if e.what == "hangup"]
+    assert hangup.detail == (GOODBYE_REASON,)
+    apology_s = len(audio(str(APOLOGY_WAV))) / 16000
+    assert refer + 0.5 * apology_s < hangup.t <= refer + apology_s + 3 * FRAME_S
+    assert result.report.end_reason == "realtime unavailable"
+
+
+@DIALECTS
+def test_with_the_workers_breaker_open_a_new_call_is_answered_on_hold_without_waiting(dialect: Dialect) -> None:
+    async def scenario(call: Call) -> None:
+        await call.until(lambda: call.phone.hearing() == GREETING_HZ, within_s=10, what="the greeting")
+        await call.idle()
+        call.phone.hang_up()
+
+    result = run_call(
+        scenario, dialect, settings=[REFUSED, REFUSED, BACK], annotations=HOURS, retry=EVERY_HALF_SECOND,
+        session_options={"model_down": True},
+    )  # fmt: skip
+    (answer,) = [e.t for e in result.trace.of("leg") if e.what == "answer"]
+    assert answer == 0.0 and result.service.connected_at[0] >= answer  # no attempt before the answer
+    hold = [s for s in result.phone.spans() if s.hz == HOLD_HZ]
+    assert hold and hold[0].start - answer <= 0.1  # the hold message from the first second
+    # the reconnects are the probes: the third finds the model, which greets the caller
+    assert len(result.service.sessions) == 3
+    assert result.service.instructions(2) == [plan().greeting]
+
+
+@DIALECTS
+def test_reject_when_model_down_answers_503_and_never_the_call(dialect: Dialect) -> None:
+    async def scenario(call: Call) -> None:
+        await call.until(lambda: call.task.done(), within_s=10, what="the refusal")
+
+    result = run_call(
+        scenario, dialect, settings=[REFUSED], annotations=HOURS, session_options={"reject_when_down": True}
+    )
+    told = [t[:2] for t in result.phone.told]
+    assert ("reject", "503") in told and ("answer",) not in told
+    assert result.report.end_reason == "realtime unavailable: rejected (503)"
