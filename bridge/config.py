@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from bridge.audio.frames import BEAT_FRAMES, MAX_BEAT_FRAMES
 from bridge.errors import ConfigError
@@ -28,6 +28,21 @@ ENV = {
     "sip_auth_nonce_secret": "CALLBRIDGE_SIP_NONCE_SECRET",
 }
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+URL_FORMS = "wss://api.openai.com/v1 or wss://api.openai.com/v1/realtime (ws:// for the emulator)"
+
+
+def realtime_base(url: str) -> str:
+    """The base URL the Realtime client appends ``/realtime`` to: the base form (``.../v1``) is kept, the documented
+    endpoint form (``.../v1/realtime``) loses its ``/realtime``; the query (emulator faults) is kept. A URL that is
+    not ``ws://`` or ``wss://`` is refused with the setting's name and the right form."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("ws", "wss") or not rest.split("/", 1)[0]:
+        raise ValueError(f"realtime_url must be a WebSocket URL such as {URL_FORMS}")
+    path, mark, query = rest.partition("?")
+    path = path.rstrip("/")
+    if path.endswith("/realtime"):
+        path = path[: -len("/realtime")]
+    return f"{scheme}://{path}{mark}{query}"
 
 
 class Settings(BaseModel):
@@ -73,6 +88,18 @@ class Settings(BaseModel):
     # CIDRs of fronts (on other machines) whose X-Callbridge-Source header names the caller; a node's own front is
     # trusted without being listed (trusted_fronts())
     sip_trusted_fronts: tuple[str, ...] = ()
+    # at start, one credential request to realtime_url (bridge/serve/preflight.py): warn (log, start anyway),
+    # require (a failed check stops the start), off
+    realtime_check: Literal["warn", "require", "off"] = "warn"
+    # while the model is unreachable at a call's arrival, answer new INVITEs 503 (a front tries another node)
+    # instead of answering with the hold message
+    reject_when_model_down: bool = False
+    breaker_failures: int = Field(5, ge=1, le=1000)  # consecutive failed connects that open the worker's breaker
+
+    @field_validator("realtime_url")
+    @classmethod
+    def _realtime_url(cls, value: str) -> str:
+        return realtime_base(value)
 
     def worker_sip_port(self, index: int) -> int:
         if not self.sip_port:

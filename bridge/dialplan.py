@@ -44,6 +44,20 @@ class Recording(BaseModel):
     consent_prompt: str | None = None  # spoken before recording starts; required when enabled
 
 
+class Outage(BaseModel):
+    """What the caller gets while the model is away (``bridge/call/outage.py``): reconnects with backoff for up to
+    ``hold_s``; after ``hold_after_s`` without the model the hold message (``hold_audio``, or the one shipped in
+    ``bridge/assets``); past ``hold_s`` the failover: ``transfer`` to the plan's ``transfer_target`` (a plan with
+    none says goodbye instead), or ``goodbye``: a short apology, then a BYE with a ``Reason`` header (RFC 3326)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    hold_s: float = Field(30.0, gt=0, le=600)
+    hold_after_s: float = Field(1.0, ge=0, le=10)
+    hold_audio: str | None = None  # an 8 kHz mono WAV (PCM16, u-law or A-law), played in a loop
+    apology_audio: str | None = None  # the goodbye failover's message (8 kHz mono WAV)
+    failover: Literal["transfer", "goodbye"] = "transfer"
+
+
 class Dialplan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -55,6 +69,7 @@ class Dialplan(BaseModel):
     answer_timeout_s: float = Field(3.0, gt=0, le=30)  # answer anyway if the Realtime session is not ready
     profile: AgentProfile = AgentProfile()
     recording: Recording = Recording()
+    outage: Outage = Outage()  # the model unreachable: hold, reconnect, then fail over
     allowed_sources: tuple[str, ...] = ()  # CIDRs of trunks allowed to call this plan (empty: any); others get 403
     source_file: str = Field("", exclude=True)
 
@@ -140,6 +155,10 @@ def check_file(path: Path) -> list[ConfigError]:
             out.append(ConfigError(src, f"profile.{exc.field}", f"{exc.message} (dialect {name})"))
     if "transfer_to_human" in plan.tool_names and not plan.transfer_target:
         out.append(ConfigError(src, "transfer_target", "required when the transfer_to_human tool is enabled"))
+    for name in ("hold_audio", "apology_audio"):
+        audio = getattr(plan.outage, name)
+        if audio is not None and not Path(audio).is_file():
+            out.append(ConfigError(src, f"outage.{name}", f"no such file: {audio}"))
     if plan.recording.enabled and not plan.recording.consent_prompt:
         out.append(ConfigError(src, "recording.consent_prompt", "required when recording is enabled"))
     return out

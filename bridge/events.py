@@ -898,6 +898,60 @@ class Recovered(Report):
 
 
 @dataclass(frozen=True, slots=True)
+class HoldStarted(Report):
+    """The model has been away long enough: the caller hears the hold message (the dialplan's ``outage``)."""
+
+    kind: ClassVar[str] = "hold_started"
+
+    @property
+    def summary(self) -> str:
+        return "caller on hold"
+
+
+@dataclass(frozen=True, slots=True)
+class HoldEnded(Report):
+    """The hold audio stopped: the model is back, or the call fails over."""
+
+    kind: ClassVar[str] = "hold_ended"
+    stored: ClassVar[tuple[str, ...]] = ("held_s",)
+
+    held_s: float
+
+    @property
+    def summary(self) -> str:
+        return f"{self.held_s:.1f} s on hold"
+
+
+@dataclass(frozen=True, slots=True)
+class OutageEnded(Report):
+    """The model came back after an outage of ``outage_s`` (the session was lost, or never opened)."""
+
+    kind: ClassVar[str] = "outage_ended"
+    stored: ClassVar[tuple[str, ...]] = ("outage_s",)
+
+    outage_s: float
+
+    @property
+    def summary(self) -> str:
+        return f"model back after {self.outage_s:.1f} s"
+
+
+@dataclass(frozen=True, slots=True)
+class FailedOver(Report):
+    """The outage outlasted the dialplan's ``outage.hold_s``: ``failover`` is ``transfer`` or ``goodbye``."""
+
+    kind: ClassVar[str] = "failed_over"
+    stored: ClassVar[tuple[str, ...]] = ("failover", "outage_s")
+
+    failover: str
+    outage_s: float
+
+    @property
+    def summary(self) -> str:
+        return f"{self.failover} after {self.outage_s:.1f} s without the model"
+
+
+@dataclass(frozen=True, slots=True)
 class RecoveryFailed(Report):
     """The session gave up on the model: ``gave_up_after`` reconnects were spent, or (None) none succeeded."""
 

@@ -92,6 +92,19 @@ FRONT_WORKER_STATE = Gauge(
 SUPERVISOR_REFUSED_TOKENS = Counter(
     f"{NS}_supervisor_refused_tokens", "Wrong supervisor tokens (console sign-in or API bearer)", ["via"]
 )
+# Outages (bridge/call/outage.py): the model unreachable during a call
+OUTAGE_SECONDS = Counter(f"{NS}_outage_seconds", "Seconds calls spent without the model (lost or never opened)")
+CALLS_ON_HOLD = Gauge(
+    f"{NS}_calls_on_hold", "Calls hearing the hold message now", ["dialplan"], multiprocess_mode="livesum"
+)
+OUTAGES_RESUMED = Counter(f"{NS}_outages_resumed", "Calls whose model came back after an outage", ["dialplan"])
+FAILOVERS = Counter(f"{NS}_failovers", "Calls failed over after outage.hold_s, by failover", ["dialplan", "reason"])
+BREAKER_OPEN = Gauge(
+    f"{NS}_realtime_breaker_open",
+    "1 while a worker's circuit breaker is open (new calls go straight to hold and failover)",
+    ["worker"],
+    multiprocess_mode="livemax",
+)
 SUPERVISOR_SIGNINS = Counter(f"{NS}_supervisor_signins", "Console sign-ins, by role", ["role"])
 GC_PAUSE = Histogram(
     f"{NS}_gc_pause_seconds", "Full garbage collections after calls end (bridge/runtime/memory.py), event loop paused",
@@ -123,6 +136,11 @@ def prime(dialects: tuple[str, ...], dialplans: tuple[str, ...]) -> None:
         PLAYOUT_DROPS.labels(d)
     for dp in dialplans:
         ROLLBACKS.labels(dp)
+        CALLS_ON_HOLD.labels(dp)
+        OUTAGES_RESUMED.labels(dp)
+        for reason in ("transfer", "goodbye"):
+            FAILOVERS.labels(dp, reason)
+    OUTAGE_SECONDS.inc(0)
     REDIS_QUEUE_DEPTH.set(0)
     REDIS_DROPPED_WRITES.inc(0)
 
@@ -140,13 +158,29 @@ def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:
         if r.truncate_error_ms is not None:
             TRUNCATE_ERROR.labels(dialect).observe(r.truncate_error_ms)
 
+    held = [False]  # this call is counted in CALLS_ON_HOLD
+
+    def on_hold(now: bool) -> None:
+        if now != held[0]:
+            held[0] = now
+            CALLS_ON_HOLD.labels(dialplan).inc(1 if now else -1)
+
     def ended(r: ev.CallEnded) -> None:
+        on_hold(False)
         CALLS_ACTIVE.labels(dialect, dialplan).dec()
         CALLS_ENDED.labels(dialect, dialplan, r.outcome).inc()
 
     def answered(r: ev.Answered) -> None:
         CALLS_STARTED.labels(dialect, dialplan).inc()
         CALLS_ACTIVE.labels(dialect, dialplan).inc()
+
+    def resumed(r: ev.OutageEnded) -> None:
+        OUTAGE_SECONDS.inc(r.outage_s)
+        OUTAGES_RESUMED.labels(dialplan).inc()
+
+    def failed_over(r: ev.FailedOver) -> None:
+        OUTAGE_SECONDS.inc(r.outage_s)
+        FAILOVERS.labels(dialplan, r.failover).inc()
 
     def playout(r: ev.PlayoutTotals) -> None:
         PLAYOUT_UNDERRUNS.labels(dialect).inc(r.underruns)
@@ -156,7 +190,6 @@ def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:
         ev.ReportTable()
         .on(ev.Latency, lambda r: observe_latency(r.segment, dialect, r.ms))
         .on(ev.Answered, answered)
-        .on(ev.CallEnded, ended)
         .on(ev.RealtimeUnavailable, lambda r: CONNECT_FAILURES.labels(dialect, r.error_class).inc())
         .on(ev.ReconnectFailed, lambda r: CONNECT_FAILURES.labels(dialect, r.error_class).inc())
         .on(ev.SessionLost, lambda r: DROPPED_SESSIONS.labels(dialect, r.error_label).inc())
@@ -167,6 +200,11 @@ def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:
         .on(ev.Truncated, lambda r: TRUNCATES.labels(dialect, "ok").inc())
         .on(ev.TruncateRefused, lambda r: TRUNCATES.labels(dialect, "failed").inc())
         .on(ev.PlayoutTotals, playout)
+        .on(ev.HoldStarted, lambda r: on_hold(True))
+        .on(ev.HoldEnded, lambda r: on_hold(False))
+        .on(ev.CallEnded, ended)
+        .on(ev.OutageEnded, resumed)
+        .on(ev.FailedOver, failed_over)
     )
 
 
@@ -189,3 +227,12 @@ def mark_process_dead(pid: int) -> None:
     """Forget a dead worker's live gauges (multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # prometheus-client lacks a hint
+
+
+def breakers_open() -> list[str]:
+    """The workers whose Realtime circuit breaker is open (merged across worker processes), for ``/healthz``."""
+    out = []
+    for family in registry().collect():
+        if family.name == BREAKER_OPEN._name:
+            out += [smp.labels["worker"] for smp in family.samples if smp.value >= 1 and "worker" in smp.labels]
+    return sorted(set(out), key=lambda w: (len(w), w))

@@ -48,7 +48,7 @@ class FakeLeg:
     def reject(self, code: int, reason: str | None = None, retry_after: int | None = None) -> None:
         self.disconnected.set()
 
-    def hangup(self) -> None:
+    def hangup(self, reason: str | None = None) -> None:
         self.disconnected.set()
 
     def transfer(self, uri: str) -> None:

@@ -57,6 +57,8 @@ class Trigger(enum.Enum):
     CAPPED = "the service ended the session at its cap, the next one was ready, no response was under way"
     CAPPED_BEFORE_AUDIO = "as CAPPED, with a response under way that had no audio yet"
     CAPPED_MID_AUDIO = "as CAPPED, with a response cut off in the middle of its audio"
+    HOLD_DUE = "the model has been away for the dialplan's outage.hold_after_s and the queued agent audio played out"
+    GAVE_UP = "no new session within the dialplan's outage.hold_s (or a failure that no retry can mend)"
     FINISHED = "the call is over (hangup, transfer, end_call, recovery gave up) and its session closed"
 
 
@@ -71,6 +73,9 @@ class Action(enum.Enum):
     ANSWER_AGAIN = "ask the new session for what the caller waits for: the greeting, or the answer to their turn"
     RESUME_ANSWER = "ask the new session to finish the answer that was cut off (the greeting, if still owed)"
     SWAP_SESSION = "make the ready next session the call's session and retire the old one"
+    PLAY_HOLD = "play the hold message in a loop (bridge.call.outage)"
+    STOP_HOLD = "stop the hold audio at once; the outage is over"
+    FAIL_OVER = "the outage's failover: transfer to the plan's transfer_target, or the apology then a BYE with a Reason"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +113,12 @@ TABLE: Mapping[tuple[Phase, Trigger], Move] = {
     (P.LISTENING, T.SESSION_LOST): Move(P.RECOVERING),
     (P.THINKING, T.SESSION_LOST): Move(P.RECOVERING, (A.OWE_ANSWER,)),
     (P.SPEAKING, T.SESSION_LOST): Move(P.RECOVERING),
-    (P.RECOVERING, T.RECOVERED): Move(P.LISTENING, (A.FORGET_LOST_TURNS,), "session recovered"),
-    (P.RECOVERING, T.RECOVERED_OWING): Move(P.THINKING, (A.ANSWER_AGAIN,), "answer again after recovery"),
-    (P.RECOVERING, T.RECOVERED_CUT): Move(P.THINKING, (A.RESUME_ANSWER,), "answer again after recovery"),
+    (P.RECOVERING, T.RECOVERED): Move(P.LISTENING, (A.STOP_HOLD, A.FORGET_LOST_TURNS), "session recovered"),
+    (P.RECOVERING, T.RECOVERED_OWING): Move(P.THINKING, (A.STOP_HOLD, A.ANSWER_AGAIN), "answer again after recovery"),
+    (P.RECOVERING, T.RECOVERED_CUT): Move(P.THINKING, (A.STOP_HOLD, A.RESUME_ANSWER), "answer again after recovery"),
+    # an outage (bridge.call.outage)
+    (P.RECOVERING, T.HOLD_DUE): Move(actions=(A.PLAY_HOLD,)),
+    (P.RECOVERING, T.GAVE_UP): Move(actions=(A.FAIL_OVER,)),
     # the service's session cap
     (P.LISTENING, T.TURN_BOUNDARY): Move(actions=(A.SWAP_SESSION,)),
     (P.THINKING, T.CAPPED): Move(actions=(A.SEND_SUMMARY, A.ANSWER_AGAIN)),

@@ -98,9 +98,9 @@ class RecordingLeg:
     def reject(self, code: int, reason: str | None = None, retry_after: int | None = None) -> None:
         self.leg.reject(code, reason, retry_after)
 
-    def hangup(self) -> None:
+    def hangup(self, reason: str | None = None) -> None:
         self._keep(ev.LegHungUp())
-        self.leg.hangup()
+        self.leg.hangup(reason)
 
     def transfer(self, uri: str) -> None:
         self._keep(ev.LegTransferred(uri))

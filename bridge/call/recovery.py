@@ -3,12 +3,14 @@
 ::
 
     SESSION_LOST ──► RECOVERING: Recovery.reconnect()
-                       attempt 0 at once, then the retry policy's backoff (bridge.realtime.retry):
+                       attempt 0 at once, then the retry policy's backoff (bridge.realtime.retry), for up to
+                       ``hold_s`` (the dialplan's outage.hold_s; bridge.call.outage plays the hold message):
                        a transport failure reconnects with the same credential, an auth or session failure
                        invalidates it first (a fresh one next); a non-retryable failure gives up
                      ├─ a session ──► Recovered; the call sends a summary (:func:`summary`), then
                      │                resumes the cut answer, answers the turn or greeting still owed, or listens
-                     └─ none / too many reconnects on this call ──► RecoveryFailed; the call hangs up
+                     └─ none / too many reconnects on this call ──► RecoveryFailed; the call fails over
+                                                                     (bridge.call.outage)
 
 The summary gives the new session the recent turns, the pending tool action and the keys pressed, never the audio
 history (the caller's audio of the lost session is not replayed).
@@ -17,7 +19,9 @@ history (the caller's audio of the lost session is not replayed).
 from __future__ import annotations
 
 import asyncio
+import math
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -31,6 +35,10 @@ SUMMARY_TURNS = 6
 OPEN_TIMEOUT_S = 10.0  # one attempt to open and configure a session
 RESUME_INSTRUCTIONS = "Your last answer was cut off by a connection problem. Briefly continue it."
 ANSWER_AFTER_ROLLOVER = "Your session was renewed while the caller waited for your answer. Answer their last turn."
+AFTER_HOLD = (
+    "The caller was put on hold for a moment by a connection problem and heard a hold message. "
+    "Thank them briefly for waiting and continue where you left off."
+)
 ASK_TO_REPEAT = (
     "The connection changed just as the caller finished speaking, and their last words were lost. "
     "Apologise briefly and ask them to repeat what they said."
@@ -57,14 +65,17 @@ def summary(
     return "\n".join(lines)
 
 
-def answer_instructions(greeting_owed: str | None, cut: bool, turn_lost: bool) -> str:
+def answer_instructions(greeting_owed: str | None, cut: bool, turn_lost: bool, after_hold: bool = False) -> str:
     """What a new session is asked for: the greeting if none of it was heard yet, the rest of a ``cut`` answer, a
-    request to repeat when the caller's last turn went with the old session untranscribed, else the answer to it."""
+    request to repeat when the caller's last turn went with the old session untranscribed, a thank-you for waiting
+    when nothing was owed but the caller was on hold (``after_hold``), else the answer to the caller's turn."""
     if greeting_owed:
         return greeting_owed
     if cut:
         return RESUME_INSTRUCTIONS
-    return ASK_TO_REPEAT if turn_lost else ANSWER_AFTER_ROLLOVER
+    if turn_lost:
+        return ASK_TO_REPEAT
+    return AFTER_HOLD if after_hold else ANSWER_AFTER_ROLLOVER
 
 
 class Recovery(Generic[C]):
@@ -80,6 +91,9 @@ class Recovery(Generic[C]):
         rng: random.Random,
         credentials: CredentialSource | None = None,
         max_reconnects: int = 20,
+        hold_s: float = math.inf,
+        clock: Callable[[], float] = time.monotonic,
+        gone: Callable[[], bool] = lambda: False,
     ) -> None:
         self._open = open_session
         self._emit = emit
@@ -88,15 +102,20 @@ class Recovery(Generic[C]):
         self.credentials = credentials  # invalidated when the service refuses the credential (fresh one next)
         self.max_reconnects = max_reconnects  # sessions lost per call before the call is given up
         self.reconnects = 0
+        self.hold_s = hold_s  # an outage longer than this is given up (no attempt starts after it)
+        self._clock = clock
+        self._gone = gone  # the caller left: stop reconnecting
         self.answer_owed = False  # the lost session's phase said a committed turn awaited its answer
+        self.after_hold = False  # nothing was owed, but the caller heard the hold message: speak to them again
 
     async def reconnect(self, error_class: ev.ErrorClass | None, retryable: bool, refused: str | None) -> C | None:
-        """A new session, or None (reported: the call should end). ``refused``: the lost session's credential
-        fingerprint, invalidated if the policy asks for a fresh credential."""
+        """A new session, or None (reported: the call should fail over, unless the caller left). ``refused``: the
+        lost session's credential fingerprint, invalidated if the policy asks for a fresh credential."""
         if self.reconnects >= self.max_reconnects:
             self._emit(ev.RecoveryFailed(self.reconnects))
             return None
         cls = error_class or ev.ErrorClass.NETWORK
+        until = self._clock() + self.hold_s
         for attempt, delay in enumerate(delays(self.retry, self._rng)):
             step = next_step(cls, retryable, attempt, self.retry)
             if step is Step.GIVE_UP:
@@ -104,9 +123,13 @@ class Recovery(Generic[C]):
             if step is Step.REFRESH and self.credentials is not None:
                 self.credentials.invalidate(refused)
             if attempt:
+                if self._clock() + delay > until:
+                    break  # the outage outlasted hold_s
                 await asyncio.sleep(delay)
+            if self._gone():
+                return None
             try:
-                client = await asyncio.wait_for(self._open(), OPEN_TIMEOUT_S)
+                client = await asyncio.wait_for(self._open(), max(0.05, min(OPEN_TIMEOUT_S, until - self._clock())))
             except ConnectError as exc:
                 cls, retryable, refused = exc.error_class, exc.retryable, None
             except TimeoutError:

@@ -30,6 +30,7 @@ from bridge.call.inbox import Handlers, Inbox
 from bridge.call.latency import LatencyMeter
 from bridge.call.leg import PhoneLeg
 from bridge.call.link import Link, open_session
+from bridge.call.outage import GOODBYE_REASON, OUTAGE_RETRY, OutageAudio
 from bridge.call.playback import Playback
 from bridge.call.recovery import Recovery, answer_instructions, summary
 from bridge.call.report import CallReport
@@ -71,6 +72,9 @@ class CallSession:
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
         metronome: Metronome | None = None,
+        model_down: bool = False,
+        reject_when_down: bool = False,
+        on_connect: Callable[[ConnectError | None], None] | None = None,
     ) -> None:
         self.leg = leg
         # The 20 ms tick: a worker passes its loop's shared metronome (one wake-up for all its calls, on the
@@ -78,6 +82,9 @@ class CallSession:
         self._metronome = metronome
         self.plan = plan
         self.dialect = dialect
+        self._model_down = model_down  # the worker's breaker is open: no attempt before the answer, hold at once
+        self._reject_when_down = reject_when_down  # no model at the answer: 503 (a front tries another node)
+        self._on_connect = on_connect or (lambda exc: None)  # each open's outcome (the worker's breaker)
         self._connect = connect
         self._clock = clock
         self._t0 = clock()
@@ -93,9 +100,11 @@ class CallSession:
         self.barge_in = BargeIn(self.playback, self.link.send, self.emit, self.report)
         self.tools = ToolCalls(plan, leg, self.link.send, self.emit, self.report, end=self._end, clock=clock)
         self.transcripts = Transcripts(self.report, self.emit, plan.profile.input_transcription is not None)
+        self.outage = OutageAudio(plan.outage, self.playout, self.emit, clock)
         self.recovery: Recovery[RealtimeClient] = Recovery(
-            self._open_session, self.emit, retry=retry or RetryPolicy(), rng=rng or random.Random(),
-            credentials=credentials, max_reconnects=max_reconnects,
+            self._open_session, self.emit, retry=retry or OUTAGE_RETRY, rng=rng or random.Random(),
+            credentials=credentials, max_reconnects=max_reconnects, hold_s=plan.outage.hold_s, clock=clock,
+            gone=leg.disconnected.is_set,
         )  # fmt: skip
         self.rollover: Rollover[RealtimeClient] = Rollover(
             max_session_s, self._open_session, self.emit, summary=lambda: self._summary(True), clock=clock,
@@ -123,7 +132,7 @@ class CallSession:
             .on(ev.ResponseStarted, self._on_response_started)
             .on(ev.ResponseDone, self._on_response_done)
             .on(ev.FunctionCall, self._on_function_call)
-            .on(ev.TransferProgress, self.tools.transfer_progress)
+            .on(ev.TransferProgress, self._on_transfer_progress)
             .on(ev.Dtmf, self._on_dtmf)
             .on(ev.CallerHungUp, self._on_caller_hung_up)
             .on(ev.ItemTruncated, self.barge_in.confirmed)
@@ -168,7 +177,12 @@ class CallSession:
 
     # ------------------------------------------------------------------------------------------------ lifecycle
     async def _open_session(self) -> RealtimeClient:
-        client = await open_session(self._connect, self.plan.profile, self._handlers)  # the session's events reported
+        try:
+            client = await open_session(self._connect, self.plan.profile, self._handlers)  # its events reported
+        except ConnectError as exc:
+            self._on_connect(exc)
+            raise
+        self._on_connect(None)
         self.rollover.opened()
         return client
 
@@ -178,6 +192,8 @@ class CallSession:
         self.emit(ev.Ringing(self.leg.caller, self.leg.called, self.plan.name, self.dialect.name))
         t_connect = self._clock()
         try:
+            if self._model_down:
+                raise ConnectError(ev.ErrorClass.NETWORK, "the worker's circuit breaker is open", retryable=True)
             # Open the WebSocket before the 200 OK: greeting latency is the callers' top complaint.
             self.client = await asyncio.wait_for(self._open_session(), self.plan.answer_timeout_s)
             self.latency.sample("session_setup", (self._clock() - t_connect) * 1000)
@@ -185,6 +201,12 @@ class CallSession:
             cls = exc.error_class if isinstance(exc, ConnectError) else ev.ErrorClass.NETWORK
             self.emit(ev.RealtimeUnavailable(str(exc) or "timeout", str(cls)))
             self.report.errors.append({"class": "network", "code": "connect", "message": str(exc) or "timeout"})
+            if self._reject_when_down:
+                self.leg.reject(503, "Service Unavailable", retry_after=int(self.plan.outage.hold_s))
+                self._end("realtime unavailable: rejected (503)", outcome="failed")
+                self.phase.fire(Trigger.FINISHED, self.report.end_reason)
+                self.emit(ev.CallEnded(self.report.end_reason, self.outcome))
+                return self.report
         self.leg.answer()
         self.latency.answered_at = self._clock()
         self.report.answered = True
@@ -197,6 +219,7 @@ class CallSession:
         stop_ticking = metronome.add(self._tick)
         try:
             if self.client is None:
+                self.outage.lost(at_answer=True)  # the hold message from the first second
                 self.phase.fire(Trigger.NO_SESSION)
                 await self._recover(ev.ErrorClass.NETWORK, True)
             else:
@@ -239,9 +262,16 @@ class CallSession:
                 lost = self.transcripts.forget_lost()
                 greeting = self.plan.greeting if self._greeting_owed() else None
                 cut = action is Action.RESUME_ANSWER
-                self.link.send(ev.CreateResponse(instructions=answer_instructions(greeting, cut, lost)))
+                held, self.recovery.after_hold = self.recovery.after_hold, False
+                self.link.send(ev.CreateResponse(instructions=answer_instructions(greeting, cut, lost, held)))
             case Action.SWAP_SESSION:
                 self._swap_session("rollover at a turn boundary")
+            case Action.PLAY_HOLD:
+                self.outage.play_hold()
+            case Action.STOP_HOLD:
+                self.outage.back()
+            case Action.FAIL_OVER:
+                self._fail_over()
             case _:
                 assert_never(action)
 
@@ -293,6 +323,12 @@ class CallSession:
         idle = self.playback.idle
         if idle:
             self.phase.fire(Trigger.PLAYED_OUT)
+        if self.phase.phase is Phase.RECOVERING and self.outage.hold_due:
+            self.phase.fire(Trigger.HOLD_DUE, "model away")
+        self.outage.beat()
+        if self.outage.leaving and self.playout.idle and not self._ending:
+            self.leg.hangup(GOODBYE_REASON)  # the apology played out: a clean BYE that says why
+            self._end("realtime unavailable", outcome="failed")
         if self.client is not None and not self._ending:
             # after that: the moment a reply has played out is the surest turn boundary
             self.rollover.tick()
@@ -409,6 +445,22 @@ class CallSession:
             # its turns' transcripts may still come (a closed one's are lost: see ANSWER_AGAIN)
             self.rollover.retire(old, self.transcripts.hand_over() if old_alive else set(), self.inbox.put)
 
+    def _fail_over(self) -> None:
+        """The outage outlasted the plan's ``outage.hold_s``: a transfer to a human, or the apology and a BYE."""
+        target = self.plan.transfer_target if self.plan.outage.failover == "transfer" else None
+        self.emit(ev.FailedOver("transfer" if target else "goodbye", round(self.outage.away_s, 3)))
+        if target is None:
+            self.outage.say_goodbye()
+            return
+        # the hold message goes on until the transfer completes (or fails: then the apology)
+        self.emit(ev.TransferStarted(target))
+        self.leg.transfer(target)  # the final NOTIFY ends the call (ToolCalls.transfer_progress)
+
+    def _on_transfer_progress(self, e: ev.TransferProgress) -> None:
+        self.tools.transfer_progress(e)
+        if e.final and not 200 <= e.status_code < 300 and self.client is None and not self._ending:
+            self.outage.say_goodbye()  # the failover's transfer failed: never a bare hang-up
+
     async def _recover(self, cls: ev.ErrorClass | None, retryable: bool) -> None:
         """Open a fresh session with the instructions and a short summary; the caller keeps hearing queued audio."""
         t_lost = self._clock()
@@ -420,10 +472,12 @@ class CallSession:
         active, interrupted = self.playback.drop_response()  # interrupted: cut, not just asked for
         owed, self.recovery.answer_owed = self.recovery.answer_owed or active, False
         refused = old.credential_fingerprint if old is not None else None
+        if self.outage.since is None:
+            self.outage.lost()
         client = await self.recovery.reconnect(cls, retryable, refused)
         if client is None:
-            self.leg.hangup()
-            self._end("realtime unavailable", outcome="failed")
+            if not self.leg.disconnected.is_set():  # (else the caller's hang-up, queued, ends the call)
+                self.phase.fire(Trigger.GAVE_UP, f"no model for {self.outage.away_s:.1f} s")
             return
         self.report.reconnects = self.recovery.reconnects
         self.client = client
@@ -434,5 +488,7 @@ class CallSession:
         # No dead air: the greeting or the answer the caller was waiting for was cut off with the socket, or never
         # began; answered already, only their transcripts are missing.
         owed = owed or self._greeting_owed()
+        self.recovery.after_hold = not owed and self.outage.on_hold  # the caller heard "one moment please"
+        owed = owed or self.recovery.after_hold
         recovered = Trigger.RECOVERED_CUT if interrupted else Trigger.RECOVERED_OWING if owed else Trigger.RECOVERED
         self.phase.fire(recovered)

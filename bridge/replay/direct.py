@@ -251,7 +251,7 @@ class VirtualLeg:
         self.log.rejected = (code, reason or "")
         self._disconnect(local=True)
 
-    def hangup(self) -> None:
+    def hangup(self, reason: str | None = None) -> None:
         self._disconnect(local=True)
 
     def transfer(self, uri: str) -> None:

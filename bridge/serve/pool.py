@@ -149,19 +149,28 @@ class Pool:
 
     def health(self) -> dict[str, object]:
         front = {"front": self.front.health()} if self.front is not None else {}
-        return front | {
-            "workers": [
-                {
-                    "index": s.index,
-                    "pid": s.proc.pid if s.proc else None,
-                    "alive": s.proc is not None and s.proc.returncode is None,
-                    "sip_port": s.sip_port,
-                    "restarts": s.restarts,
-                    "scheduling": s.scheduling,
-                }
-                for s in self.slots
-            ]
-        }
+        from bridge import metrics
+
+        open_ = metrics.breakers_open()
+        # "down": a worker's breaker is open; its new calls go straight to the hold message and the failover
+        realtime = {"realtime": {"state": "down" if open_ else "up", "breaker_open_workers": [int(w) for w in open_]}}
+        return (
+            front
+            | realtime
+            | {
+                "workers": [
+                    {
+                        "index": s.index,
+                        "pid": s.proc.pid if s.proc else None,
+                        "alive": s.proc is not None and s.proc.returncode is None,
+                        "sip_port": s.sip_port,
+                        "restarts": s.restarts,
+                        "scheduling": s.scheduling,
+                    }
+                    for s in self.slots
+                ]
+            }
+        )
 
     def dead_workers(self) -> frozenset[str]:
         """The call-store ids (``<sip_host>:<sip port or index>``, as each worker names itself) of the workers whose
@@ -230,6 +239,14 @@ def main(argv: list[str]) -> int:
         metavar="CIDR",
         help="a front on another machine whose X-Callbridge-Source header names the caller (repeatable)",
     )
+    parser.add_argument(
+        "--realtime-check",
+        choices=("warn", "require", "off"),
+        help="at start, check the endpoint and credential: warn (default), require (a failure stops), off",
+    )
+    parser.add_argument(
+        "--reject-when-model-down", action="store_true", default=None, help="answer new calls 503 while it is down"
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings(
@@ -247,6 +264,8 @@ def main(argv: list[str]) -> int:
             front_peers=tuple(args.front_peers) if args.front_peers else None,
             front_dir=args.front_dir,
             sip_trusted_fronts=tuple(args.sip_trusted_fronts) if args.sip_trusted_fronts else None,
+            realtime_check=args.realtime_check,
+            reject_when_model_down=args.reject_when_model_down,
         )
         from bridge.dialplan import load_dialplans
 
@@ -271,6 +290,10 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir.name)
 
     async def amain() -> int:
+        from bridge.serve.preflight import preflight
+
+        if not await preflight(settings):
+            return 2
         broker_runner, extra_env = None, {}
         if settings.credentials == "broker":
             from bridge.serve.broker import new_token, start_broker

@@ -26,6 +26,7 @@ from bridge.call.session import CallSession, Listener
 from bridge.config import Settings
 from bridge.dialplan import Dialplan, load_dialplans, route
 from bridge.errors import BridgeError, ConnectError, redact
+from bridge.realtime.breaker import Breaker
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.credentials import BROKER_URL_ENV, Sources
 from bridge.realtime.dialects import DIALECTS, get_dialect
@@ -92,6 +93,8 @@ class Worker:
         self.rollouts: RolloutStore | None = None
         self._dropped_exported = 0
         self.collector = CycleCollector(observe=metrics.GC_PAUSE.observe)
+        self.breaker = Breaker(settings.breaker_failures)
+        metrics.BREAKER_OPEN.labels(str(index)).set(0)
         self._background: set[asyncio.Task[Any]] = set()
 
     async def _decide(self, plan: Dialplan, call: Any) -> Decision:
@@ -193,6 +196,9 @@ class Worker:
             max_session_s=settings.realtime_max_session_s,
             credentials=self.credentials.get(dialect, decision.model),
             metronome=metronome_for(),  # one 20 ms beat for every call of the worker, on the media clock
+            model_down=self.breaker.open,
+            reject_when_down=settings.reject_when_model_down,
+            on_connect=self._connected,
         )
         if self.store is not None:
             self.store.watch(call.call_id, session.progress)
@@ -229,6 +235,22 @@ class Worker:
                 if reason:
                     metrics.ROLLBACKS.labels(plan.name).inc()
                     log.warning("rollout %s rolled back to beta: %s", plan.name, reason)
+
+    def _connected(self, exc: ConnectError | None) -> None:
+        """Each Realtime open's outcome: the breaker, and one log line per failure cause (URL, status, no key)."""
+        url = self.settings.realtime_url.split("?", 1)[0]
+        if exc is None:
+            if self.breaker.succeeded():
+                log.warning("realtime %s reachable again: circuit breaker closed", url)
+            metrics.BREAKER_OPEN.labels(str(self.index)).set(0)
+            return
+        was_open = self.breaker.open
+        if self.breaker.failed(f"{exc.error_class}:{exc.code}:{exc}"):
+            status = f"HTTP {exc.code}" if exc.code.isdigit() else (exc.code or "no status")
+            log.error("realtime connect to %s failed (%s, %s): %s", url, status, exc.error_class, exc)
+        if self.breaker.open and not was_open:
+            log.error("realtime %s: %d connects failed in a row: circuit breaker open", url, self.breaker.failures)
+        metrics.BREAKER_OPEN.labels(str(self.index)).set(1 if self.breaker.open else 0)
 
     def _export_store_gauges(self) -> None:
         if self.store is None:

@@ -345,13 +345,14 @@ class IncomingCall:
         except pj.Error as exc:
             raise sip_error("reject", exc) from None
 
-    def hangup(self) -> None:
-        """End the call (BYE; CANCEL-like 603 if not yet answered). No-op if it already ended."""
+    def hangup(self, reason: str | None = None) -> None:
+        """End the call (BYE; CANCEL-like 603 if not yet answered). No-op if it already ended. ``reason``: the
+        value of a ``Reason`` header (RFC 3326) on the BYE, e.g. ``SIP;cause=503;text="model unavailable"``."""
         if self._call is None or self.disconnected.is_set():
             return
         self.local_hangup = True
         try:
-            self._call.hangup(call_op())
+            self._call.hangup(call_op(headers={"Reason": reason} if reason else None))
         except pj.Error as exc:
             _LOG.debug("hangup of %s: %s", self.call_id, sip_error("hangup", exc))
 

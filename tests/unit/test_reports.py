@@ -99,6 +99,15 @@ CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
     (ev.CallEnded("caller hung up", "completed"), "ended", "caller hung up", {"outcome": "completed"}),
     (ev.LegHungUp(), "leg_hangup", "the bridge hung up", {}),
     (ev.LegTransferred("sip:agent@pbx"), "leg_transfer", "sip:agent@pbx", {}),
+    (ev.HoldStarted(), "hold_started", "caller on hold", {}),
+    (ev.HoldEnded(2.5), "hold_ended", "2.5 s on hold", {"held_s": 2.5}),
+    (ev.OutageEnded(3.25), "outage_ended", "model back after 3.2 s", {"outage_s": 3.25}),
+    (
+        ev.FailedOver("goodbye", 30.0),
+        "failed_over",
+        "goodbye after 30.0 s without the model",
+        {"failover": "goodbye", "outage_s": 30.0},
+    ),
 ]
 
 

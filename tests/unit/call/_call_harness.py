@@ -188,8 +188,8 @@ class Phone:
         self._told("reject", str(code))
         self._disconnect("rejected")
 
-    def hangup(self) -> None:
-        self._told("hangup")
+    def hangup(self, reason: str | None = None) -> None:
+        self._told("hangup", *([reason] if reason else []))
         self._disconnect("local hangup")
 
     def transfer(self, uri: str) -> None:
@@ -478,6 +478,7 @@ def run_call(
     max_reconnects: int = 20,
     retry: RetryPolicy | None = None,
     limit_s: float = 60.0,
+    session_options: Mapping[str, Any] | None = None,
 ) -> Result:
     """Run one call in a fresh virtual-time loop: ``scenario`` plays the caller; the call ends when the session
     ends it or the scenario hangs up (:meth:`Phone.hang_up`). Fails if the session outlives the scenario by
@@ -498,6 +499,7 @@ def run_call(
             max_session_s=max_session_s,
             retry=retry,
             rng=random.Random(7),
+            **(session_options or {}),
         )
         task = asyncio.create_task(session.run(), name="call-session")
         call = Call(phone, service, trace, loop.time, task)

@@ -123,7 +123,7 @@ class Leg:
     def transfer(self, uri: str) -> None:
         self.did.append(f"transfer {uri}")
 
-    def hangup(self) -> None:
+    def hangup(self, reason: str | None = None) -> None:
         self.did.append("hangup")
 
 

@@ -58,15 +58,17 @@ def test_a_session_lost_while_thinking_owes_the_answer_and_recovery_answers_it()
         (Trigger.SESSION_LOST, "realtime closed: gone"),
         (Trigger.RECOVERED_OWING, ""),
     )
-    assert log[-4:] == [
+    assert log[-5:] == [
         ("OWE_ANSWER", "realtime closed: gone"),
         ("THINKING->RECOVERING", "realtime closed: gone"),
+        ("STOP_HOLD", ""),
         ("ANSWER_AGAIN", ""),
         ("RECOVERING->THINKING", "answer again after recovery"),
     ]
     _, log = drive((Trigger.READY, ""), (Trigger.SESSION_LOST, "lost"), (Trigger.RECOVERED, ""))
     assert log[1:] == [
         ("LISTENING->RECOVERING", "lost"),
+        ("STOP_HOLD", ""),
         ("FORGET_LOST_TURNS", ""),
         ("RECOVERING->LISTENING", "session recovered"),
     ]

@@ -23,6 +23,7 @@ from _call_harness import (
     tone_8k,
 )
 
+from bridge.call.outage import APOLOGY_WAV, GOODBYE_REASON, audio
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.retry import Jitter, RetryPolicy, envelope
 
@@ -139,7 +140,9 @@ def test_a_greeting_lost_with_the_socket_is_asked_for_again(dialect: Dialect) ->
 
 
 @DIALECTS
-def test_a_service_that_does_not_come_back_gets_the_call_hung_up_after_the_retries(dialect: Dialect) -> None:
+def test_a_service_that_does_not_come_back_gets_the_apology_and_a_bye_after_the_retries(
+    dialect: Dialect,
+) -> None:
     async def scenario(call: Call) -> None:
         await call.idle()
         await call.until(lambda: call.task.done(), what="the call given up")
@@ -155,8 +158,14 @@ def test_a_service_that_does_not_come_back_gets_the_call_hung_up_after_the_retri
     assert len(attempts) == policy.max_attempts
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert gaps == pytest.approx([envelope(policy, n) for n in range(1, policy.max_attempts)])
-    (hangup,) = [e.t for e in result.trace.of("leg") if e.what == "hangup"]
-    assert hangup == pytest.approx(attempts[-1], abs=FRAME_S)
+    # then the failover of a plan with no transfer target: the apology, played out, then a BYE that says why
+    (hangup,) = [e for e in result.trace.of("leg") if e.what == "hangup"]
+    assert hangup.detail == (GOODBYE_REASON,)
+    apology = result.phone.spans(since=attempts[-1])
+    assert apology and apology[0].start - attempts[-1] <= 2 * FRAME_S
+    apology_s = len(audio(str(APOLOGY_WAV))) / 16000
+    assert sum(s.ms for s in apology) / 1000 > 0.5 * apology_s
+    assert apology[-1].end <= hangup.t <= attempts[-1] + apology_s + 3 * FRAME_S
     assert report.end_reason == "realtime unavailable" and report.reconnects == 0
     assert report.phases[-2:] == ["RECOVERING", "ENDED"]
 

@@ -38,7 +38,7 @@ class FakeLeg:
     def transfer(self, uri: str) -> None: ...
     def send_dtmf(self, digits: str) -> None: ...
 
-    def hangup(self) -> None:
+    def hangup(self, reason: str | None = None) -> None:
         self.hung_up = True
 
     def start_media(self, outbound: Any, on_frame: Any) -> None:

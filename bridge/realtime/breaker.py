@@ -1,0 +1,50 @@
+"""A circuit breaker for one worker's Realtime connections, as a pure state machine (no clock, no I/O).
+
+::
+
+    CLOSED ── ``threshold`` consecutive failed connects ──► OPEN ── a connect succeeds ──► CLOSED
+
+While it is open, new calls skip the attempt before the answer and go straight to the hold message and the outage
+policy (``bridge.call.outage``); the reconnects of calls on hold are the probes, and the first that succeeds closes
+it. It also says which failures to log: the first of each cause since the last success (a down service fails every
+call the same way; the log says so once, with the URL and the status).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class BreakerState(enum.StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+
+
+class Breaker:
+    def __init__(self, threshold: int) -> None:
+        if threshold < 1:
+            raise ValueError(f"threshold must be >= 1, got {threshold}")
+        self.threshold = threshold
+        self.failures = 0  # consecutive
+        self.state = BreakerState.CLOSED
+        self._causes: set[str] = set()  # logged since the last success
+
+    @property
+    def open(self) -> bool:
+        return self.state is BreakerState.OPEN
+
+    def failed(self, cause: str) -> bool:
+        """A connect failed; True if ``cause`` is new since the last success (log it)."""
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.state = BreakerState.OPEN
+        new = cause not in self._causes
+        self._causes.add(cause)
+        return new
+
+    def succeeded(self) -> bool:
+        """A connect succeeded; True if that closed an open breaker."""
+        was_open = self.open
+        self.failures, self.state = 0, BreakerState.CLOSED
+        self._causes.clear()
+        return was_open
