@@ -155,10 +155,10 @@ def check_file(path: Path) -> list[ConfigError]:
             out.append(ConfigError(src, f"profile.{exc.field}", f"{exc.message} (dialect {name})"))
     if "transfer_to_human" in plan.tool_names and not plan.transfer_target:
         out.append(ConfigError(src, "transfer_target", "required when the transfer_to_human tool is enabled"))
-    for name in ("hold_audio", "apology_audio"):
-        audio = getattr(plan.outage, name)
+    for audio_field in ("hold_audio", "apology_audio"):
+        audio = getattr(plan.outage, audio_field)
         if audio is not None and not Path(audio).is_file():
-            out.append(ConfigError(src, f"outage.{name}", f"no such file: {audio}"))
+            out.append(ConfigError(src, f"outage.{audio_field}", f"no such file: {audio}"))
     if plan.recording.enabled and not plan.recording.consent_prompt:
         out.append(ConfigError(src, "recording.consent_prompt", "required when recording is enabled"))
     return out
