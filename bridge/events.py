@@ -5,11 +5,14 @@ dialect into them, the SIP side reports calls, digits and hangups with them, the
 replay, Redis summaries and metrics read them. Nothing outside ``bridge/realtime/dialects/`` knows a wire event
 name.
 
-Two families:
+Three families:
 
 * **Events** (``Event`` subclasses): something that happened (server said, caller did, socket closed).
 * **Commands** (``Command`` subclasses): something the bridge asks the Realtime session to do. The dialect table
   encodes them to wire JSON.
+* **Reports** (``Report`` subclasses): what a call session did and saw, for its listeners (metrics, the Redis store,
+  the rollout's health, recordings) and its timeline. Listeners dispatch on the type; ``Report.kind`` is the name a
+  report is stored under (timeline, Redis stream, recording), and ``Report.summary`` its one line of text.
 
 Interrupts outrank the model's stream: ``Event.urgent`` is True only for what the caller does (speech starting,
 a digit, a hangup), so a queue that orders by it never leaves a barge-in or a hangup stuck behind buffered audio.
@@ -20,8 +23,9 @@ stream, and a whole response can arrive in a single read.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
 
 
 class ErrorClass(enum.StrEnum):
@@ -384,3 +388,593 @@ class AddText(Command):
 @dataclass(frozen=True, slots=True)
 class DeleteItem(Command):
     item_id: str
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reports (bridge/call/session.py emits them; see the module doc)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Base of every report. ``stored`` names the fields a Redis stream entry and a recording line carry beside
+    ``kind`` and ``summary`` (the others only shape the summary)."""
+
+    kind: ClassVar[str]
+    stored: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def summary(self) -> str:
+        return ""
+
+    def data(self) -> dict[str, Any]:
+        """The stored fields, by name, in their declared order."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in self.stored}
+
+
+R = TypeVar("R", bound=Report)
+
+
+class ReportTable:
+    """A listener that dispatches on the report's type: ``table.on(ev.Latency, lambda r: ...)`` types ``r`` as
+    :class:`Latency`, so a renamed report or field is a type error. Reports of a type with no handler are ignored."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[type[Report], Callable[[Any], None]] = {}
+
+    def on(self, cls: type[R], handler: Callable[[R], None]) -> ReportTable:
+        self._handlers[cls] = handler
+        return self
+
+    def __call__(self, report: Report) -> None:
+        handler = self._handlers.get(type(report))
+        if handler is not None:
+            handler(report)
+
+
+@dataclass(frozen=True, slots=True)
+class Ringing(Report):
+    kind: ClassVar[str] = "ringing"
+
+    caller: str
+    called: str
+    dialplan: str
+    dialect: str
+
+    @property
+    def summary(self) -> str:
+        return f"{self.caller} -> {self.called} ({self.dialplan}, {self.dialect})"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeUnavailable(Report):
+    """No Realtime session could be opened before the answer deadline."""
+
+    kind: ClassVar[str] = "realtime_unavailable"
+    stored: ClassVar[tuple[str, ...]] = ("error_class",)
+
+    message: str
+    error_class: str
+
+    @property
+    def summary(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
+class Answered(Report):
+    kind: ClassVar[str] = "answered"
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseChanged(Report):
+    kind: ClassVar[str] = "phase"
+    stored: ClassVar[tuple[str, ...]] = ("old", "new")
+
+    old: str
+    new: str
+    why: str
+
+    @property
+    def summary(self) -> str:
+        return f"{self.old} -> {self.new}: {self.why}"
+
+
+@dataclass(frozen=True, slots=True)
+class Latency(Report):
+    """One sample of a latency budget segment (``bridge.metrics.SEGMENTS``)."""
+
+    kind: ClassVar[str] = "latency"
+    stored: ClassVar[tuple[str, ...]] = ("segment", "ms")
+
+    segment: str
+    ms: float
+
+    @property
+    def summary(self) -> str:
+        return f"{self.segment} {self.ms:.0f} ms"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpened(Report):
+    """``SessionReady``: the service assigned a session."""
+
+    kind: ClassVar[str] = "session_ready"
+    stored: ClassVar[tuple[str, ...]] = ("session_id",)
+
+    session_id: str
+
+    @property
+    def summary(self) -> str:
+        return self.session_id
+
+
+@dataclass(frozen=True, slots=True)
+class SessionAccepted(Report):
+    """``SessionConfigured``: the service accepted the profile."""
+
+    kind: ClassVar[str] = "session_configured"
+    stored: ClassVar[tuple[str, ...]] = ("session_id",)
+
+    session_id: str
+
+    @property
+    def summary(self) -> str:
+        return self.session_id
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationOpened(Report):
+    kind: ClassVar[str] = "conversation_ready"
+    stored: ClassVar[tuple[str, ...]] = ("conversation_id",)
+
+    conversation_id: str
+
+    @property
+    def summary(self) -> str:
+        return self.conversation_id
+
+
+@dataclass(frozen=True, slots=True)
+class OutputItem(Report):
+    kind: ClassVar[str] = "output_item"
+    stored: ClassVar[tuple[str, ...]] = ("item_id",)
+
+    item_type: str
+    item_id: str
+
+    @property
+    def summary(self) -> str:
+        return f"{self.item_type} {self.item_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerSpeechStarted(Report):
+    kind: ClassVar[str] = "speech_started"
+
+    audio_start_ms: int
+
+    @property
+    def summary(self) -> str:
+        return f"at {self.audio_start_ms} ms"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerSpeechStopped(Report):
+    kind: ClassVar[str] = "speech_stopped"
+
+    audio_end_ms: int
+
+    @property
+    def summary(self) -> str:
+        return f"at {self.audio_end_ms} ms"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerSaid(Report):
+    """The final transcript of one caller turn."""
+
+    kind: ClassVar[str] = "caller_transcript"
+    stored: ClassVar[tuple[str, ...]] = ("item_id",)
+
+    text: str
+    item_id: str
+
+    @property
+    def summary(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, slots=True)
+class CallerNotTranscribed(Report):
+    kind: ClassVar[str] = "caller_transcript_failed"
+    stored: ClassVar[tuple[str, ...]] = ("item_id",)
+
+    message: str
+    item_id: str
+
+    @property
+    def summary(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSaid(Report):
+    """The final transcript (or text) of one agent item."""
+
+    kind: ClassVar[str] = "agent_transcript"
+    stored: ClassVar[tuple[str, ...]] = ("item_id",)
+
+    text: str
+    item_id: str
+
+    @property
+    def summary(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseBegan(Report):
+    kind: ClassVar[str] = "response_started"
+
+    response_id: str
+
+    @property
+    def summary(self) -> str:
+        return self.response_id
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseEnded(Report):
+    kind: ClassVar[str] = "response_done"
+    stored: ClassVar[tuple[str, ...]] = ("status",)
+
+    response_id: str
+    status: str
+
+    @property
+    def summary(self) -> str:
+        return f"{self.response_id} {self.status}"
+
+
+@dataclass(frozen=True, slots=True)
+class TruncateSent(Report):
+    """A ``Truncate`` of one item to what the caller heard of it."""
+
+    kind: ClassVar[str] = "truncate"
+    stored: ClassVar[tuple[str, ...]] = ("item_id", "audio_end_ms")
+
+    item_id: str
+    audio_end_ms: int
+
+    @property
+    def summary(self) -> str:
+        return f"{self.item_id} at {self.audio_end_ms} ms"
+
+
+@dataclass(frozen=True, slots=True)
+class Truncated(Report):
+    """The service confirmed a truncate (``ItemTruncated``)."""
+
+    kind: ClassVar[str] = "truncated"
+
+    item_id: str
+    audio_end_ms: int
+
+    @property
+    def summary(self) -> str:
+        return f"{self.item_id} at {self.audio_end_ms} ms"
+
+    def data(self) -> dict[str, Any]:
+        return {"result": "ok"}
+
+
+@dataclass(frozen=True, slots=True)
+class TruncateRefused(Report):
+    """The service refused a truncate with an ``error`` event."""
+
+    kind: ClassVar[str] = "truncated"
+
+    message: str
+
+    @property
+    def summary(self) -> str:
+        return self.message
+
+    def data(self) -> dict[str, Any]:
+        return {"result": "failed"}
+
+
+@dataclass(frozen=True, slots=True)
+class BargeIn(Report):
+    """The caller interrupted the agent. ``truncate_error_ms``: the audio the truncate kept minus what the caller
+    had heard by the wall clock (None when nothing had played)."""
+
+    kind: ClassVar[str] = "barge_in"
+    stored: ClassVar[tuple[str, ...]] = ("truncate_error_ms",)
+
+    why: str
+    truncate_error_ms: float | None
+
+    @property
+    def summary(self) -> str:
+        return self.why
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCancelled(Report):
+    kind: ClassVar[str] = "transfer_cancelled"
+
+    @property
+    def summary(self) -> str:
+        return "caller spoke over the transfer line"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCalled(Report):
+    kind: ClassVar[str] = "tool_call"
+    stored: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: str
+    arguments: str
+    output_json: str
+
+    @property
+    def summary(self) -> str:
+        return f"{self.name}({self.arguments}) -> {self.output_json}"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferStarted(Report):
+    """The session asked the leg for a blind transfer (REFER, RFC 3515)."""
+
+    kind: ClassVar[str] = "transfer"
+
+    target: str
+
+    @property
+    def summary(self) -> str:
+        return self.target
+
+
+@dataclass(frozen=True, slots=True)
+class AgentHungUp(Report):
+    """The ``end_call`` tool's line played out: the session hangs up."""
+
+    kind: ClassVar[str] = "hangup"
+
+    @property
+    def summary(self) -> str:
+        return "end_call tool"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferUpdate(Report):
+    """A NOTIFY of the transfer's progress (RFC 3515)."""
+
+    kind: ClassVar[str] = "transfer_progress"
+    stored: ClassVar[tuple[str, ...]] = ("final",)
+
+    status_code: int
+    reason: str
+    final: bool
+
+    @property
+    def summary(self) -> str:
+        return f"{self.status_code} {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPressed(Report):
+    kind: ClassVar[str] = "dtmf"
+    stored: ClassVar[tuple[str, ...]] = ("source",)
+
+    digit: str
+    source: str
+
+    @property
+    def summary(self) -> str:
+        return self.digit
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceError(Report):
+    """An ``ErrorEvent`` from the service or the protocol core."""
+
+    kind: ClassVar[str] = "error"
+    stored: ClassVar[tuple[str, ...]] = ("code", "error_class")
+
+    code: str
+    error_class: str
+    message: str
+
+    @property
+    def summary(self) -> str:
+        return f"{self.error_class}/{self.code}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerSilent(Report):
+    """``IdleTimeout``: the service's idle timeout fired."""
+
+    kind: ClassVar[str] = "idle_timeout"
+    stored: ClassVar[tuple[str, ...]] = ("item_id",)
+
+    audio_start_ms: int
+    audio_end_ms: int
+    item_id: str
+
+    @property
+    def summary(self) -> str:
+        return f"silence {self.audio_start_ms}-{self.audio_end_ms} ms"
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownServerEvent(Report):
+    kind: ClassVar[str] = "unknown_event"
+
+    type: str
+
+    @property
+    def summary(self) -> str:
+        return self.type
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLost(Report):
+    """The Realtime session closed under the call (``Closed``); recovery follows."""
+
+    kind: ClassVar[str] = "realtime_closed"
+
+    error_class: ErrorClass | None
+    code: int | None
+    reason: str
+    retryable: bool
+
+    @property
+    def summary(self) -> str:
+        return f"{self.error_class}/{self.code}: {self.reason}"
+
+    @property
+    def error_label(self) -> str:
+        """The error class as a metrics label: a close with no class counts as a network failure."""
+        return str(self.error_class or ErrorClass.NETWORK)
+
+    def data(self) -> dict[str, Any]:
+        return {"retryable": self.retryable, "error_class": self.error_label}
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectFailed(Report):
+    kind: ClassVar[str] = "reconnect_failed"
+    stored: ClassVar[tuple[str, ...]] = ("attempt", "error_class")
+
+    attempt: int
+    error_class: str
+    step: str  # what the retry policy chose for this attempt
+
+    @property
+    def summary(self) -> str:
+        return f"{self.error_class}: {self.step}"
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered(Report):
+    kind: ClassVar[str] = "recovered"
+
+    reconnects: int  # sessions re-established on this call so far, this one included
+
+    @property
+    def summary(self) -> str:
+        return f"attempt {self.reconnects}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryFailed(Report):
+    """The session gave up on the model: ``gave_up_after`` reconnects were spent, or (None) none succeeded."""
+
+    kind: ClassVar[str] = "recovery_failed"
+
+    gave_up_after: int | None
+
+    @property
+    def summary(self) -> str:
+        if self.gave_up_after is None:
+            return "no realtime session"
+        return f"gave up after {self.gave_up_after} reconnects"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerTurnLost(Report):
+    """Caller turns committed in a session that is gone, with no transcript: the new session never heard them."""
+
+    kind: ClassVar[str] = "caller_turn_lost"
+
+    turns: int
+    replaced: bool  # taken along by a replaced session (rollover), not lost with a closed one
+
+    @property
+    def summary(self) -> str:
+        return f"{self.turns} turn(s) with no transcript" + (" from the replaced session" if self.replaced else "")
+
+
+@dataclass(frozen=True, slots=True)
+class RolloverReady(Report):
+    kind: ClassVar[str] = "rollover_ready"
+
+    @property
+    def summary(self) -> str:
+        return "next session configured"
+
+
+@dataclass(frozen=True, slots=True)
+class RolloverFailed(Report):
+    kind: ClassVar[str] = "rollover_failed"
+
+    message: str
+
+    @property
+    def summary(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
+class RolledOver(Report):
+    kind: ClassVar[str] = "rollover"
+
+    why: str
+
+    @property
+    def summary(self) -> str:
+        return self.why
+
+
+@dataclass(frozen=True, slots=True)
+class PlayoutTotals(Report):
+    kind: ClassVar[str] = "playout"
+    stored: ClassVar[tuple[str, ...]] = ("underruns", "dropped_frames")
+
+    underruns: int
+    dropped_frames: int
+
+    @property
+    def summary(self) -> str:
+        return f"{self.underruns} underruns, {self.dropped_frames} dropped frames"
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded(Report):
+    """The last report of a call."""
+
+    kind: ClassVar[str] = "ended"
+    stored: ClassVar[tuple[str, ...]] = ("outcome",)
+
+    reason: str
+    outcome: str  # completed | transferred | failed (a metrics label)
+
+    @property
+    def summary(self) -> str:
+        return self.reason
+
+
+@dataclass(frozen=True, slots=True)
+class LegHungUp(Report):
+    """The bridge hung up the phone leg (a recording notes it; the session's own reports say why)."""
+
+    kind: ClassVar[str] = "leg_hangup"
+
+    @property
+    def summary(self) -> str:
+        return "the bridge hung up"
+
+
+@dataclass(frozen=True, slots=True)
+class LegTransferred(Report):
+    """The bridge asked the phone leg to transfer the caller (a recording notes it)."""
+
+    kind: ClassVar[str] = "leg_transfer"
+
+    uri: str
+
+    @property
+    def summary(self) -> str:
+        return self.uri

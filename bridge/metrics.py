@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -35,6 +34,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from bridge import events as ev
 
 NS = "callbridge"
 SEGMENTS = (
@@ -131,39 +132,42 @@ def observe_latency(segment: str, dialect: str, ms: float) -> None:
         LATENCY.labels(segment=segment, dialect=dialect).observe(ms / 1000.0)
 
 
-def call_listener(dialect: str, dialplan: str) -> Callable[[str, dict[str, Any]], None]:
-    """A :class:`~bridge.call.session.CallSession` listener that turns its notes into metrics."""
+def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:
+    """A :class:`~bridge.call.session.CallSession` listener that turns its reports into metrics."""
 
-    def on_note(kind: str, data: dict[str, Any]) -> None:
-        if kind == "latency":
-            observe_latency(str(data["segment"]), dialect, float(data["ms"]))
-        elif kind == "answered":
-            CALLS_STARTED.labels(dialect, dialplan).inc()
-            CALLS_ACTIVE.labels(dialect, dialplan).inc()
-        elif kind == "ended":
-            CALLS_ACTIVE.labels(dialect, dialplan).dec()
-            CALLS_ENDED.labels(dialect, dialplan, str(data.get("outcome", "completed"))).inc()
-        elif kind == "realtime_unavailable" or kind == "reconnect_failed":
-            CONNECT_FAILURES.labels(dialect, str(data.get("error_class", "network"))).inc()
-        elif kind == "realtime_closed":
-            DROPPED_SESSIONS.labels(dialect, str(data.get("error_class", "network"))).inc()
-        elif kind == "recovered":
-            RECONNECTS.labels(dialect).inc()
-        elif kind == "error":
-            REALTIME_ERRORS.labels(dialect, str(data.get("error_class", "protocol"))).inc()
-        elif kind == "unknown_event":
-            UNKNOWN_EVENTS.labels(dialect).inc()
-        elif kind == "barge_in":
-            BARGE_INS.labels(dialect).inc()
-            if data.get("truncate_error_ms") is not None:
-                TRUNCATE_ERROR.labels(dialect).observe(float(data["truncate_error_ms"]))
-        elif kind == "truncated":
-            TRUNCATES.labels(dialect, str(data.get("result", "ok"))).inc()
-        elif kind == "playout":
-            PLAYOUT_UNDERRUNS.labels(dialect).inc(float(data.get("underruns", 0)))
-            PLAYOUT_DROPS.labels(dialect).inc(float(data.get("dropped_frames", 0)))
+    def barge_in(r: ev.BargeIn) -> None:
+        BARGE_INS.labels(dialect).inc()
+        if r.truncate_error_ms is not None:
+            TRUNCATE_ERROR.labels(dialect).observe(r.truncate_error_ms)
 
-    return on_note
+    def ended(r: ev.CallEnded) -> None:
+        CALLS_ACTIVE.labels(dialect, dialplan).dec()
+        CALLS_ENDED.labels(dialect, dialplan, r.outcome).inc()
+
+    def answered(r: ev.Answered) -> None:
+        CALLS_STARTED.labels(dialect, dialplan).inc()
+        CALLS_ACTIVE.labels(dialect, dialplan).inc()
+
+    def playout(r: ev.PlayoutTotals) -> None:
+        PLAYOUT_UNDERRUNS.labels(dialect).inc(r.underruns)
+        PLAYOUT_DROPS.labels(dialect).inc(r.dropped_frames)
+
+    return (
+        ev.ReportTable()
+        .on(ev.Latency, lambda r: observe_latency(r.segment, dialect, r.ms))
+        .on(ev.Answered, answered)
+        .on(ev.CallEnded, ended)
+        .on(ev.RealtimeUnavailable, lambda r: CONNECT_FAILURES.labels(dialect, r.error_class).inc())
+        .on(ev.ReconnectFailed, lambda r: CONNECT_FAILURES.labels(dialect, r.error_class).inc())
+        .on(ev.SessionLost, lambda r: DROPPED_SESSIONS.labels(dialect, r.error_label).inc())
+        .on(ev.Recovered, lambda r: RECONNECTS.labels(dialect).inc())
+        .on(ev.ServiceError, lambda r: REALTIME_ERRORS.labels(dialect, r.error_class).inc())
+        .on(ev.UnknownServerEvent, lambda r: UNKNOWN_EVENTS.labels(dialect).inc())
+        .on(ev.BargeIn, barge_in)
+        .on(ev.Truncated, lambda r: TRUNCATES.labels(dialect, "ok").inc())
+        .on(ev.TruncateRefused, lambda r: TRUNCATES.labels(dialect, "failed").inc())
+        .on(ev.PlayoutTotals, playout)
+    )
 
 
 def registry() -> CollectorRegistry:

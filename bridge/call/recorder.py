@@ -4,14 +4,15 @@
 
     leg = RecordingLeg(call, Path("recordings") / call.call_id, consent=True, meta={"dialplan": plan.name})
     session = CallSession(leg, plan, dialect, connect, listeners=[leg.listener])
-    await session.run()        # the session's "ended" note closes the recording; leg.close() is idempotent
+    await session.run()        # the session's CallEnded report closes the recording; leg.close() is idempotent
 
 A recording is a directory:
 
 * ``audio.wav``: stereo 8 kHz PCM16, left the caller, right the agent (what the caller heard), one 20 ms frame
   per media tick in each channel, so sample *n* of both channels is the same instant;
-* ``events.jsonl``: a header line (``{"kind": "recording", ...}``) and then the session's notes, one per line,
-  each with ``t_ms``: milliseconds since the media started, which is the position in ``audio.wav``.
+* ``events.jsonl``: a header line (``{"kind": "recording", ...}``) and then the session's reports, one per line
+  (``kind``, ``summary`` and the report's stored fields), each with ``t_ms``: milliseconds since the media
+  started, which is the position in ``audio.wav``.
 
 Recording is opt-in per dialplan (``recording.enabled`` with a ``consent_prompt``). Without ``consent`` the leg is a
 plain pass-through and writes nothing.
@@ -98,11 +99,11 @@ class RecordingLeg:
         self.leg.reject(code, reason, retry_after)
 
     def hangup(self) -> None:
-        self._note("leg_hangup", "the bridge hung up")
+        self._keep(ev.LegHungUp())
         self.leg.hangup()
 
     def transfer(self, uri: str) -> None:
-        self._note("leg_transfer", uri)
+        self._keep(ev.LegTransferred(uri))
         self.leg.transfer(uri)
 
     def send_dtmf(self, digits: str) -> None:
@@ -132,16 +133,15 @@ class RecordingLeg:
         origin = self._media_at if self._media_at is not None else self._created
         return round((self.clock() - origin) * 1000.0, 1)
 
-    def _note(self, kind: str, summary: str) -> None:
+    def _keep(self, report: ev.Report) -> None:
         if self.consent and not self._closed:
-            self.notes.append({"t_ms": self.t_ms(), "kind": kind, "summary": summary})
+            self.notes.append({"t_ms": self.t_ms(), "kind": report.kind, "summary": report.summary, **report.data()})
 
-    def listener(self, kind: str, data: dict[str, Any]) -> None:
-        """A call-session listener: keeps every note; the session's ``ended`` note closes the recording."""
-        if not self.consent or self._closed:
-            return
-        self.notes.append({"t_ms": self.t_ms(), "kind": kind, **data})
-        if kind == "ended":
+    def listener(self, report: ev.Report) -> None:
+        """A call-session listener: keeps every report; the session's :class:`~bridge.events.CallEnded` closes
+        the recording."""
+        self._keep(report)
+        if isinstance(report, ev.CallEnded) and self.consent:
             self.close()
 
     def close(self) -> Path | None:

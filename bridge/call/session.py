@@ -44,7 +44,7 @@ from bridge.runtime.metronome import Metronome
 log = logging.getLogger("bridge.call")
 
 Connector = Callable[[], Awaitable[RealtimeClient]]
-Listener = Callable[[str, dict[str, Any]], None]
+Listener = Callable[[ev.Report], None]
 
 TICK_S = 0.02
 SUMMARY_TURNS = 6
@@ -180,21 +180,22 @@ class CallSession:
     def _now_ms(self) -> float:
         return (self._clock() - self._t0) * 1000.0
 
-    def note(self, kind: str, summary: str = "", **data: Any) -> None:
-        self.report.timeline.append((round(self._now_ms(), 1), kind, summary))
+    def emit(self, report: ev.Report) -> None:
+        """Record ``report`` in the timeline and hand it to every listener."""
+        self.report.timeline.append((round(self._now_ms(), 1), report.kind, report.summary))
         for listener in self.listeners:
             try:
-                listener(kind, {"summary": summary, **data})
+                listener(report)
             except Exception:  # a broken observer must not break the call
                 log.exception("call listener failed")
 
     def _latency(self, segment: str, ms: float) -> None:
         self.report.latency_ms.setdefault(segment, []).append(round(ms, 1))
-        self.note("latency", f"{segment} {ms:.0f} ms", segment=segment, ms=ms)
+        self.emit(ev.Latency(segment, ms))
 
     def _phase_changed(self, old: Phase, new: Phase, why: str) -> None:
         self.report.phases.append(str(new))
-        self.note("phase", f"{old} -> {new}: {why}", old=str(old), new=str(new))
+        self.emit(ev.PhaseChanged(str(old), str(new), why))
 
     def _send(self, command: ev.Command) -> None:
         if self.client is not None:
@@ -226,7 +227,7 @@ class CallSession:
     async def run(self) -> CallReport:
         self.report.phases.append(str(Phase.IDLE))
         self.leg.ringing()
-        self.note("ringing", f"{self.leg.caller} -> {self.leg.called} ({self.plan.name}, {self.dialect.name})")
+        self.emit(ev.Ringing(self.leg.caller, self.leg.called, self.plan.name, self.dialect.name))
         t_connect = self._clock()
         try:
             # Open the WebSocket before the 200 OK: greeting latency is the callers' top complaint.
@@ -234,12 +235,12 @@ class CallSession:
             self._latency("session_setup", (self._clock() - t_connect) * 1000)
         except (TimeoutError, ConnectError) as exc:
             cls = exc.error_class if isinstance(exc, ConnectError) else ev.ErrorClass.NETWORK
-            self.note("realtime_unavailable", str(exc) or "timeout", error_class=str(cls))
+            self.emit(ev.RealtimeUnavailable(str(exc) or "timeout", str(cls)))
             self.report.errors.append({"class": "network", "code": "connect", "message": str(exc) or "timeout"})
         self.leg.answer()
         self._answered_at = self._clock()
         self.report.answered = True
-        self.note("answered")
+        self.emit(ev.Answered())
         self.leg.start_media(self.playout, self._on_frame)
         if isinstance(self.uplink, Upsampler) and self.uplink.c_kernel() is not None:
             self._offload = self.leg.uplink_offload(self.uplink)
@@ -270,13 +271,8 @@ class CallSession:
             self.report.agent_audio_ms = self.playout.frames_played * FRAME_MS
             if self.phase.phase is not Phase.ENDED:
                 self.phase.set(Phase.ENDED, self.report.end_reason or "session finished")
-            self.note(
-                "playout",
-                f"{self.playout.underruns} underruns, {self.playout.dropped_frames} dropped frames",
-                underruns=self.playout.underruns,
-                dropped_frames=self.playout.dropped_frames,
-            )
-            self.note("ended", self.report.end_reason, outcome=self.outcome)
+            self.emit(ev.PlayoutTotals(self.playout.underruns, self.playout.dropped_frames))
+            self.emit(ev.CallEnded(self.report.end_reason, self.outcome))
         return self.report
 
     def _begin(self) -> None:
@@ -439,19 +435,15 @@ class CallSession:
             self._send(ev.Truncate(item_id=item_id, audio_end_ms=played_ms))
             self._truncate_pending = True
             self.report.truncates.append({"item_id": item_id, "audio_end_ms": played_ms})
-            self.note("truncate", f"{item_id} at {played_ms} ms", item_id=item_id, audio_end_ms=played_ms)
+            self.emit(ev.TruncateSent(item_id, played_ms))
         started = self.playout.first_played_at(flushed.item_id) if flushed.item_id else None
         heard_ms = (self._clock() - started) * 1000 if started is not None else None
         self.report.barge_ins += 1
-        self.note(
-            "barge_in",
-            why,
-            truncate_error_ms=abs(flushed.played_ms - heard_ms) if heard_ms is not None else None,
-        )
+        self.emit(ev.BargeIn(why, abs(flushed.played_ms - heard_ms) if heard_ms is not None else None))
         self.audio_item = None
         if self._pending is not None and self._pending.action == "transfer":
             # The model was told "transferring": tell it the transfer did not happen, so it can ask again.
-            self.note("transfer_cancelled", "caller spoke over the transfer line")
+            self.emit(ev.TransferCancelled())
             self._send(ev.AddText(TRANSFER_NOT_STARTED, ev.Role.SYSTEM))
         self._pending = None  # the caller interrupted the goodbye / transfer line: keep talking
         self.downlink.reset()
@@ -473,16 +465,16 @@ class CallSession:
         return {"last_user_audio_seq": self.frames_appended, "played_ms": played, "last_ack_event_id": last_event or ""}
 
     def _on_SessionReady(self, e: ev.SessionReady) -> None:
-        self.note("session_ready", e.session_id, session_id=e.session_id)
+        self.emit(ev.SessionOpened(e.session_id))
 
     def _on_SessionConfigured(self, e: ev.SessionConfigured) -> None:
-        self.note("session_configured", e.session_id, session_id=e.session_id)
+        self.emit(ev.SessionAccepted(e.session_id))
 
     def _on_ConversationReady(self, e: ev.ConversationReady) -> None:
-        self.note("conversation_ready", e.conversation_id, conversation_id=e.conversation_id)
+        self.emit(ev.ConversationOpened(e.conversation_id))
 
     def _on_OutputItemAdded(self, e: ev.OutputItemAdded) -> None:
-        self.note("output_item", f"{e.item_type} {e.item_id}", item_id=e.item_id)
+        self.emit(ev.OutputItem(e.item_type, e.item_id))
 
     def _on_AudioChunk(self, e: ev.AudioChunk) -> None:
         self._on_audio(e)
@@ -493,14 +485,14 @@ class CallSession:
             self.playout.end_item(e.item_id)
 
     def _on_SpeechStarted(self, e: ev.SpeechStarted) -> None:
-        self.note("speech_started", f"at {e.audio_start_ms} ms")
+        self.emit(ev.CallerSpeechStarted(e.audio_start_ms))
         if self.phase.phase is Phase.SPEAKING or not self.playout.idle or self.response_id is not None:
             self._barge_in("caller spoke over the agent")
 
     def _on_SpeechStopped(self, e: ev.SpeechStopped) -> None:
         self._caller_speaking = False
         self._speech_stopped_at = self._clock()
-        self.note("speech_stopped", f"at {e.audio_end_ms} ms")
+        self.emit(ev.CallerSpeechStopped(e.audio_end_ms))
         if self.phase.phase is Phase.LISTENING:
             self.phase.set(Phase.THINKING, "caller stopped speaking")
 
@@ -513,16 +505,16 @@ class CallSession:
             self._untranscribed.discard(e.item_id)
         if e.final and e.text:
             self.report.caller_transcript.append(e.text)
-            self.note("caller_transcript", e.text, item_id=e.item_id)
+            self.emit(ev.CallerSaid(e.text, e.item_id))
 
     def _on_CallerTranscriptFailed(self, e: ev.CallerTranscriptFailed) -> None:
         self._untranscribed.discard(e.item_id)
-        self.note("caller_transcript_failed", e.message, item_id=e.item_id)
+        self.emit(ev.CallerNotTranscribed(e.message, e.item_id))
 
     def _on_AgentTranscript(self, e: ev.AgentTranscript) -> None:
         if e.final and e.text:
             self.report.agent_transcript.append(e.text)
-            self.note("agent_transcript", e.text, item_id=e.item_id)
+            self.emit(ev.AgentSaid(e.text, e.item_id))
 
     _on_AgentText = _on_AgentTranscript
 
@@ -530,12 +522,12 @@ class CallSession:
         self.response_id = e.response_id
         self._line_requested = False
         self._response_had_audio = False
-        self.note("response_started", e.response_id)
+        self.emit(ev.ResponseBegan(e.response_id))
         if self.phase.phase is Phase.LISTENING:
             self.phase.set(Phase.THINKING, "response started")
 
     def _on_ResponseDone(self, e: ev.ResponseDone) -> None:
-        self.note("response_done", f"{e.response_id} {e.status}", status=e.status)
+        self.emit(ev.ResponseEnded(e.response_id, e.status))
         if e.response_id == self.response_id:
             self.response_id = None
         if self.audio_item is not None and e.response_id == self.audio_response:
@@ -546,7 +538,7 @@ class CallSession:
     def _on_FunctionCall(self, e: ev.FunctionCall) -> None:
         result = run_tool(e.name, e.arguments, enabled=self.plan.tool_names, transfer_target=self.plan.transfer_target)
         self.report.tool_calls.append({"name": e.name, "arguments": e.arguments, "output": result.output})
-        self.note("tool_call", f"{e.name}({e.arguments}) -> {result.output_json}", name=e.name)
+        self.emit(ev.ToolCalled(e.name, e.arguments, result.output_json))
         self._send(ev.FunctionOutput(call_id=e.call_id, output=result.output_json))
         if result.action is not None:
             self._pending, self._pending_since = result, self._clock()
@@ -560,15 +552,15 @@ class CallSession:
         if pending is None:
             return
         if pending.action == "transfer" and pending.target:
-            self.note("transfer", pending.target)
+            self.emit(ev.TransferStarted(pending.target))
             self.leg.transfer(pending.target)
         elif pending.action == "hangup":
-            self.note("hangup", "end_call tool")
+            self.emit(ev.AgentHungUp())
             self.leg.hangup()
             self._end("agent ended the call")
 
     def _on_TransferProgress(self, e: ev.TransferProgress) -> None:
-        self.note("transfer_progress", f"{e.status_code} {e.reason}", final=e.final)
+        self.emit(ev.TransferUpdate(e.status_code, e.reason, e.final))
         if not e.final:
             return
         if 200 <= e.status_code < 300:
@@ -582,7 +574,7 @@ class CallSession:
 
     def _on_Dtmf(self, e: ev.Dtmf) -> None:
         self.report.dtmf.append(e.digit)
-        self.note("dtmf", e.digit, source=e.source)
+        self.emit(ev.KeyPressed(e.digit, e.source))
         if e.source == "realtime":
             return  # the service already put it in the conversation
         if self.phase.phase is Phase.SPEAKING or self.response_id is not None:
@@ -598,22 +590,22 @@ class CallSession:
 
     def _on_ItemTruncated(self, e: ev.ItemTruncated) -> None:
         self._truncate_pending = False
-        self.note("truncated", f"{e.item_id} at {e.audio_end_ms} ms", result="ok")
+        self.emit(ev.Truncated(e.item_id, e.audio_end_ms))
 
     def _on_ErrorEvent(self, e: ev.ErrorEvent) -> None:
         if self._truncate_pending and e.code in {"invalid_value", "unsupported_content_type", "item_not_found"}:
             self._truncate_pending = False
-            self.note("truncated", e.message, result="failed")
+            self.emit(ev.TruncateRefused(e.message))
         # response_cancel_not_active is expected: the reply was often fully generated before the barge-in.
         if e.code != "response_cancel_not_active":
             self.report.errors.append({"class": str(e.error_class), "code": e.code, "message": e.message})
-        self.note("error", f"{e.error_class}/{e.code}: {e.message}", code=e.code, error_class=str(e.error_class))
+        self.emit(ev.ServiceError(e.code, str(e.error_class), e.message))
 
     def _on_IdleTimeout(self, e: ev.IdleTimeout) -> None:
-        self.note("idle_timeout", f"silence {e.audio_start_ms}-{e.audio_end_ms} ms", item_id=e.item_id)
+        self.emit(ev.CallerSilent(e.audio_start_ms, e.audio_end_ms, e.item_id))
 
     def _on_UnknownEvent(self, e: ev.UnknownEvent) -> None:
-        self.note("unknown_event", e.type)
+        self.emit(ev.UnknownServerEvent(e.type))
 
     async def _on_Closed(self, e: ev.Closed) -> None:
         if self._ending:
@@ -627,12 +619,7 @@ class CallSession:
                 self._send(ev.AddText(self._summary(), ev.Role.SYSTEM))
                 self._answer_again(cut, "answer again in the next session")
             return
-        self.note(
-            "realtime_closed",
-            f"{e.error_class}/{e.code}: {e.reason}",
-            retryable=e.retryable,
-            error_class=str(e.error_class or ev.ErrorClass.NETWORK),
-        )
+        self.emit(ev.SessionLost(e.error_class, e.code, e.reason, e.retryable))
         self.report.errors.append({"class": str(e.error_class), "code": str(e.code or ""), "message": e.reason})
         waiting = self.phase.phase is Phase.THINKING  # a turn committed there, its answer not started
         self.phase.set(Phase.RECOVERING, f"realtime closed: {e.reason}")
@@ -664,7 +651,7 @@ class CallSession:
         """Forget the caller turns of a session that is gone (committed there, no transcript came); True if any."""
         if not self._untranscribed:
             return False
-        self.note("caller_turn_lost", f"{len(self._untranscribed)} turn(s) with no transcript")
+        self.emit(ev.CallerTurnLost(len(self._untranscribed), replaced=False))
         self._untranscribed.clear()
         return True
 
@@ -706,14 +693,14 @@ class CallSession:
         try:
             client = await asyncio.wait_for(self._open_session(), 10.0)
         except (TimeoutError, ConnectError) as exc:
-            self.note("rollover_failed", str(exc) or "timeout")
+            self.emit(ev.RolloverFailed(str(exc) or "timeout"))
             self._session_opened_at = self._clock()  # try again one margin later; recovery covers the cap
             return
         finally:
             self._rollover_task = None
         client.send(ev.AddText(self._summary(rolled_over=True), ev.Role.SYSTEM))
         self._next_client = client
-        self.note("rollover_ready", "next session configured")
+        self.emit(ev.RolloverReady())
 
     def _swap_session(self, why: str, old_alive: bool = True) -> None:
         old, self.client, self._next_client = self.client, self._next_client, None
@@ -721,7 +708,7 @@ class CallSession:
         self._start_pump()
         self.response_id = None
         self.report.rollovers += 1
-        self.note("rollover", why)
+        self.emit(ev.RolledOver(why))
         if old is not None:
             taken: set[str] = set()
             if old_alive:  # its turns' transcripts may still come (a closed one's are lost: see _answer_again)
@@ -756,7 +743,7 @@ class CallSession:
                 with contextlib.suppress(Exception):
                     await old.close()
             if taken:
-                self.note("caller_turn_lost", f"{len(taken)} turn(s) with no transcript from the replaced session")
+                self.emit(ev.CallerTurnLost(len(taken), replaced=True))
             return
         with contextlib.suppress(Exception):
             await old.close()
@@ -775,7 +762,7 @@ class CallSession:
         waiting = waiting or self.response_id is not None
         self.response_id = None
         if self.report.reconnects >= self.max_reconnects:
-            self.note("recovery_failed", f"gave up after {self.report.reconnects} reconnects")
+            self.emit(ev.RecoveryFailed(self.report.reconnects))
             self.leg.hangup()
             self._end("realtime unavailable", outcome="failed")
             return
@@ -796,14 +783,14 @@ class CallSession:
                 cls, retryable, refused = exc.error_class, exc.retryable, None
             except TimeoutError:
                 cls, retryable, refused = ev.ErrorClass.NETWORK, True, None
-            self.note("reconnect_failed", f"{cls}: {step}", attempt=attempt, error_class=str(cls))
+            self.emit(ev.ReconnectFailed(attempt, str(cls), str(step)))
         if self.client is None:
-            self.note("recovery_failed", "no realtime session")
+            self.emit(ev.RecoveryFailed(None))
             self.leg.hangup()
             self._end("realtime unavailable", outcome="failed")
             return
         self.report.reconnects += 1
-        self.note("recovered", f"attempt {self.report.reconnects}")
+        self.emit(ev.Recovered(self.report.reconnects))
         self._start_pump()
         if self.report.caller_transcript or self.report.agent_transcript or self._pending or self.report.dtmf:
             self._send(ev.AddText(self._summary(), ev.Role.SYSTEM))

@@ -17,6 +17,7 @@ import wave
 from pathlib import Path
 from typing import Any
 
+from bridge import events as ev
 from bridge.devkit.stack import local_stack
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -92,7 +93,7 @@ def _summarize(dialect: str, phone: dict[str, Any], report: dict[str, Any] | Non
 def _print_call(call: dict[str, Any], wav: Path) -> None:
     print(f"\n=== {call['dialect'].upper()} call: SIP {call['sip_status']}, answered={call['answered']}")
     for t_ms, kind, summary in call["timeline"]:
-        if kind in {"latency", "dtmf"}:
+        if kind in {ev.Latency.kind, ev.KeyPressed.kind}:
             continue
         print(f"  {t_ms / 1000:7.2f}s  {kind:<18} {summary}")
     print(f"  phases:  {' -> '.join(call['phases'])}")

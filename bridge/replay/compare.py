@@ -134,7 +134,7 @@ class DialectRun:
         """The comparable event sequence: decoded events (direct), else the session's notes (SIP)."""
         if self.events:
             return [t for _, t in self.events if kind_of(t) not in NEUTRAL_IGNORED]
-        return [kind for _, kind, _ in self.timeline if kind not in {"latency", "ringing"}]
+        return [kind for _, kind, _ in self.timeline if kind not in {ev.Latency.kind, ev.Ringing.kind}]
 
     @property
     def timeline(self) -> list[tuple[float, str, str]]:
@@ -142,7 +142,7 @@ class DialectRun:
 
     @property
     def transfer_targets(self) -> list[str]:
-        return [s for _, k, s in self.timeline if k == "transfer"]
+        return [s for _, k, s in self.timeline if k == ev.TransferStarted.kind]
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

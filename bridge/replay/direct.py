@@ -34,7 +34,7 @@ import orjson
 from bridge import events as ev
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, FrameSink, FrameSource, StreamKernel
 from bridge.call.leg import PhoneLeg
-from bridge.call.session import CallSession
+from bridge.call.session import CallSession, Listener
 from bridge.dialplan import Dialplan
 from bridge.emulator.annotations import Annotations
 from bridge.emulator.faults import Settings as EmulatorSettings
@@ -454,7 +454,6 @@ class VirtualLeg:
 
 
 LegWrapper = Callable[[PhoneLeg], PhoneLeg]
-Listener = Callable[[str, dict[str, Any]], None]
 Tracer = Callable[[ev.Event], None]
 # (bridge dialect, dialplan, tracer) -> the session's connector; None: the in-memory emulator
 ConnectorFactory = Callable[[Dialect, Dialplan, Tracer], Callable[[], Awaitable[Any]]]
@@ -567,7 +566,9 @@ async def replay_call(script: CallScript, dialect: str, options: DirectOptions |
         # different on every run): meaningless in virtual time, and it would make the report vary.
         run.report.get("latency_ms", {}).pop("capture", None)
         run.report["timeline"] = [
-            e for e in run.report.get("timeline", []) if not (e[1] == "latency" and str(e[2]).startswith("capture "))
+            e
+            for e in run.report.get("timeline", [])
+            if not (e[1] == ev.Latency.kind and str(e[2]).startswith("capture "))
         ]
     run.events = events
     run.caller_spans = leg.log.caller_spans

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 import yaml
 
+from bridge import events as ev
 from bridge.audio.frames import FRAME_MS, SAMPLE_RATE
 from bridge.call.recorder import read_recording
 from bridge.emulator.faults import Settings as EmulatorSettings
@@ -96,7 +97,7 @@ def _dialplan(header: Mapping[str, Any], notes: Sequence[Mapping[str, Any]]) -> 
         return {k: v for k, v in plan.items() if k != "dialect"}
     if plan:
         return str(plan)
-    ringing = next((n for n in notes if n.get("kind") == "ringing"), None)
+    ringing = next(iter(_notes(notes, ev.Ringing)), None)
     found = re.search(r"\(([^,()]+), [^()]+\)\s*$", str(ringing.get("summary", ""))) if ringing else None
     return found.group(1) if found else None
 
@@ -141,12 +142,15 @@ def _name(text: str) -> str:
     return name if name and name[0].isalnum() else f"rec-{name}".strip("-")[:63]
 
 
-def _notes(notes: Sequence[Mapping[str, Any]], kind: str) -> list[Mapping[str, Any]]:
-    return [n for n in notes if n.get("kind") == kind]
+def _notes(notes: Sequence[Mapping[str, Any]], report: type[ev.Report]) -> list[Mapping[str, Any]]:
+    """The recorded lines of one report type."""
+    return [n for n in notes if n.get("kind") == report.kind]
 
 
-def _in(notes: Sequence[Mapping[str, Any]], kind: str, start: float, end: float) -> list[Mapping[str, Any]]:
-    return [n for n in _notes(notes, kind) if start <= float(n["t_ms"]) < end]
+def _in(
+    notes: Sequence[Mapping[str, Any]], report: type[ev.Report], start: float, end: float
+) -> list[Mapping[str, Any]]:
+    return [n for n in _notes(notes, report) if start <= float(n["t_ms"]) < end]
 
 
 def script_from_recording(
@@ -171,18 +175,17 @@ def script_from_recording(
     if plan_name is None:
         raise ConfigError(str(rec), "events.jsonl", "no dialplan in the recording; pass --dialplan")
     agent_spans = heard_spans(agent)
-    ended = next((n for n in reversed(notes) if n.get("kind") == "ended"), None)
+    ended = next(reversed(_notes(notes, ev.CallEnded)), None)
     end_ms = float(ended["t_ms"]) if ended else len(caller) / 2 / SAMPLE_RATE * 1000.0
-    bridge_hung_up = any(n.get("kind") == "leg_hangup" for n in notes)
+    bridge_hung_up = bool(_notes(notes, ev.LegHungUp))
     transferred = any(
-        n.get("kind") == "transfer_progress" and n.get("final") and str(n.get("summary", "")).startswith("2")
-        for n in notes
+        n.get("final") and str(n.get("summary", "")).startswith("2") for n in _notes(notes, ev.TransferUpdate)
     )
 
     # -- what the caller did, in time order
     segments = [_Segment(s, e, "say") for s, e in caller_segments(caller)]
-    for note in _notes(notes, "dtmf"):
-        t, digit = float(note["t_ms"]), str(note.get("summary", ""))
+    for key in _notes(notes, ev.KeyPressed):
+        t, digit = float(key["t_ms"]), str(key.get("summary", ""))
         last = next((s for s in reversed(segments) if s.kind == "dtmf"), None)
         if last is not None and t - last.end <= DTMF_MERGE_MS:
             last.digits += digit
@@ -193,7 +196,7 @@ def script_from_recording(
         segments.append(_Segment(end_ms, end_ms, "hangup"))
     segments.sort(key=lambda s: (s.start, s.kind != "say"))
 
-    caller_texts = [str(n.get("summary", "")) for n in _notes(notes, "caller_transcript")]
+    caller_texts = [str(n.get("summary", "")) for n in _notes(notes, ev.CallerSaid)]
     target.mkdir(parents=True, exist_ok=True)
     from bridge.audio.wav import write_wav
 
@@ -202,7 +205,7 @@ def script_from_recording(
     said = 0
     greeting: dict[str, Any] | None = None
     first_start = segments[0].start if segments else end_ms
-    before = [n for n in _notes(notes, "agent_transcript") if float(n["t_ms"]) < first_start]
+    before = [n for n in _notes(notes, ev.AgentSaid) if float(n["t_ms"]) < first_start]
     if before:
         spans = [(s, e) for s, e in agent_spans if s < first_start]
         greeting = {"text": str(before[0].get("summary", ""))}
@@ -299,14 +302,14 @@ def _reply(
     nxt: _Segment | None,
 ) -> dict[str, Any]:
     """The emulator's answer to a spoken turn: what the agent said next, how long, and its tool call."""
-    tools = _in(notes, "tool_call", start, end)
+    tools = _in(notes, ev.ToolCalled, start, end)
     # An answer cut short by a barge-in is noted when it is cancelled, just after the next turn began.
     late = min(nxt.end, nxt.start + 1500) if nxt is not None and nxt.kind == "say" else end
     cut = float(tools[0]["t_ms"]) if tools else late
-    lost = _in(notes, "realtime_closed", start, cut)
+    lost = _in(notes, ev.SessionLost, start, cut)
     if lost:  # the answer died with the socket: its words never arrived (the resumed answer is not this reply)
         cut = float(lost[0]["t_ms"]) - 1
-    said = _in(notes, "agent_transcript", start, cut + 1)
+    said = _in(notes, ev.AgentSaid, start, cut + 1)
     reply: dict[str, Any] = {}
     if said:
         reply["text"] = str(said[0].get("summary", ""))
@@ -324,12 +327,12 @@ def _reply(
 
 def _resumed(notes: Sequence[Mapping[str, Any]], segments: Sequence[_Segment]) -> dict[str, Any] | None:
     """What the agent said on the new session before the caller's next turn: the resumed answer."""
-    lost = _notes(notes, "realtime_closed")
+    lost = _notes(notes, ev.SessionLost)
     if not lost:
         return None
     t = float(lost[0]["t_ms"])
     nxt = next((s.start for s in segments if s.start > t), math.inf)
-    said = _in(notes, "agent_transcript", t, nxt)
+    said = _in(notes, ev.AgentSaid, t, nxt)
     return {"text": str(said[0].get("summary", ""))} if said else None
 
 
@@ -339,19 +342,19 @@ def _drop_fault(notes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     The number of deltas the lost response delivered is read off the time between its first audio and the loss, at
     the emulator's default pace (audio arrives faster than it plays, so the audio heard cannot tell).
     """
-    index = next((i for i, n in enumerate(notes) if n.get("kind") == "realtime_closed"), None)
+    index = next((i for i, n in enumerate(notes) if n.get("kind") == ev.SessionLost.kind), None)
     if index is None:
         return {}
     before = list(notes[:index])
     t = float(notes[index]["t_ms"])
-    started = [i for i, n in enumerate(before) if n.get("kind") == "response_started"]
+    started = [i for i, n in enumerate(before) if n.get("kind") == ev.ResponseBegan.kind]
     if not started:
         return {"drop_after_s": round(t / 1000.0, 2)}
     first_audio = next(
         (
             float(n["t_ms"])
             for n in before[started[-1] :]
-            if n.get("kind") == "phase" and "model audio" in str(n.get("summary"))
+            if n.get("kind") == ev.PhaseChanged.kind and "model audio" in str(n.get("summary"))
         ),
         None,
     )
@@ -364,28 +367,32 @@ def _drop_fault(notes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def _expectations(notes: Sequence[Mapping[str, Any]], bridge_hung_up: bool, transferred: bool) -> dict[str, Any]:
     expect: dict[str, Any] = {}
-    tools = _notes(notes, "tool_call")
+    tools = _notes(notes, ev.ToolCalled)
     expect["tool_calls"] = [
         {"name": str(n.get("name")), "arguments": _tool_args(str(n.get("summary", "")), str(n.get("name")))}
         for n in tools
     ]
-    targets = [str(n.get("summary", "")) for n in _notes(notes, "transfer")]
+    targets = [str(n.get("summary", "")) for n in _notes(notes, ev.TransferStarted)]
     if targets:
         expect["transfer_target"] = targets[0]
-    for key, kind in (("caller_keywords", "caller_transcript"), ("agent_keywords", "agent_transcript")):
-        words = [w for w in (_keyword(str(n.get("summary", ""))) for n in _notes(notes, kind)) if w]
+    said: tuple[tuple[str, type[ev.Report]], ...] = (
+        ("caller_keywords", ev.CallerSaid),
+        ("agent_keywords", ev.AgentSaid),
+    )
+    for key, report in said:
+        words = [w for w in (_keyword(str(n.get("summary", ""))) for n in _notes(notes, report)) if w]
         if words:
             expect[key] = list(dict.fromkeys(words))
-    expect["barge_ins"] = len(_notes(notes, "barge_in"))
-    digits = "".join(str(n.get("summary", "")) for n in _notes(notes, "dtmf"))
+    expect["barge_ins"] = len(_notes(notes, ev.BargeIn))
+    digits = "".join(str(n.get("summary", "")) for n in _notes(notes, ev.KeyPressed))
     if digits:
         expect["dtmf"] = digits
-    reconnects = len(_notes(notes, "recovered"))
+    reconnects = len(_notes(notes, ev.Recovered))
     if reconnects:
         expect["reconnects"] = reconnects
     phases = {
         str(n.get("new") or str(n.get("summary", "")).split("->", 1)[-1].split(":", 1)[0].strip())
-        for n in _notes(notes, "phase")
+        for n in _notes(notes, ev.PhaseChanged)
     }
     order = ["LISTENING", "THINKING", "SPEAKING", "CANCELLING", "RECOVERING"]
     expect["phases_visited"] = [p for p in order if p in phases]
@@ -394,8 +401,8 @@ def _expectations(notes: Sequence[Mapping[str, Any]], bridge_hung_up: bool, tran
         expect["end_reason"] = "caller hung up"
     elif transferred:
         expect["end_reason"] = "transferred"
-    errors = [n for n in _notes(notes, "error") if n.get("code") != "response_cancel_not_active"]
-    errors += _notes(notes, "realtime_closed")
+    errors = [n for n in _notes(notes, ev.ServiceError) if n.get("code") != "response_cancel_not_active"]
+    errors += _notes(notes, ev.SessionLost)
     if not errors:
         expect["max_errors"] = 0
     return expect

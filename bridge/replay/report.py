@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from bridge import events as ev
 from bridge.replay.compare import DialectRun, ScriptResult, label, summarize
 
 JSON_FILE: Final = "report.json"
@@ -32,21 +33,21 @@ PHASE_COLORS: Final = {
     "RECOVERING": "#e0b7f0",
     "ENDED": "#9aa1aa",
 }
-MARKERS: Final = {  # note kind -> (color, row label)
-    "speech_started": ("#2f6fb3", "speech start"),
-    "speech_stopped": ("#7aa7d6", "speech stop"),
-    "response_started": ("#b08a00", "response"),
-    "response_done": ("#6b5600", "response done"),
-    "tool_call": ("#7b3fb5", "tool call"),
-    "transfer": ("#7b3fb5", "transfer"),
-    "truncate": ("#c0392b", "truncate"),
-    "barge_in": ("#c0392b", "barge-in"),
-    "dtmf": ("#d35400", "DTMF"),
-    "error": ("#e74c3c", "error"),
-    "realtime_closed": ("#8e44ad", "socket lost"),
-    "recovered": ("#27ae60", "recovered"),
-    "unknown_event": ("#e67e22", "unknown event"),
-    "hangup": ("#444", "hangup"),
+MARKERS: Final = {  # report kind -> (color, row label)
+    ev.CallerSpeechStarted.kind: ("#2f6fb3", "speech start"),
+    ev.CallerSpeechStopped.kind: ("#7aa7d6", "speech stop"),
+    ev.ResponseBegan.kind: ("#b08a00", "response"),
+    ev.ResponseEnded.kind: ("#6b5600", "response done"),
+    ev.ToolCalled.kind: ("#7b3fb5", "tool call"),
+    ev.TransferStarted.kind: ("#7b3fb5", "transfer"),
+    ev.TruncateSent.kind: ("#c0392b", "truncate"),
+    ev.BargeIn.kind: ("#c0392b", "barge-in"),
+    ev.KeyPressed.kind: ("#d35400", "DTMF"),
+    ev.ServiceError.kind: ("#e74c3c", "error"),
+    ev.SessionLost.kind: ("#8e44ad", "socket lost"),
+    ev.Recovered.kind: ("#27ae60", "recovered"),
+    ev.UnknownServerEvent.kind: ("#e67e22", "unknown event"),
+    ev.AgentHungUp.kind: ("#444", "hangup"),
 }
 VERDICT_COLORS: Final = {"same": "#1e8449", "differs": "#b9770e", "failed": "#c0392b"}
 
@@ -109,7 +110,7 @@ def _phase_spans(run: DialectRun, end_ms: float) -> list[tuple[float, float, str
     spans: list[tuple[float, float, str]] = []
     current, since = "IDLE", 0.0
     for t, kind, summary in run.timeline:
-        if kind != "phase" or "->" not in summary:
+        if kind != ev.PhaseChanged.kind or "->" not in summary:
             continue
         new = summary.split("->", 1)[1].split(":", 1)[0].strip()
         if t > since:
@@ -295,7 +296,7 @@ def _dialect_html(run: DialectRun | None, dialect: str, span_ms: float, latency_
         badge = '<span class="badge ok">pass</span>' if c.ok else '<span class="badge bad">FAIL</span>'
         parts.append(f"<tr><td>{badge}</td><td>{esc(c.name)}</td><td>{esc(c.detail)}</td></tr>")
     parts.append("</table>")
-    unknown = [s for _, k, s in run.timeline if k == "unknown_event"]
+    unknown = [s for _, k, s in run.timeline if k == ev.UnknownServerEvent.kind]
     if unknown:
         parts.append(f'<p class="small">unknown events: <span class="mono">{esc(", ".join(unknown))}</span></p>')
     parts.append("</div>")

@@ -34,6 +34,7 @@ from typing import Any, Final
 
 import yaml
 
+from bridge import events as ev
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, SAMPLE_RATE
 from bridge.replay.compare import DialectRun, ScriptResult, check_expectations, judge
 from bridge.replay.direct import SPAN_GAP_MS, VOICED_DBFS, frame_dbfs, run_direct
@@ -78,7 +79,7 @@ class CallerPlan:
 def plan_caller(script: CallScript, dialect: str, reference: DialectRun | None = None) -> CallerPlan:
     """The softphone's plan from a direct replay of the same script and dialect (see the module docstring)."""
     ref = reference or run_direct(script, dialect)
-    answered = next((t for t, k, _ in ref.timeline if k == "answered"), 0.0)
+    answered = next((t for t, k, _ in ref.timeline if k == ev.Answered.kind), 0.0)
     spans = [(s - answered, e - answered, what) for s, e, what in ref.caller_spans]
     audio = bytearray()
     dtmf: list[tuple[str, float]] = []
@@ -298,7 +299,7 @@ def build_run(
     run = DialectRun(script=script.name, dialect=dialect, via="sip", target=target)
     if report is not None:
         run.report = {k: v for k, v in report.items() if k != "worker"}
-    answered = next((t for t, k, _ in run.timeline if k == "answered"), 0.0)
+    answered = next((t for t, k, _ in run.timeline if k == ev.Answered.kind), 0.0)
     heard: bytes = phone.get("heard", b"")
     run.agent_spans = heard_spans(heard, answered)
     end_ms = float(phone.get("duration_s") or 0.0) * 1000.0

@@ -37,6 +37,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bridge import events as ev
+
 DialectName = Literal["beta", "ga"]
 NEW_DIALECT: DialectName = "ga"  # the rollout's two arms: callers move from the legacy one to the new one
 LEGACY_DIALECT: DialectName = "beta"
@@ -177,6 +179,31 @@ def fallback(decision: Decision, *, voice: str, fallback_voice: str) -> Decision
     chosen_voice = compatible_voice(voice, model, fallback_voice)
     reason = f"{decision.reason}; {decision.model} failed to connect -> {model}"
     return replace(decision, model=model, voice=chosen_voice, reason=reason, fallback_model=None)
+
+
+class CallHealth:
+    """A call-session listener that keeps what the rollout's health needs of one call: :attr:`outcome` is
+    ``connect_failure`` when no session was open at the answer and none was recovered, ``dropped`` when a session
+    was lost mid-call, else ``ok``."""
+
+    def __init__(self) -> None:
+        self.unavailable = False
+        self.recovered = False
+        self.dropped = False
+
+    def __call__(self, report: ev.Report) -> None:
+        if isinstance(report, ev.RealtimeUnavailable):
+            self.unavailable = True
+        elif isinstance(report, ev.Recovered):
+            self.recovered = True
+        elif isinstance(report, ev.SessionLost):
+            self.dropped = True
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.unavailable and not self.recovered:
+            return "connect_failure"
+        return "dropped" if self.dropped else "ok"
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,14 +22,14 @@ from typing import IO, Any, cast
 from pydantic import SecretStr
 
 from bridge import metrics
-from bridge.call.session import CallReport, CallSession
+from bridge.call.session import CallSession, Listener
 from bridge.config import Settings
 from bridge.dialplan import Dialplan, load_dialplans, route
 from bridge.errors import BridgeError, ConnectError, redact
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.credentials import BROKER_URL_ENV, Sources
 from bridge.realtime.dialects import DIALECTS, get_dialect
-from bridge.rollout.policy import Decision, DialectName, Outcome, RolloutFlag, decide, fallback
+from bridge.rollout.policy import CallHealth, Decision, DialectName, RolloutFlag, decide, fallback
 from bridge.rollout.store import RolloutStore
 from bridge.runtime.memory import CycleCollector
 from bridge.runtime.metronome import for_loop as metronome_for
@@ -72,15 +72,6 @@ def consent_greeting(plan: Dialplan) -> str | None:
         return plan.greeting
     prompt = f'First say exactly: "{plan.recording.consent_prompt}"'
     return f"{prompt} Then: {plan.greeting}" if plan.greeting else prompt
-
-
-def outcome_of(report: CallReport) -> Outcome:
-    """The rollout health outcome of a finished call."""
-    if any(e.get("code") == "connect" for e in report.errors) and not report.reconnects:
-        return "connect_failure"
-    if any(kind == "realtime_closed" for _, kind, _ in report.timeline):
-        return "dropped"
-    return "ok"
 
 
 def append_report(path: Path, record: dict[str, Any]) -> None:
@@ -168,7 +159,8 @@ class Worker:
                 await client.connect()
             return client
 
-        listeners = [metrics.call_listener(dialect.name, plan.name)]
+        health = CallHealth()
+        listeners: list[Listener] = [metrics.call_listener(dialect.name, plan.name), health]
         if self.store is not None:
             listeners.append(
                 self.store.listener_for(
@@ -231,7 +223,7 @@ class Worker:
         if settings.report_file is not None:
             append_report(settings.report_file, {"worker": self.index, **report.to_json()})
         if self.rollouts is not None:
-            await self.rollouts.record_outcome(dialect.name, plan.name, outcome_of(report))
+            await self.rollouts.record_outcome(dialect.name, plan.name, health.outcome)
             if plan.dialect == "rollout":
                 reason = await self.rollouts.check_rollback(plan.name)
                 if reason:

@@ -77,12 +77,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
+from bridge import events as ev
 from bridge.errors import BridgeError, redact
 from bridge.store import keys
 
 log = logging.getLogger("bridge.store")
 
-Listener = Callable[[str, dict[str, Any]], None]
+Listener = Callable[[ev.Report], None]
 Probe = Callable[[], Mapping[str, Any]]
 
 FLUSH_INTERVAL_S = 0.15
@@ -93,10 +94,8 @@ BATCH_ENTRIES = 1_000  # stream entries per pipeline
 SOCKET_TIMEOUT_S = 1.0
 RECENT_EVENTS = 100
 
-# Session notes that never reach the stream (they are metrics, and far too chatty).
-_NOT_STREAMED = frozenset({"latency"})
-# Data keys of a session note that are hash fields of the same name.
-_HASH_FROM_NOTE = frozenset(keys.PROTOCOL_FIELDS + keys.PROGRESS_FIELDS + ("model", "voice", "dialect"))
+# Stored report fields that are hash fields of the same name.
+_HASH_FROM_REPORT = frozenset(keys.PROTOCOL_FIELDS + keys.PROGRESS_FIELDS + ("model", "voice", "dialect"))
 _STREAM_DATA_MAX = 200  # characters of one extra data value in a stream entry
 _PHASE_ENDED = "ENDED"
 
@@ -699,40 +698,43 @@ class CallStore:
             call.probe = probe
 
     def listener_for(self, call_id: str, **identity: str) -> Listener:
-        """A ``CallSession.listeners`` entry for one call: session notes become hash fields and stream entries.
+        """A ``CallSession.listeners`` entry for one call: session reports become hash fields and stream entries.
 
         ``identity`` (caller, called, dialplan, dialect, model, voice) begins the call if it has not begun. The
-        mapping: ``phase`` -> phase; ``response_started`` -> response_id; ``truncate`` -> played_ms (the
-        ``audio_end_ms`` the caller heard); ``caller_transcript`` / ``agent_transcript`` -> last_transcript and
-        item_id; any note data named like a protocol or progress field (session_id, conversation_id, item_id,
-        last_ack_event_id, ...) -> that field; ``ended`` -> :meth:`end`. Every note but ``latency`` is streamed.
+        mapping: :class:`~bridge.events.PhaseChanged` -> phase; :class:`~bridge.events.ResponseBegan` ->
+        response_id; :class:`~bridge.events.TruncateSent` -> played_ms (the ``audio_end_ms`` the caller heard);
+        :class:`~bridge.events.CallerSaid` / :class:`~bridge.events.AgentSaid` -> last_transcript and item_id; any
+        stored report field named like a protocol or progress field (session_id, conversation_id, item_id, ...) ->
+        that field; :class:`~bridge.events.CallEnded` -> :meth:`end`. Every report but
+        :class:`~bridge.events.Latency` is streamed (kind, summary and the stored fields).
         """
         self.begin(call_id, **identity)
 
-        def listener(kind: str, data: dict[str, Any]) -> None:
-            self._on_note(call_id, kind, data)
+        def listener(report: ev.Report) -> None:
+            self._on_report(call_id, report)
 
         return listener
 
-    def _on_note(self, call_id: str, kind: str, data: Mapping[str, Any]) -> None:
-        summary = _text(data.get("summary", ""))
-        fields: dict[str, Any] = {k: v for k, v in data.items() if k in _HASH_FROM_NOTE}
-        if kind == "phase" and data.get("new"):
-            fields["phase"] = data["new"]
-        elif kind == "response_started":
-            fields.setdefault("response_id", summary)
-        elif kind == "truncate" and "audio_end_ms" in data:
-            fields["played_ms"] = data["audio_end_ms"]
-        elif kind == "caller_transcript":
+    def _on_report(self, call_id: str, report: ev.Report) -> None:
+        summary, data = report.summary, report.data()
+        fields: dict[str, Any] = {k: v for k, v in data.items() if k in _HASH_FROM_REPORT}
+        if isinstance(report, ev.PhaseChanged):
+            fields["phase"] = report.new
+        elif isinstance(report, ev.ResponseBegan):
+            fields.setdefault("response_id", report.response_id)
+        elif isinstance(report, ev.TruncateSent):
+            fields["played_ms"] = report.audio_end_ms
+        elif isinstance(report, ev.CallerSaid):
             fields["last_transcript"] = f"Caller: {summary}"
-        elif kind == "agent_transcript":
+        elif isinstance(report, ev.AgentSaid):
             fields["last_transcript"] = f"Agent: {summary}"
-        if kind != "ended" and (fields or kind not in _NOT_STREAMED):
+        ended = isinstance(report, ev.CallEnded)
+        streamed = not isinstance(report, ev.Latency)  # a latency sample is a metric, and far too chatty
+        if not ended and (fields or streamed):
             self.update(call_id, **fields)
-        if kind not in _NOT_STREAMED:
-            extra = {k: v for k, v in data.items() if k != "summary"}
-            self.event(call_id, kind, summary, **extra)
-        if kind == "ended":
+        if streamed:
+            self.event(call_id, report.kind, summary, **data)
+        if ended:
             self.end(call_id, summary or "ended")
 
     def _trim_queue(self) -> None:

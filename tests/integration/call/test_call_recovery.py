@@ -12,6 +12,7 @@ import time
 import pytest
 from _fakes import FakeLeg, wait_until
 
+from bridge import events as ev
 from bridge.call.session import CallReport, CallSession, Connector
 from bridge.dialplan import Dialplan
 from bridge.emulator import EmulatorServer
@@ -182,9 +183,9 @@ async def test_an_expired_credential_at_reconnect_is_reissued_and_the_call_goes_
     assert len(report.caller_transcript) == 2  # the conversation went on after the re-issue
 
 
-def _caller_transcript_ids(kind: str, data: dict[str, object], into: list[str]) -> None:
-    if kind == "caller_transcript":
-        into.append(str(data["item_id"]))
+def _caller_transcript_ids(report: ev.Report, into: list[str]) -> None:
+    if isinstance(report, ev.CallerSaid):
+        into.append(report.item_id)
 
 
 @pytest.mark.parametrize("dialect", [BETA, GA], ids=lambda d: d.name)
@@ -197,7 +198,7 @@ async def test_a_rollover_keeps_the_transcripts_the_old_session_still_owes(
     leg = FakeLeg("late-transcripts")
     heard: list[str] = []
     session = CallSession(
-        leg, PLAN, dialect, connect, max_session_s=6.0, listeners=[lambda k, d: _caller_transcript_ids(k, d, heard)]
+        leg, PLAN, dialect, connect, max_session_s=6.0, listeners=[lambda r: _caller_transcript_ids(r, heard)]
     )
     report = await converse(session, leg, turns=4)
     assert report.rollovers >= 1 and report.reconnects == 0, report.timeline

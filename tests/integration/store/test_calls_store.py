@@ -8,7 +8,9 @@ import shutil
 import ssl
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import redis.asyncio as aioredis
@@ -138,33 +140,53 @@ async def test_a_call_shows_every_field_and_the_fields_follow_the_phases(
 
 
 # ------------------------------------------------------------------------------------------------ the adapter
-async def test_the_listener_maps_session_notes_to_fields_and_stream_entries(
+@dataclass(frozen=True, slots=True)
+class _Acked(ev.Report):
+    """A report whose stored field is named like a hash field: the adapter copies it there."""
+
+    kind: ClassVar[str] = "acked"
+    stored: ClassVar[tuple[str, ...]] = ("last_ack_event_id",)
+
+    last_ack_event_id: str
+
+
+async def test_the_listener_maps_session_reports_to_fields_and_stream_entries(
     redis_server: EmbeddedRedis, raw: aioredis.Redis
 ) -> None:
     async with fast_store(redis_server.url) as store:
-        note = store.listener_for("c1", **IDENTITY)
-        note("phase", {"summary": "IDLE -> THINKING: greeting", "old": "IDLE", "new": "THINKING"})
-        note("session_ready", {"summary": "sess_1", "session_id": "sess_1", "conversation_id": "conv_1"})
-        note("response_started", {"summary": "resp_1"})
-        note("agent_transcript", {"summary": "Hello there", "item_id": "item_9"})
-        note("caller_transcript", {"summary": "my key is sk-abcdefghijklmnop", "item_id": "item_10"})
-        note("truncate", {"summary": "item_9 at 1234 ms", "audio_end_ms": 1234})
-        note("latency", {"summary": "capture 1 ms", "segment": "capture", "ms": 1.0})
-        note("error", {"summary": "protocol/bad: nope", "code": "bad"})
-        note("server_event", {"summary": "", "last_ack_event_id": "event_77"})
+        listen = store.listener_for("c1", **IDENTITY)
+        listen(ev.PhaseChanged("IDLE", "THINKING", "greeting"))
+        listen(ev.SessionOpened("sess_1"))
+        listen(ev.ConversationOpened("conv_1"))
+        listen(ev.ResponseBegan("resp_1"))
+        listen(ev.AgentSaid("Hello there", "item_9"))
+        listen(ev.CallerSaid("my key is sk-abcdefghijklmnop", "item_10"))
+        listen(ev.TruncateSent("item_9", 1234))
+        listen(ev.Latency("capture", 1.0))
+        listen(ev.ServiceError("bad", "protocol", "nope"))
+        listen(_Acked("event_77"))
         assert await store.flush()
         state = await raw.hgetall(keys.call("c1"))
         assert state["phase"] == "THINKING"
         assert (state["session_id"], state["conversation_id"], state["response_id"]) == ("sess_1", "conv_1", "resp_1")
-        assert (state["item_id"], state["played_ms"], state["last_ack_event_id"]) == ("item_10", "1234", "event_77")
+        # the truncate's item_id came last: TruncateSent stores it
+        assert (state["item_id"], state["played_ms"], state["last_ack_event_id"]) == ("item_9", "1234", "event_77")
         assert state["last_transcript"] == "Caller: my key is [redacted]"
         entries = [f for _, f in await raw.xrange(keys.call_events("c1"))]
         assert [e["kind"] for e in entries] == [
-            "phase", "session_ready", "response_started", "agent_transcript", "caller_transcript", "truncate",
-            "error", "server_event",
+            "phase", "session_ready", "conversation_ready", "response_started", "agent_transcript",
+            "caller_transcript", "truncate", "error", "acked",
         ]  # fmt: skip
-        assert entries[5]["audio_end_ms"] == "1234" and entries[6]["code"] == "bad"
-        note("ended", {"summary": "agent ended the call"})
+        assert entries[0] == {"kind": "phase", "summary": "IDLE -> THINKING: greeting", "t": entries[0]["t"],
+                              "old": "IDLE", "new": "THINKING"}  # fmt: skip
+        assert entries[3] == {"kind": "response_started", "summary": "resp_1", "t": entries[3]["t"]}
+        assert entries[6]["audio_end_ms"] == "1234" and entries[6]["item_id"] == "item_9"
+        assert (entries[7]["summary"], entries[7]["code"], entries[7]["error_class"]) == (
+            "protocol/bad: nope",
+            "bad",
+            "protocol",
+        )
+        listen(ev.CallEnded("agent ended the call", "completed"))
         assert await store.flush()
         state = await raw.hgetall(keys.call("c1"))
         assert (state["phase"], state["end_reason"]) == ("ENDED", "agent ended the call")
@@ -366,8 +388,8 @@ async def test_redis_down_from_the_start_never_raises(redis_server: EmbeddedRedi
     store = fast_store(redis_server.url, worker="w-never")
     await store.start()
     store.begin("n1", **IDENTITY)
-    note = store.listener_for("n2", **IDENTITY)
-    note("phase", {"summary": "", "new": "LISTENING"})
+    listen = store.listener_for("n2", **IDENTITY)
+    listen(ev.PhaseChanged("IDLE", "LISTENING", "session ready"))
     await asyncio.sleep(0.3)
     assert not store.connected and store.outages == 1 and store.write_errors >= 1
     assert not await store.flush(timeout_s=0.2)
@@ -383,8 +405,8 @@ async def test_auth_in_the_url_and_the_password_never_leaks() -> None:
     with EmbeddedRedis(password=password) as server:
         async with fast_store(server.url, worker="w-auth") as store:
             assert password not in store.where and "***@" in store.where
-            note = store.listener_for("p1", **IDENTITY)
-            note("error", {"summary": "auth/invalid_api_key: Incorrect API key sk-proj-abcdefghijklmnop", "code": "x"})
+            listen = store.listener_for("p1", **IDENTITY)
+            listen(ev.ServiceError("invalid_api_key", "auth", "Incorrect API key sk-proj-abcdefghijklmnop"))
             assert await store.flush()
             assert [c.call_id for c in await store.list_calls()] == ["p1"]
             client = aioredis.from_url(server.url)

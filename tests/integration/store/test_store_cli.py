@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from bridge import events as ev
 from bridge.rollout import cli as rollout_cli
 from bridge.store import cli as calls_cli
 from bridge.store.calls import CallStore
@@ -126,9 +127,9 @@ def populate(url: str) -> None:
             store = CallStore(url, worker=worker, reap_interval_s=None)
             await store.start()
             for cid in calls:
-                note = store.listener_for(cid, caller="+1555", called="100", dialplan="support", dialect="ga")
-                note("phase", {"summary": "IDLE -> LISTENING: session ready", "new": "LISTENING"})
-                note("caller_transcript", {"summary": f"hello from {cid}", "item_id": "i1"})
+                listen = store.listener_for(cid, caller="+1555", called="100", dialplan="support", dialect="ga")
+                listen(ev.PhaseChanged("IDLE", "LISTENING", "session ready"))
+                listen(ev.CallerSaid(f"hello from {cid}", "i1"))
             assert await store.flush()
             await store.close()  # calls still live: they stay listed until they end or the worker is reaped
 

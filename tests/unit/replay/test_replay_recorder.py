@@ -74,11 +74,11 @@ def test_stereo_recording_is_frame_aligned_with_the_events(tmp_path: Path) -> No
         on_frame(np.full(160, -(i + 1), dtype="<i2").tobytes(), 0.0)
         now[0] += 0.02
         if i == 24:
-            rec.listener("speech_started", {"summary": "at 500 ms"})
+            rec.listener(ev.CallerSpeechStarted(500))
     rec.hangup()
     assert leg.hung_up and len(got) == 50  # the session still gets every caller frame
     assert rec.uplink_offload((1, 2)) is None  # recording: caller frames must reach the tap, not bypass it
-    rec.listener("ended", {"summary": "caller hung up"})  # closes the recording
+    rec.listener(ev.CallEnded("caller hung up", "completed"))  # closes the recording
     caller, agent, header, notes = read_recording(tmp_path / "rec")
     c, a = np.frombuffer(caller, "<i2"), np.frombuffer(agent, "<i2")
     assert len(c) == len(a) == 50 * 160
@@ -86,8 +86,12 @@ def test_stereo_recording_is_frame_aligned_with_the_events(tmp_path: Path) -> No
     assert header["kind"] == "recording" and header["channels"] == ["caller", "agent"]
     assert header["dialplan"] == "support" and header["sample_rate"] == 8000
     speech = next(n for n in notes if n["kind"] == "speech_started")
-    assert speech["t_ms"] == pytest.approx(500.0)  # = the position of frame 25 in audio.wav
-    assert [n["kind"] for n in notes][-2:] == ["leg_hangup", "ended"]
+    assert speech == {"t_ms": pytest.approx(500.0), "kind": "speech_started", "summary": "at 500 ms"}
+    # (500 ms = the position of frame 25 in audio.wav)
+    assert notes[-2:] == [
+        {"t_ms": pytest.approx(1000.0), "kind": "leg_hangup", "summary": "the bridge hung up"},
+        {"t_ms": pytest.approx(1000.0), "kind": "ended", "summary": "caller hung up", "outcome": "completed"},
+    ]
     with wave.open(str(tmp_path / "rec" / AUDIO_FILE)) as w:
         assert (w.getnchannels(), w.getframerate(), w.getsampwidth()) == (2, 8000, 2)
 
@@ -99,7 +103,7 @@ def test_without_consent_nothing_is_recorded(tmp_path: Path) -> None:
     rec.start_media(source, sink)
     assert leg.media == (source, sink)  # not even wrapped
     assert rec.uplink_offload((1, 2)) == "offload" and leg.offload_asked == (1, 2)  # the wrapped leg's own
-    rec.listener("ended", {})
+    rec.listener(ev.CallEnded("caller hung up", "completed"))
     assert rec.close() is None
     assert not (tmp_path / "rec").exists()
 

@@ -1,0 +1,200 @@
+"""The call session's report vocabulary (``bridge.events.Report``) and its typed consumers: the stored text of each
+report, the type dispatch, the metrics listener and the rollout's health."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from bridge import events as ev
+from bridge import metrics
+from bridge.rollout.policy import CallHealth
+
+# (report, kind, summary, stored data): the timeline, Redis stream and recording text of each report.
+CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
+    (ev.Ringing("+1555", "1000", "support", "ga"), "ringing", "+1555 -> 1000 (support, ga)", {}),
+    (ev.RealtimeUnavailable("timeout", "network"), "realtime_unavailable", "timeout", {"error_class": "network"}),
+    (ev.Answered(), "answered", "", {}),
+    (
+        ev.PhaseChanged("IDLE", "THINKING", "greeting"),
+        "phase",
+        "IDLE -> THINKING: greeting",
+        {"old": "IDLE", "new": "THINKING"},
+    ),
+    (ev.Latency("turn", 612.4), "latency", "turn 612 ms", {"segment": "turn", "ms": 612.4}),
+    (ev.SessionOpened("sess_1"), "session_ready", "sess_1", {"session_id": "sess_1"}),
+    (ev.SessionAccepted("sess_1"), "session_configured", "sess_1", {"session_id": "sess_1"}),
+    (ev.ConversationOpened("conv_1"), "conversation_ready", "conv_1", {"conversation_id": "conv_1"}),
+    (ev.OutputItem("message", "item_1"), "output_item", "message item_1", {"item_id": "item_1"}),
+    (ev.CallerSpeechStarted(4320), "speech_started", "at 4320 ms", {}),
+    (ev.CallerSpeechStopped(7870), "speech_stopped", "at 7870 ms", {}),
+    (ev.CallerSaid("Hi", "item_2"), "caller_transcript", "Hi", {"item_id": "item_2"}),
+    (ev.CallerNotTranscribed("no audio", "item_2"), "caller_transcript_failed", "no audio", {"item_id": "item_2"}),
+    (ev.AgentSaid("Hello", "item_3"), "agent_transcript", "Hello", {"item_id": "item_3"}),
+    (ev.ResponseBegan("resp_1"), "response_started", "resp_1", {}),
+    (ev.ResponseEnded("resp_1", "completed"), "response_done", "resp_1 completed", {"status": "completed"}),
+    (ev.TruncateSent("item_3", 1234), "truncate", "item_3 at 1234 ms", {"item_id": "item_3", "audio_end_ms": 1234}),
+    (ev.Truncated("item_3", 1234), "truncated", "item_3 at 1234 ms", {"result": "ok"}),
+    (ev.TruncateRefused("item not found"), "truncated", "item not found", {"result": "failed"}),
+    (
+        ev.BargeIn("caller spoke over the agent", 4.0),
+        "barge_in",
+        "caller spoke over the agent",
+        {"truncate_error_ms": 4.0},
+    ),
+    (ev.TransferCancelled(), "transfer_cancelled", "caller spoke over the transfer line", {}),
+    (
+        ev.ToolCalled("end_call", "{}", '{"ok":true}'),
+        "tool_call",
+        'end_call({}) -> {"ok":true}',
+        {"name": "end_call"},
+    ),
+    (ev.TransferStarted("sip:agent@pbx"), "transfer", "sip:agent@pbx", {}),
+    (ev.AgentHungUp(), "hangup", "end_call tool", {}),
+    (ev.TransferUpdate(200, "OK", True), "transfer_progress", "200 OK", {"final": True}),
+    (ev.KeyPressed("2", "rfc4733"), "dtmf", "2", {"source": "rfc4733"}),
+    (
+        ev.ServiceError("bad", "protocol", "nope"),
+        "error",
+        "protocol/bad: nope",
+        {"code": "bad", "error_class": "protocol"},
+    ),
+    (ev.CallerSilent(100, 9100, "item_4"), "idle_timeout", "silence 100-9100 ms", {"item_id": "item_4"}),
+    (ev.UnknownServerEvent("response.mystery"), "unknown_event", "response.mystery", {}),
+    (
+        ev.SessionLost(ev.ErrorClass.SERVER, 1001, "session expired", True),
+        "realtime_closed",
+        "server/1001: session expired",
+        {"retryable": True, "error_class": "server"},
+    ),
+    (
+        ev.SessionLost(None, None, "closed", False),
+        "realtime_closed",
+        "None/None: closed",
+        {"retryable": False, "error_class": "network"},
+    ),
+    (
+        ev.ReconnectFailed(2, "auth", "refresh"),
+        "reconnect_failed",
+        "auth: refresh",
+        {"attempt": 2, "error_class": "auth"},
+    ),
+    (ev.Recovered(1), "recovered", "attempt 1", {}),
+    (ev.RecoveryFailed(20), "recovery_failed", "gave up after 20 reconnects", {}),
+    (ev.RecoveryFailed(None), "recovery_failed", "no realtime session", {}),
+    (ev.CallerTurnLost(1, replaced=False), "caller_turn_lost", "1 turn(s) with no transcript", {}),
+    (
+        ev.CallerTurnLost(2, replaced=True),
+        "caller_turn_lost",
+        "2 turn(s) with no transcript from the replaced session",
+        {},
+    ),
+    (ev.RolloverReady(), "rollover_ready", "next session configured", {}),
+    (ev.RolloverFailed("timeout"), "rollover_failed", "timeout", {}),
+    (ev.RolledOver("rollover at a turn boundary"), "rollover", "rollover at a turn boundary", {}),
+    (ev.PlayoutTotals(3, 1), "playout", "3 underruns, 1 dropped frames", {"underruns": 3, "dropped_frames": 1}),
+    (ev.CallEnded("caller hung up", "completed"), "ended", "caller hung up", {"outcome": "completed"}),
+    (ev.LegHungUp(), "leg_hangup", "the bridge hung up", {}),
+    (ev.LegTransferred("sip:agent@pbx"), "leg_transfer", "sip:agent@pbx", {}),
+]
+
+
+def _all_reports() -> list[type[ev.Report]]:
+    found, todo = [], list(ev.Report.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo += cls.__subclasses__()
+    # (slots=True makes a new class; the one it replaces may still be listed until it is collected)
+    return sorted({c for c in found if getattr(ev, c.__name__, None) is c}, key=lambda c: c.__name__)
+
+
+@pytest.mark.parametrize(("report", "kind", "summary", "data"), CASES, ids=lambda x: type(x).__name__)
+def test_each_report_renders_its_stored_text(report: ev.Report, kind: str, summary: str, data: dict[str, Any]) -> None:
+    assert (report.kind, report.summary, report.data()) == (kind, summary, data)
+    assert list(report.data()) == list(data)  # the order of a stream entry's fields
+
+
+def test_every_report_type_is_covered_and_stores_only_its_own_fields() -> None:
+    assert {type(r) for r, *_ in CASES} == set(_all_reports())
+    for cls in _all_reports():
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert set(cls.stored) <= names, cls
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls  # type: ignore[attr-defined]  # set by @dataclass
+
+
+def test_kinds_are_unique_but_for_the_truncate_outcomes() -> None:
+    kinds = [cls.kind for cls in _all_reports()]
+    assert sorted(k for k in set(kinds) if kinds.count(k) > 1) == ["truncated"]
+
+
+def test_the_table_dispatches_on_the_exact_type_and_ignores_the_rest() -> None:
+    seen: list[str] = []
+    table = (
+        ev.ReportTable().on(ev.Latency, lambda r: seen.append(r.segment)).on(ev.Answered, lambda r: seen.append("a"))
+    )
+    for report in (ev.Latency("turn", 1.0), ev.Ringing("a", "b", "c", "d"), ev.Answered()):
+        table(report)
+    assert seen == ["turn", "a"]
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_the_metrics_listener_counts_what_the_reports_say() -> None:
+    d, dp = "ga", "test-reports"
+    listener = metrics.call_listener(d, dp)
+    before = {
+        "started": _sample("callbridge_calls_started_total", dialect=d, dialplan=dp),
+        "failed": _sample("callbridge_calls_ended_total", dialect=d, dialplan=dp, outcome="failed"),
+        "dropped": _sample("callbridge_realtime_dropped_sessions_total", dialect=d, error_class="network"),
+        "connect": _sample("callbridge_realtime_connect_failures_total", dialect=d, error_class="auth"),
+        "truncated": _sample("callbridge_truncates_total", dialect=d, result="failed"),
+        "underruns": _sample("callbridge_playout_underruns_total", dialect=d),
+        "turn": _sample("callbridge_latency_seconds_count", segment="turn", dialect=d),
+    }
+    for report in (
+        ev.Answered(),
+        ev.Latency("turn", 250.0),
+        ev.Latency("not_a_segment", 1.0),
+        ev.SessionLost(None, None, "gone", True),
+        ev.ReconnectFailed(0, "auth", "refresh"),
+        ev.TruncateRefused("item not found"),
+        ev.PlayoutTotals(3, 0),
+        ev.CallEnded("realtime unavailable", "failed"),
+    ):
+        listener(report)
+    after = {
+        "started": _sample("callbridge_calls_started_total", dialect=d, dialplan=dp),
+        "failed": _sample("callbridge_calls_ended_total", dialect=d, dialplan=dp, outcome="failed"),
+        "dropped": _sample("callbridge_realtime_dropped_sessions_total", dialect=d, error_class="network"),
+        "connect": _sample("callbridge_realtime_connect_failures_total", dialect=d, error_class="auth"),
+        "truncated": _sample("callbridge_truncates_total", dialect=d, result="failed"),
+        "underruns": _sample("callbridge_playout_underruns_total", dialect=d),
+        "turn": _sample("callbridge_latency_seconds_count", segment="turn", dialect=d),
+    }
+    assert {k: after[k] - before[k] for k in before} == {
+        "started": 1, "failed": 1, "dropped": 1, "connect": 1, "truncated": 1, "underruns": 3, "turn": 1,
+    }  # fmt: skip
+    assert _sample("callbridge_calls_active", dialect=d, dialplan=dp) == 0  # answered, then ended
+
+
+@pytest.mark.parametrize(
+    ("reports", "outcome"),
+    [
+        ([ev.Answered()], "ok"),
+        ([ev.RealtimeUnavailable("timeout", "network"), ev.Answered()], "connect_failure"),
+        ([ev.RealtimeUnavailable("timeout", "network"), ev.Recovered(1)], "ok"),
+        ([ev.SessionLost(ev.ErrorClass.NETWORK, None, "lost", True), ev.Recovered(1)], "dropped"),
+        ([ev.RealtimeUnavailable("t", "network"), ev.Recovered(1), ev.SessionLost(None, None, "x", True)], "dropped"),
+    ],
+)
+def test_the_rollout_health_of_a_call(reports: list[ev.Report], outcome: str) -> None:
+    health = CallHealth()
+    for report in reports:
+        health(report)
+    assert health.outcome == outcome
