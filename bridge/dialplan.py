@@ -204,6 +204,9 @@ def _check_dialects(plan: Dialplan, src: str) -> list[ConfigError]:
             err = exc.errors()[0]
             found.append(ConfigError(src, f"{where}.profile.{_loc(err['loc'])}", err["msg"]))
             continue
+        except ValueError as exc:  # a built-in tool the variant names does not exist
+            found.append(ConfigError(src, f"{where}.profile", str(exc)))
+            continue
         checks.append((variant.dialect, f"{where}.profile" if variant.profile else "profile", profile))
     for name, where, profile in checks:
         try:
