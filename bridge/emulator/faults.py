@@ -64,6 +64,10 @@ class Settings:
     rate_limits_delay_ms: float = 40.0  # GA: response.done -> rate_limits.updated (scaled by speed)
     session_max_s: float = 3600.0  # the service's 60-minute cap: session_expired then close 1001
     greeting: str = "Hello! How can I help you today?"
+    # gpt-realtime-2 and later may answer a caller's turn with a preamble and the answer as two message items in one
+    # response: the preamble's text ("" turns it off) and the models (fnmatch patterns, comma-separated) that do
+    preamble: str = "Let me check that for you."
+    preamble_models: str = "gpt-realtime-2,gpt-realtime-2.*,gpt-realtime-2-*,gpt-realtime-[3-9]*"
     seed: int | None = None  # for reproducible ids (virtual-time replays)
     faults: Faults = field(default_factory=Faults)
 

@@ -345,7 +345,7 @@ def default_dialplans_dir() -> Path:
     return here if here.is_dir() else Path(__file__).resolve().parents[2] / "dialplans"
 
 
-def _find_dialplan(name: str, directory: Path) -> Path | None:
+def find_dialplan(name: str, directory: Path) -> Path | None:
     for path in sorted(directory.glob("*.y*ml")):
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -358,7 +358,7 @@ def _find_dialplan(name: str, directory: Path) -> Path | None:
 
 def _plans(model: ScriptModel, src: str, dialplans_dir: Path) -> dict[str, Dialplan]:
     if isinstance(model.dialplan, str):
-        path = _find_dialplan(model.dialplan, dialplans_dir)
+        path = find_dialplan(model.dialplan, dialplans_dir)
         if path is None:
             raise ConfigError(src, "dialplan", f"no dialplan named {model.dialplan!r} in {dialplans_dir}")
         try:
