@@ -7,6 +7,9 @@ Plans (besides the helpers' test plans):
                   fallback voice verse
     3201  strict  rollout: gpt-realtime (safe) | gpt-realtime-2.1 with no fallback (model_selection new); rolled
                   back after 2 calls worse than the safe one
+
+The emulator answers a gpt-realtime-2.1 session as that model may: a preamble and the answer, two message items
+in one response.
 """
 
 from __future__ import annotations
@@ -19,7 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _bridge_helpers import LOCALHOST, SILENCE_MS, BridgeStack, call, free_port, wait_reports
+from _bridge_helpers import (
+    LOCALHOST,
+    SILENCE_MS,
+    BridgeStack,
+    band_dbfs,
+    call,
+    free_port,
+    read_pcm_wav,
+    silence,
+    speech,
+    wait_reports,
+    write_pcm_wav,
+)
 
 from bridge.dialplan import Dialplan
 from bridge.rollout.store import RolloutStore
@@ -36,6 +51,7 @@ pytestmark = [
 needs_sipp = pytest.mark.skipif(SIPP is None, reason="sipp is not installed (apt-get install sip-tester)")
 
 SAFE, NEW = "gpt-realtime", "gpt-realtime-2.1"
+PREAMBLE_HZ, ANSWER_HZ = 400, 1000  # far apart: one 20 ms frame tells them apart
 VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": SILENCE_MS}
 
 
@@ -203,3 +219,47 @@ async def test_connect_failures_on_one_variant_roll_it_back_and_the_next_call_ge
     assert done.returncode == 0 and done.report is not None and done.report["answered"], done.describe()
     third = (await wait_reports(bridge.reports_path, 3, within=15))[-1]
     assert (third["variant"], third["model"]) == (SAFE, SAFE) and third["end_reason"].startswith("caller hung up")
+
+
+async def test_a_two_item_response_plays_both_items_and_a_barge_in_in_the_second_truncates_the_second(
+    stack: tuple[BridgeStack, RolloutStore], tmp_path: Path
+) -> None:
+    """gpt-realtime-2.1 (the emulator answers as it may): a preamble item (a 400 Hz tone), then the answer item
+    (1000 Hz) in one response; the caller speaks again 1 s or so into the answer."""
+    bridge, store = stack
+    await store.set_flag("trial", {"weights": {NEW: 1, SAFE: 0}}, "qa", "all on 2.1")
+    play = tmp_path / "caller.wav"
+    write_pcm_wav(play, silence(0.3), speech(0.0, 1.0), silence(3.3), speech(1.3, 1.0), silence(2.0))
+    heard_wav = tmp_path / "heard.wav"
+    bridge.emu.queue_next(
+        settings={"speed": 1.0, "tone_hz": PREAMBLE_HZ},
+        annotations=[
+            {"hears": "first question", "reply": {"text": "Long.", "tone_hz": ANSWER_HZ, "duration_ms": 6000}},
+            {"hears": "wait, stop", "reply": {"text": "Sure.", "tone_hz": 1600, "duration_ms": 500}},
+        ],
+    )
+    done = await call(bridge.uri("3200"), play=play, record=heard_wav, hangup_after=8.5, timeout=30)
+    assert done.returncode == 0 and done.report is not None, done.describe()
+    report = await bridge.report(done.report["call_id"])
+    [record] = bridge.emu.sessions
+    assert record.model == NEW
+    preamble, answer = record.responses[0]["outputs"]  # the answer to the first question: two message items
+    assert (preamble["type"], preamble["text"], answer["type"]) == ("message", "Let me check that for you.", "message")
+    assert report["agent_transcript"][0] == "Let me check that for you."
+    # both items played, in order: the whole preamble, then the answer until the caller spoke
+    heard, rate = read_pcm_wav(heard_wav)
+    on = {hz: band_dbfs(heard, rate, hz, frame_ms=20) > -30.0 for hz in (PREAMBLE_HZ, ANSWER_HZ)}
+    first_answer = int(on[ANSWER_HZ].argmax())
+    assert first_answer > 0 and on[ANSWER_HZ][first_answer]
+    preamble_ms = int(on[PREAMBLE_HZ][:first_answer].sum()) * 20
+    assert preamble_ms == pytest.approx(1560, abs=100), preamble_ms
+    answer_ms = int(on[ANSWER_HZ].sum()) * 20
+    # the barge-in: one truncate, of the answer item (not the preamble, heard whole), at what the caller heard
+    assert report["barge_ins"] == 1
+    [truncate] = report["truncates"]
+    assert truncate["item_id"] == answer["item_id"]
+    assert abs(truncate["audio_end_ms"] - answer_ms) <= 100, (truncate, answer_ms)  # frames of 20 ms, either side
+    assert 300 <= answer_ms < 3000
+    assert [(t["item_id"], t["audio_end_ms"]) for t in record.truncates] == [
+        (answer["item_id"], truncate["audio_end_ms"])
+    ]
