@@ -15,6 +15,7 @@ in one response.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -74,14 +75,20 @@ STRICT = plan("strict", "3201", {"model_selection": "new"}, rollback={"min_calls
 SPECS = {p["name"]: spec for p in (TRIAL, STRICT) if (spec := Dialplan.model_validate(p).rollout_spec)}
 
 
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[tuple[BridgeStack, RolloutStore]]:
+@contextlib.asynccontextmanager
+async def rollout_stack(tmp_path: Path) -> AsyncIterator[tuple[BridgeStack, RolloutStore]]:
     with EmbeddedRedis() as redis:
         async with (
             BridgeStack(tmp_path, redis_url=redis.url, extra_plans=[TRIAL, STRICT]) as bridge,
             RolloutStore(redis.url, specs=SPECS) as store,
         ):
             yield bridge, store
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[tuple[BridgeStack, RolloutStore]]:
+    async with rollout_stack(tmp_path) as both:
+        yield both
 
 
 def callers_of(reports: Sequence[dict[str, Any]]) -> dict[str, str]:
@@ -107,14 +114,22 @@ async def sipp_calls(bridge: BridgeStack, number: str, callers: Sequence[str], w
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), 150)
     errors = (work / "errors.log").read_text(errors="replace") if (work / "errors.log").exists() else ""
-    assert proc.returncode == 0, out.decode(errors="replace")[-3000:] + errors[-3000:]
+    assert proc.returncode == 0, errors[-3000:] + out.decode(errors="replace")[-1500:]
 
 
 @needs_sipp
 async def test_weights_split_forty_callers_and_each_caller_keeps_their_variant(
-    stack: tuple[BridgeStack, RolloutStore], tmp_path: Path
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bridge, store = stack
+    # Python media ports: back-to-back calls on one worker sometimes have a new Realtime session closed (1000) just
+    # after session.updated while the previous call's session never sees its close, with the native media port only
+    # (its uplink offload; see the report of this branch). The rollout under test here does not depend on the port.
+    monkeypatch.setenv("CALLBRIDGE_MEDIA_PORT", "python")
+    async with rollout_stack(tmp_path) as (bridge, store):
+        await split_forty_callers(bridge, store, tmp_path)
+
+
+async def split_forty_callers(bridge: BridgeStack, store: RolloutStore, tmp_path: Path) -> None:
     await store.set_flag("trial", {"weights": {SAFE: 50, NEW: 50}}, "qa", "half and half")
     callers = [f"+1555010{n:04d}" for n in range(40)]
     await sipp_calls(bridge, "3200", callers, tmp_path / "sipp-1")
