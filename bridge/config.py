@@ -65,6 +65,7 @@ class Settings(BaseModel):
     dialplans: Path = Path("dialplans")
     report_file: Path | None = None  # append one JSON line per finished call (demo, tests)
     recordings_dir: Path = Path("recordings")  # calls of dialplans with recording enabled (and consent) go here
+    price_table: Path | None = None  # model prices for the cost per call (None: bridge/rollout/data/prices.yaml)
     pjsua_log_level: int = Field(1, ge=0, le=6)
     # workers run SCHED_RR at this priority (bridge/runtime/sched.py: needs CAP_SYS_NICE); 0 keeps ordinary scheduling
     realtime_priority: int = Field(0, ge=0, le=99)

@@ -2,22 +2,29 @@
 
 A dialplan is one YAML file in ``dialplans/``. Every error names the file and the dotted field path, and
 ``callbridge dialplan check DIR`` prints all of them (exit 1) or a one-line summary per plan (exit 0).
+
+A plan with ``dialect: rollout`` splits its calls between the variants of its ``rollout`` section
+(:class:`bridge.rollout.policy.RolloutSpec`: each variant a dialect, a model, a voice and profile overrides; one of
+them safe); without that section it has the two variants of the first rollouts, GA against beta
+(:func:`bridge.rollout.policy.legacy_spec`). :meth:`Dialplan.variant_profile` is the profile a variant's call uses.
 """
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from bridge.errors import ConfigError
 from bridge.realtime.profile import AgentProfile, Tool
+from bridge.rollout.policy import RolloutSpec, Variant, legacy_spec
 
 # Tools the call session implements itself (bridge/call/tools.py); a dialplan names them.
 BUILTIN_TOOLS: dict[str, Tool] = {
@@ -36,6 +43,32 @@ BUILTIN_TOOLS: dict[str, Tool] = {
         parameters={"type": "object", "properties": {}},
     ),
 }
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``: mappings are merged key by key, anything else is replaced (copied)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def builtin_tools(profile: Any) -> Any:
+    """A raw profile's ``tools: [transfer_to_human, end_call]``: names of built-in tools become their definitions."""
+    if isinstance(profile, dict) and isinstance(profile.get("tools"), list):
+        tools = []
+        for i, tool in enumerate(profile["tools"]):
+            if isinstance(tool, str):
+                if tool not in BUILTIN_TOOLS:
+                    raise ValueError(f"tools[{i}]: unknown built-in tool {tool!r} (known: {sorted(BUILTIN_TOOLS)})")
+                tools.append(BUILTIN_TOOLS[tool].model_dump())
+            else:
+                tools.append(tool)
+        profile = {**profile, "tools": tools}
+    return profile
 
 
 class Recording(BaseModel):
@@ -71,6 +104,7 @@ class Dialplan(BaseModel):
     recording: Recording = Recording()
     outage: Outage = Outage()  # the model unreachable: hold, reconnect, then fail over
     allowed_sources: tuple[str, ...] = ()  # CIDRs of trunks allowed to call this plan (empty: any); others get 403
+    rollout: RolloutSpec | None = None  # dialect rollout: the variants (None: GA against beta, beta safe)
     source_file: str = Field("", exclude=True)
 
     @field_validator("allowed_sources")
@@ -85,17 +119,30 @@ class Dialplan(BaseModel):
     @classmethod
     def _builtin_tools(cls, value: Any) -> Any:
         """``tools: [transfer_to_human, end_call]`` names built-in tools; dicts define custom ones."""
-        if isinstance(value, dict) and isinstance(value.get("tools"), list):
-            tools = []
-            for i, tool in enumerate(value["tools"]):
-                if isinstance(tool, str):
-                    if tool not in BUILTIN_TOOLS:
-                        raise ValueError(f"tools[{i}]: unknown built-in tool {tool!r} (known: {sorted(BUILTIN_TOOLS)})")
-                    tools.append(BUILTIN_TOOLS[tool].model_dump())
-                else:
-                    tools.append(tool)
-            value = {**value, "tools": tools}
-        return value
+        return builtin_tools(value)
+
+    @field_validator("rollout", mode="after")
+    @classmethod
+    def _rollout_only_for_rollout(cls, spec: RolloutSpec | None, info: ValidationInfo) -> RolloutSpec | None:
+        dialect = info.data.get("dialect")
+        if spec is not None and dialect != "rollout":
+            raise ValueError(f"a plan with variants has dialect: rollout (this one has {dialect})")
+        return spec
+
+    @property
+    def rollout_spec(self) -> RolloutSpec | None:
+        """The variants of a ``dialect: rollout`` plan (its own, or GA against beta); None for a pinned plan."""
+        if self.dialect != "rollout":
+            return None
+        return self.rollout if self.rollout is not None else legacy_spec()
+
+    def variant_profile(self, variant: Variant) -> AgentProfile:
+        """This plan's profile with ``variant``'s overrides, model and voice. Raises ValidationError."""
+        over = builtin_tools(variant.profile)
+        merged = deep_merge(self.profile.model_dump(), over)
+        merged["model"] = variant.model
+        merged["voice"] = variant.voice or merged.get("voice") or self.profile.voice
+        return AgentProfile.model_validate(merged)
 
     def matches(self, called: str) -> bool:
         return any(fnmatch.fnmatchcase(called, pattern) for pattern in self.match)
@@ -142,17 +189,7 @@ def check_file(path: Path) -> list[ConfigError]:
         plan = Dialplan.model_validate({**data, "source_file": src})
     except ValidationError as exc:
         return [ConfigError(src, _loc(e["loc"]), e["msg"]) for e in exc.errors()]
-    # A dialect-specific field must build for the dialect(s) this plan can use: a rollout's are its two arms.
-    from bridge.realtime.dialects import DIALECTS
-    from bridge.rollout.policy import LEGACY_DIALECT, NEW_DIALECT
-
-    names = [LEGACY_DIALECT, NEW_DIALECT] if plan.dialect == "rollout" else [plan.dialect]
-    out: list[ConfigError] = []
-    for name in names:
-        try:
-            DIALECTS[name].build_session(plan.profile)
-        except ConfigError as exc:
-            out.append(ConfigError(src, f"profile.{exc.field}", f"{exc.message} (dialect {name})"))
+    out = _check_dialects(plan, src)
     if "transfer_to_human" in plan.tool_names and not plan.transfer_target:
         out.append(ConfigError(src, "transfer_target", "required when the transfer_to_human tool is enabled"))
     for audio_field in ("hold_audio", "apology_audio"):
@@ -162,6 +199,53 @@ def check_file(path: Path) -> list[ConfigError]:
     if plan.recording.enabled and not plan.recording.consent_prompt:
         out.append(ConfigError(src, "recording.consent_prompt", "required when recording is enabled"))
     return out
+
+
+def _check_dialects(plan: Dialplan, src: str) -> list[ConfigError]:
+    """A dialect-specific field must build for the dialect(s) this plan can use: its own, or each variant's (with
+    the variant's overrides)."""
+    from bridge.realtime.dialects import DIALECTS
+
+    spec = plan.rollout_spec
+    checks: list[tuple[str, str, AgentProfile]] = []  # (dialect, where its fields come from, profile)
+    found: list[ConfigError] = []
+    if spec is None:
+        checks.append((plan.dialect, "profile", plan.profile))
+    for i, variant in enumerate(spec.variants if spec is not None else ()):
+        where = f"rollout.variants[{i}]"
+        if variant.dialect not in DIALECTS:
+            known = ", ".join(DIALECTS)
+            found.append(ConfigError(src, f"{where}.dialect", f"unknown dialect {variant.dialect!r} ({known})"))
+            continue
+        try:
+            profile = plan.variant_profile(variant)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            found.append(ConfigError(src, f"{where}.profile.{_loc(err['loc'])}", err["msg"]))
+            continue
+        except ValueError as exc:  # a built-in tool the variant names does not exist
+            found.append(ConfigError(src, f"{where}.profile", str(exc)))
+            continue
+        checks.append((variant.dialect, f"{where}.profile" if variant.profile else "profile", profile))
+    for name, where, profile in checks:
+        try:
+            DIALECTS[name].build_session(profile)
+        except ConfigError as exc:
+            found.append(ConfigError(src, f"{where}.{exc.field}", f"{exc.message} (dialect {name})"))
+    return found
+
+
+RolloutPlans = Mapping[str, tuple[RolloutSpec, str]]  # rollout plan -> (its variants, its profile's voice)
+
+
+def rollout_specs(plans: Iterable[Dialplan]) -> dict[str, RolloutSpec]:
+    """Each rollout plan's name -> its variants."""
+    return {p.name: spec for p in plans if (spec := p.rollout_spec) is not None}
+
+
+def rollout_plans(plans: Iterable[Dialplan]) -> dict[str, tuple[RolloutSpec, str]]:
+    """Each rollout plan's name -> its variants and its profile's voice (a variant without a voice of its own)."""
+    return {p.name: (spec, p.profile.voice) for p in plans if (spec := p.rollout_spec) is not None}
 
 
 def dialplan_files(directory: Path) -> list[Path]:
@@ -198,6 +282,11 @@ def route(plans: Sequence[Dialplan], called: str) -> Dialplan | None:
     return best[1] if best else None
 
 
+def _variants(plan: Dialplan) -> list[str]:
+    spec = plan.rollout_spec
+    return [f"{v.name} ({v.dialect}, {v.model})" for v in spec.variants] if spec is not None else []
+
+
 def main(argv: list[str]) -> int:
     from bridge.cli import build_parser
 
@@ -221,14 +310,19 @@ def main(argv: list[str]) -> int:
         print(
             json.dumps(
                 {
-                    "ok": [{"file": p.source_file, "name": p.name, "dialect": p.dialect} for p in ok],
+                    "ok": [
+                        {"file": p.source_file, "name": p.name, "dialect": p.dialect, "variants": _variants(p)}
+                        for p in ok
+                    ],
                     "errors": [{"file": e.source, "field": e.field, "message": e.message} for e in errors],
                 }
             )
         )
     else:
         for p in ok:
-            print(f"ok     {p.source_file}: {p.name} ({p.dialect}; matches {', '.join(p.match)})")
+            spec = p.rollout_spec
+            how = p.dialect if spec is None else f"rollout of {', '.join(_variants(p))}; safe {spec.safe}"
+            print(f"ok     {p.source_file}: {p.name} ({how}; matches {', '.join(p.match)})")
         for e in errors:
             print(f"ERROR  {e}", file=sys.stderr)
         if not files:

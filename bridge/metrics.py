@@ -2,8 +2,14 @@
 
 Workers are separate processes, so prometheus-client runs in multiprocess mode: ``callbridge serve`` sets
 ``PROMETHEUS_MULTIPROC_DIR`` for its workers before they import this module, and serves the merged registry at
-``/metrics`` (:func:`render`). Labels stay low in cardinality: dialect, dialplan, outcome, error class, segment. Never
-a call id, a caller number or anything secret.
+``/metrics`` (:func:`render`). Labels stay low in cardinality: dialect, dialplan, rollout variant, model, outcome,
+error class, segment. Never a call id, a caller number or anything secret.
+
+Per rollout variant (``callbridge_variant_*``, labels ``dialplan`` and ``variant``; a plan pinned to a dialect is one
+variant named after it), counted once per finished call from ``bridge.rollout.health.CallStats.record``: calls by
+outcome, fallbacks to the variant's fallback model, first audio, barge-in truncates by result, function calls by
+result, tokens and the estimated cost (``bridge.rollout.catalog``). PromQL takes the sliding windows
+(``rate(...[5m])``); ``deploy/prometheus/alerts.yml`` records the failure ratio and the cost per call.
 
 The latency budget, one histogram with a ``segment`` label:
 
@@ -23,7 +29,8 @@ recovery_gap    Realtime session lost -> new session ready
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -75,7 +82,37 @@ REDIS_QUEUE_DEPTH = Gauge(
 )
 REDIS_DROPPED_WRITES = Counter(f"{NS}_redis_dropped_writes", "State writes dropped by a full queue")
 CREDENTIAL_ROTATIONS = Counter(f"{NS}_credential_rotations", "Short-lived credentials minted", ["dialect", "result"])
-ROLLBACKS = Counter(f"{NS}_rollout_rollbacks", "Automatic rollbacks of GA to beta", ["dialplan"])
+ROLLBACKS = Counter(
+    f"{NS}_rollout_rollbacks", "Automatic rollbacks of a variant's weight to the safe variant", ["dialplan", "variant"]
+)
+MODEL_SHUTDOWN = Gauge(
+    f"{NS}_rollout_model_shutdown_timestamp_seconds",
+    "Announced shutdown date (Unix time) of a rollout variant's model (bridge/rollout/data/shutdowns.yaml)",
+    ["dialplan", "variant", "model"],
+    multiprocess_mode="livemax",
+)
+_VARIANT = ["dialplan", "variant"]
+VARIANT_CALLS = Counter(
+    f"{NS}_variant_calls", "Finished calls per rollout variant, by outcome (ok, connect_failure, dropped)",
+    [*_VARIANT, "outcome"],
+)  # fmt: skip
+VARIANT_FALLBACKS = Counter(
+    f"{NS}_variant_fallbacks", "Calls whose variant model failed to connect and ran on its fallback model", _VARIANT
+)
+VARIANT_FIRST_AUDIO = Histogram(
+    f"{NS}_variant_first_audio_seconds", "Answer -> first agent audio, per rollout variant", _VARIANT,
+    buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+VARIANT_TRUNCATES = Counter(
+    f"{NS}_variant_truncates", "Barge-in truncates per variant: ok (confirmed), failed (refused or never confirmed)",
+    [*_VARIANT, "result"],
+)  # fmt: skip
+VARIANT_FUNCTION_CALLS = Counter(
+    f"{NS}_variant_function_calls", "Tool calls per variant: ok, failed (an error output)", [*_VARIANT, "result"]
+)
+VARIANT_TOKENS = Counter(f"{NS}_variant_tokens", "response.done usage per variant", [*_VARIANT, "direction"])
+VARIANT_COST = Counter(f"{NS}_variant_cost_usd", "Estimated cost of the priced calls of a variant, USD", _VARIANT)
+VARIANT_PRICED_CALLS = Counter(f"{NS}_variant_priced_calls", "Calls whose model has a price (cost_usd)", _VARIANT)
 # The front door (bridge/serve/front.py), as its dispatcher sees each worker, read by the serve process that runs it
 FRONT_WORKER_CALLS = Gauge(
     f"{NS}_front_worker_calls", "Calls the front counts on each worker", ["worker"], multiprocess_mode="livemax"
@@ -112,9 +149,11 @@ GC_PAUSE = Histogram(
 )  # fmt: skip
 
 
-def prime(dialects: tuple[str, ...], dialplans: tuple[str, ...]) -> None:
+def prime(
+    dialects: tuple[str, ...], dialplans: tuple[str, ...], variants: Mapping[str, tuple[str, ...]] | None = None
+) -> None:
     """Create every label set a worker can produce at zero, so /metrics shows each metric before its first event
-    (a dashboard must tell "no failures" from "no data")."""
+    (a dashboard must tell "no failures" from "no data"). ``variants``: each dialplan's variants."""
     classes = ("network", "auth", "protocol", "server")
     for d in dialects:
         for dp in dialplans:
@@ -135,12 +174,25 @@ def prime(dialects: tuple[str, ...], dialplans: tuple[str, ...]) -> None:
         PLAYOUT_UNDERRUNS.labels(d)
         PLAYOUT_DROPS.labels(d)
     for dp in dialplans:
-        ROLLBACKS.labels(dp)
         CALLS_ON_HOLD.labels(dp)
         OUTAGES_RESUMED.labels(dp)
         for reason in ("transfer", "goodbye"):
             FAILOVERS.labels(dp, reason)
     OUTAGE_SECONDS.inc(0)
+    for dp, names in (variants or {}).items():
+        for name in names:
+            for outcome in ("ok", "connect_failure", "dropped"):
+                VARIANT_CALLS.labels(dp, name, outcome)
+            for result in ("ok", "failed"):
+                VARIANT_TRUNCATES.labels(dp, name, result)
+                VARIANT_FUNCTION_CALLS.labels(dp, name, result)
+            for direction in ("input", "output"):
+                VARIANT_TOKENS.labels(dp, name, direction)
+            VARIANT_FALLBACKS.labels(dp, name)
+            VARIANT_FIRST_AUDIO.labels(dp, name)
+            VARIANT_COST.labels(dp, name)
+            VARIANT_PRICED_CALLS.labels(dp, name)
+            ROLLBACKS.labels(dp, name)
     REDIS_QUEUE_DEPTH.set(0)
     REDIS_DROPPED_WRITES.inc(0)
 
@@ -206,6 +258,26 @@ def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:
         .on(ev.OutageEnded, resumed)
         .on(ev.FailedOver, failed_over)
     )
+
+
+def record_variant_call(dialplan: str, variant: str, record: Mapping[str, Any]) -> None:
+    """One finished call of a variant (``bridge.rollout.health.CallStats.record``)."""
+    VARIANT_CALLS.labels(dialplan, variant, str(record["outcome"])).inc()
+    if record.get("fallback"):
+        VARIANT_FALLBACKS.labels(dialplan, variant).inc()
+    if record.get("first_audio_ms") is not None:
+        VARIANT_FIRST_AUDIO.labels(dialplan, variant).observe(float(record["first_audio_ms"]) / 1000.0)
+    failed = int(record.get("truncate_failures", 0))
+    VARIANT_TRUNCATES.labels(dialplan, variant, "ok").inc(int(record.get("truncates", 0)) - failed)
+    VARIANT_TRUNCATES.labels(dialplan, variant, "failed").inc(failed)
+    failed = int(record.get("tool_failures", 0))
+    VARIANT_FUNCTION_CALLS.labels(dialplan, variant, "ok").inc(int(record.get("tool_calls", 0)) - failed)
+    VARIANT_FUNCTION_CALLS.labels(dialplan, variant, "failed").inc(failed)
+    VARIANT_TOKENS.labels(dialplan, variant, "input").inc(int(record.get("input_tokens", 0)))
+    VARIANT_TOKENS.labels(dialplan, variant, "output").inc(int(record.get("output_tokens", 0)))
+    if record.get("cost_usd") is not None:
+        VARIANT_COST.labels(dialplan, variant).inc(float(record["cost_usd"]))
+        VARIANT_PRICED_CALLS.labels(dialplan, variant).inc()
 
 
 def registry() -> CollectorRegistry:

@@ -75,6 +75,8 @@ def _summarize(dialect: str, phone: dict[str, Any], report: dict[str, Any] | Non
     report = report or {}
     return {
         "dialect": dialect,
+        "variant": report.get("variant"),
+        "model": report.get("model"),
         "sip_status": phone.get("sip_status"),
         "answered": bool(phone.get("answered")),
         "phases": report.get("phases", []),
@@ -91,7 +93,9 @@ def _summarize(dialect: str, phone: dict[str, Any], report: dict[str, Any] | Non
 
 
 def _print_call(call: dict[str, Any], wav: Path) -> None:
-    print(f"\n=== {call['dialect'].upper()} call: SIP {call['sip_status']}, answered={call['answered']}")
+    rollout = call.get("variant") not in (None, call["dialect"])  # a pinned plan's only variant is its dialect
+    variant = f" (variant {call['variant']}, {call['model']})" if rollout else ""
+    print(f"\n=== {call['dialect'].upper()} call{variant}: SIP {call['sip_status']}, answered={call['answered']}")
     for t_ms, kind, summary in call["timeline"]:
         if kind in {ev.Latency.kind, ev.KeyPressed.kind}:
             continue

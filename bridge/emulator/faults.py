@@ -14,6 +14,7 @@ unknown type, bad base64). "Nth response" counts the session's responses from 1;
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import types
 import typing
 from collections.abc import Mapping
@@ -35,6 +36,13 @@ class Faults:
     oversized_delta_ms: float = 5000.0
     fault_after_deltas: int = 2  # deltas of the Nth response sent before its fault fires
     beta_disabled: bool = False  # the beta header gets beta_api_shape_disabled + close 4000, as the service today
+    refuse_models: str = ""  # comma-separated model patterns (fnmatch) whose WebSocket upgrade fails with ...
+    refuse_status: int = 503  # ... this HTTP status, before any session (a connect failure for that model)
+
+    def refusal_status(self, model: str) -> int | None:
+        """The HTTP status the upgrade of a connection for ``model`` fails with, or None."""
+        patterns = [p.strip() for p in self.refuse_models.split(",") if p.strip()]
+        return self.refuse_status if any(fnmatch.fnmatchcase(model, p) for p in patterns) else None
 
 
 REPLY_AUDIO: Final = frozenset({"tone", "silence"})
@@ -57,6 +65,10 @@ class Settings:
     session_max_s: float | None = None  # the service's cap; None: the dialect's (Realtime: 60 min, session_expired
     # then close 1001; Live: about 2 h, session.closed "expired")
     greeting: str = "Hello! How can I help you today?"
+    # gpt-realtime-2 and later may answer a caller's turn with a preamble and the answer as two message items in one
+    # response: the preamble's text ("" turns it off) and the models (fnmatch patterns, comma-separated) that do
+    preamble: str = "Let me check that for you."
+    preamble_models: str = "gpt-realtime-2,gpt-realtime-2.*,gpt-realtime-2-*,gpt-realtime-[3-9]*"
     seed: int | None = None  # for reproducible ids (virtual-time replays)
     faults: Faults = field(default_factory=Faults)
 

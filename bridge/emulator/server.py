@@ -8,6 +8,7 @@ Routes (the WebSocket and credential paths are each dialect's own, from its tabl
     POST /v1/realtime/client_secrets                  GA ephemeral key:   {"value", "expires_at", "session"}
     POST /v1/realtime/sessions                        beta ephemeral key: {..., "client_secret": {"value", ...}}
     POST /control/next                                {"count", "settings", "annotations"} for the next connections
+    POST /control/defaults                            {"settings"} for every later connection
     GET  /control/sessions                            summaries of every session so far
     GET  /control/sessions/{id}                       one summary plus the event types both ways
     POST /control/sessions/{id}/fault                 {"kind": drop|error|unknown_event|malformed_json|expire|close}
@@ -172,6 +173,7 @@ class EmulatorServer:
         self.settings = Settings().with_values(settings)
         self.annotations = Annotations.parse(annotations)
         self.sessions: list[SessionRecord] = []
+        self.refused: list[dict[str, Any]] = []  # upgrades refused by the refuse_models fault: t, model, status
         self._live: dict[str, _Live] = {}
         self._pending: deque[_Pending] = deque()
         self._secrets: dict[str, _Secret] = {}
@@ -190,6 +192,7 @@ class EmulatorServer:
             if dialect.credential_path is not None:
                 app.router.add_post(API_PREFIX + dialect.credential_path, self._minter(dialect))
         app.router.add_post("/control/next", self._control_next)
+        app.router.add_post("/control/defaults", self._control_defaults)
         app.router.add_get("/control/sessions", self._control_sessions)
         app.router.add_delete("/control/sessions", self._control_forget)
         app.router.add_get("/control/sessions/{id}", self._control_session)
@@ -241,6 +244,10 @@ class EmulatorServer:
         self.settings.with_values(settings or {})
         Annotations.parse(annotations)
         self._pending.append(_Pending(max(1, int(count)), dict(settings or {}), annotations))
+
+    def set_defaults(self, settings: Mapping[str, Any]) -> None:
+        """Change the settings of every later connection (a fault such as ``refuse_models`` included)."""
+        self.settings = self.settings.with_values(settings)
 
     def session(self, session_id: str) -> SessionRecord:
         for record in self.sessions:
@@ -328,9 +335,6 @@ class EmulatorServer:
         return None
 
     async def _realtime(self, request: web.Request) -> web.StreamResponse:
-        ws = FastReadResponse(compress=False, max_msg_size=64 * 1024 * 1024, timeout=2.0)
-        await ws.prepare(request)
-        loop = asyncio.get_running_loop()
         dialect = dialect_of(request.path.removeprefix(API_PREFIX), request.headers)
         assert dialect is not None  # routed here by a dialect's path, and one dialect per path needs no header
         query = dict(request.query)
@@ -347,6 +351,13 @@ class EmulatorServer:
         initial = secret.sessions.get(dialect) if secret is not None else None
         if not model and initial is not None:
             model = str(initial.get("model") or "")
+        status = settings.faults.refusal_status(model or dialect.default_model)
+        if status is not None:  # the refuse_models fault: the upgrade itself fails, as when the service is down
+            self.refused.append({"t": time.time(), "model": model, "status": status})
+            return _http_error(status, "emulator_refused", f"Emulator: connections for {model!r} are refused.")
+        ws = FastReadResponse(compress=False, max_msg_size=64 * 1024 * 1024, timeout=2.0)
+        await ws.prepare(request)
+        loop = asyncio.get_running_loop()
         session: EmulatorSession | LiveSession
         if isinstance(dialect.service, LiveService):
             session = LiveSession(
@@ -601,6 +612,16 @@ class EmulatorServer:
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"queued": sum(p.count for p in self._pending)})
+
+    async def _control_defaults(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict) or set(body) - {"settings"} or not isinstance(body.get("settings"), dict):
+                raise ValueError('expected {"settings": {...}}')
+            self.set_defaults(body["settings"])
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"settings": self.settings.as_dict()})
 
     async def _control_sessions(self, request: web.Request) -> web.Response:
         return web.json_response({"sessions": [r.summary() for r in self.sessions]})

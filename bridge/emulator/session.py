@@ -14,6 +14,7 @@ request schemas (``dialect.service``). Behaviour follows the service as docs/pro
 from __future__ import annotations
 
 import binascii
+import fnmatch
 import heapq
 import itertools
 import logging
@@ -933,7 +934,16 @@ class EmulatorSession(SessionCore):
         outputs = [] if text is None else [self._message(0, text, modality, fmt, reply)]
         if tool is not None:
             outputs.append(self._function_call(len(outputs), tool.name, tool.arguments))
+        elif text is not None and ctx is not None and ctx.kind == "turn" and self._says_preambles(params):
+            # gpt-realtime-2 and later: a short preamble, then the answer, as two message items of one response
+            preamble = self._message(0, self.settings.preamble, modality, fmt, None)
+            outputs = [preamble, self._message(1, text, modality, fmt, reply)]
         return outputs
+
+    def _says_preambles(self, params: ResponseParams) -> bool:
+        patterns = [p.strip() for p in self.settings.preamble_models.split(",") if p.strip()]
+        model_ok = any(fnmatch.fnmatchcase(self.view.model, p) for p in patterns)
+        return bool(self.settings.preamble) and model_ok and not params.out_of_band and not params.instructions
 
     def _rules(self, transcript: str) -> tuple[str | None, str | None]:
         """(spoken text, tool name) for a caller transcript: transfer, hang up, or echo."""

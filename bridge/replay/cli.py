@@ -2,10 +2,14 @@
 
 ::
 
-    callbridge replay PATHS... [--dialects beta,ga] [--via direct|sip] [--target emulator|openai]
-                               [--report DIR] [--json] [--fail-on-differs]
+    callbridge replay PATHS... [--dialects beta,ga | --variants DIALPLAN[,DIALPLAN]] [--via direct|sip]
+                               [--target emulator|openai] [--report DIR] [--json] [--fail-on-differs]
     callbridge scripts check PATHS...
     callbridge scripts from-recording REC --out call_scripts/NAME
+
+``--variants support`` runs every script through each variant of the rollout dialplan ``support`` (from
+``--dialplans``) and compares each with the safe one (``bridge/replay/variants.py``; direct runs only); the report
+has a column per variant.
 
 Exit status of ``replay``: 0 when every expectation holds (verdicts ``same`` or ``differs``), 1 when one fails
 (``failed``; with ``--fail-on-differs`` also on ``differs``), 2 for a bad command line or a malformed script (the
@@ -82,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = base("replay", "replay call scripts through the beta and GA dialects and compare them")
     p.add_argument("paths", nargs="+", type=Path, help="script directories, or directories of scripts")
-    p.add_argument("--dialects", type=_dialects, default=list(DEFAULT_DIALECTS), help="comma-separated (beta,ga,live)")
+    p.add_argument("--dialects", type=_dialects, help="comma-separated, of beta,ga,live (default: beta,ga)")
+    p.add_argument(
+        "--variants",
+        type=lambda text: [n.strip() for n in text.split(",") if n.strip()],
+        metavar="DIALPLAN[,DIALPLAN]",
+        help="instead of the dialects: every variant of these rollout dialplans, each against the safe one",
+    )
     p.add_argument("--via", choices=("direct", "sip"), default="direct", help="direct: virtual time, no SIP")
     p.add_argument("--target", choices=("emulator", "openai"), default="emulator")
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.json and report.html here")
@@ -112,7 +122,9 @@ def run(args: argparse.Namespace) -> tuple[list[ScriptResult], dict[str, Any]]:
     scripts = _load(args.paths, args.dialplans)
     if not scripts:
         raise ConfigError(", ".join(map(str, args.paths)), "(path)", "no call scripts found")
-    dialects: list[str] = args.dialects
+    if args.variants is not None:
+        return _run_variants(args, scripts)
+    dialects: list[str] = args.dialects or list(DEFAULT_DIALECTS)
     progress = Progress(len(scripts) * len(dialects))
     t0 = time.perf_counter()
     try:
@@ -146,19 +158,56 @@ def run(args: argparse.Namespace) -> tuple[list[ScriptResult], dict[str, Any]]:
             results = replay_sip(scripts, dialects, opts, progress=progress, on_result=progress.script_done)
     finally:
         progress.close()
-    wall = time.perf_counter() - t0
+    return results, _meta(args, results, time.perf_counter() - t0, dialects=dialects)
+
+
+def _meta(args: argparse.Namespace, results: list[ScriptResult], wall: float, **columns: Any) -> dict[str, Any]:
     call_s = sum(r.duration_ms for res in results for r in res.runs.values()) / 1000.0
-    meta = {
+    return {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "via": args.via,
         "target": args.target,
-        "dialects": dialects,
+        **columns,
         "scripts": len(results),
         "wall_s": round(wall, 3),
         "call_s": round(call_s, 3),
         "speed_x": round(call_s / wall, 1) if wall > 0 else None,
     }
-    return results, meta
+
+
+def _run_variants(args: argparse.Namespace, scripts: list[CallScript]) -> tuple[list[ScriptResult], dict[str, Any]]:
+    """``--variants``: every script through each variant of the named rollout dialplans (direct runs)."""
+    from bridge.replay.direct import DirectOptions, openai_connector
+    from bridge.replay.script import default_dialplans_dir
+    from bridge.replay.variants import load_rollouts, replay_variants
+
+    if args.dialects is not None:
+        raise ConfigError("replay", "--variants", "give either --dialects or --variants")
+    if args.via != "direct":
+        raise ConfigError("replay", "--variants", "variants replay direct only (--via direct)")
+    rollouts = load_rollouts(args.variants, args.dialplans or default_dialplans_dir())
+    options = DirectOptions()
+    if args.target == "openai":
+        from bridge.config import OPENAI_URL
+
+        options = DirectOptions(connector=openai_connector(OPENAI_URL, _openai_key()), target="openai")
+    # the report's columns: the safe variant of each rollout first, as the runs are
+    variants = list(dict.fromkeys(v.name for _, spec in rollouts for v in (spec.variant(spec.safe), *spec.variants)))
+    progress = Progress(len(scripts) * sum(len(spec.variants) for _, spec in rollouts))
+    t0 = time.perf_counter()
+    try:
+        results = []
+        for script in scripts:
+            found = replay_variants([script], rollouts, options=options, progress=progress,
+                                    virtual=args.target == "emulator")  # fmt: skip
+            for result in found:
+                progress.script_done(result)
+            results += found
+    finally:
+        progress.close()
+    safe = {name: spec.safe for name, spec in rollouts}
+    return results, _meta(args, results, time.perf_counter() - t0, variants=variants, rollouts=args.variants,
+                          safe=safe)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,8 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"         ✗ {reason}")
             for reason in r.differences:
                 print(f"         ≠ {reason}")
+        columns = f"{len(meta['variants'])} variant(s)" if "variants" in meta else f"{len(meta['dialects'])} dialect(s)"
         print(
-            f"{len(results)} script(s) x {len(meta['dialects'])} dialect(s): {counts['same']} same, "
+            f"{len(results)} script(s) x {columns}: {counts['same']} same, "
             f"{counts['differs']} differ, {counts['failed']} failed; {meta['call_s']:.1f} s of calls in "
             f"{meta['wall_s']:.2f} s ({meta['speed_x']}x real time)"
         )

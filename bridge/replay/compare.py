@@ -1,4 +1,5 @@
-"""What one replayed call produced (:class:`DialectRun`), its expectations, and the beta-vs-GA verdict.
+"""What one replayed call produced (:class:`DialectRun`), its expectations, and the verdict of the runs compared
+(beta against GA, or each rollout variant against the safe one).
 
 The comparison looks only at what the bridge made of each dialect, in the bridge's own vocabulary
 (``bridge.events``): the decoded event sequence with ids, timestamps and audio bytes left out, the phase sequence,
@@ -110,6 +111,8 @@ class DialectRun:
 
     script: str
     dialect: str
+    variant: str = ""  # a rollout variant's run (``replay --variants``): its name; else ""
+    model: str = ""
     via: str = "direct"
     target: str = "emulator"
     report: dict[str, Any] = field(default_factory=dict)  # CallReport.to_json()
@@ -128,6 +131,11 @@ class DialectRun:
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
+
+    @property
+    def name(self) -> str:
+        """What the run is called in reasons and reports: the variant, else the dialect."""
+        return self.variant or self.dialect
 
     @property
     def tokens(self) -> list[str]:
@@ -316,7 +324,7 @@ def compare_runs(a: DialectRun, b: DialectRun) -> list[str]:
     more or less before a barge-in lands, a media beat more or less before it is read), so there a truncate within
     :data:`SIP_TRUNCATE_TOLERANCE_MS` and an interrupted answer cut a few words apart count as equal.
     """
-    la, lb = label(a.dialect), label(b.dialect)
+    la, lb = label(a.name), label(b.name)
     ra, rb = a.report, b.report
     realtime = "sip" in (a.via, b.via)
     out: list[str] = []
@@ -403,7 +411,8 @@ def verdict(
     digest: str = "",
     spec_explicit: bool = False,
 ) -> ScriptResult:
-    """Expectation failures first, then the comparison of every dialect against the first one."""
+    """Expectation failures first, then the comparison of every run against the first one (GA against beta, or each
+    variant against the safe one, which comes first)."""
     failures = [f"{label(d)}: {c.name}: {c.detail}" for d, run in runs.items() for c in run.checks if not c.ok]
     names = list(runs)
     differences: list[str] = []
@@ -438,14 +447,15 @@ def summarize(results: Iterable[ScriptResult]) -> dict[str, int]:
     return {"same": counts["same"], "differs": counts["differs"], "failed": counts["failed"]}
 
 
-def judge(script: CallScript, runs: Mapping[str, DialectRun]) -> ScriptResult:
-    """The verdict of one script's runs (see :func:`verdict`)."""
+def judge(script: CallScript, runs: Mapping[str, DialectRun], *, name: str | None = None) -> ScriptResult:
+    """The verdict of one script's runs (see :func:`verdict`). A script's declared comparison is about its dialects:
+    it applies to runs per dialect only, not to runs per variant (``name`` set: the result's name)."""
     return verdict(
-        script.name,
+        name or script.name,
         runs,
         script.model.compare,
         description=script.model.description,
         source=str(script.source),
         digest=script.digest(),
-        spec_explicit="compare" in script.model.model_fields_set,
+        spec_explicit="compare" in script.model.model_fields_set and name is None,
     )

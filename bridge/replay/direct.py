@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -503,8 +503,16 @@ class DirectOptions:
     target: str = "emulator"
 
 
-async def replay_call(script: CallScript, dialect: str, options: DirectOptions | None = None) -> DialectRun:
-    """One call on the running loop (virtual time if the loop is a :class:`VirtualTimeLoop`)."""
+async def replay_call(
+    script: CallScript,
+    dialect: str,
+    options: DirectOptions | None = None,
+    *,
+    plan: Dialplan | None = None,
+    variant: str = "",
+) -> DialectRun:
+    """One call on the running loop (virtual time if the loop is a :class:`VirtualTimeLoop`), on the script's plan
+    for ``dialect`` or on ``plan`` (a rollout variant's, named ``variant``)."""
     opts = options or DirectOptions()
     loop = asyncio.get_running_loop()
     clock = loop.time
@@ -513,9 +521,10 @@ async def replay_call(script: CallScript, dialect: str, options: DirectOptions |
     bridge_dialect = opts.bridge_dialects[dialect]
     server_dialect = DIALECTS[dialect]
     annotations: Annotations = script.annotations()  # one queue across reconnects: the conversation goes on
-    plan = script.plan(dialect)
+    plan = plan or script.plan(dialect)
+    name = variant or dialect
     events: list[tuple[float, str]] = []
-    leg = VirtualLeg(script, clock, call_id=f"replay-{script.name}-{dialect}")
+    leg = VirtualLeg(script, clock, call_id=f"replay-{script.name}-{name}")
     t0 = leg.log.t0
     connections = 0
 
@@ -547,16 +556,17 @@ async def replay_call(script: CallScript, dialect: str, options: DirectOptions |
         from bridge.call.recorder import RecordingLeg
 
         meta = {"dialplan": plan.model_dump(mode="json", exclude={"source_file"}), "dialect": dialect}
-        recording = RecordingLeg(phone, opts.record_dir / f"{script.name}-{dialect}", True, clock=clock, meta=meta)
+        recording = RecordingLeg(phone, opts.record_dir / f"{script.name}-{name}", True, clock=clock, meta=meta)
         phone = recording
         listeners.append(recording.listener)
     session = CallSession(phone, plan, bridge_dialect, connector, listeners=listeners, clock=clock)
-    run = DialectRun(script=script.name, dialect=dialect, via="direct", target=opts.target)
+    model = plan.profile.model or server_dialect.default_model
+    run = DialectRun(script.name, dialect, variant, model, via="direct", target=opts.target)
     try:
         report = await asyncio.wait_for(session.run(), script.model.max_duration_s + HANGUP_GRACE_S)
         run.report = report.to_json()
     except Exception as exc:  # a crash of the session is a result to report, not a crash of the replay
-        log.exception("replay %s (%s): the call session raised", script.name, dialect)
+        log.exception("replay %s (%s): the call session raised", script.name, name)
         run.report = session.report.to_json()
         run.runner_failures.append(f"the call session raised {type(exc).__name__}: {exc}")
     finally:
@@ -606,17 +616,20 @@ def replay_direct(
     replayed faster than it answers).
     """
     results: list[ScriptResult] = []
-    factory: Callable[[], asyncio.AbstractEventLoop] | None = VirtualTimeLoop if virtual else None
     for script in scripts:
         runs: dict[str, DialectRun] = {}
         for dialect in dialects:
             if progress is not None:
                 progress(script.name, dialect, None)
-            # A fresh loop per call: every call starts at virtual time 0, so its float arithmetic (and with it
-            # the order of timers due at the same instant) does not depend on the calls replayed before it.
-            with asyncio.Runner(loop_factory=factory) as runner:
-                runs[dialect] = runner.run(replay_call(script, dialect, options))
+            runs[dialect] = in_fresh_loop(replay_call(script, dialect, options), virtual)
             if progress is not None:
                 progress(script.name, dialect, runs[dialect])
         results.append(judge(script, runs))
     return results
+
+
+def in_fresh_loop(call: Coroutine[Any, Any, DialectRun], virtual: bool) -> DialectRun:
+    """Run one replayed call in a loop of its own: every call starts at virtual time 0, so its float arithmetic (and
+    with it the order of timers due at the same instant) does not depend on the calls replayed before it."""
+    with asyncio.Runner(loop_factory=VirtualTimeLoop if virtual else None) as runner:
+        return runner.run(call)

@@ -1,11 +1,12 @@
 """The replay report: ``report.json`` for tools and ``report.html`` for people.
 
 The HTML page is one self-contained file (inline CSS and SVG, no script, no external asset), so it can be mailed,
-archived with a CI run, or opened straight from disk. Per script it shows the verdict with its reasons, then beta
-and GA side by side: a timeline plot (caller speech and keys, the agent audio the caller heard, the call phases, and
-markers for the session's notable events), the phase sequence, both transcripts, tool calls, barge-ins and
-truncates, latency per segment as bars, errors, and every expectation with its result. Both dialects of a script
-share one time axis and one latency scale, so the eye compares like with like.
+archived with a CI run, or opened straight from disk. Per script it shows the verdict with its reasons, then each
+run side by side (beta and GA, or with ``replay --variants`` each rollout variant, the safe one first): a timeline
+plot (caller speech and keys, the agent audio the caller heard, the call phases, and markers for the session's
+notable events), the phase sequence, both transcripts, tool calls, barge-ins and truncates, latency per segment as
+bars, errors, and every expectation with its result. The runs of a script share one time axis and one latency
+scale, so the eye compares like with like.
 """
 
 from __future__ import annotations
@@ -250,9 +251,11 @@ def _dialect_html(run: DialectRun | None, dialect: str, span_ms: float, latency_
         return f'<div class="dialect" data-dialect="{esc(dialect)}"><h3>{esc(label(dialect))}</h3><p>not run</p></div>'
     r = run.report
     ok = run.ok
+    variant = f'data-variant="{esc(run.variant)}" ' if run.variant else ""
+    model = f' <span class="small">({esc(label(run.dialect))}, {esc(run.model)})</span>' if run.variant else ""
     parts = [
-        f'<div class="dialect" data-dialect="{esc(run.dialect)}">',
-        f'<h3>{esc(label(run.dialect))} <span class="badge {"ok" if ok else "bad"}">'
+        f'<div class="dialect" {variant}data-dialect="{esc(run.dialect)}">',
+        f'<h3>{esc(label(run.name))}{model} <span class="badge {"ok" if ok else "bad"}">'
         f"{'expectations pass' if ok else 'expectation failed'}</span> "
         f'<span class="small">{run.duration_ms / 1000:.2f} s call, {run.wall_s:.3f} s to replay via {esc(run.via)}, '
         f"ended by {esc(run.ended_by or '?')}: {esc(r.get('end_reason', ''))}</span></h3>",
@@ -331,12 +334,18 @@ def _script_html(result: ScriptResult, dialects: Sequence[str]) -> str:
 
 
 def render_html(results: Sequence[ScriptResult], meta: Mapping[str, Any]) -> str:
-    dialects: list[str] = list(meta.get("dialects") or sorted({d for r in results for d in r.runs}))
+    # a column per dialect, or per rollout variant (``replay --variants``: the safe one first)
+    columns = meta.get("variants") or meta.get("dialects")
+    dialects: list[str] = list(columns or sorted({d for r in results for d in r.runs}))
     counts = summarize(results)
     created = meta.get("created") or time.strftime("%Y-%m-%d %H:%M:%S")
     speed = meta.get("speed_x")
+    what = "variants" if meta.get("variants") else "dialects"
+    if meta.get("safe"):
+        what = f"rollout {', '.join(f'{k} (safe: {v})' for k, v in meta['safe'].items())}: variants"
     head = (
-        f"{len(results)} script(s), dialects {', '.join(label(d) for d in dialects)}, via {esc(meta.get('via', '?'))} "
+        f"{len(results)} script(s), {esc(what)} {esc(', '.join(label(d) for d in dialects))}, "
+        f"via {esc(meta.get('via', '?'))} "
         f"against {esc(meta.get('target', '?'))}; {counts['same']} same, {counts['differs']} differ, "
         f"{counts['failed']} failed" + (f"; {float(speed):.0f}x real time" if speed else "") + f"; {esc(created)}"
     )

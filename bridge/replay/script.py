@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bridge.audio.frames import SAMPLE_RATE
-from bridge.dialplan import Dialplan, load_dialplan
+from bridge.dialplan import Dialplan, deep_merge, load_dialplan
 from bridge.emulator.annotations import Annotations
 from bridge.emulator.faults import Settings as EmulatorSettings
 from bridge.errors import ConfigError
@@ -220,16 +220,6 @@ def _loc(loc: Iterable[int | str]) -> str:
     return out or "(file)"
 
 
-def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def g711_tag(path: Path) -> int:
     """The WAVE format tag of ``path`` (the sub-format's for WAVE_FORMAT_EXTENSIBLE). Raises ValueError."""
     blob = path.read_bytes()
@@ -367,7 +357,7 @@ def default_dialplans_dir() -> Path:
     return here if here.is_dir() else Path(__file__).resolve().parents[2] / "dialplans"
 
 
-def _find_dialplan(name: str, directory: Path) -> Path | None:
+def find_dialplan(name: str, directory: Path) -> Path | None:
     for path in sorted(directory.glob("*.y*ml")):
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -382,11 +372,11 @@ def _plans(model: ScriptModel, src: str, dialplans_dir: Path) -> tuple[dict[str,
     """The script's dialplan in every dialect. One that does not build is an error at load time in a default
     dialect, and in the others only when the script is run there (returned apart)."""
     if isinstance(model.dialplan, str):
-        path = _find_dialplan(model.dialplan, dialplans_dir)
+        path = find_dialplan(model.dialplan, dialplans_dir)
         if path is None:
             raise ConfigError(src, "dialplan", f"no dialplan named {model.dialplan!r} in {dialplans_dir}")
         try:
-            base = load_dialplan(path).model_dump(mode="json", exclude={"source_file"})
+            base = load_dialplan(path).model_dump(mode="json", exclude={"source_file", "rollout"})
         except ConfigError as exc:
             raise ConfigError(src, "dialplan", f"{exc}") from None
         field = "dialplan"
@@ -408,7 +398,7 @@ def _plans(model: ScriptModel, src: str, dialplans_dir: Path) -> tuple[dict[str,
 def _plan(model: ScriptModel, src: str, base: dict[str, Any], field: str, dialect: str) -> Dialplan:
     over = model.dialect_overrides.get(cast(DialectName, dialect))
     where = f"dialect_overrides.{dialect}" if over else field
-    data = _deep_merge(base, over or {})
+    data = deep_merge(base, over or {})
     data["dialect"] = dialect
     try:
         plan = Dialplan.model_validate(data)

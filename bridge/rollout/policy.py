@@ -1,53 +1,59 @@
-"""The beta-to-GA rollout as pure decisions: no Redis, no asyncio, no clock.
+"""The rollout as pure decisions: which variant a call gets, and why. No Redis, no asyncio, no clock.
 
-A :class:`RolloutFlag` (one per dialplan; ``bridge.rollout.store`` keeps it in Redis) and a call's caller number
-and call id give a :class:`Decision`: the dialect, the model and the voice of that call, and why.
+A rollout dialplan names its **variants** (:class:`Variant`: a dialect, a model, a voice, optional profile
+overrides and a model rule) and a **safe** one (:class:`RolloutSpec`). Its **flag** (:class:`RolloutFlag`; one per
+dialplan, kept in Redis by ``bridge.rollout.store``) holds the weights, per-variant allow and deny lists, a kill
+switch and the stickiness. :func:`decide` turns a spec, a flag, a caller number and a call id into a
+:class:`Decision`. Precedence, strongest first::
 
-Precedence, strongest first::
-
-    kill switch   -> beta   ("kill switch")
-    deny list     -> beta   ("deny list")
-    allow list    -> GA     ("allow list")
-    ga_percent    -> GA if bucket < ga_percent * 100, else beta   ("bucket 1234 < 2500")
+    kill switch          -> the safe variant          ("kill switch")
+    allow list of V      -> V                         ("allow list of V")
+    weights              -> the variant whose range holds the bucket ("caller bucket 1234 in [0, 5000) -> V")
+    deny list of V       -> the safe variant instead of V  ("...; deny list of V -> safe")
 
 The bucket is ``sha256(salt + ":" + key)`` reduced to 0..9999. The key is the normalized caller number
-(``sticky="caller"``: a caller always gets the same dialect, across calls and workers) or the call id
+(``sticky="caller"``: a caller always gets the same variant, across calls and workers) or the call id
 (``sticky="call"``: every call is drawn afresh). An anonymous caller (no digits) is bucketed by call id, or every
-withheld number would land in the same bucket. Raising ``ga_percent`` only ever moves callers from beta to GA; changing
-the salt reshuffles everyone.
+withheld number would land in the same bucket. The weights are relative; the buckets are laid out in the order the
+dialplan lists its variants, the safe one last, so with two variants raising the other one's weight only ever moves
+callers from the safe variant to it. Changing the salt reshuffles everyone.
 
-Models: ``model_selection`` ``new`` always uses ``ga_model``, ``legacy`` always ``legacy_model``, and ``auto`` uses
-the model that belongs to the dialect (GA -> ``ga_model``, beta -> ``legacy_model``) and names ``legacy_model`` as
-``Decision.fallback_model``: when the GA model fails to connect, the worker asks :func:`fallback` for the legacy
-decision (same dialect, legacy model, voice made compatible) and tries once more.
+Models, a rule of each variant (``model_selection``): ``new`` always uses ``model``; ``legacy`` always
+``fallback_model``; ``auto`` uses ``model`` and names ``fallback_model`` as ``Decision.fallback_model``: when
+``model`` fails to connect, the worker asks :func:`fallback` for the same variant on the fallback model, with the
+voice made compatible (the flag's ``fallback_voice``), and tries once more.
 
-Voices: marin and cedar exist only on gpt-realtime models (docs/protocol.md); any other model gets ``fallback_voice``.
+Voices: marin and cedar exist only on gpt-realtime models (docs/protocol.md); any other model gets the flag's
+``fallback_voice``.
 
-Automatic rollback (:func:`should_rollback`): over the flag's sliding window, when GA has at least ``min_calls``
-finished calls, its failure rate (connection failures + dropped sessions, per call) exceeds
-``failure_rate_threshold``, and it is worse than beta's, the flag must move back to beta.
+Flags written before variants existed (``ga_percent``, plain ``allow``/``deny`` lists, ``model_selection``,
+``ga_model``, ``legacy_model``) are read through :func:`migrate`: ``ga_percent`` becomes the weight of the spec's
+first variant that is not the safe one (the safe one gets the rest), the lists become that variant's lists.
+A ``dialect: rollout`` plan with no ``rollout`` section has the variants those flags meant
+(:func:`legacy_spec`): ``ga`` (GA, ``gpt-realtime``, falling back to ``gpt-4o-realtime-preview``) and ``beta``
+(the safe one).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bridge import events as ev
+from bridge.errors import ConfigError
 
-DialectName = Literal["beta", "ga"]
-NEW_DIALECT: DialectName = "ga"  # the rollout's two arms: callers move from the legacy one to the new one
-LEGACY_DIALECT: DialectName = "beta"
-Outcome = Literal["ok", "connect_failure", "dropped"]
-OUTCOMES: tuple[Outcome, ...] = ("ok", "connect_failure", "dropped")
-
-BUCKETS = 10_000  # ga_percent has a resolution of 0.01 %
+BUCKETS = 10_000  # a weight's share has a resolution of 0.01 %
 GA_ONLY_VOICES = frozenset({"marin", "cedar"})
-GA_MODEL_PREFIX = "gpt-realtime"  # gpt-realtime, gpt-realtime-2025-08-28, gpt-realtime-mini, ...
+GA_MODEL_PREFIX = "gpt-realtime"  # gpt-realtime, gpt-realtime-2025-08-28, gpt-realtime-mini, gpt-realtime-2.1, ...
+VARIANT_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"  # gpt-realtime-2.1 is a fine variant name
+LEGACY_FIELDS = frozenset({"ga_percent", "model_selection", "ga_model", "legacy_model"})
+ModelSelection = Literal["auto", "new", "legacy"]
 
 
 def normalize_number(number: str) -> str:
@@ -83,35 +89,164 @@ def compatible_voice(voice: str, model: str, fallback_voice: str) -> str:
     return voice
 
 
-class RolloutFlag(BaseModel):
-    """One dialplan's rollout settings. Every field has a safe default: a dialplan nobody configured stays on beta."""
+def _numbers(numbers: Any) -> tuple[str, ...]:
+    out: list[str] = []
+    for n in numbers:
+        norm = normalize_number(str(n))
+        if norm and norm not in out:
+            out.append(norm)
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------------------------ the dialplan's side
+class Variant(BaseModel):
+    """One way of talking to the model. ``profile`` overrides fields of the dialplan's profile for this variant
+    (``{speed: 1.1}``, ``{extra: {...}}``); ``weight`` is its weight while nobody has stored a flag."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ga_percent: float = Field(0.0, ge=0, le=100)
+    name: str = Field(pattern=VARIANT_NAME)
+    dialect: str = Field(min_length=1)  # a name in bridge.realtime.dialects.DIALECTS (checked by the dialplan)
+    model: str = Field(min_length=1)
+    voice: str | None = None  # None: the dialplan profile's voice
+    model_selection: ModelSelection = "auto"
+    fallback_model: str | None = Field(None, min_length=1)
+    profile: dict[str, Any] = Field(default_factory=dict)
+    weight: float = Field(0.0, ge=0, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _legacy_needs_a_fallback(self) -> Variant:
+        if self.model_selection == "legacy" and self.fallback_model is None:
+            raise ValueError("model_selection legacy uses fallback_model: set it")
+        return self
+
+    def models(self) -> tuple[str, str | None]:
+        """(the model to try first, the model to retry with if it fails to connect)."""
+        if self.model_selection == "legacy":
+            assert self.fallback_model is not None  # the validator above
+            return self.fallback_model, None
+        if self.model_selection == "new" or self.fallback_model == self.model:
+            return self.model, None
+        return self.model, self.fallback_model
+
+
+class RollbackRule(BaseModel):
+    """When a variant counts as worse than the safe one, over the last ``window_s`` seconds (``bridge.rollout.health``).
+    Each ``None`` turns its check off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window_s: int = Field(300, ge=10, le=3600)  # le: keys.HEALTH_RETENTION_S
+    min_calls: int = Field(20, ge=1)  # calls of the variant in the window before any check applies
+    failure_rate_threshold: float = Field(0.2, gt=0, le=1)  # connection failures + dropped sessions per call
+    first_audio_p95_excess_ms: float | None = Field(None, gt=0)  # p95 first audio this much above the safe one's
+    barge_in_failure_excess: float | None = Field(None, gt=0, le=1)  # failed truncates per truncate, above safe's
+    function_call_success_drop: float | None = Field(None, gt=0, le=1)  # success rate this much below safe's
+    cost_ratio_threshold: float | None = Field(None, gt=1)  # cost per call above this multiple of safe's
+
+
+class RolloutSpec(BaseModel):
+    """A dialplan's ``rollout`` section: its variants, the safe one, and the defaults of its flag."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    safe: str = Field(pattern=VARIANT_NAME)
+    variants: tuple[Variant, ...] = Field(min_length=1)
+    sticky: Literal["caller", "call"] = "caller"
+    fallback_voice: str = Field("alloy", min_length=1)
+    rollback: RollbackRule = RollbackRule()
+
+    @model_validator(mode="after")
+    def _names(self) -> RolloutSpec:
+        names = [v.name for v in self.variants]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"variant names must be unique: {dup}")
+        if self.safe not in names:
+            raise ValueError(f"safe: {self.safe!r} is not one of the variants {names}")
+        if self.fallback_voice in GA_ONLY_VOICES:
+            raise ValueError(f"fallback_voice: {self.fallback_voice} exists only on gpt-realtime models")
+        return self
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(v.name for v in self.variants)
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """The bucket layout: the variants as listed, the safe one last."""
+        return (*(n for n in self.names if n != self.safe), self.safe)
+
+    @property
+    def candidate(self) -> str | None:
+        """The first variant that is not the safe one (where a legacy ``ga_percent`` goes)."""
+        return next((n for n in self.names if n != self.safe), None)
+
+    def default_flag(self) -> RolloutFlag:
+        """The flag while nobody has stored one: the variants' own weights (all zero: everything on safe)."""
+        weights = {v.name: v.weight for v in self.variants}
+        if not any(weights.values()):
+            weights[self.safe] = 100.0
+        rule = self.rollback
+        return RolloutFlag(weights=weights, sticky=self.sticky, fallback_voice=self.fallback_voice, **rule.model_dump())
+
+
+LEGACY_GA_MODEL = "gpt-realtime"
+LEGACY_BETA_MODEL = "gpt-4o-realtime-preview"
+
+
+def legacy_spec() -> RolloutSpec:
+    """The variants of a ``dialect: rollout`` plan without a ``rollout`` section: GA against beta, beta safe."""
+    return RolloutSpec(
+        safe="beta",
+        variants=(
+            Variant(name="ga", dialect="ga", model=LEGACY_GA_MODEL, fallback_model=LEGACY_BETA_MODEL),
+            Variant(name="beta", dialect="beta", model=LEGACY_BETA_MODEL, weight=100),
+        ),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ the flag
+class RolloutFlag(BaseModel):
+    """One dialplan's rollout settings, stored in Redis. Which variant names are valid is the spec's business
+    (:func:`check_flag`); this model checks what needs no spec."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weights: dict[str, float] = Field(default_factory=dict)  # variant -> relative weight (missing: 0)
+    allow: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # variant -> callers always on it
+    deny: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # variant -> callers never on it (safe instead)
+    kill: bool = False  # every call on the safe variant, lists included
     sticky: Literal["caller", "call"] = "caller"
     salt: str = Field("callbridge", min_length=1, max_length=200)
-    allow: tuple[str, ...] = ()  # caller numbers forced to GA (normalized)
-    deny: tuple[str, ...] = ()  # caller numbers forced to beta (normalized)
-    kill: bool = False  # forces beta for everyone, lists included
-    model_selection: Literal["auto", "new", "legacy"] = "auto"
-    ga_model: str = Field("gpt-realtime", min_length=1)
-    legacy_model: str = Field("gpt-4o-realtime-preview", min_length=1)
     fallback_voice: str = Field("alloy", min_length=1)
-    # automatic rollback
-    window_s: int = Field(300, ge=10, le=3600)  # le: keys.HEALTH_RETENTION_S
+    # automatic rollback (RollbackRule's fields, defaulted from the dialplan)
+    window_s: int = Field(300, ge=10, le=3600)
     min_calls: int = Field(20, ge=1)
     failure_rate_threshold: float = Field(0.2, gt=0, le=1)
+    first_audio_p95_excess_ms: float | None = Field(None, gt=0)
+    barge_in_failure_excess: float | None = Field(None, gt=0, le=1)
+    function_call_success_drop: float | None = Field(None, gt=0, le=1)
+    cost_ratio_threshold: float | None = Field(None, gt=1)
+
+    @field_validator("weights", mode="after")
+    @classmethod
+    def _weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        for name, w in weights.items():
+            if not math.isfinite(w) or w < 0:
+                raise ValueError(f"{name}: a weight is a number >= 0 (got {w})")
+        return weights
 
     @field_validator("allow", "deny", mode="after")
     @classmethod
-    def _normalize(cls, numbers: tuple[str, ...]) -> tuple[str, ...]:
-        out: list[str] = []
-        for n in numbers:
-            norm = normalize_number(n)
-            if norm and norm not in out:
-                out.append(norm)
-        return tuple(out)
+    def _normalize(cls, lists: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        return {name: _numbers(numbers) for name, numbers in lists.items() if _numbers(numbers)}
 
     @field_validator("fallback_voice")
     @classmethod
@@ -121,16 +256,86 @@ class RolloutFlag(BaseModel):
         return voice
 
     @model_validator(mode="after")
-    def _lists_disjoint(self) -> RolloutFlag:
-        both = set(self.allow) & set(self.deny)
-        if both:
-            raise ValueError(f"numbers on both the allow and the deny list: {sorted(both)}")
+    def _lists(self) -> RolloutFlag:
+        seen: dict[str, str] = {}
+        for name, numbers in self.allow.items():
+            for n in numbers:
+                if n in seen:
+                    raise ValueError(f"{n} is on the allow lists of both {seen[n]} and {name}")
+                seen[n] = name
+            both = set(numbers) & set(self.deny.get(name, ()))
+            if both:
+                raise ValueError(f"numbers on both the allow and the deny list of {name}: {sorted(both)}")
         return self
 
+    def weight(self, variant: str) -> float:
+        return self.weights.get(variant, 0.0)
 
+    @property
+    def rule(self) -> RollbackRule:
+        return RollbackRule.model_validate({k: getattr(self, k) for k in RollbackRule.model_fields})
+
+
+def check_flag(flag: RolloutFlag, spec: RolloutSpec, source: str) -> None:
+    """Raise :class:`ConfigError` naming the field (``weights.NAME``, ``deny.NAME``, ...) if ``flag`` names a
+    variant ``spec`` lacks, denies callers the safe variant, or leaves no weight at all."""
+    known = set(spec.names)
+    for field in ("weights", "allow", "deny"):
+        for name in getattr(flag, field):
+            if name not in known:
+                raise ConfigError(source, f"{field}.{name}", f"no such variant (variants: {', '.join(spec.names)})")
+    if flag.deny.get(spec.safe):
+        raise ConfigError(source, f"deny.{spec.safe}", "the safe variant takes every denied caller; it cannot deny")
+    if not any(flag.weight(n) > 0 for n in spec.names):
+        raise ConfigError(source, "weights", "at least one variant needs a weight above 0")
+
+
+def validate_flag(data: Mapping[str, Any], source: str, spec: RolloutSpec | None = None) -> RolloutFlag:
+    """A flag from plain data, every error a :class:`ConfigError` naming the field; checked against ``spec``."""
+    try:
+        flag = RolloutFlag.model_validate(dict(data))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(flag)"
+        raise ConfigError(source, field, err["msg"].removeprefix("Value error, ")) from None
+    if spec is not None:
+        check_flag(flag, spec, source)
+    return flag
+
+
+def migrate(data: Mapping[str, Any], spec: RolloutSpec) -> tuple[dict[str, Any], list[str]]:
+    """A stored flag of either shape -> the fields of today's :class:`RolloutFlag`, and notes on what a legacy flag
+    lost. ``ga_percent`` becomes the weights of ``spec.candidate`` and the safe variant; legacy ``allow`` and
+    ``deny`` lists (JSON lists, not objects) become the candidate's lists; the model settings now live in the
+    dialplan's variants and are dropped (a note says so when they were not the defaults)."""
+    out = {k: v for k, v in data.items() if k not in LEGACY_FIELDS}
+    notes: list[str] = []
+    candidate = spec.candidate
+    legacy = any(k in data for k in LEGACY_FIELDS) or any(isinstance(data.get(k), list) for k in ("allow", "deny"))
+    if not legacy:
+        return out, notes
+    if "ga_percent" in data:
+        percent = min(100.0, max(0.0, float(data["ga_percent"])))
+        weights = {spec.safe: 100.0 - percent}
+        if candidate is not None:
+            weights[candidate] = percent
+        out["weights"] = weights
+    for field in ("allow", "deny"):
+        numbers = data.get(field)
+        if isinstance(numbers, list):
+            out[field] = {candidate: numbers} if numbers and candidate is not None else {}
+    defaults = {"model_selection": "auto", "ga_model": LEGACY_GA_MODEL, "legacy_model": LEGACY_BETA_MODEL}
+    for key, default in defaults.items():
+        if key in data and str(data[key]) != default:
+            notes.append(f"{key}={data[key]} is no longer a flag setting: set it on the variants in the dialplan")
+    return out, notes
+
+
+# ------------------------------------------------------------------------------------------------ decisions
 @dataclass(frozen=True, slots=True)
 class Decision:
-    dialect: DialectName
+    variant: str
+    dialect: str
     model: str
     voice: str
     reason: str
@@ -138,112 +343,121 @@ class Decision:
     fallback_model: str | None = None  # the model to retry with if ``model`` fails to connect
 
 
-def decide(flag: RolloutFlag, caller: str, call_id: str, *, voice: str = "alloy") -> Decision:
-    """The dialect, model and voice of one call. ``voice`` is the profile's voice (made compatible with the model)."""
+def draw(spec: RolloutSpec, flag: RolloutFlag, b: int) -> tuple[str, int, int]:
+    """The variant whose bucket range holds ``b``, and that range. Variants the spec lacks are left out; with no
+    weight anywhere, everything is on the safe variant."""
+    order = spec.order
+    total = sum(flag.weight(n) for n in order)
+    if total <= 0:
+        return spec.safe, 0, BUCKETS
+    start, cumulative = 0, 0.0
+    for name in order:
+        cumulative += flag.weight(name)
+        end = round(cumulative * BUCKETS / total)
+        if b < end and end > start:
+            return name, start, end
+        start = end
+    return spec.safe, start, BUCKETS
+
+
+def decide(spec: RolloutSpec, flag: RolloutFlag, caller: str, call_id: str, *, voice: str = "alloy") -> Decision:
+    """The variant, dialect, model and voice of one call. ``voice`` is the dialplan profile's voice (a variant's own
+    voice wins; either is made compatible with the model)."""
     number = normalize_number(caller)
-    on_new: bool  # the rollout's new arm (GA), else its legacy arm (beta)
     b: int | None = None
+    allowed = next((name for name, numbers in flag.allow.items() if number in numbers and name in spec.names), None)
     if flag.kill:
-        on_new, reason = False, "kill switch"
-    elif number in flag.deny:
-        on_new, reason = False, "deny list"
-    elif number in flag.allow:
-        on_new, reason = True, "allow list"
+        name, reason = spec.safe, "kill switch"
+    elif allowed is not None:
+        name, reason = allowed, f"allow list of {allowed}"
     else:
         by_caller = flag.sticky == "caller" and has_digits(number)
         b = bucket(flag.salt, number if by_caller else call_id)
-        cut = round(flag.ga_percent * BUCKETS / 100)
-        on_new = b < cut
-        reason = (
-            f"{'caller' if by_caller else 'call'} bucket {b} {'<' if b < cut else '>='} {cut} ({flag.ga_percent:g}%)"
-        )
-    dialect = NEW_DIALECT if on_new else LEGACY_DIALECT
-    if flag.model_selection == "new":
-        model, fallback_model = flag.ga_model, None
-    elif flag.model_selection == "legacy":
-        model, fallback_model = flag.legacy_model, None
-    else:
-        model = flag.ga_model if on_new else flag.legacy_model
-        fallback_model = flag.legacy_model if model != flag.legacy_model else None
-    chosen_voice = compatible_voice(voice, model, flag.fallback_voice)
-    if chosen_voice != voice:
-        reason += f"; voice {voice} -> {chosen_voice} (not on {model})"
-    return Decision(dialect, model, chosen_voice, reason, b, fallback_model)
+        name, start, end = draw(spec, flag, b)
+        reason = f"{'caller' if by_caller else 'call'} bucket {b} in [{start}, {end}) -> {name}"
+        if name != spec.safe and number in flag.deny.get(name, ()):
+            reason += f"; deny list of {name} -> {spec.safe}"
+            name = spec.safe
+    variant = spec.variant(name)
+    model, fallback_model = variant.models()
+    wanted = variant.voice or voice
+    chosen = compatible_voice(wanted, model, flag.fallback_voice)
+    if chosen != wanted:
+        reason += f"; voice {wanted} -> {chosen} (not on {model})"
+    return Decision(name, variant.dialect, model, chosen, reason, b, fallback_model)
 
 
 def fallback(decision: Decision, *, voice: str, fallback_voice: str) -> Decision | None:
-    """The decision to retry with when ``decision.model`` failed to connect (``model_selection: auto``), else None."""
+    """The decision to retry with when ``decision.model`` failed to connect (rule ``auto`` with a fallback model),
+    else None. ``voice`` is the voice the variant wanted; ``fallback_voice`` the flag's."""
     if decision.fallback_model is None:
         return None
     model = decision.fallback_model
-    chosen_voice = compatible_voice(voice, model, fallback_voice)
+    chosen = compatible_voice(voice, model, fallback_voice)
     reason = f"{decision.reason}; {decision.model} failed to connect -> {model}"
-    return replace(decision, model=model, voice=chosen_voice, reason=reason, fallback_model=None)
+    if chosen != voice:
+        reason += f" with voice {chosen}"
+    return replace(decision, model=model, voice=chosen, reason=reason, fallback_model=None)
 
 
-class CallHealth:
-    """A call-session listener that keeps what the rollout's health needs of one call: :attr:`outcome` is
-    ``connect_failure`` when no session was open at the answer and none was recovered, ``dropped`` when a session
-    was lost mid-call, else ``ok``."""
-
-    def __init__(self) -> None:
-        self.unavailable = False
-        self.recovered = False
-        self.dropped = False
-
-    def __call__(self, report: ev.Report) -> None:
-        if isinstance(report, ev.RealtimeUnavailable):
-            self.unavailable = True
-        elif isinstance(report, ev.Recovered):
-            self.recovered = True
-        elif isinstance(report, ev.SessionLost):
-            self.dropped = True
-
-    @property
-    def outcome(self) -> Outcome:
-        if self.unavailable and not self.recovered:
-            return "connect_failure"
-        return "dropped" if self.dropped else "ok"
+def shares(spec: RolloutSpec, flag: RolloutFlag) -> dict[str, float]:
+    """Each variant's share of the calls drawn by weight, in percent (the kill switch: all on the safe one)."""
+    if flag.kill:
+        return {n: (100.0 if n == spec.safe else 0.0) for n in spec.names}
+    total = sum(flag.weight(n) for n in spec.names)
+    if total <= 0:
+        return {n: (100.0 if n == spec.safe else 0.0) for n in spec.names}
+    return {n: round(100.0 * flag.weight(n) / total, 2) for n in spec.names}
 
 
-@dataclass(frozen=True, slots=True)
-class WindowStats:
-    """Finished calls of one dialect over the sliding window. Each call counts once, under one outcome."""
+def describe_variants(
+    spec: RolloutSpec, flag: RolloutFlag, voice: str, shutdowns: Mapping[str, dt.date], today: dt.date
+) -> list[dict[str, Any]]:
+    """Each variant as ``rollout show --json``, the console and the API describe it. ``voice``: the dialplan
+    profile's; ``shutdowns``: announced shutdown dates by model (``bridge.rollout.catalog.shutdown_dates``)."""
+    share = shares(spec, flag)
+    out = []
+    for v in spec.variants:
+        first, then = v.models()
+        shutdown, fallback_shutdown = shutdowns.get(first), shutdowns.get(then) if then is not None else None
+        out.append(
+            {
+                "name": v.name,
+                "safe": v.name == spec.safe,
+                "dialect": v.dialect,
+                "model": first,
+                "fallback_model": then,
+                "model_selection": v.model_selection,
+                "voice": v.voice or voice,
+                "profile": v.profile,
+                "weight": flag.weight(v.name),
+                "share_percent": share[v.name],
+                "allow": list(flag.allow.get(v.name, ())),
+                "deny": list(flag.deny.get(v.name, ())),
+                "shutdown": None if shutdown is None else shutdown.isoformat(),
+                "shutdown_days": None if shutdown is None else (shutdown - today).days,
+                "fallback_shutdown": None if fallback_shutdown is None else fallback_shutdown.isoformat(),
+            }
+        )
+    return out
 
-    calls: int = 0
-    connect_failures: int = 0
-    dropped: int = 0
 
-    @property
-    def failures(self) -> int:
-        return self.connect_failures + self.dropped
-
-    @property
-    def failure_rate(self) -> float:
-        return self.failures / self.calls if self.calls else 0.0
-
-    @classmethod
-    def from_counts(cls, counts: dict[str, int]) -> WindowStats:
-        """From per-outcome counts (``{"ok": 40, "connect_failure": 3, "dropped": 1}``)."""
-        fails, dropped = counts.get("connect_failure", 0), counts.get("dropped", 0)
-        return cls(counts.get("ok", 0) + fails + dropped, fails, dropped)
-
-
-def should_rollback(ga: WindowStats, beta: WindowStats, flag: RolloutFlag) -> str | None:
-    """The reason to move the flag back to beta, or None.
-
-    None when nothing is on GA by percentage (kill switch on, or ga_percent already 0), when GA has fewer than
-    ``min_calls`` calls in the window, when its failure rate is at or under the threshold, or when it is no worse than
-    beta's (then the failures are not GA's fault). A beta with no calls counts as a 0 % failure rate.
-    """
-    if flag.kill or flag.ga_percent == 0:
-        return None
-    if ga.calls < flag.min_calls:
-        return None
-    if ga.failure_rate <= flag.failure_rate_threshold or ga.failure_rate <= beta.failure_rate:
-        return None
-    return (
-        f"GA failure rate {ga.failure_rate:.1%} ({ga.connect_failures} connection failures + {ga.dropped} dropped of "
-        f"{ga.calls} calls in {flag.window_s} s) exceeds {flag.failure_rate_threshold:.1%} and beta's "
-        f"{beta.failure_rate:.1%} ({beta.failures} of {beta.calls})"
-    )
+def parse_weights(text: str, source: str = "--weights") -> dict[str, float]:
+    """``"a=75,b=25"`` -> ``{"a": 75.0, "b": 25.0}``; a :class:`ConfigError` names the bad part."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        try:
+            weight = float(value) if sep else math.nan
+        except ValueError:
+            weight = math.nan
+        if not name or not math.isfinite(weight) or weight < 0:
+            message = f"expected NAME=WEIGHT with a number >= 0, got {part!r}"
+            raise ConfigError(source, f"weights.{name or '?'}", message)
+        out[name] = weight
+    if not out:
+        raise ConfigError(source, "weights", "expected NAME=WEIGHT[,NAME=WEIGHT...]")
+    return out

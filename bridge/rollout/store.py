@@ -1,26 +1,31 @@
 """The rollout flags in Redis: read fresh for every call, changed with an audit trail, rolled back automatically.
 
 * **One hash per dialplan** (``keys.rollout_flag``), one field per :class:`bridge.rollout.policy.RolloutFlag` setting
-  (numbers as text, lists as JSON), so ``redis-cli HGETALL`` reads it. :meth:`RolloutStore.get_flag` reads it at
-  every call: a change applies to the next call, with no restart and no cache to expire.
+  (numbers and words as text, weights and lists as JSON objects, an unset threshold as ``null``), so
+  ``redis-cli HGETALL`` reads it. :meth:`RolloutStore.get_flag` reads it at every call: a change applies to the
+  next call, with no restart and no cache to expire. A hash written before variants existed (``ga_percent``, plain
+  lists) is migrated as it is read (:func:`bridge.rollout.policy.migrate`) and rewritten in today's shape by the
+  next change.
+* **Every plan has its variants.** ``specs`` maps each rollout dialplan to its variants (from the dialplan files);
+  a dialplan the store does not know has the two variants of the first rollouts (GA against beta). With no stored
+  flag a dialplan's flag is its spec's defaults (``RolloutSpec.default_flag``).
 * **Reads never block a call.** A read is bounded (``read_timeout_s``); when Redis fails to answer, the call gets
-  the last flag read for that dialplan (or the dialplan's default, or the global default: beta), and for
-  ``retry_after_s`` further reads skip Redis altogether instead of waiting on it again.
-* **Every change is audited.** :meth:`RolloutStore.set_flag` validates the new flag, then writes it and appends to
-  the audit stream (``keys.ROLLOUT_AUDIT``: dialplan, who, when, the changed settings' old and new values, why) in
-  one ``MULTI``/``EXEC`` under ``WATCH``, so two supervisors changing one flag at once cannot lose an entry.
-* **Sliding-window health.** :meth:`RolloutStore.record_outcome` adds each finished call to a sorted set per
-  (dialplan, dialect, outcome), scored by time; :meth:`RolloutStore.window_stats` counts the window with ``ZCOUNT``.
-  Entries older than ``keys.HEALTH_RETENTION_S`` are trimmed on write.
-* **Automatic rollback.** :meth:`RolloutStore.check_rollback` applies
-  :func:`bridge.rollout.policy.should_rollback` and, if
-  it fires, sets ``ga_percent`` to 0 with ``who="auto-rollback"`` and the reason, and returns the reason (the caller
-  raises the rollback metric). It lowers the percentage rather than pulling the kill switch on purpose: the kill
-  switch stays a human's lever, the allow list keeps routing its testers to GA so the failure can be reproduced, and
-  the audit entry keeps the percentage to come back to. With ``ga_percent`` at 0 the check does not fire again.
-  Call it after recording a failure (it is a few ``ZCOUNT``), or on a timer.
-
-Run :meth:`RolloutStore.decide` at call setup: it is ``rollout.decide`` on the fresh (or fallback) flag.
+  the last flag read for that dialplan (or the dialplan's default), and for ``retry_after_s`` further reads skip
+  Redis altogether instead of waiting on it again.
+* **Every change is audited.** :meth:`RolloutStore.set_flag` validates the new flag against the dialplan's
+  variants, then writes it and appends to the audit stream (``keys.ROLLOUT_AUDIT``: dialplan, who, when, the
+  changed settings' old and new values, why, and for an automatic rollback the numbers that triggered it) in one
+  ``MULTI``/``EXEC`` under ``WATCH``, so two supervisors changing one flag at once cannot lose an entry.
+* **Sliding-window health per variant.** :meth:`RolloutStore.record_call` adds each finished call's numbers
+  (:meth:`bridge.rollout.health.CallStats.record`, JSON) to a sorted set per (dialplan, variant), scored by time;
+  :meth:`RolloutStore.window` reads the window with ``ZRANGEBYSCORE`` and sums it
+  (:class:`bridge.rollout.health.WindowStats`). Entries older than ``keys.HEALTH_RETENTION_S`` are trimmed on write.
+* **Automatic rollback.** :meth:`RolloutStore.check_rollback` applies :func:`bridge.rollout.health.should_rollback`
+  to every variant that has a weight, against the safe one, and for each that fires moves its weight to the safe
+  variant with ``who="auto-rollback"``, the reason and the numbers (:class:`Rollback`). It moves the weight rather
+  than pulling the kill switch on purpose: the kill switch stays a human's lever, allow lists keep routing their
+  testers to the variant so the failure can be reproduced, and the audit entry keeps the weight to come back to.
+  A variant with no weight is not checked again. A person moves it back (``callbridge rollout set --weights``).
 """
 
 from __future__ import annotations
@@ -31,20 +36,21 @@ import json
 import logging
 import re
 import time
+import typing
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from pydantic import ValidationError
 from redis.exceptions import RedisError, WatchError
 from redis.typing import EncodableT, FieldT
 
 from bridge.errors import ConfigError, redact
-from bridge.rollout import policy as rollout
-from bridge.rollout.policy import OUTCOMES, Decision, RolloutFlag, WindowStats
+from bridge.rollout import policy
+from bridge.rollout.health import WindowStats, should_rollback
+from bridge.rollout.policy import Decision, RolloutFlag, RolloutSpec, legacy_spec, migrate, validate_flag
 from bridge.store import keys
 from bridge.store.calls import StoreUnavailable, connect, safe_url
 
@@ -54,18 +60,23 @@ READ_TIMEOUT_S = 0.5
 RETRY_AFTER_S = 5.0
 AUTO_ROLLBACK_WHO = "auto-rollback"
 _DIALPLAN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # as bridge.dialplan.Dialplan.name
-_LIST_FIELDS = frozenset({"allow", "deny"})
-_DIALECTS = ("beta", "ga")
+_JSON_FIELDS = frozenset({"weights", "allow", "deny"})
+_TEXT_FIELDS = frozenset({"sticky", "salt", "fallback_voice"})
+_OPTIONAL_FIELDS = frozenset(
+    name for name, info in RolloutFlag.model_fields.items() if type(None) in typing.get_args(info.annotation)
+)
 
 
 # ------------------------------------------------------------------------------------------------ encoding
 def _encode_value(value: Any) -> str:
-    if isinstance(value, tuple | list):
-        return json.dumps(list(value))
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}, sort_keys=True)
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, float):
-        return f"{value:g}"
+        return format(value, ".10g")
     return str(value)
 
 
@@ -73,36 +84,42 @@ def encode_flag(flag: RolloutFlag) -> dict[FieldT, EncodableT]:
     return {name: _encode_value(getattr(flag, name)) for name in RolloutFlag.model_fields}
 
 
-def decode_flag(raw: Mapping[Any, Any], source: str = "redis") -> RolloutFlag:
-    """A stored hash -> flag. Unknown fields (a newer bridge wrote them) are ignored; bad values raise ConfigError."""
+def _decode_fields(raw: Mapping[Any, Any], source: str) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for key, value in raw.items():
         name = key.decode() if isinstance(key, bytes) else str(key)
         text = value.decode() if isinstance(value, bytes) else str(value)
-        if name not in RolloutFlag.model_fields:
+        if name not in RolloutFlag.model_fields and name not in policy.LEGACY_FIELDS:
             log.warning("%s: ignoring unknown rollout setting %r", source, name)
             continue
-        if name in _LIST_FIELDS:
+        if name in _JSON_FIELDS:
             try:
                 data[name] = json.loads(text)
             except ValueError:
-                raise ConfigError(source, name, f"not a JSON list: {text[:80]!r}") from None
+                raise ConfigError(source, name, f"not JSON: {text[:80]!r}") from None
+        elif name in _OPTIONAL_FIELDS and text in ("", "null"):
+            data[name] = None
         else:
             data[name] = text
+    return data
+
+
+def decode_flag(raw: Mapping[Any, Any], source: str = "redis", spec: RolloutSpec | None = None) -> RolloutFlag:
+    """A stored hash -> flag, migrated from the shape before variants if need be. Unknown fields (a newer bridge
+    wrote them) are ignored; bad values raise ConfigError. Variants the spec lacks are kept (and ignored by
+    decisions): the dialplan may have dropped one since the flag was written."""
+    data, notes = migrate(_decode_fields(raw, source), spec or legacy_spec())
+    for note in notes:
+        log.warning("%s: %s", source, note)
     return validate_flag(data, source)
 
 
-def validate_flag(data: Mapping[str, Any], source: str) -> RolloutFlag:
-    try:
-        return RolloutFlag.model_validate(dict(data))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(flag)"
-        raise ConfigError(source, field, err["msg"]) from None
-
-
 def _json_value(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    return value
 
 
 def _iso(t: float) -> str:
@@ -118,6 +135,7 @@ class AuditEntry:
     reason: str
     old: dict[str, Any]  # the changed settings' values before
     new: dict[str, Any]  # ... and after
+    evidence: dict[str, Any] = field(default_factory=dict)  # an automatic rollback's window numbers
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -128,6 +146,7 @@ class AuditEntry:
             "reason": self.reason,
             "old": self.old,
             "new": self.new,
+            "evidence": self.evidence,
         }
 
 
@@ -141,6 +160,17 @@ class FlagChange:
     @property
     def changed(self) -> bool:
         return self.audit_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """One automatic rollback: ``variant``'s weight went to the safe variant."""
+
+    dialplan: str
+    variant: str
+    reason: str
+    evidence: dict[str, Any]  # {"variant": WindowStats JSON, "safe": ..., "weights": {"old", "new"}}
+    audit_id: str
 
 
 def _audit_entry(entry_id: Any, fields: Mapping[Any, Any]) -> AuditEntry:
@@ -162,17 +192,17 @@ def _audit_entry(entry_id: Any, fields: Mapping[Any, Any]) -> AuditEntry:
         reason=f.get("reason", ""),
         old=load(f.get("old", "{}")),
         new=load(f.get("new", "{}")),
+        evidence=load(f.get("evidence", "{}")),
     )
 
 
 # ------------------------------------------------------------------------------------------------ the store
 class RolloutStore:
-    """Rollout flags, their audit stream and the dialect health windows of all dialplans.
+    """Rollout flags, their audit stream and the variant health windows of all dialplans.
 
-    ``defaults`` maps a dialplan to the flag it has while nobody has stored one (e.g. from its dialplan file);
-    ``default`` is the flag of any other dialplan (beta: ``ga_percent`` 0).
+    ``specs`` maps each rollout dialplan to its variants (:func:`bridge.dialplan.rollout_specs`).
 
-    Counters: ``read_failures`` (flag reads that fell back), ``outcome_failures`` (outcomes not recorded),
+    Counters: ``read_failures`` (flag reads that fell back), ``record_failures`` (calls not recorded),
     ``rollbacks`` (automatic rollbacks made by this process). ``last_source[dialplan]`` says where the last flag
     came from: ``"redis"``, ``"default"`` (none stored), ``"cache"`` or ``"fallback-default"`` (Redis away).
     """
@@ -182,8 +212,7 @@ class RolloutStore:
         url: str | None = None,
         *,
         client: aioredis.Redis | None = None,
-        defaults: Mapping[str, RolloutFlag] | None = None,
-        default: RolloutFlag | None = None,
+        specs: Mapping[str, RolloutSpec] | None = None,
         read_timeout_s: float = READ_TIMEOUT_S,
         retry_after_s: float = RETRY_AFTER_S,
         clock: Callable[[], float] = time.time,
@@ -198,8 +227,7 @@ class RolloutStore:
             self._owns_client = False
         self.client = client
         self.where = safe_url(url) if url else "redis client"
-        self.defaults = dict(defaults or {})
-        self.default = default or RolloutFlag()
+        self.specs = dict(specs or {})
         self.read_timeout_s = read_timeout_s
         self.retry_after_s = retry_after_s
         self._clock = clock
@@ -207,7 +235,7 @@ class RolloutStore:
         self._skip_until = 0.0
         self.last_source: dict[str, str] = {}
         self.read_failures = 0
-        self.outcome_failures = 0
+        self.record_failures = 0
         self.rollbacks = 0
 
     async def close(self) -> None:
@@ -221,8 +249,14 @@ class RolloutStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def spec_for(self, dialplan: str) -> RolloutSpec:
+        return self.specs.get(dialplan) or legacy_spec()
+
     def default_for(self, dialplan: str) -> RolloutFlag:
-        return self.defaults.get(dialplan, self.default)
+        return self.spec_for(dialplan).default_flag()
+
+    def _decode(self, dialplan: str, raw: Mapping[Any, Any]) -> RolloutFlag:
+        return decode_flag(raw, f"redis {keys.rollout_flag(dialplan)}", self.spec_for(dialplan))
 
     # ---------------------------------------------------------------------------------------- call path
     async def get_flag(self, dialplan: str) -> RolloutFlag:
@@ -248,7 +282,7 @@ class RolloutStore:
             flag, self.last_source[dialplan] = self.default_for(dialplan), "default"
         else:
             try:
-                flag = decode_flag(raw, f"redis {keys.rollout_flag(dialplan)}")
+                flag = self._decode(dialplan, raw)
             except ConfigError as exc:
                 self.read_failures += 1
                 log.error("invalid stored rollout flag: %s; using the last known or default flag", exc)
@@ -265,59 +299,104 @@ class RolloutStore:
         return self.default_for(dialplan)
 
     async def decide(self, dialplan: str, caller: str, call_id: str, *, voice: str = "alloy") -> Decision:
-        """:func:`bridge.rollout.policy.decide` on the dialplan's current flag."""
-        return rollout.decide(await self.get_flag(dialplan), caller, call_id, voice=voice)
+        """:func:`bridge.rollout.policy.decide` on the dialplan's variants and current flag."""
+        return policy.decide(self.spec_for(dialplan), await self.get_flag(dialplan), caller, call_id, voice=voice)
 
-    async def record_outcome(self, dialect: str, dialplan: str, outcome: str) -> bool:
-        """Count one finished call (``ok``, ``connect_failure`` or ``dropped``) in the dialect's sliding window.
-        Never raises for Redis: returns False (and counts ``outcome_failures``) when it could not record."""
-        if dialect not in _DIALECTS:
-            raise ValueError(f"unknown dialect {dialect!r} (expected one of {_DIALECTS})")
-        if outcome not in OUTCOMES:
-            raise ValueError(f"unknown outcome {outcome!r} (expected one of {OUTCOMES})")
+    async def record_call(self, dialplan: str, variant: str, record: Mapping[str, Any]) -> bool:
+        """Add one finished call (:meth:`bridge.rollout.health.CallStats.record`) to the variant's sliding window.
+        Never raises for Redis: returns False (and counts ``record_failures``) when it could not record."""
         now = self._clock()
-        key = keys.health(dialplan, dialect, outcome)
+        key = keys.variant_calls(dialplan, variant)
+        member = json.dumps({"t": round(now, 6), "id": uuid.uuid4().hex[:12], **record}, separators=(",", ":"))
         try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.zadd(key, {f"{now:.6f}:{uuid.uuid4().hex[:12]}": now})
+            pipe.zadd(key, {member: now})
             pipe.zremrangebyscore(key, "-inf", now - keys.HEALTH_RETENTION_S)
             pipe.expire(key, keys.HEALTH_TTL_S)
             await asyncio.wait_for(pipe.execute(), self.read_timeout_s * 2)
         except (RedisError, OSError, TimeoutError) as exc:
-            self.outcome_failures += 1
-            log.warning("could not record a %s outcome for %s/%s: %s", outcome, dialplan, dialect, redact(str(exc)))
+            self.record_failures += 1
+            log.warning("could not record a call of %s/%s: %s", dialplan, variant, redact(str(exc)))
             return False
         return True
 
-    async def check_rollback(self, dialplan: str) -> str | None:
-        """Roll GA back (``ga_percent`` -> 0, audited as ``auto-rollback``) if its failure rate says so; the reason,
-        or None. Never raises: with Redis away there is nothing to decide from, and None is returned."""
+    async def window(self, dialplan: str, window_s: float | None = None) -> dict[str, WindowStats]:
+        """Each variant's :class:`WindowStats` over the last ``window_s`` seconds (default: the flag's)."""
+        if window_s is None:
+            window_s = ((await self.stored_flag(dialplan)) or self.default_for(dialplan)).window_s
+        since = self._clock() - window_s
+        names = self.spec_for(dialplan).names
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.zrangebyscore(keys.variant_calls(dialplan, name), since, "+inf")
+        found = await self._call(pipe.execute())
+        out: dict[str, WindowStats] = {}
+        for name, members in zip(names, found, strict=True):
+            records = []
+            for m in members:
+                try:
+                    record = json.loads(m)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    records.append(record)
+            out[name] = WindowStats.of(records)
+        return out
+
+    async def check_rollback(self, dialplan: str) -> list[Rollback]:
+        """Roll back every variant that is worse than the safe one (its weight -> the safe variant, audited as
+        ``auto-rollback`` with the numbers). Never raises: with Redis away there is nothing to decide from, and
+        nothing is rolled back."""
+        spec = self.spec_for(dialplan)
         try:
             flag = await self.stored_flag(dialplan) or self.default_for(dialplan)
-            stats = await self.window_stats(dialplan, flag.window_s)
-            reason = rollout.should_rollback(stats["ga"], stats["beta"], flag)
-            if reason is None:
-                return None
-
-            def compute(old: RolloutFlag) -> dict[str, Any] | None:
-                # Re-decided on the flag inside the transaction: another worker may have rolled back already.
-                return {"ga_percent": 0} if rollout.should_rollback(stats["ga"], stats["beta"], old) else None
-
-            change = await self.update_flag(dialplan, compute, AUTO_ROLLBACK_WHO, reason)
+            if flag.kill:
+                return []
+            stats = await self.window(dialplan, flag.window_s)
+            safe = stats[spec.safe]
+            out: list[Rollback] = []
+            for name in spec.names:
+                if name == spec.safe or flag.weight(name) <= 0:
+                    continue
+                reason = should_rollback(name, stats[name], safe, flag.rule)
+                if reason is None:
+                    continue
+                rollback = await self._roll_back(dialplan, spec, name, reason, stats)
+                if rollback is not None:
+                    out.append(rollback)
         except (StoreUnavailable, ConfigError) as exc:
             log.warning("rollback check of %s skipped: %s", dialplan, exc)
-            return None
-        if not change.changed:
+            return []
+        return out
+
+    async def _roll_back(
+        self, dialplan: str, spec: RolloutSpec, name: str, reason: str, stats: Mapping[str, WindowStats]
+    ) -> Rollback | None:
+        def compute(old: RolloutFlag) -> dict[str, Any] | None:
+            # Decided again on the flag inside the transaction: another worker may have rolled back already.
+            still = should_rollback(name, stats[name], stats[spec.safe], old.rule)
+            if old.kill or old.weight(name) <= 0 or still is None:
+                return None
+            weights = dict(old.weights)
+            weights[spec.safe] = old.weight(spec.safe) + old.weight(name)
+            weights[name] = 0.0
+            return {"weights": weights}
+
+        evidence = {"variant": {"name": name, **stats[name].to_json()}, "safe": {"name": spec.safe,
+                    **stats[spec.safe].to_json()}}  # fmt: skip
+        change = await self.update_flag(dialplan, compute, AUTO_ROLLBACK_WHO, reason, evidence=evidence)
+        if not change.changed or change.audit_id is None:
             return None
         self.rollbacks += 1
-        log.warning("rollout %s rolled back to beta: %s", dialplan, reason)
-        return reason
+        log.warning("rollout %s: %s rolled back to %s: %s", dialplan, name, spec.safe, reason)
+        evidence["weights"] = {"old": change.old.weights, "new": change.new.weights}
+        return Rollback(dialplan, name, reason, evidence, change.audit_id)
 
     # ---------------------------------------------------------------------------------------- supervisors
     async def stored_flag(self, dialplan: str) -> RolloutFlag | None:
         """The stored flag (None if none is stored). Raises StoreUnavailable or ConfigError (bad stored data)."""
         raw = await self._call(self.client.hgetall(keys.rollout_flag(dialplan)))
-        return decode_flag(raw, f"redis {keys.rollout_flag(dialplan)}") if raw else None
+        return self._decode(dialplan, raw) if raw else None
 
     async def dialplans(self) -> list[str]:
         """Dialplans that have a stored flag."""
@@ -342,28 +421,12 @@ class RolloutStore:
             last = f"({batch[-1][0].decode() if isinstance(batch[-1][0], bytes) else batch[-1][0]}"
         return out[:count]
 
-    async def window_stats(self, dialplan: str, window_s: float | None = None) -> dict[str, WindowStats]:
-        """``{"ga": WindowStats, "beta": WindowStats}`` over the last ``window_s`` seconds (default: the flag's)."""
-        if window_s is None:
-            window_s = ((await self.stored_flag(dialplan)) or self.default_for(dialplan)).window_s
-        since = self._clock() - window_s
-        pipe = self.client.pipeline(transaction=False)
-        for dialect in _DIALECTS:
-            for outcome in OUTCOMES:
-                pipe.zcount(keys.health(dialplan, dialect, outcome), since, "+inf")
-        counts = await self._call(pipe.execute())
-        out: dict[str, WindowStats] = {}
-        for i, dialect in enumerate(_DIALECTS):
-            per: dict[str, int] = {o: int(counts[i * len(OUTCOMES) + j]) for j, o in enumerate(OUTCOMES)}
-            out[dialect] = WindowStats.from_counts(per)
-        return out
-
     async def set_flag(self, dialplan: str, changes: Mapping[str, Any], who: str, reason: str) -> FlagChange:
         """Change settings of a dialplan's flag and audit it. ``changes`` maps setting names to new values.
 
-        Raises ConfigError (unknown setting, invalid value, empty who or reason, bad dialplan name) before writing
-        anything, StoreUnavailable when Redis is away. A change that changes nothing writes nothing
-        (``FlagChange.changed`` is False).
+        Raises ConfigError (unknown setting, invalid value, a variant the dialplan lacks, empty who or reason, bad
+        dialplan name) before writing anything, StoreUnavailable when Redis is away. A change that changes nothing
+        writes nothing (``FlagChange.changed`` is False).
         """
         unknown = sorted(set(changes) - set(RolloutFlag.model_fields))
         if unknown:
@@ -377,10 +440,12 @@ class RolloutStore:
         compute: Callable[[RolloutFlag], Mapping[str, Any] | None],
         who: str,
         reason: str,
+        *,
+        evidence: Mapping[str, Any] | None = None,
     ) -> FlagChange:
         """Like :meth:`set_flag`, with the changes computed from the current flag inside the transaction (so that
         adding a number to a list cannot lose another supervisor's concurrent addition). ``compute`` may run more
-        than once; returning None or ``{}`` changes nothing."""
+        than once; returning None or ``{}`` changes nothing. ``evidence`` goes into the audit entry."""
         source = f"rollout {dialplan}"
         if not _DIALPLAN_NAME.match(dialplan):
             raise ConfigError(source, "dialplan", "must match ^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -390,17 +455,18 @@ class RolloutStore:
         if not reason:
             raise ConfigError(source, "reason", "required: why this change is made")
         key = keys.rollout_flag(dialplan)
+        spec = self.spec_for(dialplan)
         try:
             async with self.client.pipeline(transaction=True) as pipe:
                 while True:
                     try:
                         await pipe.watch(key)
                         raw = await pipe.hgetall(key)
-                        old = decode_flag(raw, f"redis {key}") if raw else self.default_for(dialplan)
+                        old = self._decode(dialplan, raw) if raw else self.default_for(dialplan)
                         changes = compute(old)
                         if not changes:
                             return FlagChange(dialplan, old, old, None)  # leaving the block resets (UNWATCH)
-                        new = validate_flag(old.model_dump() | dict(changes), source)
+                        new = validate_flag(old.model_dump() | dict(changes), source, spec)
                         diff = [n for n in RolloutFlag.model_fields if getattr(old, n) != getattr(new, n)]
                         if not diff:
                             return FlagChange(dialplan, old, new, None)
@@ -413,7 +479,10 @@ class RolloutStore:
                             "old": json.dumps({n: _json_value(getattr(old, n)) for n in diff}),
                             "new": json.dumps({n: _json_value(getattr(new, n)) for n in diff}),
                         }
+                        if evidence:
+                            entry["evidence"] = json.dumps(evidence, default=str)
                         pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves Pipeline.multi unannotated
+                        pipe.delete(key)  # a hash of the shape before variants loses its old fields
                         pipe.hset(key, mapping=encode_flag(new))
                         pipe.sadd(keys.ROLLOUT_DIALPLANS, dialplan)
                         pipe.xadd(keys.ROLLOUT_AUDIT, entry, maxlen=keys.AUDIT_MAXLEN, approximate=True)

@@ -374,13 +374,14 @@ def _drain_node(pool: Pool, state: str) -> None:
 
 async def start_http(pool: Pool, settings: Settings) -> web.AppRunner:
     """The supervisor API, the console and /metrics on ``settings.http_port`` (127.0.0.1 unless sip_host is public)."""
-    from bridge.dialplan import load_dialplans
+    from bridge.dialplan import load_dialplans, rollout_specs
     from bridge.rollout.store import RolloutStore
     from bridge.store.calls import connect
     from bridge.supervisor.api import create_app
 
+    plans = load_dialplans(settings.dialplans)
     redis = connect(settings.redis_url) if settings.redis_url else None
-    rollouts = RolloutStore(client=redis) if redis is not None else None
+    rollouts = RolloutStore(client=redis, specs=rollout_specs(plans)) if redis is not None else None
     token = os.environ.get("CALLBRIDGE_SUPERVISOR_TOKEN")
     readonly_token = os.environ.get("CALLBRIDGE_SUPERVISOR_READONLY_TOKEN")
     session_s = os.environ.get("CALLBRIDGE_SUPERVISOR_SESSION_S", "")
@@ -393,7 +394,7 @@ async def start_http(pool: Pool, settings: Settings) -> web.AppRunner:
         rollouts=rollouts,
         health=pool.health,
         readonly_token=readonly_token,
-        rollout_dialplans=[p.name for p in load_dialplans(settings.dialplans) if p.dialect == "rollout"],
+        dialplans=plans,
         lost_workers=pool.dead_workers,
         **({"session_ttl_s": float(session_s)} if session_s else {}),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import fcntl
 import json
 import logging
@@ -17,20 +18,21 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 from pydantic import SecretStr
 
 from bridge import metrics
 from bridge.call.session import CallSession, Listener
 from bridge.config import Settings
-from bridge.dialplan import Dialplan, load_dialplans, route
+from bridge.dialplan import Dialplan, load_dialplans, rollout_specs, route
 from bridge.errors import BridgeError, ConnectError, redact
 from bridge.realtime.breaker import Breaker
-from bridge.realtime.client import RealtimeClient
 from bridge.realtime.credentials import BROKER_URL_ENV, Sources
 from bridge.realtime.dialects import DIALECTS, get_dialect
-from bridge.rollout.policy import CallHealth, Decision, DialectName, RolloutFlag, decide, fallback
+from bridge.rollout import catalog
+from bridge.rollout.calls import VariantCall
+from bridge.rollout.policy import Decision, RolloutFlag, decide
 from bridge.rollout.store import RolloutStore
 from bridge.runtime.memory import CycleCollector
 from bridge.runtime.metronome import for_loop as metronome_for
@@ -60,11 +62,29 @@ def lock_port(host: str, port: int) -> IO[str] | None:
 
 
 def fixed_decision(plan: Dialplan) -> Decision:
-    """A plan pinned to one dialect: its own model (or the dialect's default) and voice."""
+    """A plan pinned to one dialect: one variant, named after the dialect, on its own model (or the dialect's
+    default) and voice."""
     dialect = get_dialect(plan.dialect)
     model = plan.profile.model or dialect.default_model
-    name = cast(DialectName, dialect.name)  # a pinned plan's dialect is one of the rollout's two
-    return Decision(name, model, plan.profile.voice, f"dialplan pins {name}")
+    return Decision(dialect.name, dialect.name, model, plan.profile.voice, f"dialplan pins {dialect.name}")
+
+
+def warn_shutdowns(
+    plans: list[Dialplan], today: dt.date | None = None, *, log_due: bool = True
+) -> list[catalog.Shutdown]:
+    """Set the shutdown gauge of every rollout variant whose model has an announced shutdown date, and (``log_due``)
+    log a warning for each within :data:`~bridge.rollout.catalog.SHUTDOWN_WARNING_DAYS`. Returns those due."""
+    specs = rollout_specs(plans)
+    found = catalog.shutdowns((dp, v) for dp, spec in specs.items() for v in spec.variants)
+    for s in found:
+        metrics.MODEL_SHUTDOWN.labels(s.dialplan, s.variant, s.model).set(
+            dt.datetime.combine(s.date, dt.time(), dt.UTC).timestamp()
+        )
+    today = today or dt.datetime.now(dt.UTC).date()
+    due = catalog.due(found, today)
+    for s in due if log_due else ():
+        log.warning("%s", s.warning(today))
+    return due
 
 
 def consent_greeting(plan: Dialplan) -> str | None:
@@ -87,6 +107,8 @@ class Worker:
         self.settings = settings
         self.index = index
         self.plans = load_dialplans(settings.dialplans)
+        self.specs = rollout_specs(self.plans)
+        self.prices = catalog.load_prices(settings.price_table)
         key = None if os.environ.get(BROKER_URL_ENV) else settings.credential
         self.credentials = Sources.from_environment(settings.realtime_url, key, mint=settings.credentials == "mint")
         self.store: CallStore | None = None
@@ -97,12 +119,25 @@ class Worker:
         metrics.BREAKER_OPEN.labels(str(index)).set(0)
         self._background: set[asyncio.Task[Any]] = set()
 
-    async def _decide(self, plan: Dialplan, call: Any) -> Decision:
-        if plan.dialect != "rollout":
-            return fixed_decision(plan)
-        if self.rollouts is None:  # no Redis: the plan's built-in flag (GA 0% -> beta) decides
-            return decide(RolloutFlag(), call.caller, call.call_id, voice=plan.profile.voice)
-        return await self.rollouts.decide(plan.name, call.caller, call.call_id, voice=plan.profile.voice)
+    async def _variant_call(self, plan: Dialplan, call: Any) -> VariantCall:
+        """The call's variant: a pinned plan's only one, or the rollout's decision on the plan's flag (without
+        Redis: the dialplan's own defaults)."""
+        spec = plan.rollout_spec
+        if spec is None:
+            decision, variant, fallback_voice = fixed_decision(plan), None, plan.profile.voice
+        else:
+            flag: RolloutFlag = await self.rollouts.get_flag(plan.name) if self.rollouts else spec.default_flag()
+            decision = decide(spec, flag, call.caller, call.call_id, voice=plan.profile.voice)
+            variant, fallback_voice = spec.variant(decision.variant), flag.fallback_voice
+        return VariantCall(
+            plan,
+            decision,
+            variant=variant,
+            fallback_voice=fallback_voice,
+            sources=self.credentials,
+            realtime_url=self.settings.realtime_url,
+            prices=self.prices,
+        )
 
     async def handle(self, call: Any) -> None:
         try:
@@ -136,34 +171,16 @@ class Worker:
             return
         if plan.allowed_sources and not call.enforce_sources(plan.allowed_sources):
             return  # 403, counted (metrics via on_rejected)
-        decision = await self._decide(plan, call)
-        dialect = get_dialect(decision.dialect)
-        settings = self.settings
-        profile = plan.profile.model_copy(update={"model": decision.model, "voice": decision.voice})
-        call_plan = plan.model_copy(update={"profile": profile, "greeting": consent_greeting(plan)})
+        vc = await self._variant_call(plan, call)
+        decision, dialect, settings = vc.decision, vc.dialect, self.settings
+        call_plan = plan.model_copy(update={"profile": vc.profile(), "greeting": consent_greeting(plan)})
         log.info(
-            "call %s from %s to %s: %s (%s)", call.call_id, call.caller, call.called, dialect.name, decision.reason
-        )
+            "call %s from %s to %s: variant %s (%s, %s, voice %s; %s)",
+            call.call_id, call.caller, call.called, decision.variant, dialect.name, decision.model, decision.voice,
+            decision.reason,
+        )  # fmt: skip
 
-        async def connect() -> RealtimeClient:
-            nonlocal decision
-            source = self.credentials.get(dialect, decision.model)
-            client = RealtimeClient(dialect, settings.realtime_url, source, model=decision.model)
-            try:
-                await client.connect()
-            except ConnectError:
-                retry = fallback(decision, voice=plan.profile.voice, fallback_voice="alloy")
-                if retry is None:
-                    raise
-                log.warning("call %s: %s; retrying with %s", call.call_id, decision.model, retry.model)
-                decision = retry
-                source = self.credentials.get(dialect, retry.model)
-                client = RealtimeClient(dialect, settings.realtime_url, source, model=retry.model)
-                await client.connect()
-            return client
-
-        health = CallHealth()
-        listeners: list[Listener] = [metrics.call_listener(dialect.name, plan.name), health]
+        listeners: list[Listener] = [metrics.call_listener(dialect.name, plan.name), vc.stats]
         if self.store is not None:
             listeners.append(
                 self.store.listener_for(
@@ -191,15 +208,23 @@ class Worker:
             leg,
             call_plan,
             dialect,
-            connect,
+            vc.connect,
             listeners=listeners,
             max_session_s=settings.realtime_max_session_s,
-            credentials=self.credentials.get(dialect, decision.model),
+            credentials=vc.credentials,  # follows a fallback to the variant's fallback model
             metronome=metronome_for(),  # one 20 ms beat for every call of the worker, on the media clock
             model_down=self.breaker.open,
             reject_when_down=settings.reject_when_model_down,
             on_connect=self._connected,
         )
+
+        def fell_back(retry: Decision) -> None:
+            # The session opens its next session with this profile (session.update with the fallback's voice).
+            session.plan = session.plan.model_copy(update={"profile": vc.profile()})
+            if self.store is not None:
+                self.store.update(call.call_id, model=retry.model, voice=retry.voice)
+
+        vc.on_fallback.append(fell_back)
         if self.store is not None:
             self.store.watch(call.call_id, session.progress)
             remember = asyncio.create_task(self._remember_dialog(call), name=f"dialog-{call.call_id}")
@@ -226,15 +251,15 @@ class Worker:
             len(report.caller_transcript),
             len(report.agent_transcript),
         )
+        vc.finish()
+        record = vc.stats.record()
+        metrics.record_variant_call(plan.name, vc.decision.variant, record)
         if settings.report_file is not None:
-            append_report(settings.report_file, {"worker": self.index, **report.to_json()})
-        if self.rollouts is not None:
-            await self.rollouts.record_outcome(dialect.name, plan.name, health.outcome)
-            if plan.dialect == "rollout":
-                reason = await self.rollouts.check_rollback(plan.name)
-                if reason:
-                    metrics.ROLLBACKS.labels(plan.name).inc()
-                    log.warning("rollout %s rolled back to beta: %s", plan.name, reason)
+            append_report(settings.report_file, {"worker": self.index, **report.to_json(), **vc.report_fields()})
+        if self.rollouts is not None and plan.rollout_spec is not None:
+            await self.rollouts.record_call(plan.name, vc.decision.variant, record)
+            for rollback in await self.rollouts.check_rollback(plan.name):
+                metrics.ROLLBACKS.labels(plan.name, rollback.variant).inc()
 
     def _connected(self, exc: ConnectError | None) -> None:
         """Each Realtime open's outcome: the breaker, and one log line per failure cause (URL, status, no key)."""
@@ -289,8 +314,10 @@ class Worker:
             self.store = CallStore(s.redis_url, worker=f"{s.sip_host}:{port or self.index}")
             self.store.on_orphaned = self._end_orphans
             await self.store.start()
-            self.rollouts = RolloutStore(s.redis_url)
-        metrics.prime(tuple(DIALECTS), tuple(p.name for p in self.plans))
+            self.rollouts = RolloutStore(s.redis_url, specs=self.specs)
+        variants = {p.name: (p.rollout_spec.names if p.rollout_spec else (p.dialect,)) for p in self.plans}
+        metrics.prime(tuple(DIALECTS), tuple(p.name for p in self.plans), variants)
+        warn_shutdowns(self.plans, log_due=self.index == 0)  # one warning per node, not one per worker
         gateway = SipGateway(
             config,
             on_incoming=self.handle,

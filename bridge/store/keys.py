@@ -13,7 +13,8 @@ key                                          type        holds                  
 ``cb:{rollout}:dialplans``                   set         dialplans that have a stored flag               none
 ``cb:{rollout}:audit``                       stream      every flag change: who, when, old, new, why     none; capped
                                                                                                          AUDIT_MAXLEN
-``cb:{rollout}:health:<dp>:<dialect>:<o>``   sorted set  one member per finished call, score = time      HEALTH_TTL_S
+``cb:{rollout}:calls:<dp>:<variant>``        sorted set  one member per finished call (its numbers as    HEALTH_TTL_S
+                                                         JSON), score = time
 ===========================================  ==========  ==============================================  ===============
 
 The ``{...}`` parts are Redis Cluster hash tags: only the text between the braces picks the slot. A call's hash and
@@ -55,7 +56,7 @@ ROLLOUT_TAG: Final = "{rollout}"
 ROLLOUT_DIALPLANS: Final = f"{PREFIX}:{ROLLOUT_TAG}:dialplans"
 ROLLOUT_AUDIT: Final = f"{PREFIX}:{ROLLOUT_TAG}:audit"
 AUDIT_MAXLEN: Final = 10_000  # approximate cap of the audit stream (years of human changes)
-HEALTH_RETENTION_S: Final = 3600  # outcomes older than this are trimmed; the longest allowed rollback window
+HEALTH_RETENTION_S: Final = 3600  # calls older than this are trimmed; the longest allowed rollback window
 HEALTH_TTL_S: Final = 2 * HEALTH_RETENTION_S  # a window nobody writes to any more disappears by itself
 
 
@@ -79,6 +80,6 @@ def rollout_flag(dialplan: str) -> str:
     return f"{PREFIX}:{ROLLOUT_TAG}:flag:{dialplan}"
 
 
-def health(dialplan: str, dialect: str, outcome: str) -> str:
-    """The sliding window of one outcome (``ok``, ``connect_failure``, ``dropped``) of one dialect on one dialplan."""
-    return f"{PREFIX}:{ROLLOUT_TAG}:health:{dialplan}:{dialect}:{outcome}"
+def variant_calls(dialplan: str, variant: str) -> str:
+    """The sliding window of one rollout variant's finished calls on one dialplan (``bridge.rollout.health``)."""
+    return f"{PREFIX}:{ROLLOUT_TAG}:calls:{dialplan}:{variant}"

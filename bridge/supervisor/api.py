@@ -11,11 +11,15 @@
 ``GET /api/calls/{id}``             one call: its Redis hash and recent event summaries with transcripts
 ``GET /api/live/calls``             server-sent events: the live-calls table as it changes (:mod:`.live`)
 ``GET /api/live/calls/{id}``        server-sent events: one call's state, stream entries and latency as they happen
-``GET /api/rollout``                every stored rollout flag, and the recent audit entries
+``GET /api/rollout``                each rollout dialplan's variants, every stored flag, the recent audit entries
 ``GET /api/console/rollout``        the console's rollout panel (:mod:`bridge.supervisor.rollout_view`)
 ``POST /api/rollout/{dp}/preview``  operator: what a change would do, without saving it
-``PUT /api/rollout/{dp}``           operator: change a flag: JSON ``{"ga_percent", "kill", "allow", "deny", "reason",
-                                    "who"}`` (a console session's ``who`` is its own name, not the body's)
+``PUT /api/rollout/{dp}``           operator: change a flag: JSON ``{"weights", "kill", "allow", "deny", "sticky",
+                                    "reason", "who"}`` as ``callbridge rollout set`` takes them (``weights``: an object
+                                    of numbers or ``"NAME=W,NAME=W"``; ``allow``/``deny``: an object of caller lists per
+                                    variant); a console session's ``who`` is its own name, not the body's. A refused
+                                    change answers 400 ``{"error", "field"}``, the field named as in the flag
+                                    (``weights.NAME``, ``deny.NAME``, ``reason``, ...)
 ==================================  ==================================================================================
 
 Every ``/api`` route wants a credential (:mod:`bridge.supervisor.auth`): ``Authorization: Bearer <token>`` or a
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
@@ -39,7 +44,10 @@ from aiohttp import web
 from redis import asyncio as aioredis
 
 from bridge import metrics
+from bridge.dialplan import Dialplan, rollout_plans
 from bridge.errors import ConfigError
+from bridge.rollout import catalog
+from bridge.rollout.policy import describe_variants
 from bridge.rollout.store import RolloutStore
 from bridge.store.calls import StoreUnavailable, read_call, read_live_calls
 from bridge.supervisor import console, rollout_view
@@ -58,7 +66,7 @@ from bridge.supervisor.live import Event, LiveCalls, follow_call
 log = logging.getLogger("bridge.supervisor")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ROLLOUT_FIELDS = {"ga_percent", "kill", "allow", "deny", "sticky", "model_selection"}
+ROLLOUT_FIELDS = frozenset({"weights", "kill", "allow", "deny", "sticky"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Who makes the request being handled: set by the auth middleware, read by the handler (the same task).
 PRINCIPAL: ContextVar[Principal] = ContextVar("supervisor_principal")
@@ -99,18 +107,18 @@ def create_app(
     rollouts: RolloutStore | None,
     health: Callable[[], dict[str, Any]] = dict,
     readonly_token: str | None = None,
-    rollout_dialplans: Iterable[str] = (),
+    dialplans: Iterable[Dialplan] = (),
     lost_workers: Callable[[], Collection[str]] = frozenset,
     session_ttl_s: float = SESSION_TTL_S,
     refused_delay_s: float = REFUSED_DELAY_S,
 ) -> web.Application:
-    """``token`` is the operator's, ``readonly_token`` a watching supervisor's; ``rollout_dialplans`` are shown in the
-    rollout panel even before anyone stored a flag; ``lost_workers`` names this node's dead workers (their calls show
-    as lost at once)."""
+    """``token`` is the operator's, ``readonly_token`` a watching supervisor's; the rollout plans among ``dialplans``
+    are shown with their variants even before anyone stored a flag; ``lost_workers`` names this node's dead workers
+    (their calls show as lost at once)."""
     tokens = Tokens(token, readonly_token)
     sessions = Sessions(session_ttl_s)
     live = LiveCalls(redis, lost_workers=lost_workers) if redis is not None else None
-    rollout_names = tuple(rollout_dialplans)
+    plans = rollout_plans(dialplans)
     stopping = asyncio.Event()
     for via in ("signin", "bearer"):
         metrics.SUPERVISOR_REFUSED_TOKENS.labels(via)
@@ -264,18 +272,37 @@ def create_app(
     async def get_rollout(request: web.Request) -> web.Response:
         store = need_rollouts()
         flags = await store.flags()
+        today = dt.datetime.now(dt.UTC).date()
+        rollouts = {}
+        for name, (spec, voice) in plans.items():
+            flag = flags.get(name) or store.default_for(name)
+            rollouts[name] = {
+                "stored": name in flags,
+                "safe": spec.safe,
+                "variants": describe_variants(spec, flag, voice, catalog.shutdown_dates(), today),
+            }
         audit = await store.audit(count=20)
         return _json(
             {
                 "flags": {name: flag.model_dump(mode="json") for name, flag in flags.items()},
+                "rollouts": rollouts,
                 "audit": [a.to_json() for a in audit],
             }
         )
 
     async def get_rollout_panel(request: web.Request) -> web.Response:
-        body = await rollout_view.panel(need_rollouts(), rollout_names)
+        body = await rollout_view.panel(need_rollouts(), plans)
         body["can_change"] = principal_of(request).can_change
         return _json(body)
+
+    def refused(exc: ConfigError) -> web.Response:
+        return _json({"error": f"{exc.field}: {exc.message}", "field": exc.field}, 400)
+
+    def rollout_of(dialplan: str) -> None:
+        if dialplan not in plans:
+            known = ", ".join(sorted(plans)) or "none"
+            message = f"not a rollout dialplan here (rollout dialplans: {known})"
+            raise ConfigError(f"rollout {dialplan}", "dialplan", message)
 
     async def preview_rollout(request: web.Request) -> web.Response:
         need_operator(request)
@@ -283,27 +310,32 @@ def create_app(
         body = await json_body(request)
         dialplan = request.match_info["dialplan"]
         try:
+            rollout_of(dialplan)
             old = await store.stored_flag(dialplan) or store.default_for(dialplan)
-            return _json(rollout_view.preview(dialplan, old, body))
+            return _json(rollout_view.preview(dialplan, store.spec_for(dialplan), old, body))
         except ConfigError as exc:
-            return _json({"error": str(exc), "field": exc.field}, 400)
+            return refused(exc)
 
     async def put_rollout(request: web.Request) -> web.Response:
         principal = need_operator(request)
         store = need_rollouts()
         body = await json_body(request)
+        dialplan = request.match_info["dialplan"]
         reason, who = body.pop("reason", None), body.pop("who", principal.who)
         if principal.via == "session":
             who = principal.who  # the audit names the signed-in supervisor, whatever the page sent
-        unknown = set(body) - ROLLOUT_FIELDS
-        if unknown:
-            return _json({"error": f"unknown field(s): {sorted(unknown)}"}, 400)
-        if not reason:
-            return _json({"error": "reason is required"}, 400)
+        unknown = sorted(set(body) - ROLLOUT_FIELDS)
         try:
-            change = await store.set_flag(request.match_info["dialplan"], body, str(who), str(reason))
+            rollout_of(dialplan)
+            if unknown:
+                known = ", ".join(sorted(ROLLOUT_FIELDS | {"reason", "who"}))
+                raise ConfigError(f"rollout {dialplan}", unknown[0], f"unknown field (known: {known})")
+            if not isinstance(reason, str) or not reason.strip():
+                raise ConfigError(f"rollout {dialplan}", "reason", "required: why this change is made")
+            changes = rollout_view.normalize_changes(body, f"rollout {dialplan}")
+            change = await store.set_flag(dialplan, changes, str(who), reason)
         except ConfigError as exc:
-            return _json({"error": str(exc), "field": exc.field}, 400)
+            return refused(exc)
         return _json(
             {"dialplan": change.dialplan, "changed": change.changed, "flag": change.new.model_dump(mode="json")}
         )

@@ -1,32 +1,44 @@
-"""The console's rollout panel as JSON: the one place that knows the shape of today's rollout flag.
+"""The console's rollout panel as JSON: the one place that knows the shape of the rollout flag.
 
-Today a rollout dialplan has two arms, GA and beta (the safe one), split by ``ga_percent``, overridden by the allow
-and deny lists and the kill switch (:mod:`bridge.rollout.policy`). The page draws whatever this module describes:
-the arms with their shares, the health table with the columns listed in ``health.columns``, the settings an operator
-may edit (``editable``, each with a kind the editor knows: ``percent``, ``switch``, ``numbers``). A rollout of more
-arms (weighted variants of dialect, model and voice) changes this module, not the page.
+A rollout dialplan has variants (dialect, model, voice, profile overrides), one of them safe, split by weights and
+overridden by per-variant allow and deny lists and the kill switch (:mod:`bridge.rollout.policy`). The page draws
+whatever this module describes: each variant with its weight, share, model and voice, and its health over the
+window side by side in the same row (the columns listed in ``health.columns``), and the settings an operator may
+edit (``editable``, each with a kind the editor knows: ``weights`` one number per variant, ``switch``,
+``variant-numbers`` one list of callers per variant).
 
 :func:`panel` reads the store; :func:`dialplan_panel` and :func:`preview` are pure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
+from bridge.dialplan import RolloutPlans
 from bridge.errors import ConfigError
-from bridge.rollout.policy import RolloutFlag, WindowStats
-from bridge.rollout.store import RolloutStore, validate_flag
+from bridge.rollout import catalog
+from bridge.rollout.health import WindowStats
+from bridge.rollout.policy import (
+    RolloutFlag,
+    RolloutSpec,
+    describe_variants,
+    legacy_spec,
+    parse_weights,
+    shares,
+    validate_flag,
+)
+from bridge.rollout.store import RolloutStore
 
 AUDIT_COUNT = 30
-SAFE_ARM = "beta"  # the kill switch and the deny list send callers here
 
 # (setting, label, editor kind); the editor of each kind is in static/rollout.js
 EDITABLE: tuple[tuple[str, str, str], ...] = (
-    ("ga_percent", "GA share (%)", "percent"),
-    ("kill", "Kill switch (everyone on beta)", "switch"),
-    ("allow", "Allow list (always GA)", "numbers"),
-    ("deny", "Deny list (always beta)", "numbers"),
+    ("weights", "Weights (relative)", "weights"),
+    ("kill", "Kill switch (everyone on the safe variant)", "switch"),
+    ("allow", "Allow lists (always this variant)", "variant-numbers"),
+    ("deny", "Deny lists (never this variant: the safe one instead)", "variant-numbers"),
 )
 EDITABLE_SETTINGS = frozenset(name for name, _, _ in EDITABLE)
 
@@ -36,79 +48,95 @@ HEALTH_COLUMNS: tuple[tuple[str, str], ...] = (
     ("connect_failures", "Connection failures"),
     ("dropped", "Dropped sessions"),
     ("failure_rate", "Failure rate"),
+    ("first_audio_p95_ms", "First audio p95"),
+    ("truncate_failure_rate", "Barge-in recovery failures"),
+    ("function_call_success_rate", "Function calls OK"),
+    ("cost_per_call_usd", "Cost per call"),
 )
 
 
 def _value(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, dict):
+        return {k: _value(v) for k, v in value.items()}
+    return value
 
 
-def _health_row(arm: str, stats: WindowStats) -> dict[str, Any]:
-    return {
-        "arm": arm,
-        "calls": stats.calls,
-        "connect_failures": stats.connect_failures,
-        "dropped": stats.dropped,
-        "failure_rate": round(stats.failure_rate, 4),
-    }
-
-
-def dialplan_panel(dialplan: str, flag: RolloutFlag, stored: bool, stats: Mapping[str, WindowStats]) -> dict[str, Any]:
-    """One dialplan's panel: arms, lists, kill switch, health over the window, what may be edited."""
-    ga_share = 0.0 if flag.kill else flag.ga_percent
-    arms = [
-        {"name": "ga", "label": "GA", "share_percent": ga_share, "model": flag.ga_model, "safe": False},
-        {"name": "beta", "label": "beta", "share_percent": round(100.0 - ga_share, 2), "model": flag.legacy_model,
-         "safe": True},
-    ]  # fmt: skip
+def dialplan_panel(
+    dialplan: str,
+    spec: RolloutSpec,
+    flag: RolloutFlag,
+    stored: bool,
+    stats: Mapping[str, WindowStats],
+    *,
+    voice: str = "alloy",
+    today: dt.date | None = None,
+) -> dict[str, Any]:
+    """One dialplan's panel: variants with weights and health, lists, kill switch, what may be edited."""
+    rows = [{"variant": n, **stats.get(n, WindowStats()).to_json()} for n in spec.names]
     return {
         "dialplan": dialplan,
-        "stored": stored,  # False: nobody set a flag yet, these are the defaults
-        "arms": arms,
-        "safe_arm": SAFE_ARM,
+        "stored": stored,  # False: nobody set a flag yet, these are the dialplan's defaults
+        "variants": describe_variants(
+            spec, flag, voice, catalog.shutdown_dates(), today or dt.datetime.now(dt.UTC).date()
+        ),
+        "safe_variant": spec.safe,
         "kill": flag.kill,
-        "allow": list(flag.allow),
-        "deny": list(flag.deny),
+        "allow": _value(flag.allow),
+        "deny": _value(flag.deny),
         "sticky": flag.sticky,
-        "model_selection": flag.model_selection,
         "health": {
             "window_s": flag.window_s,
             "columns": [{"key": k, "label": label} for k, label in HEALTH_COLUMNS],
-            "rows": [_health_row(arm, stats.get(arm, WindowStats())) for arm in ("ga", "beta")],
+            "rows": rows,
             "rollback": {"min_calls": flag.min_calls, "failure_rate_threshold": flag.failure_rate_threshold},
         },
         "editable": [{"setting": name, "label": label, "kind": kind} for name, label, kind in EDITABLE],
-        "values": {name: _value(getattr(flag, name)) for name in EDITABLE_SETTINGS},
+        "values": {
+            "weights": {n: flag.weight(n) for n in spec.names},
+            "kill": flag.kill,
+            "allow": {n: list(flag.allow.get(n, ())) for n in spec.names},
+            "deny": {n: list(flag.deny.get(n, ())) for n in spec.names},
+        },
     }
 
 
-async def panel(
-    store: RolloutStore, dialplans: Iterable[str] = (), *, audit_count: int = AUDIT_COUNT
-) -> dict[str, Any]:
-    """Every rollout dialplan (those given, e.g. from the dialplan files, and those with a stored flag) and the most
-    recent audit entries. Raises StoreUnavailable when Redis is away."""
-    names = sorted(set(dialplans) | set(await store.dialplans()))
+async def panel(store: RolloutStore, plans: RolloutPlans, *, audit_count: int = AUDIT_COUNT) -> dict[str, Any]:
+    """Every rollout dialplan (those of the dialplan files, and those with a stored flag) and the most recent audit
+    entries. Raises StoreUnavailable when Redis is away."""
+    names = sorted(set(plans) | set(await store.dialplans()))
     out = []
     for name in names:
+        spec, voice = plans.get(name, (legacy_spec(), "alloy"))
         stored = await store.stored_flag(name)
-        flag = stored or store.default_for(name)
-        out.append(dialplan_panel(name, flag, stored is not None, await store.window_stats(name, flag.window_s)))
+        flag = stored or spec.default_flag()
+        window = await store.window(name, flag.window_s)
+        out.append(dialplan_panel(name, spec, flag, stored is not None, window, voice=voice))
     audit = await store.audit(count=audit_count)
     return {"dialplans": out, "audit": [a.to_json() for a in audit]}
 
 
-def preview(dialplan: str, old: RolloutFlag, changes: Mapping[str, Any]) -> dict[str, Any]:
+def normalize_changes(changes: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A change as the API takes it: ``weights`` may also be ``"NAME=W,NAME=W"`` (as on the command line)."""
+    out = dict(changes)
+    if isinstance(out.get("weights"), str):
+        out["weights"] = parse_weights(out["weights"], source)
+    return out
+
+
+def preview(dialplan: str, spec: RolloutSpec, old: RolloutFlag, changes: Mapping[str, Any]) -> dict[str, Any]:
     """What saving ``changes`` would do, without doing it: each changed setting's old and new value, in the order of
-    the flag's fields (as the audit entry will show them). Raises ConfigError for a setting the console may not edit
-    or an invalid value, exactly as the store would."""
+    the flag's fields (as the audit entry will show them), and the shares after. Raises ConfigError for a setting
+    the console may not edit or an invalid value, exactly as the store would, naming the field."""
     source = f"rollout {dialplan}"
     unknown = sorted(set(changes) - EDITABLE_SETTINGS)
     if unknown:
         raise ConfigError(source, unknown[0], f"not editable here (editable: {', '.join(sorted(EDITABLE_SETTINGS))})")
-    new = validate_flag(old.model_dump() | dict(changes), source)
+    new = validate_flag(old.model_dump() | normalize_changes(changes, source), source, spec)
     diff = [
         {"setting": name, "old": _value(getattr(old, name)), "new": _value(getattr(new, name))}
         for name in RolloutFlag.model_fields
         if getattr(old, name) != getattr(new, name)
     ]
-    return {"dialplan": dialplan, "changes": diff}
+    return {"dialplan": dialplan, "changes": diff, "shares": shares(spec, new)}

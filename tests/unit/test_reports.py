@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 
 from bridge import events as ev
 from bridge import metrics
-from bridge.rollout.policy import CallHealth
+from bridge.rollout.health import CallStats
 
 # (report, kind, summary, stored data): the timeline, Redis stream and recording text of each report.
 CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
@@ -199,7 +199,7 @@ def test_the_metrics_listener_counts_what_the_reports_say() -> None:
     ],
 )
 def test_the_rollout_health_of_a_call(reports: list[ev.Report], outcome: str) -> None:
-    health = CallHealth()
+    health = CallStats()
     for report in reports:
         health(report)
     assert health.outcome == outcome

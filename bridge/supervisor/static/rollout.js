@@ -1,6 +1,7 @@
-// The rollout panel: drawn from what GET /api/console/rollout describes (arms, health columns, editable settings),
-// so a rollout of another shape changes the server's description, not this module. Changes: an operator edits,
-// gives a reason, reviews the change the server computed (POST .../preview), then saves it (PUT).
+// The rollout panel: drawn from what GET /api/console/rollout describes (variants with their weights and health side
+// by side, health columns, editable settings), so a rollout of another shape changes the server's description, not
+// this module. Changes: an operator edits, gives a reason, reviews the change the server computed (POST
+// .../preview), then saves it (PUT).
 
 import { request } from "./api.js";
 import { $, h } from "./dom.js";
@@ -49,6 +50,11 @@ export async function load() {
 
 function text(value) {
   if (Array.isArray(value)) return value.length ? value.join(", ") : "(none)";
+  if (value && typeof value === "object") {
+    const parts = Object.entries(value).filter(([, v]) => !Array.isArray(v) || v.length)
+      .map(([k, v]) => `${k}: ${text(v)}`);
+    return parts.length ? parts.join("; ") : "(none)";
+  }
   if (value === true) return "on";
   if (value === false) return "off";
   return String(value);
@@ -56,56 +62,71 @@ function text(value) {
 
 function cell(key, value) {
   if (value === null || value === undefined) return "n/a";
-  if (key === "failure_rate") return `${(value * 100).toFixed(1)} %`;
+  if (key.endsWith("_rate")) return `${(value * 100).toFixed(1)} %`;
+  if (key.endsWith("_ms")) return `${Math.round(value)} ms`;
+  if (key.endsWith("_usd")) return `$${value.toFixed(4)}`;
   return String(value);
 }
 
 function card(dp) {
   const health = dp.health;
-  const arms = h("table", { class: "arms" },
-    h("thead", {}, h("tr", {}, h("th", {}, "Arm"), h("th", {}, "Share"), h("th", {}, "Model"), h("th", {}, ""))),
-    h("tbody", {}, dp.arms.map((a) =>
-      h("tr", { "data-arm": a.name }, h("td", {}, a.label), h("td", { class: "share" }, `${a.share_percent} %`),
-        h("td", {}, a.model), h("td", {}, a.safe ? "safe" : "")))));
-  const healthTable = h("table", { class: "health" },
-    h("thead", {}, h("tr", {}, h("th", {}, "Arm"), health.columns.map((c) => h("th", {}, c.label)))),
-    h("tbody", {}, health.rows.map((row) =>
-      h("tr", { "data-arm": row.arm }, h("td", {}, row.arm),
-        health.columns.map((c) => h("td", { "data-key": c.key }, cell(c.key, row[c.key])))))));
+  const rows = Object.fromEntries(health.rows.map((row) => [row.variant, row]));
+  const variants = h("table", { class: "variants" },
+    h("caption", {}, `Variants, and their health over the last ${health.window_s} s`),
+    h("thead", {}, h("tr", {}, ["Variant", "Weight", "Share", "Dialect", "Model", "Voice"].map((t) => h("th", {}, t)),
+      health.columns.map((c) => h("th", {}, c.label)))),
+    h("tbody", {}, dp.variants.map((v) =>
+      h("tr", { "data-variant": v.name },
+        h("td", { class: "name" }, v.name, v.safe ? h("span", { class: "muted" }, " (safe)") : null),
+        h("td", { class: "weight" }, String(v.weight)), h("td", { class: "share" }, `${v.share_percent} %`),
+        h("td", {}, v.dialect), h("td", { class: "model" }, v.model + (v.fallback_model ? ` → ${v.fallback_model}` : "")),
+        h("td", {}, v.voice),
+        health.columns.map((c) => h("td", { "data-key": c.key }, cell(c.key, (rows[v.name] || {})[c.key])))))));
+  const shutdowns = dp.variants.filter((v) => v.shutdown).map((v) =>
+    h("li", {}, `${v.name}: ${v.model} shuts down on ${v.shutdown} (in ${v.shutdown_days} days)`));
   const facts = h("dl", { class: "flag" },
     h("dt", {}, "Kill switch"), h("dd", { "data-setting": "kill" }, text(dp.kill)),
-    h("dt", {}, "Allow list"), h("dd", { "data-setting": "allow" }, text(dp.allow)),
-    h("dt", {}, "Deny list"), h("dd", { "data-setting": "deny" }, text(dp.deny)),
-    h("dt", {}, "Safe arm"), h("dd", {}, dp.safe_arm));
+    h("dt", {}, "Allow lists"), h("dd", { "data-setting": "allow" }, text(dp.allow)),
+    h("dt", {}, "Deny lists"), h("dd", { "data-setting": "deny" }, text(dp.deny)),
+    h("dt", {}, "Safe variant"), h("dd", {}, dp.safe_variant));
   return h("article", { class: "rollout", "data-dialplan": dp.dialplan },
     h("h3", {}, dp.dialplan, dp.stored ? "" : h("span", { class: "muted" }, " (defaults: never changed)")),
-    arms, facts,
-    h("h4", {}, `Health over the last ${health.window_s} s`), healthTable,
+    variants, facts,
+    shutdowns.length ? h("ul", { class: "shutdowns" }, shutdowns) : null,
     h("p", { class: "muted" },
-      `Automatic rollback to beta at ≥ ${health.rollback.min_calls} GA calls and a failure rate over ` +
-      `${(health.rollback.failure_rate_threshold * 100).toFixed(0)} %.`),
+      `Automatic rollback to ${dp.safe_variant} at ≥ ${health.rollback.min_calls} calls of a variant and a failure ` +
+      `rate over ${(health.rollback.failure_rate_threshold * 100).toFixed(0)} % and above ${dp.safe_variant}'s.`),
     canChange ? editor(dp) : null);
 }
 
-function field(setting, value) {
-  if (setting.kind === "percent") {
-    return h("input", { name: setting.setting, type: "number", min: 0, max: 100, step: "0.01", value });
+function field(setting, value, names) {
+  if (setting.kind === "weights") {
+    return h("span", { class: "weights" }, names.map((n) =>
+      h("label", {}, n, " ", h("input", { name: `${setting.setting}:${n}`, type: "number", min: 0, step: "any",
+        value: value[n] ?? 0 }))));
   }
   if (setting.kind === "switch") {
     const box = h("input", { name: setting.setting, type: "checkbox" });
     box.checked = Boolean(value);
     return box;
   }
-  const area = h("textarea", { name: setting.setting, rows: 2, placeholder: "one number per line" });
-  area.value = (value || []).join("\n");
-  return area;
+  return h("span", { class: "lists" }, names.map((n) => {
+    const area = h("textarea", { name: `${setting.setting}:${n}`, rows: 2, placeholder: `callers for ${n}, one per line` });
+    area.value = (value[n] || []).join("\n");
+    return h("label", {}, n, " ", area);
+  }));
 }
 
-function read(form, setting) {
-  const input = form.elements.namedItem(setting.setting);
-  if (setting.kind === "percent") return input.value === "" ? NaN : Number(input.value);
-  if (setting.kind === "switch") return input.checked;
-  return input.value.split(/[\n,]/).map((s) => s.trim()).filter(Boolean);
+function read(form, setting, names) {
+  if (setting.kind === "switch") return form.elements.namedItem(setting.setting).checked;
+  const out = {};
+  for (const n of names) {
+    const input = form.elements.namedItem(`${setting.setting}:${n}`);
+    out[n] = setting.kind === "weights"
+      ? (input.value === "" ? NaN : Number(input.value))
+      : input.value.split(/[\n,]/).map((s) => s.trim()).filter(Boolean);
+  }
+  return out;
 }
 
 function same(a, b) {
@@ -113,12 +134,14 @@ function same(a, b) {
 }
 
 function editor(dp) {
+  const names = dp.variants.map((v) => v.name);
   const out = h("div", { class: "review", role: "status" });
   const message = h("p", { class: "message", role: "alert" });
   const save = h("button", { type: "button", class: "save", disabled: true }, "Save change");
   const form = h("form", { class: "editor", autocomplete: "off" },
     h("h4", {}, "Change"),
-    dp.editable.map((s) => h("label", {}, s.label, " ", field(s, dp.values[s.setting]))),
+    dp.editable.map((s) => h("fieldset", { "data-setting": s.setting }, h("legend", {}, s.label),
+      field(s, dp.values[s.setting], names))),
     h("label", {}, "Reason (required) ", h("input", { name: "reason", maxlength: 500 })),
     h("button", { type: "submit", class: "review-button" }, "Review change"), save, out, message);
   let pending = null;
@@ -126,7 +149,7 @@ function editor(dp) {
   function changes() {
     const out = {};
     for (const s of dp.editable) {
-      const value = read(form, s);
+      const value = read(form, s, names);
       if (!same(value, dp.values[s.setting])) out[s.setting] = value;
     }
     return out;
@@ -161,6 +184,7 @@ function editor(dp) {
       h("p", {}, `Saving changes ${dp.dialplan} for the next call. Reason: `, h("q", {}, reason)),
       h("ul", {}, r.data.changes.map((c) =>
         h("li", { "data-setting": c.setting }, h("code", {}, c.setting), `: ${text(c.old)} → ${text(c.new)}`))),
+      h("p", { class: "shares" }, `Shares after: ${Object.entries(r.data.shares).map(([n, v]) => `${n} ${v} %`).join(", ")}`),
     );
     save.disabled = false;
   });

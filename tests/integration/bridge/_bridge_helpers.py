@@ -344,6 +344,8 @@ class BridgeStack:
     workers: int = 1
     emulator_settings: dict[str, Any] = field(default_factory=lambda: {"speed": 4.0})
     service_delay_s: float = 0.0  # > 0: the workers reach the emulator through a DelayProxy
+    redis_url: str | None = None  # the workers' state store and rollout flags (None: none)
+    extra_plans: list[dict[str, Any]] = field(default_factory=list)  # more dialplans, as the YAML files say them
     emulator: EmulatorServer | None = None
     pool: Pool | None = None
     proxy: DelayProxy | None = None
@@ -371,6 +373,8 @@ class BridgeStack:
 
     async def __aenter__(self) -> BridgeStack:
         write_dialplans(self.dialplans, self.transfer_target)
+        for plan in self.extra_plans:
+            (self.dialplans / f"{plan['name']}.yaml").write_text(json.dumps(plan))  # JSON is YAML
         self.emulator = EmulatorServer(LOCALHOST, 0, ping_interval_s=0, **self.emulator_settings)
         await self.emulator.start()
         realtime_url = self.emulator.base_url
@@ -384,6 +388,7 @@ class BridgeStack:
             realtime_url=realtime_url,
             dialplans=self.dialplans,
             report_file=self.reports_path,
+            redis_url=self.redis_url,
         )
         self.pool = Pool(settings)
         await self.pool.start()

@@ -4,7 +4,7 @@ and both supervisor tokens, a real Chromium (:mod:`_cdp`), and softphone calls (
 Test dialplans (called number -> plan):
 
     4000 (and "*")  desk     GA, pcm16, the caller speaks first
-    5000            canary   dialect "rollout": the rollout flag in Redis decides (none stored: beta)
+    5000            canary   dialect "rollout" with no variants of its own: GA against beta (beta safe; no flag: beta)
 """
 
 from __future__ import annotations

@@ -74,35 +74,35 @@ async def test_sign_in_tokens_roles_csrf_and_session_expiry(tmp_path: Path) -> N
 
         # -- a change without the CSRF token, or with a wrong one, is refused; with it, it goes through
         csrf = json.loads((await fetch(page, "GET", "/auth/session"))[1])["csrf"]
-        change = {"ga_percent": 50, "reason": "csrf probe"}
+        change = {"weights": {"ga": 50, "beta": 50}, "reason": "csrf probe"}
         assert (await fetch(page, "PUT", "/api/rollout/canary", change))[0] == 403
         assert (await fetch(page, "PUT", "/api/rollout/canary", change, {"X-CSRF-Token": csrf[::-1]}))[0] == 403
         assert (await fetch(page, "POST", "/auth/signout"))[0] == 403  # signing out is a change too
         status, flags = await stack.get("/api/rollout", token=OPERATOR_TOKEN)
         assert status == 200 and "canary" not in flags["flags"], "a refused change wrote something"
         status, body = await fetch(page, "PUT", "/api/rollout/canary", change, {"X-CSRF-Token": csrf})
-        assert status == 200 and json.loads(body)["flag"]["ga_percent"] == 50
+        assert status == 200 and json.loads(body)["flag"]["weights"] == {"ga": 50, "beta": 50}
         _, flags = await stack.get("/api/rollout", token=OPERATOR_TOKEN)
         assert flags["audit"][0]["who"] == "Olga (operator, console)"
 
         # -- a read-only supervisor, in a browser context of their own: sees the rollout, cannot change it
         viewer = await browser.page(own_context=True)
         await sign_in(viewer, stack.url, READONLY_TOKEN, name="Rita")
-        await viewer.wait_for("document.querySelector('article[data-dialplan=canary] tr[data-arm=ga] .share')")
-        assert await viewer.text("article[data-dialplan=canary] tr[data-arm=ga] .share") == "50 %"
+        await viewer.wait_for("document.querySelector('article[data-dialplan=canary] tr[data-variant=ga] .share')")
+        assert await viewer.text("article[data-dialplan=canary] tr[data-variant=ga] .share") == "50 %"
         assert await viewer.eval("document.querySelector('form.editor')") is None
         assert "Read-only" in await viewer.text("#rollout-note")
         ro_csrf = json.loads((await fetch(viewer, "GET", "/auth/session"))[1])["csrf"]
         for method, path in (("PUT", "/api/rollout/canary"), ("POST", "/api/rollout/canary/preview")):
             headers = {"X-CSRF-Token": ro_csrf}
-            status, body = await fetch(viewer, method, path, {"ga_percent": 0, "reason": "x"}, headers)
+            status, body = await fetch(viewer, method, path, {"kill": True, "reason": "x"}, headers)
             assert status == 403 and "read-only" in json.loads(body)["error"]
-        assert await stack.put("/api/rollout/canary", {"ga_percent": 0, "reason": "x"}, READONLY_TOKEN) == (
+        assert await stack.put("/api/rollout/canary", {"kill": True, "reason": "x"}, READONLY_TOKEN) == (
             403, {"error": "read-only: only an operator can change a rollout"},
         )  # fmt: skip
         assert (await stack.get("/api/rollout", token=READONLY_TOKEN))[0] == 200
         _, flags = await stack.get("/api/rollout", token=OPERATOR_TOKEN)
-        assert flags["flags"]["canary"]["ga_percent"] == 50
+        assert flags["flags"]["canary"]["weights"] == {"ga": 50, "beta": 50}
 
         # -- the operator's session expires: the open page is told (its event stream ends) and goes back to the form
         await page.wait_for("!document.getElementById('signin').hidden", timeout=SESSION_S + 5)

@@ -1,7 +1,8 @@
 """The console with real SIP calls, in a real Chromium: a call appears in the live table within a second of its
 answer, its transcript (hostile markup included) shows as text while it is said, it leaves within a second of the
-hang-up and its record stays readable; an operator moves the rollout with a reason after reviewing the change, the
-audit shows it and the next call gets GA; a worker killed mid-call shows its call as lost until it is cleaned up."""
+hang-up and its record stays readable; an operator moves the rollout's weights with a reason after reviewing the
+change, the audit shows it and the next call gets the GA variant; a worker killed mid-call shows its call as lost
+until it is cleaned up."""
 
 from __future__ import annotations
 
@@ -32,11 +33,14 @@ async def test_live_calls_transcripts_rollout_and_lost_worker(tmp_path: Path) ->
     async with console_stack(tmp_path) as stack, Browser() as browser:
         page = await browser.page()
         await sign_in(page, stack.url, OPERATOR_TOKEN, name="Dana")
-        await page.wait_for("document.querySelector('article[data-dialplan=canary] tr[data-arm=ga] .share')")
-        assert await page.text("article[data-dialplan=canary] tr[data-arm=ga] .share") == "0 %"
+        await page.wait_for("document.querySelector('article[data-dialplan=canary] tr[data-variant=ga] .share')")
+        assert await page.text("article[data-dialplan=canary] tr[data-variant=ga] .share") == "0 %"
+        assert await page.text("article[data-dialplan=canary] tr[data-variant=beta] .name") == "beta (safe)"
+        calls_cell = "article[data-dialplan=canary] tr[data-variant=beta] td[data-key=calls]"
+        assert await page.text(calls_cell) == "0"  # the health of each variant, in its row
         assert await page.eval("document.getElementById('calls-empty').hidden") is False
 
-        # -- a call on the rollout dialplan (no flag stored: beta) whose caller and agent say markup
+        # -- a call on the rollout dialplan (no flag stored: the safe variant, beta) whose caller and agent say markup
         stack.emulator.queue_next(annotations=[{"hears": CALLER_SAYS, "reply": {"text": AGENT_SAYS}}])
         call = asyncio.create_task(softphone(stack, "5000", play, seconds=10.0))
         call_id, appeared_at = await page.wait_for(
@@ -93,25 +97,29 @@ async def test_live_calls_transcripts_rollout_and_lost_worker(tmp_path: Path) ->
         assert CALLER_SAYS in await page.eval(f"{said.format(who='caller')}")
         assert await page.text("#detail-id") == call_id
 
-        # -- the operator moves canary to 100 % GA: a reason, a review of the change, then save
+        # the finished call shows in the safe variant's health
+        await page.wait_for(f"document.querySelector('{calls_cell}').textContent === '1'", timeout=10)
+
+        # -- the operator moves canary's weights to the GA variant: a reason, a review of the change, then save
         card = "article[data-dialplan=canary]"
-        await page.type(f"{card} input[name=ga_percent]", "100")
+        await page.type(f"{card} input[name='weights:ga']", "100")
+        await page.type(f"{card} input[name='weights:beta']", "0")
         await page.click(f"{card} button.review-button")
         await page.wait_for(f"document.querySelector('{card} .message').textContent === 'A reason is required.'")
         await page.type(f"{card} input[name=reason]", "canary <b>looks</b> healthy")
         await page.click(f"{card} button.review-button")
-        review, _ = await page.wait_for(
-            f"document.querySelector('{card} .review li[data-setting=ga_percent]')?.textContent"
-        )
-        assert review == "ga_percent: 0 → 100"
+        reviewed = f"document.querySelector('{card} .review li[data-setting=weights]')?.textContent"
+        review, _ = await page.wait_for(reviewed)
+        assert review == "weights: ga: 0; beta: 100 → ga: 100; beta: 0"
+        assert await page.text(f"{card} .review .shares") == "Shares after: ga 100 %, beta 0 %"
         _, flags = await stack.get("/api/rollout", token=OPERATOR_TOKEN)
         assert "canary" not in flags["flags"], "reviewing a change must not save it"
         await page.click(f"{card} button.save")
         audit = "document.querySelector('#audit tbody tr')"
         await page.wait_for(f"{audit}?.querySelector('.reason').textContent === 'canary <b>looks</b> healthy'")
         assert await page.eval(f"{audit}.querySelector('.who').textContent") == "Dana (operator, console)"
-        assert "ga_percent: 0 → 100" in await page.eval(f"{audit}.textContent")
-        await page.wait_for(f"document.querySelector('{card} tr[data-arm=ga] .share').textContent === '100 %'")
+        assert "weights: ga: 0; beta: 100 → ga: 100; beta: 0" in await page.eval(f"{audit}.textContent")
+        await page.wait_for(f"document.querySelector('{card} tr[data-variant=ga] .share').textContent === '100 %'")
 
         # -- the next call on canary gets GA; its worker dies mid-call: the row shows it lost, then leaves
         call = asyncio.create_task(softphone(stack, "5000", play, seconds=30.0))

@@ -10,7 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.errors import ConfigError
-from bridge.rollout.policy import RolloutFlag, WindowStats
+from bridge.rollout.health import WindowStats
+from bridge.rollout.policy import RolloutFlag, legacy_spec
 from bridge.store.calls import CallSummary, StreamEntry
 from bridge.supervisor.api import create_app
 from bridge.supervisor.auth import Sessions, Tokens, csrf_ok, display_name
@@ -88,34 +89,48 @@ def test_the_diff_sends_only_what_changed() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ rollout panel
-def test_the_panel_describes_arms_health_and_editable_settings() -> None:
-    flag = RolloutFlag(ga_percent=25, allow=("+1 555 0100",))
-    panel = dialplan_panel("canary", flag, True, {"ga": WindowStats(10, 1, 1), "beta": WindowStats(30, 0, 0)})
-    arms = [(a["name"], a["share_percent"], a["safe"]) for a in panel["arms"]]
-    assert arms == [("ga", 25, False), ("beta", 75, True)]
-    assert panel["allow"] == ["+15550100"] and panel["values"]["ga_percent"] == 25
-    ga = panel["health"]["rows"][0]
-    assert (ga["arm"], ga["calls"], ga["failure_rate"]) == ("ga", 10, 0.2)
+SPEC = legacy_spec()  # the canary plan: dialect rollout with no variants of its own, GA against beta
+
+
+def test_the_panel_describes_variants_weights_health_and_editable_settings() -> None:
+    flag = RolloutFlag(weights={"ga": 25, "beta": 75}, allow={"ga": ("+1 555 0100",)})
+    ga_stats = WindowStats(calls=10, connect_failures=1, dropped=1, first_audio_p95_ms=900.0, priced_calls=10,
+                           cost_usd=0.5)  # fmt: skip
+    panel = dialplan_panel("canary", SPEC, flag, True, {"ga": ga_stats, "beta": WindowStats(calls=30)})
+    variants = [(v["name"], v["weight"], v["share_percent"], v["safe"], v["model"]) for v in panel["variants"]]
+    assert variants == [("ga", 25, 25, False, "gpt-realtime"), ("beta", 75, 75, True, "gpt-4o-realtime-preview")]
+    assert panel["allow"] == {"ga": ["+15550100"]} and panel["values"]["weights"] == {"ga": 25, "beta": 75}
+    assert panel["values"]["allow"] == {"ga": ["+15550100"], "beta": []} and panel["safe_variant"] == "beta"
+    ga = panel["health"]["rows"][0]  # health per variant, in the variants' order: side by side with the weights
+    assert (ga["variant"], ga["calls"], ga["failure_rate"], ga["first_audio_p95_ms"], ga["cost_per_call_usd"]) == (
+        "ga", 10, 0.2, 900.0, 0.05,
+    )  # fmt: skip
     assert {c["key"] for c in panel["health"]["columns"]} <= set(ga)
-    killed = dialplan_panel("canary", RolloutFlag(ga_percent=25, kill=True), True, {})
-    assert [a["share_percent"] for a in killed["arms"]] == [0, 100]
+    assert [e["kind"] for e in panel["editable"]] == ["weights", "switch", "variant-numbers", "variant-numbers"]
+    killed = dialplan_panel("canary", SPEC, RolloutFlag(weights={"ga": 25, "beta": 75}, kill=True), True, {})
+    assert [v["share_percent"] for v in killed["variants"]] == [0, 100]
 
 
-def test_preview_shows_the_change_and_refuses_what_the_store_would() -> None:
-    old = RolloutFlag(ga_percent=10)
-    assert preview("canary", old, {"ga_percent": 50, "deny": ["+1555"]})["changes"] == [
-        {"setting": "ga_percent", "old": 10, "new": 50},
-        {"setting": "deny", "old": [], "new": ["+1555"]},
+def test_preview_shows_the_change_and_refuses_what_the_store_would_naming_the_field() -> None:
+    old = RolloutFlag(weights={"ga": 10, "beta": 90})
+    preview_ = preview("canary", SPEC, old, {"weights": "ga=50,beta=50", "deny": {"ga": ["+1555"]}})
+    assert preview_["changes"] == [
+        {"setting": "weights", "old": {"ga": 10, "beta": 90}, "new": {"ga": 50, "beta": 50}},
+        {"setting": "deny", "old": {}, "new": {"ga": ["+1555"]}},
     ]
-    assert preview("canary", old, {"ga_percent": 10})["changes"] == []
-    with pytest.raises(ConfigError) as exc:
-        preview("canary", old, {"ga_percent": 150})
-    assert exc.value.field == "ga_percent"
-    with pytest.raises(ConfigError):
-        preview("canary", old, {"allow": ["+1555"], "deny": ["+1555"]})
-    with pytest.raises(ConfigError) as exc:
-        preview("canary", old, {"salt": "reshuffle"})  # not editable from the console
-    assert exc.value.field == "salt"
+    assert preview_["shares"] == {"ga": 50, "beta": 50}
+    assert preview("canary", SPEC, old, {"weights": {"ga": 10, "beta": 90}})["changes"] == []
+    for change, field in (
+        ({"weights": {"gamma": 1}}, "weights.gamma"),
+        ({"weights": {"ga": -1}}, "weights"),
+        ({"weights": "ga=x"}, "weights.ga"),
+        ({"deny": {"beta": ["+1555"]}}, "deny.beta"),
+        ({"salt": "reshuffle"}, "salt"),  # not editable from the console
+        ({"allow": {"ga": ["+1555"]}, "deny": {"ga": ["+1555"]}}, "(flag)"),
+    ):
+        with pytest.raises(ConfigError) as exc:
+            preview("canary", SPEC, old, change)
+        assert exc.value.field == field, change
 
 
 # ------------------------------------------------------------------------------------------------ tokens, sessions
@@ -178,7 +193,7 @@ async def test_a_session_needs_its_csrf_token_and_its_origin(client: TestClient[
     cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Max-Age=" in cookie
     assert "op" not in session.values()
-    change = {"ga_percent": 5, "reason": "x"}
+    change = {"kill": True, "reason": "x"}
     assert (await client.put("/api/rollout/canary", json=change)).status == 403
     headers = {"X-CSRF-Token": session["csrf"], "Origin": "http://evil.example"}
     assert (await client.put("/api/rollout/canary", json=change, headers=headers)).status == 403

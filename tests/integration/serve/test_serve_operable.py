@@ -178,22 +178,57 @@ async def test_calls_in_redis_metrics_api_and_cli(
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
     assert "call_id" not in text and "sk-" not in text
 
+    # -- the support calls ran on the shipped rollout's safe variant; their cost is in the report and /metrics
+    ga_report = next(json.loads(line) for line in serve.reports.read_text().splitlines() if '"support"' in line)
+    assert (ga_report["variant"], ga_report["dialect"], ga_report["model"], ga_report["voice"]) == (
+        "gpt-realtime", "ga", "gpt-realtime", "alloy",
+    )  # fmt: skip
+    tokens = ga_report["usage"]
+    assert tokens["input_tokens"] > 0 and tokens["output_tokens"] > 0  # the emulator's response.done usage
+    expected = (tokens["input_tokens"] * 32.0 + tokens["output_tokens"] * 64.0) / 1e6  # prices.yaml, gpt-realtime
+    assert ga_report["cost_usd"] == pytest.approx(expected, abs=1e-6) and ga_report["cost_usd"] > 0
+    cost = _metric(text, "callbridge_variant_cost_usd_total", dialplan="support", variant="gpt-realtime")
+    assert cost == pytest.approx(ga_report["cost_usd"], rel=1e-3)
+    calls = _metric(text, "callbridge_variant_calls_total", dialplan="support", outcome="ok", variant="gpt-realtime")
+    assert calls == 1
+    shutdown = _metric(text, "callbridge_rollout_model_shutdown_timestamp_seconds", dialplan="support",
+                       model="gpt-realtime", variant="gpt-realtime")  # fmt: skip
+    assert shutdown == 1_800_403_200.0  # 2027-01-20T00:00:00Z, from bridge/rollout/data/shutdowns.yaml
+
     # -- rollout through the CLI, visible in the API; calls --json works
     env = {**os.environ, "REDIS_URL": redis.url}
-    rc, out, err = await run_cli(env, "rollout", "set", "support", "--ga-percent", "25", "--reason", "canary")
+    dialplans = ("--dialplans", str(ROOT / "dialplans"))
+    weights = ("--weights", "gpt-realtime=75,gpt-realtime-2.1=25")
+    rc, out, err = await run_cli(env, "rollout", "set", "support", *weights, "--reason", "canary", *dialplans)
     assert rc == 0, err
     status, body = await api("/api/rollout", serve)
-    assert status == 200 and body["flags"]["support"]["ga_percent"] == 25
+    assert status == 200 and body["flags"]["support"]["weights"] == {"gpt-realtime": 75, "gpt-realtime-2.1": 25}
+    assert [v["share_percent"] for v in body["rollouts"]["support"]["variants"]] == [75, 25]
     assert body["audit"][0]["reason"] == "canary"
     status, body = await api("/api/rollout/support", serve, method="PUT", body={"kill": True, "reason": "incident"})
     assert status == 200 and body["flag"]["kill"] is True
-    status, body = await api("/api/rollout/support", serve, method="PUT", body={"kill": False})
-    assert status == 400 and "reason" in body["error"]
-    rc, out, err = await run_cli(env, "rollout", "show", "support", "--json")
-    assert rc == 0 and json.loads(out), err
+    for change, field in (
+        ({"kill": False}, "reason"),
+        ({"weights": {"gpt-realtime-3": 1}, "reason": "r"}, "weights.gpt-realtime-3"),
+        ({"weights": "gpt-realtime=x", "reason": "r"}, "weights.gpt-realtime"),
+        ({"ga_percent": 5, "reason": "r"}, "ga_percent"),
+    ):
+        status, body = await api("/api/rollout/support", serve, method="PUT", body=change)
+        assert status == 400 and body["field"] == field, body
+    rc, out, err = await run_cli(env, "rollout", "show", "support", "--json", *dialplans)
+    assert rc == 0 and json.loads(out)["dialplans"][0]["flag"]["kill"] is True, err
     rc, out, err = await run_cli(env, "calls", "--json")
     assert rc == 0, err
     json.loads(out)
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of the exposition ``text`` (labels in Prometheus' sorted order)."""
+    wanted = name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {wanted}")
 
 
 async def run_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:

@@ -482,8 +482,8 @@ async def test_a_tls_url_through_a_tls_terminating_proxy(
             assert await store.flush()
             assert [c.call_id for c in await store.list_calls()] == ["t1"]
         async with RolloutStore(url) as rollouts:
-            await rollouts.set_flag("support", {"ga_percent": 5}, "alice", "over TLS")
-            assert (await rollouts.get_flag("support")).ga_percent == 5
+            await rollouts.set_flag("support", {"weights": {"ga": 5, "beta": 95}}, "alice", "over TLS")
+            assert (await rollouts.get_flag("support")).weights == {"ga": 5, "beta": 95}
         assert await raw.exists(keys.call("t1")) and handshakes >= 2
         # Without the CA the certificate is refused: the writer counts errors, and never raises.
         async with fast_store(f"rediss://127.0.0.1:{port}/0", worker="w-untrusted") as untrusted:
@@ -506,4 +506,4 @@ def test_safe_url_and_backoff_are_pure() -> None:
 def test_call_keys_share_a_cluster_hash_tag() -> None:
     assert keys.call("abc") == "cb:call:{abc}" and keys.call_events("abc") == "cb:call:{abc}:events"
     assert keys.worker_calls("w1") == "cb:worker:{w1}:calls" and keys.worker_heartbeat("w1") == "cb:worker:{w1}:hb"
-    assert all("{rollout}" in k for k in (keys.rollout_flag("x"), keys.ROLLOUT_AUDIT, keys.health("x", "ga", "ok")))
+    assert all("{rollout}" in k for k in (keys.rollout_flag("x"), keys.ROLLOUT_AUDIT, keys.variant_calls("x", "v")))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,8 @@ from bridge.rollout import cli as rollout_cli
 from bridge.store import cli as calls_cli
 from bridge.store.calls import CallStore
 from bridge.store.server import EmbeddedRedis, free_port
+
+ROOT = Path(__file__).resolve().parents[3]
 
 pytestmark = pytest.mark.integration
 
@@ -23,70 +26,89 @@ def run(module: object, argv: list[str], capsys: pytest.CaptureFixture[str]) -> 
 
 
 # ------------------------------------------------------------------------------------------------ rollout
-def test_rollout_set_then_show(redis_server: EmbeddedRedis, capsys: pytest.CaptureFixture[str]) -> None:
-    url = ["--redis-url", redis_server.url]
-    code, out, _ = run(rollout_cli, ["show", *url], capsys)
-    assert code == 0 and "no rollout flags stored yet" in out
+SHIPPED = ["--dialplans", str(ROOT / "dialplans")]
+NEW, SAFE = "gpt-realtime-2.1", "gpt-realtime"
 
+
+def test_rollout_show_lists_the_shipped_rollout_with_its_defaults_before_any_flag(
+    redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(rollout_cli, ["show", *SHIPPED, "--redis-url", redis_server.url], capsys)
+    assert code == 0, err
+    assert "dialplan      support  (no stored flag: the dialplan's defaults)" in out
+    assert f"  * {SAFE:<20}    100 100.00% ga      gpt-realtime" in out
+    assert f"    {NEW:<20}      0   0.00% ga      gpt-realtime-2.1 (gpt-realtime)" in out
+    assert "health        last 300 s" in out and f"  {NEW:<22}     0" in out
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    code, out, err = run(rollout_cli, ["show", "support", *SHIPPED], capsys)  # no Redis at all: the defaults
+    assert code == 0, err
+    assert "(no Redis: the dialplan's defaults)" in out and "health        n/a (no Redis)" in out
+    code, out, _ = run(rollout_cli, ["show", "--json", *SHIPPED], capsys)
+    [plan] = json.loads(out)["dialplans"]
+    assert (plan["dialplan"], plan["stored"], plan["safe"]) == ("support", None, SAFE)
+    assert [(v["name"], v["weight"], v["share_percent"], v["safe"]) for v in plan["variants"]] == [
+        (SAFE, 100, 100, True), (NEW, 0, 0, False),
+    ]  # fmt: skip
+    assert plan["variants"][0]["shutdown"] == "2027-01-20"  # the announced date, from the data table
+
+
+def test_rollout_set_then_show(redis_server: EmbeddedRedis, capsys: pytest.CaptureFixture[str]) -> None:
+    url = [*SHIPPED, "--redis-url", redis_server.url]
     code, out, err = run(
-        rollout_cli, ["set", "support", "--ga-percent", "25", "--reason", "canary looks good", "--who", "alice", *url],
+        rollout_cli,
+        ["set", "support", "--weights", f"{SAFE}=75,{NEW}=25", "--reason", "canary looks good", "--who", "alice", *url],
         capsys,
     )  # fmt: skip
     assert code == 0, err
-    assert "support: ga_percent 0 -> 25" in out and "recorded by alice: canary looks good" in out
+    assert f"support: weights {SAFE}=100, {NEW}=0 -> {SAFE}=75, {NEW}=25" in out
+    assert f"support: shares now {SAFE}=75%, {NEW}=25%" in out and "recorded by alice: canary looks good" in out
 
     code, out, err = run(
-        rollout_cli, ["set", "support", "--allow", "+1 555 0100", "--kill", "--reason", "x", *url], capsys
+        rollout_cli, ["set", "support", "--allow", f"{NEW}:+1 555 0100", "--kill", "--reason", "x", *url], capsys
     )
     assert code == 0, err
-    assert "support: allow - -> +15550100" in out and "support: kill off -> on" in out
+    assert f"support: allow - -> {NEW}=+15550100" in out and "support: kill off -> on" in out
 
     code, out, _ = run(rollout_cli, ["show", "support", *url], capsys)
     assert code == 0
-    assert "ga_percent    25%" in out and "kill switch   on" in out and "+15550100" in out
-    assert "alice" in out and "ga_percent 0 -> 25" in out and "(canary looks good)" in out
-    assert "window        GA no calls; beta no calls" in out
+    assert f"    {NEW:<20}     25   0.00%" in out  # its weight kept; no share while the kill switch is on
+    assert "kill switch   on   (every call on gpt-realtime)" in out
+    assert "      allow +15550100" in out
+    assert "alice" in out and f"weights {SAFE}=100, {NEW}=0 -> {SAFE}=75, {NEW}=25" in out
+    assert "(canary looks good)" in out
 
     code, out, _ = run(rollout_cli, ["show", "--json", *url], capsys)
-    doc = json.loads(out)
-    [plan] = doc["dialplans"]
+    [plan] = json.loads(out)["dialplans"]
     assert plan["dialplan"] == "support" and plan["stored"] is True
-    assert plan["flag"]["ga_percent"] == 25 and plan["flag"]["kill"] is True
-    assert plan["flag"]["allow"] == ["+15550100"]
-    assert [(e["who"], e["new"]) for e in plan["audit"]][-1] == ("alice", {"ga_percent": 25})
-    assert plan["window"]["ga"] == {"calls": 0, "connect_failures": 0, "dropped": 0, "failure_rate": 0.0}
+    assert plan["flag"]["weights"] == {SAFE: 75, NEW: 25} and plan["flag"]["kill"] is True
+    assert plan["flag"]["allow"] == {NEW: ["+15550100"]}
+    assert [(e["who"], e["new"]) for e in plan["audit"]][-1] == ("alice", {"weights": {SAFE: 75, NEW: 25}})
+    assert plan["window"][NEW]["calls"] == 0 and plan["window"][NEW]["failure_rate"] == 0.0
 
     code, out, _ = run(
-        rollout_cli, ["set", "support", "--unkill", "--deny", "+15550100", "--reason", "y", *url], capsys
+        rollout_cli, ["set", "support", "--unkill", "--deny", f"{NEW}:+15550100", "--reason", "y", *url], capsys
     )
-    assert code == 0 and "support: deny - -> +15550100" in out and "support: allow +15550100 -> -" in out
-
-
-def test_rollout_show_a_dialplan_without_a_flag(
-    redis_server: EmbeddedRedis, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, out, _ = run(rollout_cli, ["show", "sales", "--redis-url", redis_server.url], capsys)
-    assert code == 0 and "sales  (no stored flag: default)" in out and "ga_percent    0%" in out
+    assert code == 0 and f"support: deny - -> {NEW}=+15550100" in out and f"support: allow {NEW}=+15550100 -> -" in out
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["set", "support", "--ga-percent", "25"], "--reason is required"),
-        (
-            ["set", "support", "--ga-percent", "150", "--reason", "r"],
-            "--ga-percent must be between 0 and 100 (got 150)",
-        ),
-        (["set", "support", "--ga-percent", "-1", "--reason", "r"], "--ga-percent must be between 0 and 100 (got -1)"),
+        (["set", "support", "--weights", f"{NEW}=25"], "--reason is required"),
+        (["set", "support", "--weights", f"{NEW}=x", "--reason", "r"], f"weights.{NEW}: expected NAME=WEIGHT"),
+        (["set", "support", "--weights", "gpt-realtime-3=1", "--reason", "r"], "weights.gpt-realtime-3: no such"),
+        (["set", "support", "--weights", f"{NEW}=0", "--reason", "r"], "weights: at least one variant"),
+        (["set", "support", "--deny", f"{SAFE}:+1555", "--reason", "r"], f"deny.{SAFE}: the safe variant"),
+        (["set", "support", "--allow", "+1555", "--reason", "r"], "--allow wants NAME:CALLER"),
         (["set", "support", "--reason", "r"], "nothing to change"),
-        (["set", "Bad Name", "--ga-percent", "5", "--reason", "r"], "dialplan: must match"),
+        (["set", "billing", "--kill", "--reason", "r"], "dialplan: no rollout dialplan of that name"),
     ],
 )
-def test_rollout_usage_errors(
+def test_rollout_usage_errors_name_the_field(
     redis_server: EmbeddedRedis, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
-    code, out, err = run(rollout_cli, [*argv, "--redis-url", redis_server.url], capsys)
-    assert code == 2 and message in err and not out
+    code, out, err = run(rollout_cli, [*argv, *SHIPPED, "--redis-url", redis_server.url], capsys)
+    assert code == 2 and message in err and not out, err
 
 
 def test_rollout_kill_and_unkill_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
@@ -96,9 +118,9 @@ def test_rollout_kill_and_unkill_exclude_each_other(capsys: pytest.CaptureFixtur
     assert "not allowed with argument" in capsys.readouterr().err
 
 
-def test_rollout_needs_a_redis_url(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rollout_set_needs_a_redis_url(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("REDIS_URL", raising=False)
-    code, _, err = run(rollout_cli, ["show"], capsys)
+    code, _, err = run(rollout_cli, ["set", "support", "--kill", "--reason", "r", *SHIPPED], capsys)
     assert code == 2 and "no Redis: pass --redis-url URL or set REDIS_URL" in err
 
 
@@ -106,7 +128,8 @@ def test_rollout_reads_redis_url_from_the_environment(
     redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("REDIS_URL", redis_server.unix_url)
-    code, _, err = run(rollout_cli, ["set", "support", "--ga-percent", "10", "--reason", "env"], capsys)
+    code, _, err = run(rollout_cli, ["set", "support", "--weights", f"{NEW}=10,{SAFE}=90", "--reason", "env", *SHIPPED],
+                       capsys)  # fmt: skip
     assert code == 0, err
 
 

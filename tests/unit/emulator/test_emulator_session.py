@@ -52,12 +52,14 @@ def session_update(dialect: Dialect, **ga_or_beta: Any) -> dict[str, Any]:
 class Driver:
     """Feeds a session in virtual time: audio is appended at real-time pace, 20 ms per append."""
 
-    def __init__(self, dialect: Dialect, *, annotations: Any = None, seed: int | None = 1, **settings: Any) -> None:
+    def __init__(
+        self, dialect: Dialect, *, annotations: Any = None, seed: int | None = 1, model: str = "", **settings: Any
+    ) -> None:
         self.dialect = dialect
         self.s = EmulatorSession(
             dialect,
             Settings(seed=seed).with_values({"speed": 0, **settings}),
-            model=MODELS[dialect.name],
+            model=model or MODELS[dialect.name],
             annotations=Annotations.parse(annotations),
             now=0.0,
             wall=1_700_000_000.0,
@@ -120,8 +122,8 @@ TRANSCRIPTION = {
 }
 
 
-def voice_turn(dialect: Dialect, **settings: Any) -> Driver:
-    d = Driver(dialect, annotations=[{"hears": "What are your opening hours?"}], tone_hz=700, **settings)
+def voice_turn(dialect: Dialect, model: str = "", **settings: Any) -> Driver:
+    d = Driver(dialect, annotations=[{"hears": "What are your opening hours?"}], tone_hz=700, model=model, **settings)
     d.send(
         session_update(
             dialect,
@@ -539,3 +541,34 @@ def test_injected_faults() -> None:
     assert d.s.inject("drop", 2.0) == [] and d.s.record.close_code == 1001
     with pytest.raises(ValueError, match="unknown fault"):
         Driver(GA).s.inject("explode", 0.0)
+
+
+@pytest.mark.parametrize("dialect", [GA, BETA], ids=["ga", "beta"])
+def test_a_gpt_realtime_2_model_answers_a_turn_with_a_preamble_and_the_answer_as_two_items(
+    dialect: Dialect, oracle: Any
+) -> None:
+    if dialect is GA:
+        d = voice_turn(dialect, "gpt-realtime-2.1", speed=4)
+    else:  # the beta shape names only the beta models: one of them, told to say preambles
+        d = voice_turn(dialect, speed=4, preamble_models="gpt-4o-realtime-preview")
+    check_all(d, oracle)  # every event, of both items, is a valid server event of the dialect
+    added = d.all(wire(dialect, "response.item_added"))
+    assert [(e["output_index"], e["item"]["type"]) for e in added] == [(0, "message"), (1, "message")]
+    first, second = (e["item"]["id"] for e in added)
+    transcripts = [(e["item_id"], e["transcript"]) for e in d.all(wire(dialect, "audio_transcript.done"))]
+    answer = "I heard you say: What are your opening hours?."
+    assert transcripts == [(first, "Let me check that for you."), (second, answer)]
+    deltas = [e["item_id"] for e in d.all(wire(dialect, "audio.delta"))]
+    assert deltas == sorted(deltas, key=[first, second].index) and set(deltas) == {first, second}  # one, then the other
+    [response] = [e["response"] for e in d.all("response.done")]
+    assert [o["id"] for o in response["output"]] == [first, second] and response["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("model", "items"),
+    [("gpt-realtime-2", 2), ("gpt-realtime-2.1-mini", 2), ("gpt-realtime", 1), ("gpt-realtime-2025-08-28", 1),
+     ("gpt-realtime-mini", 1)],
+)  # fmt: skip
+def test_which_models_say_a_preamble(model: str, items: int) -> None:
+    assert len(voice_turn(GA, model, speed=4).all("response.output_item.added")) == items
+    assert len(voice_turn(GA, model, speed=4, preamble="").all("response.output_item.added")) == 1  # turned off

@@ -1,0 +1,285 @@
+"""Health, quality and cost of each rollout variant: one call's numbers, a window's, and the rollback rule. Pure.
+
+:class:`CallStats` is a call-session listener (it dispatches on the report types of ``bridge.events``) that keeps
+what the rollout needs of one call; the worker adds what the session does not report (the usage of each
+``response.done``, a fallback to the variant's fallback model). A finished call becomes one :meth:`CallStats.record`
+(a small JSON object) in the variant's sliding window in Redis (``bridge.rollout.store``), and
+:meth:`WindowStats.of` sums a window of them:
+
+========================  =====================================================================================
+calls                     finished calls of the variant
+connect_failures          calls whose model could not be reached: no session at the answer and none recovered, or
+                          a connect failure of the variant's model that its fallback model then saved (``fallbacks``)
+dropped                   calls that lost their session mid-call (and were not already a connect failure)
+first_audio_p95_ms        95th percentile (nearest rank) of answer -> first agent audio
+barge-in recovery         truncates sent on a barge-in (``truncates``) that the service refused or never confirmed
+                          (``truncate_failures``)
+function calls            tool calls, and those whose output said ``"ok": false`` (unknown tool, bad arguments...)
+cost                      estimated USD: each ``response.done``'s tokens at the model's price
+                          (``bridge.rollout.catalog``); ``cost_per_call`` over the calls that had a price
+========================  =====================================================================================
+
+:func:`should_rollback` compares a variant's window with the safe variant's under the flag's
+:class:`~bridge.rollout.policy.RollbackRule` and names every threshold it passed, with the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from bridge import events as ev
+from bridge.rollout.policy import RollbackRule
+
+Outcome = Literal["ok", "connect_failure", "dropped"]
+OUTCOMES: tuple[Outcome, ...] = ("ok", "connect_failure", "dropped")
+
+
+def _tool_ok(output_json: str) -> bool:
+    try:
+        output = json.loads(output_json)
+    except (TypeError, ValueError):
+        return False
+    return not (isinstance(output, dict) and output.get("ok") is False)
+
+
+class CallStats:
+    """What the rollout keeps of one call. Call it with each report (a ``CallSession`` listener)."""
+
+    def __init__(self) -> None:
+        self.unavailable = False
+        self.recovered = False
+        self.dropped = False
+        self.fallback = False  # the variant's model failed to connect; the call ran on its fallback model
+        self.first_audio_ms: float | None = None
+        self.barge_ins = 0
+        self.truncates = 0
+        self.truncates_confirmed = 0
+        self.tool_calls = 0
+        self.tool_failures = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cost_usd: float | None = None  # set at the end of the call, from the tokens and the model's price
+        self._table = (
+            ev.ReportTable()
+            .on(ev.RealtimeUnavailable, self._unavailable)
+            .on(ev.Recovered, self._recovered)
+            .on(ev.SessionLost, self._lost)
+            .on(ev.Latency, self._latency)
+            .on(ev.BargeIn, self._barge_in)
+            .on(ev.TruncateSent, self._truncate_sent)
+            .on(ev.Truncated, self._truncated)
+            .on(ev.ToolCalled, self._tool)
+        )
+
+    def __call__(self, report: ev.Report) -> None:
+        self._table(report)
+
+    def _unavailable(self, r: ev.RealtimeUnavailable) -> None:
+        self.unavailable = True
+
+    def _recovered(self, r: ev.Recovered) -> None:
+        self.recovered = True
+
+    def _lost(self, r: ev.SessionLost) -> None:
+        self.dropped = True
+
+    def _latency(self, r: ev.Latency) -> None:
+        if r.segment == "first_audio" and self.first_audio_ms is None:
+            self.first_audio_ms = r.ms
+
+    def _barge_in(self, r: ev.BargeIn) -> None:
+        self.barge_ins += 1
+
+    def _truncate_sent(self, r: ev.TruncateSent) -> None:
+        self.truncates += 1
+
+    def _truncated(self, r: ev.Truncated) -> None:
+        self.truncates_confirmed += 1
+
+    def _tool(self, r: ev.ToolCalled) -> None:
+        self.tool_calls += 1
+        self.tool_failures += 0 if _tool_ok(r.output_json) else 1
+
+    def add_usage(self, usage: ev.Usage) -> None:
+        """The tokens of one ``response.done``."""
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+
+    @property
+    def outcome(self) -> Outcome:
+        if (self.unavailable and not self.recovered) or self.fallback:
+            return "connect_failure"
+        return "dropped" if self.dropped else "ok"
+
+    @property
+    def truncate_failures(self) -> int:
+        return max(0, self.truncates - self.truncates_confirmed)
+
+    def record(self) -> dict[str, Any]:
+        """The call as one window entry (JSON-able; :meth:`WindowStats.of` reads it)."""
+        return {
+            "outcome": self.outcome,
+            "fallback": self.fallback,
+            "first_audio_ms": None if self.first_audio_ms is None else round(self.first_audio_ms, 1),
+            "barge_ins": self.barge_ins,
+            "truncates": self.truncates,
+            "truncate_failures": self.truncate_failures,
+            "tool_calls": self.tool_calls,
+            "tool_failures": self.tool_failures,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6),
+        }
+
+
+def p95(samples: Iterable[float]) -> float | None:
+    """The 95th percentile by nearest rank; None for no samples."""
+    ordered = sorted(samples)
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def _int(record: Mapping[str, Any], key: str) -> int:
+    value = record.get(key)
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    """One variant's finished calls over the sliding window. Each call counts once, under one outcome."""
+
+    calls: int = 0
+    connect_failures: int = 0
+    dropped: int = 0
+    fallbacks: int = 0
+    first_audio_p95_ms: float | None = None
+    barge_ins: int = 0
+    truncates: int = 0
+    truncate_failures: int = 0
+    tool_calls: int = 0
+    tool_failures: int = 0
+    priced_calls: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def failures(self) -> int:
+        return self.connect_failures + self.dropped
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures / self.calls if self.calls else 0.0
+
+    @property
+    def truncate_failure_rate(self) -> float:
+        return self.truncate_failures / self.truncates if self.truncates else 0.0
+
+    @property
+    def function_call_success_rate(self) -> float | None:
+        return (self.tool_calls - self.tool_failures) / self.tool_calls if self.tool_calls else None
+
+    @property
+    def cost_per_call(self) -> float | None:
+        return self.cost_usd / self.priced_calls if self.priced_calls else None
+
+    @classmethod
+    def of(cls, records: Iterable[Mapping[str, Any]]) -> WindowStats:
+        calls = fails = dropped = fallbacks = barge_ins = truncates = truncate_failures = 0
+        tool_calls = tool_failures = priced = 0
+        cost = 0.0
+        first: list[float] = []
+        for r in records:
+            calls += 1
+            outcome = r.get("outcome")
+            fails += outcome == "connect_failure"
+            dropped += outcome == "dropped"
+            fallbacks += bool(r.get("fallback"))
+            if isinstance(r.get("first_audio_ms"), int | float):
+                first.append(float(r["first_audio_ms"]))
+            barge_ins += _int(r, "barge_ins")
+            truncates += _int(r, "truncates")
+            truncate_failures += _int(r, "truncate_failures")
+            tool_calls += _int(r, "tool_calls")
+            tool_failures += _int(r, "tool_failures")
+            if isinstance(r.get("cost_usd"), int | float):
+                priced += 1
+                cost += float(r["cost_usd"])
+        return cls(
+            calls, fails, dropped, fallbacks, p95(first), barge_ins, truncates, truncate_failures, tool_calls,
+            tool_failures, priced, cost,
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["cost_usd"] = round(self.cost_usd, 6)
+        out["failure_rate"] = round(self.failure_rate, 4)
+        out["truncate_failure_rate"] = round(self.truncate_failure_rate, 4)
+        rate = self.function_call_success_rate
+        out["function_call_success_rate"] = None if rate is None else round(rate, 4)
+        cost = self.cost_per_call
+        out["cost_per_call_usd"] = None if cost is None else round(cost, 6)
+        return out
+
+
+def should_rollback(variant: str, stats: WindowStats, safe: WindowStats, rule: RollbackRule) -> str | None:
+    """Why ``variant`` must give its weight back to the safe variant, or None.
+
+    None while the variant has fewer than ``rule.min_calls`` calls in the window. Then each check of the rule that
+    is on fires when the variant is worse than the safe variant past its threshold (a safe variant with no calls in
+    the window counts as perfect: no failures, no extra latency, every function call a success):
+
+    * failure rate (connection failures + dropped sessions per call) above ``failure_rate_threshold`` and above the
+      safe one's;
+    * first-audio p95 more than ``first_audio_p95_excess_ms`` above the safe one's;
+    * failed truncates per truncate more than ``barge_in_failure_excess`` above the safe one's;
+    * function-call success rate more than ``function_call_success_drop`` below the safe one's;
+    * cost per call above ``cost_ratio_threshold`` times the safe one's.
+    """
+    if stats.calls < rule.min_calls:
+        return None
+    found: list[str] = []
+    of = f"{stats.calls} calls in {rule.window_s} s"
+    if stats.failure_rate > rule.failure_rate_threshold and stats.failure_rate > safe.failure_rate:
+        found.append(
+            f"failure rate {stats.failure_rate:.1%} ({stats.connect_failures} connection failures + {stats.dropped} "
+            f"dropped of {of}) exceeds {rule.failure_rate_threshold:.1%} and the safe variant's "
+            f"{safe.failure_rate:.1%} ({safe.failures} of {safe.calls})"
+        )
+    mine, theirs = stats.first_audio_p95_ms, safe.first_audio_p95_ms
+    if rule.first_audio_p95_excess_ms is not None and mine is not None:
+        excess = mine - (theirs or 0.0)
+        if excess > rule.first_audio_p95_excess_ms:
+            found.append(
+                f"first-audio p95 {mine:.0f} ms is {excess:.0f} ms above the safe variant's "
+                f"{'n/a' if theirs is None else f'{theirs:.0f} ms'} (allowed: {rule.first_audio_p95_excess_ms:g} ms)"
+            )
+    if rule.barge_in_failure_excess is not None and stats.truncates:
+        excess = stats.truncate_failure_rate - safe.truncate_failure_rate
+        if excess > rule.barge_in_failure_excess:
+            found.append(
+                f"barge-in recovery failures {stats.truncate_failure_rate:.1%} ({stats.truncate_failures} of "
+                f"{stats.truncates} truncates) vs the safe variant's {safe.truncate_failure_rate:.1%} "
+                f"(allowed: +{rule.barge_in_failure_excess:.1%})"
+            )
+    rate = stats.function_call_success_rate
+    if rule.function_call_success_drop is not None and rate is not None:
+        safe_rate = safe.function_call_success_rate
+        drop = (1.0 if safe_rate is None else safe_rate) - rate
+        if drop > rule.function_call_success_drop:
+            found.append(
+                f"function-call success {rate:.1%} ({stats.tool_calls - stats.tool_failures} of {stats.tool_calls}) "
+                f"vs the safe variant's {'n/a' if safe_rate is None else f'{safe_rate:.1%}'} "
+                f"(allowed: -{rule.function_call_success_drop:.1%})"
+            )
+    cost, safe_cost = stats.cost_per_call, safe.cost_per_call
+    ratio = cost / safe_cost if cost is not None and safe_cost else None
+    if rule.cost_ratio_threshold is not None and ratio is not None and ratio > rule.cost_ratio_threshold:
+        found.append(
+            f"cost per call ${cost:.4f} is {ratio:.2f}x the safe variant's ${safe_cost:.4f} "
+            f"(allowed: {rule.cost_ratio_threshold:g}x)"
+        )
+    return f"{variant}: " + "; ".join(found) if found else None
