@@ -729,6 +729,22 @@ class BargeIn(Report):
 
 
 @dataclass(frozen=True, slots=True)
+class TalkedOver(Report):
+    """After a barge-in on a model that stops itself (no cancel), how long its speech went on over the caller: from
+    the caller's onset (the bridge's own voice detection) to the model's last voiced audio. The caller heard only
+    what was queued before the flush; the rest was dropped."""
+
+    kind: ClassVar[str] = "talked_over"
+    stored: ClassVar[tuple[str, ...]] = ("talk_over_ms",)
+
+    talk_over_ms: float
+
+    @property
+    def summary(self) -> str:
+        return f"the agent talked over the caller for {self.talk_over_ms:.0f} ms"
+
+
+@dataclass(frozen=True, slots=True)
 class TransferCancelled(Report):
     kind: ClassVar[str] = "transfer_cancelled"
 

@@ -64,6 +64,12 @@ TRUNCATE_ERROR = Histogram(
     ["dialect"],
     buckets=(0, 5, 10, 20, 40, 60, 100, 200, 500),
 )
+TALK_OVER = Histogram(
+    f"{NS}_talk_over_ms",
+    "After a barge-in, how long a model that stops itself went on speaking over the caller",
+    ["dialect"],
+    buckets=(50, 100, 200, 300, 500, 800, 1200, 2000, 5000),
+)
 LATENCY = Histogram(
     f"{NS}_latency_seconds", "Latency budget segments (see bridge/metrics.py)", ["segment", "dialect"],
     buckets=LATENCY_BUCKETS,
@@ -164,6 +170,7 @@ def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:
         .on(ev.ServiceError, lambda r: REALTIME_ERRORS.labels(dialect, r.error_class).inc())
         .on(ev.UnknownServerEvent, lambda r: UNKNOWN_EVENTS.labels(dialect).inc())
         .on(ev.BargeIn, barge_in)
+        .on(ev.TalkedOver, lambda r: TALK_OVER.labels(dialect).observe(r.talk_over_ms))
         .on(ev.Truncated, lambda r: TRUNCATES.labels(dialect, "ok").inc())
         .on(ev.TruncateRefused, lambda r: TRUNCATES.labels(dialect, "failed").inc())
         .on(ev.PlayoutTotals, playout)

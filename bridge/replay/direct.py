@@ -38,6 +38,7 @@ from bridge.call.session import CallSession, Listener
 from bridge.dialplan import Dialplan
 from bridge.emulator.annotations import Annotations
 from bridge.emulator.faults import Settings as EmulatorSettings
+from bridge.emulator.live import LiveSession
 from bridge.emulator.session import Abort, Action, Close, EmulatorSession, Send, SendRaw
 from bridge.errors import classify_close
 from bridge.realtime.client import RealtimeClient
@@ -86,11 +87,12 @@ class InMemoryRealtime(RealtimeClient):
     def __init__(
         self,
         dialect: Dialect,
-        emulator: EmulatorSession,
+        emulator: EmulatorSession | LiveSession,
         *,
         trace: Callable[[ev.Event], None] | None = None,
     ) -> None:
-        super().__init__(dialect, MEMORY_URL, "in-memory", model=emulator.view.model)
+        model = emulator.model if isinstance(emulator, LiveSession) else emulator.view.model
+        super().__init__(dialect, MEMORY_URL, "in-memory", model=model)
         self.emulator = emulator
         self._trace = trace
         self._timer: asyncio.TimerHandle | None = None
@@ -165,6 +167,13 @@ class InMemoryRealtime(RealtimeClient):
             self._arm()
 
     async def close(self, drain_timeout_s: float = 1.0) -> None:
+        closing = self.dialect.handshake.closing  # Live: session.close, answered by session.closed
+        if closing is not None and self.closed is None:
+            self._perform(
+                self.emulator.receive(
+                    orjson.dumps({"type": self.dialect.client_events[closing]}).decode(), self._loop().time()
+                )
+            )
         if self.closed is None:
             self.closed = ev.Closed(None, 1000, "closed by bridge", retryable=False)
             self._emit(self.closed)

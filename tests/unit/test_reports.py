@@ -45,6 +45,12 @@ CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
         "caller spoke over the agent",
         {"truncate_error_ms": 4.0},
     ),
+    (
+        ev.TalkedOver(320.0),
+        "talked_over",
+        "the agent talked over the caller for 320 ms",
+        {"talk_over_ms": 320.0},
+    ),
     (ev.TransferCancelled(), "transfer_cancelled", "caller spoke over the transfer line", {}),
     (
         ev.ToolCalled("end_call", "{}", '{"ok":true}'),

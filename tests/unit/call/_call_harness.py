@@ -40,14 +40,16 @@ from bridge.call.session import CallReport, CallSession
 from bridge.dialplan import BUILTIN_TOOLS, Dialplan
 from bridge.emulator.annotations import Annotations
 from bridge.emulator.faults import Settings
+from bridge.emulator.live import LiveSession
 from bridge.emulator.session import EmulatorSession
-from bridge.realtime.dialects import BETA, GA, Dialect
+from bridge.realtime.dialects import BETA, GA, Dialect, LiveService
 from bridge.realtime.profile import AgentProfile, ServerVad
 from bridge.realtime.retry import RetryPolicy
 from bridge.replay.direct import InMemoryRealtime
 from bridge.replay.virtual import VirtualTimeLoop
 
 FRAME_S: Final = FRAME_MS / 1000.0
+APPENDS: Final = frozenset({"input_audio_buffer.append", "session.input_audio.append"})  # the caller's audio
 RATE: Final = 8000
 SILENCE: Final = bytes(BYTES_PER_FRAME_PCM16)
 VOICED_DBFS: Final = -50.0  # a heard frame louder than this (RMS) is agent audio
@@ -322,7 +324,7 @@ class Service:
         annotations: Any = None,
     ) -> None:
         self.dialect = dialect
-        self.sessions: list[EmulatorSession] = []
+        self.sessions: list[EmulatorSession | LiveSession] = []
         self.connected_at: list[float] = []  # when each connection was opened (virtual seconds)
         self._trace = trace
         self._clock = clock
@@ -332,7 +334,8 @@ class Service:
     async def connect(self) -> InMemoryRealtime:
         n = len(self.sessions)
         values = {"seed": 100 + n, **self._settings[min(n, len(self._settings) - 1)]}
-        emulator = EmulatorSession(
+        session_type = LiveSession if isinstance(self.dialect.service, LiveService) else EmulatorSession
+        emulator = session_type(
             self.dialect,
             Settings().with_values(values),
             now=self._clock(),
@@ -342,7 +345,7 @@ class Service:
         who = f"peer{n}"
 
         def listen(direction: str, t: float, obj: Any) -> None:
-            if direction == "in" and isinstance(obj, dict) and obj.get("type") != "input_audio_buffer.append":
+            if direction == "in" and isinstance(obj, dict) and obj.get("type") not in APPENDS:
                 self._trace.add(who, str(obj.get("type")), obj)
 
         emulator.record.listener = listen
@@ -354,7 +357,7 @@ class Service:
 
     def received(self, n: int, *, appends: bool = False) -> list[dict[str, Any]]:
         """The client events session ``n`` received, in order (without the caller's audio unless ``appends``)."""
-        return [e for e in self.sessions[n].record.received if appends or e.get("type") != "input_audio_buffer.append"]
+        return [e for e in self.sessions[n].record.received if appends or e.get("type") not in APPENDS]
 
     def messages(self, n: int, role: str) -> list[str]:
         """The texts of the ``role`` messages the bridge put in session ``n`` (summaries, notices, keys pressed)."""
@@ -383,11 +386,7 @@ class Service:
 
     def append_times(self, n: int) -> list[float]:
         """When session ``n`` received each frame of the caller's audio (virtual seconds)."""
-        return [
-            t
-            for t, direction, k in self.sessions[n].record.timeline
-            if direction == "in" and k == "input_audio_buffer.append"
-        ]
+        return [t for t, direction, k in self.sessions[n].record.timeline if direction == "in" and k in APPENDS]
 
 
 # --------------------------------------------------------------------------------------------------------------
