@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from bridge import events as ev
 
-DialectName = Literal["beta", "ga"]
+DialectName = Literal["beta", "ga", "live"]  # a decision's dialect; a rollout's arms are the first two
 NEW_DIALECT: DialectName = "ga"  # the rollout's two arms: callers move from the legacy one to the new one
 LEGACY_DIALECT: DialectName = "beta"
 Outcome = Literal["ok", "connect_failure", "dropped"]

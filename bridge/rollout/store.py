@@ -55,7 +55,8 @@ RETRY_AFTER_S = 5.0
 AUTO_ROLLBACK_WHO = "auto-rollback"
 _DIALPLAN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # as bridge.dialplan.Dialplan.name
 _LIST_FIELDS = frozenset({"allow", "deny"})
-_DIALECTS = ("beta", "ga")
+_DIALECTS = ("beta", "ga")  # the rollout's two arms, whose windows decide a rollback
+_RECORDED = ("beta", "ga", "live")  # every dialect a call can run on (a plan may pin any): its outcomes are counted
 
 
 # ------------------------------------------------------------------------------------------------ encoding
@@ -271,8 +272,8 @@ class RolloutStore:
     async def record_outcome(self, dialect: str, dialplan: str, outcome: str) -> bool:
         """Count one finished call (``ok``, ``connect_failure`` or ``dropped``) in the dialect's sliding window.
         Never raises for Redis: returns False (and counts ``outcome_failures``) when it could not record."""
-        if dialect not in _DIALECTS:
-            raise ValueError(f"unknown dialect {dialect!r} (expected one of {_DIALECTS})")
+        if dialect not in _RECORDED:
+            raise ValueError(f"unknown dialect {dialect!r} (expected one of {_RECORDED})")
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r} (expected one of {OUTCOMES})")
         now = self._clock()

@@ -62,7 +62,7 @@ def fixed_decision(plan: Dialplan) -> Decision:
     """A plan pinned to one dialect: its own model (or the dialect's default) and voice."""
     dialect = get_dialect(plan.dialect)
     model = plan.profile.model or dialect.default_model
-    name = cast(DialectName, dialect.name)  # a pinned plan's dialect is one of the rollout's two
+    name = cast(DialectName, dialect.name)  # a pinned plan may name any dialect
     return Decision(name, model, plan.profile.voice, f"dialplan pins {name}")
 
 

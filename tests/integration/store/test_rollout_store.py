@@ -174,8 +174,14 @@ async def test_outcomes_outside_the_window_do_not_count(redis_server: EmbeddedRe
         assert await raw.zcard(keys.health("support", "ga", "connect_failure")) == 10  # other keys trim on their write
         assert await raw.zcard(keys.health("support", "ga", "ok")) == 1
         assert 0 < await raw.ttl(keys.health("support", "ga", "ok")) <= keys.HEALTH_TTL_S
+        # a plan pinned to Live counts its outcomes too (beside the rollout's two arms, which alone decide)
+        assert await store.record_outcome("live", "live", "ok")
+        assert await raw.zcard(keys.health("live", "live", "ok")) == 1
+        assert set(await store.window_stats("live")) == {"beta", "ga"}
     with pytest.raises(ValueError, match="unknown outcome"):
         await RolloutStore(redis_server.url).record_outcome("ga", "support", "meh")
+    with pytest.raises(ValueError, match="unknown dialect"):
+        await RolloutStore(redis_server.url).record_outcome("gamma", "support", "ok")
 
 
 # ------------------------------------------------------------------------------------------------ Redis outage
