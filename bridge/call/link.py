@@ -24,19 +24,22 @@ SAMPLE_EVERY = 50  # caller frames: the capture and uplink segments are sampled 
 
 
 async def open_session(
-    connect: Callable[[], Awaitable[RealtimeClient]], profile: AgentProfile, seen: Callable[[ev.Event], object]
+    connect: Callable[[], Awaitable[RealtimeClient]],
+    profile: AgentProfile,
+    seen: Callable[[ev.Event], object],
+    history: tuple[ev.AddText, ...] = (),
 ) -> RealtimeClient:
     """Connect and run the dialect's handshake (:meth:`RealtimeClient.open`); return once the service confirmed
     the session, so the first caller audio is in the configured format. ``seen`` gets the session's own events on
-    the way. Raises :class:`~bridge.errors.ConnectError` if the service refuses or closes; never leaves the socket
-    open."""
+    the way; ``history`` is the text the session starts from (a rollover's summary). Raises
+    :class:`~bridge.errors.ConnectError` if the service refuses or closes; never leaves the socket open."""
     client = await connect()
 
     async def on_event(event: ev.Event) -> None:
         seen(event)
 
     try:
-        await client.open(profile, on_event)
+        await client.open(profile, on_event, history)
     except BaseException:  # refused, or timed out at the answer deadline: never leave the socket open
         await client.close()
         raise

@@ -200,8 +200,9 @@ class CallSession:
         return self.playback.audio_item
 
     # ------------------------------------------------------------------------------------------------ lifecycle
-    async def _open_session(self) -> RealtimeClient:
-        client = await open_session(self._connect, self.plan.profile, self._handlers)  # the session's events reported
+    async def _open_session(self, history: tuple[ev.AddText, ...] = ()) -> RealtimeClient:
+        # the session's events reported
+        client = await open_session(self._connect, self.plan.profile, self._handlers, history)
         self.rollover.opened()
         return client
 

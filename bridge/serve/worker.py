@@ -190,7 +190,7 @@ class Worker:
             dialect,
             connect,
             listeners=listeners,
-            max_session_s=settings.realtime_max_session_s,
+            max_session_s=settings.realtime_max_session_s or dialect.capabilities.session_cap_s,
             credentials=self.credentials.get(dialect, decision.model),
             metronome=metronome_for(),  # one 20 ms beat for every call of the worker, on the media clock
         )

@@ -196,3 +196,20 @@ def test_turns_close_on_the_other_speakers_gap_and_on_agent_silence() -> None:
     caller("Thanks", 5000, 5400)
     turns.flush()
     assert finals[-1] == ("caller", "Thanks")
+
+
+def test_rollover_seeds_the_next_session_with_the_summary_at_its_start() -> None:
+    async def scenario(call: Call) -> None:
+        await call.idle()
+        await call.turn(tone_8k(1000))
+        await call.until(lambda: call.task.done() or len(call.service.sessions) > 1, what="the next session")
+        await call.until(lambda: call.task.done() or call.now > 12.0, what="the swap")
+        call.phone.hang_up()
+
+    result = run_call(scenario, LIVE, dialplan=live_plan(), annotations=HOURS, max_session_s=10.0)
+    start = result.service.received(1)[0]
+    assert start["type"] == "session.start"
+    (seed,) = start["session"]["input"]
+    assert seed["role"] == "developer" and "What are your hours?" in seed["content"][0]["text"]
+    assert [k for k in result.service.kinds(1) if k != "session.close"] == ["session.start"]  # nothing sent after it
+    assert result.report.rollovers == 1 and result.service.errors(1) == []
