@@ -729,6 +729,23 @@ class BargeIn(Report):
 
 
 @dataclass(frozen=True, slots=True)
+class UsageTotals(Report):
+    """What the call used of the model service, all its sessions together: session audio time (where the dialect
+    counts it) and response tokens."""
+
+    kind: ClassVar[str] = "usage"
+    stored: ClassVar[tuple[str, ...]] = ("audio_seconds", "input_tokens", "output_tokens")
+
+    audio_seconds: float
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def summary(self) -> str:
+        return f"{self.audio_seconds:g} s of session audio, {self.input_tokens}+{self.output_tokens} tokens"
+
+
+@dataclass(frozen=True, slots=True)
 class TalkedOver(Report):
     """After a barge-in on a model that stops itself (no cancel), how long its speech went on over the caller: from
     the caller's onset (the bridge's own voice detection) to the model's last voiced audio. The caller heard only

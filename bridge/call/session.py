@@ -46,6 +46,7 @@ from bridge.call.state import Phase, PhaseMachine
 from bridge.call.toolcalls import ToolCalls
 from bridge.call.transcripts import Transcripts
 from bridge.call.turns import TurnBuilder
+from bridge.call.usage import UsageMeter
 from bridge.dialplan import Dialplan
 from bridge.errors import ConnectError
 from bridge.realtime.client import RealtimeClient
@@ -98,6 +99,7 @@ class CallSession:
         self.report = CallReport(call_id=leg.call_id, dialect=dialect.name, dialplan=plan.name)
         self.phase = CallFlow(PhaseMachine(leg.call_id, on_change=self._phase_changed, clock=clock), self._perform)
         self.inbox = Inbox()
+        self.usage = UsageMeter()
         self.uplink, downlink = converters(plan.profile.audio_format)
         self.playout = PlayoutBuffer(clock=clock)
         self.latency = LatencyMeter(self.report, self.emit, clock)
@@ -155,6 +157,7 @@ class CallSession:
             .on(ev.AgentText, self.transcripts.agent)
             .on(ev.ResponseStarted, self._on_response_started)
             .on(ev.ResponseDone, self._on_response_done)
+            .on(ev.UsageUpdated, self.usage.updated)
             .on(ev.FunctionCall, self._on_function_call)
             .on(ev.TransferProgress, self.tools.transfer_progress)
             .on(ev.Dtmf, self._on_dtmf)
@@ -250,10 +253,18 @@ class CallSession:
             for client in (self.client, self.rollover.next):
                 if client is not None:
                     await client.close()
+            if self.client is not None and self.client.protocol.usage_seconds is not None:
+                # the final figure came with the close (Live's session.closed), after the inbox was read
+                self.usage.updated(ev.UsageUpdated(self.client.protocol.usage_seconds, final=True))
             self.report.agent_audio_ms = self.playout.frames_played * FRAME_MS
             if self.phase.phase is not Phase.ENDED:
                 self.phase.fire(Trigger.FINISHED, self.report.end_reason or "session finished")
             self.emit(ev.PlayoutTotals(self.playout.underruns, self.playout.dropped_frames))
+            self.report.usage = totals = self.usage.totals()
+            if self.dialect.capabilities.usage == "audio_seconds":  # priced by session time: report it as it ends
+                self.emit(
+                    ev.UsageTotals(totals["audio_seconds"], int(totals["input_tokens"]), int(totals["output_tokens"]))
+                )
             self.emit(ev.CallEnded(self.report.end_reason, self.outcome))
         return self.report
 
@@ -284,7 +295,7 @@ class CallSession:
     def _start_pump(self) -> None:
         """Route the current client's events into the inbox as they are decoded (no task in between)."""
         client = self.client
-
+        self.usage.new_session()
         self._caller_speaking = False  # a new session: its VAD has heard nothing yet
 
         def deliver(event: ev.Event) -> None:
@@ -425,6 +436,7 @@ class CallSession:
 
     def _on_response_done(self, e: ev.ResponseDone) -> None:
         self.emit(ev.ResponseEnded(e.response_id, e.status))
+        self.usage.response_done(e)
         if self._continuous:  # the delegated backend's: its calls are answered now, together
             self.tools.response_done(e.response_id)
             return

@@ -213,3 +213,15 @@ def test_rollover_seeds_the_next_session_with_the_summary_at_its_start() -> None
     assert seed["role"] == "developer" and "What are your hours?" in seed["content"][0]["text"]
     assert [k for k in result.service.kinds(1) if k != "session.close"] == ["session.start"]  # nothing sent after it
     assert result.report.rollovers == 1 and result.service.errors(1) == []
+
+
+def test_usage_counts_the_sessions_audio_time_and_the_backends_tokens() -> None:
+    result = run_call(one_question, LIVE, dialplan=live_plan(), annotations=HOURS)
+    usage = result.report.usage
+    emulated = result.service.sessions[0].record.timeline
+    closed = [t for t, direction, k in emulated if direction == "out" and k == "session.closed"]
+    assert closed  # the final figure came with session.close
+    # the emulator counts the session's timeline: about as long as the call
+    assert usage["audio_seconds"] == pytest.approx(result.phone.heard[-1][0], abs=0.5)
+    assert usage["audio_seconds"] > 0
+    assert "usage" in [kind for _, kind, _ in result.report.timeline]
