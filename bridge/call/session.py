@@ -103,7 +103,8 @@ class CallSession:
         self.uplink, downlink = converters(plan.profile.audio_format)
         self.playout = PlayoutBuffer(clock=clock)
         self.latency = LatencyMeter(self.report, self.emit, clock)
-        self.link = Link(self.uplink, self.latency, clock)  # the current Realtime session and the caller's audio
+        # the current Realtime session and the caller's audio
+        self.link = Link(self.uplink, self.latency, clock, continuous=dialect.capabilities.continuous_audio)
         caps = dialect.capabilities
         self._continuous = caps.continuous_output  # the model's audio is a stream; responses are the backend's
         self.playback = Playback(
@@ -227,7 +228,8 @@ class CallSession:
         self.report.answered = True
         self.emit(ev.Answered())
         self.leg.start_media(self.playout, self.link.on_frame if self._caller_vad is None else self._on_caller_frame)
-        if self._caller_vad is None and isinstance(self.uplink, Upsampler) and self.uplink.c_kernel() is not None:
+        offload = self._caller_vad is None and not self.link.continuous  # else every frame passes the loop
+        if offload and isinstance(self.uplink, Upsampler) and self.uplink.c_kernel() is not None:
             self.link.offload = self.leg.uplink_offload(self.uplink)
         leg_pump = asyncio.create_task(self._pump_leg(), name=f"leg-{self.leg.call_id}")
         metronome = self._metronome or Metronome(asyncio.get_running_loop(), TICK_S)

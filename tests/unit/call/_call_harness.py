@@ -174,6 +174,8 @@ class Phone:
         self._outgoing: deque[tuple[bytes, bool, bool]] = deque()  # (frame, first of an utterance, last)
         self._utterance_start = 0.0
         self._media: asyncio.Task[None] | None = None
+        self._stalled = 0  # ticks left of a stall of the caller's RTP
+        self._held: list[bytes] = []  # the caller's frames held back by a stall, delivered at once after it
 
     # -- PhoneLeg ----------------------------------------------------------------------------------------------
     def _told(self, *what: str) -> None:
@@ -215,6 +217,11 @@ class Phone:
         for i, frame in enumerate(frames):
             self._outgoing.append((frame.ljust(BYTES_PER_FRAME_PCM16, b"\0"), i == 0, i == len(frames) - 1))
         self._outgoing.extend((SILENCE, False, False) for _ in range(round(silence_after_ms / FRAME_MS)))
+
+    def stall(self, ms: float) -> None:
+        """The caller's RTP stalls for ``ms`` (a network hiccup), then its frames arrive at once, in a burst."""
+        self._trace.add("phone", "stall", ms)
+        self._stalled = round(ms / FRAME_MS)
 
     @property
     def saying(self) -> bool:
@@ -258,7 +265,13 @@ class Phone:
                 self._utterance_start = now
             if last:
                 self.said.append((self._utterance_start, now + FRAME_S))
-            on_frame(frame, time.monotonic())
+            if self._stalled:
+                self._stalled -= 1
+                self._held.append(frame)
+            else:
+                for held in [*self._held, frame]:
+                    on_frame(held, time.monotonic())
+                self._held.clear()
             n += 1
             await asyncio.sleep(max(0.0, start + n * FRAME_S - loop.time()))
 

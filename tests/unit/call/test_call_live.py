@@ -11,6 +11,7 @@ from _call_harness import FRAME_S, TRANSFER_TARGET, Call, Result, run_call, tone
 
 from bridge import events as ev
 from bridge.audio.frames import FRAME_MS
+from bridge.call.link import SLACK_FRAMES
 from bridge.call.turns import AGENT_SILENCE_S, MIN_SEPARATION_MS, TurnBuilder
 from bridge.dialplan import BUILTIN_TOOLS, Dialplan
 from bridge.realtime.dialects import LIVE
@@ -225,3 +226,21 @@ def test_usage_counts_the_sessions_audio_time_and_the_backends_tokens() -> None:
     assert usage["audio_seconds"] == pytest.approx(result.phone.heard[-1][0], abs=0.5)
     assert usage["audio_seconds"] > 0
     assert "usage" in [kind for _, kind, _ in result.report.timeline]
+
+
+def test_a_stall_of_the_callers_audio_is_filled_with_silence_and_never_sent_in_a_burst() -> None:
+    async def scenario(call: Call) -> None:
+        await call.until(lambda: call.now > 1.0, what="a second of the call")
+        call.phone.stall(300)
+        await call.until(lambda: call.now > 2.0, what="the stall and after")
+        call.phone.hang_up()
+
+    result = run_call(scenario, LIVE, dialplan=live_plan(), annotations={"greeting": WELCOME})
+    appends = result.service.append_times(0)
+    gaps = [b - a for a, b in itertools.pairwise(appends)]
+    same_instant = max(sum(1 for t in appends if abs(t - u) < 1e-9) for u in appends)
+    assert max(gaps) <= (SLACK_FRAMES + 3) * FRAME_S  # silence filled the stall: the slack, a beat, the phase
+    # the held frames did not go out as a burst: at most the slack behind and the slack ahead, not the stall's 15
+    assert same_instant <= 2 * SLACK_FRAMES + 2
+    # a frame every 20 ms over the call, within the slack
+    assert abs(len(appends) - (appends[-1] - appends[0]) / FRAME_S) <= SLACK_FRAMES + 1
