@@ -13,6 +13,8 @@ Test plans (called number -> plan):
     3103            ga-ulaw     GA,   g711_ulaw passthrough
     3104            beta-ulaw   beta, g711_ulaw passthrough
     3105            ga-xfer     GA,   pcm16, transfer_to_human to the listen-mode UA of the test (if given)
+    3106            live-pcm    Live, pcm16_16k (16 kHz, resampled), a greeting
+    3107            live-ulaw   Live, g711_ulaw passthrough, a greeting
 
 Level convention (``bridge.audio.analysis``): dBFS = 20·log10(rms / 32768). The emulator's ``tone_dbfs`` is a *peak*
 level, so its reply tone has an RMS of ``tone_dbfs - 3.01`` dB.
@@ -60,6 +62,8 @@ PLANS: dict[str, tuple[str, str, str]] = {  # number -> (plan name, dialect, aud
     "3102": ("beta-pcm", "beta", "pcm16"),
     "3103": ("ga-ulaw", "ga", "g711_ulaw"),
     "3104": ("beta-ulaw", "beta", "g711_ulaw"),
+    "3106": ("live-pcm", "live", "pcm16_16k"),
+    "3107": ("live-ulaw", "live", "g711_ulaw"),
 }
 NUMBER = {(dialect, fmt): number for number, (_name, dialect, fmt) in PLANS.items()}
 XFER_NUMBER = "3105"
@@ -240,6 +244,9 @@ def write_dialplans(directory: Path, transfer_target: str | None = None) -> Path
                 "tools": ["end_call"],
             },
         }
+        if dialect == "live":  # Live takes turns itself (no turn_detection) and greets through commentary
+            profile = {k: v for k, v in plan["profile"].items() if k != "turn_detection"}  # type: ignore[attr-defined]
+            plan |= {"greeting": "Greet the caller.", "profile": {**profile, "model": "gpt-live-1", "voice": "marin"}}
         (directory / f"{name}.yaml").write_text(json.dumps(plan))  # JSON is YAML
     if transfer_target is not None:
         plan = {

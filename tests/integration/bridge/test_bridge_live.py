@@ -1,0 +1,77 @@
+"""A real SIP call on GPT-Live through the whole stack (pjsua2 caller, a worker, the emulator's Live session), with
+PCM at 16 kHz and with G.711 μ-law passthrough: the greeting is heard soon after the answer, the caller's words
+reach the model, and the reply is heard at the pitch and level the emulator sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from _bridge_helpers import (
+    NUMBER,
+    RATE,
+    SINE_PEAK_TO_RMS_DB,
+    BridgeStack,
+    active_regions,
+    assert_tone,
+    call,
+    dbfs,
+    one_session,
+    read_pcm_wav,
+    segment,
+    silence,
+    tone,
+    write_pcm_wav,
+)
+
+pytestmark = pytest.mark.integration
+
+GREETING_HZ, REPLY_HZ, PEAK_DBFS = 400.0, 600.0, -12.0
+GREETING_MS, REPLY_MS = 1000, 1200
+HEARS = "What are your opening hours?"
+
+
+@pytest.mark.parametrize("fmt", ["pcm16_16k", "g711_ulaw"])
+async def test_a_live_call_greets_hears_the_caller_and_answers(tmp_path: Path, fmt: str) -> None:
+    play = tmp_path / "caller.wav"
+    # quiet while the greeting plays, then a question (a tone the emulator's VAD hears), then quiet for the reply
+    write_pcm_wav(play, silence(2.5), tone(1020.0, 1.0, -10.0), silence(3.5))
+    heard_wav = tmp_path / "heard.wav"
+
+    async with BridgeStack(tmp_path) as stack:
+        emu = stack.emu
+        emu.queue_next(
+            settings={"tone_dbfs": PEAK_DBFS},
+            annotations={
+                "greeting": {"text": "Welcome.", "tone_hz": GREETING_HZ, "duration_ms": GREETING_MS},
+                "turns": [
+                    {"hears": HEARS, "reply": {"text": "From nine.", "tone_hz": REPLY_HZ, "duration_ms": REPLY_MS}}
+                ],
+            },
+        )
+        before = len(emu.sessions)
+        done = await call(stack.uri(NUMBER[("live", fmt)]), play=play, record=heard_wav, hangup_after=7.0)
+        assert done.returncode == 0, done.describe()
+        assert done.report is not None
+        report = await stack.report(done.report["call_id"])
+        record = one_session(emu, before)
+        await emu.wait_closed(record)
+
+    assert report["dialect"] == "live" and report["answered"] is True and report["errors"] == []
+    received = record.types_received()
+    assert received[:2] == ["session.start", "session.commentary.append"], received[:5]
+    assert received[-1] == "session.close"  # a clean end
+    assert "response.create" not in received and "session.input_audio.append" in received
+    assert report["caller_transcript"] == [HEARS]
+    assert report["agent_transcript"] == ["Welcome.", "From nine."]
+
+    heard, heard_rate = read_pcm_wav(heard_wav)
+    assert heard_rate == RATE
+    greeting, reply = active_regions(heard, RATE, floor_dbfs=-45.0)
+    assert greeting.start_s < 1.5, greeting  # the recording starts at the answer
+    for region, hz, ms in ((greeting, GREETING_HZ, GREETING_MS), (reply, REPLY_HZ, REPLY_MS)):
+        assert region.seconds == pytest.approx(ms / 1000, abs=0.08), region
+        body = segment(heard, RATE, region.start_s + 0.05, region.end_s - 0.05)
+        assert_tone(body, RATE, hz)
+        assert dbfs(body) == pytest.approx(PEAK_DBFS - SINE_PEAK_TO_RMS_DB, abs=1.5)
+    assert reply.start_s > 3.5  # after the caller's question (2.5 s to 3.5 s of the call)
