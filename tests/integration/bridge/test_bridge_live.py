@@ -75,3 +75,35 @@ async def test_a_live_call_greets_hears_the_caller_and_answers(tmp_path: Path, f
         assert_tone(body, RATE, hz)
         assert dbfs(body) == pytest.approx(PEAK_DBFS - SINE_PEAK_TO_RMS_DB, abs=1.5)
     assert reply.start_s > 3.5  # after the caller's question (2.5 s to 3.5 s of the call)
+
+
+async def test_a_live_barge_in_silences_the_agent_within_one_playout_buffer(tmp_path: Path) -> None:
+    speaks_at = 2.0
+    play = tmp_path / "caller.wav"
+    write_pcm_wav(play, silence(speaks_at), tone(1020.0, 1.0, -10.0), silence(2.0))
+    heard_wav = tmp_path / "heard.wav"
+    async with BridgeStack(tmp_path) as stack:
+        emu = stack.emu
+        emu.queue_next(
+            settings={"tone_dbfs": PEAK_DBFS, "delta_ms": 100},
+            annotations={"greeting": {"text": "A long welcome.", "tone_hz": GREETING_HZ, "duration_ms": 6000}},
+        )
+        before = len(emu.sessions)
+        done = await call(stack.uri(NUMBER[("live", "pcm16_16k")]), play=play, record=heard_wav, hangup_after=4.5)
+        assert done.returncode == 0, done.describe()
+        assert done.report is not None
+        report = await stack.report(done.report["call_id"])
+        record = one_session(emu, before)
+        await emu.wait_closed(record)
+
+    # the caller heard the greeting until shortly after they spoke, not its 6 s: the bridge's own voice detection
+    # flushed the playout (Live has no cancel or truncate: nothing but the flush was sent)
+    heard, _ = read_pcm_wav(heard_wav)
+    cut = active_regions(heard, RATE, floor_dbfs=-45.0)[0]
+    assert_tone(segment(heard, RATE, cut.start_s + 0.05, cut.end_s - 0.05), RATE, GREETING_HZ)
+    assert speaks_at - 0.05 < cut.end_s < speaks_at + 0.3, cut
+    assert report["barge_ins"] == 1 and report["truncates"] == []
+    assert len(report["talk_over_ms"]) == 1
+    received = record.types_received()
+    assert "response.cancel" not in received and "conversation.item.truncate" not in received
+    assert report["errors"] == []
