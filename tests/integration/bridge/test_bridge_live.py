@@ -4,10 +4,13 @@ reach the model, and the reply is heard at the pitch and level the emulator sent
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from _bridge_helpers import (
+    LIVE_XFER_NUMBER,
+    LOCALHOST,
     NUMBER,
     RATE,
     SINE_PEAK_TO_RMS_DB,
@@ -16,17 +19,23 @@ from _bridge_helpers import (
     assert_tone,
     call,
     dbfs,
+    finish,
+    free_port,
+    listener,
     one_session,
     read_pcm_wav,
     segment,
     silence,
+    speech,
+    stop,
+    timeline,
     tone,
     write_pcm_wav,
 )
 
 pytestmark = pytest.mark.integration
 
-GREETING_HZ, REPLY_HZ, PEAK_DBFS = 400.0, 600.0, -12.0
+GREETING_HZ, REPLY_HZ, LINE_HZ, PEAK_DBFS = 400.0, 600.0, 500.0, -12.0
 GREETING_MS, REPLY_MS = 1000, 1200
 HEARS = "What are your opening hours?"
 
@@ -107,3 +116,49 @@ async def test_a_live_barge_in_silences_the_agent_within_one_playout_buffer(tmp_
     received = record.types_received()
     assert "response.cancel" not in received and "conversation.item.truncate" not in received
     assert report["errors"] == []
+
+
+async def test_a_live_transfer_to_human_refers_the_caller_after_the_line(tmp_path: Path) -> None:
+    agent_port = free_port()
+    target = f"sip:agent@{LOCALHOST}:{agent_port}"
+    play = tmp_path / "caller.wav"
+    write_pcm_wav(play, silence(0.3), speech(0.0, 1.2), silence(5.0))
+    heard_wav, agent_wav = tmp_path / "heard.wav", tmp_path / "agent.wav"
+    async with BridgeStack(tmp_path, transfer_target=target) as stack:
+        emu = stack.emu
+        emu.queue_next(
+            settings={"tone_hz": LINE_HZ, "min_reply_ms": 800, "max_reply_ms": 800},
+            annotations=[
+                {
+                    "hears": "Can I talk to a human agent, please?",
+                    "reply": {"tool_call": {"name": "transfer_to_human", "arguments": {"reason": "caller asked"}}},
+                }
+            ],
+        )
+        agent = await listener(agent_port, agent_wav, duration=15)
+        try:
+            before = len(emu.sessions)
+            done = await call(stack.uri(LIVE_XFER_NUMBER), play=play, record=heard_wav, hangup_after=6.0)
+        finally:
+            await finish(agent, timeout=5) if agent.returncode is None else await stop(agent)
+        assert done.returncode == 0, done.describe()
+        assert done.report is not None
+        phone = done.report
+        report = await stack.report(phone["call_id"])
+        record = one_session(emu, before)
+
+    assert report["dialect"] == "live" and report["end_reason"] == "transferred", report["end_reason"]
+    assert [c["name"] for c in report["tool_calls"]] == ["transfer_to_human"]
+    assert timeline(report, "transfer") and timeline(report, "transfer")[0][1] == target
+    # the delegation's call answered with response.item.create, then one response.create
+    outputs = [e["item"] for e in record.received if e.get("type") == "response.item.create"]
+    assert len(outputs) == 1 and json.loads(outputs[0]["output"])["ok"] is True
+    kinds = [e.get("type") for e in record.received if e.get("type") != "session.input_audio.append"]
+    i = kinds.index("response.item.create")
+    assert kinds[i : i + 2] == ["response.item.create", "response.create"], kinds
+    # the line was heard before the caller followed the REFER
+    heard, _ = read_pcm_wav(heard_wav)
+    line = active_regions(heard, RATE, floor_dbfs=-45.0)[0]
+    assert_tone(segment(heard, RATE, line.start_s + 0.05, line.end_s - 0.05), RATE, LINE_HZ)
+    transfer = phone["transfer"]
+    assert transfer is not None and transfer["sip_status"] == 200 and transfer["answered"] is True
