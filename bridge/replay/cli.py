@@ -186,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"         ✗ {reason}")
             for reason in r.differences:
                 print(f"         ≠ {reason}")
+            for reason in r.by_design:
+                print(f"         ~ by design: {reason}")
         print(
             f"{len(results)} script(s) x {len(meta['dialects'])} dialect(s): {counts['same']} same, "
             f"{counts['differs']} differ, {counts['failed']} failed; {meta['call_s']:.1f} s of calls in "

@@ -42,7 +42,7 @@ from bridge.emulator.live import LiveSession
 from bridge.emulator.session import Abort, Action, Close, EmulatorSession, Send, SendRaw
 from bridge.errors import classify_close
 from bridge.realtime.client import RealtimeClient
-from bridge.realtime.dialects import DIALECTS, Dialect
+from bridge.realtime.dialects import DIALECTS, Dialect, LiveService
 from bridge.realtime.protocol import RealtimeProtocol
 from bridge.replay.compare import DialectRun, ScriptResult, check_expectations, judge, token
 from bridge.replay.script import CallScript, Turn
@@ -537,7 +537,8 @@ async def replay_call(script: CallScript, dialect: str, options: DirectOptions |
         if connections and script.reconnect_greeting() is not None:
             annotations.extend({"greeting": script.reconnect_greeting()})
         connections += 1
-        emulator = EmulatorSession(
+        session_type = LiveSession if isinstance(server_dialect.service, LiveService) else EmulatorSession
+        emulator = session_type(
             server_dialect,
             settings,
             model=plan.profile.model or server_dialect.default_model,
