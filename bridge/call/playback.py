@@ -15,25 +15,16 @@ reported (:class:`~bridge.events.TalkedOver`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from bridge import events as ev
 from bridge.audio import AudioConverter, PlayoutBuffer
+from bridge.audio.analysis import level_dbfs
 from bridge.call.latency import LatencyMeter
 
 SPEECH_DBFS = -45.0  # a continuous stream's chunk louder than this (RMS, 8 kHz PCM16) is speech
 HANGOVER_MS = 200.0  # silence that ends a speech segment of a continuous stream
-
-
-def level_dbfs(pcm8k: bytes) -> float:
-    """RMS level of PCM16 audio in dBFS (full scale 32768); -120 for nothing."""
-    x = np.frombuffer(pcm8k, dtype="<i2").astype(np.float64)
-    rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
-    return 20.0 * math.log10(max(rms, 1e-6) / 32768.0)
 
 
 @dataclass(frozen=True, slots=True)
