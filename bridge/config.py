@@ -56,7 +56,7 @@ class Settings(BaseModel):
     realtime_url: str = EMULATOR_URL
     api_key: SecretStr | None = None  # None with the emulator; required for api.openai.com
     redis_url: str | None = None
-    realtime_max_session_s: float = Field(3600.0, gt=1)
+    realtime_max_session_s: float | None = Field(None, gt=1)  # None: each dialect's own cap (its capabilities)
     # static: workers use the key; mint: workers mint short-lived secrets with it; broker: only the serve process
     # holds the key and workers fetch short-lived secrets from its broker (they never see the key)
     credentials: Literal["static", "mint", "broker"] = "static"

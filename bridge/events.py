@@ -729,6 +729,39 @@ class BargeIn(Report):
 
 
 @dataclass(frozen=True, slots=True)
+class UsageTotals(Report):
+    """What the call used of the model service, all its sessions together: session audio time (where the dialect
+    counts it) and response tokens."""
+
+    kind: ClassVar[str] = "usage"
+    stored: ClassVar[tuple[str, ...]] = ("audio_seconds", "input_tokens", "output_tokens")
+
+    audio_seconds: float
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def summary(self) -> str:
+        return f"{self.audio_seconds:g} s of session audio, {self.input_tokens}+{self.output_tokens} tokens"
+
+
+@dataclass(frozen=True, slots=True)
+class TalkedOver(Report):
+    """After a barge-in on a model that stops itself (no cancel), how long its speech went on over the caller: from
+    the caller's onset (the bridge's own voice detection) to the model's last voiced audio. The caller heard only
+    what was queued before the flush; the rest was dropped."""
+
+    kind: ClassVar[str] = "talked_over"
+    stored: ClassVar[tuple[str, ...]] = ("talk_over_ms",)
+
+    talk_over_ms: float
+
+    @property
+    def summary(self) -> str:
+        return f"the agent talked over the caller for {self.talk_over_ms:.0f} ms"
+
+
+@dataclass(frozen=True, slots=True)
 class TransferCancelled(Report):
     kind: ClassVar[str] = "transfer_cancelled"
 

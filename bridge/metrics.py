@@ -71,6 +71,16 @@ TRUNCATE_ERROR = Histogram(
     ["dialect"],
     buckets=(0, 5, 10, 20, 40, 60, 100, 200, 500),
 )
+MODEL_AUDIO_SECONDS = Counter(
+    f"{NS}_model_audio_seconds", "Session audio time the service counts (dialects priced by it)", ["dialect"]
+)
+MODEL_TOKENS = Counter(f"{NS}_model_tokens", "Response tokens the service counts", ["dialect", "direction"])
+TALK_OVER = Histogram(
+    f"{NS}_talk_over_ms",
+    "After a barge-in, how long a model that stops itself went on speaking over the caller",
+    ["dialect"],
+    buckets=(50, 100, 200, 300, 500, 800, 1200, 2000, 5000),
+)
 LATENCY = Histogram(
     f"{NS}_latency_seconds", "Latency budget segments (see bridge/metrics.py)", ["segment", "dialect"],
     buckets=LATENCY_BUCKETS,
@@ -234,6 +244,11 @@ def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:
         OUTAGE_SECONDS.inc(r.outage_s)
         FAILOVERS.labels(dialplan, r.failover).inc()
 
+    def usage(r: ev.UsageTotals) -> None:
+        MODEL_AUDIO_SECONDS.labels(dialect).inc(r.audio_seconds)
+        MODEL_TOKENS.labels(dialect, "input").inc(r.input_tokens)
+        MODEL_TOKENS.labels(dialect, "output").inc(r.output_tokens)
+
     def playout(r: ev.PlayoutTotals) -> None:
         PLAYOUT_UNDERRUNS.labels(dialect).inc(r.underruns)
         PLAYOUT_DROPS.labels(dialect).inc(r.dropped_frames)
@@ -249,6 +264,8 @@ def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:
         .on(ev.ServiceError, lambda r: REALTIME_ERRORS.labels(dialect, r.error_class).inc())
         .on(ev.UnknownServerEvent, lambda r: UNKNOWN_EVENTS.labels(dialect).inc())
         .on(ev.BargeIn, barge_in)
+        .on(ev.TalkedOver, lambda r: TALK_OVER.labels(dialect).observe(r.talk_over_ms))
+        .on(ev.UsageTotals, usage)
         .on(ev.Truncated, lambda r: TRUNCATES.labels(dialect, "ok").inc())
         .on(ev.TruncateRefused, lambda r: TRUNCATES.labels(dialect, "failed").inc())
         .on(ev.PlayoutTotals, playout)

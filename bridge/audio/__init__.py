@@ -1,5 +1,5 @@
 """Pure audio: the telephone frame, G.711 tables, 8 <-> 24 kHz and 8 <-> 16 kHz resampling, G.711 passthrough,
-20 ms playout, WAV files, level and tone analysis, base64 for the wire.
+20 ms playout, WAV files, level and tone analysis, energy voice detection, base64 for the wire.
 
 No asyncio, no pjsua2, no websockets here: everything is bytes in, bytes out, and testable alone.
 """

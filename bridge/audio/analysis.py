@@ -38,6 +38,12 @@ def _dbfs(samples: np.ndarray) -> float:
     return 20 * math.log10(max(rms, 1e-9) / FULL_SCALE)
 
 
+def level_dbfs(pcm: bytes) -> float:
+    """RMS level of PCM16 little-endian audio in dBFS (full scale 32768); very low for nothing."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    return _dbfs(samples) if samples.size else 20 * math.log10(1e-9 / FULL_SCALE)
+
+
 def peak_frequency(samples: np.ndarray, rate: int = SAMPLE_RATE) -> float | None:
     """Frequency of the largest FFT bin (DC excluded), refined by parabolic interpolation on log magnitude."""
     if len(samples) < 32:

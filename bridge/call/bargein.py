@@ -1,6 +1,7 @@
 """Barge-in: the caller speaks (or presses a key) over the agent. The session flushes the playout, cancels only an
 active response, truncates each item to what the caller actually heard of it (``conversation.item.truncate``, so
-the model's memory of its answer matches what was said), and listens again.
+the model's memory of its answer matches what was said), and listens again. A dialect without cancel or truncate
+(its model stops itself when the caller speaks) gets only the flush.
 
 The truncates stay outstanding until the service answers: ``conversation.item.truncated``, or an ``error`` event
 that refuses one. The call does not wait for that answer (the caller is already talking), so it is not a phase:
@@ -26,7 +27,11 @@ class BargeIn:
         send: Callable[[ev.Command], None],
         emit: Callable[[ev.Report], None],
         report: CallReport,
+        *,
+        cancel: bool = True,
+        truncate: bool = True,
     ) -> None:
+        self._cancel, self._truncate = cancel, truncate  # the dialect's capabilities: without them, only the flush
         self._playback = playback
         self._send = send
         self._emit = emit
@@ -35,9 +40,9 @@ class BargeIn:
 
     def cut(self, why: str) -> None:
         cut = self._playback.cut()
-        if cut.cancel is not None:
+        if cut.cancel is not None and self._cancel:
             self._send(ev.CancelResponse(cut.cancel))
-        for item_id, played_ms in cut.truncates:
+        for item_id, played_ms in cut.truncates if self._truncate else ():
             self._send(ev.Truncate(item_id=item_id, audio_end_ms=played_ms))
             self.awaiting_truncate = True
             self._report.truncates.append({"item_id": item_id, "audio_end_ms": played_ms})

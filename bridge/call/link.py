@@ -6,6 +6,12 @@ once as ``AppendAudio`` (the hot path has no queue of its own). Where the leg of
 media port, plain ``ws://``, PCM 24 kHz), the media clock thread does exactly that itself, in C, with the same
 upsampler state; the link binds it to each session as sessions come and go. With no session (recovering), the
 caller's frames are dropped: audio history is never replayed to a new session.
+
+A dialect with ``continuous_audio`` (the service hears one stream, silence included) gets a frame every 20 ms of
+the call's clock from the moment a session first hears the caller: a beat that finds the stream more than
+:data:`SLACK_FRAMES` behind fills the gap with silence (the leg's RTP stalled), and frames more than that ahead
+(the stalled frames arriving in a burst) are dropped: after a stall the service gets at most twice the slack at
+once, never the stall's worth.
 """
 
 from __future__ import annotations
@@ -15,28 +21,34 @@ from collections.abc import Awaitable, Callable
 
 from bridge import events as ev
 from bridge.audio import AudioConverter
+from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS
 from bridge.call.latency import LatencyMeter
 from bridge.call.leg import UplinkOffload
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.profile import AgentProfile
 
 SAMPLE_EVERY = 50  # caller frames: the capture and uplink segments are sampled once a second
+SLACK_FRAMES = 2  # a continuous stream may be this many frames early or late before it is evened out
+_SILENCE = bytes(BYTES_PER_FRAME_PCM16)
 
 
 async def open_session(
-    connect: Callable[[], Awaitable[RealtimeClient]], profile: AgentProfile, seen: Callable[[ev.Event], object]
+    connect: Callable[[], Awaitable[RealtimeClient]],
+    profile: AgentProfile,
+    seen: Callable[[ev.Event], object],
+    history: tuple[ev.AddText, ...] = (),
 ) -> RealtimeClient:
     """Connect and run the dialect's handshake (:meth:`RealtimeClient.open`); return once the service confirmed
     the session, so the first caller audio is in the configured format. ``seen`` gets the session's own events on
-    the way. Raises :class:`~bridge.errors.ConnectError` if the service refuses or closes; never leaves the socket
-    open."""
+    the way; ``history`` is the text the session starts from (a rollover's summary). Raises
+    :class:`~bridge.errors.ConnectError` if the service refuses or closes; never leaves the socket open."""
     client = await connect()
 
     async def on_event(event: ev.Event) -> None:
         seen(event)
 
     try:
-        await client.open(profile, on_event)
+        await client.open(profile, on_event, history)
     except BaseException:  # refused, or timed out at the answer deadline: never leave the socket open
         await client.close()
         raise
@@ -44,7 +56,14 @@ async def open_session(
 
 
 class Link:
-    def __init__(self, uplink: AudioConverter, latency: LatencyMeter, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, uplink: AudioConverter, latency: LatencyMeter, clock: Callable[[], float], *, continuous: bool = False
+    ) -> None:
+        self.continuous = continuous  # the dialect's continuous_audio (see the module doc)
+        self.frames_filled = 0  # continuous: silent frames sent where the caller's were missing
+        self.frames_dropped_burst = 0  # continuous: frames dropped as too far ahead of the clock
+        self._stream: tuple[RealtimeClient, float] | None = None  # continuous: (its session, when it began)
+        self._stream_sent = 0
         self.client: RealtimeClient | None = None
         self.uplink = uplink
         self._latency = latency
@@ -80,7 +99,11 @@ class Link:
         if client is None or client.closed is not None:
             self.frames_dropped_offline += 1  # never replay audio history after a reconnect
             return
+        if self.continuous and self._stream_frames(client) > SLACK_FRAMES:
+            self.frames_dropped_burst += 1  # the slot of this frame was filled with silence already
+            return
         client.send(ev.AppendAudio(self.uplink.process(pcm)))
+        self._stream_sent += 1
         self.frames_sent_here += 1
         if self.frames_sent_here % SAMPLE_EVERY == 1:
             self._latency.sample("capture", (time.monotonic() - t_capture) * 1000)
@@ -92,6 +115,11 @@ class Link:
         client = self.client
         if client is None:
             return
+        if self.continuous and self._stream is not None and client.closed is None:
+            while self._stream_frames(client) < -SLACK_FRAMES:  # the caller's frames stalled: silence in their place
+                client.send(ev.AppendAudio(self.uplink.process(_SILENCE)))
+                self._stream_sent += 1
+                self.frames_filled += 1
         client.beat()
         now = self._clock()
         if self.offload is not None and client.offloaded and now - self._sampled_at >= 1.0:
@@ -100,6 +128,14 @@ class Link:
             if capture_s or write_s:
                 self._latency.sample("capture", capture_s * 1000)
                 self._latency.sample("uplink", write_s * 1000)
+
+    def _stream_frames(self, client: RealtimeClient) -> int:
+        """How many frames the session's stream is ahead of the clock (negative: behind), counting the next one."""
+        now = self._clock()
+        if self._stream is None or self._stream[0] is not client:
+            self._stream, self._stream_sent = (client, now), 0  # a new session: its stream starts now
+        due = int((now - self._stream[1]) * 1000.0 / FRAME_MS) + 1
+        return self._stream_sent + 1 - due
 
     @property
     def uplink_counts(self) -> dict[str, int]:

@@ -4,6 +4,13 @@ media clock thread drains every 20 ms), and the cut of a barge-in.
 A response's ``AudioChunk`` events, its ``AudioDone`` and its ``ResponseDone`` arrive in order; chunks of a response
 the session cancelled are dropped (they were in flight when the caller barged in). A new output item starts a new
 downlink stream (the converter is reset).
+
+A dialect with ``continuous_output`` (the model's audio one stream at real-time pace, silence included, with no
+items or responses: :meth:`Playback.stream`) is gated by level instead: a chunk louder than :data:`SPEECH_DBFS`
+opens a speech segment (a playout item of its own), silence inside it is kept, and :data:`HANGOVER_MS` of silence
+ends it; silence outside a segment is never queued, so the playout buffer holds only what is about to be heard.
+After a barge-in the model stops itself: its speech is dropped until it falls silent, and how long it went on is
+reported (:class:`~bridge.events.TalkedOver`).
 """
 
 from __future__ import annotations
@@ -13,7 +20,11 @@ from dataclasses import dataclass
 
 from bridge import events as ev
 from bridge.audio import AudioConverter, PlayoutBuffer
+from bridge.audio.analysis import level_dbfs
 from bridge.call.latency import LatencyMeter
+
+SPEECH_DBFS = -45.0  # a continuous stream's chunk louder than this (RMS, 8 kHz PCM16) is speech
+HANGOVER_MS = 200.0  # silence that ends a speech segment of a continuous stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +39,17 @@ class Cut:
 
 class Playback:
     def __init__(
-        self, playout: PlayoutBuffer, downlink: AudioConverter, latency: LatencyMeter, clock: Callable[[], float]
+        self,
+        playout: PlayoutBuffer,
+        downlink: AudioConverter,
+        latency: LatencyMeter,
+        clock: Callable[[], float],
+        *,
+        continuous: bool = False,
+        on_talk_over: Callable[[float], None] | None = None,
     ) -> None:
+        self.continuous = continuous  # the model's audio is one stream (:meth:`stream`), not responses
+        self.on_talk_over = on_talk_over  # (ms): a stream's model stopped itself after a barge-in
         self.playout = playout
         self._downlink = downlink
         self._latency = latency
@@ -39,6 +59,11 @@ class Playback:
         self.audio_item: str | None = None  # the item whose audio is playing / queued
         self.audio_response: str | None = None
         self.had_audio = False  # the active (or last) response's audio reached the playout
+        # a continuous stream (see the module doc)
+        self.segments = 0  # speech segments opened so far
+        self._silent_ms = 0.0  # silence since the segment's last speech
+        self._muted_since: float | None = None  # a barge-in's onset: the model's speech is dropped until it stops
+        self._last_voiced: float | None = None  # when the model's stream last carried speech
 
     @property
     def idle(self) -> bool:
@@ -68,6 +93,43 @@ class Playback:
             self._latency.first_audio_queued(t0)
         return True
 
+    def stream(self, chunk: ev.AudioChunk) -> bool | None:
+        """A chunk of a continuous stream: None if it was not queued (silence, or speech after a barge-in), True if
+        it opened a speech segment, False if it went on with one."""
+        pcm = self._downlink.process(chunk.audio)  # one stream: the converter is never reset between segments
+        voiced = level_dbfs(pcm) > SPEECH_DBFS
+        now = self._clock()
+        if self._muted_since is not None:
+            if voiced:
+                self._last_voiced = now
+                return None
+            self._silent_ms += len(pcm) / 16.0
+            if self._silent_ms >= HANGOVER_MS:  # the model stopped itself
+                onset, self._muted_since = self._muted_since, None
+                if self.on_talk_over is not None:
+                    self.on_talk_over(max(0.0, ((self._last_voiced or onset) - onset) * 1000.0))
+            return None
+        opened = False
+        if self.audio_item is None:
+            if not voiced:
+                return None
+            self.segments += 1
+            self.audio_item, self.audio_response = f"speech-{self.segments}", chunk.response_id
+            self.had_audio = opened = True
+        item = self.audio_item
+        if voiced:
+            self._silent_ms, self._last_voiced = 0.0, now
+        else:
+            self._silent_ms += len(pcm) / 16.0  # 8 kHz PCM16: 16 bytes a millisecond
+        t0 = self._clock()
+        self.playout.push(item, pcm)
+        if opened:
+            self._latency.first_audio_queued(t0)
+        if self._silent_ms >= HANGOVER_MS:
+            self.playout.end_item(item)
+            self.audio_item = None
+        return opened
+
     def audio_done(self, response_id: str, item_id: str) -> None:
         if item_id == self.audio_item and response_id not in self.cancelled:
             self.playout.push(item_id, self._downlink.drain())  # the last 2 ms still inside the filter
@@ -96,5 +158,8 @@ class Playback:
         started = self.playout.first_played_at(flushed.item_id) if flushed.item_id else None
         heard_ms = (self._clock() - started) * 1000 if started is not None else None
         self.audio_item = None
-        self._downlink.reset()
+        if self.continuous:  # the model stops itself: drop its speech until it does
+            self._muted_since, self._silent_ms, self._last_voiced = self._clock(), 0.0, None
+        else:
+            self._downlink.reset()
         return Cut(cancel, truncates, abs(flushed.played_ms - heard_ms) if heard_ms is not None else None)

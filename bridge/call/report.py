@@ -23,6 +23,8 @@ class CallReport:
     latency_ms: dict[str, list[float]] = field(default_factory=dict)
     barge_ins: int = 0
     truncates: list[dict[str, Any]] = field(default_factory=list)
+    talk_over_ms: list[float] = field(default_factory=list)  # per barge-in on a model that stops itself
+    usage: dict[str, float | int] = field(default_factory=dict)  # audio seconds and tokens, all sessions (cost)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     dtmf: list[str] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)

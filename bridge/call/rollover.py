@@ -3,7 +3,7 @@ session before that, at a turn boundary, without the caller noticing.
 
 ::
 
-    age >= cap - margin ──► prepare: open and configure the next session, give it a summary ──► ready
+    age >= cap - margin ──► prepare: open the next session with a summary as its history ──► ready
     ready, at a turn boundary (the table's TURN_BOUNDARY) ──► swap: the next session becomes the call's
     ready, the cap comes first (CAPPED...) ──► swap at once; an answer under way is asked for again
     the replaced session ──► retired: open until the transcripts of the caller turns it took along have come
@@ -44,7 +44,7 @@ class Rollover(Generic[C]):
     def __init__(
         self,
         max_session_s: float | None,
-        open_session: Callable[[], Awaitable[C]],
+        open_session: Callable[[tuple[ev.AddText, ...]], Awaitable[C]],
         emit: Callable[[ev.Report], None],
         *,
         summary: Callable[[], str],
@@ -80,14 +80,16 @@ class Rollover(Generic[C]):
 
     async def _prepare(self) -> None:
         try:
-            client = await asyncio.wait_for(self._open(), PREPARE_TIMEOUT_S)
+            # the summary is the history the next session starts from (Realtime: an item after the configuration;
+            # Live: session.start's input[], as instructions and voice are fixed at the start)
+            history = (ev.AddText(self._summary(), ev.Role.SYSTEM),)
+            client = await asyncio.wait_for(self._open(history), PREPARE_TIMEOUT_S)
         except (TimeoutError, ConnectError) as exc:
             self._emit(ev.RolloverFailed(str(exc) or "timeout"))
             self.opened_at = self._clock()  # try again when due again; recovery covers the cap
             return
         finally:
             self._preparing = None
-        client.send(ev.AddText(self._summary(), ev.Role.SYSTEM))
         self.next = client
         self._emit(ev.RolloverReady())
 

@@ -5,6 +5,13 @@ Audio never waits for control and control never waits behind audio: caller frame
 (:mod:`bridge.call.playback`), and every other event goes through one :class:`Inbox` in which the caller's
 interrupts (speech started, a digit, a hangup) outrank the model's stream, which keeps its own order.
 
+The session acts on the dialect's capabilities, never on its name. Where the service marks no turns
+(``turn_detection`` "none"), the caller's and the agent's turns are rebuilt from transcript deltas
+(:mod:`bridge.call.turns`) and the bridge's own voice detection on the caller's audio finds barge-ins; where the
+model's output is one continuous stream, speech is told from silence by level (:meth:`Playback.stream`), and the
+service's responses are its delegated backend's, not speech; without cancel and truncate, a barge-in only flushes
+the playout, and how long the model talked over the caller is reported.
+
 The handlers turn events into triggers of the call's table (:mod:`bridge.call.flow`, drawn in ``docs/call.md``),
 which alone changes the phase and names the actions to carry out. Collaborators: barge-in, recovery after a lost
 session, rollover before the service's session cap, transcripts, tool calls and latency, each in its own module of
@@ -23,7 +30,8 @@ from typing import Any, assert_never
 
 from bridge import events as ev
 from bridge.audio import PlayoutBuffer, Upsampler, converters
-from bridge.audio.frames import FRAME_MS
+from bridge.audio.frames import FRAME_MS, SAMPLE_RATE
+from bridge.audio.vad import EnergyVad
 from bridge.call.bargein import BargeIn
 from bridge.call.flow import Action, CallFlow, Trigger
 from bridge.call.inbox import Handlers, Inbox
@@ -38,6 +46,8 @@ from bridge.call.rollover import Rollover
 from bridge.call.state import Phase, PhaseMachine
 from bridge.call.toolcalls import ToolCalls
 from bridge.call.transcripts import Transcripts
+from bridge.call.turns import TurnBuilder
+from bridge.call.usage import UsageMeter
 from bridge.dialplan import Dialplan
 from bridge.errors import ConnectError
 from bridge.realtime.client import RealtimeClient
@@ -54,6 +64,10 @@ Connector = Callable[[], Awaitable[RealtimeClient]]
 Listener = Callable[[ev.Report], None]
 
 TICK_S = 0.02
+# The bridge's own voice detection on the caller's 8 kHz audio, where the service marks no turns: an onset over the
+# agent is a barge-in. Louder than a line's noise floor; no padding (only the onset's time matters).
+CALLER_VAD_THRESHOLD = 0.4
+CALLER_VAD_SILENCE_MS = 500.0
 
 
 class CallSession:
@@ -92,14 +106,36 @@ class CallSession:
         self.report = CallReport(call_id=leg.call_id, dialect=dialect.name, dialplan=plan.name)
         self.phase = CallFlow(PhaseMachine(leg.call_id, on_change=self._phase_changed, clock=clock), self._perform)
         self.inbox = Inbox()
+        self.usage = UsageMeter()
         self.uplink, downlink = converters(plan.profile.audio_format)
         self.playout = PlayoutBuffer(clock=clock)
         self.latency = LatencyMeter(self.report, self.emit, clock)
-        self.link = Link(self.uplink, self.latency, clock)  # the current Realtime session and the caller's audio
-        self.playback = Playback(self.playout, downlink, self.latency, clock)
-        self.barge_in = BargeIn(self.playback, self.link.send, self.emit, self.report)
-        self.tools = ToolCalls(plan, leg, self.link.send, self.emit, self.report, end=self._end, clock=clock)
-        self.transcripts = Transcripts(self.report, self.emit, plan.profile.input_transcription is not None)
+        # the current Realtime session and the caller's audio
+        self.link = Link(self.uplink, self.latency, clock, continuous=dialect.capabilities.continuous_audio)
+        caps = dialect.capabilities
+        self._continuous = caps.continuous_output  # the model's audio is a stream; responses are the backend's
+        self.playback = Playback(
+            self.playout, downlink, self.latency, clock, continuous=self._continuous, on_talk_over=self._talked_over
+        )
+        self.barge_in = BargeIn(
+            self.playback, self.link.send, self.emit, self.report, cancel=caps.cancel, truncate=caps.truncate
+        )
+        self.tools = ToolCalls(
+            plan, leg, self.link.send, self.emit, self.report, end=self._end, clock=clock, grouped=self._continuous
+        )
+        transcribed = plan.profile.input_transcription is not None or caps.turn_detection == "none"
+        self.transcripts = Transcripts(self.report, self.emit, transcribed)
+        # no turn events: turns from transcript deltas, barge-in from our own voice detection
+        self.turns: TurnBuilder | None = None
+        self._caller_vad: EnergyVad | None = None
+        if caps.turn_detection == "none":
+            self.turns = TurnBuilder(self.transcripts.caller, self.transcripts.agent, clock)
+            self._caller_vad = EnergyVad(
+                SAMPLE_RATE,
+                threshold=CALLER_VAD_THRESHOLD,
+                prefix_padding_ms=0,
+                silence_duration_ms=CALLER_VAD_SILENCE_MS,
+            )
         self.outage = OutageAudio(plan.outage, self.playout, self.emit, clock)
         self.recovery: Recovery[RealtimeClient] = Recovery(
             self._open_session, self.emit, retry=retry or OUTAGE_RETRY, rng=rng or random.Random(),
@@ -125,12 +161,13 @@ class CallSession:
             .on(ev.SpeechStarted, self._on_speech_started)
             .on(ev.SpeechStopped, self._on_speech_stopped)
             .on(ev.InputCommitted, self.transcripts.committed)
-            .on(ev.CallerTranscript, self.transcripts.caller)
+            .on(ev.CallerTranscript, self._on_caller_transcript)
             .on(ev.CallerTranscriptFailed, self.transcripts.caller_failed)
-            .on(ev.AgentTranscript, self.transcripts.agent)
+            .on(ev.AgentTranscript, self._on_agent_transcript)
             .on(ev.AgentText, self.transcripts.agent)
             .on(ev.ResponseStarted, self._on_response_started)
             .on(ev.ResponseDone, self._on_response_done)
+            .on(ev.UsageUpdated, self.usage.updated)
             .on(ev.FunctionCall, self._on_function_call)
             .on(ev.TransferProgress, self._on_transfer_progress)
             .on(ev.Dtmf, self._on_dtmf)
@@ -176,9 +213,9 @@ class CallSession:
         return self.playback.audio_item
 
     # ------------------------------------------------------------------------------------------------ lifecycle
-    async def _open_session(self) -> RealtimeClient:
-        try:
-            client = await open_session(self._connect, self.plan.profile, self._handlers)  # its events reported
+    async def _open_session(self, history: tuple[ev.AddText, ...] = ()) -> RealtimeClient:
+        try:  # the session's events reported
+            client = await open_session(self._connect, self.plan.profile, self._handlers, history)
         except ConnectError as exc:
             self._on_connect(exc)
             raise
@@ -211,8 +248,9 @@ class CallSession:
         self.latency.answered_at = self._clock()
         self.report.answered = True
         self.emit(ev.Answered())
-        self.leg.start_media(self.playout, self.link.on_frame)
-        if isinstance(self.uplink, Upsampler) and self.uplink.c_kernel() is not None:
+        self.leg.start_media(self.playout, self.link.on_frame if self._caller_vad is None else self._on_caller_frame)
+        offload = self._caller_vad is None and not self.link.continuous  # else every frame passes the loop
+        if offload and isinstance(self.uplink, Upsampler) and self.uplink.c_kernel() is not None:
             self.link.offload = self.leg.uplink_offload(self.uplink)
         leg_pump = asyncio.create_task(self._pump_leg(), name=f"leg-{self.leg.call_id}")
         metronome = self._metronome or Metronome(asyncio.get_running_loop(), TICK_S)
@@ -233,14 +271,24 @@ class CallSession:
         finally:
             stop_ticking()
             leg_pump.cancel()
+            if self.turns is not None:
+                self.turns.flush()
             await asyncio.gather(*self.rollover.stop(), return_exceptions=True)  # each closes its session
             for client in (self.client, self.rollover.next):
                 if client is not None:
                     await client.close()
+            if self.client is not None and self.client.protocol.usage_seconds is not None:
+                # the final figure came with the close (Live's session.closed), after the inbox was read
+                self.usage.updated(ev.UsageUpdated(self.client.protocol.usage_seconds, final=True))
             self.report.agent_audio_ms = self.playout.frames_played * FRAME_MS
             if self.phase.phase is not Phase.ENDED:
                 self.phase.fire(Trigger.FINISHED, self.report.end_reason or "session finished")
             self.emit(ev.PlayoutTotals(self.playout.underruns, self.playout.dropped_frames))
+            self.report.usage = totals = self.usage.totals()
+            if self.dialect.capabilities.usage == "audio_seconds":  # priced by session time: report it as it ends
+                self.emit(
+                    ev.UsageTotals(totals["audio_seconds"], int(totals["input_tokens"]), int(totals["output_tokens"]))
+                )
             self.emit(ev.CallEnded(self.report.end_reason, self.outcome))
         return self.report
 
@@ -278,7 +326,7 @@ class CallSession:
     def _start_pump(self) -> None:
         """Route the current client's events into the inbox as they are decoded (no task in between)."""
         client = self.client
-
+        self.usage.new_session()
         self._caller_speaking = False  # a new session: its VAD has heard nothing yet
 
         def deliver(event: ev.Event) -> None:
@@ -319,6 +367,8 @@ class CallSession:
             while not self.leg.events.empty():
                 self.inbox.put(self.leg.events.get_nowait())
             self.inbox.put(ev.CallerHungUp(sip_code=0, reason="leg disconnected"))
+        if self.turns is not None:
+            self.turns.beat()
         self.latency.measure_playback(self.playout, self.playback.audio_item)
         idle = self.playback.idle
         if idle:
@@ -344,8 +394,35 @@ class CallSession:
 
     # ------------------------------------------------------------------------------------------------ audio
     def _on_audio(self, chunk: ev.AudioChunk) -> None:
-        if self.playback.push(chunk):  # else in flight when we barged in
-            self.phase.fire(Trigger.MODEL_AUDIO)
+        if self._continuous:
+            opened = self.playback.stream(chunk)
+            if opened is None:  # silence, or the model still talking after a barge-in
+                return
+            if opened:
+                self.tools.line_started()  # the model speaks on its own: a tool's line is the speech that follows
+        elif not self.playback.push(chunk):  # in flight when we barged in
+            return
+        self.phase.fire(Trigger.MODEL_AUDIO)
+
+    def _on_caller_frame(self, pcm: bytes, t_capture: float) -> None:
+        """A caller frame where the service marks no turns: to the model, then through our voice detection."""
+        self.link.on_frame(pcm, t_capture)
+        assert self._caller_vad is not None
+        for vad in self._caller_vad.feed(pcm):
+            if self._ending:
+                return
+            if vad.kind == "start":
+                self._caller_speaking = True
+                self.emit(ev.CallerSpeechStarted(int(vad.ms)))
+                self._interrupt("caller spoke over the agent", self.playback.busy)
+            else:
+                # the model decides whether to answer: no phase pretends it will (THINKING is for what it owes)
+                self._caller_speaking = False
+                self.emit(ev.CallerSpeechStopped(int(vad.ms)))
+
+    def _talked_over(self, ms: float) -> None:
+        self.report.talk_over_ms.append(round(ms, 1))
+        self.emit(ev.TalkedOver(round(ms, 1)))
 
     def _interrupt(self, why: str, agent_busy: bool) -> None:
         self.phase.fire(Trigger.CALLER_INTERRUPTS if agent_busy else Trigger.CALLER_STARTS, why)
@@ -373,7 +450,22 @@ class CallSession:
         self.emit(ev.CallerSpeechStopped(e.audio_end_ms))
         self.phase.fire(Trigger.CALLER_STOPPED)
 
+    def _on_caller_transcript(self, e: ev.CallerTranscript) -> None:
+        if self.turns is not None and not e.final:
+            self.turns.delta(e)
+        else:
+            self.transcripts.caller(e)
+
+    def _on_agent_transcript(self, e: ev.AgentTranscript) -> None:
+        if self.turns is not None and not e.final:
+            self.turns.delta(e)
+        else:
+            self.transcripts.agent(e)
+
     def _on_response_started(self, e: ev.ResponseStarted) -> None:
+        if self._continuous:  # the delegated backend's, not speech
+            self.emit(ev.ResponseBegan(e.response_id))
+            return
         self.playback.started(e.response_id)
         self.tools.line_started()
         self.emit(ev.ResponseBegan(e.response_id))
@@ -381,6 +473,10 @@ class CallSession:
 
     def _on_response_done(self, e: ev.ResponseDone) -> None:
         self.emit(ev.ResponseEnded(e.response_id, e.status))
+        self.usage.response_done(e)
+        if self._continuous:  # the delegated backend's: its calls are answered now, together
+            self.tools.response_done(e.response_id)
+            return
         self.playback.ended(e.response_id)
         if not self.playback.had_audio and self.tools.pending is None:
             self.phase.fire(Trigger.RESPONSE_SILENT, f"response {e.status} without audio")
@@ -396,7 +492,8 @@ class CallSession:
             return  # the service already put it in the conversation
         self._interrupt("caller pressed a key", self.playback.response_id is not None)  # type-ahead cuts a prompt
         self.link.send(ev.AddText(f"The caller pressed the key {e.digit} on the phone keypad."))
-        self.link.send(ev.CreateResponse())
+        if not self._continuous:  # else the model answers the note on its own
+            self.link.send(ev.CreateResponse())
 
     def _on_caller_hung_up(self, e: ev.CallerHungUp) -> None:
         if self._ending:

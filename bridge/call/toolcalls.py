@@ -4,10 +4,15 @@ A tool's action waits for the agent's spoken line: ``transfer_to_human`` announc
 goodbye, and only once that line has started and played out (or after :data:`LINE_TIMEOUT_S`, if the model never
 speaks it) does the session transfer (REFER, RFC 3515) or hang up. A barge-in drops the waiting action: the caller
 interrupted the goodbye or the transfer line, and the model is told a transfer did not start.
+
+With ``grouped`` (a dialect whose tools go to a delegated backend, and whose speech has no responses), the calls of
+one backend response are answered together: each call's output is held until that response's ``ResponseDone``,
+then every output goes out with ``respond=False`` except the last, which asks the backend to continue once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from bridge import events as ev
@@ -34,7 +39,10 @@ class ToolCalls:
         *,
         end: Callable[[str, str], None],
         clock: Callable[[], float],
+        grouped: bool = False,
     ) -> None:
+        self._grouped = grouped
+        self._held: dict[str, list[ev.FunctionOutput]] = {}  # grouped: a response's outputs, until it is done
         self._plan = plan
         self._leg = leg
         self._send = send
@@ -52,10 +60,20 @@ class ToolCalls:
         result = run_tool(e.name, e.arguments, enabled=plan.tool_names, transfer_target=plan.transfer_target)
         self._report.tool_calls.append({"name": e.name, "arguments": e.arguments, "output": result.output})
         self._emit(ev.ToolCalled(e.name, e.arguments, result.output_json))
-        self._send(ev.FunctionOutput(call_id=e.call_id, output=result.output_json))
+        output = ev.FunctionOutput(call_id=e.call_id, output=result.output_json)
+        if self._grouped:
+            self._held.setdefault(e.response_id, []).append(output)
+        else:
+            self._send(output)
         if result.action is not None:
             self.pending, self._since = result, self._clock()
             self._line_requested = True  # until the line has started, "idle" is not "spoken"
+
+    def response_done(self, response_id: str) -> None:
+        """Grouped: the backend's response is complete; answer all its calls, asking for one continuation."""
+        outputs = self._held.pop(response_id, [])
+        for i, output in enumerate(outputs):
+            self._send(output if i == len(outputs) - 1 else dataclasses.replace(output, respond=False))
 
     def line_started(self) -> None:
         """A response started (the line, if one was asked for)."""
@@ -95,4 +113,5 @@ class ToolCalls:
             self._send(
                 ev.AddText(f"The transfer failed ({e.status_code} {e.reason}). Tell the caller.", ev.Role.SYSTEM)
             )
-            self._send(ev.CreateResponse())
+            if not self._grouped:  # else the model speaks on its own after the note
+                self._send(ev.CreateResponse())

@@ -43,13 +43,13 @@ from typing import Any, ClassVar, Literal
 import orjson
 import pybase64
 
+from bridge.audio.vad import EnergyVad
 from bridge.emulator import rules, voice
 from bridge.emulator.annotations import Annotations, Reply, ToolCall
 from bridge.emulator.config import value_at
 from bridge.emulator.faults import Settings
 from bridge.emulator.formats import FORMATS, PCM16_RATE, WireFormat
 from bridge.emulator.session import ELIDED, Action, AudioSegment, Handler, SessionCore, SessionRecord, Timer
-from bridge.emulator.vad import EnergyVad
 from bridge.emulator.wire import Ids
 from bridge.realtime.dialects import Dialect, LiveService
 from bridge.realtime.dialects.schema import ClientError, merge

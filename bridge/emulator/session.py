@@ -28,12 +28,12 @@ from typing import Any, ClassVar, Literal, Protocol
 import orjson
 import pybase64
 
+from bridge.audio.vad import EnergyVad
 from bridge.emulator import rules, voice
 from bridge.emulator.annotations import Annotations, Reply
 from bridge.emulator.config import DialectConfig, ResponseParams, SessionView
 from bridge.emulator.faults import Settings
 from bridge.emulator.formats import FORMATS, WireFormat
-from bridge.emulator.vad import EnergyVad
 from bridge.emulator.wire import Ids, ResponseInfo, Usage, Wire
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.dialects.schema import ClientError, Obj

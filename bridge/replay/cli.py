@@ -235,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"         ✗ {reason}")
             for reason in r.differences:
                 print(f"         ≠ {reason}")
+            for reason in r.by_design:
+                print(f"         ~ by design: {reason}")
         columns = f"{len(meta['variants'])} variant(s)" if "variants" in meta else f"{len(meta['dialects'])} dialect(s)"
         print(
             f"{len(results)} script(s) x {columns}: {counts['same']} same, "

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
 from bridge import events as ev
 from bridge.audio.frames import BEAT_FRAMES, PERIOD_S
+from bridge.realtime.dialects import DIALECTS, Capabilities
 from bridge.replay.script import CallScript, CompareSpec, Expect
 
 # Events that carry bookkeeping one dialect has and the other lacks, and that the call session does not act on.
@@ -42,6 +43,54 @@ LATENCY_TOLERANCE_MS: Final = 100.0  # first-audio latencies closer than this (o
 # much had played then: two runs can differ by two beats (seen: 120 ms at the default 60 ms beat), plus a frame.
 SIP_TRUNCATE_TOLERANCE_MS: Final = float((2 * BEAT_FRAMES + 1) * round(PERIOD_S * 1000))
 DIALECT_LABEL: Final = {"beta": "beta", "ga": "GA"}
+
+
+@dataclass(frozen=True)
+class ByDesign:
+    """A difference the protocols make, not the bridge: where exactly one of two dialects ``has`` the capability,
+    these event kinds (a whole token, or its name before the parenthesis) and, if ``phases`` or ``truncates``, the
+    phase sequence or the truncates sent are compared no further; the report names the difference with its
+    ``reason``, apart from what differs."""
+
+    has: Callable[[Capabilities], bool]
+    kinds: frozenset[str]
+    reason: str
+    phases: bool = False
+    truncates: bool = False  # the truncates the bridge sent are compared no further
+
+
+_STREAM_KINDS: Final = (
+    *("AudioChunk", "AudioDone", "OutputItemAdded", "ResponseStarted", "ResponseDone"),
+    *("AgentTranscript", "CallerTranscript", "UsageUpdated", "Closed"),
+)
+# The one place where the protocols' differences are declared (docs/protocol.md has the capabilities they read).
+BY_DESIGN: Final[tuple[ByDesign, ...]] = (
+    ByDesign(
+        lambda c: c.turn_detection == "none",
+        frozenset({"SpeechStarted", "SpeechStopped", "InputCommitted", "IdleTimeout", "ItemAdded", "ItemDone"}),
+        "no speech events: the service marks no turns and keeps no conversation items (turns from transcripts)",
+        phases=True,  # the phase machine does not pretend to know when the model will answer
+    ),
+    ByDesign(
+        lambda c: not c.cancel or not c.truncate,
+        frozenset({"ItemTruncated", "ErrorEvent(response_cancel_not_active)"}),
+        "no cancel and no truncate: the model stops itself when the caller speaks; the bridge only flushes",
+        truncates=True,
+    ),
+    ByDesign(
+        lambda c: c.continuous_output,
+        frozenset(_STREAM_KINDS),
+        "one continuous output stream (silence included) with transcript deltas only; responses belong to the "
+        "delegated backend; usage is session time; the session ends with session.close",
+    ),
+)
+
+
+def by_design(a: str, b: str) -> list[ByDesign]:
+    """The declared protocol differences between dialects ``a`` and ``b``."""
+    ca, cb = DIALECTS[a].capabilities, DIALECTS[b].capabilities
+    return [d for d in BY_DESIGN if d.has(ca) != d.has(cb)]
+
 
 Verdict = Literal["same", "differs", "failed"]
 
@@ -328,8 +377,12 @@ def compare_runs(a: DialectRun, b: DialectRun) -> list[str]:
     ra, rb = a.report, b.report
     realtime = "sip" in (a.via, b.via)
     out: list[str] = []
-    out += _event_diff(a.tokens, b.tokens, la, lb)
-    out += _list_diff("phase sequence", ra.get("phases", []), rb.get("phases", []), la, lb)
+    designed = by_design(a.dialect, b.dialect) if a.dialect in DIALECTS and b.dialect in DIALECTS else []
+    skip = frozenset().union(*(d.kinds for d in designed))
+    ea, eb = ([t for t in run.tokens if t not in skip and t.split("(")[0] not in skip] for run in (a, b))
+    out += _event_diff(ea, eb, la, lb)
+    if not any(d.phases for d in designed):
+        out += _list_diff("phase sequence", ra.get("phases", []), rb.get("phases", []), la, lb)
     out += _list_diff("caller transcript", ra.get("caller_transcript", []), rb.get("caller_transcript", []), la, lb)
     agent_a, agent_b = ra.get("agent_transcript", []), rb.get("agent_transcript", [])
     if realtime:
@@ -346,7 +399,7 @@ def compare_runs(a: DialectRun, b: DialectRun) -> list[str]:
     close = len(ta) == len(tb) and all(
         abs(float(x or 0) - float(y or 0)) <= SIP_TRUNCATE_TOLERANCE_MS for x, y in zip(ta, tb, strict=True)
     )
-    if ta != tb and not (realtime and close):
+    if ta != tb and not (realtime and close) and not any(d.truncates for d in designed):
         out.append(f"truncates (audio_end_ms) differ: {la} {ta} vs {lb} {tb}")
     if ra.get("dtmf", []) != rb.get("dtmf", []):
         out.append(f"DTMF differs: {la} {ra.get('dtmf')} vs {lb} {rb.get('dtmf')}")
@@ -379,6 +432,7 @@ class ScriptResult:
     because: str = ""
     failures: list[str] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
+    by_design: list[str] = field(default_factory=list)  # protocol differences declared in BY_DESIGN, not compared
 
     @property
     def reasons(self) -> list[str]:
@@ -397,6 +451,7 @@ class ScriptResult:
             "reasons": self.reasons,
             "failures": self.failures,
             "differences": self.differences,
+            "by_design": self.by_design,
             "runs": {d: r.to_json() for d, r in self.runs.items()},
         }
 
@@ -416,8 +471,11 @@ def verdict(
     failures = [f"{label(d)}: {c.name}: {c.detail}" for d, run in runs.items() for c in run.checks if not c.ok]
     names = list(runs)
     differences: list[str] = []
+    designed: list[str] = []
     for other in names[1:]:
         differences += compare_runs(runs[names[0]], runs[other])
+        for d in by_design(names[0], other) if names[0] in DIALECTS and other in DIALECTS else []:
+            designed.append(f"{label(names[0])}/{label(other)}: {d.reason}")
     comparison: Literal["same", "differs", "n/a"] = "n/a" if len(names) < 2 else ("differs" if differences else "same")
     if spec_explicit and comparison != "n/a":
         if comparison != spec.verdict:
@@ -439,6 +497,7 @@ def verdict(
         because=spec.because,
         failures=failures,
         differences=differences,
+        by_design=designed,
     )
 
 

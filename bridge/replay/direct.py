@@ -38,10 +38,11 @@ from bridge.call.session import CallSession, Listener
 from bridge.dialplan import Dialplan
 from bridge.emulator.annotations import Annotations
 from bridge.emulator.faults import Settings as EmulatorSettings
+from bridge.emulator.live import LiveSession
 from bridge.emulator.session import Abort, Action, Close, EmulatorSession, Send, SendRaw
 from bridge.errors import classify_close
 from bridge.realtime.client import RealtimeClient
-from bridge.realtime.dialects import DIALECTS, Dialect
+from bridge.realtime.dialects import DIALECTS, Dialect, LiveService
 from bridge.realtime.protocol import RealtimeProtocol
 from bridge.replay.compare import DialectRun, ScriptResult, check_expectations, judge, token
 from bridge.replay.script import CallScript, Turn
@@ -86,11 +87,12 @@ class InMemoryRealtime(RealtimeClient):
     def __init__(
         self,
         dialect: Dialect,
-        emulator: EmulatorSession,
+        emulator: EmulatorSession | LiveSession,
         *,
         trace: Callable[[ev.Event], None] | None = None,
     ) -> None:
-        super().__init__(dialect, MEMORY_URL, "in-memory", model=emulator.view.model)
+        model = emulator.model if isinstance(emulator, LiveSession) else emulator.view.model
+        super().__init__(dialect, MEMORY_URL, "in-memory", model=model)
         self.emulator = emulator
         self._trace = trace
         self._timer: asyncio.TimerHandle | None = None
@@ -165,6 +167,13 @@ class InMemoryRealtime(RealtimeClient):
             self._arm()
 
     async def close(self, drain_timeout_s: float = 1.0) -> None:
+        closing = self.dialect.handshake.closing  # Live: session.close, answered by session.closed
+        if closing is not None and self.closed is None:
+            self._perform(
+                self.emulator.receive(
+                    orjson.dumps({"type": self.dialect.client_events[closing]}).decode(), self._loop().time()
+                )
+            )
         if self.closed is None:
             self.closed = ev.Closed(None, 1000, "closed by bridge", retryable=False)
             self._emit(self.closed)
@@ -537,7 +546,8 @@ async def replay_call(
         if connections and script.reconnect_greeting() is not None:
             annotations.extend({"greeting": script.reconnect_greeting()})
         connections += 1
-        emulator = EmulatorSession(
+        session_type = LiveSession if isinstance(server_dialect.service, LiveService) else EmulatorSession
+        emulator = session_type(
             server_dialect,
             settings,
             model=plan.profile.model or server_dialect.default_model,

@@ -34,9 +34,9 @@ import yaml
 
 from bridge import events as ev
 from bridge.audio.frames import FRAME_MS, SAMPLE_RATE
+from bridge.audio.vad import EnergyVad
 from bridge.call.recorder import read_recording
 from bridge.emulator.faults import Settings as EmulatorSettings
-from bridge.emulator.vad import EnergyVad
 from bridge.errors import ConfigError
 from bridge.replay.script import SCRIPT_FILE, load_script
 from bridge.replay.sip import heard_spans

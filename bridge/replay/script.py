@@ -395,10 +395,21 @@ def _plans(model: ScriptModel, src: str, dialplans_dir: Path) -> tuple[dict[str,
     return plans, unbuildable
 
 
+def _for_dialect(base: dict[str, Any], dialect: str) -> dict[str, Any]:
+    """What a plan written for Realtime needs to run in ``dialect``, from its capabilities: where the service takes
+    turns itself, the plan's turn detection means nothing there and is left to it, and the model is the dialect's
+    (a Realtime model is refused on another endpoint)."""
+    d = DIALECTS[dialect]
+    if d.capabilities.turn_detection != "none":
+        return base
+    profile = {k: v for k, v in (base.get("profile") or {}).items() if k != "turn_detection"}
+    return {**base, "profile": {**profile, "model": d.default_model}}
+
+
 def _plan(model: ScriptModel, src: str, base: dict[str, Any], field: str, dialect: str) -> Dialplan:
     over = model.dialect_overrides.get(cast(DialectName, dialect))
     where = f"dialect_overrides.{dialect}" if over else field
-    data = deep_merge(base, over or {})
+    data = deep_merge(_for_dialect(base, dialect), over or {})
     data["dialect"] = dialect
     try:
         plan = Dialplan.model_validate(data)

@@ -210,7 +210,7 @@ class Worker:
             dialect,
             vc.connect,
             listeners=listeners,
-            max_session_s=settings.realtime_max_session_s,
+            max_session_s=settings.realtime_max_session_s or dialect.capabilities.session_cap_s,
             credentials=vc.credentials,  # follows a fallback to the variant's fallback model
             metronome=metronome_for(),  # one 20 ms beat for every call of the worker, on the media clock
             model_down=self.breaker.open,

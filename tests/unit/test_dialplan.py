@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_shipped_dialplans_are_valid_and_route() -> None:
     plans = load_dialplans(ROOT / "dialplans")
-    assert {p.name for p in plans} == {"support", "billing"}
+    assert {p.name for p in plans} == {"support", "billing", "live"}
+    assert route(plans, "1001").dialect == "live"  # type: ignore[union-attr]  # None would fail on the attribute
     assert route(plans, "1000").name == "support"  # type: ignore[union-attr]  # asserted not None by the name
     assert route(plans, "+18005551234").name == "support"  # type: ignore[union-attr]  # same
     assert route(plans, "2000").name == "billing"  # type: ignore[union-attr]  # same

@@ -45,6 +45,18 @@ CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
         "caller spoke over the agent",
         {"truncate_error_ms": 4.0},
     ),
+    (
+        ev.UsageTotals(61.5, 120, 80),
+        "usage",
+        "61.5 s of session audio, 120+80 tokens",
+        {"audio_seconds": 61.5, "input_tokens": 120, "output_tokens": 80},
+    ),
+    (
+        ev.TalkedOver(320.0),
+        "talked_over",
+        "the agent talked over the caller for 320 ms",
+        {"talk_over_ms": 320.0},
+    ),
     (ev.TransferCancelled(), "transfer_cancelled", "caller spoke over the transfer line", {}),
     (
         ev.ToolCalled("end_call", "{}", '{"ok":true}'),

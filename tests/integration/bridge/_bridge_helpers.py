@@ -13,6 +13,9 @@ Test plans (called number -> plan):
     3103            ga-ulaw     GA,   g711_ulaw passthrough
     3104            beta-ulaw   beta, g711_ulaw passthrough
     3105            ga-xfer     GA,   pcm16, transfer_to_human to the listen-mode UA of the test (if given)
+    3106            live-pcm    Live, pcm16_16k (16 kHz, resampled), a greeting
+    3107            live-ulaw   Live, g711_ulaw passthrough, a greeting
+    3108            live-xfer   Live, as ga-xfer
 
 Level convention (``bridge.audio.analysis``): dBFS = 20·log10(rms / 32768). The emulator's ``tone_dbfs`` is a *peak*
 level, so its reply tone has an RMS of ``tone_dbfs - 3.01`` dB.
@@ -60,9 +63,12 @@ PLANS: dict[str, tuple[str, str, str]] = {  # number -> (plan name, dialect, aud
     "3102": ("beta-pcm", "beta", "pcm16"),
     "3103": ("ga-ulaw", "ga", "g711_ulaw"),
     "3104": ("beta-ulaw", "beta", "g711_ulaw"),
+    "3106": ("live-pcm", "live", "pcm16_16k"),
+    "3107": ("live-ulaw", "live", "g711_ulaw"),
 }
 NUMBER = {(dialect, fmt): number for number, (_name, dialect, fmt) in PLANS.items()}
 XFER_NUMBER = "3105"
+LIVE_XFER_NUMBER = "3108"
 SILENCE_MS = 400  # turn_detection.silence_duration_ms of every test plan
 
 
@@ -240,6 +246,9 @@ def write_dialplans(directory: Path, transfer_target: str | None = None) -> Path
                 "tools": ["end_call"],
             },
         }
+        if dialect == "live":  # Live takes turns itself (no turn_detection) and greets through commentary
+            profile = {k: v for k, v in plan["profile"].items() if k != "turn_detection"}  # type: ignore[attr-defined]
+            plan |= {"greeting": "Greet the caller.", "profile": {**profile, "model": "gpt-live-1", "voice": "marin"}}
         (directory / f"{name}.yaml").write_text(json.dumps(plan))  # JSON is YAML
     if transfer_target is not None:
         plan = {
@@ -255,6 +264,10 @@ def write_dialplans(directory: Path, transfer_target: str | None = None) -> Path
             },
         }
         (directory / "ga-xfer.yaml").write_text(json.dumps(plan))
+        live_profile = {k: v for k, v in plan["profile"].items() if k != "turn_detection"}  # type: ignore[attr-defined]
+        live = {**plan, "name": "live-xfer", "match": [LIVE_XFER_NUMBER], "dialect": "live"}
+        live["profile"] = {**live_profile, "model": "gpt-live-1"}
+        (directory / "live-xfer.yaml").write_text(json.dumps(live))
     return directory
 
 

@@ -40,14 +40,16 @@ from bridge.call.session import CallReport, CallSession
 from bridge.dialplan import BUILTIN_TOOLS, Dialplan
 from bridge.emulator.annotations import Annotations
 from bridge.emulator.faults import Settings
+from bridge.emulator.live import LiveSession
 from bridge.emulator.session import EmulatorSession
-from bridge.realtime.dialects import BETA, GA, Dialect
+from bridge.realtime.dialects import BETA, GA, Dialect, LiveService
 from bridge.realtime.profile import AgentProfile, ServerVad
 from bridge.realtime.retry import RetryPolicy
 from bridge.replay.direct import InMemoryRealtime
 from bridge.replay.virtual import VirtualTimeLoop
 
 FRAME_S: Final = FRAME_MS / 1000.0
+APPENDS: Final = frozenset({"input_audio_buffer.append", "session.input_audio.append"})  # the caller's audio
 RATE: Final = 8000
 SILENCE: Final = bytes(BYTES_PER_FRAME_PCM16)
 VOICED_DBFS: Final = -50.0  # a heard frame louder than this (RMS) is agent audio
@@ -172,6 +174,8 @@ class Phone:
         self._outgoing: deque[tuple[bytes, bool, bool]] = deque()  # (frame, first of an utterance, last)
         self._utterance_start = 0.0
         self._media: asyncio.Task[None] | None = None
+        self._stalled = 0  # ticks left of a stall of the caller's RTP
+        self._held: list[bytes] = []  # the caller's frames held back by a stall, delivered at once after it
 
     # -- PhoneLeg ----------------------------------------------------------------------------------------------
     def _told(self, *what: str) -> None:
@@ -213,6 +217,11 @@ class Phone:
         for i, frame in enumerate(frames):
             self._outgoing.append((frame.ljust(BYTES_PER_FRAME_PCM16, b"\0"), i == 0, i == len(frames) - 1))
         self._outgoing.extend((SILENCE, False, False) for _ in range(round(silence_after_ms / FRAME_MS)))
+
+    def stall(self, ms: float) -> None:
+        """The caller's RTP stalls for ``ms`` (a network hiccup), then its frames arrive at once, in a burst."""
+        self._trace.add("phone", "stall", ms)
+        self._stalled = round(ms / FRAME_MS)
 
     @property
     def saying(self) -> bool:
@@ -256,7 +265,13 @@ class Phone:
                 self._utterance_start = now
             if last:
                 self.said.append((self._utterance_start, now + FRAME_S))
-            on_frame(frame, time.monotonic())
+            if self._stalled:
+                self._stalled -= 1
+                self._held.append(frame)
+            else:
+                for held in [*self._held, frame]:
+                    on_frame(held, time.monotonic())
+                self._held.clear()
             n += 1
             await asyncio.sleep(max(0.0, start + n * FRAME_S - loop.time()))
 
@@ -322,7 +337,7 @@ class Service:
         annotations: Any = None,
     ) -> None:
         self.dialect = dialect
-        self.sessions: list[EmulatorSession] = []
+        self.sessions: list[EmulatorSession | LiveSession] = []
         self.connected_at: list[float] = []  # when each connection was opened (virtual seconds)
         self._trace = trace
         self._clock = clock
@@ -332,7 +347,8 @@ class Service:
     async def connect(self) -> InMemoryRealtime:
         n = len(self.sessions)
         values = {"seed": 100 + n, **self._settings[min(n, len(self._settings) - 1)]}
-        emulator = EmulatorSession(
+        session_type = LiveSession if isinstance(self.dialect.service, LiveService) else EmulatorSession
+        emulator = session_type(
             self.dialect,
             Settings().with_values(values),
             now=self._clock(),
@@ -342,7 +358,7 @@ class Service:
         who = f"peer{n}"
 
         def listen(direction: str, t: float, obj: Any) -> None:
-            if direction == "in" and isinstance(obj, dict) and obj.get("type") != "input_audio_buffer.append":
+            if direction == "in" and isinstance(obj, dict) and obj.get("type") not in APPENDS:
                 self._trace.add(who, str(obj.get("type")), obj)
 
         emulator.record.listener = listen
@@ -354,7 +370,7 @@ class Service:
 
     def received(self, n: int, *, appends: bool = False) -> list[dict[str, Any]]:
         """The client events session ``n`` received, in order (without the caller's audio unless ``appends``)."""
-        return [e for e in self.sessions[n].record.received if appends or e.get("type") != "input_audio_buffer.append"]
+        return [e for e in self.sessions[n].record.received if appends or e.get("type") not in APPENDS]
 
     def messages(self, n: int, role: str) -> list[str]:
         """The texts of the ``role`` messages the bridge put in session ``n`` (summaries, notices, keys pressed)."""
@@ -383,11 +399,7 @@ class Service:
 
     def append_times(self, n: int) -> list[float]:
         """When session ``n`` received each frame of the caller's audio (virtual seconds)."""
-        return [
-            t
-            for t, direction, k in self.sessions[n].record.timeline
-            if direction == "in" and k == "input_audio_buffer.append"
-        ]
+        return [t for t, direction, k in self.sessions[n].record.timeline if direction == "in" and k in APPENDS]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ class FakeSession:
     def __init__(self, name: str) -> None:
         self.name = name
         self.sent: list[ev.Command] = []
+        self.history: tuple[ev.AddText, ...] = ()  # what it was opened with
         self.sink: Callable[[ev.Event], None] | None = None
         self.closed_at: float | None = None
 
@@ -48,11 +49,12 @@ def rollover(
 ) -> tuple[Rollover[FakeSession], list[ev.Report]]:
     reports: list[ev.Report] = []
 
-    async def open_session() -> FakeSession:
+    async def open_session(history: tuple[ev.AddText, ...]) -> FakeSession:
         await asyncio.sleep(0.2)  # a connect and a session.updated
         step = opens.pop(0)
         if isinstance(step, ConnectError):
             raise step
+        step.history = history
         return step
 
     loop_time = lambda: asyncio.get_running_loop().time()  # noqa: E731  # the clock of the running (virtual) loop
@@ -80,7 +82,7 @@ def test_the_next_session_is_prepared_one_margin_before_the_cap_and_told_the_sum
 
     _, roll, reports = virtual(main)
     assert roll.ready and reports == [ev.RolloverReady()]
-    assert nxt.sent == [ev.AddText("SUMMARY", ev.Role.SYSTEM)]
+    assert nxt.history == (ev.AddText("SUMMARY", ev.Role.SYSTEM),) and nxt.sent == []  # it starts from the summary
     assert roll.take() is nxt and not roll.ready and roll.take() is None
 
 

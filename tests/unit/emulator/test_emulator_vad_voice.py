@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bridge.audio.vad import EnergyVad, VadEvent, threshold_dbfs
 from bridge.emulator import voice
-from bridge.emulator.vad import EnergyVad, VadEvent, threshold_dbfs
 
 RATE = 24000
 

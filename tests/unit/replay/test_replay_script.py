@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bridge.audio.vad import EnergyVad
 from bridge.audio.wav import read_wav, write_wav
-from bridge.emulator.vad import EnergyVad
 from bridge.errors import ConfigError
 from bridge.replay.script import G711_TAGS, find_scripts, g711_tag, load_script
 

@@ -1,0 +1,83 @@
+"""Caller and agent turns rebuilt from transcript deltas, for a dialect whose service marks no turns
+(``turn_detection == "none"``): only ``CallerTranscript`` / ``AgentTranscript`` fragments with ``start_ms`` /
+``end_ms`` on the session's timeline, and no final transcript.
+
+The rule that closes a turn (docs/protocol.md, "GPT-Live"): a speaker's turn ends when the other speaker's fragment
+starts at least :data:`MIN_SEPARATION_MS` after its last fragment ended (closer than that is an overlap or a
+backchannel, which joins nothing and closes nothing), and the agent's turn also ends after
+:data:`AGENT_SILENCE_S` without a fragment of it. A closed turn is handed on as a final transcript, so the call
+report, Redis, replays and metrics read it as they read a service's finals. What is open at the end of the call
+(or of its session) is closed then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from bridge import events as ev
+
+MIN_SEPARATION_MS: Final = 500  # openai.lib.live's min_turn_separation_ms
+AGENT_SILENCE_S: Final = 2.0  # openai.lib.live's assistant_silence_ms
+
+Speaker = Literal["caller", "agent"]
+
+
+@dataclass
+class _Turn:
+    speaker: Speaker
+    parts: list[str] = field(default_factory=list)
+    end_ms: int | None = None  # the last fragment's end on the session's timeline
+    heard_at: float = 0.0  # when its last fragment arrived (the call's clock)
+
+
+class TurnBuilder:
+    """Feed it every transcript delta (:meth:`delta`) and every beat (:meth:`beat`); closed turns go to
+    ``caller(final)`` and ``agent(final)``."""
+
+    def __init__(
+        self,
+        caller: Callable[[ev.CallerTranscript], None],
+        agent: Callable[[ev.AgentTranscript], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self._caller, self._agent, self._clock = caller, agent, clock
+        self._open: dict[Speaker, _Turn] = {}
+        self.turns = 0
+
+    def delta(self, e: ev.CallerTranscript | ev.AgentTranscript) -> None:
+        speaker: Speaker = "caller" if isinstance(e, ev.CallerTranscript) else "agent"
+        other = self._open.get("agent" if speaker == "caller" else "caller")
+        if other is not None and (
+            e.start_ms is None or other.end_ms is None or e.start_ms >= other.end_ms + MIN_SEPARATION_MS
+        ):
+            self._close(other)
+        turn = self._open.setdefault(speaker, _Turn(speaker))
+        if e.text:
+            gap = turn.end_ms is not None and e.start_ms is not None and e.start_ms > turn.end_ms
+            # a fragment after a pause starts a new phrase; within one, the deltas carry their own spaces
+            turn.parts.append(" " + e.text if gap and turn.parts and not e.text[0].isspace() else e.text)
+        if e.end_ms is not None:
+            turn.end_ms = max(turn.end_ms or 0, e.end_ms)
+        turn.heard_at = self._clock()
+
+    def beat(self) -> None:
+        agent = self._open.get("agent")
+        if agent is not None and self._clock() - agent.heard_at >= AGENT_SILENCE_S:
+            self._close(agent)
+
+    def flush(self) -> None:
+        """Close what is open (the call or its session ended)."""
+        for turn in sorted(self._open.values(), key=lambda t: t.end_ms or 0):
+            self._close(turn)
+
+    def _close(self, turn: _Turn) -> None:
+        del self._open[turn.speaker]
+        text = "".join(turn.parts).strip()
+        self.turns += 1
+        item_id = f"turn-{self.turns}"
+        if turn.speaker == "caller":
+            self._caller(ev.CallerTranscript(item_id=item_id, text=text, final=True, end_ms=turn.end_ms))
+        else:
+            self._agent(ev.AgentTranscript(response_id="", item_id=item_id, text=text, final=True, end_ms=turn.end_ms))
