@@ -21,17 +21,18 @@ session, rollover before the service's session cap, transcripts, tool calls and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, assert_never
 
 from bridge import events as ev
 from bridge.audio import PlayoutBuffer, Upsampler, converters
 from bridge.audio.frames import FRAME_MS, SAMPLE_RATE
 from bridge.audio.vad import EnergyVad
+from bridge.call import changes, reactions
 from bridge.call.bargein import BargeIn
 from bridge.call.flow import Action, CallFlow, Trigger
 from bridge.call.inbox import Handlers, Inbox
@@ -40,7 +41,7 @@ from bridge.call.leg import PhoneLeg
 from bridge.call.link import Link, open_session
 from bridge.call.outage import GOODBYE_REASON, OUTAGE_RETRY, OutageAudio
 from bridge.call.playback import Playback
-from bridge.call.recovery import Recovery, answer_instructions, summary
+from bridge.call.recovery import Recovery, answer_instructions
 from bridge.call.report import CallReport
 from bridge.call.rollover import Rollover
 from bridge.call.state import Phase, PhaseMachine
@@ -143,7 +144,7 @@ class CallSession:
             gone=leg.disconnected.is_set,
         )  # fmt: skip
         self.rollover: Rollover[RealtimeClient] = Rollover(
-            max_session_s, self._open_session, self.emit, summary=lambda: self._summary(True), clock=clock,
+            max_session_s, self._open_session, self.emit, summary=lambda: changes.call_summary(self, True), clock=clock,
             name=leg.call_id,
         )  # fmt: skip
         self._ending = False  # the call is over (report.end_reason says why); the run loop stops
@@ -158,25 +159,25 @@ class CallSession:
             .on(ev.OutputItemAdded, lambda e: self.emit(ev.OutputItem(e.item_type, e.item_id)))
             .on(ev.AudioChunk, self._on_audio)
             .on(ev.AudioDone, lambda e: self.playback.audio_done(e.response_id, e.item_id))
-            .on(ev.SpeechStarted, self._on_speech_started)
-            .on(ev.SpeechStopped, self._on_speech_stopped)
+            .on(ev.SpeechStarted, partial(reactions.on_speech_started, self))
+            .on(ev.SpeechStopped, partial(reactions.on_speech_stopped, self))
             .on(ev.InputCommitted, self.transcripts.committed)
-            .on(ev.CallerTranscript, self._on_caller_transcript)
+            .on(ev.CallerTranscript, partial(reactions.on_caller_transcript, self))
             .on(ev.CallerTranscriptFailed, self.transcripts.caller_failed)
-            .on(ev.AgentTranscript, self._on_agent_transcript)
+            .on(ev.AgentTranscript, partial(reactions.on_agent_transcript, self))
             .on(ev.AgentText, self.transcripts.agent)
-            .on(ev.ResponseStarted, self._on_response_started)
-            .on(ev.ResponseDone, self._on_response_done)
+            .on(ev.ResponseStarted, partial(reactions.on_response_started, self))
+            .on(ev.ResponseDone, partial(reactions.on_response_done, self))
             .on(ev.UsageUpdated, self.usage.updated)
-            .on(ev.FunctionCall, self._on_function_call)
-            .on(ev.TransferProgress, self._on_transfer_progress)
-            .on(ev.Dtmf, self._on_dtmf)
-            .on(ev.CallerHungUp, self._on_caller_hung_up)
+            .on(ev.FunctionCall, partial(reactions.on_function_call, self))
+            .on(ev.TransferProgress, partial(changes.on_transfer_progress, self))
+            .on(ev.Dtmf, partial(reactions.on_dtmf, self))
+            .on(ev.CallerHungUp, partial(reactions.on_caller_hung_up, self))
             .on(ev.ItemTruncated, self.barge_in.confirmed)
-            .on(ev.ErrorEvent, self._on_error)
+            .on(ev.ErrorEvent, partial(reactions.on_error, self))
             .on(ev.IdleTimeout, lambda e: self.emit(ev.CallerSilent(e.audio_start_ms, e.audio_end_ms, e.item_id)))
             .on(ev.UnknownEvent, lambda e: self.emit(ev.UnknownServerEvent(e.type)))
-            .on(ev.Closed, self._on_closed)
+            .on(ev.Closed, partial(changes.on_closed, self))
         )
 
     # ------------------------------------------------------------------------------------------------ plumbing
@@ -259,7 +260,7 @@ class CallSession:
             if self.client is None:
                 self.outage.lost(at_answer=True)  # the hold message from the first second
                 self.phase.fire(Trigger.NO_SESSION)
-                await self._recover(ev.ErrorClass.NETWORK, True)
+                await changes.recover(self, ev.ErrorClass.NETWORK, True)
             else:
                 self._start_pump()
                 self.phase.fire(Trigger.GREET if self.plan.greeting else Trigger.READY)
@@ -305,21 +306,21 @@ class CallSession:
             case Action.FORGET_LOST_TURNS:
                 self.transcripts.forget_lost()
             case Action.SEND_SUMMARY:
-                self.link.send(ev.AddText(self._summary(), ev.Role.SYSTEM))
+                self.link.send(ev.AddText(changes.call_summary(self), ev.Role.SYSTEM))
             case Action.ANSWER_AGAIN | Action.RESUME_ANSWER:
                 lost = self.transcripts.forget_lost()
-                greeting = self.plan.greeting if self._greeting_owed() else None
+                greeting = self.plan.greeting if changes.greeting_owed(self) else None
                 cut = action is Action.RESUME_ANSWER
                 held, self.recovery.after_hold = self.recovery.after_hold, False
                 self.link.send(ev.CreateResponse(instructions=answer_instructions(greeting, cut, lost, held)))
             case Action.SWAP_SESSION:
-                self._swap_session("rollover at a turn boundary")
+                changes.swap_session(self, "rollover at a turn boundary")
             case Action.PLAY_HOLD:
                 self.outage.play_hold()
             case Action.STOP_HOLD:
                 self.outage.back()
             case Action.FAIL_OVER:
-                self._fail_over()
+                changes.fail_over(self)
             case _:
                 assert_never(action)
 
@@ -440,152 +441,4 @@ class CallSession:
         last_event = self.client.protocol.last_event_id if self.client is not None else None
         return {"last_user_audio_seq": self.frames_appended, "played_ms": played, "last_ack_event_id": last_event or ""}
 
-    def _on_speech_started(self, e: ev.SpeechStarted) -> None:
-        self.emit(ev.CallerSpeechStarted(e.audio_start_ms))
-        self._interrupt("caller spoke over the agent", self.playback.busy)
-
-    def _on_speech_stopped(self, e: ev.SpeechStopped) -> None:
-        self._caller_speaking = False
-        self.latency.caller_stopped()
-        self.emit(ev.CallerSpeechStopped(e.audio_end_ms))
-        self.phase.fire(Trigger.CALLER_STOPPED)
-
-    def _on_caller_transcript(self, e: ev.CallerTranscript) -> None:
-        if self.turns is not None and not e.final:
-            self.turns.delta(e)
-        else:
-            self.transcripts.caller(e)
-
-    def _on_agent_transcript(self, e: ev.AgentTranscript) -> None:
-        if self.turns is not None and not e.final:
-            self.turns.delta(e)
-        else:
-            self.transcripts.agent(e)
-
-    def _on_response_started(self, e: ev.ResponseStarted) -> None:
-        if self._continuous:  # the delegated backend's, not speech
-            self.emit(ev.ResponseBegan(e.response_id))
-            return
-        self.playback.started(e.response_id)
-        self.tools.line_started()
-        self.emit(ev.ResponseBegan(e.response_id))
-        self.phase.fire(Trigger.RESPONSE_STARTED)
-
-    def _on_response_done(self, e: ev.ResponseDone) -> None:
-        self.emit(ev.ResponseEnded(e.response_id, e.status))
-        self.usage.response_done(e)
-        if self._continuous:  # the delegated backend's: its calls are answered now, together
-            self.tools.response_done(e.response_id)
-            return
-        self.playback.ended(e.response_id)
-        if not self.playback.had_audio and self.tools.pending is None:
-            self.phase.fire(Trigger.RESPONSE_SILENT, f"response {e.status} without audio")
-
-    def _on_function_call(self, e: ev.FunctionCall) -> None:
-        self.tools.call(e)
-        self.phase.fire(Trigger.TOOL_CALL, f"tool {e.name}")
-
-    def _on_dtmf(self, e: ev.Dtmf) -> None:
-        self.report.dtmf.append(e.digit)
-        self.emit(ev.KeyPressed(e.digit, e.source))
-        if e.source == "realtime":
-            return  # the service already put it in the conversation
-        self._interrupt("caller pressed a key", self.playback.response_id is not None)  # type-ahead cuts a prompt
-        self.link.send(ev.AddText(f"The caller pressed the key {e.digit} on the phone keypad."))
-        if not self._continuous:  # else the model answers the note on its own
-            self.link.send(ev.CreateResponse())
-
-    def _on_caller_hung_up(self, e: ev.CallerHungUp) -> None:
-        if self._ending:
-            return  # our own hangup (end_call, transfer) comes back from the leg too: keep our reason
-        self.playout.flush()
-        self._end(f"caller hung up ({e.reason})" if e.reason else "caller hung up")
-
-    def _on_error(self, e: ev.ErrorEvent) -> None:
-        self.barge_in.refused(e)
-        # response_cancel_not_active is expected: the reply was often fully generated before the barge-in.
-        if e.code != "response_cancel_not_active":
-            self.report.errors.append({"class": str(e.error_class), "code": e.code, "message": e.message})
-        self.emit(ev.ServiceError(e.code, str(e.error_class), e.message))
-
-    async def _on_closed(self, e: ev.Closed) -> None:
-        if self._ending:
-            return
-        if self.rollover.ready:  # the cap came before a turn boundary: the next session is ready
-            active, cut = self.playback.drop_response()  # cut: the old session took the rest of the answer along
-            self._swap_session(f"session ended ({e.reason}); the next one was ready", old_alive=False)
-            # no dead air: the answer (or the greeting) the caller waits for is asked for again
-            capped = Trigger.CAPPED_MID_AUDIO if cut else Trigger.CAPPED_BEFORE_AUDIO if active else Trigger.CAPPED
-            self.phase.fire(capped)
-            return
-        self.emit(ev.SessionLost(e.error_class, e.code, e.reason, e.retryable))
-        self.report.errors.append({"class": str(e.error_class), "code": str(e.code or ""), "message": e.reason})
-        self.phase.fire(Trigger.SESSION_LOST, f"realtime closed: {e.reason}")
-        await self._recover(e.error_class, e.retryable)
-
-    # ------------------------------------------------------------------------------------------------ sessions
-    def _greeting_owed(self) -> bool:
-        return self.latency.answered_at is not None and self.report.first_audio_ms is None and bool(self.plan.greeting)
-
-    def _summary(self, rolled_over: bool = False) -> str:
-        r = self.report
-        return summary(r.caller_transcript, r.agent_transcript, self.tools.pending, r.dtmf, rolled_over)
-
-    def _swap_session(self, why: str, old_alive: bool = True) -> None:
-        old, self.client = self.client, self.rollover.take()
-        self.link.detach(old)
-        self._start_pump()
-        self.playback.drop_response()
-        self.report.rollovers += 1
-        self.emit(ev.RolledOver(why))
-        if old is not None:
-            # its turns' transcripts may still come (a closed one's are lost: see ANSWER_AGAIN)
-            self.rollover.retire(old, self.transcripts.hand_over() if old_alive else set(), self.inbox.put)
-
-    def _fail_over(self) -> None:
-        """The outage outlasted the plan's ``outage.hold_s``: a transfer to a human, or the apology and a BYE."""
-        target = self.plan.transfer_target if self.plan.outage.failover == "transfer" else None
-        self.emit(ev.FailedOver("transfer" if target else "goodbye", round(self.outage.away_s, 3)))
-        if target is None:
-            self.outage.say_goodbye()
-            return
-        # the hold message goes on until the transfer completes (or fails: then the apology)
-        self.emit(ev.TransferStarted(target))
-        self.leg.transfer(target)  # the final NOTIFY ends the call (ToolCalls.transfer_progress)
-
-    def _on_transfer_progress(self, e: ev.TransferProgress) -> None:
-        self.tools.transfer_progress(e)
-        if e.final and not 200 <= e.status_code < 300 and self.client is None and not self._ending:
-            self.outage.say_goodbye()  # the failover's transfer failed: never a bare hang-up
-
-    async def _recover(self, cls: ev.ErrorClass | None, retryable: bool) -> None:
-        """Open a fresh session with the instructions and a short summary; the caller keeps hearing queued audio."""
-        t_lost = self._clock()
-        old, self.client = self.client, None
-        if old is not None:
-            self.link.detach(old)
-            with contextlib.suppress(Exception):
-                await old.close()
-        active, interrupted = self.playback.drop_response()  # interrupted: cut, not just asked for
-        owed, self.recovery.answer_owed = self.recovery.answer_owed or active, False
-        refused = old.credential_fingerprint if old is not None else None
-        if self.outage.since is None:
-            self.outage.lost()
-        client = await self.recovery.reconnect(cls, retryable, refused)
-        if client is None:
-            if not self.leg.disconnected.is_set():  # (else the caller's hang-up, queued, ends the call)
-                self.phase.fire(Trigger.GAVE_UP, f"no model for {self.outage.away_s:.1f} s")
-            return
-        self.report.reconnects = self.recovery.reconnects
-        self.client = client
-        self._start_pump()
-        if self.report.caller_transcript or self.report.agent_transcript or self.tools.pending or self.report.dtmf:
-            self.link.send(ev.AddText(self._summary(), ev.Role.SYSTEM))
-        self.latency.sample("recovery_gap", (self._clock() - t_lost) * 1000)
-        # No dead air: the greeting or the answer the caller was waiting for was cut off with the socket, or never
-        # began; answered already, only their transcripts are missing.
-        owed = owed or self._greeting_owed()
-        self.recovery.after_hold = not owed and self.outage.on_hold  # the caller heard "one moment please"
-        owed = owed or self.recovery.after_hold
-        recovered = Trigger.RECOVERED_CUT if interrupted else Trigger.RECOVERED_OWING if owed else Trigger.RECOVERED
-        self.phase.fire(recovered)
+    # model events: bridge/call/reactions.py; lost, recovered, capped, swapped sessions: bridge/call/changes.py
