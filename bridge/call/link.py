@@ -34,13 +34,14 @@ _SILENCE = bytes(BYTES_PER_FRAME_PCM16)
 
 async def open_session(
     connect: Callable[[], Awaitable[RealtimeClient]],
-    profile: AgentProfile,
+    profile: Callable[[], AgentProfile],
     seen: Callable[[ev.Event], object],
     history: tuple[ev.AddText, ...] = (),
 ) -> RealtimeClient:
     """Connect and run the dialect's handshake (:meth:`RealtimeClient.open`); return once the service confirmed
-    the session, so the first caller audio is in the configured format. ``seen`` gets the session's own events on
-    the way; ``history`` is the text the session starts from (a rollover's summary). Raises
+    the session, so the first caller audio is in the configured format. ``profile`` is read once connected (a
+    connector that fell back to another model may have changed the call's voice). ``seen`` gets the session's
+    own events on the way; ``history`` is the text the session starts from (a rollover's summary). Raises
     :class:`~bridge.errors.ConnectError` if the service refuses or closes; never leaves the socket open."""
     client = await connect()
 
@@ -48,7 +49,7 @@ async def open_session(
         seen(event)
 
     try:
-        await client.open(profile, on_event, history)
+        await client.open(profile(), on_event, history)
     except BaseException:  # refused, or timed out at the answer deadline: never leave the socket open
         await client.close()
         raise

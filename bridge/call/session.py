@@ -216,7 +216,7 @@ class CallSession:
     # ------------------------------------------------------------------------------------------------ lifecycle
     async def _open_session(self, history: tuple[ev.AddText, ...] = ()) -> RealtimeClient:
         try:  # the session's events reported
-            client = await open_session(self._connect, self.plan.profile, self._handlers, history)
+            client = await open_session(self._connect, lambda: self.plan.profile, self._handlers, history)
         except ConnectError as exc:
             self._on_connect(exc)
             raise

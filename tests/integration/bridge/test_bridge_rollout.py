@@ -71,7 +71,10 @@ def plan(name: str, number: str, new: dict[str, Any], **rollout: Any) -> dict[st
 
 
 TRIAL = plan("trial", "3200", {"voice": "marin", "fallback_model": "gpt-4o-realtime-preview"}, fallback_voice="verse")
-STRICT = plan("strict", "3201", {"model_selection": "new"}, rollback={"min_calls": 2, "failure_rate_threshold": 0.2})
+STRICT = {
+    **plan("strict", "3201", {"model_selection": "new"}, rollback={"min_calls": 2, "failure_rate_threshold": 0.2}),
+    "outage": {"hold_s": 2.0, "failover": "goodbye"},  # no model: two seconds of hold, then the goodbye
+}
 SPECS = {p["name"]: spec for p in (TRIAL, STRICT) if (spec := Dialplan.model_validate(p).rollout_spec)}
 
 
@@ -216,7 +219,7 @@ async def test_connect_failures_on_one_variant_roll_it_back_and_the_next_call_ge
     await store.set_flag("strict", {"weights": {SAFE: 0, NEW: 100}}, "qa", "all on 2.1")
     bridge.emu.set_defaults({"refuse_models": NEW})
     uri = bridge.uri("3201")
-    for n in (1, 2):  # no session at the answer and none recovered: the bridge hangs up
+    for n in (1, 2):  # no session at the answer and none within the hold: the bridge says goodbye
         done = await call(uri, hangup_after=10.0, timeout=30)
         assert done.returncode == 0 and done.report is not None and done.report["answered"], done.describe()
         report = (await wait_reports(bridge.reports_path, n, within=20))[-1]
