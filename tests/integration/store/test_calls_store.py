@@ -77,9 +77,10 @@ async def test_a_call_shows_every_field_and_the_fields_follow_the_phases(
     session.listeners.append(store.listener_for(leg.call_id, **{**IDENTITY, "dialect": dialect.name}))
     store.watch(leg.call_id, lambda: {"last_user_audio_seq": session.frames_appended})
     seen: list[str] = []
+    stop = asyncio.Event()  # redis-py may swallow a cancel that lands inside a command: the loop also ends on this
 
     async def sample() -> None:
-        while True:
+        while not stop.is_set():
             phase = await raw.hget(keys.call(leg.call_id), "phase")
             if phase and (not seen or seen[-1] != phase):
                 seen.append(phase)
@@ -118,6 +119,7 @@ async def test_a_call_shows_every_field_and_the_fields_follow_the_phases(
         await asyncio.wait_for(task, 10)
         assert await store.flush()
     finally:
+        stop.set()
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
         leg.stop()
