@@ -475,9 +475,7 @@ def run(json_output: bool = False) -> int:
         per_call_path("audioop", lambda: _audioop(LOW, HIGH), lambda: _audioop(HIGH, LOW), inp),
         per_call_path("soxr_hq", lambda: _soxr(LOW, HIGH), lambda: _soxr(HIGH, LOW), inp),
         per_call_path("ours_16k", lambda: Upsampler16k().process, lambda: Downsampler16k().process, inp, HIGH_16K),
-        per_call_path(
-            "soxr_hq_16k", lambda: _soxr(LOW, HIGH_16K), lambda: _soxr(HIGH_16K, LOW), inp, rate=HIGH_16K
-        ),
+        per_call_path("soxr_hq_16k", lambda: _soxr(LOW, HIGH_16K), lambda: _soxr(HIGH_16K, LOW), inp, rate=HIGH_16K),
         passthrough_path(inp),
     ]
     makers = wire_steps()

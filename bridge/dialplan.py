@@ -91,6 +91,29 @@ class Outage(BaseModel):
     failover: Literal["transfer", "goodbye"] = "transfer"
 
 
+class Orchestrator(BaseModel):
+    """An orchestrated plan (``bridge/call/orchestration.py``, ``docs/orchestrator.md``): the model does not answer
+    on its own; after each caller turn the bridge POSTs the turn to ``url`` and does what the answer says. Past
+    ``timeout_ms`` the caller hears ``filler`` while the bridge waits on, up to ``give_up_ms``; then, or at once
+    when the orchestrator cannot be reached, the plan's ``outage.failover``. A 5xx, a 4xx, invalid JSON or an
+    answer that is not a decision is counted and logged, and ``on_error`` says what the call does instead."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$")
+    timeout_ms: int = Field(1500, ge=50, le=30_000)
+    give_up_ms: int = Field(6000, ge=100, le=60_000)
+    filler: str = Field("One moment, please.", min_length=1)
+    on_error: Literal["respond", "failover"] = "respond"
+
+    @field_validator("give_up_ms")
+    @classmethod
+    def _after_timeout(cls, value: int, info: ValidationInfo) -> int:
+        timeout = info.data.get("timeout_ms")
+        if timeout is not None and value <= timeout:
+            raise ValueError(f"must be more than timeout_ms ({timeout})")
+        return value
+
+
 class Dialplan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -105,6 +128,7 @@ class Dialplan(BaseModel):
     outage: Outage = Outage()  # the model unreachable: hold, reconnect, then fail over
     allowed_sources: tuple[str, ...] = ()  # CIDRs of trunks allowed to call this plan (empty: any); others get 403
     rollout: RolloutSpec | None = None  # dialect rollout: the variants (None: GA against beta, beta safe)
+    orchestrator: Orchestrator | None = None  # the contact center's service decides what the agent says
     source_file: str = Field("", exclude=True)
 
     @field_validator("allowed_sources")

@@ -171,7 +171,10 @@ class CallerTranscriptFailed(Event):
 
 @dataclass(frozen=True, slots=True)
 class ResponseStarted(Event):
+    """``out_of_band``: a response kept out of the conversation (a say): its items cannot be truncated."""
+
     response_id: str
+    out_of_band: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +334,21 @@ class TransferProgress(Event):
     final: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Orchestrated(Event):
+    """The orchestrator's side of a caller turn, in the call's inbox (``bridge.call.orchestration``): its
+    ``decision`` (a ``bridge.orchestrator.models.Decision``), ``late`` (past ``timeout_ms``: the filler is due), or
+    a ``fault`` of one kind (``down``, ``timeout``, ``http_5xx``, ``http_4xx``, ``invalid_json``,
+    ``invalid_answer``). ``sequence`` is the request's; an answer to a request since replaced is ignored."""
+
+    sequence: int
+    outcome: str  # decision | late | fault
+    ms: float  # since the request was sent
+    decision: Any = None
+    fault: str = ""
+    message: str = ""
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Commands (encoded per dialect by its table in bridge/realtime/dialects/)
 
@@ -380,6 +398,14 @@ class CreateResponse(Command):
     instructions: str | None = None
     out_of_band: bool = False
     metadata: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Say(Command):
+    """Speak ``text`` verbatim, outside the conversation where the dialect can (an orchestrator's line): the
+    dialect's capabilities say how (``Capabilities.says``)."""
+
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -1070,6 +1096,54 @@ class CallEnded(Report):
     @property
     def summary(self) -> str:
         return self.reason
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorDecided(Report):
+    """The orchestrator answered a caller turn (``ms`` after the request): the action the call carries out."""
+
+    kind: ClassVar[str] = "orchestrator_decision"
+    stored: ClassVar[tuple[str, ...]] = ("action", "ms")
+
+    action: str
+    text: str
+    ms: float
+
+    @property
+    def summary(self) -> str:
+        return f"{self.action}: {self.text}" if self.text else self.action
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorLate(Report):
+    """No answer within ``orchestrator.timeout_ms``: the filler is said while the bridge waits on."""
+
+    kind: ClassVar[str] = "orchestrator_filler"
+    stored: ClassVar[tuple[str, ...]] = ("waited_ms",)
+
+    waited_ms: float
+    filler: str
+
+    @property
+    def summary(self) -> str:
+        return f"no answer after {self.waited_ms:.0f} ms: {self.filler}"
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorFailed(Report):
+    """A request to the orchestrator failed (``error``: its kind); ``then`` is what the call did instead
+    (``respond``: the model answered the turn; ``failover``: the plan's outage failover)."""
+
+    kind: ClassVar[str] = "orchestrator_error"
+    stored: ClassVar[tuple[str, ...]] = ("error", "then")
+
+    error: str
+    message: str
+    then: str
+
+    @property
+    def summary(self) -> str:
+        return f"{self.error}: {self.message} ({self.then})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from bridge import events as ev
 NS = "callbridge"
 SEGMENTS = (
     "capture", "uplink", "inference", "downlink", "playback", "first_audio", "turn", "session_setup", "recovery_gap",
+    "orchestrator",
 )  # fmt: skip
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
@@ -146,6 +147,15 @@ CALLS_ON_HOLD = Gauge(
 )
 OUTAGES_RESUMED = Counter(f"{NS}_outages_resumed", "Calls whose model came back after an outage", ["dialplan"])
 FAILOVERS = Counter(f"{NS}_failovers", "Calls failed over after outage.hold_s, by failover", ["dialplan", "reason"])
+ORCHESTRATOR_DECISIONS = Counter(
+    f"{NS}_orchestrator_decisions", "Decisions of a dialplan's orchestrator, by action", ["dialplan", "action"]
+)
+ORCHESTRATOR_ERRORS = Counter(
+    f"{NS}_orchestrator_errors", "Failed requests to a dialplan's orchestrator, by kind", ["dialplan", "kind"]
+)
+ORCHESTRATOR_FILLERS = Counter(
+    f"{NS}_orchestrator_fillers", "Fillers said because the orchestrator was slower than timeout_ms", ["dialplan"]
+)
 BREAKER_OPEN = Gauge(
     f"{NS}_realtime_breaker_open",
     "1 while a worker's circuit breaker is open (new calls go straight to hold and failover)",
@@ -153,6 +163,14 @@ BREAKER_OPEN = Gauge(
     multiprocess_mode="livemax",
 )
 SUPERVISOR_SIGNINS = Counter(f"{NS}_supervisor_signins", "Console sign-ins, by role", ["role"])
+# Listen-in (bridge/supervisor/listen.py, bridge/serve/listen.py)
+LISTENERS_ACTIVE = Gauge(
+    f"{NS}_listeners_active", "Supervisors listening in to a call now (serve process)", multiprocess_mode="livesum"
+)
+LISTEN_TAPS_ACTIVE = Gauge(
+    f"{NS}_listen_taps_active", "Calls whose audio is copied for listen-in now (workers)", multiprocess_mode="livesum"
+)
+LISTEN_SESSIONS = Counter(f"{NS}_listen_sessions", "Listen-ins opened, and refused by reason", ["result"])
 GC_PAUSE = Histogram(
     f"{NS}_gc_pause_seconds", "Full garbage collections after calls end (bridge/runtime/memory.py), event loop paused",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
@@ -274,6 +292,9 @@ def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:
         .on(ev.CallEnded, ended)
         .on(ev.OutageEnded, resumed)
         .on(ev.FailedOver, failed_over)
+        .on(ev.OrchestratorDecided, lambda r: ORCHESTRATOR_DECISIONS.labels(dialplan, r.action).inc())
+        .on(ev.OrchestratorFailed, lambda r: ORCHESTRATOR_ERRORS.labels(dialplan, r.error).inc())
+        .on(ev.OrchestratorLate, lambda r: ORCHESTRATOR_FILLERS.labels(dialplan).inc())
     )
 
 

@@ -48,3 +48,6 @@ say network_drop      q2_cut_off.wav    "Hello? I think we got cut off. When are
 
 say billing_caller_first q1_charge.wav  "Hi, I have a question about the charge on my last bill."
 say billing_caller_first q2_amount.wav  "The one for forty nine dollars."
+
+say orchestrated_order q1_where.wav     "Where is my order?"
+say orchestrated_order q2_person.wav    "Can I talk to a person about it?"

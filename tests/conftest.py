@@ -1,11 +1,25 @@
 """Shared fixtures: a live Realtime emulator, the ``openai`` package's typed models as the protocol oracle, and a
-check that every async test leaves no task of its own running."""
+check that every async test leaves no task of its own running; and how the suite is split between pytest-xdist
+workers (``./dev test`` runs ``-n 3 --dist loadgroup``):
+
+* each worker hands out ports from a range of its own (``pytest_configure``);
+* a test using a module- or class-scoped fixture runs on its file's worker (``pytest_collection_modifyitems``);
+* ``@pytest.mark.xdist_group("cpu")``: the tests that load the CPU with many processes or calls at once (the front's
+  pools, the bench runs, forty SIPp callers, twenty concurrent drops) and the tests that measure a real-time call's
+  audio to the frame (bridge audio, barge-in, DTMF) run one after another on one worker: a timing-precise test never
+  shares the CPU with a heavy one, and at most one heavy test competes with the other workers. A new test that
+  starts a pool of nodes, Kamailio or more than a handful of concurrent calls, or that asserts audio timing within
+  a few frames, takes this mark (the group is the suite's longest chain: keep it under half the suite's time);
+* a test that binds a fixed address and port, or writes a fixed path, needs a group with every test it conflicts
+  with (none does today: the loopback aliases 127.0.0.2/127.0.0.3 are shared, their ports are not).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
 import inspect
+import os
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -17,9 +31,39 @@ from openai.types.realtime import RealtimeServerEvent as GAServerEvent
 from pydantic import BaseModel, TypeAdapter
 
 from bridge.emulator import EmulatorServer
+from bridge.store.server import PORT_RANGE_ENV
 
+WORKER_PORTS = (20000, 31999)  # below the kernel's ephemeral ports (32768 up), where client sockets get theirs
+SHARED_SCOPES = ("package", "module", "class")  # a fixture of these scopes is set up once per worker that uses it
 LEAK_GRACE_ITERATIONS = 3  # loop iterations a task ending on its own gets to finish after the test
 CANCELLED_GRACE_S = 1.0  # how long a task the test cancelled (and did not await) gets to finish
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """An xdist worker picks the ports it hands to servers (``free_port_block``) from a slice of WORKER_PORTS of its
+    own, and so does every process it starts: two workers never race for one port, and no client socket takes a
+    port between its pick and its server's bind."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ... (set by xdist in each worker)
+    if not worker.startswith("gw"):
+        return
+    index, count = int(worker[2:]), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    width = (WORKER_PORTS[1] - WORKER_PORTS[0] + 1) // max(count, 1)
+    low = WORKER_PORTS[0] + index * width
+    os.environ[PORT_RANGE_ENV] = f"{low}-{low + width - 1}"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses a module- or class-scoped fixture (one real call that several tests check, a browser) joins
+    its file's ``xdist_group``, so the fixture runs once, on one worker; a test with a group of its own keeps it
+    (xdist would otherwise join the two names into a third group)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        definitions = info.name2fixturedefs.values() if info is not None else ()
+        if any(d.scope in SHARED_SCOPES for defs in definitions for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 @pytest.fixture(autouse=True)

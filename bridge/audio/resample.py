@@ -225,9 +225,6 @@ class NativeKernels:
     why: str  # "" when loaded and checked
 
 
-
-
-
 @cache
 def native_kernels() -> NativeKernels:
     """Build, load and check the C kernels once per process (see "C kernels")."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bridge import events as ev
-from bridge.call.playback import Playback
+from bridge.call.playback import Cut, Playback
 from bridge.call.report import CallReport
 
 # Error codes with which the service refuses a truncate (an item id it no longer has, an offset past the audio).
@@ -37,9 +37,10 @@ class BargeIn:
         self._emit = emit
         self._report = report
         self.awaiting_truncate = False  # a truncate was sent and the service has not answered it yet
+        self.last_cut: Cut | None = None  # what the latest barge-in cut
 
     def cut(self, why: str) -> None:
-        cut = self._playback.cut()
+        cut = self.last_cut = self._playback.cut()
         if cut.cancel is not None and self._cancel:
             self._send(ev.CancelResponse(cut.cancel))
         for item_id, played_ms in cut.truncates if self._truncate else ():

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 async def on_closed(call: CallSession, e: ev.Closed) -> None:
-    if call._ending:
+    if call.ending:
         return
     if call.rollover.ready:  # the cap came before a turn boundary: the next session is ready
         active, cut = call.playback.drop_response()  # cut: the old session took the rest of the answer along
@@ -44,7 +44,7 @@ def call_summary(call: CallSession, rolled_over: bool = False) -> str:
 def swap_session(call: CallSession, why: str, old_alive: bool = True) -> None:
     old, call.client = call.client, call.rollover.take()
     call.link.detach(old)
-    call._start_pump()
+    call.start_pump()
     call.playback.drop_response()
     call.report.rollovers += 1
     call.emit(ev.RolledOver(why))
@@ -66,19 +66,26 @@ def fail_over(call: CallSession) -> None:
 
 
 def on_transfer_progress(call: CallSession, e: ev.TransferProgress) -> None:
+    failed = e.final and not 200 <= e.status_code < 300
+    if failed and call.orchestration is not None and not call.ending:
+        call.tools.transfer_progress(e, answer=False)  # the model holds its answers: the bridge speaks
+        call.orchestration.transfer_failed(e)
+        return
     call.tools.transfer_progress(e)
-    if e.final and not 200 <= e.status_code < 300 and call.client is None and not call._ending:
+    if e.final and not 200 <= e.status_code < 300 and call.client is None and not call.ending:
         call.outage.say_goodbye()  # the failover's transfer failed: never a bare hang-up
 
 
 async def recover(call: CallSession, cls: ev.ErrorClass | None, retryable: bool) -> None:
     """Open a fresh session with the instructions and a short summary; the caller keeps hearing queued audio."""
-    t_lost = call._clock()
+    t_lost = call.clock()
     old, call.client = call.client, None
     if old is not None:
         call.link.detach(old)
         with contextlib.suppress(Exception):
             await old.close()
+    if call.turns is not None:
+        call.turns.flush()  # the lost session's turns end with it (a new session's timeline starts again)
     active, interrupted = call.playback.drop_response()  # interrupted: cut, not just asked for
     owed, call.recovery.answer_owed = call.recovery.answer_owed or active, False
     refused = old.credential_fingerprint if old is not None else None
@@ -91,10 +98,10 @@ async def recover(call: CallSession, cls: ev.ErrorClass | None, retryable: bool)
         return
     call.report.reconnects = call.recovery.reconnects
     call.client = client
-    call._start_pump()
+    call.start_pump()
     if call.report.caller_transcript or call.report.agent_transcript or call.tools.pending or call.report.dtmf:
         call.link.send(ev.AddText(call_summary(call), ev.Role.SYSTEM))
-    call.latency.sample("recovery_gap", (call._clock() - t_lost) * 1000)
+    call.latency.sample("recovery_gap", (call.clock() - t_lost) * 1000)
     # No dead air: the greeting or the answer the caller was waiting for was cut off with the socket, or never
     # began; answered already, only their transcripts are missing.
     owed = owed or greeting_owed(call)

@@ -57,6 +57,7 @@ class Trigger(enum.Enum):
     CAPPED = "the service ended the session at its cap, the next one was ready, no response was under way"
     CAPPED_BEFORE_AUDIO = "as CAPPED, with a response under way that had no audio yet"
     CAPPED_MID_AUDIO = "as CAPPED, with a response cut off in the middle of its audio"
+    DECIDED_QUIET = "the orchestrator answered the caller's turn with nothing to say (nothing, send_dtmf)"
     HOLD_DUE = "the model has been away for the dialplan's outage.hold_after_s and the queued agent audio played out"
     GAVE_UP = "no new session within the dialplan's outage.hold_s (or a failure that no retry can mend)"
     FINISHED = "the call is over (hangup, transfer, end_call, recovery gave up) and its session closed"
@@ -102,6 +103,7 @@ TABLE: Mapping[tuple[Phase, Trigger], Move] = {
     (P.LISTENING, T.MODEL_AUDIO): Move(P.SPEAKING, why="model audio"),
     (P.THINKING, T.MODEL_AUDIO): Move(P.SPEAKING, why="model audio"),
     (P.THINKING, T.RESPONSE_SILENT): Move(P.LISTENING),
+    (P.THINKING, T.DECIDED_QUIET): Move(P.LISTENING),  # an orchestrated call (bridge.call.orchestration)
     (P.SPEAKING, T.PLAYED_OUT): Move(P.LISTENING, why="reply played out"),
     # barge-in
     (P.SPEAKING, T.CALLER_STARTS): Move(P.CANCELLING, then=T.CUT),

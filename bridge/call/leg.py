@@ -7,10 +7,30 @@ never sees a pjsua2 type.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from bridge import events as ev
 from bridge.audio.frames import FrameSink, FrameSource, StreamKernel
+
+
+class TeeSource:
+    """The bridge's outbound audio as the media port sees it, with every frame it takes also handed to ``keep``
+    (a recording, a listener). ``pop_frame`` runs on the media clock thread, so ``keep`` must only copy or append.
+    Every other attribute is the source's own: the native port looks up ``set_downstream`` on it, so that a
+    barge-in still flushes the frames queued in C (``bridge/sip/cport.py``)."""
+
+    def __init__(self, source: FrameSource, keep: Callable[[bytes], object]) -> None:
+        self._source = source
+        self._keep = keep
+
+    def pop_frame(self) -> bytes:
+        frame = self._source.pop_frame()
+        self._keep(frame)
+        return frame
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
 
 
 class UplinkOffload(Protocol):
@@ -68,3 +88,40 @@ class PhoneLeg(Protocol):
         """After :meth:`start_media`: an offload for the caller's audio that carries ``upsampler``'s stream on
         (and keeps it alive while it does), or None where the leg has none."""
         ...
+
+
+class LegProxy:
+    """A :class:`PhoneLeg` around another that passes everything through; a recording or a listen tap overrides
+    what it watches. The leg's attributes are the wrapped leg's (the queue and the event are the same objects)."""
+
+    def __init__(self, leg: PhoneLeg) -> None:
+        self.leg = leg
+        self.call_id: str = leg.call_id
+        self.caller: str = leg.caller
+        self.called: str = leg.called
+        self.events: asyncio.Queue[ev.Event] = leg.events
+        self.disconnected: asyncio.Event = leg.disconnected
+
+    def ringing(self) -> None:
+        self.leg.ringing()
+
+    def answer(self) -> None:
+        self.leg.answer()
+
+    def reject(self, code: int, reason: str | None = None, retry_after: int | None = None) -> None:
+        self.leg.reject(code, reason, retry_after)
+
+    def hangup(self, reason: str | None = None) -> None:
+        self.leg.hangup(reason)
+
+    def transfer(self, uri: str) -> None:
+        self.leg.transfer(uri)
+
+    def send_dtmf(self, digits: str) -> None:
+        self.leg.send_dtmf(digits)
+
+    def start_media(self, outbound: FrameSource, on_frame: FrameSink) -> None:
+        self.leg.start_media(outbound, on_frame)
+
+    def uplink_offload(self, upsampler: StreamKernel) -> UplinkOffload | None:
+        return self.leg.uplink_offload(upsampler)

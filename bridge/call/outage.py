@@ -58,6 +58,7 @@ class OutageAudio:
         self._due = 0.0  # the hold message may start from then
         self._hold_started: float | None = None
         self.leaving = False  # the apology is queued: hang up once it has played out
+        self.leaving_reason = "realtime unavailable"  # the call's end reason then
 
     def lost(self, at_answer: bool = False) -> None:
         """The model went away now; ``at_answer``: it was not there at the answer (hold from the first second)."""
@@ -104,10 +105,10 @@ class OutageAudio:
             self._emit(ev.OutageEnded(round(self.away_s, 3)))
             self.since = None
 
-    def say_goodbye(self) -> None:
+    def say_goodbye(self, reason: str = "realtime unavailable") -> None:
         """The apology, after which the session hangs up (:attr:`leaving`, once the playout is idle)."""
         self.stop_hold()
-        self.leaving = True
+        self.leaving, self.leaving_reason = True, reason
         self._queue(APOLOGY_ITEM, self.policy.apology_audio or str(APOLOGY_WAV))
 
     def _queue(self, item: str, path: str) -> None:

@@ -35,6 +35,9 @@ class Cut:
     cancel: str | None
     truncates: list[tuple[str, int]]
     error_ms: float | None
+    item_id: str | None = None  # the item that was playing (or next to play)
+    played_ms: int = 0  # of it, heard
+    dropped_ms: int = 0  # of it, received and flushed unheard
 
 
 class Playback:
@@ -59,6 +62,7 @@ class Playback:
         self.audio_item: str | None = None  # the item whose audio is playing / queued
         self.audio_response: str | None = None
         self.had_audio = False  # the active (or last) response's audio reached the playout
+        self._unlisted: set[str] = set()  # responses out of band (a say) and their items: in no conversation
         # a continuous stream (see the module doc)
         self.segments = 0  # speech segments opened so far
         self._silent_ms = 0.0  # silence since the segment's last speech
@@ -75,9 +79,11 @@ class Playback:
         """Agent audio queued or playing, or a response under way."""
         return not self.playout.idle or self.response_id is not None
 
-    def started(self, response_id: str) -> None:
+    def started(self, response_id: str, out_of_band: bool = False) -> None:
         self.response_id = response_id
         self.had_audio = False
+        if out_of_band:
+            self._unlisted.add(response_id)
 
     def push(self, chunk: ev.AudioChunk) -> bool:
         """Queue a chunk for playout; False if it belongs to a cancelled response (dropped)."""
@@ -86,6 +92,8 @@ class Playback:
         if chunk.item_id != self.audio_item:
             self.audio_item, self.audio_response = chunk.item_id, chunk.response_id
             self._downlink.reset()  # documented reset policy: a new output item starts a new stream
+            if chunk.response_id in self._unlisted:
+                self._unlisted.add(chunk.item_id)
         t0 = self._clock()
         self.playout.push(chunk.item_id, self._downlink.process(chunk.audio))
         if not self.had_audio:
@@ -143,7 +151,14 @@ class Playback:
             self.playout.end_item(self.audio_item)
 
     def drop_response(self) -> tuple[bool, bool]:
-        """Forget the response under way (its session is gone): (one was under way, it had audio)."""
+        """Forget the response under way (its session is gone): (one was under way, it had audio). A continuous
+        stream has no responses: the model was under way if it was in the middle of a speech segment."""
+        if self.continuous:
+            speaking, item = self.audio_item is not None and self._muted_since is None, self.audio_item
+            if item is not None:
+                self.playout.end_item(item)  # what was queued still plays; the segment ends with it
+            self.audio_item, self._silent_ms = None, 0.0
+            return speaking, speaking
         active, self.response_id = self.response_id is not None, None
         return active, active and self.had_audio
 
@@ -155,6 +170,8 @@ class Playback:
             self.cancelled.add(cancel)
         truncates = [(flushed.item_id, flushed.played_ms)] if flushed.item_id is not None else []
         truncates += [(item_id, 0) for item_id in flushed.unplayed]  # queued items the caller never heard
+        # an out-of-band item is in no conversation: there is nothing to truncate (the service would refuse it)
+        truncates = [(item_id, ms) for item_id, ms in truncates if item_id not in self._unlisted]
         started = self.playout.first_played_at(flushed.item_id) if flushed.item_id else None
         heard_ms = (self._clock() - started) * 1000 if started is not None else None
         self.audio_item = None
@@ -162,4 +179,5 @@ class Playback:
             self._muted_since, self._silent_ms, self._last_voiced = self._clock(), 0.0, None
         else:
             self._downlink.reset()
-        return Cut(cancel, truncates, abs(flushed.played_ms - heard_ms) if heard_ms is not None else None)
+        error = abs(flushed.played_ms - heard_ms) if heard_ms is not None else None
+        return Cut(cancel, truncates, error, flushed.item_id, flushed.played_ms, flushed.dropped_ms)

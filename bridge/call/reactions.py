@@ -16,11 +16,11 @@ if TYPE_CHECKING:
 
 def on_speech_started(call: CallSession, e: ev.SpeechStarted) -> None:
     call.emit(ev.CallerSpeechStarted(e.audio_start_ms))
-    call._interrupt("caller spoke over the agent", call.playback.busy)
+    call.interrupt("caller spoke over the agent", call.playback.busy)
 
 
 def on_speech_stopped(call: CallSession, e: ev.SpeechStopped) -> None:
-    call._caller_speaking = False
+    call.caller_speaking = False
     call.latency.caller_stopped()
     call.emit(ev.CallerSpeechStopped(e.audio_end_ms))
     call.phase.fire(Trigger.CALLER_STOPPED)
@@ -41,10 +41,10 @@ def on_agent_transcript(call: CallSession, e: ev.AgentTranscript) -> None:
 
 
 def on_response_started(call: CallSession, e: ev.ResponseStarted) -> None:
-    if call._continuous:  # the delegated backend's, not speech
+    if call.continuous:  # the delegated backend's, not speech
         call.emit(ev.ResponseBegan(e.response_id))
         return
-    call.playback.started(e.response_id)
+    call.playback.started(e.response_id, e.out_of_band)
     call.tools.line_started()
     call.emit(ev.ResponseBegan(e.response_id))
     call.phase.fire(Trigger.RESPONSE_STARTED)
@@ -53,7 +53,7 @@ def on_response_started(call: CallSession, e: ev.ResponseStarted) -> None:
 def on_response_done(call: CallSession, e: ev.ResponseDone) -> None:
     call.emit(ev.ResponseEnded(e.response_id, e.status))
     call.usage.response_done(e)
-    if call._continuous:  # the delegated backend's: its calls are answered now, together
+    if call.continuous:  # the delegated backend's: its calls are answered now, together
         call.tools.response_done(e.response_id)
         return
     call.playback.ended(e.response_id)
@@ -62,6 +62,8 @@ def on_response_done(call: CallSession, e: ev.ResponseDone) -> None:
 
 
 def on_function_call(call: CallSession, e: ev.FunctionCall) -> None:
+    if call.turns is not None:
+        call.turns.close_agent()  # what the model says after the tool's result is a new turn
     call.tools.call(e)
     call.phase.fire(Trigger.TOOL_CALL, f"tool {e.name}")
 
@@ -71,17 +73,26 @@ def on_dtmf(call: CallSession, e: ev.Dtmf) -> None:
     call.emit(ev.KeyPressed(e.digit, e.source))
     if e.source == "realtime":
         return  # the service already put it in the conversation
-    call._interrupt("caller pressed a key", call.playback.response_id is not None)  # type-ahead cuts a prompt
-    call.link.send(ev.AddText(f"The caller pressed the key {e.digit} on the phone keypad."))
-    if not call._continuous:  # else the model answers the note on its own
+    call.interrupt("caller pressed a key", call.playback.response_id is not None)  # type-ahead cuts a prompt
+    if call.turns is not None:
+        call.turns.close_agent()  # the key is the caller's turn
+    note = f"The caller pressed the key {e.digit} on the phone keypad."
+    if call.orchestration is not None:
+        # the orchestrator decides what a key does: the model gets the key as context that no dialect answers
+        # (a user's note would be a turn the Live model answers on its own)
+        call.link.send(ev.AddText(note, ev.Role.SYSTEM))
+        call.orchestration.key()
+        return
+    call.link.send(ev.AddText(note))
+    if not call.continuous:  # else the model answers the note on its own
         call.link.send(ev.CreateResponse())
 
 
 def on_caller_hung_up(call: CallSession, e: ev.CallerHungUp) -> None:
-    if call._ending:
+    if call.ending:
         return  # our own hangup (end_call, transfer) comes back from the leg too: keep our reason
     call.playout.flush()
-    call._end(f"caller hung up ({e.reason})" if e.reason else "caller hung up")
+    call.end(f"caller hung up ({e.reason})" if e.reason else "caller hung up")
 
 
 def on_error(call: CallSession, e: ev.ErrorEvent) -> None:
@@ -93,7 +104,7 @@ def on_error(call: CallSession, e: ev.ErrorEvent) -> None:
 
 
 async def on_closed(call: CallSession, e: ev.Closed) -> None:
-    if call._ending:
+    if call.ending:
         return
     if call.rollover.ready:  # the cap came before a turn boundary: the next session is ready
         active, cut = call.playback.drop_response()  # cut: the old session took the rest of the answer along

@@ -24,7 +24,6 @@ once, at the end.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -37,7 +36,7 @@ import numpy as np
 
 from bridge import events as ev
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, SAMPLE_RATE, FrameSink, FrameSource, StreamKernel
-from bridge.call.leg import PhoneLeg, UplinkOffload
+from bridge.call.leg import LegProxy, PhoneLeg, TeeSource, UplinkOffload
 
 log = logging.getLogger("bridge.replay")
 
@@ -46,20 +45,7 @@ EVENTS_FILE: Final = "events.jsonl"
 CHANNELS: Final = ("caller", "agent")
 
 
-class _Tap:
-    """The bridge's outbound source, with every frame also kept for the recording (clock thread: append only)."""
-
-    def __init__(self, source: FrameSource, frames: list[bytes]) -> None:
-        self._source = source
-        self._frames = frames
-
-    def pop_frame(self) -> bytes:
-        frame = self._source.pop_frame()
-        self._frames.append(frame)
-        return frame
-
-
-class RecordingLeg:
+class RecordingLeg(LegProxy):
     """A :class:`~bridge.call.leg.PhoneLeg` proxy that records the call (see the module docstring)."""
 
     def __init__(
@@ -71,13 +57,7 @@ class RecordingLeg:
         clock: Callable[[], float] = time.monotonic,
         meta: Mapping[str, Any] | None = None,
     ) -> None:
-        self.leg = leg
-        # the PhoneLeg attributes are the wrapped leg's (the queue and the event are the same objects)
-        self.call_id: str = leg.call_id
-        self.caller: str = leg.caller
-        self.called: str = leg.called
-        self.events: asyncio.Queue[ev.Event] = leg.events
-        self.disconnected: asyncio.Event = leg.disconnected
+        super().__init__(leg)
         self.path = Path(path)
         self.consent = consent
         self.clock = clock
@@ -89,15 +69,6 @@ class RecordingLeg:
         self._media_at: float | None = None
         self._closed = False
 
-    def ringing(self) -> None:
-        self.leg.ringing()
-
-    def answer(self) -> None:
-        self.leg.answer()
-
-    def reject(self, code: int, reason: str | None = None, retry_after: int | None = None) -> None:
-        self.leg.reject(code, reason, retry_after)
-
     def hangup(self, reason: str | None = None) -> None:
         self._keep(ev.LegHungUp())
         self.leg.hangup(reason)
@@ -105,9 +76,6 @@ class RecordingLeg:
     def transfer(self, uri: str) -> None:
         self._keep(ev.LegTransferred(uri))
         self.leg.transfer(uri)
-
-    def send_dtmf(self, digits: str) -> None:
-        self.leg.send_dtmf(digits)
 
     def start_media(self, outbound: FrameSource, on_frame: FrameSink) -> None:
         if not self.consent:
@@ -121,7 +89,7 @@ class RecordingLeg:
             caller.append(pcm)
             on_frame(pcm, t_capture)
 
-        self.leg.start_media(_Tap(outbound, self.agent_frames), tapped)
+        self.leg.start_media(TeeSource(outbound, self.agent_frames.append), tapped)
 
     def uplink_offload(self, upsampler: StreamKernel) -> UplinkOffload | None:
         """Recording needs every caller frame on the loop: no offload then; otherwise the wrapped leg's."""

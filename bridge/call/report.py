@@ -26,6 +26,7 @@ class CallReport:
     talk_over_ms: list[float] = field(default_factory=list)  # per barge-in on a model that stops itself
     usage: dict[str, float | int] = field(default_factory=dict)  # audio seconds and tokens, all sessions (cost)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # an orchestrated call: each decision, in order
     dtmf: list[str] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     reconnects: int = 0

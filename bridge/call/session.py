@@ -39,6 +39,7 @@ from bridge.call.inbox import Handlers, Inbox
 from bridge.call.latency import LatencyMeter
 from bridge.call.leg import PhoneLeg
 from bridge.call.link import Link, open_session
+from bridge.call.orchestration import Orchestration
 from bridge.call.outage import GOODBYE_REASON, OUTAGE_RETRY, OutageAudio
 from bridge.call.playback import Playback
 from bridge.call.recovery import Recovery, answer_instructions
@@ -51,9 +52,11 @@ from bridge.call.turns import TurnBuilder
 from bridge.call.usage import UsageMeter
 from bridge.dialplan import Dialplan
 from bridge.errors import ConnectError
+from bridge.orchestrator.client import Ask, OrchestratorClient
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.credentials import CredentialSource
 from bridge.realtime.dialects import Dialect
+from bridge.realtime.profile import AgentProfile
 from bridge.realtime.retry import RetryPolicy
 from bridge.runtime.metronome import Metronome
 
@@ -69,6 +72,9 @@ TICK_S = 0.02
 # agent is a barge-in. Louder than a line's noise floor; no padding (only the onset's time matters).
 CALLER_VAD_THRESHOLD = 0.4
 CALLER_VAD_SILENCE_MS = 500.0
+# An orchestrated call on such a dialect: the agent never speaks first to close the caller's turn, so it ends after
+# this long without a fragment of it (about what peers of GPT-Live use).
+ORCHESTRATED_TURN_SILENCE_S = 0.8
 
 
 class CallSession:
@@ -90,6 +96,8 @@ class CallSession:
         model_down: bool = False,
         reject_when_down: bool = False,
         on_connect: Callable[[ConnectError | None], None] | None = None,
+        orchestrator: Ask | None = None,
+        variant: str | None = None,
     ) -> None:
         self.leg = leg
         # The 20 ms tick: a worker passes its loop's shared metronome (one wake-up for all its calls, on the
@@ -101,7 +109,7 @@ class CallSession:
         self._reject_when_down = reject_when_down  # no model at the answer: 503 (a front tries another node)
         self._on_connect = on_connect or (lambda exc: None)  # each open's outcome (the worker's breaker)
         self._connect = connect
-        self._clock = clock
+        self.clock = clock
         self._t0 = clock()
         self.listeners = list(listeners or [])
         self.report = CallReport(call_id=leg.call_id, dialect=dialect.name, dialplan=plan.name)
@@ -114,15 +122,15 @@ class CallSession:
         # the current Realtime session and the caller's audio
         self.link = Link(self.uplink, self.latency, clock, continuous=dialect.capabilities.continuous_audio)
         caps = dialect.capabilities
-        self._continuous = caps.continuous_output  # the model's audio is a stream; responses are the backend's
+        self.continuous = caps.continuous_output  # the model's audio is a stream; responses are the backend's
         self.playback = Playback(
-            self.playout, downlink, self.latency, clock, continuous=self._continuous, on_talk_over=self._talked_over
+            self.playout, downlink, self.latency, clock, continuous=self.continuous, on_talk_over=self._talked_over
         )
         self.barge_in = BargeIn(
             self.playback, self.link.send, self.emit, self.report, cancel=caps.cancel, truncate=caps.truncate
         )
         self.tools = ToolCalls(
-            plan, leg, self.link.send, self.emit, self.report, end=self._end, clock=clock, grouped=self._continuous
+            plan, leg, self.link.send, self.emit, self.report, end=self.end, clock=clock, grouped=self.continuous
         )
         transcribed = plan.profile.input_transcription is not None or caps.turn_detection == "none"
         self.transcripts = Transcripts(self.report, self.emit, transcribed)
@@ -130,7 +138,10 @@ class CallSession:
         self.turns: TurnBuilder | None = None
         self._caller_vad: EnergyVad | None = None
         if caps.turn_detection == "none":
-            self.turns = TurnBuilder(self.transcripts.caller, self.transcripts.agent, clock)
+            self.turns = TurnBuilder(
+                self.transcripts.caller, self.transcripts.agent, clock,
+                caller_silence_s=ORCHESTRATED_TURN_SILENCE_S if plan.orchestrator is not None else None,
+            )  # fmt: skip
             self._caller_vad = EnergyVad(
                 SAMPLE_RATE,
                 threshold=CALLER_VAD_THRESHOLD,
@@ -138,6 +149,15 @@ class CallSession:
                 silence_duration_ms=CALLER_VAD_SILENCE_MS,
             )
         self.outage = OutageAudio(plan.outage, self.playout, self.emit, clock)
+        # an orchestrated plan: the contact center's service decides what is said (bridge/call/orchestration.py)
+        self._own_orchestrator: OrchestratorClient | None = None
+        self.orchestration: Orchestration | None = None
+        if plan.orchestrator is not None:
+            if orchestrator is None:
+                self._own_orchestrator = OrchestratorClient()
+                orchestrator = self._own_orchestrator.ask
+            self.orchestration = Orchestration(self, plan.orchestrator, orchestrator, variant or dialect.name)
+            self.transcripts.on_final = self.orchestration.said
         self.recovery: Recovery[RealtimeClient] = Recovery(
             self._open_session, self.emit, retry=retry or OUTAGE_RETRY, rng=rng or random.Random(),
             credentials=credentials, max_reconnects=max_reconnects, hold_s=plan.outage.hold_s, clock=clock,
@@ -147,9 +167,9 @@ class CallSession:
             max_session_s, self._open_session, self.emit, summary=lambda: changes.call_summary(self, True), clock=clock,
             name=leg.call_id,
         )  # fmt: skip
-        self._ending = False  # the call is over (report.end_reason says why); the run loop stops
+        self.ending = False  # the call is over (report.end_reason says why); the run loop stops
         self._waiting = False  # the run loop is parked on an empty inbox
-        self._caller_speaking = False  # the current session's VAD heard the caller start; the stop not handled yet
+        self.caller_speaking = False  # the current session's VAD heard the caller start; the stop not handled yet
         self.outcome = "completed"  # completed | transferred | failed (metrics label)
         self._handlers = (
             Handlers()
@@ -178,12 +198,13 @@ class CallSession:
             .on(ev.IdleTimeout, lambda e: self.emit(ev.CallerSilent(e.audio_start_ms, e.audio_end_ms, e.item_id)))
             .on(ev.UnknownEvent, lambda e: self.emit(ev.UnknownServerEvent(e.type)))
             .on(ev.Closed, partial(changes.on_closed, self))
+            .on(ev.Orchestrated, lambda e: self.orchestration.handle(e) if self.orchestration else None)
         )
 
     # ------------------------------------------------------------------------------------------------ plumbing
     def emit(self, report: ev.Report) -> None:
         """Record ``report`` in the timeline and hand it to every listener."""
-        self.report.timeline.append((round((self._clock() - self._t0) * 1000.0, 1), report.kind, report.summary))
+        self.report.timeline.append((round((self.clock() - self._t0) * 1000.0, 1), report.kind, report.summary))
         for listener in self.listeners:
             try:
                 listener(report)
@@ -216,7 +237,7 @@ class CallSession:
     # ------------------------------------------------------------------------------------------------ lifecycle
     async def _open_session(self, history: tuple[ev.AddText, ...] = ()) -> RealtimeClient:
         try:  # the session's events reported
-            client = await open_session(self._connect, lambda: self.plan.profile, self._handlers, history)
+            client = await open_session(self._connect, self._profile, self._handlers, history)
         except ConnectError as exc:
             self._on_connect(exc)
             raise
@@ -224,29 +245,34 @@ class CallSession:
         self.rollover.opened()
         return client
 
+    def _profile(self) -> AgentProfile:
+        """The plan's profile; an orchestrated plan's with the model answering nothing on its own."""
+        profile = self.plan.profile
+        return self.dialect.hold_answers(profile) if self.orchestration is not None else profile
+
     async def run(self) -> CallReport:
         self.report.phases.append(str(Phase.IDLE))
         self.leg.ringing()
         self.emit(ev.Ringing(self.leg.caller, self.leg.called, self.plan.name, self.dialect.name))
-        t_connect = self._clock()
+        t_connect = self.clock()
         try:
             if self._model_down:
                 raise ConnectError(ev.ErrorClass.NETWORK, "the worker's circuit breaker is open", retryable=True)
             # Open the WebSocket before the 200 OK: greeting latency is the callers' top complaint.
             self.client = await asyncio.wait_for(self._open_session(), self.plan.answer_timeout_s)
-            self.latency.sample("session_setup", (self._clock() - t_connect) * 1000)
+            self.latency.sample("session_setup", (self.clock() - t_connect) * 1000)
         except (TimeoutError, ConnectError) as exc:
             cls = exc.error_class if isinstance(exc, ConnectError) else ev.ErrorClass.NETWORK
             self.emit(ev.RealtimeUnavailable(str(exc) or "timeout", str(cls)))
             self.report.errors.append({"class": "network", "code": "connect", "message": str(exc) or "timeout"})
             if self._reject_when_down:
                 self.leg.reject(503, "Service Unavailable", retry_after=int(self.plan.outage.hold_s))
-                self._end("realtime unavailable: rejected (503)", outcome="failed")
+                self.end("realtime unavailable: rejected (503)", outcome="failed")
                 self.phase.fire(Trigger.FINISHED, self.report.end_reason)
                 self.emit(ev.CallEnded(self.report.end_reason, self.outcome))
                 return self.report
         self.leg.answer()
-        self.latency.answered_at = self._clock()
+        self.latency.answered_at = self.clock()
         self.report.answered = True
         self.emit(ev.Answered())
         self.leg.start_media(self.playout, self.link.on_frame if self._caller_vad is None else self._on_caller_frame)
@@ -262,9 +288,9 @@ class CallSession:
                 self.phase.fire(Trigger.NO_SESSION)
                 await changes.recover(self, ev.ErrorClass.NETWORK, True)
             else:
-                self._start_pump()
+                self.start_pump()
                 self.phase.fire(Trigger.GREET if self.plan.greeting else Trigger.READY)
-            while not self._ending:
+            while not self.ending:
                 self._waiting = True  # parked below only while the inbox is empty (see _start_pump)
                 event = await self.inbox.get()
                 self._waiting = False
@@ -272,6 +298,10 @@ class CallSession:
         finally:
             stop_ticking()
             leg_pump.cancel()
+            if self.orchestration is not None:
+                await self.orchestration.close()
+            if self._own_orchestrator is not None:
+                await self._own_orchestrator.close()
             if self.turns is not None:
                 self.turns.flush()
             await asyncio.gather(*self.rollover.stop(), return_exceptions=True)  # each closes its session
@@ -301,6 +331,8 @@ class CallSession:
             case Action.CUT_AGENT:
                 self.barge_in.cut(why)
                 self.tools.interrupted()
+                if self.orchestration is not None:
+                    self.orchestration.interrupted(self.barge_in.last_cut)
             case Action.OWE_ANSWER:
                 self.recovery.answer_owed = True
             case Action.FORGET_LOST_TURNS:
@@ -324,18 +356,18 @@ class CallSession:
             case _:
                 assert_never(action)
 
-    def _start_pump(self) -> None:
+    def start_pump(self) -> None:
         """Route the current client's events into the inbox as they are decoded (no task in between)."""
         client = self.client
         self.usage.new_session()
-        self._caller_speaking = False  # a new session: its VAD has heard nothing yet
+        self.caller_speaking = False  # a new session: its VAD has heard nothing yet
 
         def deliver(event: ev.Event) -> None:
             if type(event) is ev.SpeechStarted and client is self.client:
                 # as decoded, not as handled: a rollover on this same beat must not cut the caller's turn in two
                 # (it ends when the stop is handled, and the call is THINKING then)
-                self._caller_speaking = True
-            if type(event) is ev.AudioChunk and self._waiting and self.inbox.empty() and not self._ending:
+                self.caller_speaking = True
+            if type(event) is ev.AudioChunk and self._waiting and self.inbox.empty() and not self.ending:
                 # What the session task would do next, without its wake-up: it is parked on an empty inbox, so
                 # nothing can be ahead of this chunk (a reply's deltas: the call's most frequent event).
                 self._on_audio(event)
@@ -362,7 +394,7 @@ class CallSession:
         """Every beat (20 ms, or a worker's media beat): notice that the agent's audio has finished playing, and
         run what waited for that; then let the socket be read (on this same wake-up)."""
         self.link.beat()
-        if self.leg.disconnected.is_set() and not self._ending:
+        if self.leg.disconnected.is_set() and not self.ending:
             # The leg queues its own CallerHungUp (with the SIP code and reason) as it disconnects: take what
             # it queued first, in order, so the report says why; the fallback only covers a silent leg.
             while not self.leg.events.empty():
@@ -377,25 +409,27 @@ class CallSession:
         if self.phase.phase is Phase.RECOVERING and self.outage.hold_due:
             self.phase.fire(Trigger.HOLD_DUE, "model away")
         self.outage.beat()
-        if self.outage.leaving and self.playout.idle and not self._ending:
+        if self.outage.leaving and self.playout.idle and not self.ending:
             self.leg.hangup(GOODBYE_REASON)  # the apology played out: a clean BYE that says why
-            self._end("realtime unavailable", outcome="failed")
-        if self.client is not None and not self._ending:
+            self.end(self.outage.leaving_reason, outcome="failed")
+        if self.client is not None and not self.ending:
             # after that: the moment a reply has played out is the surest turn boundary
             self.rollover.tick()
             # the caller's audio so far is in the old session's input buffer while they speak
-            if self.rollover.ready and idle and self.tools.pending is None and not self._caller_speaking:
+            if self.rollover.ready and idle and self.tools.pending is None and not self.caller_speaking:
                 self.phase.fire(Trigger.TURN_BOUNDARY)
         self.tools.beat(idle)
+        if self.orchestration is not None:
+            self.orchestration.beat(idle)
 
-    def _end(self, reason: str, outcome: str = "completed") -> None:
-        self._ending = True
+    def end(self, reason: str, outcome: str = "completed") -> None:
+        self.ending = True
         self.report.end_reason = reason
         self.outcome = outcome
 
     # ------------------------------------------------------------------------------------------------ audio
     def _on_audio(self, chunk: ev.AudioChunk) -> None:
-        if self._continuous:
+        if self.continuous:
             opened = self.playback.stream(chunk)
             if opened is None:  # silence, or the model still talking after a barge-in
                 return
@@ -410,22 +444,24 @@ class CallSession:
         self.link.on_frame(pcm, t_capture)
         assert self._caller_vad is not None
         for vad in self._caller_vad.feed(pcm):
-            if self._ending:
+            if self.ending:
                 return
             if vad.kind == "start":
-                self._caller_speaking = True
+                self.caller_speaking = True
                 self.emit(ev.CallerSpeechStarted(int(vad.ms)))
-                self._interrupt("caller spoke over the agent", self.playback.busy)
+                self.interrupt("caller spoke over the agent", self.playback.busy)
             else:
                 # the model decides whether to answer: no phase pretends it will (THINKING is for what it owes)
-                self._caller_speaking = False
+                self.caller_speaking = False
                 self.emit(ev.CallerSpeechStopped(int(vad.ms)))
 
     def _talked_over(self, ms: float) -> None:
         self.report.talk_over_ms.append(round(ms, 1))
         self.emit(ev.TalkedOver(round(ms, 1)))
+        if self.turns is not None:
+            self.turns.close_agent()  # the model stopped itself: what it says next is a new turn
 
-    def _interrupt(self, why: str, agent_busy: bool) -> None:
+    def interrupt(self, why: str, agent_busy: bool) -> None:
         self.phase.fire(Trigger.CALLER_INTERRUPTS if agent_busy else Trigger.CALLER_STARTS, why)
 
     # ------------------------------------------------------------------------------------------------ events

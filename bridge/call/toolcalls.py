@@ -69,6 +69,11 @@ class ToolCalls:
             self.pending, self._since = result, self._clock()
             self._line_requested = True  # until the line has started, "idle" is not "spoken"
 
+    def after_line(self, action: ToolResult, spoken: bool) -> None:
+        """An action decided elsewhere (an orchestrator): it runs once the line asked for (``spoken``) has started
+        and played out, or, without a line, on the first beat with nothing playing."""
+        self.pending, self._since, self._line_requested = action, self._clock(), spoken
+
     def response_done(self, response_id: str) -> None:
         """Grouped: the backend's response is complete; answer all its calls, asking for one continuation."""
         outputs = self._held.pop(response_id, [])
@@ -102,7 +107,9 @@ class ToolCalls:
             self._emit(ev.TransferCancelled())
             self._send(ev.AddText(TRANSFER_NOT_STARTED, ev.Role.SYSTEM))
 
-    def transfer_progress(self, e: ev.TransferProgress) -> None:
+    def transfer_progress(self, e: ev.TransferProgress, *, answer: bool = True) -> None:
+        """A NOTIFY about the transfer. A failed one is noted for the model; ``answer``: and it tells the caller
+        (an orchestrated call passes False: the orchestration decides what the caller hears)."""
         self._emit(ev.TransferUpdate(e.status_code, e.reason, e.final))
         if not e.final:
             return
@@ -113,5 +120,5 @@ class ToolCalls:
             self._send(
                 ev.AddText(f"The transfer failed ({e.status_code} {e.reason}). Tell the caller.", ev.Role.SYSTEM)
             )
-            if not self._grouped:  # else the model speaks on its own after the note
+            if answer and not self._grouped:  # else the model speaks on its own after the note
                 self._send(ev.CreateResponse())

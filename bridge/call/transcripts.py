@@ -20,6 +20,7 @@ class Transcripts:
         self._emit = emit
         self._transcribed = caller_transcribed  # the profile asks for input transcription
         self.untranscribed: set[str] = set()  # committed caller turns whose transcript has not come yet
+        self.on_final: Callable[[str, str], None] | None = None  # (role, text) of each final transcript
 
     def committed(self, e: ev.InputCommitted) -> None:
         if self._transcribed:  # a transcript will come for it
@@ -31,6 +32,8 @@ class Transcripts:
         if e.final and e.text:
             self._report.caller_transcript.append(e.text)
             self._emit(ev.CallerSaid(e.text, e.item_id))
+            if self.on_final is not None:
+                self.on_final("caller", e.text)
 
     def caller_failed(self, e: ev.CallerTranscriptFailed) -> None:
         self.untranscribed.discard(e.item_id)
@@ -40,6 +43,8 @@ class Transcripts:
         if e.final and e.text:
             self._report.agent_transcript.append(e.text)
             self._emit(ev.AgentSaid(e.text, e.item_id))
+            if self.on_final is not None:
+                self.on_final("agent", e.text)
 
     def hand_over(self) -> set[str]:
         """The turns still untranscribed, taken along by a replaced session."""

@@ -5,9 +5,11 @@
 The rule that closes a turn (docs/protocol.md, "GPT-Live"): a speaker's turn ends when the other speaker's fragment
 starts at least :data:`MIN_SEPARATION_MS` after its last fragment ended (closer than that is an overlap or a
 backchannel, which joins nothing and closes nothing), and the agent's turn also ends after
-:data:`AGENT_SILENCE_S` without a fragment of it. A closed turn is handed on as a final transcript, so the call
-report, Redis, replays and metrics read it as they read a service's finals. What is open at the end of the call
-(or of its session) is closed then.
+:data:`AGENT_SILENCE_S` without a fragment of it, or at once when the agent's turn is known to be over: the
+model stopped itself after a barge-in, the caller pressed a key, or the model called a tool (what it says after the
+tool's result is a new turn, as a Realtime response after a ``function_call_output`` is). A closed turn is
+handed on as a final transcript, so the call report, Redis, replays and metrics read it as they read a service's
+finals. What is open at the end of the call (or of its session) is closed then.
 """
 
 from __future__ import annotations
@@ -41,8 +43,11 @@ class TurnBuilder:
         caller: Callable[[ev.CallerTranscript], None],
         agent: Callable[[ev.AgentTranscript], None],
         clock: Callable[[], float],
+        caller_silence_s: float | None = None,
     ) -> None:
         self._caller, self._agent, self._clock = caller, agent, clock
+        # where nobody else speaks to close a caller's turn (an orchestrated call): it ends after this long quiet
+        self._caller_silence_s = caller_silence_s
         self._open: dict[Speaker, _Turn] = {}
         self.turns = 0
 
@@ -66,9 +71,18 @@ class TurnBuilder:
         agent = self._open.get("agent")
         if agent is not None and self._clock() - agent.heard_at >= AGENT_SILENCE_S:
             self._close(agent)
+        caller, quiet_s = self._open.get("caller"), self._caller_silence_s
+        if caller is not None and quiet_s is not None and self._clock() - caller.heard_at >= quiet_s:
+            self._close(caller)
+
+    def close_agent(self) -> None:
+        """The agent's turn is over (see the module doc): close it if one is open."""
+        agent = self._open.get("agent")
+        if agent is not None:
+            self._close(agent)
 
     def flush(self) -> None:
-        """Close what is open (the call or its session ended)."""
+        """Close what is open (the call or its session ended: a new session's timeline starts again at 0)."""
         for turn in sorted(self._open.values(), key=lambda t: t.end_ms or 0):
             self._close(turn)
 

@@ -14,6 +14,7 @@ What it does, as docs/protocol.md ("GPT-Live") describes the service:
   turn's words come back as ``session.input_transcript.delta`` (from the call script's annotations, like the other
   dialects), and the model answers by the same rules (``bridge/emulator/rules.py``); caller speech over the model
   stops it at once (the model stops itself);
+* with ``client`` delegation the model answers no turn by itself (the client decides what is said);
 * ``session.commentary.append`` is spoken (a greeting: the annotations' or the ``greeting`` setting, before any
   caller turn; "say 'X'" says X; else the content); ``session.thinking.append`` is context the model answers like
   a turn; ``session.instructions.append`` is only acknowledged;
@@ -466,6 +467,8 @@ class LiveSession(SessionCore):
         s = self.settings
         heard_at = t + s.scaled(s.transcript_delay_ms)
         self._at(heard_at, lambda tt: self._transcribe(heard, start, end, tt))
+        if self._delegation_type() == "client":
+            return  # the client decides: it makes the model speak (commentary) or think (thinking.append)
         self._answer(heard, turn.reply if turn is not None else None, heard_at)  # it answers what it transcribed
 
     def _transcribe(self, text: str, start_ms: float, end_ms: float, t: float) -> None:
@@ -501,18 +504,23 @@ class LiveSession(SessionCore):
             text, name = rules.answer(heard, self._has_tool)
             if name is not None:
                 tool = ToolCall(name, orjson.dumps({"reason": heard}).decode())
-        if text is not None:
-            self._say(text, reply, "reply", t)
+        said_s = self._say(text, reply, "reply", t) if text is not None else 0.0
         if tool is not None:
+            # what it says first is said before it hands the task over (as a Realtime response's text comes
+            # before its function call): the delegation follows its last words by one delta
             ready = t + self.settings.scaled(self.settings.response_latency_ms)
+            if said_s:
+                ready += said_s + self.settings.delta_ms / 1000.0
             call = tool
             self._at(ready, lambda tt: self._delegate(call, tt))
 
-    def _say(self, text: str, reply: Reply | None, kind: Literal["reply", "commentary"], t: float) -> None:
+    def _say(self, text: str, reply: Reply | None, kind: Literal["reply", "commentary"], t: float) -> float:
+        """Queue ``text`` as speech; how long it lasts (seconds)."""
         fmt = self.format
         pcm = voice.speak(self.settings, text, fmt.rate, reply)
         ready = t + self.settings.scaled(self.settings.response_latency_ms)
         self._queue_speech(kind, text, pcm, fmt, ready)
+        return len(pcm) / 2 / fmt.rate
 
     def _queue_speech(
         self, kind: Literal["reply", "commentary", "fixture"], text: str, pcm: bytes, fmt: WireFormat, ready: float

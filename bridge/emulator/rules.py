@@ -2,7 +2,8 @@
 
 A caller's words that ask for a person call ``transfer_to_human`` (when the session has that tool), a goodbye says
 goodbye and calls ``end_call`` (when it has that tool), anything else is echoed back; "say 'X'" in instructions (or
-Live commentary) says X; a tool's result is read out.
+Live commentary) says X, and so does the bridge's verbatim request (``bridge.realtime.dialects.common.verbatim``,
+whatever quotes X holds); a tool's result is read out.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Final
+
+from bridge.realtime.dialects.common import VERBATIM
 
 HUMAN: Final = re.compile(r"\b(human|agent|person|representative|operator|someone real)\b", re.IGNORECASE)
 GOODBYE: Final = re.compile(r"\b(good-?\s*bye|bye|hang\s*up)\b", re.IGNORECASE)
@@ -32,8 +35,11 @@ def echo(heard: str) -> str:
 
 
 def said(instructions: str | None) -> str | None:
-    """X when the instructions say "say 'X'"."""
-    found = SAY.search(instructions or "")
+    """X when the instructions say "say 'X'" (or are the bridge's verbatim request for X)."""
+    text = instructions or ""
+    if text.startswith(VERBATIM) and text.endswith('"'):
+        return text[len(VERBATIM) : -1]
+    found = SAY.search(text)
     return found.group(1) if found else None
 
 

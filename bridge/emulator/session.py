@@ -908,7 +908,8 @@ class EmulatorSession(SessionCore):
         ctx = self._context
         if not params.out_of_band:
             self._context = None
-        reply = ctx.reply if ctx is not None else None
+        # an out-of-band response says what it is asked to, never the scripted answer to the caller's turn
+        reply = ctx.reply if ctx is not None and not params.out_of_band else None
         if ctx is None and not self._had_turn and not params.out_of_band:
             reply = self.annotations.take_greeting()
         text: str | None = reply.text if reply is not None else None

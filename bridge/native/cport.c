@@ -23,6 +23,8 @@
  * from either side flushes first. A close frame ends data frames (cbp_uplink_end_data); a failed send ends the
  * uplink and leaves the socket to the loop, which sees the error on its read side. The loop unbinds before the
  * socket is closed (the connection's connection_lost), and takes back the bytes still pending.
+ * Mirror (cbp_uplink_mirror, for listen-in): while on, each frame the uplink sends is also queued for the loop,
+ * with its capture time negated, so the loop can observe the caller's audio without sending it again.
  *
  * Memory: ports are never freed while the process runs (the endpoint pools them, one per concurrent call, and
  * pjmedia may still touch a removed port until its next tick), so no lifetime race can reach freed memory.
@@ -91,6 +93,7 @@ struct cb_port {
     /* uplink (see the header): everything below is guarded by up_lock, up_on is also read without it */
     pthread_mutex_t up_lock;
     atomic_int up_on;
+    atomic_int mirror; /* also queue each frame the uplink sends for the loop, time negated (listen-in) */
     int up_fd;
     int up_closed;  /* a close frame went out, or a send failed: no more data frames */
     int up_errno;   /* why a send failed */
@@ -314,12 +317,26 @@ static int up_put(cb_port *p, pjm_frame *f) {
     }
     pthread_mutex_unlock(&p->up_lock);
     if (taken) { /* the port's own counters, as the queueing path keeps them */
+        int mirrored = 0;
         pthread_mutex_lock(&p->lock);
-        if (audio)
+        if (audio) {
             p->frames_in++;
-        else
+            if (atomic_load_explicit(&p->mirror, memory_order_relaxed) && p->in_head - p->in_tail < IN_FRAMES) {
+                size_t size = f->size < FRAME_BYTES ? f->size : FRAME_BYTES;
+                unsigned slot = p->in_head % IN_FRAMES;
+                memcpy(p->in_buf[slot], f->buf, size);
+                if (size < FRAME_BYTES)
+                    memset(p->in_buf[slot] + size, 0, FRAME_BYTES - size);
+                p->in_time[slot] = -now_monotonic(); /* negated: a copy to observe, already sent */
+                p->in_head++;
+                mirrored = 1;
+            }
+        } else {
             p->empty_in++;
+        }
         pthread_mutex_unlock(&p->lock);
+        if (mirrored)
+            wake();
     }
     return taken;
 }
@@ -468,6 +485,7 @@ int cbp_info_ok(cb_port *p) {
 void cbp_attach(cb_port *p, int on) {
     pthread_mutex_lock(&p->up_lock);
     atomic_store(&p->up_on, 0);
+    atomic_store(&p->mirror, 0); /* a port goes back to the pool (or to a new call) without it */
     p->up_fd = -1;
     p->up_state = NULL;
     p->pending_len = 0;
@@ -594,6 +612,9 @@ int cbp_uplink_bind(cb_port *p, int fd, cbr_up_fn kernel, cbr_up_state *state, c
     pthread_mutex_unlock(&p->up_lock);
     return 0;
 }
+
+/* Mirror on or off (see the header): the loop gets a copy of each frame the uplink sends, its time negated. */
+void cbp_uplink_mirror(cb_port *p, int on) { atomic_store(&p->mirror, on ? 1 : 0); }
 
 /* One frame of the connection's own (already framed by websockets), in order after everything written before.
  * 0: sent or pending, -1: the socket failed (errno in cbp_uplink_counters), -2: not bound (write it yourself). */

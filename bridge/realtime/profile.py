@@ -61,8 +61,10 @@ class Tool(_Strict):
 
 
 class Delegation(_Strict):
-    """Live only: the Responses model that takes the tasks the Live model delegates, with the profile's tools."""
+    """Live only: the Responses model that takes the tasks the Live model delegates, with the profile's tools; or
+    (``client``) the bridge itself, which decides what is said (an orchestrated plan)."""
 
+    type: Literal["responses", "client"] = "responses"
     model: str = "gpt-5-mini"
     instructions: str | None = None  # the backend's own prompt; None: the profile's instructions
 

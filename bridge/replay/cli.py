@@ -231,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         for r in results:
             print(f"{r.verdict:<8} {r.script}")
+            if r.verdict == "differs" and r.expected_comparison == "differs":
+                print(f"         = as the script expects: {r.because or 'a known difference'}")
             for reason in r.failures:
                 print(f"         ✗ {reason}")
             for reason in r.differences:
@@ -238,9 +240,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for reason in r.by_design:
                 print(f"         ~ by design: {reason}")
         columns = f"{len(meta['variants'])} variant(s)" if "variants" in meta else f"{len(meta['dialects'])} dialect(s)"
+        expected = sum(r.verdict == "differs" and r.expected_comparison == "differs" for r in results)
         print(
             f"{len(results)} script(s) x {columns}: {counts['same']} same, "
-            f"{counts['differs']} differ, {counts['failed']} failed; {meta['call_s']:.1f} s of calls in "
+            f"{counts['differs']} differ ({expected} as their scripts expect, {counts['differs'] - expected} not), "
+            f"{counts['failed']} failed; {meta['call_s']:.1f} s of calls in "
             f"{meta['wall_s']:.2f} s ({meta['speed_x']}x real time)"
         )
     if counts["failed"] or (args.fail_on_differs and counts["differs"]):

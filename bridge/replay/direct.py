@@ -45,6 +45,7 @@ from bridge.realtime.client import RealtimeClient
 from bridge.realtime.dialects import DIALECTS, Dialect, LiveService
 from bridge.realtime.protocol import RealtimeProtocol
 from bridge.replay.compare import DialectRun, ScriptResult, check_expectations, judge, token
+from bridge.replay.orchestrator import ScriptedOrchestrator
 from bridge.replay.script import CallScript, Turn
 from bridge.replay.virtual import VirtualTimeLoop
 
@@ -569,7 +570,12 @@ async def replay_call(
         recording = RecordingLeg(phone, opts.record_dir / f"{script.name}-{name}", True, clock=clock, meta=meta)
         phone = recording
         listeners.append(recording.listener)
-    session = CallSession(phone, plan, bridge_dialect, connector, listeners=listeners, clock=clock)
+    # an orchestrated plan: the script's answers, served in order (bridge/replay/orchestrator.py)
+    orchestrator = ScriptedOrchestrator(script.model.orchestrator.answers) if script.model.orchestrator else None
+    session = CallSession(
+        phone, plan, bridge_dialect, connector, listeners=listeners, clock=clock,
+        orchestrator=orchestrator.ask if orchestrator is not None else None, variant=variant or None,
+    )  # fmt: skip
     model = plan.profile.model or server_dialect.default_model
     run = DialectRun(script.name, dialect, variant, model, via="direct", target=opts.target)
     try:
@@ -595,6 +601,8 @@ async def replay_call(
     run.agent_spans = leg.log.agent_spans
     run.reply_gaps_ms = leg.log.reply_gaps_ms
     run.runner_failures = [*leg.log.failures, *run.runner_failures]
+    if orchestrator is not None:
+        run.runner_failures += orchestrator.finish()
     run.turns_done, run.turns_total = leg.log.turns_done, len(script.turns)
     run.ended_by = leg.log.ended_by
     run.duration_ms = round((clock() - t0) * 1000.0, 1)

@@ -31,6 +31,7 @@ from bridge.dialplan import Dialplan, deep_merge, load_dialplan
 from bridge.emulator.annotations import Annotations
 from bridge.emulator.faults import Settings as EmulatorSettings
 from bridge.errors import ConfigError
+from bridge.orchestrator.models import Action, Decision
 from bridge.realtime.dialects import DIALECTS
 
 SCRIPT_FILE: Final = "script.yaml"
@@ -184,6 +185,41 @@ class CompareSpec(_Strict):
         return self
 
 
+class ScriptedAnswer(_Strict):
+    """One answer of the replay's orchestrator (``bridge/replay/orchestrator.py``), to the request of the same rank:
+    a decision (the fields of ``bridge.orchestrator.models.Decision``), sent ``delay_ms`` after the request, and
+    optionally what that request must be about."""
+
+    action: Action
+    text: str | None = None
+    instructions: str | None = None
+    digits: str | None = None
+    target: str | None = None
+    delay_ms: int = Field(0, ge=0, le=60_000)  # past the plan's timeout_ms: the filler; past give_up_ms: the failover
+    expect_turn: str | None = None  # the request's turn (the caller's words) must be exactly this
+    expect_event: Literal["turn", "dtmf"] | None = None  # the request must be prompted by this
+
+    @model_validator(mode="after")
+    def _a_decision(self) -> ScriptedAnswer:
+        try:
+            self.decision()
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ValueError(f"{where + ': ' if where else ''}{err['msg'].removeprefix('Value error, ')}") from None
+        return self
+
+    def decision(self) -> Decision:
+        fields = self.model_dump(include={"action", "text", "instructions", "digits", "target"}, exclude_none=True)
+        return Decision.model_validate(fields)
+
+
+class OrchestratorSpec(_Strict):
+    """The orchestrator of an orchestrated plan, as the replay plays it: its answers, in order."""
+
+    answers: list[ScriptedAnswer] = Field(min_length=1)
+
+
 class TransferSpec(_Strict):
     """How the (virtual) phone network answers the bridge's REFER: NOTIFY 100 Trying, then this final status."""
 
@@ -200,6 +236,7 @@ class ScriptModel(_Strict):
     called: str | None = None  # default: the dialplan's first literal pattern, else "1000"
     emulator: EmulatorSpec = EmulatorSpec()
     transfer: TransferSpec = TransferSpec()
+    orchestrator: OrchestratorSpec | None = None  # an orchestrated plan: the answers of the replay's orchestrator
     turns: list[Turn] = Field(min_length=1)
     expect: Expect = Expect()
     expect_by_dialect: dict[DialectName, Expect] = Field(default_factory=dict)
@@ -472,6 +509,11 @@ def load_script(path: str | Path, dialplans_dir: Path | None = None) -> CallScri
         msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(src, _loc(loc), msg) from None
     plans, unbuildable = _plans(model, src, dialplans_dir or default_dialplans_dir())
+    orchestrated = next(iter(plans.values())).orchestrator is not None
+    if model.orchestrator is not None and not orchestrated:
+        raise ConfigError(src, "orchestrator", "the dialplan has no orchestrator section: nobody would ask for these")
+    if model.orchestrator is None and orchestrated:
+        raise ConfigError(src, "orchestrator", "required: the dialplan is orchestrated (orchestrator.answers)")
     _check_audio(model, src, file.parent)
     return CallScript(model, file.parent, file, plans, unbuildable)
 

@@ -38,6 +38,7 @@ from bridge import events as ev
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, SAMPLE_RATE
 from bridge.replay.compare import DialectRun, ScriptResult, check_expectations, judge
 from bridge.replay.direct import SPAN_GAP_MS, VOICED_DBFS, frame_dbfs, run_direct
+from bridge.replay.orchestrator import OrchestratorServer
 from bridge.replay.script import CallScript
 
 TAIL_S: Final = 4.0  # the softphone hangs up this long after the planned call end if the bridge has not
@@ -138,8 +139,12 @@ def reply_gaps(caller: list[tuple[float, float, str]], agent: list[tuple[float, 
 # Infrastructure
 
 
-def _dialplan_yaml(script: CallScript, dialect: str, name: str, number: str) -> dict[str, Any]:
+def _dialplan_yaml(
+    script: CallScript, dialect: str, name: str, number: str, orchestrators: OrchestratorServer | None = None
+) -> dict[str, Any]:
     data = script.plan(dialect).model_dump(mode="json", exclude={"source_file"})
+    if data.get("orchestrator") and orchestrators is not None:  # the replay's scripted one answers
+        data["orchestrator"] = {**data["orchestrator"], "url": orchestrators.url(script.name, dialect)}
     return {**data, "name": name, "match": [number], "dialect": dialect}
 
 
@@ -148,13 +153,15 @@ def numbers(scripts: list[CallScript], dialects: list[str]) -> dict[tuple[str, s
     return {(s.name, d): f"7{i:03d}{j}" for i, s in enumerate(scripts) for j, d in enumerate(dialects)}
 
 
-def write_dialplans(directory: Path, scripts: list[CallScript], dialects: list[str]) -> dict[tuple[str, str], str]:
+def write_dialplans(
+    directory: Path, scripts: list[CallScript], dialects: list[str], orchestrators: OrchestratorServer | None = None
+) -> dict[tuple[str, str], str]:
     directory.mkdir(parents=True, exist_ok=True)
     table = numbers(scripts, dialects)
     for i, script in enumerate(scripts):
         for dialect in dialects:
             name = f"replay-{i:03d}-{dialect}"
-            data = _dialplan_yaml(script, dialect, name, table[(script.name, dialect)])
+            data = _dialplan_yaml(script, dialect, name, table[(script.name, dialect)], orchestrators)
             (directory / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return table
 
@@ -238,10 +245,11 @@ def transfer_targets(scripts: list[CallScript], dialects: list[str]) -> dict[int
     out: dict[int, str] = {}
     for script in scripts:
         for dialect in dialects:
-            target = script.plan(dialect).transfer_target
-            found = re.match(r"^sips?:(?:[^@]+@)?(127\.0\.0\.1|localhost)(?::(\d+))?", target or "")
-            if found and "transfer_to_human" in script.plan(dialect).tool_names:
-                out[int(found.group(2) or 5060)] = str(target)
+            plan = script.plan(dialect)
+            found = re.match(r"^sips?:(?:[^@]+@)?(127\.0\.0\.1|localhost)(?::(\d+))?", plan.transfer_target or "")
+            # the model's tool transfers there, or the orchestrator's decision (or its failover)
+            if found and ("transfer_to_human" in plan.tool_names or plan.orchestrator is not None):
+                out[int(found.group(2) or 5060)] = str(plan.transfer_target)
     return out
 
 
@@ -332,14 +340,20 @@ async def _replay_script(
     target: str,
     progress: Progress | None,
     plans: Mapping[str, CallerPlan],
+    orchestrators: OrchestratorServer | None = None,
 ) -> ScriptResult:
     async def one(dialect: str) -> DialectRun:
         if progress is not None:
             progress(script.name, dialect, None)
         t0 = time.perf_counter()
+        answers = script.model.orchestrator.answers if script.model.orchestrator is not None else None
+        scripted = orchestrators.add(script.name, dialect, answers) if orchestrators and answers else None
         phone = await place_call(uris[dialect], plans[dialect], work, f"{script.name}-{dialect}")
         report = await wait_report(reports, str(phone.get("call_id", ""))) if phone.get("call_id") else None
         run = build_run(script, dialect, plans[dialect], phone, report, target, time.perf_counter() - t0)
+        if scripted is not None:
+            run.runner_failures += scripted.finish()
+            run.checks = check_expectations(script.expect(dialect), run)
         if progress is not None:
             progress(script.name, dialect, run)
         return run
@@ -369,9 +383,15 @@ async def replay_sip_async(
     results: list[ScriptResult] = []
     with _workdir(options.work_dir) as work, contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(EmbeddedRedis()).url if redis_server_binary() else None
-        table = write_dialplans(work / "dialplans", scripts, dialects)
+        orchestrators = OrchestratorServer()  # the scripts' orchestrators (those of orchestrated plans)
+        await orchestrators.start()
+        table = write_dialplans(work / "dialplans", scripts, dialects, orchestrators)
         reports = work / "calls.jsonl"
-        async with EmulatorServer("127.0.0.1", 0, **dict(options.emulator_settings)) as emulator:
+        async with (
+            EmulatorServer("127.0.0.1", 0, **dict(options.emulator_settings)) as emulator,
+            contextlib.AsyncExitStack() as cleanup,
+        ):
+            cleanup.push_async_callback(orchestrators.stop)
             settings = Settings(
                 sip_port=free_port(),
                 workers=options.workers,
@@ -399,7 +419,9 @@ async def replay_sip_async(
                     port = ports[i % len(ports)]
                     uris = {d: f"sip:{table[(script.name, d)]}@127.0.0.1:{port}" for d in dialects}
                     mine = {d: plans[(script.name, d)] for d in dialects}
-                    result = await _replay_script(script, dialects, uris, reports, work, options.target, progress, mine)
+                    result = await _replay_script(
+                        script, dialects, uris, reports, work, options.target, progress, mine, orchestrators
+                    )
                     results.append(result)
                     if on_result is not None:
                         on_result(result)

@@ -39,6 +39,7 @@ from typing import Any
 
 from bridge.config import Settings, load_settings
 from bridge.errors import BridgeError, ConfigError
+from bridge.runtime.lifetime import pdeathsig_prefix
 
 log = logging.getLogger("bridge.serve.front")
 
@@ -344,6 +345,7 @@ class KamailioFront:
         config = self.write()
         with self.log_file.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
+                *pdeathsig_prefix(),  # a killed `serve` takes Kamailio with it (bridge/runtime/lifetime.py)
                 self.binary, "-DD", "-E", "-f", str(config), "-Y", str(self.run_dir), "-w", str(self.run_dir),
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
                 start_new_session=True,  # a terminal's Ctrl-C reaches serve, which stops Kamailio itself

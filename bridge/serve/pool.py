@@ -391,6 +391,8 @@ async def start_http(pool: Pool, settings: Settings) -> web.AppRunner:
     app = create_app(
         token=token,
         redis=redis,
+        # listen-in's audio is binary: its own client, without decoding (bridge/supervisor/listen.py)
+        listen_audio=connect(settings.redis_url, decode_responses=False) if settings.redis_url else None,
         rollouts=rollouts,
         health=pool.health,
         readonly_token=readonly_token,

@@ -24,9 +24,11 @@ from pydantic import SecretStr
 
 from bridge import metrics
 from bridge.call.session import CallSession, Listener
+from bridge.call.tap import ListenTap
 from bridge.config import Settings
 from bridge.dialplan import Dialplan, load_dialplans, rollout_specs, route
 from bridge.errors import BridgeError, ConnectError, redact
+from bridge.orchestrator.client import OrchestratorClient
 from bridge.realtime.breaker import Breaker
 from bridge.realtime.credentials import BROKER_URL_ENV, Sources
 from bridge.realtime.dialects import DIALECTS, get_dialect
@@ -34,9 +36,11 @@ from bridge.rollout import catalog
 from bridge.rollout.calls import VariantCall
 from bridge.rollout.policy import Decision, RolloutFlag, decide
 from bridge.rollout.store import RolloutStore
+from bridge.runtime.lifetime import die_with_parent
 from bridge.runtime.memory import CycleCollector
 from bridge.runtime.metronome import for_loop as metronome_for
 from bridge.runtime.sched import use_realtime
+from bridge.serve.listen import ListenHub
 from bridge.store.calls import CallStore
 
 log = logging.getLogger("bridge.serve.worker")
@@ -116,8 +120,10 @@ class Worker:
         self._dropped_exported = 0
         self.collector = CycleCollector(observe=metrics.GC_PAUSE.observe)
         self.breaker = Breaker(settings.breaker_failures)
+        self.orchestrator = OrchestratorClient()  # one HTTP session for every orchestrated call of this worker
         metrics.BREAKER_OPEN.labels(str(index)).set(0)
         self._background: set[asyncio.Task[Any]] = set()
+        self.listen: ListenHub | None = None  # listen-in: every call's leg has a tap, idle until someone listens
 
     async def _variant_call(self, plan: Dialplan, call: Any) -> VariantCall:
         """The call's variant: a pinned plan's only one, or the rollout's decision on the plan's flag (without
@@ -188,6 +194,7 @@ class Worker:
                     caller=call.caller,
                     called=call.called,
                     dialplan=plan.name,
+                    variant=decision.variant,
                     dialect=dialect.name,
                     model=decision.model,
                     voice=decision.voice,
@@ -204,6 +211,9 @@ class Worker:
                 meta={"dialplan": plan.model_dump(mode="json", exclude={"source_file"}), "dialect": dialect.name},
             )
             listeners.append(leg.listener)
+        if self.listen is not None:
+            leg = ListenTap(leg)
+            self.listen.add(leg)
         session = CallSession(
             leg,
             call_plan,
@@ -216,6 +226,8 @@ class Worker:
             model_down=self.breaker.open,
             reject_when_down=settings.reject_when_model_down,
             on_connect=self._connected,
+            orchestrator=self.orchestrator.ask,
+            variant=decision.variant,
         )
 
         def fell_back(retry: Decision) -> None:
@@ -235,6 +247,9 @@ class Worker:
         except BridgeError as exc:
             log.error("call %s failed: %s", call.call_id, redact(str(exc)))
             raise
+        finally:
+            if self.listen is not None:
+                self.listen.remove(call.call_id)
         report.media = {
             "port": call.media_port_kind,
             "clock": call.clock_priority,
@@ -315,6 +330,8 @@ class Worker:
             self.store.on_orphaned = self._end_orphans
             await self.store.start()
             self.rollouts = RolloutStore(s.redis_url, specs=self.specs)
+            self.listen = ListenHub(self.store.client)
+            await self.listen.start()
         variants = {p.name: (p.rollout_spec.names if p.rollout_spec else (p.dialect,)) for p in self.plans}
         metrics.prime(tuple(DIALECTS), tuple(p.name for p in self.plans), variants)
         warn_shutdowns(self.plans, log_due=self.index == 0)  # one warning per node, not one per worker
@@ -345,6 +362,9 @@ class Worker:
         finally:
             self.collector.thaw()
             await gateway.close()
+            await self.orchestrator.close()
+            if self.listen is not None:
+                await self.listen.close()
             if self.store is not None:
                 await self.store.close()
             if self.rollouts is not None:
@@ -363,6 +383,7 @@ def main(argv: list[str]) -> int:
         "--settings-json", help="Settings as JSON, without the API key (default: $CALLBRIDGE_WORKER_SETTINGS)"
     )
     args = parser.parse_args(argv)
+    die_with_parent()  # a killed `serve` takes its workers with it (each hangs its calls up first)
     try:
         settings = Settings.model_validate_json(
             args.settings_json or os.environ.get("CALLBRIDGE_WORKER_SETTINGS", "{}")

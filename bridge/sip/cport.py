@@ -118,6 +118,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "cbp_uplink_bind": (i, [p, i, p, p, ctypes.c_char_p, i, ctypes.c_char_p, i]),
         "cbp_uplink_write": (i, [p, ctypes.c_char_p, i]),
         "cbp_uplink_end_data": (None, [p]),
+        "cbp_uplink_mirror": (None, [p, i]),
         "cbp_uplink_unbind": (i, [p]),
         "cbp_uplink_take": (None, [p, p, i]),
         "cbp_uplink_counters": (None, [p, ctypes.POINTER(ctypes.c_ulonglong), ctypes.POINTER(ctypes.c_double)]),
@@ -502,6 +503,12 @@ class NativeUplink:
 
     def end_data(self) -> None:
         self._lib.cbp_uplink_end_data(self._handle)
+
+    def mirror(self, on: bool) -> None:
+        """While on, each frame sent from the clock thread also comes to the port's sink, with its capture time
+        negated: a copy to observe (listen-in, :mod:`bridge.call.tap`), never to send again. Detaching the port
+        turns it off."""
+        self._lib.cbp_uplink_mirror(self._handle, 1 if on else 0)
 
     def unbind(self) -> bytes:
         self.bound = False

@@ -39,6 +39,7 @@ from bridge.audio.frames import FRAME_BYTES, FRAME_MS, SILENCE, FrameSink, Frame
 
 _LOG = logging.getLogger("bridge.sip")
 
+
 class MediaPort(Protocol):
     """One call's media port, pooled by the endpoint: Python (``BridgePort``) or native (``NativePort``)."""
 

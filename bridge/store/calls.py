@@ -291,6 +291,7 @@ class CallSummary:
     started_at: float | None
     duration_s: float | None
     last_transcript: str
+    variant: str = ""  # the rollout variant the call landed on
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -368,6 +369,7 @@ async def read_live_calls(
                 phase=s.get("phase", ""),
                 dialect=s.get("dialect", ""),
                 dialplan=s.get("dialplan", ""),
+                variant=s.get("variant", ""),
                 caller=s.get("caller", ""),
                 called=s.get("called", ""),
                 model=s.get("model", ""),
@@ -533,6 +535,7 @@ class CallStore:
         # state
         self._calls: dict[str, _Call] = {}
         self._queue: deque[_Entry] = deque()
+        self._writing = False  # a pipeline is on its way: what it took is off the queue but not yet written
         self._resync = True  # the first write is a full sync (and adopts what a previous incarnation left behind)
         self._first_sync = True
         self._in_outage = False
@@ -596,7 +599,7 @@ class CallStore:
     async def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until everything queued is written (tests, shutdown). False if Redis did not take it in time."""
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while self.queue_depth or self._resync or any(c.member_dirty for c in self._calls.values()):
+        while self.queue_depth or self._writing or self._resync or any(c.member_dirty for c in self._calls.values()):
             if asyncio.get_running_loop().time() > deadline or self._task is None or self._task.done():
                 return False
             self._wake.set()
@@ -611,6 +614,7 @@ class CallStore:
         caller: str = "",
         called: str = "",
         dialplan: str = "",
+        variant: str = "",
         dialect: str = "",
         model: str = "",
         voice: str = "",
@@ -626,6 +630,7 @@ class CallStore:
             caller=caller,
             called=called,
             dialplan=dialplan,
+            variant=variant,
             dialect=dialect,
             model=model,
             voice=voice,
@@ -700,7 +705,7 @@ class CallStore:
     def listener_for(self, call_id: str, **identity: str) -> Listener:
         """A ``CallSession.listeners`` entry for one call: session reports become hash fields and stream entries.
 
-        ``identity`` (caller, called, dialplan, dialect, model, voice) begins the call if it has not begun. The
+        ``identity`` (caller, called, dialplan, variant, dialect, model, voice) begins the call if it has not begun. The
         mapping: :class:`~bridge.events.PhaseChanged` -> phase; :class:`~bridge.events.ResponseBegan` ->
         response_id; :class:`~bridge.events.TruncateSent` -> played_ms (the ``audio_end_ms`` the caller heard);
         :class:`~bridge.events.CallerSaid` / :class:`~bridge.events.AgentSaid` -> last_transcript and item_id; any
@@ -856,11 +861,14 @@ class CallStore:
             pipe.expire(keys.worker_calls(self.worker), self.call_ttl_s)
         if not len(pipe):
             return False
+        self._writing = True
         try:
             results = await pipe.execute(raise_on_error=False)
         except BaseException:
             self._restore(taken, members, batch)
             raise
+        finally:
+            self._writing = False
         outage = next((r for r in results if isinstance(r, Exception) and _is_outage(r)), None)
         if outage is not None:
             self._restore(taken, members, batch)

@@ -15,7 +15,14 @@ key                                          type        holds                  
                                                                                                          AUDIT_MAXLEN
 ``cb:{rollout}:calls:<dp>:<variant>``        sorted set  one member per finished call (its numbers as    HEALTH_TTL_S
                                                          JSON), score = time
+``cb:{listen}:audit``                        stream      every listen-in: who, which call, start, stop   none; capped
+                                                                                                         AUDIT_MAXLEN
 ===========================================  ==========  ==============================================  ===============
+
+Pub/sub channels (nothing stored): ``cb:listen:control`` carries a supervisor's request to hear a call (JSON
+``{"call_id", "who"}``, repeated every :data:`LISTEN_RENEW_S` while anyone listens) to every worker;
+``cb:listen:{<call_id>}:audio`` carries that call's mixed audio from its worker to the listeners
+(``bridge.serve.listen``).
 
 The ``{...}`` parts are Redis Cluster hash tags: only the text between the braces picks the slot. A call's hash and
 stream share the tag ``{<call_id>}`` (one slot, so one call's writes can be pipelined together on a cluster); a
@@ -37,8 +44,9 @@ STREAM_MAXLEN: Final = 500  # approximate cap (XADD MAXLEN ~): trimmed by whole 
 SUMMARY_MAX_CHARS: Final = 2000  # a stream entry's summary (a transcript line) is cut beyond this
 
 # The call hash, in the order the issue lists them. ``last_transcript`` is an extra: the supervisor's list view shows
-# the last transcript line without reading the stream.
-IDENTITY_FIELDS: Final = ("call_id", "worker", "caller", "called", "dialplan", "dialect", "model", "voice")
+# the last transcript line without reading the stream. ``variant`` is the rollout variant the call landed on (a plan
+# pinned to one dialect: the dialect's name), beside its dialect, model and voice.
+IDENTITY_FIELDS: Final = ("call_id", "worker", "caller", "called", "dialplan", "variant", "dialect", "model", "voice")
 PROTOCOL_FIELDS: Final = ("phase", "session_id", "conversation_id", "response_id", "item_id")
 PROGRESS_FIELDS: Final = ("last_user_audio_seq", "last_ack_event_id", "played_ms")
 TIME_FIELDS: Final = ("started_at", "last_activity", "ended_at", "end_reason")
@@ -58,6 +66,17 @@ ROLLOUT_AUDIT: Final = f"{PREFIX}:{ROLLOUT_TAG}:audit"
 AUDIT_MAXLEN: Final = 10_000  # approximate cap of the audit stream (years of human changes)
 HEALTH_RETENTION_S: Final = 3600  # calls older than this are trimmed; the longest allowed rollback window
 HEALTH_TTL_S: Final = 2 * HEALTH_RETENTION_S  # a window nobody writes to any more disappears by itself
+
+
+# ------------------------------------------------------------------------------------------------ listen-in
+LISTEN_CONTROL: Final = f"{PREFIX}:listen:control"
+LISTEN_AUDIT: Final = f"{PREFIX}:{{listen}}:audit"
+LISTEN_RENEW_S: Final = 1.0  # a listener repeats its request this often; a worker that missed one starts late
+
+
+def listen_audio(call_id: str) -> str:
+    """The channel of one call's listen-in audio."""
+    return f"{PREFIX}:listen:{{{call_id}}}:audio"
 
 
 def call(call_id: str) -> str:

@@ -11,6 +11,8 @@
 ``GET /api/calls/{id}``             one call: its Redis hash and recent event summaries with transcripts
 ``GET /api/live/calls``             server-sent events: the live-calls table as it changes (:mod:`.live`)
 ``GET /api/live/calls/{id}``        server-sent events: one call's state, stream entries and latency as they happen
+``GET /api/calls/{id}/listen``      operator: listen-in, a WebSocket of the call's audio (:mod:`.listen`)
+``GET /api/listen/audit``           who listened to which call, when and for how long (newest first)
 ``GET /api/rollout``                each rollout dialplan's variants, every stored flag, the recent audit entries
 ``GET /api/console/rollout``        the console's rollout panel (:mod:`bridge.supervisor.rollout_view`)
 ``POST /api/rollout/{dp}/preview``  operator: what a change would do, without saving it
@@ -50,7 +52,7 @@ from bridge.rollout import catalog
 from bridge.rollout.policy import describe_variants
 from bridge.rollout.store import RolloutStore
 from bridge.store.calls import StoreUnavailable, read_call, read_live_calls
-from bridge.supervisor import console, rollout_view
+from bridge.supervisor import console, listen, rollout_view
 from bridge.supervisor.auth import (
     COOKIE,
     CSRF_HEADER,
@@ -105,6 +107,7 @@ def create_app(
     token: str | None,
     redis: aioredis.Redis | None,
     rollouts: RolloutStore | None,
+    listen_audio: aioredis.Redis | None = None,
     health: Callable[[], dict[str, Any]] = dict,
     readonly_token: str | None = None,
     dialplans: Iterable[Dialplan] = (),
@@ -114,7 +117,8 @@ def create_app(
 ) -> web.Application:
     """``token`` is the operator's, ``readonly_token`` a watching supervisor's; the rollout plans among ``dialplans``
     are shown with their variants even before anyone stored a flag; ``lost_workers`` names this node's dead workers
-    (their calls show as lost at once)."""
+    (their calls show as lost at once); ``listen_audio`` is a client of the same Redis that does not decode replies
+    (listen-in's audio; without it, listen-in answers 503)."""
     tokens = Tokens(token, readonly_token)
     sessions = Sessions(session_ttl_s)
     live = LiveCalls(redis, lost_workers=lost_workers) if redis is not None else None
@@ -124,6 +128,8 @@ def create_app(
         metrics.SUPERVISOR_REFUSED_TOKENS.labels(via)
     for role in ("operator", "read-only"):
         metrics.SUPERVISOR_SIGNINS.labels(role)
+    for result in ("opened", "read_only", "origin", "unknown_call", "ended_call"):
+        metrics.LISTEN_SESSIONS.labels(result)
 
     async def authenticate(request: web.Request, started: float) -> Principal | web.Response:
         header = request.headers.get("Authorization", "")
@@ -269,6 +275,27 @@ def create_app(
     async def live_call(request: web.Request) -> web.StreamResponse:
         return await event_stream(request, follow_call(need_redis(), request.match_info["call_id"]))
 
+    async def listen_in(request: web.Request) -> web.StreamResponse:
+        principal = principal_of(request)
+        if not principal.can_change:
+            metrics.LISTEN_SESSIONS.labels("read_only").inc()
+            return _json({"error": "read-only: only an operator can listen in"}, 403)
+        if not same_origin(request):
+            metrics.LISTEN_SESSIONS.labels("origin").inc()
+            return _json({"error": "forbidden: the page is not this server's (Origin)"}, 403)
+        client = need_redis()
+        if listen_audio is None:
+            return _json({"error": "listen-in needs Redis (no audio client configured)"}, 503)
+        session = principal.session
+
+        def alive() -> bool:
+            return session is None or sessions.get(session.id) is not None
+
+        return await listen.handle(request, principal, client, listen_audio, session_alive=alive, stopping=stopping)
+
+    async def listen_audit(request: web.Request) -> web.Response:
+        return _json({"audit": await listen.read_audit(need_redis())})
+
     async def get_rollout(request: web.Request) -> web.Response:
         store = need_rollouts()
         flags = await store.flags()
@@ -345,14 +372,21 @@ def create_app(
         if live is not None:
             await live.close()
 
+    async def on_cleanup(app: web.Application) -> None:
+        if listen_audio is not None:
+            await listen_audio.aclose()
+
     app = web.Application(middlewares=[auth])
     app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/healthz", get_health)
     app.router.add_get("/api/calls", list_calls)
     app.router.add_get("/api/calls/{call_id}", get_call)
     app.router.add_get("/api/live/calls", live_calls)
     app.router.add_get("/api/live/calls/{call_id}", live_call)
+    app.router.add_get("/api/calls/{call_id}/listen", listen_in)
+    app.router.add_get("/api/listen/audit", listen_audit)
     app.router.add_get("/api/rollout", get_rollout)
     app.router.add_get("/api/console/rollout", get_rollout_panel)
     app.router.add_post("/api/rollout/{dialplan}/preview", preview_rollout)

@@ -62,6 +62,12 @@ def test_the_dashboard_shows_what_operators_look_for() -> None:
     assert any("connection failures per dialect" in t for t in titles)
     assert any("dropped sessions per dialect" in t for t in titles)
     assert "callbridge:call_failure_ratio:rate10m" in queries and "callbridge_rollout_rollbacks_total" in queries
+    for per_variant in (
+        "callbridge_variant_calls_total",
+        "callbridge_variant_first_audio_seconds_bucket",
+        "callbridge_variant_cost_usd_total",
+    ):  # health side by side per variant
+        assert per_variant in queries
     ids = [p["id"] for p in DASHBOARD["panels"]]
     assert len(ids) == len(set(ids))
 

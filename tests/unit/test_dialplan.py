@@ -13,8 +13,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_shipped_dialplans_are_valid_and_route() -> None:
     plans = load_dialplans(ROOT / "dialplans")
-    assert {p.name for p in plans} == {"support", "billing", "live"}
+    assert {p.name for p in plans} == {"support", "billing", "live", "support-ga-to-live", "orders"}
+    orders = route(plans, "3000")
+    assert orders is not None and orders.name == "orders" and orders.orchestrator is not None
     assert route(plans, "1001").dialect == "live"  # type: ignore[union-attr]  # None would fail on the attribute
+    ga_to_live = route(plans, "1002")
+    assert ga_to_live is not None and ga_to_live.rollout_spec is not None
+    assert [(v.name, v.dialect, v.weight) for v in ga_to_live.rollout_spec.variants] == [
+        ("ga", "ga", 95),
+        ("live", "live", 5),
+    ]
+    assert ga_to_live.rollout_spec.safe == "ga"
+    # the GA variant carries its own voice detection; the Live variant keeps the default, which Live leaves unset
+    ga, live = (ga_to_live.variant_profile(v) for v in ga_to_live.rollout_spec.variants)
+    assert ga.turn_detection is not None and ga.turn_detection.silence_duration_ms == 600
+    assert (live.model, live.audio_format) == ("gpt-live-1", "pcm16_16k")
     assert route(plans, "1000").name == "support"  # type: ignore[union-attr]  # asserted not None by the name
     assert route(plans, "+18005551234").name == "support"  # type: ignore[union-attr]  # same
     assert route(plans, "2000").name == "billing"  # type: ignore[union-attr]  # same
@@ -61,6 +74,15 @@ def test_rollout_plan_must_build_for_both_dialects(tmp_path: Path) -> None:
     path = _write(tmp_path, "r.yaml", "name: r\nmatch: ['1']\ndialect: rollout\nprofile: {temperature: 0.8}\n")
     (err,) = check_file(path)
     assert err.field == "profile.temperature" and "dialect ga" in err.message
+
+
+def test_a_realtime_setting_that_would_reach_a_live_variant_is_refused_by_name(tmp_path: Path) -> None:
+    # the shipped GA-to-Live plan with the GA variant's voice detection moved up to the plan's profile
+    text = (ROOT / "dialplans" / "support-ga-to-live.yaml").read_text()
+    text = text.replace("  tools: [transfer_to_human, end_call]", "  tools: [transfer_to_human, end_call]\n"
+                        "  turn_detection: {type: server_vad, silence_duration_ms: 800}", 1)  # fmt: skip
+    (err,) = check_file(_write(tmp_path, "ga-to-live.yaml", text))
+    assert err.field == "rollout.variants[1].profile.turn_detection" and "Live has no turn_detection" in err.message
 
 
 def test_check_command_reports_every_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -120,6 +120,30 @@ CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
         "goodbye after 30.0 s without the model",
         {"failover": "goodbye", "outage_s": 30.0},
     ),
+    (
+        ev.OrchestratorDecided("say", "Your order 4471 ships today.", 212.5),
+        "orchestrator_decision",
+        "say: Your order 4471 ships today.",
+        {"action": "say", "ms": 212.5},
+    ),
+    (
+        ev.OrchestratorDecided("nothing", "", 80.0),
+        "orchestrator_decision",
+        "nothing",
+        {"action": "nothing", "ms": 80.0},
+    ),
+    (
+        ev.OrchestratorLate(1500.0, "One moment, please."),
+        "orchestrator_filler",
+        "no answer after 1500 ms: One moment, please.",
+        {"waited_ms": 1500.0},
+    ),
+    (
+        ev.OrchestratorFailed("http_5xx", "http://127.0.0.1:9000: HTTP 503", "respond"),
+        "orchestrator_error",
+        "http_5xx: http://127.0.0.1:9000: HTTP 503 (respond)",
+        {"error": "http_5xx", "then": "respond"},
+    ),
 ]
 
 

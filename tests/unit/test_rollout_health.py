@@ -145,14 +145,16 @@ def test_prices_per_model_with_dated_snapshots_and_overrides(tmp_path: Path) -> 
 def test_the_shipped_support_plan_names_a_model_shutting_down_within_sixty_days() -> None:
     specs = rollout_specs(load_dialplans(ROOT / "dialplans"))
     found = catalog.shutdowns((dp, v) for dp, spec in specs.items() for v in spec.variants)
-    assert [(s.variant, s.model, s.role, s.date) for s in found] == [
-        ("gpt-realtime", "gpt-realtime", "model", dt.date(2027, 1, 20)),
-        ("gpt-realtime-2.1", "gpt-realtime", "fallback model", dt.date(2027, 1, 20)),
+    assert sorted((s.dialplan, s.variant, s.model, s.role, s.date) for s in found) == [
+        ("support", "gpt-realtime", "gpt-realtime", "model", dt.date(2027, 1, 20)),
+        ("support", "gpt-realtime-2.1", "gpt-realtime", "fallback model", dt.date(2027, 1, 20)),
+        # the GA-to-Live rollout's GA variant runs the same model (its Live variant has no announced date)
+        ("support-ga-to-live", "ga", "gpt-realtime", "model", dt.date(2027, 1, 20)),
     ]
     assert catalog.due(found, dt.date(2026, 11, 20)) == []  # 61 days ahead
     due = catalog.due(found, dt.date(2026, 11, 21))  # 60 days ahead
-    assert len(due) == 2
-    assert due[0].warning(dt.date(2026, 11, 23)) == (
+    assert len(due) == 3
+    assert next(d for d in due if d.dialplan == "support").warning(dt.date(2026, 11, 23)) == (
         "dialplan support, variant gpt-realtime: model gpt-realtime has an announced shutdown on 2027-01-20 "
         "(in 58 days); move its traffic to another variant"
     )

@@ -77,6 +77,9 @@ class Capabilities:
     session_cap_s: float  # the service ends a session after this long
     input_formats: frozenset[WireAudio]
     output_formats: frozenset[WireAudio]
+    # how a text is spoken verbatim (ev.Say): an out-of-band response (``conversation: "none"``, with its own
+    # response lifecycle, cancellable, never in the conversation so never truncated), or commentary in the stream
+    says: Literal["out_of_band", "commentary"] = "out_of_band"
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,8 @@ class Dialect:
     service: Service | LiveService
     model_in_url: bool = True  # ``?model=`` on the WebSocket URL (else the model goes in the opening command)
     refused: Mapping[type[ev.Command], str] = field(default_factory=lambda: MappingProxyType({}))  # command -> why not
+    # the profile of an orchestrated call: the model answers nothing on its own (the bridge asks it to speak)
+    hold_answers: Callable[[AgentProfile], AgentProfile] = field(default=lambda profile: profile)
     server_events: Mapping[str, str] = field(init=False)  # wire -> canonical, everything this dialect decodes
     wire_names: Mapping[str, str] = field(init=False)  # canonical -> primary wire name (the emulator encodes)
 

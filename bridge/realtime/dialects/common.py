@@ -182,6 +182,14 @@ def session_configured(
     return decode
 
 
+def _response_created(e: Mapping[str, Any]) -> Sequence[ev.Event]:
+    """A response out of band (``conversation: "none"``) shows a null ``conversation_id``, or the bridge's say
+    metadata."""
+    response = _m(e, "response")
+    out_of_band = response.get("conversation_id", "") is None or _m(response, "metadata").get("callbridge") == "say"
+    return (ev.ResponseStarted(response_id=_s(response, "id"), out_of_band=out_of_band),)
+
+
 def _item_added(e: Mapping[str, Any]) -> Sequence[ev.Event]:
     item = _m(e, "item")
     return (
@@ -303,7 +311,7 @@ DECODERS: Mapping[str, Decoder] = MappingProxyType(
         ),
         "item.deleted": lambda e: (ev.ItemDeleted(item_id=_s(e, "item_id")),),
         "item.retrieved": _ignore,
-        "response.created": lambda e: (ev.ResponseStarted(response_id=_s(_m(e, "response"), "id")),),
+        "response.created": _response_created,
         "response.item_added": lambda e: (
             ev.OutputItemAdded(
                 response_id=_s(e, "response_id"),
@@ -369,12 +377,43 @@ def _dumps(obj: Any) -> str:
 ResponseBuilder = Callable[[str | None, bool, Mapping[str, str]], dict[str, Any]]
 
 
+# How an out-of-band response is asked to read a text verbatim (``ev.Say``); the emulator reads the text back from it.
+VERBATIM: Final = (
+    'Read the following text aloud exactly as written, word for word, adding nothing before or after. Say: "'
+)
+SAY_METADATA: Final[Mapping[str, str]] = MappingProxyType({"callbridge": "say"})
+
+
+def verbatim(text: str) -> str:
+    """The instructions of a say: the text, quoted at the end (see :data:`VERBATIM`)."""
+    return f'{VERBATIM}{text}"'
+
+
+def hold_answers(profile: AgentProfile) -> AgentProfile:
+    """An orchestrated call's profile: the service's VAD still marks turns, but neither answers them
+    (``create_response``) nor cancels what is playing (``interrupt_response``: the bridge cancels an active response
+    itself on a barge-in, so no cancel ever meets a response that is not active)."""
+    td = profile.turn_detection
+    if td is None:
+        return profile
+    held = td.model_copy(update={"create_response": False, "interrupt_response": False})
+    return profile.model_copy(update={"turn_detection": held})
+
+
 def encoders(
-    build_session: Callable[[AgentProfile], dict[str, Any]], build_response: ResponseBuilder
+    build_session: Callable[[AgentProfile], dict[str, Any]],
+    build_response: ResponseBuilder,
+    say_modalities: Mapping[str, Any],
 ) -> Mapping[type[ev.Command], Encoder]:
-    """One encoder per command, the same event names in beta and GA; the session and response bodies differ."""
+    """One encoder per command, the same event names in beta and GA; the session and response bodies differ.
+    ``say_modalities``: the response fields that make a say audio (GA ``output_modalities``, beta ``modalities``)."""
     names = CLIENT_EVENTS
     append = APPEND.encode  # the audio hot path: 50 frames a second per call
+
+    def say(c: ev.Say) -> Sequence[str]:
+        """An out-of-band response (``conversation: "none"``): spoken, kept out of the conversation."""
+        response = {**build_response(verbatim(c.text), True, SAY_METADATA), **say_modalities}
+        return (_dumps({"type": names["response.create"], "response": response}),)
 
     def response_create(instructions: str | None, out_of_band: bool, metadata: Mapping[str, str]) -> str:
         return _dumps(
@@ -416,6 +455,7 @@ def encoders(
         ev.CommitAudio: lambda c: (_dumps({"type": names["input.commit"]}),),
         ev.ClearAudio: lambda c: (_dumps({"type": names["input.clear"]}),),
         ev.CreateResponse: lambda c: (response_create(c.instructions, c.out_of_band, dict(c.metadata)),),
+        ev.Say: say,
         ev.CancelResponse: lambda c: (
             _dumps({"type": names["response.cancel"], **({"response_id": c.response_id} if c.response_id else {})}),
         ),

@@ -170,6 +170,10 @@ def _closing(d: Dialect) -> str:
 _YES_NO = {True: "yes", False: "no"}
 _OUTPUT = {True: "one stream at real-time pace, silence included", False: "per response, faster than real time"}
 _USAGE = {"tokens": "tokens, per response", "audio_seconds": "the session's audio time, cumulative"}
+_SAYS = {
+    "out_of_band": 'an out-of-band `response.create` (`conversation: "none"`), cancellable, never truncated',
+    "commentary": "commentary, spoken in the stream",
+}
 CAPABILITY_ROWS: tuple[tuple[str, Callable[[Dialect], str]], ...] = (
     (
         "URL path (under the base, e.g. `wss://api.openai.com/v1`)",
@@ -186,6 +190,7 @@ CAPABILITY_ROWS: tuple[tuple[str, Callable[[Dialect], str]], ...] = (
     ("audio append", lambda d: _code(d.append.prefix + "<base64>" + d.append.suffix)),
     ("who detects turns", lambda d: d.capabilities.turn_detection),
     ("who decides to respond", lambda d: d.capabilities.responds),
+    ("a verbatim line (an orchestrator's say)", lambda d: _SAYS[d.capabilities.says]),
     ("cancel", lambda d: _YES_NO[d.capabilities.cancel]),
     ("truncate", lambda d: _YES_NO[d.capabilities.truncate]),
     ("caller audio must stream without gaps", lambda d: _YES_NO[d.capabilities.continuous_audio]),

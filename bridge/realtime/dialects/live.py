@@ -149,6 +149,7 @@ CAPABILITIES: Final = Capabilities(
     session_cap_s=7200.0,  # about 2 h (a peer's report; the SDK states no figure)
     input_formats=frozenset({PCM16_24K, PCM16_16K, G711_ULAW, G711_ALAW}),
     output_formats=frozenset({PCM16_24K, PCM16_16K, G711_ULAW, G711_ALAW}),
+    says="commentary",
 )
 
 HANDSHAKE: Final = Handshake(
@@ -203,8 +204,11 @@ def _check(profile: AgentProfile) -> dict[str, Any]:
 
 
 def delegation(profile: AgentProfile) -> dict[str, Any]:
-    """The ``responses`` delegation: the backend model, its prompt and the profile's tools."""
+    """The ``responses`` delegation: the backend model, its prompt and the profile's tools; or the ``client``
+    delegation (an orchestrated call: the bridge decides, and makes the model speak with commentary)."""
     d = profile.delegation or Delegation()
+    if d.type == "client":
+        return {"type": "client"}
     responses: dict[str, Any] = {
         "model": d.model,
         "instructions": profile.instructions if d.instructions is None else d.instructions,
@@ -261,6 +265,18 @@ def _speak(c: ev.CreateResponse) -> Sequence[str]:
     return (_append_text("commentary.append", c.instructions),)
 
 
+def _say(c: ev.Say) -> Sequence[str]:
+    """A verbatim line is commentary: speakable text, said as it is."""
+    return (_append_text("commentary.append", c.text),)
+
+
+def hold_answers(profile: AgentProfile) -> AgentProfile:
+    """An orchestrated call's profile: ``client`` delegation, so the model leaves the decisions to the bridge."""
+    return profile.model_copy(
+        update={"delegation": (profile.delegation or Delegation()).model_copy(update={"type": "client"})}
+    )
+
+
 def _add_text(c: ev.AddText) -> Sequence[str]:
     """The caller's doing (keys, text) as silent context the model may act on; the bridge's notes as instructions."""
     if c.role is ev.Role.ASSISTANT:
@@ -282,6 +298,7 @@ ENCODERS: Final[Mapping[type[ev.Command], Encoder]] = MappingProxyType(
         ev.UpdateSession: _update,
         ev.AppendAudio: lambda c: (_append(c.audio),),
         ev.CreateResponse: _speak,
+        ev.Say: _say,
         ev.FunctionOutput: _function_output,
         ev.AddText: _add_text,
     }
@@ -723,4 +740,5 @@ LIVE = Dialect(
     service=SERVICE,
     model_in_url=False,
     refused=REFUSED,
+    hold_answers=hold_answers,
 )

@@ -3,6 +3,7 @@
 
 import { events } from "./api.js";
 import { $, h, ms, show } from "./dom.js";
+import * as listen from "./listen.js";
 
 let source = null;
 let startedAt = null;
@@ -18,6 +19,7 @@ export function open(callId) {
   $("detail-id").textContent = callId;
   $("detail-state").textContent = "connecting";
   show($("detail-panel"), true);
+  listen.showCall(callId, false);
   source = events(`/api/live/calls/${encodeURIComponent(callId)}`, {
     call: facts,
     entries: (list) => {
@@ -28,10 +30,12 @@ export function open(callId) {
     latency,
     done: () => {
       $("detail-state").textContent = "ended: record from Redis";
+      listen.showCall(callId, false);
       source.close();
     },
     missing: () => {
       $("detail-state").textContent = "no such call in Redis";
+      listen.showCall(callId, false);
       source.close();
     },
     store: (data) => {
@@ -44,6 +48,7 @@ export function open(callId) {
 export function close() {
   if (source) source.close();
   source = null;
+  listen.showCall(null, false);
   reset();
   $("detail-facts").replaceChildren();
   show($("detail-panel"), false);
@@ -61,6 +66,7 @@ function facts(state) {
   startedAt = state.started_at ? Number(state.started_at) : null;
   const ended = state.phase === "ENDED";
   $("detail-state").textContent = ended ? "ended" : "live";
+  listen.showCall($("detail-id").textContent, !ended);
   $("detail-facts").replaceChildren(
     ...FACTS.filter(([key]) => state[key]).flatMap(([key, label]) => [
       h("dt", {}, label),

@@ -4,6 +4,7 @@ import { request, setSession } from "./api.js";
 import * as calls from "./calls.js";
 import * as detail from "./detail.js";
 import { $, show } from "./dom.js";
+import * as listen from "./listen.js";
 import * as rollout from "./rollout.js";
 
 function signedIn(session) {
@@ -15,12 +16,16 @@ function signedIn(session) {
   show($("signin"), false);
   show($("console"), true);
   calls.start(detail.open);
+  listen.allow(session.role === "operator");
+  listen.refreshAudit();
   rollout.start();
 }
 
 function signedOut(message) {
   setSession(null);
   calls.stop();
+  listen.allow(false);
+  listen.clearAudit();
   detail.close();
   rollout.stop();
   show($("console"), false);
@@ -57,6 +62,7 @@ async function boot() {
   $("signin-form").addEventListener("submit", signIn);
   $("signout").addEventListener("click", signOut);
   $("detail-close").addEventListener("click", () => detail.close());
+  $("listen").addEventListener("click", () => listen.toggle());
   $("open-call").addEventListener("submit", (e) => {
     e.preventDefault();
     const id = $("open-call-id").value.trim();

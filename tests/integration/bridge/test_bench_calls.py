@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+# In the xdist group of the CPU-heavy tests (tests/conftest.py), with the other bench run: they share bench's log file.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("cpu")]
 
 ROOT = Path(__file__).resolve().parents[3]
 CALLS = 4

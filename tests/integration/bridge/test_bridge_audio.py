@@ -33,7 +33,8 @@ from _bridge_helpers import (
     write_pcm_wav,
 )
 
-pytestmark = pytest.mark.integration
+# It measures audio timing to the frame: xdist group "cpu", never next to a CPU-heavy test (tests/conftest.py).
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("cpu")]
 
 CALLER_HZ, CALLER_DBFS = 1020.0, -10.0
 TONE_S, GAP_S, SPEECH_S = 0.8, 0.15, 1.6

@@ -9,6 +9,8 @@ import wave
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bridge.devkit.stack import ROOT, local_stack
 
 CALLS = 4
@@ -36,6 +38,7 @@ async def call(uri: str, play: Path) -> dict[str, Any]:
     return dict(json.loads(out.decode().strip().splitlines()[-1]))
 
 
+@pytest.mark.xdist_group("cpu")  # concurrent softphones and workers: one CPU-heavy test at a time
 async def test_twenty_drops_across_concurrent_sip_calls(tmp_path: Path) -> None:
     play = looping_caller(tmp_path / "caller.wav")
     # every Realtime connection is aborted 2.5 s after it opens: mid-response, mid-turn, wherever it happens to be

@@ -23,7 +23,8 @@ from _bridge_helpers import (
     write_pcm_wav,
 )
 
-pytestmark = pytest.mark.integration
+# It measures audio timing to the frame: xdist group "cpu", never next to a CPU-heavy test (tests/conftest.py).
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("cpu")]
 
 DIGIT, AT_S = "7", 0.8
 REPLY_HZ = 600.0

@@ -40,6 +40,7 @@ GREETING_MS, REPLY_MS = 1000, 1200
 HEARS = "What are your opening hours?"
 
 
+@pytest.mark.xdist_group("cpu")  # measures the reply and the barge-in to a few frames (tests/conftest.py)
 @pytest.mark.parametrize("fmt", ["pcm16_16k", "g711_ulaw"])
 async def test_a_live_call_greets_hears_the_caller_and_answers(tmp_path: Path, fmt: str) -> None:
     play = tmp_path / "caller.wav"
@@ -86,6 +87,7 @@ async def test_a_live_call_greets_hears_the_caller_and_answers(tmp_path: Path, f
     assert reply.start_s > 3.5  # after the caller's question (2.5 s to 3.5 s of the call)
 
 
+@pytest.mark.xdist_group("cpu")  # measures the reply and the barge-in to a few frames (tests/conftest.py)
 async def test_a_live_barge_in_silences_the_agent_within_one_playout_buffer(tmp_path: Path) -> None:
     speaks_at = 2.0
     play = tmp_path / "caller.wav"

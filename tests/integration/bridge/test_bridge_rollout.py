@@ -121,6 +121,7 @@ async def sipp_calls(bridge: BridgeStack, number: str, callers: Sequence[str], w
 
 
 @needs_sipp
+@pytest.mark.xdist_group("cpu")  # forty SIPp calls: one CPU-heavy test at a time (tests/conftest.py)
 async def test_weights_split_forty_callers_and_each_caller_keeps_their_variant(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

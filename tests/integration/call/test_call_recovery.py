@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 from _fakes import FakeLeg, wait_until
@@ -52,7 +53,10 @@ def _count(session: CallSession, kind: str) -> int:
     return sum(1 for _, k, _ in session.report.timeline if k == kind)
 
 
-async def converse(session: CallSession, leg: FakeLeg, turns: int) -> CallReport:
+async def converse(
+    session: CallSession, leg: FakeLeg, turns: int, before_hangup: Callable[[], bool] | None = None
+) -> CallReport:
+    """The greeting, ``turns`` caller turns each answered, then the hang-up (once ``before_hangup`` holds, if given)."""
     task = asyncio.create_task(session.run())
     await wait_until(lambda: session.report.answered, what="answer")
     for i in range(turns + 1):
@@ -72,6 +76,8 @@ async def converse(session: CallSession, leg: FakeLeg, turns: int) -> CallReport
             leg.say(1.2)
             await wait_until(lambda i=i: _count(session, "speech_stopped") > i, 20, f"caller turn {i}")
     await asyncio.sleep(0.3)
+    if before_hangup is not None:
+        await wait_until(before_hangup, 10, "what the test waits for before the hang-up")
     leg.stop()
     return await asyncio.wait_for(task, 10)
 
@@ -200,7 +206,8 @@ async def test_a_rollover_keeps_the_transcripts_the_old_session_still_owes(
     session = CallSession(
         leg, PLAN, dialect, connect, max_session_s=6.0, listeners=[lambda r: _caller_transcript_ids(r, heard)]
     )
-    report = await converse(session, leg, turns=4)
+    # the caller stays on until every turn's transcript is in (one owed at the hang-up is another case)
+    report = await converse(session, leg, turns=4, before_hangup=lambda: len(heard) >= 4)
     assert report.rollovers >= 1 and report.reconnects == 0, report.timeline
     first = emulator.sessions[0]
     owed = [t["item_id"] for t in first.transcripts]  # the turns committed in the first session

@@ -62,6 +62,7 @@ class Browser:
         args = [
             CHROMIUM, "--headless=new", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
             "--disable-extensions", "--disable-background-networking", "--disable-sync", "--mute-audio",
+            "--autoplay-policy=no-user-gesture-required",  # Web Audio runs (muted) even without a gesture
             "--remote-debugging-port=0", f"--user-data-dir={self._profile.name}",
             f"--window-size={self.width},{self.height}", "about:blank",
         ]  # fmt: skip

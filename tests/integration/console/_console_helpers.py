@@ -5,6 +5,7 @@ Test dialplans (called number -> plan):
 
     4000 (and "*")  desk     GA, pcm16, the caller speaks first
     5000            canary   dialect "rollout" with no variants of its own: GA against beta (beta safe; no flag: beta)
+    6000            line     GA, pcm16, the agent greets first
 """
 
 from __future__ import annotations
@@ -45,14 +46,16 @@ needs_browser_stack = pytest.mark.skipif(
 
 def write_dialplans(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    for name, match, dialect in (("desk", ["4000", "*"], "ga"), ("canary", ["5000"], "rollout")):
+    plans = (("desk", ["4000", "*"], "ga", "pcm16", None), ("canary", ["5000"], "rollout", "pcm16", None),
+             ("line", ["6000"], "ga", "pcm16", "Greet the caller."))  # fmt: skip
+    for name, match, dialect, audio_format, greeting in plans:
         plan = {
             "name": name,
             "match": match,
             "dialect": dialect,
-            "greeting": None,
+            "greeting": greeting,
             "answer_timeout_s": 3,
-            "profile": {"instructions": f"Test plan {name}.", "voice": "alloy", "audio_format": "pcm16",
+            "profile": {"instructions": f"Test plan {name}.", "voice": "alloy", "audio_format": audio_format,
                         "turn_detection": VAD, "tools": ["end_call"]},
         }  # fmt: skip
         (directory / f"{name}.yaml").write_text(json.dumps(plan))  # JSON is YAML
@@ -107,6 +110,18 @@ class Stack:
             await asyncio.sleep(0.05)
         raise TimeoutError(f"no {kind} entry for call {call_id}")
 
+    async def report(self, call_id: str, within: float = 10.0) -> dict[str, Any]:
+        """The finished call's report, as its worker wrote it to ``calls.jsonl``."""
+        path = self.log.with_name("calls.jsonl")
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            lines = path.read_text().splitlines() if path.exists() else []
+            for record in map(json.loads, lines):
+                if record.get("call_id") == call_id:
+                    return dict(record)
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"no report for call {call_id}")
+
     async def call_field(self, call_id: str, name: str, within: float = 10.0) -> str:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
@@ -133,7 +148,8 @@ async def wait_healthy(http_port: int, proc: subprocess.Popen[bytes], within_s: 
 
 @contextlib.asynccontextmanager
 async def console_stack(tmp: Path, *, session_s: float | None = None) -> AsyncIterator[Stack]:
-    """Redis, the emulator and ``serve --http-port`` with both tokens; serve's log goes to ``tmp/serve.log``."""
+    """Redis, the emulator and ``serve --http-port`` with both tokens; serve's log goes to ``tmp/serve.log``, each
+    finished call's report to ``tmp/calls.jsonl``."""
     with EmbeddedRedis() as redis:
         async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
             sip_port, http_port = free_port(), free_port()
@@ -147,7 +163,7 @@ async def console_stack(tmp: Path, *, session_s: float | None = None) -> AsyncIt
                 proc = subprocess.Popen(  # noqa: ASYNC220 (a long-lived server; stopped synchronously below)
                     [sys.executable, "-m", "bridge", "serve", "--workers", "1", "--sip-port", str(sip_port),
                      "--realtime-url", emulator.base_url, "--redis-url", redis.url, "--http-port", str(http_port),
-                     "--dialplans", str(write_dialplans(tmp / "dialplans"))],
+                     "--dialplans", str(write_dialplans(tmp / "dialplans")), "--report-file", str(tmp / "calls.jsonl")],
                     env=env, stdout=out, stderr=out,
                 )  # fmt: skip
             client = aioredis.from_url(redis.url, decode_responses=True)

@@ -39,6 +39,8 @@ PCAP_DIR = next(
     (d for d in (Path("/usr/share/sip-tester"), Path("/usr/share/doc/sip-tester/examples/pcap")) if d.is_dir()), None
 )
 NODE_A, NODE_B, CALLER = "127.0.0.2", "127.0.0.3", "127.0.0.1"
+# The xdist group of the CPU-heavy tests (tests/conftest.py): a test that runs calls through pools of nodes takes it.
+heavy = pytest.mark.xdist_group("cpu")
 
 
 def _loopback_alias_works() -> bool:

@@ -8,9 +8,9 @@ import json
 import subprocess
 import sys
 
-from _front import ROOT, long_test, requirements
+from _front import ROOT, heavy, long_test, requirements
 
-pytestmark = requirements
+pytestmark = [*requirements, heavy]  # the xdist group "cpu" also holds the other bench run (they share its log file)
 CALLS = 4
 
 

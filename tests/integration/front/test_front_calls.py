@@ -13,6 +13,7 @@ import pytest
 from _front import (
     CALLER,
     NODE_A,
+    heavy,
     invite,
     long_test,
     requirements,
@@ -25,7 +26,7 @@ from _front import (
 from bridge.emulator import EmulatorServer
 from bridge.store.server import EmbeddedRedis, redis_server_binary
 
-pytestmark = [*requirements, pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary")]
+pytestmark = [*requirements, heavy, pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary")]
 
 
 @long_test

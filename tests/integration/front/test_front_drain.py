@@ -12,11 +12,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from _front import CALLER, NODE_A, ROOT, Node, invite, long_test, port_block, requirements, sipp, sipp_dir, wait_for
+from _front import (
+    CALLER,
+    NODE_A,
+    ROOT,
+    Node,
+    heavy,
+    invite,
+    long_test,
+    port_block,
+    requirements,
+    sipp,
+    sipp_dir,
+    wait_for,
+)
 
 from bridge.emulator import EmulatorServer
 
-pytestmark = requirements
+pytestmark = [*requirements, heavy]
 
 
 def drain(node: Node, *args: str) -> list[dict[str, Any]]:

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from _front import NODE_A, ROOT, Node, long_test, port_block, requirements, sipp, sipp_dir, two_nodes, wait_for
+from _front import NODE_A, ROOT, Node, heavy, long_test, port_block, requirements, sipp, sipp_dir, two_nodes, wait_for
 
 from bridge.emulator import EmulatorServer
 from bridge.store import keys
 from bridge.store.server import EmbeddedRedis, redis_server_binary
 
-pytestmark = [*requirements, pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary")]
+pytestmark = [*requirements, heavy, pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary")]
 CALLER_WAV = ROOT / "bridge" / "assets" / "caller_hours.wav"
 
 
@@ -116,10 +116,12 @@ async def test_a_dead_node_is_out_within_5_s_and_its_callers_get_a_bye_from_the_
                 node_a.signal(signal.SIGUSR2)
                 await wait_for(lambda: _states(node_a, workers_a, "A"), "node A active again", 10)
 
-                # node B dies: its serve process first (so nothing restarts the workers), then the workers
-                node_b.proc.kill()
+                # node B dies at once, as a machine does: its serve process is frozen (so nothing restarts the
+                # workers, and they get no parent-death signal to hang up cleanly), the workers are killed, then serve
+                node_b.proc.send_signal(signal.SIGSTOP)
                 for w in health_b["workers"]:
                     os.kill(w["pid"], signal.SIGKILL)
+                node_b.proc.kill()
                 killed_at = time.monotonic()
                 fresh = asyncio.create_task(sipp(work, f"{NODE_A}:{a_port}", calls=4, rate=4, scenario="uac_short.xml"))
                 await wait_for(lambda: _states(node_a, workers_b, "I"), "node B's workers out", 10, every_s=0.1)

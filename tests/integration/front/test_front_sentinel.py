@@ -26,6 +26,7 @@ from bridge.store.server import free_port_block
 REDIS_SERVER, REDIS_SENTINEL = shutil.which("redis-server"), shutil.which("redis-sentinel")
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.xdist_group("cpu"),  # three Redis, three sentinels and a pool: one CPU-heavy test at a time
     pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed (apt-get install redis-server)"),
     pytest.mark.skipif(
         REDIS_SENTINEL is None, reason="redis-sentinel is not installed (apt-get install redis-sentinel)"

@@ -4,6 +4,7 @@ Kamailio, no worker. A wildcard sip_host is refused before anything starts (Reco
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -80,3 +81,45 @@ def test_a_wildcard_address_is_refused_before_anything_starts(tmp_path: Path) ->
     assert result.returncode == 2
     assert "sip_host" in result.stderr and "Record-Route" in result.stderr
     assert "ready on port" not in result.stderr
+
+
+def test_a_killed_serve_takes_kamailio_and_its_workers_with_it(tmp_path: Path) -> None:
+    """SIGKILL runs no clean-up in `serve`: the parent-death signal still stops Kamailio and every worker."""
+    front_dir = tmp_path / "front"
+    port = port_block(3)
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "REDIS_URL")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "serve", "--front", "kamailio", "--workers", "2",
+         "--realtime-url", "ws://127.0.0.1:9/v1", "--dialplans", str(ROOT / "dialplans"),
+         "--sip-host", NODE_A, "--sip-port", str(port), "--front-dir", str(front_dir)],
+        env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    workers: list[int] = []
+    try:
+        for line in proc.stderr:  # wait for the front's start-up line, collecting the workers' pids
+            if "ready on port" in line:
+                workers.append(int(line.split("(pid ")[1].split(")")[0]))
+            if "front: Kamailio (pid" in line:
+                break
+        kamailios = _processes_mentioning(str(front_dir))
+        assert kamailios and len(workers) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 20
+    left = kamailios + workers
+    while left and time.monotonic() < deadline:
+        left = [pid for pid in left if _alive(pid)]
+        time.sleep(0.1)
+    for pid in left:  # a failure leaves nothing behind for the next tests
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "zombie" not in status.lower()

@@ -124,6 +124,41 @@ def test_each_frame_becomes_one_masked_append_with_the_upsampled_audio(port: cpo
     assert again.frames_sent == 0 and again.last_latency_s() == (0.0, 0.0)
 
 
+def test_the_mirror_hands_the_loop_a_copy_of_each_frame_sent_with_its_time_negated(lib: ctypes.CDLL) -> None:
+    hub = cport.NativeHub(lib, lead=2)
+    port = hub.new_port("mirror-test", conference=False)
+    seen: list[tuple[bytes, float]] = []
+    port.attach(None, lambda pcm, t: seen.append((pcm, t)))
+    ours, theirs = socket.socketpair()
+    offload = port.uplink(Upsampler(native=True))
+    assert offload.set_append(GA.append) and offload.bind(ours.fileno())
+    frames = tone(1020, 6)
+    cport.put_frame(port.handle, frames[0])  # no mirror: sent, and the loop gets nothing
+    offload.mirror(True)
+    for frame in frames[1:4]:
+        cport.put_frame(port.handle, frame)
+    offload.mirror(False)
+    cport.put_frame(port.handle, frames[4])
+    hub.drain()
+    assert [pcm for pcm, _ in seen] == frames[1:4]  # the copies, in order
+    assert all(t < 0 for _, t in seen)  # marked: already sent, never to be sent again
+    theirs.setblocking(False)
+    assert len(parse_frames(theirs.recv(1 << 20))) == 5  # every frame went to the socket once
+    assert offload.frames_sent == 5
+    offload.mirror(True)
+    port.detach()  # a port goes back to the pool without its mirror
+    seen.clear()
+    port.attach(None, lambda pcm, t: seen.append((pcm, t)))
+    again = port.uplink(Upsampler(native=True))
+    assert again.set_append(GA.append) and again.bind(ours.fileno())
+    cport.put_frame(port.handle, frames[5])
+    hub.drain()
+    assert seen == []
+    again.unbind()
+    ours.close()
+    theirs.close()
+
+
 def test_each_frame_is_framed_by_the_template_it_was_given(port: cport.NativePort) -> None:
     ours, theirs = socket.socketpair()
     offload = port.uplink(Upsampler(native=True))

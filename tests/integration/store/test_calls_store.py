@@ -10,7 +10,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import redis.asyncio as aioredis
@@ -509,3 +509,33 @@ def test_call_keys_share_a_cluster_hash_tag() -> None:
     assert keys.call("abc") == "cb:call:{abc}" and keys.call_events("abc") == "cb:call:{abc}:events"
     assert keys.worker_calls("w1") == "cb:worker:{w1}:calls" and keys.worker_heartbeat("w1") == "cb:worker:{w1}:hb"
     assert all("{rollout}" in k for k in (keys.rollout_flag("x"), keys.ROLLOUT_AUDIT, keys.variant_calls("x", "v")))
+
+
+async def test_flush_waits_for_a_pipeline_already_under_way(redis_server: EmbeddedRedis, raw: aioredis.Redis) -> None:
+    """What a pipeline took off the queue is not written until it returns: flush() must wait for it too."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    real_pipeline = client.pipeline
+
+    def slow_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = real_pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        async def late_execute(*a: Any, **kw: Any) -> Any:
+            await asyncio.sleep(0.3)  # Redis slow to answer: the batch is in flight meanwhile
+            return await execute(*a, **kw)
+
+        pipe.execute = late_execute  # type: ignore[method-assign]  # the test's stand-in for a slow round trip
+        return pipe
+
+    client.pipeline = slow_pipeline  # type: ignore[method-assign]  # as above
+    store = CallStore(client=client, worker="w0", flush_interval_s=0.01, reap_interval_s=None)
+    await store.start()
+    try:
+        await store.flush()
+        store.begin("call-inflight", **IDENTITY)
+        store.event("call-inflight", "phase", "IDLE -> RINGING")
+        await asyncio.sleep(0.05)  # the writer has taken the entry and is waiting for Redis
+        assert await store.flush()
+        assert await raw.xlen(keys.call_events("call-inflight")) == 1
+    finally:
+        await store.close()

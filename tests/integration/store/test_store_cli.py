@@ -44,7 +44,13 @@ def test_rollout_show_lists_the_shipped_rollout_with_its_defaults_before_any_fla
     assert code == 0, err
     assert "(no Redis: the dialplan's defaults)" in out and "health        n/a (no Redis)" in out
     code, out, _ = run(rollout_cli, ["show", "--json", *SHIPPED], capsys)
-    [plan] = json.loads(out)["dialplans"]
+    plans = {p["dialplan"]: p for p in json.loads(out)["dialplans"]}
+    assert set(plans) == {"support", "support-ga-to-live"}  # every shipped rollout
+    live = plans["support-ga-to-live"]
+    assert [(v["name"], v["weight"], v["share_percent"], v["safe"]) for v in live["variants"]] == [
+        ("ga", 95, 95, True), ("live", 5, 5, False),
+    ]  # fmt: skip
+    plan = plans["support"]
     assert (plan["dialplan"], plan["stored"], plan["safe"]) == ("support", None, SAFE)
     assert [(v["name"], v["weight"], v["share_percent"], v["safe"]) for v in plan["variants"]] == [
         (SAFE, 100, 100, True), (NEW, 0, 0, False),
@@ -78,7 +84,7 @@ def test_rollout_set_then_show(redis_server: EmbeddedRedis, capsys: pytest.Captu
     assert "(canary looks good)" in out
 
     code, out, _ = run(rollout_cli, ["show", "--json", *url], capsys)
-    [plan] = json.loads(out)["dialplans"]
+    plan = next(p for p in json.loads(out)["dialplans"] if p["dialplan"] == "support")
     assert plan["dialplan"] == "support" and plan["stored"] is True
     assert plan["flag"]["weights"] == {SAFE: 75, NEW: 25} and plan["flag"]["kill"] is True
     assert plan["flag"]["allow"] == {NEW: ["+15550100"]}
@@ -159,7 +165,10 @@ def populate(url: str) -> None:
     asyncio.run(go())
 
 
-def test_calls_json_and_table(redis_server: EmbeddedRedis, capsys: pytest.CaptureFixture[str]) -> None:
+def test_calls_json_and_table(
+    redis_server: EmbeddedRedis, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "120")  # the table's width (the terminal's; pytest-xdist's workers say 80)
     url = ["--redis-url", redis_server.url]
     code, out, _ = run(calls_cli, url, capsys)
     assert code == 0 and "no live calls" in out

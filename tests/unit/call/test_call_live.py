@@ -197,6 +197,15 @@ def test_turns_close_on_the_other_speakers_gap_and_on_agent_silence() -> None:
     caller("Thanks", 5000, 5400)
     turns.flush()
     assert finals[-1] == ("caller", "Thanks")
+    # the agent's turn is over when the bridge knows it (the model stopped itself, a key, a tool call): the next
+    # fragment, however close, starts a new turn; closing with nothing open closes nothing
+    agent("Goodbye!", 6000, 6500)
+    turns.close_agent()
+    assert finals[-1] == ("agent", "Goodbye!")
+    agent("Thanks for waiting.", 6500, 7000)
+    turns.close_agent()
+    turns.close_agent()
+    assert finals[-2:] == [("agent", "Goodbye!"), ("agent", "Thanks for waiting.")]
 
 
 def test_rollover_seeds_the_next_session_with_the_summary_at_its_start() -> None:

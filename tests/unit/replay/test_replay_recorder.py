@@ -165,3 +165,41 @@ def test_from_recording_refuses_to_overwrite(tmp_path: Path) -> None:
     script_from_recording(tmp_path / "question_answer-beta", out, overwrite=True)
     header = json.loads((tmp_path / "question_answer-beta" / EVENTS_FILE).read_text().splitlines()[0])
     assert header["dialplan"]["name"] == "support" and header["dialect"] == "beta"
+
+
+class Ring:
+    """A native port's ring as the playout buffer sees it: the frames it holds before the wire."""
+
+    def __init__(self) -> None:
+        self.held = 3
+        self.flushed = 0
+
+    def flush_out(self) -> int:
+        self.flushed, self.held = self.held, 0
+        return self.flushed
+
+    def depth(self) -> int:
+        return self.held
+
+    def drop_newest(self, frames: int) -> int:
+        return 0
+
+    def top_up(self) -> None: ...
+
+
+def test_a_barge_in_on_a_recorded_call_still_flushes_the_media_ports_ring(tmp_path: Path) -> None:
+    from bridge.audio.playout import PlayoutBuffer
+
+    leg = FakeLeg()
+    rec = RecordingLeg(leg, tmp_path / "rec", consent=True)
+    playout = PlayoutBuffer()
+    rec.start_media(playout, lambda pcm, t: None)
+    assert leg.media is not None
+    outbound = leg.media[0]
+    ring = Ring()
+    outbound.set_downstream(ring)  # what the native port does with the source it is given
+    playout.push("item_1", bytes(FRAME * 10))
+    assert outbound.pop_frame() == bytes(FRAME)
+    playout.flush()
+    assert ring.flushed == 3  # the frames queued in C are dropped at the barge-in, recorded or not
+    assert rec.agent_frames == [bytes(FRAME)]

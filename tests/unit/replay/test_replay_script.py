@@ -163,3 +163,58 @@ def test_find_scripts_accepts_dirs_files_and_parents(tmp_path: Path) -> None:
     assert len(find_scripts([SCRIPTS])) >= 8
     with pytest.raises(ConfigError):
         find_scripts([tmp_path / "nope"])
+
+
+# -- an orchestrated plan: the scripted orchestrator's answers --------------------------------------------------
+
+
+def _orchestrated(tmp_path: Path, answers: object) -> Path:
+    target = tmp_path / "orchestrated_order"
+    shutil.copytree(SCRIPTS / "orchestrated_order", target)
+    data = yaml.safe_load((target / "script.yaml").read_text())
+    if answers is None:
+        del data["orchestrator"]
+    else:
+        data["orchestrator"] = {"answers": answers}
+    (target / "script.yaml").write_text(yaml.safe_dump(data))
+    return target
+
+
+def test_the_orchestrated_script_loads_its_answers_as_decisions() -> None:
+    script = load_script(SCRIPTS / "orchestrated_order")
+    assert script.model.orchestrator is not None
+    answers = script.model.orchestrator.answers
+    assert [a.decision().action for a in answers] == ["say", "nothing", "transfer"]
+    assert answers[0].decision().text == "Your order 4471 ships today."
+    assert (answers[1].expect_event, answers[2].delay_ms) == ("dtmf", 2000)
+    assert all(plan.orchestrator is not None for plan in script.plans.values())
+
+
+@pytest.mark.parametrize(
+    ("answers", "field", "message"),
+    [
+        ([{"action": "say"}], "orchestrator.answers[0]", "action 'say' needs 'text'"),
+        ([{"action": "dance"}], "orchestrator.answers[0].action", "Input should be 'say'"),
+        ([{"action": "send_dtmf", "digits": "12x"}], "orchestrator.answers[0]", "digits: String should match"),
+        ([{"action": "nothing", "delay_ms": -1}], "orchestrator.answers[0].delay_ms", "greater than or equal to 0"),
+        ([{"action": "nothing", "expect_event": "key"}], "orchestrator.answers[0].expect_event", "'turn' or 'dtmf'"),
+        ([{"action": "nothing", "colour": "red"}], "orchestrator.answers[0].colour", "Extra inputs"),
+        ([], "orchestrator.answers", "at least 1 item"),
+        (None, "orchestrator", "required: the dialplan is orchestrated"),
+    ],
+)
+def test_malformed_orchestrator_answers_name_file_and_field(
+    tmp_path: Path, answers: object, field: str, message: str
+) -> None:
+    target = _orchestrated(tmp_path, answers)
+    with pytest.raises(ConfigError) as err:
+        load_script(target)
+    assert (err.value.source, err.value.field) == (str(target / "script.yaml"), field)
+    assert message in err.value.message, err.value.message
+
+
+def test_answers_for_a_plan_without_an_orchestrator_are_refused(tmp_path: Path) -> None:
+    target = _broken(tmp_path, mutate={"orchestrator": {"answers": [{"action": "nothing"}]}})
+    with pytest.raises(ConfigError) as err:
+        load_script(target)
+    assert err.value.field == "orchestrator" and "no orchestrator section" in err.value.message

@@ -39,7 +39,7 @@ def test_the_cli_writes_a_report_with_a_column_per_variant(tmp_path: Path, capsy
     code = main([*scripts, "--variants", "support", "--dialplans", str(DIALPLANS), "--report", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "2 script(s) x 2 variant(s): 1 same, 1 differ, 0 failed" in out
+    assert "2 script(s) x 2 variant(s): 1 same, 1 differ (0 as their scripts expect, 1 not), 0 failed" in out
     data = json.loads((tmp_path / "report.json").read_text())
     assert (data["meta"]["variants"], data["meta"]["safe"]) == ([SAFE, NEW], {"support": SAFE})
     assert [list(s["runs"]) for s in data["scripts"]] == [[SAFE, NEW], [SAFE, NEW]]

@@ -1,0 +1,200 @@
+"""Listen-in, the console's side: one call's live audio, both sides mixed, to an operator's page over a WebSocket.
+
+``GET /api/calls/{id}/listen`` (a WebSocket upgrade, :func:`handle`) wants an operator's session (or bearer token):
+a read-only supervisor gets 403, and so does a request whose ``Origin`` is not this server (a page of another site
+can open a WebSocket with the operator's cookie; the browser always says whose page it is). The call must be live
+(404 unknown, 409 ended). Then, until the page closes the socket, the call ends, the session ends or the server stops:
+
+* the server subscribes to the call's audio channel and asks every worker for the call (:mod:`bridge.serve.listen`
+  describes the worker's side and the message format), repeating the request every
+  :data:`~bridge.store.keys.LISTEN_RENEW_S`;
+* the page gets a text message ``{"type": "listening", "call_id", "sample_rate": 8000, "format": "s16le"}``, then
+  each piece of audio as a binary message (PCM16 little-endian, 8 kHz mono, whole 20 ms frames), a text
+  ``{"type": "sides", "caller", "agent", "caller_offloaded"}`` whenever the sides heard change, and
+  ``{"type": "ended"}`` when the call is over;
+* nothing the page sends reaches the call: the first message it sends closes the socket (1008, "listen-in is
+  receive-only"); the server has no path from a listener to a call at all.
+
+Every listen-in is audited (:data:`~bridge.store.keys.LISTEN_AUDIT`, ``GET /api/listen/audit``, and a log line):
+who, which call (with its caller and called number), when it started, and when it stopped, how long, how much audio
+went out and why it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
+
+from bridge import metrics
+from bridge.audio.frames import SAMPLE_RATE
+from bridge.call.tap import AGENT, CALLER, CALLER_OFFLOADED, ENDED
+from bridge.store import keys
+from bridge.store.calls import StoreUnavailable, read_call
+from bridge.supervisor.auth import Principal
+
+log = logging.getLogger("bridge.supervisor")
+
+RECEIVE_ONLY = 1008  # RFC 6455 §7.4.1: policy violation
+AUDIT_SHOWN = 50
+MESSAGE_TIMEOUT_S = 0.5  # how long one wait for audio lasts before the session and the server are checked again
+STATE_EVERY_S = 2.0  # how often the call's hash is read to notice an end the worker could not announce (it died)
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One message from the call's worker: the flags (:mod:`bridge.call.tap`) and the PCM that came with them."""
+
+    flags: int
+    pcm: bytes
+
+
+async def audit(redis: aioredis.Redis, action: str, who: str, call_id: str, **fields: Any) -> None:
+    entry: dict[FieldT, EncodableT] = {"action": action, "who": who, "call_id": call_id, "at": f"{time.time():.3f}"}
+    entry.update({k: str(v) for k, v in fields.items()})
+    try:
+        await redis.xadd(keys.LISTEN_AUDIT, entry, maxlen=keys.AUDIT_MAXLEN, approximate=True)
+    except (RedisError, OSError) as exc:
+        log.error("listen-in audit of call %s by %s could not be written: %s", call_id, who, exc)
+
+
+async def read_audit(redis: aioredis.Redis, count: int = AUDIT_SHOWN) -> list[dict[str, str]]:
+    """The latest listen-in audit entries, newest first."""
+    try:
+        rows = await redis.xrevrange(keys.LISTEN_AUDIT, count=count)
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable("listen-in audit", str(exc)) from exc
+    return [
+        {"id": str(entry_id), **{str(k): str(v) for k, v in (fields or {}).items()}} for entry_id, fields in rows or ()
+    ]
+
+
+async def pieces(
+    audio: aioredis.Redis, control: aioredis.Redis, call_id: str, who: str
+) -> AsyncGenerator[Piece | None]:
+    """The call's audio as its worker publishes it; None now and then when nothing came (a chance to check on the
+    listener). Subscribes first, then asks the workers, so the first piece finds this subscriber."""
+    pubsub = audio.pubsub(ignore_subscribe_messages=True)
+    request = json.dumps({"call_id": call_id, "who": who})
+    try:
+        await pubsub.subscribe(keys.listen_audio(call_id))
+        renew_at = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            if loop.time() >= renew_at:
+                await control.publish(keys.LISTEN_CONTROL, request)
+                renew_at = loop.time() + keys.LISTEN_RENEW_S
+            message = await pubsub.get_message(timeout=MESSAGE_TIMEOUT_S)
+            data = message.get("data") if message is not None else None
+            if isinstance(data, bytes) and data:
+                yield Piece(data[0], data[1:])
+            else:
+                yield None
+    finally:
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+
+
+def sides(flags: int) -> dict[str, Any]:
+    return {"type": "sides", "caller": bool(flags & CALLER), "agent": bool(flags & AGENT),
+            "caller_offloaded": bool(flags & CALLER_OFFLOADED)}  # fmt: skip
+
+
+async def handle(
+    request: web.Request,
+    principal: Principal,
+    redis: aioredis.Redis,
+    audio: aioredis.Redis,
+    *,
+    session_alive: Callable[[], bool],
+    stopping: asyncio.Event,
+) -> web.StreamResponse:
+    """The listen-in WebSocket of one call (module docstring); the caller of this checked the role and origin."""
+    call_id = request.match_info["call_id"]
+    detail = await read_call(redis, call_id, count=1)
+    if detail is None:
+        metrics.LISTEN_SESSIONS.labels("unknown_call").inc()
+        return web.json_response({"error": "no such call"}, status=404)
+    if detail.state.get("phase") == "ENDED":
+        metrics.LISTEN_SESSIONS.labels("ended_call").inc()
+        return web.json_response({"error": "the call has ended"}, status=409)
+    ws = web.WebSocketResponse(max_msg_size=1024, heartbeat=20.0)
+    if not ws.can_prepare(request).ok:
+        return web.json_response({"error": "listen-in is a WebSocket: send an Upgrade request"}, status=400)
+    await ws.prepare(request)
+    who = principal.who
+    facts = {"caller": detail.state.get("caller", ""), "called": detail.state.get("called", "")}
+    metrics.LISTEN_SESSIONS.labels("opened").inc()
+    metrics.LISTENERS_ACTIVE.inc()
+    log.info("console: %s listens to call %s", who, call_id)
+    await audit(redis, "start", who, call_id, **facts)
+    started = time.monotonic()
+    frames, why = 0, "listener left"
+    heard = -1
+    source = pieces(audio, redis, call_id, who)
+    inbound = asyncio.ensure_future(ws.receive())
+    try:
+        await ws.send_json({"type": "listening", "call_id": call_id, "sample_rate": SAMPLE_RATE, "format": "s16le"})
+        next_state = time.monotonic() + STATE_EVERY_S
+        while True:
+            if inbound.done():
+                msg = inbound.result()
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    why = "the page sent data (refused: listen-in is receive-only)"
+                    await ws.close(code=RECEIVE_ONLY, message=b"listen-in is receive-only")
+                break  # closed by the page, or an error
+            if stopping.is_set():
+                why = "server stopping"
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+                break
+            if not session_alive():
+                why = "session ended"
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"signed out")
+                break
+            piece = await anext(source)
+            if piece is not None and piece.flags & ENDED:
+                why = "call ended"
+                await ws.send_json({"type": "ended"})
+                await ws.close()
+                break
+            if piece is not None and piece.pcm:
+                flags = piece.flags & (CALLER | AGENT | CALLER_OFFLOADED)
+                if flags != heard:
+                    heard = flags
+                    await ws.send_json(sides(flags))
+                await ws.send_bytes(piece.pcm)
+                frames += len(piece.pcm) // 320
+            if time.monotonic() >= next_state:
+                next_state = time.monotonic() + STATE_EVERY_S
+                fresh = await read_call(redis, call_id, count=1)
+                if fresh is None or fresh.state.get("phase") == "ENDED":
+                    why = "call ended"
+                    await ws.send_json({"type": "ended"})
+                    await ws.close()
+                    break
+    except ConnectionError:
+        pass  # the page went away while audio was on its way: the listener left
+    except (RedisError, OSError, StoreUnavailable) as exc:
+        why = f"stopped: {type(exc).__name__}"
+        with contextlib.suppress(Exception):
+            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"listen-in lost its audio source")
+    finally:
+        inbound.cancel()
+        with contextlib.suppress(BaseException):
+            await inbound
+        await source.aclose()
+        metrics.LISTENERS_ACTIVE.dec()
+        seconds = round(time.monotonic() - started, 1)
+        log.info("console: %s stopped listening to call %s after %.1f s (%s)", who, call_id, seconds, why)
+        await audit(redis, "stop", who, call_id, seconds=seconds, audio_ms=frames * 20, reason=why, **facts)
+    return ws
