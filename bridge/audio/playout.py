@@ -277,6 +277,21 @@ class PlayoutBuffer:
 
     # -- readers -------------------------------------------------------------------------------------------
 
+    def ran_dry(self, item_id: str) -> bool:
+        """Audio pushed for ``item_id`` now would follow a gap the caller has been sent: the item is open, its
+        queued audio has all gone out, and the silence played in its place (an underrun) is no longer held
+        downstream, where :meth:`push` could take it back. A producer's short tail (a filter's last samples) is
+        then better dropped than played alone after the gap, where it is a click."""
+        if not self._open or self._item != item_id or self._q or self._last_played != item_id:
+            return False
+        trailing = 0
+        for pop in reversed(self._recent):
+            if pop is not _DEAD_AIR:
+                break
+            trailing += 1
+        downstream = self._downstream
+        return trailing > (downstream.depth() if downstream is not None else 0)
+
     def played_ms(self, item_id: str) -> int:
         """Milliseconds of `item_id` handed to the phone side so far."""
         received_ms = self._received.get(item_id, 0) * FRAME_MS // self._frame_bytes

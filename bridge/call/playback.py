@@ -140,7 +140,9 @@ class Playback:
 
     def audio_done(self, response_id: str, item_id: str) -> None:
         if item_id == self.audio_item and response_id not in self.cancelled:
-            self.playout.push(item_id, self._downlink.drain())  # the last 2 ms still inside the filter
+            tail = self._downlink.drain()  # the last 2 ms still inside the filter
+            if not self.playout.ran_dry(item_id):  # after a gap they would be a click of their own
+                self.playout.push(item_id, tail)
             self.playout.end_item(item_id)
 
     def ended(self, response_id: str) -> None:

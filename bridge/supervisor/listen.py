@@ -105,6 +105,12 @@ async def pieces(
             await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
 
+async def call_ended(redis: aioredis.Redis, call_id: str) -> bool:
+    """Whether the call's hash says it is over (or is gone): the check for an end no worker announced."""
+    fresh = await read_call(redis, call_id, count=1)
+    return fresh is None or fresh.state.get("phase") == "ENDED"
+
+
 def sides(flags: int) -> dict[str, Any]:
     return {"type": "sides", "caller": bool(flags & CALLER), "agent": bool(flags & AGENT),
             "caller_offloaded": bool(flags & CALLER_OFFLOADED)}  # fmt: skip
@@ -152,6 +158,8 @@ async def handle(
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     why = "the page sent data (refused: listen-in is receive-only)"
                     await ws.close(code=RECEIVE_ONLY, message=b"listen-in is receive-only")
+                elif await call_ended(redis, call_id):
+                    why = "call ended"  # the page saw the end in its table before this socket said so
                 break  # closed by the page, or an error
             if stopping.is_set():
                 why = "server stopping"
@@ -176,8 +184,7 @@ async def handle(
                 frames += len(piece.pcm) // 320
             if time.monotonic() >= next_state:
                 next_state = time.monotonic() + STATE_EVERY_S
-                fresh = await read_call(redis, call_id, count=1)
-                if fresh is None or fresh.state.get("phase") == "ENDED":
+                if await call_ended(redis, call_id):
                     why = "call ended"
                     await ws.send_json({"type": "ended"})
                     await ws.close()

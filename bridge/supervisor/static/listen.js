@@ -14,6 +14,7 @@ import { $, h, show } from "./dom.js";
 const SAMPLE_RATE = 8000;
 const LEAD_S = 0.12;
 const MAX_AHEAD_S = 0.6;
+const ENDED_GRACE_MS = 4000; // the server checks the call's state every 2 s
 const KEEP_SAMPLES = 2 * SAMPLE_RATE; // the last two seconds, for callbridgeListen.samples()
 
 let allowed = false;
@@ -51,7 +52,14 @@ export function showCall(id, live) {
   callId = id;
   show($("listen"), allowed && id !== null);
   $("listen").disabled = !live;
-  if (!live && socket) stop("the call ended");
+  if (!live && socket) {
+    // The table saw the end first: the server says so on the socket too and closes it; stop here if it does not.
+    stats.state = "ended";
+    const s = socket;
+    setTimeout(() => {
+      if (socket === s) stop("the call ended");
+    }, ENDED_GRACE_MS);
+  }
 }
 
 export function toggle() {

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from _audio import best_correlation
+from _audio import pieces_heard
 from _bridge_helpers import (
     LOCALHOST,
     RATE,
@@ -134,9 +134,11 @@ async def test_sipp_uac_pcap_call_through_callbridge_serve(tmp_path: Path) -> No
     active = sum(r.seconds for r in active_regions(heard, 24000, floor_dbfs=-50.0, bridge_gap_ms=300))
     assert active >= 5.0, active
     sent = pcm(alaw_decode(b"".join(p for pt, p in pcap_rtp_payloads(tmp_path / "pcap" / "g711a.pcap") if pt == 8)))
-    needle = sent[RATE : 3 * RATE]  # 1 s to 3 s of the pcap
-    best = max(best_correlation(x, needle)[0] for x in to_8k(heard, 24000))
-    assert best > 0.9, best
+    # 1 s to 3 s of the pcap in eight quarter-seconds, each found on its own (at the best decimation phase), so that
+    # a frame the jitter buffer drops or conceals on a busy host costs the piece it falls in, not the comparison.
+    phases = [pieces_heard(x, sent[RATE : 3 * RATE], RATE // 4) for x in to_8k(heard, 24000)]
+    scores = [max(phase[i][0] for phase in phases) for i in range(8)]
+    assert sum(score > 0.9 for score in scores) >= 6, scores
 
 
 async def test_full_worker_refuses_the_fifth_concurrent_call(tmp_path: Path) -> None:

@@ -282,3 +282,25 @@ def test_without_a_downstream_a_push_into_an_empty_buffer_pops_nothing() -> None
     pb = PlayoutBuffer()
     pb.push("a", audio(40))
     assert pb.depth_ms == 40 and pb.frames_played == 0
+
+
+def test_ran_dry_only_once_the_silence_in_the_items_place_has_gone_out() -> None:
+    pb = PlayoutBuffer()
+    ring = _Ring(pb, fill=3)
+    pb.push("a", audio(40))
+    assert not pb.ran_dry("a")  # audio queued: a tail pushed now follows it
+    ring.top_up()  # a, a, dead air
+    assert not pb.ran_dry("a")  # the dead air is still in the ring: a push takes it back
+    ring.tick()
+    ring.tick()
+    ring.tick()  # the dead air went out
+    ring.top_up()
+    assert pb.ran_dry("a") and not pb.ran_dry("b")  # four frames of dead air, three held: a gap was sent
+    pb.end_item("a")
+    assert not pb.ran_dry("a")  # ended: nothing more comes for it
+    bare = PlayoutBuffer()  # no downstream stage: one silent pop is already a gap
+    bare.push("x", audio(20))
+    bare.pop_frame()
+    assert not bare.ran_dry("x")
+    bare.pop_frame()
+    assert bare.ran_dry("x")

@@ -3,10 +3,12 @@ waiting action, and the caller turns a lost session took along."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from bridge import events as ev
 from bridge.audio import PassthroughDownlink, PlayoutBuffer, ulaw_encode
+from bridge.audio.resample import Downsampler
 from bridge.call.bargein import BargeIn
 from bridge.call.latency import LatencyMeter
 from bridge.call.playback import Playback
@@ -208,3 +210,25 @@ def test_caller_turns_are_handed_over_or_reported_lost() -> None:
     untranscribed = Transcripts(report, reports.append, caller_transcribed=False)
     untranscribed.committed(ev.InputCommitted("i5"))  # no transcription asked for: nothing is owed
     assert not untranscribed.forget_lost()
+
+
+@pytest.mark.parametrize("dry", [False, True])
+def test_the_filters_tail_joins_the_reply_unless_the_reply_already_ran_dry(dry: bool) -> None:
+    """At 24 kHz the downsampler gives the reply's last 2 ms at ``audio_done`` (what is still inside its filter).
+    A done that comes while the reply is still queued adds them after it; one that comes after the caller got
+    silence in the reply's place drops them: alone after the gap they would be a click."""
+    agent = Agent()
+    latency = LatencyMeter(agent.report, agent.reports.append, agent.clock)
+    agent.playback = Playback(agent.playout, Downsampler(), latency, agent.clock)
+    tone = (8000 * np.sin(2 * np.pi * 900 * np.arange(2400) / 24000)).astype("<i2").tobytes()  # 100 ms at 24 kHz
+    agent.playback.started("r1")
+    agent.playback.push(ev.AudioChunk("r1", "i1", tone))  # five frames at 8 kHz
+    agent.play(7 if dry else 3)  # dry: the five, then two of dead air
+    assert agent.playout.underruns == (2 if dry else 0)
+    agent.playback.audio_done("r1", "i1")
+    rest = [agent.playout.pop_frame() for _ in range(4)]
+    heard = [frame for frame in rest if any(frame)]
+    if dry:
+        assert heard == []
+    else:
+        assert len(heard) == 3 and any(heard[2][:32]) and not any(heard[2][32:])  # two frames, then the 2 ms
