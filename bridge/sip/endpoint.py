@@ -4,9 +4,10 @@ A pjsua2 ``Endpoint`` is a per-process singleton. :class:`SipEndpoint` owns it a
 docs/pjsip.md found safe:
 
 * ``threadCnt=0`` + ``mainThreadOnly=True``, and ``libHandleEvents(0)`` called on every beat of the loop's
-  metronome (:mod:`bridge.runtime.metronome`, 20 ms, or the media beat of ``media_beat_frames`` ticks with native ports,
-  60 ms by default; then every ``busy_poll_interval_s``, 5 ms, for half a second after SIP traffic, so bursts
-  are read before the socket buffer overflows): every SIP callback (incoming call, call state, DTMF, transfer)
+  metronome (:mod:`bridge.runtime.metronome`, 20 ms, or the media beat of ``media_beat_frames`` ticks with native
+  ports, 60 ms by default), and after SIP traffic every ``busy_poll_interval_s``, 5 ms, for as long as polls find
+  more (bursts are read before the socket buffer overflows), backing off to the beat when they find none
+  (:class:`BurstPolls`): every SIP callback (incoming call, call state, DTMF, transfer)
   runs on the event loop thread. With native media ports the beat rides on the media clock's eventfd wake-up,
   so the SIP poll and every call's tick cost no wake-up of their own. Audio does not wait for the poll: the
   clock thread wakes the loop when a tick's first frame arrives (a caller frame the loop must send) or a
@@ -103,7 +104,7 @@ class SipConfig:
     user_agent: str = "callbridge"
     pjsua_log_level: int = 1  # pjlib log level 0-6, forwarded to logger "bridge.sip.pjsua"; 4+ logs SIP messages
     poll_interval_s: float = 0.02  # libHandleEvents while shutting down (in service: the metronome's 20 ms beat)
-    busy_poll_interval_s: float = 0.005  # the same for half a second after SIP traffic (bursts, floods)
+    busy_poll_interval_s: float = 0.005  # the same after SIP traffic while polls find more (bursts, floods)
     shutdown_grace_s: float = 1.0  # how long close() waits for BYEs to complete
     # Media port per call (bridge.sip.cport): "native" (C, the clock thread never takes the GIL), "python" (a
     # pjsua2 AudioMediaPort), "auto" (native if it builds and passes its start-up check, else python). The
@@ -311,6 +312,22 @@ class _Endpoint(pj.Endpoint):  # type: ignore[misc]  # pjsua2 has no stubs, so t
             )
         except BaseException:
             _LOG.exception("onRejectedIncomingCall")
+
+
+class BurstPolls:
+    """The SIP polls after traffic, between the beat's own: every ``fast_s`` while they find events, twice as long
+    after each one that finds none, and none once the wait would reach ``slow_s`` (the beat polls then). A flood
+    keeps the fast pace; a lone request (a front's OPTIONS probe, every second on every worker) costs two more
+    polls, where a fixed half-second of fast polls cost a hundred (about 10 ms of CPU a probe)."""
+
+    def __init__(self, fast_s: float, slow_s: float) -> None:
+        self.fast_s, self.slow_s = fast_s, slow_s
+        self._wait = fast_s
+
+    def after(self, found: bool) -> float | None:
+        """The wait before the next poll, given whether this one found events; None: the burst is over."""
+        self._wait = self.fast_s if found else self._wait * 2
+        return self._wait if self._wait < self.slow_s else None
 
 
 class SetupBudget:
@@ -606,8 +623,7 @@ class SipEndpoint:
 
     def _on_beat(self) -> None:
         """The metronome's chore: the regular poll, every 20 ms on the loop's shared beat. SIP traffic starts a
-        burst of faster polls (``busy_poll_interval_s``, 5 ms) for half a second, so that bursts are read before
-        the socket buffer overflows."""
+        burst of faster polls (:class:`BurstPolls`), so that bursts are read before the socket buffer overflows."""
         if self._burst is not None:
             return
         if self._poll():
@@ -615,12 +631,12 @@ class SipEndpoint:
 
     async def _poll_burst(self) -> None:
         cfg = self.config
-        busy_until = time.monotonic() + 0.5
+        polls = BurstPolls(cfg.busy_poll_interval_s, cfg.poll_interval_s)
+        wait: float | None = polls.fast_s
         try:
-            while time.monotonic() < busy_until:
-                await asyncio.sleep(cfg.busy_poll_interval_s)
-                if self._poll():
-                    busy_until = time.monotonic() + 0.5
+            while wait is not None:
+                await asyncio.sleep(wait)
+                wait = polls.after(self._poll())
         finally:
             self._burst = None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.sip.endpoint import LogLimiter, SipConfig
+from bridge.sip.endpoint import BurstPolls, LogLimiter, SipConfig
 
 
 def test_defaults_allow_everyone_without_auth() -> None:
@@ -89,3 +89,11 @@ def test_setup_budget_pauses_intake_while_the_window_is_full() -> None:
     assert not budget.allows(0.57)
     assert budget.pauses == 2
     assert budget.allows(2.0)
+
+
+def test_burst_polls_keep_pace_with_a_flood_and_back_off_after_a_lone_request() -> None:
+    polls = BurstPolls(0.005, 0.02)
+    assert [polls.after(False), polls.after(False)] == [0.01, None]  # a lone probe: two polls, then the beat
+    polls = BurstPolls(0.005, 0.02)
+    assert [polls.after(True) for _ in range(50)] == [0.005] * 50  # a flood: the fast pace as long as it lasts
+    assert polls.after(False) == 0.01 and polls.after(True) == 0.005  # a gap in it: back to the fast pace
