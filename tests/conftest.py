@@ -46,6 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ... (set by xdist in each worker)
     if not worker.startswith("gw"):
         return
+    config.pluginmanager.register(_GroupCheck(), "callbridge-group-check")
     index, count = int(worker[2:]), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     width = (WORKER_PORTS[1] - WORKER_PORTS[0] + 1) // max(count, 1)
     low = WORKER_PORTS[0] + index * width
@@ -64,6 +65,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         definitions = info.name2fixturedefs.values() if info is not None else ()
         if any(d.scope in SHARED_SCOPES for defs in definitions for d in defs):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
+GROUPS_LOST: list[str] = []  # set in an xdist worker whose xdist_group marks had no effect
+
+
+class _GroupCheck:
+    """In an xdist worker with ``--dist loadgroup``, a grouped test's node id ends in ``@group``: that is how xdist
+    keeps a group on one worker. With a pytest and pytest-xdist pair where it does not (pytest 9.2 derives the node
+    id from a field xdist does not set), the groups would be spread silently and the timing-precise tests would
+    share the CPU with the heavy ones: every test fails instead, saying why (``_groups_applied``)."""
+
+    @pytest.hookimpl(trylast=True)  # after xdist's own hook
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        if not getattr(config.option, "loadgroup", False):
+            return
+        grouped = [item for item in items if item.get_closest_marker("xdist_group") is not None]
+        if grouped and not any("@" in item.nodeid for item in grouped):
+            GROUPS_LOST.append(
+                f"xdist_group marks are not applied with pytest {pytest.__version__}: {grouped[0].nodeid} has no "
+                "'@group' suffix (pyproject.toml pins a pytest that pytest-xdist supports)"
+            )
+
+
+@pytest.fixture(autouse=True)
+def _groups_applied() -> None:
+    if GROUPS_LOST:
+        pytest.fail(GROUPS_LOST[0], pytrace=False)
 
 
 @pytest.fixture(autouse=True)

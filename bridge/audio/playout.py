@@ -39,7 +39,7 @@ then ``flush`` first drops what that stage holds and un-counts those frames (the
 has gone out. The buffer remembers its last pops (a frame or silence) for that.
 
 That stage is filled for several ticks at a time (the worker's loop wakes once per beat of a few ticks), so
-while the buffer is empty it holds silence. When audio is then pushed into the empty buffer, ``push`` takes
+while the buffer is empty it holds silence. When audio is then queued into the empty buffer (``push``, or ``end_item`` with a tail), it takes
 that trailing silence back (the stage drops its newest frames, the buffer forgets those pops) and has the stage
 top itself up, so a reply starts on the next tick rather than a beat later. A downstream stage is therefore
 fed on the producer's thread (the native port's drain runs on the event loop, as the call session does).
@@ -147,9 +147,8 @@ class PlayoutBuffer:
         """Queue audio of `item_id`, any length. A new item id ends the previous item (its tail is padded)."""
         was_empty = not self._q
         self._push(item_id, pcm8k)
-        downstream = self._downstream
-        if was_empty and downstream is not None and self._reclaim_silence(downstream):
-            downstream.top_up()
+        if was_empty:
+            self._play_next()
 
     def _push(self, item_id: str, pcm8k: bytes) -> None:
         fb = self._frame_bytes
@@ -171,7 +170,17 @@ class PlayoutBuffer:
     def end_item(self, item_id: str) -> None:
         """No more audio for `item_id`: queue its tail padded to a whole frame so it plays."""
         if item_id == self._item and self._open:
+            was_empty = not self._q
             self._close()
+            if was_empty:
+                self._play_next()
+
+    def _play_next(self) -> None:
+        """Audio was queued into an empty buffer: silence popped ahead of it that the downstream stage still
+        holds is taken back, so the audio plays on the next tick, right after what played before it."""
+        downstream = self._downstream
+        if downstream is not None and self._reclaim_silence(downstream):
+            downstream.top_up()
 
     def flush(self) -> FlushResult:
         """Drop everything queued at once (barge-in) and report what of the current item was played."""

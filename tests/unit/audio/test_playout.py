@@ -304,3 +304,16 @@ def test_ran_dry_only_once_the_silence_in_the_items_place_has_gone_out() -> None
     assert not bare.ran_dry("x")
     bare.pop_frame()
     assert bare.ran_dry("x")
+
+
+def test_a_tail_shorter_than_a_frame_ended_into_an_empty_buffer_takes_the_silence_back_too() -> None:
+    pb = PlayoutBuffer()
+    ring = _Ring(pb, fill=4)
+    pb.push("a", audio(40))
+    ring.top_up()  # a, a, dead air, dead air
+    ring.tick()
+    pb.push("a", audio(2, start=321))  # the filter's last 2 ms: not a whole frame, nothing to play yet
+    assert ring.held[1:] == [SILENCE, SILENCE]
+    pb.end_item("a")  # the padded tail is queued: it plays right after the audio, not after the dead air
+    assert ring.held[:2] == [audio(40)[FRAME:], audio(2, start=321) + bytes(FRAME - 32)]
+    assert pb.underruns == 0
