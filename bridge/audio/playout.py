@@ -39,10 +39,11 @@ then ``flush`` first drops what that stage holds and un-counts those frames (the
 has gone out. The buffer remembers its last pops (a frame or silence) for that.
 
 That stage is filled for several ticks at a time (the worker's loop wakes once per beat of a few ticks), so
-while the buffer is empty it holds silence. When audio is then queued into the empty buffer (``push``, or ``end_item`` with a tail), it takes
-that trailing silence back (the stage drops its newest frames, the buffer forgets those pops) and has the stage
-top itself up, so a reply starts on the next tick rather than a beat later. A downstream stage is therefore
-fed on the producer's thread (the native port's drain runs on the event loop, as the call session does).
+while the buffer is empty it holds silence. When audio is then queued into the empty buffer (by ``push``, or by
+``end_item`` with a tail), the buffer takes that trailing silence back (the stage drops its newest frames, the
+buffer forgets those pops) and has the stage top itself up, so a reply starts on the next tick rather than a beat
+later, and an item's tail plays right after the rest of it. A downstream stage is therefore fed on the producer's
+thread (the native port's drain runs on the event loop, as the call session does).
 """
 
 from __future__ import annotations
