@@ -47,7 +47,11 @@ runs in the same ladder as the bridge path, against the same kind of workers, an
 ``front cpu/call``, the CPU time all Kamailio's processes used over the step (every INVITE, ACK and BYE, and the
 OPTIONS probes meanwhile) per call, and every path's ``setup``, from the caller's INVITE to its call being up
 (p50/p99). The summary compares the front's capacity with the bridge
-path's (goal: >= 90 %) and the set-up time it adds (front minus bridge at the same step).
+path's (goal: >= 90 %) and the set-up time it adds (front minus bridge at the same step). With ``--front`` the
+bridge path gives the calls of each load caller (four, on one pjmedia clock) to four different workers, as the
+front's dispatcher does: a worker's calls then come on four clock phases, as a trunk's calls would, which costs
+the workers and the callers more than four calls on one phase (docs/benchmarks.md, "Through the front"). Without
+it each load caller's calls go to one worker.
 
 ``--realtime-priority N`` runs the system under test of both paths (the bridge's workers, the loopback apps)
 ``SCHED_RR`` at N, as ``callbridge serve --realtime-priority N`` does (see bridge/runtime/sched.py); the load
@@ -575,7 +579,10 @@ class Bench:
         priority: int = 0,
         beat: int = BEAT_FRAMES,
         ceiling: str = "loop",
+        spread: bool = False,
     ) -> None:
+        # the bridge path: each load caller's calls to as many workers (True) or all to one (False); see the doc
+        self.spread = spread
         self.ceiling = ceiling  # "loop": each call's audio back to itself; "play": a recording out, audio in
         self.seconds = seconds
         self.priority = priority  # SCHED_RR priority of the system under test (workers, loopback apps); 0: none
@@ -721,7 +728,8 @@ class Bench:
             if kamailio is not None:
                 uris = [f"sip:{NUMBER}@127.0.0.1:{settings.sip_port}"] * calls  # the one address
             else:
-                uris = [f"sip:{NUMBER}@127.0.0.1:{pool.slots[i // CALLS_PER_PROCESS].sip_port}" for i in range(calls)]
+                slots = [i % workers if self.spread else i // CALLS_PER_PROCESS for i in range(calls)]
+                uris = [f"sip:{NUMBER}@127.0.0.1:{pool.slots[k].sip_port}" for k in slots]
             first_session = len(emulator.sessions)
             front_pids = _process_tree(kamailio.proc.pid) if kamailio is not None and kamailio.proc else []
             front0 = _run_time_s(front_pids)
@@ -953,7 +961,7 @@ async def run_bench(
         work = Path(tmp)
         log_path = Path(tempfile.gettempdir()) / "callbridge-bench-calls.log"
         log_path.write_text("")
-        bench = Bench(seconds, work, log_path, priority, beat, ceiling)
+        bench = Bench(seconds, work, log_path, priority, beat, ceiling, spread="front" in paths)
         if not as_json:
             print(
                 f"callbridge bench calls: {os.cpu_count()} cores, steps {steps}, {seconds:g} s window per step, "
