@@ -32,12 +32,19 @@ from _bridge_helpers import (
     tone,
     write_pcm_wav,
 )
+from _live_script import (
+    GREETING_HZ,
+    GREETING_MS,
+    HEARS,
+    LINE_HZ,
+    PEAK_DBFS,
+    REPLY_HZ,
+    REPLY_MS,
+    greet_and_answer,
+    long_greeting,
+)
 
 pytestmark = pytest.mark.integration
-
-GREETING_HZ, REPLY_HZ, LINE_HZ, PEAK_DBFS = 400.0, 600.0, 500.0, -12.0
-GREETING_MS, REPLY_MS = 1000, 1200
-HEARS = "What are your opening hours?"
 
 
 @pytest.mark.xdist_group("cpu")  # measures the reply and the barge-in to a few frames (tests/conftest.py)
@@ -50,15 +57,7 @@ async def test_a_live_call_greets_hears_the_caller_and_answers(tmp_path: Path, f
 
     async with BridgeStack(tmp_path) as stack:
         emu = stack.emu
-        emu.queue_next(
-            settings={"tone_dbfs": PEAK_DBFS},
-            annotations={
-                "greeting": {"text": "Welcome.", "tone_hz": GREETING_HZ, "duration_ms": GREETING_MS},
-                "turns": [
-                    {"hears": HEARS, "reply": {"text": "From nine.", "tone_hz": REPLY_HZ, "duration_ms": REPLY_MS}}
-                ],
-            },
-        )
+        emu.queue_next(**greet_and_answer())
         before = len(emu.sessions)
         done = await call(stack.uri(NUMBER[("live", fmt)]), play=play, record=heard_wav, hangup_after=7.0)
         assert done.returncode == 0, done.describe()
@@ -95,10 +94,7 @@ async def test_a_live_barge_in_silences_the_agent_within_one_playout_buffer(tmp_
     heard_wav = tmp_path / "heard.wav"
     async with BridgeStack(tmp_path) as stack:
         emu = stack.emu
-        emu.queue_next(
-            settings={"tone_dbfs": PEAK_DBFS, "delta_ms": 100},
-            annotations={"greeting": {"text": "A long welcome.", "tone_hz": GREETING_HZ, "duration_ms": 6000}},
-        )
+        emu.queue_next(**long_greeting())
         before = len(emu.sessions)
         done = await call(stack.uri(NUMBER[("live", "pcm16_16k")]), play=play, record=heard_wav, hangup_after=4.5)
         assert done.returncode == 0, done.describe()

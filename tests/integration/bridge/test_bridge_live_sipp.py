@@ -36,6 +36,18 @@ from _bridge_helpers import (
     tone,
     wait_reports,
 )
+from _live_script import (
+    CALLER_HZ,
+    GREETING_HZ,
+    GREETING_MS,
+    HEARS,
+    LINE_HZ,
+    PEAK_DBFS,
+    REPLY_HZ,
+    REPLY_MS,
+    greet_and_answer,
+    long_greeting,
+)
 from _sipp_media import Datagram, LoopbackCapture, raw_capture_allowed, write_rtp_pcap
 from numpy.typing import NDArray
 
@@ -49,10 +61,6 @@ pytestmark = [
     pytest.mark.skipif(SIPP is None, reason="sipp is not installed (apt-get install sip-tester)"),
     pytest.mark.skipif(not raw_capture_allowed(), reason="capturing SIPp's RTP needs a raw socket (CAP_NET_RAW)"),
 ]
-
-GREETING_HZ, REPLY_HZ, LINE_HZ, CALLER_HZ, PEAK_DBFS = 400.0, 600.0, 500.0, 1020.0, -12.0
-GREETING_MS, REPLY_MS = 1000, 1200
-HEARS = "What are your opening hours?"
 
 
 async def sipp_call(
@@ -103,15 +111,7 @@ async def test_a_sipp_call_on_live_is_greeted_heard_and_answered(tmp_path: Path,
     caller = np.concatenate([silence(2.5), tone(CALLER_HZ, 1.0, -10.0), silence(0.5)])
     async with BridgeStack(tmp_path) as stack:
         emu = stack.emu
-        emu.queue_next(
-            settings={"tone_dbfs": PEAK_DBFS},
-            annotations={
-                "greeting": {"text": "Welcome.", "tone_hz": GREETING_HZ, "duration_ms": GREETING_MS},
-                "turns": [
-                    {"hears": HEARS, "reply": {"text": "From nine.", "tone_hz": REPLY_HZ, "duration_ms": REPLY_MS}}
-                ],
-            },
-        )
+        emu.queue_next(**greet_and_answer())
         before = len(emu.sessions)
         capture, sip_port, media_port = await sipp_call(
             stack, NUMBER[("live", fmt)], caller, tmp_path / "sipp", "uac_live_call.xml", stay_s=7.0
@@ -156,10 +156,7 @@ async def test_a_sipp_callers_barge_in_silences_the_live_agent_within_one_playou
     caller = np.concatenate([silence(speaks_at), tone(CALLER_HZ, 1.0, -10.0), silence(0.5)])
     async with BridgeStack(tmp_path) as stack:
         emu = stack.emu
-        emu.queue_next(
-            settings={"tone_dbfs": PEAK_DBFS, "delta_ms": 100},
-            annotations={"greeting": {"text": "A long welcome.", "tone_hz": GREETING_HZ, "duration_ms": 6000}},
-        )
+        emu.queue_next(**long_greeting())
         before = len(emu.sessions)
         capture, sip_port, media_port = await sipp_call(
             stack, NUMBER[("live", "pcm16_16k")], caller, tmp_path / "sipp", "uac_live_call.xml", stay_s=4.5
