@@ -3,7 +3,12 @@ one question heard, one answer, each a tone of its own so the caller's recording
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from _bridge_helpers import timeline
+
+from bridge.emulator.session import SessionRecord
 
 GREETING_HZ, REPLY_HZ, LINE_HZ, CALLER_HZ, PEAK_DBFS = 400.0, 600.0, 500.0, 1020.0, -12.0
 GREETING_MS, REPLY_MS = 1000, 1200
@@ -27,3 +32,16 @@ def long_greeting() -> dict[str, Any]:
         "settings": {"tone_dbfs": PEAK_DBFS, "delta_ms": 100},
         "annotations": {"greeting": {"text": "A long welcome.", "tone_hz": GREETING_HZ, "duration_ms": 6000}},
     }
+
+
+def assert_live_transfer(report: dict[str, Any], record: SessionRecord, target: str) -> None:
+    """A Live call the model transferred to ``target`` with ``transfer_to_human``: the call's report, and the
+    delegation's call answered on the wire with ``response.item.create``, then one ``response.create``."""
+    assert report["dialect"] == "live" and report["end_reason"] == "transferred", report["end_reason"]
+    assert [c["name"] for c in report["tool_calls"]] == ["transfer_to_human"]
+    assert timeline(report, "transfer") and timeline(report, "transfer")[0][1] == target
+    outputs = [e["item"] for e in record.received if e.get("type") == "response.item.create"]
+    assert len(outputs) == 1 and json.loads(outputs[0]["output"])["ok"] is True
+    kinds = [e.get("type") for e in record.received if e.get("type") != "session.input_audio.append"]
+    i = kinds.index("response.item.create")
+    assert kinds[i : i + 2] == ["response.item.create", "response.create"], kinds

@@ -4,7 +4,6 @@ reach the model, and the reply is heard at the pitch and level the emulator sent
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,6 @@ from _bridge_helpers import (
     silence,
     speech,
     stop,
-    timeline,
     tone,
     write_pcm_wav,
 )
@@ -40,6 +38,7 @@ from _live_script import (
     PEAK_DBFS,
     REPLY_HZ,
     REPLY_MS,
+    assert_live_transfer,
     greet_and_answer,
     long_greeting,
 )
@@ -145,15 +144,7 @@ async def test_a_live_transfer_to_human_refers_the_caller_after_the_line(tmp_pat
         report = await stack.report(phone["call_id"])
         record = one_session(emu, before)
 
-    assert report["dialect"] == "live" and report["end_reason"] == "transferred", report["end_reason"]
-    assert [c["name"] for c in report["tool_calls"]] == ["transfer_to_human"]
-    assert timeline(report, "transfer") and timeline(report, "transfer")[0][1] == target
-    # the delegation's call answered with response.item.create, then one response.create
-    outputs = [e["item"] for e in record.received if e.get("type") == "response.item.create"]
-    assert len(outputs) == 1 and json.loads(outputs[0]["output"])["ok"] is True
-    kinds = [e.get("type") for e in record.received if e.get("type") != "session.input_audio.append"]
-    i = kinds.index("response.item.create")
-    assert kinds[i : i + 2] == ["response.item.create", "response.create"], kinds
+    assert_live_transfer(report, record, target)
     # the line was heard before the caller followed the REFER
     heard, _ = read_pcm_wav(heard_wav)
     line = active_regions(heard, RATE, floor_dbfs=-45.0)[0]

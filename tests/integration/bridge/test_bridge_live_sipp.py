@@ -9,7 +9,6 @@ model."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -32,7 +31,6 @@ from _bridge_helpers import (
     run,
     segment,
     silence,
-    timeline,
     tone,
     wait_reports,
 )
@@ -45,6 +43,7 @@ from _live_script import (
     PEAK_DBFS,
     REPLY_HZ,
     REPLY_MS,
+    assert_live_transfer,
     greet_and_answer,
     long_greeting,
 )
@@ -201,15 +200,7 @@ async def test_transfer_to_human_refers_the_sipp_caller_on_live(tmp_path: Path) 
         (report,) = await wait_reports(stack.reports_path, 1)
         record = one_session(emu, before)
 
-    assert report["dialect"] == "live" and report["end_reason"] == "transferred", report["end_reason"]
-    assert [c["name"] for c in report["tool_calls"]] == ["transfer_to_human"]
-    assert timeline(report, "transfer") and timeline(report, "transfer")[0][1] == target
-    # the delegation's call answered with response.item.create, then one response.create
-    outputs = [e["item"] for e in record.received if e.get("type") == "response.item.create"]
-    assert len(outputs) == 1 and json.loads(outputs[0]["output"])["ok"] is True
-    kinds = [e.get("type") for e in record.received if e.get("type") != "session.input_audio.append"]
-    i = kinds.index("response.item.create")
-    assert kinds[i : i + 2] == ["response.item.create", "response.create"], kinds
+    assert_live_transfer(report, record, target)
     # SIPp was asked to call the target, after it had heard the line (at its pitch)
     (refer,) = refers(capture, sip_port)
     refer_to = re.search(r"^Refer-To:\s*<?([^>\r\n]+)", refer.payload.decode("latin-1"), re.MULTILINE | re.I)
