@@ -304,10 +304,17 @@ class Answer:
 
 
 async def invite(
-    host: str, port: int, *, local_host: str = CALLER, headers: Sequence[str] = (), timeout_s: float = 10.0
+    host: str,
+    port: int,
+    *,
+    local_host: str = CALLER,
+    headers: Sequence[str] = (),
+    timeout_s: float = 10.0,
+    bye_copies: int = 1,
 ) -> Answer:
     """One INVITE over UDP; waits for the final answer, ACKs a failure, and ACKs then BYEs (without a Route
-    header, like SIPp) a success. Returns the final answer."""
+    header, like SIPp) a success; ``bye_copies`` > 1 sends that BYE again at once (retransmissions: the same
+    branch). Returns the final answer."""
     loop = asyncio.get_running_loop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((local_host, 0))
@@ -360,5 +367,7 @@ async def invite(
                 sock.sendto(request("ACK", 1, branch, to_tag), (host, port))
             else:
                 sock.sendto(request("ACK", 1, "z9hG4bK" + secrets.token_hex(6), to_tag), (host, port))
-                sock.sendto(request("BYE", 2, "z9hG4bK" + secrets.token_hex(6), to_tag), (host, port))
+                bye = request("BYE", 2, "z9hG4bK" + secrets.token_hex(6), to_tag)
+                for _ in range(bye_copies):
+                    sock.sendto(bye, (host, port))
             return answer

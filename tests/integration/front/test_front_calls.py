@@ -13,9 +13,11 @@ import pytest
 from _front import (
     CALLER,
     NODE_A,
+    Node,
     heavy,
     invite,
     long_test,
+    port_block,
     requirements,
     sipp,
     sipp_dir,
@@ -83,3 +85,33 @@ async def test_sixteen_calls_spread_four_per_worker_over_two_nodes_and_the_17th_
             finally:
                 rc_a, rc_b = node_a.stop(), node_b.stop()
             assert (rc_a, rc_b) == (0, 0), node_a.stderr_tail() + node_b.stderr_tail()
+
+
+@long_test
+async def test_a_retransmitted_bye_releases_its_calls_load_once(tmp_path: Path) -> None:
+    """Retransmissions belong to their transaction: routed again, each copy of a BYE would try to release the
+    call's load once more, and Kamailio logs an error for each (under load, at the end of a burst of calls, one
+    for nearly every call)."""
+    async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
+        port = port_block(2)
+        node = Node(tmp_path, "a", host=NODE_A, sip_port=port, workers=1, realtime_url=emulator.base_url, front=True)
+        try:
+            (worker,) = node.worker_addresses(await node.up())
+            for _ in range(2):
+                answer = await invite(NODE_A, port, local_host=CALLER, bye_copies=3)
+                assert answer.status == 200, answer
+
+            async def unloaded() -> bool:
+                return node.states()[worker].load == 0
+
+            await wait_for(unloaded, "the load released", 10)
+
+            async def two_reports() -> bool:
+                return len(node.calls()) == 2
+
+            await wait_for(two_reports, "both calls reported by the worker", 15)
+            log = (node.front_dir / "kamailio.log").read_text(errors="replace")
+            assert " ERROR: " not in log, log[-3000:]
+        finally:
+            rc = node.stop()
+        assert rc == 0, node.stderr_tail()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -15,7 +16,19 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from _front import NODE_A, ROOT, Node, heavy, long_test, port_block, requirements, sipp, sipp_dir, two_nodes, wait_for
+from _front import (
+    NODE_A,
+    ROOT,
+    Node,
+    heavy,
+    long_test,
+    port_block,
+    requirements,
+    sipp,
+    sipp_dir,
+    two_nodes,
+    wait_for,
+)
 
 from bridge.emulator import EmulatorServer
 from bridge.store import keys
@@ -164,3 +177,56 @@ async def _has_dialog(client: aioredis.Redis, call_id: str) -> bool:
 async def _states(node: Node, workers: list[str], state: str) -> bool:
     states = node.states()
     return all(states[w].state == state for w in workers)
+
+
+@long_test
+async def test_a_worker_refusing_a_call_the_front_counted_room_for_is_out_and_the_call_goes_to_one_with_room(
+    tmp_path: Path,
+) -> None:
+    """A worker's slots can hold calls the front did not count (another front's, or two of Kamailio's processes
+    giving it its last slot at once): its 486 takes it out until it answers OPTIONS, and the call goes to the worker
+    with room, chosen by the load as it is then."""
+    work = sipp_dir(tmp_path)
+    async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
+        port = port_block(3)
+        node = Node(tmp_path, "a", host=NODE_A, sip_port=port, workers=2, realtime_url=emulator.base_url, front=True)
+        try:
+            workers = node.worker_addresses(await node.up())
+            full, spare = workers
+            # four calls straight to one worker, past the front: it is full, and the front counts it empty
+            direct = asyncio.create_task(sipp(work, full, calls=4, rate=10))
+
+            async def four_up() -> bool:
+                assert not direct.done(), (await direct).output[-3000:]
+                return await node.metric("callbridge_calls_active") == 4.0
+
+            await wait_for(four_up, "four direct calls up on one worker", 20)
+            assert {a: d.load for a, d in node.states().items()} == {full: 0, spare: 0}
+
+            # two calls at once through the front (2 s each): the call load sends one of them to the full worker;
+            # both are answered, both by the worker with room
+            front = await sipp(work, f"{NODE_A}:{port}", calls=2, rate=10, scenario="uac_short.xml")
+            assert (front.successful, front.failed) == (2, 0), front.output[-3000:]
+
+            log = (node.front_dir / "kamailio.log").read_text(errors="replace")
+            refusals = re.findall(r"worker sip:(\S+) refused INVITE \S+ with (\d+): out until it answers OPTIONS", log)
+            assert refusals and set(refusals) == {(full, "486")}, log[-3000:]
+
+            async def two_reports() -> list[dict[str, Any]] | None:
+                found = [r for r in node.calls() if r["end_reason"].startswith("caller hung up")]
+                return found if len(found) >= 2 else None
+
+            reports = await wait_for(two_reports, "both front calls reported", 15)
+            assert sorted(r["call_id"] for r in reports[:2]) == front.call_ids
+            assert {r["worker"] for r in reports[:2]} == {workers.index(spare)}
+
+            # the refuser is back as soon as it answers a probe
+            async def back() -> bool:
+                return node.states()[full].state == "A"
+
+            await wait_for(back, "the refusing worker active again", 5)
+            result = await direct
+            assert (result.successful, result.failed) == (4, 0), result.output[-3000:]
+        finally:
+            rc = node.stop()
+        assert rc == 0, node.stderr_tail()
