@@ -1,7 +1,8 @@
 """Barge-in: the caller speaks (or presses a key) over the agent. The session flushes the playout, cancels only an
-active response, truncates each item to what the caller actually heard of it (``conversation.item.truncate``, so
-the model's memory of its answer matches what was said), and listens again. A dialect without cancel or truncate
-(its model stops itself when the caller speaks) gets only the flush.
+active response (and only when the service has not: with ``interrupt_response`` its VAD cancels on its own),
+truncates each item to what the caller actually heard of it (``conversation.item.truncate``, so the model's memory
+of its answer matches what was said), and listens again. A dialect without cancel or truncate (its model stops
+itself when the caller speaks) gets only the flush.
 
 The truncates stay outstanding until the service answers: ``conversation.item.truncated``, or an ``error`` event
 that refuses one. The call does not wait for that answer (the caller is already talking), so it is not a phase:
@@ -39,9 +40,11 @@ class BargeIn:
         self.awaiting_truncate = False  # a truncate was sent and the service has not answered it yet
         self.last_cut: Cut | None = None  # what the latest barge-in cut
 
-    def cut(self, why: str) -> None:
+    def cut(self, why: str, *, service_cancelled: bool = False) -> None:
+        """``service_cancelled``: the service's VAD has cancelled the active response itself (``interrupt_response``);
+        a cancel of ours would only meet ``response_cancel_not_active``."""
         cut = self.last_cut = self._playback.cut()
-        if cut.cancel is not None and self._cancel:
+        if cut.cancel is not None and self._cancel and not service_cancelled:
             self._send(ev.CancelResponse(cut.cancel))
         for item_id, played_ms in cut.truncates if self._truncate else ():
             self._send(ev.Truncate(item_id=item_id, audio_end_ms=played_ms))

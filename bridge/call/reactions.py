@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def on_speech_started(call: CallSession, e: ev.SpeechStarted) -> None:
     call.emit(ev.CallerSpeechStarted(e.audio_start_ms))
-    call.interrupt("caller spoke over the agent", call.playback.busy)
+    call.interrupt("caller spoke over the agent", call.playback.busy, service_cancelled=call.service_interrupts)
 
 
 def on_speech_stopped(call: CallSession, e: ev.SpeechStopped) -> None:

@@ -170,6 +170,7 @@ class CallSession:
         self.ending = False  # the call is over (report.end_reason says why); the run loop stops
         self._waiting = False  # the run loop is parked on an empty inbox
         self.caller_speaking = False  # the current session's VAD heard the caller start; the stop not handled yet
+        self._service_cancelled = False  # the barge-in under way: the service cancelled its response itself
         self.outcome = "completed"  # completed | transferred | failed (metrics label)
         self._handlers = (
             Handlers()
@@ -329,7 +330,7 @@ class CallSession:
             case Action.ASK_GREETING:
                 self.link.send(ev.CreateResponse(instructions=self.plan.greeting))
             case Action.CUT_AGENT:
-                self.barge_in.cut(why)
+                self.barge_in.cut(why, service_cancelled=self._service_cancelled)
                 self.tools.interrupted()
                 if self.orchestration is not None:
                     self.orchestration.interrupted(self.barge_in.last_cut)
@@ -461,8 +462,17 @@ class CallSession:
         if self.turns is not None:
             self.turns.close_agent()  # the model stopped itself: what it says next is a new turn
 
-    def interrupt(self, why: str, agent_busy: bool) -> None:
+    def interrupt(self, why: str, agent_busy: bool, *, service_cancelled: bool = False) -> None:
+        """The caller spoke or pressed a key. ``service_cancelled``: the service's own VAD heard it and has
+        cancelled its active response itself (``interrupt_response``), so the barge-in sends no cancel of its own."""
+        self._service_cancelled = service_cancelled
         self.phase.fire(Trigger.CALLER_INTERRUPTS if agent_busy else Trigger.CALLER_STARTS, why)
+
+    @property
+    def service_interrupts(self) -> bool:
+        """The session's turn detection cancels an active response itself when it hears the caller start."""
+        detection = self._profile().turn_detection
+        return detection is not None and detection.interrupt_response
 
     # ------------------------------------------------------------------------------------------------ events
     async def _handle(self, event: ev.Event) -> None:

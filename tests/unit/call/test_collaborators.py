@@ -70,6 +70,17 @@ def test_a_barge_in_cancels_the_response_and_truncates_to_what_was_heard() -> No
     assert agent.playout.idle
 
 
+def test_a_barge_in_the_services_vad_cancelled_sends_only_the_truncate() -> None:
+    agent = Agent()
+    agent.playback.started("r1")
+    assert agent.playback.push(chunk("r1", "i1", 10))
+    agent.play(3)
+    agent.barge_in.cut("caller spoke over the agent", service_cancelled=True)
+    assert agent.sent == [ev.Truncate("i1", 60)]  # no cancel: it would meet response_cancel_not_active
+    assert agent.report.barge_ins == 1 and agent.playback.idle
+    assert not agent.playback.push(chunk("r1", "i1", 2))  # the response is still dropped as cancelled
+
+
 def test_items_queued_but_never_heard_are_truncated_to_zero_and_nothing_is_cancelled_once_done() -> None:
     agent = Agent()
     agent.playback.started("r1")
