@@ -57,10 +57,12 @@ async def place_call(
     host: str | None = None,
     log_level: int = 0,
     auth: tuple[str, str] | None = None,
+    concealment: bool = True,
 ) -> dict[str, Any]:
     """Start an endpoint, place one call, close the endpoint, return the summary. One per process at a time.
 
-    ``auth`` (user, password) answers a digest challenge (401) from the called side."""
+    ``auth`` (user, password) answers a digest challenge (401) from the called side. ``concealment`` False
+    records a frame that came too late as silence (no packet loss concealment), as a measuring phone should."""
     config = SipConfig(
         host=host or _default_host(uri),
         port=local_port,
@@ -68,6 +70,7 @@ async def place_call(
         user="softphone",
         user_agent="callbridge-softphone",
         pjsua_log_level=log_level,
+        concealment=concealment,
     )
     async with Softphone(config, auth=auth) as phone:
         return await phone.call(
@@ -155,6 +158,11 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
         type=parse_auth,
         help="answer a digest challenge (401) with these credentials (default: $CALLBRIDGE_SIP_AUTH)",
     )
+    parser.add_argument(
+        "--no-plc",
+        action="store_true",
+        help="no packet loss concealment: a frame that comes too late is recorded as silence (for measuring)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -186,6 +194,7 @@ def run_call(args: argparse.Namespace) -> int:
             host=args.host,
             log_level=args.log_level,
             auth=args.auth or _env_auth(),
+            concealment=not args.no_plc,
         )
     )
     _print(summary, args.json)

@@ -115,6 +115,10 @@ class SipConfig:
     # playout rings are filled for the whole beat, the Realtime sockets read and SIP polled once per beat. 1 is
     # the lowest latency (a barge-in is seen up to one beat late), more costs less CPU.
     media_beat_frames: int = BEAT_FRAMES
+    # packet loss concealment of received G.711 (pjmedia's PLC, on in every phone): a frame that comes too late for
+    # the jitter buffer is made up from the audio before it. A measuring phone turns it off, so that it records a
+    # late frame as the gap it was, not as audio the other side never sent.
+    concealment: bool = True
     # native port: ask for SCHED_RR on pjmedia's clock thread, at the lowest real-time priority or at the worker's
     # own if it runs real-time (bridge/runtime/sched.py); needs CAP_SYS_NICE, refused quietly without it.
     # CALLBRIDGE_CLOCK_RT=0 turns it off.
@@ -542,7 +546,7 @@ class SipEndpoint:
             self.listening.append(f"{name.lower()} {local}")
         ep.libStart()
         ep.audDevManager().setNullDev()
-        self._restrict_codecs(ep)
+        self._restrict_codecs(ep, cfg.concealment)
 
     def _read_call_cap(self, cfg: SipConfig) -> None:
         actual = _native_uint("pjsua_call_get_max_count")
@@ -556,11 +560,15 @@ class SipEndpoint:
             _LOG.warning("max_calls=%d asked, the library allows %d per process", cfg.max_calls, self.max_calls)
 
     @staticmethod
-    def _restrict_codecs(ep: Any) -> None:
+    def _restrict_codecs(ep: Any, concealment: bool) -> None:
         for codec in ep.codecEnum2():
             codec_id = str(codec.codecId)
             if codec_id in ALLOWED_CODECS:
                 ep.codecSetPriority(codec_id, 255 - ALLOWED_CODECS.index(codec_id))
+                if not concealment:
+                    param = ep.codecGetParam(codec_id)
+                    param.setting.plc = False
+                    ep.codecSetParam(codec_id, param)
             else:
                 ep.codecSetPriority(codec_id, 0)  # priority 0 disables the codec (pjmedia codec manager)
 

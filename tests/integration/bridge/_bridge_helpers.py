@@ -149,9 +149,13 @@ def softphone_args(
     hangup_after: float | None = None,
     timeout: float | None = None,
     loop: bool = False,
+    no_plc: bool = False,
 ) -> list[str]:
-    """``python -m bridge call URI ... --json`` (the real CLI)."""
+    """``python -m bridge call URI ... --json`` (the real CLI); ``no_plc``: record late frames as the gaps they
+    were (no packet loss concealment), for a test that measures what the caller got against the bridge's count."""
     args = [sys.executable, "-m", "bridge", "call", uri, "--json"]
+    if no_plc:
+        args.append("--no-plc")
     if play is not None:
         args += ["--play", str(play)]
     if loop:
