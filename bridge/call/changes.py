@@ -1,22 +1,19 @@
 """When a call's model session changes: lost and recovered (:mod:`bridge.call.recovery` reconnects, the caller
 hears the hold message after a second, the outage policy fails over when it lasts), capped and swapped
 (:mod:`bridge.call.rollover`). No dead air: the answer or the greeting the caller waits for is asked for again.
-Part of :class:`~bridge.call.session.CallSession`."""
+It acts on the call through :class:`~bridge.call.parts.CallParts`."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
 
 from bridge import events as ev
 from bridge.call.flow import Trigger
+from bridge.call.parts import CallParts
 from bridge.call.recovery import summary
 
-if TYPE_CHECKING:
-    from bridge.call.session import CallSession
 
-
-async def on_closed(call: CallSession, e: ev.Closed) -> None:
+async def on_closed(call: CallParts, e: ev.Closed) -> None:
     if call.ending:
         return
     if call.rollover.ready:  # the cap came before a turn boundary: the next session is ready
@@ -32,16 +29,16 @@ async def on_closed(call: CallSession, e: ev.Closed) -> None:
     await recover(call, e.error_class, e.retryable)
 
 
-def greeting_owed(call: CallSession) -> bool:
+def greeting_owed(call: CallParts) -> bool:
     return call.latency.answered_at is not None and call.report.first_audio_ms is None and bool(call.plan.greeting)
 
 
-def call_summary(call: CallSession, rolled_over: bool = False) -> str:
+def call_summary(call: CallParts, rolled_over: bool = False) -> str:
     r = call.report
     return summary(r.caller_transcript, r.agent_transcript, call.tools.pending, r.dtmf, rolled_over)
 
 
-def swap_session(call: CallSession, why: str, old_alive: bool = True) -> None:
+def swap_session(call: CallParts, why: str, old_alive: bool = True) -> None:
     old, call.client = call.client, call.rollover.take()
     call.link.detach(old)
     call.start_pump()
@@ -53,7 +50,7 @@ def swap_session(call: CallSession, why: str, old_alive: bool = True) -> None:
         call.rollover.retire(old, call.transcripts.hand_over() if old_alive else set(), call.inbox.put)
 
 
-def fail_over(call: CallSession) -> None:
+def fail_over(call: CallParts) -> None:
     """The outage outlasted the plan's ``outage.hold_s``: a transfer to a human, or the apology and a BYE."""
     target = call.plan.transfer_target if call.plan.outage.failover == "transfer" else None
     call.emit(ev.FailedOver("transfer" if target else "goodbye", round(call.outage.away_s, 3)))
@@ -65,7 +62,7 @@ def fail_over(call: CallSession) -> None:
     call.leg.transfer(target)  # the final NOTIFY ends the call (ToolCalls.transfer_progress)
 
 
-def on_transfer_progress(call: CallSession, e: ev.TransferProgress) -> None:
+def on_transfer_progress(call: CallParts, e: ev.TransferProgress) -> None:
     failed = e.final and not 200 <= e.status_code < 300
     if failed and call.orchestration is not None and not call.ending:
         call.tools.transfer_progress(e, answer=False)  # the model holds its answers: the bridge speaks
@@ -76,7 +73,7 @@ def on_transfer_progress(call: CallSession, e: ev.TransferProgress) -> None:
         call.outage.say_goodbye()  # the failover's transfer failed: never a bare hang-up
 
 
-async def recover(call: CallSession, cls: ev.ErrorClass | None, retryable: bool) -> None:
+async def recover(call: CallParts, cls: ev.ErrorClass | None, retryable: bool) -> None:
     """Open a fresh session with the instructions and a short summary; the caller keeps hearing queued audio."""
     t_lost = call.clock()
     old, call.client = call.client, None

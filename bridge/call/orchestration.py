@@ -16,7 +16,7 @@ call's inbox, so every decision is carried out by the session's task, in order w
 turn replaces a request still under way. A ``say`` is an out-of-band response (or Live commentary): a barge-in
 cancels it only while it is active and never truncates it (it is in no conversation); the next request tells the
 orchestrator what the caller heard of it (:class:`~bridge.orchestrator.models.Heard`, estimated by the share of
-its audio played). Part of :class:`~bridge.call.session.CallSession`.
+its audio played). It acts on the call through :class:`~bridge.call.parts.CallParts`.
 """
 
 from __future__ import annotations
@@ -24,18 +24,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 from bridge import events as ev
 from bridge.call.flow import Trigger
+from bridge.call.parts import CallParts
 from bridge.call.playback import Cut
 from bridge.call.tools import ToolResult
 from bridge.dialplan import Orchestrator
 from bridge.orchestrator.client import Ask, Fault, origin
 from bridge.orchestrator.models import Decision, Heard, Line, TurnRequest
-
-if TYPE_CHECKING:
-    from bridge.call.session import CallSession
 
 log = logging.getLogger("bridge.call.orchestration")
 FAILS_OVER = frozenset({"down", "timeout"})  # no answer will come: the failover, whatever on_error says
@@ -46,7 +43,7 @@ _logged: set[tuple[str, str]] = set()  # (origin, kind): each cause is logged on
 
 
 class Orchestration:
-    def __init__(self, call: CallSession, config: Orchestrator, ask: Ask, variant: str) -> None:
+    def __init__(self, call: CallParts, config: Orchestrator, ask: Ask, variant: str) -> None:
         self._call = call
         self.config = config
         self._ask = ask

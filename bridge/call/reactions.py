@@ -1,46 +1,42 @@
 """How a call reacts to what the model and the caller's telephone tell it: speech, transcripts, responses, tool
 calls, keys, errors and hang-ups. Each handler turns its event into reports and a trigger of the call's table
-(:mod:`bridge.call.flow`); the table alone changes the phase. Part of :class:`~bridge.call.session.CallSession`."""
+(:mod:`bridge.call.flow`); the table alone changes the phase. A closed or lost session is handled in
+:mod:`bridge.call.changes`. Both act on the call through :class:`~bridge.call.parts.CallParts`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from bridge import events as ev
-from bridge.call import changes
 from bridge.call.flow import Trigger
-
-if TYPE_CHECKING:
-    from bridge.call.session import CallSession
+from bridge.call.parts import CallParts
 
 
-def on_speech_started(call: CallSession, e: ev.SpeechStarted) -> None:
+def on_speech_started(call: CallParts, e: ev.SpeechStarted) -> None:
     call.emit(ev.CallerSpeechStarted(e.audio_start_ms))
     call.interrupt("caller spoke over the agent", call.playback.busy, service_cancelled=call.service_interrupts)
 
 
-def on_speech_stopped(call: CallSession, e: ev.SpeechStopped) -> None:
+def on_speech_stopped(call: CallParts, e: ev.SpeechStopped) -> None:
     call.caller_speaking = False
     call.latency.caller_stopped()
     call.emit(ev.CallerSpeechStopped(e.audio_end_ms))
     call.phase.fire(Trigger.CALLER_STOPPED)
 
 
-def on_caller_transcript(call: CallSession, e: ev.CallerTranscript) -> None:
+def on_caller_transcript(call: CallParts, e: ev.CallerTranscript) -> None:
     if call.turns is not None and not e.final:
         call.turns.delta(e)
     else:
         call.transcripts.caller(e)
 
 
-def on_agent_transcript(call: CallSession, e: ev.AgentTranscript) -> None:
+def on_agent_transcript(call: CallParts, e: ev.AgentTranscript) -> None:
     if call.turns is not None and not e.final:
         call.turns.delta(e)
     else:
         call.transcripts.agent(e)
 
 
-def on_response_started(call: CallSession, e: ev.ResponseStarted) -> None:
+def on_response_started(call: CallParts, e: ev.ResponseStarted) -> None:
     if call.continuous:  # the delegated backend's, not speech
         call.emit(ev.ResponseBegan(e.response_id))
         return
@@ -50,7 +46,7 @@ def on_response_started(call: CallSession, e: ev.ResponseStarted) -> None:
     call.phase.fire(Trigger.RESPONSE_STARTED)
 
 
-def on_response_done(call: CallSession, e: ev.ResponseDone) -> None:
+def on_response_done(call: CallParts, e: ev.ResponseDone) -> None:
     call.emit(ev.ResponseEnded(e.response_id, e.status))
     call.usage.response_done(e)
     if call.continuous:  # the delegated backend's: its calls are answered now, together
@@ -61,14 +57,14 @@ def on_response_done(call: CallSession, e: ev.ResponseDone) -> None:
         call.phase.fire(Trigger.RESPONSE_SILENT, f"response {e.status} without audio")
 
 
-def on_function_call(call: CallSession, e: ev.FunctionCall) -> None:
+def on_function_call(call: CallParts, e: ev.FunctionCall) -> None:
     if call.turns is not None:
         call.turns.close_agent()  # what the model says after the tool's result is a new turn
     call.tools.call(e)
     call.phase.fire(Trigger.TOOL_CALL, f"tool {e.name}")
 
 
-def on_dtmf(call: CallSession, e: ev.Dtmf) -> None:
+def on_dtmf(call: CallParts, e: ev.Dtmf) -> None:
     call.report.dtmf.append(e.digit)
     call.emit(ev.KeyPressed(e.digit, e.source))
     if e.source == "realtime":
@@ -88,32 +84,16 @@ def on_dtmf(call: CallSession, e: ev.Dtmf) -> None:
         call.link.send(ev.CreateResponse())
 
 
-def on_caller_hung_up(call: CallSession, e: ev.CallerHungUp) -> None:
+def on_caller_hung_up(call: CallParts, e: ev.CallerHungUp) -> None:
     if call.ending:
         return  # our own hangup (end_call, transfer) comes back from the leg too: keep our reason
     call.playout.flush()
     call.end(f"caller hung up ({e.reason})" if e.reason else "caller hung up")
 
 
-def on_error(call: CallSession, e: ev.ErrorEvent) -> None:
+def on_error(call: CallParts, e: ev.ErrorEvent) -> None:
     call.barge_in.refused(e)
     # response_cancel_not_active is expected: the reply was often fully generated before the barge-in.
     if e.code != "response_cancel_not_active":
         call.report.errors.append({"class": str(e.error_class), "code": e.code, "message": e.message})
     call.emit(ev.ServiceError(e.code, str(e.error_class), e.message))
-
-
-async def on_closed(call: CallSession, e: ev.Closed) -> None:
-    if call.ending:
-        return
-    if call.rollover.ready:  # the cap came before a turn boundary: the next session is ready
-        active, cut = call.playback.drop_response()  # cut: the old session took the rest of the answer along
-        changes.swap_session(call, f"session ended ({e.reason}); the next one was ready", old_alive=False)
-        # no dead air: the answer (or the greeting) the caller waits for is asked for again
-        capped = Trigger.CAPPED_MID_AUDIO if cut else Trigger.CAPPED_BEFORE_AUDIO if active else Trigger.CAPPED
-        call.phase.fire(capped)
-        return
-    call.emit(ev.SessionLost(e.error_class, e.code, e.reason, e.retryable))
-    call.report.errors.append({"class": str(e.error_class), "code": str(e.code or ""), "message": e.reason})
-    call.phase.fire(Trigger.SESSION_LOST, f"realtime closed: {e.reason}")
-    await changes.recover(call, e.error_class, e.retryable)
