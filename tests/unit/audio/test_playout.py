@@ -194,24 +194,32 @@ def _consume(pb: PlayoutBuffer, got: list[bytes], started: threading.Event, stop
 
 
 def _flush_races() -> None:
+    # Ten minutes queued: a busy machine can run the consumer alone for a whole time slice, which pops a minute
+    # of frames, never ten.
+    long_ms = 600_000
+    whole = audio(long_ms)
     cut_in_the_middle = 0
     for seed in range(20):
-        pb = PlayoutBuffer()
-        pb.push("a", audio(60_000))
+        pb = PlayoutBuffer(max_ms=long_ms)
+        pb.push("a", whole)
         got: list[bytes] = []
         started, stop = threading.Event(), threading.Event()
         t = threading.Thread(target=_consume, args=(pb, got, started, stop))
         t.start()
         started.wait()
-        time.sleep(0.0001 * (seed % 5))
+        # flush once the consumer has popped a few frames (a number of its own per round), never after a sleep:
+        # a busy machine can stretch a sleep until the consumer has popped nothing or everything
+        target, deadline = 1 + 13 * seed, time.monotonic() + 5.0
+        while len(got) < target and time.monotonic() < deadline:
+            pass
         result = pb.flush()
         stop.set()
         t.join(timeout=5)
         assert result.item_id == "a"
         assert result.played_ms == len(got) * 20  # exactly what the consumer was handed
-        assert result.played_ms + result.dropped_ms == 60_000
-        assert b"".join(got) == audio(60_000)[: len(got) * FRAME]  # a prefix, in order
-        cut_in_the_middle += 0 < result.played_ms < 60_000
+        assert result.played_ms + result.dropped_ms == long_ms
+        assert b"".join(got) == whole[: len(got) * FRAME]  # a prefix, in order
+        cut_in_the_middle += 0 < result.played_ms < long_ms
     assert cut_in_the_middle >= 10
 
 
