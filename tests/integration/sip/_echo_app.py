@@ -49,7 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--send-dtmf", help="DIGITS@SECONDS: send RFC 4733 digits to the caller after answering")
     p.add_argument("--rtp-port", type=int, default=0)
     p.add_argument("--rtp-range", type=int, default=0)
-    p.add_argument("--status-file", help="rewrite {live, total} here whenever a call is answered or ends")
+    p.add_argument("--status-file", help="rewrite {live, total, ended} here whenever a call comes, is answered or ends")
     p.add_argument("--media-after-answer", action="store_true", help="start_media() after answer()")
     p.add_argument("--record-dir", help="write what each call sent us to DIR/<n>.wav (8 kHz PCM16)")
     p.add_argument("--log-level", type=int, default=1)
@@ -77,7 +77,7 @@ class App:
         self.live += delta
         if self.args.status_file:
             tmp = Path(self.args.status_file + ".tmp")
-            tmp.write_text(json.dumps({"live": self.live, "total": len(self.reports)}))
+            tmp.write_text(json.dumps({"live": self.live, "total": len(self.reports), "ended": self.ended}))
             tmp.replace(self.args.status_file)
 
     async def on_incoming(self, call: IncomingCall) -> None:
@@ -102,6 +102,7 @@ class App:
             "index": len(self.reports),
         }
         self.reports.append(report)
+        self._status(0)
         received = bytearray()
         frame_threads: set[bool] = set()
         first_frame: list[float] = []
@@ -142,8 +143,7 @@ class App:
                 handover_delay_ms=round(first_frame[0] * 1000, 2) if first_frame else None,
             )
             self.ended += 1
-            if report["answered"]:
-                self._status(-1)
+            self._status(-1 if report["answered"] else 0)
             if args.exit_after_calls and self.ended >= args.exit_after_calls:
                 self.stop.set()
 

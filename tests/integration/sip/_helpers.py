@@ -355,6 +355,22 @@ class GatewayApp:
             time.sleep(0.05)
         raise TimeoutError(f"{live} live calls after {timeout} s, wanted {count}")
 
+    def wait_calls_ended(self, timeout: float = 15.0) -> None:
+        """Block until every call that has reached the app has ended (its BYE or CANCEL done, its report made)."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the app exited with {self.proc.returncode}")
+            try:
+                status = json.loads(self.status_file.read_text() or "{}")
+            except (OSError, ValueError):
+                status = {}
+            if status.get("ended", 0) >= status.get("total", 0):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"calls still up after {timeout} s: {status}")
+
     def _stderr_text(self) -> str:
         self._stderr.seek(0)
         text = self._stderr.read()

@@ -53,7 +53,7 @@ needs_stranger = pytest.mark.skipif(not _second_loopback_works(), reason="cannot
 
 
 def stop(app: GatewayApp) -> Finished:
-    time.sleep(0.3)  # let the BYE of the last accepted call complete
+    app.wait_calls_ended()  # the BYE of the last accepted call
     finished = app.stop()
     assert finished.returncode == 0, describe(finished)
     assert finished.report is not None, describe(finished)

@@ -3,7 +3,6 @@ checked with raw SIP over a UDP socket (no SIPp needed)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import pytest
@@ -48,7 +47,7 @@ def edges() -> EdgeRun:
             options = raw.options()
             g722 = raw.invite(sdp_offer(free_port(), {9: "G722/8000"}))
             pcma = raw.invite(sdp_offer(free_port(), {8: "PCMA/8000"}))
-        time.sleep(0.3)  # let the BYE that ends the PCMA call complete
+        app.wait_calls_ended()  # the BYE that ends the PCMA call
     finally:
         finished = app.stop()
     return EdgeRun(options, options_tcp, g722, pcma, finished)
@@ -141,7 +140,7 @@ def test_caller_cannot_transfer_the_bridge_or_replace_its_call() -> None:
             replaces = f"Replaces: {dialog.call_id};to-tag={dialog.to_tag};from-tag={raw.tag}"
             hijack, _seen = intruder.invite(sdp_offer(free_port(), {0: "PCMU/8000"}), extra=replaces)
             bye = in_dialog(raw, dialog, "BYE")
-        time.sleep(0.2)
+        app.wait_calls_ended()
     finally:
         gateway = app.stop()
     assert answered.status == 200
