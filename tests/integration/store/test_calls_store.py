@@ -391,7 +391,7 @@ async def test_redis_down_from_the_start_never_raises(redis_server: EmbeddedRedi
     store.begin("n1", **IDENTITY)
     listen = store.listener_for("n2", **IDENTITY)
     listen(ev.PhaseChanged("IDLE", "LISTENING", "session ready"))
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: store.write_errors >= 1, 5, "the writer's first failed write")
     assert not store.connected and store.outages == 1 and store.write_errors >= 1
     assert not await store.flush(timeout_s=0.2)
     with pytest.raises(StoreUnavailable) as info:
@@ -515,12 +515,14 @@ async def test_flush_waits_for_a_pipeline_already_under_way(redis_server: Embedd
     """What a pipeline took off the queue is not written until it returns: flush() must wait for it too."""
     client = aioredis.Redis.from_url(redis_server.url)
     real_pipeline = client.pipeline
+    in_flight = asyncio.Event()
 
     def slow_pipeline(*args: Any, **kwargs: Any) -> Any:
         pipe = real_pipeline(*args, **kwargs)
         execute = pipe.execute
 
         async def late_execute(*a: Any, **kw: Any) -> Any:
+            in_flight.set()
             await asyncio.sleep(0.3)  # Redis slow to answer: the batch is in flight meanwhile
             return await execute(*a, **kw)
 
@@ -533,8 +535,9 @@ async def test_flush_waits_for_a_pipeline_already_under_way(redis_server: Embedd
     try:
         await store.flush()
         store.begin("call-inflight", **IDENTITY)
+        in_flight.clear()  # (the first flush's batch set it)
         store.event("call-inflight", "phase", "IDLE -> RINGING")
-        await asyncio.sleep(0.05)  # the writer has taken the entry and is waiting for Redis
+        await asyncio.wait_for(in_flight.wait(), 5)  # the writer has taken the entry and is waiting for Redis
         assert await store.flush()
         assert await raw.xlen(keys.call_events("call-inflight")) == 1
     finally:
