@@ -1,4 +1,5 @@
-"""Real-time scheduling for a SIP worker: its 20 ms wake-ups are served before ordinary work (opt-in).
+"""Real-time scheduling for a SIP worker: its 20 ms wake-ups are served before ordinary work (opt-in); and the
+front's niceness (:func:`renice_group`).
 
 A worker sleeps most of the time and wakes every 20 ms: the media clock thread, then the event loop that converts
 the caller's frame and writes it to the WebSocket. On a busy machine the loop's wake-up waits behind whatever else
@@ -67,3 +68,15 @@ def use_realtime(priority: int) -> str:
     except OSError as exc:
         return f"ordinary (realtime priority {priority} asked for: {exc.strerror or exc})"
     return describe()
+
+
+def renice_group(pgid: int, niceness: int) -> str:
+    """Set every process of the process group ``pgid`` (a child started in a session of its own) to ``niceness``;
+    the processes it forks later inherit it. Returns a line for the log; a missing privilege is not an error."""
+    try:
+        os.setpriority(os.PRIO_PGRP, pgid, niceness)
+    except PermissionError:
+        return f"nice {os.getpriority(os.PRIO_PGRP, pgid)} (nice {niceness} asked for: needs CAP_SYS_NICE)"
+    except OSError as exc:
+        return f"nice unchanged (nice {niceness} asked for: {exc.strerror or exc})"
+    return f"nice {niceness}"

@@ -40,6 +40,7 @@ from typing import Any
 from bridge.config import Settings, load_settings
 from bridge.errors import BridgeError, ConfigError
 from bridge.runtime.lifetime import pdeathsig_prefix
+from bridge.runtime.sched import renice_group
 
 log = logging.getLogger("bridge.serve.front")
 
@@ -47,7 +48,14 @@ INSTALL_HINT = "apt-get install kamailio"
 TEMPLATE_ENV = "CALLBRIDGE_KAMAILIO_CFG"  # another routing script than deploy/kamailio/kamailio.cfg
 DISPATCHER_SET = 1  # the script routes every new call to this dispatcher set
 PING_INTERVAL_S = 1  # OPTIONS to every worker this often ...
-ANSWER_TIMEOUT_MS = 2000  # ... and a worker silent this long (to a probe or an INVITE) is out until it answers
+ANSWER_TIMEOUT_MS = 2000  # ... and a worker silent this long to a probe is out until it answers one
+# A new call waits this long for a worker's first answer (100 Trying) before the front tries another and takes that
+# worker out. Longer than a probe's: a worker busy setting up a burst of calls can be seconds late, and trying
+# another meanwhile sends the call twice (the late worker may still answer it); a dead one the probes find first.
+INVITE_TIMEOUT_MS = 5000
+# Kamailio's niceness: every call's signalling passes its few processes, and on a machine the workers fill, fair
+# shares among a hundred busy processes leave each SIP hop waiting for a core. Needs CAP_SYS_NICE (else ordinary).
+FRONT_NICE = -10
 RING_TIMEOUT_MS = 120_000  # a worker that has answered 1xx may take this long to answer the call
 CALL_MAX_S = 3660  # dialog and call-load entries of calls that never saw their BYE expire after this
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -145,6 +153,7 @@ def front_defs(listen_host: str, port: int, run_dir: Path, retry_after_s: int, l
     }
     numbers = {
         "FRONT_TIMEOUT_MS": ANSWER_TIMEOUT_MS,
+        "FRONT_INVITE_TIMEOUT_MS": INVITE_TIMEOUT_MS,
         "FRONT_RING_MS": RING_TIMEOUT_MS,
         "FRONT_CALL_MAX_S": CALL_MAX_S,
         "FRONT_PING_S": PING_INTERVAL_S,
@@ -315,6 +324,7 @@ class KamailioFront:
         self.listen_host = settings.sip_host
         self.port = settings.sip_port
         self.proc: asyncio.subprocess.Process | None = None
+        self.scheduling = "ordinary"  # its niceness, as set at start (FRONT_NICE), for the log
         self.restarts = 0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -350,6 +360,7 @@ class KamailioFront:
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
                 start_new_session=True,  # a terminal's Ctrl-C reaches serve, which stops Kamailio itself
             )  # fmt: skip
+        self.scheduling = renice_group(self.proc.pid, FRONT_NICE)  # before it forks its SIP processes, mostly
 
     async def start(self, ready_within_s: float = 15.0) -> None:
         """Start Kamailio and wait until it answers OPTIONS on the front address; FrontError if it does not."""
@@ -359,9 +370,12 @@ class KamailioFront:
         except BaseException:
             await self.stop()  # nothing half-started is left behind
             raise
+        if self.proc is not None:
+            self.scheduling = renice_group(self.proc.pid, FRONT_NICE)  # and the processes forked meanwhile
         log.info(
-            "front: Kamailio (pid %d) on sip:%s:%d dispatching to %d workers (%s); run directory %s",
+            "front: Kamailio (pid %d, %s) on sip:%s:%d dispatching to %d workers (%s); run directory %s",
             self.proc.pid if self.proc else 0,
+            self.scheduling,
             self.listen_host,
             self.port,
             len(self.destinations),

@@ -5,6 +5,7 @@ out of the dispatcher within 5 s."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -31,6 +32,7 @@ from _front import (
 )
 
 from bridge.emulator import EmulatorServer
+from bridge.serve.front import FRONT_NICE
 from bridge.store import keys
 from bridge.store.server import EmbeddedRedis, redis_server_binary
 
@@ -230,3 +232,67 @@ async def test_a_worker_refusing_a_call_the_front_counted_room_for_is_out_and_th
         finally:
             rc = node.stop()
         assert rc == 0, node.stderr_tail()
+
+
+def _process_group(pgid: int) -> dict[int, int]:
+    """pid -> niceness of every process in the process group ``pgid`` (/proc/PID/stat: pgrp, nice)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid:  # after the name: state, ppid, pgrp, ... nice is the 17th
+                found[int(entry.name)] = int(fields[16])
+    return found
+
+
+async def test_a_worker_that_answers_a_call_late_keeps_it_and_no_other_worker_gets_it(tmp_path: Path) -> None:
+    """Workers stalled for 3 s (a burst of set-ups on a full machine, a long pause) answer a call late. The front
+    waits for a worker's first answer to an INVITE longer than for a probe's (5 s against 2 s), so it neither takes
+    the late worker out nor sends the call to another one meanwhile, which the late one could still answer too."""
+    work = sipp_dir(tmp_path)
+    async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
+        port = port_block(3)
+        node = Node(tmp_path, "a", host=NODE_A, sip_port=port, workers=2, realtime_url=emulator.base_url, front=True)
+        pids: list[int] = []
+
+        def resume() -> None:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+        try:
+            health = await node.up()
+            # Kamailio's processes run ahead of the workers' fair share where the front may ask for it (root here)
+            group = _process_group(int(health["front"]["pid"]))
+            assert len(group) >= 3, group  # the main process and its SIP and timer processes
+            expected = FRONT_NICE if os.geteuid() == 0 else os.getpriority(os.PRIO_PROCESS, 0)
+            assert set(group.values()) == {expected}, group
+            pids = [int(w["pid"]) for w in health["workers"]]
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            stalled_at = time.monotonic()
+            call = asyncio.create_task(sipp(work, f"{NODE_A}:{port}", calls=1, scenario="uac_short.xml"))
+            await asyncio.sleep(3.0)  # the stall itself: the workers are stopped, there is nothing to wait for
+            resume()
+            result = await call
+            answered_s = time.monotonic() - stalled_at
+            assert (result.successful, result.failed) == (1, 0), result.output[-3000:]
+
+            async def one_report() -> list[dict[str, Any]] | None:
+                found = [r for r in node.calls() if r["end_reason"].startswith("caller hung up")]
+                return found or None
+
+            reports = await wait_for(one_report, "the call reported", 15)
+            assert [r["call_id"] for r in reports] == result.call_ids
+            log = (node.front_dir / "kamailio.log").read_text(errors="replace")
+            assert "did not answer INVITE" not in log, log[-3000:]
+            assert answered_s >= 3.0
+        finally:
+            resume()
+            rc = node.stop()
+        assert rc == 0, node.stderr_tail()
+        # the other worker never saw the call: one report in all, and no call of another Call-ID
+        assert len(node.calls()) == 1, node.calls()
