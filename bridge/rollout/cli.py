@@ -50,7 +50,7 @@ from bridge.rollout.policy import (
     shares,
 )
 from bridge.rollout.store import AuditEntry, RolloutStore
-from bridge.store.calls import StoreUnavailable
+from bridge.store.connection import StoreUnavailable
 
 EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
 PROG = "callbridge rollout"

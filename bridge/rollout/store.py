@@ -52,7 +52,7 @@ from bridge.rollout import policy
 from bridge.rollout.health import WindowStats, should_rollback
 from bridge.rollout.policy import Decision, RolloutFlag, RolloutSpec, legacy_spec, migrate, validate_flag
 from bridge.store import keys
-from bridge.store.calls import StoreUnavailable, connect, safe_url
+from bridge.store.connection import StoreUnavailable, connect, safe_url
 
 log = logging.getLogger("bridge.rollout")
 

@@ -376,7 +376,7 @@ async def start_http(pool: Pool, settings: Settings) -> web.AppRunner:
     """The supervisor API, the console and /metrics on ``settings.http_port`` (127.0.0.1 unless sip_host is public)."""
     from bridge.dialplan import load_dialplans, rollout_specs
     from bridge.rollout.store import RolloutStore
-    from bridge.store.calls import connect
+    from bridge.store.connection import connect
     from bridge.supervisor.api import create_app
 
     plans = load_dialplans(settings.dialplans)

@@ -32,28 +32,8 @@ server that kept its data, never duplicates an entry, and entries keep the time 
 back. A worker that was only cut off (its heartbeat expired, a reaper marked its calls "worker died") rewrites them as
 live when it reconnects.
 
-Connections: any redis-py URL works (:func:`connect`): ``redis://[:password@]host:port/db``, ``rediss://`` for TLS
-(certificate options as ``?ssl_ca_certs=...&ssl_cert_reqs=required`` or as keyword arguments), and
-``unix://[:password@]/path/redis.sock?db=0``. A username/password in the URL is sent with AUTH. URLs are never
-logged with their password (:func:`safe_url`), and nothing written holds a credential: summaries go through
-``bridge.errors.redact``.
-
-Sentinel: a ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]`` URL (default port
-26379; ``?sentinel_password=...`` if the sentinels want AUTH too) asks those sentinels where the master of ``service``
-is, and again after every connection error (:func:`parse_sentinel_url`, :func:`connect`). Or build the client yourself
-and pass it in::
-
-    from redis.asyncio.sentinel import Sentinel
-    sentinel = Sentinel([("s1", 26379), ("s2", 26379)], socket_timeout=1.0, password="...")  # sentinel AUTH
-    client = sentinel.master_for("callbridge", decode_responses=True, socket_timeout=1.0, password="...")
-    store = CallStore(client=client, worker="w0")
-
-A failover shows up as connection or ``READONLY`` errors; the writer treats them as an outage and re-syncs the new
-master, which may have missed the last writes to the old one.
-
-Cluster: ``redis.asyncio.cluster.RedisCluster.from_url(url, decode_responses=True)`` passed as ``client=``. A call's
-hash and stream share the hash tag ``{<call_id>}`` and land in one slot; the writer's pipelines are non-transactional,
-which redis-py's cluster pipeline splits per slot.
+Connections (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, or a client built by hand): see
+:mod:`bridge.store.connection`. What supervisors read back: :mod:`bridge.store.read`.
 """
 
 from __future__ import annotations
@@ -66,20 +46,18 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
-from redis.exceptions import ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from bridge import events as ev
-from bridge.errors import BridgeError, redact
+from bridge.errors import redact
 from bridge.store import keys
+from bridge.store.connection import backoff, connect, is_outage, safe_url
+from bridge.store.read import RECENT_EVENTS, CallDetail, CallSummary, read_call, read_live_calls, text
 
 log = logging.getLogger("bridge.store")
 
@@ -91,8 +69,6 @@ MAX_QUEUE = 10_000  # stream entries held while Redis is away; beyond it the old
 MAX_ENDED_PENDING = 1_000  # ended calls whose final state is still unwritten; beyond it the oldest is given up
 RESYNC_TAIL = 200  # stream entries per call kept after they were written, re-appended by a re-sync
 BATCH_ENTRIES = 1_000  # stream entries per pipeline
-SOCKET_TIMEOUT_S = 1.0
-RECENT_EVENTS = 100
 
 # Stored report fields that are hash fields of the same name.
 _HASH_FROM_REPORT = frozenset(keys.PROTOCOL_FIELDS + keys.PROGRESS_FIELDS + ("model", "voice", "dialect"))
@@ -100,141 +76,12 @@ _STREAM_DATA_MAX = 200  # characters of one extra data value in a stream entry
 _PHASE_ENDED = "ENDED"
 
 
-class StoreUnavailable(BridgeError):
-    """A supervisor read (or a rollout change) could not reach Redis. The message names no password."""
-
-    def __init__(self, where: str, detail: str) -> None:
-        self.where = where
-        self.detail = redact(detail)
-        super().__init__(f"Redis unreachable at {where}: {self.detail}")
-
-
-def safe_url(url: str) -> str:
-    """``redis://:secret@host:6379/0`` -> ``redis://***@host:6379/0`` (for logs and error messages)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparsable Redis URL)"
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
-
-
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-SENTINEL_SCHEME = "redis+sentinel"
-SENTINEL_PORT = 26379
-
-
-@dataclass(frozen=True)
-class SentinelUrl:
-    """A parsed ``redis+sentinel://`` URL."""
-
-    sentinels: tuple[tuple[str, int], ...]
-    service: str
-    db: int = 0
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)  # the master's AUTH
-    sentinel_password: str | None = field(default=None, repr=False)
-
-
-def parse_sentinel_url(url: str) -> SentinelUrl:
-    """``redis+sentinel://:pw@10.0.0.1,10.0.0.2:26380/callbridge/0`` -> sentinels, service name, db, credentials.
-    A malformed URL raises ``ValueError`` (its message never holds the password)."""
-    scheme, sep, rest = url.partition("://")
-    if scheme != SENTINEL_SCHEME or not sep:
-        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
-    rest, _, query = rest.partition("?")
-    netloc, _, path = rest.partition("/")
-    userinfo, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    sentinels: list[tuple[str, int]] = []
-    for entry in hosts.split(","):
-        host, port = entry.strip(), SENTINEL_PORT
-        if host.startswith("["):
-            host, _, tail = host[1:].partition("]")
-            port_text = tail.removeprefix(":")
-        elif host.count(":") == 1:
-            host, _, port_text = host.partition(":")
-        else:
-            port_text = ""
-        if port_text:
-            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-                raise ValueError(f"{SENTINEL_SCHEME} URL: bad port {port_text!r}")
-            port = int(port_text)
-        if not host:
-            raise ValueError(f"{SENTINEL_SCHEME} URL: a sentinel address is empty")
-        sentinels.append((host, port))
-    parts = [p for p in path.split("/") if p]
-    if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
-        raise ValueError(f"{SENTINEL_SCHEME} URL: expected /<service name>[/<db>] after the sentinels")
-    sentinel_password = parse_qs(query).get("sentinel_password", [None])[-1]
-    return SentinelUrl(
-        tuple(sentinels), unquote(parts[0]), int(parts[1]) if len(parts) == 2 else 0, username, password,
-        sentinel_password,
-    )  # fmt: skip
-
-
-def connect(url: str, *, timeout_s: float = SOCKET_TIMEOUT_S, **kwargs: Any) -> aioredis.Redis:
-    """A client for ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URLs that fails fast (one
-    immediate retry, which replaces a pooled connection the server closed) instead of redis-py's default of ten
-    retries with backoff: the callers of this module have their own retry policy, and a call must never wait on
-    Redis. Behind sentinels, every new connection asks them for the current master."""
-    options: dict[str, Any] = {
-        "decode_responses": True,
-        "socket_timeout": timeout_s,
-        "socket_connect_timeout": timeout_s,
-        "retry": Retry(NoBackoff(), 1),
-        "client_name": "callbridge",
-    }
-    options.update(kwargs)
-    if url.startswith(f"{SENTINEL_SCHEME}://"):
-        parsed = parse_sentinel_url(url)
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves Sentinel.__init__ unannotated
-            list(parsed.sentinels),
-            sentinel_kwargs={
-                "socket_timeout": timeout_s,
-                "socket_connect_timeout": timeout_s,
-                "password": parsed.sentinel_password,
-            },
-        )
-        master: aioredis.Redis = sentinel.master_for(
-            parsed.service, db=parsed.db, username=parsed.username, password=parsed.password, **options
-        )
-        return master
-    return aioredis.from_url(url, **options)
-
-
-def backoff(initial_s: float = 0.1, factor: float = 2.0, cap_s: float = 5.0) -> Iterator[float]:
-    """Delays between reconnect attempts: 0.1, 0.2, 0.4, ... capped at ``cap_s`` (pure; like websockets' backoff)."""
-    delay = initial_s
-    while True:
-        yield min(delay, cap_s)
-        delay *= factor
-
-
-def _is_outage(exc: BaseException) -> bool:
-    """Errors that mean "Redis is away or not writable right now": retry later and re-sync."""
-    if isinstance(exc, ReadOnlyError):  # a replica after a failover
-        return True
-    return isinstance(exc, RedisError | OSError) and not isinstance(exc, ResponseError)
-
-
 def _duplicate_id(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and "equal or smaller" in str(exc)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return "" if value is None else str(value)
 
 
 def _field_value(value: Any) -> str:
@@ -274,162 +121,13 @@ class _Call:
     seq: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class CallSummary:
-    """One row of the supervisor's list of live calls."""
-
-    call_id: str
-    worker: str
-    worker_alive: bool
-    phase: str
-    dialect: str
-    dialplan: str
-    caller: str
-    called: str
-    model: str
-    voice: str
-    started_at: float | None
-    duration_s: float | None
-    last_transcript: str
-    variant: str = ""  # the rollout variant the call landed on
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEntry:
-    id: str
-    kind: str
-    summary: str
-    t: float | None
-    data: dict[str, str]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "summary": self.summary, "t": self.t, "data": self.data}
-
-
-@dataclass(frozen=True, slots=True)
-class CallDetail:
-    state: dict[str, str]  # the whole hash
-    events: list[StreamEntry]  # the most recent entries, oldest first
-
-    def to_json(self) -> dict[str, Any]:
-        return {"call": self.state, "events": [e.to_json() for e in self.events]}
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
-def _entry(entry_id: Any, fields: Mapping[Any, Any]) -> StreamEntry:
-    data = {_text(k): _text(v) for k, v in fields.items()}
-    kind, summary, t = data.pop("kind", ""), data.pop("summary", ""), data.pop("t", "")
-    return StreamEntry(_text(entry_id), kind, summary, _float(t), data)
-
-
-# ------------------------------------------------------------------------------------------------ read side
-async def read_live_calls(
-    client: aioredis.Redis, *, now: float | None = None, where: str = "redis client"
-) -> list[CallSummary]:
-    """Live calls across every worker, oldest first. Raises :class:`StoreUnavailable` when Redis is away."""
-    now = time.time() if now is None else now
-    try:
-        workers = sorted(_text(w) for w in await client.smembers(keys.WORKERS))
-        pipe = client.pipeline(transaction=False)
-        for w in workers:
-            pipe.exists(keys.worker_heartbeat(w))
-            pipe.smembers(keys.worker_calls(w))
-        replies = await pipe.execute()
-        rows: list[tuple[str, bool, str]] = []
-        for i, w in enumerate(workers):
-            alive = bool(replies[2 * i])
-            rows += [(w, alive, _text(c)) for c in replies[2 * i + 1]]
-        pipe = client.pipeline(transaction=False)
-        for _, _, call_id in rows:
-            pipe.hgetall(keys.call(call_id))
-        states = await pipe.execute()
-    except RedisError as exc:
-        raise StoreUnavailable(where, str(exc) or type(exc).__name__) from None
-    out: list[CallSummary] = []
-    for (worker, alive, call_id), raw in zip(rows, states, strict=True):
-        if not raw:
-            continue  # expired, or the reaper's DEL raced us
-        s = {_text(k): _text(v) for k, v in raw.items()}
-        started = _float(s.get("started_at"))
-        end = _float(s.get("ended_at")) or now
-        out.append(
-            CallSummary(
-                call_id=call_id,
-                worker=s.get("worker") or worker,
-                worker_alive=alive,
-                phase=s.get("phase", ""),
-                dialect=s.get("dialect", ""),
-                dialplan=s.get("dialplan", ""),
-                variant=s.get("variant", ""),
-                caller=s.get("caller", ""),
-                called=s.get("called", ""),
-                model=s.get("model", ""),
-                voice=s.get("voice", ""),
-                started_at=started,
-                duration_s=round(max(0.0, end - started), 1) if started is not None else None,
-                last_transcript=s.get("last_transcript", ""),
-            )
-        )
-    out.sort(key=lambda c: (c.started_at or 0.0, c.call_id))
-    return out
-
-
-async def read_call(
-    client: aioredis.Redis, call_id: str, *, count: int = RECENT_EVENTS, where: str = "redis client"
-) -> CallDetail | None:
-    """One call's hash and its ``count`` most recent stream entries; None if Redis has no such call."""
-    try:
-        pipe = client.pipeline(transaction=False)
-        pipe.hgetall(keys.call(call_id))
-        pipe.xrevrange(keys.call_events(call_id), count=count)
-        raw, entries = await pipe.execute()
-    except RedisError as exc:
-        raise StoreUnavailable(where, str(exc) or type(exc).__name__) from None
-    if not raw:
-        return None
-    state = {_text(k): _text(v) for k, v in raw.items()}
-    return CallDetail(state, [_entry(i, f) for i, f in reversed(entries)])
-
-
-async def read_call_events(
-    client: aioredis.Redis,
-    call_id: str,
-    *,
-    after: str = "0-0",
-    block_ms: int | None = None,
-    count: int = RECENT_EVENTS,
-    where: str = "redis client",
-) -> list[StreamEntry]:
-    """The call's stream entries after the entry id ``after``, oldest first (at most ``count``). With ``block_ms``,
-    waits that long for the first one (``XREAD BLOCK``; keep it under the client's socket timeout). Raises
-    :class:`StoreUnavailable` when Redis is away."""
-    try:
-        replies = await client.xread({keys.call_events(call_id): after}, count=count, block=block_ms)
-    except RedisError as exc:
-        raise StoreUnavailable(where, str(exc) or type(exc).__name__) from None
-    streams: Any = replies.items() if isinstance(replies, dict) else (replies or [])  # RESP3 answers a map
-    out: list[StreamEntry] = []
-    for _stream, entries in streams:
-        out += [_entry(i, f) for i, f in entries]
-    return out
-
-
 async def reap_dead_workers(
     client: aioredis.Redis, *, exclude: frozenset[str] = frozenset(), now: float | None = None
 ) -> dict[str, list[str]]:
     """Workers whose heartbeat expired: mark each of their live calls ended ("worker died"), drop their live set
     and forget the worker. Returns ``{worker: [call ids marked ended]}``. Idempotent; safe to run from every worker.
     Raises ``RedisError`` subclasses (the writer treats them as an outage)."""
-    workers = [w for w in sorted(_text(w) for w in await client.smembers(keys.WORKERS)) if w not in exclude]
+    workers = [w for w in sorted(text(w) for w in await client.smembers(keys.WORKERS)) if w not in exclude]
     if not workers:
         return {}
     pipe = client.pipeline(transaction=False)
@@ -439,7 +137,7 @@ async def reap_dead_workers(
     dead = [w for w, up in zip(workers, alive, strict=True) if not up]
     out: dict[str, list[str]] = {}
     for w in dead:
-        call_ids = sorted(_text(c) for c in await client.smembers(keys.worker_calls(w)))
+        call_ids = sorted(text(c) for c in await client.smembers(keys.worker_calls(w)))
         out[w] = await _mark_ended(client, call_ids, "worker died", now=now)
         pipe = client.pipeline(transaction=False)
         pipe.delete(keys.worker_calls(w))
@@ -782,7 +480,7 @@ class CallStore:
                 if not self._in_outage:
                     self._in_outage = True
                     self.outages += 1
-                    if _is_outage(exc):
+                    if is_outage(exc):
                         log.warning("Redis at %s unavailable, queueing call state: %s", self.where, self.last_error)
                     else:
                         log.exception("call state writer failed; queueing and retrying")
@@ -869,7 +567,7 @@ class CallStore:
             raise
         finally:
             self._writing = False
-        outage = next((r for r in results if isinstance(r, Exception) and _is_outage(r)), None)
+        outage = next((r for r in results if isinstance(r, Exception) and is_outage(r)), None)
         if outage is not None:
             self._restore(taken, members, batch)
             raise outage
@@ -922,7 +620,7 @@ class CallStore:
     async def _adopt_leftovers(self) -> None:
         """Calls a previous process with this worker id left in the live set are over: mark them ended."""
         known = await self.client.smembers(keys.worker_calls(self.worker))
-        stale = sorted(c for c in (_text(k) for k in known) if c not in self._calls)
+        stale = sorted(c for c in (text(k) for k in known) if c not in self._calls)
         if stale:
             ended = await _mark_ended(self.client, stale, "worker restarted", now=self._clock())
             await self.client.srem(keys.worker_calls(self.worker), *stale)
@@ -935,7 +633,7 @@ class CallStore:
         pipe = self.client.pipeline(transaction=False)
         for call_id in call_ids:
             pipe.hget(keys.call(call_id), "sip_dialog")
-        dialogs = [_text(d) for d in await pipe.execute() if d]
+        dialogs = [text(d) for d in await pipe.execute() if d]
         if dialogs:
             try:
                 self.on_orphaned(dialogs)

@@ -23,7 +23,8 @@ import time
 from typing import Any
 
 from bridge.store import keys
-from bridge.store.calls import CallDetail, CallSummary, StoreUnavailable, connect, read_call, read_live_calls, safe_url
+from bridge.store.connection import StoreUnavailable, connect, safe_url
+from bridge.store.read import CallDetail, CallSummary, read_call, read_live_calls
 
 EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
 PROG = "callbridge calls"

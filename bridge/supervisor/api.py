@@ -51,7 +51,8 @@ from bridge.errors import ConfigError
 from bridge.rollout import catalog
 from bridge.rollout.policy import describe_variants
 from bridge.rollout.store import RolloutStore
-from bridge.store.calls import StoreUnavailable, read_call, read_live_calls
+from bridge.store.connection import StoreUnavailable
+from bridge.store.read import read_call, read_live_calls
 from bridge.supervisor import console, listen, rollout_view
 from bridge.supervisor.auth import (
     COOKIE,

@@ -40,7 +40,8 @@ from bridge import metrics
 from bridge.audio.frames import SAMPLE_RATE
 from bridge.call.tap import AGENT, CALLER, CALLER_OFFLOADED, ENDED
 from bridge.store import keys
-from bridge.store.calls import StoreUnavailable, read_call
+from bridge.store.connection import StoreUnavailable
+from bridge.store.read import read_call
 from bridge.supervisor.auth import Principal
 
 log = logging.getLogger("bridge.supervisor")

@@ -1,7 +1,7 @@
 """What the console pushes to the browser with server-sent events (the WHATWG HTML "Server-sent events" format).
 
 **Live calls** (:class:`LiveCalls`): one watcher task for every open page. While at least one page listens it reads
-the live calls of every worker from Redis (:func:`bridge.store.calls.read_live_calls`) every
+the live calls of every worker from Redis (:func:`bridge.store.read.read_live_calls`) every
 :data:`POLL_INTERVAL_S`, compares them with the previous read (:func:`diff`) and sends each page only the changes:
 
 * ``snapshot`` ``{"calls": [row, ...], "now": epoch s}`` when a page connects;
@@ -33,7 +33,8 @@ from redis import asyncio as aioredis
 
 from bridge.errors import redact
 from bridge.store import keys
-from bridge.store.calls import CallSummary, StoreUnavailable, StreamEntry, read_call, read_call_events, read_live_calls
+from bridge.store.connection import StoreUnavailable
+from bridge.store.read import CallSummary, StreamEntry, read_call, read_call_events, read_live_calls
 from bridge.supervisor.timeline import latency
 
 log = logging.getLogger("bridge.supervisor")

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from statistics import median
 from typing import Any
 
-from bridge.store.calls import StreamEntry
+from bridge.store.read import StreamEntry
 
 SEGMENTS: tuple[tuple[str, str], ...] = (
     ("session_setup", "INVITE -> session configured"),

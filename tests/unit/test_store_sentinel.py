@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.store.calls import SentinelUrl, parse_sentinel_url, safe_url
+from bridge.store.connection import SentinelUrl, parse_sentinel_url, safe_url
 
 
 def test_several_sentinels_with_and_without_ports() -> None:

@@ -28,7 +28,7 @@ from _bridge_helpers import (
 from bridge.dialplan import Dialplan
 from bridge.rollout.store import RolloutStore
 from bridge.store import keys
-from bridge.store.calls import connect
+from bridge.store.connection import connect
 from bridge.store.server import EmbeddedRedis, redis_server_binary
 
 pytestmark = [

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bridge.errors import ConfigError
 from bridge.rollout.health import WindowStats
 from bridge.rollout.policy import RolloutFlag, legacy_spec
-from bridge.store.calls import CallSummary, StreamEntry
+from bridge.store.read import CallSummary, StreamEntry
 from bridge.supervisor.api import create_app
 from bridge.supervisor.auth import Sessions, Tokens, csrf_ok, display_name
 from bridge.supervisor.live import diff, row

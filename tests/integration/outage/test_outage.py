@@ -30,7 +30,7 @@ from _outage import (
     write_plan,
 )
 
-from bridge.store.calls import read_call_events, read_live_calls
+from bridge.store.read import read_call_events, read_live_calls
 from bridge.store.server import EmbeddedRedis, free_port, redis_server_binary
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,8 @@ from bridge.emulator import EmulatorServer
 from bridge.realtime.dialects import BETA, GA, Dialect
 from bridge.rollout.store import RolloutStore
 from bridge.store import keys
-from bridge.store.calls import CallStore, StoreUnavailable, backoff, safe_url
+from bridge.store.calls import CallStore
+from bridge.store.connection import StoreUnavailable, backoff, safe_url
 from bridge.store.server import EmbeddedRedis
 
 pytestmark = pytest.mark.integration

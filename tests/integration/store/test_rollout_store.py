@@ -17,7 +17,7 @@ from bridge.rollout.health import CallStats
 from bridge.rollout.policy import RolloutSpec, Variant
 from bridge.rollout.store import RolloutStore
 from bridge.store import keys
-from bridge.store.calls import StoreUnavailable
+from bridge.store.connection import StoreUnavailable
 from bridge.store.server import EmbeddedRedis
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,165 @@
+"""Connections to Redis, and what the callers of :mod:`bridge.store` make of their failures.
+
+Any redis-py URL works (:func:`connect`): ``redis://[:password@]host:port/db``, ``rediss://`` for TLS
+(certificate options as ``?ssl_ca_certs=...&ssl_cert_reqs=required`` or as keyword arguments), and
+``unix://[:password@]/path/redis.sock?db=0``. A username/password in the URL is sent with AUTH. URLs are never
+logged with their password (:func:`safe_url`), and nothing written holds a credential: summaries go through
+``bridge.errors.redact``.
+
+Sentinel: a ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]`` URL (default port
+26379; ``?sentinel_password=...`` if the sentinels want AUTH too) asks those sentinels where the master of ``service``
+is, and again after every connection error (:func:`parse_sentinel_url`, :func:`connect`). Or build the client yourself
+and pass it in::
+
+    from redis.asyncio.sentinel import Sentinel
+    sentinel = Sentinel([("s1", 26379), ("s2", 26379)], socket_timeout=1.0, password="...")  # sentinel AUTH
+    client = sentinel.master_for("callbridge", decode_responses=True, socket_timeout=1.0, password="...")
+    store = CallStore(client=client, worker="w0")
+
+A failover shows up as connection or ``READONLY`` errors; the writer treats them as an outage and re-syncs the new
+master, which may have missed the last writes to the old one.
+
+Cluster: ``redis.asyncio.cluster.RedisCluster.from_url(url, decode_responses=True)`` passed as ``client=``. A call's
+hash and stream share the hash tag ``{<call_id>}`` and land in one slot; the writer's pipelines are non-transactional,
+which redis-py's cluster pipeline splits per slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
+
+from bridge.errors import BridgeError, redact
+
+SOCKET_TIMEOUT_S = 1.0
+
+
+class StoreUnavailable(BridgeError):
+    """A supervisor read (or a rollout change) could not reach Redis. The message names no password."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        self.where = where
+        self.detail = redact(detail)
+        super().__init__(f"Redis unreachable at {where}: {self.detail}")
+
+
+def safe_url(url: str) -> str:
+    """``redis://:secret@host:6379/0`` -> ``redis://***@host:6379/0`` (for logs and error messages)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparsable Redis URL)"
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """A parsed ``redis+sentinel://`` URL."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # the master's AUTH
+    sentinel_password: str | None = field(default=None, repr=False)
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """``redis+sentinel://:pw@10.0.0.1,10.0.0.2:26380/callbridge/0`` -> sentinels, service name, db, credentials.
+    A malformed URL raises ``ValueError`` (its message never holds the password)."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != SENTINEL_SCHEME or not sep:
+        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    sentinels: list[tuple[str, int]] = []
+    for entry in hosts.split(","):
+        host, port = entry.strip(), SENTINEL_PORT
+        if host.startswith("["):
+            host, _, tail = host[1:].partition("]")
+            port_text = tail.removeprefix(":")
+        elif host.count(":") == 1:
+            host, _, port_text = host.partition(":")
+        else:
+            port_text = ""
+        if port_text:
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                raise ValueError(f"{SENTINEL_SCHEME} URL: bad port {port_text!r}")
+            port = int(port_text)
+        if not host:
+            raise ValueError(f"{SENTINEL_SCHEME} URL: a sentinel address is empty")
+        sentinels.append((host, port))
+    parts = [p for p in path.split("/") if p]
+    if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise ValueError(f"{SENTINEL_SCHEME} URL: expected /<service name>[/<db>] after the sentinels")
+    sentinel_password = parse_qs(query).get("sentinel_password", [None])[-1]
+    return SentinelUrl(
+        tuple(sentinels), unquote(parts[0]), int(parts[1]) if len(parts) == 2 else 0, username, password,
+        sentinel_password,
+    )  # fmt: skip
+
+
+def connect(url: str, *, timeout_s: float = SOCKET_TIMEOUT_S, **kwargs: Any) -> aioredis.Redis:
+    """A client for ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URLs that fails fast (one
+    immediate retry, which replaces a pooled connection the server closed) instead of redis-py's default of ten
+    retries with backoff: the callers of this module have their own retry policy, and a call must never wait on
+    Redis. Behind sentinels, every new connection asks them for the current master."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 1),
+        "client_name": "callbridge",
+    }
+    options.update(kwargs)
+    if url.startswith(f"{SENTINEL_SCHEME}://"):
+        parsed = parse_sentinel_url(url)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves Sentinel.__init__ unannotated
+            list(parsed.sentinels),
+            sentinel_kwargs={
+                "socket_timeout": timeout_s,
+                "socket_connect_timeout": timeout_s,
+                "password": parsed.sentinel_password,
+            },
+        )
+        master: aioredis.Redis = sentinel.master_for(
+            parsed.service, db=parsed.db, username=parsed.username, password=parsed.password, **options
+        )
+        return master
+    return aioredis.from_url(url, **options)
+
+
+def backoff(initial_s: float = 0.1, factor: float = 2.0, cap_s: float = 5.0) -> Iterator[float]:
+    """Delays between reconnect attempts: 0.1, 0.2, 0.4, ... capped at ``cap_s`` (pure; like websockets' backoff)."""
+    delay = initial_s
+    while True:
+        yield min(delay, cap_s)
+        delay *= factor
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Errors that mean "Redis is away or not writable right now": retry later and re-sync."""
+    if isinstance(exc, ReadOnlyError):  # a replica after a failover
+        return True
+    return isinstance(exc, RedisError | OSError) and not isinstance(exc, ResponseError)

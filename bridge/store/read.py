@@ -1,0 +1,175 @@
+"""The read side of the per-call state: the live calls of every worker, one call's hash and its recent events, and
+the events after a given one (what the supervisor console and ``callbridge calls`` show). Every read raises
+:class:`~bridge.store.connection.StoreUnavailable` when Redis is away, naming where it looked and never a password.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from bridge.store import keys
+from bridge.store.connection import StoreUnavailable
+
+RECENT_EVENTS = 100
+
+
+def text(value: Any) -> str:
+    """A Redis reply's value as text (bytes as UTF-8, None as "")."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class CallSummary:
+    """One row of the supervisor's list of live calls."""
+
+    call_id: str
+    worker: str
+    worker_alive: bool
+    phase: str
+    dialect: str
+    dialplan: str
+    caller: str
+    called: str
+    model: str
+    voice: str
+    started_at: float | None
+    duration_s: float | None
+    last_transcript: str
+    variant: str = ""  # the rollout variant the call landed on
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    id: str
+    kind: str
+    summary: str
+    t: float | None
+    data: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "summary": self.summary, "t": self.t, "data": self.data}
+
+
+@dataclass(frozen=True, slots=True)
+class CallDetail:
+    state: dict[str, str]  # the whole hash
+    events: list[StreamEntry]  # the most recent entries, oldest first
+
+    def to_json(self) -> dict[str, Any]:
+        return {"call": self.state, "events": [e.to_json() for e in self.events]}
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _entry(entry_id: Any, fields: Mapping[Any, Any]) -> StreamEntry:
+    data = {text(k): text(v) for k, v in fields.items()}
+    kind, summary, t = data.pop("kind", ""), data.pop("summary", ""), data.pop("t", "")
+    return StreamEntry(text(entry_id), kind, summary, _float(t), data)
+
+
+# ------------------------------------------------------------------------------------------------ read side
+async def read_live_calls(
+    client: aioredis.Redis, *, now: float | None = None, where: str = "redis client"
+) -> list[CallSummary]:
+    """Live calls across every worker, oldest first. Raises :class:`StoreUnavailable` when Redis is away."""
+    now = time.time() if now is None else now
+    try:
+        workers = sorted(text(w) for w in await client.smembers(keys.WORKERS))
+        pipe = client.pipeline(transaction=False)
+        for w in workers:
+            pipe.exists(keys.worker_heartbeat(w))
+            pipe.smembers(keys.worker_calls(w))
+        replies = await pipe.execute()
+        rows: list[tuple[str, bool, str]] = []
+        for i, w in enumerate(workers):
+            alive = bool(replies[2 * i])
+            rows += [(w, alive, text(c)) for c in replies[2 * i + 1]]
+        pipe = client.pipeline(transaction=False)
+        for _, _, call_id in rows:
+            pipe.hgetall(keys.call(call_id))
+        states = await pipe.execute()
+    except RedisError as exc:
+        raise StoreUnavailable(where, str(exc) or type(exc).__name__) from None
+    out: list[CallSummary] = []
+    for (worker, alive, call_id), raw in zip(rows, states, strict=True):
+        if not raw:
+            continue  # expired, or the reaper's DEL raced us
+        s = {text(k): text(v) for k, v in raw.items()}
+        started = _float(s.get("started_at"))
+        end = _float(s.get("ended_at")) or now
+        out.append(
+            CallSummary(
+                call_id=call_id,
+                worker=s.get("worker") or worker,
+                worker_alive=alive,
+                phase=s.get("phase", ""),
+                dialect=s.get("dialect", ""),
+                dialplan=s.get("dialplan", ""),
+                variant=s.get("variant", ""),
+                caller=s.get("caller", ""),
+                called=s.get("called", ""),
+                model=s.get("model", ""),
+                voice=s.get("voice", ""),
+                started_at=started,
+                duration_s=round(max(0.0, end - started), 1) if started is not None else None,
+                last_transcript=s.get("last_transcript", ""),
+            )
+        )
+    out.sort(key=lambda c: (c.started_at or 0.0, c.call_id))
+    return out
+
+
+async def read_call(
+    client: aioredis.Redis, call_id: str, *, count: int = RECENT_EVENTS, where: str = "redis client"
+) -> CallDetail | None:
+    """One call's hash and its ``count`` most recent stream entries; None if Redis has no such call."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(keys.call(call_id))
+        pipe.xrevrange(keys.call_events(call_id), count=count)
+        raw, entries = await pipe.execute()
+    except RedisError as exc:
+        raise StoreUnavailable(where, str(exc) or type(exc).__name__) from None
+    if not raw:
+        return None
+    state = {text(k): text(v) for k, v in raw.items()}
+    return CallDetail(state, [_entry(i, f) for i, f in reversed(entries)])
+
+
+async def read_call_events(
+    client: aioredis.Redis,
+    call_id: str,
+    *,
+    after: str = "0-0",
+    block_ms: int | None = None,
+    count: int = RECENT_EVENTS,
+    where: str = "redis client",
+) -> list[StreamEntry]:
+    """The call's stream entries after the entry id ``after``, oldest first (at most ``count``). With ``block_ms``,
+    waits that long for the first one (``XREAD BLOCK``; keep it under the client's socket timeout). Raises
+    :class:`StoreUnavailable` when Redis is away."""
+    try:
+        replies = await client.xread({keys.call_events(call_id): after}, count=count, block=block_ms)
+    except RedisError as exc:
+        raise StoreUnavailable(where, str(exc) or type(exc).__name__) from None
+    streams: Any = replies.items() if isinstance(replies, dict) else (replies or [])  # RESP3 answers a map
+    out: list[StreamEntry] = []
+    for _stream, entries in streams:
+        out += [_entry(i, f) for i, f in entries]
+    return out
