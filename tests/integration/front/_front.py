@@ -9,6 +9,7 @@ own pid, never by name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -20,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.emulator import EmulatorServer
 from bridge.serve.front import DestinationState, destinations_of, kamailio_binary, rpc_call
 from bridge.store.server import free_port_block
 
@@ -214,6 +216,20 @@ class Node:
         rc = stop_process(self.proc)
         self._stderr.close()
         return rc
+
+
+@contextlib.asynccontextmanager
+async def front_node(tmp: Path, workers: int = 2) -> AsyncIterator[tuple[Node, int, dict[str, Any]]]:
+    """The emulator and one node: its front on NODE_A and ``workers`` workers behind it, up. Yields the node, the
+    front's port and the node's /healthz; stops the node after, and checks it exited 0 (unless the test failed)."""
+    async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
+        port = port_block(workers + 1)
+        node = Node(tmp, "a", host=NODE_A, sip_port=port, workers=workers, realtime_url=emulator.base_url, front=True)
+        try:
+            yield node, port, await node.up()
+        finally:
+            rc = node.stop()
+        assert rc == 0, node.stderr_tail()
 
 
 def two_nodes(tmp: Path, realtime_url: str, redis_url: str) -> tuple[Node, Node, int]:

@@ -17,17 +17,15 @@ from _front import (
     NODE_A,
     ROOT,
     Node,
+    front_node,
     heavy,
     invite,
     long_test,
-    port_block,
     requirements,
     sipp,
     sipp_dir,
     wait_for,
 )
-
-from bridge.emulator import EmulatorServer
 
 pytestmark = [*requirements, heavy]
 
@@ -44,72 +42,66 @@ def drain(node: Node, *args: str) -> list[dict[str, Any]]:
 @long_test
 async def test_a_drained_worker_takes_no_new_call_and_its_live_call_ends_normally(tmp_path: Path) -> None:
     work = sipp_dir(tmp_path)
-    async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
-        port = port_block(3)
-        node = Node(tmp_path, "a", host=NODE_A, sip_port=port, workers=2, realtime_url=emulator.base_url, front=True)
-        try:
-            workers = node.worker_addresses(await node.up())
-            # one long call (the stock uac_pcap: about 9 s); find the worker that holds it
-            long_call = asyncio.create_task(sipp(work, f"{NODE_A}:{port}", calls=1))
+    async with front_node(tmp_path) as (node, port, health):
+        workers = node.worker_addresses(health)
+        # one long call (the stock uac_pcap: about 9 s); find the worker that holds it
+        long_call = asyncio.create_task(sipp(work, f"{NODE_A}:{port}", calls=1))
 
-            async def busy_worker() -> str | None:
-                loaded = [a for a, d in node.states().items() if d.load == 1]
-                return loaded[0] if loaded else None
+        async def busy_worker() -> str | None:
+            loaded = [a for a, d in node.states().items() if d.load == 1]
+            return loaded[0] if loaded else None
 
-            busy = await wait_for(busy_worker, "the long call placed", 15)
-            (idle,) = [w for w in workers if w != busy]
+        busy = await wait_for(busy_worker, "the long call placed", 15)
+        (idle,) = [w for w in workers if w != busy]
 
-            after = drain(node, busy)
-            assert [(d["address"], d["state"], d["load"]) for d in after] == [(busy, "D", 1)]
-            assert node.states()[idle].state == "A"
+        after = drain(node, busy)
+        assert [(d["address"], d["state"], d["load"]) for d in after] == [(busy, "D", 1)]
+        assert node.states()[idle].state == "A"
 
-            async def exported_as_drained() -> bool:  # /metrics shows what the front sees
-                drained = await node.metric("callbridge_front_worker_state", worker=busy, state="drained")
-                active = await node.metric("callbridge_front_worker_state", worker=idle, state="active")
-                calls = await node.metric("callbridge_front_worker_calls", worker=busy)
-                return (drained, active, calls) == (1.0, 1.0, 1.0)
+        async def exported_as_drained() -> bool:  # /metrics shows what the front sees
+            drained = await node.metric("callbridge_front_worker_state", worker=busy, state="drained")
+            active = await node.metric("callbridge_front_worker_state", worker=idle, state="active")
+            calls = await node.metric("callbridge_front_worker_calls", worker=busy)
+            return (drained, active, calls) == (1.0, 1.0, 1.0)
 
-            await wait_for(exported_as_drained, "the drained worker in /metrics", 10)
+        await wait_for(exported_as_drained, "the drained worker in /metrics", 10)
 
-            # new calls while the long one goes on: all of them to the other worker
-            short = await sipp(work, f"{NODE_A}:{port}", calls=3, scenario="uac_short.xml")
-            assert (short.successful, short.failed) == (3, 0), short.output[-3000:]
-            assert not long_call.done()  # the drained worker's call is still up
+        # new calls while the long one goes on: all of them to the other worker
+        short = await sipp(work, f"{NODE_A}:{port}", calls=3, scenario="uac_short.xml")
+        assert (short.successful, short.failed) == (3, 0), short.output[-3000:]
+        assert not long_call.done()  # the drained worker's call is still up
 
-            first = await long_call
-            assert (first.successful, first.failed) == (1, 0), first.output[-3000:]
+        first = await long_call
+        assert (first.successful, first.failed) == (1, 0), first.output[-3000:]
 
-            async def four_reports() -> list[dict[str, Any]] | None:
-                calls = node.calls()
-                return calls if len(calls) >= 4 else None
+        async def four_reports() -> list[dict[str, Any]] | None:
+            calls = node.calls()
+            return calls if len(calls) >= 4 else None
 
-            by_id = {r["call_id"]: r for r in await wait_for(four_reports, "every call reported", 15)}
-            index = {w: i for i, w in enumerate(workers)}
-            assert {by_id[c]["worker"] for c in short.call_ids} == {index[idle]}
-            (held,) = first.call_ids
-            assert by_id[held]["worker"] == index[busy]
-            assert by_id[held]["end_reason"].startswith("caller hung up")  # it finished normally, on the caller's BYE
+        by_id = {r["call_id"]: r for r in await wait_for(four_reports, "every call reported", 15)}
+        index = {w: i for i, w in enumerate(workers)}
+        assert {by_id[c]["worker"] for c in short.call_ids} == {index[idle]}
+        (held,) = first.call_ids
+        assert by_id[held]["worker"] == index[busy]
+        assert by_id[held]["end_reason"].startswith("caller hung up")  # it finished normally, on the caller's BYE
 
-            # --undo: it takes calls again
-            after = drain(node, busy, "--undo")
-            assert [(d["address"], d["state"]) for d in after] == [(busy, "A")]
+        # --undo: it takes calls again
+        after = drain(node, busy, "--undo")
+        assert [(d["address"], d["state"]) for d in after] == [(busy, "A")]
 
-            # the whole node by signal: nothing can take a call, so the front says so itself
-            node.signal(signal.SIGUSR1)
+        # the whole node by signal: nothing can take a call, so the front says so itself
+        node.signal(signal.SIGUSR1)
 
-            async def all_drained() -> bool:
-                return all(d.state == "D" for d in node.states().values())
+        async def all_drained() -> bool:
+            return all(d.state == "D" for d in node.states().values())
 
-            await wait_for(all_drained, "every worker drained after SIGUSR1", 10)
-            refused = await invite(NODE_A, port, local_host=CALLER)
-            assert (refused.status, refused.headers.get("retry-after")) == (503, "5")
-            node.signal(signal.SIGUSR2)
+        await wait_for(all_drained, "every worker drained after SIGUSR1", 10)
+        refused = await invite(NODE_A, port, local_host=CALLER)
+        assert (refused.status, refused.headers.get("retry-after")) == (503, "5")
+        node.signal(signal.SIGUSR2)
 
-            async def all_active() -> bool:
-                return all(d.state == "A" for d in node.states().values())
+        async def all_active() -> bool:
+            return all(d.state == "A" for d in node.states().values())
 
-            await wait_for(all_active, "every worker active after SIGUSR2", 10)
-            assert (await invite(NODE_A, port, local_host=CALLER)).status == 200
-        finally:
-            rc = node.stop()
-        assert rc == 0, node.stderr_tail()
+        await wait_for(all_active, "every worker active after SIGUSR2", 10)
+        assert (await invite(NODE_A, port, local_host=CALLER)).status == 200

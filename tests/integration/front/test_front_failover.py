@@ -21,6 +21,7 @@ from _front import (
     NODE_A,
     ROOT,
     Node,
+    front_node,
     heavy,
     long_test,
     port_block,
@@ -189,49 +190,43 @@ async def test_a_worker_refusing_a_call_the_front_counted_room_for_is_out_and_th
     giving it its last slot at once): its 486 takes it out until it answers OPTIONS, and the call goes to the worker
     with room, chosen by the load as it is then."""
     work = sipp_dir(tmp_path)
-    async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
-        port = port_block(3)
-        node = Node(tmp_path, "a", host=NODE_A, sip_port=port, workers=2, realtime_url=emulator.base_url, front=True)
-        try:
-            workers = node.worker_addresses(await node.up())
-            full, spare = workers
-            # four calls straight to one worker, past the front: it is full, and the front counts it empty
-            direct = asyncio.create_task(sipp(work, full, calls=4, rate=10))
+    async with front_node(tmp_path) as (node, port, health):
+        workers = node.worker_addresses(health)
+        full, spare = workers
+        # four calls straight to one worker, past the front: it is full, and the front counts it empty
+        direct = asyncio.create_task(sipp(work, full, calls=4, rate=10))
 
-            async def four_up() -> bool:
-                assert not direct.done(), (await direct).output[-3000:]
-                return await node.metric("callbridge_calls_active") == 4.0
+        async def four_up() -> bool:
+            assert not direct.done(), (await direct).output[-3000:]
+            return await node.metric("callbridge_calls_active") == 4.0
 
-            await wait_for(four_up, "four direct calls up on one worker", 20)
-            assert {a: d.load for a, d in node.states().items()} == {full: 0, spare: 0}
+        await wait_for(four_up, "four direct calls up on one worker", 20)
+        assert {a: d.load for a, d in node.states().items()} == {full: 0, spare: 0}
 
-            # two calls at once through the front (2 s each): the call load sends one of them to the full worker;
-            # both are answered, both by the worker with room
-            front = await sipp(work, f"{NODE_A}:{port}", calls=2, rate=10, scenario="uac_short.xml")
-            assert (front.successful, front.failed) == (2, 0), front.output[-3000:]
+        # two calls at once through the front (2 s each): the call load sends one of them to the full worker;
+        # both are answered, both by the worker with room
+        front = await sipp(work, f"{NODE_A}:{port}", calls=2, rate=10, scenario="uac_short.xml")
+        assert (front.successful, front.failed) == (2, 0), front.output[-3000:]
 
-            log = (node.front_dir / "kamailio.log").read_text(errors="replace")
-            refusals = re.findall(r"worker sip:(\S+) refused INVITE \S+ with (\d+): out until it answers OPTIONS", log)
-            assert refusals and set(refusals) == {(full, "486")}, log[-3000:]
+        log = (node.front_dir / "kamailio.log").read_text(errors="replace")
+        refusals = re.findall(r"worker sip:(\S+) refused INVITE \S+ with (\d+): out until it answers OPTIONS", log)
+        assert refusals and set(refusals) == {(full, "486")}, log[-3000:]
 
-            async def two_reports() -> list[dict[str, Any]] | None:
-                found = [r for r in node.calls() if r["end_reason"].startswith("caller hung up")]
-                return found if len(found) >= 2 else None
+        async def two_reports() -> list[dict[str, Any]] | None:
+            found = [r for r in node.calls() if r["end_reason"].startswith("caller hung up")]
+            return found if len(found) >= 2 else None
 
-            reports = await wait_for(two_reports, "both front calls reported", 15)
-            assert sorted(r["call_id"] for r in reports[:2]) == front.call_ids
-            assert {r["worker"] for r in reports[:2]} == {workers.index(spare)}
+        reports = await wait_for(two_reports, "both front calls reported", 15)
+        assert sorted(r["call_id"] for r in reports[:2]) == front.call_ids
+        assert {r["worker"] for r in reports[:2]} == {workers.index(spare)}
 
-            # the refuser is back as soon as it answers a probe
-            async def back() -> bool:
-                return node.states()[full].state == "A"
+        # the refuser is back as soon as it answers a probe
+        async def back() -> bool:
+            return node.states()[full].state == "A"
 
-            await wait_for(back, "the refusing worker active again", 5)
-            result = await direct
-            assert (result.successful, result.failed) == (4, 0), result.output[-3000:]
-        finally:
-            rc = node.stop()
-        assert rc == 0, node.stderr_tail()
+        await wait_for(back, "the refusing worker active again", 5)
+        result = await direct
+        assert (result.successful, result.failed) == (4, 0), result.output[-3000:]
 
 
 def _process_group(pgid: int) -> dict[int, int]:
@@ -253,18 +248,15 @@ async def test_a_worker_that_answers_a_call_late_keeps_it_and_no_other_worker_ge
     waits for a worker's first answer to an INVITE longer than for a probe's (5 s against 2 s), so it neither takes
     the late worker out nor sends the call to another one meanwhile, which the late one could still answer too."""
     work = sipp_dir(tmp_path)
-    async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
-        port = port_block(3)
-        node = Node(tmp_path, "a", host=NODE_A, sip_port=port, workers=2, realtime_url=emulator.base_url, front=True)
-        pids: list[int] = []
+    pids: list[int] = []
 
-        def resume() -> None:
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
+    def resume() -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
+    async with front_node(tmp_path) as (node, port, health):
         try:
-            health = await node.up()
             # Kamailio's processes run ahead of the workers' fair share where the front may ask for it (root here)
             group = _process_group(int(health["front"]["pid"]))
             assert len(group) >= 3, group  # the main process and its SIP and timer processes
@@ -292,7 +284,5 @@ async def test_a_worker_that_answers_a_call_late_keeps_it_and_no_other_worker_ge
             assert answered_s >= 3.0
         finally:
             resume()
-            rc = node.stop()
-        assert rc == 0, node.stderr_tail()
-        # the other worker never saw the call: one report in all, and no call of another Call-ID
-        assert len(node.calls()) == 1, node.calls()
+    # the other worker never saw the call: one report in all, and no call of another Call-ID
+    assert len(node.calls()) == 1, node.calls()
