@@ -76,7 +76,7 @@ def renice_group(pgid: int, niceness: int) -> str:
     try:
         os.setpriority(os.PRIO_PGRP, pgid, niceness)
     except PermissionError:
-        return f"nice {os.getpriority(os.PRIO_PGRP, pgid)} (nice {niceness} asked for: needs CAP_SYS_NICE)"
+        return f"ordinary (nice {niceness} asked for: needs CAP_SYS_NICE)"
     except OSError as exc:
         return f"nice unchanged (nice {niceness} asked for: {exc.strerror or exc})"
     return f"nice {niceness}"

@@ -370,8 +370,6 @@ class KamailioFront:
         except BaseException:
             await self.stop()  # nothing half-started is left behind
             raise
-        if self.proc is not None:
-            self.scheduling = renice_group(self.proc.pid, FRONT_NICE)  # and the processes forked meanwhile
         log.info(
             "front: Kamailio (pid %d, %s) on sip:%s:%d dispatching to %d workers (%s); run directory %s",
             self.proc.pid if self.proc else 0,
@@ -392,6 +390,7 @@ class KamailioFront:
             if self.proc is None or self.proc.returncode is not None:
                 raise FrontError(f"Kamailio exited at start: {self.log_tail()}")
             if await options_status(probe_host, self.port, 0.5) == 200:
+                self.scheduling = renice_group(self.proc.pid, FRONT_NICE)  # and the processes forked meanwhile
                 return
             await asyncio.sleep(0.1)
         raise FrontError(f"Kamailio did not answer OPTIONS on {probe_host}:{self.port} within {within_s:.0f} s")
