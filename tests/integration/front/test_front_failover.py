@@ -265,12 +265,10 @@ async def test_a_worker_that_answers_a_call_late_keeps_it_and_no_other_worker_ge
             pids = [int(w["pid"]) for w in health["workers"]]
             for pid in pids:
                 os.kill(pid, signal.SIGSTOP)
-            stalled_at = time.monotonic()
             call = asyncio.create_task(sipp(work, f"{NODE_A}:{port}", calls=1, scenario="uac_short.xml"))
             await asyncio.sleep(3.0)  # the stall itself: the workers are stopped, there is nothing to wait for
             resume()
             result = await call
-            answered_s = time.monotonic() - stalled_at
             assert (result.successful, result.failed) == (1, 0), result.output[-3000:]
 
             async def one_report() -> list[dict[str, Any]] | None:
@@ -281,7 +279,6 @@ async def test_a_worker_that_answers_a_call_late_keeps_it_and_no_other_worker_ge
             assert [r["call_id"] for r in reports] == result.call_ids
             log = (node.front_dir / "kamailio.log").read_text(errors="replace")
             assert "did not answer INVITE" not in log, log[-3000:]
-            assert answered_s >= 3.0
         finally:
             resume()
     # the other worker never saw the call: one report in all, and no call of another Call-ID
