@@ -13,11 +13,10 @@ import pytest
 from _front import (
     CALLER,
     NODE_A,
-    Node,
+    front_node,
     heavy,
     invite,
     long_test,
-    port_block,
     requirements,
     sipp,
     sipp_dir,
@@ -92,26 +91,20 @@ async def test_a_retransmitted_bye_releases_its_calls_load_once(tmp_path: Path) 
     """Retransmissions belong to their transaction: routed again, each copy of a BYE would try to release the
     call's load once more, and Kamailio logs an error for each (under load, at the end of a burst of calls, one
     for nearly every call)."""
-    async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
-        port = port_block(2)
-        node = Node(tmp_path, "a", host=NODE_A, sip_port=port, workers=1, realtime_url=emulator.base_url, front=True)
-        try:
-            (worker,) = node.worker_addresses(await node.up())
-            for _ in range(2):
-                answer = await invite(NODE_A, port, local_host=CALLER, bye_copies=3)
-                assert answer.status == 200, answer
+    async with front_node(tmp_path, workers=1) as (node, port, health):
+        (worker,) = node.worker_addresses(health)
+        for _ in range(2):
+            answer = await invite(NODE_A, port, local_host=CALLER, bye_copies=3)
+            assert answer.status == 200, answer
 
-            async def unloaded() -> bool:
-                return node.states()[worker].load == 0
+        async def unloaded() -> bool:
+            return node.states()[worker].load == 0
 
-            await wait_for(unloaded, "the load released", 10)
+        await wait_for(unloaded, "the load released", 10)
 
-            async def two_reports() -> bool:
-                return len(node.calls()) == 2
+        async def two_reports() -> bool:
+            return len(node.calls()) == 2
 
-            await wait_for(two_reports, "both calls reported by the worker", 15)
-            log = (node.front_dir / "kamailio.log").read_text(errors="replace")
-            assert " ERROR: " not in log, log[-3000:]
-        finally:
-            rc = node.stop()
-        assert rc == 0, node.stderr_tail()
+        await wait_for(two_reports, "both calls reported by the worker", 15)
+        log = (node.front_dir / "kamailio.log").read_text(errors="replace")
+        assert " ERROR: " not in log, log[-3000:]
