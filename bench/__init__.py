@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import importlib
-import sys
 
 BENCHES = {
-    "audio": "bench.audio",  # resamplers vs audioop and soxr, G.711 passthrough, wire encoding
-    "calls": "bench.calls",  # concurrent real calls: bridge capacity vs pjsua2's own C loopback, latency p50/p99
-    "replay": "bench.replay",  # direct replay of every call script in both dialects, as a multiple of real time
-    "soak": "bench.soak",  # concurrent SIP calls for minutes with socket drops: drops, gaps, RSS
+    "audio": ("bench.audio", "resamplers vs audioop and soxr, G.711 passthrough, wire encoding"),
+    "calls": ("bench.calls", "concurrent real calls: capacity vs pjsua2's own C loopback, latency p50/p99"),
+    "replay": ("bench.replay", "direct replay of every call script in every dialect, as a multiple of real time"),
+    "echo": ("bench.echo", "the echo set with the echo guard off and on: false barge-ins, precision, recall"),
+    "recording": ("bench.recording", "a 2-hour recorded call in virtual time: the recorder's memory and loop stalls"),
+    "soak": ("bench.soak", "concurrent SIP calls for minutes with socket drops: drops, gaps, RSS"),
 }
 
 
 def main(argv: list[str]) -> int:
+    from bridge.cli import build_parser
+
+    parser = build_parser("bench", "benchmarks that print ratios against their anchors, measured in the same run")
+    sub = parser.add_subparsers(dest="bench", required=True, metavar="{" + ",".join(BENCHES) + "}")
+    for name, (_, help_) in BENCHES.items():
+        sub.add_parser(name, help=help_, add_help=False)  # the bench's own parser answers --help
     if not argv or argv[0] not in BENCHES:
-        print(f"usage: callbridge bench {{{','.join(BENCHES)}}} [--json]", file=sys.stderr)
+        parser.parse_args(argv)  # --help (exit 0) or a usage error naming the choices (exit 2)
         return 2
-    module = importlib.import_module(BENCHES[argv[0]])
+    module = importlib.import_module(BENCHES[argv[0]][0])
     return int(module.main(argv[1:]) or 0)

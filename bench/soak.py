@@ -18,11 +18,15 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.calls.callers import CALLS_PER_PROCESS
+from bridge.store.reportfile import read_reports
+
 ROOT = Path(__file__).resolve().parent.parent
-CALLS_PER_CALLER = 4  # one pjsua2 process holds 4 calls
+PLAY = str(ROOT / "bridge" / "assets" / "caller_hours.wav")  # recorded speech, played in a loop by every call
 
 
 def rss_kib(pid: int) -> int:
@@ -57,98 +61,132 @@ async def caller_main(uri: str, calls: int, until: float, call_s: float, play: s
     return {"calls": results}
 
 
+@dataclass
+class SoakRun:
+    """What a soak run saw: every phone call's summary, the workers' call reports, their RSS and restarts."""
+
+    phone_calls: list[dict[str, Any]]
+    reports: list[dict[str, Any]]
+    rss_start: dict[int, int]
+    rss_end: dict[int, int]
+    samples: list[dict[int, int]]  # RSS every 30 s
+    restarts: int
+
+
 async def run_soak(calls: int, minutes: float, call_s: float, drop_after_s: float, as_json: bool) -> int:
     from bridge.devkit.stack import local_stack
 
-    workers = max(1, math.ceil(calls / CALLS_PER_CALLER))
-    play = str(ROOT / "bridge" / "assets" / "caller_hours.wav")
-    samples: list[dict[int, int]] = []
+    workers = max(1, math.ceil(calls / CALLS_PER_PROCESS))
     async with local_stack(
         workers=workers, realtime_query=f"drop_after_s={drop_after_s}", emulator_settings={"speed": 2}
     ) as stack:
-        pool = stack.pool
-
-        def rss_now() -> dict[int, int]:
-            return {s.index: rss_kib(s.proc.pid) for s in pool.slots if s.proc}
-
-        async def sample_rss() -> None:
-            while True:
-                samples.append(rss_now())
-                await asyncio.sleep(30)
-
-        await asyncio.sleep(2)  # let the workers settle before the first RSS reading
-        rss_start = rss_now()
-        until = time.time() + minutes * 60
-        procs = [
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bench.soak",
-                "_caller",
-                f"sip:1000@127.0.0.1:{port}",
-                str(min(CALLS_PER_CALLER, calls - first)),
-                str(until),
-                str(call_s),
-                play,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-            for first, port in zip(range(0, calls, CALLS_PER_CALLER), stack.sip_ports, strict=False)
-        ]
-        sampler = asyncio.create_task(sample_rss())
-        outs = [await p.communicate() for p in procs]
-        sampler.cancel()
-        await asyncio.sleep(2)
-        rss_end = rss_now()
-        restarts = sum(s.restarts for s in pool.slots)
-        lines = [json.loads(x) for x in stack.reports.read_text().splitlines()] if stack.reports.exists() else []
-    phone_calls = [c for out, _ in outs if out.strip() for c in json.loads(out.decode())["calls"]]
-    for c in phone_calls:
-        if not (c["answered"] and c["hangup_by"] == "local"):
+        run = await _soak(stack, calls, minutes, call_s)
+    for c in run.phone_calls:
+        if not _completed(c):
             print(f"  dropped: {c}", file=sys.stderr)
-    completed = [c for c in phone_calls if c["answered"] and c["hangup_by"] == "local"]
-    dropped = [c for c in phone_calls if not (c["answered"] and c["hangup_by"] == "local")]
-    gaps = [g for r in lines for g in r.get("latency_ms", {}).get("recovery_gap", [])]
-    result = {
+    result = _result(run, calls, minutes, workers)
+    rss_ok = all(g < 5.0 for g in result["rss_growth_pct"].values())
+    gap = result["largest_gap_ms"]
+    ok = result["calls_dropped"] == 0 and (gap is None or gap <= 1000) and rss_ok
+    if as_json:
+        print(json.dumps(result))
+    else:
+        _print_result(result, drop_after_s, ok)
+    return 0 if ok else 1
+
+
+async def _soak(stack: Any, calls: int, minutes: float, call_s: float) -> SoakRun:
+    """Keep ``calls`` phone calls going for ``minutes`` against ``stack``, sampling the workers' RSS."""
+    pool = stack.pool
+    samples: list[dict[int, int]] = []
+
+    def rss_now() -> dict[int, int]:
+        return {s.index: rss_kib(s.proc.pid) for s in pool.slots if s.proc}
+
+    async def sample_rss() -> None:
+        while True:
+            samples.append(rss_now())
+            await asyncio.sleep(30)
+
+    await asyncio.sleep(2)  # let the workers settle before the first RSS reading
+    rss_start = rss_now()
+    procs = await _spawn_callers(stack.sip_ports, calls, time.time() + minutes * 60, call_s)
+    sampler = asyncio.create_task(sample_rss())
+    outs = [await p.communicate() for p in procs]
+    sampler.cancel()
+    await asyncio.sleep(2)
+    rss_end = rss_now()
+    restarts = sum(s.restarts for s in pool.slots)
+    lines = read_reports(stack.reports)
+    phone_calls = [c for out, _ in outs if out.strip() for c in json.loads(out.decode())["calls"]]
+    return SoakRun(phone_calls, lines, rss_start, rss_end, samples, restarts)
+
+
+async def _spawn_callers(ports: list[int], calls: int, until: float, call_s: float) -> list[asyncio.subprocess.Process]:
+    """A load-caller process per worker, each keeping up to 4 calls going until ``until`` (wall clock)."""
+    return [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.soak",
+            "_caller",
+            f"sip:1000@127.0.0.1:{port}",
+            str(min(CALLS_PER_PROCESS, calls - first)),
+            str(until),
+            str(call_s),
+            PLAY,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        for first, port in zip(range(0, calls, CALLS_PER_PROCESS), ports, strict=False)
+    ]
+
+
+def _completed(call: dict[str, Any]) -> bool:
+    """Answered and ended by the caller's own hang-up; anything else is a dropped call."""
+    return bool(call["answered"] and call["hangup_by"] == "local")
+
+
+def _growth_pct(before: dict[int, int], after: dict[int, int]) -> dict[int, float]:
+    return {k: round(100.0 * (after.get(k, 0) - v) / v, 1) for k, v in before.items() if v and k in after}
+
+
+def _result(run: SoakRun, calls: int, minutes: float, workers: int) -> dict[str, Any]:
+    completed = [c for c in run.phone_calls if _completed(c)]
+    gaps = [g for r in run.reports for g in r.get("latency_ms", {}).get("recovery_gap", [])]
+    warm = run.samples[2] if len(run.samples) > 2 else run.rss_start
+    return {
         "calls_concurrent": calls,
         "minutes": minutes,
         "workers": workers,
         "calls_completed": len(completed),
-        "calls_dropped": len(dropped),
-        "bridge_reports": len(lines),
-        "reconnects": sum(r.get("reconnects", 0) for r in lines),
+        "calls_dropped": len(run.phone_calls) - len(completed),
+        "bridge_reports": len(run.reports),
+        "reconnects": sum(r.get("reconnects", 0) for r in run.reports),
         "largest_gap_ms": max(gaps) if gaps else None,
-        "worker_restarts": restarts,
-        "rss_kib_start": rss_start,
-        "rss_kib_end": rss_end,
-        "rss_growth_pct": {
-            k: round(100.0 * (rss_end.get(k, 0) - v) / v, 1) for k, v in rss_start.items() if v and k in rss_end
-        },
+        "worker_restarts": run.restarts,
+        "rss_kib_start": run.rss_start,
+        "rss_kib_end": run.rss_end,
+        "rss_growth_pct": _growth_pct(run.rss_start, run.rss_end),
         # after the first minute (pools and caches warmed up): a leak keeps growing, warm-up does not
-        "rss_growth_after_1min_pct": {
-            k: round(100.0 * (rss_end.get(k, 0) - v) / v, 1)
-            for k, v in (samples[2] if len(samples) > 2 else rss_start).items()
-            if v and k in rss_end
-        },
-        "rss_kib_every_30s": samples,
+        "rss_growth_after_1min_pct": _growth_pct(warm, run.rss_end),
+        "rss_kib_every_30s": run.samples,
     }
-    rss_ok = all(g < 5.0 for g in result["rss_growth_pct"].values())
-    ok = result["calls_dropped"] == 0 and (not gaps or max(gaps) <= 1000) and rss_ok
-    if as_json:
-        print(json.dumps(result))
-    else:
-        print(f"soak: {calls} concurrent calls for {minutes} min on {workers} worker(s), socket drop every "
-              f"{drop_after_s} s of session")  # fmt: skip
-        print(f"  calls completed {result['calls_completed']}, dropped {result['calls_dropped']}, "
-              f"reconnects {result['reconnects']}, largest gap {result['largest_gap_ms']} ms, "
-              f"worker restarts {restarts}")  # fmt: skip
-        for k in sorted(rss_start):
-            curve = " ".join(f"{x.get(k, 0) / 1024:.1f}" for x in samples)
-            print(f"  worker {k}: RSS {rss_start[k] / 1024:.1f} -> {rss_end.get(k, 0) / 1024:.1f} MiB "
-                  f"({result['rss_growth_pct'].get(k)} %; {result['rss_growth_after_1min_pct'].get(k)} % after "
-                  f"the first minute); every 30 s: {curve}")  # fmt: skip
-        print("  goals: 0 dropped, largest gap <= 1000 ms, RSS growth < 5 % over 10 min:", "met" if ok else "NOT met")
-    return 0 if ok else 1
+
+
+def _print_result(result: dict[str, Any], drop_after_s: float, ok: bool) -> None:
+    rss_start, rss_end, samples = result["rss_kib_start"], result["rss_kib_end"], result["rss_kib_every_30s"]
+    print(f"soak: {result['calls_concurrent']} concurrent calls for {result['minutes']} min on {result['workers']} "
+          f"worker(s), socket drop every {drop_after_s} s of session")  # fmt: skip
+    print(f"  calls completed {result['calls_completed']}, dropped {result['calls_dropped']}, "
+          f"reconnects {result['reconnects']}, largest gap {result['largest_gap_ms']} ms, "
+          f"worker restarts {result['worker_restarts']}")  # fmt: skip
+    for k in sorted(rss_start):
+        curve = " ".join(f"{x.get(k, 0) / 1024:.1f}" for x in samples)
+        print(f"  worker {k}: RSS {rss_start[k] / 1024:.1f} -> {rss_end.get(k, 0) / 1024:.1f} MiB "
+              f"({result['rss_growth_pct'].get(k)} %; {result['rss_growth_after_1min_pct'].get(k)} % after "
+              f"the first minute); every 30 s: {curve}")  # fmt: skip
+    print("  goals: 0 dropped, largest gap <= 1000 ms, RSS growth < 5 % over 10 min:", "met" if ok else "NOT met")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,10 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(prog="callbridge bench soak", description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=8, help="concurrent calls (4 per worker)")
-    parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--minutes", type=float, default=2.0, help="how long to run (default 2)")
     parser.add_argument("--call-s", type=float, default=30.0, help="length of each call before it redials")
     parser.add_argument("--drop-after", type=float, default=12.0, help="abort each Realtime socket after S s")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="the result as one JSON object")
     args = parser.parse_args(args_in)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     return asyncio.run(run_soak(args.calls, args.minutes, args.call_s, args.drop_after, args.json))

@@ -2,6 +2,10 @@
 
 Subcommands import their module lazily, so ``callbridge dialplan check`` does not load pjsua2 and ``callbridge
 emulator`` does not load numpy's resampler tables.
+
+Exit codes, the same for every command (docs/operating.md): 0 success, 1 a failure of the work (a call not
+answered, Redis unreachable, a front that does not answer), 2 a usage or configuration error (a bad flag, setting
+or file; the message names it).
 """
 
 from __future__ import annotations
@@ -12,39 +16,63 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
 # subcommand -> (module, function taking argv, one-line help). Each function parses its own arguments.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("bridge.devkit.demo", "main", "start Redis, the emulator and a worker; place one call per dialect"),
-    "serve": ("bridge.serve.pool", "main", "run the SIP worker pool"),
+    "serve": ("bridge.serve.pool", "main", "run the SIP worker pool (and the front, the HTTP API when configured)"),
+    "config": ("bridge.serve.config_cli", "main", "the settings serve would run with and their sources (show)"),
+    "health": ("bridge.serve.health", "main", "is this node's serve healthy? (exit 0 yes, 1 no; the HEALTHCHECK)"),
     "drain": ("bridge.serve.front", "drain_main", "stop new calls to a node or worker behind the front (--undo)"),
     "call": ("bridge.devkit.softphone", "call_main", "place a call with the pjsua2 softphone"),
     "phone": ("bridge.devkit.softphone", "phone_main", "softphone utilities (listen: answer and record)"),
-    "emulator": ("bridge.emulator.server", "main", "run the local model emulator (Realtime beta and GA, GPT-Live)"),
+    "emulator": ("bridge.emulator.server", "main", "run the local model emulator (every dialect: Realtime, GPT-Live)"),
     "dialplan": ("bridge.dialplan", "main", "dialplan tools (check)"),
-    "replay": ("bridge.replay.cli", "main", "replay call scripts through beta and GA and compare them"),
+    "replay": ("bridge.replay.cli", "main", "replay call scripts through every dialect and compare them"),
     "scripts": ("bridge.replay.cli", "scripts_main", "call-script tools (check, from-recording)"),
     "tokens": ("bridge.serve.broker", "main", "run the credential broker (short-lived credentials for workers)"),
-    "rollout": ("bridge.rollout.cli", "main", "show or move the beta/GA rollout flag of a dialplan"),
-    "calls": ("bridge.store.cli", "main", "live calls across all workers (--watch, --json)"),
-    "bench": ("bench", "main", "benchmarks (audio, calls)"),
+    "rollout": ("bridge.serve.rollout_cli", "main", "show or change a rollout dialplan's variants (weights, kill)"),
+    "calls": ("bridge.supervisor.remote", "calls_main", "live calls across all workers (Redis, or --api URL)"),
+    "bench": ("bench", "main", "benchmarks (audio, calls, replay, soak)"),
+    "users": ("bridge.supervisor.users_cli", "main", "the console's accounts: add NAME --role R, token, remove, list"),
 }
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("callbridge")
+    except PackageNotFoundError:  # a checkout on sys.path without an install
+        return "unknown"
 
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
-    return "usage: callbridge COMMAND [ARGS...]\n\ncommands:\n" + "\n".join(lines)
+    return (
+        "usage: callbridge [--version] COMMAND [ARGS...]\n\ncommands:\n"
+        + "\n".join(lines)
+        + "\n\noptions:\n  -h, --help  this list\n  --version   the installed version\n\n"
+        + "`callbridge COMMAND --help` describes a command. Exit codes: 0 success, 1 the work failed, "
+        + "2 a usage or configuration error."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in {"-h", "--help"}:
-        print(_usage())
-        return 0 if args else 2
+        print(_usage(), file=sys.stdout if args else sys.stderr)
+        return EXIT_OK if args else EXIT_USAGE
+    if args[0] in {"-V", "--version"}:
+        print(f"callbridge {version()}")
+        return EXIT_OK
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
         print(f"callbridge: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     module_name, func_name, _ = COMMANDS[name]
     func: Callable[[list[str]], int] = getattr(importlib.import_module(module_name), func_name)

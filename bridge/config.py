@@ -1,34 +1,66 @@
-"""Typed settings for ``callbridge serve`` and its workers: a YAML file, then the environment, then flags.
+"""Typed settings for ``callbridge serve`` and its workers, the twelve-factor way.
 
-Secrets come only from the environment (``OPENAI_API_KEY``) and are never written back anywhere: ``Settings``
-keeps the key out of its ``repr`` and out of :meth:`Settings.public`.
+Every field comes from, later sources winning (:data:`SOURCES`): its default; the YAML file (``--config``); the
+environment, ``CALLBRIDGE_<FIELD>`` (``CALLBRIDGE_WORKERS=4``; a list or mapping as JSON, a list also as
+``a,b``; one entry of a mapping as ``CALLBRIDGE_<FIELD>__<KEY>``), and the older names of :data:`ENV`; the
+command-line flags. Every secret (a ``SecretStr`` field, and :data:`EXTRA_SECRETS`) is also read from a file named by
+``<VARIABLE>_FILE`` (Docker and Kubernetes secrets, systemd ``LoadCredential``). :func:`load_settings` reports every
+bad value at once, each with its source (``flag --workers``, ``variable CALLBRIDGE_WORKERS``, ``file serve.yaml``)
+and its field.
+
+Secrets are never written back anywhere: ``Settings`` keeps them out of its ``repr``, :meth:`Settings.public` leaves
+the key out, and :func:`masked` hides every secret. ``Settings(...)`` itself reads only its arguments (workers get
+theirs as JSON from ``serve``); only :func:`load_settings` reads the environment and files.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.audio.frames import BEAT_FRAMES, MAX_BEAT_FRAMES
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, ConfigErrors, mask_url
 
 OPENAI_URL = "wss://api.openai.com/v1"
 EMULATOR_URL = "ws://127.0.0.1:8765/v1"
+ENV_PREFIX = "CALLBRIDGE_"
+FILE_SUFFIX = "_FILE"
+SOURCES = ("default", "file", "variable", "flag")  # later sources win
+# Other names a field is also read from (the ecosystem's own and older ones); CALLBRIDGE_<FIELD> wins over them.
 ENV = {
-    "realtime_url": "CALLBRIDGE_REALTIME_URL",
     "redis_url": "REDIS_URL",
     "api_key": "OPENAI_API_KEY",
-    "credentials": "CALLBRIDGE_CREDENTIALS",
     "media_beat_frames": "CALLBRIDGE_MEDIA_BEAT",
-    "front": "CALLBRIDGE_FRONT",
     "sip_auth_nonce_secret": "CALLBRIDGE_SIP_NONCE_SECRET",
+    "http_metrics_token": "CALLBRIDGE_METRICS_TOKEN",
 }
+EXTRA_SECRETS = frozenset({"redis_url"})  # not a SecretStr, but may carry a password
+SUPERVISOR_TOKEN_ENV = "CALLBRIDGE_SUPERVISOR_TOKEN"
+SUPERVISOR_READONLY_TOKEN_ENV = "CALLBRIDGE_SUPERVISOR_READONLY_TOKEN"
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 URL_FORMS = "wss://api.openai.com/v1 or wss://api.openai.com/v1/realtime (ws:// for the emulator)"
+
+
+def default_recordings_dir() -> Path:
+    """``$XDG_STATE_HOME/callbridge/recordings``, or ``~/.local/state/callbridge/recordings``: an absolute path,
+    whatever directory the process starts in."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(state) if state and Path(state).is_absolute() else Path.home() / ".local" / "state"
+    return base / "callbridge" / "recordings"
+
+
+def default_spool_dir() -> Path:
+    """``$XDG_STATE_HOME/callbridge/spool`` (or ``~/.local/state/callbridge/spool``), beside the recordings."""
+    return default_recordings_dir().parent / "spool"
 
 
 def realtime_base(url: str) -> str:
@@ -45,12 +77,39 @@ def realtime_base(url: str) -> str:
     return f"{scheme}://{path}{mark}{query}"
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, env_prefix=ENV_PREFIX, env_nested_delimiter="__", env_ignore_empty=True
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the environment and files: load_settings(), which names the source of each value
 
     sip_host: str = "127.0.0.1"
     sip_port: int = Field(5060, ge=0, le=65535)  # worker i listens on sip_port + i (UDP and TCP)
     workers: int = Field(1, ge=1, le=64)
+    # behind 1:1 NAT (a cloud VM): the public address SIP (Contact, Via; the front's Record-Route) and RTP (SDP c=)
+    # announce instead of the bound one. "": the bound address; rtp_public_address "": sip_public_address
+    sip_public_address: str = ""
+    rtp_public_address: str = ""
+    # SIP over TLS (bridge/sip/transports.py): worker i listens on sip_tls_port + i (None: no TLS; behind a front the
+    # front listens on it, and worker i on sip_tls_port + 1 + i); PEM certificate and key, checked at start-up
+    # (bridge/sip/tlsfiles.py); a CA list verifies the far end of TLS connections the workers open
+    sip_tls_port: int | None = Field(None, ge=0, le=65535)
+    sip_tls_cert: Path | None = None
+    sip_tls_key: Path | None = None
+    sip_tls_ca: Path | None = None
+    # SRTP (SDES, RFC 4568: AES_CM_128_HMAC_SHA1_80 and _32): off; optional (offered, plain RTP accepted); mandatory
+    # (an offer without crypto gets 488)
+    srtp: Literal["off", "optional", "mandatory"] = "off"
     rtp_port: int = Field(20000, ge=0, le=65535)  # worker i uses rtp_port + i*rtp_ports_per_worker ...
     rtp_ports_per_worker: int = Field(100, ge=8)
     realtime_url: str = EMULATOR_URL
@@ -62,9 +121,36 @@ class Settings(BaseModel):
     credentials: Literal["static", "mint", "broker"] = "static"
     broker_port: int | None = Field(None, ge=0, le=65535)  # the service's session cap: calls roll over before it
     http_port: int | None = Field(None, ge=0, le=65535)
+    # the supervisor API, the console, /metrics and /healthz listen here (loopback: set an address to expose them;
+    # with no users_file, serve warns that the shared demo tokens are exposed)
+    http_host: str = "127.0.0.1"
+    # HTTPS for the console and the API (both or neither): PEM certificate chain and private key
+    http_tls_cert: Path | None = None
+    http_tls_key: Path | None = None
+    # CIDRs of TLS-terminating proxies whose X-Forwarded-Proto, X-Forwarded-Host and X-Forwarded-For are believed
+    # (secure cookies and the Origin check behind them); from any other address those headers change nothing
+    http_trusted_proxies: tuple[str, ...] = ()
+    # /metrics: on its own port (on http_host) instead of http_port, and/or behind `Authorization: Bearer <token>`
+    http_metrics_port: int | None = Field(None, ge=0, le=65535)
+    http_metrics_token: SecretStr | None = None
+    # text: "time level logger: message"; json: one object a line with time, level, logger, worker ("serve" or the
+    # worker's index), call_id (null outside a call) and message
+    log_format: Literal["text", "json"] = "text"
+    # the console's accounts (`callbridge users add`): names, roles, scrypt hashes, API-token digests; None: the
+    # demo's shared tokens (CALLBRIDGE_SUPERVISOR_TOKEN, ..._READONLY_TOKEN), with a warning at start
+    users_file: Path | None = None
+    # failed sign-ins (and wrong bearer tokens) allowed per client address and per account within the window;
+    # past it: 429 with Retry-After
+    http_signin_failures: int = Field(10, ge=1, le=10_000)
+    http_signin_window_s: float = Field(300.0, gt=0, le=86400)
     dialplans: Path = Path("dialplans")
     report_file: Path | None = None  # append one JSON line per finished call (demo, tests)
-    recordings_dir: Path = Path("recordings")  # calls of dialplans with recording enabled (and consent) go here
+    # calls of dialplans with recording enabled (and consent) go here, one directory per call (mode 0700) named by the
+    # bridge's own call id; default: $XDG_STATE_HOME/callbridge/recordings (~/.local/state/callbridge/recordings)
+    recordings_dir: Path = Field(default_factory=default_recordings_dir)
+    # a worker stopped while Redis is away writes its calls' unwritten final state here (one JSON file per stop,
+    # 0600); the next worker of the node to reach Redis writes it there (bridge/store/spool.py)
+    spool_dir: Path = Field(default_factory=default_spool_dir)
     price_table: Path | None = None  # model prices for the cost per call (None: bridge/rollout/data/prices.yaml)
     pjsua_log_level: int = Field(1, ge=0, le=6)
     # workers run SCHED_RR at this priority (bridge/runtime/sched.py: needs CAP_SYS_NICE); 0 keeps ordinary scheduling
@@ -72,12 +158,27 @@ class Settings(BaseModel):
     # the event loop wakes once every this many 20 ms media ticks (bridge.runtime.metronome): fewer wake-ups, less CPU;
     # the Realtime socket is read and a barge-in seen up to one beat later
     media_beat_frames: int = Field(BEAT_FRAMES, ge=1, le=MAX_BEAT_FRAMES)
-    sip_allowed_sources: tuple[str, ...] = ()  # CIDRs allowed to send INVITEs to any worker (empty: any); 403 else
+    # CIDRs allowed to send INVITEs to any worker; others get 403. With none of sip_allowed_sources, sip_auth_users,
+    # sip_trusted_fronts a worker answers loopback callers only, and `serve` on another address refuses to start
+    sip_allowed_sources: tuple[str, ...] = ()
+    sip_allow_any_source: bool = False  # answer INVITEs from any source on purpose (the start-up check lets it pass)
+    # every call bounded at the SIP level (bridge/sip/bounds.py): no RTP from the caller for this long ends it (BYE,
+    # "media timeout"); while the caller holds the call, the hold timeout applies
+    rtp_timeout_s: float = Field(30.0, gt=0, le=3600)
+    rtp_hold_timeout_s: float = Field(600.0, gt=0, le=86400)
+    # SIP session timers (RFC 4028): the interval the bridge asks for and the smallest it accepts (RFC 4028 §4: at
+    # least 90; pjsip aborts the process below 90, docs/pjsip.md)
+    sip_session_expires_s: int = Field(1800, ge=90, le=86400)
+    sip_session_min_se_s: int = Field(90, ge=90, le=86400)
     sip_auth_users: dict[str, SecretStr] = Field(default_factory=dict)  # trunk digest auth (RFC 7616); empty: off
     sip_auth_realm: str = "callbridge"
     # the key of the digest nonces: every worker behind one front must share it, so that a challenge answered on
     # another worker still counts (None: one random key per serve node; set it when several nodes share a front)
     sip_auth_nonce_secret: SecretStr | None = None
+    # listen-in: a worker streams a call's audio only for a request signed with this key (bridge/supervisor/
+    # listen_token.py). None: one random key per serve node (the console of another node cannot listen to this
+    # node's calls); set the same key on the nodes whose consoles listen to each other's calls
+    listen_key: SecretStr | None = None
     # The front door (bridge/serve/front.py). "kamailio": Kamailio answers on sip_host:sip_port, the one address
     # callers and trunks use, and worker i listens on sip_port + 1 + i behind it. "none": worker i on sip_port + i.
     front: Literal["none", "kamailio"] = "none"
@@ -86,6 +187,17 @@ class Settings(BaseModel):
     front_peers: tuple[str, ...] = ()
     front_dir: Path | None = None  # the front's config, dispatcher list and control socket; None: see front_run_dir()
     front_retry_after_s: int = Field(5, ge=1, le=3600)  # Retry-After of the front's 503 when every worker is full
+    # The front's own edge (bridge/serve/kamailio/kamailio.cfg, route[ADMIT] and route[AUTH]): CIDRs that may send it
+    # anything (others get 403 before any worker sees them; empty: any source); digest auth of new calls against
+    # sip_auth_users at the front (401 / 403 there; workers believe the front's X-Callbridge-Auth); a flood limit
+    # per source address (more than front_pike_requests requests within front_pike_window_s bans it for
+    # front_ban_s: its requests are dropped); topology hiding (Kamailio's topoh) of the workers' addresses
+    front_allowed_sources: tuple[str, ...] = ()
+    front_auth: bool = False
+    front_pike_requests: int = Field(400, ge=1, le=1_000_000)
+    front_pike_window_s: int = Field(2, ge=1, le=300)
+    front_ban_s: int = Field(300, ge=1, le=86400)
+    front_topology_hiding: bool = False
     # CIDRs of fronts (on other machines) whose X-Callbridge-Source header names the caller; a node's own front is
     # trusted without being listed (trusted_fronts())
     sip_trusted_fronts: tuple[str, ...] = ()
@@ -102,6 +214,40 @@ class Settings(BaseModel):
     def _realtime_url(cls, value: str) -> str:
         return realtime_base(value)
 
+    @field_validator("http_trusted_proxies")
+    @classmethod
+    def _http_trusted_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            ipaddress.ip_network(entry.strip(), strict=False)  # a bad entry: ValueError naming it
+        return tuple(entry.strip() for entry in value)
+
+    @field_validator("http_tls_key")
+    @classmethod
+    def _tls_pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if (value is None) != (info.data.get("http_tls_cert") is None):
+            raise ValueError("http_tls_cert and http_tls_key go together: set both or neither")
+        return value
+
+    @field_validator("front_allowed_sources")
+    @classmethod
+    def _front_allowed_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            ipaddress.ip_network(entry.strip(), strict=False)  # a bad entry: ValueError naming it
+        return tuple(entry.strip() for entry in value)
+
+    @field_validator("recordings_dir", "spool_dir")
+    @classmethod
+    def _recordings_dir(cls, value: Path) -> Path:
+        return value.expanduser().absolute()  # workers and the start-up log agree on one place
+
+    @field_validator("sip_session_min_se_s")
+    @classmethod
+    def _min_se(cls, value: int, info: ValidationInfo) -> int:
+        expires = info.data.get("sip_session_expires_s")
+        if expires is not None and value > expires:
+            raise ValueError(f"must not exceed sip_session_expires_s ({expires})")
+        return value
+
     def worker_sip_port(self, index: int) -> int:
         if not self.sip_port:
             return 0
@@ -117,6 +263,12 @@ class Settings(BaseModel):
         own = (self.front_host,) if self.front != "none" else ()
         return tuple(dict.fromkeys((*self.sip_trusted_fronts, *own)))
 
+    def worker_tls_port(self, index: int) -> int | None:
+        """Worker ``index``'s TLS port (None: no TLS; 0: any free port), laid out like :meth:`worker_sip_port`."""
+        if self.sip_tls_port is None or not self.sip_tls_port:
+            return self.sip_tls_port
+        return self.sip_tls_port + index + (1 if self.front != "none" else 0)
+
     def worker_rtp_port(self, index: int) -> int:
         return self.rtp_port + index * self.rtp_ports_per_worker if self.rtp_port else 0
 
@@ -129,34 +281,172 @@ class Settings(BaseModel):
             raise ConfigError("environment", "OPENAI_API_KEY", "required for the OpenAI Realtime service")
         return "emulator-key"
 
+    @property
+    def credential_or_none(self) -> str | None:
+        """The API key if one is configured (None with none), without :attr:`credential`'s error."""
+        return self.api_key.get_secret_value() if self.api_key is not None else None
+
     def public(self) -> dict[str, Any]:
-        """Safe to log and to show a supervisor: no secret."""
-        return self.model_dump(mode="json", exclude={"api_key"}) | {"api_key_set": self.api_key is not None}
+        """Safe to log and to show a supervisor: no secret (the Redis URL's password masked)."""
+        hidden = {"api_key", "http_metrics_token"}
+        shown = self.model_dump(mode="json", exclude=hidden) | {
+            "api_key_set": self.api_key is not None,
+            "http_metrics_token_set": self.http_metrics_token is not None,
+        }
+        if self.redis_url:
+            shown["redis_url"] = mask_url(self.redis_url)
+        return shown
 
 
-def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """File < environment < flags (``None`` overrides are ignored). Errors name the file and the field."""
+def is_secret(name: str) -> bool:
+    """A field that must come from a file or the environment, never appear in a log, and be masked when shown."""
+    return name in EXTRA_SECRETS or "SecretStr" in str(Settings.model_fields[name].annotation)
+
+
+def variables(name: str) -> list[str]:
+    """The environment variables a field is read from, the winner first (``_FILE`` forms not included)."""
+    return [ENV_PREFIX + name.upper(), *([ENV[name]] if name in ENV else [])]
+
+
+def secret_variables(environ: Mapping[str, str]) -> set[str]:
+    """The variables of ``environ`` that hold a secret (or name its file): every secret field's variables, their
+    ``_FILE`` forms and ``__`` entries, and the supervisor tokens'. None of them may reach a worker or Kamailio."""
+    names = [SUPERVISOR_TOKEN_ENV, SUPERVISOR_READONLY_TOKEN_ENV]
+    names += [var for field in Settings.model_fields if is_secret(field) for var in variables(field)]
+    return {k for k in environ if any(k in (n, n + FILE_SUFFIX) or k.startswith(n + "__") for n in names)}
+
+
+def secret_from_env(var: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """A secret from ``VAR`` or from the file ``VAR_FILE`` names (one trailing newline dropped); ``None``: neither.
+    Raises :class:`ConfigError` naming the variable when the file cannot be read or both are set."""
+    env = os.environ if environ is None else environ
+    direct, path = env.get(var) or None, env.get(var + FILE_SUFFIX) or None
+    if direct is not None and path is not None:
+        raise ConfigError(f"variable {var + FILE_SUFFIX}", var, f"set {var} or {var + FILE_SUFFIX}, not both")
+    if path is None:
+        return direct
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        message = f"cannot read {path} (named by {var + FILE_SUFFIX}): {exc.strerror}"
+        raise ConfigError(f"variable {var + FILE_SUFFIX}", var, message) from None
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _is_list(field: FieldInfo) -> bool:
+    kinds = (field.annotation, *typing.get_args(field.annotation))
+    return any(typing.get_origin(kind) is tuple for kind in kinds)
+
+
+def _from_environment(errors: list[ConfigError]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every field set in the environment, and the variable it came from."""
+    source = EnvSettingsSource(Settings)
     data: dict[str, Any] = {}
-    source = "settings"
-    if path is not None:
-        source = str(path)
+    origin: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        var = variables(name)[0]
+        raw, _, complex_ = source.get_field_value(field, name)
+        if raw is not None and _is_list(field) and not str(raw).lstrip().startswith("["):
+            data[name], origin[name] = tuple(p.strip() for p in str(raw).split(",") if p.strip()), f"variable {var}"
+            continue
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(source, "(file)", f"cannot read settings: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(source, "(file)", "settings must be a mapping")
-        data.update(loaded)
-    for key, var in ENV.items():
-        if os.environ.get(var):
-            data[key] = os.environ[var]
-            source = source if path else "environment"
-    data.update({k: v for k, v in overrides.items() if v is not None})
+            value = source.prepare_field_value(name, field, raw, complex_)
+        except ValueError as exc:
+            errors.append(ConfigError(f"variable {var}", name, f"not valid JSON ({exc.__class__.__name__})"))
+            continue
+        if value is not None and value != {}:
+            nested = raw is None  # CALLBRIDGE_<FIELD>__<KEY> entries
+            data[name], origin[name] = value, f"variable {var}__*" if nested else f"variable {var}"
+            continue
+        for other in variables(name)[1:]:
+            if os.environ.get(other):
+                data[name], origin[name] = os.environ[other], f"variable {other}"
+                break
+    for name in (n for n in Settings.model_fields if is_secret(n)):
+        for var in variables(name):
+            try:
+                found = secret_from_env(var) if os.environ.get(var + FILE_SUFFIX) else None
+            except ConfigError as exc:
+                errors.append(ConfigError(exc.source, name, exc.message))
+                break
+            if found is not None:
+                data[name], origin[name] = _secret_value(name, found), f"variable {var + FILE_SUFFIX}"
+                break
+    return data, origin
+
+
+def _secret_value(name: str, text: str) -> Any:
+    """A secret file's text as the field's value: a mapping (``user: password`` lines, YAML) for a mapping field."""
+    if "dict" in str(Settings.model_fields[name].annotation):
+        loaded = yaml.safe_load(text) or {}
+        return {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else text
+    return text.strip()
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    source = str(path)
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"file {source}", "(file)", f"cannot read settings: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"file {source}", "(file)", "settings must be a mapping")
+    return loaded
+
+
+def load_settings_with_sources(
+    path: Path | None = None, flags: Mapping[str, str] | None = None, **overrides: Any
+) -> tuple[Settings, dict[str, str]]:
+    """The settings from every source (:data:`SOURCES`; ``None`` overrides are ignored), and where each field set
+    by a source came from. ``flags`` names the flag of an override (default ``--field-name``). Raises
+    :class:`ConfigError` (:class:`ConfigErrors` for several), each naming its source and field."""
+    errors: list[ConfigError] = []
+    data: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if path is not None:
+        data = _from_file(path)
+        origin = dict.fromkeys(data, f"file {path}")
+    env_data, env_origin = _from_environment(errors)
+    data.update(env_data)
+    origin.update(env_origin)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    data.update(given)
+    origin.update({k: f"flag {(flags or {}).get(k, '--' + k.replace('_', '-'))}" for k in given})
     if "realtime_url" not in data and data.get("api_key"):
         data["realtime_url"] = OPENAI_URL
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(source, field, err["msg"]) from None
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            where = origin.get(loc[0], "settings") if loc else "settings"
+            errors.append(ConfigError(where, ".".join(loc) or "(settings)", err["msg"]))
+    if errors:
+        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
+    return settings, origin
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """The settings: defaults < the file < the environment < flags (``None`` overrides are ignored)."""
+    return load_settings_with_sources(path, **overrides)[0]
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """Every field, safe to show: secrets as ``"***"`` when set (a Redis URL keeps its host)."""
+    out: dict[str, Any] = settings.model_dump(mode="json")
+    for name in out:
+        if is_secret(name) and out[name]:
+            value = getattr(settings, name)
+            if name == "redis_url":
+                out[name] = _mask_url(str(value))
+            elif isinstance(out[name], dict):
+                out[name] = dict.fromkeys(out[name], "***")
+            else:
+                out[name] = "***"
+    return out
+
+
+def _mask_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}***@{host}" if at and userinfo else url

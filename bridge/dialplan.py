@@ -1,7 +1,8 @@
 """Dialplans: data files that map called numbers to an agent profile.
 
 A dialplan is one YAML file in ``dialplans/``. Every error names the file and the dotted field path, and
-``callbridge dialplan check DIR`` prints all of them (exit 1) or a one-line summary per plan (exit 0).
+``callbridge dialplan check DIR`` prints all of them (exit 1) or a one-line summary per plan (exit 0), with a
+warning (file and field; the exit code stays) for what is valid but likely a mistake: a ``"*"`` catch-all.
 
 A plan with ``dialect: rollout`` splits its calls between the variants of its ``rollout`` section
 (:class:`bridge.rollout.policy.RolloutSpec`: each variant a dialect, a model, a voice and profile overrides; one of
@@ -12,21 +13,31 @@ them safe); without that section it has the two variants of the first rollouts, 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import fnmatch
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from bridge.errors import ConfigError
+from bridge.realtime.dialects import DIALECTS
 from bridge.realtime.profile import AgentProfile, Tool
 from bridge.rollout.policy import RolloutSpec, Variant, legacy_spec
+from bridge.tools.spec import Header, HttpTool, McpServer
 
-# Tools the call session implements itself (bridge/call/tools.py); a dialplan names them.
+ROLLOUT = "rollout"  # a plan's dialect when its variants choose one per call
+if TYPE_CHECKING:
+    DialectChoice = str
+else:
+    DialectChoice = Literal[(*DIALECTS, ROLLOUT)]  # a dialect of the tables, or a rollout between them
+
+# Tools the call session implements itself (bridge/call/builtin_tools.py); a dialplan names them.
 BUILTIN_TOOLS: dict[str, Tool] = {
     "transfer_to_human": Tool(
         name="transfer_to_human",
@@ -77,6 +88,21 @@ class Recording(BaseModel):
     consent_prompt: str | None = None  # spoken before recording starts; required when enabled
 
 
+class Privacy(BaseModel):
+    """What the call's stored and shown artifacts (Redis, the report, logs, the recording's events, the console)
+    keep of the caller's personal data (bridge/call/privacy.py). Safe by default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # a run of keys (each within 3 s of the last) keeps this many keys visible; every later key is shown as "*"
+    dtmf_visible_digits: int = Field(1, ge=0, le=32)
+    dtmf_to_model: bool = True  # the model hears every key (False: a masked key reaches it as "a hidden key")
+    pause_recording_on_dtmf: bool = False  # the recording holds silence while keys are being entered
+    caller_visible_digits: int | None = Field(4, ge=0, le=32)  # caller numbers in logs and Redis; None: in full
+    # transcripts (both sides) as stored and shown: a run of more than this many digits, said as words ("four one
+    # one one ...") or written, becomes "****" (a card, an account, a phone number; a year or a price stays); None: off
+    transcript_visible_digits: int | None = Field(4, ge=0, le=32)
+
+
 class Outage(BaseModel):
     """What the caller gets while the model is away (``bridge/call/outage.py``): reconnects with backoff for up to
     ``hold_s``; after ``hold_after_s`` without the model the hold message (``hold_audio``, or the one shipped in
@@ -89,6 +115,18 @@ class Outage(BaseModel):
     hold_audio: str | None = None  # an 8 kHz mono WAV (PCM16, u-law or A-law), played in a loop
     apology_audio: str | None = None  # the goodbye failover's message (8 kHz mono WAV)
     failover: Literal["transfer", "goodbye"] = "transfer"
+
+
+class Waiting(BaseModel):
+    """No dead air while the call waits on a business tool (``bridge/call/waiting.py``): past ``filler_after_s``
+    a line of ``fillers`` (never the one said last), then the outage hold message, softer, until the answer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    filler_after_s: float = Field(1.0, ge=0.2, le=10)
+    fillers: tuple[str, ...] = Field(
+        ("One moment, let me check.", "Just a second, I'm looking into it.", "Bear with me a moment."), min_length=1
+    )
+    hold_gain_db: float = Field(-6.0, ge=-40, le=0)
 
 
 class Orchestrator(BaseModel):
@@ -114,21 +152,71 @@ class Orchestrator(BaseModel):
         return value
 
 
+class EchoGuardPlan(BaseModel):
+    """The echo guard (``bridge/call/echo.py``, ``bridge/audio/echo.py``): the agent's own audio coming back down
+    the caller's line is not the caller. Off unless ``enabled``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    max_delay_ms: float = Field(600.0, ge=20, le=1000)  # the longest echo path: the line, jitter buffers, port queue
+    speech_dbfs: float = Field(-40.0, ge=-70, le=-10)  # residual above this (not explained by the echo) is the caller
+    erle_db: float = Field(10.0, ge=3, le=40)  # residual at least this far below the inbound level: explained
+    temper: bool = True  # send the service the echo-suppressed residual while the agent speaks
+    suppress_db: float = Field(30.0, ge=0, le=80)  # explained frames attenuated by this much
+    confirm_ms: int = Field(300, ge=20, le=2000)  # a paused agent is cut once the caller spoke this long
+    resume_ms: int = Field(700, ge=100, le=5000)  # ...and resumes where it paused if not within this
+
+
+class TransferPlan(BaseModel):
+    """How ``transfer_to_human`` hands the caller over (``bridge/call/warm.py`` for ``warm``).
+
+    ``blind``: REFER (RFC 3515) to ``target``, the agent leaves. ``warm``: the caller hears the hold audio while the
+    worker calls ``target`` on a second SIP leg; answered, the agent briefs the human in its own voice (``brief``, up
+    to ``brief_timeout_s``); then (with ``accept: dtmf``, once "1" is pressed within ``accept_window_s``) the
+    caller and the human are joined in pjsua2's conference bridge and the model session ends; busy, no answer
+    (``ring_timeout_s``) or declined bring the agent back to say so."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["warm", "blind"] = "blind"
+    target: str = Field(pattern=r"^sips?:.+@.+")
+    ring_timeout_s: float = Field(20.0, gt=0, le=120)
+    brief: bool = True  # the agent briefs the human (who calls, what they asked, what was tried) before the join
+    brief_timeout_s: float = Field(20.0, gt=0, le=120)  # no briefing played by then: the human takes the call as is
+    accept: Literal["answer", "dtmf"] = "answer"
+    accept_window_s: float = Field(10.0, gt=0, le=60)  # accept: dtmf: the human presses 1 within this
+
+
 class Dialplan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     match: tuple[str, ...] = Field(min_length=1)  # called-number globs: "1000", "+1800555*", "*"
-    dialect: Literal["beta", "ga", "live", "rollout"] = "ga"
+    dialect: DialectChoice = "ga"
     greeting: str | None = None  # the agent speaks first with these instructions
-    transfer_target: str | None = Field(None, pattern=r"^sips?:.+@.+")
+    transfer_target: str | None = Field(None, pattern=r"^sips?:.+@.+")  # a blind transfer's target (or transfer.target)
+    transfer: TransferPlan | None = None  # how transfer_to_human hands over (None: blind to transfer_target)
+    # more targets a supervisor may transfer this plan's calls to (the console's Transfer; transfer_target is always
+    # allowed)
+    transfer_targets: tuple[Annotated[str, Field(pattern=r"^sips?:.+@.+")], ...] = ()
     answer_timeout_s: float = Field(3.0, gt=0, le=30)  # answer anyway if the Realtime session is not ready
     profile: AgentProfile = AgentProfile()
     recording: Recording = Recording()
+    privacy: Privacy = Privacy()
     outage: Outage = Outage()  # the model unreachable: hold, reconnect, then fail over
+    echo_guard: EchoGuardPlan = EchoGuardPlan()  # the line's echo of the agent is not a barge-in
     allowed_sources: tuple[str, ...] = ()  # CIDRs of trunks allowed to call this plan (empty: any); others get 403
     rollout: RolloutSpec | None = None  # dialect rollout: the variants (None: GA against beta, beta safe)
     orchestrator: Orchestrator | None = None  # the contact center's service decides what the agent says
+    # the call's length bound (bridge/call/limit.py): the agent says goodbye max_call_goodbye_s before it, the BYE
+    # follows once the goodbye has played out, and at max_call_s at the latest
+    max_call_s: float = Field(3600.0, gt=0)
+    max_call_goodbye_s: float = Field(15.0, gt=0, validate_default=True)
+    # business tools the bridge calls over HTTP (bridge/tools/spec.py); the model sees them beside profile.tools
+    http_tools: tuple[HttpTool, ...] = ()
+    mcp_servers: tuple[McpServer, ...] = ()  # MCP servers whose tools are listed at each call's start
+    waiting: Waiting = Waiting()  # what the caller hears while a tool works
     source_file: str = Field("", exclude=True)
 
     @field_validator("allowed_sources")
@@ -137,6 +225,14 @@ class Dialplan(BaseModel):
         from bridge.sip.access import parse_networks  # pure (no pjsua2)
 
         parse_networks(value, "allowed_sources")
+        return value
+
+    @field_validator("max_call_goodbye_s")
+    @classmethod
+    def _goodbye_within_the_call(cls, value: float, info: ValidationInfo) -> float:
+        limit = info.data.get("max_call_s")
+        if limit is not None and value >= limit:
+            raise ValueError(f"must be less than max_call_s ({limit:g}): the goodbye starts that long before it")
         return value
 
     @field_validator("profile", mode="before")
@@ -149,14 +245,57 @@ class Dialplan(BaseModel):
     @classmethod
     def _rollout_only_for_rollout(cls, spec: RolloutSpec | None, info: ValidationInfo) -> RolloutSpec | None:
         dialect = info.data.get("dialect")
-        if spec is not None and dialect != "rollout":
+        if spec is not None and dialect != ROLLOUT:
             raise ValueError(f"a plan with variants has dialect: rollout (this one has {dialect})")
         return spec
+
+    @model_validator(mode="after")
+    def _offer_http_tools(self) -> Dialplan:
+        """The model sees each HTTP tool as a function, after the profile's own tools; names are unique. (A plan
+        validated again from its own dump already offers them: nothing is added twice.)"""
+        offered = {t.name: t for t in self.profile.tools}
+        for tool in self.http_tools:
+            if tool.name in offered and offered[tool.name] != tool.definition():
+                raise ValueError(f"http_tools: {tool.name!r} is also a tool of the profile; tool names are unique")
+        names = [t.name for t in self.http_tools]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"http_tools: tool names must be unique: {dup}")
+        servers = [m.name for m in self.mcp_servers]
+        if len(set(servers)) != len(servers):
+            raise ValueError(f"mcp_servers: names must be unique: {servers}")
+        extra = tuple(t.definition() for t in self.http_tools if t.name not in offered)
+        if extra:
+            profile = self.profile.model_copy(update={"tools": (*self.profile.tools, *extra)})
+            object.__setattr__(self, "profile", profile)  # frozen: set once, while validating
+        return self
+
+    @field_validator("transfer")
+    @classmethod
+    def _one_transfer_target(cls, value: TransferPlan | None, info: ValidationInfo) -> TransferPlan | None:
+        target = info.data.get("transfer_target")
+        if value is not None and target is not None and target != value.target:
+            raise ValueError(f"transfer.target ({value.target}) and transfer_target ({target}) differ: name one")
+        return value
+
+    @model_validator(mode="after")
+    def _transfer_target_from_transfer(self) -> Dialplan:
+        """``transfer.target`` is the plan's ``transfer_target`` (the blind paths and the console use that one)."""
+        if self.transfer is not None:
+            object.__setattr__(self, "transfer_target", self.transfer.target)  # frozen: set once, while validating
+        return self
+
+    @property
+    def transfer_plan(self) -> TransferPlan | None:
+        """How this plan transfers: its ``transfer``, or a blind transfer to ``transfer_target``, or None."""
+        if self.transfer is not None:
+            return self.transfer
+        return TransferPlan(mode="blind", target=self.transfer_target) if self.transfer_target else None
 
     @property
     def rollout_spec(self) -> RolloutSpec | None:
         """The variants of a ``dialect: rollout`` plan (its own, or GA against beta); None for a pinned plan."""
-        if self.dialect != "rollout":
+        if self.dialect != ROLLOUT:
             return None
         return self.rollout if self.rollout is not None else legacy_spec()
 
@@ -222,14 +361,62 @@ def check_file(path: Path) -> list[ConfigError]:
             out.append(ConfigError(src, f"outage.{audio_field}", f"no such file: {audio}"))
     if plan.recording.enabled and not plan.recording.consent_prompt:
         out.append(ConfigError(src, "recording.consent_prompt", "required when recording is enabled"))
+    for where, header in _secret_headers(plan):  # only the file's presence: its content is never read here
+        if header.file is not None and not os.access(header.file, os.R_OK):
+            out.append(ConfigError(src, f"{where}.file", f"no readable file: {header.file}"))
     return out
+
+
+def _secret_headers(plan: Dialplan) -> list[tuple[str, Header]]:
+    """(field, header) of every header of the plan's HTTP tools and MCP servers."""
+    owners = [(f"http_tools[{i}]", t.headers) for i, t in enumerate(plan.http_tools)]
+    owners += [(f"mcp_servers[{i}]", m.headers) for i, m in enumerate(plan.mcp_servers)]
+    return [(f"{where}.headers.{name}", header) for where, headers in owners for name, header in headers.items()]
+
+
+def plan_warnings(plan: Dialplan) -> list[ConfigError]:
+    """What is valid but likely a mistake: a ``"*"`` pattern answers any number a caller dials (a misdialled or
+    scanned number reaches this plan's agent and its model); a header's secret variable that is not set here (a
+    call that needs it fails: an HTTP tool answers an error, an MCP server's tools are left out)."""
+    found = [
+        ConfigError(plan.source_file, f"match[{i}]", 'catch-all "*": this plan answers any number a caller dials')
+        for i, pattern in enumerate(plan.match)
+        if pattern == "*"
+    ]
+    found += [
+        ConfigError(plan.source_file, f"{where}.env", f"the variable {header.env} is not set (the header's secret)")
+        for where, header in _secret_headers(plan)
+        if header.env is not None and not os.environ.get(header.env)
+    ]
+    return found
+
+
+def shutdown_errors(plan: Dialplan, today: dt.date) -> list[ConfigError]:
+    """The model every call falls back on is past its announced shutdown date (``bridge/rollout/data/
+    shutdowns.yaml``): the safe variant's model of a rollout plan (the kill switch, deny lists, rollbacks and refused
+    variants send calls there), or a pinned plan's model (the dialect's default when it names none)."""
+    from bridge.rollout.catalog import shutdown_dates
+
+    dates = shutdown_dates()
+    spec = plan.rollout_spec
+    if spec is not None:
+        i = spec.names.index(spec.safe)
+        model, where = spec.variants[i].models()[0], f"rollout.variants[{i}].model"
+    else:
+        model, where = plan.profile.model or DIALECTS[plan.dialect].default_model, "profile.model"
+    date = dates.get(model)
+    if date is None or date > today:
+        return []
+    message = (
+        f"the safe model {model} was shut down on {date.isoformat()}: the service refuses it; "
+        "name a current model (gpt-realtime-2.1, gpt-realtime-2.1-mini)"
+    )
+    return [ConfigError(plan.source_file, where, message)]
 
 
 def _check_dialects(plan: Dialplan, src: str) -> list[ConfigError]:
     """A dialect-specific field must build for the dialect(s) this plan can use: its own, or each variant's (with
     the variant's overrides)."""
-    from bridge.realtime.dialects import DIALECTS
-
     spec = plan.rollout_spec
     checks: list[tuple[str, str, AgentProfile]] = []  # (dialect, where its fields come from, profile)
     found: list[ConfigError] = []
@@ -317,9 +504,13 @@ def main(argv: list[str]) -> int:
     parser = build_parser("dialplan", "dialplan tools")
     sub = parser.add_subparsers(dest="action", required=True)
     check = sub.add_parser("check", help="validate every dialplan file; name the file and field of each error")
-    check.add_argument("paths", nargs="+", type=Path)
-    check.add_argument("--json", action="store_true")
+    check.add_argument("paths", nargs="+", type=Path, help="dialplan files or directories")
+    check.add_argument("--json", action="store_true", help="{ok, errors, warnings} as JSON")
+    check.add_argument(
+        "--today", type=dt.date.fromisoformat, help="check the models' shutdown dates as of this day (YYYY-MM-DD)"
+    )
     args = parser.parse_args(argv)
+    today = args.today or dt.datetime.now(dt.UTC).date()
     files: list[Path] = []
     for p in args.paths:
         files += dialplan_files(p) if p.is_dir() else [p]
@@ -327,9 +518,13 @@ def main(argv: list[str]) -> int:
     ok: list[Dialplan] = []
     for f in files:
         found = check_file(f)
-        errors += found
         if not found:
-            ok.append(_parse(f))
+            plan = _parse(f)
+            found = shutdown_errors(plan, today)
+            if not found:
+                ok.append(plan)
+        errors += found
+    warned = [w for p in ok for w in plan_warnings(p)]  # never an error: the exit code is the errors'
     if args.json:
         print(
             json.dumps(
@@ -339,6 +534,7 @@ def main(argv: list[str]) -> int:
                         for p in ok
                     ],
                     "errors": [{"file": e.source, "field": e.field, "message": e.message} for e in errors],
+                    "warnings": [{"file": w.source, "field": w.field, "message": w.message} for w in warned],
                 }
             )
         )
@@ -347,8 +543,10 @@ def main(argv: list[str]) -> int:
             spec = p.rollout_spec
             how = p.dialect if spec is None else f"rollout of {', '.join(_variants(p))}; safe {spec.safe}"
             print(f"ok     {p.source_file}: {p.name} ({how}; matches {', '.join(p.match)})")
+        for w in warned:
+            print(f"WARNING {w}", file=sys.stderr)
         for e in errors:
             print(f"ERROR  {e}", file=sys.stderr)
         if not files:
             print("no dialplan files found", file=sys.stderr)
-    return 1 if errors or not files else 0
+    return 2 if errors or not files else 0  # a bad file is a configuration error (bridge/cli.py)

@@ -4,19 +4,24 @@
 
     BridgeError                      (base; never carries a secret in its message)
     ├── ConfigError                  bad dialplan / call script / settings: names the file and the field
+    │   ├── ConfigErrors             several at once (every bad setting), each a ConfigError
     │   └── DialectFieldError        a profile field the target dialect does not have
     ├── LocalProtocolError           we were about to send something invalid (a bug on our side)
     └── RemoteError                  the peer failed; ``error_class`` + ``retryable`` decide recovery
         ├── RemoteProtocolError      the peer sent garbage
         └── ConnectError             the Realtime socket could not be opened or was lost
+            └── ModelRefused         the service refuses the model itself (not found, retired, not allowed)
 
 Recovery keys off :class:`bridge.events.ErrorClass` (network, auth, protocol, server) and a ``retryable`` flag:
 a network blip reconnects with the same credential, an auth or session failure gets a fresh credential.
+A :class:`ModelRefused` is no outage: the service is up and says no to one model, so a worker neither counts it
+toward its circuit breaker nor retries that model; the call moves to another variant (``bridge.serve.variant``).
 """
 
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit, urlunsplit
 
 from bridge.events import ErrorClass
 
@@ -32,6 +37,20 @@ def redact(text: str, *secrets: str) -> str:
     return _SECRET.sub("[redacted]", text)
 
 
+def mask_url(url: str) -> str:
+    """``url`` with its password (``redis://user:pw@host``, ``redis://:pw@host``) shown as ``****``: safe to log."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "[unparsable URL]"
+    if not password:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{name}:****@{host}"))
+
+
 class BridgeError(Exception):
     """Base of every error the bridge raises on purpose."""
 
@@ -44,6 +63,17 @@ class ConfigError(BridgeError):
         self.field = field
         self.message = message
         super().__init__(f"{source}: {field}: {message}")
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration errors found at once; the first is this error's own source, field and message."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        super().__init__(errors[0].source, errors[0].field, errors[0].message)
+        self.errors = errors
+
+    def __str__(self) -> str:
+        return f"{len(self.errors)} errors:\n" + "\n".join(f"  {e}" for e in self.errors)
 
 
 class DialectFieldError(ConfigError):
@@ -73,9 +103,23 @@ class ConnectError(RemoteError):
     pass
 
 
+class ModelRefused(ConnectError):
+    """The service refused ``model`` (an ``error`` event whose code is in :data:`REFUSAL_CODES`): never retryable
+    on that model, and not a network failure."""
+
+    def __init__(self, model: str, code: str, message: str = "") -> None:
+        text = f"model {model} refused: {code}" + (f" ({message})" if message else "")
+        super().__init__(ErrorClass.PROTOCOL, text, retryable=False, code=code)
+        self.model = model
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Pure classification
 
+# The service's answers that refuse a model rather than a request: ``model_not_found`` (Realtime; also a retired
+# or unannounced model, and one the project may not use), ``invalid_model`` (GPT-Live: a Realtime model on its endpoint
+# or the reverse), ``model_not_allowed``/``model_deprecated`` (a project's model allow-list, a retired snapshot).
+REFUSAL_CODES = frozenset({"model_not_found", "invalid_model", "model_not_allowed", "model_deprecated"})
 _AUTH_CODES = {"invalid_api_key", "invalid_client_secret", "expired_client_secret", "unauthorized", "forbidden"}
 _SERVER_RETRYABLE_CODES = {"session_expired", "server_error", "rate_limit_exceeded", "overloaded"}
 
@@ -88,6 +132,11 @@ def classify_server_error(error_type: str, code: str | None) -> tuple[ErrorClass
     if code in _SERVER_RETRYABLE_CODES or error_type in {"server_error", "rate_limit_error"}:
         return ErrorClass.SERVER, True
     return ErrorClass.PROTOCOL, False
+
+
+def is_refusal(code: str | None) -> bool:
+    """Does an ``error`` event with ``code`` refuse the model itself (see :data:`REFUSAL_CODES`)?"""
+    return (code or "") in REFUSAL_CODES
 
 
 def classify_close(code: int | None) -> tuple[ErrorClass | None, bool]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 
 class ErrorClass(enum.StrEnum):
@@ -44,11 +44,80 @@ class Role(enum.StrEnum):
 
 
 class ResponseStatus(enum.StrEnum):
+    """How a response ended (``response.status`` in Realtime's ``response.done`` and the Responses API's)."""
+
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     FAILED = "failed"
     INCOMPLETE = "incomplete"
     IN_PROGRESS = "in_progress"
+    UNKNOWN = ""  # the service named none (or one the bridge does not know): bad input is never fatal
+
+    @classmethod
+    def of(cls, value: str) -> ResponseStatus:
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+class ItemType(enum.StrEnum):
+    """An item's ``type``: the bridge acts on messages and function calls."""
+
+    MESSAGE = "message"
+    FUNCTION_CALL = "function_call"
+    FUNCTION_CALL_OUTPUT = "function_call_output"
+    OTHER = "other"  # any other type the service may add (reasoning, MCP calls, ...): shown, never acted on
+
+    @classmethod
+    def of(cls, value: str) -> ItemType:
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.OTHER
+
+
+class DtmfSource(enum.StrEnum):
+    """Where a digit came from."""
+
+    RFC4733 = "rfc4733"  # telephone-events in the RTP stream (RFC 4733)
+    INFO = "info"  # a SIP INFO request
+    REALTIME = "realtime"  # the service heard it (GA ``input_audio_buffer.dtmf_event_received``)
+
+
+class CallOutcome(enum.StrEnum):
+    """How a call ended (a metrics label)."""
+
+    COMPLETED = "completed"
+    TRANSFERRED = "transferred"
+    FAILED = "failed"
+
+
+class TransferOutcome(enum.StrEnum):
+    """How a warm transfer ended (:class:`WarmTransferEnded`)."""
+
+    COMPLETED = "completed"  # the human answered (and accepted): caller and human are joined
+    BUSY = "busy"  # 486 / 600 from the human's side
+    NO_ANSWER = "no_answer"  # no answer within the plan's ring_timeout_s (or 408 / 480)
+    DECLINED = "declined"  # 603, or accept: dtmf and no "1" within the window
+    FAILED = "failed"  # the second leg could not be placed, or another final status
+    CALLER_HUNG_UP = "caller_hung_up"  # the caller left during the attempt: both legs end
+
+
+class TransferStep(enum.StrEnum):
+    """Where a warm transfer is (:class:`TransferStepped`), before its outcome."""
+
+    RINGING = "ringing"  # the human's phone is called; the caller hears the hold audio
+    BRIEFING = "briefing"  # the human answered and hears the agent's briefing
+    ACCEPTING = "accepting"  # briefed: waiting for the human to press 1 (accept: dtmf)
+
+
+class OrchestratedOutcome(enum.StrEnum):
+    """What came of an orchestrator request (:class:`Orchestrated`)."""
+
+    DECISION = "decision"  # the orchestrator decided
+    LATE = "late"  # past ``timeout_ms``: the filler is due, the request goes on
+    FAULT = "fault"  # no decision will come
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +197,7 @@ class ItemAdded(Event):
 
     item_id: str
     role: str
-    item_type: str
+    item_type: ItemType
     previous_item_id: str | None = None
 
 
@@ -181,7 +250,7 @@ class ResponseStarted(Event):
 class OutputItemAdded(Event):
     response_id: str
     item_id: str
-    item_type: str  # "message" | "function_call"
+    item_type: ItemType
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +313,7 @@ class Usage:
 @dataclass(frozen=True, slots=True)
 class ResponseDone(Event):
     response_id: str
-    status: str
+    status: ResponseStatus
     reason: str | None = None
     usage: Usage | None = None
 
@@ -314,15 +383,29 @@ class Dtmf(Event):
     urgent: ClassVar[bool] = True
 
     digit: str
-    source: str = "rfc4733"
+    source: DtmfSource = DtmfSource.RFC4733
+
+
+@dataclass(frozen=True, slots=True)
+class HumanLegChanged(Event):
+    """The second leg of a warm transfer (the worker's call to the human): ``state`` is ``ringing``, ``answered``
+    or ``ended`` (``sip_code``: its final status, e.g. 486, 603, 487 after our CANCEL; 200 once answered)."""
+
+    state: str
+    sip_code: int = 0
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class CallerHungUp(Event):
+    """The leg is gone. ``bound``: the bridge ended it on a SIP-level bound (``media timeout``, ``session timer
+    expired``), not the caller; empty when the caller hung up."""
+
     urgent: ClassVar[bool] = True
 
     sip_code: int
     reason: str
+    bound: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +417,27 @@ class TransferProgress(Event):
     final: bool
 
 
+class SupervisorKind(enum.StrEnum):
+    """What a supervisor does to a live call from the console or the API (``bridge.serve.actions``)."""
+
+    HANGUP = "hangup"  # the agent says one short goodbye, then the bridge sends BYE
+    WHISPER = "whisper"  # an instruction to the agent for the rest of the call, never read out
+    TRANSFER = "transfer"  # to the plan's human target or another allowed target (REFER)
+    TAKEOVER = "takeover"  # the supervisor talks to the caller (browser microphone); the model is muted
+    HANDBACK = "handback"  # the end of a take-over: the model hears the caller again and resumes
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorAction(Event):
+    """A supervisor's action on this call, in its inbox. ``who``: the signed-in account; ``text``: a whisper's
+    instruction; ``target``: a transfer's SIP URI (checked against the plan's before it got here)."""
+
+    action: SupervisorKind
+    who: str
+    text: str = ""
+    target: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Orchestrated(Event):
     """The orchestrator's side of a caller turn, in the call's inbox (``bridge.call.orchestration``): its
@@ -342,7 +446,7 @@ class Orchestrated(Event):
     ``invalid_answer``). ``sequence`` is the request's; an answer to a request since replaced is ignored."""
 
     sequence: int
-    outcome: str  # decision | late | fault
+    outcome: OrchestratedOutcome
     ms: float  # since the request was sent
     decision: Any = None
     fault: str = ""
@@ -505,7 +609,7 @@ class RealtimeUnavailable(Report):
     stored: ClassVar[tuple[str, ...]] = ("error_class",)
 
     message: str
-    error_class: str
+    error_class: ErrorClass
 
     @property
     def summary(self) -> str:
@@ -591,7 +695,7 @@ class OutputItem(Report):
     kind: ClassVar[str] = "output_item"
     stored: ClassVar[tuple[str, ...]] = ("item_id",)
 
-    item_type: str
+    item_type: ItemType
     item_id: str
 
     @property
@@ -681,7 +785,8 @@ class ResponseEnded(Report):
     stored: ClassVar[tuple[str, ...]] = ("status",)
 
     response_id: str
-    status: str
+    status: ResponseStatus
+    usage: Usage | None = None  # the response's tokens (a variant's cost); not stored
 
     @property
     def summary(self) -> str:
@@ -725,7 +830,7 @@ class Truncated(Report):
 class TruncateRefused(Report):
     """The service refused a truncate with an ``error`` event."""
 
-    kind: ClassVar[str] = "truncated"
+    kind: ClassVar[str] = "truncate_refused"
     stored: ClassVar[tuple[str, ...]] = ("result",)
 
     message: str
@@ -771,6 +876,29 @@ class UsageTotals(Report):
         return f"{self.audio_seconds:g} s of session audio, {self.input_tokens}+{self.output_tokens} tokens"
 
 
+EchoOutcome = Literal["taken", "rejected", "paused", "resumed"]
+
+
+@dataclass(frozen=True, slots=True)
+class EchoJudged(Report):
+    """The echo guard judged a speech start over the agent (``bridge/call/echo.py``): ``taken`` (the caller: a
+    barge-in), ``rejected`` (the agent's own audio coming back: the agent goes on), ``paused`` (maybe the caller:
+    the agent's audio is held), ``resumed`` (no words followed: the agent goes on where it was held)."""
+
+    kind: ClassVar[str] = "echo_judged"
+    stored: ClassVar[tuple[str, ...]] = ("outcome", "residual_dbfs", "delay_ms")
+
+    outcome: EchoOutcome
+    residual_dbfs: float | None  # what the echo path left unexplained over the window
+    delay_ms: float | None  # the echo path's delay (None: the agent was silent over the window)
+
+    @property
+    def summary(self) -> str:
+        where = f", residual {self.residual_dbfs:.0f} dBFS" if self.residual_dbfs is not None else ""
+        path = f", echo path {self.delay_ms:.0f} ms" if self.delay_ms is not None else ""
+        return f"{self.outcome}{where}{path}"
+
+
 @dataclass(frozen=True, slots=True)
 class TalkedOver(Report):
     """After a barge-in on a model that stops itself (no cancel), how long its speech went on over the caller: from
@@ -811,6 +939,92 @@ class ToolCalled(Report):
 
 
 @dataclass(frozen=True, slots=True)
+class ToolStarted(Report):
+    """The bridge began a business tool's call (a dialplan's HTTP or MCP tool) for the model's ``call_id``."""
+
+    kind: ClassVar[str] = "tool_started"
+    stored: ClassVar[tuple[str, ...]] = ("name", "call_id")
+
+    name: str
+    call_id: str
+    arguments: str
+
+    @property
+    def summary(self) -> str:
+        return f"{self.name}({self.arguments}) started"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished(Report):
+    """A business tool's result, as the model gets it: ``outcome`` is ``ok`` or the typed error (``timeout``,
+    ``http_status``, ``unreachable``, ...); ``latency_ms`` from the model's call to the result;
+    ``longest_silence_ms`` the longest the caller heard nothing meanwhile (``bridge.call.waiting``)."""
+
+    kind: ClassVar[str] = "tool_result"
+    stored: ClassVar[tuple[str, ...]] = ("name", "call_id", "outcome", "latency_ms", "longest_silence_ms")
+
+    name: str
+    call_id: str
+    arguments: str
+    output_json: str
+    outcome: str
+    latency_ms: float
+    longest_silence_ms: float = 0.0
+
+    @property
+    def summary(self) -> str:
+        return f"{self.name}: {self.outcome} in {self.latency_ms:.0f} ms -> {self.output_json}"
+
+
+@dataclass(frozen=True, slots=True)
+class FillerSaid(Report):
+    """While the call waited (``waited_ms`` so far) the agent said ``text``: a ``filler`` line, or the ``announce``
+    line of a tool that declared itself slow."""
+
+    kind: ClassVar[str] = "filler"
+    stored: ClassVar[tuple[str, ...]] = ("why", "waited_ms")
+
+    text: str
+    why: str
+    waited_ms: float
+
+    @property
+    def summary(self) -> str:
+        return f"{self.why} after {self.waited_ms:.0f} ms: {self.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class WaitHold(Report):
+    """The soft hold audio while a tool works, or while the answer to the caller's turn is slow, started (``on``)
+    or stopped."""
+
+    kind: ClassVar[str] = "wait_hold"
+    stored: ClassVar[tuple[str, ...]] = ("on",)
+
+    on: bool
+
+    @property
+    def summary(self) -> str:
+        return "soft hold on" if self.on else "soft hold off"
+
+
+@dataclass(frozen=True, slots=True)
+class LongestSilence(Report):
+    """The longest the caller has waited on the agent in silence so far grew (``CallReport.longest_silence_ms``: a
+    turn's gap before the agent's first audio or its soft hold, or a business tool's wait); the call's hash keeps
+    it for the console."""
+
+    kind: ClassVar[str] = "longest_silence"
+    stored: ClassVar[tuple[str, ...]] = ("longest_silence_ms",)
+
+    longest_silence_ms: float
+
+    @property
+    def summary(self) -> str:
+        return f"longest silence so far {self.longest_silence_ms:.0f} ms"
+
+
+@dataclass(frozen=True, slots=True)
 class TransferStarted(Report):
     """The session asked the leg for a blind transfer (REFER, RFC 3515)."""
 
@@ -835,6 +1049,23 @@ class AgentHungUp(Report):
 
 
 @dataclass(frozen=True, slots=True)
+class SupervisorActed(Report):
+    """A supervisor acted on the call (:class:`SupervisorAction`): who, and what (a whisper's text is kept: the
+    call's timeline shows what the agent was told)."""
+
+    kind: ClassVar[str] = "supervisor"
+    stored: ClassVar[tuple[str, ...]] = ("action", "who")
+
+    action: str
+    who: str
+    detail: str = ""
+
+    @property
+    def summary(self) -> str:
+        return f"{self.action} by {self.who}" + (f": {self.detail}" if self.detail else "")
+
+
+@dataclass(frozen=True, slots=True)
 class TransferUpdate(Report):
     """A NOTIFY of the transfer's progress (RFC 3515)."""
 
@@ -856,7 +1087,7 @@ class KeyPressed(Report):
     stored: ClassVar[tuple[str, ...]] = ("source",)
 
     digit: str
-    source: str
+    source: DtmfSource
 
     @property
     def summary(self) -> str:
@@ -871,7 +1102,7 @@ class ServiceError(Report):
     stored: ClassVar[tuple[str, ...]] = ("code", "error_class")
 
     code: str
-    error_class: str
+    error_class: ErrorClass
     message: str
 
     @property
@@ -937,7 +1168,7 @@ class ReconnectFailed(Report):
     stored: ClassVar[tuple[str, ...]] = ("attempt", "error_class")
 
     attempt: int
-    error_class: str
+    error_class: ErrorClass
     step: str  # what the retry policy chose for this attempt
 
     @property
@@ -954,6 +1185,38 @@ class Recovered(Report):
     @property
     def summary(self) -> str:
         return f"attempt {self.reconnects}"
+
+
+@dataclass(frozen=True, slots=True)
+class WarmTransferEnded(Report):
+    """A warm transfer's outcome (``bridge/call/warm.py``): ``sip_code`` is the human leg's final status (0: none,
+    e.g. the ring timeout); ``seconds`` from the dial to the outcome."""
+
+    kind: ClassVar[str] = "transfer_outcome"
+    stored: ClassVar[tuple[str, ...]] = ("outcome", "target", "sip_code", "seconds")
+
+    outcome: TransferOutcome
+    target: str
+    sip_code: int
+    seconds: float
+
+    @property
+    def summary(self) -> str:
+        return f"{self.outcome} ({self.sip_code})" if self.sip_code else str(self.outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class TransferStepped(Report):
+    """A warm transfer moved on (the console shows where it is); :class:`WarmTransferEnded` tells how it ended."""
+
+    kind: ClassVar[str] = "transfer_step"
+    stored: ClassVar[tuple[str, ...]] = ("step",)
+
+    step: TransferStep
+
+    @property
+    def summary(self) -> str:
+        return str(self.step)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1083,6 +1346,10 @@ class PlayoutTotals(Report):
         return f"{self.underruns} underruns, {self.dropped_frames} dropped frames"
 
 
+# The end reason of a call that reached its dialplan's max_call_s (bridge.call.limit)
+MAX_CALL_DURATION = "max call duration"
+
+
 @dataclass(frozen=True, slots=True)
 class CallEnded(Report):
     """The last report of a call."""
@@ -1091,7 +1358,7 @@ class CallEnded(Report):
     stored: ClassVar[tuple[str, ...]] = ("outcome",)
 
     reason: str
-    outcome: str  # completed | transferred | failed (a metrics label)
+    outcome: CallOutcome
 
     @property
     def summary(self) -> str:

@@ -21,6 +21,9 @@ downlink        delta received -> queued for playout (resampled)
 playback        queued -> first frame handed to RTP
 first_audio     200 OK -> first agent frame handed to RTP
 turn            speech_stopped -> first agent frame handed to RTP (end to end)
+caller_turn     the caller-felt turn: the end of the caller's speech (where the service's VAD places it on the
+                audio sent) -> first agent frame handed to RTP; VAD's silence window included
+caller_turn_model  the model's share of it: the end of the caller's speech -> first audio delta received
 session_setup   WebSocket open + session.updated, before the 200 OK
 recovery_gap    Realtime session lost -> new session ready
 ==============  ===========================================================
@@ -47,7 +50,7 @@ from bridge import events as ev
 NS = "callbridge"
 SEGMENTS = (
     "capture", "uplink", "inference", "downlink", "playback", "first_audio", "turn", "session_setup", "recovery_gap",
-    "orchestrator",
+    "orchestrator", "caller_turn", "caller_turn_model",
 )  # fmt: skip
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
@@ -55,6 +58,16 @@ CALLS_STARTED = Counter(f"{NS}_calls_started", "Calls answered by a worker", ["d
 CALLS_ACTIVE = Gauge(f"{NS}_calls_active", "Calls in progress", ["dialect", "dialplan"], multiprocess_mode="livesum")
 CALLS_ENDED = Counter(f"{NS}_calls_ended", "Calls ended, by outcome", ["dialect", "dialplan", "outcome"])
 SIP_REJECTED = Counter(f"{NS}_sip_rejected", "INVITEs refused, by SIP status", ["code"])
+SIP_BOUNDED = Counter(
+    f"{NS}_sip_bounded_calls",
+    "Calls a bound ended: media timeout, session timer expired (the SIP layer), max call duration (the dialplan)",
+    ["reason"],
+)
+RTP_FOREIGN_DROPPED = Counter(
+    f"{NS}_rtp_foreign_dropped",
+    "Media packets dropped on calls' RTP/RTCP sockets: not from the caller's media address (bridge.sip.rtpguard), "
+    "or over a full socket buffer",
+)
 CONNECT_FAILURES = Counter(
     f"{NS}_realtime_connect_failures", "Realtime connections that failed to open", ["dialect", "error_class"]
 )
@@ -65,22 +78,27 @@ RECONNECTS = Counter(f"{NS}_realtime_reconnects", "Realtime sessions re-establis
 REALTIME_ERRORS = Counter(f"{NS}_realtime_errors", "error events and local protocol faults", ["dialect", "error_class"])
 UNKNOWN_EVENTS = Counter(f"{NS}_realtime_unknown_events", "Server events of an unknown type", ["dialect"])
 BARGE_INS = Counter(f"{NS}_barge_ins", "Caller interruptions of agent audio", ["dialect"])
+ECHO_GUARD = Counter(
+    f"{NS}_echo_guard_speech_starts",
+    "Speech starts over the agent judged by the echo guard: taken (barge-in), rejected (echo), paused, resumed",
+    ["dialect", "outcome"],
+)
 TRUNCATES = Counter(f"{NS}_truncates", "conversation.item.truncate outcomes", ["dialect", "result"])
 TRUNCATE_ERROR = Histogram(
-    f"{NS}_truncate_error_ms",
-    "audio_end_ms sent minus the wall-clock audio the caller had heard",
+    f"{NS}_truncate_error_seconds",
+    "audio_end_ms sent minus the wall-clock audio the caller had heard, in seconds",
     ["dialect"],
-    buckets=(0, 5, 10, 20, 40, 60, 100, 200, 500),
+    buckets=(0, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5),
 )
 MODEL_AUDIO_SECONDS = Counter(
     f"{NS}_model_audio_seconds", "Session audio time the service counts (dialects priced by it)", ["dialect"]
 )
 MODEL_TOKENS = Counter(f"{NS}_model_tokens", "Response tokens the service counts", ["dialect", "direction"])
 TALK_OVER = Histogram(
-    f"{NS}_talk_over_ms",
-    "After a barge-in, how long a model that stops itself went on speaking over the caller",
+    f"{NS}_talk_over_seconds",
+    "After a barge-in, how long a model that stops itself went on speaking over the caller, in seconds",
     ["dialect"],
-    buckets=(50, 100, 200, 300, 500, 800, 1200, 2000, 5000),
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0, 5.0),
 )
 LATENCY = Histogram(
     f"{NS}_latency_seconds", "Latency budget segments (see bridge/metrics.py)", ["segment", "dialect"],
@@ -93,12 +111,50 @@ REDIS_QUEUE_DEPTH = Gauge(
 )
 REDIS_DROPPED_WRITES = Counter(f"{NS}_redis_dropped_writes", "State writes dropped by a full queue")
 CREDENTIAL_ROTATIONS = Counter(f"{NS}_credential_rotations", "Short-lived credentials minted", ["dialect", "result"])
+CALLS_LOST = Counter(
+    f"{NS}_calls_lost_to_worker_death",
+    "Calls whose worker died mid-call (records closed by the pool)",
+    ["dialplan", "variant"],
+)
+CALL_STATE_SPOOLED = Counter(
+    f"{NS}_call_state_spooled",
+    "Calls whose final state a stop during a Redis outage wrote to the spool (spooled), and later to Redis (replayed)",
+    ["stage"],
+)
+CALL_RECORD_FAILURES = Counter(
+    f"{NS}_call_record_failures",
+    "Parts of a call's record that could not be written: redis, report, recording, rollout, spool",
+    ["part"],
+)
 ROLLBACKS = Counter(
     f"{NS}_rollout_rollbacks", "Automatic rollbacks of a variant's weight to the safe variant", ["dialplan", "variant"]
 )
+ROLLOUT_WEIGHT = Gauge(
+    f"{NS}_rollout_weight",
+    "Each rollout variant's current share of new calls, percent (its weight in the flag; the kill switch: 0 or 100), "
+    "as the workers last read the flag",
+    ["dialplan", "variant"],
+    multiprocess_mode="livemax",
+)
+WORKER_RESTARTS = Counter(f"{NS}_worker_restarts", "Worker processes that exited and were started again", ["worker"])
+BUILD_INFO = Gauge(
+    f"{NS}_build_info", "1, labelled with the running callbridge and Python versions", ["version", "python"],
+    multiprocess_mode="livemax",
+)  # fmt: skip
 MODEL_SHUTDOWN = Gauge(
     f"{NS}_rollout_model_shutdown_timestamp_seconds",
     "Announced shutdown date (Unix time) of a rollout variant's model (bridge/rollout/data/shutdowns.yaml)",
+    ["dialplan", "variant", "model"],
+    multiprocess_mode="livemax",
+)
+MODEL_REFUSALS = Counter(
+    f"{NS}_rollout_model_refusals",
+    "Sessions the service refused for the model itself (not found, retired, not allowed), per variant",
+    ["dialplan", "variant", "model"],
+)
+VARIANT_REFUSED = Gauge(
+    f"{NS}_rollout_variant_refused",
+    "1 while a rollout variant is marked refused: the service refuses its model (bridge/rollout/refusals.py)",
     ["dialplan", "variant", "model"],
     multiprocess_mode="livemax",
 )
@@ -124,6 +180,26 @@ VARIANT_FUNCTION_CALLS = Counter(
 VARIANT_TOKENS = Counter(f"{NS}_variant_tokens", "response.done usage per variant", [*_VARIANT, "direction"])
 VARIANT_COST = Counter(f"{NS}_variant_cost_usd", "Estimated cost of the priced calls of a variant, USD", _VARIANT)
 VARIANT_PRICED_CALLS = Counter(f"{NS}_variant_priced_calls", "Calls whose model has a price (cost_usd)", _VARIANT)
+TOOL_CALLS = Counter(
+    f"{NS}_tool_calls",
+    "Business tool calls (a dialplan's HTTP and MCP tools) per variant and tool, by outcome: ok, timeout, "
+    "http_status, unreachable, too_large, not_json, bad_arguments, tool_error",
+    [*_VARIANT, "tool", "outcome"],
+)
+TOOL_LATENCY = Histogram(
+    f"{NS}_tool_latency_seconds", "The model's tool call -> its result, per variant and tool", [*_VARIANT, "tool"],
+    buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+TOOL_WAIT_SILENCE = Histogram(
+    f"{NS}_tool_wait_longest_silence_seconds",
+    "The longest the caller heard nothing while a business tool worked, per tool call", _VARIANT,
+    buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+VARIANT_LONGEST_SILENCE = Histogram(
+    f"{NS}_variant_longest_silence_seconds",
+    "Per call, the longest the caller waited on the agent in silence (a turn gap, or during a tool)", _VARIANT,
+    buckets=LATENCY_BUCKETS,
+)  # fmt: skip
 # The front door (bridge/serve/front.py), as its dispatcher sees each worker, read by the serve process that runs it
 FRONT_WORKER_CALLS = Gauge(
     f"{NS}_front_worker_calls", "Calls the front counts on each worker", ["worker"], multiprocess_mode="livemax"
@@ -137,6 +213,16 @@ FRONT_WORKER_STATE = Gauge(
     ["worker", "state"],
     multiprocess_mode="livemax",
 )
+# The front's edge (bridge/serve/kamailio/kamailio.cfg): what Kamailio answered itself, from its counters
+FRONT_REFUSED = Counter(
+    f"{NS}_front_refused",
+    "Requests the front answered itself, by reason: source (403), credentials (403), challenged (401), dialog (404: "
+    "no dialog the front set up), method (405)",
+    ["reason"],
+)
+FRONT_BANS = Counter(f"{NS}_front_bans", "Source addresses the front banned for flooding (front_pike_requests)")
+FRONT_BANNED_DROPPED = Counter(f"{NS}_front_banned_dropped", "Requests from banned source addresses, dropped")
+FRONT_FULL = Counter(f"{NS}_front_full", "New calls the front answered 503: no worker had room")
 SUPERVISOR_REFUSED_TOKENS = Counter(
     f"{NS}_supervisor_refused_tokens", "Wrong supervisor tokens (console sign-in or API bearer)", ["via"]
 )
@@ -147,6 +233,9 @@ CALLS_ON_HOLD = Gauge(
 )
 OUTAGES_RESUMED = Counter(f"{NS}_outages_resumed", "Calls whose model came back after an outage", ["dialplan"])
 FAILOVERS = Counter(f"{NS}_failovers", "Calls failed over after outage.hold_s, by failover", ["dialplan", "reason"])
+WARM_TRANSFERS = Counter(
+    f"{NS}_warm_transfers", "Warm transfers (a plan's transfer: {mode: warm}), by outcome", ["dialplan", "outcome"]
+)
 ORCHESTRATOR_DECISIONS = Counter(
     f"{NS}_orchestrator_decisions", "Decisions of a dialplan's orchestrator, by action", ["dialplan", "action"]
 )
@@ -167,6 +256,14 @@ SUPERVISOR_SIGNINS = Counter(f"{NS}_supervisor_signins", "Console sign-ins, by r
 LISTENERS_ACTIVE = Gauge(
     f"{NS}_listeners_active", "Supervisors listening in to a call now (serve process)", multiprocess_mode="livesum"
 )
+LISTEN_REFUSED = Counter(
+    f"{NS}_listen_requests_refused",
+    "Listen-in control messages a worker refused: unsigned, wrongly signed, expired or replayed",
+)
+TAKEOVER_REFUSED = Counter(
+    f"{NS}_takeover_requests_refused",
+    "Take-over requests a worker refused: no grant, or one wrongly signed, expired, replayed or for another call",
+)
 LISTEN_TAPS_ACTIVE = Gauge(
     f"{NS}_listen_taps_active", "Calls whose audio is copied for listen-in now (workers)", multiprocess_mode="livesum"
 )
@@ -175,6 +272,20 @@ GC_PAUSE = Histogram(
     f"{NS}_gc_pause_seconds", "Full garbage collections after calls end (bridge/runtime/memory.py), event loop paused",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
 )  # fmt: skip
+
+
+def announce_build(workers: int) -> None:
+    """The serve process at start: ``callbridge_build_info`` and every worker's restart counter at zero."""
+    import importlib.metadata
+    import platform
+
+    try:
+        version = importlib.metadata.version("callbridge")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    BUILD_INFO.labels(version, platform.python_version()).set(1)
+    for index in range(workers):
+        WORKER_RESTARTS.labels(str(index))
 
 
 def prime(
@@ -206,11 +317,14 @@ def prime(
         OUTAGES_RESUMED.labels(dp)
         for reason in ("transfer", "goodbye"):
             FAILOVERS.labels(dp, reason)
+        for warm in ev.TransferOutcome:
+            WARM_TRANSFERS.labels(dp, warm)
     OUTAGE_SECONDS.inc(0)
     for dp, names in (variants or {}).items():
         for name in names:
             for outcome in ("ok", "connect_failure", "dropped"):
                 VARIANT_CALLS.labels(dp, name, outcome)
+            CALLS_LOST.labels(dp, name)
             for result in ("ok", "failed"):
                 VARIANT_TRUNCATES.labels(dp, name, result)
                 VARIANT_FUNCTION_CALLS.labels(dp, name, result)
@@ -223,6 +337,10 @@ def prime(
             ROLLBACKS.labels(dp, name)
     REDIS_QUEUE_DEPTH.set(0)
     REDIS_DROPPED_WRITES.inc(0)
+    for part in ("redis", "report", "recording", "rollout", "spool"):
+        CALL_RECORD_FAILURES.labels(part)
+    for stage in ("spooled", "replayed"):
+        CALL_STATE_SPOOLED.labels(stage)
 
 
 def observe_latency(segment: str, dialect: str, ms: float) -> None:
@@ -236,7 +354,7 @@ def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:
     def barge_in(r: ev.BargeIn) -> None:
         BARGE_INS.labels(dialect).inc()
         if r.truncate_error_ms is not None:
-            TRUNCATE_ERROR.labels(dialect).observe(r.truncate_error_ms)
+            TRUNCATE_ERROR.labels(dialect).observe(r.truncate_error_ms / 1000.0)
 
     held = [False]  # this call is counted in CALLS_ON_HOLD
 
@@ -249,6 +367,8 @@ def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:
         on_hold(False)
         CALLS_ACTIVE.labels(dialect, dialplan).dec()
         CALLS_ENDED.labels(dialect, dialplan, r.outcome).inc()
+        if r.reason == ev.MAX_CALL_DURATION:  # the dialplan's bound (the SIP layer counts its own)
+            SIP_BOUNDED.labels(r.reason).inc()
 
     def answered(r: ev.Answered) -> None:
         CALLS_STARTED.labels(dialect, dialplan).inc()
@@ -282,7 +402,8 @@ def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:
         .on(ev.ServiceError, lambda r: REALTIME_ERRORS.labels(dialect, r.error_class).inc())
         .on(ev.UnknownServerEvent, lambda r: UNKNOWN_EVENTS.labels(dialect).inc())
         .on(ev.BargeIn, barge_in)
-        .on(ev.TalkedOver, lambda r: TALK_OVER.labels(dialect).observe(r.talk_over_ms))
+        .on(ev.EchoJudged, lambda r: ECHO_GUARD.labels(dialect, r.outcome).inc())
+        .on(ev.TalkedOver, lambda r: TALK_OVER.labels(dialect).observe(r.talk_over_ms / 1000.0))
         .on(ev.UsageTotals, usage)
         .on(ev.Truncated, lambda r: TRUNCATES.labels(dialect, "ok").inc())
         .on(ev.TruncateRefused, lambda r: TRUNCATES.labels(dialect, "failed").inc())
@@ -292,6 +413,7 @@ def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:
         .on(ev.CallEnded, ended)
         .on(ev.OutageEnded, resumed)
         .on(ev.FailedOver, failed_over)
+        .on(ev.WarmTransferEnded, lambda r: WARM_TRANSFERS.labels(dialplan, r.outcome).inc())
         .on(ev.OrchestratorDecided, lambda r: ORCHESTRATOR_DECISIONS.labels(dialplan, r.action).inc())
         .on(ev.OrchestratorFailed, lambda r: ORCHESTRATOR_ERRORS.labels(dialplan, r.error).inc())
         .on(ev.OrchestratorLate, lambda r: ORCHESTRATOR_FILLERS.labels(dialplan).inc())
@@ -316,6 +438,13 @@ def record_variant_call(dialplan: str, variant: str, record: Mapping[str, Any]) 
     if record.get("cost_usd") is not None:
         VARIANT_COST.labels(dialplan, variant).inc(float(record["cost_usd"]))
         VARIANT_PRICED_CALLS.labels(dialplan, variant).inc()
+
+
+def observe_tool(dialplan: str, variant: str, r: ev.ToolFinished) -> None:
+    """One business tool call of a variant (its outcome, latency and the caller's longest silence meanwhile)."""
+    TOOL_CALLS.labels(dialplan, variant, r.name, r.outcome).inc()
+    TOOL_LATENCY.labels(dialplan, variant, r.name).observe(r.latency_ms / 1000.0)
+    TOOL_WAIT_SILENCE.labels(dialplan, variant).observe(r.longest_silence_ms / 1000.0)
 
 
 def registry() -> CollectorRegistry:

@@ -30,8 +30,8 @@ from openai.types.realtime import RealtimeClientEvent as GAClientEvent
 from openai.types.realtime import RealtimeServerEvent as GAServerEvent
 from pydantic import BaseModel, TypeAdapter
 
+from bridge.devkit.ports import PORT_RANGE_ENV
 from bridge.emulator import EmulatorServer
-from bridge.store.server import PORT_RANGE_ENV
 
 WORKER_PORTS = (20000, 31999)  # below the kernel's ephemeral ports (32768 up), where client sockets get theirs
 SHARED_SCOPES = ("package", "module", "class")  # a fixture of these scopes is set up once per worker that uses it

@@ -54,6 +54,12 @@ class BargeIn:
         self._report.barge_ins += 1
         self._emit(ev.BargeIn(why, cut.error_ms))
 
+    def refuse(self, response_id: str) -> None:
+        """A response the caller will not hear (the call is taken over; its audio is dropped): cancelled where the
+        service can cancel, so the model does not go on as if it had been said."""
+        if self._cancel:
+            self._send(ev.CancelResponse(response_id))
+
     def confirmed(self, e: ev.ItemTruncated) -> None:
         self.awaiting_truncate = False
         self._emit(ev.Truncated(e.item_id, e.audio_end_ms))

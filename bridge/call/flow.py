@@ -60,6 +60,8 @@ class Trigger(enum.Enum):
     DECIDED_QUIET = "the orchestrator answered the caller's turn with nothing to say (nothing, send_dtmf)"
     HOLD_DUE = "the model has been away for the dialplan's outage.hold_after_s and the queued agent audio played out"
     GAVE_UP = "no new session within the dialplan's outage.hold_s (or a failure that no retry can mend)"
+    LIMIT_DUE = "max_call_s - max_call_goodbye_s after the answer, no goodbye yet, the caller not speaking (every beat)"
+    LIMIT_OVER = "the max_call_s goodbye has played out, or max_call_s is reached (checked every beat)"
     FINISHED = "the call is over (hangup, transfer, end_call, recovery gave up) and its session closed"
 
 
@@ -77,6 +79,9 @@ class Action(enum.Enum):
     PLAY_HOLD = "play the hold message in a loop (bridge.call.outage)"
     STOP_HOLD = "stop the hold audio at once; the outage is over"
     FAIL_OVER = "the outage's failover: transfer to the plan's transfer_target, or the apology then a BYE with a Reason"
+    ASK_GOODBYE = "ask the model for a short goodbye: the call reached its time limit (bridge.call.limit)"
+    APOLOGISE = "the model is away at the time limit: stop the hold audio and play the outage's apology instead"
+    HANG_UP = "BYE with a Reason header; the call ends (max call duration)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +135,10 @@ TABLE: Mapping[tuple[Phase, Trigger], Move] = {
     (P.SPEAKING, T.CAPPED_BEFORE_AUDIO): Move(P.THINKING, (A.SEND_SUMMARY, A.ANSWER_AGAIN), _ANSWER_AGAIN),
     (P.LISTENING, T.CAPPED_MID_AUDIO): Move(P.THINKING, (A.SEND_SUMMARY, A.RESUME_ANSWER), _ANSWER_AGAIN),
     (P.SPEAKING, T.CAPPED_MID_AUDIO): Move(P.THINKING, (A.SEND_SUMMARY, A.RESUME_ANSWER), _ANSWER_AGAIN),
+    # the dialplan's max_call_s (bridge.call.limit): an answer or a turn under way finishes first
+    (P.LISTENING, T.LIMIT_DUE): Move(P.THINKING, (A.ASK_GOODBYE,), "max call duration: goodbye"),
+    (P.RECOVERING, T.LIMIT_DUE): Move(actions=(A.APOLOGISE,)),
+    **{(phase, T.LIMIT_OVER): Move(actions=(A.HANG_UP,)) for phase in LIVE if phase is not P.IDLE},
     # the end
     **{(phase, T.FINISHED): Move(P.ENDED) for phase in LIVE},
 }

@@ -11,10 +11,22 @@ from collections.abc import Callable
 from bridge import events as ev
 from bridge.audio import PlayoutBuffer
 from bridge.call.report import CallReport
+from bridge.realtime.profile import AgentProfile
+
+
+def vad_silence_ms(profile: AgentProfile) -> float:
+    """The silence window of the service's VAD (server VAD's ``silence_duration_ms``; else none known)."""
+    return float(getattr(profile.turn_detection, "silence_duration_ms", 0) or 0)
+
+
+MAX_VAD_LAG_MS = 5000  # a speech end placed further back than this is taken as not comparable (a new session)
 
 
 class LatencyMeter:
-    def __init__(self, report: CallReport, emit: Callable[[ev.Report], None], clock: Callable[[], float]) -> None:
+    def __init__(
+        self, report: CallReport, emit: Callable[[ev.Report], None], clock: Callable[[], float], silence_ms: float = 0
+    ) -> None:
+        self.silence_ms = silence_ms  # the service VAD's silence window (server VAD's silence_duration_ms)
         self._report = report
         self._emit = emit
         self._clock = clock
@@ -22,13 +34,27 @@ class LatencyMeter:
         self._speech_stopped_at: float | None = None
         self._queued_at: float | None = None  # when the current response's first audio was queued
         self._turn_started_at: float | None = None  # speech_stopped of the turn being answered
+        self._speech_ended_at: float | None = None  # the caller's speech end, as the service's VAD places it
+        self._felt_from: float | None = None  # ... of the turn being answered
+
+    @property
+    def speech_ended_at(self) -> float | None:
+        """Where the caller's speech ended, on the session's clock, for the turn being answered (None: not known)."""
+        return self._speech_ended_at
 
     def sample(self, segment: str, ms: float) -> None:
         self._report.latency_ms.setdefault(segment, []).append(round(ms, 1))
         self._emit(ev.Latency(segment, ms))
 
-    def caller_stopped(self) -> None:
-        self._speech_stopped_at = self._clock()
+    def caller_stopped(self, sent_ms: float | None = None, audio_end_ms: float | None = None) -> None:
+        """The service's VAD says the caller stopped. ``audio_end_ms`` is where it places that on the session's
+        audio, of which ``sent_ms`` has gone out at the caller's pace, and it includes the VAD's silence window
+        (:attr:`silence_ms`; the service documents so): the caller's speech ended that much before now, and the
+        caller-felt turn starts there."""
+        now = self._speech_stopped_at = self._clock()
+        self._speech_ended_at = now
+        if sent_ms is not None and audio_end_ms is not None and 0 <= sent_ms - audio_end_ms <= MAX_VAD_LAG_MS:
+            self._speech_ended_at = now - (sent_ms - audio_end_ms + self.silence_ms) / 1000
 
     def first_audio_queued(self, received_at: float) -> None:
         """A response's first audio is in the playout (it was received at ``received_at``)."""
@@ -36,7 +62,10 @@ class LatencyMeter:
         self.sample("downlink", (self._queued_at - received_at) * 1000)
         if self._speech_stopped_at is not None:
             self.sample("inference", (received_at - self._speech_stopped_at) * 1000)
+            if self._speech_ended_at is not None:  # the model's share of the caller-felt turn
+                self.sample("caller_turn_model", (received_at - self._speech_ended_at) * 1000)
             self._turn_started_at, self._speech_stopped_at = self._speech_stopped_at, None
+            self._felt_from, self._speech_ended_at = self._speech_ended_at, None
 
     def measure_playback(self, playout: PlayoutBuffer, item_id: str | None) -> None:
         """Once the first frame of a reply has been handed to RTP: the playback, first-audio and turn segments."""
@@ -52,4 +81,7 @@ class LatencyMeter:
         if self._turn_started_at is not None:
             self.sample("turn", (played - self._turn_started_at) * 1000)
             self._turn_started_at = None
+        if self._felt_from is not None:
+            self.sample("caller_turn", (played - self._felt_from) * 1000)
+            self._felt_from = None
         self._queued_at = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bridge import events as ev
 from bridge.audio.frames import FrameSink, FrameSource, StreamKernel
@@ -88,6 +88,44 @@ class PhoneLeg(Protocol):
         """After :meth:`start_media`: an offload for the caller's audio that carries ``upsampler``'s stream on
         (and keeps it alive while it does), or None where the leg has none."""
         ...
+
+
+class HumanLeg(Protocol):
+    """A warm transfer's second leg (``bridge/sip/outbound.py``): the worker's own call to the human."""
+
+    events: asyncio.Queue[ev.Event]  # HumanLegChanged (ringing, answered, ended), Dtmf
+    ended: asyncio.Event
+
+    def hangup(self) -> None: ...
+    def hear_agent(self, on: bool) -> None:
+        """The human hears the session's voice (the briefing), or no longer."""
+        ...
+
+    def join(self) -> None:
+        """Caller and human hear each other directly; the hold ends; the session is out of both calls."""
+        ...
+
+
+@runtime_checkable
+class Dialer(Protocol):
+    """A leg that can place a second call from its own endpoint (a SIP leg; replays cannot)."""
+
+    def dial(self, uri: str) -> HumanLeg: ...
+    def hold(self, wav: str) -> None:
+        """The caller hears ``wav`` in a loop; the session neither hears the caller nor is heard by them."""
+        ...
+
+    def unhold(self) -> None:
+        """The hold ends: the session and the caller hear each other again."""
+        ...
+
+
+def dialer(leg: PhoneLeg) -> Dialer | None:
+    """The leg under any proxies, if it can dial a second leg."""
+    inner: object = leg
+    while isinstance(inner, LegProxy):
+        inner = inner.leg
+    return inner if isinstance(inner, Dialer) else None
 
 
 class LegProxy:

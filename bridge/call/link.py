@@ -12,6 +12,10 @@ the call's clock from the moment a session first hears the caller: a beat that f
 :data:`SLACK_FRAMES` behind fills the gap with silence (the leg's RTP stalled), and frames more than that ahead
 (the stalled frames arriving in a burst) are dropped: after a stall the service gets at most twice the slack at
 once, never the stall's worth.
+
+While a supervisor has taken the call over (:meth:`Link.mute`), the model hears nothing of the caller: each of the
+caller's frames is sent as silence (a continuous stream keeps its clock), and the uplink offload is unbound so
+that the caller's frames come back to the loop to be silenced.
 """
 
 from __future__ import annotations
@@ -73,13 +77,34 @@ class Link:
         self.frames_sent_here = 0  # caller frames this loop sent; the uplink offload counts its own
         self.frames_dropped_offline = 0
         self._sampled_at = 0.0  # when the offload's latency was last sampled
+        self.caller_speaking = False  # the current session's VAD heard the caller start; the stop not handled yet
+        self._appended_before = 0  # caller frames appended before the current session
+        self.muted = False  # taken over by a supervisor: the model hears silence in place of the caller
+
+    def mute(self, on: bool) -> None:
+        """Take-over (``on``) or hand-back: the caller's audio to the model is silenced, or flows again."""
+        self.muted = on
+        if self.client is not None and self.offload is not None:
+            self.client.offload_writes(None if on else self.offload)
+
+    def swap(self, client: RealtimeClient | None) -> RealtimeClient | None:
+        """Make ``client`` the call's session (None: none while recovering); returns the one it replaces."""
+        old, self.client = self.client, client
+        self._appended_before = self.frames_appended
+        return old
+
+    def heard_caller(self, speaking: bool) -> None:
+        """The caller started (their stop not handled yet) or stopped speaking, by the session's or our own VAD."""
+        self.caller_speaking = speaking
 
     def attach(self, deliver: Callable[[ev.Event], None]) -> None:
-        """Route the current session's events to ``deliver`` as they are decoded (no task in between)."""
+        """Route the current session's events to ``deliver`` as they are decoded (no task in between). A new
+        session: its VAD has heard nothing yet."""
         assert self.client is not None
+        self.caller_speaking = False
         self.client.deliver_to(deliver)
         self.client.read_on_beat(True)  # read on the tick's wake-up (see bridge.realtime.client)
-        if self.offload is not None:
+        if self.offload is not None and not self.muted:
             # the caller's frames go from the media clock thread to this socket; ours join them in order
             self.client.offload_writes(self.offload)
 
@@ -103,7 +128,7 @@ class Link:
         if self.continuous and self._stream_frames(client) > SLACK_FRAMES:
             self.frames_dropped_burst += 1  # the slot of this frame was filled with silence already
             return
-        client.send(ev.AppendAudio(self.uplink.process(pcm)))
+        client.send(ev.AppendAudio(self.uplink.process(_SILENCE if self.muted else pcm)))
         self._stream_sent += 1
         self.frames_sent_here += 1
         if self.frames_sent_here % SAMPLE_EVERY == 1:
@@ -148,6 +173,11 @@ class Link:
             "loop": self.frames_sent_here,
             "dropped": self.frames_dropped_offline + (off.frames_dropped if off is not None else 0),
         }
+
+    @property
+    def session_sent_ms(self) -> float:
+        """The caller's audio the current session has been sent, in ms (its VAD's timeline)."""
+        return (self.frames_appended - self._appended_before) * FRAME_MS
 
     @property
     def frames_appended(self) -> int:

@@ -16,7 +16,8 @@ call's inbox, so every decision is carried out by the session's task, in order w
 turn replaces a request still under way. A ``say`` is an out-of-band response (or Live commentary): a barge-in
 cancels it only while it is active and never truncates it (it is in no conversation); the next request tells the
 orchestrator what the caller heard of it (:class:`~bridge.orchestrator.models.Heard`, estimated by the share of
-its audio played). It acts on the call through :class:`~bridge.call.parts.CallParts`.
+its audio played). It gets the collaborators it uses, and of the session only its acts
+(:class:`~bridge.call.acts.CallActs`).
 """
 
 from __future__ import annotations
@@ -24,13 +25,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from bridge import events as ev
-from bridge.call.flow import Trigger
-from bridge.call.parts import CallParts
-from bridge.call.playback import Cut
-from bridge.call.tools import ToolResult
-from bridge.dialplan import Orchestrator
+from bridge.call.acts import CallActs
+from bridge.call.builtin_tools import ToolResult
+from bridge.call.flow import CallFlow, Trigger
+from bridge.call.inbox import Inbox
+from bridge.call.latency import LatencyMeter
+from bridge.call.leg import PhoneLeg
+from bridge.call.link import Link
+from bridge.call.outage import OutageAudio
+from bridge.call.playback import Cut, Playback
+from bridge.call.report import CallReport
+from bridge.call.toolcalls import ToolCalls
+from bridge.dialplan import Dialplan, Orchestrator
 from bridge.orchestrator.client import Ask, Fault, origin
 from bridge.orchestrator.models import Decision, Heard, Line, TurnRequest
 
@@ -42,9 +51,35 @@ TRANSFER_FAILED_LINE = "I'm sorry, I could not put you through right now. How el
 _logged: set[tuple[str, str]] = set()  # (origin, kind): each cause is logged once per process
 
 
+ORCHESTRATOR_WAIT = "orchestrator"  # the key of a late answer's wait in bridge.call.waiting
+
+
 class Orchestration:
-    def __init__(self, call: CallParts, config: Orchestrator, ask: Ask, variant: str) -> None:
+    def __init__(
+        self,
+        call: CallActs,
+        config: Orchestrator,
+        ask: Ask,
+        variant: str,
+        *,
+        leg: PhoneLeg,
+        plan: Dialplan,
+        dialect: str,
+        phase: CallFlow,
+        link: Link,
+        inbox: Inbox,
+        playback: Playback,
+        tools: ToolCalls,
+        outage: OutageAudio,
+        latency: LatencyMeter,
+        report: CallReport,
+        clock: Callable[[], float],
+        continuous: bool,
+    ) -> None:
         self._call = call
+        self._leg, self._plan, self._dialect, self._phase, self._link = leg, plan, dialect, phase, link
+        self._inbox, self._playback, self._tools, self._outage = inbox, playback, tools, outage
+        self._latency, self._report, self._clock, self._continuous = latency, report, clock, continuous
         self.config = config
         self._ask = ask
         self._variant = variant
@@ -71,7 +106,7 @@ class Orchestration:
             self._request("turn", text)
 
     def key(self) -> None:
-        """The caller pressed a key (the report's ``dtmf`` has it)."""
+        """The caller pressed a key (the report's ``pressed`` has it)."""
         self._request("dtmf", "")
 
     def _request(self, event: str, turn: str) -> None:
@@ -82,43 +117,44 @@ class Orchestration:
             self._heard(self._cut[0])  # its transcript has not come (or came before the cut): estimate on its text
         self._sequence += 1
         request = TurnRequest(
-            call_id=call.leg.call_id, caller=call.leg.caller, called=call.leg.called, dialplan=call.plan.name,
-            variant=self._variant, dialect=call.dialect.name, event="dtmf" if event == "dtmf" else "turn",
-            turn=turn, transcript=list(self._transcript), dtmf="".join(call.report.dtmf),
+            call_id=self._leg.call_id, caller=self._leg.caller, called=self._leg.called, dialplan=self._plan.name,
+            variant=self._variant, dialect=self._dialect, event="dtmf" if event == "dtmf" else "turn",
+            turn=turn, transcript=list(self._transcript), dtmf="".join(self._report.pressed),
             interrupted=self._interrupted, sequence=self._sequence,
         )  # fmt: skip
         self._interrupted = None
         if self._task is not None:
             self._task.cancel()  # a newer turn replaces the request under way
-        self._task = asyncio.create_task(self._run(request), name=f"orchestrator-{call.leg.call_id}")
+        self._task = asyncio.create_task(self._run(request), name=f"orchestrator-{self._leg.call_id}")
 
     async def _run(self, request: TurnRequest) -> None:
         """The request, with the two time limits; its outcome goes to the call's inbox."""
-        call, cfg, seq = self._call, self.config, request.sequence
-        t0 = call.clock()
+        cfg, seq, put = self.config, request.sequence, self._inbox.put
+        late, fault = ev.OrchestratedOutcome.LATE, ev.OrchestratedOutcome.FAULT
+        t0 = self._clock()
 
         def ms() -> float:
-            return (call.clock() - t0) * 1000.0
+            return (self._clock() - t0) * 1000.0
 
         answer = asyncio.ensure_future(self._ask(cfg.url, request, cfg.give_up_ms / 1000.0))
         try:
             done, _ = await asyncio.wait({answer}, timeout=cfg.timeout_ms / 1000.0)
             if not done:
-                call.inbox.put(ev.Orchestrated(seq, "late", ms()))
+                put(ev.Orchestrated(seq, late, ms()))
                 done, _ = await asyncio.wait({answer}, timeout=(cfg.give_up_ms - cfg.timeout_ms) / 1000.0)
             if not done:
                 message = f"{origin(cfg.url)}: no answer within {cfg.give_up_ms} ms"
-                call.inbox.put(ev.Orchestrated(seq, "fault", ms(), fault="timeout", message=message))
+                put(ev.Orchestrated(seq, fault, ms(), fault="timeout", message=message))
                 return
             try:
                 decision = answer.result()
             except Fault as exc:
-                call.inbox.put(ev.Orchestrated(seq, "fault", ms(), fault=exc.kind, message=str(exc)))
+                put(ev.Orchestrated(seq, fault, ms(), fault=exc.kind, message=str(exc)))
             except Exception as exc:  # a broken asker must not break the call: count it as unreachable
                 message = f"{origin(cfg.url)}: {type(exc).__name__}"
-                call.inbox.put(ev.Orchestrated(seq, "fault", ms(), fault="down", message=message))
+                put(ev.Orchestrated(seq, fault, ms(), fault="down", message=message))
             else:
-                call.inbox.put(ev.Orchestrated(seq, "decision", ms(), decision=decision))
+                put(ev.Orchestrated(seq, ev.OrchestratedOutcome.DECISION, ms(), decision=decision))
         finally:
             if not answer.done():
                 answer.cancel()
@@ -130,12 +166,17 @@ class Orchestration:
         call = self._call
         if e.sequence != self._sequence or call.ending:
             return  # a request since replaced, or the call is over
-        if e.outcome == "late":
+        waiting = self._tools.waiting
+        if e.outcome is ev.OrchestratedOutcome.LATE:
             call.emit(ev.OrchestratorLate(round(e.ms, 1), self.config.filler))
             self.say(self.config.filler)
+            if waiting is not None:  # then the soft hold, until the answer
+                waiting.after_line(ORCHESTRATOR_WAIT)
             return
-        call.latency.sample("orchestrator", e.ms)
-        if e.outcome == "fault":
+        if waiting is not None:
+            waiting.end(ORCHESTRATOR_WAIT)
+        self._latency.sample("orchestrator", e.ms)
+        if e.outcome is ev.OrchestratedOutcome.FAULT:
             self._fault(e.fault, e.message, e.ms)
         else:
             assert isinstance(e.decision, Decision)
@@ -147,8 +188,8 @@ class Orchestration:
         cause = (origin(self.config.url), kind)
         if cause not in _logged:
             _logged.add(cause)
-            log.warning("orchestrator of dialplan %s: %s (%s; logged once per cause)", call.plan.name, message, kind)
-        call.report.decisions.append({"error": kind, "then": then, "ms": round(ms, 1)})
+            log.warning("orchestrator of dialplan %s: %s (%s; logged once per cause)", self._plan.name, message, kind)
+        self._report.decisions.append({"error": kind, "then": then, "ms": round(ms, 1)})
         call.emit(ev.OrchestratorFailed(kind, message, then))
         if then == "failover":
             self._fail_over()
@@ -158,7 +199,7 @@ class Orchestration:
     def _act(self, d: Decision, ms: float) -> None:
         call = self._call
         detail = d.text or d.instructions or d.digits or d.target or ""
-        call.report.decisions.append({**d.model_dump(exclude_none=True, exclude={"version"}), "ms": round(ms, 1)})
+        self._report.decisions.append({**d.model_dump(exclude_none=True, exclude={"version"}), "ms": round(ms, 1)})
         call.emit(ev.OrchestratorDecided(d.action, detail, round(ms, 1)))
         match d.action:
             case "say":
@@ -167,7 +208,7 @@ class Orchestration:
             case "respond":
                 self._respond(d.instructions)
             case "transfer":
-                target = d.target or call.plan.transfer_target
+                target = d.target or self._plan.transfer_target
                 if target is None:
                     self._fault("invalid_answer", "transfer without a target, and the plan has no transfer_target", ms)
                     return
@@ -176,10 +217,10 @@ class Orchestration:
                 self._then(ToolResult({}, action="hangup"), d.text)
             case "send_dtmf":
                 assert d.digits is not None  # Decision's validator
-                call.leg.send_dtmf(d.digits)
-                call.phase.fire(Trigger.DECIDED_QUIET, f"orchestrator sent keys {d.digits}")
+                self._leg.send_dtmf(d.digits)
+                self._phase.fire(Trigger.DECIDED_QUIET, f"orchestrator sent keys {d.digits}")
             case "nothing":
-                call.phase.fire(Trigger.DECIDED_QUIET, "orchestrator: nothing to say")
+                self._phase.fire(Trigger.DECIDED_QUIET, "orchestrator: nothing to say")
 
     def say(self, text: str) -> None:
         """The line, verbatim (the dialect's ``Say``)."""
@@ -188,18 +229,17 @@ class Orchestration:
 
     def _send(self, command: ev.Command) -> None:
         """Send now, or (a response is active: one at a time) once it is done."""
-        if self._call.playback.response_id is not None or self._queued:
+        if self._playback.response_id is not None or self._queued:
             self._queued.append(command)
         else:
-            self._call.link.send(command)
+            self._link.send(command)
 
     def _respond(self, instructions: str | None) -> None:
         """The model answers the caller's turn itself: a response where responses exist; where the model speaks on
         its own (a continuous stream), a note it acts on."""
-        call = self._call
-        if call.continuous:
+        if self._continuous:
             note = instructions or f'Answer the caller, who said: "{self._last_turn}"'
-            call.link.send(ev.AddText(note, ev.Role.USER))
+            self._link.send(ev.AddText(note, ev.Role.USER))
         else:
             self._send(ev.CreateResponse(instructions=instructions))
 
@@ -207,38 +247,37 @@ class Orchestration:
         """Transfer or hang up: after ``text`` has been heard, if there is one."""
         if text is not None:
             self.say(text)
-        self._call.tools.after_line(action, spoken=text is not None)
+        self._tools.after_line(action, spoken=text is not None)
 
     def _fail_over(self) -> None:
         """The plan's outage failover: a transfer to its ``transfer_target``, or the apology and a BYE."""
         call = self._call
         self._failed_over = True
-        target = call.plan.transfer_target if call.plan.outage.failover == "transfer" else None
+        target = self._plan.transfer_target if self._plan.outage.failover == "transfer" else None
         call.emit(ev.FailedOver("transfer" if target else "goodbye", 0.0))
         if target is None:
-            call.outage.say_goodbye("orchestrator unavailable")
+            self._outage.say_goodbye("orchestrator unavailable")
             return
         call.emit(ev.TransferStarted(target))
-        call.leg.transfer(target)  # the final NOTIFY ends the call (ToolCalls.transfer_progress)
+        self._leg.transfer(target)  # the final NOTIFY ends the call (ToolCalls.transfer_progress)
 
     def transfer_failed(self, e: ev.TransferProgress) -> None:
         """The transfer ended without a 2xx NOTIFY. The model holds its answers, so the bridge speaks: after the
         orchestrator's transfer, :data:`TRANSFER_FAILED_LINE` (the next caller turn goes to the orchestrator as
         usual); after a failover's (the orchestrator's or the model's: nobody is left to decide), the apology and a
         BYE."""
-        call = self._call
-        if self._failed_over or call.client is None:  # the failover's transfer, or the model's outage's
-            call.outage.say_goodbye("orchestrator unavailable; the transfer failed")
+        if self._failed_over or self._link.client is None:  # the failover's transfer, or the model's outage's
+            self._outage.say_goodbye("orchestrator unavailable; the transfer failed")
             return
-        log.info("call %s: the transfer failed (%s %s): telling the caller", call.leg.call_id, e.status_code, e.reason)
+        log.info("call %s: the transfer failed (%s %s): telling the caller", self._leg.call_id, e.status_code, e.reason)
         self.say(TRANSFER_FAILED_LINE)
 
     # -- the say under way ------------------------------------------------------------------------------------
     def beat(self, idle: bool) -> None:
         """Every beat: what waited for a response to end goes out; a say whose audio came and has played out is
         over."""
-        if self._queued and self._call.playback.response_id is None:
-            self._call.link.send(self._queued.pop(0))
+        if self._queued and self._playback.response_id is None:
+            self._link.send(self._queued.pop(0))
         if self.saying is None:
             return
         if not idle:

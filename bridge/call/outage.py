@@ -25,13 +25,14 @@ from pathlib import Path
 from bridge import events as ev
 from bridge.audio import PlayoutBuffer
 from bridge.audio.wav import read_wav
+from bridge.call.playback import LOCAL
+from bridge.call.retry import RetryPolicy
 from bridge.dialplan import Outage
-from bridge.realtime.retry import RetryPolicy
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 HOLD_WAV = ASSETS / "hold.wav"
 APOLOGY_WAV = ASSETS / "apology.wav"
-HOLD_ITEM, APOLOGY_ITEM = "outage-hold", "outage-apology"  # playout item ids: never a model item
+HOLD_ITEM, APOLOGY_ITEM = f"{LOCAL}outage-hold", f"{LOCAL}outage-apology"  # playout item ids (each pass: -n)
 # Reconnect attempts during an outage: the backoff grows to half a second (so the model's return is noticed
 # within about that), and the dialplan's outage.hold_s, not a count of attempts, ends the retries.
 OUTAGE_RETRY = RetryPolicy(max_attempts=100_000, base_s=0.05, factor=2.0, cap_s=0.5)
@@ -58,6 +59,8 @@ class OutageAudio:
         self._due = 0.0  # the hold message may start from then
         self._hold_started: float | None = None
         self.leaving = False  # the apology is queued: hang up once it has played out
+        self._passes = 0  # audio queued so far (each pass of the hold loop an item of its own)
+        self._closing = False  # the apology is queued: the call's last words, never followed by the hold message
         self.leaving_reason = "realtime unavailable"  # the call's end reason then
 
     def lost(self, at_answer: bool = False) -> None:
@@ -69,7 +72,7 @@ class OutageAudio:
     def hold_due(self) -> bool:
         """Away for ``hold_after_s``, not yet on hold, and the agent audio queued before the loss has played out."""
         return (
-            self.since is not None and self._hold_started is None and not self.leaving
+            self.since is not None and self._hold_started is None and not self._closing
             and self._clock() >= self._due and self._playout.idle
         )  # fmt: skip
 
@@ -107,10 +110,18 @@ class OutageAudio:
 
     def say_goodbye(self, reason: str = "realtime unavailable") -> None:
         """The apology, after which the session hangs up (:attr:`leaving`, once the playout is idle)."""
-        self.stop_hold()
         self.leaving, self.leaving_reason = True, reason
+        self.apologise()
+
+    def apologise(self) -> None:
+        """The hold stops and the apology plays, once: the call's last words (no hold message after it)."""
+        self.stop_hold()
+        self._closing = True
         self._queue(APOLOGY_ITEM, self.policy.apology_audio or str(APOLOGY_WAV))
 
     def _queue(self, item: str, path: str) -> None:
+        """One pass of ``path``, a playout item of its own (the buffer takes no more audio for a closed item)."""
+        self._passes += 1
+        item = f"{item}-{self._passes}"
         self._playout.push(item, audio(path))
         self._playout.end_item(item)

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from bridge import events as ev
 from bridge.audio import AudioConverter, PlayoutBuffer
 from bridge.audio.analysis import level_dbfs
 from bridge.call.latency import LatencyMeter
 
+LOCAL: Final = "local:"  # the prefix of the playout items the bridge plays itself (hold audio): in no conversation
 SPEECH_DBFS = -45.0  # a continuous stream's chunk louder than this (RMS, 8 kHz PCM16) is speech
 HANGOVER_MS = 200.0  # silence that ends a speech segment of a continuous stream
 
@@ -78,6 +80,10 @@ class Playback:
     def busy(self) -> bool:
         """Agent audio queued or playing, or a response under way."""
         return not self.playout.idle or self.response_id is not None
+
+    def responding(self) -> bool:
+        """A response is under way."""
+        return self.response_id is not None
 
     def started(self, response_id: str, out_of_band: bool = False) -> None:
         self.response_id = response_id
@@ -172,8 +178,9 @@ class Playback:
             self.cancelled.add(cancel)
         truncates = [(flushed.item_id, flushed.played_ms)] if flushed.item_id is not None else []
         truncates += [(item_id, 0) for item_id in flushed.unplayed]  # queued items the caller never heard
-        # an out-of-band item is in no conversation: there is nothing to truncate (the service would refuse it)
-        truncates = [(item_id, ms) for item_id, ms in truncates if item_id not in self._unlisted]
+        # an out-of-band item, or the bridge's own audio, is in no conversation: there is nothing to truncate (the
+        # service would refuse it)
+        truncates = [(i, ms) for i, ms in truncates if i not in self._unlisted and not i.startswith(LOCAL)]
         started = self.playout.first_played_at(flushed.item_id) if flushed.item_id else None
         heard_ms = (self._clock() - started) * 1000 if started is not None else None
         self.audio_item = None

@@ -8,29 +8,46 @@
 
 A recording is a directory:
 
-* ``audio.wav``: stereo 8 kHz PCM16, left the caller, right the agent (what the caller heard), one 20 ms frame
-  per media tick in each channel, so sample *n* of both channels is the same instant;
+* ``audio.wav``: stereo 8 kHz PCM16, left the caller, right the agent (what the caller was sent), on one clock: the
+  caller's frames, one per media tick. Each caller frame is written beside the agent frame sent at that tick, so
+  sample *n* of both channels is the same instant and the recording is as long as the call's media. An agent frame
+  taken for the wire and then dropped before it was sent (a barge-in flushes the media port's ring,
+  :class:`~bridge.audio.playout.Downstream`) is not in it;
 * ``events.jsonl``: a header line (``{"kind": "recording", ...}``) and then the session's reports, one per line
   (``kind``, ``summary`` and the report's stored fields), each with ``t_ms``: milliseconds since the media
   started, which is the position in ``audio.wav``.
 
+Both files are written as the call goes, on a thread of the recording's own (:class:`RecordingWriter`), never on
+the event loop: audio in chunks of :data:`CHUNK_TICKS` ticks (the WAV header's sizes rewritten after each, so the
+file on disk is always a playable recording of the call so far), events line by line. A killed worker loses at
+most the last chunk and what the thread had not written yet. What a call holds in memory is bounded: one chunk
+and at most :data:`AGENT_AHEAD_FRAMES` agent frames.
+
+With the dialplan's ``privacy.pause_recording_on_dtmf`` both channels hold silence from a key until
+:data:`PAUSE_AFTER_KEY_S` after the last one.
+
 Recording is opt-in per dialplan (``recording.enabled`` with a ``consent_prompt``). Without ``consent`` the leg is a
 plain pass-through and writes nothing.
 
-Threads: ``outbound.pop_frame()`` runs on the media clock thread (pjmedia), so the tap there only appends the frame
-to a list (atomic under the GIL); ``on_frame`` and the listener run on the event loop thread. Files are written
-once, at the end.
+Threads: ``outbound.pop_frame()`` runs on the media clock thread (pjmedia) or, with the native port, on the loop;
+the tap there only appends the frame to a deque (thread-safe); ``on_frame``, the ring's flushes and the listener
+run on the event loop thread.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import os
+import queue
+import struct
+import threading
 import time
 import wave
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import numpy as np
 
@@ -43,6 +60,141 @@ log = logging.getLogger("bridge.replay")
 AUDIO_FILE: Final = "audio.wav"
 EVENTS_FILE: Final = "events.jsonl"
 CHANNELS: Final = ("caller", "agent")
+CHUNK_TICKS: Final = 50  # 1 s of audio per write: a kill loses at most this and what was queued
+MAX_BACKLOG: Final = 8  # chunks queued for the writer at most: past it (a stalled disk) a chunk becomes silence
+AGENT_AHEAD_FRAMES: Final = 100  # agent frames taken for the wire ahead of their tick, at most (a stalled caller side)
+PAUSE_AFTER_KEY_S: Final = 3.0
+_SILENCE: Final = bytes(BYTES_PER_FRAME_PCM16)
+_WAV_HEADER: Final = struct.Struct("<4sI4s4sIHHIIHH4sI")
+
+
+def wav_header(data_bytes: int) -> bytes:
+    """The 44-byte header of a stereo 8 kHz PCM16 WAV holding ``data_bytes`` of samples."""
+    return _WAV_HEADER.pack(
+        b"RIFF", 36 + data_bytes, b"WAVE", b"fmt ", 16, 1, 2, SAMPLE_RATE, SAMPLE_RATE * 4, 4, 16, b"data", data_bytes
+    )
+
+
+class RecordingWriter:
+    """One recording's files, written on a thread of its own: :meth:`audio` appends interleaved stereo samples
+    (then rewrites the WAV header's sizes), :meth:`line` appends one line of ``events.jsonl``; each write reaches
+    the kernel before the next job (a killed process keeps it). Errors are logged once; the call goes on."""
+
+    def __init__(self, path: Path, call_id: str) -> None:
+        self.path = path
+        self.call_id = call_id
+        self._jobs: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"recording-{call_id[:16]}", daemon=True)
+        self._thread.start()
+        self.failed = False
+        self.audio_bytes = 0
+        self.skipped_bytes = 0
+
+    @property
+    def backlog(self) -> int:
+        return self._jobs.qsize()
+
+    def audio(self, samples: bytes) -> None:
+        if self._jobs.qsize() < MAX_BACKLOG:
+            self._jobs.put(("audio", samples))
+            return
+        # the disk is behind: the chunk's length in silence (a few bytes in memory), so the audio keeps its clock
+        self.skipped_bytes += len(samples)
+        self._jobs.put(("gap", len(samples).to_bytes(8, "little")))
+        if self.skipped_bytes == len(samples):
+            log.warning("recording of %s: the disk is behind; audio is written as silence until it catches up",
+                        self.call_id)  # fmt: skip
+
+    def line(self, text: str) -> None:
+        self._jobs.put(("line", text.encode()))
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        """Finish the files (what is queued is written first); True if the thread finished within ``timeout_s``."""
+        self._jobs.put(("close", b""))
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def _open(self) -> tuple[BinaryIO, BinaryIO]:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path.mkdir(exist_ok=True, mode=0o700)
+        os.chmod(self.path, 0o700)  # a caller's words: the owner's alone
+        files = []
+        for name in (AUDIO_FILE, EVENTS_FILE):
+            fd = os.open(self.path / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            files.append(os.fdopen(fd, "wb"))
+        audio, events = files
+        audio.write(wav_header(0))
+        audio.flush()
+        return audio, events
+
+    def _run(self) -> None:
+        files: tuple[BinaryIO, BinaryIO] | None = None
+        while True:
+            kind, data = self._jobs.get()
+            if kind == "close":
+                break
+            if self.failed:
+                continue
+            try:
+                files = files or self._open()
+                self._write(files, kind, data)
+            except OSError:
+                self.failed = True
+                log.exception("recording of %s could not be written to %s", self.call_id, self.path)
+        if files is not None:
+            for f in files:
+                f.close()
+
+    def _write(self, files: tuple[BinaryIO, BinaryIO], kind: str, data: bytes) -> None:
+        audio, events = files
+        if kind == "line":
+            events.write(data + b"\n")
+            events.flush()
+            return
+        if kind == "gap":
+            data = bytes(int.from_bytes(data, "little"))
+        audio.seek(0, os.SEEK_END)
+        audio.write(data)
+        self.audio_bytes += len(data)
+        audio.seek(0)
+        audio.write(wav_header(self.audio_bytes))  # playable at any moment: the sizes say what is there
+        audio.flush()
+
+
+class _Sent:
+    """The native port's ring as the playout buffer sees it, seen by the recording too: frames it drops before the
+    wire (a barge-in's flush, silence taken back) are taken out of the recording's agent frames."""
+
+    def __init__(self, ring: Any, recording: RecordingLeg) -> None:
+        self._ring = ring
+        self._recording = recording
+
+    def flush_out(self) -> int:
+        dropped = int(self._ring.flush_out())
+        self._recording.unsent(dropped)
+        return dropped
+
+    def drop_newest(self, frames: int) -> int:
+        dropped = int(self._ring.drop_newest(frames))
+        self._recording.unsent(dropped)
+        return dropped
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ring, name)
+
+
+class _RecordedSource(TeeSource):
+    """The outbound audio, every frame taken also kept by the recording; the media port's ring is wrapped so that
+    what it drops unsent leaves the recording too."""
+
+    def __init__(self, source: FrameSource, recording: RecordingLeg) -> None:
+        super().__init__(source, recording.agent.append)
+        self._recording = recording
+
+    def set_downstream(self, downstream: Any) -> None:
+        setter = getattr(self._source, "set_downstream", None)
+        if setter is not None:
+            setter(None if downstream is None else _Sent(downstream, self._recording))
 
 
 class RecordingLeg(LegProxy):
@@ -56,18 +208,38 @@ class RecordingLeg(LegProxy):
         *,
         clock: Callable[[], float] = time.monotonic,
         meta: Mapping[str, Any] | None = None,
+        pause_on_keys: bool = False,
     ) -> None:
         super().__init__(leg)
         self.path = Path(path)
         self.consent = consent
         self.clock = clock
         self.meta = dict(meta or {})
-        self.caller_frames: list[bytes] = []
-        self.agent_frames: list[bytes] = []
-        self.notes: list[dict[str, Any]] = []
+        self.pause_on_keys = pause_on_keys
+        self.agent: collections.deque[bytes] = collections.deque(maxlen=AGENT_AHEAD_FRAMES)  # taken, not yet paired
+        self.ticks = 0  # caller frames written: the recording's length in 20 ms frames
+        self._chunk = bytearray()
+        self._paused_until = float("-inf")
         self._created = clock()
         self._media_at: float | None = None
         self._closed = False
+        self._writer: RecordingWriter | None = None
+        if consent:
+            self._writer = RecordingWriter(self.path, self.call_id)
+            self._writer.line(json.dumps(self._header(), default=str))
+
+    def _header(self) -> dict[str, Any]:
+        return {
+            "kind": "recording",
+            "call_id": self.call_id,
+            "caller": self.caller,
+            "called": self.called,
+            "sample_rate": SAMPLE_RATE,
+            "frame_ms": FRAME_MS,
+            "channels": list(CHANNELS),
+            "consent": True,
+            **self.meta,
+        }
 
     def hangup(self, reason: str | None = None) -> None:
         self._keep(ev.LegHungUp())
@@ -83,17 +255,52 @@ class RecordingLeg(LegProxy):
             return
         if self._media_at is None:
             self._media_at = self.clock()
-        caller = self.caller_frames
 
         def tapped(pcm: bytes, t_capture: float) -> None:
-            caller.append(pcm)
+            self._tick(pcm)
             on_frame(pcm, t_capture)
 
-        self.leg.start_media(TeeSource(outbound, self.agent_frames.append), tapped)
+        self.leg.start_media(_RecordedSource(outbound, self), tapped)
 
     def uplink_offload(self, upsampler: StreamKernel) -> UplinkOffload | None:
         """Recording needs every caller frame on the loop: no offload then; otherwise the wrapped leg's."""
         return None if self.consent else self.leg.uplink_offload(upsampler)
+
+    # -- the audio -----------------------------------------------------------------------------------------------
+    @property
+    def held_bytes(self) -> int:
+        """The audio this recording holds in memory now (a chunk, the agent frames not yet paired)."""
+        return len(self._chunk) + len(self.agent) * BYTES_PER_FRAME_PCM16
+
+    @property
+    def writer_backlog(self) -> int:
+        """Writes queued for the recording's thread."""
+        return self._writer.backlog if self._writer is not None else 0
+
+    def unsent(self, frames: int) -> None:
+        """The media port dropped its ``frames`` newest frames before sending them: not in the recording."""
+        for _ in range(min(frames, len(self.agent))):
+            self.agent.pop()
+
+    def _tick(self, caller: bytes) -> None:
+        """One media tick: the caller's frame beside the agent frame sent at that tick."""
+        if self._closed:
+            return
+        agent = self.agent.popleft() if self.agent else _SILENCE
+        if self.pause_on_keys and self.clock() < self._paused_until:
+            caller = agent = _SILENCE
+        stereo = np.empty((BYTES_PER_FRAME_PCM16 // 2, 2), dtype="<i2")
+        stereo[:, 0] = np.frombuffer(caller.ljust(BYTES_PER_FRAME_PCM16, b"\0")[:BYTES_PER_FRAME_PCM16], "<i2")
+        stereo[:, 1] = np.frombuffer(agent.ljust(BYTES_PER_FRAME_PCM16, b"\0")[:BYTES_PER_FRAME_PCM16], "<i2")
+        self._chunk += stereo.tobytes()
+        self.ticks += 1
+        if self.ticks % CHUNK_TICKS == 0:
+            self._flush_chunk()
+
+    def _flush_chunk(self) -> None:
+        if self._chunk and self._writer is not None:
+            self._writer.audio(bytes(self._chunk))
+            self._chunk.clear()
 
     # -- the event log -------------------------------------------------------------------------------------------
     def t_ms(self) -> float:
@@ -102,61 +309,61 @@ class RecordingLeg(LegProxy):
         return round((self.clock() - origin) * 1000.0, 1)
 
     def _keep(self, report: ev.Report) -> None:
-        if self.consent and not self._closed:
-            self.notes.append({"t_ms": self.t_ms(), "kind": report.kind, "summary": report.summary, **report.data()})
+        if self._writer is not None and not self._closed:
+            note = {"t_ms": self.t_ms(), "kind": report.kind, "summary": report.summary, **report.data()}
+            self._writer.line(json.dumps(note, default=str))
 
     def listener(self, report: ev.Report) -> None:
-        """A call-session listener: keeps every report; the session's :class:`~bridge.events.CallEnded` closes
-        the recording."""
+        """A call-session listener: keeps every report; a key pauses the recording (``pause_on_keys``); the
+        session's :class:`~bridge.events.CallEnded` closes the recording."""
+        if isinstance(report, ev.KeyPressed) and self.pause_on_keys:
+            self._paused_until = self.clock() + PAUSE_AFTER_KEY_S
         self._keep(report)
         if isinstance(report, ev.CallEnded) and self.consent:
             self.close()
 
     def close(self) -> Path | None:
-        """Write ``audio.wav`` and ``events.jsonl`` (once). Returns the directory, or None without consent."""
-        if self._closed or not self.consent:
+        """Write what is left and finish the files (once). Returns the directory, or None without consent or if
+        the files could not be written."""
+        if self._closed or self._writer is None:
             return None
         self._closed = True
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            write_stereo(self.path / AUDIO_FILE, list(self.caller_frames), list(self.agent_frames))
-            header = {
-                "kind": "recording",
-                "call_id": self.call_id,
-                "caller": self.caller,
-                "called": self.called,
-                "sample_rate": SAMPLE_RATE,
-                "frame_ms": FRAME_MS,
-                "channels": list(CHANNELS),
-                "media_started": self._media_at is not None,
-                "consent": True,
-                **self.meta,
-            }
-            with (self.path / EVENTS_FILE).open("w", encoding="utf-8") as f:
-                for line in (header, *self.notes):
-                    f.write(json.dumps(line, default=str) + "\n")
-        except OSError:
-            log.exception("recording of %s could not be written to %s", self.call_id, self.path)
-            return None
-        return self.path
+        self._flush_chunk()
+        self.agent.clear()  # taken for the wire after the last tick: never sent
+        finished = self._writer.close()
+        return self.path if finished and not self._writer.failed else None
 
 
-def write_stereo(path: Path, left: list[bytes], right: list[bytes]) -> None:
-    """Two lists of 20 ms PCM16 frames, frame *i* beside frame *i*; the shorter side is padded with silence."""
-    n = max(len(left), len(right))
-    silence = bytes(BYTES_PER_FRAME_PCM16)
+def finish_recording(directory: Path, reason: str) -> bool:
+    """Close the recording of a call whose process died: the WAV header made to cover every whole frame on disk,
+    and a last event (``ended``, ``reason``, outcome ``failed``) at its end. False if there is no recording."""
+    audio, events = directory / AUDIO_FILE, directory / EVENTS_FILE
+    if not audio.is_file() or not events.is_file():
+        return False
+    with audio.open("r+b") as f:
+        data = max(0, f.seek(0, os.SEEK_END) - _WAV_HEADER.size)
+        data -= data % 4  # whole stereo samples only: a write cut short by the kill is left out
+        f.truncate(_WAV_HEADER.size + data)
+        f.seek(0)
+        f.write(wav_header(data))
+    t_ms = round(data / 4 / SAMPLE_RATE * 1000.0, 1)
+    note = {"t_ms": t_ms, "kind": ev.CallEnded.kind, "summary": reason, "outcome": str(ev.CallOutcome.FAILED)}
+    with events.open("r+b") as f:
+        text = f.read()
+        f.truncate(text.rfind(b"\n") + 1)  # a line cut short by the kill is left out
+        f.seek(0, os.SEEK_END)
+        f.write(json.dumps(note).encode() + b"\n")
+    return True
 
-    def channel(frames: list[bytes]) -> np.ndarray[Any, np.dtype[np.int16]]:
-        data = b"".join(f.ljust(BYTES_PER_FRAME_PCM16, b"\0")[:BYTES_PER_FRAME_PCM16] for f in frames)
-        data += silence * (n - len(frames))
-        return np.frombuffer(data, dtype="<i2")
 
-    stereo = np.stack([channel(left), channel(right)], axis=1).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(stereo.tobytes())
+def recording_dir(root: Path, call_id: str) -> Path:
+    """The directory of one call's recording: ``root / call_id``, refused (``ValueError``) unless it resolves to a
+    directory strictly inside ``root`` (an id is never a path, whatever made it)."""
+    base = root.expanduser().resolve()
+    path = (base / call_id).resolve()
+    if path.parent != base or not call_id or path.name != call_id:
+        raise ValueError(f"recording id {call_id[:80]!r} is not a plain name inside {base}")
+    return path
 
 
 def read_recording(directory: str | Path) -> tuple[bytes, bytes, dict[str, Any], list[dict[str, Any]]]:

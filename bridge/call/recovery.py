@@ -3,7 +3,7 @@
 ::
 
     SESSION_LOST ──► RECOVERING: Recovery.reconnect()
-                       attempt 0 at once, then the retry policy's backoff (bridge.realtime.retry), for up to
+                       attempt 0 at once, then the retry policy's backoff (bridge.call.retry), for up to
                        ``hold_s`` (the dialplan's outage.hold_s; bridge.call.outage plays the hold message):
                        a transport failure reconnects with the same credential, an auth or session failure
                        invalidates it first (a fresh one next); a non-retryable failure gives up
@@ -26,10 +26,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from bridge import events as ev
-from bridge.call.tools import ToolResult
+from bridge.call.builtin_tools import ToolResult
+from bridge.call.retry import RetryPolicy, Step, delays, next_step
 from bridge.errors import ConnectError
 from bridge.realtime.credentials import CredentialSource
-from bridge.realtime.retry import RetryPolicy, Step, delays, next_step
 
 SUMMARY_TURNS = 6
 OPEN_TIMEOUT_S = 10.0  # one attempt to open and configure a session
@@ -105,8 +105,26 @@ class Recovery(Generic[C]):
         self.hold_s = hold_s  # an outage longer than this is given up (no attempt starts after it)
         self._clock = clock
         self._gone = gone  # the caller left: stop reconnecting
-        self.answer_owed = False  # the lost session's phase said a committed turn awaited its answer
-        self.after_hold = False  # nothing was owed, but the caller heard the hold message: speak to them again
+        self._answer_owed = False  # the lost session's phase said a committed turn awaited its answer
+        self._after_hold = False  # nothing was owed, but the caller heard the hold message: speak to them again
+
+    def owe_answer(self) -> None:
+        """The session is lost in THINKING: the caller's turn awaits its answer from the next one."""
+        self._answer_owed = True
+
+    def take_owed(self, active: bool) -> bool:
+        """Whether an answer is owed (remembered, or a response was ``active`` when the session went); forgets it."""
+        owed, self._answer_owed = self._answer_owed or active, False
+        return owed
+
+    def held(self, on_hold: bool) -> None:
+        """The new session owes nothing, but the caller heard the hold message (``on_hold``): speak to them again."""
+        self._after_hold = on_hold
+
+    def take_after_hold(self) -> bool:
+        """Whether the next answer thanks the caller for waiting; forgets it."""
+        held, self._after_hold = self._after_hold, False
+        return held
 
     async def reconnect(self, error_class: ev.ErrorClass | None, retryable: bool, refused: str | None) -> C | None:
         """A new session, or None (reported: the call should fail over, unless the caller left). ``refused``: the
@@ -138,6 +156,6 @@ class Recovery(Generic[C]):
                 self.reconnects += 1
                 self._emit(ev.Recovered(self.reconnects))
                 return client
-            self._emit(ev.ReconnectFailed(attempt, str(cls), str(step)))
+            self._emit(ev.ReconnectFailed(attempt, cls, str(step)))
         self._emit(ev.RecoveryFailed(None))
         return None

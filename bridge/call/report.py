@@ -3,8 +3,11 @@ of it. ``bridge.call.session`` fills it in as the call goes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from bridge import events as ev
 
 
 @dataclass
@@ -23,17 +26,47 @@ class CallReport:
     latency_ms: dict[str, list[float]] = field(default_factory=dict)
     barge_ins: int = 0
     truncates: list[dict[str, Any]] = field(default_factory=list)
+    echo: dict[str, int] = field(default_factory=dict)  # the echo guard's speech starts: taken, rejected, resumed
     talk_over_ms: list[float] = field(default_factory=list)  # per barge-in on a model that stops itself
     usage: dict[str, float | int] = field(default_factory=dict)  # audio seconds and tokens, all sessions (cost)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    turn_silence_ms: list[float] = field(default_factory=list)  # per answered turn, the silence before its audio
     decisions: list[dict[str, Any]] = field(default_factory=list)  # an orchestrated call: each decision, in order
-    dtmf: list[str] = field(default_factory=list)
+    dtmf: list[str] = field(default_factory=list)  # as shown: a run's keys past the plan's visible digits are "*"
+    pressed: list[str] = field(default_factory=list)  # the keys themselves: in memory only (the orchestrator's)
     errors: list[dict[str, Any]] = field(default_factory=list)
     reconnects: int = 0
     rollovers: int = 0
     media: dict[str, Any] = field(default_factory=dict)  # SIP calls: the media port's kind and counters
+    transfer: dict[str, Any] | None = None  # a warm transfer's last attempt: target, outcome, sip_code, seconds
     timeline: list[tuple[float, str, str]] = field(default_factory=list)
     end_reason: str = ""
 
+    @property
+    def longest_silence_ms(self) -> float | None:
+        """The longest the caller waited on the agent in silence: the longest silence of a turn (the end of their
+        speech to the agent's first frame or, for a slow answer, to its soft hold; without that hold, the caller-felt
+        turn gap) or the longest silence while a business tool worked. None: neither."""
+        turns = self.turn_silence_ms or self.latency_ms.get("caller_turn", [])
+        waits = [*turns, *(t["longest_silence_ms"] for t in self.tool_calls if "longest_silence_ms" in t)]
+        return max(waits) if waits else None
+
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        shown = {k: v for k, v in self.__dict__.items() if k != "pressed"}
+        return shown | {"longest_silence_ms": self.longest_silence_ms}
+
+
+SILENCE_SOURCES = (ev.Latency, ev.ToolFinished)  # the reports after which the longest silence may have grown
+
+
+def silence_watch(report: CallReport, emit: Callable[[ev.Report], None]) -> Callable[[ev.Report], None]:
+    """A call listener that reports :class:`~bridge.events.LongestSilence` each time ``report``'s grows."""
+    longest = 0.0
+
+    def listener(r: ev.Report) -> None:
+        nonlocal longest
+        if isinstance(r, SILENCE_SOURCES) and (ms := report.longest_silence_ms or 0.0) > longest:
+            longest = ms
+            emit(ev.LongestSilence(ms))
+
+    return listener

@@ -1,4 +1,4 @@
-"""The call session's side of tool calls (``bridge.call.tools`` says what each tool answers and does).
+"""The call session's side of tool calls (``bridge.call.builtin_tools`` says what each tool answers and does).
 
 A tool's action waits for the agent's spoken line: ``transfer_to_human`` announces the transfer, ``end_call`` says
 goodbye, and only once that line has started and played out (or after :data:`LINE_TIMEOUT_S`, if the model never
@@ -8,24 +8,46 @@ interrupted the goodbye or the transfer line, and the model is told a transfer d
 With ``grouped`` (a dialect whose tools go to a delegated backend, and whose speech has no responses), the calls of
 one backend response are answered together: each call's output is held until that response's ``ResponseDone``,
 then every output goes out with ``respond=False`` except the last, which asks the backend to continue once.
+
+A dialplan's business tools (``http_tools``, MCP servers: a :class:`Business`) run as tasks: the call goes on while
+they do (the caller can barge in; ``bridge.call.filler`` keeps the line from going silent), each start and result is
+a typed event (:class:`~bridge.events.ToolStarted`, :class:`~bridge.events.ToolFinished`), and the result, or its
+typed error, answers the model. Grouped, a backend response's outputs wait for its slowest tool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from bridge import events as ev
+from bridge.call.builtin_tools import ToolResult, run_tool
 from bridge.call.leg import PhoneLeg
 from bridge.call.report import CallReport
-from bridge.call.tools import ToolResult, run_tool
+from bridge.call.waiting import DeadAir
 from bridge.dialplan import Dialplan
+from bridge.tools.spec import ToolOutcome
 
 LINE_TIMEOUT_S = 10.0  # a tool's action runs this long after the call at the latest, spoken line or not
 TRANSFER_NOT_STARTED = (
     "The transfer to a human agent was NOT started: the caller spoke over your announcement. "
     "Ask whether they still want to be transferred."
 )
+
+
+class Business(Protocol):
+    """The business tools of one call (``bridge.tools``): never raises from :meth:`run`."""
+
+    def handles(self, name: str) -> bool: ...
+
+    def announcement(self, name: str) -> str | None: ...
+
+    async def run(self, name: str, arguments: str) -> ToolOutcome: ...
+
+    async def close(self) -> None: ...
 
 
 class ToolCalls:
@@ -37,11 +59,24 @@ class ToolCalls:
         emit: Callable[[ev.Report], None],
         report: CallReport,
         *,
-        end: Callable[[str, str], None],
+        end: Callable[[str, ev.CallOutcome], None],
         clock: Callable[[], float],
         grouped: bool = False,
+        business: Business | None = None,
+        waiting: DeadAir | None = None,
+        responding: Callable[[], bool] = lambda: False,
+        transfer: Callable[[str], None] | None = None,
     ) -> None:
         self._grouped = grouped
+        self._warm = transfer  # a warm transfer (bridge.call.warm) instead of the REFER
+        self.business = business
+        self.running: dict[str, tuple[str, float]] = {}  # call_id -> (tool name, started at): business tools
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: dict[str, int] = {}  # grouped: a response's business tools still running
+        self._done: set[str] = set()  # grouped: responses done while their tools still run
+        self.waiting = waiting  # the filler and soft hold while business tools run
+        self._responding = responding  # a response is under way: an output that asks for one waits for its end
+        self._ready: list[ev.FunctionOutput] = []
         self._held: dict[str, list[ev.FunctionOutput]] = {}  # grouped: a response's outputs, until it is done
         self._plan = plan
         self._leg = leg
@@ -56,6 +91,9 @@ class ToolCalls:
 
     def call(self, e: ev.FunctionCall) -> None:
         """Run the tool, answer the model (the output asks for a response: the line), hold its action."""
+        if self.business is not None and self.business.handles(e.name):
+            self._start(e)
+            return
         plan = self._plan
         result = run_tool(e.name, e.arguments, enabled=plan.tool_names, transfer_target=plan.transfer_target)
         self._report.tool_calls.append({"name": e.name, "arguments": e.arguments, "output": result.output})
@@ -69,13 +107,69 @@ class ToolCalls:
             self.pending, self._since = result, self._clock()
             self._line_requested = True  # until the line has started, "idle" is not "spoken"
 
+    def _start(self, e: ev.FunctionCall) -> None:
+        assert self.business is not None
+        self.running[e.call_id] = (e.name, self._clock())
+        self._emit(ev.ToolStarted(e.name, e.call_id, e.arguments))
+        if self._grouped:
+            self._waiting[e.response_id] = self._waiting.get(e.response_id, 0) + 1
+        if self.waiting is not None:
+            self.waiting.begin(e.call_id, self.business.announcement(e.name))
+        task = asyncio.create_task(self._finish(e, self.business), name=f"tool-{e.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, e: ev.FunctionCall, business: Business) -> None:
+        outcome = await business.run(e.name, e.arguments)
+        _, started = self.running.pop(e.call_id, (e.name, self._clock()))
+        latency_ms = round((self._clock() - started) * 1000, 1)
+        silence_ms = self.waiting.end(e.call_id) if self.waiting is not None else 0.0
+        self._report.tool_calls.append(
+            {"name": e.name, "arguments": _parsed(e.arguments), "output": _parsed(outcome.output),
+             "outcome": outcome.error or "ok", "latency_ms": latency_ms, "longest_silence_ms": silence_ms}
+        )  # fmt: skip
+        self._emit(ev.ToolFinished(e.name, e.call_id, e.arguments, outcome.output, outcome.error or "ok", latency_ms,
+                                   silence_ms))  # fmt: skip
+        output = ev.FunctionOutput(call_id=e.call_id, output=outcome.output)
+        if not self._grouped:
+            self._ready.append(output)
+            self._send_ready()
+            return
+        self._held.setdefault(e.response_id, []).append(output)
+        self._waiting[e.response_id] -= 1
+        if self._waiting[e.response_id] <= 0 and e.response_id in self._done:
+            self._done.discard(e.response_id)
+            self.response_done(e.response_id)
+
+    def _send_ready(self) -> None:
+        """The outputs of finished tools, once no response is under way (a filler line, or the model answering the
+        caller meanwhile): one response for all of them."""
+        if not self._ready or self._responding():
+            return
+        ready, self._ready = self._ready, []
+        for i, output in enumerate(ready):
+            self._send(output if i == len(ready) - 1 else dataclasses.replace(output, respond=False))
+
+    async def close(self) -> None:
+        """The call is over: stop its tools' calls."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.business is not None:
+            await self.business.close()
+
     def after_line(self, action: ToolResult, spoken: bool) -> None:
         """An action decided elsewhere (an orchestrator): it runs once the line asked for (``spoken``) has started
         and played out, or, without a line, on the first beat with nothing playing."""
         self.pending, self._since, self._line_requested = action, self._clock(), spoken
 
     def response_done(self, response_id: str) -> None:
-        """Grouped: the backend's response is complete; answer all its calls, asking for one continuation."""
+        """Grouped: the backend's response is complete; answer all its calls, asking for one continuation (once
+        its business tools have answered)."""
+        if self._waiting.get(response_id, 0) > 0:
+            self._done.add(response_id)
+            return
+        self._waiting.pop(response_id, None)
         outputs = self._held.pop(response_id, [])
         for i, output in enumerate(outputs):
             self._send(output if i == len(outputs) - 1 else dataclasses.replace(output, respond=False))
@@ -86,21 +180,28 @@ class ToolCalls:
 
     def beat(self, idle: bool) -> None:
         """``idle``: no response under way and the playout is empty. Runs the action once it is due."""
+        if self.waiting is not None:
+            self.waiting.beat()
+        self._send_ready()
         if self.pending is None:
             return
         if not ((idle and not self._line_requested) or self._clock() - self._since > LINE_TIMEOUT_S):
             return
         pending, self.pending = self.pending, None
-        if pending.action == "transfer" and pending.target:
+        if pending.action == "transfer" and pending.target and self._warm is not None:
+            self._warm(pending.target)
+        elif pending.action == "transfer" and pending.target:
             self._emit(ev.TransferStarted(pending.target))
             self._leg.transfer(pending.target)
         elif pending.action == "hangup":
             self._emit(ev.AgentHungUp())
             self._leg.hangup()
-            self._end("agent ended the call", "completed")
+            self._end("agent ended the call", ev.CallOutcome.COMPLETED)
 
     def interrupted(self) -> None:
         """A barge-in: drop the waiting action."""
+        if self.waiting is not None:
+            self.waiting.interrupted()
         pending, self.pending = self.pending, None
         if pending is not None and pending.action == "transfer":
             # The model was told "transferring": tell it the transfer did not happen, so it can ask again.
@@ -115,10 +216,17 @@ class ToolCalls:
             return
         if 200 <= e.status_code < 300:
             self._leg.hangup()  # RFC 3515: the transferor leaves after the final NOTIFY 200
-            self._end("transferred", "transferred")
+            self._end("transferred", ev.CallOutcome.TRANSFERRED)
         else:
             self._send(
                 ev.AddText(f"The transfer failed ({e.status_code} {e.reason}). Tell the caller.", ev.Role.SYSTEM)
             )
             if answer and not self._grouped:  # else the model speaks on its own after the note
                 self._send(ev.CreateResponse())
+
+
+def _parsed(text: str) -> Any:
+    try:
+        return json.loads(text or "null")
+    except ValueError:
+        return text

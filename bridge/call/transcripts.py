@@ -15,9 +15,16 @@ from bridge.call.report import CallReport
 
 
 class Transcripts:
-    def __init__(self, report: CallReport, emit: Callable[[ev.Report], None], caller_transcribed: bool) -> None:
+    def __init__(
+        self,
+        report: CallReport,
+        emit: Callable[[ev.Report], None],
+        caller_transcribed: bool,
+        redact: Callable[[str], str] = str,
+    ) -> None:
         self._report = report
         self._emit = emit
+        self._redact = redact  # what the report and the listeners get (bridge/call/privacy.py); on_final the words
         self._transcribed = caller_transcribed  # the profile asks for input transcription
         self.untranscribed: set[str] = set()  # committed caller turns whose transcript has not come yet
         self.on_final: Callable[[str, str], None] | None = None  # (role, text) of each final transcript
@@ -30,8 +37,9 @@ class Transcripts:
         if e.final:
             self.untranscribed.discard(e.item_id)
         if e.final and e.text:
-            self._report.caller_transcript.append(e.text)
-            self._emit(ev.CallerSaid(e.text, e.item_id))
+            shown = self._redact(e.text)
+            self._report.caller_transcript.append(shown)
+            self._emit(ev.CallerSaid(shown, e.item_id))
             if self.on_final is not None:
                 self.on_final("caller", e.text)
 
@@ -41,8 +49,9 @@ class Transcripts:
 
     def agent(self, e: ev.AgentTranscript | ev.AgentText) -> None:
         if e.final and e.text:
-            self._report.agent_transcript.append(e.text)
-            self._emit(ev.AgentSaid(e.text, e.item_id))
+            shown = self._redact(e.text)
+            self._report.agent_transcript.append(shown)
+            self._emit(ev.AgentSaid(shown, e.item_id))
             if self.on_final is not None:
                 self.on_final("agent", e.text)
 

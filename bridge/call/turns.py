@@ -9,7 +9,8 @@ backchannel, which joins nothing and closes nothing), and the agent's turn also 
 model stopped itself after a barge-in, the caller pressed a key, or the model called a tool (what it says after the
 tool's result is a new turn, as a Realtime response after a ``function_call_output`` is). A closed turn is
 handed on as a final transcript, so the call report, Redis, replays and metrics read it as they read a service's
-finals. What is open at the end of the call (or of its session) is closed then.
+finals. What is open at the end of the call (or of its session) is closed then. Barge-ins on such a dialect come
+from the bridge's own voice detection on the caller's audio (:class:`CallerVoice`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,16 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from bridge import events as ev
+from bridge.audio.frames import SAMPLE_RATE
+from bridge.audio.vad import EnergyVad
 
 MIN_SEPARATION_MS: Final = 500  # openai.lib.live's min_turn_separation_ms
 AGENT_SILENCE_S: Final = 2.0  # openai.lib.live's assistant_silence_ms
+
+# The bridge's own voice detection (:class:`CallerVoice`): an onset over the agent is a barge-in. Louder than a line's
+# noise floor; no padding (only the onset's time matters).
+CALLER_VAD_THRESHOLD = 0.4
+CALLER_VAD_SILENCE_MS = 500.0
 
 Speaker = Literal["caller", "agent"]
 
@@ -95,3 +103,40 @@ class TurnBuilder:
             self._caller(ev.CallerTranscript(item_id=item_id, text=text, final=True, end_ms=turn.end_ms))
         else:
             self._agent(ev.AgentTranscript(response_id="", item_id=item_id, text=text, final=True, end_ms=turn.end_ms))
+
+
+class CallerVoice:
+    """The bridge's own voice detection on the caller's 8 kHz audio, where the service marks no turns: each frame
+    goes to the model, then through an :class:`~bridge.audio.vad.EnergyVad`; an onset is a barge-in (``interrupt``
+    with whether the agent is ``busy``). ``heard`` tells the link whether the caller is speaking."""
+
+    def __init__(
+        self,
+        send: Callable[[bytes, float], None],
+        heard: Callable[[bool], None],
+        emit: Callable[[ev.Report], None],
+        interrupt: Callable[[str, bool], None],
+        *,
+        busy: Callable[[], bool],
+        ending: Callable[[], bool],
+    ) -> None:
+        self._vad = EnergyVad(
+            SAMPLE_RATE, threshold=CALLER_VAD_THRESHOLD, prefix_padding_ms=0, silence_duration_ms=CALLER_VAD_SILENCE_MS
+        )
+        self._send, self._heard, self._emit, self._interrupt = send, heard, emit, interrupt
+        self._busy, self._ending = busy, ending
+
+    def on_frame(self, pcm: bytes, t_capture: float) -> None:
+        """A caller frame: to the model, then through our voice detection."""
+        self._send(pcm, t_capture)
+        for vad in self._vad.feed(pcm):
+            if self._ending():
+                return
+            if vad.kind == "start":
+                self._heard(True)
+                self._emit(ev.CallerSpeechStarted(int(vad.ms)))
+                self._interrupt("caller spoke over the agent", self._busy())
+            else:
+                # the model decides whether to answer: no phase pretends it will (THINKING is for what it owes)
+                self._heard(False)
+                self._emit(ev.CallerSpeechStopped(int(vad.ms)))

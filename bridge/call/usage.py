@@ -5,6 +5,7 @@ responses, or a Live session's delegated backend), summed over all of the call's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge import events as ev
@@ -30,6 +31,18 @@ class UsageMeter:
     def new_session(self) -> None:
         """The call moved to another session: its count starts again at zero."""
         self.audio_seconds, self.session_seconds = self.audio_seconds + self.session_seconds, 0.0
+
+    def ended(
+        self, final_seconds: float | None, by_audio: bool, emit: Callable[[ev.Report], None]
+    ) -> dict[str, float | int]:
+        """The call is over: ``final_seconds``, the figure the final model session sent with its close (Live's
+        ``session.closed``); reported where the dialect prices by session time (``by_audio``). Returns the totals."""
+        if final_seconds is not None:
+            self.updated(ev.UsageUpdated(final_seconds, final=True))
+        totals = self.totals()
+        if by_audio:
+            emit(ev.UsageTotals(totals["audio_seconds"], int(totals["input_tokens"]), int(totals["output_tokens"])))
+        return totals
 
     def totals(self) -> dict[str, float | int]:
         return {

@@ -19,6 +19,7 @@ from typing import Any
 
 from bridge import events as ev
 from bridge.devkit.stack import local_stack
+from bridge.store.reportfile import read_reports
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CALLS = (("1000", "ga"), ("2000", "beta"))
@@ -63,10 +64,9 @@ async def _place_call(uri: str, play: Path, record: Path) -> dict[str, Any]:
 async def _wait_reports(path: Path, count: int, within_s: float = 15.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if path.exists():
-            lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-            if len(lines) >= count:
-                return lines
+        lines = read_reports(path)
+        if len(lines) >= count:
+            return lines
         await asyncio.sleep(0.1)
     raise TimeoutError(f"the worker reported fewer than {count} calls")
 

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bridge.audio.line import LineEcho
 from bridge.sip.endpoint import SipConfig
 from bridge.sip.gateway import DTMF_DIGITS
 from bridge.sip.phone import DtmfPlan, Softphone
@@ -58,15 +59,23 @@ async def place_call(
     log_level: int = 0,
     auth: tuple[str, str] | None = None,
     concealment: bool = True,
+    srtp: str | None = None,
+    tls_ca: str | Path | None = None,
+    echo: LineEcho | None = None,
 ) -> dict[str, Any]:
     """Start an endpoint, place one call, close the endpoint, return the summary. One per process at a time.
 
     ``auth`` (user, password) answers a digest challenge (401) from the called side. ``concealment`` False
-    records a frame that came too late as silence (no packet loss concealment), as a measuring phone should."""
+    records a frame that came too late as silence (no packet loss concealment), as a measuring phone should.
+    A ``sips:`` URI is called over TLS (verified against ``tls_ca`` if given) with SRTP (``srtp``, default
+    ``mandatory`` for ``sips:``, ``off`` otherwise)."""
+    secure = uri.lower().startswith("sips:")
     config = SipConfig(
         host=host or _default_host(uri),
         port=local_port,
-        transports=("udp",),
+        transports=("udp", "tls") if secure else ("udp",),
+        tls_ca=str(tls_ca or ""),
+        srtp=srtp or ("mandatory" if secure else "off"),
         user="softphone",
         user_agent="callbridge-softphone",
         pjsua_log_level=log_level,
@@ -81,6 +90,7 @@ async def place_call(
             dtmf=dtmf,
             hangup_after=hangup_after,
             answer_timeout=timeout,
+            echo=echo,
         )
 
 
@@ -122,6 +132,17 @@ def parse_auth(text: str) -> tuple[str, str]:
     return user, password
 
 
+def parse_echo(text: str) -> LineEcho:
+    """``"-14@120"`` -> the line returns what the phone hears 14 dB down, 120 ms late; ``"-14@120/-55"`` adds
+    white noise at -55 dBFS."""
+    level, _, rest = text.partition("@")
+    delay, _, noise = rest.partition("/")
+    try:
+        return LineEcho(float(level), float(delay), float(noise) if noise else None)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad echo {text!r}: expected DB@MS or DB@MS/NOISE_DBFS ({exc})") from None
+
+
 def parse_dtmf(text: str) -> tuple[str, float]:
     """``"12#@1.5"`` -> ``("12#", 1.5)``: digits and seconds after the answer (``@`` part optional: 1 s)."""
     digits, _, at = text.partition("@")
@@ -135,7 +156,7 @@ def parse_dtmf(text: str) -> tuple[str, float]:
 
 
 def add_call_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("uri", help="SIP URI to call, e.g. sip:100@127.0.0.1:5060")
+    parser.add_argument("uri", help="SIP URI to call, e.g. sip:100@127.0.0.1:5060 (sips:...: TLS and SRTP)")
     parser.add_argument("--play", metavar="WAV", help="8 kHz mono PCM16 or G.711 WAV to send")
     parser.add_argument("--loop", action="store_true", help="repeat --play until the call ends")
     parser.add_argument("--record", metavar="WAV", help="write what this phone hears (8 kHz PCM16)")
@@ -162,6 +183,18 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-plc",
         action="store_true",
         help="no packet loss concealment: a frame that comes too late is recorded as silence (for measuring)",
+    )
+    parser.add_argument(
+        "--srtp",
+        choices=("off", "optional", "mandatory"),
+        help="SRTP (SDES) of the call; default: mandatory for a sips: URI (over TLS), off otherwise",
+    )
+    parser.add_argument("--tls-ca", metavar="PEM", help="verify the called side's TLS certificate against this CA")
+    parser.add_argument(
+        "--echo",
+        metavar="DB@MS[/NOISE]",
+        type=parse_echo,
+        help="the line returns what this phone hears DB down (e.g. -14), MS late, with white noise at NOISE dBFS",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -195,10 +228,13 @@ def run_call(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             auth=args.auth or _env_auth(),
             concealment=not args.no_plc,
+            srtp=args.srtp,
+            tls_ca=args.tls_ca,
+            echo=args.echo,
         )
     )
     _print(summary, args.json)
-    return 0 if summary["answered"] else 2
+    return 0 if summary["answered"] else 1  # not answered: the work failed (2 is a usage error)
 
 
 def _env_auth() -> tuple[str, str] | None:

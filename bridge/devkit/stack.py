@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import Settings
+from bridge.devkit.ports import free_port_block
+from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.emulator import EmulatorServer
 from bridge.serve.pool import Pool
-from bridge.store.server import EmbeddedRedis, free_port_block, redis_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

@@ -3,19 +3,27 @@ and QA replays.
 
 Layout (a sans-I/O core and a thin network shell, like python-websockets and h11):
 
-* ``session.py``: :class:`EmulatorSession`, one Realtime connection's state machine: client text + time in,
-  actions out; runs in virtual time with no sockets for fast replays.
-* ``live.py``: :class:`LiveSession`, the same for a GPT-Live connection (continuous audio both ways, transcript
-  deltas, commentary, a Responses backend for tools), from the Live dialect's tables.
+* ``core.py``: :class:`~bridge.emulator.core.SessionCore`, the calling convention every session shares (client
+  text + time in, ``actions.py`` out), its timers, the check of client events, injected faults, and the caller's
+  audio as appends bring it; ``record.py``: what a session records, and its recording to disk.
+* ``session.py``: :class:`EmulatorSession`, one Realtime connection; its rooms: ``turns.py`` (input audio, VAD,
+  commits, transcription, idle timeout), ``conversation.py`` (items), ``replies.py`` (what a response says) and
+  ``responses.py`` (responses laid out and paced in time).
+* ``live.py``: :class:`LiveSession`, the same for a GPT-Live connection; its rooms: ``live_speech.py`` (the
+  continuous output stream) and ``live_backend.py`` (the Responses delegation that calls tools).
+* ``scheduler.py``: the response scheduler both sessions' output rests on (numbering, latency, audio cut into
+  deltas with their words, per-delta faults, the record of each response).
 * ``server.py``: :class:`EmulatorServer`, aiohttp app with the WebSocket, the credential endpoints and the control
-  API on one port; :func:`serve` and :func:`main` for ``callbridge emulator`` / ``python -m bridge.emulator``.
-* ``wire.py``: server-event builders; what differs between the dialects is data in each dialect's table
-  (``dialect.service``, ``bridge/realtime/dialects/``), the same tables the bridge speaks from.
+  API on one port; :func:`serve` and :func:`main` for ``callbridge emulator`` / ``python -m bridge.emulator``;
+  its rooms: ``websocket.py`` (each connection's loop) and ``http_api.py`` (credentials, control API).
+* ``wire.py``: server-event builders (the one ``error`` builder included); what differs between the dialects is
+  data in each dialect's table (``dialect.service``, ``bridge/realtime/dialects/``), the same tables the bridge
+  speaks from.
 * ``config.py``: a session stored in its dialect's shape and read through a neutral view; what ``session.update``,
   ``response.create`` and items may hold is the dialect's schemas (``bridge/realtime/dialects/schema.py``, which
   also gives the service's error codes for everything else).
-* ``vad.py`` (energy VAD), ``voice.py`` (reply audio), ``formats.py`` (pcm16 / G.711), ``annotations.py`` (call
-  script turns), ``rules.py`` (what the model says, in every dialect), ``faults.py`` (settings and faults).
+* ``voice.py`` (reply audio), ``formats.py`` (pcm16 / G.711), ``annotations.py`` (call script turns),
+  ``rules.py`` (what the model says, in every dialect), ``faults.py`` (settings and faults).
 """
 
 from bridge.emulator.annotations import Annotations, Reply, ToolCall, Turn

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from bridge.realtime.dialects import Dialect
-from bridge.realtime.dialects.common import REALTIME_ONLY_VOICES, VOICES, realtime_model
+from bridge.realtime.dialects.common import REALTIME_ONLY_VOICES, VOICES, voice_on
 from bridge.realtime.dialects.schema import Node, Obj, invalid_value, merge
 
 DEFAULT_FORMAT: Final = "pcm16"
@@ -94,7 +94,7 @@ class DialectConfig:
         checked = self.session.check(body, prefix)
         merged: dict[str, Any] = merge(dict(stored), checked, self.session)
         view = self.view(merged)
-        if view.voice in REALTIME_ONLY_VOICES and not realtime_model(view.model):
+        if not voice_on(view.voice, view.model):
             path = f"{prefix}.{'.'.join(self.paths['voice'])}"
             raise invalid_value(
                 path,

@@ -1,7 +1,7 @@
 """Client data frames straight from aiohttp's WebSocket parser to the emulator, without a task wake-up per frame.
 
 Why: aiohttp's parser puts each message in a queue (``WebSocketDataQueue``) and wakes the task parked in
-``ws.receive()``; the emulator's reader task then only hands the frame to ``EmulatorServer._offer``. Under
+``ws.receive()``; the emulator's reader task then only hands the frame to ``SocketPump.offer``. Under
 ``bench calls``' load (50 appends a second per session) that future, task switch, ``receive()`` and
 ``__anext__`` cost 15-20 % of the emulator's CPU in a profile; skipping them saves about 13 % of its CPU per
 session (32 sessions, 7 runs each way). :class:`FastReadResponse` gives the parser a queue whose

@@ -38,6 +38,13 @@ class Faults:
     beta_disabled: bool = False  # the beta header gets beta_api_shape_disabled + close 4000, as the service today
     refuse_models: str = ""  # comma-separated model patterns (fnmatch) whose WebSocket upgrade fails with ...
     refuse_status: int = 503  # ... this HTTP status, before any session (a connect failure for that model)
+    # comma-separated model patterns (fnmatch) the service has retired: answered as the service answers a model it
+    # refuses (Realtime: ``error`` model_not_found, then close 4000; GPT-Live: invalid_model), not as an outage
+    retire_models: str = ""
+
+    def retired(self, model: str) -> bool:
+        """Is ``model`` retired (the ``retire_models`` fault)?"""
+        return any(fnmatch.fnmatchcase(model, p.strip()) for p in self.retire_models.split(",") if p.strip())
 
     def refusal_status(self, model: str) -> int | None:
         """The HTTP status the upgrade of a connection for ``model`` fails with, or None."""
@@ -138,6 +145,14 @@ def _coerce(key: str, raw: Any, hint: Any) -> Any:
     except (TypeError, ValueError):
         raise ValueError(f"setting {key!r}: cannot read {raw!r} as {base.__name__}") from None
 
+
+def error_type(code: str) -> str:
+    """The ``type`` of an error a fault sends: ``server_error`` for that code, else an invalid request."""
+    return "server_error" if code == "server_error" else "invalid_request_error"
+
+
+SERVER_ERROR = "The server had an error while processing your request."  # an injected error's default message
+MID_RESPONSE_ERROR = SERVER_ERROR + " Please retry your request."  # the error_mid_response fault's message
 
 # Faults the control API injects into a live session right now (POST /control/sessions/{id}/fault).
 INJECTABLE: Final = frozenset({"drop", "error", "unknown_event", "malformed_json", "expire", "close"})

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from bridge.realtime.dialects import Dialect, ResponseInfo, Usage
+from bridge.realtime.dialects import Dialect, LiveService, ResponseInfo, Usage
 
-__all__ = ["Ids", "ResponseInfo", "Usage", "Wire"]
+__all__ = ["EventBuilder", "Ids", "LiveWire", "ResponseInfo", "Usage", "Wire"]
 
 BASE62: Final = string.digits + string.ascii_letters
 ID_LEN: Final = 21  # event_, sess_, item_, resp_, conv_ + 21 base62 characters, as the service spells them
@@ -80,9 +80,36 @@ OBFUSCATED: Final = frozenset({"audio_transcript.delta", "text.delta"})
 RATE_LIMITS: Final = {"requests": 5000, "tokens": 40000}
 
 
+class EventBuilder:
+    """What every dialect's event builder offers: a server event by its canonical name, and the ``error`` event
+    (the one builder of it: a dialect's builder only says how its ``error`` object is spelled)."""
+
+    dialect: Dialect
+    ids: Ids
+
+    def event(self, canonical: str, **fields: Any) -> dict[str, Any]:
+        return {"type": self.dialect.wire(canonical), "event_id": self.ids.event(), **fields}
+
+    def error(
+        self,
+        code: str | None,
+        message: str,
+        *,
+        param: str | None = None,
+        error_type: str = "invalid_request_error",
+        client_event_id: str | None = None,
+    ) -> dict[str, Any]:
+        return self.event("error", **self.error_fields(code, error_type, message, param, client_event_id))
+
+    def error_fields(
+        self, code: str | None, error_type: str, message: str, param: str | None, client_event_id: str | None
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+
 @dataclass
-class Wire:
-    """Builds one dialect's server events as dicts (the server serializes them)."""
+class Wire(EventBuilder):
+    """Builds one Realtime dialect's server events as dicts (the server serializes them)."""
 
     dialect: Dialect
     ids: Ids = field(default_factory=Ids)
@@ -97,19 +124,12 @@ class Wire:
             ev["obfuscation"] = self.ids.obfuscation()
         return ev
 
-    def error(
-        self,
-        code: str | None,
-        message: str,
-        *,
-        param: str | None = None,
-        error_type: str = "invalid_request_error",
-        client_event_id: str | None = None,
+    def error_fields(
+        self, code: str | None, error_type: str, message: str, param: str | None, client_event_id: str | None
     ) -> dict[str, Any]:
-        return self.event(
-            "error",
-            error={"type": error_type, "code": code, "message": message, "param": param, "event_id": client_event_id},
-        )
+        return {
+            "error": {"type": error_type, "code": code, "message": message, "param": param, "event_id": client_event_id}
+        }
 
     def item(self, item: Mapping[str, Any]) -> dict[str, Any]:
         """An item as this dialect spells it inside events (stored items carry no ``object``)."""
@@ -153,3 +173,26 @@ class Wire:
 
     def mint_response(self, value: str, expires_at: int, session: dict[str, Any]) -> dict[str, Any]:
         return self.shape.mint_response(value, expires_at, session)
+
+
+class LiveWire(EventBuilder):
+    """Builds Live's server events as dicts, from the dialect's table."""
+
+    def __init__(self, dialect: Dialect, ids: Ids) -> None:
+        service = dialect.service
+        if not isinstance(service, LiveService):
+            raise TypeError(f"the {dialect.name} dialect is not served in the Live shape")
+        self.dialect, self.service, self.ids = dialect, service, ids
+
+    def error_fields(
+        self, code: str | None, error_type: str, message: str, param: str | None, client_event_id: str | None
+    ) -> dict[str, Any]:
+        return self.service.error(code or error_type, error_type, message, param, client_event_id)
+
+    def audio(self, delta: str) -> dict[str, Any]:
+        """An output audio delta: on the primary WebSocket it carries no ``event_id`` and no timings."""
+        return {"type": self.dialect.wire("audio.delta"), "delta": delta}
+
+    def inner(self, canonical: str, sequence: int, **fields: Any) -> dict[str, Any]:
+        """One event of the backend's Responses stream (it goes inside ``response.event``)."""
+        return {"type": self.service.responses_events[canonical], "sequence_number": sequence, **fields}

@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from bridge import events as ev
 from bridge.audio.wire import AppendTemplate
-from bridge.errors import ConnectError, classify_close, classify_http_status, redact
+from bridge.errors import ConnectError, ModelRefused, classify_close, classify_http_status, is_refusal, redact
 from bridge.realtime.credentials import fingerprint
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.profile import AgentProfile
@@ -90,6 +90,7 @@ class RealtimeClient:
         self.dialect = dialect
         self.protocol = RealtimeProtocol(dialect)
         self.url = dialect.url(base_url, model)
+        self.model = model  # None: the dialect's default (or, GPT-Live, the one the opening command names)
         self.settings = settings or ClientSettings()
         self._credential = credential
         self._secret = ""
@@ -334,6 +335,8 @@ class RealtimeClient:
                 await on_event(event)
             if isinstance(event, handshake.confirmation):
                 return
+            if isinstance(event, ev.ErrorEvent) and is_refusal(event.code):
+                raise ModelRefused(self.model or profile.model or self.dialect.default_model, event.code, event.message)
             if isinstance(event, ev.ErrorEvent):
                 raise ConnectError(event.error_class, f"session refused: {event.code}", retryable=event.retryable)
             if isinstance(event, ev.Closed):

@@ -92,6 +92,23 @@ def _json(raw: bytes) -> Any:
         return None
 
 
+async def _post(
+    endpoint: str, body: Any, bearer: str, limits: aiohttp.ClientTimeout, unreachable: str, code: str
+) -> tuple[int, Any]:
+    """POST ``body`` as JSON with ``bearer``: the status and the answer's JSON (:func:`_json`). No answer at all is
+    a retryable NETWORK :class:`ConnectError` with ``code``, saying ``unreachable`` and why, the bearer redacted."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=limits) as http,
+            http.post(endpoint, json=body, headers={"Authorization": f"Bearer {bearer}"}) as resp,
+        ):
+            status, raw = resp.status, await resp.read()
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        message = redact(f"{unreachable}: {type(exc).__name__}: {exc}", bearer)
+        raise ConnectError(ErrorClass.NETWORK, message, retryable=True, code=code) from None
+    return status, _json(raw)
+
+
 def _upstream_code(payload: Any) -> str:
     """``error.code`` of an OpenAI-style error body, if it is a plain identifier (never the message: the service
     quotes the key it refused)."""
@@ -250,21 +267,8 @@ class MintingSource(CachingSource):
     async def _fetch(self, rejected: str | None) -> tuple[Credential, float | None]:
         key = self._key.get_secret_value()
         body = self.dialect.build_credential_request(self.profile)
-        headers = {"Authorization": f"Bearer {key}"}
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=self._timeout) as http,
-                http.post(self.endpoint, json=body, headers=headers) as resp,
-            ):
-                status, raw = resp.status, await resp.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ConnectError(
-                ErrorClass.NETWORK,
-                redact(f"credential request to {self.endpoint} failed: {type(exc).__name__}: {exc}", key),
-                retryable=True,
-                code="network",
-            ) from None
-        payload = _json(raw)
+        unreachable = f"credential request to {self.endpoint} failed"
+        status, payload = await _post(self.endpoint, body, key, self._timeout, unreachable, "network")
         if status != 200:
             cls, retryable = classify_http_status(status)
             code = _upstream_code(payload)
@@ -318,20 +322,8 @@ class BrokerClient(CachingSource):
         body: dict[str, Any] = {"dialect": self.dialect_name, "model": self.model}
         if rejected is not None:
             body["rejected"] = rejected
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=self._timeout) as http,
-                http.post(self.endpoint, json=body, headers={"Authorization": f"Bearer {token}"}) as resp,
-            ):
-                status, raw = resp.status, await resp.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ConnectError(
-                ErrorClass.NETWORK,
-                redact(f"credential broker {self.endpoint} unreachable: {type(exc).__name__}: {exc}", token),
-                retryable=True,
-                code="broker",
-            ) from None
-        payload = _json(raw)
+        unreachable = f"credential broker {self.endpoint} unreachable"
+        status, payload = await _post(self.endpoint, body, token, self._timeout, unreachable, "broker")
         if status == 200:
             try:
                 cred = Credential(value=str(payload["value"]), expires_at=float(payload["expires_at"]))

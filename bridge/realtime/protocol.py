@@ -11,11 +11,9 @@ base64 become an :class:`~bridge.events.ErrorEvent` of class PROTOCOL; an unknow
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import orjson
 
@@ -36,10 +34,9 @@ class RealtimeProtocol:
         self.last_event_id: str | None = None
         self.usage_seconds: float | None = None  # the session's audio time so far, where the dialect reports it
         self.ended: ev.Closed | None = None  # the service said the session is over (Live ``session.closed``)
-        self._tool_names: dict[str, str] = {}  # function_call item id -> tool name
         self._encoders = dialect.encoders
         self._events = dialect.server_events
-        self._decoders = dialect.decoders
+        self._decoders = {**dialect.decoders, **dialect.session_decoders()}
 
     # -- commands -> wire
     def encode(self, command: ev.Command) -> Sequence[str]:
@@ -77,27 +74,15 @@ class RealtimeProtocol:
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             return (self._fault("malformed_event", f"{wire_type}: {exc}"),)
         self.counters[canonical] += 1
-        tools = False
         for event in events:
             if isinstance(event, ev.AudioChunk) and len(event.audio) > OVERSIZED_DELTA_BYTES:
                 self.counters["oversized_delta"] += 1  # played all the same; a sign of a misbehaving server
                 log.warning("%s realtime: oversized audio delta of %d bytes", self.dialect.name, len(event.audio))
-            elif isinstance(event, ev.OutputItemAdded | ev.FunctionCall):
-                tools = True
             elif isinstance(event, ev.UsageUpdated):
                 self.usage_seconds = event.seconds
             elif isinstance(event, ev.Closed) and self.ended is None:
                 self.ended = event
-        return tuple(self._with_tool_name(obj, e) for e in events) if tools else events
-
-    def _with_tool_name(self, obj: Mapping[str, Any], event: ev.Event) -> ev.Event:
-        """Beta's ``function_call_arguments.done`` has no ``name``: take it from ``output_item.added``."""
-        if isinstance(event, ev.OutputItemAdded) and event.item_type == "function_call":
-            item = obj.get("item")
-            self._tool_names[event.item_id] = str(item.get("name") or "") if isinstance(item, Mapping) else ""
-        elif isinstance(event, ev.FunctionCall) and not event.name:
-            event = dataclasses.replace(event, name=self._tool_names.get(event.item_id, ""))
-        return event
+        return events
 
     def _fault(self, code: str, message: str) -> ev.ErrorEvent:
         self.counters[code] += 1

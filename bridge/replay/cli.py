@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead of the dialects: every variant of these rollout dialplans, each against the safe one",
     )
     p.add_argument("--via", choices=("direct", "sip"), default="direct", help="direct: virtual time, no SIP")
-    p.add_argument("--target", choices=("emulator", "openai"), default="emulator")
+    p.add_argument("--target", choices=("emulator", "openai"), default="emulator", help="the model service")
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.json and report.html here")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--fail-on-differs", action="store_true", help="exit 1 on 'differs' too")
@@ -263,33 +263,19 @@ def scripts_main(argv: Sequence[str] | None = None) -> int:
     parser = base("scripts", "call-script tools")
     sub = parser.add_subparsers(dest="action", required=True)
     check = sub.add_parser("check", help="validate call scripts; name the file and field of each error")
-    check.add_argument("paths", nargs="+", type=Path)
-    check.add_argument("--dialplans", type=Path)
+    check.add_argument("paths", nargs="+", type=Path, help="call-script directories or files")
+    check.add_argument("--dialplans", type=Path, help="check each script's dialplan against these files")
+    check.add_argument("--json", action="store_true", help="{ok, errors} as JSON")
     rec = sub.add_parser("from-recording", help="turn a call recording into a call script")
     rec.add_argument("recording", type=Path, help="a recording directory (audio.wav + events.jsonl)")
     rec.add_argument("--out", type=Path, required=True, help="the new script directory, e.g. call_scripts/NAME")
     rec.add_argument("--name", help="script name (default: the --out directory's name)")
     rec.add_argument("--dialplan", help="dialplan name (default: the one the recorded call used)")
     rec.add_argument("--force", action="store_true", help="overwrite an existing script.yaml")
+    rec.add_argument("--json", action="store_true", help="{wrote: DIR} as JSON")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.action == "check":
-        errors = 0
-        try:
-            paths = find_scripts(args.paths)
-        except ConfigError as exc:
-            print(f"ERROR  {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        for path in paths:
-            try:
-                script = load_script(path, args.dialplans)
-            except ConfigError as exc:
-                errors += 1
-                print(f"ERROR  {exc}", file=sys.stderr)
-            else:
-                print(f"ok     {script.source}: {script.name} ({len(script.turns)} turns)")
-        if not paths:
-            print("no call scripts found", file=sys.stderr)
-        return EXIT_FAILED if errors or not paths else EXIT_OK
+        return _check_scripts(args.paths, args.dialplans, args.json)
     from bridge.replay.from_recording import script_from_recording
 
     try:
@@ -299,8 +285,37 @@ def scripts_main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, OSError, ValueError) as exc:
         print(f"callbridge scripts: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"wrote {out}")
+    print(json.dumps({"wrote": str(out)}) if args.json else f"wrote {out}")
     return EXIT_OK
+
+
+def _check_scripts(targets: list[Path], dialplans: Path | None, as_json: bool) -> int:
+    """``scripts check``: every error, each naming its file and field; a bad script is a configuration error (2)."""
+    try:
+        paths = find_scripts(targets)
+    except ConfigError as exc:
+        print(f"ERROR  {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    ok: list[dict[str, Any]] = []
+    errors: list[ConfigError] = []
+    for path in paths:
+        try:
+            script = load_script(path, dialplans)
+        except ConfigError as exc:
+            errors.append(exc)
+        else:
+            ok.append({"file": str(script.source), "name": script.name, "turns": len(script.turns)})
+    if as_json:
+        doc = {"ok": ok, "errors": [{"file": e.source, "field": e.field, "message": e.message} for e in errors]}
+        print(json.dumps(doc))
+    else:
+        for item in ok:
+            print(f"ok     {item['file']}: {item['name']} ({item['turns']} turns)")
+        for error in errors:
+            print(f"ERROR  {error}", file=sys.stderr)
+        if not paths:
+            print("no call scripts found", file=sys.stderr)
+    return EXIT_USAGE if errors or not paths else EXIT_OK
 
 
 if __name__ == "__main__":

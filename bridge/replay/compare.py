@@ -36,13 +36,15 @@ from bridge.replay.script import CallScript, CompareSpec, Expect
 # rate_limits.updated after response.done, beta after response.created. Both are documented dialect differences
 # (docs/protocol.md), not behaviour, so the event comparison leaves them out; the report still shows them.
 NEUTRAL_IGNORED: Final = frozenset({"RateLimits", "ItemDone"})
+# Notes that are not behaviour: the ringing line (it names the run's own plan) and figures (a latency sample, the
+# longest silence growing), whose timing decides when they come. A SIP run's comparable sequence leaves them out.
+MEASUREMENTS: Final = frozenset({ev.Latency.kind, ev.LongestSilence.kind, ev.Ringing.kind})
 MAX_COUNTS: Final = 6  # count differences listed in one reason
 LATENCY_TOLERANCE_MS: Final = 100.0  # first-audio latencies closer than this (or 30 %) count as equal
 # Real-time runs: barge-ins landing a few frames apart count as equal. Over SIP a worker reads the socket once per
 # media beat, so the caller's speech_started is handled up to a beat late in either run, and the truncate says how
 # much had played then: two runs can differ by two beats (seen: 120 ms at the default 60 ms beat), plus a frame.
 SIP_TRUNCATE_TOLERANCE_MS: Final = float((2 * BEAT_FRAMES + 1) * round(PERIOD_S * 1000))
-DIALECT_LABEL: Final = {"beta": "beta", "ga": "GA"}
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ Verdict = Literal["same", "differs", "failed"]
 
 
 def label(dialect: str) -> str:
-    return DIALECT_LABEL.get(dialect, dialect)
+    """How people write a dialect's name ("GA"); a name the tables lack, as it is."""
+    return DIALECTS[dialect].label if dialect in DIALECTS else dialect
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -206,7 +209,7 @@ class DialectRun:
         """The comparable event sequence: decoded events (direct), else the session's notes (SIP)."""
         if self.events:
             return [t for _, t in self.events if kind_of(t) not in NEUTRAL_IGNORED]
-        return [kind for _, kind, _ in self.timeline if kind not in {ev.Latency.kind, ev.Ringing.kind}]
+        return [kind for _, kind, _ in self.timeline if kind not in MEASUREMENTS]
 
     @property
     def timeline(self) -> list[tuple[float, str, str]]:

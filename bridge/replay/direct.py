@@ -33,6 +33,7 @@ import orjson
 
 from bridge import events as ev
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, FrameSink, FrameSource, StreamKernel
+from bridge.audio.line import EchoingLine, LineEcho
 from bridge.call.leg import PhoneLeg
 from bridge.call.session import CallSession, Listener
 from bridge.dialplan import Dialplan
@@ -230,6 +231,9 @@ class VirtualLeg:
         self._on_frame: FrameSink | None = None
         self._media: asyncio.Task[None] | None = None
         self._audio = script.caller_audio
+        line = script.model.line
+        # the caller's line returns what the caller hears (the script's ``line``)
+        self._line = None if line is None else EchoingLine(LineEcho(line.echo_db, line.echo_delay_ms, line.noise_dbfs))
         # caller state
         self._turn = 0
         self._stage = "wait"  # wait -> pause -> act -> (next turn)
@@ -329,6 +333,8 @@ class VirtualLeg:
             frame = self._step(now)
             if self.disconnected.is_set():
                 break
+            if self._line is not None:
+                frame = self._line.step(heard, frame)
             if self._on_frame is not None:
                 self._on_frame(frame, time.monotonic())
             n += 1
@@ -526,57 +532,32 @@ async def replay_call(
     opts = options or DirectOptions()
     loop = asyncio.get_running_loop()
     clock = loop.time
-    virtual_time = isinstance(loop, VirtualTimeLoop)
     wall0 = time.perf_counter()
     bridge_dialect = opts.bridge_dialects[dialect]
-    server_dialect = DIALECTS[dialect]
-    annotations: Annotations = script.annotations()  # one queue across reconnects: the conversation goes on
     plan = plan or script.plan(dialect)
     name = variant or dialect
     events: list[tuple[float, str]] = []
     leg = VirtualLeg(script, clock, call_id=f"replay-{script.name}-{name}")
     t0 = leg.log.t0
-    connections = 0
 
     def trace(event: ev.Event) -> None:
         events.append((round((clock() - t0) * 1000.0, 1), token(event)))
 
-    async def connect() -> InMemoryRealtime:
-        nonlocal connections
-        settings = EmulatorSettings().with_values({**script.emulator_settings(connections), **opts.emulator_overrides})
-        if connections and script.reconnect_greeting() is not None:
-            annotations.extend({"greeting": script.reconnect_greeting()})
-        connections += 1
-        session_type = LiveSession if isinstance(server_dialect.service, LiveService) else EmulatorSession
-        emulator = session_type(
-            server_dialect,
-            settings,
-            model=plan.profile.model or server_dialect.default_model,
-            now=clock(),
-            wall=1_700_000_000.0,  # a fixed wall clock: expires_at in session events is reproducible
-            annotations=annotations,
-        )
-        client = InMemoryRealtime(bridge_dialect, emulator, trace=trace)
-        await client.connect()
-        return client
-
-    connector = opts.connector(bridge_dialect, plan, trace) if opts.connector is not None else connect
+    if opts.connector is not None:
+        connector = opts.connector(bridge_dialect, plan, trace)
+    else:
+        connector = _EmulatorConnector(script, plan, DIALECTS[dialect], bridge_dialect, opts, clock, trace).connect
     phone: PhoneLeg = opts.wrap_leg(leg) if opts.wrap_leg is not None else leg
     listeners = list(opts.listeners)
     if opts.record_dir is not None:
-        from bridge.call.recorder import RecordingLeg
-
-        meta = {"dialplan": plan.model_dump(mode="json", exclude={"source_file"}), "dialect": dialect}
-        recording = RecordingLeg(phone, opts.record_dir / f"{script.name}-{name}", True, clock=clock, meta=meta)
-        phone = recording
-        listeners.append(recording.listener)
+        phone = _recording(phone, listeners, plan, opts.record_dir / f"{script.name}-{name}", dialect, clock)
     # an orchestrated plan: the script's answers, served in order (bridge/replay/orchestrator.py)
     orchestrator = ScriptedOrchestrator(script.model.orchestrator.answers) if script.model.orchestrator else None
     session = CallSession(
         phone, plan, bridge_dialect, connector, listeners=listeners, clock=clock,
         orchestrator=orchestrator.ask if orchestrator is not None else None, variant=variant or None,
     )  # fmt: skip
-    model = plan.profile.model or server_dialect.default_model
+    model = plan.profile.model or DIALECTS[dialect].default_model
     run = DialectRun(script.name, dialect, variant, model, via="direct", target=opts.target)
     try:
         report = await asyncio.wait_for(session.run(), script.model.max_duration_s + HANGUP_GRACE_S)
@@ -587,28 +568,89 @@ async def replay_call(
         run.runner_failures.append(f"the call session raised {type(exc).__name__}: {exc}")
     finally:
         await leg.stop()
-    if virtual_time:
-        # "capture" is measured with time.monotonic() around our own synchronous send (CPU time of this process,
-        # different on every run): meaningless in virtual time, and it would make the report vary.
-        run.report.get("latency_ms", {}).pop("capture", None)
-        run.report["timeline"] = [
-            e
-            for e in run.report.get("timeline", [])
-            if not (e[1] == ev.Latency.kind and str(e[2]).startswith("capture "))
-        ]
+    if isinstance(loop, VirtualTimeLoop):
+        _drop_capture_latency(run.report)
     run.events = events
-    run.caller_spans = leg.log.caller_spans
-    run.agent_spans = leg.log.agent_spans
-    run.reply_gaps_ms = leg.log.reply_gaps_ms
-    run.runner_failures = [*leg.log.failures, *run.runner_failures]
-    if orchestrator is not None:
-        run.runner_failures += orchestrator.finish()
-    run.turns_done, run.turns_total = leg.log.turns_done, len(script.turns)
-    run.ended_by = leg.log.ended_by
+    _take_the_phones_log(run, leg.log, orchestrator, len(script.turns))
     run.duration_ms = round((clock() - t0) * 1000.0, 1)
     run.wall_s = round(time.perf_counter() - wall0, 4)
     run.checks = check_expectations(script.expect(dialect), run)
     return run
+
+
+class _EmulatorConnector:
+    """Each (re)connection of a replayed call: a fresh in-memory emulator session in the server's dialect, with the
+    script's settings for that connection, on one queue of annotations (the conversation goes on)."""
+
+    def __init__(
+        self,
+        script: CallScript,
+        plan: Dialplan,
+        server_dialect: Dialect,
+        bridge_dialect: Dialect,
+        opts: DirectOptions,
+        clock: Callable[[], float],
+        trace: Callable[[ev.Event], None],
+    ) -> None:
+        self.script, self.plan, self.opts, self.clock, self.trace = script, plan, opts, clock, trace
+        self.server_dialect, self.bridge_dialect = server_dialect, bridge_dialect
+        self.annotations: Annotations = script.annotations()
+        self.connections = 0
+
+    async def connect(self) -> InMemoryRealtime:
+        script, server_dialect = self.script, self.server_dialect
+        overrides = {**script.emulator_settings(self.connections), **self.opts.emulator_overrides}
+        settings = EmulatorSettings().with_values(overrides)
+        if self.connections and script.reconnect_greeting() is not None:
+            self.annotations.extend({"greeting": script.reconnect_greeting()})
+        self.connections += 1
+        session_type = LiveSession if isinstance(server_dialect.service, LiveService) else EmulatorSession
+        emulator = session_type(
+            server_dialect,
+            settings,
+            model=self.plan.profile.model or server_dialect.default_model,
+            now=self.clock(),
+            wall=1_700_000_000.0,  # a fixed wall clock: expires_at in session events is reproducible
+            annotations=self.annotations,
+        )
+        client = InMemoryRealtime(self.bridge_dialect, emulator, trace=self.trace)
+        await client.connect()
+        return client
+
+
+def _recording(
+    phone: PhoneLeg, listeners: list[Listener], plan: Dialplan, path: Path, dialect: str, clock: Callable[[], float]
+) -> PhoneLeg:
+    """``phone`` wrapped in a recorder writing to ``path``; its listener joins ``listeners``."""
+    from bridge.call.recorder import RecordingLeg
+
+    meta = {"dialplan": plan.model_dump(mode="json", exclude={"source_file"}), "dialect": dialect}
+    recording = RecordingLeg(phone, path, True, clock=clock, meta=meta)
+    listeners.append(recording.listener)
+    return recording
+
+
+def _drop_capture_latency(report: dict[str, Any]) -> None:
+    """Leave out the "capture" latency: it is measured with time.monotonic() around our own synchronous send (CPU
+    time of this process, different on every run), meaningless in virtual time, and it would make the report vary."""
+    report.get("latency_ms", {}).pop("capture", None)
+    report["timeline"] = [
+        e for e in report.get("timeline", []) if not (e[1] == ev.Latency.kind and str(e[2]).startswith("capture "))
+    ]
+
+
+def _take_the_phones_log(
+    run: DialectRun, log: CallerLog, orchestrator: ScriptedOrchestrator | None, turns_total: int
+) -> None:
+    """What the virtual phone heard and did, and what the scripted orchestrator was left with, into ``run``."""
+    run.caller_spans = log.caller_spans
+    run.agent_spans = log.agent_spans
+    run.reply_gaps_ms = log.reply_gaps_ms
+    run.runner_failures = [*log.failures, *run.runner_failures]
+    if orchestrator is not None:
+        run.runner_failures += orchestrator.finish()
+    run.turns_done, run.turns_total = log.turns_done, turns_total
+    run.ended_by = log.ended_by
 
 
 def run_direct(script: CallScript, dialect: str, options: DirectOptions | None = None) -> DialectRun:

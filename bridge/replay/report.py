@@ -40,6 +40,9 @@ MARKERS: Final = {  # report kind -> (color, row label)
     ev.ResponseBegan.kind: ("#b08a00", "response"),
     ev.ResponseEnded.kind: ("#6b5600", "response done"),
     ev.ToolCalled.kind: ("#7b3fb5", "tool call"),
+    ev.ToolStarted.kind: ("#7b3fb5", "tool started"),
+    ev.ToolFinished.kind: ("#5b2d8a", "tool result"),
+    ev.FillerSaid.kind: ("#16a085", "filler"),
     ev.TransferStarted.kind: ("#7b3fb5", "transfer"),
     ev.TruncateSent.kind: ("#c0392b", "truncate"),
     ev.BargeIn.kind: ("#c0392b", "barge-in"),
@@ -274,8 +277,11 @@ def _dialect_html(run: DialectRun | None, dialect: str, span_ms: float, latency_
         for c in calls:
             parts.append(
                 f'<tr><td class="mono">{esc(c.get("name"))}</td><td class="mono">{esc(c.get("arguments"))}</td>'
-                f'<td class="mono">→ {esc(json.dumps(c.get("output"), default=str))}</td></tr>'
-            )
+                f'<td class="mono">→ {esc(json.dumps(c.get("output"), default=str))}</td>'
+                + (f'<td class="small">{esc(c["outcome"])} in {c["latency_ms"]:.0f} ms; longest silence '
+                   f'{c.get("longest_silence_ms", 0):.0f} ms</td>' if "latency_ms" in c else "")
+                + "</tr>"
+            )  # fmt: skip
         parts.append("</table>")
     else:
         parts.append('<p class="small">none</p>')

@@ -21,7 +21,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -32,15 +32,20 @@ from bridge.emulator.annotations import Annotations
 from bridge.emulator.faults import Settings as EmulatorSettings
 from bridge.errors import ConfigError
 from bridge.orchestrator.models import Action, Decision
-from bridge.realtime.dialects import DIALECTS
+from bridge.realtime.dialects import DIALECTS, Service
 
 SCRIPT_FILE: Final = "script.yaml"
-DIALECT_NAMES: Final = tuple(DIALECTS)  # ("beta", "ga", "live"): a script builds a plan for each
-DEFAULT_DIALECTS: Final = ("beta", "ga")  # what a replay runs unless told otherwise
+DIALECT_NAMES: Final = tuple(DIALECTS)  # a script builds a plan for each
+# What a replay runs unless told otherwise: the dialects of the Realtime shape, where a script's turns are the
+# service's turns (Live takes turns itself).
+DEFAULT_DIALECTS: Final = tuple(name for name, d in DIALECTS.items() if isinstance(d.service, Service))
 G711_TAGS: Final = {6: "A-law", 7: "μ-law"}  # WAVE_FORMAT_ALAW, WAVE_FORMAT_MULAW
 WAVE_FORMAT_EXTENSIBLE: Final = 0xFFFE
 DTMF_PATTERN: Final = r"^[0-9*#A-Da-d]+$"  # RFC 4733 §3.2 events 0-15
-DialectName = Literal["beta", "ga", "live"]
+if TYPE_CHECKING:
+    DialectName = str
+else:
+    DialectName = Literal[DIALECT_NAMES]  # pydantic checks a script's dialect keys against the tables
 
 
 class _Strict(BaseModel):
@@ -227,6 +232,15 @@ class TransferSpec(_Strict):
     delay_ms: int = Field(300, ge=0)
 
 
+class LineSpec(_Strict):
+    """The caller's line returns what the caller hears (a hybrid, a speakerphone): ``echo_db`` down (the echo
+    return loss), ``echo_delay_ms`` late, with white noise at ``noise_dbfs`` (None: a quiet line)."""
+
+    echo_db: float = Field(ge=-60, le=0)
+    echo_delay_ms: float = Field(ge=0, le=1000)
+    noise_dbfs: float | None = Field(None, ge=-90, le=-20)
+
+
 class ScriptModel(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     description: str = ""
@@ -236,6 +250,7 @@ class ScriptModel(_Strict):
     called: str | None = None  # default: the dialplan's first literal pattern, else "1000"
     emulator: EmulatorSpec = EmulatorSpec()
     transfer: TransferSpec = TransferSpec()
+    line: LineSpec | None = None  # None: the line returns nothing of what the caller hears
     orchestrator: OrchestratorSpec | None = None  # an orchestrated plan: the answers of the replay's orchestrator
     turns: list[Turn] = Field(min_length=1)
     expect: Expect = Expect()
@@ -310,7 +325,7 @@ class CallScript:
         return self.plans[dialect]
 
     def expect(self, dialect: str) -> Expect:
-        return self.model.expect.merged(self.model.expect_by_dialect.get(cast(DialectName, dialect)))
+        return self.model.expect.merged(self.model.expect_by_dialect.get(dialect))
 
     @property
     def called(self) -> str:
@@ -444,7 +459,7 @@ def _for_dialect(base: dict[str, Any], dialect: str) -> dict[str, Any]:
 
 
 def _plan(model: ScriptModel, src: str, base: dict[str, Any], field: str, dialect: str) -> Dialplan:
-    over = model.dialect_overrides.get(cast(DialectName, dialect))
+    over = model.dialect_overrides.get(dialect)
     where = f"dialect_overrides.{dialect}" if over else field
     data = deep_merge(_for_dialect(base, dialect), over or {})
     data["dialect"] = dialect

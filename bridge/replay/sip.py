@@ -39,7 +39,8 @@ from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, SAMPLE_RATE
 from bridge.replay.compare import DialectRun, ScriptResult, check_expectations, judge
 from bridge.replay.direct import SPAN_GAP_MS, VOICED_DBFS, frame_dbfs, run_direct
 from bridge.replay.orchestrator import OrchestratorServer
-from bridge.replay.script import CallScript
+from bridge.replay.script import CallScript, LineSpec
+from bridge.store.reportfile import read_reports
 
 TAIL_S: Final = 4.0  # the softphone hangs up this long after the planned call end if the bridge has not
 REPORT_WAIT_S: Final = 15.0  # for the worker's report line after the call ended
@@ -75,6 +76,7 @@ class CallerPlan:
     caller_spans: list[tuple[float, float, str]]  # ms from the answer
     duration_s: float
     turns: int
+    echo: str | None = None  # the softphone's --echo (DB@MS[/NOISE]): the script's line returns what it hears
 
 
 def plan_caller(script: CallScript, dialect: str, reference: DialectRun | None = None) -> CallerPlan:
@@ -107,7 +109,15 @@ def plan_caller(script: CallScript, dialect: str, reference: DialectRun | None =
         caller_spans=spans,
         duration_s=(ref.duration_ms - answered) / 1000.0,
         turns=ref.turns_done,
+        echo=_echo_arg(script.model.line),
     )
+
+
+def _echo_arg(line: LineSpec | None) -> str | None:
+    """The softphone's ``--echo`` for a script's line (None: the line returns nothing)."""
+    if line is None:
+        return None
+    return f"{line.echo_db:g}@{line.echo_delay_ms:g}" + ("" if line.noise_dbfs is None else f"/{line.noise_dbfs:g}")
 
 
 def heard_spans(pcm: bytes, offset_ms: float = 0.0) -> list[tuple[float, float]]:
@@ -177,6 +187,10 @@ async def place_call(uri: str, plan: CallerPlan, work: Path, tag: str) -> dict[s
     args += ["--hangup-after", f"{limit:.3f}", "--json"]
     for digits, at in plan.dtmf:
         args += ["--dtmf", f"{digits}@{at:.3f}"]
+    if plan.echo is not None:
+        # One word: the level starts with a minus. No concealment: the line returns what reached it, frame for
+        # frame; a softphone starved of CPU would otherwise invent audio (PLC) that no line sends back.
+        args += [f"--echo={plan.echo}", "--no-plc"]
     proc = await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ}
     )
@@ -190,15 +204,13 @@ async def place_call(uri: str, plan: CallerPlan, work: Path, tag: str) -> dict[s
     return summary
 
 
-async def wait_report(path: Path, call_id: str, within_s: float = REPORT_WAIT_S) -> dict[str, Any] | None:
+async def wait_report(path: Path, sip_call_id: str, within_s: float = REPORT_WAIT_S) -> dict[str, Any] | None:
+    """The worker's report of the call the softphone placed (it knows the call by its own SIP Call-ID)."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    record: dict[str, Any] = json.loads(line)
-                    if record.get("call_id") == call_id:
-                        return record
+        for record in read_reports(path):
+            if record.get("sip_call_id") == sip_call_id:
+                return record
         await asyncio.sleep(0.1)
     return None
 
@@ -376,9 +388,10 @@ async def replay_sip_async(
     if options.bridge is not None:
         return await _replay_running(scripts, dialects, options, plans, progress, on_result)
     from bridge.config import OPENAI_URL, Settings
+    from bridge.devkit.ports import free_port
+    from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
     from bridge.emulator import EmulatorServer
     from bridge.serve.pool import Pool
-    from bridge.store.server import EmbeddedRedis, free_port, redis_server_binary
 
     results: list[ScriptResult] = []
     with _workdir(options.work_dir) as work, contextlib.ExitStack() as stack:
@@ -397,6 +410,8 @@ async def replay_sip_async(
                 workers=options.workers,
                 rtp_port=0,
                 realtime_url=OPENAI_URL if options.target == "openai" else emulator.base_url,
+                # the workers get the key through their settings pipe, never their environment
+                api_key=(os.environ.get("OPENAI_API_KEY") or None) if options.target == "openai" else None,
                 redis_url=redis_url,
                 dialplans=work / "dialplans",
                 report_file=reports,

@@ -73,6 +73,7 @@ class CallStats:
             .on(ev.TruncateSent, self._truncate_sent)
             .on(ev.Truncated, self._truncated)
             .on(ev.ToolCalled, self._tool)
+            .on(ev.ToolFinished, self._business_tool)
         )
 
     def __call__(self, report: ev.Report) -> None:
@@ -103,6 +104,10 @@ class CallStats:
     def _tool(self, r: ev.ToolCalled) -> None:
         self.tool_calls += 1
         self.tool_failures += 0 if _tool_ok(r.output_json) else 1
+
+    def _business_tool(self, r: ev.ToolFinished) -> None:
+        self.tool_calls += 1
+        self.tool_failures += 0 if r.outcome == "ok" else 1
 
     def add_usage(self, usage: ev.Usage) -> None:
         """The tokens of one ``response.done``."""

@@ -23,6 +23,12 @@ Models, a rule of each variant (``model_selection``): ``new`` always uses ``mode
 ``model`` fails to connect, the worker asks :func:`fallback` for the same variant on the fallback model, with the
 voice made compatible (the flag's ``fallback_voice``), and tries once more.
 
+Refused variants: when the service refuses a variant's model (``bridge.errors.ModelRefused``), the variant is
+marked refused (``bridge.rollout.store``). :func:`decide` never hands a call to a refused variant: the kill switch,
+an allow list or the draw that lands on one goes to :func:`next_healthy` instead (the safe variant if it is healthy,
+else the first healthy variant in the bucket order). :func:`weights_after_refusal` moves a refused variant's weight
+to the healthy ones.
+
 Voices: marin and cedar exist only on gpt-realtime models (docs/protocol.md); any other model gets the flag's
 ``fallback_voice``.
 
@@ -40,17 +46,17 @@ import datetime as dt
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bridge.errors import ConfigError
+from bridge.realtime.dialects import BETA, GA
+from bridge.realtime.dialects.common import REALTIME_ONLY_VOICES, voice_on
 
 BUCKETS = 10_000  # a weight's share has a resolution of 0.01 %
-GA_ONLY_VOICES = frozenset({"marin", "cedar"})
-GA_MODEL_PREFIX = "gpt-realtime"  # gpt-realtime, gpt-realtime-2025-08-28, gpt-realtime-mini, gpt-realtime-2.1, ...
 VARIANT_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"  # gpt-realtime-2.1 is a fine variant name
 LEGACY_FIELDS = frozenset({"ga_percent", "model_selection", "ga_model", "legacy_model"})
 ModelSelection = Literal["auto", "new", "legacy"]
@@ -78,15 +84,9 @@ def bucket(salt: str, key: str) -> int:
     return int.from_bytes(digest[:8], "big") % BUCKETS
 
 
-def is_ga_model(model: str) -> bool:
-    return model.startswith(GA_MODEL_PREFIX)
-
-
 def compatible_voice(voice: str, model: str, fallback_voice: str) -> str:
     """The voice to use on ``model``: marin and cedar only on gpt-realtime models."""
-    if voice in GA_ONLY_VOICES and not is_ga_model(model):
-        return fallback_voice
-    return voice
+    return voice if voice_on(voice, model) else fallback_voice
 
 
 def _numbers(numbers: Any) -> tuple[str, ...]:
@@ -164,7 +164,7 @@ class RolloutSpec(BaseModel):
             raise ValueError(f"variant names must be unique: {dup}")
         if self.safe not in names:
             raise ValueError(f"safe: {self.safe!r} is not one of the variants {names}")
-        if self.fallback_voice in GA_ONLY_VOICES:
+        if self.fallback_voice in REALTIME_ONLY_VOICES:
             raise ValueError(f"fallback_voice: {self.fallback_voice} exists only on gpt-realtime models")
         return self
 
@@ -197,8 +197,8 @@ class RolloutSpec(BaseModel):
         return RolloutFlag(weights=weights, sticky=self.sticky, fallback_voice=self.fallback_voice, **rule.model_dump())
 
 
-LEGACY_GA_MODEL = "gpt-realtime"
-LEGACY_BETA_MODEL = "gpt-4o-realtime-preview"
+LEGACY_GA_MODEL = GA.default_model
+LEGACY_BETA_MODEL = BETA.default_model
 
 
 def legacy_spec() -> RolloutSpec:
@@ -206,8 +206,8 @@ def legacy_spec() -> RolloutSpec:
     return RolloutSpec(
         safe="beta",
         variants=(
-            Variant(name="ga", dialect="ga", model=LEGACY_GA_MODEL, fallback_model=LEGACY_BETA_MODEL),
-            Variant(name="beta", dialect="beta", model=LEGACY_BETA_MODEL, weight=100),
+            Variant(name="ga", dialect=GA.name, model=LEGACY_GA_MODEL, fallback_model=LEGACY_BETA_MODEL),
+            Variant(name="beta", dialect=BETA.name, model=LEGACY_BETA_MODEL, weight=100),
         ),
     )
 
@@ -251,7 +251,7 @@ class RolloutFlag(BaseModel):
     @field_validator("fallback_voice")
     @classmethod
     def _fallback_voice_everywhere(cls, voice: str) -> str:
-        if voice in GA_ONLY_VOICES:
+        if voice in REALTIME_ONLY_VOICES:
             raise ValueError(f"{voice} exists only on gpt-realtime models; the fallback voice must exist on all models")
         return voice
 
@@ -360,9 +360,53 @@ def draw(spec: RolloutSpec, flag: RolloutFlag, b: int) -> tuple[str, int, int]:
     return spec.safe, start, BUCKETS
 
 
-def decide(spec: RolloutSpec, flag: RolloutFlag, caller: str, call_id: str, *, voice: str = "alloy") -> Decision:
+def next_healthy(
+    spec: RolloutSpec, refused: Collection[str], *, dialect: str | None = None, after: str | None = None
+) -> str | None:
+    """The variant a call goes to instead of a refused one: the safe variant if it is not refused, else the first
+    variant in the bucket order that is not (``dialect``: only of that dialect; ``after``: never that one). None:
+    every candidate is refused."""
+    for name in (spec.safe, *spec.order):
+        v = spec.variant(name)
+        if name in refused or name == after or (dialect is not None and v.dialect != dialect):
+            continue
+        return name
+    return None
+
+
+def weights_after_refusal(spec: RolloutSpec, flag: RolloutFlag, refused: Collection[str]) -> dict[str, float] | None:
+    """The flag's weights with every refused variant's weight moved to the healthy variants: all of it to the
+    safe variant if it is healthy, else shared among the healthy ones in proportion to their weights (evenly if
+    they have none). None: nothing to move, or no healthy variant to move it to."""
+    moving = sum(flag.weight(n) for n in spec.names if n in refused)
+    healthy = [n for n in spec.names if n not in refused]
+    if moving <= 0 or not healthy:
+        return None
+    weights = {n: flag.weight(n) for n in spec.names}
+    for n in refused:
+        if n in weights:
+            weights[n] = 0.0
+    if spec.safe in healthy:
+        weights[spec.safe] += moving
+        return weights
+    total = sum(weights[n] for n in healthy)
+    for n in healthy:
+        weights[n] += moving * (weights[n] / total if total > 0 else 1.0 / len(healthy))
+    return weights
+
+
+def decide(
+    spec: RolloutSpec,
+    flag: RolloutFlag,
+    caller: str,
+    call_id: str,
+    *,
+    voice: str = "alloy",
+    refused: Collection[str] = (),
+) -> Decision:
     """The variant, dialect, model and voice of one call. ``voice`` is the dialplan profile's voice (a variant's own
-    voice wins; either is made compatible with the model)."""
+    voice wins; either is made compatible with the model). ``refused``: variants whose model the service refused
+    (a call never goes to one while another is healthy)."""
     number = normalize_number(caller)
     b: int | None = None
     allowed = next((name for name, numbers in flag.allow.items() if number in numbers and name in spec.names), None)
@@ -378,13 +422,22 @@ def decide(spec: RolloutSpec, flag: RolloutFlag, caller: str, call_id: str, *, v
         if name != spec.safe and number in flag.deny.get(name, ()):
             reason += f"; deny list of {name} -> {spec.safe}"
             name = spec.safe
-    variant = spec.variant(name)
+    if name in refused:
+        instead = next_healthy(spec, refused)
+        if instead is not None:
+            reason += f"; {name} refused by the service -> {instead}"
+            name = instead
+    return variant_decision(spec.variant(name), flag, voice, reason, b)
+
+
+def variant_decision(variant: Variant, flag: RolloutFlag, voice: str, reason: str, b: int | None = None) -> Decision:
+    """The decision for ``variant``: its first model and its fallback, and its voice made compatible."""
     model, fallback_model = variant.models()
     wanted = variant.voice or voice
     chosen = compatible_voice(wanted, model, flag.fallback_voice)
     if chosen != wanted:
         reason += f"; voice {wanted} -> {chosen} (not on {model})"
-    return Decision(name, variant.dialect, model, chosen, reason, b, fallback_model)
+    return Decision(variant.name, variant.dialect, model, chosen, reason, b, fallback_model)
 
 
 def fallback(decision: Decision, *, voice: str, fallback_voice: str) -> Decision | None:
@@ -411,10 +464,17 @@ def shares(spec: RolloutSpec, flag: RolloutFlag) -> dict[str, float]:
 
 
 def describe_variants(
-    spec: RolloutSpec, flag: RolloutFlag, voice: str, shutdowns: Mapping[str, dt.date], today: dt.date
+    spec: RolloutSpec,
+    flag: RolloutFlag,
+    voice: str,
+    shutdowns: Mapping[str, dt.date],
+    today: dt.date,
+    refused: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Each variant as ``rollout show --json``, the console and the API describe it. ``voice``: the dialplan
-    profile's; ``shutdowns``: announced shutdown dates by model (``bridge.rollout.catalog.shutdown_dates``)."""
+    profile's; ``shutdowns``: announced shutdown dates by model (``bridge.rollout.catalog.shutdown_dates``);
+    ``refused``: the refused variants and what the service said (``RolloutStore.refused``)."""
+    refused = refused or {}
     share = shares(spec, flag)
     out = []
     for v in spec.variants:
@@ -437,6 +497,7 @@ def describe_variants(
                 "shutdown": None if shutdown is None else shutdown.isoformat(),
                 "shutdown_days": None if shutdown is None else (shutdown - today).days,
                 "fallback_shutdown": None if fallback_shutdown is None else fallback_shutdown.isoformat(),
+                "refused": dict(refused[v.name]) if v.name in refused else None,
             }
         )
     return out

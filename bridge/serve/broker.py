@@ -293,8 +293,8 @@ def main(argv: list[str]) -> int:
     from bridge.config import load_settings
 
     parser = build_parser("tokens", "the credential broker: mints short-lived Realtime credentials for workers")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the port (default {DEFAULT_PORT})")
     parser.add_argument("--upstream", help="Realtime base URL (default: CALLBRIDGE_REALTIME_URL, or OpenAI with a key)")
     parser.add_argument("--refresh-before", type=float, default=REFRESH_BEFORE_S, help="seconds before expiry")
     parser.add_argument("--per-call", action="store_true", help="mint one credential per request (no sharing)")

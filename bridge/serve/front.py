@@ -4,14 +4,21 @@ A worker process holds at most a few calls (4 with the pjsua2 wheel), and a trun
 ``callbridge serve --front kamailio`` the pool starts Kamailio (Debian's ``kamailio`` package) on
 ``sip_host:sip_port`` and the workers on the ports after it; Kamailio's ``dispatcher`` module spreads new calls by
 call load over every worker it knows, this node's and the ``front_peers`` of other nodes. The routing script is
-``deploy/kamailio/kamailio.cfg`` (read it: it says what happens to a call); this module writes what it includes into
-a run directory:
+``bridge/serve/kamailio/kamailio.cfg`` (read it: it says what happens to a call); this module writes what it
+includes into a run directory:
 
 * ``front.defs``: the listen address, the control socket and the timers, as Kamailio ``#!define``/``#!substdef``;
 * ``dispatcher.list``: one destination per worker, ``maxload`` = the calls the worker's process reported it holds;
+* ``front.sources``: ``front_allowed_sources`` as the permissions module's address file;
+* ``front.users`` (mode 0600): the HA1 of each ``sip_auth_users`` user for digest at the front (``front_auth``),
+  the key of its nonces and of topology hiding, random per front;
 * ``rpc.sock``: Kamailio's JSON-RPC control socket (a Unix datagram socket, mode 0600), used by
   ``callbridge drain`` and by :meth:`KamailioFront.destinations`;
 * ``kamailio.log``: Kamailio's own log.
+
+The edge (:class:`Edge`): a flood limit per source address, an allow-list, digest auth, in-dialog requests relayed
+only within dialogs the front set up, topology hiding. What Kamailio refused is read from its counters over the
+control socket and exported as metrics (:func:`edge_counts`).
 
 Drain (``callbridge drain NODE|WORKER``, or SIGUSR1 to ``serve``): the worker's destination is set to disabled, so
 no new call reaches it while its calls go on (their in-dialog requests follow the dialog, not the dispatcher);
@@ -22,9 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -32,8 +42,9 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +56,9 @@ from bridge.runtime.sched import renice_group
 log = logging.getLogger("bridge.serve.front")
 
 INSTALL_HINT = "apt-get install kamailio"
-TEMPLATE_ENV = "CALLBRIDGE_KAMAILIO_CFG"  # another routing script than deploy/kamailio/kamailio.cfg
-DISPATCHER_SET = 1  # the script routes every new call to this dispatcher set
+TEMPLATE_ENV = "CALLBRIDGE_KAMAILIO_CFG"  # another routing script than the package's (kamailio/kamailio.cfg)
+DISPATCHER_SET = 1  # the script routes every new call to this dispatcher set ...
+TLS_DISPATCHER_SET = 2  # ... and a call that came over TLS to this one: the same workers' TLS listeners
 PING_INTERVAL_S = 1  # OPTIONS to every worker this often ...
 ANSWER_TIMEOUT_MS = 2000  # ... and a worker silent this long to a probe is out until it answers one
 # A new call waits this long for a worker's first answer (100 Trying) before the front tries another and takes that
@@ -89,11 +101,10 @@ def require_kamailio() -> str:
 
 
 def template_path() -> Path:
-    """The routing script: ``$CALLBRIDGE_KAMAILIO_CFG``, else ``deploy/kamailio/kamailio.cfg`` of this checkout."""
+    """The routing script: ``$CALLBRIDGE_KAMAILIO_CFG``, else the package's own ``bridge/serve/kamailio/kamailio.cfg``
+    (package data, in a checkout and in the wheel alike), whatever the working directory."""
     configured = os.environ.get(TEMPLATE_ENV)
-    path = (
-        Path(configured) if configured else Path(__file__).resolve().parents[2] / "deploy" / "kamailio" / "kamailio.cfg"
-    )
+    path = Path(configured) if configured else Path(str(resources.files("bridge.serve") / "kamailio" / "kamailio.cfg"))
     if not path.is_file():
         raise FrontError(f"the Kamailio routing script {path} is missing (set {TEMPLATE_ENV} to its path)")
     return path
@@ -109,6 +120,7 @@ class Destination:
     host: str
     port: int
     max_calls: int
+    tls_port: int = 0  # the worker's TLS listener (sip_tls_port); 0: none known (a peer's, or no TLS)
 
     @property
     def address(self) -> str:
@@ -133,24 +145,177 @@ def parse_peer(text: str, default_max_calls: int) -> Destination:
 
 
 def dispatcher_list(destinations: Sequence[Destination]) -> str:
-    """The dispatcher module's list file: ``setid uri flags priority attrs``; flag 8 = probed with OPTIONS."""
+    """The dispatcher module's list file: ``setid uri flags priority attrs``; flag 8 = probed with OPTIONS. Workers
+    with a TLS listener are in the TLS set too, under the same ``duid`` (SIPS needs TLS on every hop, RFC 5630 §3.1:
+    a ``sips:`` caller refuses an answer whose Record-Route or Contact is not TLS)."""
     lines = ["# generated by callbridge serve --front kamailio: set uri flags priority attrs"]
     for d in destinations:
         lines.append(f"{DISPATCHER_SET} {d.uri} 8 0 duid={d.address};maxload={d.max_calls}")
+    for d in destinations:
+        if d.tls_port:
+            host = f"[{d.host}]" if ":" in d.host else d.host
+            uri = f"sip:{host}:{d.tls_port};transport=tls"
+            lines.append(f"{TLS_DISPATCHER_SET} {uri} 8 0 duid={d.address};maxload={d.max_calls}")
     return "\n".join(lines) + "\n"
 
 
-def front_defs(listen_host: str, port: int, run_dir: Path, retry_after_s: int, log_level: int = 1) -> str:
-    """What ``kamailio.cfg`` includes: addresses and paths as ``#!substdef`` (they appear inside strings and
-    ``listen=`` lines), numbers as ``#!define``."""
+# -- the edge: flood limit, allow-list, digest auth, topology hiding -------------------------------------------------
+
+# User names and realms the routing script can hold in its strings without quoting (no '"', '$', '!', spaces).
+_SCRIPT_TOKEN = re.compile(r"^[A-Za-z0-9._~+@:-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Edge:
+    """What the front refuses before a worker sees it (kamailio/kamailio.cfg, route[ADMIT], route[AUTH])."""
+
+    allowed_sources: tuple[str, ...] = ()  # CIDRs; () = any source
+    auth_users: Mapping[str, str] | None = None  # user -> password: digest at the front; None = off
+    auth_realm: str = "callbridge"
+    pike_requests: int = 400  # requests per window from one address ...
+    pike_window_s: int = 2
+    ban_s: int = 300  # ... ban it for this long
+    topology_hiding: bool = False
+
+    def __repr__(self) -> str:  # never the passwords
+        return f"Edge({self.describe()})"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Edge:
+        users = {u: pw.get_secret_value() for u, pw in settings.sip_auth_users.items()} if settings.front_auth else None
+        edge = cls(
+            allowed_sources=settings.front_allowed_sources,
+            auth_users=users,
+            auth_realm=settings.sip_auth_realm,
+            pike_requests=settings.front_pike_requests,
+            pike_window_s=settings.front_pike_window_s,
+            ban_s=settings.front_ban_s,
+            topology_hiding=settings.front_topology_hiding,
+        )
+        edge.check()
+        return edge
+
+    def check(self) -> None:
+        """ConfigError naming the setting that the routing script cannot take."""
+        for entry in self.allowed_sources:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError("settings", "front_allowed_sources", f"{entry!r} is not a CIDR") from None
+        if self.auth_users is None:
+            return
+        if not self.auth_users:
+            raise ConfigError("settings", "front_auth", "digest at the front needs users in sip_auth_users")
+        if not _SCRIPT_TOKEN.match(self.auth_realm):
+            raise ConfigError("settings", "sip_auth_realm", "with front_auth: letters, digits and ._~+@:- only")
+        for user in self.auth_users:
+            if not _SCRIPT_TOKEN.match(user):
+                raise ConfigError("settings", "sip_auth_users", f"{user!r}: with front_auth: letters, digits, ._~+@:-")
+
+    def describe(self) -> str:
+        """The start-up log's words for what is open and what is guarded (no secret)."""
+        sources = ", ".join(self.allowed_sources) if self.allowed_sources else "any source (no front_allowed_sources)"
+        auth = (
+            f"digest auth of new calls ({len(self.auth_users)} users, realm {self.auth_realm})"
+            if self.auth_users
+            else "no authentication at the front (front_auth off)"
+        )
+        flood = f"ban {self.ban_s} s over {self.pike_requests} requests per {self.pike_window_s} s"
+        hiding = "topology hidden" if self.topology_hiding else "topology not hidden"
+        return f"sources: {sources}; {auth}; {flood}; {hiding}"
+
+
+def address_file(cidrs: Sequence[str]) -> str:
+    """The permissions module's address file: ``group address netmask port`` (group 1, any port)."""
+    lines = ["# generated by callbridge serve --front kamailio from front_allowed_sources"]
+    for entry in cidrs:
+        net = ipaddress.ip_network(entry, strict=False)
+        address = f"[{net.network_address}]" if net.version == 6 else str(net.network_address)
+        lines.append(f"1 {address} {net.prefixlen} 0")
+    return "\n".join(lines) + "\n"
+
+
+def ha1(user: str, realm: str, password: str) -> str:
+    """RFC 2617 §3.2.2.2 HA1 = MD5(user:realm:password): what the front holds instead of the password."""
+    return hashlib.md5(f"{user}:{realm}:{password}".encode(), usedforsecurity=False).hexdigest()
+
+
+def front_users(edge: Edge, nonce_secret: str, mask_key: str) -> str:
+    """``front.users``: route[FRONT_USERS] sets ``$var(ha1)`` for the Authorization's user ``$au`` (\"\" if
+    unknown), and the random keys of the auth module's nonces and of topoh."""
+    lines = ["# generated by callbridge serve --front kamailio; secret: mode 0600"]
+    if edge.auth_users:
+        lines.append(f'modparam("auth", "secret", "{nonce_secret}")')
+    if edge.topology_hiding:
+        lines.append(f'modparam("topoh", "mask_key", "{mask_key}")')
+    lines += ["route[FRONT_USERS] {", '\t$var(ha1) = "";']
+    if edge.auth_users:
+        lines.append("\tswitch ($au) {")
+        for user, password in sorted(edge.auth_users.items()):
+            lines += [
+                f'\t\tcase "{user}":',
+                f'\t\t\t$var(ha1) = "{ha1(user, edge.auth_realm, password)}";',
+                "\t\t\tbreak;",
+            ]
+        lines.append("\t}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by this user only, from its creation on."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
+def front_defs(
+    listen_host: str,
+    port: int,
+    run_dir: Path,
+    retry_after_s: int,
+    log_level: int = 1,
+    edge: Edge | None = None,
+    advertise: str = "",
+    tls_port: int | None = None,
+) -> str:
+    """What ``kamailio.cfg`` includes: addresses, paths and numbers that appear inside strings as ``#!substdef``,
+    other numbers as ``#!define``; switches of the edge as bare ``#!define``. ``advertise`` (``sip_public_address``,
+    behind 1:1 NAT) is the address the listeners announce in Record-Route and Via instead of the bound one.
+    ``tls_port`` adds a TLS listener (``FRONT_TLS``: Kamailio's tls module with ``tls.cfg`` of the run directory)."""
+    edge = edge or Edge()
     host = f"[{listen_host}]" if ":" in listen_host else listen_host
+    public = f"[{advertise}]" if ":" in advertise else advertise
+    announce = f" advertise {public}:{port}" if advertise else ""
     strings = {
-        "FRONT_LISTEN_UDP": f"udp:{host}:{port}",
-        "FRONT_LISTEN_TCP": f"tcp:{host}:{port}",
+        "FRONT_LISTEN_UDP": f"udp:{host}:{port}{announce}",
+        "FRONT_LISTEN_TCP": f"tcp:{host}:{port}{announce}",
         "FRONT_RPC_SOCKET": str(run_dir / "rpc.sock"),
         "FRONT_DISPATCHER_LIST": str(run_dir / "dispatcher.list"),
         "FRONT_RETRY_AFTER_S": str(retry_after_s),
+        "FRONT_PIKE_REQUESTS": str(edge.pike_requests),
+        "FRONT_PIKE_WINDOW_S": str(edge.pike_window_s),
+        "FRONT_BAN_S": str(edge.ban_s),
+        "FRONT_ADDRESS_FILE": str(run_dir / "front.sources"),
+        "FRONT_AUTH_REALM": edge.auth_realm,
     }
+    if tls_port is not None:
+        strings["FRONT_LISTEN_TLS"] = f"tls:{host}:{tls_port}" + (
+            f" advertise {public}:{tls_port}" if advertise else ""
+        )
+        strings["FRONT_TLS_CFG"] = str(run_dir / "tls.cfg")
+    switches = [
+        name
+        for name, on in (
+            ("FRONT_ALLOWLIST", bool(edge.allowed_sources)),
+            ("FRONT_AUTH", bool(edge.auth_users)),
+            ("FRONT_TOPOH", edge.topology_hiding),
+            ("FRONT_TLS", tls_port is not None),
+        )
+        if on
+    ]
     numbers = {
         "FRONT_TIMEOUT_MS": ANSWER_TIMEOUT_MS,
         "FRONT_INVITE_TIMEOUT_MS": INVITE_TIMEOUT_MS,
@@ -165,6 +330,31 @@ def front_defs(listen_host: str, port: int, run_dir: Path, retry_after_s: int, l
     lines = ["# generated by callbridge serve --front kamailio"]
     lines += [f'#!substdef "!{name}!{value}!g"' for name, value in strings.items()]
     lines += [f"#!define {name} {value}" for name, value in numbers.items()]
+    lines += [f"#!define {name}" for name in switches]
+    return "\n".join(lines) + "\n"
+
+
+def tls_cfg(settings: Settings) -> str:
+    """``tls.cfg`` of Kamailio's tls module (README.tls §4): the front's certificate (``sip_tls_cert``,
+    ``sip_tls_key``) for callers, TLS 1.2 or later; client certificates are neither asked for nor verified (trunks
+    authenticate by address or digest). The workers' TLS listeners are reached as a client, verified against
+    ``sip_tls_ca`` when it is set."""
+    lines = [
+        "# generated by callbridge serve --front kamailio",
+        "[server:default]",
+        "method = TLSv1.2+",
+        "verify_certificate = no",
+        "require_certificate = no",
+        f"private_key = {settings.sip_tls_key}",
+        f"certificate = {settings.sip_tls_cert}",
+        "",
+        "[client:default]",
+        "method = TLSv1.2+",
+        f"verify_certificate = {'yes' if settings.sip_tls_ca else 'no'}",
+        "require_certificate = no",
+    ]
+    if settings.sip_tls_ca:
+        lines.append(f"ca_list = {settings.sip_tls_ca}")
     return "\n".join(lines) + "\n"
 
 
@@ -237,6 +427,8 @@ def destinations_of(result: Any) -> list[DestinationState]:
     """``dispatcher.list``'s result -> destination states (Kamailio 5.6 JSON shape)."""
     found: list[DestinationState] = []
     for record in (result or {}).get("RECORDS", []):
+        if int(record.get("SET", {}).get("ID", DISPATCHER_SET)) != DISPATCHER_SET:
+            continue  # the TLS set names the same workers again
         for target in record.get("SET", {}).get("TARGETS", []):
             dest = target.get("DEST", {})
             attrs = dest.get("ATTRS", {}) or {}
@@ -251,6 +443,18 @@ def destinations_of(result: Any) -> list[DestinationState]:
                 )
             )
     return sorted(found, key=lambda d: d.address)
+
+
+def _set_members(result: Any) -> list[tuple[int, str, str]]:
+    """(set id, URI, duid) of every destination of every set: a drain applies to a worker's TLS entry too."""
+    members: list[tuple[int, str, str]] = []
+    for record in (result or {}).get("RECORDS", []):
+        set_id = int(record.get("SET", {}).get("ID", DISPATCHER_SET))
+        for target in record.get("SET", {}).get("TARGETS", []):
+            dest = target.get("DEST", {})
+            uri = str(dest.get("URI", ""))
+            members.append((set_id, uri, str((dest.get("ATTRS") or {}).get("DUID") or uri.removeprefix("sip:"))))
+    return members
 
 
 def matches(address: str, target: str) -> bool:
@@ -268,10 +472,59 @@ def set_state(sock_path: Path, target: str, state: str) -> list[DestinationState
     if not chosen:
         known = ", ".join(d.address for d in current) or "none"
         raise FrontError(f"no worker of the front matches {target!r} (workers: {known})")
-    for dest in chosen:
-        rpc_call(sock_path, "dispatcher.set_state", [state, DISPATCHER_SET, f"sip:{dest.address}"])
+    addresses = {dest.address for dest in chosen}
+    for set_id, uri, duid in _set_members(rpc_call(sock_path, "dispatcher.list")):
+        if duid in addresses:
+            rpc_call(sock_path, "dispatcher.set_state", [state, set_id, uri])
     after = destinations_of(rpc_call(sock_path, "dispatcher.list"))
     return [d for d in after if matches(d.address, target)]
+
+
+# -- what the edge refused (the counters module's group "front") ------------------------------------------------
+
+# Kamailio's counter -> (the metric's name in bridge.metrics, its reason label or "")
+EDGE_COUNTERS = {
+    "refused_source": ("FRONT_REFUSED", "source"),
+    "refused_credentials": ("FRONT_REFUSED", "credentials"),
+    "challenged": ("FRONT_REFUSED", "challenged"),
+    "refused_dialog": ("FRONT_REFUSED", "dialog"),
+    "refused_method": ("FRONT_REFUSED", "method"),
+    "bans": ("FRONT_BANS", ""),
+    "banned_dropped": ("FRONT_BANNED_DROPPED", ""),
+    "full": ("FRONT_FULL", ""),
+}
+
+
+def edge_counts(result: Any) -> dict[str, int]:
+    """``cnt.grp_get_all front``'s result (``{"front": {"bans": 1, ...}}``) -> the counters of EDGE_COUNTERS."""
+    group = (result or {}).get("front", result) if isinstance(result, dict) else {}
+    return {name: int(group.get(name, 0) or 0) for name in EDGE_COUNTERS} if isinstance(group, dict) else {}
+
+
+class EdgeExport:
+    """Kamailio's counters as Prometheus counters: each read adds what grew since the last (a restarted Kamailio
+    starts from zero again, and then all it counted is new)."""
+
+    def __init__(self) -> None:
+        from bridge import metrics
+
+        self.last: dict[str, int] = {}
+        for metric_name, reason in EDGE_COUNTERS.values():  # every reason at zero from the start
+            if reason:
+                getattr(metrics, metric_name).labels(reason)
+
+    def update(self, counts: Mapping[str, int]) -> None:
+        from bridge import metrics  # not at import: serve sets up multiprocess metrics first
+
+        for name, value in counts.items():
+            before = self.last.get(name, 0)
+            grown = value - before if value >= before else value
+            self.last[name] = value
+            if grown <= 0:
+                continue
+            metric_name, reason = EDGE_COUNTERS[name]
+            metric = getattr(metrics, metric_name)
+            (metric.labels(reason) if reason else metric).inc(grown)
 
 
 # -- a SIP health check ---------------------------------------------------------------------------------------------
@@ -321,6 +574,8 @@ class KamailioFront:
         self.destinations = list(destinations)
         self.binary = binary or require_kamailio()
         self.run_dir = front_run_dir(settings)
+        self.edge = Edge.from_settings(settings)
+        self._keys = (secrets.token_hex(16), secrets.token_hex(16))  # nonces, topoh: one pair per front, not per start
         self.listen_host = settings.sip_host
         self.port = settings.sip_port
         self.proc: asyncio.subprocess.Process | None = None
@@ -343,10 +598,21 @@ class KamailioFront:
         prepare_run_dir(self.run_dir)
         config = self.run_dir / "kamailio.cfg"
         config.write_text(template_path().read_text(encoding="utf-8"), encoding="utf-8")
-        (self.run_dir / "front.defs").write_text(
-            front_defs(self.listen_host, self.port, self.run_dir, self.settings.front_retry_after_s), encoding="utf-8"
+        defs = front_defs(
+            self.listen_host,
+            self.port,
+            self.run_dir,
+            self.settings.front_retry_after_s,
+            edge=self.edge,
+            advertise=self.settings.sip_public_address,
+            tls_port=self.settings.sip_tls_port,
         )
+        (self.run_dir / "front.defs").write_text(defs, encoding="utf-8")
         (self.run_dir / "dispatcher.list").write_text(dispatcher_list(self.destinations), encoding="utf-8")
+        (self.run_dir / "front.sources").write_text(address_file(self.edge.allowed_sources), encoding="utf-8")
+        write_private(self.run_dir / "front.users", front_users(self.edge, *self._keys))
+        if self.settings.sip_tls_port is not None:
+            (self.run_dir / "tls.cfg").write_text(tls_cfg(self.settings), encoding="utf-8")
         with contextlib.suppress(FileNotFoundError):
             self.rpc_socket.unlink()  # a previous run's
         return config
@@ -371,13 +637,14 @@ class KamailioFront:
             await self.stop()  # nothing half-started is left behind
             raise
         log.info(
-            "front: Kamailio (pid %d, %s) on sip:%s:%d dispatching to %d workers (%s); run directory %s",
+            "front: Kamailio (pid %d, %s) on sip:%s:%d dispatching to %d workers (%s); %s; run directory %s",
             self.proc.pid if self.proc else 0,
             self.scheduling,
             self.listen_host,
             self.port,
             len(self.destinations),
             ", ".join(f"{d.address}/{d.max_calls}" for d in self.destinations),
+            self.edge.describe(),
             self.run_dir,
         )
         self._task = asyncio.create_task(self._supervise(), name="front")
@@ -423,6 +690,7 @@ class KamailioFront:
         """Publish the dispatcher's view of every worker as metrics (calls, cap, whether it takes new calls)."""
         from bridge import metrics  # not at import: serve sets up multiprocess metrics first
 
+        edge = EdgeExport()
         while not self._stopping:
             try:
                 for dest in await self.states():
@@ -430,6 +698,9 @@ class KamailioFront:
                     metrics.FRONT_WORKER_MAX_CALLS.labels(dest.address).set(dest.max_calls)
                     for code, state in STATE_NAMES.items():
                         metrics.FRONT_WORKER_STATE.labels(dest.address, state).set(int(dest.state == code))
+                edge.update(
+                    edge_counts(await asyncio.to_thread(rpc_call, self.rpc_socket, "cnt.grp_get_all", ["front"]))
+                )
             except FrontError as exc:
                 log.debug("front metrics: %s", exc)
             await asyncio.sleep(METRICS_INTERVAL_S)
@@ -470,7 +741,10 @@ class KamailioFront:
 
 def node_destinations(settings: Settings, worker_caps: Sequence[tuple[int, int]]) -> list[Destination]:
     """This node's workers ((port, max_calls) as they reported at start), then ``settings.front_peers``."""
-    own = [Destination(settings.front_host, port, cap) for port, cap in worker_caps]
+    own = [
+        Destination(settings.front_host, port, cap, settings.worker_tls_port(index) or 0)
+        for index, (port, cap) in enumerate(worker_caps)
+    ]
     default_cap = min((cap for _, cap in worker_caps), default=1)
     try:
         peers = [parse_peer(text, default_cap) for text in settings.front_peers]
@@ -491,10 +765,10 @@ def drain_main(argv: list[str]) -> int:
     parser.add_argument("target", help='a worker "HOST:PORT", a node "HOST" (all its workers), or "all"; "list"')
     parser.add_argument("--undo", action="store_true", help="take calls again")
     parser.add_argument("--front-dir", type=Path, help="the front's run directory (default: from the settings)")
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--sip-host")
-    parser.add_argument("--sip-port", type=int)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--config", type=Path, help="the settings file (as serve)")
+    parser.add_argument("--sip-host", help="the node's SIP address (as serve)")
+    parser.add_argument("--sip-port", type=int, help="the front's SIP port (as serve)")
+    parser.add_argument("--json", action="store_true", help="the workers and their states as JSON")
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.config, sip_host=args.sip_host, sip_port=args.sip_port, front_dir=args.front_dir)

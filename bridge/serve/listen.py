@@ -2,7 +2,9 @@
 
 A supervisor's page asks the ``serve`` process that serves it to hear a call; that process (any node's:
 ``bridge.supervisor.listen``) subscribes to the call's audio channel (``keys.listen_audio``), then publishes
-``{"call_id", "who"}`` on :data:`~bridge.store.keys.LISTEN_CONTROL` and repeats it every
+``{"call_id", "who", "nonce", "exp", "sig"}``, signed with the node's listen key
+(:mod:`bridge.supervisor.listen_token`; a worker ignores and logs an unsigned, forged, expired or replayed one), on
+:data:`~bridge.store.keys.LISTEN_CONTROL` and repeats it every
 :data:`~bridge.store.keys.LISTEN_RENEW_S` while anyone listens there. Every worker hears the request (one idle
 subscription per worker process); the one holding the call starts its tap and a pump task that, every
 :data:`PUMP_S`, publishes what the tap took: one message of ``[flags byte] + PCM16 LE 8 kHz mono`` (whole 20 ms
@@ -16,8 +18,6 @@ So with nobody listening a call costs nothing here beyond the tap's flag test: n
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 from typing import Any
 
@@ -27,19 +27,21 @@ from redis.exceptions import RedisError
 from bridge import metrics
 from bridge.call.tap import ENDED, ListenTap
 from bridge.store import keys
+from bridge.store.channels import follow
+from bridge.supervisor.listen_token import Verifier
 
 log = logging.getLogger("bridge.serve.listen")
 
 PUMP_S = 0.04  # how often a listened call's audio is published (two frames a message, or a beat's worth)
 KEEPALIVE_S = 1.0  # with no audio to send, an empty message this often finds out whether anyone still listens
-RESUBSCRIBE_S = 1.0  # after Redis was lost
 
 
 class ListenHub:
     """One worker's taps, by call id, and the subscription that turns them on."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, key: bytes | None = None) -> None:
         self.client = client
+        self.verifier = Verifier(key)  # only requests signed by this node's serve start a tap
         self.taps: dict[str, ListenTap] = {}
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -77,27 +79,14 @@ class ListenHub:
         return True
 
     async def _listen(self) -> None:
-        while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(keys.LISTEN_CONTROL)
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None:
-                        self._on_control(message.get("data"))
-            except (RedisError, OSError) as exc:
-                log.debug("listen-in control channel lost: %s", exc)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-            await asyncio.sleep(RESUBSCRIBE_S)
+        await follow(self.client, keys.LISTEN_CONTROL, self._on_control, "listen-in control")
 
     def _on_control(self, data: Any) -> None:
         try:
-            body = json.loads(data)
-            call_id, who = str(body["call_id"]), str(body.get("who", ""))
-        except (TypeError, ValueError, KeyError):
-            log.warning('listen-in: a control message that is not {"call_id", "who"} JSON was ignored')
+            call_id, who = self.verifier.check(data)
+        except ValueError as exc:
+            metrics.LISTEN_REFUSED.inc()
+            log.warning("listen-in: refused a control message (%s): nothing streamed", exc)
             return
         self.request(call_id, who)
 

@@ -17,6 +17,7 @@ worker *i* moves to ``sip_port + 1 + i``; the front starts once every worker has
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -24,21 +25,37 @@ import logging
 import os
 import secrets
 import signal
+import ssl
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import SecretStr
 
-from bridge.config import WILDCARD_HOSTS, Settings, load_settings
+from bridge.config import (
+    SUPERVISOR_READONLY_TOKEN_ENV,
+    SUPERVISOR_TOKEN_ENV,
+    WILDCARD_HOSTS,
+    Settings,
+    load_settings_with_sources,
+    secret_from_env,
+    secret_variables,
+)
 from bridge.errors import ConfigError
 from bridge.realtime.credentials import BROKER_TOKEN_ENV, BROKER_URL_ENV
+from bridge.runtime import logs
+from bridge.runtime.sdnotify import READY, STOPPING, WATCHDOG, Notifier
+from bridge.runtime.secrets import forget_environment, send_through_pipe, without_secrets
 from bridge.serve.front import (
     ACTIVE,
     DRAINED,
+    RESTART_BACKOFF_S,
     Destination,
     FrontError,
     KamailioFront,
@@ -48,18 +65,21 @@ from bridge.serve.front import (
 
 log = logging.getLogger("bridge.serve.pool")
 
-RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
-WORKER_SETTINGS_ENV = "CALLBRIDGE_WORKER_SETTINGS"
 
-
-def worker_settings_json(settings: Settings) -> str:
-    """Settings for a worker, in its environment (readable by this user only, unlike argv): trunk passwords
-    included, the API key never (it travels as OPENAI_API_KEY, and not at all in broker mode)."""
-    data = json.loads(settings.model_dump_json(exclude={"api_key", "sip_auth_users", "sip_auth_nonce_secret"}))
+def worker_settings_json(settings: Settings, broker_token: str | None = None) -> str:
+    """A worker's settings, secrets included (the API key unless in broker mode, trunk passwords, the Redis URL), and
+    the broker's token: sent through an inherited pipe (:func:`bridge.runtime.secrets.send_through_pipe`), never
+    in the worker's command line or environment."""
+    secret = {"api_key", "sip_auth_users", "sip_auth_nonce_secret", "listen_key"}
+    data = json.loads(settings.model_dump_json(exclude=secret))
     data["sip_auth_users"] = {user: pw.get_secret_value() for user, pw in settings.sip_auth_users.items()}
-    if settings.sip_auth_nonce_secret is not None:
-        data["sip_auth_nonce_secret"] = settings.sip_auth_nonce_secret.get_secret_value()
-    return json.dumps(data)
+    for name in ("sip_auth_nonce_secret", "listen_key"):
+        value = getattr(settings, name)
+        if value is not None:
+            data[name] = value.get_secret_value()
+    if settings.api_key is not None and broker_token is None:  # broker mode: workers never hold the key
+        data["api_key"] = settings.api_key.get_secret_value()
+    return json.dumps({"settings": data, "broker_token": broker_token})
 
 
 @dataclass
@@ -79,24 +99,37 @@ class Pool:
         if settings.sip_auth_users and settings.sip_auth_nonce_secret is None:
             # one nonce key for all the node's workers: a caller's answer to a challenge may reach another worker
             settings = settings.model_copy(update={"sip_auth_nonce_secret": SecretStr(secrets.token_hex(32))})
+        if settings.listen_key is None:  # listen-in requests are signed by this process alone (and its workers check)
+            settings = settings.model_copy(update={"listen_key": SecretStr(secrets.token_hex(32))})
         self.settings = settings
-        self.extra_env = dict(extra_env or {})  # e.g. the broker's URL and token
+        extra = dict(extra_env or {})
+        self.broker_token = extra.pop(BROKER_TOKEN_ENV, None)  # to the workers through their settings pipe
+        self.extra_env = extra  # e.g. the broker's URL
         self.slots = [WorkerSlot(i) for i in range(settings.workers)]
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self.front: KamailioFront | None = None  # set by main() with --front kamailio
         self._background: set[asyncio.Task[None]] = set()
+        self._redis: Any = None  # a client for closing dead workers' calls (bridge/serve/lost.py), made on first use
 
     async def _spawn(self, slot: WorkerSlot) -> None:
-        slot.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge.serve.worker",
-            "--index",
-            str(slot.index),
-            stdout=asyncio.subprocess.PIPE,
-            env={**self._worker_env(), WORKER_SETTINGS_ENV: worker_settings_json(self.settings)},
-        )
+        slot.ready.clear()  # a respawned worker is ready once it says so, not when it is forked
+        settings_fd = send_through_pipe(worker_settings_json(self.settings, self.broker_token).encode())
+        try:
+            slot.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bridge.serve.worker",
+                "--index",
+                str(slot.index),
+                "--settings-fd",
+                str(settings_fd),
+                stdout=asyncio.subprocess.PIPE,
+                env=self._worker_env(),
+                pass_fds=(settings_fd,),
+            )
+        finally:
+            os.close(settings_fd)
         slot.started_at = time.monotonic()
         assert slot.proc.stdout is not None
         line = await slot.proc.stdout.readline()  # {"worker", "sip_port", "max_calls", "scheduling"} when up
@@ -116,13 +149,31 @@ class Pool:
             )
 
     def _worker_env(self) -> dict[str, str]:
-        # One BLAS thread: a second one would compete with pjmedia's clock thread (bench audio).
+        """The workers' environment: no secret in it (they come through the settings pipe). One BLAS thread: a second
+        one would compete with pjmedia's clock thread (bench audio)."""
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **self.extra_env}
-        if BROKER_URL_ENV in env:
-            env.pop("OPENAI_API_KEY", None)  # broker mode: workers never hold the long-lived key
-        return env
+        return without_secrets(env, secret_variables(env))
+
+    async def _close_lost(self, slot: WorkerSlot, returncode: int | None) -> None:
+        """The records of the calls a dead worker (or this node's previous run) left open (bridge/serve/lost.py)."""
+        if not self.settings.redis_url:
+            return
+        from bridge.dialplan import load_dialplans
+        from bridge.serve.lost import close_lost_calls
+        from bridge.store.connection import connect
+
+        if self._redis is None:
+            self._redis = connect(self.settings.redis_url)
+        try:
+            plans = load_dialplans(self.settings.dialplans)
+        except ConfigError as exc:
+            log.error("the records of worker %d's calls: %s", slot.index, exc)
+            plans = []
+        await close_lost_calls(self._redis, self.settings, plans, slot.index, returncode)
 
     async def _supervise(self, slot: WorkerSlot) -> None:
+        with contextlib.suppress(TimeoutError):  # Redis away: the worker's own start marks them ended later
+            await asyncio.wait_for(self._close_lost(slot, None), 5.0)  # a previous run of this node, killed whole
         while not self._stopping:
             await self._spawn(slot)
             assert slot.proc is not None
@@ -132,16 +183,21 @@ class Pool:
             metrics.mark_process_dead(slot.proc.pid)
             if self._stopping:
                 return
+            await self._close_lost(slot, rc)  # before the restart: its calls end as "worker died", recorded
             uptime = time.monotonic() - slot.started_at
             if uptime > 60:
                 slot.restarts = 0
             delay = RESTART_BACKOFF_S[min(slot.restarts, len(RESTART_BACKOFF_S) - 1)]
             slot.restarts += 1
+            metrics.WORKER_RESTARTS.labels(str(slot.index)).inc()
             slot.ready.clear()
             log.warning("worker %d exited with %s after %.1f s; restarting in %.1f s", slot.index, rc, uptime, delay)
             await asyncio.sleep(delay)
 
     async def start(self) -> None:
+        from bridge import metrics
+
+        metrics.announce_build(len(self.slots))
         self._tasks = [asyncio.create_task(self._supervise(s), name=f"worker-{s.index}") for s in self.slots]
 
     async def wait_ready(self) -> None:
@@ -163,6 +219,8 @@ class Pool:
                         "index": s.index,
                         "pid": s.proc.pid if s.proc else None,
                         "alive": s.proc is not None and s.proc.returncode is None,
+                        # alive and reported its port since it (re)started
+                        "ready": s.proc is not None and s.proc.returncode is None and s.ready.is_set(),
                         "sip_port": s.sip_port,
                         "restarts": s.restarts,
                         "scheduling": s.scheduling,
@@ -197,22 +255,90 @@ class Pool:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._redis is not None:
+            await self._redis.aclose()
 
 
 def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings, kamailio, open_to = _configure(args)
+    except (ConfigError, FrontError) as exc:
+        print(f"callbridge serve: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_format, "serve")
+    console = ConsoleTokens.from_environment()
+    # workers, Kamailio and /proc/<pid> see none of them
+    forget_environment(_secret_values(settings, console), secret_variables(os.environ))
+    log.info("settings: %s", json.dumps(settings.public(), default=str))
+    log.info("SIP access: %s", open_to)
+
+    # Workers are processes: prometheus-client must merge their samples (multiprocess mode). Set before the
+    # metrics module is imported anywhere, here and (inherited) in every worker.
+    metrics_dir = tempfile.TemporaryDirectory(prefix="callbridge-metrics-")
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir.name)
+    try:
+        return asyncio.run(_serve(settings, kamailio, console))
+    finally:
+        metrics_dir.cleanup()
+
+
+@dataclass(frozen=True)
+class ConsoleTokens:
+    """The supervisor API's tokens, read once at start (then dropped from the environment)."""
+
+    operator: str | None = None
+    readonly: str | None = None
+
+    @classmethod
+    def from_environment(cls) -> ConsoleTokens:
+        """From ``CALLBRIDGE_SUPERVISOR_TOKEN`` (or the file ``..._FILE`` names) and its read-only twin."""
+        return cls(secret_from_env(SUPERVISOR_TOKEN_ENV), secret_from_env(SUPERVISOR_READONLY_TOKEN_ENV))
+
+
+def _secret_values(settings: Settings, console: ConsoleTokens) -> list[str]:
+    """Every configured secret's value: blanked wherever the process's start-up arguments and environment hold it."""
+    values = [console.operator or "", console.readonly or "", settings.credential_or_none or ""]
+    values += [pw.get_secret_value() for pw in settings.sip_auth_users.values()]
+    for key in (settings.sip_auth_nonce_secret, settings.listen_key):
+        if key is not None:
+            values.append(key.get_secret_value())
+    if settings.redis_url:
+        with contextlib.suppress(ValueError):
+            values.append(urlsplit(settings.redis_url).password or "")
+    return values
+
+
+def _parser() -> argparse.ArgumentParser:
     from bridge.cli import build_parser
 
     parser = build_parser(
         "serve", "run N SIP worker processes (worker i on --sip-port + i; with --front, Kamailio on --sip-port)"
     )
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--workers", type=int)
-    parser.add_argument("--sip-host")
-    parser.add_argument("--sip-port", type=int)
-    parser.add_argument("--realtime-url")
-    parser.add_argument("--redis-url")
-    parser.add_argument("--http-port", type=int)
-    parser.add_argument("--dialplans", type=Path)
+    add_settings_flags(parser)
+    return parser
+
+
+# the flag of a setting whose flag is not --<field-name>
+FLAG_NAMES = {"front_peers": "--front-peer", "sip_trusted_fronts": "--trust-front"}
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """The settings flags of ``serve`` (``config show`` and ``health`` take the same, to read the same settings)."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ["CALLBRIDGE_CONFIG"]) if os.environ.get("CALLBRIDGE_CONFIG") else None,
+        metavar="YAML",
+        help="a settings file (default: $CALLBRIDGE_CONFIG; CALLBRIDGE_* variables and flags win over it)",
+    )
+    parser.add_argument("--workers", type=int, help="worker processes (default 1)")
+    parser.add_argument("--sip-host", help="the SIP address to bind (default 127.0.0.1)")
+    parser.add_argument("--sip-port", type=int, help="the first worker's SIP port, or the front's (default 5060)")
+    parser.add_argument("--realtime-url", help="the model service's WebSocket URL (default: the local emulator)")
+    parser.add_argument("--redis-url", help="per-call state (redis://, rediss://, unix://); none: no shared state")
+    parser.add_argument("--http-port", type=int, help="the HTTP API, console and /metrics (default: off)")
+    parser.add_argument("--dialplans", type=Path, metavar="DIR", help="the dialplan files (default ./dialplans)")
     parser.add_argument(
         "--realtime-priority",
         type=int,
@@ -247,95 +373,125 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--reject-when-model-down", action="store_true", default=None, help="answer new calls 503 while it is down"
     )
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(
-            args.config,
-            workers=args.workers,
-            sip_host=args.sip_host,
-            sip_port=args.sip_port,
-            realtime_url=args.realtime_url,
-            redis_url=args.redis_url,
-            http_port=args.http_port,
-            dialplans=args.dialplans,
-            realtime_priority=args.realtime_priority,
-            report_file=args.report_file,
-            front=args.front,
-            front_peers=tuple(args.front_peers) if args.front_peers else None,
-            front_dir=args.front_dir,
-            sip_trusted_fronts=tuple(args.sip_trusted_fronts) if args.sip_trusted_fronts else None,
-            realtime_check=args.realtime_check,
-            reject_when_model_down=args.reject_when_model_down,
+
+
+def settings_from_args(args: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
+    """The settings (flags over the environment over the file) and the source of each value set by one."""
+    return load_settings_with_sources(
+        args.config,
+        flags=FLAG_NAMES,
+        workers=args.workers,
+        sip_host=args.sip_host,
+        sip_port=args.sip_port,
+        realtime_url=args.realtime_url,
+        redis_url=args.redis_url,
+        http_port=args.http_port,
+        dialplans=args.dialplans,
+        realtime_priority=args.realtime_priority,
+        report_file=args.report_file,
+        front=args.front,
+        front_peers=tuple(args.front_peers) if args.front_peers else None,
+        front_dir=args.front_dir,
+        sip_trusted_fronts=tuple(args.sip_trusted_fronts) if args.sip_trusted_fronts else None,
+        realtime_check=args.realtime_check,
+        reject_when_model_down=args.reject_when_model_down,
+    )
+
+
+def _configure(args: argparse.Namespace) -> tuple[Settings, str | None, str]:
+    """The settings (flags over the environment over the file), checked before anything starts, and Kamailio's
+    binary when the front is on. Raises :class:`ConfigError` or :class:`FrontError`."""
+    settings, _ = settings_from_args(args)
+    from bridge.dialplan import load_dialplans
+
+    if not settings.dialplans.is_dir():
+        raise ConfigError(
+            "settings",
+            "dialplans",
+            f"no folder {str(settings.dialplans)!r} (from {Path.cwd()}): set --dialplans or CALLBRIDGE_DIALPLANS",
         )
-        from bridge.dialplan import load_dialplans
-
-        load_dialplans(settings.dialplans)  # nothing starts half-configured
-        kamailio = None
-        if settings.front == "kamailio":
-            if not settings.sip_port:
-                raise ConfigError("settings", "sip_port", "the front needs a fixed port (--sip-port)")
-            if settings.sip_host in WILDCARD_HOSTS:
-                raise ConfigError(
-                    "settings", "sip_host", "the front needs the address callers use (it goes in Record-Route)"
-                )
-            kamailio = require_kamailio()
-    except (ConfigError, FrontError) as exc:
-        print(f"callbridge serve: {exc}", file=sys.stderr)
-        return 2
-    log.info("settings: %s", json.dumps(settings.public(), default=str))
-
-    # Workers are processes: prometheus-client must merge their samples (multiprocess mode). Set before the
-    # metrics module is imported anywhere, here and (inherited) in every worker.
-    metrics_dir = tempfile.TemporaryDirectory(prefix="callbridge-metrics-")
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir.name)
-
-    async def amain() -> int:
-        from bridge.serve.preflight import preflight
-
-        if not await preflight(settings):
-            return 2
-        broker_runner, extra_env = None, {}
-        if settings.credentials == "broker":
-            from bridge.serve.broker import new_token, start_broker
-
-            token = new_token()
-            broker_runner, broker_url = await start_broker(
-                settings.credential, settings.realtime_url, token=token, port=settings.broker_port or 0
+    load_dialplans(settings.dialplans)  # nothing starts half-configured
+    kamailio = None
+    if settings.front == "kamailio":  # how the node is laid out comes before who may call it
+        if not settings.sip_port:
+            raise ConfigError("settings", "sip_port", "the front needs a fixed port (--sip-port)")
+        if settings.sip_host in WILDCARD_HOSTS:
+            raise ConfigError(
+                "settings", "sip_host", "the front needs the address callers use (it goes in Record-Route)"
             )
-            extra_env = {BROKER_URL_ENV: broker_url, BROKER_TOKEN_ENV: token}
-            os.environ.pop("OPENAI_API_KEY", None)  # nothing spawned from now on inherits it
-            log.info("credential broker on %s; workers get short-lived credentials only", broker_url)
-        pool = Pool(settings, extra_env)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await pool.start()
-        runner = None
-        try:
-            if kamailio is not None:
-                pool.front = await start_front(pool, kamailio)
-                loop.add_signal_handler(signal.SIGUSR1, _drain_node, pool, DRAINED)
-                loop.add_signal_handler(signal.SIGUSR2, _drain_node, pool, ACTIVE)
-            runner = await start_http(pool, settings) if settings.http_port is not None else None
-            await stop.wait()
-        except FrontError as exc:
-            log.error("%s", exc)
-            return 1
-        finally:
-            if runner is not None:
-                await runner.cleanup()
-            await pool.stop()  # first: the workers' BYEs to their callers go through the front
-            if pool.front is not None:
-                await pool.front.stop()
-            if broker_runner is not None:
-                await broker_runner.cleanup()
-        return 0
+    from bridge.sip.exposure import check_exposure
 
+    open_to = check_exposure(settings)  # closed by default: a public address needs someone named to call it
+    from bridge.sip.tlsfiles import check_tls
+
+    open_to += "; " + check_tls(settings)  # a certificate missing, unreadable or expired stops the start here
+    if settings.front == "kamailio":
+        kamailio = require_kamailio()
+    return settings, kamailio, open_to
+
+
+async def _serve(settings: Settings, kamailio: str | None, console: ConsoleTokens | None = None) -> int:
+    """Run the pool (and the broker, the front, the HTTP API when configured) until SIGTERM or SIGINT."""
+    from bridge.serve.preflight import preflight
+
+    if not await preflight(settings):
+        return 2
+    broker_runner, extra_env = await _start_broker(settings) if settings.credentials == "broker" else (None, {})
+    pool = Pool(settings, extra_env)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    systemd = Notifier.from_environ()  # taken out of the environment: workers and Kamailio do not inherit it
+    await pool.start()
+    runner = None
+    watchdog: asyncio.Task[None] | None = None
     try:
-        return asyncio.run(amain())
+        if kamailio is not None:
+            pool.front = await start_front(pool, kamailio)
+            loop.add_signal_handler(signal.SIGUSR1, _drain_node, pool, DRAINED)
+            loop.add_signal_handler(signal.SIGUSR2, _drain_node, pool, ACTIVE)
+        runner = await start_http(pool, settings, console) if settings.http_port is not None else None
+        watchdog = asyncio.create_task(_tell_systemd(pool, systemd))
+        await stop.wait()
+    except FrontError as exc:
+        log.error("%s", exc)
+        return 1
     finally:
-        metrics_dir.cleanup()
+        systemd.notify(STOPPING)
+        if watchdog is not None:
+            watchdog.cancel()
+        if runner is not None:
+            await runner.cleanup()
+        await pool.stop()  # first: the workers' BYEs to their callers go through the front
+        if pool.front is not None:
+            await pool.front.stop()
+        if broker_runner is not None:
+            await broker_runner.cleanup()
+    return 0
+
+
+async def _tell_systemd(pool: Pool, systemd: Notifier) -> None:
+    """READY=1 once every worker is up (Type=notify), then WATCHDOG=1 every half interval while the event loop runs
+    (WatchdogSec= restarts a node whose loop hangs)."""
+    await pool.wait_ready()
+    systemd.notify(READY)
+    while systemd.watchdog_s:
+        systemd.notify(WATCHDOG)
+        await asyncio.sleep(systemd.watchdog_s)
+
+
+async def _start_broker(settings: Settings) -> tuple[web.AppRunner, dict[str, str]]:
+    """The credential broker, and the environment that points the workers at it (they never get the API key)."""
+    from bridge.serve.broker import new_token, start_broker
+
+    token = new_token()
+    runner, broker_url = await start_broker(
+        settings.credential, settings.realtime_url, token=token, port=settings.broker_port or 0
+    )
+    os.environ.pop("OPENAI_API_KEY", None)  # nothing spawned from now on inherits it
+    log.info("credential broker on %s; workers get short-lived credentials only", broker_url)
+    return runner, {BROKER_URL_ENV: broker_url, BROKER_TOKEN_ENV: token}
 
 
 async def start_front(pool: Pool, kamailio: str, ready_within_s: float = 60.0) -> KamailioFront:
@@ -372,22 +528,52 @@ def _drain_node(pool: Pool, state: str) -> None:
     task.add_done_callback(pool._background.discard)
 
 
-async def start_http(pool: Pool, settings: Settings) -> web.AppRunner:
-    """The supervisor API, the console and /metrics on ``settings.http_port`` (127.0.0.1 unless sip_host is public)."""
+def _tls(settings: Settings) -> ssl.SSLContext | None:
+    if settings.http_tls_cert is None or settings.http_tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.http_tls_cert, settings.http_tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("settings", "http_tls_cert", f"cannot load {settings.http_tls_cert}: {exc}") from None
+    return context
+
+
+async def _start_metrics(settings: Settings, token: str | None) -> Callable[[web.Application], Awaitable[None]]:
+    """``/metrics`` alone on ``http_metrics_port``; returns what stops it (the main app's cleanup)."""
+    from bridge.supervisor.api import metrics_app
+
+    runner = web.AppRunner(metrics_app(token), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.http_host, settings.http_metrics_port).start()
+    log.info("/metrics on http://%s:%s", settings.http_host, runner.addresses[0][1] if runner.addresses else "?")
+
+    async def stop(app: web.Application) -> None:
+        await runner.cleanup()
+
+    return stop
+
+
+async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | None = None) -> web.AppRunner:
+    """The supervisor API, the console, /healthz and /metrics on ``settings.http_host``:``http_port``."""
     from bridge.dialplan import load_dialplans, rollout_specs
     from bridge.rollout.store import RolloutStore
     from bridge.store.connection import connect
+    from bridge.supervisor.accounts import load_users
     from bridge.supervisor.api import create_app
+    from bridge.supervisor.auth import FailureLimits
 
     plans = load_dialplans(settings.dialplans)
+    users = load_users(settings.users_file) if settings.users_file is not None else None
     redis = connect(settings.redis_url) if settings.redis_url else None
     rollouts = RolloutStore(client=redis, specs=rollout_specs(plans)) if redis is not None else None
-    token = os.environ.get("CALLBRIDGE_SUPERVISOR_TOKEN")
-    readonly_token = os.environ.get("CALLBRIDGE_SUPERVISOR_READONLY_TOKEN")
+    console = console or ConsoleTokens.from_environment()
+    token, readonly_token = console.operator, console.readonly
     session_s = os.environ.get("CALLBRIDGE_SUPERVISOR_SESSION_S", "")
     if session_s and not session_s.replace(".", "", 1).isdigit():
         log.error("CALLBRIDGE_SUPERVISOR_SESSION_S=%r is not a number of seconds; using the default", session_s)
         session_s = ""
+    metrics_token = settings.http_metrics_token.get_secret_value() if settings.http_metrics_token else None
     app = create_app(
         token=token,
         redis=redis,
@@ -398,19 +584,34 @@ async def start_http(pool: Pool, settings: Settings) -> web.AppRunner:
         readonly_token=readonly_token,
         dialplans=plans,
         lost_workers=pool.dead_workers,
+        users=users,
+        limits=FailureLimits(settings.http_signin_failures, settings.http_signin_window_s),
+        trusted_proxies=settings.http_trusted_proxies,
+        metrics_token=metrics_token,
+        metrics_here=settings.http_metrics_port is None,
+        listen_key=pool.settings.listen_key.get_secret_value().encode() if pool.settings.listen_key else None,
         **({"session_ttl_s": float(session_s)} if session_s else {}),
     )
+    if settings.http_metrics_port is not None:
+        app.on_cleanup.append(await _start_metrics(settings, metrics_token))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.sip_host, settings.http_port)
+    site = web.TCPSite(runner, settings.http_host, settings.http_port, ssl_context=_tls(settings))
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.http_port
+    where = f"{'https' if settings.http_tls_cert else 'http'}://{settings.http_host}:{port}"
     log.info(
-        "supervisor API, console and /metrics on http://%s:%s (operator token %s, read-only token %s)",
-        settings.sip_host,
-        port,
-        "set" if token else "NOT set",
-        "set" if readonly_token else "NOT set",
-    )
+        "supervisor API and console on %s; /metrics %s%s; trusted proxies: %s",
+        where, "on its own port" if settings.http_metrics_port is not None else "here",
+        " (bearer token)" if metrics_token else "", ", ".join(settings.http_trusted_proxies) or "none",
+    )  # fmt: skip
+    if users is not None:
+        log.info("console accounts: %d account(s) from %s", len(users.accounts), settings.users_file)
+    else:
+        log.warning(
+            "supervisor console on %s in DEMO mode: shared tokens (admin token %s, viewer token %s), no accounts; "
+            "set users_file (`callbridge users add`) for anything but a demo",
+            where, "set" if token else "NOT set", "set" if readonly_token else "NOT set",
+        )  # fmt: skip
     print(json.dumps({"http_port": port}), flush=True)
     return runner

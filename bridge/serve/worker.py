@@ -18,30 +18,42 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Any
-
-from pydantic import SecretStr
+from typing import IO, TYPE_CHECKING, Any
 
 from bridge import metrics
+from bridge.call.leg import PhoneLeg
+from bridge.call.privacy import mask_number
+from bridge.call.report import CallReport
 from bridge.call.session import CallSession, Listener
+from bridge.call.takeover import TakeOverLeg
 from bridge.call.tap import ListenTap
-from bridge.config import Settings
-from bridge.dialplan import Dialplan, load_dialplans, rollout_specs, route
-from bridge.errors import BridgeError, ConnectError, redact
+from bridge.config import WILDCARD_HOSTS, Settings
+from bridge.dialplan import Dialplan, load_dialplans, rollout_specs, route, shutdown_errors
+from bridge.errors import BridgeError, ConfigError, ConnectError, ModelRefused, redact
 from bridge.orchestrator.client import OrchestratorClient
-from bridge.realtime.breaker import Breaker
-from bridge.realtime.credentials import BROKER_URL_ENV, Sources
+from bridge.realtime.credentials import BROKER_TOKEN_ENV, BROKER_URL_ENV, Sources
 from bridge.realtime.dialects import DIALECTS, get_dialect
-from bridge.rollout import catalog
-from bridge.rollout.calls import VariantCall
-from bridge.rollout.policy import Decision, RolloutFlag, decide
+from bridge.rollout import catalog, refusals
+from bridge.rollout.policy import Decision, RolloutFlag, RolloutSpec, decide, shares
 from bridge.rollout.store import RolloutStore
+from bridge.runtime import logs
 from bridge.runtime.lifetime import die_with_parent
 from bridge.runtime.memory import CycleCollector
 from bridge.runtime.metronome import for_loop as metronome_for
 from bridge.runtime.sched import use_realtime
+from bridge.runtime.secrets import forget_environment, read_from_fd
+from bridge.serve.actions import CallActions
+from bridge.serve.breaker import Breaker
 from bridge.serve.listen import ListenHub
+from bridge.serve.takeover import TakeOverHub
+from bridge.serve.variant import VariantCall
 from bridge.store.calls import CallStore
+from bridge.store.connection import StoreUnavailable, connect
+from bridge.store.reportfile import append_report
+
+if TYPE_CHECKING:  # pjsua2 is imported when the worker runs (Worker.run), not when this module is
+    from bridge.sip.endpoint import SipConfig
+    from bridge.sip.gateway import IncomingCall
 
 log = logging.getLogger("bridge.serve.worker")
 
@@ -88,6 +100,8 @@ def warn_shutdowns(
     due = catalog.due(found, today)
     for s in due if log_due else ():
         log.warning("%s", s.warning(today))
+    for error in (e for p in plans for e in shutdown_errors(p, today)) if log_due else ():
+        log.warning("%s (calls go to the healthy variants; `dialplan check` fails on this plan)", error)
     return due
 
 
@@ -99,43 +113,83 @@ def consent_greeting(plan: Dialplan) -> str | None:
     return f"{prompt} Then: {plan.greeting}" if plan.greeting else prompt
 
 
-def append_report(path: Path, record: dict[str, Any]) -> None:
-    line = json.dumps(record, default=str) + "\n"
-    with path.open("a", encoding="utf-8") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.write(line)
+def sip_config(s: Settings, index: int, port: int) -> SipConfig:
+    """Worker ``index``'s SIP endpoint, listening on ``port``."""
+    from bridge.sip.endpoint import SipConfig
+
+    tls_port = s.worker_tls_port(index)
+    return SipConfig(
+        host=s.sip_host,
+        port=port,
+        # behind a front, the front announces the public SIP address (its Record-Route); RTP goes straight to
+        # the worker, so the worker's SDP carries the public media address either way
+        public_address=s.sip_public_address if s.front == "none" else "",
+        rtp_public_address=s.rtp_public_address or s.sip_public_address,
+        transports=("udp", "tcp", "tls") if tls_port is not None else ("udp", "tcp"),
+        tls_port=tls_port or 0,
+        tls_cert=str(s.sip_tls_cert or ""),
+        tls_key=str(s.sip_tls_key or ""),
+        tls_ca=str(s.sip_tls_ca or ""),
+        srtp=s.srtp,
+        rtp_port=s.worker_rtp_port(index),
+        rtp_port_range=s.rtp_ports_per_worker if s.rtp_port else 0,
+        pjsua_log_level=s.pjsua_log_level,
+        allowed_sources=s.sip_allowed_sources,
+        auth_users={user: pw.get_secret_value() for user, pw in s.sip_auth_users.items()},
+        auth_realm=s.sip_auth_realm,
+        auth_nonce_secret=s.sip_auth_nonce_secret.get_secret_value() if s.sip_auth_nonce_secret else "",
+        trusted_fronts=s.trusted_fronts(),
+        media_beat_frames=s.media_beat_frames,
+        allow_any_source=s.sip_allow_any_source,
+        rtp_timeout_s=s.rtp_timeout_s,
+        rtp_hold_timeout_s=s.rtp_hold_timeout_s,
+        session_expires_s=s.sip_session_expires_s,
+        session_min_se_s=s.sip_session_min_se_s,
+    )
 
 
 class Worker:
-    def __init__(self, settings: Settings, index: int) -> None:
+    def __init__(self, settings: Settings, index: int, broker_token: str | None = None) -> None:
         self.settings = settings
         self.index = index
         self.plans = load_dialplans(settings.dialplans)
         self.specs = rollout_specs(self.plans)
         self.prices = catalog.load_prices(settings.price_table)
-        key = None if os.environ.get(BROKER_URL_ENV) else settings.credential
-        self.credentials = Sources.from_environment(settings.realtime_url, key, mint=settings.credentials == "mint")
+        env = {**os.environ, **({BROKER_TOKEN_ENV: broker_token} if broker_token else {})}
+        key = None if env.get(BROKER_URL_ENV) else settings.credential
+        self.credentials = Sources.from_environment(
+            settings.realtime_url, key, mint=settings.credentials == "mint", env=env
+        )
         self.store: CallStore | None = None
         self.rollouts: RolloutStore | None = None
+        self.refused: dict[str, set[str]] = {}  # dialplan -> variants whose model the service refuses
+        self._marking: set[str] = set()  # refused variants this worker has not yet marked in Redis
         self._dropped_exported = 0
+        self._spool_exported: dict[str, int] = {}
         self.collector = CycleCollector(observe=metrics.GC_PAUSE.observe)
         self.breaker = Breaker(settings.breaker_failures)
         self.orchestrator = OrchestratorClient()  # one HTTP session for every orchestrated call of this worker
         metrics.BREAKER_OPEN.labels(str(index)).set(0)
         self._background: set[asyncio.Task[Any]] = set()
         self.listen: ListenHub | None = None  # listen-in: every call's leg has a tap, idle until someone listens
+        self.actions: CallActions | None = None  # supervisor actions (hang up, whisper, transfer) into a call's inbox
 
-    async def _variant_call(self, plan: Dialplan, call: Any) -> VariantCall:
+    async def _variant_call(self, plan: Dialplan, call: IncomingCall) -> VariantCall:
         """The call's variant: a pinned plan's only one, or the rollout's decision on the plan's flag (without
         Redis: the dialplan's own defaults)."""
         spec = plan.rollout_spec
         if spec is None:
             decision, variant, fallback_voice = fixed_decision(plan), None, plan.profile.voice
+            rollout: tuple[RolloutSpec, RolloutFlag] | None = None
         else:
             flag: RolloutFlag = await self.rollouts.get_flag(plan.name) if self.rollouts else spec.default_flag()
-            decision = decide(spec, flag, call.caller, call.call_id, voice=plan.profile.voice)
+            refused = await self._refused_variants(plan)
+            decision = decide(spec, flag, call.caller, call.call_id, voice=plan.profile.voice, refused=refused)
+            for name, share in shares(spec, flag).items():
+                metrics.ROLLOUT_WEIGHT.labels(plan.name, name).set(share)
             variant, fallback_voice = spec.variant(decision.variant), flag.fallback_voice
-        return VariantCall(
+            rollout = (spec, flag)
+        vc = VariantCall(
             plan,
             decision,
             variant=variant,
@@ -143,9 +197,58 @@ class Worker:
             sources=self.credentials,
             realtime_url=self.settings.realtime_url,
             prices=self.prices,
+            rollout=rollout,
         )
+        vc.known_refused = frozenset(self.refused.get(plan.name, ()))
+        vc.on_refusal.append(lambda name, exc: self._refused(plan, name, exc))
+        return vc
 
-    async def handle(self, call: Any) -> None:
+    async def _refused_variants(self, plan: Dialplan) -> set[str]:
+        """The plan's refused variants: Redis's (with this worker's marks still on their way), or without Redis the
+        ones this worker saw refused; each variant's refused gauge follows."""
+        refused = self.refused.setdefault(plan.name, set())
+        if self.rollouts is not None:
+            refused = set(await refusals.refused_for_call(self.rollouts, plan.name)) | self._marking
+            self.refused[plan.name] = refused
+        for v in plan.rollout_spec.variants if plan.rollout_spec is not None else ():
+            metrics.VARIANT_REFUSED.labels(plan.name, v.name, v.models()[0]).set(1 if v.name in refused else 0)
+        return refused
+
+    async def _warn_refused(self) -> None:
+        """At start: a plan whose safe variant the service refuses (marked in Redis) sends its calls elsewhere."""
+        for plan in self.plans:
+            spec = plan.rollout_spec
+            if spec is None or spec.safe not in await self._refused_variants(plan):
+                continue
+            log.warning(
+                "dialplan %s: its safe variant %s is marked refused (the service refuses its model): its calls go to "
+                "the healthy variants; point it at a current model, then `callbridge rollout unrefuse %s %s`",
+                plan.name, spec.safe, plan.name, spec.safe,
+            )  # fmt: skip
+
+    def _refused(self, plan: Dialplan, variant: str, exc: ModelRefused) -> None:
+        """The service refused ``variant``'s model: count it (the alert), keep it from this worker's next calls, and
+        mark it refused in Redis (its weight moves to the healthy variants) without holding up the call."""
+        metrics.MODEL_REFUSALS.labels(plan.name, variant, exc.model).inc()
+        metrics.VARIANT_REFUSED.labels(plan.name, variant, exc.model).set(1)
+        self.refused.setdefault(plan.name, set()).add(variant)
+        if self.rollouts is None or plan.rollout_spec is None:
+            return
+        self._marking.add(variant)
+        task = asyncio.create_task(self._mark_refused(plan.name, variant, exc), name=f"refused-{variant}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _mark_refused(self, dialplan: str, variant: str, exc: ModelRefused) -> None:
+        assert self.rollouts is not None
+        try:
+            await refusals.mark_refused(self.rollouts, dialplan, variant, exc.model, exc.code)
+        except (StoreUnavailable, ConfigError) as error:
+            log.error("rollout %s: could not mark %s refused: %s", dialplan, variant, error)
+            return  # this worker keeps it from its calls (``_marking``) until a mark lands
+        self._marking.discard(variant)
+
+    async def handle(self, call: IncomingCall) -> None:
         try:
             await self._handle(call)
         finally:
@@ -155,14 +258,16 @@ class Worker:
         """Calls of a dead worker (or of this worker's previous run): BYE to each caller (bridge/sip/orphans.py)."""
         from bridge.sip.orphans import end_orphans
 
-        task = asyncio.create_task(end_orphans(dialogs), name="orphan-byes")
+        host = self.settings.sip_host
+        local = None if host in WILDCARD_HOSTS else host  # a wildcard: the kernel picks
+        task = asyncio.create_task(end_orphans(dialogs, local), name="orphan-byes")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _remember_dialog(self, call: Any) -> None:
+    async def _remember_dialog(self, call: IncomingCall) -> None:
         """Once the caller's ACK confirms the dialog, keep it in the call's hash (for :meth:`_end_orphans`)."""
         for _ in range(100):  # up to 10 s: the ACK follows the 200 OK within a round trip
-            dialog = getattr(call, "dialog", None)
+            dialog = call.dialog
             if dialog is not None and self.store is not None:
                 self.store.update(call.call_id, sip_dialog=json.dumps(dialog.to_json()))
                 return
@@ -170,7 +275,8 @@ class Worker:
                 return
             await asyncio.sleep(0.1)
 
-    async def _handle(self, call: Any) -> None:
+    async def _handle(self, call: IncomingCall) -> None:
+        logs.CALL_ID.set(call.call_id)  # every line of this call's task (and the tasks it starts) names it
         plan = route(self.plans, call.called)
         if plan is None:
             call.reject(404, "No dialplan for this number")
@@ -178,67 +284,32 @@ class Worker:
         if plan.allowed_sources and not call.enforce_sources(plan.allowed_sources):
             return  # 403, counted (metrics via on_rejected)
         vc = await self._variant_call(plan, call)
-        decision, dialect, settings = vc.decision, vc.dialect, self.settings
-        call_plan = plan.model_copy(update={"profile": vc.profile(), "greeting": consent_greeting(plan)})
+        decision, dialect = vc.decision, vc.dialect
+        caller = mask_number(call.caller, plan.privacy.caller_visible_digits)  # in logs and Redis (the console)
         log.info(
             "call %s from %s to %s: variant %s (%s, %s, voice %s; %s)",
-            call.call_id, call.caller, call.called, decision.variant, dialect.name, decision.model, decision.voice,
+            call.call_id, caller, call.called, decision.variant, dialect.name, decision.model, decision.voice,
             decision.reason,
         )  # fmt: skip
-
-        listeners: list[Listener] = [metrics.call_listener(dialect.name, plan.name), vc.stats]
+        listeners: list[Listener] = [metrics.call_listener(dialect.name, plan.name), vc.listen]
         if self.store is not None:
             listeners.append(
                 self.store.listener_for(
-                    call.call_id,
-                    caller=call.caller,
-                    called=call.called,
-                    dialplan=plan.name,
-                    variant=decision.variant,
-                    dialect=dialect.name,
-                    model=decision.model,
-                    voice=decision.voice,
+                    call.call_id, caller=caller, called=call.called, dialplan=plan.name,
+                    variant=decision.variant, dialect=dialect.name, model=decision.model, voice=decision.voice,
                 )
-            )
-        leg: Any = call
-        if plan.recording.enabled:
-            from bridge.call.recorder import RecordingLeg
-
-            leg = RecordingLeg(
-                call,
-                settings.recordings_dir / call.call_id,
-                consent=True,  # the consent prompt is the first thing the caller hears (consent_greeting)
-                meta={"dialplan": plan.model_dump(mode="json", exclude={"source_file"}), "dialect": dialect.name},
-            )
-            listeners.append(leg.listener)
-        if self.listen is not None:
-            leg = ListenTap(leg)
-            self.listen.add(leg)
-        session = CallSession(
-            leg,
-            call_plan,
-            dialect,
-            vc.connect,
-            listeners=listeners,
-            max_session_s=settings.realtime_max_session_s or dialect.capabilities.session_cap_s,
-            credentials=vc.credentials,  # follows a fallback to the variant's fallback model
-            metronome=metronome_for(),  # one 20 ms beat for every call of the worker, on the media clock
-            model_down=self.breaker.open,
-            reject_when_down=settings.reject_when_model_down,
-            on_connect=self._connected,
-            orchestrator=self.orchestrator.ask,
-            variant=decision.variant,
-        )
-
-        def fell_back(retry: Decision) -> None:
-            # The session opens its next session with this profile (session.update with the fallback's voice).
-            session.plan = session.plan.model_copy(update={"profile": vc.profile()})
-            if self.store is not None:
-                self.store.update(call.call_id, model=retry.model, voice=retry.voice)
-
-        vc.on_fallback.append(fell_back)
+            )  # fmt: skip
+            self.store.update(call.call_id, sip_call_id=call.sip_call_id)  # the caller's Call-ID: data, never a key
+        session = self._session(call, plan, vc, self._leg(call, plan, dialect.name, listeners), listeners)
+        if self.actions is not None:
+            self.actions.add(call.call_id, session.inbox.put)
         if self.store is not None:
-            self.store.watch(call.call_id, session.progress)
+            store = self.store
+            # a fallback to the variant's fallback model: the call's hash says which model and voice it is on
+            vc.on_fallback.append(
+                lambda retry: store.update(call.call_id, variant=retry.variant, model=retry.model, voice=retry.voice)
+            )
+            store.watch(call.call_id, session.progress)
             remember = asyncio.create_task(self._remember_dialog(call), name=f"dialog-{call.call_id}")
             self._background.add(remember)
             remember.add_done_callback(self._background.discard)
@@ -250,11 +321,73 @@ class Worker:
         finally:
             if self.listen is not None:
                 self.listen.remove(call.call_id)
+            if self.actions is not None:
+                self.actions.remove(call.call_id)
+        await self._finish(call, plan, vc, session, report)
+
+    def _leg(self, call: IncomingCall, plan: Dialplan, dialect: str, listeners: list[Listener]) -> PhoneLeg:
+        """The call's phone leg: recorded if the plan says so, with a listen-in tap if this worker has listen-in."""
+        leg: PhoneLeg = call
+        if plan.recording.enabled:
+            from bridge.call.recorder import RecordingLeg, recording_dir
+
+            recording = RecordingLeg(
+                call,
+                recording_dir(self.settings.recordings_dir, call.call_id),  # the bridge's id, checked to stay inside
+                consent=True,  # the consent prompt is the first thing the caller hears (consent_greeting)
+                pause_on_keys=plan.privacy.pause_recording_on_dtmf,
+                meta={
+                    "caller": mask_number(call.caller, plan.privacy.caller_visible_digits),
+                    "dialplan": plan.model_dump(mode="json", exclude={"source_file"}),
+                    "dialect": dialect,
+                    "sip_call_id": call.sip_call_id,
+                },
+            )
+            listeners.append(recording.listener)
+            leg = recording
+        if self.actions is not None and self.actions.takeover is not None:
+            takeover = TakeOverLeg(leg)  # inside the tap: a listening supervisor never hears their own voice back
+            self.actions.takeover.add(takeover)
+            leg = takeover
+        if self.listen is not None:
+            tap = ListenTap(leg)
+            self.listen.add(tap)
+            leg = tap
+        return leg
+
+    def _session(
+        self, call: IncomingCall, plan: Dialplan, vc: VariantCall, leg: PhoneLeg, listeners: list[Listener]
+    ) -> CallSession:
+        """The call's session on its variant: the variant's profile (it follows a fallback), the worker's breaker,
+        beat and orchestrator client."""
+        settings, dialect = self.settings, vc.dialect
+        return CallSession(
+            leg,
+            plan.model_copy(update={"profile": vc.profile(), "greeting": consent_greeting(plan)}),
+            dialect,
+            vc.connect,
+            listeners=listeners,
+            max_session_s=settings.realtime_max_session_s or dialect.capabilities.session_cap_s,
+            credentials=vc.credentials,  # follows a fallback to the variant's fallback model
+            metronome=metronome_for(),  # one 20 ms beat for every call of the worker, on the media clock
+            model_down=self.breaker.open,
+            reject_when_down=settings.reject_when_model_down,
+            on_connect=self._connected,
+            orchestrator=self.orchestrator.ask,
+            variant=vc.decision.variant,
+            profile=vc.profile,  # a fallback changes its model and voice (session.update with the fallback's voice)
+            on_refused=vc.refused,  # the service refuses the model: on to the next healthy variant at once
+        )
+
+    async def _finish(
+        self, call: IncomingCall, plan: Dialplan, vc: VariantCall, session: CallSession, report: CallReport
+    ) -> None:
+        """The ended call's media counters, its report line, and its variant's health and cost."""
         report.media = {
             "port": call.media_port_kind,
             "clock": call.clock_priority,
             **call.media_counters,
-            "uplink": session.uplink_counts,  # who sent the caller's frames (bridge/native/cport.c, "Uplink")
+            "uplink": session.link.uplink_counts,  # who sent the caller's frames (bridge/native/cport.c, "Uplink")
             # dead air inside an answer (the playout buffer ran dry): when, on the monotonic clock, the latest were
             "underrun_at": [round(t, 3) for t in session.playout.underrun_times],
         }
@@ -269,8 +402,13 @@ class Worker:
         vc.finish()
         record = vc.stats.record()
         metrics.record_variant_call(plan.name, vc.decision.variant, record)
-        if settings.report_file is not None:
-            append_report(settings.report_file, {"worker": self.index, **report.to_json(), **vc.report_fields()})
+        if report.longest_silence_ms is not None:
+            metrics.VARIANT_LONGEST_SILENCE.labels(plan.name, vc.decision.variant).observe(
+                report.longest_silence_ms / 1000.0
+            )
+        if self.settings.report_file is not None:
+            line = {"worker": self.index, **report.to_json(), "sip_call_id": call.sip_call_id, **vc.report_fields()}
+            append_report(self.settings.report_file, line)
         if self.rollouts is not None and plan.rollout_spec is not None:
             await self.rollouts.record_call(plan.name, vc.decision.variant, record)
             for rollback in await self.rollouts.check_rollback(plan.name):
@@ -279,6 +417,9 @@ class Worker:
     def _connected(self, exc: ConnectError | None) -> None:
         """Each Realtime open's outcome: the breaker, and one log line per failure cause (URL, status, no key)."""
         url = self.settings.realtime_url.split("?", 1)[0]
+        if isinstance(exc, ModelRefused):  # the service is up and says no to one model: no outage, no breaker
+            log.error("realtime %s refused model %s (%s)", url, exc.model, exc.code)
+            return
         if exc is None:
             if self.breaker.succeeded():
                 log.warning("realtime %s reachable again: circuit breaker closed", url)
@@ -300,9 +441,16 @@ class Worker:
         if dropped > 0:
             metrics.REDIS_DROPPED_WRITES.inc(dropped)
             self._dropped_exported += dropped
+        store, done = self.store, self._spool_exported
+        for stage, count in (("spooled", store.spooled_calls), ("replayed", store.replayed_calls)):
+            if count > done.get(stage, 0):
+                metrics.CALL_STATE_SPOOLED.labels(stage).inc(count - done.get(stage, 0))
+                done[stage] = count
+        if store.spool_failures > done.get("failed", 0):
+            metrics.CALL_RECORD_FAILURES.labels("spool").inc(store.spool_failures - done.get("failed", 0))
+            done["failed"] = store.spool_failures
 
     async def run(self, stop: asyncio.Event) -> int:
-        from bridge.sip.endpoint import SipConfig
         from bridge.sip.gateway import SipGateway
 
         s = self.settings
@@ -312,29 +460,23 @@ class Worker:
             log.error("worker %d: %s:%d is held by a live worker; not starting", self.index, s.sip_host, port)
             return EXIT_PORT_LOCKED
         scheduling = use_realtime(s.realtime_priority)  # before pjsua starts: its clock thread inherits it
-        config = SipConfig(
-            host=s.sip_host,
-            port=port,
-            rtp_port=s.worker_rtp_port(self.index),
-            rtp_port_range=s.rtp_ports_per_worker if s.rtp_port else 0,
-            pjsua_log_level=s.pjsua_log_level,
-            allowed_sources=s.sip_allowed_sources,
-            auth_users={user: pw.get_secret_value() for user, pw in s.sip_auth_users.items()},
-            auth_realm=s.sip_auth_realm,
-            auth_nonce_secret=s.sip_auth_nonce_secret.get_secret_value() if s.sip_auth_nonce_secret else "",
-            trusted_fronts=s.trusted_fronts(),
-            media_beat_frames=s.media_beat_frames,
-        )
+        config = sip_config(s, self.index, port)
         if s.redis_url:
-            self.store = CallStore(s.redis_url, worker=f"{s.sip_host}:{port or self.index}")
+            self.store = CallStore(s.redis_url, worker=f"{s.sip_host}:{port or self.index}", spool_dir=s.spool_dir)
             self.store.on_orphaned = self._end_orphans
             await self.store.start()
             self.rollouts = RolloutStore(s.redis_url, specs=self.specs)
-            self.listen = ListenHub(self.store.client)
+            key = s.listen_key.get_secret_value().encode() if s.listen_key is not None else None
+            self.listen = ListenHub(self.store.client, key)
             await self.listen.start()
+            hub = TakeOverHub(connect(s.redis_url, decode_responses=False))  # binary audio
+            self.actions = CallActions(self.store.client, self.store.worker, hub, key)
+            await self.actions.start()
         variants = {p.name: (p.rollout_spec.names if p.rollout_spec else (p.dialect,)) for p in self.plans}
         metrics.prime(tuple(DIALECTS), tuple(p.name for p in self.plans), variants)
         warn_shutdowns(self.plans, log_due=self.index == 0)  # one warning per node, not one per worker
+        if self.index == 0:
+            await self._warn_refused()
         gateway = SipGateway(
             config,
             on_incoming=self.handle,
@@ -343,11 +485,14 @@ class Worker:
         await gateway.start()
         self.collector.freeze_startup()
         log.info(
-            "worker %d listening on sip:%s:%d (udp+tcp), rtp %s, up to %d calls, realtime %s, scheduling %s",
+            "worker %d listening on sip:%s:%d (udp+tcp%s), rtp %s (srtp %s), up to %d calls, realtime %s, "
+            "scheduling %s",
             self.index,
             s.sip_host,
             gateway.sip_port,
+            f", tls {gateway.endpoint.tls_port}" if "tls" in config.transports else "",
             f"{config.rtp_port}+{config.rtp_port_range}" if config.rtp_port else "any",
+            s.srtp,
             gateway.max_calls,
             s.realtime_url,
             scheduling,
@@ -365,8 +510,11 @@ class Worker:
             await self.orchestrator.close()
             if self.listen is not None:
                 await self.listen.close()
+            if self.actions is not None:
+                await self.actions.close()
             if self.store is not None:
                 await self.store.close()
+                self._export_store_gauges()  # what went to the spool at close is counted too
             if self.rollouts is not None:
                 await self.rollouts.close()
             if lock is not None:
@@ -380,18 +528,25 @@ def main(argv: list[str]) -> int:
     parser = build_parser("worker", "one SIP worker process (started by `callbridge serve`)")
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument(
-        "--settings-json", help="Settings as JSON, without the API key (default: $CALLBRIDGE_WORKER_SETTINGS)"
+        "--settings-fd",
+        type=int,
+        help="an inherited descriptor holding the settings and the broker's token as JSON (serve's pool.worker_"
+        "settings_json); default: the defaults",
+    )
+    parser.add_argument(
+        "--settings-json", help="settings as JSON, without secrets (a command line is readable by every user)"
     )
     args = parser.parse_args(argv)
     die_with_parent()  # a killed `serve` takes its workers with it (each hangs its calls up first)
     try:
-        settings = Settings.model_validate_json(
-            args.settings_json or os.environ.get("CALLBRIDGE_WORKER_SETTINGS", "{}")
-        )
-        if os.environ.get("OPENAI_API_KEY"):
-            settings = settings.model_copy(update={"api_key": SecretStr(os.environ["OPENAI_API_KEY"])})
-        worker = Worker(settings, args.index)
-    except (BridgeError, ValueError) as exc:
+        sent = json.loads(read_from_fd(args.settings_fd)) if args.settings_fd is not None else {}
+        if args.settings_json:
+            sent = {**sent, "settings": json.loads(args.settings_json)}
+        settings = Settings.model_validate(sent.get("settings") or {})
+        forget_environment([])  # nothing secret stays in this process's environment, whoever started it
+        logs.configure(settings.log_format, str(args.index))
+        worker = Worker(settings, args.index, broker_token=sent.get("broker_token"))
+    except (BridgeError, ValueError, OSError) as exc:
         print(f"callbridge worker: {redact(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
 

@@ -10,6 +10,8 @@
     crossing.py   the one place frames cross between pjmedia's clock thread and the event loop
     phone.py      Softphone: a pjsua2 user agent that places and takes test calls (its command line:
                   ``bridge.devkit.softphone``)
+    loadcall.py   LoadCaller, LoopbackCallee: load in C media only for ``callbridge bench calls`` (its callers,
+                  the ceiling's callee)
     sipmsg.py     pure SIP text helpers (user part of a URI, request line and headers, Content-Length check,
                   a confirmed call's Dialog and the BYE that ends it)
     orphans.py    BYE for the calls of a dead worker, from the dialogs kept in Redis (a plain socket, no pjsua2)

@@ -426,3 +426,55 @@ class AuthLockout:
     def _trim(self, table: OrderedDict[str, Any]) -> None:
         while len(table) > self._max_tracked:
             table.popitem(last=False)
+
+
+# -- who a worker answers when nothing is configured ----------------------------------------------------------------
+
+LOOPBACK = parse_networks(("127.0.0.0/8", "::1/128"), "loopback")
+OPEN_SETTINGS = ("sip_allowed_sources", "sip_auth_users", "sip_trusted_fronts")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Is a bind address loopback only? A wildcard (``0.0.0.0``, ``::``, ``""``) or a host name is not."""
+    text = host.strip().strip("[]")
+    if text == "localhost":
+        return True
+    return in_networks(text, LOOPBACK)
+
+
+def exposure(
+    host: str,
+    *,
+    allowed_sources: Sequence[str],
+    auth_users: int,
+    trusted_fronts: Sequence[str],
+    allow_any: bool,
+    front_screening: Sequence[str] = (),
+) -> tuple[str, str]:
+    """(what is open, the problem or ""): who a worker bound to ``host`` answers, and why it must not start.
+
+    Closed by default: with no allow-list, no digest users and no trusted front, a worker answers loopback sources
+    only. Bound to anything but loopback that leaves nobody who should call able to, and a typo away from answering
+    the Internet, so it is refused unless ``allow_any`` (``sip_allow_any_source``) says so on purpose.
+    ``front_screening`` names what the node's own front checks before a worker sees a call (its settings)."""
+    if allow_any:
+        return f"any source may call (sip_allow_any_source: true) on {host or '*'}", ""
+    parts = []
+    if allowed_sources:
+        parts.append(f"sources in sip_allowed_sources ({', '.join(allowed_sources)})")
+    if auth_users:
+        parts.append(f"callers that pass digest authentication ({auth_users} sip_auth_users)")
+    if trusted_fronts:
+        parts.append(f"calls through the trusted fronts ({', '.join(trusted_fronts)})")
+    parts += [f"calls the front admits ({what})" for what in front_screening]
+    if parts:
+        return "calls answered from " + "; ".join(parts), ""
+    what = "loopback callers only (none of " + ", ".join(OPEN_SETTINGS) + " is set)"
+    if is_loopback_host(host):
+        return what, ""
+    problem = (
+        f"sip_host {host or '*'!r} is not a loopback address and nothing says who may call: set "
+        + ", ".join(OPEN_SETTINGS)
+        + ", or sip_allow_any_source: true to answer any source on purpose"
+    )
+    return what, problem

@@ -137,6 +137,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "pjsua_conf_add_port": (i, [p, p, ctypes.POINTER(ctypes.c_int)]),
         "pjsua_conf_remove_port": (i, [i]),
         "pjsua_conf_connect": (i, [i, i]),
+        "pjsua_conf_disconnect": (i, [i, i]),
     }
     for name, (restype, argtypes) in pjsua.items():
         func = getattr(PJSUA, name)
@@ -317,6 +318,8 @@ class NativeHub:
     def _top_up(self, port: NativePort) -> None:
         source = port.source
         if source is not None:
+            if port.skipped is not None:
+                port.tell_skipped()
             need = self._lib.cbp_out_need(port.handle, self.fill)
             if need > 0:
                 try:
@@ -359,10 +362,16 @@ class NativePort:
         self.source: FrameSource | None = None
         self.sink: FrameSink | None = None
         self._counters = (ctypes.c_ulonglong * 8)()
+        # a source that keeps a frame-exact account of what was sent (the echo guard's reference) is told of the
+        # silence this port sent on its own when its ring ran dry (``late_out``): ``skipped(frames)``
+        self.skipped: Callable[[int], object] | None = None
+        self._late_told = 0
 
     def attach(self, source: FrameSource | None, sink: FrameSink | None) -> None:
         self.source = source
         self.sink = sink
+        self.skipped = getattr(source, "skipped", None)
+        self._late_told = self.late_out
         self._lib.cbp_attach(self.handle, 1)
         downstream = getattr(source, "set_downstream", None)
         if downstream is not None:  # a PlayoutBuffer: a barge-in flushes this ring too (see its module doc)
@@ -370,7 +379,16 @@ class NativePort:
         self._hub._track(self, True)
         self._hub._serve(self)  # the first frames are queued now, not a tick later
 
+    def tell_skipped(self) -> None:
+        """The ring ran dry since the last look: every frame taken from the source had been sent, then the caller
+        got ``late_out`` frames of silence nobody took from it. Told before the next top-up, in stream order."""
+        late = self.late_out
+        if late > self._late_told and self.skipped is not None:
+            self.skipped(late - self._late_told)
+        self._late_told = late
+
     def detach(self) -> None:
+        self.skipped = None
         downstream = getattr(self.source, "set_downstream", None)
         if downstream is not None:
             downstream(None)
@@ -413,6 +431,19 @@ class NativePort:
             status = PJSUA.pjsua_conf_connect(src, dst)
             if status != 0:
                 raise pj.Error(status, "pjsua_conf_connect", f"slot {src} -> {dst}", "", 0)
+
+    def route(self, audio_media: Any, *, send: bool, receive: bool) -> None:
+        """This port -> the call's audio (``send``: the call hears the port) and the call's audio -> this port
+        (``receive``: the port hears the call), each connected or disconnected (one not connected: no-op)."""
+        assert PJSUA is not None
+        call_slot = int(audio_media.getPortId())
+        for (src, dst), on in (((self.slot, call_slot), send), ((call_slot, self.slot), receive)):
+            if on:
+                status = PJSUA.pjsua_conf_connect(src, dst)
+                if status != 0:
+                    raise pj.Error(status, "pjsua_conf_connect", f"slot {src} -> {dst}", "", 0)
+            else:
+                PJSUA.pjsua_conf_disconnect(src, dst)  # PJ_ENOTFOUND when it was not connected: nothing to undo
 
     def remove(self) -> None:
         """Shutdown: take the port out of the conference bridge (before ``libDestroy``)."""

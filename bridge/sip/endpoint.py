@@ -43,6 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pjsua2 as pj
@@ -56,7 +57,10 @@ from bridge.sip.access import AuthLockout, DigestAuth, parse_networks
 from bridge.sip.cport import DEFAULT_LEAD, PJSUA, NativeHub, NativePort, native_ports
 from bridge.sip.crossing import FrameCrossing, MediaPort
 from bridge.sip.media import BridgePort
-from bridge.sip.sipmsg import parse_request_head, user_part
+from bridge.sip.rtpguard import random_rtp_start
+from bridge.sip.sipmsg import SIP_CALL_ID_CHARS, clean_text, parse_request_head, user_part
+from bridge.sip.tlsfiles import check_tls_files
+from bridge.sip.transports import SRTP_MODES, TRANSPORT_TYPES, account_config, transport_config
 
 _LOG = logging.getLogger("bridge.sip")
 _PJ_LOG = logging.getLogger("bridge.sip.pjsua")
@@ -87,6 +91,7 @@ def sip_error(operation: str, exc: BaseException) -> SipError:
 
 
 MEDIA_PORTS = ("auto", "native", "python")
+MIN_SE_FLOOR = 90  # RFC 4028 §4; pjsip_timer_init_session asserts it: a smaller Min-SE aborts the process
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +100,14 @@ class SipConfig:
 
     host: str = "127.0.0.1"  # SIP and RTP bind address ("0.0.0.0": all interfaces)
     port: int = 5060  # SIP port for every transport; 0 picks a free one (UDP first, TCP then tries the same)
-    transports: tuple[str, ...] = ("udp", "tcp")
-    public_address: str = ""  # advertised in Contact/Via/SDP instead of host (behind NAT); "" = host
+    transports: tuple[str, ...] = ("udp", "tcp")  # "tls" too: a TLS listener on tls_port (bridge.sip.transports)
+    tls_port: int = 0  # 0: any free port
+    tls_cert: str = ""  # PEM certificate and private key of the TLS listener (checked at construction)
+    tls_key: str = field(default="", repr=False)
+    tls_ca: str = ""  # PEM CA list that verifies the far end of connections this side opens; "": not verified
+    srtp: str = "off"  # off | optional | mandatory (SDES, RFC 4568; bridge.sip.transports)
+    public_address: str = ""  # advertised in Contact and Via (and SDP, unless rtp_public_address) instead of host
+    rtp_public_address: str = ""  # advertised in SDP (c=, o=) instead of host (1:1 NAT); "" = public_address
     rtp_port: int = 0  # first RTP port (RTCP is +1); 0: pjsua picks free ports
     rtp_port_range: int = 0  # number of ports from rtp_port to try; 0 = no limit
     max_calls: int = DOCUMENTED_CALL_CAP  # asked for; the library may cut it (see SipEndpoint.max_calls)
@@ -124,7 +135,10 @@ class SipConfig:
     # CALLBRIDGE_CLOCK_RT=0 turns it off.
     clock_realtime: bool = field(default_factory=lambda: os.environ.get("CALLBRIDGE_CLOCK_RT", "1") != "0")
     # Access control, checked by SipGateway on every INVITE before the app sees it (see bridge.sip.access):
-    allowed_sources: tuple[str, ...] = ()  # CIDRs / addresses INVITEs may come from; () = any; others get 403
+    allowed_sources: tuple[str, ...] = ()  # CIDRs / addresses INVITEs may come from; others get 403
+    # with no allowed_sources and no auth_users, only loopback sources and the trusted fronts' calls are answered
+    # (closed by default), unless this says any source on purpose
+    allow_any_source: bool = False
     auth_users: Mapping[str, str] = field(default_factory=dict, repr=False)  # digest user -> password; {} = off
     auth_realm: str = "callbridge"  # digest realm of the 401 challenges
     auth_exempt_sources: tuple[str, ...] = ()  # CIDRs trusted by address alone (no challenge), e.g. a carrier
@@ -137,9 +151,16 @@ class SipConfig:
     auth_lockout_s: float = 300.0  # ... lock that address out (403 at once) for this long
     auth_nonce_secret: str = field(default="", repr=False)  # HMAC key of nonces; "" = random per process (share
     # one across workers behind one dispatcher, so that a retry landing on another worker is still accepted)
+    # Every call bounded (bridge.sip.bounds): no RTP for rtp_timeout_s (rtp_hold_timeout_s while the caller holds)
+    # ends it with a BYE; SIP session timers (RFC 4028) with this interval and smallest accepted Min-SE.
+    rtp_timeout_s: float = 30.0
+    rtp_hold_timeout_s: float = 600.0
+    session_expires_s: int = 1800
+    session_min_se_s: int = 90
 
     def __post_init__(self) -> None:
         """Refuse a malformed configuration at construction, naming the field."""
+        self._check_security()
         if self.media_port not in MEDIA_PORTS:
             raise ValueError(f"SipConfig.media_port: expected one of {', '.join(MEDIA_PORTS)}, got {self.media_port!r}")
         if not 1 <= self.playout_lead_frames <= 16:
@@ -153,6 +174,13 @@ class SipConfig:
                 "SipConfig.media_beat_frames: playout_lead_frames + media_beat_frames - 1 must be at most 16 (the "
                 f"native port's ring), got {self.playout_lead_frames} + {self.media_beat_frames} - 1"
             )
+        if not (self.rtp_timeout_s > 0 and self.rtp_hold_timeout_s > 0):
+            raise ValueError("SipConfig.rtp_timeout_s, rtp_hold_timeout_s: must be > 0")
+        if not MIN_SE_FLOOR <= self.session_min_se_s <= self.session_expires_s:
+            raise ValueError(
+                f"SipConfig.session_min_se_s: expected {MIN_SE_FLOOR}..session_expires_s ({self.session_expires_s}), "
+                f"got {self.session_min_se_s}"
+            )
         for name in ("allowed_sources", "auth_exempt_sources", "trusted_fronts"):
             value = getattr(self, name)
             parse_networks(value, f"SipConfig.{name}")  # raises ValueError naming the field and the bad entry
@@ -165,6 +193,20 @@ class SipConfig:
         if users:
             self.digest_auth()  # validates auth_realm and auth_nonce_ttl_s
             self.auth_lockout()  # validates the lockout settings
+
+    def _check_security(self) -> None:
+        unknown = {name.lower() for name in self.transports} - set(TRANSPORT_TYPES)
+        if unknown:
+            raise ValueError(f"SipConfig.transports: unknown {', '.join(sorted(unknown))} (expected udp, tcp, tls)")
+        if self.srtp not in SRTP_MODES:
+            raise ValueError(f"SipConfig.srtp: expected one of {', '.join(SRTP_MODES)}, got {self.srtp!r}")
+        if "tls" in self.transports and (self.tls_cert or self.tls_key):
+            check_tls_files(
+                Path(self.tls_cert) if self.tls_cert else None,
+                Path(self.tls_key) if self.tls_key else None,
+                Path(self.tls_ca) if self.tls_ca else None,
+                names=("SipConfig.tls_cert", "SipConfig.tls_key", "SipConfig.tls_ca"),
+            )
 
     def digest_auth(self) -> DigestAuth | None:
         """The digest authenticator this configuration asks for, or None if ``auth_users`` is empty."""
@@ -188,9 +230,6 @@ class SipConfig:
             return AuthLockout(self.auth_max_failures, self.auth_failure_window_s, self.auth_lockout_s)
         except ValueError as exc:
             raise ValueError(f"SipConfig.{exc}") from None
-
-
-_TRANSPORT_TYPES = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP}
 
 
 _NATIVE = PJSUA
@@ -285,9 +324,9 @@ class RejectedCall:
 
     status_code: int
     reason: str
-    call_id: str  # the SIP Call-ID
-    caller: str  # user part of From
-    called: str  # user part of To
+    call_id: str  # the SIP Call-ID (cleaned: sipmsg.clean_text; no call of the bridge's was made for it)
+    caller: str  # user part of From (cleaned)
+    called: str  # user part of To (cleaned)
     source: str = ""  # "ip:port" the INVITE came from
     detail: str = ""  # why, for logs (never a credential)
 
@@ -307,9 +346,9 @@ class _Endpoint(pj.Endpoint):  # type: ignore[misc]  # pjsua2 has no stubs, so t
                 RejectedCall(
                     int(prm.statusCode),
                     str(prm.reason),
-                    call_id,
-                    user_part(str(prm.remoteInfo)),
-                    user_part(str(prm.localInfo)),
+                    clean_text(call_id, SIP_CALL_ID_CHARS),
+                    clean_text(user_part(str(prm.remoteInfo))),
+                    clean_text(user_part(str(prm.localInfo))),
                     source=str(prm.rdata.srcAddress),
                     detail="refused by pjsua",
                 )
@@ -378,8 +417,9 @@ class SetupBudget:
 class _Account(pj.Account):  # type: ignore[misc]  # pjsua2 has no stubs, so the base class is Any
     """The local account incoming calls land on; ``on_incoming`` gets ``OnIncomingCallParam`` on the loop thread."""
 
-    def __init__(self, on_incoming: Callable[[Any], None] | None, on_setup: Callable[[], None]) -> None:
+    def __init__(self, on_incoming: Callable[[Any], None] | None, on_setup: Callable[[], None], config: Any) -> None:
         super().__init__()
+        self.config = config  # the AccountConfig it was created with (modified to draw RTP ports)
         self._on_incoming = on_incoming
         self._on_setup = on_setup
 
@@ -399,6 +439,15 @@ class _Account(pj.Account):  # type: ignore[misc]  # pjsua2 has no stubs, so the
                 self._on_incoming(prm)
         except BaseException:
             _LOG.exception("incoming call handler failed")
+
+
+def _draw_rtp_port(media: Any, cfg: SipConfig) -> bool:
+    """Start a ``TransportConfig``'s RTP ports at a random even port of the configured range; False: no range."""
+    if not (cfg.rtp_port and cfg.rtp_port_range > 2):
+        return False
+    media.port = random_rtp_start(cfg.rtp_port, cfg.rtp_port_range - 1)
+    media.portRange = cfg.rtp_port + cfg.rtp_port_range - media.port
+    return True
 
 
 def _pjsua2_survivors() -> list[str]:
@@ -421,6 +470,7 @@ class SipEndpoint:
         self.max_calls = DOCUMENTED_CALL_CAP
         self.cap_source = "documented"
         self.sip_port = 0
+        self.tls_port = 0  # the TLS listener's, when "tls" is among the transports
         self.local_host = ""  # the address pjsua advertises (the bound one, or the default interface's)
         self.listening: list[str] = []  # "udp 127.0.0.1:5060", ...
         self._ep: Any = None
@@ -528,25 +578,25 @@ class SipEndpoint:
         self._read_call_cap(cfg)
 
         for name in cfg.transports:
-            kind = _TRANSPORT_TYPES.get(name.lower())
-            if kind is None:
-                raise SipError("transport", f"unknown transport {name!r} (expected udp or tcp)")
-            tc = pj.TransportConfig()
-            tc.boundAddress = "" if cfg.host in ("", "0.0.0.0") else cfg.host
-            tc.port = self.sip_port or cfg.port
-            if cfg.public_address:
-                tc.publicAddress = cfg.public_address
-            try:
-                tid = ep.transportCreate(kind, tc)
-            except pj.Error as exc:
-                raise sip_error(f"{name} transport on {cfg.host}:{tc.port}", exc) from None
-            local = str(ep.transportGetInfo(tid).localName)
-            self.sip_port = self.sip_port or int(local.rsplit(":", 1)[1])
-            self.local_host = self.local_host or local.rsplit(":", 1)[0]
-            self.listening.append(f"{name.lower()} {local}")
+            self._listen(ep, name.lower())
         ep.libStart()
         ep.audDevManager().setNullDev()
         self._restrict_codecs(ep, cfg.concealment)
+
+    def _listen(self, ep: Any, name: str) -> None:
+        cfg = self.config
+        port = cfg.tls_port if name == "tls" else self.sip_port or cfg.port
+        try:
+            tid = ep.transportCreate(TRANSPORT_TYPES[name], transport_config(name, cfg, port))
+        except pj.Error as exc:
+            raise sip_error(f"{name} transport on {cfg.host}:{port}", exc) from None
+        local = str(ep.transportGetInfo(tid).localName)
+        if name == "tls":
+            self.tls_port = int(local.rsplit(":", 1)[1])
+        else:
+            self.sip_port = self.sip_port or int(local.rsplit(":", 1)[1])
+        self.local_host = self.local_host or local.rsplit(":", 1)[0]
+        self.listening.append(f"{name} {local}")
 
     def _read_call_cap(self, cfg: SipConfig) -> None:
         actual = _native_uint("pjsua_call_get_max_count")
@@ -599,19 +649,9 @@ class SipEndpoint:
         """
         cfg = self.config
         host = cfg.public_address or self.local_host or cfg.host
-        acfg = pj.AccountConfig()
-        acfg.idUri = f"sip:{cfg.user}@{host}:{self.sip_port}"
-        if credentials is not None:
-            user, password = credentials
-            acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", user, 0, password))
-        media = acfg.mediaConfig.transportConfig
-        media.port = cfg.rtp_port
-        media.portRange = cfg.rtp_port_range
-        if cfg.host not in ("", "0.0.0.0"):
-            media.boundAddress = cfg.host
-        if cfg.public_address:
-            media.publicAddress = cfg.public_address
-        account = _Account(on_incoming, self.note_call_setup)
+        acfg = account_config(cfg, host, self.tls_port if "tls" in cfg.transports else self.sip_port, credentials)
+        _draw_rtp_port(acfg.mediaConfig.transportConfig, cfg)
+        account = _Account(on_incoming, self.note_call_setup, acfg)
         try:
             account.create(acfg, not self._accounts)
         except pj.Error as exc:
@@ -665,8 +705,16 @@ class SipEndpoint:
         return events + crossing.drain()
 
     def note_call_setup(self) -> None:
-        """A call got media sockets (an incoming call reached ``onIncomingCall``, or we placed one)."""
+        """A call got media sockets (an incoming call reached ``onIncomingCall``, or we placed one); the next call's
+        RTP port is drawn at random within the range (pjsua's ``randomizePort`` draws only the first one)."""
         self.setup_budget.count_setup(time.monotonic())
+        cfg = self.config
+        if self._accounts and _draw_rtp_port(self._accounts[0].config.mediaConfig.transportConfig, cfg):
+            account = self._accounts[0]
+            try:
+                account.modify(account.config)  # a new port resets pjsua's next RTP port (pjsua_acc_modify)
+            except pj.Error as exc:
+                _LOG.warning("RTP port draw: %s", sip_error("account.modify", exc))
 
     @property
     def active_calls(self) -> int:

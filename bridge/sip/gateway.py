@@ -64,6 +64,8 @@ import contextlib
 import logging
 import os
 import string
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -71,11 +73,13 @@ from typing import Any
 
 import pjsua2 as pj
 
+from bridge import metrics
 from bridge.audio.frames import FrameSource, StreamKernel
-from bridge.events import CallerHungUp, Dtmf, Event, TransferProgress
+from bridge.events import CallerHungUp, Dtmf, DtmfSource, Event, TransferProgress
 from bridge.sip.access import (
     FORBIDDEN_LOCKED_OUT,
     FORBIDDEN_SOURCE,
+    LOOPBACK,
     SOURCE_HEADER,
     AuthResult,
     caller_source,
@@ -84,18 +88,30 @@ from bridge.sip.access import (
     source_allowed,
     source_ip,
 )
+from bridge.sip.bounds import (
+    MEDIA_TIMEOUT,
+    MEDIA_TIMEOUT_HEADER,
+    SESSION_TIMER_EXPIRED,
+    RtpWatch,
+    session_timer_expired,
+)
 from bridge.sip.cport import NativePort, NativeUplink
 from bridge.sip.crossing import MediaPort
 from bridge.sip.endpoint import CallGone, RejectedCall, SipConfig, SipEndpoint, SipError, sip_error
+from bridge.sip.outbound import HumanCall, dial
+from bridge.sip.rtpguard import MediaGuard, media_source, sdp_connection_ip, unclaimed_media_sockets
 from bridge.sip.sipmsg import (
+    SIP_CALL_ID_CHARS,
     Dialog,
     RequestHead,
     body_shorter_than_declared,
+    clean_text,
     dialog_from_ack,
     header_values,
     parse_request_head,
     user_part,
 )
+from bridge.sip.transports import secure_media
 
 _LOG = logging.getLogger("bridge.sip")
 
@@ -103,6 +119,27 @@ OnFrame = Callable[[bytes, float], None]
 OnIncoming = Callable[["IncomingCall"], Awaitable[None]]
 
 DTMF_DIGITS = frozenset(string.digits + "*#ABCDabcd")  # RFC 4733 §3.2 events 0-15
+HEADER_CHARS = 1024  # a header value as the app sees it (IncomingCall.headers)
+
+
+def new_call_id() -> str:
+    """The bridge's own id of a call, made when its INVITE arrives: it names the call's files, Redis keys and log
+    lines. Never the caller's Call-ID (RFC 3261 §8.1.1.4 lets a caller write anything there, and reuse it)."""
+    return f"c-{uuid.uuid4().hex}"
+
+
+def _rx_packets(call: Any) -> int | None:
+    """RTP packets received on the call's audio streams so far (pjmedia's RTCP statistics), None with no stream."""
+    info = call.getInfo()  # keep the CallInfo alive while reading its media vector (SWIG returns a reference)
+    total: int | None = None
+    for media in info.media:
+        if media.type != pj.PJMEDIA_TYPE_AUDIO:
+            continue
+        try:
+            total = (total or 0) + int(call.getStreamStat(int(media.index)).rtcp.rxStat.pkt)
+        except pj.Error:
+            continue  # no stream right now (being rebuilt by a re-INVITE, or inactive)
+    return total
 
 
 def call_op(status: int = 0, reason: str | None = None, headers: dict[str, str] | None = None) -> Any:
@@ -174,7 +211,7 @@ class _GatewayCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so th
     def onDtmfDigit(self, prm: Any) -> None:
         try:
             if self.handle is not None:
-                source = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
+                source = DtmfSource.INFO if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else DtmfSource.RFC4733
                 self.handle._on_dtmf(str(prm.digit), source)
         except BaseException:
             _LOG.exception("onDtmfDigit")
@@ -227,8 +264,10 @@ class _RefusedCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so th
 class IncomingCall:
     """One incoming call as the app sees it. Every method runs on the event loop thread and returns at once.
 
-    Fields: ``call_id`` (SIP Call-ID), ``caller`` (user part of From), ``called`` (user part of the
-    request-URI), ``remote_addr`` ("ip:port" the INVITE came from, or the caller's as a trusted front reports it;
+    Fields: ``call_id`` (the bridge's own id, :func:`new_call_id`: it names files, keys and metrics),
+    ``sip_call_id`` (the caller's SIP Call-ID, as data), ``caller`` (user part of From), ``called`` (user part of the
+    request-URI); every caller-written value is passed through :func:`~bridge.sip.sipmsg.clean_text`.
+    ``remote_addr`` ("ip:port" the INVITE came from, or the caller's as a trusted front reports it;
     ``remote_ip`` without the port), ``peer_addr`` (the address the INVITE arrived from: the front, if any),
     ``headers`` (the INVITE's headers, lower-case names, first occurrence), ``auth_user`` (the digest user the
     INVITE authenticated as, or None when ``SipConfig.auth_users`` is off or the source is exempt).
@@ -242,34 +281,48 @@ class IncomingCall:
         info = call.getInfo()
         self._invite = str(prm.rdata.wholeMsg)
         head = parse_request_head(self._invite)
-        self.call_id: str = str(info.callIdString)
-        self.caller: str = user_part(str(info.remoteUri))
-        self.called: str = user_part(head.uri) if head else user_part(str(info.localUri))
+        self.call_id: str = new_call_id()
+        self.sip_call_id: str = clean_text(str(info.callIdString), SIP_CALL_ID_CHARS)
+        self.caller: str = clean_text(user_part(str(info.remoteUri)))
+        self.called: str = clean_text(user_part(head.uri) if head else user_part(str(info.localUri)))
         self.peer_addr: str = str(prm.rdata.srcAddress)
         self.remote_addr: str | None = gateway.caller_source(self.peer_addr, self._invite) or None
-        self.headers: dict[str, str] = dict(head.headers) if head else {}
+        self.headers: dict[str, str] = {
+            k: clean_text(v, HEADER_CHARS) for k, v in (head.headers if head else {}).items()
+        }
         self.auth_user: str | None = None
         self.dtmf_dropped = 0  # "digits" outside 0-9 * # A-D (a SIP INFO body can say anything)
         self.held = False  # the caller put the call on hold (re-INVITE with sendonly/inactive); see the module doc
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.disconnected = asyncio.Event()
         self.answered = False
+        self.confirmed = False  # the caller's ACK arrived
+        self.end_cause = ""  # the SIP-level bound that ended the call (bridge.sip.bounds), if one did
+        self._rtp: RtpWatch | None = None
         self.local_hangup = False
         self.hangup_code: int | None = None
         self.hangup_reason: str = ""
         self.codec: str | None = None  # "PCMU" / "PCMA" once media is up
+        self.srtp = False  # the audio runs SRTP (RTP/SAVP, bridge.sip.transports)
         self.dialog: Dialog | None = None  # from the caller's ACK: lets a restarted worker send BYE for this call
         self._gateway = gateway
         self._call: _GatewayCall | None = call
         self._port: MediaPort | None = None
+        self._hold_player: Any = None  # a warm transfer's hold audio (pj.AudioMediaPlayer), while it plays
         self._on_frame: OnFrame | None = None
         self._transfer: asyncio.Future[TransferProgress] | None = None
         self._counters = dict.fromkeys(_COUNTERS, 0)  # this call's share of a pooled port's counters
         self._baseline = dict.fromkeys(_COUNTERS, 0)
+        self._guard: MediaGuard | None = None  # media from the caller only (bridge.sip.rtpguard)
+        try:
+            self._guard = gateway.media_guard(self._invite, self.remote_ip)
+        except Exception:  # the call goes on unguarded rather than not at all
+            _LOG.exception("%s: media source filter", self.call_id)
+        self._dropped = 0
 
     def __repr__(self) -> str:
         state = "ended" if self.disconnected.is_set() else "answered" if self.answered else "ringing"
-        return f"<IncomingCall {self.call_id} {self.caller}->{self.called} {state}>"
+        return f"<IncomingCall {self.call_id} ({self.sip_call_id!r}) {self.caller}->{self.called} {state}>"
 
     @property
     def remote_ip(self) -> str | None:
@@ -379,6 +432,49 @@ class IncomingCall:
             self._transfer.cancel()
         self._transfer = future
 
+    def dial(self, uri: str) -> HumanCall:
+        """A warm transfer's second leg: call ``uri`` from this endpoint (:mod:`bridge.sip.outbound`)."""
+        self._live("dial")
+        return self._gateway.dial_human(self, uri)
+
+    def hold(self, wav: str) -> None:
+        """A warm transfer's hold: the caller hears ``wav`` in a loop (pjsua2's file player, in the conference
+        bridge) and the call's media port is out of the call both ways: the session neither hears the caller nor
+        is heard by them, and its voice is free for the human (:meth:`bridge.sip.outbound.HumanCall.hear_agent`)."""
+        audio = self.audio_media()
+        if audio is None:
+            raise CallGone("hold", "the caller's leg has no audio")
+        if self._hold_player is None:
+            player = pj.AudioMediaPlayer()
+            try:
+                player.createPlayer(wav, 0)  # 0: loop
+            except pj.Error as exc:
+                raise sip_error("hold", exc) from None
+            self._hold_player = player
+        if self._port is not None:
+            self._port.route(audio, send=False, receive=False)
+        self._hold_player.startTransmit(audio)
+
+    def unhold(self) -> None:
+        """The hold ends: the player stops, and the media port is back in the call both ways (if attached)."""
+        player, self._hold_player = self._hold_player, None
+        audio = self.audio_media()
+        if player is not None and audio is not None:
+            with contextlib.suppress(pj.Error):
+                player.stopTransmit(audio)
+        if audio is not None and self._port is not None and self._port.attached:
+            self._port.route(audio, send=True, receive=True)
+
+    def route_port(self, audio_media: Any, on: bool) -> None:
+        """This call's media port -> another call's audio (the human hears the session), on or off."""
+        if self._port is not None:
+            self._port.route(audio_media, send=on, receive=False)
+
+    def audio_media(self) -> Any:
+        """The call's audio in the conference bridge (an ``AudioMedia``), or None."""
+        found = first_audio(self._call) if self._call is not None and not self.disconnected.is_set() else None
+        return found[0] if found is not None else None
+
     async def wait_transfer(self) -> TransferProgress:
         """The final ``TransferProgress`` of the last :meth:`transfer`; :class:`CallGone` if the call ended first."""
         if self._transfer is None:
@@ -447,6 +543,11 @@ class IncomingCall:
         now = _port_counters(self._port)
         return {name: now[name] - self._baseline[name] for name in _COUNTERS}
 
+    @property
+    def rtp_dropped(self) -> int:
+        """Media packets dropped on this call's sockets so far: from other addresses than the caller's media."""
+        return self._guard.dropped() if self._guard is not None else self._dropped
+
     def _deliver(self, pcm: bytes, t_capture: float) -> None:
         on_frame = self._on_frame
         if on_frame is not None:
@@ -457,7 +558,7 @@ class IncomingCall:
     def _emit(self, event: Event) -> None:
         self.events.put_nowait(event)
 
-    def _on_dtmf(self, digit: str, source: str) -> None:
+    def _on_dtmf(self, digit: str, source: DtmfSource) -> None:
         normal = digit.upper()
         if len(normal) != 1 or normal not in DTMF_DIGITS:
             self.dtmf_dropped += 1
@@ -478,8 +579,15 @@ class IncomingCall:
             return
         audio, index = found
         with contextlib.suppress(pj.Error):
-            self.codec = str(call.getStreamInfo(index).codecName)
-        if self._port is not None:
+            stream = call.getStreamInfo(index)
+            self.codec = str(stream.codecName)
+            self.srtp = secure_media(call, index)
+            if self._guard is not None:  # a re-INVITE may move the caller's media
+                self._guard.lock(media_source(str(stream.remoteRtpAddress).rpartition(":")[0], self.remote_ip))
+        if self._hold_player is not None:  # on a warm transfer's hold (a re-INVITE may bring new media)
+            with contextlib.suppress(pj.Error):
+                self._hold_player.startTransmit(audio)
+        elif self._port is not None:
             try:
                 self._port.connect(audio)
             except pj.Error as exc:
@@ -488,13 +596,21 @@ class IncomingCall:
     def _on_state(self, info: Any, received: str | None = None) -> None:
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
             self.answered = True
+            if not self.confirmed:
+                cfg = self._gateway.config
+                self._rtp = RtpWatch(cfg.rtp_timeout_s, cfg.rtp_hold_timeout_s, time.monotonic())
+            self.confirmed = True
             if received and self.dialog is None:
                 self.dialog = dialog_from_ack(received, self._invite, self.peer_addr)
             self._invite = ""  # only the dialog needed it
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED and not self.disconnected.is_set():
             self.hangup_code = int(info.lastStatusCode)
             self.hangup_reason = str(info.lastReason)
-            self._emit(CallerHungUp(sip_code=self.hangup_code, reason=self.hangup_reason))
+            if not self.end_cause and session_timer_expired(self.confirmed, self.local_hangup, self.hangup_code):
+                self._bounded(SESSION_TIMER_EXPIRED)
+            if self.end_cause:
+                self.hangup_reason = self.end_cause
+            self._emit(CallerHungUp(sip_code=self.hangup_code, reason=self.hangup_reason, bound=self.end_cause))
             self.disconnected.set()
             transfer = self._transfer
             if transfer is not None and not transfer.done():
@@ -502,6 +618,24 @@ class IncomingCall:
             self._on_frame = None
             # Drop the pjsua2 objects after this callback has returned (not from inside it).
             asyncio.get_running_loop().call_soon(self._release)
+
+    def _check_media(self, now: float) -> None:
+        """The gateway's periodic look at the caller's RTP (bridge.sip.bounds): a silent caller is hung up."""
+        call, watch = self._call, self._rtp
+        if call is None or watch is None or self.disconnected.is_set() or self.end_cause:
+            return
+        try:
+            packets = _rx_packets(call)
+        except pj.Error:
+            return
+        if watch.observe(packets, self.held, now):
+            self._bounded(MEDIA_TIMEOUT, f"no RTP for {watch.quiet_s(now):.0f} s")
+            self.hangup(MEDIA_TIMEOUT_HEADER)
+
+    def _bounded(self, cause: str, detail: str = "") -> None:
+        self.end_cause = cause
+        metrics.SIP_BOUNDED.labels(cause).inc()
+        _LOG.warning("%s (Call-ID %r): %s%s", self.call_id, self.sip_call_id, cause, f" ({detail})" if detail else "")
 
     def _on_transfer(self, progress: TransferProgress) -> None:
         self._emit(progress)
@@ -514,6 +648,14 @@ class IncomingCall:
         call, self._call = self._call, None
         if call is not None:
             call.handle = None
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            self._gateway.unclaim(guard)
+            self._dropped = guard.close()
+            if self._dropped:
+                metrics.RTP_FOREIGN_DROPPED.inc(self._dropped)
+                _LOG.warning("%s: dropped %d media packets not from %s", self.call_id, self._dropped, guard.source)
+        self._hold_player = None
         if self._port is not None:
             self._counters = self.media_counters
             self._gateway.endpoint.release_port(self._port)
@@ -571,11 +713,29 @@ class SipGateway:
         self._fronts = parse_networks(config.trusted_fronts, "SipConfig.trusted_fronts")
         self._auth = config.digest_auth()
         self._lockout = config.auth_lockout()
+        # closed by default: nothing configured means loopback sources and the trusted fronts' calls only
+        self._closed_default = not (self._allowed or self._auth or config.allow_any_source)
+        self._watch: asyncio.Task[None] | None = None
+        self._claimed: set[str] = set()  # media sockets (inodes) of the calls' guards
+        self._humans: dict[int, HumanCall] = {}  # warm transfers' second legs, until pjsua has finished them
 
     async def start(self) -> None:
         self.endpoint.start()
         self._account = self.endpoint.create_account(self._incoming)
         self.endpoint.on_release(self._drop_all)
+        self._watch = asyncio.get_running_loop().create_task(self._watch_media(), name="sip-media-watch")
+
+    async def _watch_media(self) -> None:
+        """Every call's RTP, looked at about four times per ``rtp_timeout_s`` (at most once a second)."""
+        interval = min(1.0, self.config.rtp_timeout_s / 4)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for handle in list(self._calls.values()):
+                try:
+                    handle._check_media(now)
+                except Exception:
+                    _LOG.exception("media watch of %s", handle.call_id)
 
     async def __aenter__(self) -> SipGateway:
         await self.start()
@@ -636,11 +796,36 @@ class SipGateway:
         self._calls[id(handle)] = handle
         self.calls_total += 1
         _LOG.info(
-            "incoming call %s from %s (%s) to %s", handle.call_id, handle.caller, handle.remote_addr, handle.called
+            "incoming call %s (Call-ID %r) from %r (%s) to %r",
+            handle.call_id,
+            handle.sip_call_id,
+            handle.caller,
+            handle.remote_addr,
+            handle.called,
         )
         task = asyncio.get_running_loop().create_task(self._run_app(handle), name=f"call-{handle.call_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def media_guard(self, invite: str, signalling_ip: str | None) -> MediaGuard | None:
+        """A new call's media source filter (bridge.sip.rtpguard), locked to the offer's address (or the caller's,
+        behind NAT) before the 200 OK is sent. None without an IPv4 offer or media sockets."""
+        source = media_source(sdp_connection_ip(invite.partition("\r\n\r\n")[2]), signalling_ip)
+        if source is None:
+            return None
+        cfg = self.config
+        ports = (
+            range(cfg.rtp_port, cfg.rtp_port + cfg.rtp_port_range + 2) if cfg.rtp_port and cfg.rtp_port_range else None
+        )
+        guard = MediaGuard(unclaimed_media_sockets(self.endpoint.sip_port, self._claimed, ports))
+        if not guard.sockets:
+            return None
+        self._claimed.update(guard.sockets)
+        guard.lock(source)
+        return guard
+
+    def unclaim(self, guard: MediaGuard) -> None:
+        self._claimed.difference_update(guard.sockets)
 
     def caller_source(self, packet_source: str, message: str) -> str:
         """Where the request came from: ``packet_source``, or the caller's address a trusted front reports."""
@@ -648,17 +833,32 @@ class SipGateway:
             return packet_source
         return caller_source(packet_source, header_values(message, SOURCE_HEADER.lower()), self._fronts)
 
+    def front_user(self, packet_source: str, message: str) -> str:
+        """The digest user a trusted front authenticated the caller as (``X-Callbridge-Auth``, which the front
+        writes itself and removes from callers' requests: bridge/serve/kamailio/kamailio.cfg), else ""."""
+        if not self._fronts or not in_networks(packet_source, self._fronts):
+            return ""
+        values = header_values(message, "x-callbridge-auth")
+        return values[-1].strip() if values else ""
+
     def _screen(self, prm: Any) -> _Verdict:
         """The gateway's checks of a new INVITE, in order: source allowlist, Content-Length, digest auth."""
         message = str(prm.rdata.wholeMsg)
         source = self.caller_source(str(prm.rdata.srcAddress), message)
         if self._allowed and not in_networks(source, self._allowed):
             return _Verdict(403, FORBIDDEN_SOURCE, "not in SipConfig.allowed_sources")
+        if self._closed_default and not (
+            in_networks(str(prm.rdata.srcAddress), self._fronts) or in_networks(source, LOOPBACK)
+        ):
+            return _Verdict(403, FORBIDDEN_SOURCE, "nothing configured: loopback and trusted fronts only")
         if body_shorter_than_declared(message):
             return _Verdict(400, "Bad Request (Content-Length larger than the body)", "truncated body")
         auth = self._auth
         if auth is None or (self._exempt and in_networks(source, self._exempt)):
             return _Verdict(0, "", "")
+        vetted = self.front_user(str(prm.rdata.srcAddress), message)
+        if vetted:  # the front checked the caller's digest credentials (front_auth) and named the user
+            return _Verdict(0, "", "authenticated at the front", user=vetted)
         head = parse_request_head(message)
         if head is None:  # pjsua gave us an INVITE; this cannot happen unless the text is not what it parsed
             return _Verdict(400, "Bad Request", "unparsable request line")
@@ -685,9 +885,9 @@ class SipGateway:
         rejected = RejectedCall(
             verdict.status,
             verdict.reason,
-            headers.get("call-id", ""),
-            user_part(headers.get("from", "")),
-            user_part(head.uri) if head else "",
+            clean_text(headers.get("call-id", ""), SIP_CALL_ID_CHARS),
+            clean_text(user_part(headers.get("from", ""))),
+            clean_text(user_part(head.uri) if head else ""),
             self.caller_source(str(prm.rdata.srcAddress), message),
             verdict.detail,
         )
@@ -732,6 +932,18 @@ class SipGateway:
                 except SipError as exc:
                     _LOG.debug("closing %s: %s", handle.call_id, exc)
 
+    def dial_human(self, caller: IncomingCall, uri: str) -> HumanCall:
+        if self._account is None:
+            raise SipError("dial", "the gateway is not started")
+        self.endpoint.note_call_setup()
+        human = dial(caller, self._account, uri, call_op(), self._human_gone)
+        if not human.ended.is_set():
+            self._humans[id(human)] = human
+        return human
+
+    def _human_gone(self, human: HumanCall) -> None:
+        self._humans.pop(id(human), None)
+
     def _forget(self, handle: IncomingCall) -> None:
         self._calls.pop(id(handle), None)
 
@@ -739,6 +951,9 @@ class SipGateway:
         for handle in list(self._calls.values()):
             handle._release()
         self._calls.clear()
+        for human in list(self._humans.values()):
+            human.release()
+        self._humans.clear()
         for refused in self._refused.values():
             refused.on_gone = None
         self._refused.clear()
@@ -746,8 +961,15 @@ class SipGateway:
 
     async def close(self) -> None:
         """Hang up every call, stop the app tasks, destroy the endpoint."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
         for handle in list(self._calls.values()):
             handle.hangup()
+        for human in list(self._humans.values()):
+            human.hangup()
         tasks = list(self._tasks)
         if tasks:
             # Give apps a moment to see CallerHungUp and finish on their own, then cancel the rest.

@@ -24,6 +24,7 @@ its saved traceback keeps the port alive, which aborts the process at ``libDestr
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import time
@@ -157,6 +158,15 @@ class BridgePort(pj.AudioMediaPort):  # type: ignore[misc]  # pjsua2 has no stub
 
     def connect(self, audio_media: Any) -> None:
         connect_both_ways(self, audio_media)
+
+    def route(self, audio_media: Any, *, send: bool, receive: bool) -> None:
+        """As :meth:`bridge.sip.cport.NativePort.route`."""
+        for source, sink, on in ((self, audio_media, send), (audio_media, self, receive)):
+            if on:
+                source.startTransmit(sink)
+            else:
+                with contextlib.suppress(pj.Error):  # not connected: nothing to undo
+                    source.stopTransmit(sink)
 
     # -- clock thread -------------------------------------------------------------------------------------
 

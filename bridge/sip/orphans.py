@@ -32,15 +32,22 @@ def _cseq() -> int:
     return int(time.time()) % (2**31)
 
 
-async def send_bye(dialog: Dialog, *, user_agent: str = "callbridge", timeout_s: float = 2.0) -> bool:
-    """Send one BYE for ``dialog``; False if it could not be sent (no usable destination, connect refused)."""
+async def send_bye(
+    dialog: Dialog, *, local_host: str | None = None, user_agent: str = "callbridge", timeout_s: float = 2.0
+) -> bool:
+    """Send one BYE for ``dialog``; False if it could not be sent (no usable destination, connect refused).
+
+    ``local_host``: the worker's own SIP address, sent from: a front relays a request from the callee's side of a
+    dialog only when it comes from one of its workers (bridge/serve/kamailio/kamailio.cfg, route[WITHINDLG])."""
     destination = dialog.destination()
     if destination is None:
         return False
     branch = "z9hG4bK" + secrets.token_hex(8)
     try:
         if dialog.transport == "tcp":
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(*destination), timeout_s)
+            local = (local_host, 0) if local_host else None
+            opening = asyncio.open_connection(*destination, local_addr=local)
+            reader, writer = await asyncio.wait_for(opening, timeout_s)
             host, port = writer.get_extra_info("sockname")[:2]
             writer.write(build_bye(dialog, f"{host}:{port}", branch, _cseq(), user_agent))
             await writer.drain()
@@ -51,6 +58,8 @@ async def send_bye(dialog: Dialog, *, user_agent: str = "callbridge", timeout_s:
         family = socket.AF_INET6 if ":" in destination[0] else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
+            if local_host:
+                sock.bind((local_host, 0))
             sock.connect(destination)  # picks the local address the caller can answer to
             host, port = sock.getsockname()[:2]
             request = build_bye(dialog, f"{host}:{port}", branch, _cseq(), user_agent)
@@ -63,8 +72,9 @@ async def send_bye(dialog: Dialog, *, user_agent: str = "callbridge", timeout_s:
         return False
 
 
-async def end_orphans(dialogs_json: Iterable[str]) -> int:
-    """BYE for every stored dialog (JSON text from the call's Redis hash); returns how many were sent."""
+async def end_orphans(dialogs_json: Iterable[str], local_host: str | None = None) -> int:
+    """BYE for every stored dialog (JSON text from the call's Redis hash), sent from ``local_host`` (None: the
+    address the kernel picks); returns how many were sent."""
     sent = 0
     for text in dialogs_json:
         try:
@@ -72,7 +82,7 @@ async def end_orphans(dialogs_json: Iterable[str]) -> int:
         except (ValueError, KeyError, TypeError, AttributeError):
             _LOG.warning("unusable stored dialog (%d chars): no BYE sent", len(text))
             continue
-        if await send_bye(dialog):
+        if await send_bye(dialog, local_host=local_host):
             sent += 1
             _LOG.warning("call %s: its worker died; sent the caller a BYE", dialog.call_id)
     return sent

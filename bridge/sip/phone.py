@@ -34,11 +34,13 @@ import pjsua2 as pj
 
 from bridge.audio.analysis import audio_stats
 from bridge.audio.frames import FRAME_BYTES, SILENCE
+from bridge.audio.line import EchoingLine, LineEcho
 from bridge.audio.wav import read_wav, write_wav
 from bridge.sip.crossing import MediaPort
 from bridge.sip.endpoint import SipConfig, SipEndpoint, sip_error
 from bridge.sip.gateway import DTMF_DIGITS, call_op, first_audio
 from bridge.sip.sipmsg import user_part
+from bridge.sip.transports import secure_media
 
 _LOG = logging.getLogger("bridge.sip.phone")
 
@@ -73,6 +75,40 @@ class PcmSource:
         return frames[index]
 
 
+class EchoingSource:
+    """A phone whose line returns what it hears (a hybrid, a speakerphone): each frame it sends is its own (the
+    WAV, or silence) plus a frame it heard, through an :class:`~bridge.audio.line.EchoingLine`. Frames are paired
+    by count, not by arrival: the n-th frame sent carries the echo of the (n - :data:`DEPTH`)-th frame heard, so
+    the echo's delay stays constant (the line's plus DEPTH frames) however the loop bunches them. ``heard`` runs
+    on the loop, ``pop_frame`` where the media port pulls (a dict item set and get between them)."""
+
+    DEPTH = 6  # frames: more than the loop ever bunches, so the frame to return is always there
+
+    def __init__(self, source: PcmSource | None, echo: LineEcho) -> None:
+        self._source = source
+        self._line = EchoingLine(echo)
+        self._heard: dict[int, bytes] = {}
+        self._received = 0
+        self._sent = 0
+
+    @property
+    def finished(self) -> bool:
+        return self._source is None or self._source.finished
+
+    def heard(self, pcm: bytes) -> None:
+        """What the phone heard, in any number of whole frames (the port may hand over several at once)."""
+        for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
+            self._heard[self._received] = pcm[i : i + FRAME_BYTES]
+            self._heard.pop(self._received - 500, None)  # 10 s kept at most
+            self._received += 1
+
+    def pop_frame(self) -> bytes:
+        said = self._source.pop_frame() if self._source is not None else SILENCE
+        back = self._heard.get(self._sent - self.DEPTH, SILENCE)
+        self._sent += 1
+        return self._line.step(back, said)
+
+
 @dataclass(eq=False)
 class _Leg:
     """One pjsua2 call of this phone: the call we placed, one a REFER made us place, or one we answered."""
@@ -93,6 +129,7 @@ class _Leg:
     received: bytearray = field(default_factory=bytearray)
     frames: int = 0
     dtmf_received: str = ""
+    srtp: bool = False  # the audio ran SRTP (RTP/SAVP)
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -126,7 +163,9 @@ class _Leg:
         found = first_audio(call)
         if found is None:
             return
-        audio, _index = found
+        audio, index = found
+        with contextlib.suppress(pj.Error):
+            self.srtp = secure_media(call, index)
         if self.port is None:
             self.port = self.session.phone.endpoint.acquire_port()
         self.session.on_media(self)
@@ -139,6 +178,8 @@ class _Leg:
         self.received += pcm
         self.frames += 1
         self.session.recording += pcm
+        if isinstance(self.session.source, EchoingSource):
+            self.session.source.heard(pcm)
 
     def hangup(self, status: int = 0) -> None:
         if self.call is None or self.ended.is_set():
@@ -174,6 +215,7 @@ class _Leg:
             "disconnect_code": self.disconnect_code,
             "received": stats,
             "dtmf_received": self.dtmf_received,
+            "srtp": self.srtp,
         }
 
 
@@ -220,7 +262,9 @@ class _PhoneCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so the 
 class _Session:
     """Everything one ``call()`` or ``listen()`` does: its legs, the shared WAV source, the recording."""
 
-    def __init__(self, phone: Softphone, source: PcmSource | None, answer_after: float | None = None) -> None:
+    def __init__(
+        self, phone: Softphone, source: PcmSource | EchoingSource | None, answer_after: float | None = None
+    ) -> None:
         self.phone = phone
         self.source = source
         self.answer_after = answer_after
@@ -361,13 +405,15 @@ class Softphone:
         hangup_after: float | None = None,
         answer_timeout: float = 30.0,
         max_duration: float = 3600.0,
+        echo: LineEcho | None = None,
     ) -> dict[str, Any]:
-        """Call ``uri`` and return the summary (see the module docstring). Never raises for SIP failures."""
+        """Call ``uri`` and return the summary (see the module docstring). Never raises for SIP failures.
+        ``echo``: the line returns what this phone hears, that much down and that late (:class:`EchoingSource`)."""
         for digits, _at in dtmf:
             if set(digits) - DTMF_DIGITS:
                 raise ValueError(f"not DTMF digits: {digits!r}")
-        source = _source(play, loop_play)
-        session = _Session(self, source)
+        plain = _source(play, loop_play)
+        session = _Session(self, plain if echo is None else EchoingSource(plain, echo))
         self._sessions.append(session)
         leg = session.new_leg("caller", uri)
         assert leg.call is not None
@@ -476,6 +522,7 @@ def _call_summary(session: _Session, leg: _Leg, dtmf_sent: str) -> dict[str, Any
         "sip_status": leg.sip_status,
         "reason": leg.reason,
         "answered": start is not None,
+        "srtp": leg.srtp,  # the audio ran SRTP (RTP/SAVP)
         "duration_s": round(end - start, 3) if start is not None else 0.0,
         "hangup_by": "local" if last.local_hangup else ("remote" if last.ended_at is not None else None),
         "disconnect_code": first["disconnect_code"],

@@ -4,6 +4,7 @@ the dialog of a confirmed call with the BYE that ends it from outside the proces
 pjsua2 hands the gateway name-addr strings (``"Alice" <sip:alice@host>;tag=x``) and the raw INVITE
 (``SipRxData.wholeMsg``); the app wants ``alice`` and the dialled number, and the gateway's screening wants every
 ``Authorization`` header (:func:`header_values`) and a check of ``Content-Length`` (:func:`body_shorter_than_declared`).
+Whatever a caller wrote is data: :func:`clean_text` makes it safe to store and log (never a name of anything).
 """
 
 from __future__ import annotations
@@ -26,6 +27,22 @@ _COMPACT = {
 }
 
 _URI_IN_BRACKETS = re.compile(r"<([^>]*)>")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+SIP_CALL_ID_CHARS = 256  # a caller's Call-ID as the bridge keeps it (pjsua itself keeps 128 characters)
+SIP_NAME_CHARS = 128  # a caller's user part (From, To, request-URI) as the bridge keeps it
+
+
+def clean_text(value: str, limit: int = SIP_NAME_CHARS) -> str:
+    """A caller-supplied SIP value made safe to store and log: bytes that are not UTF-8 (pjsua2's strings carry
+    them as lone surrogates) become U+FFFD, control characters ``\\xNN``, and the text is cut to ``limit``
+    characters with a ``...`` mark. Never raises: what it returns always encodes as UTF-8."""
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8", "surrogatepass")
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", raw.decode("utf-8", "replace"))
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
 
 
 def user_part(name_addr: str) -> str:

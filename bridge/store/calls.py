@@ -7,11 +7,12 @@ What a call writes (key names and TTLs in :mod:`bridge.store.keys`):
 * membership in its worker's live set, and the worker's heartbeat key (``SET ... EX``), refreshed every few seconds.
 
 The call session only ever calls cheap synchronous methods (:meth:`CallStore.update`, :meth:`CallStore.event`,
-:meth:`CallStore.end`, or the :meth:`CallStore.listener_for` adapter on ``CallSession.listeners``). They touch
-memory only: an in-memory snapshot of each call's full hash (with the names of the fields changed since the last
-flush) and a bounded queue of stream entries. They must be called on the event loop's thread (pjsua2 callbacks only
-copy and enqueue onto the loop; see docs/pjsip.md). A background task flushes one pipeline every ``flush_interval_s``:
-changed hash fields coalesced per call, stream entries in order, live-set membership, the heartbeat.
+:meth:`CallStore.end`, or the :meth:`CallStore.listener_for` adapter on ``CallSession.listeners``). They touch memory
+only (:mod:`bridge.store.pending`): an in-memory snapshot of each call's full hash (with the names of the fields changed
+since the last flush) and a bounded queue of stream entries. They must be called on the event loop's thread (pjsua2
+callbacks only copy and enqueue onto the loop; see docs/pjsip.md). A background task flushes one pipeline every
+``flush_interval_s``: changed hash fields coalesced per call, stream entries in order, live-set membership, the
+heartbeat.
 
 A Redis outage never stops a call::
 
@@ -44,36 +45,28 @@ import logging
 import os
 import socket
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
-from redis.typing import EncodableT, FieldT
 
 from bridge import events as ev
 from bridge.errors import redact
 from bridge.store import keys
 from bridge.store.connection import backoff, connect, is_outage, safe_url
-from bridge.store.read import RECENT_EVENTS, CallDetail, CallSummary, read_call, read_live_calls, text
+from bridge.store.ended import index_ended
+from bridge.store.pending import MAX_QUEUE, PHASE_ENDED, Batch, PendingWrites, Probe, stamp
+from bridge.store.read import RECENT_EVENTS, CallDetail, CallSummary, as_float, read_call, read_live_calls, text
+from bridge.store.spool import replay_spool, spool_pending
 
 log = logging.getLogger("bridge.store")
 
 Listener = Callable[[ev.Report], None]
-Probe = Callable[[], Mapping[str, Any]]
 
 FLUSH_INTERVAL_S = 0.15
-MAX_QUEUE = 10_000  # stream entries held while Redis is away; beyond it the oldest are dropped (``dropped_writes``)
-MAX_ENDED_PENDING = 1_000  # ended calls whose final state is still unwritten; beyond it the oldest is given up
-RESYNC_TAIL = 200  # stream entries per call kept after they were written, re-appended by a re-sync
-BATCH_ENTRIES = 1_000  # stream entries per pipeline
-
-# Stored report fields that are hash fields of the same name.
-_HASH_FROM_REPORT = frozenset(keys.PROTOCOL_FIELDS + keys.PROGRESS_FIELDS + ("model", "voice", "dialect"))
-_STREAM_DATA_MAX = 200  # characters of one extra data value in a stream entry
-_PHASE_ENDED = "ENDED"
 
 
 def default_worker_id() -> str:
@@ -82,43 +75,6 @@ def default_worker_id() -> str:
 
 def _duplicate_id(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and "equal or smaller" in str(exc)
-
-
-def _field_value(value: Any) -> str:
-    """A hash field or stream value: text, cut to ``keys.SUMMARY_MAX_CHARS``, with anything key-shaped redacted."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.3f}".rstrip("0").rstrip(".")
-    return redact(str(value)[: keys.SUMMARY_MAX_CHARS])
-
-
-def _stamp(t: float) -> str:
-    return f"{t:.3f}"
-
-
-@dataclass
-class _Entry:
-    call_id: str
-    id: str
-    fields: dict[FieldT, EncodableT]  # str -> str; typed as redis-py's XADD wants it
-
-
-@dataclass
-class _Call:
-    state: dict[str, str]
-    dirty: set[str] = field(default_factory=set)
-    member_dirty: bool = True  # SADD (live) or SREM (ended) still to write
-    ended: bool = False
-    pending: int = 0  # stream entries of this call in the queue
-    tail: deque[_Entry] = field(default_factory=lambda: deque(maxlen=RESYNC_TAIL))
-    probe: Probe | None = None
-    last_ms: int = 0
-    seq: int = 0
 
 
 async def reap_dead_workers(
@@ -148,10 +104,18 @@ async def reap_dead_workers(
     return out
 
 
+async def mark_ended(
+    client: aioredis.Redis, call_ids: list[str], reason: str, *, now: float | None = None
+) -> list[str]:
+    """Mark these calls ended (phase, ``ended_at``, ``end_reason``) unless they already are; returns those marked.
+    Raises ``RedisError`` subclasses."""
+    return await _mark_ended(client, call_ids, reason, now=now)
+
+
 async def _mark_ended(client: aioredis.Redis, call_ids: list[str], reason: str, *, now: float | None) -> list[str]:
     if not call_ids:
         return []
-    t = _stamp(time.time() if now is None else now)
+    t = stamp(time.time() if now is None else now)
     pipe = client.pipeline(transaction=False)
     for call_id in call_ids:
         pipe.hget(keys.call(call_id), "ended_at")
@@ -162,8 +126,9 @@ async def _mark_ended(client: aioredis.Redis, call_ids: list[str], reason: str, 
     for call_id in marked:
         # Only the hash: a stream entry added here (with a server-time id) would make Redis refuse, as "equal or
         # smaller", the entries a merely stalled worker still has queued for this call.
-        pipe.hset(keys.call(call_id), mapping={"phase": _PHASE_ENDED, "ended_at": t, "end_reason": reason})
+        pipe.hset(keys.call(call_id), mapping={"phase": PHASE_ENDED, "ended_at": t, "end_reason": reason})
         pipe.expire(keys.call(call_id), keys.CALL_TTL_S)
+        index_ended(pipe, call_id, float(t), keys.CALL_TTL_S)
     await pipe.execute()
     return marked
 
@@ -199,6 +164,7 @@ class CallStore:
         retry_initial_s: float = 0.1,
         retry_cap_s: float = 5.0,
         clock: Callable[[], float] = time.time,
+        spool_dir: Path | None = None,
         **redis_kwargs: Any,
     ) -> None:
         if client is None:
@@ -212,7 +178,6 @@ class CallStore:
         self.where = safe_url(url) if url else "redis client"
         self.worker = worker or default_worker_id()
         self.flush_interval_s = flush_interval_s
-        self.max_queue = max_queue
         self.stream_maxlen = stream_maxlen
         self.call_ttl_s = call_ttl_s
         self.heartbeat_interval_s = heartbeat_interval_s
@@ -221,8 +186,12 @@ class CallStore:
         self.retry_initial_s = retry_initial_s
         self.retry_cap_s = retry_cap_s
         self._clock = clock
+        self.spool_dir = spool_dir  # what a stop during an outage could not write goes here (bridge/store/spool.py)
+        self.spooled_calls = 0
+        self.spool_failures = 0  # calls whose final state went to the spool at close
+        self.replayed_calls = 0  # calls written from spool files (this worker's or a previous run's)
+        self.pending = PendingWrites(self.worker, clock, max_queue)
         # counters and gauges
-        self.dropped_writes = 0
         self.write_errors = 0
         self.rejected_writes = 0
         self.outages = 0
@@ -230,9 +199,7 @@ class CallStore:
         self.flushes = 0
         self.connected = False
         self.last_error = ""
-        # state
-        self._calls: dict[str, _Call] = {}
-        self._queue: deque[_Entry] = deque()
+        # the writer's state
         self._writing = False  # a pipeline is on its way: what it took is off the queue but not yet written
         self._resync = True  # the first write is a full sync (and adopts what a previous incarnation left behind)
         self._first_sync = True
@@ -263,7 +230,8 @@ class CallStore:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
             self._task = None
-            if self.connected and not any(not c.ended for c in self._calls.values()):
+            self._spool_unwritten()
+            if self.connected and not self.pending.live_calls:
                 with contextlib.suppress(RedisError, OSError):
                     pipe = self.client.pipeline(transaction=False)
                     pipe.delete(keys.worker_heartbeat(self.worker))
@@ -272,6 +240,29 @@ class CallStore:
         if self._owns_client:
             with contextlib.suppress(RedisError, OSError):
                 await self.client.aclose()
+
+    def _spool_unwritten(self) -> None:
+        """At close: what Redis did not take goes to a spool file, logged and counted (never dropped silently)."""
+        pending = self.pending
+        unwritten = pending.queue_depth or pending.members_dirty or (pending.calls and not self.connected)
+        if not unwritten:
+            return
+        if self.spool_dir is None:
+            log.error("worker %s: %d call state write(s) not written to Redis and no spool: lost", self.worker,
+                      pending.queue_depth)  # fmt: skip
+            return
+        try:
+            spooled = spool_pending(pending, self.spool_dir)
+        except OSError as exc:
+            log.error("worker %s: call state not written to Redis, nor to the spool %s: %s", self.worker,
+                      self.spool_dir, exc)  # fmt: skip
+            self.spool_failures += 1
+            return
+        if spooled is not None:
+            path, calls, entries = spooled
+            self.spooled_calls += calls
+            log.warning("worker %s: Redis unreachable at stop: %d call(s) and %d event(s) spooled to %s; written "
+                        "to Redis by the next worker that reaches it", self.worker, calls, entries, path)  # fmt: skip
 
     async def __aenter__(self) -> CallStore:
         await self.start()
@@ -282,12 +273,16 @@ class CallStore:
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queue) + sum(len(c.dirty) for c in self._calls.values())
+        return self.pending.queue_depth
+
+    @property
+    def dropped_writes(self) -> int:
+        return self.pending.dropped_writes
 
     @property
     def live_calls(self) -> list[str]:
         """Calls of this worker that have begun and not ended (in memory; no Redis read)."""
-        return [cid for cid, c in self._calls.items() if not c.ended]
+        return self.pending.live_calls
 
     def request_resync(self) -> None:
         """Rewrite everything held in memory with the next write, as after an outage (e.g. after a FLUSHALL)."""
@@ -297,7 +292,7 @@ class CallStore:
     async def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until everything queued is written (tests, shutdown). False if Redis did not take it in time."""
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while self.queue_depth or self._writing or self._resync or any(c.member_dirty for c in self._calls.values()):
+        while self.queue_depth or self._writing or self._resync or self.pending.members_dirty:
             if asyncio.get_running_loop().time() > deadline or self._task is None or self._task.done():
                 return False
             self._wake.set()
@@ -318,13 +313,8 @@ class CallStore:
         voice: str = "",
     ) -> None:
         """A call starts: its hash gets every field (empty where unknown yet) and it joins the live set."""
-        if call_id in self._calls:
-            return
-        now = _stamp(self._clock())
-        state = dict.fromkeys(keys.CALL_FIELDS, "")
-        state.update(
-            call_id=call_id,
-            worker=self.worker,
+        self.pending.begin(
+            call_id,
             caller=caller,
             called=called,
             dialplan=dialplan,
@@ -332,73 +322,25 @@ class CallStore:
             dialect=dialect,
             model=model,
             voice=voice,
-            phase="IDLE",
-            last_user_audio_seq="0",
-            played_ms="0",
-            started_at=now,
-            last_activity=now,
         )
-        self._calls[call_id] = _Call(state=state, dirty=set(state))
 
     def update(self, call_id: str, **fields: Any) -> None:
         """Set hash fields (names from :data:`keys.CALL_FIELDS`; others are ignored). Memory only; never raises."""
-        call = self._calls.get(call_id)
-        if call is None:
-            return
-        for name, value in fields.items():
-            if name not in call.state:
-                log.debug("call %s: not a call field: %s", call_id, name)
-                continue
-            text = _field_value(value)
-            if call.state[name] != text:
-                call.state[name] = text
-                call.dirty.add(name)
-        call.state["last_activity"] = _stamp(self._clock())
-        call.dirty.add("last_activity")
+        self.pending.update(call_id, **fields)
 
-    def event(self, call_id: str, kind: str, summary: str = "", **data: Any) -> None:
-        """Append an entry to the call's stream (in order). Memory only; never raises."""
-        call = self._calls.get(call_id)
-        if call is None:
-            return
-        now = self._clock()
-        ms = int(now * 1000)
-        if ms <= call.last_ms:
-            ms, call.seq = call.last_ms, call.seq + 1
-        else:
-            call.seq = 0
-        call.last_ms = ms
-        t = _stamp(now)
-        fields: dict[FieldT, EncodableT] = {"kind": kind, "summary": redact(summary[: keys.SUMMARY_MAX_CHARS]), "t": t}
-        for name, value in data.items():
-            if name not in fields and isinstance(value, str | int | float | bool):
-                fields[name] = _field_value(value)[:_STREAM_DATA_MAX]
-        self._queue.append(_Entry(call_id, f"{ms}-{call.seq}", fields))
-        call.pending += 1
-        call.state["last_activity"] = t
-        call.dirty.add("last_activity")
-        self._trim_queue()
+    def event(self, call_id: str, kind: str, summary: str = "", /, **data: Any) -> None:
+        """Append an entry to the call's stream (in order). Memory only; never raises. ``data`` may name a field
+        like a parameter (a tool result's ``call_id`` is the model's, not the call's): the parameters are positional."""
+        self.pending.event(call_id, kind, summary, **data)
 
     def end(self, call_id: str, reason: str) -> None:
         """The call is over: phase ENDED, ended_at, end_reason; it leaves the live set with the next write."""
-        call = self._calls.get(call_id)
-        if call is None or call.ended:
-            return
-        self.update(call_id, phase=_PHASE_ENDED, ended_at=_stamp(self._clock()), end_reason=reason)
-        call.ended = True
-        call.member_dirty = True
-        call.probe = None
-        ended = [cid for cid, c in self._calls.items() if c.ended]
-        for cid in ended[: max(0, len(ended) - MAX_ENDED_PENDING)]:
-            self._forget(cid)  # a very long outage: give up the oldest final states
-            self.dropped_writes += 1
+        self.pending.end(call_id, reason)
 
     def watch(self, call_id: str, probe: Probe) -> None:
         """Poll ``probe()`` at every flush for fields that change too often to report one by one (for example
         ``{"last_user_audio_seq": session.frames_appended}``). Runs on the loop, off the media path."""
-        call = self._calls.get(call_id)
-        if call is not None:
-            call.probe = probe
+        self.pending.watch(call_id, probe)
 
     def listener_for(self, call_id: str, **identity: str) -> Listener:
         """A ``CallSession.listeners`` entry for one call: session reports become hash fields and stream entries.
@@ -406,7 +348,8 @@ class CallStore:
         ``identity`` (caller, called, dialplan, variant, dialect, model, voice) begins the call if it has not begun. The
         mapping: :class:`~bridge.events.PhaseChanged` -> phase; :class:`~bridge.events.ResponseBegan` ->
         response_id; :class:`~bridge.events.TruncateSent` -> played_ms (the ``audio_end_ms`` the caller heard);
-        :class:`~bridge.events.CallerSaid` / :class:`~bridge.events.AgentSaid` -> last_transcript and item_id; any
+        :class:`~bridge.events.CallerSaid` / :class:`~bridge.events.AgentSaid` -> last_transcript and item_id;
+        :class:`~bridge.events.LongestSilence` -> longest_silence_ms; any
         stored report field named like a protocol or progress field (session_id, conversation_id, item_id, ...) ->
         that field; :class:`~bridge.events.CallEnded` -> :meth:`end`. Every report but
         :class:`~bridge.events.Latency` is streamed (kind, summary and the stored fields).
@@ -414,44 +357,9 @@ class CallStore:
         self.begin(call_id, **identity)
 
         def listener(report: ev.Report) -> None:
-            self._on_report(call_id, report)
+            self.pending.on_report(call_id, report)
 
         return listener
-
-    def _on_report(self, call_id: str, report: ev.Report) -> None:
-        summary, data = report.summary, report.data()
-        fields: dict[str, Any] = {k: v for k, v in data.items() if k in _HASH_FROM_REPORT}
-        if isinstance(report, ev.PhaseChanged):
-            fields["phase"] = report.new
-        elif isinstance(report, ev.ResponseBegan):
-            fields.setdefault("response_id", report.response_id)
-        elif isinstance(report, ev.TruncateSent):
-            fields["played_ms"] = report.audio_end_ms
-        elif isinstance(report, ev.CallerSaid):
-            fields["last_transcript"] = f"Caller: {summary}"
-        elif isinstance(report, ev.AgentSaid):
-            fields["last_transcript"] = f"Agent: {summary}"
-        ended = isinstance(report, ev.CallEnded)
-        streamed = not isinstance(report, ev.Latency)  # a latency sample is a metric, and far too chatty
-        if not ended and (fields or streamed):
-            self.update(call_id, **fields)
-        if streamed:
-            self.event(call_id, report.kind, summary, **data)
-        if ended:
-            self.end(call_id, summary or "ended")
-
-    def _trim_queue(self) -> None:
-        while len(self._queue) > self.max_queue:
-            dropped = self._queue.popleft()
-            self.dropped_writes += 1
-            call = self._calls.get(dropped.call_id)
-            if call is not None:
-                call.pending -= 1
-
-    def _forget(self, call_id: str) -> None:
-        self._calls.pop(call_id, None)
-        kept = deque(e for e in self._queue if e.call_id != call_id)
-        self._queue = kept
 
     # ---------------------------------------------------------------------------------------- the writer task
     async def _run(self) -> None:
@@ -473,22 +381,26 @@ class CallStore:
                 if more:
                     self._wake.set()
             except Exception as exc:  # the writer must outlive anything, or calls would stop being recorded
-                self.write_errors += 1
-                self.last_error = redact(f"{type(exc).__name__}: {exc}")
-                self.connected = False
-                self._resync = True
-                if not self._in_outage:
-                    self._in_outage = True
-                    self.outages += 1
-                    if is_outage(exc):
-                        log.warning("Redis at %s unavailable, queueing call state: %s", self.where, self.last_error)
-                    else:
-                        log.exception("call state writer failed; queueing and retrying")
+                self._failed(exc)
                 if self._closing:
                     return
                 delays = delays or backoff(self.retry_initial_s, 2.0, self.retry_cap_s)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wait_closing(), next(delays))
+
+    def _failed(self, exc: Exception) -> None:
+        """A write failed: count it, and re-sync everything once Redis answers again."""
+        self.write_errors += 1
+        self.last_error = redact(f"{type(exc).__name__}: {exc}")
+        self.connected = False
+        self._resync = True
+        if not self._in_outage:
+            self._in_outage = True
+            self.outages += 1
+            if is_outage(exc):
+                log.warning("Redis at %s unavailable, queueing call state: %s", self.where, self.last_error)
+            else:
+                log.exception("call state writer failed; queueing and retrying")
 
     async def _wait_closing(self) -> None:
         while not self._closing:
@@ -500,127 +412,93 @@ class CallStore:
         now, tick = self._clock(), time.monotonic()  # stamps from the clock, intervals monotonic
         resync = self._resync
         if resync and self._first_sync:
+            for _, calls in await replay_spool(
+                self.client, self.spool_dir, stream_maxlen=self.stream_maxlen, call_ttl_s=self.call_ttl_s
+            ):
+                self.replayed_calls += calls
             await self._adopt_leftovers()
-        for call in self._calls.values():
-            if call.probe is not None and not call.ended:
-                try:
-                    changes = dict(call.probe())
-                except Exception:
-                    log.exception("call state probe failed")
-                    call.probe = None
-                    continue
-                for name, value in changes.items():
-                    text = _field_value(value)
-                    if name in call.state and call.state[name] != text:
-                        call.state[name] = text
-                        call.dirty.update((name, "last_activity"))
-                        call.state["last_activity"] = _stamp(now)
+        self.pending.poll_probes(now)
         heartbeat = resync or tick - self._last_heartbeat >= self.heartbeat_interval_s
-        taken: dict[str, set[str]] = {}
-        members: list[str] = []
-        batch: list[_Entry] = []
-        tails: list[_Entry] = []
-        pipe = self.client.pipeline(transaction=False)
-        for call_id, call in self._calls.items():
-            names = set(call.state) if resync else set(call.dirty)
-            if names:
-                key = keys.call(call_id)
-                pipe.hset(key, mapping={n: call.state[n] for n in sorted(names)})
-                pipe.expire(key, self.call_ttl_s)
-                taken[call_id] = set(call.dirty)
-                call.dirty.clear()
-            if resync or call.member_dirty:
-                if call.ended:
-                    pipe.srem(keys.worker_calls(self.worker), call_id)
-                else:
-                    pipe.sadd(keys.worker_calls(self.worker), call_id)
-                members.append(call_id)
-                call.member_dirty = False
-            if resync:
-                tails += call.tail
-        while self._queue and len(batch) < BATCH_ENTRIES:
-            batch.append(self._queue.popleft())
-        for entry in tails + batch:
-            pipe.xadd(
-                keys.call_events(entry.call_id),
-                dict(entry.fields),
-                id=entry.id,
-                maxlen=self.stream_maxlen,
-                approximate=True,
-            )
-        for call_id in {e.call_id for e in tails + batch}:
-            pipe.expire(keys.call_events(call_id), self.call_ttl_s)
-        hb_index, missed = -1, False
-        if heartbeat:
-            hb_index = len(pipe)
-            pipe.exists(keys.worker_heartbeat(self.worker))
-            pipe.set(keys.worker_heartbeat(self.worker), _stamp(now), ex=self.heartbeat_ttl_s)
-            pipe.sadd(keys.WORKERS, self.worker)
-            pipe.expire(keys.worker_calls(self.worker), self.call_ttl_s)
+        batch = self.pending.take(resync)
+        pipe, hb_index = self._pipeline(batch, stamp(now) if heartbeat else None)
         if not len(pipe):
             return False
-        self._writing = True
-        try:
-            results = await pipe.execute(raise_on_error=False)
-        except BaseException:
-            self._restore(taken, members, batch)
-            raise
-        finally:
-            self._writing = False
-        outage = next((r for r in results if isinstance(r, Exception) and is_outage(r)), None)
-        if outage is not None:
-            self._restore(taken, members, batch)
-            raise outage
-        for r in results:
-            if isinstance(r, Exception) and not _duplicate_id(r):
-                self.rejected_writes += 1
-                log.error("Redis refused a call state write: %s", redact(str(r)))
-        # Success: written entries move to their call's tail (for a later re-sync); finished calls are forgotten.
-        for entry in batch:
-            owner = self._calls.get(entry.call_id)
-            if owner is not None:
-                owner.pending -= 1
-                owner.tail.append(entry)
-        if heartbeat:
-            missed = not resync and results[hb_index] == 0
-            self._last_heartbeat = tick
+        results = await self._send(pipe, batch)
+        self.pending.written(batch)
         if resync:
             if not self._first_sync:
                 self.resyncs += 1
             self._first_sync = False
             self._resync = False
         self.flushes += 1
-        for call_id, done in list(self._calls.items()):
-            if done.ended and not done.dirty and not done.member_dirty and done.pending == 0:
-                del self._calls[call_id]
-        if heartbeat and missed:
-            # Our heartbeat had expired (the loop stalled, or Redis lost its data without us seeing an error): a reaper
-            # may have marked our calls ended. Rewrite everything at once.
-            log.warning("worker %s: heartbeat had expired; re-syncing call state", self.worker)
-            self._resync = True
-            return True
+        if heartbeat:
+            self._last_heartbeat = tick
+            if not resync and results[hb_index] == 0:
+                # Our heartbeat had expired (the loop stalled, or Redis lost its data without us seeing an error): a
+                # reaper may have marked our calls ended. Rewrite everything at once.
+                log.warning("worker %s: heartbeat had expired; re-syncing call state", self.worker)
+                self._resync = True
+                return True
         if self.reap_interval_s is not None and tick - self._last_reap >= self.reap_interval_s:
             self._last_reap = tick
             await self.reap_dead_workers()
-        return bool(self._queue)
+        return bool(self.pending.queue)
 
-    def _restore(self, taken: dict[str, set[str]], members: list[str], batch: list[_Entry]) -> None:
-        """A failed pipeline: everything it carried is to be written again (in the same order)."""
-        for call_id, names in taken.items():
-            call = self._calls.get(call_id)
-            if call is not None:
-                call.dirty |= names
-        for call_id in members:
-            call = self._calls.get(call_id)
-            if call is not None:
-                call.member_dirty = True
-        self._queue.extendleft(reversed(batch))
-        self._trim_queue()
+    def _pipeline(self, batch: Batch, heartbeat_at: str | None) -> tuple[Pipeline, int]:
+        """The commands of one write: per call its hash and membership, the stream entries, then the heartbeat
+        (whose index is returned: its EXISTS says whether the heartbeat had expired)."""
+        pipe = self.client.pipeline(transaction=False)
+        live = keys.worker_calls(self.worker)
+        for call_id in batch.order:
+            if (fields := batch.hashes.get(call_id)) is not None:
+                pipe.hset(keys.call(call_id), mapping=fields)
+                pipe.expire(keys.call(call_id), self.call_ttl_s)
+            if (ended := batch.members.get(call_id)) is not None:
+                if ended:
+                    pipe.srem(live, call_id)
+                    state = self.pending.calls[call_id].state if call_id in self.pending.calls else {}
+                    index_ended(pipe, call_id, as_float(state.get("ended_at")) or self._clock(), self.call_ttl_s)
+                else:
+                    pipe.sadd(live, call_id)
+        streamed = batch.streamed
+        for entry in streamed:
+            stream = keys.call_events(entry.call_id)
+            pipe.xadd(stream, dict(entry.fields), id=entry.id, maxlen=self.stream_maxlen, approximate=True)
+        for call_id in {e.call_id for e in streamed}:
+            pipe.expire(keys.call_events(call_id), self.call_ttl_s)
+        hb_index = -1
+        if heartbeat_at is not None:
+            hb_index = len(pipe)
+            pipe.exists(keys.worker_heartbeat(self.worker))
+            pipe.set(keys.worker_heartbeat(self.worker), heartbeat_at, ex=self.heartbeat_ttl_s)
+            pipe.sadd(keys.WORKERS, self.worker)
+            pipe.expire(live, self.call_ttl_s)
+        return pipe, hb_index
+
+    async def _send(self, pipe: Pipeline, batch: Batch) -> list[Any]:
+        """Run the pipeline. An outage puts the batch back and raises; other refusals are counted and logged."""
+        self._writing = True
+        try:
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        except BaseException:
+            self.pending.restore(batch)
+            raise
+        finally:
+            self._writing = False
+        outage = next((r for r in results if isinstance(r, Exception) and is_outage(r)), None)
+        if outage is not None:
+            self.pending.restore(batch)
+            raise outage
+        for r in results:
+            if isinstance(r, Exception) and not _duplicate_id(r):
+                self.rejected_writes += 1
+                log.error("Redis refused a call state write: %s", redact(str(r)))
+        return results
 
     async def _adopt_leftovers(self) -> None:
         """Calls a previous process with this worker id left in the live set are over: mark them ended."""
         known = await self.client.smembers(keys.worker_calls(self.worker))
-        stale = sorted(c for c in (text(k) for k in known) if c not in self._calls)
+        stale = sorted(c for c in (text(k) for k in known) if c not in self.pending.calls)
         if stale:
             ended = await _mark_ended(self.client, stale, "worker restarted", now=self._clock())
             await self.client.srem(keys.worker_calls(self.worker), *stale)

@@ -7,8 +7,9 @@
     callbridge calls CALL_ID [--events N] [--json] [--redis-url URL]         one call: its state and recent events
 
 ``--watch`` redraws every ``--interval`` seconds until Ctrl-C (with ``--json``: one JSON document per line).
-The Redis URL comes from ``--redis-url`` or ``REDIS_URL``. Exit codes: 0 done, 1 Redis unreachable or no such call,
-2 bad arguments.
+The Redis URL comes from ``--redis-url`` or ``REDIS_URL``. With ``--api URL`` (and an account token) the calls are
+read through the supervisor HTTP API instead, with its roles (``bridge.supervisor.remote``). Exit codes: 0 done,
+1 Redis or the API unreachable, refused, or no such call, 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bridge.store import keys
@@ -94,43 +96,68 @@ def detail(d: CallDetail) -> str:
     return "\n".join(lines)
 
 
+LiveCalls = Callable[[], Awaitable[list[CallSummary]]]
+OneCall = Callable[[str], Awaitable[CallDetail | None]]
+
+
+async def show(args: argparse.Namespace, live_calls: LiveCalls, one_call: OneCall, where: str) -> int:
+    """Print the live calls (``--watch``: again and again) or one call, read through ``live_calls``/``one_call``
+    (Redis here, the supervisor API in ``bridge.supervisor.remote``)."""
+    if args.call_id:
+        found = await one_call(args.call_id)
+        if found is None:
+            print(f"{PROG}: no call {args.call_id!r} in {where} (unknown, or expired)", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        print(json.dumps(found.to_json(), indent=2) if args.json else detail(found))
+        return EXIT_OK
+    shown = 0
+    while True:
+        calls = await live_calls()
+        if args.json:
+            doc: dict[str, Any] = {"at": round(time.time(), 3), "calls": [c.to_json() for c in calls]}
+            print(json.dumps(doc) if args.watch else json.dumps(doc, indent=2), flush=True)
+        else:
+            width = shutil.get_terminal_size((120, 24)).columns
+            prefix = CLEAR if args.watch and sys.stdout.isatty() else ""
+            print(prefix + table(calls, width), flush=True)
+        shown += 1
+        if not args.watch or (args.count and shown >= args.count):
+            return EXIT_OK
+        await asyncio.sleep(args.interval)
+
+
 async def _run(args: argparse.Namespace, url: str) -> int:
     where = safe_url(url)
     client = connect(url, timeout_s=2.0)
     try:
-        if args.call_id:
-            found = await read_call(client, args.call_id, count=args.events, where=where)
-            if found is None:
-                print(f"{PROG}: no call {args.call_id!r} in Redis (unknown, or expired)", file=sys.stderr)
-                return EXIT_UNAVAILABLE
-            print(json.dumps(found.to_json(), indent=2) if args.json else detail(found))
-            return EXIT_OK
-        shown = 0
-        while True:
-            calls = await read_live_calls(client, where=where)
-            if args.json:
-                doc: dict[str, Any] = {"at": round(time.time(), 3), "calls": [c.to_json() for c in calls]}
-                print(json.dumps(doc) if args.watch else json.dumps(doc, indent=2), flush=True)
-            else:
-                width = shutil.get_terminal_size((120, 24)).columns
-                prefix = CLEAR if args.watch and sys.stdout.isatty() else ""
-                print(prefix + table(calls, width), flush=True)
-            shown += 1
-            if not args.watch or (args.count and shown >= args.count):
-                return EXIT_OK
-            await asyncio.sleep(args.interval)
+        return await show(
+            args,
+            lambda: read_live_calls(client, where=where),
+            lambda call_id: read_call(client, call_id, count=args.events, where=where),
+            f"Redis ({where})",
+        )
     finally:
         await client.aclose()
 
 
+def check_args(args: argparse.Namespace) -> str | None:
+    """A usage error in the arguments shared by every mode, or None."""
+    return "--interval must be positive" if args.interval <= 0 else None
+
+
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """The Redis mode (the node itself)."""
     url = args.redis_url or os.environ.get("REDIS_URL")
     if not url:
-        print(f"{PROG}: no Redis: pass --redis-url URL or set REDIS_URL", file=sys.stderr)
+        print(f"{PROG}: no Redis: pass --redis-url URL or set REDIS_URL (or use --api URL)", file=sys.stderr)
         return EXIT_USAGE
-    if args.interval <= 0:
-        print(f"{PROG}: --interval must be positive", file=sys.stderr)
+    problem = check_args(args)
+    if problem:
+        print(f"{PROG}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     try:
         return asyncio.run(_run(args, url))

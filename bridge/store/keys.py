@@ -6,6 +6,9 @@ key                                          type        holds                  
 ``cb:call:{<call_id>}``                      hash        one call's state (:data:`CALL_FIELDS`)          CALL_TTL_S
 ``cb:call:{<call_id>}:events``               stream      event summaries and both transcripts, capped    CALL_TTL_S
                                                          (``XADD MAXLEN ~`` :data:`STREAM_MAXLEN`)
+``cb:calls:ended``                           sorted set  ended calls' ids, score = ``ended_at``; trimmed    CALL_TTL_S
+                                             to the last CALL_TTL_S by every add (the console's
+                                             "recently ended", ``bridge.store.ended``)
 ``cb:workers``                               set         worker ids that have written a heartbeat        none
 ``cb:worker:{<worker>}:calls``               set         call ids live on that worker                    CALL_TTL_S
 ``cb:worker:{<worker>}:hb``                  string      the worker's last heartbeat (epoch seconds)     HEARTBEAT_TTL_S
@@ -15,14 +18,21 @@ key                                          type        holds                  
                                                                                                          AUDIT_MAXLEN
 ``cb:{rollout}:calls:<dp>:<variant>``        sorted set  one member per finished call (its numbers as    HEALTH_TTL_S
                                                          JSON), score = time
+``cb:{rollout}:refused:<dialplan>``          hash        variant -> JSON {model, code, at}: variants     none
+                                                         whose model the service refused
 ``cb:{listen}:audit``                        stream      every listen-in: who, which call, start, stop   none; capped
                                                                                                          AUDIT_MAXLEN
+``cb:{actions}:audit``                       stream      every supervisor action on a call: who, what,   none; capped
+                                                         which call, when, whether a worker took it      AUDIT_MAXLEN
+``cb:actions:ack:<request id>``              list        the worker's answer to one action request       30 s
 ===========================================  ==========  ==============================================  ===============
 
 Pub/sub channels (nothing stored): ``cb:listen:control`` carries a supervisor's request to hear a call (JSON
 ``{"call_id", "who"}``, repeated every :data:`LISTEN_RENEW_S` while anyone listens) to every worker;
 ``cb:listen:{<call_id>}:audio`` carries that call's mixed audio from its worker to the listeners
-(``bridge.serve.listen``).
+(``bridge.serve.listen``); ``cb:actions:control`` carries a supervisor's action on a call (JSON ``{"id", "call_id",
+"action", "who", "text", "target"}``) to every worker, and the one holding the call answers on the request's ack
+list (``bridge.serve.actions``).
 
 The ``{...}`` parts are Redis Cluster hash tags: only the text between the braces picks the slot. A call's hash and
 stream share the tag ``{<call_id>}`` (one slot, so one call's writes can be pipelined together on a cluster); a
@@ -42,6 +52,7 @@ PREFIX: Final = "cb"
 CALL_TTL_S: Final = 24 * 3600  # refreshed by every write; a call's state stays readable for a day after its end
 STREAM_MAXLEN: Final = 500  # approximate cap (XADD MAXLEN ~): trimmed by whole radix-tree nodes, so "about"
 SUMMARY_MAX_CHARS: Final = 2000  # a stream entry's summary (a transcript line) is cut beyond this
+ENDED_CALLS: Final = f"{PREFIX}:calls:ended"  # the index of ended calls still readable (their hash has not expired)
 
 # The call hash, in the order the issue lists them. ``last_transcript`` is an extra: the supervisor's list view shows
 # the last transcript line without reading the stream. ``variant`` is the rollout variant the call landed on (a plan
@@ -50,8 +61,17 @@ IDENTITY_FIELDS: Final = ("call_id", "worker", "caller", "called", "dialplan", "
 PROTOCOL_FIELDS: Final = ("phase", "session_id", "conversation_id", "response_id", "item_id")
 PROGRESS_FIELDS: Final = ("last_user_audio_seq", "last_ack_event_id", "played_ms")
 TIME_FIELDS: Final = ("started_at", "last_activity", "ended_at", "end_reason")
-EXTRA_FIELDS: Final = ("last_transcript", "sip_dialog")  # sip_dialog: JSON, lets a restarted worker send BYE
-CALL_FIELDS: Final = IDENTITY_FIELDS + PROTOCOL_FIELDS + PROGRESS_FIELDS + TIME_FIELDS + EXTRA_FIELDS
+# sip_dialog: JSON, lets a restarted worker send BYE; sip_call_id: the caller's Call-ID (data, never a key)
+EXTRA_FIELDS: Final = ("last_transcript", "sip_dialog", "sip_call_id")
+# What the console's per-plan figures need without reading streams (``bridge.supervisor.plan_stats``): the call's
+# outcome (``completed``, ``transferred``, ``failed``), its first-audio latency, whether a supervisor acted on it, and
+# "1"/"0" flags: the caller hears hold audio now (an outage's hold message or a tool's soft hold), the model is away
+# now, the model was away at some point; and where a warm transfer is (a TransferStep, then its TransferOutcome).
+SUMMARY_FIELDS: Final = ("outcome", "first_audio_ms", "supervised", "on_hold", "in_outage", "had_outage", "transfer")
+QUALITY_FIELDS: Final = ("longest_silence_ms",)  # the longest the caller waited on the agent in silence so far
+CALL_FIELDS: Final = (
+    IDENTITY_FIELDS + PROTOCOL_FIELDS + PROGRESS_FIELDS + TIME_FIELDS + EXTRA_FIELDS + SUMMARY_FIELDS + QUALITY_FIELDS
+)
 
 # ------------------------------------------------------------------------------------------------ workers
 HEARTBEAT_INTERVAL_S: Final = 5.0  # a worker refreshes its heartbeat this often ...
@@ -99,6 +119,27 @@ def rollout_flag(dialplan: str) -> str:
     return f"{PREFIX}:{ROLLOUT_TAG}:flag:{dialplan}"
 
 
+def rollout_refused(dialplan: str) -> str:
+    """The variants of one dialplan whose model the service refused (``bridge.rollout.refusals``)."""
+    return f"{PREFIX}:{ROLLOUT_TAG}:refused:{dialplan}"
+
+
 def variant_calls(dialplan: str, variant: str) -> str:
     """The sliding window of one rollout variant's finished calls on one dialplan (``bridge.rollout.health``)."""
     return f"{PREFIX}:{ROLLOUT_TAG}:calls:{dialplan}:{variant}"
+
+
+# ------------------------------------------------------------------------------------------------ call actions
+CALL_ACTIONS: Final = f"{PREFIX}:actions:control"
+CALL_ACTIONS_AUDIT: Final = f"{PREFIX}:{{actions}}:audit"
+ACTION_ACK_TTL_S: Final = 30
+
+
+def takeover_audio(call_id: str) -> str:
+    """The channel of a taken-over call's supervisor audio (PCM16 LE 8 kHz mono), ``serve`` to the call's worker."""
+    return f"{PREFIX}:actions:{{{call_id}}}:takeover"
+
+
+def call_action_ack(request_id: str) -> str:
+    """The list one worker answers one action request on."""
+    return f"{PREFIX}:actions:ack:{request_id}"

@@ -44,6 +44,9 @@ class CallSummary:
     duration_s: float | None
     last_transcript: str
     variant: str = ""  # the rollout variant the call landed on
+    on_hold: bool = False  # the caller hears hold audio now (keys.SUMMARY_FIELDS)
+    in_outage: bool = False  # the model is away now
+    transfer: str = ""  # a warm transfer's step (ringing, briefing, accepting), then its outcome
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,17 +73,17 @@ class CallDetail:
         return {"call": self.state, "events": [e.to_json() for e in self.events]}
 
 
-def _float(value: str | None) -> float | None:
+def as_float(value: str | None) -> float | None:
     try:
         return float(value) if value else None
     except ValueError:
         return None
 
 
-def _entry(entry_id: Any, fields: Mapping[Any, Any]) -> StreamEntry:
+def stream_entry(entry_id: Any, fields: Mapping[Any, Any]) -> StreamEntry:
     data = {text(k): text(v) for k, v in fields.items()}
     kind, summary, t = data.pop("kind", ""), data.pop("summary", ""), data.pop("t", "")
-    return StreamEntry(text(entry_id), kind, summary, _float(t), data)
+    return StreamEntry(text(entry_id), kind, summary, as_float(t), data)
 
 
 # ------------------------------------------------------------------------------------------------ read side
@@ -111,8 +114,8 @@ async def read_live_calls(
         if not raw:
             continue  # expired, or the reaper's DEL raced us
         s = {text(k): text(v) for k, v in raw.items()}
-        started = _float(s.get("started_at"))
-        end = _float(s.get("ended_at")) or now
+        started = as_float(s.get("started_at"))
+        end = as_float(s.get("ended_at")) or now
         out.append(
             CallSummary(
                 call_id=call_id,
@@ -129,6 +132,9 @@ async def read_live_calls(
                 started_at=started,
                 duration_s=round(max(0.0, end - started), 1) if started is not None else None,
                 last_transcript=s.get("last_transcript", ""),
+                on_hold=s.get("on_hold") == "1",
+                in_outage=s.get("in_outage") == "1",
+                transfer=s.get("transfer", ""),
             )
         )
     out.sort(key=lambda c: (c.started_at or 0.0, c.call_id))
@@ -149,7 +155,7 @@ async def read_call(
     if not raw:
         return None
     state = {text(k): text(v) for k, v in raw.items()}
-    return CallDetail(state, [_entry(i, f) for i, f in reversed(entries)])
+    return CallDetail(state, [stream_entry(i, f) for i, f in reversed(entries)])
 
 
 async def read_call_events(
@@ -171,5 +177,5 @@ async def read_call_events(
     streams: Any = replies.items() if isinstance(replies, dict) else (replies or [])  # RESP3 answers a map
     out: list[StreamEntry] = []
     for _stream, entries in streams:
-        out += [_entry(i, f) for i, f in entries]
+        out += [stream_entry(i, f) for i, f in entries]
     return out

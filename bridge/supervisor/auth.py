@@ -1,10 +1,14 @@
-"""Who may use the supervisor API and console: two tokens, two roles, sessions in a cookie, a CSRF token per session.
+"""Who may use the supervisor API and console: accounts or demo tokens, roles, sessions in a cookie, CSRF tokens.
 
-* **Tokens and roles.** ``CALLBRIDGE_SUPERVISOR_TOKEN`` is the operator's (reads, and changes a rollout);
-  ``CALLBRIDGE_SUPERVISOR_READONLY_TOKEN`` is a supervisor's who only watches. A token arrives either as
-  ``Authorization: Bearer <token>`` (scripts, the CLI) or once, in the body of ``POST /auth/signin`` (the console).
-  :meth:`Tokens.role_of` compares it with both tokens, always both, in constant time (``hmac.compare_digest`` of
-  SHA-256 digests, so the lengths do not show either).
+* **Accounts** (``users_file``, :mod:`bridge.supervisor.accounts`): a person signs in with the account's name and
+  password (``POST /auth/signin`` ``{"name", "password"}``); a script sends one of the account's API tokens as
+  ``Authorization: Bearer <token>``. Roles: ``viewer`` < ``supervisor`` < ``admin``. The audit names the account.
+* **Demo tokens** (no ``users_file``; ``serve`` warns at start): ``CALLBRIDGE_SUPERVISOR_TOKEN`` opens the
+  ``admin`` role, ``CALLBRIDGE_SUPERVISOR_READONLY_TOKEN`` the ``viewer`` role, as a bearer token or in the body of
+  the sign-in (``{"token", "name"}``; the typed name is shown with the role). :meth:`Tokens.role_of` compares a
+  token with both, always both, in constant time (``hmac.compare_digest`` of SHA-256 digests).
+* **Failed sign-ins** are limited per client address and per account (:class:`FailureLimits`): past the limit the
+  answer is 429 with ``Retry-After`` until the window has moved on; each failure is logged (address, account).
 * **A refused token** is answered only once :data:`REFUSED_DELAY_S` has passed since the request came in, with the
   same body every time, and counted (``callbridge_supervisor_refused_tokens_total``). A request without any credential
   is not a guess and is answered at once.
@@ -16,7 +20,8 @@
   which a page of another origin cannot read nor set; and an ``Origin`` header, when the browser sends one, must be
   this server's. Bearer requests need neither: nothing ambient authenticates them.
 
-The token is never written to a log, a page, a URL, an event or Redis: sessions hold the role and a display name.
+No password or token is ever written to a log, a page, a URL, an event or Redis: sessions hold the role and a
+display name.
 """
 
 from __future__ import annotations
@@ -25,14 +30,15 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-Role = Literal["operator", "read-only"]
-OPERATOR: Role = "operator"
-READ_ONLY: Role = "read-only"
+from bridge.supervisor.accounts import Role, Users, allows, hash_password, verify_password
+
+OPERATOR: Role = "admin"  # the demo's operator token
+READ_ONLY: Role = "viewer"  # the demo's read-only token
 
 COOKIE = "cb_console"
 CSRF_HEADER = "X-CSRF-Token"
@@ -74,9 +80,13 @@ class Principal:
     via: Literal["bearer", "session"]
     session: Session | None = None
 
+    def may(self, need: str) -> bool:
+        """``need``: ``watch``, ``act`` (on a call), ``listen`` or ``rollout`` (:data:`~.accounts.NEEDS`)."""
+        return allows(self.role, need)
+
     @property
     def can_change(self) -> bool:
-        return self.role == OPERATOR
+        return self.may("rollout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +116,12 @@ class Sessions:
         self.clock = clock
         self._by_id: OrderedDict[str, Session] = OrderedDict()
 
-    def open(self, role: Role, name: str = "") -> Session:
+    def open(self, role: Role, name: str = "", *, account: bool = False) -> Session:
+        """A new session; ``account``: ``name`` is a signed-in account's (shown as it is), else a demo's typed name."""
         session = Session(
             id=secrets.token_urlsafe(32),
             role=role,
-            name=display_name(name, role),
+            name=name if account else display_name(name, role),
             csrf=secrets.token_urlsafe(32),
             expires_at=self.clock() + self.ttl_s,
         )
@@ -140,3 +151,82 @@ class Sessions:
 
 def csrf_ok(session: Session, header: str | None) -> bool:
     return bool(header) and hmac.compare_digest(_digest(header or ""), _digest(session.csrf))
+
+
+class FailureLimits:
+    """Failed sign-ins per key (``addr:<ip>``, ``account:<name>``) in a sliding window: past ``limit`` failures
+    within ``window_s`` the key is refused until its oldest failure leaves the window."""
+
+    MAX_KEYS = 10_000  # beyond it the oldest keys are forgotten (a spray of addresses cannot grow this)
+
+    def __init__(self, limit: int, window_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window_s, self.clock = limit, window_s, clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, key: str) -> deque[float]:
+        times = self._failures.get(key)
+        if times is None:
+            return deque()
+        cutoff = self.clock() - self.window_s
+        while times and times[0] <= cutoff:
+            times.popleft()
+        return times
+
+    def retry_after(self, *keys: str) -> float:
+        """Seconds until every key may try again (0: they may now)."""
+        wait = 0.0
+        for key in keys:
+            times = self._recent(key)
+            if len(times) >= self.limit:
+                wait = max(wait, times[-self.limit] + self.window_s - self.clock())
+        return wait
+
+    def failed(self, *keys: str) -> None:
+        now = self.clock()
+        for key in keys:
+            times = self._failures.setdefault(key, self._recent(key))
+            times.append(now)
+            self._failures.move_to_end(key)
+        while len(self._failures) > self.MAX_KEYS:
+            self._failures.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What opens the API and the console: the accounts (``users``; None: demo tokens only) and the limits."""
+
+    tokens: Tokens
+    users: Users | None
+    limits: FailureLimits
+
+    @property
+    def configured(self) -> bool:
+        return self.users is not None or self.tokens.configured
+
+    @property
+    def accounts(self) -> bool:
+        return self.users is not None
+
+    def bearer(self, given: str) -> tuple[Role, str] | None:
+        """The role and the audit's name an API token opens, or None."""
+        if self.users is not None:
+            account = self.users.by_token(given) if given else None
+            return (account.role, account.name) if account is not None else None
+        role = self.tokens.role_of(given)
+        return (role, f"demo token ({role})") if role is not None else None
+
+    def password(self, name: str, password: str) -> Role | None:
+        """The account's role if ``password`` is its password (slow: run it off the event loop). An unknown name
+        costs the same hash as a known one."""
+        account = self.users.get(name) if self.users is not None else None
+        ok = verify_password(password, account.password if account is not None else _dummy_hash())
+        return account.role if ok and account is not None else None
+
+
+_DUMMY: list[str] = []
+
+
+def _dummy_hash() -> str:
+    if not _DUMMY:
+        _DUMMY.append(hash_password(secrets.token_urlsafe(16)))
+    return _DUMMY[0]

@@ -21,7 +21,9 @@ from typing import Any
 from aiohttp import web
 
 from bridge import metrics
-from bridge.supervisor.auth import COOKIE, CSRF_HEADER, Sessions, Tokens, csrf_ok
+from bridge.supervisor.accounts import Role
+from bridge.supervisor.auth import COOKIE, CSRF_HEADER, Credentials, Sessions, csrf_ok
+from bridge.supervisor.http import client_address, too_many
 
 log = logging.getLogger("bridge.supervisor")
 
@@ -58,31 +60,50 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         response.headers.setdefault("Cache-Control", "no-cache")  # revalidate: a new release shows at once
 
 
-def add_routes(app: web.Application, *, tokens: Tokens, sessions: Sessions, refused_delay_s: float) -> None:
+def _sign_in_keys(request: web.Request, name: object, accounts: bool) -> tuple[str, ...]:
+    where = f"addr:{client_address(request)}"
+    return (where, f"account:{name}") if accounts and isinstance(name, str) and name else (where,)
+
+
+def add_routes(app: web.Application, *, credentials: Credentials, sessions: Sessions, refused_delay_s: float) -> None:
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
 
     async def signin(request: web.Request) -> web.Response:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        if not tokens.configured:
-            return _json({"error": "console disabled: set CALLBRIDGE_SUPERVISOR_TOKEN"}, 503)
+        if not credentials.configured:
+            return _json({"error": "console disabled: set users_file (or a demo token)"}, 503)
         if request.content_type != "application/json":
             return _json({"error": "send the sign-in as JSON"}, 415)
         try:
             body = await request.json()
         except json.JSONDecodeError:
             body = None
-        token = body.get("token") if isinstance(body, dict) else None
-        name = body.get("name") if isinstance(body, dict) else None
-        role = tokens.role_of(token) if isinstance(token, str) else None
+        body = body if isinstance(body, dict) else {}
+        name, secret = body.get("name"), body.get("password", body.get("token"))
+        limit_keys = _sign_in_keys(request, name, credentials.accounts)
+        wait = credentials.limits.retry_after(*limit_keys)
+        if wait > 0:
+            log.warning("console: sign-in refused (too many failures) from %s", client_address(request))
+            return too_many(wait)
+        role: Role | None = None
+        if isinstance(secret, str) and credentials.accounts:
+            if isinstance(name, str):
+                role = await asyncio.to_thread(credentials.password, name, secret)
+        elif isinstance(secret, str):
+            role = credentials.tokens.role_of(secret)
         if role is None:
+            credentials.limits.failed(*limit_keys)
+            shown = repr(name)[:60] if credentials.accounts else "a demo token"
+            log.warning("console: failed sign-in for %s from %s", shown, client_address(request))
             metrics.SUPERVISOR_REFUSED_TOKENS.labels("signin").inc()
             await asyncio.sleep(max(0.0, started + refused_delay_s - loop.time()))
             return _json({"error": "sign-in failed"}, 401)
-        session = sessions.open(role, name if isinstance(name, str) else "")
+        typed = name if isinstance(name, str) else ""
+        session = sessions.open(role, typed, account=credentials.accounts)
         metrics.SUPERVISOR_SIGNINS.labels(role).inc()
-        log.info("console: %s signed in", session.name)
+        log.info("console: %s signed in (%s) from %s", session.name, role, client_address(request))
         response = _json(session.to_json(sessions.clock()))
         response.set_cookie(
             COOKIE,
@@ -109,7 +130,8 @@ def add_routes(app: web.Application, *, tokens: Tokens, sessions: Sessions, refu
     async def current(request: web.Request) -> web.Response:
         session = sessions.get(request.cookies.get(COOKIE))
         if session is None:
-            return _json({"error": "signed out", "enabled": tokens.configured}, 401)
+            return _json({"error": "signed out", "enabled": credentials.configured,
+                          "accounts": credentials.accounts}, 401)  # fmt: skip
         return _json(session.to_json(sessions.clock()))
 
     app.on_response_prepare.append(_security_headers)

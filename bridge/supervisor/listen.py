@@ -1,8 +1,8 @@
-"""Listen-in, the console's side: one call's live audio, both sides mixed, to an operator's page over a WebSocket.
+"""Listen-in, the console's side: one call's live audio, both sides mixed, to a supervisor's page over a WebSocket.
 
-``GET /api/calls/{id}/listen`` (a WebSocket upgrade, :func:`handle`) wants an operator's session (or bearer token):
-a read-only supervisor gets 403, and so does a request whose ``Origin`` is not this server (a page of another site
-can open a WebSocket with the operator's cookie; the browser always says whose page it is). The call must be live
+``GET /api/calls/{id}/listen`` (a WebSocket upgrade, :func:`handle`) wants a supervisor's session (or bearer token):
+a viewer gets 403, and so does a request whose ``Origin`` is not this server (a page of another site
+can open a WebSocket with a supervisor's cookie; the browser always says whose page it is). The call must be live
 (404 unknown, 409 ended). Then, until the page closes the socket, the call ends, the session ends or the server stops:
 
 * the server subscribes to the call's audio channel and asks every worker for the call (:mod:`bridge.serve.listen`
@@ -15,16 +15,17 @@ can open a WebSocket with the operator's cookie; the browser always says whose p
 * nothing the page sends reaches the call: the first message it sends closes the socket (1008, "listen-in is
   receive-only"); the server has no path from a listener to a call at all.
 
-Every listen-in is audited (:data:`~bridge.store.keys.LISTEN_AUDIT`, ``GET /api/listen/audit``, and a log line):
-who, which call (with its caller and called number), when it started, and when it stopped, how long, how much audio
-went out and why it stopped.
+The request to the workers is signed with the node's listen key (:mod:`bridge.supervisor.listen_token`) and
+published only once the audit entry of the start is written: no audit, no audio. Every listen-in is audited
+(:data:`~bridge.store.keys.LISTEN_AUDIT`, ``GET /api/listen/audit``, and a log line): who, which call (with its
+caller and called number), when it started, and when it stopped, how long, how much audio went out and why it
+stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -43,6 +44,9 @@ from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
 from bridge.store.read import read_call
 from bridge.supervisor.auth import Principal
+from bridge.supervisor.http import forbidden, principal_of, reply, same_origin, supervisor_of
+from bridge.supervisor.listen_token import sign
+from bridge.supervisor.masking import mask_row
 
 log = logging.getLogger("bridge.supervisor")
 
@@ -60,13 +64,16 @@ class Piece:
     pcm: bytes
 
 
-async def audit(redis: aioredis.Redis, action: str, who: str, call_id: str, **fields: Any) -> None:
+async def audit(redis: aioredis.Redis, action: str, who: str, call_id: str, **fields: Any) -> bool:
+    """Write one audit entry; False (and an error logged) if it could not be written."""
     entry: dict[FieldT, EncodableT] = {"action": action, "who": who, "call_id": call_id, "at": f"{time.time():.3f}"}
     entry.update({k: str(v) for k, v in fields.items()})
     try:
         await redis.xadd(keys.LISTEN_AUDIT, entry, maxlen=keys.AUDIT_MAXLEN, approximate=True)
     except (RedisError, OSError) as exc:
         log.error("listen-in audit of call %s by %s could not be written: %s", call_id, who, exc)
+        return False
+    return True
 
 
 async def read_audit(redis: aioredis.Redis, count: int = AUDIT_SHOWN) -> list[dict[str, str]]:
@@ -81,19 +88,19 @@ async def read_audit(redis: aioredis.Redis, count: int = AUDIT_SHOWN) -> list[di
 
 
 async def pieces(
-    audio: aioredis.Redis, control: aioredis.Redis, call_id: str, who: str
+    audio: aioredis.Redis, control: aioredis.Redis, call_id: str, who: str, key: bytes
 ) -> AsyncGenerator[Piece | None]:
     """The call's audio as its worker publishes it; None now and then when nothing came (a chance to check on the
-    listener). Subscribes first, then asks the workers, so the first piece finds this subscriber."""
+    listener). Subscribes first, then asks the workers (each request signed afresh with ``key``), so the first piece
+    finds this subscriber."""
     pubsub = audio.pubsub(ignore_subscribe_messages=True)
-    request = json.dumps({"call_id": call_id, "who": who})
     try:
         await pubsub.subscribe(keys.listen_audio(call_id))
         renew_at = 0.0
         loop = asyncio.get_running_loop()
         while True:
             if loop.time() >= renew_at:
-                await control.publish(keys.LISTEN_CONTROL, request)
+                await control.publish(keys.LISTEN_CONTROL, sign(key, call_id, who))
                 renew_at = loop.time() + keys.LISTEN_RENEW_S
             message = await pubsub.get_message(timeout=MESSAGE_TIMEOUT_S)
             data = message.get("data") if message is not None else None
@@ -117,6 +124,40 @@ def sides(flags: int) -> dict[str, Any]:
             "caller_offloaded": bool(flags & CALLER_OFFLOADED)}  # fmt: skip
 
 
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/calls/{call_id}/listen", listen_in)
+    app.router.add_get("/api/listen/audit", listen_audit)
+
+
+async def listen_in(request: web.Request) -> web.StreamResponse:
+    """A supervisor's (or admin's) page only, and only from this server's own page (``Origin``); then :func:`handle`."""
+    sup, principal = supervisor_of(request), principal_of(request)
+    if not principal.may("listen"):
+        metrics.LISTEN_SESSIONS.labels("read_only").inc()
+        return forbidden(principal, "listen")
+    if not same_origin(request):
+        metrics.LISTEN_SESSIONS.labels("origin").inc()
+        return reply({"error": "forbidden: the page is not this server's (Origin)"}, 403)
+    client = sup.need_redis()
+    if sup.listen_audio is None or sup.listen_key is None:
+        return reply({"error": "listen-in needs Redis and the node's listen key (not configured)"}, 503)
+    session = principal.session
+
+    def alive() -> bool:
+        return session is None or sup.sessions.get(session.id) is not None
+
+    return await handle(
+        request, principal, client, sup.listen_audio, session_alive=alive, stopping=sup.stopping, key=sup.listen_key
+    )
+
+
+async def listen_audit(request: web.Request) -> web.Response:
+    entries = await read_audit(supervisor_of(request).need_redis())
+    if not principal_of(request).may("act"):  # a viewer sees callers' numbers masked
+        entries = [mask_row(e) for e in entries]
+    return reply({"audit": entries})
+
+
 async def handle(
     request: web.Request,
     principal: Principal,
@@ -125,6 +166,7 @@ async def handle(
     *,
     session_alive: Callable[[], bool],
     stopping: asyncio.Event,
+    key: bytes,
 ) -> web.StreamResponse:
     """The listen-in WebSocket of one call (module docstring); the caller of this checked the role and origin."""
     call_id = request.match_info["call_id"]
@@ -144,65 +186,97 @@ async def handle(
     metrics.LISTEN_SESSIONS.labels("opened").inc()
     metrics.LISTENERS_ACTIVE.inc()
     log.info("console: %s listens to call %s", who, call_id)
-    await audit(redis, "start", who, call_id, **facts)
+    if not await audit(redis, "start", who, call_id, **facts):  # audited before any audio flows, or none flows
+        metrics.LISTENERS_ACTIVE.dec()
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"listen-in could not be audited")
+        return ws
     started = time.monotonic()
-    frames, why = 0, "listener left"
-    heard = -1
-    source = pieces(audio, redis, call_id, who)
-    inbound = asyncio.ensure_future(ws.receive())
+    relay = _Relay(ws, redis, call_id, pieces(audio, redis, call_id, who, key), session_alive, stopping)
     try:
-        await ws.send_json({"type": "listening", "call_id": call_id, "sample_rate": SAMPLE_RATE, "format": "s16le"})
-        next_state = time.monotonic() + STATE_EVERY_S
-        while True:
-            if inbound.done():
-                msg = inbound.result()
-                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    why = "the page sent data (refused: listen-in is receive-only)"
-                    await ws.close(code=RECEIVE_ONLY, message=b"listen-in is receive-only")
-                elif await call_ended(redis, call_id):
-                    why = "call ended"  # the page saw the end in its table before this socket said so
-                break  # closed by the page, or an error
-            if stopping.is_set():
-                why = "server stopping"
-                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
-                break
-            if not session_alive():
-                why = "session ended"
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"signed out")
-                break
-            piece = await anext(source)
-            if piece is not None and piece.flags & ENDED:
-                why = "call ended"
-                await ws.send_json({"type": "ended"})
-                await ws.close()
-                break
-            if piece is not None and piece.pcm:
-                flags = piece.flags & (CALLER | AGENT | CALLER_OFFLOADED)
-                if flags != heard:
-                    heard = flags
-                    await ws.send_json(sides(flags))
-                await ws.send_bytes(piece.pcm)
-                frames += len(piece.pcm) // 320
-            if time.monotonic() >= next_state:
-                next_state = time.monotonic() + STATE_EVERY_S
-                if await call_ended(redis, call_id):
-                    why = "call ended"
-                    await ws.send_json({"type": "ended"})
-                    await ws.close()
-                    break
+        await relay.run()
     except ConnectionError:
         pass  # the page went away while audio was on its way: the listener left
     except (RedisError, OSError, StoreUnavailable) as exc:
-        why = f"stopped: {type(exc).__name__}"
+        relay.why = f"stopped: {type(exc).__name__}"
         with contextlib.suppress(Exception):
             await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"listen-in lost its audio source")
     finally:
-        inbound.cancel()
-        with contextlib.suppress(BaseException):
-            await inbound
-        await source.aclose()
+        await relay.close()
         metrics.LISTENERS_ACTIVE.dec()
         seconds = round(time.monotonic() - started, 1)
-        log.info("console: %s stopped listening to call %s after %.1f s (%s)", who, call_id, seconds, why)
-        await audit(redis, "stop", who, call_id, seconds=seconds, audio_ms=frames * 20, reason=why, **facts)
+        log.info("console: %s stopped listening to call %s after %.1f s (%s)", who, call_id, seconds, relay.why)
+        await audit(redis, "stop", who, call_id, seconds=seconds, audio_ms=relay.frames * 20, reason=relay.why, **facts)
     return ws
+
+
+class _Relay:
+    """The call's audio to one listener's socket, until one side stops; ``why`` and ``frames`` for the audit."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        redis: aioredis.Redis,
+        call_id: str,
+        source: AsyncGenerator[Piece | None],
+        session_alive: Callable[[], bool],
+        stopping: asyncio.Event,
+    ) -> None:
+        self.ws, self.redis, self.call_id, self.source = ws, redis, call_id, source
+        self.session_alive, self.stopping = session_alive, stopping
+        self.frames, self.why = 0, "listener left"
+        self.heard = -1  # the sides last announced to the page
+        self.inbound = asyncio.ensure_future(ws.receive())  # the page never sends: anything it does ends listen-in
+
+    async def run(self) -> None:
+        await self.ws.send_json({"type": "listening", "call_id": self.call_id, "sample_rate": SAMPLE_RATE,
+                                 "format": "s16le"})  # fmt: skip
+        next_state = time.monotonic() + STATE_EVERY_S
+        while not await self._stopped():
+            piece = await anext(self.source)
+            if piece is not None and piece.flags & ENDED:
+                return await self._ended()
+            if piece is not None and piece.pcm:
+                await self._forward(piece)
+            if time.monotonic() >= next_state:
+                next_state = time.monotonic() + STATE_EVERY_S
+                if await call_ended(self.redis, self.call_id):
+                    return await self._ended()
+
+    async def _stopped(self) -> bool:
+        """The page, the server or the session ended listen-in (``why`` says which)."""
+        if self.inbound.done():
+            msg = self.inbound.result()
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                self.why = "the page sent data (refused: listen-in is receive-only)"
+                await self.ws.close(code=RECEIVE_ONLY, message=b"listen-in is receive-only")
+            elif await call_ended(self.redis, self.call_id):
+                self.why = "call ended"  # the page saw the end in its table before this socket said so
+            return True  # closed by the page, or an error
+        if self.stopping.is_set():
+            self.why = "server stopping"
+            await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+            return True
+        if not self.session_alive():
+            self.why = "session ended"
+            await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"signed out")
+            return True
+        return False
+
+    async def _forward(self, piece: Piece) -> None:
+        flags = piece.flags & (CALLER | AGENT | CALLER_OFFLOADED)
+        if flags != self.heard:
+            self.heard = flags
+            await self.ws.send_json(sides(flags))
+        await self.ws.send_bytes(piece.pcm)
+        self.frames += len(piece.pcm) // 320
+
+    async def _ended(self) -> None:
+        self.why = "call ended"
+        await self.ws.send_json({"type": "ended"})
+        await self.ws.close()
+
+    async def close(self) -> None:
+        self.inbound.cancel()
+        with contextlib.suppress(BaseException):
+            await self.inbound
+        await self.source.aclose()

@@ -24,8 +24,14 @@ from collections.abc import Sequence
 from statistics import median
 from typing import Any
 
+from bridge import events as ev
+from bridge import metrics
+from bridge.call.state import Phase
 from bridge.store.read import StreamEntry
 
+# (name, label). ``session_setup``, ``first_audio`` and ``turn`` are the metrics' segments of the same names
+# (:data:`bridge.metrics.SEGMENTS`, :data:`SAME_AS_METRICS`); ``response`` is the stream's own, and ``recovery`` spans
+# what the metrics' ``recovery_gap`` does.
 SEGMENTS: tuple[tuple[str, str], ...] = (
     ("session_setup", "INVITE -> session configured"),
     ("first_audio", "200 OK -> first agent audio"),
@@ -33,10 +39,11 @@ SEGMENTS: tuple[tuple[str, str], ...] = (
     ("turn", "caller stopped -> agent audio"),
     ("recovery", "session lost -> recovered"),
 )
+SAME_AS_METRICS = frozenset(name for name, _ in SEGMENTS) & frozenset(metrics.SEGMENTS)
 
 
 def _speaking(entry: StreamEntry) -> bool:
-    return entry.kind == "phase" and entry.data.get("new") == "SPEAKING"
+    return entry.kind == ev.PhaseChanged.kind and entry.data.get("new") == Phase.SPEAKING
 
 
 def _ms(a: StreamEntry, b: StreamEntry) -> float | None:
@@ -57,22 +64,22 @@ def latency(entries: Sequence[StreamEntry]) -> dict[str, Any]:
     ringing = answered = stopped = lost = None
     turn_measured = response_measured = False
     for e in entries:
-        if e.kind == "ringing" and ringing is None:
+        if e.kind == ev.Ringing.kind and ringing is None:
             ringing = e
-        elif e.kind == "session_configured" and ringing is not None and not values["session_setup"]:
+        elif e.kind == ev.SessionAccepted.kind and ringing is not None and not values["session_setup"]:
             add("session_setup", _ms(ringing, e))
-        elif e.kind == "answered" and answered is None:
+        elif e.kind == ev.Answered.kind and answered is None:
             answered = e
-        elif e.kind == "speech_started":
+        elif e.kind == ev.CallerSpeechStarted.kind:
             stopped = None
-        elif e.kind == "speech_stopped":
+        elif e.kind == ev.CallerSpeechStopped.kind:
             stopped, turn_measured, response_measured = e, False, False
-        elif e.kind == "response_started" and stopped is not None and not response_measured:
+        elif e.kind == ev.ResponseBegan.kind and stopped is not None and not response_measured:
             add("response", _ms(stopped, e))
             response_measured = True
-        elif e.kind == "realtime_closed" and lost is None:
+        elif e.kind == ev.SessionLost.kind and lost is None:
             lost = e
-        elif e.kind == "recovered" and lost is not None:
+        elif e.kind == ev.Recovered.kind and lost is not None:
             add("recovery", _ms(lost, e))
             lost = None
         if _speaking(e):
@@ -94,3 +101,27 @@ def latency(entries: Sequence[StreamEntry]) -> dict[str, Any]:
     ]
     first = values["first_audio"]
     return {"first_audio_ms": first[0] if first else None, "segments": segments}
+
+
+def as_number(value: str | None) -> float | None:
+    """A stored number (None: absent or not a number)."""
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def tool_calls(entries: Sequence[StreamEntry]) -> list[dict[str, Any]]:
+    """Each business tool call of the entries given (its ``tool_result``), oldest first: ``{"name", "outcome",
+    "latency_ms", "longest_silence_ms", "t"}``."""
+    return [
+        {
+            "name": e.data.get("name", ""),
+            "outcome": e.data.get("outcome", ""),
+            "latency_ms": as_number(e.data.get("latency_ms")),
+            "longest_silence_ms": as_number(e.data.get("longest_silence_ms")),
+            "t": e.t,
+        }
+        for e in entries
+        if e.kind == ev.ToolFinished.kind
+    ]

@@ -29,3 +29,16 @@ def test_rules_only_use_metrics_the_bridge_defines() -> None:
     defined = {m._name for m in vars(metrics).values() if hasattr(m, "_name") and hasattr(m, "_type")}
     assert used, "no metric found in the rules"
     assert used <= defined, f"rules use undefined metrics: {used - defined}"
+
+
+def test_every_runbook_url_is_a_section_of_operating_md() -> None:
+    text = (RULES / "alerts.yml").read_text()
+    docs = (RULES.parents[1] / "docs" / "operating.md").read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in docs.splitlines()
+        if line.startswith("#")
+    }
+    urls = re.findall(r'runbook_url: "docs/operating.md#([a-z0-9-]+)"', text)
+    assert len(urls) >= 6, urls
+    assert set(urls) <= anchors, set(urls) - anchors

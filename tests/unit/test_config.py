@@ -30,8 +30,8 @@ def test_a_bad_media_beat_names_the_file_and_the_field(tmp_path: Path, monkeypat
     path.write_text("media_beat_frames: 9\n")
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
-    assert (caught.value.source, caught.value.field) == (str(path), "media_beat_frames")
+    assert (caught.value.source, caught.value.field) == (f"file {path}", "media_beat_frames")
     monkeypatch.setenv("CALLBRIDGE_MEDIA_BEAT", "0")
     with pytest.raises(ConfigError) as caught:
         load_settings()
-    assert (caught.value.source, caught.value.field) == ("environment", "media_beat_frames")
+    assert (caught.value.source, caught.value.field) == ("variable CALLBRIDGE_MEDIA_BEAT", "media_beat_frames")

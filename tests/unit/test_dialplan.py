@@ -31,7 +31,7 @@ def test_shipped_dialplans_are_valid_and_route() -> None:
     assert route(plans, "1000").name == "support"  # type: ignore[union-attr]  # asserted not None by the name
     assert route(plans, "+18005551234").name == "support"  # type: ignore[union-attr]  # same
     assert route(plans, "2000").name == "billing"  # type: ignore[union-attr]  # same
-    assert route(plans, "999").name == "billing"  # type: ignore[union-attr]  # the catch-all
+    assert route(plans, "999") is None  # no shipped plan answers any number
     support = next(p for p in plans if p.name == "support")
     assert support.tool_names == {"transfer_to_human", "end_call"}
     assert support.profile.tools[0].parameters["required"] == ["reason"]
@@ -59,6 +59,21 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
         ("name: x\nmatch: ['1'\n", "line 3", "invalid YAML"),
         ("- just\n- a list\n", "(file)", "mapping"),
         ("name: x\nmatch: ['1']\nallowed_sources: ['10.0.0.300']\n", "allowed_sources", "10.0.0.300"),
+        ("name: x\nmatch: ['1']\nmax_call_s: 0\n", "max_call_s", "greater than 0"),
+        ("name: x\nmatch: ['1']\nmax_call_s: 10\n", "max_call_goodbye_s", "less than max_call_s (10)"),
+        ("name: x\nmatch: ['1']\necho_guard: {enabled: true, max_delay_ms: 5}\n", "echo_guard.max_delay_ms",
+         "greater than or equal to 20"),
+        ("name: x\nmatch: ['1']\necho_guard: {enabeld: true}\n", "echo_guard.enabeld", "Extra inputs"),
+        ("name: x\nmatch: ['1']\ntransfer: {mode: cold, target: 'sip:a@b'}\n", "transfer.mode", "'warm' or 'blind'"),
+        ("name: x\nmatch: ['1']\ntransfer: {mode: warm, target: 'tel:123'}\n", "transfer.target", "pattern"),
+        ("name: x\nmatch: ['1']\ntransfer: {target: 'sip:a@b', ring_timeout_s: 0}\n", "transfer.ring_timeout_s",
+         "greater than 0"),
+        ("name: x\nmatch: ['1']\ntransfer: {target: 'sip:a@b', accept: voice}\n", "transfer.accept",
+         "'answer' or 'dtmf'"),
+        ("name: x\nmatch: ['1']\ntransfer_target: 'sip:a@b'\ntransfer: {target: 'sip:c@d'}\n", "transfer",
+         "differ"),
+        ("name: x\nmatch: ['1']\ntransfer: {target: 'sip:a@b', briefing: true}\n", "transfer.briefing",
+         "Extra inputs"),
     ],
 )  # fmt: skip
 def test_errors_name_file_and_field(tmp_path: Path, text: str, field: str, words: str) -> None:
@@ -88,7 +103,7 @@ def test_a_realtime_setting_that_would_reach_a_live_variant_is_refused_by_name(t
 def test_check_command_reports_every_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _write(tmp_path, "a.yaml", "name: a\nmatch: ['1']\n")
     bad = _write(tmp_path, "b.yaml", "name: b\nmatch: ['2']\nanswer_timeout_s: -1\n")
-    assert main(["check", str(tmp_path), "--json"]) == 1
+    assert main(["check", str(tmp_path), "--json"]) == 2  # a bad file: a configuration error
     out = json.loads(capsys.readouterr().out)
     assert [p["name"] for p in out["ok"]] == ["a"]
     assert out["errors"] == [
@@ -101,3 +116,70 @@ def test_duplicate_names_refused(tmp_path: Path) -> None:
     _write(tmp_path, "b.yaml", "name: same\nmatch: ['2']\n")
     with pytest.raises(ConfigError, match="duplicate dialplan name"):
         load_dialplans(tmp_path)
+
+
+def test_check_warns_about_a_catch_all_and_keeps_its_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, "any.yaml", "name: any\nmatch: ['2000', '*']\n")
+    assert check_file(path) == []  # a warning, not an error
+    assert main(["check", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert f"WARNING {path}: match[1]:" in err and "any number a caller dials" in err
+    assert main(["check", str(tmp_path), "--json"]) == 0
+    (warning,) = json.loads(capsys.readouterr().out)["warnings"]
+    assert (warning["file"], warning["field"]) == (str(path), "match[1]")
+
+
+def test_no_shipped_plan_is_a_catch_all(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(ROOT / "dialplans")]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+
+
+def test_check_fails_a_plan_whose_safe_model_is_past_its_shutdown_date(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = _write(tmp_path, "old.yaml", "name: old\nmatch: ['1']\ndialect: rollout\nrollout:\n  safe: a\n  variants:\n"
+                 "    - {name: a, dialect: ga, model: gpt-realtime-mini, weight: 1}\n"
+                 "    - {name: b, dialect: ga, model: gpt-realtime-2.1}\n")  # fmt: skip
+    pinned = _write(tmp_path, "pinned.yaml", "name: pinned\nmatch: ['2']\ndialect: ga\n")  # the GA default model
+    _write(tmp_path, "new.yaml", "name: new\nmatch: ['3']\ndialect: ga\nprofile: {model: gpt-realtime-2.1}\n")
+    assert main(["check", str(tmp_path), "--today", "2027-01-19"]) == 0  # the day before: fine (serve warns)
+    capsys.readouterr()
+    assert main(["check", str(tmp_path), "--today", "2027-01-20", "--json"]) == 2
+    out = json.loads(capsys.readouterr().out)
+    assert [p["name"] for p in out["ok"]] == ["new"]
+    assert [(e["file"], e["field"]) for e in out["errors"]] == [
+        (str(old), "rollout.variants[0].model"), (str(pinned), "profile.model"),
+    ]  # fmt: skip
+    assert out["errors"][0]["message"].startswith("the safe model gpt-realtime-mini was shut down on 2027-01-20")
+    assert main(["check", str(ROOT / "dialplans"), "--today", "2027-06-01"]) == 0  # the shipped plans moved on
+
+
+def test_transfer_says_how_and_transfer_target_stays_a_blind_transfer(tmp_path: Path) -> None:
+    from bridge.dialplan import load_dialplan, plan_warnings
+
+    warm = load_dialplan(
+        _write(
+            tmp_path,
+            "w.yaml",
+            "name: w\nmatch: ['1']\nprofile: {tools: [transfer_to_human]}\n"
+            "transfer: {mode: warm, target: 'sip:agent@pbx', ring_timeout_s: 8, accept: dtmf}\n",
+        )
+    )
+    assert check_file(Path(warm.source_file)) == []  # transfer.target satisfies the tool's transfer_target
+    assert warm.transfer_target == "sip:agent@pbx"  # the blind paths and the console see the same target
+    plan = warm.transfer_plan
+    assert plan is not None and (plan.mode, plan.ring_timeout_s, plan.accept, plan.brief) == ("warm", 8, "dtmf", True)
+    assert plan_warnings(warm) == []
+    old = load_dialplan(_write(tmp_path, "b.yaml", "name: b\nmatch: ['1']\ntransfer_target: 'sip:agent@pbx'\n"))
+    blind = old.transfer_plan
+    assert blind is not None and (blind.mode, blind.target) == ("blind", "sip:agent@pbx")
+    assert load_dialplan(_write(tmp_path, "n.yaml", "name: n\nmatch: ['1']\n")).transfer_plan is None
+    unbriefed = load_dialplan(
+        _write(
+            tmp_path, "v.yaml", "name: v\nmatch: ['1']\ntransfer: {mode: warm, target: 'sip:agent@pbx', brief: false}\n"
+        )
+    )
+    assert unbriefed.transfer_plan is not None and not unbriefed.transfer_plan.brief
+    assert plan_warnings(unbriefed) == []

@@ -35,14 +35,16 @@ PURE = (
     "bridge.rollout.policy",
     "bridge.realtime.protocol",
     "bridge.realtime.dialects*",
-    "bridge.realtime.retry",
+    "bridge.call.retry",
     "bridge.realtime.profile",
     "bridge.sip.sipmsg",
     "bridge.sip.access",
     "bridge.call.state",
-    "bridge.call.tools",
+    "bridge.call.builtin_tools",
     "bridge.store.keys",
     "bridge.dialplan",
+    "bridge.tools",
+    "bridge.tools.spec",
 )
 IMPURE_LIBRARIES = frozenset({"asyncio", "pjsua2", "redis", "websockets", "aiohttp"})
 MAX_TOP_LEVEL_MODULES = 8

@@ -241,6 +241,9 @@ class Dialect:
     service: Service | LiveService
     model_in_url: bool = True  # ``?model=`` on the WebSocket URL (else the model goes in the opening command)
     refused: Mapping[type[ev.Command], str] = field(default_factory=lambda: MappingProxyType({}))  # command -> why not
+    # decoders that remember what one session said earlier, made afresh for each session: canonical key ->
+    # decoder, over ``decoders`` (beta names a function only in its output item, not where its arguments end)
+    session_decoders: Callable[[], Mapping[str, Decoder]] = field(default=lambda: MappingProxyType({}))
     # the profile of an orchestrated call: the model answers nothing on its own (the bridge asks it to speak)
     hold_answers: Callable[[AgentProfile], AgentProfile] = field(default=lambda profile: profile)
     server_events: Mapping[str, str] = field(init=False)  # wire -> canonical, everything this dialect decodes

@@ -6,12 +6,14 @@ Checked against ``openai.types.beta.realtime``. OpenAI has retired this shape on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
 
+from bridge import events as ev
 from bridge.realtime.dialects import common
-from bridge.realtime.dialects.base import Credential, Dialect, MintRequest, ResponseInfo, Service, Usage
+from bridge.realtime.dialects.base import Credential, Decoder, Dialect, MintRequest, ResponseInfo, Service, Usage
 from bridge.realtime.dialects.schema import (
     AnyValue,
     ClientError,
@@ -83,6 +85,31 @@ def _credential_request(profile: AgentProfile) -> dict[str, Any]:
 def _parse_credential(body: Mapping[str, Any]) -> Credential:
     secret = body["client_secret"]
     return Credential(value=str(secret["value"]), expires_at=float(secret["expires_at"]))
+
+
+def _named_calls() -> Mapping[str, Decoder]:
+    """One session's function calls, named: beta's ``response.function_call_arguments.done`` has no ``name``, so it
+    comes from the item's ``response.output_item.added``, remembered by item id."""
+    names: dict[str, str] = {}  # function_call item id -> the function's name
+    item_added, function_done = common.DECODERS["response.item_added"], common.DECODERS["response.function_done"]
+
+    def added(e: Mapping[str, Any]) -> Sequence[ev.Event]:
+        events = item_added(e)
+        for event in events:
+            if isinstance(event, ev.OutputItemAdded) and event.item_type == ev.ItemType.FUNCTION_CALL:
+                item = e.get("item")
+                names[event.item_id] = str(item.get("name") or "") if isinstance(item, Mapping) else ""
+        return events
+
+    def named(event: ev.Event) -> ev.Event:
+        if isinstance(event, ev.FunctionCall) and not event.name:
+            return dataclasses.replace(event, name=names.get(event.item_id, ""))
+        return event
+
+    def done(e: Mapping[str, Any]) -> Sequence[ev.Event]:
+        return tuple(named(event) for event in function_done(e))
+
+    return MappingProxyType({"response.item_added": added, "response.function_done": done})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -290,6 +317,7 @@ BETA = Dialect(
     decoders=common.decoders(
         common.session_configured(_SESSION_PATHS["voice"], _SESSION_PATHS["output_format"], _format_name)
     ),
+    session_decoders=_named_calls,
     build_session=build_session,
     build_response=common.response_body,
     session_fields=SESSION_FIELDS,

@@ -196,7 +196,7 @@ def _item_added(e: Mapping[str, Any]) -> Sequence[ev.Event]:
         ev.ItemAdded(
             item_id=_s(item, "id"),
             role=_s(item, "role"),
-            item_type=_s(item, "type"),
+            item_type=ev.ItemType.of(_s(item, "type")),
             previous_item_id=e.get("previous_item_id"),
         ),
     )
@@ -219,7 +219,11 @@ def _response_done(e: Mapping[str, Any]) -> Sequence[ev.Event]:
     details = _m(resp, "status_details")
     reason = details.get("reason") or _m(details, "error").get("code")
     usage = token_usage(resp)
-    return (ev.ResponseDone(response_id=_s(resp, "id"), status=_s(resp, "status"), reason=reason, usage=usage),)
+    return (
+        ev.ResponseDone(
+            response_id=_s(resp, "id"), status=ev.ResponseStatus.of(_s(resp, "status")), reason=reason, usage=usage
+        ),
+    )
 
 
 def _rate_limits(e: Mapping[str, Any]) -> Sequence[ev.Event]:
@@ -291,7 +295,7 @@ DECODERS: Mapping[str, Decoder] = MappingProxyType(
                 item_id=_s(e, "item_id"), audio_start_ms=_i(e, "audio_start_ms"), audio_end_ms=_i(e, "audio_end_ms")
             ),
         ),
-        "input.dtmf": lambda e: (ev.Dtmf(digit=_s(e, "event"), source="realtime"),),
+        "input.dtmf": lambda e: (ev.Dtmf(digit=_s(e, "event"), source=ev.DtmfSource.REALTIME),),
         "input.transcript_delta": lambda e: (
             ev.CallerTranscript(item_id=_s(e, "item_id"), text=_s(e, "delta"), final=False),
         ),
@@ -316,7 +320,7 @@ DECODERS: Mapping[str, Decoder] = MappingProxyType(
             ev.OutputItemAdded(
                 response_id=_s(e, "response_id"),
                 item_id=_s(_m(e, "item"), "id"),
-                item_type=_s(_m(e, "item"), "type"),
+                item_type=ev.ItemType.of(_s(_m(e, "item"), "type")),
             ),
         ),
         "response.item_done": _ignore,
@@ -564,7 +568,12 @@ SERVER_VAD_FIELDS: Final[Mapping[str, Node]] = MappingProxyType(
 
 
 def realtime_model(model: str) -> bool:
-    return model.startswith("gpt-realtime")
+    return model.startswith("gpt-realtime")  # gpt-realtime, gpt-realtime-2025-08-28, gpt-realtime-mini, ...
+
+
+def voice_on(voice: str, model: str) -> bool:
+    """Whether ``model`` speaks in ``voice``: marin and cedar only on gpt-realtime models (docs/protocol.md)."""
+    return voice not in REALTIME_ONLY_VOICES or realtime_model(model)
 
 
 def one_modality(values: list[Any], path: str) -> None:

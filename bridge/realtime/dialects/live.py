@@ -408,7 +408,9 @@ def _response_done(key: str, inner: Mapping[str, Any]) -> Sequence[ev.Event]:
     resp = _m(inner, "response")
     reason = _m(resp, "incomplete_details").get("reason") or _m(resp, "error").get("code")
     usage = common.token_usage(resp)
-    return (ev.ResponseDone(response_id=key, status=_s(resp, "status"), reason=reason, usage=usage),)
+    return (
+        ev.ResponseDone(response_id=key, status=ev.ResponseStatus.of(_s(resp, "status")), reason=reason, usage=usage),
+    )
 
 
 def _item_done(key: str, inner: Mapping[str, Any]) -> Sequence[ev.Event]:
@@ -431,7 +433,9 @@ _INNER: Final[Mapping[str, Callable[[str, Mapping[str, Any]], Sequence[ev.Event]
         RESPONSES_EVENTS["created"]: lambda key, inner: (ev.ResponseStarted(response_id=key),),
         RESPONSES_EVENTS["item_added"]: lambda key, inner: (
             ev.OutputItemAdded(
-                response_id=key, item_id=_s(_m(inner, "item"), "id"), item_type=_s(_m(inner, "item"), "type")
+                response_id=key,
+                item_id=_s(_m(inner, "item"), "id"),
+                item_type=ev.ItemType.of(_s(_m(inner, "item"), "type")),
             ),
         ),
         RESPONSES_EVENTS["item_done"]: _item_done,

@@ -4,16 +4,17 @@
 import { events } from "./api.js";
 import { $, clock, h, show } from "./dom.js";
 
-const ENDED_KEEP = 20;
 let source = null;
 let timer = null;
 let offset = 0; // server clock minus this browser's, in seconds
 const rows = new Map(); // call id -> { call, tr }
-const ended = [];
 let onOpen = () => {};
 
 export function start(open) {
   onOpen = open;
+  for (const id of ["filter-dialplan", "filter-variant", "filter-phase", "filter-caller"]) {
+    $(id).oninput = filter;
+  }
   stop();
   source = events("/api/live/calls", {
     snapshot: (data) => {
@@ -53,8 +54,10 @@ function cells(call) {
     h("td", { class: "caller" }, call.caller),
     h("td", { class: "called" }, call.called),
     h("td", { class: "dialplan" }, call.dialplan),
+    h("td", { class: "variant" }, call.variant || "–"),
     h("td", { class: "dialect" }, call.dialect, call.model ? h("span", { class: "muted" }, ` ${call.model}`) : null),
-    h("td", { class: "phase" }, call.phase),
+    h("td", { class: "phase" }, call.phase,
+      call.transfer ? h("span", { class: `transfer ${call.transfer}` }, ` transfer: ${call.transfer.replace("_", " ")}`) : null),
     h("td", { class: `status ${call.status}` }, call.status),
     h("td", { class: "duration" }, duration(call)),
     h("td", { class: "last-line" }, call.last_transcript),
@@ -72,7 +75,31 @@ function upsert(call) {
   tr.className = call.status === "lost" ? "lost" : "";
   tr.replaceChildren(...cells(call));
   rows.set(call.call_id, { call, tr });
+  filter();
   count();
+}
+
+// The filters: a dialplan, a variant, a phase (each from the calls seen), a part of the caller's number.
+const FILTERS = [["dialplan", "filter-dialplan"], ["variant", "filter-variant"], ["phase", "filter-phase"]];
+
+export function filter() {
+  for (const [key, id] of FILTERS) {
+    const select = $(id);
+    const known = new Set([...select.options].map((o) => o.value));
+    for (const { call } of rows.values()) {
+      const value = call[key] || "";
+      if (value && !known.has(value)) {
+        select.append(h("option", { value }, value));
+        known.add(value);
+      }
+    }
+  }
+  const text = $("filter-caller").value.trim();
+  for (const { call, tr } of rows.values()) {
+    const match = FILTERS.every(([key, id]) => !$(id).value || call[key] === $(id).value) &&
+      (!text || (call.caller || "").includes(text));
+    show(tr, match);
+  }
 }
 
 function drop(callId, endedNow) {
@@ -82,18 +109,6 @@ function drop(callId, endedNow) {
   rows.delete(callId);
   count();
   if (!endedNow) return;
-  const c = known.call;
-  ended.unshift(c);
-  ended.length = Math.min(ended.length, ENDED_KEEP);
-  $("ended").replaceChildren(
-    ...ended.map((e) =>
-      h("li", {}, h("a", { href: "#", "data-call-id": e.call_id, onclick: (ev) => {
-        ev.preventDefault();
-        onOpen(e.call_id);
-      } }, `${e.caller || "?"} → ${e.called || "?"} (${e.dialplan}, ${e.dialect})`)),
-    ),
-  );
-  $("ended-count").textContent = String(ended.length);
   document.dispatchEvent(new CustomEvent("console:call-ended", { detail: { call_id: callId } }));
 }
 

@@ -1,8 +1,10 @@
 // One call as it happens (GET /api/live/calls/{id}): both sides' transcript, the phase timeline, barge-ins, tool
-// calls, latency per segment and the first-audio time; for an ended call, its record from Redis.
+// calls (a business tool's with its outcome and latency), latency per segment, the first-audio time and the longest
+// the caller waited in silence; for an ended call, its record from Redis.
 
 import { events } from "./api.js";
 import { $, h, ms, show } from "./dom.js";
+import * as actions from "./actions.js";
 import * as listen from "./listen.js";
 
 let source = null;
@@ -10,7 +12,8 @@ let startedAt = null;
 let count = 0;
 
 const FACTS = [
-  ["caller", "Caller"], ["called", "Called"], ["dialplan", "Dialplan"], ["dialect", "Dialect"], ["model", "Model"],
+  ["caller", "Caller"], ["called", "Called"], ["dialplan", "Dialplan"], ["variant", "Variant"], ["dialect", "Dialect"],
+  ["model", "Model"],
   ["voice", "Voice"], ["phase", "Phase"], ["worker", "Worker"], ["end_reason", "Ended because"],
 ];
 
@@ -20,6 +23,7 @@ export function open(callId) {
   $("detail-state").textContent = "connecting";
   show($("detail-panel"), true);
   listen.showCall(callId, false);
+  actions.showCall(callId, false);
   source = events(`/api/live/calls/${encodeURIComponent(callId)}`, {
     call: facts,
     entries: (list) => {
@@ -31,11 +35,13 @@ export function open(callId) {
     done: () => {
       $("detail-state").textContent = "ended: record from Redis";
       listen.showCall(callId, false);
+      actions.showCall(callId, false);
       source.close();
     },
     missing: () => {
       $("detail-state").textContent = "no such call in Redis";
       listen.showCall(callId, false);
+      actions.showCall(callId, false);
       source.close();
     },
     store: (data) => {
@@ -49,8 +55,10 @@ export function close() {
   if (source) source.close();
   source = null;
   listen.showCall(null, false);
+  actions.showCall(null, false);
   reset();
   $("detail-facts").replaceChildren();
+  $("longest-silence").textContent = "–"; // from the call's hash (facts), not its entries
   show($("detail-panel"), false);
 }
 
@@ -65,8 +73,10 @@ function reset() {
 function facts(state) {
   startedAt = state.started_at ? Number(state.started_at) : null;
   const ended = state.phase === "ENDED";
+  $("longest-silence").textContent = ms(state.longest_silence_ms ? Number(state.longest_silence_ms) : null);
   $("detail-state").textContent = ended ? "ended" : "live";
   listen.showCall($("detail-id").textContent, !ended);
+  actions.showCall($("detail-id").textContent, !ended);
   $("detail-facts").replaceChildren(
     ...FACTS.filter(([key]) => state[key]).flatMap(([key, label]) => [
       h("dt", {}, label),
@@ -99,6 +109,10 @@ function add(entry) {
     $("barge-ins").append(h("li", {}, h("time", {}, when), entry.summary));
   } else if (kind === "tool_call") {
     $("tools").append(h("li", {}, h("time", {}, when), h("code", {}, entry.data.name || ""), " ", entry.summary));
+  } else if (kind === "tool_result") {
+    const latency = entry.data.latency_ms ? Number(entry.data.latency_ms) : null;
+    $("tools").append(h("li", { "data-tool": entry.data.name || "", "data-outcome": entry.data.outcome || "" },
+      h("time", {}, when), h("code", {}, entry.data.name || ""), ` ${entry.data.outcome || "?"} in ${ms(latency)}`));
   }
 }
 

@@ -1,4 +1,4 @@
-// Listen-in (operators only): one call's live audio, both sides mixed, from GET /api/calls/{id}/listen (a WebSocket
+// Listen-in (supervisors and admins): one call's live audio, both sides mixed, from GET /api/calls/{id}/listen (a WebSocket
 // of PCM16 8 kHz mono) played with Web Audio. The page only receives: it never asks for the microphone, and it sends
 // nothing on the socket (the server closes a listen-in that does).
 //
@@ -39,7 +39,7 @@ window.callbridgeListen = {
   },
 };
 
-// Only an operator gets the button (the server refuses everyone else anyway).
+// Only a supervisor or an admin gets the button (the server refuses everyone else anyway).
 export function allow(can) {
   allowed = can;
   if (!can) stop();
@@ -60,6 +60,10 @@ export function showCall(id, live) {
       if (socket === s) stop("the call ended");
     }, ENDED_GRACE_MS);
   }
+}
+
+export function listening() {
+  return socket !== null;
 }
 
 export function toggle() {

@@ -1,22 +1,38 @@
-// The console's entry point: sign-in and sign-out, then the live calls, the call detail and the rollout panel.
+// The console's entry point: sign-in and sign-out, then the per-plan strip, the live calls, the ended calls, the
+// call detail and the rollout panel.
 
+import * as actions from "./actions.js";
 import { request, setSession } from "./api.js";
 import * as calls from "./calls.js";
 import * as detail from "./detail.js";
+import * as ended from "./ended.js";
 import { $, show } from "./dom.js";
 import * as listen from "./listen.js";
 import * as rollout from "./rollout.js";
+import * as strip from "./strip.js";
+
+// Roles rank viewer < supervisor < admin: supervisors also act on calls and listen in, admins also change rollouts.
+const RANK = { viewer: 0, supervisor: 1, admin: 2 };
+let accounts = false; // the server has accounts (name and password), not the demo's shared tokens
+
+export function mayAct(session) {
+  return Boolean(session) && RANK[session.role] >= RANK.supervisor;
+}
 
 function signedIn(session) {
   setSession(session);
-  $("who").textContent = `${session.name}`;
-  $("who").className = session.role === "operator" ? "role operator" : "role read-only";
+  $("who").textContent = session.name;
+  $("who").title = `role: ${session.role}`;
+  $("who").className = `role ${session.role}`;
   show($("who"), true);
   show($("signout"), true);
   show($("signin"), false);
   show($("console"), true);
   calls.start(detail.open);
-  listen.allow(session.role === "operator");
+  ended.start(detail.open);
+  strip.start();
+  listen.allow(mayAct(session));
+  actions.allow(mayAct(session));
   listen.refreshAudit();
   rollout.start();
 }
@@ -24,7 +40,10 @@ function signedIn(session) {
 function signedOut(message) {
   setSession(null);
   calls.stop();
+  ended.stop();
+  strip.stop();
   listen.allow(false);
+  actions.allow(false);
   listen.clearAudit();
   detail.close();
   rollout.stop();
@@ -49,7 +68,8 @@ async function signIn(event) {
     $("signin-error").textContent = "";
     signedIn(r.data);
   } else {
-    $("signin-error").textContent = r.status === 401 ? "Wrong token." : r.data.error || `HTTP ${r.status}`;
+    const wrong = accounts ? "Wrong name or password." : "Wrong token.";
+    $("signin-error").textContent = r.status === 401 ? wrong : r.data.error || `HTTP ${r.status}`;
   }
 }
 
@@ -63,6 +83,8 @@ async function boot() {
   $("signout").addEventListener("click", signOut);
   $("detail-close").addEventListener("click", () => detail.close());
   $("listen").addEventListener("click", () => listen.toggle());
+  actions.wire();
+  ended.wire();
   $("open-call").addEventListener("submit", (e) => {
     e.preventDefault();
     const id = $("open-call-id").value.trim();
@@ -72,6 +94,12 @@ async function boot() {
     if (!$("console").hidden) signedOut("Your session ended: sign in again.");
   });
   const r = await request("GET", "/auth/session");
+  accounts = Boolean(r.data && r.data.accounts);
+  if (accounts) {
+    $("name-label").textContent = "Account";
+    $("token-label").textContent = "Password";
+    $("name").required = true;
+  }
   if (r.ok) signedIn(r.data);
   else signedOut(r.data && r.data.enabled === false ? "The console is disabled: no supervisor token is set." : "");
 }

@@ -1,6 +1,6 @@
 // The rollout panel: drawn from what GET /api/console/rollout describes (variants with their weights and health side
 // by side, health columns, editable settings), so a rollout of another shape changes the server's description, not
-// this module. Changes: an operator edits, gives a reason, reviews the change the server computed (POST
+// this module. Changes: an admin edits, gives a reason, reviews the change the server computed (POST
 // .../preview), then saves it (PUT).
 
 import { request } from "./api.js";
@@ -35,7 +35,7 @@ export async function load() {
   canChange = r.data.can_change;
   $("rollout-note").textContent = canChange
     ? "Changes need a reason and apply to the next call."
-    : "Read-only session: only an operator can change a rollout.";
+    : "Only an admin can change a rollout.";
   if (!r.data.dialplans.length) $("rollout-note").textContent += " No rollout dialplan yet.";
   const cards = r.data.dialplans.map(card);
   for (const fresh of cards) {

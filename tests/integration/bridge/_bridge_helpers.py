@@ -47,10 +47,11 @@ from numpy.typing import NDArray
 from bridge.audio.analysis import peak_frequency
 from bridge.audio.wav import read_wav, write_wav
 from bridge.config import Settings
+from bridge.devkit.ports import free_port_block
 from bridge.emulator import EmulatorServer
 from bridge.emulator.session import SessionRecord
 from bridge.serve.pool import Pool
-from bridge.store.server import free_port_block
+from bridge.store.reportfile import read_reports
 
 REPO = Path(__file__).resolve().parents[3]
 ASSETS = REPO / "bridge" / "assets"
@@ -150,6 +151,7 @@ def softphone_args(
     timeout: float | None = None,
     loop: bool = False,
     no_plc: bool = False,
+    echo: str | None = None,
 ) -> list[str]:
     """``python -m bridge call URI ... --json`` (the real CLI); ``no_plc``: record late frames as the gaps they
     were (no packet loss concealment), for a test that measures what the caller got against the bridge's count."""
@@ -168,6 +170,8 @@ def softphone_args(
         args += ["--hangup-after", str(hangup_after)]
     if timeout is not None:
         args += ["--timeout", str(timeout)]
+    if echo is not None:
+        args.append(f"--echo={echo}")  # "-14@120": the line returns what the caller hears (an = for the minus)
     return args
 
 
@@ -431,18 +435,13 @@ class BridgeStack:
         return await wait_report(self.reports_path, call_id, within)
 
 
-def read_reports(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 async def wait_report(path: Path, call_id: str, within: float = 10.0) -> dict[str, Any]:
-    """The worker's JSON report of the call with this SIP Call-ID (written when the call session ends)."""
+    """The worker's JSON report of the call with this SIP Call-ID (its ``sip_call_id``; ``call_id`` is the bridge's
+    own id), written when the call session ends."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         for line in read_reports(path):
-            if line.get("call_id") == call_id:
+            if call_id in (line.get("sip_call_id"), line.get("call_id")):
                 return line
         await asyncio.sleep(0.05)
     raise TimeoutError(f"no worker report for call {call_id} after {within} s")

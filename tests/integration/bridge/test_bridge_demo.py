@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from _bridge_helpers import RATE, active_regions, read_pcm_wav, run
 
-from bridge.store.server import redis_server_binary
+from bridge.devkit.redis_server import redis_server_binary
 
 pytestmark = [
     pytest.mark.integration,
@@ -39,6 +39,9 @@ async def test_demo_json_answers_and_converses_in_both_dialects(tmp_path: Path) 
         assert rate == RATE
         active_s = sum(r.seconds for r in active_regions(heard, RATE, floor_dbfs=-50.0, bridge_gap_ms=1500))
         assert active_s * 1000 == pytest.approx(c["agent_audio_ms"], rel=0.15), (active_s, c["agent_audio_ms"])
-    # GA greets first (the support plan has a greeting); beta waits for the caller (billing has none).
-    assert calls["ga"]["phases"][1] == "THINKING" and len(calls["ga"]["agent_transcript"]) == 2
+    # GA greets first (the support plan has a greeting; gpt-realtime-2.1 may put a preamble before its answer);
+    # beta waits for the caller (billing has none).
+    ga_said = calls["ga"]["agent_transcript"]
+    assert calls["ga"]["phases"][1] == "THINKING" and ga_said[0].startswith("Thank you for calling"), ga_said
+    assert len(ga_said) in (2, 3), ga_said
     assert calls["beta"]["phases"][1] == "LISTENING" and len(calls["beta"]["agent_transcript"]) == 1

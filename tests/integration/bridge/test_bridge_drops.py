@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from bridge.devkit.stack import ROOT, local_stack
+from bridge.store.reportfile import read_reports
 
 CALLS = 4
 CALL_S = 14.0
@@ -46,10 +47,10 @@ async def test_twenty_drops_across_concurrent_sip_calls(tmp_path: Path) -> None:
         (port,) = stack.sip_ports
         phones = await asyncio.gather(*(call(f"sip:1000@127.0.0.1:{port}", play) for _ in range(CALLS)))
         for _ in range(100):
-            if stack.reports.exists() and len(stack.reports.read_text().splitlines()) >= CALLS:
+            if len(read_reports(stack.reports)) >= CALLS:
                 break
             await asyncio.sleep(0.1)
-        reports = [json.loads(x) for x in stack.reports.read_text().splitlines()]
+        reports = read_reports(stack.reports)
         sessions = stack.emulator.sessions
     for phone in phones:  # no caller noticed: every call lasted until the caller hung up
         assert phone["answered"] and phone["hangup_by"] == "local" and phone["duration_s"] >= CALL_S - 0.5, phone

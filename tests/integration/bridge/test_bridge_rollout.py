@@ -7,6 +7,7 @@ Plans (besides the helpers' test plans):
                   fallback voice verse
     3201  strict  rollout: gpt-realtime (safe) | gpt-realtime-2.1 with no fallback (model_selection new); rolled
                   back after 2 calls worse than the safe one
+    3202  retired rollout: gpt-realtime (safe, all the weight) | gpt-realtime-2.1; the service retires gpt-realtime
 
 The emulator answers a gpt-realtime-2.1 session as that model may: a preamble and the answer, two message items
 in one response.
@@ -37,11 +38,14 @@ from _bridge_helpers import (
     write_pcm_wav,
 )
 
+from bridge.call.privacy import mask_number
+from bridge.devkit.ports import free_port_block
+from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.dialplan import Dialplan
+from bridge.rollout import refusals
 from bridge.rollout.store import RolloutStore
 from bridge.store import keys
 from bridge.store.connection import connect
-from bridge.store.server import EmbeddedRedis, free_port_block, redis_server_binary
 
 SIPP = shutil.which("sipp")
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -75,14 +79,15 @@ STRICT = {
     **plan("strict", "3201", {"model_selection": "new"}, rollback={"min_calls": 2, "failure_rate_threshold": 0.2}),
     "outage": {"hold_s": 2.0, "failover": "goodbye"},  # no model: two seconds of hold, then the goodbye
 }
-SPECS = {p["name"]: spec for p in (TRIAL, STRICT) if (spec := Dialplan.model_validate(p).rollout_spec)}
+RETIRED = {**plan("retired", "3202", {"model_selection": "new"}), "greeting": "Greet the caller."}
+SPECS = {p["name"]: spec for p in (TRIAL, STRICT, RETIRED) if (spec := Dialplan.model_validate(p).rollout_spec)}
 
 
 @contextlib.asynccontextmanager
 async def rollout_stack(tmp_path: Path) -> AsyncIterator[tuple[BridgeStack, RolloutStore]]:
     with EmbeddedRedis() as redis:
         async with (
-            BridgeStack(tmp_path, redis_url=redis.url, extra_plans=[TRIAL, STRICT]) as bridge,
+            BridgeStack(tmp_path, redis_url=redis.url, extra_plans=[TRIAL, STRICT, RETIRED]) as bridge,
             RolloutStore(redis.url, specs=SPECS) as store,
         ):
             yield bridge, store
@@ -135,8 +140,10 @@ async def test_weights_split_forty_callers_and_each_caller_keeps_their_variant(
 
 async def split_forty_callers(bridge: BridgeStack, store: RolloutStore, tmp_path: Path) -> None:
     await store.set_flag("trial", {"weights": {SAFE: 50, NEW: 50}}, "qa", "half and half")
-    callers = [f"+1555010{n:04d}" for n in range(40)]
-    await sipp_calls(bridge, "3200", callers, tmp_path / "sipp-1")
+    dialled = [f"+1555010{n:04d}" for n in range(40)]
+    await sipp_calls(bridge, "3200", dialled, tmp_path / "sipp-1")
+    # reports show a caller's number masked to its last 4 digits (privacy.caller_visible_digits): unique here
+    callers = [mask_number(c, 4) for c in dialled]
     reports = await wait_reports(bridge.reports_path, 40, within=30)
     by_caller = {callers_of(reports)[r["call_id"]]: r for r in reports}
     assert sorted(by_caller) == callers  # one call per caller, each answered and reported
@@ -150,7 +157,7 @@ async def split_forty_callers(bridge: BridgeStack, store: RolloutStore, tmp_path
     assert Counter(s.model for s in bridge.emu.sessions) == Counter({SAFE: split[SAFE], NEW: split[NEW]})
 
     again = callers[:8]  # the same callers call again: each gets the variant they had
-    await sipp_calls(bridge, "3200", again, tmp_path / "sipp-2")
+    await sipp_calls(bridge, "3200", dialled[:8], tmp_path / "sipp-2")
     reports = await wait_reports(bridge.reports_path, 48, within=30)
     second = {callers_of([r])[r["call_id"]]: r for r in reports[40:]}
     assert sorted(second) == sorted(again)
@@ -282,3 +289,32 @@ async def test_a_two_item_response_plays_both_items_and_a_barge_in_in_the_second
     assert [(t["item_id"], t["audio_end_ms"]) for t in record.truncates] == [
         (answer["item_id"], truncate["audio_end_ms"])
     ]
+
+
+async def test_a_model_the_service_refuses_moves_the_call_and_the_weight_to_the_healthy_variant(
+    stack: tuple[BridgeStack, RolloutStore],
+) -> None:
+    bridge, store = stack
+    bridge.emu.set_defaults({"retire_models": SAFE})  # answered as the service does: model_not_found, close 4000
+    uri = bridge.uri("3202")
+    for n in (1, 2):  # the first call finds out (and moves at once); the second is decided away from it
+        done = await call(uri, hangup_after=1.5, timeout=30)
+        assert done.returncode == 0 and done.report is not None and done.report["answered"], done.describe()
+        report = (await wait_reports(bridge.reports_path, n, within=15))[-1]
+        assert (report["variant"], report["model"]) == (NEW, NEW), report["decision"]
+        assert report["agent_audio_ms"] > 0 and report["end_reason"].startswith("caller hung up")  # the agent spoke
+        assert not any(kind == "realtime_unavailable" for _, kind, _ in report["timeline"])  # no hold, no apology
+        assert report["refused"] == ([SAFE] if n == 1 else [])
+    assert (
+        "gpt-realtime refused (model_not_found) -> gpt-realtime-2.1"
+        in (await wait_reports(bridge.reports_path, 2))[0]["decision"]
+    )
+    # what the service saw: the refused session, then every call on the healthy model
+    assert [s.model for s in bridge.emu.sessions] == [SAFE, NEW, NEW]
+    assert bridge.emu.sessions[0].close_code == 4000
+    refused = await refusals.refused(store, "retired")
+    assert list(refused) == [SAFE] and (refused[SAFE]["model"], refused[SAFE]["code"]) == (SAFE, "model_not_found")
+    flag = await store.get_flag("retired")
+    assert flag.weights == {SAFE: 0, NEW: 100}
+    entry = (await store.audit("retired"))[0]
+    assert entry.who == "auto-refusal" and entry.new == {"weights": {SAFE: 0, NEW: 100}}

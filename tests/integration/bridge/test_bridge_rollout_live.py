@@ -25,11 +25,11 @@ from _bridge_helpers import (
     write_pcm_wav,
 )
 
+from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.dialplan import Dialplan
 from bridge.rollout.store import RolloutStore
 from bridge.store import keys
 from bridge.store.connection import connect
-from bridge.store.server import EmbeddedRedis, redis_server_binary
 
 pytestmark = [
     pytest.mark.integration,
@@ -87,7 +87,7 @@ async def test_the_shipped_ga_to_live_rollout_moves_calls_between_ga_and_live(tm
     live, ga = reports
     fields = ("dialplan", "variant", "dialect", "model")
     assert [live[k] for k in fields] == [plan.name, "live", "live", "gpt-live-1"]
-    assert [ga[k] for k in fields] == [plan.name, "ga", "ga", "gpt-realtime"]
+    assert [ga[k] for k in fields] == [plan.name, "ga", "ga", "gpt-realtime-2.1"]
     for report, state in zip(reports, states, strict=True):
         assert report["errors"] == [] and report["end_reason"].startswith("caller hung up")
         assert {k: state.get(k) for k in ("dialplan", "variant", "dialect", "model", "voice")} == {
@@ -95,6 +95,6 @@ async def test_the_shipped_ga_to_live_rollout_moves_calls_between_ga_and_live(tm
         }, state
         assert state["ended_at"], state
     # what the service saw: a Live session at 16 kHz (the variant's profile), then a GA one at 24 kHz
-    assert [(s.model, s.input_rate) for s in sessions] == [("gpt-live-1", 16000), ("gpt-realtime", 24000)]
+    assert [(s.model, s.input_rate) for s in sessions] == [("gpt-live-1", 16000), ("gpt-realtime-2.1", 24000)]
     assert sessions[0].types_received()[:2] == ["session.start", "session.commentary.append"]
     assert (window["live"].calls, window["ga"].calls) == (1, 1)

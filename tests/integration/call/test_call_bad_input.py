@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _fakes import FakeLeg, wait_until
+from fakes.leg import FakeLeg, wait_until
 
 from bridge.call.session import CallSession
 from bridge.dialplan import Dialplan
@@ -49,7 +49,7 @@ async def test_the_call_goes_on(
     await wait_until(lambda: session.playout.idle, 15, "greeting played")
     leg.say(1.2)
     await wait_until(lambda: len(session.report.agent_transcript) >= 2, 15, "an answer after the fault")
-    await wait_until(lambda: session.playout.idle and session.response_id is None, 15)
+    await wait_until(lambda: session.playout.idle and session.playback.response_id is None, 15)
     leg.stop()
     report = await asyncio.wait_for(task, 10)
     (client,) = clients  # no reconnect was needed

@@ -7,7 +7,7 @@ import asyncio
 import math
 
 import numpy as np
-from _fakes import FakeLeg, wait_until
+from fakes.leg import FakeLeg, wait_until
 
 from bridge import events as ev
 from bridge.call.session import CallSession
@@ -40,13 +40,13 @@ async def test_a_delta_is_played_on_the_spot_or_behind_what_is_queued(emulator: 
     sink = client._sink
 
     sink(ev.AudioChunk(response_id="r1", item_id="i1", audio=tone_24k(200)))  # nothing awaited after it
-    assert session.audio_item == "i1" and session.playout.depth_ms >= 180
+    assert session.playback.audio_item == "i1" and session.playout.depth_ms >= 180
     assert session.phase.phase is Phase.SPEAKING
 
     session.inbox.put(ev.SessionConfigured(session_id="queued-first"))  # something the task has not handled yet
     sink(ev.AudioChunk(response_id="r1", item_id="i2", audio=tone_24k(200)))
-    assert session.audio_item == "i1"  # the delta waits behind it
-    await wait_until(lambda: session.audio_item == "i2", 5, "the queued delta")
+    assert session.playback.audio_item == "i1"  # the delta waits behind it
+    await wait_until(lambda: session.playback.audio_item == "i2", 5, "the queued delta")
     assert any(k == "session_configured" and s == "queued-first" for _, k, s in session.report.timeline)
 
     await wait_until(lambda: session.playout.depth_ms == 0, 5, "the audio played out")

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from _fakes import FakeLeg, wait_until
+from fakes.leg import FakeLeg, wait_until
 
 from bridge import events as ev
 from bridge.call.session import CallReport, CallSession, Connector
@@ -66,7 +66,7 @@ async def converse(
             lambda i=i: (
                 _count(session, "response_done") > i
                 and session.playout.idle
-                and session.response_id is None
+                and session.playback.response_id is None
                 and session.client is not None
             ),
             20,

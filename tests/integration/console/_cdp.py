@@ -46,8 +46,9 @@ class CDPError(RuntimeError):
 
 
 class Browser:
-    def __init__(self, width: int = 1400, height: int = 1000) -> None:
-        self.width, self.height = width, height
+    def __init__(self, width: int = 1400, height: int = 1000, args: tuple[str, ...] = ()) -> None:
+        """``args``: more Chromium switches (a fake microphone: ``--use-fake-device-for-media-stream`` ...)."""
+        self.width, self.height, self.args = width, height, args
         self.proc: asyncio.subprocess.Process | None = None
         self._ws: Any = None
         self._ids = itertools.count(1)
@@ -64,7 +65,7 @@ class Browser:
             "--disable-extensions", "--disable-background-networking", "--disable-sync", "--mute-audio",
             "--autoplay-policy=no-user-gesture-required",  # Web Audio runs (muted) even without a gesture
             "--remote-debugging-port=0", f"--user-data-dir={self._profile.name}",
-            f"--window-size={self.width},{self.height}", "about:blank",
+            f"--window-size={self.width},{self.height}", *self.args, "about:blank",
         ]  # fmt: skip
         if os.geteuid() == 0:
             args.insert(1, "--no-sandbox")  # Chromium refuses to sandbox itself as root
@@ -239,11 +240,20 @@ class Page:
         await self.send("Input.insertText", {"text": text})
 
     async def click(self, selector: str) -> None:
-        box = await self.eval(
-            f"(() => {{ const el = document.querySelector({json.dumps(selector)});"
-            " el.scrollIntoView({block: 'center'}); const r = el.getBoundingClientRect();"
-            " return {x: r.x + r.width / 2, y: r.y + r.height / 2}; })()"
-        )
+        """A real mouse click at the middle of the element. The point is taken again while something else is on
+        top of it (a panel above that loaded late moved the page): a user aims at what they see, too."""
+        box: dict[str, float] | None = None
+        for _ in range(40):
+            box = await self.eval(
+                f"(() => {{ const el = document.querySelector({json.dumps(selector)});"
+                " el.scrollIntoView({block: 'center'}); const r = el.getBoundingClientRect();"
+                " const x = r.x + r.width / 2, y = r.y + r.height / 2;"
+                " return el.contains(document.elementFromPoint(x, y)) ? {x, y} : null; })()"
+            )
+            if box is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert box is not None, f"{selector} stayed covered"
         for kind in ("mousePressed", "mouseReleased"):
             await self.send(
                 "Input.dispatchMouseEvent",

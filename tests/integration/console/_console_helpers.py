@@ -29,9 +29,12 @@ from _cdp import CHROMIUM, Browser, Page
 
 from bridge.audio.frames import SAMPLE_RATE
 from bridge.audio.wav import read_wav, write_wav
+from bridge.devkit.ports import free_port
+from bridge.devkit.process import stop_process
+from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.emulator import EmulatorServer
 from bridge.store import keys
-from bridge.store.server import EmbeddedRedis, free_port, redis_server_binary
+from bridge.store.reportfile import read_reports
 
 ROOT = Path(__file__).resolve().parents[3]
 OPERATOR_TOKEN = "op-7c1f0e2a9b8d4c6e5f3a1b0c9d8e7f6a"
@@ -44,7 +47,8 @@ needs_browser_stack = pytest.mark.skipif(
 )
 
 
-def write_dialplans(directory: Path) -> Path:
+def write_dialplans(directory: Path, transfer_target: str | None = None) -> Path:
+    """The test plans; ``transfer_target``: the "line" plan's (a supervisor's transfer goes there)."""
     directory.mkdir(parents=True, exist_ok=True)
     plans = (("desk", ["4000", "*"], "ga", "pcm16", None), ("canary", ["5000"], "rollout", "pcm16", None),
              ("line", ["6000"], "ga", "pcm16", "Greet the caller."))  # fmt: skip
@@ -58,6 +62,8 @@ def write_dialplans(directory: Path) -> Path:
             "profile": {"instructions": f"Test plan {name}.", "voice": "alloy", "audio_format": audio_format,
                         "turn_detection": VAD, "tools": ["end_call"]},
         }  # fmt: skip
+        if name == "line" and transfer_target:
+            plan["transfer_target"] = transfer_target
         (directory / f"{name}.yaml").write_text(json.dumps(plan))  # JSON is YAML
     return directory
 
@@ -115,9 +121,8 @@ class Stack:
         path = self.log.with_name("calls.jsonl")
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            lines = path.read_text().splitlines() if path.exists() else []
-            for record in map(json.loads, lines):
-                if record.get("call_id") == call_id:
+            for record in read_reports(path):
+                if call_id in (record.get("sip_call_id"), record.get("call_id")):
                     return dict(record)
             await asyncio.sleep(0.1)
         raise TimeoutError(f"no report for call {call_id}")
@@ -147,9 +152,17 @@ async def wait_healthy(http_port: int, proc: subprocess.Popen[bytes], within_s: 
 
 
 @contextlib.asynccontextmanager
-async def console_stack(tmp: Path, *, session_s: float | None = None) -> AsyncIterator[Stack]:
-    """Redis, the emulator and ``serve --http-port`` with both tokens; serve's log goes to ``tmp/serve.log``, each
-    finished call's report to ``tmp/calls.jsonl``."""
+async def console_stack(
+    tmp: Path,
+    *,
+    session_s: float | None = None,
+    settings: dict[str, Any] | None = None,
+    dialplans: Path | None = None,
+    transfer_target: str | None = None,
+) -> AsyncIterator[Stack]:
+    """Redis, the emulator and ``serve --http-port`` with both tokens (and ``settings``, as its config file, e.g.
+    ``users_file``); serve's log goes to ``tmp/serve.log``, each finished call's report to ``tmp/calls.jsonl``.
+    ``dialplans``: a directory of dialplans instead of the test ones (the shipped ``dialplans/``)."""
     with EmbeddedRedis() as redis:
         async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
             sip_port, http_port = free_port(), free_port()
@@ -159,11 +172,16 @@ async def console_stack(tmp: Path, *, session_s: float | None = None) -> AsyncIt
             if session_s is not None:
                 env["CALLBRIDGE_SUPERVISOR_SESSION_S"] = str(session_s)
             log = tmp / "serve.log"
+            config = []
+            if settings:
+                (tmp / "settings.yaml").write_text(json.dumps(settings))  # JSON is YAML
+                config = ["--config", str(tmp / "settings.yaml")]
             with log.open("wb") as out:
                 proc = subprocess.Popen(  # noqa: ASYNC220 (a long-lived server; stopped synchronously below)
                     [sys.executable, "-m", "bridge", "serve", "--workers", "1", "--sip-port", str(sip_port),
                      "--realtime-url", emulator.base_url, "--redis-url", redis.url, "--http-port", str(http_port),
-                     "--dialplans", str(write_dialplans(tmp / "dialplans")), "--report-file", str(tmp / "calls.jsonl")],
+                     "--dialplans", str(dialplans or write_dialplans(tmp / "dialplans", transfer_target)),
+                     "--report-file", str(tmp / "calls.jsonl"), *config],
                     env=env, stdout=out, stderr=out,
                 )  # fmt: skip
             client = aioredis.from_url(redis.url, decode_responses=True)
@@ -172,12 +190,7 @@ async def console_stack(tmp: Path, *, session_s: float | None = None) -> AsyncIt
                 yield Stack(proc, sip_port, http_port, log, redis, emulator, client)
             finally:
                 await client.aclose()
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop_process(proc)
             assert proc.returncode == 0, log.read_text()[-3000:]
 
 

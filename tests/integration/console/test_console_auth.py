@@ -62,7 +62,7 @@ async def test_sign_in_tokens_roles_csrf_and_session_expiry(tmp_path: Path) -> N
 
         # -- the operator signs in: the session is a cookie the page cannot read; the token is gone from everywhere
         await sign_in(page, stack.url, OPERATOR_TOKEN, name="Olga")
-        assert await page.text("#who") == "Olga (operator, console)"
+        assert await page.text("#who") == "Olga (admin, console)"
         (cookie,) = await page.cookies()
         assert cookie["name"] == "cb_console" and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert 0 < cookie["expires"] - time.time() <= SESSION_S + 1
@@ -83,7 +83,7 @@ async def test_sign_in_tokens_roles_csrf_and_session_expiry(tmp_path: Path) -> N
         status, body = await fetch(page, "PUT", "/api/rollout/canary", change, {"X-CSRF-Token": csrf})
         assert status == 200 and json.loads(body)["flag"]["weights"] == {"ga": 50, "beta": 50}
         _, flags = await stack.get("/api/rollout", token=OPERATOR_TOKEN)
-        assert flags["audit"][0]["who"] == "Olga (operator, console)"
+        assert flags["audit"][0]["who"] == "Olga (admin, console)"
 
         # -- a read-only supervisor, in a browser context of their own: sees the rollout, cannot change it
         viewer = await browser.page(own_context=True)
@@ -91,14 +91,14 @@ async def test_sign_in_tokens_roles_csrf_and_session_expiry(tmp_path: Path) -> N
         await viewer.wait_for("document.querySelector('article[data-dialplan=canary] tr[data-variant=ga] .share')")
         assert await viewer.text("article[data-dialplan=canary] tr[data-variant=ga] .share") == "50 %"
         assert await viewer.eval("document.querySelector('form.editor')") is None
-        assert "Read-only" in await viewer.text("#rollout-note")
+        assert "Only an admin" in await viewer.text("#rollout-note")
         ro_csrf = json.loads((await fetch(viewer, "GET", "/auth/session"))[1])["csrf"]
         for method, path in (("PUT", "/api/rollout/canary"), ("POST", "/api/rollout/canary/preview")):
             headers = {"X-CSRF-Token": ro_csrf}
             status, body = await fetch(viewer, method, path, {"kill": True, "reason": "x"}, headers)
-            assert status == 403 and "read-only" in json.loads(body)["error"]
+            assert status == 403 and "needs the admin role" in json.loads(body)["error"]
         assert await stack.put("/api/rollout/canary", {"kill": True, "reason": "x"}, READONLY_TOKEN) == (
-            403, {"error": "read-only: only an operator can change a rollout"},
+            403, {"error": "forbidden: to change a rollout needs the admin role (viewer here)"},
         )  # fmt: skip
         assert (await stack.get("/api/rollout", token=READONLY_TOKEN))[0] == 200
         _, flags = await stack.get("/api/rollout", token=OPERATOR_TOKEN)
@@ -130,7 +130,7 @@ async def test_sign_in_tokens_roles_csrf_and_session_expiry(tmp_path: Path) -> N
             assert token not in seen
         assert page.problems == [] and viewer.problems == [], (page.problems, viewer.problems)
     log = stack.log.read_text()
-    assert "Olga (operator, console) signed in" in log  # the log is where we looked
+    assert "Olga (admin, console) signed in" in log  # the log is where we looked
     for token in (OPERATOR_TOKEN, READONLY_TOKEN):
         assert token not in log
 

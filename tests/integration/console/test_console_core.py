@@ -15,9 +15,9 @@ from bridge.rollout.policy import RolloutFlag, legacy_spec
 from bridge.store.read import CallSummary, StreamEntry
 from bridge.supervisor.api import create_app
 from bridge.supervisor.auth import Sessions, Tokens, csrf_ok, display_name
-from bridge.supervisor.live import diff, row
 from bridge.supervisor.rollout_view import dialplan_panel, preview
-from bridge.supervisor.timeline import latency
+from bridge.supervisor.stream import diff, row
+from bridge.supervisor.timeline import SAME_AS_METRICS, latency
 
 
 def entry(t: float, kind: str, **data: str) -> StreamEntry:
@@ -60,6 +60,10 @@ def test_latency_segments_are_measured_between_the_entries() -> None:
     turn = segment(measured, "turn")
     assert turn["count"] == 2 and turn["median_ms"] == pytest.approx(600.0) and turn["max_ms"] == pytest.approx(800.0)
     assert segment(measured, "recovery")["last_ms"] == pytest.approx(900.0)
+
+
+def test_the_segments_the_metrics_also_measure_keep_their_names() -> None:
+    assert {"session_setup", "first_audio", "turn"} == SAME_AS_METRICS
 
 
 def test_latency_of_a_call_that_has_not_answered_yet_is_empty() -> None:
@@ -136,8 +140,8 @@ def test_preview_shows_the_change_and_refuses_what_the_store_would_naming_the_fi
 # ------------------------------------------------------------------------------------------------ tokens, sessions
 def test_tokens_open_their_role_only() -> None:
     tokens = Tokens("operator-secret", "viewer-secret")
-    assert tokens.role_of("operator-secret") == "operator"
-    assert tokens.role_of("viewer-secret") == "read-only"
+    assert tokens.role_of("operator-secret") == "admin"
+    assert tokens.role_of("viewer-secret") == "viewer"
     for wrong in ("", "operator-secret ", "viewer", "x" * 1000):
         assert tokens.role_of(wrong) is None
     assert Tokens(None, "viewer-secret").role_of("") is None
@@ -147,18 +151,18 @@ def test_tokens_open_their_role_only() -> None:
 def test_sessions_expire_and_close() -> None:
     now = [0.0]
     sessions = Sessions(10, clock=lambda: now[0])
-    session = sessions.open("operator", "Ann\x1b[31m")
-    assert session.name == "Ann[31m (operator, console)"  # control characters never reach the audit or the log
+    session = sessions.open("admin", "Ann\x1b[31m")
+    assert session.name == "Ann[31m (admin, console)"  # control characters never reach the audit or the log
     assert sessions.get(session.id) == session and sessions.get("forged") is None
     assert csrf_ok(session, session.csrf) and not csrf_ok(session, None) and not csrf_ok(session, "x")
     now[0] = 9.9
     assert sessions.get(session.id) == session
     now[0] = 10.0
     assert sessions.get(session.id) is None and len(sessions) == 0
-    other = sessions.open("read-only")
+    other = sessions.open("viewer")
     sessions.close(other.id)
     assert sessions.get(other.id) is None
-    assert display_name("  ", "read-only") == "read-only (console)"
+    assert display_name("  ", "viewer") == "viewer (console)"
 
 
 # ------------------------------------------------------------------------------------------------ the app's doors
@@ -189,7 +193,7 @@ async def test_a_session_needs_its_csrf_token_and_its_origin(client: TestClient[
     r = await client.post("/auth/signin", json={"token": "op", "name": "Ann"})
     assert r.status == 200
     session = await r.json()
-    assert set(session) == {"role", "name", "csrf", "expires_in_s"} and session["role"] == "operator"
+    assert set(session) == {"role", "name", "csrf", "expires_in_s"} and session["role"] == "admin"
     cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Max-Age=" in cookie
     assert "op" not in session.values()

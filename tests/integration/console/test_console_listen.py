@@ -117,14 +117,15 @@ async def test_listen_in_plays_both_sides_audits_and_stops(tmp_path: Path) -> No
         assert "caller + agent" in await operator.text("#listen-state")
         await wait_taps(stack, 1)
         started = await audit_row(operator, call_id, "start")
-        assert "Dana (operator, console)" in started and "started" in started
+        assert "Dana (admin, console)" in started and "started" in started
 
         # -- the read-only supervisor: no button, and the server refuses them (plain GET and WebSocket alike)
         await watcher.click(f"#calls tbody tr[data-call-id='{call_id}']")
         await watcher.wait_for("document.getElementById('detail-state').textContent === 'live'")
         assert await watcher.eval("document.getElementById('listen').hidden") is True
         status, body = await fetch(watcher, "GET", f"/api/calls/{call_id}/listen")
-        assert (status, json.loads(body)) == (403, {"error": "read-only: only an operator can listen in"})
+        refusal = {"error": "forbidden: to listen in needs the supervisor role (viewer here)"}
+        assert (status, json.loads(body)) == (403, refusal)
         refused = await watcher.eval(f"""new Promise((resolve) => {{
             const ws = new WebSocket(`ws://${{location.host}}/api/calls/{call_id}/listen`);
             ws.onopen = () => resolve('opened'); ws.onclose = (e) => resolve(`closed ${{e.code}}`); }})""")
@@ -143,7 +144,7 @@ async def test_listen_in_plays_both_sides_audits_and_stops(tmp_path: Path) -> No
             ws.onclose = (e) => resolve(`${{e.code}} ${{e.reason}}`); }})""")
         assert sent == "1008 listen-in is receive-only", sent
         audit = await api_audit(stack, lambda a: a["action"] == "stop" and "receive-only" in a["reason"])
-        assert audit["who"] == "Dana (operator, console)" and audit["call_id"] == call_id, audit
+        assert audit["who"] == "Dana (admin, console)" and audit["call_id"] == call_id, audit
 
         # -- the operator stops: the tap stops (nobody listens any more), the audit says so
         frames = (await operator.eval(STATS))["frames"]

@@ -18,8 +18,9 @@ from websockets.exceptions import ConnectionClosed
 
 from bridge import events as bev
 from bridge.emulator import EmulatorServer
-from bridge.errors import classify_close
-from bridge.realtime.dialects import BETA, GA, Credential
+from bridge.errors import ModelRefused, classify_close
+from bridge.realtime.client import RealtimeClient
+from bridge.realtime.dialects import BETA, GA, LIVE, Credential
 from bridge.realtime.profile import AgentProfile
 from bridge.realtime.protocol import RealtimeProtocol
 
@@ -193,3 +194,23 @@ async def test_session_outlives_its_secret() -> None:
         assert (await client.until_type("session.updated"))["type"] == "session.updated"
         await client.close()
         await api.close()
+
+
+@pytest.mark.parametrize(("dialect", "model", "code"), [(GA, "gpt-realtime", "model_not_found"),
+                                                        (LIVE, "gpt-live-1", "invalid_model")])  # fmt: skip
+async def test_a_retired_model_is_refused_as_the_service_refuses_it_and_the_bridge_types_it(
+    dialect: Any, model: str, code: str
+) -> None:
+    async with EmulatorServer(ping_interval_s=0, retire_models=f"{model},other-*") as server:
+        client = RealtimeClient(dialect, server.base_url, "sk-any", model=model)
+        await client.connect()  # the upgrade succeeds: no outage (503), the service answers the session
+        with pytest.raises(ModelRefused) as info:
+            await client.open(AgentProfile(model=model))
+        await client.close()
+        assert (info.value.model, info.value.code, info.value.retryable) == (model, code, False)
+        assert server.sessions[0].close_code == 4000 and server.refused == []
+        # a model the fault does not name is served as usual
+        ok = RealtimeClient(GA, server.base_url, "sk-any", model="gpt-realtime-2.1")
+        await ok.connect()
+        await ok.open(AgentProfile(model="gpt-realtime-2.1"))
+        await ok.close()

@@ -30,9 +30,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.devkit.ports import can_bind, free_port_block
 from bridge.emulator import EmulatorServer
 from bridge.serve.front import DestinationState, destinations_of, kamailio_binary, rpc_call
-from bridge.store.server import free_port_block
+from bridge.store.reportfile import read_reports
 
 ROOT = Path(__file__).resolve().parents[3]
 SCENARIOS = Path(__file__).with_name("scenarios")
@@ -45,21 +46,12 @@ NODE_A, NODE_B, CALLER = "127.0.0.2", "127.0.0.3", "127.0.0.1"
 heavy = pytest.mark.xdist_group("cpu")
 
 
-def _loopback_alias_works() -> bool:
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((NODE_B, 0))
-        return True
-    except OSError:
-        return False
-
-
 requirements = [
     pytest.mark.integration,
     pytest.mark.skipif(kamailio_binary() is None, reason="kamailio is not installed (apt-get install kamailio)"),
     pytest.mark.skipif(SIPP is None, reason="sipp is not installed (apt-get install sip-tester)"),
     pytest.mark.skipif(PCAP_DIR is None, reason="the sip-tester pcaps are not installed"),
-    pytest.mark.skipif(not _loopback_alias_works(), reason="127.0.0.2/127.0.0.3 are not usable here"),
+    pytest.mark.skipif(not can_bind(NODE_B), reason="127.0.0.2/127.0.0.3 are not usable here"),
 ]
 
 
@@ -132,6 +124,7 @@ class Node:
         config: dict[str, Any] | None = None,
     ) -> None:
         self.name, self.host, self.sip_port, self.front = name, host, sip_port, front
+        self.emulator: EmulatorServer | None = None  # the model service behind it, when front_node() started it
         self.http_port = free_port_block(1)
         self.reports = tmp / f"{name}.calls.jsonl"
         self.front_dir = tmp / f"{name}-front"
@@ -149,10 +142,9 @@ class Node:
             args += ["--front-peer", peer]
         for cidr in trust:
             args += ["--trust-front", cidr]
-        if config:
-            path = tmp / f"{name}.yaml"
-            path.write_text(json.dumps(config))  # JSON is YAML
-            args += ["--config", str(path)]
+        path = tmp / f"{name}.yaml"
+        path.write_text(json.dumps({"http_host": host, **(config or {})}))  # JSON is YAML; the node's own address
+        args += ["--config", str(path)]
         env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "REDIS_URL")}
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self._stderr = self.stderr_path.open("wb")
@@ -199,9 +191,7 @@ class Node:
 
     def calls(self) -> list[dict[str, Any]]:
         """One report per finished call (``worker`` = the index of the worker that held it)."""
-        if not self.reports.exists():
-            return []
-        return [json.loads(line) for line in self.reports.read_text().splitlines() if line.strip()]
+        return read_reports(self.reports)
 
     def stderr_tail(self, chars: int = 3000) -> str:
         try:
@@ -219,12 +209,19 @@ class Node:
 
 
 @contextlib.asynccontextmanager
-async def front_node(tmp: Path, workers: int = 2) -> AsyncIterator[tuple[Node, int, dict[str, Any]]]:
-    """The emulator and one node: its front on NODE_A and ``workers`` workers behind it, up. Yields the node, the
-    front's port and the node's /healthz; stops the node after, and checks it exited 0 (unless the test failed)."""
+async def front_node(
+    tmp: Path, workers: int = 2, config: dict[str, Any] | None = None
+) -> AsyncIterator[tuple[Node, int, dict[str, Any]]]:
+    """The emulator and one node: its front on NODE_A and ``workers`` workers behind it, up (``config``: more
+    settings). Yields the node (``node.emulator``: the emulator), the front's port and the node's /healthz; stops
+    the node after, and checks it exited 0 (unless the test failed)."""
     async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
         port = port_block(workers + 1)
-        node = Node(tmp, "a", host=NODE_A, sip_port=port, workers=workers, realtime_url=emulator.base_url, front=True)
+        node = Node(
+            tmp, "a", host=NODE_A, sip_port=port, workers=workers, realtime_url=emulator.base_url, front=True,
+            config=config,
+        )  # fmt: skip
+        node.emulator = emulator
         try:
             yield node, port, await node.up()
         finally:
@@ -291,7 +288,7 @@ async def sipp(
         SIPP, *script, "-m", str(calls), "-l", str(calls), "-r", str(rate), "-i", local_host, "-mi", local_host,
         "-p", str(free_port_block(1)), "-mp", str(free_port_block(4 * calls + 4)), "-nostdin", "-timeout",
         str(timeout_s), "-timeout_error", "-trace_err", *extra, "-error_file", str(work / f"errors-{tag}.log"),
-        "-trace_shortmsg", "-shortmessage_file", str(work / f"msgs-{tag}.log"), "-s", "service", target,
+        "-trace_shortmsg", "-shortmessage_file", str(work / f"msgs-{tag}.log"), "-s", "2000", target,
         cwd=work, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), timeout_s + 30)
@@ -317,6 +314,8 @@ class Answer:
     status: int
     reason: str
     headers: dict[str, str]  # lower-case names, first occurrence
+    bye: int | None = None  # the final status of the BYE, when invite() waited for it
+    body: str = ""
 
 
 async def invite(
@@ -327,10 +326,13 @@ async def invite(
     headers: Sequence[str] = (),
     timeout_s: float = 10.0,
     bye_copies: int = 1,
+    bye_headers: Sequence[str] = (),
+    wait_bye: bool = False,
 ) -> Answer:
     """One INVITE over UDP; waits for the final answer, ACKs a failure, and ACKs then BYEs (without a Route
-    header, like SIPp) a success; ``bye_copies`` > 1 sends that BYE again at once (retransmissions: the same
-    branch). Returns the final answer."""
+    header, like SIPp, but with ``bye_headers``) a success; ``bye_copies`` > 1 sends that BYE again at once
+    (retransmissions: the same branch); ``wait_bye``: waits for the BYE's final answer too (``Answer.bye``).
+    Returns the final answer."""
     loop = asyncio.get_running_loop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((local_host, 0))
@@ -341,7 +343,7 @@ async def invite(
             f"v=0\r\no=- 1 1 IN IP4 {local_host}\r\ns=-\r\nc=IN IP4 {local_host}\r\nt=0 0\r\n"
             f"m=audio {lport + 2} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
         )
-        uri = f"sip:service@{host}:{port}"
+        uri = f"sip:2000@{host}:{port}"
 
         def request(
             method: str, cseq: int, br: str, to_tag: str = "", body: str = "", extra: Sequence[str] = ()
@@ -362,28 +364,41 @@ async def invite(
             lines.append(f"Content-Length: {len(body)}")
             return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
 
+        async def final(method: str) -> Answer:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no final answer to {method} {call_id}")
+                data = await asyncio.wait_for(loop.sock_recv(sock, 65535), left)
+                found = parse_answer(data)
+                if found is not None and found.status >= 200 and method in found.headers.get("cseq", ""):
+                    return found
+
         sock.sendto(request("INVITE", 1, branch, body=sdp, extra=headers), (host, port))
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no final answer to INVITE {call_id}")
-            data = await asyncio.wait_for(loop.sock_recv(sock, 65535), left)
-            head = data.decode(errors="replace").split("\r\n\r\n", 1)[0].split("\r\n")
-            parts = head[0].split(" ", 2)
-            if parts[0] != "SIP/2.0" or not parts[1].isdigit() or int(parts[1]) < 200:
-                continue
-            found: dict[str, str] = {}
-            for line in head[1:]:
-                name, _, value = line.partition(":")
-                found.setdefault(name.strip().lower(), value.strip())
-            answer = Answer(int(parts[1]), parts[2] if len(parts) > 2 else "", found)
-            to_tag = found.get("to", "").partition(";tag=")[2].split(";")[0]
-            if answer.status >= 300:
-                sock.sendto(request("ACK", 1, branch, to_tag), (host, port))
-            else:
-                sock.sendto(request("ACK", 1, "z9hG4bK" + secrets.token_hex(6), to_tag), (host, port))
-                bye = request("BYE", 2, "z9hG4bK" + secrets.token_hex(6), to_tag)
-                for _ in range(bye_copies):
-                    sock.sendto(bye, (host, port))
+        answer = await final("INVITE")
+        to_tag = answer.headers.get("to", "").partition(";tag=")[2].split(";")[0]
+        if answer.status >= 300:
+            sock.sendto(request("ACK", 1, branch, to_tag), (host, port))
             return answer
+        sock.sendto(request("ACK", 1, "z9hG4bK" + secrets.token_hex(6), to_tag), (host, port))
+        bye = request("BYE", 2, "z9hG4bK" + secrets.token_hex(6), to_tag, extra=bye_headers)
+        for _ in range(bye_copies):
+            sock.sendto(bye, (host, port))
+        if wait_bye:
+            answer.bye = (await final("BYE")).status
+        return answer
+
+
+def parse_answer(data: bytes) -> Answer | None:
+    """A SIP response's status, reason and headers (lower-case names, first occurrence); None for a request."""
+    text = data.decode(errors="replace")
+    head = text.split("\r\n\r\n", 1)[0].split("\r\n")
+    parts = head[0].split(" ", 2)
+    if parts[0] != "SIP/2.0" or len(parts) < 2 or not parts[1].isdigit():
+        return None
+    found: dict[str, str] = {}
+    for line in head[1:]:
+        name, _, value = line.partition(":")
+        found.setdefault(name.strip().lower(), value.strip())
+    return Answer(int(parts[1]), parts[2] if len(parts) > 2 else "", found, body=text.partition("\r\n\r\n")[2])

@@ -24,8 +24,8 @@ from _front import (
     wait_for,
 )
 
+from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.emulator import EmulatorServer
-from bridge.store.server import EmbeddedRedis, redis_server_binary
 
 pytestmark = [*requirements, heavy, pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary")]
 
@@ -77,7 +77,7 @@ async def test_sixteen_calls_spread_four_per_worker_over_two_nodes_and_the_17th_
                     ("a", 0): 4, ("a", 1): 4, ("b", 0): 4, ("b", 1): 4,
                 }  # fmt: skip
                 assert all(r["end_reason"].startswith("caller hung up") for _, r in reports), reports
-                assert sorted(r["call_id"] for _, r in reports) == result.call_ids  # the 17th reached no worker
+                assert sorted(r["sip_call_id"] for _, r in reports) == result.call_ids  # the 17th reached no worker
 
                 # and the load came off with each BYE
                 assert {a: d.load for a, d in node_a.states().items()} == dict.fromkeys(everyone, 0)

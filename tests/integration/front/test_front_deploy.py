@@ -15,6 +15,7 @@ from bridge.config import load_settings
 from bridge.serve.front import kamailio_binary
 
 DEPLOY = ROOT / "deploy"
+KAMAILIO = ROOT / "bridge" / "serve" / "kamailio"  # the routing script and its examples, package data
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 
 
@@ -27,7 +28,7 @@ def test_systemd_units_verify(unit: str, tmp_path: Path) -> None:
         pytest.skip("kamailio is not installed (apt-get install kamailio)")
     # verify checks that ExecStart's program exists: point the install paths at this checkout's
     text = (DEPLOY / "systemd" / unit).read_text()
-    text = text.replace("/opt/callbridge/.venv/bin/callbridge", str(ROOT / ".venv" / "bin" / "callbridge"))
+    text = text.replace("/opt/callbridge/venv/bin/callbridge", str(ROOT / ".venv" / "bin" / "callbridge"))
     text = text.replace("/usr/sbin/kamailio", kamailio or "/usr/sbin/kamailio")
     if not (ROOT / ".venv" / "bin" / "callbridge").exists():
         pytest.skip("no .venv/bin/callbridge in this checkout (./dev setup)")
@@ -41,14 +42,21 @@ def test_the_kamailio_examples_pass_kamailios_check(tmp_path: Path) -> None:
     kamailio = kamailio_binary()
     if kamailio is None:
         pytest.skip("kamailio is not installed (apt-get install kamailio)")
-    shutil.copy(DEPLOY / "kamailio" / "kamailio.cfg", tmp_path / "kamailio.cfg")
-    shutil.copy(DEPLOY / "kamailio" / "dispatcher.list.example", tmp_path / "dispatcher.list")
-    defs = (DEPLOY / "kamailio" / "front.defs.example").read_text()
+    shutil.copy(KAMAILIO / "kamailio.cfg", tmp_path / "kamailio.cfg")
+    shutil.copy(KAMAILIO / "dispatcher.list.example", tmp_path / "dispatcher.list")
+    shutil.copy(KAMAILIO / "front.sources.example", tmp_path / "front.sources")
+    defs = (KAMAILIO / "front.defs.example").read_text()
     defs = defs.replace("/etc/callbridge/front", str(tmp_path)).replace("/run/callbridge-front", str(tmp_path))
-    (tmp_path / "front.defs").write_text(defs.replace("203.0.113.10", "127.0.0.1"))
-    check = subprocess.run([kamailio, "-c", "-f", "kamailio.cfg"], cwd=tmp_path, capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr[-3000:]
-    assert "config file ok" in check.stdout + check.stderr
+    defs = defs.replace("203.0.113.10", "127.0.0.1")
+    users = (KAMAILIO / "front.users.example").read_text()
+    # as it comes (every guard off: front.users is only its route), then with every guard on
+    open_users = "\n".join(line for line in users.splitlines() if not line.startswith("modparam"))
+    for front_defs, front_users in ((defs, open_users), (defs.replace("##!define", "#!define"), users)):
+        (tmp_path / "front.defs").write_text(front_defs)
+        (tmp_path / "front.users").write_text(front_users)
+        check = subprocess.run([kamailio, "-c", "-f", "kamailio.cfg"], cwd=tmp_path, capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr[-3000:]
+        assert "config file ok" in check.stdout + check.stderr
 
 
 def test_the_example_settings_load() -> None:
@@ -69,14 +77,14 @@ def test_the_dockerfile_is_slim_non_root_and_health_checked() -> None:
     assert "gcc" not in final  # the compiler stays in the build stage
     users = [line.split()[1] for line in final.splitlines() if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
-    assert "HEALTHCHECK" in final and "/healthz" in final
+    assert "HEALTHCHECK" in final and 'CMD ["callbridge", "health"]' in final  # serve's settings, serve's address
     for line in text.splitlines():  # every file copied from the build context exists
         if line.startswith("COPY ") and "--from=" not in line:
             sources = [word for word in line.split()[1:-1] if not word.startswith("--")]
             for source in sources:
                 assert (ROOT / source).exists(), line
-    # the health check asks the port the image's default settings serve /healthz on
-    assert f":{load_settings(COMPOSE_DIR / 'serve.yaml').http_port}/healthz" in final
+    # the image's default settings have the HTTP API the health check asks
+    assert load_settings(COMPOSE_DIR / "serve.yaml").http_port is not None
 
 
 def test_compose_wires_files_addresses_and_settings_that_exist() -> None:

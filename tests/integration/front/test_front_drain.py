@@ -78,7 +78,7 @@ async def test_a_drained_worker_takes_no_new_call_and_its_live_call_ends_normall
             calls = node.calls()
             return calls if len(calls) >= 4 else None
 
-        by_id = {r["call_id"]: r for r in await wait_for(four_reports, "every call reported", 15)}
+        by_id = {r["sip_call_id"]: r for r in await wait_for(four_reports, "every call reported", 15)}
         index = {w: i for i, w in enumerate(workers)}
         assert {by_id[c]["worker"] for c in short.call_ids} == {index[idle]}
         (held,) = first.call_ids

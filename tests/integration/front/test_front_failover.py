@@ -32,10 +32,11 @@ from _front import (
     wait_for,
 )
 
+from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.emulator import EmulatorServer
 from bridge.serve.front import FRONT_NICE
+from bridge.serve.lost import END_REASON
 from bridge.store import keys
-from bridge.store.server import EmbeddedRedis, redis_server_binary
 
 pytestmark = [*requirements, heavy, pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary")]
 CALLER_WAV = ROOT / "bridge" / "assets" / "caller_hours.wav"
@@ -87,13 +88,16 @@ async def test_a_killed_workers_callers_get_a_bye_and_no_new_invite_goes_unanswe
                 fresh = await sipp(work, f"{NODE_A}:{port}", calls=4, rate=4, scenario="uac_short.xml")
                 assert (fresh.successful, fresh.failed) == (4, 0), fresh.output[-3000:]
 
-                results = {r["call_id"]: r for r in await asyncio.gather(*phones)}
-                victim, survivor = results[victim_call], results[survivor_call]
-                # the dead worker's caller was hung up on (by the restarted worker, from the dialog kept in Redis) ...
-                assert victim["answered"] and victim["hangup_by"] == "remote", victim
-                assert victim["duration_s"] < 20, victim
-                # ... the other call went on to its own end
-                assert survivor["hangup_by"] == "local" and survivor["duration_s"] >= 24, survivor
+                # one caller is hung up on (by the serve process, from the dialog kept in Redis), the other goes on
+                # to its own end: told apart by how they ended, as the callers see it
+                results = sorted(await asyncio.gather(*phones), key=lambda r: float(r["duration_s"]))
+                victim, survivor = results
+                assert victim["answered"] and victim["hangup_by"] == "remote", results
+                assert victim["duration_s"] < 20, results
+                assert survivor["hangup_by"] == "local" and survivor["duration_s"] >= 24, results
+                # ... and the call that ended early is the dead worker's, by its record
+                assert await client.hget(keys.call(victim_call), "end_reason") == END_REASON
+                assert await client.hget(keys.call(survivor_call), "end_reason") != END_REASON
 
                 # that BYE went through the front: the dead worker's load is released too
                 async def unloaded() -> bool:
@@ -148,14 +152,15 @@ async def test_a_dead_node_is_out_within_5_s_and_its_callers_get_a_bye_from_the_
                 assert (result.successful, result.failed) == (4, 0), result.output[-3000:]
 
                 async def four_on_a() -> list[dict[str, Any]] | None:
-                    calls = [r for r in node_a.calls() if r["call_id"] in result.call_ids]
+                    calls = [r for r in node_a.calls() if r["sip_call_id"] in result.call_ids]
                     return calls if len(calls) == 4 else None
 
                 await wait_for(four_on_a, "the new calls reported by node A", 15)
 
                 # node B's callers: hung up on by node A's reaper once B's heartbeat expired, through the front
+                b_sip_ids = {await _sip_call_id(client, c) for c in b_calls}
                 for phone in await asyncio.gather(*phones):
-                    assert phone["call_id"] in b_calls
+                    assert phone["call_id"] in b_sip_ids
                     assert phone["answered"] and phone["hangup_by"] == "remote", phone
                     assert phone["duration_s"] < 85, phone
                 for call_id in b_calls:
@@ -171,6 +176,11 @@ async def test_a_dead_node_is_out_within_5_s_and_its_callers_get_a_bye_from_the_
                 rc_a = node_a.stop()
                 node_b.stop()
             assert rc_a == 0, node_a.stderr_tail()
+
+
+async def _sip_call_id(client: aioredis.Redis, call_id: str) -> str:
+    """The caller's own Call-ID of the bridge's call ``call_id`` (what the softphone reports)."""
+    return str(await client.hget(keys.call(call_id), "sip_call_id"))
 
 
 async def _has_dialog(client: aioredis.Redis, call_id: str) -> bool:
@@ -217,7 +227,7 @@ async def test_a_worker_refusing_a_call_the_front_counted_room_for_is_out_and_th
             return found if len(found) >= 2 else None
 
         reports = await wait_for(two_reports, "both front calls reported", 15)
-        assert sorted(r["call_id"] for r in reports[:2]) == front.call_ids
+        assert sorted(r["sip_call_id"] for r in reports[:2]) == front.call_ids
         assert {r["worker"] for r in reports[:2]} == {workers.index(spare)}
 
         # the refuser is back as soon as it answers a probe
@@ -276,7 +286,7 @@ async def test_a_worker_that_answers_a_call_late_keeps_it_and_no_other_worker_ge
                 return found or None
 
             reports = await wait_for(one_report, "the call reported", 15)
-            assert [r["call_id"] for r in reports] == result.call_ids
+            assert [r["sip_call_id"] for r in reports] == result.call_ids
             log = (node.front_dir / "kamailio.log").read_text(errors="replace")
             assert "did not answer INVITE" not in log, log[-3000:]
         finally:

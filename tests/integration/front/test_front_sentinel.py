@@ -19,9 +19,10 @@ import pytest
 import redis.asyncio as aioredis
 from _front import ROOT, long_test, stop_process, wait_for
 
+from bridge.devkit.ports import free_port_block
 from bridge.emulator import EmulatorServer
 from bridge.store import keys
-from bridge.store.server import free_port_block
+from bridge.store.reportfile import read_reports
 
 REDIS_SERVER, REDIS_SENTINEL = shutil.which("redis-server"), shutil.which("redis-sentinel")
 pytestmark = [
@@ -137,8 +138,8 @@ async def test_a_sentinel_failover_mid_call_keeps_the_call_and_its_state(tmp_pat
             assert phone["answered"] and phone["hangup_by"] == "local" and phone["duration_s"] >= 13.5, phone
 
             async def reported() -> dict[str, Any] | None:
-                lines = reports.read_text().splitlines() if reports.exists() else []
-                return json.loads(lines[-1]) if lines else None
+                records = read_reports(reports)
+                return records[-1] if records else None
 
             report = await wait_for(reported, "the call's report", 15)
             assert report["call_id"] == call_id and report["end_reason"].startswith("caller hung up")

@@ -236,7 +236,7 @@ async def test_a_say_is_heard_and_is_exactly_the_agent_transcript(bed: Bed, tmp_
         dialect,
     )
     assert (request["dialplan"], request["called"], request["sequence"]) == (f"orch-{dialect}", NUMBERS[dialect], 1)
-    assert request["call_id"] == done.report["call_id"]
+    assert request["call_id"] == report["call_id"]
     assert request["transcript"] == [{"role": "caller", "text": QUESTION}]
 
     assert report["dialect"] == dialect and report["errors"] == []
@@ -323,10 +323,11 @@ async def test_a_slow_orchestrator_gets_the_filler_then_its_answer(bed: Bed, tmp
     ]
     assert len(responses(record)) == 2  # the filler and the line, both out of band
     heard, regions = lines_heard(heard_wav)
-    filler, line = regions
+    filler, *held, line = regions  # between them, once the filler has played out: the soft hold (bridge.call.waiting)
     assert_line(heard, filler, FILLER)
     assert_line(heard, line, LINE)
     assert line.start_s - filler.start_s >= 1.3  # the line came with the answer, not with the filler
+    assert all(filler.end_s <= r.start_s and r.end_s <= line.start_s for r in held)
 
 
 async def test_an_orchestrator_that_is_down_fails_over_to_a_human(bed: Bed, tmp_path: Path) -> None:

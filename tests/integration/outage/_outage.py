@@ -21,7 +21,9 @@ import aiohttp
 import numpy as np
 from numpy.typing import NDArray
 
-from bridge.store.server import free_port
+from bridge.devkit.ports import free_port
+from bridge.devkit.process import stop_process
+from bridge.store.reportfile import read_reports
 
 ROOT = Path(__file__).resolve().parents[3]
 HOLD_HZ = 480.0
@@ -134,17 +136,11 @@ class Serve:
         return f"sip:{number}@127.0.0.1:{self.sip_port}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
     def report(self) -> dict[str, Any]:
-        (line,) = [json.loads(x) for x in self.reports.read_text().splitlines() if x.strip()]
+        (line,) = read_reports(self.reports)
         return dict(line)
 
 

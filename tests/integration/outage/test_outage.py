@@ -30,8 +30,9 @@ from _outage import (
     write_plan,
 )
 
+from bridge.devkit.ports import free_port
+from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.store.read import read_call_events, read_live_calls
-from bridge.store.server import EmbeddedRedis, free_port, redis_server_binary
 
 pytestmark = pytest.mark.integration
 OUTAGE_S = 3.0  # how long the emulator stays dead: the scenario's outage, not a wait for anything

@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 
 from bridge import events as ev
+from bridge.call.retry import RetryPolicy, Step, next_step
 from bridge.emulator import EmulatorServer
 from bridge.errors import ConfigError, ConnectError
 from bridge.realtime.client import RealtimeClient
@@ -38,7 +39,6 @@ from bridge.realtime.credentials import (
 )
 from bridge.realtime.dialects import BETA, GA, Dialect
 from bridge.realtime.profile import AgentProfile
-from bridge.realtime.retry import RetryPolicy, Step, next_step
 from bridge.serve.broker import BROKER, CredentialBroker, start_broker
 
 pytestmark = pytest.mark.integration

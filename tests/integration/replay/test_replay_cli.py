@@ -121,7 +121,7 @@ def test_a_malformed_script_exits_2_naming_file_and_field(tmp_path: Path, capsys
     assert main([str(target)]) == 2
     err = capsys.readouterr().err
     assert f"{target / 'script.yaml'}: turns[2].barge_in_after_ms: Input should be greater than 0" in err
-    assert scripts_main(["check", str(target)]) == 1
+    assert scripts_main(["check", str(target)]) == 2  # a bad file: a configuration error
     assert scripts_main(["check", str(SCRIPTS)]) == 0
 
 

@@ -17,9 +17,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bridge.devkit.ports import free_port
+from bridge.devkit.process import stop_process
+from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.emulator import EmulatorServer
 from bridge.store import keys
-from bridge.store.server import EmbeddedRedis, free_port, redis_server_binary
+from bridge.store.reportfile import read_reports
 
 ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "supervisor-test-token"
@@ -67,13 +70,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[tuple[Serve, EmbeddedRedis, Emu
 
 def stop_serve(proc: subprocess.Popen[str]) -> None:
     """SIGTERM, then (after 15 s) SIGKILL; a clean stop exits 0 (else the assertion shows serve's stderr)."""
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == 0, (proc.stderr.read() if proc.stderr else "")[-2000:]
+    assert stop_process(proc) == 0, (proc.stderr.read() if proc.stderr else "")[-2000:]
 
 
 async def wait_healthy(serve: Serve, within_s: float = 30) -> None:
@@ -172,37 +169,41 @@ async def test_calls_in_redis_metrics_api_and_cli(
             assert f'callbridge_latency_seconds_count{{dialect="{dialect}",segment="{segment}"}}' in text, segment
     for name in ("callbridge_calls_active", "callbridge_realtime_connect_failures_total",
                  "callbridge_realtime_dropped_sessions_total", "callbridge_realtime_reconnects_total",
-                 "callbridge_barge_ins_total", "callbridge_truncate_error_ms", "callbridge_playout_underruns_total",
-                 "callbridge_playout_dropped_frames_total", "callbridge_redis_write_queue_depth",
-                 "callbridge_credential_rotations_total", "callbridge_rollout_rollbacks_total"):  # fmt: skip
+                 "callbridge_barge_ins_total", "callbridge_truncate_error_seconds",
+                 "callbridge_playout_underruns_total", "callbridge_playout_dropped_frames_total",
+                 "callbridge_redis_write_queue_depth", "callbridge_credential_rotations_total",
+                 "callbridge_rollout_rollbacks_total"):  # fmt: skip
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
     assert "call_id" not in text and "sk-" not in text
 
     # -- the support calls ran on the shipped rollout's safe variant; their cost is in the report and /metrics
-    ga_report = next(json.loads(line) for line in serve.reports.read_text().splitlines() if '"support"' in line)
+    ga_report = next(r for r in read_reports(serve.reports) if r["dialplan"] == "support")
     assert (ga_report["variant"], ga_report["dialect"], ga_report["model"], ga_report["voice"]) == (
-        "gpt-realtime", "ga", "gpt-realtime", "alloy",
+        "gpt-realtime-2.1", "ga", "gpt-realtime-2.1", "alloy",
     )  # fmt: skip
     tokens = ga_report["usage"]
     assert tokens["input_tokens"] > 0 and tokens["output_tokens"] > 0  # the emulator's response.done usage
-    expected = (tokens["input_tokens"] * 32.0 + tokens["output_tokens"] * 64.0) / 1e6  # prices.yaml, gpt-realtime
+    expected = (tokens["input_tokens"] * 32.0 + tokens["output_tokens"] * 64.0) / 1e6  # prices.yaml, gpt-realtime-2.1
     assert ga_report["cost_usd"] == pytest.approx(expected, abs=1e-6) and ga_report["cost_usd"] > 0
-    cost = _metric(text, "callbridge_variant_cost_usd_total", dialplan="support", variant="gpt-realtime")
+    cost = _metric(text, "callbridge_variant_cost_usd_total", dialplan="support", variant="gpt-realtime-2.1")
     assert cost == pytest.approx(ga_report["cost_usd"], rel=1e-3)
-    calls = _metric(text, "callbridge_variant_calls_total", dialplan="support", outcome="ok", variant="gpt-realtime")
+    calls = _metric(
+        text, "callbridge_variant_calls_total", dialplan="support", outcome="ok", variant="gpt-realtime-2.1"
+    )
     assert calls == 1
-    shutdown = _metric(text, "callbridge_rollout_model_shutdown_timestamp_seconds", dialplan="support",
-                       model="gpt-realtime", variant="gpt-realtime")  # fmt: skip
-    assert shutdown == 1_800_403_200.0  # 2027-01-20T00:00:00Z, from bridge/rollout/data/shutdowns.yaml
+    assert "callbridge_rollout_model_shutdown_timestamp_seconds{" not in text  # the current models: no date
 
     # -- rollout through the CLI, visible in the API; calls --json works
     env = {**os.environ, "REDIS_URL": redis.url}
     dialplans = ("--dialplans", str(ROOT / "dialplans"))
-    weights = ("--weights", "gpt-realtime=75,gpt-realtime-2.1=25")
+    weights = ("--weights", "gpt-realtime-2.1=75,gpt-realtime-2.1-mini=25")
     rc, out, err = await run_cli(env, "rollout", "set", "support", *weights, "--reason", "canary", *dialplans)
     assert rc == 0, err
     status, body = await api("/api/rollout", serve)
-    assert status == 200 and body["flags"]["support"]["weights"] == {"gpt-realtime": 75, "gpt-realtime-2.1": 25}
+    assert status == 200 and body["flags"]["support"]["weights"] == {
+        "gpt-realtime-2.1": 75,
+        "gpt-realtime-2.1-mini": 25,
+    }
     assert [v["share_percent"] for v in body["rollouts"]["support"]["variants"]] == [75, 25]
     assert body["audit"][0]["reason"] == "canary"
     status, body = await api("/api/rollout/support", serve, method="PUT", body={"kill": True, "reason": "incident"})
@@ -210,7 +211,7 @@ async def test_calls_in_redis_metrics_api_and_cli(
     for change, field in (
         ({"kill": False}, "reason"),
         ({"weights": {"gpt-realtime-3": 1}, "reason": "r"}, "weights.gpt-realtime-3"),
-        ({"weights": "gpt-realtime=x", "reason": "r"}, "weights.gpt-realtime"),
+        ({"weights": "gpt-realtime-2.1=x", "reason": "r"}, "weights.gpt-realtime-2.1"),
         ({"ga_percent": 5, "reason": "r"}, "ga_percent"),
     ):
         status, body = await api("/api/rollout/support", serve, method="PUT", body=change)
@@ -248,22 +249,27 @@ async def _wait_call(serve: Serve, call_id: str) -> tuple[int, Any]:
 
 
 FAKE_KEY = "sk-proj-FAKEKEY0123456789abcdefSECRET"
+REDIS_PASSWORD = "redis-pw-Q7z9xLmN"
+NONCE_SECRET = "nonce-secret-0a1b2c3d4e5f"
 
 
 async def test_broker_mode_workers_never_see_the_key_and_nothing_leaks_it(tmp_path: Path) -> None:
-    """`serve` in broker mode with a known fake key: the call works through short-lived credentials, the worker
-    process's environment lacks the key, and the key appears in no log, Redis value, report, metric or API answer."""
-    with EmbeddedRedis() as redis:
+    """`serve` in broker mode with a known fake key, a Redis password, a supervisor token and a digest nonce key: the
+    call works through short-lived credentials, and no configured secret appears in any log, Redis value, report,
+    metric, API answer, or the environment or command line of `serve` or its worker (the start-up log shows the
+    Redis URL with its password masked)."""
+    with EmbeddedRedis(password=REDIS_PASSWORD) as redis:
         async with EmulatorServer("127.0.0.1", 0, speed=4, api_key=FAKE_KEY) as emulator:
             sip_port, http_port = free_port(), free_port()
             reports = tmp_path / "calls.jsonl"
             env = {**os.environ, "CALLBRIDGE_SUPERVISOR_TOKEN": TOKEN, "OPENAI_API_KEY": FAKE_KEY,
-                   "CALLBRIDGE_CREDENTIALS": "broker"}  # fmt: skip
+                   "CALLBRIDGE_CREDENTIALS": "broker", "REDIS_URL": redis.url,
+                   "CALLBRIDGE_SIP_NONCE_SECRET": NONCE_SECRET}  # fmt: skip
             log_file = tmp_path / "serve.log"
             with log_file.open("w") as log:
                 proc = subprocess.Popen(  # noqa: ASYNC220 (a long-lived server; stopped synchronously below)
                     [sys.executable, "-m", "bridge", "serve", "--workers", "1", "--sip-port", str(sip_port),
-                     "--realtime-url", emulator.base_url, "--redis-url", redis.url, "--http-port", str(http_port),
+                     "--realtime-url", emulator.base_url, "--http-port", str(http_port),
                      "--dialplans", str(ROOT / "dialplans"), "--report-file", str(reports)],
                     env=env, stdout=log, stderr=log,
                 )  # fmt: skip
@@ -272,13 +278,12 @@ async def test_broker_mode_workers_never_see_the_key_and_nothing_leaks_it(tmp_pa
                     await wait_healthy(serve)
                     _, health = await api("/healthz", serve)
                     worker_pid = health["workers"][0]["pid"]
-                    worker_env = Path(f"/proc/{worker_pid}/environ").read_bytes()
-                    assert FAKE_KEY.encode() not in worker_env
-                    assert b"CALLBRIDGE_BROKER_URL=" in worker_env
+                    assert b"CALLBRIDGE_BROKER_URL=" in Path(f"/proc/{worker_pid}/environ").read_bytes()
                     phone = await softphone(serve, "1000", caller_wav(tmp_path / "c.wav"), seconds=6.0)
                     assert phone["answered"]
-                    (record,) = [json.loads(x) for x in reports.read_text().splitlines()]
+                    (record,) = read_reports(reports)
                     assert record["agent_transcript"], record  # the model answered: the credential worked
+                    assert await _redis_client_count(redis.url) >= 2  # serve and its worker use the passworded Redis
                     scanned = {
                         "metrics": (await _get(f"{serve.http}/metrics")),
                         "api_calls": json.dumps(await api("/api/calls", serve)),
@@ -288,15 +293,30 @@ async def test_broker_mode_workers_never_see_the_key_and_nothing_leaks_it(tmp_pa
                         "report": reports.read_text(),
                         "redis": await _dump_redis(redis.url),
                     }
+                    for name, pid in (("serve", proc.pid), ("worker", worker_pid)):
+                        for part in ("environ", "cmdline"):
+                            raw = Path(f"/proc/{pid}/{part}").read_bytes()
+                            scanned[f"{name} {part}"] = raw.decode(errors="replace")
                 finally:
                     proc.terminate()
                     proc.wait(15)
             scanned["logs"] = log_file.read_text()
             assert proc.returncode == 0
             assert "credential broker on" in scanned["logs"]
+            assert f"redis://:****@127.0.0.1:{redis.port}/0" in scanned["logs"]  # shown, masked
             for name, text in scanned.items():
-                assert FAKE_KEY not in text, f"the API key leaked into {name}"
-                assert FAKE_KEY[:20] not in text, f"a prefix of the API key leaked into {name}"
+                for secret in (FAKE_KEY, FAKE_KEY[:20], REDIS_PASSWORD, TOKEN, NONCE_SECRET):
+                    assert secret not in text, f"a secret ({secret[:4]}...) leaked into {name}"
+
+
+async def _redis_client_count(url: str) -> int:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url, decode_responses=True)
+    try:
+        return len(await client.client_list()) - 1  # without this one
+    finally:
+        await client.aclose()
 
 
 async def _get(url: str) -> str:

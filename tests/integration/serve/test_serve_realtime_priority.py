@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from test_serve_operable import ROOT, TOKEN, Serve, api, caller_wav, softphone, stop_serve, wait_healthy
 
+from bridge.devkit.ports import free_port
 from bridge.emulator import EmulatorServer
-from bridge.store.server import free_port
 
 
 def _realtime_permitted(priority: int) -> bool:

@@ -21,6 +21,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
+from prometheus_client import REGISTRY
+
 from bridge.audio.analysis import audio_stats, tone
 from bridge.audio.frames import FrameSource
 from bridge.audio.wav import write_wav
@@ -48,6 +50,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--exit-after-calls", type=int)
     p.add_argument("--send-dtmf", help="DIGITS@SECONDS: send RFC 4733 digits to the caller after answering")
     p.add_argument("--rtp-port", type=int, default=0)
+    p.add_argument("--public-address", default="", help="SipConfig.public_address")
+    p.add_argument("--tls-port", type=int, help="listen on TLS too (SipConfig.tls_port), with --tls-cert/--tls-key")
+    p.add_argument("--tls-cert", default="")
+    p.add_argument("--tls-key", default="")
+    p.add_argument("--srtp", default="off", help="SipConfig.srtp")
+    p.add_argument("--rtp-public-address", default="", help="SipConfig.rtp_public_address")
     p.add_argument("--rtp-range", type=int, default=0)
     p.add_argument("--status-file", help="rewrite {live, total, ended} here whenever a call comes, is answered or ends")
     p.add_argument("--media-after-answer", action="store_true", help="start_media() after answer()")
@@ -59,6 +67,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--auth-exempt", action="append", default=[], help="SipConfig.auth_exempt_sources entry")
     p.add_argument("--auth-max-failures", type=int, default=10, help="SipConfig.auth_max_failures")
     p.add_argument("--nonce-ttl", type=float, default=300.0)
+    p.add_argument("--allow-any", action="store_true", help="SipConfig.allow_any_source")
+    p.add_argument("--rtp-timeout", type=float, default=30.0, help="SipConfig.rtp_timeout_s")
+    p.add_argument("--rtp-hold-timeout", type=float, default=600.0, help="SipConfig.rtp_hold_timeout_s")
+    p.add_argument("--session-expires", type=int, default=1800, help="SipConfig.session_expires_s")
+    p.add_argument("--min-se", type=int, default=90, help="SipConfig.session_min_se_s")
     p.add_argument("--dialplan-allow", action="append", default=[], help="IncomingCall.enforce_sources() entry")
     return p.parse_args(argv)
 
@@ -85,6 +98,7 @@ class App:
         assert self.gateway is not None
         report: dict[str, Any] = {
             "call_id": call.call_id,
+            "sip_call_id": call.sip_call_id,
             "caller": call.caller,
             "called": call.called,
             "remote_addr": call.remote_addr,
@@ -134,12 +148,15 @@ class App:
             report.update(
                 received=stats,
                 codec=call.codec,
+                srtp=call.srtp,
                 hangup_code=call.hangup_code,
                 hangup_reason=call.hangup_reason,
                 dtmf_dropped=call.dtmf_dropped,
                 local_hangup=call.local_hangup,
+                end_cause=call.end_cause,
                 on_frame_on_loop_thread=sorted(frame_threads),
                 media=call.media_counters,
+                rtp_dropped=call.rtp_dropped,
                 handover_delay_ms=round(first_frame[0] * 1000, 2) if first_frame else None,
             )
             self.ended += 1
@@ -234,6 +251,13 @@ async def main(argv: list[str]) -> int:
         host=args.host,
         port=args.port,
         rtp_port=args.rtp_port,
+        public_address=args.public_address,
+        transports=("udp", "tcp", "tls") if args.tls_port is not None else ("udp", "tcp"),
+        tls_port=args.tls_port or 0,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        srtp=args.srtp,
+        rtp_public_address=args.rtp_public_address,
         rtp_port_range=args.rtp_range,
         pjsua_log_level=args.log_level,
         allowed_sources=tuple(args.allow),
@@ -242,6 +266,11 @@ async def main(argv: list[str]) -> int:
         auth_exempt_sources=tuple(args.auth_exempt),
         auth_max_failures=args.auth_max_failures,
         auth_nonce_ttl_s=args.nonce_ttl,
+        allow_any_source=args.allow_any,
+        rtp_timeout_s=args.rtp_timeout,
+        rtp_hold_timeout_s=args.rtp_hold_timeout,
+        session_expires_s=args.session_expires,
+        session_min_se_s=args.min_se,
     )
     rejections: list[dict[str, Any]] = []
     gateway = SipGateway(
@@ -276,6 +305,8 @@ async def main(argv: list[str]) -> int:
                 "rejected": {str(code): count for code, count in rejected.items()},
                 "rejections": rejections,
                 "log_suppressed": log_suppressed,
+                # what /metrics would show (one process: prometheus-client's default registry)
+                "rtp_foreign_dropped_metric": REGISTRY.get_sample_value("callbridge_rtp_foreign_dropped_total"),
                 "refused_held": refused_held,
             }
         ),

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from bridge.audio.g711 import ulaw_encode
-from bridge.store.server import free_port_block
+from bridge.devkit.ports import free_port_block
 
 REPO = Path(__file__).resolve().parents[3]
 APP = Path(__file__).with_name("_echo_app.py")

@@ -9,7 +9,6 @@ stranger. Digest retries are computed here from RFC 2617 (``bridge.sip.access.di
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from _helpers import (
     sipp_failure,
 )
 
+from bridge.devkit.ports import can_bind
 from bridge.sip.access import digest_response, parse_auth_params
 
 pytestmark = pytest.mark.integration
@@ -40,16 +40,7 @@ USER, PASSWORD, REALM = "trunk1", "s3cret:with-colon", "trunks.example"
 PCMU = {0: "PCMU/8000"}
 
 
-def _second_loopback_works() -> bool:
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.bind((STRANGER, 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_stranger = pytest.mark.skipif(not _second_loopback_works(), reason="cannot bind 127.0.0.2 here")
+needs_stranger = pytest.mark.skipif(not can_bind(STRANGER), reason="cannot bind 127.0.0.2 here")
 
 
 def stop(app: GatewayApp) -> Finished:

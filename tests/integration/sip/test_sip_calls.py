@@ -66,7 +66,8 @@ def test_call_is_answered_and_identified(basic_call: tuple[Finished, Finished, P
     assert phone.report["answered"] is True
     assert phone.report["hangup_by"] == "local"
     assert 3.4 <= phone.report["duration_s"] <= 4.5
-    assert call["call_id"] == phone.report["call_id"]
+    assert call["sip_call_id"] == phone.report["call_id"]  # the caller's Call-ID, kept as data
+    assert call["call_id"].startswith("c-") and call["call_id"] != call["sip_call_id"]  # the bridge's own id
     assert call["caller"] == "softphone"
     assert call["called"] == "100"
     assert call["remote_addr"].startswith("127.0.0.1:")
@@ -165,7 +166,7 @@ def test_rejected_call_reports_the_final_status() -> None:
         phone = run_softphone("call", app.uri)
     finally:
         gateway = app.stop()
-    assert phone.returncode == 2, describe(phone)
+    assert phone.returncode == 1, describe(phone)  # not answered: the work failed
     assert phone.report is not None
     assert phone.report["sip_status"] == 403
     assert phone.report["answered"] is False
@@ -178,7 +179,7 @@ def test_caller_gives_up_while_ringing() -> None:
         phone = run_softphone("call", app.uri, "--timeout", "1")
     finally:
         gateway = app.stop()
-    assert phone.returncode == 2, describe(phone)
+    assert phone.returncode == 1, describe(phone)  # not answered: the work failed
     assert phone.report is not None
     assert phone.report["sip_status"] == 487  # CANCEL -> 487 Request Terminated (RFC 3261 §9.2)
     assert phone.report["reason"] == "no answer within 1 s"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from _fakes import FakeLeg, speech_8k, wait_until  # noqa: F401 (re-exported for the store tests)
+from fakes.leg import FakeLeg, speech_8k, wait_until  # noqa: F401 (re-exported for the store tests)
 
 from bridge.call.session import CallSession
 from bridge.dialplan import Dialplan

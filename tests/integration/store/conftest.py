@@ -1,4 +1,5 @@
-"""A real, private redis-server per test (``bridge.store.server.EmbeddedRedis``), and a client to look inside it."""
+"""A real, private redis-server per test (``bridge.devkit.redis_server.EmbeddedRedis``), and a client to look inside
+it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.store.server import EmbeddedRedis, redis_server_binary
+from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 
 pytestmark = pytest.mark.integration
 

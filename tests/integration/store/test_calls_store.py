@@ -18,13 +18,13 @@ from _store_helpers import ANSWER, GREETING, QUESTION, FakeLeg, session_for, wai
 
 from bridge import events as ev
 from bridge.call.session import CallSession
+from bridge.devkit.redis_server import EmbeddedRedis
 from bridge.emulator import EmulatorServer
 from bridge.realtime.dialects import BETA, GA, Dialect
 from bridge.rollout.store import RolloutStore
 from bridge.store import keys
 from bridge.store.calls import CallStore
 from bridge.store.connection import StoreUnavailable, backoff, safe_url
-from bridge.store.server import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
 
@@ -373,7 +373,7 @@ async def test_a_long_outage_drops_the_oldest_stream_entries_and_counts_them(red
             store.event("q1", "agent_transcript", f"line {i}")
             store.update("q1", played_ms=i)
         assert store.dropped_writes == 40
-        assert len(store._queue) == 10
+        assert len(store.pending.queue) == 10
         await start(redis_server)
         assert await store.flush(timeout_s=10)
         client = aioredis.from_url(redis_server.url, decode_responses=True)
@@ -543,3 +543,41 @@ async def test_flush_waits_for_a_pipeline_already_under_way(redis_server: Embedd
         assert await raw.xlen(keys.call_events("call-inflight")) == 1
     finally:
         await store.close()
+
+
+async def test_a_stop_during_an_outage_spools_the_final_state_and_the_next_start_writes_it(
+    redis_server: EmbeddedRedis, raw: aioredis.Redis, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    store = fast_store(redis_server.url, worker="w-spool", spool_dir=spool)
+    await store.start()
+    store.begin("s1", **IDENTITY)
+    for i in range(5):
+        store.event("s1", "caller_transcript", f"line {i}")
+    assert await store.flush()
+    before = await raw.hgetall(keys.call("s1"))
+
+    await stop(redis_server)  # Redis goes away; the call goes on and ends; the worker stops
+    for i in range(5, 14):
+        store.event("s1", "caller_transcript", f"line {i}")
+    store.end("s1", "caller hung up")
+    await store.close(timeout_s=2.0)
+    (spooled,) = spool.glob("*.spool.json")
+    assert spooled.stat().st_mode & 0o777 == 0o600 and spool.stat().st_mode & 0o777 == 0o700
+    assert store.spooled_calls == 1
+
+    await start(redis_server)  # back, EMPTY; as if it had kept the call's state from before the outage:
+    await raw.connection_pool.disconnect()
+    await raw.hset(keys.call("s1"), mapping=before)
+    await raw.sadd(keys.worker_calls("w-spool"), "s1")
+    async with fast_store(redis_server.url, worker="w-spool", spool_dir=spool) as next_run:
+        assert await next_run.flush(timeout_s=10)
+        assert next_run.replayed_calls == 1
+    state = await raw.hgetall(keys.call("s1"))
+    # the spool was written before the previous run's leftovers were adopted: the real end, not "worker restarted"
+    assert (state["phase"], state["end_reason"]) == ("ENDED", "caller hung up"), state
+    summaries = [f["summary"] for _, f in await raw.xrange(keys.call_events("s1"))]
+    assert [s for s in summaries if s.startswith("line")] == [f"line {i}" for i in range(14)]
+    assert not await raw.sismember(keys.worker_calls("w-spool"), "s1")
+    assert await raw.zscore(keys.ENDED_CALLS, "s1") == float(state["ended_at"])  # among the console's ended calls
+    assert not list(spool.iterdir())

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from bridge.devkit.redis_server import EmbeddedRedis
 from bridge.errors import ConfigError
 from bridge.rollout.health import CallStats
 from bridge.rollout.policy import RolloutSpec, Variant
 from bridge.rollout.store import RolloutStore
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
-from bridge.store.server import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 from bridge import events as ev
-from bridge.rollout import cli as rollout_cli
+from bridge.devkit.ports import free_port
+from bridge.devkit.redis_server import EmbeddedRedis
+from bridge.rollout import refusals
+from bridge.rollout.store import RolloutStore
+from bridge.serve import rollout_cli
 from bridge.store import cli as calls_cli
 from bridge.store.calls import CallStore
-from bridge.store.server import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -27,7 +30,7 @@ def run(module: object, argv: list[str], capsys: pytest.CaptureFixture[str]) -> 
 
 # ------------------------------------------------------------------------------------------------ rollout
 SHIPPED = ["--dialplans", str(ROOT / "dialplans")]
-NEW, SAFE = "gpt-realtime-2.1", "gpt-realtime"
+NEW, SAFE = "gpt-realtime-2.1-mini", "gpt-realtime-2.1"
 
 
 def test_rollout_show_lists_the_shipped_rollout_with_its_defaults_before_any_flag(
@@ -36,8 +39,8 @@ def test_rollout_show_lists_the_shipped_rollout_with_its_defaults_before_any_fla
     code, out, err = run(rollout_cli, ["show", *SHIPPED, "--redis-url", redis_server.url], capsys)
     assert code == 0, err
     assert "dialplan      support  (no stored flag: the dialplan's defaults)" in out
-    assert f"  * {SAFE:<20}    100 100.00% ga      gpt-realtime" in out
-    assert f"    {NEW:<20}      0   0.00% ga      gpt-realtime-2.1 (gpt-realtime)" in out
+    assert f"  * {SAFE:<20}    100 100.00% ga      gpt-realtime-2.1 " in out
+    assert f"    {NEW:<20}      0   0.00% ga      gpt-realtime-2.1-mini (gpt-realtime-2.1)" in out
     assert "health        last 300 s" in out and f"  {NEW:<22}     0" in out
     monkeypatch.delenv("REDIS_URL", raising=False)
     code, out, err = run(rollout_cli, ["show", "support", *SHIPPED], capsys)  # no Redis at all: the defaults
@@ -55,7 +58,7 @@ def test_rollout_show_lists_the_shipped_rollout_with_its_defaults_before_any_fla
     assert [(v["name"], v["weight"], v["share_percent"], v["safe"]) for v in plan["variants"]] == [
         (SAFE, 100, 100, True), (NEW, 0, 0, False),
     ]  # fmt: skip
-    assert plan["variants"][0]["shutdown"] == "2027-01-20"  # the announced date, from the data table
+    assert plan["variants"][0]["shutdown"] is None  # no announced date for the current models
 
 
 def test_rollout_set_then_show(redis_server: EmbeddedRedis, capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,7 +81,7 @@ def test_rollout_set_then_show(redis_server: EmbeddedRedis, capsys: pytest.Captu
     code, out, _ = run(rollout_cli, ["show", "support", *url], capsys)
     assert code == 0
     assert f"    {NEW:<20}     25   0.00%" in out  # its weight kept; no share while the kill switch is on
-    assert "kill switch   on   (every call on gpt-realtime)" in out
+    assert f"kill switch   on   (every call on {SAFE})" in out
     assert "      allow +15550100" in out
     assert "alice" in out and f"weights {SAFE}=100, {NEW}=0 -> {SAFE}=75, {NEW}=25" in out
     assert "(canary looks good)" in out
@@ -205,3 +208,30 @@ def test_calls_json_and_table(
     code, out, _ = run(calls_cli, ["--watch", "--json", "--interval", "0.05", "--count", "3", *url], capsys)
     lines = out.strip().splitlines()
     assert code == 0 and len(lines) == 3 and all(len(json.loads(line)["calls"]) == 2 for line in lines)
+
+
+def test_rollout_show_marks_a_refused_variant_and_unrefuse_clears_it(
+    redis_server: EmbeddedRedis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = [*SHIPPED, "--redis-url", redis_server.url]
+    [(spec, _)] = [v for k, v in rollout_cli.load_plans(ROOT / "dialplans").items() if k == "support"]
+    safe, other = spec.safe, next(n for n in spec.names if n != spec.safe)
+
+    async def mark() -> None:
+        async with RolloutStore(redis_server.url, specs={"support": spec}) as store:
+            assert await refusals.mark_refused(store, "support", other, "m-retired", "model_not_found")
+            assert not await refusals.mark_refused(store, "support", other, "m-retired", "model_not_found")
+
+    asyncio.run(mark())
+    code, out, _ = run(rollout_cli, ["show", "support", *url], capsys)
+    assert code == 0 and "REFUSED: the service refuses m-retired (model_not_found); no calls go here" in out
+    code, out, _ = run(rollout_cli, ["show", "support", "--json", *url], capsys)
+    [plan] = json.loads(out)["dialplans"]
+    refused = {v["name"]: v["refused"] for v in plan["variants"]}
+    assert refused[safe] is None and refused[other] is not None and refused[other]["model"] == "m-retired"
+    code, out, _ = run(rollout_cli, ["unrefuse", "support", other, *url], capsys)
+    assert code == 0 and f"support: {other} is no longer refused" in out
+    code, out, _ = run(rollout_cli, ["show", "support", *url], capsys)
+    assert "REFUSED" not in out
+    code, _, err = run(rollout_cli, ["unrefuse", "support", "nope", *url], capsys)
+    assert code == 2 and "variant: no such variant" in err

@@ -36,6 +36,7 @@ import pytest
 from bridge import events as ev
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, FrameSink, FrameSource, StreamKernel
 from bridge.audio.wav import read_wav
+from bridge.call.retry import RetryPolicy
 from bridge.call.session import CallReport, CallSession
 from bridge.dialplan import BUILTIN_TOOLS, Dialplan
 from bridge.emulator.annotations import Annotations
@@ -44,7 +45,6 @@ from bridge.emulator.live import LiveSession
 from bridge.emulator.session import EmulatorSession
 from bridge.realtime.dialects import BETA, GA, Dialect, LiveService
 from bridge.realtime.profile import AgentProfile, ServerVad
-from bridge.realtime.retry import RetryPolicy
 from bridge.replay.direct import InMemoryRealtime
 from bridge.replay.virtual import VirtualTimeLoop
 
@@ -430,6 +430,7 @@ class Call:
     trace: Trace
     clock: Callable[[], float]
     task: asyncio.Task[CallReport]
+    session: CallSession | None = None  # for what reaches a call from outside it (a supervisor's action)
 
     async def until(self, predicate: Callable[[], bool], within_s: float = 10.0, what: str = "") -> float:
         """Wait (in virtual time, one check per 10 ms) until ``predicate()``; returns the virtual time it held."""
@@ -514,7 +515,7 @@ def run_call(
             **(session_options or {}),
         )
         task = asyncio.create_task(session.run(), name="call-session")
-        call = Call(phone, service, trace, loop.time, task)
+        call = Call(phone, service, trace, loop.time, task, session)
         try:
             await asyncio.wait_for(scenario(call), limit_s)
             report = await asyncio.wait_for(asyncio.shield(task), limit_s)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from _call_harness import DIALECTS, Call, Result, Scenario, plan, run_call, tone_8k
 
+from bridge.dialplan import Waiting
 from bridge.realtime.dialects import Dialect
 
 GREETING_HZ, ANSWER_HZ = 400, 800
@@ -114,7 +115,9 @@ def test_speaking_before_the_answers_audio_stops_it_and_truncates_nothing(dialec
         await call.turn(tone_8k(700))
         call.phone.hang_up()
 
-    result = run_call(scenario, dialect, settings=[slow_start], annotations=LONG_WELCOME)
+    # the answer is as slow as the greeting: its soft hold (test_call_slow_answer.py) comes after this test looks
+    late_hold = plan().model_copy(update={"waiting": Waiting(filler_after_s=10)})
+    result = run_call(scenario, dialect, dialplan=late_hold, settings=[slow_start], annotations=LONG_WELCOME)
     response_id, _ = greeting_ids(result)
     assert result.service.kinds(0) == ["session.update", "response.create"]  # the service's VAD cancelled it
     record = result.service.sessions[0].record

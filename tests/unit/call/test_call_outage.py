@@ -5,6 +5,8 @@ Reason header). Connections that fail are the emulator's (``drop_after_s: 0``: d
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from _call_harness import (
     DIALECTS,
@@ -18,10 +20,10 @@ from _call_harness import (
     run_call,
 )
 
-from bridge.call.outage import APOLOGY_WAV, GOODBYE_REASON, audio
+from bridge.call.outage import APOLOGY_WAV, GOODBYE_REASON, HOLD_WAV, audio
+from bridge.call.retry import Jitter, RetryPolicy
 from bridge.dialplan import Dialplan, Outage
 from bridge.realtime.dialects import Dialect
-from bridge.realtime.retry import Jitter, RetryPolicy
 
 HOLD_HZ = 500  # the shipped hold message's chime (480 Hz, to the nearest 100 Hz)
 EVERY_HALF_SECOND = RetryPolicy(max_attempts=1000, base_s=0.5, factor=1.0, cap_s=0.5, jitter=Jitter.NONE)
@@ -176,3 +178,20 @@ def test_reject_when_model_down_answers_503_and_never_the_call(dialect: Dialect)
     told = [t[:2] for t in result.phone.told]
     assert ("reject", "503") in told and ("answer",) not in told
     assert result.report.end_reason == "realtime unavailable: rejected (503)"
+
+
+@DIALECTS
+def test_a_long_outage_loops_the_hold_message_until_the_model_is_back(dialect: Dialect) -> None:
+    async def scenario(call: Call) -> None:
+        await call.until(lambda: call.phone.hearing() == NEW_SESSION_HZ, within_s=15, what="the agent again")
+        await call.idle()
+        call.phone.hang_up()
+
+    # the 21st reconnect (10.5 s after the loss) finds the model back: more than two passes of the message
+    settings = [GREETED_THEN_LOST, *[REFUSED] * 20, BACK]
+    result = run_call(scenario, dialect, settings=settings, annotations=HOURS, retry=EVERY_HALF_SECOND)
+    lost, back = result.service.connected_at[0] + 1.5, result.service.connected_at[-1]
+    pass_s = len(audio(str(HOLD_WAV))) / 16000
+    chimes = [s.start for s in result.phone.spans(since=lost) if s.hz == HOLD_HZ and s.start < back]
+    starts = [t for i, t in enumerate(chimes) if i == 0 or t - chimes[i - 1] > pass_s / 2]
+    assert len(starts) == 3 and all(b - a == pytest.approx(pass_s, abs=0.1) for a, b in itertools.pairwise(starts))

@@ -1,4 +1,4 @@
-"""Tool calls the session carries out itself (bridge/call/tools.py): the model gets the function's output and a
+"""Tool calls the session carries out itself (bridge/call/builtin_tools.py): the model gets the function's output and a
 request to speak; an action (hang up, transfer) waits until that spoken line has been heard. A transfer is a REFER
 (RFC 3515): the bridge leaves only after the final NOTIFY 200; a failed one is told to the model."""
 

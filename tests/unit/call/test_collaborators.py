@@ -11,10 +11,12 @@ from bridge.audio import PassthroughDownlink, PlayoutBuffer, ulaw_encode
 from bridge.audio.resample import Downsampler
 from bridge.call.bargein import BargeIn
 from bridge.call.latency import LatencyMeter
+from bridge.call.outage import HOLD_ITEM
 from bridge.call.playback import Playback
 from bridge.call.report import CallReport
 from bridge.call.toolcalls import LINE_TIMEOUT_S, TRANSFER_NOT_STARTED, ToolCalls
 from bridge.call.transcripts import Transcripts
+from bridge.call.waiting import WAIT_HOLD_ITEM
 from bridge.dialplan import Dialplan
 
 FRAME_ULAW = 160  # 20 ms of G.711 at 8 kHz
@@ -243,3 +245,15 @@ def test_the_filters_tail_joins_the_reply_unless_the_reply_already_ran_dry(dry: 
         assert heard == []
     else:
         assert len(heard) == 3 and any(heard[2][:32]) and not any(heard[2][32:])  # two frames, then the 2 ms
+
+
+def test_a_barge_in_over_the_bridges_own_hold_audio_flushes_it_and_truncates_nothing() -> None:
+    agent = Agent()
+    agent.playout.push(f"{WAIT_HOLD_ITEM}-1", b"\x01\x00" * 1600)  # the soft hold while a tool works (0.2 s)
+    agent.playout.end_item(f"{WAIT_HOLD_ITEM}-1")
+    agent.playout.push(f"{HOLD_ITEM}-1", b"\x01\x00" * 1600)
+    agent.play(3)
+    assert agent.playback.busy
+    agent.barge_in.cut("caller spoke over the hold")
+    assert agent.sent == [] and agent.report.truncates == []  # in no conversation: nothing for the service
+    assert agent.playout.idle and agent.report.barge_ins == 1

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import pytest
 
 from bridge import events as ev
+from bridge.call.builtin_tools import ToolResult
 from bridge.call.recovery import (
     ANSWER_AFTER_ROLLOVER,
     ASK_TO_REPEAT,
@@ -20,9 +21,8 @@ from bridge.call.recovery import (
     answer_instructions,
     summary,
 )
-from bridge.call.tools import ToolResult
+from bridge.call.retry import RetryPolicy, delays
 from bridge.errors import ConnectError
-from bridge.realtime.retry import RetryPolicy, delays
 from bridge.replay.virtual import VirtualTimeLoop
 
 T = TypeVar("T")

@@ -8,6 +8,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
+from fakes.session import FakeSession
 
 from bridge import events as ev
 from bridge.call.rollover import RETIRE_DRAIN_S, ROLLOVER_MARGIN_S, Rollover
@@ -20,28 +21,6 @@ T = TypeVar("T")
 def virtual(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
         return runner.run(main())
-
-
-class FakeSession:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.sent: list[ev.Command] = []
-        self.history: tuple[ev.AddText, ...] = ()  # what it was opened with
-        self.sink: Callable[[ev.Event], None] | None = None
-        self.closed_at: float | None = None
-
-    def send(self, command: ev.Command) -> None:
-        self.sent.append(command)
-
-    def deliver_to(self, sink: Callable[[ev.Event], None] | None) -> None:
-        self.sink = sink
-
-    async def close(self) -> None:
-        self.closed_at = asyncio.get_running_loop().time()
-
-    def say(self, event: ev.Event) -> None:
-        assert self.sink is not None, "nobody listens to this session"
-        self.sink(event)
 
 
 def rollover(

@@ -121,14 +121,14 @@ def offers(server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> list[bool
     """For each client frame offered to a session: True if it came from inside a task (the reader), False if from
     a plain callback (aiohttp's ``data_received``, via the fast path)."""
     seen: list[bool] = []
-    offer = server._offer
+    offer = server.pump.offer
 
     def recording(live: Any, kind: str, data: Any) -> None:
         if kind == "frame":
             seen.append(asyncio.current_task() is not None)
         offer(live, kind, data)
 
-    monkeypatch.setattr(server, "_offer", recording)
+    monkeypatch.setattr(server.pump, "offer", recording)
     return seen
 
 
@@ -234,7 +234,7 @@ async def test_frames_while_the_pump_is_busy_keep_their_order(
     client.writer.write(text(NO_VAD))
     await client.until_type("session.updated")
     busy, release = asyncio.Event(), asyncio.Event()
-    perform = server._perform
+    perform = server.pump.perform
 
     async def held(live: Any, actions: Any) -> None:
         if not release.is_set():
@@ -242,7 +242,7 @@ async def test_frames_while_the_pump_is_busy_keep_their_order(
             await release.wait()
         await perform(live, actions)
 
-    monkeypatch.setattr(server, "_perform", held)
+    monkeypatch.setattr(server.pump, "perform", held)
     server.inject(record.id, "unknown_event", event_type="emulator.busy")
     await asyncio.wait_for(busy.wait(), 5)
     sent = [item("i1"), *map(append, range(1, 4)), item("i2"), *map(append, range(4, 7))]

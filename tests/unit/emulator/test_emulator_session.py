@@ -196,7 +196,7 @@ def test_barge_in_cancels_then_truncate(dialect: Dialect, oracle: Any) -> None:
     d = Driver(dialect, speed=1, annotations=[{"hears": "hi", "reply": {"duration_ms": 4000}}])
     d.append(speech(1.0) + zeros(0.7))
     d.append(zeros(0.5))  # 0.5 s of reply audio streams meanwhile (speed 1)
-    assert d.s._run is not None  # still answering
+    assert d.s.responses.active is not None  # still answering
     d.append(speech(0.5))
     check_all(d, oracle)
     second_start = d.all("input_audio_buffer.speech_started")[1]
@@ -522,7 +522,8 @@ def test_delta_faults_and_wav_reply(oracle: Any, tmp_path: Any) -> None:
     x = np.frombuffer(b"".join(normal), dtype="<i2").astype(float)
     assert len(x) == RATE  # the whole 1 s WAV, resampled to 24 kHz
     assert np.argmax(np.abs(np.fft.rfft(x))) * RATE / len(x) == pytest.approx(800, abs=2)
-    assert d.s._audio_ms[deltas[0]["item_id"]] == pytest.approx(6000)  # the oversized audio counts as delivered
+    delivered = d.s.conversation.audio_ms[deltas[0]["item_id"]]
+    assert delivered == pytest.approx(6000)  # the oversized audio counts as delivered
     for e in d.events:
         if e is not deltas[1]:
             oracle.server_event("ga", e)
@@ -572,3 +573,21 @@ def test_a_gpt_realtime_2_model_answers_a_turn_with_a_preamble_and_the_answer_as
 def test_which_models_say_a_preamble(model: str, items: int) -> None:
     assert len(voice_turn(GA, model, speed=4).all("response.output_item.added")) == items
     assert len(voice_turn(GA, model, speed=4, preamble="").all("response.output_item.added")) == 1  # turned off
+
+
+@pytest.mark.parametrize("how", ["system_item", "session_update"])
+def test_a_whispered_say_is_the_next_reply_once(how: str) -> None:
+    """A supervisor's whisper reaches the model as a system item or as new session instructions; "say 'X'" in it
+    makes the next in-band reply say X, once."""
+    d = Driver(GA)
+    d.send({"type": "session.update", "session": {"type": "realtime", "instructions": "Be brief."}})
+    if how == "system_item":
+        item = {"type": "message", "role": "system", "content": [{"type": "input_text", "text": "Now say 'pineapple'"}]}
+        d.send({"type": "conversation.item.create", "item": item})
+    else:
+        d.send({"type": "session.update", "session": {"type": "realtime", "instructions": "Be brief. Say 'pineapple'"}})
+    for _ in range(2):
+        d.send({"type": "response.create"})
+        d.settle()
+    said = [e["transcript"] for e in d.all("response.output_audio_transcript.done")]
+    assert said[0] == "pineapple" and "pineapple" not in said[1], said

@@ -23,3 +23,7 @@ def test_bench_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert replay.main(["--repeat", "1", "--json", str(replay.DEFAULT_SCRIPTS / "question_answer")]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["calls"] == 2 and data["x_real_time"] > 0 and data["per_script"][0]["verdict"] == "same"
+    for dialect in data["dialects"]:  # the figures are reported, not judged here
+        assert data["turn_gap_ms"][dialect]["n"] == 1 and data["turn_gap_ms"][dialect]["p50"] > 0
+        slow = data["slow_tool"][dialect]
+        assert slow["ok"] and slow["tool_latency_ms"] > 0 and slow["longest_silence_ms"] is not None

@@ -166,3 +166,16 @@ def test_real_time_jitter_is_tolerated_only_over_sip() -> None:
     assert compare_runs(a, b) == ["truncates (audio_end_ms) differ: beta [1600] vs GA [1900]"]
     b.report["truncates"] = [{"audio_end_ms": 1741}]
     assert compare_runs(a, b) == ["truncates (audio_end_ms) differ: beta [1600] vs GA [1741]"]
+
+
+def test_figures_in_a_sip_runs_timeline_are_not_behaviour() -> None:
+    # the longest silence grew on beta's second turn (591 ms after 550) and not on GA's (550 after 560): the same
+    # call, told by a figure that timing decides, like a latency sample
+    notes = [[0.0, "answered", ""], [1.0, "phase", "LISTENING -> THINKING"]]
+    beta = _run("beta", timeline=[*notes, [1.1, "longest_silence", "550 ms"], [2.0, "phase", "THINKING -> SPEAKING"],
+                                  [3.0, "longest_silence", "591 ms"], [3.1, "latency", "turn 61 ms"]])  # fmt: skip
+    ga = _run("ga", timeline=[*notes, [1.1, "longest_silence", "560 ms"], [2.0, "phase", "THINKING -> SPEAKING"]])
+    beta.via = ga.via = "sip"
+    assert compare_runs(beta, ga) == []
+    ga.report["timeline"] = [*ga.report["timeline"], [4.0, "barge_in", "caller spoke over the agent"]]
+    assert any("barge_in" in r for r in compare_runs(beta, ga))  # what the call did still counts

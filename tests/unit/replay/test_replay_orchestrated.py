@@ -74,3 +74,19 @@ def test_the_scripted_orchestrator_answers_through_the_wire_form() -> None:
     decision = asyncio.run(orchestrator.ask("http://x/turn", request, 1.0))
     assert (decision.action, decision.text) == ("say", "Hello.")
     assert orchestrator.finish() == ["orchestrator.answers[0].expect_event: expected 'dtmf', got 'turn'"]
+
+
+def test_a_late_answer_has_its_filler_then_soft_hold_never_silence(tmp_path: Path) -> None:
+    run = run_direct(load_script(_edited(tmp_path, {2: {"delay_ms": 5000}})), "ga")  # give_up_ms is 6000
+    assert run.ok, [c for c in run.checks if not c.ok]
+    timeline = run.report["timeline"]
+    late = next(t for t, k, _ in timeline if k == "orchestrator_filler")
+    decided = next(t for t, k, s in timeline if k == "orchestrator_decision" and t > late)
+    holds = [(t, s) for t, k, s in timeline if k == "wait_hold"]
+    assert [s for t, s in holds if late <= t <= decided] == ["soft hold on", "soft hold off"]
+    gaps, at = [], late
+    for a, b in sorted(run.agent_spans):
+        if late <= a < decided:
+            gaps.append(a - at)
+        at = max(at, b) if a < decided else at
+    assert gaps and max(gaps) <= 1500, (late, decided, run.agent_spans)  # the filler, then the hold: no dead air

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
+import time
 import wave
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import yaml
+from fakes.leg import SilentLeg
 
 from bridge import events as ev
 from bridge.call.recorder import AUDIO_FILE, EVENTS_FILE, RecordingLeg, read_recording
@@ -22,31 +22,6 @@ from bridge.replay.script import load_script
 REPO = Path(__file__).resolve().parents[3]
 SCRIPTS = REPO / "call_scripts"
 FRAME = 320
-
-
-class FakeLeg:
-    def __init__(self) -> None:
-        self.call_id, self.caller, self.called = "c1", "+1555", "1000"
-        self.events: asyncio.Queue[ev.Event] = asyncio.Queue()
-        self.disconnected = asyncio.Event()
-        self.media: tuple[Any, Any] | None = None
-        self.hung_up = False
-
-    def ringing(self) -> None: ...
-    def answer(self) -> None: ...
-    def reject(self, code: int, reason: str | None = None, retry_after: int | None = None) -> None: ...
-    def transfer(self, uri: str) -> None: ...
-    def send_dtmf(self, digits: str) -> None: ...
-
-    def hangup(self, reason: str | None = None) -> None:
-        self.hung_up = True
-
-    def start_media(self, outbound: Any, on_frame: Any) -> None:
-        self.media = (outbound, on_frame)
-
-    def uplink_offload(self, upsampler: Any) -> Any:
-        self.offload_asked = upsampler
-        return "offload"
 
 
 class Source:
@@ -60,7 +35,7 @@ class Source:
 
 def test_stereo_recording_is_frame_aligned_with_the_events(tmp_path: Path) -> None:
     now = [100.0]
-    leg = FakeLeg()
+    leg = SilentLeg()
     rec = RecordingLeg(leg, tmp_path / "rec", consent=True, clock=lambda: now[0], meta={"dialplan": "support"})
     got: list[bytes] = []
     rec.start_media(Source(), lambda pcm, t: got.append(pcm))
@@ -97,7 +72,7 @@ def test_stereo_recording_is_frame_aligned_with_the_events(tmp_path: Path) -> No
 
 
 def test_without_consent_nothing_is_recorded(tmp_path: Path) -> None:
-    leg = FakeLeg()
+    leg = SilentLeg()
     rec = RecordingLeg(leg, tmp_path / "rec", consent=False)
     source, sink = Source(), (lambda pcm, t: None)
     rec.start_media(source, sink)
@@ -190,7 +165,7 @@ class Ring:
 def test_a_barge_in_on_a_recorded_call_still_flushes_the_media_ports_ring(tmp_path: Path) -> None:
     from bridge.audio.playout import PlayoutBuffer
 
-    leg = FakeLeg()
+    leg = SilentLeg()
     rec = RecordingLeg(leg, tmp_path / "rec", consent=True)
     playout = PlayoutBuffer()
     rec.start_media(playout, lambda pcm, t: None)
@@ -198,8 +173,77 @@ def test_a_barge_in_on_a_recorded_call_still_flushes_the_media_ports_ring(tmp_pa
     outbound = leg.media[0]
     ring = Ring()
     outbound.set_downstream(ring)  # what the native port does with the source it is given
-    playout.push("item_1", bytes(FRAME * 10))
-    assert outbound.pop_frame() == bytes(FRAME)
+    playout.push("item_1", np.full(160 * 10, 500, dtype="<i2").tobytes())
+    assert outbound.pop_frame() != bytes(FRAME)  # the agent's audio, taken for the ring
+    ring.held = 1  # the frame taken is in the ring, not sent yet
     playout.flush()
-    assert ring.flushed == 3  # the frames queued in C are dropped at the barge-in, recorded or not
-    assert rec.agent_frames == [bytes(FRAME)]
+    assert ring.flushed == 1  # the frames queued in C are dropped at the barge-in, recorded or not
+    assert not rec.agent  # ... and the recording forgets them: never sent, never heard
+    assert outbound.pop_frame() == bytes(FRAME)  # silence after the barge-in
+    leg.media[1](np.full(160, 7, dtype="<i2").tobytes(), 0.0)  # the tick that sends it
+    rec.listener(ev.CallEnded("caller hung up", "completed"))
+    caller, agent, _, _ = read_recording(tmp_path / "rec")
+    assert len(caller) == len(agent) == FRAME and agent == bytes(FRAME)  # the flushed frame is not in it
+
+
+def test_the_recording_is_on_disk_and_playable_while_the_call_goes_on(tmp_path: Path) -> None:
+    from bridge.call.recorder import CHUNK_TICKS
+
+    now = [0.0]
+    leg = SilentLeg()
+    rec = RecordingLeg(leg, tmp_path / "rec", consent=True, clock=lambda: now[0], pause_on_keys=True)
+    rec.start_media(Source(), lambda pcm, t: None)
+    assert leg.media is not None
+    outbound, on_frame = leg.media
+    tone = np.full(160, 3000, dtype="<i2").tobytes()
+
+    def ticks(n: int) -> None:
+        for _ in range(n):
+            outbound.pop_frame()
+            on_frame(tone, now[0])
+            now[0] += 0.02
+
+    ticks(CHUNK_TICKS * 2 + 10)  # 2.2 s: two chunks written, 10 frames in memory
+    rec.listener(ev.KeyPressed("4", ev.DtmfSource.RFC4733))  # PCI pause: silence from here
+    ticks(CHUNK_TICKS)
+    assert rec.held_bytes < 64 * 1024  # a chunk at most, whatever the length
+    deadline = time.monotonic() + 5
+    frames = 0
+    while True:  # the writer thread has the chunks: the file plays now, before the call ends
+        if (tmp_path / "rec" / AUDIO_FILE).exists():
+            try:
+                with wave.open(str(tmp_path / "rec" / AUDIO_FILE)) as w:
+                    frames = w.getnframes()
+            except (EOFError, wave.Error):
+                pass  # created a moment ago, its header not written yet: look again
+        if frames >= CHUNK_TICKS * 3 * 160 or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert frames == CHUNK_TICKS * 3 * 160
+    events = (tmp_path / "rec" / EVENTS_FILE).read_text().splitlines()
+    assert json.loads(events[0])["kind"] == "recording" and json.loads(events[-1])["kind"] == "dtmf"
+    now[0] += 3.0  # the pause ends 3 s after the last key
+    ticks(10)
+    rec.listener(ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED))
+    caller, agent, _, _ = read_recording(tmp_path / "rec")
+    c, a = np.frombuffer(caller, "<i2").reshape(-1, 160), np.frombuffer(agent, "<i2").reshape(-1, 160)
+    assert len(c) == len(a) == CHUNK_TICKS * 3 + 20  # one frame per tick on both channels
+    paused = slice(CHUNK_TICKS * 2 + 10, CHUNK_TICKS * 3 + 10)
+    assert (c[: CHUNK_TICKS * 2 + 10] == 3000).all() and (c[paused] == 0).all() and (a[paused] == 0).all()
+    assert (c[-10:] == 3000).all() and (a[-10:] != 0).all()  # recording again after the pause
+
+
+def test_a_dead_workers_recording_is_finished_playable_up_to_its_last_whole_frame(tmp_path: Path) -> None:
+    from bridge.call.recorder import finish_recording, wav_header
+
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    (rec / AUDIO_FILE).write_bytes(wav_header(640) + bytes(640) + bytes(6))  # a second chunk cut short by the kill
+    (rec / EVENTS_FILE).write_text('{"kind": "recording"}\n{"t_ms": 10, "kind": "barge_in", "summary": ""}\n{"t_m')
+    assert finish_recording(rec, "worker died")
+    caller, agent, header, notes = read_recording(rec)
+    assert len(caller) == len(agent) == 320 + 2  # every whole stereo sample on disk, the cut one left out
+    assert header == {"kind": "recording"}
+    assert [n["kind"] for n in notes] == ["barge_in", "ended"]
+    assert notes[-1] == {"t_ms": pytest.approx(20.1), "kind": "ended", "summary": "worker died", "outcome": "failed"}
+    assert not finish_recording(tmp_path / "none", "worker died")

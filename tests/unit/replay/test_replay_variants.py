@@ -15,11 +15,31 @@ from bridge.replay.variants import load_rollouts, replay_variants, variant_plans
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPTS, DIALPLANS = ROOT / "call_scripts", ROOT / "dialplans"
 SAFE, NEW = "gpt-realtime", "gpt-realtime-2.1"
+# the shipped support rollout as it was before its move to the current models: an older safe model without the
+# preamble against gpt-realtime-2.1 with it, so that the two variants differ
+OLD_SUPPORT = """  safe: gpt-realtime
+  variants:
+    - {name: gpt-realtime, dialect: ga, model: gpt-realtime, weight: 100}
+    - {name: gpt-realtime-2.1, dialect: ga, model: gpt-realtime-2.1, fallback_model: gpt-realtime, weight: 0}
+"""
 
 
-def test_each_variant_runs_the_script_on_its_own_model_and_is_compared_with_the_safe_one() -> None:
-    script = load_script(SCRIPTS / "question_answer", DIALPLANS)
-    rollouts = load_rollouts(["support"], DIALPLANS)
+@pytest.fixture
+def dialplans(tmp_path: Path) -> Path:
+    out = tmp_path / "dialplans"
+    out.mkdir()
+    for plan in DIALPLANS.glob("*.yaml"):
+        text = plan.read_text()
+        if plan.name == "support.yaml":
+            head, _, _ = text.partition("rollout:\n")
+            text = head + "rollout:\n" + OLD_SUPPORT
+        (out / plan.name).write_text(text)
+    return out
+
+
+def test_each_variant_runs_the_script_on_its_own_model_and_is_compared_with_the_safe_one(dialplans: Path) -> None:
+    script = load_script(SCRIPTS / "question_answer", dialplans)
+    rollouts = load_rollouts(["support"], dialplans)
     [(_, spec)] = rollouts
     plans = variant_plans(script, spec)
     assert [(v.name, p.dialect, p.profile.model) for v, p in plans] == [(SAFE, "ga", SAFE), (NEW, "ga", NEW)]
@@ -34,9 +54,11 @@ def test_each_variant_runs_the_script_on_its_own_model_and_is_compared_with_the_
     assert f"agent transcript differs at #1: {SAFE} We are open" in " ".join(result.differences)
 
 
-def test_the_cli_writes_a_report_with_a_column_per_variant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_writes_a_report_with_a_column_per_variant(
+    tmp_path: Path, dialplans: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     scripts = [str(SCRIPTS / name) for name in ("question_answer", "transfer")]
-    code = main([*scripts, "--variants", "support", "--dialplans", str(DIALPLANS), "--report", str(tmp_path)])
+    code = main([*scripts, "--variants", "support", "--dialplans", str(dialplans), "--report", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "2 script(s) x 2 variant(s): 1 same, 1 differ (0 as their scripts expect, 1 not), 0 failed" in out

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, ConnectError, ModelRefused, is_refusal
+from bridge.events import ErrorClass
 from bridge.rollout.policy import (
     BUCKETS,
     Decision,
@@ -22,10 +23,12 @@ from bridge.rollout.policy import (
     fallback,
     legacy_spec,
     migrate,
+    next_healthy,
     normalize_number,
     parse_weights,
     shares,
     validate_flag,
+    weights_after_refusal,
 )
 
 CALLERS = [f"+1555{n:07d}" for n in range(10_000)]
@@ -289,3 +292,45 @@ def test_a_legacy_flag_on_a_plan_with_variants_moves_the_candidate_and_notes_los
     assert notes == ["model_selection=legacy is no longer a flag setting: set it on the variants in the dialplan"]
     unchanged, none = migrate({"weights": {"old": 1}, "allow": {"new": ["+1"]}}, SPEC)
     assert (unchanged, none) == ({"weights": {"old": 1}, "allow": {"new": ["+1"]}}, [])
+
+
+def test_no_call_goes_to_a_refused_variant_whatever_decided_it() -> None:
+    live = RolloutSpec(
+        safe="ga",
+        variants=(
+            Variant(name="ga", dialect="ga", model="gpt-realtime"),
+            Variant(name="ga2", dialect="ga", model="gpt-realtime-2.1"),
+            Variant(name="live", dialect="live", model="gpt-live-1"),
+        ),
+    )
+    f = flag(weights={"ga": 100}, allow={"live": ["+15550000001"]})
+    d = decide(live, f, "+15550000009", "c1", refused={"ga"})
+    assert (d.variant, d.model) == ("ga2", "gpt-realtime-2.1")
+    assert d.reason.endswith("-> ga; ga refused by the service -> ga2")
+    assert decide(live, f.model_copy(update={"kill": True}), "+15550000009", "c2", refused={"ga"}).variant == "ga2"
+    assert decide(live, f, "+15550000001", "c3", refused={"live"}).variant == "ga"  # the allow list's variant
+    assert decide(live, f, "+15550000009", "c4", refused={"ga", "ga2", "live"}).variant == "ga"  # nothing healthy
+    # in a call being set up, only a variant of the call's dialect will do
+    assert next_healthy(live, ["ga"], dialect="ga") == "ga2"
+    assert next_healthy(live, ["ga", "ga2"], dialect="ga") is None
+    assert next_healthy(live, ["ga", "ga2"]) == "live"
+
+
+def test_a_refused_variants_weight_goes_to_the_safe_one_or_is_shared_by_the_healthy_ones() -> None:
+    f = flag(weights={"a": 30, "b": 10, "c": 60})
+    assert weights_after_refusal(THREE, f, {"a"}) == {"a": 0.0, "b": 10.0, "c": 90.0}
+    assert weights_after_refusal(THREE, f, {"c"}) == {"a": 75.0, "b": 25.0, "c": 0.0}
+    assert weights_after_refusal(THREE, flag(weights={"c": 100}), {"c"}) == {"a": 50.0, "b": 50.0, "c": 0.0}
+    assert weights_after_refusal(THREE, f, {"a", "b", "c"}) is None  # nowhere to go
+    assert weights_after_refusal(THREE, flag(weights={"c": 100}), {"a"}) is None  # nothing to move
+
+
+@pytest.mark.parametrize(
+    ("code", "refusal"),
+    [("model_not_found", True), ("invalid_model", True), ("server_error", False), ("invalid_api_key", False)],
+)
+def test_the_services_refusal_of_a_model_is_its_own_error(code: str, refusal: bool) -> None:
+    assert is_refusal(code) is refusal
+    exc = ModelRefused("gpt-realtime", "model_not_found", "The model 'gpt-realtime' does not exist")
+    assert isinstance(exc, ConnectError) and not exc.retryable and exc.error_class is ErrorClass.PROTOCOL
+    assert str(exc) == "model gpt-realtime refused: model_not_found (The model 'gpt-realtime' does not exist)"

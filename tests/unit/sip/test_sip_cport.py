@@ -118,6 +118,31 @@ def test_the_caller_hears_the_source_frame_by_frame_and_silence_when_the_loop_is
     assert kind == pj.PJMEDIA_FRAME_TYPE_NONE and data == b""
 
 
+def test_a_source_that_keeps_account_is_told_of_the_silence_the_port_sent_on_its_own(hub: cport.NativeHub) -> None:
+    """The echo guard's reference (``skipped``): told, in stream order, before the next frames are taken."""
+    taken: list[str] = []
+
+    class Counting(FrameQueue):
+        def pop_frame(self) -> bytes:
+            taken.append("frame")
+            return super().pop_frame()
+
+        def skipped(self, frames: int) -> None:
+            taken.extend(["silence"] * frames)
+
+    port = hub.new_port("t-skip", conference=False)
+    port.attach(Counting(), None)
+    assert taken == ["frame", "frame"]  # the lead, queued at once
+    for _ in range(5):  # the loop does not run: two frames sent, then three ticks of the port's own silence
+        cport.get_frame(port.handle)
+    assert port.late_out == 3
+    hub.drain()
+    assert taken == ["frame", "frame", "silence", "silence", "silence", "frame", "frame"]
+    hub.drain()  # told once
+    assert taken.count("silence") == 3
+    port.detach()
+
+
 def test_a_late_clock_tick_is_counted(hub: cport.NativeHub) -> None:
     port = hub.new_port("t-gap", conference=False)
     port.attach(FrameQueue(), None)

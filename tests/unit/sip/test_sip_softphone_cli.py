@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pytest
 
 from bridge.audio.frames import FRAME_BYTES, SILENCE
-from bridge.devkit.softphone import _default_host, build_parser, parse_dtmf
-from bridge.sip.phone import PcmSource
+from bridge.audio.line import LineEcho
+from bridge.devkit.softphone import _default_host, build_parser, parse_dtmf, parse_echo
+from bridge.sip.phone import EchoingSource, PcmSource
 
 
 def test_parse_dtmf() -> None:
@@ -75,3 +77,26 @@ def test_pcm_source_loops() -> None:
 )
 def test_default_bind_address_follows_the_target(uri: str, host: str) -> None:
     assert _default_host(uri) == host
+
+
+def test_parse_echo() -> None:
+    assert parse_echo("-14@120") == LineEcho(-14.0, 120.0, None)
+    assert parse_echo("-10@250/-55") == LineEcho(-10.0, 250.0, -55.0)
+    with pytest.raises(argparse.ArgumentTypeError, match="bad echo '-14'"):
+        parse_echo("-14")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"echo level_db must be -60\.\.0, got 5"):
+        parse_echo("5@100")
+
+
+def test_an_echoing_line_returns_what_it_heard_at_a_constant_delay_however_it_is_bunched() -> None:
+    source = EchoingSource(None, LineEcho(0.0, 0.0))  # no loss, no line delay: only the DEPTH frames
+    frames = [np.full(FRAME_BYTES // 2, 100 * (k + 1), dtype="<i2").tobytes() for k in range(30)]
+    sent: list[bytes] = []
+    k = 0
+    for burst in (1, 3, 0, 0, 2, 4, 0, 1, 3, 0, 2, 1, 1, 3, 0, 0, 4):  # the loop hands frames over in bunches
+        source.heard(b"".join(frames[k : k + burst]))
+        k += burst
+        sent.append(source.pop_frame())
+    # the n-th frame sent carries the (n - DEPTH)-th frame heard, whatever the bunching
+    assert sent[: EchoingSource.DEPTH] == [SILENCE] * EchoingSource.DEPTH
+    assert sent[EchoingSource.DEPTH :] == frames[: len(sent) - EchoingSource.DEPTH]

@@ -1,0 +1,99 @@
+"""``callbridge bench calls [--json] [--max-calls N] [--seconds S]``: concurrent real calls, against a ceiling.
+
+Two paths carry the same load, step by step (4, 8, ... ``--max-calls`` concurrent calls, ``--seconds`` each):
+
+- ``bridge``: ``Pool`` workers (``ceil(calls / 4)`` processes, 4 calls each: the wheel's cap) bridging every call
+  to the in-process Realtime emulator (GA, PCM 24 kHz, no turn detection so both directions run all the time:
+  the caller talks without pause, the agent speaks one long greeting, delivered at twice real time).
+- ``ceiling``: pjsua2's own C path. A tiny pjsua2 app per 4 calls answers and loops each call's audio back to
+  itself in the conference bridge (``AudioMedia.startTransmit`` to itself): no Python media port at all.
+  ``--ceiling play`` instead plays a looped recording (C) to each call and sends the call's audio to the null
+  sound device: what a loopback sends is what it received, so a stall on the caller's side reaches the caller's
+  jitter buffer twice, while the bridge's reply does not depend on the caller's packets; ``play`` removes that
+  difference.
+
+The load callers are the same for both: ``ceil(calls / 4)`` pjsua2 processes, each placing 4 calls that play a
+looped speech WAV through an ``AudioMediaPlayer`` (C, no Python on the media path). Every process involved runs on
+this machine, loaded together.
+
+A step boots the load callers first and waits until every one is up (a Python + pjsua2 process costs about a
+CPU-second to boot); then all of them place their calls at once, and the window opens ``SETUP_S`` later, for both
+paths alike (the same window for every process: CLOCK_MONOTONIC is system-wide). A call not up by then is
+missing for the whole window: answering a burst of calls in time is part of the capacity. Measured over it:
+
+- ``late or missing`` (outbound, at the callers): per call, the frames that were not there when the caller's
+  20 ms clock wanted them, from its jitter buffer (``Call.getStreamStat``): a late packet counts once although it
+  moves both the ``empty`` and the ``lost`` counter (calibrated by stopping the sender: 15 late frames moved them by
+  12 and 18), plus discarded frames, plus every frame of a call that was not up. For ``bridge``, plus the
+  workers' playout underruns inside the window: dead air inside an answer reaches the caller as a frame on time,
+  but a silent one, so it is a missing frame too (the ``underrun`` column: whole calls / in the window; most
+  fall while a reply's first deltas arrive, before the window).
+- ``in missing`` (bridge only, at the model): 50 appends per second and call are expected in the window; the ones
+  that did not reach the emulator are missing.
+- The pass mark is < 0.1 % of the expected frames in each direction, every call answered.
+- ``cpu/call``: user + system CPU of the worker (or loopback) processes over the window (``/proc/<pid>/stat``),
+  per call, in % of one core. ``callers``: all load callers together; ``bench``: this process, i.e. the emulator
+  (bridge path only); ``machine``: every process, in % of all cores. The bridge path also carries the
+  emulator on the same cores; the ceiling path has nothing in place of it.
+- Bridge-added latency from the worker reports (sampled once a second per call): inbound = ``capture`` (clock
+  thread -> event loop, conversion, queued for the socket; with the uplink offload, all on the clock thread:
+  its callback -> the socket write) + ``uplink`` (socket write); outbound = ``downlink``
+  (decode + resample of a reply's first delta) + ``playback`` (queued -> handed to the clock thread). Also the
+  spread of append arrival times at the emulator (arrival minus the frame's 20 ms slot, above the call's best).
+
+``--front kamailio`` adds a third path, ``front``: the bridge path's workers behind Kamailio (``serve --front
+kamailio``, bridge/serve/front.py), every call placed to the front's one address instead of a worker's port. It
+runs in the same ladder as the bridge path, against the same kind of workers, and reports what the front costs:
+``front cpu/call``, the CPU time all Kamailio's processes used over the step (every INVITE, ACK and BYE, and the
+OPTIONS probes meanwhile) per call, and every path's ``setup``, from the caller's INVITE to its call being up
+(p50/p99). The summary compares the front's capacity with the bridge
+path's (goal: >= 90 %) and the set-up time it adds (front minus bridge at the same step). With ``--front`` the
+bridge path gives the calls of each load caller (four, on one pjmedia clock) to four different workers, as the
+front's dispatcher does: a worker's calls then come on four clock phases, as a trunk's calls would, which costs
+the workers and the callers more than four calls on one phase (docs/benchmarks.md, "Through the front"). Without
+it each load caller's calls go to one worker.
+
+``--srtp`` adds a path, ``srtp``: the bridge path with every call's media encrypted (the workers' ``srtp:
+mandatory``, the load callers offering SDES, AES_CM_128_HMAC_SHA1_80; signalling over UDP, so that only the media's
+cost is compared), run right after the plain one at each step. The summary gives the workers' CPU per call with SRTP
+against plain RTP at the largest step both passed (goal: at most 10 % more). A call that ran plain RTP on the SRTP
+path counts as unanswered.
+
+``--realtime-priority N`` runs the system under test of both paths (the bridge's workers, the loopback apps)
+``SCHED_RR`` at N, as ``callbridge serve --realtime-priority N`` does (see bridge/runtime/sched.py); the load
+callers and the emulator stay ordinary. Each step's ``scheduling`` says what the processes really got (it needs root or
+CAP_SYS_NICE; a step where it was not applied says so).
+
+A path stops at its first failing step (its capacity is known then); a failing step is run once more, and fails
+only if that run fails too (both paths alike: one stall of 200 ms fails a small step). ``--json`` steps carry
+``late_by_target``: late frames per callee port (the answering Contact's: a worker, also behind the front, or a
+loopback app), which tells one stalled process from a machine-wide stall, and ``unanswered_why``: the calls a
+caller did not have up when the window opened or closed, by SIP status and what was missing (not answered yet,
+ended, no audio stream yet).
+
+The summary line gives the most calls with every step up to it passing, for each path, and their ratio (goal:
+bridge >= 75 % of the ceiling), and the inbound p99 at that load (goal: <= 10 ms). If the ceiling passes the
+largest step, its real capacity is higher and the ratio shown is an upper bound; raise ``--max-calls``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# The package, as its files draw it:
+#
+#   cli.py      the command line, and the roles its subprocesses run
+#   ladder.py   the steps for every path, re-runs, the table and the summary as it goes
+#   paths.py    one step of each path: the bridge's pool (directly or behind Kamailio), the ceiling's loopback apps
+#   callers.py  the load callers and loopback apps: their processes and the orchestrator's side of them
+#   score.py    a step's figures from the callers' rows, the workers' reports, the emulator's sessions and CPU
+#   report.py   Step, the table's rows, the summary and its goals
+#   machine.py  CPU time from /proc, spawning and stopping child processes
+#
+# The pjsua2 side of the load callers and the loopback apps is bridge/sip/loadcall.py.
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bench.calls.cli import main as run
+
+    return run(argv)

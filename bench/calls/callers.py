@@ -1,0 +1,177 @@
+"""The benchmark's other processes: load callers (both paths) and the ceiling's loopback apps.
+
+Each runs ``python -m bench.calls --role caller|loopback``; the pjsua2 side of both is
+:mod:`bridge.sip.loadcall`. What they say on stdout, a JSON object a line:
+
+- a load caller: ``{"ready": true}`` once booted; it then reads ``{"start_at", "end_at"}`` (CLOCK_MONOTONIC,
+  the same for every process) from stdin, places its calls at once, snapshots their stream stats at both ends of
+  the window, hangs up and prints ``{"calls": [row, ...]}``;
+- a loopback app: ``{"loopback": PORT, "max_calls": N, "scheduling": "..."}`` once it answers; it runs until
+  SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.calls.machine import spawn_role, stderr_to, stop
+from bench.calls.report import Step
+from bridge.devkit.ports import free_port_block
+from bridge.runtime.sched import describe
+
+CALLS_PER_PROCESS = 4  # the pjsua2 wheel's cap per process (bridge/sip/endpoint.py reads it back at run time)
+# From placing the calls to the window's start: calls answered (the bridge answers once its Realtime session is
+# ready), agent audio playing, jitter buffers settled. The load callers boot first and place their calls together
+# only once every one of them is up: booting a Python + pjsua2 process costs about a CPU-second, and 40 of them
+# booting inside this time on 2 cores would measure the phones' boot against the
+# system under test's load, not the system's capacity.
+SETUP_S = 4.5
+BOOT_TIMEOUT_S = 180.0  # for every load caller to be up (they boot together, about a CPU-second each)
+LOOPBACK_READY_S = 30.0  # for one loopback app to answer
+RESULT_TIMEOUT_S = 30.0  # for a load caller's rows once the window has closed
+
+
+# ------------------------------------------------------------------------------------------------------------
+# In the subprocesses
+
+
+async def run_caller(uris: list[str], play: Path, srtp: str = "off") -> dict[str, Any]:
+    """One load caller: boot, say it is ready, read the window, place the calls, snapshot their stream stats at
+    both ends of the window, hang up, return the rows."""
+    from bridge.sip.loadcall import LoadCaller
+
+    caller = LoadCaller(play, srtp)
+    caller.start()
+    # Booted: say so, and place the calls when the orchestrator says when the window is (every caller is up then).
+    print(json.dumps({"ready": True}), flush=True)
+    go = json.loads(await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline))
+    start_at, end_at = float(go["start_at"]), float(go["end_at"])
+    caller.place(uris)
+    await _sleep_until(start_at)
+    first = caller.snapshot()
+    await _sleep_until(end_at)
+    rows = caller.rows(first, caller.snapshot())
+    await caller.hang_up()
+    await caller.close()
+    return {"calls": rows}
+
+
+async def run_loopback(port: int, play: Path | None = None) -> int:
+    """The ceiling's callee (:class:`bridge.sip.loadcall.LoopbackCallee`) until SIGTERM or SIGINT."""
+    from bridge.sip.loadcall import LoopbackCallee
+
+    callee = LoopbackCallee(port, play)
+    callee.start()
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopped.set)
+    ready = {"loopback": callee.sip_port, "max_calls": callee.max_calls, "scheduling": describe()}
+    print(json.dumps(ready), flush=True)
+    await stopped.wait()
+    await callee.close()
+    return 0
+
+
+async def _sleep_until(at: float) -> None:
+    await asyncio.sleep(max(0.0, at - time.monotonic()))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# In the orchestrator
+
+
+@dataclass
+class Callers:
+    """Load callers that have been told the window: they are placing their calls."""
+
+    procs: list[asyncio.subprocess.Process]
+    start_at: float
+    end_at: float
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+
+async def boot_callers(uris: list[str], play: Path, seconds: float, log_path: Path, srtp: str = "off") -> Callers:
+    """Boot the load callers, wait until every one is up, then have them all place their calls now: the
+    window opens ``SETUP_S`` later and lasts ``seconds``."""
+    procs = []
+    with stderr_to(log_path):
+        for i in range(0, len(uris), CALLS_PER_PROCESS):
+            group = ",".join(uris[i : i + CALLS_PER_PROCESS])
+            role = ("--role", "caller", "--uris", group, "--play", str(play), "--srtp-mode", srtp)
+            procs.append(await spawn_role(*role, stdin=True))
+    try:
+        await _wait_booted(procs)
+    except BaseException:
+        for proc in procs:
+            await stop(proc)
+        raise
+    start_at = time.monotonic() + SETUP_S
+    end_at = start_at + seconds
+    go = json.dumps({"start_at": start_at, "end_at": end_at}).encode() + b"\n"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(go)
+    for proc in procs:
+        assert proc.stdin is not None
+        await proc.stdin.drain()
+        proc.stdin.close()
+    return Callers(procs, start_at, end_at)
+
+
+async def _wait_booted(procs: list[asyncio.subprocess.Process]) -> None:
+    deadline = time.monotonic() + BOOT_TIMEOUT_S
+    for proc in procs:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), max(1.0, deadline - time.monotonic()))
+        if not line.startswith(b"{"):
+            raise RuntimeError(f"load caller {proc.pid} did not boot (exit {proc.returncode}): {line[:200]!r}")
+
+
+async def collect(step: Step, procs: list[asyncio.subprocess.Process]) -> list[dict[str, Any]]:
+    """Every load caller's rows once it has hung up and exited; what went wrong goes to ``step.errors``."""
+    rows: list[dict[str, Any]] = []
+    for proc in procs:
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), RESULT_TIMEOUT_S)
+        except TimeoutError:
+            proc.kill()
+            out, _ = await proc.communicate()
+            step.errors.append(f"caller {proc.pid} timed out")
+        lines = [ln for ln in out.decode(errors="replace").splitlines() if ln.startswith("{")]
+        if not lines:
+            step.errors.append(f"caller {proc.pid} exited {proc.returncode} without a result")
+            continue
+        rows += json.loads(lines[-1])["calls"]
+        if proc.returncode != 0:
+            step.errors.append(f"caller {proc.pid} exited {proc.returncode}")
+    return rows
+
+
+async def boot_loopbacks(
+    loops: list[asyncio.subprocess.Process], apps: int, play: Path | None, priority: int, log_path: Path
+) -> tuple[list[int], list[str]]:
+    """Start ``apps`` loopback apps one after another, each added to ``loops`` as it starts (the caller stops
+    them, also those started before one failed). Returns their SIP ports and scheduling as they reported it."""
+    ports: list[int] = []
+    reported: list[str] = []
+    with stderr_to(log_path):
+        for _ in range(apps):
+            args = ["--role", "loopback", "--port", str(free_port_block(1)), "--realtime-priority", str(priority)]
+            proc = await spawn_role(*args, *(("--play", str(play)) if play is not None else ()))
+            loops.append(proc)
+            assert proc.stdout is not None
+            ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), LOOPBACK_READY_S))
+            ports.append(int(ready["loopback"]))
+            reported.append(str(ready.get("scheduling", "")))
+    return ports, reported

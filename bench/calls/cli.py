@@ -1,0 +1,135 @@
+"""``callbridge bench calls``'s command line, and the roles its subprocesses run (``--role caller|loopback``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import bench.calls
+from bridge.audio.frames import BEAT_FRAMES, MAX_BEAT_FRAMES
+from bridge.runtime.sched import MAX_PRIORITY, use_realtime
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="callbridge bench calls", description=(bench.calls.__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per step and line, then a summary")
+    parser.add_argument("--max-calls", type=int, default=16, help="largest step (default 16)")
+    parser.add_argument("--step", type=int, default=4, help="calls added per step (default 4)")
+    parser.add_argument("--seconds", type=float, default=12.0, help="measured window per step (default 12)")
+    parser.add_argument(
+        "--steps",
+        help="comma-separated call counts to run instead of --step/--max-calls, e.g. 112,128,144 (to probe near "
+        "the limits a full ladder found; the summary then counts only these steps)",
+    )
+    parser.add_argument(
+        "--only", choices=("bridge", "ceiling"), help="run one path only (with --front: bridge and front)"
+    )
+    parser.add_argument(
+        "--front",
+        choices=("kamailio",),
+        help="also run the bridge's workers behind Kamailio, every call to its one address (the front path), and "
+        "compare: capacity, Kamailio's CPU per call, added set-up time",
+    )
+    parser.add_argument(
+        "--srtp",
+        action="store_true",
+        help="also run the bridge path with SRTP (the workers' srtp: mandatory, SDES offered by the callers, "
+        "AES_CM_128_HMAC_SHA1_80) and compare the workers' CPU per call with the plain path's in the same run",
+    )
+    parser.add_argument(
+        "--ceiling",
+        choices=("loop", "play"),
+        default="loop",
+        help="the ceiling's callee: loop each call's audio back to itself in the conference bridge (default, as "
+        "the issue defines it), or play a looped recording to it and take its audio in (what it sends then does "
+        "not depend on what it receives, as in the bridge)",
+    )
+    parser.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=0,
+        help="run the system under test (bridge workers, loopback apps) SCHED_RR at this priority, as "
+        "`serve --realtime-priority` does; the load callers and the emulator stay ordinary (default 0: none)",
+    )
+    parser.add_argument(
+        "--media-beat",
+        type=int,
+        default=BEAT_FRAMES,
+        help=f"the bridge workers' media beat in 20 ms ticks, as `serve`'s media_beat_frames (default {BEAT_FRAMES})",
+    )
+    # internal roles (subprocesses of the benchmark)
+    parser.add_argument("--role", choices=("bench", "caller", "loopback"), default="bench", help=argparse.SUPPRESS)
+    parser.add_argument("--uris", help=argparse.SUPPRESS)
+    parser.add_argument("--play", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--srtp-mode", dest="srtp_mode", default="off", help=argparse.SUPPRESS)
+    return parser
+
+
+def _run_role(args: argparse.Namespace) -> int:
+    from bench.calls.callers import run_caller, run_loopback
+
+    if args.role == "caller":
+        result = asyncio.run(run_caller(args.uris.split(","), Path(args.play), args.srtp_mode))
+        print(json.dumps(result), flush=True)
+        return 0
+    use_realtime(args.realtime_priority)  # before pjsua starts, as a worker does
+    return asyncio.run(run_loopback(args.port, Path(args.play) if args.play else None))
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.max_calls < 1 or args.step < 1 or args.seconds <= 0:
+        parser.error("--max-calls, --step and --seconds must be positive")
+    if not 0 <= args.realtime_priority <= MAX_PRIORITY:
+        parser.error(f"--realtime-priority must be 0..{MAX_PRIORITY}")
+    if not 1 <= args.media_beat <= MAX_BEAT_FRAMES:
+        parser.error(f"--media-beat must be 1..{MAX_BEAT_FRAMES}")
+
+
+def _steps(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[int]:
+    steps = list(range(args.step, args.max_calls + 1, args.step)) or [args.max_calls]
+    if args.steps:
+        try:
+            steps = sorted({int(x) for x in args.steps.split(",") if x.strip()})
+        except ValueError:
+            parser.error(f"--steps must be comma-separated positive integers, not {args.steps!r}")
+        if not steps or steps[0] < 1:
+            parser.error("--steps must be comma-separated positive integers")
+    return steps
+
+
+def _paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    paths = [args.only] if args.only else ["bridge", "ceiling"]
+    if args.front:
+        from bridge.serve.front import FrontError, require_kamailio
+
+        try:
+            require_kamailio()
+        except FrontError as exc:
+            parser.error(str(exc))
+        paths = ["bridge", "front"] + [p for p in paths if p == "ceiling"]
+    if args.srtp:
+        if "bridge" not in paths:
+            parser.error("--srtp compares with the bridge path: not with --only ceiling")
+        paths.insert(paths.index("bridge") + 1, "srtp")
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.role != "bench":
+        return _run_role(args)
+    from bench.calls.ladder import run_bench
+
+    _check(parser, args)
+    steps = _steps(parser, args)
+    paths = _paths(parser, args)
+    return asyncio.run(
+        run_bench(steps, args.seconds, args.json, paths, args.realtime_priority, args.media_beat, args.ceiling)
+    )

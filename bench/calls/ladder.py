@@ -1,0 +1,115 @@
+"""The ladder: every step for every path, a failing step run once more, a path stopped at its first failure; the
+table as it goes and the summary at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.calls.callers import SETUP_S
+from bench.calls.paths import Bench
+from bench.calls.report import HEADER, Step, banner, row, summarize, summary_lines
+from bridge.audio.frames import BEAT_FRAMES
+
+# A step that fails is run once more, for both paths alike, and fails only if that fails too: at 16 calls the mark
+# is 10 frames in 12 s, so one 200 ms stall anywhere on the machine failed the ceiling at 16 calls in one ladder.
+ATTEMPTS = 2
+GREETING_TAIL_S = 8.0  # the agent's one greeting outlasts the set-up and the window by this much
+LOG_NAME = "callbridge-bench-calls.log"  # in the temporary directory; the front keeps its logs next to it
+
+
+@contextlib.contextmanager
+def _collect_between_steps() -> Iterator[None]:
+    """No garbage collection in this process during a step, one full collection after it.
+
+    This process is the emulator, the model's stand-in, and it keeps every event of every session for scoring:
+    at 96 calls a full collection paused it for up to 0.3 s, i.e. the model stalled and the calls it was
+    feeding got dead air. A remote model does not stall with the bridge's load; the records are freed by
+    reference counting, and the collection after the step takes what cycles there are."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def run_bench(
+    steps: list[int],
+    seconds: float,
+    as_json: bool,
+    paths: Sequence[str],
+    priority: int = 0,
+    beat: int = BEAT_FRAMES,
+    ceiling: str = "loop",
+) -> int:
+    from bridge.emulator import EmulatorServer
+
+    with tempfile.TemporaryDirectory(prefix="callbridge-bench-calls-") as tmp:
+        log_path = Path(tempfile.gettempdir()) / LOG_NAME
+        log_path.write_text("")
+        bench = Bench(seconds, Path(tmp), log_path, priority, beat, ceiling, spread="front" in paths)
+        if not as_json:
+            _say(banner(steps, seconds, priority, beat, ceiling, log_path))
+            _say(HEADER)
+        greeting = {"text": "benchmark", "tone_hz": 440.0, "duration_ms": (SETUP_S + seconds + GREETING_TAIL_S) * 1000}
+        async with EmulatorServer(
+            "127.0.0.1", 0, speed=2.0, ping_interval_s=0, annotations={"greeting": greeting}
+        ) as emu:
+            results = await _climb(bench, emu, steps, paths, as_json)
+    summary = summarize(results, max(steps)) | {
+        "realtime_priority": priority,
+        "media_beat_frames": beat,
+        "ceiling": ceiling,
+    }
+    if as_json:
+        _say(json.dumps(summary))
+    else:
+        print("\n".join(summary_lines(summary)))
+        sys.stdout.flush()
+    return 0
+
+
+async def _climb(bench: Bench, emu: Any, steps: list[int], paths: Sequence[str], as_json: bool) -> list[Step]:
+    """Every step in turn, each path on it; a path stops at its first failing step (its capacity is known then)."""
+    results: list[Step] = []
+    failed: set[str] = set()
+    for calls in steps:
+        for path in paths:
+            if path in failed:
+                continue
+            step = await _decided_step(bench, emu, path, calls, as_json)
+            results.append(step)
+            if not step.passed:
+                failed.add(path)
+    return results
+
+
+async def _decided_step(bench: Bench, emu: Any, path: str, calls: int, as_json: bool) -> Step:
+    """One step of one path, run again while it fails, up to ``ATTEMPTS`` runs; the last run decides."""
+    for attempt in range(1, ATTEMPTS + 1):
+        with _collect_between_steps():
+            step = await (
+                bench.ceiling_step(calls)
+                if path == "ceiling"
+                else bench.bridge_step(calls, emu, front=path == "front", srtp=path == "srtp")
+            )
+        step.attempt = attempt
+        _say(json.dumps(step.to_json()) if as_json else row(step))
+        if not as_json:
+            for error in step.errors:
+                _say(f"    ! {error}")
+        emu.sessions.clear()  # their recordings are scored; keep the memory flat
+        if step.passed:
+            break
+    return step

@@ -1,0 +1,120 @@
+"""The machine under the benchmark: CPU time from ``/proc``, and the child processes a step starts and stops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STOP_TIMEOUT_S = 15.0  # from SIGTERM to SIGKILL
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (/proc/<pid>/stat fields 14 and 15), 0 if it is gone."""
+    return cpu_by_pid([pid]).get(pid, 0.0)
+
+
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """CPU seconds of each process still there (a pid that is gone is absent, not 0)."""
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        out[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def run_time_s(pids: list[int]) -> float:
+    """Time on a CPU of the processes still there, to the nanosecond (/proc/<pid>/schedstat, first field; the
+    clock-tick resolution of /proc/<pid>/stat is far coarser than a proxy's work on a few calls)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def machine_busy(stat: str | None = None) -> tuple[float, float, float]:
+    """(busy, steal, total) jiffies of all CPUs from /proc/stat (or ``stat``, its text). Busy includes steal:
+    time the hypervisor ran something else while this machine's virtual CPUs had work."""
+    text = Path("/proc/stat").read_text() if stat is None else stat
+    values = [int(v) for v in text.splitlines()[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    steal = values[7] if len(values) > 7 else 0
+    return float(sum(values) - idle), float(steal), float(sum(values))
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every descendant (Kamailio forks its workers from one main process)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, frontier = [root], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        tree += children
+        frontier = children
+    return tree
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    return env
+
+
+@contextlib.contextmanager
+def stderr_to(path: Path) -> Iterator[None]:
+    """Point fd 2 at ``path`` while child processes are spawned, so their logs go there, not into the table."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+async def spawn_role(*args: str, stdin: bool = False) -> asyncio.subprocess.Process:
+    """This benchmark in another process (``python -m bench.calls ARGS``), its stdout piped to us."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.calls",
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=None,
+        env=child_env(),
+        cwd=str(ROOT),
+    )
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()

@@ -1,0 +1,228 @@
+"""One step of each path: the bridge's workers (called on their own ports, or through Kamailio's one address)
+and the ceiling's loopback apps, loaded by the same callers and measured over the same kind of window."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.calls.callers import CALLS_PER_PROCESS, boot_callers, boot_loopbacks, collect
+from bench.calls.machine import ROOT, process_tree, run_time_s, stderr_to, stop
+from bench.calls.report import Step
+from bench.calls.score import CpuSample, score_bridge, score_callers, score_cpu
+from bridge.audio.frames import BEAT_FRAMES
+from bridge.audio.wav import read_wav, write_wav
+from bridge.devkit.ports import free_port_block
+from bridge.store.reportfile import read_reports
+
+if TYPE_CHECKING:
+    from bridge.config import Settings
+    from bridge.serve.front import KamailioFront
+    from bridge.serve.pool import Pool
+
+ASSETS = ROOT / "bridge" / "assets"
+NUMBER = "4000"
+CPU_CLOSE_EARLY_S = 0.5  # the CPU window closes this much before the callers hang up
+POOL_READY_S = 60.0
+REPORTS_WITHIN_S = 15.0  # for the workers' call reports once the callers have hung up
+
+
+def caller_wav(path: Path) -> Path:
+    """The bundled caller recording, as 8 kHz mono PCM16 (the player loops it)."""
+    write_wav(path, read_wav(ASSETS / "caller_hours.wav"))
+    return path
+
+
+def dialplan(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    plan = {
+        "name": "bench",
+        "match": [NUMBER, "*"],
+        "dialect": "ga",
+        "greeting": "Say 'benchmark' for as long as the benchmark runs.",
+        "answer_timeout_s": 5,
+        "profile": {
+            "instructions": "Benchmark load.",
+            "audio_format": "pcm16",
+            "turn_detection": None,  # the caller never pauses; the agent's greeting plays throughout
+            "input_transcription": None,
+        },
+    }
+    (directory / "bench.yaml").write_text(json.dumps(plan))
+    return directory
+
+
+def uri(port: int) -> str:
+    return f"sip:{NUMBER}@127.0.0.1:{port}"
+
+
+@dataclass
+class _BridgeSystem:
+    """The bridge path's system under test: the pool, and Kamailio in front of it on the front path."""
+
+    settings: Settings
+    pool: Pool
+    front: bool
+    kamailio: KamailioFront | None = None
+
+    def worker_pids(self) -> list[int]:
+        return [s.proc.pid for s in self.pool.slots if s.proc is not None]
+
+    def front_pids(self) -> list[int]:
+        kamailio = self.kamailio
+        return process_tree(kamailio.proc.pid) if kamailio is not None and kamailio.proc else []
+
+
+class Bench:
+    def __init__(
+        self,
+        seconds: float,
+        work: Path,
+        log_path: Path,
+        priority: int = 0,
+        beat: int = BEAT_FRAMES,
+        ceiling: str = "loop",
+        spread: bool = False,
+    ) -> None:
+        # the bridge path: each load caller's calls to as many workers (True) or all to one (False); see the doc
+        self.spread = spread
+        self.ceiling = ceiling  # "loop": each call's audio back to itself; "play": a recording out, audio in
+        self.seconds = seconds
+        self.priority = priority  # SCHED_RR priority of the system under test (workers, loopback apps); 0: none
+        self.beat = beat  # the workers' media beat, in 20 ms ticks (Settings.media_beat_frames)
+        self.work = work
+        self.log_path = log_path
+        self.play = caller_wav(work / "caller.wav")
+
+    # -- both paths ----------------------------------------------------------------------------------------
+
+    async def _measure(self, step: Step, uris: list[str], pids: list[int], srtp: str = "off") -> tuple[float, float]:
+        """Load ``uris`` with the callers, measure the window, score the callers' rows; returns the window."""
+        callers = await boot_callers(uris, self.play, self.seconds, self.log_path, srtp)
+        await self._window(step, callers.start_at, callers.end_at, pids, callers.pids)
+        score_callers(step, await collect(step, callers.procs))
+        return callers.start_at, callers.end_at
+
+    @staticmethod
+    async def _window(step: Step, start_at: float, end_at: float, pids: list[int], caller_pids: list[int]) -> None:
+        """CPU over the window. The load callers hang up at ``end_at`` and exit, so the CPU window closes
+        ``CPU_CLOSE_EARLY_S`` before it."""
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        first = CpuSample.now(pids, caller_pids)
+        await asyncio.sleep(max(0.0, end_at - CPU_CLOSE_EARLY_S - time.monotonic()))
+        score_cpu(step, first, CpuSample.now(pids, caller_pids))
+        step.window_s = round(end_at - start_at, 3)
+
+    def _note_scheduling(self, step: Step, reported: list[str]) -> None:
+        step.scheduling = sorted(set(reported))
+        if self.priority and any(not r.startswith("SCHED_") for r in reported):
+            step.errors.append(f"--realtime-priority {self.priority} not applied everywhere: {step.scheduling}")
+
+    # -- the bridge path, called directly or through the front -----------------------------------------------
+
+    async def bridge_step(self, calls: int, emulator: Any, front: bool = False, srtp: bool = False) -> Step:
+        """The bridge's workers, called on their own ports; with ``front``, through Kamailio's one address; with
+        ``srtp``, every call SRTP (the workers' ``srtp: mandatory``, the callers offering SDES)."""
+        from bridge.serve.pool import Pool
+
+        name = "front" if front else "srtp" if srtp else "bridge"
+        step = Step(name, calls, math.ceil(calls / CALLS_PER_PROCESS))
+        reports = self.work / f"reports-{step.path}-{calls}.jsonl"
+        settings = self._settings(step, emulator.base_url, reports, front)
+        system = _BridgeSystem(settings, Pool(settings), front)
+        try:
+            await self._start_bridge(system)
+            self._note_scheduling(step, [s.scheduling for s in system.pool.slots])
+            first_session = len(emulator.sessions)
+            front_pids = system.front_pids()
+            front0 = run_time_s(front_pids)
+            uris = self._bridge_uris(system, calls)
+            start_at, end_at = await self._measure(step, uris, system.worker_pids(), settings.srtp)
+            found = await self._reports(reports, calls)
+            if front_pids:  # every INVITE, ACK and BYE of the step, and the OPTIONS probes meanwhile
+                step.front_cpu_ms_per_call = round(1000 * (run_time_s(front_pids) - front0) / calls, 3)
+        finally:
+            await self._stop_bridge(system, calls)
+        score_bridge(step, found, emulator.sessions[first_session:], start_at, end_at)
+        return step
+
+    def _settings(self, step: Step, realtime_url: str, reports: Path, front: bool) -> Settings:
+        from bridge.config import Settings
+
+        return Settings(
+            front="kamailio" if front else "none",
+            front_dir=self.work / f"front-{step.calls}" if front else None,
+            sip_port=free_port_block(step.processes + (1 if front else 0)),
+            workers=step.processes,
+            rtp_port=0,
+            realtime_url=realtime_url,
+            dialplans=dialplan(self.work / "dialplans"),
+            report_file=reports,
+            realtime_priority=self.priority,
+            media_beat_frames=self.beat,
+            srtp="mandatory" if step.path == "srtp" else "off",
+        )
+
+    async def _start_bridge(self, system: _BridgeSystem) -> None:
+        from bridge.serve.front import KamailioFront, node_destinations
+
+        with stderr_to(self.log_path):
+            await system.pool.start()
+            await asyncio.wait_for(system.pool.wait_ready(), POOL_READY_S)
+            if system.front:
+                caps = [(slot.sip_port, slot.max_calls) for slot in system.pool.slots]
+                system.kamailio = KamailioFront(system.settings, node_destinations(system.settings, caps))
+                await system.kamailio.start()
+
+    def _bridge_uris(self, system: _BridgeSystem, calls: int) -> list[str]:
+        if system.kamailio is not None:
+            return [uri(system.settings.sip_port)] * calls  # the one address
+        workers = system.settings.workers
+        slots = [i % workers if self.spread else i // CALLS_PER_PROCESS for i in range(calls)]
+        return [uri(system.pool.slots[k].sip_port) for k in slots]
+
+    async def _stop_bridge(self, system: _BridgeSystem, calls: int) -> None:
+        with stderr_to(self.log_path):
+            await system.pool.stop()
+            if system.kamailio is not None:
+                await system.kamailio.stop()
+                with contextlib.suppress(OSError):  # which worker it marked out, and why
+                    shutil.copyfile(system.kamailio.log_file, self.front_log(calls))
+
+    def front_log(self, calls: int) -> Path:
+        """Where the front's Kamailio log of a step is kept (the step's run directory goes with the bench)."""
+        return self.log_path.with_name(f"{self.log_path.stem}-front-{calls}.log")
+
+    @staticmethod
+    async def _reports(path: Path, count: int, within: float = REPORTS_WITHIN_S) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + within
+        lines: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            lines = read_reports(path)
+            if len(lines) >= count:
+                break
+            await asyncio.sleep(0.1)
+        return lines
+
+    # -- the ceiling ---------------------------------------------------------------------------------------------
+
+    async def ceiling_step(self, calls: int) -> Step:
+        step = Step("ceiling", calls, math.ceil(calls / CALLS_PER_PROCESS))
+        loops: list[asyncio.subprocess.Process] = []
+        play = self.play if self.ceiling == "play" else None
+        try:
+            ports, reported = await boot_loopbacks(loops, step.processes, play, self.priority, self.log_path)
+            self._note_scheduling(step, reported)
+            uris = [uri(ports[i // CALLS_PER_PROCESS]) for i in range(calls)]
+            await self._measure(step, uris, [p.pid for p in loops])
+        finally:
+            for proc in loops:
+                await stop(proc)
+        return step

@@ -1,0 +1,282 @@
+"""A step's result, its row of the table, and the summary of a run: the capacities, their ratio and the goals."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FRAME_MS = 20
+FRAMES_PER_S = 1000 // FRAME_MS
+PASS_MARK = 0.001  # < 0.1 % late or missing frames
+GOAL_RATIO = 0.75  # the bridge's capacity against the ceiling's
+GOAL_FRONT_RATIO = 0.9  # through the front against the same workers called directly
+GOAL_SRTP_CPU_RATIO = 1.1  # the workers' CPU per call with SRTP against plain RTP, at the same step
+GOAL_INBOUND_P99_MS = 10.0
+
+
+@dataclass
+class Step:
+    path: str  # "bridge" | "srtp" | "front" | "ceiling"
+    calls: int
+    processes: int  # workers or loopback apps
+    window_s: float = 0.0
+    answered: int = 0
+    expected_frames: int = 0  # per direction
+    out_late_or_missing: int = 0  # at the callers: late frames (jitter buffer lost/empty, once each) + discarded
+    jb_lost: int = 0
+    jb_empty: int = 0
+    jb_discard: int = 0
+    underruns: int = 0  # bridge: playout underruns over whole calls (worker reports)
+    underruns_in_window: int = 0  # bridge: those inside the window: dead air the caller heard (scored as missing)
+    port_late: int = 0  # bridge, native ports: ticks the loop had not queued a frame by (whole calls, not scored)
+    clock_gaps: int = 0  # bridge, native ports: clock ticks > 30 ms apart in the workers (whole calls, not scored)
+    in_missing: int | None = None  # bridge: appends that did not reach the model in the window
+    cpu_per_call_pct: float = 0.0
+    front_cpu_ms_per_call: float | None = None  # front path: Kamailio's CPU time per call, set-up to hang-up
+    setup_ms: dict[str, float | None] = field(default_factory=dict)  # INVITE -> call up, at the callers
+    cpu_callers_pct: float = 0.0  # all load callers together, % of one core
+    cpu_machine_pct: float = 0.0  # the whole machine, % of all cores
+    # ... of which stolen by the hypervisor: a noisy host stalls both paths' media clocks
+    cpu_steal_pct: float = 0.0
+    cpu_bench_pct: float = 0.0  # this process (the emulator and the orchestrator), % of one core
+    inbound_ms: dict[str, float | None] = field(default_factory=dict)  # p50/p99 of capture + uplink
+    outbound_ms: dict[str, float | None] = field(default_factory=dict)  # p50/p99 of downlink + playback
+    capture_ms: dict[str, float | None] = field(default_factory=dict)
+    arrival_spread_ms: dict[str, float | None] = field(default_factory=dict)
+    latency_samples: dict[str, int] = field(default_factory=dict)
+    late_by_target: dict[str, int] = field(default_factory=dict)  # where late frames came from: the callee's port
+    # calls not up at the caller when the window opened or closed: "SIP status: what was missing" -> count
+    unanswered_why: dict[str, int] = field(default_factory=dict)
+    scheduling: list[str] = field(default_factory=list)  # as the workers / loopback apps reported it
+    errors: list[str] = field(default_factory=list)
+    attempt: int = 1  # 2: the first run of this step failed and this is the re-run (which decides)
+
+    @property
+    def out_rate(self) -> float:
+        return self.out_late_or_missing / self.expected_frames if self.expected_frames else 1.0
+
+    @property
+    def in_rate(self) -> float | None:
+        if self.in_missing is None:
+            return None
+        return self.in_missing / self.expected_frames if self.expected_frames else 1.0
+
+    @property
+    def passed(self) -> bool:
+        ok = self.answered == self.calls and self.out_rate < PASS_MARK
+        rate_in = self.in_rate
+        return ok and (rate_in is None or rate_in < PASS_MARK)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(
+            kind="step",
+            out_rate_pct=round(100 * self.out_rate, 4),
+            in_rate_pct=None if self.in_rate is None else round(100 * self.in_rate, 4),
+            passed=self.passed,
+        )
+        return out
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p99": None, "max": None}
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 2)
+
+    return {"p50": pick(0.50), "p99": pick(0.99), "max": round(ordered[-1], 2)}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The table
+
+
+def _fmt_ms(p: dict[str, float | None]) -> str:
+    if not p or p.get("p50") is None:
+        return "-"
+    return f"{p['p50']:.1f}/{p['p99']:.1f}"
+
+
+HEADER = (
+    f"{'path':<8} {'calls':>5} {'procs':>5} {'answered':>8} {'late/missing out':>18} {'jb l/e/d':>9} "
+    f"{'underrun':>8} {'in missing':>11} {'cpu/call':>8} {'callers':>7} {'bench':>6} {'machine':>7} {'steal':>5} "
+    f"{'in p50/p99':>11} {'out p50/p99':>12} {'setup p50/p99':>14} {'front cpu/call':>14} {'pass':>5}"
+)
+
+
+def row(s: Step) -> str:
+    rate_in = s.in_rate
+    inbound = "-" if rate_in is None else f"{s.in_missing} ({100 * rate_in:.2f}%)"
+    underruns = f"{s.underruns}/{s.underruns_in_window}" if s.path != "ceiling" else "-"
+    front = "-" if s.front_cpu_ms_per_call is None else f"{s.front_cpu_ms_per_call:.2f} ms"
+    return (
+        f"{s.path:<8} {s.calls:>5} {s.processes:>5} {f'{s.answered}/{s.calls}':>8} "
+        f"{f'{s.out_late_or_missing} ({100 * s.out_rate:.3f}%)':>18} {f'{s.jb_lost}/{s.jb_empty}/{s.jb_discard}':>9} "
+        f"{underruns:>8} {inbound:>11} {s.cpu_per_call_pct:>7.2f}% {s.cpu_callers_pct:>6.0f}% {s.cpu_bench_pct:>5.0f}% "
+        f"{s.cpu_machine_pct:>6.0f}% {s.cpu_steal_pct:>4.0f}% {_fmt_ms(s.inbound_ms):>11} {_fmt_ms(s.outbound_ms):>12} "
+        f"{_fmt_ms(s.setup_ms):>14} {front:>14} {'yes' if s.passed else 'NO':>5}"
+        + (" (re-run)" if s.attempt > 1 else "")
+    )
+
+
+def banner(steps: list[int], seconds: float, priority: int, beat: int, ceiling: str, log_path: Path) -> str:
+    """The line above the table: what this run is."""
+    return (
+        f"callbridge bench calls: {os.cpu_count()} cores, steps {steps}, {seconds:g} s window per step, "
+        f"pass mark < {100 * PASS_MARK:g}% late or missing frames, system under test "
+        f"{f'SCHED_RR {priority}' if priority else 'ordinary scheduling'}, media beat {beat} ticks, "
+        f"ceiling: {'loopback' if ceiling == 'loop' else 'a played recording'} (process logs: {log_path})"
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The summary
+
+
+def max_clean(steps: list[Step]) -> int:
+    """The most calls such that this step and every smaller one passed."""
+    best = 0
+    for s in sorted(steps, key=lambda s: s.calls):
+        if not s.passed:
+            break
+        best = s.calls
+    return best
+
+
+def _path_max(steps: list[Step], path: str) -> int:
+    return max_clean([s for s in steps if s.path == path])
+
+
+def _at(steps: list[Step], path: str, calls: int | None) -> Step | None:
+    return next((s for s in steps if s.path == path and s.calls == calls), None)
+
+
+def _goal_met(ratio: float | None, upper_bound: bool, goal: float) -> bool | None:
+    """An upper bound below the goal settles it; one at or above it does not (the real ratio may be far lower)."""
+    return None if ratio is None or (upper_bound and ratio >= goal) else ratio >= goal
+
+
+def summarize(steps: list[Step], largest: int) -> dict[str, Any]:
+    ran = {s.path for s in steps}
+    ours = _path_max(steps, "bridge") if "bridge" in ran else None
+    ceiling = _path_max(steps, "ceiling") if "ceiling" in ran else None
+    at = _at(steps, "bridge", ours)
+    inbound_p99 = at.inbound_ms.get("p99") if at is not None else None
+    ratio = ours / ceiling if ours is not None and ceiling else None
+    return (
+        {
+            "kind": "summary",
+            "cores": os.cpu_count(),
+            "bridge_max_calls": ours,
+            "ceiling_max_calls": ceiling,
+            "ratio": None if ratio is None else round(ratio, 3),
+            "ratio_is_upper_bound": ceiling == largest,  # the ceiling never failed: its real capacity is higher
+            "inbound_p99_ms_at_max": inbound_p99,
+            "goal_ratio_met": _goal_met(ratio, ceiling == largest, GOAL_RATIO),
+            "goal_inbound_p99_met": None if inbound_p99 is None else inbound_p99 <= GOAL_INBOUND_P99_MS,
+        }
+        | (front_summary(steps, ours, largest) if "front" in ran else {})
+        | (srtp_summary(steps) if "srtp" in ran else {})
+    )
+
+
+def srtp_summary(steps: list[Step]) -> dict[str, Any]:
+    """The SRTP path against the plain bridge path in the same run: capacity, and the workers' CPU per call at the
+    largest step where both answered every call (the same calls, the same kind of workers; only the media is
+    encrypted). A step's last run counts; the late-frame mark does not matter here, the calls' CPU does."""
+
+    def full(s: Step | None) -> bool:
+        return s is not None and s.answered == s.calls
+
+    both = [s.calls for s in steps if s.path == "srtp" and full(s) and full(_at(steps, "bridge", s.calls))]
+    at = max(both, default=None)
+    plain, secure = _at(steps, "bridge", at), _at(steps, "srtp", at)
+    ratio = None
+    if plain is not None and secure is not None and plain.cpu_per_call_pct > 0:
+        ratio = round(secure.cpu_per_call_pct / plain.cpu_per_call_pct, 3)
+    return {
+        "srtp_max_calls": _path_max(steps, "srtp"),
+        "srtp_cpu_step": at,
+        "srtp_cpu_per_call_pct": None if secure is None else secure.cpu_per_call_pct,
+        "plain_cpu_per_call_pct": None if plain is None else plain.cpu_per_call_pct,
+        "srtp_cpu_ratio": ratio,
+        "goal_srtp_cpu_met": None if ratio is None else ratio <= GOAL_SRTP_CPU_RATIO,
+    }
+
+
+def front_summary(steps: list[Step], direct: int | None, largest: int) -> dict[str, Any]:
+    """The front path against the bridge path (the same workers called directly) in the same run."""
+    through = _path_max(steps, "front")
+    at, same = _at(steps, "front", through), _at(steps, "bridge", through)
+    ratio = through / direct if direct else None
+    added = None
+    if at is not None and same is not None and at.setup_ms.get("p50") is not None and same.setup_ms.get("p50"):
+        added = round(float(at.setup_ms["p50"] or 0) - float(same.setup_ms["p50"] or 0), 1)
+    # only the direct path passed every step: its real capacity is higher, the ratio at most this
+    upper = direct == largest and through != largest
+    return {
+        "front_max_calls": through,
+        "front_ratio": None if ratio is None else round(ratio, 3),
+        # both passed every step: the front's real ratio is unknown above the ladder, at least this
+        "front_ratio_is_lower_bound": through == largest and direct == largest,
+        "front_ratio_is_upper_bound": upper,
+        "goal_front_ratio_met": _goal_met(ratio, upper, GOAL_FRONT_RATIO),
+        "front_cpu_ms_per_call_at_max": None if at is None else at.front_cpu_ms_per_call,
+        "front_setup_ms_at_max": None if at is None else at.setup_ms,
+        "front_added_setup_p50_ms_at_max": added,
+    }
+
+
+def _goal(met: bool | None) -> str:
+    return "undetermined" if met is None else "met" if met else "NOT met"
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The summary for a reader: capacities and their ratio, inbound p99, and the front's figures if it ran."""
+    ratio = "n/a" if summary["ratio"] is None else f"{100 * summary['ratio']:.0f}%"
+    bound = ""
+    if summary["ratio"] is not None and summary["ratio_is_upper_bound"]:
+        bound = " (an upper bound: the ceiling passed every step; raise --max-calls to find its limit)"
+    ours, ceiling = summary["bridge_max_calls"], summary["ceiling_max_calls"]
+    lines = [
+        f"\nmost clean calls: bridge {'-' if ours is None else ours}, pjsua2 C loopback "
+        f"{'-' if ceiling is None else ceiling} -> {ratio} of the ceiling{bound} "
+        f"(goal >= 75%: {_goal(summary['goal_ratio_met'])})"
+    ]
+    if ours is not None:
+        p99 = summary["inbound_p99_ms_at_max"]
+        lines.append(
+            f"inbound p99 (capture + uplink) at {ours} calls: {'-' if p99 is None else f'{p99:.1f} ms'} "
+            f"(goal <= 10 ms: {_goal(summary['goal_inbound_p99_met'])})"
+        )
+    if "front_max_calls" in summary:
+        lines.append(_front_line(summary))
+    if "srtp_max_calls" in summary:
+        ratio = summary["srtp_cpu_ratio"]
+        lines.append(
+            f"with SRTP: {summary['srtp_max_calls']} clean calls; workers' CPU per call at {summary['srtp_cpu_step']} "
+            f"calls {summary['srtp_cpu_per_call_pct']}% against {summary['plain_cpu_per_call_pct']}% plain -> "
+            f"{'n/a' if ratio is None else f'{100 * (ratio - 1):+.1f}%'} (goal <= +10%: "
+            f"{_goal(summary['goal_srtp_cpu_met'])})"
+        )
+    return lines
+
+
+def _front_line(summary: dict[str, Any]) -> str:
+    through, front_ratio = summary["front_max_calls"], summary["front_ratio"]
+    cpu, added = summary["front_cpu_ms_per_call_at_max"], summary["front_added_setup_p50_ms_at_max"]
+    return (
+        f"through the front (Kamailio): {through} clean calls -> "
+        f"{'n/a' if front_ratio is None else f'{100 * front_ratio:.0f}%'} of the same workers called directly"
+        f"{' (both passed every step)' if summary['front_ratio_is_lower_bound'] else ''}"
+        f"{' (at most: the direct path passed every step)' if summary['front_ratio_is_upper_bound'] else ''} "
+        f"(goal >= 90%: {_goal(summary['goal_front_ratio_met'])}); Kamailio "
+        f"{'-' if cpu is None else f'{cpu:.2f} ms'} of CPU per call, set-up "
+        f"{'-' if added is None else f'{added:+.1f} ms'} (p50, front minus direct)"
+    )

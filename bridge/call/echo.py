@@ -1,0 +1,194 @@
+"""The echo guard at work on one call: the agent's own audio coming back down the caller's line is not a barge-in.
+
+The pure guard (:mod:`bridge.audio.echo`) gets every frame the caller is sent (a tee on the playout, on the media
+clock thread) and every frame that comes back (on the loop, before the model hears it). Then:
+
+* **tempering** (``echo_guard.temper``): what goes to the model while the agent speaks is the residual, with the
+  frames the echo path explains attenuated. This is all a dialect whose service decides barge-ins itself can get
+  (GPT-Live, or Realtime with ``interrupt_response``): its VAD does not hear the echo in the first place.
+* **judging** a speech start over the agent, where the bridge decides (Realtime with ``interrupt_response: false``,
+  or the bridge's own voice detection): explained by the echo path, it is ``rejected`` and the agent goes on
+  (the service's input buffer, which holds only that echo, is cleared: no turn is committed of it).
+  Otherwise, where the dialect can cancel, the agent's audio is **paused** (the caller hears it stop at once) and
+  the barge-in is ``taken`` (flush, cancel, truncate to what was heard) once the caller has spoken for
+  ``confirm_ms`` of the window; if no words follow within ``resume_ms``, the agent is ``resumed`` where it was
+  paused. A dialect that cannot cancel takes the barge-in at once.
+
+Each decision is an :class:`~bridge.events.EchoJudged` report (metrics count them) and a count in the call
+report's ``echo``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bridge import events as ev
+from bridge.audio.echo import EchoGuard, Verdict
+from bridge.audio.frames import FRAME_MS, SILENCE, FrameSink, FrameSource
+from bridge.audio.playout import Downstream
+from bridge.call.leg import TeeSource
+from bridge.call.link import Link
+from bridge.call.playback import Playback
+from bridge.call.report import CallReport
+from bridge.dialplan import EchoGuardPlan
+
+SPOKE = "caller spoke over the agent"
+
+
+class _Told:
+    """A media port's queue ahead of the wire (:class:`~bridge.audio.playout.Downstream`) that also tells the
+    guard how many of the frames it took were dropped unsent (a barge-in's flush, silence taken back)."""
+
+    def __init__(self, stage: Downstream, unsent: Callable[[int], None]) -> None:
+        self._stage, self._unsent = stage, unsent
+
+    def flush_out(self) -> int:
+        dropped = self._stage.flush_out()
+        self._unsent(dropped)
+        return dropped
+
+    def depth(self) -> int:
+        return self._stage.depth()
+
+    def drop_newest(self, frames: int) -> int:
+        dropped = self._stage.drop_newest(frames)
+        self._unsent(dropped)
+        return dropped
+
+    def top_up(self) -> None:
+        self._stage.top_up()
+
+
+class HeldSource(TeeSource):
+    """The playout as the media port pulls it, each frame also handed to the guard; while ``held``, silence is
+    sent and nothing is taken from the playout (the agent resumes exactly where it was held). A port that queues
+    frames ahead of the wire (``set_downstream``) reports those it dropped unsent, and the guard forgets them: its
+    reference is what was sent, frame for frame."""
+
+    held = False
+
+    def __init__(self, source: FrameSource, guard: EchoGuard) -> None:
+        super().__init__(source, guard.played)
+        self._guard = guard
+
+    def pop_frame(self) -> bytes:
+        frame = SILENCE if self.held else self._source.pop_frame()
+        self._keep(frame)
+        return frame
+
+    def skipped(self, frames: int) -> None:
+        """The media port sent ``frames`` of silence of its own (its queue ran dry): the caller heard them, so the
+        reference has them too, or every later frame would be compared with the wrong one."""
+        for _ in range(frames):
+            self._keep(SILENCE)
+
+    def set_downstream(self, downstream: Downstream | None) -> None:
+        told = None if downstream is None else _Told(downstream, self._guard.unplayed)
+        getattr(self._source, "set_downstream")(told)  # noqa: B009 (FrameSource declares none; the playout has it)
+
+
+class EchoGuarding:
+    def __init__(
+        self,
+        plan: EchoGuardPlan,
+        playback: Playback,
+        emit: Callable[[ev.Report], None],
+        report: CallReport,
+        service_interrupts: Callable[[], bool],
+        *,
+        can_pause: bool,
+        link: Link | None = None,
+    ) -> None:
+        self.plan = plan
+        self._link = link  # rejected echo is cleared from the service's input buffer (input_audio_buffer.clear)
+        self.guard = EchoGuard(
+            max_delay_ms=plan.max_delay_ms, speech_dbfs=plan.speech_dbfs, erle_db=plan.erle_db,
+            suppress_db=plan.suppress_db,
+        )  # fmt: skip
+        self._playback, self._emit, self._report = playback, emit, report
+        self._service_interrupts, self._can_pause = service_interrupts, can_pause
+        self._source: HeldSource | None = None
+        self._take: Callable[[], None] | None = None  # a paused agent: how its barge-in is taken
+        self._frames = self._spoken = 0  # frames since the pause, and those the guard judged the caller's
+
+    # -- the media ---------------------------------------------------------------------------------------------
+    def media(self, outbound: FrameSource, on_frame: FrameSink) -> tuple[FrameSource, FrameSink]:
+        """The leg's outbound source and caller sink, through the guard."""
+        source = HeldSource(outbound, self.guard)
+        temper = self.plan.temper
+
+        def heard(pcm: bytes, t_capture: float) -> None:
+            self.guard.heard(pcm)
+            on_frame(self.guard.temper(pcm) if temper else pcm, t_capture)
+            if self._take is not None:
+                self._window()
+
+        self._source = source
+        return source, heard
+
+    # -- speech starts -----------------------------------------------------------------------------------------
+    def speech_started(self, handler: Callable[[ev.SpeechStarted], None]) -> Callable[[ev.SpeechStarted], None]:
+        """The service's speech start, judged first (``handler``: the call's own reaction)."""
+
+        def judged(e: ev.SpeechStarted) -> None:
+            if self._service_interrupts() or not self._playback.busy:
+                handler(e)  # the service has cut the response already, or there is nothing to cut
+            elif self._judge(lambda: handler(e)):
+                handler(e)
+            elif self._take is None and self._link is not None:
+                # rejected as echo: the service's buffer holds only that echo; cleared, it commits no turn of it
+                self._link.send(ev.ClearAudio())
+                self._link.heard_caller(False)
+
+        return judged
+
+    def voice(self, interrupt: Callable[[str, bool], None]) -> Callable[[str, bool], None]:
+        """The bridge's own voice detection's barge-in, judged first."""
+
+        def judged(why: str, busy: bool) -> None:
+            if not busy or self._judge(lambda: interrupt(why, self._playback.busy)):
+                interrupt(why, busy)
+
+        return judged
+
+    def _judge(self, take: Callable[[], None]) -> bool:
+        """True: take the barge-in now. False: rejected as echo, or paused (``take`` runs once confirmed)."""
+        if self._take is not None:
+            return False  # paused already: the window decides
+        verdict = self.guard.judge()
+        if verdict.echo:
+            self._judged("rejected", verdict)
+            return False
+        if self._can_pause and self._source is not None:
+            self._source.held = True
+            self._take, self._frames, self._spoken = take, 0, 0
+            self._judged("paused", verdict)
+            return False
+        self._judged("taken", verdict)
+        return True
+
+    def _window(self) -> None:
+        """A caller frame while the agent is paused: enough of the caller's voice takes the barge-in; none
+        within ``resume_ms`` resumes the agent."""
+        self._frames += 1
+        verdict = self.guard.judge()
+        self._spoken += verdict.speaking
+        if self._spoken * FRAME_MS >= self.plan.confirm_ms:
+            take, self._take = self._take, None
+            self._judged("taken", verdict)
+            if take is not None:
+                take()  # the cut flushes the playout: what the hold kept is dropped with it
+            self._release()
+        elif self._frames * FRAME_MS >= self.plan.resume_ms or not self._playback.busy:
+            self._take = None
+            self._release()
+            self._judged("resumed", verdict)
+
+    def _release(self) -> None:
+        if self._source is not None:
+            self._source.held = False
+
+    def _judged(self, outcome: ev.EchoOutcome, verdict: Verdict) -> None:
+        self._report.echo[outcome] = self._report.echo.get(outcome, 0) + 1
+        delay = verdict.path.delay_ms if verdict.path is not None else None
+        self._emit(ev.EchoJudged(outcome, round(verdict.residual_dbfs, 1), delay))

@@ -1,0 +1,35 @@
+"""Which way a call's audio goes, both directions, chosen once per call (drawn in ``docs/media.md``).
+
+:func:`choose_media_path` reads the dialect's capabilities and the profile's audio format and returns a
+:class:`MediaPath`; the session, the link (:mod:`bridge.call.link`) and the playback (:mod:`bridge.call.playback`)
+follow it. What it cannot know before the call is answered is asked at run time, and each refusal keeps the loop's
+path: the leg offers the clock thread's uplink only on a native media port (``bridge/sip/gateway.py``,
+``uplink_offload``), and the socket takes its writes only on plain ``ws://`` (``RealtimeClient.offload_writes``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridge.audio import AudioConverter, Upsampler, converters
+from bridge.realtime.dialects.base import Capabilities
+
+
+@dataclass(frozen=True)
+class MediaPath:
+    uplink: AudioConverter  # caller -> model: 8 kHz PCM16 to the session's format (RFC 3551 G.711 passes through)
+    downlink: AudioConverter  # model -> caller: the session's format to 8 kHz PCM16 frames for the playout buffer
+    own_vad: bool  # the service marks no turns: each caller frame also goes through the bridge's voice detection
+    paced_uplink: bool  # the service hears one gapless stream: a frame every 20 ms, stalls filled with silence
+    offload: Upsampler | None  # the media clock thread may carry this upsampler's stream on and send it itself (C)
+    streamed_output: bool  # the model's audio is one stream at real-time pace: speech told from silence by level
+
+
+def choose_media_path(caps: Capabilities, audio_format: str) -> MediaPath:
+    """The call's media path. The offload carries the upsampler's stream on in C, so it needs the C kernels; a
+    frame that must also reach our own voice detection, or be paced by the loop's clock, stays on the loop."""
+    uplink, downlink = converters(audio_format)
+    own_vad = caps.turn_detection == "none"
+    on_loop = own_vad or caps.continuous_audio
+    offload = uplink if isinstance(uplink, Upsampler) and uplink.c_kernel() is not None and not on_loop else None
+    return MediaPath(uplink, downlink, own_vad, caps.continuous_audio, offload, caps.continuous_output)

@@ -1,0 +1,198 @@
+"""The emulator's HTTP endpoints beside its WebSockets: each dialect's credential endpoint (short-lived keys, as the
+service mints them) and the control API (tests and QA steer the emulator through it)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from bridge.emulator.config import DialectConfig
+from bridge.emulator.wire import Ids, Wire
+from bridge.realtime.dialects import Dialect
+from bridge.realtime.dialects.schema import ClientError
+
+if TYPE_CHECKING:
+    from bridge.emulator.server import EmulatorServer
+
+MIN_SECRET_TTL_S, MAX_SECRET_TTL_S = 10, 7200  # expires_after.seconds bounds of the credential endpoints
+
+
+@dataclass
+class Secret:
+    expires_at: float
+    # the session config it was minted with, under the dialect it was minted for: a connection in that dialect
+    # starts from it
+    sessions: Mapping[Dialect, dict[str, Any]]
+
+
+def bearer(request: web.Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    scheme, _, value = auth.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def mask(key: str) -> str:
+    return key[:6] + "*" * 3 + key[-4:] if len(key) > 12 else "***"
+
+
+def http_error(status: int, code: str, message: str, param: str | None = None) -> web.Response:
+    err = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+    return web.json_response(err, status=status)
+
+
+class Credentials:
+    """The keys a connection may bring: the long-lived one (``api_key``; None accepts any) and the short-lived ones
+    minted here, each valid for ``ttl_s`` unless the request asks otherwise."""
+
+    def __init__(self, api_key: str | None, ttl_s: float) -> None:
+        self.api_key = api_key
+        self.ttl_s = ttl_s
+        self.secrets: dict[str, Secret] = {}
+        self.ids = Ids()
+
+    def refusal(self, key: str) -> tuple[str, str] | None:
+        """(code, message) for a key the service would refuse a connection with."""
+        if not key:
+            return (
+                "invalid_api_key",
+                "You didn't provide an API key. You need to provide your API key in an Authorization header "
+                "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            )
+        secret = self.secrets.get(key)
+        if secret is not None and secret.expires_at <= time.time():
+            return "expired_client_secret", "The client secret has expired."
+        if secret is None and self.api_key is not None and key != self.api_key:
+            return (
+                "invalid_api_key",
+                f"Incorrect API key provided: {mask(key)}. "
+                "You can find your API key at https://platform.openai.com/account/api-keys.",
+            )
+        return None
+
+    def long_lived_ok(self, key: str) -> bool:
+        if not key or key in self.secrets:
+            return False
+        return self.api_key is None or key == self.api_key
+
+    async def mint(self, request: web.Request, dialect: Dialect) -> web.Response:
+        key = bearer(request)
+        if not self.long_lived_ok(key):
+            return http_error(401, "invalid_api_key", f"Incorrect API key provided: {mask(key)}.")
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except json.JSONDecodeError:
+            return http_error(400, "invalid_json", "We could not parse the JSON body of your request.")
+        if not isinstance(body, dict):
+            return http_error(400, "invalid_type", "Expected a JSON object.")
+        cfg = DialectConfig(dialect)
+        ttl = self.ttl_s
+        read = dialect.realtime_service.mint_request(body)
+        raw_session, expires_after = read.session, read.expires_after
+        if read.unknown:
+            name = sorted(read.unknown)[0]
+            return http_error(400, "unknown_parameter", f"Unknown parameter: '{name}'.", name)
+        if isinstance(expires_after, dict) and expires_after.get("seconds") is not None:
+            seconds = expires_after["seconds"]
+            if not isinstance(seconds, int) or not MIN_SECRET_TTL_S <= seconds <= MAX_SECRET_TTL_S:
+                return http_error(400, "invalid_value", f"Invalid value: {seconds}.", "expires_after.seconds")
+            ttl = float(seconds)
+        model = str(raw_session.get("model") or dialect.default_model) if isinstance(raw_session, dict) else ""
+        try:
+            session = cfg.update(cfg.defaults(model), raw_session, prefix=read.param_prefix)
+        except ClientError as exc:
+            return http_error(400, exc.code, exc.message, exc.param)
+        now = time.time()
+        value = self.ids.secret()
+        self.secrets[value] = Secret(now + ttl, {dialect: raw_session if isinstance(raw_session, dict) else {}})
+        wire = Wire(dialect, self.ids)
+        echo = wire.session(session, self.ids.session(), int(now + ttl))
+        return web.json_response(wire.mint_response(value, int(now + ttl), echo))
+
+    def minter(self, dialect: Dialect) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def mint(request: web.Request) -> web.Response:
+            return await self.mint(request, dialect)
+
+        return mint
+
+
+class ControlApi:
+    """The control API over the server's Python one (``EmulatorServer.queue_next``, ``inject``...)."""
+
+    def __init__(self, server: EmulatorServer) -> None:
+        self.server = server
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/control/next", self._next)
+        app.router.add_post("/control/defaults", self._defaults)
+        app.router.add_get("/control/sessions", self._sessions)
+        app.router.add_delete("/control/sessions", self._forget)
+        app.router.add_get("/control/sessions/{id}", self._session)
+        app.router.add_post("/control/sessions/{id}/fault", self._fault)
+        app.router.add_post("/control/sessions/{id}/annotations", self._annotate)
+
+    async def _next(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("expected a JSON object")
+            unknown = set(body) - {"count", "settings", "annotations"}
+            if unknown:
+                raise ValueError(f"unknown field(s) {sorted(unknown)}")
+            self.server.queue_next(int(body.get("count", 1)), body.get("settings"), body.get("annotations"))
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"queued": sum(p.count for p in self.server.pending)})
+
+    async def _defaults(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict) or set(body) - {"settings"} or not isinstance(body.get("settings"), dict):
+                raise ValueError('expected {"settings": {...}}')
+            self.server.set_defaults(body["settings"])
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"settings": self.server.settings.as_dict()})
+
+    async def _sessions(self, request: web.Request) -> web.Response:
+        return web.json_response({"sessions": [r.summary() for r in self.server.sessions]})
+
+    async def _forget(self, request: web.Request) -> web.Response:
+        before = len(self.server.sessions)
+        self.server.sessions = [r for r in self.server.sessions if not r.closed]
+        return web.json_response({"forgotten": before - len(self.server.sessions)})
+
+    async def _session(self, request: web.Request) -> web.Response:
+        try:
+            record = self.server.session(request.match_info["id"])
+        except KeyError:
+            return web.json_response({"error": "no such session"}, status=404)
+        return web.json_response(
+            {**record.summary(), "sent_types": record.types_sent(), "received_types": record.types_received()}
+        )
+
+    async def _fault(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("expected a JSON object")
+            opts = dict(body)
+            self.server.inject(request.match_info["id"], str(opts.pop("kind", "")), **opts)
+        except KeyError:
+            return web.json_response({"error": "no such live session"}, status=404)
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"ok": True})
+
+    async def _annotate(self, request: web.Request) -> web.Response:
+        try:
+            self.server.annotate(request.match_info["id"], await request.json())
+        except KeyError:
+            return web.json_response({"error": "no such live session"}, status=404)
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"ok": True})

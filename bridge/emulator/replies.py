@@ -1,0 +1,142 @@
+"""What a Realtime response says: what it answers (the caller's turn, a text item, a tool's output, an idle
+timeout) and its outputs (messages with their audio, function calls), from the call script's annotations, the
+instructions ("say '...'") and the rules (``rules.py``), in that order."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from bridge.emulator import rules, voice
+from bridge.emulator.annotations import Annotations, Reply
+from bridge.emulator.config import ResponseParams, SessionView
+from bridge.emulator.faults import Settings
+from bridge.emulator.formats import WireFormat
+from bridge.emulator.scheduler import Utterance
+from bridge.emulator.wire import Ids
+
+
+@dataclass
+class Context:
+    """What the next response answers."""
+
+    kind: Literal["turn", "text", "function_output", "idle"]
+    text: str
+    reply: Reply | None = None
+
+
+@dataclass
+class Output:
+    """One output item of a response, and how far it has gone out."""
+
+    index: int
+    kind: Literal["message", "function_call"]
+    item_id: str
+    modality: str = "audio"
+    text: str = ""
+    speech: Utterance | None = None  # the audio, for an audio message
+    name: str = ""
+    call_id: str = ""
+    arguments: str = ""
+    # progress
+    started: bool = False
+    finished: bool = False
+    part_open: bool = False
+    media_done: bool = False  # audio (or text) done sent
+    transcript_done: bool = False
+    sent_text: str = ""
+    sent_ms: float = 0.0
+    status: str = "in_progress"
+
+
+class Replies:
+    """What the next response answers, and the outputs that answer it."""
+
+    def __init__(self, settings: Settings, ids: Ids, annotations: Annotations, view: Callable[[], SessionView]) -> None:
+        self.settings, self.ids, self.annotations, self._view = settings, ids, annotations, view
+        self.context: Context | None = None
+        self.had_turn = False  # a caller's turn was committed: no greeting any more
+        # "say 'X'" from a system item or newly updated session instructions: the next in-band reply says X
+        self.directive: str | None = None
+
+    def plan(self, params: ResponseParams, modality: str, fmt: WireFormat) -> list[Output]:
+        """The reply: annotation first, then instructions ("say '...'"), then the rules."""
+        ctx = self.context
+        if not params.out_of_band:
+            self.context = None
+        # an out-of-band response says what it is asked to, never the scripted answer to the caller's turn
+        reply = ctx.reply if ctx is not None and not params.out_of_band else None
+        if ctx is None and not self.had_turn and not params.out_of_band:
+            reply = self.annotations.take_greeting()
+        text: str | None = reply.text if reply is not None else None
+        tool = reply.tool_call if reply is not None else None
+        if text is None and tool is None:
+            said = rules.said(params.instructions)
+            if said is None and self.directive is not None and not params.out_of_band:
+                said, self.directive = self.directive, None
+            if said is not None:
+                text = said
+            elif ctx is not None and ctx.kind in ("turn", "text"):
+                text, tool_name = rules.answer(ctx.text, lambda name: self._view().tool(name) is not None)
+                if tool_name is not None:
+                    args = orjson.dumps({"reason": ctx.text}).decode()
+                    outputs = [] if text is None else [self._message(0, text, modality, fmt, reply)]
+                    outputs.append(self._function_call(len(outputs), tool_name, args))
+                    return outputs
+            elif ctx is not None and ctx.kind == "function_output":
+                text = rules.result(ctx.text)
+            elif ctx is not None and ctx.kind == "idle":
+                text = rules.STILL_THERE
+            else:
+                heard = self._input_text(params.input)
+                text = rules.echo(heard) if heard else self.settings.greeting
+        outputs = [] if text is None else [self._message(0, text, modality, fmt, reply)]
+        if tool is not None:
+            outputs.append(self._function_call(len(outputs), tool.name, tool.arguments))
+        elif text is not None and ctx is not None and ctx.kind == "turn" and self._says_preambles(params):
+            # gpt-realtime-2 and later: a short preamble, then the answer, as two message items of one response
+            preamble = self._message(0, self.settings.preamble, modality, fmt, None)
+            outputs = [preamble, self._message(1, text, modality, fmt, reply)]
+        return outputs
+
+    def _says_preambles(self, params: ResponseParams) -> bool:
+        patterns = [p.strip() for p in self.settings.preamble_models.split(",") if p.strip()]
+        model_ok = any(fnmatch.fnmatchcase(self._view().model, p) for p in patterns)
+        return bool(self.settings.preamble) and model_ok and not params.out_of_band and not params.instructions
+
+    @staticmethod
+    def _input_text(items: tuple[Any, ...] | None) -> str:
+        texts = []
+        for item in items or ():
+            if isinstance(item, Mapping):
+                for c in item.get("content") or ():
+                    if isinstance(c, Mapping) and isinstance(c.get("text"), str):
+                        texts.append(c["text"])
+        return " ".join(texts).strip()
+
+    def _message(self, index: int, text: str, modality: str, fmt: WireFormat, reply: Reply | None) -> Output:
+        out = Output(index=index, kind="message", item_id=self.ids.item(), modality=modality, text=text)
+        if modality == "audio":
+            pcm = voice.speak(self.settings, text, fmt.rate, reply)
+            out.speech = Utterance.of(pcm, fmt, self.settings.delta_ms, words(text))
+        return out
+
+    def _function_call(self, index: int, name: str, arguments: str) -> Output:
+        return Output(
+            index=index,
+            kind="function_call",
+            item_id=self.ids.item(),
+            name=name,
+            call_id=self.ids.call(),
+            arguments=arguments,
+        )
+
+
+def words(text: str) -> list[str]:
+    """A Realtime reply's transcript deltas: each word with the space after it."""
+    return re.findall(r"\S+\s*", text) or [text]

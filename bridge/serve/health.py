@@ -1,0 +1,90 @@
+"""``callbridge health``: is the ``serve`` of these settings healthy? The container's HEALTHCHECK and a monitor's
+probe.
+
+::
+
+    callbridge health [the flags of serve] [--timeout S] [--json]
+
+It reads the settings as ``serve`` does (the same file, variables and flags: bridge/config.py), so it asks the
+address ``serve`` listens on: ``http(s)://<http_host>:<http_port>/healthz`` (loopback when ``http_host`` is a
+wildcard). Healthy: ``/healthz`` answers 200 (serve's own readiness: workers ready, Redis answering, no model
+breaker open), every worker alive and ready, the front (with ``front: kamailio``) alive. A 503's body says why.
+Exit 0 healthy, 1 not (or no answer), 2 a configuration error (no ``http_port``: nothing to ask).
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from bridge.config import WILDCARD_HOSTS
+from bridge.errors import ConfigError
+
+EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
+PROG = "callbridge health"
+
+
+def problems(health: dict[str, Any], front: bool) -> list[str]:
+    """What makes a ``/healthz`` answer unhealthy; empty: healthy."""
+    workers = health.get("workers") or []
+    found = [str(p) for p in health.get("problems") or []]  # serve's own reasons for a 503
+    found += [] if workers else ["no workers"]
+    for worker in workers:
+        if not worker.get("alive"):
+            found.append(f"worker {worker.get('index')} is not running")
+        elif not worker.get("ready", True):
+            found.append(f"worker {worker.get('index')} is starting")
+    if front and not (health.get("front") or {}).get("alive"):
+        found.append("the front (Kamailio) is not running")
+    return found
+
+
+def main(argv: list[str]) -> int:
+    from bridge.cli import build_parser
+    from bridge.serve.pool import add_settings_flags, settings_from_args
+
+    parser = build_parser("health", "is this node's serve healthy? (exit 0 healthy, 1 not, 2 a configuration error)")
+    add_settings_flags(parser)
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer (default 3)")
+    parser.add_argument("--json", action="store_true", help="{healthy, problems, url, health} as JSON")
+    args = parser.parse_args(argv)
+    try:
+        settings, _ = settings_from_args(args)
+        if settings.http_port is None:
+            raise ConfigError("settings", "http_port", "health asks serve's HTTP API: set CALLBRIDGE_HTTP_PORT")
+    except ConfigError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    host = "127.0.0.1" if settings.http_host in WILDCARD_HOSTS else settings.http_host
+    scheme = "https" if settings.http_tls_cert is not None else "http"
+    url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{settings.http_port}/healthz"
+    try:
+        health = _fetch(url, args.timeout)
+        found = list(dict.fromkeys(problems(health, settings.front != "none")))
+    except (OSError, ValueError, urllib.error.URLError) as exc:
+        health, found = {}, [f"no answer from {url}: {exc}"]
+    if args.json:
+        print(json.dumps({"healthy": not found, "problems": found, "url": url, "health": health}))
+    else:
+        print(f"healthy ({url})" if not found else f"UNHEALTHY ({url}): " + "; ".join(found))
+    return EXIT_HEALTHY if not found else EXIT_UNHEALTHY
+
+
+def _fetch(url: str, timeout_s: float) -> dict[str, Any]:
+    """``/healthz``'s body, a 503's too (it names the problems). HTTPS is not verified: this is the node's own
+    address, which its certificate need not name."""
+    context = None
+    if url.startswith("https:"):
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s, context=context) as answer:  # a URL we built
+            return dict(json.load(answer))
+    except urllib.error.HTTPError as refused:
+        if refused.code != 503:
+            raise
+        return dict(json.load(refused))

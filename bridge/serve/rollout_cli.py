@@ -1,0 +1,481 @@
+"""``callbridge rollout``: show and change the variant weights of each rollout dialplan.
+
+::
+
+    callbridge rollout show [DIALPLAN] [--json] [--changes N] [--dialplans DIR] [--redis-url URL]
+    callbridge rollout set DIALPLAN [--weights NAME=W,NAME=W] [--kill | --unkill]
+                           [--allow NAME:CALLER]... [--deny NAME:CALLER]... [--unallow NAME:CALLER]...
+                           [--undeny NAME:CALLER]... [--sticky caller|call] --reason TEXT [--who NAME] [--json]
+                           [--dialplans DIR] [--redis-url URL]
+
+The variants come from the dialplan files (``--dialplans``, default ``./dialplans``, as ``serve``); ``show`` lists
+every rollout dialplan there (and any other with a stored flag) with its variants, weights, shares, the safe
+variant, the health of each variant over the rollback window and the recent changes, with the dialplan's own
+defaults where nobody stored a flag yet. Without Redis ``show`` prints the defaults alone.
+
+``--weights`` sets every variant's weight (a variant not named gets 0); weights are relative. ``--allow V:CALLER``
+puts a caller on variant V whatever the weights (and takes them off other allow lists and V's deny list);
+``--deny V:CALLER`` keeps them off V (they get the safe variant where the draw would give them V). ``--kill`` sends
+every call to the safe variant. Every change lands in the audit stream with ``--who`` (default: the login name), the
+time, the old and new values, and the reason. Errors name the field (``weights.NAME``, ``allow.NAME``, ...). The
+Redis URL comes from ``--redis-url`` or ``REDIS_URL``. With ``--api URL`` both go through a node's supervisor HTTP API
+instead (an account token from ``--token-file`` or ``CALLBRIDGE_API_TOKEN``; its roles decide, its audit names the
+account; ``bridge.supervisor.remote``), with no Redis and no dialplan files here. Exit codes: 0 done, 1 Redis or the
+API unreachable or refused, 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bridge.dialplan import RolloutPlans as Plans
+from bridge.dialplan import load_dialplans, rollout_plans
+from bridge.errors import ConfigError
+from bridge.rollout import catalog, refusals
+from bridge.rollout.health import WindowStats
+from bridge.rollout.policy import (
+    RolloutFlag,
+    RolloutSpec,
+    describe_variants,
+    legacy_spec,
+    normalize_number,
+    parse_weights,
+    shares,
+)
+from bridge.rollout.store import AuditEntry, RolloutStore
+from bridge.store.connection import StoreUnavailable
+from bridge.supervisor.remote import ApiClient, ApiError, add_api_flags, api_token
+
+EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
+PROG = "callbridge rollout"
+
+
+class UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bridge.cli import build_parser as base
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--redis-url", help="redis://, rediss:// or unix:// URL (default: $REDIS_URL)")
+    common.add_argument("--dialplans", type=Path, default=Path("dialplans"), help="the dialplan files (./dialplans)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    add_api_flags(common)
+    parser = base("rollout", "show and change the variant weights of each rollout dialplan")
+    sub = parser.add_subparsers(dest="action", required=True)
+    show = sub.add_parser("show", parents=[common], help="variants, weights, health per variant, recent changes")
+    show.add_argument("dialplan", nargs="?", help="one dialplan (default: every rollout dialplan)")
+    show.add_argument("--changes", type=int, default=5, help="recent audit entries to show (default 5)")
+    change = sub.add_parser("set", parents=[common], help="change a flag (audited)")
+    change.add_argument("dialplan", help="the rollout dialplan to change")
+    change.add_argument("--weights", metavar="NAME=W,NAME=W", help="every variant's weight (unnamed ones: 0)")
+    kill = change.add_mutually_exclusive_group()
+    kill.add_argument("--kill", action="store_true", help="kill switch on: every call on the safe variant")
+    kill.add_argument("--unkill", action="store_true", help="kill switch off")
+    for option, what in (
+        ("--allow", "always put this caller on variant NAME"),
+        ("--deny", "never put this caller on variant NAME"),
+        ("--unallow", "take this caller off NAME's allow list"),
+        ("--undeny", "take this caller off NAME's deny list"),
+    ):
+        change.add_argument(option, action="append", default=[], metavar="NAME:CALLER", help=what)
+    change.add_argument("--sticky", choices=["caller", "call"], help="one variant per caller, or a new draw per call")
+    change.add_argument("--reason", help="why (required; goes into the audit stream)")
+    change.add_argument("--who", help="who makes the change (default: the login name)")
+    unrefuse = sub.add_parser(
+        "unrefuse", parents=[common], help="take a variant off the refused list (its model is taken again)"
+    )
+    unrefuse.add_argument("dialplan", help="the rollout dialplan")
+    unrefuse.add_argument("variant", help="the variant the service takes again")
+    return parser
+
+
+def _pair(text: str, option: str) -> tuple[str, str]:
+    name, sep, caller = text.partition(":")
+    if not sep or not name.strip() or not normalize_number(caller):
+        raise UsageError(f"{option} wants NAME:CALLER (a variant and a caller number), got {text!r}")
+    return name.strip(), normalize_number(caller)
+
+
+def check_set_args(args: argparse.Namespace) -> None:
+    """``rollout set`` errors that need neither Redis nor the dialplans."""
+    if not (args.reason or "").strip():
+        raise UsageError("--reason is required (say why; it goes into the audit stream)")
+    lists = (args.allow, args.deny, args.unallow, args.undeny)
+    if args.weights is None and not (args.kill or args.unkill or args.sticky or any(lists)):
+        raise UsageError("nothing to change: give --weights, --kill/--unkill, --allow, --deny, ...")
+    if args.weights is not None:
+        parse_weights(args.weights)
+    for option, values in zip(("--allow", "--deny", "--unallow", "--undeny"), lists, strict=True):
+        for value in values:
+            _pair(value, option)
+
+
+def changes_from_args(args: argparse.Namespace, old: RolloutFlag, names: Sequence[str]) -> dict[str, Any]:
+    """The settings to change, from ``rollout set`` options applied to the current flag (``names``: the variants)."""
+    changes: dict[str, Any] = {}
+    if args.weights is not None:
+        given = parse_weights(args.weights)
+        changes["weights"] = {**dict.fromkeys(names, 0.0), **given}
+    if args.kill or args.unkill:
+        changes["kill"] = bool(args.kill)
+    if args.sticky:
+        changes["sticky"] = args.sticky
+    allow = {k: list(v) for k, v in old.allow.items()}
+    deny = {k: list(v) for k, v in old.deny.items()}
+
+    def drop(lists: dict[str, list[str]], name: str | None, number: str) -> None:
+        for key in list(lists) if name is None else [name]:
+            lists[key] = [n for n in lists.get(key, []) if n != number]
+
+    for text in args.allow:
+        name, number = _pair(text, "--allow")
+        drop(allow, None, number)
+        drop(deny, name, number)
+        allow.setdefault(name, []).append(number)
+    for text in args.deny:
+        name, number = _pair(text, "--deny")
+        drop(allow, name, number)
+        drop(deny, name, number)
+        deny.setdefault(name, []).append(number)
+    for text in args.unallow:
+        drop(allow, *_pair(text, "--unallow"))
+    for text in args.undeny:
+        drop(deny, *_pair(text, "--undeny"))
+    allow = {k: v for k, v in allow.items() if v}
+    deny = {k: v for k, v in deny.items() if v}
+    if allow != {k: list(v) for k, v in old.allow.items()}:
+        changes["allow"] = allow
+    if deny != {k: list(v) for k, v in old.deny.items()}:
+        changes["deny"] = deny
+    return changes
+
+
+# ------------------------------------------------------------------------------------------------ show
+def _value(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_value(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value) or "-"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "-" if value is None else str(value)
+
+
+def _audit_line(entry: AuditEntry) -> str:
+    diff = "; ".join(f"{k} {_value(entry.old.get(k))} -> {_value(v)}" for k, v in entry.new.items())
+    return f"  {entry.when}  {entry.who:<14} {diff}  ({entry.reason})"
+
+
+def _rule_text(flag: RolloutFlag) -> str:
+    parts = [f"failure rate > {flag.failure_rate_threshold:.1%} and above the safe variant's"]
+    if flag.first_audio_p95_excess_ms is not None:
+        parts.append(f"first-audio p95 more than {flag.first_audio_p95_excess_ms:g} ms above")
+    if flag.barge_in_failure_excess is not None:
+        parts.append(f"barge-in recovery failures more than {flag.barge_in_failure_excess:.1%} above")
+    if flag.function_call_success_drop is not None:
+        parts.append(f"function-call success more than {flag.function_call_success_drop:.1%} below")
+    if flag.cost_ratio_threshold is not None:
+        parts.append(f"cost per call above {flag.cost_ratio_threshold:g}x")
+    return f"over {flag.window_s} s, at least {flag.min_calls} calls of a variant: " + "; or ".join(parts)
+
+
+def _health_row(name: str, s: WindowStats) -> str:
+    p95 = "n/a" if s.first_audio_p95_ms is None else f"{s.first_audio_p95_ms:.0f} ms"
+    fn = s.function_call_success_rate
+    cost = s.cost_per_call
+    return (
+        f"  {name:<22} {s.calls:>5} {s.connect_failures:>9} {s.dropped:>7} {s.failure_rate:>7.1%} {p95:>10} "
+        f"{s.truncate_failures:>4}/{s.truncates:<4} {'n/a' if fn is None else f'{fn:.0%}':>6} "
+        f"{'n/a' if cost is None else f'${cost:.4f}':>9}"
+    )
+
+
+def describe(
+    name: str,
+    spec: RolloutSpec,
+    flag: RolloutFlag,
+    stored: bool | None,
+    window: Mapping[str, WindowStats] | None,
+    audit: list[AuditEntry],
+    *,
+    voice: str,
+    known: bool = True,
+    today: dt.date | None = None,
+    refused: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
+    """The text of one dialplan for ``rollout show``. ``stored`` None and ``window`` None: Redis was not asked."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    head = f"dialplan      {name}"
+    if stored is None:
+        head += "  (no Redis: the dialplan's defaults)"
+    elif not stored:
+        head += "  (no stored flag: the dialplan's defaults)"
+    if not known:
+        head += "  (not in the dialplan files: GA against beta)"
+    variants = describe_variants(spec, flag, voice, catalog.shutdown_dates(), today, refused)
+    lines = [head, *_variant_lines(variants, name)]
+    lines += [
+        f"kill switch   {_value(flag.kill)}" + (f"   (every call on {spec.safe})" if flag.kill else ""),
+        f"sticky        per {flag.sticky}, salt {flag.salt}; fallback voice {flag.fallback_voice}",
+        f"rollback      {_rule_text(flag)}",
+    ]
+    if window is None:
+        lines.append("health        n/a (no Redis)")
+    else:
+        lines.append(f"health        last {flag.window_s} s")
+        lines.append(
+            f"  {'variant':<22} {'calls':>5} {'conn.fail':>9} {'dropped':>7} {'fail%':>7} {'1st p95':>10} "
+            f"{'barge-in':>9} {'fn ok':>6} {'cost/call':>9}"
+        )
+        lines += [_health_row(n, window.get(n, WindowStats())) for n in spec.names]
+    if audit:
+        lines.append("recent changes (newest first):")
+        lines += [_audit_line(e) for e in audit]
+    return "\n".join(lines)
+
+
+def _variant_lines(variants: list[dict[str, Any]], plan: str) -> list[str]:
+    lines = ["variants      weight  share   dialect model (fallback)  voice      (* safe)"]
+    for v in variants:
+        model = v["model"] + (f" ({v['fallback_model']})" if v["fallback_model"] else "")
+        mark = "*" if v["safe"] else " "
+        lines.append(
+            f"  {mark} {v['name']:<20} {v['weight']:>6g} {v['share_percent']:>6.2f}% {v['dialect']:<7} {model:<40} "
+            f"{v['voice']}"
+        )
+        if (r := v.get("refused")) is not None:
+            lines.append(
+                f"      REFUSED: the service refuses {r.get('model', '?')} ({r.get('code', '?')}); no calls go here "
+                f"(`{PROG} unrefuse {plan} {v['name']}` once it names a model the service takes)"
+            )
+        for key in ("allow", "deny"):
+            if v[key]:
+                lines.append(f"      {key} {' '.join(v[key])}")
+        if v["shutdown"] is not None:
+            lines.append(f"      {v['model']}: shutdown announced for {v['shutdown']} ({v['shutdown_days']} days)")
+        if v["fallback_shutdown"] is not None:
+            lines.append(f"      fallback {v['fallback_model']}: shutdown announced for {v['fallback_shutdown']}")
+    return lines
+
+
+def _flag_json(flag: RolloutFlag) -> dict[str, Any]:
+    return flag.model_dump(mode="json")
+
+
+def load_plans(directory: Path) -> Plans:
+    """Rollout dialplan name -> (its variants, its profile's voice), from the dialplan files (none if the
+    directory does not exist). Raises ConfigError for a broken dialplan."""
+    if not directory.is_dir():
+        return {}
+    return rollout_plans(load_dialplans(directory))
+
+
+async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Plans) -> int:
+    stored_names = await store.dialplans() if store is not None else []
+    names = [args.dialplan] if args.dialplan else sorted(set(plans) | set(stored_names))
+    out: list[dict[str, Any]] = []
+    texts: list[str] = []
+    today = dt.datetime.now(dt.UTC).date()
+    for name in names:
+        spec, voice = plans.get(name, (legacy_spec(), "alloy"))
+        stored_flag = await store.stored_flag(name) if store is not None else None
+        flag = stored_flag or spec.default_flag()
+        window = await store.window(name, flag.window_s) if store is not None else None
+        audit = await store.audit(name, args.changes) if store is not None else []
+        refused = await refusals.refused(store, name) if store is not None else {}
+        stored = None if store is None else stored_flag is not None
+        out.append(
+            {
+                "dialplan": name,
+                "in_dialplan_files": name in plans,
+                "stored": stored,
+                "safe": spec.safe,
+                "variants": describe_variants(spec, flag, voice, catalog.shutdown_dates(), today, refused),
+                "flag": _flag_json(flag),
+                "window": None if window is None else {n: s.to_json() for n, s in window.items()},
+                "audit": [e.to_json() for e in audit],
+            }
+        )
+        texts.append(
+            describe(
+                name, spec, flag, stored, window, audit, voice=voice, known=name in plans, today=today, refused=refused
+            )
+        )
+    if args.json:
+        print(json.dumps({"dialplans": out}, indent=2))
+    elif not texts:
+        print(f"no rollout dialplan in {args.dialplans} and no stored flag")
+    else:
+        print("\n\n".join(texts))
+    return EXIT_OK
+
+
+async def _set(store: RolloutStore, args: argparse.Namespace, spec: RolloutSpec) -> int:
+    who = args.who or _login()
+    # The lists are edited on the flag as read inside the transaction: concurrent edits do not lose each other.
+    change = await store.update_flag(
+        args.dialplan, lambda old: changes_from_args(args, old, spec.names), who, args.reason
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "dialplan": args.dialplan,
+                    "changed": change.changed,
+                    "audit_id": change.audit_id,
+                    "old": _flag_json(change.old),
+                    "new": _flag_json(change.new),
+                    "shares": shares(spec, change.new),
+                },
+                indent=2,
+            )
+        )
+    elif not change.changed:
+        print(f"{args.dialplan}: unchanged (already so)")
+    else:
+        for name in type(change.new).model_fields:
+            before, after = getattr(change.old, name), getattr(change.new, name)
+            if before != after:
+                print(f"{args.dialplan}: {name} {_value(before)} -> {_value(after)}")
+        print(f"{args.dialplan}: shares now {_value({k: f'{v:g}%' for k, v in shares(spec, change.new).items()})}")
+        print(f"recorded by {who}: {args.reason.strip()}  (audit {change.audit_id})")
+    return EXIT_OK
+
+
+async def _unrefuse(store: RolloutStore, args: argparse.Namespace, spec: RolloutSpec) -> int:
+    if args.variant not in spec.names:
+        raise ConfigError(f"rollout {args.dialplan}", "variant", f"no such variant (variants: {', '.join(spec.names)})")
+    cleared = await refusals.clear_refused(store, args.dialplan, args.variant)
+    if args.json:
+        print(json.dumps({"dialplan": args.dialplan, "variant": args.variant, "cleared": cleared}))
+    elif cleared:
+        print(f"{args.dialplan}: {args.variant} is no longer refused; give it weight with `{PROG} set`")
+    else:
+        print(f"{args.dialplan}: {args.variant} was not refused")
+    return EXIT_OK
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+async def _run(args: argparse.Namespace, url: str | None, plans: Plans) -> int:
+    store = RolloutStore(url, specs={n: s for n, (s, _) in plans.items()}, read_timeout_s=2.0) if url else None
+    try:
+        if args.action == "show":
+            return await _show(store, args, plans)
+        if args.dialplan not in plans:
+            where = f"{args.dialplans} (--dialplans)"
+            raise ConfigError(f"rollout {args.dialplan}", "dialplan", f"no rollout dialplan of that name in {where}")
+        assert store is not None  # main() asks for a URL before a change
+        if args.action == "unrefuse":
+            return await _unrefuse(store, args, plans[args.dialplan][0])
+        return await _set(store, args, plans[args.dialplan][0])
+    finally:
+        if store is not None:
+            await store.close()
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "set":
+            check_set_args(args)
+        if args.api:
+            return asyncio.run(_via_api(args, api_token(args)))
+        url = args.redis_url or os.environ.get("REDIS_URL") or None
+        if url is None and args.action in {"set", "unrefuse"}:
+            raise UsageError("no Redis: pass --redis-url URL or set REDIS_URL")
+        plans = load_plans(args.dialplans)
+        return asyncio.run(_run(args, url, plans))
+    except UsageError as exc:
+        print(f"{PROG} {args.action}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(f"{PROG} {args.action}: {exc.field}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreUnavailable as exc:
+        print(f"{PROG} {args.action}: {exc}", file=sys.stderr)  # names the URL without its password
+        return EXIT_UNAVAILABLE
+    except ApiError as exc:
+        print(f"{PROG} {args.action}: {exc}", file=sys.stderr)
+        return EXIT_USAGE if exc.usage else EXIT_UNAVAILABLE
+
+
+# ------------------------------------------------------------------------------------------------ --api
+async def _via_api(args: argparse.Namespace, token: str) -> int:
+    """``show`` and ``set`` through the supervisor API: its roles decide, its audit names the account."""
+    async with ApiClient(args.api, token) as api:
+        state = await api.request("GET", "/api/rollout")
+        rollouts: dict[str, Any] = state["rollouts"]
+        names = [args.dialplan] if args.dialplan else sorted(rollouts)
+        for name in names:
+            if name not in rollouts:
+                known = ", ".join(sorted(rollouts)) or "none"
+                raise ConfigError(f"rollout {name}", "dialplan", f"not a rollout dialplan at {args.api} ({known})")
+        if args.action == "show":
+            return _show_api(args, names, state)
+        rollout = rollouts[args.dialplan]
+        stored = state["flags"].get(args.dialplan)
+        old = RolloutFlag.model_validate(stored) if stored else _flag_of(rollout["variants"])
+        changes = changes_from_args(args, old, [v["name"] for v in rollout["variants"]])
+        body = {**changes, "reason": args.reason.strip(), **({"who": args.who} if args.who else {})}
+        done = await api.request("PUT", f"/api/rollout/{args.dialplan}", body)
+    if args.json:
+        print(json.dumps(done, indent=2))
+    elif not done["changed"]:
+        print(f"{args.dialplan}: unchanged (already so)")
+    else:
+        for name, before in old.model_dump(mode="json").items():
+            if done["flag"].get(name) != before:
+                print(f"{args.dialplan}: {name} {_value(before)} -> {_value(done['flag'][name])}")
+        print(f"recorded in the audit of {args.api}: {args.reason.strip()}")
+    return EXIT_OK
+
+
+def _flag_of(variants: list[dict[str, Any]]) -> RolloutFlag:
+    """The flag a dialplan's defaults amount to, from the API's variants (no flag stored yet)."""
+    return RolloutFlag(
+        weights={v["name"]: v["weight"] for v in variants},
+        allow={v["name"]: tuple(v["allow"]) for v in variants if v["allow"]},
+        deny={v["name"]: tuple(v["deny"]) for v in variants if v["deny"]},
+    )
+
+
+def _show_api(args: argparse.Namespace, names: list[str], state: dict[str, Any]) -> int:
+    out, texts = [], []
+    for name in names:
+        rollout, flag = state["rollouts"][name], state["flags"].get(name)
+        audit = [a for a in state["audit"] if a["dialplan"] == name][: args.changes]
+        out.append({"dialplan": name, **rollout, "flag": flag, "audit": audit})
+        lines = [f"dialplan      {name}" + ("" if rollout["stored"] else "  (no stored flag: the dialplan's defaults)")]
+        lines += _variant_lines(rollout["variants"], name)
+        if flag is not None:
+            lines.append(
+                f"kill switch   {_value(flag['kill'])}"
+                + (f"   (every call on {rollout['safe']})" if flag["kill"] else "")
+            )
+            lines.append(f"sticky        per {flag['sticky']}")
+        if audit:
+            lines.append("recent changes (newest first):")
+            lines += [_audit_line(AuditEntry(**a)) for a in audit]
+        texts.append("\n".join(lines))
+    print(json.dumps({"dialplans": out}, indent=2) if args.json else "\n\n".join(texts))
+    return EXIT_OK

@@ -1,0 +1,181 @@
+"""The second leg of a warm transfer: the worker calls the human from the caller's own endpoint and account.
+
+::
+
+    human = incoming.dial("sip:agent@10.0.0.5")     # INVITE from the same pjsua2 endpoint (one more call slot)
+    event = await human.events.get()                # HumanLegChanged("ringing" / "answered" / "ended"), Dtmf
+    incoming.hold(wav)                              # the caller hears wav; the session is out of the call
+    human.hear_agent(True)                          # the human hears the session's voice (the briefing)
+    human.join()                                    # caller <-> human in pjsua2's conference bridge
+    human.hangup()                                  # CANCEL while it rings, BYE once answered
+
+Joined, the caller's media port leaves the call (``IncomingCall.stop_media``: the model hears nothing more, the
+caller hears nothing from it) and the two calls' conference slots transmit to each other (``AudioMedia
+.startTransmit``), so the human hears the caller and the caller the human with no Python on the media path.
+Every callback runs on the loop thread (``threadCnt=0``, see ``bridge/sip/endpoint.py``); as for incoming calls,
+the pjsua2 Call is kept until pjsua reports it DISCONNECTED, and the gateway releases any left at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pjsua2 as pj
+
+from bridge.events import Dtmf, Event, HumanLegChanged
+from bridge.sip.endpoint import CallGone, SipError, sip_error
+
+if TYPE_CHECKING:
+    from bridge.sip.gateway import IncomingCall
+
+_LOG = logging.getLogger("bridge.sip")
+
+
+class _HumanCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so the base class is Any
+    """pjsua2 call whose callbacks (loop thread) forward to its :class:`HumanCall`."""
+
+    def __init__(self, account: Any) -> None:
+        super().__init__(account)
+        self.handle: HumanCall | None = None
+
+    def onCallState(self, prm: Any) -> None:
+        try:
+            if self.handle is not None:
+                self.handle._on_state(self.getInfo())
+        except BaseException:
+            _LOG.exception("onCallState (human leg)")
+
+    def onCallMediaState(self, prm: Any) -> None:
+        try:
+            if self.handle is not None:
+                self.handle._on_media_state()
+        except BaseException:
+            _LOG.exception("onCallMediaState (human leg)")
+
+    def onDtmfDigit(self, prm: Any) -> None:
+        try:
+            if self.handle is not None:
+                self.handle.events.put_nowait(Dtmf(digit=str(prm.digit).upper()))
+        except BaseException:
+            _LOG.exception("onDtmfDigit (human leg)")
+
+    def onCallTransferRequest(self, prm: Any) -> None:
+        try:
+            prm.statusCode = 603  # as for incoming calls: nobody makes the bridge dial another URI
+        except BaseException:
+            _LOG.exception("onCallTransferRequest (human leg)")
+
+
+class HumanCall:
+    """One outgoing call to a human, placed for a caller's warm transfer. Methods run on the loop thread."""
+
+    def __init__(self, caller: IncomingCall, account: Any, uri: str, on_gone: Callable[[HumanCall], None]) -> None:
+        self.uri = uri
+        self.caller = caller
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.ended = asyncio.Event()
+        self.answered = False
+        self.joined = False
+        self.sip_code = 0
+        self._on_gone = on_gone  # the gateway forgets it
+        self._audio: Any = None
+        self._call: _HumanCall | None = _HumanCall(account)
+        self._call.handle = self
+
+    def place(self, op: Any) -> None:
+        """Send the INVITE; a failure (no call slot, a bad URI) ends the leg at once with ``sip_code`` 500."""
+        assert self._call is not None
+        try:
+            self._call.makeCall(self.uri, op)
+        except pj.Error as exc:
+            error = sip_error("dial", exc)
+            _LOG.warning("%s: dialling the human failed: %s", self.caller.call_id, error)
+            self._gone(500, error.reason)
+
+    def hangup(self) -> None:
+        """CANCEL (ringing) or BYE (answered); a no-op once ended."""
+        call = self._call
+        if call is None or self.ended.is_set():
+            return
+        try:
+            call.hangup(pj.CallOpParam(True))
+        except pj.Error as exc:
+            _LOG.debug("hangup of the human leg: %s", sip_error("hangup", exc))
+
+    def hear_agent(self, on: bool) -> None:
+        """The human hears the session's voice (the caller's media port), or no longer: the briefing."""
+        if self._audio is None or self.ended.is_set():
+            if on:
+                raise CallGone("brief", "the human's leg has no audio")
+            return
+        try:
+            self.caller.route_port(self._audio, on)
+        except pj.Error as exc:
+            raise sip_error("brief", exc) from None
+
+    def join(self) -> None:
+        """Connect the caller and the human directly (the caller's media port leaves both calls, the hold ends)."""
+        if self._audio is None or self.ended.is_set():
+            raise CallGone("join", "the human's leg has no audio")
+        caller_audio = self.caller.audio_media()
+        if caller_audio is None:
+            raise CallGone("join", "the caller's leg has no audio")
+        self.hear_agent(False)
+        self.caller.unhold()
+        self.caller.stop_media()
+        try:
+            caller_audio.startTransmit(self._audio)
+            self._audio.startTransmit(caller_audio)
+        except pj.Error as exc:
+            raise sip_error("join", exc) from None
+        self.joined = True
+
+    # -- callbacks (loop thread) ------------------------------------------------------------------------------
+
+    def _on_state(self, info: Any) -> None:
+        state = info.state
+        if state == pj.PJSIP_INV_STATE_EARLY and not self.answered:
+            self.events.put_nowait(HumanLegChanged("ringing", int(info.lastStatusCode), str(info.lastReason)))
+        elif state == pj.PJSIP_INV_STATE_CONFIRMED and not self.answered:
+            self.answered = True
+            self.events.put_nowait(HumanLegChanged("answered", 200))
+        elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self._gone(int(info.lastStatusCode), str(info.lastReason))
+
+    def _on_media_state(self) -> None:
+        call = self._call
+        if call is None:
+            return
+        info = call.getInfo()
+        for media in info.media:
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                self._audio = call.getAudioMedia(media.index)
+                return
+
+    def _gone(self, code: int, reason: str) -> None:
+        if self.ended.is_set():
+            return
+        self.sip_code = code
+        self.events.put_nowait(HumanLegChanged("ended", code, reason))
+        self.ended.set()
+        asyncio.get_running_loop().call_soon(self.release)  # not from inside the callback
+
+    def release(self) -> None:
+        """Forget the pjsua2 objects (after the disconnect, or at shutdown). Idempotent."""
+        call, self._call = self._call, None
+        self._audio = None
+        if call is not None:
+            call.handle = None
+            self._on_gone(self)
+
+
+def dial(caller: IncomingCall, account: Any, uri: str, op: Any, on_gone: Callable[[HumanCall], None]) -> HumanCall:
+    """Place the human's call for ``caller``; raises :class:`SipError` if the caller has gone."""
+    if caller.disconnected.is_set():
+        raise SipError("dial", "the caller has hung up")
+    human = HumanCall(caller, account, uri, on_gone)
+    human.place(op)
+    return human

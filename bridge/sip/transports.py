@@ -1,0 +1,98 @@
+"""What pjsua2 is told about transports and accounts: UDP, TCP and TLS listeners, the account's URI, media ports,
+NAT addresses, session timers and SRTP. Built from a :class:`~bridge.sip.endpoint.SipConfig`.
+
+* **TLS** (RFC 5630): a ``PJSIP_TRANSPORT_TLS`` listener on ``tls_port`` with the certificate and key; the CA file,
+  when given, verifies the far end of the connections this side opens (a softphone calling a trunk). Callers are
+  not asked for a client certificate: trunks authenticate by address or digest, as over UDP.
+* **sips:** the account URI is ``sips:`` when the endpoint speaks TLS: pjsua then answers a ``sips:`` call with a
+  ``sips:`` Contact (``pjsua_acc_create_uas_contact``: ``secure && acc->is_sips``), which a ``sips:`` caller
+  requires (RFC 5630 §3.1.3); over UDP and TCP the Contact stays ``sip:``.
+* **SRTP** (RFC 4568 SDES, RFC 3711): ``srtp`` ``off``, ``optional`` (offered and accepted, plain RTP accepted too)
+  or ``mandatory`` (an offer without ``a=crypto`` gets ``488 Not Acceptable Here`` from pjsua itself); the suites
+  are AES_CM_128_HMAC_SHA1_80 and AES_CM_128_HMAC_SHA1_32, SDES keying only. The SDES keys travel in the SDP, so they
+  are secret only over TLS: a trunk that offers SRTP should use TLS.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pjsua2 as pj
+
+if TYPE_CHECKING:
+    from bridge.sip.endpoint import SipConfig
+
+TRANSPORT_TYPES = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP, "tls": pj.PJSIP_TRANSPORT_TLS}
+SRTP_MODES = ("off", "optional", "mandatory")
+SRTP_USE = {
+    "off": pj.PJMEDIA_SRTP_DISABLED,
+    "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+    "mandatory": pj.PJMEDIA_SRTP_MANDATORY,
+}
+SRTP_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")  # RFC 4568 §6.2; first is preferred
+
+
+def transport_config(name: str, cfg: SipConfig, port: int) -> Any:
+    """The ``TransportConfig`` of one listener (``name``: udp, tcp, tls)."""
+    tc = pj.TransportConfig()
+    tc.boundAddress = "" if cfg.host in ("", "0.0.0.0") else cfg.host
+    tc.port = port
+    if cfg.public_address:
+        tc.publicAddress = cfg.public_address  # Via and Contact behind NAT
+    if name == "tls":
+        tls = tc.tlsConfig
+        tls.certFile = cfg.tls_cert
+        tls.privKeyFile = cfg.tls_key
+        tls.proto = pj.PJ_SSL_SOCK_PROTO_TLS1_2 | pj.PJ_SSL_SOCK_PROTO_TLS1_3  # RFC 8996: nothing older
+        if cfg.tls_ca:
+            tls.CaListFile = cfg.tls_ca
+            tls.verifyServer = True
+        tls.verifyClient = False
+        tls.requireClientCert = False
+    return tc
+
+
+def account_config(cfg: SipConfig, host: str, sip_port: int, credentials: tuple[str, str] | None) -> Any:
+    """The ``AccountConfig`` of the local account: its URI, media ports and addresses, timers and SRTP."""
+    acfg = pj.AccountConfig()
+    scheme = "sips" if "tls" in cfg.transports else "sip"
+    acfg.idUri = f"{scheme}:{cfg.user}@{host}:{sip_port}"
+    if credentials is not None:
+        user, password = credentials
+        acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", user, 0, password))
+    media = acfg.mediaConfig.transportConfig
+    media.port = cfg.rtp_port
+    media.portRange = cfg.rtp_port_range
+    if cfg.host not in ("", "0.0.0.0"):
+        media.boundAddress = cfg.host
+    if cfg.rtp_public_address or cfg.public_address:
+        media.publicAddress = cfg.rtp_public_address or cfg.public_address  # SDP c= and o= behind NAT
+    # RFC 4028 on every call: a caller that supports it may be the refresher (and a session it fails to refresh
+    # ends with a BYE from pjsua); for one that does not, pjsua is the refresher (RFC 4028 §9), and a caller that
+    # vanished fails the refresh, which ends the call too (bridge.sip.bounds)
+    timers = acfg.callConfig
+    timers.timerUse = pj.PJSUA_SIP_TIMER_ALWAYS
+    timers.timerSessExpiresSec = cfg.session_expires_s
+    timers.timerMinSESec = cfg.session_min_se_s
+    _srtp(acfg.mediaConfig, cfg.srtp)
+    return acfg
+
+
+def _srtp(media: Any, mode: str) -> None:
+    media.srtpUse = SRTP_USE[mode]
+    media.srtpSecureSignaling = 0  # any transport: the operator chose SRTP; SDES keys are secret over TLS only
+    if mode == "off":
+        return
+    opt = media.srtpOpt
+    opt.keyings.clear()
+    opt.keyings.append(pj.PJMEDIA_SRTP_KEYING_SDES)
+    opt.cryptos.clear()
+    for name in SRTP_SUITES:
+        crypto = pj.SrtpCrypto()
+        crypto.name = name
+        opt.cryptos.append(crypto)
+
+
+def secure_media(call: Any, index: int) -> bool:
+    """Does the call's audio stream ``index`` run SRTP (RTP/SAVP, RFC 3711)?"""
+    return int(call.getStreamInfo(index).proto) == int(pj.PJMEDIA_TP_PROTO_RTP_SAVP)

@@ -1,0 +1,194 @@
+"""Ended calls still in Redis: the index every writer adds a call to as it ends (``keys.ENDED_CALLS``), and the read
+side the console pages and searches (``GET /api/calls/ended``) and exports one call from.
+
+A call's hash and stream live :data:`keys.CALL_TTL_S` after its last write, so the retention window is that long; the
+index is trimmed to the same window by every add and expires with it. A query looks at the :data:`MAX_SCAN` most
+recently ended calls (``capped`` says when there were more): filters on the hash (plan, variant, caller, end reason)
+first, then a free text (``q``) over the hash's identity and, for calls whose hash does not match, the transcripts in
+their stream. Every read raises :class:`~bridge.store.connection.StoreUnavailable` when Redis is away.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
+
+from bridge import events as ev
+from bridge.store import keys
+from bridge.store.connection import StoreUnavailable
+from bridge.store.read import StreamEntry, as_float, stream_entry, text
+
+MAX_SCAN = 5000  # most recently ended calls a query looks at
+PER_PAGE = 20
+MAX_PER_PAGE = 100
+CHUNK = 200  # hashes or streams per pipeline
+ALL_EVENTS = 10 * keys.STREAM_MAXLEN  # a whole call stream (capped at about STREAM_MAXLEN by its writer)
+TRANSCRIPT_KINDS = {ev.CallerSaid.kind: "caller", ev.AgentSaid.kind: "agent"}
+# What a row, a search and the per-plan figures read of each hash (not its SIP dialog or protocol state).
+READ_FIELDS = ("call_id", "caller", "called", "dialplan", "variant", "started_at", "ended_at", "end_reason",
+               "last_transcript", *keys.SUMMARY_FIELDS)  # fmt: skip
+_SEARCHED_FIELDS = ("call_id", "caller", "called", "dialplan", "variant", "end_reason", "last_transcript")
+
+
+def index_ended(pipe: Pipeline, call_id: str, ended_at: float, ttl_s: int) -> None:
+    """Add one ended call to the index (in a writer's pipeline), trim the index to the window, refresh its TTL."""
+    pipe.zadd(keys.ENDED_CALLS, {call_id: ended_at})
+    pipe.zremrangebyscore(keys.ENDED_CALLS, "-inf", f"({ended_at - ttl_s}")
+    pipe.expire(keys.ENDED_CALLS, ttl_s)
+
+
+# ------------------------------------------------------------------------------------------------ the query (pure)
+@dataclass(frozen=True, slots=True)
+class EndedQuery:
+    """What the console asks for: exact plan and variant, a part of the caller's number and of the end reason, and a
+    free text searched (case-insensitive) in the call's identity and its transcript. With ``hide_caller`` (a viewer,
+    who sees numbers masked) the text is not looked for in the caller's number, wherever it stands: a match would
+    tell the digits the mask hides."""
+
+    q: str = ""
+    dialplan: str = ""
+    variant: str = ""
+    caller: str = ""
+    reason: str = ""
+    hide_caller: bool = False
+
+    def fields_match(self, state: Mapping[str, str]) -> bool:
+        return (
+            (not self.dialplan or state.get("dialplan", "") == self.dialplan)
+            and (not self.variant or state.get("variant", "") == self.variant)
+            and (not self.caller or self.caller in state.get("caller", ""))
+            and (not self.reason or self.reason.lower() in state.get("end_reason", "").lower())
+        )
+
+    def _seen(self, text: str, caller: str) -> str:
+        return (text.replace(caller, " ") if self.hide_caller and caller else text).lower()
+
+    def text_in_fields(self, state: Mapping[str, str]) -> bool:
+        needle, caller = self.q.strip().lower(), state.get("caller", "")
+        names = [n for n in _SEARCHED_FIELDS if not (self.hide_caller and n == "caller")]
+        return not needle or any(needle in self._seen(state.get(name, ""), caller) for name in names)
+
+    def text_in_transcript(self, entries: Iterable[StreamEntry], caller: str = "") -> bool:
+        needle = self.q.strip().lower()
+        return any(e.kind in TRANSCRIPT_KINDS and needle in self._seen(e.summary, caller) for e in entries)
+
+
+@dataclass(frozen=True, slots=True)
+class EndedCall:
+    """One row of the console's "Recently ended"."""
+
+    call_id: str
+    dialplan: str
+    variant: str
+    caller: str
+    called: str
+    started_at: float | None
+    ended_at: float | None
+    duration_s: float | None
+    end_reason: str
+    last_transcript: str
+
+    @classmethod
+    def of(cls, state: Mapping[str, str]) -> EndedCall:
+        started, ended = as_float(state.get("started_at")), as_float(state.get("ended_at"))
+        duration = round(max(0.0, ended - started), 1) if started is not None and ended is not None else None
+        return cls(
+            call_id=state.get("call_id", ""),
+            dialplan=state.get("dialplan", ""),
+            variant=state.get("variant", ""),
+            caller=state.get("caller", ""),
+            called=state.get("called", ""),
+            started_at=started,
+            ended_at=ended,
+            duration_s=duration,
+            end_reason=state.get("end_reason", ""),
+            last_transcript=state.get("last_transcript", ""),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class EndedPage:
+    calls: list[EndedCall]
+    page: int  # 1-based
+    pages: int
+    total: int  # calls that match, among those looked at
+    capped: bool  # the index held more than MAX_SCAN calls: only the most recent were looked at
+
+    def to_json(self) -> dict[str, Any]:
+        return {"calls": [c.to_json() for c in self.calls], "page": self.page, "pages": self.pages,
+                "total": self.total, "capped": self.capped}  # fmt: skip
+
+
+def page_of(matches: Sequence[EndedCall], page: int, per_page: int, capped: bool) -> EndedPage:
+    """One page of the matches (newest first); a page past the last is the last."""
+    pages = max(1, math.ceil(len(matches) / per_page))
+    page = min(max(1, page), pages)
+    return EndedPage(list(matches[(page - 1) * per_page : page * per_page]), page, pages, len(matches), capped)
+
+
+# ------------------------------------------------------------------------------------------------ reads
+async def ended_states(
+    client: aioredis.Redis, *, since: float | None = None, limit: int = MAX_SCAN, where: str = "redis client"
+) -> tuple[list[dict[str, str]], bool]:
+    """The :data:`READ_FIELDS` of the ``limit`` most recently ended calls in Redis (those ended at ``since`` or later),
+    newest first, and whether the index held more."""
+    low: float | str = "-inf" if since is None else since
+    try:
+        ids = [text(i) for i in await client.zrevrangebyscore(keys.ENDED_CALLS, "+inf", low, start=0, num=limit + 1)]
+        states: list[dict[str, str]] = []
+        for start in range(0, min(len(ids), limit), CHUNK):
+            pipe = client.pipeline(transaction=False)
+            for call_id in ids[start : min(start + CHUNK, limit)]:
+                pipe.hmget(keys.call(call_id), list(READ_FIELDS))
+            replies = await pipe.execute()
+            states += [
+                dict(zip(READ_FIELDS, map(text, r), strict=True)) for r in replies if any(v is not None for v in r)
+            ]
+    except RedisError as exc:
+        raise StoreUnavailable(where, str(exc) or type(exc).__name__) from None
+    return [s for s in states if s.get("ended_at")], len(ids) > limit
+
+
+async def read_ended(
+    client: aioredis.Redis,
+    query: EndedQuery,
+    *,
+    page: int = 1,
+    per_page: int = PER_PAGE,
+    where: str = "redis client",
+) -> EndedPage:
+    """One page of the ended calls that match ``query``, newest first."""
+    states, capped = await ended_states(client, where=where)
+    candidates = [s for s in states if query.fields_match(s)]
+    matched = {s["call_id"] for s in candidates if query.text_in_fields(s)}
+    unsure = [s["call_id"] for s in candidates if s["call_id"] not in matched]
+    callers = {s["call_id"]: s.get("caller", "") for s in candidates}
+    try:
+        for start in range(0, len(unsure), CHUNK):
+            pipe = client.pipeline(transaction=False)
+            for call_id in unsure[start : start + CHUNK]:
+                pipe.xrange(keys.call_events(call_id))
+            replies = await pipe.execute()
+            for call_id, entries in zip(unsure[start : start + CHUNK], replies, strict=True):
+                if query.text_in_transcript((stream_entry(i, f) for i, f in entries), callers[call_id]):
+                    matched.add(call_id)
+    except RedisError as exc:
+        raise StoreUnavailable(where, str(exc) or type(exc).__name__) from None
+    rows = [EndedCall.of(s) for s in candidates if s["call_id"] in matched]
+    return page_of(rows, page, max(1, min(per_page, MAX_PER_PAGE)), capped)
+
+
+def transcript(entries: Iterable[StreamEntry]) -> list[dict[str, Any]]:
+    """The call's transcript lines, oldest first: ``{"t", "who": "caller"|"agent", "text"}``."""
+    return [
+        {"t": e.t, "who": TRANSCRIPT_KINDS[e.kind], "text": e.summary} for e in entries if e.kind in TRANSCRIPT_KINDS
+    ]

@@ -1,0 +1,149 @@
+"""A supervisor's actions on a live call: ``POST /api/calls/{id}/hangup``, ``/whisper``, ``/transfer``, and their audit
+(``GET /api/actions/audit``).
+
+Each wants the ``supervisor`` role (or ``admin``); a viewer gets 403. The call must be live (404 unknown, 409 ended).
+
+* ``hangup``: no body. The agent says one short goodbye, then the bridge sends BYE.
+* ``whisper``: ``{"text"}`` (1 to :data:`WHISPER_MAX_CHARS` characters): an instruction to the agent for the rest of
+  the call, never read out.
+* ``transfer``: ``{"target"}`` (optional: the plan's ``transfer_target``): one of the plan's ``transfer_target`` and
+  ``transfer_targets``; any other is refused (400, naming the allowed ones).
+* ``takeover``: no body. The model is muted and the caller hears the supervisor's audio, sent on the take-over
+  socket (``bridge.supervisor.takeover``); the request carries a grant signed with the node's listen key (503
+  without one), which the worker checks. Without audio for ``bridge.serve.takeover.IDLE_S`` the call goes back
+  to the model by itself.
+* ``handback``: no body. The model hears the caller again and resumes.
+
+The action goes to the worker holding the call (``bridge.serve.actions``); the answer is 202 ``{"call_id", "action",
+"worker"}`` once that worker took it, or 504 if no worker answered within :data:`ACK_WAIT_S`. Every request that
+passed the role check is audited (:data:`~bridge.store.keys.CALL_ACTIONS_AUDIT`: who, the call, the action, its text
+or target, whether a worker took it) and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
+
+from bridge import events as ev
+from bridge.dialplan import Dialplan
+from bridge.store import keys
+from bridge.store.connection import StoreUnavailable
+from bridge.store.read import read_call
+from bridge.supervisor.http import json_body, need, reply, supervisor_of
+from bridge.supervisor.listen_token import TAKEOVER, sign
+
+log = logging.getLogger("bridge.supervisor")
+
+WHISPER_MAX_CHARS = 500
+ACK_WAIT_S = 3.0
+ACK_POLL_S = 0.05
+AUDIT_SHOWN = 50
+
+
+def add_routes(app: web.Application) -> None:
+    for kind in ev.SupervisorKind:
+        app.router.add_post(f"/api/calls/{{call_id}}/{kind.value}", _handler(kind))
+    app.router.add_get("/api/actions/audit", actions_audit)
+
+
+def allowed_targets(plan: Dialplan | None) -> tuple[str, ...]:
+    if plan is None:
+        return ()
+    return tuple(dict.fromkeys(t for t in (plan.transfer_target, *plan.transfer_targets) if t))
+
+
+def _details(kind: ev.SupervisorKind, body: dict[str, Any], plan: Dialplan | None) -> dict[str, str] | web.Response:
+    """The action's text or target, checked; or the 400 that says what is wrong."""
+    if kind is ev.SupervisorKind.WHISPER:
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip() or len(text) > WHISPER_MAX_CHARS:
+            return reply({"error": f"text: 1 to {WHISPER_MAX_CHARS} characters", "field": "text"}, 400)
+        return {"text": "".join(c for c in text.strip() if c.isprintable())}
+    if kind is ev.SupervisorKind.TRANSFER:
+        allowed = allowed_targets(plan)
+        target = body.get("target") or (plan.transfer_target if plan is not None else None)
+        if not allowed:
+            return reply({"error": "target: this call's dialplan has no transfer target", "field": "target"}, 400)
+        if target not in allowed:
+            return reply({"error": f"target: not allowed here (allowed: {', '.join(allowed)})", "field": "target"}, 400)
+        return {"target": str(target)}
+    return {}
+
+
+def _handler(kind: ev.SupervisorKind) -> Any:
+    async def act(request: web.Request) -> web.Response:
+        principal = need(request, "act")
+        sup = supervisor_of(request)
+        redis = sup.need_redis()
+        call_id = request.match_info["call_id"]
+        body = await json_body(request) if request.can_read_body else {}
+        detail = await read_call(redis, call_id, count=1)
+        if detail is None:
+            return reply({"error": "no such call"}, 404)
+        if detail.state.get("phase") == "ENDED":
+            return reply({"error": "the call has ended"}, 409)
+        details = _details(kind, body, sup.dialplans.get(detail.state.get("dialplan", "")))
+        if isinstance(details, web.Response):
+            return details
+        if kind is ev.SupervisorKind.TAKEOVER:
+            if sup.listen_key is None:
+                return reply({"error": "take-over needs the node's listen key (not configured)"}, 503)
+            details = {"grant": sign(sup.listen_key, call_id, principal.who, purpose=TAKEOVER)}
+        request_id = secrets.token_hex(12)
+        message = {"id": request_id, "call_id": call_id, "action": kind.value, "who": principal.who, **details}
+        worker = await _send(redis, message)
+        log.info("console: %s: %s on call %s (%s)", principal.who, kind.value, call_id, worker or "no worker took it")
+        shown = {k: v for k, v in details.items() if k != "grant"}
+        await audit(redis, kind.value, principal.who, call_id, worker=worker or "", **shown)
+        if worker is None:
+            return reply({"error": "no worker took the action (is the call still up?)"}, 504)
+        return reply({"call_id": call_id, "action": kind.value, "worker": worker}, 202)
+
+    return act
+
+
+async def _send(redis: aioredis.Redis, message: dict[str, str]) -> str | None:
+    """Publish the request and wait for the worker holding the call to answer; its id, or None."""
+    ack = keys.call_action_ack(message["id"])
+    try:
+        if not await redis.publish(keys.CALL_ACTIONS, json.dumps(message)):
+            return None  # no worker subscribed at all
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ACK_WAIT_S
+        while loop.time() < deadline:
+            answer = await redis.lpop(ack)
+            if isinstance(answer, str | bytes) and answer:
+                return str(json.loads(answer).get("worker", "?"))
+            await asyncio.sleep(ACK_POLL_S)
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable("call actions", str(exc)) from exc
+    return None
+
+
+async def audit(redis: aioredis.Redis, action: str, who: str, call_id: str, **fields: str) -> None:
+    entry: dict[FieldT, EncodableT] = {"action": action, "who": who, "call_id": call_id, "at": f"{time.time():.3f}"}
+    entry.update(fields)
+    try:
+        await redis.xadd(keys.CALL_ACTIONS_AUDIT, entry, maxlen=keys.AUDIT_MAXLEN, approximate=True)
+    except (RedisError, OSError) as exc:
+        log.error("audit of %s on call %s by %s could not be written: %s", action, call_id, who, exc)
+
+
+async def actions_audit(request: web.Request) -> web.Response:
+    redis = supervisor_of(request).need_redis()
+    try:
+        rows = await redis.xrevrange(keys.CALL_ACTIONS_AUDIT, count=AUDIT_SHOWN)
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable("call actions audit", str(exc)) from exc
+    entries = [{"id": str(i), **{str(k): str(v) for k, v in (f or {}).items()}} for i, f in rows or ()]
+    return reply({"audit": entries})

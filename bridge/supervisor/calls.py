@@ -1,0 +1,137 @@
+"""The calls' routes: the live calls and one call, read once (JSON) or followed (server-sent events, :mod:`.stream`).
+
+``GET /api/calls``, ``GET /api/calls/{id}``, ``GET /api/live/calls``, ``GET /api/live/calls/{id}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from bridge.store import keys
+from bridge.store.connection import StoreUnavailable
+from bridge.store.read import RECENT_EVENTS, read_call, read_live_calls
+from bridge.supervisor.http import principal_of, reply, supervisor_of
+from bridge.supervisor.masking import EventMask, mask_row
+from bridge.supervisor.stream import Event, follow_call
+from bridge.supervisor.timeline import as_number, tool_calls
+
+SSE_CHECK_S = 1.0  # how often an open event stream checks that its session still holds
+SSE_KEEPALIVE_S = 10.0  # a comment line this often: proxies keep the stream open, a gone page is noticed
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/calls", list_calls)
+    app.router.add_get("/api/calls/{call_id}", get_call)
+    app.router.add_get("/api/live/calls", live_calls)
+    app.router.add_get("/api/live/calls/{call_id}", live_call)
+
+
+def masked(request: web.Request) -> bool:
+    """A viewer sees callers' numbers masked (:mod:`.masking`); supervisors and admins see them whole."""
+    return not principal_of(request).may("act")
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    calls = [c.to_json() for c in await read_live_calls(supervisor_of(request).need_redis())]
+    return reply({"calls": [mask_row(c) for c in calls] if masked(request) else calls})
+
+
+async def get_call(request: web.Request) -> web.Response:
+    """The call's hash, its recent events, each business tool call (name, outcome, latency: from the whole capped
+    stream) and the longest the caller has waited in silence (the hash's ``longest_silence_ms``; None: not yet)."""
+    redis = supervisor_of(request).need_redis()
+    detail = await read_call(redis, request.match_info["call_id"], count=keys.STREAM_MAXLEN)
+    if detail is None:
+        return reply({"error": "no such call"}, 404)
+    body = detail.to_json()
+    body["events"] = body["events"][-RECENT_EVENTS:]
+    if masked(request):
+        mask = EventMask()
+        body = {"call": mask("call", body["call"]), "events": mask("entries", body["events"])}
+    body["tools"] = tool_calls(detail.events)
+    body["longest_silence_ms"] = as_number(detail.state.get("longest_silence_ms"))
+    return reply(body)
+
+
+async def live_calls(request: web.Request) -> web.StreamResponse:
+    sup = supervisor_of(request)
+    live = sup.live
+    if live is None:
+        sup.need_redis()
+    assert live is not None
+    sub = await live.subscribe()
+
+    async def events() -> AsyncIterator[Event]:
+        try:
+            async for event in sub.events():
+                yield event
+        finally:
+            live.unsubscribe(sub)
+
+    return await event_stream(request, events())
+
+
+async def live_call(request: web.Request) -> web.StreamResponse:
+    sup = supervisor_of(request)
+    return await event_stream(request, follow_call(sup.need_redis(), request.match_info["call_id"]))
+
+
+def _sse(name: str, data: Any) -> bytes:
+    """One event (JSON text has no raw newline, so ``data`` is one line)."""
+    return f"event: {name}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+async def event_stream(request: web.Request, events: AsyncIterator[Event]) -> web.StreamResponse:
+    """Server-sent events until the source ends, the session ends, the page goes, or the server stops."""
+    sup, principal = supervisor_of(request), principal_of(request)
+    mask = EventMask() if masked(request) else None
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future[Any] | None = None
+    stop: asyncio.Future[Any] = asyncio.ensure_future(sup.stopping.wait())
+    quiet_since = loop.time()
+    try:
+        await response.write(b"retry: 1000\n\n")
+        while not sup.stopping.is_set():
+            if pending is None:
+                pending = asyncio.ensure_future(anext(events))
+            await asyncio.wait({pending, stop}, timeout=SSE_CHECK_S, return_when=asyncio.FIRST_COMPLETED)
+            if principal.session is not None and sup.sessions.get(principal.session.id) is None:
+                await response.write(b"event: signed-out\ndata: {}\n\n")
+                break
+            if not pending.done():
+                if loop.time() - quiet_since >= SSE_KEEPALIVE_S:
+                    await response.write(b": keep-alive\n\n")
+                    quiet_since = loop.time()
+                continue
+            done, pending = pending, None
+            try:
+                name, data = done.result()
+            except StopAsyncIteration:
+                break
+            except StoreUnavailable as exc:
+                await response.write(_sse("store", {"ok": False, "error": exc.detail}))
+                break
+            await response.write(_sse(name, mask(name, data) if mask is not None else data))
+            quiet_since = loop.time()
+    except (ConnectionResetError, ConnectionError):
+        pass  # the page went away
+    finally:
+        stop.cancel()
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pending  # the generator must be at rest before it is closed
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    return response

@@ -1,0 +1,118 @@
+"""What every route group of the supervisor's app shares: its state, JSON answers and bodies, and who is asking.
+
+Each group (:mod:`.monitoring`, :mod:`.calls`, :mod:`.listen`, :mod:`.rollout`, :mod:`.console`) registers its routes
+with an ``add_routes(app)``; its handlers find the app's :class:`Supervisor` with :func:`supervisor_of`, and the
+credential the auth middleware accepted (:mod:`.api`) with :func:`principal_of`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from redis import asyncio as aioredis
+
+from bridge import metrics
+from bridge.dialplan import Dialplan, RolloutPlans
+from bridge.rollout.store import RolloutStore
+from bridge.supervisor.accounts import NEEDS
+from bridge.supervisor.auth import Credentials, Principal, Sessions
+from bridge.supervisor.stream import LiveCalls
+
+# Who makes the request being handled: set by the auth middleware, read by the handler (the same task).
+PRINCIPAL: ContextVar[Principal] = ContextVar("supervisor_principal")
+_NO_REDIS = '{"error": "no Redis configured"}'
+
+
+@dataclass
+class Supervisor:
+    """The state of one supervisor app, shared by its route groups."""
+
+    credentials: Credentials
+    sessions: Sessions
+    redis: aioredis.Redis | None
+    rollouts: RolloutStore | None
+    listen_audio: aioredis.Redis | None  # listen-in's audio: a client of the same Redis that does not decode
+    listen_key: bytes | None  # signs listen-in requests to the workers (bridge.supervisor.listen_token)
+    live: LiveCalls | None
+    plans: RolloutPlans
+    dialplans: dict[str, Dialplan]  # every dialplan by name (a call's transfer targets)
+    health: Callable[[], dict[str, Any]]
+    stopping: asyncio.Event  # set at shutdown: open event streams and listen-ins end at once
+
+    def need_redis(self) -> aioredis.Redis:
+        if self.redis is None:
+            raise web.HTTPServiceUnavailable(text=_NO_REDIS, content_type="application/json")
+        return self.redis
+
+    def need_rollouts(self) -> RolloutStore:
+        if self.rollouts is None:
+            raise web.HTTPServiceUnavailable(text=_NO_REDIS, content_type="application/json")
+        return self.rollouts
+
+
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
+
+
+def supervisor_of(request: web.Request) -> Supervisor:
+    return request.app[SUPERVISOR]
+
+
+def principal_of(request: web.Request) -> Principal:
+    return PRINCIPAL.get()
+
+
+def reply(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+def too_many(wait_s: float) -> web.Response:
+    """Too many failed attempts from this address or for this account: 429 with when to try again."""
+    metrics.SUPERVISOR_REFUSED_TOKENS.labels("limited").inc()
+    response = reply({"error": "too many failed sign-ins: try again later"}, 429)
+    response.headers["Retry-After"] = str(max(1, math.ceil(wait_s)))
+    return response
+
+
+def client_address(request: web.Request) -> str:
+    """The client's address, for the limits on failed sign-ins and the log."""
+    return request.remote or "unknown"
+
+
+def same_origin(request: web.Request) -> bool:
+    """No ``Origin`` header (not a browser's cross-site request), or this server's own origin."""
+    origin = request.headers.get("Origin")
+    return origin is None or origin == f"{request.scheme}://{request.host}"
+
+
+WHAT = {"act": "act on a call", "listen": "listen in", "rollout": "change a rollout"}
+
+
+def forbidden(principal: Principal, need: str) -> web.Response:
+    """The 403 of a role that may not do ``need`` (:data:`~bridge.supervisor.accounts.NEEDS`)."""
+    wanted = NEEDS[need]
+    return reply({"error": f"forbidden: to {WHAT[need]} needs the {wanted} role ({principal.role} here)"}, 403)
+
+
+def need(request: web.Request, what: str) -> Principal:
+    """The request's principal, if its role may do ``what``; else a 403 naming the role it needs."""
+    principal = principal_of(request)
+    if not principal.may(what):
+        raise web.HTTPForbidden(text=forbidden(principal, what).text, content_type="application/json")
+    return principal
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        raise web.HTTPBadRequest(text='{"error": "body must be JSON"}', content_type="application/json") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text='{"error": "body must be a JSON object"}', content_type="application/json")
+    return body

@@ -1,0 +1,80 @@
+"""The routes for machines, without a credential: ``GET /metrics`` (Prometheus, merged across worker processes),
+``GET /healthz`` (readiness) and ``GET /livez`` (liveness).
+
+* ``/healthz`` answers 200 only when this node can take calls: every worker process is up and has reported its SIP
+  port (a respawned worker counts once it is ready, not when it is forked), Redis answers a ``PING`` within
+  :data:`REDIS_PING_S` (when one is configured), and no worker's model circuit breaker is open. Otherwise 503. The
+  body is the pool's state (workers, their ports and restarts; the front; the model) with ``ready`` and, when not
+  ready, ``problems`` naming each reason. No call data.
+* ``/livez`` answers 200 as long as the ``serve`` process answers at all: restart it only when this fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from typing import Any
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from bridge import metrics as bridge_metrics
+from bridge.supervisor.http import reply, supervisor_of
+
+REDIS_PING_S = 1.0
+
+
+def add_routes(app: web.Application, *, metrics_token: str | None = None, metrics: bool = True) -> None:
+    if metrics:
+        add_metrics_route(app, metrics_token)
+    app.router.add_get("/healthz", get_health)
+    app.router.add_get("/livez", get_live)
+
+
+def add_metrics_route(app: web.Application, token: str | None) -> None:
+    """``GET /metrics``; with ``token``, only for ``Authorization: Bearer <token>`` (401 otherwise)."""
+    want = hashlib.sha256(token.encode()).digest() if token else None
+
+    async def get_metrics(request: web.Request) -> web.Response:
+        if want is not None:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            ok = scheme.lower() == "bearer" and hmac.compare_digest(
+                hashlib.sha256(given.strip().encode()).digest(), want
+            )
+            if not ok:
+                return reply({"error": "unauthorized: /metrics wants its bearer token"}, 401)
+        body, content_type = bridge_metrics.render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app.router.add_get("/metrics", get_metrics)
+
+
+def problems_of(health: dict[str, Any]) -> list[str]:
+    """Why the pool described by ``health`` (``Pool.health``) cannot take calls; empty: it can."""
+    problems = [
+        f"worker {w.get('index')} is not ready" + ("" if w.get("alive") else " (not running)")
+        for w in health.get("workers") or ()
+        if not (w.get("alive") and w.get("ready", True) and w.get("sip_port"))
+    ]
+    realtime = health.get("realtime") or {}
+    if realtime.get("state") == "down":
+        problems.append(f"model circuit breaker open on workers {realtime.get('breaker_open_workers')}")
+    return problems
+
+
+async def get_health(request: web.Request) -> web.Response:
+    sup = supervisor_of(request)
+    health = dict(sup.health())
+    problems = problems_of(health)
+    if sup.redis is not None:
+        try:
+            await asyncio.wait_for(sup.redis.ping(), REDIS_PING_S)
+        except (TimeoutError, RedisError, OSError) as exc:
+            problems.append(f"Redis unreachable: {type(exc).__name__}")
+    body = health | {"ready": not problems} | ({"problems": problems} if problems else {})
+    return reply(body, 200 if not problems else 503)
+
+
+async def get_live(request: web.Request) -> web.Response:
+    return reply({"alive": True})

@@ -1,0 +1,114 @@
+// "Recently ended": the ended calls Redis still holds (GET /api/calls/ended), a page at a time, searched by words
+// said, plan, variant or end reason; each row opens the call's record, and downloads it as JSON or text.
+
+import { request } from "./api.js";
+import { $, clock, h, show } from "./dom.js";
+
+let page = 1;
+let onOpen = () => {};
+let typing = null;
+let soon = null;
+let running = false;
+
+export function start(open) {
+  onOpen = open;
+  running = true;
+  page = 1;
+  load();
+}
+
+export function stop() {
+  running = false;
+  $("ended").tBodies[0].replaceChildren();
+  $("ended-count").textContent = "";
+}
+
+export function wire() {
+  $("ended-search").addEventListener("submit", (e) => {
+    e.preventDefault();
+    page = 1;
+    load();
+  });
+  for (const id of ["ended-q", "ended-dialplan", "ended-variant", "ended-reason"]) {
+    $(id).addEventListener("input", () => {
+      clearTimeout(typing);
+      typing = setTimeout(() => { page = 1; load(); }, 300);
+    });
+  }
+  $("ended-newer").addEventListener("click", () => { page -= 1; load(); });
+  $("ended-older").addEventListener("click", () => { page += 1; load(); });
+  // A call that ends shows up at the top of the first page (the writer needs a moment to index it).
+  document.addEventListener("console:call-ended", () => {
+    clearTimeout(soon);
+    if (page === 1) soon = setTimeout(load, 1000);
+  });
+}
+
+function query() {
+  const params = new URLSearchParams({ page: String(page) });
+  for (const [key, id] of [["q", "ended-q"], ["dialplan", "ended-dialplan"], ["variant", "ended-variant"],
+    ["reason", "ended-reason"]]) {
+    const value = $(id).value.trim();
+    if (value) params.set(key, value);
+  }
+  return `/api/calls/ended?${params}`;
+}
+
+function when(t) {
+  return t ? new Date(t * 1000).toISOString().slice(0, 19).replace("T", " ") : "–";
+}
+
+function download(callId, format, label) {
+  const href = `/api/calls/${encodeURIComponent(callId)}/export?format=${format}`;
+  return h("a", { href, download: "", class: `export ${format}`, onclick: (e) => e.stopPropagation() }, label);
+}
+
+function row(call) {
+  const tr = h("tr", { "data-call-id": call.call_id, tabindex: 0 },
+    h("td", { class: "ended-at" }, when(call.ended_at)),
+    h("td", { class: "caller" }, call.caller),
+    h("td", { class: "called" }, call.called),
+    h("td", { class: "dialplan" }, call.dialplan),
+    h("td", { class: "variant" }, call.variant || "–"),
+    h("td", { class: "duration" }, call.duration_s === null ? "–" : clock(call.duration_s)),
+    h("td", { class: "reason" }, call.end_reason),
+    h("td", { class: "last-line" }, call.last_transcript),
+    h("td", { class: "downloads" }, download(call.call_id, "json", "JSON"), " ", download(call.call_id, "text", "Text")),
+  );
+  tr.addEventListener("click", () => onOpen(call.call_id));
+  tr.addEventListener("keydown", (e) => e.key === "Enter" && onOpen(call.call_id));
+  return tr;
+}
+
+function remember(listId, values) {
+  const list = $(listId);
+  const known = new Set([...list.options].map((o) => o.value));
+  for (const value of values) {
+    if (value && !known.has(value)) {
+      list.append(h("option", { value }));
+      known.add(value);
+    }
+  }
+}
+
+async function load() {
+  if (!running) return;
+  const asked = query();
+  const r = await request("GET", asked);
+  if (!running || asked !== query()) return; // signed out, or a newer search is on its way
+  if (!r.ok) {
+    $("ended-note").textContent = r.data.error || `HTTP ${r.status}`;
+    return;
+  }
+  const d = r.data;
+  page = d.page;
+  $("ended").tBodies[0].replaceChildren(...d.calls.map(row));
+  remember("ended-dialplans", d.calls.map((c) => c.dialplan));
+  remember("ended-variants", d.calls.map((c) => c.variant));
+  $("ended-count").textContent = `(${d.total}${d.capped ? "+" : ""})`;
+  $("ended-page").textContent = `page ${d.page} of ${d.pages}`;
+  $("ended-newer").disabled = d.page <= 1;
+  $("ended-older").disabled = d.page >= d.pages;
+  $("ended-note").textContent = d.capped ? "Only the most recent calls were searched." : "";
+  show($("ended-empty"), d.calls.length === 0);
+}

@@ -1,0 +1,81 @@
+"""``callbridge users``: the console's accounts in the users file (:mod:`bridge.supervisor.accounts`).
+
+::
+
+    callbridge users add NAME --role viewer|supervisor|admin [--file PATH] [--password-stdin]
+    callbridge users token NAME [--file PATH]     # prints a new API token once (kept only as its SHA-256)
+    callbridge users remove NAME [--file PATH]
+    callbridge users list [--file PATH]
+
+The file is ``--file``, else ``$CALLBRIDGE_USERS_FILE``, else ``users.yaml``; ``serve`` reads it from the
+``users_file`` setting. The password is asked twice on the terminal (or read from standard input with
+``--password-stdin``) and only its scrypt hash is written.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+
+from bridge.cli import build_parser
+from bridge.errors import ConfigError
+from bridge.supervisor.accounts import ROLES, add_token, add_user, load_users, save_users
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise ConfigError("users", "password", "the two entries differ")
+    return first
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser("users", "the supervisor console's accounts (the users file)")
+    parser.add_argument(
+        "action", choices=("add", "token", "remove", "list"),
+        help="add an account (asks for its password), issue it an API token (printed once), remove it, or list them",
+    )  # fmt: skip
+    parser.add_argument("name", nargs="?", default="", help="the account's name (add, token, remove)")
+    parser.add_argument("--role", choices=ROLES, help="add: the account's role")
+    parser.add_argument(
+        "--file", type=Path, default=Path(os.environ.get("CALLBRIDGE_USERS_FILE") or "users.yaml"),
+        help="the users file (default: $CALLBRIDGE_USERS_FILE, else ./users.yaml)",
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="list: one JSON object (name -> role and token count)")
+    parser.add_argument("--password-stdin", action="store_true", help="add: read the password from standard input")
+    args = parser.parse_args(argv)
+    path: Path = args.file
+    try:
+        users = load_users(path)
+        if args.action == "list":
+            if args.json:
+                listed = {n: {"role": a.role, "tokens": len(a.tokens)} for n, a in sorted(users.accounts.items())}
+                print(json.dumps(listed))
+                return 0
+            for name, account in sorted(users.accounts.items()):
+                print(f"{name}\t{account.role}\t{len(account.tokens)} token(s)")
+            return 0
+        if not args.name:
+            parser.error(f"{args.action} needs an account NAME")
+        if args.action == "add":
+            if args.role is None:
+                parser.error("add needs --role (" + "|".join(ROLES) + ")")
+            save_users(path, add_user(users, args.name, args.role, _password(args.password_stdin)))
+            print(f"{args.name}: {args.role} in {path}", file=sys.stderr)
+        elif args.action == "token":
+            users, token = add_token(users, args.name)
+            save_users(path, users)
+            print(token)  # shown once; the file keeps only its digest
+        elif users.get(args.name) is None:
+            raise ConfigError(str(path), f"users.{args.name}", "no such account")
+        else:
+            save_users(path, users.without(args.name))
+    except ConfigError as exc:
+        print(f"callbridge users: {exc}", file=sys.stderr)
+        return 2
+    return 0

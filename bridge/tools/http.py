@@ -1,0 +1,131 @@
+"""The HTTP tools of one call: each model's call becomes one bounded HTTP request (``bridge.tools.spec`` says what).
+
+One :class:`aiohttp.ClientSession` per call (closed with it). A call's whole time, retries included, is bounded by
+the tool's ``timeout_s``; an idempotent method is retried (``retries``) after a connection failure or a 5xx while
+that time lasts, a POST or PATCH never. The answer is read up to ``max_response_bytes`` and must be JSON. Secret
+headers are read from the environment or their file for each call and go nowhere but the request: errors name the
+tool, the URL without its query, and the kind of failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bridge.errors import redact
+from bridge.tools.spec import IN_QUERY, Header, HttpTool, ToolOutcome, argument_errors
+
+log = logging.getLogger("bridge.tools")
+RETRY_PAUSE_S = 0.05
+
+
+def header_values(tool: HttpTool) -> tuple[dict[str, str], str | None]:
+    """The tool's headers with their secrets read now, or the name of the one that could not be read."""
+    return read_headers(tool.headers)
+
+
+def read_headers(headers: Mapping[str, Header]) -> tuple[dict[str, str], str | None]:
+    """``headers`` with their secrets read now (an HTTP tool's, an MCP server's), or the name of the one that could
+    not be read."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if value.text is not None:
+            out[name] = value.text
+            continue
+        secret = _read(value)
+        if secret is None:
+            return {}, name
+        out[name] = value.prefix + secret
+    return out, None
+
+
+def _read(secret: Header) -> str | None:
+    if secret.env is not None:
+        return os.environ.get(secret.env) or None
+    assert secret.file is not None  # Header's validator: exactly one source
+    try:
+        return Path(secret.file).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def _query(args: Mapping[str, Any]) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in args.items()}
+
+
+class HttpTools:
+    """A call's HTTP tools by name; :meth:`run` never raises (every failure is a typed :class:`ToolOutcome`)."""
+
+    def __init__(self, tools: tuple[HttpTool, ...]) -> None:
+        self.tools = {t.name: t for t in tools}
+        self._session: aiohttp.ClientSession | None = None
+
+    def handles(self, name: str) -> bool:
+        return name in self.tools
+
+    def announcement(self, name: str) -> str | None:
+        return self.tools[name].announcement()
+
+    async def run(self, name: str, arguments: str) -> ToolOutcome:
+        tool = self.tools[name]
+        args, bad = argument_errors(tool, arguments)
+        if bad is not None:
+            return ToolOutcome.failed("bad_arguments", f"{name}: {bad}")
+        try:
+            return await asyncio.wait_for(self._attempts(tool, args), tool.timeout_s)
+        except TimeoutError:
+            log.warning("tool %s: no answer from %s within %g s", name, tool.url.split("?", 1)[0], tool.timeout_s)
+            return ToolOutcome.failed("timeout", tool.failure())
+
+    async def _attempts(self, tool: HttpTool, args: dict[str, Any]) -> ToolOutcome:
+        headers, missing = header_values(tool)
+        if missing is not None:
+            log.error("tool %s: the secret of header %s is not set (its env variable or file)", tool.name, missing)
+            return ToolOutcome.failed("unreachable", tool.failure())
+        outcome = ToolOutcome.failed("unreachable", tool.failure())
+        for attempt in range(1, tool.attempts + 1):
+            outcome = await self._once(tool, args, headers, attempt)
+            if outcome.error not in {"unreachable", "http_status"} or (outcome.status or 500) < 500:
+                return outcome
+            if attempt < tool.attempts:
+                await asyncio.sleep(RETRY_PAUSE_S * attempt)
+        return outcome
+
+    async def _once(self, tool: HttpTool, args: dict[str, Any], headers: dict[str, str], attempt: int) -> ToolOutcome:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        where = tool.url.split("?", 1)[0]
+        query = tool.method in IN_QUERY
+        try:
+            async with self._session.request(
+                tool.method, tool.url, params=_query(args) if query else None, json=None if query else args,
+                headers=headers, allow_redirects=False,
+            ) as resp:  # fmt: skip
+                body = await resp.content.read(tool.max_response_bytes + 1)
+                status = resp.status
+        except (aiohttp.ClientError, OSError) as exc:
+            why = redact(type(exc).__name__)
+            log.warning("tool %s: %s unreachable (attempt %d): %s", tool.name, where, attempt, why)
+            return ToolOutcome.failed("unreachable", tool.failure(), attempts=attempt)
+        if status >= 300:
+            log.warning("tool %s: %s answered HTTP %d", tool.name, where, status)
+            return ToolOutcome.failed("http_status", tool.failure(), status=status, attempts=attempt)
+        if len(body) > tool.max_response_bytes:
+            return ToolOutcome.failed("too_large", tool.failure(), status=status, attempts=attempt)
+        try:
+            answer = json.loads(body) if body else None
+        except ValueError:
+            return ToolOutcome.failed("not_json", tool.failure(), status=status, attempts=attempt)
+        return ToolOutcome(json.dumps(answer, separators=(",", ":")), None, status, attempt)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

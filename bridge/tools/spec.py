@@ -1,0 +1,190 @@
+"""A dialplan's business tools, as data: pure (no I/O at import, none in validation).
+
+An HTTP tool (``http_tools`` in a dialplan) is a function the model may call, with a JSON Schema for its arguments,
+that the bridge carries out as one HTTP request::
+
+    http_tools:
+      - name: order_status
+        description: Look up an order by its number.
+        parameters: {type: object, properties: {order: {type: string}}, required: [order]}
+        url: https://orders.example.com/status
+        method: GET                      # GET/HEAD/PUT/DELETE are idempotent: retried; POST/PATCH never
+        headers: {Authorization: {env: ORDERS_TOKEN, prefix: "Bearer "}}   # or {file: /run/secrets/x}, or text
+        timeout_s: 3                     # the whole call, retries included
+        retries: 1
+        max_response_bytes: 65536
+        expect_s: 4                      # a slow tool: the agent says what it is doing first
+
+The arguments go into the query string (GET, HEAD, DELETE) or a JSON body. The answer must be JSON; it goes back
+to the model as the tool's output. Every failure is a :class:`ToolOutcome` with a typed error (``timeout``,
+``http_status``, ``too_large``, ``not_json``, ``unreachable``, ``bad_arguments``) whose ``message`` the agent can say.
+Secret header values are read when a call needs them and never logged, stored or put into an outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bridge.realtime.profile import Tool
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+IN_QUERY = frozenset({"GET", "HEAD", "DELETE"})
+ErrorType = Literal["timeout", "http_status", "too_large", "not_json", "unreachable", "bad_arguments", "tool_error"]
+
+
+class Header(BaseModel):
+    """A header value: plain ``text`` (a plain string in the dialplan), or a secret read when a call needs it from
+    the environment (``env``) or a file (``file``, stripped), after ``prefix``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    text: str | None = None
+    env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    file: str | None = None
+    prefix: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain(cls, value: Any) -> Any:
+        return {"text": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Header:
+        if sum(v is not None for v in (self.text, self.env, self.file)) != 1:
+            raise ValueError("a header is a string, or names exactly one of env or file")
+        return self
+
+
+def check_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` if it is a valid JSON Schema (2020-12) of an object; else ValueError saying why."""
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path)
+        raise ValueError(f"not a valid JSON Schema{f' at {where}' if where else ''}: {exc.message}") from None
+    if schema.get("type") != "object":
+        raise ValueError("the arguments' schema must have type: object")
+    return schema
+
+
+def check_header_names(headers: dict[str, Header]) -> dict[str, Header]:
+    for name in headers:
+        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):  # RFC 9110 5.1: a token
+            raise ValueError(f"{name!r} is not a header name")
+    return headers
+
+
+def check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"not an http(s) URL with a host: {url!r}")
+    if parts.username or parts.password:
+        raise ValueError("credentials in the URL would be logged: put them in headers from env or file")
+    return url
+
+
+class HttpTool(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    url: str
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    headers: dict[str, Header] = Field(default_factory=dict)
+    timeout_s: float = Field(3.0, gt=0, le=60)
+    retries: int = Field(1, ge=0, le=5)  # idempotent methods only
+    max_response_bytes: int = Field(65_536, ge=64, le=4 * 1024 * 1024)
+    expect_s: float | None = Field(None, gt=0, le=120)  # announced as slow: the agent says what it is doing first
+    unavailable: str = ""  # what the agent says when the tool fails ("" -> "the NAME service did not answer")
+    announce: str = ""  # with expect_s: what the agent says at once ("" -> a line naming the expected wait)
+
+    _check_parameters = field_validator("parameters")(check_schema)
+    _check_url = field_validator("url")(check_url)
+    _check_headers = field_validator("headers")(check_header_names)
+
+    @property
+    def idempotent(self) -> bool:
+        return self.method in IDEMPOTENT
+
+    @property
+    def attempts(self) -> int:
+        return 1 + (self.retries if self.idempotent else 0)
+
+    def definition(self) -> Tool:
+        """The function the model sees."""
+        return Tool(name=self.name, description=self.description, parameters=self.parameters)
+
+    def announcement(self) -> str | None:
+        """The line said as the call starts, for a tool that declared itself slow (``expect_s``)."""
+        if self.expect_s is None:
+            return None
+        return self.announce or f"Let me look that up for you; it takes about {max(1, round(self.expect_s))} seconds."
+
+    def failure(self) -> str:
+        return self.unavailable or f"the {self.name.replace('_', ' ')} service did not answer"
+
+
+def argument_errors(tool: HttpTool, arguments: str) -> tuple[dict[str, Any], str | None]:
+    """(the parsed arguments, None) or ({}, why they are not valid for ``tool``'s schema)."""
+    try:
+        args = json.loads(arguments or "{}")
+    except ValueError:
+        return {}, "the arguments are not valid JSON"
+    if not isinstance(args, dict):
+        return {}, "the arguments must be a JSON object"
+    error = next(iter(Draft202012Validator(tool.parameters).iter_errors(args)), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path)
+        return {}, f"{where + ': ' if where else ''}{error.message}"
+    return args, None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """One tool call's result: ``output`` (the JSON text the model gets) and, on failure, the typed error."""
+
+    output: str
+    error: ErrorType | None = None
+    status: int | None = None  # the HTTP status, when one came
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @staticmethod
+    def failed(kind: ErrorType, message: str, *, status: int | None = None, attempts: int = 1) -> ToolOutcome:
+        """A typed error the model reads out: ``{"ok": false, "error": {"type", "message"}}``."""
+        body = {"ok": False, "error": {"type": kind, "message": message}}
+        return ToolOutcome(json.dumps(body, separators=(",", ":")), kind, status, attempts)
+
+
+class McpServer(BaseModel):
+    """An MCP server (streamable HTTP) whose tools the model may call: listed when a call's session is set up (at
+    most ``list_timeout_s``; a server that does not answer leaves its tools out of that call), each call bounded by
+    ``timeout_s``. ``tools``: only these of its tools (empty: all). ``headers`` go with every request to it, as an
+    HTTP tool's do (a secret from ``env`` or ``file``, read as the call's tools are listed, never logged)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    url: str
+    tools: tuple[str, ...] = ()
+    headers: dict[str, Header] = Field(default_factory=dict)
+    list_timeout_s: float = Field(2.0, gt=0, le=10)
+    timeout_s: float = Field(5.0, gt=0, le=60)
+    unavailable: str = ""  # what the agent says when a call fails ("" -> "the NAME service did not answer")
+
+    _check_url = field_validator("url")(check_url)
+    _check_headers = field_validator("headers")(check_header_names)
+
+    def failure(self) -> str:
+        return self.unavailable or f"the {self.name.replace('_', ' ')} service did not answer"

@@ -1,0 +1,274 @@
+"""A warm transfer (``transfer: {mode: warm}``, bridge/call/warm.py) with real SIP user agents on every leg.
+
+Two calls at once on one worker (four call slots: two callers, two humans), the emulator as the model:
+
+* **completed**: the caller (pjsua2 softphone) asks for a human; after the agent's line the caller hears the hold
+  audio while the worker calls the human (``callbridge phone listen`` playing a 700 Hz tone). The human answers and
+  hears the agent's briefing in the agent's voice (the emulator's 500 Hz) while the caller still hears the hold;
+  then caller and human are joined in pjsua2's conference bridge, so the human hears the caller's 1020 Hz tone and
+  the caller the human's 700 Hz tone (each checked by frequency); the record steps ringing, briefing and ends
+  ``transferred (warm)`` with outcome completed, and the caller's hang-up ends the human's leg.
+* **busy**: the human is SIPp answering 486 Busy Here; the hold stops, the model gets the system note and answers,
+  the caller hears the agent again (500 Hz), and the record has outcome busy with the 486.
+
+Then, on the same stack, a caller who hangs up while the human's phone (a listener that lets it ring) rings: the
+human's leg is cancelled too, and the record has outcome caller_hung_up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from _bridge_helpers import (
+    LOCALHOST,
+    RATE,
+    SILENCE_MS,
+    BridgeStack,
+    active_regions,
+    assert_tone,
+    band_dbfs,
+    call,
+    dbfs,
+    finish,
+    free_port,
+    read_pcm_wav,
+    segment,
+    silence,
+    speech,
+    start,
+    stop,
+    timeline,
+    tone,
+    wait_sip_ready,
+    write_pcm_wav,
+)
+
+SIPP = shutil.which("sipp")
+SCENARIOS = Path(__file__).parent / "scenarios"
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(SIPP is None, reason="sipp is not installed (apt-get install sip-tester)"),
+]
+
+CALLER_HZ, HUMAN_HZ, LINE_HZ = 1020.0, 700.0, 500.0
+LINE_MS = 800
+WARM, BUSY, GONE, UNANSWERED, DECLINED = "3201", "3202", "3203", "3204", "3205"
+ASK = "Can I talk to a human agent, please?"
+
+
+def warm_plan(name: str, number: str, target: str, ring_timeout_s: float = 5) -> dict[str, Any]:
+    vad = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": SILENCE_MS}
+    return {
+        "name": name,
+        "match": [number],
+        "dialect": "ga",
+        "transfer": {"mode": "warm", "target": target, "ring_timeout_s": ring_timeout_s},
+        "profile": {
+            "instructions": "Transfer to a human on request.",
+            "audio_format": "pcm16",
+            "turn_detection": vad,
+            "tools": ["transfer_to_human", "end_call"],
+        },
+    }
+
+
+def asks_for_a_human(stack: BridgeStack, calls: int) -> None:
+    """The next ``calls`` sessions: the agent speaks at 500 Hz for LINE_MS and hands over when it hears ASK."""
+    stack.emu.queue_next(
+        count=calls,
+        settings={"tone_hz": LINE_HZ, "min_reply_ms": LINE_MS, "max_reply_ms": LINE_MS},
+        annotations=[
+            {"hears": ASK, "reply": {"tool_call": {"name": "transfer_to_human", "arguments": {"reason": "x"}}}}
+        ],
+    )
+
+
+def kinds_at(report: dict[str, Any], kind: str) -> list[float]:
+    return [t for t, _ in timeline(report, kind)]
+
+
+async def test_warm_transfer_joins_caller_and_human_or_brings_the_agent_back_when_busy(tmp_path: Path) -> None:
+    human_port, busy_port, slow_port = free_port(), free_port(), free_port()
+    plans = [
+        warm_plan("warm-ok", WARM, f"sip:agent@{LOCALHOST}:{human_port}"),
+        warm_plan("warm-busy", BUSY, f"sip:busy@{LOCALHOST}:{busy_port}"),
+        warm_plan("warm-gone", GONE, f"sip:slow@{LOCALHOST}:{slow_port}"),
+    ]
+    human_play, human_wav = tmp_path / "human-play.wav", tmp_path / "human.wav"
+    write_pcm_wav(human_play, tone(HUMAN_HZ, 1.0, -10.0))
+    caller_play, caller_wav = tmp_path / "caller.wav", tmp_path / "caller-heard.wav"
+    # the ask (0.3-1.5 s); the join comes at about 3 s; the caller's tone from 5 s on, for the human to hear
+    write_pcm_wav(caller_play, silence(0.3), speech(0.0, 1.2), silence(3.5), tone(CALLER_HZ, 2.5, -10.0))
+    busy_play, busy_wav = tmp_path / "busy-caller.wav", tmp_path / "busy-heard.wav"
+    write_pcm_wav(busy_play, silence(0.3), speech(0.0, 1.2), silence(6.0))
+
+    sipp = await start(
+        str(SIPP), "-sf", str(SCENARIOS / "uas_busy.xml"), "-i", LOCALHOST, "-p", str(busy_port), "-m", "1",
+        "-timeout", "40s", "-timeout_error", "-nostdin", cwd=tmp_path,
+    )  # fmt: skip
+    human = await start(
+        sys.executable, "-m", "bridge", "phone", "listen", "--port", str(human_port), "--record", str(human_wav),
+        "--play", str(human_play), "--loop", "--duration", "40", "--calls", "1", "--json",
+    )  # fmt: skip
+    slow = await start(  # the human who lets it ring: the caller hangs up first
+        sys.executable, "-m", "bridge", "phone", "listen", "--port", str(slow_port), "--answer-after", "30",
+        "--duration", "40", "--calls", "1", "--json",
+    )  # fmt: skip
+    try:
+        await wait_sip_ready(human_port, proc=human)
+        await wait_sip_ready(slow_port, proc=slow)
+        async with BridgeStack(tmp_path, extra_plans=plans) as stack:
+            asks_for_a_human(stack, calls=2)
+            before = len(stack.emu.sessions)
+            warm, busy = await asyncio.gather(
+                call(stack.uri(WARM), play=caller_play, record=caller_wav, hangup_after=7.8),
+                call(stack.uri(BUSY), play=busy_play, record=busy_wav, hangup_after=6.5),
+            )
+            assert warm.returncode == 0 and warm.report is not None, warm.describe()
+            assert busy.returncode == 0 and busy.report is not None, busy.describe()
+            ok_report = await stack.report(warm.report["call_id"])
+            busy_report = await stack.report(busy.report["call_id"])
+            sessions = stack.emu.sessions[before:]
+            # then a caller who hangs up while the human's phone rings (call slots: two calls at a time)
+            asks_for_a_human(stack, calls=1)
+            gone = await call(stack.uri(GONE), play=busy_play, hangup_after=5.0)
+            assert gone.returncode == 0 and gone.report is not None, gone.describe()
+            gone_report = await stack.report(gone.report["call_id"])
+        human_done = await finish(human, timeout=10)
+        sipp_done = await finish(sipp, timeout=10)
+        slow_done = await finish(slow, timeout=10)
+    finally:
+        for proc in (human, sipp, slow):
+            if proc.returncode is None:
+                await stop(proc)
+
+    # -- completed: the record, then what each side heard ------------------------------------------------------
+    assert ok_report["end_reason"] == "transferred (warm)", ok_report["end_reason"]
+    assert ok_report["transfer"]["outcome"] == "completed" and ok_report["transfer"]["sip_code"] == 200
+    (t_done,) = kinds_at(ok_report, "transfer_outcome")
+    assert kinds_at(ok_report, "transfer")[0] <= kinds_at(ok_report, "hold_started")[0] <= t_done
+    assert [s for _, s in timeline(ok_report, "ended")] and timeline(ok_report, "transfer_outcome")[0][1] == (
+        "completed (200)"
+    )
+    assert [s for _, s in timeline(ok_report, "transfer_step")] == ["ringing", "briefing"]
+    (t_brief,) = kinds_at(ok_report, "transfer_step")[1:]
+    briefing = [t for t in kinds_at(ok_report, "response_started") if t_brief <= t <= t_done]
+    assert briefing, "no briefing response between the human's answer and the join"
+    # the human heard the agent's briefing (its voice: 500 Hz), then the caller's tone (not the hold)
+    assert human_done.report is not None, human_done.describe()
+    (answered,) = human_done.report["calls"]
+    assert answered["answered"] is True  # ...and the leg ended with the caller's hang-up (the listener exited)
+    heard, _ = read_pcm_wav(human_wav)
+    regions = active_regions(heard, RATE, floor_dbfs=-45.0)
+    assert len(regions) >= 2, f"the human heard {regions}"
+    first, longest = regions[0], max(regions, key=lambda r: r.seconds)
+    assert first.seconds >= LINE_MS / 1000 - 0.2 and first.end_s <= longest.start_s, regions
+    assert_tone(segment(heard, RATE, first.start_s + 0.05, first.end_s - 0.05), RATE, LINE_HZ)
+    assert longest.seconds >= 1.5, regions
+    assert_tone(segment(heard, RATE, longest.start_s + 0.05, longest.end_s - 0.05), RATE, CALLER_HZ)
+    # the caller heard the hold during the briefing, not the briefing: no 500 Hz tone in that window
+    caller_heard, _ = read_pcm_wav(caller_wav)
+    during = segment(caller_heard, RATE, briefing[0] / 1000 + 0.1, t_done / 1000 - 0.1)
+    assert len(during) > RATE // 2 and dbfs(during) > -45.0, "the caller heard no hold audio during the briefing"
+    assert float(np.median(band_dbfs(during, RATE, LINE_HZ))) < dbfs(during) - 10.0, "the caller heard the briefing"
+    # the caller heard the human's tone after the join
+    after = segment(caller_heard, RATE, t_done / 1000 + 0.5, 7.3)
+    assert_tone(after, RATE, HUMAN_HZ)
+
+    # -- busy: the typed outcome, the agent back with the note ---------------------------------------------------
+    assert sipp_done.returncode == 0, sipp_done.stdout[-2000:] + sipp_done.stderr[-2000:]
+    assert busy_report["transfer"]["outcome"] == "busy" and busy_report["transfer"]["sip_code"] == 486
+    assert busy_report["end_reason"] != "transferred (warm)"
+    (t_busy,) = kinds_at(busy_report, "transfer_outcome")
+    order = [kind for _, kind, _ in busy_report["timeline"]]
+    assert order.index("transfer") < order.index("hold_started") < order.index("hold_ended")
+    assert order.index("hold_ended") < order.index("transfer_outcome")  # the hold stops, then the outcome
+    back = [t for t in kinds_at(busy_report, "response_started") if t > t_busy]
+    assert back, "the agent did not come back after the busy human"
+    (noted,) = [
+        s
+        for s in sessions
+        if any(
+            "busy" in (c.get("text") or "")
+            for e in s.received
+            if e.get("type") == "conversation.item.create" and e["item"].get("type") == "message"
+            for c in e["item"].get("content", [])
+        )
+    ]
+    sent = [e for e in noted.received if e.get("type") != "input_audio_buffer.append"]
+    at = next(i for i, e in enumerate(sent) if e.get("type") == "conversation.item.create" and "busy" in str(e))
+    assert [e.get("type") for e in sent[at + 1 : at + 2]] == ["response.create"], sent[at:]  # the agent answers
+    # the caller heard the agent's answer (500 Hz) after the hold
+    busy_heard, _ = read_pcm_wav(busy_wav)
+    assert_tone(segment(busy_heard, RATE, back[0] / 1000 + 0.1, back[0] / 1000 + 0.1 + LINE_MS / 1000 - 0.2), RATE,
+                LINE_HZ)  # fmt: skip
+
+    # -- the caller hangs up while the human's phone rings: both legs end ------------------------------------------
+    assert gone_report["transfer"]["outcome"] == "caller_hung_up", gone_report["transfer"]
+    assert kinds_at(gone_report, "transfer_outcome")
+    assert slow_done.report is not None, slow_done.describe()  # the listener exited: its one call has ended
+    (rang,) = slow_done.report["calls"]
+    assert rang["answered"] is False and rang["hangup_by"] == "remote", rang
+
+
+async def test_no_answer_and_a_decline_each_bring_the_agent_back_with_their_outcome(tmp_path: Path) -> None:
+    """Two calls at once: one human lets it ring past the plan's ring_timeout_s (the bridge CANCELs), the other is
+    SIPp answering 603 Decline. Each caller is taken off hold, the model gets the outcome's note and answers, and the
+    caller hears the agent (500 Hz) again; the record has the typed outcome."""
+    slow_port, decline_port = free_port(), free_port()
+    plans = [
+        warm_plan("warm-unanswered", UNANSWERED, f"sip:slow@{LOCALHOST}:{slow_port}", ring_timeout_s=2),
+        warm_plan("warm-declined", DECLINED, f"sip:no@{LOCALHOST}:{decline_port}"),
+    ]
+    play = tmp_path / "caller.wav"
+    write_pcm_wav(play, silence(0.3), speech(0.0, 1.2), silence(8.0))
+    heard = {n: tmp_path / f"{n}-heard.wav" for n in (UNANSWERED, DECLINED)}
+    sipp = await start(
+        str(SIPP), "-sf", str(SCENARIOS / "uas_decline.xml"), "-i", LOCALHOST, "-p", str(decline_port), "-m", "1",
+        "-timeout", "40s", "-timeout_error", "-nostdin", cwd=tmp_path,
+    )  # fmt: skip
+    slow = await start(
+        sys.executable, "-m", "bridge", "phone", "listen", "--port", str(slow_port), "--answer-after", "30",
+        "--duration", "40", "--calls", "1", "--json",
+    )  # fmt: skip
+    try:
+        await wait_sip_ready(slow_port, proc=slow)
+        async with BridgeStack(tmp_path, extra_plans=plans) as stack:
+            asks_for_a_human(stack, calls=2)
+            calls = await asyncio.gather(
+                *(call(stack.uri(n), play=play, record=heard[n], hangup_after=8.5) for n in (UNANSWERED, DECLINED))
+            )
+            reports = {}
+            for number, placed in zip((UNANSWERED, DECLINED), calls, strict=True):
+                assert placed.returncode == 0 and placed.report is not None, placed.describe()
+                reports[number] = await stack.report(placed.report["call_id"])
+        sipp_done = await finish(sipp, timeout=10)
+        slow_done = await finish(slow, timeout=10)
+    finally:
+        for proc in (sipp, slow):
+            if proc.returncode is None:
+                await stop(proc)
+
+    assert sipp_done.returncode == 0, sipp_done.stdout[-2000:] + sipp_done.stderr[-2000:]
+    assert slow_done.report is not None, slow_done.describe()
+    (rang,) = slow_done.report["calls"]
+    assert rang["answered"] is False, rang  # cancelled at the ring timeout
+    expected = {UNANSWERED: ("no_answer", 0), DECLINED: ("declined", 603)}
+    for number, report in reports.items():
+        outcome, code = expected[number]
+        assert (report["transfer"]["outcome"], report["transfer"]["sip_code"]) == (outcome, code), report["transfer"]
+        assert report["end_reason"] != "transferred (warm)"
+        order = [kind for _, kind, _ in report["timeline"]]
+        assert order.index("hold_started") < order.index("hold_ended") < order.index("transfer_outcome")
+        (t_out,) = kinds_at(report, "transfer_outcome")
+        back = [t for t in kinds_at(report, "response_started") if t > t_out]
+        assert back, f"{outcome}: the agent did not come back"
+        caller_heard, _ = read_pcm_wav(heard[number])
+        start_s = back[0] / 1000 + 0.1
+        assert_tone(segment(caller_heard, RATE, start_s, start_s + LINE_MS / 1000 - 0.2), RATE, LINE_HZ)

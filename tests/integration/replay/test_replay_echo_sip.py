@@ -1,0 +1,69 @@
+"""The echo guard over real SIP: the echo set's callers as pjsua2 softphones whose line returns what they hear
+(``callbridge call --echo``), into a worker pool, the emulator as the model (its VAD hears the returned agent audio
+like a real service's). Scored as ``callbridge bench echo`` scores the direct runs (``bridge/replay/echoset.py``).
+
+* ``quiet``: the line returns the agent 14 dB down after 120 ms and the caller never speaks over it: with the guard
+  off the emulator's VAD cuts the agent off (the failure the guard prevents, over RTP); with it on, none of the ten
+  agent turns is cut;
+* ``barge_in``: the same line, and the caller does speak over the agent twice: both barge-ins are taken, each
+  within 250 ms of the caller's onset (the moment the caller stops hearing the agent).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bridge.replay.compare import DialectRun
+from bridge.replay.echoset import EchoScore, score
+from bridge.replay.script import load_script
+from bridge.replay.sip import SipOptions, replay_sip
+
+pytestmark = pytest.mark.integration
+# real-time audio judged to the frame: one after another with the suite's other timing-precise tests (tests/conftest.py)
+timed = pytest.mark.xdist_group("cpu")
+
+ECHO = Path(__file__).resolve().parents[3] / "call_scripts" / "echo"
+
+
+def run_over_sip(path: Path) -> tuple[EchoScore, DialectRun]:
+    script = load_script(path)
+    (result,) = replay_sip([script], ["ga"], SipOptions())
+    run = result.runs["ga"]
+    assert not run.runner_failures, run.runner_failures
+    return score(script, run), run
+
+
+@timed
+def test_a_silent_caller_on_an_echoing_line_is_never_taken_for_a_barge_in() -> None:
+    scored, run = run_over_sip(ECHO / "quiet")
+    assert scored.agent_turns == 10
+    cuts = [e for e in run.report.get("timeline", []) if e[1] in ("barge_in", "echo_judged", "truncate")]
+    assert scored.false_barge_ins == 0, (run.report.get("media"), run.report.get("echo"), cuts)
+    assert [c for c in run.checks if not c.ok] == []  # every agent turn played whole, the caller hung up
+
+
+def test_without_the_guard_the_echo_cuts_the_agent_off(tmp_path: Path) -> None:
+    """The same caller with the plan's guard off: the failure the guard prevents, over real RTP."""
+    data = yaml.safe_load((ECHO / "quiet" / "script.yaml").read_text())
+    for override in data["dialect_overrides"].values():
+        override["echo_guard"] = {"enabled": False}
+    copy = tmp_path / "quiet"
+    copy.mkdir()
+    (copy / "script.yaml").write_text(_rebased(yaml.safe_dump(data, sort_keys=False), ECHO / "quiet"))
+    scored, _run = run_over_sip(copy)
+    assert scored.false_barge_ins >= 5, scored.summary()
+
+
+@timed
+def test_a_caller_speaking_over_the_agent_still_cuts_it_at_once() -> None:
+    scored, _run = run_over_sip(ECHO / "barge_in")
+    assert scored.true_barge_ins == 2 and scored.hits == 2 and scored.false_barge_ins == 0, scored.summary()
+    assert max(scored.latencies_ms) <= 250.0, scored.latencies_ms
+
+
+def _rebased(text: str, home: Path) -> str:
+    """A script's relative audio paths made absolute, for a copy written elsewhere."""
+    return text.replace("../../", f"{home.parent.parent}/")

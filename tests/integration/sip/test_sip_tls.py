@@ -1,0 +1,136 @@
+"""TLS and SRTP on the gateway (bridge.sip.transports): a ``sips:`` call from the pjsua2 softphone over TLS with SDES
+SRTP, both ways heard, and a capture of the loopback interface (where the process may open a packet socket) holds
+none of the agent's tone in the gateway's RTP; a plain-RTP offer against ``srtp: mandatory`` refused with 488.
+Certificates are made here, at run time, with ``openssl``."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bridge.audio.analysis import tone
+from bridge.audio.g711 import ulaw_decode
+from bridge.audio.wav import write_wav
+from bridge.devkit.ports import free_port, free_port_block
+from tests.integration.sip._helpers import Finished, GatewayApp, RawSip, describe, run_softphone, sdp_offer
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+CALLER_HZ, AGENT_HZ = 1020.0, 600.0
+
+
+def self_signed(directory: Path, days: int = 2) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", str(days), "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+class LoopbackCapture:
+    """RTP payloads (PCMU, payload type 0) sent from UDP ports ``ports`` on the loopback interface, captured with
+    a packet socket (Linux ``packet(7)``, needs CAP_NET_RAW) on its own thread; ``None`` payloads if not allowed."""
+
+    def __init__(self, ports: range) -> None:
+        self.ports = ports
+        self.payloads: list[bytes] | None = []
+        try:
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL
+            self.sock.bind(("lo", 0))
+            self.sock.settimeout(0.2)
+        except (OSError, AttributeError):
+            self.payloads = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> LoopbackCapture:
+        if self.payloads is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.payloads is not None:
+            self._thread.join(2.0)
+            self.sock.close()
+
+    def _run(self) -> None:
+        assert self.payloads is not None
+        while not self._stop.is_set():
+            try:
+                frame, address = self.sock.recvfrom(65535)
+            except OSError:
+                continue
+            if address[2] == socket.PACKET_OUTGOING or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+                continue  # each loopback packet is seen going out and coming in; IPv4 UDP only
+            ihl = (frame[14] & 0x0F) * 4
+            source_port = struct.unpack("!H", frame[14 + ihl : 16 + ihl])[0]
+            rtp = frame[14 + ihl + 8 :]
+            if source_port in self.ports and len(rtp) > 12 and rtp[0] >> 6 == 2 and rtp[1] & 0x7F == 0:
+                self.payloads.append(rtp[12:])
+
+
+def _tone_share(pcm: bytes, hz: float) -> float:
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(samples)) ** 2
+    freqs = np.fft.rfftfreq(len(samples), 1 / 8000)
+    return float(spectrum[np.abs(freqs - hz) < 30].sum() / max(spectrum.sum(), 1.0))
+
+
+@pytest.fixture(scope="module")
+def secure_calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("tls")
+    cert, key = self_signed(tmp)
+    wav = tmp / "caller.wav"
+    write_wav(wav, tone(CALLER_HZ, 2.0, -10.0))
+    tls_port, rtp_port = free_port(), free_port_block(16)
+    app = GatewayApp("--mode", "tone", "--tone-hz", str(AGENT_HZ), "--tls-port", str(tls_port),
+                     "--tls-cert", str(cert), "--tls-key", str(key), "--srtp", "mandatory",
+                     "--rtp-port", str(rtp_port), "--rtp-range", "16")  # fmt: skip
+    try:
+        with LoopbackCapture(range(rtp_port, rtp_port + 16)) as capture:
+            phone = run_softphone(
+                "call", f"sips:100@127.0.0.1:{tls_port}", "--play", str(wav), "--tls-ca", str(cert),
+                "--hangup-after", "2.5",
+            )  # fmt: skip
+        with RawSip(app.port) as raw:
+            plain, _seen = raw.invite(sdp_offer(40000, {0: "PCMU/8000"}))
+    finally:
+        gateway = app.stop()
+    return {"phone": phone, "gateway": gateway, "plain": plain, "captured": capture.payloads}
+
+
+def test_a_sips_call_runs_srtp_and_both_sides_hear_each_other(secure_calls: dict[str, Any]) -> None:
+    phone: Finished = secure_calls["phone"]
+    gateway: Finished = secure_calls["gateway"]
+    assert phone.report is not None and phone.report["answered"], describe(phone)
+    assert phone.report["srtp"] is True, phone.report
+    assert phone.report["received"]["peak_hz"] == pytest.approx(AGENT_HZ, abs=5), phone.report["received"]
+    assert gateway.report is not None, describe(gateway)
+    (call,) = gateway.report["calls"]
+    assert call["srtp"] is True, call
+    assert call["received"]["peak_hz"] == pytest.approx(CALLER_HZ, abs=5), call["received"]
+    assert call["received"]["active_ms"] > 1500, call["received"]
+
+
+def test_the_agents_audio_on_the_wire_is_not_plain_g711(secure_calls: dict[str, Any]) -> None:
+    captured: list[bytes] | None = secure_calls["captured"]
+    if captured is None:
+        pytest.skip("no packet socket here (needs CAP_NET_RAW)")
+    assert len(captured) > 50, "the capture saw none of the call's RTP"  # 2.5 s of 20 ms packets
+    wire = ulaw_decode(b"".join(captured))
+    assert _tone_share(wire, AGENT_HZ) < 0.05  # plain PCMU of the 600 Hz tone would be almost all of it
+
+
+def test_a_plain_rtp_offer_against_mandatory_srtp_gets_488(secure_calls: dict[str, Any]) -> None:
+    assert secure_calls["plain"].status == 488, secure_calls["plain"].raw

@@ -1,0 +1,63 @@
+"""The records of a dead worker's calls, closed by the pool (bridge/serve/lost.py) against a real Redis: here as at
+the next start of `serve` after the whole node was killed (no exit status known), with a recording cut mid-write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from bridge.call.recorder import AUDIO_FILE, EVENTS_FILE, read_recording, wav_header
+from bridge.config import Settings
+from bridge.devkit.redis_server import EmbeddedRedis
+from bridge.dialplan import load_dialplans
+from bridge.serve.lost import close_lost_calls, worker_id
+from bridge.store import keys
+from bridge.store.reportfile import read_reports
+
+SAFE = "gpt-realtime-2.1"  # the shipped support plan's safe variant (dialplans/support.yaml)
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+async def test_a_previous_runs_calls_get_their_records_closed(
+    redis_server: EmbeddedRedis, raw: aioredis.Redis, tmp_path: Path
+) -> None:
+    settings = Settings(
+        sip_port=5070, redis_url=redis_server.url, dialplans=ROOT / "dialplans",
+        report_file=tmp_path / "calls.jsonl", recordings_dir=tmp_path / "recordings",
+    )  # fmt: skip
+    worker = worker_id(settings, 0)
+    assert worker == "127.0.0.1:5070"
+    call_id = "c-" + "a" * 32
+    state = {"call_id": call_id, "worker": worker, "dialplan": "support", "variant": SAFE, "dialect": "ga",
+             "phase": "SPEAKING", "started_at": "1000.000", "sip_call_id": "abc@phone"}  # fmt: skip
+    await raw.hset(keys.call(call_id), mapping=state)
+    await raw.sadd(keys.worker_calls(worker), call_id, "c-ended")
+    await raw.hset(keys.call("c-ended"), mapping={"phase": "ENDED", "ended_at": "1.0", "end_reason": "caller hung up"})
+    rec = tmp_path / "recordings" / call_id
+    rec.mkdir(parents=True)
+    (rec / AUDIO_FILE).write_bytes(wav_header(8000 * 4) + bytes(8000 * 4 * 2 + 3))  # 2 s on disk, a write cut short
+    (rec / EVENTS_FILE).write_text('{"kind": "recording"}\n{"t_ms": 5, "kind": "ringing", "summary": "x"}\n')
+
+    closed = await close_lost_calls(raw, settings, load_dialplans(settings.dialplans), 0, None)
+    assert closed == [call_id]  # the call that had ended already keeps its own end
+    got = await raw.hgetall(keys.call(call_id))
+    assert (got["phase"], got["end_reason"], got["worker_exit"]) == (
+        "ENDED",
+        "worker died",
+        "a previous run of this node",
+    )
+    assert (await raw.hgetall(keys.call("c-ended")))["end_reason"] == "caller hung up"
+    assert not await raw.smembers(keys.worker_calls(worker))
+    (line,) = read_reports(settings.report_file)  # type: ignore[arg-type]  # set above
+    assert (line["call_id"], line["end_reason"], line["variant"], line["worker_died"]) == (
+        call_id, "worker died", SAFE, True,
+    )  # fmt: skip
+    caller, _, _, notes = read_recording(rec)
+    assert len(caller) == 8000 * 2 * 2 and notes[-1]["kind"] == "ended" and notes[-1]["t_ms"] == pytest.approx(2000)
+    window = [json.loads(m) for m in await raw.zrange(keys.variant_calls("support", SAFE), 0, -1)]
+    assert [w["outcome"] for w in window] == ["dropped"]
+    assert await close_lost_calls(raw, settings, [], 0, None) == []  # once only

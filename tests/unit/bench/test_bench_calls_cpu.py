@@ -1,0 +1,143 @@
+"""``bench calls`` CPU accounting: a process that is gone is left out, not counted as zero CPU; steal is reported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench.calls.machine import cpu_by_pid, cpu_seconds, machine_busy
+
+
+@pytest.mark.slow  # a real process burns real CPU time
+def test_cpu_of_a_process_that_exited_is_absent_not_zero() -> None:
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ninput()\n"
+    proc = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while cpu_seconds(proc.pid) < 0.3:  # it burns 0.3 s of CPU, then waits for a line
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        alive = cpu_by_pid([proc.pid])
+        assert alive[proc.pid] >= 0.3
+    finally:
+        proc.communicate(b"\n", timeout=10)
+    # Gone: absent from the sample (the old accounting read 0 and turned the window's CPU negative).
+    assert cpu_by_pid([proc.pid]) == {}
+    assert cpu_seconds(proc.pid) == 0.0
+
+
+def test_machine_busy_counts_steal_as_busy_and_reports_it() -> None:
+    # cpu  user nice system idle iowait irq softirq steal guest guest_nice
+    stat = "cpu  100 0 50 800 30 0 5 15 0 0\ncpu0 1 2 3 4\n"
+    busy, steal, total = machine_busy(stat)
+    assert (busy, steal, total) == (170.0, 15.0, 1000.0)  # idle and iowait are the only time not busy
+    busy, steal, total = machine_busy("cpu  100 0 50 800\n")  # an old kernel: no steal column
+    assert (busy, steal, total) == (150.0, 0.0, 950.0)
+    busy, steal, total = machine_busy()  # this machine's own counters
+    assert 0 <= steal <= busy <= total
+
+
+def test_unanswered_calls_are_scored_as_missing_and_say_why() -> None:
+    """A call not up at the caller costs its whole window, and the step says what was missing (a set-up failure
+    and a media stall look alike in the late count)."""
+    from bench.calls.report import FRAMES_PER_S, Step
+    from bench.calls.score import score_callers
+
+    step = Step("bridge", calls=3, processes=1, window_s=12.0)
+    up = {"uri": "sip:4000@127.0.0.1:5070", "answered": True, "status": 200, "why": ""}
+    up |= {"jb_lost": 3, "jb_empty": 1, "jb_discard": 0}
+    rows = [
+        up,
+        {"uri": "sip:4000@127.0.0.1:5070", "answered": False, "status": None, "why": "not answered"},
+        {"uri": "sip:4000@127.0.0.1:5070", "answered": False, "status": 200, "why": "no audio stream yet"},
+    ]
+    score_callers(step, rows)
+    per_call = round(12.0 * FRAMES_PER_S)
+    assert step.answered == 1
+    assert step.out_late_or_missing == 2 + 2 * per_call  # (3 lost + 1 empty) / 2, then two whole windows
+    assert step.unanswered_why == {"None: not answered": 1, "200: no audio stream yet": 1}
+    assert step.late_by_target == {"5070": 2}
+
+
+def test_late_frames_through_the_front_are_counted_by_the_worker_that_answered() -> None:
+    """Every front call is placed to the same address: the answering Contact names the worker."""
+    from bench.calls.report import Step
+    from bench.calls.score import score_callers
+
+    step = Step("front", calls=2, processes=2, window_s=12.0)
+    rows = [
+        {"uri": "sip:4000@127.0.0.1:5060", "worker": "127.0.0.1:5062", "answered": True, "status": 200, "why": ""}
+        | {"jb_lost": 4, "jb_empty": 2, "jb_discard": 0},
+        {"uri": "sip:4000@127.0.0.1:5060", "worker": "", "answered": True, "status": 200, "why": ""}
+        | {"jb_lost": 1, "jb_empty": 1, "jb_discard": 0},
+    ]
+    score_callers(step, rows)
+    assert step.late_by_target == {"5062": 3, "5060": 1}  # no Contact known: the address called
+
+
+@pytest.mark.parametrize(
+    ("direct_passes", "front_passes", "ratio", "lower", "upper", "met"),
+    [
+        ((16, 32), (16, 32), 1.0, True, False, True),  # both passed every step: at least 1.0
+        ((16, 32), (16,), 0.5, False, True, False),  # the direct path's real capacity is higher: at most 0.5
+        ((16, 32, 40), (16, 32), 0.8, False, True, False),
+        ((16,), (16,), 1.0, False, False, True),  # both failed at 32: a measured ratio
+    ],
+)
+def test_the_fronts_ratio_says_when_it_is_only_a_bound(
+    direct_passes: tuple[int, ...], front_passes: tuple[int, ...], ratio: float, lower: bool, upper: bool, met: bool
+) -> None:
+    from bench.calls.report import Step, front_summary, max_clean
+
+    ladder = sorted({16, 32, *direct_passes})
+    largest = ladder[-1]
+
+    def steps(path: str, passes: tuple[int, ...]) -> list[Step]:
+        out = []
+        for calls in ladder:
+            s = Step(path, calls=calls, processes=calls // 4, window_s=12.0, expected_frames=600 * calls)
+            s.answered = calls if calls in passes else calls - 1
+            out.append(s)
+        return out
+
+    direct = max_clean(steps("bridge", direct_passes))
+    summary = front_summary(steps("front", front_passes), direct, largest)
+    assert summary["front_ratio"] == ratio
+    assert (summary["front_ratio_is_lower_bound"], summary["front_ratio_is_upper_bound"]) == (lower, upper)
+    assert summary["goal_front_ratio_met"] is met
+
+
+def test_an_upper_bound_at_or_over_the_goal_leaves_the_goal_undetermined() -> None:
+    from bench.calls.report import Step, front_summary
+
+    front = [Step("front", calls=c, processes=c // 4, window_s=12.0, expected_frames=600 * c) for c in (36, 40)]
+    front[0].answered, front[1].answered = 36, 39
+    summary = front_summary(front, 40, 40)  # the direct path passed 40, its largest step
+    assert summary["front_ratio"] == 0.9 and summary["front_ratio_is_upper_bound"]
+    assert summary["goal_front_ratio_met"] is None
+
+
+def test_srtps_cpu_ratio_is_taken_at_the_largest_step_both_paths_passed() -> None:
+    from bench.calls.report import Step, srtp_summary, summary_lines
+
+    def step(path: str, calls: int, passed: bool, cpu: float) -> Step:
+        s = Step(path, calls=calls, processes=calls // 4, window_s=12.0, expected_frames=600 * calls)
+        s.answered = calls if passed else calls - 1
+        s.cpu_per_call_pct = cpu
+        return s
+
+    steps = [
+        step("bridge", 8, True, 2.0),
+        step("srtp", 8, True, 2.1),
+        step("bridge", 16, False, 2.5),  # the plain path failed here: no comparison at 16
+        step("srtp", 16, True, 3.0),
+    ]
+    summary = srtp_summary(steps)
+    assert (summary["srtp_cpu_step"], summary["srtp_cpu_ratio"], summary["goal_srtp_cpu_met"]) == (8, 1.05, True)
+    assert summary["srtp_max_calls"] == 16
+    base = {"ratio": None, "bridge_max_calls": None, "ceiling_max_calls": None, "goal_ratio_met": None}
+    line = summary_lines(base | summary)[-1]
+    assert "+5.0%" in line and "goal <= +10%: met" in line

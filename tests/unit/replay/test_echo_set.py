@@ -1,0 +1,111 @@
+"""The echo guard in the call, against the emulator that hears echo as a service does (``call_scripts/echo/``):
+the real call session, the virtual phone on a line that returns the agent's audio, in virtual time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.replay.direct import in_fresh_loop, replay_call
+from bridge.replay.echoset import cuts, guarded, replay_guarded, score
+from bridge.replay.script import CallScript, load_script
+
+ECHO = Path(__file__).resolve().parents[3] / "call_scripts" / "echo"
+
+
+@pytest.fixture(scope="module")
+def quiet() -> CallScript:
+    return load_script(ECHO / "quiet")
+
+
+def test_a_silent_caller_on_an_echoing_line_never_cuts_the_agent_off(quiet: CallScript) -> None:
+    assert quiet.model.line is not None and (quiet.model.line.echo_db, quiet.model.line.echo_delay_ms) == (-14, 120)
+    run = replay_guarded(quiet, "ga", True)
+    assert run.ok, [c for c in run.checks if not c.ok]
+    result = score(quiet, run)
+    assert result.agent_turns == 10 and result.false_barge_ins == 0
+    assert run.report["barge_ins"] == 0 and cuts(run) == []
+    # every answer was heard whole: the caller got each reply's audio (10 agent turns, none cut short)
+    assert len(run.report["agent_transcript"]) == 10
+    assert run.report["echo"].get("taken", 0) == 0
+
+
+def test_without_the_guard_the_echo_cuts_the_agent_off(quiet: CallScript) -> None:
+    run = replay_guarded(quiet, "ga", False)
+    result = score(quiet, run)
+    assert result.false_barge_ins >= 8, run.report["timeline"][-20:]  # the failure the guard prevents is real
+    assert run.report["echo"] == {}
+
+
+def test_the_caller_speaking_over_the_agent_still_cuts_it() -> None:
+    script = load_script(ECHO / "barge_in")  # the bridge decides (interrupt_response: false): pause, then the cut
+    run = replay_guarded(script, "ga", True)
+    assert run.ok, [c for c in run.checks if not c.ok]
+    result = score(script, run)
+    assert (result.true_barge_ins, result.hits, result.false_barge_ins) == (2, 2, 0)
+    assert max(result.latencies_ms) <= 250.0, result.latencies_ms
+    assert run.report["echo"].get("paused") == 2 and run.report["echo"].get("taken") == 2
+    kinds = [kind for _t, kind, _s in run.report["timeline"] if kind in {"echo_judged", "barge_in", "truncate"}]
+    assert kinds.count("barge_in") == 2 and kinds.count("truncate") == 2
+
+
+def test_a_cough_over_the_agent_never_reaches_the_model_while_tempering() -> None:
+    """A cough no louder than the agent's echo is attenuated with it: the model hears nothing, the agent goes on."""
+    script = load_script(ECHO / "cough")
+    run = replay_guarded(script, "ga", True)
+    assert run.ok, [c for c in run.checks if not c.ok]
+    assert run.report["barge_ins"] == 0 and run.report["echo"].get("taken", 0) == 0
+    assert score(script, run).summary()["false_barge_ins"] == 0
+
+
+def test_a_cough_over_the_agent_pauses_it_and_it_resumes_where_it_was() -> None:
+    """Tempering off, the gate alone: the service's VAD hears the cough, the guard pauses the agent, no words follow
+    within ``resume_ms``, and the agent goes on where it was paused."""
+    script = load_script(ECHO / "cough")
+    plan = guarded(script.plan("ga"), True)
+    plan = plan.model_copy(update={"echo_guard": plan.echo_guard.model_copy(update={"temper": False})})
+    run = in_fresh_loop(replay_call(script, "ga", plan=plan), True)
+    assert run.ok, [c for c in run.checks if not c.ok]
+    echo = run.report["echo"]
+    assert (echo.get("paused"), echo.get("resumed"), echo.get("taken")) == (1, 1, None), echo  # the echo: rejected
+    assert run.report["barge_ins"] == 0
+    judged = [(t, s.split(",")[0]) for t, kind, s in run.report["timeline"] if kind == "echo_judged"]
+    judged = [(t, outcome) for t, outcome in judged if outcome in ("paused", "resumed")]
+    (paused_at, _), (resumed_at, _) = judged
+    assert 600 <= resumed_at - paused_at <= 800  # resume_ms (700) after the pause, not before
+    # what the caller heard: the answer stops at the cough and goes on after it, all of it (5.4 s of agent audio)
+    answer = [span for span in run.agent_spans if span[1] > paused_at - 3000 and span[0] < resumed_at + 6000]
+    assert any(end <= paused_at + 60 for _start, end in answer) and any(start >= resumed_at for start, _ in answer)
+    assert sum(end - start for start, end in answer if start < resumed_at + 6000) >= 4500
+    assert score(script, run).summary()["false_barge_ins"] == 0
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_live_the_guard_tempers_what_the_model_hears(quiet: CallScript, on: bool) -> None:
+    run = replay_guarded(quiet, "live", on)  # GPT-Live: the bridge's own voice detection, the model stops itself
+    false = score(quiet, run).false_barge_ins
+    assert (false == 0) if on else (false >= 8), run.report["timeline"][-10:]
+
+
+def test_the_gate_alone_rejects_the_echo_and_clears_it_from_the_services_buffer(quiet: CallScript) -> None:
+    """Tempering off, the bridge deciding (``interrupt_response: false``): the emulator's VAD hears the echo, each
+    speech start over the agent is judged echo and rejected, and the service's buffer is cleared, so no turn is
+    committed of it: the ten agent turns are all heard whole."""
+    plan = guarded(quiet.plan("ga"), True)
+    detection = plan.profile.turn_detection
+    assert detection is not None
+    plan = plan.model_copy(
+        update={
+            "echo_guard": plan.echo_guard.model_copy(update={"temper": False}),
+            "profile": plan.profile.model_copy(
+                update={"turn_detection": detection.model_copy(update={"interrupt_response": False})}
+            ),
+        }
+    )
+    run = in_fresh_loop(replay_call(quiet, "ga", plan=plan), True)
+    assert run.ok, [c for c in run.checks if not c.ok]
+    assert run.report["echo"].get("rejected", 0) >= 10 and set(run.report["echo"]) == {"rejected"}
+    assert score(quiet, run).false_barge_ins == 0 and len(run.report["agent_transcript"]) == 10
+    cleared = [e for e in run.events if e[1].startswith("InputCleared")]
+    assert len(cleared) >= 10

@@ -1,0 +1,318 @@
+"""The call session's report vocabulary (``bridge.events.Report``) and its typed consumers: the stored text of each
+report, the type dispatch, the metrics listener and the rollout's health."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from bridge import events as ev
+from bridge import metrics
+from bridge.rollout.health import CallStats
+
+# (report, kind, summary, stored data): the timeline, Redis stream and recording text of each report.
+CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
+    (ev.Ringing("+1555", "1000", "support", "ga"), "ringing", "+1555 -> 1000 (support, ga)", {}),
+    (ev.RealtimeUnavailable("timeout", "network"), "realtime_unavailable", "timeout", {"error_class": "network"}),
+    (ev.Answered(), "answered", "", {}),
+    (
+        ev.PhaseChanged("IDLE", "THINKING", "greeting"),
+        "phase",
+        "IDLE -> THINKING: greeting",
+        {"old": "IDLE", "new": "THINKING"},
+    ),
+    (ev.Latency("turn", 612.4), "latency", "turn 612 ms", {"segment": "turn", "ms": 612.4}),
+    (ev.SessionOpened("sess_1"), "session_ready", "sess_1", {"session_id": "sess_1"}),
+    (ev.SessionAccepted("sess_1"), "session_configured", "sess_1", {"session_id": "sess_1"}),
+    (ev.ConversationOpened("conv_1"), "conversation_ready", "conv_1", {"conversation_id": "conv_1"}),
+    (ev.OutputItem("message", "item_1"), "output_item", "message item_1", {"item_id": "item_1"}),
+    (ev.CallerSpeechStarted(4320), "speech_started", "at 4320 ms", {}),
+    (ev.CallerSpeechStopped(7870), "speech_stopped", "at 7870 ms", {}),
+    (ev.CallerSaid("Hi", "item_2"), "caller_transcript", "Hi", {"item_id": "item_2"}),
+    (ev.CallerNotTranscribed("no audio", "item_2"), "caller_transcript_failed", "no audio", {"item_id": "item_2"}),
+    (ev.AgentSaid("Hello", "item_3"), "agent_transcript", "Hello", {"item_id": "item_3"}),
+    (ev.ResponseBegan("resp_1"), "response_started", "resp_1", {}),
+    (ev.ResponseEnded("resp_1", "completed"), "response_done", "resp_1 completed", {"status": "completed"}),
+    (ev.TruncateSent("item_3", 1234), "truncate", "item_3 at 1234 ms", {"item_id": "item_3", "audio_end_ms": 1234}),
+    (ev.Truncated("item_3", 1234), "truncated", "item_3 at 1234 ms", {"result": "ok"}),
+    (ev.TruncateRefused("item not found"), "truncate_refused", "item not found", {"result": "failed"}),
+    (
+        ev.BargeIn("caller spoke over the agent", 4.0),
+        "barge_in",
+        "caller spoke over the agent",
+        {"truncate_error_ms": 4.0},
+    ),
+    (
+        ev.UsageTotals(61.5, 120, 80),
+        "usage",
+        "61.5 s of session audio, 120+80 tokens",
+        {"audio_seconds": 61.5, "input_tokens": 120, "output_tokens": 80},
+    ),
+    (
+        ev.TalkedOver(320.0),
+        "talked_over",
+        "the agent talked over the caller for 320 ms",
+        {"talk_over_ms": 320.0},
+    ),
+    (
+        ev.EchoJudged("rejected", -62.5, 120.0),
+        "echo_judged",
+        "rejected, residual -62 dBFS, echo path 120 ms",
+        {"outcome": "rejected", "residual_dbfs": -62.5, "delay_ms": 120.0},
+    ),
+    (ev.TransferCancelled(), "transfer_cancelled", "caller spoke over the transfer line", {}),
+    (
+        ev.ToolCalled("end_call", "{}", '{"ok":true}'),
+        "tool_call",
+        'end_call({}) -> {"ok":true}',
+        {"name": "end_call"},
+    ),
+    (
+        ev.ToolStarted("order_status", "call_1", '{"order":"42"}'),
+        "tool_started",
+        'order_status({"order":"42"}) started',
+        {"name": "order_status", "call_id": "call_1"},
+    ),
+    (
+        ev.ToolFinished("order_status", "call_1", "{}", '{"ok":false}', "timeout", 3000.4, 980.0),
+        "tool_result",
+        'order_status: timeout in 3000 ms -> {"ok":false}',
+        {
+            "name": "order_status",
+            "call_id": "call_1",
+            "outcome": "timeout",
+            "latency_ms": 3000.4,
+            "longest_silence_ms": 980.0,
+        },
+    ),
+    (
+        ev.FillerSaid("One moment.", "filler", 1000.2),
+        "filler",
+        "filler after 1000 ms: One moment.",
+        {"why": "filler", "waited_ms": 1000.2},
+    ),
+    (ev.WaitHold(True), "wait_hold", "soft hold on", {"on": True}),
+    (
+        ev.LongestSilence(1020.5),
+        "longest_silence",
+        "longest silence so far 1020 ms",
+        {"longest_silence_ms": 1020.5},
+    ),
+    (ev.TransferStarted("sip:agent@pbx"), "transfer", "sip:agent@pbx", {}),
+    (ev.AgentHungUp(), "hangup", "end_call tool", {}),
+    (
+        ev.SupervisorActed("whisper", "dana", "say hi"),
+        "supervisor",
+        "whisper by dana: say hi",
+        {"action": "whisper", "who": "dana"},
+    ),
+    (ev.TransferUpdate(200, "OK", True), "transfer_progress", "200 OK", {"final": True}),
+    (ev.KeyPressed("2", "rfc4733"), "dtmf", "2", {"source": "rfc4733"}),
+    (
+        ev.ServiceError("bad", "protocol", "nope"),
+        "error",
+        "protocol/bad: nope",
+        {"code": "bad", "error_class": "protocol"},
+    ),
+    (ev.CallerSilent(100, 9100, "item_4"), "idle_timeout", "silence 100-9100 ms", {"item_id": "item_4"}),
+    (ev.UnknownServerEvent("response.mystery"), "unknown_event", "response.mystery", {}),
+    (
+        ev.SessionLost(ev.ErrorClass.SERVER, 1001, "session expired", True),
+        "realtime_closed",
+        "server/1001: session expired",
+        {"retryable": True, "error_class": "server"},
+    ),
+    (
+        ev.SessionLost(None, None, "closed", False),
+        "realtime_closed",
+        "None/None: closed",
+        {"retryable": False, "error_class": "network"},
+    ),
+    (
+        ev.ReconnectFailed(2, "auth", "refresh"),
+        "reconnect_failed",
+        "auth: refresh",
+        {"attempt": 2, "error_class": "auth"},
+    ),
+    (ev.Recovered(1), "recovered", "attempt 1", {}),
+    (ev.RecoveryFailed(20), "recovery_failed", "gave up after 20 reconnects", {}),
+    (ev.RecoveryFailed(None), "recovery_failed", "no realtime session", {}),
+    (ev.CallerTurnLost(1, replaced=False), "caller_turn_lost", "1 turn(s) with no transcript", {}),
+    (
+        ev.CallerTurnLost(2, replaced=True),
+        "caller_turn_lost",
+        "2 turn(s) with no transcript from the replaced session",
+        {},
+    ),
+    (ev.RolloverReady(), "rollover_ready", "next session configured", {}),
+    (ev.RolloverFailed("timeout"), "rollover_failed", "timeout", {}),
+    (ev.RolledOver("rollover at a turn boundary"), "rollover", "rollover at a turn boundary", {}),
+    (ev.PlayoutTotals(3, 1), "playout", "3 underruns, 1 dropped frames", {"underruns": 3, "dropped_frames": 1}),
+    (ev.CallEnded("caller hung up", "completed"), "ended", "caller hung up", {"outcome": "completed"}),
+    (ev.LegHungUp(), "leg_hangup", "the bridge hung up", {}),
+    (ev.LegTransferred("sip:agent@pbx"), "leg_transfer", "sip:agent@pbx", {}),
+    (ev.HoldStarted(), "hold_started", "caller on hold", {}),
+    (ev.TransferStepped(ev.TransferStep.BRIEFING), "transfer_step", "briefing", {"step": "briefing"}),
+    (
+        ev.WarmTransferEnded(ev.TransferOutcome.BUSY, "sip:agent@pbx", 486, 1.25),
+        "transfer_outcome",
+        "busy (486)",
+        {"outcome": "busy", "target": "sip:agent@pbx", "sip_code": 486, "seconds": 1.25},
+    ),
+    (
+        ev.WarmTransferEnded(ev.TransferOutcome.NO_ANSWER, "sip:agent@pbx", 0, 20.0),
+        "transfer_outcome",
+        "no_answer",
+        {"outcome": "no_answer", "target": "sip:agent@pbx", "sip_code": 0, "seconds": 20.0},
+    ),
+    (ev.HoldEnded(2.5), "hold_ended", "2.5 s on hold", {"held_s": 2.5}),
+    (ev.OutageEnded(3.25), "outage_ended", "model back after 3.2 s", {"outage_s": 3.25}),
+    (
+        ev.FailedOver("goodbye", 30.0),
+        "failed_over",
+        "goodbye after 30.0 s without the model",
+        {"failover": "goodbye", "outage_s": 30.0},
+    ),
+    (
+        ev.OrchestratorDecided("say", "Your order 4471 ships today.", 212.5),
+        "orchestrator_decision",
+        "say: Your order 4471 ships today.",
+        {"action": "say", "ms": 212.5},
+    ),
+    (
+        ev.OrchestratorDecided("nothing", "", 80.0),
+        "orchestrator_decision",
+        "nothing",
+        {"action": "nothing", "ms": 80.0},
+    ),
+    (
+        ev.OrchestratorLate(1500.0, "One moment, please."),
+        "orchestrator_filler",
+        "no answer after 1500 ms: One moment, please.",
+        {"waited_ms": 1500.0},
+    ),
+    (
+        ev.OrchestratorFailed("http_5xx", "http://127.0.0.1:9000: HTTP 503", "respond"),
+        "orchestrator_error",
+        "http_5xx: http://127.0.0.1:9000: HTTP 503 (respond)",
+        {"error": "http_5xx", "then": "respond"},
+    ),
+]
+
+
+def _all_reports() -> list[type[ev.Report]]:
+    found, todo = [], list(ev.Report.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo += cls.__subclasses__()
+    # (slots=True makes a new class; the one it replaces may still be listed until it is collected)
+    return sorted({c for c in found if getattr(ev, c.__name__, None) is c}, key=lambda c: c.__name__)
+
+
+@pytest.mark.parametrize(("report", "kind", "summary", "data"), CASES, ids=lambda x: type(x).__name__)
+def test_each_report_renders_its_stored_text(report: ev.Report, kind: str, summary: str, data: dict[str, Any]) -> None:
+    assert (report.kind, report.summary, report.data()) == (kind, summary, data)
+    assert list(report.data()) == list(data) == list(type(report).stored)  # the order of a stream entry's fields
+
+
+def test_every_report_type_is_covered_and_stores_only_its_own_fields() -> None:
+    assert {type(r) for r, *_ in CASES} == set(_all_reports())
+    for cls in _all_reports():
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert cls.data is not ev.Report.data or set(cls.stored) <= names, cls
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls  # type: ignore[attr-defined]  # set by @dataclass
+
+
+def test_every_report_has_a_kind_of_its_own() -> None:
+    kinds = [cls.kind for cls in _all_reports()]
+    assert sorted(k for k in set(kinds) if kinds.count(k) > 1) == []
+
+
+def test_the_table_dispatches_on_the_exact_type_and_ignores_the_rest() -> None:
+    seen: list[str] = []
+    table = (
+        ev.ReportTable().on(ev.Latency, lambda r: seen.append(r.segment)).on(ev.Answered, lambda r: seen.append("a"))
+    )
+    for report in (ev.Latency("turn", 1.0), ev.Ringing("a", "b", "c", "d"), ev.Answered()):
+        table(report)
+    assert seen == ["turn", "a"]
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _counts(d: str, dp: str) -> dict[str, float]:
+    return {
+        "started": _sample("callbridge_calls_started_total", dialect=d, dialplan=dp),
+        "failed": _sample("callbridge_calls_ended_total", dialect=d, dialplan=dp, outcome="failed"),
+        "dropped": _sample("callbridge_realtime_dropped_sessions_total", dialect=d, error_class="network"),
+        "connect": _sample("callbridge_realtime_connect_failures_total", dialect=d, error_class="auth"),
+        "truncated": _sample("callbridge_truncates_total", dialect=d, result="failed"),
+        "underruns": _sample("callbridge_playout_underruns_total", dialect=d),
+        "turn": _sample("callbridge_latency_seconds_count", segment="turn", dialect=d),
+        "echo_rejected": _sample("callbridge_echo_guard_speech_starts_total", dialect=d, outcome="rejected"),
+        "echo_resumed": _sample("callbridge_echo_guard_speech_starts_total", dialect=d, outcome="resumed"),
+        "warm_busy": _sample("callbridge_warm_transfers_total", dialplan=dp, outcome="busy"),
+    }
+
+
+def test_the_metrics_listener_counts_what_the_reports_say() -> None:
+    d, dp = "ga", "test-reports"
+    listener = metrics.call_listener(d, dp)
+    before = _counts(d, dp)
+    for report in (
+        ev.Answered(),
+        ev.Latency("turn", 250.0),
+        ev.Latency("not_a_segment", 1.0),
+        ev.SessionLost(None, None, "gone", True),
+        ev.ReconnectFailed(0, "auth", "refresh"),
+        ev.TruncateRefused("item not found"),
+        ev.PlayoutTotals(3, 0),
+        ev.EchoJudged("rejected", -60.0, 120.0),
+        ev.EchoJudged("rejected", -58.0, 120.0),
+        ev.EchoJudged("resumed", -55.0, None),
+        ev.WarmTransferEnded(ev.TransferOutcome.BUSY, "sip:agent@pbx", 486, 0.4),
+        ev.CallEnded("realtime unavailable", "failed"),
+    ):
+        listener(report)
+    after = _counts(d, dp)
+    assert {k: after[k] - before[k] for k in before} == {
+        "started": 1, "failed": 1, "dropped": 1, "connect": 1, "truncated": 1, "underruns": 3, "turn": 1,
+        "echo_rejected": 2, "echo_resumed": 1, "warm_busy": 1,
+    }  # fmt: skip
+    assert _sample("callbridge_calls_active", dialect=d, dialplan=dp) == 0  # answered, then ended
+
+
+@pytest.mark.parametrize(
+    ("reports", "outcome"),
+    [
+        ([ev.Answered()], "ok"),
+        ([ev.RealtimeUnavailable("timeout", "network"), ev.Answered()], "connect_failure"),
+        ([ev.RealtimeUnavailable("timeout", "network"), ev.Recovered(1)], "ok"),
+        ([ev.SessionLost(ev.ErrorClass.NETWORK, None, "lost", True), ev.Recovered(1)], "dropped"),
+        ([ev.RealtimeUnavailable("t", "network"), ev.Recovered(1), ev.SessionLost(None, None, "x", True)], "dropped"),
+    ],
+)
+def test_the_rollout_health_of_a_call(reports: list[ev.Report], outcome: str) -> None:
+    health = CallStats()
+    for report in reports:
+        health(report)
+    assert health.outcome == outcome
+
+
+def test_a_business_tools_result_is_counted_per_variant_and_tool() -> None:
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    where = {"dialplan": "orders", "variant": "ga"}
+    before = sample("callbridge_tool_calls_total", **where, tool="order_status", outcome="timeout")
+    metrics.observe_tool("orders", "ga", ev.ToolFinished("order_status", "c1", "{}", "{}", "timeout", 3000.0, 900.0))
+    assert sample("callbridge_tool_calls_total", **where, tool="order_status", outcome="timeout") == before + 1
+    assert sample("callbridge_tool_latency_seconds_bucket", **where, tool="order_status", le="3.0") >= 1
+    assert sample("callbridge_tool_latency_seconds_bucket", **where, tool="order_status", le="2.0") == 0
+    assert sample("callbridge_tool_wait_longest_silence_seconds_bucket", **where, le="1.0") >= 1

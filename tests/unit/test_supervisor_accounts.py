@@ -1,0 +1,151 @@
+"""The console's accounts: the users file (`callbridge users`), scrypt hashes, roles, API tokens, and the limits on
+failed sign-ins, through the supervisor app (aiohttp's test server, no Redis)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bridge.errors import ConfigError
+from bridge.supervisor import users_cli
+from bridge.supervisor.accounts import (
+    add_token,
+    add_user,
+    allows,
+    hash_password,
+    load_users,
+    parse_users,
+    verify_password,
+)
+from bridge.supervisor.api import create_app
+from bridge.supervisor.auth import FailureLimits
+
+PASSWORDS = {"vera": "viewer-pass-1", "sam": "supervisor-pass-2", "ada": "admin-pass-33"}
+ROLE_OF = {"vera": "viewer", "sam": "supervisor", "ada": "admin"}
+TOKENS: dict[str, str] = {}  # API tokens the fixture made, by account
+
+
+def test_scrypt_hash_round_trip_and_roles() -> None:
+    stored = hash_password("correct horse")
+    assert stored.startswith("scrypt$16384$8$1$") and "correct horse" not in stored
+    assert verify_password("correct horse", stored) and not verify_password("correct hors", stored)
+    assert not verify_password("x", "scrypt$bad") and not verify_password("x", "md5$1$2$3$4$5")
+    assert hash_password("same") != hash_password("same")  # salted
+    assert allows("viewer", "watch") and not allows("viewer", "act") and not allows("viewer", "listen")
+    assert allows("supervisor", "act") and allows("supervisor", "listen") and not allows("supervisor", "rollout")
+    assert allows("admin", "rollout") and not allows("nobody", "watch")
+
+
+def test_a_bad_users_file_names_the_field() -> None:
+    good = hash_password("p" * 12)
+    for data, field in (
+        ({"users": {"Bad Name": {"role": "viewer", "password": good}}}, "users.Bad Name"),
+        ({"users": {"dana": {"role": "boss", "password": good}}}, "users.dana.role"),
+        ({"users": {"dana": {"role": "viewer", "password": "plaintext"}}}, "users.dana.password"),
+        ({"users": {"dana": {"role": "viewer", "password": good, "tokens": ["short"]}}}, "users.dana.tokens"),
+    ):
+        with pytest.raises(ConfigError) as exc:
+            parse_users(data, "users.yaml")
+        assert exc.value.field == field
+
+
+def _add(path: Path, name: str, role: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORDS.get(name, "some-password") + "\n"))
+    return users_cli.main(["add", name, "--role", role, "--file", str(path), "--password-stdin"])
+
+
+def test_users_cli_writes_hashes_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "users.yaml"
+    for name, role in ROLE_OF.items():
+        assert _add(path, name, role, monkeypatch) == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    assert not any(p in text for p in PASSWORDS.values())
+    users = load_users(path)
+    assert {n: a.role for n, a in users.accounts.items()} == ROLE_OF
+    assert verify_password(PASSWORDS["sam"], users.accounts["sam"].password)
+    capsys.readouterr()
+    assert users_cli.main(["token", "sam", "--file", str(path)]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.startswith("cbt_") and token not in path.read_text()
+    found = load_users(path).by_token(token)
+    assert found is not None and found.name == "sam"
+    assert users_cli.main(["add", "x", "--role", "admin", "--file", str(path), "--password-stdin"]) == 2  # short
+    assert _add(path, "Bad Name", "viewer", monkeypatch) == 2
+    assert "lower-case" in capsys.readouterr().err
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[TestClient[object, object]]:
+    path = tmp_path / "users.yaml"
+    users = load_users(path)
+    for name, role in ROLE_OF.items():
+        users = add_user(users, name, role, PASSWORDS[name])
+    users, token = add_token(users, "vera")
+    app = create_app(
+        token="demo-token-not-used", redis=None, rollouts=None, refused_delay_s=0.05, users=users,
+        limits=FailureLimits(4, 60.0),
+    )  # fmt: skip
+    async with TestClient(TestServer(app)) as test_client:
+        TOKENS["vera"] = token
+        yield test_client
+
+
+async def test_accounts_sign_in_roles_tokens_and_the_limits(
+    client: TestClient[object, object], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "bridge.supervisor")
+    # the demo token opens nothing once there are accounts
+    r = await client.get("/api/calls", headers={"Authorization": "Bearer demo-token-not-used"})
+    assert r.status == 401
+    # an account signs in with its password; the session is the account's, whatever else the body says
+    r = await client.post("/auth/signin", json={"name": "sam", "password": PASSWORDS["sam"], "who": "mallory"})
+    assert r.status == 200
+    session = await r.json()
+    assert (session["name"], session["role"]) == ("sam", "supervisor")
+    r = await client.get("/auth/session")
+    assert (await r.json())["name"] == "sam"
+    # a supervisor may not change a rollout: 403 naming the role it needs
+    r = await client.put("/api/rollout/x", json={"reason": "y"}, headers={"X-CSRF-Token": session["csrf"]})
+    assert r.status == 403 and "needs the admin role" in (await r.json())["error"]
+    # an API token opens its account's role
+    token = TOKENS["vera"]
+    r = await client.put("/api/rollout/x", json={"reason": "y"}, headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 403 and "(viewer here)" in (await r.json())["error"]
+    # wrong passwords (with the wrong bearer token above: four failures from this address): then 429 with
+    # Retry-After, even with the right password
+    for _ in range(3):
+        r = await client.post("/auth/signin", json={"name": "ada", "password": "wrong-password"})
+        assert r.status == 401
+    r = await client.post("/auth/signin", json={"name": "ada", "password": PASSWORDS["ada"]})
+    assert r.status == 429 and 1 <= int(r.headers["Retry-After"]) <= 60
+    # the same address is now over its limit for every account and for bearer guesses too
+    r = await client.post("/auth/signin", json={"name": "vera", "password": PASSWORDS["vera"]})
+    assert r.status == 429
+    r = await client.get("/api/calls", headers={"Authorization": "Bearer guess"})
+    assert r.status == 429 and "Retry-After" in r.headers
+    log = caplog.text
+    assert "failed sign-in for 'ada' from 127.0.0.1" in log and "too many failures" in log
+    assert not any(p in log for p in PASSWORDS.values())
+    assert json.dumps(session).count(PASSWORDS["sam"]) == 0
+
+
+def test_failure_limits_slide() -> None:
+    now = [0.0]
+    limits = FailureLimits(2, 10.0, clock=lambda: now[0])
+    limits.failed("addr:a")
+    now[0] = 4.0
+    limits.failed("addr:a", "account:x")
+    assert limits.retry_after("addr:a") == pytest.approx(6.0)
+    assert limits.retry_after("account:x") == 0.0
+    now[0] = 10.5
+    assert limits.retry_after("addr:a") == 0.0
