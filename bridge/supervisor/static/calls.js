@@ -22,6 +22,7 @@ export function start(open) {
       for (const id of [...rows.keys()]) drop(id, false);
       for (const call of data.calls) upsert(call);
       banner("");
+      $("calls-panel").dataset.loaded = "1";
     },
     upsert,
     remove: (data) => drop(data.call_id, true),
@@ -38,6 +39,7 @@ export function stop() {
   if (timer) clearInterval(timer);
   timer = null;
   for (const id of [...rows.keys()]) drop(id, false);
+  delete $("calls-panel").dataset.loaded; // set again by the next snapshot
 }
 
 function banner(text) {

@@ -14,12 +14,15 @@ import * as strip from "./strip.js";
 // Roles rank viewer < supervisor < admin: supervisors also act on calls and listen in, admins also change rollouts.
 const RANK = { viewer: 0, supervisor: 1, admin: 2 };
 let accounts = false; // the server has accounts (name and password), not the demo's shared tokens
+const STRIP_WAIT_MS = 3000;
+let generation = 0; // one per sign-in or sign-out: a late start of the panels belongs to the sign-in it came from
 
 export function mayAct(session) {
   return Boolean(session) && RANK[session.role] >= RANK.supervisor;
 }
 
 function signedIn(session) {
+  const mine = ++generation;
   setSession(session);
   $("who").textContent = session.name;
   $("who").title = `role: ${session.role}`;
@@ -28,9 +31,13 @@ function signedIn(session) {
   show($("signout"), true);
   show($("signin"), false);
   show($("console"), true);
-  calls.start(detail.open);
-  ended.start(detail.open);
-  strip.start();
+  // the strip first (it sits above the calls): a slow strip holds the live calls back by STRIP_WAIT_MS at most
+  const stripped = strip.start().catch(() => {});
+  Promise.race([stripped, new Promise((done) => setTimeout(done, STRIP_WAIT_MS))]).then(() => {
+    if (mine !== generation) return;
+    calls.start(detail.open);
+    ended.start(detail.open);
+  });
   listen.allow(mayAct(session));
   actions.allow(mayAct(session));
   listen.refreshAudit();
@@ -38,6 +45,7 @@ function signedIn(session) {
 }
 
 function signedOut(message) {
+  generation++;
   setSession(null);
   calls.stop();
   ended.stop();

@@ -8,12 +8,15 @@ const EVERY_MS = 5000;
 let timer = null;
 let running = false;
 
+// Resolves once the strip has its first rows (or its error): the panels below it start after that, so that the
+// rows a supervisor acts on do not move down when the strip fills.
 export function start() {
   running = true;
-  load();
+  const first = load();
   clearInterval(timer);
   timer = setInterval(load, EVERY_MS);
   document.addEventListener("console:call-ended", load);
+  return first;
 }
 
 export function stop() {

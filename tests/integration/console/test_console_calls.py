@@ -23,6 +23,20 @@ AGENT_SAYS = 'We are open <b>nine</b> to five & <img src=y onerror="window.__xss
 SCREENSHOT = ROOT / "docs" / "console.png"
 
 
+# Runs in the page before its own scripts: notes where the live calls panel stood when its first snapshot arrived.
+WATCH_CALLS_PANEL = """
+new MutationObserver((_, observer) => {
+  const panel = document.getElementById("calls-panel");
+  if (!panel || panel.dataset.loaded !== "1") return;
+  window.__callsShown = {
+    top: panel.getBoundingClientRect().top,
+    stripRows: document.querySelectorAll("#plans tbody tr").length,
+  };
+  observer.disconnect();
+}).observe(document, { subtree: true, childList: true, attributes: true });
+"""
+
+
 def row(call_id: str, cell: str = "") -> str:
     """A JavaScript expression: the row of a call (or one of its cells), or null."""
     return f"document.querySelector('#calls tbody tr[data-call-id={json.dumps(call_id)}] {cell}')"
@@ -32,7 +46,12 @@ async def test_live_calls_transcripts_rollout_and_lost_worker(tmp_path: Path) ->
     play = caller_wav(tmp_path / "caller.wav")
     async with console_stack(tmp_path) as stack, Browser() as browser:
         page = await browser.page()
+        await page.send("Page.addScriptToEvaluateOnNewDocument", {"source": WATCH_CALLS_PANEL})
         await sign_in(page, stack.url, OPERATOR_TOKEN, name="Dana")
+        # the per-plan strip above the live calls has its rows before the calls show: no row moves when it fills
+        shown, _ = await page.wait_for("window.__callsShown")
+        assert shown["stripRows"] > 0, shown
+        assert shown["top"] == await page.eval("document.getElementById('calls-panel').getBoundingClientRect().top")
         await page.wait_for("document.querySelector('article[data-dialplan=canary] tr[data-variant=ga] .share')")
         assert await page.text("article[data-dialplan=canary] tr[data-variant=ga] .share") == "0 %"
         assert await page.text("article[data-dialplan=canary] tr[data-variant=beta] .name") == "beta (safe)"
