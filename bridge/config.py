@@ -15,6 +15,7 @@ theirs as JSON from ``serve``); only :func:`load_settings` reads the environment
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import os
 import typing
@@ -34,6 +35,7 @@ OPENAI_URL = "wss://api.openai.com/v1"
 EMULATOR_URL = "ws://127.0.0.1:8765/v1"
 ENV_PREFIX = "CALLBRIDGE_"
 FILE_SUFFIX = "_FILE"
+CONFIG_ENV = "CALLBRIDGE_CONFIG"  # the settings file of every command when --config is not given
 SOURCES = ("default", "file", "variable", "flag")  # later sources win
 # Other names a field is also read from (the ecosystem's own and older ones); CALLBRIDGE_<FIELD> wins over them.
 ENV = {
@@ -424,6 +426,18 @@ def load_settings_with_sources(
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
     return settings, origin
+
+
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    """``--config YAML``, by default ``$CALLBRIDGE_CONFIG``: every command reads the settings file ``serve`` reads
+    (then :func:`load_settings` with the command's own flags as overrides)."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None,
+        metavar="YAML",
+        help=f"the settings file of serve (default: ${CONFIG_ENV}; CALLBRIDGE_* variables and flags win over it)",
+    )
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:

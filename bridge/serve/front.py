@@ -758,6 +758,7 @@ def node_destinations(settings: Settings, worker_caps: Sequence[tuple[int, int]]
 
 def drain_main(argv: list[str]) -> int:
     from bridge.cli import build_parser
+    from bridge.config import add_config_flag
 
     parser = build_parser(
         "drain", "stop new calls to a node or a worker behind the front (its calls go on); --undo to resume"
@@ -765,7 +766,7 @@ def drain_main(argv: list[str]) -> int:
     parser.add_argument("target", help='a worker "HOST:PORT", a node "HOST" (all its workers), or "all"; "list"')
     parser.add_argument("--undo", action="store_true", help="take calls again")
     parser.add_argument("--front-dir", type=Path, help="the front's run directory (default: from the settings)")
-    parser.add_argument("--config", type=Path, help="the settings file (as serve)")
+    add_config_flag(parser)
     parser.add_argument("--sip-host", help="the node's SIP address (as serve)")
     parser.add_argument("--sip-port", type=int, help="the front's SIP port (as serve)")
     parser.add_argument("--json", action="store_true", help="the workers and their states as JSON")

@@ -2,13 +2,17 @@
 
 ::
 
-    callbridge rollout show [DIALPLAN] [--json] [--changes N] [--dialplans DIR] [--redis-url URL]
+    callbridge rollout show [DIALPLAN] [--json] [--changes N] [--config YAML] [--dialplans DIR] [--redis-url URL]
     callbridge rollout set DIALPLAN [--weights NAME=W,NAME=W] [--kill | --unkill]
                            [--allow NAME:CALLER]... [--deny NAME:CALLER]... [--unallow NAME:CALLER]...
                            [--undeny NAME:CALLER]... [--sticky caller|call] --reason TEXT [--who NAME] [--json]
-                           [--dialplans DIR] [--redis-url URL]
+                           [--config YAML] [--dialplans DIR] [--redis-url URL]
+    callbridge rollout export [FILE]                 every stored flag, refusal and audit entry, as JSON
+    callbridge rollout import FILE [--replace]       put them back (bridge/rollout/backup.py)
 
-The variants come from the dialplan files (``--dialplans``, default ``./dialplans``, as ``serve``); ``show`` lists
+The settings are ``serve``'s: its settings file (``--config``, default ``$CALLBRIDGE_CONFIG``) and its variables
+(``CALLBRIDGE_REDIS_URL``, ``REDIS_URL``, their ``_FILE`` forms, ``CALLBRIDGE_DIALPLANS``, ...); ``--redis-url`` and
+``--dialplans`` win over them. The variants come from the dialplan files (default ``./dialplans``); ``show`` lists
 every rollout dialplan there (and any other with a stored flag) with its variants, weights, shares, the safe
 variant, the health of each variant over the rollback window and the recent changes, with the dialplan's own
 defaults where nobody stored a flag yet. Without Redis ``show`` prints the defaults alone.
@@ -17,8 +21,10 @@ defaults where nobody stored a flag yet. Without Redis ``show`` prints the defau
 puts a caller on variant V whatever the weights (and takes them off other allow lists and V's deny list);
 ``--deny V:CALLER`` keeps them off V (they get the safe variant where the draw would give them V). ``--kill`` sends
 every call to the safe variant. Every change lands in the audit stream with ``--who`` (default: the login name), the
-time, the old and new values, and the reason. Errors name the field (``weights.NAME``, ``allow.NAME``, ...). The
-Redis URL comes from ``--redis-url`` or ``REDIS_URL``. With ``--api URL`` both go through a node's supervisor HTTP API
+time, the old and new values, and the reason. Errors name the field (``weights.NAME``, ``allow.NAME``, ...).
+``export`` writes the rollout state Redis alone holds to FILE (or standard output); ``import`` restores it: flags
+where none is stored (``--replace``: over the stored ones too, each audited), refusals, the audit stream merged by
+entry id. With ``--api URL`` ``show`` and ``set`` go through a node's supervisor HTTP API
 instead (an account token from ``--token-file`` or ``CALLBRIDGE_API_TOKEN``; its roles decide, its audit names the
 account; ``bridge.supervisor.remote``), with no Redis and no dialplan files here. Exit codes: 0 done, 1 Redis or the
 API unreachable or refused, 2 bad arguments.
@@ -37,10 +43,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bridge.config import add_config_flag, load_settings
 from bridge.dialplan import RolloutPlans as Plans
 from bridge.dialplan import load_dialplans, rollout_plans
 from bridge.errors import ConfigError
-from bridge.rollout import catalog, refusals
+from bridge.rollout import backup, catalog, refusals
 from bridge.rollout.health import WindowStats
 from bridge.rollout.policy import (
     RolloutFlag,
@@ -57,6 +64,10 @@ from bridge.supervisor.remote import ApiClient, ApiError, add_api_flags, api_tok
 
 EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
 PROG = "callbridge rollout"
+NO_REDIS = (
+    "no Redis: set redis_url in serve's settings (the file CALLBRIDGE_CONFIG names, CALLBRIDGE_REDIS_URL, REDIS_URL "
+    "or REDIS_URL_FILE) or pass --redis-url URL"
+)
 
 
 class UsageError(Exception):
@@ -67,9 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     from bridge.cli import build_parser as base
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--redis-url", help="redis://, rediss:// or unix:// URL (default: $REDIS_URL)")
-    common.add_argument("--dialplans", type=Path, default=Path("dialplans"), help="the dialplan files (./dialplans)")
+    common.add_argument("--redis-url", help="redis://, rediss:// or unix:// URL (default: serve's redis_url)")
+    common.add_argument("--dialplans", type=Path, help="the dialplan files (default: serve's, ./dialplans)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
+    add_config_flag(common)
     add_api_flags(common)
     parser = base("rollout", "show and change the variant weights of each rollout dialplan")
     sub = parser.add_subparsers(dest="action", required=True)
@@ -97,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     unrefuse.add_argument("dialplan", help="the rollout dialplan")
     unrefuse.add_argument("variant", help="the variant the service takes again")
+    export = sub.add_parser("export", parents=[common], help="back up every flag, refusal and audit entry (JSON)")
+    export.add_argument("file", nargs="?", type=Path, help="where to write it (default: standard output)")
+    restore = sub.add_parser("import", parents=[common], help="restore a backup made by export")
+    restore.add_argument("file", type=Path, help="the backup")
+    restore.add_argument("--replace", action="store_true", help="also over flags stored since (audited)")
+    restore.add_argument("--who", help="who restores (default: the login name)")
     return parser
 
 
@@ -368,6 +386,32 @@ async def _unrefuse(store: RolloutStore, args: argparse.Namespace, spec: Rollout
     return EXIT_OK
 
 
+async def _backup(store: RolloutStore, args: argparse.Namespace) -> int:
+    """``export``: the backup to a file (0600) or standard output. ``import``: restore one."""
+    if args.action == "export":
+        text = json.dumps(await backup.export(store), indent=2) + "\n"
+        if args.file is None or str(args.file) == "-":
+            sys.stdout.write(text)
+            return EXIT_OK
+        fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        print(f"rollout state of {store.where} written to {args.file}", file=sys.stderr)
+        return EXIT_OK
+    try:
+        doc = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"file {args.file}", "(file)", f"cannot read a backup: {exc}") from None
+    done = await backup.restore(store, doc, str(args.file), who=args.who or _login(), replace=args.replace)
+    if args.json:
+        print(json.dumps(done.to_json(), indent=2))
+        return EXIT_OK
+    for name, what in done.flags.items():
+        print(f"{name}: {what}" + ("  (stored one differs: --replace to restore over it)" if what == "kept" else ""))
+    print(f"refused variants added: {done.refused}; audit entries put back: {done.audit}")
+    return EXIT_OK
+
+
 def _login() -> str:
     try:
         return getpass.getuser()
@@ -380,10 +424,12 @@ async def _run(args: argparse.Namespace, url: str | None, plans: Plans) -> int:
     try:
         if args.action == "show":
             return await _show(store, args, plans)
+        assert store is not None  # main() asks for a URL before anything else
+        if args.action in {"export", "import"}:
+            return await _backup(store, args)
         if args.dialplan not in plans:
             where = f"{args.dialplans} (--dialplans)"
             raise ConfigError(f"rollout {args.dialplan}", "dialplan", f"no rollout dialplan of that name in {where}")
-        assert store is not None  # main() asks for a URL before a change
         if args.action == "unrefuse":
             return await _unrefuse(store, args, plans[args.dialplan][0])
         return await _set(store, args, plans[args.dialplan][0])
@@ -398,18 +444,21 @@ def main(argv: list[str]) -> int:
     try:
         if args.action == "set":
             check_set_args(args)
+        if args.api and args.action in {"export", "import"}:
+            raise UsageError("export and import go to Redis itself, not through --api")
         if args.api:
             return asyncio.run(_via_api(args, api_token(args)))
-        url = args.redis_url or os.environ.get("REDIS_URL") or None
-        if url is None and args.action in {"set", "unrefuse"}:
-            raise UsageError("no Redis: pass --redis-url URL or set REDIS_URL")
+        settings = load_settings(args.config, redis_url=args.redis_url, dialplans=args.dialplans)
+        url, args.dialplans = settings.redis_url, settings.dialplans
+        if url is None and args.action != "show":
+            raise UsageError(NO_REDIS)
         plans = load_plans(args.dialplans)
         return asyncio.run(_run(args, url, plans))
     except UsageError as exc:
         print(f"{PROG} {args.action}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
-        print(f"{PROG} {args.action}: {exc.field}: {exc.message}", file=sys.stderr)
+        print(f"{PROG} {args.action}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except StoreUnavailable as exc:
         print(f"{PROG} {args.action}: {exc}", file=sys.stderr)  # names the URL without its password

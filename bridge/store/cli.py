@@ -7,7 +7,9 @@
     callbridge calls CALL_ID [--events N] [--json] [--redis-url URL]         one call: its state and recent events
 
 ``--watch`` redraws every ``--interval`` seconds until Ctrl-C (with ``--json``: one JSON document per line).
-The Redis URL comes from ``--redis-url`` or ``REDIS_URL``. With ``--api URL`` (and an account token) the calls are
+The Redis URL is ``serve``'s: its settings file (``--config``, default ``$CALLBRIDGE_CONFIG``) and variables
+(``CALLBRIDGE_REDIS_URL``, ``REDIS_URL``, or the file their ``_FILE`` form names), read by
+``bridge.supervisor.remote``; ``--redis-url`` wins over them. With ``--api URL`` (and an account token) the calls are
 read through the supervisor HTTP API instead, with its roles (``bridge.supervisor.remote``). Exit codes: 0 done,
 1 Redis or the API unreachable, refused, or no such call, 2 bad arguments.
 """
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)  # --watch refreshes, then exit (tests)
     parser.add_argument("--events", type=int, default=50, help="recent events of one call (default 50)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--redis-url", help="redis://, rediss:// or unix:// URL (default: $REDIS_URL)")
+    parser.add_argument("--redis-url", help="redis://, rediss:// or unix:// URL (default: serve's redis_url)")
     return parser
 
 
@@ -145,15 +147,21 @@ def check_args(args: argparse.Namespace) -> str | None:
     return "--interval must be positive" if args.interval <= 0 else None
 
 
+NO_REDIS = (
+    "no Redis: set redis_url in serve's settings (the file CALLBRIDGE_CONFIG names, CALLBRIDGE_REDIS_URL, REDIS_URL "
+    "or REDIS_URL_FILE), pass --redis-url URL, or use --api URL"
+)
+
+
 def main(argv: list[str]) -> int:
-    return run(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    return run(args, args.redis_url or os.environ.get("REDIS_URL"))
 
 
-def run(args: argparse.Namespace) -> int:
-    """The Redis mode (the node itself)."""
-    url = args.redis_url or os.environ.get("REDIS_URL")
+def run(args: argparse.Namespace, url: str | None) -> int:
+    """The Redis mode (the node itself), on ``url`` (serve's, or ``--redis-url``)."""
     if not url:
-        print(f"{PROG}: no Redis: pass --redis-url URL or set REDIS_URL (or use --api URL)", file=sys.stderr)
+        print(f"{PROG}: {NO_REDIS}", file=sys.stderr)
         return EXIT_USAGE
     problem = check_args(args)
     if problem:

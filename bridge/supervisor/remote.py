@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from bridge.config import secret_from_env
+from bridge.config import add_config_flag, load_settings, secret_from_env
 from bridge.errors import ConfigError
 from bridge.store.read import CallDetail, CallSummary, StreamEntry
 
@@ -103,14 +103,21 @@ class ApiClient:
 
 
 def calls_main(argv: list[str]) -> int:
-    """``callbridge calls``: from Redis (the node itself), or with ``--api URL`` through the supervisor API."""
+    """``callbridge calls``: from Redis (the node itself: serve's settings, ``--redis-url`` over them), or with
+    ``--api URL`` through the supervisor API."""
     from bridge.store import cli
 
     parser = cli.build_parser()
+    add_config_flag(parser)
     add_api_flags(parser)
     args = parser.parse_args(argv)
     if not args.api:
-        return cli.run(args)
+        try:
+            url = load_settings(args.config, redis_url=args.redis_url).redis_url
+        except ConfigError as exc:
+            print(f"{cli.PROG}: {exc}", file=sys.stderr)
+            return cli.EXIT_USAGE
+        return cli.run(args, url)
     problem = cli.check_args(args)
     try:
         if problem:

@@ -130,7 +130,7 @@ def test_rollout_kill_and_unkill_exclude_each_other(capsys: pytest.CaptureFixtur
 def test_rollout_set_needs_a_redis_url(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("REDIS_URL", raising=False)
     code, _, err = run(rollout_cli, ["set", "support", "--kill", "--reason", "r", *SHIPPED], capsys)
-    assert code == 2 and "no Redis: pass --redis-url URL or set REDIS_URL" in err
+    assert code == 2 and "no Redis: set redis_url in serve's settings" in err and "--redis-url URL" in err
 
 
 def test_rollout_reads_redis_url_from_the_environment(
