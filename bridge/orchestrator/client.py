@@ -2,7 +2,9 @@
 kept alive between turns and calls), and every way it can fail named by kind (:class:`Fault`).
 
 The time limits are the call's (``bridge.call.orchestration``: the filler at ``timeout_ms``, the failover at
-``give_up_ms``); here the request only gets the outer one, so a hung peer never holds a connection longer.
+``give_up_ms``); here the request only gets the outer one, so a hung peer never holds a connection longer. The
+answer is read to its end (its Content-Length, or the last chunk of a chunked one) within that limit and
+:data:`MAX_BODY`, however the peer cuts it into packets.
 """
 
 from __future__ import annotations
@@ -18,6 +20,19 @@ from bridge.orchestrator.models import Decision, TurnRequest, parse_decision
 Ask = Callable[[str, TurnRequest, float], Awaitable[Decision]]
 KINDS = ("down", "timeout", "http_5xx", "http_4xx", "invalid_json", "invalid_answer")
 MAX_BODY = 64 * 1024  # an answer is a few hundred bytes; more is not a decision
+
+
+async def whole_body(resp: aiohttp.ClientResponse, cap: int) -> bytes | None:
+    """``resp``'s body to its end, or None once it is longer than ``cap`` bytes (a declared longer one unread): a
+    body cut into packets, chunked or not, is read whole (the HTTP tools' answers too)."""
+    if resp.method != "HEAD" and resp.content_length is not None and resp.content_length > cap:
+        return None
+    body = bytearray()
+    while chunk := await resp.content.read(cap + 1 - len(body)):  # what has come so far, or b"" at the end
+        body += chunk
+        if len(body) > cap:
+            return None
+    return bytes(body)
 
 
 class Fault(Exception):
@@ -53,7 +68,7 @@ class OrchestratorClient:
                 timeout=aiohttp.ClientTimeout(total=limit_s),
             ) as resp:
                 status = resp.status
-                body = await resp.content.read(MAX_BODY + 1)
+                body = await whole_body(resp, MAX_BODY) if 200 <= status < 300 else b""
         except TimeoutError:
             raise Fault("timeout", f"{where}: no answer within {limit_s:.1f} s") from None
         except (aiohttp.ClientConnectionError, OSError) as exc:
@@ -64,8 +79,8 @@ class OrchestratorClient:
             raise Fault("http_5xx", f"{where}: HTTP {status}")
         if not 200 <= status < 300:
             raise Fault("http_4xx", f"{where}: HTTP {status}")
-        if len(body) > MAX_BODY:
-            raise Fault("invalid_answer", f"{where}: an answer of more than {MAX_BODY} bytes")
+        if body is None:
+            raise Fault("invalid_answer", f"{where}: an answer of more than {MAX_BODY} bytes (a decision's most)")
         try:
             return parse_decision(body)
         except ValueError as exc:

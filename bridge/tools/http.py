@@ -2,7 +2,8 @@
 
 One :class:`aiohttp.ClientSession` per call (closed with it). A call's whole time, retries included, is bounded by
 the tool's ``timeout_s``; an idempotent method is retried (``retries``) after a connection failure or a 5xx while
-that time lasts, a POST or PATCH never. The answer is read up to ``max_response_bytes`` and must be JSON. Secret
+that time lasts, a POST or PATCH never. The answer is read to its end (its Content-Length, or the last chunk of a
+chunked one), however it is cut into packets, within that time and ``max_response_bytes``, and must be JSON. Secret
 headers are read from the environment or their file for each call and go nowhere but the request: errors name the
 tool, the URL without its query, and the kind of failure.
 """
@@ -20,6 +21,7 @@ from typing import Any
 import aiohttp
 
 from bridge.errors import redact
+from bridge.orchestrator.client import whole_body
 from bridge.tools.spec import IN_QUERY, Header, HttpTool, ToolOutcome, argument_errors
 
 log = logging.getLogger("bridge.tools")
@@ -75,7 +77,7 @@ class HttpTools:
 
     async def run(self, name: str, arguments: str) -> ToolOutcome:
         tool = self.tools[name]
-        args, bad = argument_errors(tool, arguments)
+        args, bad = argument_errors(tool.parameters, arguments)
         if bad is not None:
             return ToolOutcome.failed("bad_arguments", f"{name}: {bad}")
         try:
@@ -108,8 +110,8 @@ class HttpTools:
                 tool.method, tool.url, params=_query(args) if query else None, json=None if query else args,
                 headers=headers, allow_redirects=False,
             ) as resp:  # fmt: skip
-                body = await resp.content.read(tool.max_response_bytes + 1)
                 status = resp.status
+                body = await whole_body(resp, tool.max_response_bytes) if status < 300 else b""
         except (aiohttp.ClientError, OSError) as exc:
             why = redact(type(exc).__name__)
             log.warning("tool %s: %s unreachable (attempt %d): %s", tool.name, where, attempt, why)
@@ -117,7 +119,9 @@ class HttpTools:
         if status >= 300:
             log.warning("tool %s: %s answered HTTP %d", tool.name, where, status)
             return ToolOutcome.failed("http_status", tool.failure(), status=status, attempts=attempt)
-        if len(body) > tool.max_response_bytes:
+        if body is None:
+            log.warning("tool %s: %s answered more than max_response_bytes (%d)", tool.name, where,
+                        tool.max_response_bytes)  # fmt: skip
             return ToolOutcome.failed("too_large", tool.failure(), status=status, attempts=attempt)
         try:
             answer = json.loads(body) if body else None

@@ -6,7 +6,9 @@ task groups must be left by the task that entered them, and a call's setup runs 
 calls run in their own tasks over those sessions. Listing is
 bounded (``list_timeout_s``): a server that fails leaves its tools out of the call and is logged, the call goes
 on. A tool's answer goes back to the model as ``{"ok", "content": [texts], "structured": ...}``; a failure or a
-call past ``timeout_s`` is a typed error the agent says.
+call past ``timeout_s`` is a typed error the agent says. A call's arguments are checked against the tool's
+``inputSchema`` first (``bad_arguments``: the server is not asked), and its answer is read no further than the
+server's ``max_response_bytes`` (``too_large``), as an HTTP tool's is.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx2
@@ -24,28 +28,80 @@ from mcp.client.streamable_http import streamable_http_client
 from bridge.errors import redact
 from bridge.realtime.profile import Tool
 from bridge.tools.http import read_headers
-from bridge.tools.spec import McpServer, ToolOutcome
+from bridge.tools.spec import McpServer, ToolOutcome, argument_errors, check_schema
 
 log = logging.getLogger("bridge.tools")
 MCP_TIMEOUT_S, MCP_READ_TIMEOUT_S = 30.0, 300.0  # the SDK's default client's (a server may hold a stream open)
+OTHER_ANSWER_BYTES = 4 * 1024 * 1024  # the most of any other answer (the session's start, the tool list)
 
 
-async def _transport(stack: contextlib.AsyncExitStack, server: McpServer, headers: dict[str, str]) -> Any:
-    """The server's URL, or with headers, a streamable HTTP transport whose HTTP client sends them (its lifetime
-    the call's, on ``stack``). The SDK's way: "to configure headers, create an httpx2.AsyncClient and pass it"
+class TooLarge(httpx2.StreamError):
+    """An MCP server's answer past its cap: the SDK's transport fails that request (a StreamError it handles)."""
+
+
+class _Capped(httpx2.AsyncByteStream):
+    def __init__(self, inner: httpx2.AsyncByteStream, cap: int, over: AnswerCap) -> None:
+        self.inner, self.cap, self.over = inner, cap, over
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self.inner:
+            seen += len(chunk)
+            if seen > self.cap:
+                self.over.refused += 1
+                raise TooLarge(f"an answer of more than {self.cap} bytes")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@dataclass
+class AnswerCap:
+    """The response hook of one server's HTTP client: each POST's answer is read up to ``max_response_bytes`` for a
+    tool call, :data:`OTHER_ANSWER_BYTES` for anything else; ``refused`` counts the answers cut off."""
+
+    tool_bytes: int
+    refused: int = 0
+
+    async def __call__(self, response: httpx2.Response) -> None:
+        if response.request.method != "POST":
+            return  # the server's own stream of notifications: each event bounded by the SDK
+        try:
+            method = json.loads(response.request.content).get("method")
+        except (ValueError, AttributeError, httpx2.RequestNotRead):
+            method = None
+        cap = self.tool_bytes if method == "tools/call" else max(self.tool_bytes, OTHER_ANSWER_BYTES)
+        assert isinstance(response.stream, httpx2.AsyncByteStream)  # an AsyncClient's
+        response.stream = _Capped(response.stream, cap, self)
+
+
+async def _transport(stack: contextlib.AsyncExitStack, server: McpServer, headers: dict[str, str],
+                     cap: AnswerCap) -> Any:  # fmt: skip
+    """A streamable HTTP transport whose HTTP client sends ``headers`` and caps the answers (its lifetime the
+    call's, on ``stack``). The SDK's way: "to configure headers, create an httpx2.AsyncClient and pass it"
     (``streamable_http_client``), with the timeouts of its own default client."""
-    if not headers:
-        return server.url
     timeout = httpx2.Timeout(MCP_TIMEOUT_S, read=MCP_READ_TIMEOUT_S)
-    http = await stack.enter_async_context(httpx2.AsyncClient(headers=headers, timeout=timeout))
+    http = httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks={"response": [cap]})
+    await stack.enter_async_context(http)
     return streamable_http_client(server.url, http_client=http)
+
+
+@dataclass(frozen=True, slots=True)
+class _Offered:
+    """A listed tool: its server, the server's client and answer cap, and the tool's ``inputSchema``."""
+
+    server: McpServer
+    client: Client
+    cap: AnswerCap
+    schema: dict[str, Any]
 
 
 class McpTools:
     def __init__(self, servers: tuple[McpServer, ...]) -> None:
         self.servers = servers
         self.offered: list[Tool] = []  # every listed tool, as the model sees it
-        self._where: dict[str, tuple[McpServer, Client]] = {}  # tool name -> its server and client
+        self._where: dict[str, _Offered] = {}  # tool name -> where it is called
         self._owner: asyncio.Task[None] | None = None  # opens the clients, lists, and closes them at the end
         self._listed = asyncio.Event()
         self._stop = asyncio.Event()
@@ -69,39 +125,50 @@ class McpTools:
                     log.error("MCP server %s: the secret of header %s is not set (its env variable or file): no "
                               "tools for this call", server.name, missing)  # fmt: skip
                     continue
+                cap = AnswerCap(server.max_response_bytes)
                 try:
                     async with asyncio.timeout(server.list_timeout_s):
-                        client = await stack.enter_async_context(Client(await _transport(stack, server, headers)))
+                        transport = await _transport(stack, server, headers, cap)
+                        client = await stack.enter_async_context(Client(transport))
                         listing = await client.list_tools()
                 except Exception as exc:  # any failure of a server leaves its tools out; the call goes on
                     log.error("MCP server %s (%s): no tools for this call: %s", server.name, server.url.split("?")[0],
                               redact(f"{type(exc).__name__}: {exc}"))  # fmt: skip
                     continue
-                self._offer(server, client, listing.tools, taken)
+                self._offer(server, client, cap, listing.tools, taken)
             self._listed.set()
             await self._stop.wait()
 
-    def _offer(self, server: McpServer, client: Client, tools: list[Any], taken: set[str]) -> None:
+    def _offer(self, server: McpServer, client: Client, cap: AnswerCap, tools: list[Any], taken: set[str]) -> None:
         for tool in tools:
             if (server.tools and tool.name not in server.tools) or tool.name in taken or tool.name in self._where:
                 continue
             schema = dict(tool.input_schema or {"type": "object", "properties": {}})
+            try:
+                check_schema(schema)
+            except ValueError as exc:
+                log.error("MCP server %s: tool %s left out of this call: its inputSchema is %s", server.name,
+                          tool.name, exc)  # fmt: skip
+                continue
             self.offered.append(Tool(name=tool.name, description=tool.description or "", parameters=schema))
-            self._where[tool.name] = (server, client)
+            self._where[tool.name] = _Offered(server, client, cap, schema)
 
     async def run(self, name: str, arguments: str) -> ToolOutcome:
-        server, client = self._where[name]
+        where = self._where[name]
+        server, refused = where.server, where.cap.refused
+        args, bad = argument_errors(where.schema, arguments)
+        if bad is not None:
+            return ToolOutcome.failed("bad_arguments", f"{name}: {bad}")
         try:
-            args = json.loads(arguments or "{}")
-        except ValueError:
-            return ToolOutcome.failed("bad_arguments", f"{name}: the arguments are not valid JSON")
-        try:
-            result = await asyncio.wait_for(client.call_tool(name, args if isinstance(args, dict) else {}),
-                                            server.timeout_s)  # fmt: skip
+            result = await asyncio.wait_for(where.client.call_tool(name, args), server.timeout_s)
         except TimeoutError:
             log.warning("MCP tool %s of %s: no answer within %g s", name, server.name, server.timeout_s)
             return ToolOutcome.failed("timeout", server.failure())
         except Exception as exc:  # the server or the transport failed: a typed error, never a crash
+            if where.cap.refused > refused:
+                log.warning("MCP tool %s of %s: %s answered more than max_response_bytes (%d)", name, server.name,
+                            server.url.split("?", 1)[0], server.max_response_bytes)  # fmt: skip
+                return ToolOutcome.failed("too_large", server.failure())
             log.warning("MCP tool %s of %s failed: %s", name, server.name, redact(type(exc).__name__))
             return ToolOutcome.failed("unreachable", server.failure())
         texts = [str(getattr(c, "text", "")) for c in result.content if getattr(c, "type", "") == "text"]

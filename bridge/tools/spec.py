@@ -132,15 +132,16 @@ class HttpTool(BaseModel):
         return self.unavailable or f"the {self.name.replace('_', ' ')} service did not answer"
 
 
-def argument_errors(tool: HttpTool, arguments: str) -> tuple[dict[str, Any], str | None]:
-    """(the parsed arguments, None) or ({}, why they are not valid for ``tool``'s schema)."""
+def argument_errors(schema: dict[str, Any], arguments: str) -> tuple[dict[str, Any], str | None]:
+    """(the parsed arguments, None) or ({}, why they are not valid for ``schema``: an HTTP tool's ``parameters``,
+    an MCP tool's ``inputSchema``)."""
     try:
         args = json.loads(arguments or "{}")
     except ValueError:
         return {}, "the arguments are not valid JSON"
     if not isinstance(args, dict):
         return {}, "the arguments must be a JSON object"
-    error = next(iter(Draft202012Validator(tool.parameters).iter_errors(args)), None)
+    error = next(iter(Draft202012Validator(schema).iter_errors(args)), None)
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path)
         return {}, f"{where + ': ' if where else ''}{error.message}"
@@ -171,7 +172,9 @@ class McpServer(BaseModel):
     """An MCP server (streamable HTTP) whose tools the model may call: listed when a call's session is set up (at
     most ``list_timeout_s``; a server that does not answer leaves its tools out of that call), each call bounded by
     ``timeout_s``. ``tools``: only these of its tools (empty: all). ``headers`` go with every request to it, as an
-    HTTP tool's do (a secret from ``env`` or ``file``, read as the call's tools are listed, never logged)."""
+    HTTP tool's do (a secret from ``env`` or ``file``, read as the call's tools are listed, never logged). A call's
+    arguments must fit the tool's ``inputSchema`` (else ``bad_arguments``, the server not asked); its answer is read
+    up to ``max_response_bytes`` (else ``too_large``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -181,6 +184,7 @@ class McpServer(BaseModel):
     headers: dict[str, Header] = Field(default_factory=dict)
     list_timeout_s: float = Field(2.0, gt=0, le=10)
     timeout_s: float = Field(5.0, gt=0, le=60)
+    max_response_bytes: int = Field(65_536, ge=64, le=4 * 1024 * 1024)  # a tool call's answer, as the server sends it
     unavailable: str = ""  # what the agent says when a call fails ("" -> "the NAME service did not answer")
 
     _check_url = field_validator("url")(check_url)

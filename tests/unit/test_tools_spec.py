@@ -59,10 +59,10 @@ def test_a_good_tool_is_offered_to_the_model_beside_the_profiles_tools(tmp_path:
 def test_arguments_are_checked_against_the_schema_and_errors_are_typed() -> None:
     tool = HttpTool(name="t", url="http://h/x", parameters=json.loads('{"type":"object","properties":'
                     '{"order":{"type":"string"}},"required":["order"]}'))  # fmt: skip
-    assert argument_errors(tool, '{"order": "A-1"}') == ({"order": "A-1"}, None)
-    assert argument_errors(tool, '{"order": 7}')[1] == "order: 7 is not of type 'string'"
-    assert argument_errors(tool, "[1]")[1] == "the arguments must be a JSON object"
-    assert argument_errors(tool, "{")[1] == "the arguments are not valid JSON"
+    assert argument_errors(tool.parameters, '{"order": "A-1"}') == ({"order": "A-1"}, None)
+    assert argument_errors(tool.parameters, '{"order": 7}')[1] == "order: 7 is not of type 'string'"
+    assert argument_errors(tool.parameters, "[1]")[1] == "the arguments must be a JSON object"
+    assert argument_errors(tool.parameters, "{")[1] == "the arguments are not valid JSON"
     assert (tool.attempts, HttpTool(name="p", url="http://h", method="GET", retries=2).attempts) == (1, 3)
     failed = ToolOutcome.failed("timeout", "the t service did not answer")
     assert json.loads(failed.output) == {

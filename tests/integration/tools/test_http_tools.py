@@ -26,7 +26,8 @@ ORDER = {"order": "A-42", "status": "shipped", "eta": "Friday"}
 
 
 class OrderService:
-    """The business system: ``/status`` answers after ``delay_s`` (``/stuck`` never in time)."""
+    """The business system: ``/status`` answers in 5 s, as a real service may: chunked, its JSON cut in two chunks
+    100 ms apart (``/stuck`` never in time)."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
@@ -37,10 +38,18 @@ class OrderService:
         app.router.add_post("/stuck", self.stuck)
         return app
 
-    async def status(self, request: web.Request) -> web.Response:
+    async def status(self, request: web.Request) -> web.StreamResponse:
         self.requests.append({"path": "/status", "query": dict(request.query), "auth": request.headers.get("X-Key")})
-        await asyncio.sleep(5.0)
-        return web.json_response({**ORDER, "order": request.query.get("order")})
+        await asyncio.sleep(4.9)
+        body = json.dumps({**ORDER, "order": request.query.get("order")}).encode()
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(body[:12])
+        await asyncio.sleep(0.1)
+        await resp.write(body[12:])
+        await resp.write_eof()
+        return resp
 
     async def stuck(self, request: web.Request) -> web.Response:
         self.requests.append({"path": "/stuck", "body": await request.json(), "auth": request.headers.get("X-Key")})

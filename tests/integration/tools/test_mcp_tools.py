@@ -1,6 +1,9 @@
 """A dialplan's MCP server in real sessions: a real MCP server (the ``mcp`` package's, streamable HTTP, served by
 uvicorn on the replay's own loop) started by the test; its tools listed when the call is set up, offered to the
-model, and one of them called by the bridge in every dialect, its result read out by the agent.
+model, and one of them called by the bridge in every dialect, its result read out by the agent. Arguments that fail a
+tool's ``inputSchema`` never reach the server (it records every ``tools/call`` it receives), and an answer over the
+server's ``max_response_bytes`` or past its ``timeout_s`` is refused by name, whether it comes as an event stream or
+as JSON.
 
 In virtual time the client's real I/O (its address lookup runs in a thread) lets the loop's clock jump to its next
 timer meanwhile, so the plan gives the listing and the answer a generous budget; the first test lists on a normal
@@ -9,6 +12,7 @@ loop."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 from collections.abc import Callable
@@ -80,10 +84,17 @@ def write_script(tmp_path: Path, port: int) -> Path:
     return folder
 
 
-async def serving(calls: list[str], body: Any, wrap: Callable[[Any], Any] = lambda app: app) -> Any:
+async def serving(
+    calls: list[str],
+    body: Any,
+    wrap: Callable[[Any], Any] = lambda app: app,
+    make: Callable[[list[str]], Any] | None = None,
+) -> Any:
+    """``body(port)`` while uvicorn serves ``make(calls)`` (an ASGI app; the order server's by default)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(wrap(order_server(calls).streamable_http_app()), log_level="warning", lifespan="on")
+    app = make(calls) if make is not None else order_server(calls).streamable_http_app()
+    config = uvicorn.Config(wrap(app), log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:  # noqa: ASYNC110  # uvicorn.Server says so by a flag only, it has no event
@@ -196,3 +207,115 @@ def test_an_mcp_servers_secret_header_goes_with_each_request_and_never_into_the_
     assert seen and set(seen) == {f"Bearer {SECRET}", "Bearer not-the-token-0c4b"}
     assert "the secret of header Authorization is not set" in caplog.text
     assert SECRET not in caplog.text and "not-the-token-0c4b" not in caplog.text
+
+
+def shop_server(calls: list[str], release: asyncio.Event, json_response: bool) -> Any:
+    """Tools with a schema to break, an answer of any size, and one that answers when ``release`` is set; ``calls``
+    gets each JSON-RPC ``tools/call`` as the server receives it, before the SDK's own checks."""
+    server = MCPServer("shop")
+
+    @server.tool()
+    async def place_order(order: str, quantity: int) -> str:
+        """Order ``quantity`` of ``order``."""
+        return f"{quantity} of {order} ordered"
+
+    @server.tool()
+    async def report(size: int) -> str:
+        """A report of ``size`` characters."""
+        return "x" * size
+
+    @server.tool()
+    async def slow() -> str:
+        """Answers late."""
+        await release.wait()
+        return "late"
+
+    return recording(calls)(server.streamable_http_app(json_response=json_response))
+
+
+def recording(calls: list[str]) -> Callable[[Any], Any]:
+    """The app behind a record of each ``tools/call`` request it receives (the tool's name), as it arrives."""
+
+    def wrap(app: Any) -> Any:
+        async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http" or scope["method"] != "POST":
+                return await app(scope, receive, send)
+            parts, more = [], True
+            while more:
+                message = await receive()
+                parts.append(message.get("body", b""))
+                more = message.get("more_body", False)
+            body = b"".join(parts)
+            rpc = json.loads(body)
+            if rpc.get("method") == "tools/call":
+                calls.append(rpc["params"]["name"])
+            replay = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def again() -> Any:
+                return replay.pop() if replay else await receive()
+
+            return await app(scope, again, send)
+
+        return asgi
+
+    return wrap
+
+
+def shop(port: int) -> McpTools:
+    return McpTools((McpServer(name="shop", url=f"http://127.0.0.1:{port}/mcp", list_timeout_s=10, timeout_s=3,
+                               max_response_bytes=2000),))  # fmt: skip
+
+
+def test_arguments_that_fail_the_tools_schema_never_reach_the_server() -> None:
+    calls: list[str] = []
+
+    async def body(port: int) -> list[tuple[str | None, str]]:
+        tools = shop(port)
+        try:
+            await tools.list_tools(set())
+            bad = ['{"order": "A-42", "quantity": "two"}', '{"order": "A-42"}', "[1]", "{"]
+            out = [await tools.run("place_order", a) for a in bad]
+            assert calls == []  # not one of them was sent
+            out.append(await tools.run("place_order", '{"order": "A-42", "quantity": 2}'))
+            return [(o.error, json.loads(o.output)["error"]["message"] if o.error else o.output) for o in out]
+        finally:
+            await tools.close()
+
+    got = asyncio.run(serving(calls, body, make=lambda c: shop_server(c, asyncio.Event(), False)))
+    assert got[:4] == [
+        ("bad_arguments", "place_order: quantity: 'two' is not of type 'integer'"),
+        ("bad_arguments", "place_order: 'quantity' is a required property"),
+        ("bad_arguments", "place_order: the arguments must be a JSON object"),
+        ("bad_arguments", "place_order: the arguments are not valid JSON"),
+    ]
+    assert got[4][0] is None and "2 of A-42 ordered" in got[4][1] and calls == ["place_order"]
+
+
+@pytest.mark.parametrize("json_response", [False, True], ids=["event_stream", "json"])
+def test_an_mcp_answer_over_the_cap_or_past_the_time_is_refused_by_name(
+    json_response: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+    release = asyncio.Event()
+
+    async def body(port: int) -> list[tuple[str | None, str]]:
+        tools = shop(port)
+        try:
+            await tools.list_tools(set())
+            out = [await tools.run("report", '{"size": 5000}'), await tools.run("slow", "{}")]
+            release.set()
+            out.append(await tools.run("report", '{"size": 500}'))  # the same server, within the cap
+            return [(o.error, o.output) for o in out]
+        finally:
+            release.set()
+            await tools.close()
+
+    with caplog.at_level("WARNING", logger="bridge.tools"):
+        big, late, fits = asyncio.run(serving(calls, body, make=lambda c: shop_server(c, release, json_response)))
+    assert calls == ["report", "slow", "report"]  # each was asked; the first answered too much
+    error = {"ok": False, "error": {"type": "too_large", "message": "the shop service did not answer"}}
+    assert big == ("too_large", json.dumps(error, separators=(",", ":")))
+    assert "MCP tool report of shop: http://127.0.0.1:" in caplog.text
+    assert "/mcp answered more than max_response_bytes (2000)" in caplog.text
+    assert late[0] == "timeout" and "MCP tool slow of shop: no answer within 3 s" in caplog.text
+    assert fits[0] is None and json.loads(fits[1])["content"] == ["x" * 500]
