@@ -272,6 +272,24 @@ GC_PAUSE = Histogram(
     f"{NS}_gc_pause_seconds", "Full garbage collections after calls end (bridge/runtime/memory.py), event loop paused",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
 )  # fmt: skip
+# The node's own checks, from the serve process every few seconds (bridge/serve/nodewatch.py)
+NODE_READY = Gauge(
+    f"{NS}_ready",
+    "1 while this node passes the readiness checks of /healthz (workers ready, Redis answering, no model breaker "
+    "open), 0 while /healthz would answer 503",
+    multiprocess_mode="livemax",
+)
+REDIS_UP = Gauge(
+    f"{NS}_redis_up", "1 while Redis answers this node's PING, 0 while it does not (none without redis_url)",
+    multiprocess_mode="livemax",
+)  # fmt: skip
+ROLLOUT_STATE_MISSING = Gauge(
+    f"{NS}_rollout_state_missing",
+    "1 for a rollout dialplan whose stored flag (weights, kill switch) vanished from Redis: a Redis that lost its "
+    "data; 0 once a flag is stored again (`callbridge rollout import`)",
+    ["dialplan"],
+    multiprocess_mode="livemax",
+)
 
 
 def announce_build(workers: int) -> None:

@@ -432,6 +432,7 @@ def _configure(args: argparse.Namespace) -> tuple[Settings, str | None, str]:
 
 async def _serve(settings: Settings, kamailio: str | None, console: ConsoleTokens | None = None) -> int:
     """Run the pool (and the broker, the front, the HTTP API when configured) until SIGTERM or SIGINT."""
+    from bridge.serve.nodewatch import NodeWatch
     from bridge.serve.preflight import preflight
 
     if not await preflight(settings):
@@ -444,6 +445,7 @@ async def _serve(settings: Settings, kamailio: str | None, console: ConsoleToken
         loop.add_signal_handler(sig, stop.set)
     systemd = Notifier.from_environ()  # taken out of the environment: workers and Kamailio do not inherit it
     await pool.start()
+    checks = asyncio.create_task(NodeWatch(settings, pool.health).run(), name="node-checks")  # the node's gauges
     runner = None
     watchdog: asyncio.Task[None] | None = None
     try:
@@ -459,6 +461,7 @@ async def _serve(settings: Settings, kamailio: str | None, console: ConsoleToken
         return 1
     finally:
         systemd.notify(STOPPING)
+        checks.cancel()
         if watchdog is not None:
             watchdog.cancel()
         if runner is not None:

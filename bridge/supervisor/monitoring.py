@@ -63,15 +63,22 @@ def problems_of(health: dict[str, Any]) -> list[str]:
     return problems
 
 
+async def readiness(health: dict[str, Any], redis: Any) -> list[str]:
+    """Why this node cannot take calls (empty: it can): :func:`problems_of` ``health``, and a ``PING`` of ``redis``
+    (None: no Redis configured). ``/healthz`` answers by it, and ``callbridge_ready`` follows it."""
+    problems = problems_of(health)
+    if redis is not None:
+        try:
+            await asyncio.wait_for(redis.ping(), REDIS_PING_S)
+        except (TimeoutError, RedisError, OSError) as exc:
+            problems.append(f"Redis unreachable: {type(exc).__name__}")
+    return problems
+
+
 async def get_health(request: web.Request) -> web.Response:
     sup = supervisor_of(request)
     health = dict(sup.health())
-    problems = problems_of(health)
-    if sup.redis is not None:
-        try:
-            await asyncio.wait_for(sup.redis.ping(), REDIS_PING_S)
-        except (TimeoutError, RedisError, OSError) as exc:
-            problems.append(f"Redis unreachable: {type(exc).__name__}")
+    problems = await readiness(health, sup.redis)
     body = health | {"ready": not problems} | ({"problems": problems} if problems else {})
     return reply(body, 200 if not problems else 503)
 

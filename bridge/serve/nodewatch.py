@@ -1,0 +1,138 @@
+"""The node's own checks as metrics, from the ``serve`` process every :data:`WATCH_INTERVAL_S`, so that Prometheus
+alerts on what ``/healthz`` says and on a Redis that lost the rollout state (deploy/prometheus/alerts.yml).
+
+* ``callbridge_ready``: 1 while the node passes ``/healthz``'s readiness checks
+  (:func:`bridge.supervisor.monitoring.readiness`), 0 while ``/healthz`` would answer 503.
+* ``callbridge_redis_up``: 1 while Redis answers a ``PING``, 0 while not.
+* ``callbridge_rollout_state_missing{dialplan}``: the rollout flags (weights, the kill switch) live only in Redis. A
+  Redis restarted without persistence, or flushed, or a replica promoted before it had them, comes back without
+  them, and every call silently gets the dialplan's defaults again: a kill switch is off. :class:`FlagMemory`
+  remembers, outside Redis (a JSON file in ``spool_dir``, so a restart of ``serve`` with its Redis does not forget),
+  every dialplan that had a stored flag and whether its kill switch was on. A flag that was stored and is not any
+  more is missing: the gauge is 1 and an error names the dialplan (and a kill switch that was on) until a flag is
+  stored again (``callbridge rollout import`` of a backup, or ``rollout set``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from bridge import metrics
+from bridge.config import Settings
+from bridge.store import keys
+from bridge.store.connection import connect
+from bridge.supervisor.monitoring import REDIS_PING_S, readiness
+
+log = logging.getLogger("bridge.serve.nodewatch")
+
+WATCH_INTERVAL_S = 5.0
+SEEN_FILE = "rollout-flags-seen.json"  # in spool_dir: the node's state directory
+RUNBOOK = "docs/operating.md#runbook-rollout-state-missing"
+
+
+class FlagMemory:
+    """The dialplans seen with a stored rollout flag (and whether its kill switch was on), kept in ``path`` (None:
+    in memory only). :meth:`observe` says which of them vanished."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.seen: dict[str, bool] = {}
+        self.missing: set[str] = set()
+        if path is not None and path.exists():
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+                self.seen = {str(k): bool(v) for k, v in (loaded.get("kill") or {}).items()}
+            except (OSError, ValueError, AttributeError) as exc:
+                log.warning("rollout flags seen: cannot read %s (%s); starting from what Redis holds now", path, exc)
+
+    def observe(self, stored: Mapping[str, bool]) -> tuple[set[str], set[str]]:
+        """``stored``: every dialplan with a stored flag now -> its kill switch. Returns (newly missing, back)."""
+        gone = set(self.seen) - set(stored)
+        new, back = gone - self.missing, self.missing - gone
+        self.missing = gone
+        kept = {name: kill for name, kill in self.seen.items() if name in gone}
+        if kept | dict(stored) != self.seen:
+            self.seen = kept | dict(stored)
+            self._save()
+        return new, back
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"kill": self.seen}, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("rollout flags seen: cannot write %s (%s); remembered in memory only", self.path, exc)
+
+
+class NodeWatch:
+    """The checks behind ``callbridge_ready``, ``callbridge_redis_up`` and ``callbridge_rollout_state_missing``."""
+
+    def __init__(self, settings: Settings, health: Callable[[], Mapping[str, Any]]) -> None:
+        self.health = health
+        self.redis = connect(settings.redis_url, timeout_s=REDIS_PING_S) if settings.redis_url else None
+        self.memory = FlagMemory(settings.spool_dir / SEEN_FILE)
+
+    async def check(self) -> None:
+        problems = await readiness(dict(self.health()), self.redis)
+        redis_up = self.redis is not None and not any(p.startswith("Redis unreachable") for p in problems)
+        metrics.NODE_READY.set(0 if problems else 1)
+        if self.redis is not None:
+            metrics.REDIS_UP.set(1 if redis_up else 0)
+        if redis_up:
+            await self._rollout_state()
+
+    async def _stored_kill_switches(self) -> dict[str, bool]:
+        """Every dialplan with a stored flag -> whether its kill switch is on (read as stored: no decoding)."""
+        assert self.redis is not None
+        names = await self.redis.smembers(keys.ROLLOUT_DIALPLANS)
+        stored: dict[str, bool] = {}
+        for name in sorted(str(n) for n in names | set(self.memory.seen)):
+            flag = await self.redis.hgetall(keys.rollout_flag(name))
+            if flag:
+                stored[name] = flag.get("kill") == "1"
+        return stored
+
+    async def _rollout_state(self) -> None:
+        try:
+            stored = await self._stored_kill_switches()
+        except (RedisError, OSError) as exc:
+            log.debug("rollout state not checked: %s", exc)
+            return
+        new, back = self.memory.observe(stored)
+        for name in sorted(new):
+            kill = " (its kill switch was ON: calls go to every variant again)" if self.memory.seen.get(name) else ""
+            log.error(
+                "rollout %s: its stored flag vanished from Redis%s; every call gets the dialplan's defaults. "
+                "Restore it: `callbridge rollout import BACKUP` (%s)", name, kill, RUNBOOK,
+            )  # fmt: skip
+        for name in sorted(back):
+            log.info("rollout %s: a stored flag is back", name)
+        for name in set(self.memory.seen) | new | back:
+            metrics.ROLLOUT_STATE_MISSING.labels(name).set(1 if name in self.memory.missing else 0)
+
+    async def run(self, interval_s: float = WATCH_INTERVAL_S) -> None:
+        """Check every ``interval_s`` until cancelled; a failed check is logged and the next one goes on."""
+        try:
+            while True:
+                try:
+                    await self.check()
+                except (RedisError, OSError, ValueError, KeyError) as exc:
+                    log.warning("node checks: %s", exc)
+                await asyncio.sleep(interval_s)
+        finally:
+            if self.redis is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await self.redis.aclose()
