@@ -217,7 +217,8 @@ FRONT_WORKER_STATE = Gauge(
 FRONT_REFUSED = Counter(
     f"{NS}_front_refused",
     "Requests the front answered itself, by reason: source (403), credentials (403), challenged (401), dialog (404: "
-    "no dialog the front set up), method (405)",
+    "no dialog the front set up), dialog_source (403: an in-dialog request from another address than its side's), "
+    "method (405)",
     ["reason"],
 )
 FRONT_BANS = Counter(f"{NS}_front_bans", "Source addresses the front banned for flooding (front_pike_requests)")

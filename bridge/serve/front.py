@@ -488,6 +488,7 @@ EDGE_COUNTERS = {
     "refused_credentials": ("FRONT_REFUSED", "credentials"),
     "challenged": ("FRONT_REFUSED", "challenged"),
     "refused_dialog": ("FRONT_REFUSED", "dialog"),
+    "refused_dialog_source": ("FRONT_REFUSED", "dialog_source"),
     "refused_method": ("FRONT_REFUSED", "method"),
     "bans": ("FRONT_BANS", ""),
     "banned_dropped": ("FRONT_BANNED_DROPPED", ""),
