@@ -104,6 +104,13 @@ class TransferOutcome(enum.StrEnum):
     CALLER_HUNG_UP = "caller_hung_up"  # the caller left during the attempt: both legs end
 
 
+class TransferMode(enum.StrEnum):
+    """How a decided transfer hands the caller over (the plan's ``transfer.mode``)."""
+
+    BLIND = "blind"  # REFER (RFC 3515): the caller's phone calls the target
+    WARM = "warm"  # the worker calls the target and joins the two calls (bridge/call/warm.py)
+
+
 class TransferStep(enum.StrEnum):
     """Where a warm transfer is (:class:`TransferStepped`), before its outcome."""
 
@@ -916,12 +923,31 @@ class TalkedOver(Report):
 
 
 @dataclass(frozen=True, slots=True)
-class TransferCancelled(Report):
-    kind: ClassVar[str] = "transfer_cancelled"
+class TransferDecided(Report):
+    """The model (or an orchestrator) called for a transfer and the bridge accepted it: from here the transfer
+    happens (``bridge/call/toolcalls.py``), after its announcement or at once if the caller speaks over it."""
+
+    kind: ClassVar[str] = "transfer_decided"
+    stored: ClassVar[tuple[str, ...]] = ("target", "mode")
+
+    target: str
+    mode: TransferMode
 
     @property
     def summary(self) -> str:
-        return "caller spoke over the transfer line"
+        return f"{self.mode} transfer to {self.target}"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferLineInterrupted(Report):
+    """The caller spoke (or pressed a key) over the transfer's announcement: the line is cut, the transfer goes on
+    at once with the caller on hold."""
+
+    kind: ClassVar[str] = "transfer_line_interrupted"
+
+    @property
+    def summary(self) -> str:
+        return "caller spoke over the transfer line; the transfer goes ahead"
 
 
 @dataclass(frozen=True, slots=True)
@@ -1221,7 +1247,8 @@ class TransferStepped(Report):
 
 @dataclass(frozen=True, slots=True)
 class HoldStarted(Report):
-    """The model has been away long enough: the caller hears the hold message (the dialplan's ``outage``)."""
+    """The caller hears hold audio: the model has been away long enough (the dialplan's ``outage``), or a transfer
+    holds the caller (a warm one while the human is called; a blind one whose announcement the caller cut short)."""
 
     kind: ClassVar[str] = "hold_started"
 

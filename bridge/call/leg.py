@@ -107,10 +107,9 @@ class HumanLeg(Protocol):
 
 
 @runtime_checkable
-class Dialer(Protocol):
-    """A leg that can place a second call from its own endpoint (a SIP leg; replays cannot)."""
+class Holder(Protocol):
+    """A leg that can put the caller on hold (a SIP leg: pjsua2's file player in the conference bridge)."""
 
-    def dial(self, uri: str) -> HumanLeg: ...
     def hold(self, wav: str) -> None:
         """The caller hears ``wav`` in a loop; the session neither hears the caller nor is heard by them."""
         ...
@@ -120,12 +119,30 @@ class Dialer(Protocol):
         ...
 
 
-def dialer(leg: PhoneLeg) -> Dialer | None:
-    """The leg under any proxies, if it can dial a second leg."""
+@runtime_checkable
+class Dialer(Holder, Protocol):
+    """A leg that can place a second call from its own endpoint (a SIP leg; replays cannot)."""
+
+    def dial(self, uri: str) -> HumanLeg: ...
+
+
+def _inner(leg: PhoneLeg) -> object:
     inner: object = leg
     while isinstance(inner, LegProxy):
         inner = inner.leg
+    return inner
+
+
+def dialer(leg: PhoneLeg) -> Dialer | None:
+    """The leg under any proxies, if it can dial a second leg."""
+    inner = _inner(leg)
     return inner if isinstance(inner, Dialer) else None
+
+
+def holder(leg: PhoneLeg) -> Holder | None:
+    """The leg under any proxies, if it can put the caller on hold."""
+    inner = _inner(leg)
+    return inner if isinstance(inner, Holder) else None
 
 
 class LegProxy:

@@ -180,6 +180,7 @@ class CallSession:
             grouped=self.continuous, business=business, responding=self.playback.responding,
             waiting=dead_air(plan, self.playout, self.link, self.emit, self.clock, self.playback.responding),
             transfer=self._warm_transfer if plan.transfer is not None and plan.transfer.mode == "warm" else None,
+            hold_wav=plan.outage.hold_audio or str(HOLD_WAV),
         )  # fmt: skip
         self.turn_hold = turn_hold(
             plan, self.playout, self.emit, self.clock, self._may_hold, continuous=self.continuous,

@@ -2,8 +2,13 @@
 
 A tool's action waits for the agent's spoken line: ``transfer_to_human`` announces the transfer, ``end_call`` says
 goodbye, and only once that line has started and played out (or after :data:`LINE_TIMEOUT_S`, if the model never
-speaks it) does the session transfer (REFER, RFC 3515) or hang up. A barge-in drops the waiting action: the caller
-interrupted the goodbye or the transfer line, and the model is told a transfer did not start.
+speaks it) does the session transfer (REFER, RFC 3515, or the plan's warm transfer) or hang up.
+
+A transfer, once decided (:class:`~bridge.events.TransferDecided`: the model was told "transferring"), happens. A
+barge-in over its announcement (:class:`~bridge.events.TransferLineInterrupted`) cuts the line and runs the transfer
+at once: the caller hears the hold audio (a warm transfer holds the caller itself; a blind one is held until the
+final NOTIFY), the model gets a note that the transfer goes ahead, and a transfer that fails brings the agent back
+to say so. A barge-in over the goodbye of ``end_call`` drops the hangup: the caller has more to say.
 
 With ``grouped`` (a dialect whose tools go to a delegated backend, and whose speech has no responses), the calls of
 one backend response are answered together: each call's output is held until that response's ``ResponseDone``,
@@ -20,21 +25,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from bridge import events as ev
 from bridge.call.builtin_tools import ToolResult, run_tool
-from bridge.call.leg import PhoneLeg
+from bridge.call.leg import Holder, PhoneLeg, holder
 from bridge.call.report import CallReport
 from bridge.call.waiting import DeadAir
 from bridge.dialplan import Dialplan
 from bridge.tools.spec import ToolOutcome
 
+log = logging.getLogger("bridge.call")
 LINE_TIMEOUT_S = 10.0  # a tool's action runs this long after the call at the latest, spoken line or not
-TRANSFER_NOT_STARTED = (
-    "The transfer to a human agent was NOT started: the caller spoke over your announcement. "
-    "Ask whether they still want to be transferred."
+TRANSFER_GOES_AHEAD = (
+    "The caller spoke over your transfer announcement. The transfer goes ahead as decided: the caller is on hold "
+    "now and cannot hear you."
 )
 
 
@@ -66,9 +73,12 @@ class ToolCalls:
         waiting: DeadAir | None = None,
         responding: Callable[[], bool] = lambda: False,
         transfer: Callable[[str], None] | None = None,
+        hold_wav: str | None = None,
     ) -> None:
         self._grouped = grouped
         self._warm = transfer  # a warm transfer (bridge.call.warm) instead of the REFER
+        self._hold_wav = hold_wav  # what a blind transfer's caller hears once the announcement was interrupted
+        self._on_hold: tuple[Holder, float] | None = None  # a blind transfer holds the caller (since)
         self.business = business
         self.running: dict[str, tuple[str, float]] = {}  # call_id -> (tool name, started at): business tools
         self._tasks: set[asyncio.Task[None]] = set()
@@ -106,6 +116,7 @@ class ToolCalls:
         if result.action is not None:
             self.pending, self._since = result, self._clock()
             self._line_requested = True  # until the line has started, "idle" is not "spoken"
+            self._decided(result)
 
     def _start(self, e: ev.FunctionCall) -> None:
         assert self.business is not None
@@ -162,6 +173,12 @@ class ToolCalls:
         """An action decided elsewhere (an orchestrator): it runs once the line asked for (``spoken``) has started
         and played out, or, without a line, on the first beat with nothing playing."""
         self.pending, self._since, self._line_requested = action, self._clock(), spoken
+        self._decided(action)
+
+    def _decided(self, action: ToolResult) -> None:
+        if action.action == "transfer" and action.target:
+            mode = ev.TransferMode.BLIND if self._warm is None else ev.TransferMode.WARM
+            self._emit(ev.TransferDecided(action.target, mode))
 
     def response_done(self, response_id: str) -> None:
         """Grouped: the backend's response is complete; answer all its calls, asking for one continuation (once
@@ -188,9 +205,14 @@ class ToolCalls:
         if not ((idle and not self._line_requested) or self._clock() - self._since > LINE_TIMEOUT_S):
             return
         pending, self.pending = self.pending, None
+        self._run(pending, interrupted=False)
+
+    def _run(self, pending: ToolResult, *, interrupted: bool) -> None:
         if pending.action == "transfer" and pending.target and self._warm is not None:
-            self._warm(pending.target)
+            self._warm(pending.target)  # the warm transfer puts the caller on hold itself
         elif pending.action == "transfer" and pending.target:
+            if interrupted:
+                self._hold()
             self._emit(ev.TransferStarted(pending.target))
             self._leg.transfer(pending.target)
         elif pending.action == "hangup":
@@ -199,14 +221,47 @@ class ToolCalls:
             self._end("agent ended the call", ev.CallOutcome.COMPLETED)
 
     def interrupted(self) -> None:
-        """A barge-in: drop the waiting action."""
+        """A barge-in: a decided transfer goes ahead at once (the caller on hold); a goodbye's hangup is dropped."""
         if self.waiting is not None:
             self.waiting.interrupted()
         pending, self.pending = self.pending, None
-        if pending is not None and pending.action == "transfer":
-            # The model was told "transferring": tell it the transfer did not happen, so it can ask again.
-            self._emit(ev.TransferCancelled())
-            self._send(ev.AddText(TRANSFER_NOT_STARTED, ev.Role.SYSTEM))
+        if pending is None or pending.action != "transfer" or not pending.target:
+            return
+        self._emit(ev.TransferLineInterrupted())
+        log.info("%s: the caller spoke over the transfer line: the transfer to %s goes ahead", self._leg.call_id,
+                 pending.target)  # fmt: skip
+        self._send(ev.AddText(TRANSFER_GOES_AHEAD, ev.Role.SYSTEM))  # it was told "transferring": it still is
+        self._run(pending, interrupted=True)
+        if not self._grouped:  # what the caller said over the line is no turn for the model: they are on hold now
+            self._send(ev.ClearAudio())
+
+    def _hold(self) -> None:
+        """A blind transfer whose line was cut: the caller hears the hold audio until the final NOTIFY, and the
+        model (whose answer to the interruption nobody should hear) is out of the caller's call."""
+        can = holder(self._leg)
+        if can is None or self._hold_wav is None:
+            log.warning("%s: the transfer goes ahead without hold audio: this leg cannot hold", self._leg.call_id)
+            return
+        try:
+            can.hold(self._hold_wav)
+        except Exception as exc:
+            log.warning("%s: the transfer goes ahead without hold audio: %s", self._leg.call_id, exc)
+            return
+        self._on_hold = can, self._clock()
+        self._emit(ev.HoldStarted())
+
+    def _unhold(self, *, back: bool) -> None:
+        """The blind transfer's hold ends; ``back``: the caller and the agent hear each other again."""
+        held, self._on_hold = self._on_hold, None
+        if held is None:
+            return
+        can, since = held
+        if back:
+            try:
+                can.unhold()
+            except Exception as exc:
+                log.warning("%s: taking the caller off hold: %s", self._leg.call_id, exc)
+        self._emit(ev.HoldEnded(round(self._clock() - since, 3)))
 
     def transfer_progress(self, e: ev.TransferProgress, *, answer: bool = True) -> None:
         """A NOTIFY about the transfer. A failed one is noted for the model; ``answer``: and it tells the caller
@@ -214,7 +269,9 @@ class ToolCalls:
         self._emit(ev.TransferUpdate(e.status_code, e.reason, e.final))
         if not e.final:
             return
-        if 200 <= e.status_code < 300:
+        ok = 200 <= e.status_code < 300
+        self._unhold(back=not ok)
+        if ok:
             self._leg.hangup()  # RFC 3515: the transferor leaves after the final NOTIFY 200
             self._end("transferred", ev.CallOutcome.TRANSFERRED)
         else:

@@ -63,7 +63,18 @@ CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
         "rejected, residual -62 dBFS, echo path 120 ms",
         {"outcome": "rejected", "residual_dbfs": -62.5, "delay_ms": 120.0},
     ),
-    (ev.TransferCancelled(), "transfer_cancelled", "caller spoke over the transfer line", {}),
+    (
+        ev.TransferDecided("sip:agent@pbx", ev.TransferMode.WARM),
+        "transfer_decided",
+        "warm transfer to sip:agent@pbx",
+        {"target": "sip:agent@pbx", "mode": "warm"},
+    ),
+    (
+        ev.TransferLineInterrupted(),
+        "transfer_line_interrupted",
+        "caller spoke over the transfer line; the transfer goes ahead",
+        {},
+    ),
     (
         ev.ToolCalled("end_call", "{}", '{"ok":true}'),
         "tool_call",

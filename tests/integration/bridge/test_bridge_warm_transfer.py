@@ -13,6 +13,10 @@ Two calls at once on one worker (four call slots: two callers, two humans), the 
 
 Then, on the same stack, a caller who hangs up while the human's phone (a listener that lets it ring) rings: the
 human's leg is cancelled too, and the record has outcome caller_hung_up.
+
+A transfer, once decided, happens: a caller who plays a tone over the agent's transfer line (a long line, paced at
+real time) cuts the line, hears the hold audio at once, and is joined with the human (then hears the human's tone);
+over SIPp's 486 the agent comes back and says so. The timeline has each step, in order.
 """
 
 from __future__ import annotations
@@ -59,16 +63,17 @@ pytestmark = [
 CALLER_HZ, HUMAN_HZ, LINE_HZ = 1020.0, 700.0, 500.0
 LINE_MS = 800
 WARM, BUSY, GONE, UNANSWERED, DECLINED = "3201", "3202", "3203", "3204", "3205"
+OVER_OK, OVER_BUSY = "3206", "3207"
 ASK = "Can I talk to a human agent, please?"
 
 
-def warm_plan(name: str, number: str, target: str, ring_timeout_s: float = 5) -> dict[str, Any]:
+def warm_plan(name: str, number: str, target: str, ring_timeout_s: float = 5, brief: bool = True) -> dict[str, Any]:
     vad = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": SILENCE_MS}
     return {
         "name": name,
         "match": [number],
         "dialect": "ga",
-        "transfer": {"mode": "warm", "target": target, "ring_timeout_s": ring_timeout_s},
+        "transfer": {"mode": "warm", "target": target, "ring_timeout_s": ring_timeout_s, "brief": brief},
         "profile": {
             "instructions": "Transfer to a human on request.",
             "audio_format": "pcm16",
@@ -78,11 +83,13 @@ def warm_plan(name: str, number: str, target: str, ring_timeout_s: float = 5) ->
     }
 
 
-def asks_for_a_human(stack: BridgeStack, calls: int) -> None:
-    """The next ``calls`` sessions: the agent speaks at 500 Hz for LINE_MS and hands over when it hears ASK."""
+def asks_for_a_human(stack: BridgeStack, calls: int, line_ms: float = LINE_MS, speed: float | None = None) -> None:
+    """The next ``calls`` sessions: the agent speaks at 500 Hz for ``line_ms`` and hands over when it hears ASK
+    (``speed`` 1: its audio comes at real time, so a long line is still being said when the caller talks over it)."""
+    pace = {} if speed is None else {"speed": speed}
     stack.emu.queue_next(
         count=calls,
-        settings={"tone_hz": LINE_HZ, "min_reply_ms": LINE_MS, "max_reply_ms": LINE_MS},
+        settings={"tone_hz": LINE_HZ, "min_reply_ms": line_ms, "max_reply_ms": line_ms, **pace},
         annotations=[
             {"hears": ASK, "reply": {"tool_call": {"name": "transfer_to_human", "arguments": {"reason": "x"}}}}
         ],
@@ -272,3 +279,96 @@ async def test_no_answer_and_a_decline_each_bring_the_agent_back_with_their_outc
         caller_heard, _ = read_pcm_wav(heard[number])
         start_s = back[0] / 1000 + 0.1
         assert_tone(segment(caller_heard, RATE, start_s, start_s + LINE_MS / 1000 - 0.2), RATE, LINE_HZ)
+
+
+OVER_LINE_MS, OVER_AT_S = 4000, 3.2  # the transfer line (from about 2.2 s) and the caller's tone over it
+
+
+def steps(report: dict[str, Any]) -> list[tuple[float, str]]:
+    """The transfer's steps in the timeline, in order (each transfer step by its name)."""
+    kinds = {"transfer_decided", "barge_in", "transfer_line_interrupted", "transfer", "hold_started", "hold_ended",
+             "transfer_outcome"}  # fmt: skip
+    return [(float(t), s if k == "transfer_step" else k) for t, k, s in report["timeline"]
+            if k in kinds or k == "transfer_step"]  # fmt: skip
+
+
+async def test_a_caller_talking_over_the_transfer_line_is_still_transferred_or_told_the_human_is_busy(
+    tmp_path: Path,
+) -> None:
+    """Two calls at once, each caller playing a 1020 Hz tone over the agent's 4 s transfer line: one human answers
+    after ringing 2 s (no briefing: the join follows the answer), the other is SIPp ringing 2 s, then 486."""
+    human_port, busy_port = free_port(), free_port()
+    plans = [
+        warm_plan("warm-over-ok", OVER_OK, f"sip:agent@{LOCALHOST}:{human_port}", brief=False),
+        warm_plan("warm-over-busy", OVER_BUSY, f"sip:busy@{LOCALHOST}:{busy_port}"),
+    ]
+    human_play = tmp_path / "human-play.wav"
+    write_pcm_wav(human_play, tone(HUMAN_HZ, 1.0, -10.0))
+    play = tmp_path / "caller.wav"
+    write_pcm_wav(play, silence(0.3), speech(0.0, 1.2), silence(OVER_AT_S - 1.5), tone(CALLER_HZ, 1.0, -10.0),
+                  silence(8.0))  # fmt: skip
+    heard = {n: tmp_path / f"{n}-heard.wav" for n in (OVER_OK, OVER_BUSY)}
+    sipp = await start(
+        str(SIPP), "-sf", str(SCENARIOS / "uas_busy_after_ringing.xml"), "-i", LOCALHOST, "-p", str(busy_port),
+        "-m", "1", "-timeout", "40s", "-timeout_error", "-nostdin", cwd=tmp_path,
+    )  # fmt: skip
+    human = await start(
+        sys.executable, "-m", "bridge", "phone", "listen", "--port", str(human_port), "--play", str(human_play),
+        "--loop", "--answer-after", "2", "--duration", "40", "--calls", "1", "--json",
+    )  # fmt: skip
+    try:
+        await wait_sip_ready(human_port, proc=human)
+        async with BridgeStack(tmp_path, extra_plans=plans) as stack:
+            asks_for_a_human(stack, calls=2, line_ms=OVER_LINE_MS, speed=1.0)
+            placed = await asyncio.gather(
+                *(call(stack.uri(n), play=play, record=heard[n], hangup_after=10.5) for n in (OVER_OK, OVER_BUSY))
+            )
+            reports = {}
+            for number, done in zip((OVER_OK, OVER_BUSY), placed, strict=True):
+                assert done.returncode == 0 and done.report is not None, done.describe()
+                reports[number] = await stack.report(done.report["call_id"])
+        human_done = await finish(human, timeout=10)
+        sipp_done = await finish(sipp, timeout=10)
+    finally:
+        for proc in (human, sipp):
+            if proc.returncode is None:
+                await stop(proc)
+
+    for number, report in reports.items():
+        # the decision, the interruption and each step of the transfer, in order
+        order = [k for _, k in steps(report)]
+        assert order[:6] == ["transfer_decided", "barge_in", "transfer_line_interrupted", "transfer", "hold_started",
+                             "ringing"], (number, order)  # fmt: skip
+        assert order[-2:] == ["hold_ended", "transfer_outcome"], (number, order)
+        assert report["barge_ins"] >= 1
+        t_over = next(t for t, k in steps(report) if k == "transfer_line_interrupted")
+        assert t_over / 1000 >= OVER_AT_S - 0.1, (number, t_over)  # the caller's tone cut the line
+        # from the hold on the caller heard the hold audio, none of the agent's line (500 Hz)
+        t_held, t_back = (next(t for t, k in steps(report) if k == kind) / 1000 for kind in ("hold_started",
+                                                                                             "hold_ended"))  # fmt: skip
+        caller_heard, _ = read_pcm_wav(heard[number])
+        during = segment(caller_heard, RATE, t_held + 0.2, t_back - 0.1)
+        assert len(during) > RATE // 4 and dbfs(during) > -45.0, f"{number}: no hold audio while held"
+        assert float(np.median(band_dbfs(during, RATE, LINE_HZ))) < dbfs(during) - 10.0, f"{number}: heard the line"
+
+    # -- the human answered: caller and human joined, the caller hears the human's tone ----------------------------
+    ok = reports[OVER_OK]
+    assert ok["end_reason"] == "transferred (warm)", ok["end_reason"]
+    assert ok["transfer"]["outcome"] == "completed" and ok["transfer"]["sip_code"] == 200
+    assert human_done.report is not None, human_done.describe()
+    (answered,) = human_done.report["calls"]
+    assert answered["answered"] is True
+    (t_done,) = kinds_at(ok, "transfer_outcome")
+    caller_heard, _ = read_pcm_wav(heard[OVER_OK])
+    assert_tone(segment(caller_heard, RATE, t_done / 1000 + 0.5, t_done / 1000 + 2.5), RATE, HUMAN_HZ)
+
+    # -- the human is busy: off hold, the agent comes back and says so ---------------------------------------------
+    assert sipp_done.returncode == 0, sipp_done.stdout[-2000:] + sipp_done.stderr[-2000:]
+    busy = reports[OVER_BUSY]
+    assert busy["transfer"]["outcome"] == "busy" and busy["transfer"]["sip_code"] == 486
+    assert busy["end_reason"] != "transferred (warm)"
+    (t_busy,) = kinds_at(busy, "transfer_outcome")
+    back = [t for t in kinds_at(busy, "response_started") if t > t_busy]
+    assert back, "the agent did not come back after the busy human"
+    busy_heard, _ = read_pcm_wav(heard[OVER_BUSY])
+    assert_tone(segment(busy_heard, RATE, back[0] / 1000 + 0.2, back[0] / 1000 + 1.5), RATE, LINE_HZ)

@@ -58,6 +58,7 @@ VOICED_DBFS: Final = -50.0  # a heard frame louder than this (RMS) is agent audi
 MEDIA_PHASE_S: Final = 0.005
 ASSETS: Final = Path(__file__).resolve().parents[3] / "bridge" / "assets"
 TRANSFER_TARGET: Final = "sip:agent@example.com"
+HOLD_HZ: Final = 1  # what :attr:`Phone.heard` records for a frame of the leg's hold audio (no voice is at 1 Hz)
 DIALECTS: Final = pytest.mark.parametrize("dialect", [BETA, GA], ids=lambda d: d.name)  # where both behave alike
 # The agent's voices: the emulator speaks each reply as a tone of the pitch its annotation (or, unscripted, the
 # session's settings) gives, so the caller's ear tells the greeting, an answer and a new session's words apart.
@@ -176,6 +177,7 @@ class Phone:
         self._media: asyncio.Task[None] | None = None
         self._stalled = 0  # ticks left of a stall of the caller's RTP
         self._held: list[bytes] = []  # the caller's frames held back by a stall, delivered at once after it
+        self.on_hold = False  # the leg's hold (as pjsua2's): the caller hears the hold audio, the session is out
 
     # -- PhoneLeg ----------------------------------------------------------------------------------------------
     def _told(self, *what: str) -> None:
@@ -201,6 +203,14 @@ class Phone:
 
     def send_dtmf(self, digits: str) -> None:
         self._told("send_dtmf", digits)
+
+    def hold(self, wav: str) -> None:
+        self._told("hold")
+        self.on_hold = True
+
+    def unhold(self) -> None:
+        self._told("unhold")
+        self.on_hold = False
 
     def start_media(self, outbound: FrameSource, on_frame: FrameSink) -> None:
         self._told("start_media")
@@ -256,11 +266,14 @@ class Phone:
         start, n = loop.time(), 0
         while not self.disconnected.is_set():
             now = self._clock()
-            hz = _pitch(outbound.pop_frame())
+            # on hold the session's port is out of the call both ways: nothing is taken from it, it hears silence
+            hz = HOLD_HZ if self.on_hold else _pitch(outbound.pop_frame())
             self.heard.append((now, hz))
-            if hz:
+            if hz and not self.on_hold:
                 self.last_voiced = now
             frame, first, last = self._outgoing.popleft() if self._outgoing else (SILENCE, False, False)
+            if self.on_hold:
+                frame = SILENCE
             if first:
                 self._utterance_start = now
             if last:

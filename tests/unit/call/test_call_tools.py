@@ -8,8 +8,9 @@ import json
 from typing import Any
 
 import pytest
-from _call_harness import DIALECTS, TRANSFER_TARGET, Call, Result, Scenario, plan, run_call, tone_8k
+from _call_harness import DIALECTS, HOLD_HZ, TRANSFER_TARGET, Call, Result, Scenario, plan, run_call, tone_8k
 
+from bridge.dialplan import EchoGuardPlan
 from bridge.realtime.dialects import Dialect
 
 GREETING_HZ, REPLY_HZ, LINE_HZ = 400, 600, 1000
@@ -169,26 +170,82 @@ def test_a_failed_transfer_is_told_to_the_model_and_the_call_goes_on(dialect: Di
     assert result.report.end_reason.startswith("caller hung up")
 
 
-@DIALECTS
-def test_a_caller_speaking_over_the_transfer_line_stops_the_transfer_and_the_model_is_told(dialect: Dialect) -> None:
+# the caller's tone over the line is a barge-in by construction (the echo guard's judgement has tests of its own)
+SPOKEN_OVER_PLAN = TRANSFER_PLAN.model_copy(update={"echo_guard": EchoGuardPlan(enabled=False)})
+SPOKEN_OVER = {
+    "greeting": GREETING,
+    "turns": [
+        {"hears": "A person please.", "reply": {"tool_call": {"name": "transfer_to_human", "arguments": {}}}},
+        {"hears": "Oh, thanks!", "reply": {"text": "You're welcome.", "tone_hz": REPLY_HZ}},
+    ],
+}
+
+
+def spoken_over(final_status: int, final_reason: str) -> Scenario:
+    """The caller asks for a person, then speaks over the agent's transfer line; the transferee's NOTIFYs follow
+    the REFER."""
+
     async def scenario(call: Call) -> None:
         await call.idle()
         call.phone.say(tone_8k(600))
         await call.until(lambda: call.phone.heard_ms(LINE_HZ) >= 300, what="the transfer line")
-        await call.turn(tone_8k(700))
+        call.phone.say(tone_8k(700))
+        await call.until(lambda: any(t[0] == "transfer" for t in call.phone.told), what="the REFER")
+        call.phone.notify(100, "Trying", final=False)
+        await call.until(lambda: not call.phone.saying, what="the caller done speaking")
+        await call.until(lambda: call.phone.heard_ms(HOLD_HZ) >= 1000, what="a second of the hold")
+        call.phone.notify(final_status, final_reason, final=True)
+        if final_status < 300:
+            await call.until(lambda: call.task.done(), what="the bridge leaving the call")
+            return
+        notified = call.now
+        await call.until(lambda: call.phone.spoken_to_since(notified + 1e-3), what="the agent again")
+        await call.idle()
         call.phone.hang_up()
 
-    human = {
-        "greeting": GREETING,
-        "turns": [
-            {"hears": "A person please.", "reply": {"tool_call": {"name": "transfer_to_human", "arguments": {}}}},
-            {"hears": "No wait, one more question.", "reply": {"text": "Sure.", "tone_hz": REPLY_HZ}},
-        ],
-    }
+    return scenario
+
+
+def kinds(result: Result) -> list[str]:
+    return [k for _, k, _ in result.report.timeline]
+
+
+@DIALECTS
+def test_a_transfer_spoken_over_goes_ahead_with_the_caller_on_hold(dialect: Dialect) -> None:
     result = run_call(
-        scenario, dialect, dialplan=TRANSFER_PLAN, settings=[{**SETTINGS[0], "speed": 1}], annotations=human
-    )
-    assert not any(t[0] == "transfer" for t in result.phone.told)
+        spoken_over(200, "OK"), dialect, dialplan=SPOKEN_OVER_PLAN, settings=[{**SETTINGS[0], "speed": 1}],
+        annotations=SPOKEN_OVER,
+    )  # fmt: skip
+    told = [t[0] for t in result.phone.told]
+    assert told[-3:] == ["hold", "transfer", "hangup"], told  # on hold before the REFER; never off it again
+    steps = [k for k in kinds(result) if k.startswith(("transfer", "hold_", "barge_in"))]
+    assert steps == [
+        "transfer_decided", "barge_in", "transfer_line_interrupted", "hold_started", "transfer", "transfer_progress",
+        "transfer_progress", "hold_ended",
+    ], steps  # fmt: skip
+    # the line was cut where the caller spoke, and from the hold on the caller heard nothing of the agent
+    (held,) = [e.t for e in result.trace.of("leg") if e.what == "hold"]
+    assert result.phone.heard_ms(LINE_HZ) < line_ms(result) or line_ms(result) == 0
+    assert not [s for s in result.phone.spans(since=held + 1e-3) if s.hz != HOLD_HZ]
+    assert result.phone.heard_ms(HOLD_HZ) >= 1000
+    (system,) = result.service.messages(0, "system")
+    assert "goes ahead" in system  # the model knows the transfer still happens
+    assert result.report.barge_ins == 1 and result.report.end_reason == "transferred"
+
+
+@DIALECTS
+def test_a_transfer_spoken_over_that_fails_takes_the_caller_off_hold_and_the_agent_says_so(dialect: Dialect) -> None:
+    result = run_call(
+        spoken_over(486, "Busy Here"), dialect, dialplan=SPOKEN_OVER_PLAN, settings=[{**SETTINGS[0], "speed": 1}],
+        annotations=SPOKEN_OVER,
+    )  # fmt: skip
+    told = [t[0] for t in result.phone.told]
+    assert told[told.index("hold") :] == ["hold", "transfer", "unhold"], told
+    steps = [k for k in kinds(result) if k.startswith(("transfer", "hold_"))]
+    assert steps[-3:] == ["transfer_progress", "transfer_progress", "hold_ended"], steps
     system = result.service.messages(0, "system")
-    assert len(system) == 1 and "NOT started" in system[0]
-    assert result.report.barge_ins == 1 and result.report.agent_transcript[-1] == "Sure."
+    assert "goes ahead" in system[0] and "486" in system[-1] and "failed" in system[-1]
+    notified = next(e.t for e in result.trace.of("phone") if e.what == "notify" and e.detail == 486)
+    back = [s.hz for s in result.phone.spans(since=notified)]
+    assert back and back[-1] == LINE_HZ, back  # the agent told the caller
+    assert ("hangup",) not in result.phone.told and result.report.end_reason.startswith("caller hung up")

@@ -14,7 +14,7 @@ from bridge.call.latency import LatencyMeter
 from bridge.call.outage import HOLD_ITEM
 from bridge.call.playback import Playback
 from bridge.call.report import CallReport
-from bridge.call.toolcalls import LINE_TIMEOUT_S, TRANSFER_NOT_STARTED, ToolCalls
+from bridge.call.toolcalls import LINE_TIMEOUT_S, TRANSFER_GOES_AHEAD, ToolCalls
 from bridge.call.transcripts import Transcripts
 from bridge.call.waiting import WAIT_HOLD_ITEM
 from bridge.dialplan import Dialplan
@@ -132,6 +132,8 @@ PLAN = Dialplan.model_validate(
 
 
 class Leg:
+    call_id = "c1"
+
     def __init__(self) -> None:
         self.did: list[str] = []
 
@@ -141,10 +143,17 @@ class Leg:
     def hangup(self, reason: str | None = None) -> None:
         self.did.append("hangup")
 
+    def hold(self, wav: str) -> None:
+        self.did.append(f"hold {wav}")
+
+    def unhold(self) -> None:
+        self.did.append("unhold")
+
 
 class Desk:
-    def __init__(self) -> None:
+    def __init__(self, warm: bool = False) -> None:
         self.clock, self.leg = Clock(), Leg()
+        self.warm: list[str] = []  # the warm transfers started
         self.sent: list[ev.Command] = []
         self.reports: list[ev.Report] = []
         self.ended: list[tuple[str, str]] = []
@@ -152,6 +161,7 @@ class Desk:
         self.tools = ToolCalls(
             PLAN, self.leg, self.sent.append, self.reports.append, self.report,  # type: ignore[arg-type]  # the two methods used
             end=lambda reason, outcome: self.ended.append((reason, outcome)), clock=self.clock,
+            transfer=self.warm.append if warm else None, hold_wav="hold.wav",
         )  # fmt: skip
 
 
@@ -182,14 +192,55 @@ def test_end_call_hangs_up_after_the_timeout_if_the_model_never_speaks_the_line(
     assert desk.reports[-1] == ev.AgentHungUp()
 
 
-def test_a_barge_in_drops_the_transfer_and_tells_the_model() -> None:
+def test_a_barge_in_on_the_transfer_line_runs_the_transfer_at_once_with_the_caller_on_hold() -> None:
+    desk = Desk()
+    desk.tools.call(ev.FunctionCall("r1", "i1", "call_1", "transfer_to_human", "{}"))
+    assert desk.reports[-1] == ev.TransferDecided("sip:agent@pbx.example", ev.TransferMode.BLIND)
+    desk.tools.line_started()
+    desk.tools.interrupted()
+    assert desk.tools.pending is None and desk.leg.did == ["hold hold.wav", "transfer sip:agent@pbx.example"]
+    started = ev.TransferStarted("sip:agent@pbx.example")
+    assert desk.reports[-3:] == [ev.TransferLineInterrupted(), ev.HoldStarted(), started]
+    # the model, told "transferring", is told it still is; what the caller said over the line is no turn for it
+    assert desk.sent[-2:] == [ev.AddText(TRANSFER_GOES_AHEAD, ev.Role.SYSTEM), ev.ClearAudio()]
+    sent = len(desk.sent)
+    desk.tools.interrupted()  # nothing waiting: nothing more
+    desk.tools.beat(idle=True)
+    assert len(desk.sent) == sent and len(desk.leg.did) == 2
+    desk.clock.now = 2.5
+    desk.tools.transfer_progress(ev.TransferProgress(486, "Busy Here", final=True))
+    assert desk.leg.did[-1] == "unhold" and ev.HoldEnded(2.5) in desk.reports  # off hold: the agent says so
+    assert desk.sent[-2:] == [
+        ev.AddText("The transfer failed (486 Busy Here). Tell the caller.", ev.Role.SYSTEM),
+        ev.CreateResponse(),
+    ]
+
+
+def test_a_spoken_over_transfer_that_completes_leaves_the_caller_on_hold_until_the_hangup() -> None:
     desk = Desk()
     desk.tools.call(ev.FunctionCall("r1", "i1", "call_1", "transfer_to_human", "{}"))
     desk.tools.interrupted()
-    assert desk.tools.pending is None and desk.reports[-1] == ev.TransferCancelled()
-    assert desk.sent[-1] == ev.AddText(TRANSFER_NOT_STARTED, ev.Role.SYSTEM)
-    desk.tools.interrupted()  # nothing waiting: nothing to say
-    assert len(desk.sent) == 2
+    desk.tools.transfer_progress(ev.TransferProgress(200, "OK", final=True))
+    assert desk.leg.did[-2:] == ["transfer sip:agent@pbx.example", "hangup"]
+    assert desk.ended == [("transferred", "transferred")] and ev.HoldEnded(0.0) in desk.reports
+
+
+def test_a_barge_in_on_a_warm_transfer_line_starts_the_warm_transfer_at_once() -> None:
+    desk = Desk(warm=True)
+    desk.tools.call(ev.FunctionCall("r1", "i1", "call_1", "transfer_to_human", "{}"))
+    assert desk.reports[-1] == ev.TransferDecided("sip:agent@pbx.example", ev.TransferMode.WARM)
+    desk.tools.interrupted()
+    assert desk.warm == ["sip:agent@pbx.example"] and desk.leg.did == []  # the warm transfer holds the caller itself
+    assert desk.reports[-1] == ev.TransferLineInterrupted()
+
+
+def test_a_barge_in_on_the_goodbye_drops_the_hangup() -> None:
+    desk = Desk()
+    desk.tools.call(ev.FunctionCall("r1", "i1", "call_1", "end_call", "{}"))
+    sent = len(desk.sent)
+    desk.tools.interrupted()
+    desk.tools.beat(idle=True)
+    assert desk.tools.pending is None and desk.leg.did == [] and len(desk.sent) == sent and desk.ended == []
 
 
 @pytest.mark.parametrize(("code", "ends"), [(200, True), (486, False)])
