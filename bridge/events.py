@@ -416,6 +416,17 @@ class CallerHungUp(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class MediaDropped(Event):
+    """The caller is not heard: every media packet since the answer came from another host than the call's media
+    hosts and was dropped (bridge/sip/rtpguard.py). ``admitted``: those hosts, comma-separated; ``source``: the host
+    the packets came from ("" if unknown)."""
+
+    dropped: int
+    admitted: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class TransferProgress(Event):
     """NOTIFY progress of a REFER (RFC 3515): ``final`` with 2xx means the transfer succeeded."""
 
@@ -1371,6 +1382,23 @@ class PlayoutTotals(Report):
     @property
     def summary(self) -> str:
         return f"{self.underruns} underruns, {self.dropped_frames} dropped frames"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerAudioDropped(Report):
+    """:class:`MediaDropped`: the caller's audio reaches nobody (it comes from a host the call does not admit)."""
+
+    kind: ClassVar[str] = "media_dropped"
+    stored: ClassVar[tuple[str, ...]] = ("dropped", "admitted", "source")
+
+    dropped: int
+    admitted: str
+    source: str
+
+    @property
+    def summary(self) -> str:
+        source = self.source or "an unknown host"
+        return f"caller audio dropped: {self.dropped} packets from {source} (admitted: {self.admitted})"
 
 
 # The end reason of a call that reached its dialplan's max_call_s (bridge.call.limit)

@@ -88,6 +88,7 @@ class Reactions:
             .on(ev.FunctionCall, self.on_function_call)
             .on(ev.Dtmf, self.on_dtmf)
             .on(ev.CallerHungUp, self.on_caller_hung_up)
+            .on(ev.MediaDropped, lambda e: emit(ev.CallerAudioDropped(e.dropped, e.admitted, e.source)))
             .on(ev.ItemTruncated, self._barge_in.confirmed)
             .on(ev.ErrorEvent, self.on_error)
             .on(ev.IdleTimeout, lambda e: emit(ev.CallerSilent(e.audio_start_ms, e.audio_end_ms, e.item_id)))

@@ -387,6 +387,7 @@ class Worker:
             "port": call.media_port_kind,
             "clock": call.clock_priority,
             **call.media_counters,
+            "rtp_dropped": call.rtp_dropped,  # packets from hosts the call does not admit (bridge/sip/rtpguard.py)
             "uplink": session.link.uplink_counts,  # who sent the caller's frames (bridge/native/cport.c, "Uplink")
             # dead air inside an answer (the playout buffer ran dry): when, on the monotonic clock, the latest were
             "underrun_at": [round(t, 3) for t in session.playout.underrun_times],

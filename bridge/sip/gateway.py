@@ -75,7 +75,7 @@ import pjsua2 as pj
 
 from bridge import metrics
 from bridge.audio.frames import FrameSource, StreamKernel
-from bridge.events import CallerHungUp, Dtmf, DtmfSource, Event, TransferProgress
+from bridge.events import CallerHungUp, Dtmf, DtmfSource, Event, MediaDropped, TransferProgress
 from bridge.sip.access import (
     FORBIDDEN_LOCKED_OUT,
     FORBIDDEN_SOURCE,
@@ -95,11 +95,12 @@ from bridge.sip.bounds import (
     RtpWatch,
     session_timer_expired,
 )
+from bridge.sip.callermedia import CallerMedia
 from bridge.sip.cport import NativePort, NativeUplink
 from bridge.sip.crossing import MediaPort
 from bridge.sip.endpoint import CallGone, RejectedCall, SipConfig, SipEndpoint, SipError, sip_error
 from bridge.sip.outbound import HumanCall, dial
-from bridge.sip.rtpguard import MediaGuard, media_source, sdp_connection_ip, unclaimed_media_sockets
+from bridge.sip.rtpguard import MediaClaims, MediaGuard, media_sources, sdp_connection_ip
 from bridge.sip.sipmsg import (
     SIP_CALL_ID_CHARS,
     Dialog,
@@ -126,6 +127,20 @@ def new_call_id() -> str:
     """The bridge's own id of a call, made when its INVITE arrives: it names the call's files, Redis keys and log
     lines. Never the caller's Call-ID (RFC 3261 §8.1.1.4 lets a caller write anything there, and reuse it)."""
     return f"c-{uuid.uuid4().hex}"
+
+
+def _rtp_transport(call: Any) -> tuple[int, str] | None:
+    """The call's audio RTP socket: its local port, and the host its last datagram came from ("" before any)."""
+    found = first_audio(call) if call is not None else None
+    if found is None:
+        return None
+    try:
+        info = call.getMedTransportInfo(found[1])
+        port = int(str(info.localRtpName).rpartition(":")[2])
+    except (pj.Error, ValueError):
+        return None
+    source = str(info.srcRtpName).rpartition(":")[0].strip("[]")
+    return port, "" if source in ("", "0.0.0.0") else source
 
 
 def _rx_packets(call: Any) -> int | None:
@@ -313,12 +328,11 @@ class IncomingCall:
         self._transfer: asyncio.Future[TransferProgress] | None = None
         self._counters = dict.fromkeys(_COUNTERS, 0)  # this call's share of a pooled port's counters
         self._baseline = dict.fromkeys(_COUNTERS, 0)
-        self._guard: MediaGuard | None = None  # media from the caller only (bridge.sip.rtpguard)
+        self._media: CallerMedia | None = None  # media from the caller only (bridge.sip.rtpguard)
         try:
-            self._guard = gateway.media_guard(self._invite, self.remote_ip)
+            self._media = gateway.caller_media(self.call_id, self._invite, self.remote_ip, self._emit)
         except Exception:  # the call goes on unguarded rather than not at all
             _LOG.exception("%s: media source filter", self.call_id)
-        self._dropped = 0
 
     def __repr__(self) -> str:
         state = "ended" if self.disconnected.is_set() else "answered" if self.answered else "ringing"
@@ -546,7 +560,7 @@ class IncomingCall:
     @property
     def rtp_dropped(self) -> int:
         """Media packets dropped on this call's sockets so far: from other addresses than the caller's media."""
-        return self._guard.dropped() if self._guard is not None else self._dropped
+        return self._media.dropped if self._media is not None else 0
 
     def _deliver(self, pcm: bytes, t_capture: float) -> None:
         on_frame = self._on_frame
@@ -582,8 +596,8 @@ class IncomingCall:
             stream = call.getStreamInfo(index)
             self.codec = str(stream.codecName)
             self.srtp = secure_media(call, index)
-            if self._guard is not None:  # a re-INVITE may move the caller's media
-                self._guard.lock(media_source(str(stream.remoteRtpAddress).rpartition(":")[0], self.remote_ip))
+            if self._media is not None:  # a re-INVITE may move the caller's media
+                self._media.relock(media_sources(str(stream.remoteRtpAddress).rpartition(":")[0], self.remote_ip))
         if self._hold_player is not None:  # on a warm transfer's hold (a re-INVITE may bring new media)
             with contextlib.suppress(pj.Error):
                 self._hold_player.startTransmit(audio)
@@ -599,6 +613,8 @@ class IncomingCall:
             if not self.confirmed:
                 cfg = self._gateway.config
                 self._rtp = RtpWatch(cfg.rtp_timeout_s, cfg.rtp_hold_timeout_s, time.monotonic())
+                if self._media is not None:
+                    self._media.answered(time.monotonic())
             self.confirmed = True
             if received and self.dialog is None:
                 self.dialog = dialog_from_ack(received, self._invite, self.peer_addr)
@@ -628,6 +644,8 @@ class IncomingCall:
             packets = _rx_packets(call)
         except pj.Error:
             return
+        if self._media is not None:
+            self._media.check(now, packets, self.held, lambda: _rtp_transport(self._call))
         if watch.observe(packets, self.held, now):
             self._bounded(MEDIA_TIMEOUT, f"no RTP for {watch.quiet_s(now):.0f} s")
             self.hangup(MEDIA_TIMEOUT_HEADER)
@@ -648,13 +666,8 @@ class IncomingCall:
         call, self._call = self._call, None
         if call is not None:
             call.handle = None
-        guard, self._guard = self._guard, None
-        if guard is not None:
-            self._gateway.unclaim(guard)
-            self._dropped = guard.close()
-            if self._dropped:
-                metrics.RTP_FOREIGN_DROPPED.inc(self._dropped)
-                _LOG.warning("%s: dropped %d media packets not from %s", self.call_id, self._dropped, guard.source)
+        if self._media is not None:
+            self._gateway.release_media(self._media)
         self._hold_player = None
         if self._port is not None:
             self._counters = self.media_counters
@@ -716,11 +729,16 @@ class SipGateway:
         # closed by default: nothing configured means loopback sources and the trusted fronts' calls only
         self._closed_default = not (self._allowed or self._auth or config.allow_any_source)
         self._watch: asyncio.Task[None] | None = None
-        self._claimed: set[str] = set()  # media sockets (inodes) of the calls' guards
+        self._claims: MediaClaims | None = None  # every media socket's owner: a call, or a transfer's leg
+        self._human_media: dict[int, MediaGuard] = {}  # warm transfers' second legs' sockets, while they last
         self._humans: dict[int, HumanCall] = {}  # warm transfers' second legs, until pjsua has finished them
 
     async def start(self) -> None:
         self.endpoint.start()
+        cfg = self.config
+        ranged = cfg.rtp_port and cfg.rtp_port_range
+        ports = range(cfg.rtp_port, cfg.rtp_port + cfg.rtp_port_range + 2) if ranged else None
+        self._claims = MediaClaims(self.endpoint.sip_port, ports)
         self._account = self.endpoint.create_account(self._incoming)
         self.endpoint.on_release(self._drop_all)
         self._watch = asyncio.get_running_loop().create_task(self._watch_media(), name="sip-media-watch")
@@ -807,25 +825,28 @@ class SipGateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def media_guard(self, invite: str, signalling_ip: str | None) -> MediaGuard | None:
-        """A new call's media source filter (bridge.sip.rtpguard), locked to the offer's address (or the caller's,
-        behind NAT) before the 200 OK is sent. None without an IPv4 offer or media sockets."""
-        source = media_source(sdp_connection_ip(invite.partition("\r\n\r\n")[2]), signalling_ip)
-        if source is None:
-            return None
-        cfg = self.config
-        ports = (
-            range(cfg.rtp_port, cfg.rtp_port + cfg.rtp_port_range + 2) if cfg.rtp_port and cfg.rtp_port_range else None
-        )
-        guard = MediaGuard(unclaimed_media_sockets(self.endpoint.sip_port, self._claimed, ports))
-        if not guard.sockets:
-            return None
-        self._claimed.update(guard.sockets)
-        guard.lock(source)
-        return guard
+    def caller_media(
+        self, call_id: str, invite: str, signalling_ip: str | None, emit: Callable[[MediaDropped], None]
+    ) -> CallerMedia:
+        """A new call's media guard (bridge.sip.callermedia): the sockets pjsua has just opened for its INVITE, now
+        the call's, locked to the offer's host and the INVITE's source (bridge.sip.rtpguard) before the 200 OK."""
+        if self._claims is None:
+            raise SipError("media guard", "the gateway is not started")
+        sources = media_sources(sdp_connection_ip(invite.partition("\r\n\r\n")[2]), signalling_ip)
+        return CallerMedia(call_id, MediaGuard(self._claims.take(call_id)), sources, signalling_ip, emit)
 
-    def unclaim(self, guard: MediaGuard) -> None:
-        self._claimed.difference_update(guard.sockets)
+    def release_media(self, media: CallerMedia) -> None:
+        """An ended call's sockets go back; what its guard dropped is counted and logged."""
+        guard = media.guard
+        if guard is None:
+            return
+        if self._claims is not None:
+            self._claims.release(guard.sockets)
+        dropped = media.close()
+        if dropped:
+            metrics.RTP_FOREIGN_DROPPED.inc(dropped)
+            admitted = " or ".join(media.sources) or "nowhere"
+            _LOG.warning("%s: dropped %d media packets not from %s", media.call_id, dropped, admitted)
 
     def caller_source(self, packet_source: str, message: str) -> str:
         """Where the request came from: ``packet_source``, or the caller's address a trusted front reports."""
@@ -939,10 +960,16 @@ class SipGateway:
         human = dial(caller, self._account, uri, call_op(), self._human_gone)
         if not human.ended.is_set():
             self._humans[id(human)] = human
+            if self._claims is not None:  # the sockets pjsua opened for this INVITE: this transfer's, to its end
+                self._human_media[id(human)] = MediaGuard(self._claims.take(f"{caller.call_id}/human"))
         return human
 
     def _human_gone(self, human: HumanCall) -> None:
         self._humans.pop(id(human), None)
+        guard = self._human_media.pop(id(human), None)
+        if guard is not None and self._claims is not None:
+            self._claims.release(guard.sockets)
+            guard.close()
 
     def _forget(self, handle: IncomingCall) -> None:
         self._calls.pop(id(handle), None)

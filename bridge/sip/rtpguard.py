@@ -11,16 +11,25 @@ packets.
 
 So the bridge filters below pjmedia. Once a call's remote media address is known (the offer's ``c=`` line, or a
 re-INVITE's), a classic BPF socket filter (``SO_ATTACH_FILTER``, Linux ``socket(7)``) on the call's RTP and RTCP
-sockets admits only IPv4 datagrams from that address; the kernel drops the rest before pjmedia can read them,
-counting them in the socket's drop counter (``SO_MEMINFO``, ``SK_MEMINFO_DROPS``); what a stranger got queued before
-the filter (pjsua opens the sockets when the INVITE arrives) is read and dropped right then. A stranger can then neither
-reach the model nor latch the call. A caller behind NAT announces a private address it does not send from: then
-the filter admits the address its INVITE came from instead (:func:`media_source`), the host that pjmedia latches to
-when its first packets arrive. The filter admits any port of that host (some carriers send RTP from another port
-than the one they announce).
+sockets admits only IPv4 datagrams from the call's media hosts (:func:`media_sources`); the kernel drops the rest
+before pjmedia can read them, counting them in the socket's drop counter (``SO_MEMINFO``, ``SK_MEMINFO_DROPS``); what
+a stranger got queued before the filter (pjsua opens the sockets when the INVITE arrives) is read and dropped right
+then. A stranger can then neither reach the model nor latch the call. The media hosts are the offer's ``c=`` host and
+the host the INVITE came from (symmetric RTP: most softphones and NATs send media from where they signal, whatever
+their SDP says); a private or unspecified ``c=`` from a caller who signals from a public address (a phone behind NAT)
+is left out. The filter admits any port of those hosts (some carriers send RTP from another port than the one they
+announce).
 
-The filter needs no privilege. The gateway finds a call's sockets in ``/proc/self/fd`` when its INVITE arrives
-(:func:`unclaimed_media_sockets`) and keeps a duplicate of each until the call ends, to read the drop count then.
+Every media socket of the process has one owner (:class:`MediaClaims`): an incoming call claims the sockets pjsua
+opened for its INVITE, a warm transfer's outbound leg those pjsua opened for its INVITE, each until it ends. The
+filter needs no privilege. The gateway finds a call's sockets in ``/proc/self/fd`` (:func:`unclaimed_media_sockets`)
+and keeps a duplicate of each until the call ends, to read the drop count then.
+
+A caller whose every packet is dropped (an offer naming one host, media from a third) is heard by nobody: the
+gateway notices it (:class:`bridge.sip.callermedia.CallerMedia`) and, to name the address the caller sends from,
+lets the strangers' datagrams through the RTP socket for a moment cut to their UDP header (:meth:`MediaGuard.sample`):
+pjmedia reads them as empty keep-alives (``stream.c`` ignores anything shorter than an RTP header), never decodes or
+latches to them, and records their source address, which pjsua2 reports (``MediaTransportInfo.srcRtpName``).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import os
 import secrets
 import socket
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 _LOG = logging.getLogger("bridge.sip")
@@ -48,15 +58,18 @@ BPF_JEQ_K = 0x15
 BPF_RET_K = 0x06
 
 
-def source_filter(ip: str) -> bytes:
-    """The BPF program, as ``struct sock_filter[]`` bytes, that keeps IPv4 datagrams from ``ip`` and drops the rest."""
-    address = int(ipaddress.IPv4Address(ip))
-    program = (
-        (BPF_LD_W_ABS, 0, 0, (SKF_NET_OFF + IPV4_SOURCE_OFFSET) & 0xFFFFFFFF),  # A = source address
-        (BPF_JEQ_K, 0, 1, address),  # A == ip ? next : skip one
-        (BPF_RET_K, 0, 0, 0xFFFFFFFF),  # keep the whole datagram
-        (BPF_RET_K, 0, 0, 0),  # drop it
-    )
+UDP_HEADER_BYTES = 8  # what a sampled stranger's datagram is cut to: its payload is empty (RFC 768)
+
+
+def source_filter(sources: Sequence[str], stranger_bytes: int = 0) -> bytes:
+    """The BPF program, as ``struct sock_filter[]`` bytes, that keeps IPv4 datagrams from any of ``sources`` whole
+    and cuts the rest to ``stranger_bytes`` (0: drops them)."""
+    addresses = [int(ipaddress.IPv4Address(ip)) for ip in sources]
+    count = len(addresses)
+    program = [(BPF_LD_W_ABS, 0, 0, (SKF_NET_OFF + IPV4_SOURCE_OFFSET) & 0xFFFFFFFF)]  # A = source address
+    # the k-th comparison (1-based) jumps over the rest and over the strangers' return, to "keep" on a match
+    program += [(BPF_JEQ_K, count - k + 1, 0, address) for k, address in enumerate(addresses, 1)]
+    program += [(BPF_RET_K, 0, 0, stranger_bytes), (BPF_RET_K, 0, 0, 0xFFFFFFFF)]
     return b"".join(struct.pack("HBBI", *insn) for insn in program)
 
 
@@ -64,17 +77,20 @@ def _private(ip: ipaddress.IPv4Address) -> bool:
     return ip.is_private or ip.is_unspecified or ip in ipaddress.IPv4Network("100.64.0.0/10")  # RFC 6598 CGN
 
 
-def media_source(sdp_ip: str | None, signalling_ip: str | None) -> str | None:
-    """The one IPv4 address a call's media may come from, or None (no IPv4 address known: no filter).
+def media_sources(sdp_ip: str | None, signalling_ip: str | None) -> tuple[str, ...]:
+    """The IPv4 hosts a call's media may come from; empty: none known (no filter).
 
-    The SDP's address, unless it is private or unspecified (RFC 1918, RFC 6598, ``0.0.0.0`` of an old-style hold)
-    while the INVITE came from a public address: a caller behind NAT, whose media comes from where its signalling
-    does."""
+    The SDP's ``c=`` host and the host the INVITE came from (the caller's, as a trusted front reports it). The SDP's
+    host is left out when it is unspecified (``0.0.0.0``, an old-style hold) or private (RFC 1918, RFC 6598) while
+    the INVITE came from a public address: a caller behind NAT, whose announced address is not reachable."""
     sdp = _ipv4(sdp_ip)
     signalling = _ipv4(signalling_ip)
-    if sdp is not None and (signalling is None or not _private(sdp) or _private(signalling) or sdp == signalling):
-        return None if sdp.is_unspecified else str(sdp)
-    return str(signalling) if signalling is not None else None
+    found: list[str] = []
+    if sdp is not None and not sdp.is_unspecified and not (_private(sdp) and signalling and not _private(signalling)):
+        found.append(str(sdp))
+    if signalling is not None and not signalling.is_unspecified and str(signalling) not in found:
+        found.append(str(signalling))
+    return tuple(found)
 
 
 def _ipv4(text: str | None) -> ipaddress.IPv4Address | None:
@@ -142,31 +158,67 @@ def _is_media(sock: socket.socket, sip_port: int) -> bool:
     return False
 
 
+class MediaClaims:
+    """Which call or transfer leg owns each media socket of the process (socket inode -> owner). Sockets are taken
+    when pjsua has just opened them (an INVITE received or sent) and are nobody else's until released."""
+
+    def __init__(self, sip_port: int, ports: range | None = None) -> None:
+        self.sip_port = sip_port
+        self.ports = ports  # the RTP range, when one is set
+        self.owners: dict[str, str] = {}
+
+    def take(self, owner: str) -> dict[str, socket.socket]:
+        """Duplicates of the media sockets nobody owns yet, now ``owner``'s (by inode)."""
+        found = unclaimed_media_sockets(self.sip_port, set(self.owners), self.ports)
+        self.owners.update(dict.fromkeys(found, owner))
+        return found
+
+    def release(self, inodes: Iterable[str]) -> None:
+        for inode in inodes:
+            self.owners.pop(inode, None)
+
+
 @dataclass(slots=True)
 class MediaGuard:
-    """One call's filter over its sockets (inode -> duplicate): :meth:`lock` to an address (again after a
-    re-INVITE), :meth:`dropped` so far, :meth:`close` at the end (returns the final count)."""
+    """One call's filter over its sockets (inode -> duplicate): :meth:`lock` to its media hosts (again after a
+    re-INVITE), :meth:`sample` strangers for a moment, :meth:`dropped` so far, :meth:`close` at the end (returns the
+    final count). ``seen``: the sources of the datagrams it read and dropped itself (queued before the filter)."""
 
     sockets: dict[str, socket.socket] = field(default_factory=dict)
-    source: str | None = None
+    sources: tuple[str, ...] = ()
+    seen: list[str] = field(default_factory=list)
     _final: int = 0
 
-    def lock(self, source: str | None) -> None:
-        if source is None or source == self.source:
+    def lock(self, sources: tuple[str, ...]) -> None:
+        if not sources or sources == self.sources:
             return
-        program = source_filter(source)
+        first = not self.sources
+        self.sources = sources
+        for sock in self.sockets.values():
+            if self._attach(sock, source_filter(sources)) and first:
+                self._discard_queued(sock)
+
+    def sample(self, port: int) -> bool:
+        """Let strangers' datagrams through the socket on ``port`` cut to their UDP header (empty), so that pjmedia
+        records their source; :meth:`strict` ends it. False if no socket of the guard has that port."""
+        program = source_filter(self.sources, UDP_HEADER_BYTES)
+        return any([self._attach(sock, program) for sock in self.sockets.values() if _port(sock) == port])
+
+    def strict(self) -> None:
+        """Back to dropping every stranger's datagram (after :meth:`sample`)."""
+        for sock in self.sockets.values():
+            self._attach(sock, source_filter(self.sources))
+
+    @staticmethod
+    def _attach(sock: socket.socket, program: bytes) -> bool:
         code = ctypes.create_string_buffer(program, len(program))
         fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(code))  # struct sock_fprog
-        first = self.source is None
-        for sock in self.sockets.values():
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-            except OSError as exc:
-                _LOG.warning("media source filter refused: %s", exc)
-            else:
-                if first:
-                    self._discard_queued(sock)
-        self.source = source
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        except OSError as exc:
+            _LOG.warning("media source filter refused: %s", exc)
+            return False
+        return True
 
     def _discard_queued(self, sock: socket.socket) -> None:
         """A filter applies to datagrams as they arrive: those queued between the socket's opening (pjsua opened it
@@ -175,10 +227,12 @@ class MediaGuard:
         sock.setblocking(False)
         while True:
             try:
-                sock.recv(65536)
-            except OSError:
+                _data, (host, _port_number) = sock.recvfrom(65536)
+            except (OSError, ValueError):
                 return
             self._final += 1
+            if host not in self.seen and len(self.seen) < 4:
+                self.seen.append(host)
 
     def dropped(self) -> int:
         total = self._final
@@ -193,6 +247,13 @@ class MediaGuard:
         for sock in sockets.values():
             sock.close()
         return self._final
+
+
+def _port(sock: socket.socket) -> int | None:
+    try:
+        return int(sock.getsockname()[1])
+    except OSError:
+        return None
 
 
 def random_rtp_start(first: int, span: int) -> int:

@@ -58,6 +58,12 @@ CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
         {"talk_over_ms": 320.0},
     ),
     (
+        ev.CallerAudioDropped(54, "192.0.2.2, 127.0.0.1", "127.0.0.3"),
+        "media_dropped",
+        "caller audio dropped: 54 packets from 127.0.0.3 (admitted: 192.0.2.2, 127.0.0.1)",
+        {"dropped": 54, "admitted": "192.0.2.2, 127.0.0.1", "source": "127.0.0.3"},
+    ),
+    (
         ev.EchoJudged("rejected", -62.5, 120.0),
         "echo_judged",
         "rejected, residual -62 dBFS, echo path 120 ms",

@@ -17,6 +17,10 @@ human's leg is cancelled too, and the record has outcome caller_hung_up.
 A transfer, once decided, happens: a caller who plays a tone over the agent's transfer line (a long line, paced at
 real time) cuts the line, hears the hold audio at once, and is joined with the human (then hears the human's tone);
 over SIPp's 486 the agent comes back and says so. The timeline has each step, in order.
+
+A joined transfer owns its legs' media (bridge/sip/rtpguard.py, ``MediaClaims``): while caller and human talk, two
+more calls come and go on the same worker, one after the other, from another loopback address (127.0.0.2: their
+media guards admit only it), and both directions of the transfer's audio go on during and after them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +47,10 @@ from _bridge_helpers import (
     finish,
     free_port,
     read_pcm_wav,
+    run,
     segment,
     silence,
+    softphone_args,
     speech,
     start,
     stop,
@@ -52,6 +59,8 @@ from _bridge_helpers import (
     wait_sip_ready,
     write_pcm_wav,
 )
+
+from bridge.devkit.ports import can_bind
 
 SIPP = shutil.which("sipp")
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -372,3 +381,78 @@ async def test_a_caller_talking_over_the_transfer_line_is_still_transferred_or_t
     assert back, "the agent did not come back after the busy human"
     busy_heard, _ = read_pcm_wav(heard[OVER_BUSY])
     assert_tone(segment(busy_heard, RATE, back[0] / 1000 + 0.2, back[0] / 1000 + 1.5), RATE, LINE_HZ)
+
+
+OTHER_HOST = "127.0.0.2"  # the other calls' address: their media guards admit only it (and their offers' c=)
+
+
+def assert_tone_throughout(x: Any, start_s: float, end_s: float, hz: float, what: str) -> None:
+    """Every second of ``x`` from ``start_s`` to ``end_s`` is the tone ``hz``, above -45 dBFS."""
+    assert end_s - start_s >= 2.0, f"{what}: only {end_s - start_s:.1f} s to check"
+    at = start_s
+    while at + 1.0 <= end_s:
+        chunk = segment(x, RATE, at, at + 1.0)
+        assert len(chunk) == RATE and dbfs(chunk) > -45.0, f"{what}: silence at {at:.1f}-{at + 1.0:.1f} s"
+        assert_tone(chunk, RATE, hz)
+        at += 1.0
+
+
+@pytest.mark.skipif(not can_bind(OTHER_HOST), reason=f"{OTHER_HOST} is not usable here")
+async def test_a_joined_transfer_keeps_both_directions_while_other_calls_come_and_go(tmp_path: Path) -> None:
+    human_port = free_port()
+    plans = [warm_plan("warm-held", WARM, f"sip:agent@{LOCALHOST}:{human_port}")]
+    human_play, human_wav = tmp_path / "human-play.wav", tmp_path / "human.wav"
+    write_pcm_wav(human_play, tone(HUMAN_HZ, 1.0, -10.0))
+    caller_play, caller_wav = tmp_path / "caller.wav", tmp_path / "caller-heard.wav"
+    # the ask, then the caller's tone from 3 s on, to the hang-up (the join comes at about 3 s)
+    write_pcm_wav(caller_play, silence(0.3), speech(0.0, 1.2), silence(1.5), tone(CALLER_HZ, 30.0, -10.0))
+    other_play = tmp_path / "other.wav"
+    write_pcm_wav(other_play, silence(3.0))
+    human = await start(
+        sys.executable, "-m", "bridge", "phone", "listen", "--port", str(human_port), "--record", str(human_wav),
+        "--play", str(human_play), "--loop", "--duration", "60", "--calls", "1", "--json",
+    )  # fmt: skip
+    try:
+        await wait_sip_ready(human_port, proc=human)
+        async with BridgeStack(tmp_path, extra_plans=plans) as stack:
+            asks_for_a_human(stack, calls=1)
+            before = len(stack.emu.sessions)
+            began = time.monotonic()
+            held = asyncio.create_task(call(stack.uri(WARM), play=caller_play, record=caller_wav, hangup_after=22.0))
+            session = await stack.emu.wait_for_session(before, within_s=20)
+            while session.types_sent().count("response.done") < 2:  # the transfer line, then the briefing
+                assert not held.done(), "the call ended before the briefing"
+                await asyncio.sleep(0.05)
+            others = []  # the human's leg is up: the other calls come while it is (the join follows the briefing)
+            for _ in range(2):  # one after the other: each new call's INVITE and guard, then its end
+                args = softphone_args(stack.uri("3101"), play=other_play, hangup_after=2.5)
+                other = await run(*args, "--host", OTHER_HOST, timeout=60)
+                assert other.returncode == 0 and other.report is not None, other.describe()
+                others.append(other)
+            others_done = time.monotonic() - began
+            assert not held.done(), "the transferred call ended before the other calls had come and gone"
+            warm = await held
+            assert warm.returncode == 0 and warm.report is not None, warm.describe()
+            report = await stack.report(warm.report["call_id"])
+        human_done = await finish(human, timeout=10)
+    finally:
+        if human.returncode is None:
+            await stop(human)
+
+    assert report["transfer"]["outcome"] == "completed", report["transfer"]
+    (t_join,) = kinds_at(report, "transfer_outcome")
+    joined = t_join / 1000
+    assert human_done.report is not None, human_done.describe()
+    # the caller heard the human (700 Hz) from the join to its hang-up, through both other calls and after them
+    # (the caller's recording starts at its answer, a little after `began`: the windows start late, end early)
+    caller_heard, _ = read_pcm_wav(caller_wav)
+    end_s = len(caller_heard) / RATE
+    assert others_done + 2.0 < end_s, f"the other calls ended at {others_done:.1f} s of {end_s:.1f}"
+    assert_tone_throughout(caller_heard, joined + 0.5, end_s - 0.5, HUMAN_HZ, "the caller")
+    # the human heard the briefing (LINE_MS), then the caller's 1020 Hz to the end of its recording, past both other
+    # calls: the longest stretch of what it heard, every second of it after the briefing
+    heard, _ = read_pcm_wav(human_wav)
+    longest = max(active_regions(heard, RATE, floor_dbfs=-45.0), key=lambda r: r.seconds)
+    assert longest.end_s >= len(heard) / RATE - 0.5 and longest.seconds >= others_done - joined + 2.0, longest
+    after_briefing = longest.start_s + LINE_MS / 1000 + 0.7
+    assert_tone_throughout(heard, after_briefing, longest.end_s - 0.2, CALLER_HZ, "the human")

@@ -371,6 +371,12 @@ class GatewayApp:
             time.sleep(0.05)
         raise TimeoutError(f"calls still up after {timeout} s: {status}")
 
+    def log_so_far(self) -> str:
+        """What the app has logged up to now (it keeps running)."""
+        self._stderr.flush()
+        self._stderr.seek(0)
+        return self._stderr.read()
+
     def _stderr_text(self) -> str:
         self._stderr.seek(0)
         text = self._stderr.read()

@@ -6,7 +6,14 @@ import socket
 
 import pytest
 
-from bridge.sip.rtpguard import MediaGuard, media_source, random_rtp_start, sdp_connection_ip, source_filter
+from bridge.sip.rtpguard import (
+    UDP_HEADER_BYTES,
+    MediaGuard,
+    media_sources,
+    random_rtp_start,
+    sdp_connection_ip,
+    source_filter,
+)
 
 OFFER = (
     "v=0\r\no=- 1 1 IN IP4 185.199.108.7\r\ns=-\r\nc=IN IP4 185.199.108.7\r\nt=0 0\r\n"
@@ -24,23 +31,29 @@ def test_the_audio_streams_connection_address_wins_over_the_sessions() -> None:
 @pytest.mark.parametrize(
     ("sdp_ip", "signalling_ip", "expected"),
     [
-        ("151.101.1.9", "185.199.108.7", "151.101.1.9"),  # a carrier's media gateway: the SDP names it
-        ("10.0.0.5", "185.199.108.7", "185.199.108.7"),  # a phone behind NAT: media comes from where SIP does
-        ("0.0.0.0", "185.199.108.7", "185.199.108.7"),  # RFC 2543 hold
-        ("10.0.0.5", "10.0.0.9", "10.0.0.5"),  # a private network end to end: the SDP is right
-        ("127.0.0.1", None, "127.0.0.1"),
-        (None, "185.199.108.7", "185.199.108.7"),
-        ("2001:db8::1", None, None),  # IPv6: no filter
+        ("151.101.1.9", "185.199.108.7", ("151.101.1.9", "185.199.108.7")),  # a carrier's media gateway, or itself
+        ("10.0.0.5", "185.199.108.7", ("185.199.108.7",)),  # a phone behind NAT: media comes from where SIP does
+        ("0.0.0.0", "185.199.108.7", ("185.199.108.7",)),  # RFC 2543 hold
+        ("10.0.0.5", "10.0.0.9", ("10.0.0.5", "10.0.0.9")),  # a private network end to end
+        ("192.0.2.2", "127.0.0.1", ("192.0.2.2", "127.0.0.1")),  # a softphone announcing its other address
+        ("127.0.0.1", "127.0.0.1", ("127.0.0.1",)),
+        ("127.0.0.1", None, ("127.0.0.1",)),
+        (None, "185.199.108.7", ("185.199.108.7",)),
+        ("2001:db8::1", None, ()),  # IPv6: no filter
     ],
 )
-def test_media_source(sdp_ip: str | None, signalling_ip: str | None, expected: str | None) -> None:
-    assert media_source(sdp_ip, signalling_ip) == expected
+def test_media_sources(sdp_ip: str | None, signalling_ip: str | None, expected: tuple[str, ...]) -> None:
+    assert media_sources(sdp_ip, signalling_ip) == expected
 
 
-def test_the_filter_program_compares_the_ipv4_source_address() -> None:
-    program = source_filter("127.0.0.1")
+def test_the_filter_program_compares_the_ipv4_source_address_with_each_host() -> None:
+    program = source_filter(["127.0.0.1"])
     assert len(program) == 4 * 8  # four struct sock_filter
     assert program[8 + 4 : 8 + 8] == (0x7F000001).to_bytes(4, "little")
+    two = source_filter(["127.0.0.1", "192.0.2.2"], UDP_HEADER_BYTES)
+    assert len(two) == 5 * 8
+    assert two[16 + 4 : 16 + 8] == (0xC0000202).to_bytes(4, "little")
+    assert two[24 + 4 : 24 + 8] == UDP_HEADER_BYTES.to_bytes(4, "little")  # a stranger's datagram, cut
 
 
 def test_random_rtp_ports_are_even_and_inside_the_range() -> None:
@@ -62,10 +75,41 @@ def test_a_locked_socket_drops_and_counts_other_sources() -> None:
         except OSError:
             pytest.skip("127.0.0.3 is not usable here")
         guard = MediaGuard({"t": socket.socket(fileno=target.dup().detach())})
-        guard.lock("127.0.0.1")
+        guard.lock(("127.0.0.1",))
         for _ in range(5):
             stranger.sendto(b"x" * 20, target.getsockname())
         friend.sendto(b"ok", target.getsockname())
         target.settimeout(2)
         assert target.recv(100) == b"ok"
         assert guard.close() == 5
+
+
+def test_two_hosts_are_admitted_and_a_sampled_stranger_arrives_empty_with_its_address() -> None:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as target,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as one,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as two,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger,
+    ):
+        target.bind(("127.0.0.1", 0))
+        one.bind(("127.0.0.1", 0))
+        try:
+            two.bind(("127.0.0.2", 0))
+            stranger.bind(("127.0.0.3", 0))
+        except OSError:
+            pytest.skip("127.0.0.2 and 127.0.0.3 are not usable here")
+        target.settimeout(2)
+        guard = MediaGuard({"t": socket.socket(fileno=target.dup().detach())})
+        guard.lock(("127.0.0.1", "127.0.0.2"))
+        stranger.sendto(b"x" * 20, target.getsockname())
+        one.sendto(b"one", target.getsockname())
+        two.sendto(b"two", target.getsockname())
+        assert [target.recvfrom(100)[0] for _ in range(2)] == [b"one", b"two"]
+        assert guard.sample(target.getsockname()[1])
+        stranger.sendto(b"x" * 172, target.getsockname())
+        assert target.recvfrom(100) == (b"", stranger.getsockname())  # the header only: no RTP for pjmedia
+        guard.strict()
+        stranger.sendto(b"x" * 20, target.getsockname())
+        one.sendto(b"one", target.getsockname())
+        assert target.recv(100) == b"one"
+        assert guard.close() == 2
