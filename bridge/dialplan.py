@@ -154,11 +154,11 @@ class Orchestrator(BaseModel):
 
 class EchoGuardPlan(BaseModel):
     """The echo guard (``bridge/call/echo.py``, ``bridge/audio/echo.py``): the agent's own audio coming back down
-    the caller's line is not the caller. Off unless ``enabled``."""
+    the caller's line is not the caller. On unless ``enabled: false``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = False
+    enabled: bool = True
     max_delay_ms: float = Field(600.0, ge=20, le=1000)  # the longest echo path: the line, jitter buffers, port queue
     speech_dbfs: float = Field(-40.0, ge=-70, le=-10)  # residual above this (not explained by the echo) is the caller
     erle_db: float = Field(10.0, ge=3, le=40)  # residual at least this far below the inbound level: explained

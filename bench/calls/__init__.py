@@ -59,6 +59,11 @@ cost is compared), run right after the plain one at each step. The summary gives
 against plain RTP at the largest step both passed (goal: at most 10 % more). A call that ran plain RTP on the SRTP
 path counts as unanswered.
 
+``echo_off`` (skipped with ``--no-echo-off``) runs right after the bridge path at each step: the same plan with
+``echo_guard: {enabled: false}`` (the bridge path runs the plan's defaults, the guard on). The summary gives the
+workers' CPU per call with the guard against without, at the largest step both answered in full (goal: at most
+10 % more).
+
 ``--realtime-priority N`` runs the system under test of both paths (the bridge's workers, the loopback apps)
 ``SCHED_RR`` at N, as ``callbridge serve --realtime-priority N`` does (see bridge/runtime/sched.py); the load
 callers and the emulator stay ordinary. Each step's ``scheduling`` says what the processes really got (it needs root or

@@ -42,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
         "AES_CM_128_HMAC_SHA1_80) and compare the workers' CPU per call with the plain path's in the same run",
     )
     parser.add_argument(
+        "--echo-off",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the bridge path with the plan's echo guard off (echo_off; the bridge path runs the plan's "
+        "defaults, the guard on) and compare the workers' CPU per call in the same run (default: on; "
+        "--no-echo-off skips it)",
+    )
+    parser.add_argument(
         "--ceiling",
         choices=("loop", "play"),
         default="loop",
@@ -117,6 +125,8 @@ def _paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[st
         if "bridge" not in paths:
             parser.error("--srtp compares with the bridge path: not with --only ceiling")
         paths.insert(paths.index("bridge") + 1, "srtp")
+    if args.echo_off and "bridge" in paths:
+        paths.insert(paths.index("bridge") + 1, "echo_off")
     return paths
 
 

@@ -40,9 +40,10 @@ def caller_wav(path: Path) -> Path:
     return path
 
 
-def dialplan(directory: Path) -> Path:
+def dialplan(directory: Path, echo_guard: bool = True) -> Path:
+    """The bench's one plan; ``echo_guard`` False turns the plan's echo guard off (the ``echo_off`` path)."""
     directory.mkdir(parents=True, exist_ok=True)
-    plan = {
+    plan: dict[str, Any] = {
         "name": "bench",
         "match": [NUMBER, "*"],
         "dialect": "ga",
@@ -55,6 +56,8 @@ def dialplan(directory: Path) -> Path:
             "input_transcription": None,
         },
     }
+    if not echo_guard:
+        plan["echo_guard"] = {"enabled": False}
     (directory / "bench.yaml").write_text(json.dumps(plan))
     return directory
 
@@ -127,12 +130,14 @@ class Bench:
 
     # -- the bridge path, called directly or through the front -----------------------------------------------
 
-    async def bridge_step(self, calls: int, emulator: Any, front: bool = False, srtp: bool = False) -> Step:
-        """The bridge's workers, called on their own ports; with ``front``, through Kamailio's one address; with
-        ``srtp``, every call SRTP (the workers' ``srtp: mandatory``, the callers offering SDES)."""
+    async def bridge_step(self, calls: int, emulator: Any, path: str = "bridge") -> Step:
+        """The bridge's workers, called on their own ports (``bridge``, the plan's defaults); ``front``: through
+        Kamailio's one address; ``srtp``: every call SRTP (the workers' ``srtp: mandatory``, the callers offering
+        SDES); ``echo_off``: the plan's echo guard off."""
         from bridge.serve.pool import Pool
 
-        name = "front" if front else "srtp" if srtp else "bridge"
+        front = path == "front"
+        name = path
         step = Step(name, calls, math.ceil(calls / CALLS_PER_PROCESS))
         reports = self.work / f"reports-{step.path}-{calls}.jsonl"
         settings = self._settings(step, emulator.base_url, reports, front)
@@ -163,7 +168,7 @@ class Bench:
             workers=step.processes,
             rtp_port=0,
             realtime_url=realtime_url,
-            dialplans=dialplan(self.work / "dialplans"),
+            dialplans=dialplan(self.work / f"dialplans-{step.path}", echo_guard=step.path != "echo_off"),
             report_file=reports,
             realtime_priority=self.priority,
             media_beat_frames=self.beat,

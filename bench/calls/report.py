@@ -15,12 +15,13 @@ PASS_MARK = 0.001  # < 0.1 % late or missing frames
 GOAL_RATIO = 0.75  # the bridge's capacity against the ceiling's
 GOAL_FRONT_RATIO = 0.9  # through the front against the same workers called directly
 GOAL_SRTP_CPU_RATIO = 1.1  # the workers' CPU per call with SRTP against plain RTP, at the same step
+GOAL_ECHO_CPU_RATIO = 1.1  # the workers' CPU per call with the echo guard on (the default) against it off
 GOAL_INBOUND_P99_MS = 10.0
 
 
 @dataclass
 class Step:
-    path: str  # "bridge" | "srtp" | "front" | "ceiling"
+    path: str  # "bridge" | "echo_off" | "srtp" | "front" | "ceiling"
     calls: int
     processes: int  # workers or loopback apps
     window_s: float = 0.0
@@ -183,23 +184,31 @@ def summarize(steps: list[Step], largest: int) -> dict[str, Any]:
         }
         | (front_summary(steps, ours, largest) if "front" in ran else {})
         | (srtp_summary(steps) if "srtp" in ran else {})
+        | (echo_summary(steps) if "echo_off" in ran else {})
     )
 
 
-def srtp_summary(steps: list[Step]) -> dict[str, Any]:
-    """The SRTP path against the plain bridge path in the same run: capacity, and the workers' CPU per call at the
-    largest step where both answered every call (the same calls, the same kind of workers; only the media is
-    encrypted). A step's last run counts; the late-frame mark does not matter here, the calls' CPU does."""
+def _cpu_beside_bridge(steps: list[Step], path: str) -> tuple[int | None, Step | None, Step | None, float | None]:
+    """``path`` against the bridge path in the same run: the largest step where both answered every call (the
+    same calls, the same kind of workers), both steps, and the workers' CPU per call of ``path`` over the bridge's.
+    A step's last run counts; the late-frame mark does not matter here, the calls' CPU does."""
 
     def full(s: Step | None) -> bool:
         return s is not None and s.answered == s.calls
 
-    both = [s.calls for s in steps if s.path == "srtp" and full(s) and full(_at(steps, "bridge", s.calls))]
+    both = [s.calls for s in steps if s.path == path and full(s) and full(_at(steps, "bridge", s.calls))]
     at = max(both, default=None)
-    plain, secure = _at(steps, "bridge", at), _at(steps, "srtp", at)
+    bridge, other = _at(steps, "bridge", at), _at(steps, path, at)
     ratio = None
-    if plain is not None and secure is not None and plain.cpu_per_call_pct > 0:
-        ratio = round(secure.cpu_per_call_pct / plain.cpu_per_call_pct, 3)
+    if bridge is not None and other is not None and bridge.cpu_per_call_pct > 0:
+        ratio = round(other.cpu_per_call_pct / bridge.cpu_per_call_pct, 3)
+    return at, bridge, other, ratio
+
+
+def srtp_summary(steps: list[Step]) -> dict[str, Any]:
+    """The SRTP path against the plain bridge path in the same run: capacity, and the workers' CPU per call at the
+    largest step where both answered every call (only the media is encrypted)."""
+    at, plain, secure, ratio = _cpu_beside_bridge(steps, "srtp")
     return {
         "srtp_max_calls": _path_max(steps, "srtp"),
         "srtp_cpu_step": at,
@@ -207,6 +216,24 @@ def srtp_summary(steps: list[Step]) -> dict[str, Any]:
         "plain_cpu_per_call_pct": None if plain is None else plain.cpu_per_call_pct,
         "srtp_cpu_ratio": ratio,
         "goal_srtp_cpu_met": None if ratio is None else ratio <= GOAL_SRTP_CPU_RATIO,
+    }
+
+
+def echo_summary(steps: list[Step]) -> dict[str, Any]:
+    """The echo guard's cost: the bridge path (the plan's defaults, the guard on) against ``echo_off`` (the same
+    plan with ``echo_guard: {enabled: false}``) in the same run, the workers' CPU per call at the largest step
+    where both answered every call."""
+    at, guarded, off, _ = _cpu_beside_bridge(steps, "echo_off")
+    cost = None  # guard on over guard off
+    if guarded is not None and off is not None and off.cpu_per_call_pct > 0:
+        cost = round(guarded.cpu_per_call_pct / off.cpu_per_call_pct, 3)
+    return {
+        "echo_off_max_calls": _path_max(steps, "echo_off"),
+        "echo_cpu_step": at,
+        "echo_on_cpu_per_call_pct": None if guarded is None else guarded.cpu_per_call_pct,
+        "echo_off_cpu_per_call_pct": None if off is None else off.cpu_per_call_pct,
+        "echo_cpu_ratio": cost,
+        "goal_echo_cpu_met": None if cost is None else cost <= GOAL_ECHO_CPU_RATIO,
     }
 
 
@@ -265,7 +292,20 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             f"{'n/a' if ratio is None else f'{100 * (ratio - 1):+.1f}%'} (goal <= +10%: "
             f"{_goal(summary['goal_srtp_cpu_met'])})"
         )
+    if "echo_off_max_calls" in summary:
+        lines.append(_echo_line(summary))
     return lines
+
+
+def _echo_line(summary: dict[str, Any]) -> str:
+    ratio = summary["echo_cpu_ratio"]
+    return (
+        f"echo guard off: {summary['echo_off_max_calls']} clean calls; workers' CPU per call at "
+        f"{summary['echo_cpu_step']} calls {summary['echo_on_cpu_per_call_pct']}% with the guard (the default) "
+        f"against {summary['echo_off_cpu_per_call_pct']}% without -> "
+        f"{'n/a' if ratio is None else f'{100 * (ratio - 1):+.1f}%'} (goal <= +10%: "
+        f"{_goal(summary['goal_echo_cpu_met'])})"
+    )
 
 
 def _front_line(summary: dict[str, Any]) -> str:

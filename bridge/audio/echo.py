@@ -53,8 +53,13 @@ MAX_LEVEL_DB: Final = 0.0  # a path louder than what was played is not an echo p
 HINT_KEPT: Final = 0.97  # a held lag whose correlation is this close to the best one is kept
 QUIET_DBFS: Final = -60.0  # inbound audio quieter than this over the window teaches nothing about the path
 COHERENT: Final = 0.8  # a normalised correlation this high: the return is echo alone (the path may be learnt from it)
+FOREIGN: Final = 0.5  # no path held and the latest search explained less than this: the return is not the agent's
 RE_ESTIMATE_FRAMES: Final = 12  # a held path is refreshed this often (frames)
 SEEK_FRAMES: Final = 2  # ...and sought this often while none is held
+# a search that finds nothing coherent (the caller talking over the agent, a line that returns no echo) is tried
+# half as often each time, down to once per this many frames; the level test serves meanwhile
+MAX_SEEK_FRAMES: Final = 16
+_AT_ONCE: Final = 1 << 30  # _since_estimate: estimate on the next frame
 SHORT_WINDOW: Final = 8 * SAMPLES_PER_FRAME  # 160 ms: a window the path has not moved inside
 GEIGEL_DB: Final = 6.0  # no path learnt yet: inbound audio this far below what was played is taken for its echo
 MOVED_DB: Final = 3.0  # a frame the path leaves unexplained, no louder than its echo could be plus this: echo
@@ -103,33 +108,49 @@ class Verdict:
 
 
 class _Ring:
-    """The last ``size`` samples of a stream, with the count of all samples ever added."""
+    """The last ``size`` samples of a stream, with the count of all samples ever added. The samples sit in a
+    buffer twice that long, newest at ``_end``: an add is a copy of the new samples (the held ones move back to the
+    front once per ``size`` samples added), never a shift of the whole history."""
 
     def __init__(self, size: int) -> None:
-        self.buf = np.zeros(size, dtype=np.float64)
+        self.size = size
+        self._data = np.zeros(2 * size, dtype=np.float64)
+        self._end = size  # the held samples are _data[_end - size : _end]
         self.total = 0
 
+    @property
+    def buf(self) -> Samples:
+        """The held samples, oldest first (zeros where none were added yet)."""
+        return self._data[self._end - self.size : self._end]
+
     def add(self, x: Samples) -> None:
-        n, size = len(x), len(self.buf)
+        n, size = len(x), self.size
         if n >= size:
-            self.buf[:] = x[-size:]
+            self._data[:size], self._end = x[-size:], size
         else:
-            self.buf = np.roll(self.buf, -n)
-            self.buf[-n:] = x
+            if self._end + n > len(self._data):
+                self._data[:size], self._end = self.buf, size
+            self._data[self._end : self._end + n] = x
+            self._end += n
         self.total += n
 
     def drop_newest(self, n: int) -> None:
         """Forget the newest ``n`` samples (they were never sent)."""
-        n = min(n, len(self.buf), self.total)
+        n = min(n, self.size, self.total)
         if n > 0:
-            self.buf = np.roll(self.buf, n)
-            self.buf[:n] = 0.0
+            if self._end - n < self.size:  # no room below the held samples: move them to the back
+                self._data[self.size :], self._end = self.buf, 2 * self.size
+            self._end -= n
+            self._data[self._end - self.size : self._end - self.size + n] = 0.0
             self.total -= n
 
     def span(self, start: int, end: int) -> Samples:
         """Samples ``start..end`` of the stream (absolute counts); zeros where not (or no longer) held."""
+        first = self.total - self.size
+        if start >= first and end <= self.total:  # all held: a copy of the slice
+            base = self._end - self.size - first
+            return self._data[base + start : base + end].copy()
         out = np.zeros(max(0, end - start), dtype=np.float64)
-        first = self.total - len(self.buf)
         lo, hi = max(start, first), min(end, self.total)
         if hi > lo:
             out[lo - start : hi - start] = self.buf[lo - first : hi - first]
@@ -160,7 +181,9 @@ class EchoGuard:
         self._ref, self._in = _Ring(keep + self.max_lag), _Ring(keep)
         self._pending: deque[bytes] = deque()  # reference frames from the clock thread, not yet in the ring
         self.path: EchoPath | None = None  # the held path (refreshed by temper while the return is coherent)
-        self._since_estimate = RE_ESTIMATE_FRAMES
+        self._since_estimate = _AT_ONCE
+        self._seek_every = SEEK_FRAMES  # frames between searches while no path holds (see MAX_SEEK_FRAMES)
+        self._foreign = False  # no path held, and the latest search found the return unlike the agent's audio
         self._broken = False  # the held path stopped explaining the return: seek it again at once
         self._moved = False  # a frame the held path left unexplained: sought again at once, the path kept meanwhile
 
@@ -202,8 +225,10 @@ class EchoGuard:
         if dbfs(ref) < REFERENCE_DBFS or dbfs(x) < QUIET_DBFS:
             return None  # the agent silent, or nothing came back: nothing to learn the path from
         w, base = len(x), self.max_lag + TAPS  # ref[base + i] is played at the instant of x[i]
-        # cross-correlation of x against every lag 0..max_lag, by FFT; normalised by each lagged window's energy
-        size = 1 << int(np.ceil(np.log2(len(ref) + w)))
+        # cross-correlation of x against every lag 0..max_lag, by FFT; normalised by each lagged window's energy.
+        # The sums wanted (at base - lag, for x[i] against ref[base - lag + i]) never reach past the reference's
+        # end, so a transform as long as the reference holds them without wrapping around
+        size = 1 << int(np.ceil(np.log2(len(ref))))
         xc = np.fft.irfft(np.fft.rfft(ref, size) * np.conj(np.fft.rfft(x, size)), size)
         lags = np.arange(self.max_lag + 1)
         starts = base - lags
@@ -218,10 +243,16 @@ class EchoGuard:
         taps = self._fit(x, ref, base - lag)
         gain = float(np.sqrt(np.sum(np.square(taps))))
         level = 20.0 * float(np.log10(max(gain, 1e-6)))
-        left = x - self._matrix(ref, base - lag, w) @ taps
+        left = x - self._through(ref, base - lag, w, taps)
         # how much of the inbound audio the path explains, as a correlation: sqrt(1 - residual / inbound energy)
         coherence = float(np.sqrt(max(0.0, 1.0 - float(np.dot(left, left)) / float(np.dot(x, x)))))
         return EchoPath(lag * 1000.0 / SAMPLE_RATE, level, coherence, tuple(taps.tolist()))
+
+    @staticmethod
+    def _through(ref: Samples, start: int, w: int, taps: Samples) -> Samples:
+        """``_matrix(ref, start, w) @ taps`` as a convolution (the reference through the path's filter)."""
+        through: Samples = np.convolve(ref[start + LEAD - TAPS + 1 : start + LEAD + w], taps, "valid")
+        return through
 
     @staticmethod
     def _matrix(ref: Samples, start: int, w: int) -> Samples:
@@ -229,15 +260,17 @@ class EchoGuard:
         return np.stack([ref[start + LEAD - k : start + LEAD - k + w] for k in range(TAPS)], axis=1)
 
     def _fit(self, x: Samples, ref: Samples, start: int) -> Samples:
-        a = self._matrix(ref, start, len(x))
+        # row k: _matrix's column k
+        rows = np.lib.stride_tricks.sliding_window_view(ref[start + LEAD - TAPS + 1 : start + LEAD + len(x)], len(x))
+        at = np.ascontiguousarray(rows[::-1])
         # least squares by the normal equations (12 x 12), lightly regularised for a band-limited reference
-        gram = a.T @ a
+        gram = at @ at.T
         gram += np.eye(TAPS) * (1e-3 * float(np.trace(gram)) / TAPS + 1e-9)
-        return np.asarray(np.linalg.solve(gram, a.T @ x), dtype=np.float64)
+        return np.asarray(np.linalg.solve(gram, at @ x), dtype=np.float64)
 
     def _residual(self, x: Samples, ref: Samples, path: EchoPath) -> Samples:
         start = self.max_lag + TAPS - path.lag
-        residual: Samples = x - self._matrix(ref, start, len(x)) @ np.asarray(path.taps)
+        residual: Samples = x - self._through(ref, start, len(x), np.asarray(path.taps))
         return residual
 
     # -- the decisions -----------------------------------------------------------------------------------------
@@ -276,8 +309,8 @@ class EchoGuard:
         once a path is known, attenuated where the path explains it (the agent's echo alone)."""
         self._since_estimate += 1
         n = self._in.total
-        seeking = self.path is None or self._broken  # no path that holds: sought every SEEK_FRAMES
-        if self._since_estimate >= (SEEK_FRAMES if seeking else RE_ESTIMATE_FRAMES):
+        seeking = self.path is None or self._broken  # no path that holds: sought every _seek_every frames
+        if self._since_estimate >= (self._seek_every if seeking else RE_ESTIMATE_FRAMES):
             self._since_estimate = 0
             # a path that stopped holding (or may have moved) is sought again over the newest samples only
             fresh = self._broken or self._moved
@@ -285,14 +318,17 @@ class EchoGuard:
             found = self.estimate(n, None if self.path is None or fresh else self.path.lag, window)
             self._moved = False
             # learnt only from echo alone: coherent, and no louder than what was played (a line has no gain)
+            self._foreign = found is not None and found.coherence < FOREIGN
             if found is not None and found.coherence >= COHERENT and found.level_db <= MAX_LEVEL_DB:
-                self.path, self._broken = found, False
+                self.path, self._broken, self._seek_every = found, False, SEEK_FRAMES
+            elif seeking:  # nothing to learn from (None: the agent or the line silent): soon again once there is
+                self._seek_every = SEEK_FRAMES if found is None else min(2 * self._seek_every, MAX_SEEK_FRAMES)
         path = self.path
         x = pcm(frame)
         ref = self._ref.span(n - len(x) - self.max_lag - TAPS, n + LEAD)
         if path is None:
             return self._by_level(frame, x, ref)
-        echo = self._matrix(ref, self.max_lag + TAPS - path.lag, len(x)) @ np.asarray(path.taps)
+        echo = self._through(ref, self.max_lag + TAPS - path.lag, len(x), np.asarray(path.taps))
         if dbfs(echo) < REFERENCE_DBFS + path.level_db:
             return frame  # the agent was silent a path's delay ago: nothing to take out
         residual = x - echo
@@ -302,7 +338,7 @@ class EchoGuard:
             # taking the estimate out adds to the frame: the path does not hold here (never send more); seek it.
             # Meanwhile a frame no louder than the echo can be is taken for it
             if not self._broken:
-                self._broken, self._since_estimate = True, SEEK_FRAMES
+                self._broken, self._since_estimate, self._seek_every = True, _AT_ONCE, SEEK_FRAMES
             if x_db < echo_ceiling:
                 out_x: bytes = np.clip(np.round(x * self.suppress), -32768, 32767).astype("<i2").tobytes()
                 return out_x
@@ -316,7 +352,7 @@ class EchoGuard:
             # soon rises above the echo's level) is not a path
             residual *= self.suppress
             if not self._moved:
-                self._moved, self._since_estimate = True, RE_ESTIMATE_FRAMES
+                self._moved, self._since_estimate = True, _AT_ONCE
         out: bytes = np.clip(np.round(residual), -32768, 32767).astype("<i2").tobytes()
         return out
 
@@ -330,7 +366,11 @@ class EchoGuard:
     def _by_level(self, frame: bytes, x: Samples, ref: Samples) -> bytes:
         """No path to take the echo out with (none learnt yet): the level test of line echo
         cancellers (Geigel's): inbound audio more than :data:`GEIGEL_DB` below the loudest the agent played over the
-        echo's delay range is its echo, attenuated; anything louder is the caller, passed as it is."""
+        echo's delay range is its echo, attenuated; anything louder is the caller, passed as it is. Where the latest
+        search found the return unlike anything the agent played (:data:`FOREIGN`: a caller speaking over the agent
+        on a line that returns no echo), it passes as it is too: a caller softer than the agent is still heard."""
+        if self._foreign:
+            return frame
         peak = self._ref_peak(ref)
         if peak < REFERENCE_DBFS or dbfs(x) >= peak - GEIGEL_DB:
             return frame

@@ -183,3 +183,12 @@ def test_transfer_says_how_and_transfer_target_stays_a_blind_transfer(tmp_path: 
     )
     assert unbriefed.transfer_plan is not None and not unbriefed.transfer_plan.brief
     assert plan_warnings(unbriefed) == []
+
+
+def test_the_echo_guard_is_on_unless_a_plan_turns_it_off(tmp_path: Path) -> None:
+    """Every shipped plan has the guard, whatever its audio format; ``enabled: false`` is the way out."""
+    assert all(p.echo_guard.enabled for p in load_dialplans(ROOT / "dialplans"))
+    (tmp_path / "quiet.yaml").write_text("name: quiet\nmatch: ['1']\necho_guard: {enabled: false}\n")
+    (tmp_path / "g711.yaml").write_text("name: g711\nmatch: ['2']\nprofile: {audio_format: g711_ulaw}\n")
+    plans = {p.name: p for p in load_dialplans(tmp_path)}
+    assert not plans["quiet"].echo_guard.enabled and plans["g711"].echo_guard.enabled

@@ -1,6 +1,7 @@
 """The echo guard over real SIP: the echo set's callers as pjsua2 softphones whose line returns what they hear
 (``callbridge call --echo``), into a worker pool, the emulator as the model (its VAD hears the returned agent audio
 like a real service's). Scored as ``callbridge bench echo`` scores the direct runs (``bridge/replay/echoset.py``).
+The scripts leave ``echo_guard`` at the plan's defaults: the guard is on without being asked for.
 
 * ``quiet``: the line returns the agent 14 dB down after 120 ms and the caller never speaks over it: with the guard
   off the emulator's VAD cuts the agent off (the failure the guard prevents, over RTP); with it on, none of the ten
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bridge.dialplan import EchoGuardPlan
 from bridge.replay.compare import DialectRun
 from bridge.replay.echoset import EchoScore, score
 from bridge.replay.script import load_script
@@ -28,8 +30,10 @@ timed = pytest.mark.xdist_group("cpu")
 ECHO = Path(__file__).resolve().parents[3] / "call_scripts" / "echo"
 
 
-def run_over_sip(path: Path) -> tuple[EchoScore, DialectRun]:
+def run_over_sip(path: Path, defaults: bool = True) -> tuple[EchoScore, DialectRun]:
     script = load_script(path)
+    if defaults:  # nothing in the script or its plan sets the guard: what a user who never heard of it gets
+        assert script.plan("ga").echo_guard == EchoGuardPlan() and EchoGuardPlan().enabled
     (result,) = replay_sip([script], ["ga"], SipOptions())
     run = result.runs["ga"]
     assert not run.runner_failures, run.runner_failures
@@ -53,7 +57,7 @@ def test_without_the_guard_the_echo_cuts_the_agent_off(tmp_path: Path) -> None:
     copy = tmp_path / "quiet"
     copy.mkdir()
     (copy / "script.yaml").write_text(_rebased(yaml.safe_dump(data, sort_keys=False), ECHO / "quiet"))
-    scored, _run = run_over_sip(copy)
+    scored, _run = run_over_sip(copy, defaults=False)
     assert scored.false_barge_ins >= 5, scored.summary()
 
 

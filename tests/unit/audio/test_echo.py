@@ -156,3 +156,41 @@ def test_a_held_lag_is_kept_on_a_tone_that_fits_many() -> None:
         guard.heard(back)
         guard.temper(back)
     assert guard.path is not None and abs(guard.path.delay_ms - 120) <= 0.5
+
+
+def test_a_soft_caller_on_a_line_without_echo_is_heard_over_the_agent() -> None:
+    """No echo comes back, so no path is ever learnt; a caller 14 dB softer than the agent is not its echo (the
+    level test alone would take them for it): the search finds them unlike the agent, and they pass as they are."""
+    guard = EchoGuard()
+    agent = tone(400, 4.0, -6.0)
+    caller = frames(tone(300, 1.5, -20.0))
+    sent: list[bytes] = []
+    for i, heard in enumerate(frames(agent)):
+        guard.played(heard)
+        back = caller[i - 50] if 0 <= i - 50 < len(caller) else SILENT
+        guard.heard(back)
+        sent.append(guard.temper(back))
+    talk = np.frombuffer(b"".join(sent[55 : 50 + len(caller)]), dtype="<i2").astype(np.float64)
+    assert guard.path is None
+    assert dbfs(talk) > -25.0  # the caller's -23 dBFS, not 30 dB less
+
+
+def test_a_search_that_finds_nothing_is_tried_less_often() -> None:
+    """The caller talking over the agent on a line without echo: the path search (an FFT over the delay range) backs
+    off to once per 16 frames instead of every other frame."""
+    guard = EchoGuard()
+    searches = 0
+    real = guard.estimate
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal searches
+        searches += 1
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    guard.estimate = counted  # type: ignore[method-assign]
+    caller = frames(CALLER)
+    for i, heard in enumerate(frames(tone(400, 3.0, -6.0))):
+        guard.played(heard)
+        guard.heard(caller[i % len(caller)])
+        guard.temper(caller[i % len(caller)])
+    assert guard.path is None and searches <= 150 // 16 + 8, searches

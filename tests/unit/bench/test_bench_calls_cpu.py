@@ -141,3 +141,29 @@ def test_srtps_cpu_ratio_is_taken_at_the_largest_step_both_paths_passed() -> Non
     base = {"ratio": None, "bridge_max_calls": None, "ceiling_max_calls": None, "goal_ratio_met": None}
     line = summary_lines(base | summary)[-1]
     assert "+5.0%" in line and "goal <= +10%: met" in line
+
+
+def test_the_echo_guards_cpu_cost_is_the_default_path_over_the_guard_off() -> None:
+    from bench.calls.report import Step, summarize, summary_lines
+
+    def step(path: str, calls: int, cpu: float) -> Step:
+        s = Step(path, calls=calls, processes=calls // 4, window_s=12.0, expected_frames=600 * calls)
+        s.answered, s.cpu_per_call_pct = calls, cpu
+        return s
+
+    steps = [step("bridge", 4, 0.5), step("echo_off", 4, 0.45), step("bridge", 8, 0.6), step("echo_off", 8, 0.5)]
+    summary = summarize(steps, 8)
+    assert (summary["echo_cpu_step"], summary["echo_cpu_ratio"], summary["goal_echo_cpu_met"]) == (8, 1.2, False)
+    assert (summary["echo_on_cpu_per_call_pct"], summary["echo_off_cpu_per_call_pct"]) == (0.6, 0.5)
+    line = summary_lines(summary)[-1]
+    assert line.startswith("echo guard off: 8 clean calls") and "+20.0%" in line and "NOT met" in line
+
+
+def test_bench_calls_runs_the_guard_off_beside_the_bridge_unless_told_not_to() -> None:
+    from bench.calls.cli import _parser, _paths
+
+    parser = _parser()
+    assert _paths(parser, parser.parse_args([])) == ["bridge", "echo_off", "ceiling"]
+    assert _paths(parser, parser.parse_args(["--only", "bridge", "--srtp"])) == ["bridge", "echo_off", "srtp"]
+    assert _paths(parser, parser.parse_args(["--no-echo-off"])) == ["bridge", "ceiling"]
+    assert _paths(parser, parser.parse_args(["--only", "ceiling"])) == ["ceiling"]
