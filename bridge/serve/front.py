@@ -531,12 +531,15 @@ class EdgeExport:
 # -- a SIP health check ---------------------------------------------------------------------------------------------
 
 
-async def options_status(host: str, port: int, timeout_s: float = 1.0) -> int | None:
-    """Send one OPTIONS over UDP to ``host:port``; the final status code, or None if nothing answered in time."""
+async def options_status(host: str, port: int, timeout_s: float = 1.0, local_host: str = "") -> int | None:
+    """Send one OPTIONS over UDP to ``host:port`` (from ``local_host``, if given); the final status code, or None if
+    nothing answered in time."""
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
+        if local_host:
+            sock.bind((local_host, 0))
         sock.connect((host, port))
         local_host, local_port = sock.getsockname()[:2]
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -657,7 +660,9 @@ class KamailioFront:
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.returncode is not None:
                 raise FrontError(f"Kamailio exited at start: {self.log_tail()}")
-            if await options_status(probe_host, self.port, 0.5) == 200:
+            # from the front's own address, which its allow-list and flood limit exempt (the kernel would pick
+            # 127.0.0.1 to reach a loopback alias such as 127.0.0.2)
+            if await options_status(probe_host, self.port, 0.5, local_host=probe_host) == 200:
                 self.scheduling = renice_group(self.proc.pid, FRONT_NICE)  # and the processes forked meanwhile
                 return
             await asyncio.sleep(0.1)

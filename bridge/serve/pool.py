@@ -62,8 +62,10 @@ from bridge.serve.front import (
     node_destinations,
     require_kamailio,
 )
+from bridge.serve.ready import OUTPUT_STREAM_LIMIT, forward_output, parse_ready, read_report
 
 log = logging.getLogger("bridge.serve.pool")
+NOT_READY_EXIT_S = 5.0  # a worker whose ready channel closed without a report: its exit awaited this long
 
 
 def worker_settings_json(settings: Settings, broker_token: str | None = None) -> str:
@@ -111,42 +113,82 @@ class Pool:
         self.front: KamailioFront | None = None  # set by main() with --front kamailio
         self._background: set[asyncio.Task[None]] = set()
         self._redis: Any = None  # a client for closing dead workers' calls (bridge/serve/lost.py), made on first use
+        self.worker_command = [sys.executable, "-m", "bridge.serve.worker"]  # then --index, --settings-fd, --ready-fd
 
-    async def _spawn(self, slot: WorkerSlot) -> None:
+    async def _spawn(self, slot: WorkerSlot) -> str | None:
+        """Start the slot's worker and wait for its ready report (bridge/serve/ready.py): None once it is ready,
+        else why it is not (then it has exited, or must be stopped)."""
         slot.ready.clear()  # a respawned worker is ready once it says so, not when it is forked
         settings_fd = send_through_pipe(worker_settings_json(self.settings, self.broker_token).encode())
+        ready_fd, report_fd = os.pipe()
         try:
             slot.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bridge.serve.worker",
+                *self.worker_command,
                 "--index",
                 str(slot.index),
                 "--settings-fd",
                 str(settings_fd),
-                stdout=asyncio.subprocess.PIPE,
+                "--ready-fd",
+                str(report_fd),
+                stdout=asyncio.subprocess.PIPE,  # forwarded to the log line by line, never parsed
+                limit=OUTPUT_STREAM_LIMIT,
                 env=self._worker_env(),
-                pass_fds=(settings_fd,),
+                pass_fds=(settings_fd, report_fd),
             )
+        except BaseException:
+            os.close(ready_fd)
+            raise
         finally:
             os.close(settings_fd)
+            os.close(report_fd)
         slot.started_at = time.monotonic()
         assert slot.proc.stdout is not None
-        line = await slot.proc.stdout.readline()  # {"worker", "sip_port", "max_calls", "scheduling"} when up
-        if line:
-            info = json.loads(line)
-            slot.sip_port = int(info["sip_port"])
-            slot.max_calls = int(info.get("max_calls", 0))
-            slot.scheduling = str(info.get("scheduling", ""))
-            slot.ready.set()
-            denied = self.settings.realtime_priority and not slot.scheduling.startswith("SCHED_")
-            (log.warning if denied else log.info)(
-                "worker %d (pid %d) ready on port %d, scheduling %s",
-                slot.index,
-                slot.proc.pid,
-                slot.sip_port,
-                slot.scheduling,
-            )
+        self._keep(asyncio.create_task(forward_output(slot.proc.stdout, slot.index), name=f"output-{slot.index}"))
+        data = await read_report(ready_fd)
+        if not data.strip():  # the channel closed without a report: the worker exited, or closed it and lives on
+            try:
+                rc = await asyncio.wait_for(slot.proc.wait(), NOT_READY_EXIT_S)
+            except TimeoutError:
+                return "it closed its ready channel without a report"
+            return f"it exited with {rc} before it was ready"
+        try:
+            report = parse_ready(data)
+        except ValueError as exc:
+            return str(exc)
+        slot.sip_port, slot.max_calls, slot.scheduling = report.sip_port, report.max_calls, report.scheduling
+        slot.ready.set()
+        denied = self.settings.realtime_priority and not slot.scheduling.startswith("SCHED_")
+        (log.warning if denied else log.info)(
+            "worker %d (pid %d) ready on port %d, scheduling %s",
+            slot.index,
+            slot.proc.pid,
+            slot.sip_port,
+            slot.scheduling,
+        )
+        return None
+
+    async def _start_worker(self, slot: WorkerSlot) -> bool:
+        """Start the slot's worker until it is ready or has failed to be; False if it could not even be started.
+        A worker that cannot report ready is logged with the reason at once and stopped: it is then restarted
+        like one that crashed."""
+        try:
+            problem = await self._spawn(slot)
+        except OSError as exc:  # no process at all (out of processes or descriptors): tried again after a backoff
+            log.error("worker %d could not be started: %s", slot.index, exc)
+            return False
+        except Exception:  # a bug here must not end the slot's supervision silently
+            log.exception("worker %d: its start failed", slot.index)
+            problem = "its start failed (the error above)"
+        if problem is not None and not self._stopping and slot.proc is not None:
+            log.error("worker %d (pid %d) is not ready: %s; restarting it", slot.index, slot.proc.pid, problem)
+            if slot.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    slot.proc.kill()
+        return slot.proc is not None
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _worker_env(self) -> dict[str, str]:
         """The workers' environment: no secret in it (they come through the settings pipe). One BLAS thread: a second
@@ -175,7 +217,10 @@ class Pool:
         with contextlib.suppress(TimeoutError):  # Redis away: the worker's own start marks them ended later
             await asyncio.wait_for(self._close_lost(slot, None), 5.0)  # a previous run of this node, killed whole
         while not self._stopping:
-            await self._spawn(slot)
+            if not await self._start_worker(slot):
+                slot.restarts += 1
+                await asyncio.sleep(RESTART_BACKOFF_S[min(slot.restarts, len(RESTART_BACKOFF_S)) - 1])
+                continue
             assert slot.proc is not None
             rc = await slot.proc.wait()
             from bridge import metrics

@@ -45,6 +45,7 @@ from bridge.runtime.secrets import forget_environment, read_from_fd
 from bridge.serve.actions import CallActions
 from bridge.serve.breaker import Breaker
 from bridge.serve.listen import ListenHub
+from bridge.serve.ready import ReadyReport, send_ready
 from bridge.serve.takeover import TakeOverHub
 from bridge.serve.variant import VariantCall
 from bridge.store.calls import CallStore
@@ -149,9 +150,12 @@ def sip_config(s: Settings, index: int, port: int) -> SipConfig:
 
 
 class Worker:
-    def __init__(self, settings: Settings, index: int, broker_token: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, index: int, broker_token: str | None = None, ready_fd: int | None = None
+    ) -> None:
         self.settings = settings
         self.index = index
+        self.ready_fd = ready_fd  # where the ready report goes (bridge/serve/ready.py); None: nobody waits for it
         self.plans = load_dialplans(settings.dialplans)
         self.specs = rollout_specs(self.plans)
         self.prices = catalog.load_prices(settings.price_table)
@@ -498,8 +502,9 @@ class Worker:
             s.realtime_url,
             scheduling,
         )
-        ready = {"worker": self.index, "sip_port": gateway.sip_port, "max_calls": gateway.max_calls}
-        print(json.dumps({**ready, "scheduling": scheduling}), flush=True)
+        if self.ready_fd is not None:  # to the pool, on a channel of its own: stdout is the native libraries'
+            send_ready(self.ready_fd, ReadyReport(gateway.sip_port, gateway.max_calls, scheduling), self.index)
+            self.ready_fd = None
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -537,7 +542,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--settings-json", help="settings as JSON, without secrets (a command line is readable by every user)"
     )
+    parser.add_argument(
+        "--ready-fd", type=int, help="an inherited descriptor to write the ready report on (serve's pool reads it)"
+    )
     args = parser.parse_args(argv)
+    if args.ready_fd is not None:
+        os.set_inheritable(args.ready_fd, False)  # nothing this process starts holds the pool's channel open
     die_with_parent()  # a killed `serve` takes its workers with it (each hangs its calls up first)
     try:
         sent = json.loads(read_from_fd(args.settings_fd)) if args.settings_fd is not None else {}
@@ -546,7 +556,7 @@ def main(argv: list[str]) -> int:
         settings = Settings.model_validate(sent.get("settings") or {})
         forget_environment([])  # nothing secret stays in this process's environment, whoever started it
         logs.configure(settings.log_format, str(args.index))
-        worker = Worker(settings, args.index, broker_token=sent.get("broker_token"))
+        worker = Worker(settings, args.index, broker_token=sent.get("broker_token"), ready_fd=args.ready_fd)
     except (BridgeError, ValueError, OSError) as exc:
         print(f"callbridge worker: {redact(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
