@@ -110,6 +110,13 @@ REDIS_QUEUE_DEPTH = Gauge(
     f"{NS}_redis_write_queue_depth", "State writes waiting for Redis", multiprocess_mode="livemax"
 )
 REDIS_DROPPED_WRITES = Counter(f"{NS}_redis_dropped_writes", "State writes dropped by a full queue")
+REDIS_WRITES_WAITING = Gauge(
+    f"{NS}_redis_writes_waiting_seconds",
+    "How long a worker's state writes have waited for Redis (an outage, or a Sentinel failover being re-synced); "
+    "0 while they are written",
+    ["worker"],
+    multiprocess_mode="livemax",
+)
 CREDENTIAL_ROTATIONS = Counter(f"{NS}_credential_rotations", "Short-lived credentials minted", ["dialect", "result"])
 CALLS_LOST = Counter(
     f"{NS}_calls_lost_to_worker_death",
@@ -485,6 +492,18 @@ def mark_process_dead(pid: int) -> None:
     """Forget a dead worker's live gauges (multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # prometheus-client lacks a hint
+
+
+def redis_writes_waiting() -> dict[str, float]:
+    """The workers whose state writes wait for Redis now, and for how long (merged across worker processes), for
+    ``/healthz``."""
+    out: dict[str, float] = {}
+    for family in registry().collect():
+        if family.name == REDIS_WRITES_WAITING._name:
+            for smp in family.samples:
+                if smp.value > 0 and "worker" in smp.labels:
+                    out[smp.labels["worker"]] = max(out.get(smp.labels["worker"], 0.0), smp.value)
+    return out
 
 
 def breakers_open() -> list[str]:

@@ -9,7 +9,9 @@ It reads the settings as ``serve`` does (the same file, variables and flags: bri
 address ``serve`` listens on: ``http(s)://<http_host>:<http_port>/healthz`` (loopback when ``http_host`` is a
 wildcard). Healthy: ``/healthz`` answers 200 (serve's own readiness: workers ready, Redis answering, no model
 breaker open), every worker alive and ready, the front (with ``front: kamailio``) alive. A 503's body says why.
-Exit 0 healthy, 1 not (or no answer), 2 a configuration error (no ``http_port``: nothing to ask).
+Healthy but degraded: a worker's Redis writes wait (an outage, a Sentinel failover being re-synced); calls go on and
+their state is queued, so this is still exit 0, with the reason printed. Exit 0 healthy, 1 not (or no answer), 2 a
+configuration error (no ``http_port``: nothing to ask).
 """
 
 from __future__ import annotations
@@ -67,10 +69,13 @@ def main(argv: list[str]) -> int:
         found = list(dict.fromkeys(problems(health, settings.front != "none")))
     except (OSError, ValueError, urllib.error.URLError) as exc:
         health, found = {}, [f"no answer from {url}: {exc}"]
+    degraded = [str(d) for d in health.get("degraded") or []]
     if args.json:
-        print(json.dumps({"healthy": not found, "problems": found, "url": url, "health": health}))
+        print(json.dumps({"healthy": not found, "problems": found, "degraded": degraded, "url": url, "health": health}))
+    elif found:
+        print(f"UNHEALTHY ({url}): " + "; ".join(found))
     else:
-        print(f"healthy ({url})" if not found else f"UNHEALTHY ({url}): " + "; ".join(found))
+        print(f"healthy ({url})" + (", degraded: " + "; ".join(degraded) if degraded else ""))
     return EXIT_HEALTHY if not found else EXIT_UNHEALTHY
 
 

@@ -442,6 +442,7 @@ class Worker:
         if self.store is None:
             return
         metrics.REDIS_QUEUE_DEPTH.set(self.store.queue_depth)
+        metrics.REDIS_WRITES_WAITING.labels(str(self.index)).set(self.store.writes_waiting)
         dropped = self.store.dropped_writes - self._dropped_exported
         if dropped > 0:
             metrics.REDIS_DROPPED_WRITES.inc(dropped)

@@ -58,6 +58,7 @@ from bridge.errors import redact
 from bridge.store import keys
 from bridge.store.connection import backoff, connect, is_outage, safe_url
 from bridge.store.ended import index_ended
+from bridge.store.failover import Address, PrimaryWatch, WriteStall, address_text
 from bridge.store.pending import MAX_QUEUE, PHASE_ENDED, Batch, PendingWrites, Probe, stamp
 from bridge.store.read import RECENT_EVENTS, CallDetail, CallSummary, as_float, read_call, read_live_calls, text
 from bridge.store.spool import replay_spool, spool_pending
@@ -133,6 +134,44 @@ async def _mark_ended(client: aioredis.Redis, call_ids: list[str], reason: str, 
     return marked
 
 
+async def report_orphans(client: aioredis.Redis, call_ids: list[str], hook: Callable[[list[str]], None] | None) -> None:
+    """Hand the ``sip_dialog`` values of calls found orphaned to ``hook`` (the worker sends each caller a BYE)."""
+    if not call_ids or hook is None:
+        return
+    pipe = client.pipeline(transaction=False)
+    for call_id in call_ids:
+        pipe.hget(keys.call(call_id), "sip_dialog")
+    dialogs = [text(d) for d in await pipe.execute() if d]
+    if dialogs:
+        try:
+            hook(dialogs)
+        except Exception:
+            log.exception("on_orphaned hook failed")
+
+
+def spool_at_close(pending: PendingWrites, spool_dir: Path | None, worker: str, connected: bool) -> tuple[int, int]:
+    """What Redis did not take at a writer's close goes to a spool file, logged (never dropped silently). Returns
+    (calls spooled, spool failures)."""
+    unwritten = pending.queue_depth or pending.members_dirty or (pending.calls and not connected)
+    if not unwritten:
+        return 0, 0
+    if spool_dir is None:
+        log.error("worker %s: %d call state write(s) not written to Redis and no spool: lost", worker,
+                  pending.queue_depth)  # fmt: skip
+        return 0, 0
+    try:
+        spooled = spool_pending(pending, spool_dir)
+    except OSError as exc:
+        log.error("worker %s: call state not written to Redis, nor to the spool %s: %s", worker, spool_dir, exc)
+        return 0, 1
+    if spooled is None:
+        return 0, 0
+    path, calls, entries = spooled
+    log.warning("worker %s: Redis unreachable at stop: %d call(s) and %d event(s) spooled to %s; written to Redis "
+                "by the next worker that reaches it", worker, calls, entries, path)  # fmt: skip
+    return calls, 0
+
+
 # ------------------------------------------------------------------------------------------------ the writer
 class CallStore:
     """The per-call state writer of one worker, and the supervisors' read side.
@@ -161,6 +200,7 @@ class CallStore:
         heartbeat_interval_s: float = keys.HEARTBEAT_INTERVAL_S,
         heartbeat_ttl_s: int = keys.HEARTBEAT_TTL_S,
         reap_interval_s: float | None = keys.REAP_INTERVAL_S,
+        reap_grace_s: float | None = None,
         retry_initial_s: float = 0.1,
         retry_cap_s: float = 5.0,
         clock: Callable[[], float] = time.time,
@@ -183,6 +223,10 @@ class CallStore:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.heartbeat_ttl_s = heartbeat_ttl_s
         self.reap_interval_s = reap_interval_s
+        # after a stall the reaper waits this long for the others to write their heartbeats again (by default, their
+        # longest retry delay and a heartbeat's life)
+        self.stall = WriteStall(heartbeat_ttl_s + retry_cap_s if reap_grace_s is None else reap_grace_s)
+        self.primary_watch = PrimaryWatch.of(client, self._primary_moved)  # behind sentinels only
         self.retry_initial_s = retry_initial_s
         self.retry_cap_s = retry_cap_s
         self._clock = clock
@@ -197,6 +241,7 @@ class CallStore:
         self.outages = 0
         self.resyncs = 0
         self.flushes = 0
+        self.reaped_calls = 0  # other workers' calls this writer marked ended ("worker died")
         self.connected = False
         self.last_error = ""
         # the writer's state
@@ -217,11 +262,15 @@ class CallStore:
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"callstore-{self.worker}")
+            if self.primary_watch is not None:
+                self.primary_watch.start()
 
     async def close(self, timeout_s: float = 2.0) -> None:
         """Try to write what is queued (for at most ``timeout_s``), withdraw the heartbeat, close the client."""
         self._closing = True
         self._wake.set()
+        if self.primary_watch is not None:
+            await self.primary_watch.close()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
@@ -243,26 +292,9 @@ class CallStore:
 
     def _spool_unwritten(self) -> None:
         """At close: what Redis did not take goes to a spool file, logged and counted (never dropped silently)."""
-        pending = self.pending
-        unwritten = pending.queue_depth or pending.members_dirty or (pending.calls and not self.connected)
-        if not unwritten:
-            return
-        if self.spool_dir is None:
-            log.error("worker %s: %d call state write(s) not written to Redis and no spool: lost", self.worker,
-                      pending.queue_depth)  # fmt: skip
-            return
-        try:
-            spooled = spool_pending(pending, self.spool_dir)
-        except OSError as exc:
-            log.error("worker %s: call state not written to Redis, nor to the spool %s: %s", self.worker,
-                      self.spool_dir, exc)  # fmt: skip
-            self.spool_failures += 1
-            return
-        if spooled is not None:
-            path, calls, entries = spooled
-            self.spooled_calls += calls
-            log.warning("worker %s: Redis unreachable at stop: %d call(s) and %d event(s) spooled to %s; written "
-                        "to Redis by the next worker that reaches it", self.worker, calls, entries, path)  # fmt: skip
+        spooled, failed = spool_at_close(self.pending, self.spool_dir, self.worker, self.connected)
+        self.spooled_calls += spooled
+        self.spool_failures += failed
 
     async def __aenter__(self) -> CallStore:
         await self.start()
@@ -283,6 +315,13 @@ class CallStore:
     def live_calls(self) -> list[str]:
         """Calls of this worker that have begun and not ended (in memory; no Redis read)."""
         return self.pending.live_calls
+
+    @property
+    def writes_waiting(self) -> float:
+        """Seconds this writer's writes have waited for Redis (an outage, or a primary switch not yet re-synced);
+        0 when they do not wait. ``/healthz`` says degraded while any worker's do."""
+        since = self.stall.waiting_since
+        return 0.0 if since is None else max(time.monotonic() - since, 1e-3)
 
     def request_resync(self) -> None:
         """Rewrite everything held in memory with the next write, as after an outage (e.g. after a FLUSHALL)."""
@@ -370,9 +409,11 @@ class CallStore:
                     await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
             self._wake.clear()
             try:
+                began = time.monotonic()
                 more = await self._write_once()
-                if self._in_outage:
-                    log.info("Redis at %s is back: call state re-synced", self.where)
+                if (waited := self.stall.written(began)) is not None:
+                    where = self.primary_watch.describe() if self.primary_watch is not None else ""
+                    log.info("Redis at %s is back after %.1f s%s: call state re-synced", self.where, waited, where)
                 self._in_outage = False
                 self.connected = True
                 delays = None
@@ -394,6 +435,7 @@ class CallStore:
         self.last_error = redact(f"{type(exc).__name__}: {exc}")
         self.connected = False
         self._resync = True
+        self.stall.waiting()
         if not self._in_outage:
             self._in_outage = True
             self.outages += 1
@@ -401,6 +443,13 @@ class CallStore:
                 log.warning("Redis at %s unavailable, queueing call state: %s", self.where, self.last_error)
             else:
                 log.exception("call state writer failed; queueing and retrying")
+
+    def _primary_moved(self, address: Address) -> None:
+        """Sentinel moved the primary: writes wait until everything held in memory is re-synced onto the new one
+        (what went to the old primary since the switch is lost with its demotion)."""
+        log.warning("Redis primary moved to %s (Sentinel failover): re-syncing call state there", address_text(address))
+        self.stall.waiting()
+        self.request_resync()
 
     async def _wait_closing(self) -> None:
         while not self._closing:
@@ -423,13 +472,13 @@ class CallStore:
         pipe, hb_index = self._pipeline(batch, stamp(now) if heartbeat else None)
         if not len(pipe):
             return False
+        self._resync = False  # set again by a failure, or by a primary switch while this write is on its way
         results = await self._send(pipe, batch)
         self.pending.written(batch)
         if resync:
             if not self._first_sync:
                 self.resyncs += 1
             self._first_sync = False
-            self._resync = False
         self.flushes += 1
         if heartbeat:
             self._last_heartbeat = tick
@@ -439,7 +488,8 @@ class CallStore:
                 log.warning("worker %s: heartbeat had expired; re-syncing call state", self.worker)
                 self._resync = True
                 return True
-        if self.reap_interval_s is not None and tick - self._last_reap >= self.reap_interval_s:
+        reap = self.reap_interval_s is not None and tick - self._last_reap >= self.reap_interval_s
+        if reap and self.stall.may_reap(tick):  # not within a grace after a stall: others are writing theirs again
             self._last_reap = tick
             await self.reap_dead_workers()
         return bool(self.pending.queue)
@@ -503,20 +553,7 @@ class CallStore:
             ended = await _mark_ended(self.client, stale, "worker restarted", now=self._clock())
             await self.client.srem(keys.worker_calls(self.worker), *stale)
             log.warning("worker %s: marked %d call(s) of a previous run ended", self.worker, len(stale))
-            await self._report_orphans(ended)
-
-    async def _report_orphans(self, call_ids: list[str]) -> None:
-        if not call_ids or self.on_orphaned is None:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for call_id in call_ids:
-            pipe.hget(keys.call(call_id), "sip_dialog")
-        dialogs = [text(d) for d in await pipe.execute() if d]
-        if dialogs:
-            try:
-                self.on_orphaned(dialogs)
-            except Exception:
-                log.exception("on_orphaned hook failed")
+            await report_orphans(self.client, ended, self.on_orphaned)
 
     # ---------------------------------------------------------------------------------------- read side
     async def list_calls(self) -> list[CallSummary]:
@@ -530,5 +567,6 @@ class CallStore:
     async def reap_dead_workers(self) -> dict[str, list[str]]:
         """Mark the calls of workers whose heartbeat expired ended ("worker died"); never this worker's own."""
         out = await reap_dead_workers(self.client, exclude=frozenset({self.worker}), now=self._clock())
-        await self._report_orphans([c for calls in out.values() for c in calls])
+        self.reaped_calls += sum(len(calls) for calls in out.values())
+        await report_orphans(self.client, [c for calls in out.values() for c in calls], self.on_orphaned)
         return out

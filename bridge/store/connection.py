@@ -16,8 +16,10 @@ and pass it in::
     client = sentinel.master_for("callbridge", decode_responses=True, socket_timeout=1.0, password="...")
     store = CallStore(client=client, worker="w0")
 
-A failover shows up as connection or ``READONLY`` errors; the writer treats them as an outage and re-syncs the new
-master, which may have missed the last writes to the old one.
+An unplanned failover shows up as connection or ``READONLY`` errors; the writer treats them as an outage and re-syncs
+the new master, which may have missed the last writes to the old one. A planned one (``SENTINEL FAILOVER``) leaves the
+old master writable for seconds: the writer follows Sentinel's ``+switch-master`` instead
+(:mod:`bridge.store.failover`).
 
 Cluster: ``redis.asyncio.cluster.RedisCluster.from_url(url, decode_responses=True)`` passed as ``client=``. A call's
 hash and stream share the hash tag ``{<call_id>}`` and land in one slot; the writer's pipelines are non-transactional,

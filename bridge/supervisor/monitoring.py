@@ -5,7 +5,9 @@
   port (a respawned worker counts once it is ready, not when it is forked), Redis answers a ``PING`` within
   :data:`REDIS_PING_S` (when one is configured), and no worker's model circuit breaker is open. Otherwise 503. The
   body is the pool's state (workers, their ports and restarts; the front; the model) with ``ready`` and, when not
-  ready, ``problems`` naming each reason. No call data.
+  ready, ``problems`` naming each reason. No call data. With Redis, ``redis.state`` is ``up``, or ``degraded``
+  while a worker's state writes wait for it (an outage, a Sentinel failover being re-synced; ``degraded`` says
+  which workers and how long): still 200, since the calls go on and their state is queued.
 * ``/livez`` answers 200 as long as the ``serve`` process answers at all: restart it only when this fails.
 """
 
@@ -80,7 +82,23 @@ async def get_health(request: web.Request) -> web.Response:
     health = dict(sup.health())
     problems = await readiness(health, sup.redis)
     body = health | {"ready": not problems} | ({"problems": problems} if problems else {})
+    if sup.redis is not None:
+        body |= redis_state(bridge_metrics.redis_writes_waiting())
     return reply(body, 200 if not problems else 503)
+
+
+def redis_state(waiting: dict[str, float]) -> dict[str, Any]:
+    """``redis``: ``up``, or ``degraded`` while some worker's state writes wait for Redis (queued in memory; the
+    calls go on), with ``degraded`` naming why. Not a 503: a failover stalls every node at once, and taking them all
+    out of service would refuse the calls the writes are queued for."""
+    if not waiting:
+        return {"redis": {"state": "up"}}
+    workers = sorted(waiting, key=lambda w: (len(w), w))
+    reason = "Redis writes waiting on worker(s) " + ", ".join(f"{w} ({waiting[w]:.1f} s)" for w in workers)
+    return {
+        "redis": {"state": "degraded", "writes_waiting_s": {w: round(waiting[w], 1) for w in workers}},
+        "degraded": [reason + ": queued, none lost"],
+    }
 
 
 async def get_live(request: web.Request) -> web.Response:
