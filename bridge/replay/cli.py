@@ -3,7 +3,8 @@
 ::
 
     callbridge replay PATHS... [--dialects beta,ga | --variants DIALPLAN[,DIALPLAN]] [--via direct|sip]
-                               [--target emulator|openai] [--report DIR] [--json] [--fail-on-differs]
+                               [--target emulator|openai] [--report DIR] [--json] [--junit FILE]
+                               [--fail-on unexpected|any] [--timing-tolerance-ms MS] [--baseline DIR]
     callbridge scripts check PATHS...
     callbridge scripts from-recording REC --out call_scripts/NAME
 
@@ -11,9 +12,14 @@
 ``--dialplans``) and compares each with the safe one (``bridge/replay/variants.py``; direct runs only); the report
 has a column per variant.
 
-Exit status of ``replay``: 0 when every expectation holds (verdicts ``same`` or ``differs``), 1 when one fails
-(``failed``; with ``--fail-on-differs`` also on ``differs``), 2 for a bad command line or a malformed script (the
-message names the file and the field).
+Each script gets a status: ``same``; ``by_design`` (the runs differ only as the dialects' capabilities declare);
+``expected`` (differences the script declares in ``compare``); ``unexpected`` (a difference nobody declared, timing
+beyond the tolerance included); ``failed`` (an expectation or a bound failed); ``error`` (the script could not be
+loaded: its row names the file and the field, and every other script still runs).
+
+Exit status of ``replay``: 0 when nothing fails the gate; 1 with ``--fail-on unexpected`` (the default) when a
+script is ``failed`` or ``unexpected``, with ``--fail-on any`` (alias ``--fail-on-differs``) also on ``expected``;
+2 for a bad command line, or when a script could not be loaded (after the others ran and the report was written).
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from bridge.errors import BridgeError, ConfigError, redact
-from bridge.replay.compare import DialectRun, ScriptResult, label, summarize
+from bridge.replay.compare import DialectRun, ScriptResult, error_result, label, summarize
 from bridge.replay.script import DEFAULT_DIALECTS, DIALECT_NAMES, CallScript, find_scripts, load_script
+from bridge.replay.timing import DEFAULT_TOLERANCE_MS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 BAR_WIDTH = 30
@@ -59,7 +66,7 @@ class Progress:
         if self.tty:
             return
         parts = [f"{label(d)} {'ok' if r.ok else 'FAILED'} {r.wall_s:.2f} s" for d, r in result.runs.items()]
-        print(f"replay: {result.script}: {result.verdict} ({', '.join(parts)})", file=self.stream, flush=True)
+        print(f"replay: {result.script}: {result.status} ({', '.join(parts)})", file=self.stream, flush=True)
 
     def _bar(self, what: str) -> None:
         filled = BAR_WIDTH * self.done // self.total
@@ -97,7 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=("emulator", "openai"), default="emulator", help="the model service")
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.json and report.html here")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    p.add_argument("--fail-on-differs", action="store_true", help="exit 1 on 'differs' too")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML: a test case per script and run")
+    p.add_argument(
+        "--fail-on",
+        choices=("unexpected", "any"),
+        default="unexpected",
+        help="exit 1 on failures and unexpected differences (default), or on any difference the script declares too",
+    )
+    p.add_argument("--fail-on-differs", dest="fail_on", action="store_const", const="any", help="--fail-on any")
+    p.add_argument(
+        "--timing-tolerance-ms",
+        type=float,
+        default=DEFAULT_TOLERANCE_MS,
+        metavar="MS",
+        help=f"timing figures closer than this are alike, unless a script says (default {DEFAULT_TOLERANCE_MS:g})",
+    )
     p.add_argument("--dialplans", type=Path, help="where named dialplans live (default: ./dialplans)")
     sip = p.add_argument_group("--via sip")
     sip.add_argument("--bridge", metavar="sip:HOST:PORT", help="use this running `callbridge serve`")
@@ -107,8 +128,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(paths: Sequence[Path], dialplans: Path | None) -> list[CallScript]:
-    return [load_script(p, dialplans) for p in find_scripts(paths)]
+def _load(paths: Sequence[Path], dialplans: Path | None) -> tuple[list[CallScript], dict[str, ScriptResult]]:
+    """The scripts that load, and an error row for each that does not (by its file); a missing path raises."""
+    scripts: list[CallScript] = []
+    errors: dict[str, ScriptResult] = {}
+    for path in find_scripts(paths):
+        try:
+            scripts.append(load_script(path, dialplans))
+        except ConfigError as exc:
+            errors[exc.source] = error_result(exc.source, redact(str(exc)))
+    return scripts, errors
+
+
+def _in_order(
+    paths: Sequence[Path], results: list[ScriptResult], errors: dict[str, ScriptResult]
+) -> list[ScriptResult]:
+    """The results and the error rows in the order the scripts were found."""
+    from bridge.replay.script import script_file
+
+    by_source: dict[str, list[ScriptResult]] = {}
+    for r in results:
+        by_source.setdefault(r.source, []).append(r)
+    out: list[ScriptResult] = []
+    for path in find_scripts(paths):
+        src = str(script_file(path))
+        out += by_source.pop(src, []) + ([errors.pop(src)] if src in errors else [])
+    return out + [r for rs in by_source.values() for r in rs] + list(errors.values())
 
 
 def _openai_key() -> str:
@@ -119,28 +164,32 @@ def _openai_key() -> str:
 
 
 def run(args: argparse.Namespace) -> tuple[list[ScriptResult], dict[str, Any]]:
-    scripts = _load(args.paths, args.dialplans)
-    if not scripts:
+    scripts, errors = _load(args.paths, args.dialplans)
+    if not scripts and not errors:
         raise ConfigError(", ".join(map(str, args.paths)), "(path)", "no call scripts found")
     if args.variants is not None:
-        return _run_variants(args, scripts)
+        results, meta = _run_variants(args, scripts)
+    else:
+        results, meta = _run_dialects(args, scripts)
+    meta["tolerance_ms"] = args.timing_tolerance_ms
+    return _in_order(args.paths, results, errors), meta
+
+
+def _run_dialects(args: argparse.Namespace, scripts: list[CallScript]) -> tuple[list[ScriptResult], dict[str, Any]]:
     dialects: list[str] = args.dialects or list(DEFAULT_DIALECTS)
     progress = Progress(len(scripts) * len(dialects))
     t0 = time.perf_counter()
     try:
         if args.via == "direct":
-            from bridge.replay.direct import DirectOptions, openai_connector, replay_direct
+            from bridge.replay.direct import replay_direct
 
-            options = DirectOptions()
-            if args.target == "openai":
-                from bridge.config import OPENAI_URL
-
-                options = DirectOptions(connector=openai_connector(OPENAI_URL, _openai_key()), target="openai")
+            options = _direct_options(args)
             results = []
             for script in scripts:
                 [result] = replay_direct(
-                    [script], dialects, options=options, progress=progress, virtual=args.target == "emulator"
-                )
+                    [script], dialects, options=options, progress=progress, virtual=args.target == "emulator",
+                    tolerance_ms=args.timing_tolerance_ms,
+                )  # fmt: skip
                 progress.script_done(result)
                 results.append(result)
         else:
@@ -154,11 +203,26 @@ def run(args: argparse.Namespace) -> tuple[list[ScriptResult], dict[str, Any]]:
                 emulator_url=args.emulator_url,
                 target=args.target,
                 workers=args.workers,
+                tolerance_ms=args.timing_tolerance_ms,
             )
             results = replay_sip(scripts, dialects, opts, progress=progress, on_result=progress.script_done)
     finally:
         progress.close()
     return results, _meta(args, results, time.perf_counter() - t0, dialects=dialects)
+
+
+def _direct_options(args: argparse.Namespace) -> Any:
+    """The direct runner's options: the real service with ``--target openai``; with ``--report DIR`` every call is
+    recorded into ``DIR/audio/<script>-<run>/`` (the report plays it)."""
+    from bridge.replay.direct import DirectOptions, openai_connector
+    from bridge.replay.report import AUDIO_DIR
+
+    record = args.report / AUDIO_DIR if args.report is not None else None
+    if args.target != "openai":
+        return DirectOptions(record_dir=record)
+    from bridge.config import OPENAI_URL
+
+    return DirectOptions(connector=openai_connector(OPENAI_URL, _openai_key()), target="openai", record_dir=record)
 
 
 def _meta(args: argparse.Namespace, results: list[ScriptResult], wall: float, **columns: Any) -> dict[str, Any]:
@@ -177,7 +241,6 @@ def _meta(args: argparse.Namespace, results: list[ScriptResult], wall: float, **
 
 def _run_variants(args: argparse.Namespace, scripts: list[CallScript]) -> tuple[list[ScriptResult], dict[str, Any]]:
     """``--variants``: every script through each variant of the named rollout dialplans (direct runs)."""
-    from bridge.replay.direct import DirectOptions, openai_connector
     from bridge.replay.script import default_dialplans_dir
     from bridge.replay.variants import load_rollouts, replay_variants
 
@@ -186,11 +249,7 @@ def _run_variants(args: argparse.Namespace, scripts: list[CallScript]) -> tuple[
     if args.via != "direct":
         raise ConfigError("replay", "--variants", "variants replay direct only (--via direct)")
     rollouts = load_rollouts(args.variants, args.dialplans or default_dialplans_dir())
-    options = DirectOptions()
-    if args.target == "openai":
-        from bridge.config import OPENAI_URL
-
-        options = DirectOptions(connector=openai_connector(OPENAI_URL, _openai_key()), target="openai")
+    options = _direct_options(args)
     # the report's columns: the safe variant of each rollout first, as the runs are
     variants = list(dict.fromkeys(v.name for _, spec in rollouts for v in (spec.variant(spec.safe), *spec.variants)))
     progress = Progress(len(scripts) * sum(len(spec.variants) for _, spec in rollouts))
@@ -198,8 +257,10 @@ def _run_variants(args: argparse.Namespace, scripts: list[CallScript]) -> tuple[
     try:
         results = []
         for script in scripts:
-            found = replay_variants([script], rollouts, options=options, progress=progress,
-                                    virtual=args.target == "emulator")  # fmt: skip
+            found = replay_variants(
+                [script], rollouts, options=options, progress=progress, virtual=args.target == "emulator",
+                tolerance_ms=args.timing_tolerance_ms,
+            )  # fmt: skip
             for result in found:
                 progress.script_done(result)
             results += found
@@ -223,33 +284,53 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         page = write_report(results, args.report, meta)
         print(f"report: {page}", file=sys.stderr)
-    counts = summarize(results)
+    for result in results:
+        for error in result.errors:
+            print(f"callbridge replay: {error}", file=sys.stderr)
+    if args.junit is not None:
+        from bridge.replay.junit import write_junit
+
+        write_junit(results, args.junit, meta)
+        print(f"junit: {args.junit}", file=sys.stderr)
     if args.json:
         from bridge.replay.report import report_json
 
         print(json.dumps(report_json(results, meta), default=str))
     else:
-        for r in results:
-            print(f"{r.verdict:<8} {r.script}")
-            if r.verdict == "differs" and r.expected_comparison == "differs":
-                print(f"         = as the script expects: {r.because or 'a known difference'}")
-            for reason in r.failures:
-                print(f"         ✗ {reason}")
-            for reason in r.differences:
-                print(f"         ≠ {reason}")
-            for reason in r.by_design:
-                print(f"         ~ by design: {reason}")
-        columns = f"{len(meta['variants'])} variant(s)" if "variants" in meta else f"{len(meta['dialects'])} dialect(s)"
-        expected = sum(r.verdict == "differs" and r.expected_comparison == "differs" for r in results)
-        print(
-            f"{len(results)} script(s) x {columns}: {counts['same']} same, "
-            f"{counts['differs']} differ ({expected} as their scripts expect, {counts['differs'] - expected} not), "
-            f"{counts['failed']} failed; {meta['call_s']:.1f} s of calls in "
-            f"{meta['wall_s']:.2f} s ({meta['speed_x']}x real time)"
-        )
-    if counts["failed"] or (args.fail_on_differs and counts["differs"]):
-        return EXIT_FAILED
-    return EXIT_OK
+        _print_text(results, meta)
+    return exit_code(results, args.fail_on)
+
+
+def exit_code(results: Sequence[ScriptResult], fail_on: str) -> int:
+    """2 if a script could not be loaded; 1 if one fails the gate (``fail_on``: unexpected or any); else 0."""
+    statuses = {r.status for r in results}
+    if "error" in statuses:
+        return EXIT_USAGE
+    gate = {"failed", "unexpected"} | ({"expected"} if fail_on == "any" else set())
+    return EXIT_FAILED if statuses & gate else EXIT_OK
+
+
+def _print_text(results: Sequence[ScriptResult], meta: dict[str, Any]) -> None:
+    counts = summarize(results)
+    for r in results:
+        print(f"{r.status:<10} {r.script}")
+        for reason in r.errors:
+            print(f"           ! {reason}")
+        for reason in r.failures:
+            print(f"           ✗ {reason}")
+        if r.expected:
+            print(f"           as the script expects: {r.because or 'a known difference'}")
+        for reason in r.differences:
+            print(f"           {'=' if reason in r.expected else '≠'} {reason}")
+        for reason in r.by_design:
+            print(f"           ~ by design: {reason}")
+    columns = f"{len(meta['variants'])} variant(s)" if "variants" in meta else f"{len(meta['dialects'])} dialect(s)"
+    print(
+        f"{len(results)} script(s) x {columns}: {counts['status_same']} same, {counts['status_by_design']} by design, "
+        f"{counts['status_expected']} expected, {counts['status_unexpected']} unexpected, "
+        f"{counts['status_failed']} failed, {counts['status_error']} error(s); {meta['call_s']:.1f} s of calls in "
+        f"{meta['wall_s']:.2f} s ({meta['speed_x']}x real time)"
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from bridge import events as ev
 from bridge.audio.frames import BEAT_FRAMES, PERIOD_S
 from bridge.realtime.dialects import DIALECTS, Capabilities
 from bridge.replay.script import CallScript, CompareSpec, Expect
+from bridge.replay.timing import DEFAULT_TOLERANCE_MS, CallTiming, call_timing, timing_checks, timing_differences
 
 # Events that carry bookkeeping one dialect has and the other lacks, and that the call session does not act on.
 # GA acknowledges every conversation item twice (conversation.item.added, then .done: ItemDone), beta once; GA sends
@@ -62,6 +63,8 @@ class ByDesign:
     cut_answers: bool = False  # agent transcripts: a cut answer may stop elsewhere, or be only on one side
     agent_lines: bool = False  # agent transcripts: where lines said back to back split is not compared
     first_audio: bool = False  # the first-audio latency is compared no further
+    timing: frozenset[str] = frozenset()  # caller-felt figures compared no further (bridge/replay/timing.py)
+    reply_allowance_ms: float = 0.0  # reply gaps may differ by this much more than the tolerance
 
 
 _STREAM_KINDS: Final = (
@@ -84,6 +87,7 @@ BY_DESIGN: Final[tuple[ByDesign, ...]] = (
         "the bridge's own lines (a greeting, an orchestrator's say) are commentary, heard about 0.85 s after they are "
         "sent, where a Realtime response starts at once",
         first_audio=True,
+        reply_allowance_ms=1000.0,  # a reply the bridge says (an orchestrator's) comes that much later
     ),
     ByDesign(
         lambda c: not c.cancel or not c.truncate,
@@ -97,8 +101,10 @@ BY_DESIGN: Final[tuple[ByDesign, ...]] = (
         "one continuous output stream (silence included) with transcript deltas only; responses belong to the "
         "delegated backend; usage is session time; the session ends with session.close; an answer cut short (a "
         "barge-in, a lost session, the hang-up) is in the transcript as far as it was said, where a Realtime "
-        "response has the text it had generated, or none if it never finished",
+        "response has the text it had generated, or none if it never finished; the stream is never silent, so the "
+        "bridge measures no longest silence",
         cut_answers=True,
+        timing=frozenset({"longest_silence"}),
     ),
 )
 
@@ -109,7 +115,12 @@ def by_design(a: str, b: str) -> list[ByDesign]:
     return [d for d in BY_DESIGN if d.has(ca) != d.has(cb)]
 
 
-Verdict = Literal["same", "differs", "failed"]
+Verdict = Literal["same", "differs", "failed", "error"]
+# What a person and a CI gate read per script, worst first: the script could not be loaded (error), an expectation
+# failed, the runs differ where nobody said they would, differ only as the script declares, differ only as the
+# dialects' capabilities declare, or do not differ.
+Status = Literal["error", "failed", "unexpected", "expected", "by_design", "same"]
+STATUSES: Final[tuple[Status, ...]] = ("error", "failed", "unexpected", "expected", "by_design", "same")
 
 
 def label(dialect: str) -> str:
@@ -219,9 +230,15 @@ class DialectRun:
     def transfer_targets(self) -> list[str]:
         return [s for _, k, s in self.timeline if k == ev.TransferStarted.kind]
 
+    @property
+    def timing(self) -> CallTiming:
+        """What the caller felt, in time (``bridge/replay/timing.py``)."""
+        return call_timing(self.caller_spans, self.agent_spans, self.report)
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["ok"] = self.ok
+        out["timing"] = self.timing.to_json()
         return out
 
     @classmethod
@@ -326,7 +343,7 @@ def _list_diff(what: str, a: Sequence[Any], b: Sequence[Any], la: str, lb: str) 
         return []
     for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
-            return [f"{what} differs at #{i}: {la} {_short(x)!s} vs {lb} {_short(y)!s}"]
+            return [f"{what} differs at #{i + 1}: {la} {_short(x)!s} vs {lb} {_short(y)!s}"]
     if len(a) > len(b):
         return [f"{lb}: {what} missing {_short(a[len(b)])} ({la} had {len(a)}, {lb} {len(b)})"]
     return [f"{lb}: {what} has extra {_short(b[len(a)])} ({la} had {len(a)}, {lb} {len(b)})"]
@@ -344,10 +361,10 @@ def _tool_diff(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], l
     if not out:
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             if _json(x.get("arguments")) != _json(y.get("arguments")):
-                out.append(f"tool call #{i} ({x.get('name')}) arguments differ: {la} {x.get('arguments')} vs {lb} "
+                out.append(f"tool call #{i + 1} ({x.get('name')}) arguments differ: {la} {x.get('arguments')} vs {lb} "
                            f"{y.get('arguments')}")  # fmt: skip
             elif x.get("output") != y.get("output"):
-                out.append(f"tool call #{i} ({x.get('name')}) output differs")
+                out.append(f"tool call #{i + 1} ({x.get('name')}) output differs")
     return out
 
 
@@ -358,7 +375,7 @@ def _event_diff(a: Sequence[str], b: Sequence[str], la: str, lb: str) -> list[st
     first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
     x = a[first] if first < len(a) else "(end)"
     y = b[first] if first < len(b) else "(end)"
-    out = [f"event sequence differs at #{first}: {la} {x} vs {lb} {y}"]
+    out = [f"event sequence differs at #{first + 1}: {la} {x} vs {lb} {y}"]
     ca, cb = Counter(a), Counter(b)
     counts: list[str] = []
     for tok in sorted(set(ca) | set(cb)):
@@ -432,8 +449,10 @@ def _joined(lines: Sequence[str]) -> str:
     return " ".join(" ".join(lines).split())
 
 
-def compare_runs(a: DialectRun, b: DialectRun) -> list[str]:
-    """Named differences between two runs of the same script (empty: the same call).
+def compare_runs(a: DialectRun, b: DialectRun, tolerance_ms: float = DEFAULT_TOLERANCE_MS) -> list[str]:
+    """Named differences between two runs of the same script (empty: the same call); positions count from 1,
+    as the report's lists do. Caller-felt timing (reply gaps,
+    barge-in cuts, the longest silence) further apart than ``tolerance_ms`` is a difference too.
 
     Direct runs are deterministic and compared exactly. A run over real SIP has real-time jitter (one 20 ms frame
     more or less before a barge-in lands, a media beat more or less before it is read), so there a truncate within
@@ -490,12 +509,15 @@ def compare_runs(a: DialectRun, b: DialectRun) -> list[str]:
         and not any(d.first_audio for d in designed)
     ):
         out.append(f"first-audio latency differs: {la} {fa:.0f} ms vs {lb} {fb:.0f} ms")
+    skip_timing = frozenset().union(*(d.timing for d in designed))
+    allowance = max((d.reply_allowance_ms for d in designed), default=0.0)
+    out += timing_differences(a.timing, b.timing, la, lb, tolerance_ms, skip=skip_timing, reply_allowance_ms=allowance)
     return out
 
 
 @dataclass
 class ScriptResult:
-    """One script across the dialects it ran in, with its verdict."""
+    """One script across the dialects (or variants) it ran in, with its verdict and its status (:data:`Status`)."""
 
     script: str
     description: str
@@ -509,10 +531,29 @@ class ScriptResult:
     failures: list[str] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
     by_design: list[str] = field(default_factory=list)  # protocol differences declared in BY_DESIGN, not compared
+    expected: list[str] = field(default_factory=list)  # the differences the script declares (compare.reasons)
+    tolerance_ms: float = DEFAULT_TOLERANCE_MS
+    errors: list[str] = field(default_factory=list)  # the script could not be loaded or run: why (file and field)
 
     @property
     def reasons(self) -> list[str]:
-        return [*self.failures, *self.differences]
+        return [*self.errors, *self.failures, *self.differences]
+
+    @property
+    def unexpected(self) -> list[str]:
+        return [d for d in self.differences if d not in self.expected]
+
+    @property
+    def status(self) -> Status:
+        if self.errors:
+            return "error"
+        if self.failures:
+            return "failed"
+        if self.unexpected:
+            return "unexpected"
+        if self.expected:
+            return "expected"
+        return "by_design" if self.by_design else "same"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -520,16 +561,40 @@ class ScriptResult:
             "description": self.description,
             "source": self.source,
             "digest": self.digest,
+            "status": self.status,
             "verdict": self.verdict,
             "comparison": self.comparison,
             "expected_comparison": self.expected_comparison,
             "because": self.because,
             "reasons": self.reasons,
+            "errors": self.errors,
             "failures": self.failures,
             "differences": self.differences,
+            "expected": self.expected,
+            "unexpected": self.unexpected,
             "by_design": self.by_design,
+            "tolerance_ms": self.tolerance_ms,
             "runs": {d: r.to_json() for d, r in self.runs.items()},
         }
+
+
+def error_result(source: str, message: str) -> ScriptResult:
+    """The row of a script that could not be loaded: its directory's name, the error naming file and field."""
+    from pathlib import Path
+
+    path = Path(source)
+    name = path.parent.name if path.name.endswith((".yaml", ".yml")) else path.name
+    return ScriptResult(name, "", source, "", {}, verdict="error", comparison="n/a", errors=[message])
+
+
+def _declared(differences: Sequence[str], spec: CompareSpec, explicit: bool) -> list[str]:
+    """The differences the script declares: those naming one of ``compare.reasons``, or every one where the script
+    says ``differs`` without naming any."""
+    if not explicit or spec.verdict != "differs":
+        return []
+    if not spec.reasons:
+        return list(differences)
+    return [d for d in differences if any(w.lower() in d.lower() for w in spec.reasons)]
 
 
 def verdict(
@@ -541,17 +606,20 @@ def verdict(
     source: str = "",
     digest: str = "",
     spec_explicit: bool = False,
+    tolerance_ms: float = DEFAULT_TOLERANCE_MS,
 ) -> ScriptResult:
     """Expectation failures first, then the comparison of every run against the first one (GA against beta, or each
-    variant against the safe one, which comes first)."""
+    variant against the safe one, which comes first); each difference is declared by the script (expected) or not
+    (unexpected), and the dialects' declared protocol differences are listed apart (by design)."""
     failures = [f"{label(d)}: {c.name}: {c.detail}" for d, run in runs.items() for c in run.checks if not c.ok]
     names = list(runs)
     differences: list[str] = []
     designed: list[str] = []
     for other in names[1:]:
-        differences += compare_runs(runs[names[0]], runs[other])
-        for d in by_design(names[0], other) if names[0] in DIALECTS and other in DIALECTS else []:
-            designed.append(f"{label(names[0])}/{label(other)}: {d.reason}")
+        a, b = runs[names[0]], runs[other]
+        differences += compare_runs(a, b, tolerance_ms)
+        if a.dialect in DIALECTS and b.dialect in DIALECTS:
+            designed += [f"{label(a.name)}/{label(b.name)}: {d.reason}" for d in by_design(a.dialect, b.dialect)]
     comparison: Literal["same", "differs", "n/a"] = "n/a" if len(names) < 2 else ("differs" if differences else "same")
     if spec_explicit and comparison != "n/a":
         if comparison != spec.verdict:
@@ -574,17 +642,41 @@ def verdict(
         failures=failures,
         differences=differences,
         by_design=designed,
+        expected=_declared(differences, spec, spec_explicit),
+        tolerance_ms=tolerance_ms,
     )
 
 
 def summarize(results: Iterable[ScriptResult]) -> dict[str, int]:
+    """Scripts per verdict (same / differs / failed / error) and per status (:data:`STATUSES`)."""
+    results = list(results)
     counts = Counter(r.verdict for r in results)
-    return {"same": counts["same"], "differs": counts["differs"], "failed": counts["failed"]}
+    statuses = Counter(r.status for r in results)
+    out = {"same": counts["same"], "differs": counts["differs"], "failed": counts["failed"], "error": counts["error"]}
+    out |= {f"status_{s}": statuses[s] for s in STATUSES}
+    out["unexpected_differences"] = sum(len(r.unexpected) for r in results)
+    out["expected_differences"] = sum(len(r.expected) for r in results)
+    out["by_design_differences"] = sum(len(r.by_design) for r in results)
+    return out
 
 
-def judge(script: CallScript, runs: Mapping[str, DialectRun], *, name: str | None = None) -> ScriptResult:
+def _with_timing_bounds(script: CallScript, run: DialectRun) -> None:
+    """``run``'s checks with the script's reply-gap bounds (``max_reply_gap_ms`` for all turns or per turn)."""
+    bounds = {i: t.max_reply_gap_ms for i, t in enumerate(script.turns) if t.max_reply_gap_ms is not None}
+    found = timing_checks(run.timing, script.expect(run.dialect).max_reply_gap_ms, bounds)
+    run.checks = [c for c in run.checks if not c.name.endswith("max_reply_gap_ms")]
+    run.checks += [Check(name, ok, detail) for name, ok, detail in found]
+
+
+def judge(
+    script: CallScript, runs: Mapping[str, DialectRun], *, name: str | None = None, tolerance_ms: float | None = None
+) -> ScriptResult:
     """The verdict of one script's runs (see :func:`verdict`). A script's declared comparison is about its dialects:
-    it applies to runs per dialect only, not to runs per variant (``name`` set: the result's name)."""
+    it applies to runs per dialect only, not to runs per variant (``name`` set: the result's name). The timing
+    tolerance: the script's ``compare.timing_tolerance_ms``, else ``tolerance_ms``, else the default."""
+    for run in runs.values():
+        _with_timing_bounds(script, run)
+    own = script.model.compare.timing_tolerance_ms
     return verdict(
         name or script.name,
         runs,
@@ -593,4 +685,5 @@ def judge(script: CallScript, runs: Mapping[str, DialectRun], *, name: str | Non
         source=str(script.source),
         digest=script.digest(),
         spec_explicit="compare" in script.model.model_fields_set and name is None,
+        tolerance_ms=own if own is not None else (tolerance_ms if tolerance_ms is not None else DEFAULT_TOLERANCE_MS),
     )

@@ -599,7 +599,8 @@ class _EmulatorConnector:
 
     async def connect(self) -> InMemoryRealtime:
         script, server_dialect = self.script, self.server_dialect
-        overrides = {**script.emulator_settings(self.connections), **self.opts.emulator_overrides}
+        own = script.emulator_settings(self.connections, server_dialect.name)  # the script's, for this dialect
+        overrides = {**own, **self.opts.emulator_overrides}
         settings = EmulatorSettings().with_values(overrides)
         if self.connections and script.reconnect_greeting() is not None:
             self.annotations.extend({"greeting": script.reconnect_greeting()})
@@ -669,8 +670,10 @@ def replay_direct(
     options: DirectOptions | None = None,
     progress: Progress | None = None,
     virtual: bool = True,
+    tolerance_ms: float | None = None,
 ) -> list[ScriptResult]:
-    """Every script in every dialect, one call at a time, then each script's verdict.
+    """Every script in every dialect, one call at a time, then each script's verdict (timing figures closer than
+    ``tolerance_ms`` alike, where a script does not say).
 
     ``virtual=False`` runs in real time on a normal event loop (``--target openai``: a real service cannot be
     replayed faster than it answers).
@@ -684,7 +687,7 @@ def replay_direct(
             runs[dialect] = in_fresh_loop(replay_call(script, dialect, options), virtual)
             if progress is not None:
                 progress(script.name, dialect, runs[dialect])
-        results.append(judge(script, runs))
+        results.append(judge(script, runs, tolerance_ms=tolerance_ms))
     return results
 
 

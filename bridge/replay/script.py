@@ -83,11 +83,20 @@ class EmulatorSpec(_Strict):
     # the same for each reconnected session (the bridge may ask the model to resume a cut-off answer)
     reconnect_greeting: ReplySpec | None = None
     faults_on_reconnect: bool = False  # faults apply to the first connection only, unless this is set
+    # settings for the runs in one dialect only, over ``settings`` (e.g. ga: {delay_first_delta_ms: 2000})
+    dialect_settings: dict[DialectName, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("settings")
     @classmethod
     def _known_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
         EmulatorSettings().with_values(value)  # raises ValueError naming the setting
+        return value
+
+    @field_validator("dialect_settings")
+    @classmethod
+    def _known_dialect_settings(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for settings in value.values():
+            EmulatorSettings().with_values(settings)
         return value
 
 
@@ -108,6 +117,7 @@ class Turn(_Strict):
     dtmf: str | None = Field(None, pattern=DTMF_PATTERN)
     dtmf_gap_ms: int = Field(120, gt=0)  # between digits
     hangup: bool = False
+    max_reply_gap_ms: float | None = Field(None, gt=0)  # the agent's first audio at most this long after ``say``
     hears: str | None = None  # annotation: what the emulator transcribes for ``say``
     reply: ReplySpec | None = None  # annotation: how the emulator answers ``say``
     note: str = ""  # for people: what this turn is about
@@ -127,6 +137,8 @@ class Turn(_Strict):
             raise ValueError("barge_in_after_ms needs wait: agent_start")
         if self.say is None and (self.hears is not None or self.reply is not None):
             raise ValueError("hears and reply annotate spoken audio: they need say")
+        if self.say is None and self.max_reply_gap_ms is not None:
+            raise ValueError("max_reply_gap_ms bounds the answer to spoken audio: it needs say")
         return self
 
 
@@ -149,6 +161,7 @@ class Expect(_Strict):
     tool_calls: list[ToolExpect] | None = None  # exactly these calls, in order ([] = no tool call)
     transfer_target: str | None = None
     max_first_audio_ms: float | None = Field(None, gt=0)
+    max_reply_gap_ms: float | None = Field(None, gt=0)  # every spoken turn answered (first audio heard) within this
     caller_keywords: list[str] = Field(default_factory=list)  # case-insensitive, in the caller transcript
     agent_keywords: list[str] = Field(default_factory=list)  # case-insensitive, in the agent transcript
     barge_ins: int | None = Field(None, ge=0)
@@ -182,6 +195,7 @@ class CompareSpec(_Strict):
     verdict: Literal["same", "differs"] = "same"
     reasons: list[str] = Field(default_factory=list)  # substrings that some difference must contain
     because: str = ""  # for people: why the dialects differ here
+    timing_tolerance_ms: float | None = Field(None, ge=0)  # timing figures closer than this are alike
 
     @model_validator(mode="after")
     def _reasons_need_differs(self) -> CompareSpec:
@@ -377,14 +391,14 @@ class CallScript:
         """The annotation greeting a reconnected emulator session answers its first response.create with."""
         return self._reply(self.model.emulator.reconnect_greeting)
 
-    def emulator_settings(self, connection: int) -> dict[str, Any]:
-        """Settings of the emulator's ``connection``-th connection (0 = first): faults only on the first, unless
-        ``faults_on_reconnect``. Ids are seeded per connection, so a replay is deterministic."""
+    def emulator_settings(self, connection: int, dialect: str = "") -> dict[str, Any]:
+        """Settings of the emulator's ``connection``-th connection (0 = first) in ``dialect``: faults only on the
+        first, unless ``faults_on_reconnect``. Ids are seeded per connection, so a replay is deterministic."""
         fault_names = set(EmulatorSettings().faults.__dataclass_fields__)
         spec = self.model.emulator
         values = {
             k: v
-            for k, v in spec.settings.items()
+            for k, v in {**spec.settings, **spec.dialect_settings.get(dialect, {})}.items()
             if connection == 0 or spec.faults_on_reconnect or k not in fault_names
         }
         return {"seed": self.model.seed * 1000 + connection, **values}

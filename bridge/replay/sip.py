@@ -60,6 +60,7 @@ class SipOptions:
     workers: int = 1
     work_dir: Path | None = None  # keep the caller WAVs, recordings and dialplans here (default: a temp dir)
     emulator_settings: Mapping[str, Any] = field(default_factory=dict)  # defaults of the started emulator
+    tolerance_ms: float | None = None  # timing figures closer than this are alike, where a script does not say
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -353,6 +354,7 @@ async def _replay_script(
     progress: Progress | None,
     plans: Mapping[str, CallerPlan],
     orchestrators: OrchestratorServer | None = None,
+    tolerance_ms: float | None = None,
 ) -> ScriptResult:
     async def one(dialect: str) -> DialectRun:
         if progress is not None:
@@ -371,7 +373,7 @@ async def _replay_script(
         return run
 
     runs = await asyncio.gather(*(one(d) for d in dialects))  # the dialects' calls run side by side
-    return judge(script, dict(zip(dialects, runs, strict=True)))
+    return judge(script, dict(zip(dialects, runs, strict=True)), tolerance_ms=tolerance_ms)
 
 
 Plans = Mapping[tuple[str, str], CallerPlan]
@@ -435,8 +437,9 @@ async def replay_sip_async(
                     uris = {d: f"sip:{table[(script.name, d)]}@127.0.0.1:{port}" for d in dialects}
                     mine = {d: plans[(script.name, d)] for d in dialects}
                     result = await _replay_script(
-                        script, dialects, uris, reports, work, options.target, progress, mine, orchestrators
-                    )
+                        script, dialects, uris, reports, work, options.target, progress, mine, orchestrators,
+                        tolerance_ms=options.tolerance_ms,
+                    )  # fmt: skip
                     results.append(result)
                     if on_result is not None:
                         on_result(result)
@@ -471,7 +474,9 @@ async def _replay_running(
             uris = {d: f"sip:{script.called}@{target}" for d in dialects}
             mine = {d: plans[(script.name, d)] for d in dialects}
             reports = options.bridge_reports
-            result = await _replay_script(script, dialects, uris, reports, work, options.target, progress, mine)
+            result = await _replay_script(
+                script, dialects, uris, reports, work, options.target, progress, mine, tolerance_ms=options.tolerance_ms
+            )
             results.append(result)
             if on_result is not None:
                 on_result(result)

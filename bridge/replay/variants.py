@@ -57,6 +57,7 @@ def replay_variants(
     options: DirectOptions | None = None,
     progress: Progress | None = None,
     virtual: bool = True,
+    tolerance_ms: float | None = None,
 ) -> list[ScriptResult]:
     """Every script through every variant of every rollout; one result per (script, rollout), named after the script
     (and the rollout, when there are several)."""
@@ -71,5 +72,6 @@ def replay_variants(
                 runs[variant.name] = in_fresh_loop(call, virtual)
                 if progress is not None:
                     progress(script.name, variant.name, runs[variant.name])
-            results.append(judge(script, runs, name=script.name if len(rollouts) == 1 else f"{script.name} ({name})"))
+            label = script.name if len(rollouts) == 1 else f"{script.name} ({name})"
+            results.append(judge(script, runs, name=label, tolerance_ms=tolerance_ms))
     return results

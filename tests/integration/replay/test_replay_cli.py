@@ -101,7 +101,7 @@ def test_a_failed_expectation_exits_1(tmp_path: Path, capsys: pytest.CaptureFixt
     (target / "script.yaml").write_text(yaml.safe_dump(data))
     assert main([str(target)]) == 1
     out = capsys.readouterr().out
-    assert "failed   strict" in out  # the name is the directory's unless script.yaml names it
+    assert "failed     strict" in out  # the name is the directory's unless script.yaml names it
     assert "✗ beta: agent_keywords: missing ['we are closed'] in agent_transcript" in out
     assert "✗ GA: agent_keywords: missing ['we are closed'] in agent_transcript" in out
 

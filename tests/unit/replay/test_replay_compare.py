@@ -51,14 +51,14 @@ def test_differences_are_named() -> None:
                  (2.0, "ResponseDone(completed)"), (3.0, "RateLimits")]  # fmt: skip
     reasons = compare_runs(beta, ga)
     assert reasons[0] == (
-        "event sequence differs at #1: beta FunctionCall(transfer_to_human) vs GA "
+        "event sequence differs at #2: beta FunctionCall(transfer_to_human) vs GA "
         "UnknownEvent(response.function_call_arguments.done)"
     )
     assert "GA: FunctionCall(transfer_to_human) missing (beta x1)" in reasons
     assert "GA: UnknownEvent(response.function_call_arguments.done) x1 (beta had none)" in reasons
     assert "GA: FunctionCall missing (beta had transfer_to_human)" in reasons
     assert "truncates (audio_end_ms) differ: beta [1600] vs GA [1640]" in reasons
-    assert "agent transcript differs at #0: beta Hi, how can I help? vs GA Hi!" in reasons
+    assert "agent transcript differs at #1: beta Hi, how can I help? vs GA Hi!" in reasons
     assert "first-audio latency differs: beta 40 ms vs GA 900 ms" in reasons
     assert not any("RateLimits" in r for r in reasons)  # dialect bookkeeping is left out
 

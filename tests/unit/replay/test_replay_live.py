@@ -94,7 +94,7 @@ def test_cut_answers_are_alike_only_within_the_runs_cuts() -> None:
     plain = run(extra.report["agent_transcript"])
     a, b = _spoken_alike(full, plain.report["agent_transcript"], 0, _cuts(plain)) or ([], [])
     assert _list_diff("agent transcript", a, b, "GA", "live") == [
-        "agent transcript differs at #1: GA We are open from nine to five. vs live We are"
+        "agent transcript differs at #2: GA We are open from nine to five. vs live We are"
     ]
     # a different answer is never alike, cut or not
     other = run(["Hello.", "We are closed.", "Bye."], barge_ins=1)

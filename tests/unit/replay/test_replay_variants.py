@@ -51,7 +51,7 @@ def test_each_variant_runs_the_script_on_its_own_model_and_is_compared_with_the_
     # gpt-realtime-2.1 answers with a preamble item first (the emulator answers as that model does): named
     assert new.report["agent_transcript"][1] == "Let me check that for you."
     assert result.verdict == "differs"
-    assert f"agent transcript differs at #1: {SAFE} We are open" in " ".join(result.differences)
+    assert f"agent transcript differs at #2: {SAFE} We are open" in " ".join(result.differences)
 
 
 def test_the_cli_writes_a_report_with_a_column_per_variant(
@@ -60,8 +60,8 @@ def test_the_cli_writes_a_report_with_a_column_per_variant(
     scripts = [str(SCRIPTS / name) for name in ("question_answer", "transfer")]
     code = main([*scripts, "--variants", "support", "--dialplans", str(dialplans), "--report", str(tmp_path)])
     out = capsys.readouterr().out
-    assert code == 0, out
-    assert "2 script(s) x 2 variant(s): 1 same, 1 differ (0 as their scripts expect, 1 not), 0 failed" in out
+    assert code == 1, out  # the new model's preamble: a difference nobody declared
+    assert "2 script(s) x 2 variant(s): 1 same, 0 by design, 0 expected, 1 unexpected, 0 failed, 0 error(s)" in out
     data = json.loads((tmp_path / "report.json").read_text())
     assert (data["meta"]["variants"], data["meta"]["safe"]) == ([SAFE, NEW], {"support": SAFE})
     assert [list(s["runs"]) for s in data["scripts"]] == [[SAFE, NEW], [SAFE, NEW]]
