@@ -129,6 +129,15 @@ class Waiting(BaseModel):
     hold_gain_db: float = Field(-6.0, ge=-40, le=0)
 
 
+class Watch(BaseModel):
+    """What the console marks on this plan's calls (``bridge/supervisor/flags.py``, docs/operating.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    silence_ms: float = Field(3000.0, ge=100, le=60_000)  # a longest wait above this: "long silence"
+    reply_ms: float = Field(2500.0, ge=100, le=60_000)  # a reply (caller stops -> agent audio) slower: "slow agent"
+    barge_ins: int = Field(3, ge=1, le=1000)  # this many barge-ins on one call: "barge-ins"
+
+
 class Orchestrator(BaseModel):
     """An orchestrated plan (``bridge/call/orchestration.py``, ``docs/orchestrator.md``): the model does not answer
     on its own; after each caller turn the bridge POSTs the turn to ``url`` and does what the answer says. Past
@@ -217,6 +226,7 @@ class Dialplan(BaseModel):
     http_tools: tuple[HttpTool, ...] = ()
     mcp_servers: tuple[McpServer, ...] = ()  # MCP servers whose tools are listed at each call's start
     waiting: Waiting = Waiting()  # what the caller hears while a tool works
+    watch: Watch = Watch()  # the console's marks: when a wait, a reply or barge-ins are trouble
     source_file: str = Field("", exclude=True)
 
     @field_validator("allowed_sources")

@@ -167,7 +167,7 @@ VARIANT_REFUSED = Gauge(
 )
 _VARIANT = ["dialplan", "variant"]
 VARIANT_CALLS = Counter(
-    f"{NS}_variant_calls", "Finished calls per rollout variant, by outcome (ok, connect_failure, dropped)",
+    f"{NS}_variant_calls", "Finished calls per rollout variant, by outcome (ok, connect_failure, dropped, recovered)",
     [*_VARIANT, "outcome"],
 )  # fmt: skip
 VARIANT_FALLBACKS = Counter(
@@ -348,7 +348,7 @@ def prime(
     OUTAGE_SECONDS.inc(0)
     for dp, names in (variants or {}).items():
         for name in names:
-            for outcome in ("ok", "connect_failure", "dropped"):
+            for outcome in ("ok", "connect_failure", "dropped", "recovered"):  # bridge.rollout.health.OUTCOMES
                 VARIANT_CALLS.labels(dp, name, outcome)
             CALLS_LOST.labels(dp, name)
             for result in ("ok", "failed"):

@@ -10,7 +10,10 @@ what the rollout needs of one call; the worker adds what the session does not re
 calls                     finished calls of the variant
 connect_failures          calls whose model could not be reached: no session at the answer and none recovered, or
                           a connect failure of the variant's model that its fallback model then saved (``fallbacks``)
-dropped                   calls that lost their session mid-call (and were not already a connect failure)
+dropped                   calls that lost their session and ended without it (hung up, failed over or given up
+                          while it was away; and were not already a connect failure)
+recovered                 calls whose session was lost (or not there at the answer) and came back: the call went
+                          on; not a failure
 first_audio_p95_ms        95th percentile (nearest rank) of answer -> first agent audio
 barge-in recovery         truncates sent on a barge-in (``truncates``) that the service refused or never confirmed
                           (``truncate_failures``)
@@ -34,8 +37,8 @@ from typing import Any, Literal
 from bridge import events as ev
 from bridge.rollout.policy import RollbackRule
 
-Outcome = Literal["ok", "connect_failure", "dropped"]
-OUTCOMES: tuple[Outcome, ...] = ("ok", "connect_failure", "dropped")
+Outcome = Literal["ok", "connect_failure", "dropped", "recovered"]
+OUTCOMES: tuple[Outcome, ...] = ("ok", "connect_failure", "dropped", "recovered")
 
 
 def _tool_ok(output_json: str) -> bool:
@@ -52,7 +55,7 @@ class CallStats:
     def __init__(self) -> None:
         self.unavailable = False
         self.recovered = False
-        self.dropped = False
+        self.dropped = False  # the session is lost and has not come back (yet)
         self.fallback = False  # the variant's model failed to connect; the call ran on its fallback model
         self.first_audio_ms: float | None = None
         self.barge_ins = 0
@@ -84,6 +87,7 @@ class CallStats:
 
     def _recovered(self, r: ev.Recovered) -> None:
         self.recovered = True
+        self.dropped = False
 
     def _lost(self, r: ev.SessionLost) -> None:
         self.dropped = True
@@ -118,7 +122,9 @@ class CallStats:
     def outcome(self) -> Outcome:
         if (self.unavailable and not self.recovered) or self.fallback:
             return "connect_failure"
-        return "dropped" if self.dropped else "ok"
+        if self.dropped:
+            return "dropped"
+        return "recovered" if self.recovered else "ok"
 
     @property
     def truncate_failures(self) -> int:
@@ -170,6 +176,7 @@ class WindowStats:
     tool_failures: int = 0
     priced_calls: int = 0
     cost_usd: float = 0.0
+    recovered: int = 0  # not a failure: the session came back and the call went on
 
     @property
     def failures(self) -> int:
@@ -193,7 +200,7 @@ class WindowStats:
 
     @classmethod
     def of(cls, records: Iterable[Mapping[str, Any]]) -> WindowStats:
-        calls = fails = dropped = fallbacks = barge_ins = truncates = truncate_failures = 0
+        calls = fails = dropped = recovered = fallbacks = barge_ins = truncates = truncate_failures = 0
         tool_calls = tool_failures = priced = 0
         cost = 0.0
         first: list[float] = []
@@ -202,6 +209,7 @@ class WindowStats:
             outcome = r.get("outcome")
             fails += outcome == "connect_failure"
             dropped += outcome == "dropped"
+            recovered += outcome == "recovered"
             fallbacks += bool(r.get("fallback"))
             if isinstance(r.get("first_audio_ms"), int | float):
                 first.append(float(r["first_audio_ms"]))
@@ -215,7 +223,7 @@ class WindowStats:
                 cost += float(r["cost_usd"])
         return cls(
             calls, fails, dropped, fallbacks, p95(first), barge_ins, truncates, truncate_failures, tool_calls,
-            tool_failures, priced, cost,
+            tool_failures, priced, cost, recovered,
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
@@ -237,8 +245,8 @@ def should_rollback(variant: str, stats: WindowStats, safe: WindowStats, rule: R
     is on fires when the variant is worse than the safe variant past its threshold (a safe variant with no calls in
     the window counts as perfect: no failures, no extra latency, every function call a success):
 
-    * failure rate (connection failures + dropped sessions per call) above ``failure_rate_threshold`` and above the
-      safe one's;
+    * failure rate (connection failures + dropped sessions per call; a recovered session is neither) above
+      ``failure_rate_threshold`` and above the safe one's;
     * first-audio p95 more than ``first_audio_p95_excess_ms`` above the safe one's;
     * failed truncates per truncate more than ``barge_in_failure_excess`` above the safe one's;
     * function-call success rate more than ``function_call_success_drop`` below the safe one's;

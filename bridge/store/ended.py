@@ -11,7 +11,7 @@ their stream. Every read raises :class:`~bridge.store.connection.StoreUnavailabl
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -165,8 +165,10 @@ async def read_ended(
     page: int = 1,
     per_page: int = PER_PAGE,
     where: str = "redis client",
+    keep: Callable[[Mapping[str, str], list[StreamEntry]], bool] | None = None,
 ) -> EndedPage:
-    """One page of the ended calls that match ``query``, newest first."""
+    """One page of the ended calls that match ``query``, newest first. ``keep``: a further test of each match, on its
+    hash and its whole stream (the console's marks)."""
     states, capped = await ended_states(client, where=where)
     candidates = [s for s in states if query.fields_match(s)]
     matched = {s["call_id"] for s in candidates if query.text_in_fields(s)}
@@ -183,8 +185,28 @@ async def read_ended(
                     matched.add(call_id)
     except RedisError as exc:
         raise StoreUnavailable(where, str(exc) or type(exc).__name__) from None
+    if keep is not None:
+        streams = await call_streams(client, [s["call_id"] for s in candidates if s["call_id"] in matched], where)
+        matched = {s["call_id"] for s in candidates if s["call_id"] in streams and keep(s, streams[s["call_id"]])}
     rows = [EndedCall.of(s) for s in candidates if s["call_id"] in matched]
     return page_of(rows, page, max(1, min(per_page, MAX_PER_PAGE)), capped)
+
+
+async def call_streams(
+    client: aioredis.Redis, call_ids: Sequence[str], where: str = "redis client"
+) -> dict[str, list[StreamEntry]]:
+    """The whole stream of each call (oldest first), :data:`CHUNK` calls per pipeline."""
+    out: dict[str, list[StreamEntry]] = {}
+    try:
+        for start in range(0, len(call_ids), CHUNK):
+            pipe = client.pipeline(transaction=False)
+            for call_id in call_ids[start : start + CHUNK]:
+                pipe.xrange(keys.call_events(call_id))
+            for call_id, entries in zip(call_ids[start : start + CHUNK], await pipe.execute(), strict=True):
+                out[call_id] = [stream_entry(i, f) for i, f in entries]
+    except RedisError as exc:
+        raise StoreUnavailable(where, str(exc) or type(exc).__name__) from None
+    return out
 
 
 def transcript(entries: Iterable[StreamEntry]) -> list[dict[str, Any]]:

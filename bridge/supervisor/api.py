@@ -77,6 +77,7 @@ from bridge.supervisor.auth import (
     Tokens,
     csrf_ok,
 )
+from bridge.supervisor.flags import watch_of
 from bridge.supervisor.http import PRINCIPAL, SUPERVISOR, Supervisor, client_address, reply, same_origin, too_many
 from bridge.supervisor.stream import LiveCalls
 
@@ -129,7 +130,7 @@ def create_app(
         rollouts=rollouts,
         listen_audio=listen_audio,
         listen_key=listen_key,
-        live=LiveCalls(redis, lost_workers=lost_workers) if redis is not None else None,
+        live=LiveCalls(redis, lost_workers=lost_workers, watch_of=watch_of(plans)) if redis is not None else None,
         plans=rollout_plans(plans),
         dialplans={plan.name: plan for plan in plans},
         health=health,

@@ -16,6 +16,7 @@ from aiohttp import web
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
 from bridge.store.read import RECENT_EVENTS, read_call, read_live_calls
+from bridge.supervisor.flags import call_marks, watch_of
 from bridge.supervisor.http import principal_of, reply, supervisor_of
 from bridge.supervisor.masking import EventMask, mask_row
 from bridge.supervisor.stream import Event, follow_call
@@ -44,9 +45,10 @@ async def list_calls(request: web.Request) -> web.Response:
 
 async def get_call(request: web.Request) -> web.Response:
     """The call's hash, its recent events, each business tool call (name, outcome, latency: from the whole capped
-    stream) and the longest the caller has waited in silence (the hash's ``longest_silence_ms``; None: not yet)."""
-    redis = supervisor_of(request).need_redis()
-    detail = await read_call(redis, request.match_info["call_id"], count=keys.STREAM_MAXLEN)
+    stream), the longest the caller has waited (the hash's ``longest_silence_ms``; None: not yet) and the call's marks
+    (``flags``: :mod:`.flags`)."""
+    sup = supervisor_of(request)
+    detail = await read_call(sup.need_redis(), request.match_info["call_id"], count=keys.STREAM_MAXLEN)
     if detail is None:
         return reply({"error": "no such call"}, 404)
     body = detail.to_json()
@@ -56,6 +58,7 @@ async def get_call(request: web.Request) -> web.Response:
         body = {"call": mask("call", body["call"]), "events": mask("entries", body["events"])}
     body["tools"] = tool_calls(detail.events)
     body["longest_silence_ms"] = as_number(detail.state.get("longest_silence_ms"))
+    body["flags"] = call_marks(detail.events, watch_of(sup.dialplans.values())(detail.state.get("dialplan", "")))
     return reply(body)
 
 

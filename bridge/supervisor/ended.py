@@ -1,9 +1,11 @@
 """Ended calls' routes: the retention window's ended calls, paged and searched, and one call as a download.
 
 =========================================  =========================================================================
-``GET /api/calls/ended``                   ``?page=&per_page=&q=&dialplan=&variant=&caller=&reason=``: the ended calls
-                                           still in Redis that match, newest first (:mod:`bridge.store.ended`):
-                                           ``{"calls", "page", "pages", "total", "capped"}``
+``GET /api/calls/ended``                   ``?page=&per_page=&q=&dialplan=&variant=&caller=&reason=&flag=``: the ended
+                                           calls still in Redis that match, newest first (:mod:`bridge.store.ended`):
+                                           ``{"calls", "page", "pages", "total", "capped"}``; each row with its
+                                           marks (``flags``, ``severity``: :mod:`.flags`); ``flag``: only the calls
+                                           that raised that one
 ``GET /api/calls/{id}/export``             ``?format=json|text``: the call's state, transcript, timeline (and, in
                                            JSON, its latency) as an attachment
 =========================================  =========================================================================
@@ -15,14 +17,15 @@ number (the filter, or a free text found in the number, would tell the digits th
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
-from bridge.store.ended import ALL_EVENTS, PER_PAGE, EndedQuery, read_ended
+from bridge.store.ended import ALL_EVENTS, PER_PAGE, EndedQuery, call_streams, read_ended
 from bridge.store.read import StreamEntry, read_call
 from bridge.supervisor import export
 from bridge.supervisor.calls import masked
+from bridge.supervisor.flags import Flag, call_marks, watch_of, worst
 from bridge.supervisor.http import reply, supervisor_of
 from bridge.supervisor.masking import mask_row, mask_text
 
@@ -55,9 +58,23 @@ async def list_ended(request: web.Request) -> web.Response:
     hide = masked(request)
     if hide and given["caller"]:
         return reply({"error": "caller: a viewer cannot search by caller number", "field": "caller"}, 403)
+    flag = request.query.get("flag", "")
+    if flag and flag not in set(Flag):
+        return reply({"error": f"flag: one of {', '.join(Flag)}, not {flag[:MAX_QUERY_CHARS]!r}", "field": "flag"}, 400)
+    sup = supervisor_of(request)
+    watch = watch_of(sup.dialplans.values())
+
+    def raised(state: Mapping[str, str], entries: list[StreamEntry]) -> bool:
+        return any(m["flag"] == flag for m in call_marks(entries, watch(state.get("dialplan", ""))))
+
     query = EndedQuery(**given, hide_caller=hide)
-    found = await read_ended(supervisor_of(request).need_redis(), query, page=page, per_page=per_page)
+    redis = sup.need_redis()
+    found = await read_ended(redis, query, page=page, per_page=per_page, keep=raised if flag else None)
     body = found.to_json()
+    streams = await call_streams(redis, [c["call_id"] for c in body["calls"]])
+    for c in body["calls"]:
+        marks = call_marks(streams.get(c["call_id"], []), watch(c["dialplan"]))
+        c.update(flags=marks, severity=worst(marks))
     if hide:
         body["calls"] = [mask_row(c) for c in body["calls"]]
     return reply(body)

@@ -3,7 +3,8 @@
 A rollout dialplan has variants (dialect, model, voice, profile overrides), one of them safe, split by weights and
 overridden by per-variant allow and deny lists and the kill switch (:mod:`bridge.rollout.policy`). The page draws
 whatever this module describes: each variant with its weight, share, model and voice, and its health over the
-window side by side in the same row (the columns listed in ``health.columns``), and the settings an operator may
+window side by side in the same row (the columns listed in ``health.columns``; ``live``: its calls going on now,
+counted in no rate), and the settings an operator may
 edit (``editable``, each with a kind the editor knows: ``weights`` one number per variant, ``switch``,
 ``variant-numbers`` one list of callers per variant).
 
@@ -13,6 +14,7 @@ edit (``editable``, each with a kind the editor knows: ``weights`` one number pe
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +32,7 @@ from bridge.rollout.policy import (
     validate_flag,
 )
 from bridge.rollout.store import RolloutStore
+from bridge.store.read import read_live_calls
 
 AUDIT_COUNT = 30
 
@@ -44,9 +47,11 @@ EDITABLE_SETTINGS = frozenset(name for name, _, _ in EDITABLE)
 
 # (key, label); the page shows a missing value as "n/a"
 HEALTH_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("live", "Live now"),
     ("calls", "Calls"),
     ("connect_failures", "Connection failures"),
     ("dropped", "Dropped sessions"),
+    ("recovered", "Recovered sessions"),
     ("failure_rate", "Failure rate"),
     ("first_audio_p95_ms", "First audio p95"),
     ("truncate_failure_rate", "Barge-in recovery failures"),
@@ -72,9 +77,12 @@ def dialplan_panel(
     *,
     voice: str = "alloy",
     today: dt.date | None = None,
+    live: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """One dialplan's panel: variants with weights and health, lists, kill switch, what may be edited."""
-    rows = [{"variant": n, **stats.get(n, WindowStats()).to_json()} for n in spec.names]
+    """One dialplan's panel: variants with weights and health, lists, kill switch, what may be edited. ``live``:
+    each variant's calls going on now."""
+    now = live or {}
+    rows = [{"variant": n, "live": now.get(n, 0), **stats.get(n, WindowStats()).to_json()} for n in spec.names]
     return {
         "dialplan": dialplan,
         "stored": stored,  # False: nobody set a flag yet, these are the dialplan's defaults
@@ -106,13 +114,15 @@ async def panel(store: RolloutStore, plans: RolloutPlans, *, audit_count: int = 
     """Every rollout dialplan (those of the dialplan files, and those with a stored flag) and the most recent audit
     entries. Raises StoreUnavailable when Redis is away."""
     names = sorted(set(plans) | set(await store.dialplans()))
+    live: Counter[tuple[str, str]] = Counter((c.dialplan, c.variant) for c in await read_live_calls(store.client))
     out = []
     for name in names:
         spec, voice = plans.get(name, (legacy_spec(), "alloy"))
         stored = await store.stored_flag(name)
         flag = stored or spec.default_flag()
         window = await store.window(name, flag.window_s)
-        out.append(dialplan_panel(name, spec, flag, stored is not None, window, voice=voice))
+        variants = {v: n for (plan, v), n in live.items() if plan == name}
+        out.append(dialplan_panel(name, spec, flag, stored is not None, window, voice=voice, live=variants))
     audit = await store.audit(count=audit_count)
     return {"dialplans": out, "audit": [a.to_json() for a in audit]}
 

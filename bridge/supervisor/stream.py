@@ -9,6 +9,10 @@ the live calls of every worker from Redis (:func:`bridge.store.read.read_live_ca
 * ``remove`` ``{"call_id"}`` when it leaves the live set (it ended, or was marked ended for a dead worker);
 * ``store`` ``{"ok": bool, "error"?}`` when Redis stops or starts answering.
 
+A row carries the call's marks (``flags``: :mod:`.flags`, from its stream entries, read as they come) with the worst
+one's ``severity``, and ``activity``: what is going on in words ("agent speaking", "on hold", ...), each word held
+at least :data:`bridge.supervisor.flags.STEADY_S`.
+
 A row's ``status`` is ``live``, or ``lost`` when its worker is dead: a worker of this ``serve`` whose process is gone
 (known at once from the pool), or any worker, on any node, whose heartbeat expired. Its calls stay ``lost`` until
 they are marked ended (by this node's pool, which closes a dead worker's calls at once, ``bridge.serve.lost``; or a
@@ -31,11 +35,14 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any
 
 from redis import asyncio as aioredis
+from redis.exceptions import RedisError
 
+from bridge.dialplan import Watch
 from bridge.errors import redact
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
-from bridge.store.read import CallSummary, StreamEntry, read_call, read_call_events, read_live_calls
+from bridge.store.read import CallSummary, StreamEntry, read_call, read_call_events, read_live_calls, stream_entry
+from bridge.supervisor.flags import CallWatch, Steady, worst
 from bridge.supervisor.timeline import latency
 
 log = logging.getLogger("bridge.supervisor")
@@ -52,11 +59,41 @@ ROW_FIELDS = ("worker", "phase", "dialect", "variant", "dialplan", "caller", "ca
               "last_transcript", "transfer")  # fmt: skip
 
 
-def row(call: CallSummary, lost_workers: Collection[str]) -> Row:
+def row(call: CallSummary, lost_workers: Collection[str], seen: Seen | None = None, now: float = 0.0) -> Row:
+    """A live call's row; ``seen``: what its stream entries told so far (its marks and activity)."""
     lost = not call.worker_alive or call.worker in lost_workers
     out: Row = {"call_id": call.call_id, "status": "lost" if lost else "live"}
     out.update({name: getattr(call, name) for name in ROW_FIELDS})
+    if seen is not None:
+        marks = seen.watch.marks(now)
+        word = seen.watch.activity({"phase": call.phase, "on_hold": call.on_hold, "in_outage": call.in_outage,
+                                    "transfer": call.transfer})  # fmt: skip
+        out.update(flags=marks, severity=worst(marks), activity=seen.steady.show(word, now))
     return out
+
+
+class Seen:
+    """One live call as the watcher follows it: its :class:`~bridge.supervisor.flags.CallWatch` and shown word."""
+
+    def __init__(self, watch: Watch) -> None:
+        self.watch = CallWatch(watch)
+        self.steady = Steady()
+
+
+async def read_new_entries(
+    redis: aioredis.Redis, seen: Mapping[str, Seen], where: str = "redis client"
+) -> dict[str, list[StreamEntry]]:
+    """Each followed call's stream entries after the last one fed (one pipeline). Raises StoreUnavailable."""
+    ids = list(seen)
+    try:
+        pipe = redis.pipeline(transaction=False)
+        for call_id in ids:
+            after = seen[call_id].watch.after
+            pipe.xrange(keys.call_events(call_id), min="-" if after == "0-0" else f"({after}")
+        replies = await pipe.execute()
+    except RedisError as exc:
+        raise StoreUnavailable(where, str(exc) or type(exc).__name__) from None
+    return {call_id: [stream_entry(i, f) for i, f in r] for call_id, r in zip(ids, replies, strict=True) if r}
 
 
 def diff(old: Mapping[str, Row], new: Mapping[str, Row]) -> list[Event]:
@@ -102,9 +139,12 @@ class LiveCalls:
         lost_workers: Callable[[], Collection[str]] = frozenset,
         interval_s: float = POLL_INTERVAL_S,
         clock: Callable[[], float] = time.time,
+        watch_of: Callable[[str], Watch] = lambda plan: Watch(),
     ) -> None:
         self.redis = redis
         self.lost_workers = lost_workers
+        self.watch_of = watch_of  # a plan's thresholds for the marks (by plan name)
+        self.seen: dict[str, Seen] = {}
         self.interval_s = interval_s
         self.clock = clock
         self.rows: dict[str, Row] = {}
@@ -165,14 +205,23 @@ class LiveCalls:
                     self._publish([("store", {"ok": True})])
                 self.store_ok = True
                 lost = self.lost_workers()
-                new = {c.call_id: row(c, lost) for c in calls}
+                await self._follow(calls)
+                now = self.clock()
+                new = {c.call_id: row(c, lost, self.seen[c.call_id], now) for c in calls}
                 events = diff(self.rows, new)
                 self.rows = new
                 if events:
                     self._publish(events)
             self._first_read.set()
             await asyncio.sleep(self.interval_s)
-        self.rows = {}  # nobody listens: the next page starts from a fresh read
+        self.rows, self.seen = {}, {}  # nobody listens: the next page starts from a fresh read
+
+    async def _follow(self, calls: list[CallSummary]) -> None:
+        """Feed each live call's new stream entries to its watch (a call seen first: its whole stream)."""
+        live = {c.call_id: c for c in calls}
+        self.seen = {cid: self.seen.get(cid) or Seen(self.watch_of(c.dialplan)) for cid, c in live.items()}
+        for call_id, entries in (await read_new_entries(self.redis, self.seen)).items():
+            self.seen[call_id].watch.feed(entries)
 
 
 def _public(state: Mapping[str, str]) -> dict[str, str]:

@@ -3,6 +3,7 @@
 
 import { events } from "./api.js";
 import { $, clock, h, show } from "./dom.js";
+import { flagged, marks, severity } from "./marks.js";
 
 let source = null;
 let timer = null;
@@ -12,7 +13,7 @@ let onOpen = () => {};
 
 export function start(open) {
   onOpen = open;
-  for (const id of ["filter-dialplan", "filter-variant", "filter-phase", "filter-caller"]) {
+  for (const id of ["filter-dialplan", "filter-variant", "filter-phase", "filter-flag", "filter-caller"]) {
     $(id).oninput = filter;
   }
   stop();
@@ -58,8 +59,9 @@ function cells(call) {
     h("td", { class: "dialplan" }, call.dialplan),
     h("td", { class: "variant" }, call.variant || "–"),
     h("td", { class: "dialect" }, call.dialect, call.model ? h("span", { class: "muted" }, ` ${call.model}`) : null),
-    h("td", { class: "phase" }, call.phase,
+    h("td", { class: "phase" }, call.activity || call.phase,
       call.transfer ? h("span", { class: `transfer ${call.transfer}` }, ` transfer: ${call.transfer.replace("_", " ")}`) : null),
+    marks(call),
     h("td", { class: `status ${call.status}` }, call.status),
     h("td", { class: "duration" }, duration(call)),
     h("td", { class: "last-line" }, call.last_transcript),
@@ -74,7 +76,7 @@ function upsert(call) {
     tr.addEventListener("keydown", (e) => e.key === "Enter" && onOpen(call.call_id));
     $("calls").tBodies[0].append(tr);
   }
-  tr.className = call.status === "lost" ? "lost" : "";
+  tr.className = [call.status === "lost" ? "lost" : "", severity(call)].join(" ").trim();
   tr.replaceChildren(...cells(call));
   rows.set(call.call_id, { call, tr });
   filter();
@@ -82,7 +84,7 @@ function upsert(call) {
 }
 
 // The filters: a dialplan, a variant, a phase (each from the calls seen), a part of the caller's number.
-const FILTERS = [["dialplan", "filter-dialplan"], ["variant", "filter-variant"], ["phase", "filter-phase"]];
+const FILTERS = [["dialplan", "filter-dialplan"], ["variant", "filter-variant"], ["activity", "filter-phase"]];
 
 export function filter() {
   for (const [key, id] of FILTERS) {
@@ -99,7 +101,7 @@ export function filter() {
   const text = $("filter-caller").value.trim();
   for (const { call, tr } of rows.values()) {
     const match = FILTERS.every(([key, id]) => !$(id).value || call[key] === $(id).value) &&
-      (!text || (call.caller || "").includes(text));
+      (!text || (call.caller || "").includes(text)) && flagged(call, $("filter-flag").value);
     show(tr, match);
   }
 }

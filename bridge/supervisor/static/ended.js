@@ -3,6 +3,7 @@
 
 import { request } from "./api.js";
 import { $, clock, h, show } from "./dom.js";
+import { marks, severity } from "./marks.js";
 
 let page = 1;
 let onOpen = () => {};
@@ -29,7 +30,7 @@ export function wire() {
     page = 1;
     load();
   });
-  for (const id of ["ended-q", "ended-dialplan", "ended-variant", "ended-reason"]) {
+  for (const id of ["ended-q", "ended-dialplan", "ended-variant", "ended-reason", "ended-flag"]) {
     $(id).addEventListener("input", () => {
       clearTimeout(typing);
       typing = setTimeout(() => { page = 1; load(); }, 300);
@@ -47,7 +48,7 @@ export function wire() {
 function query() {
   const params = new URLSearchParams({ page: String(page) });
   for (const [key, id] of [["q", "ended-q"], ["dialplan", "ended-dialplan"], ["variant", "ended-variant"],
-    ["reason", "ended-reason"]]) {
+    ["reason", "ended-reason"], ["flag", "ended-flag"]]) {
     const value = $(id).value.trim();
     if (value) params.set(key, value);
   }
@@ -72,9 +73,11 @@ function row(call) {
     h("td", { class: "variant" }, call.variant || "–"),
     h("td", { class: "duration" }, call.duration_s === null ? "–" : clock(call.duration_s)),
     h("td", { class: "reason" }, call.end_reason),
+    marks(call),
     h("td", { class: "last-line" }, call.last_transcript),
     h("td", { class: "downloads" }, download(call.call_id, "json", "JSON"), " ", download(call.call_id, "text", "Text")),
   );
+  tr.className = severity(call);
   tr.addEventListener("click", () => onOpen(call.call_id));
   tr.addEventListener("keydown", (e) => e.key === "Enter" && onOpen(call.call_id));
   return tr;

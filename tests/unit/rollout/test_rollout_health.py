@@ -51,6 +51,41 @@ def test_a_fallback_counts_as_a_connect_failure_of_the_variant() -> None:
     assert stats.outcome == "connect_failure"
 
 
+LOST = ev.SessionLost(ev.ErrorClass.NETWORK, None, "connection reset", True)
+
+
+@pytest.mark.parametrize(
+    ("reports", "outcome"),
+    [
+        ([LOST, ev.Recovered(1)], "recovered"),  # the session came back: the call went on
+        ([LOST], "dropped"),  # it ended without its session
+        ([LOST, ev.Recovered(1), LOST], "dropped"),  # lost again, and not back
+        ([LOST, ev.Recovered(1), LOST, ev.Recovered(2)], "recovered"),
+        ([ev.RealtimeUnavailable("no session", ev.ErrorClass.NETWORK), ev.Recovered(1)], "recovered"),
+        ([ev.RealtimeUnavailable("no session", ev.ErrorClass.NETWORK)], "connect_failure"),
+        ([], "ok"),
+    ],
+)
+def test_a_lost_session_that_came_back_is_recovered_not_dropped(reports: list[ev.Report], outcome: str) -> None:
+    stats = CallStats()
+    for report in [ev.Answered(), *reports, ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED)]:
+        stats(report)
+    assert stats.outcome == outcome
+
+
+def test_a_variant_whose_only_trouble_was_a_recovered_session_has_not_failed() -> None:
+    window = WindowStats.of([{"outcome": "recovered"}, *[{"outcome": "ok"}] * 24])
+    assert (window.calls, window.recovered, window.failures, window.failure_rate) == (25, 1, 0, 0.0)
+    assert window.to_json()["recovered"] == 1 and window.to_json()["failure_rate"] == 0.0
+    assert should_rollback("v2", window, WindowStats(), RULE) is None
+    all_recovered = WindowStats.of([{"outcome": "recovered"}] * 25)
+    assert all_recovered.failure_rate == 0.0 and should_rollback("v2", all_recovered, WindowStats(), RULE) is None
+    # the same calls, dropped: a rollback, whose reason counts them
+    dropped = WindowStats.of([{"outcome": "dropped"}] * 5 + [{"outcome": "ok"}] * 20)
+    reason = should_rollback("v2", dropped, WindowStats(), RULE)
+    assert reason is not None and "0 connection failures + 5 dropped of 25 calls" in reason
+
+
 # ------------------------------------------------------------------------------------------------ a window
 def test_a_window_sums_its_calls() -> None:
     records = [

@@ -1,0 +1,221 @@
+"""What the console marks on a call, from the call's own stream entries (pure).
+
+A :class:`CallWatch` is fed a call's stream entries in order (:meth:`CallWatch.feed`) and says which :class:`Flag`
+the call has raised (:meth:`CallWatch.marks`): once raised a flag stays (an ended call keeps its marks), and
+``now`` says whether it still holds. Its thresholds are the plan's ``watch`` (:class:`bridge.dialplan.Watch`).
+
+=============  ========  =====================================================================================
+flag           severity  raised by
+=============  ========  =====================================================================================
+on_hold        warn      the caller hears hold audio (``hold_started``; a soft hold, ``wait_hold`` on); ``now``
+                         until ``hold_ended`` / ``wait_hold`` off
+outage         bad       the model is away (``realtime_closed``, ``realtime_unavailable``); ``now`` until
+                         ``recovered`` / ``outage_ended``
+long_silence   warn      the longest wait (``longest_silence``) passed ``watch.silence_ms``
+slow_agent     warn      a reply (caller stops -> agent audio) took longer than ``watch.reply_ms``, or the
+                         caller has been waiting that long now
+barge_ins      warn      ``watch.barge_ins`` barge-ins or more
+recovered      info      a model session came back after it was lost (``recovered``)
+error          bad       a service error, a recovery given up, a failover, or a call that ended ``failed``
+=============  ========  =====================================================================================
+
+:class:`CallWatch` also names what is going on in words people use (:meth:`CallWatch.activity`: "agent speaking",
+"caller speaking", "waiting for the agent", "on hold", ...), and :class:`Steady` holds each word shown for at
+least :data:`STEADY_S`, so a row does not flicker through the phases of one turn.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from bridge import events as ev
+from bridge.call.state import Phase
+from bridge.dialplan import Dialplan, Watch
+from bridge.store.read import StreamEntry
+
+STEADY_S: Final = 1.0  # a word shown stays at least this long
+
+
+class Flag(enum.StrEnum):
+    ON_HOLD = "on_hold"
+    OUTAGE = "outage"
+    LONG_SILENCE = "long_silence"
+    SLOW_AGENT = "slow_agent"
+    BARGE_INS = "barge_ins"
+    RECOVERED = "recovered"
+    ERROR = "error"
+
+
+class Severity(enum.StrEnum):
+    BAD = "bad"
+    WARN = "warn"
+    INFO = "info"
+
+
+# flag -> (label, severity); the order of this table is the order marks are shown in
+FLAGS: Final[Mapping[Flag, tuple[str, Severity]]] = {
+    Flag.ERROR: ("error", Severity.BAD),
+    Flag.OUTAGE: ("outage", Severity.BAD),
+    Flag.ON_HOLD: ("on hold", Severity.WARN),
+    Flag.SLOW_AGENT: ("slow agent", Severity.WARN),
+    Flag.LONG_SILENCE: ("long silence", Severity.WARN),
+    Flag.BARGE_INS: ("barge-ins", Severity.WARN),
+    Flag.RECOVERED: ("recovered", Severity.INFO),
+}
+SEVERITY_ORDER: Final = (Severity.BAD, Severity.WARN, Severity.INFO)
+
+_HOLD_ON = frozenset({ev.HoldStarted.kind})
+_HOLD_OFF = frozenset({ev.HoldEnded.kind, ev.CallEnded.kind})
+_AWAY = frozenset({ev.SessionLost.kind, ev.RealtimeUnavailable.kind})
+_BACK = frozenset({ev.Recovered.kind, ev.OutageEnded.kind, ev.CallEnded.kind})
+_ERRORS = frozenset({ev.ServiceError.kind, ev.RecoveryFailed.kind, ev.FailedOver.kind})
+_TRANSFERRING = frozenset(str(s) for s in ev.TransferStep)
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+@dataclass
+class CallWatch:
+    """One call's marks and activity, folded over its stream entries (oldest first)."""
+
+    watch: Watch = field(default_factory=Watch)
+    raised: set[Flag] = field(default_factory=set)
+    on_hold: bool = False
+    away: bool = False
+    ended: bool = False
+    phase: str = ""
+    caller_speaking: bool = False
+    waiting_since: float | None = None  # the caller stopped at (``t``) and the agent has not answered yet
+    barge_ins: int = 0
+    after: str = "0-0"  # the last entry fed
+
+    def feed(self, entries: Iterable[StreamEntry]) -> None:
+        for e in entries:
+            self._one(e)
+            self.after = e.id
+
+    def _one(self, e: StreamEntry) -> None:
+        kind, data = e.kind, e.data
+        if kind in _HOLD_ON or (kind == ev.WaitHold.kind and data.get("on") == "1"):
+            self.on_hold = True
+            self.raised.add(Flag.ON_HOLD)
+        elif kind in _HOLD_OFF or kind == ev.WaitHold.kind:
+            self.on_hold = False
+        if kind in _AWAY:
+            self.away = True
+            self.raised.add(Flag.OUTAGE)
+        elif kind in _BACK:
+            self.away = False
+        if kind == ev.Recovered.kind:
+            self.raised.add(Flag.RECOVERED)
+        if kind in _ERRORS or (kind == ev.CallEnded.kind and data.get("outcome") == ev.CallOutcome.FAILED):
+            self.raised.add(Flag.ERROR)
+        if kind == ev.BargeIn.kind:
+            self.barge_ins += 1
+            if self.barge_ins >= self.watch.barge_ins:
+                self.raised.add(Flag.BARGE_INS)
+        if kind == ev.LongestSilence.kind and (_number(data.get("longest_silence_ms")) or 0) > self.watch.silence_ms:
+            self.raised.add(Flag.LONG_SILENCE)
+        if kind == ev.CallEnded.kind:
+            self.ended, self.waiting_since, self.caller_speaking = True, None, False
+        self._turn(e)
+
+    def _turn(self, e: StreamEntry) -> None:
+        """Who speaks, and how long the caller waits for the agent's answer (a reply: caller stops -> agent audio;
+        hold audio does not answer)."""
+        if e.kind == ev.CallerSpeechStarted.kind:
+            self.caller_speaking, self.waiting_since = True, None
+        elif e.kind == ev.CallerSpeechStopped.kind:
+            self.caller_speaking, self.waiting_since = False, e.t
+        elif e.kind == ev.PhaseChanged.kind:
+            self.phase = e.data.get("new", "")
+            if self.phase == Phase.SPEAKING:
+                if self.waiting_since is not None and e.t is not None:
+                    self._reply((e.t - self.waiting_since) * 1000)
+                self.waiting_since = None
+
+    def _reply(self, ms: float) -> None:
+        if ms > self.watch.reply_ms:
+            self.raised.add(Flag.SLOW_AGENT)
+
+    def now_flags(self, now: float | None = None) -> set[Flag]:
+        """The flags that hold now; ``now`` (epoch s, a live call): a caller waiting longer than ``reply_ms`` so
+        far raises ``slow_agent`` (the answer may never come)."""
+        if now is not None and self.waiting_since is not None and not self.ended:
+            self._reply((now - self.waiting_since) * 1000)
+        held = {Flag.ON_HOLD} if self.on_hold else set()
+        return held | ({Flag.OUTAGE} if self.away else set())
+
+    def marks(self, now: float | None = None) -> list[dict[str, Any]]:
+        """``[{"flag", "label", "severity", "now"}, ...]`` in :data:`FLAGS` order."""
+        current = self.now_flags(now)
+        return [
+            {"flag": str(f), "label": label, "severity": str(sev), "now": f in current}
+            for f, (label, sev) in FLAGS.items()
+            if f in self.raised
+        ]
+
+    def activity(self, state: Mapping[str, Any]) -> str:
+        """What is going on, in words: from the call's hash (``phase``, ``on_hold``, ``in_outage``, ``transfer``)
+        and what the entries told."""
+        phase = str(state.get("phase") or self.phase)
+        if phase == Phase.ENDED or self.ended:
+            return "ended"
+        if _yes(state.get("on_hold")) or self.on_hold:
+            return "on hold"
+        if _yes(state.get("in_outage")) or self.away or phase == Phase.RECOVERING:
+            return "reconnecting"
+        if str(state.get("transfer") or "") in _TRANSFERRING:
+            return "transferring"
+        if phase == Phase.SPEAKING:
+            return "agent speaking"
+        if self.caller_speaking or phase == Phase.CANCELLING:
+            return "caller speaking"
+        if phase == Phase.THINKING or self.waiting_since is not None:
+            return "waiting for the agent"
+        return "connecting" if phase in ("", Phase.IDLE) else "listening"
+
+
+def _yes(value: Any) -> bool:
+    return value is True or value == "1"
+
+
+def worst(marks: Iterable[Mapping[str, Any]]) -> str:
+    """The worst severity among the marks ("" for none): a row's colour."""
+    found = {m["severity"] for m in marks}
+    return next((str(s) for s in SEVERITY_ORDER if s in found), "")
+
+
+def watch_of(plans: Iterable[Dialplan]) -> Callable[[str], Watch]:
+    """A plan's ``watch`` by plan name (an unknown plan: the defaults)."""
+    watches = {plan.name: plan.watch for plan in plans}
+    return lambda name: watches.get(name) or Watch()
+
+
+def call_marks(entries: Iterable[StreamEntry], watch: Watch | None = None) -> list[dict[str, Any]]:
+    """The marks of a call from its whole stream (an ended call: what it raised, none held ``now`` after its end)."""
+    w = CallWatch(watch or Watch())
+    w.feed(entries)
+    return w.marks()
+
+
+@dataclass
+class Steady:
+    """A word shown for at least ``hold_s``: :meth:`show` with each new reading returns what to show now."""
+
+    hold_s: float = STEADY_S
+    shown: str = ""
+    since: float = float("-inf")
+
+    def show(self, word: str, now: float) -> str:
+        if word != self.shown and now - self.since >= self.hold_s:
+            self.shown, self.since = word, now
+        return self.shown
