@@ -17,7 +17,9 @@ Each wants the ``supervisor`` role (or ``admin``); a viewer gets 403. The call m
 The action goes to the worker holding the call (``bridge.serve.actions``); the answer is 202 ``{"call_id", "action",
 "worker"}`` once that worker took it, or 504 if no worker answered within :data:`ACK_WAIT_S`. Every request that
 passed the role check is audited (:data:`~bridge.store.keys.CALL_ACTIONS_AUDIT`: who, the call, the action, its text
-or target, whether a worker took it) and logged.
+or target, whether a worker took it) and logged. ``GET /api/actions/audit`` answers the newest :data:`AUDIT_SHOWN`
+entries, newest first, filtered by ``?who=`` (part of the account's name), ``&call=`` (a call id) and ``&action=``
+(one of :data:`AUDITED`; anything else is a 400 naming the field) (:mod:`.action_audit`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from bridge.dialplan import Dialplan
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
 from bridge.store.read import read_call
+from bridge.supervisor.action_audit import SHOWN, AuditFilter, read_audit
 from bridge.supervisor.http import json_body, need, reply, supervisor_of
 from bridge.supervisor.listen_token import TAKEOVER, sign
 
@@ -47,7 +50,8 @@ log = logging.getLogger("bridge.supervisor")
 WHISPER_MAX_CHARS = 500
 ACK_WAIT_S = 3.0
 ACK_POLL_S = 0.05
-AUDIT_SHOWN = 50
+AUDIT_SHOWN = SHOWN
+AUDITED = (*(kind.value for kind in ev.SupervisorKind), f"{TAKEOVER}-audio")  # the actions the audit names
 
 
 def add_routes(app: web.Application) -> None:
@@ -141,9 +145,9 @@ async def audit(redis: aioredis.Redis, action: str, who: str, call_id: str, **fi
 
 async def actions_audit(request: web.Request) -> web.Response:
     redis = supervisor_of(request).need_redis()
-    try:
-        rows = await redis.xrevrange(keys.CALL_ACTIONS_AUDIT, count=AUDIT_SHOWN)
-    except (RedisError, OSError) as exc:
-        raise StoreUnavailable("call actions audit", str(exc)) from exc
-    entries = [{"id": str(i), **{str(k): str(v) for k, v in (f or {}).items()}} for i, f in rows or ()]
-    return reply({"audit": entries})
+    action = request.query.get("action", "")
+    if action and action not in AUDITED:
+        return reply({"error": f"action: one of {', '.join(AUDITED)}", "field": "action"}, 400)
+    wanted = AuditFilter(request.query.get("who", "").strip(), request.query.get("call", "").strip(), action)
+    entries, capped = await read_audit(redis, wanted, shown=AUDIT_SHOWN)
+    return reply({"audit": entries, "capped": capped, "actions": list(AUDITED)})

@@ -1,24 +1,42 @@
-"""What a viewer sees of a caller's number: the last :data:`SHOWN` digits, the rest as ``•`` (``+1555•••1234`` ->
-``•••••••1234``). Supervisors and admins see numbers whole. Pure: strings and the events of :mod:`.stream`."""
+"""What a viewer sees of a caller: a number keeps its last :data:`SHOWN` digits, the rest as ``•``
+(``+15551234`` -> ``•••••••34``); a name (``alice``, ``sip:desk-3``) is not a number and is shown as it is, its digits
+masked only where a run of them could be one (``bob 5551234`` -> ``bob •••••34``). Supervisors and admins see callers
+whole. Pure: strings and the events of :mod:`.stream`."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 SHOWN = 2
 MASK = "•"
+NUMBER_MIN_DIGITS = 4  # a shorter run of digits in a name (``desk-3``, ``agent42``) tells nothing about a number
+_PUNCTUATION = frozenset("+-.() /")
+_DIGIT_RUN = re.compile(rf"\d{{{NUMBER_MIN_DIGITS},}}")
 
 
-def mask_number(number: str) -> str:
-    if len(number) <= SHOWN:
-        return MASK * len(number)
-    return MASK * (len(number) - SHOWN) + number[-SHOWN:]
+def is_number(caller: str) -> bool:
+    """Digits and the punctuation numbers are written with (``+1 (555) 123-4567``), nothing else."""
+    return any(c.isdigit() for c in caller) and all(c.isdigit() or c in _PUNCTUATION for c in caller)
 
 
-def mask_text(text: str, number: str) -> str:
-    """``text`` with every occurrence of the caller's ``number`` masked."""
-    return text.replace(number, mask_number(number)) if number and len(number) > SHOWN else text
+def _masked(digits: str) -> str:
+    return MASK * len(digits) if len(digits) <= SHOWN else MASK * (len(digits) - SHOWN) + digits[-SHOWN:]
+
+
+def mask_number(caller: str) -> str:
+    """A number with all but its last :data:`SHOWN` characters masked; anything else (a name) with each run of
+    :data:`NUMBER_MIN_DIGITS` or more digits masked the same way, its letters as they are."""
+    if is_number(caller):
+        return _masked(caller)
+    return _DIGIT_RUN.sub(lambda m: _masked(m.group()), caller)
+
+
+def mask_text(text: str, caller: str) -> str:
+    """``text`` with every occurrence of the ``caller`` masked (a name without a number in it stays)."""
+    shown = mask_number(caller)
+    return text.replace(caller, shown) if caller and shown != caller else text
 
 
 def mask_row(row: Mapping[str, Any]) -> dict[str, Any]:

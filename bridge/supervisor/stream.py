@@ -21,8 +21,10 @@ from ``started_at``, offset by the server's ``now``.
 
 **One call** (:func:`follow_call`): ``call`` (the Redis hash) at once and whenever it changes, ``entries`` (the recent
 stream entries) at once, then ``entry`` for each new stream entry as it is written (``XREAD BLOCK``), ``latency``
-(:func:`bridge.supervisor.timeline.latency`) whenever an entry changed it, and ``done`` once the call has ended and
-its stream is quiet.
+(:func:`bridge.supervisor.timeline.latency`) whenever an entry changed it, ``actions`` (the call's supervisor actions
+from the call-actions audit, :mod:`.action_audit`: who did what, and whether a worker took it) at once, then
+``action`` for each one audited later (read with the hash), and ``done`` once the call has ended and its stream is
+quiet.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from bridge.errors import redact
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
 from bridge.store.read import CallSummary, StreamEntry, read_call, read_call_events, read_live_calls, stream_entry
+from bridge.supervisor.action_audit import actions_after, call_actions
 from bridge.supervisor.flags import CallWatch, Steady, worst
 from bridge.supervisor.timeline import latency
 
@@ -242,6 +245,8 @@ async def follow_call(
     yield ("entries", [e.to_json() for e in entries])
     measured = latency(entries)
     yield ("latency", measured)
+    acted, after_action = await call_actions(redis, call_id)
+    yield ("actions", acted)
     after = entries[-1].id if entries else "0-0"
     next_state = clock() + STATE_EVERY_S
     ended_at: float | None = clock() if state.get("phase") == "ENDED" else None
@@ -264,6 +269,9 @@ async def follow_call(
                 yield ("call", state)
             if state.get("phase") == "ENDED" and ended_at is None:
                 ended_at = clock()
+            acted, after_action = await actions_after(redis, call_id, after_action)
+            for action in acted:
+                yield ("action", action)
         if ended_at is not None and not new and clock() - ended_at >= DONE_AFTER_S:
             yield ("done", {"call_id": call_id})
             return

@@ -1,5 +1,7 @@
 // The live-calls table, kept up to date by the server's events (GET /api/live/calls): no polling here. The only
 // timer redraws the durations from each call's start time, once a second, without asking the server anything.
+// A supervisor's row has its actions (listen, whisper, take over, hang up): one click opens the call beside the
+// table and starts the action, or asks its confirmation (actions.js).
 
 import { events } from "./api.js";
 import { $, clock, h, show } from "./dom.js";
@@ -10,9 +12,17 @@ let timer = null;
 let offset = 0; // server clock minus this browser's, in seconds
 const rows = new Map(); // call id -> { call, tr }
 let onOpen = () => {};
+let onAct = () => {};
+let acting = false; // the signed-in role may act on calls
+let selected = null; // the call open beside the table
 
-export function start(open) {
+const ACTIONS = [["listen", "Listen"], ["whisper", "Whisper"], ["takeover", "Take over"], ["hangup", "Hang up"]];
+
+// `act(callId, action)` runs a row's action; rows have them only while `allow(true)`.
+export function start(open, act) {
   onOpen = open;
+  onAct = act || onAct;
+  document.addEventListener("console:call-shown", mark);
   for (const id of ["filter-dialplan", "filter-variant", "filter-phase", "filter-flag", "filter-caller"]) {
     $(id).oninput = filter;
   }
@@ -41,6 +51,28 @@ export function stop() {
   timer = null;
   for (const id of [...rows.keys()]) drop(id, false);
   delete $("calls-panel").dataset.loaded; // set again by the next snapshot
+  document.removeEventListener("console:call-shown", mark);
+}
+
+export function allow(can) {
+  acting = can;
+  $("calls").classList.toggle("acting", can);
+  for (const { call, tr } of rows.values()) tr.replaceChildren(...cells(call));
+}
+
+function mark(e) {
+  selected = e.detail.call_id;
+  for (const [id, { tr }] of rows) tr.classList.toggle("selected", id === selected);
+}
+
+function actionButtons(call) {
+  if (!acting) return null;
+  return h("div", { class: "acts" }, ACTIONS.map(([action, label]) =>
+    h("button", { type: "button", class: action, "data-action": action, title: `${label}: ${call.call_id}`,
+      onclick: (e) => {
+        e.stopPropagation();
+        onAct(call.call_id, action);
+      } }, label)));
 }
 
 function banner(text) {
@@ -59,12 +91,13 @@ function cells(call) {
     h("td", { class: "dialplan" }, call.dialplan),
     h("td", { class: "variant" }, call.variant || "–"),
     h("td", { class: "dialect" }, call.dialect, call.model ? h("span", { class: "muted" }, ` ${call.model}`) : null),
-    h("td", { class: "phase" }, call.activity || call.phase,
+    h("td", { class: "phase" }, call.activity || call.phase, call.status === "lost" ? h("span", { class: "lost-mark" }, " (worker lost)") : null,
       call.transfer ? h("span", { class: `transfer ${call.transfer}` }, ` transfer: ${call.transfer.replace("_", " ")}`) : null),
     marks(call),
     h("td", { class: `status ${call.status}` }, call.status),
     h("td", { class: "duration" }, duration(call)),
-    h("td", { class: "last-line" }, call.last_transcript),
+    h("td", { class: "last-line" }, h("span", { class: "clamp" }, call.last_transcript)),
+    acting ? h("td", { class: "row-actions" }, actionButtons(call)) : null,
   ];
 }
 
@@ -76,7 +109,8 @@ function upsert(call) {
     tr.addEventListener("keydown", (e) => e.key === "Enter" && onOpen(call.call_id));
     $("calls").tBodies[0].append(tr);
   }
-  tr.className = [call.status === "lost" ? "lost" : "", severity(call)].join(" ").trim();
+  tr.className = [call.status === "lost" ? "lost" : "", call.call_id === selected ? "selected" : "", severity(call)]
+    .join(" ").trim();
   tr.replaceChildren(...cells(call));
   rows.set(call.call_id, { call, tr });
   filter();

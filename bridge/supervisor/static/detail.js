@@ -1,6 +1,12 @@
-// One call as it happens (GET /api/live/calls/{id}): both sides' transcript, the phase timeline, barge-ins, tool
-// calls (a business tool's with its outcome and latency), latency per segment, the first-audio time and the longest
-// the caller waited in silence; for an ended call, its record from Redis.
+// One call as it happens (GET /api/live/calls/{id}): both sides' transcript, the supervisors' actions on it (from the
+// call-actions audit: who, what, whether a worker took it), the phase timeline, barge-ins, tool calls (a business
+// tool's with its outcome and latency), latency per segment, the first-audio time and the longest the caller waited
+// in silence; for an ended call, its record from Redis.
+//
+// An agent line is stamped when its audio began (the first phase -> SPEAKING after its item was added; the
+// transcript's own entry comes when the line is over), and marked as interrupted when a barge-in cut it (a
+// "truncate" entry names its item; a dialect that cannot truncate: the barge-in while it played). The lists follow
+// their newest entry unless the reader has scrolled up in them.
 
 import { events } from "./api.js";
 import { $, h, ms, show } from "./dom.js";
@@ -10,6 +16,10 @@ import * as listen from "./listen.js";
 let source = null;
 let startedAt = null;
 let count = 0;
+let shown = null; // the call id on show
+let said = null; // per agent item: { audioAt, li, cutMs }; and where the call is: { items, adding, speaking, phase }
+let bulk = false; // the first entries, drawn at once: the lists are scrolled to their end after them
+const FOLLOWED = ["transcript", "call-actions", "phases", "barge-ins", "tools"];
 
 const FACTS = [
   ["caller", "Caller"], ["called", "Called"], ["dialplan", "Dialplan"], ["variant", "Variant"], ["dialect", "Dialect"],
@@ -17,21 +27,35 @@ const FACTS = [
   ["voice", "Voice"], ["phase", "Phase"], ["worker", "Worker"], ["end_reason", "Ended because"],
 ];
 
+export function current() {
+  return shown;
+}
+
 export function open(callId) {
   close();
+  shown = callId;
   $("detail-id").textContent = callId;
   $("detail-state").textContent = "connecting";
   show($("detail-panel"), true);
+  document.dispatchEvent(new CustomEvent("console:call-shown", { detail: { call_id: callId } }));
   listen.showCall(callId, false);
-  actions.showCall(callId, false);
+  actions.showCall(callId, null);
   source = events(`/api/live/calls/${encodeURIComponent(callId)}`, {
     call: facts,
     entries: (list) => {
       reset();
+      bulk = true;
       list.forEach(add);
+      bulk = false;
+      for (const id of FOLLOWED) $(id).scrollTop = $(id).scrollHeight;
     },
     entry: add,
     latency,
+    actions: (list) => {
+      followed($("call-actions")).replaceChildren(...list.map(actionItem));
+      $("call-actions").scrollTop = $("call-actions").scrollHeight;
+    },
+    action: (entry) => follow($("call-actions"), actionItem(entry)),
     done: () => {
       $("detail-state").textContent = "ended: record from Redis";
       listen.showCall(callId, false);
@@ -54,17 +78,22 @@ export function open(callId) {
 export function close() {
   if (source) source.close();
   source = null;
+  shown = null;
   listen.showCall(null, false);
   actions.showCall(null, false);
   reset();
+  $("call-actions").replaceChildren();
   $("detail-facts").replaceChildren();
   $("longest-silence").textContent = "–"; // from the call's hash (facts), not its entries
   show($("detail-panel"), false);
+  document.dispatchEvent(new CustomEvent("console:call-shown", { detail: { call_id: null } }));
 }
 
 function reset() {
   count = 0;
+  said = { items: new Map(), adding: null, speaking: null, phase: null, truncated: false };
   for (const id of ["transcript", "phases", "barge-ins", "tools", "events"]) $(id).replaceChildren();
+  for (const id of FOLLOWED) followed($(id)).dataset.follow = "1";
   $("latency").tBodies[0].replaceChildren();
   $("first-audio").textContent = "–";
   $("events-count").textContent = "0";
@@ -85,35 +114,116 @@ function facts(state) {
   );
 }
 
-function at(entry) {
-  if (entry.t === null || startedAt === null) return "";
-  return `+${(entry.t - startedAt).toFixed(1)} s`;
+function at(t) {
+  if (t === null || t === undefined || startedAt === null) return "";
+  return `+${(t - startedAt).toFixed(1)} s`;
+}
+
+// A list follows its newest entry (data-follow) until the reader scrolls up in it, and again once they scroll back
+// to its end; a list that changes size (the window, the panel) keeps following.
+const wired = new WeakSet();
+
+function followed(list) {
+  if (wired.has(list)) return list;
+  wired.add(list);
+  list.dataset.follow = "1";
+  list.addEventListener("scroll", () => {
+    list.dataset.follow = list.scrollTop + list.clientHeight >= list.scrollHeight - 8 ? "1" : "";
+  });
+  new ResizeObserver(() => {
+    if (list.dataset.follow) list.scrollTop = list.scrollHeight;
+  }).observe(list);
+  return list;
+}
+
+function follow(list, li) {
+  followed(list).append(li);
+  if (!bulk && list.dataset.follow) list.scrollTop = list.scrollHeight;
+}
+
+function item(itemId) {
+  if (!said.items.has(itemId)) said.items.set(itemId, { audioAt: null, li: null, cutMs: null });
+  return said.items.get(itemId);
+}
+
+function markCut(known) {
+  if (!known.li || known.li.classList.contains("interrupted")) return;
+  known.li.classList.add("interrupted");
+  const heard = known.cutMs === null ? "" : ` after ${(known.cutMs / 1000).toFixed(1)} s`;
+  known.li.append(h("span", { class: "cut" }, `interrupted by the caller${heard}`));
+}
+
+function agentLine(entry) {
+  const known = item(entry.data.item_id || `entry-${entry.id}`);
+  const began = known.audioAt ?? entry.t;
+  known.li = h("li", { class: "agent", "data-item-id": entry.data.item_id || "", "data-t": began ?? "",
+    title: entry.t === null ? null : `line over at ${at(entry.t)}` },
+  h("span", { class: "who" }, "Agent"), h("time", {}, at(began)), h("span", { class: "line" }, entry.summary));
+  if (known.cutMs !== null || known.cut) markCut(known);
+  follow($("transcript"), known.li);
+}
+
+// What the entries tell about the agent's lines: when each one's audio began, and which a barge-in cut.
+function track(entry) {
+  const kind = entry.kind;
+  if (kind === "output_item" && (entry.summary || "").startsWith("message ")) {
+    said.adding = entry.data.item_id;
+  } else if (kind === "phase") {
+    said.phase = entry.data.new;
+    if (entry.data.new === "SPEAKING" && said.adding) {
+      const known = item(said.adding);
+      if (known.audioAt === null) known.audioAt = entry.t;
+      said.speaking = said.adding;
+      said.adding = null;
+    }
+  } else if (kind === "truncate") {
+    const known = item(entry.data.item_id);
+    known.cutMs = Number(entry.data.audio_end_ms);
+    said.truncated = true;
+    markCut(known);
+  } else if (kind === "barge_in") {
+    if (!said.truncated && said.phase === "SPEAKING" && said.speaking) {
+      const known = item(said.speaking);
+      known.cut = true;
+      markCut(known);
+    }
+    said.truncated = false;
+  }
 }
 
 function add(entry) {
-  const when = at(entry);
+  const when = at(entry.t);
   count += 1;
   $("events-count").textContent = String(count);
   $("events").append(h("li", {}, h("time", {}, when), h("code", {}, entry.kind), " ", entry.summary));
+  track(entry);
   const kind = entry.kind;
-  if (kind === "caller_transcript" || kind === "agent_transcript") {
-    const who = kind === "caller_transcript" ? "caller" : "agent";
-    $("transcript").append(
-      h("li", { class: who }, h("span", { class: "who" }, who === "caller" ? "Caller" : "Agent"),
-        h("time", {}, when), h("span", { class: "line" }, entry.summary)),
-    );
+  if (kind === "caller_transcript") {
+    follow($("transcript"), h("li", { class: "caller" }, h("span", { class: "who" }, "Caller"),
+      h("time", {}, when), h("span", { class: "line" }, entry.summary)));
+  } else if (kind === "agent_transcript") {
+    agentLine(entry);
   } else if (kind === "phase") {
-    $("phases").append(h("li", {}, h("time", {}, when), `${entry.data.old || "?"} → ${entry.data.new || "?"}`,
+    follow($("phases"), h("li", {}, h("time", {}, when), `${entry.data.old || "?"} → ${entry.data.new || "?"}`,
       h("span", { class: "muted" }, ` ${entry.summary.split(": ").slice(1).join(": ")}`)));
   } else if (kind === "barge_in") {
-    $("barge-ins").append(h("li", {}, h("time", {}, when), entry.summary));
+    follow($("barge-ins"), h("li", {}, h("time", {}, when), entry.summary));
   } else if (kind === "tool_call") {
-    $("tools").append(h("li", {}, h("time", {}, when), h("code", {}, entry.data.name || ""), " ", entry.summary));
+    follow($("tools"), h("li", {}, h("time", {}, when), h("code", {}, entry.data.name || ""), " ", entry.summary));
   } else if (kind === "tool_result") {
     const latency = entry.data.latency_ms ? Number(entry.data.latency_ms) : null;
-    $("tools").append(h("li", { "data-tool": entry.data.name || "", "data-outcome": entry.data.outcome || "" },
+    follow($("tools"), h("li", { "data-tool": entry.data.name || "", "data-outcome": entry.data.outcome || "" },
       h("time", {}, when), h("code", {}, entry.data.name || ""), ` ${entry.data.outcome || "?"} in ${ms(latency)}`));
   }
+}
+
+// One audited supervisor action on this call: when, who, what (a whisper's words, a transfer's target), the result.
+function actionItem(a) {
+  const what = a.text ? `: “${a.text}”` : a.target ? ` to ${a.target}` : "";
+  const taken = a.action === "takeover-audio" ? "" : a.worker ? ` (done by ${a.worker})` : " (no worker took it)";
+  return h("li", { "data-audit-id": a.id, "data-action": a.action, "data-who": a.who,
+    class: a.action !== "takeover-audio" && !a.worker ? "failed" : null },
+  h("time", {}, at(Number(a.at))), h("span", { class: "who" }, a.who), `${a.action}${what}${taken}`);
 }
 
 function latency(data) {

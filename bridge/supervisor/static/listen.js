@@ -66,6 +66,13 @@ export function listening() {
   return socket !== null;
 }
 
+// Listens to call `id` (a live row's Listen: the detail shows it already); nothing if it is heard already.
+export function listenTo(id) {
+  if (socket && callId === id) return;
+  callId = id;
+  start(id);
+}
+
 export function toggle() {
   if (socket) stop();
   else if (callId) start(callId);

@@ -1,8 +1,9 @@
 // The console's entry point: sign-in and sign-out, then the per-plan strip, the live calls, the ended calls, the
-// call detail and the rollout panel.
+// call detail, the actions audit and the rollout panel.
 
 import * as actions from "./actions.js";
 import { request, setSession } from "./api.js";
+import * as audit from "./audit.js";
 import * as calls from "./calls.js";
 import * as detail from "./detail.js";
 import * as ended from "./ended.js";
@@ -21,6 +22,14 @@ export function mayAct(session) {
   return Boolean(session) && RANK[session.role] >= RANK.supervisor;
 }
 
+// A live row's action: the call opens beside the table (if it is not open already), then the action starts.
+function act(callId, action) {
+  if (detail.current() !== callId) detail.open(callId);
+  if (action === "listen") listen.listenTo(callId);
+  else if (action === "whisper") actions.ask("whisper");
+  else actions.ask(action);
+}
+
 function signedIn(session) {
   const mine = ++generation;
   setSession(session);
@@ -28,6 +37,7 @@ function signedIn(session) {
   $("who").title = `role: ${session.role}`;
   $("who").className = `role ${session.role}`;
   show($("who"), true);
+  show($("views"), true);
   show($("signout"), true);
   show($("signin"), false);
   show($("console"), true);
@@ -35,11 +45,13 @@ function signedIn(session) {
   const stripped = strip.start().catch(() => {});
   Promise.race([stripped, new Promise((done) => setTimeout(done, STRIP_WAIT_MS))]).then(() => {
     if (mine !== generation) return;
-    calls.start(detail.open);
+    calls.start(detail.open, act);
     ended.start(detail.open);
   });
   listen.allow(mayAct(session));
   actions.allow(mayAct(session));
+  calls.allow(mayAct(session));
+  audit.start(detail.open);
   listen.refreshAudit();
   rollout.start();
 }
@@ -52,11 +64,14 @@ function signedOut(message) {
   strip.stop();
   listen.allow(false);
   actions.allow(false);
+  calls.allow(false);
+  audit.stop();
   listen.clearAudit();
   detail.close();
   rollout.stop();
   show($("console"), false);
   show($("who"), false);
+  show($("views"), false);
   show($("signout"), false);
   show($("signin"), true);
   $("signin-error").textContent = message || "";
@@ -93,6 +108,7 @@ async function boot() {
   $("listen").addEventListener("click", () => listen.toggle());
   actions.wire();
   ended.wire();
+  audit.wire();
   $("open-call").addEventListener("submit", (e) => {
     e.preventDefault();
     const id = $("open-call-id").value.trim();

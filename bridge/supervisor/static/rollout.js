@@ -91,7 +91,7 @@ function card(dp) {
     h("dt", {}, "Safe variant"), h("dd", {}, dp.safe_variant));
   return h("article", { class: "rollout", "data-dialplan": dp.dialplan },
     h("h3", {}, dp.dialplan, dp.stored ? "" : h("span", { class: "muted" }, " (defaults: never changed)")),
-    variants, facts,
+    h("div", { class: "table-box" }, variants), facts,
     shutdowns.length ? h("ul", { class: "shutdowns" }, shutdowns) : null,
     h("p", { class: "muted" },
       `Automatic rollback to ${dp.safe_variant} at ≥ ${health.rollback.min_calls} calls of a variant and a failure ` +

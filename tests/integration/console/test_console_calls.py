@@ -9,18 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 from pathlib import Path
 
 from _cdp import Browser
-from _console_helpers import OPERATOR_TOKEN, ROOT, caller_wav, console_stack, needs_browser_stack, sign_in, softphone
+from _console_helpers import OPERATOR_TOKEN, caller_wav, console_stack, needs_browser_stack, sign_in, softphone
 
 pytestmark = needs_browser_stack
 PUSH_WITHIN_S = 1.0  # the bound: a change reaches the page within a second
 CALLER_SAYS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> what are your hours?'
 AGENT_SAYS = 'We are open <b>nine</b> to five & <img src=y onerror="window.__xss = 3"> on weekdays.'
-SCREENSHOT = ROOT / "docs" / "console.png"
 
 
 # Runs in the page before its own scripts: notes where the live calls panel stood when its first snapshot arrived.
@@ -95,8 +93,6 @@ async def test_live_calls_transcripts_rollout_and_lost_worker(tmp_path: Path) ->
         await page.wait_for(f"/\\d+ ms/.test({turn})")
         shot = await page.screenshot(tmp_path / "console.png", full_page=True)
         assert shot.startswith(b"\x89PNG") and len(shot) > 20_000
-        if os.environ.get("CALLBRIDGE_UPDATE_SCREENSHOT") == "1":
-            shutil.copyfile(tmp_path / "console.png", SCREENSHOT)
 
         # -- the hang-up: the row leaves within a second; the detail keeps the record from Redis
         gone = asyncio.create_task(page.wait_for(f"{row(call_id)} === null", timeout=30))  # watching from now on
