@@ -5,12 +5,17 @@
     callbridge replay PATHS... [--dialects beta,ga | --variants DIALPLAN[,DIALPLAN]] [--via direct|sip]
                                [--target emulator|openai] [--report DIR] [--json] [--junit FILE]
                                [--fail-on unexpected|any] [--timing-tolerance-ms MS] [--baseline DIR]
+                               [--history DIR]
     callbridge scripts check PATHS...
     callbridge scripts from-recording REC --out call_scripts/NAME
 
 ``--variants support`` runs every script through each variant of the rollout dialplan ``support`` (from
 ``--dialplans``) and compares each with the safe one (``bridge/replay/variants.py``; direct runs only); the report
 has a column per variant.
+
+``--baseline DIR`` compares the run with an earlier one (per script what changed since; the report links it);
+``--history DIR`` keeps each run's report in a directory of its own and an index of the runs
+(``bridge/replay/history.py``).
 
 Each script gets a status: ``same``; ``by_design`` (the runs differ only as the dialects' capabilities declare);
 ``expected`` (differences the script declares in ``compare``); ``unexpected`` (a difference nobody declared, timing
@@ -31,12 +36,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from bridge.errors import BridgeError, ConfigError, redact
 from bridge.replay.compare import DialectRun, ScriptResult, error_result, label, summarize
 from bridge.replay.script import DEFAULT_DIALECTS, DIALECT_NAMES, CallScript, find_scripts, load_script
 from bridge.replay.timing import DEFAULT_TOLERANCE_MS
+
+if TYPE_CHECKING:
+    from bridge.replay.history import Baseline
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 BAR_WIDTH = 30
@@ -120,6 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"timing figures closer than this are alike, unless a script says (default {DEFAULT_TOLERANCE_MS:g})",
     )
     p.add_argument("--dialplans", type=Path, help="where named dialplans live (default: ./dialplans)")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="compare with an earlier run: its --report directory, or a --history directory (its newest run)",
+    )
+    p.add_argument(
+        "--history",
+        type=Path,
+        metavar="DIR",
+        help="keep the report in DIR/<time>/ and add the run to DIR/index.json and index.html (default "
+        "--baseline: the history's newest run)",
+    )
     sip = p.add_argument_group("--via sip")
     sip.add_argument("--bridge", metavar="sip:HOST:PORT", help="use this running `callbridge serve`")
     sip.add_argument("--bridge-reports", type=Path, metavar="FILE", help="its --report-file (with --bridge)")
@@ -275,14 +296,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``callbridge replay ...`` (see the module docstring)."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
+        baseline = _baseline(args)
         results, meta = run(args)
     except (ConfigError, BridgeError, ValueError) as exc:
         print(f"callbridge replay: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    from bridge.replay.report import report_json
+
+    data = report_json(results, meta, args.report)
+    if baseline is not None:
+        from bridge.replay.history import apply_baseline
+
+        apply_baseline(data, baseline, args.report)
     if args.report is not None:
         from bridge.replay.report import write_report
 
-        page = write_report(results, args.report, meta)
+        page = write_report(results, args.report, meta, data=data)
         print(f"report: {page}", file=sys.stderr)
     for result in results:
         for error in result.errors:
@@ -292,13 +321,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         write_junit(results, args.junit, meta)
         print(f"junit: {args.junit}", file=sys.stderr)
-    if args.json:
-        from bridge.replay.report import report_json
+    code = exit_code(results, args.fail_on)
+    if args.history is not None:
+        from bridge.replay.history import record_run
 
-        print(json.dumps(report_json(results, meta), default=str))
+        print(f"history: {record_run(args.history, data, args.report, code)}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(data, default=str))
     else:
-        _print_text(results, meta)
-    return exit_code(results, args.fail_on)
+        _print_text(results, meta, data)
+    return code
+
+
+def _baseline(args: argparse.Namespace) -> Baseline | None:
+    """The run to compare with (``--baseline``, else the history's newest), read before this run starts; with
+    ``--history`` and no ``--report``, this run's report directory in the history (``args.report`` set)."""
+    from bridge.replay.history import latest_run, load_baseline, new_run_dir
+
+    path: Path | None = args.baseline
+    if args.history is not None:
+        if args.history.exists() and not args.history.is_dir():
+            raise ConfigError(str(args.history), "--history", "not a directory")
+        path = path or latest_run(args.history)
+        if args.report is None:
+            args.report = new_run_dir(args.history)
+    return None if path is None else load_baseline(path)
 
 
 def exit_code(results: Sequence[ScriptResult], fail_on: str) -> int:
@@ -310,8 +357,9 @@ def exit_code(results: Sequence[ScriptResult], fail_on: str) -> int:
     return EXIT_FAILED if statuses & gate else EXIT_OK
 
 
-def _print_text(results: Sequence[ScriptResult], meta: dict[str, Any]) -> None:
+def _print_text(results: Sequence[ScriptResult], meta: dict[str, Any], data: dict[str, Any]) -> None:
     counts = summarize(results)
+    since = {s["script"]: s.get("since_baseline") for s in data.get("scripts", [])}
     for r in results:
         print(f"{r.status:<10} {r.script}")
         for reason in r.errors:
@@ -324,6 +372,12 @@ def _print_text(results: Sequence[ScriptResult], meta: dict[str, Any]) -> None:
             print(f"           {'=' if reason in r.expected else '≠'} {reason}")
         for reason in r.by_design:
             print(f"           ~ by design: {reason}")
+        for change in since.get(r.script) or []:
+            print(f"           since the baseline: {change}")
+    baseline = data["meta"].get("baseline")
+    if baseline:
+        gone = f"; not run now: {', '.join(baseline['missing'])}" if baseline["missing"] else ""
+        print(f"baseline {baseline['dir']} ({baseline['created']}): {baseline['changed']} script(s) changed{gone}")
     columns = f"{len(meta['variants'])} variant(s)" if "variants" in meta else f"{len(meta['dialects'])} dialect(s)"
     print(
         f"{len(results)} script(s) x {columns}: {counts['status_same']} same, {counts['status_by_design']} by design, "

@@ -115,6 +115,8 @@ border:1px solid #aab3bc;border-radius:12px;padding:2px 10px;margin:2px;cursor:p
 #f-expected:checked~.report [data-status]:not([data-status=expected]){display:none}
 #f-by_design:checked~.report [data-status]:not([data-status=by_design]){display:none}
 #f-same:checked~.report [data-status]:not([data-status=same]){display:none}
+#f-changed:checked~.report [data-status]:not([data-changed]){display:none}
+td.since.changed{color:#a04000;font-weight:600}
 details.events{margin:2px 0 6px}details.events table td{font-size:12px;padding:0 6px}
 """
 
@@ -167,11 +169,14 @@ def report_json(results: Sequence[ScriptResult], meta: Mapping[str, Any], out: P
             "scripts": scripts}  # fmt: skip
 
 
-def write_report(results: Sequence[ScriptResult], directory: str | Path, meta: Mapping[str, Any]) -> Path:
-    """``report.json`` and ``report.html`` in ``directory`` (created); returns the HTML path."""
+def write_report(
+    results: Sequence[ScriptResult], directory: str | Path, meta: Mapping[str, Any], data: dict[str, Any] | None = None
+) -> Path:
+    """``report.json`` and ``report.html`` in ``directory`` (created); returns the HTML path. ``data``: the report's
+    :func:`report_json` if it was made already (with what changed since a baseline, ``bridge/replay/history.py``)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    data = report_json(results, meta, out)
+    data = data if data is not None else report_json(results, meta, out)
     (out / JSON_FILE).write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
     page = out / HTML_FILE
     page.write_text(render_html(results, data, out), encoding="utf-8")
@@ -492,7 +497,8 @@ def _script_html(result: ScriptResult, data: Mapping[str, Any], dialects: Sequen
     expected = f' <span class="small">(expected: {esc(result.because or "declared")})</span>' if result.expected else ""
     parts = [
         f'<section class="script status-{esc(status)}" id="script-{esc(result.script)}" '
-        f'data-script="{esc(result.script)}" data-verdict="{esc(result.verdict)}" data-status="{esc(status)}">',
+        f'data-script="{esc(result.script)}" data-verdict="{esc(result.verdict)}" data-status="{esc(status)}"'
+        + (' data-changed="1">' if data.get("since_baseline") else ">"),
         f"<h2>{esc(result.script)} {_badge(status)}{expected}</h2>",
         f'<p class="desc">{esc(result.description)} <span class="small mono">{esc(data.get("source", ""))} '
         f"#{esc(result.digest)}</span></p>",
@@ -520,7 +526,19 @@ def _script_html(result: ScriptResult, data: Mapping[str, Any], dialects: Sequen
     return "".join(parts)
 
 
-def _overview(results: Sequence[ScriptResult], dialects: Sequence[str], meta: Mapping[str, Any]) -> str:
+def _since_cell(changes: Sequence[str] | None) -> str:
+    if not changes:
+        return '<td class="since small">unchanged</td>'
+    return f'<td class="since changed" title="{esc("; ".join(changes))}">{len(changes)} change(s)</td>'
+
+
+def _overview(
+    results: Sequence[ScriptResult],
+    dialects: Sequence[str],
+    meta: Mapping[str, Any],
+    since_baseline: Mapping[str, Sequence[str]],
+) -> str:
+    baseline = meta.get("baseline")
     rows = []
     for r in results:
         cells = []
@@ -534,16 +552,19 @@ def _overview(results: Sequence[ScriptResult], dialects: Sequence[str], meta: Ma
             extra = f' <span class="small">{gap:.0f} ms</span>' if gap is not None else ""
             cells.append(f'<td><span class="badge {cls}">{text}</span>{extra}</td>')
         first = (r.errors or r.failures or r.unexpected or r.expected or r.by_design or [""])[0]
+        since = _since_cell(since_baseline.get(r.script)) if baseline else ""
+        changed = ' data-changed="1"' if since_baseline.get(r.script) else ""
         rows.append(
-            f'<tr data-status="{esc(r.status)}"><td><a href="#script-{esc(r.script)}">{esc(r.script)}</a></td>'
-            f'<td>{_badge(r.status)}</td>{"".join(cells)}<td class="small">{esc(first)}</td></tr>'
+            f'<tr data-status="{esc(r.status)}"{changed}><td><a href="#script-{esc(r.script)}">{esc(r.script)}</a></td>'
+            f'<td>{_badge(r.status)}</td>{"".join(cells)}{since}<td class="small">{esc(first)}</td></tr>'
         )
     costs = meta.get("cost_usd", {})
     prices = meta.get("prices", {})
-    foot = "".join(f"<td>{_usd(costs.get(d))}</td>" for d in dialects)
+    foot = "".join(f"<td>{_usd(costs.get(d))}</td>" for d in dialects) + ("<td></td>" if baseline else "")
     return "".join([
         '<table class="summary"><tr><th>script</th><th>status</th>',
         "".join(f"<th>{esc(label(d))}</th>" for d in dialects),
+        "<th>since the baseline</th>" if baseline else "",
         "<th>first reason</th></tr>",
         "".join(rows),
         f'<tr class="cost"><td>cost</td><td></td>{foot}<td class="small">prices as of '
@@ -553,7 +574,7 @@ def _overview(results: Sequence[ScriptResult], dialects: Sequence[str], meta: Ma
     ])  # fmt: skip
 
 
-def _filters(results: Sequence[ScriptResult]) -> str:
+def _filters(results: Sequence[ScriptResult], changed: int | None) -> str:
     counts = {s: sum(r.status == s for r in results) for s in STATUSES}
     problems = counts["error"] + counts["failed"] + counts["unexpected"]
     options = [
@@ -563,6 +584,7 @@ def _filters(results: Sequence[ScriptResult]) -> str:
         ("expected", f"expected {counts['expected']}"),
         ("by_design", f"by design {counts['by_design']}"),
         ("same", f"same {counts['same']}"),
+        *([("changed", f"changed since the baseline {changed}")] if changed is not None else []),
     ]
     return "".join(
         f'<input type="radio" name="filter" id="f-{key}"{" checked" if key == "all" else ""}>'
@@ -595,8 +617,12 @@ def _header(results: Sequence[ScriptResult], meta: Mapping[str, Any], dialects: 
         )
     baseline = meta.get("baseline")
     if baseline:
-        parts.append(f'<p>Compared with the baseline run <a id="baseline" href="{esc(baseline["href"])}">'
-                     f"{esc(baseline.get('created', baseline['href']))}</a>.</p>")  # fmt: skip
+        missing = baseline.get("missing") or []
+        gone = f" In the baseline, not run now: {esc(', '.join(missing))}." if missing else ""
+        parts.append(f'<p class="baseline">Compared with the baseline run <a id="baseline" '
+                     f'href="{esc(baseline["href"])}">{esc(baseline.get("created") or baseline["href"])}</a> '
+                     f'<span class="small mono">({esc(baseline.get("dir", ""))})</span>: '
+                     f"{esc(baseline.get('changed', 0))} script(s) changed since.{gone}</p>")  # fmt: skip
     return "".join(parts)
 
 
@@ -608,6 +634,8 @@ def render_html(results: Sequence[ScriptResult], data: Mapping[str, Any], out: P
     columns = meta.get("variants") or meta.get("dialects")
     dialects: list[str] = list(columns or sorted({d for r in results for d in r.runs}))
     counts = summarize(results)
+    since = {name: list(s.get("since_baseline") or []) for name, s in by_name.items()}
+    changed = (meta.get("baseline") or {}).get("changed") if meta.get("baseline") else None
     legend = "".join(f'<span><i style="background:{c}"></i>{esc(p)}</span>' for p, c in PHASE_COLORS.items())
     legend += '<span><i style="background:#2f6fb3"></i>caller speech</span>'
     legend += '<span><i style="background:#27ae60"></i>agent audio heard</span>'
@@ -619,9 +647,9 @@ def render_html(results: Sequence[ScriptResult], data: Mapping[str, Any], out: P
             "</title>",
             f"<style>{CSS}</style></head><body>",
             _header(results, meta, dialects),
-            f'<div class="filters">{_filters(results)}',
+            f'<div class="filters">{_filters(results, changed)}',
             '<div class="report">',
-            _overview(results, dialects, meta),
+            _overview(results, dialects, meta, since),
             f'<p class="legend">{legend}</p>',
             "".join(_script_html(r, by_name.get(r.script, {}), dialects, out) for r in results),
             "</div></div></main></body></html>",

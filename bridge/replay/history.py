@@ -1,0 +1,366 @@
+"""Replay over time: a run compared with an earlier one (``--baseline DIR``), and an index of past runs
+(``--history DIR``).
+
+A **baseline** is an earlier run's report directory (its ``report.json``), or a history directory (its newest run).
+Per script, :func:`changes` names what changed since: the status, the script itself (its digest), each failure and
+each difference that is new or gone (unexpected and expected apart), and per run (dialect or variant) the model, the
+median reply gap and the first audio where they moved further than the timing tolerance. A script the baseline lacks
+says so; the baseline's scripts not run now are listed in the meta. The report links the baseline's page.
+
+A **history directory** holds one subdirectory per run (``20261125-094202/``, the time it started: no run overwrites
+another's report), ``index.json`` (a list, oldest first, of each run's summary: when, what ran, the pass rate, the
+statuses, the unexpected differences and the median reply gap per dialect or variant) and ``index.html`` (the same,
+newest first, each row linking its report, with the median reply gap per column drawn over time).
+
+Files in, files out; the comparison itself is pure (report JSON in, sentences out).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from bridge.errors import ConfigError
+from bridge.replay.compare import label
+from bridge.replay.timing import median
+
+INDEX_JSON: Final = "index.json"
+INDEX_HTML: Final = "index.html"
+REPORT_JSON: Final = "report.json"  # bridge.replay.report.JSON_FILE (not imported: that module is the page's)
+REPORT_HTML: Final = "report.html"
+PASSING: Final = frozenset({"same", "by_design", "expected"})  # statuses that pass the gate under --fail-on unexpected
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """An earlier run: its report directory and its report as data."""
+
+    directory: Path
+    data: Mapping[str, Any]
+
+    @property
+    def created(self) -> str:
+        return str(self.data.get("meta", {}).get("created", ""))
+
+    @property
+    def scripts(self) -> dict[str, Mapping[str, Any]]:
+        return {str(s.get("script")): s for s in self.data.get("scripts", [])}
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), "(file)", f"no such file: {what}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(str(path), "(file)", f"cannot read {what}: {exc}") from None
+
+
+def latest_run(history: Path) -> Path | None:
+    """The newest run listed in ``history/index.json`` whose report is still there; None without one."""
+    index = history / INDEX_JSON
+    if not index.is_file():
+        return None
+    for entry in reversed(read_index(history)):
+        run = history / str(entry.get("dir", ""))
+        if (run / REPORT_JSON).is_file():
+            return run
+    return None
+
+
+def load_baseline(path: Path) -> Baseline:
+    """The run in ``path``: a report directory, or a history directory (its newest run). A ConfigError names the
+    path when it holds neither."""
+    directory = path
+    if not (path / REPORT_JSON).is_file() and (path / INDEX_JSON).is_file():
+        found = latest_run(path)
+        if found is None:
+            raise ConfigError(str(path / INDEX_JSON), "(file)", "--baseline: the history lists no run with a report")
+        directory = found
+    if not directory.is_dir():
+        raise ConfigError(str(path), "--baseline", "no such directory (a replay report's, or a history's)")
+    data = _read_json(directory / REPORT_JSON, "--baseline needs a replay report's directory (report.json)")
+    if not isinstance(data, dict) or not isinstance(data.get("scripts"), list):
+        raise ConfigError(str(directory / REPORT_JSON), "scripts", "not a replay report")
+    return Baseline(directory, data)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What changed since the baseline
+
+
+def run_median_gap(run: Mapping[str, Any]) -> float | None:
+    """The median reply gap of one run of a report (``runs.NAME.timing.turns[].reply_gap_ms``)."""
+    turns = (run.get("timing") or {}).get("turns") or []
+    return median([float(t["reply_gap_ms"]) for t in turns if t.get("reply_gap_ms") is not None])
+
+
+def _ms(value: float | None) -> str:
+    return "none" if value is None else f"{value:.0f} ms"
+
+
+def _moved(a: float | None, b: float | None, tolerance_ms: float) -> bool:
+    if a is None or b is None:
+        return (a is None) != (b is None)
+    return abs(a - b) > tolerance_ms
+
+
+_KINDS: Final = (("failures", "failure"), ("unexpected", "unexpected difference"), ("expected", "expected difference"))
+
+
+def _run_changes(name: str, now: Mapping[str, Any], then: Mapping[str, Any], tolerance_ms: float) -> list[str]:
+    who = label(name)
+    out: list[str] = []
+    if now.get("model") != then.get("model"):
+        out.append(f"{who}: model {then.get('model') or '?'} -> {now.get('model') or '?'}")
+    gap_then, gap_now = run_median_gap(then), run_median_gap(now)
+    if _moved(gap_then, gap_now, tolerance_ms):
+        out.append(f"{who}: median reply gap {_ms(gap_then)} -> {_ms(gap_now)} (tolerance {tolerance_ms:g} ms)")
+    first_then = (then.get("timing") or {}).get("first_audio_ms")
+    first_now = (now.get("timing") or {}).get("first_audio_ms")
+    if _moved(first_then, first_now, tolerance_ms):
+        out.append(f"{who}: first audio {_ms(first_then)} -> {_ms(first_now)} (tolerance {tolerance_ms:g} ms)")
+    if bool(now.get("ok", True)) != bool(then.get("ok", True)):
+        out.append(f"{who}: expectations {'pass' if now.get('ok', True) else 'fail'} now")
+    return out
+
+
+def changes(now: Mapping[str, Any], then: Mapping[str, Any] | None) -> list[str]:
+    """What changed in one script (its report JSON) since the baseline's (None: the baseline lacks it)."""
+    if then is None:
+        return ["new: the baseline did not run this script"]
+    out: list[str] = []
+    if now.get("status") != then.get("status"):
+        out.append(f"status {str(then.get('status')).replace('_', ' ')} -> {str(now.get('status')).replace('_', ' ')}")
+    if now.get("digest") and then.get("digest") and now.get("digest") != then.get("digest"):
+        out.append(f"the script changed (#{then.get('digest')} -> #{now.get('digest')})")
+    for key, what in _KINDS:
+        old, new = list(then.get(key) or []), list(now.get(key) or [])
+        out += [f"new {what}: {x}" for x in new if x not in old]
+        out += [f"gone {what}: {x}" for x in old if x not in new]
+    tolerance = float(now.get("tolerance_ms") or then.get("tolerance_ms") or 0.0)
+    runs_now, runs_then = now.get("runs") or {}, then.get("runs") or {}
+    for name in dict.fromkeys([*runs_then, *runs_now]):
+        if name not in runs_then:
+            out.append(f"{label(name)}: a run the baseline did not have")
+        elif name not in runs_now:
+            out.append(f"{label(name)}: run in the baseline, not now")
+        else:
+            out += _run_changes(name, runs_now[name], runs_then[name], tolerance)
+    return out
+
+
+def href(target: Path, start: Path | None) -> str:
+    """``target`` as a link from the directory ``start`` (the working directory if None), with forward slashes."""
+    rel = os.path.relpath(target.resolve(), (start or Path.cwd()).resolve())
+    return rel.replace(os.sep, "/")
+
+
+def apply_baseline(data: dict[str, Any], baseline: Baseline, out: Path | None) -> None:
+    """Into a report's data (``bridge.replay.report.report_json``): ``meta.baseline`` (its link, from ``out``, and
+    when it ran, the scripts it had that did not run now) and each script's ``since_baseline``."""
+    then = baseline.scripts
+    names = set()
+    for script in data.get("scripts", []):
+        name = str(script.get("script"))
+        names.add(name)
+        script["since_baseline"] = changes(script, then.get(name))
+    data["meta"]["baseline"] = {
+        "href": href(baseline.directory / REPORT_HTML, out),
+        "dir": href(baseline.directory, out),
+        "created": baseline.created,
+        "missing": sorted(set(then) - names),
+        "changed": sum(1 for s in data.get("scripts", []) if s["since_baseline"]),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The history directory
+
+
+def new_run_dir(history: Path, now: float | None = None) -> Path:
+    """A directory for a new run, named by the time (``YYYYmmdd-HHMMSS``, ``-2``... if taken); not created."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    candidate, n = history / stamp, 1
+    while candidate.exists():
+        n += 1
+        candidate = history / f"{stamp}-{n}"
+    return candidate
+
+
+def read_index(history: Path) -> list[dict[str, Any]]:
+    """The runs of ``history/index.json``, oldest first ([] if there is none yet)."""
+    path = history / INDEX_JSON
+    if not path.exists():
+        return []
+    data = _read_json(path, "the history's index")
+    if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
+        raise ConfigError(str(path), "(file)", "not a replay history index (a list of runs)")
+    return data
+
+
+def median_gaps(data: Mapping[str, Any]) -> dict[str, float | None]:
+    """Per column (dialect or variant) of a report, the median of every reply gap its runs measured."""
+    meta = data.get("meta", {})
+    columns = list(meta.get("variants") or meta.get("dialects") or [])
+    gaps: dict[str, list[float]] = {c: [] for c in columns}
+    for script in data.get("scripts", []):
+        for name, run in (script.get("runs") or {}).items():
+            turns = (run.get("timing") or {}).get("turns") or []
+            found = [float(t["reply_gap_ms"]) for t in turns if t.get("reply_gap_ms") is not None]
+            gaps.setdefault(name, []).extend(found)
+    return {name: (None if (m := median(values)) is None else round(m, 1)) for name, values in gaps.items()}
+
+
+def index_entry(data: Mapping[str, Any], report_dir: Path, history: Path, exit_code: int) -> dict[str, Any]:
+    """One run's line in the index, from its report's data."""
+    meta = data.get("meta", {})
+    summary = dict(meta.get("summary", {}))
+    scripts = data.get("scripts", [])
+    passed = sum(1 for s in scripts if s.get("status") in PASSING)
+    baseline = meta.get("baseline") or {}
+    return {
+        "created": meta.get("created", ""),
+        "dir": href(report_dir, history),
+        "via": meta.get("via"),
+        "target": meta.get("target"),
+        "columns": list(meta.get("variants") or meta.get("dialects") or []),
+        "rollouts": meta.get("rollouts"),
+        "scripts": len(scripts),
+        "passed": passed,
+        "pass_rate": round(passed / len(scripts), 4) if scripts else None,
+        "statuses": {k.removeprefix("status_"): v for k, v in summary.items() if k.startswith("status_")},
+        "unexpected_differences": summary.get("unexpected_differences", 0),
+        "median_reply_gap_ms": median_gaps(data),
+        "cost_usd": meta.get("cost_usd", {}),
+        "baseline": href(report_dir / baseline["dir"], history) if baseline.get("dir") else None,
+        "changed_since_baseline": baseline.get("changed"),
+        "exit": exit_code,
+    }
+
+
+def record_run(history: Path, data: Mapping[str, Any], report_dir: Path, exit_code: int) -> Path:
+    """Append the run to ``history/index.json`` and rewrite ``history/index.html``; returns the page."""
+    history.mkdir(parents=True, exist_ok=True)
+    entries = [*read_index(history), index_entry(data, report_dir, history, exit_code)]
+    tmp = history / f".{INDEX_JSON}.tmp"
+    tmp.write_text(json.dumps(entries, indent=1, default=str), encoding="utf-8")
+    tmp.replace(history / INDEX_JSON)
+    page = history / INDEX_HTML
+    page.write_text(render_index(entries), encoding="utf-8")
+    return page
+
+
+# --------------------------------------------------------------------------------------------------------------
+# index.html
+
+_CSS: Final = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2329;background:#f4f6f8}
+header{background:#1d2329;color:#fff;padding:16px 24px}header h1{margin:0;font-size:20px}
+main{padding:16px 24px}table{border-collapse:collapse;background:#fff}
+td,th{padding:3px 9px;text-align:left;border-bottom:1px solid #dde2e7;vertical-align:top}
+td.num{text-align:right;font-variant-numeric:tabular-nums}.bad{color:#c0392b;font-weight:600}
+.small{font-size:12px;color:#56606b}svg text{font:11px system-ui,sans-serif;fill:#3d4650}
+.legend span{display:inline-block;margin-right:12px;font-size:12px}
+.legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:3px}
+"""
+_LINE_COLORS: Final = ("#2471a3", "#d35400", "#1e8449", "#7d3c98", "#b7950b", "#641e16", "#17a589", "#566573")
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _columns(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(c for e in entries for c in (e.get("median_reply_gap_ms") or {})))
+
+
+def trend_svg(entries: Sequence[Mapping[str, Any]], width: int = 720, height: int = 180) -> str:
+    """The median reply gap per column, one line each, run by run (oldest left)."""
+    columns = _columns(entries)
+    values = [float(v) for e in entries for v in (e.get("median_reply_gap_ms") or {}).values() if v is not None]
+    if len(entries) < 2 or not values:
+        return '<p class="small">the trend is drawn from two runs on</p>'
+    left, right, top, bottom = 56, 12, 10, 24
+    top_ms = max(values) * 1.1 or 1.0
+    step = (width - left - right) / (len(entries) - 1)
+
+    def y(v: float) -> float:
+        return top + (height - top - bottom) * (1 - v / top_ms)
+
+    parts = [f'<line x1="{left}" y1="{y(0):.1f}" x2="{width - right}" y2="{y(0):.1f}" stroke="#9aa1aa"/>',
+             f'<text x="{left - 4}" y="{y(top_ms) + 10:.1f}" text-anchor="end">{top_ms:.0f} ms</text>',
+             f'<text x="{left - 4}" y="{y(0):.1f}" text-anchor="end">0</text>']  # fmt: skip
+    legend = []
+    for k, column in enumerate(columns):
+        color = _LINE_COLORS[k % len(_LINE_COLORS)]
+        points = [
+            (left + i * step, y(float(v)), float(v), e)
+            for i, e in enumerate(entries)
+            if (v := (e.get("median_reply_gap_ms") or {}).get(column)) is not None
+        ]
+        if len(points) > 1:
+            line = " ".join(f"{px:.1f},{py:.1f}" for px, py, _, _ in points)
+            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{line}"/>')
+        parts += [
+            f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{color}"><title>{_esc(label(column))} '
+            f"{v:.0f} ms, {_esc(e.get('created', ''))}</title></circle>"
+            for px, py, v, e in points
+        ]
+        legend.append(f'<span><i style="background:{color}"></i>{_esc(label(column))}</span>')
+    return (f'<svg class="trend" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img" aria-label="median reply gap per run">{"".join(parts)}</svg>'
+            f'<p class="legend">{"".join(legend)}</p>')  # fmt: skip
+
+
+def _row(entry: Mapping[str, Any], columns: Sequence[str]) -> str:
+    rate = entry.get("pass_rate")
+    statuses = entry.get("statuses") or {}
+    bad = {k: v for k, v in statuses.items() if k in ("failed", "unexpected", "error") and v}
+    gaps = entry.get("median_reply_gap_ms") or {}
+    cells = "".join(
+        f'<td class="num">{"-" if gaps.get(c) is None else f"{float(gaps[c]):.0f} ms"}</td>' for c in columns
+    )
+    unexpected = int(entry.get("unexpected_differences") or 0)
+    changed = entry.get("changed_since_baseline")
+    report = f"{entry.get('dir', '')}/{REPORT_HTML}"
+    return (
+        f'<tr data-run="{_esc(entry.get("dir", ""))}"><td><a href="{_esc(report)}">{_esc(entry.get("created", ""))}'
+        f"</a></td><td>{_esc(', '.join(label(c) for c in entry.get('columns') or []))} "
+        f'<span class="small">via {_esc(entry.get("via"))}, {_esc(entry.get("target"))}</span></td>'
+        f'<td class="num">{entry.get("scripts", 0)}</td>'
+        f'<td class="num pass-rate">{"-" if rate is None else f"{100 * float(rate):.0f} %"}</td>'
+        f'<td class="num{" bad" if unexpected else ""}">{unexpected}</td>'
+        f'<td class="{"bad" if bad else ""}">{_esc(", ".join(f"{v} {k}" for k, v in bad.items()) or "none")}</td>'
+        f"{cells}"
+        f'<td class="num">{"-" if changed is None else changed}</td><td class="num">{entry.get("exit", "")}</td></tr>'
+    )
+
+
+def render_index(entries: Sequence[Mapping[str, Any]]) -> str:
+    """The history page: every run, newest first, with its pass rate, unexpected differences and the median reply
+    gap per column; the trend of those gaps above."""
+    columns = _columns(entries)
+    head = "".join(f"<th>median reply gap {_esc(label(c))}</th>" for c in columns)
+    rows = "".join(_row(e, columns) for e in reversed(entries))
+    return "".join([
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width,initial-scale=1">',
+        f"<title>callbridge replay history: {len(entries)} run(s)</title><style>{_CSS}</style></head><body>",
+        f"<header><h1>callbridge replay history</h1><div>{len(entries)} run(s), newest first</div></header><main>",
+        "<h3>Median reply gap the caller felt, per run</h3>",
+        trend_svg(entries),
+        '<table class="runs"><tr><th>run</th><th>ran</th><th>scripts</th><th>pass rate</th>'
+        f"<th>unexpected differences</th><th>problems</th>{head}<th>changed since its baseline</th><th>exit</th></tr>",
+        rows,
+        "</table>",
+        '<p class="small">pass rate: scripts same, by design or expected (what <span>--fail-on unexpected</span> '
+        "passes); each run's report is in its own directory, linked from its time</p>",
+        "</main></body></html>",
+    ])  # fmt: skip
