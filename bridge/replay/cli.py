@@ -7,7 +7,7 @@
                                [--fail-on unexpected|any] [--timing-tolerance-ms MS] [--baseline DIR]
                                [--history DIR]
     callbridge scripts check PATHS...
-    callbridge scripts from-recording REC --out call_scripts/NAME
+    callbridge scripts from-recording REC --out call_scripts/NAME [--keep-expectations]
 
 ``--variants support`` runs every script through each variant of the rollout dialplan ``support`` (from
 ``--dialplans``) and compares each with the safe one (``bridge/replay/variants.py``; direct runs only); the report
@@ -407,6 +407,13 @@ def scripts_main(argv: Sequence[str] | None = None) -> int:
     rec.add_argument("--name", help="script name (default: the --out directory's name)")
     rec.add_argument("--dialplan", help="dialplan name (default: the one the recorded call used)")
     rec.add_argument("--force", action="store_true", help="overwrite an existing script.yaml")
+    rec.add_argument(
+        "--keep-expectations",
+        action="store_true",
+        help="also expect what merely held in this call (no tool call, no barge-in, no error, the phases, the end "
+        "reason's words)",
+    )
+    rec.add_argument("--dialplans", type=Path, help="where named dialplans live (default: ./dialplans)")
     rec.add_argument("--json", action="store_true", help="{wrote: DIR} as JSON")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.action == "check":
@@ -415,8 +422,9 @@ def scripts_main(argv: Sequence[str] | None = None) -> int:
 
     try:
         out = script_from_recording(
-            args.recording, args.out, name=args.name, dialplan=args.dialplan, overwrite=args.force
-        )
+            args.recording, args.out, name=args.name, dialplan=args.dialplan, overwrite=args.force,
+            dialplans_dir=args.dialplans, keep_expectations=args.keep_expectations,
+        )  # fmt: skip
     except (ConfigError, OSError, ValueError) as exc:
         print(f"callbridge scripts: {exc}", file=sys.stderr)
         return EXIT_USAGE

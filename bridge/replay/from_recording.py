@@ -15,8 +15,15 @@ with times aligned to that audio. From it:
   that followed (spoken for as long as the recorded agent audio), plus the tool call the model made there; the
   agent's first words before any caller turn are the greeting. A dropped Realtime socket becomes the emulator fault
   that drops the same response.
-* **Expectations**: the tool calls with their arguments, the transfer target, DTMF, barge-ins, reconnects, the
-  phases visited, who ended the call, a keyword from each transcript, and no errors if there were none.
+* **The dialplan**, by name: the recorded plan's name where ``dialplans/`` has a plan of that name (what the
+  recorded call did differently, e.g. a GA-only field, in ``dialect_overrides`` of the recorded dialect); a plan
+  that has no file of its name is written inline (its dialect-only fields moved to ``dialect_overrides``).
+* **Expectations**, what the call did: the tool calls with their arguments, the transfer target, DTMF, barge-ins,
+  reconnects, who ended the call, and a keyword from each line of the transcripts that is real speech (a
+  placeholder such as the emulator's ``[caller speech 1.4 s]``, or a line holding one, gives none). What merely
+  happened to hold in this call (no tool call, no barge-in, no error, the phases visited, the end reason's words) is
+  left out unless asked (``keep_expectations``, ``--keep-expectations``): the script should fail when the call
+  goes wrong, not when it goes otherwise.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ SETTLE_MS: Final = 500  # the script's settle_ms: silence after agent audio that
 UTTERANCE_GAP_MS: Final = 200  # as the virtual phone judges an agent utterance
 DTMF_MERGE_MS: Final = 600  # digits closer than this are one DTMF turn
 WORD: Final = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
+PLACEHOLDER: Final = re.compile(r"\[[^\]]*\]")  # "[caller speech 1.4 s]": text standing in for words nobody heard
 
 
 @dataclass
@@ -74,7 +82,10 @@ def caller_segments(pcm: bytes, silence_ms: int = SILENCE_MS) -> list[tuple[floa
 
 
 def _keyword(text: str) -> str | None:
-    """The longest of the first few words: an interrupted answer still has its first words on replay."""
+    """The longest of the first few words (an interrupted answer still has its first words on replay); none from a
+    line that holds a placeholder (:data:`PLACEHOLDER`), nor from an echo of one."""
+    if PLACEHOLDER.search(text):
+        return None
     words = WORD.findall(text)[:4]
     return max(words, key=len) if words else None
 
@@ -90,8 +101,43 @@ def _tool_args(summary: str, name: str) -> dict[str, Any]:
     return args if isinstance(args, dict) else {}
 
 
+def _delta(base: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``other`` sets differently from ``base`` (nested mappings compared key by key)."""
+    out: dict[str, Any] = {}
+    for key, value in other.items():
+        mine = base.get(key)
+        if isinstance(value, Mapping) and isinstance(mine, Mapping):
+            inner = _delta(mine, value)
+            if inner:
+                out[key] = inner
+        elif key not in base or value != mine:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def plan_reference(
+    plan: Mapping[str, Any], dialect: str | None, dialplans_dir: Path
+) -> tuple[str | dict[str, Any], dict[str, dict[str, Any]]]:
+    """A recorded dialplan as a script names it: (its name, and what the recorded call set differently as overrides
+    of the recorded dialect) where ``dialplans_dir`` has a plan of that name; else (the plan inline, its dialect-only
+    fields as overrides: :func:`split_dialects`)."""
+    from bridge.dialplan import load_dialplan
+    from bridge.replay.script import DEFAULT_DIALECTS, find_dialplan
+
+    recorded = {k: v for k, v in plan.items() if k not in ("dialect", "rollout")}
+    name = recorded.get("name")
+    path = find_dialplan(str(name), dialplans_dir) if name else None
+    if path is None:
+        return split_dialects(recorded)
+    named = load_dialplan(path).model_dump(mode="json", exclude={"source_file", "rollout", "dialect"})
+    delta = _delta(named, recorded)
+    if not delta:
+        return str(name), {}
+    return str(name), {d: delta for d in ([dialect] if dialect in DEFAULT_DIALECTS else DEFAULT_DIALECTS) if d}
+
+
 def _dialplan(header: Mapping[str, Any], notes: Sequence[Mapping[str, Any]]) -> str | dict[str, Any] | None:
-    """The recorded dialplan: inline when the recorder stored all of it, else its name."""
+    """The recorded dialplan: all of it when the recorder stored it (see :func:`plan_reference`), else its name."""
     plan = header.get("dialplan")
     if isinstance(plan, dict):
         return {k: v for k, v in plan.items() if k != "dialect"}
@@ -164,11 +210,15 @@ def script_from_recording(
     dialplan: str | None = None,
     overwrite: bool = False,
     dialplans_dir: Path | None = None,
+    keep_expectations: bool = False,
 ) -> Path:
     """Write ``out/script.yaml`` and ``out/turn_NN.wav`` from a recording; returns the script file.
+    ``keep_expectations``: also what merely held in this call (see the module docstring).
 
     The new script is loaded back before this returns, so what it writes is a valid script.
     """
+    from bridge.replay.script import default_dialplans_dir
+
     rec, target = Path(recording), Path(out)
     caller, agent, header, notes = read_recording(rec)
     script_path = target / SCRIPT_FILE
@@ -195,7 +245,9 @@ def script_from_recording(
         "dialplan": plan_name,
     }
     if isinstance(plan_name, dict):
-        data["dialplan"], overrides = split_dialects(plan_name)
+        dialect = header.get("dialect")
+        plans = dialplans_dir or default_dialplans_dir()
+        data["dialplan"], overrides = plan_reference(plan_name, str(dialect) if dialect else None, plans)
         if overrides:
             data["dialect_overrides"] = overrides
     if header.get("called"):
@@ -204,7 +256,7 @@ def script_from_recording(
     if emulator:
         data["emulator"] = emulator
     data["turns"] = turns
-    data["expect"] = _expectations(notes, bridge_hung_up, transferred)
+    data["expect"] = _expectations(notes, bridge_hung_up, transferred, keep_expectations)
     script_path.write_text(
         "# Generated by `callbridge scripts from-recording`; edit freely.\n"
         + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110),
@@ -395,13 +447,17 @@ def _drop_fault(notes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"drop_mid_response": len(started), "fault_after_deltas": max(1, sent)}
 
 
-def _expectations(notes: Sequence[Mapping[str, Any]], bridge_hung_up: bool, transferred: bool) -> dict[str, Any]:
+def _expectations(
+    notes: Sequence[Mapping[str, Any]], bridge_hung_up: bool, transferred: bool, keep: bool = False
+) -> dict[str, Any]:
+    """What the call did (always), and with ``keep`` what merely held in it (see the module docstring)."""
     expect: dict[str, Any] = {}
     tools = _notes(notes, ev.ToolCalled)
-    expect["tool_calls"] = [
-        {"name": str(n.get("name")), "arguments": _tool_args(str(n.get("summary", "")), str(n.get("name")))}
-        for n in tools
-    ]
+    if tools or keep:
+        expect["tool_calls"] = [
+            {"name": str(n.get("name")), "arguments": _tool_args(str(n.get("summary", "")), str(n.get("name")))}
+            for n in tools
+        ]
     targets = [str(n.get("summary", "")) for n in _notes(notes, ev.TransferStarted)]
     if targets:
         expect["transfer_target"] = targets[0]
@@ -413,7 +469,9 @@ def _expectations(notes: Sequence[Mapping[str, Any]], bridge_hung_up: bool, tran
         words = [w for w in (_keyword(str(n.get("summary", ""))) for n in _notes(notes, report)) if w]
         if words:
             expect[key] = list(dict.fromkeys(words))
-    expect["barge_ins"] = len(_notes(notes, ev.BargeIn))
+    barge_ins = len(_notes(notes, ev.BargeIn))
+    if barge_ins or keep:
+        expect["barge_ins"] = barge_ins
     digits = "".join(str(n.get("summary", "")) for n in _notes(notes, ev.KeyPressed))
     if digits:
         expect["dtmf"] = digits
@@ -425,14 +483,15 @@ def _expectations(notes: Sequence[Mapping[str, Any]], bridge_hung_up: bool, tran
         for n in _notes(notes, ev.PhaseChanged)
     }
     order = ["LISTENING", "THINKING", "SPEAKING", "CANCELLING", "RECOVERING"]
-    expect["phases_visited"] = [p for p in order if p in phases]
+    if keep:
+        expect["phases_visited"] = [p for p in order if p in phases]
     expect["ended_by"] = ("transfer" if transferred else "agent") if bridge_hung_up else "caller"
-    if not bridge_hung_up:
+    if keep and not bridge_hung_up:
         expect["end_reason"] = "caller hung up"
-    elif transferred:
+    elif keep and transferred:
         expect["end_reason"] = "transferred"
     errors = [n for n in _notes(notes, ev.ServiceError) if n.get("code") != "response_cancel_not_active"]
     errors += _notes(notes, ev.SessionLost)
-    if not errors:
+    if keep and not errors:
         expect["max_errors"] = 0
     return expect

@@ -247,3 +247,62 @@ def test_a_dead_workers_recording_is_finished_playable_up_to_its_last_whole_fram
     assert [n["kind"] for n in notes] == ["barge_in", "ended"]
     assert notes[-1] == {"t_ms": pytest.approx(20.1), "kind": "ended", "summary": "worker died", "outcome": "failed"}
     assert not finish_recording(tmp_path / "none", "worker died")
+
+
+def _unannotated(tmp_path: Path) -> Path:
+    """question_answer without what the emulator hears or answers: it transcribes a placeholder
+    ("[caller speech 1.9 s]") and echoes it back."""
+    import shutil
+
+    target = tmp_path / "unannotated"
+    shutil.copytree(SCRIPTS / "question_answer", target)
+    data = yaml.safe_load((target / "script.yaml").read_text())
+    for turn in data["turns"]:
+        turn.pop("hears", None)
+        turn.pop("reply", None)
+    data["expect"] = {}
+    (target / "script.yaml").write_text(yaml.safe_dump(data))
+    return target
+
+
+def test_keywords_come_from_real_speech_only_and_the_plan_is_named(tmp_path: Path) -> None:
+    run = run_direct(load_script(_unannotated(tmp_path)), "ga", DirectOptions(record_dir=tmp_path / "rec"))
+    caller_lines, agent_lines = run.report["caller_transcript"], run.report["agent_transcript"]
+    assert caller_lines and all(line.startswith("[caller speech ") for line in caller_lines)  # placeholders only
+    assert any("[caller speech " in line for line in agent_lines)  # the echo of one
+    path = script_from_recording(tmp_path / "rec" / "unannotated-ga", tmp_path / "script")
+    data = yaml.safe_load(path.read_text())
+    expect = data["expect"]
+    assert "caller_keywords" not in expect  # the caller said nothing but a placeholder
+    real = [line for line in agent_lines if "[" not in line]
+    assert expect["agent_keywords"] and all(any(w in line for line in real) for w in expect["agent_keywords"])
+    assert not [w for w in expect["agent_keywords"] if w.lower() in ("caller", "speech", "heard")]
+    # the plan by its name, not pasted
+    assert data["dialplan"] == "support" and "dialect_overrides" not in data
+    assert "instructions" not in path.read_text() and "transfer_target" not in path.read_text()
+    assert load_script(path.parent).plan("ga").name == "support"
+
+
+def test_accidental_expectations_are_left_out_unless_asked(tmp_path: Path) -> None:
+    run_direct(load_script(SCRIPTS / "question_answer"), "beta", DirectOptions(record_dir=tmp_path / "rec"))
+    recording = tmp_path / "rec" / "question_answer-beta"
+    lean = yaml.safe_load(script_from_recording(recording, tmp_path / "lean").read_text())["expect"]
+    assert set(lean) == {"caller_keywords", "agent_keywords", "ended_by"}, lean  # what the call did
+    kept = yaml.safe_load(script_from_recording(recording, tmp_path / "kept", keep_expectations=True).read_text())
+    assert {k: kept["expect"][k] for k in ("tool_calls", "barge_ins", "max_errors", "end_reason")} == {
+        "tool_calls": [],
+        "barge_ins": 0,
+        "max_errors": 0,
+        "end_reason": "caller hung up",
+    }
+    assert kept["expect"]["phases_visited"] == ["LISTENING", "THINKING", "SPEAKING"]
+
+
+def test_what_the_recorded_call_set_apart_from_the_named_plan_is_an_override_of_its_dialect(tmp_path: Path) -> None:
+    run_direct(load_script(SCRIPTS / "idle_timeout"), "ga", DirectOptions(record_dir=tmp_path / "rec"))
+    path = script_from_recording(tmp_path / "rec" / "idle_timeout-ga", tmp_path / "script")
+    data = yaml.safe_load(path.read_text())
+    assert data["dialplan"] == "support"
+    assert data["dialect_overrides"] == {"ga": {"profile": {"turn_detection": {"idle_timeout_ms": 6000}}}}
+    [result] = replay_direct([load_script(path.parent)], ["beta", "ga"])
+    assert "GA: IdleTimeout x1 (beta had none)" in result.differences  # the recorded GA-only behaviour replays
