@@ -2,12 +2,17 @@
 
 ::
 
-    callbridge replay PATHS... [--dialects beta,ga | --variants DIALPLAN[,DIALPLAN]] [--via direct|sip]
+    callbridge replay PATHS... [--dialects beta,ga | --variants DIALPLAN[,DIALPLAN]] [--models safe|dialect]
+                               [--via direct|sip]
                                [--target emulator|openai] [--report DIR] [--json] [--junit FILE]
                                [--fail-on unexpected|any] [--timing-tolerance-ms MS] [--baseline DIR]
                                [--history DIR]
     callbridge scripts check PATHS...
     callbridge scripts from-recording REC --out call_scripts/NAME [--keep-expectations]
+
+A script that names a rollout plan (``dialplan: support``) runs, in the dialect of the plan's safe variant, that
+variant's model, voice and profile overrides: the calls production falls back on (``--models dialect``: each
+dialect's default model instead).
 
 ``--variants support`` runs every script through each variant of the rollout dialplan ``support`` (from
 ``--dialplans``) and compares each with the safe one (``bridge/replay/variants.py``; direct runs only); the report
@@ -108,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIALPLAN[,DIALPLAN]",
         help="instead of the dialects: every variant of these rollout dialplans, each against the safe one",
     )
+    p.add_argument(
+        "--models",
+        choices=("safe", "dialect"),
+        default="safe",
+        help="safe (default): a script naming a rollout plan runs its safe variant (model, voice, overrides) in that "
+        "variant's dialect; dialect: each dialect's default model",
+    )
     p.add_argument("--via", choices=("direct", "sip"), default="direct", help="direct: virtual time, no SIP")
     p.add_argument("--target", choices=("emulator", "openai"), default="emulator", help="the model service")
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.json and report.html here")
@@ -149,13 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(paths: Sequence[Path], dialplans: Path | None) -> tuple[list[CallScript], dict[str, ScriptResult]]:
-    """The scripts that load, and an error row for each that does not (by its file); a missing path raises."""
+def _load(
+    paths: Sequence[Path], dialplans: Path | None, safe: bool = False
+) -> tuple[list[CallScript], dict[str, ScriptResult]]:
+    """The scripts that load (``safe``: each on its rollout plan's safe variant), and an error row for each that
+    does not (by its file); a missing path raises."""
     scripts: list[CallScript] = []
     errors: dict[str, ScriptResult] = {}
     for path in find_scripts(paths):
         try:
-            scripts.append(load_script(path, dialplans))
+            script = load_script(path, dialplans)
+            scripts.append(script.on_safe_variant() if safe else script)
         except ConfigError as exc:
             errors[exc.source] = error_result(exc.source, redact(str(exc)))
     return scripts, errors
@@ -185,7 +201,7 @@ def _openai_key() -> str:
 
 
 def run(args: argparse.Namespace) -> tuple[list[ScriptResult], dict[str, Any]]:
-    scripts, errors = _load(args.paths, args.dialplans)
+    scripts, errors = _load(args.paths, args.dialplans, safe=args.models == "safe" and args.variants is None)
     if not scripts and not errors:
         raise ConfigError(", ".join(map(str, args.paths)), "(path)", "no call scripts found")
     if args.variants is not None:
@@ -193,6 +209,7 @@ def run(args: argparse.Namespace) -> tuple[list[ScriptResult], dict[str, Any]]:
     else:
         results, meta = _run_dialects(args, scripts)
     meta["tolerance_ms"] = args.timing_tolerance_ms
+    meta["models"] = "variants" if args.variants is not None else args.models
     return _in_order(args.paths, results, errors), meta
 
 

@@ -115,6 +115,55 @@ def by_design(a: str, b: str) -> list[ByDesign]:
     return [d for d in BY_DESIGN if d.has(ca) != d.has(cb)]
 
 
+# The models' own difference, declared once: gpt-realtime-2 and later answer a caller's turn with a short preamble
+# and then the answer, two message items in one response, where earlier models say the answer alone. Where one
+# run's model says a preamble (DialectRun.preamble, as the emulator plays it) and the other's does not, the
+# preamble lines are left out of the agent transcripts, the message stream's events are compared no further, and
+# neither are the truncates, nor where an answer was cut (a barge-in lands later in an answer said after a preamble).
+# Between dialects only (each runs its own model); between rollout variants the models are what is compared.
+TURN_SHAPE_KINDS: Final = frozenset(
+    {"AgentTranscript", "AudioChunk", "AudioDone", "ItemAdded(assistant,message)", "OutputItemAdded(message)"}
+    | {"ItemTruncated"}  # a barge-in in a preamble truncates it, and the answer queued after it at 0 ms
+    | {ev.OutputItem.kind, ev.AgentSaid.kind}  # the same over SIP, in the session's notes
+)
+
+
+def turn_shape(a: DialectRun, b: DialectRun) -> str | None:
+    """The by-design reason when the two runs' models shape a turn differently (one says a preamble); else None.
+    Runs of two dialects only: where rollout variants are compared, their models are what is compared."""
+    if a.preamble == b.preamble or a.variant or b.variant:
+        return None
+    says, plain = (a, b) if a.preamble else (b, a)
+    other = (
+        f"{plain.model} a preamble of its own ({plain.preamble!r})"
+        if plain.preamble
+        else f"{plain.model} the answer alone"
+    )
+    return (
+        f"the model's turn shape: {says.model} answers a caller's turn with a short preamble ({says.preamble!r}) and "
+        f"then the answer, two message items in one response; {other}"
+    )
+
+
+def preamble_of(script: CallScript, run: DialectRun) -> str:
+    """What the emulator says before each answer of ``run`` (its model, the script's settings for its dialect):
+    the emulator's ``preamble`` where the model matches ``preamble_models`` on a Realtime-shaped dialect."""
+    from fnmatch import fnmatchcase
+
+    from bridge.emulator.faults import Settings as EmulatorSettings
+    from bridge.realtime.dialects import Service
+
+    if (
+        run.target != "emulator"
+        or run.dialect not in DIALECTS
+        or not isinstance(DIALECTS[run.dialect].service, Service)
+    ):
+        return ""
+    settings = EmulatorSettings().with_values(script.emulator_settings(0, run.dialect))
+    patterns = [p.strip() for p in settings.preamble_models.split(",") if p.strip()]
+    return settings.preamble if any(fnmatchcase(run.model, p) for p in patterns) else ""
+
+
 Verdict = Literal["same", "differs", "failed", "error"]
 # What a person and a CI gate read per script, worst first: the script could not be loaded (error), an expectation
 # failed, the runs differ where nobody said they would, differ only as the script declares, differ only as the
@@ -205,6 +254,7 @@ class DialectRun:
     duration_ms: float = 0.0
     wall_s: float = 0.0
     checks: list[Check] = field(default_factory=list)
+    preamble: str = ""  # what the emulated model says before each answer on this run's model ("": nothing)
 
     @property
     def ok(self) -> bool:
@@ -463,18 +513,22 @@ def compare_runs(a: DialectRun, b: DialectRun, tolerance_ms: float = DEFAULT_TOL
     realtime = "sip" in (a.via, b.via)
     out: list[str] = []
     designed = by_design(a.dialect, b.dialect) if a.dialect in DIALECTS and b.dialect in DIALECTS else []
-    skip = frozenset().union(*(d.kinds for d in designed))
+    shaped = turn_shape(a, b) is not None
+    skip = frozenset().union(*(d.kinds for d in designed), TURN_SHAPE_KINDS if shaped else ())
     ea, eb = ([t for t in run.tokens if t not in skip and t.split("(")[0] not in skip] for run in (a, b))
     out += _event_diff(ea, eb, la, lb)
     if not any(d.phases for d in designed):
         out += _list_diff("phase sequence", ra.get("phases", []), rb.get("phases", []), la, lb)
     out += _list_diff("caller transcript", ra.get("caller_transcript", []), rb.get("caller_transcript", []), la, lb)
     agent_a, agent_b = ra.get("agent_transcript", []), rb.get("agent_transcript", [])
+    if shaped:
+        preambles = {a.preamble, b.preamble} - {""}
+        agent_a, agent_b = ([x for x in lines if x not in preambles] for lines in (agent_a, agent_b))
     if realtime:
         agent_b = _cut_alike(agent_a, agent_b)
     if any(d.agent_lines for d in designed) and _joined(agent_a) == _joined(agent_b):
         agent_b = agent_a  # the same words, split into lines elsewhere
-    if any(d.cut_answers for d in designed):
+    if shaped or any(d.cut_answers for d in designed):  # a preamble moves where a barge-in cuts the answer
         spoken = _spoken_alike(agent_a, agent_b, _cuts(a), _cuts(b))
         agent_a, agent_b = spoken if spoken is not None else (agent_a, agent_a)
     out += _list_diff("agent transcript", agent_a, agent_b, la, lb)
@@ -489,7 +543,7 @@ def compare_runs(a: DialectRun, b: DialectRun, tolerance_ms: float = DEFAULT_TOL
     close = len(ta) == len(tb) and all(
         abs(float(x or 0) - float(y or 0)) <= SIP_TRUNCATE_TOLERANCE_MS for x, y in zip(ta, tb, strict=True)
     )
-    if ta != tb and not (realtime and close) and not any(d.truncates for d in designed):
+    if ta != tb and not (realtime and close) and not shaped and not any(d.truncates for d in designed):
         out.append(f"truncates (audio_end_ms) differ: {la} {ta} vs {lb} {tb}")
     if ra.get("dtmf", []) != rb.get("dtmf", []):
         out.append(f"DTMF differs: {la} {ra.get('dtmf')} vs {lb} {rb.get('dtmf')}")
@@ -620,6 +674,9 @@ def verdict(
         differences += compare_runs(a, b, tolerance_ms)
         if a.dialect in DIALECTS and b.dialect in DIALECTS:
             designed += [f"{label(a.name)}/{label(b.name)}: {d.reason}" for d in by_design(a.dialect, b.dialect)]
+        shape = turn_shape(a, b)
+        if shape is not None:
+            designed.append(f"{label(a.name)}/{label(b.name)}: {shape}")
     comparison: Literal["same", "differs", "n/a"] = "n/a" if len(names) < 2 else ("differs" if differences else "same")
     if spec_explicit and comparison != "n/a":
         if comparison != spec.verdict:
@@ -676,6 +733,7 @@ def judge(
     tolerance: the script's ``compare.timing_tolerance_ms``, else ``tolerance_ms``, else the default."""
     for run in runs.values():
         _with_timing_bounds(script, run)
+        run.preamble = preamble_of(script, run)
     own = script.model.compare.timing_tolerance_ms
     return verdict(
         name or script.name,

@@ -33,6 +33,7 @@ from bridge.emulator.faults import Settings as EmulatorSettings
 from bridge.errors import ConfigError
 from bridge.orchestrator.models import Action, Decision
 from bridge.realtime.dialects import DIALECTS, Service
+from bridge.rollout.policy import RolloutSpec, Variant, compatible_voice
 
 SCRIPT_FILE: Final = "script.yaml"
 DIALECT_NAMES: Final = tuple(DIALECTS)  # a script builds a plan for each
@@ -317,12 +318,14 @@ class CallScript:
         source: Path,
         plans: Mapping[str, Dialplan],
         unbuildable: Mapping[str, ConfigError] | None = None,
+        rollout: RolloutSpec | None = None,
     ) -> None:
         self.model = model
         self.directory = directory
         self.source = source
         self.plans = dict(plans)
         self.unbuildable = dict(unbuildable or {})  # dialect -> why the script cannot run in it
+        self.rollout = rollout  # the variants of the rollout plan the script names (None: a pinned or inline plan)
 
     @property
     def name(self) -> str:
@@ -337,6 +340,28 @@ class CallScript:
         if dialect in self.unbuildable:
             raise self.unbuildable[dialect]
         return self.plans[dialect]
+
+    def variant_plan(self, variant: Variant, spec: RolloutSpec) -> Dialplan:
+        """The script's plan as a call on ``variant`` has it: the plan of the variant's dialect with the variant's
+        profile overrides, model and voice (made compatible with the model from the rollout's fallback voice, as a
+        live call's)."""
+        base = self.plan(variant.dialect)
+        model, _ = variant.models()
+        profile = base.variant_profile(variant)
+        voice = compatible_voice(profile.voice, model, spec.fallback_voice)
+        return base.model_copy(update={"profile": profile.model_copy(update={"model": model, "voice": voice})})
+
+    def on_safe_variant(self) -> CallScript:
+        """This script with its rollout plan's safe variant in that variant's dialect (the model, voice and profile
+        overrides production falls back on), the other dialects as they are; itself if it names no rollout plan."""
+        spec = self.rollout
+        if spec is None:
+            return self
+        safe = spec.variant(spec.safe)
+        if safe.dialect not in self.plans:
+            return self
+        plans = {**self.plans, safe.dialect: self.variant_plan(safe, spec)}
+        return CallScript(self.model, self.directory, self.source, plans, self.unbuildable, spec)
 
     def expect(self, dialect: str) -> Expect:
         return self.model.expect.merged(self.model.expect_by_dialect.get(dialect))
@@ -434,17 +459,22 @@ def find_dialplan(name: str, directory: Path) -> Path | None:
     return None
 
 
-def _plans(model: ScriptModel, src: str, dialplans_dir: Path) -> tuple[dict[str, Dialplan], dict[str, ConfigError]]:
-    """The script's dialplan in every dialect. One that does not build is an error at load time in a default
-    dialect, and in the others only when the script is run there (returned apart)."""
+def _plans(
+    model: ScriptModel, src: str, dialplans_dir: Path
+) -> tuple[dict[str, Dialplan], dict[str, ConfigError], RolloutSpec | None]:
+    """The script's dialplan in every dialect, and the variants of a named rollout plan. One that does not build is
+    an error at load time in a default dialect, and in the others only when the script is run there (apart)."""
+    rollout: RolloutSpec | None = None
     if isinstance(model.dialplan, str):
         path = find_dialplan(model.dialplan, dialplans_dir)
         if path is None:
             raise ConfigError(src, "dialplan", f"no dialplan named {model.dialplan!r} in {dialplans_dir}")
         try:
-            base = load_dialplan(path).model_dump(mode="json", exclude={"source_file", "rollout"})
+            named = load_dialplan(path)
         except ConfigError as exc:
             raise ConfigError(src, "dialplan", f"{exc}") from None
+        base = named.model_dump(mode="json", exclude={"source_file", "rollout"})
+        rollout = named.rollout_spec
         field = "dialplan"
     else:
         base = {"name": model.name, "match": ["*"], **model.dialplan}
@@ -458,7 +488,7 @@ def _plans(model: ScriptModel, src: str, dialplans_dir: Path) -> tuple[dict[str,
             if dialect in DEFAULT_DIALECTS:
                 raise
             unbuildable[dialect] = exc
-    return plans, unbuildable
+    return plans, unbuildable, rollout
 
 
 def _for_dialect(base: dict[str, Any], dialect: str) -> dict[str, Any]:
@@ -537,14 +567,14 @@ def load_script(path: str | Path, dialplans_dir: Path | None = None) -> CallScri
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(src, _loc(loc), msg) from None
-    plans, unbuildable = _plans(model, src, dialplans_dir or default_dialplans_dir())
+    plans, unbuildable, rollout = _plans(model, src, dialplans_dir or default_dialplans_dir())
     orchestrated = next(iter(plans.values())).orchestrator is not None
     if model.orchestrator is not None and not orchestrated:
         raise ConfigError(src, "orchestrator", "the dialplan has no orchestrator section: nobody would ask for these")
     if model.orchestrator is None and orchestrated:
         raise ConfigError(src, "orchestrator", "required: the dialplan is orchestrated (orchestrator.answers)")
     _check_audio(model, src, file.parent)
-    return CallScript(model, file.parent, file, plans, unbuildable)
+    return CallScript(model, file.parent, file, plans, unbuildable, rollout)
 
 
 def find_scripts(paths: Iterable[str | Path]) -> list[Path]:

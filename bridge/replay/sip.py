@@ -317,7 +317,10 @@ def build_run(
     target: str,
     wall_s: float,
 ) -> DialectRun:
-    run = DialectRun(script=script.name, dialect=dialect, via="sip", target=target)
+    from bridge.realtime.dialects import DIALECTS
+
+    model = script.plan(dialect).profile.model or DIALECTS[dialect].default_model  # the plan the worker was given
+    run = DialectRun(script=script.name, dialect=dialect, model=model, via="sip", target=target)
     if report is not None:
         run.report = {k: v for k, v in report.items() if k != "worker"}
     answered = next((t for t, k, _ in run.timeline if k == ev.Answered.kind), 0.0)

@@ -19,7 +19,7 @@ from bridge.errors import ConfigError
 from bridge.replay.compare import DialectRun, ScriptResult, judge
 from bridge.replay.direct import DirectOptions, Progress, in_fresh_loop, replay_call
 from bridge.replay.script import CallScript, find_dialplan
-from bridge.rollout.policy import RolloutSpec, Variant, compatible_voice
+from bridge.rollout.policy import RolloutSpec, Variant
 
 
 def load_rollouts(names: Sequence[str], dialplans_dir: Path) -> list[tuple[str, RolloutSpec]]:
@@ -39,15 +39,7 @@ def load_rollouts(names: Sequence[str], dialplans_dir: Path) -> list[tuple[str, 
 def variant_plans(script: CallScript, spec: RolloutSpec) -> list[tuple[Variant, Dialplan]]:
     """The plan of each variant for this script, the safe variant first."""
     ordered = [spec.variant(spec.safe), *(v for v in spec.variants if v.name != spec.safe)]
-    out: list[tuple[Variant, Dialplan]] = []
-    for variant in ordered:
-        base = script.plan(variant.dialect)
-        model, _ = variant.models()
-        profile = base.variant_profile(variant)
-        voice = compatible_voice(profile.voice, model, spec.fallback_voice)
-        profile = profile.model_copy(update={"model": model, "voice": voice})
-        out.append((variant, base.model_copy(update={"profile": profile})))
-    return out
+    return [(variant, script.variant_plan(variant, spec)) for variant in ordered]
 
 
 def replay_variants(

@@ -93,11 +93,7 @@ def test_the_shipped_set_passes_the_gate_and_fails_it_only_when_any_difference_c
     assert main([str(SCRIPTS), "--fail-on-differs"]) == 1
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == (
-        str(2 * summary["status_same"] + 2),
-        "0",
-        "0",
-    )
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == (str(2 * len(data["scripts"])), "0", "0")
 
 
 def _check_junit_schema(root: ET.Element) -> list[ET.Element]:
@@ -139,7 +135,7 @@ def test_a_suite_with_a_malformed_script_runs_the_others_and_reports_it(
     assert f"{broken / 'script.yaml'}: turns[0].barge_in_after_ms: Input should be greater than 0" in captured.err
     rows = json.loads((report / "report.json").read_text())["scripts"]
     assert [(r["script"], r["status"]) for r in rows] == [
-        ("answer", "same"),
+        ("answer", "by_design"),  # GA on the support rollout's safe variant: its preamble
         ("broken", "error"),
         ("slow_ga", "unexpected"),
     ]
