@@ -35,7 +35,7 @@ def test_the_smallest_step_runs_both_paths_with_every_call_up() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     steps = {s["path"]: s for s in lines if s.get("kind") == "step"}  # the last run of each path decides
-    assert set(steps) == {"bridge", "ceiling"}, lines
+    assert set(steps) == {"bridge", "echo_off", "ceiling"}, lines  # echo_off: the guard's cost beside it
     expected = round(WINDOW_S * 50) * CALLS
     for path, step in steps.items():
         assert step["calls"] == CALLS and step["processes"] == 1, (path, step)

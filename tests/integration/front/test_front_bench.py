@@ -18,7 +18,7 @@ CALLS = 4
 def test_the_front_path_runs_next_to_the_direct_one() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench.calls", "--json", "--steps", str(CALLS), "--seconds", "3", "--only", "bridge",
-         "--front", "kamailio"],
+         "--front", "kamailio", "--no-echo-off"],
         cwd=ROOT, capture_output=True, text=True, timeout=280, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
