@@ -71,6 +71,7 @@ FRONT_NICE = -10
 RING_TIMEOUT_MS = 120_000  # a worker that has answered 1xx may take this long to answer the call
 CALL_MAX_S = 3660  # dialog and call-load entries of calls that never saw their BYE expire after this
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+STABLE_S = 30.0  # a front that ran this long before it died restarts after the backoff's first step again
 METRICS_INTERVAL_S = 2.0  # the dispatcher's view of the workers is exported this often
 STATE_NAMES = {"A": "active", "I": "inactive", "T": "trying", "D": "drained"}
 DRAINED, ACTIVE = "d", "ap"  # dispatcher states: disabled (no calls, no probes); active and probed
@@ -567,6 +568,41 @@ async def options_status(host: str, port: int, timeout_s: float = 1.0, local_hos
     return None
 
 
+# -- the process group -----------------------------------------------------------------------------------------------
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes (zombies aside) of process group ``pgid``, from /proc; [] where /proc is not there."""
+    members = []
+    with contextlib.suppress(OSError), os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text(encoding="ascii", errors="replace")
+            except OSError:
+                continue  # gone meanwhile
+            fields = stat.rpartition(")")[2].split()  # after "pid (comm)": state ppid pgrp ...
+            if len(fields) > 2 and fields[0] != "Z" and fields[2] == str(pgid):
+                members.append(int(entry.name))
+    return members
+
+
+async def end_group(pgid: int, within_s: float = 10.0) -> list[int]:
+    """SIGKILL what is left of process group ``pgid`` (Kamailio's children outlive a killed main process and keep
+    its sockets) and wait until none of it is left; returns the pids that were ended."""
+    left = group_members(pgid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not group_members(pgid):
+            return left
+        await asyncio.sleep(0.05)
+    log.error("front: processes %s of the old Kamailio did not end within %.0f s", group_members(pgid), within_s)
+    return left
+
+
 # -- the process --------------------------------------------------------------------------------------------------
 
 
@@ -677,18 +713,32 @@ class KamailioFront:
         return "\n".join(wanted[-lines:])
 
     async def _supervise(self) -> None:
+        """Kamailio is one process group (a session of its own): when its main process ends (a child that dies takes
+        the main process with it), what is left of the group is killed before Kamailio starts again on the same
+        address, so nothing of a dead front keeps the port. Deaths in a row back off; STABLE_S of running resets it."""
+        failures = 0
         while not self._stopping:
             assert self.proc is not None
+            started = time.monotonic()
             rc = await self.proc.wait()
             if self._stopping:
                 return
-            delay = RESTART_BACKOFF_S[min(self.restarts, len(RESTART_BACKOFF_S) - 1)]
+            ended = await end_group(self.proc.pid)  # pgid = the main process's pid (start_new_session)
+            if time.monotonic() - started >= STABLE_S:
+                failures = 0
+            delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
+            failures += 1
             self.restarts += 1
-            log.error("front: Kamailio exited with %s; restarting in %.1f s: %s", rc, delay, self.log_tail(4))
+            log.error(
+                "front: Kamailio (pid %d) exited with %s; %d processes left of its group killed; restarting on "
+                "sip:%s:%d in %.1f s: %s",
+                self.proc.pid, rc, len(ended), self.listen_host, self.port, delay, self.log_tail(4),
+            )  # fmt: skip
             await asyncio.sleep(delay)
             try:
                 await self._spawn()
                 await self._wait_ready(15.0)
+                log.info("front: Kamailio restarted (pid %d) on sip:%s:%d", self.proc.pid, self.listen_host, self.port)
             except (FrontError, OSError) as exc:
                 log.error("front: restart failed: %s", exc)
 
@@ -737,12 +787,11 @@ class KamailioFront:
         proc = self.proc
         if proc is not None and proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+        if proc is not None:
+            await end_group(proc.pid)  # anything of the group that outlived its main process
+            await proc.wait()
 
 
 def node_destinations(settings: Settings, worker_caps: Sequence[tuple[int, int]]) -> list[Destination]:
