@@ -270,7 +270,12 @@ LISTEN_REFUSED = Counter(
 )
 TAKEOVER_REFUSED = Counter(
     f"{NS}_takeover_requests_refused",
-    "Take-over requests a worker refused: no grant, or one wrongly signed, expired, replayed or for another call",
+    "Take-over requests or take-over audio a worker refused: no take-over leg, or audio wrongly signed or replayed",
+)
+ACTIONS_REFUSED = Counter(
+    f"{NS}_action_requests_refused",
+    "Supervisor action messages a worker refused: unsigned, wrongly signed, expired, replayed, malformed, or a "
+    "transfer target the call's plan does not name",
 )
 LISTEN_TAPS_ACTIVE = Gauge(
     f"{NS}_listen_taps_active", "Calls whose audio is copied for listen-in now (workers)", multiprocess_mode="livesum"

@@ -1,16 +1,15 @@
-"""Supervisor actions on live calls, the worker's side: requests on Redis pub/sub, into the call's session.
+"""Supervisor actions on live calls, the worker's side: signed requests on Redis pub/sub, into the call's session.
 
-A ``serve`` process that accepted an action (``bridge.supervisor.actions``: role checked, audited) publishes
-``{"id", "call_id", "action", "who", "text", "target"}`` on :data:`~bridge.store.keys.CALL_ACTIONS`. Every worker
-hears it (one idle subscription per worker process, beside listen-in's); the one holding the call puts a
-:class:`bridge.events.SupervisorAction` into the call's inbox (the session carries it out:
-``bridge.call.supervision``) and answers on the request's ack list (:func:`~bridge.store.keys.call_action_ack`),
-so the console can say whether a worker took it. A message that is not such JSON is logged and ignored.
-
-A take-over also carries ``"grant"``: a signed message (:mod:`bridge.supervisor.listen_token`, purpose
-``takeover``) for this call and this supervisor; without a valid one the worker refuses it (logged, counted, no
-answer), since it would put someone's voice into a caller's ear. The take-over's audio is
-:mod:`bridge.serve.takeover`'s.
+A ``serve`` process that accepted an action (``bridge.supervisor.actions``: role checked, audited) publishes it on
+:data:`~bridge.store.keys.CALL_ACTIONS`, signed with the node's listen key (:mod:`bridge.supervisor.listen_token`,
+purpose ``action``): ``{"call_id", "who", "nonce", "exp", "sig", "fields": {"id", "action", "text", "target"}}``.
+Every worker hears it (one idle subscription per worker process, beside listen-in's); the one holding the call
+checks the signature, the expiry, the nonce (no replay), the call and the actor (both under the MAC), and for a
+transfer that the target is one of the call's plan's targets; then it puts a :class:`bridge.events.SupervisorAction`
+into the call's inbox (the session carries it out: ``bridge.call.supervision``) and answers on the request's ack
+list (:func:`~bridge.store.keys.call_action_ack`), so the console can say whether a worker took it. Anything else
+(unsigned, forged, expired, replayed, malformed, a target the plan does not name) is logged, counted and ignored:
+nothing reaches the call and nothing is answered. A take-over's audio is :mod:`bridge.serve.takeover`'s.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -29,7 +29,7 @@ from bridge import metrics
 from bridge.serve.takeover import TakeOverHub
 from bridge.store import keys
 from bridge.store.channels import follow
-from bridge.supervisor.listen_token import TAKEOVER, Verifier
+from bridge.supervisor.listen_token import ACTION, Signed, Verifier
 
 log = logging.getLogger("bridge.serve.actions")
 
@@ -37,16 +37,23 @@ log = logging.getLogger("bridge.serve.actions")
 Deliver = Callable[[ev.Event], None]
 
 
-def parse(data: Any) -> tuple[str, str, ev.SupervisorAction, str] | None:
-    """(request id, call id, action, grant) of a control message, or None if it is not one."""
+def parse(signed: Signed) -> tuple[str, ev.SupervisorAction]:
+    """(request id, action) of a verified request; ValueError if its fields are not an action's."""
+    fields = signed.fields
     try:
-        body = json.loads(data)
-        action = ev.SupervisorAction(
-            ev.SupervisorKind(body["action"]), str(body["who"]), str(body.get("text", "")), str(body.get("target", ""))
-        )
-        return str(body["id"]), str(body["call_id"]), action, str(body.get("grant", ""))
-    except (TypeError, ValueError, KeyError):
-        return None
+        kind = ev.SupervisorKind(fields.get("action", ""))
+    except ValueError:
+        raise ValueError(f"no such action for call {signed.call_id[:64]}") from None
+    request_id = fields.get("id", "")
+    if not request_id or not signed.who:
+        raise ValueError(f"a request for call {signed.call_id[:64]} without its id or actor")
+    return request_id, ev.SupervisorAction(kind, signed.who, fields.get("text", ""), fields.get("target", ""))
+
+
+@dataclass(slots=True)
+class _Call:
+    deliver: Deliver
+    targets: tuple[str, ...]
 
 
 class CallActions:
@@ -57,8 +64,8 @@ class CallActions:
     ) -> None:
         self.client, self.worker = client, worker
         self.takeover = takeover  # None: take-over refused here
-        self._grants = Verifier(key, purpose=TAKEOVER)
-        self.calls: dict[str, Deliver] = {}
+        self._verifier = Verifier(key, purpose=ACTION)
+        self.calls: dict[str, _Call] = {}
         self._task: asyncio.Task[None] | None = None
         self._acks: set[asyncio.Task[None]] = set()
 
@@ -75,8 +82,10 @@ class CallActions:
         if self.takeover is not None:
             await self.takeover.close()
 
-    def add(self, call_id: str, deliver: Deliver) -> None:
-        self.calls[call_id] = deliver
+    def add(self, call_id: str, deliver: Deliver, targets: tuple[str, ...] = ()) -> None:
+        """The call takes actions here; ``targets``: where a supervisor may transfer it (its plan's,
+        ``bridge.supervisor.actions.allowed_targets``)."""
+        self.calls[call_id] = _Call(deliver, targets)
 
     def remove(self, call_id: str) -> None:
         self.calls.pop(call_id, None)
@@ -87,37 +96,41 @@ class CallActions:
         await follow(self.client, keys.CALL_ACTIONS, self.on_message, "call actions")
 
     def on_message(self, data: Any) -> bool:
-        """Deliver the action if its call is here; True if it was."""
-        parsed = parse(data)
-        if parsed is None:
-            log.warning("call actions: a control message that is not an action request was ignored")
+        """Deliver the action if it is signed and its call is here; True if it was."""
+        try:
+            signed = self._verifier.verify(data)
+            request_id, action = parse(signed)
+        except ValueError as exc:
+            metrics.ACTIONS_REFUSED.inc()
+            log.warning("call actions: refused a control message (%s): nothing changed", exc)
             return False
-        request_id, call_id, action, grant = parsed
-        deliver = self.calls.get(call_id)
-        if deliver is None:
+        call = self.calls.get(signed.call_id)
+        if call is None:
             return False
-        if action.action is ev.SupervisorKind.TAKEOVER and not self._take_over(call_id, action.who, grant, deliver):
+        call_id = signed.call_id
+        if action.action is ev.SupervisorKind.TRANSFER and action.target not in call.targets:
+            metrics.ACTIONS_REFUSED.inc()
+            log.warning("call %s: transfer by %s refused: the target is not one of the plan's: nothing changed",
+                        call_id, action.who)  # fmt: skip
+            return False
+        if action.action is ev.SupervisorKind.TAKEOVER and not self._take_over(call_id, action.who, call.deliver):
             return False
         if action.action is ev.SupervisorKind.HANDBACK and self.takeover is not None:
             self.takeover.end(call_id)
         log.info("call %s: %s by %s", call_id, action.action, action.who)
-        deliver(action)
+        call.deliver(action)
         task = asyncio.create_task(self._ack(request_id), name=f"action-ack-{request_id}")
         self._acks.add(task)
         task.add_done_callback(self._acks.discard)
         return True
 
-    def _take_over(self, call_id: str, who: str, grant: str, deliver: Deliver) -> bool:
-        """The grant checked, the call's leg switched to the supervisor's voice; False (logged) if refused."""
-        try:
-            granted = self._grants.check(grant)
-            if granted != (call_id, who):
-                raise ValueError(f"a grant for another call or supervisor ({granted[0][:64]})")
-        except ValueError as exc:
+    def _take_over(self, call_id: str, who: str, deliver: Deliver) -> bool:
+        """The call's leg switched to ``who``'s voice; False (logged) if this worker cannot."""
+        if self.takeover is None or not self.takeover.begin(call_id, who, deliver):
             metrics.TAKEOVER_REFUSED.inc()
-            log.warning("call %s: take-over by %s refused (%s): nothing changed", call_id, who, exc)
+            log.warning("call %s: take-over by %s refused: no take-over leg here", call_id, who)
             return False
-        return self.takeover is not None and self.takeover.begin(call_id, who, deliver)
+        return True
 
     async def _ack(self, request_id: str) -> None:
         key = keys.call_action_ack(request_id)

@@ -9,8 +9,12 @@ A supervisor's page asks the ``serve`` process that serves it to hear a call; th
 subscription per worker process); the one holding the call starts its tap and a pump task that, every
 :data:`PUMP_S`, publishes what the tap took: one message of ``[flags byte] + PCM16 LE 8 kHz mono`` (whole 20 ms
 frames; flags in :mod:`bridge.call.tap`). ``PUBLISH`` answers how many subscribers got the message: once no one
-did, the last listener has gone (or its ``serve`` died) and the tap stops, with no message needed. When the call
-ends its pump publishes the :data:`~bridge.call.tap.ENDED` flag alone.
+did, the last listener has gone (or its ``serve`` died) and the tap stops, with no message needed. Nor does a tap
+outlive its requests: each signed request is good until its expiry (``listen_token.TTL_S``), and once the last
+one has expired the tap stops whoever still subscribes. The console renews a request only while the listener's
+session lives, so a tap ends within ``TTL_S`` of its session's end. A control message no handler can take is logged
+and skipped; the subscription lives on (:func:`bridge.store.channels.follow`). When the call ends its pump
+publishes the :data:`~bridge.call.tap.ENDED` flag alone.
 
 So with nobody listening a call costs nothing here beyond the tap's flag test: no copy, no task, no message.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -28,7 +33,7 @@ from bridge import metrics
 from bridge.call.tap import ENDED, ListenTap
 from bridge.store import keys
 from bridge.store.channels import follow
-from bridge.supervisor.listen_token import Verifier
+from bridge.supervisor.listen_token import TTL_S, Verifier
 
 log = logging.getLogger("bridge.serve.listen")
 
@@ -43,6 +48,7 @@ class ListenHub:
         self.client = client
         self.verifier = Verifier(key)  # only requests signed by this node's serve start a tap
         self.taps: dict[str, ListenTap] = {}
+        self.until: dict[str, float] = {}  # call id -> when its latest signed request expires (wall clock)
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -67,10 +73,14 @@ class ListenHub:
         if tap is not None:
             tap.active = False
 
-    def request(self, call_id: str, who: str = "") -> bool:
-        """A listener wants this call: start its tap and pump, if the call is here and not already listened."""
+    def request(self, call_id: str, who: str = "", until: float | None = None) -> bool:
+        """A listener wants this call until ``until`` (wall clock; None: :data:`TTL_S` from now): start its tap and
+        pump, if the call is here and not already listened; a request for a listened call renews it."""
         tap = self.taps.get(call_id)
-        if tap is None or call_id in self._pumps:
+        if tap is None:
+            return False
+        self.until[call_id] = max(self.until.get(call_id, 0.0), time.time() + TTL_S if until is None else until)
+        if call_id in self._pumps:
             return False
         tap.start()
         log.info("call %s: listen-in started (%s)", call_id, who or "a supervisor")
@@ -83,12 +93,12 @@ class ListenHub:
 
     def _on_control(self, data: Any) -> None:
         try:
-            call_id, who = self.verifier.check(data)
+            signed = self.verifier.verify(data)
         except ValueError as exc:
             metrics.LISTEN_REFUSED.inc()
             log.warning("listen-in: refused a control message (%s): nothing streamed", exc)
             return
-        self.request(call_id, who)
+        self.request(signed.call_id, signed.who, signed.expires)
 
     async def _pump(self, tap: ListenTap) -> None:
         channel = keys.listen_audio(tap.call_id)
@@ -97,6 +107,9 @@ class ListenHub:
             while tap.active:
                 await asyncio.sleep(PUMP_S)
                 if not tap.active:
+                    break
+                if time.time() > self.until.get(tap.call_id, 0.0):
+                    log.info("call %s: listen-in request not renewed", tap.call_id)
                     break
                 flags, pcm = tap.take()
                 quiet = 0.0 if pcm else quiet + PUMP_S
@@ -111,5 +124,6 @@ class ListenHub:
         finally:
             tap.stop()
             self._pumps.pop(tap.call_id, None)
+            self.until.pop(tap.call_id, None)
             metrics.LISTEN_TAPS_ACTIVE.dec()
             log.info("call %s: listen-in stopped", tap.call_id)

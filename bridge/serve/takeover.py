@@ -1,12 +1,14 @@
 """Take-over, the worker's side: the calls' take-over legs (:class:`bridge.call.takeover.TakeOverLeg`) and the
 supervisor's audio on Redis pub/sub.
 
-A take-over reaches the worker as a supervisor action (``bridge.serve.actions``) carrying a grant signed with the
-node's listen key for that call and that supervisor (:mod:`bridge.supervisor.listen_token`, purpose ``takeover``);
-an action without a valid grant is refused and logged, and nothing changes. With one, :meth:`TakeOverHub.begin`
-switches the call's leg to the supervisor's voice and subscribes to the call's take-over channel
+A take-over reaches the worker as a supervisor action signed with the node's listen key (``bridge.serve.actions``;
+an unsigned or forged one is refused and logged, and nothing changes). Then :meth:`TakeOverHub.begin` switches the
+call's leg to the supervisor's voice and subscribes to the call's take-over channel
 (:func:`~bridge.store.keys.takeover_audio`), where the console's socket (``bridge.supervisor.takeover``) publishes
-the supervisor's microphone as PCM16 LE 8 kHz mono; each message is fed to the leg.
+the supervisor's microphone as PCM16 LE 8 kHz mono, each message sealed with the same key for this call and this
+supervisor (:func:`bridge.supervisor.listen_token.seal`). A message sealed for them, newer than the last, is fed to
+the leg; any other (written straight into Redis, replayed, another supervisor's) is dropped, counted and logged
+once per take-over.
 
 A hand-back action ends it (:meth:`TakeOverHub.end`). So does silence on the channel: with no message for
 :data:`IDLE_S` (the page or its ``serve`` went away without handing back) the hub hands the call back to the model
@@ -25,8 +27,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bridge import events as ev
+from bridge import metrics
 from bridge.call.takeover import TakeOverLeg
 from bridge.store import keys
+from bridge.supervisor.listen_token import AudioOpener
 
 log = logging.getLogger("bridge.serve.takeover")
 
@@ -40,8 +44,9 @@ Deliver = Callable[[ev.Event], None]
 class TakeOverHub:
     """One worker's take-over legs, by call id, and the audio subscription of each call taken over."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, key: bytes | None = None) -> None:
         self.client = client  # one that does not decode replies (the audio is binary); no connection until used
+        self.key = key  # the node's listen key: only audio sealed with it is played
         self.legs: dict[str, TakeOverLeg] = {}
         self._feeds: dict[str, asyncio.Task[None]] = {}
 
@@ -59,7 +64,8 @@ class TakeOverHub:
             return False
         self.end(call_id)
         leg.begin(who)
-        self._feeds[call_id] = asyncio.create_task(self._feed(leg, deliver), name=f"takeover-{call_id}")
+        opener = AudioOpener(self.key, call_id, who)
+        self._feeds[call_id] = asyncio.create_task(self._feed(leg, opener, deliver), name=f"takeover-{call_id}")
         log.info("call %s: taken over by %s", call_id, who)
         return True
 
@@ -82,19 +88,28 @@ class TakeOverHub:
         with contextlib.suppress(Exception):
             await self.client.aclose()
 
-    async def _feed(self, leg: TakeOverLeg, deliver: Deliver) -> None:
+    async def _feed(self, leg: TakeOverLeg, opener: AudioOpener, deliver: Deliver) -> None:
         """The supervisor's audio into the leg until hand-back; :data:`IDLE_S` of nothing hands back here."""
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         loop = asyncio.get_running_loop()
         try:
             await pubsub.subscribe(keys.takeover_audio(leg.call_id))
-            heard = loop.time()
+            heard, refused = loop.time(), 0
             while leg.active and loop.time() - heard < IDLE_S:
                 message = await pubsub.get_message(timeout=POLL_S)
                 data = message.get("data") if message is not None else None
-                if isinstance(data, bytes):
-                    heard = loop.time()
-                    leg.feed(data)
+                if not isinstance(data, bytes):
+                    continue
+                try:
+                    pcm = opener.open(data)
+                except ValueError as exc:
+                    metrics.TAKEOVER_REFUSED.inc()
+                    refused += 1
+                    if refused == 1:
+                        log.warning("call %s: take-over audio refused (%s): not played", leg.call_id, exc)
+                    continue
+                heard = loop.time()
+                leg.feed(pcm)
         except (RedisError, OSError) as exc:
             log.warning("call %s: take-over audio lost: Redis: %s", leg.call_id, exc)
         finally:

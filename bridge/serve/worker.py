@@ -51,6 +51,7 @@ from bridge.serve.variant import VariantCall
 from bridge.store.calls import CallStore
 from bridge.store.connection import StoreUnavailable, connect
 from bridge.store.reportfile import append_report
+from bridge.supervisor.actions import allowed_targets
 
 if TYPE_CHECKING:  # pjsua2 is imported when the worker runs (Worker.run), not when this module is
     from bridge.sip.endpoint import SipConfig
@@ -306,7 +307,7 @@ class Worker:
             self.store.update(call.call_id, sip_call_id=call.sip_call_id)  # the caller's Call-ID: data, never a key
         session = self._session(call, plan, vc, self._leg(call, plan, dialect.name, listeners), listeners)
         if self.actions is not None:
-            self.actions.add(call.call_id, session.inbox.put)
+            self.actions.add(call.call_id, session.inbox.put, allowed_targets(plan))
         if self.store is not None:
             store = self.store
             # a fallback to the variant's fallback model: the call's hash says which model and voice it is on
@@ -473,10 +474,12 @@ class Worker:
             await self.store.start()
             self.rollouts = RolloutStore(s.redis_url, specs=self.specs)
             key = s.listen_key.get_secret_value().encode() if s.listen_key is not None else None
-            self.listen = ListenHub(self.store.client, key)
+            # binary: the audio, and control messages read as bytes (one that is not UTF-8 is refused like any other)
+            binary = connect(s.redis_url, decode_responses=False)
+            self.listen = ListenHub(binary, key)
             await self.listen.start()
-            hub = TakeOverHub(connect(s.redis_url, decode_responses=False))  # binary audio
-            self.actions = CallActions(self.store.client, self.store.worker, hub, key)
+            hub = TakeOverHub(binary, key)  # closes the client, after the listen hub (closed first) is done with it
+            self.actions = CallActions(binary, self.store.worker, hub, key)
             await self.actions.start()
         variants = {p.name: (p.rollout_spec.names if p.rollout_spec else (p.dialect,)) for p in self.plans}
         metrics.prime(tuple(DIALECTS), tuple(p.name for p in self.plans), variants)

@@ -3,11 +3,17 @@
 then each new one as it is written (the call's timeline, :func:`bridge.supervisor.stream.follow_call`).
 
 An entry is ``{"id", "action", "who", "call_id", "at", ...}`` and what its action carried: a whisper's ``text``, a
-transfer's ``target``, ``worker`` (the worker that took it; empty: none did).
+transfer's ``target``, ``request`` (the request's id), ``worker`` (the worker that took it; empty: none did).
+
+An action is audited before it is sent, so the worker that took it is written after, in an entry of its own
+(``event`` :data:`OUTCOME`, the same ``request``); every reader here folds it into its request's entry. Following,
+a request younger than :data:`PENDING_S` without its outcome is held back until the outcome is in or the wait
+is over, so the timeline shows each action once, with its result.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +25,9 @@ from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
 
 SHOWN = 50  # entries in one answer of the view
+OUTCOME = "outcome"  # the ``event`` of the entry naming the worker that took a request
+TAKEOVER_AUDIO = "takeover-audio"  # the action of a take-over's audio (``bridge.supervisor.takeover``)
+PENDING_S = 4.0  # a request's outcome comes within this (the console waits actions.ACK_WAIT_S for the worker)
 SCAN = 2000  # the newest entries a filtered view and a call's timeline look through
 FOLLOW_COUNT = 500  # new entries read at once while following
 
@@ -49,6 +58,28 @@ def _entry(entry_id: Any, fields: Mapping[Any, Any] | None) -> Entry:
     return {"id": _text(entry_id), **{_text(k): _text(v) for k, v in (fields or {}).items()}}
 
 
+def fold(entries: list[Entry]) -> list[Entry]:
+    """``entries`` (in either order) with each outcome's ``worker`` put into its request's entry and the outcomes
+    dropped."""
+    workers = {e.get("request", ""): e.get("worker", "") for e in entries if e.get("event") == OUTCOME}
+    return [
+        {**e, "worker": workers.get(e["request"], "")} if e.get("request") else e
+        for e in entries
+        if e.get("event") != OUTCOME
+    ]
+
+
+def _settled(entries: list[Entry], now: float) -> int:
+    """How many of ``entries`` (oldest first) can be shown: up to the first request still waiting for its outcome."""
+    answered = {e.get("request") for e in entries if e.get("event") == OUTCOME}
+    for i, e in enumerate(entries):
+        request = e.get("request")
+        waiting = request and e.get("event") != OUTCOME and request not in answered
+        if waiting and now - float(e.get("at", "0") or 0) < PENDING_S:
+            return i
+    return len(entries)
+
+
 async def read_audit(redis: aioredis.Redis, wanted: AuditFilter, *, shown: int = SHOWN) -> tuple[list[Entry], bool]:
     """The newest entries ``wanted`` keeps (at most ``shown``, newest first), and whether the scan stopped at
     :data:`SCAN` entries (older ones were not looked at). Raises StoreUnavailable."""
@@ -56,7 +87,7 @@ async def read_audit(redis: aioredis.Redis, wanted: AuditFilter, *, shown: int =
         rows = await redis.xrevrange(keys.CALL_ACTIONS_AUDIT, count=SCAN)
     except (RedisError, OSError) as exc:
         raise StoreUnavailable("call actions audit", str(exc)) from exc
-    entries = [e for e in (_entry(i, f) for i, f in rows or ()) if wanted(e)]
+    entries = [e for e in fold([_entry(i, f) for i, f in rows or ()]) if wanted(e)]
     return entries[:shown], len(rows or ()) >= SCAN
 
 
@@ -66,9 +97,10 @@ async def call_actions(redis: aioredis.Redis, call_id: str) -> tuple[list[Entry]
         rows = await redis.xrevrange(keys.CALL_ACTIONS_AUDIT, count=SCAN)
     except (RedisError, OSError) as exc:
         raise StoreUnavailable("call actions audit", str(exc)) from exc
-    entries = [_entry(i, f) for i, f in rows or ()]
-    after = entries[0]["id"] if entries else "0-0"
-    return [e for e in reversed(entries) if e.get("call_id") == call_id], after
+    entries = [_entry(i, f) for i, f in reversed(rows or ())]
+    shown = _settled(entries, time.time())
+    after = entries[shown - 1]["id"] if shown else ("0-0" if not entries else _before(entries[0]["id"]))
+    return [e for e in fold(entries[:shown]) if e.get("call_id") == call_id], after
 
 
 async def actions_after(redis: aioredis.Redis, call_id: str, after: str) -> tuple[list[Entry], str]:
@@ -79,5 +111,12 @@ async def actions_after(redis: aioredis.Redis, call_id: str, after: str) -> tupl
         raise StoreUnavailable("call actions audit", str(exc)) from exc
     streams: Any = replies.items() if isinstance(replies, dict) else (replies or [])  # RESP3 answers a map
     entries = [_entry(i, f) for _stream, rows in streams for i, f in rows]
-    last = entries[-1]["id"] if entries else after
-    return [e for e in entries if e.get("call_id") == call_id], last
+    shown = _settled(entries, time.time())
+    last = entries[shown - 1]["id"] if shown else after
+    return [e for e in fold(entries[:shown]) if e.get("call_id") == call_id], last
+
+
+def _before(entry_id: str) -> str:
+    """The stream id just before ``entry_id`` (reading after it starts at ``entry_id``)."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq) - 1}" if int(seq or 0) > 0 else f"{int(ms) - 1}-{2**64 - 1}"

@@ -9,15 +9,17 @@ Each wants the ``supervisor`` role (or ``admin``); a viewer gets 403. The call m
 * ``transfer``: ``{"target"}`` (optional: the plan's ``transfer_target``): one of the plan's ``transfer_target`` and
   ``transfer_targets``; any other is refused (400, naming the allowed ones).
 * ``takeover``: no body. The model is muted and the caller hears the supervisor's audio, sent on the take-over
-  socket (``bridge.supervisor.takeover``); the request carries a grant signed with the node's listen key (503
-  without one), which the worker checks. Without audio for ``bridge.serve.takeover.IDLE_S`` the call goes back
+  socket (``bridge.supervisor.takeover``). Without audio for ``bridge.serve.takeover.IDLE_S`` the call goes back
   to the model by itself.
 * ``handback``: no body. The model hears the caller again and resumes.
 
-The action goes to the worker holding the call (``bridge.serve.actions``); the answer is 202 ``{"call_id", "action",
-"worker"}`` once that worker took it, or 504 if no worker answered within :data:`ACK_WAIT_S`. Every request that
-passed the role check is audited (:data:`~bridge.store.keys.CALL_ACTIONS_AUDIT`: who, the call, the action, its text
-or target, whether a worker took it) and logged. ``GET /api/actions/audit`` answers the newest :data:`AUDIT_SHOWN`
+Every request that passed the checks is audited first (:data:`~bridge.store.keys.CALL_ACTIONS_AUDIT`: who, the
+call, the action, its text or target, the request's id) and logged; an audit that cannot be written stops the
+action (503, nothing sent). Then the action goes to the worker holding the call (``bridge.serve.actions``), signed
+with the node's listen key (:mod:`bridge.supervisor.listen_token`; 503 without one): the worker obeys nothing
+unsigned. The answer is 202 ``{"call_id", "action", "worker"}`` once that worker took it (an ``outcome`` entry
+naming it follows the request's in the audit, :mod:`.action_audit` folds the two), or 504 if no worker answered
+within :data:`ACK_WAIT_S`. ``GET /api/actions/audit`` answers the newest :data:`AUDIT_SHOWN`
 entries, newest first, filtered by ``?who=`` (part of the account's name), ``&call=`` (a call id) and ``&action=``
 (one of :data:`AUDITED`; anything else is a 400 naming the field) (:mod:`.action_audit`).
 """
@@ -41,9 +43,9 @@ from bridge.dialplan import Dialplan
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
 from bridge.store.read import read_call
-from bridge.supervisor.action_audit import SHOWN, AuditFilter, read_audit
+from bridge.supervisor.action_audit import OUTCOME, SHOWN, TAKEOVER_AUDIO, AuditFilter, read_audit
 from bridge.supervisor.http import json_body, need, reply, supervisor_of
-from bridge.supervisor.listen_token import TAKEOVER, sign
+from bridge.supervisor.listen_token import ACTION, sign
 
 log = logging.getLogger("bridge.supervisor")
 
@@ -51,7 +53,7 @@ WHISPER_MAX_CHARS = 500
 ACK_WAIT_S = 3.0
 ACK_POLL_S = 0.05
 AUDIT_SHOWN = SHOWN
-AUDITED = (*(kind.value for kind in ev.SupervisorKind), f"{TAKEOVER}-audio")  # the actions the audit names
+AUDITED = (*(kind.value for kind in ev.SupervisorKind), TAKEOVER_AUDIO)  # the actions the audit names
 
 
 def add_routes(app: web.Application) -> None:
@@ -61,6 +63,7 @@ def add_routes(app: web.Application) -> None:
 
 
 def allowed_targets(plan: Dialplan | None) -> tuple[str, ...]:
+    """The targets a supervisor may transfer a call of ``plan`` to: its ``transfer_target`` and ``transfer_targets``."""
     if plan is None:
         return ()
     return tuple(dict.fromkeys(t for t in (plan.transfer_target, *plan.transfer_targets) if t))
@@ -99,16 +102,17 @@ def _handler(kind: ev.SupervisorKind) -> Any:
         details = _details(kind, body, sup.dialplans.get(detail.state.get("dialplan", "")))
         if isinstance(details, web.Response):
             return details
-        if kind is ev.SupervisorKind.TAKEOVER:
-            if sup.listen_key is None:
-                return reply({"error": "take-over needs the node's listen key (not configured)"}, 503)
-            details = {"grant": sign(sup.listen_key, call_id, principal.who, purpose=TAKEOVER)}
+        if sup.listen_key is None:
+            return reply({"error": "actions need the node's listen key (not configured)"}, 503)
         request_id = secrets.token_hex(12)
-        message = {"id": request_id, "call_id": call_id, "action": kind.value, "who": principal.who, **details}
-        worker = await _send(redis, message)
+        if not await audit(redis, kind.value, principal.who, call_id, request=request_id, **details):
+            return reply({"error": "the action could not be audited: nothing was done"}, 503)
+        fields = {"id": request_id, "action": kind.value, **details}
+        signed = sign(sup.listen_key, call_id, principal.who, purpose=ACTION, fields=fields)
+        worker = await _send(redis, request_id, signed)
         log.info("console: %s: %s on call %s (%s)", principal.who, kind.value, call_id, worker or "no worker took it")
-        shown = {k: v for k, v in details.items() if k != "grant"}
-        await audit(redis, kind.value, principal.who, call_id, worker=worker or "", **shown)
+        if worker is not None:
+            await audit(redis, kind.value, principal.who, call_id, request=request_id, event=OUTCOME, worker=worker)
         if worker is None:
             return reply({"error": "no worker took the action (is the call still up?)"}, 504)
         return reply({"call_id": call_id, "action": kind.value, "worker": worker}, 202)
@@ -116,11 +120,11 @@ def _handler(kind: ev.SupervisorKind) -> Any:
     return act
 
 
-async def _send(redis: aioredis.Redis, message: dict[str, str]) -> str | None:
-    """Publish the request and wait for the worker holding the call to answer; its id, or None."""
-    ack = keys.call_action_ack(message["id"])
+async def _send(redis: aioredis.Redis, request_id: str, message: str) -> str | None:
+    """Publish the signed request and wait for the worker holding the call to answer; its id, or None."""
+    ack = keys.call_action_ack(request_id)
     try:
-        if not await redis.publish(keys.CALL_ACTIONS, json.dumps(message)):
+        if not await redis.publish(keys.CALL_ACTIONS, message):
             return None  # no worker subscribed at all
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ACK_WAIT_S
@@ -134,13 +138,16 @@ async def _send(redis: aioredis.Redis, message: dict[str, str]) -> str | None:
     return None
 
 
-async def audit(redis: aioredis.Redis, action: str, who: str, call_id: str, **fields: str) -> None:
+async def audit(redis: aioredis.Redis, action: str, who: str, call_id: str, **fields: str) -> bool:
+    """Write one audit entry; False (and an error logged) if it could not be written."""
     entry: dict[FieldT, EncodableT] = {"action": action, "who": who, "call_id": call_id, "at": f"{time.time():.3f}"}
     entry.update(fields)
     try:
         await redis.xadd(keys.CALL_ACTIONS_AUDIT, entry, maxlen=keys.AUDIT_MAXLEN, approximate=True)
     except (RedisError, OSError) as exc:
         log.error("audit of %s on call %s by %s could not be written: %s", action, call_id, who, exc)
+        return False
+    return True
 
 
 async def actions_audit(request: web.Request) -> web.Response:

@@ -3,11 +3,13 @@
 ``GET /api/calls/{id}/takeover/audio?rate=16000`` (a WebSocket upgrade) wants the ``supervisor`` role (a viewer
 gets 403) and this server's own page (``Origin``, as for listen-in); the call must be live (404 unknown, 409
 ended). The page first takes the call over (``POST /api/calls/{id}/takeover``, ``bridge.supervisor.actions``:
-the worker checks its signed grant and mutes the model), then opens this socket and sends its microphone as
+the worker checks the signed action and mutes the model), then opens this socket and sends its microphone as
 binary messages: PCM16 little-endian mono at ``rate`` (8000 or 16000 Hz; any whole number of samples a message).
 The server resamples it to the call's 8 kHz with the project's resampler (:class:`bridge.audio.Downsampler16k`)
-and publishes it on the call's take-over channel (:func:`~bridge.store.keys.takeover_audio`), where the call's
-worker feeds it to the caller (``bridge.serve.takeover``). To hear the caller the page listens in as usual.
+and publishes it on the call's take-over channel (:func:`~bridge.store.keys.takeover_audio`), each message sealed
+with the node's listen key for this call and this supervisor (:func:`bridge.supervisor.listen_token.seal`),
+where the call's worker feeds it to the caller (``bridge.serve.takeover``; it plays nothing else). To hear the
+caller the page listens in as usual.
 
 The start is audited (``takeover-audio`` in :data:`~bridge.store.keys.CALL_ACTIONS_AUDIT`: who, which call) before
 the first audio is relayed: no audit, no audio. So is the end (how long, how much audio, why). The page gets
@@ -30,9 +32,10 @@ from redis.typing import EncodableT, FieldT
 from bridge.audio import Downsampler16k
 from bridge.store import keys
 from bridge.store.read import read_call
+from bridge.supervisor.action_audit import TAKEOVER_AUDIO
 from bridge.supervisor.http import forbidden, principal_of, reply, same_origin, supervisor_of
 from bridge.supervisor.listen import call_ended
-from bridge.supervisor.listen_token import TAKEOVER
+from bridge.supervisor.listen_token import seal
 
 log = logging.getLogger("bridge.supervisor")
 
@@ -47,7 +50,7 @@ def add_routes(app: web.Application) -> None:
 
 
 async def _audit(request: web.Request, who: str, call_id: str, **fields: object) -> bool:
-    entry: dict[FieldT, EncodableT] = {"action": f"{TAKEOVER}-audio", "who": who, "call_id": call_id,
+    entry: dict[FieldT, EncodableT] = {"action": TAKEOVER_AUDIO, "who": who, "call_id": call_id,
                                        "at": f"{time.time():.3f}"}  # fmt: skip
     entry.update({k: str(v) for k, v in fields.items()})
     try:
@@ -72,8 +75,8 @@ async def takeover_audio(request: web.Request) -> web.StreamResponse:
     rate = request.query.get("rate", "16000")
     if not rate.isdigit() or int(rate) not in RATES:
         return reply({"error": f"rate: one of {', '.join(map(str, RATES))} (Hz)", "field": "rate"}, 400)
-    redis, audio = sup.need_redis(), sup.listen_audio
-    if audio is None:
+    redis, audio, key = sup.need_redis(), sup.listen_audio, sup.listen_key
+    if audio is None or key is None:
         return reply({"error": "take-over needs Redis and the node's listen key (not configured)"}, 503)
     call_id = request.match_info["call_id"]
     detail = await read_call(redis, call_id, count=1)
@@ -113,7 +116,7 @@ async def takeover_audio(request: web.Request) -> web.StreamResponse:
                 why = "the page sent an odd number of bytes (PCM16 expected)"
                 break
             pcm = down.process(pcm) if down is not None and pcm else pcm
-            heard = await audio.publish(channel, pcm) if pcm else 1
+            heard = await audio.publish(channel, seal(key, call_id, who, pcm)) if pcm else 1
             frames += len(pcm) // 320
             now = time.monotonic()
             unheard_since = None if heard else (unheard_since or now)

@@ -25,6 +25,7 @@ from bridge.audio.frames import SAMPLE_RATE
 from bridge.audio.wav import read_wav
 from bridge.devkit.ports import free_port
 from bridge.store import keys
+from bridge.supervisor.action_audit import fold
 
 pytestmark = needs_browser_stack
 
@@ -118,11 +119,11 @@ async def test_whisper_hang_up_and_transfer_live_calls_then_readiness(tmp_path: 
         assert np.sqrt(np.mean(tail**2)) > 300, "silence before the BYE: no goodbye was heard"
 
         # -- the audit names the credential, not anything the body said
-        audit = await stack.client.xrange(keys.CALL_ACTIONS_AUDIT)
-        actions = [(f["action"], f["who"], f["call_id"]) for _, f in audit]
+        audit = fold([f for _, f in await stack.client.xrange(keys.CALL_ACTIONS_AUDIT)])  # each with its outcome
+        actions = [(f["action"], f["who"], f["call_id"]) for f in audit]
         who = "demo token (admin)"
         assert actions == [("whisper", who, call_id), ("hangup", who, call_id)], actions
-        assert all(f["worker"] for _, f in audit)
+        assert all(f["worker"] for f in audit)
         # an ended call takes no more actions
         status, _ = await post(stack, f"/api/calls/{call_id}/hangup", OPERATOR_TOKEN)
         assert status in (404, 409)

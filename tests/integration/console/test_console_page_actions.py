@@ -16,6 +16,7 @@ from _console_helpers import caller_wav, console_stack, fetch, needs_browser_sta
 
 from bridge.store import keys
 from bridge.supervisor.accounts import Users, add_user, save_users
+from bridge.supervisor.action_audit import fold
 
 pytestmark = needs_browser_stack
 SAM, VERA = ("sam", "sam-supervises-9"), ("vera", "vera-views-only-7")
@@ -86,7 +87,7 @@ async def test_a_supervisor_hangs_up_from_the_page_a_viewer_cannot(tmp_path: Pat
         assert json.loads(out.decode().strip().splitlines()[-1])["hangup_by"] == "remote"
         assert (await stack.report(call_id))["end_reason"] == "ended by a supervisor"
         await sam.wait_for("document.getElementById('actions').hidden === true", timeout=10)
-        audit = [f for _, f in await stack.client.xrange(keys.CALL_ACTIONS_AUDIT)]
+        audit = fold([f for _, f in await stack.client.xrange(keys.CALL_ACTIONS_AUDIT)])
         assert [(a["action"], a["who"]) for a in audit] == [("hangup", "sam")]
         assert sam.problems == [] and vera.problems == [], (sam.problems, vera.problems)
     log = stack.log.read_text()

@@ -23,6 +23,7 @@ from _console_helpers import ROOT, Stack, caller_wav, console_stack, needs_brows
 
 from bridge.store import keys
 from bridge.supervisor.accounts import Users, add_user, save_users
+from bridge.supervisor.action_audit import fold
 
 pytestmark = needs_browser_stack
 SAM = ("sam", "sam-supervises-9")
@@ -102,7 +103,7 @@ async def check_layout(page: Page, width: int, *, shots: bool = True) -> dict[st
 
 
 async def audited(stack: Stack) -> list[tuple[str, str]]:
-    return [(f["action"], f["who"]) for _, f in await stack.client.xrange(keys.CALL_ACTIONS_AUDIT)]
+    return [(f["action"], f["who"]) for f in fold([f for _, f in await stack.client.xrange(keys.CALL_ACTIONS_AUDIT)])]
 
 
 ACTED = "document.querySelector('#call-actions li[data-action=ACTION]')"

@@ -21,6 +21,7 @@ from bridge.audio.analysis import tone
 from bridge.audio.wav import read_wav
 from bridge.store import keys
 from bridge.supervisor.accounts import Users, add_user, save_users
+from bridge.supervisor.action_audit import fold
 
 pytestmark = needs_browser_stack
 SAM, VERA = ("sam", "sam-supervises-9"), ("vera", "vera-views-only-7")
@@ -131,9 +132,8 @@ async def test_a_supervisor_takes_over_from_the_microphone_and_hands_back(tmp_pa
         await refusals(browser, stack, sam, call_id)
 
         await asyncio.wait_for(phone.communicate(), 40)
-        audit = [
-            (f["action"], f["who"], f.get("event", "")) for _, f in await stack.client.xrange(keys.CALL_ACTIONS_AUDIT)
-        ]
+        rows = fold([f for _, f in await stack.client.xrange(keys.CALL_ACTIONS_AUDIT)])  # each with its outcome
+        audit = [(f["action"], f["who"], f.get("event", "")) for f in rows]
         model_heard = stack.emulator.sessions[0]
         timeline = [(e["kind"] + ":" + e.get("action", ""), float(e["t"])) for e in await entries(stack, call_id)]
         assert sam.problems == [], sam.problems

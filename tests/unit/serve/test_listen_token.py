@@ -1,5 +1,6 @@
-"""Listen-in requests are signed by serve and checked by the workers: unsigned, forged, expired and replayed
-requests are refused."""
+"""Commands on Redis are signed by serve and checked by the workers: unsigned, forged, expired, replayed and
+malformed requests are refused; no kind passes for another; take-over audio is sealed for one call and one
+supervisor and played once, in order."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 
 import pytest
 
-from bridge.supervisor.listen_token import TAKEOVER, TTL_S, Verifier, sign
+from bridge.supervisor.listen_token import ACTION, TTL_S, AudioOpener, Verifier, seal, sign
 
 KEY = b"k" * 32
 
@@ -39,13 +40,55 @@ def test_a_signed_request_passes_once_and_every_other_is_refused() -> None:
         Verifier(None).check(sign(KEY, "c-1", "Dana"))
 
 
-def test_a_take_over_grant_and_a_listen_request_never_pass_for_each_other() -> None:
+def test_an_action_and_a_listen_request_never_pass_for_each_other_and_the_fields_are_signed() -> None:
     now = [1000.0]
-    grants = Verifier(KEY, clock=lambda: now[0], purpose=TAKEOVER)
+    actions = Verifier(KEY, clock=lambda: now[0], purpose=ACTION)
     listens = Verifier(KEY, clock=lambda: now[0])
-    grant = sign(KEY, "c-1", "sam", now=now[0], purpose=TAKEOVER)
+    fields = {"id": "r1", "action": "transfer", "target": "sip:desk@example.com"}
+    action = sign(KEY, "c-1", "sam", now=now[0], purpose=ACTION, fields=fields)
     with pytest.raises(ValueError, match="bad signature"):
-        listens.check(grant)  # a grant captured on Redis does not start a listen-in
+        listens.check(action)  # an action captured on Redis does not start a listen-in
     with pytest.raises(ValueError, match="bad signature"):
-        grants.check(sign(KEY, "c-1", "sam", now=now[0]))  # nor a listen request a take-over
-    assert grants.check(grant) == ("c-1", "sam")
+        actions.check(sign(KEY, "c-1", "sam", now=now[0]))  # nor a listen request an action
+    moved = json.loads(action)
+    moved["fields"]["target"] = "sip:premium@toll.example"  # a signed transfer sent somewhere else
+    with pytest.raises(ValueError, match="bad signature"):
+        actions.verify(json.dumps(moved))
+    signed = actions.verify(action)
+    assert (signed.call_id, signed.who, signed.fields) == ("c-1", "sam", fields)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xff\xfe", b"[1]", b"null", b'"c-1"', b'{"call_id": 7}', b'{"call_id": "c-1", "who": ["x"]}',
+     b'{"call_id": "c-1", "sig": "a", "nonce": "b", "exp": ' + b"9" * 400 + b"}",
+     b'{"call_id": "c-1", "sig": "a", "nonce": "b", "exp": 1e999}',
+     b'{"call_id": "c-1", "sig": "a", "nonce": "b", "exp": 1, "fields": [1]}',
+     b'{"call_id": "c-1", "sig": "a", "nonce": "b", "exp": 1, "fields": {"id": 1}}'],
+)  # fmt: skip
+def test_a_malformed_message_is_refused_with_a_value_error(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        Verifier(KEY).verify(data)
+
+
+def test_take_over_audio_is_played_only_sealed_for_its_call_and_supervisor_once_and_in_order() -> None:
+    now = [10**18]
+    opener = AudioOpener(KEY, "c-1", "sam", clock=lambda: now[0])
+    first = seal(KEY, "c-1", "sam", b"\x01\x00" * 160, now_ns=now[0])
+    assert opener.open(first) == b"\x01\x00" * 160
+    refused = [
+        first,  # replayed
+        seal(KEY, "c-1", "sam", b"\x02\x00", now_ns=now[0] - 1),  # older than the last
+        seal(KEY, "c-1", "mallory", b"\x02\x00", now_ns=now[0] + 1),  # another supervisor's
+        seal(KEY, "c-2", "sam", b"\x02\x00", now_ns=now[0] + 1),  # another call's
+        seal(b"x" * 32, "c-1", "sam", b"\x02\x00", now_ns=now[0] + 1),  # another key
+        seal(KEY, "c-1", "sam", b"\x02\x00", now_ns=now[0] + int((TTL_S + 10) * 1e9)),  # from the future
+        b"\x02\x00" * 160,  # plain PCM written straight into Redis
+    ]
+    for data in refused:
+        with pytest.raises(ValueError):
+            opener.open(data)
+    later = seal(KEY, "c-1", "sam", b"\x03\x00", now_ns=now[0] + 20_000_000)
+    now[0] += int((TTL_S + 1) * 1e9)
+    with pytest.raises(ValueError, match="out of time"):
+        opener.open(later)  # too old by the time it came
