@@ -22,6 +22,7 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
@@ -200,6 +201,12 @@ class Settings(BaseSettings):
     front_pike_window_s: int = Field(2, ge=1, le=300)
     front_ban_s: int = Field(300, ge=1, le=86400)
     front_topology_hiding: bool = False
+    # The Redis database (of redis_url, redis:// only) the front keeps its dialogs in (Kamailio's dialog module with
+    # db_redis, written as they change), so that a restarted front, or a second one taking over its address, carries
+    # every live call's in-dialog requests to its worker; None: dialogs in Kamailio's memory only
+    front_dialog_db: int | None = Field(None, ge=0, le=15)
+    # this front's number among the fronts sharing front_dialog_db (each its own): the dialog ids it makes are its own
+    front_dialog_id: int = Field(0, ge=0, le=15)
     # CIDRs of fronts (on other machines) whose X-Callbridge-Source header names the caller; a node's own front is
     # trusted without being listed (trusted_fronts())
     sip_trusted_fronts: tuple[str, ...] = ()
@@ -236,6 +243,23 @@ class Settings(BaseSettings):
         for entry in value:
             ipaddress.ip_network(entry.strip(), strict=False)  # a bad entry: ValueError naming it
         return tuple(entry.strip() for entry in value)
+
+    @field_validator("front_dialog_db")
+    @classmethod
+    def _front_dialog_db(cls, value: int | None, info: ValidationInfo) -> int | None:
+        url = info.data.get("redis_url")
+        if value is None:
+            return value
+        if not url:
+            raise ValueError("the front keeps its dialogs in the Redis of redis_url: set redis_url")
+        parts = urlsplit(url)
+        if parts.scheme != "redis" or not parts.hostname:
+            raise ValueError(
+                f"Kamailio's db_redis reaches Redis at redis://host:port only (redis_url: {parts.scheme}://)"
+            )
+        if (parts.path.strip("/") or "0") == str(value):
+            raise ValueError(f"must not be redis_url's own database ({value})")
+        return value
 
     @field_validator("recordings_dir", "spool_dir")
     @classmethod

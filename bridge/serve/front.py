@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bridge.config import Settings, load_settings
 from bridge.errors import BridgeError, ConfigError
@@ -281,11 +282,15 @@ def front_defs(
     edge: Edge | None = None,
     advertise: str = "",
     tls_port: int | None = None,
+    dialog_db: str = "",
+    dialog_id: int = 0,
 ) -> str:
     """What ``kamailio.cfg`` includes: addresses, paths and numbers that appear inside strings as ``#!substdef``,
     other numbers as ``#!define``; switches of the edge as bare ``#!define``. ``advertise`` (``sip_public_address``,
     behind 1:1 NAT) is the address the listeners announce in Record-Route and Via instead of the bound one.
-    ``tls_port`` adds a TLS listener (``FRONT_TLS``: Kamailio's tls module with ``tls.cfg`` of the run directory)."""
+    ``tls_port`` adds a TLS listener (``FRONT_TLS``: Kamailio's tls module with ``tls.cfg`` of the run directory).
+    ``dialog_db`` (:func:`dialog_db_url`) keeps the dialogs in Redis (``FRONT_DIALOG_DB``, schema in ``db_redis/``),
+    their ids of this front's own (``dialog_id``: ``front_dialog_id``)."""
     edge = edge or Edge()
     host = f"[{listen_host}]" if ":" in listen_host else listen_host
     public = f"[{advertise}]" if ":" in advertise else advertise
@@ -307,6 +312,9 @@ def front_defs(
             f" advertise {public}:{tls_port}" if advertise else ""
         )
         strings["FRONT_TLS_CFG"] = str(run_dir / "tls.cfg")
+    if dialog_db:
+        strings["FRONT_DIALOG_DB_URL"] = dialog_db
+        strings["FRONT_DIALOG_SCHEMA"] = str(run_dir / "db_redis")
     switches = [
         name
         for name, on in (
@@ -314,6 +322,7 @@ def front_defs(
             ("FRONT_AUTH", bool(edge.auth_users)),
             ("FRONT_TOPOH", edge.topology_hiding),
             ("FRONT_TLS", tls_port is not None),
+            ("FRONT_DIALOG_DB", bool(dialog_db)),
         )
         if on
     ]
@@ -324,6 +333,7 @@ def front_defs(
         "FRONT_CALL_MAX_S": CALL_MAX_S,
         "FRONT_PING_S": PING_INTERVAL_S,
         "FRONT_LOG_LEVEL": log_level,
+        "FRONT_DIALOG_ID": dialog_id,
     }
     for value in strings.values():
         if "!" in value or "\n" in value:
@@ -333,6 +343,53 @@ def front_defs(
     lines += [f"#!define {name} {value}" for name, value in numbers.items()]
     lines += [f"#!define {name}" for name in switches]
     return "\n".join(lines) + "\n"
+
+
+# -- dialogs in Redis (the dialog module's db_redis backend) ------------------------------------------------------
+
+# db_redis's table schemas (one file per table: its columns, then its version; README.db_redis §1), as Debian's
+# kamailio-redis-modules ships them in /usr/share/kamailio/db_redis/kamailio, for the tables the dialog module uses.
+DIALOG_SCHEMAS = {
+    "version": "id/int,table_name/string,table_version/int,\n1\n",
+    "dialog": (
+        "id/int,hash_entry/int,hash_id/int,callid/string,from_uri/string,from_tag/string,to_uri/string,"
+        "to_tag/string,caller_cseq/string,callee_cseq/string,caller_route_set/string,callee_route_set/string,"
+        "caller_contact/string,callee_contact/string,caller_sock/string,callee_sock/string,state/int,"
+        "start_time/int,timeout/int,sflags/int,iflags/int,toroute_name/string,req_uri/string,xdata/string,\n7\n"
+    ),
+    "dialog_vars": "id/int,hash_entry/int,hash_id/int,dialog_key/string,dialog_value/string,\n1\n",
+}
+DIALOG_DB_PACKAGE = "kamailio-redis-modules"
+_MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/aarch64-linux-gnu/kamailio/modules",
+                "/usr/lib/kamailio/modules", "/usr/lib64/kamailio/modules", "/usr/local/lib64/kamailio/modules",
+                "/usr/local/lib/kamailio/modules")  # fmt: skip
+
+
+def has_db_redis() -> bool:
+    """Is Kamailio's db_redis module installed (True where Kamailio's module directory is not a known one)?"""
+    installed = [Path(d) for d in _MODULE_DIRS if Path(d).is_dir()]
+    return not installed or any((d / "db_redis.so").is_file() for d in installed)
+
+
+def dialog_db_url(settings: Settings) -> str:
+    """The dialog module's ``db_url`` for ``front_dialog_db``: the Redis of ``redis_url`` (``redis://``, checked by
+    the settings; its password if any), database ``front_dialog_db``; "" when dialogs stay in Kamailio's memory.
+    FrontError when Kamailio's db_redis is not installed."""
+    if settings.front_dialog_db is None or not settings.redis_url:
+        return ""
+    if not has_db_redis():
+        raise FrontError(f"front_dialog_db needs Kamailio's db_redis module: apt-get install {DIALOG_DB_PACKAGE}")
+    parts = urlsplit(settings.redis_url)
+    host = parts.hostname or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    auth = f"{parts.username or ''}:{parts.password}@" if parts.password else ""
+    return f"redis://{auth}{host}:{parts.port or 6379}/{settings.front_dialog_db}"
+
+
+def write_dialog_schemas(directory: Path) -> None:
+    directory.mkdir(mode=0o700, exist_ok=True)
+    for table, schema in DIALOG_SCHEMAS.items():
+        (directory / table).write_text(schema, encoding="ascii")
 
 
 def tls_cfg(settings: Settings) -> str:
@@ -615,6 +672,7 @@ class KamailioFront:
         self.binary = binary or require_kamailio()
         self.run_dir = front_run_dir(settings)
         self.edge = Edge.from_settings(settings)
+        self.dialog_db = dialog_db_url(settings)  # "": dialogs in Kamailio's memory only
         self._keys = (secrets.token_hex(16), secrets.token_hex(16))  # nonces, topoh: one pair per front, not per start
         self.listen_host = settings.sip_host
         self.port = settings.sip_port
@@ -646,8 +704,12 @@ class KamailioFront:
             edge=self.edge,
             advertise=self.settings.sip_public_address,
             tls_port=self.settings.sip_tls_port,
+            dialog_db=self.dialog_db,
+            dialog_id=self.settings.front_dialog_id,
         )
-        (self.run_dir / "front.defs").write_text(defs, encoding="utf-8")
+        if self.dialog_db:
+            write_dialog_schemas(self.run_dir / "db_redis")
+        write_private(self.run_dir / "front.defs", defs)  # the dialog store's URL may hold Redis's password
         (self.run_dir / "dispatcher.list").write_text(dispatcher_list(self.destinations), encoding="utf-8")
         (self.run_dir / "front.sources").write_text(address_file(self.edge.allowed_sources), encoding="utf-8")
         write_private(self.run_dir / "front.users", front_users(self.edge, *self._keys))
@@ -677,7 +739,7 @@ class KamailioFront:
             await self.stop()  # nothing half-started is left behind
             raise
         log.info(
-            "front: Kamailio (pid %d, %s) on sip:%s:%d dispatching to %d workers (%s); %s; run directory %s",
+            "front: Kamailio (pid %d, %s) on sip:%s:%d dispatching to %d workers (%s); %s; %s; run directory %s",
             self.proc.pid if self.proc else 0,
             self.scheduling,
             self.listen_host,
@@ -685,6 +747,9 @@ class KamailioFront:
             len(self.destinations),
             ", ".join(f"{d.address}/{d.max_calls}" for d in self.destinations),
             self.edge.describe(),
+            f"dialogs in Redis database {self.settings.front_dialog_db}"
+            if self.dialog_db
+            else "dialogs in memory only (a restarted front forgets live calls: front_dialog_db)",
             self.run_dir,
         )
         self._task = asyncio.create_task(self._supervise(), name="front")

@@ -26,9 +26,14 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "redis_url": ("redis://:pw@redis.example.net:6380/2", "redis://:pw@redis.example.net:6380/2"),
     "front_peers": ('["10.0.0.7:5062/4", "10.0.0.8:5062"]', ("10.0.0.7:5062/4", "10.0.0.8:5062")),
     "sip_session_min_se_s": ("120", 120),
+    "front_dialog_db": ("5", 5),  # not redis_url's own database
 }
 # Fields that are valid only together with another: the walk sets the companion too.
-COMPANIONS: dict[str, str] = {"http_tls_cert": "http_tls_key", "http_tls_key": "http_tls_cert"}
+COMPANIONS: dict[str, str] = {
+    "http_tls_cert": "http_tls_key",
+    "http_tls_key": "http_tls_cert",
+    "front_dialog_db": "redis_url",
+}
 
 
 def _bounds(field: FieldInfo) -> tuple[float, float]:

@@ -273,3 +273,38 @@ def test_kamailios_counters_become_prometheus_counters_that_only_grow() -> None:
     assert bans() == start + 2
     export.update({**counts, "bans": 1})  # Kamailio restarted: its one ban is new
     assert bans() == start + 3
+
+
+def test_dialogs_in_redis_go_to_a_database_of_their_own_with_the_redis_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(front, "has_db_redis", lambda: True)
+    settings = Settings(redis_url="redis://:pw@10.0.0.20:6380/0", front_dialog_db=5, front_dialog_id=3)
+    url = front.dialog_db_url(settings)
+    assert url == "redis://:pw@10.0.0.20:6380/5"
+    text = front_defs("127.0.0.2", 5060, tmp_path, retry_after_s=5, dialog_db=url, dialog_id=3)
+    assert f'#!substdef "!FRONT_DIALOG_DB_URL!{url}!g"' in text
+    assert f'#!substdef "!FRONT_DIALOG_SCHEMA!{tmp_path / "db_redis"}!g"' in text
+    assert "#!define FRONT_DIALOG_DB\n" in text and "#!define FRONT_DIALOG_ID 3\n" in text
+    assert front.dialog_db_url(Settings(redis_url="redis://10.0.0.20/0")) == ""  # in Kamailio's memory only
+    assert "FRONT_DIALOG_DB" not in front_defs("127.0.0.2", 5060, tmp_path, retry_after_s=5)
+    front.write_dialog_schemas(tmp_path / "db_redis")
+    assert (tmp_path / "db_redis" / "dialog_vars").read_text().splitlines()[1] == "1"
+    monkeypatch.setattr(front, "has_db_redis", lambda: False)
+    with pytest.raises(front.FrontError, match="kamailio-redis-modules"):
+        front.dialog_db_url(settings)
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "words"),
+    [
+        (None, "set redis_url"),
+        ("redis+sentinel://10.0.0.5:26379/callbridge", "redis://host:port only"),
+        ("unix:///run/redis.sock", "redis://host:port only"),
+        ("redis://10.0.0.20:6379/5", "redis_url's own database"),
+    ],
+)
+def test_front_dialog_db_needs_a_redis_url_db_redis_reaches(redis_url: str | None, words: str) -> None:
+    with pytest.raises(ValueError, match="front_dialog_db") as caught:
+        Settings(redis_url=redis_url, front_dialog_db=5)
+    assert words in str(caught.value)
