@@ -609,7 +609,7 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
     from bridge.store.connection import connect
     from bridge.supervisor.accounts import load_users
     from bridge.supervisor.api import create_app
-    from bridge.supervisor.auth import FailureLimits
+    from bridge.supervisor.auth import SESSION_TTL_S, FailureLimits
 
     plans = load_dialplans(settings.dialplans)
     users = load_users(settings.users_file) if settings.users_file is not None else None
@@ -638,7 +638,8 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
         metrics_token=metrics_token,
         metrics_here=settings.http_metrics_port is None,
         listen_key=pool.settings.listen_key.get_secret_value().encode() if pool.settings.listen_key else None,
-        **({"session_ttl_s": float(session_s)} if session_s else {}),
+        session_ttl_s=float(session_s) if session_s else SESSION_TTL_S,
+        users_file=settings.users_file,  # read again when it changes: a removed account is signed out
     )
     if settings.http_metrics_port is not None:
         app.on_cleanup.append(await _start_metrics(settings, metrics_token))

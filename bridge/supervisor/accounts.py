@@ -5,12 +5,16 @@ The file (``users_file`` in the settings; written by ``callbridge users``) is YA
     users:
       dana:
         role: supervisor                       # viewer | supervisor | admin
-        password: "scrypt$16384$8$1$<salt>$<hash>"   # base64 (URL-safe); never the password itself
+        password: "scrypt$131072$8$1$<salt>$<hash>"  # base64 (URL-safe); never the password itself
         tokens: ["<sha256 hex of an API token>"]     # per-account bearer tokens for scripts
 
 * **Roles** rank ``viewer`` < ``supervisor`` < ``admin``: viewers watch; supervisors also act on calls and listen
   in; admins also change rollouts (:data:`NEEDS`).
-* **Passwords** are hashed with ``hashlib.scrypt`` (N=2^14, r=8, p=1, 16-byte salt) and compared in constant time.
+* **Passwords** are hashed with ``hashlib.scrypt`` at OWASP's current guidance (N=2^17, r=8, p=1: 128 MiB and
+  about half a second a hash; 16-byte salt) and compared in constant time. A hash keeps its parameters, so one
+  written with others (an older file's N=2^14) is verified with its own until ``callbridge users add`` writes the
+  account again. At most :data:`HASHING_AT_ONCE` hashes run at once in a process (a burst of sign-ins waits for
+  memory instead of taking 128 MiB each); a stored N above :data:`MAX_N` never matches.
 * **API tokens** are 256-bit random strings shown once at creation; the file keeps only their SHA-256 (a token has
   no dictionary to guess from, so a slow hash adds nothing).
 
@@ -26,6 +30,7 @@ import hmac
 import os
 import re
 import secrets
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, Literal, cast
@@ -40,7 +45,10 @@ RANK: Final[dict[str, int]] = {role: i for i, role in enumerate(ROLES)}
 # what each kind of request needs
 NEEDS: Final[dict[str, Role]] = {"watch": "viewer", "act": "supervisor", "listen": "supervisor", "rollout": "admin"}
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,39}$")
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
+MAX_N = 2**20  # a stored hash asking for more memory than 1 GiB is refused, not computed
+HASHING_AT_ONCE = 2
+_HASHING = threading.BoundedSemaphore(HASHING_AT_ONCE)
 MIN_PASSWORD_CHARS = 10
 
 
@@ -57,9 +65,15 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    with _HASHING:
+        maxmem = 128 * r * (n + p + 2) + 2**20  # what scrypt needs, and a margin
+        return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=maxmem)
+
+
 def hash_password(password: str, *, salt: bytes | None = None) -> str:
     salt = salt if salt is not None else os.urandom(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    digest = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P, 32)
     return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
 
 
@@ -70,8 +84,10 @@ def verify_password(password: str, stored: str) -> bool:
         if scheme != "scrypt":
             return False
         want = _unb64(digest)
-        got = hashlib.scrypt(password.encode(), salt=_unb64(salt), n=int(n), r=int(r), p=int(p), dklen=len(want))
-    except (ValueError, TypeError):
+        if int(n) > MAX_N or int(r) * int(p) >= 2**30:
+            return False
+        got = _scrypt(password, _unb64(salt), int(n), int(r), int(p), len(want))
+    except (ValueError, TypeError, MemoryError, OverflowError):
         return False
     return hmac.compare_digest(got, want)
 
@@ -110,6 +126,10 @@ class Users:
     def by_token(self, token: str) -> Account | None:
         """The account an API token belongs to (a dict lookup of its digest: the digest is not secret)."""
         return self._by_token.get(token_digest(token))
+
+    def by_digest(self, digest: str) -> Account | None:
+        """The account holding the API token of this digest."""
+        return self._by_token.get(digest)
 
     def with_account(self, account: Account) -> Users:
         return Users({**self.accounts, account.name: account})

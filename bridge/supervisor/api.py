@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -63,8 +64,20 @@ from bridge import metrics
 from bridge.dialplan import Dialplan, rollout_plans
 from bridge.rollout.store import RolloutStore
 from bridge.store.connection import StoreUnavailable
-from bridge.supervisor import actions, calls, console, ended, listen, monitoring, proxy, rollout, strip, takeover
-from bridge.supervisor.accounts import ROLES, Users
+from bridge.supervisor import (
+    actions,
+    calls,
+    console,
+    ended,
+    listen,
+    monitoring,
+    proxy,
+    rollout,
+    strip,
+    takeover,
+    users_watch,
+)
+from bridge.supervisor.accounts import ROLES, Users, token_digest
 from bridge.supervisor.auth import (
     COOKIE,
     CSRF_HEADER,
@@ -85,6 +98,7 @@ log = logging.getLogger("bridge.supervisor")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+USERS_WATCH = web.AppKey("users_watch", asyncio.Task[None])  # the users file's watcher (.users_watch)
 
 
 async def refuse_after(started: float, delay_s: float, via: str) -> web.Response:
@@ -112,6 +126,7 @@ def create_app(
     metrics_token: str | None = None,
     metrics_here: bool = True,
     listen_key: bytes | None = None,
+    users_file: Path | None = None,
 ) -> web.Application:
     """``token`` is the operator's, ``readonly_token`` a watching supervisor's; the rollout plans among ``dialplans``
     are shown with their variants even before anyone stored a flag; ``lost_workers`` names this node's dead workers
@@ -121,7 +136,8 @@ def create_app(
     ``trusted_proxies``: CIDRs whose ``X-Forwarded-*`` headers are believed (:mod:`.proxy`); ``metrics_token``:
     ``/metrics`` wants it as a bearer token; ``metrics_here``: False when ``/metrics`` has its own port
     (:func:`metrics_app`); ``listen_key`` signs listen-in requests to the workers
-    (``bridge.supervisor.listen_token``; without it, listen-in answers 503)."""
+    (``bridge.supervisor.listen_token``; without it, listen-in answers 503); ``users_file``: where ``users`` came
+    from, read again when it changes (:mod:`.users_watch`)."""
     plans = tuple(dialplans)
     sup = Supervisor(
         credentials=Credentials(Tokens(token, readonly_token), users, limits or FailureLimits(10, 300.0)),
@@ -139,6 +155,8 @@ def create_app(
     _count_from_zero()
     app = web.Application(middlewares=[proxy.middleware(trusted_proxies), _auth_middleware(sup, refused_delay_s)])
     app[SUPERVISOR] = sup
+    if users_file is not None:
+        app.on_startup.append(_watch_users(users_file))
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
     monitoring.add_routes(app, metrics_token=metrics_token, metrics=metrics_here)
@@ -164,16 +182,17 @@ async def _authenticate(
     header = request.headers.get("Authorization", "")
     if header:
         where = f"addr:{client_address(request)}"
-        wait = sup.credentials.limits.retry_after(where)
+        wait, attempt = sup.credentials.limits.attempt(where)  # checked and counted before the token is
         if wait > 0:
             return too_many(wait)
         scheme, _, given = header.partition(" ")
         opened = sup.credentials.bearer(given.strip()) if scheme.lower() == "bearer" else None
         if opened is None:
-            sup.credentials.limits.failed(where)
             log.warning("supervisor API: a wrong bearer token from %s", client_address(request))
             return await refuse_after(started, refused_delay_s, "bearer")
-        return Principal(opened[0], opened[1], "bearer")
+        sup.credentials.limits.succeeded(attempt, where)
+        digest = token_digest(given.strip()) if sup.credentials.accounts else ""
+        return Principal(opened[0], opened[1], "bearer", token=digest)
     session = sup.sessions.get(request.cookies.get(COOKIE))
     if session is None:
         return reply({"error": "unauthorized"}, 401)
@@ -206,6 +225,15 @@ def _auth_middleware(sup: Supervisor, refused_delay_s: float) -> Middleware:
     return auth
 
 
+def _watch_users(path: Path) -> Callable[[web.Application], Awaitable[None]]:
+    async def start(app: web.Application) -> None:
+        sup = app[SUPERVISOR]
+        task = asyncio.create_task(users_watch.watch(path, sup.credentials, sup.sessions, sup.stopping))
+        app[USERS_WATCH] = task
+
+    return start
+
+
 async def _on_shutdown(app: web.Application) -> None:
     sup = app[SUPERVISOR]
     sup.stopping.set()  # open event streams end now instead of holding the shutdown up
@@ -214,6 +242,10 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 async def _on_cleanup(app: web.Application) -> None:
+    watching = app.get(USERS_WATCH)
+    if watching is not None:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
     listen_audio = app[SUPERVISOR].listen_audio
     if listen_audio is not None:
         await listen_audio.aclose()

@@ -9,13 +9,17 @@
   token with both, always both, in constant time (``hmac.compare_digest`` of SHA-256 digests).
 * **Failed sign-ins** are limited per client address and per account (:class:`FailureLimits`): past the limit the
   answer is 429 with ``Retry-After`` until the window has moved on; each failure is logged (address, account).
+  An attempt is checked and counted as a failure under one lock, before the password's hash runs
+  (:meth:`FailureLimits.attempt`), and the count withdrawn if it succeeds: so a burst of concurrent attempts gets
+  at most the limit of hashes and answers, the rest 429.
 * **A refused token** is answered only once :data:`REFUSED_DELAY_S` has passed since the request came in, with the
   same body every time, and counted (``callbridge_supervisor_refused_tokens_total``). A request without any credential
   is not a guess and is answered at once.
 * **Sessions** (the console) live in this process's memory: a random 256-bit id in the cookie :data:`COOKIE`
   (``HttpOnly; SameSite=Strict; Path=/``, ``Max-Age`` the session's lifetime, ``Secure`` over HTTPS). The server
-  forgets a session when it expires or is signed out, whatever the browser still holds. Restarting ``serve`` signs
-  everyone out.
+  forgets a session when it expires or is signed out, whatever the browser still holds, and an account's sessions
+  when the account is removed from the users file or its role changes (:mod:`.users_watch`). Restarting ``serve``
+  signs everyone out.
 * **CSRF.** A session's changes (any method but GET/HEAD) must carry its CSRF token in the :data:`CSRF_HEADER` header,
   which a page of another origin cannot read nor set; and an ``Origin`` header, when the browser sends one, must be
   this server's. Bearer requests need neither: nothing ambient authenticates them.
@@ -29,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -79,6 +84,7 @@ class Principal:
     who: str
     via: Literal["bearer", "session"]
     session: Session | None = None
+    token: str = ""  # an account's API token, as its digest (the account may lose it while a listen-in runs)
 
     def may(self, need: str) -> bool:
         """``need``: ``watch``, ``act`` (on a call), ``listen`` or ``rollout`` (:data:`~.accounts.NEEDS`)."""
@@ -96,6 +102,7 @@ class Session:
     name: str
     csrf: str
     expires_at: float  # on the Sessions clock
+    account: str = ""  # the signed-in account's name (empty: a demo token's session)
 
     def to_json(self, now: float) -> dict[str, object]:
         """What the page may know: never the session id (it stays in the HttpOnly cookie)."""
@@ -124,6 +131,7 @@ class Sessions:
             name=name if account else display_name(name, role),
             csrf=secrets.token_urlsafe(32),
             expires_at=self.clock() + self.ttl_s,
+            account=name if account else "",
         )
         self._by_id[session.id] = session
         while len(self._by_id) > MAX_SESSIONS:
@@ -145,6 +153,13 @@ class Sessions:
     def close(self, session_id: str) -> None:
         self._by_id.pop(session_id, None)
 
+    def end_where(self, ended: Callable[[Session], bool]) -> list[Session]:
+        """Forget every session ``ended`` says has ended; those sessions."""
+        gone = [session for session in self._by_id.values() if ended(session)]
+        for session in gone:
+            del self._by_id[session.id]
+        return gone
+
     def __len__(self) -> int:
         return len(self._by_id)
 
@@ -162,6 +177,25 @@ class FailureLimits:
     def __init__(self, limit: int, window_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit, self.window_s, self.clock = limit, window_s, clock
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def attempt(self, *keys: str) -> tuple[float, float]:
+        """Check and count one attempt at once, before it is tried: ``(wait, 0)`` if a key is over its limit (the
+        attempt is refused and not counted), else ``(0, stamp)`` with the attempt counted as a failure until
+        :meth:`succeeded` withdraws it."""
+        with self._lock:
+            wait = self.retry_after(*keys)
+            if wait > 0:
+                return wait, 0.0
+            return 0.0, self.failed(*keys)
+
+    def succeeded(self, stamp: float, *keys: str) -> None:
+        """The attempt :meth:`attempt` counted at ``stamp`` succeeded: it is no failure."""
+        with self._lock:
+            for key in keys:
+                times = self._failures.get(key)
+                if times is not None and stamp in times:
+                    times.remove(stamp)
 
     def _recent(self, key: str) -> deque[float]:
         times = self._failures.get(key)
@@ -175,25 +209,30 @@ class FailureLimits:
     def retry_after(self, *keys: str) -> float:
         """Seconds until every key may try again (0: they may now)."""
         wait = 0.0
-        for key in keys:
-            times = self._recent(key)
-            if len(times) >= self.limit:
-                wait = max(wait, times[-self.limit] + self.window_s - self.clock())
+        with self._lock:
+            for key in keys:
+                times = self._recent(key)
+                if len(times) >= self.limit:
+                    wait = max(wait, times[-self.limit] + self.window_s - self.clock())
         return wait
 
-    def failed(self, *keys: str) -> None:
-        now = self.clock()
-        for key in keys:
-            times = self._failures.setdefault(key, self._recent(key))
-            times.append(now)
-            self._failures.move_to_end(key)
-        while len(self._failures) > self.MAX_KEYS:
-            self._failures.popitem(last=False)
+    def failed(self, *keys: str) -> float:
+        """Count one failure for each key; the time it was counted at."""
+        with self._lock:
+            now = self.clock()
+            for key in keys:
+                times = self._failures.setdefault(key, self._recent(key))
+                times.append(now)
+                self._failures.move_to_end(key)
+            while len(self._failures) > self.MAX_KEYS:
+                self._failures.popitem(last=False)
+            return now
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Credentials:
-    """What opens the API and the console: the accounts (``users``; None: demo tokens only) and the limits."""
+    """What opens the API and the console: the accounts (``users``; None: demo tokens only; replaced when the users
+    file changes, :mod:`.users_watch`) and the limits."""
 
     tokens: Tokens
     users: Users | None
@@ -214,6 +253,16 @@ class Credentials:
             return (account.role, account.name) if account is not None else None
         role = self.tokens.role_of(given)
         return (role, f"demo token ({role})") if role is not None else None
+
+    def still_signed_in(self, principal: Principal, sessions: Sessions) -> bool:
+        """Whether ``principal`` could still make its request: its session lives, or its account still holds its
+        API token with the same role (a demo token holds for the process's life)."""
+        if principal.session is not None:
+            return sessions.get(principal.session.id) is not None
+        if self.users is None or not principal.token:
+            return True
+        account = self.users.by_digest(principal.token)
+        return account is not None and account.role == principal.role
 
     def password(self, name: str, password: str) -> Role | None:
         """The account's role if ``password`` is its password (slow: run it off the event loop). An unknown name

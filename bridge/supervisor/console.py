@@ -83,7 +83,7 @@ def add_routes(app: web.Application, *, credentials: Credentials, sessions: Sess
         body = body if isinstance(body, dict) else {}
         name, secret = body.get("name"), body.get("password", body.get("token"))
         limit_keys = _sign_in_keys(request, name, credentials.accounts)
-        wait = credentials.limits.retry_after(*limit_keys)
+        wait, attempt = credentials.limits.attempt(*limit_keys)  # checked and counted before the hash
         if wait > 0:
             log.warning("console: sign-in refused (too many failures) from %s", client_address(request))
             return too_many(wait)
@@ -94,12 +94,12 @@ def add_routes(app: web.Application, *, credentials: Credentials, sessions: Sess
         elif isinstance(secret, str):
             role = credentials.tokens.role_of(secret)
         if role is None:
-            credentials.limits.failed(*limit_keys)
             shown = repr(name)[:60] if credentials.accounts else "a demo token"
             log.warning("console: failed sign-in for %s from %s", shown, client_address(request))
             metrics.SUPERVISOR_REFUSED_TOKENS.labels("signin").inc()
             await asyncio.sleep(max(0.0, started + refused_delay_s - loop.time()))
             return _json({"error": "sign-in failed"}, 401)
+        credentials.limits.succeeded(attempt, *limit_keys)
         typed = name if isinstance(name, str) else ""
         session = sessions.open(role, typed, account=credentials.accounts)
         metrics.SUPERVISOR_SIGNINS.labels(role).inc()

@@ -141,10 +141,9 @@ async def listen_in(request: web.Request) -> web.StreamResponse:
     client = sup.need_redis()
     if sup.listen_audio is None or sup.listen_key is None:
         return reply({"error": "listen-in needs Redis and the node's listen key (not configured)"}, 503)
-    session = principal.session
 
-    def alive() -> bool:
-        return session is None or sup.sessions.get(session.id) is not None
+    def alive() -> bool:  # ends with its session, or when its account loses its token or role
+        return sup.credentials.still_signed_in(principal, sup.sessions)
 
     return await handle(
         request, principal, client, sup.listen_audio, session_alive=alive, stopping=sup.stopping, key=sup.listen_key

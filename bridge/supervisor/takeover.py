@@ -88,7 +88,7 @@ async def takeover_audio(request: web.Request) -> web.StreamResponse:
     if not ws.can_prepare(request).ok:
         return reply({"error": "take-over audio is a WebSocket: send an Upgrade request"}, 400)
     await ws.prepare(request)
-    who, session = principal.who, principal.session
+    who = principal.who
     if not await _audit(request, who, call_id, event="start", rate=rate):  # audited before any audio flows
         await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"take-over could not be audited")
         return ws
@@ -100,7 +100,7 @@ async def takeover_audio(request: web.Request) -> web.StreamResponse:
     await ws.send_json({"type": "talking", "call_id": call_id, "sample_rate": int(rate)})
     try:
         while True:
-            if sup.stopping.is_set() or (session is not None and sup.sessions.get(session.id) is None):
+            if sup.stopping.is_set() or not sup.credentials.still_signed_in(principal, sup.sessions):
                 why = "server stopping" if sup.stopping.is_set() else "session ended"
                 break
             try:

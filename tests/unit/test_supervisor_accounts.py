@@ -3,6 +3,8 @@ failed sign-ins, through the supervisor app (aiohttp's test server, no Redis).""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import logging
@@ -34,9 +36,17 @@ TOKENS: dict[str, str] = {}  # API tokens the fixture made, by account
 
 def test_scrypt_hash_round_trip_and_roles() -> None:
     stored = hash_password("correct horse")
-    assert stored.startswith("scrypt$16384$8$1$") and "correct horse" not in stored
+    assert stored.startswith("scrypt$131072$8$1$") and "correct horse" not in stored  # OWASP: N=2^17, r=8, p=1
     assert verify_password("correct horse", stored) and not verify_password("correct hors", stored)
     assert not verify_password("x", "scrypt$bad") and not verify_password("x", "md5$1$2$3$4$5")
+    # a hash written with other parameters is verified with its own
+    salt = b"s" * 16
+    older = hashlib.scrypt(b"correct horse", salt=salt, n=2**14, r=8, p=1, dklen=32)
+    stored_old = f"scrypt${2**14}$8$1${base64.urlsafe_b64encode(salt).decode().rstrip('=')}$" + (
+        base64.urlsafe_b64encode(older).decode().rstrip("=")
+    )
+    assert verify_password("correct horse", stored_old) and not verify_password("correct hors", stored_old)
+    assert not verify_password("correct horse", stored_old.replace("$16384$", f"${2**24}$"))  # no 16 GiB hash
     assert hash_password("same") != hash_password("same")  # salted
     assert allows("viewer", "watch") and not allows("viewer", "act") and not allows("viewer", "listen")
     assert allows("supervisor", "act") and allows("supervisor", "listen") and not allows("supervisor", "rollout")
@@ -137,6 +147,15 @@ async def test_accounts_sign_in_roles_tokens_and_the_limits(
     assert "failed sign-in for 'ada' from 127.0.0.1" in log and "too many failures" in log
     assert not any(p in log for p in PASSWORDS.values())
     assert json.dumps(session).count(PASSWORDS["sam"]) == 0
+
+
+def test_an_attempt_is_checked_and_counted_at_once_and_a_success_withdrawn() -> None:
+    now = [0.0]
+    limits = FailureLimits(2, 10.0, clock=lambda: now[0])
+    first, second, third = (limits.attempt("addr:a") for _ in range(3))  # three at once, none answered yet
+    assert first[0] == 0 and second[0] == 0 and third[0] > 0  # the third waits: two are already counted
+    limits.succeeded(first[1], "addr:a")  # the first was right: it is no failure
+    assert limits.attempt("addr:a")[0] == 0
 
 
 def test_failure_limits_slide() -> None:
