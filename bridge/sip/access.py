@@ -25,10 +25,12 @@ Two checks the gateway runs on every INVITE before the app sees it (``SipConfig.
     stopped by the nonce rules above instead;
   - algorithms: ``MD5`` (what SIP phones and SIPp speak, the default challenge) and ``SHA-256`` (RFC 7616/8760).
 * **Behind a front** (the Kamailio dispatcher, :mod:`bridge.serve.front`), every INVITE comes from the front's
-  address. The front writes the caller's own source into ``X-Callbridge-Source`` (removing any copy the caller
-  sent), and :func:`caller_source` takes that header from the addresses in ``SipConfig.trusted_fronts`` only: from
-  anywhere else it is ignored, so a caller reaching a worker directly cannot claim another address. The allowlist
-  and the lockout below act on the source this gives.
+  address. The front writes the caller's own source into ``X-Callbridge-Source`` (removing every ``X-Callbridge-*``
+  header the caller sent), and :func:`caller_source` takes that header from the addresses in
+  ``SipConfig.trusted_fronts`` only, and only the front's one copy (:func:`front_copies_ok`: two copies refuse the
+  INVITE): from anywhere else it is ignored, so a caller reaching a worker directly cannot claim another address.
+  Where the header block ends, the worker reads it as the front does (:func:`bridge.sip.sipmsg.split_message`).
+  The allowlist and the lockout below act on the source this gives.
 * **Lockout** (:class:`AuthLockout`): a source address that sends ``auth_max_failures`` bad credentials within
   ``auth_failure_window_s`` is refused outright (403, counted) for ``auth_lockout_s``: password guessing from one
   address costs the guesser minutes per handful of tries, and costs the worker no digest work meanwhile.
@@ -103,13 +105,26 @@ def in_networks(address: str, networks: Sequence[IPNetwork]) -> bool:
 SOURCE_HEADER = "X-Callbridge-Source"  # "ip:port" ("[v6]:port") of the caller, written by the front
 
 
+AUTH_HEADER = "X-Callbridge-Auth"  # the digest user the front authenticated the caller as (front_auth)
+FRONT_HEADERS = (SOURCE_HEADER, AUTH_HEADER)  # what the front writes itself, one copy each (kamailio.cfg)
+FORBIDDEN_FRONT_HEADERS = "Forbidden (front headers not the front's own)"
+
+
+def front_copies_ok(values_by_header: Iterable[Sequence[str]]) -> bool:
+    """Is every front header of a request from a trusted front the front's own copy (at most one each)? The front
+    removes every ``X-Callbridge-*`` header a caller sent before it adds its own, so a second copy is one that
+    reached the worker past the front's parser: the request is refused, not believed."""
+    return all(len(values) <= 1 for values in values_by_header)
+
+
 def caller_source(packet_source: str, header_values: Sequence[str], trusted: Sequence[IPNetwork]) -> str:
     """The caller's source address ("ip:port"): ``packet_source`` (where the request came from), unless that is a
-    trusted front (inside ``trusted``) and the request carries a :data:`SOURCE_HEADER` naming a valid address, in
-    which case the last such header (the one the front appended) wins. Anything else in the header is ignored."""
-    if not header_values or not trusted or not in_networks(packet_source, trusted):
+    trusted front (inside ``trusted``) and the request carries exactly one :data:`SOURCE_HEADER` (the front's own
+    copy) naming a valid address. More than one copy names nobody (:func:`front_copies_ok` refuses the request);
+    anything else in the header is ignored."""
+    if len(header_values) != 1 or not trusted or not in_networks(packet_source, trusted):
         return packet_source
-    claimed = header_values[-1].strip()
+    claimed = header_values[0].strip()
     return claimed if _address(claimed) is not None else packet_source
 
 

@@ -77,12 +77,16 @@ from bridge import metrics
 from bridge.audio.frames import FrameSource, StreamKernel
 from bridge.events import CallerHungUp, Dtmf, DtmfSource, Event, MediaDropped, TransferProgress
 from bridge.sip.access import (
+    AUTH_HEADER,
+    FORBIDDEN_FRONT_HEADERS,
     FORBIDDEN_LOCKED_OUT,
     FORBIDDEN_SOURCE,
+    FRONT_HEADERS,
     LOOPBACK,
     SOURCE_HEADER,
     AuthResult,
     caller_source,
+    front_copies_ok,
     in_networks,
     parse_networks,
     source_allowed,
@@ -109,6 +113,7 @@ from bridge.sip.sipmsg import (
     clean_text,
     dialog_from_ack,
     header_values,
+    message_body,
     parse_request_head,
     user_part,
 )
@@ -832,7 +837,7 @@ class SipGateway:
         the call's, locked to the offer's host and the INVITE's source (bridge.sip.rtpguard) before the 200 OK."""
         if self._claims is None:
             raise SipError("media guard", "the gateway is not started")
-        sources = media_sources(sdp_connection_ip(invite.partition("\r\n\r\n")[2]), signalling_ip)
+        sources = media_sources(sdp_connection_ip(message_body(invite)), signalling_ip)
         return CallerMedia(call_id, MediaGuard(self._claims.take(call_id)), sources, signalling_ip, emit)
 
     def release_media(self, media: CallerMedia) -> None:
@@ -859,12 +864,16 @@ class SipGateway:
         writes itself and removes from callers' requests: bridge/serve/kamailio/kamailio.cfg), else ""."""
         if not self._fronts or not in_networks(packet_source, self._fronts):
             return ""
-        values = header_values(message, "x-callbridge-auth")
-        return values[-1].strip() if values else ""
+        values = header_values(message, AUTH_HEADER)
+        return values[0].strip() if len(values) == 1 else ""
 
     def _screen(self, prm: Any) -> _Verdict:
         """The gateway's checks of a new INVITE, in order: source allowlist, Content-Length, digest auth."""
         message = str(prm.rdata.wholeMsg)
+        if in_networks(str(prm.rdata.srcAddress), self._fronts) and not front_copies_ok(
+            header_values(message, name) for name in FRONT_HEADERS
+        ):
+            return _Verdict(403, FORBIDDEN_FRONT_HEADERS, "a front header in more than one copy")
         source = self.caller_source(str(prm.rdata.srcAddress), message)
         if self._allowed and not in_networks(source, self._allowed):
             return _Verdict(403, FORBIDDEN_SOURCE, "not in SipConfig.allowed_sources")

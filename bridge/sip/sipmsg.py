@@ -27,6 +27,9 @@ _COMPACT = {
 }
 
 _URI_IN_BRACKETS = re.compile(r"<([^>]*)>")
+# RFC 3261 §7: the header block ends at the first empty line. Lines end in CRLF, and a bare LF is tolerated (§7.5,
+# as pjsip's and Kamailio's parsers do), so an empty line is CRLF or LF right after a line's own CRLF or LF.
+_HEAD_END = re.compile(r"\r?\n\r?\n")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 SIP_CALL_ID_CHARS = 256  # a caller's Call-ID as the bridge keeps it (pjsua itself keeps 128 characters)
@@ -78,8 +81,7 @@ class RequestHead:
 
 def parse_request_head(message: str) -> RequestHead | None:
     """Request line and headers of a SIP request (the body is ignored); None if it is not a request."""
-    head = message.split("\r\n\r\n", 1)[0].split("\n\n", 1)[0]
-    lines = head.replace("\r\n", "\n").split("\n")
+    lines, _body = split_message(message)
     parts = lines[0].split() if lines else []
     if len(parts) != 3 or not parts[2].upper().startswith("SIP/"):
         return None
@@ -94,21 +96,24 @@ def parse_request_head(message: str) -> RequestHead | None:
     return RequestHead(method=parts[0], uri=parts[1], headers=headers)
 
 
-def _split(message: str) -> tuple[list[str], str]:
-    """Header lines (request or status line first) and the body."""
-    for separator in ("\r\n\r\n", "\n\n"):
-        if separator in message:
-            head, body = message.split(separator, 1)
-            break
-    else:
-        head, body = message, ""
-    return head.replace("\r\n", "\n").split("\n"), body
+def split_message(message: str) -> tuple[list[str], str]:
+    """Header lines (request or status line first) and the body, split where SIP parsers split them: at the first
+    empty line, whether lines end in CRLF or a bare LF (:data:`_HEAD_END`). Lines after it are body, whatever they
+    look like: the front (Kamailio) and pjsip read them so, and so must every parser of the bridge."""
+    match = _HEAD_END.search(message)
+    head, body = (message[: match.start()], message[match.end() :]) if match else (message, "")
+    return [line.removesuffix("\r") for line in head.split("\n")], body
+
+
+def message_body(message: str) -> str:
+    """The body of a SIP message (its SDP), after the header block as :func:`split_message` ends it."""
+    return split_message(message)[1]
 
 
 def header_values(message: str, name: str) -> list[str]:
     """The value of every ``name`` header line of ``message``, in order (long or compact name, any case)."""
     wanted = name.strip().lower()
-    lines, _body = _split(message)
+    lines, _body = split_message(message)
     values: list[str] = []
     for line in lines[1:]:
         if line[:1] in (" ", "\t") or ":" not in line:
@@ -134,7 +139,7 @@ def body_shorter_than_declared(message: str) -> bool:
         length = int(declared[0])
     except ValueError:
         return False  # pjsip drops such a message before any callback; nothing to add here
-    _lines, body = _split(message)
+    _lines, body = split_message(message)
     return length > len(body.encode("utf-8", "surrogateescape"))
 
 

@@ -28,7 +28,7 @@ from bridge.serve.front import (
     rpc_call,
     set_state,
 )
-from bridge.sip.access import caller_source, parse_networks
+from bridge.sip.access import caller_source, front_copies_ok, parse_networks
 
 FRONT = parse_networks(["127.0.0.2/32"])
 
@@ -43,8 +43,11 @@ def test_the_header_counts_only_from_a_trusted_front() -> None:
     assert caller_source("127.0.0.2:5060", ["192.0.2.7:5071"], ()) == "127.0.0.2:5060"
 
 
-def test_the_fronts_own_header_is_the_last_and_garbage_is_ignored() -> None:
-    assert caller_source("127.0.0.2:5060", ["10.0.0.1:1", "192.0.2.7:5071"], FRONT) == "192.0.2.7:5071"
+def test_only_the_fronts_one_copy_counts_and_garbage_is_ignored() -> None:
+    # two copies: one got past the front, which removes every copy a caller sent; nobody is believed
+    assert caller_source("127.0.0.2:5060", ["10.0.0.1:1", "192.0.2.7:5071"], FRONT) == "127.0.0.2:5060"
+    assert not front_copies_ok([["192.0.2.7:5071"], ["10.0.0.1:1", "192.0.2.7:5071"]])
+    assert front_copies_ok([["192.0.2.7:5071"], []])
     assert caller_source("127.0.0.2:5060", ["not an address"], FRONT) == "127.0.0.2:5060"
     assert caller_source("127.0.0.2:5060", [], FRONT) == "127.0.0.2:5060"
     assert caller_source("127.0.0.2:5060", ["[2001:db8::7]:5060"], FRONT) == "[2001:db8::7]:5060"

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.sip.sipmsg import body_shorter_than_declared, header_values, host_part, parse_request_head, user_part
+from bridge.sip.sipmsg import (
+    body_shorter_than_declared,
+    header_values,
+    host_part,
+    message_body,
+    parse_request_head,
+    split_message,
+    user_part,
+)
 
 
 @pytest.mark.parametrize(
@@ -150,3 +158,34 @@ def test_no_dialog_without_tags_or_from_a_non_ack() -> None:
     untagged = _ACK.replace(";tag=ours9", "")
     assert dialog_from_ack(untagged, _INVITE, "") is None
     assert dialog_from_ack(_ACK, _INVITE.replace("m: <sip:alice@192.168.1.5:5060;transport=udp>\r\n", ""), "") is None
+
+
+_HEAD = "INVITE sip:2000@h SIP/2.0{eol}Call-ID: c1{eol}X-Callbridge-Source: 10.0.0.1:5060{eol}"
+
+
+@pytest.mark.parametrize(
+    ("message", "sources", "body"),
+    [
+        (_HEAD.format(eol="\r\n") + "\r\nv=0\r\n", ["10.0.0.1:5060"], "v=0\r\n"),
+        (_HEAD.format(eol="\n") + "\nv=0\n", ["10.0.0.1:5060"], "v=0\n"),
+        ("INVITE sip:2000@h SIP/2.0\r\nCall-ID: c1\nX-A: 1\r\n\nv=0", [], "v=0"),
+        # a blank line of a bare LF after CRLF lines ends the header block: what follows is body, header-like or not
+        (
+            "INVITE sip:2000@h SIP/2.0\r\nCall-ID: c1\r\n\nX-Callbridge-Source: 192.0.2.7:5060\r\n\r\nv=0\r\n",
+            [],
+            "X-Callbridge-Source: 192.0.2.7:5060\r\n\r\nv=0\r\n",
+        ),
+        ("INVITE sip:2000@h SIP/2.0\r\nCall-ID: c1\n\r\nX-Callbridge-Source: 192.0.2.7:5060\r\n\r\n", [], None),
+    ],
+)
+def test_the_header_block_ends_at_the_first_empty_line_crlf_or_lf(
+    message: str, sources: list[str], body: str | None
+) -> None:
+    assert header_values(message, "x-callbridge-source") == sources
+    head = parse_request_head(message)
+    assert head is not None and head.headers["call-id"] == "c1"
+    assert ("x-callbridge-source" in head.headers) == bool(sources)
+    if body is not None:
+        assert message_body(message) == body
+    lines, _ = split_message(message)
+    assert lines[0] == "INVITE sip:2000@h SIP/2.0" and not any(line.endswith("\r") for line in lines)
