@@ -189,6 +189,11 @@ class Settings(BaseSettings):
     # (without /max_calls: the cap this node's workers report)
     front_peers: tuple[str, ...] = ()
     front_dir: Path | None = None  # the front's config, dispatcher list and control socket; None: see front_run_dir()
+    # a stop (SIGTERM) or a worker's replacement lets live calls finish for this long, then ends the rest with a
+    # spoken goodbye (bridge/serve/stopping.py); the systemd unit's TimeoutStopSec must exceed it
+    drain_timeout_s: float = Field(300.0, ge=0, le=86400)
+    # serve's local control (callbridge reload, restart --rolling, drain --node); None: see control.control_path()
+    control_socket: Path | None = None
     front_retry_after_s: int = Field(5, ge=1, le=3600)  # Retry-After of the front's 503 when every worker is full
     # The front's own edge (bridge/serve/kamailio/kamailio.cfg, route[ADMIT] and route[AUTH]): CIDRs that may send it
     # anything (others get 403 before any worker sees them; empty: any source); digest auth of new calls against
@@ -319,9 +324,7 @@ class Settings(BaseSettings):
             "api_key_set": self.api_key is not None,
             "http_metrics_token_set": self.http_metrics_token is not None,
         }
-        if self.redis_url:
-            shown["redis_url"] = mask_url(self.redis_url)
-        return shown
+        return {k: _masked_urls(v) for k, v in shown.items()}  # every URL, the Redis URL's password included
 
 
 def is_secret(name: str) -> bool:
@@ -471,12 +474,12 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
 
 def masked(settings: Settings) -> dict[str, Any]:
     """Every field, safe to show: secrets as ``"***"`` when set (a Redis URL keeps its host)."""
-    out: dict[str, Any] = settings.model_dump(mode="json")
+    out: dict[str, Any] = {k: _masked_urls(v) for k, v in settings.model_dump(mode="json").items()}
     for name in out:
         if is_secret(name) and out[name]:
             value = getattr(settings, name)
             if name == "redis_url":
-                out[name] = _mask_url(str(value))
+                out[name] = mask_url(str(value))
             elif isinstance(out[name], dict):
                 out[name] = dict.fromkeys(out[name], "***")
             else:
@@ -484,7 +487,12 @@ def masked(settings: Settings) -> dict[str, Any]:
     return out
 
 
-def _mask_url(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}***@{host}" if at and userinfo else url
+def _masked_urls(value: Any) -> Any:
+    """``value`` with every URL in it (a string with ``://``, alone or in a list or mapping) through mask_url."""
+    if isinstance(value, str):
+        return mask_url(value) if "://" in value else value
+    if isinstance(value, list):
+        return [_masked_urls(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _masked_urls(v) for k, v in value.items()}
+    return value

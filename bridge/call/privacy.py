@@ -7,10 +7,15 @@
 * :func:`mask_number`: a caller's number with all but its last digits replaced by ``*``.
 * :func:`redact_spoken_digits`: the transcript hook: a run of digits said as words ("four one one one ...") or
   written as numerals, longer than the visible digits, becomes ``****``.
+* :func:`mask_digit_runs`, :func:`mask_json`: a tool's arguments and output as stored and shown, masked as keys are
+  (``dtmf_visible_digits``): in every run of digits (a space or a dash between two digits keeps the run going),
+  each digit after the first visible ones is ``*``; in JSON, every string and every number (a number with more
+  digits than the visible becomes a masked string); the keys stay.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -26,6 +31,8 @@ _WORDS: Final = {
 }  # fmt: skip
 _TOKEN = re.compile(r"[A-Za-z]+|\d+|[^\sA-Za-z\d]+|\s+")
 _JOINERS = frozenset({",", "-", "/"})
+_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d)*")
+SENSITIVE: Final = "[sensitive: not stored]"  # a ``sensitive`` tool's arguments, wherever they would be stored
 
 
 class KeyMask:
@@ -114,3 +121,41 @@ def _digit_count(token: str) -> int | None:
         return len(token)
     word = _WORDS.get(token.lower())
     return None if word is None else len(word)
+
+
+def mask_digit_runs(text: str, visible: int) -> str:
+    """``text`` with every digit after the first ``visible`` of each run of digits shown as ``*``."""
+
+    def one(run: re.Match[str]) -> str:
+        seen, out = 0, []
+        for c in run.group(0):
+            seen += c.isdigit()
+            out.append(MASK if c.isdigit() and seen > visible else c)
+        return "".join(out)
+
+    return _DIGIT_RUN.sub(one, text)
+
+
+def mask_value(value: object, visible: int) -> object:
+    """A parsed JSON value with its digit runs masked (strings and numbers; the keys stay)."""
+    if isinstance(value, str):
+        return mask_digit_runs(value, visible)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        shown = mask_digit_runs(repr(value), visible)
+        return value if shown == repr(value) else shown
+    if isinstance(value, list):
+        return [mask_value(v, visible) for v in value]
+    if isinstance(value, dict):
+        return {k: mask_value(v, visible) for k, v in value.items()}
+    return value
+
+
+def mask_json(text: str, visible: int) -> str:
+    """A tool's arguments or output (JSON text, or any text) with its digit runs masked (module docstring)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return mask_digit_runs(text, visible)
+    return json.dumps(mask_value(value, visible), ensure_ascii=False)

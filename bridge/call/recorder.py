@@ -37,6 +37,7 @@ run on the event loop thread.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import logging
 import os
@@ -54,8 +55,35 @@ import numpy as np
 from bridge import events as ev
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, SAMPLE_RATE, FrameSink, FrameSource, StreamKernel
 from bridge.call.leg import LegProxy, PhoneLeg, TeeSource, UplinkOffload
+from bridge.errors import SECRET_PARAM, mask_url
 
 log = logging.getLogger("bridge.replay")
+
+
+def recorded_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """A dialplan as a recording's header keeps it (``plan``: its JSON dump): its settings, so a replay can run the
+    call again, with no secret: every header value (a tool's, an MCP server's, an orchestrator's) as ``****``, every
+    URL through :func:`bridge.errors.mask_url` (tokens in a query), every field that names a secret as ``****``;
+    and its ``version``, a digest of the whole plan, secrets included (two recordings of one version ran the same
+    plan)."""
+    whole = json.dumps(plan, sort_keys=True, default=str).encode()
+    kept = _without_secrets(dict(plan))
+    assert isinstance(kept, dict)
+    return {**kept, "version": hashlib.sha256(whole).hexdigest()[:16]}
+
+
+def _without_secrets(value: Any, key: str = "") -> Any:
+    if key == "headers" and isinstance(value, dict):
+        return dict.fromkeys(value, "****")
+    if isinstance(value, dict):
+        return {k: ("****" if SECRET_PARAM.search(k) and isinstance(v, str) and v else _without_secrets(v, k))
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list):
+        return [_without_secrets(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
+    return value
+
 
 AUDIO_FILE: Final = "audio.wav"
 EVENTS_FILE: Final = "events.jsonl"

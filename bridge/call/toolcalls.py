@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from bridge import events as ev
 from bridge.call.builtin_tools import ToolResult, run_tool
 from bridge.call.leg import Holder, PhoneLeg, holder
+from bridge.call.privacy import SENSITIVE, mask_json, mask_value
 from bridge.call.report import CallReport
 from bridge.call.waiting import DeadAir
 from bridge.dialplan import Dialplan
@@ -51,6 +52,8 @@ class Business(Protocol):
     def handles(self, name: str) -> bool: ...
 
     def announcement(self, name: str) -> str | None: ...
+
+    def sensitive(self, name: str) -> bool: ...
 
     async def run(self, name: str, arguments: str) -> ToolOutcome: ...
 
@@ -89,6 +92,7 @@ class ToolCalls:
         self._ready: list[ev.FunctionOutput] = []
         self._held: dict[str, list[ev.FunctionOutput]] = {}  # grouped: a response's outputs, until it is done
         self._plan = plan
+        self._visible = plan.privacy.dtmf_visible_digits  # tool arguments and outputs are stored masked as keys are
         self._leg = leg
         self._send = send
         self._emit = emit
@@ -106,8 +110,10 @@ class ToolCalls:
             return
         plan = self._plan
         result = run_tool(e.name, e.arguments, enabled=plan.tool_names, transfer_target=plan.transfer_target)
-        self._report.tool_calls.append({"name": e.name, "arguments": e.arguments, "output": result.output})
-        self._emit(ev.ToolCalled(e.name, e.arguments, result.output_json))
+        shown = self._shown(e.name, e.arguments)
+        output = mask_value(result.output, self._visible)
+        self._report.tool_calls.append({"name": e.name, "arguments": shown, "output": output})
+        self._emit(ev.ToolCalled(e.name, shown, mask_json(result.output_json, self._visible)))
         output = ev.FunctionOutput(call_id=e.call_id, output=result.output_json)
         if self._grouped:
             self._held.setdefault(e.response_id, []).append(output)
@@ -118,10 +124,16 @@ class ToolCalls:
             self._line_requested = True  # until the line has started, "idle" is not "spoken"
             self._decided(result)
 
+    def _shown(self, name: str, arguments: str) -> str:
+        """The arguments as stored and shown: none of a ``sensitive`` tool's, the digits of others masked."""
+        if self.business is not None and self.business.handles(name) and self.business.sensitive(name):
+            return json.dumps(SENSITIVE)
+        return mask_json(arguments, self._visible)
+
     def _start(self, e: ev.FunctionCall) -> None:
         assert self.business is not None
         self.running[e.call_id] = (e.name, self._clock())
-        self._emit(ev.ToolStarted(e.name, e.call_id, e.arguments))
+        self._emit(ev.ToolStarted(e.name, e.call_id, self._shown(e.name, e.arguments)))
         if self._grouped:
             self._waiting[e.response_id] = self._waiting.get(e.response_id, 0) + 1
         if self.waiting is not None:
@@ -135,11 +147,12 @@ class ToolCalls:
         _, started = self.running.pop(e.call_id, (e.name, self._clock()))
         latency_ms = round((self._clock() - started) * 1000, 1)
         silence_ms = self.waiting.end(e.call_id) if self.waiting is not None else 0.0
+        shown, output_shown = self._shown(e.name, e.arguments), mask_json(outcome.output, self._visible)
         self._report.tool_calls.append(
-            {"name": e.name, "arguments": _parsed(e.arguments), "output": _parsed(outcome.output),
+            {"name": e.name, "arguments": _parsed(shown), "output": _parsed(output_shown),
              "outcome": outcome.error or "ok", "latency_ms": latency_ms, "longest_silence_ms": silence_ms}
         )  # fmt: skip
-        self._emit(ev.ToolFinished(e.name, e.call_id, e.arguments, outcome.output, outcome.error or "ok", latency_ms,
+        self._emit(ev.ToolFinished(e.name, e.call_id, shown, output_shown, outcome.error or "ok", latency_ms,
                                    silence_ms))  # fmt: skip
         output = ev.FunctionOutput(call_id=e.call_id, output=outcome.output)
         if not self._grouped:

@@ -334,7 +334,7 @@ class Worker:
         """The call's phone leg: recorded if the plan says so, with a listen-in tap if this worker has listen-in."""
         leg: PhoneLeg = call
         if plan.recording.enabled:
-            from bridge.call.recorder import RecordingLeg, recording_dir
+            from bridge.call.recorder import RecordingLeg, recorded_plan, recording_dir
 
             recording = RecordingLeg(
                 call,
@@ -343,7 +343,7 @@ class Worker:
                 pause_on_keys=plan.privacy.pause_recording_on_dtmf,
                 meta={
                     "caller": mask_number(call.caller, plan.privacy.caller_visible_digits),
-                    "dialplan": plan.model_dump(mode="json", exclude={"source_file"}),
+                    "dialplan": recorded_plan(plan.model_dump(mode="json", exclude={"source_file"})),  # no secret
                     "dialect": dialect,
                     "sip_call_id": call.sip_call_id,
                 },

@@ -7,7 +7,8 @@
   body is the pool's state (workers, their ports and restarts; the front; the model) with ``ready`` and, when not
   ready, ``problems`` naming each reason. No call data. With Redis, ``redis.state`` is ``up``, or ``degraded``
   while a worker's state writes wait for it (an outage, a Sentinel failover being re-synced; ``degraded`` says
-  which workers and how long): still 200, since the calls go on and their state is queued.
+  which workers and how long): still 200, since the calls go on and their state is queued. ``degraded`` also
+  names why the Realtime socket cannot take its fast paths, if it cannot (``fast_path``, ws_fastpath.py).
 * ``/livez`` answers 200 as long as the ``serve`` process answers at all: restart it only when this fails.
 """
 
@@ -88,6 +89,8 @@ async def get_health(request: web.Request) -> web.Response:
 
 
 def redis_state(waiting: dict[str, float]) -> dict[str, Any]:
+    if slow := (health.get("fast_path") or {}).get("problems"):  # calls go on, at a higher cost per call
+        body["degraded"] = [*body.get("degraded", []), *slow]
     """``redis``: ``up``, or ``degraded`` while some worker's state writes wait for Redis (queued in memory; the
     calls go on), with ``degraded`` naming why. Not a 503: a failover stalls every node at once, and taking them all
     out of service would refuse the calls the writes are queued for."""

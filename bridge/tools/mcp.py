@@ -153,6 +153,10 @@ class McpTools:
             self.offered.append(Tool(name=tool.name, description=tool.description or "", parameters=schema))
             self._where[tool.name] = _Offered(server, client, cap, schema)
 
+    def sensitive(self, name: str) -> bool:
+        where = self._where.get(name)
+        return where is not None and where.server.sensitive
+
     async def run(self, name: str, arguments: str) -> ToolOutcome:
         where = self._where[name]
         server, refused = where.server, where.cap.refused

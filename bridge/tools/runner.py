@@ -33,6 +33,12 @@ class CallTools:
     def announcement(self, name: str) -> str | None:
         return self.http.announcement(name) if self.http.handles(name) else None
 
+    def sensitive(self, name: str) -> bool:
+        """Whether the tool's arguments must never be stored (``sensitive`` on the tool or its MCP server)."""
+        if self.http.handles(name):
+            return self.http.tools[name].sensitive
+        return self.mcp.sensitive(name)
+
     async def run(self, name: str, arguments: str) -> ToolOutcome:
         if self.http.handles(name):
             return await self.http.run(name, arguments)

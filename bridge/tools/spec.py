@@ -105,6 +105,7 @@ class HttpTool(BaseModel):
     expect_s: float | None = Field(None, gt=0, le=120)  # announced as slow: the agent says what it is doing first
     unavailable: str = ""  # what the agent says when the tool fails ("" -> "the NAME service did not answer")
     announce: str = ""  # with expect_s: what the agent says at once ("" -> a line naming the expected wait)
+    sensitive: bool = False  # its arguments are never stored (events, report, recording, logs); its output masked
 
     _check_parameters = field_validator("parameters")(check_schema)
     _check_url = field_validator("url")(check_url)
@@ -186,6 +187,7 @@ class McpServer(BaseModel):
     timeout_s: float = Field(5.0, gt=0, le=60)
     max_response_bytes: int = Field(65_536, ge=64, le=4 * 1024 * 1024)  # a tool call's answer, as the server sends it
     unavailable: str = ""  # what the agent says when a call fails ("" -> "the NAME service did not answer")
+    sensitive: bool = False  # its tools' arguments are never stored (events, report, recording, logs)
 
     _check_url = field_validator("url")(check_url)
     _check_headers = field_validator("headers")(check_header_names)

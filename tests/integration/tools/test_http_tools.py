@@ -23,6 +23,7 @@ from bridge.replay.virtual import VirtualTimeLoop
 pytestmark = pytest.mark.integration
 SCRIPTS = Path(__file__).resolve().parents[3] / "call_scripts"
 ORDER = {"order": "A-42", "status": "shipped", "eta": "Friday"}
+CARD = "4111111111111111"  # the caller's card, passed on by the model: the tools get it, no record keeps it
 
 
 class OrderService:
@@ -72,7 +73,7 @@ def write_script(tmp_path: Path, port: int, key_file: Path, turns: list[dict[str
              "url": f"http://127.0.0.1:{port}/status", "headers": secret, "timeout_s": 8},
             {"name": "cancel_order", "description": "Cancel an order.", "method": "POST",
              "url": f"http://127.0.0.1:{port}/stuck", "headers": secret, "timeout_s": 2,
-             "unavailable": "the order system did not answer"},
+             "unavailable": "the order system did not answer", "sensitive": True},
         ],
     }  # fmt: skip
     script = {
@@ -81,9 +82,9 @@ def write_script(tmp_path: Path, port: int, key_file: Path, turns: list[dict[str
         "emulator": {"greeting": "Acme orders, how can I help?"},
         "turns": turns or [
             {"wait": "agent_done", "pause_ms": 300, "say": "q1_order.wav", "hears": "Where is my order A-42?",
-             "reply": {"tool_call": {"name": "order_status", "arguments": {"order": "A-42"}}}},
+             "reply": {"tool_call": {"name": "order_status", "arguments": {"order": "A-42", "card": CARD}}}},
             {"wait": "agent_done", "pause_ms": 300, "say": "q2_goodbye.wav", "hears": "Then cancel it, please.",
-             "reply": {"tool_call": {"name": "cancel_order", "arguments": {"order": "A-42"}}}},
+             "reply": {"tool_call": {"name": "cancel_order", "arguments": {"order": "A-42", "card": CARD}}}},
             {"wait": "agent_done", "pause_ms": 300, "hangup": True},
         ],
         "expect": {"agent_keywords": ["shipped", "the order system did not answer"], "max_errors": 0},
@@ -119,11 +120,16 @@ def test_http_tools_answer_the_model_and_a_timeout_is_spoken(tmp_path: Path, dia
     assert run.ok, ([c for c in run.checks if not c.ok], report["agent_transcript"])
     # the service got the arguments (query for GET, JSON for POST) and the secret header from its file
     assert service.requests == [
-        {"path": "/status", "query": {"order": "A-42"}, "auth": "s3cret-order-key"},
-        {"path": "/stuck", "body": {"order": "A-42"}, "auth": "s3cret-order-key"},
+        {"path": "/status", "query": {"order": "A-42", "card": CARD}, "auth": "s3cret-order-key"},
+        {"path": "/stuck", "body": {"order": "A-42", "card": CARD}, "auth": "s3cret-order-key"},
     ]
     status, cancel = report["tool_calls"]
-    assert (status["name"], status["outcome"], status["output"]) == ("order_status", "ok", ORDER)
+    # stored masked as keys are (the plan's dtmf_visible_digits: 1), a sensitive tool's arguments not at all
+    assert status["arguments"] == {"order": "A-4*", "card": "4" + "*" * 15}
+    assert (status["name"], status["outcome"], status["output"]) == ("order_status", "ok", {**ORDER, "order": "A-4*"})
+    assert cancel["arguments"] == "[sensitive: not stored]"
+    stored = json.dumps(report)
+    assert not any(CARD[i : i + 6] in stored for i in range(len(CARD) - 5))  # no six digits of the card in a row
     assert status["latency_ms"] == pytest.approx(5000, abs=100)  # the service's 5 s (virtual time)
     assert (cancel["name"], cancel["outcome"]) == ("cancel_order", "timeout")
     assert cancel["output"] == {"ok": False, "error": {"type": "timeout", "message": "the order system did not answer"}}

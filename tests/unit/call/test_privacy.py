@@ -3,11 +3,12 @@ the dialplan's privacy section (checked by `dialplan check`)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from bridge.call.privacy import RUN_GAP_S, KeyMask, mask_number, redact_spoken_digits
+from bridge.call.privacy import RUN_GAP_S, KeyMask, mask_digit_runs, mask_json, mask_number, redact_spoken_digits
 from bridge.dialplan import Dialplan, check_file
 
 
@@ -66,3 +67,16 @@ def test_the_privacy_section_is_safe_by_default_and_checked(tmp_path: Path) -> N
     bad.write_text("name: x\nmatch: ['1']\nprivacy: {dtmf_visible_digits: -1, dtmf_to_modle: false}\n")
     fields = {e.field for e in check_file(bad)}
     assert "privacy.dtmf_visible_digits" in fields or "privacy.dtmf_to_modle" in fields, fields
+
+
+def test_tool_arguments_and_outputs_are_masked_as_keys_are() -> None:
+    card = "4111111111111111"
+    args = json.dumps({"card": card, "spaced": "4111 1111 1111 1111", "number": int(card), "order": "A-42",
+                       "paid": True, "items": [{"sku": "12345"}]})  # fmt: skip
+    shown = json.loads(mask_json(args, 4))
+    assert shown == {"card": "4111************", "spaced": "4111 **** **** ****", "number": "4111************",
+                     "order": "A-42", "paid": True, "items": [{"sku": "1234*"}]}  # fmt: skip
+    windows = {card[i : i + 6] for i in range(len(card) - 5)}
+    assert not any(w in mask_json(args, 4) for w in windows)  # no six digits of the card in a row, anywhere
+    assert mask_json("card 4111-1111-1111-1111 declined", 1) == "card 4***-****-****-**** declined"  # not JSON
+    assert mask_digit_runs("call 555 0100 at 9", 0) == "call *** **** at *"

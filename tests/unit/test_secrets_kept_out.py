@@ -1,0 +1,43 @@
+"""Secrets stay out of what is logged, shown and stored: one masking of every URL (its password and every query
+parameter that names a secret) for logs and ``config show``, and a recording's header keeps its plan's settings
+and version but no secret (tool and MCP headers, tokens in the orchestrator's URL)."""
+
+from __future__ import annotations
+
+import json
+
+from bridge.call.recorder import recorded_plan
+from bridge.config import load_settings, masked
+from bridge.dialplan import Dialplan
+from bridge.errors import mask_url
+
+SECRETS = ("pw-1", "sent-2", "tok-3", "hdr-4", "orch-5")
+
+
+def test_one_masking_for_every_url_in_logs_and_config_show() -> None:
+    url = "redis+sentinel://:pw-1@s1:26379,s2:26379/mymaster?password=pw-1&sentinel_password=sent-2&db=2"
+    shown = mask_url(url)
+    assert "pw-1" not in shown and "sent-2" not in shown and "db=2" in shown and "s2:26379/mymaster" in shown
+    assert mask_url("https://h/x?token=tok-3&lang=en") == "https://h/x?token=****&lang=en"
+    settings = load_settings(None, redis_url=url)
+    for view in (settings.public(), masked(settings)):
+        text = json.dumps(view)
+        assert not any(secret in text for secret in SECRETS), text
+        assert "mymaster" in text  # the URL is still there, secrets masked
+
+
+def test_a_recordings_header_keeps_the_plan_and_its_version_but_no_secret() -> None:
+    plan = Dialplan.model_validate({
+        "name": "cards", "match": ["9"],
+        "http_tools": [{"name": "charge", "url": "https://pay.example/charge?key=tok-3",
+                        "headers": {"Authorization": "Bearer hdr-4"}, "sensitive": True}],
+        "mcp_servers": [{"name": "crm", "url": "https://crm.example/mcp", "headers": {"X-Key": "hdr-4"}}],
+        "orchestrator": {"url": "https://orch.example/turn?access_token=orch-5"},
+    })  # fmt: skip
+    dump = plan.model_dump(mode="json", exclude={"source_file"})
+    kept = recorded_plan(dump)
+    text = json.dumps(kept)
+    assert not any(secret in text for secret in SECRETS), text
+    assert kept["name"] == "cards" and kept["http_tools"][0]["headers"] == {"Authorization": "****"}
+    assert kept["orchestrator"]["url"] == "https://orch.example/turn?access_token=****"
+    assert kept["version"] == recorded_plan(dump)["version"] != recorded_plan({**dump, "match": ["8"]})["version"]
