@@ -12,10 +12,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import websockets
+
 from bench.calls.callers import SETUP_S
 from bench.calls.paths import Bench
 from bench.calls.report import HEADER, Step, banner, row, summarize, summary_lines
 from bridge.audio.frames import BEAT_FRAMES
+from bridge.realtime.ws_fastpath import fast_path_problems
 
 # A step that fails is run once more, for both paths alike, and fails only if that fails too: at 16 calls the mark
 # is 10 frames in 12 s, so one 200 ms stall anywhere on the machine failed the ceiling at 16 calls in one ladder.
@@ -40,6 +43,13 @@ def _collect_between_steps() -> Iterator[None]:
         gc.collect()
 
 
+def fast_path_line() -> str:
+    """Which ``websockets`` the workers run on, and whether the Realtime socket takes its fast paths with it."""
+    slow = fast_path_problems()
+    state = "fast path on" if not slow else "fast path off: " + "; ".join(slow)
+    return f"Realtime socket: websockets {websockets.version.version}, {state}"
+
+
 def _say(text: str) -> None:
     print(text, flush=True)
 
@@ -61,6 +71,7 @@ async def run_bench(
         bench = Bench(seconds, Path(tmp), log_path, priority, beat, ceiling, spread="front" in paths)
         if not as_json:
             _say(banner(steps, seconds, priority, beat, ceiling, log_path))
+            _say(fast_path_line())
             _say(HEADER)
         greeting = {"text": "benchmark", "tone_hz": 440.0, "duration_ms": (SETUP_S + seconds + GREETING_TAIL_S) * 1000}
         async with EmulatorServer(
@@ -71,6 +82,7 @@ async def run_bench(
         "realtime_priority": priority,
         "media_beat_frames": beat,
         "ceiling": ceiling,
+        "fast_path_problems": fast_path_problems(),
     }
     if as_json:
         _say(json.dumps(summary))

@@ -6,11 +6,11 @@ every way a connection can end into one :class:`~bridge.events.Closed` event, cl
 server) with a retryable flag: the socket's close, or a dialect's own end-of-session event when it has one (Live's
 ``session.closed``), whichever comes first. It never raises into the call session after :meth:`connect` succeeds.
 
-Three fast paths skip ``websockets``' own machinery: server text messages decoded on the spot instead of by the
-receive task, the socket read once per media beat (:meth:`RealtimeClient.read_on_beat`), and frames written on the
-caller's stack or by C code on the media clock thread (:meth:`RealtimeClient.offload_writes`). They lean on
-``websockets``' internals, all of them behind one seam, :mod:`bridge.realtime.ws_fastpath`, which falls back to
-``websockets``' own paths (and says so) when those internals differ.
+The socket is :class:`~bridge.realtime.ws_fastpath.RealtimeSocket`: ``websockets``' sans-I/O protocol over the
+bridge's own transport, with the fast paths: server messages decoded on the spot, the socket read once per media beat
+(:meth:`RealtimeClient.read_on_beat`), and frames written on the caller's stack or by C code on the media clock
+thread (:meth:`RealtimeClient.offload_writes`). Without the sans-I/O API it needs it is ``websockets``' own client
+(:mod:`bridge.realtime.ws_plain`), and ``serve`` and ``/healthz`` say so.
 """
 
 from __future__ import annotations
@@ -25,17 +25,17 @@ from typing import Protocol, runtime_checkable
 
 import orjson
 import websockets
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.exceptions import InvalidStatus, InvalidURI
 
 from bridge import events as ev
 from bridge.audio.wire import AppendTemplate
 from bridge.errors import ConnectError, ModelRefused, classify_close, classify_http_status, is_refusal, redact
+from bridge.realtime import ws_fastpath, ws_plain
 from bridge.realtime.credentials import fingerprint
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.profile import AgentProfile
 from bridge.realtime.protocol import RealtimeProtocol
-from bridge.realtime.ws_fastpath import BeatConnection as _BeatConnection
-from bridge.realtime.ws_fastpath import WriteOffload
+from bridge.realtime.ws_fastpath import Socket, SocketClosed, WriteOffload
 
 log = logging.getLogger("bridge.realtime")
 
@@ -95,7 +95,7 @@ class RealtimeClient:
         self._credential = credential
         self._secret = ""
         self.credential_fingerprint: str | None = None  # names the secret a server refused, never the secret
-        self._ws: _BeatConnection | None = None
+        self._ws: Socket | None = None
         self._send_q: asyncio.Queue[object] = asyncio.Queue(self.settings.send_queue_frames)
         self._events: asyncio.Queue[ev.Event] = asyncio.Queue()
         self._sink: Callable[[ev.Event], None] | None = None  # deliver_to: events handed over as decoded
@@ -120,17 +120,17 @@ class RealtimeClient:
         """Open the socket. Raises :class:`ConnectError` (classified, credential redacted) on failure."""
         self._secret = await self._resolve_credential()
         self.credential_fingerprint = fingerprint(self._secret)
+        opener = ws_plain.connect if ws_fastpath.MISSING else ws_fastpath.connect
         try:
-            ws = await websockets.connect(
+            ws: Socket = await opener(
                 self.url,
-                additional_headers=self.dialect.headers(self._secret),
+                self.dialect.headers(self._secret),
+                self._received,  # every server message, on the spot
                 open_timeout=self.settings.connect_timeout_s,
                 ping_interval=self.settings.ping_interval_s,
                 ping_timeout=self.settings.ping_timeout_s,
                 max_size=self.settings.max_frame_bytes,
-                compression=None,  # audio frames do not compress; deflate costs CPU per frame
                 logger=_WS_LOG,  # websockets logs handshake headers (Authorization) at DEBUG: redacted
-                create_connection=_BeatConnection,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -148,9 +148,7 @@ class RealtimeClient:
             raise ConnectError(
                 ev.ErrorClass.PROTOCOL, redact(f"handshake failed: {exc!r}", self._secret), retryable=True
             ) from None
-        assert isinstance(ws, _BeatConnection)  # create_connection above
         self._ws = ws
-        ws.direct = self._received
         self._tasks = [
             asyncio.create_task(self._send_loop(), name="realtime-send"),
             asyncio.create_task(self._recv_loop(), name="realtime-recv"),
@@ -200,11 +198,11 @@ class RealtimeClient:
                 t0 = time.perf_counter()
                 self._in_flight = True
                 try:
-                    await ws.send(frame)  # type: ignore[arg-type]  # frames are str; _STOP is handled above
+                    await ws.send(str(frame).encode())  # frames are str; _STOP is handled above
                 finally:
                     self._in_flight = False
                 self.last_send_latency_s = time.perf_counter() - t0
-        except ConnectionClosed:
+        except SocketClosed:
             return  # the receive loop reports the close
 
     # -- receiving
@@ -221,28 +219,24 @@ class RealtimeClient:
                 return
 
     async def _recv_loop(self) -> None:
+        """Waits for the connection's end (the socket hands each message to :meth:`_received` itself) and says how
+        it ended: the server's close frame, a keepalive or idle timeout, a failure, or a lost connection."""
         assert self._ws is not None
         ws = self._ws
-        closed: ev.Closed
-        try:
-            while True:
-                self._received(await ws.recv())
-        except ConnectionClosed as exc:
-            rcvd = exc.rcvd
-            code = rcvd.code if rcvd is not None else None
-            cls, retryable = classify_close(code)
-            if self._closing:
-                cls, retryable = None, False
-            if self._idle_expired:
-                cls, retryable = ev.ErrorClass.NETWORK, True
-            reason = redact(rcvd.reason if rcvd is not None else "connection lost", self._secret)
-            if self._idle_expired:
-                reason = "idle timeout: no server frame"
-            closed = ev.Closed(error_class=cls, code=code, reason=reason or "closed", retryable=retryable)
-        except Exception as exc:  # never let the pump die silently
-            log.exception("realtime receive loop failed")
-            closed = ev.Closed(ev.ErrorClass.PROTOCOL, None, redact(repr(exc), self._secret), retryable=True)
-            await ws.close(code=1011)
+        await asyncio.shield(ws.lost)
+        rcvd = ws.close_rcvd
+        code = rcvd.code if rcvd is not None else None
+        cls, retryable = classify_close(code)
+        if self._closing:
+            cls, retryable = None, False
+        if self._idle_expired:
+            cls, retryable = ev.ErrorClass.NETWORK, True
+        reason = redact(rcvd.reason if rcvd is not None else "connection lost", self._secret)
+        if self._idle_expired:
+            reason = "idle timeout: no server frame"
+        closed = ev.Closed(error_class=cls, code=code, reason=reason or "closed", retryable=retryable)
+        if ws.failure is not None:  # the message handler raised: never a silent end
+            closed = ev.Closed(ev.ErrorClass.PROTOCOL, None, redact(repr(ws.failure), self._secret), retryable=True)
         self._send_q.put_nowait(_STOP) if not self._send_q.full() else None
         for task in self._tasks:  # the idle watch has nothing left to watch (unless it is the one closing)
             if task.get_name() == "realtime-idle" and not self._idle_expired:
@@ -253,7 +247,7 @@ class RealtimeClient:
             self._emit(closed)
 
     def _received(self, frame: str | bytes | bytearray | memoryview) -> None:
-        """One server text message, from the receive loop or on the spot (``BeatConnection.process_event``)."""
+        """One server message, handed over by the socket from the read that brought it."""
         self._last_recv = time.monotonic()
         for event in self.protocol.decode(frame):
             if isinstance(event, ev.Closed):

@@ -1,112 +1,113 @@
-"""The one seam into ``websockets``' internals: :class:`BeatConnection`, a ``ClientConnection`` with three fast paths.
+"""The Realtime socket: ``websockets``' public sans-I/O protocol (``websockets.client.ClientProtocol``) over the
+bridge's own asyncio transport, with four fast paths.
 
-**Direct reads.** A whole text message goes to :attr:`BeatConnection.direct` on the spot, from the read that
-brought it, when nothing is ahead of it in ``websockets``' queue; the rest (fragments, control frames, anything
-behind a queued message) takes ``websockets``' way to the receive loop, so the order never changes. The queue and
-the receive task's wake-up cost more than decoding a delta.
+``websockets`` parses and frames (the handshake, masking, control frames, the closing handshake, ``max_size``);
+:class:`RealtimeSocket` moves bytes. It opens the TCP connection itself (through the environment's HTTP(S) proxy,
+as ``websockets.connect`` does: ``wss_proxy``/``https_proxy``/``http_proxy``, ``no_proxy``), with TLS for ``wss://``,
+sends the handshake with the dialect's headers, pings for keepalive and maps every way the connection ends to the
+close frame received (:attr:`RealtimeSocket.close_rcvd`) or a failure.
 
-**Reading on a beat** (:meth:`BeatConnection.gate`, :meth:`BeatConnection.beat`): a call session that ticks every
+**Direct reads.** A whole server message is handed to ``on_message`` on the spot, from the read that brought it: no
+queue, no receive task. A fragmented one is joined first; the order never changes.
+
+**Reading on a beat** (:meth:`RealtimeSocket.gate`, :meth:`RealtimeSocket.beat`): a call session that ticks every
 20 ms has the socket read once per tick, right after the tick's own work, instead of whenever a frame lands. On a
-loaded machine a wake-up of a Python process costs more in cold caches than the decoding it does, and a worker's
-deltas land on their own schedule, between its media ticks. Gated, the transport does not read
-(``pause_reading``); each beat asks the kernel (``poll`` with no wait) whether anything arrived and, if so, reads it
-there and then and hands it to the protocol as the transport would. A server frame waits at most one beat before
-it is decoded; ``websockets``' own flow control still wins (while it has reading paused, the beat does not read).
-Plain TCP only: over TLS the transport reads the socket itself (the kernel would wake the loop for the encrypted
-bytes anyway).
+loaded machine a wake-up of a Python process costs more in cold caches than the decoding it does. Gated, the
+transport does not read (``pause_reading``); each beat asks the kernel (``poll`` with no wait) whether anything
+arrived and, if so, reads it there and then and hands it to the protocol as the transport would. A server frame
+waits at most one beat before it is decoded. Plain TCP only: over TLS the transport reads the socket itself.
 
-**Direct writes** (:meth:`BeatConnection.write_now`): while nothing is in flight and the socket's write buffer is
-empty, a frame is framed by the connection's sans-I/O protocol and written at once, on the caller's stack, which is
-what ``Connection.send`` does minus the coroutine, its context manager and the hop through the send task.
-**Offloaded writes** (:meth:`BeatConnection.offload`): a call whose caller audio is sent by C code on the media
-clock thread (``bridge/native/cport.c``, "Uplink") binds the socket to that code, and from then on every frame
-``websockets`` writes goes through the same C writer (:class:`WriteOffload`), so the audio and the connection's
-own frames (session updates, truncates, pings, the close) reach the socket in one order. A close frame ends the
-audio; the end of the stream, a failed write or the loss of the connection hands the socket back (with the bytes
-the kernel had not taken yet) before the socket is closed. Plain TCP only, and only while the transport has
-nothing buffered.
+**Direct writes** (:meth:`RealtimeSocket.write_now`): while the socket's write buffer is empty, a frame is framed and
+written at once, on the caller's stack. :meth:`RealtimeSocket.send` is the same plus waiting for the drain when
+asyncio holds more than :data:`WRITE_LIMIT` bytes (backpressure).
 
-``websockets`` has no public hook for any of this. What it relies on (``websockets.asyncio.connection.Connection``,
-its ``Assembler`` and the sans-I/O ``Protocol``) is listed and checked by :func:`missing_internals`; a unit test
-asserts that the list is empty with the installed ``websockets``. When it is not, every connection falls back to
-``websockets``' own paths (the receive task, ``Connection.send``, no gate, no offload) and a warning says so once.
+**Offloaded writes** (:meth:`RealtimeSocket.offload`): a call whose caller audio is sent by C code on the media clock
+thread (``bridge/native/cport.c``, "Uplink") binds the socket to that code, and from then on every frame this socket
+writes goes through the same C writer (:class:`WriteOffload`), so the audio and the connection's own frames (session
+updates, truncates, pings, the close) reach the socket in one order. A close frame ends the audio; the end of the
+stream, a failed write or the loss of the connection hands the socket back (with the bytes the kernel had not taken
+yet) before the socket is closed. Plain TCP only, and only while the transport has nothing buffered.
+
+What this relies on is ``websockets``' documented sans-I/O API, the same from 15 on; :func:`missing_api` checks it
+(and a unit test, run in every venv CI builds, asserts it is complete). Should a ``websockets`` lack part of it,
+connections go through ``websockets``' own asyncio client instead (:mod:`bridge.realtime.ws_plain`), ``serve`` says
+so at start and ``/healthz`` (``callbridge health``) reports it as degraded (:func:`fast_path_problems`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
-import dataclasses
 import logging
 import os
 import select
-from asyncio import BaseTransport
-from collections.abc import Callable
+import ssl
+import sys
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
 from typing import Final, Protocol
 
 import websockets
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.connection import Connection
-from websockets.asyncio.messages import Assembler, SimpleQueue
-from websockets.frames import Frame, Opcode
-from websockets.protocol import Event, State
-from websockets.protocol import Protocol as SansIOProtocol
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidProxy
+from websockets.frames import Close, Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import WebSocketURI, parse_uri
 
 log = logging.getLogger("bridge.realtime")
 
 _OPCODE_CLOSE = 0x8
 _READ_BYTES = 256 * 1024  # what asyncio's transport reads at once
+WRITE_LIMIT = 32 * 1024  # asyncio's buffer above this: send() waits for the drain (websockets' own default)
+CLOSE_TIMEOUT_S = 10.0  # a close frame sent or received: the TCP connection ends within this, or is aborted
+USER_AGENT = f"Python/{sys.version_info.major}.{sys.version_info.minor} websockets/{websockets.version.version}"
+
+OnMessage = Callable[[bytes | bytearray | memoryview], None]
+
+_METHODS = (
+    "connect",
+    "send_request",
+    "receive_data",
+    "receive_eof",
+    "events_received",
+    "data_to_send",
+    "send_text",
+    "send_ping",
+    "send_close",
+    "fail",
+    "close_expected",
+)
+_ATTRIBUTES = ("state", "handshake_exc", "close_rcvd")
 
 
-def missing_internals(
-    connection: type = Connection,
-    assembler: type = Assembler,
-    protocol: type = SansIOProtocol,
-    frame: type = Frame,
-) -> list[str]:
-    """What the fast paths rely on that the given ``websockets`` classes do not provide (empty: all there)."""
-    missing = []
-
-    def names(cls: type, method: str) -> tuple[str, ...]:
-        code = getattr(getattr(cls, method, None), "__code__", None)
-        return tuple(code.co_names) if code is not None else ()
-
-    if "process_event" not in names(connection, "data_received"):
-        missing.append("Connection.data_received no longer hands each event to Connection.process_event")
-    if not callable(getattr(connection, "process_event", None)):
-        missing.append("Connection.process_event is gone")
-    if "data_to_send" not in names(connection, "send_data"):
-        missing.append("Connection.send_data no longer writes protocol.data_to_send()")
-    if "fragmented_send_waiter" not in names(connection, "__init__"):
-        missing.append("Connection.__init__ sets no fragmented_send_waiter")
-    if not {"recv_messages", "Assembler"} <= set(names(connection, "connection_made")):
-        missing.append("Connection.connection_made builds no Assembler as recv_messages")
-    if not {"frames", "paused"} <= set(names(assembler, "__init__")):
-        missing.append("Assembler (recv_messages) has no frames queue or paused flag")
-    if not callable(getattr(SimpleQueue, "__len__", None)):
-        missing.append("Assembler.frames (SimpleQueue) has no len()")
-    if not all(callable(getattr(protocol, m, None)) for m in ("send_text", "data_to_send")):
-        missing.append("Protocol.send_text or Protocol.data_to_send is gone")
-    fields = {f.name for f in dataclasses.fields(frame)} if dataclasses.is_dataclass(frame) else set()
-    if not {"opcode", "data", "fin"} <= fields:
-        missing.append("Frame has no opcode, data and fin fields")
+def missing_api(protocol: type = ClientProtocol) -> list[str]:
+    """What the socket uses of ``websockets``' sans-I/O client that ``protocol`` does not have (empty: all there)."""
+    missing = [f"ClientProtocol.{name}()" for name in _METHODS if not callable(getattr(protocol, name, None))]
+    try:
+        instance = protocol(parse_uri("ws://localhost/"), max_size=None)
+    except Exception as exc:  # a changed constructor
+        return [*missing, f"ClientProtocol(uri, max_size=...) raised {exc!r}"]
+    missing += [f"ClientProtocol.{name}" for name in _ATTRIBUTES if not hasattr(instance, name)]
+    if not {"TEXT", "BINARY", "CONT", "PONG"} <= set(Opcode.__members__):
+        missing.append("websockets.frames.Opcode")
     return missing
 
 
-MISSING: Final = tuple(missing_internals())
-_warned = False
+MISSING: Final = tuple(missing_api())
 
 
-def fast_path_active() -> bool:
-    """Whether the fast paths run with the installed ``websockets``; logs a warning, once, when they do not."""
-    global _warned
-    if MISSING and not _warned:
-        _warned = True
-        log.warning(
-            "websockets %s differs from what the fast paths rely on (%s): reads and writes take websockets' own path",
-            websockets.version.version,
-            "; ".join(MISSING),
-        )
-    return not MISSING
+def fast_path_problems() -> list[str]:
+    """Why the Realtime socket cannot take its fast paths with the installed packages (empty: it takes them).
+    ``serve`` logs them at start; ``/healthz`` lists them under ``degraded``."""
+    if not MISSING:
+        return []
+    return [
+        f"websockets {websockets.version.version} lacks {', '.join(MISSING)}: the Realtime socket runs on "
+        "websockets' own asyncio client (no direct reads or writes, no reading on the beat, no offloaded writes)"
+    ]
 
 
 class WriteOffload(Protocol):
@@ -118,51 +119,278 @@ class WriteOffload(Protocol):
     def unbind(self) -> bytes: ...
 
 
-class BeatConnection(ClientConnection):
-    """A ``websockets`` connection with direct reads, reads on a beat, and direct or offloaded writes (see the
-    module doc). Without the internals it relies on it behaves as a plain ``ClientConnection``."""
+class Socket(Protocol):
+    """What the client uses of a socket: :class:`RealtimeSocket`, or ``ws_plain.PlainSocket`` without the API."""
 
-    fast = not MISSING
+    @property
+    def fast(self) -> bool: ...
+    @property
+    def gated(self) -> bool: ...
+    @property
+    def offloaded(self) -> bool: ...
+    @property
+    def close_rcvd(self) -> Close | None: ...
+    @property
+    def failure(self) -> Exception | None: ...
+    @property
+    def lost(self) -> asyncio.Future[None]: ...
+    def write_now(self, data: bytes) -> bool: ...
+    async def send(self, data: bytes) -> None: ...
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+    def gate(self, on: bool) -> None: ...
+    def beat(self) -> None: ...
+    def offload(self, offload: WriteOffload | None) -> bool: ...
+
+
+class SocketClosed(Exception):
+    """A send on a socket that is no longer open (the close itself is reported by :attr:`RealtimeSocket.lost`)."""
+
+
+class RealtimeSocket(asyncio.Protocol):
+    """One client WebSocket: the sans-I/O protocol, this asyncio protocol, and the fast paths (see the module doc).
+    Made by :func:`connect`."""
+
+    fast = True
     gated = False
     _ready: select.poll | None = None  # asks the kernel, without a wake-up, whether anything arrived
     _fd = -1
     _offload: WriteOffload | None = None
-    # Whole text messages, on the spot (see process_event).
-    direct: Callable[[bytes | bytearray | memoryview], None] | None = None
+    transport: asyncio.Transport
 
-    def connection_made(self, transport: BaseTransport) -> None:
-        super().connection_made(transport)
-        self.fast = fast_path_active()
+    def __init__(
+        self,
+        uri: WebSocketURI,
+        headers: Mapping[str, str],
+        on_message: OnMessage,
+        *,
+        max_size: int | None,
+        ping_interval: float | None,
+        ping_timeout: float | None,
+        close_timeout: float = CLOSE_TIMEOUT_S,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.protocol = ClientProtocol(uri, max_size=max_size, logger=logger)  # no extensions: no compression
+        self.headers = headers
+        self.on_message = on_message
+        self.ping_interval, self.ping_timeout, self.close_timeout = ping_interval, ping_timeout, close_timeout
+        self.loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = self.loop.create_future()  # the handshake's answer
+        self.lost: asyncio.Future[None] = self.loop.create_future()  # the TCP connection is gone
+        self.failure: Exception | None = None  # on_message raised: the connection was failed with 1011
+        self.latency = 0.0  # of the last keepalive ping
+        self._fragments: list[bytes] = []
+        self._paused = False  # asyncio's write buffer is over WRITE_LIMIT
+        self._drained: asyncio.Future[None] | None = None
+        self._ping: tuple[bytes, float] | None = None
+        self._keepalive: asyncio.TimerHandle | None = None  # the next ping, or the deadline of its pong
+        self._close_timer: asyncio.TimerHandle | None = None
 
-    def process_event(self, event: Event) -> None:
-        direct = self.direct
-        if (
-            direct is not None
-            and type(event) is Frame
-            and event.opcode is Opcode.TEXT
-            and event.fin
-            and self.fast
-            and not len(self.recv_messages.frames)
-        ):
-            direct(event.data)
+    @property
+    def state(self) -> State:
+        return self.protocol.state
+
+    @property
+    def close_rcvd(self) -> Close | None:
+        """The server's close frame (code and reason), None if none came."""
+        return self.protocol.close_rcvd
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(WRITE_LIMIT)
+        request = self.protocol.connect()
+        request.headers.update(self.headers)
+        request.headers.setdefault("User-Agent", USER_AGENT)
+        self.protocol.send_request(request)
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        protocol = self.protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        self._flush()  # pongs, the close frame's echo, a failure's close
+        if protocol.close_expected():
+            self._expect_close()
+        fragments = self._fragments
+        for event in events:
+            if type(event) is Frame:
+                if event.fin and not fragments and (event.opcode is Opcode.TEXT or event.opcode is Opcode.BINARY):
+                    self._deliver(event.data)
+                else:
+                    self._frame(event)
+            elif isinstance(event, Response):
+                self._answered()
+        if self.gated and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def eof_received(self) -> None:
+        self.protocol.receive_eof()
+        for event in self.protocol.events_received():  # a response that ended with the stream
+            if isinstance(event, Response):
+                self._answered()
+        self._flush()
+        # nothing is written after the server's end of stream: returning None lets the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gated, self._ready = False, None
+        self._take_back()  # before the transport closes the socket: C must never write to a closed (reused) fd
+        self.protocol.receive_eof()  # idempotent: the protocol's state is CLOSED from here
+        for timer in (self._keepalive, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        if not self.opened.done():
+            failed = self.protocol.handshake_exc
+            self.opened.set_exception(failed or ConnectionError(f"connection closed during the handshake: {exc!r}"))
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    # -- receiving
+
+    def _answered(self) -> None:
+        if self.opened.done():
             return
-        super().process_event(event)
+        if self.protocol.handshake_exc is not None:
+            self.opened.set_exception(self.protocol.handshake_exc)
+            return
+        self.opened.set_result(None)
+        if self.ping_interval is not None:
+            self._keepalive = self.loop.call_later(self.ping_interval, self._send_ping)
+
+    def _frame(self, frame: Frame) -> None:
+        """Everything but a whole data message: fragments, and the pong a keepalive ping waits for (pings and
+        close frames are answered by the protocol itself)."""
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
+            self._fragments.append(bytes(frame.data))
+            if frame.fin:
+                message, self._fragments = b"".join(self._fragments), []
+                self._deliver(message)
+        elif opcode is Opcode.PONG:
+            self._pong(bytes(frame.data))
+
+    def _deliver(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            self.on_message(data)
+        except Exception as exc:  # never let the reader die silently: the session ends, classified
+            log.exception("realtime message handler failed")
+            if self.failure is None:
+                self.failure = exc
+                self.fail(1011, "internal error")
+
+    # -- keepalive: a ping every ping_interval; no pong within ping_timeout fails the connection (1011)
+
+    def _send_ping(self) -> None:
+        if self.protocol.state is not State.OPEN:
+            return
+        data = os.urandom(4)
+        self._ping = (data, self.loop.time())
+        self.protocol.send_ping(data)
+        self._flush()
+        if self.ping_timeout is not None:
+            self._keepalive = self.loop.call_later(self.ping_timeout, self._pong_overdue)
+        elif self.ping_interval is not None:
+            self._keepalive = self.loop.call_later(self.ping_interval, self._send_ping)
+
+    def _pong(self, data: bytes) -> None:
+        if self._ping is None or data != self._ping[0]:
+            return  # unsolicited
+        self.latency = self.loop.time() - self._ping[1]
+        self._ping = None
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        if self.ping_interval is not None:
+            self._keepalive = self.loop.call_later(max(0.0, self.ping_interval - self.latency), self._send_ping)
+
+    def _pong_overdue(self) -> None:
+        self.fail(1011, "keepalive ping timeout")
 
     # -- writing
 
     def write_now(self, data: bytes) -> bool:
-        """Frame and write one text message now (the direct path); False (nothing sent) if anything could be ahead
-        of it or would have to wait: not open, a fragmented send under way, bytes still buffered."""
-        if (
-            not self.fast
-            or self.protocol.state is not State.OPEN
-            or self.fragmented_send_waiter is not None
-            or self.transport.get_write_buffer_size()  # backpressure: the send task waits for the drain
-        ):
+        """Frame and write one text message now (the direct path); False (nothing sent) if it would have to wait:
+        not open, or asyncio still holds bytes (backpressure: :meth:`send` waits for the drain)."""
+        if self.protocol.state is not State.OPEN or self.transport.get_write_buffer_size():
             return False
         self.protocol.send_text(data)
-        self.send_data()
+        self._flush()
         return True
+
+    async def send(self, data: bytes) -> None:
+        """Write one text message, then wait while asyncio holds more than :data:`WRITE_LIMIT` bytes. Raises
+        :class:`SocketClosed` if the connection is not open."""
+        if self.protocol.state is not State.OPEN:
+            raise SocketClosed
+        self.protocol.send_text(data)
+        self._flush()
+        if self._paused and not self.lost.done():
+            self._drained = self.loop.create_future()
+            await self._drained
+
+    def fail(self, code: int, reason: str = "") -> None:
+        """Fail the connection (close frame, end of stream) and abort it if it does not end in time."""
+        if self.protocol.state is State.CLOSED:
+            return
+        self.protocol.fail(code, reason)
+        self._flush()
+        self._expect_close()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """The closing handshake: send a close frame and wait for the connection to end (aborted after
+        ``close_timeout``)."""
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_close(code, reason)
+            self._flush()
+            self._expect_close()
+        elif self.protocol.state is State.CONNECTING:
+            self.abort()
+        await asyncio.shield(self.lost)
+
+    def abort(self) -> None:
+        transport = getattr(self, "transport", None)
+        if transport is not None:
+            transport.abort()
+
+    def _expect_close(self) -> None:
+        if self._close_timer is None:
+            self._close_timer = self.loop.call_later(self.close_timeout, self.abort)
+
+    def _flush(self) -> None:
+        offload = self._offload
+        for data in self.protocol.data_to_send():
+            if not data:  # end of stream: hand the socket back, then half-close it
+                self._take_back()
+                if self.transport.can_write_eof():
+                    with contextlib.suppress(OSError, RuntimeError):
+                        self.transport.write_eof()
+                else:
+                    self.transport.close()
+                offload = None
+                continue
+            if offload is None:
+                self.transport.write(data)
+                continue
+            if data[0] & 0x0F == _OPCODE_CLOSE:
+                offload.end_data()
+            status = offload.write(data)
+            if status == -2:  # unbound underneath us (the media port was detached): write it ourselves
+                self._offload = offload = None
+                self.transport.write(data)
+            elif status != 0:  # the socket failed: the read side reports the loss
+                self._take_back()
+                self.transport.abort()
+                return
 
     def offload(self, offload: WriteOffload | None) -> bool:
         """Route every write through ``offload`` (bound to the socket now), or (None) take the socket back."""
@@ -172,8 +400,7 @@ class BeatConnection(ClientConnection):
         transport = self.transport
         sock = transport.get_extra_info("socket")
         if (
-            not self.fast
-            or self._offload is not None
+            self._offload is not None
             or sock is None
             or transport.get_extra_info("sslcontext") is not None
             or transport.is_closing()
@@ -197,48 +424,12 @@ class BeatConnection(ClientConnection):
             if rest and not self.transport.is_closing():
                 self.transport.write(rest)
 
-    def send_data(self) -> None:
-        offload = self._offload
-        if offload is None:
-            super().send_data()
-            return
-        for data in self.protocol.data_to_send():
-            if not data:  # end of stream: hand the socket back, then half-close it as websockets does
-                self._take_back()
-                if self.transport.can_write_eof():
-                    with contextlib.suppress(OSError, RuntimeError):
-                        self.transport.write_eof()
-                else:
-                    self.transport.close()
-                continue
-            if data[0] & 0x0F == _OPCODE_CLOSE:
-                offload.end_data()
-            status = offload.write(data)
-            if status == -2:  # unbound underneath us (the media port was detached): write it ourselves
-                self._offload = None
-                self.transport.write(data)
-            elif status != 0:  # the socket failed: the read side reports the loss
-                self._take_back()
-                self.transport.abort()
-                return
-
     # -- reading on a beat
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.gated and not self.transport.is_closing():
-            self.transport.pause_reading()
 
     def gate(self, on: bool) -> None:
         """Gate reading to :meth:`beat`. Plain TCP only: over TLS the transport reads the socket itself."""
         sock = self.transport.get_extra_info("socket")
-        if (
-            on
-            and self.fast
-            and not self.gated
-            and sock is not None
-            and self.transport.get_extra_info("sslcontext") is None
-        ):
+        if on and not self.gated and sock is not None and self.transport.get_extra_info("sslcontext") is None:
             self._ready = select.poll()
             self._ready.register(sock.fileno(), select.POLLIN)
             self._fd = sock.fileno()
@@ -254,10 +445,8 @@ class BeatConnection(ClientConnection):
         as the transport would (its reader stays out of the selector: registering it for one read and taking it
         out again cost two ``epoll_ctl`` and the selector's bookkeeping per beat). An end of stream or an error
         is left to the transport: it is resumed and meets them on its own read."""
-        if self._ready is None or not self._ready.poll(0):
+        if self._ready is None or not self._ready.poll(0) or self.transport.is_closing():
             return
-        if self.recv_messages.paused or self.transport.is_closing():
-            return  # websockets' own flow control: it resumes the transport itself
         try:
             data = os.read(self._fd, _READ_BYTES)
         except (BlockingIOError, InterruptedError):
@@ -271,10 +460,136 @@ class BeatConnection(ClientConnection):
 
     def _resume(self) -> None:
         transport = self.transport
-        if not self.recv_messages.paused and not transport.is_closing() and not transport.is_reading():
-            transport.resume_reading()  # unless websockets' own flow control paused it
+        if not transport.is_closing() and not transport.is_reading():
+            transport.resume_reading()
+
+
+async def connect(
+    url: str,
+    headers: Mapping[str, str],
+    on_message: OnMessage,
+    *,
+    open_timeout: float,
+    max_size: int | None,
+    ping_interval: float | None,
+    ping_timeout: float | None,
+    logger: logging.Logger | None = None,
+) -> RealtimeSocket:
+    """Open a :class:`RealtimeSocket` to ``url`` (TCP, the proxy if the environment names one, TLS for ``wss://``,
+    the handshake), all within ``open_timeout``. Raises ``websockets``' ``InvalidURI``, ``InvalidStatus`` (the
+    server refused the upgrade), ``InvalidHandshake``/``InvalidProxy``, ``TimeoutError`` or ``OSError``, as
+    ``websockets.connect`` does."""
+    uri = parse_uri(url)
+    loop = asyncio.get_running_loop()
+    sock = RealtimeSocket(
+        uri,
+        headers,
+        on_message,
+        max_size=max_size,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        logger=logger,
+    )
+    tls = ssl.create_default_context() if uri.secure else None
+    try:
+        async with asyncio.timeout(open_timeout):
+            proxy = proxy_for(uri)
+            if proxy is None:
+                await loop.create_connection(
+                    lambda: sock, uri.host, uri.port, ssl=tls, server_hostname=uri.host if tls else None
+                )
+            else:
+                transport = await _tunnel(proxy, uri)
+                transport.set_protocol(sock)
+                if tls is not None:
+                    upgraded = await loop.start_tls(transport, sock, tls, server_hostname=uri.host)
+                    assert upgraded is not None
+                    transport = upgraded
+                sock.connection_made(transport)
+            await sock.opened
+    except BaseException:
+        sock.abort()
+        raise
+    return sock
+
+
+# -- the environment's proxy, as websockets.connect finds it (RFC 6455's "Proxy Usage")
+
+
+def proxy_for(uri: WebSocketURI) -> str | None:
+    """The proxy the environment names for ``uri`` (``wss_proxy``/``ws_proxy``, ``https_proxy``, ``http_proxy``,
+    minus ``no_proxy``), None for a direct connection. Raises ``InvalidProxy`` for a SOCKS proxy."""
+    if urllib.request.proxy_bypass(f"{uri.host}:{uri.port}"):
+        return None
+    proxies = urllib.request.getproxies()
+    for scheme in ("wss", "socks", "https") if uri.secure else ("ws", "socks", "https", "http"):
+        proxy = proxies.get(scheme)
+        if proxy is None:
+            continue
+        if scheme == "socks" or not proxy.startswith(("http://", "https://")):
+            raise InvalidProxy(_public(proxy), "only HTTP(S) proxies are supported for the Realtime socket")
+        return proxy
+    return None
+
+
+def _public(proxy: str) -> str:
+    """The proxy's URL without its credentials (for messages)."""
+    parts = urllib.parse.urlsplit(proxy)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+class _Tunnel(asyncio.Protocol):
+    """``CONNECT host:port`` through an HTTP proxy; :attr:`answer` resolves on its 2xx."""
+
+    def __init__(self, request: bytes, proxy: str) -> None:
+        self.request, self.proxy = request, proxy
+        self.head = bytearray()
+        self.answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.head += data
+        end = self.head.find(b"\r\n\r\n")
+        if self.answer.done() or (end < 0 and len(self.head) < 65536):
+            return
+        status = bytes(self.head[: self.head.find(b"\r\n")]).decode("latin-1")
+        parts = status.split(" ", 2)
+        if end >= 0 and len(parts) >= 2 and parts[1].isdigit() and 200 <= int(parts[1]) < 300:
+            self.answer.set_result(None)
+        else:
+            self.answer.set_exception(InvalidProxy(self.proxy, f"CONNECT answered {status[:120]!r}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.gated, self._ready = False, None
-        self._take_back()  # before the transport closes the socket: C must never write to a closed (reused) fd
-        super().connection_lost(exc)
+        if not self.answer.done():
+            self.answer.set_exception(ConnectionError(f"proxy {self.proxy} closed the connection: {exc!r}"))
+
+
+async def _tunnel(proxy: str, uri: WebSocketURI) -> asyncio.Transport:
+    parts = urllib.parse.urlsplit(proxy)
+    if not parts.hostname:
+        raise InvalidProxy(_public(proxy), "names no host")
+    host = f"[{uri.host}]" if ":" in uri.host else uri.host
+    lines = [f"CONNECT {host}:{uri.port} HTTP/1.1", f"Host: {host}:{uri.port}", f"User-Agent: {USER_AGENT}"]
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        lines.append("Proxy-Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    tls = ssl.create_default_context() if parts.scheme == "https" else None
+    transport, tunnel = await asyncio.get_running_loop().create_connection(
+        lambda: _Tunnel(request, _public(proxy)),
+        parts.hostname,
+        parts.port or (443 if tls else 80),
+        ssl=tls,
+    )
+    try:
+        await tunnel.answer
+    except BaseException:
+        transport.close()
+        raise
+    assert isinstance(transport, asyncio.Transport)
+    return transport
+

@@ -56,6 +56,7 @@ from bridge.serve.front import (
     ACTIVE,
     DRAINED,
     RESTART_BACKOFF_S,
+from bridge.realtime.ws_fastpath import fast_path_problems
     Destination,
     FrontError,
     KamailioFront,
@@ -291,9 +292,11 @@ class Pool:
             if slot.proc is not None and slot.proc.returncode is None:
                 slot.proc.send_signal(signal.SIGTERM)
         for slot in self.slots:
+        slow = fast_path_problems()  # the installed packages cannot serve the Realtime socket's fast paths
             if slot.proc is not None:
                 try:
                     await asyncio.wait_for(slot.proc.wait(), 10)
+            | {"fast_path": {"on": not slow, "problems": slow}}
                 except TimeoutError:
                     slot.proc.kill()
         for task in self._tasks:
@@ -335,6 +338,12 @@ class ConsoleTokens:
     operator: str | None = None
     readonly: str | None = None
 
+def announce_fast_path() -> None:
+    """One line at start when the installed packages cannot serve the Realtime socket's fast paths."""
+    if slow := fast_path_problems():
+        log.warning("fast path off: %s", "; ".join(slow))
+
+
     @classmethod
     def from_environment(cls) -> ConsoleTokens:
         """From ``CALLBRIDGE_SUPERVISOR_TOKEN`` (or the file ``..._FILE`` names) and its read-only twin."""
@@ -348,6 +357,7 @@ def _secret_values(settings: Settings, console: ConsoleTokens) -> list[str]:
     for key in (settings.sip_auth_nonce_secret, settings.listen_key):
         if key is not None:
             values.append(key.get_secret_value())
+    announce_fast_path()
     if settings.redis_url:
         with contextlib.suppress(ValueError):
             values.append(urlsplit(settings.redis_url).password or "")

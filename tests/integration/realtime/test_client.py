@@ -268,36 +268,6 @@ async def test_the_beat_decodes_what_it_reads_on_its_own_wake_up(emulator: Emula
     await client.close()
 
 
-async def test_a_message_behind_a_queued_one_waits_its_turn(emulator: EmulatorServer) -> None:
-    """Once a message sits in ``websockets``' queue (here: put there while the direct path was off), later ones
-    queue behind it, so the receive task hands them over in the order they came; with the queue empty again, the
-    next one is decoded on the spot."""
-    from websockets.frames import Frame, Opcode
-
-    client = await open_client(emulator, GA, "speed=0")
-    client.send(ev.UpdateSession(AgentProfile()))
-    await collect(client, ev.SessionConfigured)
-    ws = client._ws
-    assert ws is not None and ws.direct is not None
-
-    def started(ms: int) -> Frame:
-        text = f'{{"type":"input_audio_buffer.speech_started","event_id":"e{ms}","audio_start_ms":{ms},"item_id":"i"}}'
-        return Frame(Opcode.TEXT, text.encode())
-
-    direct, ws.direct = ws.direct, None
-    ws.process_event(started(1))  # queued: the receive task has not run since
-    ws.direct = direct
-    ws.process_event(started(2))  # behind it: queued too
-    assert client.pending_events() == 0
-    got = [await client.next_event() for _ in range(2)]
-    assert [e.audio_start_ms for e in got if isinstance(e, ev.SpeechStarted)] == [1, 2]
-    ws.process_event(started(3))  # nothing queued: on the spot
-    assert client.pending_events() == 1
-    third = await client.next_event()
-    assert isinstance(third, ev.SpeechStarted) and third.audio_start_ms == 3
-    await client.close()
-
-
 async def test_read_on_beat_meets_the_servers_end_of_stream(emulator: EmulatorServer) -> None:
     client = await open_client(emulator, GA, "speed=0&drop_after_s=0.3")
     client.send(ev.UpdateSession(AgentProfile()))

@@ -10,7 +10,9 @@ import pytest
 
 from bridge.realtime.dialects import BETA, DIALECTS, GA
 from bridge.realtime.dialects.__main__ import main
-from bridge.realtime.dialects.eventmap import BEGIN, CONCEPTS, DOCUMENT, END, refresh, render
+from bridge.realtime.dialects.eventmap import BEGIN, CONCEPTS, END, refresh, render
+
+DOCUMENT = Path(__file__).resolve().parents[3] / "docs" / "protocol.md"  # the checkout's (also with a wheel installed)
 
 
 def test_the_document_is_current() -> None:

@@ -1,0 +1,99 @@
+"""The Realtime socket on ``websockets``' own asyncio client, for a ``websockets`` that lacks part of the sans-I/O
+API :class:`~bridge.realtime.ws_fastpath.RealtimeSocket` stands on (:func:`~bridge.realtime.ws_fastpath.missing_api`).
+
+The same face as ``RealtimeSocket``, on public calls only (``connect``, ``send``, ``recv``, ``close``): a receive
+task hands each message to ``on_message``; sends always wait their turn (``write_now`` is always False); no
+reading on the beat and no offloaded writes (``gate`` and ``beat`` do nothing, ``offload`` refuses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close
+
+from bridge.realtime.ws_fastpath import OnMessage, SocketClosed, WriteOffload
+
+log = logging.getLogger("bridge.realtime")
+
+
+class PlainSocket:
+    fast = False
+    gated = False
+    offloaded = False
+
+    def __init__(self, conn: ClientConnection, on_message: OnMessage) -> None:
+        self.conn = conn
+        self.on_message = on_message
+        self.close_rcvd: Close | None = None
+        self.failure: Exception | None = None
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.create_task(self._read(), name="realtime-plain-recv")
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await self.conn.recv()
+                self.on_message(message.encode() if isinstance(message, str) else message)
+        except ConnectionClosed as exc:
+            self.close_rcvd = exc.rcvd
+        except Exception as exc:  # the handler raised: the session ends, classified
+            log.exception("realtime message handler failed")
+            self.failure = exc
+            await self.conn.close(code=1011, reason="internal error")
+        finally:
+            await self.conn.wait_closed()
+            if not self.lost.done():
+                self.lost.set_result(None)
+
+    def write_now(self, data: bytes) -> bool:
+        return False
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self.conn.send(data.decode())
+        except ConnectionClosed:
+            raise SocketClosed from None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self.conn.close(code=code, reason=reason)
+        await asyncio.shield(self.lost)
+
+    def gate(self, on: bool) -> None:
+        pass
+
+    def beat(self) -> None:
+        pass
+
+    def offload(self, offload: WriteOffload | None) -> bool:
+        return offload is None
+
+
+async def connect(
+    url: str,
+    headers: Mapping[str, str],
+    on_message: OnMessage,
+    *,
+    open_timeout: float,
+    max_size: int | None,
+    ping_interval: float | None,
+    ping_timeout: float | None,
+    logger: logging.Logger | None = None,
+) -> PlainSocket:
+    """As :func:`bridge.realtime.ws_fastpath.connect`, with ``websockets.connect``."""
+    conn = await websockets.connect(
+        url,
+        additional_headers=dict(headers),
+        open_timeout=open_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        max_size=max_size,
+        compression=None,  # audio frames do not compress; deflate costs CPU per frame
+        logger=logger,
+    )
+    return PlainSocket(conn, on_message)
