@@ -102,9 +102,11 @@ from bridge.sip.bounds import (
 from bridge.sip.callermedia import CallerMedia
 from bridge.sip.cport import NativePort, NativeUplink
 from bridge.sip.crossing import MediaPort
-from bridge.sip.endpoint import CallGone, RejectedCall, SipConfig, SipEndpoint, SipError, sip_error
+from bridge.sip.dialogguard import PASS, DialogGuard, GuardedDialog
+from bridge.sip.endpoint import CallGone, LogLimiter, RejectedCall, SipConfig, SipEndpoint, SipError, sip_error
 from bridge.sip.outbound import HumanCall, dial
 from bridge.sip.rtpguard import MediaClaims, MediaGuard, media_sources, sdp_connection_ip
+from bridge.sip.rxhook import RxHook
 from bridge.sip.sipmsg import (
     SIP_CALL_ID_CHARS,
     Dialog,
@@ -631,7 +633,8 @@ class IncomingCall:
                 self._bounded(SESSION_TIMER_EXPIRED)
             if self.end_cause:
                 self.hangup_reason = self.end_cause
-            self._emit(CallerHungUp(sip_code=self.hangup_code, reason=self.hangup_reason, bound=self.end_cause))
+            gone = CallerHungUp(self.hangup_code, self.hangup_reason, self.end_cause, local=self.local_hangup)
+            self._emit(gone)
             self.disconnected.set()
             transfer = self._transfer
             if transfer is not None and not transfer.done():
@@ -737,6 +740,10 @@ class SipGateway:
         self._claims: MediaClaims | None = None  # every media socket's owner: a call, or a transfer's leg
         self._human_media: dict[int, MediaGuard] = {}  # warm transfers' second legs' sockets, while they last
         self._humans: dict[int, HumanCall] = {}  # warm transfers' second legs, until pjsua has finished them
+        self.dialogs = DialogGuard()  # only the caller steers its call (bridge.sip.dialogguard)
+        self._guarded: dict[int, str] = {}  # id(handle) -> the SIP Call-ID its dialog is held under
+        self._rx = RxHook(self._check_request)
+        self._refusal_log = LogLimiter(per_second=20.0, burst=100.0, max_chars=500)
 
     async def start(self) -> None:
         self.endpoint.start()
@@ -746,6 +753,10 @@ class SipGateway:
         self._claims = MediaClaims(self.endpoint.sip_port, ports)
         self._account = self.endpoint.create_account(self._incoming)
         self.endpoint.on_release(self._drop_all)
+        if self._rx.register():
+            self.endpoint.on_release(self._rx.unregister)
+        else:
+            _LOG.warning("caller guard off: %s (in-dialog requests are not checked by source)", self._rx.why)
         self._watch = asyncio.get_running_loop().create_task(self._watch_media(), name="sip-media-watch")
 
     async def _watch_media(self) -> None:
@@ -817,6 +828,7 @@ class SipGateway:
         handle.auth_user = verdict.user
         call.handle = handle
         self._calls[id(handle)] = handle
+        self._guard_dialog(handle, str(prm.rdata.wholeMsg))
         self.calls_total += 1
         _LOG.info(
             "incoming call %s (Call-ID %r) from %r (%s) to %r",
@@ -829,6 +841,29 @@ class SipGateway:
         task = asyncio.get_running_loop().create_task(self._run_app(handle), name=f"call-{handle.call_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _guard_dialog(self, handle: IncomingCall, invite: str) -> None:
+        """Hold the call's dialog in :attr:`dialogs`: its in-dialog requests from the INVITE's source only, its media
+        moved only to the offer's host or the caller's (bridge.sip.dialogguard)."""
+        head = parse_request_head(invite)
+        sip_call_id = head.headers.get("call-id", "") if head else ""
+        if not sip_call_id:
+            return
+        offer = sdp_connection_ip(message_body(invite))
+        hosts = media_sources(offer, handle.remote_ip) + ((offer,) if offer else ())
+        self.dialogs.hold(
+            sip_call_id, GuardedDialog(handle.call_id, source_ip(handle.peer_addr), tuple(dict.fromkeys(hosts)))
+        )
+        self._guarded[id(handle)] = sip_call_id
+
+    def _check_request(self, message: str, source: str) -> tuple[int, str]:
+        """Every received request, before pjsip acts on it (bridge.sip.rxhook): the dialog guard's verdict."""
+        verdict = self.dialogs.verdict(message, source)
+        if verdict.status != PASS:
+            line = self._refusal_log.admit(f"refused {verdict.detail}: {verdict.status} {verdict.reason}")
+            if line is not None:
+                _LOG.warning("%s", line)
+        return verdict.status, verdict.reason
 
     def caller_media(
         self, call_id: str, invite: str, signalling_ip: str | None, emit: Callable[[MediaDropped], None]
@@ -982,6 +1017,9 @@ class SipGateway:
 
     def _forget(self, handle: IncomingCall) -> None:
         self._calls.pop(id(handle), None)
+        sip_call_id = self._guarded.pop(id(handle), None)
+        if sip_call_id is not None:
+            self.dialogs.forget(sip_call_id, handle.call_id)
 
     def _drop_all(self) -> None:
         for handle in list(self._calls.values()):

@@ -18,7 +18,7 @@ from bridge.store.connection import StoreUnavailable
 from bridge.store.read import RECENT_EVENTS, read_call, read_live_calls
 from bridge.supervisor.flags import call_marks, watch_of
 from bridge.supervisor.http import principal_of, reply, supervisor_of
-from bridge.supervisor.masking import EventMask, mask_row
+from bridge.supervisor.masking import EventMask, mask_row, public_state
 from bridge.supervisor.stream import Event, follow_call
 from bridge.supervisor.timeline import as_number, tool_calls
 
@@ -52,6 +52,7 @@ async def get_call(request: web.Request) -> web.Response:
     if detail is None:
         return reply({"error": "no such call"}, 404)
     body = detail.to_json()
+    body["call"] = public_state(body["call"])
     body["events"] = body["events"][-RECENT_EVENTS:]
     if masked(request):
         mask = EventMask()

@@ -39,9 +39,23 @@ def mask_text(text: str, caller: str) -> str:
     return text.replace(caller, shown) if caller and shown != caller else text
 
 
+# A call's dialog as the SIP stack knows it: the route set and tags (``sip_dialog``, what a restarted worker's BYE
+# needs) and the caller's Call-ID. With them anyone could write requests in the call's dialog (the front and the
+# worker refuse them from any address but the caller's); nobody's console needs the route and tags, and a viewer
+# sees neither.
+DIALOG_FIELD = "sip_dialog"
+VIEWER_HIDDEN = frozenset({DIALOG_FIELD, "sip_call_id"})
+
+
+def public_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A call's state as a supervisor or an admin reads it: without ``sip_dialog``."""
+    return {k: v for k, v in state.items() if k != DIALOG_FIELD}
+
+
 def mask_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A live-calls row or a call's state (``caller`` masked, and in ``last_transcript`` too)."""
-    out = dict(row)
+    """A live-calls row or a call's state as a viewer reads it: ``caller`` masked (in ``last_transcript`` too), no
+    dialog identifiers (:data:`VIEWER_HIDDEN`)."""
+    out = {k: v for k, v in row.items() if k not in VIEWER_HIDDEN}
     caller = str(out.get("caller") or "")
     if caller:
         out["caller"] = mask_number(caller)

@@ -3,7 +3,7 @@ name that could be a number masked the same way), and a name's words in a transc
 
 from __future__ import annotations
 
-from bridge.supervisor.masking import EventMask, mask_number, mask_row, mask_text
+from bridge.supervisor.masking import EventMask, mask_number, mask_row, mask_text, public_state
 
 
 def test_numbers_keep_their_last_two_digits() -> None:
@@ -31,3 +31,10 @@ def test_the_event_stream_masks_numbers_only() -> None:
     assert mask("upsert", {"caller": "+15550002222"})["caller"] == "••••••••••22"
     entry = mask("entry", {"summary": "alice said +15550002222", "data": {"caller": "alice"}})
     assert entry == {"summary": "alice said ••••••••••22", "data": {"caller": "alice"}}
+
+
+def test_a_viewer_sees_no_dialog_identifiers_a_supervisor_no_route_set() -> None:
+    state = {"caller": "+15550002222", "sip_call_id": "a84b4c76e66710", "sip_dialog": '{"routes": ["<sip:f;lr>"]}'}
+    assert mask_row(state) == {"caller": "••••••••••22"}
+    assert public_state(state) == {"caller": "+15550002222", "sip_call_id": "a84b4c76e66710"}
+    assert "sip_dialog" not in EventMask()("call", state) and "sip_call_id" not in EventMask()("upsert", state)

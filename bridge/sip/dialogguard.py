@@ -1,0 +1,112 @@
+"""Only the caller steers its call: the worker's rule for requests inside a call's dialog. Pure Python, no pjsua2.
+
+Anyone who learns a dialog's identifiers (Call-ID, tags) can write a BYE, re-INVITE, INFO or UPDATE for it. pjsip
+matches such a request to its dialog by those identifiers alone and acts on it: a BYE ends the call, a re-INVITE
+moves the agent's audio to the address its SDP names. So before pjsip sees an in-dialog request
+(:mod:`bridge.sip.rxhook` hands the gateway every request first), :meth:`DialogGuard.verdict` checks it against the
+call's INVITE:
+
+* it must come from the host the INVITE came from (the caller's, or its trunk's, or the front's, which checks the
+  caller itself: bridge/serve/kamailio/kamailio.cfg, route[WITHINDLG]); anything else gets ``403`` (an ACK is
+  dropped: it gets no answer), and the call and its media are untouched;
+* a re-INVITE or UPDATE may move the caller's media only to a host the call's media guard admits
+  (:func:`bridge.sip.rtpguard.media_sources`: the offer's ``c=`` host and the INVITE's source), or put it on hold
+  (``c=0.0.0.0``): anything else gets ``488``.
+
+A request of a dialog the gateway does not hold (a warm transfer's outbound leg, or no call at all) is pjsip's to
+answer. A CANCEL counts as in the dialog of its INVITE: a stranger cannot cancel a ringing call either.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from bridge.sip.access import source_ip
+from bridge.sip.rtpguard import sdp_connection_ip
+from bridge.sip.sipmsg import parse_request_head, split_message
+
+PASS, DROP = 0, -1  # verdict statuses besides a response code: let pjsip have it; drop it unanswered
+FORBIDDEN_NOT_CALLER = "Forbidden (not the caller's address)"
+MEDIA_NOT_ADMITTED = "Not Acceptable Here (media address not the caller's)"
+_MOVES_MEDIA = frozenset({"INVITE", "UPDATE"})
+
+
+@dataclass(frozen=True, slots=True)
+class GuardedDialog:
+    call_id: str  # the bridge's id of the call (for logs)
+    source: str  # the host the INVITE came from
+    media_hosts: tuple[str, ...]  # where the caller's media may come from and go to; empty: not filtered
+
+
+@dataclass(frozen=True, slots=True)
+class DialogVerdict:
+    status: int  # PASS, DROP, or the response code
+    reason: str = ""
+    detail: str = ""
+
+
+class DialogGuard:
+    """The dialogs the gateway holds, by SIP Call-ID, and the rule for requests inside them."""
+
+    def __init__(self) -> None:
+        self._dialogs: dict[str, GuardedDialog] = {}
+        self.refused = 0
+
+    def __len__(self) -> int:
+        return len(self._dialogs)
+
+    def hold(self, sip_call_id: str, dialog: GuardedDialog) -> None:
+        self._dialogs[sip_call_id] = dialog
+
+    def forget(self, sip_call_id: str, call_id: str) -> None:
+        held = self._dialogs.get(sip_call_id)
+        if held is not None and held.call_id == call_id:
+            del self._dialogs[sip_call_id]
+
+    def verdict(self, message: str, source: str) -> DialogVerdict:
+        """What to do with a request (its text as received, ``source`` "ip:port" it came from)."""
+        head = parse_request_head(message)
+        if head is None or not self._dialogs:
+            return DialogVerdict(PASS)
+        held = self._dialogs.get(head.headers.get("call-id", ""))
+        in_dialog = ";tag=" in head.headers.get("to", "").replace(" ", "") or head.method == "CANCEL"
+        if held is None or not in_dialog:
+            return DialogVerdict(PASS)
+        if not _same_host(source_ip(source), held.source):
+            self.refused += 1
+            detail = f"{head.method} of {held.call_id} from {source}, not from its caller {held.source}"
+            if head.method == "ACK":
+                return DialogVerdict(DROP, "", detail)
+            return DialogVerdict(403, FORBIDDEN_NOT_CALLER, detail)
+        if head.method in _MOVES_MEDIA and held.media_hosts:
+            moved = sdp_connection_ip(split_message(message)[1])
+            if not media_move_allowed(moved, held.media_hosts):
+                self.refused += 1
+                detail = f"{head.method} of {held.call_id} moves media to {moved}, not to {', '.join(held.media_hosts)}"
+                return DialogVerdict(488, MEDIA_NOT_ADMITTED, detail)
+        return DialogVerdict(PASS)
+
+
+def media_move_allowed(host: str | None, admitted: tuple[str, ...]) -> bool:
+    """May a re-INVITE's ``c=`` host carry the call's media? No SDP, a hold (``0.0.0.0``), or a host the media guard
+    admits (``admitted``)."""
+    if host is None:
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_unspecified or str(ip) in admitted
+
+
+def _same_host(a: str, b: str) -> bool:
+    try:
+        first, second = ipaddress.ip_address(a.split("%", 1)[0]), ipaddress.ip_address(b.split("%", 1)[0])
+    except ValueError:
+        return a == b
+    if isinstance(first, ipaddress.IPv6Address) and first.ipv4_mapped is not None:
+        first = first.ipv4_mapped
+    if isinstance(second, ipaddress.IPv6Address) and second.ipv4_mapped is not None:
+        second = second.ipv4_mapped
+    return first == second

@@ -1,0 +1,189 @@
+"""Every SIP request, before pjsip's transaction and dialog layers see it: a pjsip module of the bridge's own.
+
+pjsua2 tells the application of a BYE or a re-INVITE only after pjsip has acted on it (the call is already ended,
+the media already moved), and nothing in its API lets the application refuse one. pjsip itself lets any module see
+each received request first, in priority order (``pjsip_endpt_register_module``, ``pjsip_module.on_rx_request``):
+a module that answers a request and returns true ends its processing there. :class:`RxHook` registers such a
+module through ctypes, in the wheel's own library (as :mod:`bridge.sip.cport` reaches pjmedia), just below the
+transaction layer, and hands each request's text and source to a Python function whose verdict it carries out:
+pass it on, drop it, or answer it statelessly (``pjsip_endpt_respond_stateless``) with a code and reason.
+
+The module needs two fields of ``pjsip_rx_data``: the message (``msg_info.msg_buf``, ``msg_info.len``) and the
+source (``pkt_info.src_name``, ``pkt_info.src_port``). No pjproject header is used: their offsets are found on the
+first request and proven there (:func:`_locate`): ``tp_info.op_key.rdata`` points back at the buffer, the message
+pointer at the packet's first byte, and the source name is an IP address. A layout that does not prove out leaves
+every request to pjsip and says why (:attr:`RxHook.why`).
+
+Only the event loop thread (pjsua's only thread: ``threadCnt=0``, ``mainThreadOnly``) runs the module's callback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bridge.sip.cport import PJSUA
+
+_LOG = logging.getLogger("bridge.sip")
+PRIORITY = 15  # PJSIP_MOD_PRIORITY_TSX_LAYER (16) - 1: before transactions and dialogs, after the transport
+_PTR = ctypes.sizeof(ctypes.c_void_p)
+_OP_KEY_RDATA = 3 * _PTR + 34 * _PTR  # tp_info: pool, transport, tp_data, op_key {internal__[32], 2 pointers}, rdata
+_PACKET = _OP_KEY_RDATA + _PTR + 16  # then pkt_info: timestamp (pj_time_val), packet[PJSIP_MAX_PKT_LEN]
+_SCAN_LIMIT = 1 << 17  # how far past the packet the message pointer is looked for (PJSIP_MAX_PKT_LEN is 4000)
+_INET6_ADDRSTRLEN = 46
+
+Verdict = tuple[int, str]  # (0: pass on, -1: drop, else the status code of the answer; the reason phrase)
+OnRequest = Callable[[str, str], Verdict]  # (the message text, "ip:port" it came from)
+
+_RX = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+
+
+class _PjStr(ctypes.Structure):
+    _fields_ = (("ptr", ctypes.c_char_p), ("slen", ctypes.c_ssize_t))
+
+
+class _PjsipModule(ctypes.Structure):
+    """``pjsip_module`` (sip_module.h): list links, name, id, priority, then nine callbacks."""
+
+    _fields_ = (
+        ("prev", ctypes.c_void_p),
+        ("next", ctypes.c_void_p),
+        ("name", _PjStr),
+        ("id", ctypes.c_int),
+        ("priority", ctypes.c_int),
+        ("load", ctypes.c_void_p),
+        ("start", ctypes.c_void_p),
+        ("stop", ctypes.c_void_p),
+        ("unload", ctypes.c_void_p),
+        ("on_rx_request", _RX),
+        ("on_rx_response", ctypes.c_void_p),
+        ("on_tx_request", ctypes.c_void_p),
+        ("on_tx_response", ctypes.c_void_p),
+        ("on_tsx_state", ctypes.c_void_p),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    message: int  # offset of msg_info.msg_buf (msg_info.len follows it)
+    src_name: int
+    src_port: int
+
+
+def _word(address: int) -> int:
+    return int.from_bytes(ctypes.string_at(address, _PTR), "little")
+
+
+def _locate(rdata: int) -> _Layout | str:
+    """The offsets of the message and its source in this build's ``pjsip_rx_data``, or why they were not found."""
+    if _word(rdata + _OP_KEY_RDATA) != rdata:
+        return "pjsip_rx_data.tp_info is not laid out as expected"
+    packet = rdata + _PACKET
+    wanted = struct.pack("<Q" if _PTR == 8 else "<I", packet)
+    offset = _PACKET
+    while offset < _PACKET + _SCAN_LIMIT:
+        chunk = ctypes.string_at(rdata + offset, 64)
+        found = next((i for i in range(0, 64, _PTR) if chunk[i : i + _PTR] == wanted), None)
+        if found is not None:
+            return _source_fields(rdata, offset + found)
+        offset += 64
+    return "pjsip_rx_data.msg_info.msg_buf not found"
+
+
+def _source_fields(rdata: int, message: int) -> _Layout | str:
+    """pkt_info ends ``int src_addr_len; char src_name[46]; int src_port;``, padded to pointer alignment before
+    msg_info: src_port is 4 or 8 bytes before the message pointer, src_name 48 bytes before src_port."""
+    for port_at in (message - 4, message - 8):
+        name_at = port_at - _INET6_ADDRSTRLEN - 2
+        name = ctypes.string_at(rdata + name_at, _INET6_ADDRSTRLEN).split(b"\0", 1)[0]
+        port = ctypes.c_int.from_address(rdata + port_at).value
+        if _is_ip(name) and 0 < port < 65536:
+            return _Layout(message, name_at, port_at)
+    return "pjsip_rx_data.pkt_info.src_name not found"
+
+
+def _is_ip(name: bytes) -> bool:
+    try:
+        ipaddress.ip_address(name.decode("ascii"))
+    except ValueError:
+        return False
+    return True
+
+
+class RxHook:
+    """The bridge's pjsip module: ``on_request(text, source)`` sees every request first (see the module doc)."""
+
+    def __init__(self, on_request: OnRequest) -> None:
+        self._on_request = on_request
+        self._layout: _Layout | None = None
+        self.why = ""  # why the hook is off, if it is
+        self._endpt: int | None = None
+        self._callback = _RX(self._rx)  # kept: pjsip holds the pointer
+        self._name = b"mod-callbridge-caller-guard"
+        self._module = _PjsipModule(
+            name=_PjStr(self._name, len(self._name)), id=-1, priority=PRIORITY, on_rx_request=self._callback
+        )
+
+    @property
+    def active(self) -> bool:
+        return self._endpt is not None and not self.why
+
+    def register(self) -> bool:
+        """Add the module to the started endpoint; False (and :attr:`why`) if it cannot be."""
+        if PJSUA is None:
+            self.why = "the pjsua2 library cannot be loaded with ctypes"
+            return False
+        PJSUA.pjsua_get_pjsip_endpt.restype = ctypes.c_void_p
+        endpt = PJSUA.pjsua_get_pjsip_endpt()
+        status = PJSUA.pjsip_endpt_register_module(ctypes.c_void_p(endpt), ctypes.byref(self._module)) if endpt else -1
+        if status != 0:
+            self.why = f"pjsip_endpt_register_module failed ({status})"
+            return False
+        self._endpt = endpt
+        return True
+
+    def unregister(self) -> None:
+        endpt, self._endpt = self._endpt, None
+        if endpt is not None and PJSUA is not None:
+            PJSUA.pjsip_endpt_unregister_module(ctypes.c_void_p(endpt), ctypes.byref(self._module))
+
+    def _rx(self, rdata: int | None) -> int:
+        try:
+            return self._handle(rdata) if rdata and not self.why else 0
+        except Exception:
+            _LOG.exception("caller guard: a request could not be checked (passed on)")
+            return 0
+
+    def _handle(self, rdata: int) -> int:
+        layout = self._layout
+        if layout is None:
+            found = _locate(rdata)
+            if isinstance(found, str):
+                self.why = found
+                _LOG.warning("caller guard off: %s (in-dialog requests are not checked by source)", found)
+                return 0
+            layout = self._layout = found
+        buffer = _word(rdata + layout.message)
+        length = ctypes.c_int.from_address(rdata + layout.message + _PTR).value
+        if not buffer or length <= 0:
+            return 0
+        text = ctypes.string_at(buffer, length).decode("utf-8", "surrogateescape")
+        name = (
+            ctypes.string_at(rdata + layout.src_name, _INET6_ADDRSTRLEN).split(b"\0", 1)[0].decode("ascii", "replace")
+        )
+        port = ctypes.c_int.from_address(rdata + layout.src_port).value
+        source = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+        status, reason = self._on_request(text, source)
+        if status == 0:
+            return 0
+        if status > 0 and PJSUA is not None and self._endpt is not None:
+            phrase = reason.encode("utf-8", "replace")
+            text_ = _PjStr(phrase, len(phrase))
+            PJSUA.pjsip_endpt_respond_stateless(
+                ctypes.c_void_p(self._endpt), ctypes.c_void_p(rdata), status, ctypes.byref(text_), None, None
+            )
+        return 1

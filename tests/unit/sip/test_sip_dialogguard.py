@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+
+from bridge.sip.dialogguard import DROP, PASS, DialogGuard, GuardedDialog, media_move_allowed
+
+
+def _request(method: str, call_id: str = "c1", to_tag: str = ";tag=w1", sdp_host: str | None = None) -> str:
+    body = f"v=0\r\nc=IN IP4 {sdp_host}\r\nm=audio 4000 RTP/AVP 0\r\n" if sdp_host else ""
+    return (
+        f"{method} sip:100@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK1\r\n"
+        f"From: <sip:a@198.51.100.7>;tag=c1\r\nTo: <sip:100@192.0.2.1>{to_tag}\r\nCall-ID: {call_id}\r\n"
+        f"CSeq: 2 {method}\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    )
+
+
+@pytest.fixture
+def guard() -> DialogGuard:
+    held = DialogGuard()
+    held.hold("c1", GuardedDialog("call-1", "198.51.100.7", ("198.51.100.7", "10.0.0.5")))
+    return held
+
+
+@pytest.mark.parametrize("method", ["BYE", "INVITE", "INFO", "UPDATE", "REFER", "CANCEL"])
+def test_a_request_of_the_dialog_from_another_host_is_refused(guard: DialogGuard, method: str) -> None:
+    verdict = guard.verdict(_request(method), "203.0.113.9:5060")
+    assert verdict.status == 403 and "not from its caller" in verdict.detail
+    assert guard.verdict(_request(method), "198.51.100.7:5999").status == PASS  # the caller, any port
+    assert guard.verdict(_request(method), "[::ffff:198.51.100.7]:5060").status == PASS
+
+
+def test_a_strangers_ack_is_dropped_and_unknown_dialogs_or_new_calls_are_pjsips(guard: DialogGuard) -> None:
+    assert guard.verdict(_request("ACK"), "203.0.113.9:5060").status == DROP
+    assert guard.verdict(_request("BYE", call_id="other"), "203.0.113.9:5060").status == PASS
+    assert guard.verdict(_request("INVITE", to_tag=""), "203.0.113.9:5060").status == PASS
+    guard.forget("c1", "another-call")  # a reused Call-ID of another call does not free this one
+    assert guard.verdict(_request("BYE"), "203.0.113.9:5060").status == 403
+    guard.forget("c1", "call-1")
+    assert guard.verdict(_request("BYE"), "203.0.113.9:5060").status == PASS and len(guard) == 0
+
+
+def test_the_callers_re_invite_moves_media_only_where_the_guard_admits(guard: DialogGuard) -> None:
+    assert guard.verdict(_request("INVITE", sdp_host="203.0.113.9"), "198.51.100.7:5060").status == 488
+    assert guard.verdict(_request("UPDATE", sdp_host="203.0.113.9"), "198.51.100.7:5060").status == 488
+    for host in ("198.51.100.7", "10.0.0.5", "0.0.0.0"):
+        assert guard.verdict(_request("INVITE", sdp_host=host), "198.51.100.7:5060").status == PASS
+    assert guard.verdict(_request("INVITE"), "198.51.100.7:5060").status == PASS  # no offer
+    assert media_move_allowed(None, ()) and not media_move_allowed("not-an-ip", ("198.51.100.7",))
