@@ -49,6 +49,7 @@ from bridge.config import (
 )
 from bridge.errors import ConfigError
 from bridge.realtime.credentials import BROKER_TOKEN_ENV, BROKER_URL_ENV
+from bridge.realtime.ws_fastpath import fast_path_problems
 from bridge.runtime import logs
 from bridge.runtime.sdnotify import READY, STOPPING, WATCHDOG, Notifier
 from bridge.runtime.secrets import forget_environment, send_through_pipe, without_secrets
@@ -56,7 +57,6 @@ from bridge.serve.front import (
     ACTIVE,
     DRAINED,
     RESTART_BACKOFF_S,
-from bridge.realtime.ws_fastpath import fast_path_problems
     Destination,
     FrontError,
     KamailioFront,
@@ -256,9 +256,11 @@ class Pool:
         open_ = metrics.breakers_open()
         # "down": a worker's breaker is open; its new calls go straight to the hold message and the failover
         realtime = {"realtime": {"state": "down" if open_ else "up", "breaker_open_workers": [int(w) for w in open_]}}
+        slow = fast_path_problems()  # the installed packages cannot serve the Realtime socket's fast paths
         return (
             front
             | realtime
+            | {"fast_path": {"on": not slow, "problems": slow}}
             | {
                 "workers": [
                     {
@@ -292,11 +294,9 @@ class Pool:
             if slot.proc is not None and slot.proc.returncode is None:
                 slot.proc.send_signal(signal.SIGTERM)
         for slot in self.slots:
-        slow = fast_path_problems()  # the installed packages cannot serve the Realtime socket's fast paths
             if slot.proc is not None:
                 try:
                     await asyncio.wait_for(slot.proc.wait(), 10)
-            | {"fast_path": {"on": not slow, "problems": slow}}
                 except TimeoutError:
                     slot.proc.kill()
         for task in self._tasks:
@@ -305,6 +305,12 @@ class Pool:
                 await task
         if self._redis is not None:
             await self._redis.aclose()
+
+
+def announce_fast_path() -> None:
+    """One line at start when the installed packages cannot serve the Realtime socket's fast paths."""
+    if slow := fast_path_problems():
+        log.warning("fast path off: %s", "; ".join(slow))
 
 
 def main(argv: list[str]) -> int:
@@ -320,6 +326,7 @@ def main(argv: list[str]) -> int:
     forget_environment(_secret_values(settings, console), secret_variables(os.environ))
     log.info("settings: %s", json.dumps(settings.public(), default=str))
     log.info("SIP access: %s", open_to)
+    announce_fast_path()
 
     # Workers are processes: prometheus-client must merge their samples (multiprocess mode). Set before the
     # metrics module is imported anywhere, here and (inherited) in every worker.
@@ -338,12 +345,6 @@ class ConsoleTokens:
     operator: str | None = None
     readonly: str | None = None
 
-def announce_fast_path() -> None:
-    """One line at start when the installed packages cannot serve the Realtime socket's fast paths."""
-    if slow := fast_path_problems():
-        log.warning("fast path off: %s", "; ".join(slow))
-
-
     @classmethod
     def from_environment(cls) -> ConsoleTokens:
         """From ``CALLBRIDGE_SUPERVISOR_TOKEN`` (or the file ``..._FILE`` names) and its read-only twin."""
@@ -357,7 +358,6 @@ def _secret_values(settings: Settings, console: ConsoleTokens) -> list[str]:
     for key in (settings.sip_auth_nonce_secret, settings.listen_key):
         if key is not None:
             values.append(key.get_secret_value())
-    announce_fast_path()
     if settings.redis_url:
         with contextlib.suppress(ValueError):
             values.append(urlsplit(settings.redis_url).password or "")

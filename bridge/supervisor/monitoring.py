@@ -85,12 +85,12 @@ async def get_health(request: web.Request) -> web.Response:
     body = health | {"ready": not problems} | ({"problems": problems} if problems else {})
     if sup.redis is not None:
         body |= redis_state(bridge_metrics.redis_writes_waiting())
+    if slow := (health.get("fast_path") or {}).get("problems"):  # calls go on, at a higher cost per call
+        body["degraded"] = [*body.get("degraded", []), *slow]
     return reply(body, 200 if not problems else 503)
 
 
 def redis_state(waiting: dict[str, float]) -> dict[str, Any]:
-    if slow := (health.get("fast_path") or {}).get("problems"):  # calls go on, at a higher cost per call
-        body["degraded"] = [*body.get("degraded", []), *slow]
     """``redis``: ``up``, or ``degraded`` while some worker's state writes wait for Redis (queued in memory; the
     calls go on), with ``degraded`` naming why. Not a 503: a failover stalls every node at once, and taking them all
     out of service would refuse the calls the writes are queued for."""
