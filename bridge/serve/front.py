@@ -679,6 +679,7 @@ class KamailioFront:
         self.proc: asyncio.subprocess.Process | None = None
         self.scheduling = "ordinary"  # its niceness, as set at start (FRONT_NICE), for the log
         self.restarts = 0
+        self.answering = False  # answered OPTIONS since it last started, and its main process has not ended
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
@@ -764,6 +765,7 @@ class KamailioFront:
             # from the front's own address, which its allow-list and flood limit exempt (the kernel would pick
             # 127.0.0.1 to reach a loopback alias such as 127.0.0.2)
             if await options_status(probe_host, self.port, 0.5, local_host=probe_host) == 200:
+                self.answering = True  # until its main process ends: /healthz is 503 from then until it answers again
                 self.scheduling = renice_group(self.proc.pid, FRONT_NICE)  # and the processes forked meanwhile
                 return
             await asyncio.sleep(0.1)
@@ -786,6 +788,7 @@ class KamailioFront:
             assert self.proc is not None
             started = time.monotonic()
             rc = await self.proc.wait()
+            self.answering = False
             if self._stopping:
                 return
             ended = await end_group(self.proc.pid)  # pgid = the main process's pid (start_new_session)
@@ -831,7 +834,7 @@ class KamailioFront:
             "kind": "kamailio",
             "address": f"{self.listen_host}:{self.port}",
             "pid": self.proc.pid if self.proc else None,
-            "alive": self.proc is not None and self.proc.returncode is None,
+            "alive": self.answering and self.proc is not None and self.proc.returncode is None,
             "restarts": self.restarts,
             "run_dir": str(self.run_dir),
         }

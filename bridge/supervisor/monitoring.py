@@ -2,7 +2,8 @@
 ``GET /healthz`` (readiness) and ``GET /livez`` (liveness).
 
 * ``/healthz`` answers 200 only when this node can take calls: every worker process is up and has reported its SIP
-  port (a respawned worker counts once it is ready, not when it is forked), Redis answers a ``PING`` within
+  port (a respawned worker counts once it is ready, not when it is forked), the front (Kamailio, when ``serve`` runs
+  it) is running and has answered OPTIONS since it last started, Redis answers a ``PING`` within
   :data:`REDIS_PING_S` (when one is configured), and no worker's model circuit breaker is open. Otherwise 503. The
   body is the pool's state (workers, their ports and restarts; the front; the model) with ``ready`` and, when not
   ready, ``problems`` naming each reason. No call data. With Redis, ``redis.state`` is ``up``, or ``degraded``
@@ -60,6 +61,9 @@ def problems_of(health: dict[str, Any]) -> list[str]:
         for w in health.get("workers") or ()
         if not (w.get("alive") and w.get("ready", True) and w.get("sip_port"))
     ]
+    front = health.get("front")
+    if front is not None and not front.get("alive"):  # serve's own Kamailio: callers reach no worker without it
+        problems.append("the front (Kamailio) is down")
     realtime = health.get("realtime") or {}
     if realtime.get("state") == "down":
         problems.append(f"model circuit breaker open on workers {realtime.get('breaker_open_workers')}")
