@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,6 +51,7 @@ MIN_SPEECH_FRAMES: Final = 3  # 60 ms of residual speech in a row: the caller (t
 REFERENCE_DBFS: Final = -50.0  # a reference quieter than this over the window: the agent is silent, nothing to explain
 MAX_LEVEL_DB: Final = 0.0  # a path louder than what was played is not an echo path
 HINT_KEPT: Final = 0.97  # a held lag whose correlation is this close to the best one is kept
+TIED: Final = 1e-9  # lags whose correlations are this close count as tied (rounding alone tells them apart)
 QUIET_DBFS: Final = -60.0  # inbound audio quieter than this over the window teaches nothing about the path
 COHERENT: Final = 0.8  # a normalised correlation this high: the return is echo alone (the path may be learnt from it)
 FOREIGN: Final = 0.5  # no path held and the latest search explained less than this: the return is not the agent's
@@ -105,6 +106,38 @@ class Verdict:
     @property
     def caller(self) -> bool:
         return not self.echo
+
+
+def spans(max_delay_ms: float, window_ms: float) -> tuple[int, int]:
+    """The delay range and the judged window in samples (the window in whole frames); ``ValueError`` if out of
+    range."""
+    if not 20.0 <= max_delay_ms <= 1000.0:
+        raise ValueError(f"max_delay_ms must be 20..1000, got {max_delay_ms:g}")
+    if not 100.0 <= window_ms <= 1000.0:
+        raise ValueError(f"window_ms must be 100..1000, got {window_ms:g}")
+    window = round(window_ms * SAMPLE_RATE / 1000.0) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME
+    return round(max_delay_ms * SAMPLE_RATE / 1000.0), window
+
+
+class Guard(Protocol):
+    """What a call needs of a guard: :class:`EchoGuard`, or its C twin (:mod:`bridge.audio.echo_native`)."""
+
+    speech_dbfs: float
+
+    @property
+    def path(self) -> EchoPath | None: ...
+
+    def played(self, frame: bytes) -> None: ...
+
+    def unplayed(self, frames: int) -> None: ...
+
+    def heard(self, frame: bytes) -> None: ...
+
+    def estimate(self, n: int | None = None, hint: int | None = None, window: int | None = None) -> EchoPath | None: ...
+
+    def judge(self) -> Verdict: ...
+
+    def temper(self, frame: bytes) -> bytes: ...
 
 
 class _Ring:
@@ -170,12 +203,7 @@ class EchoGuard:
         erle_db: float = 10.0,
         suppress_db: float = 30.0,
     ) -> None:
-        if not 20.0 <= max_delay_ms <= 1000.0:
-            raise ValueError(f"max_delay_ms must be 20..1000, got {max_delay_ms:g}")
-        if not 100.0 <= window_ms <= 1000.0:
-            raise ValueError(f"window_ms must be 100..1000, got {window_ms:g}")
-        self.max_lag = round(max_delay_ms * SAMPLE_RATE / 1000.0)
-        self.window = round(window_ms * SAMPLE_RATE / 1000.0) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME
+        self.max_lag, self.window = spans(max_delay_ms, window_ms)
         self.speech_dbfs, self.erle_db, self.suppress = speech_dbfs, erle_db, 10.0 ** (-suppress_db / 20.0)
         keep = round(_KEEP_S * SAMPLE_RATE)
         self._ref, self._in = _Ring(keep + self.max_lag), _Ring(keep)
@@ -237,7 +265,7 @@ class EchoGuard:
         # a lag whose reference window is (nearly) silent explains nothing; FFT rounding must not make it a peak
         norm = np.sqrt(np.maximum(lagged, 1e-3 * float(lagged.max())) * float(np.dot(x, x))) + 1e-9
         ncc = np.abs(xc[starts]) / norm
-        lag = int(lags[int(np.argmax(ncc))])
+        lag = int(lags[int(np.argmax(ncc >= float(ncc.max()) * (1.0 - TIED)))])  # the first of the best
         if hint is not None and 0 <= hint <= self.max_lag and ncc[hint] >= HINT_KEPT * ncc[lag]:
             lag = hint
         taps = self._fit(x, ref, base - lag)

@@ -1,7 +1,8 @@
 """The echo guard at work on one call: the agent's own audio coming back down the caller's line is not a barge-in.
 
-The pure guard (:mod:`bridge.audio.echo`) gets every frame the caller is sent (a tee on the playout, on the media
-clock thread) and every frame that comes back (on the loop, before the model hears it). Then:
+The guard (:mod:`bridge.audio.echo`, in C where it builds: :mod:`bridge.audio.echo_native`) gets every frame the
+caller is sent (a tee on the playout, on the media clock thread) and every frame that comes back (on the loop, before
+the model hears it). Then:
 
 * **tempering** (``echo_guard.temper``): what goes to the model while the agent speaks is the residual, with the
   frames the echo path explains attenuated. This is all a dialect whose service decides barge-ins itself can get
@@ -23,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bridge import events as ev
-from bridge.audio.echo import EchoGuard, Verdict
+from bridge.audio.echo import Guard, Verdict
+from bridge.audio.echo_native import make_guard
 from bridge.audio.frames import FRAME_MS, SILENCE, FrameSink, FrameSource
 from bridge.audio.playout import Downstream
 from bridge.call.leg import TeeSource
@@ -67,7 +69,7 @@ class HeldSource(TeeSource):
 
     held = False
 
-    def __init__(self, source: FrameSource, guard: EchoGuard) -> None:
+    def __init__(self, source: FrameSource, guard: Guard) -> None:
         super().__init__(source, guard.played)
         self._guard = guard
 
@@ -101,7 +103,7 @@ class EchoGuarding:
     ) -> None:
         self.plan = plan
         self._link = link  # rejected echo is cleared from the service's input buffer (input_audio_buffer.clear)
-        self.guard = EchoGuard(
+        self.guard = make_guard(
             max_delay_ms=plan.max_delay_ms, speech_dbfs=plan.speech_dbfs, erle_db=plan.erle_db,
             suppress_db=plan.suppress_db,
         )  # fmt: skip

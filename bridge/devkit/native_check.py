@@ -4,10 +4,16 @@ from __future__ import annotations
 
 
 def main() -> int:
+    from bridge.audio.echo_native import native_echo
     from bridge.audio.resample import native_kernels
     from bridge.sip.cport import native_ports
 
-    for name, why in (("native media port", native_ports().why), ("native resampler", native_kernels().why)):
+    parts = (
+        ("native media port", native_ports().why),
+        ("native resampler", native_kernels().why),
+        ("native echo guard", native_echo().why),
+    )
+    for name, why in parts:
         print(f"{name}: " + (f"unavailable ({why}); the Python version is used" if why else "built and checked"))
     return 0
 

@@ -1,0 +1,170 @@
+"""The echo guard in C (``bridge/native/echo.c``): :class:`~bridge.audio.echo.EchoGuard`'s decisions at a
+fraction of its cost per frame.
+
+The Python guard spends tens of microseconds of numpy calls on every 20 ms frame (the reference kept, the level
+test or the held path's residual, the attenuation) and about half a millisecond on each path search; the C twin
+does the same steps, in the same order, with the same thresholds, in a few microseconds per frame. Only the
+arithmetic's rounding differs (a radix-2 FFT against pocketfft, Gaussian elimination against LAPACK), far below
+any threshold; lags tied to rounding are settled the same way in both (the first). ``tests/unit/audio/
+test_echo_native.py`` runs both on the same lines and compares every frame sent on and every verdict.
+
+:func:`make_guard` gives a call its guard: the C one when ``echo.c`` builds (once per source version, like the
+other C parts: :mod:`bridge.native.build`) and passes a check against the Python guard at load, else the Python
+one (also with ``CALLBRIDGE_NATIVE_AUDIO=0``); :func:`native_echo` says why not.
+
+The C guard keeps its own lock: :meth:`NativeEchoGuard.played` may be called from the media clock thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import weakref
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from bridge.audio.echo import TAPS, EchoGuard, EchoPath, Guard, Verdict, spans
+from bridge.audio.frames import SAMPLE_RATE, SAMPLES_PER_FRAME
+
+_PATH = 4 + TAPS  # found, lag, level_db, coherence, the taps
+_VERDICT = 4 + _PATH  # echo, speaking, inbound_dbfs, residual_dbfs, the path
+_MAX_FRAME = 8 * SAMPLES_PER_FRAME  # the most temper takes at once (echo.c: SHORT_WINDOW)
+
+
+@dataclass(frozen=True)
+class NativeEcho:
+    lib: ctypes.CDLL | None
+    why: str  # "" when loaded and checked
+
+
+@cache
+def native_echo() -> NativeEcho:
+    """Build, load and check ``echo.c`` once per process."""
+    if os.environ.get("CALLBRIDGE_NATIVE_AUDIO", "1") == "0":
+        return NativeEcho(None, "turned off by CALLBRIDGE_NATIVE_AUDIO=0")
+    from bridge.native import build as cbuild
+
+    try:
+        lib = ctypes.CDLL(str(cbuild.build(cbuild.ECHO_SOURCE)))
+        p, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
+        for name, restype, argtypes in (
+            ("cbe_taps", i, []),
+            ("cbe_verdict_doubles", i, []),
+            ("cbe_new", p, [i, i, d, d, d]),
+            ("cbe_free", None, [p]),
+            ("cbe_played", None, [p, ctypes.c_char_p, i]),
+            ("cbe_unplayed", None, [p, i]),
+            ("cbe_heard", None, [p, ctypes.c_char_p, i]),
+            ("cbe_temper", i, [p, ctypes.c_char_p, i, p]),
+            ("cbe_path", None, [p, p]),
+            ("cbe_estimate", i, [p, ctypes.c_longlong, i, i, p]),
+            ("cbe_judge", None, [p, p]),
+        ):
+            func = getattr(lib, name)
+            func.restype, func.argtypes = restype, argtypes
+        if lib.cbe_taps() != TAPS or lib.cbe_verdict_doubles() != _VERDICT:
+            raise OSError("echo.c and echo.py disagree on the path's layout")
+        _check(lib)
+    except (OSError, AttributeError) as exc:
+        return NativeEcho(None, str(exc))
+    return NativeEcho(lib, "")
+
+
+def _check(lib: ctypes.CDLL) -> None:
+    """The C guard must send on what the Python guard does, on a line returning noise-like audio 14 dB down and
+    100 ms late, with a caller over it from the 40th frame."""
+    rng = np.random.default_rng(20261125)
+    agent = (rng.standard_normal(SAMPLES_PER_FRAME * 70) * 3000).astype("<i2")
+    caller = (rng.standard_normal(SAMPLES_PER_FRAME * 30) * 2000).astype("<i2")
+    line = np.concatenate((np.zeros(800), agent[:-800] * 0.2)).astype("<i2")
+    line[SAMPLES_PER_FRAME * 40 :] += caller
+    ref, fast = EchoGuard(), NativeEchoGuard(_lib=lib)
+    for i in range(70):
+        part = slice(i * SAMPLES_PER_FRAME, (i + 1) * SAMPLES_PER_FRAME)
+        played, heard = agent[part].tobytes(), line[part].tobytes()
+        for guard in (ref, fast):
+            guard.played(played)
+            guard.heard(heard)
+        a, b = ref.temper(heard), fast.temper(heard)
+        if np.max(np.abs(np.frombuffer(a, "<i2").astype(int) - np.frombuffer(b, "<i2"))) > 1:
+            raise OSError(f"echo.c differs from the Python guard at frame {i}: not used")
+    if ref.judge().echo != fast.judge().echo:
+        raise OSError("echo.c judges differently from the Python guard: not used")
+
+
+def _path(values: ctypes.Array[ctypes.c_double], at: int = 0) -> EchoPath | None:
+    if not values[at]:
+        return None
+    lag = int(values[at + 1])
+    return EchoPath(lag * 1000.0 / SAMPLE_RATE, values[at + 2], values[at + 3], tuple(values[at + 4 : at + _PATH]))
+
+
+class NativeEchoGuard:
+    """:class:`~bridge.audio.echo.EchoGuard` in C: the same settings, methods and decisions."""
+
+    def __init__(
+        self,
+        *,
+        max_delay_ms: float = 600.0,
+        window_ms: float = 300.0,
+        speech_dbfs: float = -40.0,
+        erle_db: float = 10.0,
+        suppress_db: float = 30.0,
+        _lib: ctypes.CDLL | None = None,
+    ) -> None:
+        self.max_lag, self.window = spans(max_delay_ms, window_ms)
+        self.speech_dbfs, self.erle_db = speech_dbfs, erle_db
+        lib = _lib or native_echo().lib
+        if lib is None:
+            raise OSError(f"the C echo guard is unavailable: {native_echo().why}")
+        handle = lib.cbe_new(self.max_lag, self.window, speech_dbfs, erle_db, 10.0 ** (-suppress_db / 20.0))
+        if not handle:
+            raise OSError("the C echo guard could not be made (out of memory?)")
+        self._lib, self._g = lib, ctypes.c_void_p(handle)
+        weakref.finalize(self, lib.cbe_free, self._g)
+        self._out = ctypes.create_string_buffer(2 * _MAX_FRAME)
+        self._values = (ctypes.c_double * _VERDICT)()
+
+    def played(self, frame: bytes) -> None:
+        """A frame the caller was sent (any thread)."""
+        self._lib.cbe_played(self._g, frame, len(frame) // 2)
+
+    def unplayed(self, frames: int) -> None:
+        self._lib.cbe_unplayed(self._g, frames * SAMPLES_PER_FRAME)
+
+    def heard(self, frame: bytes) -> None:
+        self._lib.cbe_heard(self._g, frame, len(frame) // 2)
+
+    @property
+    def path(self) -> EchoPath | None:
+        self._lib.cbe_path(self._g, self._values)
+        return _path(self._values)
+
+    def estimate(self, n: int | None = None, hint: int | None = None, window: int | None = None) -> EchoPath | None:
+        at = -1 if n is None else n
+        if self._lib.cbe_estimate(self._g, at, -1 if hint is None else hint, window or 0, self._values) != 0:
+            raise ValueError(f"window must be 1..{max(self.window, _MAX_FRAME)} samples, got {window}")
+        return _path(self._values)
+
+    def judge(self) -> Verdict:
+        v = self._values
+        self._lib.cbe_judge(self._g, v)
+        return Verdict(bool(v[0]), v[2], v[3], _path(v, 4), bool(v[1]))
+
+    def temper(self, frame: bytes) -> bytes:
+        n = len(frame) // 2
+        if n > _MAX_FRAME:
+            return b"".join(self.temper(frame[i : i + 2 * _MAX_FRAME]) for i in range(0, len(frame), 2 * _MAX_FRAME))
+        if self._lib.cbe_temper(self._g, frame, n, self._out) == 0:
+            return frame
+        return self._out.raw[: 2 * n]
+
+
+def make_guard(
+    *, max_delay_ms: float = 600.0, speech_dbfs: float = -40.0, erle_db: float = 10.0, suppress_db: float = 30.0
+) -> Guard:
+    """A call's guard: the C one where it is available (:func:`native_echo`), else the Python one."""
+    kind = NativeEchoGuard if native_echo().lib is not None else EchoGuard
+    return kind(max_delay_ms=max_delay_ms, speech_dbfs=speech_dbfs, erle_db=erle_db, suppress_db=suppress_db)
