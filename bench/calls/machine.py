@@ -33,6 +33,21 @@ def cpu_by_pid(pids: list[int]) -> dict[int, float]:
     return out
 
 
+def pss_kb_by_pid(pids: list[int]) -> dict[int, int]:
+    """Proportional set size of each process still there, in kB (/proc/<pid>/smaps_rollup: every page counted
+    once, shared pages split among the processes that map them, so the sum over processes is what they take)."""
+    out: dict[int, int] = {}
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        found = next((line.split()[1] for line in text.splitlines() if line.startswith("Pss:")), None)
+        if found is not None:
+            out[pid] = int(found)
+    return out
+
+
 def run_time_s(pids: list[int]) -> float:
     """Time on a CPU of the processes still there, to the nanosecond (/proc/<pid>/schedstat, first field; the
     clock-tick resolution of /proc/<pid>/stat is far coarser than a proxy's work on a few calls)."""

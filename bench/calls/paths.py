@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from bench.calls.callers import CALLS_PER_PROCESS, boot_callers, boot_loopbacks, collect
 from bench.calls.machine import ROOT, process_tree, run_time_s, stderr_to, stop
 from bench.calls.report import Step
-from bench.calls.score import CpuSample, score_bridge, score_callers, score_cpu
+from bench.calls.score import CpuSample, score_bridge, score_callers, score_cpu, score_memory
 from bridge.audio.frames import BEAT_FRAMES
 from bridge.audio.wav import read_wav, write_wav
 from bridge.devkit.ports import free_port_block
@@ -121,6 +121,7 @@ class Bench:
         first = CpuSample.now(pids, caller_pids)
         await asyncio.sleep(max(0.0, end_at - CPU_CLOSE_EARLY_S - time.monotonic()))
         score_cpu(step, first, CpuSample.now(pids, caller_pids))
+        score_memory(step, pids)
         step.window_s = round(end_at - start_at, 3)
 
     def _note_scheduling(self, step: Step, reported: list[str]) -> None:

@@ -16,6 +16,7 @@ GOAL_RATIO = 0.75  # the bridge's capacity against the ceiling's
 GOAL_FRONT_RATIO = 0.9  # through the front against the same workers called directly
 GOAL_SRTP_CPU_RATIO = 1.1  # the workers' CPU per call with SRTP against plain RTP, at the same step
 GOAL_ECHO_CPU_RATIO = 1.1  # the workers' CPU per call with the echo guard on (the default) against it off
+GOAL_CEILING_CPU_RATIO = 1.5  # the workers' CPU per call against pjsua2's C loopback apps', at the same step
 GOAL_INBOUND_P99_MS = 10.0
 
 
@@ -37,6 +38,9 @@ class Step:
     clock_gaps: int = 0  # bridge, native ports: clock ticks > 30 ms apart in the workers (whole calls, not scored)
     in_missing: int | None = None  # bridge: appends that did not reach the model in the window
     cpu_per_call_pct: float = 0.0
+    # the system under test's PSS (/proc/<pid>/smaps_rollup) as the window closes: per worker or loopback app, per call
+    pss_mb_per_process: float | None = None
+    pss_mb_per_call: float | None = None
     front_cpu_ms_per_call: float | None = None  # front path: Kamailio's CPU time per call, set-up to hang-up
     setup_ms: dict[str, float | None] = field(default_factory=dict)  # INVITE -> call up, at the callers
     cpu_callers_pct: float = 0.0  # all load callers together, % of one core
@@ -107,7 +111,8 @@ def _fmt_ms(p: dict[str, float | None]) -> str:
 HEADER = (
     f"{'path':<8} {'calls':>5} {'procs':>5} {'answered':>8} {'late/missing out':>18} {'jb l/e/d':>9} "
     f"{'underrun':>8} {'in missing':>11} {'cpu/call':>8} {'callers':>7} {'bench':>6} {'machine':>7} {'steal':>5} "
-    f"{'in p50/p99':>11} {'out p50/p99':>12} {'setup p50/p99':>14} {'front cpu/call':>14} {'pass':>5}"
+    f"{'in p50/p99':>11} {'out p50/p99':>12} {'setup p50/p99':>14} {'front cpu/call':>14} {'pss MB proc/call':>16} "
+    f"{'pass':>5}"
 )
 
 
@@ -116,12 +121,13 @@ def row(s: Step) -> str:
     inbound = "-" if rate_in is None else f"{s.in_missing} ({100 * rate_in:.2f}%)"
     underruns = f"{s.underruns}/{s.underruns_in_window}" if s.path != "ceiling" else "-"
     front = "-" if s.front_cpu_ms_per_call is None else f"{s.front_cpu_ms_per_call:.2f} ms"
+    pss = "-" if s.pss_mb_per_process is None else f"{s.pss_mb_per_process:.0f}/{s.pss_mb_per_call:.1f}"
     return (
         f"{s.path:<8} {s.calls:>5} {s.processes:>5} {f'{s.answered}/{s.calls}':>8} "
         f"{f'{s.out_late_or_missing} ({100 * s.out_rate:.3f}%)':>18} {f'{s.jb_lost}/{s.jb_empty}/{s.jb_discard}':>9} "
         f"{underruns:>8} {inbound:>11} {s.cpu_per_call_pct:>7.2f}% {s.cpu_callers_pct:>6.0f}% {s.cpu_bench_pct:>5.0f}% "
         f"{s.cpu_machine_pct:>6.0f}% {s.cpu_steal_pct:>4.0f}% {_fmt_ms(s.inbound_ms):>11} {_fmt_ms(s.outbound_ms):>12} "
-        f"{_fmt_ms(s.setup_ms):>14} {front:>14} {'yes' if s.passed else 'NO':>5}"
+        f"{_fmt_ms(s.setup_ms):>14} {front:>14} {pss:>16} {'yes' if s.passed else 'NO':>5}"
         + (" (re-run)" if s.attempt > 1 else "")
     )
 
@@ -182,6 +188,7 @@ def summarize(steps: list[Step], largest: int) -> dict[str, Any]:
             "goal_ratio_met": _goal_met(ratio, ceiling == largest, GOAL_RATIO),
             "goal_inbound_p99_met": None if inbound_p99 is None else inbound_p99 <= GOAL_INBOUND_P99_MS,
         }
+        | (ceiling_cost_summary(steps) if "ceiling" in ran else {})
         | (front_summary(steps, ours, largest) if "front" in ran else {})
         | (srtp_summary(steps) if "srtp" in ran else {})
         | (echo_summary(steps) if "echo_off" in ran else {})
@@ -203,6 +210,42 @@ def _cpu_beside_bridge(steps: list[Step], path: str) -> tuple[int | None, Step |
     if bridge is not None and other is not None and bridge.cpu_per_call_pct > 0:
         ratio = round(other.cpu_per_call_pct / bridge.cpu_per_call_pct, 3)
     return at, bridge, other, ratio
+
+
+def ceiling_cost_summary(steps: list[Step]) -> dict[str, Any]:
+    """The bridge's workers against pjsua2's C loopback apps carrying the same calls in the same run, at the largest
+    step where both answered every call: CPU per call (goal: at most :data:`GOAL_CEILING_CPU_RATIO` times the
+    loopback's) and memory (PSS) per process and per call."""
+    at, bridge, loop, _ = _cpu_beside_bridge(steps, "ceiling")
+    ratio = None
+    if bridge is not None and loop is not None and loop.cpu_per_call_pct > 0:
+        ratio = round(bridge.cpu_per_call_pct / loop.cpu_per_call_pct, 3)
+    return {
+        "cost_step": at,
+        "bridge_cpu_per_call_pct": None if bridge is None else bridge.cpu_per_call_pct,
+        "ceiling_cpu_per_call_pct": None if loop is None else loop.cpu_per_call_pct,
+        "bridge_over_ceiling_cpu": ratio,
+        "goal_ceiling_cpu_met": None if ratio is None else ratio <= GOAL_CEILING_CPU_RATIO,
+        "bridge_pss_mb": None if bridge is None else [bridge.pss_mb_per_process, bridge.pss_mb_per_call],
+        "ceiling_pss_mb": None if loop is None else [loop.pss_mb_per_process, loop.pss_mb_per_call],
+    }
+
+
+def _cost_line(summary: dict[str, Any]) -> str:
+    ratio = summary["bridge_over_ceiling_cpu"]
+
+    def pss(pair: list[float | None] | None) -> str:
+        if not pair or pair[0] is None:
+            return "-"
+        return f"{pair[0]:.0f} MB per process, {pair[1]:.1f} MB per call"
+
+    return (
+        f"at {summary['cost_step']} calls: CPU per call bridge {summary['bridge_cpu_per_call_pct']}% against "
+        f"{summary['ceiling_cpu_per_call_pct']}% for pjsua2's C loopback -> "
+        f"{'n/a' if ratio is None else f'{ratio:.2f}x'} (goal <= {GOAL_CEILING_CPU_RATIO:g}x: "
+        f"{_goal(summary['goal_ceiling_cpu_met'])}); memory (PSS) bridge {pss(summary['bridge_pss_mb'])}, "
+        f"loopback {pss(summary['ceiling_pss_mb'])}"
+    )
 
 
 def srtp_summary(steps: list[Step]) -> dict[str, Any]:
@@ -282,6 +325,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             f"inbound p99 (capture + uplink) at {ours} calls: {'-' if p99 is None else f'{p99:.1f} ms'} "
             f"(goal <= 10 ms: {_goal(summary['goal_inbound_p99_met'])})"
         )
+    if "cost_step" in summary:
+        lines.append(_cost_line(summary))
     if "front_max_calls" in summary:
         lines.append(_front_line(summary))
     if "srtp_max_calls" in summary:

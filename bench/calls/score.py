@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.calls.machine import cpu_by_pid, cpu_seconds, machine_busy
+from bench.calls.machine import cpu_by_pid, cpu_seconds, machine_busy, pss_kb_by_pid
 from bench.calls.report import FRAME_MS, FRAMES_PER_S, Step, percentiles
 from bridge import events as ev
 
@@ -146,6 +146,15 @@ def score_cpu(step: Step, a: CpuSample, b: CpuSample) -> None:
     step.cpu_callers_pct = round(100 * _used(a.callers, b.callers) / span, 1)
     step.cpu_machine_pct = round(100 * (b.machine[0] - a.machine[0]) / jiffies, 1)
     step.cpu_steal_pct = round(100 * (b.machine[1] - a.machine[1]) / jiffies, 1)
+
+
+def score_memory(step: Step, pids: list[int]) -> None:
+    """The system under test's memory as the window closes (its calls up): PSS per process and per call."""
+    pss = pss_kb_by_pid(pids)
+    if pss and step.calls:
+        total_mb = sum(pss.values()) / 1024
+        step.pss_mb_per_process = round(total_mb / len(pss), 1)
+        step.pss_mb_per_call = round(total_mb / step.calls, 1)
 
 
 def _used(a: dict[int, float], b: dict[int, float]) -> float:

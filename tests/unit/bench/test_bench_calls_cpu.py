@@ -167,3 +167,49 @@ def test_bench_calls_runs_the_guard_off_beside_the_bridge_unless_told_not_to() -
     assert _paths(parser, parser.parse_args(["--only", "bridge", "--srtp"])) == ["bridge", "echo_off", "srtp"]
     assert _paths(parser, parser.parse_args(["--no-echo-off"])) == ["bridge", "ceiling"]
     assert _paths(parser, parser.parse_args(["--only", "ceiling"])) == ["ceiling"]
+
+
+@pytest.mark.slow  # a real process holds real memory
+def test_memory_is_each_processes_pss_and_a_process_gone_is_absent() -> None:
+    from bench.calls.machine import pss_kb_by_pid
+    from bench.calls.report import Step
+    from bench.calls.score import score_memory
+
+    hold = "kept = bytearray(64 << 20)\nkept[::4096] = b'x' * len(kept[::4096])\nprint(flush=True)\ninput()\n"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(2)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline() == b"\n"  # its 64 MB touched
+        pids = [p.pid for p in procs]
+        pss = pss_kb_by_pid(pids)
+        assert set(pss) == set(pids) and all(64 * 1024 <= kb < 200 * 1024 for kb in pss.values()), pss
+        step = Step("bridge", calls=8, processes=2)
+        score_memory(step, pids)
+        total = sum(pss.values()) / 1024
+        assert step.pss_mb_per_process == pytest.approx(total / 2, abs=2.0)
+        assert step.pss_mb_per_call == pytest.approx(total / 8, abs=1.0)
+    finally:
+        for proc in procs:
+            proc.communicate(b"\n", timeout=10)
+    assert pss_kb_by_pid(pids) == {}
+
+
+def test_the_bridges_cpu_and_memory_are_set_against_the_loopbacks() -> None:
+    from bench.calls.report import HEADER, Step, row, summarize, summary_lines
+
+    def step(path: str, calls: int, cpu: float, pss: tuple[float, float]) -> Step:
+        s = Step(path, calls=calls, processes=calls // 4, window_s=12.0, expected_frames=600 * calls)
+        s.answered, s.cpu_per_call_pct = calls, cpu
+        s.pss_mb_per_process, s.pss_mb_per_call = pss
+        return s
+
+    steps = [step("bridge", 4, 0.6, (130.0, 32.5)), step("ceiling", 4, 0.2, (60.0, 15.0))]
+    summary = summarize(steps, 4)
+    assert (summary["cost_step"], summary["bridge_over_ceiling_cpu"]) == (4, 3.0)
+    assert summary["goal_ceiling_cpu_met"] is False
+    line = next(line for line in summary_lines(summary) if line.startswith("at 4 calls"))
+    assert "3.00x (goal <= 1.5x: NOT met)" in line
+    assert "bridge 130 MB per process, 32.5 MB per call" in line and "loopback 60 MB per process, 15.0 MB" in line
+    assert "pss MB proc/call" in HEADER and " 130/32.5 " in row(steps[0])
