@@ -66,6 +66,7 @@ ANSWER_TIMEOUT_MS = 2000  # ... and a worker silent this long to a probe is out 
 # worker out. Longer than a probe's: a worker busy setting up a burst of calls can be seconds late, and trying
 # another meanwhile sends the call twice (the late worker may still answer it); a dead one the probes find first.
 INVITE_TIMEOUT_MS = 5000
+FRONT_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")  # all of serve's environment Kamailio gets
 # Kamailio's niceness: every call's signalling passes its few processes, and on a machine the workers fill, fair
 # shares among a hundred busy processes leave each SIP hop waiting for a core. Needs CAP_SYS_NICE (else ordinary).
 FRONT_NICE = -10
@@ -663,6 +664,12 @@ async def end_group(pgid: int, within_s: float = 10.0) -> list[int]:
 # -- the process --------------------------------------------------------------------------------------------------
 
 
+def front_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Kamailio's environment: the locale, the time zone, ``PATH`` and ``TMPDIR`` (:data:`FRONT_ENV`), nothing
+    else of serve's: no setting, and no tool secret (a plan's ``env:`` header, which only the workers read)."""
+    return {name: environ[name] for name in FRONT_ENV if name in environ}
+
+
 class KamailioFront:
     """Kamailio for one node: writes the run directory, starts it, restarts it if it dies, stops it."""
 
@@ -726,7 +733,7 @@ class KamailioFront:
             self.proc = await asyncio.create_subprocess_exec(
                 *pdeathsig_prefix(),  # a killed `serve` takes Kamailio with it (bridge/runtime/lifetime.py)
                 self.binary, "-DD", "-E", "-f", str(config), "-Y", str(self.run_dir), "-w", str(self.run_dir),
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=front_environment(os.environ),
                 start_new_session=True,  # a terminal's Ctrl-C reaches serve, which stops Kamailio itself
             )  # fmt: skip
         self.scheduling = renice_group(self.proc.pid, FRONT_NICE)  # before it forks its SIP processes, mostly

@@ -1,5 +1,6 @@
 """A front that cannot start (its port is taken) stops `serve` with the reason, and leaves nothing running: no
-Kamailio, no worker. A wildcard sip_host is refused before anything starts (Record-Route needs a real address)."""
+Kamailio, no worker. A wildcard sip_host is refused before anything starts (Record-Route needs a real address).
+Kamailio's environment holds no tool secret (the workers', which run the tools, does)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from _front import NODE_A, ROOT, port_block, requirements
 from bridge.serve.front import TEMPLATE_ENV, template_path
 
 pytestmark = requirements
+TOOL_SECRET_ENV, TOOL_SECRET = "ORDERS_TOKEN", "orders-tool-secret-5b2e"
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -88,6 +90,7 @@ def test_a_killed_serve_takes_kamailio_and_its_workers_with_it(tmp_path: Path) -
     front_dir = tmp_path / "front"
     port = port_block(3)
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "REDIS_URL")}
+    env[TOOL_SECRET_ENV] = TOOL_SECRET  # a plan's tool header would read it: the workers may, Kamailio may not
     proc = subprocess.Popen(
         [sys.executable, "-m", "bridge", "serve", "--front", "kamailio", "--workers", "2",
          "--realtime-url", "ws://127.0.0.1:9/v1", "--dialplans", str(ROOT / "dialplans"),
@@ -104,6 +107,12 @@ def test_a_killed_serve_takes_kamailio_and_its_workers_with_it(tmp_path: Path) -
                 break
         kamailios = _processes_mentioning(str(front_dir))
         assert kamailios and len(workers) == 2
+        fronts = [pid for pid in kamailios if "kamailio" in _command(pid).split()[0]]  # not serve, which names it
+        assert fronts
+        for pid in fronts:  # the front's environment holds no tool secret, nor any setting
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            assert TOOL_SECRET.encode() not in environ and b"CALLBRIDGE" not in environ, pid
+        assert all(TOOL_SECRET.encode() in Path(f"/proc/{pid}/environ").read_bytes() for pid in workers)
     finally:
         proc.kill()
         proc.wait()
