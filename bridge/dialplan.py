@@ -133,7 +133,7 @@ class Watch(BaseModel):
     """What the console marks on this plan's calls (``bridge/supervisor/flags.py``, docs/operating.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    silence_ms: float = Field(3000.0, ge=100, le=60_000)  # a longest wait above this: "long silence"
+    silence_ms: float = Field(3000.0, ge=100, le=60_000)  # a longest dead air above this: "long silence"
     reply_ms: float = Field(2500.0, ge=100, le=60_000)  # a reply (caller stops -> agent audio) slower: "slow agent"
     barge_ins: int = Field(3, ge=1, le=1000)  # this many barge-ins on one call: "barge-ins"
 

@@ -1047,9 +1047,9 @@ class WaitHold(Report):
 
 @dataclass(frozen=True, slots=True)
 class LongestSilence(Report):
-    """The longest the caller has waited on the agent in silence so far grew (``CallReport.longest_silence_ms``: a
-    turn's gap before the agent's first audio or its soft hold, or a business tool's wait); the call's hash keeps
-    it for the console."""
+    """The call's longest dead air so far grew (``CallReport.longest_silence_ms``: the longest the caller heard
+    nothing while waiting on the agent, a turn's gap before the agent's first audio or its soft hold, or a stretch
+    of a business tool's wait); the call's hash keeps it for the console."""
 
     kind: ClassVar[str] = "longest_silence"
     stored: ClassVar[tuple[str, ...]] = ("longest_silence_ms",)
@@ -1059,6 +1059,22 @@ class LongestSilence(Report):
     @property
     def summary(self) -> str:
         return f"longest silence so far {self.longest_silence_ms:.0f} ms"
+
+
+@dataclass(frozen=True, slots=True)
+class LongestWait(Report):
+    """The longest the caller has waited for the agent so far grew (``CallReport.longest_wait_ms``: the greeting, or
+    a turn's end of speech to the agent's audio answering it, hold audio included); the call's hash keeps it for
+    the console."""
+
+    kind: ClassVar[str] = "longest_wait"
+    stored: ClassVar[tuple[str, ...]] = ("longest_wait_ms",)
+
+    longest_wait_ms: float
+
+    @property
+    def summary(self) -> str:
+        return f"longest wait so far {self.longest_wait_ms:.0f} ms"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,10 @@ error class, segment. Never a call id, a caller number or anything secret.
 
 Per rollout variant (``callbridge_variant_*``, labels ``dialplan`` and ``variant``; a plan pinned to a dialect is one
 variant named after it), counted once per finished call from ``bridge.rollout.health.CallStats.record``: calls by
-outcome, fallbacks to the variant's fallback model, first audio, barge-in truncates by result, function calls by
-result, tokens and the estimated cost (``bridge.rollout.catalog``). PromQL takes the sliding windows
-(``rate(...[5m])``); ``deploy/prometheus/alerts.yml`` records the failure ratio and the cost per call.
+outcome, fallbacks to the variant's fallback model, the greeting and the first reply, barge-in truncates by result,
+function calls by result, tokens and the estimated cost (``bridge.rollout.catalog``); and from the call's report, its
+longest wait and longest dead air. PromQL takes the sliding windows (``rate(...[5m])``);
+``deploy/prometheus/alerts.yml`` records the failure ratio and the cost per call.
 
 The latency budget, one histogram with a ``segment`` label:
 
@@ -19,8 +20,10 @@ uplink          one WebSocket write
 inference       speech_stopped -> first audio delta
 downlink        delta received -> queued for playout (resampled)
 playback        queued -> first frame handed to RTP
-first_audio     200 OK -> first agent frame handed to RTP
-turn            speech_stopped -> first agent frame handed to RTP (end to end)
+greeting        200 OK -> first agent frame handed to RTP, on a plan whose agent speaks first (none where the
+                caller speaks first)
+turn            a reply: speech_stopped -> first agent frame handed to RTP (end to end)
+first_reply     the call's first ``turn``
 caller_turn     the caller-felt turn: the end of the caller's speech (where the service's VAD places it on the
                 audio sent) -> first agent frame handed to RTP; VAD's silence window included
 caller_turn_model  the model's share of it: the end of the caller's speech -> first audio delta received
@@ -49,8 +52,8 @@ from bridge import events as ev
 
 NS = "callbridge"
 SEGMENTS = (
-    "capture", "uplink", "inference", "downlink", "playback", "first_audio", "turn", "session_setup", "recovery_gap",
-    "orchestrator", "caller_turn", "caller_turn_model",
+    "capture", "uplink", "inference", "downlink", "playback", "greeting", "first_reply", "turn", "session_setup",
+    "recovery_gap", "orchestrator", "caller_turn", "caller_turn_model",
 )  # fmt: skip
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
@@ -173,8 +176,12 @@ VARIANT_CALLS = Counter(
 VARIANT_FALLBACKS = Counter(
     f"{NS}_variant_fallbacks", "Calls whose variant model failed to connect and ran on its fallback model", _VARIANT
 )
-VARIANT_FIRST_AUDIO = Histogram(
-    f"{NS}_variant_first_audio_seconds", "Answer -> first agent audio, per rollout variant", _VARIANT,
+VARIANT_GREETING = Histogram(
+    f"{NS}_variant_greeting_seconds", "Answer -> the agent's greeting (agent-first plans), per rollout variant",
+    _VARIANT, buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+VARIANT_FIRST_REPLY = Histogram(
+    f"{NS}_variant_first_reply_seconds", "The caller stops -> the agent's first reply, per rollout variant", _VARIANT,
     buckets=LATENCY_BUCKETS,
 )  # fmt: skip
 VARIANT_TRUNCATES = Counter(
@@ -204,8 +211,13 @@ TOOL_WAIT_SILENCE = Histogram(
 )  # fmt: skip
 VARIANT_LONGEST_SILENCE = Histogram(
     f"{NS}_variant_longest_silence_seconds",
-    "Per call, the longest the caller waited on the agent in silence (a turn gap, or during a tool)", _VARIANT,
-    buckets=LATENCY_BUCKETS,
+    "Per call, its longest dead air: the caller heard nothing while waiting on the agent (a turn gap, or during a "
+    "tool; hold audio ends it)", _VARIANT, buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+VARIANT_LONGEST_WAIT = Histogram(
+    f"{NS}_variant_longest_wait_seconds",
+    "Per call, the longest the caller waited for the agent: the greeting, or a turn's end of speech -> the agent's "
+    "audio, hold audio included", _VARIANT, buckets=LATENCY_BUCKETS,
 )  # fmt: skip
 # The front door (bridge/serve/front.py), as its dispatcher sees each worker, read by the serve process that runs it
 FRONT_WORKER_CALLS = Gauge(
@@ -362,7 +374,10 @@ def prime(
             for direction in ("input", "output"):
                 VARIANT_TOKENS.labels(dp, name, direction)
             VARIANT_FALLBACKS.labels(dp, name)
-            VARIANT_FIRST_AUDIO.labels(dp, name)
+            VARIANT_GREETING.labels(dp, name)
+            VARIANT_FIRST_REPLY.labels(dp, name)
+            VARIANT_LONGEST_WAIT.labels(dp, name)
+            VARIANT_LONGEST_SILENCE.labels(dp, name)
             VARIANT_COST.labels(dp, name)
             VARIANT_PRICED_CALLS.labels(dp, name)
             ROLLBACKS.labels(dp, name)
@@ -456,8 +471,10 @@ def record_variant_call(dialplan: str, variant: str, record: Mapping[str, Any]) 
     VARIANT_CALLS.labels(dialplan, variant, str(record["outcome"])).inc()
     if record.get("fallback"):
         VARIANT_FALLBACKS.labels(dialplan, variant).inc()
-    if record.get("first_audio_ms") is not None:
-        VARIANT_FIRST_AUDIO.labels(dialplan, variant).observe(float(record["first_audio_ms"]) / 1000.0)
+    if record.get("greeting_ms") is not None:
+        VARIANT_GREETING.labels(dialplan, variant).observe(float(record["greeting_ms"]) / 1000.0)
+    if record.get("first_reply_ms") is not None:
+        VARIANT_FIRST_REPLY.labels(dialplan, variant).observe(float(record["first_reply_ms"]) / 1000.0)
     failed = int(record.get("truncate_failures", 0))
     VARIANT_TRUNCATES.labels(dialplan, variant, "ok").inc(int(record.get("truncates", 0)) - failed)
     VARIANT_TRUNCATES.labels(dialplan, variant, "failed").inc(failed)
@@ -469,6 +486,13 @@ def record_variant_call(dialplan: str, variant: str, record: Mapping[str, Any]) 
     if record.get("cost_usd") is not None:
         VARIANT_COST.labels(dialplan, variant).inc(float(record["cost_usd"]))
         VARIANT_PRICED_CALLS.labels(dialplan, variant).inc()
+
+
+def observe_waits(dialplan: str, variant: str, longest_wait_ms: float | None, longest_silence_ms: float | None) -> None:
+    """One finished call's longest wait and longest dead air (``CallReport``; None: it had none)."""
+    for histogram, ms in ((VARIANT_LONGEST_WAIT, longest_wait_ms), (VARIANT_LONGEST_SILENCE, longest_silence_ms)):
+        if ms is not None:
+            histogram.labels(dialplan, variant).observe(ms / 1000.0)
 
 
 def observe_tool(dialplan: str, variant: str, r: ev.ToolFinished) -> None:

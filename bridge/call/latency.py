@@ -2,6 +2,16 @@
 
 Each sample lands in ``CallReport.latency_ms`` and goes out as a :class:`~bridge.events.Latency` report. Times are
 on the session's clock, except ``capture`` and ``uplink``, which the caller's audio path measures itself.
+
+The caller's figures (``docs/operating.md``, *what each figure means*), each measured here once, to the agent's
+first frame handed to RTP:
+
+* the **greeting**: the answer -> the agent's first audio, on a plan whose agent speaks first, when that audio is
+  not the answer to a caller's turn (``greeting``; a plan where the caller speaks first has none);
+* a **reply**: the caller stops (``speech_stopped``) -> the agent's audio answering them (``turn``); the call's
+  first one is its **first reply** (``first_reply``);
+* a turn's **wait**: the end of the caller's speech (as the service's VAD places it, else ``speech_stopped``) -> the
+  agent's audio answering them, the soft hold played meanwhile included (``CallReport.turn_wait_ms``).
 """
 
 from __future__ import annotations
@@ -24,9 +34,16 @@ MAX_VAD_LAG_MS = 5000  # a speech end placed further back than this is taken as 
 
 class LatencyMeter:
     def __init__(
-        self, report: CallReport, emit: Callable[[ev.Report], None], clock: Callable[[], float], silence_ms: float = 0
+        self,
+        report: CallReport,
+        emit: Callable[[ev.Report], None],
+        clock: Callable[[], float],
+        silence_ms: float = 0,
+        *,
+        greets: bool = False,
     ) -> None:
         self.silence_ms = silence_ms  # the service VAD's silence window (server VAD's silence_duration_ms)
+        self.greets = greets  # the plan's agent speaks first
         self._report = report
         self._emit = emit
         self._clock = clock
@@ -75,11 +92,20 @@ class LatencyMeter:
         if played is None:
             return
         self.sample("playback", (played - self._queued_at) * 1000)
-        if self._report.first_audio_ms is None and self.answered_at is not None:
-            self._report.first_audio_ms = round((played - self.answered_at) * 1000, 1)
-            self.sample("first_audio", self._report.first_audio_ms)
+        report = self._report
+        if report.first_audio_ms is None and self.answered_at is not None:
+            report.first_audio_ms = round((played - self.answered_at) * 1000, 1)
+            if self.greets and self._turn_started_at is None:
+                report.greeting_ms = report.first_audio_ms
+                self.sample("greeting", report.greeting_ms)
         if self._turn_started_at is not None:
-            self.sample("turn", (played - self._turn_started_at) * 1000)
+            waited_from = self._turn_started_at if self._felt_from is None else self._felt_from
+            report.turn_wait_ms.append(round((played - waited_from) * 1000, 1))
+            reply_ms = round((played - self._turn_started_at) * 1000, 1)
+            if report.first_reply_ms is None:
+                report.first_reply_ms = reply_ms
+                self.sample("first_reply", reply_ms)
+            self.sample("turn", reply_ms)
             self._turn_started_at = None
         if self._felt_from is not None:
             self.sample("caller_turn", (played - self._felt_from) * 1000)

@@ -22,7 +22,9 @@ class CallReport:
     caller_transcript: list[str] = field(default_factory=list)
     agent_transcript: list[str] = field(default_factory=list)
     agent_audio_ms: int = 0
-    first_audio_ms: float | None = None
+    first_audio_ms: float | None = None  # the answer -> the agent's first audio, whatever it was (a replay's bound)
+    greeting_ms: float | None = None  # the answer -> the agent's first audio, said before the caller's first turn
+    first_reply_ms: float | None = None  # the first reply: the caller stops -> the agent's audio answering them
     latency_ms: dict[str, list[float]] = field(default_factory=dict)
     barge_ins: int = 0
     truncates: list[dict[str, Any]] = field(default_factory=list)
@@ -31,6 +33,7 @@ class CallReport:
     usage: dict[str, float | int] = field(default_factory=dict)  # audio seconds and tokens, all sessions (cost)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     turn_silence_ms: list[float] = field(default_factory=list)  # per answered turn, the silence before its audio
+    turn_wait_ms: list[float] = field(default_factory=list)  # per answered turn, its end of speech -> the answer
     decisions: list[dict[str, Any]] = field(default_factory=list)  # an orchestrated call: each decision, in order
     dtmf: list[str] = field(default_factory=list)  # as shown: a run's keys past the plan's visible digits are "*"
     pressed: list[str] = field(default_factory=list)  # the keys themselves: in memory only (the orchestrator's)
@@ -44,29 +47,43 @@ class CallReport:
 
     @property
     def longest_silence_ms(self) -> float | None:
-        """The longest the caller waited on the agent in silence: the longest silence of a turn (the end of their
-        speech to the agent's first frame or, for a slow answer, to its soft hold; without that hold, the caller-felt
-        turn gap) or the longest silence while a business tool worked. None: neither."""
+        """The call's longest dead air: the longest the caller heard nothing while waiting on the agent, in a turn
+        (the end of their speech to the agent's first frame or, for a slow answer, to its soft hold; without that
+        hold, the caller-felt turn gap) or while a business tool worked. Hold audio ends it. None: neither."""
         turns = self.turn_silence_ms or self.latency_ms.get("caller_turn", [])
         waits = [*turns, *(t["longest_silence_ms"] for t in self.tool_calls if "longest_silence_ms" in t)]
         return max(waits) if waits else None
 
+    @property
+    def longest_wait_ms(self) -> float | None:
+        """The longest the caller waited for the agent: the greeting (the answer -> the agent's first audio) or a
+        turn (the end of the caller's speech -> the agent's audio answering it), whatever hold audio played
+        meanwhile. None: no answer heard yet."""
+        waits = [*([] if self.greeting_ms is None else [self.greeting_ms]), *self.turn_wait_ms]
+        return max(waits) if waits else None
+
     def to_json(self) -> dict[str, Any]:
         shown = {k: v for k, v in self.__dict__.items() if k != "pressed"}
-        return shown | {"longest_silence_ms": self.longest_silence_ms}
+        return shown | {"longest_silence_ms": self.longest_silence_ms, "longest_wait_ms": self.longest_wait_ms}
 
 
-SILENCE_SOURCES = (ev.Latency, ev.ToolFinished)  # the reports after which the longest silence may have grown
+SILENCE_SOURCES = (ev.Latency, ev.ToolFinished)  # the reports after which the longest silence or wait may have grown
 
 
 def silence_watch(report: CallReport, emit: Callable[[ev.Report], None]) -> Callable[[ev.Report], None]:
-    """A call listener that reports :class:`~bridge.events.LongestSilence` each time ``report``'s grows."""
-    longest = 0.0
+    """A call listener that reports :class:`~bridge.events.LongestSilence` and :class:`~bridge.events.LongestWait`
+    each time ``report``'s grows."""
+    longest = waited = 0.0
 
     def listener(r: ev.Report) -> None:
-        nonlocal longest
-        if isinstance(r, SILENCE_SOURCES) and (ms := report.longest_silence_ms or 0.0) > longest:
+        nonlocal longest, waited
+        if not isinstance(r, SILENCE_SOURCES):
+            return
+        if (ms := report.longest_silence_ms or 0.0) > longest:
             longest = ms
             emit(ev.LongestSilence(ms))
+        if (ms := report.longest_wait_ms or 0.0) > waited:
+            waited = ms
+            emit(ev.LongestWait(ms))
 
     return listener

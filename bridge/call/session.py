@@ -131,7 +131,9 @@ class CallSession:
         self.usage = UsageMeter()
         self.media = choose_media_path(dialect.capabilities, plan.profile.audio_format)
         self.playout = PlayoutBuffer(clock=clock)
-        self.latency = LatencyMeter(self.report, self.emit, clock, vad_silence_ms(plan.profile))
+        self.latency = LatencyMeter(
+            self.report, self.emit, clock, vad_silence_ms(plan.profile), greets=bool(plan.greeting)
+        )
         # the current Realtime session and the caller's audio
         self.link = Link(self.media.uplink, self.latency, clock, continuous=self.media.paced_uplink)
         self._build_collaborators(plan, dialect.capabilities)

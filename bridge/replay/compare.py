@@ -39,7 +39,7 @@ from bridge.replay.timing import DEFAULT_TOLERANCE_MS, CallTiming, call_timing, 
 NEUTRAL_IGNORED: Final = frozenset({"RateLimits", "ItemDone"})
 # Notes that are not behaviour: the ringing line (it names the run's own plan) and figures (a latency sample, the
 # longest silence growing), whose timing decides when they come. A SIP run's comparable sequence leaves them out.
-MEASUREMENTS: Final = frozenset({ev.Latency.kind, ev.LongestSilence.kind, ev.Ringing.kind})
+MEASUREMENTS: Final = frozenset({ev.Latency.kind, ev.LongestSilence.kind, ev.LongestWait.kind, ev.Ringing.kind})
 MAX_COUNTS: Final = 6  # count differences listed in one reason
 LATENCY_TOLERANCE_MS: Final = 100.0  # first-audio latencies closer than this (or 30 %) count as equal
 # Real-time runs: barge-ins landing a few frames apart count as equal. Over SIP a worker reads the socket once per

@@ -14,7 +14,9 @@ dropped                   calls that lost their session and ended without it (hu
                           while it was away; and were not already a connect failure)
 recovered                 calls whose session was lost (or not there at the answer) and came back: the call went
                           on; not a failure
-first_audio_p95_ms        95th percentile (nearest rank) of answer -> first agent audio
+greeting_p95_ms           95th percentile (nearest rank) of the greeting: answer -> the agent's first audio, on
+                          calls whose agent spoke first (``docs/operating.md``, what each figure means)
+first_reply_p95_ms        95th percentile (nearest rank) of the first reply: the caller stops -> the agent's audio
 barge-in recovery         truncates sent on a barge-in (``truncates``) that the service refused or never confirmed
                           (``truncate_failures``)
 function calls            tool calls, and those whose output said ``"ok": false`` (unknown tool, bad arguments...)
@@ -57,7 +59,8 @@ class CallStats:
         self.recovered = False
         self.dropped = False  # the session is lost and has not come back (yet)
         self.fallback = False  # the variant's model failed to connect; the call ran on its fallback model
-        self.first_audio_ms: float | None = None
+        self.greeting_ms: float | None = None
+        self.first_reply_ms: float | None = None
         self.barge_ins = 0
         self.truncates = 0
         self.truncates_confirmed = 0
@@ -93,8 +96,10 @@ class CallStats:
         self.dropped = True
 
     def _latency(self, r: ev.Latency) -> None:
-        if r.segment == "first_audio" and self.first_audio_ms is None:
-            self.first_audio_ms = r.ms
+        if r.segment == "greeting" and self.greeting_ms is None:
+            self.greeting_ms = r.ms
+        elif r.segment == "first_reply" and self.first_reply_ms is None:
+            self.first_reply_ms = r.ms
 
     def _barge_in(self, r: ev.BargeIn) -> None:
         self.barge_ins += 1
@@ -135,7 +140,8 @@ class CallStats:
         return {
             "outcome": self.outcome,
             "fallback": self.fallback,
-            "first_audio_ms": None if self.first_audio_ms is None else round(self.first_audio_ms, 1),
+            "greeting_ms": None if self.greeting_ms is None else round(self.greeting_ms, 1),
+            "first_reply_ms": None if self.first_reply_ms is None else round(self.first_reply_ms, 1),
             "barge_ins": self.barge_ins,
             "truncates": self.truncates,
             "truncate_failures": self.truncate_failures,
@@ -168,7 +174,8 @@ class WindowStats:
     connect_failures: int = 0
     dropped: int = 0
     fallbacks: int = 0
-    first_audio_p95_ms: float | None = None
+    greeting_p95_ms: float | None = None
+    first_reply_p95_ms: float | None = None
     barge_ins: int = 0
     truncates: int = 0
     truncate_failures: int = 0
@@ -203,7 +210,8 @@ class WindowStats:
         calls = fails = dropped = recovered = fallbacks = barge_ins = truncates = truncate_failures = 0
         tool_calls = tool_failures = priced = 0
         cost = 0.0
-        first: list[float] = []
+        greetings: list[float] = []
+        replies: list[float] = []
         for r in records:
             calls += 1
             outcome = r.get("outcome")
@@ -211,8 +219,10 @@ class WindowStats:
             dropped += outcome == "dropped"
             recovered += outcome == "recovered"
             fallbacks += bool(r.get("fallback"))
-            if isinstance(r.get("first_audio_ms"), int | float):
-                first.append(float(r["first_audio_ms"]))
+            if isinstance(r.get("greeting_ms"), int | float):
+                greetings.append(float(r["greeting_ms"]))
+            if isinstance(r.get("first_reply_ms"), int | float):
+                replies.append(float(r["first_reply_ms"]))
             barge_ins += _int(r, "barge_ins")
             truncates += _int(r, "truncates")
             truncate_failures += _int(r, "truncate_failures")
@@ -222,8 +232,8 @@ class WindowStats:
                 priced += 1
                 cost += float(r["cost_usd"])
         return cls(
-            calls, fails, dropped, fallbacks, p95(first), barge_ins, truncates, truncate_failures, tool_calls,
-            tool_failures, priced, cost, recovered,
+            calls, fails, dropped, fallbacks, p95(greetings), p95(replies), barge_ins, truncates, truncate_failures,
+            tool_calls, tool_failures, priced, cost, recovered,
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
@@ -238,6 +248,22 @@ class WindowStats:
         return out
 
 
+def _slower(stats: WindowStats, safe: WindowStats, allowed_ms: float | None) -> list[str]:
+    """The greeting and first-reply p95s of ``stats`` more than ``allowed_ms`` above the safe variant's."""
+    found: list[str] = []
+    for figure, mine, theirs in (
+        ("greeting", stats.greeting_p95_ms, safe.greeting_p95_ms),
+        ("first-reply", stats.first_reply_p95_ms, safe.first_reply_p95_ms),
+    ):
+        if allowed_ms is None or mine is None or (excess := mine - (theirs or 0.0)) <= allowed_ms:
+            continue
+        found.append(
+            f"{figure} p95 {mine:.0f} ms is {excess:.0f} ms above the safe variant's "
+            f"{'n/a' if theirs is None else f'{theirs:.0f} ms'} (allowed: {allowed_ms:g} ms)"
+        )
+    return found
+
+
 def should_rollback(variant: str, stats: WindowStats, safe: WindowStats, rule: RollbackRule) -> str | None:
     """Why ``variant`` must give its weight back to the safe variant, or None.
 
@@ -247,7 +273,8 @@ def should_rollback(variant: str, stats: WindowStats, safe: WindowStats, rule: R
 
     * failure rate (connection failures + dropped sessions per call; a recovered session is neither) above
       ``failure_rate_threshold`` and above the safe one's;
-    * first-audio p95 more than ``first_audio_p95_excess_ms`` above the safe one's;
+    * greeting p95 or first-reply p95 more than ``first_audio_p95_excess_ms`` above the safe one's (each checked
+      on its own: the agent's first audio of a call, to the answer or to the caller's first turn);
     * failed truncates per truncate more than ``barge_in_failure_excess`` above the safe one's;
     * function-call success rate more than ``function_call_success_drop`` below the safe one's;
     * cost per call above ``cost_ratio_threshold`` times the safe one's.
@@ -262,14 +289,7 @@ def should_rollback(variant: str, stats: WindowStats, safe: WindowStats, rule: R
             f"dropped of {of}) exceeds {rule.failure_rate_threshold:.1%} and the safe variant's "
             f"{safe.failure_rate:.1%} ({safe.failures} of {safe.calls})"
         )
-    mine, theirs = stats.first_audio_p95_ms, safe.first_audio_p95_ms
-    if rule.first_audio_p95_excess_ms is not None and mine is not None:
-        excess = mine - (theirs or 0.0)
-        if excess > rule.first_audio_p95_excess_ms:
-            found.append(
-                f"first-audio p95 {mine:.0f} ms is {excess:.0f} ms above the safe variant's "
-                f"{'n/a' if theirs is None else f'{theirs:.0f} ms'} (allowed: {rule.first_audio_p95_excess_ms:g} ms)"
-            )
+    found += _slower(stats, safe, rule.first_audio_p95_excess_ms)
     if rule.barge_in_failure_excess is not None and stats.truncates:
         excess = stats.truncate_failure_rate - safe.truncate_failure_rate
         if excess > rule.barge_in_failure_excess:

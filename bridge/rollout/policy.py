@@ -139,7 +139,7 @@ class RollbackRule(BaseModel):
     window_s: int = Field(300, ge=10, le=3600)  # le: keys.HEALTH_RETENTION_S
     min_calls: int = Field(20, ge=1)  # calls of the variant in the window before any check applies
     failure_rate_threshold: float = Field(0.2, gt=0, le=1)  # connection failures + dropped sessions per call
-    first_audio_p95_excess_ms: float | None = Field(None, gt=0)  # p95 first audio this much above the safe one's
+    first_audio_p95_excess_ms: float | None = Field(None, gt=0)  # greeting or first-reply p95 this much above safe's
     barge_in_failure_excess: float | None = Field(None, gt=0, le=1)  # failed truncates per truncate, above safe's
     function_call_success_drop: float | None = Field(None, gt=0, le=1)  # success rate this much below safe's
     cost_ratio_threshold: float | None = Field(None, gt=1)  # cost per call above this multiple of safe's

@@ -200,7 +200,7 @@ def _audit_line(entry: AuditEntry) -> str:
 def _rule_text(flag: RolloutFlag) -> str:
     parts = [f"failure rate > {flag.failure_rate_threshold:.1%} and above the safe variant's"]
     if flag.first_audio_p95_excess_ms is not None:
-        parts.append(f"first-audio p95 more than {flag.first_audio_p95_excess_ms:g} ms above")
+        parts.append(f"greeting or first-reply p95 more than {flag.first_audio_p95_excess_ms:g} ms above")
     if flag.barge_in_failure_excess is not None:
         parts.append(f"barge-in recovery failures more than {flag.barge_in_failure_excess:.1%} above")
     if flag.function_call_success_drop is not None:
@@ -211,12 +211,12 @@ def _rule_text(flag: RolloutFlag) -> str:
 
 
 def _health_row(name: str, s: WindowStats) -> str:
-    p95 = "n/a" if s.first_audio_p95_ms is None else f"{s.first_audio_p95_ms:.0f} ms"
+    greeting, reply = ("n/a" if v is None else f"{v:.0f} ms" for v in (s.greeting_p95_ms, s.first_reply_p95_ms))
     fn = s.function_call_success_rate
     cost = s.cost_per_call
     return (
-        f"  {name:<22} {s.calls:>5} {s.connect_failures:>9} {s.dropped:>7} {s.failure_rate:>7.1%} {p95:>10} "
-        f"{s.truncate_failures:>4}/{s.truncates:<4} {'n/a' if fn is None else f'{fn:.0%}':>6} "
+        f"  {name:<22} {s.calls:>5} {s.connect_failures:>9} {s.dropped:>7} {s.failure_rate:>7.1%} {greeting:>10} "
+        f"{reply:>10} {s.truncate_failures:>4}/{s.truncates:<4} {'n/a' if fn is None else f'{fn:.0%}':>6} "
         f"{'n/a' if cost is None else f'${cost:.4f}':>9}"
     )
 
@@ -255,8 +255,8 @@ def describe(
     else:
         lines.append(f"health        last {flag.window_s} s")
         lines.append(
-            f"  {'variant':<22} {'calls':>5} {'conn.fail':>9} {'dropped':>7} {'fail%':>7} {'1st p95':>10} "
-            f"{'barge-in':>9} {'fn ok':>6} {'cost/call':>9}"
+            f"  {'variant':<22} {'calls':>5} {'conn.fail':>9} {'dropped':>7} {'fail%':>7} {'greet p95':>10} "
+            f"{'reply p95':>10} {'barge-in':>9} {'fn ok':>6} {'cost/call':>9}"
         )
         lines += [_health_row(n, window.get(n, WindowStats())) for n in spec.names]
     if audit:

@@ -408,10 +408,7 @@ class Worker:
         vc.finish()
         record = vc.stats.record()
         metrics.record_variant_call(plan.name, vc.decision.variant, record)
-        if report.longest_silence_ms is not None:
-            metrics.VARIANT_LONGEST_SILENCE.labels(plan.name, vc.decision.variant).observe(
-                report.longest_silence_ms / 1000.0
-            )
+        metrics.observe_waits(plan.name, vc.decision.variant, report.longest_wait_ms, report.longest_silence_ms)
         if self.settings.report_file is not None:
             line = {"worker": self.index, **report.to_json(), "sip_call_id": call.sip_call_id, **vc.report_fields()}
             append_report(self.settings.report_file, line)

@@ -64,11 +64,15 @@ TIME_FIELDS: Final = ("started_at", "last_activity", "ended_at", "end_reason")
 # sip_dialog: JSON, lets a restarted worker send BYE; sip_call_id: the caller's Call-ID (data, never a key)
 EXTRA_FIELDS: Final = ("last_transcript", "sip_dialog", "sip_call_id")
 # What the console's per-plan figures need without reading streams (``bridge.supervisor.plan_stats``): the call's
-# outcome (``completed``, ``transferred``, ``failed``), its first-audio latency, whether a supervisor acted on it, and
-# "1"/"0" flags: the caller hears hold audio now (an outage's hold message or a tool's soft hold), the model is away
-# now, the model was away at some point; and where a warm transfer is (a TransferStep, then its TransferOutcome).
-SUMMARY_FIELDS: Final = ("outcome", "first_audio_ms", "supervised", "on_hold", "in_outage", "had_outage", "transfer")
-QUALITY_FIELDS: Final = ("longest_silence_ms",)  # the longest the caller waited on the agent in silence so far
+# outcome (``completed``, ``transferred``, ``failed``), its greeting and first reply (``docs/operating.md``, what each
+# figure means), whether a supervisor acted on it, and "1"/"0" flags: the caller hears hold audio now (an outage's
+# hold message or a tool's soft hold), the model is away now, the model was away at some point; and where a warm
+# transfer is (a TransferStep, then its TransferOutcome).
+SUMMARY_FIELDS: Final = (
+    "outcome", "greeting_ms", "first_reply_ms", "supervised", "on_hold", "in_outage", "had_outage", "transfer",
+)  # fmt: skip
+# so far: the longest the caller waited for the agent (holds included), and the longest dead air
+QUALITY_FIELDS: Final = ("longest_wait_ms", "longest_silence_ms")
 CALL_FIELDS: Final = (
     IDENTITY_FIELDS + PROTOCOL_FIELDS + PROGRESS_FIELDS + TIME_FIELDS + EXTRA_FIELDS + SUMMARY_FIELDS + QUALITY_FIELDS
 )

@@ -56,17 +56,19 @@ def stamp(t: float) -> str:
     return f"{t:.3f}"
 
 
+_FIRSTS = {"greeting": "greeting_ms", "first_reply": "first_reply_ms"}  # latency segment -> summary field
 _MODEL_AWAY = (ev.SessionLost, ev.RealtimeUnavailable)
 _MODEL_BACK = (ev.OutageEnded, ev.Recovered)
 
 
 def summary_fields(report: ev.Report, call: CallState | None) -> dict[str, Any]:
-    """The :data:`keys.SUMMARY_FIELDS` one report sets (the first first-audio sample only)."""
+    """The :data:`keys.SUMMARY_FIELDS` one report sets (a greeting or first reply: its first sample only)."""
     if isinstance(report, ev.CallEnded):
         return {"outcome": str(report.outcome), "on_hold": "0", "in_outage": "0"}
     if isinstance(report, ev.Latency):
-        first = report.segment == "first_audio" and call is not None and not call.state.get("first_audio_ms")
-        return {"first_audio_ms": round(report.ms, 1)} if first else {}
+        name = _FIRSTS.get(report.segment)
+        first = name is not None and call is not None and not call.state.get(name)
+        return {name: round(report.ms, 1)} if first and name is not None else {}
     if isinstance(report, ev.SupervisorActed):
         return {"supervised": "1"}
     if isinstance(report, ev.HoldStarted | ev.HoldEnded):
@@ -231,6 +233,8 @@ class PendingWrites:
             fields["last_transcript"] = f"Agent: {summary}"
         elif isinstance(report, ev.LongestSilence):
             fields["longest_silence_ms"] = report.longest_silence_ms
+        elif isinstance(report, ev.LongestWait):
+            fields["longest_wait_ms"] = report.longest_wait_ms
         fields.update(summary_fields(report, self.calls.get(call_id)))
         ended = isinstance(report, ev.CallEnded)
         streamed = not isinstance(report, ev.Latency)  # a latency sample is a metric, and far too chatty

@@ -45,8 +45,8 @@ async def list_calls(request: web.Request) -> web.Response:
 
 async def get_call(request: web.Request) -> web.Response:
     """The call's hash, its recent events, each business tool call (name, outcome, latency: from the whole capped
-    stream), the longest the caller has waited (the hash's ``longest_silence_ms``; None: not yet) and the call's marks
-    (``flags``: :mod:`.flags`)."""
+    stream), the longest the caller has waited for the agent and the longest dead air (the hash's ``longest_wait_ms``
+    and ``longest_silence_ms``; None: not yet) and the call's marks (``flags``: :mod:`.flags`)."""
     sup = supervisor_of(request)
     detail = await read_call(sup.need_redis(), request.match_info["call_id"], count=keys.STREAM_MAXLEN)
     if detail is None:
@@ -58,6 +58,7 @@ async def get_call(request: web.Request) -> web.Response:
         mask = EventMask()
         body = {"call": mask("call", body["call"]), "events": mask("entries", body["events"])}
     body["tools"] = tool_calls(detail.events)
+    body["longest_wait_ms"] = as_number(detail.state.get("longest_wait_ms"))
     body["longest_silence_ms"] = as_number(detail.state.get("longest_silence_ms"))
     body["flags"] = call_marks(detail.events, watch_of(sup.dialplans.values())(detail.state.get("dialplan", "")))
     return reply(body)
@@ -83,7 +84,8 @@ async def live_calls(request: web.Request) -> web.StreamResponse:
 
 async def live_call(request: web.Request) -> web.StreamResponse:
     sup = supervisor_of(request)
-    return await event_stream(request, follow_call(sup.need_redis(), request.match_info["call_id"]))
+    watch = watch_of(sup.dialplans.values())
+    return await event_stream(request, follow_call(sup.need_redis(), request.match_info["call_id"], watch_of=watch))
 
 
 def _sse(name: str, data: Any) -> bytes:

@@ -11,7 +11,7 @@ on_hold        warn      the caller hears hold audio (``hold_started``; a soft h
                          until ``hold_ended`` / ``wait_hold`` off
 outage         bad       the model is away (``realtime_closed``, ``realtime_unavailable``); ``now`` until
                          ``recovered`` / ``outage_ended``
-long_silence   warn      the longest wait (``longest_silence``) passed ``watch.silence_ms``
+long_silence   warn      the call's longest dead air (``longest_silence``) passed ``watch.silence_ms``
 slow_agent     warn      a reply (caller stops -> agent audio) took longer than ``watch.reply_ms``, or the
                          caller has been waiting that long now
 barge_ins      warn      ``watch.barge_ins`` barge-ins or more

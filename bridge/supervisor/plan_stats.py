@@ -9,7 +9,9 @@ avg_handle_s           mean of ``ended_at - started_at`` over those (ring to han
 transfer_rate          share of them whose outcome is ``transferred``
 resolved_alone         how many ended ``completed`` with no transfer and no supervisor action (and their share,
                        ``resolved_alone_rate``)
-first_audio_p95_ms     95th percentile, nearest rank, of answer -> first agent audio over those that had one
+greeting_p95_ms        95th percentile, nearest rank, of the greeting (answer -> the agent's first audio, on a
+                       plan whose agent speaks first) over those that had one
+first_reply_p95_ms     the same of the first reply (the caller stops -> the agent's audio answering them)
 had_outage             how many of them had the model away at some point
 =====================  ==========================================================================================
 
@@ -51,14 +53,16 @@ def _ended(calls: Sequence[Mapping[str, str]]) -> dict[str, Any]:
     ]  # fmt: skip
     transferred = sum(c.get("outcome") == CallOutcome.TRANSFERRED for c in calls)
     alone = sum(c.get("outcome") == CallOutcome.COMPLETED and c.get("supervised") != "1" for c in calls)
-    firsts = [f for c in calls if (f := _float(c.get("first_audio_ms"))) is not None]
+    greetings = [f for c in calls if (f := _float(c.get("greeting_ms"))) is not None]
+    replies = [f for c in calls if (f := _float(c.get("first_reply_ms"))) is not None]
     return {
         "ended": len(calls),
         "avg_handle_s": round(sum(handles) / len(handles), 1) if handles else None,
         "transfer_rate": _ratio(transferred, len(calls)),
         "resolved_alone": alone,
         "resolved_alone_rate": _ratio(alone, len(calls)),
-        "first_audio_p95_ms": p95(firsts),
+        "greeting_p95_ms": p95(greetings),
+        "first_reply_p95_ms": p95(replies),
         "had_outage": sum(c.get("had_outage") == "1" for c in calls),
     }
 

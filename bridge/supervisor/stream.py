@@ -23,8 +23,10 @@ from ``started_at``, offset by the server's ``now``.
 stream entries) at once, then ``entry`` for each new stream entry as it is written (``XREAD BLOCK``), ``latency``
 (:func:`bridge.supervisor.timeline.latency`) whenever an entry changed it, ``actions`` (the call's supervisor actions
 from the call-actions audit, :mod:`.action_audit`: who did what, and whether a worker took it) at once, then
-``action`` for each one audited later (read with the hash), and ``done`` once the call has ended and its stream is
-quiet.
+``action`` for each one audited later (read with the hash), ``marks`` (``{"flags", "severity"}``: the call's marks
+as the lists show them, :class:`~bridge.supervisor.flags.CallWatch` over its entries) at once and whenever they
+change (a new entry, or a caller waiting long enough now for ``slow agent``), and ``done`` once the call has ended and
+its stream is quiet.
 """
 
 from __future__ import annotations
@@ -232,10 +234,35 @@ def _public(state: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in state.items() if k != "sip_dialog"}
 
 
+class _Marks:
+    """One followed call's marks: fed its entries, it says when what the page shows must change."""
+
+    def __init__(self, watch: Watch, wall: Callable[[], float]) -> None:
+        self.watch = CallWatch(watch)
+        self.wall = wall
+        self.shown: dict[str, Any] | None = None
+
+    def changed(self, entries: list[StreamEntry], ended: bool) -> dict[str, Any] | None:
+        """The marks to send now (None: as shown)."""
+        self.watch.feed(entries)
+        marks = self.watch.marks(None if ended else self.wall())
+        now = {"flags": marks, "severity": worst(marks)}
+        if now == self.shown:
+            return None
+        self.shown = now
+        return now
+
+
 async def follow_call(
-    redis: aioredis.Redis, call_id: str, *, clock: Callable[[], float] = time.monotonic
+    redis: aioredis.Redis,
+    call_id: str,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    watch_of: Callable[[str], Watch] = lambda plan: Watch(),
+    wall: Callable[[], float] = time.time,
 ) -> AsyncIterator[Event]:
-    """The events of one call's detail view (module docstring). Raises StoreUnavailable."""
+    """The events of one call's detail view (module docstring); ``watch_of``: a plan's thresholds for the marks (by
+    plan name). Raises StoreUnavailable."""
     detail = await read_call(redis, call_id, count=keys.STREAM_MAXLEN)
     if detail is None:
         yield ("missing", {"call_id": call_id})
@@ -245,6 +272,8 @@ async def follow_call(
     yield ("entries", [e.to_json() for e in entries])
     measured = latency(entries)
     yield ("latency", measured)
+    marks = _Marks(watch_of(state.get("dialplan", "")), wall)
+    yield ("marks", marks.changed(entries, state.get("phase") == "ENDED"))
     acted, after_action = await call_actions(redis, call_id)
     yield ("actions", acted)
     after = entries[-1].id if entries else "0-0"
@@ -269,6 +298,8 @@ async def follow_call(
                 yield ("call", state)
             if state.get("phase") == "ENDED" and ended_at is None:
                 ended_at = clock()
+            if (now_marks := marks.changed(new, ended_at is not None)) is not None:
+                yield ("marks", now_marks)
             acted, after_action = await actions_after(redis, call_id, after_action)
             for action in acted:
                 yield ("action", action)

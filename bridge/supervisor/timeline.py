@@ -1,21 +1,24 @@
 """Latency of one call, measured between the entries of its Redis stream (pure).
 
 Each entry carries the time its call session noted it (``t``, wall clock, millisecond resolution), so the gap between
-two notes is a latency of the call as its worker saw it. The segments (``first_audio`` has the meaning of the
-``callbridge_latency_seconds`` segment of the same name, measured up to the moment the first agent audio was queued
-for playout rather than handed to RTP, one or two 20 ms frames earlier):
+two notes is a latency of the call as its worker saw it. The segments (``greeting`` and ``turn`` have the meanings of
+the ``callbridge_latency_seconds`` segments of the same names, measured up to the moment the agent's audio was queued
+for playout rather than handed to RTP, one or two 20 ms frames earlier; the call's greeting and first reply as the
+worker measured them are in its hash):
 
 ================  =======================================  ==============================================
 segment           from                                     to
 ================  =======================================  ==============================================
 session_setup     ``ringing`` (INVITE in)                  ``session_configured`` (``session.updated``)
-first_audio       ``answered`` (200 OK)                    the first ``phase`` -> SPEAKING
+greeting          ``answered`` (200 OK)                    the first ``phase`` -> SPEAKING, if no caller turn
+                                                           ended before it (the agent spoke first)
 response          ``speech_stopped`` (caller's turn over)  the next ``response_started`` (``response.created``)
 turn              ``speech_stopped``                       the next ``phase`` -> SPEAKING (agent audio)
 recovery          ``realtime_closed`` (session lost)       ``recovered``
 ================  =======================================  ==============================================
 
-A caller turn's ``response`` and ``turn`` count only if the agent answered before the caller spoke again.
+A caller turn's ``response`` and ``turn`` count only if the agent answered before the caller spoke again; the first
+``turn`` is the call's first reply.
 """
 
 from __future__ import annotations
@@ -29,12 +32,12 @@ from bridge import metrics
 from bridge.call.state import Phase
 from bridge.store.read import StreamEntry
 
-# (name, label). ``session_setup``, ``first_audio`` and ``turn`` are the metrics' segments of the same names
+# (name, label). ``session_setup``, ``greeting`` and ``turn`` are the metrics' segments of the same names
 # (:data:`bridge.metrics.SEGMENTS`, :data:`SAME_AS_METRICS`); ``response`` is the stream's own, and ``recovery`` spans
 # what the metrics' ``recovery_gap`` does.
 SEGMENTS: tuple[tuple[str, str], ...] = (
     ("session_setup", "INVITE -> session configured"),
-    ("first_audio", "200 OK -> first agent audio"),
+    ("greeting", "200 OK -> agent audio (greeting)"),
     ("response", "caller stopped -> response started"),
     ("turn", "caller stopped -> agent audio"),
     ("recovery", "session lost -> recovered"),
@@ -53,8 +56,8 @@ def _ms(a: StreamEntry, b: StreamEntry) -> float | None:
 
 
 def latency(entries: Sequence[StreamEntry]) -> dict[str, Any]:
-    """``{"first_audio_ms": ms | None, "segments": [{"segment", "label", "count", "last_ms", "median_ms",
-    "max_ms"}, ...]}`` over the entries given (oldest first)."""
+    """``{"greeting_ms": ms | None, "first_reply_ms": ms | None, "segments": [{"segment", "label", "count",
+    "last_ms", "median_ms", "max_ms"}, ...]}`` over the entries given (oldest first)."""
     values: dict[str, list[float]] = {name: [] for name, _ in SEGMENTS}
 
     def add(name: str, ms: float | None) -> None:
@@ -62,7 +65,7 @@ def latency(entries: Sequence[StreamEntry]) -> dict[str, Any]:
             values[name].append(ms)
 
     ringing = answered = stopped = lost = None
-    turn_measured = response_measured = False
+    turn_measured = response_measured = past_greeting = False
     for e in entries:
         if e.kind == ev.Ringing.kind and ringing is None:
             ringing = e
@@ -74,6 +77,7 @@ def latency(entries: Sequence[StreamEntry]) -> dict[str, Any]:
             stopped = None
         elif e.kind == ev.CallerSpeechStopped.kind:
             stopped, turn_measured, response_measured = e, False, False
+            past_greeting = past_greeting or answered is not None
         elif e.kind == ev.ResponseBegan.kind and stopped is not None and not response_measured:
             add("response", _ms(stopped, e))
             response_measured = True
@@ -83,8 +87,9 @@ def latency(entries: Sequence[StreamEntry]) -> dict[str, Any]:
             add("recovery", _ms(lost, e))
             lost = None
         if _speaking(e):
-            if answered is not None and not values["first_audio"]:
-                add("first_audio", _ms(answered, e))
+            if answered is not None and not past_greeting and not values["greeting"]:
+                add("greeting", _ms(answered, e))
+            past_greeting = past_greeting or answered is not None  # only the first audio may be a greeting
             if stopped is not None and not turn_measured:
                 add("turn", _ms(stopped, e))
                 turn_measured = True
@@ -99,8 +104,9 @@ def latency(entries: Sequence[StreamEntry]) -> dict[str, Any]:
         }
         for name, label in SEGMENTS
     ]
-    first = values["first_audio"]
-    return {"first_audio_ms": first[0] if first else None, "segments": segments}
+    greeting, turns = values["greeting"], values["turn"]
+    return {"greeting_ms": greeting[0] if greeting else None, "first_reply_ms": turns[0] if turns else None,
+            "segments": segments}  # fmt: skip
 
 
 def as_number(value: str | None) -> float | None:

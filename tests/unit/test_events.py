@@ -118,6 +118,7 @@ CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
         "longest silence so far 1020 ms",
         {"longest_silence_ms": 1020.5},
     ),
+    (ev.LongestWait(3640.2), "longest_wait", "longest wait so far 3640 ms", {"longest_wait_ms": 3640.2}),
     (ev.TransferStarted("sip:agent@pbx"), "transfer", "sip:agent@pbx", {}),
     (ev.AgentHungUp(), "hangup", "end_call tool", {}),
     (

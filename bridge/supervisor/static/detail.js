@@ -1,7 +1,8 @@
-// One call as it happens (GET /api/live/calls/{id}): both sides' transcript, the supervisors' actions on it (from the
-// call-actions audit: who, what, whether a worker took it), the phase timeline, barge-ins, tool calls (a business
-// tool's with its outcome and latency), latency per segment, the first-audio time and the longest the caller waited
-// in silence; for an ended call, its record from Redis.
+// One call as it happens (GET /api/live/calls/{id}): its marks (as the lists show them), both sides' transcript, the
+// supervisors' actions on it (from the call-actions audit: who, what, whether a worker took it), the phase timeline,
+// barge-ins, tool calls (a business tool's with its outcome and latency), latency per segment, and the call's
+// figures as its worker measured them (the hash: greeting, first reply, longest wait, longest dead air; defined in
+// docs/operating.md); for an ended call, its record from Redis.
 //
 // An agent line is stamped when its audio began (the first phase -> SPEAKING after its item was added; the
 // transcript's own entry comes when the line is over), and marked as interrupted when a barge-in cut it (a
@@ -12,6 +13,7 @@ import { events } from "./api.js";
 import { $, h, ms, show } from "./dom.js";
 import * as actions from "./actions.js";
 import * as listen from "./listen.js";
+import { chips } from "./marks.js";
 
 let source = null;
 let startedAt = null;
@@ -26,6 +28,10 @@ const FACTS = [
   ["model", "Model"],
   ["voice", "Voice"], ["phase", "Phase"], ["worker", "Worker"], ["end_reason", "Ended because"],
 ];
+
+// The call's figures, from its hash (the same numbers as the plan strip and the metrics): field, element.
+const FIGURES = [["greeting_ms", "greeting"], ["first_reply_ms", "first-reply"], ["longest_wait_ms", "longest-wait"],
+  ["longest_silence_ms", "longest-silence"]];
 
 export function current() {
   return shown;
@@ -51,6 +57,10 @@ export function open(callId) {
     },
     entry: add,
     latency,
+    marks: (data) => {
+      $("detail-marks").replaceChildren(...chips(data.flags));
+      $("detail-marks").dataset.severity = data.severity || "";
+    },
     actions: (list) => {
       followed($("call-actions")).replaceChildren(...list.map(actionItem));
       $("call-actions").scrollTop = $("call-actions").scrollHeight;
@@ -84,7 +94,8 @@ export function close() {
   reset();
   $("call-actions").replaceChildren();
   $("detail-facts").replaceChildren();
-  $("longest-silence").textContent = "–"; // from the call's hash (facts), not its entries
+  for (const id of FIGURES.map(([, el]) => el)) $(id).textContent = "–"; // from the call's hash (facts)
+  $("detail-marks").replaceChildren();
   show($("detail-panel"), false);
   document.dispatchEvent(new CustomEvent("console:call-shown", { detail: { call_id: null } }));
 }
@@ -95,14 +106,13 @@ function reset() {
   for (const id of ["transcript", "phases", "barge-ins", "tools", "events"]) $(id).replaceChildren();
   for (const id of FOLLOWED) followed($(id)).dataset.follow = "1";
   $("latency").tBodies[0].replaceChildren();
-  $("first-audio").textContent = "–";
   $("events-count").textContent = "0";
 }
 
 function facts(state) {
   startedAt = state.started_at ? Number(state.started_at) : null;
   const ended = state.phase === "ENDED";
-  $("longest-silence").textContent = ms(state.longest_silence_ms ? Number(state.longest_silence_ms) : null);
+  for (const [key, id] of FIGURES) $(id).textContent = ms(state[key] ? Number(state[key]) : null);
   $("detail-state").textContent = ended ? "ended" : "live";
   listen.showCall($("detail-id").textContent, !ended);
   actions.showCall($("detail-id").textContent, !ended);
@@ -227,7 +237,6 @@ function actionItem(a) {
 }
 
 function latency(data) {
-  $("first-audio").textContent = ms(data.first_audio_ms);
   $("latency").tBodies[0].replaceChildren(
     ...data.segments.map((s) =>
       h("tr", { "data-segment": s.segment }, h("td", {}, s.label), h("td", {}, ms(s.last_ms)),

@@ -1,5 +1,6 @@
 // The per-plan strip at the top of the page: each plan's live calls, holds and outages now, and the last hour's
-// handle time, transfer rate, calls the agent resolved alone and first-audio p95 (GET /api/plans/stats).
+// handle time, transfer rate, calls the agent resolved alone, and the p95 of the greeting (agent-first plans) and of
+// the first reply (GET /api/plans/stats; docs/operating.md defines each figure).
 
 import { request } from "./api.js";
 import { $, clock, h, ms } from "./dom.js";
@@ -41,7 +42,8 @@ function row(p) {
     h("td", { class: "handle" }, p.avg_handle_s === null ? "–" : clock(p.avg_handle_s)),
     h("td", { class: "transfer-rate" }, percent(p.transfer_rate)),
     h("td", { class: "resolved" }, `${p.resolved_alone} (${percent(p.resolved_alone_rate)})`),
-    h("td", { class: "first-audio-p95" }, ms(p.first_audio_p95_ms)),
+    h("td", { class: "greeting-p95" }, ms(p.greeting_p95_ms)),
+    h("td", { class: "first-reply-p95" }, ms(p.first_reply_p95_ms)),
     h("td", { class: "had-outage" }, p.had_outage),
   );
 }

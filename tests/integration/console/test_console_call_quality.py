@@ -42,7 +42,8 @@ async def record_call(url: str, call_id: str) -> None:
         report = store.listener_for(call_id, **IDENTITY)
         report(ev.Answered())
         report(ev.PhaseChanged("IDLE", "LISTENING", "answered"))
-        report(ev.LongestSilence(980.0))  # a first slow turn
+        report(ev.LongestSilence(980.0))  # a first slow turn ...
+        report(ev.LongestWait(3640.0))  # ... whose soft hold kept the dead air short
         for i, (name, outcome, latency_ms, silence_ms) in enumerate(TOOLS):
             report(ev.ToolStarted(name, f"call-{i}", "{}"))
             report(ev.ToolFinished(name, f"call-{i}", "{}", "{}", outcome, latency_ms, silence_ms))
@@ -65,6 +66,7 @@ async def test_the_api_returns_each_tool_call_and_the_longest_silence(redis_url:
     # the call's longest: the largest of its waits, not the last tool's own (0 ms)
     assert body["longest_silence_ms"] == 1140.0
     assert body["call"]["longest_silence_ms"] == "1140"
+    assert body["longest_wait_ms"] == 3640.0 and body["call"]["longest_wait_ms"] == "3640"
 
 
 @needs_browser_stack
@@ -85,3 +87,4 @@ async def test_the_detail_view_shows_the_tools_and_the_longest_silence(redis_url
         assert shown[0][2].endswith("order_status ok in 5012 ms")
         assert shown[1][2].endswith("refund timeout in 8000 ms")
         await page.wait_for("document.getElementById('longest-silence').textContent === '1140 ms'", timeout=10)
+        assert await page.text("#longest-wait") == "3640 ms"

@@ -83,12 +83,13 @@ async def test_live_calls_transcripts_rollout_and_lost_worker(tmp_path: Path) ->
         # markup said on the phone is shown as text, never run or parsed
         assert await page.eval("document.querySelectorAll('main script, main img, main b').length") == 0
         assert await page.eval("window.__xss") is None
-        # the phase timeline, the first-audio time and the per-turn latency
+        # the phase timeline, the first reply (a caller-first plan: no greeting) and the per-turn latency
         phases = "[...document.querySelectorAll('#phases li')].map((li) => li.textContent)"
         await page.wait_for(f"{phases}.some((text) => text.includes('→ SPEAKING'))")
-        first_audio = "document.getElementById('first-audio').textContent"
-        found, _ = await page.wait_for(f"/^\\d+ ms$/.test({first_audio}) && {first_audio}")
+        first_reply = "document.getElementById('first-reply').textContent"
+        found, _ = await page.wait_for(f"/^\\d+ ms$/.test({first_reply}) && {first_reply}")
         assert 0 < int(found.split()[0]) < 30_000
+        assert await page.text("#greeting") == "–"
         turn = "document.querySelector('#latency tr[data-segment=turn] td:nth-child(2)')?.textContent"
         await page.wait_for(f"/\\d+ ms/.test({turn})")
         shot = await page.screenshot(tmp_path / "console.png", full_page=True)

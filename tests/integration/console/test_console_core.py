@@ -53,7 +53,8 @@ def test_latency_segments_are_measured_between_the_entries() -> None:
         entry(108.900, "recovered"),
     ]
     measured = latency(entries)
-    assert measured["first_audio_ms"] == pytest.approx(3100.0)
+    # the caller spoke first: no greeting; the first reply is the first turn (caller stops -> agent audio)
+    assert measured["greeting_ms"] is None and measured["first_reply_ms"] == pytest.approx(400.0)
     assert segment(measured, "session_setup")["last_ms"] == pytest.approx(250.0)
     response = segment(measured, "response")
     assert (response["count"], response["last_ms"], response["max_ms"]) == (2, pytest.approx(200), pytest.approx(200))
@@ -63,12 +64,26 @@ def test_latency_segments_are_measured_between_the_entries() -> None:
 
 
 def test_the_segments_the_metrics_also_measure_keep_their_names() -> None:
-    assert {"session_setup", "first_audio", "turn"} == SAME_AS_METRICS
+    assert {"session_setup", "greeting", "turn"} == SAME_AS_METRICS
+
+
+def test_an_agent_that_speaks_first_has_a_greeting_and_then_a_first_reply() -> None:
+    entries = [
+        entry(100.000, "answered"),
+        entry(100.700, "phase", old="THINKING", new="SPEAKING"),  # the greeting
+        entry(102.000, "phase", old="SPEAKING", new="LISTENING"),
+        entry(103.000, "speech_started"),
+        entry(104.000, "speech_stopped"),
+        entry(104.900, "phase", old="THINKING", new="SPEAKING"),
+    ]
+    measured = latency(entries)
+    assert measured["greeting_ms"] == pytest.approx(700.0) and measured["first_reply_ms"] == pytest.approx(900.0)
+    assert segment(measured, "greeting")["count"] == 1 and segment(measured, "turn")["count"] == 1
 
 
 def test_latency_of_a_call_that_has_not_answered_yet_is_empty() -> None:
     measured = latency([entry(1.0, "ringing")])
-    assert measured["first_audio_ms"] is None
+    assert measured["greeting_ms"] is None and measured["first_reply_ms"] is None
     assert all(s["count"] == 0 and s["last_ms"] is None for s in measured["segments"])  # type: ignore[union-attr]
 
 
@@ -98,17 +113,16 @@ SPEC = legacy_spec()  # the canary plan: dialect rollout with no variants of its
 
 def test_the_panel_describes_variants_weights_health_and_editable_settings() -> None:
     flag = RolloutFlag(weights={"ga": 25, "beta": 75}, allow={"ga": ("+1 555 0100",)})
-    ga_stats = WindowStats(calls=10, connect_failures=1, dropped=1, first_audio_p95_ms=900.0, priced_calls=10,
-                           cost_usd=0.5)  # fmt: skip
+    ga_stats = WindowStats(calls=10, connect_failures=1, dropped=1, greeting_p95_ms=900.0, first_reply_p95_ms=700.0,
+                           priced_calls=10, cost_usd=0.5)  # fmt: skip
     panel = dialplan_panel("canary", SPEC, flag, True, {"ga": ga_stats, "beta": WindowStats(calls=30)})
     variants = [(v["name"], v["weight"], v["share_percent"], v["safe"], v["model"]) for v in panel["variants"]]
     assert variants == [("ga", 25, 25, False, "gpt-realtime"), ("beta", 75, 75, True, "gpt-4o-realtime-preview")]
     assert panel["allow"] == {"ga": ["+15550100"]} and panel["values"]["weights"] == {"ga": 25, "beta": 75}
     assert panel["values"]["allow"] == {"ga": ["+15550100"], "beta": []} and panel["safe_variant"] == "beta"
     ga = panel["health"]["rows"][0]  # health per variant, in the variants' order: side by side with the weights
-    assert (ga["variant"], ga["calls"], ga["failure_rate"], ga["first_audio_p95_ms"], ga["cost_per_call_usd"]) == (
-        "ga", 10, 0.2, 900.0, 0.05,
-    )  # fmt: skip
+    assert (ga["variant"], ga["calls"], ga["failure_rate"], ga["greeting_p95_ms"], ga["first_reply_p95_ms"],
+            ga["cost_per_call_usd"]) == ("ga", 10, 0.2, 900.0, 700.0, 0.05)  # fmt: skip
     assert {c["key"] for c in panel["health"]["columns"]} <= set(ga)
     assert [e["kind"] for e in panel["editable"]] == ["weights", "switch", "variant-numbers", "variant-numbers"]
     killed = dialplan_panel("canary", SPEC, RolloutFlag(weights={"ga": 25, "beta": 75}, kill=True), True, {})

@@ -53,7 +53,7 @@ def say(store: CallStore, clock: Clock, call_id: str, reports: list[tuple[float,
 def write_calls(store: CallStore, clock: Clock) -> None:
     say(store, clock, "c-hours", [
         (0.0, ev.Ringing("+15550001111", "4000", "desk", "ga")), (0.1, ev.Answered()),
-        (0.0, ev.Latency("first_audio", 420.0)), (0.0, ev.Latency("first_audio", 999.0)),
+        (0.0, ev.Latency("first_reply", 420.0)), (0.0, ev.Latency("first_reply", 999.0)),
         (1.0, ev.CallerSaid("what time do you open", "i1")), (1.5, ev.AgentSaid("We open at nine.", "i2")),
         (2.0, ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED)),
     ], caller="+15550001111", called="4000", dialplan="desk", variant="ga")  # fmt: skip
@@ -66,7 +66,7 @@ def write_calls(store: CallStore, clock: Clock) -> None:
     ], caller=REFUND, called="5000", dialplan="canary", variant="beta")  # fmt: skip
     for i in range(FILLERS):
         bye = ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED)
-        first: list[tuple[float, ev.Report]] = [(0.0, ev.Latency("first_audio", 100.0 + 10 * i))]
+        first: list[tuple[float, ev.Report]] = [(0.0, ev.Latency("greeting", 100.0 + 10 * i))]
         away = [(0.0, ev.SessionLost(None, 1006, "gone", True)), (0.0, ev.OutageEnded(0.5))] if i == 0 else []
         say(store, clock, f"c-fill-{i:02d}", [(1.0, ev.Answered()), *first, *away, (1.0, bye)],
             caller=f"+1555100{i:04d}", called="6000", dialplan="line", variant="ga")  # fmt: skip
@@ -210,11 +210,12 @@ async def test_the_page_pages_searches_and_offers_downloads(api: Any) -> None:
             "0:04",
             "0 %",
             "1 (100 %)",
+            "–",  # desk: the caller speaks first, no greeting
             "420 ms",
             "0",
         ]
         line = await page.eval(cells.replace("DP", "line"))
-        assert line[:3] == ["2", "1", "1"] and line[6:] == [f"{FILLERS} (100 %)", "310 ms", "1"]
+        assert line[:3] == ["2", "1", "1"] and line[6:] == [f"{FILLERS} (100 %)", "310 ms", "–", "1"]
         assert (
             await page.eval("document.querySelector('#plans tr[data-dialplan=line] td.on-hold').className")
             == "on-hold warn"
@@ -246,8 +247,8 @@ async def test_the_plan_strip_counts_live_and_ended_calls(api: Any) -> None:
     assert set(plans) == {"desk", "canary", "line"} and body["window_s"] == 3600
     assert plans["desk"] == {
         "dialplan": "desk", "active": 0, "on_hold": 0, "in_outage": 0, "ended": 1, "avg_handle_s": 4.6,
-        "transfer_rate": 0.0, "resolved_alone": 1, "resolved_alone_rate": 1.0, "first_audio_p95_ms": 420.0,
-        "had_outage": 0,
+        "transfer_rate": 0.0, "resolved_alone": 1, "resolved_alone_rate": 1.0, "greeting_p95_ms": None,
+        "first_reply_p95_ms": 420.0, "had_outage": 0,
     }  # fmt: skip
     canary = plans["canary"]
     assert (canary["ended"], canary["transfer_rate"], canary["resolved_alone"]) == (1, 1.0, 0)
@@ -259,7 +260,8 @@ async def test_the_plan_strip_counts_live_and_ended_calls(api: Any) -> None:
         FILLERS,
         1,
     )
-    assert line["first_audio_p95_ms"] == 100.0 + 10 * 21  # nearest rank: the 22nd of 23
+    assert line["greeting_p95_ms"] == 100.0 + 10 * 21  # nearest rank: the 22nd of 23
+    assert line["first_reply_p95_ms"] is None
     assert (await get(api, "viewer", "/api/plans/stats?window_s=5"))[0] == 400
 
 

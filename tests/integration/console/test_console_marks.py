@@ -62,7 +62,7 @@ def identity(variant: str = "ga", dialplan: str = "canary") -> dict[str, str]:
 
 async def test_a_recovered_session_is_no_failure_and_a_live_call_counts_in_its_variant(redis_url: str) -> None:
     stats = CallStats()  # the worker's listener for the rollout, fed what the session reported
-    for report in (ev.Answered(), ev.Latency("first_audio", 640.0), LOST, ev.Recovered(1),
+    for report in (ev.Answered(), ev.Latency("greeting", 640.0), LOST, ev.Recovered(1),
                    ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED)):  # fmt: skip
         stats(report)
     client = aioredis.from_url(redis_url, decode_responses=True)

@@ -158,11 +158,11 @@ async def test_concurrent_changes_both_land(redis_server: EmbeddedRedis) -> None
 
 
 # ------------------------------------------------------------------------------------------------ health, rollback
-def call(outcome: str = "ok", *, first_audio_ms: float = 500.0, cost: float | None = 0.01) -> dict[str, Any]:
+def call(outcome: str = "ok", *, first_reply_ms: float = 500.0, cost: float | None = 0.01) -> dict[str, Any]:
     stats = CallStats()
     stats.unavailable = outcome == "connect_failure"
     stats.dropped = outcome == "dropped"
-    stats.first_audio_ms = first_audio_ms
+    stats.first_reply_ms = first_reply_ms
     stats.cost_usd = cost
     return stats.record()
 
@@ -190,7 +190,7 @@ async def test_auto_rollback_fires_on_an_injected_failure_rate_and_is_audited_wi
         await record(store, NEW, ok=2, failed=3, dropped=2)  # 16 calls, 5 failed: 31 %
         stats = await store.window("support")
         assert (stats[NEW].calls, stats[NEW].failures, stats[SAFE].calls) == (16, 5, 20)
-        assert stats[NEW].first_audio_p95_ms == 500.0 and stats[NEW].cost_per_call == pytest.approx(0.01)
+        assert stats[NEW].first_reply_p95_ms == 500.0 and stats[NEW].cost_per_call == pytest.approx(0.01)
 
         [rollback] = await store.check_rollback("support")
         assert rollback.variant == NEW
@@ -215,18 +215,18 @@ async def test_auto_rollback_fires_on_an_injected_failure_rate_and_is_audited_wi
         assert store.rollbacks == 1
 
 
-async def test_a_slow_variant_is_rolled_back_when_its_rule_checks_first_audio(redis_server: EmbeddedRedis) -> None:
+async def test_a_slow_variant_is_rolled_back_when_its_rule_checks_the_first_reply(redis_server: EmbeddedRedis) -> None:
     async with store_of(redis_server) as store:
         await store.set_flag(
             "support", {"weights": {SAFE: 1, NEW: 1}, "min_calls": 5, "first_audio_p95_excess_ms": 300}, "a", "b"
         )
         for _ in range(5):
-            await store.record_call("support", SAFE, call(first_audio_ms=400))
-            await store.record_call("support", NEW, call(first_audio_ms=650))
+            await store.record_call("support", SAFE, call(first_reply_ms=400))
+            await store.record_call("support", NEW, call(first_reply_ms=650))
         assert await store.check_rollback("support") == []  # 250 ms slower: within 300
-        await store.record_call("support", NEW, call(first_audio_ms=1200))
+        await store.record_call("support", NEW, call(first_reply_ms=1200))
         [rollback] = await store.check_rollback("support")
-        assert "first-audio p95 1200 ms is 800 ms above the safe variant's 400 ms" in rollback.reason
+        assert "first-reply p95 1200 ms is 800 ms above the safe variant's 400 ms" in rollback.reason
 
 
 async def test_no_rollback_when_the_safe_variant_fails_as_much(redis_server: EmbeddedRedis) -> None:

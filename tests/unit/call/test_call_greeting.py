@@ -30,7 +30,9 @@ def test_the_greeting_is_asked_for_once_the_call_is_answered(dialect: Dialect) -
     (greeting,) = result.phone.spans()
     assert greeting.hz == 400 and greeting.ms == pytest.approx(1500, abs=20)
     answered_at = trace.entries[trace.index("leg", "answer")].t
-    assert report.first_audio_ms == pytest.approx((greeting.start - answered_at) * 1000, abs=1)
+    assert report.greeting_ms == pytest.approx((greeting.start - answered_at) * 1000, abs=1)
+    assert report.latency_ms["greeting"] == [report.greeting_ms] and report.first_reply_ms is None
+    assert report.longest_wait_ms == report.greeting_ms  # the only wait: no caller turn
     assert report.answered and report.agent_transcript == ["Welcome to ACME."]
     assert report.phases == ["IDLE", "THINKING", "SPEAKING", "LISTENING", "ENDED"]
     assert report.end_reason.startswith("caller hung up") and result.service.errors(0) == []
@@ -51,6 +53,11 @@ def test_without_a_greeting_the_agent_listens_first(dialect: Dialect) -> None:
     (reply,) = result.phone.spans()
     (question,) = result.phone.said
     assert reply.hz == 600 and reply.start > question[1]
-    assert report.first_audio_ms == pytest.approx(reply.start * 1000, abs=1)
+    # no greeting: the first reply is the caller's end of turn -> the agent's audio, never the caller's own time
+    assert report.greeting_ms is None and "greeting" not in report.latency_ms
+    assert report.first_reply_ms == report.latency_ms["turn"][0] == report.latency_ms["first_reply"][0]
+    assert 0 < report.first_reply_ms <= (reply.start - question[1]) * 1000
+    # the caller waited from the end of their speech (where the VAD placed it, before the recording's trailing quiet)
+    assert report.longest_wait_ms == report.latency_ms["caller_turn"][0] >= report.first_reply_ms
     assert report.phases[:2] == ["IDLE", "LISTENING"]
     assert report.caller_transcript == ["Are you open today?"] and report.agent_transcript == ["We are."]

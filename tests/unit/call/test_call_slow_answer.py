@@ -68,6 +68,12 @@ def test_a_slow_answer_gets_the_soft_hold_until_its_first_audio_and_never_over_i
     assert report.longest_silence_ms == report.turn_silence_ms[0]
     grew = [summary for _, kind, summary in report.timeline if kind == "longest_silence"]
     assert grew == [f"longest silence so far {report.longest_silence_ms:.0f} ms"]
+    # the caller's longest wait is the whole turn, the hold included: from the end of their speech to the answer
+    assert report.longest_wait_ms == report.turn_wait_ms[0] == report.latency_ms["caller_turn"][0]
+    assert report.longest_wait_ms == pytest.approx((answer - spoke_end) * 1000, abs=60)
+    assert report.first_reply_ms == report.latency_ms["turn"][0] <= report.longest_wait_ms
+    waited = [summary for _, kind, summary in report.timeline if kind == "longest_wait"]
+    assert waited == [f"longest wait so far {report.longest_wait_ms:.0f} ms"]
 
 
 @DIALECTS

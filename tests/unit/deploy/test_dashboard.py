@@ -57,14 +57,15 @@ def test_the_dashboard_shows_what_operators_look_for() -> None:
     titles = [p["title"].lower() for p in panels()]
     assert "callbridge_calls_active" in queries  # live calls
     assert "callbridge_front_worker_calls" in queries  # calls per worker
-    for segment in ("capture", "uplink", "inference", "downlink", "playback", "first_audio"):  # the seed budget
+    for segment in ("capture", "uplink", "inference", "downlink", "playback", "greeting", "first_reply"):  # budget
         assert segment in queries
     assert any("connection failures per dialect" in t for t in titles)
     assert any("dropped sessions per dialect" in t for t in titles)
     assert "callbridge:call_failure_ratio:rate10m" in queries and "callbridge_rollout_rollbacks_total" in queries
     for per_variant in (
         "callbridge_variant_calls_total",
-        "callbridge_variant_first_audio_seconds_bucket",
+        "callbridge_variant_greeting_seconds_bucket",
+        "callbridge_variant_first_reply_seconds_bucket",
         "callbridge_variant_cost_usd_total",
     ):  # health side by side per variant
         assert per_variant in queries

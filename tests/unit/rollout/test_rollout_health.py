@@ -24,8 +24,9 @@ def test_a_calls_numbers_come_from_its_reports_and_its_usage() -> None:
     stats = CallStats()
     for report in (
         ev.Answered(),
-        ev.Latency("first_audio", 812.34),
-        ev.Latency("first_audio", 9999.0),  # only the first counts
+        ev.Latency("greeting", 812.34),
+        ev.Latency("first_reply", 640.04),
+        ev.Latency("first_reply", 9999.0),  # only the first counts
         ev.BargeIn("caller spoke over the agent", 12.0),
         ev.TruncateSent("item_1", 900),
         ev.TruncateSent("item_2", 0),
@@ -39,9 +40,9 @@ def test_a_calls_numbers_come_from_its_reports_and_its_usage() -> None:
     stats.add_usage(ev.Usage(total_tokens=30, input_tokens=20, output_tokens=10))
     stats.cost_usd = 0.0123456789
     assert stats.record() == {
-        "outcome": "ok", "fallback": False, "first_audio_ms": 812.3, "barge_ins": 1, "truncates": 2,
-        "truncate_failures": 1, "tool_calls": 2, "tool_failures": 1, "input_tokens": 120, "output_tokens": 60,
-        "cost_usd": 0.012346,
+        "outcome": "ok", "fallback": False, "greeting_ms": 812.3, "first_reply_ms": 640.0, "barge_ins": 1,
+        "truncates": 2, "truncate_failures": 1, "tool_calls": 2, "tool_failures": 1, "input_tokens": 120,
+        "output_tokens": 60, "cost_usd": 0.012346,
     }  # fmt: skip
 
 
@@ -89,23 +90,24 @@ def test_a_variant_whose_only_trouble_was_a_recovered_session_has_not_failed() -
 # ------------------------------------------------------------------------------------------------ a window
 def test_a_window_sums_its_calls() -> None:
     records = [
-        {"outcome": "ok", "first_audio_ms": 100.0 + i, "cost_usd": 0.01, "tool_calls": 1, "tool_failures": 0}
+        {"outcome": "ok", "first_reply_ms": 100.0 + i, "cost_usd": 0.01, "tool_calls": 1, "tool_failures": 0}
         for i in range(18)
     ]
     records += [
-        {"outcome": "connect_failure", "fallback": True, "first_audio_ms": 3000.0, "cost_usd": 0.03},
+        {"outcome": "connect_failure", "fallback": True, "first_reply_ms": 3000.0, "cost_usd": 0.03},
         {"outcome": "dropped", "truncates": 4, "truncate_failures": 1, "tool_calls": 2, "tool_failures": 1},
     ]
+    records[0]["greeting_ms"] = 900.0  # one call greeted; the others' callers spoke first
     s = WindowStats.of(records)
     assert (s.calls, s.connect_failures, s.dropped, s.fallbacks, s.failures) == (20, 1, 1, 1, 2)
     assert s.failure_rate == 0.1 and s.truncate_failure_rate == 0.25
-    assert s.first_audio_p95_ms == 3000.0  # 19 samples: the 95th percentile is the 19th (nearest rank)
+    assert s.first_reply_p95_ms == 3000.0  # 19 samples: the 95th percentile is the 19th (nearest rank)
+    assert s.greeting_p95_ms == 900.0
     assert s.function_call_success_rate == pytest.approx(19 / 20)
     assert (s.priced_calls, s.cost_per_call) == (19, pytest.approx(0.21 / 19))
     empty = WindowStats.of([])
-    assert (empty.failure_rate, empty.first_audio_p95_ms, empty.function_call_success_rate, empty.cost_per_call) == (
-        0.0, None, None, None,
-    )  # fmt: skip
+    assert (empty.failure_rate, empty.greeting_p95_ms, empty.first_reply_p95_ms, empty.function_call_success_rate,
+            empty.cost_per_call) == (0.0, None, None, None, None)  # fmt: skip
     assert p95([5.0]) == 5.0 and p95(range(1, 101)) == 95
 
 
@@ -143,16 +145,17 @@ def test_the_optional_checks_fire_past_their_thresholds_and_name_the_numbers() -
         update={"first_audio_p95_excess_ms": 500, "barge_in_failure_excess": 0.1, "function_call_success_drop": 0.2,
                 "cost_ratio_threshold": 1.5}
     )  # fmt: skip
-    safe = stats(50, first_audio_p95_ms=700.0, truncates=20, truncate_failures=1, tool_calls=10, tool_failures=0,
-                 priced_calls=50, cost_usd=1.0)  # fmt: skip
-    fine = stats(40, first_audio_p95_ms=1100.0, truncates=10, truncate_failures=1, tool_calls=10, tool_failures=1,
-                 priced_calls=40, cost_usd=1.2)  # fmt: skip
+    safe = stats(50, greeting_p95_ms=700.0, first_reply_p95_ms=500.0, truncates=20, truncate_failures=1,
+                 tool_calls=10, tool_failures=0, priced_calls=50, cost_usd=1.0)  # fmt: skip
+    fine = stats(40, greeting_p95_ms=1100.0, first_reply_p95_ms=1000.0, truncates=10, truncate_failures=1,
+                 tool_calls=10, tool_failures=1, priced_calls=40, cost_usd=1.2)  # fmt: skip
     assert should_rollback("v2", fine, safe, rule) is None
-    bad = stats(40, first_audio_p95_ms=1300.0, truncates=10, truncate_failures=3, tool_calls=10, tool_failures=4,
-                priced_calls=40, cost_usd=1.7)  # fmt: skip
+    bad = stats(40, greeting_p95_ms=1300.0, first_reply_p95_ms=1100.0, truncates=10, truncate_failures=3,
+                tool_calls=10, tool_failures=4, priced_calls=40, cost_usd=1.7)  # fmt: skip
     reason = should_rollback("v2", bad, safe, rule)
     assert reason is not None
-    assert "first-audio p95 1300 ms is 600 ms above the safe variant's 700 ms (allowed: 500 ms)" in reason
+    assert "greeting p95 1300 ms is 600 ms above the safe variant's 700 ms (allowed: 500 ms)" in reason
+    assert "first-reply p95 1100 ms is 600 ms above the safe variant's 500 ms (allowed: 500 ms)" in reason
     assert "barge-in recovery failures 30.0% (3 of 10 truncates) vs the safe variant's 5.0%" in reason
     assert "function-call success 60.0% (6 of 10) vs the safe variant's 100.0%" in reason
     assert "cost per call $0.0425 is 2.12x the safe variant's $0.0200 (allowed: 1.5x)" in reason
