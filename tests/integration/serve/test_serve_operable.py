@@ -165,8 +165,10 @@ async def test_calls_in_redis_metrics_api_and_cli(
     for dialect in ("ga", "beta"):
         assert f'callbridge_calls_started_total{{dialect="{dialect}"' in text
         assert f'callbridge_calls_ended_total{{dialect="{dialect}"' in text
-        for segment in ("capture", "uplink", "inference", "downlink", "playback", "greeting", "first_reply", "turn"):
+        for segment in ("capture", "uplink", "inference", "downlink", "playback", "first_reply", "turn"):
             assert f'callbridge_latency_seconds_count{{dialect="{dialect}",segment="{segment}"}}' in text, segment
+    # the greeting: only where the agent spoke first (the support plan's GA call)
+    assert 'callbridge_latency_seconds_count{dialect="ga",segment="greeting"}' in text
     for name in ("callbridge_calls_active", "callbridge_realtime_connect_failures_total",
                  "callbridge_realtime_dropped_sessions_total", "callbridge_realtime_reconnects_total",
                  "callbridge_barge_ins_total", "callbridge_truncate_error_seconds",
