@@ -11,6 +11,7 @@ BENCHES = {
     "echo": ("bench.echo", "the echo set with the echo guard off and on: false barge-ins, precision, recall"),
     "recording": ("bench.recording", "a 2-hour recorded call in virtual time: the recorder's memory and loop stalls"),
     "soak": ("bench.soak", "concurrent SIP calls for minutes with socket drops: drops, gaps, RSS"),
+    "network": ("bench.network", "calls through loss, jitter and reordering: PESQ both ways vs pjsua2's own"),
 }
 
 
