@@ -139,6 +139,12 @@ class Guard(Protocol):
 
     def temper(self, frame: bytes) -> bytes: ...
 
+    def c_uplink(self, temper: bool) -> tuple[int, int] | None:
+        """Where the native uplink sends the caller's frames itself (``bridge/native/cport.c``): the C function
+        (``cbe_uplink``) and guard it hands each frame to first, tempering if ``temper``; None if this guard
+        cannot be run there."""
+        ...
+
 
 class _Ring:
     """The last ``size`` samples of a stream, with the count of all samples ever added. The samples sit in a
@@ -214,6 +220,9 @@ class EchoGuard:
         self._foreign = False  # no path held, and the latest search found the return unlike the agent's audio
         self._broken = False  # the held path stopped explaining the return: seek it again at once
         self._moved = False  # a frame the held path left unexplained: sought again at once, the path kept meanwhile
+
+    def c_uplink(self, temper: bool) -> tuple[int, int] | None:
+        return None  # Python: the caller's frames stay on the loop
 
     # -- the two streams ---------------------------------------------------------------------------------------
     def played(self, frame: bytes) -> None:

@@ -12,7 +12,10 @@ test_echo_native.py`` runs both on the same lines and compares every frame sent 
 other C parts: :mod:`bridge.native.build`) and passes a check against the Python guard at load, else the Python
 one (also with ``CALLBRIDGE_NATIVE_AUDIO=0``); :func:`native_echo` says why not.
 
-The C guard keeps its own lock: :meth:`NativeEchoGuard.played` may be called from the media clock thread.
+The C guard keeps its own lock: the reference may be fed on one thread while the return is heard on another.
+Where the native uplink sends the caller's audio from the media clock thread, the guard runs there too
+(:meth:`NativeEchoGuard.c_uplink`, ``cbe_uplink``): each frame is heard and tempered in C before it is upsampled,
+and the loop, which feeds the reference and judges barge-ins, never sees it.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ def native_echo() -> NativeEcho:
             ("cbe_path", None, [p, p]),
             ("cbe_estimate", i, [p, ctypes.c_longlong, i, i, p]),
             ("cbe_judge", None, [p, p]),
+            ("cbe_set_temper", None, [p, i]),
         ):
             func = getattr(lib, name)
             func.restype, func.argtypes = restype, argtypes
@@ -126,6 +130,13 @@ class NativeEchoGuard:
         weakref.finalize(self, lib.cbe_free, self._g)
         self._out = ctypes.create_string_buffer(2 * _MAX_FRAME)
         self._values = (ctypes.c_double * _VERDICT)()
+
+    def c_uplink(self, temper: bool) -> tuple[int, int] | None:
+        """``cbe_uplink``'s address and this guard's: the native uplink hears (and tempers, if ``temper``) each
+        caller frame through them on the media clock thread. The caller keeps this object alive while bound."""
+        self._lib.cbe_set_temper(self._g, 1 if temper else 0)
+        fn = ctypes.cast(self._lib.cbe_uplink, ctypes.c_void_p).value
+        return (fn, int(self._g.value or 0)) if fn else None
 
     def played(self, frame: bytes) -> None:
         """A frame the caller was sent (any thread)."""

@@ -1,8 +1,9 @@
 """The echo guard at work on one call: the agent's own audio coming back down the caller's line is not a barge-in.
 
 The guard (:mod:`bridge.audio.echo`, in C where it builds: :mod:`bridge.audio.echo_native`) gets every frame the
-caller is sent (a tee on the playout, on the media clock thread) and every frame that comes back (on the loop, before
-the model hears it). Then:
+caller is sent (a tee on the playout) and every frame that comes back, before the model hears it: on the loop, or,
+where a native port's uplink sends the caller's audio from the media clock thread, there, in C (:meth:`on_clock`;
+while a paused agent's barge-in is judged, the frames come to the loop). Then:
 
 * **tempering** (``echo_guard.temper``): what goes to the model while the agent speaks is the residual, with the
   frames the echo path explains attenuated. This is all a dialect whose service decides barge-ins itself can get
@@ -28,7 +29,7 @@ from bridge.audio.echo import Guard, Verdict
 from bridge.audio.echo_native import make_guard
 from bridge.audio.frames import FRAME_MS, SILENCE, FrameSink, FrameSource
 from bridge.audio.playout import Downstream
-from bridge.call.leg import TeeSource
+from bridge.call.leg import TeeSource, UplinkOffload
 from bridge.call.link import Link
 from bridge.call.playback import Playback
 from bridge.call.report import CallReport
@@ -111,6 +112,7 @@ class EchoGuarding:
         self._service_interrupts, self._can_pause = service_interrupts, can_pause
         self._source: HeldSource | None = None
         self._take: Callable[[], None] | None = None  # a paused agent: how its barge-in is taken
+        self._on_clock = False  # the caller's frames heard where the native uplink sends them (on_clock)
         self._frames = self._spoken = 0  # frames since the pause, and those the guard judged the caller's
 
     # -- the media ---------------------------------------------------------------------------------------------
@@ -127,6 +129,14 @@ class EchoGuarding:
 
         self._source = source
         return source, heard
+
+    def on_clock(self, offload: UplinkOffload) -> bool:
+        """Let the leg's uplink offload send the caller's frames (from the media clock thread), the guard hearing
+        and tempering each one there first (the C guard: ``NativeUplink.guard_with``). False: this guard or
+        offload cannot, and the caller's frames must stay on the loop (the offload is not to be used)."""
+        guard_with = getattr(offload, "guard_with", None)  # the native uplink's; UplinkOffload declares none
+        self._on_clock = guard_with is not None and bool(guard_with(self.guard, self.plan.temper))
+        return self._on_clock
 
     # -- speech starts -----------------------------------------------------------------------------------------
     def speech_started(self, handler: Callable[[ev.SpeechStarted], None]) -> Callable[[ev.SpeechStarted], None]:
@@ -164,6 +174,8 @@ class EchoGuarding:
         if self._can_pause and self._source is not None:
             self._source.held = True
             self._take, self._frames, self._spoken = take, 0, 0
+            if self._on_clock and self._link is not None:
+                self._link.keep_on_loop(True)  # the window is judged frame by frame on the loop (_window)
             self._judged("paused", verdict)
             return False
         self._judged("taken", verdict)
@@ -189,6 +201,8 @@ class EchoGuarding:
     def _release(self) -> None:
         if self._source is not None:
             self._source.held = False
+        if self._on_clock and self._link is not None:
+            self._link.keep_on_loop(False)
 
     def _judged(self, outcome: ev.EchoOutcome, verdict: Verdict) -> None:
         self._report.echo[outcome] = self._report.echo.get(outcome, 0) + 1

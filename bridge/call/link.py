@@ -15,7 +15,9 @@ once, never the stall's worth.
 
 While a supervisor has taken the call over (:meth:`Link.mute`), the model hears nothing of the caller: each of the
 caller's frames is sent as silence (a continuous stream keeps its clock), and the uplink offload is unbound so
-that the caller's frames come back to the loop to be silenced.
+that the caller's frames come back to the loop to be silenced. The echo guard does the same while it judges a
+paused agent's barge-in (:meth:`Link.keep_on_loop`); otherwise it hears the caller's frames where the offload
+sends them (:mod:`bridge.call.echo`).
 """
 
 from __future__ import annotations
@@ -80,12 +82,22 @@ class Link:
         self.caller_speaking = False  # the current session's VAD heard the caller start; the stop not handled yet
         self._appended_before = 0  # caller frames appended before the current session
         self.muted = False  # taken over by a supervisor: the model hears silence in place of the caller
+        self.on_loop = False  # the caller's frames wanted on the loop meanwhile (keep_on_loop)
 
     def mute(self, on: bool) -> None:
         """Take-over (``on``) or hand-back: the caller's audio to the model is silenced, or flows again."""
         self.muted = on
+        self._offload_now()
+
+    def keep_on_loop(self, on: bool) -> None:
+        """While ``on``, the caller's frames come to the loop even where the offload could send them (the echo
+        guard judging a paused agent's barge-in frame by frame, :mod:`bridge.call.echo`)."""
+        self.on_loop = on
+        self._offload_now()
+
+    def _offload_now(self) -> None:
         if self.client is not None and self.offload is not None:
-            self.client.offload_writes(None if on else self.offload)
+            self.client.offload_writes(None if self.muted or self.on_loop else self.offload)
 
     def swap(self, client: RealtimeClient | None) -> RealtimeClient | None:
         """Make ``client`` the call's session (None: none while recovering); returns the one it replaces."""
@@ -104,7 +116,7 @@ class Link:
         self.caller_speaking = False
         self.client.deliver_to(deliver)
         self.client.read_on_beat(True)  # read on the tick's wake-up (see bridge.realtime.client)
-        if self.offload is not None and not self.muted:
+        if self.offload is not None and not self.muted and not self.on_loop:
             # the caller's frames go from the media clock thread to this socket; ours join them in order
             self.client.offload_writes(self.offload)
 

@@ -1,10 +1,11 @@
-/* callbridge native parts: what cport.c (the media port and its uplink) and resample.c (the resampler kernels)
- * share. Both include this header; bridge/native/build.py compiles each with -I on this directory and hashes
- * this file into each library's name, so an edit here rebuilds both.
+/* callbridge native parts: what cport.c (the media port and its uplink), resample.c (the resampler kernels) and
+ * echo.c (the echo guard) share. Each includes this header; bridge/native/build.py compiles each with -I on this
+ * directory and hashes this file into each library's name, so an edit here rebuilds them all.
  *
- * The two are separate shared libraries, each with its own Python fallback, so the uplink does not link against
- * the resampler: the loop hands it the address of cbr_up and of one call's filter state (bridge/audio/resample.py,
- * Upsampler.c_kernel), typed here once.
+ * They are separate shared libraries, each with its own Python fallback, so the uplink links against neither the
+ * resampler nor the guard: the loop hands it the address of cbr_up and of one call's filter state
+ * (bridge/audio/resample.py, Upsampler.c_kernel), and of cbe_uplink and one call's guard
+ * (bridge/audio/echo_native.py, NativeEchoGuard.c_uplink), typed here once.
  */
 #ifndef CALLBRIDGE_H
 #define CALLBRIDGE_H
@@ -26,5 +27,12 @@ typedef struct cbr_up_state cbr_up_state;
  * history is carried in `st`. Returns the number of output samples, or -1 if `n` is out of range. */
 int cbr_up(cbr_up_state *st, const int16_t *in, int n, int16_t *out);
 typedef int (*cbr_up_fn)(cbr_up_state *st, const int16_t *in, int n, int16_t *out);
+
+/* One call's echo guard (defined in echo.c; the uplink only passes it back). A caller frame heard: kept as the
+ * guard's return and, where the guard tempers, what goes on to the model written to `out` (else `in` copied);
+ * `out` NULL: only kept (a frame dropped unsent is still heard). Returns 0, or -1 if `n` is out of range. */
+typedef struct cbe_guard cbe_guard;
+int cbe_uplink(cbe_guard *g, const int16_t *in, int n, int16_t *out);
+typedef int (*cbe_uplink_fn)(cbe_guard *g, const int16_t *in, int n, int16_t *out);
 
 #endif

@@ -23,6 +23,9 @@
  * from either side flushes first. A close frame ends data frames (cbp_uplink_end_data); a failed send ends the
  * uplink and leaves the socket to the loop, which sees the error on its read side. The loop unbinds before the
  * socket is closed (the connection's connection_lost), and takes back the bytes still pending.
+ * Echo guard (cbp_uplink_guard): where the call's echo guard is the C one (echo.c), the uplink hands each frame to
+ * it first (cbe_uplink, typed in callbridge.h): it keeps the frame as the line's return and gives the frame as the
+ * model should get it (tempered), which is what is upsampled and sent. Frames not sent are handed to it too.
  * Mirror (cbp_uplink_mirror, for listen-in): while on, each frame the uplink sends is also queued for the loop,
  * with its capture time negated, so the loop can observe the caller's audio without sending it again.
  *
@@ -99,6 +102,8 @@ struct cb_port {
     int up_errno;   /* why a send failed */
     cbr_up_fn up_fn;
     cbr_up_state *up_state;
+    cbe_uplink_fn up_guard_fn; /* the call's echo guard (echo.c), if it runs here: each frame is heard by it first */
+    cbe_guard *up_guard;
     char up_prefix[UP_TEMPLATE_MAX], up_suffix[UP_TEMPLATE_MAX]; /* the dialect's append around the base64 */
     size_t up_prefix_len, up_suffix_len;
     unsigned char *pending;
@@ -263,9 +268,12 @@ static void up_mask_key(cb_port *p, unsigned char key[4]) {
 /* One caller frame (up to 160 samples at 8 kHz, a short one padded with silence) -> one masked
  * input_audio_buffer.append text frame, written. */
 static void up_frame(cb_port *p, const void *pcm, size_t size, double t0) {
-    int16_t in[CB_FRAME_SAMPLES] = {0}, high[UP_SAMPLES];
+    int16_t in[CB_FRAME_SAMPLES] = {0}, tempered[CB_FRAME_SAMPLES], high[UP_SAMPLES];
     memcpy(in, pcm, size < FRAME_BYTES ? size : FRAME_BYTES);
-    int n = p->up_fn(p->up_state, in, CB_FRAME_SAMPLES, high);
+    const int16_t *heard = in;
+    if (p->up_guard_fn != NULL && p->up_guard_fn(p->up_guard, in, CB_FRAME_SAMPLES, tempered) == 0)
+        heard = tempered; /* the echo guard's: the frame as the model should get it */
+    int n = p->up_fn(p->up_state, heard, CB_FRAME_SAMPLES, high);
     if (n != UP_SAMPLES) {
         p->up_dropped++;
         return;
@@ -299,6 +307,16 @@ static void up_frame(cb_port *p, const void *pcm, size_t size, double t0) {
     }
 }
 
+/* A caller frame that is not sent, kept by the echo guard all the same (its return stays whole, sample for
+ * sample). Under up_lock, or with the uplink off. */
+static void up_guard_keep(cb_port *p, const void *pcm, size_t size) {
+    if (p->up_guard_fn == NULL)
+        return;
+    int16_t in[CB_FRAME_SAMPLES] = {0};
+    memcpy(in, pcm, size < FRAME_BYTES ? size : FRAME_BYTES);
+    p->up_guard_fn(p->up_guard, in, CB_FRAME_SAMPLES, NULL);
+}
+
 /* put_frame while bound: 1 if the frame was taken here (sent, dropped or empty), 0 to queue it for the loop. */
 static int up_put(cb_port *p, pjm_frame *f) {
     int taken = 0;
@@ -307,8 +325,10 @@ static int up_put(cb_port *p, pjm_frame *f) {
     if (atomic_load_explicit(&p->up_on, memory_order_relaxed)) {
         taken = 1;
         if (!audio || p->up_closed) {
-            if (audio)
+            if (audio) {
                 p->up_dropped++; /* the session is closing or lost: the loop would drop it too */
+                up_guard_keep(p, f->buf, f->size); /* ...after its echo guard heard it */
+            }
             if (p->pending_len && !p->up_errno)
                 up_flush(p); /* every tick moves the backlog on, the close frame included */
         } else {
@@ -488,6 +508,8 @@ void cbp_attach(cb_port *p, int on) {
     atomic_store(&p->mirror, 0); /* a port goes back to the pool (or to a new call) without it */
     p->up_fd = -1;
     p->up_state = NULL;
+    p->up_guard_fn = NULL;
+    p->up_guard = NULL;
     p->pending_len = 0;
     pthread_mutex_unlock(&p->up_lock);
     pthread_mutex_lock(&p->lock);
@@ -606,11 +628,24 @@ int cbp_uplink_bind(cb_port *p, int fd, cbr_up_fn kernel, cbr_up_state *state, c
     p->pending_len = 0;
     pthread_mutex_lock(&p->lock);
     p->up_dropped += p->in_head - p->in_tail; /* captured while the session was away: never replayed */
-    p->in_tail = p->in_head;
+    for (; p->in_tail != p->in_head; p->in_tail++) /* but heard by the echo guard */
+        if (p->in_time[p->in_tail % IN_FRAMES] >= 0) /* (a mirrored copy was heard as it was sent) */
+            up_guard_keep(p, p->in_buf[p->in_tail % IN_FRAMES], FRAME_BYTES);
     atomic_store_explicit(&p->up_on, 1, memory_order_release);
     pthread_mutex_unlock(&p->lock);
     pthread_mutex_unlock(&p->up_lock);
     return 0;
+}
+
+/* The call's echo guard runs here while the uplink is bound: each caller frame is handed to `fn` (cbe_uplink of
+ * echo.c) with `guard` before it is upsampled, and what it gives is sent; a frame dropped unsent is handed to it too.
+ * NULL: none. Set before each bind; attaching or detaching the port clears it (the loop keeps the guard alive
+ * until then). */
+void cbp_uplink_guard(cb_port *p, cbe_uplink_fn fn, cbe_guard *guard) {
+    pthread_mutex_lock(&p->up_lock);
+    p->up_guard_fn = guard != NULL ? fn : NULL;
+    p->up_guard = guard;
+    pthread_mutex_unlock(&p->up_lock);
 }
 
 /* Mirror on or off (see the header): the loop gets a copy of each frame the uplink sends, its time negated. */

@@ -8,7 +8,9 @@
  * runs both on the same frames and compares every frame sent on and every verdict.
  *
  * One guard per call (cbe_new); every function takes the guard's own lock, so the reference may be fed from one
- * thread (the media clock) while the return is judged on another.
+ * thread while the return is kept and tempered on another: where the native port's uplink sends the caller's
+ * audio from the media clock thread (cport.c), it hands each frame to cbe_uplink first (callbridge.h), while the
+ * loop feeds the reference and judges barge-ins.
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -60,6 +62,7 @@ typedef struct cbe_guard {
     path_t path; /* the held path */
     long long since_estimate;
     int seek_every, foreign, broken, moved;
+    int tempering; /* cbe_uplink tempers what goes on (the plan's echo_guard.temper) */
     int fft_max;             /* the largest transform (a power of two) */
     double *cs, *sn;         /* its twiddles */
     double *re, *im;         /* the transform's scratch */
@@ -567,6 +570,33 @@ int cbe_temper(cbe_guard *g, const int16_t *in, int n, int16_t *out) {
     int done = temper_frame(g, total, in, n, out);
     pthread_mutex_unlock(&g->lock);
     return done;
+}
+
+/* Whether cbe_uplink tempers the frames it is given, or only keeps them (the plan's echo_guard.temper). */
+void cbe_set_temper(cbe_guard *g, int on) {
+    pthread_mutex_lock(&g->lock);
+    g->tempering = on;
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* callbridge.h: a caller frame heard where the uplink sends it (the media clock thread): cbe_heard, then
+ * cbe_temper if the guard tempers, under one lock. */
+int cbe_uplink(cbe_guard *g, const int16_t *in, int n, int16_t *out) {
+    if (n < 0 || n > SHORT_WINDOW)
+        return -1;
+    pthread_mutex_lock(&g->lock);
+    ring_add(&g->in, in, n);
+    if (out != NULL) {
+        if (g->tempering) {
+            long long total = g->in.total;
+            temper_search(g, total);
+            temper_frame(g, total, in, n, out);
+        } else {
+            memcpy(out, in, sizeof(int16_t) * (size_t)n);
+        }
+    }
+    pthread_mutex_unlock(&g->lock);
+    return 0;
 }
 
 static void path_out(const path_t *p, double *out) {

@@ -30,7 +30,8 @@ there is no compiler, or the check fails, :func:`native_ports` says why and the 
 
 While a call's Realtime socket is bound to its port (:class:`NativeUplink`, the session's
 :class:`~bridge.call.leg.UplinkOffload`), the caller's frames do not come to the loop at all: the clock thread
-upsamples, encodes and sends each one itself (``cport.c``, "Uplink"), and the loop is left with the playout.
+upsamples, encodes and sends each one itself (``cport.c``, "Uplink"), and the loop is left with the playout. A
+call's C echo guard hears (and tempers) each frame there first (:meth:`NativeUplink.guard_with`).
 
 Only the event loop thread (pjsua's main thread) calls anything here except the C callbacks themselves.
 """
@@ -50,6 +51,7 @@ from typing import Any
 
 import pjsua2 as pj
 
+from bridge.audio.echo import Guard
 from bridge.audio.frames import FRAME_BYTES, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSink, FrameSource, StreamKernel
 from bridge.audio.wire import AppendTemplate
 from bridge.native import build as cbuild
@@ -119,6 +121,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "cbp_uplink_write": (i, [p, ctypes.c_char_p, i]),
         "cbp_uplink_end_data": (None, [p]),
         "cbp_uplink_mirror": (None, [p, i]),
+        "cbp_uplink_guard": (None, [p, p, p]),
         "cbp_uplink_unbind": (i, [p]),
         "cbp_uplink_take": (None, [p, p, i]),
         "cbp_uplink_counters": (None, [p, ctypes.POINTER(ctypes.c_ulonglong), ctypes.POINTER(ctypes.c_double)]),
@@ -505,6 +508,7 @@ class NativeUplink:
         self._counts = (ctypes.c_ulonglong * 5)()
         self._times = (ctypes.c_double * 2)()
         self._template: tuple[bytes, bytes] | None = None  # the append's text around the base64 (set_append)
+        self._guard: tuple[Guard, tuple[int, int]] | None = None  # the call's echo guard and its C hook (guard_with)
         self.bound = False
         counts = self._read()  # the port's counters are cumulative over the calls it carried: this call's from here
         self._base_sent, self._base_dropped = counts[0], counts[1]
@@ -518,6 +522,15 @@ class NativeUplink:
         self._template = (prefix, suffix)
         return True
 
+    def guard_with(self, guard: Guard, temper: bool) -> bool:
+        """From the next :meth:`bind` on, each caller frame is heard by the call's echo guard on the clock thread
+        before it is sent (and tempered, if ``temper``). False if the guard cannot run there (not the C one)."""
+        hook = guard.c_uplink(temper)
+        if hook is None:
+            return False
+        self._guard = (guard, hook)  # kept alive while this uplink may be bound
+        return True
+
     def bind(self, fd: int) -> bool:
         """Send from the clock thread to ``fd``; False without an append template, or without the C kernel."""
         kernel = self._upsampler.c_kernel()
@@ -525,6 +538,8 @@ class NativeUplink:
             return False
         fn, state = kernel
         prefix, suffix = self._template
+        guard_fn, guard = self._guard[1] if self._guard is not None else (None, None)
+        self._lib.cbp_uplink_guard(self._handle, guard_fn, guard)
         status = self._lib.cbp_uplink_bind(self._handle, fd, fn, state, prefix, len(prefix), suffix, len(suffix))
         self.bound = status == 0
         return self.bound

@@ -63,9 +63,14 @@ def test_without_the_guard_the_echo_cuts_the_agent_off(tmp_path: Path) -> None:
 
 @timed
 def test_a_caller_speaking_over_the_agent_still_cuts_it_at_once() -> None:
-    scored, _run = run_over_sip(ECHO / "barge_in")
+    scored, run = run_over_sip(ECHO / "barge_in")
     assert scored.true_barge_ins == 2 and scored.hits == 2 and scored.false_barge_ins == 0, scored.summary()
     assert max(scored.latencies_ms) <= 250.0, scored.latencies_ms
+    media = run.report.get("media", {})
+    if media.get("port") == "native":  # the C guard heard the caller where the native uplink sent the frames
+        uplink = media["uplink"]
+        # ... on the media clock thread, but while each paused barge-in was judged, on the loop
+        assert uplink["clock_thread"] > uplink["loop"] > 0, uplink
 
 
 def _rebased(text: str, home: Path) -> str:

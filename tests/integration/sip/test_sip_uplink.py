@@ -26,12 +26,17 @@ import pytest
 
 from bridge import events as ev
 from bridge.audio import AppendTemplate, Upsampler
+from bridge.audio.echo import EchoGuard
+from bridge.audio.echo_native import NativeEchoGuard
 from bridge.audio.frames import FRAME_BYTES
+from bridge.audio.line import EchoingLine, LineEcho
 from bridge.emulator import EmulatorServer
 from bridge.realtime.client import ClientSettings, RealtimeClient
 from bridge.realtime.dialects import BETA, GA, Dialect
 from bridge.realtime.profile import AgentProfile
 from bridge.sip import cport
+from tests.unit.audio.test_echo import AGENT, SILENT
+from tests.unit.audio.test_echo import frames as echo_frames
 
 RATE = 8000
 
@@ -157,6 +162,47 @@ def test_the_mirror_hands_the_loop_a_copy_of_each_frame_sent_with_its_time_negat
     again.unbind()
     ours.close()
     theirs.close()
+
+
+@pytest.mark.parametrize("temper", [True, False])
+def test_the_echo_guard_hears_and_tempers_each_frame_before_it_is_sent(port: cport.NativePort, temper: bool) -> None:
+    """The call's C echo guard on the clock thread: each frame is heard by it, and what it gives is what is sent
+    (the Python guard's tempering, fed the same frames); frames dropped at the bind are heard all the same."""
+    guard = NativeEchoGuard()
+    twin = EchoGuard()
+    line = EchoingLine(LineEcho(-14, 120, None))
+    played = echo_frames(AGENT)[:90]
+    back = [line.step(frame, SILENT) for frame in played]
+    ours, theirs = socket.socketpair()
+    offload = port.uplink(Upsampler(native=True))
+    assert offload.set_append(GA.append) and offload.guard_with(guard, temper)
+    for i in range(90):
+        for g in (guard, twin):
+            g.played(played[i])
+        if i == 10:
+            assert offload.bind(ours.fileno())  # the ten frames queued for the loop are dropped, yet heard
+        if i < 10:
+            twin.heard(back[i])
+        cport.put_frame(port.handle, back[i])
+    offload.unbind()
+    expected = []
+    for frame in back[10:]:
+        twin.heard(frame)
+        expected.append(twin.temper(frame) if temper else frame)
+    theirs.setblocking(False)
+    raw = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := theirs.recv(1 << 20):
+            raw += chunk
+    ours.close()
+    theirs.close()
+    got = b"".join(base64.b64decode(json.loads(p)["audio"]) for _, p in parse_frames(raw))
+    want = Upsampler(native=False).process(b"".join(expected))
+    assert len(got) == len(want) == 80 * 3 * FRAME_BYTES
+    sent, ref = np.frombuffer(got, "<i2").astype(np.int32), np.frombuffer(want, "<i2")
+    assert np.max(np.abs(sent - ref)) <= 2  # the Python guard's output but for the last bit's rounding
+    echo_only = got[40 * 3 * FRAME_BYTES :]  # the path held: the echo taken out (tempered) or as it came (not)
+    assert (dbfs(echo_only) < -55.0) == temper, dbfs(echo_only)
 
 
 def test_each_frame_is_framed_by_the_template_it_was_given(port: cport.NativePort) -> None:
