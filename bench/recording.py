@@ -132,7 +132,7 @@ def measure(hours: float, directory: Path) -> dict[str, Any]:
             playable_mid = _playable_s(directory / "rec" / AUDIO_FILE) > 0
     rss_end = rss_kib()
     t = time.perf_counter()
-    rec.listener(ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED))
+    rec.listener(ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER))
     stalls[ticks] = time.perf_counter() - t
     wall = time.perf_counter() - t_start - idle
     seconds = _playable_s(directory / "rec" / AUDIO_FILE)

@@ -93,6 +93,19 @@ class CallOutcome(enum.StrEnum):
     FAILED = "failed"
 
 
+class EndedBy(enum.StrEnum):
+    """Who ended a call: its report (``ended_by``), its Redis hash and its log line say so. The caller only when the
+    caller hung up: every end the bridge chose names the bridge's reason."""
+
+    CALLER = "caller"  # the caller hung up (BYE or CANCEL)
+    AGENT = "agent"  # the agent ended the call (its end_call tool) or transferred it
+    SUPERVISOR = "supervisor"  # a supervisor hung up (the end reason names who)
+    LIMIT = "limit"  # a bound: the dialplan's max_call_s, the media timeout, the session timer
+    DRAIN = "drain"  # its worker was replaced (a rolling restart) and the call outlasted drain_timeout_s
+    SHUTDOWN = "shutdown"  # serve stopped: the call outlasted drain_timeout_s, or the worker closed
+    FAULT = "fault"  # the model away for good, a worker's death, a failure of the bridge
+
+
 class TransferOutcome(enum.StrEnum):
     """How a warm transfer ended (:class:`WarmTransferEnded`)."""
 
@@ -413,6 +426,7 @@ class CallerHungUp(Event):
     sip_code: int
     reason: str
     bound: str = ""
+    local: bool = False  # the bridge's own BYE or final answer (the call was ended from this side)
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,6 +468,14 @@ class SupervisorAction(Event):
     who: str
     text: str = ""
     target: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EndRequested(Event):
+    """The node ends the call (``bridge.serve.worker``: serve stops, or the worker is replaced, and the call outlasted
+    ``drain_timeout_s``): as a supervisor's hang-up does, a short goodbye, then BYE; ended by ``by``."""
+
+    by: EndedBy
 
 
 @dataclass(frozen=True, slots=True)
@@ -1426,10 +1448,11 @@ class CallEnded(Report):
     """The last report of a call."""
 
     kind: ClassVar[str] = "ended"
-    stored: ClassVar[tuple[str, ...]] = ("outcome",)
+    stored: ClassVar[tuple[str, ...]] = ("outcome", "ended_by")
 
     reason: str
     outcome: CallOutcome
+    ended_by: EndedBy
 
     @property
     def summary(self) -> str:

@@ -43,6 +43,15 @@ SUPERVISOR_GOODBYE = (
     "The call must end now. In one short sentence, thank the caller for calling and say goodbye. "
     "Do not ask any question."
 )
+# The node's own ends (bridge.serve.worker): serve stops, or the worker is replaced, past drain_timeout_s
+NODE_GOODBYE = (
+    "The service must end this call now for maintenance. In one or two short sentences, apologise, ask the caller "
+    "to call again in a few minutes, and say goodbye. Do not ask any question."
+)
+NODE_ENDED = {
+    ev.EndedBy.SHUTDOWN: "ended by the bridge: shutting down",
+    ev.EndedBy.DRAIN: "ended by the bridge: draining",
+}
 
 
 class CallLimit:
@@ -58,16 +67,24 @@ class CallLimit:
         self.instructions = GOODBYE_INSTRUCTIONS  # what the model is asked to say as the goodbye
         self.bye_reason = LIMIT_BYE_REASON  # the BYE's Reason header
         self.end_reason = ev.MAX_CALL_DURATION  # the call's end reason (the report, the metrics)
+        self.ended_by = ev.EndedBy.LIMIT
 
-    def end_now(self) -> bool:
-        """A supervisor hangs up: the goodbye is due at once (short), the hang-up at most the lead from now.
-        False: the call was not answered yet, or a goodbye is already under way (the call ends anyway)."""
+    def end_now(self, by: ev.EndedBy = ev.EndedBy.SUPERVISOR, who: str = "") -> bool:
+        """A supervisor (``who``) hangs up, or the node ends the call (``by``: drain or shutdown): the goodbye is due
+        at once (short), the hang-up at most the lead from now. False: the call was not answered yet, or a goodbye
+        is already under way (the call ends anyway)."""
         start = self._answered
         if start is None or self.goodbye is not None:
             return False
         self._max_s = self._clock() - start + self._lead_s
-        self.instructions, self.bye_reason = SUPERVISOR_GOODBYE, SUPERVISOR_BYE_REASON
-        self.end_reason = SUPERVISOR_ENDED
+        if by is ev.EndedBy.SUPERVISOR:
+            self.instructions, self.bye_reason = SUPERVISOR_GOODBYE, SUPERVISOR_BYE_REASON
+            self.end_reason = f"{SUPERVISOR_ENDED} ({who})" if who else SUPERVISOR_ENDED
+        else:
+            self.end_reason = NODE_ENDED.get(by, NODE_ENDED[ev.EndedBy.SHUTDOWN])
+            self.instructions = NODE_GOODBYE
+            self.bye_reason = f'Q.850;cause=16;text="{self.end_reason}"'
+        self.ended_by = by
         return True
 
     def start(self) -> None:

@@ -53,7 +53,7 @@ def perform(call: CallSession, action: Action, why: str) -> None:
             call.limit.said(Goodbye.APOLOGY)
         case Action.HANG_UP:
             call.leg.hangup(call.limit.bye_reason)
-            call.end(call.limit.end_reason)
+            call.end(call.limit.end_reason, call.limit.ended_by)
         case _:
             assert_never(action)
 
@@ -79,7 +79,7 @@ def beat(call: CallSession) -> None:
     call.outage.beat()
     if call.outage.leaving and call.playout.idle and not call.ending:
         call.leg.hangup(GOODBYE_REASON)  # the apology played out: a clean BYE that says why
-        call.end(call.outage.leaving_reason, outcome=ev.CallOutcome.FAILED)
+        call.end(call.outage.leaving_reason, ev.EndedBy.FAULT, ev.CallOutcome.FAILED)
     if not call.ending and not call.outage.leaving:  # the dialplan's max_call_s (bridge.call.limit)
         if call.limit.due and not call.link.caller_speaking:
             call.phase.fire(Trigger.LIMIT_DUE, ev.MAX_CALL_DURATION)

@@ -23,6 +23,8 @@ from bridge.call.turns import TurnBuilder
 from bridge.call.usage import UsageMeter
 from bridge.call.waiting import TurnHold
 
+SHUTDOWN_HANGUP = "hung up by the bridge: its worker closed"  # the end reason of a call its gateway hung up
+
 
 class Reactions:
     def __init__(
@@ -202,9 +204,11 @@ class Reactions:
             return  # our own hangup (end_call, transfer) comes back from the leg too: keep our reason
         self._playout.flush()
         if e.bound:  # the bridge ended a call whose caller went quiet or stopped refreshing: say which bound
-            self._call.end(e.bound)
+            self._call.end(e.bound, ev.EndedBy.LIMIT)
+        elif e.local:  # the bridge hung up with nothing of the call's own asking: its worker closed
+            self._call.end(SHUTDOWN_HANGUP, ev.EndedBy.SHUTDOWN)
         else:
-            self._call.end(f"caller hung up ({e.reason})" if e.reason else "caller hung up")
+            self._call.end(f"caller hung up ({e.reason})" if e.reason else "caller hung up", ev.EndedBy.CALLER)
 
     def on_error(self, e: ev.ErrorEvent) -> None:
         self._barge_in.refused(e)

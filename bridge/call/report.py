@@ -44,6 +44,7 @@ class CallReport:
     transfer: dict[str, Any] | None = None  # a warm transfer's last attempt: target, outcome, sip_code, seconds
     timeline: list[tuple[float, str, str]] = field(default_factory=list)
     end_reason: str = ""
+    ended_by: ev.EndedBy | None = None  # who ended the call (None: it has not ended)
 
     @property
     def longest_silence_ms(self) -> float | None:

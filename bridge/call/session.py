@@ -244,6 +244,7 @@ class CallSession:
             .on(ev.Closed, self.changes.on_closed)
             .on(ev.Orchestrated, lambda e: orchestration.handle(e) if orchestration else None)
             .on(ev.SupervisorAction, self.supervision.handle)
+            .on(ev.EndRequested, lambda e: self.limit.end_now(e.by))  # unanswered yet: the goodbye follows the answer
         )
         if self.echo is not None:  # a speech start over the agent is judged first (bridge.call.echo)
             self._handlers.on(ev.SpeechStarted, self.echo.speech_started(reactions.on_speech_started))
@@ -321,13 +322,11 @@ class CallSession:
         voice = self._caller_voice
         outbound: FrameSource = self.playout
         on_frame: FrameSink = self.link.on_frame if voice is None else voice.on_frame
-        if self.echo is not None:  # the guard hears the caller's frames first
+        if self.echo is not None:  # the caller's frames stay on the loop: the guard hears them first
             outbound, on_frame = self.echo.media(outbound, on_frame)
         self.leg.start_media(outbound, on_frame)
-        if self.media.offload is not None:  # a native port may offer it, ws:// take it
-            offload = self.leg.uplink_offload(self.media.offload)
-            # with the guard on, only where the guard can hear the frames there too; else they stay on the loop
-            self.link.offload = offload if offload is None or self.echo is None or self.echo.on_clock(offload) else None
+        if self.media.offload is not None and self.echo is None:  # a native port may offer it, ws:// take it
+            self.link.offload = self.leg.uplink_offload(self.media.offload)
         leg_pump = asyncio.create_task(self._pump_leg(), name=f"leg-{self.leg.call_id}")
         metronome = self._metronome or Metronome(asyncio.get_running_loop(), TICK_S)
         stop_ticking = metronome.add(lambda: beat(self))
@@ -365,9 +364,9 @@ class CallSession:
             self.report.errors.append({"class": "network", "code": "connect", "message": str(exc) or "timeout"})
             if self._reject_when_down:
                 self.leg.reject(503, "Service Unavailable", retry_after=int(self.plan.outage.hold_s))
-                self.end("realtime unavailable: rejected (503)", outcome=ev.CallOutcome.FAILED)
+                self.end("realtime unavailable: rejected (503)", ev.EndedBy.FAULT, ev.CallOutcome.FAILED)
                 self.phase.fire(Trigger.FINISHED, self.report.end_reason)
-                self.emit(ev.CallEnded(self.report.end_reason, self.outcome))
+                self.emit(ev.CallEnded(self.report.end_reason, self.outcome, ev.EndedBy.FAULT))
                 return False
         return True
 
@@ -392,7 +391,7 @@ class CallSession:
         self.report.usage = self.usage.ended(final, self.dialect.capabilities.usage == "audio_seconds", self.emit)
         if self.warm is not None:  # an attempt ends with the caller; a joined call lasts until a side hangs up
             await self.warm.close()
-        self.emit(ev.CallEnded(self.report.end_reason, self.outcome))
+        self.emit(ev.CallEnded(self.report.end_reason, self.outcome, self.report.ended_by or ev.EndedBy.FAULT))
 
     def start_pump(self) -> None:
         """Route the current client's events into the inbox as they are decoded (no task in between)."""
@@ -423,8 +422,8 @@ class CallSession:
         while True:
             self.inbox.put(await self.leg.events.get())
 
-    def end(self, reason: str, outcome: ev.CallOutcome = ev.CallOutcome.COMPLETED) -> None:
-        self.report.end_reason = reason
+    def end(self, reason: str, by: ev.EndedBy, outcome: ev.CallOutcome = ev.CallOutcome.COMPLETED) -> None:
+        self.report.end_reason, self.report.ended_by = reason, by
         self._outcome = outcome
 
     def _warm_transfer(self, target: str) -> None:

@@ -57,7 +57,7 @@ class Supervision:
     def handle(self, e: ev.SupervisorAction) -> None:
         match e.action:
             case ev.SupervisorKind.HANGUP:
-                self._limit.end_now()
+                self._limit.end_now(ev.EndedBy.SUPERVISOR, e.who)
                 self._emit(ev.SupervisorActed(str(e.action), e.who))
             case ev.SupervisorKind.WHISPER:
                 self.whispers.append(e.text)

@@ -69,7 +69,7 @@ class ToolCalls:
         emit: Callable[[ev.Report], None],
         report: CallReport,
         *,
-        end: Callable[[str, ev.CallOutcome], None],
+        end: Callable[[str, ev.EndedBy, ev.CallOutcome], None],
         clock: Callable[[], float],
         grouped: bool = False,
         business: Business | None = None,
@@ -97,7 +97,7 @@ class ToolCalls:
         self._send = send
         self._emit = emit
         self._report = report
-        self._end = end  # (reason, outcome): the call is over
+        self._end = end  # (reason, who ended it, outcome): the call is over
         self._clock = clock
         self.pending: ToolResult | None = None  # the action waiting for the agent's line
         self._since = 0.0
@@ -231,7 +231,7 @@ class ToolCalls:
         elif pending.action == "hangup":
             self._emit(ev.AgentHungUp())
             self._leg.hangup()
-            self._end("agent ended the call", ev.CallOutcome.COMPLETED)
+            self._end("agent ended the call", ev.EndedBy.AGENT, ev.CallOutcome.COMPLETED)
 
     def interrupted(self) -> None:
         """A barge-in: a decided transfer goes ahead at once (the caller on hold); a goodbye's hangup is dropped."""
@@ -286,7 +286,7 @@ class ToolCalls:
         self._unhold(back=not ok)
         if ok:
             self._leg.hangup()  # RFC 3515: the transferor leaves after the final NOTIFY 200
-            self._end("transferred", ev.CallOutcome.TRANSFERRED)
+            self._end("transferred", ev.EndedBy.AGENT, ev.CallOutcome.TRANSFERRED)
         else:
             self._send(
                 ev.AddText(f"The transfer failed ({e.status_code} {e.reason}). Tell the caller.", ev.Role.SYSTEM)

@@ -86,7 +86,7 @@ class WarmTransfer:
         *,
         send: Callable[[ev.Command], None],
         emit: Callable[[ev.Report], None],
-        end: Callable[[str, ev.CallOutcome], None],
+        end: Callable[[str, ev.EndedBy, ev.CallOutcome], None],
         clock: Callable[[], float],
         agent_quiet: Callable[[], bool],
     ) -> None:
@@ -230,7 +230,7 @@ class WarmTransfer:
                                  "seconds": seconds}  # fmt: skip
         self._emit(ev.WarmTransferEnded(outcome, target, code, seconds))
         if outcome is Outcome.COMPLETED:
-            self._end("transferred (warm)", ev.CallOutcome.TRANSFERRED)
+            self._end("transferred (warm)", ev.EndedBy.AGENT, ev.CallOutcome.TRANSFERRED)
         elif outcome is not Outcome.CALLER_HUNG_UP:
             self._send(ev.AddText(note(outcome), ev.Role.SYSTEM))
             self._send(ev.CreateResponse())  # the agent comes back and says so

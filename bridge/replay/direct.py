@@ -305,7 +305,7 @@ class VirtualLeg:
             self.log.caller_spans.append((self._ms(self._speech_started), self._ms(now), self._speech_label()))
             self._speech = []
         # Like the SIP gateway: whoever hung up, the leg reports the end of the call once, last.
-        self.events.put_nowait(ev.CallerHungUp(200, "" if not local else "local hangup"))
+        self.events.put_nowait(ev.CallerHungUp(200, "" if not local else "local hangup", local=local))
         self.disconnected.set()
 
     async def _run_media(self) -> None:

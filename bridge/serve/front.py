@@ -893,7 +893,11 @@ def drain_main(argv: list[str]) -> int:
     parser = build_parser(
         "drain", "stop new calls to a node or a worker behind the front (its calls go on); --undo to resume"
     )
-    parser.add_argument("target", help='a worker "HOST:PORT", a node "HOST" (all its workers), or "all"; "list"')
+    parser.add_argument(
+        "target",
+        help='a worker "HOST:PORT", a node "HOST" (all its workers), or "all"; "list"; "node": this node\'s serve '
+        "(its workers answer new calls 503, the front takes them out; SIGUSR1)",
+    )
     parser.add_argument("--undo", action="store_true", help="take calls again")
     parser.add_argument("--front-dir", type=Path, help="the front's run directory (default: from the settings)")
     add_config_flag(parser)
@@ -906,6 +910,10 @@ def drain_main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"callbridge drain: {exc}", file=sys.stderr)
         return 2
+    if args.target == "node":  # this node's serve: its workers refuse new calls (503) and the front takes them out
+        from bridge.serve.control import ask
+
+        return ask(settings, "resume" if args.undo else "drain")
     sock_path = front_run_dir(settings) / "rpc.sock"
     try:
         if args.target == "list":

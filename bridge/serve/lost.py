@@ -24,6 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bridge import events as ev
 from bridge import metrics
 from bridge.call.recorder import finish_recording, recording_dir
 from bridge.config import WILDCARD_HOSTS, Settings
@@ -108,6 +109,7 @@ def _write_report(settings: Settings, index: int, call_id: str, state: dict[str,
         "answered": bool(state.get("sip_dialog")),
         "sip_call_id": state.get("sip_call_id", ""),
         "end_reason": END_REASON,
+        "ended_by": str(ev.EndedBy.FAULT),
         "worker_died": True,
         "worker_exit": exit_,
     }

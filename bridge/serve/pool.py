@@ -12,7 +12,12 @@ worker holds an exclusive lock on its port (``bridge.serve.worker.lock_port``).
 
 With ``--front kamailio`` (``bridge.serve.front``) Kamailio takes ``sip_port``, the one address callers use, and
 worker *i* moves to ``sip_port + 1 + i``; the front starts once every worker has reported its call cap (its
-``maxload``), and SIGUSR1 / SIGUSR2 drain / resume this node's workers at the front.
+``maxload``).
+
+SIGTERM stops the node without dropping a call, SIGUSR1 / SIGUSR2 drain / resume it, SIGHUP reloads the users file,
+the dialplans and the HTTP certificate (``bridge.serve.control``, which also serves ``callbridge reload`` and
+``callbridge restart --rolling``); the workers ignore the node's signals and take their orders from the pool, on a
+socket pair each (``bridge.serve.stopping``).
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import ssl
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,11 +54,13 @@ from bridge.config import (
     secret_variables,
 )
 from bridge.errors import ConfigError
+from bridge.events import EndedBy
 from bridge.realtime.credentials import BROKER_TOKEN_ENV, BROKER_URL_ENV
 from bridge.realtime.ws_fastpath import fast_path_problems
 from bridge.runtime import logs
 from bridge.runtime.sdnotify import READY, STOPPING, WATCHDOG, Notifier
 from bridge.runtime.secrets import forget_environment, send_through_pipe, without_secrets
+from bridge.serve.control import tls_context
 from bridge.serve.front import (
     ACTIVE,
     DRAINED,
@@ -64,6 +72,7 @@ from bridge.serve.front import (
     require_kamailio,
 )
 from bridge.serve.ready import OUTPUT_STREAM_LIMIT, forward_output, parse_ready, read_report
+from bridge.serve.stopping import IGNORED, read_calls
 
 log = logging.getLogger("bridge.serve.pool")
 NOT_READY_EXIT_S = 5.0  # a worker whose ready channel closed without a report: its exit awaited this long
@@ -95,6 +104,9 @@ class WorkerSlot:
     max_calls: int = 0  # the calls the worker's process can hold, as it reported at start
     scheduling: str = ""  # as the worker reported it: "ordinary", "SCHED_RR 10", or why it stayed ordinary
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    control: asyncio.StreamWriter | None = None  # the worker's command channel (bridge/serve/stopping.py)
+    calls: int = 0  # the worker's live calls, as it last said on that channel
+    replacing: bool = False  # a rolling restart stops it: started again at once, without a backoff
 
 
 class Pool:
@@ -115,6 +127,26 @@ class Pool:
         self._background: set[asyncio.Task[None]] = set()
         self._redis: Any = None  # a client for closing dead workers' calls (bridge/serve/lost.py), made on first use
         self.worker_command = [sys.executable, "-m", "bridge.serve.worker"]  # then --index, --settings-fd, --ready-fd
+        self.http_app: web.Application | None = None  # the supervisor API, once started (a reload reads its users)
+        self.tls: ssl.SSLContext | None = None  # the HTTP API's certificate (a reload loads it again)
+
+    async def at_front(self, slots: Sequence[WorkerSlot], active: bool) -> None:
+        """The front (if the node has one) takes ``slots``' workers back (``active``) or out."""
+        front = self.front
+        if front is None:
+            return
+        try:
+            for slot in slots:
+                worker = Destination(self.settings.front_host, slot.sip_port, slot.max_calls)
+                for dest in await front.set_state(worker.address, ACTIVE if active else DRAINED):
+                    log.warning("front: worker %s is %s", dest.address, "drained" if dest.state == "D" else "active")
+        except FrontError as exc:
+            log.error("front: %s", exc)
+
+    def tell(self, slot: WorkerSlot, word: str) -> None:
+        """One command to the slot's worker (bridge/serve/stopping.py); nothing if it has no live channel."""
+        if slot.control is not None and not slot.control.is_closing():
+            slot.control.write(f"{word}\n".encode())
 
     async def _spawn(self, slot: WorkerSlot) -> str | None:
         """Start the slot's worker and wait for its ready report (bridge/serve/ready.py): None once it is ready,
@@ -122,6 +154,10 @@ class Pool:
         slot.ready.clear()  # a respawned worker is ready once it says so, not when it is forked
         settings_fd = send_through_pipe(worker_settings_json(self.settings, self.broker_token).encode())
         ready_fd, report_fd = os.pipe()
+        ours, theirs = socket.socketpair()
+        # the node's control signals stay blocked in the child until its handlers are set (a USR1 to every process
+        # of the unit must not kill a worker still starting); unblocked here once it is forked
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, IGNORED)
         try:
             slot.proc = await asyncio.create_subprocess_exec(
                 *self.worker_command,
@@ -131,17 +167,25 @@ class Pool:
                 str(settings_fd),
                 "--ready-fd",
                 str(report_fd),
+                "--control-fd",
+                str(theirs.fileno()),
                 stdout=asyncio.subprocess.PIPE,  # forwarded to the log line by line, never parsed
                 limit=OUTPUT_STREAM_LIMIT,
                 env=self._worker_env(),
-                pass_fds=(settings_fd, report_fd),
+                pass_fds=(settings_fd, report_fd, theirs.fileno()),
             )
         except BaseException:
             os.close(ready_fd)
+            ours.close()
             raise
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             os.close(settings_fd)
             os.close(report_fd)
+            theirs.close()
+        slot.calls = 0
+        reader, slot.control = await asyncio.open_unix_connection(sock=ours)
+        self._keep(asyncio.create_task(read_calls(reader, lambda n: setattr(slot, "calls", n)), name="calls"))
         slot.started_at = time.monotonic()
         assert slot.proc.stdout is not None
         self._keep(asyncio.create_task(forward_output(slot.proc.stdout, slot.index), name=f"output-{slot.index}"))
@@ -227,8 +271,16 @@ class Pool:
             from bridge import metrics
 
             metrics.mark_process_dead(slot.proc.pid)
+            if slot.control is not None:
+                slot.control.close()
+                slot.control = None
             if self._stopping:
                 return
+            if slot.replacing:  # a rolling restart: its calls are over; the new code and settings start at once
+                slot.replacing = False
+                slot.ready.clear()
+                log.info("worker %d exited with %s to be replaced: starting it again", slot.index, rc)
+                continue
             await self._close_lost(slot, rc)  # before the restart: its calls end as "worker died", recorded
             uptime = time.monotonic() - slot.started_at
             if uptime > 60:
@@ -289,16 +341,11 @@ class Pool:
         )
 
     async def stop(self) -> None:
+        """Stop every worker without dropping a call (bridge/serve/control.py: drain, then a goodbye)."""
+        from bridge.serve.control import drain_out
+
         self._stopping = True
-        for slot in self.slots:
-            if slot.proc is not None and slot.proc.returncode is None:
-                slot.proc.send_signal(signal.SIGTERM)
-        for slot in self.slots:
-            if slot.proc is not None:
-                try:
-                    await asyncio.wait_for(slot.proc.wait(), 10)
-                except TimeoutError:
-                    slot.proc.kill()
+        await drain_out(self, self.slots, EndedBy.SHUTDOWN, lambda line: log.info("%s", line))
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -493,40 +540,59 @@ async def _serve(settings: Settings, kamailio: str | None, console: ConsoleToken
     if not await preflight(settings):
         return 2
     broker_runner, extra_env = await _start_broker(settings) if settings.credentials == "broker" else (None, {})
+    from bridge.serve.control import ControlServer
+
     pool = Pool(settings, extra_env)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _stop_signal, stop, sig)
+    for sig in IGNORED:  # SIGUSR1 / SIGUSR2 drain / resume the node, SIGHUP reloads (bridge/serve/control.py)
+        loop.add_signal_handler(sig, _control_signal, pool, sig)
     systemd = Notifier.from_environ()  # taken out of the environment: workers and Kamailio do not inherit it
+    control = ControlServer(pool)
     await pool.start()
     checks = asyncio.create_task(NodeWatch(settings, pool.health).run(), name="node-checks")  # the node's gauges
     runner = None
     watchdog: asyncio.Task[None] | None = None
     try:
+        await control.start()
         if kamailio is not None:
             pool.front = await start_front(pool, kamailio)
-            loop.add_signal_handler(signal.SIGUSR1, _drain_node, pool, DRAINED)
-            loop.add_signal_handler(signal.SIGUSR2, _drain_node, pool, ACTIVE)
         runner = await start_http(pool, settings, console) if settings.http_port is not None else None
         watchdog = asyncio.create_task(_tell_systemd(pool, systemd))
         await stop.wait()
-    except FrontError as exc:
+    except (FrontError, ConfigError) as exc:
         log.error("%s", exc)
         return 1
     finally:
         systemd.notify(STOPPING)
+        await control.close()
         checks.cancel()
         if watchdog is not None:
             watchdog.cancel()
-        if runner is not None:
-            await runner.cleanup()
-        await pool.stop()  # first: the workers' BYEs to their callers go through the front
-        if pool.front is not None:
-            await pool.front.stop()
+        await _stop_node(pool, runner)
         if broker_runner is not None:
             await broker_runner.cleanup()
+        log.info("stopped")
     return 0
+
+
+def _stop_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if not stop.is_set():
+        log.info("%s: stopping without dropping a call", sig.name)
+    stop.set()
+
+
+async def _stop_node(pool: Pool, runner: web.AppRunner | None) -> None:
+    """The front takes the node out, the workers drain (their BYEs go through the front), then the front and the
+    HTTP API stop."""
+    await pool.at_front(pool.slots, False)
+    await pool.stop()
+    if pool.front is not None:
+        await pool.front.stop()
+    if runner is not None:
+        await runner.cleanup()  # last: /healthz and /metrics answer while the node drains
 
 
 async def _tell_systemd(pool: Pool, systemd: Notifier) -> None:
@@ -566,35 +632,16 @@ async def start_front(pool: Pool, kamailio: str, ready_within_s: float = 60.0) -
     return front
 
 
-def _drain_node(pool: Pool, state: str) -> None:
-    """SIGUSR1 / SIGUSR2: drain / resume this node's workers at the front (their calls go on)."""
-    front = pool.front
-    if front is None:
+def _control_signal(pool: Pool, sig: signal.Signals) -> None:
+    """SIGUSR1 / SIGUSR2: drain / resume the node (its calls go on); SIGHUP: reload (bridge/serve/control.py)."""
+    from bridge.serve.control import reload_node, set_draining
+
+    log.info("%s received", sig.name)
+    if sig == signal.SIGHUP:
+        reload_node(pool, lambda line: log.info("reload: %s", line))
         return
-
-    async def apply() -> None:
-        try:
-            for slot in pool.slots:
-                worker = Destination(pool.settings.front_host, slot.sip_port, slot.max_calls)
-                for dest in await front.set_state(worker.address, state):
-                    log.warning("front: worker %s is %s", dest.address, "drained" if dest.state == "D" else "active")
-        except FrontError as exc:
-            log.error("front: %s", exc)
-
-    task = asyncio.get_running_loop().create_task(apply(), name="drain")
-    pool._background.add(task)
-    task.add_done_callback(pool._background.discard)
-
-
-def _tls(settings: Settings) -> ssl.SSLContext | None:
-    if settings.http_tls_cert is None or settings.http_tls_key is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(settings.http_tls_cert, settings.http_tls_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("settings", "http_tls_cert", f"cannot load {settings.http_tls_cert}: {exc}") from None
-    return context
+    task = asyncio.get_running_loop().create_task(set_draining(pool, sig == signal.SIGUSR1), name="drain")
+    pool._keep(task)
 
 
 async def _start_metrics(settings: Settings, token: str | None) -> Callable[[web.Application], Awaitable[None]]:
@@ -653,9 +700,11 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
     )
     if settings.http_metrics_port is not None:
         app.on_cleanup.append(await _start_metrics(settings, metrics_token))
+    pool.http_app = app
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.http_host, settings.http_port, ssl_context=_tls(settings))
+    pool.tls = tls_context(settings)
+    site = web.TCPSite(runner, settings.http_host, settings.http_port, ssl_context=pool.tls)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.http_port
     where = f"{'https' if settings.http_tls_cert else 'http'}://{settings.http_host}:{port}"

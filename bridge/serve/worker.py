@@ -46,6 +46,7 @@ from bridge.serve.actions import CallActions
 from bridge.serve.breaker import Breaker
 from bridge.serve.listen import ListenHub
 from bridge.serve.ready import ReadyReport, send_ready
+from bridge.serve.stopping import IGNORED, WorkerControl
 from bridge.serve.takeover import TakeOverHub
 from bridge.serve.variant import VariantCall
 from bridge.store.calls import CallStore
@@ -77,6 +78,17 @@ def lock_port(host: str, port: int) -> IO[str] | None:
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
+
+
+def reread_plans(settings: Settings, index: int) -> list[Dialplan] | None:
+    """The dialplans read again; None (logged, naming the file and field) if one is wrong: the old ones stay."""
+    try:
+        plans = load_dialplans(settings.dialplans)
+    except ConfigError as exc:
+        log.error("worker %d: dialplans not reloaded (the old ones stay): %s", index, exc)
+        return None
+    log.info("worker %d: %d dialplan(s) read again from %s", index, len(plans), settings.dialplans)
+    return plans
 
 
 def fixed_decision(plan: Dialplan) -> Decision:
@@ -178,6 +190,14 @@ class Worker:
         self._background: set[asyncio.Task[Any]] = set()
         self.listen: ListenHub | None = None  # listen-in: every call's leg has a tap, idle until someone listens
         self.actions: CallActions | None = None  # supervisor actions (hang up, whisper, transfer) into a call's inbox
+        self.control: WorkerControl | None = None  # drain, stop and the node's ends (bridge/serve/stopping.py)
+
+    def reload_plans(self) -> None:
+        """The dialplans read again (serve's SIGHUP); a call keeps the plan it started with."""
+        if (plans := reread_plans(self.settings, self.index)) is not None:
+            self.plans, self.specs = plans, rollout_specs(plans)
+            if self.rollouts is not None:
+                self.rollouts.specs = dict(self.specs)
 
     async def _variant_call(self, plan: Dialplan, call: IncomingCall) -> VariantCall:
         """The call's variant: a pinned plan's only one, or the rollout's decision on the plan's flag (without
@@ -254,10 +274,15 @@ class Worker:
         self._marking.discard(variant)
 
     async def handle(self, call: IncomingCall) -> None:
+        control = self.control
+        if control is not None and not control.begin(call):  # draining: 503, the caller (or the front) goes elsewhere
+            return
         try:
             await self._handle(call)
         finally:
             self.collector.call_ended()  # free the call's reference cycles now (bridge/runtime/memory.py)
+            if control is not None:
+                control.finished(call.call_id)
 
     def _end_orphans(self, dialogs: list[str]) -> None:
         """Calls of a dead worker (or of this worker's previous run): BYE to each caller (bridge/sip/orphans.py)."""
@@ -308,6 +333,8 @@ class Worker:
         session = self._session(call, plan, vc, self._leg(call, plan, dialect.name, listeners), listeners)
         if self.actions is not None:
             self.actions.add(call.call_id, session.inbox.put, allowed_targets(plan))
+        if self.control is not None:
+            self.control.attach(call.call_id, session.inbox.put)
         if self.store is not None:
             store = self.store
             # a fallback to the variant's fallback model: the call's hash says which model and voice it is on
@@ -398,8 +425,9 @@ class Worker:
             "underrun_at": [round(t, 3) for t in session.playout.underrun_times],
         }
         log.info(
-            "call %s ended (%s): %s phases, %d caller / %d agent turns",
+            "call %s ended by %s (%s): %s phases, %d caller / %d agent turns",
             call.call_id,
+            report.ended_by,
             report.end_reason,
             len(report.phases),
             len(report.caller_transcript),
@@ -546,7 +574,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--ready-fd", type=int, help="an inherited descriptor to write the ready report on (serve's pool reads it)"
     )
+    parser.add_argument(
+        "--control-fd", type=int, help="an inherited socket for the pool's commands (bridge/serve/stopping.py)"
+    )
     args = parser.parse_args(argv)
+    for sig in IGNORED:  # the node's control signals are serve's: `systemctl kill -s USR1` must not kill a worker
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, IGNORED)  # the pool started this process with them blocked
     if args.ready_fd is not None:
         os.set_inheritable(args.ready_fd, False)  # nothing this process starts holds the pool's channel open
     die_with_parent()  # a killed `serve` takes its workers with it (each hangs its calls up first)
@@ -564,10 +598,14 @@ def main(argv: list[str]) -> int:
 
     async def amain() -> int:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        return await worker.run(stop)
+        worker.control = control = WorkerControl(args.index, stop, worker.reload_plans)
+        control.on_signals(asyncio.get_running_loop())  # SIGTERM, SIGINT: drain, then exit
+        channel = asyncio.create_task(control.serve(args.control_fd)) if args.control_fd is not None else None
+        try:
+            return await worker.run(stop)
+        finally:
+            if channel is not None:
+                channel.cancel()
 
     rc = asyncio.run(amain())
     with contextlib.suppress(Exception):

@@ -108,7 +108,8 @@ async def reap_dead_workers(
 async def mark_ended(
     client: aioredis.Redis, call_ids: list[str], reason: str, *, now: float | None = None
 ) -> list[str]:
-    """Mark these calls ended (phase, ``ended_at``, ``end_reason``) unless they already are; returns those marked.
+    """Mark these calls ended (phase, ``ended_at``, ``end_reason``, ended by a fault: their worker is gone) unless
+    they already are; returns those marked.
     Raises ``RedisError`` subclasses."""
     return await _mark_ended(client, call_ids, reason, now=now)
 
@@ -127,7 +128,10 @@ async def _mark_ended(client: aioredis.Redis, call_ids: list[str], reason: str, 
     for call_id in marked:
         # Only the hash: a stream entry added here (with a server-time id) would make Redis refuse, as "equal or
         # smaller", the entries a merely stalled worker still has queued for this call.
-        pipe.hset(keys.call(call_id), mapping={"phase": PHASE_ENDED, "ended_at": t, "end_reason": reason})
+        pipe.hset(
+            keys.call(call_id),
+            mapping={"phase": PHASE_ENDED, "ended_at": t, "end_reason": reason, "ended_by": str(ev.EndedBy.FAULT)},
+        )
         pipe.expire(keys.call(call_id), keys.CALL_TTL_S)
         index_ended(pipe, call_id, float(t), keys.CALL_TTL_S)
     await pipe.execute()

@@ -60,7 +60,8 @@ ENDED_CALLS: Final = f"{PREFIX}:calls:ended"  # the index of ended calls still r
 IDENTITY_FIELDS: Final = ("call_id", "worker", "caller", "called", "dialplan", "variant", "dialect", "model", "voice")
 PROTOCOL_FIELDS: Final = ("phase", "session_id", "conversation_id", "response_id", "item_id")
 PROGRESS_FIELDS: Final = ("last_user_audio_seq", "last_ack_event_id", "played_ms")
-TIME_FIELDS: Final = ("started_at", "last_activity", "ended_at", "end_reason")
+# end_reason: why the call ended, in words; ended_by: who ended it (bridge.events.EndedBy)
+TIME_FIELDS: Final = ("started_at", "last_activity", "ended_at", "end_reason", "ended_by")
 # sip_dialog: JSON, lets a restarted worker send BYE; sip_call_id: the caller's Call-ID (data, never a key)
 EXTRA_FIELDS: Final = ("last_transcript", "sip_dialog", "sip_call_id")
 # What the console's per-plan figures need without reading streams (``bridge.supervisor.plan_stats``): the call's

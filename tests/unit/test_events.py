@@ -169,7 +169,12 @@ CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
     (ev.RolloverFailed("timeout"), "rollover_failed", "timeout", {}),
     (ev.RolledOver("rollover at a turn boundary"), "rollover", "rollover at a turn boundary", {}),
     (ev.PlayoutTotals(3, 1), "playout", "3 underruns, 1 dropped frames", {"underruns": 3, "dropped_frames": 1}),
-    (ev.CallEnded("caller hung up", "completed"), "ended", "caller hung up", {"outcome": "completed"}),
+    (
+        ev.CallEnded("caller hung up", "completed", ev.EndedBy.CALLER),
+        "ended",
+        "caller hung up",
+        {"outcome": "completed", "ended_by": "caller"},
+    ),
     (ev.LegHungUp(), "leg_hangup", "the bridge hung up", {}),
     (ev.LegTransferred("sip:agent@pbx"), "leg_transfer", "sip:agent@pbx", {}),
     (ev.HoldStarted(), "hold_started", "caller on hold", {}),
@@ -295,7 +300,7 @@ def test_the_metrics_listener_counts_what_the_reports_say() -> None:
         ev.EchoJudged("rejected", -58.0, 120.0),
         ev.EchoJudged("resumed", -55.0, None),
         ev.WarmTransferEnded(ev.TransferOutcome.BUSY, "sip:agent@pbx", 486, 0.4),
-        ev.CallEnded("realtime unavailable", "failed"),
+        ev.CallEnded("realtime unavailable", "failed", ev.EndedBy.FAULT),
     ):
         listener(report)
     after = _counts(d, dp)

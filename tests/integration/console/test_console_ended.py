@@ -55,17 +55,17 @@ def write_calls(store: CallStore, clock: Clock) -> None:
         (0.0, ev.Ringing("+15550001111", "4000", "desk", "ga")), (0.1, ev.Answered()),
         (0.0, ev.Latency("first_reply", 420.0)), (0.0, ev.Latency("first_reply", 999.0)),
         (1.0, ev.CallerSaid("what time do you open", "i1")), (1.5, ev.AgentSaid("We open at nine.", "i2")),
-        (2.0, ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED)),
+        (2.0, ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER)),
     ], caller="+15550001111", called="4000", dialplan="desk", variant="ga")  # fmt: skip
     say(store, clock, "c-refund", [
         (5.0, ev.Answered()),
         (1.0, ev.CallerSaid(f"I want a refund, call me back on {REFUND}", "i1")),
         (1.0, ev.AgentSaid("Let me get someone for you.", "i2")), (0.0, ev.SupervisorActed("transfer", "sam")),
         (0.5, ev.TransferStarted("sip:desk@pbx")),
-        (0.5, ev.CallEnded("transferred", ev.CallOutcome.TRANSFERRED)),
+        (0.5, ev.CallEnded("transferred", ev.CallOutcome.TRANSFERRED, ev.EndedBy.AGENT)),
     ], caller=REFUND, called="5000", dialplan="canary", variant="beta")  # fmt: skip
     for i in range(FILLERS):
-        bye = ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED)
+        bye = ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER)
         first: list[tuple[float, ev.Report]] = [(0.0, ev.Latency("greeting", 100.0 + 10 * i))]
         away = [(0.0, ev.SessionLost(None, 1006, "gone", True)), (0.0, ev.OutageEnded(0.5))] if i == 0 else []
         say(store, clock, f"c-fill-{i:02d}", [(1.0, ev.Answered()), *first, *away, (1.0, bye)],

@@ -63,7 +63,7 @@ def identity(variant: str = "ga", dialplan: str = "canary") -> dict[str, str]:
 async def test_a_recovered_session_is_no_failure_and_a_live_call_counts_in_its_variant(redis_url: str) -> None:
     stats = CallStats()  # the worker's listener for the rollout, fed what the session reported
     for report in (ev.Answered(), ev.Latency("greeting", 640.0), LOST, ev.Recovered(1),
-                   ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED)):  # fmt: skip
+                   ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER)):  # fmt: skip
         stats(report)
     client = aioredis.from_url(redis_url, decode_responses=True)
     rollouts = RolloutStore(client=client, specs={"canary": CANARY.rollout_spec})  # type: ignore[dict-item]
@@ -89,10 +89,10 @@ async def test_the_ended_list_carries_each_calls_marks_and_filters_by_one(redis_
     async with CallStore(redis_url, worker="w-ended-marks", flush_interval_s=0.01, reap_interval_s=None) as store:
         recovered = store.listener_for("ended-recovered", **identity(dialplan="desk"))
         for r in (ev.Answered(), LOST, ev.HoldStarted(), ev.HoldEnded(1.5), ev.Recovered(1),
-                  ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED)):  # fmt: skip
+                  ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER)):  # fmt: skip
             recovered(r)
         calm = store.listener_for("ended-calm", **identity(dialplan="desk"))
-        for r in (ev.Answered(), ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED)):
+        for r in (ev.Answered(), ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER)):
             calm(r)
         assert await store.flush()
     client = aioredis.from_url(redis_url, decode_responses=True)

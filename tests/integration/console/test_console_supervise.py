@@ -140,7 +140,7 @@ async def hang_up_from_the_row(page: Page, stack: Stack, caller: asyncio.subproc
     await page.wait_for("document.getElementById('action-state').textContent.startsWith('hangup: done')", 15)
     out, _ = await asyncio.wait_for(caller.communicate(), 40)
     assert json.loads(out.decode().strip().splitlines()[-1])["hangup_by"] == "remote"
-    assert (await stack.report(call_id))["end_reason"] == "ended by a supervisor"
+    assert (await stack.report(call_id))["end_reason"].startswith("ended by a supervisor (")
     await page.wait_for(
         "document.getElementById('action-state').textContent.endsWith('The call has ended.')"
         " && document.getElementById('detail-state').textContent.startsWith('ended')",

@@ -26,6 +26,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--index", type=int)
 parser.add_argument("--settings-fd", type=int)
 parser.add_argument("--ready-fd", type=int)
+parser.add_argument("--control-fd", type=int)
 args = parser.parse_args()
 counter = Path(__file__).with_suffix(".runs")
 run = int(counter.read_text()) if counter.exists() else 0

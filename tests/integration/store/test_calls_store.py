@@ -190,7 +190,7 @@ async def test_the_listener_maps_session_reports_to_fields_and_stream_entries(
             "bad",
             "protocol",
         )
-        listen(ev.CallEnded("agent ended the call", "completed"))
+        listen(ev.CallEnded("agent ended the call", "completed", ev.EndedBy.AGENT))
         assert await store.flush()
         state = await raw.hgetall(keys.call("c1"))
         assert (state["phase"], state["end_reason"]) == ("ENDED", "agent ended the call")

@@ -160,7 +160,7 @@ class Desk:
         self.report = CallReport("c1", "ga", "support")
         self.tools = ToolCalls(
             PLAN, self.leg, self.sent.append, self.reports.append, self.report,  # type: ignore[arg-type]  # the two methods used
-            end=lambda reason, outcome: self.ended.append((reason, outcome)), clock=self.clock,
+            end=lambda reason, _by, outcome: self.ended.append((reason, outcome)), clock=self.clock,
             transfer=self.warm.append if warm else None, hold_wav="hold.wav",
         )  # fmt: skip
 

@@ -70,8 +70,8 @@ class Bed:
         self.quiet = True  # the agent: no response under way, nothing left to play
         self.warm = WarmTransfer(
             TransferPlan(mode="warm", target=TARGET, **plan), leg, "hold.wav", self.report, send=self.sent.append,
-            emit=self.reports.append, end=lambda why, outcome: self.ended.append((why, outcome)), clock=time.monotonic,
-            agent_quiet=lambda: self.quiet,
+            emit=self.reports.append, end=lambda why, _, outcome: self.ended.append((why, outcome)),
+            clock=time.monotonic, agent_quiet=lambda: self.quiet,
         )  # fmt: skip
 
     @property

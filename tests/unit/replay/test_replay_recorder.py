@@ -53,7 +53,7 @@ def test_stereo_recording_is_frame_aligned_with_the_events(tmp_path: Path) -> No
     rec.hangup()
     assert leg.hung_up and len(got) == 50  # the session still gets every caller frame
     assert rec.uplink_offload((1, 2)) is None  # recording: caller frames must reach the tap, not bypass it
-    rec.listener(ev.CallEnded("caller hung up", "completed"))  # closes the recording
+    rec.listener(ev.CallEnded("caller hung up", "completed", ev.EndedBy.CALLER))  # closes the recording
     caller, agent, header, notes = read_recording(tmp_path / "rec")
     c, a = np.frombuffer(caller, "<i2"), np.frombuffer(agent, "<i2")
     assert len(c) == len(a) == 50 * 160
@@ -65,7 +65,13 @@ def test_stereo_recording_is_frame_aligned_with_the_events(tmp_path: Path) -> No
     # (500 ms = the position of frame 25 in audio.wav)
     assert notes[-2:] == [
         {"t_ms": pytest.approx(1000.0), "kind": "leg_hangup", "summary": "the bridge hung up"},
-        {"t_ms": pytest.approx(1000.0), "kind": "ended", "summary": "caller hung up", "outcome": "completed"},
+        {
+            "t_ms": pytest.approx(1000.0),
+            "kind": "ended",
+            "summary": "caller hung up",
+            "outcome": "completed",
+            "ended_by": "caller",
+        },
     ]
     with wave.open(str(tmp_path / "rec" / AUDIO_FILE)) as w:
         assert (w.getnchannels(), w.getframerate(), w.getsampwidth()) == (2, 8000, 2)
@@ -78,7 +84,7 @@ def test_without_consent_nothing_is_recorded(tmp_path: Path) -> None:
     rec.start_media(source, sink)
     assert leg.media == (source, sink)  # not even wrapped
     assert rec.uplink_offload((1, 2)) == "offload" and leg.offload_asked == (1, 2)  # the wrapped leg's own
-    rec.listener(ev.CallEnded("caller hung up", "completed"))
+    rec.listener(ev.CallEnded("caller hung up", "completed", ev.EndedBy.CALLER))
     assert rec.close() is None
     assert not (tmp_path / "rec").exists()
 
@@ -181,7 +187,7 @@ def test_a_barge_in_on_a_recorded_call_still_flushes_the_media_ports_ring(tmp_pa
     assert not rec.agent  # ... and the recording forgets them: never sent, never heard
     assert outbound.pop_frame() == bytes(FRAME)  # silence after the barge-in
     leg.media[1](np.full(160, 7, dtype="<i2").tobytes(), 0.0)  # the tick that sends it
-    rec.listener(ev.CallEnded("caller hung up", "completed"))
+    rec.listener(ev.CallEnded("caller hung up", "completed", ev.EndedBy.CALLER))
     caller, agent, _, _ = read_recording(tmp_path / "rec")
     assert len(caller) == len(agent) == FRAME and agent == bytes(FRAME)  # the flushed frame is not in it
 
@@ -224,7 +230,7 @@ def test_the_recording_is_on_disk_and_playable_while_the_call_goes_on(tmp_path: 
     assert json.loads(events[0])["kind"] == "recording" and json.loads(events[-1])["kind"] == "dtmf"
     now[0] += 3.0  # the pause ends 3 s after the last key
     ticks(10)
-    rec.listener(ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED))
+    rec.listener(ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER))
     caller, agent, _, _ = read_recording(tmp_path / "rec")
     c, a = np.frombuffer(caller, "<i2").reshape(-1, 160), np.frombuffer(agent, "<i2").reshape(-1, 160)
     assert len(c) == len(a) == CHUNK_TICKS * 3 + 20  # one frame per tick on both channels

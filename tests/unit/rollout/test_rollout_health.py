@@ -33,7 +33,7 @@ def test_a_calls_numbers_come_from_its_reports_and_its_usage() -> None:
         ev.Truncated("item_1", 900),  # the second truncate was never confirmed
         ev.ToolCalled("end_call", "{}", '{"ok":true,"note":"bye"}'),
         ev.ToolCalled("teleport", "{}", '{"ok":false,"error":"unknown tool \'teleport\'"}'),
-        ev.CallEnded("caller hung up", "completed"),
+        ev.CallEnded("caller hung up", "completed", ev.EndedBy.CALLER),
     ):
         stats(report)
     stats.add_usage(ev.Usage(total_tokens=150, input_tokens=100, output_tokens=50))
@@ -69,7 +69,11 @@ LOST = ev.SessionLost(ev.ErrorClass.NETWORK, None, "connection reset", True)
 )
 def test_a_lost_session_that_came_back_is_recovered_not_dropped(reports: list[ev.Report], outcome: str) -> None:
     stats = CallStats()
-    for report in [ev.Answered(), *reports, ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED)]:
+    for report in [
+        ev.Answered(),
+        *reports,
+        ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER),
+    ]:
         stats(report)
     assert stats.outcome == outcome
 
