@@ -43,6 +43,9 @@ def pytest_configure(config: pytest.Config) -> None:
     """An xdist worker picks the ports it hands to servers (``free_port_block``) from a slice of WORKER_PORTS of its
     own, and so does every process it starts: two workers never race for one port, and no client socket takes a
     port between its pick and its server's bind."""
+    config.addinivalue_line(
+        "markers", "lab: needs network namespaces (root): several hosts on one machine (bridge/devkit/lab.py)"
+    )
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ... (set by xdist in each worker)
     if not worker.startswith("gw"):
         return
