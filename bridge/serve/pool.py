@@ -438,7 +438,10 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sip-host", help="the SIP address to bind (default 127.0.0.1)")
     parser.add_argument("--sip-port", type=int, help="the first worker's SIP port, or the front's (default 5060)")
     parser.add_argument("--realtime-url", help="the model service's WebSocket URL (default: the local emulator)")
-    parser.add_argument("--redis-url", help="per-call state (redis://, rediss://, unix://); none: no shared state")
+    parser.add_argument(
+        "--redis-url",
+        help="per-call state (redis://, rediss://, unix://, redis+sentinel://: docs/configuration.md); none: no state",
+    )
     parser.add_argument("--http-port", type=int, help="the HTTP API, console and /metrics (default: off)")
     parser.add_argument("--dialplans", type=Path, metavar="DIR", help="the dialplan files (default ./dialplans)")
     parser.add_argument(
