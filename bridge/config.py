@@ -109,7 +109,10 @@ class Settings(BaseSettings):
     sip_tls_port: int | None = Field(None, ge=0, le=65535)
     sip_tls_cert: Path | None = None
     sip_tls_key: Path | None = None
-    sip_tls_ca: Path | None = None
+    sip_tls_ca: Path | None = None  # None: the system's CA store verifies them
+    sip_tls_verify: bool = True  # False: the far end's certificate is not verified (a warning at each start)
+    # the Server and User-Agent headers of the workers and the front: "" (none) names nothing to a scanner
+    sip_server_header: str = Field("", max_length=128, pattern=r"^[A-Za-z0-9 ._/()+:;,=@-]*$")
     # SRTP (SDES, RFC 4568: AES_CM_128_HMAC_SHA1_80 and _32): off; optional (offered, plain RTP accepted); mandatory
     # (an offer without crypto gets 488)
     srtp: Literal["off", "optional", "mandatory"] = "off"
@@ -205,6 +208,9 @@ class Settings(BaseSettings):
     front_pike_requests: int = Field(400, ge=1, le=1_000_000)
     front_pike_window_s: int = Field(2, ge=1, le=300)
     front_ban_s: int = Field(300, ge=1, le=86400)
+    # refusals (403: not allowed, bad credentials, not the caller's dialog; the front's or a worker's) to one address,
+    # each within 60 s of the last, that ban it for front_ban_s as a flood does
+    front_refusal_limit: int = Field(10, ge=1, le=10000)
     front_topology_hiding: bool = False
     # The Redis database (of redis_url, redis:// only) the front keeps its dialogs in (Kamailio's dialog module with
     # db_redis, written as they change), so that a restarted front, or a second one taking over its address, carries

@@ -178,7 +178,9 @@ class Edge:
     pike_requests: int = 400  # requests per window from one address ...
     pike_window_s: int = 2
     ban_s: int = 300  # ... ban it for this long
+    refusal_limit: int = 10  # 403s to one address, each within a minute of the last, that ban it for ban_s too
     topology_hiding: bool = False
+    server_header: str = ""  # the Server / User-Agent header of Kamailio's own messages; "": none
 
     def __repr__(self) -> str:  # never the passwords
         return f"Edge({self.describe()})"
@@ -193,7 +195,9 @@ class Edge:
             pike_requests=settings.front_pike_requests,
             pike_window_s=settings.front_pike_window_s,
             ban_s=settings.front_ban_s,
+            refusal_limit=settings.front_refusal_limit,
             topology_hiding=settings.front_topology_hiding,
+            server_header=settings.sip_server_header,
         )
         edge.check()
         return edge
@@ -223,7 +227,10 @@ class Edge:
             if self.auth_users
             else "no authentication at the front (front_auth off)"
         )
-        flood = f"ban {self.ban_s} s over {self.pike_requests} requests per {self.pike_window_s} s"
+        flood = (
+            f"ban {self.ban_s} s over {self.pike_requests} requests per {self.pike_window_s} s"
+            f" or {self.refusal_limit} refusals"
+        )
         hiding = "topology hidden" if self.topology_hiding else "topology not hidden"
         return f"sources: {sources}; {auth}; {flood}; {hiding}"
 
@@ -307,7 +314,11 @@ def front_defs(
         "FRONT_BAN_S": str(edge.ban_s),
         "FRONT_ADDRESS_FILE": str(run_dir / "front.sources"),
         "FRONT_AUTH_REALM": edge.auth_realm,
+        "FRONT_REFUSALS": str(edge.refusal_limit),
     }
+    if edge.server_header:
+        strings["FRONT_SERVER_NAME"] = edge.server_header
+    source_ipv4 = _ipv4_host(listen_host)
     if tls_port is not None:
         strings["FRONT_LISTEN_TLS"] = f"tls:{host}:{tls_port}" + (
             f" advertise {public}:{tls_port}" if advertise else ""
@@ -324,6 +335,8 @@ def front_defs(
             ("FRONT_TOPOH", edge.topology_hiding),
             ("FRONT_TLS", tls_port is not None),
             ("FRONT_DIALOG_DB", bool(dialog_db)),
+            ("FRONT_SERVER_HEADER", bool(edge.server_header)),
+            ("FRONT_SOURCE_IPV4", bool(source_ipv4)),
         )
         if on
     ]
@@ -343,7 +356,16 @@ def front_defs(
     lines += [f'#!substdef "!{name}!{value}!g"' for name, value in strings.items()]
     lines += [f"#!define {name} {value}" for name, value in numbers.items()]
     lines += [f"#!define {name}" for name in switches]
+    if source_ipv4:  # the address the workers trust as their front's, also on the front's TCP and TLS connections
+        lines.append(f'#!substdef "!FRONT_SOURCE_ADDRESS!{source_ipv4}!g"')
     return "\n".join(lines) + "\n"
+
+
+def _ipv4_host(host: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(host))
+    except ValueError:
+        return ""
 
 
 # -- dialogs in Redis (the dialog module's db_redis backend) ------------------------------------------------------

@@ -10,8 +10,10 @@ address ``serve`` listens on: ``http(s)://<http_host>:<http_port>/healthz`` (loo
 wildcard). Healthy: ``/healthz`` answers 200 (serve's own readiness: workers ready, Redis answering, no model
 breaker open), every worker alive and ready, the front (with ``front: kamailio``) alive. A 503's body says why.
 Healthy but degraded: a worker's Redis writes wait (an outage, a Sentinel failover being re-synced); calls go on and
-their state is queued, so this is still exit 0, with the reason printed. Exit 0 healthy, 1 not (or no answer), 2 a
-configuration error (no ``http_port``: nothing to ask).
+their state is queued, so this is still exit 0, with the reason printed. What the settings leave open to the network
+(:func:`bridge.sip.exposure.open_warnings`: plain SIP or a plain-HTTP console off loopback, no allow-list) is printed
+as warnings, healthy or not. Exit 0 healthy, 1 not (or no answer), 2 a configuration error (no ``http_port``:
+nothing to ask).
 """
 
 from __future__ import annotations
@@ -70,12 +72,19 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError, urllib.error.URLError) as exc:
         health, found = {}, [f"no answer from {url}: {exc}"]
     degraded = [str(d) for d in health.get("degraded") or []]
+    from bridge.sip.exposure import open_warnings
+
+    warnings = open_warnings(settings)
     if args.json:
-        print(json.dumps({"healthy": not found, "problems": found, "degraded": degraded, "url": url, "health": health}))
-    elif found:
+        print(json.dumps({"healthy": not found, "problems": found, "degraded": degraded, "warnings": warnings,
+                          "url": url, "health": health}))  # fmt: skip
+        return EXIT_HEALTHY if not found else EXIT_UNHEALTHY
+    if found:
         print(f"UNHEALTHY ({url}): " + "; ".join(found))
     else:
         print(f"healthy ({url})" + (", degraded: " + "; ".join(degraded) if degraded else ""))
+    for warning in warnings:
+        print(f"warning: open: {warning}")
     return EXIT_HEALTHY if not found else EXIT_UNHEALTHY
 
 

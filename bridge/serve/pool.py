@@ -373,6 +373,10 @@ def main(argv: list[str]) -> int:
     forget_environment(_secret_values(settings, console), secret_variables(os.environ))
     log.info("settings: %s", json.dumps(settings.public(), default=str))
     log.info("SIP access: %s", open_to)
+    from bridge.sip.exposure import open_warnings
+
+    for warning in open_warnings(settings):  # every start says what is left open
+        log.warning("open: %s", warning)
     announce_fast_path()
 
     # Workers are processes: prometheus-client must merge their samples (multiprocess mode). Set before the

@@ -144,6 +144,8 @@ def sip_config(s: Settings, index: int, port: int) -> SipConfig:
         tls_cert=str(s.sip_tls_cert or ""),
         tls_key=str(s.sip_tls_key or ""),
         tls_ca=str(s.sip_tls_ca or ""),
+        tls_verify=s.sip_tls_verify,
+        user_agent=s.sip_server_header,
         srtp=s.srtp,
         rtp_port=s.worker_rtp_port(index),
         rtp_port_range=s.rtp_ports_per_worker if s.rtp_port else 0,

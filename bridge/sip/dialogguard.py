@@ -15,6 +15,10 @@ call's INVITE:
 
 A request of a dialog the gateway does not hold (a warm transfer's outbound leg, or no call at all) is pjsip's to
 answer. A CANCEL counts as in the dialog of its INVITE: a stranger cannot cancel a ringing call either.
+
+Every INVITE and UPDATE, new calls' too, also meets :func:`media_security`: SDES keys (``a=crypto``, RFC 4568) are
+secret only over TLS, so an offer carrying them over UDP or TCP gets ``488`` (the keys went out in the clear: no
+call is set up with them); and a ``sips:`` call (RFC 5630: secure to the end) whose offer is plain RTP gets ``488``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ PASS, DROP = 0, -1  # verdict statuses besides a response code: let pjsip have i
 FORBIDDEN_NOT_CALLER = "Forbidden (not the caller's address)"
 MEDIA_NOT_ADMITTED = "Not Acceptable Here (media address not the caller's)"
 _MOVES_MEDIA = frozenset({"INVITE", "UPDATE"})
+KEYS_IN_CLEAR = "Not Acceptable Here (SDES keys over an insecure transport: use TLS)"
+SIPS_NEEDS_SRTP = "Not Acceptable Here (a sips: call needs SRTP)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +72,10 @@ class DialogGuard:
 
     def verdict(self, message: str, source: str) -> DialogVerdict:
         """What to do with a request (its text as received, ``source`` "ip:port" it came from)."""
+        if not self._dialogs:
+            return DialogVerdict(PASS)
         head = parse_request_head(message)
-        if head is None or not self._dialogs:
+        if head is None:
             return DialogVerdict(PASS)
         held = self._dialogs.get(head.headers.get("call-id", ""))
         in_dialog = ";tag=" in head.headers.get("to", "").replace(" ", "") or head.method == "CANCEL"
@@ -110,3 +118,37 @@ def _same_host(a: str, b: str) -> bool:
     if isinstance(second, ipaddress.IPv6Address) and second.ipv4_mapped is not None:
         second = second.ipv4_mapped
     return first == second
+
+
+def media_security(message: str, transport: str) -> DialogVerdict:
+    """The transport rule of an offer (see the module doc); ``transport`` "udp", "tcp", "tls" ("": not known, no
+    rule)."""
+    if not message.startswith(("INVITE ", "UPDATE ")) or not transport:
+        return DialogVerdict(PASS)
+    head = parse_request_head(message)
+    if head is None or head.method not in _MOVES_MEDIA or not transport:
+        return DialogVerdict(PASS)
+    audio, crypto = _audio_offer(split_message(message)[1])
+    if crypto and transport != "tls":
+        return DialogVerdict(488, KEYS_IN_CLEAR, f"{head.method} with SDES keys over {transport.upper()}")
+    if head.uri.lower().startswith("sips:") and audio and not (audio.startswith("RTP/SAVP") and crypto):
+        return DialogVerdict(488, SIPS_NEEDS_SRTP, f"sips: {head.method} offering {audio}")
+    return DialogVerdict(PASS)
+
+
+def _audio_offer(sdp: str) -> tuple[str, bool]:
+    """The first audio stream's transport protocol (``RTP/AVP``, ``RTP/SAVP``; "" without one) and whether the offer
+    carries SDES keys (``a=crypto`` at its level or the session's)."""
+    proto, crypto, in_audio, seen_audio = "", False, True, False
+    for raw in sdp.splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            if seen_audio:
+                break
+            parts = line[2:].split()
+            in_audio = bool(parts) and parts[0] == "audio"
+            if in_audio:
+                seen_audio, proto = True, parts[2] if len(parts) > 2 else ""
+        elif line.startswith("a=crypto:") and in_audio:
+            crypto = True
+    return proto, crypto

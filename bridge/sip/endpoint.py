@@ -104,7 +104,9 @@ class SipConfig:
     tls_port: int = 0  # 0: any free port
     tls_cert: str = ""  # PEM certificate and private key of the TLS listener (checked at construction)
     tls_key: str = field(default="", repr=False)
-    tls_ca: str = ""  # PEM CA list that verifies the far end of connections this side opens; "": not verified
+    # PEM CA list that verifies the far end of the TLS connections this side opens; "": the system's CA store
+    tls_ca: str = ""
+    tls_verify: bool = True  # False: the far end's certificate is not verified (a warning at each start)
     srtp: str = "off"  # off | optional | mandatory (SDES, RFC 4568; bridge.sip.transports)
     public_address: str = ""  # advertised in Contact and Via (and SDP, unless rtp_public_address) instead of host
     rtp_public_address: str = ""  # advertised in SDP (c=, o=) instead of host (1:1 NAT); "" = public_address
@@ -112,7 +114,7 @@ class SipConfig:
     rtp_port_range: int = 0  # number of ports from rtp_port to try; 0 = no limit
     max_calls: int = DOCUMENTED_CALL_CAP  # asked for; the library may cut it (see SipEndpoint.max_calls)
     user: str = "callbridge"  # user part of the local account URI
-    user_agent: str = "callbridge"
+    user_agent: str = ""  # Server and User-Agent headers: "" sends none (nothing names the product to a scanner)
     pjsua_log_level: int = 1  # pjlib log level 0-6, forwarded to logger "bridge.sip.pjsua"; 4+ logs SIP messages
     poll_interval_s: float = 0.02  # libHandleEvents while shutting down (in service: the metronome's 20 ms beat)
     busy_poll_interval_s: float = 0.005  # the same after SIP traffic while polls find more (bursts, floods)
@@ -593,6 +595,10 @@ class SipEndpoint:
         local = str(ep.transportGetInfo(tid).localName)
         if name == "tls":
             self.tls_port = int(local.rsplit(":", 1)[1])
+            if not cfg.tls_verify:
+                _LOG.warning(
+                    "TLS: the far end's certificate is not verified on connections this side opens (tls_verify off)"
+                )
         else:
             self.sip_port = self.sip_port or int(local.rsplit(":", 1)[1])
         self.local_host = self.local_host or local.rsplit(":", 1)[0]

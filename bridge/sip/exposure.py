@@ -2,13 +2,16 @@
 
 The rule itself is pure (:func:`bridge.sip.access.exposure`); this reads it off :class:`~bridge.config.Settings` and
 turns a refusal into a :class:`~bridge.errors.ConfigError` that names the settings. No pjsua2 here.
+:func:`open_warnings` names what the settings leave open (each a WARNING at every start of ``serve``, and printed by
+``callbridge health``): plain SIP off loopback, the console over plain HTTP off loopback, no allow-list, TLS peers
+not verified.
 """
 
 from __future__ import annotations
 
 from bridge.config import Settings
 from bridge.errors import ConfigError
-from bridge.sip.access import exposure
+from bridge.sip.access import exposure, is_loopback_host
 
 
 def check_exposure(settings: Settings) -> str:
@@ -31,3 +34,24 @@ def check_exposure(settings: Settings) -> str:
     if problem:
         raise ConfigError("settings", "sip_allowed_sources", problem)
     return what
+
+
+def open_warnings(settings: Settings) -> list[str]:
+    """What these settings leave open to the network; empty: nothing (see the module doc)."""
+    found: list[str] = []
+    sip_host = settings.sip_host or "*"
+    if not is_loopback_host(settings.sip_host):
+        found.append(
+            f"plain SIP (UDP and TCP) on {sip_host}: signalling and SDP travel in the clear"
+            + ("" if settings.sip_tls_port is not None else " and there is no TLS listener (sip_tls_port)")
+        )
+        allow = list(settings.sip_allowed_sources)
+        if settings.front != "none":
+            allow += settings.front_allowed_sources
+        if not allow:
+            found.append("no allow-list: any source may send SIP (sip_allowed_sources, front_allowed_sources)")
+    if settings.http_port is not None and not is_loopback_host(settings.http_host) and settings.http_tls_cert is None:
+        found.append(f"the console and API over plain HTTP on {settings.http_host or '*'} (http_tls_cert)")
+    if not settings.sip_tls_verify:
+        found.append("sip_tls_verify: false: TLS peers' certificates are not verified")
+    return found

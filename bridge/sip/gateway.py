@@ -102,7 +102,7 @@ from bridge.sip.bounds import (
 from bridge.sip.callermedia import CallerMedia
 from bridge.sip.cport import NativePort, NativeUplink
 from bridge.sip.crossing import MediaPort
-from bridge.sip.dialogguard import PASS, DialogGuard, GuardedDialog
+from bridge.sip.dialogguard import PASS, DialogGuard, GuardedDialog, media_security
 from bridge.sip.endpoint import CallGone, LogLimiter, RejectedCall, SipConfig, SipEndpoint, SipError, sip_error
 from bridge.sip.outbound import HumanCall, dial
 from bridge.sip.rtpguard import MediaClaims, MediaGuard, media_sources, sdp_connection_ip
@@ -734,7 +734,7 @@ class SipGateway:
         self._fronts = parse_networks(config.trusted_fronts, "SipConfig.trusted_fronts")
         self._auth = config.digest_auth()
         self._lockout = config.auth_lockout()
-        # closed by default: nothing configured means loopback sources and the trusted fronts' calls only
+        # closed by default: nothing configured means the trusted fronts' calls only, or loopback sources without one
         self._closed_default = not (self._allowed or self._auth or config.allow_any_source)
         self._watch: asyncio.Task[None] | None = None
         self._claims: MediaClaims | None = None  # every media socket's owner: a call, or a transfer's leg
@@ -856,11 +856,16 @@ class SipGateway:
         )
         self._guarded[id(handle)] = sip_call_id
 
-    def _check_request(self, message: str, source: str) -> tuple[int, str]:
-        """Every received request, before pjsip acts on it (bridge.sip.rxhook): the dialog guard's verdict."""
+    def _check_request(self, message: str, source: str, transport: str) -> tuple[int, str]:
+        """Every received request, before pjsip acts on it (bridge.sip.rxhook): the dialog guard's verdict, then the
+        offer's transport rule (SDES keys over TLS only, SRTP on sips: calls)."""
         verdict = self.dialogs.verdict(message, source)
+        if verdict.status == PASS:
+            verdict = media_security(message, transport)
         if verdict.status != PASS:
-            line = self._refusal_log.admit(f"refused {verdict.detail}: {verdict.status} {verdict.reason}")
+            line = self._refusal_log.admit(
+                f"refused {verdict.detail} (from {source}): {verdict.status} {verdict.reason}"
+            )
             if line is not None:
                 _LOG.warning("%s", line)
         return verdict.status, verdict.reason
@@ -913,9 +918,10 @@ class SipGateway:
         if self._allowed and not in_networks(source, self._allowed):
             return _Verdict(403, FORBIDDEN_SOURCE, "not in SipConfig.allowed_sources")
         if self._closed_default and not (
-            in_networks(str(prm.rdata.srcAddress), self._fronts) or in_networks(source, LOOPBACK)
+            in_networks(str(prm.rdata.srcAddress), self._fronts) or (not self._fronts and in_networks(source, LOOPBACK))
         ):
-            return _Verdict(403, FORBIDDEN_SOURCE, "nothing configured: loopback and trusted fronts only")
+            # behind a front, its callers come through it: a local process reaching the worker's port is refused
+            return _Verdict(403, FORBIDDEN_SOURCE, "nothing configured: the trusted fronts only (else loopback)")
         if body_shorter_than_declared(message):
             return _Verdict(400, "Bad Request (Content-Length larger than the body)", "truncated body")
         auth = self._auth

@@ -8,8 +8,9 @@ module through ctypes, in the wheel's own library (as :mod:`bridge.sip.cport` re
 transaction layer, and hands each request's text and source to a Python function whose verdict it carries out:
 pass it on, drop it, or answer it statelessly (``pjsip_endpt_respond_stateless``) with a code and reason.
 
-The module needs two fields of ``pjsip_rx_data``: the message (``msg_info.msg_buf``, ``msg_info.len``) and the
-source (``pkt_info.src_name``, ``pkt_info.src_port``). No pjproject header is used: their offsets are found on the
+The module needs three fields of ``pjsip_rx_data``: the message (``msg_info.msg_buf``, ``msg_info.len``), the
+source (``pkt_info.src_name``, ``pkt_info.src_port``) and the transport it came over (``tp_info.transport``, whose
+``obj_name`` starts with its kind). No pjproject header is used: their offsets are found on the
 first request and proven there (:func:`_locate`): ``tp_info.op_key.rdata`` points back at the buffer, the message
 pointer at the packet's first byte, and the source name is an IP address. A layout that does not prove out leaves
 every request to pjsip and says why (:attr:`RxHook.why`).
@@ -37,7 +38,10 @@ _SCAN_LIMIT = 1 << 17  # how far past the packet the message pointer is looked f
 _INET6_ADDRSTRLEN = 46
 
 Verdict = tuple[int, str]  # (0: pass on, -1: drop, else the status code of the answer; the reason phrase)
-OnRequest = Callable[[str, str], Verdict]  # (the message text, "ip:port" it came from)
+OnRequest = Callable[[str, str, str], Verdict]  # (the message text, "ip:port" it came from, "udp" / "tcp" / "tls")
+_TRANSPORT = _PTR  # tp_info.transport: a pjsip_transport, whose first field is its name (obj_name: "udp0x...",
+# "tcps0x..." / "tcpc0x...", "tlss0x..." / "tlsc0x...")
+TRANSPORT_NAMES = ("udp", "tcp", "tls")
 
 _RX = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 
@@ -114,8 +118,16 @@ def _is_ip(name: bytes) -> bool:
     return True
 
 
+def transport_name(transport: int) -> str:
+    """ "udp", "tcp" or "tls" from a ``pjsip_transport``'s ``obj_name``; "" if it names none of them."""
+    if not transport:
+        return ""
+    kind = ctypes.string_at(transport, 3).decode("ascii", "replace").lower()
+    return kind if kind in TRANSPORT_NAMES else ""
+
+
 class RxHook:
-    """The bridge's pjsip module: ``on_request(text, source)`` sees every request first (see the module doc)."""
+    """The bridge's pjsip module: ``on_request(text, source, transport)`` sees every request first (module doc)."""
 
     def __init__(self, on_request: OnRequest) -> None:
         self._on_request = on_request
@@ -177,7 +189,7 @@ class RxHook:
         )
         port = ctypes.c_int.from_address(rdata + layout.src_port).value
         source = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
-        status, reason = self._on_request(text, source)
+        status, reason = self._on_request(text, source, transport_name(_word(rdata + _TRANSPORT)))
         if status == 0:
             return 0
         if status > 0 and PJSUA is not None and self._endpt is not None:

@@ -1,16 +1,19 @@
 """What pjsua2 is told about transports and accounts: UDP, TCP and TLS listeners, the account's URI, media ports,
 NAT addresses, session timers and SRTP. Built from a :class:`~bridge.sip.endpoint.SipConfig`.
 
-* **TLS** (RFC 5630): a ``PJSIP_TRANSPORT_TLS`` listener on ``tls_port`` with the certificate and key; the CA file,
-  when given, verifies the far end of the connections this side opens (a softphone calling a trunk). Callers are
-  not asked for a client certificate: trunks authenticate by address or digest, as over UDP.
+* **TLS** (RFC 5630): a ``PJSIP_TRANSPORT_TLS`` listener on ``tls_port`` with the certificate and key; the far end
+  of the connections this side opens (a softphone calling a trunk, a transfer's outbound leg) is verified against
+  the CA file, or the system's CA store without one (``tls_verify`` False: not verified). Callers are not asked for
+  a client certificate: trunks authenticate by address or digest, as over UDP.
 * **sips:** the account URI is ``sips:`` when the endpoint speaks TLS: pjsua then answers a ``sips:`` call with a
   ``sips:`` Contact (``pjsua_acc_create_uas_contact``: ``secure && acc->is_sips``), which a ``sips:`` caller
   requires (RFC 5630 §3.1.3); over UDP and TCP the Contact stays ``sip:``.
 * **SRTP** (RFC 4568 SDES, RFC 3711): ``srtp`` ``off``, ``optional`` (offered and accepted, plain RTP accepted too)
   or ``mandatory`` (an offer without ``a=crypto`` gets ``488 Not Acceptable Here`` from pjsua itself); the suites
   are AES_CM_128_HMAC_SHA1_80 and AES_CM_128_HMAC_SHA1_32, SDES keying only. The SDES keys travel in the SDP, so they
-  are secret only over TLS: a trunk that offers SRTP should use TLS.
+  are secret only over TLS: with TLS on, SRTP is never ``off`` (:func:`srtp_mode`: ``optional`` at least, so that a
+  ``sips:`` call gets it), and an offer with keys over UDP or TCP, or a ``sips:`` offer without them, gets ``488``
+  before pjsua sees it (bridge.sip.dialogguard, ``media_security``).
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ def transport_config(name: str, cfg: SipConfig, port: int) -> Any:
         tls.proto = pj.PJ_SSL_SOCK_PROTO_TLS1_2 | pj.PJ_SSL_SOCK_PROTO_TLS1_3  # RFC 8996: nothing older
         if cfg.tls_ca:
             tls.CaListFile = cfg.tls_ca
-            tls.verifyServer = True
+        # without a CA file OpenSSL's default paths (the system's CA store) verify; never the bundle as a file: a
+        # listener given one fails every handshake it accepts
+        tls.verifyServer = cfg.tls_verify
         tls.verifyClient = False
         tls.requireClientCert = False
     return tc
@@ -74,8 +79,13 @@ def account_config(cfg: SipConfig, host: str, sip_port: int, credentials: tuple[
     timers.timerUse = pj.PJSUA_SIP_TIMER_ALWAYS
     timers.timerSessExpiresSec = cfg.session_expires_s
     timers.timerMinSESec = cfg.session_min_se_s
-    _srtp(acfg.mediaConfig, cfg.srtp)
+    _srtp(acfg.mediaConfig, srtp_mode(cfg))
     return acfg
+
+
+def srtp_mode(cfg: SipConfig) -> str:
+    """The SRTP mode pjsua is given: ``srtp``, but with TLS on never ``off`` (a ``sips:`` call must get SRTP)."""
+    return "optional" if cfg.srtp == "off" and "tls" in cfg.transports else cfg.srtp
 
 
 def _srtp(media: Any, mode: str) -> None:

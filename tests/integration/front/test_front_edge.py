@@ -32,7 +32,8 @@ from _front import (
 from bridge.serve.front import DRAINED, edge_counts, rpc_call, set_state
 
 pytestmark = requirements
-STRANGER, FLOODER, ELSEWHERE = "127.0.0.4", "127.0.0.5", "127.0.0.6"
+STRANGER, FLOODER, ELSEWHERE, SCANNER = "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7"
+SERVER = "edge-lab"  # sip_server_header: what the operator chose to show
 USER, PASSWORD, REALM = "trunk1", "s3cret:with-colon", "trunks.example"
 
 
@@ -86,10 +87,12 @@ class Peer:
     def close(self) -> None:
         self.sock.close()
 
-    def send(self, method: str, *, to_tag: str = "", extra: tuple[str, ...] = (), call_id: str = "") -> str:
+    def send(
+        self, method: str, *, to_tag: str = "", extra: tuple[str, ...] = (), call_id: str = "", uri: str = ""
+    ) -> str:
         """One request (Content-Length 0) to the front; returns its Call-ID."""
         call_id = call_id or secrets.token_hex(8)
-        uri = f"sip:2000@{self.front[0]}:{self.front[1]}"
+        uri = uri or f"sip:2000@{self.front[0]}:{self.front[1]}"
         lines = [
             f"{method} {uri} SIP/2.0",
             f"Via: SIP/2.0/UDP {self.host}:{self.port};branch=z9hG4bK{secrets.token_hex(6)};rport",
@@ -136,13 +139,13 @@ def peer(host: str, front: tuple[str, int]) -> Iterator[Peer]:
 
 async def test_a_strangers_invite_gets_403_at_the_front_and_no_worker_sees_it(tmp_path: Path) -> None:
     work = sipp_dir(tmp_path)
-    config = {"front_allowed_sources": [f"{CALLER}/32"]}
+    config = {"front_allowed_sources": [f"{CALLER}/32"], "sip_server_header": SERVER}
     async with front_node(tmp_path, workers=1, config=config) as (node, port, _):
         assert f"sources: {CALLER}/32; no authentication at the front" in node.stderr_tail(20000)
 
         refused = await invite(NODE_A, port, local_host=STRANGER)
         assert (refused.status, refused.reason) == (403, "Forbidden (source address not allowed)")
-        assert "callbridge-front" in refused.headers.get("server", "")  # Kamailio answered, not a worker
+        assert refused.headers.get("server") == SERVER  # Kamailio answered (a worker's pjsua sends no Server)
         assert sessions(node) == 0
 
         # the trunk's call is answered: one model session, one worker report
@@ -197,7 +200,12 @@ async def test_a_flood_from_one_address_is_banned_while_another_caller_is_answer
 
 async def test_digest_at_the_front_challenges_answers_and_refuses(tmp_path: Path) -> None:
     work = sipp_dir(tmp_path)
-    config = {"sip_auth_users": {USER: PASSWORD}, "sip_auth_realm": REALM, "front_auth": True}
+    config = {
+        "sip_auth_users": {USER: PASSWORD},
+        "sip_auth_realm": REALM,
+        "front_auth": True,
+        "sip_server_header": SERVER,
+    }
     async with front_node(tmp_path, workers=1, config=config) as (node, port, _):
         log = node.stderr_tail(20000)
         assert f"digest auth of new calls (1 users, realm {REALM})" in log
@@ -209,7 +217,7 @@ async def test_digest_at_the_front_challenges_answers_and_refuses(tmp_path: Path
         # no credentials: the front's challenge
         challenged = await invite(NODE_A, port)
         assert challenged.status == 401
-        assert "callbridge-front" in challenged.headers.get("server", "")
+        assert challenged.headers.get("server") == SERVER
         challenge = challenged.headers.get("www-authenticate", "")
         assert challenge.startswith("Digest") and f'realm="{REALM}"' in challenge and "qop" in challenge
 
@@ -238,7 +246,7 @@ async def test_digest_at_the_front_challenges_answers_and_refuses(tmp_path: Path
 async def test_in_dialog_requests_of_no_dialog_of_the_fronts_are_answered_404_and_never_relayed(
     tmp_path: Path,
 ) -> None:
-    async with front_node(tmp_path, workers=1) as (node, port, health):
+    async with front_node(tmp_path, workers=1, config={"sip_server_header": SERVER}) as (node, port, health):
         assert "sources: any source (no front_allowed_sources); no authentication at the front" in node.stderr_tail(
             20000
         )
@@ -250,7 +258,7 @@ async def test_in_dialog_requests_of_no_dialog_of_the_fronts_are_answered_404_an
                 call_id = caller.send(method, to_tag=made_up, extra=route)
                 answer = await caller.answer(call_id)
                 assert (method, answer.status) == (method, 404)
-                assert "callbridge-front" in answer.headers.get("server", "")
+                assert answer.headers.get("server") == SERVER
 
             # within a real call, the caller's BYE naming the same address in a Route goes to the worker instead
             call = await invite(NODE_A, port, bye_headers=route, wait_bye=True)
@@ -286,3 +294,32 @@ async def test_topology_hiding_keeps_the_workers_address_from_the_caller(tmp_pat
         run = await sipp(work, f"{NODE_A}:{port}", calls=1, scenario="uac_short.xml")
         assert (run.successful, run.failed) == (1, 0), run.output[-3000:]
         assert sessions(node) == 2
+
+
+async def test_a_scanner_learns_nothing_and_is_banned_after_its_refusals(tmp_path: Path) -> None:
+    """A scanner trying extensions from an address no worker allows: every INVITE is refused alike (403, the same
+    reason whatever the extension, no header naming the product), none opens a model session, and after
+    front_refusal_limit refusals (the worker's, relayed) its requests are dropped unanswered. The caller's call goes
+    on being answered."""
+    config = {"sip_allowed_sources": [f"{CALLER}/32"], "front_refusal_limit": 4, "front_ban_s": 120}
+    async with front_node(tmp_path, workers=1, config=config) as (node, port, _):
+        with peer(SCANNER, (NODE_A, port)) as scanner:
+            probe = await scanner.answer(scanner.send("OPTIONS"))
+            assert probe.status == 200
+            assert not {"server", "user-agent"} & set(probe.headers), probe.headers
+            refusals = []
+            for extension in ("2000", "100", "9999", "0"):
+                call_id = scanner.send("INVITE", uri=f"sip:{extension}@{NODE_A}:{port}")
+                refusals.append(await scanner.answer(call_id))
+            assert {(r.status, r.reason) for r in refusals} == {(403, "Forbidden (source address not allowed)")}
+            assert not any({"server", "user-agent"} & set(r.headers) for r in refusals)
+            assert sessions(node) == 0
+            await wait_for(polled(lambda: counters(node)["bans"] == 1), "the scanner banned")
+
+            dropped = counters(node)["banned_dropped"]
+            scanner.send("INVITE")
+            await wait_for(polled(lambda: counters(node)["banned_dropped"] == dropped + 1), "its INVITE dropped")
+            assert [parse_answer(data) for data in scanner.pending()] == []
+        assert "127.0.0.7 banned for 120 s: 4 refusals" in (node.front_dir / "kamailio.log").read_text()
+        assert (await invite(NODE_A, port, local_host=CALLER)).status == 200
+        await wait_for(polled(lambda: sessions(node) == 1), "the caller's model session")

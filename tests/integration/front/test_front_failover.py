@@ -200,7 +200,8 @@ async def test_a_worker_refusing_a_call_the_front_counted_room_for_is_out_and_th
     giving it its last slot at once): its 486 takes it out until it answers OPTIONS, and the call goes to the worker
     with room, chosen by the load as it is then."""
     work = sipp_dir(tmp_path)
-    async with front_node(tmp_path) as (node, port, health):
+    # the direct caller named: behind its front, a worker answers no local process it was not told of
+    async with front_node(tmp_path, config={"sip_allowed_sources": ["127.0.0.1/32"]}) as (node, port, health):
         workers = node.worker_addresses(health)
         full, spare = workers
         # four calls straight to one worker, past the front: it is full, and the front counts it empty

@@ -100,7 +100,7 @@ async def test_a_forged_source_header_in_any_framing_leaves_a_refused_address_re
         port = port_block(2)
         node = Node(
             tmp_path, "a", host=NODE_A, sip_port=port, workers=1, realtime_url=emulator.base_url, front=True,
-            config={"sip_allowed_sources": [f"{CALLER}/32"]},
+            config={"sip_allowed_sources": [f"{CALLER}/32"], "front_refusal_limit": 1000},  # refused, never banned
         )  # fmt: skip
         try:
             await node.up()
@@ -126,7 +126,7 @@ async def test_a_forged_auth_header_in_any_framing_is_challenged(tmp_path: Path)
         port = port_block(2)
         node = Node(
             tmp_path, "a", host=NODE_A, sip_port=port, workers=1, realtime_url=emulator.base_url, front=True,
-            config={"sip_auth_users": {USER: PASSWORD}},
+            config={"sip_auth_users": {USER: PASSWORD}, "front_refusal_limit": 1000},
         )  # fmt: skip
         try:
             await node.up()
@@ -138,3 +138,20 @@ async def test_a_forged_auth_header_in_any_framing_is_challenged(tmp_path: Path)
             rc = node.stop()
         assert rc == 0, node.stderr_tail()
         assert node.calls() == []  # no forged header opened a call
+
+
+async def test_behind_its_front_a_worker_answers_the_front_only(tmp_path: Path) -> None:
+    """Nothing configured (closed by default): a local caller reaching a worker's own SIP port is refused, and the
+    same caller through the front is answered."""
+    async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
+        port = port_block(2)
+        node = Node(tmp_path, "a", host=NODE_A, sip_port=port, workers=1, realtime_url=emulator.base_url, front=True)
+        try:
+            (worker,) = node.worker_addresses(await node.up())
+            worker_port = int(worker.rpartition(":")[2])
+            assert (await raw_invite(NODE_A, worker_port, CALLER)).status == 403
+            assert (await raw_invite(NODE_A, port, CALLER)).status == 200
+        finally:
+            rc = node.stop()
+        assert rc == 0, node.stderr_tail()
+        assert len(node.calls()) == 1

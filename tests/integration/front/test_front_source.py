@@ -38,7 +38,7 @@ def test_the_routing_script_with_every_guard_on_passes_kamailios_own_check(tmp_p
     assert kamailio is not None
     edge = Edge(
         allowed_sources=("192.0.2.0/24", "2001:db8::/32"), auth_users={USER: PASSWORD}, auth_realm=REALM,
-        topology_hiding=True,
+        topology_hiding=True, server_header="lab-edge/1.0", refusal_limit=5,
     )  # fmt: skip
     (tmp_path / "kamailio.cfg").write_text(template_path().read_text())
     (tmp_path / "front.defs").write_text(front_defs("127.0.0.1", port_block(1), tmp_path, retry_after_s=5, edge=edge))
@@ -92,7 +92,8 @@ async def test_digest_auth_through_the_front_and_the_lockout_hits_the_guesser_no
         port = port_block(2)
         node = Node(
             tmp_path, "a", host=NODE_A, sip_port=port, workers=1, realtime_url=emulator.base_url, front=True,
-            config={"sip_auth_users": {USER: PASSWORD}, "sip_auth_realm": REALM},
+            # the worker's lockout, not the front's ban of an address refused front_refusal_limit times
+            config={"sip_auth_users": {USER: PASSWORD}, "sip_auth_realm": REALM, "front_refusal_limit": 1000},
         )  # fmt: skip
         try:
             await node.up()

@@ -1,6 +1,8 @@
 """TLS and SRTP on the gateway (bridge.sip.transports): a ``sips:`` call from the pjsua2 softphone over TLS with SDES
 SRTP, both ways heard, and a capture of the loopback interface (where the process may open a packet socket) holds
-none of the agent's tone in the gateway's RTP; a plain-RTP offer against ``srtp: mandatory`` refused with 488.
+none of the agent's tone in the gateway's RTP; a plain-RTP offer against ``srtp: mandatory`` refused with 488. With
+TLS on and ``srtp`` at its default, a ``sips:`` call gets SRTP and one offering plain RTP 488; SDES keys offered over
+UDP get 488 whatever ``srtp`` says.
 Certificates are made here, at run time, with ``openssl``."""
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from bridge.audio.analysis import tone
 from bridge.audio.g711 import ulaw_decode
 from bridge.audio.wav import write_wav
 from bridge.devkit.ports import free_port, free_port_block
+from bridge.sip.dialogguard import KEYS_IN_CLEAR
 from tests.integration.sip._helpers import Finished, GatewayApp, RawSip, describe, run_softphone, sdp_offer
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
@@ -105,9 +108,11 @@ def secure_calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             )  # fmt: skip
         with RawSip(app.port) as raw:
             plain, _seen = raw.invite(sdp_offer(40000, {0: "PCMU/8000"}))
+            keys_over_udp, _seen = raw.invite(_sdes_offer(40000))
     finally:
         gateway = app.stop()
-    return {"phone": phone, "gateway": gateway, "plain": plain, "captured": capture.payloads}
+    return {"phone": phone, "gateway": gateway, "plain": plain, "captured": capture.payloads,
+            "keys_over_udp": keys_over_udp}  # fmt: skip
 
 
 def test_a_sips_call_runs_srtp_and_both_sides_hear_each_other(secure_calls: dict[str, Any]) -> None:
@@ -134,3 +139,56 @@ def test_the_agents_audio_on_the_wire_is_not_plain_g711(secure_calls: dict[str, 
 
 def test_a_plain_rtp_offer_against_mandatory_srtp_gets_488(secure_calls: dict[str, Any]) -> None:
     assert secure_calls["plain"].status == 488, secure_calls["plain"].raw
+
+
+SDES_KEY = "inline:WVNfX19zZWNyZXRfX19rZXlfX19mb3JfdGVzdHM"  # 30 bytes of base64 key and salt (RFC 4568 §6.1)
+
+
+def _sdes_offer(port: int) -> str:
+    return (
+        sdp_offer(port, {0: "PCMU/8000"}).replace("RTP/AVP", "RTP/SAVP")
+        + f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 {SDES_KEY}\r\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def default_tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """TLS on with every other setting at its default (srtp not set): a sips: call with SRTP, one with plain RTP,
+    and SDES keys offered over UDP."""
+    tmp = tmp_path_factory.mktemp("tls-default")
+    cert, key = self_signed(tmp)
+    tls_port = free_port()
+    app = GatewayApp("--mode", "tone", "--tone-hz", str(AGENT_HZ), "--tls-port", str(tls_port),
+                     "--tls-cert", str(cert), "--tls-key", str(key))  # fmt: skip
+    try:
+        uri = f"sips:100@127.0.0.1:{tls_port}"
+        secure = run_softphone("call", uri, "--tls-ca", str(cert), "--hangup-after", "1.0")
+        plain = run_softphone("call", uri, "--tls-ca", str(cert), "--srtp", "off", "--hangup-after", "1.0")
+        unverified = run_softphone("call", uri, "--hangup-after", "1.0")  # no CA: the system's store verifies
+        with RawSip(app.port) as raw:
+            keys_over_udp, _seen = raw.invite(_sdes_offer(40000))
+    finally:
+        gateway = app.stop()
+    return {"secure": secure, "plain": plain, "unverified": unverified, "keys_over_udp": keys_over_udp,
+            "gateway": gateway}  # fmt: skip
+
+
+def test_by_default_a_sips_call_gets_srtp_and_one_offering_plain_rtp_gets_488(default_tls: dict[str, Any]) -> None:
+    secure: Finished = default_tls["secure"]
+    assert secure.report is not None and secure.report["answered"] and secure.report["srtp"] is True, describe(secure)
+    plain: Finished = default_tls["plain"]
+    assert plain.report is not None and not plain.report["answered"], describe(plain)
+    assert plain.report["sip_status"] == 488, plain.report
+    assert "a sips: call needs SRTP" in default_tls["gateway"].stderr
+
+
+def test_sdes_keys_over_udp_get_488(default_tls: dict[str, Any], secure_calls: dict[str, Any]) -> None:
+    answer = default_tls["keys_over_udp"]
+    assert (answer.status, answer.reason) == (488, KEYS_IN_CLEAR), answer.raw
+    # with srtp: mandatory too: the keys went out in the clear, no call is set up with them
+    assert secure_calls["keys_over_udp"].status == 488, secure_calls["keys_over_udp"].raw
+
+
+def test_without_a_ca_the_far_end_is_verified_against_the_system_store(default_tls: dict[str, Any]) -> None:
+    unverified: Finished = default_tls["unverified"]  # a self-signed certificate is in no system store
+    assert unverified.report is not None and not unverified.report["answered"], describe(unverified)

@@ -18,6 +18,7 @@ from bridge.errors import ConfigError
 from bridge.serve import front, pool
 from bridge.serve.front import (
     Destination,
+    Edge,
     FrontError,
     destinations_of,
     dispatcher_list,
@@ -311,3 +312,11 @@ def test_front_dialog_db_needs_a_redis_url_db_redis_reaches(redis_url: str | Non
     with pytest.raises(ValueError, match="front_dialog_db") as caught:
         Settings(redis_url=redis_url, front_dialog_db=5)
     assert words in str(caught.value)
+
+
+def test_the_front_names_no_product_unless_told_and_bans_after_refusals(tmp_path: Path) -> None:
+    plain = front_defs("127.0.0.2", 5060, tmp_path, retry_after_s=5)
+    assert "FRONT_SERVER" not in plain and '#!substdef "!FRONT_REFUSALS!10!g"' in plain
+    named = front_defs("127.0.0.2", 5060, tmp_path, retry_after_s=5, edge=Edge(server_header="lab", refusal_limit=3))
+    assert "#!define FRONT_SERVER_HEADER" in named and '#!substdef "!FRONT_SERVER_NAME!lab!g"' in named
+    assert '#!substdef "!FRONT_REFUSALS!3!g"' in named

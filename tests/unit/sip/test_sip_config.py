@@ -97,3 +97,26 @@ def test_burst_polls_keep_pace_with_a_flood_and_back_off_after_a_lone_request() 
     polls = BurstPolls(0.005, 0.02)
     assert [polls.after(True) for _ in range(50)] == [0.005] * 50  # a flood: the fast pace as long as it lasts
     assert polls.after(False) == 0.01 and polls.after(True) == 0.005  # a gap in it: back to the fast pace
+
+
+def test_with_tls_srtp_is_never_off_and_nothing_names_the_product() -> None:
+    from bridge.sip.transports import srtp_mode
+
+    assert srtp_mode(SipConfig(transports=("udp", "tls"))) == "optional"
+    assert srtp_mode(SipConfig(transports=("udp", "tls"), srtp="mandatory")) == "mandatory"
+    assert srtp_mode(SipConfig()) == "off"
+    assert SipConfig().user_agent == "" and SipConfig().tls_verify
+
+
+def test_open_settings_are_named() -> None:
+    from bridge.config import Settings
+    from bridge.sip.exposure import open_warnings
+
+    assert open_warnings(Settings(sip_host="127.0.0.1", http_port=8080)) == []
+    wide = open_warnings(Settings(sip_host="0.0.0.0", sip_allow_any_source=True, http_host="0.0.0.0", http_port=8080))
+    assert any(w.startswith("plain SIP") for w in wide) and any(w.startswith("no allow-list") for w in wide)
+    assert any("plain HTTP" in w for w in wide)
+    listed = open_warnings(
+        Settings(sip_host="192.0.2.1", sip_allowed_sources=("198.51.100.0/24",), sip_tls_verify=False)
+    )
+    assert not any(w.startswith("no allow-list") for w in listed) and any("sip_tls_verify" in w for w in listed)

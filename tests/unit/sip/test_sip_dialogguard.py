@@ -2,7 +2,16 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.sip.dialogguard import DROP, PASS, DialogGuard, GuardedDialog, media_move_allowed
+from bridge.sip.dialogguard import (
+    DROP,
+    KEYS_IN_CLEAR,
+    PASS,
+    SIPS_NEEDS_SRTP,
+    DialogGuard,
+    GuardedDialog,
+    media_move_allowed,
+    media_security,
+)
 
 
 def _request(method: str, call_id: str = "c1", to_tag: str = ";tag=w1", sdp_host: str | None = None) -> str:
@@ -46,3 +55,23 @@ def test_the_callers_re_invite_moves_media_only_where_the_guard_admits(guard: Di
         assert guard.verdict(_request("INVITE", sdp_host=host), "198.51.100.7:5060").status == PASS
     assert guard.verdict(_request("INVITE"), "198.51.100.7:5060").status == PASS  # no offer
     assert media_move_allowed(None, ()) and not media_move_allowed("not-an-ip", ("198.51.100.7",))
+
+
+def _offer(uri: str, proto: str = "RTP/AVP", crypto: bool = False, method: str = "INVITE") -> str:
+    sdp = f"v=0\r\nc=IN IP4 198.51.100.7\r\nm=audio 4000 {proto} 0\r\n" + (
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZWNyZXRfX19rZXlfX19mb3JfdGVzdHM\r\n" if crypto else ""
+    )
+    return f"{method} {uri} SIP/2.0\r\nCall-ID: c9\r\nTo: <{uri}>\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}"
+
+
+def test_sdes_keys_only_over_tls_and_a_sips_call_only_with_srtp() -> None:
+    keyed = _offer("sip:100@h", "RTP/SAVP", crypto=True)
+    assert media_security(keyed, "udp").reason == KEYS_IN_CLEAR
+    assert media_security(keyed, "tcp").status == 488
+    assert media_security(_offer("sip:100@h", crypto=True, method="UPDATE"), "udp").status == 488
+    assert media_security(keyed, "tls").status == PASS
+    assert media_security(_offer("sips:100@h"), "tls").reason == SIPS_NEEDS_SRTP
+    assert media_security(_offer("sips:100@h", "RTP/SAVP", crypto=True), "tls").status == PASS
+    assert media_security(_offer("sip:100@h"), "udp").status == PASS  # plain RTP over plain SIP
+    assert media_security(_offer("sips:100@h").split("\r\n\r\n")[0] + "\r\n\r\n", "tls").status == PASS  # no offer
+    assert media_security(keyed, "").status == PASS  # a transport it cannot tell: pjsua's rules only
