@@ -33,7 +33,7 @@ def _cseq() -> int:
 
 
 async def send_bye(
-    dialog: Dialog, *, local_host: str | None = None, user_agent: str = "callbridge", timeout_s: float = 2.0
+    dialog: Dialog, *, local_host: str | None = None, user_agent: str = "", timeout_s: float = 2.0
 ) -> bool:
     """Send one BYE for ``dialog``; False if it could not be sent (no usable destination, connect refused).
 

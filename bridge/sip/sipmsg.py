@@ -243,10 +243,10 @@ def dialog_from_ack(ack: str, invite: str, peer: str) -> Dialog | None:
     )
 
 
-def build_bye(dialog: Dialog, via: str, branch: str, cseq: int, user_agent: str = "callbridge") -> bytes:
+def build_bye(dialog: Dialog, via: str, branch: str, cseq: int, user_agent: str = "") -> bytes:
     """The BYE request (RFC 3261 §12.2.1.1, §15.1.1): Request-URI the remote target, ``Route`` the route set,
     From/To/Call-ID of the dialog. ``via`` is "host:port" of the sending socket; ``cseq`` must exceed every CSeq
-    we sent in the dialog (callers pass a time-based number)."""
+    we sent in the dialog (callers pass a time-based number). ``user_agent`` "" sends no User-Agent header."""
     lines = [
         f"BYE {dialog.target} SIP/2.0",
         f"Via: SIP/2.0/{dialog.transport.upper()} {via};branch={branch};rport",
@@ -256,7 +256,7 @@ def build_bye(dialog: Dialog, via: str, branch: str, cseq: int, user_agent: str 
         f"To: {dialog.remote}",
         f"Call-ID: {dialog.call_id}",
         f"CSeq: {cseq} BYE",
-        f"User-Agent: {user_agent}",
+        *([f"User-Agent: {user_agent}"] if user_agent else []),
         'Reason: SIP;cause=500;text="worker restarted"',
         "Content-Length: 0",
     ]

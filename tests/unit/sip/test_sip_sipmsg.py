@@ -138,6 +138,11 @@ def test_dialog_from_the_ack_and_invite_and_the_bye_built_from_it() -> None:
     assert head.headers["call-id"] == dialog.call_id and head.headers["cseq"] == "1795000000 BYE"
     assert header_values(bye, "route") == list(dialog.routes)  # in order (RFC 3261 §12.2.1.1)
     assert head.headers["via"].startswith("SIP/2.0/UDP 10.0.0.1:40000;branch=z9hG4bKx")
+    assert "user-agent" not in head.headers  # nothing names the product unless the operator says
+    assert (
+        parse_request_head(build_bye(dialog, "10.0.0.1:40000", "z9hG4bKy", 1, "lab").decode()).headers["user-agent"]
+        == "lab"
+    )
     assert bye.endswith("Content-Length: 0\r\n\r\n")
 
 
