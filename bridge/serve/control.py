@@ -216,6 +216,10 @@ class ControlServer:
             if _answers(self.path):
                 raise ConfigError("settings", "control_socket", f"{self.path} is in use by another serve")
             self.path.unlink()
+        try:  # systemd's RuntimeDirectory= makes it; without systemd, serve does
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError("settings", "control_socket", f"cannot make {self.path.parent}: {exc}") from exc
         old = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(self._client, path=str(self.path))

@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bridge.cli import build_parser as base
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--redis-url", help="redis://, rediss://, unix:// or redis+sentinel:// URL (default: serve's redis_url)")
+    common.add_argument("--redis-url", help="a Redis URL, as redis_url takes (default: serve's)")
     common.add_argument("--dialplans", type=Path, help="the dialplan files (default: serve's, ./dialplans)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
     add_config_flag(common)

@@ -44,6 +44,7 @@ OVERRIDABLE = {
     "sip_trusted_fronts",  # the other node's front, at its address as moved
     "dialplans",  # /etc/callbridge/dialplans: the image copies deploy/docker/dialplans there
     "recordings_dir",  # /var/lib/callbridge: a temp dir
+    "control_socket",  # /run/callbridge (systemd's RuntimeDirectory=): a temp dir, one per test
 }
 STARTED_HERE = {
     "deploy/docker/serve.yaml",
@@ -196,6 +197,7 @@ async def test_the_systemd_example_starts_closed(tmp_path: Path) -> None:
     settings = settings_copy(
         SYSTEMD / "serve.yaml.example", config, sip_host=NODE_A, sip_port=base, http_port=http_port,
         dialplans=str(DOCKER / "dialplans"), recordings_dir=str(tmp_path / "recordings"),
+        control_socket=str(tmp_path / "run" / "control.sock"),
     )  # fmt: skip
     unit = [line.partition("=") for line in (SYSTEMD / "callbridge.service").read_text().splitlines()]
     (exec_start,) = [value for key, _, value in unit if key == "ExecStart"]
