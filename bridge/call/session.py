@@ -322,11 +322,13 @@ class CallSession:
         voice = self._caller_voice
         outbound: FrameSource = self.playout
         on_frame: FrameSink = self.link.on_frame if voice is None else voice.on_frame
-        if self.echo is not None:  # the caller's frames stay on the loop: the guard hears them first
+        if self.echo is not None:  # the guard hears the caller's frames first
             outbound, on_frame = self.echo.media(outbound, on_frame)
         self.leg.start_media(outbound, on_frame)
-        if self.media.offload is not None and self.echo is None:  # a native port may offer it, ws:// take it
-            self.link.offload = self.leg.uplink_offload(self.media.offload)
+        if self.media.offload is not None:  # a native port may offer it, ws:// take it
+            offload = self.leg.uplink_offload(self.media.offload)
+            # with the guard on, only where the guard can hear the frames there too; else they stay on the loop
+            self.link.offload = offload if offload is None or self.echo is None or self.echo.on_clock(offload) else None
         leg_pump = asyncio.create_task(self._pump_leg(), name=f"leg-{self.leg.call_id}")
         metronome = self._metronome or Metronome(asyncio.get_running_loop(), TICK_S)
         stop_ticking = metronome.add(lambda: beat(self))
