@@ -30,8 +30,9 @@ A Redis outage never stops a call::
 Stream entries carry ids chosen here (``<epoch ms>-<seq>``, increasing per call) rather than ``*``. Appending one that
 Redis already holds is refused (``ID ... equal or smaller``) and ignored, so a retried pipeline, or a re-sync against a
 server that kept its data, never duplicates an entry, and entries keep the time they happened, not the time Redis came
-back. A worker that was only cut off (its heartbeat expired, a reaper marked its calls "worker died") rewrites them as
-live when it reconnects.
+back. A worker only cut off from Redis answers the reapers' SIP probe, so its calls are left alone
+(:mod:`bridge.store.reaper`); one whose calls were marked "worker died" all the same (it did not answer either: its
+loop stalled) rewrites them as live when it reconnects.
 
 Connections (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, or a client built by hand): see
 :mod:`bridge.store.connection`. What supervisors read back: :mod:`bridge.store.read`.
@@ -59,8 +60,11 @@ from bridge.store import keys
 from bridge.store.connection import backoff, connect, is_outage, safe_url
 from bridge.store.ended import index_ended
 from bridge.store.failover import Address, PrimaryWatch, WriteStall, address_text
-from bridge.store.pending import MAX_QUEUE, PHASE_ENDED, Batch, PendingWrites, Probe, stamp
+from bridge.store.pending import MAX_QUEUE, Batch, PendingWrites, Probe, stamp
 from bridge.store.read import RECENT_EVENTS, CallDetail, CallSummary, as_float, read_call, read_live_calls, text
+from bridge.store.reaper import Reaper, report_orphans
+from bridge.store.reaper import mark_ended as mark_ended
+from bridge.store.reaper import reap_dead_workers as reap_dead_workers
 from bridge.store.spool import replay_spool, spool_pending
 
 log = logging.getLogger("bridge.store")
@@ -76,81 +80,6 @@ def default_worker_id() -> str:
 
 def _duplicate_id(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and "equal or smaller" in str(exc)
-
-
-async def reap_dead_workers(
-    client: aioredis.Redis, *, exclude: frozenset[str] = frozenset(), now: float | None = None
-) -> dict[str, list[str]]:
-    """Workers whose heartbeat expired: mark each of their live calls ended ("worker died"), drop their live set
-    and forget the worker. Returns ``{worker: [call ids marked ended]}``. Idempotent; safe to run from every worker.
-    Raises ``RedisError`` subclasses (the writer treats them as an outage)."""
-    workers = [w for w in sorted(text(w) for w in await client.smembers(keys.WORKERS)) if w not in exclude]
-    if not workers:
-        return {}
-    pipe = client.pipeline(transaction=False)
-    for w in workers:
-        pipe.exists(keys.worker_heartbeat(w))
-    alive = await pipe.execute()
-    dead = [w for w, up in zip(workers, alive, strict=True) if not up]
-    out: dict[str, list[str]] = {}
-    for w in dead:
-        call_ids = sorted(text(c) for c in await client.smembers(keys.worker_calls(w)))
-        out[w] = await _mark_ended(client, call_ids, "worker died", now=now)
-        pipe = client.pipeline(transaction=False)
-        pipe.delete(keys.worker_calls(w))
-        pipe.srem(keys.WORKERS, w)
-        await pipe.execute()
-        if out[w]:
-            log.warning("worker %s is dead (heartbeat expired): marked %d call(s) ended", w, len(out[w]))
-    return out
-
-
-async def mark_ended(
-    client: aioredis.Redis, call_ids: list[str], reason: str, *, now: float | None = None
-) -> list[str]:
-    """Mark these calls ended (phase, ``ended_at``, ``end_reason``, ended by a fault: their worker is gone) unless
-    they already are; returns those marked.
-    Raises ``RedisError`` subclasses."""
-    return await _mark_ended(client, call_ids, reason, now=now)
-
-
-async def _mark_ended(client: aioredis.Redis, call_ids: list[str], reason: str, *, now: float | None) -> list[str]:
-    if not call_ids:
-        return []
-    t = stamp(time.time() if now is None else now)
-    pipe = client.pipeline(transaction=False)
-    for call_id in call_ids:
-        pipe.hget(keys.call(call_id), "ended_at")
-        pipe.exists(keys.call(call_id))
-    replies = await pipe.execute()
-    marked = [c for i, c in enumerate(call_ids) if replies[2 * i + 1] and not replies[2 * i]]
-    pipe = client.pipeline(transaction=False)
-    for call_id in marked:
-        # Only the hash: a stream entry added here (with a server-time id) would make Redis refuse, as "equal or
-        # smaller", the entries a merely stalled worker still has queued for this call.
-        pipe.hset(
-            keys.call(call_id),
-            mapping={"phase": PHASE_ENDED, "ended_at": t, "end_reason": reason, "ended_by": str(ev.EndedBy.FAULT)},
-        )
-        pipe.expire(keys.call(call_id), keys.CALL_TTL_S)
-        index_ended(pipe, call_id, float(t), keys.CALL_TTL_S)
-    await pipe.execute()
-    return marked
-
-
-async def report_orphans(client: aioredis.Redis, call_ids: list[str], hook: Callable[[list[str]], None] | None) -> None:
-    """Hand the ``sip_dialog`` values of calls found orphaned to ``hook`` (the worker sends each caller a BYE)."""
-    if not call_ids or hook is None:
-        return
-    pipe = client.pipeline(transaction=False)
-    for call_id in call_ids:
-        pipe.hget(keys.call(call_id), "sip_dialog")
-    dialogs = [text(d) for d in await pipe.execute() if d]
-    if dialogs:
-        try:
-            hook(dialogs)
-        except Exception:
-            log.exception("on_orphaned hook failed")
 
 
 def spool_at_close(pending: PendingWrites, spool_dir: Path | None, worker: str, connected: bool) -> tuple[int, int]:
@@ -261,6 +190,7 @@ class CallStore:
         # Called with the ``sip_dialog`` values of calls found orphaned (a previous run of this worker, or a dead
         # worker): the worker sends each caller a BYE. Never raises into the writer.
         self.on_orphaned: Callable[[list[str]], None] | None = None
+        self.reaper = Reaper(self.worker)  # its ``probe`` asks a suspect worker over SIP before its calls are ended
 
     # ---------------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -555,7 +485,7 @@ class CallStore:
         known = await self.client.smembers(keys.worker_calls(self.worker))
         stale = sorted(c for c in (text(k) for k in known) if c not in self.pending.calls)
         if stale:
-            ended = await _mark_ended(self.client, stale, "worker restarted", now=self._clock())
+            ended = await mark_ended(self.client, stale, "worker restarted", now=self._clock())
             await self.client.srem(keys.worker_calls(self.worker), *stale)
             log.warning("worker %s: marked %d call(s) of a previous run ended", self.worker, len(stale))
             await report_orphans(self.client, ended, self.on_orphaned)
@@ -570,8 +500,9 @@ class CallStore:
         return await read_call(self.client, call_id, count=count, where=self.where)
 
     async def reap_dead_workers(self) -> dict[str, list[str]]:
-        """Mark the calls of workers whose heartbeat expired ended ("worker died"); never this worker's own."""
-        out = await reap_dead_workers(self.client, exclude=frozenset({self.worker}), now=self._clock())
+        """Mark the calls of workers whose heartbeat expired and that do not answer SIP ended ("worker died"); never
+        this worker's own (:mod:`bridge.store.reaper`)."""
+        out = await self.reaper.round(self.client, now=self._clock())
         self.reaped_calls += sum(len(calls) for calls in out.values())
         await report_orphans(self.client, [c for calls in out.values() for c in calls], self.on_orphaned)
         return out

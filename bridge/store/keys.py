@@ -79,9 +79,11 @@ CALL_FIELDS: Final = (
 )
 
 # ------------------------------------------------------------------------------------------------ workers
-HEARTBEAT_INTERVAL_S: Final = 5.0  # a worker refreshes its heartbeat this often ...
-HEARTBEAT_TTL_S: Final = 15  # ... and is dead for the reaper once it has missed about three
-REAP_INTERVAL_S: Final = 30.0  # how often each worker's writer looks for dead workers (idempotent across workers)
+# A lost worker's callers get their BYE about HEARTBEAT_TTL_S + REAP_INTERVAL_S + a SIP probe after the loss
+# (bridge/store/reaper.py); a worker cut off from Redis answers the probe and keeps its calls.
+HEARTBEAT_INTERVAL_S: Final = 1.0  # a worker refreshes its heartbeat this often (4 commands in its next write) ...
+HEARTBEAT_TTL_S: Final = 3  # ... and is suspected by the reaper once it has missed about two
+REAP_INTERVAL_S: Final = 1.0  # how often each worker's writer looks for dead workers (one pipeline; idempotent)
 WORKERS: Final = f"{PREFIX}:workers"
 
 # ------------------------------------------------------------------------------------------------ rollout
