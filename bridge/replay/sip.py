@@ -347,27 +347,36 @@ def build_run(
     return run
 
 
+@dataclass(frozen=True)
+class _Bench:
+    """What every script's calls in one run share: where reports and files go, and how results are told."""
+
+    reports: Path  # the worker's report file, read for each call's report line
+    work: Path  # caller WAVs and recordings
+    target: str  # "emulator" or "openai"
+    progress: Progress | None = None
+    orchestrators: OrchestratorServer | None = None  # the scripts' orchestrators (started pools only)
+    tolerance_ms: float | None = None
+
+
 async def _replay_script(
     script: CallScript,
     dialects: list[str],
     uris: Mapping[str, str],
-    reports: Path,
-    work: Path,
-    target: str,
-    progress: Progress | None,
     plans: Mapping[str, CallerPlan],
-    orchestrators: OrchestratorServer | None = None,
-    tolerance_ms: float | None = None,
+    bench: _Bench,
 ) -> ScriptResult:
+    progress, orchestrators = bench.progress, bench.orchestrators
+
     async def one(dialect: str) -> DialectRun:
         if progress is not None:
             progress(script.name, dialect, None)
         t0 = time.perf_counter()
         answers = script.model.orchestrator.answers if script.model.orchestrator is not None else None
         scripted = orchestrators.add(script.name, dialect, answers) if orchestrators and answers else None
-        phone = await place_call(uris[dialect], plans[dialect], work, f"{script.name}-{dialect}")
-        report = await wait_report(reports, str(phone.get("call_id", ""))) if phone.get("call_id") else None
-        run = build_run(script, dialect, plans[dialect], phone, report, target, time.perf_counter() - t0)
+        phone = await place_call(uris[dialect], plans[dialect], bench.work, f"{script.name}-{dialect}")
+        report = await wait_report(bench.reports, str(phone.get("call_id", ""))) if phone.get("call_id") else None
+        run = build_run(script, dialect, plans[dialect], phone, report, bench.target, time.perf_counter() - t0)
         if scripted is not None:
             run.runner_failures += scripted.finish()
             run.checks = check_expectations(script.expect(dialect), run)
@@ -376,7 +385,7 @@ async def _replay_script(
         return run
 
     runs = await asyncio.gather(*(one(d) for d in dialects))  # the dialects' calls run side by side
-    return judge(script, dict(zip(dialects, runs, strict=True)), tolerance_ms=tolerance_ms)
+    return judge(script, dict(zip(dialects, runs, strict=True)), tolerance_ms=bench.tolerance_ms)
 
 
 Plans = Mapping[tuple[str, str], CallerPlan]
@@ -430,6 +439,7 @@ async def replay_sip_async(
             try:
                 await asyncio.wait_for(pool.wait_ready(), POOL_READY_S)
                 ports = [slot.sip_port for slot in pool.slots]
+                bench = _Bench(reports, work, options.target, progress, orchestrators, options.tolerance_ms)
                 for i, script in enumerate(scripts):
                     annotations = script.annotations_json()
                     annotator.start_script(annotations, script.reconnect_greeting())
@@ -439,10 +449,7 @@ async def replay_sip_async(
                     port = ports[i % len(ports)]
                     uris = {d: f"sip:{table[(script.name, d)]}@127.0.0.1:{port}" for d in dialects}
                     mine = {d: plans[(script.name, d)] for d in dialects}
-                    result = await _replay_script(
-                        script, dialects, uris, reports, work, options.target, progress, mine, orchestrators,
-                        tolerance_ms=options.tolerance_ms,
-                    )  # fmt: skip
+                    result = await _replay_script(script, dialects, uris, mine, bench)
                     results.append(result)
                     if on_result is not None:
                         on_result(result)
@@ -471,15 +478,13 @@ async def _replay_running(
         raise ConfigError("--bridge", "--bridge-reports", "the running bridge's --report-file is needed to compare")
     results = []
     with _workdir(options.work_dir) as work:
+        bench = _Bench(options.bridge_reports, work, options.target, progress, tolerance_ms=options.tolerance_ms)
         for script in scripts:
             if options.emulator_url:
                 await _post_annotations(options.emulator_url, len(dialects), script)
             uris = {d: f"sip:{script.called}@{target}" for d in dialects}
             mine = {d: plans[(script.name, d)] for d in dialects}
-            reports = options.bridge_reports
-            result = await _replay_script(
-                script, dialects, uris, reports, work, options.target, progress, mine, tolerance_ms=options.tolerance_ms
-            )
+            result = await _replay_script(script, dialects, uris, mine, bench)
             results.append(result)
             if on_result is not None:
                 on_result(result)
