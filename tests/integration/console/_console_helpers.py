@@ -169,6 +169,9 @@ async def console_stack(
             env = {**os.environ, "CALLBRIDGE_SUPERVISOR_TOKEN": OPERATOR_TOKEN,
                    "CALLBRIDGE_SUPERVISOR_READONLY_TOKEN": READONLY_TOKEN}  # fmt: skip
             env.pop("OPENAI_API_KEY", None)
+            # a test's stop may find a call still up: a short drain, then its goodbye (the drain's own tests:
+            # tests/integration/serve/test_serve_stop_drain.py)
+            env.setdefault("CALLBRIDGE_DRAIN_TIMEOUT_S", "2")
             if session_s is not None:
                 env["CALLBRIDGE_SUPERVISOR_SESSION_S"] = str(session_s)
             log = tmp / "serve.log"
@@ -190,7 +193,7 @@ async def console_stack(
                 yield Stack(proc, sip_port, http_port, log, redis, emulator, client)
             finally:
                 await client.aclose()
-                stop_process(proc)
+                stop_process(proc, grace_s=45.0)  # the drain (2 s), then a goodbye within the plan's lead (15 s)
             assert proc.returncode == 0, log.read_text()[-3000:]
 
 
