@@ -281,25 +281,33 @@ def write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """Where the front listens and what it announces. ``advertise`` (``sip_public_address``, behind 1:1 NAT) is the
+    address the listeners announce in Record-Route and Via instead of the bound one. ``tls_port`` adds a TLS listener
+    (``FRONT_TLS``: Kamailio's tls module with ``tls.cfg`` of the run directory)."""
+
+    host: str
+    port: int
+    advertise: str = ""
+    tls_port: int | None = None
+
+
 def front_defs(
-    listen_host: str,
-    port: int,
+    listen: Listen,
     run_dir: Path,
     retry_after_s: int,
     log_level: int = 1,
     edge: Edge | None = None,
-    advertise: str = "",
-    tls_port: int | None = None,
     dialog_db: str = "",
     dialog_id: int = 0,
 ) -> str:
     """What ``kamailio.cfg`` includes: addresses, paths and numbers that appear inside strings as ``#!substdef``,
-    other numbers as ``#!define``; switches of the edge as bare ``#!define``. ``advertise`` (``sip_public_address``,
-    behind 1:1 NAT) is the address the listeners announce in Record-Route and Via instead of the bound one.
-    ``tls_port`` adds a TLS listener (``FRONT_TLS``: Kamailio's tls module with ``tls.cfg`` of the run directory).
+    other numbers as ``#!define``; switches of the edge as bare ``#!define``. The listeners are ``listen``'s.
     ``dialog_db`` (:func:`dialog_db_url`) keeps the dialogs in Redis (``FRONT_DIALOG_DB``, schema in ``db_redis/``),
     their ids of this front's own (``dialog_id``: ``front_dialog_id``)."""
     edge = edge or Edge()
+    listen_host, port, advertise, tls_port = listen.host, listen.port, listen.advertise, listen.tls_port
     host = f"[{listen_host}]" if ":" in listen_host else listen_host
     public = f"[{advertise}]" if ":" in advertise else advertise
     announce = f" advertise {public}:{port}" if advertise else ""
@@ -727,13 +735,10 @@ class KamailioFront:
         config = self.run_dir / "kamailio.cfg"
         config.write_text(template_path().read_text(encoding="utf-8"), encoding="utf-8")
         defs = front_defs(
-            self.listen_host,
-            self.port,
+            Listen(self.listen_host, self.port, self.settings.sip_public_address, self.settings.sip_tls_port),
             self.run_dir,
             self.settings.front_retry_after_s,
             edge=self.edge,
-            advertise=self.settings.sip_public_address,
-            tls_port=self.settings.sip_tls_port,
             dialog_db=self.dialog_db,
             dialog_id=self.settings.front_dialog_id,
         )

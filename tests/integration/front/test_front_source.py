@@ -11,7 +11,7 @@ from pathlib import Path
 from _front import CALLER, NODE_A, NODE_B, ROOT, Node, invite, port_block, requirements, sipp, sipp_dir
 
 from bridge.emulator import EmulatorServer
-from bridge.serve.front import Edge, address_file, front_defs, front_users, kamailio_binary, template_path
+from bridge.serve.front import Edge, Listen, address_file, front_defs, front_users, kamailio_binary, template_path
 from bridge.sip.access import FORBIDDEN_LOCKED_OUT
 
 pytestmark = requirements
@@ -23,7 +23,7 @@ def test_the_routing_script_passes_kamailios_own_check(tmp_path: Path) -> None:
     kamailio = kamailio_binary()
     assert kamailio is not None
     (tmp_path / "kamailio.cfg").write_text(template_path().read_text())
-    (tmp_path / "front.defs").write_text(front_defs("127.0.0.1", port_block(1), tmp_path, retry_after_s=5))
+    (tmp_path / "front.defs").write_text(front_defs(Listen("127.0.0.1", port_block(1)), tmp_path, retry_after_s=5))
     (tmp_path / "dispatcher.list").write_text("1 sip:127.0.0.1:5999 8 0 duid=127.0.0.1:5999;maxload=4\n")
     (tmp_path / "front.users").write_text(front_users(Edge(), "nonce-key", "mask-key"))
     check = subprocess.run(
@@ -41,7 +41,9 @@ def test_the_routing_script_with_every_guard_on_passes_kamailios_own_check(tmp_p
         topology_hiding=True, server_header="lab-edge/1.0", refusal_limit=5,
     )  # fmt: skip
     (tmp_path / "kamailio.cfg").write_text(template_path().read_text())
-    (tmp_path / "front.defs").write_text(front_defs("127.0.0.1", port_block(1), tmp_path, retry_after_s=5, edge=edge))
+    (tmp_path / "front.defs").write_text(
+        front_defs(Listen("127.0.0.1", port_block(1)), tmp_path, retry_after_s=5, edge=edge)
+    )
     (tmp_path / "dispatcher.list").write_text("1 sip:127.0.0.1:5999 8 0 duid=127.0.0.1:5999;maxload=4\n")
     (tmp_path / "front.sources").write_text(address_file(edge.allowed_sources))
     (tmp_path / "front.users").write_text(front_users(edge, "nonce-key", "mask-key"))

@@ -20,6 +20,7 @@ from bridge.serve.front import (
     Destination,
     Edge,
     FrontError,
+    Listen,
     destinations_of,
     dispatcher_list,
     front_defs,
@@ -99,7 +100,7 @@ def test_bad_peers_are_refused(bad: str) -> None:
 
 
 def test_front_defs_define_what_the_script_uses(tmp_path: Path) -> None:
-    text = front_defs("127.0.0.2", 5060, tmp_path, retry_after_s=7)
+    text = front_defs(Listen("127.0.0.2", 5060), tmp_path, retry_after_s=7)
     script = front.template_path().read_text()
     defined = {line.split("!")[2] for line in text.splitlines() if line.startswith("#!substdef")}
     defined |= {line.split()[1] for line in text.splitlines() if line.startswith("#!define")}
@@ -111,7 +112,7 @@ def test_front_defs_define_what_the_script_uses(tmp_path: Path) -> None:
 
 
 def test_with_tls_the_front_listens_on_tls_and_lists_the_workers_tls_listeners(tmp_path: Path) -> None:
-    text = front_defs("10.0.0.5", 5060, tmp_path, retry_after_s=7, advertise="203.0.113.10", tls_port=5161)
+    text = front_defs(Listen("10.0.0.5", 5060, "203.0.113.10", 5161), tmp_path, retry_after_s=7)
     assert '#!substdef "!FRONT_LISTEN_TLS!tls:10.0.0.5:5161 advertise 203.0.113.10:5161!g"' in text
     assert f'#!substdef "!FRONT_TLS_CFG!{tmp_path}/tls.cfg!g"' in text and "#!define FRONT_TLS" in text
     script = front.template_path().read_text()
@@ -123,7 +124,7 @@ def test_with_tls_the_front_listens_on_tls_and_lists_the_workers_tls_listeners(t
 
 
 def test_behind_nat_the_front_advertises_the_public_address(tmp_path: Path) -> None:
-    text = front_defs("10.0.0.5", 5060, tmp_path, retry_after_s=7, advertise="203.0.113.10")
+    text = front_defs(Listen("10.0.0.5", 5060, advertise="203.0.113.10"), tmp_path, retry_after_s=7)
     assert '#!substdef "!FRONT_LISTEN_UDP!udp:10.0.0.5:5060 advertise 203.0.113.10:5060!g"' in text
     assert '#!substdef "!FRONT_LISTEN_TCP!tcp:10.0.0.5:5060 advertise 203.0.113.10:5060!g"' in text
 
@@ -234,14 +235,14 @@ def test_the_edges_files_hold_hashes_and_cidrs_never_a_password(tmp_path: Path) 
     assert "pw:secret" not in repr(edge) and "pw:secret" not in edge.describe()
     front.write_private(tmp_path / "front.users", users)
     assert (tmp_path / "front.users").stat().st_mode & 0o777 == 0o600
-    defs = front_defs("127.0.0.2", 5060, tmp_path, retry_after_s=5, edge=edge)
+    defs = front_defs(Listen("127.0.0.2", 5060), tmp_path, retry_after_s=5, edge=edge)
     assert "#!define FRONT_ALLOWLIST" in defs and "#!define FRONT_AUTH" in defs and "FRONT_TOPOH" not in defs
 
 
 def test_an_open_front_says_so() -> None:
     words = front.Edge().describe()
     assert "any source (no front_allowed_sources)" in words and "no authentication at the front" in words
-    defs = front_defs("127.0.0.2", 5060, Path("/run/x"), retry_after_s=5)
+    defs = front_defs(Listen("127.0.0.2", 5060), Path("/run/x"), retry_after_s=5)
     assert "FRONT_ALLOWLIST" not in defs and "#!define FRONT_AUTH\n" not in defs
 
 
@@ -286,12 +287,12 @@ def test_dialogs_in_redis_go_to_a_database_of_their_own_with_the_redis_password(
     settings = Settings(redis_url="redis://:pw@10.0.0.20:6380/0", front_dialog_db=5, front_dialog_id=3)
     url = front.dialog_db_url(settings)
     assert url == "redis://:pw@10.0.0.20:6380/5"
-    text = front_defs("127.0.0.2", 5060, tmp_path, retry_after_s=5, dialog_db=url, dialog_id=3)
+    text = front_defs(Listen("127.0.0.2", 5060), tmp_path, retry_after_s=5, dialog_db=url, dialog_id=3)
     assert f'#!substdef "!FRONT_DIALOG_DB_URL!{url}!g"' in text
     assert f'#!substdef "!FRONT_DIALOG_SCHEMA!{tmp_path / "db_redis"}!g"' in text
     assert "#!define FRONT_DIALOG_DB\n" in text and "#!define FRONT_DIALOG_ID 3\n" in text
     assert front.dialog_db_url(Settings(redis_url="redis://10.0.0.20/0")) == ""  # in Kamailio's memory only
-    assert "FRONT_DIALOG_DB" not in front_defs("127.0.0.2", 5060, tmp_path, retry_after_s=5)
+    assert "FRONT_DIALOG_DB" not in front_defs(Listen("127.0.0.2", 5060), tmp_path, retry_after_s=5)
     front.write_dialog_schemas(tmp_path / "db_redis")
     assert (tmp_path / "db_redis" / "dialog_vars").read_text().splitlines()[1] == "1"
     monkeypatch.setattr(front, "has_db_redis", lambda: False)
@@ -315,8 +316,10 @@ def test_front_dialog_db_needs_a_redis_url_db_redis_reaches(redis_url: str | Non
 
 
 def test_the_front_names_no_product_unless_told_and_bans_after_refusals(tmp_path: Path) -> None:
-    plain = front_defs("127.0.0.2", 5060, tmp_path, retry_after_s=5)
+    plain = front_defs(Listen("127.0.0.2", 5060), tmp_path, retry_after_s=5)
     assert "FRONT_SERVER" not in plain and '#!substdef "!FRONT_REFUSALS!10!g"' in plain
-    named = front_defs("127.0.0.2", 5060, tmp_path, retry_after_s=5, edge=Edge(server_header="lab", refusal_limit=3))
+    named = front_defs(
+        Listen("127.0.0.2", 5060), tmp_path, retry_after_s=5, edge=Edge(server_header="lab", refusal_limit=3)
+    )
     assert "#!define FRONT_SERVER_HEADER" in named and '#!substdef "!FRONT_SERVER_NAME!lab!g"' in named
     assert '#!substdef "!FRONT_REFUSALS!3!g"' in named
