@@ -40,6 +40,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -221,30 +222,37 @@ def _health_row(name: str, s: WindowStats) -> str:
     )
 
 
-def describe(
-    name: str,
-    spec: RolloutSpec,
-    flag: RolloutFlag,
-    stored: bool | None,
-    window: Mapping[str, WindowStats] | None,
-    audit: list[AuditEntry],
-    *,
-    voice: str,
-    known: bool = True,
-    today: dt.date | None = None,
-    refused: Mapping[str, Mapping[str, Any]] | None = None,
-) -> str:
-    """The text of one dialplan for ``rollout show``. ``stored`` None and ``window`` None: Redis was not asked."""
+@dataclass(frozen=True)
+class Shown:
+    """One dialplan as ``rollout show`` reads it: its variants and flag, and what Redis holds of it. ``stored``
+    None and ``window`` None: Redis was not asked."""
+
+    name: str
+    spec: RolloutSpec
+    flag: RolloutFlag
+    voice: str
+    stored: bool | None = None
+    window: Mapping[str, WindowStats] | None = None
+    audit: Sequence[AuditEntry] = ()
+    known: bool = True  # in the dialplan files
+    refused: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def variants(self, today: dt.date) -> list[dict[str, Any]]:
+        return describe_variants(self.spec, self.flag, self.voice, catalog.shutdown_dates(), today, self.refused)
+
+
+def describe(shown: Shown, today: dt.date | None = None) -> str:
+    """The text of one dialplan for ``rollout show``."""
     today = today or dt.datetime.now(dt.UTC).date()
+    name, spec, flag, window, audit = shown.name, shown.spec, shown.flag, shown.window, shown.audit
     head = f"dialplan      {name}"
-    if stored is None:
+    if shown.stored is None:
         head += "  (no Redis: the dialplan's defaults)"
-    elif not stored:
+    elif not shown.stored:
         head += "  (no stored flag: the dialplan's defaults)"
-    if not known:
+    if not shown.known:
         head += "  (not in the dialplan files: GA against beta)"
-    variants = describe_variants(spec, flag, voice, catalog.shutdown_dates(), today, refused)
-    lines = [head, *_variant_lines(variants, name)]
+    lines = [head, *_variant_lines(shown.variants(today), name)]
     lines += [
         f"kill switch   {_value(flag.kill)}" + (f"   (every call on {spec.safe})" if flag.kill else ""),
         f"sticky        per {flag.sticky}, salt {flag.salt}; fallback voice {flag.fallback_voice}",
@@ -315,23 +323,20 @@ async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Pla
         audit = await store.audit(name, args.changes) if store is not None else []
         refused = await refusals.refused(store, name) if store is not None else {}
         stored = None if store is None else stored_flag is not None
+        shown = Shown(name, spec, flag, voice, stored, window, audit, known=name in plans, refused=refused)
         out.append(
             {
                 "dialplan": name,
-                "in_dialplan_files": name in plans,
-                "stored": stored,
+                "in_dialplan_files": shown.known,
+                "stored": shown.stored,
                 "safe": spec.safe,
-                "variants": describe_variants(spec, flag, voice, catalog.shutdown_dates(), today, refused),
+                "variants": shown.variants(today),
                 "flag": _flag_json(flag),
                 "window": None if window is None else {n: s.to_json() for n, s in window.items()},
                 "audit": [e.to_json() for e in audit],
             }
         )
-        texts.append(
-            describe(
-                name, spec, flag, stored, window, audit, voice=voice, known=name in plans, today=today, refused=refused
-            )
-        )
+        texts.append(describe(shown, today))
     if args.json:
         print(json.dumps({"dialplans": out}, indent=2))
     elif not texts:
