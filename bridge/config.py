@@ -20,6 +20,7 @@ import ipaddress
 import os
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -49,6 +50,9 @@ ENV = {
 EXTRA_SECRETS = frozenset({"redis_url"})  # not a SecretStr, but may carry a password
 SUPERVISOR_TOKEN_ENV = "CALLBRIDGE_SUPERVISOR_TOKEN"
 SUPERVISOR_READONLY_TOKEN_ENV = "CALLBRIDGE_SUPERVISOR_READONLY_TOKEN"
+BROKER_TOKEN_ENV = "CALLBRIDGE_BROKER_TOKEN"  # bridge.realtime.credentials reads it (a worker's broker token)
+# Secrets that are no setting (:func:`secret_names` adds the settings' own)
+OTHER_SECRETS = (SUPERVISOR_TOKEN_ENV, SUPERVISOR_READONLY_TOKEN_ENV, BROKER_TOKEN_ENV)
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 URL_FORMS = "wss://api.openai.com/v1 or wss://api.openai.com/v1/realtime (ws:// for the emulator)"
 
@@ -343,29 +347,56 @@ def variables(name: str) -> list[str]:
     return [ENV_PREFIX + name.upper(), *([ENV[name]] if name in ENV else [])]
 
 
+def secret_names() -> tuple[str, ...]:
+    """Every variable that may carry a secret (its ``_FILE`` form and ``__`` entries too): the secret fields'
+    variables and :data:`OTHER_SECRETS`. The one list of them."""
+    fields = (var for field in Settings.model_fields if is_secret(field) for var in variables(field))
+    return (*OTHER_SECRETS, *fields)
+
+
 def secret_variables(environ: Mapping[str, str]) -> set[str]:
-    """The variables of ``environ`` that hold a secret (or name its file): every secret field's variables, their
-    ``_FILE`` forms and ``__`` entries, and the supervisor tokens'. None of them may reach a worker or Kamailio."""
-    names = [SUPERVISOR_TOKEN_ENV, SUPERVISOR_READONLY_TOKEN_ENV]
-    names += [var for field in Settings.model_fields if is_secret(field) for var in variables(field)]
+    """The variables of ``environ`` that hold a secret or name its file (:func:`secret_names`). None of them may
+    reach a worker or Kamailio."""
+    names = secret_names()
     return {k for k in environ if any(k in (n, n + FILE_SUFFIX) or k.startswith(n + "__") for n in names)}
 
 
-def secret_from_env(var: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """A secret from ``VAR`` or from the file ``VAR_FILE`` names (one trailing newline dropped); ``None``: neither.
-    Raises :class:`ConfigError` naming the variable when the file cannot be read or both are set."""
-    env = os.environ if environ is None else environ
-    direct, path = env.get(var) or None, env.get(var + FILE_SUFFIX) or None
-    if direct is not None and path is not None:
-        raise ConfigError(f"variable {var + FILE_SUFFIX}", var, f"set {var} or {var + FILE_SUFFIX}, not both")
-    if path is None:
-        return direct
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """One secret of the environment: the variable ``var``, or the text of the file ``<var>_FILE`` names (Docker
+    and Kubernetes secrets, systemd ``LoadCredential``). Errors name the variable, the file and the ``setting``
+    (the variable itself by default), never the value."""
+
+    var: str
+    setting: str = ""
+
+    def read(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The secret (a file's text with one trailing newline dropped); ``None``: neither variable is set. Raises
+        :class:`ConfigError` when the file cannot be read or both are set."""
+        env = os.environ if environ is None else environ
+        var, named_by = self.var, self.var + FILE_SUFFIX
+        direct, path = env.get(var) or None, env.get(named_by) or None
+        if direct is not None and path is not None:
+            raise ConfigError(f"variable {named_by}", self.setting or var, f"set {var} or {named_by}, not both")
+        if path is None:
+            return direct
+        return read_secret_file(path, source=f"variable {named_by}", setting=self.setting or var)
+
+
+def read_secret_file(path: str | Path, *, source: str, setting: str) -> str:
+    """The text of the secret file ``path`` with one trailing newline dropped. Raises :class:`ConfigError` naming
+    ``source`` (what named the file), the ``setting`` and the file; the text is never part of a message."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        message = f"cannot read {path} (named by {var + FILE_SUFFIX}): {exc.strerror}"
-        raise ConfigError(f"variable {var + FILE_SUFFIX}", var, message) from None
+        named_by = source.split(" ", 1)[-1]
+        raise ConfigError(source, setting, f"cannot read {path} (named by {named_by}): {exc.strerror}") from None
     return text[:-1] if text.endswith("\n") else text
+
+
+def secret_from_env(var: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """A secret from ``VAR`` or from the file ``VAR_FILE`` names (:class:`Secret`); ``None``: neither."""
+    return Secret(var).read(environ)
 
 
 def _is_list(field: FieldInfo) -> bool:
@@ -400,9 +431,9 @@ def _from_environment(errors: list[ConfigError]) -> tuple[dict[str, Any], dict[s
     for name in (n for n in Settings.model_fields if is_secret(n)):
         for var in variables(name):
             try:
-                found = secret_from_env(var) if os.environ.get(var + FILE_SUFFIX) else None
+                found = Secret(var, name).read() if os.environ.get(var + FILE_SUFFIX) else None
             except ConfigError as exc:
-                errors.append(ConfigError(exc.source, name, exc.message))
+                errors.append(exc)
                 break
             if found is not None:
                 data[name], origin[name] = _secret_value(name, found), f"variable {var + FILE_SUFFIX}"

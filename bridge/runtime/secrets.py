@@ -12,30 +12,23 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-# The variables that may carry a secret: none of them reaches a worker, and `serve` drops them once read.
-SECRET_ENV = (
-    "OPENAI_API_KEY",
-    "REDIS_URL",
-    "CALLBRIDGE_SUPERVISOR_TOKEN",
-    "CALLBRIDGE_SUPERVISOR_READONLY_TOKEN",
-    "CALLBRIDGE_SIP_NONCE_SECRET",
-    "CALLBRIDGE_BROKER_TOKEN",
-)
 _MIN_SECRET = 4  # shorter values are not blanked: they would match harmless bytes
 
 
-def without_secrets(env: dict[str, str], names: Iterable[str] = ()) -> dict[str, str]:
-    """``env`` without :data:`SECRET_ENV` and ``names``: what a child process may inherit."""
-    dropped = {*SECRET_ENV, *names}
+def without_secrets(env: dict[str, str], names: Iterable[str]) -> dict[str, str]:
+    """``env`` without the variables ``names`` (the secret ones, ``bridge.config.secret_variables``): what a child
+    process may inherit."""
+    dropped = set(names)
     return {k: v for k, v in env.items() if k not in dropped}
 
 
-def forget_environment(values: Iterable[str], names: Iterable[str] = ()) -> int:
-    """Drop :data:`SECRET_ENV` and ``names`` from ``os.environ`` and overwrite each of ``values`` (and the dropped
-    variables' values) with ``*`` wherever it appears in this process's start-up argument and environment block.
-    Returns the number of places blanked (0 where ``/proc`` is not there)."""
+def forget_environment(values: Iterable[str], names: Iterable[str]) -> int:
+    """Drop the variables ``names`` (the secret ones, ``bridge.config.secret_variables``) from ``os.environ`` and
+    overwrite each of ``values`` (and the dropped variables' values) with ``*`` wherever it appears in this
+    process's start-up argument and environment block. Returns the number of places blanked (0 where ``/proc`` is
+    not there)."""
     secrets = {v for v in values if v and len(v) >= _MIN_SECRET}
-    for name in {*SECRET_ENV, *names}:
+    for name in set(names):
         value = os.environ.pop(name, None)
         if value and len(value) >= _MIN_SECRET:
             secrets.add(value)

@@ -27,7 +27,7 @@ from bridge.call.report import CallReport
 from bridge.call.session import CallSession, Listener
 from bridge.call.takeover import TakeOverLeg
 from bridge.call.tap import ListenTap
-from bridge.config import WILDCARD_HOSTS, Settings
+from bridge.config import WILDCARD_HOSTS, Settings, secret_variables
 from bridge.dialplan import Dialplan, load_dialplans, rollout_specs, route, shutdown_errors
 from bridge.errors import BridgeError, ConfigError, ConnectError, ModelRefused, redact
 from bridge.orchestrator.client import OrchestratorClient
@@ -55,8 +55,8 @@ from bridge.store.reportfile import append_report
 from bridge.supervisor.actions import allowed_targets
 
 if TYPE_CHECKING:  # pjsua2 is imported when the worker runs (Worker.run), not when this module is
-    from bridge.sip.endpoint import SipConfig
     from bridge.sip.gateway import IncomingCall
+    from bridge.sip.sipconfig import SipConfig
 
 log = logging.getLogger("bridge.serve.worker")
 
@@ -129,7 +129,7 @@ def consent_greeting(plan: Dialplan) -> str | None:
 
 def sip_config(s: Settings, index: int, port: int) -> SipConfig:
     """Worker ``index``'s SIP endpoint, listening on ``port``."""
-    from bridge.sip.endpoint import SipConfig
+    from bridge.sip.sipconfig import SipConfig
 
     tls_port = s.worker_tls_port(index)
     return SipConfig(
@@ -591,7 +591,7 @@ def main(argv: list[str]) -> int:
         if args.settings_json:
             sent = {**sent, "settings": json.loads(args.settings_json)}
         settings = Settings.model_validate(sent.get("settings") or {})
-        forget_environment([])  # nothing secret stays in this process's environment, whoever started it
+        forget_environment([], secret_variables(os.environ))  # none stays, whoever started it
         logs.configure(settings.log_format, str(args.index))
         worker = Worker(settings, args.index, broker_token=sent.get("broker_token"), ready_fd=args.ready_fd)
     except (BridgeError, ValueError, OSError) as exc:

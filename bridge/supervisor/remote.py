@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from bridge.config import add_config_flag, load_settings, secret_from_env
+from bridge.config import add_config_flag, load_settings, read_secret_file, secret_from_env
 from bridge.errors import ConfigError
 from bridge.store.read import CallDetail, CallSummary, StreamEntry
 
@@ -46,10 +46,7 @@ def add_api_flags(parser: argparse.ArgumentParser) -> None:
 def api_token(args: argparse.Namespace) -> str:
     """The token for ``--api``; :class:`ConfigError` naming where it was looked for."""
     if args.token_file is not None:
-        try:
-            token = Path(args.token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"flag --token-file {args.token_file}", "token", f"cannot read: {exc.strerror}") from None
+        token = read_secret_file(args.token_file, source="flag --token-file", setting="token").strip()
     else:
         token = (secret_from_env(TOKEN_ENV) or "").strip()
     if not token:

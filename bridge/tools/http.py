@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bridge.errors import redact
+from bridge.config import Secret, read_secret_file
+from bridge.errors import ConfigError, redact
 from bridge.orchestrator.client import whole_body
 from bridge.tools.spec import IN_QUERY, Header, HttpTool, ToolOutcome, argument_errors
 
@@ -41,20 +40,23 @@ def read_headers(headers: Mapping[str, Header]) -> tuple[dict[str, str], str | N
         if value.text is not None:
             out[name] = value.text
             continue
-        secret = _read(value)
+        secret = _read(name, value)
         if secret is None:
             return {}, name
         out[name] = value.prefix + secret
     return out, None
 
 
-def _read(secret: Header) -> str | None:
-    if secret.env is not None:
-        return os.environ.get(secret.env) or None
-    assert secret.file is not None  # Header's validator: exactly one source
+def _read(name: str, secret: Header) -> str | None:
+    """The secret of header ``name`` (:class:`bridge.config.Secret`: ``env``, or ``env``'s ``_FILE``; or ``file``,
+    stripped); ``None`` when it cannot be read (the caller logs the header's name, never a value)."""
+    setting = f"header {name}"
     try:
-        return Path(secret.file).read_text(encoding="utf-8").strip() or None
-    except OSError:
+        if secret.env is not None:
+            return Secret(secret.env, setting).read()
+        assert secret.file is not None  # Header's validator: exactly one source
+        return read_secret_file(secret.file, source=f"file {secret.file}", setting=setting).strip() or None
+    except ConfigError:
         return None
 
 

@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 from bridge import config
 from bridge.config import Settings, load_settings, load_settings_with_sources, secret_from_env
 from bridge.errors import ConfigError, ConfigErrors
+from bridge.realtime.credentials import BROKER_TOKEN_ENV
 
 # Values a generic rule cannot guess (the field's validator wants a form); the rest come from the field's type.
 SAMPLES: dict[str, tuple[str, Any]] = {
@@ -176,6 +177,28 @@ def test_secrets_from_files(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> No
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert (caught.value.source, caught.value.field) == ("variable CALLBRIDGE_API_KEY_FILE", "api_key")
+
+
+def test_one_secret_reader_names_the_file_and_the_setting_never_the_value(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("tok-9f2c\n")
+    assert config.Secret("X_TOKEN").read({"X_TOKEN_FILE": str(token)}) == "tok-9f2c"
+    assert config.Secret("X_TOKEN").read({"X_TOKEN": "direct"}) == "direct"
+    assert config.Secret("X_TOKEN").read({}) is None
+    with pytest.raises(ConfigError) as caught:
+        config.Secret("X_TOKEN", "header Authorization").read({"X_TOKEN_FILE": str(tmp_path / "gone")})
+    assert (caught.value.source, caught.value.field) == ("variable X_TOKEN_FILE", "header Authorization")
+    assert str(tmp_path / "gone") in caught.value.message and "X_TOKEN_FILE" in caught.value.message
+    with pytest.raises(ConfigError) as caught:
+        config.Secret("X_TOKEN").read({"X_TOKEN": "tok-9f2c", "X_TOKEN_FILE": str(token)})
+    assert "tok-9f2c" not in str(caught.value) and caught.value.message == "set X_TOKEN or X_TOKEN_FILE, not both"
+
+
+def test_one_list_of_secret_variables() -> None:
+    secret = ["OPENAI_API_KEY", "REDIS_URL_FILE", "CALLBRIDGE_SIP_AUTH_USERS__trunk", "CALLBRIDGE_SIP_NONCE_SECRET"]
+    secret += [config.SUPERVISOR_TOKEN_ENV, BROKER_TOKEN_ENV]
+    env = dict.fromkeys([*secret, "CALLBRIDGE_WORKERS", "HOME"], "x")
+    assert config.secret_variables(env) == set(env) - {"CALLBRIDGE_WORKERS", "HOME"}
 
 
 def test_workers_get_secrets_in_their_settings_not_their_environment(

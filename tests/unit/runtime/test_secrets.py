@@ -10,7 +10,7 @@ import sys
 
 from pydantic import SecretStr
 
-from bridge.config import Settings
+from bridge.config import Settings, secret_variables
 from bridge.errors import mask_url
 from bridge.runtime.secrets import read_from_fd, send_through_pipe, without_secrets
 from bridge.serve.pool import worker_settings_json
@@ -39,13 +39,15 @@ def test_a_workers_settings_travel_through_a_pipe_secrets_included() -> None:
     # broker mode: the token instead of the key
     brokered = json.loads(worker_settings_json(settings, broker_token="tok-123"))
     assert "api_key" not in brokered["settings"] and brokered["broker_token"] == "tok-123"
-    assert without_secrets({"OPENAI_API_KEY": "k", "REDIS_URL": "u", "HOME": "/h"}) == {"HOME": "/h"}
+    env = {"OPENAI_API_KEY": "k", "REDIS_URL": "u", "CALLBRIDGE_BROKER_TOKEN_FILE": "/t", "HOME": "/h"}
+    assert without_secrets(env, secret_variables(env)) == {"HOME": "/h"}
 
 
 def test_a_process_forgets_its_secrets_and_proc_shows_none() -> None:
     code = (
         "import os; from bridge.runtime.secrets import forget_environment;"
-        "forget_environment(['argv-secret-1234']);"
+        "from bridge.config import secret_variables;"
+        "forget_environment(['argv-secret-1234'], secret_variables(os.environ));"
         "env = open('/proc/self/environ', 'rb').read(); argv = open('/proc/self/cmdline', 'rb').read();"
         "print(b'env-secret-5678' in env, b'argv-secret-1234' in argv, os.environ.get('OPENAI_API_KEY'),"
         " b'KEEP=visible' in env)"
