@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from bridge.audio.line import LineEcho
-from bridge.sip.endpoint import SipConfig
 from bridge.sip.gateway import DTMF_DIGITS
 from bridge.sip.phone import DtmfPlan, Softphone
+from bridge.sip.sipconfig import SipConfig
 from bridge.sip.sipmsg import host_part
 
 

@@ -2,7 +2,8 @@
 
 ::
 
-    endpoint.py   SipConfig, SipEndpoint: one pjsua2 Endpoint per process; event pump; port pool; clean shutdown
+    sipconfig.py  SipConfig and its closed sets (Transport, SrtpMode, MediaPortKind), checked when built
+    endpoint.py   SipEndpoint: one pjsua2 Endpoint per process; event pump; port pool; clean shutdown
     gateway.py    SipGateway, IncomingCall: incoming calls as plain objects and bridge.events
     cport.py      serves the native media port (``bridge/native/cport.c``) from the loop, its layout proven
                   against the wheel
@@ -27,13 +28,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bridge.sip.endpoint import CallGone, RejectedCall, SipConfig, SipEndpoint, SipError
+    from bridge.sip.endpoint import CallGone, RejectedCall, SipEndpoint, SipError
     from bridge.sip.gateway import IncomingCall, SipGateway
+    from bridge.sip.sipconfig import SipConfig
 
 _EXPORTS = {
     "CallGone": "bridge.sip.endpoint",
     "RejectedCall": "bridge.sip.endpoint",
-    "SipConfig": "bridge.sip.endpoint",
+    "SipConfig": "bridge.sip.sipconfig",
     "SipEndpoint": "bridge.sip.endpoint",
     "SipError": "bridge.sip.endpoint",
     "IncomingCall": "bridge.sip.gateway",

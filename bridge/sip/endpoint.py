@@ -37,35 +37,31 @@ import contextlib
 import ctypes
 import gc
 import logging
-import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pjsua2 as pj
 
-from bridge.audio.frames import BEAT_FRAMES, FRAME_MS, MAX_BEAT_FRAMES, SAMPLE_RATE
+from bridge.audio.frames import FRAME_MS, SAMPLE_RATE
 from bridge.audio.frames import PERIOD_S as TICK_S
 from bridge.errors import BridgeError
 from bridge.runtime.metronome import for_loop as metronome_for
 from bridge.runtime.sched import realtime_priority
-from bridge.sip.access import AuthLockout, DigestAuth, parse_networks
-from bridge.sip.cport import DEFAULT_LEAD, PJSUA, NativeHub, NativePort, native_ports
+from bridge.sip.cport import PJSUA, NativeHub, NativePort, native_ports
 from bridge.sip.crossing import FrameCrossing, MediaPort
 from bridge.sip.media import BridgePort
 from bridge.sip.rtpguard import random_rtp_start
+from bridge.sip.sipconfig import DOCUMENTED_CALL_CAP, MediaPortKind, SipConfig, Transport
 from bridge.sip.sipmsg import SIP_CALL_ID_CHARS, clean_text, parse_request_head, user_part
-from bridge.sip.tlsfiles import check_tls_files
-from bridge.sip.transports import SRTP_MODES, TRANSPORT_TYPES, account_config, transport_config
+from bridge.sip.transports import TRANSPORT_TYPES, account_config, transport_config
 
 _LOG = logging.getLogger("bridge.sip")
 _PJ_LOG = logging.getLogger("bridge.sip.pjsua")
 
-DOCUMENTED_CALL_CAP = 4  # what this wheel allows per process (docs/pjsip.md); used if the read-back fails
 ALLOWED_CODECS = ("PCMU/8000/1", "PCMA/8000/1")  # first is preferred when we offer
 
 
@@ -88,150 +84,6 @@ def sip_error(operation: str, exc: BaseException) -> SipError:
     reason = str(getattr(exc, "reason", "") or getattr(exc, "info", lambda: "")() or exc)
     status = int(getattr(exc, "status", 0) or 0)
     return SipError(operation, reason, status)
-
-
-MEDIA_PORTS = ("auto", "native", "python")
-MIN_SE_FLOOR = 90  # RFC 4028 §4; pjsip_timer_init_session asserts it: a smaller Min-SE aborts the process
-
-
-@dataclass(frozen=True, slots=True)
-class SipConfig:
-    """Where and how a process speaks SIP. The app's settings loader maps onto this."""
-
-    host: str = "127.0.0.1"  # SIP and RTP bind address ("0.0.0.0": all interfaces)
-    port: int = 5060  # SIP port for every transport; 0 picks a free one (UDP first, TCP then tries the same)
-    transports: tuple[str, ...] = ("udp", "tcp")  # "tls" too: a TLS listener on tls_port (bridge.sip.transports)
-    tls_port: int = 0  # 0: any free port
-    tls_cert: str = ""  # PEM certificate and private key of the TLS listener (checked at construction)
-    tls_key: str = field(default="", repr=False)
-    # PEM CA list that verifies the far end of the TLS connections this side opens; "": the system's CA store
-    tls_ca: str = ""
-    tls_verify: bool = True  # False: the far end's certificate is not verified (a warning at each start)
-    srtp: str = "off"  # off | optional | mandatory (SDES, RFC 4568; bridge.sip.transports)
-    public_address: str = ""  # advertised in Contact and Via (and SDP, unless rtp_public_address) instead of host
-    rtp_public_address: str = ""  # advertised in SDP (c=, o=) instead of host (1:1 NAT); "" = public_address
-    rtp_port: int = 0  # first RTP port (RTCP is +1); 0: pjsua picks free ports
-    rtp_port_range: int = 0  # number of ports from rtp_port to try; 0 = no limit
-    max_calls: int = DOCUMENTED_CALL_CAP  # asked for; the library may cut it (see SipEndpoint.max_calls)
-    user: str = "callbridge"  # user part of the local account URI
-    user_agent: str = ""  # Server and User-Agent headers: "" sends none (nothing names the product to a scanner)
-    pjsua_log_level: int = 1  # pjlib log level 0-6, forwarded to logger "bridge.sip.pjsua"; 4+ logs SIP messages
-    poll_interval_s: float = 0.02  # libHandleEvents while shutting down (in service: the metronome's 20 ms beat)
-    busy_poll_interval_s: float = 0.005  # the same after SIP traffic while polls find more (bursts, floods)
-    shutdown_grace_s: float = 1.0  # how long close() waits for BYEs to complete
-    # Media port per call (bridge.sip.cport): "native" (C, the clock thread never takes the GIL), "python" (a
-    # pjsua2 AudioMediaPort), "auto" (native if it builds and passes its start-up check, else python). The
-    # environment variable CALLBRIDGE_MEDIA_PORT sets the default (benchmarks compare the two).
-    media_port: str = field(default_factory=lambda: os.environ.get("CALLBRIDGE_MEDIA_PORT", "auto"))
-    playout_lead_frames: int = DEFAULT_LEAD  # native port: frames queued ahead of the clock (20 ms each)
-    # native ports: the clock thread wakes the event loop once every this many 20 ms ticks (bridge.runtime.metronome):
-    # playout rings are filled for the whole beat, the Realtime sockets read and SIP polled once per beat. 1 is
-    # the lowest latency (a barge-in is seen up to one beat late), more costs less CPU.
-    media_beat_frames: int = BEAT_FRAMES
-    # packet loss concealment of received G.711 (pjmedia's PLC, on in every phone): a frame that comes too late for
-    # the jitter buffer is made up from the audio before it. A measuring phone turns it off, so that it records a
-    # late frame as the gap it was, not as audio the other side never sent.
-    concealment: bool = True
-    # native port: ask for SCHED_RR on pjmedia's clock thread, at the lowest real-time priority or at the worker's
-    # own if it runs real-time (bridge/runtime/sched.py); needs CAP_SYS_NICE, refused quietly without it.
-    # CALLBRIDGE_CLOCK_RT=0 turns it off.
-    clock_realtime: bool = field(default_factory=lambda: os.environ.get("CALLBRIDGE_CLOCK_RT", "1") != "0")
-    # Access control, checked by SipGateway on every INVITE before the app sees it (see bridge.sip.access):
-    allowed_sources: tuple[str, ...] = ()  # CIDRs / addresses INVITEs may come from; others get 403
-    # with no allowed_sources and no auth_users, only loopback sources and the trusted fronts' calls are answered
-    # (closed by default), unless this says any source on purpose
-    allow_any_source: bool = False
-    auth_users: Mapping[str, str] = field(default_factory=dict, repr=False)  # digest user -> password; {} = off
-    auth_realm: str = "callbridge"  # digest realm of the 401 challenges
-    auth_exempt_sources: tuple[str, ...] = ()  # CIDRs trusted by address alone (no challenge), e.g. a carrier
-    # CIDRs of the front (the Kamailio dispatcher) whose X-Callbridge-Source header names the caller's source, which
-    # every check above then uses (bridge.sip.access.caller_source); () = the header is ignored from everyone
-    trusted_fronts: tuple[str, ...] = ()
-    auth_nonce_ttl_s: float = 300.0  # how long a challenge's nonce stays good
-    auth_max_failures: int = 10  # bad credentials from one source address within the window ...
-    auth_failure_window_s: float = 60.0
-    auth_lockout_s: float = 300.0  # ... lock that address out (403 at once) for this long
-    auth_nonce_secret: str = field(default="", repr=False)  # HMAC key of nonces; "" = random per process (share
-    # one across workers behind one dispatcher, so that a retry landing on another worker is still accepted)
-    # Every call bounded (bridge.sip.bounds): no RTP for rtp_timeout_s (rtp_hold_timeout_s while the caller holds)
-    # ends it with a BYE; SIP session timers (RFC 4028) with this interval and smallest accepted Min-SE.
-    rtp_timeout_s: float = 30.0
-    rtp_hold_timeout_s: float = 600.0
-    session_expires_s: int = 1800
-    session_min_se_s: int = 90
-
-    def __post_init__(self) -> None:
-        """Refuse a malformed configuration at construction, naming the field."""
-        self._check_security()
-        if self.media_port not in MEDIA_PORTS:
-            raise ValueError(f"SipConfig.media_port: expected one of {', '.join(MEDIA_PORTS)}, got {self.media_port!r}")
-        if not 1 <= self.playout_lead_frames <= 16:
-            raise ValueError(f"SipConfig.playout_lead_frames: expected 1..16, got {self.playout_lead_frames}")
-        if not 1 <= self.media_beat_frames <= MAX_BEAT_FRAMES:
-            raise ValueError(
-                f"SipConfig.media_beat_frames: expected 1..{MAX_BEAT_FRAMES}, got {self.media_beat_frames}"
-            )
-        if self.playout_lead_frames + self.media_beat_frames - 1 > 16:
-            raise ValueError(
-                "SipConfig.media_beat_frames: playout_lead_frames + media_beat_frames - 1 must be at most 16 (the "
-                f"native port's ring), got {self.playout_lead_frames} + {self.media_beat_frames} - 1"
-            )
-        if not (self.rtp_timeout_s > 0 and self.rtp_hold_timeout_s > 0):
-            raise ValueError("SipConfig.rtp_timeout_s, rtp_hold_timeout_s: must be > 0")
-        if not MIN_SE_FLOOR <= self.session_min_se_s <= self.session_expires_s:
-            raise ValueError(
-                f"SipConfig.session_min_se_s: expected {MIN_SE_FLOOR}..session_expires_s ({self.session_expires_s}), "
-                f"got {self.session_min_se_s}"
-            )
-        for name in ("allowed_sources", "auth_exempt_sources", "trusted_fronts"):
-            value = getattr(self, name)
-            parse_networks(value, f"SipConfig.{name}")  # raises ValueError naming the field and the bad entry
-            object.__setattr__(self, name, tuple(value))
-        users = self.auth_users
-        if not isinstance(users, Mapping) or not all(
-            isinstance(user, str) and user and isinstance(password, str) for user, password in users.items()
-        ):
-            raise ValueError("SipConfig.auth_users: expected a mapping of non-empty user names to password strings")
-        if users:
-            self.digest_auth()  # validates auth_realm and auth_nonce_ttl_s
-            self.auth_lockout()  # validates the lockout settings
-
-    def _check_security(self) -> None:
-        unknown = {name.lower() for name in self.transports} - set(TRANSPORT_TYPES)
-        if unknown:
-            raise ValueError(f"SipConfig.transports: unknown {', '.join(sorted(unknown))} (expected udp, tcp, tls)")
-        if self.srtp not in SRTP_MODES:
-            raise ValueError(f"SipConfig.srtp: expected one of {', '.join(SRTP_MODES)}, got {self.srtp!r}")
-        if "tls" in self.transports and (self.tls_cert or self.tls_key):
-            check_tls_files(
-                Path(self.tls_cert) if self.tls_cert else None,
-                Path(self.tls_key) if self.tls_key else None,
-                Path(self.tls_ca) if self.tls_ca else None,
-                names=("SipConfig.tls_cert", "SipConfig.tls_key", "SipConfig.tls_ca"),
-            )
-
-    def digest_auth(self) -> DigestAuth | None:
-        """The digest authenticator this configuration asks for, or None if ``auth_users`` is empty."""
-        if not self.auth_users:
-            return None
-        try:
-            return DigestAuth(
-                self.auth_realm,
-                self.auth_users,
-                nonce_ttl_s=self.auth_nonce_ttl_s,
-                secret=self.auth_nonce_secret or None,
-            )
-        except ValueError as exc:
-            raise ValueError(f"SipConfig.{exc}") from None
-
-    def auth_lockout(self) -> AuthLockout | None:
-        """The per-source lockout of repeated bad credentials, or None if ``auth_users`` is empty."""
-        if not self.auth_users:
-            return None
-        try:
-            return AuthLockout(self.auth_max_failures, self.auth_failure_window_s, self.auth_lockout_s)
-        except ValueError as exc:
-            raise ValueError(f"SipConfig.{exc}") from None
 
 
 _NATIVE = PJSUA
@@ -481,7 +333,7 @@ class SipEndpoint:
         self._ports_all: list[MediaPort] = []
         self._ports_free: list[MediaPort] = []
         self.hub: NativeHub | None = None  # native media ports' loop side (None: Python ports)
-        self.media_port_kind = "python"
+        self.media_port_kind = MediaPortKind.PYTHON
         self._reader: tuple[asyncio.AbstractEventLoop, int] | None = None
         self._release_hooks: list[Callable[[], None]] = []
         self._stop_polling: Callable[[], None] | None = None  # removes the SIP poll from the loop's metronome
@@ -531,12 +383,12 @@ class SipEndpoint:
         )
 
     def _start_native_ports(self, loop: asyncio.AbstractEventLoop) -> None:
-        wanted = self.config.media_port
-        if wanted == "python":
+        wanted = MediaPortKind(self.config.media_port)
+        if wanted is MediaPortKind.PYTHON:
             return
         available = native_ports()
         if available.lib is None:
-            if wanted == "native":
+            if wanted is MediaPortKind.NATIVE:
                 self._destroy_now()
                 raise SipError("media_port", f"native media ports unavailable: {available.why}")
             _LOG.warning("native media ports unavailable, using Python ports: %s", available.why)
@@ -552,7 +404,7 @@ class SipEndpoint:
         self._reader = (loop, hub.fd)
         self.hub = hub
         self.crossing.also_drain(hub.drain)
-        self.media_port_kind = "native"
+        self.media_port_kind = MediaPortKind.NATIVE
 
     def _init(self, ep: Any, cfg: SipConfig) -> None:
         ep_cfg = pj.EpConfig()
@@ -580,20 +432,20 @@ class SipEndpoint:
         self._read_call_cap(cfg)
 
         for name in cfg.transports:
-            self._listen(ep, name.lower())
+            self._listen(ep, Transport(name))
         ep.libStart()
         ep.audDevManager().setNullDev()
         self._restrict_codecs(ep, cfg.concealment)
 
-    def _listen(self, ep: Any, name: str) -> None:
+    def _listen(self, ep: Any, name: Transport) -> None:
         cfg = self.config
-        port = cfg.tls_port if name == "tls" else self.sip_port or cfg.port
+        port = cfg.tls_port if name is Transport.TLS else self.sip_port or cfg.port
         try:
             tid = ep.transportCreate(TRANSPORT_TYPES[name], transport_config(name, cfg, port))
         except pj.Error as exc:
             raise sip_error(f"{name} transport on {cfg.host}:{port}", exc) from None
         local = str(ep.transportGetInfo(tid).localName)
-        if name == "tls":
+        if name is Transport.TLS:
             self.tls_port = int(local.rsplit(":", 1)[1])
             if not cfg.tls_verify:
                 _LOG.warning(

@@ -103,10 +103,11 @@ from bridge.sip.callermedia import CallerMedia
 from bridge.sip.cport import NativePort, NativeUplink
 from bridge.sip.crossing import MediaPort
 from bridge.sip.dialogguard import PASS, DialogGuard, GuardedDialog, media_security
-from bridge.sip.endpoint import CallGone, LogLimiter, RejectedCall, SipConfig, SipEndpoint, SipError, sip_error
+from bridge.sip.endpoint import CallGone, LogLimiter, RejectedCall, SipEndpoint, SipError, sip_error
 from bridge.sip.outbound import HumanCall, dial
 from bridge.sip.rtpguard import MediaClaims, MediaGuard, media_sources, sdp_connection_ip
 from bridge.sip.rxhook import RxHook
+from bridge.sip.sipconfig import SipConfig
 from bridge.sip.sipmsg import (
     SIP_CALL_ID_CHARS,
     Dialog,

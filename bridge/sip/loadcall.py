@@ -37,8 +37,9 @@ from typing import Any
 
 import pjsua2 as pj
 
-from bridge.sip.endpoint import SipConfig, SipEndpoint
+from bridge.sip.endpoint import SipEndpoint
 from bridge.sip.gateway import call_op, first_audio
+from bridge.sip.sipconfig import SipConfig
 from bridge.sip.transports import secure_media
 
 # The counters a snapshot takes whose change over the window is the call's result.

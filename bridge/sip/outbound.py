@@ -21,17 +21,33 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pjsua2 as pj
 
 from bridge.events import Dtmf, Event, HumanLegChanged
 from bridge.sip.endpoint import CallGone, SipError, sip_error
 
-if TYPE_CHECKING:
-    from bridge.sip.gateway import IncomingCall
-
 _LOG = logging.getLogger("bridge.sip")
+
+
+class CallerLeg(Protocol):
+    """What the human's leg uses of the caller's call (:class:`bridge.sip.gateway.IncomingCall` is one)."""
+
+    call_id: str
+    disconnected: asyncio.Event
+
+    def audio_media(self) -> Any:
+        """The caller's audio in the conference bridge, or None."""
+
+    def route_port(self, audio_media: Any, on: bool) -> None:
+        """The caller's media port (the session's voice) -> ``audio_media``, on or off."""
+
+    def unhold(self) -> None:
+        """The caller's hold ends."""
+
+    def stop_media(self) -> None:
+        """The caller's media port leaves the call both ways."""
 
 
 class _HumanCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so the base class is Any
@@ -72,7 +88,7 @@ class _HumanCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so the 
 class HumanCall:
     """One outgoing call to a human, placed for a caller's warm transfer. Methods run on the loop thread."""
 
-    def __init__(self, caller: IncomingCall, account: Any, uri: str, on_gone: Callable[[HumanCall], None]) -> None:
+    def __init__(self, caller: CallerLeg, account: Any, uri: str, on_gone: Callable[[HumanCall], None]) -> None:
         self.uri = uri
         self.caller = caller
         self.events: asyncio.Queue[Event] = asyncio.Queue()
@@ -172,7 +188,7 @@ class HumanCall:
             self._on_gone(self)
 
 
-def dial(caller: IncomingCall, account: Any, uri: str, op: Any, on_gone: Callable[[HumanCall], None]) -> HumanCall:
+def dial(caller: CallerLeg, account: Any, uri: str, op: Any, on_gone: Callable[[HumanCall], None]) -> HumanCall:
     """Place the human's call for ``caller``; raises :class:`SipError` if the caller has gone."""
     if caller.disconnected.is_set():
         raise SipError("dial", "the caller has hung up")

@@ -37,8 +37,9 @@ from bridge.audio.frames import FRAME_BYTES, SILENCE
 from bridge.audio.line import EchoingLine, LineEcho
 from bridge.audio.wav import read_wav, write_wav
 from bridge.sip.crossing import MediaPort
-from bridge.sip.endpoint import SipConfig, SipEndpoint, sip_error
+from bridge.sip.endpoint import SipEndpoint, sip_error
 from bridge.sip.gateway import DTMF_DIGITS, call_op, first_audio
+from bridge.sip.sipconfig import SipConfig
 from bridge.sip.sipmsg import user_part
 from bridge.sip.transports import secure_media
 

@@ -1,7 +1,7 @@
 """The start-up check of a node's TLS files (``sip_tls_cert``, ``sip_tls_key``, ``sip_tls_ca``). No pjsua2 here.
 
 pjsip reads the files only when its TLS transport starts, and tells little when they are wrong. So ``serve`` (and
-:class:`~bridge.sip.endpoint.SipConfig`) check them first: each file must exist and be readable, the certificate
+:class:`~bridge.sip.sipconfig.SipConfig`) check them first: each file must exist and be readable, the certificate
 (read with ``cryptography``) must be valid now (not expired, not yet to come), the key must match it (Python's own
 OpenSSL binding loads the pair), and the CA file must hold certificates. A failure is a
 :class:`~bridge.errors.ConfigError` naming the setting and the file.

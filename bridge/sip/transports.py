@@ -1,5 +1,6 @@
 """What pjsua2 is told about transports and accounts: UDP, TCP and TLS listeners, the account's URI, media ports,
-NAT addresses, session timers and SRTP. Built from a :class:`~bridge.sip.endpoint.SipConfig`.
+NAT addresses, session timers and SRTP. Built from a :class:`~bridge.sip.sipconfig.SipConfig`; the one place
+its :class:`~bridge.sip.sipconfig.Transport` and :class:`~bridge.sip.sipconfig.SrtpMode` become pjsua2's constants.
 
 * **TLS** (RFC 5630): a ``PJSIP_TRANSPORT_TLS`` listener on ``tls_port`` with the certificate and key; the far end
   of the connections this side opens (a softphone calling a trunk, a transfer's outbound leg) is verified against
@@ -18,31 +19,33 @@ NAT addresses, session timers and SRTP. Built from a :class:`~bridge.sip.endpoin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pjsua2 as pj
 
-if TYPE_CHECKING:
-    from bridge.sip.endpoint import SipConfig
+from bridge.sip.sipconfig import SipConfig, SrtpMode, Transport
 
-TRANSPORT_TYPES = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP, "tls": pj.PJSIP_TRANSPORT_TLS}
-SRTP_MODES = ("off", "optional", "mandatory")
+TRANSPORT_TYPES = {
+    Transport.UDP: pj.PJSIP_TRANSPORT_UDP,
+    Transport.TCP: pj.PJSIP_TRANSPORT_TCP,
+    Transport.TLS: pj.PJSIP_TRANSPORT_TLS,
+}
 SRTP_USE = {
-    "off": pj.PJMEDIA_SRTP_DISABLED,
-    "optional": pj.PJMEDIA_SRTP_OPTIONAL,
-    "mandatory": pj.PJMEDIA_SRTP_MANDATORY,
+    SrtpMode.OFF: pj.PJMEDIA_SRTP_DISABLED,
+    SrtpMode.OPTIONAL: pj.PJMEDIA_SRTP_OPTIONAL,
+    SrtpMode.MANDATORY: pj.PJMEDIA_SRTP_MANDATORY,
 }
 SRTP_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")  # RFC 4568 §6.2; first is preferred
 
 
-def transport_config(name: str, cfg: SipConfig, port: int) -> Any:
-    """The ``TransportConfig`` of one listener (``name``: udp, tcp, tls)."""
+def transport_config(name: Transport, cfg: SipConfig, port: int) -> Any:
+    """The ``TransportConfig`` of one listener."""
     tc = pj.TransportConfig()
     tc.boundAddress = "" if cfg.host in ("", "0.0.0.0") else cfg.host
     tc.port = port
     if cfg.public_address:
         tc.publicAddress = cfg.public_address  # Via and Contact behind NAT
-    if name == "tls":
+    if name is Transport.TLS:
         tls = tc.tlsConfig
         tls.certFile = cfg.tls_cert
         tls.privKeyFile = cfg.tls_key
@@ -60,7 +63,7 @@ def transport_config(name: str, cfg: SipConfig, port: int) -> Any:
 def account_config(cfg: SipConfig, host: str, sip_port: int, credentials: tuple[str, str] | None) -> Any:
     """The ``AccountConfig`` of the local account: its URI, media ports and addresses, timers and SRTP."""
     acfg = pj.AccountConfig()
-    scheme = "sips" if "tls" in cfg.transports else "sip"
+    scheme = "sips" if Transport.TLS in cfg.transports else "sip"
     acfg.idUri = f"{scheme}:{cfg.user}@{host}:{sip_port}"
     if credentials is not None:
         user, password = credentials
@@ -83,15 +86,16 @@ def account_config(cfg: SipConfig, host: str, sip_port: int, credentials: tuple[
     return acfg
 
 
-def srtp_mode(cfg: SipConfig) -> str:
+def srtp_mode(cfg: SipConfig) -> SrtpMode:
     """The SRTP mode pjsua is given: ``srtp``, but with TLS on never ``off`` (a ``sips:`` call must get SRTP)."""
-    return "optional" if cfg.srtp == "off" and "tls" in cfg.transports else cfg.srtp
+    mode = SrtpMode(cfg.srtp)
+    return SrtpMode.OPTIONAL if mode is SrtpMode.OFF and Transport.TLS in cfg.transports else mode
 
 
-def _srtp(media: Any, mode: str) -> None:
+def _srtp(media: Any, mode: SrtpMode) -> None:
     media.srtpUse = SRTP_USE[mode]
     media.srtpSecureSignaling = 0  # any transport: the operator chose SRTP; SDES keys are secret over TLS only
-    if mode == "off":
+    if mode is SrtpMode.OFF:
         return
     opt = media.srtpOpt
     opt.keyings.clear()

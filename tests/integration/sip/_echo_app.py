@@ -28,9 +28,10 @@ from bridge.audio.frames import FrameSource
 from bridge.audio.wav import write_wav
 from bridge.events import CallerHungUp, Dtmf, TransferProgress
 from bridge.sip.crossing import FrameQueue
-from bridge.sip.endpoint import CallGone, SipConfig, SipError
+from bridge.sip.endpoint import CallGone, SipError
 from bridge.sip.gateway import IncomingCall, SipGateway
 from bridge.sip.phone import PcmSource
+from bridge.sip.sipconfig import SipConfig
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.sip.endpoint import BurstPolls, LogLimiter, SipConfig
+from bridge.sip.endpoint import BurstPolls, LogLimiter
+from bridge.sip.sipconfig import SipConfig
 
 
 def test_defaults_allow_everyone_without_auth() -> None:

@@ -276,7 +276,7 @@ def test_without_a_compiler_the_build_fails_with_a_clear_error(tmp_path: Path) -
 
 
 def test_media_port_setting_is_validated() -> None:
-    from bridge.sip.endpoint import SipConfig
+    from bridge.sip.sipconfig import SipConfig
 
     assert SipConfig(media_port="python").media_port == "python"
     with pytest.raises(ValueError, match=r"SipConfig\.media_port"):
