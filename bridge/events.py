@@ -23,9 +23,12 @@ stream, and a whole response can arrive in a single read.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Literal, TypeVar
+import json
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from typing import Any, ClassVar, Final, TypeVar
 
 
 class ErrorClass(enum.StrEnum):
@@ -130,6 +133,37 @@ class TransferStep(enum.StrEnum):
     RINGING = "ringing"  # the human's phone is called; the caller hears the hold audio
     BRIEFING = "briefing"  # the human answered and hears the agent's briefing
     ACCEPTING = "accepting"  # briefed: waiting for the human to press 1 (accept: dtmf)
+
+
+class LegState(enum.StrEnum):
+    """Where the second leg of a warm transfer is (:class:`HumanLegChanged`)."""
+
+    RINGING = "ringing"  # a provisional answer (180/183)
+    ANSWERED = "answered"  # 200: the human picked up
+    ENDED = "ended"  # a final status, a BYE, or our CANCEL
+
+
+class ToolCallOutcome(enum.StrEnum):
+    """How a business tool's call ended (:class:`ToolFinished`): ``ok``, or the typed error the model reads out
+    (``bridge.tools.spec.ErrorType``)."""
+
+    OK = "ok"
+    TIMEOUT = "timeout"
+    HTTP_STATUS = "http_status"
+    TOO_LARGE = "too_large"
+    NOT_JSON = "not_json"
+    UNREACHABLE = "unreachable"
+    BAD_ARGUMENTS = "bad_arguments"
+    TOOL_ERROR = "tool_error"
+
+
+class EchoOutcome(enum.StrEnum):
+    """What the echo guard made of a speech start over the agent (:class:`EchoJudged`)."""
+
+    TAKEN = "taken"  # the caller: a barge-in
+    REJECTED = "rejected"  # the agent's own audio coming back: the agent goes on
+    PAUSED = "paused"  # maybe the caller: the agent's audio is held
+    RESUMED = "resumed"  # no words followed: the agent goes on where it was held
 
 
 class OrchestratedOutcome(enum.StrEnum):
@@ -408,10 +442,10 @@ class Dtmf(Event):
 
 @dataclass(frozen=True, slots=True)
 class HumanLegChanged(Event):
-    """The second leg of a warm transfer (the worker's call to the human): ``state`` is ``ringing``, ``answered``
-    or ``ended`` (``sip_code``: its final status, e.g. 486, 603, 487 after our CANCEL; 200 once answered)."""
+    """The second leg of a warm transfer (the worker's call to the human) is ringing, answered or ended
+    (``sip_code``: its final status, e.g. 486, 603, 487 after our CANCEL; 200 once answered)."""
 
-    state: str
+    state: LegState
     sip_code: int = 0
     reason: str = ""
 
@@ -916,9 +950,6 @@ class UsageTotals(Report):
         return f"{self.audio_seconds:g} s of session audio, {self.input_tokens}+{self.output_tokens} tokens"
 
 
-EchoOutcome = Literal["taken", "rejected", "paused", "resumed"]
-
-
 @dataclass(frozen=True, slots=True)
 class EchoJudged(Report):
     """The echo guard judged a speech start over the agent (``bridge/call/echo.py``): ``taken`` (the caller: a
@@ -1026,7 +1057,7 @@ class ToolFinished(Report):
     call_id: str
     arguments: str
     output_json: str
-    outcome: str
+    outcome: ToolCallOutcome
     latency_ms: float
     longest_silence_ms: float = 0.0
 
@@ -1529,3 +1560,91 @@ class LegTransferred(Report):
     @property
     def summary(self) -> str:
         return self.uri
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reports as stored (a Redis stream entry) and read back
+
+REPORTS: Final[Mapping[str, type[Report]]] = {
+    c.kind: c
+    for c in list(globals().values())
+    if isinstance(c, type) and issubclass(c, Report) and c is not Report and "kind" in c.__dict__
+}
+
+
+class UndecodableEntry(ValueError):
+    """A stored entry that is no report: an unknown ``kind``, or a value its field's type does not take."""
+
+
+def text_of(value: Any) -> str:
+    """One value as stored: enums by value, booleans as ``1``/``0``, floats to the thousandth, None as empty, a
+    record (:class:`Usage`) as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".")
+    if is_dataclass(value) and not isinstance(value, type):
+        return json.dumps(asdict(value), separators=(",", ":"))
+    return str(value)
+
+
+def encode(report: Report) -> dict[str, str]:
+    """What is stored for ``report`` (a Redis stream entry's fields): its ``kind`` and ``summary``, each of its
+    fields by name, and what :meth:`Report.data` adds under names that are no field (a truncate's ``result``).
+    :func:`decode` is the inverse."""
+    out = {"kind": report.kind, "summary": report.summary}
+    out |= {f.name: text_of(getattr(report, f.name)) for f in fields(report)}
+    out |= {k: text_of(v) for k, v in report.data().items() if k not in out}
+    return out
+
+
+def decode(entry: Mapping[str, Any]) -> Report:
+    """The report an entry stores (:func:`encode`'s output, or a recording's note), enums as enums. A field the
+    entry lacks takes its default, else the empty value of its type (an entry from before that field was stored).
+    Raises :class:`UndecodableEntry`."""
+    cls = REPORTS.get(str(entry.get("kind", "")))
+    if cls is None:
+        raise UndecodableEntry(f"no report of kind {entry.get('kind')!r}")
+    hints = _hints(cls)
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in entry:
+            values[f.name] = _parsed(hints[f.name], entry[f.name], f.name)
+        elif f.default is MISSING:
+            values[f.name] = _parsed(hints[f.name], "", f.name)
+    return cls(**values)
+
+
+_HINTS: dict[str, dict[str, Any]] = {}  # per kind, the report's field types (resolved on first use)
+
+
+def _hints(cls: type[Report]) -> dict[str, Any]:
+    if cls.kind not in _HINTS:
+        _HINTS[cls.kind] = typing.get_type_hints(cls)
+    return _HINTS[cls.kind]
+
+
+_EMPTY: Final[Mapping[type, Any]] = {str: "", int: 0, float: 0.0, bool: False}
+
+
+def _parsed(hint: Any, value: Any, name: str) -> Any:
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        if value in ("", None):
+            return None
+        (hint,) = (a for a in typing.get_args(hint) if a is not type(None))
+    if not isinstance(value, str):  # a recording's note keeps JSON's types
+        value = text_of(value)
+    try:
+        if hint is bool:
+            return value in ("1", "true", "True")
+        if value == "" and hint in _EMPTY:
+            return _EMPTY[hint]
+        if isinstance(hint, type) and issubclass(hint, enum.Enum | int | float | str):
+            return hint(value)
+        return hint(**json.loads(value))
+    except (ValueError, TypeError):
+        raise UndecodableEntry(f"{name}: {value!r} is no {getattr(hint, '__name__', hint)}") from None

@@ -169,16 +169,16 @@ class EchoGuarding:
             return False  # paused already: the window decides
         verdict = self.guard.judge()
         if verdict.echo:
-            self._judged("rejected", verdict)
+            self._judged(ev.EchoOutcome.REJECTED, verdict)
             return False
         if self._can_pause and self._source is not None:
             self._source.held = True
             self._take, self._frames, self._spoken = take, 0, 0
             if self._on_clock and self._link is not None:
                 self._link.keep_on_loop(True)  # the window is judged frame by frame on the loop (_window)
-            self._judged("paused", verdict)
+            self._judged(ev.EchoOutcome.PAUSED, verdict)
             return False
-        self._judged("taken", verdict)
+        self._judged(ev.EchoOutcome.TAKEN, verdict)
         return True
 
     def _window(self) -> None:
@@ -189,14 +189,14 @@ class EchoGuarding:
         self._spoken += verdict.speaking
         if self._spoken * FRAME_MS >= self.plan.confirm_ms:
             take, self._take = self._take, None
-            self._judged("taken", verdict)
+            self._judged(ev.EchoOutcome.TAKEN, verdict)
             if take is not None:
                 take()  # the cut flushes the playout: what the hold kept is dropped with it
             self._release()
         elif self._frames * FRAME_MS >= self.plan.resume_ms or not self._playback.busy:
             self._take = None
             self._release()
-            self._judged("resumed", verdict)
+            self._judged(ev.EchoOutcome.RESUMED, verdict)
 
     def _release(self) -> None:
         if self._source is not None:

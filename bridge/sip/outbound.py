@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import pjsua2 as pj
 
-from bridge.events import Dtmf, Event, HumanLegChanged
+from bridge.events import Dtmf, Event, HumanLegChanged, LegState
 from bridge.sip.endpoint import CallGone, SipError, sip_error
 
 _LOG = logging.getLogger("bridge.sip")
@@ -154,10 +154,10 @@ class HumanCall:
     def _on_state(self, info: Any) -> None:
         state = info.state
         if state == pj.PJSIP_INV_STATE_EARLY and not self.answered:
-            self.events.put_nowait(HumanLegChanged("ringing", int(info.lastStatusCode), str(info.lastReason)))
+            self.events.put_nowait(HumanLegChanged(LegState.RINGING, int(info.lastStatusCode), str(info.lastReason)))
         elif state == pj.PJSIP_INV_STATE_CONFIRMED and not self.answered:
             self.answered = True
-            self.events.put_nowait(HumanLegChanged("answered", 200))
+            self.events.put_nowait(HumanLegChanged(LegState.ANSWERED, 200))
         elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self._gone(int(info.lastStatusCode), str(info.lastReason))
 
@@ -175,7 +175,7 @@ class HumanCall:
         if self.ended.is_set():
             return
         self.sip_code = code
-        self.events.put_nowait(HumanLegChanged("ended", code, reason))
+        self.events.put_nowait(HumanLegChanged(LegState.ENDED, code, reason))
         self.ended.set()
         asyncio.get_running_loop().call_soon(self.release)  # not from inside the callback
 

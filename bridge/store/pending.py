@@ -37,19 +37,13 @@ IDENTITY = ("caller", "called", "dialplan", "variant", "dialect", "model", "voic
 # Stored report fields that are hash fields of the same name.
 _HASH_FROM_REPORT = frozenset(keys.PROTOCOL_FIELDS + keys.PROGRESS_FIELDS + ("model", "voice", "dialect"))
 _STREAM_DATA_MAX = 200  # characters of one extra data value in a stream entry
+_ENTRY_HEAD = frozenset({"kind", "summary"})  # a stream entry's own fields, beside its report's
 
 
 def field_value(value: Any) -> str:
-    """A hash field or stream value: text, cut to ``keys.SUMMARY_MAX_CHARS``, with anything key-shaped redacted."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.3f}".rstrip("0").rstrip(".")
-    return redact(str(value)[: keys.SUMMARY_MAX_CHARS])
+    """A hash field or stream value: its stored text (:func:`bridge.events.text_of`), cut to
+    ``keys.SUMMARY_MAX_CHARS``, with anything key-shaped redacted."""
+    return redact(ev.text_of(value)[: keys.SUMMARY_MAX_CHARS])
 
 
 def stamp(t: float) -> str:
@@ -240,8 +234,9 @@ class PendingWrites:
         streamed = not isinstance(report, ev.Latency)  # a latency sample is a metric, and far too chatty
         if fields or (streamed and not ended):
             self.update(call_id, **fields)
-        if streamed:
-            self.event(call_id, report.kind, summary, **data)
+        if streamed:  # the entry :func:`bridge.events.decode` reads back: every field of the report
+            stored = {k: v for k, v in ev.encode(report).items() if k not in _ENTRY_HEAD}
+            self.event(call_id, report.kind, summary, **stored)
         if ended:
             self.end(call_id, summary or "ended")
 

@@ -13,6 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bridge import events as ev
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
 
@@ -62,6 +63,13 @@ class StreamEntry:
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "summary": self.summary, "t": self.t, "data": self.data}
+
+    def report(self) -> ev.Report | None:
+        """The report this entry stores (:func:`bridge.events.decode`); None for an entry that is none."""
+        try:
+            return ev.decode({**self.data, "kind": self.kind, "summary": self.summary})
+        except ev.UndecodableEntry:
+            return None
 
 
 @dataclass(frozen=True, slots=True)

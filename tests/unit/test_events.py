@@ -4,6 +4,8 @@ report, the type dispatch, the metrics listener and the rollout's health."""
 from __future__ import annotations
 
 import dataclasses
+import enum
+import typing
 from typing import Any
 
 import pytest
@@ -64,7 +66,7 @@ CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
         {"dropped": 54, "admitted": "192.0.2.2, 127.0.0.1", "source": "127.0.0.3"},
     ),
     (
-        ev.EchoJudged("rejected", -62.5, 120.0),
+        ev.EchoJudged(ev.EchoOutcome.REJECTED, -62.5, 120.0),
         "echo_judged",
         "rejected, residual -62 dBFS, echo path 120 ms",
         {"outcome": "rejected", "residual_dbfs": -62.5, "delay_ms": 120.0},
@@ -94,7 +96,7 @@ CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
         {"name": "order_status", "call_id": "call_1"},
     ),
     (
-        ev.ToolFinished("order_status", "call_1", "{}", '{"ok":false}', "timeout", 3000.4, 980.0),
+        ev.ToolFinished("order_status", "call_1", "{}", '{"ok":false}', ev.ToolCallOutcome.TIMEOUT, 3000.4, 980.0),
         "tool_result",
         'order_status: timeout in 3000 ms -> {"ok":false}',
         {
@@ -296,9 +298,9 @@ def test_the_metrics_listener_counts_what_the_reports_say() -> None:
         ev.ReconnectFailed(0, "auth", "refresh"),
         ev.TruncateRefused("item not found"),
         ev.PlayoutTotals(3, 0),
-        ev.EchoJudged("rejected", -60.0, 120.0),
-        ev.EchoJudged("rejected", -58.0, 120.0),
-        ev.EchoJudged("resumed", -55.0, None),
+        ev.EchoJudged(ev.EchoOutcome.REJECTED, -60.0, 120.0),
+        ev.EchoJudged(ev.EchoOutcome.REJECTED, -58.0, 120.0),
+        ev.EchoJudged(ev.EchoOutcome.RESUMED, -55.0, None),
         ev.WarmTransferEnded(ev.TransferOutcome.BUSY, "sip:agent@pbx", 486, 0.4),
         ev.CallEnded("realtime unavailable", "failed", ev.EndedBy.FAULT),
     ):
@@ -335,8 +337,78 @@ def test_a_business_tools_result_is_counted_per_variant_and_tool() -> None:
 
     where = {"dialplan": "orders", "variant": "ga"}
     before = sample("callbridge_tool_calls_total", **where, tool="order_status", outcome="timeout")
-    metrics.observe_tool("orders", "ga", ev.ToolFinished("order_status", "c1", "{}", "{}", "timeout", 3000.0, 900.0))
+    metrics.observe_tool(
+        "orders", "ga", ev.ToolFinished("order_status", "c1", "{}", "{}", ev.ToolCallOutcome.TIMEOUT, 3000.0, 900.0)
+    )
     assert sample("callbridge_tool_calls_total", **where, tool="order_status", outcome="timeout") == before + 1
     assert sample("callbridge_tool_latency_seconds_bucket", **where, tool="order_status", le="3.0") >= 1
     assert sample("callbridge_tool_latency_seconds_bucket", **where, tool="order_status", le="2.0") == 0
     assert sample("callbridge_tool_wait_longest_silence_seconds_bucket", **where, le="1.0") >= 1
+
+
+def _value(hint: Any, name: str) -> Any:
+    """A value of the type ``hint`` that no default equals (a record's fields all set)."""
+    if typing.get_origin(hint) is not None:  # X | None: the X
+        (hint,) = (a for a in typing.get_args(hint) if a is not type(None))
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return list(hint)[-1]
+    if hint is ev.Usage:
+        return ev.Usage(30, 20, 10)
+    return {bool: True, int: 7, float: 12.25, str: f"{name}, with a comma: and a colon"}[hint]
+
+
+def _filled(cls: type[ev.Report]) -> ev.Report:
+    hints = typing.get_type_hints(cls)
+    return cls(**{f.name: _value(hints[f.name], f.name) for f in dataclasses.fields(cls)})
+
+
+def _emptied(cls: type[ev.Report]) -> ev.Report:
+    """Every optional field None, every other as in :func:`_filled`."""
+    hints = typing.get_type_hints(cls)
+    return cls(
+        **{
+            f.name: None if type(None) in typing.get_args(hints[f.name]) else _value(hints[f.name], f.name)
+            for f in dataclasses.fields(cls)
+        }
+    )
+
+
+def test_the_report_table_by_kind_holds_every_report() -> None:
+    assert sorted(ev.REPORTS.values(), key=lambda c: c.__name__) == _all_reports()
+    assert all(ev.REPORTS[cls.kind] is cls for cls in _all_reports())
+
+
+@pytest.mark.parametrize("cls", _all_reports(), ids=lambda c: c.__name__)
+def test_every_report_reads_back_as_it_was_stored(cls: type[ev.Report]) -> None:
+    for report in (_filled(cls), _emptied(cls)):
+        stored = ev.encode(report)
+        assert all(isinstance(v, str) for v in stored.values())  # what a Redis stream entry holds
+        assert (stored["kind"], stored["summary"]) == (report.kind, report.summary)
+        back = ev.decode(stored)
+        assert back == report
+        for f in dataclasses.fields(report):  # enums come back as enums, not as equal strings
+            assert type(getattr(back, f.name)) is type(getattr(report, f.name)), f.name
+
+
+def test_a_stored_entry_keeps_what_the_report_adds_and_reads_back_from_native_values() -> None:
+    stored = {"kind": "truncated", "summary": "item_3 at 1234 ms", "item_id": "item_3", "audio_end_ms": "1234"}
+    assert ev.encode(ev.Truncated("item_3", 1234)) == stored | {"result": "ok"}
+    note = {"kind": "tool_result", "name": "t", "call_id": "c", "outcome": "timeout", "latency_ms": 3000.4}
+    back = ev.decode(note)  # a recording's note: JSON's numbers; fields it lacks are empty
+    assert back == ev.ToolFinished("t", "c", "", "", ev.ToolCallOutcome.TIMEOUT, 3000.4)
+    assert ev.decode({"kind": "wait_hold", "on": True}) == ev.WaitHold(True)
+
+
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        ({"kind": "no_such_kind"}, "no report of kind 'no_such_kind'"),
+        ({"summary": "x"}, "no report of kind None"),
+        ({"kind": "tool_result", "outcome": "exploded"}, "outcome: 'exploded' is no ToolCallOutcome"),
+        ({"kind": "latency", "segment": "turn", "ms": "fast"}, "ms: 'fast' is no float"),
+    ],
+)
+def test_an_entry_that_is_no_report_is_refused_by_name(entry: dict[str, Any], error: str) -> None:
+    with pytest.raises(ev.UndecodableEntry) as caught:
+        ev.decode(entry)
+    assert str(caught.value) == error
