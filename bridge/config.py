@@ -31,7 +31,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.audio.frames import BEAT_FRAMES, MAX_BEAT_FRAMES
-from bridge.errors import ConfigError, ConfigErrors, mask_url
+from bridge.errors import ConfigError, ConfigErrors
+from bridge.privacy.masking import mask_url, mask_urls
 
 OPENAI_URL = "wss://api.openai.com/v1"
 EMULATOR_URL = "ws://127.0.0.1:8765/v1"
@@ -334,7 +335,7 @@ class Settings(BaseSettings):
             "api_key_set": self.api_key is not None,
             "http_metrics_token_set": self.http_metrics_token is not None,
         }
-        return {k: _masked_urls(v) for k, v in shown.items()}  # every URL, the Redis URL's password included
+        return {k: mask_urls(v) for k, v in shown.items()}  # every URL, the Redis URL's password included
 
 
 def is_secret(name: str) -> bool:
@@ -511,7 +512,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
 
 def masked(settings: Settings) -> dict[str, Any]:
     """Every field, safe to show: secrets as ``"***"`` when set (a Redis URL keeps its host)."""
-    out: dict[str, Any] = {k: _masked_urls(v) for k, v in settings.model_dump(mode="json").items()}
+    out: dict[str, Any] = {k: mask_urls(v) for k, v in settings.model_dump(mode="json").items()}
     for name in out:
         if is_secret(name) and out[name]:
             value = getattr(settings, name)
@@ -522,14 +523,3 @@ def masked(settings: Settings) -> dict[str, Any]:
             else:
                 out[name] = "***"
     return out
-
-
-def _masked_urls(value: Any) -> Any:
-    """``value`` with every URL in it (a string with ``://``, alone or in a list or mapping) through mask_url."""
-    if isinstance(value, str):
-        return mask_url(value) if "://" in value else value
-    if isinstance(value, list):
-        return [_masked_urls(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _masked_urls(v) for k, v in value.items()}
-    return value

@@ -21,13 +21,10 @@ toward its circuit breaker nor retries that model; the call moves to another var
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 from bridge.events import ErrorClass
 
 # Anything that looks like an OpenAI key, an ephemeral client secret, or a bearer header value.
-# a query parameter whose value is a secret, by its name
-SECRET_PARAM = re.compile(r"pass|secret|token|key|auth|sig|credential|session", re.IGNORECASE)
 _SECRET = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|ek_[A-Za-z0-9_\-]{6,}|(?i:bearer)\s+[A-Za-z0-9_\-.]{6,})")
 
 
@@ -37,29 +34,6 @@ def redact(text: str, *secrets: str) -> str:
         if secret:
             text = text.replace(secret, "[redacted]")
     return _SECRET.sub("[redacted]", text)
-
-
-def mask_url(url: str) -> str:
-    """``url`` safe to log and to show, the one masking of every URL: its password (``redis://user:pw@host``,
-    ``redis://:pw@host``) and the value of every query parameter that names a secret (``?password=``,
-    ``?sentinel_password=``, ``?token=``, ``?api_key=``, ...: :data:`SECRET_PARAM`) shown as ``****``."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "[unparsable URL]"
-    if password:
-        user, _, host = parts.netloc.rpartition("@")
-        parts = parts._replace(netloc=f"{user.split(':', 1)[0]}:****@{host}")
-    if parts.query:
-        query = "&".join(
-            f"{name}{eq}****" if eq and SECRET_PARAM.search(unquote(name)) else f"{name}{eq}{value}"
-            for name, eq, value in (pair.partition("=") for pair in parts.query.split("&"))
-        )
-        parts = parts._replace(query=query)
-    if parts.fragment and SECRET_PARAM.search(parts.fragment):
-        parts = parts._replace(fragment="****")
-    return urlunsplit(parts)
 
 
 class BridgeError(Exception):

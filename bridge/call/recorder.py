@@ -55,7 +55,7 @@ import numpy as np
 from bridge import events as ev
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, SAMPLE_RATE, FrameSink, FrameSource, StreamKernel
 from bridge.call.leg import LegProxy, PhoneLeg, TeeSource, UplinkOffload
-from bridge.errors import SECRET_PARAM, mask_url
+from bridge.privacy.masking import SECRET_PARAM, mask_url
 
 log = logging.getLogger("bridge.replay")
 
@@ -63,7 +63,7 @@ log = logging.getLogger("bridge.replay")
 def recorded_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
     """A dialplan as a recording's header keeps it (``plan``: its JSON dump): its settings, so a replay can run the
     call again, with no secret: every header value (a tool's, an MCP server's, an orchestrator's) as ``****``, every
-    URL through :func:`bridge.errors.mask_url` (tokens in a query), every field that names a secret as ``****``;
+    URL through :func:`~bridge.privacy.masking.mask_url` (tokens in a query), each field naming a secret as ``****``;
     and its ``version``, a digest of the whole plan, secrets included (two recordings of one version ran the same
     plan)."""
     whole = json.dumps(plan, sort_keys=True, default=str).encode()

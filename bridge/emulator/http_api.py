@@ -13,6 +13,7 @@ from aiohttp import web
 
 from bridge.emulator.config import DialectConfig
 from bridge.emulator.wire import Ids, Wire
+from bridge.privacy.masking import mask_api_key
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.dialects.schema import ClientError
 
@@ -34,10 +35,6 @@ def bearer(request: web.Request) -> str:
     auth = request.headers.get("Authorization", "")
     scheme, _, value = auth.partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""
-
-
-def mask(key: str) -> str:
-    return key[:6] + "*" * 3 + key[-4:] if len(key) > 12 else "***"
 
 
 def http_error(status: int, code: str, message: str, param: str | None = None) -> web.Response:
@@ -69,7 +66,7 @@ class Credentials:
         if secret is None and self.api_key is not None and key != self.api_key:
             return (
                 "invalid_api_key",
-                f"Incorrect API key provided: {mask(key)}. "
+                f"Incorrect API key provided: {mask_api_key(key)}. "
                 "You can find your API key at https://platform.openai.com/account/api-keys.",
             )
         return None
@@ -82,7 +79,7 @@ class Credentials:
     async def mint(self, request: web.Request, dialect: Dialect) -> web.Response:
         key = bearer(request)
         if not self.long_lived_ok(key):
-            return http_error(401, "invalid_api_key", f"Incorrect API key provided: {mask(key)}.")
+            return http_error(401, "invalid_api_key", f"Incorrect API key provided: {mask_api_key(key)}.")
         try:
             body = await request.json() if request.can_read_body else {}
         except json.JSONDecodeError:

@@ -21,13 +21,14 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
+from bridge.privacy.masking import viewer_text
 from bridge.store.ended import ALL_EVENTS, PER_PAGE, EndedQuery, call_streams, read_ended
 from bridge.store.read import StreamEntry, read_call
 from bridge.supervisor import export
 from bridge.supervisor.calls import masked
 from bridge.supervisor.flags import Flag, call_marks, watch_of, worst
 from bridge.supervisor.http import reply, supervisor_of
-from bridge.supervisor.masking import mask_row, mask_text
+from bridge.supervisor.masking import mask_row
 
 QUERY_FIELDS = ("q", "dialplan", "variant", "caller", "reason")
 MAX_QUERY_CHARS = 200
@@ -83,7 +84,7 @@ async def list_ended(request: web.Request) -> web.Response:
 def _masked(entries: Sequence[StreamEntry], caller: str) -> list[StreamEntry]:
     return [
         StreamEntry(
-            e.id, e.kind, mask_text(e.summary, caller), e.t, {k: mask_text(v, caller) for k, v in e.data.items()}
+            e.id, e.kind, viewer_text(e.summary, caller), e.t, {k: viewer_text(v, caller) for k, v in e.data.items()}
         )
         for e in entries
     ]

@@ -1,43 +1,13 @@
-"""What a viewer sees of a caller: a number keeps its last :data:`SHOWN` digits, the rest as ``•``
-(``+15551234`` -> ``•••••••34``); a name (``alice``, ``sip:desk-3``) is not a number and is shown as it is, its digits
-masked only where a run of them could be one (``bob 5551234`` -> ``bob •••••34``). Supervisors and admins see callers
-whole. Pure: strings and the events of :mod:`.stream`."""
+"""What a viewer sees of a call: its caller masked as :func:`bridge.privacy.masking.viewer_number` masks one (a
+number keeps its last two digits; a name is shown as it is), in rows, a call's state and the events of
+:mod:`.stream`; no dialog identifiers. Supervisors and admins see callers whole. Pure."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-SHOWN = 2
-MASK = "•"
-NUMBER_MIN_DIGITS = 4  # a shorter run of digits in a name (``desk-3``, ``agent42``) tells nothing about a number
-_PUNCTUATION = frozenset("+-.() /")
-_DIGIT_RUN = re.compile(rf"\d{{{NUMBER_MIN_DIGITS},}}")
-
-
-def is_number(caller: str) -> bool:
-    """Digits and the punctuation numbers are written with (``+1 (555) 123-4567``), nothing else."""
-    return any(c.isdigit() for c in caller) and all(c.isdigit() or c in _PUNCTUATION for c in caller)
-
-
-def _masked(digits: str) -> str:
-    return MASK * len(digits) if len(digits) <= SHOWN else MASK * (len(digits) - SHOWN) + digits[-SHOWN:]
-
-
-def mask_number(caller: str) -> str:
-    """A number with all but its last :data:`SHOWN` characters masked; anything else (a name) with each run of
-    :data:`NUMBER_MIN_DIGITS` or more digits masked the same way, its letters as they are."""
-    if is_number(caller):
-        return _masked(caller)
-    return _DIGIT_RUN.sub(lambda m: _masked(m.group()), caller)
-
-
-def mask_text(text: str, caller: str) -> str:
-    """``text`` with every occurrence of the ``caller`` masked (a name without a number in it stays)."""
-    shown = mask_number(caller)
-    return text.replace(caller, shown) if caller and shown != caller else text
-
+from bridge.privacy.masking import viewer_number, viewer_text
 
 # A call's dialog as the SIP stack knows it: the route set and tags (``sip_dialog``, what a restarted worker's BYE
 # needs) and the caller's Call-ID. With them anyone could write requests in the call's dialog (the front and the
@@ -58,9 +28,9 @@ def mask_row(row: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k not in VIEWER_HIDDEN}
     caller = str(out.get("caller") or "")
     if caller:
-        out["caller"] = mask_number(caller)
+        out["caller"] = viewer_number(caller)
         if isinstance(out.get("last_transcript"), str):
-            out["last_transcript"] = mask_text(out["last_transcript"], caller)
+            out["last_transcript"] = viewer_text(out["last_transcript"], caller)
     return out
 
 
@@ -91,8 +61,8 @@ class EventMask:
     def _entry(self, entry: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(entry)
         for caller in self.callers:
-            out["summary"] = mask_text(str(out.get("summary", "")), caller)
+            out["summary"] = viewer_text(str(out.get("summary", "")), caller)
         data = out.get("data")
         if isinstance(data, Mapping) and data.get("caller"):
-            out["data"] = {**data, "caller": mask_number(str(data["caller"]))}
+            out["data"] = {**data, "caller": viewer_number(str(data["caller"]))}
         return out

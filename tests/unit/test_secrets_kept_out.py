@@ -9,7 +9,7 @@ import json
 from bridge.call.recorder import recorded_plan
 from bridge.config import load_settings, masked
 from bridge.dialplan import Dialplan
-from bridge.errors import mask_url
+from bridge.privacy.masking import mask_url
 
 SECRETS = ("pw-1", "sent-2", "tok-3", "hdr-4", "orch-5")
 

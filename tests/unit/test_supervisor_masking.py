@@ -3,7 +3,9 @@ name that could be a number masked the same way), and a name's words in a transc
 
 from __future__ import annotations
 
-from bridge.supervisor.masking import EventMask, mask_number, mask_row, mask_text, public_state
+from bridge.privacy.masking import viewer_number as mask_number
+from bridge.privacy.masking import viewer_text as mask_text
+from bridge.supervisor.masking import EventMask, mask_row, public_state
 
 
 def test_numbers_keep_their_last_two_digits() -> None:

@@ -11,7 +11,7 @@ import sys
 from pydantic import SecretStr
 
 from bridge.config import Settings, secret_variables
-from bridge.errors import mask_url
+from bridge.privacy.masking import mask_url
 from bridge.runtime.secrets import read_from_fd, send_through_pipe, without_secrets
 from bridge.serve.pool import worker_settings_json
 
