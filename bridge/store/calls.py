@@ -47,6 +47,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,27 @@ def spool_at_close(pending: PendingWrites, spool_dir: Path | None, worker: str, 
     return calls, 0
 
 
+@dataclass(frozen=True)
+class StoreTuning:
+    """How often a writer writes and beats, how long what it writes lives in Redis, how it retries and reaps (the
+    defaults are production's; tests shorten them)."""
+
+    flush_interval_s: float = FLUSH_INTERVAL_S
+    max_queue: int = MAX_QUEUE
+    stream_maxlen: int = keys.STREAM_MAXLEN
+    call_ttl_s: int = keys.CALL_TTL_S
+    heartbeat_interval_s: float = keys.HEARTBEAT_INTERVAL_S
+    heartbeat_ttl_s: int = keys.HEARTBEAT_TTL_S
+    reap_interval_s: float | None = keys.REAP_INTERVAL_S  # None: this writer reaps no dead worker's calls
+    reap_grace_s: float | None = None  # None: heartbeat_ttl_s + retry_cap_s
+    retry_initial_s: float = 0.1
+    retry_cap_s: float = 5.0
+
+    def reap_grace(self) -> float:
+        """After a stall, how long the reaper waits for the others to write their heartbeats again."""
+        return self.heartbeat_ttl_s + self.retry_cap_s if self.reap_grace_s is None else self.reap_grace_s
+
+
 # ------------------------------------------------------------------------------------------------ the writer
 class CallStore:
     """The per-call state writer of one worker, and the supervisors' read side.
@@ -126,16 +148,7 @@ class CallStore:
         *,
         client: aioredis.Redis | None = None,
         worker: str | None = None,
-        flush_interval_s: float = FLUSH_INTERVAL_S,
-        max_queue: int = MAX_QUEUE,
-        stream_maxlen: int = keys.STREAM_MAXLEN,
-        call_ttl_s: int = keys.CALL_TTL_S,
-        heartbeat_interval_s: float = keys.HEARTBEAT_INTERVAL_S,
-        heartbeat_ttl_s: int = keys.HEARTBEAT_TTL_S,
-        reap_interval_s: float | None = keys.REAP_INTERVAL_S,
-        reap_grace_s: float | None = None,
-        retry_initial_s: float = 0.1,
-        retry_cap_s: float = 5.0,
+        tuning: StoreTuning = StoreTuning(),
         clock: Callable[[], float] = time.time,
         spool_dir: Path | None = None,
         **redis_kwargs: Any,
@@ -150,24 +163,17 @@ class CallStore:
         self.client = client
         self.where = safe_url(url) if url else "redis client"
         self.worker = worker or default_worker_id()
-        self.flush_interval_s = flush_interval_s
-        self.stream_maxlen = stream_maxlen
-        self.call_ttl_s = call_ttl_s
-        self.heartbeat_interval_s = heartbeat_interval_s
-        self.heartbeat_ttl_s = heartbeat_ttl_s
-        self.reap_interval_s = reap_interval_s
+        self.tuning = tuning
         # after a stall the reaper waits this long for the others to write their heartbeats again (by default, their
         # longest retry delay and a heartbeat's life)
-        self.stall = WriteStall(heartbeat_ttl_s + retry_cap_s if reap_grace_s is None else reap_grace_s)
+        self.stall = WriteStall(tuning.reap_grace())
         self.primary_watch = PrimaryWatch.of(client, self._primary_moved)  # behind sentinels only
-        self.retry_initial_s = retry_initial_s
-        self.retry_cap_s = retry_cap_s
         self._clock = clock
         self.spool_dir = spool_dir  # what a stop during an outage could not write goes here (bridge/store/spool.py)
         self.spooled_calls = 0
         self.spool_failures = 0  # calls whose final state went to the spool at close
         self.replayed_calls = 0  # calls written from spool files (this worker's or a previous run's)
-        self.pending = PendingWrites(self.worker, clock, max_queue)
+        self.pending = PendingWrites(self.worker, clock, tuning.max_queue)
         # counters and gauges
         self.write_errors = 0
         self.rejected_writes = 0
@@ -341,7 +347,7 @@ class CallStore:
         while True:
             if not self._closing:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+                    await asyncio.wait_for(self._wake.wait(), self.tuning.flush_interval_s)
             self._wake.clear()
             try:
                 began = time.monotonic()
@@ -360,7 +366,7 @@ class CallStore:
                 self._failed(exc)
                 if self._closing:
                     return
-                delays = delays or backoff(self.retry_initial_s, 2.0, self.retry_cap_s)
+                delays = delays or backoff(self.tuning.retry_initial_s, 2.0, self.tuning.retry_cap_s)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wait_closing(), next(delays))
 
@@ -397,12 +403,12 @@ class CallStore:
         resync = self._resync
         if resync and self._first_sync:
             for _, calls in await replay_spool(
-                self.client, self.spool_dir, stream_maxlen=self.stream_maxlen, call_ttl_s=self.call_ttl_s
+                self.client, self.spool_dir, stream_maxlen=self.tuning.stream_maxlen, call_ttl_s=self.tuning.call_ttl_s
             ):
                 self.replayed_calls += calls
             await self._adopt_leftovers()
         self.pending.poll_probes(now)
-        heartbeat = resync or tick - self._last_heartbeat >= self.heartbeat_interval_s
+        heartbeat = resync or tick - self._last_heartbeat >= self.tuning.heartbeat_interval_s
         batch = self.pending.take(resync)
         pipe, hb_index = self._pipeline(batch, stamp(now) if heartbeat else None)
         if not len(pipe):
@@ -423,7 +429,7 @@ class CallStore:
                 log.warning("worker %s: heartbeat had expired; re-syncing call state", self.worker)
                 self._resync = True
                 return True
-        reap = self.reap_interval_s is not None and tick - self._last_reap >= self.reap_interval_s
+        reap = self.tuning.reap_interval_s is not None and tick - self._last_reap >= self.tuning.reap_interval_s
         if reap and self.stall.may_reap(tick):  # not within a grace after a stall: others are writing theirs again
             self._last_reap = tick
             await self.reap_dead_workers()
@@ -437,27 +443,27 @@ class CallStore:
         for call_id in batch.order:
             if (fields := batch.hashes.get(call_id)) is not None:
                 pipe.hset(keys.call(call_id), mapping=fields)
-                pipe.expire(keys.call(call_id), self.call_ttl_s)
+                pipe.expire(keys.call(call_id), self.tuning.call_ttl_s)
             if (ended := batch.members.get(call_id)) is not None:
                 if ended:
                     pipe.srem(live, call_id)
                     state = self.pending.calls[call_id].state if call_id in self.pending.calls else {}
-                    index_ended(pipe, call_id, as_float(state.get("ended_at")) or self._clock(), self.call_ttl_s)
+                    index_ended(pipe, call_id, as_float(state.get("ended_at")) or self._clock(), self.tuning.call_ttl_s)
                 else:
                     pipe.sadd(live, call_id)
         streamed = batch.streamed
         for entry in streamed:
             stream = keys.call_events(entry.call_id)
-            pipe.xadd(stream, dict(entry.fields), id=entry.id, maxlen=self.stream_maxlen, approximate=True)
+            pipe.xadd(stream, dict(entry.fields), id=entry.id, maxlen=self.tuning.stream_maxlen, approximate=True)
         for call_id in {e.call_id for e in streamed}:
-            pipe.expire(keys.call_events(call_id), self.call_ttl_s)
+            pipe.expire(keys.call_events(call_id), self.tuning.call_ttl_s)
         hb_index = -1
         if heartbeat_at is not None:
             hb_index = len(pipe)
             pipe.exists(keys.worker_heartbeat(self.worker))
-            pipe.set(keys.worker_heartbeat(self.worker), heartbeat_at, ex=self.heartbeat_ttl_s)
+            pipe.set(keys.worker_heartbeat(self.worker), heartbeat_at, ex=self.tuning.heartbeat_ttl_s)
             pipe.sadd(keys.WORKERS, self.worker)
-            pipe.expire(live, self.call_ttl_s)
+            pipe.expire(live, self.tuning.call_ttl_s)
         return pipe, hb_index
 
     async def _send(self, pipe: Pipeline, batch: Batch) -> list[Any]:

@@ -16,7 +16,7 @@ from redis import asyncio as aioredis
 
 from bridge import events as ev
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
-from bridge.store.calls import CallStore
+from bridge.store.calls import CallStore, StoreTuning
 from bridge.supervisor.api import create_app
 
 IDENTITY = {"caller": "+15550100", "called": "4000", "dialplan": "desk", "variant": "ga", "dialect": "ga",
@@ -38,7 +38,9 @@ def redis_url() -> AsyncIterator[str]:
 
 async def record_call(url: str, call_id: str) -> None:
     """What a worker's session reports for such a call, through the store's listener (the worker's wiring)."""
-    async with CallStore(url, worker="w-quality", flush_interval_s=0.01, reap_interval_s=None) as store:
+    async with CallStore(
+        url, worker="w-quality", tuning=StoreTuning(flush_interval_s=0.01, reap_interval_s=None)
+    ) as store:
         report = store.listener_for(call_id, **IDENTITY)
         report(ev.Answered())
         report(ev.PhaseChanged("IDLE", "LISTENING", "answered"))

@@ -22,7 +22,7 @@ from redis import asyncio as aioredis
 
 from bridge import events as ev
 from bridge.devkit.redis_server import EmbeddedRedis
-from bridge.store.calls import CallStore
+from bridge.store.calls import CallStore, StoreTuning
 from bridge.supervisor.actions import audit
 from bridge.supervisor.api import create_app
 
@@ -72,7 +72,9 @@ def redis_url() -> Iterator[str]:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def stack(redis_url: str) -> AsyncIterator[tuple[CallStore, Clock, aioredis.Redis, TestServer, dict[str, float]]]:
     clock = Clock()
-    store = CallStore(redis_url, worker="w-timeline", clock=clock, flush_interval_s=0.02, reap_interval_s=None)
+    store = CallStore(
+        redis_url, worker="w-timeline", clock=clock, tuning=StoreTuning(flush_interval_s=0.02, reap_interval_s=None)
+    )
     await store.start()
     report = store.listener_for(CALL, **IDENTITY)
     times = say(report, clock, [

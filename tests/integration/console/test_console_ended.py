@@ -18,7 +18,7 @@ from redis import asyncio as aioredis
 from bridge import events as ev
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.store import keys
-from bridge.store.calls import CallStore, mark_ended
+from bridge.store.calls import CallStore, StoreTuning, mark_ended
 from bridge.supervisor.accounts import Users, add_token, add_user
 from bridge.supervisor.api import create_app
 
@@ -89,7 +89,7 @@ def redis_url() -> Iterator[str]:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def api(redis_url: str) -> AsyncIterator[tuple[TestClient[Any, Any], dict[str, str]]]:
     clock = Clock()
-    store = CallStore(redis_url, worker="w-ended", clock=clock, reap_interval_s=None)
+    store = CallStore(redis_url, worker="w-ended", clock=clock, tuning=StoreTuning(reap_interval_s=None))
     await store.start()
     write_calls(store, clock)
     assert await store.flush()

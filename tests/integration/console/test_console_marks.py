@@ -33,7 +33,7 @@ from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.dialplan import Dialplan
 from bridge.rollout.health import CallStats
 from bridge.rollout.store import RolloutStore
-from bridge.store.calls import CallStore
+from bridge.store.calls import CallStore, StoreTuning
 from bridge.supervisor.api import create_app
 
 CANARY = Dialplan.model_validate({"name": "canary", "match": ["5000"], "dialect": "rollout"})
@@ -69,7 +69,9 @@ async def test_a_recovered_session_is_no_failure_and_a_live_call_counts_in_its_v
     rollouts = RolloutStore(client=client, specs={"canary": CANARY.rollout_spec})  # type: ignore[dict-item]
     assert await rollouts.record_call("canary", "ga", stats.record())
     assert await rollouts.record_call("canary", "beta", CallStats().record())
-    async with CallStore(redis_url, worker="w-marks", flush_interval_s=0.01, reap_interval_s=None) as store:
+    async with CallStore(
+        redis_url, worker="w-marks", tuning=StoreTuning(flush_interval_s=0.01, reap_interval_s=None)
+    ) as store:
         report = store.listener_for("live-on-ga", **identity("ga"))  # still going
         report(ev.Answered())
         assert await store.flush()
@@ -86,7 +88,9 @@ async def test_a_recovered_session_is_no_failure_and_a_live_call_counts_in_its_v
 
 
 async def test_the_ended_list_carries_each_calls_marks_and_filters_by_one(redis_url: str) -> None:
-    async with CallStore(redis_url, worker="w-ended-marks", flush_interval_s=0.01, reap_interval_s=None) as store:
+    async with CallStore(
+        redis_url, worker="w-ended-marks", tuning=StoreTuning(flush_interval_s=0.01, reap_interval_s=None)
+    ) as store:
         recovered = store.listener_for("ended-recovered", **identity(dialplan="desk"))
         for r in (ev.Answered(), LOST, ev.HoldStarted(), ev.HoldEnded(1.5), ev.Recovered(1),
                   ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER)):  # fmt: skip

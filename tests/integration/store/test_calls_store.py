@@ -8,7 +8,7 @@ import shutil
 import ssl
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,7 +23,7 @@ from bridge.emulator import EmulatorServer
 from bridge.realtime.dialects import BETA, GA, Dialect
 from bridge.rollout.store import RolloutStore
 from bridge.store import keys
-from bridge.store.calls import CallStore
+from bridge.store.calls import CallStore, StoreTuning
 from bridge.store.connection import StoreUnavailable, backoff, safe_url
 
 pytestmark = pytest.mark.integration
@@ -38,16 +38,11 @@ IDENTITY = {
 }
 
 
-def fast_store(url: str, worker: str = "w0", **kw: object) -> CallStore:
-    options: dict[str, object] = {
-        "flush_interval_s": 0.05,
-        "heartbeat_interval_s": 0.2,
-        "retry_initial_s": 0.05,
-        "retry_cap_s": 0.3,
-        "reap_interval_s": None,
-    }
-    options.update(kw)
-    return CallStore(url, worker=worker, **options)  # type: ignore[arg-type]  # test options are all valid kwargs
+def fast_store(url: str, worker: str = "w0", spool_dir: Path | None = None, **tuning: Any) -> CallStore:
+    fast = StoreTuning(
+        flush_interval_s=0.05, heartbeat_interval_s=0.2, retry_initial_s=0.05, retry_cap_s=0.3, reap_interval_s=None
+    )
+    return CallStore(url, worker=worker, spool_dir=spool_dir, tuning=replace(fast, **tuning))
 
 
 async def stop(server: EmbeddedRedis) -> None:
@@ -531,7 +526,7 @@ async def test_flush_waits_for_a_pipeline_already_under_way(redis_server: Embedd
         return pipe
 
     client.pipeline = slow_pipeline  # type: ignore[method-assign]  # as above
-    store = CallStore(client=client, worker="w0", flush_interval_s=0.01, reap_interval_s=None)
+    store = CallStore(client=client, worker="w0", tuning=StoreTuning(flush_interval_s=0.01, reap_interval_s=None))
     await store.start()
     try:
         await store.flush()

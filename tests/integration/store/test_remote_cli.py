@@ -17,7 +17,7 @@ from bridge import events as ev
 from bridge.devkit.redis_server import EmbeddedRedis
 from bridge.dialplan import load_dialplans, rollout_specs
 from bridge.rollout.store import RolloutStore
-from bridge.store.calls import CallStore
+from bridge.store.calls import CallStore, StoreTuning
 from bridge.store.connection import connect
 from bridge.supervisor.accounts import Users, add_token, add_user
 from bridge.supervisor.api import create_app
@@ -144,7 +144,7 @@ def test_calls_through_the_api(
     assert code == 0 and "no live calls" in out, err
 
     async def populate() -> None:
-        store = CallStore(redis_server.url, worker="w0", reap_interval_s=None)
+        store = CallStore(redis_server.url, worker="w0", tuning=StoreTuning(reap_interval_s=None))
         await store.start()
         listen = store.listener_for("c-a", caller="+1555", called="100", dialplan="support", dialect="ga")
         listen(ev.PhaseChanged("IDLE", "LISTENING", "session ready"))

@@ -15,7 +15,7 @@ from bridge.rollout import refusals
 from bridge.rollout.store import RolloutStore
 from bridge.serve import rollout_cli
 from bridge.store import cli as calls_cli
-from bridge.store.calls import CallStore
+from bridge.store.calls import CallStore, StoreTuning
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -156,7 +156,7 @@ def test_unreachable_redis_is_a_clear_error_without_the_password(capsys: pytest.
 def populate(url: str) -> None:
     async def go() -> None:
         for worker, calls in (("w0", ["c-a"]), ("w1", ["c-b"])):
-            store = CallStore(url, worker=worker, reap_interval_s=None)
+            store = CallStore(url, worker=worker, tuning=StoreTuning(reap_interval_s=None))
             await store.start()
             for cid in calls:
                 listen = store.listener_for(cid, caller="+1555", called="100", dialplan="support", dialect="ga")

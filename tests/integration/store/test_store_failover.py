@@ -6,6 +6,7 @@ too, time to write their heartbeats again before it calls them dead."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import time
@@ -19,7 +20,7 @@ import redis.asyncio as aioredis
 from bridge.devkit.redis_server import EmbeddedRedis
 from bridge.devkit.sentinel import SERVICE, SentinelSet, sentinel_binaries
 from bridge.store import keys
-from bridge.store.calls import CallStore, reap_dead_workers
+from bridge.store.calls import CallStore, StoreTuning, reap_dead_workers
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ async def test_a_planned_failover_is_followed_at_the_switch_and_loses_no_write(
     await wait_for(sentinels.ready, "master, replica and sentinel up")
     # a short heartbeat: a writer left on the old primary would be "dead" on the new one within seconds (but not in
     # the second or two between the replica's promotion and Sentinel's announcing it)
-    store = CallStore(sentinels.url, worker="w1", heartbeat_interval_s=0.3, heartbeat_ttl_s=5)
+    store = CallStore(sentinels.url, worker="w1", tuning=StoreTuning(heartbeat_interval_s=0.3, heartbeat_ttl_s=5))
     new_primary = aioredis.Redis(port=sentinels.replica_port, decode_responses=True)
     switches = sentinels.sentinel_client().pubsub()
     await switches.subscribe("+switch-master")
@@ -124,11 +125,10 @@ async def test_after_a_stall_the_reaper_waits_for_the_others_to_write_again(
 ) -> None:
     """Redis stops answering for longer than B's heartbeat lives. A reconnects at once, B only seconds later (its
     backoff): A's reaper must not call B dead in between. Without the grace (the control case) it does."""
-    often = {"heartbeat_interval_s": 0.2, "heartbeat_ttl_s": 1}  # both write all the time, so both see the stall
-    a = CallStore(
-        redis_server.url, worker="a", retry_initial_s=0.05, reap_interval_s=0.1, reap_grace_s=grace_s, **often
-    )
-    b = CallStore(redis_server.url, worker="b", retry_initial_s=6.0, **often)
+    often = StoreTuning(heartbeat_interval_s=0.2, heartbeat_ttl_s=1)  # both write all the time, so both see the stall
+    a_tuning = dataclasses.replace(often, retry_initial_s=0.05, reap_interval_s=0.1, reap_grace_s=grace_s)
+    a = CallStore(redis_server.url, worker="a", tuning=a_tuning)
+    b = CallStore(redis_server.url, worker="b", tuning=dataclasses.replace(often, retry_initial_s=6.0))
     async with a, b:
         b.begin("b-call", caller="+15550101")
         assert await b.flush() and await a.flush()
@@ -137,7 +137,7 @@ async def test_after_a_stall_the_reaper_waits_for_the_others_to_write_again(
         try:
 
             async def both_stalled_past_bs_heartbeat() -> bool:
-                return a.writes_waiting > 0 and b.writes_waiting > b.heartbeat_ttl_s + 0.5
+                return a.writes_waiting > 0 and b.writes_waiting > b.tuning.heartbeat_ttl_s + 0.5
 
             await wait_for(both_stalled_past_bs_heartbeat, "both writers stalled, longer than B's heartbeat lives")
         finally:

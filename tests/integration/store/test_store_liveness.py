@@ -15,7 +15,7 @@ from _store_helpers import wait_until
 
 from bridge.devkit.redis_server import EmbeddedRedis
 from bridge.store import keys
-from bridge.store.calls import CallStore
+from bridge.store.calls import CallStore, StoreTuning
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,9 @@ async def cut_off_worker(redis_server: EmbeddedRedis) -> AsyncIterator[tuple[Sip
     is cut off from Redis, while its SIP address still answers."""
     sip, worker = await responder()
     store = CallStore(
-        redis_server.url, worker=worker, heartbeat_interval_s=0.2, heartbeat_ttl_s=1, reap_interval_s=None
+        redis_server.url,
+        worker=worker,
+        tuning=StoreTuning(heartbeat_interval_s=0.2, heartbeat_ttl_s=1, reap_interval_s=None),
     )
     await store.start()
     for call_id in ("c1", "c2"):
@@ -80,7 +82,7 @@ async def test_a_worker_that_misses_its_heartbeat_but_answers_sip_keeps_its_call
     caplog.set_level(logging.INFO, logger="bridge.store")
     sip, worker = cut_off_worker
     orphaned: list[str] = []
-    async with CallStore(redis_server.url, worker="w-reaper", reap_interval_s=0.1) as reaper:
+    async with CallStore(redis_server.url, worker="w-reaper", tuning=StoreTuning(reap_interval_s=0.1)) as reaper:
         reaper.on_orphaned = orphaned.extend
 
         async def expired() -> bool:
@@ -120,12 +122,14 @@ async def test_a_worker_answering_503_is_alive_and_one_never_heard_of_over_sip_i
     busy, busy_id = await responder("503 Service Unavailable")  # draining, or overloaded: alive all the same
     try:
         for worker, call_id in ((busy_id, "b1"), ("w-no-sip-address", "n1")):
-            store = CallStore(redis_server.url, worker=worker, heartbeat_ttl_s=1, reap_interval_s=None)
+            store = CallStore(
+                redis_server.url, worker=worker, tuning=StoreTuning(heartbeat_ttl_s=1, reap_interval_s=None)
+            )
             await store.start()
             store.begin(call_id, **IDENTITY)
             assert await store.flush()
             await store.close()
-        async with CallStore(redis_server.url, worker="w-reaper", reap_interval_s=None) as reaper:
+        async with CallStore(redis_server.url, worker="w-reaper", tuning=StoreTuning(reap_interval_s=None)) as reaper:
 
             async def reaped() -> dict[str, list[str]]:
                 return await reaper.reap_dead_workers()
