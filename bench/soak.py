@@ -38,13 +38,13 @@ def rss_kib(pid: int) -> int:
 
 async def caller_main(uri: str, calls: int, until: float, call_s: float, play: str) -> dict[str, Any]:
     """One load-caller process: ``calls`` concurrent call loops until the wall clock reaches ``until``."""
-    from bridge.sip.phone import Softphone
+    from bridge.sip.phone import CallPlan, Softphone
 
     results: list[dict[str, Any]] = []
 
     async def loop() -> None:
         while time.time() + call_s < until:
-            summary = await phone.call(uri, play=play, loop_play=True, hangup_after=call_s)
+            summary = await phone.call(uri, CallPlan(play=play, loop_play=True, hangup_after=call_s))
             results.append(
                 {
                     "answered": summary["answered"],

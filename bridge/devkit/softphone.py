@@ -23,13 +23,14 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bridge.audio.line import LineEcho
 from bridge.sip.gateway import DTMF_DIGITS
-from bridge.sip.phone import DtmfPlan, Softphone
-from bridge.sip.sipconfig import SipConfig
+from bridge.sip.phone import CallPlan, ListenPlan, Softphone
+from bridge.sip.sipconfig import SipConfig, SrtpMode, Transport
 from bridge.sip.sipmsg import host_part
 
 
@@ -45,80 +46,57 @@ def _default_host(uri: str) -> str:
 # -- public coroutine API ----------------------------------------------------------------------------------
 
 
-async def place_call(
-    uri: str,
-    play: str | Path | bytes | None = None,
-    record: str | Path | None = None,
-    dtmf: DtmfPlan = (),
-    hangup_after: float | None = None,
-    local_port: int = 0,
-    timeout: float = 30.0,  # noqa: ASYNC109 (bounds only the ringing phase, as the CLI's --timeout does)
-    *,
-    loop_play: bool = False,
-    host: str | None = None,
-    log_level: int = 0,
-    auth: tuple[str, str] | None = None,
-    concealment: bool = True,
-    srtp: str | None = None,
-    tls_ca: str | Path | None = None,
-    echo: LineEcho | None = None,
-) -> dict[str, Any]:
-    """Start an endpoint, place one call, close the endpoint, return the summary. One per process at a time.
+@dataclass(frozen=True, slots=True)
+class PhoneSetup:
+    """This phone's end of a call it places: where it binds (``host`` None: loopback for a loopback target, else all
+    interfaces; ``port`` 0: any), pjsua's log level, ``auth`` (user, password) for a digest challenge (401) from
+    the called side, ``concealment`` False to record a frame that came too late as silence (no packet loss
+    concealment, as a measuring phone should). A ``sips:`` URI is called over TLS (verified against ``tls_ca`` if
+    given) with SRTP ``srtp`` (None: mandatory for ``sips:``, off otherwise)."""
 
-    ``auth`` (user, password) answers a digest challenge (401) from the called side. ``concealment`` False
-    records a frame that came too late as silence (no packet loss concealment), as a measuring phone should.
-    A ``sips:`` URI is called over TLS (verified against ``tls_ca`` if given) with SRTP (``srtp``, default
-    ``mandatory`` for ``sips:``, ``off`` otherwise)."""
-    secure = uri.lower().startswith("sips:")
-    config = SipConfig(
-        host=host or _default_host(uri),
-        port=local_port,
-        transports=("udp", "tls") if secure else ("udp",),
-        tls_ca=str(tls_ca or ""),
-        srtp=srtp or ("mandatory" if secure else "off"),
-        user="softphone",
-        user_agent="callbridge-softphone",
-        pjsua_log_level=log_level,
-        concealment=concealment,
-    )
-    async with Softphone(config, auth=auth) as phone:
-        return await phone.call(
-            uri,
-            play=play,
-            loop_play=loop_play,
-            record=record,
-            dtmf=dtmf,
-            hangup_after=hangup_after,
-            answer_timeout=timeout,
-            echo=echo,
+    host: str | None = None
+    port: int = 0
+    log_level: int = 0
+    auth: tuple[str, str] | None = None
+    concealment: bool = True
+    srtp: SrtpMode | None = None
+    tls_ca: str | Path | None = None
+
+    def config(self, uri: str) -> SipConfig:
+        """The endpoint that calls ``uri``."""
+        secure = uri.lower().startswith("sips:")
+        return SipConfig(
+            host=self.host or _default_host(uri),
+            port=self.port,
+            transports=(Transport.UDP, Transport.TLS) if secure else (Transport.UDP,),
+            tls_ca=str(self.tls_ca or ""),
+            srtp=self.srtp or (SrtpMode.MANDATORY if secure else SrtpMode.OFF),
+            user="softphone",
+            user_agent="callbridge-softphone",
+            pjsua_log_level=self.log_level,
+            concealment=self.concealment,
         )
 
 
-async def listen(
-    port: int,
-    record: str | Path | None = None,
-    answer_after: float = 0.0,
-    duration: float = 10.0,
-    *,
-    play: str | Path | bytes | None = None,
-    loop_play: bool = False,
-    calls: int | None = None,
-    host: str = "127.0.0.1",
-    log_level: int = 0,
-) -> dict[str, Any]:
-    """Answer calls on ``host:port`` (UDP and TCP) for ``duration`` s or until ``calls`` calls have ended."""
+async def place_call(uri: str, plan: CallPlan, setup: PhoneSetup = PhoneSetup()) -> dict[str, Any]:
+    """Start an endpoint, place one call as ``plan`` says, close the endpoint, return the summary. One per process
+    at a time."""
+    async with Softphone(setup.config(uri), auth=setup.auth) as phone:
+        return await phone.call(uri, plan)
+
+
+async def listen(port: int, plan: ListenPlan, *, host: str = "127.0.0.1", log_level: int = 0) -> dict[str, Any]:
+    """Answer calls on ``host:port`` (UDP and TCP) as ``plan`` says."""
     config = SipConfig(
         host=host,
         port=port,
-        transports=("udp", "tcp"),
+        transports=(Transport.UDP, Transport.TCP),
         user="agent",
         user_agent="callbridge-softphone",
         pjsua_log_level=log_level,
     )
     async with Softphone(config) as phone:
-        return await phone.listen(
-            record=record, play=play, loop_play=loop_play, answer_after=answer_after, duration=duration, calls=calls
-        )
+        return await phone.listen(plan)
 
 
 # -- command line ------------------------------------------------------------------------------------------
@@ -186,7 +164,8 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--srtp",
-        choices=("off", "optional", "mandatory"),
+        type=SrtpMode,
+        choices=tuple(SrtpMode),
         help="SRTP (SDES) of the call; default: mandatory for a sips: URI (over TLS), off otherwise",
     )
     parser.add_argument("--tls-ca", metavar="PEM", help="verify the called side's TLS certificate against this CA")
@@ -212,27 +191,33 @@ def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
+def call_plan(args: argparse.Namespace) -> tuple[CallPlan, PhoneSetup]:
+    """What ``callbridge call``'s arguments ask for: the call, and this phone's end of it."""
+    plan = CallPlan(
+        play=args.play,
+        loop_play=args.loop,
+        record=args.record,
+        dtmf=args.dtmf,
+        hangup_after=args.hangup_after,
+        answer_timeout=args.timeout,
+        echo=args.echo,
+    )
+    setup = PhoneSetup(
+        host=args.host,
+        port=args.local_port,
+        log_level=args.log_level,
+        auth=args.auth or _env_auth(),
+        concealment=not args.no_plc,
+        srtp=args.srtp,
+        tls_ca=args.tls_ca,
+    )
+    return plan, setup
+
+
 def run_call(args: argparse.Namespace) -> int:
     """Exit status: 0 answered, 2 not answered (rejected, failed, timed out)."""
-    summary = asyncio.run(
-        place_call(
-            args.uri,
-            play=args.play,
-            record=args.record,
-            dtmf=args.dtmf,
-            hangup_after=args.hangup_after,
-            local_port=args.local_port,
-            timeout=args.timeout,
-            loop_play=args.loop,
-            host=args.host,
-            log_level=args.log_level,
-            auth=args.auth or _env_auth(),
-            concealment=not args.no_plc,
-            srtp=args.srtp,
-            tls_ca=args.tls_ca,
-            echo=args.echo,
-        )
-    )
+    plan, setup = call_plan(args)
+    summary = asyncio.run(place_call(args.uri, plan, setup))
     _print(summary, args.json)
     return 0 if summary["answered"] else 1  # not answered: the work failed (2 is a usage error)
 
@@ -243,21 +228,20 @@ def _env_auth() -> tuple[str, str] | None:
     return parse_auth(text) if text else None
 
 
-def run_listen(args: argparse.Namespace) -> int:
-    summary = asyncio.run(
-        listen(
-            args.port,
-            record=args.record,
-            answer_after=args.answer_after,
-            duration=args.duration,
-            play=args.play,
-            loop_play=args.loop,
-            calls=args.calls,
-            host=args.host,
-            log_level=args.log_level,
-        )
+def listen_plan(args: argparse.Namespace) -> ListenPlan:
+    """What ``callbridge phone listen``'s arguments ask for."""
+    return ListenPlan(
+        record=args.record,
+        play=args.play,
+        loop_play=args.loop,
+        answer_after=args.answer_after,
+        duration=args.duration,
+        calls=args.calls,
     )
-    _print(summary, args.json)
+
+
+def run_listen(args: argparse.Namespace) -> int:
+    _print(asyncio.run(listen(args.port, listen_plan(args), host=args.host, log_level=args.log_level)), args.json)
     return 0
 
 

@@ -150,28 +150,44 @@ _HASHES: dict[str, Callable[[bytes], str]] = {
 }
 
 
-def digest_response(
-    *,
-    username: str,
-    realm: str,
-    password: str,
-    method: str,
-    uri: str,
-    nonce: str,
-    algorithm: str = "MD5",
-    qop: str = "",
-    nc: str = "",
-    cnonce: str = "",
-) -> str:
-    """The ``response`` value of RFC 2617 §3.2.2.1 / RFC 7616 §3.4.1 (qop ``auth`` or none; no ``-sess``)."""
+@dataclass(frozen=True, slots=True)
+class DigestFields:
+    """What a digest ``response`` signs besides the password (RFC 2617 §3.2.2, RFC 7616 §3.4): the parameters of an
+    ``Authorization`` header and the request's method. ``qop`` ``auth`` or none (then ``nc`` and ``cnonce`` are
+    unused); no ``-sess`` algorithms."""
+
+    username: str
+    realm: str
+    method: str
+    uri: str
+    nonce: str
+    algorithm: str = "MD5"
+    qop: str = ""
+    nc: str = ""
+    cnonce: str = ""
+
+
+def _hash(algorithm: str) -> Callable[[bytes], str]:
     digest = _HASHES.get(algorithm.upper())
     if digest is None:
         raise ValueError(f"unsupported digest algorithm {algorithm!r}")
-    ha1 = digest(f"{username}:{realm}:{password}".encode())
-    ha2 = digest(f"{method}:{uri}".encode())
-    if qop:
-        return digest(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}".encode())
-    return digest(f"{ha1}:{nonce}:{ha2}".encode())
+    return digest
+
+
+def digest_ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
+    """HA1 = H(username:realm:password) (RFC 2617 §3.2.2.2): what a server may hold instead of the password (the
+    front's user table does)."""
+    return _hash(algorithm)(f"{username}:{realm}:{password}".encode())
+
+
+def digest_response(fields: DigestFields, password: str) -> str:
+    """The ``response`` value of RFC 2617 §3.2.2.1 / RFC 7616 §3.4.1."""
+    digest = _hash(fields.algorithm)
+    ha1 = digest_ha1(fields.username, fields.realm, password, fields.algorithm)
+    ha2 = digest(f"{fields.method}:{fields.uri}".encode())
+    if fields.qop:
+        return digest(f"{ha1}:{fields.nonce}:{fields.nc}:{fields.cnonce}:{fields.qop}:{ha2}".encode())
+    return digest(f"{ha1}:{fields.nonce}:{ha2}".encode())
 
 
 def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
@@ -332,18 +348,8 @@ class DigestAuth:
                 nc = int(nc_text, 16)
             except ValueError:
                 return AuthResult(403, FORBIDDEN_CREDENTIALS, f"bad nc {nc_text!r}", username)
-        expected = digest_response(
-            username=username,
-            realm=self.realm,
-            password=password,
-            method=method,
-            uri=uri,
-            nonce=nonce,
-            algorithm=algorithm,
-            qop=qop,
-            nc=nc_text,
-            cnonce=cnonce,
-        )
+        signed = DigestFields(username, self.realm, method, uri, nonce, algorithm, qop, nc_text, cnonce)
+        expected = digest_response(signed, password)
         if not hmac.compare_digest(expected.encode(), params.get("response", "").lower().encode("utf-8", "replace")):
             return AuthResult(403, FORBIDDEN_CREDENTIALS, f"wrong response for user {username!r}", username)
         # The password is right. Is the nonce ours, fresh, and not replayed?

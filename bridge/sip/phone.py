@@ -48,6 +48,37 @@ _LOG = logging.getLogger("bridge.sip.phone")
 DtmfPlan = Sequence[tuple[str, float]]  # (digits, seconds after the answer)
 
 
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """What one placed call does (:meth:`Softphone.call`): play ``play`` (a WAV path or PCM16 bytes; in a loop with
+    ``loop_play``), record what it hears to ``record``, send ``dtmf``, hang up ``hangup_after`` s after the answer
+    (else when the far end does, at most ``max_duration`` s), give up unanswered after ``answer_timeout`` s.
+    ``echo``: the line returns what this phone hears, that much down and that late (:class:`EchoingSource`)."""
+
+    play: str | Path | bytes | None = None
+    loop_play: bool = False
+    record: str | Path | None = None
+    dtmf: DtmfPlan = ()
+    hangup_after: float | None = None
+    answer_timeout: float = 30.0
+    max_duration: float = 3600.0
+    echo: LineEcho | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListenPlan:
+    """What a listening phone does (:meth:`Softphone.listen`): answer each call ``answer_after`` s after it rings,
+    play ``play`` into it, record each call (the n-th after the first to ``NAME-n.wav``); stop after ``duration``
+    s or once ``calls`` calls have ended."""
+
+    record: str | Path | None = None
+    play: str | Path | bytes | None = None
+    loop_play: bool = False
+    answer_after: float = 0.0
+    duration: float = 10.0
+    calls: int | None = None
+
+
 class PcmSource:
     """Plays PCM16 8 kHz audio once (then silence) or in a loop. ``pop_frame`` runs on the clock thread."""
 
@@ -395,26 +426,14 @@ class Softphone:
         self._listener = None
         self.account = None
 
-    async def call(
-        self,
-        uri: str,
-        *,
-        play: str | Path | bytes | None = None,
-        loop_play: bool = False,
-        record: str | Path | None = None,
-        dtmf: DtmfPlan = (),
-        hangup_after: float | None = None,
-        answer_timeout: float = 30.0,
-        max_duration: float = 3600.0,
-        echo: LineEcho | None = None,
-    ) -> dict[str, Any]:
-        """Call ``uri`` and return the summary (see the module docstring). Never raises for SIP failures.
-        ``echo``: the line returns what this phone hears, that much down and that late (:class:`EchoingSource`)."""
-        for digits, _at in dtmf:
+    async def call(self, uri: str, plan: CallPlan = CallPlan()) -> dict[str, Any]:
+        """Call ``uri`` as ``plan`` says and return the summary (see the module docstring). Never raises for SIP
+        failures."""
+        for digits, _at in plan.dtmf:
             if set(digits) - DTMF_DIGITS:
                 raise ValueError(f"not DTMF digits: {digits!r}")
-        plain = _source(play, loop_play)
-        session = _Session(self, plain if echo is None else EchoingSource(plain, echo))
+        plain = _source(plan.play, plan.loop_play)
+        session = _Session(self, plain if plan.echo is None else EchoingSource(plain, plan.echo))
         self._sessions.append(session)
         leg = session.new_leg("caller", uri)
         assert leg.call is not None
@@ -428,43 +447,34 @@ class Softphone:
             leg.release()
             return _call_summary(session, leg, "")
         loop = asyncio.get_running_loop()
-        await _first_of(leg.answered, leg.ended, within=answer_timeout)
+        await _first_of(leg.answered, leg.ended, within=plan.answer_timeout)
         if not leg.answered.is_set() and not leg.ended.is_set():
-            leg.reason = f"no answer within {answer_timeout:g} s"
+            leg.reason = f"no answer within {plan.answer_timeout:g} s"
             leg.hangup()
         sent: list[str] = []
         if leg.answered.is_set():
-            for digits, at in dtmf:
+            for digits, at in plan.dtmf:
                 loop.call_later(max(0.0, at), _send_dtmf, session, digits, sent)
-            limit = hangup_after if hangup_after is not None else max_duration
+            limit = plan.hangup_after if plan.hangup_after is not None else plan.max_duration
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(session.all_ended.wait(), limit)
             session.hangup_all()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(session.all_ended.wait(), 5.0)
-        if record is not None:
-            write_wav(record, bytes(session.recording))
+        if plan.record is not None:
+            write_wav(plan.record, bytes(session.recording))
         return _call_summary(session, leg, "".join(sent))
 
-    async def listen(
-        self,
-        *,
-        record: str | Path | None = None,
-        play: str | Path | bytes | None = None,
-        loop_play: bool = False,
-        answer_after: float = 0.0,
-        duration: float = 10.0,
-        calls: int | None = None,
-    ) -> dict[str, Any]:
-        """Answer incoming calls for ``duration`` seconds (or until ``calls`` calls have ended); record them."""
-        session = _Session(self, _source(play, loop_play), answer_after=answer_after)
+    async def listen(self, plan: ListenPlan = ListenPlan()) -> dict[str, Any]:
+        """Answer incoming calls as ``plan`` says; record them. Returns ``{"port", "calls": [leg summaries]}``."""
+        session = _Session(self, _source(plan.play, plan.loop_play), answer_after=plan.answer_after)
         self._sessions.append(session)
         self._listener = session
-        deadline = time.monotonic() + duration
+        deadline = time.monotonic() + plan.duration
         try:
             while time.monotonic() < deadline:
                 done = [leg for leg in session.legs if leg.ended.is_set()]
-                if calls is not None and len(done) >= calls and not session.live_legs():
+                if plan.calls is not None and len(done) >= plan.calls and not session.live_legs():
                     break
                 await asyncio.sleep(0.05)
         finally:
@@ -472,8 +482,8 @@ class Softphone:
             session.hangup_all()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(session.all_ended.wait(), 5.0)
-        if record is not None and session.legs:
-            base = Path(record)
+        if plan.record is not None and session.legs:
+            base = Path(plan.record)
             for number, leg in enumerate(session.legs):
                 path = base if number == 0 else base.with_name(f"{base.stem}-{number}{base.suffix}")
                 write_wav(path, bytes(leg.received))

@@ -28,7 +28,7 @@ from _helpers import (
 )
 
 from bridge.devkit.ports import can_bind
-from bridge.sip.access import digest_response, parse_auth_params
+from bridge.sip.access import DigestFields, digest_response, parse_auth_params
 
 pytestmark = pytest.mark.integration
 
@@ -66,17 +66,8 @@ def authorization(
     scheme, params = parse_auth_params(challenge.headers["www-authenticate"])
     assert scheme == "digest", challenge.raw
     nonce = nonce or params["nonce"]
-    response = digest_response(
-        username=user,
-        realm=params["realm"],
-        password=password,
-        method=method,
-        uri=uri,
-        nonce=nonce,
-        qop="auth",
-        nc=nc,
-        cnonce=cnonce,
-    )
+    signed = DigestFields(user, params["realm"], method, uri, nonce, qop="auth", nc=nc, cnonce=cnonce)
+    response = digest_response(signed, password)
     return (
         f'Authorization: Digest username="{user}", realm="{params["realm"]}", nonce="{nonce}", '
         f'uri="{uri}", response="{response}", algorithm=MD5, qop=auth, nc={nc}, cnonce="{cnonce}"'

@@ -9,6 +9,8 @@ import pytest
 from bridge.sip.access import (
     FORBIDDEN_CREDENTIALS,
     DigestAuth,
+    DigestFields,
+    digest_ha1,
     digest_response,
     in_networks,
     parse_auth_params,
@@ -89,15 +91,17 @@ def test_digest_response_rfc2617_example() -> None:
     """RFC 2617 §3.5 (the "Mufasa" example, qop=auth)."""
     assert (
         digest_response(
-            username="Mufasa",
-            realm="testrealm@host.com",
-            password="Circle Of Life",
-            method="GET",
-            uri="/dir/index.html",
-            nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093",
-            qop="auth",
-            nc="00000001",
-            cnonce="0a4f113b",
+            DigestFields(
+                username="Mufasa",
+                realm="testrealm@host.com",
+                method="GET",
+                uri="/dir/index.html",
+                nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093",
+                qop="auth",
+                nc="00000001",
+                cnonce="0a4f113b",
+            ),
+            "Circle Of Life",
         )
         == "6629fae49393a05397450978507c4ef1"
     )
@@ -114,16 +118,18 @@ def test_digest_response_rfc7616_examples(algorithm: str, expected: str) -> None
     """RFC 7616 §3.9.1, both algorithms."""
     assert (
         digest_response(
-            username="Mufasa",
-            realm="http-auth@example.org",
-            password="Circle of Life",
-            method="GET",
-            uri="/dir/index.html",
-            nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
-            algorithm=algorithm,
-            qop="auth",
-            nc="00000001",
-            cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+            DigestFields(
+                username="Mufasa",
+                realm="http-auth@example.org",
+                method="GET",
+                uri="/dir/index.html",
+                nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+                algorithm=algorithm,
+                qop="auth",
+                nc="00000001",
+                cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+            ),
+            "Circle of Life",
         )
         == expected
     )
@@ -136,7 +142,8 @@ def test_digest_response_without_qop_rfc2069_form() -> None:
     ha1 = hashlib.md5(b"u:r:p").hexdigest()
     ha2 = hashlib.md5(b"INVITE:sip:a@b").hexdigest()
     expected = hashlib.md5(f"{ha1}:n:{ha2}".encode()).hexdigest()
-    assert digest_response(username="u", realm="r", password="p", method="INVITE", uri="sip:a@b", nonce="n") == expected
+    assert digest_response(DigestFields("u", "r", "INVITE", "sip:a@b", "n"), "p") == expected
+    assert digest_ha1("u", "r", "p") == ha1
 
 
 def test_parse_auth_params() -> None:
@@ -201,18 +208,8 @@ def credentials(
     realm: str | None = None,
 ) -> str:
     realm = realm or auth.realm
-    response = digest_response(
-        username=user,
-        realm=realm,
-        password=password,
-        method="INVITE",
-        uri=uri,
-        nonce=nonce,
-        algorithm=algorithm,
-        qop=qop,
-        nc=nc if qop else "",
-        cnonce="cn" if qop else "",
-    )
+    signed = DigestFields(user, realm, "INVITE", uri, nonce, algorithm, qop, nc if qop else "", "cn" if qop else "")
+    response = digest_response(signed, password)
     value = f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", response="{response}"'
     value += f", algorithm={algorithm}"
     if qop:

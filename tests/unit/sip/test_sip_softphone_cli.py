@@ -9,8 +9,17 @@ import pytest
 
 from bridge.audio.frames import FRAME_BYTES, SILENCE
 from bridge.audio.line import LineEcho
-from bridge.devkit.softphone import _default_host, build_parser, parse_dtmf, parse_echo
-from bridge.sip.phone import EchoingSource, PcmSource
+from bridge.devkit.softphone import (
+    PhoneSetup,
+    _default_host,
+    build_parser,
+    call_plan,
+    listen_plan,
+    parse_dtmf,
+    parse_echo,
+)
+from bridge.sip.phone import CallPlan, EchoingSource, ListenPlan, PcmSource
+from bridge.sip.sipconfig import SrtpMode, Transport
 
 
 def test_parse_dtmf() -> None:
@@ -50,6 +59,32 @@ def test_call_arguments() -> None:
 def test_listen_arguments() -> None:
     args = build_parser().parse_args(["listen", "--port", "5070", "--calls", "1", "--answer-after", "0.5"])
     assert (args.command, args.port, args.calls, args.answer_after) == ("listen", 5070, 1, 0.5)
+    assert listen_plan(args) == ListenPlan(answer_after=0.5, duration=60.0, calls=1)
+
+
+def test_call_arguments_become_a_plan_and_a_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CALLBRIDGE_SIP_AUTH", raising=False)
+    call = ["call", "sips:100@127.0.0.1:5061", "--play", "a.wav", "--loop", "--dtmf", "9@1", "--timeout", "5"]
+    local = ["--local-port", "5099", "--no-plc", "--srtp", "optional", "--auth", "u:p:w", "--tls-ca", "ca.pem"]
+    args = build_parser().parse_args([*call, *local])
+    plan, setup = call_plan(args)
+    assert plan == CallPlan(play="a.wav", loop_play=True, dtmf=[("9", 1.0)], answer_timeout=5.0)
+    assert setup == PhoneSetup(port=5099, auth=("u", "p:w"), concealment=False, srtp=SrtpMode.OPTIONAL, tls_ca="ca.pem")
+    config = setup.config(args.uri)
+    assert (config.host, config.port, config.transports) == ("127.0.0.1", 5099, (Transport.UDP, Transport.TLS))
+    assert (config.srtp, config.tls_ca, config.concealment) == (SrtpMode.OPTIONAL, "ca.pem", False)
+
+
+def test_a_sips_call_gets_mandatory_srtp_a_sip_call_none() -> None:
+    assert PhoneSetup().config("sips:100@192.0.2.1").srtp is SrtpMode.MANDATORY
+    plain = PhoneSetup().config("sip:100@192.0.2.1")
+    assert (plain.srtp, plain.transports, plain.host) == (SrtpMode.OFF, (Transport.UDP,), "0.0.0.0")
+
+
+def test_an_unknown_srtp_mode_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["call", "sip:1@127.0.0.1", "--srtp", "sometimes"])
+    assert "invalid SrtpMode value: 'sometimes'" in capsys.readouterr().err
 
 
 def test_pcm_source_plays_once_then_silence() -> None:
