@@ -11,10 +11,14 @@ documents its knobs this way (``turn_detection`` of ``session.update``):
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
 import numpy as np
+from numpy.typing import NDArray
+
+from bridge.audio.level import dbfs
 
 FRAME_MS: Final = 10  # analysis frame
 MIN_SPEECH_MS: Final = 60  # voiced audio needed before an onset counts (rejects clicks)
@@ -27,9 +31,14 @@ def threshold_dbfs(threshold: float) -> float:
     return DBFS_AT_ZERO + DBFS_SPAN * min(1.0, max(0.0, threshold))
 
 
+class VadKind(enum.StrEnum):
+    START = "start"
+    STOP = "stop"
+
+
 @dataclass(frozen=True)
 class VadEvent:
-    kind: Literal["start", "stop"]
+    kind: VadKind
     ms: float  # start: onset minus prefix padding (not below 0); stop: last voiced ms plus the silence duration
 
 
@@ -57,8 +66,8 @@ class EnergyVad:
         if nframes == 0:
             return []
         samples = np.frombuffer(data[: nframes * 2 * self.frame], dtype="<i2").astype(np.float64)
-        rms = np.sqrt(np.mean(samples.reshape(nframes, self.frame) ** 2, axis=1))
-        level = 20.0 * np.log10(np.maximum(rms, 1e-9) / 32768.0)
+        rms: NDArray[np.float64] = np.sqrt(np.mean(samples.reshape(nframes, self.frame) ** 2, axis=1))
+        level = dbfs(rms)
         out: list[VadEvent] = []
         for voiced in (level > self.threshold_db).tolist():
             self._pos += self.frame
@@ -75,11 +84,11 @@ class EnergyVad:
                 self.speaking = True
                 self._silent_run = 0
                 onset = self._pos - self._voiced_run * self.frame
-                return [VadEvent("start", max(0.0, self._ms(onset) - self.prefix_padding_ms))]
+                return [VadEvent(VadKind.START, max(0.0, self._ms(onset) - self.prefix_padding_ms))]
             return []
         self._silent_run = 0 if voiced else self._silent_run + 1
         if self._silent_run * FRAME_MS >= self.silence_duration_ms:
             self.speaking = False
             self._voiced_run = 0
-            return [VadEvent("stop", self._ms(self._pos))]
+            return [VadEvent(VadKind.STOP, self._ms(self._pos))]
         return []

@@ -6,9 +6,11 @@ Layout (a sans-I/O core and a thin network shell, like python-websockets and h11
 * ``core.py``: :class:`~bridge.emulator.core.SessionCore`, the calling convention every session shares (client
   text + time in, ``actions.py`` out), its timers, the check of client events, injected faults, and the caller's
   audio as appends bring it; ``record.py``: what a session records, and its recording to disk.
+* ``state.py``: each session kind's one state (a dataclass) that the session owns and hands to its rooms; a room
+  works on it and returns what the session does next, so no room holds the session or reaches another through it.
 * ``session.py``: :class:`EmulatorSession`, one Realtime connection; its rooms: ``turns.py`` (input audio, VAD,
-  commits, transcription, idle timeout), ``conversation.py`` (items), ``replies.py`` (what a response says) and
-  ``responses.py`` (responses laid out and paced in time).
+  commits, transcription, when the idle timeout falls), ``conversation.py`` (items), ``replies.py`` (what a response
+  says) and ``responses.py`` (responses laid out and paced in time).
 * ``live.py``: :class:`LiveSession`, the same for a GPT-Live connection; its rooms: ``live_speech.py`` (the
   continuous output stream) and ``live_backend.py`` (the Responses delegation that calls tools).
 * ``scheduler.py``: the response scheduler both sessions' output rests on (numbering, latency, audio cut into

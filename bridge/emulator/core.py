@@ -15,7 +15,7 @@ import heapq
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict, Unpack
 
 import orjson
 import pybase64
@@ -43,6 +43,15 @@ class Timer:
 Handler = Callable[[Any, dict[str, Any], float], None]  # (session, checked client event, time)
 
 
+class Opening(TypedDict, total=False):
+    """How a session of any dialect opens (keywords of its constructor)."""
+
+    model: str | None  # the model asked for (None: the dialect's default)
+    now: float  # the session's clock at the upgrade (monotonic seconds; default 0)
+    wall: float  # the wall clock then (``expires_at`` counts from it; default 0)
+    annotations: Annotations | None  # the call script's turns
+
+
 class SessionCore:
     """What an emulated session shares whatever its dialect. A dialect's session brings its handlers
     (``_handlers``: canonical client key -> handler), how time passes (``_advance``) and how the session cap ends
@@ -53,16 +62,7 @@ class SessionCore:
     record: SessionRecord
     wire: EventBuilder
 
-    def __init__(
-        self,
-        dialect: Dialect,
-        settings: Settings | None,
-        *,
-        now: float,
-        wall: float,
-        annotations: Annotations | None,
-        ids: Ids | None,
-    ) -> None:
+    def __init__(self, dialect: Dialect, settings: Settings | None = None, **opening: Unpack[Opening]) -> None:
         self.dialect = dialect
         self.settings = settings or Settings()
         # client events: wire name -> (envelope, handler), in the dialect's order (the error for an unknown type
@@ -74,10 +74,11 @@ class SessionCore:
         self._append_type = dialect.append.event_type
         self._audio_field = dialect.append.audio_field
         self._append_fields = frozenset(self._dispatch[self._append_type][0].fields)
-        self.ids = ids or Ids(self.settings.seed)
-        self.annotations = annotations or Annotations()
-        self.t0 = now
-        self.wall0 = wall
+        self.ids = Ids(self.settings.seed)
+        self.annotations = opening.get("annotations") or Annotations()
+        self.model_asked = opening.get("model") or dialect.default_model
+        self.t0 = opening.get("now", 0.0)
+        self.wall0 = opening.get("wall", 0.0)
         self.closed = False
         self._out: list[Action] = []
         self._seq = itertools.count()

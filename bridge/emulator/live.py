@@ -35,23 +35,23 @@ from __future__ import annotations
 import binascii
 import heapq
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 import orjson
 import pybase64
 
-from bridge.audio.vad import EnergyVad
+from bridge.audio.vad import EnergyVad, VadKind
 from bridge.emulator import rules, voice
 from bridge.emulator.actions import Action
-from bridge.emulator.annotations import Annotations, Reply, ToolCall
-from bridge.emulator.config import value_at
-from bridge.emulator.core import AudioInput, Handler, SessionCore
+from bridge.emulator.annotations import Reply, ToolCall
+from bridge.emulator.core import AudioInput, Handler, Opening, SessionCore
 from bridge.emulator.faults import Settings
-from bridge.emulator.formats import FORMATS, PCM16_RATE, WireFormat
-from bridge.emulator.live_backend import LiveBackend
-from bridge.emulator.live_speech import LiveSpeech
+from bridge.emulator.formats import PCM16_RATE, WireFormat
+from bridge.emulator.live_backend import Delegation, LiveBackend
+from bridge.emulator.live_speech import LiveSpeech, SpeechKind
 from bridge.emulator.record import SessionRecord
-from bridge.emulator.wire import Ids, LiveWire
+from bridge.emulator.state import DelegationType, LiveState
+from bridge.emulator.wire import LiveWire
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.dialects.schema import ClientError, merge
 
@@ -70,9 +70,10 @@ def live_model(model: str) -> bool:
 
 
 class LiveSession(SessionCore):
-    """The state machine of one Live connection (see the module docstring): its configuration, its client events
-    and the caller's turns; what the model says is :class:`~bridge.emulator.live_speech.LiveSpeech`'s room, its
-    backend :class:`~bridge.emulator.live_backend.LiveBackend`'s."""
+    """The state machine of one Live connection (see the module docstring): its client events and the caller's
+    turns, on its :class:`~bridge.emulator.state.LiveState`; what the model says is
+    :class:`~bridge.emulator.live_speech.LiveSpeech`'s room, its backend
+    :class:`~bridge.emulator.live_backend.LiveBackend`'s. What they return, the session carries out."""
 
     unknown_event_type = "session.emulator_unknown"
     wire: LiveWire
@@ -82,27 +83,20 @@ class LiveSession(SessionCore):
         dialect: Dialect,
         settings: Settings | None = None,
         *,
-        model: str | None = None,
-        now: float = 0.0,
-        wall: float = 0.0,
-        annotations: Annotations | None = None,
-        ids: Ids | None = None,
-        record: SessionRecord | None = None,
         model_ok: Callable[[str], bool] | None = None,
+        **opening: Unpack[Opening],
     ) -> None:
-        super().__init__(dialect, settings, now=now, wall=wall, annotations=annotations, ids=ids)
+        super().__init__(dialect, settings, **opening)
         self.wire = LiveWire(dialect, self.ids)
         self.service = self.wire.service
         self._model_ok = model_ok or (lambda m: bool(m))
-        self.session_id = self.ids.session()
-        self.config: dict[str, Any] = self.service.session_defaults(model or dialect.default_model)
-        self.record = record or SessionRecord(self.session_id, dialect.name, self.model)
-        self.record.id, self.record.model = self.session_id, self.model
-        self.record.settings = self.settings.as_dict()
-        self.started_at: float | None = None
-        self.input = AudioInput(self.record, self._audio_field)
-        self.speech = LiveSpeech(self)
-        self.backend = LiveBackend(self)
+        session_id = self.ids.session()
+        config = self.service.session_defaults(self.model_asked)
+        model = str(config.get("model") or "")
+        self.record = SessionRecord(session_id, dialect.name, model, settings=self.settings.as_dict())
+        self.state = LiveState(self, self.wire, session_id, config, AudioInput(self.record, self._audio_field))
+        self.speech = LiveSpeech(self.state)
+        self.backend = LiveBackend(self.state)
         self._muted = False
         self._vad: EnergyVad | None = None
         self._speech_start_ms = 0.0
@@ -113,11 +107,15 @@ class LiveSession(SessionCore):
 
     @property
     def model(self) -> str:
-        return str(self.config.get("model") or "")
+        return self.state.model
 
     @property
     def format(self) -> WireFormat:
-        return FORMATS[self.dialect.format_name(value_at(self.config, self.service.session_paths["format"])) or "pcm16"]
+        return self.state.format
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.state.config
 
     def open(self) -> list[Action]:
         """Nothing is sent before ``session.start``; the connection's own timers start now."""
@@ -134,7 +132,7 @@ class LiveSession(SessionCore):
 
     def usage(self) -> dict[str, Any]:
         """The usage so far: as far as either stream has got on the session's timeline."""
-        return self.service.usage(max(self.speech.out_ms, self.input.appended_ms) / 1000.0)
+        return self.state.usage()
 
     # ---------------------------------------------------------------------------------------------------------
     # Plumbing
@@ -146,7 +144,7 @@ class LiveSession(SessionCore):
         self._end("expired", t)
 
     def _admit(self, kind: str) -> None:
-        if self.started_at is None and kind != self.dialect.client_events["session.start"]:
+        if self.state.started_at is None and kind != self.dialect.client_events["session.start"]:
             raise ClientError(
                 "session_not_started", "Send session.start and wait for session.started before other commands."
             )
@@ -166,7 +164,7 @@ class LiveSession(SessionCore):
             self.speech.at_once(now)
 
     def _resource(self) -> dict[str, Any]:
-        return self.service.session_resource(self.config, self.session_id, self.expires_at)
+        return self.service.session_resource(self.state.config, self.state.session_id, self.expires_at)
 
     def _end(self, reason: str, t: float) -> None:
         """``session.closed`` with the final snapshot and usage, then a clean close."""
@@ -182,8 +180,13 @@ class LiveSession(SessionCore):
         extra = {"client_event_id": event_id} if event_id else {}
         self.send(self.wire.event(canonical, **fields, **extra), t)
 
+    def _appended(self, canonical: str, t: float) -> None:
+        """An append acknowledged where the output stream has got (an empty span there)."""
+        at = int(self.state.out_ms)
+        self._acknowledge(canonical, t, start_ms=at, end_ms=at)
+
     def _on_start(self, ev: dict[str, Any], t: float) -> None:
-        if self.started_at is not None:
+        if self.state.started_at is not None:
             raise ClientError("session_already_started", "The session has already started.", "type")
         schema = self.service.session_schema
         checked = schema.check(ev["session"], "session")
@@ -194,9 +197,9 @@ class LiveSession(SessionCore):
             self.error(code, message, t, param="session.model", client_event_id=self._event_id)
             self.close(CLOSE_BAD_MODEL, message, t)
             return
-        self.config = config
+        self.state.config = config
         self.record.model = model
-        self.started_at = t
+        self.state.started_at = t
         self._acknowledge("session.started", t, session=self._resource())
         self._vad = EnergyVad(
             self.format.rate,
@@ -226,11 +229,11 @@ class LiveSession(SessionCore):
         self._acknowledge("session.updated", t, session=self._resource())
 
     def _on_append(self, ev: dict[str, Any], t: float) -> None:
-        pcm = self.input.take(ev, self.format)
+        pcm = self.state.input.take(ev, self.format)
         if self._vad is None or self._muted:
             return
         for e in self._vad.feed(pcm):
-            if e.kind == "start":
+            if e.kind is VadKind.START:
                 self._caller_started(e.ms, t)
             else:
                 self._caller_stopped(e.ms, t)
@@ -247,7 +250,7 @@ class LiveSession(SessionCore):
         """The content of an append; rejected while a fixture plays, or with a delegation id under Responses."""
         if self.speech.fixture_active():
             raise ClientError("fixture_active", "Rejected while an audio fixture is active.", "type")
-        if ev.get("delegation_id") is not None and self.backend.kind() == "responses":
+        if ev.get("delegation_id") is not None and self.state.delegation() == DelegationType.RESPONSES:
             raise ClientError(
                 "invalid_value", "Non-null delegation IDs are not accepted with Responses delegation.", "delegation_id"
             )
@@ -255,16 +258,16 @@ class LiveSession(SessionCore):
 
     def _on_instructions(self, ev: dict[str, Any], t: float) -> None:
         self._context(ev)
-        self._acknowledge("instructions.appended", t, start_ms=int(self.speech.out_ms), end_ms=int(self.speech.out_ms))
+        self._appended("instructions.appended", t)
 
     def _on_thinking(self, ev: dict[str, Any], t: float) -> None:
         content = self._context(ev)
-        self._acknowledge("thinking.appended", t, start_ms=int(self.speech.out_ms), end_ms=int(self.speech.out_ms))
+        self._appended("thinking.appended", t)
         self._answer(content, None, t)
 
     def _on_commentary(self, ev: dict[str, Any], t: float) -> None:
         content = self._context(ev)
-        self._acknowledge("commentary.appended", t, start_ms=int(self.speech.out_ms), end_ms=int(self.speech.out_ms))
+        self._appended("commentary.appended", t)
         said = rules.said(content)
         reply = None if said is not None or self._had_turn else self.annotations.take_greeting()
         if said is not None:
@@ -273,7 +276,7 @@ class LiveSession(SessionCore):
             text = reply.text
         else:
             text = content if self._had_turn else self.settings.greeting
-        self.speech.say(text, reply, "commentary", t)
+        self.speech.say(text, reply, SpeechKind.COMMENTARY, t)
 
     def _on_fixture(self, ev: dict[str, Any], t: float) -> None:
         try:
@@ -292,7 +295,7 @@ class LiveSession(SessionCore):
         fmt = self.format
         self.speech.interrupt(t, "fixture")
         pcm = voice.resample_linear(pcm, PCM16_RATE, fmt.rate)
-        self.speech.queue("fixture", "", pcm, fmt, t)
+        self.speech.queue(SpeechKind.FIXTURE, "", pcm, fmt, t)
         self._acknowledge("fixture.playing", t)
 
     def _on_decision(self, ev: dict[str, Any], t: float) -> None:
@@ -302,7 +305,13 @@ class LiveSession(SessionCore):
         self.backend.item_create(ev)
 
     def _on_response_create(self, ev: dict[str, Any], t: float) -> None:
-        self.backend.response_create(t)
+        delegation, text = self.backend.response_create()
+        self.at(self.speech.latency(t), lambda tt: self._backend_answers(delegation, text, tt))
+
+    def _backend_answers(self, delegation: Delegation, text: str, t: float) -> None:
+        """The backend's answer with the tools' outputs, which the model reads out."""
+        self.backend.answer(delegation, text, t)
+        self.speech.say(text, None, SpeechKind.REPLY, t)
 
     def _on_close(self, ev: dict[str, Any], t: float) -> None:
         self._end("close_requested", t)
@@ -343,7 +352,7 @@ class LiveSession(SessionCore):
         s = self.settings
         heard_at = t + s.scaled(s.transcript_delay_ms)
         self.at(heard_at, lambda tt: self._transcribe(heard, start, end, tt))
-        if self.backend.kind() == "client":
+        if self.state.delegation() == DelegationType.CLIENT:
             return  # the client decides: it makes the model speak (commentary) or think (thinking.append)
         self._answer(heard, turn.reply if turn is not None else None, heard_at)  # it answers what it transcribed
 
@@ -363,7 +372,7 @@ class LiveSession(SessionCore):
             text, name = rules.answer(heard, self.backend.has_tool)
             if name is not None:
                 tool = ToolCall(name, orjson.dumps({"reason": heard}).decode())
-        said_s = self.speech.say(text, reply, "reply", t) if text is not None else 0.0
+        said_s = self.speech.say(text, reply, SpeechKind.REPLY, t) if text is not None else 0.0
         if tool is not None:
             # what it says first is said before it hands the task over (as a Realtime response's text comes
             # before its function call): the delegation follows its last words by one delta

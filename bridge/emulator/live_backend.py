@@ -1,24 +1,26 @@
 """A Live session's backend (``responses`` delegation): the model hands a task to it, and its Responses stream
 comes back in ``response.event`` envelopes (the tool call in ``response.output_item.done``).
 ``response.item.create`` answers a call, and ``response.create``, once every call of that response has its output,
-continues the backend, whose answer the model reads out."""
+continues the backend, whose answer the model reads out.
+
+:class:`LiveBackend` works on the session's :class:`~bridge.emulator.state.LiveState`; the answer it owes after a
+``response.create`` it returns, and the session has the model say it when its latency has passed."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from bridge.emulator import rules
 from bridge.emulator.annotations import ToolCall
 from bridge.emulator.config import value_at
+from bridge.emulator.scheduler import Status, record_response
+from bridge.emulator.state import DelegationType, LiveState
 from bridge.realtime.dialects.schema import ClientError
-
-if TYPE_CHECKING:
-    from bridge.emulator.live import LiveSession
 
 
 @dataclass
@@ -31,34 +33,30 @@ class Delegation:
 
 
 class LiveBackend:
-    def __init__(self, session: LiveSession) -> None:
-        self.live = session
-        self.wire = session.wire
+    def __init__(self, state: LiveState) -> None:
+        self.state = state
+        self.wire = state.wire
         self._delegations: dict[str, Delegation] = {}
         self._calls: dict[str, Delegation] = {}
         self._sequence = itertools.count()
 
-    def kind(self) -> str | None:
-        """The session's delegation type (``responses``, ``client``...), None without one."""
-        delegation = self.live.config.get("delegation")
-        return str(delegation.get("type")) if isinstance(delegation, Mapping) else None
+    def _responses(self) -> bool:
+        return self.state.delegation() == DelegationType.RESPONSES
 
     def require(self) -> None:
-        if self.kind() != "responses":
+        if not self._responses():
             raise ClientError("invalid_request_error", "This command requires Responses delegation.", "type")
 
     def has_tool(self, name: str) -> bool:
-        tools = value_at(self.live.config, self.live.service.session_paths["tools"]) or ()
-        return self.kind() == "responses" and any(
-            isinstance(tool, Mapping) and tool.get("name") == name for tool in tools
-        )
+        tools = value_at(self.state.config, self.state.service.session_paths["tools"]) or ()
+        return self._responses() and any(isinstance(tool, Mapping) and tool.get("name") == name for tool in tools)
 
     # ---------------------------------------------------------------------------------------------------------
     # Client events
 
     def item_create(self, ev: dict[str, Any]) -> None:
         self.require()
-        item = self.live.service.item_schema.check(ev["item"], "item")
+        item = self.state.service.item_schema.check(ev["item"], "item")
         if item["type"] != "function_call_output":
             return  # context for the backend; the emulated backend answers only tool results
         call_id = str(item["call_id"])
@@ -68,7 +66,9 @@ class LiveBackend:
         output = item["output"]
         delegation.outputs[call_id] = output if isinstance(output, str) else orjson.dumps(output).decode()
 
-    def response_create(self, t: float) -> None:
+    def response_create(self) -> tuple[Delegation, str]:
+        """The delegation whose tools all have their outputs now, and what the backend answers with them (the
+        model reads it out: :meth:`answer`, once the response latency has passed)."""
         self.require()
         waiting = [d for d in self._delegations.values() if d.waiting]
         if not waiting:
@@ -79,23 +79,22 @@ class LiveBackend:
             raise ClientError("tool_output_missing", f"No tool output found for function call {missing[0]}.", "type")
         delegation.waiting = False
         outputs = " ".join(delegation.outputs[c] for c in delegation.calls)
-        ready = self.live.speech.latency(t)
-        self.live.at(ready, lambda tt: self._answer(delegation, rules.result(outputs), tt))
+        return delegation, rules.result(outputs)
 
     # ---------------------------------------------------------------------------------------------------------
     # The Responses stream
 
     def _envelope(self, delegation: Delegation, canonical: str, t: float, **fields: Any) -> None:
         inner = self.wire.inner(canonical, next(self._sequence), **fields)
-        self.live.send(self.wire.event("response.event", event=inner, delegation_id=delegation.id), t)
+        self.state.core.send(self.wire.event("response.event", event=inner, delegation_id=delegation.id), t)
 
-    def _response(self, response_id: str, status: str, tokens: int) -> dict[str, Any]:
+    def _response(self, response_id: str, status: Status, tokens: int) -> dict[str, Any]:
         """A Responses ``response`` object as its lifecycle events carry it."""
-        responses = value_at(self.live.config, ("delegation", "responses")) or {}
+        responses = value_at(self.state.config, ("delegation", "responses")) or {}
         body: dict[str, Any] = {
             "id": response_id,
             "object": "response",
-            "created_at": int(self.live.wall0),
+            "created_at": int(self.state.core.wall0),
             "model": str(responses.get("model") or ""),
             "status": status,
             "output": [],
@@ -103,7 +102,7 @@ class LiveBackend:
             "tool_choice": "auto",
             "tools": [],
         }
-        if status != "in_progress":
+        if status is not Status.IN_PROGRESS:
             body["usage"] = {
                 "input_tokens": tokens,
                 "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
@@ -115,36 +114,37 @@ class LiveBackend:
 
     def delegate(self, call: ToolCall, t: float) -> None:
         """The model hands a task to the backend, which calls a tool and waits for its output."""
-        if self.kind() != "responses":
+        if not self._responses():
             return  # the session delegates to nobody who could call a tool
-        live, ids = self.live, self.live.ids
+        state, ids = self.state, self.state.core.ids
         response_id = ids.response()
         delegation = Delegation(ids.delegation(), response_id)
         self._delegations[delegation.id] = delegation
         info = {"id": delegation.id, "target": "responses", "type": "delegation", "response_id": response_id}
-        live.send(self.wire.event("delegation.created", delegation=info, offset_ms=int(live.speech.out_ms)), t)
-        self._envelope(delegation, "created", t, response=self._response(response_id, "in_progress", 0))
+        state.core.send(self.wire.event("delegation.created", delegation=info, offset_ms=int(state.out_ms)), t)
+        self._envelope(delegation, "created", t, response=self._response(response_id, Status.IN_PROGRESS, 0))
         item_id, call_id = ids.function_item(), ids.call()
         item = {"id": item_id, "type": "function_call", "call_id": call_id, "name": call.name, "arguments": ""}
-        self._envelope(delegation, "item_added", t, output_index=0, item={**item, "status": "in_progress"})
+        self._envelope(delegation, "item_added", t, output_index=0, item={**item, "status": Status.IN_PROGRESS})
         self._envelope(delegation, "function_delta", t, item_id=item_id, output_index=0, delta=call.arguments)
         self._envelope(delegation, "function_done", t, item_id=item_id, output_index=0, arguments=call.arguments)
-        done = {**item, "arguments": call.arguments, "status": "completed"}
+        done = {**item, "arguments": call.arguments, "status": Status.COMPLETED}
         self._envelope(delegation, "item_done", t, output_index=0, item=done)
         tokens = len(call.arguments) // 4 + 1
-        self._envelope(delegation, "completed", t, response=self._response(response_id, "completed", tokens))
+        self._envelope(delegation, "completed", t, response=self._response(response_id, Status.COMPLETED, tokens))
         delegation.calls = [call_id]
         self._calls[call_id] = delegation
         outputs = [{"type": "function_call", "name": call.name, "arguments": call.arguments, "call_id": call_id}]
-        live.speech.recorded(response_id, 0, "completed", None, outputs)
+        record_response(state.core.record, response_id, 0, Status.COMPLETED, None, outputs)
 
-    def _answer(self, delegation: Delegation, text: str, t: float) -> None:
-        """The backend's next response (with the tools' outputs): a message the model then reads out."""
-        response_id = self.live.ids.response()
+    def answer(self, delegation: Delegation, text: str, t: float) -> None:
+        """The backend's next response (with the tools' outputs): a message, ``text``, the model then reads out."""
+        ids = self.state.core.ids
+        response_id = ids.response()
         delegation.response_id = response_id
-        self._envelope(delegation, "created", t, response=self._response(response_id, "in_progress", 0))
-        item_id = self.live.ids.message_item()
-        message = {"id": item_id, "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+        self._envelope(delegation, "created", t, response=self._response(response_id, Status.IN_PROGRESS, 0))
+        item_id = ids.message_item()
+        message = {"id": item_id, "type": "message", "role": "assistant", "status": Status.IN_PROGRESS, "content": []}
         self._envelope(delegation, "item_added", t, output_index=0, item=message)
         fields = {"item_id": item_id, "output_index": 0, "content_index": 0}
         part = {"type": "output_text", "text": "", "annotations": []}
@@ -152,8 +152,7 @@ class LiveBackend:
         self._envelope(delegation, "text_delta", t, **fields, delta=text, logprobs=[])
         self._envelope(delegation, "text_done", t, **fields, text=text, logprobs=[])
         self._envelope(delegation, "part_done", t, **fields, part={**part, "text": text})
-        done = {**message, "status": "completed", "content": [{**part, "text": text}]}
+        done = {**message, "status": Status.COMPLETED, "content": [{**part, "text": text}]}
         self._envelope(delegation, "item_done", t, output_index=0, item=done)
         tokens = len(text) // 4 + 1
-        self._envelope(delegation, "completed", t, response=self._response(response_id, "completed", tokens))
-        self.live.speech.say(text, None, "reply", t)
+        self._envelope(delegation, "completed", t, response=self._response(response_id, Status.COMPLETED, tokens))

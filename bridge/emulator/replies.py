@@ -4,11 +4,12 @@ instructions ("say '...'") and the rules (``rules.py``), in that order."""
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
@@ -17,15 +18,31 @@ from bridge.emulator.annotations import Annotations, Reply
 from bridge.emulator.config import ResponseParams, SessionView
 from bridge.emulator.faults import Settings
 from bridge.emulator.formats import WireFormat
-from bridge.emulator.scheduler import Utterance
+from bridge.emulator.scheduler import Status, Utterance
 from bridge.emulator.wire import Ids
+
+
+class ContextKind(enum.Enum):
+    """What a response answers: a caller's turn, a user text item, a tool's output, an idle timeout."""
+
+    TURN = enum.auto()
+    TEXT = enum.auto()
+    FUNCTION_OUTPUT = enum.auto()
+    IDLE = enum.auto()
+
+
+class OutputKind(enum.StrEnum):
+    """An output item's ``type`` (the wire's, and the record's)."""
+
+    MESSAGE = "message"
+    FUNCTION_CALL = "function_call"
 
 
 @dataclass
 class Context:
     """What the next response answers."""
 
-    kind: Literal["turn", "text", "function_output", "idle"]
+    kind: ContextKind
     text: str
     reply: Reply | None = None
 
@@ -35,7 +52,7 @@ class Output:
     """One output item of a response, and how far it has gone out."""
 
     index: int
-    kind: Literal["message", "function_call"]
+    kind: OutputKind
     item_id: str
     modality: str = "audio"
     text: str = ""
@@ -51,7 +68,7 @@ class Output:
     transcript_done: bool = False
     sent_text: str = ""
     sent_ms: float = 0.0
-    status: str = "in_progress"
+    status: Status = Status.IN_PROGRESS
 
 
 class Replies:
@@ -81,16 +98,16 @@ class Replies:
                 said, self.directive = self.directive, None
             if said is not None:
                 text = said
-            elif ctx is not None and ctx.kind in ("turn", "text"):
+            elif ctx is not None and ctx.kind in (ContextKind.TURN, ContextKind.TEXT):
                 text, tool_name = rules.answer(ctx.text, lambda name: self._view().tool(name) is not None)
                 if tool_name is not None:
                     args = orjson.dumps({"reason": ctx.text}).decode()
                     outputs = [] if text is None else [self._message(0, text, modality, fmt, reply)]
                     outputs.append(self._function_call(len(outputs), tool_name, args))
                     return outputs
-            elif ctx is not None and ctx.kind == "function_output":
+            elif ctx is not None and ctx.kind is ContextKind.FUNCTION_OUTPUT:
                 text = rules.result(ctx.text)
-            elif ctx is not None and ctx.kind == "idle":
+            elif ctx is not None and ctx.kind is ContextKind.IDLE:
                 text = rules.STILL_THERE
             else:
                 heard = self._input_text(params.input)
@@ -98,7 +115,7 @@ class Replies:
         outputs = [] if text is None else [self._message(0, text, modality, fmt, reply)]
         if tool is not None:
             outputs.append(self._function_call(len(outputs), tool.name, tool.arguments))
-        elif text is not None and ctx is not None and ctx.kind == "turn" and self._says_preambles(params):
+        elif text is not None and ctx is not None and ctx.kind is ContextKind.TURN and self._says_preambles(params):
             # gpt-realtime-2 and later: a short preamble, then the answer, as two message items of one response
             preamble = self._message(0, self.settings.preamble, modality, fmt, None)
             outputs = [preamble, self._message(1, text, modality, fmt, reply)]
@@ -120,7 +137,7 @@ class Replies:
         return " ".join(texts).strip()
 
     def _message(self, index: int, text: str, modality: str, fmt: WireFormat, reply: Reply | None) -> Output:
-        out = Output(index=index, kind="message", item_id=self.ids.item(), modality=modality, text=text)
+        out = Output(index=index, kind=OutputKind.MESSAGE, item_id=self.ids.item(), modality=modality, text=text)
         if modality == "audio":
             pcm = voice.speak(self.settings, text, fmt.rate, reply)
             out.speech = Utterance.of(pcm, fmt, self.settings.delta_ms, words(text))
@@ -129,7 +146,7 @@ class Replies:
     def _function_call(self, index: int, name: str, arguments: str) -> Output:
         return Output(
             index=index,
-            kind="function_call",
+            kind=OutputKind.FUNCTION_CALL,
             item_id=self.ids.item(),
             name=name,
             call_id=self.ids.call(),

@@ -1,33 +1,58 @@
 """A Realtime session's responses, on the shared :class:`~bridge.emulator.scheduler.ResponseScheduler`: one at a
 time, each laid out in time when it is created (docs/protocol.md, "A response"), its events sent as their time
-comes, and closed with ``response.done`` when it completes or is cut short (cancelled, failed)."""
+comes, and closed with ``response.done`` when it completes or is cut short (cancelled, failed).
+
+:class:`RealtimeResponses` works on the session's :class:`~bridge.emulator.state.RealtimeState`; what the session
+does after a response (GA's idle timeout) it reads from what :meth:`~RealtimeResponses.step_due` returns."""
 
 from __future__ import annotations
 
+import enum
 import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pybase64
 
 from bridge.emulator.config import ResponseParams
 from bridge.emulator.faults import MID_RESPONSE_ERROR, error_type
 from bridge.emulator.formats import FORMATS
-from bridge.emulator.replies import Output, words
-from bridge.emulator.scheduler import ResponseScheduler
+from bridge.emulator.replies import Output, OutputKind, words
+from bridge.emulator.scheduler import CancelledBy, ResponseScheduler, Status
+from bridge.emulator.state import RealtimeState
 from bridge.emulator.wire import ResponseInfo, Usage
 
-if TYPE_CHECKING:
-    from bridge.emulator.session import EmulatorSession
+
+class StepKind(enum.Enum):
+    """One event of a response laid out in time (docs/protocol.md, "A response")."""
+
+    ITEM_ADDED = enum.auto()  # response.output_item.added
+    CONV_ADDED = enum.auto()  # conversation.item.added (beta: created)
+    PART_ADDED = enum.auto()  # response.content_part.added
+    TRANSCRIPT_DELTA = enum.auto()
+    AUDIO_DELTA = enum.auto()
+    TEXT_DELTA = enum.auto()
+    FUNCTION_DELTA = enum.auto()
+    AUDIO_DONE = enum.auto()
+    TRANSCRIPT_DONE = enum.auto()
+    TEXT_DONE = enum.auto()
+    FUNCTION_DONE = enum.auto()
+    PART_DONE = enum.auto()
+    CONV_DONE = enum.auto()  # conversation.item.done (GA)
+    ITEM_DONE = enum.auto()  # response.output_item.done
+    DONE = enum.auto()  # response.done
+
+
+MEDIA_DONE = frozenset({StepKind.AUDIO_DONE, StepKind.TRANSCRIPT_DONE, StepKind.TEXT_DONE, StepKind.PART_DONE})
 
 
 @dataclass(order=True)
 class Step:
     t: float
     seq: int
-    kind: str = field(compare=False)
+    kind: StepKind = field(compare=False)
     index: int = field(compare=False, default=0)
     payload: Any = field(compare=False, default=None)
 
@@ -53,28 +78,28 @@ class Run:
 
 
 class RealtimeResponses(ResponseScheduler[Run]):
-    def __init__(self, session: EmulatorSession) -> None:
-        super().__init__(session)
-        self.rt = session
-        self.wire = session.wire
+    def __init__(self, state: RealtimeState) -> None:
+        super().__init__(state.core)
+        self.state = state
+        self.wire = state.wire
 
     def next_t(self) -> float:
         return self.active.next_t() if self.active else math.inf
 
-    def step_due(self) -> None:
-        """The active response's next step (the session's clock says it is due)."""
+    def step_due(self) -> float | None:
+        """The active response's next step (the session's clock says it is due). When it completes an in-band
+        response that spoke: the audio it sent (ms), from which GA's idle timeout counts."""
         assert self.active is not None
-        self._step(self.active, self.active.steps.popleft())
+        return self._step(self.active, self.active.steps.popleft())
 
     def start(self, params: ResponseParams, t: float) -> None:
-        rt = self.rt
-        rt.turns.cancel_idle()
+        state = self.state
         number = self.number()
-        view = rt.view
+        view = state.view
         format_key = params.output_format or view.output_format
         modality = (params.output_modalities or view.output_modalities)[0]
         run = Run(
-            id=rt.ids.response(),
+            id=state.core.ids.response(),
             number=number,
             t0=t,
             out_of_band=params.out_of_band,
@@ -82,25 +107,27 @@ class RealtimeResponses(ResponseScheduler[Run]):
             format_key=format_key,
             modality=modality,
             metadata=params.metadata,
-            outputs=rt.replies.plan(params, modality, FORMATS[format_key]),
+            outputs=state.replies.plan(params, modality, FORMATS[format_key]),
         )
         self._schedule(run, t)
         self.active = run
-        rt.send(self.wire.event("response.created", response=self._response(run, "in_progress")), t)
+        send = state.core.send
+        send(self.wire.event("response.created", response=self._response(run, Status.IN_PROGRESS)), t)
         if self.wire.shape.rate_limits_on_created:
-            rt.send(self.wire.rate_limits(self.wire.shape.rate_limits_on_created, 0), t)
+            send(self.wire.rate_limits(self.wire.shape.rate_limits_on_created, 0), t)
 
-    def cancel(self, run: Run, by: str, t: float) -> None:
+    def cancel(self, run: Run, by: CancelledBy, t: float) -> None:
         """Cut ``run`` short: the client cancelled it or the caller spoke over it (``turn_detected``)."""
         self.cancelled(run.id, by, t)
-        self.end(run, "cancelled", {"type": "cancelled", "reason": "client_cancelled" if by == "client" else by}, t)
+        reason = "client_cancelled" if by is CancelledBy.CLIENT else str(by)
+        self.end(run, Status.CANCELLED, {"type": "cancelled", "reason": reason}, t)
 
     def _schedule(self, run: Run, t0: float) -> None:
         """Lay out the response's events in time (docs/protocol.md, "A response")."""
         s = self.settings
         steps: list[Step] = []
 
-        def add(t: float, kind: str, index: int = 0, payload: Any = None) -> None:
+        def add(t: float, kind: StepKind, index: int = 0, payload: Any = None) -> None:
             steps.append(Step(t, len(steps), kind, index, payload))
 
         t = self.latency(t0)
@@ -108,55 +135,57 @@ class RealtimeResponses(ResponseScheduler[Run]):
         d = s.scaled(s.delta_ms)
         in_conv = not run.out_of_band
         for out in run.outputs:
-            add(t, "item_added", out.index)
+            add(t, StepKind.ITEM_ADDED, out.index)
             if in_conv:
-                add(t, "conv_added", out.index)
-            if out.kind == "function_call":
+                add(t, StepKind.CONV_ADDED, out.index)
+            if out.kind is OutputKind.FUNCTION_CALL:
                 cut = max(1, len(out.arguments) // 2)
                 for piece in (out.arguments[:cut], out.arguments[cut:]):
                     if piece:
-                        add(t, "fdelta", out.index, piece)
-                add(t, "fdone", out.index)
+                        add(t, StepKind.FUNCTION_DELTA, out.index, piece)
+                add(t, StepKind.FUNCTION_DONE, out.index)
             else:
-                add(t, "part_added", out.index)
+                add(t, StepKind.PART_ADDED, out.index)
                 if out.speech is not None:
                     t += first_delay
                     first_delay = 0.0
                     for k, said in enumerate(out.speech.words):
                         for w in said:
-                            add(t, "tdelta", out.index, w)
-                        add(t, "adelta", out.index, k)
+                            add(t, StepKind.TRANSCRIPT_DELTA, out.index, w)
+                        add(t, StepKind.AUDIO_DELTA, out.index, k)
                         t += d
-                    add(t, "adone", out.index)
-                    add(t, "tdone", out.index)
+                    add(t, StepKind.AUDIO_DONE, out.index)
+                    add(t, StepKind.TRANSCRIPT_DONE, out.index)
                 else:
                     for w in words(out.text):
-                        add(t, "xdelta", out.index, w)
+                        add(t, StepKind.TEXT_DELTA, out.index, w)
                         t += d
-                    add(t, "xdone", out.index)
-                add(t, "part_done", out.index)
+                    add(t, StepKind.TEXT_DONE, out.index)
+                add(t, StepKind.PART_DONE, out.index)
             if in_conv and self.wire.shape.item_done_event:
-                add(t, "conv_done", out.index)
-            add(t, "item_done", out.index)
-        add(t, "done")
+                add(t, StepKind.CONV_DONE, out.index)
+            add(t, StepKind.ITEM_DONE, out.index)
+        add(t, StepKind.DONE)
         run.steps = deque(sorted(steps))
 
     def _response(
         self,
         run: Run,
-        status: str,
+        status: Status,
         details: Mapping[str, Any] | None = None,
         usage: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        output = tuple(self._item_state(o) for o in run.outputs if o.started) if status != "in_progress" else ()
+        output = (
+            tuple(self._item_state(o) for o in run.outputs if o.started) if status is not Status.IN_PROGRESS else ()
+        )
         return self.wire.response(
             ResponseInfo(
                 id=run.id,
                 status=status,
-                conversation_id=None if run.out_of_band else self.rt.conversation_id,
+                conversation_id=None if run.out_of_band else self.state.conversation_id,
                 output_modalities=(run.modality,),
                 voice=run.voice,
-                output_format=self.rt.cfg.format_value(run.format_key),
+                output_format=self.state.cfg.format_value(run.format_key),
                 output=output,
                 status_details=details,
                 usage=usage,
@@ -165,14 +194,14 @@ class RealtimeResponses(ResponseScheduler[Run]):
         )
 
     def _item_state(self, out: Output) -> dict[str, Any]:
-        if out.kind == "function_call":
+        if out.kind is OutputKind.FUNCTION_CALL:
             return {
                 "id": out.item_id,
                 "type": "function_call",
                 "status": out.status,
                 "name": out.name,
                 "call_id": out.call_id,
-                "arguments": out.arguments if out.finished and out.status == "completed" else "",
+                "arguments": out.arguments if out.finished and out.status is Status.COMPLETED else "",
             }
         content: list[dict[str, Any]] = []
         if out.part_open or out.finished:
@@ -189,63 +218,70 @@ class RealtimeResponses(ResponseScheduler[Run]):
             return {"type": "audio", "transcript": out.sent_text}
         return {"type": "text", "text": out.sent_text}
 
-    def _step(self, run: Run, step: Step) -> None:
+    def _step(self, run: Run, step: Step) -> float | None:
         t, kind = step.t, step.kind
-        if kind == "done":
-            self.end(run, "completed", None, t)
-            return
+        if kind is StepKind.DONE:
+            return self.end(run, Status.COMPLETED, None, t)
         out = run.outputs[step.index]
+        if kind in MEDIA_DONE:
+            self._media_done(run, out, kind, t)
+        elif kind is StepKind.CONV_DONE:
+            out.finished, out.status = True, Status.COMPLETED
+            self._conv_done(out, t)
+        elif kind is StepKind.ITEM_DONE:
+            out.finished, out.status = True, Status.COMPLETED
+            self._item_done(run, out, t)
+        else:
+            self._step_out(run, out, step)
+        return None
+
+    def _step_out(self, run: Run, out: Output, step: Step) -> None:
+        """A step that opens an output or sends a piece of it."""
+        t, kind = step.t, step.kind
         common = {"response_id": run.id, "item_id": out.item_id, "output_index": out.index}
-        w, send = self.wire, self.rt.send
-        if kind == "item_added":
+        w, send = self.wire, self.state.core.send
+        if kind is StepKind.ITEM_ADDED:
             out.started = True
             item = w.item(self._item_state(out))
             send(w.event("response.item_added", response_id=run.id, output_index=out.index, item=item), t)
-        elif kind == "conv_added":
-            previous = self.rt.conversation.last()
+        elif kind is StepKind.CONV_ADDED:
+            previous = self.state.conversation.last()
             item = self._item_state(out)
-            self.rt.conversation.insert(item)
+            self.state.conversation.insert(item)
             send(w.event("item.added", previous_item_id=previous, item=w.item(item)), t)
-        elif kind == "part_added":
+        elif kind is StepKind.PART_ADDED:
             out.part_open = True
             send(w.event("response.part_added", **common, content_index=0, part=self._part(out)), t)
-        elif kind == "tdelta":
+        elif kind is StepKind.TRANSCRIPT_DELTA:
             out.sent_text += step.payload
             send(w.event("audio_transcript.delta", **common, content_index=0, delta=step.payload), t)
-        elif kind == "xdelta":
+        elif kind is StepKind.TEXT_DELTA:
             out.sent_text += step.payload
             send(w.event("text.delta", **common, content_index=0, delta=step.payload), t)
             self._delta_sent(run, out, t)
-        elif kind == "adelta":
+        elif kind is StepKind.AUDIO_DELTA:
             assert out.speech is not None
             self._audio_out(run, out, out.speech.chunk_ms[step.payload])
             delta = pybase64.b64encode_as_string(out.speech.chunks[step.payload])
             send(w.event("audio.delta", **common, content_index=0, delta=delta), t)
             self._delta_sent(run, out, t)
-        elif kind in ("adone", "tdone", "xdone", "part_done"):
-            self._media_done(out, kind, common, t)
-        elif kind == "fdelta":
+        elif kind is StepKind.FUNCTION_DELTA:
             send(w.event("response.function_delta", **common, call_id=out.call_id, delta=step.payload), t)
-        elif kind == "fdone":
+        elif kind is StepKind.FUNCTION_DONE:
             named = {"name": out.name} if w.shape.name_on_function_done else {}
             send(w.event("response.function_done", **common, call_id=out.call_id, **named, arguments=out.arguments), t)
-        elif kind == "conv_done":
-            out.finished, out.status = True, "completed"
-            self._conv_done(out, t)
-        elif kind == "item_done":
-            out.finished, out.status = True, "completed"
-            self._item_done(run, out, t)
 
-    def _media_done(self, out: Output, kind: str, common: dict[str, Any], t: float) -> None:
+    def _media_done(self, run: Run, out: Output, kind: StepKind, t: float) -> None:
         """The end of an output's audio, transcript, text or content part."""
-        w, send = self.wire, self.rt.send
-        if kind == "adone":
+        common = {"response_id": run.id, "item_id": out.item_id, "output_index": out.index}
+        w, send = self.wire, self.state.core.send
+        if kind is StepKind.AUDIO_DONE:
             out.media_done = True
             send(w.event("audio.done", **common, content_index=0), t)
-        elif kind == "tdone":
+        elif kind is StepKind.TRANSCRIPT_DONE:
             out.transcript_done = True
             send(w.event("audio_transcript.done", **common, content_index=0, transcript=out.sent_text), t)
-        elif kind == "xdone":
+        elif kind is StepKind.TEXT_DONE:
             out.media_done = out.transcript_done = True
             send(w.event("text.done", **common, content_index=0, text=out.sent_text), t)
         else:
@@ -257,32 +293,33 @@ class RealtimeResponses(ResponseScheduler[Run]):
         conversation)."""
         out.sent_ms += ms
         if not run.out_of_band:
-            self.rt.conversation.audio_ms[out.item_id] = out.sent_ms
+            self.state.conversation.audio_ms[out.item_id] = out.sent_ms
 
     def _conv_done(self, out: Output, t: float) -> None:
         item = self._item_state(out)
-        conversation = self.rt.conversation
+        conversation = self.state.conversation
         conversation.update(item)
         previous = conversation.before(out.item_id)
-        self.rt.send(self.wire.event("item.done", previous_item_id=previous, item=self.wire.item(item)), t)
+        self.state.core.send(self.wire.event("item.done", previous_item_id=previous, item=self.wire.item(item)), t)
 
     def _item_done(self, run: Run, out: Output, t: float) -> None:
         item = self._item_state(out)
-        self.rt.conversation.update(item)
+        self.state.conversation.update(item)
         event = self.wire.event(
             "response.item_done", response_id=run.id, output_index=out.index, item=self.wire.item(item)
         )
-        self.rt.send(event, t)
+        self.state.core.send(event, t)
 
     def _delta_sent(self, run: Run, out: Output, t: float) -> None:
         run.deltas += 1
         if self.fault_due(run.deltas):
             self.fire_faults(run.number, _DeltaFaults(self, run, out), t)
 
-    def end(self, run: Run, status: str, details: Mapping[str, Any] | None, t: float) -> None:
-        """Close what is open (incomplete unless completed), then response.done."""
+    def end(self, run: Run, status: Status, details: Mapping[str, Any] | None, t: float) -> float | None:
+        """Close what is open (incomplete unless completed), then response.done. The audio sent (ms) when it
+        completed in the conversation with some, else None."""
         if self.active is not run:
-            return
+            return None
         self.active = None
         run.steps.clear()
         for out in run.outputs:
@@ -291,13 +328,14 @@ class RealtimeResponses(ResponseScheduler[Run]):
         audio_ms = sum(o.sent_ms for o in run.outputs)
         usage = self.wire.usage(
             Usage(
-                input_text=len(self.rt.view.instructions) // 4 + 10,
-                input_audio=int(self.rt.turns.input.appended_ms / 100),
+                input_text=len(self.state.view.instructions) // 4 + 10,
+                input_audio=int(self.state.input.appended_ms / 100),
                 output_text=sum(len(o.sent_text.split()) for o in run.outputs),
                 output_audio=int(audio_ms / 50),
             )
         )
-        self.rt.send(self.wire.event("response.done", response=self._response(run, status, details, usage)), t)
+        event = self.wire.event("response.done", response=self._response(run, status, details, usage))
+        self.state.core.send(event, t)
         outputs = [
             {
                 "type": o.kind,
@@ -314,22 +352,21 @@ class RealtimeResponses(ResponseScheduler[Run]):
         reason = (details or {}).get("reason")
         self.recorded(run.id, run.number, status, reason, outputs, out_of_band=run.out_of_band)
         self._rate_limits_after(usage["total_tokens"], t)
-        if status == "completed" and audio_ms > 0 and not run.out_of_band:
-            self.rt.turns.arm_idle(t, audio_ms)
+        spoke = status is Status.COMPLETED and audio_ms > 0 and not run.out_of_band
+        return audio_ms if spoke else None
 
     def _cut(self, run: Run, out: Output, t: float) -> None:
         """An output the response ends before it is done: what is open closes, and it is incomplete."""
-        out.status = "incomplete"
-        if out.kind == "message" and out.part_open:
-            common = {"response_id": run.id, "item_id": out.item_id, "output_index": out.index}
+        out.status = Status.INCOMPLETE
+        if out.kind is OutputKind.MESSAGE and out.part_open:
             if out.modality == "audio":
                 if not out.media_done:
-                    self._media_done(out, "adone", common, t)
+                    self._media_done(run, out, StepKind.AUDIO_DONE, t)
                 if not out.transcript_done:
-                    self._media_done(out, "tdone", common, t)
+                    self._media_done(run, out, StepKind.TRANSCRIPT_DONE, t)
             elif not out.media_done:
-                self._media_done(out, "xdone", common, t)
-            self._media_done(out, "part_done", common, t)
+                self._media_done(run, out, StepKind.TEXT_DONE, t)
+            self._media_done(run, out, StepKind.PART_DONE, t)
         out.finished = True
         if not run.out_of_band and self.wire.shape.item_done_event:
             self._conv_done(out, t)
@@ -337,10 +374,10 @@ class RealtimeResponses(ResponseScheduler[Run]):
 
     def _rate_limits_after(self, tokens: Any, t: float) -> None:
         """GA: ``rate_limits.updated`` a little after ``response.done``."""
-        w, rt = self.wire, self.rt
-        if w.shape.rate_limits_after_done and not rt.closed:
+        w, core = self.wire, self.state.core
+        if w.shape.rate_limits_after_done and not core.closed:
             at = t + self.settings.scaled(self.settings.rate_limits_delay_ms)
-            rt.at(at, lambda tt: rt.send(w.rate_limits(w.shape.rate_limits_after_done, tokens), tt))
+            core.at(at, lambda tt: core.send(w.rate_limits(w.shape.rate_limits_after_done, tokens), tt))
 
 
 class _DeltaFaults:
@@ -351,11 +388,12 @@ class _DeltaFaults:
         self.common = {"response_id": run.id, "item_id": out.item_id, "output_index": out.index, "content_index": 0}
 
     def unknown_event(self, t: float) -> None:
-        rt = self.responses.rt
-        rt.send({"type": "response.emulator_unknown.delta", "event_id": rt.ids.event(), **self.common}, t)
+        core = self.responses.state.core
+        core.send({"type": "response.emulator_unknown.delta", "event_id": core.ids.event(), **self.common}, t)
 
     def invalid_base64_delta(self, t: float) -> None:
-        self.responses.rt.send(self.responses.wire.event("audio.delta", **self.common, delta="!!not*base64!!"), t)
+        responses = self.responses
+        responses.state.core.send(responses.wire.event("audio.delta", **self.common, delta="!!not*base64!!"), t)
 
     def oversized_delta(self, t: float) -> None:
         if self.out.modality != "audio":
@@ -364,11 +402,11 @@ class _DeltaFaults:
         audio = responses.oversized_audio(FORMATS[self.run.format_key])
         responses._audio_out(self.run, self.out, responses.settings.faults.oversized_delta_ms)
         delta = pybase64.b64encode_as_string(audio)
-        responses.rt.send(responses.wire.event("audio.delta", **self.common, delta=delta), t)
+        responses.state.core.send(responses.wire.event("audio.delta", **self.common, delta=delta), t)
 
     def fail(self, t: float) -> None:
         code = self.responses.settings.faults.error_code
         kind = error_type(code)
-        self.responses.rt.error(code, MID_RESPONSE_ERROR, t, error_type=kind)
+        self.responses.state.core.error(code, MID_RESPONSE_ERROR, t, error_type=kind)
         details = {"type": "failed", "error": {"type": kind, "code": code}}
-        self.responses.end(self.run, "failed", details, t)
+        self.responses.end(self.run, Status.FAILED, details, t)

@@ -12,6 +12,7 @@ interrupted, failed), and goes into the session's record either way.
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,26 @@ from typing import Any, Generic, Protocol, TypeVar
 from bridge.emulator import voice
 from bridge.emulator.core import SessionCore
 from bridge.emulator.formats import WireFormat
+from bridge.emulator.record import SessionRecord
+
+
+class Status(enum.StrEnum):
+    """A response's or an output item's ``status`` on the wire (and in the record); Live's speech is
+    ``interrupted`` when the caller speaks over it."""
+
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    INCOMPLETE = "incomplete"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class CancelledBy(enum.StrEnum):
+    """Who cut a response short (the record's ``by``; ``turn_detected`` is also the wire's reason)."""
+
+    CLIENT = "client"
+    TURN_DETECTED = "turn_detected"
 
 
 @dataclass(frozen=True)
@@ -111,24 +132,38 @@ class ResponseScheduler(Generic[R]):
         self,
         response_id: str,
         number: int,
-        status: str,
+        status: Status,
         reason: str | None,
         outputs: list[dict[str, Any]],
         *,
         out_of_band: bool = False,
     ) -> None:
         """A response that ended, in the session's record."""
-        self.session.record.responses.append(
-            {
-                "id": response_id,
-                "number": number,
-                "status": status,
-                "reason": reason,
-                "out_of_band": out_of_band,
-                "outputs": outputs,
-            }
-        )
+        record_response(self.session.record, response_id, number, status, reason, outputs, out_of_band=out_of_band)
 
-    def cancelled(self, response_id: str | None, by: str, t: float, *, ok: bool = True) -> None:
+    def cancelled(self, response_id: str | None, by: CancelledBy, t: float, *, ok: bool = True) -> None:
         """A cancel (the client's, or the caller's speech), in the session's record."""
         self.session.record.cancels.append({"t": t, "response_id": response_id, "by": by, "ok": ok})
+
+
+def record_response(
+    record: SessionRecord,
+    response_id: str,
+    number: int,
+    status: Status,
+    reason: str | None,
+    outputs: list[dict[str, Any]],
+    *,
+    out_of_band: bool = False,
+) -> None:
+    """A response that ended, in ``record`` (a Live backend's responses too)."""
+    record.responses.append(
+        {
+            "id": response_id,
+            "number": number,
+            "status": status,
+            "reason": reason,
+            "out_of_band": out_of_band,
+            "outputs": outputs,
+        }
+    )

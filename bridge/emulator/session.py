@@ -5,10 +5,13 @@ Everything dialect-specific is data from the dialect's table (``bridge.realtime.
 event names, the client events' envelopes, the append's audio field, the shapes of its answers and the session and
 request schemas (``dialect.service``). Behaviour follows the service as docs/protocol.md describes it.
 
-:class:`EmulatorSession` holds the session's configuration and hands each client event to the collaborator whose
-room it is: :class:`~bridge.emulator.turns.Turns` (input audio, VAD, commits, transcription, idle timeout),
+:class:`EmulatorSession` owns the session's state (:class:`~bridge.emulator.state.RealtimeState`: configuration,
+conversation, what the next response answers, the caller's audio) and hands it, with each client event, to the part
+whose room it is: :class:`~bridge.emulator.turns.Turns` (input audio, VAD, commits, transcription),
 :class:`~bridge.emulator.conversation.Conversation` (items), :class:`~bridge.emulator.replies.Replies` (what a
 response says) and :class:`~bridge.emulator.responses.RealtimeResponses` (responses laid out and paced in time).
+What one part's work asks of another (the caller's speech cuts a response, a turn asks for one, a response that
+spoke arms GA's idle timeout) the parts return and the session carries out.
 """
 
 from __future__ import annotations
@@ -16,20 +19,22 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
+from bridge.audio.vad import VadKind
 from bridge.emulator import rules
 from bridge.emulator.actions import Abort, Action, Close, Send, SendRaw
-from bridge.emulator.annotations import Annotations
-from bridge.emulator.config import DialectConfig, SessionView
+from bridge.emulator.config import DialectConfig, ResponseParams, SessionView
 from bridge.emulator.conversation import Conversation
-from bridge.emulator.core import AudioInput, Handler, SessionCore, Timer
+from bridge.emulator.core import AudioInput, Handler, Opening, SessionCore, Timer
 from bridge.emulator.faults import Settings
 from bridge.emulator.record import ELIDED, AudioSegment, Listener, SessionRecord
-from bridge.emulator.replies import Context, Replies
+from bridge.emulator.replies import Context, ContextKind, Replies
 from bridge.emulator.responses import RealtimeResponses
+from bridge.emulator.scheduler import CancelledBy
+from bridge.emulator.state import RealtimeState
 from bridge.emulator.turns import Turns
-from bridge.emulator.wire import Ids, Wire
+from bridge.emulator.wire import Wire
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.dialects.schema import ClientError
 
@@ -60,29 +65,40 @@ class EmulatorSession(SessionCore):
         dialect: Dialect,
         settings: Settings | None = None,
         *,
-        model: str | None = None,
-        now: float = 0.0,
-        wall: float = 0.0,
-        annotations: Annotations | None = None,
         initial_session: Mapping[str, Any] | None = None,
-        ids: Ids | None = None,
-        record: SessionRecord | None = None,
+        **opening: Unpack[Opening],
     ) -> None:
-        super().__init__(dialect, settings, now=now, wall=wall, annotations=annotations, ids=ids)
-        self.cfg = DialectConfig(dialect)
+        super().__init__(dialect, settings, **opening)
+        cfg = DialectConfig(dialect)
         self.wire = Wire(dialect, self.ids)
-        self.session_id = self.ids.session()
-        self.conversation_id = self.ids.conversation()
-        self.session: dict[str, Any] = self.cfg.new_session(model or dialect.default_model, initial_session)
-        self.view: SessionView = self.cfg.view(self.session)
-        self.record = record or SessionRecord(self.session_id, dialect.name, self.view.model)
-        self.record.id, self.record.model = self.session_id, self.view.model
-        self.record.settings = self.settings.as_dict()
-        self.conversation = Conversation(self, self.wire, self.cfg, self.record)
-        self.replies = Replies(self.settings, self.ids, self.annotations, lambda: self.view)
-        self.turns = Turns(self, AudioInput(self.record, self._audio_field))
-        self.responses = RealtimeResponses(self)
+        session_id, conversation_id = self.ids.session(), self.ids.conversation()
+        config = cfg.new_session(self.model_asked, initial_session)
+        view = cfg.view(config)
+        self.record = SessionRecord(session_id, dialect.name, view.model, settings=self.settings.as_dict())
+        self.state = RealtimeState(
+            core=self,
+            wire=self.wire,
+            cfg=cfg,
+            session_id=session_id,
+            conversation_id=conversation_id,
+            config=config,
+            view=view,
+            conversation=Conversation(self, self.wire, cfg, self.record),
+            replies=Replies(self.settings, self.ids, self.annotations, lambda: self.state.view),
+            input=AudioInput(self.record, self._audio_field),
+        )
+        self.turns = Turns(self.state)
+        self.responses = RealtimeResponses(self.state)
+        self._idle: Timer | None = None  # GA's idle timeout
         self.turns.reset_vad()
+
+    @property
+    def view(self) -> SessionView:
+        return self.state.view
+
+    @property
+    def conversation(self) -> Conversation:
+        return self.state.conversation
 
     # ---------------------------------------------------------------------------------------------------------
     # The calling convention
@@ -115,37 +131,74 @@ class EmulatorSession(SessionCore):
             if min(t_timer, t_run) > now:
                 return
             if t_run <= t_timer:  # model output first when both are due at the same time
-                self.responses.step_due()
+                spoke_ms = self.responses.step_due()
+                if spoke_ms is not None:
+                    self._arm_idle(t_run, spoke_ms)
             else:
                 timer = heapq.heappop(self._timers)
                 if not timer.cancelled:
                     timer.fn(timer.t)
 
     def _echo(self) -> dict[str, Any]:
-        return self.wire.session(self.session, self.session_id, self.expires_at)
+        return self.wire.session(self.state.config, self.state.session_id, self.expires_at)
 
     def _expire(self, t: float) -> None:
         minutes = f"{self.cap_s / 60:g}"
         self.error("session_expired", f"Your session hit the maximum duration of {minutes} minutes.", t)
         self.close(1001, "session expired", t)
 
+    def _respond(self, params: ResponseParams, t: float) -> None:
+        """A response starts: the idle timeout waits for its end."""
+        self._cancel_idle()
+        self.responses.start(params, t)
+
+    # ---------------------------------------------------------------------------------------------------------
+    # GA's idle timeout
+
+    def _cancel_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancelled = True
+            self._idle = None
+
+    def _arm_idle(self, t: float, audio_ms: float) -> None:
+        """After a response that spoke (``audio_ms`` of it): the idle timeout, if the turn detection has one."""
+        self._cancel_idle()
+        deadline = self.turns.idle_deadline(t, audio_ms)
+        if deadline is not None:
+            self._idle = self.at(deadline, self._idle_timeout)
+
+    def _idle_timeout(self, t: float) -> None:
+        self._idle = None
+        if self.responses.active is None:
+            self.turns.timed_out(t)
+            self._respond(ResponseParams(), t)
+
     # ---------------------------------------------------------------------------------------------------------
     # Client events
 
     def _on_session_update(self, ev: dict[str, Any], t: float) -> None:
-        before = self.view
-        self.session = self.cfg.update(self.session, ev["session"])  # raises: the update is discarded whole
-        self.view = self.cfg.view(self.session)
-        directive = rules.said(self.view.instructions)
+        state = self.state
+        before = state.view
+        state.config = state.cfg.update(state.config, ev["session"])  # raises: the update is discarded whole
+        state.view = state.cfg.view(state.config)
+        directive = rules.said(state.view.instructions)
         if directive is not None and directive != rules.said(before.instructions):
-            self.replies.directive = directive  # new standing instructions that say "say 'X'": the next reply says X
-        if (before.turn_detection, before.input_format) != (self.view.turn_detection, self.view.input_format):
+            state.replies.directive = directive  # new standing instructions that say "say 'X'": the next reply says X
+        if (before.turn_detection, before.input_format) != (state.view.turn_detection, state.view.input_format):
             self.turns.reset_vad()
-            self.turns.cancel_idle()
+            self._cancel_idle()
         self.send(self.wire.event("session.updated", session=self._echo()), t)
 
     def _on_append(self, ev: dict[str, Any], t: float) -> None:
-        self.turns.append(ev, t)
+        for e in self.turns.append(ev):
+            if e.kind is VadKind.START:
+                interrupts = self.turns.speech_started(e, t)
+                self._cancel_idle()
+                run = self.responses.active
+                if interrupts and run is not None and not run.out_of_band:
+                    self.responses.cancel(run, CancelledBy.TURN_DETECTED, t)
+            elif self.turns.speech_stopped(e, t) and self.responses.active is None:
+                self._respond(ResponseParams(), t)
 
     def _on_commit(self, ev: dict[str, Any], t: float) -> None:
         self.turns.commit(t)
@@ -155,16 +208,17 @@ class EmulatorSession(SessionCore):
 
     def _on_item_create(self, ev: dict[str, Any], t: float) -> None:
         item = self.conversation.create(ev, t)
+        replies = self.state.replies
         if item["type"] == "function_call_output":
-            self.replies.context = Context("function_output", item["output"])
+            replies.context = Context(ContextKind.FUNCTION_OUTPUT, item["output"])
         elif item["type"] == "message" and item["role"] == "system":
             directive = rules.said(" ".join(c.get("text") or "" for c in item["content"]))
             if directive is not None:
-                self.replies.directive = directive  # a system note that says "say 'X'": the next reply says X
+                replies.directive = directive  # a system note that says "say 'X'": the next reply says X
         elif item["type"] == "message" and item["role"] == "user":
             text = " ".join(c.get("text") or c.get("transcript") or "" for c in item["content"]).strip()
             if text:
-                self.replies.context = Context("text", text)
+                replies.context = Context(ContextKind.TEXT, text)
 
     def _on_truncate(self, ev: dict[str, Any], t: float) -> None:
         self.conversation.truncate(ev, t)
@@ -183,15 +237,15 @@ class EmulatorSession(SessionCore):
                 f"Conversation already has an active response in progress: {run.id}. "
                 "Wait until the response is finished before creating a new one.",
             )
-        self.responses.start(self.cfg.response_params(ev.get("response")), t)
+        self._respond(self.state.cfg.response_params(ev.get("response")), t)
 
     def _on_response_cancel(self, ev: dict[str, Any], t: float) -> None:
         run = self.responses.active
         wanted = ev.get("response_id")
         if run is None or (wanted is not None and wanted != run.id):
-            self.responses.cancelled(wanted, "client", t, ok=False)
+            self.responses.cancelled(wanted, CancelledBy.CLIENT, t, ok=False)
             raise ClientError("response_cancel_not_active", "Cancellation failed: no active response found")
-        self.responses.cancel(run, "client", t)
+        self.responses.cancel(run, CancelledBy.CLIENT, t)
 
     def _on_output_buffer_clear(self, ev: dict[str, Any], t: float) -> None:
         kind = self.dialect.client_events["output_buffer.clear"]
