@@ -12,9 +12,10 @@ from typing import TypedDict
 
 import numpy as np
 
+from bridge.audio.level import FULL_SCALE, dbfs, rms
+
 SAMPLE_RATE = 8000
 FRAME_SAMPLES = 160
-FULL_SCALE = 32768.0
 
 
 class AudioStats(TypedDict):
@@ -33,15 +34,9 @@ def tone(freq_hz: float, seconds: float, dbfs: float = -12.0, rate: int = SAMPLE
     return np.clip(samples, -32768, 32767).astype("<i2").tobytes()
 
 
-def _dbfs(samples: np.ndarray) -> float:
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
-    return 20 * math.log10(max(rms, 1e-9) / FULL_SCALE)
-
-
 def level_dbfs(pcm: bytes) -> float:
-    """RMS level of PCM16 little-endian audio in dBFS (full scale 32768); very low for nothing."""
-    samples = np.frombuffer(pcm, dtype="<i2")
-    return _dbfs(samples) if samples.size else 20 * math.log10(1e-9 / FULL_SCALE)
+    """RMS level of PCM16 little-endian audio in dBFS (:func:`bridge.audio.level.dbfs`); very low for nothing."""
+    return dbfs(rms(np.frombuffer(pcm, dtype="<i2")))
 
 
 def peak_frequency(samples: np.ndarray, rate: int = SAMPLE_RATE) -> float | None:
@@ -74,6 +69,6 @@ def audio_stats(pcm: bytes, floor_dbfs: float = -50.0, rate: int = SAMPLE_RATE) 
     return AudioStats(
         ms=len(samples) * 1000 // rate,
         active_ms=len(active) * 20,
-        rms_dbfs=round(_dbfs(flat), 2) if len(flat) else None,
+        rms_dbfs=round(dbfs(rms(flat)), 2) if len(flat) else None,
         peak_hz=(None if (p := peak_frequency(flat, rate)) is None else round(p, 1)) if len(flat) else None,
     )

@@ -41,6 +41,7 @@ from typing import Final, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from bridge.audio import level
 from bridge.audio.frames import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 Samples = NDArray[np.float64]
@@ -68,11 +69,9 @@ _KEEP_S: Final = 2.0  # each stream keeps this much history
 
 
 def dbfs(x: Samples) -> float:
-    """RMS level relative to full scale (32768), in dB; -120 for silence."""
-    if len(x) == 0:
-        return -120.0
-    rms = float(np.sqrt(np.mean(x * x)))
-    return 20.0 * float(np.log10(max(rms, 1e-6) / 32768.0))
+    """The RMS level of ``x`` (:func:`bridge.audio.level.dbfs`, floor :data:`~bridge.audio.level.QUIET`); -120 for
+    no samples."""
+    return level.dbfs(level.rms(x), level.QUIET) if len(x) else -120.0
 
 
 def pcm(frame: bytes) -> Samples:
@@ -398,7 +397,7 @@ class EchoGuard:
         whole = len(ref) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME
         frames = ref[len(ref) - whole :].reshape(-1, SAMPLES_PER_FRAME)
         peak = float(np.sqrt(np.max(np.mean(frames * frames, axis=1)))) if len(frames) else 0.0
-        return 20.0 * float(np.log10(max(peak, 1e-6) / 32768.0))
+        return level.dbfs(peak, level.QUIET)
 
     def _by_level(self, frame: bytes, x: Samples, ref: Samples) -> bytes:
         """No path to take the echo out with (none learnt yet): the level test of line echo

@@ -32,6 +32,7 @@ import numpy as np
 import orjson
 
 from bridge import events as ev
+from bridge.audio import level
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, FrameSink, FrameSource, StreamKernel
 from bridge.audio.line import EchoingLine, LineEcho
 from bridge.call.leg import PhoneLeg
@@ -66,11 +67,7 @@ MEMORY_URL: Final = "memory://emulator/v1"  # names the far end in logs; nothing
 
 
 def frame_dbfs(frame: bytes) -> float:
-    if frame == SILENCE:
-        return -120.0
-    x = np.frombuffer(frame, dtype="<i2").astype(np.float64)
-    rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
-    return 20.0 * float(np.log10(max(rms, 1e-6) / 32768.0))
+    return -120.0 if frame == SILENCE else level.dbfs(level.rms(np.frombuffer(frame, dtype="<i2")), level.QUIET)
 
 
 # --------------------------------------------------------------------------------------------------------------
