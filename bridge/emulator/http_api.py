@@ -7,18 +7,16 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from bridge.emulator.config import DialectConfig
+from bridge.emulator.record import SessionRecord
 from bridge.emulator.wire import Ids, Wire
 from bridge.privacy.masking import mask_api_key
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.dialects.schema import ClientError
-
-if TYPE_CHECKING:
-    from bridge.emulator.server import EmulatorServer
 
 MIN_SECRET_TTL_S, MAX_SECRET_TTL_S = 10, 7200  # expires_after.seconds bounds of the credential endpoints
 
@@ -117,10 +115,34 @@ class Credentials:
         return mint
 
 
-class ControlApi:
-    """The control API over the server's Python one (``EmulatorServer.queue_next``, ``inject``...)."""
+class Controlled(Protocol):
+    """What the control API steers: the server's Python control API (``EmulatorServer``)."""
 
-    def __init__(self, server: EmulatorServer) -> None:
+    def queue_next(self, count: int = 1, settings: Mapping[str, Any] | None = None, annotations: Any = None) -> int:
+        """Queue settings and annotations for the next ``count`` connections; how many are queued now."""
+        ...
+
+    def set_defaults(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Change every later connection's settings; the settings now, flat."""
+        ...
+
+    def summaries(self) -> list[dict[str, Any]]: ...
+
+    def session(self, session_id: str) -> SessionRecord: ...
+
+    def forget_closed(self) -> int:
+        """Forget the closed sessions; how many."""
+        ...
+
+    def inject(self, session_id: str, kind: str, **opts: Any) -> None: ...
+
+    def annotate(self, session_id: str, annotations: Any) -> None: ...
+
+
+class ControlApi:
+    """The control API over the server's Python one (:class:`Controlled`)."""
+
+    def __init__(self, server: Controlled) -> None:
         self.server = server
 
     def add_routes(self, app: web.Application) -> None:
@@ -140,28 +162,26 @@ class ControlApi:
             unknown = set(body) - {"count", "settings", "annotations"}
             if unknown:
                 raise ValueError(f"unknown field(s) {sorted(unknown)}")
-            self.server.queue_next(int(body.get("count", 1)), body.get("settings"), body.get("annotations"))
+            queued = self.server.queue_next(int(body.get("count", 1)), body.get("settings"), body.get("annotations"))
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response({"queued": sum(p.count for p in self.server.pending)})
+        return web.json_response({"queued": queued})
 
     async def _defaults(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
             if not isinstance(body, dict) or set(body) - {"settings"} or not isinstance(body.get("settings"), dict):
                 raise ValueError('expected {"settings": {...}}')
-            self.server.set_defaults(body["settings"])
+            settings = self.server.set_defaults(body["settings"])
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response({"settings": self.server.settings.as_dict()})
+        return web.json_response({"settings": settings})
 
     async def _sessions(self, request: web.Request) -> web.Response:
-        return web.json_response({"sessions": [r.summary() for r in self.server.sessions]})
+        return web.json_response({"sessions": self.server.summaries()})
 
     async def _forget(self, request: web.Request) -> web.Response:
-        before = len(self.server.sessions)
-        self.server.sessions = [r for r in self.server.sessions if not r.closed]
-        return web.json_response({"forgotten": before - len(self.server.sessions)})
+        return web.json_response({"forgotten": self.server.forget_closed()})
 
     async def _session(self, request: web.Request) -> web.Response:
         try:

@@ -55,7 +55,6 @@ log = logging.getLogger("bridge.emulator")
 CLOSE_BAD_KEY = 3000  # the service's close code for a bad, missing or expired credential
 CLOSE_BAD_REQUEST = 4000  # bad model, a retired dialect's shape
 API_PREFIX = "/v1"  # the dialects' paths sit under it
-MIN_SECRET_TTL_S, MAX_SECRET_TTL_S = 10, 7200  # expires_after.seconds bounds of the credential endpoints
 
 
 @dataclass
@@ -150,10 +149,6 @@ class EmulatorServer:
         await self.stop()
 
     @property
-    def ping_interval_s(self) -> float:
-        return self.pump.ping_interval_s
-
-    @property
     def base_url(self) -> str:
         """The SDK's ``websocket_base_url`` / the bridge's Realtime base, e.g. ``ws://127.0.0.1:8765/v1``."""
         return f"ws://{self.host}:{self.port}/v1"
@@ -166,15 +161,27 @@ class EmulatorServer:
     # ---------------------------------------------------------------------------------------------------------
     # Python control API (the HTTP control API calls these)
 
-    def queue_next(self, count: int = 1, settings: Mapping[str, Any] | None = None, annotations: Any = None) -> None:
-        """Settings and annotations for the next ``count`` connections (validated now)."""
+    def queue_next(self, count: int = 1, settings: Mapping[str, Any] | None = None, annotations: Any = None) -> int:
+        """Settings and annotations for the next ``count`` connections (validated now); how many are queued."""
         self.settings.with_values(settings or {})
         Annotations.parse(annotations)
         self.pending.append(_Pending(max(1, int(count)), dict(settings or {}), annotations))
+        return sum(p.count for p in self.pending)
 
-    def set_defaults(self, settings: Mapping[str, Any]) -> None:
-        """Change the settings of every later connection (a fault such as ``refuse_models`` included)."""
+    def set_defaults(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Change the settings of every later connection (a fault such as ``refuse_models`` included); the
+        settings now, flat."""
         self.settings = self.settings.with_values(settings)
+        return self.settings.as_dict()
+
+    def summaries(self) -> list[dict[str, Any]]:
+        return [r.summary() for r in self.sessions]
+
+    def forget_closed(self) -> int:
+        """Forget the sessions that have closed; how many."""
+        before = len(self.sessions)
+        self.sessions = [r for r in self.sessions if not r.closed]
+        return before - len(self.sessions)
 
     def session(self, session_id: str) -> SessionRecord:
         for record in self.sessions:
@@ -318,8 +325,6 @@ class EmulatorServer:
             if recorder is not None:
                 recorder.close()
         return ws
-
-    # Credential endpoints
 
 
 # --------------------------------------------------------------------------------------------------------------
