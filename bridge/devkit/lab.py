@@ -31,6 +31,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -135,7 +136,7 @@ def _libc_setns() -> Callable[[int, int], int]:
 def in_netns(netns: str, work: Callable[[], T]) -> T:
     """Run ``work`` in a new thread that has entered ``netns`` (only that thread does: setns(2) with CLONE_NEWNET
     changes the calling thread's namespace); its result, or its exception raised here. Blocks until it is done."""
-    outcome: dict[str, Any] = {}
+    outcome: Future[T] = Future()
 
     def target() -> None:
         try:
@@ -146,17 +147,14 @@ def in_netns(netns: str, work: Callable[[], T]) -> T:
                     raise OSError(err, f"setns {netns}: {os.strerror(err)}")
             finally:
                 os.close(fd)
-            outcome["value"] = work()
+            outcome.set_result(work())
         except BaseException as exc:  # handed to the caller
-            outcome["error"] = exc
+            outcome.set_exception(exc)
 
     thread = threading.Thread(target=target, name=f"netns-{netns}", daemon=True)
     thread.start()
     thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    value: T = outcome["value"]
-    return value
+    return outcome.result()
 
 
 class Lab:

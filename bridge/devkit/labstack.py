@@ -42,6 +42,7 @@ from bridge.config import load_settings
 from bridge.devkit.lab import Lab, in_netns
 from bridge.serve.front import (
     DestinationState,
+    Dispatch,
     FrontError,
     KamailioFront,
     destinations_of,
@@ -358,7 +359,8 @@ class CallLab:
             if self.front_proc is not None and self.front_proc.poll() is not None:
                 raise RuntimeError(f"lab: Kamailio exited with {self.front_proc.returncode}: {self.front_log()}")
             states = self.front_states()
-            return states if wanted and all(states.get(w) and states[w].state == "A" for w in wanted) else None
+            active = all(w in states and states[w].state is Dispatch.ACTIVE for w in wanted)
+            return states if wanted and active else None
 
         return wait_until(ready, "the front dispatching to every worker", within_s)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import hashlib
 import ipaddress
 import json
@@ -75,8 +76,7 @@ CALL_MAX_S = 3660  # dialog and call-load entries of calls that never saw their 
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 STABLE_S = 30.0  # a front that ran this long before it died restarts after the backoff's first step again
 METRICS_INTERVAL_S = 2.0  # the dispatcher's view of the workers is exported this often
-STATE_NAMES = {"A": "active", "I": "inactive", "T": "trying", "D": "drained"}
-DRAINED, ACTIVE = "d", "ap"  # dispatcher states: disabled (no calls, no probes); active and probed
+DRAINED, ACTIVE = "d", "ap"  # dispatcher.set_state's words: disabled (no calls, no probes); active and probed
 _SEARCH_PATH = ("/usr/sbin", "/usr/local/sbin", "/sbin")  # Debian's place, often absent from a user's PATH
 
 
@@ -491,13 +491,32 @@ def rpc_call(sock_path: Path, method: str, params: Sequence[Any] = (), timeout_s
     return reply.get("result")
 
 
+class Dispatch(enum.StrEnum):
+    """A destination's state in Kamailio's dispatcher: the first letter of its ``FLAGS`` in ``dispatcher.list``."""
+
+    ACTIVE = "A"
+    INACTIVE = "I"  # its probes go unanswered
+    TRYING = "T"
+    DRAINED = "D"  # disabled: no calls, no probes
+    UNKNOWN = "?"  # a letter this module does not know
+
+    @classmethod
+    def _missing_(cls, value: object) -> Dispatch:
+        return cls.UNKNOWN
+
+    @property
+    def word(self) -> str:
+        """The metric's ``state`` label and the drain command's column."""
+        return "unknown" if self is Dispatch.UNKNOWN else self.name.lower()
+
+
 @dataclass(frozen=True, slots=True)
 class DestinationState:
-    """A worker in the front's dispatcher: ``state`` A(ctive) / I(nactive) / T(rying) / D(isabled: drained), and
-    its current call load against its cap."""
+    """A worker in the front's dispatcher: its :class:`Dispatch` state, and its current call load against its
+    cap."""
 
     address: str
-    state: str
+    state: Dispatch
     probing: bool
     load: int
     max_calls: int
@@ -525,7 +544,7 @@ def destinations_of(result: Any) -> list[DestinationState]:
             found.append(
                 DestinationState(
                     address=str(attrs.get("DUID") or str(dest.get("URI", "")).removeprefix("sip:")),
-                    state=flags[:1],
+                    state=Dispatch(flags[:1]),
                     probing=flags[1:2] == "P",
                     load=int((dest.get("RUNTIME") or {}).get("DLGLOAD", 0)),
                     max_calls=int(attrs.get("MAXLOAD", 0)),
@@ -854,8 +873,9 @@ class KamailioFront:
                 for dest in await self.states():
                     metrics.FRONT_WORKER_CALLS.labels(dest.address).set(dest.load)
                     metrics.FRONT_WORKER_MAX_CALLS.labels(dest.address).set(dest.max_calls)
-                    for code, state in STATE_NAMES.items():
-                        metrics.FRONT_WORKER_STATE.labels(dest.address, state).set(int(dest.state == code))
+                    for state in Dispatch:
+                        if state is not Dispatch.UNKNOWN:
+                            metrics.FRONT_WORKER_STATE.labels(dest.address, state.word).set(int(dest.state is state))
                 edge.update(
                     edge_counts(await asyncio.to_thread(rpc_call, self.rpc_socket, "cnt.grp_get_all", ["front"]))
                 )
@@ -954,5 +974,5 @@ def drain_main(argv: list[str]) -> int:
         print(json.dumps([d.to_json() for d in chosen]))
     else:
         for d in chosen:
-            print(f"{d.address:<24} {STATE_NAMES.get(d.state, d.state):<10} {d.load}/{d.max_calls} calls")
+            print(f"{d.address:<24} {d.state.word:<10} {d.load}/{d.max_calls} calls")
     return 0

@@ -139,7 +139,7 @@ class Pool:
             for slot in slots:
                 worker = Destination(self.settings.front_host, slot.sip_port, slot.max_calls)
                 for dest in await front.set_state(worker.address, ACTIVE if active else DRAINED):
-                    log.warning("front: worker %s is %s", dest.address, "drained" if dest.state == "D" else "active")
+                    log.warning("front: worker %s is %s", dest.address, dest.state.word)
         except FrontError as exc:
             log.error("front: %s", exc)
 

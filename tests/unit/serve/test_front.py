@@ -18,6 +18,7 @@ from bridge.errors import ConfigError
 from bridge.serve import front, pool
 from bridge.serve.front import (
     Destination,
+    Dispatch,
     Edge,
     FrontError,
     Listen,
@@ -143,19 +144,32 @@ def fake_front() -> Iterator[FakeKamailio]:
 def test_listing_parses_kamailios_answer(fake_front: FakeKamailio) -> None:
     states = destinations_of(rpc_call(fake_front.path, "dispatcher.list"))
     assert [(d.address, d.state, d.probing, d.load, d.max_calls) for d in states] == [
-        ("127.0.0.2:5061", "A", True, 3, 4),
-        ("127.0.0.2:5062", "A", True, 0, 4),
-        ("127.0.0.3:5061", "I", True, 0, 4),
+        ("127.0.0.2:5061", Dispatch.ACTIVE, True, 3, 4),
+        ("127.0.0.2:5062", Dispatch.ACTIVE, True, 0, 4),
+        ("127.0.0.3:5061", Dispatch.INACTIVE, True, 0, 4),
     ]
+
+
+def test_a_dispatcher_letter_is_a_state_with_its_word() -> None:
+    assert [(Dispatch(letter), Dispatch(letter).word) for letter in "AITD"] == [
+        (Dispatch.ACTIVE, "active"),
+        (Dispatch.INACTIVE, "inactive"),
+        (Dispatch.TRYING, "trying"),
+        (Dispatch.DRAINED, "drained"),
+    ]
+    assert Dispatch("X") is Dispatch.UNKNOWN and Dispatch("").word == "unknown"
 
 
 def test_drain_a_node_then_one_worker_back(fake_front: FakeKamailio) -> None:
     after = set_state(fake_front.path, "127.0.0.2", "d")
-    assert [(d.address, d.state) for d in after] == [("127.0.0.2:5061", "D"), ("127.0.0.2:5062", "D")]
+    assert [(d.address, d.state) for d in after] == [
+        ("127.0.0.2:5061", Dispatch.DRAINED),
+        ("127.0.0.2:5062", Dispatch.DRAINED),
+    ]
     assert fake_front.states["127.0.0.3:5061"] == "IP"  # the other node is untouched
     assert ("dispatcher.set_state", ["d", 1, "sip:127.0.0.2:5061"]) in fake_front.calls
     after = set_state(fake_front.path, "127.0.0.2:5062", "ap")
-    assert [(d.address, d.state, d.probing) for d in after] == [("127.0.0.2:5062", "A", True)]
+    assert [(d.address, d.state, d.probing) for d in after] == [("127.0.0.2:5062", Dispatch.ACTIVE, True)]
     assert fake_front.states["127.0.0.2:5061"] == "DX"
 
 
