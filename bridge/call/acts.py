@@ -1,18 +1,29 @@
-"""The call's own acts, as its helpers see them: :mod:`bridge.call.reactions`, :mod:`bridge.call.changes` and
-:mod:`bridge.call.orchestration` get the collaborators they use by name, and of the session only this
-:class:`CallActs` (its report, its end, a barge-in, a new session's events routed), so that they depend on the parts
-below them and the session alone depends on them. :class:`~bridge.call.session.CallSession` is the one
-implementation. They change no state of the session's: each collaborator owns its own behind its methods.
+"""The call's own acts, as its parts see them: :mod:`bridge.call.reactions`, :mod:`bridge.call.changes`,
+:mod:`bridge.call.orchestration` and :mod:`bridge.call.toolcalls` get the collaborators they use (the frozen
+:class:`~bridge.call.parts.CallParts`), and of the session only this :class:`CallActs` (its report and clock, its
+end, a barge-in, a new session's events routed), so that they depend on the parts below them and the session alone
+depends on them. :class:`~bridge.call.session.CallSession` is the one implementation. They change no state of the
+session's: each collaborator owns its own behind its methods.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from bridge import events as ev
+from bridge.call.report import CallReport
 
 
 class CallActs(Protocol):
+    @property
+    def report(self) -> CallReport:
+        """The call's record, which its parts fill in."""
+        ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
     @property
     def ending(self) -> bool:
         """The call is over (its report's ``end_reason`` says why); the run loop stops."""

@@ -16,8 +16,8 @@ call's inbox, so every decision is carried out by the session's task, in order w
 turn replaces a request still under way. A ``say`` is an out-of-band response (or Live commentary): a barge-in
 cancels it only while it is active and never truncates it (it is in no conversation); the next request tells the
 orchestrator what the caller heard of it (:class:`~bridge.orchestrator.models.Heard`, estimated by the share of
-its audio played). It gets the collaborators it uses, and of the session only its acts
-(:class:`~bridge.call.acts.CallActs`).
+its audio played). It gets the call's parts (:class:`~bridge.call.parts.CallParts`), and of the session only its
+acts.
 """
 
 from __future__ import annotations
@@ -25,21 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 
 from bridge import events as ev
-from bridge.call.acts import CallActs
 from bridge.call.builtin_tools import ToolResult
-from bridge.call.flow import CallFlow, Trigger
-from bridge.call.inbox import Inbox
-from bridge.call.latency import LatencyMeter
-from bridge.call.leg import PhoneLeg
-from bridge.call.link import Link
-from bridge.call.outage import OutageAudio
-from bridge.call.playback import Cut, Playback
-from bridge.call.report import CallReport
-from bridge.call.toolcalls import ToolCalls
-from bridge.dialplan import Dialplan, Orchestrator
+from bridge.call.flow import Trigger
+from bridge.call.parts import CallParts
+from bridge.call.playback import Cut
+from bridge.dialplan import Orchestrator
 from bridge.orchestrator.client import Ask, Fault, origin
 from bridge.orchestrator.models import Decision, Heard, Line, TurnRequest
 
@@ -55,31 +47,9 @@ ORCHESTRATOR_WAIT = "orchestrator"  # the key of a late answer's wait in bridge.
 
 
 class Orchestration:
-    def __init__(
-        self,
-        call: CallActs,
-        config: Orchestrator,
-        ask: Ask,
-        variant: str,
-        *,
-        leg: PhoneLeg,
-        plan: Dialplan,
-        dialect: str,
-        phase: CallFlow,
-        link: Link,
-        inbox: Inbox,
-        playback: Playback,
-        tools: ToolCalls,
-        outage: OutageAudio,
-        latency: LatencyMeter,
-        report: CallReport,
-        clock: Callable[[], float],
-        continuous: bool,
-    ) -> None:
-        self._call = call
-        self._leg, self._plan, self._dialect, self._phase, self._link = leg, plan, dialect, phase, link
-        self._inbox, self._playback, self._tools, self._outage = inbox, playback, tools, outage
-        self._latency, self._report, self._clock, self._continuous = latency, report, clock, continuous
+    def __init__(self, parts: CallParts, config: Orchestrator, ask: Ask, variant: str) -> None:
+        self._call, self._leg, self._plan, self._phase = parts.call, parts.leg, parts.plan, parts.phase
+        self._audio, self._tools, self._sessions = parts.audio, parts.talk.tools, parts.sessions
         self.config = config
         self._ask = ask
         self._variant = variant
@@ -116,12 +86,21 @@ class Orchestration:
         if self._cut is not None:
             self._heard(self._cut[0])  # its transcript has not come (or came before the cut): estimate on its text
         self._sequence += 1
+        leg, report = self._leg, call.report
         request = TurnRequest(
-            call_id=self._leg.call_id, caller=self._leg.caller, called=self._leg.called, dialplan=self._plan.name,
-            variant=self._variant, dialect=self._dialect, event="dtmf" if event == "dtmf" else "turn",
-            turn=turn, transcript=list(self._transcript), dtmf="".join(self._report.pressed),
-            interrupted=self._interrupted, sequence=self._sequence,
-        )  # fmt: skip
+            call_id=leg.call_id,
+            caller=leg.caller,
+            called=leg.called,
+            dialplan=self._plan.name,
+            variant=self._variant,
+            dialect=report.dialect,
+            event="dtmf" if event == "dtmf" else "turn",
+            turn=turn,
+            transcript=list(self._transcript),
+            dtmf="".join(report.pressed),
+            interrupted=self._interrupted,
+            sequence=self._sequence,
+        )
         self._interrupted = None
         if self._task is not None:
             self._task.cancel()  # a newer turn replaces the request under way
@@ -129,12 +108,12 @@ class Orchestration:
 
     async def _run(self, request: TurnRequest) -> None:
         """The request, with the two time limits; its outcome goes to the call's inbox."""
-        cfg, seq, put = self.config, request.sequence, self._inbox.put
+        cfg, seq, put = self.config, request.sequence, self._sessions.inbox.put
         late, fault = ev.OrchestratedOutcome.LATE, ev.OrchestratedOutcome.FAULT
-        t0 = self._clock()
+        t0 = self._call.clock()
 
         def ms() -> float:
-            return (self._clock() - t0) * 1000.0
+            return (self._call.clock() - t0) * 1000.0
 
         answer = asyncio.ensure_future(self._ask(cfg.url, request, cfg.give_up_ms / 1000.0))
         try:
@@ -175,7 +154,7 @@ class Orchestration:
             return
         if waiting is not None:
             waiting.end(ORCHESTRATOR_WAIT)
-        self._latency.sample("orchestrator", e.ms)
+        self._audio.latency.sample("orchestrator", e.ms)
         if e.outcome is ev.OrchestratedOutcome.FAULT:
             self._fault(e.fault, e.message, e.ms)
         else:
@@ -189,7 +168,7 @@ class Orchestration:
         if cause not in _logged:
             _logged.add(cause)
             log.warning("orchestrator of dialplan %s: %s (%s; logged once per cause)", self._plan.name, message, kind)
-        self._report.decisions.append({"error": kind, "then": then, "ms": round(ms, 1)})
+        self._call.report.decisions.append({"error": kind, "then": then, "ms": round(ms, 1)})
         call.emit(ev.OrchestratorFailed(kind, message, then))
         if then == "failover":
             self._fail_over()
@@ -199,7 +178,7 @@ class Orchestration:
     def _act(self, d: Decision, ms: float) -> None:
         call = self._call
         detail = d.text or d.instructions or d.digits or d.target or ""
-        self._report.decisions.append({**d.model_dump(exclude_none=True, exclude={"version"}), "ms": round(ms, 1)})
+        self._call.report.decisions.append({**d.model_dump(exclude_none=True, exclude={"version"}), "ms": round(ms, 1)})
         call.emit(ev.OrchestratorDecided(d.action, detail, round(ms, 1)))
         match d.action:
             case "say":
@@ -229,17 +208,17 @@ class Orchestration:
 
     def _send(self, command: ev.Command) -> None:
         """Send now, or (a response is active: one at a time) once it is done."""
-        if self._playback.response_id is not None or self._queued:
+        if self._audio.playback.response_id is not None or self._queued:
             self._queued.append(command)
         else:
-            self._link.send(command)
+            self._audio.link.send(command)
 
     def _respond(self, instructions: str | None) -> None:
         """The model answers the caller's turn itself: a response where responses exist; where the model speaks on
         its own (a continuous stream), a note it acts on."""
-        if self._continuous:
+        if self._audio.playback.continuous:
             note = instructions or f'Answer the caller, who said: "{self._last_turn}"'
-            self._link.send(ev.AddText(note, ev.Role.USER))
+            self._audio.link.send(ev.AddText(note, ev.Role.USER))
         else:
             self._send(ev.CreateResponse(instructions=instructions))
 
@@ -256,7 +235,7 @@ class Orchestration:
         target = self._plan.transfer_target if self._plan.outage.failover == "transfer" else None
         call.emit(ev.FailedOver("transfer" if target else "goodbye", 0.0))
         if target is None:
-            self._outage.say_goodbye("orchestrator unavailable")
+            self._sessions.outage.say_goodbye("orchestrator unavailable")
             return
         call.emit(ev.TransferStarted(target))
         self._leg.transfer(target)  # the final NOTIFY ends the call (ToolCalls.transfer_progress)
@@ -266,8 +245,8 @@ class Orchestration:
         orchestrator's transfer, :data:`TRANSFER_FAILED_LINE` (the next caller turn goes to the orchestrator as
         usual); after a failover's (the orchestrator's or the model's: nobody is left to decide), the apology and a
         BYE."""
-        if self._failed_over or self._link.client is None:  # the failover's transfer, or the model's outage's
-            self._outage.say_goodbye("orchestrator unavailable; the transfer failed")
+        if self._failed_over or self._audio.link.client is None:  # the failover's transfer, or the model's outage's
+            self._sessions.outage.say_goodbye("orchestrator unavailable; the transfer failed")
             return
         log.info("call %s: the transfer failed (%s %s): telling the caller", self._leg.call_id, e.status_code, e.reason)
         self.say(TRANSFER_FAILED_LINE)
@@ -276,8 +255,8 @@ class Orchestration:
     def beat(self, idle: bool) -> None:
         """Every beat: what waited for a response to end goes out; a say whose audio came and has played out is
         over."""
-        if self._queued and self._playback.response_id is None:
-            self._link.send(self._queued.pop(0))
+        if self._queued and self._audio.playback.response_id is None:
+            self._audio.link.send(self._queued.pop(0))
         if self.saying is None:
             return
         if not idle:

@@ -1,74 +1,30 @@
 """How a call reacts to what the model and the caller's telephone tell it: speech, transcripts, responses, tool
 calls, keys, errors and hang-ups. Each handler turns its event into reports and a trigger of the call's table
 (:mod:`bridge.call.flow`); the table alone changes the phase. A closed or lost session is handled in
-:mod:`bridge.call.changes`. :class:`Reactions` gets the collaborators it uses, and of the session only its acts
-(:class:`~bridge.call.acts.CallActs`)."""
+:mod:`bridge.call.changes`. :class:`Reactions` gets the call's parts
+(:class:`~bridge.call.parts.CallParts`), and of the session only its acts."""
 
 from __future__ import annotations
 
 from bridge import events as ev
-from bridge.audio import PlayoutBuffer
-from bridge.call.acts import CallActs, OrchestratedTurns
-from bridge.call.bargein import BargeIn
-from bridge.call.flow import CallFlow, Trigger
+from bridge.call.acts import OrchestratedTurns
+from bridge.call.flow import Trigger
 from bridge.call.inbox import Handlers
-from bridge.call.latency import LatencyMeter
-from bridge.call.link import Link
-from bridge.call.playback import Playback
-from bridge.call.privacy import MASK, KeyMask
-from bridge.call.report import CallReport
-from bridge.call.toolcalls import ToolCalls
-from bridge.call.transcripts import Transcripts
-from bridge.call.turns import TurnBuilder
-from bridge.call.usage import UsageMeter
-from bridge.call.waiting import TurnHold
+from bridge.call.parts import CallParts
+from bridge.call.privacy import MASK
 
 SHUTDOWN_HANGUP = "hung up by the bridge: its worker closed"  # the end reason of a call its gateway hung up
 
 
 class Reactions:
-    def __init__(
-        self,
-        call: CallActs,
-        *,
-        phase: CallFlow,
-        link: Link,
-        playback: Playback,
-        playout: PlayoutBuffer,
-        barge_in: BargeIn,
-        tools: ToolCalls,
-        transcripts: Transcripts,
-        turns: TurnBuilder | None,
-        latency: LatencyMeter,
-        usage: UsageMeter,
-        report: CallReport,
-        orchestration: OrchestratedTurns | None,
-        continuous: bool,
-        keys: KeyMask | None = None,
-        keys_to_model: bool = True,
-        hold: TurnHold | None = None,
-    ) -> None:
-        self._call = call
-        self._phase = phase
-        self._link = link
-        self._playback = playback
-        self._playout = playout
-        self._barge_in = barge_in
-        self._tools = tools
-        self._transcripts = transcripts
-        self._turns = turns
-        self._latency = latency
-        self._usage = usage
-        self._report = report
+    def __init__(self, parts: CallParts, orchestration: OrchestratedTurns | None = None) -> None:
+        self._call, self._phase, self._audio, self._talk = parts.call, parts.phase, parts.audio, parts.talk
+        self._keys_to_model = parts.plan.privacy.dtmf_to_model
         self._orchestration = orchestration
-        self._continuous = continuous  # the model's audio is a stream; responses are the backend's
-        self._keys = keys or KeyMask(1)  # the plan's privacy: what the report and the listeners get of each key
-        self._keys_to_model = keys_to_model
-        self._hold = hold  # the soft hold while the answer to the caller's turn is slow
 
     def handlers(self) -> Handlers:
         """The table of what each event does; the session adds the changes of its model session."""
-        emit, transcripts = self._call.emit, self._transcripts
+        emit, transcripts = self._call.emit, self._talk.transcripts
         return (
             Handlers()
             .on(ev.SessionReady, lambda e: emit(ev.SessionOpened(e.session_id)))  # session_id reaches Redis
@@ -76,7 +32,7 @@ class Reactions:
             .on(ev.ConversationReady, lambda e: emit(ev.ConversationOpened(e.conversation_id)))
             .on(ev.OutputItemAdded, lambda e: emit(ev.OutputItem(e.item_type, e.item_id)))
             .on(ev.AudioChunk, self.on_audio)
-            .on(ev.AudioDone, lambda e: self._playback.audio_done(e.response_id, e.item_id))
+            .on(ev.AudioDone, lambda e: self._audio.playback.audio_done(e.response_id, e.item_id))
             .on(ev.SpeechStarted, self.on_speech_started)
             .on(ev.SpeechStopped, self.on_speech_stopped)
             .on(ev.InputCommitted, transcripts.committed)
@@ -86,12 +42,12 @@ class Reactions:
             .on(ev.AgentText, transcripts.agent)
             .on(ev.ResponseStarted, self.on_response_started)
             .on(ev.ResponseDone, self.on_response_done)
-            .on(ev.UsageUpdated, self._usage.updated)
+            .on(ev.UsageUpdated, self._talk.usage.updated)
             .on(ev.FunctionCall, self.on_function_call)
             .on(ev.Dtmf, self.on_dtmf)
             .on(ev.CallerHungUp, self.on_caller_hung_up)
             .on(ev.MediaDropped, lambda e: emit(ev.CallerAudioDropped(e.dropped, e.admitted, e.source)))
-            .on(ev.ItemTruncated, self._barge_in.confirmed)
+            .on(ev.ItemTruncated, self._audio.barge_in.confirmed)
             .on(ev.ErrorEvent, self.on_error)
             .on(ev.IdleTimeout, lambda e: emit(ev.CallerSilent(e.audio_start_ms, e.audio_end_ms, e.item_id)))
             .on(ev.UnknownEvent, lambda e: emit(ev.UnknownServerEvent(e.type)))
@@ -100,109 +56,115 @@ class Reactions:
     def on_audio(self, chunk: ev.AudioChunk) -> None:
         """The model's audio, into the playout buffer (the session also calls it on the decoding stack); dropped
         while a supervisor has the call (``Link.muted``)."""
-        if self._link.muted:
+        if self._audio.link.muted:
             return
-        if self._continuous:
-            opened = self._playback.stream(chunk)
+        playback = self._audio.playback
+        if playback.continuous:
+            opened = playback.stream(chunk)
             if opened is None:  # silence, or the model still talking after a barge-in
                 return
             if opened:
-                self._tools.line_started()  # the model speaks on its own: a tool's line is the speech that follows
+                self._talk.tools.line_started()  # the model speaks on its own: a tool's line is the speech that follows
         else:
-            if self._hold is not None and chunk.response_id not in self._playback.cancelled:
-                self._hold.agent_audio()  # flushed before the agent's first frame is queued: never both
-            if not self._playback.push(chunk):  # in flight when we barged in
+            if self._talk.hold is not None and chunk.response_id not in playback.cancelled:
+                self._talk.hold.agent_audio()  # flushed before the agent's first frame is queued: never both
+            if not playback.push(chunk):  # in flight when we barged in
                 return
         self._phase.fire(Trigger.MODEL_AUDIO)
 
     def talked_over(self, ms: float) -> None:
         """A model that stops itself went on this long over the caller after a barge-in."""
-        self._report.talk_over_ms.append(round(ms, 1))
+        self._call.report.talk_over_ms.append(round(ms, 1))
         self._call.emit(ev.TalkedOver(round(ms, 1)))
-        if self._turns is not None:
-            self._turns.close_agent()  # the model stopped itself: what it says next is a new turn
+        if self._talk.turns is not None:
+            self._talk.turns.close_agent()  # the model stopped itself: what it says next is a new turn
 
     def on_speech_started(self, e: ev.SpeechStarted) -> None:
         call = self._call
-        if self._hold is not None:
-            self._hold.stop()  # the caller speaks over the hold: it stops; the agent is busy only if it was
+        if self._talk.hold is not None:
+            self._talk.hold.stop()  # the caller speaks over the hold: it stops; the agent is busy only if it was
         call.emit(ev.CallerSpeechStarted(e.audio_start_ms))
-        call.interrupt("caller spoke over the agent", self._playback.busy, service_cancelled=call.service_interrupts)
+        call.interrupt(
+            "caller spoke over the agent", self._audio.playback.busy, service_cancelled=call.service_interrupts
+        )
 
     def on_speech_stopped(self, e: ev.SpeechStopped) -> None:
-        self._link.heard_caller(False)
-        self._latency.caller_stopped(self._link.session_sent_ms, e.audio_end_ms)
-        if self._hold is not None:
-            self._hold.turn_ended(self._latency.speech_ended_at)
+        self._audio.link.heard_caller(False)
+        self._audio.latency.caller_stopped(self._audio.link.session_sent_ms, e.audio_end_ms)
+        if self._talk.hold is not None:
+            self._talk.hold.turn_ended(self._audio.latency.speech_ended_at)
         self._call.emit(ev.CallerSpeechStopped(e.audio_end_ms))
         self._phase.fire(Trigger.CALLER_STOPPED)
 
     def on_caller_transcript(self, e: ev.CallerTranscript) -> None:
-        if self._turns is not None and not e.final:
-            self._turns.delta(e)
+        if self._talk.turns is not None and not e.final:
+            self._talk.turns.delta(e)
         else:
-            self._transcripts.caller(e)
+            self._talk.transcripts.caller(e)
 
     def on_agent_transcript(self, e: ev.AgentTranscript) -> None:
-        if self._turns is not None and not e.final:
-            self._turns.delta(e)
+        if self._talk.turns is not None and not e.final:
+            self._talk.turns.delta(e)
         else:
-            self._transcripts.agent(e)
+            self._talk.transcripts.agent(e)
 
     def on_response_started(self, e: ev.ResponseStarted) -> None:
-        if self._continuous:  # the delegated backend's, not speech
+        playback = self._audio.playback
+        if playback.continuous:  # the delegated backend's, not speech
             self._call.emit(ev.ResponseBegan(e.response_id))
             return
-        self._playback.started(e.response_id, e.out_of_band)
-        self._tools.line_started()
+        playback.started(e.response_id, e.out_of_band)
+        self._talk.tools.line_started()
         self._call.emit(ev.ResponseBegan(e.response_id))
         self._phase.fire(Trigger.RESPONSE_STARTED)
-        if self._link.muted:  # taken over: an answer to words cut short by the take-over is never heard
-            self._barge_in.refuse(e.response_id)
+        if self._audio.link.muted:  # taken over: an answer to words cut short by the take-over is never heard
+            self._audio.barge_in.refuse(e.response_id)
 
     def on_response_done(self, e: ev.ResponseDone) -> None:
         self._call.emit(ev.ResponseEnded(e.response_id, e.status, e.usage))
-        self._usage.response_done(e)
-        if self._continuous:  # the delegated backend's: its calls are answered now, together
-            self._tools.response_done(e.response_id)
+        self._talk.usage.response_done(e)
+        playback = self._audio.playback
+        if playback.continuous:  # the delegated backend's: its calls are answered now, together
+            self._talk.tools.response_done(e.response_id)
             return
-        self._playback.ended(e.response_id)
-        if not self._playback.had_audio and self._tools.pending is None:
+        playback.ended(e.response_id)
+        if not playback.had_audio and self._talk.tools.pending is None:
             self._phase.fire(Trigger.RESPONSE_SILENT, f"response {e.status} without audio")
 
     def on_function_call(self, e: ev.FunctionCall) -> None:
-        if self._turns is not None:
-            self._turns.close_agent()  # what the model says after the tool's result is a new turn
-        self._tools.call(e)
+        if self._talk.turns is not None:
+            self._talk.turns.close_agent()  # what the model says after the tool's result is a new turn
+        self._talk.tools.call(e)
         self._phase.fire(Trigger.TOOL_CALL, f"tool {e.name}")
 
     def on_dtmf(self, e: ev.Dtmf) -> None:
-        shown = self._keys.shown(e.digit)
-        self._report.pressed.append(e.digit)
-        self._report.dtmf.append(shown)
+        shown = self._talk.keys.shown(e.digit)
+        self._call.report.pressed.append(e.digit)
+        self._call.report.dtmf.append(shown)
         self._call.emit(ev.KeyPressed(shown, e.source))
         if e.source == "realtime":
             return  # the service already put it in the conversation
-        self._call.interrupt("caller pressed a key", self._playback.response_id is not None)  # type-ahead cuts a prompt
-        if self._turns is not None:
-            self._turns.close_agent()  # the key is the caller's turn
+        busy = self._audio.playback.response_id is not None  # type-ahead cuts a prompt
+        self._call.interrupt("caller pressed a key", busy)
+        if self._talk.turns is not None:
+            self._talk.turns.close_agent()  # the key is the caller's turn
         hidden = not self._keys_to_model and shown == MASK
         key = "a key (withheld for privacy)" if hidden else f"the key {e.digit}"
         note = f"The caller pressed {key} on the phone keypad."
         if self._orchestration is not None:
             # the orchestrator decides what a key does: the model gets the key as context that no dialect answers
             # (a user's note would be a turn the Live model answers on its own)
-            self._link.send(ev.AddText(note, ev.Role.SYSTEM))
+            self._audio.link.send(ev.AddText(note, ev.Role.SYSTEM))
             self._orchestration.key()
             return
-        self._link.send(ev.AddText(note))
-        if not self._continuous:  # else the model answers the note on its own
-            self._link.send(ev.CreateResponse())
+        self._audio.link.send(ev.AddText(note))
+        if not self._audio.playback.continuous:  # else the model answers the note on its own
+            self._audio.link.send(ev.CreateResponse())
 
     def on_caller_hung_up(self, e: ev.CallerHungUp) -> None:
         if self._call.ending:
             return  # our own hangup (end_call, transfer) comes back from the leg too: keep our reason
-        self._playout.flush()
+        self._audio.playout.flush()
         if e.bound:  # the bridge ended a call whose caller went quiet or stopped refreshing: say which bound
             self._call.end(e.bound, ev.EndedBy.LIMIT)
         elif e.local:  # the bridge hung up with nothing of the call's own asking: its worker closed
@@ -211,8 +173,8 @@ class Reactions:
             self._call.end(f"caller hung up ({e.reason})" if e.reason else "caller hung up", ev.EndedBy.CALLER)
 
     def on_error(self, e: ev.ErrorEvent) -> None:
-        self._barge_in.refused(e)
+        self._audio.barge_in.refused(e)
         # response_cancel_not_active is expected: the reply was often fully generated before the barge-in.
         if e.code != "response_cancel_not_active":
-            self._report.errors.append({"class": str(e.error_class), "code": e.code, "message": e.message})
+            self._call.report.errors.append({"class": str(e.error_class), "code": e.code, "message": e.message})
         self._call.emit(ev.ServiceError(e.code, e.error_class, e.message))

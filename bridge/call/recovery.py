@@ -23,6 +23,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from bridge import events as ev
@@ -78,6 +79,19 @@ def answer_instructions(greeting_owed: str | None, cut: bool, turn_lost: bool, a
     return AFTER_HOLD if after_hold else ANSWER_AFTER_ROLLOVER
 
 
+@dataclass(frozen=True, slots=True)
+class Reconnects:
+    """How a call reconnects: the backoff (``retry``, jittered by ``rng``), the credential it invalidates when the
+    service refuses one (a fresh one next), how many lost sessions a call survives, and how long an outage may last
+    (``hold_s``: no attempt starts after it)."""
+
+    retry: RetryPolicy
+    rng: random.Random
+    credentials: CredentialSource | None = None
+    max_reconnects: int = 20
+    hold_s: float = math.inf
+
+
 class Recovery(Generic[C]):
     """Opens a new session for a call with the retry policy (see the module doc). ``open_session`` opens and
     configures one (raising :class:`~bridge.errors.ConnectError`); ``reconnects`` counts the successes."""
@@ -86,24 +100,14 @@ class Recovery(Generic[C]):
         self,
         open_session: Callable[[], Awaitable[C]],
         emit: Callable[[ev.Report], None],
+        policy: Reconnects,
         *,
-        retry: RetryPolicy,
-        rng: random.Random,
-        credentials: CredentialSource | None = None,
-        max_reconnects: int = 20,
-        hold_s: float = math.inf,
         clock: Callable[[], float] = time.monotonic,
         gone: Callable[[], bool] = lambda: False,
     ) -> None:
-        self._open = open_session
-        self._emit = emit
-        self.retry = retry
-        self._rng = rng
-        self.credentials = credentials  # invalidated when the service refuses the credential (fresh one next)
-        self.max_reconnects = max_reconnects  # sessions lost per call before the call is given up
+        self._open, self._emit, self._clock = open_session, emit, clock
+        self.policy = policy
         self.reconnects = 0
-        self.hold_s = hold_s  # an outage longer than this is given up (no attempt starts after it)
-        self._clock = clock
         self._gone = gone  # the caller left: stop reconnecting
         self._answer_owed = False  # the lost session's phase said a committed turn awaited its answer
         self._after_hold = False  # nothing was owed, but the caller heard the hold message: speak to them again
@@ -129,17 +133,18 @@ class Recovery(Generic[C]):
     async def reconnect(self, error_class: ev.ErrorClass | None, retryable: bool, refused: str | None) -> C | None:
         """A new session, or None (reported: the call should fail over, unless the caller left). ``refused``: the
         lost session's credential fingerprint, invalidated if the policy asks for a fresh credential."""
-        if self.reconnects >= self.max_reconnects:
+        policy = self.policy
+        if self.reconnects >= policy.max_reconnects:
             self._emit(ev.RecoveryFailed(self.reconnects))
             return None
         cls = error_class or ev.ErrorClass.NETWORK
-        until = self._clock() + self.hold_s
-        for attempt, delay in enumerate(delays(self.retry, self._rng)):
-            step = next_step(cls, retryable, attempt, self.retry)
+        until = self._clock() + policy.hold_s
+        for attempt, delay in enumerate(delays(policy.retry, policy.rng)):
+            step = next_step(cls, retryable, attempt, policy.retry)
             if step is Step.GIVE_UP:
                 break
-            if step is Step.REFRESH and self.credentials is not None:
-                self.credentials.invalidate(refused)
+            if step is Step.REFRESH and policy.credentials is not None:
+                policy.credentials.invalidate(refused)
             if attempt:
                 if self._clock() + delay > until:
                     break  # the outage outlasted hold_s

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,19 +39,20 @@ from bridge.call.leg import PhoneLeg
 from bridge.call.limit import CallLimit
 from bridge.call.link import Link, open_session
 from bridge.call.media import choose_media_path
+from bridge.call.options import CallOptions, Listener
 from bridge.call.orchestration import Orchestration
 from bridge.call.outage import HOLD_WAV, OUTAGE_RETRY, OutageAudio
+from bridge.call.parts import Audio, CallParts, Sessions, Talk
 from bridge.call.perform import beat, perform
 from bridge.call.playback import Playback
 from bridge.call.privacy import KeyMask, mask_number, redact_spoken_digits
 from bridge.call.reactions import Reactions
-from bridge.call.recovery import Recovery
+from bridge.call.recovery import Reconnects, Recovery
 from bridge.call.report import CallReport, silence_watch
-from bridge.call.retry import RetryPolicy
 from bridge.call.rollover import Rollover
 from bridge.call.state import Phase, PhaseMachine
 from bridge.call.supervision import Supervision
-from bridge.call.toolcalls import ToolCalls
+from bridge.call.toolcalls import Handover, ToolCalls
 from bridge.call.transcripts import Transcripts
 from bridge.call.turns import CallerVoice, TurnBuilder
 from bridge.call.usage import UsageMeter
@@ -60,21 +60,19 @@ from bridge.call.waiting import dead_air, turn_hold
 from bridge.call.warm import WarmTransfer
 from bridge.dialplan import Dialplan
 from bridge.errors import ConnectError, ModelRefused
-from bridge.orchestrator.client import Ask, OrchestratorClient
+from bridge.orchestrator.client import OrchestratorClient
 from bridge.realtime.client import RealtimeClient
-from bridge.realtime.credentials import CredentialSource
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.dialects.base import Capabilities
 from bridge.realtime.profile import AgentProfile
 from bridge.runtime.metronome import Metronome
 from bridge.tools.runner import business_tools
 
-__all__ = ["CallReport", "CallSession", "Connector", "Inbox", "Listener"]
+__all__ = ["CallOptions", "CallReport", "CallSession", "Connector", "Inbox", "Listener"]
 
 log = logging.getLogger("bridge.call")
 
 Connector = Callable[[], Awaitable[RealtimeClient]]
-Listener = Callable[[ev.Report], None]
 
 TICK_S = 0.02
 # An orchestrated call on such a dialect: the agent never speaks first to close the caller's turn, so it ends after
@@ -84,46 +82,20 @@ ORCHESTRATED_TURN_SILENCE_S = 0.8
 
 class CallSession:
     def __init__(
-        self,
-        leg: PhoneLeg,
-        plan: Dialplan,
-        dialect: Dialect,
-        connect: Connector,
-        *,
-        listeners: list[Listener] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        max_reconnects: int = 20,
-        max_session_s: float | None = None,
-        credentials: CredentialSource | None = None,
-        retry: RetryPolicy | None = None,
-        rng: random.Random | None = None,
-        metronome: Metronome | None = None,
-        model_down: bool = False,
-        reject_when_down: bool = False,
-        on_connect: Callable[[ConnectError | None], None] | None = None,
-        orchestrator: Ask | None = None,
-        variant: str | None = None,
-        profile: Callable[[], AgentProfile] | None = None,
-        on_refused: Callable[[ModelRefused], Awaitable[bool]] | None = None,
+        self, leg: PhoneLeg, plan: Dialplan, dialect: Dialect, connect: Connector, options: CallOptions | None = None
     ) -> None:
+        options = options or CallOptions()
         self.leg = leg
-        # The 20 ms tick: a worker passes its loop's shared metronome (one wake-up for all its calls, on the
-        # media clock); alone (replay, tests) a session keeps its own, started at the answer.
-        self._metronome = metronome
         self.plan = plan
-        # the profile each new session opens with: the plan's, or the caller's (a variant's, which follows a
-        # fallback to another model and voice)
-        self._plan_profile = profile or (lambda: self.plan.profile)
         self.dialect = dialect
-        self._model_down = model_down  # the worker's breaker is open: no attempt before the answer, hold at once
-        self._reject_when_down = reject_when_down  # no model at the answer: 503 (a front tries another node)
-        self._on_connect = on_connect or (lambda exc: None)  # each open's outcome (the worker's breaker)
-        self._on_refused = on_refused  # the service refused the model: True if the connector moved to another one
+        self._options = options  # the worker's breaker, beat, orchestrator and reconnect policy (CallOptions)
+        self._plan_profile = options.profile or (lambda: self.plan.profile)  # each new session's profile
+        self._on_connect = options.on_connect or (lambda exc: None)  # each open's outcome (the worker's breaker)
         self._connect = connect
-        self.clock = clock
+        self.clock = clock = options.clock
         self._t0 = clock()
         self.report = CallReport(call_id=leg.call_id, dialect=dialect.name, dialplan=plan.name)
-        self.listeners = [*(listeners or []), silence_watch(self.report, self.emit)]  # LongestSilence, as it grows
+        self.listeners = [*options.listeners, silence_watch(self.report, self.emit)]  # LongestSilence, as it grows
         self.phase = CallFlow(
             PhaseMachine(leg.call_id, on_change=self._phase_changed, clock=clock), lambda a, why: perform(self, a, why)
         )
@@ -137,28 +109,33 @@ class CallSession:
         # the current Realtime session and the caller's audio
         self.link = Link(self.media.uplink, self.latency, clock, continuous=self.media.paced_uplink)
         self._build_collaborators(plan, dialect.capabilities)
+        retry, rng = options.retry or OUTAGE_RETRY, options.rng or random.Random()
+        reconnects = Reconnects(retry, rng, options.credentials, options.max_reconnects, plan.outage.hold_s)
+        gone = leg.disconnected.is_set
+        self.recovery: Recovery[RealtimeClient] = Recovery(
+            self._open_session, self.emit, reconnects, clock=clock, gone=gone
+        )
+        self.rollover: Rollover[RealtimeClient] = Rollover(
+            options.max_session_s,
+            self._open_session,
+            self.emit,
+            summary=self._rollover_summary,
+            clock=clock,
+            name=leg.call_id,
+        )
+        audio = Audio(self.link, self.playout, self.playback, self.barge_in, self.latency)
+        talk = Talk(self.transcripts, self.turns, self.tools, self.usage, self._keys, self.turn_hold)
+        sessions = Sessions(self.inbox, self.recovery, self.rollover, self.outage)
+        self.parts = CallParts(self, leg, plan, self.phase, self.limit, audio, talk, sessions)
         self._own_orchestrator: OrchestratorClient | None = None
         self.orchestration: Orchestration | None = None
         if plan.orchestrator is not None:  # the contact center's service decides what is said
-            if orchestrator is None:
+            ask = options.orchestrator
+            if ask is None:
                 self._own_orchestrator = OrchestratorClient()
-                orchestrator = self._own_orchestrator.ask
-            self.orchestration = Orchestration(
-                self, plan.orchestrator, orchestrator, variant or dialect.name, leg=leg, plan=plan,
-                dialect=dialect.name, phase=self.phase, link=self.link, inbox=self.inbox, playback=self.playback,
-                tools=self.tools, outage=self.outage, latency=self.latency, report=self.report, clock=clock,
-                continuous=self.continuous,
-            )  # fmt: skip
+                ask = self._own_orchestrator.ask
+            self.orchestration = Orchestration(self.parts, plan.orchestrator, ask, options.variant or dialect.name)
             self.transcripts.on_final = self.orchestration.said
-        self.recovery: Recovery[RealtimeClient] = Recovery(
-            self._open_session, self.emit, retry=retry or OUTAGE_RETRY, rng=rng or random.Random(),
-            credentials=credentials, max_reconnects=max_reconnects, hold_s=plan.outage.hold_s, clock=clock,
-            gone=leg.disconnected.is_set,
-        )  # fmt: skip
-        self.rollover: Rollover[RealtimeClient] = Rollover(
-            max_session_s, self._open_session, self.emit, summary=lambda: self.changes.summary(True), clock=clock,
-            name=leg.call_id,
-        )  # fmt: skip
         self._wire()
         self._outcome: ev.CallOutcome | None = None  # set as the call ends (report.end_reason says why)
         self._waiting = False  # the run loop is parked on an empty inbox
@@ -177,13 +154,19 @@ class CallSession:
         business = business_tools(plan)
         if business is not None:  # MCP tools: listed before the first session opens, offered with the profile
             self._connect, self._plan_profile = business.wrap(self._connect, self._plan_profile)
+        warm = plan.transfer is not None and plan.transfer.mode == "warm"
+        waiting = dead_air(plan, self.playout, self.link, self.emit, self.clock, self.playback.responding)
+        handover = Handover(self._warm_transfer if warm else None, plan.outage.hold_audio or str(HOLD_WAV))
         self.tools = ToolCalls(
-            plan, self.leg, self.link.send, self.emit, self.report, end=self.end, clock=self.clock,
-            grouped=self.continuous, business=business, responding=self.playback.responding,
-            waiting=dead_air(plan, self.playout, self.link, self.emit, self.clock, self.playback.responding),
-            transfer=self._warm_transfer if plan.transfer is not None and plan.transfer.mode == "warm" else None,
-            hold_wav=plan.outage.hold_audio or str(HOLD_WAV),
-        )  # fmt: skip
+            plan,
+            self.leg,
+            self,
+            self.playback,
+            send=self.link.send,
+            business=business,
+            waiting=waiting,
+            handover=handover,
+        )
         self.turn_hold = turn_hold(
             plan, self.playout, self.emit, self.clock, self._may_hold, continuous=self.continuous,
             silence=self.report.turn_silence_ms.append,
@@ -222,21 +205,13 @@ class CallSession:
             cut=lambda why: self.barge_in.cut(why) if self.playback.busy else None,
         )  # fmt: skip
 
+    def _rollover_summary(self) -> str:
+        return self.changes.summary(True)
+
     def _wire(self) -> None:
         """What changes the call's model session, what reacts to events, and the table of both."""
-        self.changes = SessionChanges(
-            self, leg=self.leg, plan=self.plan, phase=self.phase, link=self.link, inbox=self.inbox,
-            playback=self.playback, tools=self.tools, transcripts=self.transcripts, turns=self.turns,
-            latency=self.latency, outage=self.outage, recovery=self.recovery, rollover=self.rollover,
-            report=self.report, orchestration=self.orchestration, clock=self.clock,
-        )  # fmt: skip
-        self._reactions = reactions = Reactions(
-            self, phase=self.phase, link=self.link, playback=self.playback, playout=self.playout,
-            barge_in=self.barge_in, tools=self.tools, transcripts=self.transcripts, turns=self.turns,
-            latency=self.latency, usage=self.usage, report=self.report, orchestration=self.orchestration,
-            continuous=self.continuous, keys=self._keys,
-            keys_to_model=self.plan.privacy.dtmf_to_model, hold=self.turn_hold,
-        )  # fmt: skip
+        self.changes = SessionChanges(self.parts, self.orchestration)
+        self._reactions = reactions = Reactions(self.parts, self.orchestration)
         orchestration = self.orchestration
         self._handlers = (
             reactions.handlers()
@@ -291,7 +266,8 @@ class CallSession:
                 client = await open_session(self._connect, self._profile, self._handlers, history)
             except ModelRefused as exc:  # no outage: the connector may move to a model the service takes, at once
                 self._on_connect(exc)
-                if self._on_refused is not None and await self._on_refused(exc):
+                on_refused = self._options.on_refused  # True: the connector moved to another model
+                if on_refused is not None and await on_refused(exc):
                     continue
                 raise
             except ConnectError as exc:
@@ -330,7 +306,7 @@ class CallSession:
             # with the guard on, only where the guard can hear the frames there too; else they stay on the loop
             self.link.offload = offload if offload is None or self.echo is None or self.echo.on_clock(offload) else None
         leg_pump = asyncio.create_task(self._pump_leg(), name=f"leg-{self.leg.call_id}")
-        metronome = self._metronome or Metronome(asyncio.get_running_loop(), TICK_S)
+        metronome = self._options.metronome or Metronome(asyncio.get_running_loop(), TICK_S)
         stop_ticking = metronome.add(lambda: beat(self))
         try:
             if self.client is None:
@@ -356,7 +332,7 @@ class CallSession:
         and the worker rejects such calls (503: a front tries another node); the call is over."""
         t_connect = self.clock()
         try:
-            if self._model_down:
+            if self._options.model_down:
                 raise ConnectError(ev.ErrorClass.NETWORK, "the worker's circuit breaker is open", retryable=True)
             self.link.swap(await asyncio.wait_for(self._open_session(), self.plan.answer_timeout_s))
             self.latency.sample("session_setup", (self.clock() - t_connect) * 1000)
@@ -364,7 +340,7 @@ class CallSession:
             cls = exc.error_class if isinstance(exc, ConnectError) else ev.ErrorClass.NETWORK
             self.emit(ev.RealtimeUnavailable(str(exc) or "timeout", cls))
             self.report.errors.append({"class": "network", "code": "connect", "message": str(exc) or "timeout"})
-            if self._reject_when_down:
+            if self._options.reject_when_down:
                 self.leg.reject(503, "Service Unavailable", retry_after=int(self.plan.outage.hold_s))
                 self.end("realtime unavailable: rejected (503)", ev.EndedBy.FAULT, ev.CallOutcome.FAILED)
                 self.phase.fire(Trigger.FINISHED, self.report.end_reason)

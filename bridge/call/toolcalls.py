@@ -27,13 +27,15 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bridge import events as ev
+from bridge.call.acts import CallActs
 from bridge.call.builtin_tools import ToolResult, run_tool
 from bridge.call.leg import Holder, PhoneLeg, holder
+from bridge.call.playback import Playback
 from bridge.call.privacy import SENSITIVE, mask_json, mask_value
-from bridge.call.report import CallReport
 from bridge.call.waiting import DeadAir
 from bridge.dialplan import Dialplan
 from bridge.tools.spec import ToolOutcome
@@ -60,27 +62,34 @@ class Business(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """How a decided transfer goes: the plan's warm transfer (:mod:`bridge.call.warm`, which holds the caller
+    itself) instead of the REFER, and what a blind transfer's caller hears once its announcement was interrupted."""
+
+    warm: Callable[[str], None] | None = None
+    hold_wav: str | None = None
+
+
 class ToolCalls:
     def __init__(
         self,
         plan: Dialplan,
         leg: PhoneLeg,
-        send: Callable[[ev.Command], None],
-        emit: Callable[[ev.Report], None],
-        report: CallReport,
+        call: CallActs,
+        playback: Playback,
         *,
-        end: Callable[[str, ev.EndedBy, ev.CallOutcome], None],
-        clock: Callable[[], float],
-        grouped: bool = False,
+        send: Callable[[ev.Command], None],
         business: Business | None = None,
         waiting: DeadAir | None = None,
-        responding: Callable[[], bool] = lambda: False,
-        transfer: Callable[[str], None] | None = None,
-        hold_wav: str | None = None,
+        handover: Handover = Handover(),
     ) -> None:
-        self._grouped = grouped
-        self._warm = transfer  # a warm transfer (bridge.call.warm) instead of the REFER
-        self._hold_wav = hold_wav  # what a blind transfer's caller hears once the announcement was interrupted
+        self._plan, self._leg, self._send = plan, leg, send
+        self._emit, self._end, self._report, self._clock = call.emit, call.end, call.report, call.clock
+        self._grouped = playback.continuous
+        self._responding = playback.responding  # a response is under way: an output that asks for one waits
+        self._warm = handover.warm
+        self._hold_wav = handover.hold_wav
         self._on_hold: tuple[Holder, float] | None = None  # a blind transfer holds the caller (since)
         self.business = business
         self.running: dict[str, tuple[str, float]] = {}  # call_id -> (tool name, started at): business tools
@@ -88,17 +97,9 @@ class ToolCalls:
         self._waiting: dict[str, int] = {}  # grouped: a response's business tools still running
         self._done: set[str] = set()  # grouped: responses done while their tools still run
         self.waiting = waiting  # the filler and soft hold while business tools run
-        self._responding = responding  # a response is under way: an output that asks for one waits for its end
         self._ready: list[ev.FunctionOutput] = []
         self._held: dict[str, list[ev.FunctionOutput]] = {}  # grouped: a response's outputs, until it is done
-        self._plan = plan
         self._visible = plan.privacy.dtmf_visible_digits  # tool arguments and outputs are stored masked as keys are
-        self._leg = leg
-        self._send = send
-        self._emit = emit
-        self._report = report
-        self._end = end  # (reason, who ended it, outcome): the call is over
-        self._clock = clock
         self.pending: ToolResult | None = None  # the action waiting for the agent's line
         self._since = 0.0
         self._line_requested = False  # the line was asked for and has not started yet
@@ -152,8 +153,8 @@ class ToolCalls:
             {"name": e.name, "arguments": _parsed(shown), "output": _parsed(output_shown),
              "outcome": outcome.error or "ok", "latency_ms": latency_ms, "longest_silence_ms": silence_ms}
         )  # fmt: skip
-        self._emit(ev.ToolFinished(e.name, e.call_id, shown, output_shown, outcome.error or "ok", latency_ms,
-                                   silence_ms))  # fmt: skip
+        self._emit(ev.ToolFinished(e.name, e.call_id, shown, output_shown, ev.ToolCallOutcome(outcome.error or "ok"),
+                                   latency_ms, silence_ms))  # fmt: skip
         output = ev.FunctionOutput(call_id=e.call_id, output=outcome.output)
         if not self._grouped:
             self._ready.append(output)

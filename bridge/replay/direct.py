@@ -36,7 +36,7 @@ from bridge.audio import level
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, FrameSink, FrameSource, StreamKernel
 from bridge.audio.line import EchoingLine, LineEcho
 from bridge.call.leg import PhoneLeg
-from bridge.call.session import CallSession, Listener
+from bridge.call.session import CallOptions, CallSession, Listener
 from bridge.dialplan import Dialplan
 from bridge.emulator.annotations import Annotations
 from bridge.emulator.faults import Settings as EmulatorSettings
@@ -550,10 +550,9 @@ async def replay_call(
         phone = _recording(phone, listeners, plan, opts.record_dir / f"{script.name}-{name}", dialect, clock)
     # an orchestrated plan: the script's answers, served in order (bridge/replay/orchestrator.py)
     orchestrator = ScriptedOrchestrator(script.model.orchestrator.answers) if script.model.orchestrator else None
-    session = CallSession(
-        phone, plan, bridge_dialect, connector, listeners=listeners, clock=clock,
-        orchestrator=orchestrator.ask if orchestrator is not None else None, variant=variant or None,
-    )  # fmt: skip
+    ask = orchestrator.ask if orchestrator is not None else None
+    call = CallOptions(listeners=listeners, clock=clock, orchestrator=ask, variant=variant or None)
+    session = CallSession(phone, plan, bridge_dialect, connector, call)
     model = plan.profile.model or DIALECTS[dialect].default_model
     run = DialectRun(script.name, dialect, variant, model, via="direct", target=opts.target)
     try:

@@ -24,7 +24,7 @@ from bridge import metrics
 from bridge.call.leg import PhoneLeg
 from bridge.call.privacy import mask_number
 from bridge.call.report import CallReport
-from bridge.call.session import CallSession, Listener
+from bridge.call.session import CallOptions, CallSession, Listener
 from bridge.call.takeover import TakeOverLeg
 from bridge.call.tap import ListenTap
 from bridge.config import WILDCARD_HOSTS, Settings, secret_variables
@@ -400,17 +400,19 @@ class Worker:
             plan.model_copy(update={"profile": vc.profile(), "greeting": consent_greeting(plan)}),
             dialect,
             vc.connect,
-            listeners=listeners,
-            max_session_s=settings.realtime_max_session_s or dialect.capabilities.session_cap_s,
-            credentials=vc.credentials,  # follows a fallback to the variant's fallback model
-            metronome=metronome_for(),  # one 20 ms beat for every call of the worker, on the media clock
-            model_down=self.breaker.open,
-            reject_when_down=settings.reject_when_model_down,
-            on_connect=self._connected,
-            orchestrator=self.orchestrator.ask,
-            variant=vc.decision.variant,
-            profile=vc.profile,  # a fallback changes its model and voice (session.update with the fallback's voice)
-            on_refused=vc.refused,  # the service refuses the model: on to the next healthy variant at once
+            CallOptions(
+                listeners=listeners,
+                max_session_s=settings.realtime_max_session_s or dialect.capabilities.session_cap_s,
+                credentials=vc.credentials,  # follows a fallback to the variant's fallback model
+                metronome=metronome_for(),  # one 20 ms beat for every call of the worker, on the media clock
+                model_down=self.breaker.open,
+                reject_when_down=settings.reject_when_model_down,
+                on_connect=self._connected,
+                orchestrator=self.orchestrator.ask,
+                variant=vc.decision.variant,
+                profile=vc.profile,  # a fallback changes its model and voice (session.update with the fallback's voice)
+                on_refused=vc.refused,  # the service refuses the model: on to the next healthy variant at once
+            ),
         )
 
     async def _finish(

@@ -14,7 +14,7 @@ import pytest
 from fakes.leg import FakeLeg, wait_until
 
 from bridge import events as ev
-from bridge.call.session import CallReport, CallSession, Connector
+from bridge.call.session import CallOptions, CallReport, CallSession, Connector
 from bridge.dialplan import Dialplan
 from bridge.emulator import EmulatorServer
 from bridge.emulator.session import SessionRecord
@@ -133,7 +133,7 @@ async def test_session_cap_rolls_over_without_a_gap(emulator: EmulatorServer, di
     # comes before the cap (at 4 s, a margin of 1.2 s, the cap could come first by the turns' phase alone).
     _, connect = connector(emulator, dialect, ["speed=4&session_max_s=6"])
     leg = FakeLeg("rollover")
-    session = CallSession(leg, PLAN, dialect, connect, max_session_s=6.0)
+    session = CallSession(leg, PLAN, dialect, connect, CallOptions(max_session_s=6.0))
     report = await converse(session, leg, turns=4)
     assert report.rollovers >= 1, report.timeline
     assert report.reconnects == 0 and "RECOVERING" not in report.phases  # handed over before the cap, no loss
@@ -149,7 +149,7 @@ async def test_a_cap_that_cuts_an_answer_hands_it_to_the_ready_session(emulator:
     emulator.queue_next(count=4, annotations={"greeting": {"text": "A long welcome.", "duration_ms": 6000}})
     _, connect = connector(emulator, GA, ["speed=1&session_max_s=2"])
     leg = FakeLeg("cap-cut")
-    session = CallSession(leg, PLAN, GA, connect, max_session_s=2.0)
+    session = CallSession(leg, PLAN, GA, connect, CallOptions(max_session_s=2.0))
     task = asyncio.create_task(session.run())
     await wait_until(lambda: session.report.rollovers >= 1, 10, "the rollover")
     await wait_until(lambda: _count(session, "response_started") >= 2, 5, "the resumed answer")
@@ -179,7 +179,7 @@ async def test_an_expired_credential_at_reconnect_is_reissued_and_the_call_goes_
             return client
 
         leg = FakeLeg("expiry")
-        session = CallSession(leg, PLAN, GA, connect, credentials=source)
+        session = CallSession(leg, PLAN, GA, connect, CallOptions(credentials=source))
         report = await converse(session, leg, turns=2)
     assert source.invalidations >= 1 and source.issued >= 2, source.stats()
     refused = [e for e in report.timeline if e[1] == "reconnect_failed"]
@@ -204,7 +204,11 @@ async def test_a_rollover_keeps_the_transcripts_the_old_session_still_owes(
     leg = FakeLeg("late-transcripts")
     heard: list[str] = []
     session = CallSession(
-        leg, PLAN, dialect, connect, max_session_s=6.0, listeners=[lambda r: _caller_transcript_ids(r, heard)]
+        leg,
+        PLAN,
+        dialect,
+        connect,
+        CallOptions(max_session_s=6.0, listeners=[lambda r: _caller_transcript_ids(r, heard)]),
     )
     # the caller stays on until every turn's transcript is in (one owed at the hang-up is another case)
     report = await converse(session, leg, turns=4, before_hangup=lambda: len(heard) >= 4)
@@ -227,7 +231,7 @@ async def test_a_cap_right_after_the_callers_turn_asks_them_to_repeat_it(emulato
     _, connect = connector(emulator, GA, [slow, "speed=4"])
     leg = FakeLeg("cap-after-turn")
     plan = Dialplan(name="support", match=("100",), dialect="ga")  # no greeting: the caller speaks first
-    session = CallSession(leg, plan, GA, connect, max_session_s=2.5)
+    session = CallSession(leg, plan, GA, connect, CallOptions(max_session_s=2.5))
     task = asyncio.create_task(session.run())
     await wait_until(lambda: session.report.answered, what="answer")
     leg.say(0.6)

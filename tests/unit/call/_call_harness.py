@@ -37,7 +37,7 @@ from bridge import events as ev
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, FrameSink, FrameSource, StreamKernel
 from bridge.audio.wav import read_wav
 from bridge.call.retry import RetryPolicy
-from bridge.call.session import CallReport, CallSession
+from bridge.call.session import CallOptions, CallReport, CallSession
 from bridge.dialplan import BUILTIN_TOOLS, Dialplan
 from bridge.emulator.annotations import Annotations
 from bridge.emulator.faults import Settings
@@ -515,11 +515,7 @@ def run_call(
         trace = Trace(loop.time)
         phone = Phone(trace, loop.time)
         service = Service(dialect, trace, loop.time, settings, annotations)
-        session = CallSession(
-            phone,
-            dialplan or plan(),
-            dialect,
-            service.connect,
+        options = CallOptions(
             clock=loop.time,
             max_reconnects=max_reconnects,
             max_session_s=max_session_s,
@@ -527,6 +523,7 @@ def run_call(
             rng=random.Random(7),
             **(session_options or {}),
         )
+        session = CallSession(phone, dialplan or plan(), dialect, service.connect, options)
         task = asyncio.create_task(session.run(), name="call-session")
         call = Call(phone, service, trace, loop.time, task, session)
         try:

@@ -3,6 +3,8 @@ waiting action, and the caller turns a lost session took along."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ from bridge.call.latency import LatencyMeter
 from bridge.call.outage import HOLD_ITEM
 from bridge.call.playback import Playback
 from bridge.call.report import CallReport
-from bridge.call.toolcalls import LINE_TIMEOUT_S, TRANSFER_GOES_AHEAD, ToolCalls
+from bridge.call.toolcalls import LINE_TIMEOUT_S, TRANSFER_GOES_AHEAD, Handover, ToolCalls
 from bridge.call.transcripts import Transcripts
 from bridge.call.waiting import WAIT_HOLD_ITEM
 from bridge.dialplan import Dialplan
@@ -151,6 +153,11 @@ class Leg:
 
 
 class Desk:
+    """The call's acts as the tools see them (:class:`~bridge.call.acts.CallActs`), and their tools."""
+
+    ending = False
+    service_interrupts = False
+
     def __init__(self, warm: bool = False) -> None:
         self.clock, self.leg = Clock(), Leg()
         self.warm: list[str] = []  # the warm transfers started
@@ -158,11 +165,23 @@ class Desk:
         self.reports: list[ev.Report] = []
         self.ended: list[tuple[str, str]] = []
         self.report = CallReport("c1", "ga", "support")
-        self.tools = ToolCalls(
-            PLAN, self.leg, self.sent.append, self.reports.append, self.report,  # type: ignore[arg-type]  # the two methods used
-            end=lambda reason, _by, outcome: self.ended.append((reason, outcome)), clock=self.clock,
-            transfer=self.warm.append if warm else None, hold_wav="hold.wav",
-        )  # fmt: skip
+        latency = LatencyMeter(self.report, self.reports.append, self.clock)
+        playback = Playback(PlayoutBuffer(clock=self.clock), PassthroughDownlink("ulaw"), latency, self.clock)
+        handover = Handover(self.warm.append if warm else None, "hold.wav")
+        leg: Any = self.leg  # the two methods used
+        self.tools = ToolCalls(PLAN, leg, self, playback, send=self.sent.append, handover=handover)
+
+    def emit(self, report: ev.Report) -> None:
+        self.reports.append(report)
+
+    def end(self, reason: str, by: ev.EndedBy, outcome: ev.CallOutcome = ev.CallOutcome.COMPLETED) -> None:
+        self.ended.append((reason, outcome))
+
+    def interrupt(self, why: str, agent_busy: bool, *, service_cancelled: bool = False) -> None:
+        raise AssertionError("the tools never interrupt the call")
+
+    def start_pump(self) -> None:
+        raise AssertionError("the tools never open a session")
 
 
 def test_a_transfer_waits_for_its_line_to_start_and_play_out() -> None:

@@ -17,6 +17,7 @@ from bridge.call.recovery import (
     ASK_TO_REPEAT,
     OPEN_TIMEOUT_S,
     RESUME_INSTRUCTIONS,
+    Reconnects,
     Recovery,
     answer_instructions,
     summary,
@@ -67,10 +68,8 @@ def recovery(
     opener: Opener, seed: int = 7, credentials: Credentials | None = None, max_reconnects: int = 20
 ) -> tuple[Recovery[str], list[ev.Report]]:
     reports: list[ev.Report] = []
-    rec = Recovery(
-        opener, reports.append, retry=RetryPolicy(), rng=random.Random(seed), credentials=credentials,
-        max_reconnects=max_reconnects,
-    )  # fmt: skip
+    policy = Reconnects(RetryPolicy(), random.Random(seed), credentials, max_reconnects)
+    rec = Recovery(opener, reports.append, policy)
     return rec, reports
 
 
