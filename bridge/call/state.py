@@ -12,8 +12,9 @@
     any phase ──► ENDED
 
 These are the moves that are legal at all; an illegal one is a bug in the call session (:class:`IllegalTransition`
-is raised). Which trigger makes which move, and what the session does on it, is the table of
-:mod:`bridge.call.flow`, whose driver is the only caller of :meth:`PhaseMachine.set` (drawn in ``docs/call.md``).
+is raised). Which trigger makes which move, and what the session does on it, is the table of :mod:`bridge.call.core`
+(beside the phase: the call's modes); :class:`bridge.call.flow.CallFlow` carries its moves out and is the only caller
+of :meth:`PhaseMachine.set` (drawn in ``docs/call.md``).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class PhaseMachine:
         self.phase = Phase.IDLE
         self.history: list[tuple[float, Phase, str]] = [(clock(), Phase.IDLE, "start")]
         self._on_change = on_change
-        self._clock = clock
+        self.clock = clock
 
     def set(self, new: Phase, why: str) -> None:
         old = self.phase
@@ -74,7 +75,7 @@ class PhaseMachine:
         if new not in TRANSITIONS[old]:
             raise IllegalTransition(f"call {self.call_id}: {old} -> {new} ({why}) is not a legal transition")
         self.phase = new
-        self.history.append((self._clock(), new, why))
+        self.history.append((self.clock(), new, why))
         log.info("call %s: %s -> %s (%s)", self.call_id, old, new, why)
         if self._on_change is not None:
             self._on_change(old, new, why)

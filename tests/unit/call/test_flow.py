@@ -1,5 +1,5 @@
-"""The call's table (bridge.call.flow): how a move runs, that every move is legal, that it is the only place a
-phase changes, and that docs/call.md shows the current table."""
+"""The call's table as the session drives it (bridge.call.flow): how a move runs, that every move is legal, that
+it is the only place a phase changes, who carries out a mode's actions, and that docs/call.md shows the table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bridge.call import flow
-from bridge.call.flow import TABLE, Action, CallFlow, Trigger
+from bridge.call.core import Transfer, TransferAction
+from bridge.call.flow import TABLE, CallFlow, Trigger
 from bridge.call.state import IllegalTransition, Phase, PhaseMachine
 
 REPO = Path(__file__).resolve().parents[3]
@@ -94,13 +95,21 @@ def test_a_trigger_with_no_row_leaves_a_live_phase_alone_and_is_a_bug_after_the_
         call.fire(Trigger.PLAYED_OUT)
 
 
-def test_every_move_is_a_legal_transition_and_every_trigger_and_action_is_used() -> None:
+def test_every_move_is_a_legal_transition_and_every_follow_up_has_a_row() -> None:
     flow.check()
-    assert {trigger for _, trigger in TABLE} == set(Trigger)
-    assert {action for move in TABLE.values() for action in move.actions} == set(Action)
-    for (phase, trigger), move in TABLE.items():
-        assert phase is not Phase.ENDED
-        assert move.then is None or (move.to, move.then) in TABLE, (phase, trigger)  # a follow-up has a row
+    for (state, trigger), move in TABLE.items():
+        assert move.then is None or (move.to or state, move.then) in TABLE, (state, trigger)
+
+
+def test_a_modes_actions_go_to_the_part_that_carries_them_and_its_changes_to_its_watcher() -> None:
+    log: list[object] = []
+    call = CallFlow(PhaseMachine("c1"), lambda action, why: log.append(action))
+    call.carry(TransferAction, lambda do: log.append(do.action))
+    call.watch(Transfer, lambda enter: log.append(enter.new))
+    call.fire(Trigger.READY)
+    call.fire(Trigger.WARM_TRANSFER)
+    assert log == [Transfer.HOLDING, TransferAction.HOLD_AND_DIAL]  # the change first: DIAL is its follow-up
+    assert call.core.transfer is Transfer.HOLDING and call.phase is Phase.LISTENING
 
 
 def test_the_table_driver_is_the_only_caller_of_the_phase_setter() -> None:
@@ -119,9 +128,9 @@ def test_docs_call_md_shows_the_current_table() -> None:
     assert flow.rewrite(text) == text, "docs/call.md is stale: run `python -m bridge.call.flow --write docs/call.md`"
 
 
-def test_the_diagram_draws_every_phase_change() -> None:
-    diagram = flow.mermaid()
+def test_the_diagrams_draw_every_change_on_every_axis() -> None:
     for (src, trigger), move in TABLE.items():
-        if move.to is not None and trigger is not Trigger.FINISHED:
-            edge = next(line for line in diagram.splitlines() if line.strip().startswith(f"{src} --> {move.to}:"))
+        if move.to is not None and move.to is not src and trigger is not Trigger.FINISHED:
+            diagram = flow.mermaid(type(src)).splitlines()
+            edge = next(line for line in diagram if line.strip().startswith(f"{src.name} --> {move.to.name}:"))
             assert trigger.name.lower() in edge
