@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import enum
 
+from bridge.runtime.failures import Failures
+
 
 class BreakerState(enum.StrEnum):
     CLOSED = "closed"
@@ -25,18 +27,23 @@ class Breaker:
         if threshold < 1:
             raise ValueError(f"threshold must be >= 1, got {threshold}")
         self.threshold = threshold
-        self.failures = 0  # consecutive
         self.state = BreakerState.CLOSED
+        self._failures = Failures(threshold)  # consecutive: no window, cleared by a success
         self._causes: set[str] = set()  # logged since the last success
 
     @property
     def open(self) -> bool:
         return self.state is BreakerState.OPEN
 
+    @property
+    def failures(self) -> int:
+        """Failed connects since the last success."""
+        return self._failures.count()
+
     def failed(self, cause: str) -> bool:
         """A connect failed; True if ``cause`` is new since the last success (log it)."""
-        self.failures += 1
-        if self.failures >= self.threshold:
+        self._failures.add()
+        if self._failures.over():
             self.state = BreakerState.OPEN
         new = cause not in self._causes
         self._causes.add(cause)
@@ -45,6 +52,7 @@ class Breaker:
     def succeeded(self) -> bool:
         """A connect succeeded; True if that closed an open breaker."""
         was_open = self.open
-        self.failures, self.state = 0, BreakerState.CLOSED
+        self._failures.clear()
+        self.state = BreakerState.CLOSED
         self._causes.clear()
         return was_open

@@ -48,6 +48,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.runtime.failures import Failures
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -413,7 +415,7 @@ class AuthLockout:
         self.lockout_s = lockout_s
         self._clock = clock
         self._max_tracked = max_tracked
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()  # address -> failure times in the window
+        self._failures = Failures(max_failures, window_s, clock=clock, max_keys=max_tracked)  # per address
         self._locked: OrderedDict[str, float] = OrderedDict()  # address -> locked until
         self.lockouts = 0  # addresses locked out so far
 
@@ -428,21 +430,18 @@ class AuthLockout:
 
     def failure(self, address: str) -> bool:
         """Count one refused credential from ``address``; True if this locks it out."""
-        now = self._clock()
-        times = [t for t in self._failures.pop(address, []) if now - t < self.window_s]
-        times.append(now)
-        if len(times) >= self.max_failures:
-            self._locked[address] = now + self.lockout_s
-            self._locked.move_to_end(address)
-            self.lockouts += 1
-            self._trim(self._locked)
-            return True
-        self._failures[address] = times
-        self._trim(self._failures)
-        return False
+        now = self._failures.add(address)
+        if not self._failures.over(address):
+            return False
+        self._failures.clear(address)
+        self._locked[address] = now + self.lockout_s
+        self._locked.move_to_end(address)
+        self.lockouts += 1
+        self._trim(self._locked)
+        return True
 
     def success(self, address: str) -> None:
-        self._failures.pop(address, None)
+        self._failures.clear(address)
 
     def _trim(self, table: OrderedDict[str, Any]) -> None:
         while len(table) > self._max_tracked:

@@ -35,11 +35,12 @@ import hmac
 import secrets
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from bridge.runtime.failures import Failures
 from bridge.supervisor.accounts import Role, Users, allows, hash_password, verify_password
 
 OPERATOR: Role = "admin"  # the demo's operator token
@@ -169,14 +170,15 @@ def csrf_ok(session: Session, header: str | None) -> bool:
 
 
 class FailureLimits:
-    """Failed sign-ins per key (``addr:<ip>``, ``account:<name>``) in a sliding window: past ``limit`` failures
-    within ``window_s`` the key is refused until its oldest failure leaves the window."""
+    """Failed sign-ins per key (``addr:<ip>``, ``account:<name>``) in a sliding window
+    (:class:`bridge.runtime.failures.Failures`): past ``limit`` failures within ``window_s`` the key is refused
+    until its oldest failure leaves the window."""
 
     MAX_KEYS = 10_000  # beyond it the oldest keys are forgotten (a spray of addresses cannot grow this)
 
     def __init__(self, limit: int, window_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit, self.window_s, self.clock = limit, window_s, clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._failures = Failures(limit, window_s, clock=clock, max_keys=self.MAX_KEYS)
         self._lock = threading.RLock()
 
     def attempt(self, *keys: str) -> tuple[float, float]:
@@ -193,39 +195,19 @@ class FailureLimits:
         """The attempt :meth:`attempt` counted at ``stamp`` succeeded: it is no failure."""
         with self._lock:
             for key in keys:
-                times = self._failures.get(key)
-                if times is not None and stamp in times:
-                    times.remove(stamp)
-
-    def _recent(self, key: str) -> deque[float]:
-        times = self._failures.get(key)
-        if times is None:
-            return deque()
-        cutoff = self.clock() - self.window_s
-        while times and times[0] <= cutoff:
-            times.popleft()
-        return times
+                self._failures.withdraw(key, stamp)
 
     def retry_after(self, *keys: str) -> float:
         """Seconds until every key may try again (0: they may now)."""
-        wait = 0.0
         with self._lock:
-            for key in keys:
-                times = self._recent(key)
-                if len(times) >= self.limit:
-                    wait = max(wait, times[-self.limit] + self.window_s - self.clock())
-        return wait
+            return max((self._failures.retry_after(key) for key in keys), default=0.0)
 
     def failed(self, *keys: str) -> float:
         """Count one failure for each key; the time it was counted at."""
         with self._lock:
             now = self.clock()
             for key in keys:
-                times = self._failures.setdefault(key, self._recent(key))
-                times.append(now)
-                self._failures.move_to_end(key)
-            while len(self._failures) > self.MAX_KEYS:
-                self._failures.popitem(last=False)
+                self._failures.add(key, now)
             return now
 
 
