@@ -22,7 +22,7 @@ import pybase64
 
 from bridge.emulator.actions import Abort, Action, Close, Send, SendRaw
 from bridge.emulator.annotations import Annotations
-from bridge.emulator.faults import SERVER_ERROR, Settings, error_type
+from bridge.emulator.faults import SERVER_ERROR, Fault, Settings, error_type
 from bridge.emulator.formats import WireFormat
 from bridge.emulator.record import ELIDED, AudioSegment, SessionRecord
 from bridge.emulator.wire import EventBuilder, Ids
@@ -124,27 +124,26 @@ class SessionCore:
         return self._flush()
 
     def inject(self, kind: str, now: float, **opts: Any) -> list[Action]:
-        """A fault right now (the control API): drop, error, unknown_event, malformed_json, expire, close."""
+        """A fault right now (the control API): one of :class:`~bridge.emulator.faults.Fault`."""
         self._advance(now)
         if self.closed:
             return self._flush()
-        if kind == "drop":
+        fault = Fault.named(kind)
+        if fault is Fault.DROP:
             self.abort("injected drop", now)
-        elif kind == "error":
+        elif fault is Fault.ERROR:
             code = str(opts.get("code", "server_error"))
             message = str(opts.get("message", SERVER_ERROR))
             self.error(code, message, now, error_type=str(opts.get("type", error_type(code))))
-        elif kind == "unknown_event":
-            kind_name = str(opts.get("event_type", self.unknown_event_type))
-            self.send({"type": kind_name, "event_id": self.ids.event()}, now)
-        elif kind == "malformed_json":
+        elif fault is Fault.UNKNOWN_EVENT:
+            event_type = str(opts.get("event_type", self.unknown_event_type))
+            self.send({"type": event_type, "event_id": self.ids.event()}, now)
+        elif fault is Fault.MALFORMED_JSON:
             self.send_raw(str(opts.get("text", self._malformed_json())), now)
-        elif kind == "expire":
+        elif fault is Fault.EXPIRE:
             self._expire(now)
-        elif kind == "close":
-            self.close(int(opts.get("code", 1000)), str(opts.get("reason", "")), now)
         else:
-            raise ValueError(f"unknown fault {kind!r}")
+            self.close(int(opts.get("code", 1000)), str(opts.get("reason", "")), now)
         return self._flush()
 
     def annotate(self, obj: Any) -> None:

@@ -14,6 +14,7 @@ unknown type, bad base64). "Nth response" counts the session's responses from 1;
 from __future__ import annotations
 
 import dataclasses
+import enum
 import fnmatch
 import types
 import typing
@@ -154,5 +155,25 @@ def error_type(code: str) -> str:
 SERVER_ERROR = "The server had an error while processing your request."  # an injected error's default message
 MID_RESPONSE_ERROR = SERVER_ERROR + " Please retry your request."  # the error_mid_response fault's message
 
-# Faults the control API injects into a live session right now (POST /control/sessions/{id}/fault).
-INJECTABLE: Final = frozenset({"drop", "error", "unknown_event", "malformed_json", "expire", "close"})
+
+class Fault(enum.StrEnum):
+    """A fault the control API injects into a live session right now (POST /control/sessions/{id}/fault, its
+    ``kind``)."""
+
+    DROP = "drop"  # abort the TCP connection
+    ERROR = "error"  # an ``error`` event (code, message, type)
+    UNKNOWN_EVENT = "unknown_event"  # an event of an unknown type (event_type)
+    MALFORMED_JSON = "malformed_json"  # a frame that is not JSON (text)
+    EXPIRE = "expire"  # the session cap, now
+    CLOSE = "close"  # a close frame (code, reason)
+
+    @classmethod
+    def named(cls, kind: str) -> Fault:
+        """The fault called ``kind``; ValueError naming the ones there are otherwise."""
+        try:
+            return cls(kind)
+        except ValueError:
+            raise ValueError(f"unknown fault {kind!r}; expected one of {sorted(INJECTABLE)}") from None
+
+
+INJECTABLE: Final = frozenset(f.value for f in Fault)

@@ -42,12 +42,12 @@ from aiohttp import web
 
 from bridge.emulator.annotations import Annotations
 from bridge.emulator.fastread import FastReadResponse
-from bridge.emulator.faults import INJECTABLE, Settings
+from bridge.emulator.faults import Fault, Settings
 from bridge.emulator.http_api import ControlApi, Credentials, bearer, http_error
 from bridge.emulator.live import LiveSession
 from bridge.emulator.record import Recorder, SessionRecord
 from bridge.emulator.session import EmulatorSession
-from bridge.emulator.websocket import Connection, SocketPump
+from bridge.emulator.websocket import Connection, Item, SocketPump
 from bridge.realtime.dialects import DIALECTS, Dialect, LiveService
 
 log = logging.getLogger("bridge.emulator")
@@ -134,7 +134,7 @@ class EmulatorServer:
 
     async def stop(self) -> None:
         for live in list(self._live.values()):
-            live.put(("stop", None))
+            live.put((Item.STOP, None))
         if self._handlers:
             await asyncio.wait(self._handlers, timeout=2.0)
         if self._runner is not None:
@@ -191,12 +191,11 @@ class EmulatorServer:
 
     def inject(self, session_id: str, kind: str, **opts: Any) -> None:
         """A fault in a live session now (see ``EmulatorSession.inject``)."""
-        if kind not in INJECTABLE:
-            raise ValueError(f"unknown fault {kind!r}; expected one of {sorted(INJECTABLE)}")
+        fault = Fault.named(kind)
         live = self._live.get(session_id)
         if live is None:
             raise KeyError(session_id)
-        live.put(("inject", (kind, opts)))
+        live.put((Item.INJECT, (fault, opts)))
 
     def annotate(self, session_id: str, annotations: Any) -> None:
         live = self._live.get(session_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import struct
 from collections.abc import Callable, Sequence
@@ -26,17 +27,29 @@ from bridge.emulator.session import EmulatorSession
 log = logging.getLogger("bridge.emulator")
 
 
+class Item(enum.Enum):
+    """What a connection's pump is handed (with its data)."""
+
+    FRAME = enum.auto()  # a client frame (text or bytes)
+    TICK = enum.auto()  # a deadline is due (None)
+    ACTIONS = enum.auto()  # actions produced on the spot, to be awaited by the pump
+    INJECT = enum.auto()  # a fault from the control API: (Fault, options)
+    FAIL = enum.auto()  # an exception raised outside the pump, to raise in it
+    STOP = enum.auto()  # the server stops (None)
+    EOF = enum.auto()  # the client closed or the connection broke (the close code)
+
+
 @dataclass
 class Connection:
     session: EmulatorSession | LiveSession
     ws: FastReadResponse
     transport: asyncio.Transport | None
-    queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[tuple[Item, Any]] = field(default_factory=asyncio.Queue)
     idle: bool = False  # the pump awaits an empty queue: nothing is ahead of a new frame or deadline
     last_out: float = 0.0  # when something was last sent (idle pings)
     alarm: _Alarm = field(init=False)  # set by the pump
 
-    def put(self, item: tuple[str, Any]) -> None:
+    def put(self, item: tuple[Item, Any]) -> None:
         """Queue ``item`` for the pump; what arrives after it queues behind it."""
         self.idle = False
         self.queue.put_nowait(item)
@@ -54,9 +67,9 @@ class SocketPump:
         try:
             async for msg in live.ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    self.offer(live, "frame", msg.data)
+                    self.offer(live, Item.FRAME, msg.data)
         finally:
-            live.put(("eof", live.ws.close_code))
+            live.put((Item.EOF, live.ws.close_code))
 
     def _wake(self, live: Connection) -> float | None:
         """When the session next wants the clock: its next deadline, or the next idle ping."""
@@ -66,8 +79,8 @@ class SocketPump:
         ping = live.last_out + self.ping_interval_s
         return ping if deadline is None or ping < deadline else deadline
 
-    def offer(self, live: Connection, kind: str, data: Any) -> None:
-        """A client frame (``kind`` "frame") or a due deadline ("tick"), handled on the spot when it can be, else
+    def offer(self, live: Connection, kind: Item, data: Any) -> None:
+        """A client frame (``kind`` FRAME) or a due deadline (TICK), handled on the spot when it can be, else
         queued for the pump.
 
         On the spot (a frame from aiohttp's parser via ``fastread`` or in the reader task, a tick in the alarm's
@@ -92,32 +105,32 @@ class SocketPump:
         if self.ping_interval_s > 0 and now >= live.last_out + self.ping_interval_s:
             live.put((kind, data))  # the pump pings first
             return
-        actions = session.advance(now) if kind == "tick" else session.receive(data, now)
+        actions = session.advance(now) if kind is Item.TICK else session.receive(data, now)
         if actions:
             live.last_out = loop.time()
             frames = _frames(actions)
             if frames is None:  # a close or an abort
-                live.put(("actions", actions))
+                live.put((Item.ACTIONS, actions))
                 return
             transport.write(frames)
         live.alarm.arm(self._wake(live))
 
     def _tick(self, live: Connection) -> None:
         """The alarm's callback."""
-        self._offer_outside(live, "tick", None)
+        self._offer_outside(live, Item.TICK, None)
 
     def _frame(self, live: Connection, data: str | bytes) -> None:
         """``fastread``'s sink: a client frame, from inside aiohttp's ``data_received``."""
-        self._offer_outside(live, "frame", data)
+        self._offer_outside(live, Item.FRAME, data)
 
-    def _offer_outside(self, live: Connection, kind: str, data: Any) -> None:
+    def _offer_outside(self, live: Connection, kind: Item, data: Any) -> None:
         """``offer`` from a callback outside the session's tasks. An exception here would only be logged by the
         loop (or, from the parser, fail the connection as a protocol error) and leave the session waiting: the pump
         raises it instead, as it would have had it handled the item itself."""
         try:
             self.offer(live, kind, data)
         except Exception as exc:
-            live.put(("fail", exc))
+            live.put((Item.FAIL, exc))
 
     async def run(self, live: Connection, actions: list[Action]) -> None:
         """Carry out ``actions`` (the session's opening), then serve the connection until its session is closed."""
@@ -142,22 +155,22 @@ class SocketPump:
                     item = await live.queue.get()
                 kind, data = item
                 now = loop.time()
-                if kind == "tick":
+                if kind is Item.TICK:
                     if self.ping_interval_s > 0 and now >= live.last_out + self.ping_interval_s:
                         with contextlib.suppress(ConnectionError, RuntimeError):
                             await live.ws.ping()
                         live.last_out = now
                     actions = session.advance(now)
-                elif kind == "frame":
+                elif kind is Item.FRAME:
                     actions = session.receive(data, now)
-                elif kind == "actions":  # produced on the spot, to be awaited here
+                elif kind is Item.ACTIONS:  # produced on the spot, to be awaited here
                     actions = data
-                elif kind == "inject":
+                elif kind is Item.INJECT:
                     fault, opts = data
                     actions = session.inject(fault, now, **opts)
-                elif kind == "fail":
+                elif kind is Item.FAIL:
                     raise data
-                elif kind == "stop":
+                elif kind is Item.STOP:
                     actions = [Close(1001, "emulator stopping")]
                     record.closed, record.close_code, record.close_reason = True, 1001, "emulator stopping"
                 else:  # eof: the client closed or the connection broke
@@ -166,7 +179,7 @@ class SocketPump:
                 if actions:
                     live.last_out = loop.time()
                     await self.perform(live, actions)
-                if kind == "stop":
+                if kind is Item.STOP:
                     return
         finally:
             live.idle = False
@@ -196,7 +209,7 @@ class SocketPump:
                 return
 
 
-_TICK: tuple[str, Any] = ("tick", None)
+_TICK: tuple[Item, Any] = (Item.TICK, None)
 
 _PACK_LEN1, _PACK_LEN2, _PACK_LEN3 = struct.Struct("!BB").pack, struct.Struct("!BBH").pack, struct.Struct("!BBQ").pack
 

@@ -19,6 +19,7 @@ from aiohttp import WSMsgType
 from aiohttp._websocket.reader import WebSocketReader
 
 from bridge.emulator import EmulatorServer, fastread
+from bridge.emulator.websocket import Item
 from bridge.realtime.dialects import GA
 
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
@@ -123,8 +124,8 @@ def offers(server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> list[bool
     seen: list[bool] = []
     offer = server.pump.offer
 
-    def recording(live: Any, kind: str, data: Any) -> None:
-        if kind == "frame":
+    def recording(live: Any, kind: Item, data: Any) -> None:
+        if kind is Item.FRAME:
             seen.append(asyncio.current_task() is not None)
         offer(live, kind, data)
 
