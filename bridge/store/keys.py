@@ -101,39 +101,45 @@ LISTEN_AUDIT: Final = f"{PREFIX}:{{listen}}:audit"
 LISTEN_RENEW_S: Final = 1.0  # a listener repeats its request this often; a worker that missed one starts late
 
 
+def tagged(kind: str, owner: str, *rest: str) -> str:
+    """``cb:KIND:{OWNER}[:REST...]``: the braces make ``OWNER`` the key's Redis Cluster hash tag, so every key of one
+    call (or one worker) lands in one slot and one pipeline or transaction can span them."""
+    return ":".join((PREFIX, kind, f"{{{owner}}}", *rest))
+
+
 def listen_audio(call_id: str) -> str:
     """The channel of one call's listen-in audio."""
-    return f"{PREFIX}:listen:{{{call_id}}}:audio"
+    return tagged("listen", call_id, "audio")
 
 
 def call(call_id: str) -> str:
-    return f"{PREFIX}:call:{{{call_id}}}"
+    return tagged("call", call_id)
 
 
 def call_events(call_id: str) -> str:
-    return f"{PREFIX}:call:{{{call_id}}}:events"
+    return tagged("call", call_id, "events")
 
 
 def worker_calls(worker: str) -> str:
-    return f"{PREFIX}:worker:{{{worker}}}:calls"
+    return tagged("worker", worker, "calls")
 
 
 def worker_heartbeat(worker: str) -> str:
-    return f"{PREFIX}:worker:{{{worker}}}:hb"
+    return tagged("worker", worker, "hb")
 
 
 def rollout_flag(dialplan: str) -> str:
-    return f"{PREFIX}:{ROLLOUT_TAG}:flag:{dialplan}"
+    return ":".join((PREFIX, ROLLOUT_TAG, "flag", dialplan))
 
 
 def rollout_refused(dialplan: str) -> str:
     """The variants of one dialplan whose model the service refused (``bridge.rollout.refusals``)."""
-    return f"{PREFIX}:{ROLLOUT_TAG}:refused:{dialplan}"
+    return ":".join((PREFIX, ROLLOUT_TAG, "refused", dialplan))
 
 
 def variant_calls(dialplan: str, variant: str) -> str:
     """The sliding window of one rollout variant's finished calls on one dialplan (``bridge.rollout.health``)."""
-    return f"{PREFIX}:{ROLLOUT_TAG}:calls:{dialplan}:{variant}"
+    return ":".join((PREFIX, ROLLOUT_TAG, "calls", dialplan, variant))
 
 
 # ------------------------------------------------------------------------------------------------ call actions
@@ -144,7 +150,7 @@ ACTION_ACK_TTL_S: Final = 30
 
 def takeover_audio(call_id: str) -> str:
     """The channel of a taken-over call's supervisor audio (PCM16 LE 8 kHz mono), ``serve`` to the call's worker."""
-    return f"{PREFIX}:actions:{{{call_id}}}:takeover"
+    return tagged("actions", call_id, "takeover")
 
 
 def call_action_ack(request_id: str) -> str:
