@@ -8,21 +8,31 @@ the profile offers what was listed), so the model sees them from its first turn.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 from bridge.realtime.profile import AgentProfile
 from bridge.tools.http import HttpTools
 from bridge.tools.mcp import McpTools
-from bridge.tools.spec import ToolOutcome
-
-if TYPE_CHECKING:
-    from bridge.dialplan import Dialplan
+from bridge.tools.spec import HttpTool, McpServer, ToolOutcome
 
 C = TypeVar("C")
 
 
+class ToolPlan(Protocol):
+    """What a call's tools need of its plan (``bridge.dialplan.Dialplan`` is one)."""
+
+    @property
+    def http_tools(self) -> tuple[HttpTool, ...]: ...
+
+    @property
+    def mcp_servers(self) -> tuple[McpServer, ...]: ...
+
+    @property
+    def profile(self) -> AgentProfile: ...
+
+
 class CallTools:
-    def __init__(self, plan: Dialplan) -> None:
+    def __init__(self, plan: ToolPlan) -> None:
         self.http = HttpTools(plan.http_tools)
         self.mcp = McpTools(plan.mcp_servers)
         self._taken = {t.name for t in plan.profile.tools}
@@ -65,7 +75,7 @@ class CallTools:
         await self.mcp.close()
 
 
-def business_tools(plan: Dialplan) -> CallTools | None:
+def business_tools(plan: ToolPlan) -> CallTools | None:
     """The business tools of one call on ``plan`` (None: it declares none)."""
     if not plan.http_tools and not plan.mcp_servers:
         return None

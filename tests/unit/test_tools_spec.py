@@ -123,3 +123,15 @@ def test_an_mcp_servers_secret_headers_are_checked_by_field_and_never_read_by_th
     assert server.headers["X-Key"].file == str(secret_file)
     shown = repr(server)  # the plan holds where a secret is, never the secret
     assert "ORDERS_MCP_TOKEN" in shown and "mcp-secret-7f3a" not in shown and "file-secret-91b2" not in shown
+
+
+def test_the_tools_know_no_dialplan_not_even_for_types() -> None:
+    import ast
+
+    import bridge.tools
+
+    for path in Path(bridge.tools.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            assert not any(n.startswith("bridge.dialplan") for n in names), path.name
