@@ -30,17 +30,28 @@ cost                      estimated USD: each ``response.done``'s tokens at the 
 
 from __future__ import annotations
 
+import enum
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 from bridge import events as ev
 from bridge.rollout.policy import RollbackRule
 
-Outcome = Literal["ok", "connect_failure", "dropped", "recovered"]
-OUTCOMES: tuple[Outcome, ...] = ("ok", "connect_failure", "dropped", "recovered")
+
+class Outcome(enum.StrEnum):
+    """How one call went for the rollout (its window record's ``outcome``; the table above says each)."""
+
+    OK = "ok"
+    CONNECT_FAILURE = "connect_failure"
+    DROPPED = "dropped"
+    RECOVERED = "recovered"
+
+
+OUTCOMES: tuple[Outcome, ...] = tuple(Outcome)
 
 
 def _tool_ok(output_json: str) -> bool:
@@ -116,7 +127,7 @@ class CallStats:
 
     def _business_tool(self, r: ev.ToolFinished) -> None:
         self.tool_calls += 1
-        self.tool_failures += 0 if r.outcome == "ok" else 1
+        self.tool_failures += 0 if r.outcome is ev.ToolCallOutcome.OK else 1
 
     def add_usage(self, usage: ev.Usage) -> None:
         """The tokens of one ``response.done``."""
@@ -126,10 +137,10 @@ class CallStats:
     @property
     def outcome(self) -> Outcome:
         if (self.unavailable and not self.recovered) or self.fallback:
-            return "connect_failure"
+            return Outcome.CONNECT_FAILURE
         if self.dropped:
-            return "dropped"
-        return "recovered" if self.recovered else "ok"
+            return Outcome.DROPPED
+        return Outcome.RECOVERED if self.recovered else Outcome.OK
 
     @property
     def truncate_failures(self) -> int:
@@ -207,17 +218,15 @@ class WindowStats:
 
     @classmethod
     def of(cls, records: Iterable[Mapping[str, Any]]) -> WindowStats:
-        calls = fails = dropped = recovered = fallbacks = barge_ins = truncates = truncate_failures = 0
+        calls = fallbacks = barge_ins = truncates = truncate_failures = 0
         tool_calls = tool_failures = priced = 0
         cost = 0.0
         greetings: list[float] = []
         replies: list[float] = []
+        outcomes: Counter[str] = Counter()
         for r in records:
             calls += 1
-            outcome = r.get("outcome")
-            fails += outcome == "connect_failure"
-            dropped += outcome == "dropped"
-            recovered += outcome == "recovered"
+            outcomes[str(r.get("outcome"))] += 1
             fallbacks += bool(r.get("fallback"))
             if isinstance(r.get("greeting_ms"), int | float):
                 greetings.append(float(r["greeting_ms"]))
@@ -231,6 +240,7 @@ class WindowStats:
             if isinstance(r.get("cost_usd"), int | float):
                 priced += 1
                 cost += float(r["cost_usd"])
+        fails, dropped, recovered = (outcomes[o] for o in (Outcome.CONNECT_FAILURE, Outcome.DROPPED, Outcome.RECOVERED))
         return cls(
             calls, fails, dropped, fallbacks, p95(greetings), p95(replies), barge_ins, truncates, truncate_failures,
             tool_calls, tool_failures, priced, cost, recovered,

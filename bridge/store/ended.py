@@ -22,14 +22,17 @@ from redis.exceptions import RedisError
 from bridge import events as ev
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
-from bridge.store.read import StreamEntry, as_float, stream_entry, text
+from bridge.store.read import StreamEntry, as_float, duration_s, stream_entry, text, texts
 
 MAX_SCAN = 5000  # most recently ended calls a query looks at
 PER_PAGE = 20
 MAX_PER_PAGE = 100
 CHUNK = 200  # hashes or streams per pipeline
 ALL_EVENTS = 10 * keys.STREAM_MAXLEN  # a whole call stream (capped at about STREAM_MAXLEN by its writer)
-TRANSCRIPT_KINDS = {ev.CallerSaid.kind: "caller", ev.AgentSaid.kind: "agent"}
+SAID_BY: dict[type[ev.Report | None], str] = {
+    ev.CallerSaid: "caller",
+    ev.AgentSaid: "agent",
+}  # a transcript line's speaker
 # What a row, a search and the per-plan figures read of each hash (not its SIP dialog or protocol state).
 READ_FIELDS = ("call_id", "caller", "called", "dialplan", "variant", "started_at", "ended_at", "end_reason",
                "last_transcript", *keys.SUMMARY_FIELDS)  # fmt: skip
@@ -76,7 +79,10 @@ class EndedQuery:
 
     def text_in_transcript(self, entries: Iterable[StreamEntry], caller: str = "") -> bool:
         needle = self.q.strip().lower()
-        return any(e.kind in TRANSCRIPT_KINDS and needle in self._seen(e.summary, caller) for e in entries)
+        return any(said_by(e) and needle in self._seen(e.summary, caller) for e in entries)
+
+
+_TEXTS = ("call_id", "dialplan", "variant", "caller", "called", "end_reason", "last_transcript")  # a row's, as stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,19 +103,7 @@ class EndedCall:
     @classmethod
     def of(cls, state: Mapping[str, str]) -> EndedCall:
         started, ended = as_float(state.get("started_at")), as_float(state.get("ended_at"))
-        duration = round(max(0.0, ended - started), 1) if started is not None and ended is not None else None
-        return cls(
-            call_id=state.get("call_id", ""),
-            dialplan=state.get("dialplan", ""),
-            variant=state.get("variant", ""),
-            caller=state.get("caller", ""),
-            called=state.get("called", ""),
-            started_at=started,
-            ended_at=ended,
-            duration_s=duration,
-            end_reason=state.get("end_reason", ""),
-            last_transcript=state.get("last_transcript", ""),
-        )
+        return cls(started_at=started, ended_at=ended, duration_s=duration_s(started, ended), **texts(state, _TEXTS))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,6 +205,9 @@ async def call_streams(
 
 def transcript(entries: Iterable[StreamEntry]) -> list[dict[str, Any]]:
     """The call's transcript lines, oldest first: ``{"t", "who": "caller"|"agent", "text"}``."""
-    return [
-        {"t": e.t, "who": TRANSCRIPT_KINDS[e.kind], "text": e.summary} for e in entries if e.kind in TRANSCRIPT_KINDS
-    ]
+    return [{"t": e.t, "who": who, "text": e.summary} for e in entries if (who := said_by(e))]
+
+
+def said_by(entry: StreamEntry) -> str:
+    """Who said the transcript line ``entry`` stores: ``caller`` or ``agent`` ("": it stores no line said)."""
+    return SAID_BY.get(type(entry.report), "")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -55,21 +55,25 @@ class CallSummary:
 
 @dataclass(frozen=True, slots=True)
 class StreamEntry:
+    """One entry of a call's stream as stored; ``report``: the report it stores (:func:`bridge.events.decode`), None
+    for an entry that is none."""
+
     id: str
     kind: str
     summary: str
     t: float | None
     data: dict[str, str]
+    report: ev.Report | None = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        try:
+            report: ev.Report | None = ev.decode({**self.data, "kind": self.kind, "summary": self.summary})
+        except ev.UndecodableEntry:
+            report = None
+        object.__setattr__(self, "report", report)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "summary": self.summary, "t": self.t, "data": self.data}
-
-    def report(self) -> ev.Report | None:
-        """The report this entry stores (:func:`bridge.events.decode`); None for an entry that is none."""
-        try:
-            return ev.decode({**self.data, "kind": self.kind, "summary": self.summary})
-        except ev.UndecodableEntry:
-            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,31 @@ def as_float(value: str | None) -> float | None:
         return float(value) if value else None
     except ValueError:
         return None
+
+
+def duration_s(started: float | None, ended: float | None) -> float | None:
+    """Seconds from ``started`` to ``ended``, to the tenth (None: either is unknown)."""
+    return round(max(0.0, ended - started), 1) if started is not None and ended is not None else None
+
+
+def texts(state: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    """The hash fields ``names`` as text ("" for those it lacks)."""
+    return {name: state.get(name, "") for name in names}
+
+
+# What a live call's row takes of its hash as it is.
+_LIVE_TEXTS = (
+    "phase",
+    "dialect",
+    "dialplan",
+    "variant",
+    "caller",
+    "called",
+    "model",
+    "voice",
+    "last_transcript",
+    "transfer",
+)
 
 
 def stream_entry(entry_id: Any, fields: Mapping[Any, Any]) -> StreamEntry:
@@ -123,26 +152,16 @@ async def read_live_calls(
             continue  # expired, or the reaper's DEL raced us
         s = {text(k): text(v) for k, v in raw.items()}
         started = as_float(s.get("started_at"))
-        end = as_float(s.get("ended_at")) or now
         out.append(
             CallSummary(
                 call_id=call_id,
                 worker=s.get("worker") or worker,
                 worker_alive=alive,
-                phase=s.get("phase", ""),
-                dialect=s.get("dialect", ""),
-                dialplan=s.get("dialplan", ""),
-                variant=s.get("variant", ""),
-                caller=s.get("caller", ""),
-                called=s.get("called", ""),
-                model=s.get("model", ""),
-                voice=s.get("voice", ""),
                 started_at=started,
-                duration_s=round(max(0.0, end - started), 1) if started is not None else None,
-                last_transcript=s.get("last_transcript", ""),
+                duration_s=duration_s(started, as_float(s.get("ended_at")) or now),
                 on_hold=s.get("on_hold") == "1",
                 in_outage=s.get("in_outage") == "1",
-                transfer=s.get("transfer", ""),
+                **texts(s, _LIVE_TEXTS),
             )
         )
     out.sort(key=lambda c: (c.started_at or 0.0, c.call_id))

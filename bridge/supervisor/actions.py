@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from bridge import events as ev
+from bridge.call.state import Phase
 from bridge.dialplan import Dialplan
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
@@ -97,7 +98,7 @@ def _handler(kind: ev.SupervisorKind) -> Any:
         detail = await read_call(redis, call_id, count=1)
         if detail is None:
             return reply({"error": "no such call"}, 404)
-        if detail.state.get("phase") == "ENDED":
+        if detail.state.get("phase") == Phase.ENDED:
             return reply({"error": "the call has ended"}, 409)
         details = _details(kind, body, sup.dialplans.get(detail.state.get("dialplan", "")))
         if isinstance(details, web.Response):

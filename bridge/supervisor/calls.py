@@ -15,12 +15,12 @@ from aiohttp import web
 
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
-from bridge.store.read import RECENT_EVENTS, read_call, read_live_calls
+from bridge.store.read import RECENT_EVENTS, as_float, read_call, read_live_calls
 from bridge.supervisor.flags import call_marks, watch_of
 from bridge.supervisor.http import principal_of, reply, supervisor_of
 from bridge.supervisor.masking import EventMask, mask_row, public_state
 from bridge.supervisor.stream import Event, follow_call
-from bridge.supervisor.timeline import as_number, tool_calls
+from bridge.supervisor.timeline import tool_calls
 
 SSE_CHECK_S = 1.0  # how often an open event stream checks that its session still holds
 SSE_KEEPALIVE_S = 10.0  # a comment line this often: proxies keep the stream open, a gone page is noticed
@@ -58,8 +58,8 @@ async def get_call(request: web.Request) -> web.Response:
         mask = EventMask()
         body = {"call": mask("call", body["call"]), "events": mask("entries", body["events"])}
     body["tools"] = tool_calls(detail.events)
-    body["longest_wait_ms"] = as_number(detail.state.get("longest_wait_ms"))
-    body["longest_silence_ms"] = as_number(detail.state.get("longest_silence_ms"))
+    body["longest_wait_ms"] = as_float(detail.state.get("longest_wait_ms"))
+    body["longest_silence_ms"] = as_float(detail.state.get("longest_silence_ms"))
     body["flags"] = call_marks(detail.events, watch_of(sup.dialplans.values())(detail.state.get("dialplan", "")))
     return reply(body)
 

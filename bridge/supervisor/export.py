@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.store.ended import TRANSCRIPT_KINDS, transcript
+from bridge.store.ended import said_by, transcript
 from bridge.store.read import StreamEntry
 from bridge.supervisor.timeline import latency
 
@@ -58,8 +58,8 @@ def as_text(state: Mapping[str, str], entries: Sequence[StreamEntry]) -> str:
     lines = [f"Call {state.get('call_id', '')}"]
     lines += [f"{label}: {state.get(name) or '-'}" for label, name in _HEADER]
     lines += [f"Started: {_utc(state.get('started_at'))}", f"Ended: {_utc(state.get('ended_at'))}", "", "Transcript"]
-    said = [e for e in entries if e.kind in TRANSCRIPT_KINDS]
-    lines += [f"{_offset(e.t, start)} {TRANSCRIPT_KINDS[e.kind].capitalize()}: {e.summary}" for e in said]
+    said = [(e, who) for e in entries if (who := said_by(e))]
+    lines += [f"{_offset(e.t, start)} {who.capitalize()}: {e.summary}" for e, who in said]
     if not said:
         lines.append("(nothing was said)")
     lines += ["", "Timeline"]

@@ -67,19 +67,11 @@ FLAGS: Final[Mapping[Flag, tuple[str, Severity]]] = {
 }
 SEVERITY_ORDER: Final = (Severity.BAD, Severity.WARN, Severity.INFO)
 
-_HOLD_ON = frozenset({ev.HoldStarted.kind})
-_HOLD_OFF = frozenset({ev.HoldEnded.kind, ev.CallEnded.kind})
-_AWAY = frozenset({ev.SessionLost.kind, ev.RealtimeUnavailable.kind})
-_BACK = frozenset({ev.Recovered.kind, ev.OutageEnded.kind, ev.CallEnded.kind})
-_ERRORS = frozenset({ev.ServiceError.kind, ev.RecoveryFailed.kind, ev.FailedOver.kind})
+_HOLD_OFF = (ev.HoldEnded, ev.CallEnded)
+_AWAY = (ev.SessionLost, ev.RealtimeUnavailable)
+_BACK = (ev.Recovered, ev.OutageEnded, ev.CallEnded)
+_ERRORS = (ev.ServiceError, ev.RecoveryFailed, ev.FailedOver)
 _TRANSFERRING = frozenset(str(s) for s in ev.TransferStep)
-
-
-def _number(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -103,43 +95,43 @@ class CallWatch:
             self.after = e.id
 
     def _one(self, e: StreamEntry) -> None:
-        kind, data = e.kind, e.data
-        if kind in _HOLD_ON or (kind == ev.WaitHold.kind and data.get("on") == "1"):
+        r = e.report
+        if isinstance(r, ev.HoldStarted) or (isinstance(r, ev.WaitHold) and r.on):
             self.on_hold = True
             self.raised.add(Flag.ON_HOLD)
-        elif kind in _HOLD_OFF or kind == ev.WaitHold.kind:
+        elif isinstance(r, (*_HOLD_OFF, ev.WaitHold)):
             self.on_hold = False
-        if kind in _AWAY:
+        if isinstance(r, _AWAY):
             self.away = True
             self.raised.add(Flag.OUTAGE)
-        elif kind in _BACK:
+        elif isinstance(r, _BACK):
             self.away = False
-        if kind == ev.Recovered.kind:
+        if isinstance(r, ev.Recovered):
             self.raised.add(Flag.RECOVERED)
-        if kind in _ERRORS or (kind == ev.CallEnded.kind and data.get("outcome") == ev.CallOutcome.FAILED):
+        if isinstance(r, _ERRORS) or (isinstance(r, ev.CallEnded) and r.outcome is ev.CallOutcome.FAILED):
             self.raised.add(Flag.ERROR)
-        if kind == ev.BargeIn.kind:
+        if isinstance(r, ev.BargeIn):
             self.barge_ins += 1
             if self.barge_ins >= self.watch.barge_ins:
                 self.raised.add(Flag.BARGE_INS)
-        if kind == ev.LongestSilence.kind and (_number(data.get("longest_silence_ms")) or 0) > self.watch.silence_ms:
+        if isinstance(r, ev.LongestSilence) and r.longest_silence_ms > self.watch.silence_ms:
             self.raised.add(Flag.LONG_SILENCE)
-        if kind == ev.CallEnded.kind:
+        if isinstance(r, ev.CallEnded):
             self.ended, self.waiting_since, self.caller_speaking = True, None, False
-        self._turn(e)
+        self._turn(r, e.t)
 
-    def _turn(self, e: StreamEntry) -> None:
+    def _turn(self, r: ev.Report | None, t: float | None) -> None:
         """Who speaks, and how long the caller waits for the agent's answer (a reply: caller stops -> agent audio;
         hold audio does not answer)."""
-        if e.kind == ev.CallerSpeechStarted.kind:
+        if isinstance(r, ev.CallerSpeechStarted):
             self.caller_speaking, self.waiting_since = True, None
-        elif e.kind == ev.CallerSpeechStopped.kind:
-            self.caller_speaking, self.waiting_since = False, e.t
-        elif e.kind == ev.PhaseChanged.kind:
-            self.phase = e.data.get("new", "")
+        elif isinstance(r, ev.CallerSpeechStopped):
+            self.caller_speaking, self.waiting_since = False, t
+        elif isinstance(r, ev.PhaseChanged):
+            self.phase = r.new
             if self.phase == Phase.SPEAKING:
-                if self.waiting_since is not None and e.t is not None:
-                    self._reply((e.t - self.waiting_since) * 1000)
+                if self.waiting_since is not None and t is not None:
+                    self._reply((t - self.waiting_since) * 1000)
                 self.waiting_since = None
 
     def _reply(self, ms: float) -> None:
@@ -181,7 +173,7 @@ class CallWatch:
             return "caller speaking"
         if phase == Phase.THINKING or self.waiting_since is not None:
             return "waiting for the agent"
-        return "connecting" if phase in ("", Phase.IDLE) else "listening"
+        return "connecting" if not phase or phase == Phase.IDLE else "listening"
 
 
 def _yes(value: Any) -> bool:

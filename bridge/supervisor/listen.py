@@ -39,6 +39,7 @@ from redis.typing import EncodableT, FieldT
 
 from bridge import metrics
 from bridge.audio.frames import SAMPLE_RATE
+from bridge.call.state import Phase
 from bridge.call.tap import AGENT, CALLER, CALLER_OFFLOADED, ENDED
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
@@ -116,7 +117,7 @@ async def pieces(
 async def call_ended(redis: aioredis.Redis, call_id: str) -> bool:
     """Whether the call's hash says it is over (or is gone): the check for an end no worker announced."""
     fresh = await read_call(redis, call_id, count=1)
-    return fresh is None or fresh.state.get("phase") == "ENDED"
+    return fresh is None or fresh.state.get("phase") == Phase.ENDED
 
 
 def sides(flags: int) -> dict[str, Any]:
@@ -173,7 +174,7 @@ async def handle(
     if detail is None:
         metrics.LISTEN_SESSIONS.labels("unknown_call").inc()
         return web.json_response({"error": "no such call"}, status=404)
-    if detail.state.get("phase") == "ENDED":
+    if detail.state.get("phase") == Phase.ENDED:
         metrics.LISTEN_SESSIONS.labels("ended_call").inc()
         return web.json_response({"error": "the call has ended"}, status=409)
     ws = web.WebSocketResponse(max_msg_size=1024, heartbeat=20.0)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import hmac
 from typing import Any
@@ -27,6 +28,14 @@ from bridge import metrics as bridge_metrics
 from bridge.supervisor.http import reply, supervisor_of
 
 REDIS_PING_S = 1.0
+
+
+class ModelState(enum.StrEnum):
+    """The pool's ``realtime.state`` in its health (``bridge.serve.pool``): every worker's model circuit breaker
+    closed, or one open."""
+
+    UP = "up"
+    DOWN = "down"
 
 
 def add_routes(app: web.Application, *, metrics_token: str | None = None, metrics: bool = True) -> None:
@@ -65,7 +74,7 @@ def problems_of(health: dict[str, Any]) -> list[str]:
     if front is not None and not front.get("alive"):  # serve's own Kamailio: callers reach no worker without it
         problems.append("the front (Kamailio) is down")
     realtime = health.get("realtime") or {}
-    if realtime.get("state") == "down":
+    if realtime.get("state") == ModelState.DOWN:
         problems.append(f"model circuit breaker open on workers {realtime.get('breaker_open_workers')}")
     return problems
 

@@ -41,6 +41,7 @@ from typing import Any
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bridge.call.state import Phase
 from bridge.dialplan import Watch
 from bridge.errors import redact
 from bridge.store import keys
@@ -273,12 +274,12 @@ async def follow_call(
     measured = latency(entries)
     yield ("latency", measured)
     marks = _Marks(watch_of(state.get("dialplan", "")), wall)
-    yield ("marks", marks.changed(entries, state.get("phase") == "ENDED"))
+    yield ("marks", marks.changed(entries, state.get("phase") == Phase.ENDED))
     acted, after_action = await call_actions(redis, call_id)
     yield ("actions", acted)
     after = entries[-1].id if entries else "0-0"
     next_state = clock() + STATE_EVERY_S
-    ended_at: float | None = clock() if state.get("phase") == "ENDED" else None
+    ended_at: float | None = clock() if state.get("phase") == Phase.ENDED else None
     while True:
         new: list[StreamEntry] = await read_call_events(redis, call_id, after=after, block_ms=FOLLOW_BLOCK_MS)
         for e in new:
@@ -296,7 +297,7 @@ async def follow_call(
             if fresh is not None and _public(fresh.state) != state:
                 state = _public(fresh.state)
                 yield ("call", state)
-            if state.get("phase") == "ENDED" and ended_at is None:
+            if state.get("phase") == Phase.ENDED and ended_at is None:
                 ended_at = clock()
             if (now_marks := marks.changed(new, ended_at is not None)) is not None:
                 yield ("marks", now_marks)

@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from bridge.audio import Downsampler16k
+from bridge.call.state import Phase
 from bridge.store import keys
 from bridge.store.read import read_call
 from bridge.supervisor.action_audit import TAKEOVER_AUDIO
@@ -82,7 +83,7 @@ async def takeover_audio(request: web.Request) -> web.StreamResponse:
     detail = await read_call(redis, call_id, count=1)
     if detail is None:
         return reply({"error": "no such call"}, 404)
-    if detail.state.get("phase") == "ENDED":
+    if detail.state.get("phase") == Phase.ENDED:
         return reply({"error": "the call has ended"}, 409)
     ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=20.0)
     if not ws.can_prepare(request).ok:

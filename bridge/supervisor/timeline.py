@@ -45,8 +45,8 @@ SEGMENTS: tuple[tuple[str, str], ...] = (
 SAME_AS_METRICS = frozenset(name for name, _ in SEGMENTS) & frozenset(metrics.SEGMENTS)
 
 
-def _speaking(entry: StreamEntry) -> bool:
-    return entry.kind == ev.PhaseChanged.kind and entry.data.get("new") == Phase.SPEAKING
+def _speaking(report: ev.Report | None) -> bool:
+    return isinstance(report, ev.PhaseChanged) and report.new == Phase.SPEAKING
 
 
 def _ms(a: StreamEntry, b: StreamEntry) -> float | None:
@@ -67,26 +67,27 @@ def latency(entries: Sequence[StreamEntry]) -> dict[str, Any]:
     ringing = answered = stopped = lost = None
     turn_measured = response_measured = past_greeting = False
     for e in entries:
-        if e.kind == ev.Ringing.kind and ringing is None:
+        r = e.report
+        if isinstance(r, ev.Ringing) and ringing is None:
             ringing = e
-        elif e.kind == ev.SessionAccepted.kind and ringing is not None and not values["session_setup"]:
+        elif isinstance(r, ev.SessionAccepted) and ringing is not None and not values["session_setup"]:
             add("session_setup", _ms(ringing, e))
-        elif e.kind == ev.Answered.kind and answered is None:
+        elif isinstance(r, ev.Answered) and answered is None:
             answered = e
-        elif e.kind == ev.CallerSpeechStarted.kind:
+        elif isinstance(r, ev.CallerSpeechStarted):
             stopped = None
-        elif e.kind == ev.CallerSpeechStopped.kind:
+        elif isinstance(r, ev.CallerSpeechStopped):
             stopped, turn_measured, response_measured = e, False, False
             past_greeting = past_greeting or answered is not None
-        elif e.kind == ev.ResponseBegan.kind and stopped is not None and not response_measured:
+        elif isinstance(r, ev.ResponseBegan) and stopped is not None and not response_measured:
             add("response", _ms(stopped, e))
             response_measured = True
-        elif e.kind == ev.SessionLost.kind and lost is None:
+        elif isinstance(r, ev.SessionLost) and lost is None:
             lost = e
-        elif e.kind == ev.Recovered.kind and lost is not None:
+        elif isinstance(r, ev.Recovered) and lost is not None:
             add("recovery", _ms(lost, e))
             lost = None
-        if _speaking(e):
+        if _speaking(r):
             if answered is not None and not past_greeting and not values["greeting"]:
                 add("greeting", _ms(answered, e))
             past_greeting = past_greeting or answered is not None  # only the first audio may be a greeting
@@ -109,25 +110,17 @@ def latency(entries: Sequence[StreamEntry]) -> dict[str, Any]:
             "segments": segments}  # fmt: skip
 
 
-def as_number(value: str | None) -> float | None:
-    """A stored number (None: absent or not a number)."""
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
 def tool_calls(entries: Sequence[StreamEntry]) -> list[dict[str, Any]]:
     """Each business tool call of the entries given (its ``tool_result``), oldest first: ``{"name", "outcome",
     "latency_ms", "longest_silence_ms", "t"}``."""
     return [
         {
-            "name": e.data.get("name", ""),
-            "outcome": e.data.get("outcome", ""),
-            "latency_ms": as_number(e.data.get("latency_ms")),
-            "longest_silence_ms": as_number(e.data.get("longest_silence_ms")),
+            "name": r.name,
+            "outcome": str(r.outcome),
+            "latency_ms": r.latency_ms,
+            "longest_silence_ms": r.longest_silence_ms,
             "t": e.t,
         }
         for e in entries
-        if e.kind == ev.ToolFinished.kind
+        if isinstance(r := e.report, ev.ToolFinished)
     ]

@@ -62,10 +62,15 @@ def test_a_lost_session_is_an_outage_until_it_is_back_and_then_a_recovered_one()
 
 
 def test_errors_a_failover_and_a_failed_end_are_errors() -> None:
-    for kind, data in (("error", {"code": "server_error"}), ("recovery_failed", {}),
-                       ("failed_over", {"failover": "goodbye"}), ("ended", {"outcome": "failed"})):  # fmt: skip
+    stored: list[tuple[str, dict[str, str]]] = [
+        ("error", {"code": "server_error", "error_class": "server"}),
+        ("recovery_failed", {}),
+        ("failed_over", {"failover": "goodbye"}),
+        ("ended", {"outcome": "failed", "ended_by": "fault"}),
+    ]
+    for kind, data in stored:
         assert flags(call_marks(entries((kind, 1, data)))) == {"error": False}, kind
-    assert call_marks(entries(("ended", 1, {"outcome": "transferred"}))) == []
+    assert call_marks(entries(("ended", 1, {"outcome": "transferred", "ended_by": "agent"}))) == []
 
 
 def test_a_long_wait_is_one_above_the_plans_threshold() -> None:
