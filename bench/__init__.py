@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 BENCHES = {
     "audio": ("bench.audio", "resamplers vs audioop and soxr, G.711 passthrough, wire encoding"),
@@ -27,3 +32,17 @@ def main(argv: list[str]) -> int:
         return 2
     module = importlib.import_module(BENCHES[argv[0]][0])
     return int(module.main(argv[1:]) or 0)
+
+
+def script_parser(name: str, doc: str, default: Path) -> argparse.ArgumentParser:
+    """The command line of a bench over call scripts: ``callbridge bench NAME [PATH ...] [--json]``; ``doc``'s first
+    line is its description."""
+    parser = argparse.ArgumentParser(prog=f"callbridge bench {name}", description=doc.splitlines()[0])
+    parser.add_argument("paths", nargs="*", type=Path, default=[default], help=f"scripts (default {default})")
+    parser.add_argument("--json", action="store_true", help="the result as one JSON object")
+    return parser
+
+
+def print_result(result: dict[str, Any], human: Callable[[dict[str, Any]], str], as_json: bool) -> int:
+    print(json.dumps(result) if as_json else human(result))
+    return 0

@@ -9,13 +9,12 @@ the same set with the guard off, measured in the same run.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import print_result, script_parser
 from bridge.replay.echoset import EchoScore, replay_guarded, score
 from bridge.replay.script import find_scripts, load_script
 
@@ -51,14 +50,10 @@ def human(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="callbridge bench echo", description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="*", type=Path, help=f"scripts (default {DEFAULT_SCRIPTS})")
+    parser = script_parser("echo", __doc__ or "", DEFAULT_SCRIPTS)
     parser.add_argument("--dialect", default="ga", help="the dialect to replay in (default ga)")
-    parser.add_argument("--json", action="store_true", help="the result as one JSON object")
     args = parser.parse_args(argv)
-    result = measure(args.paths or [DEFAULT_SCRIPTS], args.dialect)
-    print(json.dumps(result) if args.json else human(result))
-    return 0
+    return print_result(measure(args.paths, args.dialect), human, args.json)
 
 
 if __name__ == "__main__":

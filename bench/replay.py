@@ -16,8 +16,6 @@ long the caller waited on a 5 s tool, when the filler came and the longest silen
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import slowtool
+from bench import print_result, script_parser, slowtool
 from bridge.replay.direct import replay_direct
 from bridge.replay.script import DEFAULT_DIALECTS, find_scripts, load_script
 
@@ -111,14 +109,10 @@ def human(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="callbridge bench replay", description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="*", type=Path, help=f"scripts (default {DEFAULT_SCRIPTS})")
+    parser = script_parser("replay", __doc__ or "", DEFAULT_SCRIPTS)
     parser.add_argument("--repeat", type=int, default=3, help="runs of the whole set; the median is reported")
-    parser.add_argument("--json", action="store_true", help="the result as one JSON object")
     args = parser.parse_args(argv)
-    result = measure(args.paths or [DEFAULT_SCRIPTS], args.repeat)
-    print(json.dumps(result) if args.json else human(result))
-    return 0
+    return print_result(measure(args.paths, args.repeat), human, args.json)
 
 
 if __name__ == "__main__":
