@@ -30,8 +30,8 @@ from typing import Any
 from bridge.audio.line import LineEcho
 from bridge.sip.gateway import DTMF_DIGITS
 from bridge.sip.phone import CallPlan, ListenPlan, Softphone
-from bridge.sip.sipconfig import SipConfig, SrtpMode, Transport
-from bridge.sip.sipmsg import host_part
+from bridge.sip.sipconfig import SipConfig, SrtpMode
+from bridge.sip.sipmsg import Transport, host_part
 
 
 def _default_host(uri: str) -> str:

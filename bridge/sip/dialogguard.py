@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from bridge.sip.access import source_ip
 from bridge.sip.rtpguard import sdp_connection_ip
-from bridge.sip.sipmsg import parse_request_head, split_message
+from bridge.sip.sipmsg import Transport, parse_request_head, split_message
 
 PASS, DROP = 0, -1  # verdict statuses besides a response code: let pjsip have it; drop it unanswered
 FORBIDDEN_NOT_CALLER = "Forbidden (not the caller's address)"
@@ -120,16 +120,16 @@ def _same_host(a: str, b: str) -> bool:
     return first == second
 
 
-def media_security(message: str, transport: str) -> DialogVerdict:
-    """The transport rule of an offer (see the module doc); ``transport`` "udp", "tcp", "tls" ("": not known, no
+def media_security(message: str, transport: Transport | None) -> DialogVerdict:
+    """The transport rule of an offer (see the module doc) that came over ``transport`` (None: not known, no
     rule)."""
-    if not message.startswith(("INVITE ", "UPDATE ")) or not transport:
+    if not message.startswith(("INVITE ", "UPDATE ")) or transport is None:
         return DialogVerdict(PASS)
     head = parse_request_head(message)
-    if head is None or head.method not in _MOVES_MEDIA or not transport:
+    if head is None or head.method not in _MOVES_MEDIA:
         return DialogVerdict(PASS)
     audio, crypto = _audio_offer(split_message(message)[1])
-    if crypto and transport != "tls":
+    if crypto and transport is not Transport.TLS:
         return DialogVerdict(488, KEYS_IN_CLEAR, f"{head.method} with SDES keys over {transport.upper()}")
     if head.uri.lower().startswith("sips:") and audio and not (audio.startswith("RTP/SAVP") and crypto):
         return DialogVerdict(488, SIPS_NEEDS_SRTP, f"sips: {head.method} offering {audio}")

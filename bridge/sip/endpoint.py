@@ -55,8 +55,8 @@ from bridge.sip.cport import PJSUA, NativeHub, NativePort, native_ports
 from bridge.sip.crossing import FrameCrossing, MediaPort
 from bridge.sip.media import BridgePort
 from bridge.sip.rtpguard import random_rtp_start
-from bridge.sip.sipconfig import DOCUMENTED_CALL_CAP, MediaPortKind, SipConfig, Transport
-from bridge.sip.sipmsg import SIP_CALL_ID_CHARS, clean_text, parse_request_head, user_part
+from bridge.sip.sipconfig import DOCUMENTED_CALL_CAP, MediaPortKind, SipConfig
+from bridge.sip.sipmsg import SIP_CALL_ID_CHARS, Transport, clean_text, parse_request_head, user_part
 from bridge.sip.transports import TRANSPORT_TYPES, account_config, transport_config
 
 _LOG = logging.getLogger("bridge.sip")
@@ -333,7 +333,7 @@ class SipEndpoint:
         self._ports_all: list[MediaPort] = []
         self._ports_free: list[MediaPort] = []
         self.hub: NativeHub | None = None  # native media ports' loop side (None: Python ports)
-        self.media_port_kind = MediaPortKind.PYTHON
+        self.media_port_kind: MediaPortKind = MediaPortKind.PYTHON
         self._reader: tuple[asyncio.AbstractEventLoop, int] | None = None
         self._release_hooks: list[Callable[[], None]] = []
         self._stop_polling: Callable[[], None] | None = None  # removes the SIP poll from the loop's metronome

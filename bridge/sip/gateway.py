@@ -107,11 +107,12 @@ from bridge.sip.endpoint import CallGone, LogLimiter, RejectedCall, SipEndpoint,
 from bridge.sip.outbound import HumanCall, dial
 from bridge.sip.rtpguard import MediaClaims, MediaGuard, media_sources, sdp_connection_ip
 from bridge.sip.rxhook import RxHook
-from bridge.sip.sipconfig import SipConfig
+from bridge.sip.sipconfig import MediaPortKind, SipConfig
 from bridge.sip.sipmsg import (
     SIP_CALL_ID_CHARS,
     Dialog,
     RequestHead,
+    Transport,
     body_shorter_than_declared,
     clean_text,
     dialog_from_ack,
@@ -536,7 +537,7 @@ class IncomingCall:
         """The caller's audio sent from the clock thread (native ports with the C resampler; ``cport.c``,
         "Uplink"). ``CALLBRIDGE_UPLINK=python`` keeps it on the loop (for comparison)."""
         port = self._port
-        if not isinstance(port, NativePort) or os.environ.get("CALLBRIDGE_UPLINK", "native") == "python":
+        if not isinstance(port, NativePort) or os.environ.get("CALLBRIDGE_UPLINK") == MediaPortKind.PYTHON:
             return None
         return port.uplink(upsampler)
 
@@ -547,7 +548,7 @@ class IncomingCall:
             self._port.detach()
 
     @property
-    def media_port_kind(self) -> str:
+    def media_port_kind(self) -> MediaPortKind:
         """The media port kind: "native" (C, bridge.sip.cport) or "python" (a pjsua2 AudioMediaPort)."""
         return self._gateway.endpoint.media_port_kind
 
@@ -857,7 +858,7 @@ class SipGateway:
         )
         self._guarded[id(handle)] = sip_call_id
 
-    def _check_request(self, message: str, source: str, transport: str) -> tuple[int, str]:
+    def _check_request(self, message: str, source: str, transport: Transport | None) -> tuple[int, str]:
         """Every received request, before pjsip acts on it (bridge.sip.rxhook): the dialog guard's verdict, then the
         offer's transport rule (SDES keys over TLS only, SRTP on sips: calls)."""
         verdict = self.dialogs.verdict(message, source)

@@ -20,7 +20,7 @@ import socket
 import time
 from collections.abc import Iterable
 
-from bridge.sip.sipmsg import Dialog, build_bye
+from bridge.sip.sipmsg import Dialog, Transport, build_bye
 
 _LOG = logging.getLogger("bridge.sip")
 UDP_COPIES = 2  # the same request (same branch) twice: a retransmission as far as the caller is concerned
@@ -44,7 +44,7 @@ async def send_bye(
         return False
     branch = "z9hG4bK" + secrets.token_hex(8)
     try:
-        if dialog.transport == "tcp":
+        if dialog.transport is Transport.TCP:
             local = (local_host, 0) if local_host else None
             opening = asyncio.open_connection(*destination, local_addr=local)
             reader, writer = await asyncio.wait_for(opening, timeout_s)

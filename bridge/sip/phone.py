@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import functools
 import logging
 import time
@@ -141,12 +142,20 @@ class EchoingSource:
         return self._line.step(back, said)
 
 
+class LegRole(enum.StrEnum):
+    """Which of a phone's calls a leg is: the one it placed, one a REFER made it place, or one it answered."""
+
+    CALLER = "caller"
+    TRANSFER = "transfer"
+    CALLEE = "callee"
+
+
 @dataclass(eq=False)
 class _Leg:
     """One pjsua2 call of this phone: the call we placed, one a REFER made us place, or one we answered."""
 
     session: _Session
-    role: str  # "caller" | "transfer" | "callee"
+    role: LegRole
     uri: str
     call: _PhoneCall | None = None
     port: MediaPort | None = None
@@ -306,7 +315,7 @@ class _Session:
         self.first_answer = asyncio.Event()
         self.answered_at: float | None = None
 
-    def new_leg(self, role: str, uri: str) -> _Leg:
+    def new_leg(self, role: LegRole, uri: str) -> _Leg:
         leg = _Leg(self, role, uri)
         leg.call = _PhoneCall(self.phone.account, leg)
         self.legs.append(leg)
@@ -327,18 +336,18 @@ class _Session:
         assert leg.port is not None
         leg.port.attach(self.source, leg.on_frame)
         for other in self.legs:
-            if other is not leg and other.port is not None and leg.role == "transfer":
+            if other is not leg and other.port is not None and leg.role is LegRole.TRANSFER:
                 other.port.attach(None, other.on_frame)
 
     def on_refer(self, leg: _Leg, prm: Any) -> None:
         """Transferee side of RFC 3515: accept (202) and give pjsua the Call object for the new INVITE."""
         target = str(prm.dstUri)
         _LOG.info("REFER to %s", target)
-        new = self.new_leg("transfer", target)
+        new = self.new_leg(LegRole.TRANSFER, target)
         prm.newCall = new.call
 
     def on_incoming(self, prm: Any, refuse: int = 0) -> None:
-        leg = _Leg(self, "callee", "")
+        leg = _Leg(self, LegRole.CALLEE, "")
         leg.call = _PhoneCall(self.phone.account, leg, prm.callId)
         self.legs.append(leg)
         self.all_ended.clear()
@@ -435,7 +444,7 @@ class Softphone:
         plain = _source(plan.play, plan.loop_play)
         session = _Session(self, plain if plan.echo is None else EchoingSource(plain, plan.echo))
         self._sessions.append(session)
-        leg = session.new_leg("caller", uri)
+        leg = session.new_leg(LegRole.CALLER, uri)
         assert leg.call is not None
         self.endpoint.note_call_setup()
         try:
@@ -524,7 +533,8 @@ def _call_summary(session: _Session, leg: _Leg, dtmf_sent: str) -> dict[str, Any
     end = max((each.ended_at or time.monotonic()) for each in session.legs)
     stats = dict(audio_stats(bytes(session.recording)))
     stats["frames"] = sum(each.frames for each in session.legs)
-    transfer = next((each for each in legs if each["role"] == "transfer"), None)
+    roles = [each.role for each in session.legs]
+    transfer = legs[roles.index(LegRole.TRANSFER)] if LegRole.TRANSFER in roles else None
     first = legs[0]
     last = session.legs[-1]
     return {

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.sip.cport import PJSUA
+from bridge.sip.sipmsg import Transport
 
 _LOG = logging.getLogger("bridge.sip")
 PRIORITY = 15  # PJSIP_MOD_PRIORITY_TSX_LAYER (16) - 1: before transactions and dialogs, after the transport
@@ -38,10 +39,9 @@ _SCAN_LIMIT = 1 << 17  # how far past the packet the message pointer is looked f
 _INET6_ADDRSTRLEN = 46
 
 Verdict = tuple[int, str]  # (0: pass on, -1: drop, else the status code of the answer; the reason phrase)
-OnRequest = Callable[[str, str, str], Verdict]  # (the message text, "ip:port" it came from, "udp" / "tcp" / "tls")
+OnRequest = Callable[[str, str, Transport | None], Verdict]  # (the message text, "ip:port" it came from, over what)
 _TRANSPORT = _PTR  # tp_info.transport: a pjsip_transport, whose first field is its name (obj_name: "udp0x...",
 # "tcps0x..." / "tcpc0x...", "tlss0x..." / "tlsc0x...")
-TRANSPORT_NAMES = ("udp", "tcp", "tls")
 
 _RX = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 
@@ -118,12 +118,12 @@ def _is_ip(name: bytes) -> bool:
     return True
 
 
-def transport_name(transport: int) -> str:
-    """ "udp", "tcp" or "tls" from a ``pjsip_transport``'s ``obj_name``; "" if it names none of them."""
+def transport_name(transport: int) -> Transport | None:
+    """The transport a ``pjsip_transport``'s ``obj_name`` names ("udp0x...", "tlss0x..."); None if none."""
     if not transport:
-        return ""
+        return None
     kind = ctypes.string_at(transport, 3).decode("ascii", "replace").lower()
-    return kind if kind in TRANSPORT_NAMES else ""
+    return Transport(kind) if kind in tuple(Transport) else None
 
 
 class RxHook:

@@ -1,6 +1,7 @@
 """Where and how a process speaks SIP: :class:`SipConfig`, checked at construction, and the closed sets its modes
-come from (:class:`Transport`, :class:`SrtpMode`, :class:`MediaPortKind`). What pjsua2 is told of them is
-:mod:`bridge.sip.transports` (listeners, account, SRTP) and :mod:`bridge.sip.endpoint` (media ports).
+come from (:class:`SrtpMode`, :class:`MediaPortKind`; transports: :class:`bridge.sip.sipmsg.Transport`). What
+pjsua2 is told of them is :mod:`bridge.sip.transports` (listeners, account, SRTP) and :mod:`bridge.sip.endpoint`
+(media ports).
 """
 
 from __future__ import annotations
@@ -15,19 +16,12 @@ from typing import TypeVar
 from bridge.audio.frames import BEAT_FRAMES, MAX_BEAT_FRAMES
 from bridge.sip.access import AuthLockout, DigestAuth, parse_networks
 from bridge.sip.cport import DEFAULT_LEAD
+from bridge.sip.sipmsg import Transport
 from bridge.sip.tlsfiles import check_tls_files
 
 _E = TypeVar("_E", bound=enum.StrEnum)
 
 DOCUMENTED_CALL_CAP = 4  # what this wheel allows per process (docs/pjsip.md); used if the read-back fails
-
-
-class Transport(enum.StrEnum):
-    """A SIP listener's transport (RFC 3261 §18; TLS: RFC 5630)."""
-
-    UDP = "udp"
-    TCP = "tcp"
-    TLS = "tls"
 
 
 class SrtpMode(enum.StrEnum):

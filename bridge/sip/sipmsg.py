@@ -9,6 +9,7 @@ Whatever a caller wrote is data: :func:`clean_text` makes it safe to store and l
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass, field
 
@@ -146,13 +147,26 @@ def body_shorter_than_declared(message: str) -> bool:
 # -- ending a dialog from outside the process that held it --------------------------------------------------------
 
 
+class Transport(enum.StrEnum):
+    """A SIP transport (RFC 3261 §18; TLS: RFC 5630), as a Via names it (lower-cased)."""
+
+    UDP = "udp"
+    TCP = "tcp"
+    TLS = "tls"
+
+
+def plain_transport(name: str) -> Transport:
+    """The transport a BYE from a plain socket takes for a dialog that ran over ``name``: TCP for TCP, else UDP."""
+    return Transport.TCP if name.lower() == Transport.TCP else Transport.UDP
+
+
 @dataclass(frozen=True)
 class Dialog:
     """What it takes to send an in-dialog BYE for a call whose pjsua2 state is gone (its worker was killed).
 
     Taken from the caller's ACK (``From``/``To`` with both tags, RFC 3261 §12.1.1) and INVITE (``Contact``,
     ``Record-Route``). ``local``/``remote`` are header values from our side: ``local`` becomes the BYE's From,
-    ``remote`` its To. ``peer`` is "ip:port" the INVITE came from; ``transport`` "udp" or "tcp".
+    ``remote`` its To. ``peer`` is "ip:port" the INVITE came from; ``transport`` UDP or TCP.
     """
 
     call_id: str
@@ -161,7 +175,7 @@ class Dialog:
     target: str  # the caller's Contact URI (the remote target)
     routes: tuple[str, ...] = ()  # the INVITE's Record-Route values, in order (the UAS route set)
     peer: str = ""
-    transport: str = "udp"
+    transport: Transport = Transport.UDP
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -184,7 +198,7 @@ class Dialog:
             target=str(data["target"]),
             routes=tuple(str(r) for r in routes) if isinstance(routes, list) else (),
             peer=str(data.get("peer") or ""),
-            transport=str(data.get("transport") or "udp"),
+            transport=plain_transport(str(data.get("transport") or "")),
         )
 
     def destination(self) -> tuple[str, int] | None:
@@ -230,7 +244,7 @@ def dialog_from_ack(ack: str, invite: str, peer: str) -> Dialog | None:
     if not (call_id and theirs and ours and contact) or ";tag=" not in ours[0] or ";tag=" not in theirs[0]:
         return None
     vias = header_values(invite, "via")
-    transport = vias[0].split()[0].rsplit("/", 1)[-1].lower() if vias and vias[0].split() else "udp"
+    transport = vias[0].split()[0].rsplit("/", 1)[-1] if vias and vias[0].split() else ""
     routes = tuple(r.strip() for value in header_values(invite, "record-route") for r in value.split(","))
     return Dialog(
         call_id=call_id[0],
@@ -239,7 +253,7 @@ def dialog_from_ack(ack: str, invite: str, peer: str) -> Dialog | None:
         target=_first_uri(contact[0]),
         routes=tuple(r for r in routes if r),
         peer=peer,
-        transport=transport if transport in ("udp", "tcp") else "udp",
+        transport=plain_transport(transport),
     )
 
 

@@ -1,6 +1,6 @@
 """What pjsua2 is told about transports and accounts: UDP, TCP and TLS listeners, the account's URI, media ports,
 NAT addresses, session timers and SRTP. Built from a :class:`~bridge.sip.sipconfig.SipConfig`; the one place
-its :class:`~bridge.sip.sipconfig.Transport` and :class:`~bridge.sip.sipconfig.SrtpMode` become pjsua2's constants.
+its :class:`~bridge.sip.sipmsg.Transport` and :class:`~bridge.sip.sipconfig.SrtpMode` become pjsua2's constants.
 
 * **TLS** (RFC 5630): a ``PJSIP_TRANSPORT_TLS`` listener on ``tls_port`` with the certificate and key; the far end
   of the connections this side opens (a softphone calling a trunk, a transfer's outbound leg) is verified against
@@ -23,7 +23,8 @@ from typing import Any
 
 import pjsua2 as pj
 
-from bridge.sip.sipconfig import SipConfig, SrtpMode, Transport
+from bridge.sip.sipconfig import SipConfig, SrtpMode
+from bridge.sip.sipmsg import Transport
 
 TRANSPORT_TYPES = {
     Transport.UDP: pj.PJSIP_TRANSPORT_UDP,

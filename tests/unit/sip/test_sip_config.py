@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from bridge.sip.endpoint import BurstPolls, LogLimiter
-from bridge.sip.sipconfig import SipConfig
+from bridge.sip.sipconfig import MediaPortKind, SipConfig, SrtpMode
+from bridge.sip.sipmsg import Transport
 
 
 def test_defaults_allow_everyone_without_auth() -> None:
@@ -106,6 +107,17 @@ def test_with_tls_srtp_is_never_off_and_nothing_names_the_product() -> None:
     assert srtp_mode(SipConfig(transports=("udp", "tls"))) == "optional"
     assert srtp_mode(SipConfig(transports=("udp", "tls"), srtp="mandatory")) == "mandatory"
     assert srtp_mode(SipConfig()) == "off"
+    assert srtp_mode(SipConfig(srtp="optional")) is SrtpMode.OPTIONAL
+
+
+def test_modes_are_kept_as_members_and_unknown_ones_named() -> None:
+    config = SipConfig(transports=("UDP", "tls"), srtp="mandatory", media_port="python")
+    assert config.transports == (Transport.UDP, Transport.TLS)
+    assert config.srtp is SrtpMode.MANDATORY and config.media_port is MediaPortKind.PYTHON
+    with pytest.raises(ValueError, match=r"SipConfig\.srtp: expected one of off, optional, mandatory, got 'on'"):
+        SipConfig(srtp="on")
+    with pytest.raises(ValueError, match=r"SipConfig\.transports: unknown sctp"):
+        SipConfig(transports=("udp", "sctp"))
     assert SipConfig().user_agent == "" and SipConfig().tls_verify
 
 

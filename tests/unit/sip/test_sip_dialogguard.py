@@ -12,6 +12,7 @@ from bridge.sip.dialogguard import (
     media_move_allowed,
     media_security,
 )
+from bridge.sip.sipmsg import Transport
 
 
 def _request(method: str, call_id: str = "c1", to_tag: str = ";tag=w1", sdp_host: str | None = None) -> str:
@@ -66,12 +67,13 @@ def _offer(uri: str, proto: str = "RTP/AVP", crypto: bool = False, method: str =
 
 def test_sdes_keys_only_over_tls_and_a_sips_call_only_with_srtp() -> None:
     keyed = _offer("sip:100@h", "RTP/SAVP", crypto=True)
-    assert media_security(keyed, "udp").reason == KEYS_IN_CLEAR
-    assert media_security(keyed, "tcp").status == 488
-    assert media_security(_offer("sip:100@h", crypto=True, method="UPDATE"), "udp").status == 488
-    assert media_security(keyed, "tls").status == PASS
-    assert media_security(_offer("sips:100@h"), "tls").reason == SIPS_NEEDS_SRTP
-    assert media_security(_offer("sips:100@h", "RTP/SAVP", crypto=True), "tls").status == PASS
-    assert media_security(_offer("sip:100@h"), "udp").status == PASS  # plain RTP over plain SIP
-    assert media_security(_offer("sips:100@h").split("\r\n\r\n")[0] + "\r\n\r\n", "tls").status == PASS  # no offer
-    assert media_security(keyed, "").status == PASS  # a transport it cannot tell: pjsua's rules only
+    assert media_security(keyed, Transport.UDP).reason == KEYS_IN_CLEAR
+    assert media_security(keyed, Transport.TCP).status == 488
+    assert media_security(_offer("sip:100@h", crypto=True, method="UPDATE"), Transport.UDP).status == 488
+    assert media_security(keyed, Transport.TLS).status == PASS
+    assert media_security(_offer("sips:100@h"), Transport.TLS).reason == SIPS_NEEDS_SRTP
+    assert media_security(_offer("sips:100@h", "RTP/SAVP", crypto=True), Transport.TLS).status == PASS
+    assert media_security(_offer("sip:100@h"), Transport.UDP).status == PASS  # plain RTP over plain SIP
+    no_offer = _offer("sips:100@h").split("\r\n\r\n")[0] + "\r\n\r\n"
+    assert media_security(no_offer, Transport.TLS).status == PASS
+    assert media_security(keyed, None).status == PASS  # a transport it cannot tell: pjsua's rules only

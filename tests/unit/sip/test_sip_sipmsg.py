@@ -146,6 +146,18 @@ def test_dialog_from_the_ack_and_invite_and_the_bye_built_from_it() -> None:
     assert bye.endswith("Content-Length: 0\r\n\r\n")
 
 
+def test_the_bye_of_a_tcp_dialog_goes_over_tcp_any_other_over_udp() -> None:
+    from bridge.sip.sipmsg import Dialog, Transport, dialog_from_ack
+
+    tcp = dialog_from_ack(_ACK, _INVITE.replace("SIP/2.0/UDP 10.0.0.9", "SIP/2.0/tcp 10.0.0.9"), "10.0.0.9:5070")
+    assert tcp is not None and tcp.transport is Transport.TCP
+    assert tcp.to_json()["transport"] == "tcp" and Dialog.from_json(tcp.to_json()).transport is Transport.TCP
+    tls = dialog_from_ack(_ACK, _INVITE.replace("SIP/2.0/UDP 10.0.0.9", "SIP/2.0/TLS 10.0.0.9"), "10.0.0.9:5070")
+    assert tls is not None and tls.transport is Transport.UDP  # a plain socket cannot speak TLS
+    stored = {**tcp.to_json(), "transport": "sctp"}
+    assert Dialog.from_json(stored).transport is Transport.UDP
+
+
 def test_without_routes_the_bye_goes_where_the_invite_came_from_else_to_the_contact() -> None:
     from bridge.sip.sipmsg import Dialog
 

@@ -19,7 +19,8 @@ from bridge.devkit.softphone import (
     parse_echo,
 )
 from bridge.sip.phone import CallPlan, EchoingSource, ListenPlan, PcmSource
-from bridge.sip.sipconfig import SrtpMode, Transport
+from bridge.sip.sipconfig import SrtpMode
+from bridge.sip.sipmsg import Transport
 
 
 def test_parse_dtmf() -> None:
