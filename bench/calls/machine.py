@@ -7,12 +7,14 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[2]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STOP_TIMEOUT_S = 15.0  # from SIGTERM to SIGKILL
+T = TypeVar("T")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -20,32 +22,40 @@ def cpu_seconds(pid: int) -> float:
     return cpu_by_pid([pid]).get(pid, 0.0)
 
 
-def cpu_by_pid(pids: list[int]) -> dict[int, float]:
-    """CPU seconds of each process still there (a pid that is gone is absent, not 0)."""
-    out: dict[int, float] = {}
+def _per_pid(pids: list[int], name: str, parse: Callable[[str], T | None]) -> dict[int, T]:
+    """``parse`` of ``/proc/<pid>/<name>`` for each process still there (a pid that is gone, or whose file says
+    nothing, is absent)."""
+    out: dict[int, T] = {}
     for pid in pids:
         try:
-            text = Path(f"/proc/{pid}/stat").read_text()
+            text = Path(f"/proc/{pid}/{name}").read_text()
         except OSError:
             continue
-        fields = text.rsplit(")", 1)[1].split()
-        out[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        value = parse(text)
+        if value is not None:
+            out[pid] = value
     return out
+
+
+def _cpu_of_stat(text: str) -> float:
+    fields = text.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _pss_of_rollup(text: str) -> int | None:
+    found = next((line.split()[1] for line in text.splitlines() if line.startswith("Pss:")), None)
+    return None if found is None else int(found)
+
+
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """CPU seconds of each process still there (a pid that is gone is absent, not 0)."""
+    return _per_pid(pids, "stat", _cpu_of_stat)
 
 
 def pss_kb_by_pid(pids: list[int]) -> dict[int, int]:
     """Proportional set size of each process still there, in kB (/proc/<pid>/smaps_rollup: every page counted
     once, shared pages split among the processes that map them, so the sum over processes is what they take)."""
-    out: dict[int, int] = {}
-    for pid in pids:
-        try:
-            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        found = next((line.split()[1] for line in text.splitlines() if line.startswith("Pss:")), None)
-        if found is not None:
-            out[pid] = int(found)
-    return out
+    return _per_pid(pids, "smaps_rollup", _pss_of_rollup)
 
 
 def run_time_s(pids: list[int]) -> float:

@@ -195,35 +195,41 @@ def summarize(steps: list[Step], largest: int) -> dict[str, Any]:
     )
 
 
-def _cpu_beside_bridge(steps: list[Step], path: str) -> tuple[int | None, Step | None, Step | None, float | None]:
+def _beside_bridge(steps: list[Step], path: str) -> tuple[int | None, Step | None, Step | None]:
     """``path`` against the bridge path in the same run: the largest step where both answered every call (the
-    same calls, the same kind of workers), both steps, and the workers' CPU per call of ``path`` over the bridge's.
-    A step's last run counts; the late-frame mark does not matter here, the calls' CPU does."""
+    same calls, the same kind of workers), and both steps there (the bridge's first). A step's last run counts;
+    the late-frame mark does not matter here, the calls' CPU does."""
 
     def full(s: Step | None) -> bool:
         return s is not None and s.answered == s.calls
 
     both = [s.calls for s in steps if s.path == path and full(s) and full(_at(steps, "bridge", s.calls))]
     at = max(both, default=None)
-    bridge, other = _at(steps, "bridge", at), _at(steps, path, at)
-    ratio = None
-    if bridge is not None and other is not None and bridge.cpu_per_call_pct > 0:
-        ratio = round(other.cpu_per_call_pct / bridge.cpu_per_call_pct, 3)
-    return at, bridge, other, ratio
+    return at, _at(steps, "bridge", at), _at(steps, path, at)
+
+
+def _cpu(step: Step | None) -> float | None:
+    """The workers' CPU per call of a step (percent of a core), None without the step."""
+    return None if step is None else step.cpu_per_call_pct
+
+
+def _cpu_ratio(top: Step | None, bottom: Step | None) -> float | None:
+    """``top``'s workers' CPU per call over ``bottom``'s; None without either, or if ``bottom`` took none."""
+    if top is None or bottom is None or bottom.cpu_per_call_pct <= 0:
+        return None
+    return round(top.cpu_per_call_pct / bottom.cpu_per_call_pct, 3)
 
 
 def ceiling_cost_summary(steps: list[Step]) -> dict[str, Any]:
     """The bridge's workers against pjsua2's C loopback apps carrying the same calls in the same run, at the largest
     step where both answered every call: CPU per call (goal: at most :data:`GOAL_CEILING_CPU_RATIO` times the
     loopback's) and memory (PSS) per process and per call."""
-    at, bridge, loop, _ = _cpu_beside_bridge(steps, "ceiling")
-    ratio = None
-    if bridge is not None and loop is not None and loop.cpu_per_call_pct > 0:
-        ratio = round(bridge.cpu_per_call_pct / loop.cpu_per_call_pct, 3)
+    at, bridge, loop = _beside_bridge(steps, "ceiling")
+    ratio = _cpu_ratio(bridge, loop)
     return {
         "cost_step": at,
-        "bridge_cpu_per_call_pct": None if bridge is None else bridge.cpu_per_call_pct,
-        "ceiling_cpu_per_call_pct": None if loop is None else loop.cpu_per_call_pct,
+        "bridge_cpu_per_call_pct": _cpu(bridge),
+        "ceiling_cpu_per_call_pct": _cpu(loop),
         "bridge_over_ceiling_cpu": ratio,
         "goal_ceiling_cpu_met": None if ratio is None else ratio <= GOAL_CEILING_CPU_RATIO,
         "bridge_pss_mb": None if bridge is None else [bridge.pss_mb_per_process, bridge.pss_mb_per_call],
@@ -251,12 +257,13 @@ def _cost_line(summary: dict[str, Any]) -> str:
 def srtp_summary(steps: list[Step]) -> dict[str, Any]:
     """The SRTP path against the plain bridge path in the same run: capacity, and the workers' CPU per call at the
     largest step where both answered every call (only the media is encrypted)."""
-    at, plain, secure, ratio = _cpu_beside_bridge(steps, "srtp")
+    at, plain, secure = _beside_bridge(steps, "srtp")
+    ratio = _cpu_ratio(secure, plain)
     return {
         "srtp_max_calls": _path_max(steps, "srtp"),
         "srtp_cpu_step": at,
-        "srtp_cpu_per_call_pct": None if secure is None else secure.cpu_per_call_pct,
-        "plain_cpu_per_call_pct": None if plain is None else plain.cpu_per_call_pct,
+        "srtp_cpu_per_call_pct": _cpu(secure),
+        "plain_cpu_per_call_pct": _cpu(plain),
         "srtp_cpu_ratio": ratio,
         "goal_srtp_cpu_met": None if ratio is None else ratio <= GOAL_SRTP_CPU_RATIO,
     }
@@ -266,15 +273,13 @@ def echo_summary(steps: list[Step]) -> dict[str, Any]:
     """The echo guard's cost: the bridge path (the plan's defaults, the guard on) against ``echo_off`` (the same
     plan with ``echo_guard: {enabled: false}``) in the same run, the workers' CPU per call at the largest step
     where both answered every call."""
-    at, guarded, off, _ = _cpu_beside_bridge(steps, "echo_off")
-    cost = None  # guard on over guard off
-    if guarded is not None and off is not None and off.cpu_per_call_pct > 0:
-        cost = round(guarded.cpu_per_call_pct / off.cpu_per_call_pct, 3)
+    at, guarded, off = _beside_bridge(steps, "echo_off")
+    cost = _cpu_ratio(guarded, off)  # guard on over guard off
     return {
         "echo_off_max_calls": _path_max(steps, "echo_off"),
         "echo_cpu_step": at,
-        "echo_on_cpu_per_call_pct": None if guarded is None else guarded.cpu_per_call_pct,
-        "echo_off_cpu_per_call_pct": None if off is None else off.cpu_per_call_pct,
+        "echo_on_cpu_per_call_pct": _cpu(guarded),
+        "echo_off_cpu_per_call_pct": _cpu(off),
         "echo_cpu_ratio": cost,
         "goal_echo_cpu_met": None if cost is None else cost <= GOAL_ECHO_CPU_RATIO,
     }
