@@ -8,7 +8,7 @@ from typing import Any
 from bridge.emulator.config import DialectConfig
 from bridge.emulator.core import SessionCore
 from bridge.emulator.record import SessionRecord
-from bridge.emulator.wire import Wire
+from bridge.emulator.wire import Id, Wire
 from bridge.realtime.dialects.schema import ClientError
 
 
@@ -60,7 +60,7 @@ class Conversation:
         """``conversation.item.create``: the item, checked, stored and announced."""
         item: dict[str, Any] = self.cfg.item.check(ev["item"], "item")
         item.pop("object", None)
-        item_id = item.get("id") or self.session.ids.item()
+        item_id = item.get("id") or self.session.ids.new(Id.ITEM)
         if item_id in self.items:
             raise ClientError("invalid_value", f"Item with id '{item_id}' already exists.", "item.id")
         previous = ev.get("previous_item_id")

@@ -25,7 +25,7 @@ from bridge.emulator.annotations import Annotations
 from bridge.emulator.faults import SERVER_ERROR, Fault, Settings, error_type
 from bridge.emulator.formats import WireFormat
 from bridge.emulator.record import ELIDED, AudioSegment, SessionRecord
-from bridge.emulator.wire import EventBuilder, Ids
+from bridge.emulator.wire import EventBuilder, Id, Ids
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.dialects.schema import ClientError, Obj
 
@@ -50,6 +50,8 @@ class Opening(TypedDict, total=False):
     now: float  # the session's clock at the upgrade (monotonic seconds; default 0)
     wall: float  # the wall clock then (``expires_at`` counts from it; default 0)
     annotations: Annotations | None  # the call script's turns
+    initial_session: Mapping[str, Any] | None  # Realtime: the session a minted client secret carries
+    model_ok: Callable[[str], bool] | None  # Live: may ``session.start`` name this model (default: any non-empty)
 
 
 class SessionCore:
@@ -137,7 +139,7 @@ class SessionCore:
             self.error(code, message, now, error_type=str(opts.get("type", error_type(code))))
         elif fault is Fault.UNKNOWN_EVENT:
             event_type = str(opts.get("event_type", self.unknown_event_type))
-            self.send({"type": event_type, "event_id": self.ids.event()}, now)
+            self.send({"type": event_type, "event_id": self.ids.new(Id.EVENT)}, now)
         elif fault is Fault.MALFORMED_JSON:
             self.send_raw(str(opts.get("text", self._malformed_json())), now)
         elif fault is Fault.EXPIRE:

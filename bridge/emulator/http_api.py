@@ -13,7 +13,7 @@ from aiohttp import web
 
 from bridge.emulator.config import DialectConfig
 from bridge.emulator.record import SessionRecord
-from bridge.emulator.wire import Ids, Wire
+from bridge.emulator.wire import Id, Ids, Wire
 from bridge.privacy.masking import mask_api_key
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.dialects.schema import ClientError
@@ -105,7 +105,7 @@ class Credentials:
         value = self.ids.secret()
         self.secrets[value] = Secret(now + ttl, {dialect: raw_session if isinstance(raw_session, dict) else {}})
         wire = Wire(dialect, self.ids)
-        echo = wire.session(session, self.ids.session(), int(now + ttl))
+        echo = wire.session(session, self.ids.new(Id.SESSION), int(now + ttl))
         return web.json_response(wire.mint_response(value, int(now + ttl), echo))
 
     def minter(self, dialect: Dialect) -> Callable[[web.Request], Awaitable[web.Response]]:

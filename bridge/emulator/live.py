@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import binascii
 import heapq
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar, Unpack
 
 import orjson
@@ -51,7 +51,7 @@ from bridge.emulator.live_backend import Delegation, LiveBackend
 from bridge.emulator.live_speech import LiveSpeech, SpeechKind
 from bridge.emulator.record import SessionRecord
 from bridge.emulator.state import DelegationType, LiveState
-from bridge.emulator.wire import LiveWire
+from bridge.emulator.wire import Id, LiveWire
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.dialects.schema import ClientError, merge
 
@@ -78,19 +78,12 @@ class LiveSession(SessionCore):
     unknown_event_type = "session.emulator_unknown"
     wire: LiveWire
 
-    def __init__(
-        self,
-        dialect: Dialect,
-        settings: Settings | None = None,
-        *,
-        model_ok: Callable[[str], bool] | None = None,
-        **opening: Unpack[Opening],
-    ) -> None:
+    def __init__(self, dialect: Dialect, settings: Settings | None = None, **opening: Unpack[Opening]) -> None:
         super().__init__(dialect, settings, **opening)
         self.wire = LiveWire(dialect, self.ids)
         self.service = self.wire.service
-        self._model_ok = model_ok or (lambda m: bool(m))
-        session_id = self.ids.session()
+        self._model_ok = opening.get("model_ok") or bool
+        session_id = self.ids.new(Id.SESSION)
         config = self.service.session_defaults(self.model_asked)
         model = str(config.get("model") or "")
         self.record = SessionRecord(session_id, dialect.name, model, settings=self.settings.as_dict())

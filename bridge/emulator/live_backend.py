@@ -20,6 +20,7 @@ from bridge.emulator.annotations import ToolCall
 from bridge.emulator.config import value_at
 from bridge.emulator.scheduler import Status, record_response
 from bridge.emulator.state import DelegationType, LiveState
+from bridge.emulator.wire import Id
 from bridge.realtime.dialects.schema import ClientError
 
 
@@ -117,13 +118,13 @@ class LiveBackend:
         if not self._responses():
             return  # the session delegates to nobody who could call a tool
         state, ids = self.state, self.state.core.ids
-        response_id = ids.response()
-        delegation = Delegation(ids.delegation(), response_id)
+        response_id = ids.new(Id.RESPONSE)
+        delegation = Delegation(ids.new(Id.DELEGATION), response_id)
         self._delegations[delegation.id] = delegation
         info = {"id": delegation.id, "target": "responses", "type": "delegation", "response_id": response_id}
         state.core.send(self.wire.event("delegation.created", delegation=info, offset_ms=int(state.out_ms)), t)
         self._envelope(delegation, "created", t, response=self._response(response_id, Status.IN_PROGRESS, 0))
-        item_id, call_id = ids.function_item(), ids.call()
+        item_id, call_id = ids.new(Id.FUNCTION_ITEM), ids.new(Id.CALL)
         item = {"id": item_id, "type": "function_call", "call_id": call_id, "name": call.name, "arguments": ""}
         self._envelope(delegation, "item_added", t, output_index=0, item={**item, "status": Status.IN_PROGRESS})
         self._envelope(delegation, "function_delta", t, item_id=item_id, output_index=0, delta=call.arguments)
@@ -140,10 +141,10 @@ class LiveBackend:
     def answer(self, delegation: Delegation, text: str, t: float) -> None:
         """The backend's next response (with the tools' outputs): a message, ``text``, the model then reads out."""
         ids = self.state.core.ids
-        response_id = ids.response()
+        response_id = ids.new(Id.RESPONSE)
         delegation.response_id = response_id
         self._envelope(delegation, "created", t, response=self._response(response_id, Status.IN_PROGRESS, 0))
-        item_id = ids.message_item()
+        item_id = ids.new(Id.MESSAGE_ITEM)
         message = {"id": item_id, "type": "message", "role": "assistant", "status": Status.IN_PROGRESS, "content": []}
         self._envelope(delegation, "item_added", t, output_index=0, item=message)
         fields = {"item_id": item_id, "output_index": 0, "content_index": 0}

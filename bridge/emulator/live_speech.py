@@ -24,6 +24,7 @@ from bridge.emulator.faults import MID_RESPONSE_ERROR, error_type
 from bridge.emulator.formats import WireFormat
 from bridge.emulator.scheduler import CancelledBy, ResponseScheduler, Status, Utterance
 from bridge.emulator.state import LiveState
+from bridge.emulator.wire import Id
 
 
 class SpeechKind(enum.Enum):
@@ -85,7 +86,7 @@ class LiveSpeech(ResponseScheduler[Speech]):
         if kind is not SpeechKind.FIXTURE:
             number = self.number()
             ready += self.first_delta_delay()
-        self.waiting.append(Speech(number, kind, text, said, ready, id=self.state.core.ids.response()))
+        self.waiting.append(Speech(number, kind, text, said, ready, id=self.state.core.ids.new(Id.RESPONSE)))
 
     def fixture_active(self) -> bool:
         return any(s.kind is SpeechKind.FIXTURE for s in (self.active, *self.waiting) if s is not None)
@@ -176,7 +177,7 @@ class _StreamFaults:
 
     def unknown_event(self, t: float) -> None:
         core = self.speech.state.core
-        core.send({"type": core.unknown_event_type, "event_id": core.ids.event()}, t)
+        core.send({"type": core.unknown_event_type, "event_id": core.ids.new(Id.EVENT)}, t)
 
     def invalid_base64_delta(self, t: float) -> None:
         state = self.speech.state

@@ -8,7 +8,7 @@ import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import orjson
 
@@ -25,6 +25,7 @@ class AudioSegment:
     raw: bytearray = field(default_factory=bytearray)
 
 
+SUMMARY_FIELDS: Final = ("id", "dialect", "model", "closed", "close_code", "close_reason")  # summary() copies these
 Listener = Callable[[str, float, Any], None]  # (direction "in" | "out" | "raw", time, event or text)
 
 
@@ -84,12 +85,7 @@ class SessionRecord:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "id": self.id,
-            "dialect": self.dialect,
-            "model": self.model,
-            "closed": self.closed,
-            "close_code": self.close_code,
-            "close_reason": self.close_reason,
+            **{name: getattr(self, name) for name in SUMMARY_FIELDS},
             "received": len(self.received),
             "sent": len(self.sent),
             "input_audio_ms": round(sum(len(s.pcm) / 2 / s.rate * 1000 for s in self.audio)),

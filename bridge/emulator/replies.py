@@ -19,7 +19,7 @@ from bridge.emulator.config import ResponseParams, SessionView
 from bridge.emulator.faults import Settings
 from bridge.emulator.formats import WireFormat
 from bridge.emulator.scheduler import Status, Utterance
-from bridge.emulator.wire import Ids
+from bridge.emulator.wire import Id, Ids
 
 
 class ContextKind(enum.Enum):
@@ -137,7 +137,7 @@ class Replies:
         return " ".join(texts).strip()
 
     def _message(self, index: int, text: str, modality: str, fmt: WireFormat, reply: Reply | None) -> Output:
-        out = Output(index=index, kind=OutputKind.MESSAGE, item_id=self.ids.item(), modality=modality, text=text)
+        out = Output(index=index, kind=OutputKind.MESSAGE, item_id=self.ids.new(Id.ITEM), modality=modality, text=text)
         if modality == "audio":
             pcm = voice.speak(self.settings, text, fmt.rate, reply)
             out.speech = Utterance.of(pcm, fmt, self.settings.delta_ms, words(text))
@@ -147,9 +147,9 @@ class Replies:
         return Output(
             index=index,
             kind=OutputKind.FUNCTION_CALL,
-            item_id=self.ids.item(),
+            item_id=self.ids.new(Id.ITEM),
             name=name,
-            call_id=self.ids.call(),
+            call_id=self.ids.new(Id.CALL),
             arguments=arguments,
         )
 

@@ -22,7 +22,7 @@ from bridge.emulator.formats import FORMATS
 from bridge.emulator.replies import Output, OutputKind, words
 from bridge.emulator.scheduler import CancelledBy, ResponseScheduler, Status
 from bridge.emulator.state import RealtimeState
-from bridge.emulator.wire import ResponseInfo, Usage
+from bridge.emulator.wire import Id, ResponseInfo, Usage
 
 
 class StepKind(enum.Enum):
@@ -99,7 +99,7 @@ class RealtimeResponses(ResponseScheduler[Run]):
         format_key = params.output_format or view.output_format
         modality = (params.output_modalities or view.output_modalities)[0]
         run = Run(
-            id=state.core.ids.response(),
+            id=state.core.ids.new(Id.RESPONSE),
             number=number,
             t0=t,
             out_of_band=params.out_of_band,
@@ -389,7 +389,7 @@ class _DeltaFaults:
 
     def unknown_event(self, t: float) -> None:
         core = self.responses.state.core
-        core.send({"type": "response.emulator_unknown.delta", "event_id": core.ids.event(), **self.common}, t)
+        core.send({"type": "response.emulator_unknown.delta", "event_id": core.ids.new(Id.EVENT), **self.common}, t)
 
     def invalid_base64_delta(self, t: float) -> None:
         responses = self.responses

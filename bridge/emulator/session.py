@@ -34,7 +34,7 @@ from bridge.emulator.responses import RealtimeResponses
 from bridge.emulator.scheduler import CancelledBy
 from bridge.emulator.state import RealtimeState
 from bridge.emulator.turns import Turns
-from bridge.emulator.wire import Wire
+from bridge.emulator.wire import Id, Wire
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.dialects.schema import ClientError
 
@@ -60,19 +60,12 @@ class EmulatorSession(SessionCore):
 
     wire: Wire
 
-    def __init__(
-        self,
-        dialect: Dialect,
-        settings: Settings | None = None,
-        *,
-        initial_session: Mapping[str, Any] | None = None,
-        **opening: Unpack[Opening],
-    ) -> None:
+    def __init__(self, dialect: Dialect, settings: Settings | None = None, **opening: Unpack[Opening]) -> None:
         super().__init__(dialect, settings, **opening)
         cfg = DialectConfig(dialect)
         self.wire = Wire(dialect, self.ids)
-        session_id, conversation_id = self.ids.session(), self.ids.conversation()
-        config = cfg.new_session(self.model_asked, initial_session)
+        session_id, conversation_id = self.ids.new(Id.SESSION), self.ids.new(Id.CONVERSATION)
+        config = cfg.new_session(self.model_asked, opening.get("initial_session"))
         view = cfg.view(config)
         self.record = SessionRecord(session_id, dialect.name, view.model, settings=self.settings.as_dict())
         self.state = RealtimeState(

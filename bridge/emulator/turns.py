@@ -14,6 +14,7 @@ from bridge.audio.vad import EnergyVad, VadEvent
 from bridge.emulator.formats import FORMATS
 from bridge.emulator.replies import Context, ContextKind
 from bridge.emulator.state import RealtimeState
+from bridge.emulator.wire import Id
 from bridge.realtime.dialects.schema import ClientError
 
 MIN_COMMIT_MS = 100.0  # a commit of less audio gets input_audio_buffer_commit_empty
@@ -45,7 +46,7 @@ class Turns:
                 "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
                 f"but buffer only has {buffered:.2f}ms of audio.",
             )
-        item_id = self._speech_item or self.state.core.ids.item()
+        item_id = self._speech_item or self.state.core.ids.new(Id.ITEM)
         self._speech_item = None
         self.buffer_start_ms = self.state.input.appended_ms
         self.reset_vad()
@@ -81,7 +82,7 @@ class Turns:
         """``input_audio_buffer.speech_started``; True when the turn detection lets it cut an active response."""
         state = self.state
         ms = max(self._vad_offset_ms + e.ms, self.buffer_start_ms)
-        self._speech_item = state.core.ids.item()
+        self._speech_item = state.core.ids.new(Id.ITEM)
         self._speech_start_ms = ms
         state.core.send(state.wire.event("input.speech_started", audio_start_ms=int(ms), item_id=self._speech_item), t)
         return bool((state.view.turn_detection or {}).get("interrupt_response", True))
@@ -91,7 +92,7 @@ class Turns:
         with a response."""
         state = self.state
         ms = self._vad_offset_ms + e.ms
-        item_id = self._speech_item or state.core.ids.item()
+        item_id = self._speech_item or state.core.ids.new(Id.ITEM)
         self._speech_item = None
         state.core.send(state.wire.event("input.speech_stopped", audio_end_ms=int(ms), item_id=item_id), t)
         self.buffer_start_ms = ms
@@ -156,7 +157,7 @@ class Turns:
     def timed_out(self, t: float) -> None:
         """``input_audio_buffer.timeout_triggered``: the buffer so far committed as an empty turn."""
         state = self.state
-        item_id = state.core.ids.item()
+        item_id = state.core.ids.new(Id.ITEM)
         start, end = self.buffer_start_ms, state.input.appended_ms
         event = state.wire.event("input.timeout", audio_start_ms=int(start), audio_end_ms=int(end), item_id=item_id)
         state.core.send(event, t)

@@ -10,6 +10,7 @@ models, and docs/protocol.md's account of the service.
 
 from __future__ import annotations
 
+import enum
 import random
 import string
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from typing import Any, Final
 
 from bridge.realtime.dialects import Dialect, LiveService, ResponseInfo, Usage
 
-__all__ = ["EventBuilder", "Ids", "LiveWire", "ResponseInfo", "Usage", "Wire"]
+__all__ = ["EventBuilder", "Id", "Ids", "LiveWire", "ResponseInfo", "Usage", "Wire"]
 
 BASE62: Final = string.digits + string.ascii_letters
 ID_LEN: Final = 21  # event_, sess_, item_, resp_, conv_ + 21 base62 characters, as the service spells them
@@ -26,6 +27,20 @@ CALL_ID_LEN: Final = 16  # call_ + 16
 
 
 _TO_BASE62: Final = bytes(ord(BASE62[b % len(BASE62)]) for b in range(256))
+
+
+class Id(enum.Enum):
+    """The identifiers the service hands out: each one's prefix and how many base62 characters follow it."""
+
+    EVENT = ("event_", ID_LEN)
+    SESSION = ("sess_", ID_LEN)
+    ITEM = ("item_", ID_LEN)
+    RESPONSE = ("resp_", ID_LEN)
+    CONVERSATION = ("conv_", ID_LEN)
+    CALL = ("call_", CALL_ID_LEN)
+    DELEGATION = ("deleg_", ID_LEN)
+    FUNCTION_ITEM = ("fc_", ID_LEN)  # a Responses function call item (Live's backend)
+    MESSAGE_ITEM = ("msg_", ID_LEN)  # a Responses message item (Live's backend)
 
 
 class Ids:
@@ -39,34 +54,10 @@ class Ids:
         # under ``bench calls``, one id per delta); the slight skew towards the first 8 characters is harmless
         return prefix + self._rng.randbytes(n).translate(_TO_BASE62).decode()
 
-    def event(self) -> str:
-        return self._make("event_")
-
-    def session(self) -> str:
-        return self._make("sess_")
-
-    def item(self) -> str:
-        return self._make("item_")
-
-    def response(self) -> str:
-        return self._make("resp_")
-
-    def conversation(self) -> str:
-        return self._make("conv_")
-
-    def call(self) -> str:
-        return self._make("call_", CALL_ID_LEN)
-
-    def delegation(self) -> str:
-        return self._make("deleg_")
-
-    def function_item(self) -> str:
-        """A Responses function call item's id (Live's backend)."""
-        return self._make("fc_")
-
-    def message_item(self) -> str:
-        """A Responses message item's id (Live's backend)."""
-        return self._make("msg_")
+    def new(self, kind: Id) -> str:
+        """A new identifier of ``kind``."""
+        prefix, n = kind.value
+        return self._make(prefix, n)
 
     def obfuscation(self) -> str:
         return "".join(self._rng.choices(BASE62, k=self._rng.randint(4, 16)))
@@ -88,7 +79,7 @@ class EventBuilder:
     ids: Ids
 
     def event(self, canonical: str, **fields: Any) -> dict[str, Any]:
-        return {"type": self.dialect.wire(canonical), "event_id": self.ids.event(), **fields}
+        return {"type": self.dialect.wire(canonical), "event_id": self.ids.new(Id.EVENT), **fields}
 
     def error(
         self,
@@ -119,7 +110,7 @@ class Wire(EventBuilder):
 
     def event(self, canonical: str, **fields: Any) -> dict[str, Any]:
         """One server event; ``canonical`` is a key of the dialect table (``audio.delta``, ``item.added``...)."""
-        ev: dict[str, Any] = {"type": self.dialect.wire(canonical), "event_id": self.ids.event(), **fields}
+        ev: dict[str, Any] = {"type": self.dialect.wire(canonical), "event_id": self.ids.new(Id.EVENT), **fields}
         if self.shape.obfuscation and canonical in OBFUSCATED:
             ev["obfuscation"] = self.ids.obfuscation()
         return ev
