@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from bridge.errors import ConfigError
+from bridge.events import TransferMode
 from bridge.realtime.dialects import DIALECTS
 from bridge.realtime.profile import AgentProfile, Tool
 from bridge.rollout.policy import RolloutSpec, Variant, legacy_spec
@@ -188,7 +189,7 @@ class TransferPlan(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mode: Literal["warm", "blind"] = "blind"
+    mode: TransferMode = TransferMode.BLIND
     target: str = Field(pattern=r"^sips?:.+@.+")
     ring_timeout_s: float = Field(20.0, gt=0, le=120)
     brief: bool = True  # the agent briefs the human (who calls, what they asked, what was tried) before the join
@@ -325,7 +326,8 @@ class Dialplan(BaseModel):
         return {t.name for t in self.profile.tools}
 
 
-def _loc(loc: Iterable[int | str]) -> str:
+def field_path(loc: Iterable[int | str]) -> str:
+    """A pydantic error's ``loc`` as the field's path in the file: ``profile.tools[2].name``."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -361,7 +363,7 @@ def check_file(path: Path) -> list[ConfigError]:
     try:
         plan = Dialplan.model_validate({**data, "source_file": src})
     except ValidationError as exc:
-        return [ConfigError(src, _loc(e["loc"]), e["msg"]) for e in exc.errors()]
+        return [ConfigError(src, field_path(e["loc"]), e["msg"]) for e in exc.errors()]
     out = _check_dialects(plan, src)
     if "transfer_to_human" in plan.tool_names and not plan.transfer_target:
         out.append(ConfigError(src, "transfer_target", "required when the transfer_to_human tool is enabled"))
@@ -442,7 +444,7 @@ def _check_dialects(plan: Dialplan, src: str) -> list[ConfigError]:
             profile = plan.variant_profile(variant)
         except ValidationError as exc:
             err = exc.errors()[0]
-            found.append(ConfigError(src, f"{where}.profile.{_loc(err['loc'])}", err["msg"]))
+            found.append(ConfigError(src, f"{where}.profile.{field_path(err['loc'])}", err["msg"]))
             continue
         except ValueError as exc:  # a built-in tool the variant names does not exist
             found.append(ConfigError(src, f"{where}.profile", str(exc)))

@@ -7,18 +7,24 @@ never an exception.
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-Action = Literal["transfer", "hangup"]
+
+class ToolAction(enum.StrEnum):
+    """What a tool does to the call once the agent's line has played out."""
+
+    TRANSFER = "transfer"
+    HANGUP = "hangup"
 
 
 @dataclass(frozen=True)
 class ToolResult:
     output: dict[str, Any]
-    action: Action | None = None
+    action: ToolAction | None = None
     target: str | None = None
 
     @property
@@ -35,13 +41,15 @@ def _transfer(args: Mapping[str, Any], transfer_target: str | None) -> ToolResul
             "status": "transferring",
             "note": "Tell the caller in one short sentence that you are transferring them.",
         },
-        action="transfer",
+        action=ToolAction.TRANSFER,
         target=transfer_target,
     )
 
 
 def _end_call(args: Mapping[str, Any], transfer_target: str | None) -> ToolResult:
-    return ToolResult({"ok": True, "note": "Say a one-sentence goodbye; the call ends after it."}, action="hangup")
+    return ToolResult(
+        {"ok": True, "note": "Say a one-sentence goodbye; the call ends after it."}, action=ToolAction.HANGUP
+    )
 
 
 TOOLS: Mapping[str, Callable[[Mapping[str, Any], str | None], ToolResult]] = {

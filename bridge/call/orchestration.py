@@ -27,7 +27,7 @@ import contextlib
 import logging
 
 from bridge import events as ev
-from bridge.call.builtin_tools import ToolResult
+from bridge.call.builtin_tools import ToolAction, ToolResult
 from bridge.call.flow import Trigger
 from bridge.call.parts import CallParts
 from bridge.call.playback import Cut
@@ -191,9 +191,9 @@ class Orchestration:
                 if target is None:
                     self._fault("invalid_answer", "transfer without a target, and the plan has no transfer_target", ms)
                     return
-                self._then(ToolResult({}, action="transfer", target=target), d.text)
+                self._then(ToolResult({}, action=ToolAction.TRANSFER, target=target), d.text)
             case "hangup":
-                self._then(ToolResult({}, action="hangup"), d.text)
+                self._then(ToolResult({}, action=ToolAction.HANGUP), d.text)
             case "send_dtmf":
                 assert d.digits is not None  # Decision's validator
                 self._leg.send_dtmf(d.digits)

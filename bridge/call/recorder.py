@@ -3,7 +3,7 @@
 ::
 
     leg = RecordingLeg(call, Path("recordings") / call.call_id, consent=True, meta={"dialplan": plan.name})
-    session = CallSession(leg, plan, dialect, connect, listeners=[leg.listener])
+    session = CallSession(leg, plan, dialect, connect, CallOptions(listeners=[leg.listener]))
     await session.run()        # the session's CallEnded report closes the recording; leg.close() is idempotent
 
 A recording is a directory:
@@ -37,6 +37,7 @@ run on the event loop thread.
 from __future__ import annotations
 
 import collections
+import enum
 import hashlib
 import json
 import logging
@@ -103,6 +104,18 @@ def wav_header(data_bytes: int) -> bytes:
     )
 
 
+HEADER_KIND: Final = "recording"  # the ``kind`` of ``events.jsonl``'s first line
+
+
+class Job(enum.Enum):
+    """What the writer's thread is asked to do."""
+
+    AUDIO = enum.auto()  # append interleaved stereo samples
+    GAP = enum.auto()  # append this many bytes of silence (the disk was behind)
+    LINE = enum.auto()  # append one line of events.jsonl
+    CLOSE = enum.auto()  # finish the files
+
+
 class RecordingWriter:
     """One recording's files, written on a thread of its own: :meth:`audio` appends interleaved stereo samples
     (then rewrites the WAV header's sizes), :meth:`line` appends one line of ``events.jsonl``; each write reaches
@@ -111,7 +124,7 @@ class RecordingWriter:
     def __init__(self, path: Path, call_id: str) -> None:
         self.path = path
         self.call_id = call_id
-        self._jobs: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[Job, bytes]] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"recording-{call_id[:16]}", daemon=True)
         self._thread.start()
         self.failed = False
@@ -124,21 +137,22 @@ class RecordingWriter:
 
     def audio(self, samples: bytes) -> None:
         if self._jobs.qsize() < MAX_BACKLOG:
-            self._jobs.put(("audio", samples))
+            self._jobs.put((Job.AUDIO, samples))
             return
         # the disk is behind: the chunk's length in silence (a few bytes in memory), so the audio keeps its clock
         self.skipped_bytes += len(samples)
-        self._jobs.put(("gap", len(samples).to_bytes(8, "little")))
+        self._jobs.put((Job.GAP, len(samples).to_bytes(8, "little")))
         if self.skipped_bytes == len(samples):
-            log.warning("recording of %s: the disk is behind; audio is written as silence until it catches up",
-                        self.call_id)  # fmt: skip
+            log.warning(
+                "recording of %s: the disk is behind; audio is written as silence until it catches up", self.call_id
+            )
 
     def line(self, text: str) -> None:
-        self._jobs.put(("line", text.encode()))
+        self._jobs.put((Job.LINE, text.encode()))
 
     def close(self, timeout_s: float = 5.0) -> bool:
         """Finish the files (what is queued is written first); True if the thread finished within ``timeout_s``."""
-        self._jobs.put(("close", b""))
+        self._jobs.put((Job.CLOSE, b""))
         self._thread.join(timeout_s)
         return not self._thread.is_alive()
 
@@ -158,14 +172,14 @@ class RecordingWriter:
     def _run(self) -> None:
         files: tuple[BinaryIO, BinaryIO] | None = None
         while True:
-            kind, data = self._jobs.get()
-            if kind == "close":
+            job, data = self._jobs.get()
+            if job is Job.CLOSE:
                 break
             if self.failed:
                 continue
             try:
                 files = files or self._open()
-                self._write(files, kind, data)
+                self._write(files, job, data)
             except OSError:
                 self.failed = True
                 log.exception("recording of %s could not be written to %s", self.call_id, self.path)
@@ -173,13 +187,13 @@ class RecordingWriter:
             for f in files:
                 f.close()
 
-    def _write(self, files: tuple[BinaryIO, BinaryIO], kind: str, data: bytes) -> None:
+    def _write(self, files: tuple[BinaryIO, BinaryIO], job: Job, data: bytes) -> None:
         audio, events = files
-        if kind == "line":
+        if job is Job.LINE:
             events.write(data + b"\n")
             events.flush()
             return
-        if kind == "gap":
+        if job is Job.GAP:
             data = bytes(int.from_bytes(data, "little"))
         audio.seek(0, os.SEEK_END)
         audio.write(data)
@@ -258,7 +272,7 @@ class RecordingLeg(LegProxy):
 
     def _header(self) -> dict[str, Any]:
         return {
-            "kind": "recording",
+            "kind": HEADER_KIND,
             "call_id": self.call_id,
             "caller": self.caller,
             "called": self.called,
@@ -402,6 +416,6 @@ def read_recording(directory: str | Path) -> tuple[bytes, bytes, dict[str, Any],
             raise ValueError(f"{directory / AUDIO_FILE}: expected stereo 16-bit {SAMPLE_RATE} Hz")
         data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
     lines = [json.loads(x) for x in (directory / EVENTS_FILE).read_text(encoding="utf-8").splitlines() if x.strip()]
-    header = lines[0] if lines and lines[0].get("kind") == "recording" else {}
+    header = lines[0] if lines and lines[0].get("kind") == HEADER_KIND else {}
     notes = lines[1:] if header else lines
     return data[:, 0].tobytes(), data[:, 1].tobytes(), header, notes

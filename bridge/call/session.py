@@ -154,7 +154,7 @@ class CallSession:
         business = business_tools(plan)
         if business is not None:  # MCP tools: listed before the first session opens, offered with the profile
             self._connect, self._plan_profile = business.wrap(self._connect, self._plan_profile)
-        warm = plan.transfer is not None and plan.transfer.mode == "warm"
+        warm = plan.transfer is not None and plan.transfer.mode is ev.TransferMode.WARM
         waiting = dead_air(plan, self.playout, self.link, self.emit, self.clock, self.playback.responding)
         handover = Handover(self._warm_transfer if warm else None, plan.outage.hold_audio or str(HOLD_WAV))
         self.tools = ToolCalls(

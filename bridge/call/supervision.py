@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bridge import events as ev
-from bridge.call.builtin_tools import ToolResult
+from bridge.call.builtin_tools import ToolAction, ToolResult
 from bridge.call.limit import CallLimit
 from bridge.call.link import Link
 from bridge.call.state import Phase
@@ -67,7 +67,7 @@ class Supervision:
                 announce = self._phase() is Phase.LISTENING
                 if announce:
                     self._send(ev.CreateResponse(instructions=TRANSFER_LINE))
-                self._tools.after_line(ToolResult({}, "transfer", e.target), spoken=announce)
+                self._tools.after_line(ToolResult({}, ToolAction.TRANSFER, e.target), spoken=announce)
                 self._emit(ev.SupervisorActed(str(e.action), e.who, e.target))
             case ev.SupervisorKind.TAKEOVER:
                 if not self._link.muted:

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from bridge import events as ev
 from bridge.call.acts import CallActs
-from bridge.call.builtin_tools import ToolResult, run_tool
+from bridge.call.builtin_tools import ToolAction, ToolResult, run_tool
 from bridge.call.leg import Holder, PhoneLeg, holder
 from bridge.call.playback import Playback
 from bridge.call.privacy import SENSITIVE, mask_json, mask_value
@@ -149,12 +149,18 @@ class ToolCalls:
         latency_ms = round((self._clock() - started) * 1000, 1)
         silence_ms = self.waiting.end(e.call_id) if self.waiting is not None else 0.0
         shown, output_shown = self._shown(e.name, e.arguments), mask_json(outcome.output, self._visible)
+        result = ev.ToolCallOutcome(outcome.error or ev.ToolCallOutcome.OK)
         self._report.tool_calls.append(
-            {"name": e.name, "arguments": _parsed(shown), "output": _parsed(output_shown),
-             "outcome": outcome.error or "ok", "latency_ms": latency_ms, "longest_silence_ms": silence_ms}
-        )  # fmt: skip
-        self._emit(ev.ToolFinished(e.name, e.call_id, shown, output_shown, ev.ToolCallOutcome(outcome.error or "ok"),
-                                   latency_ms, silence_ms))  # fmt: skip
+            {
+                "name": e.name,
+                "arguments": _parsed(shown),
+                "output": _parsed(output_shown),
+                "outcome": str(result),
+                "latency_ms": latency_ms,
+                "longest_silence_ms": silence_ms,
+            }
+        )
+        self._emit(ev.ToolFinished(e.name, e.call_id, shown, output_shown, result, latency_ms, silence_ms))
         output = ev.FunctionOutput(call_id=e.call_id, output=outcome.output)
         if not self._grouped:
             self._ready.append(output)
@@ -190,7 +196,7 @@ class ToolCalls:
         self._decided(action)
 
     def _decided(self, action: ToolResult) -> None:
-        if action.action == "transfer" and action.target:
+        if action.action is ToolAction.TRANSFER and action.target:
             mode = ev.TransferMode.BLIND if self._warm is None else ev.TransferMode.WARM
             self._emit(ev.TransferDecided(action.target, mode))
 
@@ -222,14 +228,14 @@ class ToolCalls:
         self._run(pending, interrupted=False)
 
     def _run(self, pending: ToolResult, *, interrupted: bool) -> None:
-        if pending.action == "transfer" and pending.target and self._warm is not None:
+        if pending.action is ToolAction.TRANSFER and pending.target and self._warm is not None:
             self._warm(pending.target)  # the warm transfer puts the caller on hold itself
-        elif pending.action == "transfer" and pending.target:
+        elif pending.action is ToolAction.TRANSFER and pending.target:
             if interrupted:
                 self._hold()
             self._emit(ev.TransferStarted(pending.target))
             self._leg.transfer(pending.target)
-        elif pending.action == "hangup":
+        elif pending.action is ToolAction.HANGUP:
             self._emit(ev.AgentHungUp())
             self._leg.hangup()
             self._end("agent ended the call", ev.EndedBy.AGENT, ev.CallOutcome.COMPLETED)
@@ -239,7 +245,7 @@ class ToolCalls:
         if self.waiting is not None:
             self.waiting.interrupted()
         pending, self.pending = self.pending, None
-        if pending is None or pending.action != "transfer" or not pending.target:
+        if pending is None or pending.action is not ToolAction.TRANSFER or not pending.target:
             return
         self._emit(ev.TransferLineInterrupted())
         log.info("%s: the caller spoke over the transfer line: the transfer to %s goes ahead", self._leg.call_id,

@@ -21,7 +21,7 @@ from typing import Final, Literal
 
 from bridge import events as ev
 from bridge.audio.frames import SAMPLE_RATE
-from bridge.audio.vad import EnergyVad
+from bridge.audio.vad import EnergyVad, VadKind
 
 MIN_SEPARATION_MS: Final = 500  # openai.lib.live's min_turn_separation_ms
 AGENT_SILENCE_S: Final = 2.0  # openai.lib.live's assistant_silence_ms
@@ -132,7 +132,7 @@ class CallerVoice:
         for vad in self._vad.feed(pcm):
             if self._ending():
                 return
-            if vad.kind == "start":
+            if vad.kind is VadKind.START:
                 self._heard(True)
                 self._emit(ev.CallerSpeechStarted(int(vad.ms)))
                 self._interrupt("caller spoke over the agent", self._busy())

@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bridge.audio.frames import SAMPLE_RATE
-from bridge.dialplan import Dialplan, deep_merge, load_dialplan
+from bridge.dialplan import Dialplan, deep_merge, field_path, load_dialplan
 from bridge.emulator.annotations import Annotations
 from bridge.emulator.faults import Settings as EmulatorSettings
 from bridge.errors import ConfigError
@@ -280,13 +280,6 @@ class ScriptModel(_Strict):
 # A loaded script
 
 
-def _loc(loc: Iterable[int | str]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(file)"
-
-
 def g711_tag(path: Path) -> int:
     """The WAVE format tag of ``path`` (the sub-format's for WAVE_FORMAT_EXTENSIBLE). Raises ValueError."""
     blob = path.read_bytes()
@@ -511,7 +504,7 @@ def _plan(model: ScriptModel, src: str, base: dict[str, Any], field: str, dialec
         plan = Dialplan.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise ConfigError(src, f"{where}.{_loc(err['loc'])}", err["msg"]) from None
+        raise ConfigError(src, f"{where}.{field_path(err['loc'])}", err["msg"]) from None
     try:
         DIALECTS[dialect].build_session(plan.profile)
     except ConfigError as exc:
@@ -566,7 +559,7 @@ def load_script(path: str | Path, dialplans_dir: Path | None = None) -> CallScri
         err = exc.errors()[0]
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(src, _loc(loc), msg) from None
+        raise ConfigError(src, field_path(loc), msg) from None
     plans, unbuildable, rollout = _plans(model, src, dialplans_dir or default_dialplans_dir())
     orchestrated = next(iter(plans.values())).orchestrator is not None
     if model.orchestrator is not None and not orchestrated:

@@ -64,7 +64,7 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
         ("name: x\nmatch: ['1']\necho_guard: {enabled: true, max_delay_ms: 5}\n", "echo_guard.max_delay_ms",
          "greater than or equal to 20"),
         ("name: x\nmatch: ['1']\necho_guard: {enabeld: true}\n", "echo_guard.enabeld", "Extra inputs"),
-        ("name: x\nmatch: ['1']\ntransfer: {mode: cold, target: 'sip:a@b'}\n", "transfer.mode", "'warm' or 'blind'"),
+        ("name: x\nmatch: ['1']\ntransfer: {mode: cold, target: 'sip:a@b'}\n", "transfer.mode", "'blind' or 'warm'"),
         ("name: x\nmatch: ['1']\ntransfer: {mode: warm, target: 'tel:123'}\n", "transfer.target", "pattern"),
         ("name: x\nmatch: ['1']\ntransfer: {target: 'sip:a@b', ring_timeout_s: 0}\n", "transfer.ring_timeout_s",
          "greater than 0"),

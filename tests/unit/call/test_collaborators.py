@@ -250,7 +250,7 @@ def test_a_barge_in_on_a_warm_transfer_line_starts_the_warm_transfer_at_once() -
     assert desk.reports[-1] == ev.TransferDecided("sip:agent@pbx.example", ev.TransferMode.WARM)
     desk.tools.interrupted()
     assert desk.warm == ["sip:agent@pbx.example"] and desk.leg.did == []  # the warm transfer holds the caller itself
-    assert desk.reports[-1] == ev.TransferLineInterrupted()
+    assert desk.reports[-1:] == [ev.TransferLineInterrupted()]
 
 
 def test_a_barge_in_on_the_goodbye_drops_the_hangup() -> None:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 
 from bridge import events as ev
-from bridge.call.builtin_tools import ToolResult
+from bridge.call.builtin_tools import ToolAction, ToolResult
 from bridge.call.recovery import (
     ANSWER_AFTER_ROLLOVER,
     ASK_TO_REPEAT,
@@ -88,8 +88,8 @@ def test_failures_back_off_by_the_policy_and_are_reported() -> None:
     wait = list(delays(RetryPolicy(), random.Random(3)))
     # attempt 0 at once; attempt 1 after its wait; attempt 2 after attempt 1 timed out and its own wait
     assert opener.opened_at == pytest.approx([0.0, wait[1], wait[1] + OPEN_TIMEOUT_S + wait[2]])
-    assert reports == [ev.ReconnectFailed(0, "network", "reconnect"), ev.ReconnectFailed(1, "network", "reconnect"),
-                       ev.Recovered(1)]  # fmt: skip
+    failed = [ev.ReconnectFailed(attempt, NET, "reconnect") for attempt in (0, 1)]
+    assert reports == [*failed, ev.Recovered(1)]
 
 
 def test_a_refused_credential_is_invalidated_before_the_next_attempt() -> None:
@@ -98,14 +98,14 @@ def test_a_refused_credential_is_invalidated_before_the_next_attempt() -> None:
     assert virtual(lambda: rec.reconnect(AUTH, True, "fp-old")) == "s2"
     # the lost session's credential first, then (the failed attempt's own is unknown) whatever the source holds
     assert creds.invalidated == ["fp-old", None]
-    assert reports[0] == ev.ReconnectFailed(0, "auth", "refresh")
+    assert reports[0] == ev.ReconnectFailed(0, AUTH, "refresh")
 
 
 def test_a_failure_that_is_not_retryable_gives_up() -> None:
     opener = Opener(ConnectError(ev.ErrorClass.PROTOCOL, "bad model", retryable=False), "never")
     rec, reports = recovery(opener)
     assert virtual(lambda: rec.reconnect(NET, True, None)) is None
-    assert reports == [ev.ReconnectFailed(0, "protocol", "reconnect"), ev.RecoveryFailed(None)]
+    assert reports == [ev.ReconnectFailed(0, ev.ErrorClass.PROTOCOL, "reconnect"), ev.RecoveryFailed(None)]
     assert len(opener.opened_at) == 1 and rec.reconnects == 0
 
 
@@ -125,7 +125,7 @@ def test_a_call_that_lost_too_many_sessions_is_given_up_without_trying() -> None
 
 
 def test_the_summary_has_recent_turns_pending_action_and_keys_never_audio() -> None:
-    pending = ToolResult({"ok": True}, action="transfer", target="sip:agent@pbx")
+    pending = ToolResult({"ok": True}, action=ToolAction.TRANSFER, target="sip:agent@pbx")
     text = summary([f"q{i}" for i in range(8)], ["a1"], pending, ["2", "#"], rolled_over=False)
     assert text.splitlines() == [
         "The call was reconnected. Continue naturally; do not greet the caller again.",

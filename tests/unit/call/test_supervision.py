@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge import events as ev
-from bridge.call.builtin_tools import ToolResult
+from bridge.call.builtin_tools import ToolAction, ToolResult
 from bridge.call.limit import SUPERVISOR_GOODBYE, CallLimit
 from bridge.call.state import Phase
 from bridge.call.supervision import HANDBACK_NOTE, TRANSFER_LINE, WHISPER_NOTE, Supervision
@@ -62,11 +62,11 @@ def test_hang_up_brings_the_goodbye_forward_and_transfer_waits_for_its_line() ->
     assert limit.due and limit.instructions == SUPERVISOR_GOODBYE and sent == []
     sup.handle(ev.SupervisorAction(ev.SupervisorKind.TRANSFER, "dana", target="sip:desk@pbx"))
     assert sent == [ev.CreateResponse(instructions=TRANSFER_LINE)]
-    assert tools.after == [(ToolResult({}, "transfer", "sip:desk@pbx"), True)]
+    assert tools.after == [(ToolResult({}, ToolAction.TRANSFER, "sip:desk@pbx"), True)]
     # while the agent speaks, no second response is asked for: the transfer follows the current reply
     busy, sent2, _, _, tools2 = make(Phase.SPEAKING)
     busy.handle(ev.SupervisorAction(ev.SupervisorKind.TRANSFER, "sam", target="sip:desk@pbx"))
-    assert sent2 == [] and tools2.after == [(ToolResult({}, "transfer", "sip:desk@pbx"), False)]
+    assert sent2 == [] and tools2.after == [(ToolResult({}, ToolAction.TRANSFER, "sip:desk@pbx"), False)]
     assert [r.summary for r in reports] == ["hangup by dana", "transfer by dana: sip:desk@pbx"]
 
 
