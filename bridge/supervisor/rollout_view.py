@@ -14,6 +14,7 @@ edit (``editable``, each with a kind the editor knows: ``weights`` one number pe
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -36,12 +37,21 @@ from bridge.store.read import read_live_calls
 
 AUDIT_COUNT = 30
 
-# (setting, label, editor kind); the editor of each kind is in static/rollout.js
-EDITABLE: tuple[tuple[str, str, str], ...] = (
-    ("weights", "Weights (relative)", "weights"),
-    ("kill", "Kill switch (everyone on the safe variant)", "switch"),
-    ("allow", "Allow lists (always this variant)", "variant-numbers"),
-    ("deny", "Deny lists (never this variant: the safe one instead)", "variant-numbers"),
+
+class Editor(enum.StrEnum):
+    """How the page edits a setting (its ``kind``); the editor of each is in static/rollout.js."""
+
+    WEIGHTS = "weights"  # one number per variant
+    SWITCH = "switch"  # a checkbox
+    VARIANT_NUMBERS = "variant-numbers"  # callers' numbers per variant
+
+
+# (setting, label, editor)
+EDITABLE: tuple[tuple[str, str, Editor], ...] = (
+    ("weights", "Weights (relative)", Editor.WEIGHTS),
+    ("kill", "Kill switch (everyone on the safe variant)", Editor.SWITCH),
+    ("allow", "Allow lists (always this variant)", Editor.VARIANT_NUMBERS),
+    ("deny", "Deny lists (never this variant: the safe one instead)", Editor.VARIANT_NUMBERS),
 )
 EDITABLE_SETTINGS = frozenset(name for name, _, _ in EDITABLE)
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
@@ -65,10 +66,17 @@ ROW_FIELDS = ("worker", "phase", "dialect", "variant", "dialplan", "caller", "ca
               "last_transcript", "transfer")  # fmt: skip
 
 
+class RowStatus(enum.StrEnum):
+    """A live call's row ``status``: its worker is alive, or gone (the module doc)."""
+
+    LIVE = "live"
+    LOST = "lost"
+
+
 def row(call: CallSummary, lost_workers: Collection[str], seen: Seen | None = None, now: float = 0.0) -> Row:
     """A live call's row; ``seen``: what its stream entries told so far (its marks and activity)."""
     lost = not call.worker_alive or call.worker in lost_workers
-    out: Row = {"call_id": call.call_id, "status": "lost" if lost else "live"}
+    out: Row = {"call_id": call.call_id, "status": RowStatus.LOST if lost else RowStatus.LIVE}
     out.update({name: getattr(call, name) for name in ROW_FIELDS})
     if seen is not None:
         marks = seen.watch.marks(now)

@@ -6,6 +6,7 @@
 import { events } from "./api.js";
 import { $, clock, h, show } from "./dom.js";
 import { flagged, marks, severity } from "./marks.js";
+import { ROW_STATUS } from "./kinds.js";
 
 let source = null;
 let timer = null;
@@ -91,7 +92,7 @@ function cells(call) {
     h("td", { class: "dialplan" }, call.dialplan),
     h("td", { class: "variant" }, call.variant || "–"),
     h("td", { class: "dialect" }, call.dialect, call.model ? h("span", { class: "muted" }, ` ${call.model}`) : null),
-    h("td", { class: "phase" }, call.activity || call.phase, call.status === "lost" ? h("span", { class: "lost-mark" }, " (worker lost)") : null,
+    h("td", { class: "phase" }, call.activity || call.phase, call.status === ROW_STATUS.LOST ? h("span", { class: "lost-mark" }, " (worker lost)") : null,
       call.transfer ? h("span", { class: `transfer ${call.transfer}` }, ` transfer: ${call.transfer.replace("_", " ")}`) : null),
     marks(call),
     h("td", { class: `status ${call.status}` }, call.status),
@@ -109,7 +110,7 @@ function upsert(call) {
     tr.addEventListener("keydown", (e) => e.key === "Enter" && onOpen(call.call_id));
     $("calls").tBodies[0].append(tr);
   }
-  tr.className = [call.status === "lost" ? "lost" : "", call.call_id === selected ? "selected" : "", severity(call)]
+  tr.className = [call.status === ROW_STATUS.LOST ? "lost" : "", call.call_id === selected ? "selected" : "", severity(call)]
     .join(" ").trim();
   tr.replaceChildren(...cells(call));
   rows.set(call.call_id, { call, tr });

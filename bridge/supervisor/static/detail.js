@@ -14,6 +14,7 @@ import { $, h, ms, show } from "./dom.js";
 import * as actions from "./actions.js";
 import * as listen from "./listen.js";
 import { chips } from "./marks.js";
+import { ITEM_TYPE, KIND, PHASE } from "./kinds.js";
 
 let source = null;
 let startedAt = null;
@@ -111,7 +112,7 @@ function reset() {
 
 function facts(state) {
   startedAt = state.started_at ? Number(state.started_at) : null;
-  const ended = state.phase === "ENDED";
+  const ended = state.phase === PHASE.ENDED;
   for (const [key, id] of FIGURES) $(id).textContent = ms(state[key] ? Number(state[key]) : null);
   $("detail-state").textContent = ended ? "ended" : "live";
   listen.showCall($("detail-id").textContent, !ended);
@@ -176,23 +177,23 @@ function agentLine(entry) {
 // What the entries tell about the agent's lines: when each one's audio began, and which a barge-in cut.
 function track(entry) {
   const kind = entry.kind;
-  if (kind === "output_item" && (entry.summary || "").startsWith("message ")) {
+  if (kind === KIND.OUTPUT_ITEM && entry.data.item_type === ITEM_TYPE.MESSAGE) {
     said.adding = entry.data.item_id;
-  } else if (kind === "phase") {
+  } else if (kind === KIND.PHASE) {
     said.phase = entry.data.new;
-    if (entry.data.new === "SPEAKING" && said.adding) {
+    if (entry.data.new === PHASE.SPEAKING && said.adding) {
       const known = item(said.adding);
       if (known.audioAt === null) known.audioAt = entry.t;
       said.speaking = said.adding;
       said.adding = null;
     }
-  } else if (kind === "truncate") {
+  } else if (kind === KIND.TRUNCATE) {
     const known = item(entry.data.item_id);
     known.cutMs = Number(entry.data.audio_end_ms);
     said.truncated = true;
     markCut(known);
-  } else if (kind === "barge_in") {
-    if (!said.truncated && said.phase === "SPEAKING" && said.speaking) {
+  } else if (kind === KIND.BARGE_IN) {
+    if (!said.truncated && said.phase === PHASE.SPEAKING && said.speaking) {
       const known = item(said.speaking);
       known.cut = true;
       markCut(known);
@@ -208,19 +209,19 @@ function add(entry) {
   $("events").append(h("li", {}, h("time", {}, when), h("code", {}, entry.kind), " ", entry.summary));
   track(entry);
   const kind = entry.kind;
-  if (kind === "caller_transcript") {
+  if (kind === KIND.CALLER_TRANSCRIPT) {
     follow($("transcript"), h("li", { class: "caller" }, h("span", { class: "who" }, "Caller"),
       h("time", {}, when), h("span", { class: "line" }, entry.summary)));
-  } else if (kind === "agent_transcript") {
+  } else if (kind === KIND.AGENT_TRANSCRIPT) {
     agentLine(entry);
-  } else if (kind === "phase") {
+  } else if (kind === KIND.PHASE) {
     follow($("phases"), h("li", {}, h("time", {}, when), `${entry.data.old || "?"} → ${entry.data.new || "?"}`,
-      h("span", { class: "muted" }, ` ${entry.summary.split(": ").slice(1).join(": ")}`)));
-  } else if (kind === "barge_in") {
+      h("span", { class: "muted" }, ` ${entry.data.why || ""}`)));
+  } else if (kind === KIND.BARGE_IN) {
     follow($("barge-ins"), h("li", {}, h("time", {}, when), entry.summary));
-  } else if (kind === "tool_call") {
+  } else if (kind === KIND.TOOL_CALL) {
     follow($("tools"), h("li", {}, h("time", {}, when), h("code", {}, entry.data.name || ""), " ", entry.summary));
-  } else if (kind === "tool_result") {
+  } else if (kind === KIND.TOOL_RESULT) {
     const latency = entry.data.latency_ms ? Number(entry.data.latency_ms) : null;
     follow($("tools"), h("li", { "data-tool": entry.data.name || "", "data-outcome": entry.data.outcome || "" },
       h("time", {}, when), h("code", {}, entry.data.name || ""), ` ${entry.data.outcome || "?"} in ${ms(latency)}`));

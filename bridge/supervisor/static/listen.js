@@ -24,7 +24,9 @@ let playAt = 0;
 let callId = null;
 const ring = new Float32Array(KEEP_SAMPLES);
 let ringAt = 0;
-const stats = { call: null, state: "idle", frames: 0, dropped: 0, sides: null, closed: null };
+// Where the listener is (its stats' state, which the page's tests read too).
+const STATE = Object.freeze({ IDLE: "idle", CONNECTING: "connecting", LISTENING: "listening", ENDED: "ended" });
+const stats = { call: null, state: STATE.IDLE, frames: 0, dropped: 0, sides: null, closed: null };
 
 window.callbridgeListen = {
   get stats() {
@@ -54,7 +56,7 @@ export function showCall(id, live) {
   $("listen").disabled = !live;
   if (!live && socket) {
     // The table saw the end first: the server says so on the socket too and closes it; stop here if it does not.
-    stats.state = "ended";
+    stats.state = STATE.ENDED;
     const s = socket;
     setTimeout(() => {
       if (socket === s) stop("the call ended");
@@ -85,7 +87,7 @@ function status(text) {
 function start(id) {
   stop();
   stats.call = id;
-  stats.state = "connecting";
+  stats.state = STATE.CONNECTING;
   stats.frames = 0;
   stats.dropped = 0;
   stats.sides = null;
@@ -103,7 +105,7 @@ function start(id) {
     if (e.target !== socket) return;
     stats.closed = { code: e.code, reason: e.reason };
     const why = e.reason || (e.code === 1006 ? "refused or lost" : `closed (${e.code})`);
-    stop(stats.state === "ended" ? "the call ended" : `stopped: ${why}`);
+    stop(stats.state === STATE.ENDED ? "the call ended" : `stopped: ${why}`);
     refreshAudit();
   };
 }
@@ -120,14 +122,14 @@ export function stop(message) {
     context.close();
     context = null;
   }
-  if (stats.state !== "ended") stats.state = "idle";
+  if (stats.state !== STATE.ENDED) stats.state = STATE.IDLE;
   $("listen").textContent = "Listen";
   status(message || "");
 }
 
 function control(msg) {
   if (msg.type === "listening") {
-    stats.state = "listening";
+    stats.state = STATE.LISTENING;
     status("listening…");
     refreshAudit();
   } else if (msg.type === "sides") {
@@ -136,7 +138,7 @@ function control(msg) {
     const note = msg.caller_offloaded && !msg.caller ? " (the caller's side is sent from the media thread here)" : "";
     status(`listening: ${heard}${note}`);
   } else if (msg.type === "ended") {
-    stats.state = "ended";
+    stats.state = STATE.ENDED;
   }
 }
 

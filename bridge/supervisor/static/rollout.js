@@ -5,6 +5,7 @@
 
 import { request } from "./api.js";
 import { $, h } from "./dom.js";
+import { EDITOR } from "./kinds.js";
 
 let canChange = false;
 let reloadTimer = null;
@@ -100,12 +101,12 @@ function card(dp) {
 }
 
 function field(setting, value, names) {
-  if (setting.kind === "weights") {
+  if (setting.kind === EDITOR.WEIGHTS) {
     return h("span", { class: "weights" }, names.map((n) =>
       h("label", {}, n, " ", h("input", { name: `${setting.setting}:${n}`, type: "number", min: 0, step: "any",
         value: value[n] ?? 0 }))));
   }
-  if (setting.kind === "switch") {
+  if (setting.kind === EDITOR.SWITCH) {
     const box = h("input", { name: setting.setting, type: "checkbox" });
     box.checked = Boolean(value);
     return box;
@@ -118,11 +119,11 @@ function field(setting, value, names) {
 }
 
 function read(form, setting, names) {
-  if (setting.kind === "switch") return form.elements.namedItem(setting.setting).checked;
+  if (setting.kind === EDITOR.SWITCH) return form.elements.namedItem(setting.setting).checked;
   const out = {};
   for (const n of names) {
     const input = form.elements.namedItem(`${setting.setting}:${n}`);
-    out[n] = setting.kind === "weights"
+    out[n] = setting.kind === EDITOR.WEIGHTS
       ? (input.value === "" ? NaN : Number(input.value))
       : input.value.split(/[\n,]/).map((s) => s.trim()).filter(Boolean);
   }
