@@ -258,17 +258,7 @@ SERVICE = Service(
     response_schema=_RESPONSE,
     session_defaults=_defaults,
     session_paths=_SESSION_PATHS,
-    response_paths=MappingProxyType(
-        {
-            "instructions": ("instructions",),
-            "conversation": ("conversation",),
-            "metadata": ("metadata",),
-            "voice": ("voice",),
-            "output_format": ("output_audio_format",),
-            "output_modalities": ("modalities",),
-            "input": ("input",),
-        }
-    ),
+    response_paths=common.response_paths(_SESSION_PATHS),
     item_object="realtime.item",
     item_done_event=False,  # items appear once: conversation.item.created
     content_types=_CONTENT_TYPES,

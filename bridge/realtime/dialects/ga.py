@@ -280,17 +280,7 @@ SERVICE = Service(
     response_schema=_RESPONSE,
     session_defaults=_defaults,
     session_paths=_SESSION_PATHS,
-    response_paths=MappingProxyType(
-        {
-            "instructions": ("instructions",),
-            "conversation": ("conversation",),
-            "metadata": ("metadata",),
-            "voice": ("audio", "output", "voice"),
-            "output_format": ("audio", "output", "format"),
-            "output_modalities": ("output_modalities",),
-            "input": ("input",),
-        }
-    ),
+    response_paths=common.response_paths(_SESSION_PATHS),
     item_object=None,
     item_done_event=True,  # conversation.item.added, then conversation.item.done
     content_types=_CONTENT_TYPES,
