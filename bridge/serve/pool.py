@@ -672,7 +672,7 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
     from bridge.rollout.store import RolloutStore
     from bridge.store.connection import connect
     from bridge.supervisor.accounts import load_users
-    from bridge.supervisor.api import create_app
+    from bridge.supervisor.api import ConsoleOptions, create_app
     from bridge.supervisor.auth import SESSION_TTL_S, FailureLimits
 
     plans = load_dialplans(settings.dialplans)
@@ -693,17 +693,19 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
         listen_audio=connect(settings.redis_url, decode_responses=False) if settings.redis_url else None,
         rollouts=rollouts,
         health=pool.health,
-        readonly_token=readonly_token,
         dialplans=plans,
         lost_workers=pool.dead_workers,
-        users=users,
-        limits=FailureLimits(settings.http_signin_failures, settings.http_signin_window_s),
-        trusted_proxies=settings.http_trusted_proxies,
-        metrics_token=metrics_token,
-        metrics_here=settings.http_metrics_port is None,
-        listen_key=pool.settings.listen_key.get_secret_value().encode() if pool.settings.listen_key else None,
-        session_ttl_s=float(session_s) if session_s else SESSION_TTL_S,
-        users_file=settings.users_file,  # read again when it changes: a removed account is signed out
+        options=ConsoleOptions(
+            readonly_token=readonly_token,
+            users=users,
+            limits=FailureLimits(settings.http_signin_failures, settings.http_signin_window_s),
+            trusted_proxies=settings.http_trusted_proxies,
+            metrics_token=metrics_token,
+            metrics_here=settings.http_metrics_port is None,
+            listen_key=pool.settings.listen_key.get_secret_value().encode() if pool.settings.listen_key else None,
+            session_ttl_s=float(session_s) if session_s else SESSION_TTL_S,
+            users_file=settings.users_file,  # read again when it changes: a removed account is signed out
+        ),
     )
     if settings.http_metrics_port is not None:
         app.on_cleanup.append(await _start_metrics(settings, metrics_token))

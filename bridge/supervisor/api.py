@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,28 @@ async def refuse_after(started: float, delay_s: float, via: str) -> web.Response
     return reply({"error": "unauthorized"}, 401)
 
 
+@dataclass(frozen=True, slots=True)
+class ConsoleOptions:
+    """How people reach the console. ``readonly_token``: a watching supervisor's token (beside the operator's). With
+    ``users`` (the users file) people sign in as accounts and the tokens are not used; ``users_file``: where ``users``
+    came from, read again when it changes (:mod:`.users_watch`); ``limits``: failed sign-ins per address and per
+    account; ``refused_delay_s``: how late a wrong token is answered; ``trusted_proxies``: CIDRs whose
+    ``X-Forwarded-*`` headers are believed (:mod:`.proxy`); ``metrics_token``: ``/metrics`` wants it as a bearer
+    token; ``metrics_here``: False when ``/metrics`` has its own port (:func:`metrics_app`); ``listen_key`` signs
+    listen-in requests to the workers (``bridge.supervisor.listen_token``; without it, listen-in answers 503)."""
+
+    readonly_token: str | None = None
+    users: Users | None = None
+    users_file: Path | None = None
+    limits: FailureLimits | None = None
+    session_ttl_s: float = SESSION_TTL_S
+    refused_delay_s: float = REFUSED_DELAY_S
+    trusted_proxies: Iterable[str] = ()
+    metrics_token: str | None = None
+    metrics_here: bool = True
+    listen_key: bytes | None = None
+
+
 def create_app(
     *,
     token: str | None,
@@ -115,37 +138,23 @@ def create_app(
     rollouts: RolloutStore | None,
     listen_audio: aioredis.Redis | None = None,
     health: Callable[[], dict[str, Any]] = dict,
-    readonly_token: str | None = None,
     dialplans: Iterable[Dialplan] = (),
     lost_workers: Callable[[], Collection[str]] = frozenset,
-    session_ttl_s: float = SESSION_TTL_S,
-    refused_delay_s: float = REFUSED_DELAY_S,
-    users: Users | None = None,
-    limits: FailureLimits | None = None,
-    trusted_proxies: Iterable[str] = (),
-    metrics_token: str | None = None,
-    metrics_here: bool = True,
-    listen_key: bytes | None = None,
-    users_file: Path | None = None,
+    options: ConsoleOptions = ConsoleOptions(),
 ) -> web.Application:
-    """``token`` is the operator's, ``readonly_token`` a watching supervisor's; the rollout plans among ``dialplans``
-    are shown with their variants even before anyone stored a flag; ``lost_workers`` names this node's dead workers
-    (their calls show as lost at once); ``listen_audio`` is a client of the same Redis that does not decode replies
-    (listen-in's audio; without it, listen-in answers 503). With ``users`` (the users file) people sign in as
-    accounts and the tokens are not used; ``limits``: failed sign-ins per address and per account;
-    ``trusted_proxies``: CIDRs whose ``X-Forwarded-*`` headers are believed (:mod:`.proxy`); ``metrics_token``:
-    ``/metrics`` wants it as a bearer token; ``metrics_here``: False when ``/metrics`` has its own port
-    (:func:`metrics_app`); ``listen_key`` signs listen-in requests to the workers
-    (``bridge.supervisor.listen_token``; without it, listen-in answers 503); ``users_file``: where ``users`` came
-    from, read again when it changes (:mod:`.users_watch`)."""
+    """``token`` is the operator's; the rollout plans among ``dialplans`` are shown with their variants even before
+    anyone stored a flag; ``lost_workers`` names this node's dead workers (their calls show as lost at once);
+    ``listen_audio`` is a client of the same Redis that does not decode replies (listen-in's audio; without it,
+    listen-in answers 503); the rest is in ``options`` (:class:`ConsoleOptions`)."""
+    o = options
     plans = tuple(dialplans)
     sup = Supervisor(
-        credentials=Credentials(Tokens(token, readonly_token), users, limits or FailureLimits(10, 300.0)),
-        sessions=Sessions(session_ttl_s),
+        credentials=Credentials(Tokens(token, o.readonly_token), o.users, o.limits or FailureLimits(10, 300.0)),
+        sessions=Sessions(o.session_ttl_s),
         redis=redis,
         rollouts=rollouts,
         listen_audio=listen_audio,
-        listen_key=listen_key,
+        listen_key=o.listen_key,
         live=LiveCalls(redis, lost_workers=lost_workers, watch_of=watch_of(plans)) if redis is not None else None,
         plans=rollout_plans(plans),
         dialplans={plan.name: plan for plan in plans},
@@ -153,16 +162,16 @@ def create_app(
         stopping=asyncio.Event(),
     )
     _count_from_zero()
-    app = web.Application(middlewares=[proxy.middleware(trusted_proxies), _auth_middleware(sup, refused_delay_s)])
+    app = web.Application(middlewares=[proxy.middleware(o.trusted_proxies), _auth_middleware(sup, o.refused_delay_s)])
     app[SUPERVISOR] = sup
-    if users_file is not None:
-        app.on_startup.append(_watch_users(users_file))
+    if o.users_file is not None:
+        app.on_startup.append(_watch_users(o.users_file))
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
-    monitoring.add_routes(app, metrics_token=metrics_token, metrics=metrics_here)
+    monitoring.add_routes(app, metrics_token=o.metrics_token, metrics=o.metrics_here)
     for group in (ended, calls, actions, listen, takeover, rollout, strip):
         group.add_routes(app)
-    console.add_routes(app, credentials=sup.credentials, sessions=sup.sessions, refused_delay_s=refused_delay_s)
+    console.add_routes(app, credentials=sup.credentials, sessions=sup.sessions, refused_delay_s=o.refused_delay_s)
     return app
 
 

@@ -26,7 +26,7 @@ from bridge.supervisor.accounts import (
     parse_users,
     verify_password,
 )
-from bridge.supervisor.api import create_app
+from bridge.supervisor.api import ConsoleOptions, create_app
 from bridge.supervisor.auth import FailureLimits
 
 PASSWORDS = {"vera": "viewer-pass-1", "sam": "supervisor-pass-2", "ada": "admin-pass-33"}
@@ -101,10 +101,8 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[object, object]]:
     for name, role in ROLE_OF.items():
         users = add_user(users, name, role, PASSWORDS[name])
     users, token = add_token(users, "vera")
-    app = create_app(
-        token="demo-token-not-used", redis=None, rollouts=None, refused_delay_s=0.05, users=users,
-        limits=FailureLimits(4, 60.0),
-    )  # fmt: skip
+    options = ConsoleOptions(refused_delay_s=0.05, users=users, limits=FailureLimits(4, 60.0))
+    app = create_app(token="demo-token-not-used", redis=None, rollouts=None, options=options)
     async with TestClient(TestServer(app)) as test_client:
         TOKENS["vera"] = token
         yield test_client

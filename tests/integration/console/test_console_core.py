@@ -13,7 +13,7 @@ from bridge.errors import ConfigError
 from bridge.rollout.health import WindowStats
 from bridge.rollout.policy import RolloutFlag, legacy_spec
 from bridge.store.read import CallSummary, StreamEntry
-from bridge.supervisor.api import create_app
+from bridge.supervisor.api import ConsoleOptions, create_app
 from bridge.supervisor.auth import Sessions, Tokens, csrf_ok, display_name
 from bridge.supervisor.rollout_view import dialplan_panel, preview
 from bridge.supervisor.stream import diff, row
@@ -182,7 +182,8 @@ def test_sessions_expire_and_close() -> None:
 # ------------------------------------------------------------------------------------------------ the app's doors
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient[object, object]]:
-    app = create_app(token="op", readonly_token="ro", redis=None, rollouts=None, refused_delay_s=0.3)
+    options = ConsoleOptions(readonly_token="ro", refused_delay_s=0.3)
+    app = create_app(token="op", redis=None, rollouts=None, options=options)
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 

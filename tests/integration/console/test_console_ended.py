@@ -20,7 +20,7 @@ from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.store import keys
 from bridge.store.calls import CallStore, StoreTuning, mark_ended
 from bridge.supervisor.accounts import Users, add_token, add_user
-from bridge.supervisor.api import create_app
+from bridge.supervisor.api import ConsoleOptions, create_app
 
 pytestmark = [
     pytest.mark.integration,
@@ -96,7 +96,8 @@ async def api(redis_url: str) -> AsyncIterator[tuple[TestClient[Any, Any], dict[
     users = add_user(add_user(Users(), "vic", "viewer", "vic-watches-99"), SAM[0], "supervisor", SAM[1])
     users, vic = add_token(users, "vic")
     users, sam = add_token(users, "sam")
-    app = create_app(token=None, redis=aioredis.from_url(redis_url, decode_responses=True), rollouts=None, users=users)
+    redis = aioredis.from_url(redis_url, decode_responses=True)
+    app = create_app(token=None, redis=redis, rollouts=None, options=ConsoleOptions(users=users))
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
     yield client, {"viewer": f"Bearer {vic}", "supervisor": f"Bearer {sam}"}

@@ -13,7 +13,7 @@ from redis import asyncio as aioredis
 
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.supervisor.accounts import Users, add_user
-from bridge.supervisor.api import create_app
+from bridge.supervisor.api import ConsoleOptions, create_app
 from bridge.supervisor.auth import COOKIE, FailureLimits
 
 pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="needs a redis-server binary")
@@ -28,12 +28,16 @@ def redis_url() -> AsyncIterator[str]:
         yield server.url
 
 
-async def client_for(redis_url: str, trusted: list[str], **kw: object) -> TestClient[object, object]:
+async def client_for(
+    redis_url: str, trusted: list[str], metrics_token: str | None = None
+) -> TestClient[object, object]:
     users = add_user(Users(), SAM[0], "supervisor", SAM[1])
-    app = create_app(
-        token=None, redis=aioredis.from_url(redis_url, decode_responses=True), rollouts=None, users=users,
-        refused_delay_s=0.01, limits=FailureLimits(3, 60.0), trusted_proxies=trusted, **kw,  # type: ignore[arg-type]
-    )  # fmt: skip
+    limits = FailureLimits(3, 60.0)
+    options = ConsoleOptions(
+        users=users, refused_delay_s=0.01, limits=limits, trusted_proxies=trusted, metrics_token=metrics_token
+    )
+    redis = aioredis.from_url(redis_url, decode_responses=True)
+    app = create_app(token=None, redis=redis, rollouts=None, options=options)
     client: TestClient[object, object] = TestClient(TestServer(app))
     await client.start_server()
     return client

@@ -20,7 +20,7 @@ from bridge.rollout.store import RolloutStore
 from bridge.store.calls import CallStore, StoreTuning
 from bridge.store.connection import connect
 from bridge.supervisor.accounts import Users, add_token, add_user
-from bridge.supervisor.api import create_app
+from bridge.supervisor.api import ConsoleOptions, create_app
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,7 @@ class ApiServer:
         plans = load_dialplans(ROOT / "dialplans")
         redis = connect(self.redis_url)
         app = create_app(
-            token=None, users=self.users, redis=redis, dialplans=plans, refused_delay_s=0.0,
+            token=None, redis=redis, dialplans=plans, options=ConsoleOptions(users=self.users, refused_delay_s=0.0),
             rollouts=RolloutStore(client=redis, specs=rollout_specs(plans)),
         )  # fmt: skip
         runner = web.AppRunner(app)

@@ -25,7 +25,7 @@ def _written(reports: list[ev.Report]) -> list[ev.Report | None]:
     pending.begin("call-1", caller="+15550100")
     for report in reports:
         pending.on_report("call-1", report)
-    return [stream_entry(e.id, e.fields).report() for e in pending.take(resync=False).entries]
+    return [stream_entry(e.id, e.fields).report for e in pending.take(resync=False).entries]
 
 
 def test_every_stream_entry_reads_back_as_the_report_it_stores() -> None:
@@ -48,5 +48,5 @@ def test_a_stream_entry_keeps_the_stored_fields_the_hash_and_console_read() -> N
 
 
 def test_an_entry_of_no_known_report_reads_as_none() -> None:
-    assert stream_entry("1-0", {b"kind": b"mystery", b"summary": b"?"}).report() is None
-    assert stream_entry("1-0", {b"kind": b"latency", b"ms": b"fast"}).report() is None
+    assert stream_entry("1-0", {b"kind": b"mystery", b"summary": b"?"}).report is None
+    assert stream_entry("1-0", {b"kind": b"latency", b"ms": b"fast"}).report is None
