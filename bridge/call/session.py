@@ -196,8 +196,8 @@ class CallSession:
             )  # fmt: skip
         self.outage = OutageAudio(plan.outage, self.playout, self.emit, self.clock)
         self.warm = None if plan.transfer is None else WarmTransfer(
-            plan.transfer, self.leg, plan.outage.hold_audio or str(HOLD_WAV), self.report, send=self.link.send,
-            emit=self.emit, end=self.end, clock=self.clock, agent_quiet=lambda: self.playback.idle,
+            plan.transfer, self.leg, plan.outage.hold_audio or str(HOLD_WAV), self.report, flow=self.phase,
+            send=self.link.send, emit=self.emit, end=self.end,
         )  # fmt: skip
         self.limit = CallLimit(plan.max_call_s, plan.max_call_goodbye_s, self.clock)
         self.supervision = Supervision(

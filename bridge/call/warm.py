@@ -18,6 +18,12 @@
       │         tells the caller (outcome busy, no_answer, declined, failed)
       └─ the caller hangs up meanwhile ──► the human's leg is hung up too (outcome caller_hung_up)
 
+Where the attempt is, is the transfer axis of the call's core (:class:`bridge.call.core.Transfer`; its rows are in
+``bridge.call.core.TABLE``, drawn in ``docs/call.md``): :class:`WarmTransfer` turns the human leg's events, the
+table's time limits and the plan's ``brief`` and ``accept`` into triggers, and carries out the transfer's actions.
+The briefing ends when the call's own triggers say it has played out (a response or audio came, then the playout
+emptied), not by looking at the audio.
+
 Each step is a :class:`~bridge.events.TransferStepped` and each attempt ends with one
 :class:`~bridge.events.WarmTransferEnded` in the call's timeline (and ``transfer`` in the report and in the call's
 hash: the console shows where a transfer is). The briefing is a response of the call's own model session, so it is
@@ -32,6 +38,8 @@ import logging
 from collections.abc import Callable
 
 from bridge import events as ev
+from bridge.call.core import ATTEMPT, BRIEFING, Do, Enter, State, Timer, Transfer, TransferAction, Trigger
+from bridge.call.flow import CallFlow
 from bridge.call.leg import Dialer, HumanLeg, PhoneLeg, dialer
 from bridge.call.report import CallReport
 from bridge.dialplan import TransferPlan
@@ -66,7 +74,6 @@ BRIEF = (
     "Brief the human agent in one or two short sentences: who is calling, what they asked for, and what you have "
     "tried. Speak to the human agent, not to the caller, and do not greet the caller."
 )
-POLL_S = 0.1  # the briefing: how often the agent's audio is looked at while the human's leg is quiet
 
 
 def note(outcome: Outcome) -> str:
@@ -74,8 +81,22 @@ def note(outcome: Outcome) -> str:
     return f"{NOTES[outcome]} The caller is still with you: tell them, and offer to help or to try again later."
 
 
+TRIGGERS = {
+    Outcome.BUSY: Trigger.HUMAN_BUSY,
+    Outcome.NO_ANSWER: Trigger.HUMAN_NO_ANSWER,
+    Outcome.DECLINED: Trigger.HUMAN_DECLINED,
+    Outcome.FAILED: Trigger.HUMAN_FAILED,
+}
+STEPS: dict[State, ev.TransferStep] = {
+    Transfer.RINGING: ev.TransferStep.RINGING,
+    Transfer.BRIEFING: ev.TransferStep.BRIEFING,
+    Transfer.ACCEPTING: ev.TransferStep.ACCEPTING,
+}
+
+
 class WarmTransfer:
-    """One call's warm transfers (at most one at a time)."""
+    """One call's warm transfers (at most one at a time): the shell of the core's transfer axis. It turns the human
+    leg's events and the time limits into triggers of the call's table, and carries out its transfer actions."""
 
     def __init__(
         self,
@@ -84,138 +105,155 @@ class WarmTransfer:
         hold_wav: str,
         report: CallReport,
         *,
+        flow: CallFlow,
         send: Callable[[ev.Command], None],
         emit: Callable[[ev.Report], None],
         end: Callable[[str, ev.EndedBy, ev.CallOutcome], None],
-        clock: Callable[[], float],
-        agent_quiet: Callable[[], bool],
     ) -> None:
         self._plan = plan
         self._leg = leg
         self._hold_wav = hold_wav
         self._report = report
+        self._flow = flow
         self._send = send
         self._emit = emit
         self._end = end
-        self._clock = clock
-        self._agent_quiet = agent_quiet  # no response under way and nothing left to play
-        self._task: asyncio.Task[None] | None = None
+        flow.core.limits |= {
+            Timer.RING: plan.ring_timeout_s,
+            Timer.BRIEF: plan.brief_timeout_s,
+            Timer.ACCEPT: plan.accept_window_s,
+        }
+        flow.carry(TransferAction, self._carry_out)
+        flow.watch(Transfer, self._entered)
+        self._task: asyncio.Task[None] | None = None  # the human leg's events into the table
         self._human: HumanLeg | None = None
         self._held: tuple[Dialer, float] | None = None  # the caller is on the transfer's hold (since)
         self.joined: HumanLeg | None = None  # completed: the human's leg, joined with the caller's
         self._t0 = 0.0
-        self._target = ""
-
-    @property
-    def active(self) -> bool:
-        return self._task is not None and not self._task.done()
+        self._target = self._asked = ""
+        self._code = 0  # the SIP status the attempt ends with
 
     def start(self, target: str) -> None:
-        """Put the caller on hold and call ``target`` (the pending ``transfer_to_human``'s)."""
-        if self.active:
-            return
+        """Put the caller on hold and call ``target`` (the pending ``transfer_to_human``'s); a transfer under way
+        goes on (the table has no row for a second one)."""
+        self._asked = target
+        self._flow.fire(Trigger.WARM_TRANSFER, f"warm transfer to {target}")
+
+    def _carry_out(self, do: Do) -> None:
+        match do.action:
+            case TransferAction.HOLD_AND_DIAL:
+                self._hold_and_dial()
+            case TransferAction.BRIEF_HUMAN:
+                self._brief()
+            case TransferAction.END_BRIEFING:
+                if self._human is not None:
+                    self._human.hear_agent(False)
+            case TransferAction.JOIN_HUMAN:
+                self._join()
+            case TransferAction.RELEASE_HUMAN:
+                human, self._human = self._human, None
+                if human is not None:
+                    human.hangup()
+                self._finish(do.outcome or Outcome.FAILED)
+
+    def _entered(self, enter: Enter) -> None:
+        step = STEPS.get(enter.new)
+        if step is not None:
+            self._emit(ev.TransferStepped(step))
+        if enter.new is Transfer.RINGING and self._human is not None:
+            self._task = asyncio.create_task(self._listen(self._human), name=f"warm-{self._leg.call_id}")
+        elif enter.new is Transfer.BRIEFED:
+            self._taken()
+        elif enter.new in (Transfer.JOINED, Transfer.BACK):
+            task = self._task  # the attempt may end on a trigger of the call's own (the briefing played out)
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+
+    def _taken(self) -> None:
+        """Answered (and briefed): ``accept: answer`` takes the call; ``accept: dtmf`` waits for "1"."""
+        take = Trigger.HUMAN_TO_ACCEPT if self._plan.accept == "dtmf" else Trigger.HUMAN_READY
+        self._flow.fire(take, "the human answered" if self._plan.brief else "the human answered unbriefed")
+
+    def _hold_and_dial(self) -> None:
+        target = self._target = self._asked
         self._emit(ev.TransferStarted(target))
-        self._t0, self._target = self._clock(), target
+        self._t0, self._code = self._flow.now(), 0
         can = dialer(self._leg)
         try:
             if can is None:
                 raise RuntimeError("this leg cannot place a second call")
             can.hold(self._hold_wav)
-            self._held = can, self._clock()
+            self._held = can, self._flow.now()
             self._emit(ev.HoldStarted())
             self._human = can.dial(target)
         except Exception as exc:
             log.warning("%s: warm transfer to %s: %s", self._leg.call_id, target, exc)
-            self._finish(Outcome.FAILED, 0, target)
+            self._flow.fire(Trigger.HUMAN_FAILED, f"the call to {target} could not be placed")
             return
-        self._emit(ev.TransferStepped(ev.TransferStep.RINGING))
-        self._task = asyncio.create_task(self._attempt(self._human, target), name=f"warm-{self._leg.call_id}")
+        self._flow.fire(Trigger.HUMAN_DIALLED)
 
-    async def _attempt(self, human: HumanLeg, target: str) -> None:
-        ended = await self._ring(human)
-        if ended is None and self._plan.brief:
-            ended = await self._brief(human)
-        outcome, code = ended if ended is not None else await self._accept(human)
-        if outcome is Outcome.COMPLETED:
+    async def _listen(self, human: HumanLeg) -> None:
+        """The human leg's events into the table while the attempt is under way; at a state's time limit (the
+        ring, the briefing, the accept window), a timeout."""
+        while self._flow.core.transfer in ATTEMPT:
+            deadline = self._flow.core.deadline
+            wait = None if deadline is None else max(0.0, deadline - self._flow.now())
             try:
-                human.join()
-            except Exception as exc:
-                log.warning("%s: joining the human failed: %s", self._leg.call_id, exc)
-                outcome, code = Outcome.FAILED, 0
+                e = await asyncio.wait_for(human.events.get(), wait)
+            except TimeoutError:
+                if self._flow.core.transfer in BRIEFING:
+                    left = "%s: no briefing within %.0f s: the human takes the call unbriefed"
+                    log.warning(left, self._leg.call_id, self._plan.brief_timeout_s)
+                self._code = 0
+                self._flow.fire(Trigger.TIMEOUT, "time limit")
+                continue
+            self._heard(e)
+
+    def _heard(self, e: ev.Event) -> None:
+        if isinstance(e, ev.HumanLegChanged) and e.state is ev.LegState.ENDED:
+            self._code = e.sip_code
+            outcome = outcome_of(e.sip_code, self._flow.core.transfer is not Transfer.RINGING)
+            self._flow.fire(TRIGGERS[outcome], f"the human's leg ended ({e.sip_code})")
+        elif isinstance(e, ev.HumanLegChanged) and e.state is ev.LegState.ANSWERED:
+            if self._plan.brief:
+                self._flow.fire(Trigger.HUMAN_ANSWERED, "the human answered")
             else:
-                self.joined = human
-        if outcome is not Outcome.COMPLETED:
-            human.hangup()
-        self._finish(outcome, code, target)
+                self._taken()
+        elif isinstance(e, ev.Dtmf) and e.digit == "1" and self._plan.accept == "dtmf":
+            self._flow.fire(Trigger.HUMAN_PRESSED_1, "the human pressed 1")
 
-    async def _next(self, human: HumanLeg, until: float) -> ev.Event | None:
-        """The human leg's next event, or None at ``until`` (a clock time)."""
-        left = until - self._clock()
-        if left <= 0:
-            return None
+    def _brief(self) -> None:
+        """The human hears the agent brief them, up to ``brief_timeout_s`` (then the human takes the call
+        unbriefed rather than wait on a model that does not answer). With ``accept: dtmf``, a "1" pressed meanwhile
+        takes the call at once."""
         try:
-            return await asyncio.wait_for(human.events.get(), left)
-        except TimeoutError:
-            return None
-
-    async def _ring(self, human: HumanLeg) -> tuple[Outcome, int] | None:
-        """The human's phone rings: None once answered, else how it ended."""
-        deadline = self._clock() + self._plan.ring_timeout_s
-        while self._clock() < deadline:
-            e = await self._next(human, deadline)
-            if isinstance(e, ev.HumanLegChanged):
-                if e.state == "ended":
-                    return outcome_of(e.sip_code, False), e.sip_code
-                if e.state == "answered":
-                    return None
-        return Outcome.NO_ANSWER, 0
-
-    async def _brief(self, human: HumanLeg) -> tuple[Outcome, int] | None:
-        """The human hears the agent brief them; None once it has played (or ``brief_timeout_s`` is spent: the
-        human takes the call unbriefed rather than wait on a model that does not answer), else how it ended.
-        With ``accept: dtmf``, a "1" pressed meanwhile takes the call at once."""
-        self._emit(ev.TransferStepped(ev.TransferStep.BRIEFING))
-        try:
-            human.hear_agent(True)
+            if self._human is None:
+                raise RuntimeError("no human leg")
+            self._human.hear_agent(True)
         except Exception as exc:
             log.warning("%s: the human cannot hear the briefing: %s", self._leg.call_id, exc)
-            return Outcome.FAILED, 0
+            self._code = 0
+            self._flow.fire(Trigger.HUMAN_FAILED, "the human cannot hear the briefing")
+            return
         self._send(ev.AddText(BRIEF, ev.Role.SYSTEM))
         self._send(ev.CreateResponse())
-        deadline, spoke = self._clock() + self._plan.brief_timeout_s, False
+
+    def _join(self) -> None:
+        human = self._human
         try:
-            while self._clock() < deadline:
-                quiet = self._agent_quiet()
-                if spoke and quiet:
-                    return None
-                spoke = spoke or not quiet
-                e = await self._next(human, min(deadline, self._clock() + POLL_S))
-                if isinstance(e, ev.HumanLegChanged) and e.state == "ended":
-                    return outcome_of(e.sip_code, True), e.sip_code
-                if isinstance(e, ev.Dtmf) and e.digit == "1" and self._plan.accept == "dtmf":
-                    return Outcome.COMPLETED, 200
-            log.warning("%s: no briefing within %.0f s: the human takes the call unbriefed", self._leg.call_id,
-                        self._plan.brief_timeout_s)  # fmt: skip
-            return None
-        finally:
-            human.hear_agent(False)
+            if human is None:
+                raise RuntimeError("no human leg")
+            human.join()
+        except Exception as exc:
+            log.warning("%s: joining the human failed: %s", self._leg.call_id, exc)
+            self._code = 0
+            self._flow.fire(Trigger.HUMAN_FAILED, "the join failed")
+            return
+        self.joined, self._human, self._code = human, None, 200
+        self._finish(Outcome.COMPLETED)
 
-    async def _accept(self, human: HumanLeg) -> tuple[Outcome, int]:
-        """Answered (and briefed): ``accept: answer`` takes the call; ``accept: dtmf`` waits for "1"."""
-        if self._plan.accept == "answer":
-            return Outcome.COMPLETED, 200
-        self._emit(ev.TransferStepped(ev.TransferStep.ACCEPTING))
-        deadline = self._clock() + self._plan.accept_window_s
-        while self._clock() < deadline:
-            e = await self._next(human, deadline)
-            if isinstance(e, ev.HumanLegChanged) and e.state == "ended":
-                return outcome_of(e.sip_code, True), e.sip_code
-            if isinstance(e, ev.Dtmf) and e.digit == "1":
-                return Outcome.COMPLETED, 200
-        return Outcome.DECLINED, 0
-
-    def _finish(self, outcome: Outcome, code: int, target: str) -> None:
-        self._human = None
+    def _finish(self, outcome: Outcome) -> None:
+        code, target, now = self._code, self._target, self._flow.now()
         held, self._held = self._held, None
         if held is not None:
             can, since = held
@@ -224,10 +262,9 @@ class WarmTransfer:
                     can.unhold()
                 except Exception as exc:
                     log.warning("%s: taking the caller off hold: %s", self._leg.call_id, exc)
-            self._emit(ev.HoldEnded(round(self._clock() - since, 3)))
-        seconds = round(self._clock() - self._t0, 3)
-        self._report.transfer = {"mode": "warm", "target": target, "outcome": str(outcome), "sip_code": code,
-                                 "seconds": seconds}  # fmt: skip
+            self._emit(ev.HoldEnded(round(now - since, 3)))
+        seconds = round(now - self._t0, 3)
+        self._report.transfer = dict(mode="warm", target=target, outcome=str(outcome), sip_code=code, seconds=seconds)
         self._emit(ev.WarmTransferEnded(outcome, target, code, seconds))
         if outcome is Outcome.COMPLETED:
             self._end("transferred (warm)", ev.EndedBy.AGENT, ev.CallOutcome.TRANSFERRED)
@@ -238,14 +275,14 @@ class WarmTransfer:
     async def close(self) -> None:
         """The session is over. An attempt under way: the caller hung up, the human's leg ends too. Joined: the
         bridged call lasts until either side hangs up; then the other side is hung up."""
-        task, human = self._task, self._human
+        task = self._task
         if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            if human is not None:
-                human.hangup()
-                self._finish(Outcome.CALLER_HUNG_UP, 0, self._target)
+        if self._flow.core.transfer in ATTEMPT:
+            self._code = 0
+            self._flow.fire(Trigger.CALLER_LEFT, "the caller hung up")
             return
         joined = self.joined
         if joined is None:

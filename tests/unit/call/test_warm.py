@@ -13,7 +13,10 @@ import pytest
 from fakes.leg import FakeLeg
 
 from bridge import events as ev
+from bridge.call.core import Transfer
+from bridge.call.flow import CallFlow, Trigger
 from bridge.call.report import CallReport
+from bridge.call.state import PhaseMachine
 from bridge.call.warm import BRIEF, WarmTransfer, outcome_of
 from bridge.dialplan import TransferPlan
 
@@ -67,12 +70,18 @@ class Bed:
         self.reports: list[ev.Report] = []
         self.ended: list[tuple[str, ev.CallOutcome]] = []
         self.report = CallReport("c-warm", "ga", "p")
-        self.quiet = True  # the agent: no response under way, nothing left to play
+        self.flow = CallFlow(PhaseMachine("c-warm", clock=time.monotonic), lambda action, why: None)
+        self.flow.fire(Trigger.READY)
         self.warm = WarmTransfer(
-            TransferPlan(mode="warm", target=TARGET, **plan), leg, "hold.wav", self.report, send=self.sent.append,
-            emit=self.reports.append, end=lambda why, _, outcome: self.ended.append((why, outcome)),
-            clock=time.monotonic, agent_quiet=lambda: self.quiet,
-        )  # fmt: skip
+            TransferPlan(mode="warm", target=TARGET, **plan),
+            leg,
+            "hold.wav",
+            self.report,
+            flow=self.flow,
+            send=self.sent.append,
+            emit=self.reports.append,
+            end=lambda why, _, outcome: self.ended.append((why, outcome)),
+        )
 
     @property
     def kinds(self) -> list[str]:
@@ -109,18 +118,18 @@ async def test_the_human_hears_the_briefing_then_takes_the_call() -> None:
     bed.warm.start(TARGET)
     assert leg.dialled == [TARGET] and leg.held == ["hold.wav"]
     assert bed.kinds == ["transfer", "hold_started", "transfer_step"]
-    leg.human.events.put_nowait(ev.HumanLegChanged("answered", 200))
+    leg.human.events.put_nowait(ev.HumanLegChanged(ev.LegState.ANSWERED, 200))
     await bed.until(lambda: len(bed.sent) == 2, "briefing asked for")
     note, respond = bed.sent
     assert isinstance(note, ev.AddText) and note.text == BRIEF and note.role is ev.Role.SYSTEM
     assert isinstance(respond, ev.CreateResponse) and leg.human.hearing and leg.held  # the caller still on hold
-    # the model has not spoken yet: the briefing is not over, whatever the time
-    await asyncio.sleep(0.15)
-    assert not leg.human.joined
-    bed.quiet = False  # the briefing plays ...
-    await asyncio.sleep(0.15)
-    assert not leg.human.joined
-    bed.quiet = True  # ... and has played out: the human takes the call
+    # the model has not spoken yet: an idle beat does not end the briefing
+    bed.flow.fire(Trigger.PLAYED_OUT)
+    assert not leg.human.joined and bed.flow.core.transfer is Transfer.BRIEFING
+    bed.flow.fire(Trigger.RESPONSE_STARTED)  # the briefing plays ...
+    bed.flow.fire(Trigger.MODEL_AUDIO)
+    assert not leg.human.joined and bed.flow.core.transfer is Transfer.BRIEF_PLAYING
+    bed.flow.fire(Trigger.PLAYED_OUT)  # ... and has played out: the human takes the call
     await bed.settled()
     assert leg.human.heard_agent == [True, False] and leg.human.joined
     steps = [r.step for r in bed.reports if isinstance(r, ev.TransferStepped)]
@@ -132,7 +141,7 @@ async def test_a_model_that_never_briefs_does_not_keep_the_human_waiting() -> No
     leg = DialingLeg()
     bed = Bed(leg, brief_timeout_s=0.1)
     bed.warm.start(TARGET)
-    leg.human.events.put_nowait(ev.HumanLegChanged("answered", 200))
+    leg.human.events.put_nowait(ev.HumanLegChanged(ev.LegState.ANSWERED, 200))
     await bed.settled()
     assert leg.human.joined and leg.human.heard_agent == [True, False]
     assert bed.outcome().outcome is Outcome.COMPLETED
@@ -142,10 +151,10 @@ async def test_a_human_hanging_up_during_the_briefing_brings_the_agent_back() ->
     leg = DialingLeg()
     bed = Bed(leg)
     bed.warm.start(TARGET)
-    leg.human.events.put_nowait(ev.HumanLegChanged("answered", 200))
+    leg.human.events.put_nowait(ev.HumanLegChanged(ev.LegState.ANSWERED, 200))
     await bed.until(lambda: len(bed.sent) == 2, "briefing asked for")
-    bed.quiet = False
-    leg.human.events.put_nowait(ev.HumanLegChanged("ended", 200))
+    bed.flow.fire(Trigger.RESPONSE_STARTED)
+    leg.human.events.put_nowait(ev.HumanLegChanged(ev.LegState.ENDED, 200))
     await bed.settled()
     assert bed.outcome().outcome is Outcome.DECLINED and not leg.human.joined and leg.held == []  # off hold
     assert "declined" in bed.sent[2].text  # type: ignore[union-attr]  # an AddText: the agent says so
@@ -157,7 +166,7 @@ async def test_accept_dtmf_joins_on_1_only() -> None:
     bed.warm.start(TARGET)
     assert leg.dialled == [TARGET] and bed.kinds[:2] == ["transfer", "hold_started"]
     assert leg.held == ["hold.wav"]  # the caller hears the hold audio
-    leg.human.events.put_nowait(ev.HumanLegChanged("answered", 200))
+    leg.human.events.put_nowait(ev.HumanLegChanged(ev.LegState.ANSWERED, 200))
     leg.human.events.put_nowait(ev.Dtmf("2"))  # not the key: still waiting
     await asyncio.sleep(0.02)
     assert not leg.human.joined and bed.ended == []
@@ -181,7 +190,7 @@ async def test_no_1_within_the_window_is_declined_and_the_agent_comes_back() -> 
     leg = DialingLeg()
     bed = Bed(leg, accept="dtmf", accept_window_s=0.05, brief=False)
     bed.warm.start(TARGET)
-    leg.human.events.put_nowait(ev.HumanLegChanged("answered", 200))
+    leg.human.events.put_nowait(ev.HumanLegChanged(ev.LegState.ANSWERED, 200))
     await bed.settled()
     assert bed.outcome().outcome is Outcome.DECLINED and leg.human.hung_up and not leg.human.joined
     note, respond = bed.sent
@@ -193,7 +202,7 @@ async def test_the_ring_timeout_is_no_answer() -> None:
     leg = DialingLeg()
     bed = Bed(leg, ring_timeout_s=0.05)
     bed.warm.start(TARGET)
-    leg.human.events.put_nowait(ev.HumanLegChanged("ringing", 180))
+    leg.human.events.put_nowait(ev.HumanLegChanged(ev.LegState.RINGING, 180))
     await bed.settled()
     assert (bed.outcome().outcome, bed.outcome().sip_code) == (Outcome.NO_ANSWER, 0)
     assert leg.human.hung_up and "did not answer" in bed.sent[0].text  # type: ignore[union-attr]  # an AddText
@@ -203,11 +212,13 @@ async def test_a_caller_hanging_up_mid_attempt_ends_the_human_leg() -> None:
     leg = DialingLeg()
     bed = Bed(leg)
     bed.warm.start(TARGET)
-    leg.human.events.put_nowait(ev.HumanLegChanged("ringing", 180))
+    leg.human.events.put_nowait(ev.HumanLegChanged(ev.LegState.RINGING, 180))
     await asyncio.sleep(0.01)
+    bed.flow.fire(Trigger.FINISHED, "caller hung up")
     await bed.warm.close()  # the session ends with the caller
     assert leg.human.hung_up and bed.outcome().outcome is Outcome.CALLER_HUNG_UP
     assert bed.sent == [] and bed.ended == []  # nobody to tell
+    assert bed.flow.core.transfer is Transfer.BACK
 
 
 async def test_a_leg_that_cannot_dial_fails_and_the_agent_says_so() -> None:
