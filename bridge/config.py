@@ -4,9 +4,11 @@ Every field comes from, later sources winning (:data:`SOURCES`): its default; th
 environment, ``CALLBRIDGE_<FIELD>`` (``CALLBRIDGE_WORKERS=4``; a list or mapping as JSON, a list also as
 ``a,b``; one entry of a mapping as ``CALLBRIDGE_<FIELD>__<KEY>``), and the older names of :data:`ENV`; the
 command-line flags. Every secret (a ``SecretStr`` field, and :data:`EXTRA_SECRETS`) is also read from a file named by
-``<VARIABLE>_FILE`` (Docker and Kubernetes secrets, systemd ``LoadCredential``). :func:`load_settings` reports every
-bad value at once, each with its source (``flag --workers``, ``variable CALLBRIDGE_WORKERS``, ``file serve.yaml``)
-and its field.
+``<VARIABLE>_FILE`` (Docker and Kubernetes secrets, systemd ``LoadCredential``; :class:`Secret`, the one reader of
+secrets). Each source is a pydantic-settings source (:class:`Layer`: :class:`FlagSource`, :class:`SecretFileSource`,
+:class:`EnvironmentSource`, :class:`YamlFileSource`, :class:`DerivedSource`) that records where each of its values
+came from (:meth:`Settings.origin`). :func:`load_settings` reports every bad value at once, each with its source
+(``flag --workers``, ``variable CALLBRIDGE_WORKERS``, ``file serve.yaml``) and its field.
 
 Secrets are never written back anywhere: ``Settings`` keeps them out of its ``repr``, :meth:`Settings.public` leaves
 the key out, and :func:`masked` hides every secret. ``Settings(...)`` itself reads only its arguments (workers get
@@ -20,13 +22,14 @@ import ipaddress
 import os
 import typing
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -56,6 +59,10 @@ BROKER_TOKEN_ENV = "CALLBRIDGE_BROKER_TOKEN"  # bridge.realtime.credentials read
 OTHER_SECRETS = (SUPERVISOR_TOKEN_ENV, SUPERVISOR_READONLY_TOKEN_ENV, BROKER_TOKEN_ENV)
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 URL_FORMS = "wss://api.openai.com/v1 or wss://api.openai.com/v1/realtime (ws:// for the emulator)"
+
+
+# The sources a Settings being built reads besides its arguments (set by load_settings while it builds one)
+_PIPELINE: ContextVar[tuple[PydanticBaseSettingsSource, ...]] = ContextVar("settings_sources", default=())
 
 
 def default_recordings_dir() -> Path:
@@ -99,7 +106,18 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)  # the environment and files: load_settings(), which names the source of each value
+        """Its arguments only; within :func:`load_settings` the flags, the secret files, the environment, the
+        settings file and the derived defaults too (the strongest first), each a :class:`Layer`."""
+        return (init_settings, *_PIPELINE.get())
+
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def origin(self, field: str) -> str:
+        """Where ``field``'s value came from: ``flag --workers``, ``variable CALLBRIDGE_WORKERS``, ``file
+        serve.yaml``, ``default``; ``argument`` for a value given to ``Settings(...)`` itself."""
+        if field not in type(self).model_fields:
+            raise KeyError(field)
+        return self._origins.get(field) or ("argument" if field in self.model_fields_set else "default")
 
     sip_host: str = "127.0.0.1"
     sip_port: int = Field(5060, ge=0, le=65535)  # worker i listens on sip_port + i (UDP and TCP)
@@ -405,41 +423,95 @@ def _is_list(field: FieldInfo) -> bool:
     return any(typing.get_origin(kind) is tuple for kind in kinds)
 
 
-def _from_environment(errors: list[ConfigError]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Every field set in the environment, and the variable it came from."""
-    source = EnvSettingsSource(Settings)
-    data: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    for name, field in Settings.model_fields.items():
-        var = variables(name)[0]
-        raw, _, complex_ = source.get_field_value(field, name)
-        if raw is not None and _is_list(field) and not str(raw).lstrip().startswith("["):
-            data[name], origin[name] = tuple(p.strip() for p in str(raw).split(",") if p.strip()), f"variable {var}"
-            continue
-        try:
-            value = source.prepare_field_value(name, field, raw, complex_)
-        except ValueError as exc:
-            errors.append(ConfigError(f"variable {var}", name, f"not valid JSON ({exc.__class__.__name__})"))
-            continue
-        if value is not None and value != {}:
-            nested = raw is None  # CALLBRIDGE_<FIELD>__<KEY> entries
-            data[name], origin[name] = value, f"variable {var}__*" if nested else f"variable {var}"
-            continue
-        for other in variables(name)[1:]:
-            if os.environ.get(other):
-                data[name], origin[name] = os.environ[other], f"variable {other}"
-                break
-    for name in (n for n in Settings.model_fields if is_secret(n)):
-        for var in variables(name):
+class Layer(PydanticBaseSettingsSource):
+    """One source of settings, as pydantic-settings takes them (``Settings.settings_customise_sources``): the
+    values it found, where each came from (``origins``), and what it could not read (``errors``: reported with the
+    validation's, all at once). A field a source before it (a stronger one) set is not its to give: the stronger
+    value is taken whole (a mapping is not merged across sources)."""
+
+    def __init__(self, values: dict[str, Any], origins: dict[str, str], errors: list[ConfigError] | None = None):
+        super().__init__(Settings)
+        self.values, self.origins, self.errors = values, origins, errors or []
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.values.items() if k not in self.current_state}
+
+
+class FlagSource(Layer):
+    """The command line's flags: ``overrides`` (``None``: not given), each named by ``flags`` (``--field-name``)."""
+
+    def __init__(self, overrides: Mapping[str, Any], flags: Mapping[str, str] | None = None) -> None:
+        given = {k: v for k, v in overrides.items() if v is not None}
+        super().__init__(given, {k: f"flag {(flags or {}).get(k, '--' + k.replace('_', '-'))}" for k in given})
+
+
+class SecretFileSource(Layer):
+    """Every secret field from the file its ``<VARIABLE>_FILE`` names (:class:`Secret`), the first variable of
+    :func:`variables` that has one."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        super().__init__({}, {})
+        for name in (n for n in Settings.model_fields if is_secret(n)):
+            for var in variables(name):
+                try:
+                    found = Secret(var, name).read(environ) if environ.get(var + FILE_SUFFIX) else None
+                except ConfigError as exc:
+                    self.errors.append(exc)
+                    break
+                if found is not None:
+                    self.values[name], self.origins[name] = _secret_value(name, found), f"variable {var + FILE_SUFFIX}"
+                    break
+
+
+class EnvironmentSource(Layer):
+    """Every field set in the environment: ``CALLBRIDGE_<FIELD>`` (a list or mapping as JSON, a list also as
+    ``a,b``; ``CALLBRIDGE_<FIELD>__<KEY>`` entries of a mapping), then the field's other names (:data:`ENV`)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        super().__init__({}, {})
+        source = EnvSettingsSource(Settings)
+        for name, field in Settings.model_fields.items():
+            var = variables(name)[0]
+            raw, _, complex_ = source.get_field_value(field, name)
+            if raw is not None and _is_list(field) and not str(raw).lstrip().startswith("["):
+                self._found(name, tuple(p.strip() for p in str(raw).split(",") if p.strip()), f"variable {var}")
+                continue
             try:
-                found = Secret(var, name).read() if os.environ.get(var + FILE_SUFFIX) else None
-            except ConfigError as exc:
-                errors.append(exc)
-                break
-            if found is not None:
-                data[name], origin[name] = _secret_value(name, found), f"variable {var + FILE_SUFFIX}"
-                break
-    return data, origin
+                value = source.prepare_field_value(name, field, raw, complex_)
+            except ValueError as exc:
+                self.errors.append(ConfigError(f"variable {var}", name, f"not valid JSON ({exc.__class__.__name__})"))
+                continue
+            if value is not None and value != {}:
+                nested = raw is None  # CALLBRIDGE_<FIELD>__<KEY> entries
+                self._found(name, value, f"variable {var}__*" if nested else f"variable {var}")
+                continue
+            other = next((v for v in variables(name)[1:] if environ.get(v)), None)
+            if other is not None:
+                self._found(name, environ[other], f"variable {other}")
+
+    def _found(self, name: str, value: Any, origin: str) -> None:
+        self.values[name], self.origins[name] = value, origin
+
+
+class YamlFileSource(Layer):
+    """The settings file (``--config``): a YAML mapping of field names to values."""
+
+    def __init__(self, path: Path | None) -> None:
+        values = _from_file(path) if path is not None else {}
+        super().__init__(values, dict.fromkeys(values, f"file {path}"))
+
+
+class DerivedSource(Layer):
+    """Defaults that follow from the stronger sources: with a key and no URL, ``realtime_url`` is the service's."""
+
+    def __init__(self, stronger: tuple[Layer, ...]) -> None:
+        given = {k for layer in stronger for k in layer.values}
+        key = any(layer.values.get("api_key") for layer in stronger)
+        derived = {"realtime_url": OPENAI_URL} if key and "realtime_url" not in given else {}
+        super().__init__(derived, dict.fromkeys(derived, "default"))
 
 
 def _secret_value(name: str, text: str) -> Any:
@@ -465,31 +537,31 @@ def load_settings_with_sources(
     path: Path | None = None, flags: Mapping[str, str] | None = None, **overrides: Any
 ) -> tuple[Settings, dict[str, str]]:
     """The settings from every source (:data:`SOURCES`; ``None`` overrides are ignored), and where each field set
-    by a source came from. ``flags`` names the flag of an override (default ``--field-name``). Raises
-    :class:`ConfigError` (:class:`ConfigErrors` for several), each naming its source and field."""
-    errors: list[ConfigError] = []
-    data: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    if path is not None:
-        data = _from_file(path)
-        origin = dict.fromkeys(data, f"file {path}")
-    env_data, env_origin = _from_environment(errors)
-    data.update(env_data)
-    origin.update(env_origin)
-    given = {k: v for k, v in overrides.items() if v is not None}
-    data.update(given)
-    origin.update({k: f"flag {(flags or {}).get(k, '--' + k.replace('_', '-'))}" for k in given})
-    if "realtime_url" not in data and data.get("api_key"):
-        data["realtime_url"] = OPENAI_URL
+    by a source came from (also :meth:`Settings.origin`). ``flags`` names the flag of an override (default
+    ``--field-name``). Raises :class:`ConfigError` (:class:`ConfigErrors` for several), each naming its source and
+    field."""
+    file = YamlFileSource(path)
+    layers: tuple[Layer, ...] = (
+        FlagSource(overrides, flags),
+        SecretFileSource(os.environ),
+        EnvironmentSource(os.environ),
+    )
+    layers += (file, DerivedSource((*layers, file)))  # the strongest first
+    origin = {name: where for layer in reversed(layers) for name, where in layer.origins.items()}
+    errors = [exc for layer in reversed(layers) for exc in layer.errors]  # as the variables are read
+    token = _PIPELINE.set(layers)
     try:
-        settings = Settings.model_validate(data)
+        settings = Settings()
     except ValidationError as exc:
         for err in exc.errors():
             loc = [str(p) for p in err["loc"]]
             where = origin.get(loc[0], "settings") if loc else "settings"
             errors.append(ConfigError(where, ".".join(loc) or "(settings)", err["msg"]))
+    finally:
+        _PIPELINE.reset(token)
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
+    settings._origins = origin
     return settings, origin
 
 

@@ -179,6 +179,33 @@ def test_secrets_from_files(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> No
     assert (caught.value.source, caught.value.field) == ("variable CALLBRIDGE_API_KEY_FILE", "api_key")
 
 
+def test_each_value_knows_its_origin(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "serve.yaml"
+    path.write_text("workers: 2\nsip_auth_users: {alice: from-file, bob: from-file}\n")
+    (tmp_path / "key").write_text("sk-from-a-file\n")
+    clean_env.setenv("CALLBRIDGE_SIP_AUTH_USERS__carol", "from-env")
+    clean_env.setenv("OPENAI_API_KEY_FILE", str(tmp_path / "key"))
+    settings = load_settings(path, sip_port=5070)
+    assert settings.origin("workers") == f"file {path}"
+    assert settings.origin("sip_port") == "flag --sip-port"
+    assert settings.origin("api_key") == "variable OPENAI_API_KEY_FILE"
+    assert settings.origin("sip_auth_users") == "variable CALLBRIDGE_SIP_AUTH_USERS__*"
+    assert list(settings.sip_auth_users) == ["carol"]  # the stronger source's mapping, whole: not merged
+    assert settings.origin("realtime_url") == "default" and settings.realtime_url == config.OPENAI_URL
+    assert settings.origin("rtp_port") == "default"
+    with pytest.raises(KeyError):
+        settings.origin("no_such_field")
+
+
+def test_settings_built_directly_read_only_their_arguments(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("CALLBRIDGE_WORKERS", "7")
+    settings = Settings(sip_port=5070)
+    assert (
+        settings.workers == 1 and settings.origin("sip_port") == "argument" and settings.origin("workers") == "default"
+    )
+    assert load_settings().workers == 7 and Settings().workers == 1  # and the pipeline is gone once built
+
+
 def test_one_secret_reader_names_the_file_and_the_setting_never_the_value(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("tok-9f2c\n")
