@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import hashlib
 import ipaddress
@@ -522,13 +523,7 @@ class DestinationState:
     max_calls: int
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "address": self.address,
-            "state": self.state,
-            "probing": self.probing,
-            "load": self.load,
-            "max_calls": self.max_calls,
-        }
+        return {**dataclasses.asdict(self), "state": str(self.state)}
 
 
 def destinations_of(result: Any) -> list[DestinationState]:

@@ -160,6 +160,12 @@ def test_a_dispatcher_letter_is_a_state_with_its_word() -> None:
     assert Dispatch("X") is Dispatch.UNKNOWN and Dispatch("").word == "unknown"
 
 
+def test_a_destination_as_json_for_the_drain_command(fake_front: FakeKamailio) -> None:
+    first = destinations_of(rpc_call(fake_front.path, "dispatcher.list"))[0]
+    text = json.dumps(first.to_json())
+    assert json.loads(text) == {"address": "127.0.0.2:5061", "state": "A", "probing": True, "load": 3, "max_calls": 4}
+
+
 def test_drain_a_node_then_one_worker_back(fake_front: FakeKamailio) -> None:
     after = set_state(fake_front.path, "127.0.0.2", "d")
     assert [(d.address, d.state) for d in after] == [
