@@ -257,9 +257,9 @@ class Settings(BaseSettings):
     def _realtime_url(cls, value: str) -> str:
         return realtime_base(value)
 
-    @field_validator("http_trusted_proxies")
+    @field_validator("http_trusted_proxies", "front_allowed_sources")
     @classmethod
-    def _http_trusted_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for entry in value:
             ipaddress.ip_network(entry.strip(), strict=False)  # a bad entry: ValueError naming it
         return tuple(entry.strip() for entry in value)
@@ -270,13 +270,6 @@ class Settings(BaseSettings):
         if (value is None) != (info.data.get("http_tls_cert") is None):
             raise ValueError("http_tls_cert and http_tls_key go together: set both or neither")
         return value
-
-    @field_validator("front_allowed_sources")
-    @classmethod
-    def _front_allowed_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for entry in value:
-            ipaddress.ip_network(entry.strip(), strict=False)  # a bad entry: ValueError naming it
-        return tuple(entry.strip() for entry in value)
 
     @field_validator("front_dialog_db")
     @classmethod
