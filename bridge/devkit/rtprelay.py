@@ -26,9 +26,9 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from bridge.devkit.netem import Impairment, Line
+from bridge.runtime.service import Service
 
 _LOG = logging.getLogger("bridge.devkit.rtprelay")
 Address = tuple[str, int]
@@ -127,7 +127,7 @@ class MediaPair:
         self.b.close()
 
 
-class RtpRelay:
+class RtpRelay(Service):
     """Relays SIP (UDP) to ``target`` and every call's RTP through the impairments of each direction."""
 
     def __init__(
@@ -168,15 +168,6 @@ class RtpRelay:
         self.pairs.clear()
         if self._sip is not None:
             self._sip.close()
-
-    async def __aenter__(self) -> RtpRelay:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     # -- SIP ------------------------------------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ from bridge.audio.echo import Guard
 from bridge.audio.frames import FRAME_BYTES, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSink, FrameSource, StreamKernel
 from bridge.audio.wire import AppendTemplate
 from bridge.native import build as cbuild
+from bridge.sip.crossing import PortCounters
 
 _LOG = logging.getLogger("bridge.sip")
 SOURCE = cbuild.CPORT_SOURCE
@@ -75,8 +76,10 @@ def pjsua_library() -> ctypes.CDLL | None:
 PJSUA = pjsua_library()
 
 
-class _PjStr(ctypes.Structure):
-    _fields_ = (("ptr", ctypes.c_void_p), ("slen", ctypes.c_ssize_t))
+class PjStr(ctypes.Structure):
+    """``pj_str_t``: a pointer and a length, no terminating NUL (pj_types.h). The pointer is bytes or an address."""
+
+    _fields_ = (("ptr", ctypes.c_char_p), ("slen", ctypes.c_ssize_t))
 
 
 class _PjFrame(ctypes.Structure):
@@ -133,7 +136,7 @@ def _bind(lib: ctypes.CDLL) -> None:
     if PJSUA is None:
         raise OSError("the pjsua2 extension cannot be opened as a C library")
     pjsua: dict[str, tuple[Any, list[Any]]] = {
-        "pjmedia_port_info_init": (i, [p, ctypes.POINTER(_PjStr), u, u, u, u, u]),
+        "pjmedia_port_info_init": (i, [p, ctypes.POINTER(PjStr), u, u, u, u, u]),
         "pjmedia_port_put_frame": (i, [p, ctypes.POINTER(_PjFrame)]),
         "pjmedia_port_get_frame": (i, [p, ctypes.POINTER(_PjFrame)]),
         "pjsua_pool_create": (p, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t]),
@@ -152,7 +155,7 @@ def _init_info(port: int) -> None:
     """``pjmedia_port_info_init`` on the port's info: 8 kHz mono PCM16, 20 ms; the name is the C struct's own."""
     assert PJSUA is not None
     name = ctypes.string_at(port + _NAME_OFFSET)  # cb_port.name, right after the pjmedia_port base
-    pjname = _PjStr(port + _NAME_OFFSET, len(name))
+    pjname = PjStr(port + _NAME_OFFSET, len(name))
     status = PJSUA.pjmedia_port_info_init(port, ctypes.byref(pjname), _SIGNATURE, SAMPLE_RATE, 1, 16, SAMPLES_PER_FRAME)
     if status != 0:
         raise OSError(f"pjmedia_port_info_init returned {status}")
@@ -374,7 +377,7 @@ class NativePort:
         self.source = source
         self.sink = sink
         self.skipped = getattr(source, "skipped", None)
-        self._late_told = self.late_out
+        self._late_told = self.counters().late_out
         self._lib.cbp_attach(self.handle, 1)
         downstream = getattr(source, "set_downstream", None)
         if downstream is not None:  # a PlayoutBuffer: a barge-in flushes this ring too (see its module doc)
@@ -385,7 +388,7 @@ class NativePort:
     def tell_skipped(self) -> None:
         """The ring ran dry since the last look: every frame taken from the source had been sent, then the caller
         got ``late_out`` frames of silence nobody took from it. Told before the next top-up, in stream order."""
-        late = self.late_out
+        late = self.counters().late_out
         if late > self._late_told and self.skipped is not None:
             self.skipped(late - self._late_told)
         self._late_told = late
@@ -459,35 +462,14 @@ class NativePort:
         self._lib.cbp_counters(self.handle, self._counters)
         return tuple(self._counters)
 
-    @property
-    def frames_in(self) -> int:
-        return self._read()[0]
-
-    @property
-    def frames_out(self) -> int:
-        return self._read()[1]
-
-    @property
-    def empty_in(self) -> int:
-        return self._read()[2]
-
-    @property
-    def errors(self) -> int:
-        """Frames dropped because the loop did not drain for more than a ring (1.28 s)."""
-        return self._read()[3]
-
-    @property
-    def late_out(self) -> int:
-        """Ticks at which the ring was empty (the loop was late): the caller got 20 ms of silence."""
-        return self._read()[4]
-
-    @property
-    def clock_gaps(self) -> int:
-        """Requests that came more than 30 ms after the previous one: pjmedia's clock thread itself was late."""
-        return self._read()[6]
+    def counters(self) -> PortCounters:
+        """One read of the C port's counters (``errors``: the loop did not drain for more than a ring, 1.28 s)."""
+        read = self._read()
+        return PortCounters(read[0], read[1], read[2], read[3], read[4], clock_gaps=read[6])
 
     @property
     def max_gap_us(self) -> int:
+        """The longest time between two of pjmedia's clock requests so far (µs)."""
         return self._read()[7]
 
 

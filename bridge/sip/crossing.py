@@ -33,6 +33,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import asdict, astuple, dataclass
 from typing import Protocol
 
 from bridge.audio.frames import FRAME_BYTES, FRAME_MS, SILENCE, FrameSink, FrameSource
@@ -40,26 +41,33 @@ from bridge.audio.frames import FRAME_BYTES, FRAME_MS, SILENCE, FrameSink, Frame
 _LOG = logging.getLogger("bridge.sip")
 
 
+@dataclass(frozen=True, slots=True)
+class PortCounters:
+    """A media port's counts so far: frames from the call (``frames_in``) and to it (``frames_out``), size-0 frames
+    from it (``empty_in``: no audio, e.g. for about a second after it ends), frames dropped because the loop did
+    not drain for more than a ring (``errors``), ticks at which the playout ring was empty (``late_out``: the
+    caller got 20 ms of silence) and requests more than 30 ms after the one before (``clock_gaps``: pjmedia's
+    clock itself was late). The Python port measures neither of the last two."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    empty_in: int = 0
+    errors: int = 0
+    late_out: int = 0
+    clock_gaps: int = 0
+
+    def since(self, before: PortCounters) -> PortCounters:
+        """What was counted after ``before`` was read."""
+        return PortCounters(*(now - then for now, then in zip(astuple(self), astuple(before), strict=True)))
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
 class MediaPort(Protocol):
     """One call's media port, pooled by the endpoint: Python (``BridgePort``) or native (``NativePort``)."""
 
-    @property
-    def frames_in(self) -> int: ...
-
-    @property
-    def frames_out(self) -> int: ...
-
-    @property
-    def empty_in(self) -> int: ...
-
-    @property
-    def errors(self) -> int: ...
-
-    @property
-    def late_out(self) -> int: ...
-
-    @property
-    def clock_gaps(self) -> int: ...
+    def counters(self) -> PortCounters: ...
 
     def attach(self, source: FrameSource | None, sink: FrameSink | None) -> None: ...
 

@@ -35,6 +35,7 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import functools
 import gc
 import logging
 import sys
@@ -42,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pjsua2 as pj
 
@@ -77,6 +78,36 @@ class SipError(BridgeError):
 
 class CallGone(SipError):
     """The call already ended (or never existed in pjsua); the operation was not performed."""
+
+
+_Obj = TypeVar("_Obj")  # a pjsua2 object (Call, Account) whose callback is wrapped
+
+
+def pjsua_callback(method: Callable[[_Obj, Any], None]) -> Callable[[_Obj, Any], None]:
+    """A pjsua2 callback (pjsua calls it from C, on the loop thread): whatever it raises is logged here, never handed
+    back to pjsua."""
+
+    @functools.wraps(method)
+    def guarded(obj: _Obj, prm: Any) -> None:
+        try:
+            method(obj, prm)
+        except BaseException:
+            _LOG.exception("%s.%s", type(obj).__name__, method.__name__)
+
+    return guarded
+
+
+def for_handle(method: Callable[[_Obj, Any, Any], None]) -> Callable[[_Obj, Any], None]:
+    """A pjsua2 call's callback, run for the object the call forwards to (its ``handle``) while it has one; guarded
+    as :func:`pjsua_callback`."""
+
+    @functools.wraps(method)
+    def forward(call: _Obj, prm: Any) -> None:
+        handle = getattr(call, "handle", None)
+        if handle is not None:
+            method(call, handle, prm)
+
+    return pjsua_callback(forward)
 
 
 def sip_error(operation: str, exc: BaseException) -> SipError:
@@ -277,22 +308,18 @@ class _Account(pj.Account):  # type: ignore[misc]  # pjsua2 has no stubs, so the
         self._on_incoming = on_incoming
         self._on_setup = on_setup
 
+    @pjsua_callback
     def onIncomingSubscribe(self, prm: Any) -> None:
         # pjsua's presence server would accept any out-of-dialog SUBSCRIBE (200) from anyone and send it NOTIFYs:
         # state and traffic on behalf of strangers. This endpoint has no presence to offer (RFC 6665 §4.2.1.2).
-        try:
-            prm.code = 403
-            prm.reason = "Forbidden (no subscriptions here)"
-        except BaseException:
-            _LOG.exception("onIncomingSubscribe")
+        prm.code = 403
+        prm.reason = "Forbidden (no subscriptions here)"
 
+    @pjsua_callback
     def onIncomingCall(self, prm: Any) -> None:
-        try:
-            self._on_setup()  # pjsua opened this call's media sockets before calling us
-            if self._on_incoming is not None:
-                self._on_incoming(prm)
-        except BaseException:
-            _LOG.exception("incoming call handler failed")
+        self._on_setup()  # pjsua opened this call's media sockets before calling us
+        if self._on_incoming is not None:
+            self._on_incoming(prm)
 
 
 def _draw_rtp_port(media: Any, cfg: SipConfig) -> bool:

@@ -68,7 +68,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import pjsua2 as pj
@@ -76,6 +75,7 @@ import pjsua2 as pj
 from bridge import metrics
 from bridge.audio.frames import FrameSource, StreamKernel
 from bridge.events import CallerHungUp, Dtmf, DtmfSource, Event, MediaDropped, TransferProgress
+from bridge.runtime.service import Service
 from bridge.sip.access import (
     AUTH_HEADER,
     FORBIDDEN_FRONT_HEADERS,
@@ -101,9 +101,18 @@ from bridge.sip.bounds import (
 )
 from bridge.sip.callermedia import CallerMedia
 from bridge.sip.cport import NativePort, NativeUplink
-from bridge.sip.crossing import MediaPort
+from bridge.sip.crossing import MediaPort, PortCounters
 from bridge.sip.dialogguard import PASS, DialogGuard, GuardedDialog, media_security
-from bridge.sip.endpoint import CallGone, LogLimiter, RejectedCall, SipEndpoint, SipError, sip_error
+from bridge.sip.endpoint import (
+    CallGone,
+    LogLimiter,
+    RejectedCall,
+    SipEndpoint,
+    SipError,
+    for_handle,
+    pjsua_callback,
+    sip_error,
+)
 from bridge.sip.outbound import HumanCall, dial
 from bridge.sip.rtpguard import MediaClaims, MediaGuard, media_sources, sdp_connection_ip
 from bridge.sip.rxhook import RxHook
@@ -218,53 +227,37 @@ class _GatewayCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so th
         super().__init__(account, call_id)
         self.handle: IncomingCall | None = None
 
-    def onCallState(self, prm: Any) -> None:
-        try:
-            if self.handle is not None:
-                self.handle._on_state(self.getInfo(), _received_text(prm))
-        except BaseException:
-            _LOG.exception("onCallState")
+    @for_handle
+    def onCallState(self, handle: IncomingCall, prm: Any) -> None:
+        handle._on_state(self.getInfo(), _received_text(prm))
 
-    def onCallMediaState(self, prm: Any) -> None:
-        try:
-            if self.handle is not None:
-                self.handle._on_media_state()
-        except BaseException:
-            _LOG.exception("onCallMediaState")
+    @for_handle
+    def onCallMediaState(self, handle: IncomingCall, prm: Any) -> None:
+        handle._on_media_state()
 
-    def onDtmfDigit(self, prm: Any) -> None:
-        try:
-            if self.handle is not None:
-                source = DtmfSource.INFO if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else DtmfSource.RFC4733
-                self.handle._on_dtmf(str(prm.digit), source)
-        except BaseException:
-            _LOG.exception("onDtmfDigit")
+    @for_handle
+    def onDtmfDigit(self, handle: IncomingCall, prm: Any) -> None:
+        source = DtmfSource.INFO if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else DtmfSource.RFC4733
+        handle._on_dtmf(str(prm.digit), source)
 
+    @pjsua_callback
     def onCallTransferRequest(self, prm: Any) -> None:
         # pjsua's default accepts a REFER and dials its Refer-To itself: a caller could make the bridge call any
         # URI (toll fraud). The bridge only ever transfers others (transfer()); it declines being transferred.
-        try:
-            prm.statusCode = 603
-            _LOG.warning("declined REFER to %s on %s", prm.dstUri, self.handle.call_id if self.handle else "?")
-        except BaseException:
-            _LOG.exception("onCallTransferRequest")
+        prm.statusCode = 603
+        _LOG.warning("declined REFER to %s on %s", prm.dstUri, self.handle.call_id if self.handle else "?")
 
+    @pjsua_callback
     def onCallReplaceRequest(self, prm: Any) -> None:
         # Same reason for an INVITE with Replaces (RFC 3891): nobody may take over a bridged call.
-        try:
-            prm.statusCode = 603
-            _LOG.warning("declined INVITE/Replaces for %s", self.handle.call_id if self.handle else "?")
-        except BaseException:
-            _LOG.exception("onCallReplaceRequest")
+        prm.statusCode = 603
+        _LOG.warning("declined INVITE/Replaces for %s", self.handle.call_id if self.handle else "?")
 
-    def onCallTransferStatus(self, prm: Any) -> None:
-        try:
-            if self.handle is not None:
-                final = bool(prm.finalNotify)
-                self.handle._on_transfer(TransferProgress(int(prm.statusCode), str(prm.reason), final))
-                prm.cont = not final  # keep receiving NOTIFYs until the final one (RFC 3515 §2.4.5)
-        except BaseException:
-            _LOG.exception("onCallTransferStatus")
+    @for_handle
+    def onCallTransferStatus(self, handle: IncomingCall, prm: Any) -> None:
+        final = bool(prm.finalNotify)
+        handle._on_transfer(TransferProgress(int(prm.statusCode), str(prm.reason), final))
+        prm.cont = not final  # keep receiving NOTIFYs until the final one (RFC 3515 §2.4.5)
 
 
 class _RefusedCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so the base class is Any
@@ -275,14 +268,12 @@ class _RefusedCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so th
         super().__init__(account, call_id)
         self.on_gone: Callable[[_RefusedCall], None] | None = on_gone
 
+    @pjsua_callback
     def onCallState(self, prm: Any) -> None:
-        try:
-            on_gone = self.on_gone
-            if on_gone is not None and self.getInfo().state == pj.PJSIP_INV_STATE_DISCONNECTED:
-                self.on_gone = None
-                asyncio.get_running_loop().call_soon(on_gone, self)  # not from inside the callback
-        except BaseException:
-            _LOG.exception("onCallState (refused call)")
+        on_gone = self.on_gone
+        if on_gone is not None and self.getInfo().state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.on_gone = None
+            asyncio.get_running_loop().call_soon(on_gone, self)  # not from inside the callback
 
 
 class IncomingCall:
@@ -335,8 +326,8 @@ class IncomingCall:
         self._hold_player: Any = None  # a warm transfer's hold audio (pj.AudioMediaPlayer), while it plays
         self._on_frame: OnFrame | None = None
         self._transfer: asyncio.Future[TransferProgress] | None = None
-        self._counters = dict.fromkeys(_COUNTERS, 0)  # this call's share of a pooled port's counters
-        self._baseline = dict.fromkeys(_COUNTERS, 0)
+        self._counters = PortCounters()  # this call's share of a pooled port's counters
+        self._baseline = PortCounters()
         self._media: CallerMedia | None = None  # media from the caller only (bridge.sip.rtpguard)
         try:
             self._media = gateway.caller_media(self.call_id, self._invite, self.remote_ip, self._emit)
@@ -388,24 +379,22 @@ class IncomingCall:
 
     def ringing(self) -> None:
         """Send ``180 Ringing``."""
-        call = self._live("ringing")
-        if self.answered:
-            return
-        try:
-            call.answer(call_op(180))
-        except pj.Error as exc:
-            raise sip_error("ringing", exc) from None
+        self._respond("ringing", 180)
 
     def answer(self) -> None:
         """Send ``200 OK`` (SDP answer with PCMU or PCMA). Media connects as soon as it is negotiated."""
-        call = self._live("answer")
+        self._respond("answer", 200)
+        self.answered = True
+
+    def _respond(self, operation: str, status: int) -> None:
+        """A provisional or the 2xx response to the INVITE; nothing once answered."""
+        call = self._live(operation)
         if self.answered:
             return
         try:
-            call.answer(call_op(200))
+            call.answer(call_op(status))
         except pj.Error as exc:
-            raise sip_error("answer", exc) from None
-        self.answered = True
+            raise sip_error(operation, exc) from None
 
     def reject(self, code: int = 486, reason: str | None = None, retry_after: int | None = None) -> None:
         """Refuse an unanswered call with a final response, e.g. 486, 403, or 503 with ``Retry-After``."""
@@ -529,7 +518,7 @@ class IncomingCall:
         self._on_frame = on_frame
         if self._port is None:
             self._port = self._gateway.endpoint.acquire_port()
-            self._baseline = _port_counters(self._port)
+            self._baseline = self._port.counters()
         self._port.attach(outbound, self._deliver)
         self._on_media_state()
 
@@ -562,9 +551,8 @@ class IncomingCall:
     def media_counters(self) -> dict[str, int]:
         """Frames in/out, size-0 frames and callback errors of this call's media port."""
         if self._port is None:
-            return dict(self._counters)
-        now = _port_counters(self._port)
-        return {name: now[name] - self._baseline[name] for name in _COUNTERS}
+            return self._counters.as_dict()
+        return self._port.counters().since(self._baseline).as_dict()
 
     @property
     def rtp_dropped(self) -> int:
@@ -680,13 +668,10 @@ class IncomingCall:
             self._gateway.release_media(self._media)
         self._hold_player = None
         if self._port is not None:
-            self._counters = self.media_counters
+            self._counters = self._port.counters().since(self._baseline)
             self._gateway.endpoint.release_port(self._port)
             self._port = None
         self._gateway._forget(self)
-
-
-_COUNTERS = ("frames_in", "frames_out", "empty_in", "errors", "late_out", "clock_gaps")
 
 
 @dataclass(frozen=True, slots=True)
@@ -700,16 +685,12 @@ class _Verdict:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def _port_counters(port: MediaPort) -> dict[str, int]:
-    return {name: int(getattr(port, name)) for name in _COUNTERS}
-
-
 def _consume_exception(future: asyncio.Future[TransferProgress]) -> None:
     if not future.cancelled():
         future.exception()  # marks it retrieved: no "exception was never retrieved" noise if nobody awaits
 
 
-class SipGateway:
+class SipGateway(Service):
     """Answers incoming SIP calls and runs ``on_incoming(call)`` as one task per call.
 
     ``await start()`` (or ``async with``) on the event loop thread; ``await close()`` hangs up every call,
@@ -772,15 +753,6 @@ class SipGateway:
                     handle._check_media(now)
                 except Exception:
                     _LOG.exception("media watch of %s", handle.call_id)
-
-    async def __aenter__(self) -> SipGateway:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     @property
     def sip_port(self) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 import pjsua2 as pj
 
 from bridge.audio.frames import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, FrameSink, FrameSource
-from bridge.sip.crossing import FrameCrossing
+from bridge.sip.crossing import FrameCrossing, PortCounters
 
 _LOG = logging.getLogger("bridge.sip")
 
@@ -126,8 +126,6 @@ class BridgePort(pj.AudioMediaPort):  # type: ignore[misc]  # pjsua2 has no stub
     _source: FrameSource | None = None
     _sink: FrameSink | None = None
     frames_in = frames_out = empty_in = errors = 0
-    late_out = 0  # the source answers every request at once here (silence when it has nothing)
-    clock_gaps = max_gap_us = 0  # not measured on this path
 
     def __init__(self, name: str, crossing: FrameCrossing) -> None:
         super().__init__()
@@ -155,6 +153,11 @@ class BridgePort(pj.AudioMediaPort):  # type: ignore[misc]  # pjsua2 has no stub
     @property
     def attached(self) -> bool:
         return self._sink is not None or self._source is not None
+
+    def counters(self) -> PortCounters:
+        """No ``late_out`` here (the source answers every request at once, silence when it has nothing) and no
+        ``clock_gaps`` (not measured on this path)."""
+        return PortCounters(self.frames_in, self.frames_out, self.empty_in, self.errors)
 
     def connect(self, audio_media: Any) -> None:
         connect_both_ways(self, audio_media)

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import pjsua2 as pj
 
 from bridge.events import Dtmf, Event, HumanLegChanged, LegState
-from bridge.sip.endpoint import CallGone, SipError, sip_error
+from bridge.sip.endpoint import CallGone, SipError, for_handle, pjsua_callback, sip_error
 
 _LOG = logging.getLogger("bridge.sip")
 
@@ -57,32 +57,21 @@ class _HumanCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so the 
         super().__init__(account)
         self.handle: HumanCall | None = None
 
-    def onCallState(self, prm: Any) -> None:
-        try:
-            if self.handle is not None:
-                self.handle._on_state(self.getInfo())
-        except BaseException:
-            _LOG.exception("onCallState (human leg)")
+    @for_handle
+    def onCallState(self, handle: HumanCall, prm: Any) -> None:
+        handle._on_state(self.getInfo())
 
-    def onCallMediaState(self, prm: Any) -> None:
-        try:
-            if self.handle is not None:
-                self.handle._on_media_state()
-        except BaseException:
-            _LOG.exception("onCallMediaState (human leg)")
+    @for_handle
+    def onCallMediaState(self, handle: HumanCall, prm: Any) -> None:
+        handle._on_media_state()
 
-    def onDtmfDigit(self, prm: Any) -> None:
-        try:
-            if self.handle is not None:
-                self.handle.events.put_nowait(Dtmf(digit=str(prm.digit).upper()))
-        except BaseException:
-            _LOG.exception("onDtmfDigit (human leg)")
+    @for_handle
+    def onDtmfDigit(self, handle: HumanCall, prm: Any) -> None:
+        handle.events.put_nowait(Dtmf(digit=str(prm.digit).upper()))
 
+    @pjsua_callback
     def onCallTransferRequest(self, prm: Any) -> None:
-        try:
-            prm.statusCode = 603  # as for incoming calls: nobody makes the bridge dial another URI
-        except BaseException:
-            _LOG.exception("onCallTransferRequest (human leg)")
+        prm.statusCode = 603  # as for incoming calls: nobody makes the bridge dial another URI
 
 
 class HumanCall:

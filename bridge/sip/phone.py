@@ -22,13 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pjsua2 as pj
@@ -37,8 +35,9 @@ from bridge.audio.analysis import audio_stats
 from bridge.audio.frames import FRAME_BYTES, SILENCE
 from bridge.audio.line import EchoingLine, LineEcho
 from bridge.audio.wav import read_wav, write_wav
+from bridge.runtime.service import Service
 from bridge.sip.crossing import MediaPort
-from bridge.sip.endpoint import SipEndpoint, sip_error
+from bridge.sip.endpoint import SipEndpoint, for_handle, sip_error
 from bridge.sip.gateway import DTMF_DIGITS, call_op, first_audio
 from bridge.sip.sipconfig import SipConfig
 from bridge.sip.sipmsg import user_part
@@ -234,7 +233,7 @@ class _Leg:
     def release(self) -> None:
         call, self.call = self.call, None
         if call is not None:
-            call.leg = None
+            call.handle = None
         port, self.port = self.port, None
         if port is not None:
             self.session.phone.endpoint.release_port(port)
@@ -260,42 +259,24 @@ class _Leg:
         }
 
 
-_Callback = Callable[["_PhoneCall", "_Leg", Any], None]
-
-
-def _for_the_leg(callback: _Callback) -> Callable[[_PhoneCall, Any], None]:
-    """A pjsua2 callback of a call that still has its leg, for that leg. pjsua2 calls it from C: whatever it raises
-    is logged here, never handed back to pjsua."""
-
-    @functools.wraps(callback)
-    def guarded(call: _PhoneCall, prm: Any) -> None:
-        try:
-            if call.leg is not None:
-                callback(call, call.leg, prm)
-        except BaseException:
-            _LOG.exception(callback.__name__)
-
-    return guarded
-
-
 class _PhoneCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so the base class is Any
     def __init__(self, account: Any, leg: _Leg, call_id: int = pj.PJSUA_INVALID_ID) -> None:
         super().__init__(account, call_id)
-        self.leg: _Leg | None = leg
+        self.handle: _Leg | None = leg
 
-    @_for_the_leg
+    @for_handle
     def onCallState(self, leg: _Leg, prm: Any) -> None:
         leg.on_state(self.getInfo())
 
-    @_for_the_leg
+    @for_handle
     def onCallMediaState(self, leg: _Leg, prm: Any) -> None:
         leg.on_media()
 
-    @_for_the_leg
+    @for_handle
     def onDtmfDigit(self, leg: _Leg, prm: Any) -> None:
         leg.dtmf_received += str(prm.digit)
 
-    @_for_the_leg
+    @for_handle
     def onCallTransferRequest(self, leg: _Leg, prm: Any) -> None:
         leg.session.on_refer(leg, prm)
 
@@ -381,7 +362,7 @@ class _Session:
             leg.hangup()
 
 
-class Softphone:
+class Softphone(Service):
     """One process's softphone: an endpoint plus a local account. Use as ``async with Softphone(...) as phone``.
 
     ``auth`` (user, password) answers digest challenges of the called side (a gateway with ``auth_users``).
@@ -404,15 +385,6 @@ class Softphone:
 
     async def close(self) -> None:
         await self.endpoint.close()
-
-    async def __aenter__(self) -> Softphone:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     @property
     def sip_port(self) -> int:

@@ -27,7 +27,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bridge.sip.cport import PJSUA
+from bridge.sip.cport import PJSUA, PjStr
 from bridge.sip.sipmsg import Transport
 
 _LOG = logging.getLogger("bridge.sip")
@@ -46,28 +46,22 @@ _TRANSPORT = _PTR  # tp_info.transport: a pjsip_transport, whose first field is 
 _RX = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 
 
-class _PjStr(ctypes.Structure):
-    _fields_ = (("ptr", ctypes.c_char_p), ("slen", ctypes.c_ssize_t))
+def _pointers(*names: str) -> tuple[tuple[str, type[ctypes.c_void_p]], ...]:
+    """Struct fields that are plain pointers, in order."""
+    return tuple((name, ctypes.c_void_p) for name in names)
 
 
 class _PjsipModule(ctypes.Structure):
     """``pjsip_module`` (sip_module.h): list links, name, id, priority, then nine callbacks."""
 
     _fields_ = (
-        ("prev", ctypes.c_void_p),
-        ("next", ctypes.c_void_p),
-        ("name", _PjStr),
+        *_pointers("prev", "next"),
+        ("name", PjStr),
         ("id", ctypes.c_int),
         ("priority", ctypes.c_int),
-        ("load", ctypes.c_void_p),
-        ("start", ctypes.c_void_p),
-        ("stop", ctypes.c_void_p),
-        ("unload", ctypes.c_void_p),
-        ("on_rx_request", _RX),
-        ("on_rx_response", ctypes.c_void_p),
-        ("on_tx_request", ctypes.c_void_p),
-        ("on_tx_response", ctypes.c_void_p),
-        ("on_tsx_state", ctypes.c_void_p),
+        *_pointers("load", "start", "stop", "unload"),
+        ("on_rx_request", _RX),  # the one callback the bridge fills in; the others stay NULL
+        *_pointers("on_rx_response", "on_tx_request", "on_tx_response", "on_tsx_state"),
     )
 
 
@@ -137,7 +131,7 @@ class RxHook:
         self._callback = _RX(self._rx)  # kept: pjsip holds the pointer
         self._name = b"mod-callbridge-caller-guard"
         self._module = _PjsipModule(
-            name=_PjStr(self._name, len(self._name)), id=-1, priority=PRIORITY, on_rx_request=self._callback
+            name=PjStr(self._name, len(self._name)), id=-1, priority=PRIORITY, on_rx_request=self._callback
         )
 
     @property
@@ -194,7 +188,7 @@ class RxHook:
             return 0
         if status > 0 and PJSUA is not None and self._endpt is not None:
             phrase = reason.encode("utf-8", "replace")
-            text_ = _PjStr(phrase, len(phrase))
+            text_ = PjStr(phrase, len(phrase))
             PJSUA.pjsip_endpt_respond_stateless(
                 ctypes.c_void_p(self._endpt), ctypes.c_void_p(rdata), status, ctypes.byref(text_), None, None
             )

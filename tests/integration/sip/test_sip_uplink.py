@@ -122,7 +122,7 @@ def test_each_frame_becomes_one_masked_append_with_the_upsampled_audio(port: cpo
     audio = b"".join(base64.b64decode(a["audio"], validate=True) for a in appends)
     assert audio == ref.process(b"".join(frames))  # bit for bit the loop's own upsampler
     assert offload.frames_sent == 25 and offload.frames_dropped == 0
-    assert port.frames_in == 26  # the port counts every frame the clock gave it, sent or queued
+    assert port.counters().frames_in == 26  # the port counts every frame the clock gave it, sent or queued
     port.detach()  # the next call on this pooled port counts from zero
     port.attach(None, lambda pcm, t: None)
     again = port.uplink(Upsampler(native=True))

@@ -82,13 +82,13 @@ def test_caller_frames_reach_the_sink_in_order_with_capture_times(hub: cport.Nat
     assert abs(peak_hz(b"".join(pcm for pcm, _t in got)) - 1020.0) <= RATE / len(sent) * 2
     times = [t for _pcm, t in got]
     assert times == sorted(times) and before <= times[0] and times[-1] <= after  # stamped on time.monotonic()
-    assert (port.frames_in, port.empty_in, port.errors) == (5, 0, 0)
+    assert (port.counters().frames_in, port.counters().empty_in, port.counters().errors) == (5, 0, 0)
     cport.put_frame(port.handle, b"", frame_type=pj.PJMEDIA_FRAME_TYPE_NONE)  # no audio from the call
-    assert port.empty_in == 1
+    assert port.counters().empty_in == 1
     port.detach()
     cport.put_frame(port.handle, sent[:FRAME_BYTES])
     hub.drain()
-    assert len(got) == 5 and port.frames_in == 5  # a detached port ignores the clock
+    assert len(got) == 5 and port.counters().frames_in == 5  # a detached port ignores the clock
 
 
 def test_the_caller_hears_the_source_frame_by_frame_and_silence_when_the_loop_is_late(hub: cport.NativeHub) -> None:
@@ -106,13 +106,13 @@ def test_the_caller_hears_the_source_frame_by_frame_and_silence_when_the_loop_is
         hub.drain()  # the loop tops the ring up after each tick
     assert b"".join(heard) == reply
     assert abs(peak_hz(b"".join(heard)) - 600.0) <= RATE / len(reply) * 2
-    assert port.late_out == 0
+    assert port.counters().late_out == 0
     # The loop does not run between two ticks: the ring runs dry, the caller gets silence, it is counted.
     for _ in range(3):
         cport.get_frame(port.handle)
     kind, data = cport.get_frame(port.handle)
     assert (kind, data) == (pj.PJMEDIA_FRAME_TYPE_AUDIO, SILENCE)
-    assert port.late_out == 2 and port.frames_out == 10
+    assert port.counters().late_out == 2 and port.counters().frames_out == 10
     port.detach()
     kind, data = cport.get_frame(port.handle)
     assert kind == pj.PJMEDIA_FRAME_TYPE_NONE and data == b""
@@ -135,7 +135,7 @@ def test_a_source_that_keeps_account_is_told_of_the_silence_the_port_sent_on_its
     assert taken == ["frame", "frame"]  # the lead, queued at once
     for _ in range(5):  # the loop does not run: two frames sent, then three ticks of the port's own silence
         cport.get_frame(port.handle)
-    assert port.late_out == 3
+    assert port.counters().late_out == 3
     hub.drain()
     assert taken == ["frame", "frame", "silence", "silence", "silence", "frame", "frame"]
     hub.drain()  # told once
@@ -150,7 +150,7 @@ def test_a_late_clock_tick_is_counted(hub: cport.NativeHub) -> None:
     time.sleep(0.05)
     cport.get_frame(port.handle)
     cport.get_frame(port.handle)
-    assert port.clock_gaps == 1 and port.max_gap_us >= 45_000
+    assert port.counters().clock_gaps == 1 and port.max_gap_us >= 45_000
     port.detach()
 
 
@@ -212,7 +212,7 @@ def test_a_beat_of_three_ticks_wakes_the_loop_every_third_tick_and_a_reply_start
             if woken[-1]:
                 hub.on_readable()
         assert woken == [False, False, True] * 2 and len(beats) == 3
-        assert port.depth() == 4 and port.late_out == 0
+        assert port.depth() == 4 and port.counters().late_out == 0
         cport.get_frame(port.handle)  # one tick into the next beat: three silent frames are still queued
         reply = tone(700.0, 8, dbfs=-6.0)
         inbox: asyncio.Queue[bytes] = asyncio.Queue()
@@ -230,7 +230,7 @@ def test_a_beat_of_three_ticks_wakes_the_loop_every_third_tick_and_a_reply_start
         assert abs(peak_hz(b"".join(heard)) - 700.0) <= RATE / (3 * FRAME_BYTES // 2) * 2
         # the accounting holds: the flush un-counts what the ring still holds
         assert playout.flush() == FlushResult("item1", played_ms=60, dropped_ms=100)
-        assert port.depth() == 0 and port.late_out == 0
+        assert port.depth() == 0 and port.counters().late_out == 0
         port.detach()
 
     asyncio.run(main())
@@ -244,7 +244,7 @@ def test_inbound_ring_overflow_drops_and_counts_instead_of_growing(hub: cport.Na
     for _ in range(70):  # the loop stalls for 1.4 s: the ring holds 1.28 s
         cport.put_frame(port.handle, frame)
     hub.drain()
-    assert len(got) == 64 and port.errors == 6 and port.frames_in == 64
+    assert len(got) == 64 and port.counters().errors == 6 and port.counters().frames_in == 64
     port.detach()
 
 
