@@ -35,7 +35,7 @@ from bridge.realtime.credentials import fingerprint
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.profile import AgentProfile
 from bridge.realtime.protocol import RealtimeProtocol
-from bridge.realtime.ws_fastpath import Socket, SocketClosed, WriteOffload
+from bridge.realtime.ws_fastpath import Socket, SocketClosed, SocketOptions, WriteOffload
 
 log = logging.getLogger("bridge.realtime")
 
@@ -126,11 +126,13 @@ class RealtimeClient:
                 self.url,
                 self.dialect.headers(self._secret),
                 self._received,  # every server message, on the spot
-                open_timeout=self.settings.connect_timeout_s,
-                ping_interval=self.settings.ping_interval_s,
-                ping_timeout=self.settings.ping_timeout_s,
-                max_size=self.settings.max_frame_bytes,
-                logger=_WS_LOG,  # websockets logs handshake headers (Authorization) at DEBUG: redacted
+                SocketOptions(
+                    open_timeout=self.settings.connect_timeout_s,
+                    max_size=self.settings.max_frame_bytes,
+                    ping_interval=self.settings.ping_interval_s,
+                    ping_timeout=self.settings.ping_timeout_s,
+                    logger=_WS_LOG,  # websockets logs handshake headers (Authorization) at DEBUG: redacted
+                ),
             )
         except InvalidStatus as exc:
             status = exc.response.status_code

@@ -47,6 +47,7 @@ import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 import websockets
@@ -142,6 +143,19 @@ class Socket(Protocol):
     def offload(self, offload: WriteOffload | None) -> bool: ...
 
 
+@dataclass(frozen=True, slots=True)
+class SocketOptions:
+    """How a Realtime socket is opened and kept: the whole opening's time limit, the largest message, the keepalive
+    pings (``None``: none), and the logger ``websockets`` logs to (handshake headers at DEBUG: give a redacting
+    one)."""
+
+    open_timeout: float
+    max_size: int | None
+    ping_interval: float | None
+    ping_timeout: float | None
+    logger: logging.Logger | None = None
+
+
 class SocketClosed(Exception):
     """A send on a socket that is no longer open (the close itself is reported by :attr:`RealtimeSocket.lost`)."""
 
@@ -162,17 +176,16 @@ class RealtimeSocket(asyncio.Protocol):
         uri: WebSocketURI,
         headers: Mapping[str, str],
         on_message: OnMessage,
+        options: SocketOptions,
         *,
-        max_size: int | None,
-        ping_interval: float | None,
-        ping_timeout: float | None,
         close_timeout: float = CLOSE_TIMEOUT_S,
-        logger: logging.Logger | None = None,
     ) -> None:
-        self.protocol = ClientProtocol(uri, max_size=max_size, logger=logger)  # no extensions: no compression
+        # no extensions: no compression
+        self.protocol = ClientProtocol(uri, max_size=options.max_size, logger=options.logger)
         self.headers = headers
         self.on_message = on_message
-        self.ping_interval, self.ping_timeout, self.close_timeout = ping_interval, ping_timeout, close_timeout
+        self.ping_interval, self.ping_timeout = options.ping_interval, options.ping_timeout
+        self.close_timeout = close_timeout
         self.loop = asyncio.get_running_loop()
         self.opened: asyncio.Future[None] = self.loop.create_future()  # the handshake's answer
         self.lost: asyncio.Future[None] = self.loop.create_future()  # the TCP connection is gone
@@ -465,15 +478,7 @@ class RealtimeSocket(asyncio.Protocol):
 
 
 async def connect(
-    url: str,
-    headers: Mapping[str, str],
-    on_message: OnMessage,
-    *,
-    open_timeout: float,
-    max_size: int | None,
-    ping_interval: float | None,
-    ping_timeout: float | None,
-    logger: logging.Logger | None = None,
+    url: str, headers: Mapping[str, str], on_message: OnMessage, options: SocketOptions
 ) -> RealtimeSocket:
     """Open a :class:`RealtimeSocket` to ``url`` (TCP, the proxy if the environment names one, TLS for ``wss://``,
     the handshake), all within ``open_timeout``. Raises ``websockets``' ``InvalidURI``, ``InvalidStatus`` (the
@@ -481,18 +486,10 @@ async def connect(
     ``websockets.connect`` does."""
     uri = parse_uri(url)
     loop = asyncio.get_running_loop()
-    sock = RealtimeSocket(
-        uri,
-        headers,
-        on_message,
-        max_size=max_size,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        logger=logger,
-    )
+    sock = RealtimeSocket(uri, headers, on_message, options)
     tls = ssl.create_default_context() if uri.secure else None
     try:
-        async with asyncio.timeout(open_timeout):
+        async with asyncio.timeout(options.open_timeout):
             proxy = proxy_for(uri)
             if proxy is None:
                 await loop.create_connection(
@@ -592,4 +589,3 @@ async def _tunnel(proxy: str, uri: WebSocketURI) -> asyncio.Transport:
         raise
     assert isinstance(transport, asyncio.Transport)
     return transport
-

@@ -17,7 +17,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 
-from bridge.realtime.ws_fastpath import OnMessage, SocketClosed, WriteOffload
+from bridge.realtime.ws_fastpath import OnMessage, SocketClosed, SocketOptions, WriteOffload
 
 log = logging.getLogger("bridge.realtime")
 
@@ -74,26 +74,16 @@ class PlainSocket:
         return offload is None
 
 
-async def connect(
-    url: str,
-    headers: Mapping[str, str],
-    on_message: OnMessage,
-    *,
-    open_timeout: float,
-    max_size: int | None,
-    ping_interval: float | None,
-    ping_timeout: float | None,
-    logger: logging.Logger | None = None,
-) -> PlainSocket:
+async def connect(url: str, headers: Mapping[str, str], on_message: OnMessage, options: SocketOptions) -> PlainSocket:
     """As :func:`bridge.realtime.ws_fastpath.connect`, with ``websockets.connect``."""
     conn = await websockets.connect(
         url,
         additional_headers=dict(headers),
-        open_timeout=open_timeout,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        max_size=max_size,
+        open_timeout=options.open_timeout,
+        ping_interval=options.ping_interval,
+        ping_timeout=options.ping_timeout,
+        max_size=options.max_size,
         compression=None,  # audio frames do not compress; deflate costs CPU per frame
-        logger=logger,
+        logger=options.logger,
     )
     return PlainSocket(conn, on_message)

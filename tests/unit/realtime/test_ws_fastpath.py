@@ -112,9 +112,11 @@ async def _server(handler: Callable[[ServerConnection], object]) -> AsyncIterato
         yield f"ws://127.0.0.1:{port}/v1"
 
 
-async def _open(url: str, on_message: ws_fastpath.OnMessage, **kw: float | None) -> RealtimeSocket:
-    opts: dict[str, float | None] = {"ping_interval": None, "ping_timeout": None} | kw
-    return await ws_fastpath.connect(url, {}, on_message, open_timeout=5, max_size=1 << 24, **opts)  # type: ignore[arg-type]
+async def _open(
+    url: str, on_message: ws_fastpath.OnMessage, ping_interval: float | None = None, ping_timeout: float | None = None
+) -> RealtimeSocket:
+    options = ws_fastpath.SocketOptions(5, 1 << 24, ping_interval, ping_timeout)
+    return await ws_fastpath.connect(url, {}, on_message, options)
 
 
 async def test_fragmented_messages_are_joined_in_order_and_the_close_frame_is_kept() -> None:
