@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
-import hashlib
 import ipaddress
 import json
 import logging
@@ -55,6 +54,7 @@ from bridge.config import Settings, load_settings
 from bridge.errors import BridgeError, ConfigError
 from bridge.runtime.lifetime import pdeathsig_prefix
 from bridge.runtime.sched import renice_group
+from bridge.sip.access import digest_ha1
 
 log = logging.getLogger("bridge.serve.front")
 
@@ -246,11 +246,6 @@ def address_file(cidrs: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ha1(user: str, realm: str, password: str) -> str:
-    """RFC 2617 §3.2.2.2 HA1 = MD5(user:realm:password): what the front holds instead of the password."""
-    return hashlib.md5(f"{user}:{realm}:{password}".encode(), usedforsecurity=False).hexdigest()
-
-
 def front_users(edge: Edge, nonce_secret: str, mask_key: str) -> str:
     """``front.users``: route[FRONT_USERS] sets ``$var(ha1)`` for the Authorization's user ``$au`` (\"\" if
     unknown), and the random keys of the auth module's nonces and of topoh."""
@@ -265,7 +260,7 @@ def front_users(edge: Edge, nonce_secret: str, mask_key: str) -> str:
         for user, password in sorted(edge.auth_users.items()):
             lines += [
                 f'\t\tcase "{user}":',
-                f'\t\t\t$var(ha1) = "{ha1(user, edge.auth_realm, password)}";',
+                f'\t\t\t$var(ha1) = "{digest_ha1(user, edge.auth_realm, password)}";',
                 "\t\t\tbreak;",
             ]
         lines.append("\t}")
