@@ -1602,30 +1602,74 @@ def encode(report: Report) -> dict[str, str]:
     return out
 
 
+def as_json(report: Report) -> dict[str, Any]:
+    """What a JSON line keeps of ``report`` (a recording's note): :func:`encode`'s fields with the values JSON has
+    (numbers, booleans, null, a record as an object); :func:`decode` reads it back."""
+    out: dict[str, Any] = {"kind": report.kind, "summary": report.summary}
+    out |= {f.name: _native(getattr(report, f.name)) for f in fields(report)}
+    out |= {k: _native(v) for k, v in report.data().items() if k not in out}
+    return out
+
+
+def _native(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return value
+
+
 def decode(entry: Mapping[str, Any]) -> Report:
-    """The report an entry stores (:func:`encode`'s output, or a recording's note), enums as enums. A field the
-    entry lacks takes its default, else the empty value of its type (an entry from before that field was stored).
-    Raises :class:`UndecodableEntry`."""
+    """The report an entry stores (:func:`encode`'s or :func:`as_json`'s output), enums as enums. A field the entry
+    lacks (one stored before every field was) takes the summary where the summary is that field as it is (a
+    transcript line, a digit), else its default, else the empty value of its type. Raises
+    :class:`UndecodableEntry`."""
     cls = REPORTS.get(str(entry.get("kind", "")))
     if cls is None:
         raise UndecodableEntry(f"no report of kind {entry.get('kind')!r}")
     hints = _hints(cls)
+    told = _summary_field(cls)
     values: dict[str, Any] = {}
     for f in fields(cls):
         if f.name in entry:
             values[f.name] = _parsed(hints[f.name], entry[f.name], f.name)
+        elif f.name == told:
+            values[f.name] = str(entry.get("summary", ""))
         elif f.default is MISSING:
             values[f.name] = _parsed(hints[f.name], "", f.name)
     return cls(**values)
 
 
 _HINTS: dict[str, dict[str, Any]] = {}  # per kind, the report's field types (resolved on first use)
+_TOLD: dict[str, str | None] = {}  # per kind, the field its summary is as it is (None: none)
 
 
 def _hints(cls: type[Report]) -> dict[str, Any]:
     if cls.kind not in _HINTS:
         _HINTS[cls.kind] = typing.get_type_hints(cls)
     return _HINTS[cls.kind]
+
+
+def _summary_field(cls: type[Report]) -> str | None:
+    """The text field a report of ``cls`` has as its summary, unchanged (``CallerSaid.text``), if one: found by
+    making one whose text fields all differ and looking which one its summary is."""
+    if cls.kind not in _TOLD:
+        hints = _hints(cls)
+        texts = {f.name: f"<{f.name}>" for f in fields(cls) if hints[f.name] is str}
+        try:
+            sample = cls(**{f.name: texts.get(f.name) or _sample(hints[f.name]) for f in fields(cls)})
+            _TOLD[cls.kind] = next((name for name, text in texts.items() if sample.summary == text), None)
+        except (TypeError, ValueError):
+            _TOLD[cls.kind] = None
+    return _TOLD[cls.kind]
+
+
+def _sample(hint: Any) -> Any:
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return None
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return next(iter(hint))
+    return hint()
 
 
 _EMPTY: Final[Mapping[type, Any]] = {str: "", int: 0, float: 0.0, bool: False}
@@ -1636,7 +1680,11 @@ def _parsed(hint: Any, value: Any, name: str) -> Any:
         if value in ("", None):
             return None
         (hint,) = (a for a in typing.get_args(hint) if a is not type(None))
-    if not isinstance(value, str):  # a recording's note keeps JSON's types
+    if hint in (int, float) and isinstance(value, int | float) and not isinstance(value, bool):
+        return hint(value)  # a JSON number
+    if isinstance(hint, type) and is_dataclass(hint) and isinstance(value, Mapping):
+        return hint(**value)  # a JSON object
+    if not isinstance(value, str):
         value = text_of(value)
     try:
         if hint is bool:

@@ -352,7 +352,7 @@ class RecordingLeg(LegProxy):
 
     def _keep(self, report: ev.Report) -> None:
         if self._writer is not None and not self._closed:
-            note = {"t_ms": self.t_ms(), "kind": report.kind, "summary": report.summary, **report.data()}
+            note = {"t_ms": self.t_ms(), **ev.as_json(report)}  # bridge.events.decode reads it back
             self._writer.line(json.dumps(note, default=str))
 
     def listener(self, report: ev.Report) -> None:
@@ -378,7 +378,8 @@ class RecordingLeg(LegProxy):
 
 def finish_recording(directory: Path, reason: str) -> bool:
     """Close the recording of a call whose process died: the WAV header made to cover every whole frame on disk,
-    and a last event (``ended``, ``reason``, outcome ``failed``) at its end. False if there is no recording."""
+    and a last event (``ended``, ``reason``, outcome ``failed``, by ``fault``) at its end. False if there is no
+    recording."""
     audio, events = directory / AUDIO_FILE, directory / EVENTS_FILE
     if not audio.is_file() or not events.is_file():
         return False
@@ -389,7 +390,7 @@ def finish_recording(directory: Path, reason: str) -> bool:
         f.seek(0)
         f.write(wav_header(data))
     t_ms = round(data / 4 / SAMPLE_RATE * 1000.0, 1)
-    note = {"t_ms": t_ms, "kind": ev.CallEnded.kind, "summary": reason, "outcome": str(ev.CallOutcome.FAILED)}
+    note = {"t_ms": t_ms, **ev.as_json(ev.CallEnded(reason, ev.CallOutcome.FAILED, ev.EndedBy.FAULT))}
     with events.open("r+b") as f:
         text = f.read()
         f.truncate(text.rfind(b"\n") + 1)  # a line cut short by the kill is left out

@@ -29,20 +29,22 @@ with times aligned to that audio. From it:
 from __future__ import annotations
 
 import copy
+import enum
 import json
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import yaml
 
 from bridge import events as ev
 from bridge.audio.frames import FRAME_MS, SAMPLE_RATE
-from bridge.audio.vad import EnergyVad
+from bridge.audio.vad import EnergyVad, VadKind
 from bridge.call.recorder import read_recording
+from bridge.call.state import Phase
 from bridge.emulator.faults import Settings as EmulatorSettings
 from bridge.errors import ConfigError
 from bridge.replay.script import SCRIPT_FILE, load_script
@@ -56,13 +58,22 @@ UTTERANCE_GAP_MS: Final = 200  # as the virtual phone judges an agent utterance
 DTMF_MERGE_MS: Final = 600  # digits closer than this are one DTMF turn
 WORD: Final = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
 PLACEHOLDER: Final = re.compile(r"\[[^\]]*\]")  # "[caller speech 1.4 s]": text standing in for words nobody heard
+R = TypeVar("R", bound=ev.Report)
+
+
+class Act(enum.StrEnum):
+    """What the caller did in one stretch of the recording."""
+
+    SAY = "say"
+    DTMF = "dtmf"
+    HANGUP = "hangup"
 
 
 @dataclass
 class _Segment:
     start: float  # ms in the recording
     end: float
-    kind: str  # "say" | "dtmf" | "hangup"
+    kind: Act
     digits: str = ""
 
 
@@ -73,7 +84,7 @@ def caller_segments(pcm: bytes, silence_ms: int = SILENCE_MS) -> list[tuple[floa
     out: list[tuple[float, float]] = []
     start: float | None = None
     for e in events:
-        if e.kind == "start":
+        if e.kind is VadKind.START:
             start = e.ms
         elif start is not None:
             out.append((start, e.ms - silence_ms))
@@ -90,12 +101,10 @@ def _keyword(text: str) -> str | None:
     return max(words, key=len) if words else None
 
 
-def _tool_args(summary: str, name: str) -> dict[str, Any]:
-    """``name(args) -> output`` (the session's tool_call note) -> the arguments object."""
-    body = summary.removeprefix(f"{name}(")
-    cut = body.rfind(") -> ")
+def _tool_args(call: ev.ToolCalled) -> dict[str, Any]:
+    """A tool call's arguments object (none: {})."""
     try:
-        args = json.loads(body[:cut] if cut >= 0 else body or "{}")
+        args = json.loads(call.arguments or "{}")
     except json.JSONDecodeError:
         return {}
     return args if isinstance(args, dict) else {}
@@ -136,16 +145,14 @@ def plan_reference(
     return str(name), {d: delta for d in ([dialect] if dialect in DEFAULT_DIALECTS else DEFAULT_DIALECTS) if d}
 
 
-def _dialplan(header: Mapping[str, Any], notes: Sequence[Mapping[str, Any]]) -> str | dict[str, Any] | None:
+def _dialplan(header: Mapping[str, Any], notes: Sequence[Note]) -> str | dict[str, Any] | None:
     """The recorded dialplan: all of it when the recorder stored it (see :func:`plan_reference`), else its name."""
     plan = header.get("dialplan")
     if isinstance(plan, dict):
         return {k: v for k, v in plan.items() if k != "dialect"}
     if plan:
         return str(plan)
-    ringing = next(iter(_notes(notes, ev.Ringing)), None)
-    found = re.search(r"\(([^,()]+), [^()]+\)\s*$", str(ringing.get("summary", ""))) if ringing else None
-    return found.group(1) if found else None
+    return next((r.dialplan for _, r in _notes(notes, ev.Ringing) if r.dialplan), None)
 
 
 def split_dialects(plan: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -191,15 +198,33 @@ def _name(text: str) -> str:
     return name if name and name[0].isalnum() else f"rec-{name}".strip("-")[:63]
 
 
-def _notes(notes: Sequence[Mapping[str, Any]], report: type[ev.Report]) -> list[Mapping[str, Any]]:
-    """The recorded lines of one report type."""
-    return [n for n in notes if n.get("kind") == report.kind]
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One line of a recording's event log: when (ms in its audio), and the report it keeps."""
+
+    t_ms: float
+    report: ev.Report
 
 
-def _in(
-    notes: Sequence[Mapping[str, Any]], report: type[ev.Report], start: float, end: float
-) -> list[Mapping[str, Any]]:
-    return [n for n in _notes(notes, report) if start <= float(n["t_ms"]) < end]
+def notes_of(lines: Sequence[Mapping[str, Any]]) -> list[Note]:
+    """A recording's lines as the reports they keep (:func:`bridge.events.decode`); a line that keeps none is left
+    out."""
+    out: list[Note] = []
+    for line in lines:
+        try:
+            out.append(Note(float(line.get("t_ms", 0.0)), ev.decode(line)))
+        except (ev.UndecodableEntry, TypeError, ValueError):
+            continue
+    return out
+
+
+def _notes(notes: Sequence[Note], report: type[R]) -> list[tuple[float, R]]:
+    """(ms, report) of each recorded report of one type."""
+    return [(n.t_ms, n.report) for n in notes if isinstance(n.report, report)]
+
+
+def _in(notes: Sequence[Note], report: type[R], start: float, end: float) -> list[tuple[float, R]]:
+    return [(t, r) for t, r in _notes(notes, report) if start <= t < end]
 
 
 def script_from_recording(
@@ -220,7 +245,8 @@ def script_from_recording(
     from bridge.replay.script import default_dialplans_dir
 
     rec, target = Path(recording), Path(out)
-    caller, agent, header, notes = read_recording(rec)
+    caller, agent, header, lines = read_recording(rec)
+    notes = notes_of(lines)
     script_path = target / SCRIPT_FILE
     if script_path.exists() and not overwrite:
         raise ConfigError(str(script_path), "(file)", "exists; pass --force to overwrite")
@@ -229,11 +255,9 @@ def script_from_recording(
         raise ConfigError(str(rec), "events.jsonl", "no dialplan in the recording; pass --dialplan")
     agent_spans = heard_spans(agent)
     ended = next(reversed(_notes(notes, ev.CallEnded)), None)
-    end_ms = float(ended["t_ms"]) if ended else len(caller) / 2 / SAMPLE_RATE * 1000.0
+    end_ms = ended[0] if ended else len(caller) / 2 / SAMPLE_RATE * 1000.0
     bridge_hung_up = bool(_notes(notes, ev.LegHungUp))
-    transferred = any(
-        n.get("final") and str(n.get("summary", "")).startswith("2") for n in _notes(notes, ev.TransferUpdate)
-    )
+    transferred = any(r.final and 200 <= r.status_code < 300 for _, r in _notes(notes, ev.TransferUpdate))
     segments = _what_the_caller_did(caller, notes, end_ms, bridge_hung_up)
     target.mkdir(parents=True, exist_ok=True)
     turns = _turns(segments, caller, notes, agent_spans, end_ms, target)
@@ -266,29 +290,27 @@ def script_from_recording(
     return script_path
 
 
-def _what_the_caller_did(
-    caller: bytes, notes: Sequence[Mapping[str, Any]], end_ms: float, bridge_hung_up: bool
-) -> list[_Segment]:
+def _what_the_caller_did(caller: bytes, notes: Sequence[Note], end_ms: float, bridge_hung_up: bool) -> list[_Segment]:
     """The caller's speech, keys (pressed close together: one segment) and hang-up, in time order."""
-    segments = [_Segment(s, e, "say") for s, e in caller_segments(caller)]
-    for key in _notes(notes, ev.KeyPressed):
-        t, digit = float(key["t_ms"]), str(key.get("summary", ""))
-        last = next((s for s in reversed(segments) if s.kind == "dtmf"), None)
+    segments = [_Segment(s, e, Act.SAY) for s, e in caller_segments(caller)]
+    for t, key in _notes(notes, ev.KeyPressed):
+        digit = key.digit
+        last = next((s for s in reversed(segments) if s.kind is Act.DTMF), None)
         if last is not None and t - last.end <= DTMF_MERGE_MS:
             last.digits += digit
             last.end = t
         else:
-            segments.append(_Segment(t, t, "dtmf", digit))
+            segments.append(_Segment(t, t, Act.DTMF, digit))
     if not bridge_hung_up:
-        segments.append(_Segment(end_ms, end_ms, "hangup"))
-    segments.sort(key=lambda s: (s.start, s.kind != "say"))
+        segments.append(_Segment(end_ms, end_ms, Act.HANGUP))
+    segments.sort(key=lambda s: (s.start, s.kind is not Act.SAY))
     return segments
 
 
 def _turns(
     segments: Sequence[_Segment],
     caller: bytes,
-    notes: Sequence[Mapping[str, Any]],
+    notes: Sequence[Note],
     agent_spans: Sequence[tuple[float, float]],
     end_ms: float,
     target: Path,
@@ -296,14 +318,14 @@ def _turns(
     """One turn per segment; each spoken one's audio written to ``target/turn_NN.wav``."""
     from bridge.audio.wav import write_wav
 
-    caller_texts = [str(n.get("summary", "")) for n in _notes(notes, ev.CallerSaid)]
+    caller_texts = [r.text for _, r in _notes(notes, ev.CallerSaid)]
     turns: list[dict[str, Any]] = []
     previous_end = 0.0
     said = 0
     for i, seg in enumerate(segments):
         nxt = segments[i + 1].start if i + 1 < len(segments) else end_ms
         turn: dict[str, Any] = _timing(seg.start, previous_end, agent_spans)
-        if seg.kind == "say":
+        if seg.kind is Act.SAY:
             file = f"turn_{len(turns) + 1:02d}.wav"
             lo = max(0.0, seg.start - LEAD_MS)
             hi = seg.end + TAIL_MS
@@ -319,7 +341,7 @@ def _turns(
             if reply:
                 turn["reply"] = reply
             previous_end = hi
-        elif seg.kind == "dtmf":
+        elif seg.kind is Act.DTMF:
             turn["dtmf"] = seg.digits
             previous_end = seg.end
         else:
@@ -329,7 +351,7 @@ def _turns(
 
 
 def _emulator(
-    notes: Sequence[Mapping[str, Any]],
+    notes: Sequence[Note],
     agent_spans: Sequence[tuple[float, float]],
     segments: list[_Segment],
     first_start: float,
@@ -337,10 +359,10 @@ def _emulator(
     """The script's ``emulator`` section: the greeting the agent said before the caller's first act, and the
     dropped session (with what the agent said on the new one) if the recording lost one."""
     emulator: dict[str, Any] = {}
-    before = [n for n in _notes(notes, ev.AgentSaid) if float(n["t_ms"]) < first_start]
+    before = [r for t, r in _notes(notes, ev.AgentSaid) if t < first_start]
     if before:
         spans = [(s, e) for s, e in agent_spans if s < first_start]
-        greeting: dict[str, Any] = {"text": str(before[0].get("summary", ""))}
+        greeting: dict[str, Any] = {"text": before[0].text}
         if spans:
             greeting["duration_ms"] = round(spans[0][1] - spans[0][0])
         emulator["greeting"] = greeting
@@ -377,7 +399,7 @@ def _timing(start: float, previous_end: float, agent_spans: Sequence[tuple[float
 
 
 def _reply(
-    notes: Sequence[Mapping[str, Any]],
+    notes: Sequence[Note],
     agent_spans: Sequence[tuple[float, float]],
     start: float,
     end: float,
@@ -386,60 +408,53 @@ def _reply(
     """The emulator's answer to a spoken turn: what the agent said next, how long, and its tool call."""
     tools = _in(notes, ev.ToolCalled, start, end)
     # An answer cut short by a barge-in is noted when it is cancelled, just after the next turn began.
-    late = min(nxt.end, nxt.start + 1500) if nxt is not None and nxt.kind == "say" else end
-    cut = float(tools[0]["t_ms"]) if tools else late
+    late = min(nxt.end, nxt.start + 1500) if nxt is not None and nxt.kind is Act.SAY else end
+    cut = tools[0][0] if tools else late
     lost = _in(notes, ev.SessionLost, start, cut)
     if lost:  # the answer died with the socket: its words never arrived (the resumed answer is not this reply)
-        cut = float(lost[0]["t_ms"]) - 1
+        cut = lost[0][0] - 1
     said = _in(notes, ev.AgentSaid, start, cut + 1)
     reply: dict[str, Any] = {}
     if said:
-        reply["text"] = str(said[0].get("summary", ""))
+        reply["text"] = said[0][1].text
         spans = [(s, e) for s, e in agent_spans if start <= s < end]
         if spans:
             duration = spans[0][1] - spans[0][0]
-            if nxt is not None and nxt.kind == "say" and nxt.start < spans[0][1] + FRAME_MS:
+            if nxt is not None and nxt.kind is Act.SAY and nxt.start < spans[0][1] + FRAME_MS:
                 duration += 3000  # interrupted: the original answer went on; keep it long enough to interrupt
             reply["duration_ms"] = round(duration)
     if tools:
-        tool_name = str(tools[0].get("name") or str(tools[0].get("summary", "")).split("(", 1)[0])
-        reply["tool_call"] = {"name": tool_name, "arguments": _tool_args(str(tools[0].get("summary", "")), tool_name)}
+        call = tools[0][1]
+        reply["tool_call"] = {"name": call.name, "arguments": _tool_args(call)}
     return reply
 
 
-def _resumed(notes: Sequence[Mapping[str, Any]], segments: Sequence[_Segment]) -> dict[str, Any] | None:
+def _resumed(notes: Sequence[Note], segments: Sequence[_Segment]) -> dict[str, Any] | None:
     """What the agent said on the new session before the caller's next turn: the resumed answer."""
     lost = _notes(notes, ev.SessionLost)
     if not lost:
         return None
-    t = float(lost[0]["t_ms"])
+    t = lost[0][0]
     nxt = next((s.start for s in segments if s.start > t), math.inf)
     said = _in(notes, ev.AgentSaid, t, nxt)
-    return {"text": str(said[0].get("summary", ""))} if said else None
+    return {"text": said[0][1].text} if said else None
 
 
-def _drop_fault(notes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _drop_fault(notes: Sequence[Note]) -> dict[str, Any]:
     """A socket lost mid-response, as the emulator fault that reproduces it.
 
     The number of deltas the lost response delivered is read off the time between its first audio and the loss, at
     the emulator's default pace (audio arrives faster than it plays, so the audio heard cannot tell).
     """
-    index = next((i for i, n in enumerate(notes) if n.get("kind") == ev.SessionLost.kind), None)
+    index = next((i for i, n in enumerate(notes) if isinstance(n.report, ev.SessionLost)), None)
     if index is None:
         return {}
     before = list(notes[:index])
-    t = float(notes[index]["t_ms"])
-    started = [i for i, n in enumerate(before) if n.get("kind") == ev.ResponseBegan.kind]
+    t = notes[index].t_ms
+    started = [i for i, n in enumerate(before) if isinstance(n.report, ev.ResponseBegan)]
     if not started:
         return {"drop_after_s": round(t / 1000.0, 2)}
-    first_audio = next(
-        (
-            float(n["t_ms"])
-            for n in before[started[-1] :]
-            if n.get("kind") == ev.PhaseChanged.kind and "model audio" in str(n.get("summary"))
-        ),
-        None,
-    )
+    first_audio = next((at for at, r in _notes(before[started[-1] :], ev.PhaseChanged) if "model audio" in r.why), None)
     if first_audio is None:
         return {"drop_mid_response": len(started), "fault_after_deltas": 1}
     pace = EmulatorSettings()
@@ -447,50 +462,43 @@ def _drop_fault(notes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"drop_mid_response": len(started), "fault_after_deltas": max(1, sent)}
 
 
-def _expectations(
-    notes: Sequence[Mapping[str, Any]], bridge_hung_up: bool, transferred: bool, keep: bool = False
-) -> dict[str, Any]:
+def _expectations(notes: Sequence[Note], bridge_hung_up: bool, transferred: bool, keep: bool = False) -> dict[str, Any]:
     """What the call did (always), and with ``keep`` what merely held in it (see the module docstring)."""
     expect: dict[str, Any] = {}
     tools = _notes(notes, ev.ToolCalled)
     if tools or keep:
-        expect["tool_calls"] = [
-            {"name": str(n.get("name")), "arguments": _tool_args(str(n.get("summary", "")), str(n.get("name")))}
-            for n in tools
-        ]
-    targets = [str(n.get("summary", "")) for n in _notes(notes, ev.TransferStarted)]
+        expect["tool_calls"] = [{"name": r.name, "arguments": _tool_args(r)} for _, r in tools]
+    targets = [r.target for _, r in _notes(notes, ev.TransferStarted)]
     if targets:
         expect["transfer_target"] = targets[0]
-    said: tuple[tuple[str, type[ev.Report]], ...] = (
-        ("caller_keywords", ev.CallerSaid),
-        ("agent_keywords", ev.AgentSaid),
-    )
-    for key, report in said:
-        words = [w for w in (_keyword(str(n.get("summary", ""))) for n in _notes(notes, report)) if w]
+    said = {
+        "caller_keywords": [r.text for _, r in _notes(notes, ev.CallerSaid)],
+        "agent_keywords": [r.text for _, r in _notes(notes, ev.AgentSaid)],
+    }
+    for key, lines in said.items():
+        words = [w for w in map(_keyword, lines) if w]
         if words:
             expect[key] = list(dict.fromkeys(words))
     barge_ins = len(_notes(notes, ev.BargeIn))
     if barge_ins or keep:
         expect["barge_ins"] = barge_ins
-    digits = "".join(str(n.get("summary", "")) for n in _notes(notes, ev.KeyPressed))
+    digits = "".join(r.digit for _, r in _notes(notes, ev.KeyPressed))
     if digits:
         expect["dtmf"] = digits
     reconnects = len(_notes(notes, ev.Recovered))
     if reconnects:
         expect["reconnects"] = reconnects
-    phases = {
-        str(n.get("new") or str(n.get("summary", "")).split("->", 1)[-1].split(":", 1)[0].strip())
-        for n in _notes(notes, ev.PhaseChanged)
-    }
-    order = ["LISTENING", "THINKING", "SPEAKING", "CANCELLING", "RECOVERING"]
+    phases = {r.new for _, r in _notes(notes, ev.PhaseChanged)}
     if keep:
-        expect["phases_visited"] = [p for p in order if p in phases]
+        expect["phases_visited"] = [str(p) for p in Phase if p in phases and p not in (Phase.IDLE, Phase.ENDED)]
     expect["ended_by"] = ("transfer" if transferred else "agent") if bridge_hung_up else "caller"
     if keep and not bridge_hung_up:
         expect["end_reason"] = "caller hung up"
     elif keep and transferred:
         expect["end_reason"] = "transferred"
-    errors = [n for n in _notes(notes, ev.ServiceError) if n.get("code") != "response_cancel_not_active"]
+    errors: list[tuple[float, ev.Report]] = [
+        (t, r) for t, r in _notes(notes, ev.ServiceError) if r.code != "response_cancel_not_active"
+    ]
     errors += _notes(notes, ev.SessionLost)
     if keep and not errors:
         expect["max_errors"] = 0

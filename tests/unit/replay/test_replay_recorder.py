@@ -61,7 +61,13 @@ def test_stereo_recording_is_frame_aligned_with_the_events(tmp_path: Path) -> No
     assert header["kind"] == "recording" and header["channels"] == ["caller", "agent"]
     assert header["dialplan"] == "support" and header["sample_rate"] == 8000
     speech = next(n for n in notes if n["kind"] == "speech_started")
-    assert speech == {"t_ms": pytest.approx(500.0), "kind": "speech_started", "summary": "at 500 ms"}
+    assert speech == {
+        "t_ms": pytest.approx(500.0),
+        "kind": "speech_started",
+        "summary": "at 500 ms",
+        "audio_start_ms": 500,
+    }
+    assert ev.decode(speech) == ev.CallerSpeechStarted(500)  # a note is the report it keeps
     # (500 ms = the position of frame 25 in audio.wav)
     assert notes[-2:] == [
         {"t_ms": pytest.approx(1000.0), "kind": "leg_hangup", "summary": "the bridge hung up"},
@@ -69,6 +75,7 @@ def test_stereo_recording_is_frame_aligned_with_the_events(tmp_path: Path) -> No
             "t_ms": pytest.approx(1000.0),
             "kind": "ended",
             "summary": "caller hung up",
+            "reason": "caller hung up",
             "outcome": "completed",
             "ended_by": "caller",
         },
@@ -251,7 +258,11 @@ def test_a_dead_workers_recording_is_finished_playable_up_to_its_last_whole_fram
     assert len(caller) == len(agent) == 320 + 2  # every whole stereo sample on disk, the cut one left out
     assert header == {"kind": "recording"}
     assert [n["kind"] for n in notes] == ["barge_in", "ended"]
-    assert notes[-1] == {"t_ms": pytest.approx(20.1), "kind": "ended", "summary": "worker died", "outcome": "failed"}
+    assert notes[-1] == {
+        "t_ms": pytest.approx(20.1),
+        **ev.as_json(ev.CallEnded("worker died", ev.CallOutcome.FAILED, ev.EndedBy.FAULT)),
+    }
+    assert notes[-1]["outcome"] == "failed" and notes[-1]["ended_by"] == "fault"
     assert not finish_recording(tmp_path / "none", "worker died")
 
 
