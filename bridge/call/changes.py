@@ -15,8 +15,22 @@ from bridge.call.parts import CallParts
 from bridge.call.recovery import summary
 
 
+def fail_over(parts: CallParts, away_s: float, reason: str = "realtime unavailable") -> None:
+    """The plan's outage failover: a transfer to its ``transfer_target`` (the hold message goes on until it
+    completes; a failed one brings the apology), or the apology (``reason``) and a BYE."""
+    plan = parts.plan
+    target = plan.transfer_target if plan.outage.failover == "transfer" else None
+    parts.call.emit(ev.FailedOver("transfer" if target else "goodbye", away_s))
+    if target is None:
+        parts.sessions.outage.say_goodbye(reason)
+        return
+    parts.call.emit(ev.TransferStarted(target))
+    parts.leg.transfer(target)  # the final NOTIFY ends the call (ToolCalls.transfer_progress)
+
+
 class SessionChanges:
     def __init__(self, parts: CallParts, orchestration: OrchestratedTurns | None = None) -> None:
+        self._parts = parts
         self._call, self._leg, self._plan, self._phase = parts.call, parts.leg, parts.plan, parts.phase
         self._audio, self._talk, self._sessions = parts.audio, parts.talk, parts.sessions
         self._orchestration = orchestration
@@ -60,15 +74,7 @@ class SessionChanges:
 
     def fail_over(self) -> None:
         """The outage outlasted the plan's ``outage.hold_s``: a transfer to a human, or the apology and a BYE."""
-        plan = self._plan
-        target = plan.transfer_target if plan.outage.failover == "transfer" else None
-        self._call.emit(ev.FailedOver("transfer" if target else "goodbye", round(self._sessions.outage.away_s, 3)))
-        if target is None:
-            self._sessions.outage.say_goodbye()
-            return
-        # the hold message goes on until the transfer completes (or fails: then the apology)
-        self._call.emit(ev.TransferStarted(target))
-        self._leg.transfer(target)  # the final NOTIFY ends the call (ToolCalls.transfer_progress)
+        fail_over(self._parts, round(self._sessions.outage.away_s, 3))
 
     def on_transfer_progress(self, e: ev.TransferProgress) -> None:
         failed = e.final and not 200 <= e.status_code < 300

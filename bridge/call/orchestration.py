@@ -28,6 +28,7 @@ import logging
 
 from bridge import events as ev
 from bridge.call.builtin_tools import ToolAction, ToolResult
+from bridge.call.changes import fail_over
 from bridge.call.flow import Trigger
 from bridge.call.parts import CallParts
 from bridge.call.playback import Cut
@@ -48,6 +49,7 @@ ORCHESTRATOR_WAIT = "orchestrator"  # the key of a late answer's wait in bridge.
 
 class Orchestration:
     def __init__(self, parts: CallParts, config: Orchestrator, ask: Ask, variant: str) -> None:
+        self._parts = parts
         self._call, self._leg, self._plan, self._phase = parts.call, parts.leg, parts.plan, parts.phase
         self._audio, self._tools, self._sessions = parts.audio, parts.talk.tools, parts.sessions
         self.config = config
@@ -230,15 +232,8 @@ class Orchestration:
 
     def _fail_over(self) -> None:
         """The plan's outage failover: a transfer to its ``transfer_target``, or the apology and a BYE."""
-        call = self._call
         self._failed_over = True
-        target = self._plan.transfer_target if self._plan.outage.failover == "transfer" else None
-        call.emit(ev.FailedOver("transfer" if target else "goodbye", 0.0))
-        if target is None:
-            self._sessions.outage.say_goodbye("orchestrator unavailable")
-            return
-        call.emit(ev.TransferStarted(target))
-        self._leg.transfer(target)  # the final NOTIFY ends the call (ToolCalls.transfer_progress)
+        fail_over(self._parts, 0.0, "orchestrator unavailable")
 
     def transfer_failed(self, e: ev.TransferProgress) -> None:
         """The transfer ended without a 2xx NOTIFY. The model holds its answers, so the bridge speaks: after the

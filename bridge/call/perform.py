@@ -21,19 +21,10 @@ from bridge.call.state import Phase
 class Shell(Protocol):
     """What the table's actions and the beat use of the session (:class:`~bridge.call.session.CallSession`)."""
 
-    @property
-    def parts(self) -> CallParts: ...
-
-    @property
-    def changes(self) -> SessionChanges: ...
-
-    @property
-    def orchestration(self) -> Orchestration | None: ...
-
-    @property
-    def service_cancelled(self) -> bool:
-        """The barge-in under way: the service cancelled its response itself."""
-        ...
+    parts: CallParts
+    changes: SessionChanges
+    orchestration: Orchestration | None
+    service_cancelled: bool  # the barge-in under way: the service cancelled its response itself
 
 
 def perform(call: Shell, action: Action, why: str) -> None:

@@ -37,11 +37,7 @@ class Transcripts:
         if e.final:
             self.untranscribed.discard(e.item_id)
         if e.final and e.text:
-            shown = self._redact(e.text)
-            self._report.caller_transcript.append(shown)
-            self._emit(ev.CallerSaid(shown, e.item_id))
-            if self.on_final is not None:
-                self.on_final("caller", e.text)
+            self._said("caller", e.text, self._report.caller_transcript, lambda shown: ev.CallerSaid(shown, e.item_id))
 
     def caller_failed(self, e: ev.CallerTranscriptFailed) -> None:
         self.untranscribed.discard(e.item_id)
@@ -49,11 +45,15 @@ class Transcripts:
 
     def agent(self, e: ev.AgentTranscript | ev.AgentText) -> None:
         if e.final and e.text:
-            shown = self._redact(e.text)
-            self._report.agent_transcript.append(shown)
-            self._emit(ev.AgentSaid(shown, e.item_id))
-            if self.on_final is not None:
-                self.on_final("agent", e.text)
+            self._said("agent", e.text, self._report.agent_transcript, lambda shown: ev.AgentSaid(shown, e.item_id))
+
+    def _said(self, role: str, text: str, lines: list[str], report: Callable[[str], ev.Report]) -> None:
+        """A final transcript: the report and the listeners get it redacted, ``on_final`` the words."""
+        shown = self._redact(text)
+        lines.append(shown)
+        self._emit(report(shown))
+        if self.on_final is not None:
+            self.on_final(role, text)
 
     def hand_over(self) -> set[str]:
         """The turns still untranscribed, taken along by a replaced session."""
