@@ -21,59 +21,47 @@ and the loop, which feeds the reference and judges barge-ins, never sees it.
 from __future__ import annotations
 
 import ctypes
-import os
 import weakref
-from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 
 from bridge.audio.echo import TAPS, EchoGuard, EchoPath, Guard, Verdict, spans
 from bridge.audio.frames import SAMPLE_RATE, SAMPLES_PER_FRAME
+from bridge.audio.native import NativeLib, Signature, load_native
 
 _PATH = 4 + TAPS  # found, lag, level_db, coherence, the taps
 _VERDICT = 4 + _PATH  # echo, speaking, inbound_dbfs, residual_dbfs, the path
 _MAX_FRAME = 8 * SAMPLES_PER_FRAME  # the most temper takes at once (echo.c: SHORT_WINDOW)
 
 
-@dataclass(frozen=True)
-class NativeEcho:
-    lib: ctypes.CDLL | None
-    why: str  # "" when loaded and checked
+_P, _I, _D = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
+_SIGNATURES: tuple[Signature, ...] = (
+    ("cbe_taps", _I, []),
+    ("cbe_verdict_doubles", _I, []),
+    ("cbe_new", _P, [_I, _I, _D, _D, _D]),
+    ("cbe_free", None, [_P]),
+    ("cbe_played", None, [_P, ctypes.c_char_p, _I]),
+    ("cbe_unplayed", None, [_P, _I]),
+    ("cbe_heard", None, [_P, ctypes.c_char_p, _I]),
+    ("cbe_temper", _I, [_P, ctypes.c_char_p, _I, _P]),
+    ("cbe_path", None, [_P, _P]),
+    ("cbe_estimate", _I, [_P, ctypes.c_longlong, _I, _I, _P]),
+    ("cbe_judge", None, [_P, _P]),
+    ("cbe_set_temper", None, [_P, _I]),
+)
 
 
 @cache
-def native_echo() -> NativeEcho:
+def native_echo() -> NativeLib:
     """Build, load and check ``echo.c`` once per process."""
-    if os.environ.get("CALLBRIDGE_NATIVE_AUDIO", "1") == "0":
-        return NativeEcho(None, "turned off by CALLBRIDGE_NATIVE_AUDIO=0")
-    from bridge.native import build as cbuild
+    return load_native("echo.c", _SIGNATURES, _prepare)
 
-    try:
-        lib = ctypes.CDLL(str(cbuild.build(cbuild.ECHO_SOURCE)))
-        p, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
-        for name, restype, argtypes in (
-            ("cbe_taps", i, []),
-            ("cbe_verdict_doubles", i, []),
-            ("cbe_new", p, [i, i, d, d, d]),
-            ("cbe_free", None, [p]),
-            ("cbe_played", None, [p, ctypes.c_char_p, i]),
-            ("cbe_unplayed", None, [p, i]),
-            ("cbe_heard", None, [p, ctypes.c_char_p, i]),
-            ("cbe_temper", i, [p, ctypes.c_char_p, i, p]),
-            ("cbe_path", None, [p, p]),
-            ("cbe_estimate", i, [p, ctypes.c_longlong, i, i, p]),
-            ("cbe_judge", None, [p, p]),
-            ("cbe_set_temper", None, [p, i]),
-        ):
-            func = getattr(lib, name)
-            func.restype, func.argtypes = restype, argtypes
-        if lib.cbe_taps() != TAPS or lib.cbe_verdict_doubles() != _VERDICT:
-            raise OSError("echo.c and echo.py disagree on the path's layout")
-        _check(lib)
-    except (OSError, AttributeError) as exc:
-        return NativeEcho(None, str(exc))
-    return NativeEcho(lib, "")
+
+def _prepare(lib: ctypes.CDLL) -> None:
+    if lib.cbe_taps() != TAPS or lib.cbe_verdict_doubles() != _VERDICT:
+        raise OSError("echo.c and echo.py disagree on the path's layout")
+    _check(lib)
 
 
 def _check(lib: ctypes.CDLL) -> None:

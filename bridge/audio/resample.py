@@ -65,9 +65,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import cache
 from typing import ClassVar, Final
 
@@ -76,6 +74,7 @@ from numpy.lib.stride_tricks import as_strided
 from numpy.typing import NDArray
 
 from bridge.audio.frames import SAMPLES_PER_FRAME
+from bridge.audio.native import NativeLib, Signature, load_native
 
 FACTOR: Final = 3
 RATE_LOW: Final = 8000
@@ -219,42 +218,31 @@ def _split(process: Callable[[bytes], bytes], pcm16: bytes) -> bytes:
     return b"".join(process(pcm16[i : i + _MAX_CHUNK_BYTES]) for i in range(0, len(pcm16), _MAX_CHUNK_BYTES))
 
 
-@dataclass(frozen=True)
-class NativeKernels:
-    lib: ctypes.CDLL | None
-    why: str  # "" when loaded and checked
+_P, _I = ctypes.c_void_p, ctypes.c_int
+_SIGNATURES: tuple[Signature, ...] = (
+    ("cbr_up_state_size", _I, []),
+    ("cbr_down_state_size", _I, []),
+    ("cbr_max_in", _I, []),
+    ("cbr_set_taps", None, [_P, _P]),
+    ("cbr_down_reset", None, [_P]),
+    ("cbr_up", _I, [_P, ctypes.c_char_p, _I, _P]),
+    ("cbr_down", _I, [_P, ctypes.c_char_p, _I, _P]),
+)
 
 
 @cache
-def native_kernels() -> NativeKernels:
+def native_kernels() -> NativeLib:
     """Build, load and check the C kernels once per process (see "C kernels")."""
-    if os.environ.get("CALLBRIDGE_NATIVE_AUDIO", "1") == "0":
-        return NativeKernels(None, "turned off by CALLBRIDGE_NATIVE_AUDIO=0")
-    from bridge.native import build as cbuild
+    return load_native("resample.c", _SIGNATURES, _prepare)
 
-    try:
-        lib = ctypes.CDLL(str(cbuild.build(cbuild.RESAMPLE_SOURCE)))
-        p, i = ctypes.c_void_p, ctypes.c_int
-        for name, restype, argtypes in (
-            ("cbr_up_state_size", i, []),
-            ("cbr_down_state_size", i, []),
-            ("cbr_max_in", i, []),
-            ("cbr_set_taps", None, [p, p]),
-            ("cbr_down_reset", None, [p]),
-            ("cbr_up", i, [p, ctypes.c_char_p, i, p]),
-            ("cbr_down", i, [p, ctypes.c_char_p, i, p]),
-        ):
-            func = getattr(lib, name)
-            func.restype, func.argtypes = restype, argtypes
-        if lib.cbr_max_in() * 2 != _MAX_CHUNK_BYTES:
-            raise OSError("cresample.c and resample.py disagree on the largest chunk")
-        up = np.ascontiguousarray(_UP_Q, dtype=np.int64)
-        down = np.ascontiguousarray(_DOWN_Q[::-1], dtype=np.int64)
-        lib.cbr_set_taps(up.ctypes.data, down.ctypes.data)
-        _check(lib)
-    except (OSError, AttributeError) as exc:
-        return NativeKernels(None, str(exc))
-    return NativeKernels(lib, "")
+
+def _prepare(lib: ctypes.CDLL) -> None:
+    if lib.cbr_max_in() * 2 != _MAX_CHUNK_BYTES:
+        raise OSError("cresample.c and resample.py disagree on the largest chunk")
+    up = np.ascontiguousarray(_UP_Q, dtype=np.int64)
+    down = np.ascontiguousarray(_DOWN_Q[::-1], dtype=np.int64)
+    lib.cbr_set_taps(up.ctypes.data, down.ctypes.data)
+    _check(lib)
 
 
 def _check(lib: ctypes.CDLL) -> None:
