@@ -28,6 +28,7 @@ from typing import Any, Final, Literal
 
 from bridge import events as ev
 from bridge.audio.frames import BEAT_FRAMES, PERIOD_S
+from bridge.call.state import Phase
 from bridge.realtime.dialects import DIALECTS, Capabilities
 from bridge.replay.script import CallScript, CompareSpec, Expect
 from bridge.replay.timing import DEFAULT_TOLERANCE_MS, CallTiming, call_timing, timing_checks, timing_differences
@@ -181,25 +182,23 @@ def label(dialect: str) -> str:
 # Normalized events
 
 
+# What matters about an event beside its kind, by its type (never ids, times or audio).
+_DETAILS: Final[tuple[tuple[Any, Callable[[Any], str]], ...]] = (
+    (ev.AgentTranscript | ev.AgentText | ev.CallerTranscript, lambda e: "final" if e.final else "delta"),
+    (ev.FunctionCall, lambda e: e.name),
+    (ev.ResponseDone, lambda e: str(e.status)),
+    (ev.ErrorEvent, lambda e: e.code),
+    (ev.UnknownEvent, lambda e: e.type),
+    (ev.Closed, lambda e: str(e.error_class or "clean")),
+    (ev.ItemAdded, lambda e: f"{e.role},{e.item_type}"),
+    (ev.OutputItemAdded, lambda e: str(e.item_type)),
+)
+
+
 def token(event: ev.Event) -> str:
-    """The dialect-neutral name of an event: its kind, plus what matters about it (never ids, times or audio)."""
-    if isinstance(event, ev.AgentTranscript | ev.AgentText | ev.CallerTranscript):
-        return f"{event.kind}({'final' if event.final else 'delta'})"
-    if isinstance(event, ev.FunctionCall):
-        return f"FunctionCall({event.name})"
-    if isinstance(event, ev.ResponseDone):
-        return f"ResponseDone({event.status})"
-    if isinstance(event, ev.ErrorEvent):
-        return f"ErrorEvent({event.code})"
-    if isinstance(event, ev.UnknownEvent):
-        return f"UnknownEvent({event.type})"
-    if isinstance(event, ev.Closed):
-        return f"Closed({event.error_class or 'clean'})"
-    if isinstance(event, ev.ItemAdded):
-        return f"ItemAdded({event.role},{event.item_type})"
-    if isinstance(event, ev.OutputItemAdded):
-        return f"OutputItemAdded({event.item_type})"
-    return event.kind
+    """The dialect-neutral name of an event: its kind, plus what matters about it (``ResponseDone(completed)``)."""
+    detail = next((d for types, d in _DETAILS if isinstance(event, types)), None)
+    return event.kind if detail is None else f"{event.kind}({detail(event)})"
 
 
 def kind_of(tok: str) -> str:
@@ -456,7 +455,7 @@ def _cuts(run: DialectRun) -> int:
     call ended while the agent spoke."""
     r = run.report
     phases = r.get("phases", [])
-    ended_speaking = len(phases) >= 2 and phases[-1] == "ENDED" and phases[-2] == "SPEAKING"
+    ended_speaking = phases[-2:] == [Phase.SPEAKING, Phase.ENDED]
     return int(r.get("barge_ins", 0)) + int(r.get("reconnects", 0)) + int(ended_speaking)
 
 

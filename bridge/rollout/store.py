@@ -39,7 +39,7 @@ import time
 import typing
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -114,11 +114,12 @@ def decode_flag(raw: Mapping[Any, Any], source: str = "redis", spec: RolloutSpec
     return validate_flag(data, source)
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """A flag setting's value as JSON has it (tuples as lists, at any depth)."""
     if isinstance(value, tuple):
         return list(value)
     if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
+        return {k: json_value(v) for k, v in value.items()}
     return value
 
 
@@ -138,16 +139,7 @@ class AuditEntry:
     evidence: dict[str, Any] = field(default_factory=dict)  # an automatic rollback's window numbers
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "dialplan": self.dialplan,
-            "who": self.who,
-            "when": self.when,
-            "reason": self.reason,
-            "old": self.old,
-            "new": self.new,
-            "evidence": self.evidence,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,8 +468,8 @@ class RolloutStore:
                             "who": who,
                             "when": _iso(now),
                             "reason": reason,
-                            "old": json.dumps({n: _json_value(getattr(old, n)) for n in diff}),
-                            "new": json.dumps({n: _json_value(getattr(new, n)) for n in diff}),
+                            "old": json.dumps({n: json_value(getattr(old, n)) for n in diff}),
+                            "new": json.dumps({n: json_value(getattr(new, n)) for n in diff}),
                         }
                         if evidence:
                             entry["evidence"] = json.dumps(evidence, default=str)

@@ -32,7 +32,7 @@ from bridge.rollout.policy import (
     shares,
     validate_flag,
 )
-from bridge.rollout.store import RolloutStore
+from bridge.rollout.store import RolloutStore, json_value
 from bridge.store.read import read_live_calls
 
 AUDIT_COUNT = 30
@@ -71,14 +71,6 @@ HEALTH_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _value(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, dict):
-        return {k: _value(v) for k, v in value.items()}
-    return value
-
-
 def dialplan_panel(
     dialplan: str,
     spec: RolloutSpec,
@@ -102,8 +94,8 @@ def dialplan_panel(
         ),
         "safe_variant": spec.safe,
         "kill": flag.kill,
-        "allow": _value(flag.allow),
-        "deny": _value(flag.deny),
+        "allow": json_value(flag.allow),
+        "deny": json_value(flag.deny),
         "sticky": flag.sticky,
         "health": {
             "window_s": flag.window_s,
@@ -156,7 +148,7 @@ def preview(dialplan: str, spec: RolloutSpec, old: RolloutFlag, changes: Mapping
         raise ConfigError(source, unknown[0], f"not editable here (editable: {', '.join(sorted(EDITABLE_SETTINGS))})")
     new = validate_flag(old.model_dump() | normalize_changes(changes, source), source, spec)
     diff = [
-        {"setting": name, "old": _value(getattr(old, name)), "new": _value(getattr(new, name))}
+        {"setting": name, "old": json_value(getattr(old, name)), "new": json_value(getattr(new, name))}
         for name in RolloutFlag.model_fields
         if getattr(old, name) != getattr(new, name)
     ]
