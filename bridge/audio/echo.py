@@ -118,6 +118,30 @@ def spans(max_delay_ms: float, window_ms: float) -> tuple[int, int]:
     return round(max_delay_ms * SAMPLE_RATE / 1000.0), window
 
 
+@dataclass(frozen=True)
+class GuardSettings:
+    """A guard's settings, the same for both guards (a dialplan's ``echo`` section sets the first, third, fourth
+    and fifth): how late the echo may come back, the window judged, the residual level that is speech, the echo
+    return loss enhancement that makes a frame echo, and how far a suppressed frame is turned down."""
+
+    max_delay_ms: float = 600.0
+    window_ms: float = 300.0
+    speech_dbfs: float = -40.0
+    erle_db: float = 10.0
+    suppress_db: float = 30.0
+
+    def __post_init__(self) -> None:
+        spans(self.max_delay_ms, self.window_ms)  # out of range: ValueError naming the setting
+
+    @property
+    def suppress(self) -> float:
+        """The gain of a suppressed frame."""
+        return float(10.0 ** (-self.suppress_db / 20.0))
+
+
+GUARD_DEFAULTS: Final = GuardSettings()
+
+
 class Guard(Protocol):
     """What a call needs of a guard: :class:`EchoGuard`, or its C twin (:mod:`bridge.audio.echo_native`)."""
 
@@ -199,17 +223,9 @@ class EchoGuard:
     """One call's echo guard (see the module doc). ``played`` may be called from the media clock thread (it only
     appends); everything else runs on the call's loop."""
 
-    def __init__(
-        self,
-        *,
-        max_delay_ms: float = 600.0,
-        window_ms: float = 300.0,
-        speech_dbfs: float = -40.0,
-        erle_db: float = 10.0,
-        suppress_db: float = 30.0,
-    ) -> None:
-        self.max_lag, self.window = spans(max_delay_ms, window_ms)
-        self.speech_dbfs, self.erle_db, self.suppress = speech_dbfs, erle_db, 10.0 ** (-suppress_db / 20.0)
+    def __init__(self, settings: GuardSettings = GUARD_DEFAULTS) -> None:
+        self.max_lag, self.window = spans(settings.max_delay_ms, settings.window_ms)
+        self.speech_dbfs, self.erle_db, self.suppress = settings.speech_dbfs, settings.erle_db, settings.suppress
         keep = round(_KEEP_S * SAMPLE_RATE)
         self._ref, self._in = _Ring(keep + self.max_lag), _Ring(keep)
         self._pending: deque[bytes] = deque()  # reference frames from the clock thread, not yet in the ring

@@ -26,7 +26,7 @@ from functools import cache
 
 import numpy as np
 
-from bridge.audio.echo import TAPS, EchoGuard, EchoPath, Guard, Verdict, spans
+from bridge.audio.echo import GUARD_DEFAULTS, TAPS, EchoGuard, EchoPath, Guard, GuardSettings, Verdict, spans
 from bridge.audio.frames import SAMPLE_RATE, SAMPLES_PER_FRAME
 from bridge.audio.native import NativeLib, Signature, load_native
 
@@ -96,22 +96,13 @@ def _path(values: ctypes.Array[ctypes.c_double], at: int = 0) -> EchoPath | None
 class NativeEchoGuard:
     """:class:`~bridge.audio.echo.EchoGuard` in C: the same settings, methods and decisions."""
 
-    def __init__(
-        self,
-        *,
-        max_delay_ms: float = 600.0,
-        window_ms: float = 300.0,
-        speech_dbfs: float = -40.0,
-        erle_db: float = 10.0,
-        suppress_db: float = 30.0,
-        _lib: ctypes.CDLL | None = None,
-    ) -> None:
-        self.max_lag, self.window = spans(max_delay_ms, window_ms)
-        self.speech_dbfs, self.erle_db = speech_dbfs, erle_db
+    def __init__(self, settings: GuardSettings = GUARD_DEFAULTS, *, _lib: ctypes.CDLL | None = None) -> None:
+        self.max_lag, self.window = spans(settings.max_delay_ms, settings.window_ms)
+        self.speech_dbfs, self.erle_db = settings.speech_dbfs, settings.erle_db
         lib = _lib or native_echo().lib
         if lib is None:
             raise OSError(f"the C echo guard is unavailable: {native_echo().why}")
-        handle = lib.cbe_new(self.max_lag, self.window, speech_dbfs, erle_db, 10.0 ** (-suppress_db / 20.0))
+        handle = lib.cbe_new(self.max_lag, self.window, self.speech_dbfs, self.erle_db, settings.suppress)
         if not handle:
             raise OSError("the C echo guard could not be made (out of memory?)")
         self._lib, self._g = lib, ctypes.c_void_p(handle)
@@ -166,4 +157,4 @@ def make_guard(
 ) -> Guard:
     """A call's guard: the C one where it is available (:func:`native_echo`), else the Python one."""
     kind = NativeEchoGuard if native_echo().lib is not None else EchoGuard
-    return kind(max_delay_ms=max_delay_ms, speech_dbfs=speech_dbfs, erle_db=erle_db, suppress_db=suppress_db)
+    return kind(GuardSettings(max_delay_ms, speech_dbfs=speech_dbfs, erle_db=erle_db, suppress_db=suppress_db))

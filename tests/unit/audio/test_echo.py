@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.audio.echo import EchoGuard, dbfs, pcm
+from bridge.audio.echo import EchoGuard, GuardSettings, dbfs, pcm
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, SAMPLES_PER_FRAME
 from bridge.audio.g711 import ulaw_decode, ulaw_encode
 from bridge.audio.line import EchoingLine, LineEcho
@@ -123,7 +123,7 @@ def test_temper_takes_the_echo_out_and_keeps_the_caller() -> None:
 
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match=re.escape("max_delay_ms must be 20..1000, got 5")):
-        EchoGuard(max_delay_ms=5)
+        EchoGuard(GuardSettings(max_delay_ms=5))
     with pytest.raises(ValueError, match=re.escape("echo level_db must be -60..0, got 3")):
         LineEcho(3, 100)
 
