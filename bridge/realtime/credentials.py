@@ -109,6 +109,16 @@ async def _post(
     return status, _json(raw)
 
 
+def _refused(what: str, status: int, payload: Any) -> ConnectError:
+    """``what`` answered HTTP ``status`` (classified: auth, rate, server, ...), with the service's error code if its
+    ``payload`` names one."""
+    cls, retryable = classify_http_status(status)
+    code = _upstream_code(payload)
+    return ConnectError(
+        cls, f"{what}: HTTP {status}" + (f" ({code})" if code else ""), retryable=retryable, code=str(status)
+    )
+
+
 def _upstream_code(payload: Any) -> str:
     """``error.code`` of an OpenAI-style error body, if it is a plain identifier (never the message: the service
     quotes the key it refused)."""
@@ -270,14 +280,7 @@ class MintingSource(CachingSource):
         unreachable = f"credential request to {self.endpoint} failed"
         status, payload = await _post(self.endpoint, body, key, self._timeout, unreachable, "network")
         if status != 200:
-            cls, retryable = classify_http_status(status)
-            code = _upstream_code(payload)
-            raise ConnectError(
-                cls,
-                f"credential request to {self.endpoint} refused: HTTP {status}" + (f" ({code})" if code else ""),
-                retryable=retryable,
-                code=str(status),
-            )
+            raise _refused(f"credential request to {self.endpoint} refused", status, payload)
         try:
             if not isinstance(payload, Mapping):
                 raise TypeError("not a JSON object")
@@ -346,14 +349,7 @@ class BrokerClient(CachingSource):
                 retryable=bool(err.get("retryable")),
                 code=str(err.get("status", "502")),
             )
-        cls, retryable = classify_http_status(status)
-        code = _upstream_code(payload)
-        raise ConnectError(
-            cls,
-            f"credential broker refused: HTTP {status}" + (f" ({code})" if code else ""),
-            retryable=retryable,
-            code=str(status),
-        )
+        raise _refused("credential broker refused", status, payload)
 
     def __repr__(self) -> str:
         return f"BrokerClient({self.label}, {self.endpoint}, token=[redacted])"
