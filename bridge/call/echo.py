@@ -16,6 +16,10 @@ while a paused agent's barge-in is judged, the frames come to the loop). Then:
   ``confirm_ms`` of the window; if no words follow within ``resume_ms``, the agent is ``resumed`` where it was
   paused. A dialect that cannot cancel takes the barge-in at once.
 
+The pause is the echo axis of the call's core (:class:`bridge.call.core.Echo`: ``JUDGING`` or ``PAUSED``, its rows
+in ``bridge.call.core.TABLE``): the guard's verdicts fire its triggers, and :class:`EchoGuarding` carries out its
+actions (hold the agent's audio, take the barge-in, resume).
+
 Each decision is an :class:`~bridge.events.EchoJudged` report (metrics count them) and a count in the call
 report's ``echo``.
 """
@@ -29,6 +33,8 @@ from bridge.audio.echo import Guard, Verdict
 from bridge.audio.echo_native import make_guard
 from bridge.audio.frames import FRAME_MS, SILENCE, FrameSink, FrameSource
 from bridge.audio.playout import Downstream
+from bridge.call.core import Do, Echo, EchoAction, Trigger
+from bridge.call.flow import CallFlow
 from bridge.call.leg import TeeSource, UplinkOffload
 from bridge.call.link import Link
 from bridge.call.playback import Playback
@@ -99,19 +105,24 @@ class EchoGuarding:
         report: CallReport,
         service_interrupts: Callable[[], bool],
         *,
+        flow: CallFlow,
         can_pause: bool,
         link: Link | None = None,
     ) -> None:
         self.plan = plan
+        self._flow = flow  # the pause is the call's echo axis (bridge.call.core.Echo); its actions are carried here
+        flow.carry(EchoAction, self._carry_out)
         self._link = link  # rejected echo is cleared from the service's input buffer (input_audio_buffer.clear)
         self.guard = make_guard(
-            max_delay_ms=plan.max_delay_ms, speech_dbfs=plan.speech_dbfs, erle_db=plan.erle_db,
+            max_delay_ms=plan.max_delay_ms,
+            speech_dbfs=plan.speech_dbfs,
+            erle_db=plan.erle_db,
             suppress_db=plan.suppress_db,
-        )  # fmt: skip
+        )
         self._playback, self._emit, self._report = playback, emit, report
         self._service_interrupts, self._can_pause = service_interrupts, can_pause
         self._source: HeldSource | None = None
-        self._take: Callable[[], None] | None = None  # a paused agent: how its barge-in is taken
+        self._take: Callable[[], None] | None = None  # while paused: how the barge-in is taken, once confirmed
         self._on_clock = False  # the caller's frames heard where the native uplink sends them (on_clock)
         self._frames = self._spoken = 0  # frames since the pause, and those the guard judged the caller's
 
@@ -124,7 +135,7 @@ class EchoGuarding:
         def heard(pcm: bytes, t_capture: float) -> None:
             self.guard.heard(pcm)
             on_frame(self.guard.temper(pcm) if temper else pcm, t_capture)
-            if self._take is not None:
+            if self._flow.core.echo is Echo.PAUSED:
                 self._window()
 
         self._source = source
@@ -147,7 +158,7 @@ class EchoGuarding:
                 handler(e)  # the service has cut the response already, or there is nothing to cut
             elif self._judge(lambda: handler(e)):
                 handler(e)
-            elif self._take is None and self._link is not None:
+            elif self._flow.core.echo is Echo.JUDGING and self._link is not None:
                 # rejected as echo: the service's buffer holds only that echo; cleared, it commits no turn of it
                 self._link.send(ev.ClearAudio())
                 self._link.heard_caller(False)
@@ -165,17 +176,15 @@ class EchoGuarding:
 
     def _judge(self, take: Callable[[], None]) -> bool:
         """True: take the barge-in now. False: rejected as echo, or paused (``take`` runs once confirmed)."""
-        if self._take is not None:
+        if self._flow.core.echo is Echo.PAUSED:
             return False  # paused already: the window decides
         verdict = self.guard.judge()
         if verdict.echo:
             self._judged(ev.EchoOutcome.REJECTED, verdict)
             return False
         if self._can_pause and self._source is not None:
-            self._source.held = True
             self._take, self._frames, self._spoken = take, 0, 0
-            if self._on_clock and self._link is not None:
-                self._link.keep_on_loop(True)  # the window is judged frame by frame on the loop (_window)
+            self._flow.fire(Trigger.ECHO_SUSPECTED, SPOKE)
             self._judged(ev.EchoOutcome.PAUSED, verdict)
             return False
         self._judged(ev.EchoOutcome.TAKEN, verdict)
@@ -188,21 +197,29 @@ class EchoGuarding:
         verdict = self.guard.judge()
         self._spoken += verdict.speaking
         if self._spoken * FRAME_MS >= self.plan.confirm_ms:
-            take, self._take = self._take, None
             self._judged(ev.EchoOutcome.TAKEN, verdict)
-            if take is not None:
-                take()  # the cut flushes the playout: what the hold kept is dropped with it
-            self._release()
+            self._flow.fire(Trigger.ECHO_CONFIRMED, SPOKE)
         elif self._frames * FRAME_MS >= self.plan.resume_ms or not self._playback.busy:
-            self._take = None
-            self._release()
+            self._flow.fire(Trigger.ECHO_CLEARED, "no words over the agent")
             self._judged(ev.EchoOutcome.RESUMED, verdict)
 
-    def _release(self) -> None:
-        if self._source is not None:
-            self._source.held = False
-        if self._on_clock and self._link is not None:
-            self._link.keep_on_loop(False)
+    def _carry_out(self, do: Do) -> None:
+        match do.action:
+            case EchoAction.PAUSE_AGENT:  # the caller hears silence; the playout waits where it was
+                if self._source is not None:
+                    self._source.held = True
+                if self._on_clock and self._link is not None:
+                    self._link.keep_on_loop(True)  # the window is judged frame by frame on the loop (_window)
+            case EchoAction.TAKE_BARGE_IN:
+                take, self._take = self._take, None
+                if take is not None:
+                    take()  # the cut flushes the playout: what the pause kept is dropped with it
+            case EchoAction.RESUME_AGENT:
+                self._take = None
+                if self._source is not None:
+                    self._source.held = False
+                if self._on_clock and self._link is not None:
+                    self._link.keep_on_loop(False)
 
     def _judged(self, outcome: ev.EchoOutcome, verdict: Verdict) -> None:
         self._report.echo[outcome] = self._report.echo.get(outcome, 0) + 1

@@ -182,7 +182,7 @@ class CallSession:
         self._caller_voice: CallerVoice | None = None
         self.echo = EchoGuarding(
             plan.echo_guard, self.playback, self.emit, self.report, lambda: self.service_interrupts,
-            can_pause=caps.cancel, link=self.link,
+            flow=self.phase, can_pause=caps.cancel, link=self.link,
         ) if plan.echo_guard.enabled else None  # fmt: skip
         if self.media.own_vad:
             self.turns = TurnBuilder(
