@@ -88,22 +88,25 @@ class AnyValue(Node):
         return value
 
 
-class Str(Node):
+class OfType(Node):
+    """A value of one Python type (:attr:`kind`), as it is."""
+
+    kind: type = object
+
+    def check(self, value: Any, path: str) -> Any:
+        if not isinstance(value, self.kind):
+            raise invalid_type(path, self.expected, value)
+        return value
+
+
+class Str(OfType):
     expected = "a string"
-
-    def check(self, value: Any, path: str) -> Any:
-        if not isinstance(value, str):
-            raise invalid_type(path, self.expected, value)
-        return value
+    kind = str
 
 
-class Bool(Node):
+class Bool(OfType):
     expected = "a boolean"
-
-    def check(self, value: Any, path: str) -> Any:
-        if not isinstance(value, bool):
-            raise invalid_type(path, self.expected, value)
-        return value
+    kind = bool
 
 
 class Num(Node):
