@@ -145,9 +145,13 @@ class CallSession:
         """The audio's and the conversation's collaborators (each in its own module of ``bridge.call``)."""
         self.continuous = self.media.streamed_output  # the model's audio is a stream; responses are the backend's
         self.playback = Playback(
-            self.playout, self.media.downlink, self.latency, self.clock, continuous=self.continuous,
-            on_talk_over=lambda ms: self._reactions.talked_over(ms),
-        )  # fmt: skip
+            self.playout,
+            self.media.downlink,
+            self.latency,
+            self.clock,
+            continuous=self.continuous,
+            on_talk_over=self._talked_over,
+        )
         self.barge_in = BargeIn(
             self.playback, self.link.send, self.emit, self.report, cancel=caps.cancel, truncate=caps.truncate
         )
@@ -167,10 +171,10 @@ class CallSession:
             waiting=waiting,
             handover=handover,
         )
+        silence = self.report.turn_silence_ms.append
         self.turn_hold = turn_hold(
-            plan, self.playout, self.emit, self.clock, self._may_hold, continuous=self.continuous,
-            silence=self.report.turn_silence_ms.append,
-        )  # fmt: skip
+            plan, self.playout, self.emit, self.clock, self._may_hold, continuous=self.continuous, silence=silence
+        )
         transcribed = plan.profile.input_transcription is not None or caps.turn_detection == "none"
         privacy = plan.privacy
         visible = privacy.transcript_visible_digits
@@ -185,28 +189,45 @@ class CallSession:
             flow=self.phase, can_pause=caps.cancel, link=self.link,
         ) if plan.echo_guard.enabled else None  # fmt: skip
         if self.media.own_vad:
-            self.turns = TurnBuilder(
-                self.transcripts.caller, self.transcripts.agent, self.clock,
-                caller_silence_s=ORCHESTRATED_TURN_SILENCE_S if plan.orchestrator is not None else None,
-            )  # fmt: skip
+            quiet_s = ORCHESTRATED_TURN_SILENCE_S if plan.orchestrator is not None else None
+            self.turns = TurnBuilder(self.transcripts.caller, self.transcripts.agent, self.clock, quiet_s)
+            interrupt = self.interrupt if self.echo is None else self.echo.voice(self.interrupt)
             self._caller_voice = CallerVoice(
-                self.link.on_frame, self.link.heard_caller, self.emit,
-                self.interrupt if self.echo is None else self.echo.voice(self.interrupt),
-                busy=lambda: self.playback.busy, ending=lambda: self.ending,
-            )  # fmt: skip
+                self.link.on_frame,
+                self.link.heard_caller,
+                self.emit,
+                interrupt,
+                busy=self._agent_busy,
+                ending=self._ended,
+            )
         self.outage = OutageAudio(plan.outage, self.playout, self.emit, self.clock)
         self.warm = None if plan.transfer is None else WarmTransfer(
             plan.transfer, self.leg, plan.outage.hold_audio or str(HOLD_WAV), self.report, flow=self.phase,
             send=self.link.send, emit=self.emit, end=self.end,
         )  # fmt: skip
         self.limit = CallLimit(plan.max_call_s, plan.max_call_goodbye_s, self.clock)
-        self.supervision = Supervision(
-            self.link, self.emit, self.limit, self.tools, lambda: self.phase.phase,
-            cut=lambda why: self.barge_in.cut(why) if self.playback.busy else None,
-        )  # fmt: skip
+        phase = self._current_phase
+        self.supervision = Supervision(self.link, self.emit, self.limit, self.tools, phase, cut=self._cut_if_busy)
 
+    # what the collaborators read of the session, when they ask
     def _rollover_summary(self) -> str:
         return self.changes.summary(True)
+
+    def _talked_over(self, ms: float) -> None:
+        self._reactions.talked_over(ms)
+
+    def _agent_busy(self) -> bool:
+        return self.playback.busy
+
+    def _ended(self) -> bool:
+        return self.ending
+
+    def _current_phase(self) -> Phase:
+        return self.phase.phase
+
+    def _cut_if_busy(self, why: str) -> None:
+        if self.playback.busy:
+            self.barge_in.cut(why)
 
     def _wire(self) -> None:
         """What changes the call's model session, what reacts to events, and the table of both."""
