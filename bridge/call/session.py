@@ -206,8 +206,7 @@ class CallSession:
             send=self.link.send, emit=self.emit, end=self.end,
         )  # fmt: skip
         self.limit = CallLimit(plan.max_call_s, plan.max_call_goodbye_s, self.clock)
-        phase = self._current_phase
-        self.supervision = Supervision(self.link, self.emit, self.limit, self.tools, phase, cut=self._cut_if_busy)
+        self.supervision = Supervision(self.link, self.emit, self.limit, self.tools, self.phase, cut=self._cut_if_busy)
 
     # what the collaborators read of the session, when they ask
     def _rollover_summary(self) -> str:
@@ -221,9 +220,6 @@ class CallSession:
 
     def _ended(self) -> bool:
         return self.ending
-
-    def _current_phase(self) -> Phase:
-        return self.phase.phase
 
     def _cut_if_busy(self, why: str) -> None:
         if self.playback.busy:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from bridge import events as ev
 from bridge.call.builtin_tools import ToolAction, ToolResult
+from bridge.call.flow import CallFlow, Trigger
 from bridge.call.limit import SUPERVISOR_GOODBYE, CallLimit
-from bridge.call.state import Phase
+from bridge.call.state import Phase, PhaseMachine
 from bridge.call.supervision import HANDBACK_NOTE, TRANSFER_LINE, WHISPER_NOTE, Supervision
 from bridge.realtime.profile import AgentProfile
 
@@ -31,6 +32,7 @@ class Wire:
 
 
 CUTS: list[str] = []
+PATH = {Phase.LISTENING: [Trigger.READY], Phase.SPEAKING: [Trigger.READY, Trigger.MODEL_AUDIO]}
 
 
 def make(
@@ -41,7 +43,10 @@ def make(
     limit = CallLimit(3600.0, 15.0, lambda: 100.0)
     limit.start()
     tools = Tools()
-    sup = Supervision(wire, reports.append, limit, tools, lambda: phase, cut=CUTS.append)  # type: ignore[arg-type]  # stand-ins
+    flow = CallFlow(PhaseMachine("c1"), lambda action, why: None)
+    for trigger in PATH[phase]:
+        flow.fire(trigger)
+    sup = Supervision(wire, reports.append, limit, tools, flow, cut=CUTS.append)  # type: ignore[arg-type]  # stand-ins
     return sup, wire.sent, reports, limit, tools
 
 
