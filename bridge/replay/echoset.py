@@ -15,11 +15,12 @@ turn (the greeting and each annotated reply).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
+from bridge import events as ev
 from bridge.audio.echo import dbfs, pcm
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS
 from bridge.dialplan import Dialplan
@@ -41,12 +42,9 @@ class EchoScore:
     latencies_ms: list[float] = field(default_factory=list)
 
     def add(self, other: EchoScore) -> None:
-        self.agent_turns += other.agent_turns
-        self.true_barge_ins += other.true_barge_ins
-        self.hits += other.hits
-        self.false_barge_ins += other.false_barge_ins
-        self.resumed += other.resumed
-        self.latencies_ms += other.latencies_ms
+        """Count ``other``'s calls in too (every figure is a sum, the latencies a list)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def summary(self) -> dict[str, Any]:
         cuts = self.hits + self.false_barge_ins
@@ -79,20 +77,29 @@ def cuts(run: DialectRun) -> list[float]:
     paused: float | None = None
     taken = False  # a paused agent's barge-in was taken: its barge_in report is the same cut
     for t, kind, summary in run.report.get("timeline", []):
-        if kind == "echo_judged":
-            outcome = summary.split(",")[0]
-            if outcome == "paused":
+        if kind == ev.EchoJudged.kind:
+            outcome = judged(summary)
+            if outcome is ev.EchoOutcome.PAUSED:
                 paused = t
-            elif outcome == "taken" and paused is not None:
+            elif outcome is ev.EchoOutcome.TAKEN and paused is not None:
                 out.append(paused)
                 paused, taken = None, True
-            elif outcome == "resumed":
+            elif outcome is ev.EchoOutcome.RESUMED:
                 paused = None
-        elif kind == "barge_in":
+        elif kind == ev.BargeIn.kind:
             if not taken:
                 out.append(t)
             taken = False
     return out
+
+
+def judged(summary: str) -> ev.EchoOutcome | None:
+    """The outcome of an ``echo_judged`` line of a call's timeline, which keeps each report's kind and summary only
+    (``bridge.call.report.CallReport.timeline``): the summary begins with it."""
+    try:
+        return ev.EchoOutcome(summary.split(",", 1)[0])
+    except ValueError:
+        return None
 
 
 def is_words(turn: Turn) -> bool:

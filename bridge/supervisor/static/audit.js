@@ -2,12 +2,11 @@
 // by who, call and action. Read again after an action of this page, when a call ends, and every EVERY_MS.
 
 import { request } from "./api.js";
-import { $, h } from "./dom.js";
+import { $, h, searchForm } from "./dom.js";
 
 const EVERY_MS = 10000;
 let running = false;
 let timer = null;
-let typing = null;
 let onOpen = () => {};
 
 export function start(open) {
@@ -27,16 +26,7 @@ export function stop() {
 }
 
 export function wire() {
-  $("actions-audit-filters").addEventListener("submit", (e) => {
-    e.preventDefault();
-    load();
-  });
-  for (const id of ["actions-audit-who", "actions-audit-call", "actions-audit-action"]) {
-    $(id).addEventListener("input", () => {
-      clearTimeout(typing);
-      typing = setTimeout(load, 250);
-    });
-  }
+  searchForm("actions-audit-filters", ["actions-audit-who", "actions-audit-call", "actions-audit-action"], load, 250);
   for (const name of ["console:acted", "console:call-ended"]) document.addEventListener(name, () => setTimeout(load, 300));
 }
 

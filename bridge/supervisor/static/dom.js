@@ -16,6 +16,21 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// A search form: run on submit, and once typing in any of its fields has stopped for quietMs.
+export function searchForm(formId, fieldIds, run, quietMs) {
+  let typing = null;
+  $(formId).addEventListener("submit", (e) => {
+    e.preventDefault();
+    run();
+  });
+  for (const id of fieldIds) {
+    $(id).addEventListener("input", () => {
+      clearTimeout(typing);
+      typing = setTimeout(run, quietMs);
+    });
+  }
+}
+
 export function $(id) {
   return document.getElementById(id);
 }

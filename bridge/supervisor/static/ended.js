@@ -2,12 +2,11 @@
 // said, plan, variant or end reason; each row opens the call's record, and downloads it as JSON or text.
 
 import { request } from "./api.js";
-import { $, clock, h, show } from "./dom.js";
+import { $, clock, h, searchForm, show } from "./dom.js";
 import { marks, severity } from "./marks.js";
 
 let page = 1;
 let onOpen = () => {};
-let typing = null;
 let soon = null;
 let running = false;
 
@@ -25,17 +24,11 @@ export function stop() {
 }
 
 export function wire() {
-  $("ended-search").addEventListener("submit", (e) => {
-    e.preventDefault();
+  const first = () => {
     page = 1;
     load();
-  });
-  for (const id of ["ended-q", "ended-dialplan", "ended-variant", "ended-reason", "ended-flag"]) {
-    $(id).addEventListener("input", () => {
-      clearTimeout(typing);
-      typing = setTimeout(() => { page = 1; load(); }, 300);
-    });
-  }
+  };
+  searchForm("ended-search", ["ended-q", "ended-dialplan", "ended-variant", "ended-reason", "ended-flag"], first, 300);
   $("ended-newer").addEventListener("click", () => { page -= 1; load(); });
   $("ended-older").addEventListener("click", () => { page += 1; load(); });
   // A call that ends shows up at the top of the first page (the writer needs a moment to index it).

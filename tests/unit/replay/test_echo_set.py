@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from bridge import events as ev
 from bridge.replay.direct import in_fresh_loop, replay_call
-from bridge.replay.echoset import cuts, guarded, replay_guarded, score
+from bridge.replay.echoset import EchoScore, cuts, guarded, judged, replay_guarded, score
 from bridge.replay.script import CallScript, load_script
 
 ECHO = Path(__file__).resolve().parents[3] / "call_scripts" / "echo"
@@ -109,3 +110,16 @@ def test_the_gate_alone_rejects_the_echo_and_clears_it_from_the_services_buffer(
     assert score(quiet, run).false_barge_ins == 0 and len(run.report["agent_transcript"]) == 10
     cleared = [e for e in run.events if e[1].startswith("InputCleared")]
     assert len(cleared) >= 10
+
+
+def test_scores_add_up_figure_by_figure() -> None:
+    total = EchoScore(1, 2, 1, 0, 1, [10.0])
+    total.add(EchoScore(2, 1, 1, 1, 0, [20.0]))
+    assert total == EchoScore(3, 3, 2, 1, 1, [10.0, 20.0])
+
+
+def test_an_echo_judged_line_tells_its_outcome() -> None:
+    line = ev.EchoJudged(ev.EchoOutcome.PAUSED, -41.0, 120.0).summary
+    assert judged(line) is ev.EchoOutcome.PAUSED
+    assert judged(ev.EchoJudged(ev.EchoOutcome.RESUMED, None, None).summary) is ev.EchoOutcome.RESUMED
+    assert judged("nonsense") is None
