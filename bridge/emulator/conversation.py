@@ -13,8 +13,8 @@ from bridge.realtime.dialects.schema import ClientError
 
 
 class Conversation:
-    def __init__(self, session: SessionCore, wire: Wire, cfg: DialectConfig, record: SessionRecord) -> None:
-        self.session, self.wire, self.cfg, self.record = session, wire, cfg, record
+    def __init__(self, core: SessionCore, wire: Wire, cfg: DialectConfig, record: SessionRecord) -> None:
+        self.core, self.wire, self.cfg, self.record = core, wire, cfg, record  # core: the session's plumbing
         self.order: list[str] = []
         self.items: dict[str, dict[str, Any]] = {}
         self.audio_ms: dict[str, float] = {}  # assistant item -> audio ms delivered in deltas
@@ -39,9 +39,9 @@ class Conversation:
 
     def announce(self, item: dict[str, Any], previous: str | None, t: float) -> None:
         """beta conversation.item.created; GA conversation.item.added then conversation.item.done."""
-        self.session.send(self.wire.event("item.added", previous_item_id=previous, item=self.wire.item(item)), t)
+        self.core.send(self.wire.event("item.added", previous_item_id=previous, item=self.wire.item(item)), t)
         if self.wire.shape.item_done_event:
-            self.session.send(self.wire.event("item.done", previous_item_id=previous, item=self.wire.item(item)), t)
+            self.core.send(self.wire.event("item.done", previous_item_id=previous, item=self.wire.item(item)), t)
 
     def last(self) -> str | None:
         return self.order[-1] if self.order else None
@@ -60,7 +60,7 @@ class Conversation:
         """``conversation.item.create``: the item, checked, stored and announced."""
         item: dict[str, Any] = self.cfg.item.check(ev["item"], "item")
         item.pop("object", None)
-        item_id = item.get("id") or self.session.ids.new(Id.ITEM)
+        item_id = item.get("id") or self.core.ids.new(Id.ITEM)
         if item_id in self.items:
             raise ClientError("invalid_value", f"Item with id '{item_id}' already exists.", "item.id")
         previous = ev.get("previous_item_id")
@@ -93,14 +93,14 @@ class Conversation:
             )
         self.audio_ms[item["id"]] = float(end)
         self.record.truncates.append({"t": t, "item_id": item["id"], "audio_end_ms": end, "ok": True})
-        self.session.send(self.wire.event("item.truncated", item_id=item["id"], content_index=0, audio_end_ms=end), t)
+        self.core.send(self.wire.event("item.truncated", item_id=item["id"], content_index=0, audio_end_ms=end), t)
 
     def delete(self, ev: dict[str, Any], t: float) -> None:
         item = self.find(ev["item_id"], "item_id")
         self.order.remove(item["id"])
         del self.items[item["id"]]
-        self.session.send(self.wire.event("item.deleted", item_id=item["id"]), t)
+        self.core.send(self.wire.event("item.deleted", item_id=item["id"]), t)
 
     def retrieve(self, ev: dict[str, Any], t: float) -> None:
         item = self.find(ev["item_id"], "item_id")
-        self.session.send(self.wire.event("item.retrieved", item=self.wire.item(item)), t)
+        self.core.send(self.wire.event("item.retrieved", item=self.wire.item(item)), t)

@@ -84,9 +84,9 @@ R = TypeVar("R")
 class ResponseScheduler(Generic[R]):
     """Responses in order and on time, for either dialect's session."""
 
-    def __init__(self, session: SessionCore) -> None:
-        self.session = session
-        self.settings = session.settings
+    def __init__(self, core: SessionCore) -> None:
+        self.core = core  # the session's plumbing: events out, its record
+        self.settings = core.settings
         self.count = 0  # responses created so far: the faults' "Nth response"
         self.active: R | None = None  # the response speaking now
         self.waiting: deque[R] = deque()  # the ones after it
@@ -113,7 +113,7 @@ class ResponseScheduler(Generic[R]):
         if f.unknown_event == number:
             target.unknown_event(t)
         if f.malformed_json == number:
-            self.session.malformed_json(t)
+            self.core.malformed_json(t)
         if f.invalid_base64_delta == number:
             target.invalid_base64_delta(t)
         if f.oversized_delta == number:
@@ -121,7 +121,7 @@ class ResponseScheduler(Generic[R]):
         if f.error_mid_response == number:
             target.fail(t)
         if f.drop_mid_response == number:
-            self.session.abort(f"drop_mid_response={number}", t)
+            self.core.abort(f"drop_mid_response={number}", t)
 
     def oversized_audio(self, fmt: WireFormat) -> bytes:
         """The ``oversized_delta`` fault's audio, encoded: ``oversized_delta_ms`` of the reply tone in one delta."""
@@ -139,11 +139,11 @@ class ResponseScheduler(Generic[R]):
         out_of_band: bool = False,
     ) -> None:
         """A response that ended, in the session's record."""
-        record_response(self.session.record, response_id, number, status, reason, outputs, out_of_band=out_of_band)
+        record_response(self.core.record, response_id, number, status, reason, outputs, out_of_band=out_of_band)
 
     def cancelled(self, response_id: str | None, by: CancelledBy, t: float, *, ok: bool = True) -> None:
         """A cancel (the client's, or the caller's speech), in the session's record."""
-        self.session.record.cancels.append({"t": t, "response_id": response_id, "by": by, "ok": ok})
+        self.core.record.cancels.append({"t": t, "response_id": response_id, "by": by, "ok": ok})
 
 
 def record_response(
