@@ -49,6 +49,7 @@ LISTENER_START_S: Final = 1.5  # for a transfer target's softphone to bind its p
 
 Progress = Callable[[str, str, DialectRun | None], None]
 OnResult = Callable[[ScriptResult], None]
+Plans = Mapping[tuple[str, str], "CallerPlan"]  # (script, dialect) -> the caller's plan
 
 
 @dataclass
@@ -349,24 +350,24 @@ def build_run(
 
 @dataclass(frozen=True)
 class _Bench:
-    """What every script's calls in one run share: where reports and files go, and how results are told."""
+    """What every script's calls in one run share: the dialects and callers' plans, where reports and files go, and
+    how results are told."""
 
+    dialects: list[str]
+    plans: Plans
     reports: Path  # the worker's report file, read for each call's report line
     work: Path  # caller WAVs and recordings
     target: str  # "emulator" or "openai"
     progress: Progress | None = None
+    on_result: OnResult | None = None
     orchestrators: OrchestratorServer | None = None  # the scripts' orchestrators (started pools only)
     tolerance_ms: float | None = None
 
 
-async def _replay_script(
-    script: CallScript,
-    dialects: list[str],
-    uris: Mapping[str, str],
-    plans: Mapping[str, CallerPlan],
-    bench: _Bench,
-) -> ScriptResult:
-    progress, orchestrators = bench.progress, bench.orchestrators
+async def _replay_script(script: CallScript, uris: Mapping[str, str], bench: _Bench) -> ScriptResult:
+    """One script's calls, a dialect each, side by side (``uris``: the called URI of each dialect), judged."""
+    progress, orchestrators, dialects = bench.progress, bench.orchestrators, bench.dialects
+    plans = {d: bench.plans[(script.name, d)] for d in dialects}
 
     async def one(dialect: str) -> DialectRun:
         if progress is not None:
@@ -385,10 +386,16 @@ async def _replay_script(
         return run
 
     runs = await asyncio.gather(*(one(d) for d in dialects))  # the dialects' calls run side by side
-    return judge(script, dict(zip(dialects, runs, strict=True)), tolerance_ms=bench.tolerance_ms)
+    result = judge(script, dict(zip(dialects, runs, strict=True)), tolerance_ms=bench.tolerance_ms)
+    if bench.on_result is not None:
+        bench.on_result(result)
+    return result
 
 
-Plans = Mapping[tuple[str, str], CallerPlan]
+def _first_settings(script: CallScript) -> dict[str, Any]:
+    """The emulator's settings for a script's first session. No seed: the dialects' calls run side by side, and
+    seeded ids would be the same in both."""
+    return {k: v for k, v in script.emulator_settings(0).items() if k != "seed"}
 
 
 async def replay_sip_async(
@@ -439,20 +446,24 @@ async def replay_sip_async(
             try:
                 await asyncio.wait_for(pool.wait_ready(), POOL_READY_S)
                 ports = [slot.sip_port for slot in pool.slots]
-                bench = _Bench(reports, work, options.target, progress, orchestrators, options.tolerance_ms)
+                bench = _Bench(
+                    dialects,
+                    plans,
+                    reports,
+                    work,
+                    options.target,
+                    progress,
+                    on_result,
+                    orchestrators,
+                    options.tolerance_ms,
+                )
                 for i, script in enumerate(scripts):
                     annotations = script.annotations_json()
                     annotator.start_script(annotations, script.reconnect_greeting())
-                    # No seed: the dialects' calls run side by side, and seeded ids would be the same in both.
-                    first = {k: v for k, v in script.emulator_settings(0).items() if k != "seed"}
-                    emulator.queue_next(len(dialects), first, annotations)
+                    emulator.queue_next(len(dialects), _first_settings(script), annotations)
                     port = ports[i % len(ports)]
                     uris = {d: f"sip:{table[(script.name, d)]}@127.0.0.1:{port}" for d in dialects}
-                    mine = {d: plans[(script.name, d)] for d in dialects}
-                    result = await _replay_script(script, dialects, uris, mine, bench)
-                    results.append(result)
-                    if on_result is not None:
-                        on_result(result)
+                    results.append(await _replay_script(script, uris, bench))
             finally:
                 stop.set()
                 await watcher
@@ -478,24 +489,19 @@ async def _replay_running(
         raise ConfigError("--bridge", "--bridge-reports", "the running bridge's --report-file is needed to compare")
     results = []
     with _workdir(options.work_dir) as work:
-        bench = _Bench(options.bridge_reports, work, options.target, progress, tolerance_ms=options.tolerance_ms)
+        reports = options.bridge_reports
+        bench = _Bench(dialects, plans, reports, work, options.target, progress, on_result, None, options.tolerance_ms)
         for script in scripts:
             if options.emulator_url:
                 await _post_annotations(options.emulator_url, len(dialects), script)
-            uris = {d: f"sip:{script.called}@{target}" for d in dialects}
-            mine = {d: plans[(script.name, d)] for d in dialects}
-            result = await _replay_script(script, dialects, uris, mine, bench)
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
+            results.append(await _replay_script(script, {d: f"sip:{script.called}@{target}" for d in dialects}, bench))
     return results
 
 
 async def _post_annotations(base: str, count: int, script: CallScript) -> None:
     import aiohttp
 
-    first = {k: v for k, v in script.emulator_settings(0).items() if k != "seed"}
-    body = {"count": count, "settings": first, "annotations": script.annotations_json()}
+    body = {"count": count, "settings": _first_settings(script), "annotations": script.annotations_json()}
     async with aiohttp.ClientSession() as http:
         resp = await http.post(f"{base.rstrip('/')}/control/next", json=body)
         resp.raise_for_status()
