@@ -79,7 +79,8 @@ def dialect_of(path: str, headers: Mapping[str, str]) -> Dialect | None:
 
 
 class EmulatorServer:
-    """A local Realtime service. ``settings`` are defaults for every session (names in ``faults.Settings``)."""
+    """A local Realtime service. ``settings`` are what every session starts from: the defaults of its settings (names
+    in ``faults.Settings``) and, under ``annotations``, its call script (``annotations.Annotations``)."""
 
     def __init__(
         self,
@@ -91,9 +92,9 @@ class EmulatorServer:
         client_secret_ttl_s: float = 60.0,
         record_dir: str | Path | None = None,
         ping_interval_s: float = 20.0,
-        annotations: Any = None,
         **settings: Any,
     ) -> None:
+        annotations = settings.pop("annotations", None)
         self.host = host
         self.port = port
         self.models = tuple(models) if models else None  # fnmatch patterns; None accepts any non-empty model
