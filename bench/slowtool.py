@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from bridge import events as ev
 from bridge.replay.direct import replay_call
 from bridge.replay.script import load_script
 from bridge.replay.virtual import VirtualTimeLoop
@@ -57,11 +58,11 @@ async def _one(folder: Path, dialect: str) -> dict[str, Any]:
     finally:
         await runner.cleanup()
     timeline = run.report["timeline"]
-    started = next((t for t, k, _ in timeline if k == "tool_started"), None)
-    filler = next((t for t, k, _ in timeline if k == "filler"), None)
+    started = next((t for t, k, _ in timeline if k == ev.ToolStarted.kind), None)
+    filler = next((t for t, k, _ in timeline if k == ev.FillerSaid.kind), None)
     [call] = run.report["tool_calls"] or [{}]
     return {
-        "ok": run.ok and call.get("outcome") == "ok",
+        "ok": run.ok and call.get("outcome") == ev.ToolCallOutcome.OK,
         "tool_latency_ms": call.get("latency_ms"),
         "filler_after_ms": None if started is None or filler is None else round(filler - started, 1),
         "longest_silence_ms": call.get("longest_silence_ms"),

@@ -19,7 +19,7 @@ import numpy as np
 
 from bench.network.paths import VAD, Heard
 from bench.network.signals import NARROW, to_narrow
-from bridge.audio.vad import EnergyVad
+from bridge.audio.vad import EnergyVad, VadKind
 
 FRAME = 160  # 20 ms at 8 kHz
 SPEECH_DBFS = -45.0
@@ -84,7 +84,7 @@ def vad_turns(pcm: np.ndarray, rate: int) -> int:
         prefix_padding_ms=float(VAD["prefix_padding_ms"]),
         silence_duration_ms=float(VAD["silence_duration_ms"]),
     )
-    return sum(1 for event in vad.feed(pcm.astype("<i2").tobytes()) if event.kind == "start")
+    return sum(1 for event in vad.feed(pcm.astype("<i2").tobytes()) if event.kind is VadKind.START)
 
 
 def score(heard: Heard, agent_ref: np.ndarray, caller_ref: np.ndarray) -> dict[str, Any]:
