@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,13 @@ from bridge.emulator import EmulatorServer
 from bridge.serve.pool import Pool
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def shipped_dialplans() -> Path:
+    """The example dialplans: the checkout's ``dialplans/``, or where the wheel installs them
+    (``<prefix>/share/callbridge/dialplans``, pyproject.toml's data-files)."""
+    checkout = ROOT / "dialplans"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "callbridge" / "dialplans"
 
 
 @dataclass
@@ -40,7 +48,7 @@ async def local_stack(
     workers: int = 1,
     realtime_query: str = "",
     emulator_settings: Mapping[str, Any] | None = None,
-    dialplans: Path = ROOT / "dialplans",
+    dialplans: Path | None = None,
     with_redis: bool = True,
     ready_within_s: float = 60.0,
 ) -> AsyncIterator[LocalStack]:
@@ -56,7 +64,7 @@ async def local_stack(
                 rtp_port=0,
                 realtime_url=f"{emulator.base_url}{query}",
                 redis_url=redis.url if redis is not None else None,
-                dialplans=dialplans,
+                dialplans=dialplans or shipped_dialplans(),
                 report_file=tmp / "calls.jsonl",
             )
             pool = Pool(settings)
