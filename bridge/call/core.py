@@ -65,7 +65,7 @@ class Hold(enum.Enum):
     """The hold audio the caller hears in the agent's place (a warm transfer's is the leg's: ``Transfer``)."""
 
     NONE = "no hold audio"
-    OUTAGE = "the outage's hold message, in a loop, while the model is away (bridge.call.outage)"
+    OUTAGE = "the outage's hold message, in a loop, while the model is away, to its return or the call's last words"
     WAIT = "the soft hold while a tool or the orchestrator works, after its line (bridge.call.waiting.DeadAir)"
     TURN = "the soft hold while the answer to the caller's turn is slow (bridge.call.waiting.TurnHold)"
 
@@ -147,8 +147,9 @@ class Trigger(enum.Enum):
     HAND_BACK = "the supervisor hands the call back to the agent"
     # the soft holds (bridge.call.waiting)
     WAIT_HOLD = "a tool's (or the orchestrator's) line has played, the wait goes on: the soft hold starts"
+    WAIT_OVER = "the last wait ended, or a barge-in flushed the soft hold"
     TURN_HOLD = "the answer to the caller's turn is waiting.filler_after_s late with nothing playing"
-    HOLD_OVER = "the soft hold stopped (the wait ended, the agent's audio came, the caller spoke)"
+    TURN_OVER = "the agent's audio came, the caller spoke, or the call no longer waits on that answer"
 
 
 class Action(enum.Enum):
@@ -330,9 +331,10 @@ TABLE: Mapping[tuple[State, Trigger], Move] = {
     (Hold.NONE, T.HOLD_DUE): Move(Hold.OUTAGE, why="model away"),
     **{(Hold.OUTAGE, t): Move(Hold.NONE) for t in (T.RECOVERED, T.RECOVERED_OWING, T.RECOVERED_CUT, T.LIMIT_DUE)},
     (Hold.NONE, T.WAIT_HOLD): Move(Hold.WAIT, why="waiting"),
+    (Hold.OUTAGE, T.WAIT_HOLD): Move(Hold.WAIT, why="waiting"),  # a tool's wait that outlasts the model
+    (Hold.WAIT, T.WAIT_OVER): Move(Hold.NONE),
     (Hold.NONE, T.TURN_HOLD): Move(Hold.TURN, why="slow answer"),
-    (Hold.WAIT, T.HOLD_OVER): Move(Hold.NONE),
-    (Hold.TURN, T.HOLD_OVER): Move(Hold.NONE),
+    (Hold.TURN, T.TURN_OVER): Move(Hold.NONE),
 }
 
 

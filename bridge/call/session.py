@@ -159,7 +159,7 @@ class CallSession:
         if business is not None:  # MCP tools: listed before the first session opens, offered with the profile
             self._connect, self._plan_profile = business.wrap(self._connect, self._plan_profile)
         warm = plan.transfer is not None and plan.transfer.mode is ev.TransferMode.WARM
-        waiting = dead_air(plan, self.playout, self.link, self.emit, self.clock, self.playback.responding)
+        waiting = dead_air(plan, self.playout, self.link, self.emit, self.phase, self.playback.responding)
         handover = Handover(self._warm_transfer if warm else None, plan.outage.hold_audio or str(HOLD_WAV))
         self.tools = ToolCalls(
             plan,
@@ -173,7 +173,7 @@ class CallSession:
         )
         silence = self.report.turn_silence_ms.append
         self.turn_hold = turn_hold(
-            plan, self.playout, self.emit, self.clock, self._may_hold, continuous=self.continuous, silence=silence
+            plan, self.playout, self.emit, self.phase, self._may_hold, continuous=self.continuous, silence=silence
         )
         transcribed = plan.profile.input_transcription is not None or caps.turn_detection == "none"
         privacy = plan.privacy

@@ -15,7 +15,8 @@ the first runs): the soft hold alone, from ``filler_after_s`` after the caller's
 audio, which flushes it before it is queued (the two never overlap).
 A caller who speaks over either is a barge-in as always (the playout is flushed; the line's response is cancelled),
 and nothing starts while the caller speaks.
-Pure bookkeeping over the call's playout and a clock; the session's beat drives both (:class:`DeadAir` through
+Whether a soft hold plays is the hold axis of the call's core (:class:`bridge.call.core.Hold`: ``WAIT``, ``TURN``);
+the rest is bookkeeping over the call's playout and its clock; the session's beat drives both (:class:`DeadAir` through
 ``ToolCalls.beat``).
 """
 
@@ -29,6 +30,8 @@ import numpy as np
 
 from bridge import events as ev
 from bridge.audio import PlayoutBuffer
+from bridge.call.core import Hold, Trigger
+from bridge.call.flow import CallFlow
 from bridge.call.link import Link
 from bridge.call.outage import HOLD_WAV, audio
 from bridge.call.playback import LOCAL
@@ -67,7 +70,7 @@ class DeadAir:
         playout: PlayoutBuffer,
         send: Callable[[ev.Command], None],
         emit: Callable[[ev.Report], None],
-        clock: Callable[[], float],
+        flow: CallFlow,
         *,
         responding: Callable[[], bool],
         hold_audio: str | None = None,
@@ -77,7 +80,8 @@ class DeadAir:
         self._playout = playout
         self._send = send
         self._emit = emit
-        self._clock = clock
+        self._flow = flow  # the soft hold is the core's hold axis (Hold.WAIT)
+        self._clock = flow.now
         self._responding = responding  # a model response is under way (the line, or the model's own)
         self._caller_speaking = caller_speaking  # nothing is started over the caller (a barge-in, a question)
         self._hold_path = hold_audio or str(HOLD_WAV)
@@ -85,7 +89,6 @@ class DeadAir:
         self._since: float | None = None  # the current stretch of waiting began
         self._said_at: float | None = None  # a line was said in this stretch, at
         self._line_seen = False  # ... and its response has started
-        self._holding = False
         self._passes = 0  # of the soft hold's loop, this call
         self._last_filler: str | None = None
         self.fillers = 0
@@ -95,6 +98,10 @@ class DeadAir:
     @property
     def waiting(self) -> bool:
         return bool(self._waits)
+
+    @property
+    def holding(self) -> bool:
+        return self._flow.core.hold is Hold.WAIT
 
     def begin(self, key: str, announce: str | None = None) -> None:
         """A wait begins; ``announce``: the line that says what the agent is doing, said at once."""
@@ -120,15 +127,16 @@ class DeadAir:
         if self._waits:
             return longest_ms
         self._since = self._quiet_from = None
-        if self._holding:
-            self._holding = False
+        if self.holding:
+            self._flow.fire(Trigger.WAIT_OVER, "the wait ended")
             self._playout.flush()
             self._emit(ev.WaitHold(False))
         return longest_ms
 
     def interrupted(self) -> None:
         """A barge-in flushed the playout: the hold starts again only after the next line."""
-        self._holding = False
+        if self.holding:
+            self._flow.fire(Trigger.WAIT_OVER, "barge-in")
 
     def _measure(self, heard: bool) -> None:
         """The caller hears something now (``heard``), or the silence goes on."""
@@ -153,7 +161,7 @@ class DeadAir:
             return
         if not self._playout.idle:
             return
-        if self._holding:
+        if self.holding:
             self._queue_hold()  # the loop: the message again once it has played out
         elif self._said_at is None:
             if now - self._since >= self.policy.filler_after_s:
@@ -161,7 +169,7 @@ class DeadAir:
         elif self._line_seen or now - self._said_at >= LINE_START_S:
             if self._quiet_from is None or now - self._quiet_from < HOLD_AFTER_LINE_S:
                 return
-            self._holding = True
+            self._flow.fire(Trigger.WAIT_HOLD, "waiting")
             self._emit(ev.WaitHold(True))
             self._queue_hold()
 
@@ -195,7 +203,7 @@ class TurnHold:
         policy: Waiting,
         playout: PlayoutBuffer,
         emit: Callable[[ev.Report], None],
-        clock: Callable[[], float],
+        flow: CallFlow,
         *,
         may_hold: Callable[[], bool],
         hold_audio: str | None = None,
@@ -205,13 +213,17 @@ class TurnHold:
         self._silence = silence  # (ms): an answered turn's silence, its end of speech to its audio or hold
         self._playout = playout
         self._emit = emit
-        self._clock = clock
+        self._flow = flow  # the hold is the core's hold axis (Hold.TURN)
+        self._clock = flow.now
         self._may_hold = may_hold  # the call waits on its answer and nothing else: no tool, no outage, no caller
         self._hold_path = hold_audio or str(HOLD_WAV)
         self._ended_at: float | None = None  # the caller's speech ended at (armed), on the session's clock
         self._held_at: float | None = None  # the hold began at, in this turn
-        self.holding = False
         self._passes = 0  # of the hold's loop, this call
+
+    @property
+    def holding(self) -> bool:
+        return self._flow.core.hold is Hold.TURN
 
     def turn_ended(self, at: float | None) -> None:
         """The caller's speech ended at ``at`` (None: now): the answer to their turn is owed."""
@@ -227,7 +239,7 @@ class TurnHold:
     def stop(self) -> None:
         self._ended_at = self._held_at = None
         if self.holding:
-            self.holding = False
+            self._flow.fire(Trigger.TURN_OVER, "no longer waiting on the answer")
             self._playout.flush()
             self._emit(ev.WaitHold(False))
 
@@ -240,7 +252,8 @@ class TurnHold:
             if self._playout.idle:
                 self._queue()  # the loop
         elif self._clock() - self._ended_at >= self.policy.filler_after_s and self._playout.idle:
-            self.holding, self._held_at = True, self._clock()
+            self._flow.fire(Trigger.TURN_HOLD, "slow answer")
+            self._held_at = self._clock()
             self._emit(ev.WaitHold(True))
             self._queue()
 
@@ -255,23 +268,29 @@ def dead_air(
     playout: PlayoutBuffer,
     link: Link,
     emit: Callable[[ev.Report], None],
-    clock: Callable[[], float],
+    flow: CallFlow,
     responding: Callable[[], bool],
 ) -> DeadAir | None:
     """The call's filler and soft hold, for a plan with business tools (None: it has none)."""
     if not plan.http_tools and not plan.mcp_servers and plan.orchestrator is None:
         return None
     return DeadAir(
-        plan.waiting, playout, link.send, emit, clock, responding=responding, hold_audio=plan.outage.hold_audio,
+        plan.waiting,
+        playout,
+        link.send,
+        emit,
+        flow,
+        responding=responding,
+        hold_audio=plan.outage.hold_audio,
         caller_speaking=lambda: link.caller_speaking,
-    )  # fmt: skip
+    )
 
 
 def turn_hold(
     plan: Dialplan,
     playout: PlayoutBuffer,
     emit: Callable[[ev.Report], None],
-    clock: Callable[[], float],
+    flow: CallFlow,
     may_hold: Callable[[], bool],
     *,
     continuous: bool,
@@ -282,5 +301,5 @@ def turn_hold(
     if plan.orchestrator is not None or continuous:
         return None
     return TurnHold(
-        plan.waiting, playout, emit, clock, may_hold=may_hold, hold_audio=plan.outage.hold_audio, silence=silence
+        plan.waiting, playout, emit, flow, may_hold=may_hold, hold_audio=plan.outage.hold_audio, silence=silence
     )

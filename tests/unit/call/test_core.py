@@ -264,10 +264,12 @@ def test_the_outage_hold_is_on_the_hold_axis_while_the_phase_plays_it() -> None:
     ]
 
 
-def test_a_soft_hold_starts_only_from_none_and_ends_on_hold_over() -> None:
-    core, _, at = drive(T.TURN_HOLD, T.WAIT_HOLD)
+def test_a_soft_hold_ends_on_its_own_trigger_only() -> None:
+    core, _, at = drive(T.TURN_HOLD, T.WAIT_OVER)
     assert core.hold is Hold.TURN
-    assert core.handle(T.HOLD_OVER, at + 1) == [Enter(Hold.TURN, Hold.NONE, "")]
+    assert core.handle(T.TURN_OVER, at + 1) == [Enter(Hold.TURN, Hold.NONE, "")]
+    core, _, _ = drive(T.READY, T.SESSION_LOST, T.HOLD_DUE, T.WAIT_HOLD)
+    assert core.hold is Hold.WAIT  # a tool's wait that outlasts the model: its soft hold is what plays last
 
 
 def test_after_the_end_a_trigger_no_axis_knows_is_a_bug_but_a_transfer_under_way_still_ends() -> None:
