@@ -272,10 +272,9 @@ async def start_listeners(ports: list[int], work: Path) -> list[asyncio.subproce
     procs = []
     for port in ports:
         log = (work / f"agent-{port}.log").open("wb")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge.devkit.softphone", "listen", "--host", "127.0.0.1", "--port", str(port),
-            "--duration", "3600", "--json", stdout=log, stderr=log,
-        )  # fmt: skip
+        argv = ["-m", "bridge.devkit.softphone", "listen", "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--duration", "3600", "--json"]
+        proc = await asyncio.create_subprocess_exec(sys.executable, *argv, stdout=log, stderr=log)
         log.close()
         procs.append(proc)
     if procs:

@@ -90,8 +90,8 @@ def spool_at_close(pending: PendingWrites, spool_dir: Path | None, worker: str, 
     if not unwritten:
         return 0, 0
     if spool_dir is None:
-        log.error("worker %s: %d call state write(s) not written to Redis and no spool: lost", worker,
-                  pending.queue_depth)  # fmt: skip
+        lost = pending.queue_depth
+        log.error("worker %s: %d call state write(s) not written to Redis and no spool: lost", worker, lost)
         return 0, 0
     try:
         spooled = spool_pending(pending, spool_dir)
@@ -101,8 +101,13 @@ def spool_at_close(pending: PendingWrites, spool_dir: Path | None, worker: str, 
     if spooled is None:
         return 0, 0
     path, calls, entries = spooled
-    log.warning("worker %s: Redis unreachable at stop: %d call(s) and %d event(s) spooled to %s; written to Redis "
-                "by the next worker that reaches it", worker, calls, entries, path)  # fmt: skip
+    what = f"{calls} call(s) and {entries} event(s)"
+    log.warning(
+        "worker %s: Redis unreachable at stop: %s spooled to %s; written to Redis by the next worker that reaches it",
+        worker,
+        what,
+        path,
+    )
     return calls, 0
 
 
