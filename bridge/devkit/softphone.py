@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.audio.line import LineEcho
-from bridge.sip.gateway import DTMF_DIGITS
+from bridge.sip.legs import DTMF_DIGITS
 from bridge.sip.phone import CallPlan, ListenPlan, Softphone
 from bridge.sip.sipconfig import SipConfig, SrtpMode
 from bridge.sip.sipmsg import Transport, host_part

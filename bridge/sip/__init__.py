@@ -5,6 +5,9 @@
     sipconfig.py  SipConfig and its closed sets (Transport, SrtpMode, MediaPortKind), checked when built
     endpoint.py   SipEndpoint: one pjsua2 Endpoint per process; event pump; port pool; clean shutdown
     gateway.py    SipGateway, IncomingCall: incoming calls as plain objects and bridge.events
+    legs.py       LegCall: the one pjsua2 Call of every call (callbacks forwarded to its leg, REFER declined);
+                  call_op, first_audio
+    outbound.py   HumanCall: a warm transfer's leg to the human, placed from the caller's endpoint
     cport.py      serves the native media port (``bridge/native/cport.c``) from the loop, its layout proven
                   against the wheel
     media.py      BridgePort: the Python fallback port, a pjsua2 AudioMediaPort on the ctypes fast path

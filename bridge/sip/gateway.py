@@ -63,7 +63,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import string
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -113,6 +112,7 @@ from bridge.sip.endpoint import (
     pjsua_callback,
     sip_error,
 )
+from bridge.sip.legs import DTMF_DIGITS, LegCall, call_op, first_audio
 from bridge.sip.outbound import HumanCall, dial
 from bridge.sip.rtpguard import MediaClaims, MediaGuard, media_sources, sdp_connection_ip
 from bridge.sip.rxhook import RxHook
@@ -137,7 +137,6 @@ _LOG = logging.getLogger("bridge.sip")
 OnFrame = Callable[[bytes, float], None]
 OnIncoming = Callable[["IncomingCall"], Awaitable[None]]
 
-DTMF_DIGITS = frozenset(string.digits + "*#ABCDabcd")  # RFC 4733 §3.2 events 0-15
 HEADER_CHARS = 1024  # a header value as the app sees it (IncomingCall.headers)
 
 
@@ -175,44 +174,6 @@ def _rx_packets(call: Any) -> int | None:
     return total
 
 
-def call_op(status: int = 0, reason: str | None = None, headers: dict[str, str] | None = None) -> Any:
-    """A ``CallOpParam`` with a status code, a reason phrase and extra headers."""
-    prm = pj.CallOpParam(True)
-    if status:
-        prm.statusCode = status
-    if reason:
-        prm.reason = reason
-    for name, value in (headers or {}).items():
-        header = pj.SipHeader()
-        header.hName = name
-        header.hValue = value
-        prm.txOption.headers.append(header)
-    return prm
-
-
-def _received_text(prm: Any) -> str | None:
-    """The SIP message that caused a call-state change, if one was received (the ACK for CONFIRMED arrives
-    outside any transaction, as a plain RX_MSG event). None otherwise."""
-    try:
-        e = prm.e
-        if e.type == pj.PJSIP_EVENT_RX_MSG:
-            return str(e.body.rxMsg.rdata.wholeMsg) or None
-        if e.type == pj.PJSIP_EVENT_TSX_STATE and e.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG:
-            return str(e.body.tsxState.src.rdata.wholeMsg) or None
-    except (AttributeError, pj.Error):
-        return None
-    return None
-
-
-def first_audio(call: Any) -> tuple[Any, int] | None:
-    """The call's active audio media and its index, or None (no SDP yet, on hold, or ended)."""
-    info = call.getInfo()
-    for media in info.media:
-        if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
-            return call.getAudioMedia(media.index), int(media.index)
-    return None
-
-
 def _remotely_held(call: Any) -> bool:
     """Does the caller hold the call (RFC 3264 §8.4: its last offer said sendonly or inactive)?"""
     info = call.getInfo()  # keep the CallInfo alive while reading its media vector (SWIG returns a reference)
@@ -220,32 +181,9 @@ def _remotely_held(call: Any) -> bool:
     return pj.PJSUA_CALL_MEDIA_REMOTE_HOLD in statuses and pj.PJSUA_CALL_MEDIA_ACTIVE not in statuses
 
 
-class _GatewayCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so the base class is Any
-    """pjsua2 call whose callbacks (all on the loop thread) forward to its :class:`IncomingCall`."""
-
-    def __init__(self, account: Any, call_id: int) -> None:
-        super().__init__(account, call_id)
-        self.handle: IncomingCall | None = None
-
-    @for_handle
-    def onCallState(self, handle: IncomingCall, prm: Any) -> None:
-        handle._on_state(self.getInfo(), _received_text(prm))
-
-    @for_handle
-    def onCallMediaState(self, handle: IncomingCall, prm: Any) -> None:
-        handle._on_media_state()
-
-    @for_handle
-    def onDtmfDigit(self, handle: IncomingCall, prm: Any) -> None:
-        source = DtmfSource.INFO if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else DtmfSource.RFC4733
-        handle._on_dtmf(str(prm.digit), source)
-
-    @pjsua_callback
-    def onCallTransferRequest(self, prm: Any) -> None:
-        # pjsua's default accepts a REFER and dials its Refer-To itself: a caller could make the bridge call any
-        # URI (toll fraud). The bridge only ever transfers others (transfer()); it declines being transferred.
-        prm.statusCode = 603
-        _LOG.warning("declined REFER to %s on %s", prm.dstUri, self.handle.call_id if self.handle else "?")
+class _GatewayCall(LegCall):
+    """The caller's call: a :class:`~bridge.sip.legs.LegCall` whose handle is its :class:`IncomingCall`, which also
+    declines INVITEs with Replaces and follows the NOTIFYs of its own REFERs."""
 
     @pjsua_callback
     def onCallReplaceRequest(self, prm: Any) -> None:
@@ -985,7 +923,7 @@ class SipGateway(Service):
         if not human.ended.is_set():
             self._humans[id(human)] = human
             if self._claims is not None:  # the sockets pjsua opened for this INVITE: this transfer's, to its end
-                self._human_media[id(human)] = MediaGuard(self._claims.take(f"{caller.call_id}/human"))
+                self._human_media[id(human)] = MediaGuard(self._claims.take(human.call_id))
         return human
 
     def _human_gone(self, human: HumanCall) -> None:

@@ -38,7 +38,7 @@ from typing import Any
 import pjsua2 as pj
 
 from bridge.sip.endpoint import SipEndpoint
-from bridge.sip.gateway import call_op, first_audio
+from bridge.sip.legs import call_op, first_audio
 from bridge.sip.sipconfig import SipConfig
 from bridge.sip.transports import secure_media
 

@@ -25,8 +25,9 @@ from typing import Any, Protocol
 
 import pjsua2 as pj
 
-from bridge.events import Dtmf, Event, HumanLegChanged, LegState
-from bridge.sip.endpoint import CallGone, SipError, for_handle, pjsua_callback, sip_error
+from bridge.events import Dtmf, DtmfSource, Event, HumanLegChanged, LegState
+from bridge.sip.endpoint import CallGone, SipError, sip_error
+from bridge.sip.legs import LegCall
 
 _LOG = logging.getLogger("bridge.sip")
 
@@ -50,30 +51,6 @@ class CallerLeg(Protocol):
         """The caller's media port leaves the call both ways."""
 
 
-class _HumanCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so the base class is Any
-    """pjsua2 call whose callbacks (loop thread) forward to its :class:`HumanCall`."""
-
-    def __init__(self, account: Any) -> None:
-        super().__init__(account)
-        self.handle: HumanCall | None = None
-
-    @for_handle
-    def onCallState(self, handle: HumanCall, prm: Any) -> None:
-        handle._on_state(self.getInfo())
-
-    @for_handle
-    def onCallMediaState(self, handle: HumanCall, prm: Any) -> None:
-        handle._on_media_state()
-
-    @for_handle
-    def onDtmfDigit(self, handle: HumanCall, prm: Any) -> None:
-        handle.events.put_nowait(Dtmf(digit=str(prm.digit).upper()))
-
-    @pjsua_callback
-    def onCallTransferRequest(self, prm: Any) -> None:
-        prm.statusCode = 603  # as for incoming calls: nobody makes the bridge dial another URI
-
-
 class HumanCall:
     """One outgoing call to a human, placed for a caller's warm transfer. Methods run on the loop thread."""
 
@@ -87,7 +64,7 @@ class HumanCall:
         self.sip_code = 0
         self._on_gone = on_gone  # the gateway forgets it
         self._audio: Any = None
-        self._call: _HumanCall | None = _HumanCall(account)
+        self._call: LegCall | None = LegCall(account)
         self._call.handle = self
 
     def place(self, op: Any) -> None:
@@ -140,7 +117,15 @@ class HumanCall:
 
     # -- callbacks (loop thread) ------------------------------------------------------------------------------
 
-    def _on_state(self, info: Any) -> None:
+    @property
+    def call_id(self) -> str:
+        """The caller's call's id, marked as its human leg (log lines, the leg's media claim)."""
+        return f"{self.caller.call_id}/human"
+
+    def _on_dtmf(self, digit: str, source: DtmfSource) -> None:
+        self.events.put_nowait(Dtmf(digit=digit.upper()))
+
+    def _on_state(self, info: Any, received: str | None = None) -> None:
         state = info.state
         if state == pj.PJSIP_INV_STATE_EARLY and not self.answered:
             self.events.put_nowait(HumanLegChanged(LegState.RINGING, int(info.lastStatusCode), str(info.lastReason)))

@@ -35,10 +35,11 @@ from bridge.audio.analysis import audio_stats
 from bridge.audio.frames import FRAME_BYTES, SILENCE
 from bridge.audio.line import EchoingLine, LineEcho
 from bridge.audio.wav import read_wav, write_wav
+from bridge.events import DtmfSource
 from bridge.runtime.service import Service
 from bridge.sip.crossing import MediaPort
 from bridge.sip.endpoint import SipEndpoint, for_handle, sip_error
-from bridge.sip.gateway import DTMF_DIGITS, call_op, first_audio
+from bridge.sip.legs import DTMF_DIGITS, LegCall, call_op, first_audio
 from bridge.sip.sipconfig import SipConfig
 from bridge.sip.sipmsg import user_part
 from bridge.sip.transports import secure_media
@@ -175,7 +176,7 @@ class _Leg:
 
     # -- loop-thread callbacks ----------------------------------------------------------------------------
 
-    def on_state(self, info: Any) -> None:
+    def _on_state(self, info: Any, received: str | None) -> None:
         self.call_id = self.call_id or str(info.callIdString)
         self.remote = self.remote or str(info.remoteUri)
         state = info.state
@@ -196,7 +197,7 @@ class _Leg:
             asyncio.get_running_loop().call_soon(self.release)
             self.session.on_ended(self)
 
-    def on_media(self) -> None:
+    def _on_media_state(self) -> None:
         call = self.call
         if call is None or self.ended.is_set():
             return
@@ -213,6 +214,9 @@ class _Leg:
             self.port.connect(audio)
         except pj.Error as exc:
             _LOG.error("connecting media failed: %s", sip_error("connect", exc))
+
+    def _on_dtmf(self, digit: str, source: DtmfSource) -> None:
+        self.dtmf_received += digit
 
     def on_frame(self, pcm: bytes, _t_capture: float) -> None:
         self.received += pcm
@@ -259,22 +263,12 @@ class _Leg:
         }
 
 
-class _PhoneCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so the base class is Any
+class _PhoneCall(LegCall):
+    """A test phone's call: as the transferee of a blind transfer it follows a REFER (RFC 3515)."""
+
     def __init__(self, account: Any, leg: _Leg, call_id: int = pj.PJSUA_INVALID_ID) -> None:
         super().__init__(account, call_id)
-        self.handle: _Leg | None = leg
-
-    @for_handle
-    def onCallState(self, leg: _Leg, prm: Any) -> None:
-        leg.on_state(self.getInfo())
-
-    @for_handle
-    def onCallMediaState(self, leg: _Leg, prm: Any) -> None:
-        leg.on_media()
-
-    @for_handle
-    def onDtmfDigit(self, leg: _Leg, prm: Any) -> None:
-        leg.dtmf_received += str(prm.digit)
+        self.handle = leg
 
     @for_handle
     def onCallTransferRequest(self, leg: _Leg, prm: Any) -> None:
