@@ -70,7 +70,7 @@ class CallFlow:
     trigger. ``perform`` carries out each :class:`Action` of a move with the reason the trigger was fired with."""
 
     def __init__(self, machine: PhaseMachine, perform: Callable[[Action, str], None]) -> None:
-        self._machine = machine
+        self.machine = machine
         self._perform = perform
         self.core = CallCore(name=machine.call_id)
         self._carriers: dict[Family, Callable[[Do], None]] = {}
@@ -78,14 +78,10 @@ class CallFlow:
 
     @property
     def phase(self) -> Phase:
-        return self._machine.phase
-
-    @property
-    def sequence(self) -> list[str]:
-        return self._machine.sequence
+        return self.machine.phase
 
     def now(self) -> float:
-        return self._machine.clock()
+        return self.machine.clock()
 
     def carry(self, family: Family, carry_out: Callable[[Do], None]) -> None:
         """``carry_out`` carries out every action of ``family`` (the part that owns the mode)."""
@@ -109,9 +105,9 @@ class CallFlow:
             else:
                 self._carriers[type(action)](effect)
         elif isinstance(effect.new, Phase):
-            self._machine.set(effect.new, effect.why)
+            self.machine.set(effect.new, effect.why)
         else:
-            log.info("call %s: %s -> %s (%s)", self._machine.call_id, effect.old, effect.new, effect.why)
+            log.info("call %s: %s -> %s (%s)", self.machine.call_id, effect.old, effect.new, effect.why)
             watcher = self._watchers.get(type(effect.new))
             if watcher is not None:
                 watcher(effect)

@@ -49,8 +49,9 @@ def audio(path: str) -> bytes:
 class OutageAudio:
     """The hold message and the apology of one call, in its playout buffer."""
 
-    def __init__(self, policy: Outage, playout: PlayoutBuffer, emit: Callable[[ev.Report], None],
-                 clock: Callable[[], float]) -> None:  # fmt: skip
+    def __init__(
+        self, policy: Outage, playout: PlayoutBuffer, emit: Callable[[ev.Report], None], clock: Callable[[], float]
+    ) -> None:
         self.policy = policy
         self._playout = playout
         self._emit = emit
@@ -71,10 +72,8 @@ class OutageAudio:
     @property
     def hold_due(self) -> bool:
         """Away for ``hold_after_s``, not yet on hold, and the agent audio queued before the loss has played out."""
-        return (
-            self.since is not None and self._hold_started is None and not self._closing
-            and self._clock() >= self._due and self._playout.idle
-        )  # fmt: skip
+        away = self.since is not None and self._hold_started is None and not self._closing
+        return away and self._clock() >= self._due and self._playout.idle
 
     @property
     def on_hold(self) -> bool:

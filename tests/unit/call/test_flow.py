@@ -42,7 +42,7 @@ def test_a_barge_in_enters_cancelling_cuts_with_its_cause_then_listens() -> None
 def test_while_listening_an_interruption_cuts_without_a_phase_change() -> None:
     call, log = drive((Trigger.READY, ""), (Trigger.CALLER_INTERRUPTS, "caller pressed a key"))
     assert log == [("IDLE->LISTENING", "session ready"), ("CUT_AGENT", "caller pressed a key")]
-    assert call.sequence == ["IDLE", "LISTENING"]
+    assert call.machine.sequence == ["IDLE", "LISTENING"]
 
 
 def test_the_caller_starting_while_the_agent_is_quiet_does_nothing_but_in_speaking() -> None:
@@ -90,7 +90,7 @@ def test_a_trigger_with_no_row_leaves_a_live_phase_alone_and_is_a_bug_after_the_
     call, log = drive((Trigger.READY, ""), (Trigger.PLAYED_OUT, ""), (Trigger.RESPONSE_SILENT, "x"))
     assert call.phase is Phase.LISTENING and log == [("IDLE->LISTENING", "session ready")]
     call.fire(Trigger.FINISHED, "caller hung up")
-    assert call.sequence == ["IDLE", "LISTENING", "ENDED"]
+    assert call.machine.sequence == ["IDLE", "LISTENING", "ENDED"]
     with pytest.raises(IllegalTransition, match="PLAYED_OUT after the call ended"):
         call.fire(Trigger.PLAYED_OUT)
 
@@ -113,7 +113,7 @@ def test_a_modes_actions_go_to_the_part_that_carries_them_and_its_changes_to_its
 
 
 def test_the_table_driver_is_the_only_caller_of_the_phase_setter() -> None:
-    setter = re.compile(r"\.set\(\s*(Phase\.|move\.to|new\b)|\bphase\.set\(|_machine\.set\(")
+    setter = re.compile(r"\.set\(\s*(Phase\.|move\.to|new\b)|\bphase\.set\(|machine\.set\(")
     callers = [
         path.relative_to(REPO).as_posix()
         for path in sorted((REPO / "bridge").rglob("*.py"))
