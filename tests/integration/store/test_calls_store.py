@@ -177,8 +177,11 @@ async def test_the_listener_maps_session_reports_to_fields_and_stream_entries(
             "caller_transcript", "truncate", "error", "acked",
         ]  # fmt: skip
         assert entries[0] == {"kind": "phase", "summary": "IDLE -> THINKING: greeting", "t": entries[0]["t"],
-                              "old": "IDLE", "new": "THINKING"}  # fmt: skip
-        assert entries[3] == {"kind": "response_started", "summary": "resp_1", "t": entries[3]["t"]}
+                              "old": "IDLE", "new": "THINKING", "why": "greeting"}  # fmt: skip
+        started = {"kind": "response_started", "summary": "resp_1", "t": entries[3]["t"], "response_id": "resp_1"}
+        assert entries[3] == started
+        assert ev.decode(entries[0]) == ev.PhaseChanged("IDLE", "THINKING", "greeting")  # each entry: its report
+        assert ev.decode(entries[5]) == ev.CallerSaid("my key is [redacted]", "item_10")  # redacted as the summary is
         assert entries[6]["audio_end_ms"] == "1234" and entries[6]["item_id"] == "item_9"
         assert (entries[7]["summary"], entries[7]["code"], entries[7]["error_class"]) == (
             "protocol/bad: nope",
