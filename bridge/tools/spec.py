@@ -42,7 +42,8 @@ ErrorType = Literal["timeout", "http_status", "too_large", "not_json", "unreacha
 
 class Header(BaseModel):
     """A header value: plain ``text`` (a plain string in the dialplan), or a secret read when a call needs it from
-    the environment (``env``) or a file (``file``, stripped), after ``prefix``."""
+    the environment (``env``, or the file ``<env>_FILE`` names: :class:`bridge.config.Secret`) or a file (``file``,
+    stripped), after ``prefix``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     text: str | None = None
