@@ -60,21 +60,7 @@ import pybase64
 import soxr
 from numpy.typing import NDArray
 
-from bridge.audio import g711, wire
-from bridge.audio.resample import (
-    CUTOFF_HZ,
-    DELAY_HIGH,
-    DELAY_HIGH_16K,
-    KAISER_BETA,
-    NUM_TAPS,
-    NUM_TAPS_16K,
-    BatchDownsampler,
-    BatchUpsampler,
-    Downsampler,
-    Downsampler16k,
-    Upsampler,
-    Upsampler16k,
-)
+from bridge.audio import g711, resample, wire
 from bridge.realtime.dialects import GA
 
 with warnings.catch_warnings():
@@ -276,7 +262,7 @@ def per_call_path(
 
 def batch_path(inp: Inputs) -> Path:
     def step_in() -> Callable[[int], None]:
-        bu, encode, ticks, n = BatchUpsampler(BATCH), APPEND.encode, inp.ticks_low, len(inp.ticks_low)
+        bu, encode, ticks, n = resample.BatchUpsampler(BATCH), APPEND.encode, inp.ticks_low, len(inp.ticks_low)
 
         def step(i: int) -> None:
             for frame in bu.process(ticks[i % n]):
@@ -285,7 +271,7 @@ def batch_path(inp: Inputs) -> Path:
         return step
 
     def step_out() -> Callable[[int], None]:
-        bd, decode, ticks, n = BatchDownsampler(BATCH), wire.decode_b64, inp.ticks_b64, len(inp.ticks_b64)
+        bd, decode, ticks, n = resample.BatchDownsampler(BATCH), wire.decode_b64, inp.ticks_b64, len(inp.ticks_b64)
 
         def step(i: int) -> None:
             bd.process([decode(s) for s in ticks[i % n]])
@@ -293,11 +279,11 @@ def batch_path(inp: Inputs) -> Path:
         return step
 
     def up() -> Convert:  # slot 0 of a full batch, for the quality measurements
-        bu = BatchUpsampler(BATCH)
+        bu = resample.BatchUpsampler(BATCH)
         return lambda data: bu.process([data] * BATCH)[0]
 
     def down() -> Convert:
-        bd = BatchDownsampler(BATCH)
+        bd = resample.BatchDownsampler(BATCH)
         return lambda data: bd.process([data] * BATCH)[0]
 
     return Path("ours_batch32", up, down, step_in, step_out, calls_per_step=BATCH)
@@ -408,9 +394,9 @@ def human(rows: list[Row]) -> str:
     blas = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     lines = [
         f"BLAS threads: {blas}" + (" (numpy was loaded before this module: may not apply)" * NUMPY_ALREADY_LOADED),
-        f"filter: {NUM_TAPS} taps Kaiser (beta {KAISER_BETA}), cutoff {CUTOFF_HZ:.0f} Hz at 24 kHz, "
-        f"{DELAY_HIGH} samples (2 ms) delay each way; at 16 kHz the same over {NUM_TAPS_16K} taps, "
-        f"{DELAY_HIGH_16K} samples (2 ms)",
+        f"filter: {resample.NUM_TAPS} taps Kaiser (beta {resample.KAISER_BETA}), cutoff {resample.CUTOFF_HZ:.0f} Hz "
+        f"at 24 kHz, {resample.DELAY_HIGH} samples (2 ms) delay each way; at 16 kHz the same over "
+        f"{resample.NUM_TAPS_16K} taps, {resample.DELAY_HIGH_16K} samples (2 ms)",
         "µs per call per 20 ms frame (in: 8k->24k + base64 + JSON; out: base64 + 24k->8k); "
         "rejection and SINAD in dB, higher is better",
         head,
@@ -467,14 +453,23 @@ def human(rows: list[Row]) -> str:
 def run(json_output: bool = False) -> int:
     inp = Inputs()
     paths = [
-        per_call_path("ours", lambda: Upsampler().process, lambda: Downsampler().process, inp),
+        per_call_path("ours", lambda: resample.Upsampler().process, lambda: resample.Downsampler().process, inp),
         per_call_path(
-            "ours_numpy", lambda: Upsampler(native=False).process, lambda: Downsampler(native=False).process, inp
+            "ours_numpy",
+            lambda: resample.Upsampler(native=False).process,
+            lambda: resample.Downsampler(native=False).process,
+            inp,
         ),
         batch_path(inp),
         per_call_path("audioop", lambda: _audioop(LOW, HIGH), lambda: _audioop(HIGH, LOW), inp),
         per_call_path("soxr_hq", lambda: _soxr(LOW, HIGH), lambda: _soxr(HIGH, LOW), inp),
-        per_call_path("ours_16k", lambda: Upsampler16k().process, lambda: Downsampler16k().process, inp, HIGH_16K),
+        per_call_path(
+            "ours_16k",
+            lambda: resample.Upsampler16k().process,
+            lambda: resample.Downsampler16k().process,
+            inp,
+            HIGH_16K,
+        ),
         per_call_path("soxr_hq_16k", lambda: _soxr(LOW, HIGH_16K), lambda: _soxr(HIGH_16K, LOW), inp, rate=HIGH_16K),
         passthrough_path(inp),
     ]
