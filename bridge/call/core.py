@@ -12,8 +12,9 @@ beside it, each orthogonal to the phase and to each other::
 :meth:`CallCore.handle` takes a :class:`Trigger` and the time, and returns the :class:`Effect` list the shell (the
 call session and the parts it hands each family of actions to) carries out, in order: for each axis with a row for
 ``(its state, the trigger)`` in :data:`TABLE`, the row's actions (:class:`Do`), then the change (:class:`Enter`),
-then the row's ``then`` trigger in the new state. A live call with no row for a trigger stays as it is; a trigger no
-axis knows after the call ended is a bug (:class:`~bridge.call.state.IllegalTransition`).
+then the row's ``then`` trigger in the new state. A live call with no row for a trigger stays as it is; a phase's
+trigger after the call ended is a bug (:class:`~bridge.call.state.IllegalTransition`), a mode's is not (a human leg's
+late event, a transfer that ends with the caller).
 
 Some states have a time limit (:data:`TIMERS`: a warm transfer's ring, briefing and accept windows). The core
 keeps each axis's deadline (:attr:`CallCore.deadline`); the shell wakes up then and hands the core
@@ -338,6 +339,9 @@ TABLE: Mapping[tuple[State, Trigger], Move] = {
 }
 
 
+PHASE_TRIGGERS = frozenset(trigger for state, trigger in TABLE if isinstance(state, Phase))
+
+
 class CallCore:
     """The state of one call on every axis, and the only way it changes: :meth:`handle` a trigger.
 
@@ -405,7 +409,7 @@ class CallCore:
                 effects.append(Enter(state, move.to, move.why or why))
             if move.then is not None:
                 self._handle(move.then, now, why, effects)
-        if not moved and self.phase is Phase.ENDED and trigger is not T.TIMEOUT:
+        if not moved and self.phase is Phase.ENDED and trigger in PHASE_TRIGGERS:
             raise IllegalTransition(f"call {self.name}: {trigger.name} after the call ended")
 
     def _expired(self, axis: type[State], now: float) -> bool:

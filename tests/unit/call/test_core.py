@@ -272,10 +272,11 @@ def test_a_soft_hold_ends_on_its_own_trigger_only() -> None:
     assert core.hold is Hold.WAIT  # a tool's wait that outlasts the model: its soft hold is what plays last
 
 
-def test_after_the_end_a_trigger_no_axis_knows_is_a_bug_but_a_transfer_under_way_still_ends() -> None:
+def test_after_the_end_a_phase_trigger_is_a_bug_but_a_transfer_under_way_still_ends() -> None:
     core, _, at = drive(T.READY, T.WARM_TRANSFER, T.HUMAN_DIALLED, T.FINISHED)
     assert core.phase is Phase.ENDED
     assert on(Transfer, core.handle(T.CALLER_LEFT, at + 1))[0] == Do(TA.RELEASE_HUMAN, "", Outcome.CALLER_HUNG_UP)
     with pytest.raises(IllegalTransition, match="call c1: PLAYED_OUT after the call ended"):
         core.handle(T.PLAYED_OUT, at + 2)
     assert core.handle(T.TIMEOUT, at + 3) == []
+    assert core.handle(T.HUMAN_PRESSED_1, at + 4) == []  # a mode's late event: no row, no bug
