@@ -626,8 +626,10 @@ class DeleteItem(Command):
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """Base of every report. ``stored`` names what a Redis stream entry and a recording line carry beside ``kind``
-    and ``summary``: by default those fields of the report (the others only shape the summary)."""
+    """Base of every report. A Redis stream entry and a recording line carry its ``kind``, its ``summary`` and every
+    field (:func:`encode`, :func:`as_json`; :func:`decode` reads them back). ``stored`` names its key fields,
+    :meth:`data`: what the call's Redis hash may take from it as it is (and a few reports add a value of their
+    own there, such as a truncate's ``result``)."""
 
     kind: ClassVar[str]
     stored: ClassVar[tuple[str, ...]] = ()
@@ -637,7 +639,7 @@ class Report:
         return ""
 
     def data(self) -> dict[str, Any]:
-        """The stored fields, by name, in their declared order."""
+        """The key fields (``stored``), by name, in their declared order."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name in self.stored}
 
 
