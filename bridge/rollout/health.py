@@ -172,6 +172,14 @@ def p95(samples: Iterable[float]) -> float | None:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float)
+
+
+# A window's figures that are the sum of its records' of the same name.
+_SUMMED = ("barge_ins", "truncates", "truncate_failures", "tool_calls", "tool_failures")
+
+
 def _int(record: Mapping[str, Any], key: str) -> int:
     value = record.get(key)
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
@@ -218,33 +226,21 @@ class WindowStats:
 
     @classmethod
     def of(cls, records: Iterable[Mapping[str, Any]]) -> WindowStats:
-        calls = fallbacks = barge_ins = truncates = truncate_failures = 0
-        tool_calls = tool_failures = priced = 0
-        cost = 0.0
-        greetings: list[float] = []
-        replies: list[float] = []
-        outcomes: Counter[str] = Counter()
-        for r in records:
-            calls += 1
-            outcomes[str(r.get("outcome"))] += 1
-            fallbacks += bool(r.get("fallback"))
-            if isinstance(r.get("greeting_ms"), int | float):
-                greetings.append(float(r["greeting_ms"]))
-            if isinstance(r.get("first_reply_ms"), int | float):
-                replies.append(float(r["first_reply_ms"]))
-            barge_ins += _int(r, "barge_ins")
-            truncates += _int(r, "truncates")
-            truncate_failures += _int(r, "truncate_failures")
-            tool_calls += _int(r, "tool_calls")
-            tool_failures += _int(r, "tool_failures")
-            if isinstance(r.get("cost_usd"), int | float):
-                priced += 1
-                cost += float(r["cost_usd"])
-        fails, dropped, recovered = (outcomes[o] for o in (Outcome.CONNECT_FAILURE, Outcome.DROPPED, Outcome.RECOVERED))
+        rows = list(records)
+        outcomes = Counter(str(r.get("outcome")) for r in rows)
+        costs = [float(r["cost_usd"]) for r in rows if _number(r.get("cost_usd"))]
         return cls(
-            calls, fails, dropped, fallbacks, p95(greetings), p95(replies), barge_ins, truncates, truncate_failures,
-            tool_calls, tool_failures, priced, cost, recovered,
-        )  # fmt: skip
+            calls=len(rows),
+            connect_failures=outcomes[Outcome.CONNECT_FAILURE],
+            dropped=outcomes[Outcome.DROPPED],
+            recovered=outcomes[Outcome.RECOVERED],
+            fallbacks=sum(bool(r.get("fallback")) for r in rows),
+            greeting_p95_ms=p95(float(r["greeting_ms"]) for r in rows if _number(r.get("greeting_ms"))),
+            first_reply_p95_ms=p95(float(r["first_reply_ms"]) for r in rows if _number(r.get("first_reply_ms"))),
+            priced_calls=len(costs),
+            cost_usd=sum(costs, 0.0),
+            **{name: sum(_int(r, name) for r in rows) for name in _SUMMED},
+        )
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
