@@ -363,8 +363,13 @@ def check_expectations(expect: Expect, run: DialectRun) -> list[Check]:
         ok = expect.end_reason.lower() in reason.lower()
         add(Check("end_reason", ok, f"ended: {reason!r}, expected {expect.end_reason!r}"))
     if expect.ended_by is not None:
-        add(Check("ended_by", run.ended_by == expect.ended_by, f"ended by {run.ended_by or '?'}, expected "
-                  f"{expect.ended_by}"))  # fmt: skip
+        add(
+            Check(
+                "ended_by",
+                run.ended_by == expect.ended_by,
+                f"ended by {run.ended_by or '?'}, expected {expect.ended_by}",
+            )
+        )
     if expect.dtmf is not None:
         got = "".join(r.get("dtmf", []))
         add(Check("dtmf", got == expect.dtmf, f"received {got!r}, expected {expect.dtmf!r}"))
@@ -410,8 +415,10 @@ def _tool_diff(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], l
     if not out:
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             if _json(x.get("arguments")) != _json(y.get("arguments")):
-                out.append(f"tool call #{i + 1} ({x.get('name')}) arguments differ: {la} {x.get('arguments')} vs {lb} "
-                           f"{y.get('arguments')}")  # fmt: skip
+                out.append(
+                    f"tool call #{i + 1} ({x.get('name')}) arguments differ: {la} {x.get('arguments')} vs {lb} "
+                    f"{y.get('arguments')}"
+                )
             elif x.get("output") != y.get("output"):
                 out.append(f"tool call #{i + 1} ({x.get('name')}) output differs")
     return out

@@ -84,11 +84,14 @@ async def export(store: RolloutStore) -> dict[str, Any]:
     """The backup document of everything the rollout keeps in Redis but its health windows. Raises StoreUnavailable."""
     c = store.client
     try:
-        flag_names = sorted(set(await _names(store, keys.rollout_flag("*"))) | {_text(n) for n in await c.smembers(
-            keys.ROLLOUT_DIALPLANS)})  # fmt: skip
+        flag_names = sorted(
+            set(await _names(store, keys.rollout_flag("*")))
+            | {_text(n) for n in await c.smembers(keys.ROLLOUT_DIALPLANS)}
+        )
         flags = {n: _fields(raw) for n in flag_names if (raw := await c.hgetall(keys.rollout_flag(n)))}
-        refused = {n: _fields(await c.hgetall(keys.rollout_refused(n))) for n in await _names(
-            store, keys.rollout_refused("*"))}  # fmt: skip
+        refused = {
+            n: _fields(await c.hgetall(keys.rollout_refused(n))) for n in await _names(store, keys.rollout_refused("*"))
+        }
         audit = [{"id": i, "fields": f} for i, f in await _audit(store)]
     except (RedisError, OSError) as exc:
         raise StoreUnavailable(store.where, str(exc) or type(exc).__name__) from None

@@ -166,8 +166,10 @@ class Rollback:
 
 
 def _audit_entry(entry_id: Any, fields: Mapping[Any, Any]) -> AuditEntry:
-    f = {(k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
-         for k, v in fields.items()}  # fmt: skip
+    f = {
+        (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+        for k, v in fields.items()
+    }
 
     def load(text: str) -> dict[str, Any]:
         try:
@@ -374,8 +376,10 @@ class RolloutStore:
             weights[name] = 0.0
             return {"weights": weights}
 
-        evidence = {"variant": {"name": name, **stats[name].to_json()}, "safe": {"name": spec.safe,
-                    **stats[spec.safe].to_json()}}  # fmt: skip
+        evidence = {
+            "variant": {"name": name, **stats[name].to_json()},
+            "safe": {"name": spec.safe, **stats[spec.safe].to_json()},
+        }
         change = await self.update_flag(dialplan, compute, AUTO_ROLLBACK_WHO, reason, evidence=evidence)
         if not change.changed or change.audit_id is None:
             return None

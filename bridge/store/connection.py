@@ -117,9 +117,13 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
         raise ValueError(f"{SENTINEL_SCHEME} URL: expected /<service name>[/<db>] after the sentinels")
     sentinel_password = parse_qs(query).get("sentinel_password", [None])[-1]
     return SentinelUrl(
-        tuple(sentinels), unquote(parts[0]), int(parts[1]) if len(parts) == 2 else 0, username, password,
+        tuple(sentinels),
+        unquote(parts[0]),
+        int(parts[1]) if len(parts) == 2 else 0,
+        username,
+        password,
         sentinel_password,
-    )  # fmt: skip
+    )
 
 
 def connect(url: str, *, timeout_s: float = SOCKET_TIMEOUT_S, **kwargs: Any) -> aioredis.Redis:

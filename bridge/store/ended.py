@@ -34,8 +34,18 @@ SAID_BY: dict[type[ev.Report | None], str] = {
     ev.AgentSaid: "agent",
 }  # a transcript line's speaker
 # What a row, a search and the per-plan figures read of each hash (not its SIP dialog or protocol state).
-READ_FIELDS = ("call_id", "caller", "called", "dialplan", "variant", "started_at", "ended_at", "end_reason",
-               "last_transcript", *keys.SUMMARY_FIELDS)  # fmt: skip
+READ_FIELDS = (
+    "call_id",
+    "caller",
+    "called",
+    "dialplan",
+    "variant",
+    "started_at",
+    "ended_at",
+    "end_reason",
+    "last_transcript",
+    *keys.SUMMARY_FIELDS,
+)
 _SEARCHED_FIELDS = ("call_id", "caller", "called", "dialplan", "variant", "end_reason", "last_transcript")
 
 
@@ -118,8 +128,13 @@ class EndedPage:
     capped: bool  # the index held more than MAX_SCAN calls: only the most recent were looked at
 
     def to_json(self) -> dict[str, Any]:
-        return {"calls": [c.to_json() for c in self.calls], "page": self.page, "pages": self.pages,
-                "total": self.total, "capped": self.capped}  # fmt: skip
+        return {
+            "calls": [c.to_json() for c in self.calls],
+            "page": self.page,
+            "pages": self.pages,
+            "total": self.total,
+            "capped": self.capped,
+        }
 
 
 def page_of(matches: Sequence[EndedCall], page: int, per_page: int, capped: bool) -> EndedPage:

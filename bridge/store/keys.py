@@ -70,8 +70,15 @@ EXTRA_FIELDS: Final = ("last_transcript", "sip_dialog", "sip_call_id")
 # hold message or a tool's soft hold), the model is away now, the model was away at some point; and where a warm
 # transfer is (a TransferStep, then its TransferOutcome).
 SUMMARY_FIELDS: Final = (
-    "outcome", "greeting_ms", "first_reply_ms", "supervised", "on_hold", "in_outage", "had_outage", "transfer",
-)  # fmt: skip
+    "outcome",
+    "greeting_ms",
+    "first_reply_ms",
+    "supervised",
+    "on_hold",
+    "in_outage",
+    "had_outage",
+    "transfer",
+)
 # so far: the longest the caller waited for the agent (holds included), and the longest dead air
 QUALITY_FIELDS: Final = ("longest_wait_ms", "longest_silence_ms")
 CALL_FIELDS: Final = (

@@ -130,8 +130,9 @@ def add_routes(app: web.Application, *, credentials: Credentials, sessions: Sess
     async def current(request: web.Request) -> web.Response:
         session = sessions.get(request.cookies.get(COOKIE))
         if session is None:
-            return _json({"error": "signed out", "enabled": credentials.configured,
-                          "accounts": credentials.accounts}, 401)  # fmt: skip
+            return _json(
+                {"error": "signed out", "enabled": credentials.configured, "accounts": credentials.accounts}, 401
+            )
         return _json(session.to_json(sessions.clock()))
 
     app.on_response_prepare.append(_security_headers)

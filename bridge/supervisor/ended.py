@@ -103,8 +103,10 @@ async def export_call(request: web.Request) -> web.Response:
         caller = state.get("caller", "")
         state = {k: str(v) for k, v in mask_row(state).items()}
         entries = _masked(entries, caller)
-    headers = {"Content-Disposition": f'attachment; filename="{export.filename(call_id, fmt)}"',
-               "Cache-Control": "no-store"}  # fmt: skip
+    headers = {
+        "Content-Disposition": f'attachment; filename="{export.filename(call_id, fmt)}"',
+        "Cache-Control": "no-store",
+    }
     if fmt == "json":
         body = json.dumps(export.as_json(state, entries), indent=2, default=str)
         return web.Response(text=body, content_type="application/json", headers=headers)

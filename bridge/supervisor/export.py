@@ -17,8 +17,14 @@ from bridge.supervisor.timeline import latency
 
 FORMATS = ("json", "text")
 INTERNAL_FIELDS = frozenset({"sip_dialog", "sip_call_id"})
-_HEADER = (("Plan", "dialplan"), ("Variant", "variant"), ("Caller", "caller"), ("Called", "called"),
-           ("Model", "model"), ("End reason", "end_reason"))  # fmt: skip
+_HEADER = (
+    ("Plan", "dialplan"),
+    ("Variant", "variant"),
+    ("Caller", "caller"),
+    ("Called", "called"),
+    ("Model", "model"),
+    ("End reason", "end_reason"),
+)
 
 
 def filename(call_id: str, fmt: str) -> str:

@@ -121,8 +121,12 @@ async def call_ended(redis: aioredis.Redis, call_id: str) -> bool:
 
 
 def sides(flags: int) -> dict[str, Any]:
-    return {"type": "sides", "caller": bool(flags & CALLER), "agent": bool(flags & AGENT),
-            "caller_offloaded": bool(flags & CALLER_OFFLOADED)}  # fmt: skip
+    return {
+        "type": "sides",
+        "caller": bool(flags & CALLER),
+        "agent": bool(flags & AGENT),
+        "caller_offloaded": bool(flags & CALLER_OFFLOADED),
+    }
 
 
 def add_routes(app: web.Application) -> None:
@@ -228,8 +232,9 @@ class _Relay:
         self.inbound = asyncio.ensure_future(ws.receive())  # the page never sends: anything it does ends listen-in
 
     async def run(self) -> None:
-        await self.ws.send_json({"type": "listening", "call_id": self.call_id, "sample_rate": SAMPLE_RATE,
-                                 "format": "s16le"})  # fmt: skip
+        await self.ws.send_json(
+            {"type": "listening", "call_id": self.call_id, "sample_rate": SAMPLE_RATE, "format": "s16le"}
+        )
         next_state = time.monotonic() + STATE_EVERY_S
         while not await self._stopped():
             piece = await anext(self.source)

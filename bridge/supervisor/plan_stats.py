@@ -48,9 +48,10 @@ def _ratio(part: int, whole: int) -> float | None:
 
 def _ended(calls: Sequence[Mapping[str, str]]) -> dict[str, Any]:
     handles = [
-        e - s for c in calls
+        e - s
+        for c in calls
         if (s := _float(c.get("started_at"))) is not None and (e := _float(c.get("ended_at"))) is not None
-    ]  # fmt: skip
+    ]
     transferred = sum(c.get("outcome") == CallOutcome.TRANSFERRED for c in calls)
     alone = sum(c.get("outcome") == CallOutcome.COMPLETED and c.get("supervised") != "1" for c in calls)
     greetings = [f for c in calls if (f := _float(c.get("greeting_ms"))) is not None]
@@ -81,11 +82,13 @@ def plan_stats(
     out = []
     for name in sorted(set(lives) | set(endeds)):
         now = lives.get(name, [])
-        out.append({
-            "dialplan": name,
-            "active": len(now),
-            "on_hold": sum(bool(r.get("on_hold")) for r in now),
-            "in_outage": sum(bool(r.get("in_outage")) for r in now),
-            **_ended(endeds.get(name, [])),
-        })  # fmt: skip
+        out.append(
+            {
+                "dialplan": name,
+                "active": len(now),
+                "on_hold": sum(bool(r.get("on_hold")) for r in now),
+                "in_outage": sum(bool(r.get("in_outage")) for r in now),
+                **_ended(endeds.get(name, [])),
+            }
+        )
     return out

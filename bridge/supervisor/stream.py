@@ -62,8 +62,20 @@ DONE_AFTER_S = 2.0  # an ended call's stream is followed this much longer for it
 
 Row = dict[str, Any]
 Event = tuple[str, Any]  # (SSE event name, JSON data)
-ROW_FIELDS = ("worker", "phase", "dialect", "variant", "dialplan", "caller", "called", "model", "voice", "started_at",
-              "last_transcript", "transfer")  # fmt: skip
+ROW_FIELDS = (
+    "worker",
+    "phase",
+    "dialect",
+    "variant",
+    "dialplan",
+    "caller",
+    "called",
+    "model",
+    "voice",
+    "started_at",
+    "last_transcript",
+    "transfer",
+)
 
 
 class RowStatus(enum.StrEnum):
@@ -80,8 +92,9 @@ def row(call: CallSummary, lost_workers: Collection[str], seen: Seen | None = No
     out.update({name: getattr(call, name) for name in ROW_FIELDS})
     if seen is not None:
         marks = seen.watch.marks(now)
-        word = seen.watch.activity({"phase": call.phase, "on_hold": call.on_hold, "in_outage": call.in_outage,
-                                    "transfer": call.transfer})  # fmt: skip
+        word = seen.watch.activity(
+            {"phase": call.phase, "on_hold": call.on_hold, "in_outage": call.in_outage, "transfer": call.transfer}
+        )
         out.update(flags=marks, severity=worst(marks), activity=seen.steady.show(word, now))
     return out
 

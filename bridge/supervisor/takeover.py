@@ -51,8 +51,12 @@ def add_routes(app: web.Application) -> None:
 
 
 async def _audit(request: web.Request, who: str, call_id: str, **fields: object) -> bool:
-    entry: dict[FieldT, EncodableT] = {"action": TAKEOVER_AUDIO, "who": who, "call_id": call_id,
-                                       "at": f"{time.time():.3f}"}  # fmt: skip
+    entry: dict[FieldT, EncodableT] = {
+        "action": TAKEOVER_AUDIO,
+        "who": who,
+        "call_id": call_id,
+        "at": f"{time.time():.3f}",
+    }
     entry.update({k: str(v) for k, v in fields.items()})
     try:
         await (

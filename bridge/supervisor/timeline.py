@@ -106,8 +106,11 @@ def latency(entries: Sequence[StreamEntry]) -> dict[str, Any]:
         for name, label in SEGMENTS
     ]
     greeting, turns = values["greeting"], values["turn"]
-    return {"greeting_ms": greeting[0] if greeting else None, "first_reply_ms": turns[0] if turns else None,
-            "segments": segments}  # fmt: skip
+    return {
+        "greeting_ms": greeting[0] if greeting else None,
+        "first_reply_ms": turns[0] if turns else None,
+        "segments": segments,
+    }
 
 
 def tool_calls(entries: Sequence[StreamEntry]) -> list[dict[str, Any]]:

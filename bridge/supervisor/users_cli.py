@@ -37,15 +37,18 @@ def _password(from_stdin: bool) -> str:
 def main(argv: list[str]) -> int:
     parser = build_parser("users", "the supervisor console's accounts (the users file)")
     parser.add_argument(
-        "action", choices=("add", "token", "remove", "list"),
+        "action",
+        choices=("add", "token", "remove", "list"),
         help="add an account (asks for its password), issue it an API token (printed once), remove it, or list them",
-    )  # fmt: skip
+    )
     parser.add_argument("name", nargs="?", default="", help="the account's name (add, token, remove)")
     parser.add_argument("--role", choices=ROLES, help="add: the account's role")
     parser.add_argument(
-        "--file", type=Path, default=Path(os.environ.get("CALLBRIDGE_USERS_FILE") or "users.yaml"),
+        "--file",
+        type=Path,
+        default=Path(os.environ.get("CALLBRIDGE_USERS_FILE") or "users.yaml"),
         help="the users file (default: $CALLBRIDGE_USERS_FILE, else ./users.yaml)",
-    )  # fmt: skip
+    )
     parser.add_argument("--json", action="store_true", help="list: one JSON object (name -> role and token count)")
     parser.add_argument("--password-stdin", action="store_true", help="add: read the password from standard input")
     args = parser.parse_args(argv)
