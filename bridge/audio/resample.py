@@ -276,15 +276,26 @@ class _Fir:
         "_lib",
         "_out",
         "_rows",
+        "_tail",
         "_views",
         "_win",
         "_work",
     )
 
     def __init__(
-        self, hist: int, block: int, g: Float64Array, native: bool | None, lib: ctypes.CDLL | None, state: str
+        self,
+        hist: int,
+        block: int,
+        g: Float64Array,
+        tail: int,
+        native: bool | None,
+        lib: ctypes.CDLL | None,
+        kernel: str,
     ) -> None:
-        self._hist, self._block, self._g = hist, block, g
+        """``tail``: the input samples still inside the filter after the last output (its delay at the input rate),
+        what :meth:`drain` pushes out; ``kernel``: the C function that runs this filter (``cbr_up``), its state's
+        size from ``<kernel>_state_size``."""
+        self._hist, self._block, self._g, self._tail = hist, block, g, tail
         self._buf = np.zeros(0)
         self._rows = 0
         self._views: dict[int, tuple[Float64Array, ...]] = {}
@@ -294,7 +305,8 @@ class _Fir:
         if native and self._lib is None:
             raise RuntimeError(f"C resampler kernels unavailable: {native_kernels().why}")
         if self._lib is not None:
-            self._c = ctypes.create_string_buffer(getattr(self._lib, state)())
+            self._c = ctypes.create_string_buffer(getattr(self._lib, f"{kernel}_state_size")())
+            self._call: Callable[..., int] = getattr(self._lib, kernel)
             out = bytearray(FACTOR * _MAX_CHUNK_BYTES)
             self._cout = (ctypes.c_char * len(out)).from_buffer(out)  # C writes here ...
             self._cview = memoryview(out)  # ... and the result is sliced out of it without another C call
@@ -329,6 +341,29 @@ class _Fir:
         np.matmul(work, self._g, out=out)
         return _to_int16(y, lo, hi)
 
+    def process(self, pcm16: bytes) -> bytes:
+        """PCM16 at one rate in, at the other out; any even size, the stream carried on across calls."""
+        if len(pcm16) & 1:
+            raise _odd(pcm16)
+        if len(pcm16) > _MAX_CHUNK_BYTES:
+            return _split(self.process, pcm16)
+        c = self._c
+        if c is not None:
+            return bytes(self._cview[: 2 * self._call(c, pcm16, len(pcm16) >> 1, self._cout)])
+        return self._numpy(pcm16)
+
+    def _numpy(self, pcm16: bytes) -> bytes:
+        raise NotImplementedError
+
+    def drain(self) -> bytes:
+        """The 2 ms still inside the filter, as if silence followed; then reset."""
+        tail = self.process(bytes(2 * self._tail))
+        self.reset()
+        return tail
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
 
 class Upsampler(_Fir):
     """8 kHz -> 24 kHz PCM16 (native byte order), streaming; any input size, 3 output samples per input."""
@@ -339,19 +374,10 @@ class Upsampler(_Fir):
     def __init__(self, native: bool | None = None, _lib: ctypes.CDLL | None = None) -> None:
         """``native``: None uses the C kernels where available, True requires them, False never uses them."""
         d = self._design
-        super().__init__(d.up_hist, _BLOCK_OUT, d.up_g, native, _lib, "cbr_up_state_size")
-        if self._lib is not None:
-            self._call = self._lib.cbr_up
+        super().__init__(d.up_hist, _BLOCK_OUT, d.up_g, d.delay_low, native, _lib, "cbr_up")
 
-    def process(self, pcm16: bytes) -> bytes:
-        if len(pcm16) & 1:
-            raise _odd(pcm16)
-        if len(pcm16) > _MAX_CHUNK_BYTES:
-            return _split(self.process, pcm16)
+    def _numpy(self, pcm16: bytes) -> bytes:
         n = len(pcm16) >> 1
-        c = self._c
-        if c is not None:
-            return bytes(self._cview[: 2 * self._call(c, pcm16, n, self._cout)])
         if n == 0:
             return b""
         rows = -(-n // _BLOCK_OUT)
@@ -372,12 +398,6 @@ class Upsampler(_Fir):
         kernel = ctypes.cast(self._lib.cbr_up, ctypes.c_void_p).value
         return (kernel, ctypes.addressof(self._c)) if kernel else None
 
-    def drain(self) -> bytes:
-        """The 2 ms still inside the filter, as if silence followed; then reset."""
-        tail = self.process(bytes(2 * self._design.delay_low))
-        self.reset()
-        return tail
-
     def reset(self) -> None:
         self._buf[:] = 0.0
         if self._c is not None:
@@ -393,20 +413,12 @@ class Downsampler(_Fir):
     def __init__(self, native: bool | None = None, _lib: ctypes.CDLL | None = None) -> None:
         """``native``: None uses the C kernels where available, True requires them, False never uses them."""
         d = self._design
-        super().__init__(d.dn_hist, d.factor * _BLOCK_OUT, d.dn_g, native, _lib, "cbr_down_state_size")
+        super().__init__(d.dn_hist, d.factor * _BLOCK_OUT, d.dn_g, d.delay_high, native, _lib, "cbr_down")
         self._pending = d.dn_hist  # samples in the buffer, from the oldest tap of the next output on
         if self._lib is not None:
-            self._call = self._lib.cbr_down
             self._lib.cbr_down_reset(self._c)
 
-    def process(self, pcm16: bytes) -> bytes:
-        if len(pcm16) & 1:
-            raise _odd(pcm16)
-        if len(pcm16) > _MAX_CHUNK_BYTES:
-            return _split(self.process, pcm16)
-        c = self._c
-        if c is not None:
-            return bytes(self._cview[: 2 * self._call(c, pcm16, len(pcm16) >> 1, self._cout)])
+    def _numpy(self, pcm16: bytes) -> bytes:
         d = self._design
         start = self._pending
         total = start + (len(pcm16) >> 1)
@@ -424,12 +436,6 @@ class Downsampler(_Fir):
         self._pending = total - consumed  # 96, 97 or 98 at 24 kHz; 64 or 65 at 16 kHz
         buf[: self._pending] = buf[consumed:total]
         return y
-
-    def drain(self) -> bytes:
-        """The 2 ms still inside the filter, as if silence followed; then reset."""
-        tail = self.process(bytes(2 * self._design.delay_high))
-        self.reset()
-        return tail
 
     def reset(self) -> None:
         self._buf[:] = 0.0
