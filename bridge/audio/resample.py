@@ -135,8 +135,9 @@ class _Design:
     ``buf[r*block : r*block + hist + block]`` (5 blocks of 8 outputs: the fastest shape for one 20 ms frame,
     measured), and one matmul of the window rows by G gives every output of the chunk."""
 
-    def __init__(self, factor: int, num_taps: int) -> None:
+    def __init__(self, factor: int, num_taps: int, *, c_kernels: bool) -> None:
         self.factor, self.num_taps = factor, num_taps
+        self.c_kernels = c_kernels  # the native library has kernels for this ratio
         self.rate_high = RATE_LOW * factor
         self.prototype = design_lowpass(num_taps, CUTOFF_HZ, KAISER_BETA, self.rate_high)
         # Interpolator branch p, delay k holds factor * h[factor*k + p] (DC gain 1 each).
@@ -172,8 +173,8 @@ class _Design:
         return _frozen(g)
 
 
-_X3: Final = _Design(FACTOR, NUM_TAPS)  # 8 <-> 24 kHz
-_X2: Final = _Design(2, NUM_TAPS_16K)  # 8 <-> 16 kHz
+_X3: Final = _Design(FACTOR, NUM_TAPS, c_kernels=True)  # 8 <-> 24 kHz
+_X2: Final = _Design(2, NUM_TAPS_16K, c_kernels=False)  # 8 <-> 16 kHz: the numpy path only
 PROTOTYPE: Final = _X3.prototype
 _UP_TAPS: Final = _X3.up_taps  # 33
 _UP_Q: Final = _X3.up_q
@@ -281,6 +282,7 @@ class _Fir:
         "_win",
         "_work",
     )
+    _design: ClassVar[_Design]
 
     def __init__(
         self,
@@ -301,6 +303,12 @@ class _Fir:
         self._views: dict[int, tuple[Float64Array, ...]] = {}
         self._grow(SAMPLES_PER_FRAME // _BLOCK_OUT)  # 20 rows: one 20 ms frame
         self._c: ctypes.Array[ctypes.c_char] | None = None
+        if not self._design.c_kernels:
+            if native:
+                raise RuntimeError(
+                    f"C resampler kernels unavailable: none for 8 <-> {self._design.rate_high // 1000} kHz"
+                )
+            native, lib = False, None
         self._lib = lib if lib is not None else (native_kernels().lib if native is not False else None)
         if native and self._lib is None:
             raise RuntimeError(f"C resampler kernels unavailable: {native_kernels().why}")
@@ -447,30 +455,18 @@ class Downsampler(_Fir):
 
 class Upsampler16k(Upsampler):
     """8 kHz -> 16 kHz PCM16 (native byte order), streaming; any input size, 2 output samples per input. The numpy
-    path only: there is no C kernel for this ratio (``c_kernel`` is None)."""
+    path only (``native=True`` raises): there is no C kernel for this ratio (``c_kernel`` is None)."""
 
     __slots__ = ()
     _design: ClassVar[_Design] = _X2
-
-    def __init__(self, native: bool | None = None) -> None:
-        """``native=True`` raises: no C kernel runs this ratio."""
-        if native:
-            raise RuntimeError("C resampler kernels unavailable: none for 8 <-> 16 kHz")
-        super().__init__(native=False)
 
 
 class Downsampler16k(Downsampler):
     """16 kHz -> 8 kHz PCM16 (native byte order), streaming; any input size, the phase is carried across calls.
-    The numpy path only."""
+    The numpy path only (``native=True`` raises)."""
 
     __slots__ = ()
     _design: ClassVar[_Design] = _X2
-
-    def __init__(self, native: bool | None = None) -> None:
-        """``native=True`` raises: no C kernel runs this ratio."""
-        if native:
-            raise RuntimeError("C resampler kernels unavailable: none for 8 <-> 16 kHz")
-        super().__init__(native=False)
 
 
 class _Batch:
