@@ -22,7 +22,7 @@ from bridge.emulator.annotations import Reply
 from bridge.emulator.core import Timer
 from bridge.emulator.faults import MID_RESPONSE_ERROR, error_type
 from bridge.emulator.formats import WireFormat
-from bridge.emulator.scheduler import CancelledBy, ResponseScheduler, Status, Utterance
+from bridge.emulator.scheduler import CancelledBy, ResponseScheduler, Status, Utterance, record_response
 from bridge.emulator.state import LiveState
 from bridge.emulator.wire import Id
 
@@ -163,7 +163,8 @@ class LiveSpeech(ResponseScheduler[Speech]):
             return
         outputs = [{"type": "message", "text": speech.sent_text, "audio_ms": speech.sent_ms}]
         interrupted = status is Status.INTERRUPTED
-        self.recorded(speech.id, speech.number, status, CancelledBy.TURN_DETECTED if interrupted else None, outputs)
+        reason = CancelledBy.TURN_DETECTED if interrupted else None
+        record_response(self.core.record, speech.id, speech.number, status, reason, outputs)
         if interrupted:
             self.cancelled(speech.id, CancelledBy.TURN_DETECTED, t)
         send(wire.event("usage", usage=self.state.usage()), t)

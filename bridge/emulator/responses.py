@@ -20,7 +20,7 @@ from bridge.emulator.config import ResponseParams
 from bridge.emulator.faults import MID_RESPONSE_ERROR, error_type
 from bridge.emulator.formats import FORMATS
 from bridge.emulator.replies import Output, OutputKind, words
-from bridge.emulator.scheduler import CancelledBy, ResponseScheduler, Status
+from bridge.emulator.scheduler import CancelledBy, ResponseScheduler, Status, record_response
 from bridge.emulator.state import RealtimeState
 from bridge.emulator.wire import Id, ResponseInfo, Usage
 
@@ -350,7 +350,7 @@ class RealtimeResponses(ResponseScheduler[Run]):
             if o.started
         ]
         reason = (details or {}).get("reason")
-        self.recorded(run.id, run.number, status, reason, outputs, out_of_band=run.out_of_band)
+        record_response(self.core.record, run.id, run.number, status, reason, outputs, out_of_band=run.out_of_band)
         self._rate_limits_after(usage["total_tokens"], t)
         spoke = status is Status.COMPLETED and audio_ms > 0 and not run.out_of_band
         return audio_ms if spoke else None

@@ -128,19 +128,6 @@ class ResponseScheduler(Generic[R]):
         s = self.settings
         return fmt.from_pcm16(voice.tone(s.tone_hz, s.faults.oversized_delta_ms, fmt.rate, dbfs=s.tone_dbfs))
 
-    def recorded(
-        self,
-        response_id: str,
-        number: int,
-        status: Status,
-        reason: str | None,
-        outputs: list[dict[str, Any]],
-        *,
-        out_of_band: bool = False,
-    ) -> None:
-        """A response that ended, in the session's record."""
-        record_response(self.core.record, response_id, number, status, reason, outputs, out_of_band=out_of_band)
-
     def cancelled(self, response_id: str | None, by: CancelledBy, t: float, *, ok: bool = True) -> None:
         """A cancel (the client's, or the caller's speech), in the session's record."""
         self.core.record.cancels.append({"t": t, "response_id": response_id, "by": by, "ok": ok})
@@ -156,7 +143,7 @@ def record_response(
     *,
     out_of_band: bool = False,
 ) -> None:
-    """A response that ended, in ``record`` (a Live backend's responses too)."""
+    """A response that ended, in ``record`` (either dialect's, and a Live backend's)."""
     record.responses.append(
         {
             "id": response_id,

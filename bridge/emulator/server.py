@@ -49,6 +49,7 @@ from bridge.emulator.record import Recorder, SessionRecord
 from bridge.emulator.session import EmulatorSession
 from bridge.emulator.websocket import Connection, Item, SocketPump
 from bridge.realtime.dialects import DIALECTS, Dialect, LiveService
+from bridge.runtime.service import Service
 
 log = logging.getLogger("bridge.emulator")
 
@@ -78,7 +79,7 @@ def dialect_of(path: str, headers: Mapping[str, str]) -> Dialect | None:
     return max(matching, key=lambda d: len(d.extra_headers), default=None)
 
 
-class EmulatorServer:
+class EmulatorServer(Service):
     """A local Realtime service. ``settings`` are what every session starts from: the defaults of its settings (names
     in ``faults.Settings``) and, under ``annotations``, its call script (``annotations.Annotations``)."""
 
@@ -133,7 +134,7 @@ class EmulatorServer:
             self.port = int(addresses[0][1])
         log.info("emulator listening on %s", self.base_url)
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         for live in list(self._live.values()):
             live.put((Item.STOP, None))
         if self._handlers:
@@ -141,13 +142,6 @@ class EmulatorServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> EmulatorServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     @property
     def base_url(self) -> str:
@@ -339,7 +333,7 @@ async def serve(host: str = "127.0.0.1", port: int = 8765, **settings: Any) -> N
     try:
         await asyncio.Event().wait()
     finally:
-        await server.stop()
+        await server.close()
 
 
 def parser() -> argparse.ArgumentParser:

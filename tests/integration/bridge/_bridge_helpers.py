@@ -426,7 +426,7 @@ class BridgeStack:
         if self.proxy is not None:
             await self.proxy.__aexit__()
         if self.emulator is not None:
-            await self.emulator.stop()
+            await self.emulator.close()
 
     def reports(self) -> list[dict[str, Any]]:
         return read_reports(self.reports_path)

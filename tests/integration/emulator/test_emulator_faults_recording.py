@@ -176,7 +176,7 @@ async def test_server_stop_closes_live_sessions() -> None:
     await server.start()
     client = await RawClient.open(f"{server.base_url}/realtime?model=gpt-4o-realtime-preview", beta=True)
     await client.until_type("session.created")
-    await server.stop()
+    await server.close()
     closed = await closed_by_server(client)
     assert closed.rcvd is not None and closed.rcvd.code == 1001
     assert BETA.name == server.sessions[0].dialect

@@ -71,7 +71,7 @@ async def emulator() -> AsyncIterator[EmulatorServer]:
     """The emulator with a known long-lived key (the shared fixture accepts any key)."""
     server = await keyed_emulator()
     yield server
-    await server.stop()
+    await server.close()
 
 
 async def first_event(client: RealtimeClient, within_s: float = 5.0) -> ev.Event:
@@ -257,7 +257,7 @@ async def test_rotates_in_real_time_with_a_short_ttl() -> None:
         await client.close()
         assert value == await source()
     finally:
-        await server.stop()
+        await server.close()
 
 
 @pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.name)
@@ -280,7 +280,7 @@ async def test_an_expired_credential_is_reissued_and_the_client_connects(dialect
         assert [e["error"]["code"] for e in refused.errors] == ["expired_client_secret"]
         assert not accepted.errors
     finally:
-        await server.stop()
+        await server.close()
 
 
 # --------------------------------------------------------------------------------------------------------------
