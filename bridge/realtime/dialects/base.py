@@ -169,7 +169,9 @@ class Service:
     response_schema: Obj
     session_defaults: Callable[[str], dict[str, Any]]  # model -> the session a connection starts with
     session_paths: Mapping[str, tuple[str, ...]]  # model, instructions, voice, input_format, output_format, ...
-    response_paths: Mapping[str, tuple[str, ...]]  # the same for response.create's ``response``
+    # the same for response.create's ``response``: its own fields, and the voice, output format and modalities
+    # where the session keeps them
+    response_paths: Mapping[str, tuple[str, ...]] = field(init=False)
     # how it spells its answers
     item_object: str | None  # "object" of every item (None: items carry none)
     item_done_event: bool  # item.done follows item.added
@@ -185,6 +187,11 @@ class Service:
     mint_response: Callable[[str, int, dict[str, Any]], dict[str, Any]]
     # how the service refuses this shape once it has retired it: (error code, message), None if it never did
     retired: tuple[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        shared = {name: self.session_paths[name] for name in ("voice", "output_format", "output_modalities")}
+        own = {"instructions": ("instructions",), "conversation": ("conversation",), "metadata": ("metadata",)}
+        object.__setattr__(self, "response_paths", MappingProxyType({**own, **shared, "input": ("input",)}))
 
 
 @dataclass(frozen=True)
@@ -218,7 +225,6 @@ class Dialect:
     label: str  # how people write it ("beta", "GA", "Live")
     default_model: str
     path: str  # the WebSocket's path under the base URL ("/realtime")
-    extra_headers: Mapping[str, str]
     handshake: Handshake
     capabilities: Capabilities
     append: AppendTemplate  # the audio append's JSON text around the base64
@@ -226,9 +232,6 @@ class Dialect:
     encoders: Mapping[type[ev.Command], Encoder]
     # wire name -> canonical key, dialect-specific names only (merged with common_server_events)
     own_server_events: Mapping[str, str]
-    # wire names that mean the same canonical event but are not the primary spelling (decode only)
-    alias_server_events: Mapping[str, str]
-    common_server_events: Mapping[str, str]
     decoders: Mapping[str, Decoder]  # canonical key -> decoder
     build_session: Callable[[AgentProfile], dict[str, Any]]
     build_response: Callable[[str | None, bool, Mapping[str, str]], dict[str, Any]]
@@ -239,6 +242,11 @@ class Dialect:
     build_credential_request: Callable[[AgentProfile], dict[str, Any]]
     parse_credential: Callable[[Mapping[str, Any]], Credential]
     service: Service | LiveService
+    extra_headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # wire name -> canonical key, the names this dialect shares with its family (Realtime beta and GA)
+    common_server_events: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # wire names that mean the same canonical event but are not the primary spelling (decode only)
+    alias_server_events: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     model_in_url: bool = True  # ``?model=`` on the WebSocket URL (else the model goes in the opening command)
     refused: Mapping[type[ev.Command], str] = field(default_factory=lambda: MappingProxyType({}))  # command -> why not
     # decoders that remember what one session said earlier, made afresh for each session: canonical key ->

@@ -258,7 +258,6 @@ SERVICE = Service(
     response_schema=_RESPONSE,
     session_defaults=_defaults,
     session_paths=_SESSION_PATHS,
-    response_paths=common.response_paths(_SESSION_PATHS),
     item_object="realtime.item",
     item_done_event=False,  # items appear once: conversation.item.created
     content_types=_CONTENT_TYPES,
@@ -303,7 +302,6 @@ BETA = Dialect(
             "transcription_session.updated": "transcription_session.updated",
         }
     ),
-    alias_server_events=MappingProxyType({}),
     decoders=common.decoders(
         common.session_configured(_SESSION_PATHS["voice"], _SESSION_PATHS["output_format"], _format_name)
     ),

@@ -645,11 +645,3 @@ def _envelopes() -> Mapping[str, Obj]:
 
 
 CLIENT_ENVELOPES: Final = _envelopes()
-
-
-def response_paths(session_paths: Mapping[str, tuple[str, ...]]) -> Mapping[str, tuple[str, ...]]:
-    """Where each neutral field sits in ``response.create``'s ``response``: the response's own fields, and the
-    voice, output format and modalities where the dialect's session keeps them (``session_paths``)."""
-    shared = {name: session_paths[name] for name in ("voice", "output_format", "output_modalities")}
-    own = {"instructions": ("instructions",), "conversation": ("conversation",), "metadata": ("metadata",)}
-    return MappingProxyType({**own, **shared, "input": ("input",)})
