@@ -46,7 +46,7 @@ from bridge.emulator.actions import Action
 from bridge.emulator.annotations import Reply, ToolCall
 from bridge.emulator.core import AudioInput, Handler, Opening, SessionCore
 from bridge.emulator.faults import Settings
-from bridge.emulator.formats import PCM16_RATE, WireFormat
+from bridge.emulator.formats import PCM16_RATE
 from bridge.emulator.live_backend import Delegation, LiveBackend
 from bridge.emulator.live_speech import LiveSpeech, SpeechKind
 from bridge.emulator.record import SessionRecord
@@ -97,18 +97,6 @@ class LiveSession(SessionCore):
 
     # ---------------------------------------------------------------------------------------------------------
     # The calling convention
-
-    @property
-    def model(self) -> str:
-        return self.state.model
-
-    @property
-    def format(self) -> WireFormat:
-        return self.state.format
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.state.config
 
     def open(self) -> list[Action]:
         """Nothing is sent before ``session.start``; the connection's own timers start now."""
@@ -195,7 +183,7 @@ class LiveSession(SessionCore):
         self.state.started_at = t
         self._acknowledge("session.started", t, session=self._resource())
         self._vad = EnergyVad(
-            self.format.rate,
+            self.state.format.rate,
             threshold=VAD_THRESHOLD,
             prefix_padding_ms=VAD_PADDING_MS,
             silence_duration_ms=VAD_SILENCE_MS,
@@ -207,7 +195,7 @@ class LiveSession(SessionCore):
         schema = self.service.update_schema
         update = schema.check(ev["session"], "session")
         delegation = update.get("delegation")
-        current = self.config.get("delegation")
+        current = self.state.config.get("delegation")
         if isinstance(delegation, dict):
             if isinstance(current, dict) and current.get("type") != delegation.get("type"):
                 raise ClientError("invalid_value", "The delegation type cannot change.", "session.delegation.type")
@@ -216,13 +204,13 @@ class LiveSession(SessionCore):
                 if isinstance(current.get("responses"), dict) and isinstance(delegation.get("responses"), dict):
                     merged["responses"] = {**current["responses"], **delegation["responses"]}
                 delegation = merged
-            self.config["delegation"] = delegation
+            self.state.config["delegation"] = delegation
         if "triggers" in update:
-            self.config["triggers"] = update["triggers"]
+            self.state.config["triggers"] = update["triggers"]
         self._acknowledge("session.updated", t, session=self._resource())
 
     def _on_append(self, ev: dict[str, Any], t: float) -> None:
-        pcm = self.state.input.take(ev, self.format)
+        pcm = self.state.input.take(ev, self.state.format)
         if self._vad is None or self._muted:
             return
         for e in self._vad.feed(pcm):
@@ -285,7 +273,7 @@ class LiveSession(SessionCore):
             raise ClientError("invalid_value", "An audio fixture can last at most 30 seconds.", "audio")
         if self.speech.fixture_active():
             raise ClientError("fixture_active", "An audio fixture is already playing.", "type")
-        fmt = self.format
+        fmt = self.state.format
         self.speech.interrupt(t, "fixture")
         pcm = voice.resample_linear(pcm, PCM16_RATE, fmt.rate)
         self.speech.queue(SpeechKind.FIXTURE, "", pcm, fmt, t)

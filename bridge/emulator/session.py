@@ -89,10 +89,6 @@ class EmulatorSession(SessionCore):
     def view(self) -> SessionView:
         return self.state.view
 
-    @property
-    def conversation(self) -> Conversation:
-        return self.state.conversation
-
     # ---------------------------------------------------------------------------------------------------------
     # The calling convention
 
@@ -200,7 +196,7 @@ class EmulatorSession(SessionCore):
         self.turns.clear(t)
 
     def _on_item_create(self, ev: dict[str, Any], t: float) -> None:
-        item = self.conversation.create(ev, t)
+        item = self.state.conversation.create(ev, t)
         replies = self.state.replies
         if item["type"] == "function_call_output":
             replies.context = Context(ContextKind.FUNCTION_OUTPUT, item["output"])
@@ -214,13 +210,13 @@ class EmulatorSession(SessionCore):
                 replies.context = Context(ContextKind.TEXT, text)
 
     def _on_truncate(self, ev: dict[str, Any], t: float) -> None:
-        self.conversation.truncate(ev, t)
+        self.state.conversation.truncate(ev, t)
 
     def _on_delete(self, ev: dict[str, Any], t: float) -> None:
-        self.conversation.delete(ev, t)
+        self.state.conversation.delete(ev, t)
 
     def _on_retrieve(self, ev: dict[str, Any], t: float) -> None:
-        self.conversation.retrieve(ev, t)
+        self.state.conversation.retrieve(ev, t)
 
     def _on_response_create(self, ev: dict[str, Any], t: float) -> None:
         run = self.responses.active

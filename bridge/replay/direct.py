@@ -90,7 +90,7 @@ class InMemoryRealtime(RealtimeClient):
         *,
         trace: Callable[[ev.Event], None] | None = None,
     ) -> None:
-        model = emulator.model if isinstance(emulator, LiveSession) else emulator.view.model
+        model = emulator.state.model if isinstance(emulator, LiveSession) else emulator.view.model
         super().__init__(dialect, MEMORY_URL, "in-memory", model=model)
         self.emulator = emulator
         self._trace = trace

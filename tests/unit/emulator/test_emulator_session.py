@@ -522,7 +522,7 @@ def test_delta_faults_and_wav_reply(oracle: Any, tmp_path: Any) -> None:
     x = np.frombuffer(b"".join(normal), dtype="<i2").astype(float)
     assert len(x) == RATE  # the whole 1 s WAV, resampled to 24 kHz
     assert np.argmax(np.abs(np.fft.rfft(x))) * RATE / len(x) == pytest.approx(800, abs=2)
-    delivered = d.s.conversation.audio_ms[deltas[0]["item_id"]]
+    delivered = d.s.state.conversation.audio_ms[deltas[0]["item_id"]]
     assert delivered == pytest.approx(6000)  # the oversized audio counts as delivered
     for e in d.events:
         if e is not deltas[1]:
