@@ -112,7 +112,7 @@ from bridge.sip.endpoint import (
     pjsua_callback,
     sip_error,
 )
-from bridge.sip.legs import DTMF_DIGITS, LegCall, call_op, first_audio
+from bridge.sip.legs import DTMF_DIGITS, LegCall, SipLeg, call_op, first_audio
 from bridge.sip.outbound import HumanCall, dial
 from bridge.sip.rtpguard import MediaClaims, MediaGuard, media_sources, sdp_connection_ip
 from bridge.sip.rxhook import RxHook
@@ -214,7 +214,7 @@ class _RefusedCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so th
             asyncio.get_running_loop().call_soon(on_gone, self)  # not from inside the callback
 
 
-class IncomingCall:
+class IncomingCall(SipLeg):
     """One incoming call as the app sees it. Every method runs on the event loop thread and returns at once.
 
     Fields: ``call_id`` (the bridge's own id, :func:`new_call_id`: it names files, keys and metrics),
@@ -231,6 +231,7 @@ class IncomingCall:
     """
 
     def __init__(self, gateway: SipGateway, call: _GatewayCall, prm: Any) -> None:
+        super().__init__(call)
         info = call.getInfo()
         self._invite = str(prm.rdata.wholeMsg)
         head = parse_request_head(self._invite)
@@ -246,20 +247,17 @@ class IncomingCall:
         self.auth_user: str | None = None
         self.dtmf_dropped = 0  # "digits" outside 0-9 * # A-D (a SIP INFO body can say anything)
         self.held = False  # the caller put the call on hold (re-INVITE with sendonly/inactive); see the module doc
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
-        self.disconnected = asyncio.Event()
+        self.disconnected = self.ended  # the same event, by the name the call's PhoneLeg reads
         self.answered = False
         self.confirmed = False  # the caller's ACK arrived
         self.end_cause = ""  # the SIP-level bound that ended the call (bridge.sip.bounds), if one did
         self._rtp: RtpWatch | None = None
-        self.local_hangup = False
         self.hangup_code: int | None = None
         self.hangup_reason: str = ""
         self.codec: str | None = None  # "PCMU" / "PCMA" once media is up
         self.srtp = False  # the audio runs SRTP (RTP/SAVP, bridge.sip.transports)
         self.dialog: Dialog | None = None  # from the caller's ACK: lets a restarted worker send BYE for this call
         self._gateway = gateway
-        self._call: _GatewayCall | None = call
         self._port: MediaPort | None = None
         self._hold_player: Any = None  # a warm transfer's hold audio (pj.AudioMediaPlayer), while it plays
         self._on_frame: OnFrame | None = None
@@ -310,7 +308,7 @@ class IncomingCall:
 
     # -- SIP actions ---------------------------------------------------------------------------------------
 
-    def _live(self, operation: str) -> _GatewayCall:
+    def _live(self, operation: str) -> LegCall:
         if self._call is None or self.disconnected.is_set():
             raise CallGone(operation, "the call has ended")
         return self._call
@@ -347,17 +345,6 @@ class IncomingCall:
             call.hangup(call_op(code, reason, headers))
         except pj.Error as exc:
             raise sip_error("reject", exc) from None
-
-    def hangup(self, reason: str | None = None) -> None:
-        """End the call (BYE; CANCEL-like 603 if not yet answered). No-op if it already ended. ``reason``: the
-        value of a ``Reason`` header (RFC 3326) on the BYE, e.g. ``SIP;cause=503;text="model unavailable"``."""
-        if self._call is None or self.disconnected.is_set():
-            return
-        self.local_hangup = True
-        try:
-            self._call.hangup(call_op(headers={"Reason": reason} if reason else None))
-        except pj.Error as exc:
-            _LOG.debug("hangup of %s: %s", self.call_id, sip_error("hangup", exc))
 
     def transfer(self, uri: str) -> None:
         """Blind transfer: send REFER (RFC 3515) asking the caller to call ``uri``.
@@ -599,9 +586,7 @@ class IncomingCall:
 
     def _release(self) -> None:
         """Forget the pjsua2 Call and give the port back to the pool. Idempotent."""
-        call, self._call = self._call, None
-        if call is not None:
-            call.handle = None
+        self._forget_call()
         if self._media is not None:
             self._gateway.release_media(self._media)
         self._hold_player = None

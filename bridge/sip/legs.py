@@ -6,20 +6,26 @@ warm transfer it placed (:mod:`bridge.sip.outbound`), a test phone's calls (:mod
   while it has one (:func:`~bridge.sip.endpoint.for_handle`), and nothing it raises reaches pjsua. A REFER is
   declined with ``603``: pjsua's default would accept it and dial the Refer-To URI itself, so a caller could make
   the bridge call any URI (toll fraud). Only a test phone, the transferee of a blind transfer, takes one.
+* :class:`SipLeg` is what both directions of the bridge's own calls share: the caller's call the gateway answered
+  (:class:`bridge.sip.gateway.IncomingCall`) and the human's leg it placed (:class:`bridge.sip.outbound.HumanCall`).
+  It holds the pjsua2 call until pjsua reports it gone, carries the leg's typed events (``events``; ``ended`` is
+  set with the last one), hangs up, and takes what its :class:`LegCall` forwards.
 * :func:`call_op` (a ``CallOpParam`` with a status, reason and headers), :func:`first_audio` (the active audio
   stream) and :func:`received_text` (the SIP message behind a state change).
 """
 
 from __future__ import annotations
 
+import abc
+import asyncio
 import logging
 import string
 from typing import Any, Protocol
 
 import pjsua2 as pj
 
-from bridge.events import DtmfSource
-from bridge.sip.endpoint import for_handle, pjsua_callback
+from bridge.events import DtmfSource, Event
+from bridge.sip.endpoint import for_handle, pjsua_callback, sip_error
 
 _LOG = logging.getLogger("bridge.sip")
 
@@ -67,6 +73,54 @@ class LegCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs, so the bas
     def onCallTransferRequest(self, prm: Any) -> None:
         prm.statusCode = 603
         _LOG.warning("declined REFER to %s on %s", prm.dstUri, self.handle.call_id if self.handle else "?")
+
+
+class SipLeg(abc.ABC):
+    """One call of ours, answered or placed (see the module doc). Its methods run on the loop thread. The owner
+    makes the leg its call's handle once the leg is whole (``call.handle = leg``)."""
+
+    call_id: str  # names the call in log lines
+
+    def __init__(self, call: LegCall) -> None:
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.ended = asyncio.Event()  # set with the leg's last event
+        self.local_hangup = False  # the hang-up was ours
+        self._call: LegCall | None = call
+
+    def hangup(self, reason: str | None = None) -> None:
+        """End the call: CANCEL while it rings out, a final 603 while it rings in, BYE once answered; a no-op once
+        ended. ``reason``: the value of a ``Reason`` header (RFC 3326) on the BYE, e.g.
+        ``SIP;cause=503;text="model unavailable"``."""
+        call = self._call
+        if call is None or self.ended.is_set():
+            return
+        self.local_hangup = True
+        try:
+            call.hangup(call_op(headers={"Reason": reason} if reason else None))
+        except pj.Error as exc:
+            _LOG.debug("hangup of %s: %s", self.call_id, sip_error("hangup", exc))
+
+    def _forget_call(self) -> bool:
+        """Drop the pjsua2 call (after its disconnect, or at shutdown); False if it was already dropped."""
+        call, self._call = self._call, None
+        if call is None:
+            return False
+        call.handle = None
+        return True
+
+    # -- what the LegCall forwards (loop thread) ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _on_state(self, info: Any, received: str | None) -> None:
+        """See :class:`LegHandle`."""
+
+    @abc.abstractmethod
+    def _on_media_state(self) -> None:
+        """See :class:`LegHandle`."""
+
+    @abc.abstractmethod
+    def _on_dtmf(self, digit: str, source: DtmfSource) -> None:
+        """See :class:`LegHandle`."""
 
 
 def call_op(status: int = 0, reason: str | None = None, headers: dict[str, str] | None = None) -> Any:

@@ -25,9 +25,9 @@ from typing import Any, Protocol
 
 import pjsua2 as pj
 
-from bridge.events import Dtmf, DtmfSource, Event, HumanLegChanged, LegState
+from bridge.events import Dtmf, DtmfSource, HumanLegChanged, LegState
 from bridge.sip.endpoint import CallGone, SipError, sip_error
-from bridge.sip.legs import LegCall
+from bridge.sip.legs import LegCall, SipLeg
 
 _LOG = logging.getLogger("bridge.sip")
 
@@ -51,21 +51,23 @@ class CallerLeg(Protocol):
         """The caller's media port leaves the call both ways."""
 
 
-class HumanCall:
-    """One outgoing call to a human, placed for a caller's warm transfer. Methods run on the loop thread."""
+class HumanCall(SipLeg):
+    """One outgoing call to a human, placed for a caller's warm transfer: the other direction of a
+    :class:`~bridge.sip.legs.SipLeg`. Its events are :class:`~bridge.events.HumanLegChanged` and
+    :class:`~bridge.events.Dtmf`."""
 
     def __init__(self, caller: CallerLeg, account: Any, uri: str, on_gone: Callable[[HumanCall], None]) -> None:
+        call = LegCall(account)
+        super().__init__(call)
+        self.call_id = f"{caller.call_id}/human"  # the caller's call's id, marked as its human leg
         self.uri = uri
         self.caller = caller
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
-        self.ended = asyncio.Event()
         self.answered = False
         self.joined = False
         self.sip_code = 0
         self._on_gone = on_gone  # the gateway forgets it
         self._audio: Any = None
-        self._call: LegCall | None = LegCall(account)
-        self._call.handle = self
+        call.handle = self
 
     def place(self, op: Any) -> None:
         """Send the INVITE; a failure (no call slot, a bad URI) ends the leg at once with ``sip_code`` 500."""
@@ -76,16 +78,6 @@ class HumanCall:
             error = sip_error("dial", exc)
             _LOG.warning("%s: dialling the human failed: %s", self.caller.call_id, error)
             self._gone(500, error.reason)
-
-    def hangup(self) -> None:
-        """CANCEL (ringing) or BYE (answered); a no-op once ended."""
-        call = self._call
-        if call is None or self.ended.is_set():
-            return
-        try:
-            call.hangup(pj.CallOpParam(True))
-        except pj.Error as exc:
-            _LOG.debug("hangup of the human leg: %s", sip_error("hangup", exc))
 
     def hear_agent(self, on: bool) -> None:
         """The human hears the session's voice (the caller's media port), or no longer: the briefing."""
@@ -116,11 +108,6 @@ class HumanCall:
         self.joined = True
 
     # -- callbacks (loop thread) ------------------------------------------------------------------------------
-
-    @property
-    def call_id(self) -> str:
-        """The caller's call's id, marked as its human leg (log lines, the leg's media claim)."""
-        return f"{self.caller.call_id}/human"
 
     def _on_dtmf(self, digit: str, source: DtmfSource) -> None:
         self.events.put_nowait(Dtmf(digit=digit.upper()))
@@ -155,10 +142,8 @@ class HumanCall:
 
     def release(self) -> None:
         """Forget the pjsua2 objects (after the disconnect, or at shutdown). Idempotent."""
-        call, self._call = self._call, None
         self._audio = None
-        if call is not None:
-            call.handle = None
+        if self._forget_call():
             self._on_gone(self)
 
 
