@@ -50,6 +50,7 @@ import pjsua2 as pj
 from bridge.audio.frames import FRAME_MS, SAMPLE_RATE
 from bridge.audio.frames import PERIOD_S as TICK_S
 from bridge.errors import BridgeError
+from bridge.privacy.masking import mask_number
 from bridge.runtime.metronome import for_loop as metronome_for
 from bridge.runtime.sched import realtime_priority
 from bridge.sip.cport import PJSUA, NativeHub, NativePort, native_ports
@@ -64,6 +65,9 @@ _LOG = logging.getLogger("bridge.sip")
 _PJ_LOG = logging.getLogger("bridge.sip.pjsua")
 
 ALLOWED_CODECS = ("PCMU/8000/1", "PCMA/8000/1")  # first is preferred when we offer
+# a refused caller's number in the log keeps its last digits, as a dialplan's default privacy does
+# (bridge.dialplan.Privacy.caller_visible_digits): no plan has taken the call
+REFUSED_CALLER_VISIBLE_DIGITS = 4
 
 
 class SipError(BridgeError):
@@ -514,7 +518,8 @@ class SipEndpoint:
         """Count a refused INVITE by status code, log it, and tell ``on_rejected`` (loop thread)."""
         self.rejected[rejected.status_code] += 1
         line = self._refusal_log.admit(
-            f"refused INVITE {rejected.call_id} from {rejected.caller} ({rejected.source}) to {rejected.called}: "
+            f"refused INVITE {rejected.call_id} from {mask_number(rejected.caller, REFUSED_CALLER_VISIBLE_DIGITS)} "
+            f"({rejected.source}) to {rejected.called}: "
             f"{rejected.status_code} {rejected.reason} ({rejected.detail})"
         )
         if line is not None:
