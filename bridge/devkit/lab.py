@@ -6,7 +6,7 @@ and no traffic leaving the machine (needs root: ``ip netns add``).
   up; the root namespace is not touched (no interface, no route, no address of the lab in it).
 * Names are unique per lab (``cblab-<pid><random>-<host>``), so labs started at once (pytest-xdist workers, a lab
   started by hand) never meet. A lab left behind by a process that died is deleted by the next lab's start.
-* :meth:`Lab.spawn` starts a process in a host (``ip netns exec``) in a process group of its own; :meth:`Lab.down`
+* :meth:`Lab.spawn` starts a process in a host (``ip netns exec``) in a process group of its own; :meth:`Lab.close`
   ends every process in every namespace of the lab (``ip netns pids``, so a process's own children too) and deletes
   the namespaces, whatever happened before.
 * Faults: :meth:`Lab.cut` / :meth:`Lab.heal` (a blackhole route inside a host: it cannot reach one address, the rest
@@ -34,8 +34,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
+
+from bridge.runtime.service import SyncService
 
 PREFIX = "cblab-"
 NETNS_DIR = Path("/run/netns")
@@ -157,7 +158,7 @@ def in_netns(netns: str, work: Callable[[], T]) -> T:
     return outcome.result()
 
 
-class Lab:
+class Lab(SyncService):
     """``with Lab(["front", "node-a", "caller"]) as lab: lab.host("front").address`` -> ``10.77.0.2``. Hosts get
     ``SUBNET.2`` onwards in the order given, or the address of ``addresses[name]`` (a last octet)."""
 
@@ -188,7 +189,7 @@ class Lab:
     def namespaces(self) -> list[str]:
         return [self.hub, *(h.netns for h in self.hosts.values())]
 
-    def up(self) -> Lab:
+    def start(self) -> Lab:
         """Create the hub, its bridge and every host on it; a failure deletes what was made and raises LabError."""
         sweep_stale()
         try:
@@ -203,7 +204,7 @@ class Lab:
                 _ip("-n", host.netns, "addr", "add", f"{host.address}/24", "dev", "eth0")
                 _ip("-n", host.netns, "link", "set", "eth0", "up")
         except BaseException:
-            self.down()
+            self.close()
             raise
         return self
 
@@ -217,7 +218,7 @@ class Lab:
         cwd: Path | None = None,
     ) -> subprocess.Popen[bytes]:  # fmt: skip
         """Start ``args`` in ``host``'s namespace, in a process group of its own; output to ``log`` (appended), else
-        discarded. :meth:`down` ends it with the rest."""
+        discarded. :meth:`close` ends it with the rest."""
         out = log.open("ab") if log is not None else subprocess.DEVNULL
         try:
             proc = subprocess.Popen(
@@ -290,7 +291,7 @@ class Lab:
 
     # -- teardown ---------------------------------------------------------------------------------------------------
 
-    def down(self) -> None:
+    def close(self) -> None:
         """End every process of the lab (SIGTERM to the ones it spawned, a grace, then SIGKILL to every process in
         its namespaces) and delete the namespaces (their veth pairs and routes go with them). Safe to call twice."""
         for proc in self._procs:
@@ -311,11 +312,3 @@ class Lab:
         for name in reversed(self._made):
             _ip("netns", "delete", name, check=False)
         self._made.clear()
-
-    def __enter__(self) -> Lab:
-        return self.up()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.down()

@@ -145,7 +145,7 @@ class CallLab:
 
     def start(self) -> CallLab:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.lab.up()
+        self.lab.start()
         try:
             if self.plan.sentinel:
                 self._start_sentinel_set()
@@ -411,7 +411,7 @@ class CallLab:
         for node in list(self.nodes):
             if self.nodes[node].poll() is None:
                 self.nodes[node].terminate()
-        self.lab.down()
+        self.lab.close()
 
 
 def _interrupt(signum: int, frame: object) -> None:

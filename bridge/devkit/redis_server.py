@@ -12,10 +12,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from bridge.devkit.ports import free_port
 from bridge.devkit.process import stop_process
+from bridge.runtime.service import SyncService
 
 
 def redis_server_binary() -> str | None:
@@ -30,7 +30,7 @@ def redis_server_binary() -> str | None:
     return exe if exe and Path(exe).exists() else None
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(SyncService):
     """``with EmbeddedRedis() as r: r.url`` -> ``redis://127.0.0.1:PORT/0`` (also ``r.unix_url``)."""
 
     def __init__(self, port: int | None = None, password: str | None = None) -> None:
@@ -92,11 +92,3 @@ class EmbeddedRedis:
     def close(self) -> None:
         self.stop()
         self._dir.cleanup()
-
-    def __enter__(self) -> EmbeddedRedis:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
