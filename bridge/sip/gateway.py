@@ -74,6 +74,7 @@ import pjsua2 as pj
 from bridge import metrics
 from bridge.audio.frames import FrameSource, StreamKernel
 from bridge.events import CallerHungUp, Dtmf, DtmfSource, Event, MediaDropped, TransferProgress
+from bridge.privacy.masking import mask_number
 from bridge.runtime.service import Service
 from bridge.sip.access import (
     AUTH_HEADER,
@@ -103,6 +104,7 @@ from bridge.sip.cport import NativePort, NativeUplink
 from bridge.sip.crossing import MediaPort, PortCounters
 from bridge.sip.dialogguard import PASS, DialogGuard, GuardedDialog, media_security
 from bridge.sip.endpoint import (
+    REFUSED_CALLER_VISIBLE_DIGITS,
     CallGone,
     LogLimiter,
     RejectedCall,
@@ -727,11 +729,11 @@ class SipGateway(Service):
         self._calls[id(handle)] = handle
         self._guard_dialog(handle, str(prm.rdata.wholeMsg))
         self.calls_total += 1
-        _LOG.info(
+        _LOG.info(  # no plan has taken the call yet: its caller masked as a plan's default privacy masks it
             "incoming call %s (Call-ID %r) from %r (%s) to %r",
             handle.call_id,
             handle.sip_call_id,
-            handle.caller,
+            mask_number(handle.caller, REFUSED_CALLER_VISIBLE_DIGITS),
             handle.remote_addr,
             handle.called,
         )

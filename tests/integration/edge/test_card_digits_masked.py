@@ -137,7 +137,6 @@ async def test_no_card_digits(keyed_call: KeyedCall, place: str) -> None:
 
 
 NUMBER_LEAKS = {
-    "log": "bridge/sip/gateway.py logs each INVITE as 'incoming call ... from <the caller, in full>' (INFO)",
     "redis": "the call hash's sip_dialog (bridge/serve/worker.py) holds the From and Contact URIs in full",
 }
 
