@@ -121,11 +121,15 @@ def by_design(a: str, b: str) -> list[ByDesign]:
 # run's model says a preamble (DialectRun.preamble, as the emulator plays it) and the other's does not, the
 # preamble lines are left out of the agent transcripts, the message stream's events are compared no further, and
 # neither are the truncates, nor where an answer was cut (a barge-in lands later in an answer said after a preamble).
+# A response with a preamble streams longer, so a caller who speaks a given time into it may find it still streaming
+# (the barge-in cancels it) where the same words found the shorter one complete: where a response ends among the
+# caller's events and how (completed or cancelled) is compared no further either (how many began still is).
 # Between dialects only (each runs its own model); between rollout variants the models are what is compared.
 TURN_SHAPE_KINDS: Final = frozenset(
     {"AgentTranscript", "AudioChunk", "AudioDone", "ItemAdded(assistant,message)", "OutputItemAdded(message)"}
     | {"ItemTruncated"}  # a barge-in in a preamble truncates it, and the answer queued after it at 0 ms
     | {ev.OutputItem.kind, ev.AgentSaid.kind}  # the same over SIP, in the session's notes
+    | {"ResponseDone", ev.ResponseEnded.kind}  # where a response ends, and how (decoded; in the notes over SIP)
 )
 
 

@@ -51,12 +51,35 @@ def test_the_caller_speaking_over_the_agent_still_cuts_it() -> None:
     assert kinds.count("barge_in") == 2 and kinds.count("truncate") == 2
 
 
-def test_a_cough_over_the_agent_never_reaches_the_model_while_tempering() -> None:
-    """A cough no louder than the agent's echo is attenuated with it: the model hears nothing, the agent goes on."""
+def _cough_at(ms: int) -> CallScript:
+    """The cough script with the cough this far into the agent's answer."""
     script = load_script(ECHO / "cough")
+    turns = list(script.model.turns)
+    turns[1] = turns[1].model_copy(update={"barge_in_after_ms": ms})
+    script.model = script.model.model_copy(update={"turns": turns})
+    return script
+
+
+def test_a_cough_over_the_agents_loudest_words_never_reaches_the_model_while_tempering() -> None:
+    """A cough no louder than the agent's echo (1.5 s into the answer) is attenuated with it: the model hears
+    nothing, the agent goes on unpaused."""
+    script = _cough_at(1500)
     run = replay_guarded(script, "ga", True)
     assert run.ok, [c for c in run.checks if not c.ok]
-    assert run.report["barge_ins"] == 0 and run.report["echo"].get("taken", 0) == 0
+    assert run.report["barge_ins"] == 0 and set(run.report["echo"]) == {ev.EchoOutcome.REJECTED}
+    assert run.report["caller_transcript"] == ["What are your hours on Saturday?"]  # the cough never reached it
+    assert score(script, run).summary()["false_barge_ins"] == 0
+
+
+@pytest.mark.parametrize("dialect", ["beta", "ga"])
+def test_the_echo_sets_cough_pauses_the_agent_in_either_turn_shape(dialect: str) -> None:
+    """As shipped, on the support plan's safe model (a preamble before each answer) and on beta's model (the answer
+    alone), the cough comes early in the agent's answer, where the echo cannot hide it: paused, then resumed."""
+    script = load_script(ECHO / "cough").on_safe_variant()
+    run = replay_guarded(script, dialect, True)
+    assert run.ok, [c for c in run.checks if not c.ok]
+    echo = run.report["echo"]
+    assert (echo.get("paused"), echo.get("resumed"), echo.get("taken")) == (1, 1, None), echo
     assert score(script, run).summary()["false_barge_ins"] == 0
 
 
