@@ -83,6 +83,9 @@ class Bed:
             end=lambda why, _, outcome: self.ended.append((why, outcome)),
         )
 
+    def step(self) -> Transfer:
+        return self.flow.core.transfer
+
     @property
     def kinds(self) -> list[str]:
         return [r.kind for r in self.reports]
@@ -125,10 +128,10 @@ async def test_the_human_hears_the_briefing_then_takes_the_call() -> None:
     assert isinstance(respond, ev.CreateResponse) and leg.human.hearing and leg.held  # the caller still on hold
     # the model has not spoken yet: an idle beat does not end the briefing
     bed.flow.fire(Trigger.PLAYED_OUT)
-    assert not leg.human.joined and bed.flow.core.transfer is Transfer.BRIEFING
+    assert not leg.human.joined and bed.step() is Transfer.BRIEFING
     bed.flow.fire(Trigger.RESPONSE_STARTED)  # the briefing plays ...
     bed.flow.fire(Trigger.MODEL_AUDIO)
-    assert not leg.human.joined and bed.flow.core.transfer is Transfer.BRIEF_PLAYING
+    assert not leg.human.joined and bed.step() is Transfer.BRIEF_PLAYING
     bed.flow.fire(Trigger.PLAYED_OUT)  # ... and has played out: the human takes the call
     await bed.settled()
     assert leg.human.heard_agent == [True, False] and leg.human.joined
