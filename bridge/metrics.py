@@ -126,6 +126,11 @@ CALLS_LOST = Counter(
     "Calls whose worker died mid-call (records closed by the pool)",
     ["dialplan", "variant"],
 )
+SIP_DIALOGS_UNOPENED = Counter(
+    f"{NS}_sip_dialogs_unopened",
+    "Stored SIP dialogs of orphaned calls that did not open (sealed under another listen_key, or altered in Redis): "
+    "their callers got no BYE (bridge/store/dialogseal.py)",
+)
 CALL_STATE_SPOOLED = Counter(
     f"{NS}_call_state_spooled",
     "Calls whose final state a stop during a Redis outage wrote to the spool (spooled), and later to Redis (replayed)",

@@ -5,7 +5,8 @@ A worker killed mid-call (SIGKILL, the OOM killer, a crash in native code) canno
 call it left live in Redis (its set ``cb:worker:{<id>}:calls``), the pool:
 
 * marks the call ended, end reason ``worker died`` (and ``worker_exit``: how it died), and takes it off the set;
-* sends the caller a BYE built from the dialog kept in the call's hash (:mod:`bridge.sip.orphans`);
+* sends the caller a BYE built from the dialog kept in the call's hash, sealed under the node's ``listen_key``
+  (:mod:`bridge.store.dialogseal`, :mod:`bridge.sip.orphans`);
 * writes the call's report line (``report_file``) with that end reason and ``"worker_died": true``;
 * finishes the call's recording (:func:`bridge.call.recorder.finish_recording`: what reached the disk plays);
 * counts the call as a failure (outcome ``dropped``) of its variant: in the rollout's sliding window, which may roll
@@ -33,6 +34,7 @@ from bridge.errors import redact
 from bridge.rollout.store import RolloutStore
 from bridge.store import keys
 from bridge.store.calls import mark_ended
+from bridge.store.dialogseal import DialogSeal
 from bridge.store.read import text
 from bridge.store.reportfile import append_report
 
@@ -79,7 +81,7 @@ async def close_lost_calls(
     if not lost:
         return []
     log.warning("worker %d (%s) died (%s) with %d call(s): closing their records", index, worker, exit_, len(lost))
-    await _hang_up(settings, [state.get("sip_dialog", "") for _, state in lost])
+    await _hang_up(settings, [(call_id, state.get("sip_dialog", "")) for call_id, state in lost])
     rollouts = RolloutStore(client=client, specs=rollout_specs(plans))
     for call_id, state in lost:
         _write_report(settings, index, call_id, state, exit_)
@@ -88,12 +90,15 @@ async def close_lost_calls(
     return [c for c, _ in lost]
 
 
-async def _hang_up(settings: Settings, dialogs: list[str]) -> None:
+async def _hang_up(settings: Settings, dialogs: list[tuple[str, str]]) -> None:
+    """BYE to the caller of each ``(call id, stored sip_dialog)``, opened with the node's ``listen_key``."""
     from bridge.sip.orphans import end_orphans  # a plain socket: no pjsua2 in this process
 
+    key = settings.listen_key
+    opened = DialogSeal.under(key.get_secret_value() if key else None).open_all(dialogs)
     host = settings.sip_host
     try:
-        await end_orphans([d for d in dialogs if d], None if host in WILDCARD_HOSTS else host)
+        await end_orphans(opened, None if host in WILDCARD_HOSTS else host)
     except OSError as exc:
         log.error("BYE to the callers of a dead worker failed: %s", exc)
 

@@ -51,6 +51,7 @@ from bridge.serve.takeover import TakeOverHub
 from bridge.serve.variant import VariantCall
 from bridge.store.calls import CallStore
 from bridge.store.connection import StoreUnavailable, connect
+from bridge.store.dialogseal import DialogSeal
 from bridge.store.reportfile import append_report
 from bridge.supervisor.actions import allowed_targets
 
@@ -193,6 +194,8 @@ class Worker:
         self.listen: ListenHub | None = None  # listen-in: every call's leg has a tap, idle until someone listens
         self.actions: CallActions | None = None  # supervisor actions (hang up, whisper, transfer) into a call's inbox
         self.control: WorkerControl | None = None  # drain, stop and the node's ends (bridge/serve/stopping.py)
+        listen_key = settings.listen_key.get_secret_value() if settings.listen_key else None
+        self.dialogs = DialogSeal.under(listen_key)  # seals the calls' stored dialogs (bridge/store/dialogseal.py)
 
     def reload_plans(self) -> None:
         """The dialplans read again (serve's SIGHUP); a call keeps the plan it started with."""
@@ -286,22 +289,24 @@ class Worker:
             if control is not None:
                 control.finished(call.call_id)
 
-    def _end_orphans(self, dialogs: list[str]) -> None:
+    def _end_orphans(self, dialogs: list[tuple[str, str]]) -> None:
         """Calls of a dead worker (or of this worker's previous run): BYE to each caller (bridge/sip/orphans.py)."""
         from bridge.sip.orphans import end_orphans
 
         host = self.settings.sip_host
         local = None if host in WILDCARD_HOSTS else host  # a wildcard: the kernel picks
-        task = asyncio.create_task(end_orphans(dialogs, local), name="orphan-byes")
+        task = asyncio.create_task(end_orphans(self.dialogs.open_all(dialogs), local), name="orphan-byes")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def _remember_dialog(self, call: IncomingCall) -> None:
-        """Once the caller's ACK confirms the dialog, keep it in the call's hash (for :meth:`_end_orphans`)."""
+        """Once the caller's ACK confirms the dialog, keep it in the call's hash, sealed (for :meth:`_end_orphans`)."""
         for _ in range(100):  # up to 10 s: the ACK follows the 200 OK within a round trip
             dialog = call.dialog
             if dialog is not None and self.store is not None:
-                self.store.update(call.call_id, sip_dialog=json.dumps(dialog.to_json()))
+                self.store.update(
+                    call.call_id, sip_dialog=self.dialogs.seal(call.call_id, json.dumps(dialog.to_json()))
+                )
                 return
             if call.disconnected.is_set():
                 return

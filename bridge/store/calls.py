@@ -198,9 +198,9 @@ class CallStore:
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
-        # Called with the ``sip_dialog`` values of calls found orphaned (a previous run of this worker, or a dead
-        # worker): the worker sends each caller a BYE. Never raises into the writer.
-        self.on_orphaned: Callable[[list[str]], None] | None = None
+        # Called with the ``(call id, sip_dialog)`` of calls found orphaned (a previous run of this worker, or a dead
+        # worker): the worker opens each sealed dialog and sends its caller a BYE. Never raises into the writer.
+        self.on_orphaned: Callable[[list[tuple[str, str]]], None] | None = None
         self.reaper = Reaper(self.worker)  # its ``probe`` asks a suspect worker over SIP before its calls are ended
 
     # ---------------------------------------------------------------------------------------- lifecycle

@@ -60,14 +60,17 @@ async def mark_ended(
     return marked
 
 
-async def report_orphans(client: aioredis.Redis, call_ids: list[str], hook: Callable[[list[str]], None] | None) -> None:
-    """Hand the ``sip_dialog`` values of calls found orphaned to ``hook`` (the worker sends each caller a BYE)."""
+async def report_orphans(
+    client: aioredis.Redis, call_ids: list[str], hook: Callable[[list[tuple[str, str]]], None] | None
+) -> None:
+    """Hand the ``(call id, sip_dialog)`` of calls found orphaned, those answered, to ``hook`` (the worker opens each
+    dialog, bridge/store/dialogseal.py, and sends its caller a BYE)."""
     if not call_ids or hook is None:
         return
     pipe = client.pipeline(transaction=False)
     for call_id in call_ids:
         pipe.hget(keys.call(call_id), "sip_dialog")
-    dialogs = [text(d) for d in await pipe.execute() if d]
+    dialogs = [(c, text(d)) for c, d in zip(call_ids, await pipe.execute(), strict=True) if d]
     if dialogs:
         try:
             hook(dialogs)

@@ -136,16 +136,7 @@ async def test_no_card_digits(keyed_call: KeyedCall, place: str) -> None:
     assert not leaks, "\n".join(leaks)
 
 
-NUMBER_LEAKS = {
-    "redis": "the call hash's sip_dialog (bridge/serve/worker.py) holds the From and Contact URIs in full",
-}
-
-
-@pytest.mark.parametrize(
-    "place",
-    [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=NUMBER_LEAKS[p])) if p in NUMBER_LEAKS else p
-     for p in PLACES],
-)  # fmt: skip
+@pytest.mark.parametrize("place", PLACES)  # Redis: the call hash's sip_dialog is sealed (bridge/store/dialogseal.py)
 async def test_no_full_caller_number(keyed_call: KeyedCall, place: str) -> None:
     leaks = _leaks(keyed_call.scanned[place], CALLER_FORMS)
     assert not leaks, "\n".join(leaks)

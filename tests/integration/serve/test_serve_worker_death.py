@@ -1,7 +1,8 @@
 """A worker killed mid-call on a recorded rollout plan: the pool closes the call's record (end reason "worker died"
 in Redis, a report line, the recording finished and playable up to the kill, a failure in the variant's rollout
 window and in /metrics), the caller gets a BYE built from the dialog kept in Redis (no silent line left open), and
-the pool restarts the worker on the same port."""
+the pool restarts the worker on the same port. The dialog is kept sealed under the node's listen_key (set here, so
+that the test can open it too: bridge/store/dialogseal.py)."""
 
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ from bridge.devkit.ports import free_port
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.emulator import EmulatorServer
 from bridge.store import keys
+from bridge.store.dialogseal import VERSION, DialogSeal
 from bridge.store.reportfile import read_reports
 
 SAFE = "gpt-realtime-2.1"  # the shipped support plan's safe variant (dialplans/support.yaml)
+LISTEN_KEY = "worker-death-listen-key"
 
 pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary")
 
@@ -45,6 +48,7 @@ async def test_killed_worker_is_restarted_and_its_call_marked_ended(tmp_path: Pa
         async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
             sip_port, http_port = free_port(), free_port()
             env = {**os.environ, "CALLBRIDGE_SUPERVISOR_TOKEN": TOKEN, "XDG_STATE_HOME": str(tmp_path / "state")}
+            env["CALLBRIDGE_LISTEN_KEY"] = LISTEN_KEY  # the node's key: the test opens the stored dialog with it
             proc = subprocess.Popen(  # noqa: ASYNC220 (a long-lived server; stopped synchronously below)
                 [sys.executable, "-m", "bridge", "serve", "--workers", "1", "--sip-port", str(sip_port),
                  "--realtime-url", emulator.base_url, "--redis-url", redis.url, "--http-port", str(http_port),
@@ -129,11 +133,15 @@ async def _recorded_s(directory: Path, at_least: float) -> float:
 
 
 async def _stored_dialog(client: aioredis.Redis, call_id: str) -> dict[str, str]:
+    """The call's dialog as Redis keeps it, opened with the node's listen_key."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         text = await client.hget(keys.call(call_id), "sip_dialog")
         if text:
-            return dict(json.loads(text))
+            assert text.startswith(VERSION) and "sip:" not in text and "tag=" not in text, text
+            opened = DialogSeal.under(LISTEN_KEY).open(call_id, text)
+            assert opened is not None, text
+            return dict(json.loads(opened))
         await asyncio.sleep(0.1)
     raise TimeoutError("the call's SIP dialog never reached Redis")
 

@@ -3,18 +3,25 @@ the next start of `serve` after the whole node was killed (no exit status known)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
+import socket
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 
 from bridge.call.recorder import AUDIO_FILE, EVENTS_FILE, read_recording, wav_header
 from bridge.config import Settings
 from bridge.devkit.redis_server import EmbeddedRedis
 from bridge.dialplan import load_dialplans
 from bridge.serve.lost import close_lost_calls, worker_id
+from bridge.sip.orphans import UDP_COPIES
 from bridge.store import keys
+from bridge.store.dialogseal import DialogSeal
 from bridge.store.reportfile import read_reports
 
 SAFE = "gpt-realtime-2.1"  # the shipped support plan's safe variant (dialplans/support.yaml)
@@ -61,3 +68,41 @@ async def test_a_previous_runs_calls_get_their_records_closed(
     window = [json.loads(m) for m in await raw.zrange(keys.variant_calls("support", SAFE), 0, -1)]
     assert [w["outcome"] for w in window] == ["dropped"]
     assert await close_lost_calls(raw, settings, [], 0, None) == []  # once only
+
+
+async def test_a_lost_calls_caller_gets_a_bye_from_its_sealed_dialog_and_one_sealed_elsewhere_is_a_warning(
+    redis_server: EmbeddedRedis, raw: aioredis.Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(sip_port=5070, redis_url=redis_server.url, listen_key=SecretStr("this node's key"))
+    worker = worker_id(settings, 0)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+        phone.bind(("127.0.0.1", 0))
+        phone.setblocking(False)
+        dialog = {
+            "call_id": "mine@phone",
+            "local": "<sip:7200@127.0.0.1>;tag=b1",
+            "remote": "<sip:+14155550123@127.0.0.1>;tag=p1",
+            "target": f"sip:+14155550123@127.0.0.1:{phone.getsockname()[1]}",
+        }
+        sealed = {
+            "c-mine": DialogSeal.under("this node's key").seal("c-mine", json.dumps(dialog)),
+            "c-foreign": DialogSeal.under("another node's key").seal("c-foreign", json.dumps(dialog)),
+        }
+        for call_id, text in sealed.items():
+            await raw.hset(keys.call(call_id), mapping={"call_id": call_id, "phase": "SPEAKING", "sip_dialog": text})
+            await raw.sadd(keys.worker_calls(worker), call_id)
+        with caplog.at_level(logging.WARNING, logger="bridge.store"):
+            closed = await close_lost_calls(raw, settings, [], 0, None)
+        assert sorted(closed) == ["c-foreign", "c-mine"]  # both records closed, the BYE or not
+        byes = [(await asyncio.wait_for(asyncio.get_running_loop().sock_recv(phone, 4096), 5.0)).decode()]
+        with contextlib.suppress(BlockingIOError):  # sent before close_lost_calls returned: all here already
+            while True:
+                byes.append(phone.recv(4096).decode())
+    # the foreign dialog did not open: only this node's caller got its BYE (each sent twice over UDP)
+    assert len(byes) == UDP_COPIES, byes
+    for bye in byes:
+        assert bye.startswith("BYE sip:+14155550123@127.0.0.1:") and "Call-ID: mine@phone\r\n" in bye, bye
+    warned = [r.getMessage() for r in caplog.records if "does not open with this node's listen_key" in r.getMessage()]
+    assert [w.split(":")[0] for w in warned] == ["call c-foreign"], warned
+    for call_id in sealed:
+        assert (await raw.hgetall(keys.call(call_id)))["end_reason"] == "worker died"

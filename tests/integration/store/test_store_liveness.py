@@ -81,7 +81,7 @@ async def test_a_worker_that_misses_its_heartbeat_but_answers_sip_keeps_its_call
 ) -> None:
     caplog.set_level(logging.INFO, logger="bridge.store")
     sip, worker = cut_off_worker
-    orphaned: list[str] = []
+    orphaned: list[tuple[str, str]] = []
     async with CallStore(redis_server.url, worker="w-reaper", tuning=StoreTuning(reap_interval_s=0.1)) as reaper:
         reaper.on_orphaned = orphaned.extend
 
@@ -111,7 +111,7 @@ async def test_a_worker_that_misses_its_heartbeat_but_answers_sip_keeps_its_call
 
         await wait_until(ended, timeout_s=10, what="the calls of the worker that stopped answering marked ended")
         print(f"calls marked ended {time.monotonic() - stopped:.2f} s after the worker stopped answering")
-        assert sorted(orphaned) == ['{"call_id": "c1"}', '{"call_id": "c2"}']  # each caller gets its BYE
+        assert sorted(orphaned) == [("c1", '{"call_id": "c1"}'), ("c2", '{"call_id": "c2"}')]  # each caller: a BYE
         assert not await raw.exists(keys.worker_calls(worker))
         assert worker not in await raw.smembers(keys.WORKERS)
 
