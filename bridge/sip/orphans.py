@@ -3,10 +3,11 @@
 A worker killed mid-call (OOM, SIGKILL, a crash in native code) takes its pjsua2 dialogs with it and cannot hang
 up. The caller would keep a dead line until its RTP timeout or session timer fires, if it has either. So each
 call's dialog (Call-ID, both tags, the caller's Contact, the route set; :class:`bridge.sip.sipmsg.Dialog`) is kept
-in its Redis hash once the caller's ACK confirms it, and whoever finds the call orphaned (the restarted worker,
-or another worker's reaper) sends the caller an in-dialog BYE built from it (RFC 3261 §15.1.1). The caller answers
-200 (or 481 if the dialog is gone already); no answer is awaited, and the request is sent twice over UDP in case
-one datagram is lost. No pjsua2 here: a plain socket, so it works before the new endpoint is up.
+in its Redis hash once the caller's ACK confirms it, sealed (bridge/store/dialogseal.py), and whoever finds the
+call orphaned (the restarted worker, or another worker's reaper) opens it and sends the caller an in-dialog BYE
+built from it (RFC 3261 §15.1.1). The caller answers 200 (or 481 if the dialog is gone already); no answer is
+awaited, and the request is sent twice over UDP in case one datagram is lost. No pjsua2 here: a plain socket, so
+it works before the new endpoint is up.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ async def send_bye(
 
 
 async def end_orphans(dialogs_json: Iterable[str], local_host: str | None = None) -> int:
-    """BYE for every stored dialog (JSON text from the call's Redis hash), sent from ``local_host`` (None: the
+    """BYE for every dialog (JSON text, as opened from the call's Redis hash), sent from ``local_host`` (None: the
     address the kernel picks); returns how many were sent."""
     sent = 0
     for text in dialogs_json:

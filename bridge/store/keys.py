@@ -62,7 +62,8 @@ PROTOCOL_FIELDS: Final = ("phase", "session_id", "conversation_id", "response_id
 PROGRESS_FIELDS: Final = ("last_user_audio_seq", "last_ack_event_id", "played_ms")
 # end_reason: why the call ended, in words; ended_by: who ended it (bridge.events.EndedBy)
 TIME_FIELDS: Final = ("started_at", "last_activity", "ended_at", "end_reason", "ended_by")
-# sip_dialog: JSON, lets a restarted worker send BYE; sip_call_id: the caller's Call-ID (data, never a key)
+# sip_dialog: JSON sealed under the node's listen_key (bridge/store/dialogseal.py), lets a restarted worker send
+# BYE; sip_call_id: the caller's Call-ID (data, never a key)
 EXTRA_FIELDS: Final = ("last_transcript", "sip_dialog", "sip_call_id")
 # What the console's per-plan figures need without reading streams (``bridge.supervisor.plan_stats``): the call's
 # outcome (``completed``, ``transferred``, ``failed``), its greeting and first reply (``docs/operating.md``, what each
