@@ -1,9 +1,15 @@
 """What happened on one call (:class:`CallReport`): the demo prints it, replays compare it, Redis keeps a summary
-of it. ``bridge.call.session`` fills it in as the call goes."""
+of it. ``bridge.call.session`` fills it in as the call goes.
+
+Every report the call emitted is kept typed, with its time (:attr:`CallReport.reports`); the timeline people read
+(time, kind, summary) is drawn from them. As JSON (:meth:`CallReport.to_json`) a call keeps both: ``timeline`` for
+people, ``reports`` (each ``[ms, fields]``, :func:`bridge.events.as_json`) for readers that want the values, which
+:func:`noted` types again.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +48,7 @@ class CallReport:
     rollovers: int = 0
     media: dict[str, Any] = field(default_factory=dict)  # SIP calls: the media port's kind and counters
     transfer: dict[str, Any] | None = None  # a warm transfer's last attempt: target, outcome, sip_code, seconds
-    timeline: list[tuple[float, str, str]] = field(default_factory=list)
+    reports: list[tuple[float, ev.Report]] = field(default_factory=list)  # every report emitted: ms of the call
     end_reason: str = ""
     ended_by: ev.EndedBy | None = None  # who ended the call (None: it has not ended)
 
@@ -63,9 +69,44 @@ class CallReport:
         waits = [*([] if self.greeting_ms is None else [self.greeting_ms]), *self.turn_wait_ms]
         return max(waits) if waits else None
 
+    @property
+    def timeline(self) -> list[tuple[float, str, str]]:
+        """The reports as people read them: (ms of the call, kind, summary)."""
+        return [(t, r.kind, r.summary) for t, r in self.reports]
+
+    def note(self, t_ms: float, report: ev.Report) -> None:
+        """``report``, emitted ``t_ms`` into the call."""
+        self.reports.append((t_ms, report))
+
     def to_json(self) -> dict[str, Any]:
-        shown = {k: v for k, v in self.__dict__.items() if k != "pressed"}
-        return shown | {"longest_silence_ms": self.longest_silence_ms, "longest_wait_ms": self.longest_wait_ms}
+        shown = {k: v for k, v in self.__dict__.items() if k not in ("pressed", "reports")}
+        return shown | {
+            "timeline": self.timeline,
+            "reports": [(t, ev.as_json(r)) for t, r in self.reports],
+            "longest_silence_ms": self.longest_silence_ms,
+            "longest_wait_ms": self.longest_wait_ms,
+        }
+
+
+def noted_all(report: Mapping[str, Any], types: tuple[type[ev.Report], ...] = ()) -> list[tuple[float, ev.Report]]:
+    """The reports of a call report as JSON (:meth:`CallReport.to_json`) of one of ``types`` (all of them if none
+    is named), typed again (:func:`bridge.events.decode`), with their times, in order. An entry that is no report
+    this bridge knows is left out."""
+    kinds = {t.kind for t in types}
+    out: list[tuple[float, ev.Report]] = []
+    for t, entry in report.get("reports", []):
+        if kinds and entry.get("kind") not in kinds:
+            continue
+        try:
+            out.append((float(t), ev.decode(entry)))
+        except ev.UndecodableEntry:
+            continue
+    return out
+
+
+def noted(report: Mapping[str, Any], cls: type[ev.R]) -> list[tuple[float, ev.R]]:
+    """The reports of type ``cls`` of a call report as JSON, typed, with their times (:func:`noted_all`)."""
+    return [(t, r) for t, r in noted_all(report, (cls,)) if isinstance(r, cls)]
 
 
 SILENCE_SOURCES = (ev.Latency, ev.ToolFinished)  # the reports after which the longest silence or wait may have grown

@@ -244,7 +244,7 @@ class CallSession:
     # ------------------------------------------------------------------------------------------------ plumbing
     def emit(self, report: ev.Report) -> None:
         """Record ``report`` in the timeline and hand it to every listener."""
-        self.report.timeline.append((round((self.clock() - self._t0) * 1000.0, 1), report.kind, report.summary))
+        self.report.note(round((self.clock() - self._t0) * 1000.0, 1), report)
         for listener in self.listeners:
             try:
                 listener(report)

@@ -28,6 +28,7 @@ from typing import Any, Final, Literal
 
 from bridge import events as ev
 from bridge.audio.frames import BEAT_FRAMES, PERIOD_S
+from bridge.call.report import noted, noted_all
 from bridge.call.state import Phase
 from bridge.realtime.dialects import DIALECTS, Capabilities
 from bridge.replay.script import CallScript, CompareSpec, Expect
@@ -277,11 +278,20 @@ class DialectRun:
 
     @property
     def timeline(self) -> list[tuple[float, str, str]]:
+        """The call's reports as people read them: (ms, kind, summary)."""
         return [(float(t), str(k), str(s)) for t, k, s in self.report.get("timeline", [])]
+
+    def noted(self, cls: type[ev.R]) -> list[tuple[float, ev.R]]:
+        """The call's reports of type ``cls``, typed, with their times (ms)."""
+        return noted(self.report, cls)
+
+    def noted_all(self, *types: type[ev.Report]) -> list[tuple[float, ev.Report]]:
+        """The call's reports of these types (all of them if none is named), typed, in order, with their times."""
+        return noted_all(self.report, types)
 
     @property
     def transfer_targets(self) -> list[str]:
-        return [s for _, k, s in self.timeline if k == ev.TransferStarted.kind]
+        return [r.target for _, r in self.noted(ev.TransferStarted)]
 
     @property
     def timing(self) -> CallTiming:

@@ -36,6 +36,7 @@ from bridge.audio import level
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, FrameSink, FrameSource, StreamKernel
 from bridge.audio.line import EchoingLine, LineEcho
 from bridge.call.leg import PhoneLeg
+from bridge.call.report import CallReport
 from bridge.call.session import CallOptions, CallSession, Listener
 from bridge.dialplan import Dialplan
 from bridge.emulator.annotations import Annotations
@@ -64,6 +65,7 @@ HANGUP_GRACE_S: Final = 30.0  # after max_duration_s the session must have ended
 # same instant, where float rounding would decide which runs first.
 MEDIA_PHASE_S: Final = 0.005
 MEMORY_URL: Final = "memory://emulator/v1"  # names the far end in logs; nothing connects to it
+CAPTURE: Final = "capture"  # the latency segment measured on this process's own clock (bridge.metrics.SEGMENTS)
 
 
 def frame_dbfs(frame: bytes) -> float:
@@ -557,15 +559,15 @@ async def replay_call(
     run = DialectRun(script.name, dialect, variant, model, via="direct", target=opts.target)
     try:
         report = await asyncio.wait_for(session.run(), script.model.max_duration_s + HANGUP_GRACE_S)
-        run.report = report.to_json()
     except Exception as exc:  # a crash of the session is a result to report, not a crash of the replay
         log.exception("replay %s (%s): the call session raised", script.name, name)
-        run.report = session.report.to_json()
+        report = session.report
         run.runner_failures.append(f"the call session raised {type(exc).__name__}: {exc}")
     finally:
         await leg.stop()
     if isinstance(loop, VirtualTimeLoop):
-        _drop_capture_latency(run.report)
+        _drop_capture_latency(report)
+    run.report = report.to_json()
     run.events = events
     _take_the_phones_log(run, leg.log, orchestrator, len(script.turns))
     run.duration_ms = round((clock() - t0) * 1000.0, 1)
@@ -627,13 +629,11 @@ def _recording(
     return recording
 
 
-def _drop_capture_latency(report: dict[str, Any]) -> None:
+def _drop_capture_latency(report: CallReport) -> None:
     """Leave out the "capture" latency: it is measured with time.monotonic() around our own synchronous send (CPU
     time of this process, different on every run), meaningless in virtual time, and it would make the report vary."""
-    report.get("latency_ms", {}).pop("capture", None)
-    report["timeline"] = [
-        e for e in report.get("timeline", []) if not (e[1] == ev.Latency.kind and str(e[2]).startswith("capture "))
-    ]
+    report.latency_ms.pop(CAPTURE, None)
+    report.reports = [(t, r) for t, r in report.reports if not (isinstance(r, ev.Latency) and r.segment == CAPTURE)]
 
 
 def _take_the_phones_log(

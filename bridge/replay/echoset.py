@@ -76,30 +76,20 @@ def cuts(run: DialectRun) -> list[float]:
     out: list[float] = []
     paused: float | None = None
     taken = False  # a paused agent's barge-in was taken: its barge_in report is the same cut
-    for t, kind, summary in run.report.get("timeline", []):
-        if kind == ev.EchoJudged.kind:
-            outcome = judged(summary)
-            if outcome is ev.EchoOutcome.PAUSED:
+    for t, report in run.noted_all(ev.EchoJudged, ev.BargeIn):
+        match report:
+            case ev.EchoJudged(outcome=ev.EchoOutcome.PAUSED):
                 paused = t
-            elif outcome is ev.EchoOutcome.TAKEN and paused is not None:
+            case ev.EchoJudged(outcome=ev.EchoOutcome.TAKEN) if paused is not None:
                 out.append(paused)
                 paused, taken = None, True
-            elif outcome is ev.EchoOutcome.RESUMED:
+            case ev.EchoJudged(outcome=ev.EchoOutcome.RESUMED):
                 paused = None
-        elif kind == ev.BargeIn.kind:
-            if not taken:
-                out.append(t)
-            taken = False
+            case ev.BargeIn():
+                if not taken:
+                    out.append(t)
+                taken = False
     return out
-
-
-def judged(summary: str) -> ev.EchoOutcome | None:
-    """The outcome of an ``echo_judged`` line of a call's timeline, which keeps each report's kind and summary only
-    (``bridge.call.report.CallReport.timeline``): the summary begins with it."""
-    try:
-        return ev.EchoOutcome(summary.split(",", 1)[0])
-    except ValueError:
-        return None
 
 
 def is_words(turn: Turn) -> bool:

@@ -454,7 +454,10 @@ def _drop_fault(notes: Sequence[Note]) -> dict[str, Any]:
     started = [i for i, n in enumerate(before) if isinstance(n.report, ev.ResponseBegan)]
     if not started:
         return {"drop_after_s": round(t / 1000.0, 2)}
-    first_audio = next((at for at, r in _notes(before[started[-1] :], ev.PhaseChanged) if "model audio" in r.why), None)
+    # the lost response's first audio: the call's phase turned SPEAKING after it began
+    first_audio = next(
+        (at for at, r in _notes(before[started[-1] :], ev.PhaseChanged) if r.new == Phase.SPEAKING), None
+    )
     if first_audio is None:
         return {"drop_mid_response": len(started), "fault_after_deltas": 1}
     pace = EmulatorSettings()

@@ -196,13 +196,10 @@ def audio_link(out: Path | None, script: str, run: str) -> str | None:
 def _phase_spans(run: DialectRun, end_ms: float) -> list[tuple[float, float, str]]:
     spans: list[tuple[float, float, str]] = []
     current, since = "IDLE", 0.0
-    for t, kind, summary in run.timeline:
-        if kind != ev.PhaseChanged.kind or "->" not in summary:
-            continue
-        new = summary.split("->", 1)[1].split(":", 1)[0].strip()
+    for t, change in run.noted(ev.PhaseChanged):
         if t > since:
             spans.append((since, t, current))
-        current, since = new, t
+        current, since = change.new, t
     spans.append((since, max(end_ms, since), current))
     return spans
 
@@ -469,7 +466,7 @@ def _dialect_html(
         badge = '<span class="badge ok">pass</span>' if c.ok else '<span class="badge bad">FAIL</span>'
         parts.append(f"<tr><td>{badge}</td><td>{esc(c.name)}</td><td>{esc(c.detail)}</td></tr>")
     parts.append("</table>")
-    unknown = [s for _, k, s in run.timeline if k == ev.UnknownServerEvent.kind]
+    unknown = [r.type for _, r in run.noted(ev.UnknownServerEvent)]
     if unknown:
         parts.append(f'<p class="small">unknown events: <span class="mono">{esc(", ".join(unknown))}</span></p>')
     parts.append("</div>")

@@ -84,7 +84,7 @@ class CallerPlan:
 def plan_caller(script: CallScript, dialect: str, reference: DialectRun | None = None) -> CallerPlan:
     """The softphone's plan from a direct replay of the same script and dialect (see the module docstring)."""
     ref = reference or run_direct(script, dialect)
-    answered = next((t for t, k, _ in ref.timeline if k == ev.Answered.kind), 0.0)
+    answered = next((t for t, _ in ref.noted(ev.Answered)), 0.0)
     spans = [(s - answered, e - answered, what) for s, e, what in ref.caller_spans]
     audio = bytearray()
     dtmf: list[tuple[str, float]] = []
@@ -323,7 +323,7 @@ def build_run(
     run = DialectRun(script=script.name, dialect=dialect, model=model, via="sip", target=target)
     if report is not None:
         run.report = {k: v for k, v in report.items() if k != "worker"}
-    answered = next((t for t, k, _ in run.timeline if k == ev.Answered.kind), 0.0)
+    answered = next((t for t, _ in run.noted(ev.Answered)), 0.0)
     heard: bytes = phone.get("heard", b"")
     run.agent_spans = heard_spans(heard, answered)
     end_ms = float(phone.get("duration_s") or 0.0) * 1000.0

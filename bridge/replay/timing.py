@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from bridge import events as ev
+from bridge.call.report import noted
 
 DEFAULT_TOLERANCE_MS: Final = 500.0  # figures closer than this are alike (a script or --timing-tolerance-ms: other)
 _TURN: Final = re.compile(r"^turn (\d+):")
@@ -85,13 +86,11 @@ def _holds(report: Mapping[str, Any]) -> list[tuple[float, float]]:
     """The soft-hold windows of a call (``wait_hold`` on .. off in its timeline): the hold sound is not an answer."""
     out: list[tuple[float, float]] = []
     since: float | None = None
-    for t, kind, summary in report.get("timeline", []):
-        if kind != ev.WaitHold.kind:
-            continue
-        if str(summary).endswith(" on"):
-            since = float(t)
+    for t, hold in noted(report, ev.WaitHold):
+        if hold.on:
+            since = t
         elif since is not None:
-            out.append((since, float(t)))
+            out.append((since, t))
             since = None
     if since is not None:
         out.append((since, float("inf")))

@@ -3,13 +3,16 @@ the real call session, the virtual phone on a line that returns the agent's audi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from bridge import events as ev
+from bridge.call.report import CallReport
+from bridge.replay.compare import DialectRun
 from bridge.replay.direct import in_fresh_loop, replay_call
-from bridge.replay.echoset import EchoScore, cuts, guarded, judged, replay_guarded, score
+from bridge.replay.echoset import EchoScore, cuts, guarded, replay_guarded, score
 from bridge.replay.script import CallScript, load_script
 
 ECHO = Path(__file__).resolve().parents[3] / "call_scripts" / "echo"
@@ -94,9 +97,8 @@ def test_a_cough_over_the_agent_pauses_it_and_it_resumes_where_it_was() -> None:
     echo = run.report["echo"]
     assert (echo.get("paused"), echo.get("resumed"), echo.get("taken")) == (1, 1, None), echo  # the echo: rejected
     assert run.report["barge_ins"] == 0
-    judged = [(t, s.split(",")[0]) for t, kind, s in run.report["timeline"] if kind == "echo_judged"]
-    judged = [(t, outcome) for t, outcome in judged if outcome in ("paused", "resumed")]
-    (paused_at, _), (resumed_at, _) = judged
+    window = (ev.EchoOutcome.PAUSED, ev.EchoOutcome.RESUMED)
+    paused_at, resumed_at = [t for t, r in run.noted(ev.EchoJudged) if r.outcome in window]
     assert 600 <= resumed_at - paused_at <= 800  # resume_ms (700) after the pause, not before
     # what the caller heard: the answer stops at the cough and goes on after it, all of it (5.4 s of agent audio)
     answer = [span for span in run.agent_spans if span[1] > paused_at - 3000 and span[0] < resumed_at + 6000]
@@ -141,8 +143,24 @@ def test_scores_add_up_figure_by_figure() -> None:
     assert total == EchoScore(3, 3, 2, 1, 1, [10.0, 20.0])
 
 
-def test_an_echo_judged_line_tells_its_outcome() -> None:
-    line = ev.EchoJudged(ev.EchoOutcome.PAUSED, -41.0, 120.0).summary
-    assert judged(line) is ev.EchoOutcome.PAUSED
-    assert judged(ev.EchoJudged(ev.EchoOutcome.RESUMED, None, None).summary) is ev.EchoOutcome.RESUMED
-    assert judged("nonsense") is None
+def _run_with(*noted: tuple[float, ev.Report]) -> DialectRun:
+    report = CallReport("c1", "ga", "support")
+    for t, r in noted:
+        report.note(t, r)
+    return DialectRun("s", "ga", report=json.loads(json.dumps(report.to_json())))  # as a SIP run reads it back
+
+
+def test_cuts_read_the_guards_typed_outcomes_not_their_text() -> None:
+    """A pause that was taken is one cut at the pause (its barge-in the same cut); one that resumed cuts nothing; a
+    barge-in with no pause is a cut of its own."""
+    run = _run_with(
+        (1000.0, ev.EchoJudged(ev.EchoOutcome.PAUSED, -18.0, 120.0)),
+        (1200.0, ev.EchoJudged(ev.EchoOutcome.TAKEN, -10.0, 120.0)),
+        (1210.0, ev.BargeIn("caller spoke over the agent", None)),
+        (3000.0, ev.EchoJudged(ev.EchoOutcome.PAUSED, -18.0, None)),
+        (3700.0, ev.EchoJudged(ev.EchoOutcome.RESUMED, -55.0, 400.0)),
+        (5000.0, ev.BargeIn("caller spoke over the agent", 20.0)),
+    )
+    assert [type(r) for _, r in run.noted_all(ev.EchoJudged)] == [ev.EchoJudged] * 4
+    assert run.noted(ev.EchoJudged)[3][1].outcome is ev.EchoOutcome.RESUMED
+    assert cuts(run) == [1000.0, 5000.0]
