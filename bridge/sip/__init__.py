@@ -8,6 +8,7 @@
     legs.py       LegCall: the one pjsua2 Call of every call (callbacks forwarded to its leg, REFER declined);
                   call_op, first_audio
     outbound.py   HumanCall: a warm transfer's leg to the human, placed from the caller's endpoint
+    conference.py Conference: one caller's hold, routing and joining with its transfer legs; their media sockets
     cport.py      serves the native media port (``bridge/native/cport.c``) from the loop, its layout proven
                   against the wheel
     media.py      BridgePort: the Python fallback port, a pjsua2 AudioMediaPort on the ctypes fast path

@@ -100,8 +100,9 @@ from bridge.sip.bounds import (
     session_timer_expired,
 )
 from bridge.sip.callermedia import CallerMedia
+from bridge.sip.conference import Conference
 from bridge.sip.cport import NativePort, NativeUplink
-from bridge.sip.crossing import MediaPort, PortCounters
+from bridge.sip.crossing import PortCounters
 from bridge.sip.dialogguard import PASS, DialogGuard, GuardedDialog, media_security
 from bridge.sip.endpoint import (
     REFUSED_CALLER_VISIBLE_DIGITS,
@@ -260,8 +261,7 @@ class IncomingCall(SipLeg):
         self.srtp = False  # the audio runs SRTP (RTP/SAVP, bridge.sip.transports)
         self.dialog: Dialog | None = None  # from the caller's ACK: lets a restarted worker send BYE for this call
         self._gateway = gateway
-        self._port: MediaPort | None = None
-        self._hold_player: Any = None  # a warm transfer's hold audio (pj.AudioMediaPlayer), while it plays
+        self.conference = Conference(self, gateway.claims)  # hold, routing and joining; the media port's seat
         self._on_frame: OnFrame | None = None
         self._transfer: asyncio.Future[TransferProgress] | None = None
         self._counters = PortCounters()  # this call's share of a pooled port's counters
@@ -377,37 +377,13 @@ class IncomingCall(SipLeg):
         return self._gateway.dial_human(self, uri)
 
     def hold(self, wav: str) -> None:
-        """A warm transfer's hold: the caller hears ``wav`` in a loop (pjsua2's file player, in the conference
-        bridge) and the call's media port is out of the call both ways: the session neither hears the caller nor
-        is heard by them, and its voice is free for the human (:meth:`bridge.sip.outbound.HumanCall.hear_agent`)."""
-        audio = self.audio_media()
-        if audio is None:
-            raise CallGone("hold", "the caller's leg has no audio")
-        if self._hold_player is None:
-            player = pj.AudioMediaPlayer()
-            try:
-                player.createPlayer(wav, 0)  # 0: loop
-            except pj.Error as exc:
-                raise sip_error("hold", exc) from None
-            self._hold_player = player
-        if self._port is not None:
-            self._port.route(audio, send=False, receive=False)
-        self._hold_player.startTransmit(audio)
+        """A warm transfer's hold (:meth:`bridge.sip.conference.Conference.hold`): the caller hears ``wav`` in a
+        loop; the session neither hears the caller nor is heard by them."""
+        self.conference.hold(wav)
 
     def unhold(self) -> None:
-        """The hold ends: the player stops, and the media port is back in the call both ways (if attached)."""
-        player, self._hold_player = self._hold_player, None
-        audio = self.audio_media()
-        if player is not None and audio is not None:
-            with contextlib.suppress(pj.Error):
-                player.stopTransmit(audio)
-        if audio is not None and self._port is not None and self._port.attached:
-            self._port.route(audio, send=True, receive=True)
-
-    def route_port(self, audio_media: Any, on: bool) -> None:
-        """This call's media port -> another call's audio (the human hears the session), on or off."""
-        if self._port is not None:
-            self._port.route(audio_media, send=on, receive=False)
+        """The hold ends: the session and the caller hear each other again."""
+        self.conference.unhold()
 
     def audio_media(self) -> Any:
         """The call's audio in the conference bridge (an ``AudioMedia``), or None."""
@@ -443,16 +419,17 @@ class IncomingCall(SipLeg):
         """
         self._live("start_media")
         self._on_frame = on_frame
-        if self._port is None:
-            self._port = self._gateway.endpoint.acquire_port()
-            self._baseline = self._port.counters()
-        self._port.attach(outbound, self._deliver)
+        port = self.conference.port
+        if port is None:
+            port = self.conference.port = self._gateway.endpoint.acquire_port()
+            self._baseline = port.counters()
+        port.attach(outbound, self._deliver)
         self._on_media_state()
 
     def uplink_offload(self, upsampler: StreamKernel) -> NativeUplink | None:
         """The caller's audio sent from the clock thread (native ports with the C resampler; ``cport.c``,
         "Uplink"). ``CALLBRIDGE_UPLINK=python`` keeps it on the loop (for comparison)."""
-        port = self._port
+        port = self.conference.port
         if not isinstance(port, NativePort) or os.environ.get("CALLBRIDGE_UPLINK") == MediaPortKind.PYTHON:
             return None
         return port.uplink(upsampler)
@@ -460,8 +437,8 @@ class IncomingCall(SipLeg):
     def stop_media(self) -> None:
         """Stop both directions: the caller hears silence, ``on_frame`` is no longer called."""
         self._on_frame = None
-        if self._port is not None:
-            self._port.detach()
+        if self.conference.port is not None:
+            self.conference.port.detach()
 
     @property
     def media_port_kind(self) -> MediaPortKind:
@@ -477,9 +454,10 @@ class IncomingCall(SipLeg):
     @property
     def media_counters(self) -> dict[str, int]:
         """Frames in/out, size-0 frames and callback errors of this call's media port."""
-        if self._port is None:
+        port = self.conference.port
+        if port is None:
             return self._counters.as_dict()
-        return self._port.counters().since(self._baseline).as_dict()
+        return port.counters().since(self._baseline).as_dict()
 
     @property
     def rtp_dropped(self) -> int:
@@ -522,14 +500,10 @@ class IncomingCall(SipLeg):
             self.srtp = secure_media(call, index)
             if self._media is not None:  # a re-INVITE may move the caller's media
                 self._media.relock(media_sources(str(stream.remoteRtpAddress).rpartition(":")[0], self.remote_ip))
-        if self._hold_player is not None:  # on a warm transfer's hold (a re-INVITE may bring new media)
-            with contextlib.suppress(pj.Error):
-                self._hold_player.startTransmit(audio)
-        elif self._port is not None:
-            try:
-                self._port.connect(audio)
-            except pj.Error as exc:
-                _LOG.error("%s: connecting media failed: %s", self.call_id, sip_error("connect", exc))
+        try:
+            self.conference.caller_media(audio)
+        except pj.Error as exc:
+            _LOG.error("%s: connecting media failed: %s", self.call_id, sip_error("connect", exc))
 
     def _on_state(self, info: Any, received: str | None = None) -> None:
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
@@ -591,11 +565,11 @@ class IncomingCall(SipLeg):
         self._forget_call()
         if self._media is not None:
             self._gateway.release_media(self._media)
-        self._hold_player = None
-        if self._port is not None:
-            self._counters = self._port.counters().since(self._baseline)
-            self._gateway.endpoint.release_port(self._port)
-            self._port = None
+        port = self.conference.port
+        self.conference.close()
+        if port is not None:
+            self._counters = port.counters().since(self._baseline)
+            self._gateway.endpoint.release_port(port)
         self._gateway._forget(self)
 
 
@@ -646,7 +620,6 @@ class SipGateway(Service):
         self._closed_default = not (self._allowed or self._auth or config.allow_any_source)
         self._watch: asyncio.Task[None] | None = None
         self._claims: MediaClaims | None = None  # every media socket's owner: a call, or a transfer's leg
-        self._human_media: dict[int, MediaGuard] = {}  # warm transfers' second legs' sockets, while they last
         self._humans: dict[int, HumanCall] = {}  # warm transfers' second legs, until pjsua has finished them
         self.dialogs = DialogGuard()  # only the caller steers its call (bridge.sip.dialogguard)
         self._guarded: dict[int, str] = {}  # id(handle) -> the SIP Call-ID its dialog is held under
@@ -682,6 +655,11 @@ class SipGateway(Service):
     @property
     def sip_port(self) -> int:
         return self.endpoint.sip_port
+
+    @property
+    def claims(self) -> MediaClaims | None:
+        """Every media socket's owner (a call, or a leg of a transfer's conference); None until started."""
+        return self._claims
 
     @property
     def max_calls(self) -> int:
@@ -903,22 +881,18 @@ class SipGateway(Service):
                     _LOG.debug("closing %s: %s", handle.call_id, exc)
 
     def dial_human(self, caller: IncomingCall, uri: str) -> HumanCall:
+        """Place a warm transfer's leg to ``uri`` in the caller's conference, which takes the sockets pjsua opened
+        for its INVITE; the gateway keeps the leg until pjsua has finished it."""
         if self._account is None:
             raise SipError("dial", "the gateway is not started")
         self.endpoint.note_call_setup()
-        human = dial(caller, self._account, uri, call_op(), self._human_gone)
+        human = dial(caller.conference, self._account, uri, call_op(), self._human_gone)
         if not human.ended.is_set():
             self._humans[id(human)] = human
-            if self._claims is not None:  # the sockets pjsua opened for this INVITE: this transfer's, to its end
-                self._human_media[id(human)] = MediaGuard(self._claims.take(human.call_id))
         return human
 
     def _human_gone(self, human: HumanCall) -> None:
         self._humans.pop(id(human), None)
-        guard = self._human_media.pop(id(human), None)
-        if guard is not None and self._claims is not None:
-            self._claims.release(guard.sockets)
-            guard.close()
 
     def _forget(self, handle: IncomingCall) -> None:
         self._calls.pop(id(handle), None)

@@ -9,9 +9,11 @@
     human.join()                                    # caller <-> human in pjsua2's conference bridge
     human.hangup()                                  # CANCEL while it rings, BYE once answered
 
-Joined, the caller's media port leaves the call (``IncomingCall.stop_media``: the model hears nothing more, the
-caller hears nothing from it) and the two calls' conference slots transmit to each other (``AudioMedia
-.startTransmit``), so the human hears the caller and the caller the human with no Python on the media path.
+The leg is placed in the caller's :class:`~bridge.sip.conference.Conference`, which routes its audio (the briefing,
+the join) and holds its media sockets until it is gone. Joined, the caller's media port leaves the call (the model
+hears nothing more, the caller hears nothing from it) and the two calls' conference slots transmit to each other
+(``AudioMedia.startTransmit``), so the human hears the caller and the caller the human with no Python on the media
+path.
 Every callback runs on the loop thread (``threadCnt=0``, see ``bridge/sip/endpoint.py``); as for incoming calls,
 the pjsua2 Call is kept until pjsua reports it DISCONNECTED, and the gateway releases any left at shutdown.
 """
@@ -21,34 +23,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import pjsua2 as pj
 
 from bridge.events import Dtmf, DtmfSource, HumanLegChanged, LegState
+from bridge.sip.conference import Conference
 from bridge.sip.endpoint import CallGone, SipError, sip_error
 from bridge.sip.legs import LegCall, SipLeg
 
 _LOG = logging.getLogger("bridge.sip")
-
-
-class CallerLeg(Protocol):
-    """What the human's leg uses of the caller's call (:class:`bridge.sip.gateway.IncomingCall` is one)."""
-
-    call_id: str
-    disconnected: asyncio.Event
-
-    def audio_media(self) -> Any:
-        """The caller's audio in the conference bridge, or None."""
-
-    def route_port(self, audio_media: Any, on: bool) -> None:
-        """The caller's media port (the session's voice) -> ``audio_media``, on or off."""
-
-    def unhold(self) -> None:
-        """The caller's hold ends."""
-
-    def stop_media(self) -> None:
-        """The caller's media port leaves the call both ways."""
 
 
 class HumanCall(SipLeg):
@@ -56,12 +40,12 @@ class HumanCall(SipLeg):
     :class:`~bridge.sip.legs.SipLeg`. Its events are :class:`~bridge.events.HumanLegChanged` and
     :class:`~bridge.events.Dtmf`."""
 
-    def __init__(self, caller: CallerLeg, account: Any, uri: str, on_gone: Callable[[HumanCall], None]) -> None:
+    def __init__(self, conference: Conference, account: Any, uri: str, on_gone: Callable[[HumanCall], None]) -> None:
         call = LegCall(account)
         super().__init__(call)
-        self.call_id = f"{caller.call_id}/human"  # the caller's call's id, marked as its human leg
+        self.call_id = f"{conference.call_id}/human"  # the caller's call's id, marked as its human leg
         self.uri = uri
-        self.caller = caller
+        self.conference = conference  # the caller's: routes this leg's audio, holds its media sockets
         self.answered = False
         self.joined = False
         self.sip_code = 0
@@ -70,14 +54,17 @@ class HumanCall(SipLeg):
         call.handle = self
 
     def place(self, op: Any) -> None:
-        """Send the INVITE; a failure (no call slot, a bad URI) ends the leg at once with ``sip_code`` 500."""
+        """Send the INVITE (the sockets pjsua opens for it are the conference's); a failure (no call slot, a bad URI)
+        ends the leg at once with ``sip_code`` 500."""
         assert self._call is not None
         try:
             self._call.makeCall(self.uri, op)
         except pj.Error as exc:
             error = sip_error("dial", exc)
-            _LOG.warning("%s: dialling the human failed: %s", self.caller.call_id, error)
+            _LOG.warning("%s: dialling the human failed: %s", self.conference.call_id, error)
             self._gone(500, error.reason)
+            return
+        self.conference.admit(self, self.call_id)
 
     def hear_agent(self, on: bool) -> None:
         """The human hears the session's voice (the caller's media port), or no longer: the briefing."""
@@ -85,26 +72,13 @@ class HumanCall(SipLeg):
             if on:
                 raise CallGone("brief", "the human's leg has no audio")
             return
-        try:
-            self.caller.route_port(self._audio, on)
-        except pj.Error as exc:
-            raise sip_error("brief", exc) from None
+        self.conference.route_agent(self._audio, on)
 
     def join(self) -> None:
         """Connect the caller and the human directly (the caller's media port leaves both calls, the hold ends)."""
         if self._audio is None or self.ended.is_set():
             raise CallGone("join", "the human's leg has no audio")
-        caller_audio = self.caller.audio_media()
-        if caller_audio is None:
-            raise CallGone("join", "the caller's leg has no audio")
-        self.hear_agent(False)
-        self.caller.unhold()
-        self.caller.stop_media()
-        try:
-            caller_audio.startTransmit(self._audio)
-            self._audio.startTransmit(caller_audio)
-        except pj.Error as exc:
-            raise sip_error("join", exc) from None
+        self.conference.join(self._audio)
         self.joined = True
 
     # -- callbacks (loop thread) ------------------------------------------------------------------------------
@@ -144,13 +118,14 @@ class HumanCall(SipLeg):
         """Forget the pjsua2 objects (after the disconnect, or at shutdown). Idempotent."""
         self._audio = None
         if self._forget_call():
+            self.conference.leave(self)
             self._on_gone(self)
 
 
-def dial(caller: CallerLeg, account: Any, uri: str, op: Any, on_gone: Callable[[HumanCall], None]) -> HumanCall:
-    """Place the human's call for ``caller``; raises :class:`SipError` if the caller has gone."""
-    if caller.disconnected.is_set():
+def dial(conference: Conference, account: Any, uri: str, op: Any, on_gone: Callable[[HumanCall], None]) -> HumanCall:
+    """Place the human's call in the caller's ``conference``; raises :class:`SipError` if the caller has gone."""
+    if conference.caller.disconnected.is_set():
         raise SipError("dial", "the caller has hung up")
-    human = HumanCall(caller, account, uri, on_gone)
+    human = HumanCall(conference, account, uri, on_gone)
     human.place(op)
     return human
