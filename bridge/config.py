@@ -204,9 +204,9 @@ class Settings(BaseSettings):
     # the key of the digest nonces: every worker behind one front must share it, so that a challenge answered on
     # another worker still counts (None: one random key per serve node; set it when several nodes share a front)
     sip_auth_nonce_secret: SecretStr | None = None
-    # listen-in: a worker streams a call's audio only for a request signed with this key (bridge/supervisor/
-    # listen_token.py). None: one random key per serve node (the console of another node cannot listen to this
-    # node's calls); set the same key on the nodes whose consoles listen to each other's calls
+    # signs the console's commands on Redis (bridge/supervisor/listen_token.py) and seals each call's stored SIP
+    # dialog (bridge/store/dialogseal.py). None: one random key per serve node (another node can neither listen to
+    # its calls nor BYE its lost calls' callers); set the same key on every node that shares a Redis
     listen_key: SecretStr | None = None
     # The front door (bridge/serve/front.py). "kamailio": Kamailio answers on sip_host:sip_port, the one address
     # callers and trunks use, and worker i listens on sip_port + 1 + i behind it. "none": worker i on sip_port + i.

@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -107,6 +108,8 @@ class CallLab:
         self.front_proc: subprocess.Popen[bytes] | None = None
         self.env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "REDIS_URL")}
         self.env["PYTHONPATH"] = str(ROOT) + os.pathsep + self.env.get("PYTHONPATH", "")
+        # one for every node, kept across a node's restart: a node's reaper opens another's stored dialogs with it
+        self.listen_key = secrets.token_hex(32)
 
     # -- addresses ------------------------------------------------------------------------------------------------
 
@@ -265,6 +268,7 @@ class CallLab:
             "http_host": self.address(node),
             "sip_trusted_fronts": [f"{self.address('front')}/32"],
             "spool_dir": str(work / "spool"),
+            "listen_key": self.listen_key,
         }
         config.write_text(json.dumps(settings))  # JSON is YAML
         args = [

@@ -42,6 +42,9 @@ PCAP_DIR = next(
     (d for d in (Path("/usr/share/sip-tester"), Path("/usr/share/doc/sip-tester/examples/pcap")) if d.is_dir()), None
 )
 NODE_A, NODE_B, CALLER = "127.0.0.2", "127.0.0.3", "127.0.0.1"
+# Every node of a test shares one listen_key, as the nodes of a deployment must: a node's reaper opens the stored
+# dialogs of another node's lost calls with it (bridge/store/dialogseal.py) to send their callers a BYE.
+LISTEN_KEY = secrets.token_hex(32)
 # The xdist group of the CPU-heavy tests (tests/conftest.py): a test that runs calls through pools of nodes takes it.
 heavy = pytest.mark.xdist_group("cpu")
 
@@ -143,7 +146,8 @@ class Node:
         for cidr in trust:
             args += ["--trust-front", cidr]
         path = tmp / f"{name}.yaml"
-        path.write_text(json.dumps({"http_host": host, **(config or {})}))  # JSON is YAML; the node's own address
+        settings = {"http_host": host, "listen_key": LISTEN_KEY, **(config or {})}  # the node's own address
+        path.write_text(json.dumps(settings))  # JSON is YAML
         args += ["--config", str(path)]
         env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "REDIS_URL")}
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
