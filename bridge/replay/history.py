@@ -4,8 +4,9 @@
 A **baseline** is an earlier run's report directory (its ``report.json``), or a history directory (its newest run).
 Per script, :func:`changes` names what changed since: the status, the script itself (its digest), each failure and
 each difference that is new or gone (unexpected and expected apart), and per run (dialect or variant) the model, the
-median reply gap and the first audio where they moved further than the timing tolerance. A script the baseline lacks
-says so; the baseline's scripts not run now are listed in the meta. The report links the baseline's page.
+median reply gap, the greeting and the first reply where they moved further than the timing tolerance. A script
+the baseline lacks says so; the baseline's scripts not run now are listed in the meta. The report links the
+baseline's page.
 
 A **history directory** holds one subdirectory per run (``20261125-094202/``, the time it started: no run overwrites
 another's report), ``index.json`` (a list, oldest first, of each run's summary: when, what ran, the pass rate, the
@@ -122,10 +123,10 @@ def _run_changes(name: str, now: Mapping[str, Any], then: Mapping[str, Any], tol
     gap_then, gap_now = run_median_gap(then), run_median_gap(now)
     if _moved(gap_then, gap_now, tolerance_ms):
         out.append(f"{who}: median reply gap {_ms(gap_then)} -> {_ms(gap_now)} (tolerance {tolerance_ms:g} ms)")
-    first_then = (then.get("timing") or {}).get("first_audio_ms")
-    first_now = (now.get("timing") or {}).get("first_audio_ms")
-    if _moved(first_then, first_now, tolerance_ms):
-        out.append(f"{who}: first audio {_ms(first_then)} -> {_ms(first_now)} (tolerance {tolerance_ms:g} ms)")
+    for key, what in (("greeting_ms", "greeting"), ("first_reply_ms", "first reply")):
+        before, after = (then.get("timing") or {}).get(key), (now.get("timing") or {}).get(key)
+        if _moved(before, after, tolerance_ms):
+            out.append(f"{who}: {what} {_ms(before)} -> {_ms(after)} (tolerance {tolerance_ms:g} ms)")
     if bool(now.get("ok", True)) != bool(then.get("ok", True)):
         out.append(f"{who}: expectations {'pass' if now.get('ok', True) else 'fail'} now")
     return out

@@ -374,7 +374,10 @@ def _timing_table(result: ScriptResult) -> str:
     if not runs:
         return ""
     timings = [r.timing for r in runs]
-    rows: list[tuple[str, list[float | None]]] = [("first audio", [t.first_audio_ms for t in timings])]
+    rows: list[tuple[str, list[float | None]]] = [
+        ("greeting", [t.greeting_ms for t in timings]),
+        ("first reply", [t.first_reply_ms for t in timings]),
+    ]
     turns = sorted({x.turn for t in timings for x in t.turns})
     for turn in turns:
         per = [{x.turn: x for x in t.turns}.get(turn) for t in timings]
@@ -437,6 +440,13 @@ def _run_head(run: DialectRun, cost: float | None, audio: str | None) -> list[st
     ]
 
 
+def _figures(r: Mapping[str, Any]) -> str:
+    """The call's figures as the console shows them (docs/operating.md, *what each figure means*)."""
+    shown = [("greeting", "greeting_ms"), ("first reply", "first_reply_ms"), ("longest wait", "longest_wait_ms")]
+    ms = [(name, r.get(key)) for name, key in shown]
+    return "; ".join(f"{name}: {'-' if v is None else f'{float(v):.0f} ms'}" for name, v in ms)
+
+
 def _dialect_html(
     run: DialectRun | None, dialect: str, span_ms: float, latency_scale: float, cost: float | None, audio: str | None
 ) -> str:
@@ -457,7 +467,7 @@ def _dialect_html(
     parts.append(f"; DTMF {esc(''.join(dtmf)) or 'none'}; {r.get('reconnects', 0)} reconnect(s)</p>")
     parts.append("<h4>Latency per segment (mean / max)</h4>")
     parts.append(latency_svg(latency_rows(run), latency_scale))
-    parts.append(f'<p class="small">first audio after answer: {esc(r.get("first_audio_ms"))} ms</p>')
+    parts.append(f'<p class="small">{_figures(r)}</p>')
     parts.append("<h4>Errors</h4>")
     errors = [f"{e.get('class')}/{e.get('code')}: {e.get('message')}" for e in r.get("errors", [])]
     parts.append(_list(errors + run.runner_failures))

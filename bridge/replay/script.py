@@ -161,7 +161,9 @@ class Expect(_Strict):
 
     tool_calls: list[ToolExpect] | None = None  # exactly these calls, in order ([] = no tool call)
     transfer_target: str | None = None
-    max_first_audio_ms: float | None = Field(None, gt=0)
+    max_first_audio_ms: float | None = Field(None, gt=0)  # the answer -> the agent's first audio, whatever it was
+    max_greeting_ms: float | None = Field(None, gt=0)  # the greeting (an agent-first plan's; none fails)
+    max_first_reply_ms: float | None = Field(None, gt=0)  # the first reply: the caller stops -> the agent answers
     max_reply_gap_ms: float | None = Field(None, gt=0)  # every spoken turn answered (first audio heard) within this
     caller_keywords: list[str] = Field(default_factory=list)  # case-insensitive, in the caller transcript
     agent_keywords: list[str] = Field(default_factory=list)  # case-insensitive, in the agent transcript

@@ -1,11 +1,14 @@
 """What a caller feels of a replayed call, in time: per spoken turn the reply gap (the end of the caller's speech to
 the first agent audio heard after it, the bridge's soft hold left out) and, where the caller spoke over the agent,
-the barge-in cut (the caller's first word to the last agent audio heard); per call the first audio after the answer
-and the longest silence.
+the barge-in cut (the caller's first word to the last agent audio heard); per call the console's figures
+(``docs/operating.md``, *what each figure means*, measured by the call itself: ``bridge/call/latency.py``): the
+**greeting** (the answer to the agent's first audio, on a plan whose agent speaks first), the **first reply** (the
+caller stops to the agent's audio answering them) and the longest silence; and the first audio after the answer,
+whatever it was (a greeting or a first reply: ``max_first_audio_ms`` bounds it).
 
-Every figure comes from what the caller's phone heard (a run's ``caller_spans`` and ``agent_spans``), so a direct
-run and a SIP run are measured alike. :func:`timing_differences` names each figure that two runs of a script put
-further apart than the tolerance; :func:`timing_checks` holds a run to a script's bounds (``max_reply_gap_ms``).
+The turn figures come from what the caller's phone heard (a run's ``caller_spans`` and ``agent_spans``), so a
+direct run and a SIP run are measured alike. :func:`timing_differences` names each figure that two runs of a script
+put further apart than the tolerance; :func:`timing_checks` holds a run to a script's bounds (``max_reply_gap_ms``).
 
 Pure: values in, values out.
 """
@@ -40,6 +43,8 @@ class CallTiming:
     first_audio_ms: float | None
     longest_silence_ms: float | None
     turns: list[TurnTiming] = field(default_factory=list)
+    greeting_ms: float | None = None  # None: the agent did not speak first
+    first_reply_ms: float | None = None  # None: no caller turn was answered
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,9 +82,17 @@ def call_timing(
         over = [b for a, b in agent_spans if a <= start < b]
         cut = round(over[0] - start, 1) if over else None
         turns.append(TurnTiming(index, gap, cut))
-    first = report.get("first_audio_ms")
-    silence = report.get("longest_silence_ms")
-    return CallTiming(None if first is None else float(first), None if silence is None else float(silence), turns)
+    return CallTiming(
+        _float(report.get("first_audio_ms")),
+        _float(report.get("longest_silence_ms")),
+        turns,
+        greeting_ms=_float(report.get("greeting_ms")),
+        first_reply_ms=_float(report.get("first_reply_ms")),
+    )
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _holds(report: Mapping[str, Any]) -> list[tuple[float, float]]:
@@ -112,9 +125,9 @@ def timing_differences(
     reply_allowance_ms: float = 0.0,
 ) -> list[str]:
     """Each figure further apart than ``tolerance_ms`` (or there in one run only), named with both values. ``skip``:
-    figures a declared protocol difference leaves out (``reply_gap``, ``barge_in_cut``, ``longest_silence``);
-    ``reply_allowance_ms``: how much later one side's answers may come by design, over the tolerance. The
-    first audio is compared with the session's own latency rule (:func:`bridge.replay.compare.compare_runs`)."""
+    figures a declared protocol difference leaves out (``greeting``, ``first_reply``, ``reply_gap``,
+    ``barge_in_cut``, ``longest_silence``); ``reply_allowance_ms``: how much later one side's answers may come by
+    design, over the tolerance (the reply gaps and the first reply)."""
     out: list[str] = []
 
     def far(x: float | None, y: float | None, allowance: float = 0.0) -> bool:
@@ -123,6 +136,10 @@ def timing_differences(
         return abs(x - y) > tolerance_ms + allowance
 
     tol = f"(tolerance {tolerance_ms:g} ms)"
+    if "greeting" not in skip and far(a.greeting_ms, b.greeting_ms):
+        out.append(f"timing: greeting {la} {_ms(a.greeting_ms)} vs {lb} {_ms(b.greeting_ms)} {tol}")
+    if "first_reply" not in skip and far(a.first_reply_ms, b.first_reply_ms, reply_allowance_ms):
+        out.append(f"timing: first reply {la} {_ms(a.first_reply_ms)} vs {lb} {_ms(b.first_reply_ms)} {tol}")
     by_turn = {t.turn: t for t in b.turns}
     for ta in a.turns:
         tb = by_turn.get(ta.turn)

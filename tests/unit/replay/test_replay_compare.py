@@ -31,6 +31,8 @@ def _run(dialect: str, **report: Any) -> DialectRun:
         "reconnects": 0,
         "end_reason": "caller hung up",
         "first_audio_ms": 40.0,
+        "greeting_ms": 40.0,
+        "first_reply_ms": 160.0,
         "timeline": [[0.0, "answered", ""]],
     }
     return DialectRun(script="s", dialect=dialect, report={**base, **report}, ended_by="caller")
@@ -46,7 +48,7 @@ def test_differences_are_named() -> None:
     call = {"name": "transfer_to_human", "arguments": '{"reason":"asked"}', "output": {"ok": True}}
     beta = _run("beta", tool_calls=[call], truncates=[{"audio_end_ms": 1600}])
     beta.events = [(0.0, "SessionReady"), (1.0, "FunctionCall(transfer_to_human)"), (2.0, "ResponseDone(completed)")]
-    ga = _run("ga", truncates=[{"audio_end_ms": 1640}], agent_transcript=["Hi!"], first_audio_ms=900.0)
+    ga = _run("ga", truncates=[{"audio_end_ms": 1640}], agent_transcript=["Hi!"], greeting_ms=900.0)
     ga.events = [(0.0, "SessionReady"), (1.0, "UnknownEvent(response.function_call_arguments.done)"),
                  (2.0, "ResponseDone(completed)"), (3.0, "RateLimits")]  # fmt: skip
     reasons = compare_runs(beta, ga)
@@ -59,19 +61,21 @@ def test_differences_are_named() -> None:
     assert "GA: FunctionCall missing (beta had transfer_to_human)" in reasons
     assert "truncates (audio_end_ms) differ: beta [1600] vs GA [1640]" in reasons
     assert "agent transcript differs at #1: beta Hi, how can I help? vs GA Hi!" in reasons
-    assert "first-audio latency differs: beta 40 ms vs GA 900 ms" in reasons
+    assert "timing: greeting beta 40 ms vs GA 900 ms (tolerance 500 ms)" in reasons
     assert not any("RateLimits" in r for r in reasons)  # dialect bookkeeping is left out
 
 
 def test_expectations_each_name_what_failed() -> None:
     run = _run("ga", barge_ins=2, dtmf=["1"], tool_calls=[{"name": "end_call", "arguments": "{}", "output": {}}])
     expect = Expect(
-        tool_calls=[{"name": "end_call", "arguments": {"x": 1}}],  # type: ignore[list-item]
+        tool_calls=[{"name": "end_call", "arguments": {"x": 1}}],
         agent_keywords=["help", "goodbye"],
         barge_ins=1,
         dtmf="12",
         ended_by="agent",
         max_first_audio_ms=10,
+        max_greeting_ms=30,
+        max_first_reply_ms=100,
         phases_visited=["CANCELLING"],
     )
     failed = {c.name: c.detail for c in check_expectations(expect, run) if not c.ok}
@@ -82,12 +86,34 @@ def test_expectations_each_name_what_failed() -> None:
         "dtmf": "received '1', expected '12'",
         "ended_by": "ended by caller, expected agent",
         "max_first_audio_ms": "first audio 40.0 ms (max 10)",
+        "max_greeting_ms": "greeting 40.0 ms (max 30)",
+        "max_first_reply_ms": "first reply 160.0 ms (max 100)",
         "phases_visited": "never ['CANCELLING']",
     }
     result = verdict("s", {"ga": run}, CompareSpec())
     assert result.verdict == "same" and result.comparison == "n/a"  # checks are attached by the runner
     run.checks = check_expectations(expect, run)
     assert verdict("s", {"ga": run}, CompareSpec()).verdict == "failed"
+
+
+def test_the_consoles_figures_are_compared_beyond_the_tolerance() -> None:
+    """The greeting and the first reply (docs/operating.md, *what each figure means*): a first reply 2 s slower is a
+    difference, named with both values; one within the tolerance is not; one only a run has is."""
+    slow = compare_runs(_run("beta"), _run("ga", first_reply_ms=2160.0))
+    assert slow == ["timing: first reply beta 160 ms vs GA 2160 ms (tolerance 500 ms)"]
+    assert compare_runs(_run("beta"), _run("ga", first_reply_ms=600.0, greeting_ms=500.0)) == []
+    assert compare_runs(_run("beta"), _run("ga", first_reply_ms=2160.0), tolerance_ms=2500.0) == []
+    assert compare_runs(_run("beta"), _run("ga", greeting_ms=None)) == [
+        "timing: greeting beta 40 ms vs GA none (tolerance 500 ms)"
+    ]
+    result = verdict("s", {"beta": _run("beta"), "ga": _run("ga", first_reply_ms=2160.0)}, CompareSpec())
+    assert (result.verdict, result.status) == ("differs", "unexpected")
+
+
+def test_a_greeting_bound_fails_a_plan_without_a_greeting() -> None:
+    run = _run("ga", greeting_ms=None)
+    (check,) = check_expectations(Expect(max_greeting_ms=800), run)[1:]
+    assert (check.name, check.ok, check.detail) == ("max_greeting_ms", False, "greeting none (max 800)")
 
 
 def test_a_declared_difference_must_show() -> None:

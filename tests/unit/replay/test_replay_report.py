@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bridge.replay.compare import ScriptResult
 from bridge.replay.direct import replay_direct
+from bridge.replay.history import changes
 from bridge.replay.report import HTML_FILE, JSON_FILE, write_report
 from bridge.replay.script import load_script
 
@@ -55,3 +57,28 @@ def test_html_is_self_contained_and_shows_both_dialects(results: list[ScriptResu
     assert "GA: IdleTimeout x1 (beta had none)" in text
     assert "truncate at <b>" in text  # barge-in truncates are shown
     assert "transfer_to_human" in text and "sip:agent@127.0.0.1:5090" in text
+
+
+def test_the_report_shows_the_consoles_figures(results: list[ScriptResult], tmp_path: Path) -> None:
+    """The greeting and the first reply (docs/operating.md, *what each figure means*) per run, as the call measured
+    them: in the JSON's timing, the HTML's timing table and each run's line of figures."""
+    write_report(results, tmp_path, {"via": "direct", "target": "emulator", "dialects": ["beta", "ga"]})
+    data = json.loads((tmp_path / JSON_FILE).read_text())
+    run = {s["script"]: s for s in data["scripts"]}["barge_in"]["runs"]["ga"]
+    greeting, first_reply = run["report"]["greeting_ms"], run["report"]["first_reply_ms"]
+    assert greeting is not None and first_reply is not None
+    assert (run["timing"]["greeting_ms"], run["timing"]["first_reply_ms"]) == (greeting, first_reply)
+    section = (tmp_path / HTML_FILE).read_text().split('id="script-barge_in"', 1)[1].split("</section>", 1)[0]
+    timing = section.split('<table class="aligned timing">', 1)[1].split("</table>", 1)[0]
+    assert f"<tr><td>greeting</td><td>{greeting:.0f} ms</td>" in timing
+    assert f"<tr><td>first reply</td><td>{first_reply:.0f} ms</td>" in timing
+    assert f"greeting: {greeting:.0f} ms; first reply: {first_reply:.0f} ms; longest wait: " in section
+
+
+def test_a_baseline_names_a_first_reply_that_moved() -> None:
+    def run(greeting: float, first_reply: float) -> dict[str, Any]:
+        return {"model": "m", "ok": True, "timing": {"greeting_ms": greeting, "first_reply_ms": first_reply}}
+
+    then = {"status": "same", "digest": "d", "tolerance_ms": 500.0, "runs": {"ga": run(800.0, 160.0)}}
+    now = {"status": "same", "digest": "d", "tolerance_ms": 500.0, "runs": {"ga": run(900.0, 2160.0)}}
+    assert changes(now, then) == ["GA: first reply 160 ms -> 2160 ms (tolerance 500 ms)"]
