@@ -22,7 +22,7 @@ def fail_over(parts: CallParts, away_s: float, reason: str = "realtime unavailab
     target = plan.transfer_target if plan.outage.failover == "transfer" else None
     parts.call.emit(ev.FailedOver("transfer" if target else "goodbye", away_s))
     if target is None:
-        parts.sessions.outage.say_goodbye(reason)
+        parts.phase.fire(Trigger.GOODBYE, reason)
         return
     parts.call.emit(ev.TransferStarted(target))
     parts.leg.transfer(target)  # the final NOTIFY ends the call (ToolCalls.transfer_progress)
@@ -84,7 +84,7 @@ class SessionChanges:
             return
         self._talk.tools.transfer_progress(e)
         if failed and self._audio.link.client is None and not self._call.ending:
-            self._sessions.outage.say_goodbye()  # the failover's transfer failed: never a bare hang-up
+            self._phase.fire(Trigger.GOODBYE, "realtime unavailable")  # the failover's transfer failed: no bare BYE
 
     async def recover(self, cls: ev.ErrorClass | None, retryable: bool) -> None:
         """Open a fresh session with the instructions and a short summary; the caller keeps hearing queued audio."""

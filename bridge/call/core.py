@@ -4,7 +4,7 @@ A call is at one state on each of five axes at once. The phase is the conversati
 beside it, each orthogonal to the phase and to each other::
 
     phase     IDLE  LISTENING  THINKING  SPEAKING  CANCELLING  RECOVERING  ENDED   (bridge.call.state)
-    transfer  NONE  HOLDING  RINGING  BRIEFING  BRIEF_PLAYING  BRIEFED  ACCEPTING  JOINED  BACK   (a warm transfer)
+    transfer  NONE  ANNOUNCING  HOLDING  RINGING  BRIEFING  BRIEF_PLAYING  BRIEFED  ACCEPTING  JOINED  BACK
     echo      JUDGING  PAUSED                      (the echo guard holds the agent's audio while it judges a voice)
     control   AGENT  SUPERVISOR                    (a supervisor has taken the call over)
     hold      NONE  OUTAGE  WAIT  TURN             (what the caller hears while the call waits)
@@ -35,9 +35,11 @@ from bridge.call.state import TRANSITIONS, IllegalTransition, Phase
 
 
 class Transfer(enum.Enum):
-    """Where a warm transfer is (``bridge.call.warm``); the value says what the call does there."""
+    """Where a transfer is: its announcement (``bridge.call.toolcalls``), then a blind REFER or a warm transfer
+    (``bridge.call.warm``); the value says what the call does there."""
 
-    NONE = "no warm transfer is under way"
+    NONE = "no transfer is decided, or a blind transfer's REFER is sent (its final NOTIFY ends the call or not)"
+    ANNOUNCING = "a transfer is decided and its line plays; a barge-in over it does not cancel it (it goes ahead)"
     HOLDING = "the caller is put on hold (the hold audio) and the human's number is dialled on a second leg"
     RINGING = "the human's phone rings (transfer.ring_timeout_s); the caller hears the hold audio"
     BRIEFING = "the human answered and hears the session's voice; the model is asked for a briefing"
@@ -120,11 +122,15 @@ class Trigger(enum.Enum):
     DECIDED_QUIET = "the orchestrator answered the caller's turn with nothing to say (nothing, send_dtmf)"
     HOLD_DUE = "the model has been away for the dialplan's outage.hold_after_s and the queued agent audio played out"
     GAVE_UP = "no new session within the dialplan's outage.hold_s (or a failure that no retry can mend)"
+    GOODBYE = "the failover ends the call: no transfer target, the failover's transfer failed, or no orchestrator"
     LIMIT_DUE = "max_call_s - max_call_goodbye_s after the answer, no goodbye yet, the caller not speaking (every beat)"
     LIMIT_OVER = "the max_call_s goodbye has played out, or max_call_s is reached (checked every beat)"
     FINISHED = "the call is over (hangup, transfer, end_call, recovery gave up) and its session closed"
-    # a warm transfer (bridge.call.warm turns the human leg's events into these)
-    WARM_TRANSFER = "a warm transfer begins: transfer_to_human's line has played (or the caller cut it short)"
+    # a transfer (bridge.call.toolcalls decides it; bridge.call.warm turns the human leg's events into these)
+    TRANSFER_DECIDED = "a transfer is decided (transfer_to_human, or an orchestrator's): events transfer_decided"
+    REFER = "a decided blind transfer's line has played out (or the model never spoke it within the line timeout)"
+    REFER_CUT = "the caller spoke over a decided blind transfer's line (transfer_line_interrupted): it goes ahead"
+    WARM_TRANSFER = "a decided warm transfer begins: its line has played out, or the caller cut it short"
     DIAL = "right after HOLDING is entered"
     HUMAN_DIALLED = "the second leg was placed; the caller is on hold"
     HUMAN_ANSWERED = "the human answered and the plan briefs them (transfer.brief)"
@@ -167,6 +173,7 @@ class Action(enum.Enum):
     PLAY_HOLD = "play the hold message in a loop (bridge.call.outage)"
     STOP_HOLD = "stop the hold audio at once; the outage is over"
     FAIL_OVER = "the outage's failover: transfer to the plan's transfer_target, or the apology then a BYE with a Reason"
+    SAY_GOODBYE = "the hold audio stops and the outage's apology plays; a BYE with a Reason follows once it played"
     ASK_GOODBYE = "ask the model for a short goodbye: the call reached its time limit (bridge.call.limit)"
     APOLOGISE = "the model is away at the time limit: stop the hold audio and play the outage's apology instead"
     HANG_UP = "BYE with a Reason header; the call ends (max call duration)"
@@ -180,6 +187,13 @@ class TransferAction(enum.Enum):
     END_BRIEFING = "the human no longer hears the session"
     JOIN_HUMAN = "caller and human are joined (the hold ends); the call ends for the session, outcome completed"
     RELEASE_HUMAN = "the human's leg is hung up, the hold stops, the model gets a note and tells the caller"
+
+
+class HandoverAction(enum.Enum):
+    """What a decided blind transfer carries out (``bridge.call.toolcalls``)."""
+
+    HOLD_CALLER = "the caller hears the hold audio until the final NOTIFY; the model is out of the caller's call"
+    SEND_REFER = "REFER to the target (RFC 3515); the final NOTIFY ends the call, or the agent tells the caller"
 
 
 class EchoAction(enum.Enum):
@@ -197,7 +211,7 @@ class ControlAction(enum.Enum):
     UNMUTE_MODEL = "the model hears the caller again, with a note that a supervisor spoke with them"
 
 
-AnyAction = Action | TransferAction | EchoAction | ControlAction
+AnyAction = Action | TransferAction | HandoverAction | EchoAction | ControlAction
 TO = ev.TransferOutcome
 
 
@@ -231,7 +245,7 @@ class Enter:
 Effect = Do | Enter
 
 P, T, A, X = Phase, Trigger, Action, Transfer
-TA, EA, CA = TransferAction, EchoAction, ControlAction
+TA, HA, EA, CA = TransferAction, HandoverAction, EchoAction, ControlAction
 LIVE = (P.IDLE, P.LISTENING, P.THINKING, P.SPEAKING, P.RECOVERING)  # CANCELLING is left in the move entering it
 _ANSWER_AGAIN = "answer again in the next session"
 ATTEMPT = (X.RINGING, X.BRIEFING, X.BRIEF_PLAYING, X.ACCEPTING)  # the human's leg is up and not yet joined
@@ -294,9 +308,13 @@ TABLE: Mapping[tuple[State, Trigger], Move] = {
     **{(phase, T.LIMIT_OVER): Move(actions=(A.HANG_UP,)) for phase in LIVE if phase is not P.IDLE},
     # the end
     **{(phase, T.FINISHED): Move(P.ENDED) for phase in LIVE},
+    # a transfer decided (bridge.call.toolcalls): its line plays, then it goes ahead (a barge-in cuts the line only)
+    (X.NONE, T.TRANSFER_DECIDED): Move(X.ANNOUNCING, why="transfer decided"),
+    (X.BACK, T.TRANSFER_DECIDED): Move(X.ANNOUNCING, why="transfer decided"),
+    (X.ANNOUNCING, T.REFER): Move(X.NONE, (HA.SEND_REFER,), "blind transfer"),
+    (X.ANNOUNCING, T.REFER_CUT): Move(X.NONE, (HA.HOLD_CALLER, HA.SEND_REFER), "blind transfer, its line cut"),
     # a warm transfer (bridge.call.warm): the caller on hold, the human called, briefed, accepting, joined
-    (X.NONE, T.WARM_TRANSFER): Move(X.HOLDING, why="warm transfer", then=T.DIAL),
-    (X.BACK, T.WARM_TRANSFER): Move(X.HOLDING, why="warm transfer", then=T.DIAL),
+    (X.ANNOUNCING, T.WARM_TRANSFER): Move(X.HOLDING, why="warm transfer", then=T.DIAL),
     (X.HOLDING, T.DIAL): Move(actions=(TA.HOLD_AND_DIAL,)),
     (X.HOLDING, T.HUMAN_DIALLED): Move(X.RINGING, why="the human's phone rings"),
     (X.HOLDING, T.HUMAN_FAILED): _back(TO.FAILED),
@@ -331,6 +349,9 @@ TABLE: Mapping[tuple[State, Trigger], Move] = {
     # the hold audio: the outage's (its actions are the phase's, above), the soft holds' (bridge.call.waiting)
     (Hold.NONE, T.HOLD_DUE): Move(Hold.OUTAGE, why="model away"),
     **{(Hold.OUTAGE, t): Move(Hold.NONE) for t in (T.RECOVERED, T.RECOVERED_OWING, T.RECOVERED_CUT, T.LIMIT_DUE)},
+    # the failover's goodbye (bridge.call.changes): the hold audio, if any, gives way to the apology
+    (Hold.OUTAGE, T.GOODBYE): Move(Hold.NONE, (A.SAY_GOODBYE,), "the failover's goodbye"),
+    **{(hold, T.GOODBYE): Move(actions=(A.SAY_GOODBYE,)) for hold in (Hold.NONE, Hold.WAIT, Hold.TURN)},
     (Hold.NONE, T.WAIT_HOLD): Move(Hold.WAIT, why="waiting"),
     (Hold.OUTAGE, T.WAIT_HOLD): Move(Hold.WAIT, why="waiting"),  # a tool's wait that outlasts the model
     (Hold.WAIT, T.WAIT_OVER): Move(Hold.NONE),

@@ -30,18 +30,27 @@ from collections.abc import Callable
 
 from bridge import events as ev
 from bridge.audio.echo import Guard, Verdict
-from bridge.audio.echo_native import make_guard
+from bridge.audio.echo_native import make_guard, native_echo
 from bridge.audio.frames import FRAME_MS, SILENCE, FrameSink, FrameSource
 from bridge.audio.playout import Downstream
 from bridge.call.core import Do, Echo, EchoAction, Trigger
 from bridge.call.flow import CallFlow
 from bridge.call.leg import TeeSource, UplinkOffload
 from bridge.call.link import Link
+from bridge.call.media import Guarded
 from bridge.call.playback import Playback
 from bridge.call.report import CallReport
 from bridge.dialplan import EchoGuardPlan
 
 SPOKE = "caller spoke over the agent"
+
+
+def guarded(plan: EchoGuardPlan) -> Guarded:
+    """Where the guard ``plan`` asks for can hear the caller's frames (the media path follows it): the C guard
+    (:func:`~bridge.audio.echo_native.make_guard` makes it where the library loads) anywhere, Python's on the loop."""
+    if not plan.enabled:
+        return Guarded.NO
+    return Guarded.ANYWHERE if native_echo().lib is not None else Guarded.ON_LOOP
 
 
 class _Told:
@@ -143,8 +152,9 @@ class EchoGuarding:
 
     def on_clock(self, offload: UplinkOffload) -> bool:
         """Let the leg's uplink offload send the caller's frames (from the media clock thread), the guard hearing
-        and tempering each one there first (the C guard: ``NativeUplink.guard_with``). False: this guard or
-        offload cannot, and the caller's frames must stay on the loop (the offload is not to be used)."""
+        and tempering each one there first (the C guard: ``NativeUplink.guard_with``), as the media path chose
+        (:attr:`~bridge.call.media.MediaPath.guard_on_clock`). False: this offload cannot take the guard, and is
+        refused like one the leg does not offer (the caller's frames stay on the loop)."""
         guard_with = getattr(offload, "guard_with", None)  # the native uplink's; UplinkOffload declares none
         self._on_clock = guard_with is not None and bool(guard_with(self.guard, self.plan.temper))
         return self._on_clock

@@ -9,9 +9,10 @@ axis, which actions run and which state follows. :meth:`CallFlow.fire` is the on
 One move, in order: the actions run, then the state changes (for the phase: one logged
 :class:`~bridge.call.state.PhaseMachine` setter, recorded as a :class:`~bridge.events.PhaseChanged` report), then the
 move's ``then`` trigger fires in the new state. The session carries out the phase's actions (:class:`Action`); the
-part that owns a mode carries out its family (:meth:`CallFlow.carry`: the warm transfer, the echo guard, the
-supervision) and may watch its axis change (:meth:`CallFlow.watch`). :func:`document` draws the table for
-``docs/call.md`` (``python -m bridge.call.flow --write docs/call.md`` rewrites its generated section).
+part that owns a mode carries out its family (:meth:`CallFlow.carry`: the warm transfer, the blind transfer's
+REFER, the echo guard, the supervision) and may watch its axis change (:meth:`CallFlow.watch`).
+:func:`document` draws the table for ``docs/call.md`` (``python -m bridge.call.flow --write docs/call.md`` rewrites
+its generated section).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from bridge.call.core import (
     EchoAction,
     Effect,
     Enter,
+    HandoverAction,
     Hold,
     Move,
     State,
@@ -62,7 +64,7 @@ PHASES: Mapping[Phase, str] = {
     Phase.RECOVERING: "the Realtime session was lost; recovery reconnects while the caller hears what was queued",
     Phase.ENDED: "the call is over and its sessions are closed",
 }
-Family = type[TransferAction] | type[EchoAction] | type[ControlAction]
+Family = type[TransferAction] | type[HandoverAction] | type[EchoAction] | type[ControlAction]
 
 
 class CallFlow:
@@ -176,6 +178,7 @@ def markdown(axis: type[State] = Phase) -> str:
 FAMILIES: Mapping[type[enum.Enum], str] = {
     Action: "the session (bridge.call.perform)",
     TransferAction: "the warm transfer (bridge.call.warm)",
+    HandoverAction: "the tool calls' blind transfer (bridge.call.toolcalls)",
     EchoAction: "the echo guard (bridge.call.echo)",
     ControlAction: "the supervision (bridge.call.supervision)",
 }

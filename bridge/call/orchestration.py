@@ -241,7 +241,7 @@ class Orchestration:
         usual); after a failover's (the orchestrator's or the model's: nobody is left to decide), the apology and a
         BYE."""
         if self._failed_over or self._audio.link.client is None:  # the failover's transfer, or the model's outage's
-            self._sessions.outage.say_goodbye("orchestrator unavailable; the transfer failed")
+            self._phase.fire(Trigger.GOODBYE, "orchestrator unavailable; the transfer failed")
             return
         log.info("call %s: the transfer failed (%s %s): telling the caller", self._leg.call_id, e.status_code, e.reason)
         self.say(TRANSFER_FAILED_LINE)

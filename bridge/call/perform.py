@@ -58,6 +58,8 @@ def perform(call: Shell, action: Action, why: str) -> None:
             sessions.outage.back()
         case Action.FAIL_OVER:
             call.changes.fail_over()
+        case Action.SAY_GOODBYE:
+            sessions.outage.say_goodbye(why)
         case Action.ASK_GOODBYE:
             link.send(ev.CreateResponse(instructions=limit.instructions))
             limit.said(Goodbye.AGENT)

@@ -31,7 +31,7 @@ from bridge.audio import PlayoutBuffer
 from bridge.audio.frames import FRAME_MS, FrameSink, FrameSource
 from bridge.call.bargein import BargeIn
 from bridge.call.changes import SessionChanges
-from bridge.call.echo import EchoGuarding
+from bridge.call.echo import EchoGuarding, guarded
 from bridge.call.flow import CallFlow, Trigger
 from bridge.call.inbox import Inbox
 from bridge.call.latency import LatencyMeter, vad_silence_ms
@@ -101,7 +101,7 @@ class CallSession:
         )
         self.inbox = Inbox()
         self.usage = UsageMeter()
-        self.media = choose_media_path(dialect.capabilities, plan.profile.audio_format)
+        self.media = choose_media_path(dialect.capabilities, plan.profile.audio_format, guarded(plan.echo_guard))
         self.playout = PlayoutBuffer(clock=clock)
         self.latency = LatencyMeter(
             self.report, self.emit, clock, vad_silence_ms(plan.profile), greets=bool(plan.greeting)
@@ -160,7 +160,7 @@ class CallSession:
             self._connect, self._plan_profile = business.wrap(self._connect, self._plan_profile)
         warm = plan.transfer is not None and plan.transfer.mode is ev.TransferMode.WARM
         waiting = dead_air(plan, self.playout, self.link, self.emit, self.phase, self.playback.responding)
-        handover = Handover(self._warm_transfer if warm else None, plan.outage.hold_audio or str(HOLD_WAV))
+        handover = Handover(self.phase, self._warm_transfer if warm else None, plan.outage.hold_audio or str(HOLD_WAV))
         self.tools = ToolCalls(
             plan,
             self.leg,
@@ -318,10 +318,11 @@ class CallSession:
         if self.echo is not None:  # the guard hears the caller's frames first
             outbound, on_frame = self.echo.media(outbound, on_frame)
         self.leg.start_media(outbound, on_frame)
-        if self.media.offload is not None:  # a native port may offer it, ws:// take it
+        if self.media.offload is not None:  # a native port may offer it, ws:// take it (else: the loop's path)
             offload = self.leg.uplink_offload(self.media.offload)
-            # with the guard on, only where the guard can hear the frames there too; else they stay on the loop
-            self.link.offload = offload if offload is None or self.echo is None or self.echo.on_clock(offload) else None
+            # the path has the guard hear the frames there: an offload that cannot take it is refused too
+            guard = self.echo if self.media.guard_on_clock else None
+            self.link.offload = offload if offload is None or guard is None or guard.on_clock(offload) else None
         leg_pump = asyncio.create_task(self._pump_leg(), name=f"leg-{self.leg.call_id}")
         metronome = self._options.metronome or Metronome(asyncio.get_running_loop(), TICK_S)
         stop_ticking = metronome.add(lambda: beat(self))

@@ -4,7 +4,9 @@ A tool's action waits for the agent's spoken line: ``transfer_to_human`` announc
 goodbye, and only once that line has started and played out (or after :data:`LINE_TIMEOUT_S`, if the model never
 speaks it) does the session transfer (REFER, RFC 3515, or the plan's warm transfer) or hang up.
 
-A transfer, once decided (:class:`~bridge.events.TransferDecided`: the model was told "transferring"), happens. A
+A transfer, once decided (:class:`~bridge.events.TransferDecided`: the model was told "transferring"), happens: it
+is the call's transfer axis (:class:`bridge.call.core.Transfer`), ``ANNOUNCING`` while its line plays, then a blind
+REFER (:class:`~bridge.call.core.HandoverAction`, carried out here) or a warm transfer's ``HOLDING``. A
 barge-in over its announcement (:class:`~bridge.events.TransferLineInterrupted`) cuts the line and runs the transfer
 at once: the caller hears the hold audio (a warm transfer holds the caller itself; a blind one is held until the
 final NOTIFY), the model gets a note that the transfer goes ahead, and a transfer that fails brings the agent back
@@ -33,6 +35,8 @@ from typing import Any, Protocol
 from bridge import events as ev
 from bridge.call.acts import CallActs
 from bridge.call.builtin_tools import ToolAction, ToolResult, run_tool
+from bridge.call.core import Do, HandoverAction, Trigger
+from bridge.call.flow import CallFlow
 from bridge.call.leg import Holder, PhoneLeg, holder
 from bridge.call.playback import Playback
 from bridge.call.privacy import SENSITIVE, mask_json, mask_value
@@ -64,9 +68,11 @@ class Business(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Handover:
-    """How a decided transfer goes: the plan's warm transfer (:mod:`bridge.call.warm`, which holds the caller
-    itself) instead of the REFER, and what a blind transfer's caller hears once its announcement was interrupted."""
+    """How a decided transfer goes: through the call's table (``flow``: its transfer axis), as the plan's warm
+    transfer (:mod:`bridge.call.warm`, which holds the caller itself) or as a REFER, and what a blind transfer's
+    caller hears once its announcement was interrupted."""
 
+    flow: CallFlow
     warm: Callable[[str], None] | None = None
     hold_wav: str | None = None
 
@@ -82,13 +88,14 @@ class ToolCalls:
         send: Callable[[ev.Command], None],
         business: Business | None = None,
         waiting: DeadAir | None = None,
-        handover: Handover = Handover(),
+        handover: Handover,
     ) -> None:
         self._plan, self._leg, self._send = plan, leg, send
         self._emit, self._end, self._report, self._clock = call.emit, call.end, call.report, call.clock
         self._grouped = playback.continuous
         self._responding = playback.responding  # a response is under way: an output that asks for one waits
-        self._warm = handover.warm
+        self._flow, self._warm = handover.flow, handover.warm
+        handover.flow.carry(HandoverAction, self._carry_out)
         self._hold_wav = handover.hold_wav
         self._on_hold: tuple[Holder, float] | None = None  # a blind transfer holds the caller (since)
         self.business = business
@@ -101,6 +108,7 @@ class ToolCalls:
         self._held: dict[str, list[ev.FunctionOutput]] = {}  # grouped: a response's outputs, until it is done
         self._visible = plan.privacy.dtmf_visible_digits  # tool arguments and outputs are stored masked as keys are
         self.pending: ToolResult | None = None  # the action waiting for the agent's line
+        self._referring = ""  # the blind transfer's target, while the table's move carries it out
         self._since = 0.0
         self._line_requested = False  # the line was asked for and has not started yet
 
@@ -199,6 +207,7 @@ class ToolCalls:
         if action.action is ToolAction.TRANSFER and action.target:
             mode = ev.TransferMode.BLIND if self._warm is None else ev.TransferMode.WARM
             self._emit(ev.TransferDecided(action.target, mode))
+            self._flow.fire(Trigger.TRANSFER_DECIDED, f"transfer to {action.target}")
 
     def response_done(self, response_id: str) -> None:
         """Grouped: the backend's response is complete; answer all its calls, asking for one continuation (once
@@ -231,14 +240,21 @@ class ToolCalls:
         if pending.action is ToolAction.TRANSFER and pending.target and self._warm is not None:
             self._warm(pending.target)  # the warm transfer puts the caller on hold itself
         elif pending.action is ToolAction.TRANSFER and pending.target:
-            if interrupted:
-                self._hold()
-            self._emit(ev.TransferStarted(pending.target))
-            self._leg.transfer(pending.target)
+            self._referring = pending.target
+            self._flow.fire(Trigger.REFER_CUT if interrupted else Trigger.REFER, f"transfer to {pending.target}")
+            self._referring = ""
         elif pending.action is ToolAction.HANGUP:
             self._emit(ev.AgentHungUp())
             self._leg.hangup()
             self._end("agent ended the call", ev.EndedBy.AGENT, ev.CallOutcome.COMPLETED)
+
+    def _carry_out(self, do: Do) -> None:
+        match do.action:
+            case HandoverAction.HOLD_CALLER:
+                self._hold()
+            case HandoverAction.SEND_REFER:
+                self._emit(ev.TransferStarted(self._referring))
+                self._leg.transfer(self._referring)
 
     def interrupted(self) -> None:
         """A barge-in: a decided transfer goes ahead at once (the caller on hold); a goodbye's hangup is dropped."""
@@ -248,8 +264,8 @@ class ToolCalls:
         if pending is None or pending.action is not ToolAction.TRANSFER or not pending.target:
             return
         self._emit(ev.TransferLineInterrupted())
-        log.info("%s: the caller spoke over the transfer line: the transfer to %s goes ahead", self._leg.call_id,
-                 pending.target)  # fmt: skip
+        goes_ahead = "%s: the caller spoke over the transfer line: the transfer to %s goes ahead"
+        log.info(goes_ahead, self._leg.call_id, pending.target)
         self._send(ev.AddText(TRANSFER_GOES_AHEAD, ev.Role.SYSTEM))  # it was told "transferring": it still is
         self._run(pending, interrupted=True)
         if not self._grouped:  # what the caller said over the line is no turn for the model: they are on hold now

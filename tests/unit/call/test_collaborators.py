@@ -12,10 +12,13 @@ from bridge import events as ev
 from bridge.audio import PassthroughDownlink, PlayoutBuffer, ulaw_encode
 from bridge.audio.resample import Downsampler
 from bridge.call.bargein import BargeIn
+from bridge.call.core import Transfer
+from bridge.call.flow import CallFlow
 from bridge.call.latency import LatencyMeter
 from bridge.call.outage import HOLD_ITEM
 from bridge.call.playback import Playback
 from bridge.call.report import CallReport
+from bridge.call.state import PhaseMachine
 from bridge.call.toolcalls import LINE_TIMEOUT_S, TRANSFER_GOES_AHEAD, Handover, ToolCalls
 from bridge.call.transcripts import Transcripts
 from bridge.call.waiting import WAIT_HOLD_ITEM
@@ -167,7 +170,8 @@ class Desk:
         self.report = CallReport("c1", "ga", "support")
         latency = LatencyMeter(self.report, self.reports.append, self.clock)
         playback = Playback(PlayoutBuffer(clock=self.clock), PassthroughDownlink("ulaw"), latency, self.clock)
-        handover = Handover(self.warm.append if warm else None, "hold.wav")
+        self.flow = CallFlow(PhaseMachine("c1", clock=self.clock), lambda action, why: None)
+        handover = Handover(self.flow, self.warm.append if warm else None, "hold.wav")
         leg: Any = self.leg  # the two methods used
         self.tools = ToolCalls(PLAN, leg, self, playback, send=self.sent.append, handover=handover)
 
@@ -190,12 +194,14 @@ def test_a_transfer_waits_for_its_line_to_start_and_play_out() -> None:
     assert isinstance(desk.sent[0], ev.FunctionOutput) and desk.sent[0].call_id == "call_1"
     assert '"status":"transferring"' in desk.sent[0].output
     assert desk.report.tool_calls[0]["name"] == "transfer_to_human" and desk.tools.pending is not None
+    assert desk.flow.core.transfer is Transfer.ANNOUNCING
     desk.tools.beat(idle=True)  # idle, but the line was asked for and has not started
     desk.tools.line_started()
     desk.tools.beat(idle=False)  # the line is playing
-    assert desk.leg.did == []
+    assert desk.leg.did == [] and desk.flow.core.transfer is Transfer.ANNOUNCING
     desk.tools.beat(idle=True)
     assert desk.leg.did == ["transfer sip:agent@pbx.example"] and desk.tools.pending is None
+    assert desk.flow.core.transfer is Transfer.NONE  # the REFER is sent: its NOTIFYs say the rest
     assert desk.reports[-1] == ev.TransferStarted("sip:agent@pbx.example") and desk.ended == []
 
 
@@ -218,6 +224,7 @@ def test_a_barge_in_on_the_transfer_line_runs_the_transfer_at_once_with_the_call
     desk.tools.line_started()
     desk.tools.interrupted()
     assert desk.tools.pending is None and desk.leg.did == ["hold hold.wav", "transfer sip:agent@pbx.example"]
+    assert desk.flow.core.transfer is Transfer.NONE
     started = ev.TransferStarted("sip:agent@pbx.example")
     assert desk.reports[-3:] == [ev.TransferLineInterrupted(), ev.HoldStarted(), started]
     # the model, told "transferring", is told it still is; what the caller said over the line is no turn for it
@@ -248,6 +255,7 @@ def test_a_barge_in_on_a_warm_transfer_line_starts_the_warm_transfer_at_once() -
     desk = Desk(warm=True)
     desk.tools.call(ev.FunctionCall("r1", "i1", "call_1", "transfer_to_human", "{}"))
     assert desk.reports[-1] == ev.TransferDecided("sip:agent@pbx.example", ev.TransferMode.WARM)
+    assert desk.flow.core.transfer is Transfer.ANNOUNCING  # the warm transfer's start takes it to HOLDING
     desk.tools.interrupted()
     assert desk.warm == ["sip:agent@pbx.example"] and desk.leg.did == []  # the warm transfer holds the caller itself
     assert desk.reports[-1:] == [ev.TransferLineInterrupted()]
@@ -256,6 +264,7 @@ def test_a_barge_in_on_a_warm_transfer_line_starts_the_warm_transfer_at_once() -
 def test_a_barge_in_on_the_goodbye_drops_the_hangup() -> None:
     desk = Desk()
     desk.tools.call(ev.FunctionCall("r1", "i1", "call_1", "end_call", "{}"))
+    assert desk.flow.core.transfer is Transfer.NONE  # no transfer is decided
     sent = len(desk.sent)
     desk.tools.interrupted()
     desk.tools.beat(idle=True)

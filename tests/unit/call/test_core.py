@@ -26,6 +26,7 @@ from bridge.call.core import (
     EchoAction,
     Effect,
     Enter,
+    HandoverAction,
     Hold,
     State,
     Timer,
@@ -35,16 +36,18 @@ from bridge.call.core import (
 )
 from bridge.call.state import IllegalTransition, Phase
 
-T, X, TA = Trigger, Transfer, TransferAction
+T, X, TA, HA = Trigger, Transfer, TransferAction, HandoverAction
 Outcome = ev.TransferOutcome
 LIMITS = {Timer.RING: 20.0, Timer.BRIEF: 20.0, Timer.ACCEPT: 10.0}
 STEP_S = 100.0  # virtual time between triggers along a path: past every limit, so a TIMEOUT on the way expires
 FAMILY_AXIS: dict[type[enum.Enum], type[State]] = {
     Action: Phase,
     TransferAction: Transfer,
+    HandoverAction: Transfer,
     EchoAction: Echo,
     ControlAction: Control,
 }
+ROW_AXIS: dict[enum.Enum, type[State]] = {Action.SAY_GOODBYE: Hold}  # the session's action, on the hold's rows
 Row = tuple[State, Trigger]
 
 
@@ -52,7 +55,10 @@ def on(axis: type[State], effects: Iterable[Effect]) -> list[Effect]:
     """The effects that belong to ``axis`` (its family's actions, its changes)."""
     mine = []
     for effect in effects:
-        owner = type(effect.new) if isinstance(effect, Enter) else FAMILY_AXIS[type(effect.action)]
+        if isinstance(effect, Enter):
+            owner = type(effect.new)
+        else:
+            owner = ROW_AXIS.get(effect.action) or FAMILY_AXIS[type(effect.action)]
         if owner is axis:
             mine.append(effect)
     return mine
@@ -130,6 +136,7 @@ def test_a_briefed_transfer_rings_briefs_and_joins_with_its_steps_in_order() -> 
     core = CallCore(LIMITS)
     log: list[Effect] = []
     script = [
+        (0.0, T.TRANSFER_DECIDED),
         (0.0, T.WARM_TRANSFER),
         (0.1, T.HUMAN_DIALLED),
         (5.0, T.HUMAN_ANSWERED),
@@ -140,7 +147,8 @@ def test_a_briefed_transfer_rings_briefs_and_joins_with_its_steps_in_order() -> 
     for now, trigger in script:
         log += on(Transfer, core.handle(trigger, now))
     assert log == [
-        Enter(X.NONE, X.HOLDING, "warm transfer"),
+        Enter(X.NONE, X.ANNOUNCING, "transfer decided"),
+        Enter(X.ANNOUNCING, X.HOLDING, "warm transfer"),
         Do(TA.HOLD_AND_DIAL, ""),
         Enter(X.HOLDING, X.RINGING, "the human's phone rings"),
         Enter(X.RINGING, X.BRIEFING, "the human answered"),
@@ -155,13 +163,14 @@ def test_a_briefed_transfer_rings_briefs_and_joins_with_its_steps_in_order() -> 
 
 
 def test_a_played_out_before_the_briefing_began_does_not_end_it() -> None:
-    core, _, at = drive(T.WARM_TRANSFER, T.HUMAN_DIALLED, T.HUMAN_ANSWERED)
+    core, _, at = drive(T.TRANSFER_DECIDED, T.WARM_TRANSFER, T.HUMAN_DIALLED, T.HUMAN_ANSWERED)
     assert on(Transfer, core.handle(T.PLAYED_OUT, at + 0.02)) == []  # every idle beat fires it
     assert core.transfer is X.BRIEFING
 
 
 def test_the_ring_timer_expires_at_its_limit_and_not_before() -> None:
     core = CallCore(LIMITS)
+    core.handle(T.TRANSFER_DECIDED, 0.5)
     core.handle(T.WARM_TRANSFER, 1.0)
     core.handle(T.HUMAN_DIALLED, 1.5)
     assert core.deadline == 21.5
@@ -175,6 +184,7 @@ def test_the_ring_timer_expires_at_its_limit_and_not_before() -> None:
 
 def test_the_briefing_timer_spans_asking_and_playing_and_the_accept_window_starts_fresh() -> None:
     core = CallCore(LIMITS)
+    core.handle(T.TRANSFER_DECIDED, 0.0)
     core.handle(T.WARM_TRANSFER, 0.0)
     core.handle(T.HUMAN_DIALLED, 0.0)
     core.handle(T.HUMAN_ANSWERED, 2.0)
@@ -200,7 +210,7 @@ def test_the_briefing_timer_spans_asking_and_playing_and_the_accept_window_start
     ],
 )
 def test_a_ringing_leg_that_ends_goes_back_with_its_outcome(trigger: Trigger, outcome: Outcome) -> None:
-    _, effects, _ = drive(T.WARM_TRANSFER, T.HUMAN_DIALLED, trigger)
+    _, effects, _ = drive(T.TRANSFER_DECIDED, T.WARM_TRANSFER, T.HUMAN_DIALLED, trigger)
     assert effects == [
         Do(TA.RELEASE_HUMAN, trigger.name.lower(), outcome),
         Enter(X.RINGING, X.BACK, trigger.name.lower()),
@@ -208,15 +218,51 @@ def test_a_ringing_leg_that_ends_goes_back_with_its_outcome(trigger: Trigger, ou
 
 
 def test_a_human_who_hangs_up_mid_briefing_stops_hearing_the_agent_first() -> None:
-    _, effects, _ = drive(T.WARM_TRANSFER, T.HUMAN_DIALLED, T.HUMAN_ANSWERED, T.HUMAN_DECLINED)
+    _, effects, _ = drive(T.TRANSFER_DECIDED, T.WARM_TRANSFER, T.HUMAN_DIALLED, T.HUMAN_ANSWERED, T.HUMAN_DECLINED)
     assert [e.action for e in effects if isinstance(e, Do)] == [TA.END_BRIEFING, TA.RELEASE_HUMAN]
 
 
 def test_a_transfer_while_one_is_under_way_is_ignored_and_after_one_came_back_starts_again() -> None:
-    core, effects, at = drive(T.WARM_TRANSFER, T.HUMAN_DIALLED, T.WARM_TRANSFER)
-    assert effects == [] and core.transfer is X.RINGING
-    core, effects, _ = drive(T.HUMAN_BUSY, T.WARM_TRANSFER, core=core, at=at)
+    core, _, at = drive(T.TRANSFER_DECIDED, T.WARM_TRANSFER, T.HUMAN_DIALLED)
+    for trigger in (T.TRANSFER_DECIDED, T.WARM_TRANSFER):
+        at += 1
+        assert core.handle(trigger, at) == [] and core.transfer is X.RINGING
+    core, effects, _ = drive(T.HUMAN_BUSY, T.TRANSFER_DECIDED, T.WARM_TRANSFER, core=core, at=at)
     assert core.transfer is X.HOLDING and Do(TA.HOLD_AND_DIAL, "warm_transfer") in effects
+
+
+def test_a_warm_transfer_starts_only_once_decided() -> None:
+    core, effects, _ = drive(T.WARM_TRANSFER)
+    assert effects == [] and core.transfer is X.NONE
+
+
+# -- a transfer's announcement ------------------------------------------------------------------------------------
+def test_a_decided_blind_transfer_announces_then_refers_once_its_line_played_out() -> None:
+    core, effects, at = drive(T.READY, T.MODEL_AUDIO, T.TRANSFER_DECIDED)
+    assert effects == [Enter(X.NONE, X.ANNOUNCING, "transfer decided")]
+    assert on(Transfer, core.handle(T.PLAYED_OUT, at + 1)) == []  # the line played out: the tools fire REFER
+    assert (core.phase, core.transfer) == (Phase.LISTENING, X.ANNOUNCING)
+    assert core.handle(T.REFER, at + 2, "line played") == [
+        Do(HA.SEND_REFER, "line played"),
+        Enter(X.ANNOUNCING, X.NONE, "blind transfer"),
+    ]
+    assert core.handle(T.REFER, at + 3) == []  # one REFER per decision
+
+
+def test_a_barge_in_over_a_decided_transfer_cuts_the_line_and_the_transfer_goes_ahead() -> None:
+    core, _, at = drive(T.READY, T.MODEL_AUDIO, T.TRANSFER_DECIDED)
+    effects = core.handle(T.CALLER_INTERRUPTS, at + 1, "barge-in")
+    assert core.transfer is X.ANNOUNCING and Do(Action.CUT_AGENT, "barge-in") in effects  # the cut: the line only
+    assert core.handle(T.REFER_CUT, at + 2, "cut") == [
+        Do(HA.HOLD_CALLER, "cut"),
+        Do(HA.SEND_REFER, "cut"),
+        Enter(X.ANNOUNCING, X.NONE, "blind transfer, its line cut"),
+    ]
+    core, _, at = drive(T.READY, T.MODEL_AUDIO, T.TRANSFER_DECIDED, T.CALLER_INTERRUPTS)
+    assert on(Transfer, core.handle(T.WARM_TRANSFER, at + 1, "cut")) == [
+        Enter(X.ANNOUNCING, X.HOLDING, "warm transfer"),
+        Do(TA.HOLD_AND_DIAL, "cut"),
+    ]
 
 
 # -- the echo guard, a take-over, the holds ---------------------------------------------------------------------
@@ -264,6 +310,21 @@ def test_the_outage_hold_is_on_the_hold_axis_while_the_phase_plays_it() -> None:
     ]
 
 
+def test_the_failovers_goodbye_ends_the_outage_hold_and_says_goodbye_on_any_hold() -> None:
+    core, _, at = drive(T.READY, T.SESSION_LOST, T.HOLD_DUE, T.GAVE_UP)
+    assert core.hold is Hold.OUTAGE  # the failover may be a transfer: the hold goes on until it completes
+    assert core.handle(T.GOODBYE, at + 1, "realtime unavailable") == [
+        Do(Action.SAY_GOODBYE, "realtime unavailable"),
+        Enter(Hold.OUTAGE, Hold.NONE, "the failover's goodbye"),
+    ]
+    assert core.phase is Phase.RECOVERING  # the BYE after the apology ends the call
+    core, _, at = drive(T.READY, T.TURN_HOLD)  # an orchestrator gone with the model there: no hold to end
+    assert core.handle(T.GOODBYE, at + 1, "orchestrator unavailable") == [
+        Do(Action.SAY_GOODBYE, "orchestrator unavailable")
+    ]
+    assert core.hold is Hold.TURN
+
+
 def test_a_soft_hold_ends_on_its_own_trigger_only() -> None:
     core, _, at = drive(T.TURN_HOLD, T.WAIT_OVER)
     assert core.hold is Hold.TURN
@@ -273,7 +334,7 @@ def test_a_soft_hold_ends_on_its_own_trigger_only() -> None:
 
 
 def test_after_the_end_a_phase_trigger_is_a_bug_but_a_transfer_under_way_still_ends() -> None:
-    core, _, at = drive(T.READY, T.WARM_TRANSFER, T.HUMAN_DIALLED, T.FINISHED)
+    core, _, at = drive(T.READY, T.TRANSFER_DECIDED, T.WARM_TRANSFER, T.HUMAN_DIALLED, T.FINISHED)
     assert core.phase is Phase.ENDED
     assert on(Transfer, core.handle(T.CALLER_LEFT, at + 1))[0] == Do(TA.RELEASE_HUMAN, "", Outcome.CALLER_HUNG_UP)
     with pytest.raises(IllegalTransition, match="call c1: PLAYED_OUT after the call ended"):

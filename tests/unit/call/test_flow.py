@@ -107,8 +107,10 @@ def test_a_modes_actions_go_to_the_part_that_carries_them_and_its_changes_to_its
     call.carry(TransferAction, lambda do: log.append(do.action))
     call.watch(Transfer, lambda enter: log.append(enter.new))
     call.fire(Trigger.READY)
+    call.fire(Trigger.TRANSFER_DECIDED)
     call.fire(Trigger.WARM_TRANSFER)
-    assert log == [Transfer.HOLDING, TransferAction.HOLD_AND_DIAL]  # the change first: DIAL is its follow-up
+    # the change first: DIAL is its follow-up
+    assert log == [Transfer.ANNOUNCING, Transfer.HOLDING, TransferAction.HOLD_AND_DIAL]
     assert call.core.transfer is Transfer.HOLDING and call.phase is Phase.LISTENING
 
 

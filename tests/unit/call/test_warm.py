@@ -83,6 +83,12 @@ class Bed:
             end=lambda why, _, outcome: self.ended.append((why, outcome)),
         )
 
+    def start(self) -> None:
+        """The transfer decided (the tool's call), then its line played: the warm transfer starts."""
+        self.flow.fire(Trigger.TRANSFER_DECIDED, f"transfer to {TARGET}")
+        assert self.step() is Transfer.ANNOUNCING
+        self.warm.start(TARGET)
+
     def step(self) -> Transfer:
         return self.flow.core.transfer
 
@@ -118,7 +124,7 @@ def test_a_final_status_is_a_typed_outcome(code: int, answered: bool, outcome: O
 async def test_the_human_hears_the_briefing_then_takes_the_call() -> None:
     leg = DialingLeg()
     bed = Bed(leg)
-    bed.warm.start(TARGET)
+    bed.start()
     assert leg.dialled == [TARGET] and leg.held == ["hold.wav"]
     assert bed.kinds == ["transfer", "hold_started", "transfer_step"]
     leg.human.events.put_nowait(ev.HumanLegChanged(ev.LegState.ANSWERED, 200))
@@ -143,7 +149,7 @@ async def test_the_human_hears_the_briefing_then_takes_the_call() -> None:
 async def test_a_model_that_never_briefs_does_not_keep_the_human_waiting() -> None:
     leg = DialingLeg()
     bed = Bed(leg, brief_timeout_s=0.1)
-    bed.warm.start(TARGET)
+    bed.start()
     leg.human.events.put_nowait(ev.HumanLegChanged(ev.LegState.ANSWERED, 200))
     await bed.settled()
     assert leg.human.joined and leg.human.heard_agent == [True, False]
@@ -153,7 +159,7 @@ async def test_a_model_that_never_briefs_does_not_keep_the_human_waiting() -> No
 async def test_a_human_hanging_up_during_the_briefing_brings_the_agent_back() -> None:
     leg = DialingLeg()
     bed = Bed(leg)
-    bed.warm.start(TARGET)
+    bed.start()
     leg.human.events.put_nowait(ev.HumanLegChanged(ev.LegState.ANSWERED, 200))
     await bed.until(lambda: len(bed.sent) == 2, "briefing asked for")
     bed.flow.fire(Trigger.RESPONSE_STARTED)
@@ -166,7 +172,7 @@ async def test_a_human_hanging_up_during_the_briefing_brings_the_agent_back() ->
 async def test_accept_dtmf_joins_on_1_only() -> None:
     leg = DialingLeg()
     bed = Bed(leg, accept="dtmf", accept_window_s=2, brief=False)
-    bed.warm.start(TARGET)
+    bed.start()
     assert leg.dialled == [TARGET] and bed.kinds[:2] == ["transfer", "hold_started"]
     assert leg.held == ["hold.wav"]  # the caller hears the hold audio
     leg.human.events.put_nowait(ev.HumanLegChanged(ev.LegState.ANSWERED, 200))
@@ -192,7 +198,7 @@ async def test_accept_dtmf_joins_on_1_only() -> None:
 async def test_no_1_within_the_window_is_declined_and_the_agent_comes_back() -> None:
     leg = DialingLeg()
     bed = Bed(leg, accept="dtmf", accept_window_s=0.05, brief=False)
-    bed.warm.start(TARGET)
+    bed.start()
     leg.human.events.put_nowait(ev.HumanLegChanged(ev.LegState.ANSWERED, 200))
     await bed.settled()
     assert bed.outcome().outcome is Outcome.DECLINED and leg.human.hung_up and not leg.human.joined
@@ -204,7 +210,7 @@ async def test_no_1_within_the_window_is_declined_and_the_agent_comes_back() -> 
 async def test_the_ring_timeout_is_no_answer() -> None:
     leg = DialingLeg()
     bed = Bed(leg, ring_timeout_s=0.05)
-    bed.warm.start(TARGET)
+    bed.start()
     leg.human.events.put_nowait(ev.HumanLegChanged(ev.LegState.RINGING, 180))
     await bed.settled()
     assert (bed.outcome().outcome, bed.outcome().sip_code) == (Outcome.NO_ANSWER, 0)
@@ -214,7 +220,7 @@ async def test_the_ring_timeout_is_no_answer() -> None:
 async def test_a_caller_hanging_up_mid_attempt_ends_the_human_leg() -> None:
     leg = DialingLeg()
     bed = Bed(leg)
-    bed.warm.start(TARGET)
+    bed.start()
     leg.human.events.put_nowait(ev.HumanLegChanged(ev.LegState.RINGING, 180))
     await asyncio.sleep(0.01)
     bed.flow.fire(Trigger.FINISHED, "caller hung up")
@@ -226,7 +232,7 @@ async def test_a_caller_hanging_up_mid_attempt_ends_the_human_leg() -> None:
 
 async def test_a_leg_that_cannot_dial_fails_and_the_agent_says_so() -> None:
     bed = Bed(FakeLeg("c-plain"))
-    bed.warm.start(TARGET)
+    bed.start()
     assert bed.outcome().outcome is Outcome.FAILED
     assert "could not be placed" in bed.sent[0].text  # type: ignore[union-attr]  # an AddText
     assert "hold_started" not in bed.kinds  # the caller never left the agent
