@@ -168,6 +168,11 @@ class Guard(Protocol):
         cannot be run there."""
         ...
 
+    def c_played(self) -> tuple[int, int] | None:
+        """Where a native media port sends the caller's frames itself: the C function (``cbe_played``) and guard
+        it hands each frame it sends to, as :meth:`played`; None if this guard cannot be fed there."""
+        ...
+
 
 class _Ring:
     """The last ``size`` samples of a stream, with the count of all samples ever added. The samples sit in a
@@ -238,6 +243,9 @@ class EchoGuard:
 
     def c_uplink(self, temper: bool) -> tuple[int, int] | None:
         return None  # Python: the caller's frames stay on the loop
+
+    def c_played(self) -> tuple[int, int] | None:
+        return None  # Python: the reference is fed on the loop
 
     # -- the two streams ---------------------------------------------------------------------------------------
     def played(self, frame: bytes) -> None:

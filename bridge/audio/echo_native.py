@@ -15,7 +15,8 @@ one (also with ``CALLBRIDGE_NATIVE_AUDIO=0``); :func:`native_echo` says why not.
 The C guard keeps its own lock: the reference may be fed on one thread while the return is heard on another.
 Where the native uplink sends the caller's audio from the media clock thread, the guard runs there too
 (:meth:`NativeEchoGuard.c_uplink`, ``cbe_uplink``): each frame is heard and tempered in C before it is upsampled,
-and the loop, which feeds the reference and judges barge-ins, never sees it.
+and the loop, which judges barge-ins, never sees it. A native media port feeds the reference there too
+(:meth:`NativeEchoGuard.c_played`, ``cbe_played``): each frame as it is sent.
 """
 
 from __future__ import annotations
@@ -115,6 +116,12 @@ class NativeEchoGuard:
         caller frame through them on the media clock thread. The caller keeps this object alive while bound."""
         self._lib.cbe_set_temper(self._g, 1 if temper else 0)
         fn = ctypes.cast(self._lib.cbe_uplink, ctypes.c_void_p).value
+        return (fn, int(self._g.value or 0)) if fn else None
+
+    def c_played(self) -> tuple[int, int] | None:
+        """``cbe_played``'s address and this guard's: a native media port hands the guard each frame it sends
+        through them on the media clock thread (its reference). The caller keeps this object alive meanwhile."""
+        fn = ctypes.cast(self._lib.cbe_played, ctypes.c_void_p).value
         return (fn, int(self._g.value or 0)) if fn else None
 
     def played(self, frame: bytes) -> None:

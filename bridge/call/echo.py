@@ -1,7 +1,8 @@
 """The echo guard at work on one call: the agent's own audio coming back down the caller's line is not a barge-in.
 
 The guard (:mod:`bridge.audio.echo`, in C where it builds: :mod:`bridge.audio.echo_native`) gets every frame the
-caller is sent (a tee on the playout) and every frame that comes back, before the model hears it: on the loop, or,
+caller is sent (a tee on the playout, or, on a native media port with the C guard, the port itself as each frame
+goes out: :meth:`HeldSource.c_reference`) and every frame that comes back, before the model hears it: on the loop, or,
 where a native port's uplink sends the caller's audio from the media clock thread, there, in C (:meth:`on_clock`;
 while a paused agent's barge-in is judged, the frames come to the loop). Then:
 
@@ -81,28 +82,43 @@ class HeldSource(TeeSource):
     """The playout as the media port pulls it, each frame also handed to the guard; while ``held``, silence is
     sent and nothing is taken from the playout (the agent resumes exactly where it was held). A port that queues
     frames ahead of the wire (``set_downstream``) reports those it dropped unsent, and the guard forgets them: its
-    reference is what was sent, frame for frame."""
+    reference is what was sent, frame for frame. A native port with the C guard feeds the reference itself, from
+    the clock thread, with each frame as it is sent (:meth:`c_reference`): then nothing here touches the guard."""
 
     held = False
 
     def __init__(self, source: FrameSource, guard: Guard) -> None:
         super().__init__(source, guard.played)
         self._guard = guard
+        self._at_port = False  # the port hands the guard each frame it sends (c_reference)
 
     def pop_frame(self) -> bytes:
         frame = SILENCE if self.held else self._source.pop_frame()
-        self._keep(frame)
+        if not self._at_port:
+            self._keep(frame)
         return frame
+
+    def c_reference(self, on: bool) -> tuple[int, int] | None:
+        """A native media port about to send this source's frames (``on``) or done with them: the C guard's
+        ``cbe_played`` and guard, for the port to hand each frame it sends (``bridge/native/cport.c``,
+        "Reference"); None when the guard is not the C one (the frames are kept here, as they are taken)."""
+        hook = self._guard.c_played() if on else None
+        self._at_port = hook is not None
+        return hook
 
     def skipped(self, frames: int) -> None:
         """The media port sent ``frames`` of silence of its own (its queue ran dry): the caller heard them, so the
         reference has them too, or every later frame would be compared with the wrong one."""
-        for _ in range(frames):
+        for _ in range(0 if self._at_port else frames):
             self._keep(SILENCE)
 
     def set_downstream(self, downstream: Downstream | None) -> None:
-        told = None if downstream is None else _Told(downstream, self._guard.unplayed)
+        told = None if downstream is None else downstream if self._at_port else _Told(downstream, self._unsent)
         getattr(self._source, "set_downstream")(told)  # noqa: B009 (FrameSource declares none; the playout has it)
+
+    def _unsent(self, frames: int) -> None:
+        if not self._at_port:
+            self._guard.unplayed(frames)
 
 
 class EchoGuarding:

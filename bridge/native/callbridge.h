@@ -4,8 +4,8 @@
  *
  * They are separate shared libraries, each with its own Python fallback, so the uplink links against neither the
  * resampler nor the guard: the loop hands it the address of cbr_up and of one call's filter state
- * (bridge/audio/resample.py, Upsampler.c_kernel), and of cbe_uplink and one call's guard
- * (bridge/audio/echo_native.py, NativeEchoGuard.c_uplink), typed here once.
+ * (bridge/audio/resample.py, Upsampler.c_kernel), and of cbe_uplink, cbe_played and one call's guard
+ * (bridge/audio/echo_native.py, NativeEchoGuard.c_uplink and c_played), typed here once.
  */
 #ifndef CALLBRIDGE_H
 #define CALLBRIDGE_H
@@ -34,5 +34,10 @@ typedef int (*cbr_up_fn)(cbr_up_state *st, const int16_t *in, int n, int16_t *ou
 typedef struct cbe_guard cbe_guard;
 int cbe_uplink(cbe_guard *g, const int16_t *in, int n, int16_t *out);
 typedef int (*cbe_uplink_fn)(cbe_guard *g, const int16_t *in, int n, int16_t *out);
+
+/* A frame the caller was sent (`n` samples), kept as the guard's reference: the media port hands it each frame
+ * it gives pjmedia (cbp_reference), the silence it sends on its own when the loop was late included. */
+void cbe_played(cbe_guard *g, const int16_t *pcm, int n);
+typedef void (*cbe_played_fn)(cbe_guard *g, const int16_t *pcm, int n);
 
 #endif

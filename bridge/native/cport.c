@@ -26,6 +26,9 @@
  * Echo guard (cbp_uplink_guard): where the call's echo guard is the C one (echo.c), the uplink hands each frame to
  * it first (cbe_uplink, typed in callbridge.h): it keeps the frame as the line's return and gives the frame as the
  * model should get it (tempered), which is what is upsampled and sent. Frames not sent are handed to it too.
+ * Reference (cbp_reference): where the call's echo guard is the C one, get_frame hands it each frame the caller is
+ * sent (the loop's frame, or the silence sent when the loop was late), so the guard's reference is what was sent,
+ * frame for frame, without the loop: frames queued and then flushed never reach it.
  * Mirror (cbp_uplink_mirror, for listen-in): while on, each frame the uplink sends is also queued for the loop,
  * with its capture time negated, so the loop can observe the caller's audio without sending it again.
  *
@@ -93,6 +96,8 @@ struct cb_port {
     double last_get;       /* when the clock last asked for a frame (attached) */
     uint64_t clock_gaps;   /* requests more than 30 ms after the previous one: the clock thread itself was late */
     uint64_t max_gap_us;
+    cbe_played_fn ref_fn; /* the call's echo guard's reference (cbp_reference), under `lock` */
+    cbe_guard *ref_guard;
     /* uplink (see the header): everything below is guarded by up_lock, up_on is also read without it */
     pthread_mutex_t up_lock;
     atomic_int up_on;
@@ -415,6 +420,8 @@ static int cb_get_frame(cb_port *p, pjm_frame *f) {
         memset(f->buf, 0, FRAME_BYTES); /* the loop was late: silence, never a stale frame */
         p->out_late++;
     }
+    if (p->ref_fn != NULL) /* under `lock`: the guard outlives the hook (cbp_attach(0) clears it) */
+        p->ref_fn(p->ref_guard, (const int16_t *)f->buf, CB_FRAME_SAMPLES);
     depth = p->out_head - p->out_tail;
     p->frames_out++;
     pthread_mutex_unlock(&p->lock);
@@ -501,7 +508,8 @@ int cbp_info_ok(cb_port *p) {
 
 /* Attach (1) or detach (0). Either way both rings start empty and no socket is bound (a call's session unbinds
  * before it ends; this is the safety net that keeps a pooled port from ever writing to an old call's socket);
- * counters are cumulative. */
+ * counters are cumulative. Detaching also forgets the echo guard's reference hook (cbp_reference, set before
+ * attaching: the first frame sent is its first). */
 void cbp_attach(cb_port *p, int on) {
     pthread_mutex_lock(&p->up_lock);
     atomic_store(&p->up_on, 0);
@@ -516,7 +524,21 @@ void cbp_attach(cb_port *p, int on) {
     p->in_tail = p->in_head;
     p->out_tail = p->out_head;
     p->last_get = 0;
+    if (!on) {
+        p->ref_fn = NULL;
+        p->ref_guard = NULL;
+    }
     atomic_store_explicit(&p->attached, on ? 1 : 0, memory_order_release);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* The call's echo guard's reference: each frame get_frame gives pjmedia is handed to `fn` (cbe_played of echo.c)
+ * with `guard`, on the clock thread. NULL: none. Set before attaching; detaching clears it (the loop keeps the
+ * guard alive until then). */
+void cbp_reference(cb_port *p, cbe_played_fn fn, cbe_guard *guard) {
+    pthread_mutex_lock(&p->lock);
+    p->ref_fn = guard != NULL ? fn : NULL;
+    p->ref_guard = guard;
     pthread_mutex_unlock(&p->lock);
 }
 

@@ -31,7 +31,10 @@ there is no compiler, or the check fails, :func:`native_ports` says why and the 
 While a call's Realtime socket is bound to its port (:class:`NativeUplink`, the session's
 :class:`~bridge.call.leg.UplinkOffload`), the caller's frames do not come to the loop at all: the clock thread
 upsamples, encodes and sends each one itself (``cport.c``, "Uplink"), and the loop is left with the playout. A
-call's C echo guard hears (and tempers) each frame there first (:meth:`NativeUplink.guard_with`).
+call's C echo guard hears (and tempers) each frame there first (:meth:`NativeUplink.guard_with`). The guard's
+reference comes from the port too: a source that offers ``c_reference`` (the echo guard's tee on the playout,
+``bridge.call.echo.HeldSource``) with a C guard gets each frame the clock thread sends handed to that guard there
+(``cport.c``, "Reference"), and the loop neither hands it frames nor tells it of flushed or skipped ones.
 
 Only the event loop thread (pjsua's main thread) calls anything here except the C callbacks themselves.
 """
@@ -112,6 +115,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "cbp_new": (p, [ctypes.c_char_p]),
         "cbp_info_ok": (i, [p]),
         "cbp_attach": (None, [p, i]),
+        "cbp_reference": (None, [p, p, p]),
         "cbp_read_in": (i, [p, p, p, i]),
         "cbp_out_need": (i, [p, u]),
         "cbp_write_out": (i, [p, ctypes.c_char_p, i]),
@@ -374,9 +378,11 @@ class NativePort:
         self._late_told = 0
 
     def attach(self, source: FrameSource | None, sink: FrameSink | None) -> None:
+        self._reference(self.source, False)
         self.source = source
         self.sink = sink
-        self.skipped = getattr(source, "skipped", None)
+        fed_here = self._reference(source, True)  # the C guard's reference fed by get_frame: nothing to tell it
+        self.skipped = None if fed_here else getattr(source, "skipped", None)
         self._late_told = self.counters().late_out
         self._lib.cbp_attach(self.handle, 1)
         downstream = getattr(source, "set_downstream", None)
@@ -393,12 +399,23 @@ class NativePort:
             self.skipped(late - self._late_told)
         self._late_told = late
 
+    def _reference(self, source: FrameSource | None, on: bool) -> bool:
+        """Hand ``source``'s C echo guard (its ``c_reference``) each frame sent from here on (``on``), or stop;
+        True if the port feeds it."""
+        take: Callable[[bool], tuple[int, int] | None] | None = getattr(source, "c_reference", None)
+        hook = take(on) if take is not None else None
+        if on:
+            fn, guard = hook if hook is not None else (None, None)
+            self._lib.cbp_reference(self.handle, fn, guard)  # before the port is attached: the first frame is fed
+        return hook is not None
+
     def detach(self) -> None:
         self.skipped = None
         downstream = getattr(self.source, "set_downstream", None)
         if downstream is not None:
             downstream(None)
-        self._lib.cbp_attach(self.handle, 0)
+        self._lib.cbp_attach(self.handle, 0)  # the reference hook is cleared: the guard may go
+        self._reference(self.source, False)
         self._hub._track(self, False)
         self.source = None
         self.sink = None

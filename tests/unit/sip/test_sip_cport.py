@@ -23,7 +23,9 @@ import pjsua2 as pj
 import pytest
 
 from bridge.audio import FlushResult, PlayoutBuffer
+from bridge.audio.echo_native import NativeEchoGuard, native_echo
 from bridge.audio.frames import FRAME_BYTES, SILENCE
+from bridge.call.echo import HeldSource
 from bridge.sip import cport
 from bridge.sip.crossing import FrameQueue
 
@@ -141,6 +143,40 @@ def test_a_source_that_keeps_account_is_told_of_the_silence_the_port_sent_on_its
     hub.drain()  # told once
     assert taken.count("silence") == 3
     port.detach()
+
+
+def test_the_c_echo_guards_reference_is_each_frame_the_port_sends(hub: cport.NativeHub) -> None:
+    """With the C echo guard, get_frame hands the guard each frame it sends (the loop's, the silence of a late
+    loop), and nothing the loop queued and then flushed: its reference is a twin's fed exactly the frames sent."""
+    if native_echo().lib is None:
+        pytest.skip(f"the C echo guard is unavailable: {native_echo().why}")
+    guard, twin = NativeEchoGuard(), NativeEchoGuard()
+    rng = np.random.default_rng(7)
+    speech = (rng.standard_normal(60 * FRAME_BYTES // 2) * 3000).astype("<i2").tobytes()
+    playout = PlayoutBuffer()
+    playout.push("item1", speech)
+    port = hub.new_port("t-ref", conference=False)
+    port.attach(HeldSource(playout, guard), None)
+    assert port.skipped is None  # the port feeds the guard: the loop has nothing to tell it
+    sent = []
+    for tick in range(40):
+        sent.append(cport.get_frame(port.handle)[1])
+        if tick == 20:
+            playout.flush()  # a barge-in: the frames waiting in the ring are never sent
+            playout.push("item2", speech)
+        if not 28 <= tick < 33:  # the loop late for five ticks: the ring runs dry, the caller gets silence
+            hub.drain()
+    port.detach()
+    assert SILENCE in sent and port.counters().late_out > 0
+    for frame in sent:
+        twin.played(frame)
+    for i in range(len(sent)):  # a line returning the agent 12 dB down, 5 frames late
+        back = sent[i - 5] if i >= 5 else SILENCE
+        heard = (np.frombuffer(back, "<i2") // 4).astype("<i2").tobytes()
+        guard.heard(heard)
+        twin.heard(heard)
+    found, expected = guard.estimate(), twin.estimate()
+    assert found is not None and found == expected and found.lag == 5 * FRAME_BYTES // 2
 
 
 def test_a_late_clock_tick_is_counted(hub: cport.NativeHub) -> None:
