@@ -59,8 +59,14 @@ FOREIGN: Final = 0.5  # no path held and the latest search explained less than t
 RE_ESTIMATE_FRAMES: Final = 12  # a held path is refreshed this often (frames)
 SEEK_FRAMES: Final = 2  # ...and sought this often while none is held
 # a search that finds nothing coherent (the caller talking over the agent, a line that returns no echo) is tried
-# half as often each time, down to once per this many frames; the level test serves meanwhile
-MAX_SEEK_FRAMES: Final = 16
+# half as often each time, down to once per LEVEL_SEEK_FRAMES; the level test serves meanwhile. With no path held it
+# backs off further, to once per MAX_SEEK_FRAMES (1.28 s), while the return over the newest SHORT_WINDOW stays within
+# GEIGEL_DB of its level over that search's window (the caller still talking over the agent): a return that falls
+# below it (the caller stopped, the agent's echo may be alone now) is sought again at once over the newest samples,
+# and a barge-in judged echo (judge) brings the wait back to SEEK_FRAMES. A quiet frame of the return (below
+# QUIET_DBFS) teaches nothing: a search due then waits for the next frame that is not
+LEVEL_SEEK_FRAMES: Final = 16
+MAX_SEEK_FRAMES: Final = 64
 _AT_ONCE: Final = 1 << 30  # _since_estimate: estimate on the next frame
 SHORT_WINDOW: Final = 8 * SAMPLES_PER_FRAME  # 160 ms: a window the path has not moved inside
 GEIGEL_DB: Final = 6.0  # no path learnt yet: inbound audio this far below what was played is taken for its echo
@@ -237,6 +243,7 @@ class EchoGuard:
         self.path: EchoPath | None = None  # the held path (refreshed by temper while the return is coherent)
         self._since_estimate = _AT_ONCE
         self._seek_every = SEEK_FRAMES  # frames between searches while no path holds (see MAX_SEEK_FRAMES)
+        self._sought_db = -120.0  # the return's level over the latest search's window
         self._foreign = False  # no path held, and the latest search found the return unlike the agent's audio
         self._broken = False  # the held path stopped explaining the return: seek it again at once
         self._moved = False  # a frame the held path left unexplained: sought again at once, the path kept meanwhile
@@ -342,7 +349,9 @@ class EchoGuard:
         if verdict.caller and verdict.path is not None:
             again = self._judge(SHORT_WINDOW)
             if again.echo:
-                return again
+                verdict = again
+        if verdict.echo and verdict.path is not None and (self.path is None or self._broken):
+            self._seek_every = SEEK_FRAMES  # the agent's echo, and no path holds: sought again soon (temper)
         return verdict
 
     def _judge(self, window: int) -> Verdict:
@@ -370,21 +379,35 @@ class EchoGuard:
         self._since_estimate += 1
         n = self._in.total
         seeking = self.path is None or self._broken  # no path that holds: sought every _seek_every frames
-        if self._since_estimate >= (self._seek_every if seeking else RE_ESTIMATE_FRAMES):
+        if self._seek_every > LEVEL_SEEK_FRAMES and dbfs(self._in.span(n - SHORT_WINDOW, n)) < (
+            self._sought_db - GEIGEL_DB
+        ):
+            # the return fell: the caller may have stopped, leaving the agent's echo alone; sought at once over the
+            # newest samples (the older ones hold the caller's last words)
+            self._seek_every, self._since_estimate, self._moved = LEVEL_SEEK_FRAMES, _AT_ONCE, True
+        x = pcm(frame)
+        # while sought, a quiet frame of the return teaches nothing new: the search waits for the next one that is not
+        due = (
+            self._since_estimate >= self._seek_every and dbfs(x) >= QUIET_DBFS
+            if seeking
+            else (self._since_estimate >= RE_ESTIMATE_FRAMES)
+        )
+        if due:
             self._since_estimate = 0
             # a path that stopped holding (or may have moved) is sought again over the newest samples only
             fresh = self._broken or self._moved
-            window = SHORT_WINDOW if fresh else None
+            window = SHORT_WINDOW if fresh else self.window
             found = self.estimate(n, None if self.path is None or fresh else self.path.lag, window)
+            self._sought_db = dbfs(self._in.span(n - window, n))
             self._moved = False
             # learnt only from echo alone: coherent, and no louder than what was played (a line has no gain)
             self._foreign = found is not None and found.coherence < FOREIGN
             if found is not None and found.coherence >= COHERENT and found.level_db <= MAX_LEVEL_DB:
                 self.path, self._broken, self._seek_every = found, False, SEEK_FRAMES
             elif seeking:  # nothing to learn from (None: the agent or the line silent): soon again once there is
-                self._seek_every = SEEK_FRAMES if found is None else min(2 * self._seek_every, MAX_SEEK_FRAMES)
+                most = MAX_SEEK_FRAMES if self.path is None else LEVEL_SEEK_FRAMES
+                self._seek_every = SEEK_FRAMES if found is None else min(2 * self._seek_every, most)
         path = self.path
-        x = pcm(frame)
         ref = self._ref.span(n - len(x) - self.max_lag - TAPS, n + LEAD)
         if path is None:
             return self._by_level(frame, x, ref)

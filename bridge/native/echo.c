@@ -32,7 +32,8 @@
 #define FOREIGN 0.5
 #define RE_ESTIMATE_FRAMES 12
 #define SEEK_FRAMES 2
-#define MAX_SEEK_FRAMES 16
+#define LEVEL_SEEK_FRAMES 16
+#define MAX_SEEK_FRAMES 64
 #define AT_ONCE (1LL << 30)
 #define SHORT_WINDOW (8 * CB_FRAME_SAMPLES)
 #define GEIGEL_DB 6.0
@@ -62,6 +63,7 @@ typedef struct cbe_guard {
     path_t path; /* the held path */
     long long since_estimate;
     int seek_every, foreign, broken, moved;
+    double sought_db; /* the return's level over the latest search's window */
     int tempering; /* cbe_uplink tempers what goes on (the plan's echo_guard.temper) */
     int fft_max;             /* the largest transform (a power of two) */
     double *cs, *sn;         /* its twiddles */
@@ -397,15 +399,34 @@ static verdict_t judge_over(cbe_guard *g, int w) {
     return v;
 }
 
-/* The path search temper runs when it is due (EchoGuard.temper's first half). */
-static void temper_search(cbe_guard *g, long long n) {
+/* The level of n PCM samples (dbfs). */
+static double pcm_dbfs(const int16_t *in, int n) {
+    double s = 0.0;
+    for (int i = 0; i < n; i++)
+        s += (double)in[i] * (double)in[i];
+    return n == 0 ? -120.0 : db_of_rms(sqrt(s / n));
+}
+
+/* The path search temper runs when it is due (EchoGuard.temper's first half), `in` (n samples) the frame heard. */
+static void temper_search(cbe_guard *g, long long total, const int16_t *in, int n) {
     g->since_estimate += 1;
     int seeking = !g->path.found || g->broken;
-    if (g->since_estimate < (seeking ? g->seek_every : RE_ESTIMATE_FRAMES))
+    if (g->seek_every > LEVEL_SEEK_FRAMES) {
+        ring_span(&g->in, total - SHORT_WINDOW, total, g->x);
+        if (dbfs(g->x, SHORT_WINDOW) < g->sought_db - GEIGEL_DB) { /* the return fell: sought at once, fresh */
+            g->seek_every = LEVEL_SEEK_FRAMES;
+            g->since_estimate = AT_ONCE;
+            g->moved = 1;
+        }
+    }
+    int due = seeking ? g->since_estimate >= g->seek_every && pcm_dbfs(in, n) >= QUIET_DBFS
+                      : g->since_estimate >= RE_ESTIMATE_FRAMES;
+    if (!due)
         return;
     g->since_estimate = 0;
-    int fresh = g->broken || g->moved;
-    path_t found = estimate(g, n, !g->path.found || fresh ? -1 : g->path.lag, fresh ? SHORT_WINDOW : g->window);
+    int fresh = g->broken || g->moved, w = fresh ? SHORT_WINDOW : g->window;
+    path_t found = estimate(g, total, !g->path.found || fresh ? -1 : g->path.lag, w);
+    g->sought_db = dbfs(g->x, w); /* estimate took the window into g->x */
     g->moved = 0;
     g->foreign = found.found && found.coherence < FOREIGN;
     if (found.found && found.coherence >= COHERENT && found.level_db <= MAX_LEVEL_DB) {
@@ -413,8 +434,8 @@ static void temper_search(cbe_guard *g, long long n) {
         g->broken = 0;
         g->seek_every = SEEK_FRAMES;
     } else if (seeking) {
-        g->seek_every = !found.found ? SEEK_FRAMES : (2 * g->seek_every < MAX_SEEK_FRAMES ? 2 * g->seek_every
-                                                                                           : MAX_SEEK_FRAMES);
+        int most = !g->path.found ? MAX_SEEK_FRAMES : LEVEL_SEEK_FRAMES;
+        g->seek_every = !found.found ? SEEK_FRAMES : (2 * g->seek_every < most ? 2 * g->seek_every : most);
     }
 }
 
@@ -515,6 +536,7 @@ cbe_guard *cbe_new(int max_lag, int window, double speech_dbfs, double erle_db, 
     g->suppress = suppress;
     g->since_estimate = AT_ONCE;
     g->seek_every = SEEK_FRAMES;
+    g->sought_db = -120.0;
     int w = window > SHORT_WINDOW ? window : SHORT_WINDOW;
     int nr = w + max_lag + TAPS + LEAD;
     g->fft_max = 1;
@@ -566,7 +588,7 @@ int cbe_temper(cbe_guard *g, const int16_t *in, int n, int16_t *out) {
         return -1;
     pthread_mutex_lock(&g->lock);
     long long total = g->in.total;
-    temper_search(g, total);
+    temper_search(g, total, in, n);
     int done = temper_frame(g, total, in, n, out);
     pthread_mutex_unlock(&g->lock);
     return done;
@@ -589,7 +611,7 @@ int cbe_uplink(cbe_guard *g, const int16_t *in, int n, int16_t *out) {
     if (out != NULL) {
         if (g->tempering) {
             long long total = g->in.total;
-            temper_search(g, total);
+            temper_search(g, total, in, n);
             temper_frame(g, total, in, n, out);
         } else {
             memcpy(out, in, sizeof(int16_t) * (size_t)n);
@@ -636,6 +658,8 @@ void cbe_judge(cbe_guard *g, double *out) {
         if (again.echo)
             v = again;
     }
+    if (v.echo && v.path.found && (!g->path.found || g->broken))
+        g->seek_every = SEEK_FRAMES; /* the agent's echo, and no path holds: sought again soon (temper) */
     pthread_mutex_unlock(&g->lock);
     out[0] = v.echo;
     out[1] = v.speaking;

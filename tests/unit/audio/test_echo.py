@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.audio.echo import EchoGuard, GuardSettings, dbfs, pcm
+from bridge.audio.echo import MAX_SEEK_FRAMES, EchoGuard, EchoPath, GuardSettings, dbfs, pcm
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, SAMPLES_PER_FRAME
 from bridge.audio.g711 import ulaw_decode, ulaw_encode
 from bridge.audio.line import EchoingLine, LineEcho
@@ -175,22 +175,43 @@ def test_a_soft_caller_on_a_line_without_echo_is_heard_over_the_agent() -> None:
     assert dbfs(talk) > -25.0  # the caller's -23 dBFS, not 30 dB less
 
 
-def test_a_search_that_finds_nothing_is_tried_less_often() -> None:
-    """The caller talking over the agent on a line without echo: the path search (an FFT over the delay range) backs
-    off to once per 16 frames instead of every other frame."""
+def test_a_search_that_finds_nothing_is_tried_less_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller talking over the agent on a line without echo: the path search (an FFT over the delay range) is
+    tried half as often each time, down to once per MAX_SEEK_FRAMES (1.28 s), while the return keeps its level."""
     guard = EchoGuard()
-    searches = 0
+    searches: list[int] = []
     real = guard.estimate
 
-    def counted(*args: object, **kwargs: object) -> object:
-        nonlocal searches
-        searches += 1
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+    def counted(n: int | None = None, hint: int | None = None, window: int | None = None) -> EchoPath | None:
+        searches.append(guard._in.total // SAMPLES_PER_FRAME)
+        return real(n, hint, window)
 
-    guard.estimate = counted  # type: ignore[method-assign]
-    caller = frames(CALLER)
-    for i, heard in enumerate(frames(tone(400, 3.0, -6.0))):
+    monkeypatch.setattr(guard, "estimate", counted)
+    rng = np.random.default_rng(5)
+    for heard in frames(tone(400, 6.0, -6.0)):
+        caller = (rng.standard_normal(SAMPLES_PER_FRAME) * 2000).astype("<i2").tobytes()  # never pauses
         guard.played(heard)
-        guard.heard(caller[i % len(caller)])
-        guard.temper(caller[i % len(caller)])
-    assert guard.path is None and searches <= 150 // 16 + 8, searches
+        guard.heard(caller)
+        guard.temper(caller)
+    gaps = np.diff(searches)
+    assert guard.path is None and max(gaps) == MAX_SEEK_FRAMES and len(searches) <= 300 // MAX_SEEK_FRAMES + 6
+
+
+def test_the_echo_left_when_the_caller_stops_is_sought_at_once() -> None:
+    """An echoing line, the caller talking over the agent (no path learnt, the search backed off): when the caller
+    stops, the return falls to the echo's level and the path is sought at once over the newest samples: the echo
+    alone is taken out within 160 ms."""
+    guard = EchoGuard()
+    line = EchoingLine(LineEcho(-14, 120, None))
+    rng = np.random.default_rng(3)
+    stop, backs, sent = 150, [], []
+    for i, played in enumerate(frames(AGENT + AGENT)[:260]):
+        own = (rng.standard_normal(SAMPLES_PER_FRAME) * 3000).astype("<i2").tobytes() if i < stop else SILENT
+        back = line.step(played, own)
+        guard.played(played)
+        guard.heard(back)
+        backs.append(back)
+        sent.append(guard.temper(back))
+    assert guard.path is not None and abs(guard.path.delay_ms - 120) <= 0.5
+    after = range(stop + 8, len(sent))
+    assert all(dbfs(pcm(sent[i])) <= dbfs(pcm(backs[i])) - 20.0 for i in after if dbfs(pcm(backs[i])) > -60.0)

@@ -66,6 +66,12 @@ def test_a_soft_caller_on_a_line_without_echo() -> None:
     assert both_on(tone(400, 4.0, -6.0), None, CALLER, caller_at=50) > 150
 
 
+def test_a_caller_who_stops_over_an_echoing_line() -> None:
+    """The search backed off while the caller talks over the agent, then sought at once when the return falls."""
+    talk = (np.random.default_rng(3).standard_normal(150 * 160) * 3000).astype("<i2").tobytes()  # never pauses
+    assert both_on(AGENT + AGENT, LineEcho(-14, 120, -55.0), talk, caller_at=0) > 200
+
+
 def test_estimate_alike_over_any_window() -> None:
     py, c = EchoGuard(), NativeEchoGuard()
     line = EchoingLine(LineEcho(-14, 80, -55.0))
