@@ -144,6 +144,19 @@ static double db_of_rms(double rms) { return 20.0 * log10(fmax(rms, 1e-6) / 3276
 
 static double dbfs(const double *x, int n) { return n == 0 ? -120.0 : db_of_rms(sqrt(energy_of(x, n) / n)); }
 
+/* dbfs of samples start..end of a ring (zeros where not held), in place: ring_span's values, without the copy. */
+static double ring_dbfs(const ring *g, long long start, long long end) {
+    long long first = g->total - g->size, lo = start < first ? first : start, hi = end > g->total ? g->total : end;
+    double e = 0.0;
+    if (lo < 0)
+        lo = 0;
+    if (hi > lo) {
+        long long at = lo % g->size, n = hi - lo, run = g->size - at < n ? g->size - at : n;
+        e = energy_of(g->d + at, (int)run) + energy_of(g->d, (int)(n - run));
+    }
+    return end <= start ? -120.0 : db_of_rms(sqrt(e / (double)(end - start)));
+}
+
 /* The loudest 20 ms of `ref` (whole frames counted from its end). */
 static double ref_peak(const double *ref, int n) {
     int whole = n / FRAME * FRAME;
@@ -412,8 +425,7 @@ static void temper_search(cbe_guard *g, long long total, const int16_t *in, int 
     g->since_estimate += 1;
     int seeking = !g->path.found || g->broken;
     if (g->seek_every > LEVEL_SEEK_FRAMES) {
-        ring_span(&g->in, total - SHORT_WINDOW, total, g->x);
-        if (dbfs(g->x, SHORT_WINDOW) < g->sought_db - GEIGEL_DB) { /* the return fell: sought at once, fresh */
+        if (ring_dbfs(&g->in, total - SHORT_WINDOW, total) < g->sought_db - GEIGEL_DB) { /* fell: sought at once */
             g->seek_every = LEVEL_SEEK_FRAMES;
             g->since_estimate = AT_ONCE;
             g->moved = 1;
@@ -449,13 +461,13 @@ static void scaled(const double *x, int n, double k, int16_t *out) {
 static int temper_frame(cbe_guard *g, long long total, const int16_t *in, int n, int16_t *out) {
     double *x = g->x, *ref = g->r, *echo = g->left;
     int nr = n + g->max_lag + TAPS + LEAD;
+    memcpy(out, in, sizeof(int16_t) * (size_t)n);
+    if (!g->path.found && g->foreign)
+        return 0; /* the level test's exception (EchoGuard._by_level): nothing to look at */
     for (int i = 0; i < n; i++)
         x[i] = (double)in[i];
     ring_span(&g->ref, total - n - g->max_lag - TAPS, total + LEAD, ref);
-    memcpy(out, in, sizeof(int16_t) * (size_t)n);
     if (!g->path.found) { /* the level test (EchoGuard._by_level) */
-        if (g->foreign)
-            return 0;
         double peak = ref_peak(ref, nr);
         if (peak < REFERENCE_DBFS || dbfs(x, n) >= peak - GEIGEL_DB)
             return 0;
