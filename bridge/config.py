@@ -33,7 +33,7 @@ from pydantic import Field, PrivateAttr, SecretStr, ValidationError, ValidationI
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bridge.audio.frames import BEAT_FRAMES, MAX_BEAT_FRAMES
+from bridge.audio.frames import BEAT_FRAMES, MAX_BEAT_FRAMES, MAX_JITTER_FLOOR_MS
 from bridge.errors import ConfigError, ConfigErrors
 from bridge.privacy.masking import mask_url, mask_urls
 
@@ -187,6 +187,10 @@ class Settings(BaseSettings):
     # the event loop wakes once every this many 20 ms media ticks (bridge.runtime.metronome): fewer wake-ups, less CPU;
     # the Realtime socket is read and a barge-in seen up to one beat later
     media_beat_frames: int = Field(BEAT_FRAMES, ge=1, le=MAX_BEAT_FRAMES)
+    # the floor of a call's jitter buffer for the caller's audio, in ms (bridge/sip/sipconfig.py: JitterBuffer): what
+    # the model hears is played this much behind the network at least (docs/benchmarks.md, bench network). 0:
+    # pjmedia's adaptive defaults, which play reordered packets out of place on a jittery line
+    sip_jitter_buffer_ms: int = Field(20, ge=0, le=MAX_JITTER_FLOOR_MS)
     # CIDRs allowed to send INVITEs to any worker; others get 403. With none of sip_allowed_sources, sip_auth_users,
     # sip_trusted_fronts a worker answers loopback callers only, and `serve` on another address refuses to start
     sip_allowed_sources: tuple[str, ...] = ()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 import bench.network
-from bench.network.paths import PATHS, BridgePath, Heard, Lines, anchor_call, impairments
+from bench.network.paths import PATHS, BridgePath, Floors, Heard, Lines, anchor_call, impairments
 from bench.network.score import have_pesq, score
 from bench.network.signals import build
 from bridge.audio.wav import read_wav
@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--paths", type=_paths, default=list(PATHS), help=f"paths to run ({','.join(PATHS)})")
     parser.add_argument("--seed", type=int, default=4, help="the relay's seed (each direction its own)")
+    parser.add_argument(
+        "--phone-jb-ms", type=int, default=0, help="every softphone's jitter buffer floor, ms (0: pjmedia's defaults)"
+    )
+    parser.add_argument(
+        "--bridge-jb-ms", type=int, help="the bridge's jitter buffer floor, ms (default: sip_jitter_buffer_ms's)"
+    )
     parser.add_argument("--keep", type=Path, help="keep the recordings and logs in this directory")
     parser.add_argument("--json", action="store_true", help="one JSON object per row, then a summary")
     return parser
@@ -103,6 +109,7 @@ async def _run(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     agent_ref = np.frombuffer(read_wav(signals.agent_ref), "<i2")
     caller_ref = np.frombuffer(read_wav(signals.caller_ref), "<i2")
     rows: list[dict[str, Any]] = []
+    floors = Floors(args.phone_jb_ms, args.bridge_jb_ms)
 
     def add(path: str, loss: float, heard: Heard) -> None:
         rows.append(_row(path, loss, score(heard, agent_ref, caller_ref)))
@@ -111,9 +118,9 @@ async def _run(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     for path in args.paths:
         if path == "anchor":
             for loss in args.loss:
-                add(path, loss, await anchor_call(signals, _lines(args, loss), _dir(work, path, loss), log))
+                add(path, loss, await anchor_call(signals, _lines(args, loss), _dir(work, path, loss), log, floors))
             continue
-        async with BridgePath(path, signals, work, log).running() as bridge:
+        async with BridgePath(path, signals, work, log, floors).running() as bridge:
             for loss in args.loss:
                 add(path, loss, await bridge.call(_lines(args, loss), f"{loss:g}"))
     return rows

@@ -73,9 +73,19 @@ def plan(directory: Path, path: str) -> Path:
     return directory
 
 
-async def place(uri: str, signals: Signals, record: Path, log: Path) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Floors:
+    """The jitter buffers' floors in ms (``SipConfig.jitter_buffer_ms``): every softphone's (the caller, the anchor's
+    callee; 0: pjmedia's defaults, as a phone keeps them) and the bridge's (None: ``serve``'s default)."""
+
+    phone_ms: int = 0
+    bridge_ms: int | None = None
+
+
+async def place(uri: str, signals: Signals, record: Path, log: Path, floors: Floors) -> dict[str, Any]:
     """The caller: plays its WAV, records what it hears, hangs up after the call's length."""
     args = ["call", uri, "--play", str(signals.caller_play), "--record", str(record), "--json"]
+    args += ["--jitter-buffer-ms", str(floors.phone_ms)]
     args += ["--hangup-after", f"{signals.call_s:.2f}"]
     proc = await _softphone(args, log)
     out, _ = await asyncio.wait_for(proc.communicate(), signals.call_s + CALL_SLACK_S)
@@ -128,17 +138,18 @@ async def _bound(port: int, within: float) -> bool:
     return False
 
 
-async def anchor_call(signals: Signals, lines: Lines, work: Path, log: Path) -> Heard:
+async def anchor_call(signals: Signals, lines: Lines, work: Path, log: Path, floors: Floors) -> Heard:
     port = free_port()
     callee_wav, caller_wav = work / "anchor-callee.wav", work / "anchor-caller.wav"
     args = ["listen", "--port", str(port), "--play", str(signals.agent_8k), "--record", str(callee_wav)]
+    args += ["--jitter-buffer-ms", str(floors.phone_ms)]
     listener = await _softphone([*args, "--calls", "1", "--duration", str(signals.call_s + CALL_SLACK_S)], log)
     errors: list[str] = []
     try:
         if not await _bound(port, 30.0):
             raise RuntimeError(f"the anchor's listening softphone did not bind port {port}")
         async with RtpRelay(("127.0.0.1", port), lines[0], lines[1]) as relay:
-            summary = await place(f"sip:{NUMBER}@127.0.0.1:{relay.sip_port}", signals, caller_wav, log)
+            summary = await place(f"sip:{NUMBER}@127.0.0.1:{relay.sip_port}", signals, caller_wav, log, floors)
             line = _line(relay)
         await asyncio.wait_for(listener.communicate(), CALL_SLACK_S)
     finally:
@@ -155,8 +166,8 @@ def _pcm(path: Path) -> np.ndarray:
 class BridgePath:
     """A bridge worker and the emulator behind it, for every call of one path (``g711`` or ``resampled``)."""
 
-    def __init__(self, path: str, signals: Signals, work: Path, log: Path) -> None:
-        self.path, self.signals, self.work, self.log = path, signals, work, log
+    def __init__(self, path: str, signals: Signals, work: Path, log: Path, floors: Floors) -> None:
+        self.path, self.signals, self.work, self.log, self.floors = path, signals, work, log, floors
         self.emulator: Any = None
         self.pool: Any = None
 
@@ -168,8 +179,12 @@ class BridgePath:
         from bridge.serve.pool import Pool
 
         voice = self.signals.agent_24k if self.path == "resampled" else self.signals.agent_8k
+        floor = self.floors.bridge_ms
+        if floor is None:
+            floor = Settings.model_fields["sip_jitter_buffer_ms"].default
         async with EmulatorServer("127.0.0.1", 0, wav_path=str(voice)) as emulator:
             settings = Settings(
+                sip_jitter_buffer_ms=floor,
                 sip_port=free_port_block(1),
                 workers=1,
                 rtp_port=0,
@@ -192,7 +207,8 @@ class BridgePath:
         port = self.pool.slots[0].sip_port
         record = self.work / f"{self.path}-{tag}-caller.wav"
         async with RtpRelay(("127.0.0.1", port), lines[0], lines[1]) as relay:
-            summary = await place(f"sip:{NUMBER}@127.0.0.1:{relay.sip_port}", self.signals, record, self.log)
+            uri = f"sip:{NUMBER}@127.0.0.1:{relay.sip_port}"
+            summary = await place(uri, self.signals, record, self.log, self.floors)
             line = _line(relay)
         errors = [] if summary.get("answered") else [f"{self.path} call not answered: {summary.get('reason')}"]
         sessions = self.emulator.sessions[first:]

@@ -24,6 +24,7 @@ SILENCE: Final = bytes(FRAME_BYTES)
 PERIOD_S: Final = FRAME_MS / 1000  # one media tick
 BEAT_FRAMES: Final = 3  # a worker's default beat with native ports, in ticks (docs/benchmarks.md)
 MAX_BEAT_FRAMES: Final = 8
+MAX_JITTER_FLOOR_MS: Final = 200  # a jitter buffer floor above this delays a caller's words more than it saves
 
 FrameSink = Callable[[bytes, float], None]
 """``sink(pcm, t_capture)``: one frame of PCM16 and the ``time.monotonic()`` taken in the clock callback."""

@@ -51,14 +51,16 @@ class PhoneSetup:
     """This phone's end of a call it places: where it binds (``host`` None: loopback for a loopback target, else all
     interfaces; ``port`` 0: any), pjsua's log level, ``auth`` (user, password) for a digest challenge (401) from
     the called side, ``concealment`` False to record a frame that came too late as silence (no packet loss
-    concealment, as a measuring phone should). A ``sips:`` URI is called over TLS (verified against ``tls_ca`` if
-    given) with SRTP ``srtp`` (None: mandatory for ``sips:``, off otherwise)."""
+    concealment, as a measuring phone should), ``jitter_buffer_ms`` its jitter buffer's floor (0: pjmedia's
+    defaults, as most phones keep them; :attr:`SipConfig.jitter_buffer_ms`). A ``sips:`` URI is called over TLS
+    (verified against ``tls_ca`` if given) with SRTP ``srtp`` (None: mandatory for ``sips:``, off otherwise)."""
 
     host: str | None = None
     port: int = 0
     log_level: int = 0
     auth: tuple[str, str] | None = None
     concealment: bool = True
+    jitter_buffer_ms: int = 0
     srtp: SrtpMode | None = None
     tls_ca: str | Path | None = None
 
@@ -75,6 +77,7 @@ class PhoneSetup:
             user_agent="callbridge-softphone",
             pjsua_log_level=self.log_level,
             concealment=self.concealment,
+            jitter_buffer_ms=self.jitter_buffer_ms,
         )
 
 
@@ -85,7 +88,9 @@ async def place_call(uri: str, plan: CallPlan, setup: PhoneSetup = PhoneSetup())
         return await phone.call(uri, plan)
 
 
-async def listen(port: int, plan: ListenPlan, *, host: str = "127.0.0.1", log_level: int = 0) -> dict[str, Any]:
+async def listen(
+    port: int, plan: ListenPlan, *, host: str = "127.0.0.1", log_level: int = 0, jitter_buffer_ms: int = 0
+) -> dict[str, Any]:
     """Answer calls on ``host:port`` (UDP and TCP) as ``plan`` says."""
     config = SipConfig(
         host=host,
@@ -94,6 +99,7 @@ async def listen(port: int, plan: ListenPlan, *, host: str = "127.0.0.1", log_le
         user="agent",
         user_agent="callbridge-softphone",
         pjsua_log_level=log_level,
+        jitter_buffer_ms=jitter_buffer_ms,
     )
     async with Softphone(config) as phone:
         return await phone.listen(plan)
@@ -163,6 +169,13 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
         help="no packet loss concealment: a frame that comes too late is recorded as silence (for measuring)",
     )
     parser.add_argument(
+        "--jitter-buffer-ms",
+        type=int,
+        default=0,
+        metavar="MS",
+        help="the jitter buffer's floor in ms (0: pjmedia's adaptive defaults, from one frame)",
+    )
+    parser.add_argument(
         "--srtp",
         type=SrtpMode,
         choices=tuple(SrtpMode),
@@ -187,6 +200,13 @@ def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--answer-after", metavar="S", type=float, default=0.0, help="ring this long first")
     parser.add_argument("--duration", metavar="S", type=float, default=60.0, help="stop listening after S")
     parser.add_argument("--calls", type=int, help="stop after this many calls have ended")
+    parser.add_argument(
+        "--jitter-buffer-ms",
+        type=int,
+        default=0,
+        metavar="MS",
+        help="the jitter buffer's floor in ms (0: pjmedia's adaptive defaults, from one frame)",
+    )
     parser.add_argument("--log-level", type=int, default=0, help="pjsua log level 0-6 (to stderr)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -208,6 +228,7 @@ def call_plan(args: argparse.Namespace) -> tuple[CallPlan, PhoneSetup]:
         log_level=args.log_level,
         auth=args.auth or _env_auth(),
         concealment=not args.no_plc,
+        jitter_buffer_ms=args.jitter_buffer_ms,
         srtp=args.srtp,
         tls_ca=args.tls_ca,
     )
@@ -241,7 +262,10 @@ def listen_plan(args: argparse.Namespace) -> ListenPlan:
 
 
 def run_listen(args: argparse.Namespace) -> int:
-    _print(asyncio.run(listen(args.port, listen_plan(args), host=args.host, log_level=args.log_level)), args.json)
+    run = listen(
+        args.port, listen_plan(args), host=args.host, log_level=args.log_level, jitter_buffer_ms=args.jitter_buffer_ms
+    )
+    _print(asyncio.run(run), args.json)
     return 0
 
 

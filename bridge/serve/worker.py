@@ -157,6 +157,7 @@ def sip_config(s: Settings, index: int, port: int) -> SipConfig:
         auth_nonce_secret=s.sip_auth_nonce_secret.get_secret_value() if s.sip_auth_nonce_secret else "",
         trusted_fronts=s.trusted_fronts(),
         media_beat_frames=s.media_beat_frames,
+        jitter_buffer_ms=s.sip_jitter_buffer_ms,
         allow_any_source=s.sip_allow_any_source,
         rtp_timeout_s=s.rtp_timeout_s,
         rtp_hold_timeout_s=s.rtp_hold_timeout_s,

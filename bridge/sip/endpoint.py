@@ -57,7 +57,7 @@ from bridge.sip.cport import PJSUA, NativeHub, NativePort, native_ports
 from bridge.sip.crossing import FrameCrossing, MediaPort
 from bridge.sip.media import BridgePort
 from bridge.sip.rtpguard import random_rtp_start
-from bridge.sip.sipconfig import DOCUMENTED_CALL_CAP, MediaPortKind, SipConfig
+from bridge.sip.sipconfig import DOCUMENTED_CALL_CAP, JitterBuffer, MediaPortKind, SipConfig
 from bridge.sip.sipmsg import SIP_CALL_ID_CHARS, Transport, clean_text, parse_request_head, user_part
 from bridge.sip.transports import TRANSPORT_TYPES, account_config, transport_config
 
@@ -459,6 +459,9 @@ class SipEndpoint:
         med.ptime = FRAME_MS  # RFC 3551 §4.5: 20 ms packets for G.711
         med.noVad = True  # keep RTP flowing through silence; the Realtime side does its own VAD
         med.ecTailLen = 0  # no echo canceller: there is no sound device
+        if jb := JitterBuffer.for_floor(cfg.jitter_buffer_ms):
+            med.jbInit, med.jbMinPre = jb.init_ms, jb.min_prefetch_ms
+            med.jbMaxPre, med.jbMax = jb.max_prefetch_ms, jb.max_ms
         ep.libInit(ep_cfg)
         self._read_call_cap(cfg)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from bridge.audio.frames import BEAT_FRAMES, MAX_BEAT_FRAMES
+from bridge.audio.frames import BEAT_FRAMES, MAX_BEAT_FRAMES, MAX_JITTER_FLOOR_MS
 from bridge.sip.access import AuthLockout, DigestAuth, parse_networks
 from bridge.sip.cport import DEFAULT_LEAD
 from bridge.sip.sipmsg import Transport
@@ -83,6 +83,11 @@ class SipConfig:
     # the jitter buffer is made up from the audio before it. A measuring phone turns it off, so that it records a
     # late frame as the gap it was, not as audio the other side never sent.
     concealment: bool = True
+    # the jitter buffer's floor for received audio (pjmedia's, per call): it keeps at least this much ahead before
+    # it plays (jbMinPre), starts with 40 ms more (jbInit), grows to 300 ms ahead at most (jbMaxPre) and holds 500 ms
+    # (jbMax). 0: pjmedia's adaptive defaults, which start from one frame: the least delay on a clean line, misplaced
+    # frames (played early or late, then one dropped to catch up) on a jittery one. See JitterBuffer.
+    jitter_buffer_ms: int = 0
     # native port: ask for SCHED_RR on pjmedia's clock thread, at the lowest real-time priority or at the worker's
     # own if it runs real-time (bridge/runtime/sched.py); needs CAP_SYS_NICE, refused quietly without it.
     # CALLBRIDGE_CLOCK_RT=0 turns it off.
@@ -125,6 +130,10 @@ class SipConfig:
             raise ValueError(
                 "SipConfig.media_beat_frames: playout_lead_frames + media_beat_frames - 1 must be at most 16 (the "
                 f"native port's ring), got {self.playout_lead_frames} + {self.media_beat_frames} - 1"
+            )
+        if not 0 <= self.jitter_buffer_ms <= MAX_JITTER_FLOOR_MS:
+            raise ValueError(
+                f"SipConfig.jitter_buffer_ms: expected 0..{MAX_JITTER_FLOOR_MS}, got {self.jitter_buffer_ms}"
             )
         if not (self.rtp_timeout_s > 0 and self.rtp_hold_timeout_s > 0):
             raise ValueError("SipConfig.rtp_timeout_s, rtp_hold_timeout_s: must be > 0")
@@ -182,6 +191,23 @@ class SipConfig:
             return AuthLockout(self.auth_max_failures, self.auth_failure_window_s, self.auth_lockout_s)
         except ValueError as exc:
             raise ValueError(f"SipConfig.{exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class JitterBuffer:
+    """pjmedia's jitter buffer settings (``MediaConfig.jbInit``, ``jbMinPre``, ``jbMaxPre``, ``jbMax``: all in ms)
+    for a floor of ``floor_ms`` (:attr:`SipConfig.jitter_buffer_ms`); None where pjmedia's defaults stand."""
+
+    init_ms: int
+    min_prefetch_ms: int
+    max_prefetch_ms: int
+    max_ms: int
+
+    @staticmethod
+    def for_floor(floor_ms: int) -> JitterBuffer | None:
+        if floor_ms <= 0:
+            return None
+        return JitterBuffer(floor_ms + 40, floor_ms, max(300, 2 * floor_ms), 500)
 
 
 def _member(kind: type[_E], name: str, value: str) -> _E:

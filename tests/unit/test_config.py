@@ -35,3 +35,13 @@ def test_a_bad_media_beat_names_the_file_and_the_field(tmp_path: Path, monkeypat
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert (caught.value.source, caught.value.field) == ("variable CALLBRIDGE_MEDIA_BEAT", "media_beat_frames")
+
+
+def test_a_jitter_buffer_floor_out_of_range_names_the_file_and_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "serve.yaml"
+    path.write_text("sip_jitter_buffer_ms: 60\n")
+    assert load_settings(path).sip_jitter_buffer_ms == 60
+    path.write_text("sip_jitter_buffer_ms: 500\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert (caught.value.source, caught.value.field) == (f"file {path}", "sip_jitter_buffer_ms")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.sip.endpoint import BurstPolls, LogLimiter
-from bridge.sip.sipconfig import MediaPortKind, SipConfig, SrtpMode
+from bridge.sip.sipconfig import JitterBuffer, MediaPortKind, SipConfig, SrtpMode
 from bridge.sip.sipmsg import Transport
 
 
@@ -33,6 +33,8 @@ def test_access_settings_are_kept() -> None:
     [
         ({"allowed_sources": ("10.0.0.0/8", "10.0.0.300")}, "SipConfig.allowed_sources"),
         ({"allowed_sources": "10.0.0.0/8"}, "SipConfig.allowed_sources"),
+        ({"jitter_buffer_ms": 201}, "SipConfig.jitter_buffer_ms"),
+        ({"jitter_buffer_ms": -20}, "SipConfig.jitter_buffer_ms"),
         ({"auth_exempt_sources": ("nope",)}, "SipConfig.auth_exempt_sources"),
         ({"auth_users": {"": "pw"}}, "SipConfig.auth_users"),
         ({"auth_users": {"u": 1}}, "SipConfig.auth_users"),
@@ -133,3 +135,11 @@ def test_open_settings_are_named() -> None:
         Settings(sip_host="192.0.2.1", sip_allowed_sources=("198.51.100.0/24",), sip_tls_verify=False)
     )
     assert not any(w.startswith("no allow-list") for w in listed) and any("sip_tls_verify" in w for w in listed)
+
+
+def test_a_jitter_buffer_floor_sets_pjmedias_four_figures_and_none_keeps_its_defaults() -> None:
+    assert JitterBuffer.for_floor(0) is None
+    jb = JitterBuffer.for_floor(60)
+    assert jb == JitterBuffer(init_ms=100, min_prefetch_ms=60, max_prefetch_ms=300, max_ms=500)
+    big = JitterBuffer.for_floor(200)
+    assert big is not None and big.min_prefetch_ms <= big.init_ms <= big.max_prefetch_ms <= big.max_ms
