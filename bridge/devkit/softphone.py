@@ -168,13 +168,7 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no packet loss concealment: a frame that comes too late is recorded as silence (for measuring)",
     )
-    parser.add_argument(
-        "--jitter-buffer-ms",
-        type=int,
-        default=0,
-        metavar="MS",
-        help="the jitter buffer's floor in ms (0: pjmedia's adaptive defaults, from one frame)",
-    )
+    _add_jitter_buffer(parser)
     parser.add_argument(
         "--srtp",
         type=SrtpMode,
@@ -191,6 +185,11 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
+def _add_jitter_buffer(parser: argparse.ArgumentParser) -> None:
+    help_ = "the jitter buffer's floor in ms (0: pjmedia's adaptive defaults, from one frame)"
+    parser.add_argument("--jitter-buffer-ms", type=int, default=0, metavar="MS", help=help_)
+
+
 def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=5070, help="SIP port to listen on (UDP and TCP)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address")
@@ -200,13 +199,7 @@ def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--answer-after", metavar="S", type=float, default=0.0, help="ring this long first")
     parser.add_argument("--duration", metavar="S", type=float, default=60.0, help="stop listening after S")
     parser.add_argument("--calls", type=int, help="stop after this many calls have ended")
-    parser.add_argument(
-        "--jitter-buffer-ms",
-        type=int,
-        default=0,
-        metavar="MS",
-        help="the jitter buffer's floor in ms (0: pjmedia's adaptive defaults, from one frame)",
-    )
+    _add_jitter_buffer(parser)
     parser.add_argument("--log-level", type=int, default=0, help="pjsua log level 0-6 (to stderr)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
