@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Literal
 
@@ -45,3 +47,17 @@ def configure(log_format: LogFormat, worker: str) -> None:
         logging.basicConfig(level=logging.INFO)
     for handler in root.handlers:
         handler.setFormatter(formatter)
+
+
+def stderr_is_journal(environ: Mapping[str, str] | None = None, fd: int = 2) -> bool:
+    """Is ``fd`` (stderr) the journal? systemd sets ``JOURNAL_STREAM`` to ``DEVICE:INODE`` of the stream it connects a
+    service's stdout and stderr to (systemd.exec(5)); a process whose stderr was redirected since does not match."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (int(device), int(inode))

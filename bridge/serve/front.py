@@ -14,7 +14,8 @@ includes into a run directory:
   the key of its nonces and of topology hiding, random per front;
 * ``rpc.sock``: Kamailio's JSON-RPC control socket (a Unix datagram socket, mode 0600), used by
   ``callbridge drain`` and by :meth:`KamailioFront.destinations`;
-* ``kamailio.log``: Kamailio's own log.
+* ``kamailio.log``: Kamailio's own log, unless ``serve``'s stderr is the journal (under systemd): Kamailio then
+  writes to it too, beside ``serve``'s lines (``journalctl -u callbridge``).
 
 The edge (:class:`Edge`): a flood limit per source address, an allow-list, digest auth, in-dialog requests relayed
 only within dialogs the front set up, topology hiding. What Kamailio refused is read from its counters over the
@@ -53,6 +54,7 @@ from urllib.parse import urlsplit
 from bridge.config import Settings, load_settings
 from bridge.errors import BridgeError, ConfigError
 from bridge.runtime.lifetime import pdeathsig_prefix
+from bridge.runtime.logs import stderr_is_journal
 from bridge.runtime.sched import renice_group
 from bridge.sip.access import digest_ha1
 
@@ -724,6 +726,7 @@ class KamailioFront:
         self.port = settings.sip_port
         self.proc: asyncio.subprocess.Process | None = None
         self.scheduling = "ordinary"  # its niceness, as set at start (FRONT_NICE), for the log
+        self.to_journal = stderr_is_journal()  # Kamailio's log beside serve's in the journal, else in the run dir
         self.restarts = 0
         self.answering = False  # answered OPTIONS since it last started, and its main process has not ended
         self._stopping = False
@@ -765,7 +768,8 @@ class KamailioFront:
 
     async def _spawn(self) -> None:
         config = self.write()
-        with self.log_file.open("ab") as out:
+        with contextlib.ExitStack() as files:
+            out = None if self.to_journal else files.enter_context(self.log_file.open("ab"))  # None: serve's stderr
             self.proc = await asyncio.create_subprocess_exec(
                 *pdeathsig_prefix(),  # a killed `serve` takes Kamailio with it (bridge/runtime/lifetime.py)
                 self.binary, "-DD", "-E", "-f", str(config), "-Y", str(self.run_dir), "-w", str(self.run_dir),
@@ -783,7 +787,8 @@ class KamailioFront:
             await self.stop()  # nothing half-started is left behind
             raise
         log.info(
-            "front: Kamailio (pid %d, %s) on sip:%s:%d dispatching to %d workers (%s); %s; %s; run directory %s",
+            "front: Kamailio (pid %d, %s) on sip:%s:%d dispatching to %d workers (%s); %s; %s; run directory %s; "
+            "its log %s",
             self.proc.pid if self.proc else 0,
             self.scheduling,
             self.listen_host,
@@ -795,6 +800,7 @@ class KamailioFront:
             if self.dialog_db
             else "dialogs in memory only (a restarted front forgets live calls: front_dialog_db)",
             self.run_dir,
+            "in the journal" if self.to_journal else self.log_file,
         )
         self._task = asyncio.create_task(self._supervise(), name="front")
         self._metrics_task = asyncio.create_task(self._export(), name="front-metrics")
@@ -815,6 +821,8 @@ class KamailioFront:
         raise FrontError(f"Kamailio did not answer OPTIONS on {probe_host}:{self.port} within {within_s:.0f} s")
 
     def log_tail(self, lines: int = 12) -> str:
+        if self.to_journal:
+            return "(its log is in the journal, beside serve's)"
         try:
             text = self.log_file.read_text(encoding="utf-8", errors="replace")
         except OSError:

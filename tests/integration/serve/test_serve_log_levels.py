@@ -52,3 +52,32 @@ async def test_serve_is_ready_at_every_pjsua_log_level(tmp_path: Path, level: in
         assert "is not ready" not in log, log[-4000:]
         if level >= 4:  # pjlib's first lines, on stdout before its log settings apply: in the log, as they came
             assert "bridge.serve.output: worker 0: " in log and "pjlib" in log, log[-4000:]
+
+
+@pytest.mark.parametrize("_", [pytest.param(None, id="front", marks=front)])
+async def test_under_systemd_kamailio_logs_to_the_journal_beside_serve(tmp_path: Path, _: None) -> None:
+    """systemd names the journal's stream in JOURNAL_STREAM: Kamailio then writes to serve's stderr, not a file."""
+    host = FRONT_HOST
+    sip_port, http_port = port_block(2, (host,)), free_port_block(1)
+    config = tmp_path / "serve.yaml"
+    config.write_text(json.dumps({"http_host": host}))
+    journal = tmp_path / "serve.stderr"  # Started writes serve's stderr here: the same inode stands for the journal
+    journal.touch()
+    stream = f"{journal.stat().st_dev}:{journal.stat().st_ino}"
+    args = [
+        "--config", str(config), "--workers", "1", "--sip-host", host, "--sip-port", str(sip_port),
+        "--http-port", str(http_port), "--dialplans", str(ROOT / "dialplans"),
+        "--front", "kamailio", "--front-dir", str(tmp_path / "front"),
+    ]  # fmt: skip
+    async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
+        env = clean_env(JOURNAL_STREAM=stream)
+        serve = Started(tmp_path, "serve", [*args, "--realtime-url", emulator.base_url], env, cwd=tmp_path)
+        try:
+            await serve.ready(host, http_port, workers=1)
+        finally:
+            rc = serve.stop()
+    log = serve.stderr(1_000_000)
+    assert rc == 0, log[-4000:]
+    assert "its log in the journal" in log, log[-4000:]
+    assert "NOTICE: <core>" in log and "Thank you for flying kamailio" in log, log[-4000:]  # Kamailio's own stop
+    assert not (tmp_path / "front" / "kamailio.log").exists()
