@@ -201,7 +201,10 @@ def save_users(path: Path, users: Users) -> None:
     """Write the file (mode 0600: it holds hashes) through a temporary file, so a reader never sees half of it."""
     body = {"users": {name: a.to_yaml() for name, a in sorted(users.accounts.items())}}
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise ConfigError(str(path), "(file)", f"cannot write the users file: {exc.strerror}") from None
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         yaml.safe_dump(body, out, sort_keys=False)
     os.replace(tmp, path)

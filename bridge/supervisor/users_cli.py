@@ -7,20 +7,21 @@
     callbridge users remove NAME [--file PATH]
     callbridge users list [--file PATH]
 
-The file is ``--file``, else ``$CALLBRIDGE_USERS_FILE``, else ``users.yaml``; ``serve`` reads it from the
-``users_file`` setting. The password is asked twice on the terminal (or read from standard input with
-``--password-stdin``) and only its scrypt hash is written.
+The file is ``--file``, else ``serve``'s ``users_file`` setting (its settings file, ``--config`` or
+``$CALLBRIDGE_CONFIG``, and ``$CALLBRIDGE_USERS_FILE`` over it), else ``users.yaml``: the file ``serve`` reads.
+The password is asked twice on the terminal (or read from standard input with ``--password-stdin``) and only its
+scrypt hash is written.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
-import os
 import sys
 from pathlib import Path
 
 from bridge.cli import build_parser
+from bridge.config import add_config_flag, load_settings
 from bridge.errors import ConfigError
 from bridge.supervisor.accounts import ROLES, add_token, add_user, load_users, save_users
 
@@ -44,16 +45,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("name", nargs="?", default="", help="the account's name (add, token, remove)")
     parser.add_argument("--role", choices=ROLES, help="add: the account's role")
     parser.add_argument(
-        "--file",
-        type=Path,
-        default=Path(os.environ.get("CALLBRIDGE_USERS_FILE") or "users.yaml"),
-        help="the users file (default: $CALLBRIDGE_USERS_FILE, else ./users.yaml)",
+        "--file", type=Path, help="the users file (default: serve's users_file setting, else ./users.yaml)"
     )
+    add_config_flag(parser)
     parser.add_argument("--json", action="store_true", help="list: one JSON object (name -> role and token count)")
     parser.add_argument("--password-stdin", action="store_true", help="add: read the password from standard input")
     args = parser.parse_args(argv)
-    path: Path = args.file
     try:
+        path: Path = args.file or load_settings(args.config).users_file or Path("users.yaml")
         users = load_users(path)
         if args.action == "list":
             if args.json:

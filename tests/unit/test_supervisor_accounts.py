@@ -94,6 +94,30 @@ def test_users_cli_writes_hashes_only(
     assert "lower-case" in capsys.readouterr().err
 
 
+def test_users_cli_edits_the_users_file_serve_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --file, the file of serve's users_file setting (its settings file, CALLBRIDGE_CONFIG): the operator
+    edits the accounts serve signs people in with, not a users.yaml wherever the shell stands."""
+    served = tmp_path / "etc" / "users.yaml"
+    config = tmp_path / "serve.yaml"
+    config.write_text(f"users_file: {served}\n")
+    monkeypatch.delenv("CALLBRIDGE_USERS_FILE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO("some-password\n"))
+    assert users_cli.main(["add", "dana", "--role", "viewer", "--password-stdin", "--config", str(config)]) == 2
+    assert f"{served}: (file): cannot write the users file" in capsys.readouterr().err  # its directory is missing
+    served.parent.mkdir()
+    monkeypatch.setattr("sys.stdin", io.StringIO("some-password\n"))
+    assert users_cli.main(["add", "dana", "--role", "viewer", "--password-stdin", "--config", str(config)]) == 0
+    assert load_users(served).accounts["dana"].role == "viewer"
+    assert not (tmp_path / "users.yaml").exists()
+    monkeypatch.setenv("CALLBRIDGE_CONFIG", str(config))
+    capsys.readouterr()
+    assert users_cli.main(["list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"dana": {"role": "viewer", "tokens": 0}}
+
+
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[TestClient[object, object]]:
     path = tmp_path / "users.yaml"
