@@ -109,22 +109,24 @@ def noted(report: Mapping[str, Any], cls: type[ev.R]) -> list[tuple[float, ev.R]
     return [(t, r) for t, r in noted_all(report, (cls,)) if isinstance(r, cls)]
 
 
-SILENCE_SOURCES = (ev.Latency, ev.ToolFinished)  # the reports after which the longest silence or wait may have grown
+# the reports after which the longest silence or wait may have changed; PlayoutTotals comes last before CallEnded
+SILENCE_SOURCES = (ev.Latency, ev.ToolFinished, ev.PlayoutTotals)
 
 
 def silence_watch(report: CallReport, emit: Callable[[ev.Report], None]) -> Callable[[ev.Report], None]:
     """A call listener that reports :class:`~bridge.events.LongestSilence` and :class:`~bridge.events.LongestWait`
-    each time ``report``'s grows."""
+    each time ``report``'s changes: mostly it grows, but a turn's gap counts until its measured silence replaces it
+    (the soft hold ended the dead air earlier), so what the call's hash holds is always the report's figure."""
     longest = waited = 0.0
 
     def listener(r: ev.Report) -> None:
         nonlocal longest, waited
         if not isinstance(r, SILENCE_SOURCES):
             return
-        if (ms := report.longest_silence_ms or 0.0) > longest:
+        if (ms := report.longest_silence_ms or 0.0) != longest:
             longest = ms
             emit(ev.LongestSilence(ms))
-        if (ms := report.longest_wait_ms or 0.0) > waited:
+        if (ms := report.longest_wait_ms or 0.0) != waited:
             waited = ms
             emit(ev.LongestWait(ms))
 
