@@ -164,6 +164,24 @@ async def the_audit_view_lists_both(page: Page) -> None:
     assert await page.eval(listed) == [["hangup", "sam"]]
 
 
+async def a_question_left_unanswered_expires(page: Page, stack: Stack, other: asyncio.subprocess.Process) -> None:
+    """Hang up asked on the other call and never answered: after 30 s the question goes, the page says nothing was
+    sent, the call goes on and the audit holds no third action."""
+    await page.click("#calls tbody tr[data-call-id] button.hangup")
+    _, asked_at = await page.wait_for(
+        "!document.getElementById('action-confirm').hidden"
+        " && document.getElementById('action-confirm').dataset.action === 'hangup'"
+    )
+    expired = json.dumps("No answer within 30 s: the hang-up was not sent.")
+    _, expired_at = await page.wait_for(f"document.getElementById('action-state').textContent === {expired}", 45)
+    assert 29.0 <= expired_at - asked_at <= 35.0, (asked_at, expired_at)
+    assert await page.eval("document.getElementById('action-confirm').hidden") is True
+    assert await page.eval("document.getElementById('action-state').dataset.result") == "failed"
+    assert await page.eval("document.querySelectorAll('#calls tbody tr[data-call-id]').length") == 1
+    assert other.returncode is None, "the call a question expired on goes on"
+    assert await audited(stack) == [("whisper", "sam"), ("hangup", "sam")]
+
+
 async def test_a_supervisor_takes_time_to_confirm_and_the_page_fits(tmp_path: Path) -> None:
     save_users(tmp_path / "users.yaml", add_user(Users(), SAM[0], "supervisor", SAM[1]))
     play = caller_wav(tmp_path / "caller.wav", lead_in_s=2.0)
@@ -186,6 +204,7 @@ async def test_a_supervisor_takes_time_to_confirm_and_the_page_fits(tmp_path: Pa
             await hang_up_from_the_row(page, stack, caller, call_id)
             await the_audit_view_lists_both(page)
             assert other.returncode is None, "the other call goes on"
+            await a_question_left_unanswered_expires(page, stack, other)
             assert page.problems == [], page.problems
         finally:
             for proc in (caller, other):
