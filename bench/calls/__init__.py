@@ -54,10 +54,12 @@ the workers and the callers more than four calls on one phase (docs/benchmarks.m
 it each load caller's calls go to one worker.
 
 ``--srtp`` adds a path, ``srtp``: the bridge path with every call's media encrypted (the workers' ``srtp:
-mandatory``, the load callers offering SDES, AES_CM_128_HMAC_SHA1_80; signalling over UDP, so that only the media's
-cost is compared), run right after the plain one at each step. The summary gives the workers' CPU per call with SRTP
-against plain RTP at the largest step both passed (goal: at most 10 % more). A call that ran plain RTP on the SRTP
-path counts as unanswered.
+mandatory``, the load callers offering SDES, AES_CM_128_HMAC_SHA1_80), run right after the plain one at each step.
+Its calls are ``sips:`` calls over TLS, as SDES needs (the workers refuse keys sent in the clear with 488): each
+worker listens on TLS too, with a certificate for 127.0.0.1 made in the bench's work directory, which the callers
+verify. The TLS handshakes, INVITEs and BYEs fall outside the window; inside it, only the media differs. The
+summary gives the workers' CPU per call with SRTP against plain RTP at the largest step both passed (goal: at most
+10 % more). A call that ran plain RTP on the SRTP path counts as unanswered.
 
 ``echo_off`` (skipped with ``--no-echo-off``) runs right after the bridge path at each step: the same plan with
 ``echo_guard: {enabled: false}`` (the bridge path runs the plan's defaults, the guard on). The summary gives the

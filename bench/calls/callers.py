@@ -42,12 +42,12 @@ RESULT_TIMEOUT_S = 30.0  # for a load caller's rows once the window has closed
 # In the subprocesses
 
 
-async def run_caller(uris: list[str], play: Path, srtp: str = "off") -> dict[str, Any]:
+async def run_caller(uris: list[str], play: Path, srtp: str = "off", tls_ca: str = "") -> dict[str, Any]:
     """One load caller: boot, say it is ready, read the window, place the calls, snapshot their stream stats at
-    both ends of the window, hang up, return the rows."""
+    both ends of the window, hang up, return the rows. With ``tls_ca`` it calls ``sips:`` URIs over TLS."""
     from bridge.sip.loadcall import LoadCaller
 
-    caller = LoadCaller(play, srtp)
+    caller = LoadCaller(play, srtp, tls_ca)
     caller.start()
     # Booted: say so, and place the calls when the orchestrator says when the window is (every caller is up then).
     print(json.dumps({"ready": True}), flush=True)
@@ -101,14 +101,18 @@ class Callers:
         return [p.pid for p in self.procs]
 
 
-async def boot_callers(uris: list[str], play: Path, seconds: float, log_path: Path, srtp: str = "off") -> Callers:
+async def boot_callers(
+    uris: list[str], play: Path, seconds: float, log_path: Path, srtp: str = "off", tls_ca: Path | None = None
+) -> Callers:
     """Boot the load callers, wait until every one is up, then have them all place their calls now: the
-    window opens ``SETUP_S`` later and lasts ``seconds``."""
+    window opens ``SETUP_S`` later and lasts ``seconds``. ``tls_ca``: the CA that verifies the callees of
+    ``sips:`` URIs (the callers speak TLS then)."""
     procs = []
     with stderr_to(log_path):
         for i in range(0, len(uris), CALLS_PER_PROCESS):
             group = ",".join(uris[i : i + CALLS_PER_PROCESS])
-            role = ("--role", "caller", "--uris", group, "--play", str(play), "--srtp-mode", srtp)
+            role = ["--role", "caller", "--uris", group, "--play", str(play), "--srtp-mode", srtp]
+            role += ["--tls-ca", str(tls_ca)] if tls_ca is not None else []
             procs.append(await spawn_role(*role, stdin=True))
     try:
         await _wait_booted(procs)

@@ -38,8 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--srtp",
         action="store_true",
-        help="also run the bridge path with SRTP (the workers' srtp: mandatory, SDES offered by the callers, "
-        "AES_CM_128_HMAC_SHA1_80) and compare the workers' CPU per call with the plain path's in the same run",
+        help="also run the bridge path with SRTP (the workers' srtp: mandatory, SDES offered by the callers over "
+        "TLS, AES_CM_128_HMAC_SHA1_80) and compare the workers' CPU per call with the plain path's in the same run",
     )
     parser.add_argument(
         "--echo-off",
@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--play", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--srtp-mode", dest="srtp_mode", default="off", help=argparse.SUPPRESS)
+    parser.add_argument("--tls-ca", dest="tls_ca", default="", help=argparse.SUPPRESS)
     return parser
 
 
@@ -83,7 +84,7 @@ def _run_role(args: argparse.Namespace) -> int:
     from bench.calls.callers import run_caller, run_loopback
 
     if args.role == "caller":
-        result = asyncio.run(run_caller(args.uris.split(","), Path(args.play), args.srtp_mode))
+        result = asyncio.run(run_caller(args.uris.split(","), Path(args.play), args.srtp_mode, args.tls_ca))
         print(json.dumps(result), flush=True)
         return 0
     use_realtime(args.realtime_priority)  # before pjsua starts, as a worker does

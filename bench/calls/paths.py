@@ -20,6 +20,7 @@ from bench.calls.score import CpuSample, score_bridge, score_callers, score_cpu,
 from bridge.audio.frames import BEAT_FRAMES
 from bridge.audio.wav import read_wav, write_wav
 from bridge.devkit.ports import free_port_block
+from bridge.devkit.tlscert import self_signed
 from bridge.store.reportfile import read_reports
 
 if TYPE_CHECKING:
@@ -62,8 +63,8 @@ def dialplan(directory: Path, echo_guard: bool = True) -> Path:
     return directory
 
 
-def uri(port: int) -> str:
-    return f"sip:{NUMBER}@127.0.0.1:{port}"
+def uri(port: int, scheme: str = "sip") -> str:
+    return f"{scheme}:{NUMBER}@127.0.0.1:{port}"
 
 
 @dataclass
@@ -103,12 +104,21 @@ class Bench:
         self.work = work
         self.log_path = log_path
         self.play = caller_wav(work / "caller.wav")
+        self._tls: tuple[Path, Path] | None = None  # the srtp path's certificate and key, made when first needed
+
+    def tls_files(self) -> tuple[Path, Path]:
+        """The srtp path's TLS certificate (for 127.0.0.1, self-signed: also the callers' CA) and key."""
+        if self._tls is None:
+            self._tls = self_signed(self.work / "tls")
+        return self._tls
 
     # -- both paths ----------------------------------------------------------------------------------------
 
-    async def _measure(self, step: Step, uris: list[str], pids: list[int], srtp: str = "off") -> tuple[float, float]:
+    async def _measure(
+        self, step: Step, uris: list[str], pids: list[int], srtp: str = "off", tls_ca: Path | None = None
+    ) -> tuple[float, float]:
         """Load ``uris`` with the callers, measure the window, score the callers' rows; returns the window."""
-        callers = await boot_callers(uris, self.play, self.seconds, self.log_path, srtp)
+        callers = await boot_callers(uris, self.play, self.seconds, self.log_path, srtp, tls_ca)
         await self._window(step, callers.start_at, callers.end_at, pids, callers.pids)
         score_callers(step, await collect(step, callers.procs))
         return callers.start_at, callers.end_at
@@ -134,7 +144,8 @@ class Bench:
     async def bridge_step(self, calls: int, emulator: Any, path: str = "bridge") -> Step:
         """The bridge's workers, called on their own ports (``bridge``, the plan's defaults); ``front``: through
         Kamailio's one address; ``srtp``: every call SRTP (the workers' ``srtp: mandatory``, the callers offering
-        SDES); ``echo_off``: the plan's echo guard off."""
+        SDES in ``sips:`` calls over TLS, as the workers accept SDES keys over TLS only); ``echo_off``: the plan's
+        echo guard off."""
         from bridge.serve.pool import Pool
 
         front = path == "front"
@@ -150,7 +161,8 @@ class Bench:
             front_pids = system.front_pids()
             front0 = run_time_s(front_pids)
             uris = self._bridge_uris(system, calls)
-            start_at, end_at = await self._measure(step, uris, system.worker_pids(), settings.srtp)
+            tls_ca = settings.sip_tls_cert  # the srtp path's: self-signed, its own CA
+            start_at, end_at = await self._measure(step, uris, system.worker_pids(), settings.srtp, tls_ca)
             found = await self._reports(reports, calls)
             if front_pids:  # every INVITE, ACK and BYE of the step, and the OPTIONS probes meanwhile
                 step.front_cpu_ms_per_call = round(1000 * (run_time_s(front_pids) - front0) / calls, 3)
@@ -160,12 +172,21 @@ class Bench:
         return step
 
     def _settings(self, step: Step, realtime_url: str, reports: Path, front: bool) -> Settings:
+        """The step's pool. The srtp path's workers listen on TLS too, each on ``sip_tls_port + i``, in the same
+        block of free ports as their SIP ports, after them (the TLS ports are TCP ports too)."""
         from bridge.config import Settings
 
+        srtp = step.path == "srtp"
+        listeners = step.processes + (1 if front else 0)
+        sip_port = free_port_block(2 * listeners if srtp else listeners)
+        cert, key = self.tls_files() if srtp else (None, None)
         return Settings(
             front="kamailio" if front else "none",
             front_dir=self.work / f"front-{step.calls}" if front else None,
-            sip_port=free_port_block(step.processes + (1 if front else 0)),
+            sip_port=sip_port,
+            sip_tls_port=sip_port + listeners if srtp else None,
+            sip_tls_cert=cert,
+            sip_tls_key=key,
             workers=step.processes,
             rtp_port=0,
             realtime_url=realtime_url,
@@ -173,7 +194,7 @@ class Bench:
             report_file=reports,
             realtime_priority=self.priority,
             media_beat_frames=self.beat,
-            srtp="mandatory" if step.path == "srtp" else "off",
+            srtp="mandatory" if srtp else "off",
         )
 
     async def _start_bridge(self, system: _BridgeSystem) -> None:
@@ -190,8 +211,10 @@ class Bench:
     def _bridge_uris(self, system: _BridgeSystem, calls: int) -> list[str]:
         if system.kamailio is not None:
             return [uri(system.settings.sip_port)] * calls  # the one address
-        workers = system.settings.workers
-        slots = [i % workers if self.spread else i // CALLS_PER_PROCESS for i in range(calls)]
+        settings = system.settings
+        slots = [i % settings.workers if self.spread else i // CALLS_PER_PROCESS for i in range(calls)]
+        if settings.sip_tls_port:  # the srtp path: sips: calls to each worker's TLS port
+            return [uri(settings.worker_tls_port(k) or 0, "sips") for k in slots]
         return [uri(system.pool.slots[k].sip_port) for k in slots]
 
     async def _stop_bridge(self, system: _BridgeSystem, calls: int) -> None:

@@ -5,6 +5,7 @@
     caller = LoadCaller(Path("speech.wav"))     # one endpoint, its calls play the recording, looped
     caller.start()
     caller.place(["sip:4000@127.0.0.1:5062"])   # up to the wheel's 4 calls per process
+    # LoadCaller(play, "mandatory", tls_ca="cert.pem") places sips: calls over TLS, SDES SRTP offered
     first = caller.snapshot()                   # each call's RTP and jitter-buffer counters (None: not up)
     last = caller.snapshot()
     rows = caller.rows(first, last)             # per call: the counters' change between the two, set-up time
@@ -40,6 +41,7 @@ import pjsua2 as pj
 from bridge.sip.endpoint import SipEndpoint
 from bridge.sip.legs import call_op, first_audio
 from bridge.sip.sipconfig import SipConfig
+from bridge.sip.sipmsg import Transport
 from bridge.sip.transports import secure_media
 
 # The counters a snapshot takes whose change over the window is the call's result.
@@ -51,10 +53,13 @@ HANGUP_POLL_S = 0.02
 Snapshot = dict[str, float]
 
 
-def _endpoint(port: int, user: str, user_agent: str, srtp: str = "off") -> SipEndpoint:
-    endpoint = SipEndpoint(
-        SipConfig(port=port, transports=("udp",), user=user, user_agent=user_agent, pjsua_log_level=0, srtp=srtp)
+def _endpoint(port: int, user: str, user_agent: str, srtp: str = "off", tls_ca: str = "") -> SipEndpoint:
+    """An endpoint on UDP; with ``tls_ca``, on TLS too, verifying the far end against that CA (``sips:`` calls)."""
+    transports = (Transport.UDP, Transport.TLS) if tls_ca else (Transport.UDP,)
+    config = SipConfig(
+        port=port, transports=transports, tls_ca=tls_ca, user=user, user_agent=user_agent, pjsua_log_level=0, srtp=srtp
     )
+    endpoint = SipEndpoint(config)
     endpoint.start()
     return endpoint
 
@@ -116,16 +121,19 @@ class _LoadCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs
 
 
 class LoadCaller:
-    """One endpoint placing calls that play ``play`` in a loop, their audio heard by the null sound device."""
+    """One endpoint placing calls that play ``play`` in a loop, their audio heard by the null sound device. With
+    ``tls_ca`` (a PEM CA list) it also speaks TLS: a ``sips:`` URI is called over TLS, the callee's certificate
+    verified against that CA (the workers accept SDES keys over TLS only)."""
 
-    def __init__(self, play: Path, srtp: str = "off") -> None:
+    def __init__(self, play: Path, srtp: str = "off", tls_ca: str = "") -> None:
         self.play = play
         self.srtp = srtp  # SipConfig.srtp of the calls it places ("mandatory": SDES SRTP offered, RFC 4568)
+        self.tls_ca = tls_ca
         self._endpoint: SipEndpoint | None = None
         self._held: dict[str, Any] = {}
 
     def start(self) -> None:
-        endpoint = self._endpoint = _endpoint(0, "load", "callbridge-bench", self.srtp)
+        endpoint = self._endpoint = _endpoint(0, "load", "callbridge-bench", self.srtp, self.tls_ca)
         self._held.update(calls=[], account=endpoint.create_account(None))
         _hold_player(endpoint, self._held, self.play)
         endpoint.on_release(self._release)

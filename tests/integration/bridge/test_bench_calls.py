@@ -2,7 +2,8 @@
 
 It checks the harness, not the machine's capacity (that is measured, not asserted): the load callers boot, report
 ready, place their calls together when told, every call is up when the window opens, the bridge path's appends
-reach the emulator through the window, and the ceiling path's loopback apps answer and are measured.
+reach the emulator through the window, and the ceiling path's loopback apps answer and are measured. With
+``--srtp``, the srtp path's calls (``sips:`` over TLS, SDES keys offered) are all up and all run SRTP.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,10 +24,10 @@ CALLS = 4
 WINDOW_S = 3.0
 
 
-@pytest.mark.timeout(300)  # its bench run may take up to 240 s on a loaded machine
-def test_the_smallest_step_runs_both_paths_with_every_call_up() -> None:
+def _bench(*args: str) -> list[dict[str, Any]]:
+    """``bench calls --json`` at the smallest step: its JSON lines (steps, then the summary)."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench.calls", "--json", "--steps", str(CALLS), "--seconds", str(WINDOW_S)],
+        [sys.executable, "-m", "bench.calls", "--json", "--steps", str(CALLS), "--seconds", str(WINDOW_S), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -33,7 +35,12 @@ def test_the_smallest_step_runs_both_paths_with_every_call_up() -> None:
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.timeout(300)  # its bench run may take up to 240 s on a loaded machine
+def test_the_smallest_step_runs_both_paths_with_every_call_up() -> None:
+    lines = _bench()
     steps = {s["path"]: s for s in lines if s.get("kind") == "step"}  # the last run of each path decides
     assert set(steps) == {"bridge", "echo_off", "ceiling"}, lines  # echo_off: the guard's cost beside it
     expected = round(WINDOW_S * 50) * CALLS
@@ -54,3 +61,18 @@ def test_the_smallest_step_runs_both_paths_with_every_call_up() -> None:
     summary = lines[-1]
     assert summary["kind"] == "summary" and summary["cores"] >= 1
     assert summary["bridge_max_calls"] in (0, CALLS) and summary["ceiling_max_calls"] in (0, CALLS)
+
+
+@pytest.mark.timeout(300)  # as above; about 30 s on an idle machine (two paths, one step each)
+def test_srtp_runs_every_call_of_its_path_as_sips_over_tls_with_srtp() -> None:
+    lines = _bench("--only", "bridge", "--srtp", "--no-echo-off")
+    steps = {s["path"]: s for s in lines if s.get("kind") == "step"}
+    assert set(steps) == {"bridge", "srtp"}, lines
+    srtp = steps["srtp"]
+    # Every call was up for the whole window (the workers answered the sips: offers, none refused with 488), and
+    # each ran RTP/SAVP at its caller: a call with plain RTP would be an error of the step and not answered.
+    assert srtp["answered"] == CALLS and srtp["unanswered_why"] == {}, srtp
+    assert srtp["errors"] == [], srtp
+    assert srtp["cpu_per_call_pct"] > 0 and srtp["out_late_or_missing"] < round(WINDOW_S * 50) * CALLS // 4, srtp
+    assert steps["bridge"]["answered"] == CALLS, steps["bridge"]  # the plain path beside it: UDP, plain RTP
+    assert lines[-1]["kind"] == "summary" and "srtp_max_calls" in lines[-1], lines[-1]
