@@ -176,12 +176,8 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
         help="SRTP (SDES) of the call; default: mandatory for a sips: URI (over TLS), off otherwise",
     )
     parser.add_argument("--tls-ca", metavar="PEM", help="verify the called side's TLS certificate against this CA")
-    parser.add_argument(
-        "--echo",
-        metavar="DB@MS[/NOISE]",
-        type=parse_echo,
-        help="the line returns what this phone hears DB down (e.g. -14), MS late, with white noise at NOISE dBFS",
-    )
+    echo = "the line returns what this phone hears DB down (e.g. -14), MS late, with white noise at NOISE dBFS"
+    parser.add_argument("--echo", metavar="DB@MS[/NOISE]", type=parse_echo, help=echo)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
