@@ -121,9 +121,12 @@ class RecordingWriter:
     (then rewrites the WAV header's sizes), :meth:`line` appends one line of ``events.jsonl``; each write reaches
     the kernel before the next job (a killed process keeps it). Errors are logged once; the call goes on."""
 
-    def __init__(self, path: Path, call_id: str) -> None:
+    def __init__(self, path: Path, call_id: str, *, drops_behind: bool = True) -> None:
         self.path = path
         self.call_id = call_id
+        # a call in real time never waits on the disk: past MAX_BACKLOG a chunk becomes silence; a run in virtual
+        # time (a direct replay, far faster than the disk's thread may be given the GIL) queues every chunk
+        self.drops_behind = drops_behind
         self._jobs: queue.SimpleQueue[tuple[Job, bytes]] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"recording-{call_id[:16]}", daemon=True)
         self._thread.start()
@@ -136,7 +139,7 @@ class RecordingWriter:
         return self._jobs.qsize()
 
     def audio(self, samples: bytes) -> None:
-        if self._jobs.qsize() < MAX_BACKLOG:
+        if not self.drops_behind or self._jobs.qsize() < MAX_BACKLOG:
             self._jobs.put((Job.AUDIO, samples))
             return
         # the disk is behind: the chunk's length in silence (a few bytes in memory), so the audio keeps its clock
@@ -251,6 +254,7 @@ class RecordingLeg(LegProxy):
         clock: Callable[[], float] = time.monotonic,
         meta: Mapping[str, Any] | None = None,
         pause_on_keys: bool = False,
+        real_time: bool = True,
     ) -> None:
         super().__init__(leg)
         self.path = Path(path)
@@ -267,7 +271,7 @@ class RecordingLeg(LegProxy):
         self._closed = False
         self._writer: RecordingWriter | None = None
         if consent:
-            self._writer = RecordingWriter(self.path, self.call_id)
+            self._writer = RecordingWriter(self.path, self.call_id, drops_behind=real_time)
             self._writer.line(json.dumps(self._header(), default=str))
 
     def _header(self) -> dict[str, Any]:

@@ -624,7 +624,7 @@ def _recording(
     from bridge.call.recorder import RecordingLeg
 
     meta = {"dialplan": plan.model_dump(mode="json", exclude={"source_file"}), "dialect": dialect}
-    recording = RecordingLeg(phone, path, True, clock=clock, meta=meta)
+    recording = RecordingLeg(phone, path, True, clock=clock, meta=meta, real_time=False)  # virtual time: no drops
     listeners.append(recording.listener)
     return recording
 
