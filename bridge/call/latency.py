@@ -91,7 +91,8 @@ class LatencyMeter:
         played = playout.first_played_at(item_id)  # stamped on the session's clock
         if played is None:
             return
-        self.sample("playback", (played - self._queued_at) * 1000)
+        # the port may take the first frame while the delta is still being queued: then it played at once, not before
+        self.sample("playback", max(0.0, (played - self._queued_at) * 1000))
         report = self._report
         if report.first_audio_ms is None and self.answered_at is not None:
             report.first_audio_ms = round((played - self.answered_at) * 1000, 1)
