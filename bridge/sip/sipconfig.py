@@ -84,9 +84,10 @@ class SipConfig:
     # late frame as the gap it was, not as audio the other side never sent.
     concealment: bool = True
     # the jitter buffer's floor for received audio (pjmedia's, per call): it keeps at least this much ahead before
-    # it plays (jbMinPre), starts with 40 ms more (jbInit), grows to 300 ms ahead at most (jbMaxPre) and holds 500 ms
-    # (jbMax). 0: pjmedia's adaptive defaults, which start from one frame: the least delay on a clean line, misplaced
-    # frames (played early or late, then one dropped to catch up) on a jittery one. See JitterBuffer.
+    # it plays (jbMinPre), starts at it (jbInit: a buffer that started higher and shrank would move the echo's delay
+    # while the echo guard learns it), grows to 300 ms ahead at most (jbMaxPre) and holds 500 ms (jbMax). 0:
+    # pjmedia's adaptive defaults, which start from one frame: the least delay on a clean line, misplaced frames
+    # (played early or late, then one dropped to catch up) on a jittery one. See JitterBuffer.
     jitter_buffer_ms: int = 0
     # native port: ask for SCHED_RR on pjmedia's clock thread, at the lowest real-time priority or at the worker's
     # own if it runs real-time (bridge/runtime/sched.py); needs CAP_SYS_NICE, refused quietly without it.
@@ -207,7 +208,7 @@ class JitterBuffer:
     def for_floor(floor_ms: int) -> JitterBuffer | None:
         if floor_ms <= 0:
             return None
-        return JitterBuffer(floor_ms + 40, floor_ms, max(300, 2 * floor_ms), 500)
+        return JitterBuffer(floor_ms, floor_ms, max(300, 2 * floor_ms), 500)
 
 
 def _member(kind: type[_E], name: str, value: str) -> _E:
