@@ -7,7 +7,8 @@
 // An agent line is stamped when its audio began (the first phase -> SPEAKING after its item was added; the
 // transcript's own entry comes when the line is over), and marked as interrupted when a barge-in cut it (a
 // "truncate" entry names its item; a dialect that cannot truncate: the barge-in while it played). The lists follow
-// their newest entry unless the reader has scrolled up in them.
+// their newest entry unless the reader has scrolled up in them. A caller's line is stamped when they began speaking
+// (the first speech_started since their previous line; its transcript comes once they stop).
 
 import { events } from "./api.js";
 import { $, h, ms, show } from "./dom.js";
@@ -103,7 +104,7 @@ export function close() {
 
 function reset() {
   count = 0;
-  said = { items: new Map(), adding: null, speaking: null, phase: null, truncated: false };
+  said = { items: new Map(), adding: null, speaking: null, phase: null, truncated: false, callerFrom: null };
   for (const id of ["transcript", "phases", "barge-ins", "tools", "events"]) $(id).replaceChildren();
   for (const id of FOLLOWED) followed($(id)).dataset.follow = "1";
   $("latency").tBodies[0].replaceChildren();
@@ -177,7 +178,11 @@ function agentLine(entry) {
 // What the entries tell about the agent's lines: when each one's audio began, and which a barge-in cut.
 function track(entry) {
   const kind = entry.kind;
-  if (kind === KIND.OUTPUT_ITEM && entry.data.item_type === ITEM_TYPE.MESSAGE) {
+  if (kind === KIND.SPEECH_STARTED) {
+    said.callerFrom ??= entry.t; // the caller's line began here (its transcript comes once they stop)
+  } else if (kind === KIND.CALLER_TRANSCRIPT_FAILED) {
+    said.callerFrom = null; // that speech has no line
+  } else if (kind === KIND.OUTPUT_ITEM && entry.data.item_type === ITEM_TYPE.MESSAGE) {
     said.adding = entry.data.item_id;
   } else if (kind === KIND.PHASE) {
     said.phase = entry.data.new;
@@ -210,8 +215,11 @@ function add(entry) {
   track(entry);
   const kind = entry.kind;
   if (kind === KIND.CALLER_TRANSCRIPT) {
-    follow($("transcript"), h("li", { class: "caller" }, h("span", { class: "who" }, "Caller"),
-      h("time", {}, when), h("span", { class: "line" }, entry.summary)));
+    const began = said.callerFrom ?? entry.t; // stamped when the caller began speaking, as agent lines are
+    said.callerFrom = null;
+    follow($("transcript"), h("li", { class: "caller", "data-t": began ?? "",
+      title: entry.t === null ? null : `transcribed at ${at(entry.t)}` },
+    h("span", { class: "who" }, "Caller"), h("time", {}, at(began)), h("span", { class: "line" }, entry.summary)));
   } else if (kind === KIND.AGENT_TRANSCRIPT) {
     agentLine(entry);
   } else if (kind === KIND.PHASE) {

@@ -1,9 +1,10 @@
 """A call's timeline as the console shows it, in a real Chromium: a worker's reports written by the real
 ``CallStore`` into a real Redis, and supervisors' actions written by the API's own audit writer. An agent line is
-stamped when its audio began (not when its transcript came), a line a barge-in cut is marked as interrupted, each
-supervisor action is on the call's timeline with who did it (one audited while the page is open too), the phase
-list follows its newest entry and draws numbers from 10 on whole, and the actions audit has its own view, filtered by
-who, call and action (and the API refuses an unknown action, naming the field)."""
+stamped when its audio began and a caller's line when they began speaking (neither when its transcript came), a line
+a barge-in cut is marked as interrupted, each supervisor action is on the call's timeline with who did it (one
+audited while the page is open too), the phase list follows its newest entry and draws numbers from 10 on whole, and
+the actions audit has its own view, filtered by who, call and action (and the API refuses an unknown action, naming
+the field)."""
 
 from __future__ import annotations
 
@@ -85,7 +86,9 @@ async def stack(redis_url: str) -> AsyncIterator[tuple[CallStore, Clock, aioredi
         (0.4, ev.PhaseChanged("THINKING", "SPEAKING", "model audio")),
         (2.6, ev.AgentSaid("We open at nine and close at five.", "item-hours")),
         (0.2, ev.PhaseChanged("SPEAKING", "LISTENING", "reply played out")),
-        (1.0, ev.CallerSaid("and on Sundays?", "item-caller")),
+        # the caller's line: they begin speaking, their transcript comes 0.9 s later, once they stopped
+        (0.1, ev.CallerSpeechStarted(4200)),
+        (0.9, ev.CallerSaid("and on Sundays?", "item-caller")),
         # the second: cut 1.2 s into its audio by the caller (the truncate names it), its transcript comes after
         (0.5, ev.PhaseChanged("LISTENING", "THINKING", "caller stopped speaking")),
         (0.1, ev.OutputItem(ev.ItemType.MESSAGE, "item-sunday")),
@@ -151,6 +154,10 @@ async def test_agent_lines_cuts_actions_and_phases(stack: Any) -> None:
         assert await page.eval(f"{hours}.querySelector('time').textContent") == at(began)
         assert float(await page.eval(f"{hours}.dataset.t")) == pytest.approx(began, abs=0.002)
         assert await page.eval(f"{hours}.classList.contains('interrupted')") is False
+        # a caller's line: stamped when they began speaking, not when its transcript came
+        caller = "document.querySelector('#transcript li.caller')"
+        assert await page.eval(f"{caller}.querySelector('time').textContent") == at(times["speech_started::"])
+        assert await page.eval(f"{caller}.querySelector('.line').textContent") == "and on Sundays?"
         sunday = line.replace("ITEM", "item-sunday")
         assert await page.eval(f"{sunday}.classList.contains('interrupted')") is True
         assert await page.eval(f"{sunday}.querySelector('.cut').textContent") == "interrupted by the caller after 1.2 s"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,9 @@ async def new_row(page: Page, seen: set[str], within: float = 30) -> str:
 
 
 def shown(ms: Any) -> str:
-    """A figure as the page shows it (dom.js ``ms``)."""
-    return "–" if ms is None else f"{round(float(ms))} ms"
+    """A figure as the page shows it (dom.js ``ms``: JavaScript's ``Math.round`` takes a half up, where Python's
+    ``round`` takes it to the even neighbour, so 460.5 is "461 ms" on the page)."""
+    return "–" if ms is None else f"{math.floor(float(ms) + 0.5)} ms"
 
 
 async def first_reply_from_the_stream(stack: Stack, call_id: str) -> float:

@@ -1,7 +1,7 @@
 """Trouble at a glance, and numbers that agree: the marks of real calls in the live and ended lists of a real Chromium
 (real ``serve``, Redis, the emulator's faults and the softphone), and, through the API with a real Redis, the ended
 list's marks and its mark filter, and the rollout health of a variant whose only trouble was a recovered session,
-with a call still live counted in its row."""
+with a call still live counted in its row (and that row as the rollout card shows it in Chromium)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from _console_helpers import (
+    CHROMIUM,
     OPERATOR_TOKEN,
     Browser,
     Page,
@@ -61,6 +62,7 @@ def identity(variant: str = "ga", dialplan: str = "canary") -> dict[str, str]:
 
 
 async def test_a_recovered_session_is_no_failure_and_a_live_call_counts_in_its_variant(redis_url: str) -> None:
+    needs_browser = CHROMIUM is not None
     stats = CallStats()  # the worker's listener for the rollout, fed what the session reported
     for report in (ev.Answered(), ev.Latency("greeting", 640.0), LOST, ev.Recovered(1),
                    ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER)):  # fmt: skip
@@ -78,6 +80,16 @@ async def test_a_recovered_session_is_no_failure_and_a_live_call_counts_in_its_v
         app = create_app(token=OPERATOR_TOKEN, redis=client, rollouts=rollouts, dialplans=[CANARY])
         async with TestServer(app) as server:
             panel = await api_get(server, "/api/console/rollout")
+            if needs_browser:  # and as the rollout card shows it to a supervisor
+                async with Browser() as browser:
+                    page = await browser.page()
+                    await sign_in(page, str(server.make_url("/")), OPERATOR_TOKEN, name="Dana")
+                    row = "article[data-dialplan=canary] tr[data-variant={v}] td[data-key={k}]"
+                    ga_row = {k: row.format(v="ga", k=k) for k in ("failure_rate", "recovered", "live", "calls")}
+                    await page.wait_for(f"document.querySelector({json.dumps(ga_row['failure_rate'])}) !== null", 20)
+                    shown = {k: await page.text(sel) for k, sel in ga_row.items()}
+                    assert shown == {"failure_rate": "0.0 %", "recovered": "1", "live": "1", "calls": "1"}, shown
+                    assert await page.text(row.format(v="beta", k="live")) == "0"
     (canary,) = [p for p in panel["dialplans"] if p["dialplan"] == "canary"]
     rows = {r["variant"]: r for r in canary["health"]["rows"]}
     ga = rows["ga"]
