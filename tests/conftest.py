@@ -17,9 +17,11 @@ workers (``./dev test`` runs ``-n 3 --dist loadgroup``):
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import fnmatch
 import inspect
 import os
+import shutil
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -211,3 +213,16 @@ def _extras(value: Any, path: str) -> list[str]:
 @pytest.fixture(scope="session")
 def oracle() -> RealtimeOracle:
     return RealtimeOracle()
+
+
+@pytest.fixture(scope="session")
+def native_lib() -> ctypes.CDLL:
+    """The native media port's library (bridge/native/cport.c), built and checked; the test is skipped without a C
+    compiler, and fails where the port's layout check fails."""
+    if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler on PATH to build bridge/native/cport.c (./dev test installs gcc as root)")
+    from bridge.sip import cport
+
+    available = cport.native_ports()
+    assert available.lib is not None, f"native port unavailable here: {available.why}"
+    return available.lib

@@ -567,6 +567,17 @@ int cbp_out_need(cb_port *p, unsigned target) {
     return depth >= target ? 0 : (int)(target - depth);
 }
 
+/* The loop's look at a port on each drain, in one call: the frames waiting for it (inbound, at most IN_FRAMES)
+ * times 256, plus the frames to add to have `target` queued for the caller (as cbp_out_need). */
+int cbp_poll(cb_port *p, unsigned target) {
+    if (target > OUT_FRAMES)
+        target = OUT_FRAMES;
+    pthread_mutex_lock(&p->lock);
+    unsigned waiting = p->in_head - p->in_tail, depth = p->out_head - p->out_tail;
+    pthread_mutex_unlock(&p->lock);
+    return (int)(waiting << 8) + (depth >= target ? 0 : (int)(target - depth));
+}
+
 int cbp_out_depth(cb_port *p) {
     pthread_mutex_lock(&p->lock);
     int depth = (int)(p->out_head - p->out_tail);

@@ -5,7 +5,8 @@ Why: a pjsua2 ``AudioMediaPort`` (:class:`bridge.sip.media.BridgePort`) calls in
 waiting for the GIL while the event loop ran, and every call of the process shared that delay (late frames at
 the callers). :class:`NativePort` is a ``pjmedia_port`` written in C (``cport.c``, beside this file): its
 ``put_frame`` and ``get_frame`` copy 320 bytes into or out of a small ring under a per-port mutex and wake the
-loop through one eventfd per process. The loop then, in :meth:`NativeHub.drain`:
+loop through one eventfd per process. The loop then, in :meth:`NativeHub.drain` (one call per port, ``cbp_poll``,
+tells it both what is waiting and what is needed):
 
 * hands every received frame to its call's sink, with the capture time the clock thread stamped, and
 * tops every outbound ring up to ``lead + beat - 1`` frames from the call's :class:`FrameSource`.
@@ -118,6 +119,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "cbp_reference": (None, [p, p, p]),
         "cbp_read_in": (i, [p, p, p, i]),
         "cbp_out_need": (i, [p, u]),
+        "cbp_poll": (i, [p, u]),
         "cbp_write_out": (i, [p, ctypes.c_char_p, i]),
         "cbp_flush_out": (i, [p]),
         "cbp_out_drop_newest": (i, [p, i]),
@@ -303,42 +305,53 @@ class NativeHub:
         lib = self._lib
         handle = port.handle
         delivered = 0
-        sink = port.sink
-        while True:
-            n = lib.cbp_read_in(handle, self._in, self._times, _READ_MAX)
-            if n <= 0:
-                break
-            raw = self._in.raw
-            times = self._times
-            for k in range(n):
-                if sink is None:
+        polled = lib.cbp_poll(handle, self.fill)  # one call: frames waiting for the loop, frames the ring needs
+        if polled >= 256:  # caller frames to deliver (none while the uplink sends them from the clock thread)
+            sink = port.sink
+            while True:
+                n = lib.cbp_read_in(handle, self._in, self._times, _READ_MAX)
+                if n <= 0:
                     break
-                try:
-                    sink(raw[k * FRAME_BYTES : (k + 1) * FRAME_BYTES], times[k])
-                except Exception:
-                    self.sink_errors += 1
-                    if self.sink_errors <= 10 or self.sink_errors % 1000 == 0:
-                        _LOG.exception("%s: on_frame sink raised (%d so far)", port.name, self.sink_errors)
-            delivered += n
-            if n < _READ_MAX:
-                break
-        self._top_up(port)
+                raw = self._in.raw
+                times = self._times
+                for k in range(n):
+                    if sink is None:
+                        break
+                    try:
+                        sink(raw[k * FRAME_BYTES : (k + 1) * FRAME_BYTES], times[k])
+                    except Exception:
+                        self.sink_errors += 1
+                        if self.sink_errors <= 10 or self.sink_errors % 1000 == 0:
+                            _LOG.exception("%s: on_frame sink raised (%d so far)", port.name, self.sink_errors)
+                delivered += n
+                if n < _READ_MAX:
+                    break
+            self._top_up(port)  # a sink may have queued audio and topped the ring up itself: asked again
+        else:
+            self._top_up(port, polled)
         return delivered
 
-    def _top_up(self, port: NativePort) -> None:
+    def _top_up(self, port: NativePort, need: int | None = None) -> None:
         source = port.source
         if source is not None:
             if port.skipped is not None:
                 port.tell_skipped()
-            need = self._lib.cbp_out_need(port.handle, self.fill)
+            if need is None:
+                need = self._lib.cbp_out_need(port.handle, self.fill)
             if need > 0:
+                pop = source.pop_frame
                 try:
-                    chunk = b"".join(_exact(source.pop_frame()) for _ in range(need))
+                    frames = [pop() for _ in range(need)]
                 except Exception:
                     self.source_errors += 1
                     if self.source_errors <= 10 or self.source_errors % 1000 == 0:
                         _LOG.exception("%s: frame source raised (%d so far)", port.name, self.source_errors)
                 else:
+                    chunk = b"".join(frames)
+                    # a short or long frame among them: each one fitted (with the total right, no frame longer
+                    # than one means none is shorter either)
+                    if len(chunk) != need * FRAME_BYTES or max(map(len, frames)) != FRAME_BYTES:
+                        chunk = b"".join(map(_exact, frames))
                     self._lib.cbp_write_out(port.handle, chunk, need)
 
 

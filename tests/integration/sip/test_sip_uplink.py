@@ -14,8 +14,6 @@ import contextlib
 import ctypes
 import json
 import math
-import os
-import shutil
 import socket
 import struct
 import threading
@@ -59,18 +57,9 @@ def dbfs(pcm: bytes) -> float:
     return float(20 * np.log10(np.sqrt(np.mean(x**2))))
 
 
-@pytest.fixture(scope="module")
-def lib() -> ctypes.CDLL:
-    if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
-        pytest.skip("no C compiler on PATH to build bridge/native/cport.c (./dev test installs gcc as root)")
-    available = cport.native_ports()
-    assert available.lib is not None, f"native port unavailable here: {available.why}"
-    return available.lib
-
-
 @pytest.fixture
-def port(lib: ctypes.CDLL) -> cport.NativePort:
-    hub = cport.NativeHub(lib, lead=2)
+def port(native_lib: ctypes.CDLL) -> cport.NativePort:
+    hub = cport.NativeHub(native_lib, lead=2)
     p = hub.new_port("uplink-test", conference=False)
     p.attach(None, lambda pcm, t: None)
     return p
@@ -129,8 +118,8 @@ def test_each_frame_becomes_one_masked_append_with_the_upsampled_audio(port: cpo
     assert again.frames_sent == 0 and again.last_latency_s() == (0.0, 0.0)
 
 
-def test_the_mirror_hands_the_loop_a_copy_of_each_frame_sent_with_its_time_negated(lib: ctypes.CDLL) -> None:
-    hub = cport.NativeHub(lib, lead=2)
+def test_the_mirror_hands_the_loop_a_copy_of_each_frame_sent_with_its_time_negated(native_lib: ctypes.CDLL) -> None:
+    hub = cport.NativeHub(native_lib, lead=2)
     port = hub.new_port("mirror-test", conference=False)
     seen: list[tuple[bytes, float]] = []
     port.attach(None, lambda pcm, t: seen.append((pcm, t)))
@@ -328,9 +317,11 @@ async def test_the_model_hears_the_clock_threads_audio_and_our_events_in_order(
     assert offload.frames_sent == 100 and record.errors == []
 
 
-async def test_a_lost_socket_hands_the_audio_back_to_the_loop(emulator: EmulatorServer, lib: ctypes.CDLL) -> None:
+async def test_a_lost_socket_hands_the_audio_back_to_the_loop(
+    emulator: EmulatorServer, native_lib: ctypes.CDLL
+) -> None:
     got: list[bytes] = []
-    hub = cport.NativeHub(lib, lead=2)
+    hub = cport.NativeHub(native_lib, lead=2)
     port = hub.new_port("uplink-lost", conference=False)
     port.attach(None, lambda pcm, t: got.append(pcm))
     emulator.queue_next(settings={"drop_after_s": 0.3})

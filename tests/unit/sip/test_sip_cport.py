@@ -12,7 +12,6 @@ import ctypes
 import math
 import os
 import select
-import shutil
 import subprocess
 import sys
 import time
@@ -44,25 +43,16 @@ def peak_hz(pcm: bytes) -> float:
     return float(np.argmax(spectrum) * RATE / len(x))
 
 
-@pytest.fixture(scope="module")
-def lib() -> ctypes.CDLL:
-    if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
-        pytest.skip("no C compiler on PATH to build bridge/native/cport.c (./dev test installs gcc as root)")
-    available = cport.native_ports()
-    assert available.lib is not None, f"native port unavailable here: {available.why}"  # a layout mismatch fails
-    return available.lib
-
-
 @pytest.fixture
-def hub(lib: ctypes.CDLL) -> cport.NativeHub:
-    return cport.NativeHub(lib, lead=2)
+def hub(native_lib: ctypes.CDLL) -> cport.NativeHub:
+    return cport.NativeHub(native_lib, lead=2)
 
 
 def readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
 
 
-def test_layout_check_passed_and_the_build_is_cached(lib: ctypes.CDLL) -> None:
+def test_layout_check_passed_and_the_build_is_cached(native_lib: ctypes.CDLL) -> None:
     assert cport.native_ports().why == ""
     first = cport.build()
     assert first.exists() and cport.build() == first  # one build per source version
@@ -226,14 +216,14 @@ def test_idle_waits_until_the_last_real_frame_has_left_the_ring(hub: cport.Nativ
 
 
 def test_a_beat_of_three_ticks_wakes_the_loop_every_third_tick_and_a_reply_starts_at_once(
-    lib: ctypes.CDLL,
+    native_lib: ctypes.CDLL,
 ) -> None:
     """Filled for a whole beat, the ring holds silence while the call is quiet; a reply read on the beat (and
     pushed by the call's own task, as a session does) takes that silence back and plays on the very next tick,
     not a beat later."""
 
     async def main() -> None:
-        hub = cport.NativeHub(lib, lead=2, beat=3)
+        hub = cport.NativeHub(native_lib, lead=2, beat=3)
         beats: list[int] = []
         hub.after_drain = lambda: beats.append(1)
         port = hub.new_port("t-beat", conference=False)
