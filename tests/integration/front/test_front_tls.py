@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,29 +15,18 @@ from _front import NODE_A, ROOT, front_node, port_block, requirements
 
 from bridge.audio.analysis import peak_frequency, tone
 from bridge.audio.wav import write_wav
+from bridge.devkit.tlscert import self_signed
 
 TLS_MODULE = next(Path("/usr/lib").glob("*/kamailio/modules/tls.so"), None)
 pytestmark = [
     *requirements,
     pytest.mark.skipif(TLS_MODULE is None, reason="no Kamailio tls.so (apt-get install kamailio-tls-modules)"),
-    pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed"),
 ]
 CALLER_HZ = 1020.0
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-         str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={NODE_A}",
-         "-addext", f"subjectAltName=IP:{NODE_A},IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 async def test_a_sips_call_through_the_front_runs_srtp_end_to_end(tmp_path: Path) -> None:
-    cert, key = _certificate(tmp_path)
+    cert, key = self_signed(tmp_path, NODE_A, also=["127.0.0.1"], key_type="ec")
     wav = tmp_path / "caller.wav"
     # 2 s of silence first: the greeting plays before the caller's tone could barge in on it
     write_wav(wav, bytes(2 * 2 * 8000) + tone(CALLER_HZ, 4.0, -10.0))

@@ -3,16 +3,13 @@ SRTP, both ways heard, and a capture of the loopback interface (where the proces
 none of the agent's tone in the gateway's RTP; a plain-RTP offer against ``srtp: mandatory`` refused with 488. With
 TLS on and ``srtp`` at its default, a ``sips:`` call gets SRTP and one offering plain RTP 488; SDES keys offered over
 UDP get 488 whatever ``srtp`` says.
-Certificates are made here, at run time, with ``openssl``."""
+Certificates are made here, at run time (``bridge.devkit.tlscert``)."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import struct
-import subprocess
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,22 +19,11 @@ from bridge.audio.analysis import tone
 from bridge.audio.g711 import ulaw_decode
 from bridge.audio.wav import write_wav
 from bridge.devkit.ports import free_port, free_port_block
+from bridge.devkit.tlscert import self_signed
 from bridge.sip.dialogguard import KEYS_IN_CLEAR
 from tests.integration.sip._helpers import Finished, GatewayApp, RawSip, describe, run_softphone, sdp_offer
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 CALLER_HZ, AGENT_HZ = 1020.0, 600.0
-
-
-def self_signed(directory: Path, days: int = 2) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key."""
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", str(days), "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 class LoopbackCapture:

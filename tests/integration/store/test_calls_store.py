@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import ssl
-import subprocess
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +17,7 @@ from _store_helpers import ANSWER, GREETING, QUESTION, FakeLeg, session_for, wai
 from bridge import events as ev
 from bridge.call.session import CallSession
 from bridge.devkit.redis_server import EmbeddedRedis
+from bridge.devkit.tlscert import self_signed
 from bridge.emulator import EmulatorServer
 from bridge.realtime.dialects import BETA, GA, Dialect
 from bridge.rollout.store import RolloutStore
@@ -439,16 +438,8 @@ async def test_a_unix_socket_url(redis_server: EmbeddedRedis, raw: aioredis.Redi
 
 @pytest.fixture
 def tls_cert(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (and its key)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    """A self-signed certificate for 127.0.0.1 and localhost (and its key)."""
+    return self_signed(tmp_path, days=1, also=["localhost"])
 
 
 async def test_a_tls_url_through_a_tls_terminating_proxy(

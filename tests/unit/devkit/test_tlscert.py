@@ -52,3 +52,13 @@ def test_a_client_with_it_as_ca_accepts_127_0_0_1_and_no_other_address(tmp_path:
     _handshake(cert, key, "127.0.0.1")
     with pytest.raises(ssl.SSLCertVerificationError):
         _handshake(cert, key, "127.0.0.2")
+
+
+def test_an_ec_certificate_for_several_names_under_its_own_file_names(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path, "10.0.0.7", also=["127.0.0.1", "localhost"], key_type="ec", stem="node")
+    assert (cert.name, key.name) == ("node.pem", "node.key") and b"BEGIN PRIVATE KEY" in key.read_bytes()
+    assert read_certificate(cert).subject == "CN=10.0.0.7"
+    for name in ("127.0.0.1", "localhost"):  # an address and a host name, each its own kind of entry
+        _handshake(cert, key, name)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _handshake(cert, key, "example.org")

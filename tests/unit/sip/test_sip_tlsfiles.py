@@ -1,35 +1,23 @@
 """The start-up check of the TLS files and ports (bridge.sip.tlsfiles): every refusal names the setting and the file.
-Certificates are made here with ``openssl``."""
+Certificates are made here (``bridge.devkit.tlscert``)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from bridge.config import Settings
+from bridge.devkit.tlscert import self_signed
 from bridge.errors import ConfigError
 from bridge.sip.tlsfiles import check_tls, check_tls_files, check_tls_ports, read_certificate
-
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
-
-
-def _pair(directory: Path, name: str) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory: pytest.TempPathFactory) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
     directory = tmp_path_factory.mktemp("tls")
-    return _pair(directory, "one"), _pair(directory, "two")
+    one, two = (self_signed(directory, name, key_type="ec", stem=name) for name in ("one", "two"))
+    return one, two
 
 
 def _refusal(*args: object, **kwargs: object) -> ConfigError:
