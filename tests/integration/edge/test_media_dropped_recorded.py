@@ -15,10 +15,6 @@ while a stranger's packets are dropped beside it gets the count in its report, a
 from __future__ import annotations
 
 import asyncio
-import secrets
-import socket
-import struct
-import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -38,11 +34,18 @@ from _edge import (
     wait_report,
 )
 
-from bridge.audio.g711 import ulaw_encode
 from bridge.devkit.ports import can_bind
-from tests.integration.sip._helpers import RawSip, RtpPeer, in_dialog, open_dialog, sdp_media_address, sdp_offer
+from tests.integration.sip._helpers import (
+    STRANGER,
+    RawSip,
+    RtpPeer,
+    Stranger,
+    in_dialog,
+    open_dialog,
+    sdp_media_address,
+    sdp_offer,
+)
 
-STRANGER = "127.0.0.3"
 NUMBER = "7100"
 CALLER_HZ, STRANGER_HZ, AGENT_HZ = 1000.0, 1900.0, 600.0
 QUIET_DBFS, TALK_DBFS = -90.0, -12.0
@@ -69,47 +72,6 @@ pytestmark = [
 async def node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Node]:
     async with serve_node(tmp_path_factory.mktemp("media"), [PLAN]) as running:
         yield running
-
-
-class Stranger:
-    """Sends 1.9 kHz PCMU (its own SSRC, 50 packets a second) from 127.0.0.3 to one address; counts what comes
-    back."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((STRANGER, 0))
-        self.sock.setblocking(False)
-        self.sent = self.received = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stranger", daemon=True)
-
-    def __enter__(self) -> Stranger:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(2.0)
-        self.sock.close()
-
-    def _run(self) -> None:
-        ssrc, seq = secrets.randbits(32), 0
-        samples = (0.3 * 32767 * np.sin(2 * np.pi * STRANGER_HZ * np.arange(160) / 8000)).astype("<i2")
-        payload = ulaw_encode(samples.tobytes())
-        while not self._stop.wait(0.02):
-            seq = (seq + 1) & 0xFFFF
-            try:
-                self.sock.sendto(struct.pack("!BBHII", 0x80, 0, seq, seq * 160, ssrc) + payload, self.target)
-                self.sent += 1
-            except OSError:
-                pass
-            while True:
-                try:
-                    self.sock.recv(2048)
-                    self.received += 1
-                except OSError:
-                    break
 
 
 async def _ended(node: Node, call_id: str, within_s: float = 10.0) -> list[dict[str, str]]:
@@ -145,7 +107,7 @@ async def test_a_stranger_beside_a_talking_caller_is_dropped_counted_and_the_cal
         assert final.status == 200, final.raw
         caller.remote = sdp_media_address(final.raw)
         answered = time.monotonic()
-        with Stranger(caller.remote) as stranger:
+        with Stranger([caller.remote], STRANGER_HZ) as stranger:
             await asyncio.sleep(0.4)  # quiet, then one turn of the caller's: 1 kHz for a second
             caller.tone_dbfs = TALK_DBFS
             await asyncio.sleep(1.0)

@@ -71,8 +71,14 @@ async def test_a_killed_workers_callers_get_a_bye_and_no_new_invite_goes_unanswe
             try:
                 health = await node.up()
                 workers = node.worker_addresses(health)
-                # two calls: the call load puts one on each worker
-                phones = [asyncio.create_task(softphone(NODE_A, port, 25.0)) for _ in range(2)]
+                # two calls, the second once the first is up: the call load puts it on the other worker
+                phones = [asyncio.create_task(softphone(NODE_A, port, 25.0))]
+
+                async def one_up() -> bool:
+                    return sum([len(await live_calls(client, w)) for w in workers]) == 1
+
+                await wait_for(one_up, "the first call up", 20)
+                phones.append(asyncio.create_task(softphone(NODE_A, port, 25.0)))
 
                 async def one_each() -> dict[str, set[str]] | None:
                     live = {w: await live_calls(client, w) for w in workers}

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import time
 import wave
@@ -21,14 +19,14 @@ import numpy as np
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from test_serve_operable import TOKEN, Serve, _dump_redis, api, stop_serve, wait_healthy
+from test_serve_operable import Serve, _dump_redis, api
 
 from bridge.call.recorder import read_recording
-from bridge.devkit.ports import free_port
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.emulator import EmulatorServer
 from bridge.store import keys
 from bridge.store.reportfile import read_reports
+from tests.integration.edge._edge import TOKEN, serve_node
 
 pytestmark = [
     pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary"),
@@ -65,27 +63,9 @@ class Node:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Node]:
     work = tmp_path_factory.mktemp("recording")
-    (work / "dialplans").mkdir()
-    (work / "dialplans" / "pci.yaml").write_text(json.dumps(PLAN))
-    with EmbeddedRedis() as redis:
-        async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
-            sip_port, http_port = free_port(), free_port()
-            env = {**os.environ, "CALLBRIDGE_SUPERVISOR_TOKEN": TOKEN, "XDG_STATE_HOME": str(work / "state")}
-            env.pop("OPENAI_API_KEY", None)
-            log = work / "serve.log"
-            with log.open("w") as out:
-                proc = subprocess.Popen(  # noqa: ASYNC220 (a long-lived server; stopped synchronously in finally)
-                    [sys.executable, "-m", "bridge", "serve", "--workers", "1", "--sip-port", str(sip_port),
-                     "--realtime-url", emulator.base_url, "--redis-url", redis.url, "--http-port", str(http_port),
-                     "--dialplans", str(work / "dialplans"), "--report-file", str(work / "calls.jsonl")],
-                    env=env, stdout=out, stderr=out, text=True,
-                )  # fmt: skip
-            serve = Serve(proc, sip_port, http_port, work / "calls.jsonl")
-            try:
-                await wait_healthy(serve)
-                yield Node(serve, redis, emulator, log, work / "state" / "callbridge" / "recordings", work)
-            finally:
-                stop_serve(proc)
+    async with serve_node(work, [PLAN]) as edge:
+        serve = Serve(edge.proc, edge.sip_port, edge.http_port, edge.reports)
+        yield Node(serve, edge.redis, edge.emulator, edge.log, work / "state" / "callbridge" / "recordings", work)
 
 
 def _wav(path: Path, samples: np.ndarray[Any, np.dtype[np.float64]]) -> Path:
@@ -126,7 +106,7 @@ async def _listen_without_the_console(node: Node) -> int:
     client = aioredis.from_url(node.redis.url)
     try:
         for _ in range(100):
-            _, body = await api("/api/calls", node.serve)
+            _, body = await api("/api/calls", node.serve, TOKEN)
             if body["calls"]:
                 break
             await asyncio.sleep(0.1)
@@ -199,12 +179,12 @@ async def test_keyed_digits_are_masked_everywhere_and_the_recording_pauses(node:
     caller, agent, _, notes = read_recording(node.recordings / call_id)
     keys = [n for n in notes if n["kind"] == "dtmf"]
     assert "".join(n["summary"] for n in keys) == shown
-    _, detail = await api(f"/api/calls/{call_id}", node.serve)
+    _, detail = await api(f"/api/calls/{call_id}", node.serve, TOKEN)
     scanned = {
         "redis": await _dump_redis(node.redis.url),
         "report": node.serve.reports.read_text(),
         "recording events": json.dumps(notes),
-        "console": json.dumps(detail) + json.dumps(await api("/api/calls", node.serve)),
+        "console": json.dumps(detail) + json.dumps(await api("/api/calls", node.serve, TOKEN)),
         "logs": node.log.read_text(),
     }
     assert shown in scanned["redis"] or '"*"' in scanned["redis"]

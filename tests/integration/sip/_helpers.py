@@ -660,3 +660,50 @@ def sipp_failure(result: subprocess.CompletedProcess[str], cwd: Path) -> str:
     """SIPp's output and error log, for an assertion message."""
     logs = "".join(path.read_text(errors="replace")[-3000:] for path in cwd.glob("*_errors.log"))
     return f"sipp rc={result.returncode}\n{result.stdout[-1500:]}\n{result.stderr[-1500:]}\n{logs}"
+
+
+STRANGER = "127.0.0.3"  # another loopback address: neither the caller's signalling nor its media host
+
+
+class Stranger:
+    """Sends ``burst`` packets of a PCMU tone at ``hz`` (its own SSRC) from :data:`STRANGER` to each of ``targets``
+    every 20 ms, and counts what comes back (``sent``, ``received``)."""
+
+    def __init__(self, targets: list[tuple[str, int]], hz: float, burst: int = 1) -> None:
+        self.targets, self.burst = targets, burst
+        samples = (0.3 * 32767 * np.sin(2 * np.pi * hz * np.arange(160) / 8000)).astype("<i2")
+        self._payload = ulaw_encode(samples.tobytes())
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((STRANGER, 0))
+        self.sock.setblocking(False)
+        self.sent = self.received = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stranger", daemon=True)
+
+    def __enter__(self) -> Stranger:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        self.sock.close()
+
+    def _run(self) -> None:
+        ssrc, seq = secrets.randbits(32), 0
+        while not self._stop.wait(0.02):
+            for _ in range(self.burst):
+                seq = (seq + 1) & 0xFFFF
+                packet = struct.pack("!BBHII", 0x80, 0, seq, (seq * 160) & 0xFFFFFFFF, ssrc) + self._payload
+                for target in self.targets:
+                    try:
+                        self.sock.sendto(packet, target)
+                        self.sent += 1
+                    except OSError:
+                        pass
+            while True:
+                try:
+                    self.sock.recv(2048)
+                    self.received += 1
+                except OSError:
+                    break

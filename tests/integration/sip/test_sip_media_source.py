@@ -8,10 +8,6 @@ INVITE to after the BYE, more than pjmedia's NAT probation count (10 packets) be
 
 from __future__ import annotations
 
-import secrets
-import socket
-import struct
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,20 +15,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.audio.g711 import ulaw_decode, ulaw_encode
+from bridge.audio.g711 import ulaw_decode
 from bridge.audio.wav import read_wav
 from bridge.devkit.ports import can_bind, free_port
 from tests.integration.sip._helpers import (
+    STRANGER,
     GatewayApp,
     RawSip,
     RtpPeer,
+    Stranger,
     in_dialog,
     open_dialog,
     sdp_media_address,
     sdp_offer,
 )
 
-STRANGER = "127.0.0.3"
 CALLER_HZ, STRANGER_HZ, AGENT_HZ = 1000.0, 1900.0, 600.0
 RTP_RANGE = 16
 
@@ -40,49 +37,8 @@ RTP_RANGE = 16
 pytestmark = pytest.mark.skipif(not can_bind(STRANGER), reason=f"{STRANGER} is not usable here")
 
 
-class Stranger:
-    """Sends a 1.9 kHz PCMU burst (12 packets) to every port of a range every 20 ms; counts what comes back."""
-
-    def __init__(self, first_port: int, count: int) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((STRANGER, 0))
-        self.sock.setblocking(False)
-        self.ports = range(first_port, first_port + count)
-        self.received = 0
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stranger", daemon=True)
-
-    def __enter__(self) -> Stranger:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(2.0)
-        self.sock.close()
-
-    def _run(self) -> None:
-        ssrc, seq, ts = secrets.randbits(32), 0, 0
-        samples = (0.3 * 32767 * np.sin(2 * np.pi * STRANGER_HZ * np.arange(160) / 8000)).astype("<i2")
-        payload = ulaw_encode(samples.tobytes())
-        while not self._stop.is_set():
-            for _ in range(12):
-                seq, ts = (seq + 1) & 0xFFFF, ts + 160
-                packet = struct.pack("!BBHII", 0x80, 0, seq, ts, ssrc) + payload
-                for port in self.ports:
-                    try:
-                        self.sock.sendto(packet, ("127.0.0.1", port))
-                        self.sent += 1
-                    except OSError:
-                        pass
-            while True:
-                try:
-                    self.sock.recv(2048)
-                    self.received += 1
-                except OSError:
-                    break
-            time.sleep(0.02)
+def _range(first_port: int, count: int) -> list[tuple[str, int]]:
+    return [("127.0.0.1", port) for port in range(first_port, first_port + count)]
 
 
 def _band(pcm: bytes, hz: float) -> float:
@@ -103,7 +59,11 @@ def sprayed_call(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
                      "--rtp-port", str(rtp_port), "--rtp-range", str(RTP_RANGE))  # fmt: skip
     finished = None
     try:
-        with Stranger(rtp_port, RTP_RANGE + 2) as stranger, RtpPeer() as caller, RawSip(app.port) as raw:
+        with (
+            Stranger(_range(rtp_port, RTP_RANGE + 2), STRANGER_HZ, burst=12) as stranger,
+            RtpPeer() as caller,
+            RawSip(app.port) as raw,
+        ):
             time.sleep(0.3)  # the spray is on before the INVITE: sockets opened for the call meet it at once
             caller.tone_hz = CALLER_HZ
             final, dialog = open_dialog(raw, sdp_offer(caller.port, {0: "PCMU/8000"}))
