@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     spool_dir: Path = Field(default_factory=default_spool_dir)
     price_table: Path | None = None  # model prices for the cost per call (None: bridge/rollout/data/prices.yaml)
     pjsua_log_level: int = Field(1, ge=0, le=6)
+    # how serve starts a worker (bridge/serve/zygote.py): forked from one preloaded parent, so the interpreter's,
+    # numpy's and pjsua2's pages are shared between workers, or a fresh interpreter each (exec)
+    worker_start: Literal["preload", "exec"] = "preload"
     # workers run SCHED_RR at this priority (bridge/runtime/sched.py: needs CAP_SYS_NICE); 0 keeps ordinary scheduling
     realtime_priority: int = Field(0, ge=0, le=99)
     # the event loop wakes once every this many 20 ms media ticks (bridge.runtime.metronome): fewer wake-ups, less CPU;

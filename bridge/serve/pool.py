@@ -8,7 +8,9 @@ Port layout (document for the dispatcher in front; see deploy/):
   answers ``486 Busy Here``, so a dispatcher (Kamailio ``dispatcher`` with call-load balancing) fails over.
 
 The pool restarts a worker that dies (with backoff), and never starts a second worker on a live worker's port: each
-worker holds an exclusive lock on its port (``bridge.serve.worker.lock_port``).
+worker holds an exclusive lock on its port (``bridge.serve.worker.lock_port``). Workers are forked from a preloaded
+parent that shares its imported pages with them (``bridge.serve.zygote``; ``worker_start: exec`` starts each as a
+fresh interpreter instead).
 
 With ``--front kamailio`` (``bridge.serve.front``) Kamailio takes ``sip_port``, the one address callers use, and
 worker *i* moves to ``sip_port + 1 + i``; the front starts once every worker has reported its call cap (its
@@ -73,9 +75,12 @@ from bridge.serve.front import (
 )
 from bridge.serve.ready import OUTPUT_STREAM_LIMIT, forward_output, parse_ready, read_report
 from bridge.serve.stopping import IGNORED, read_calls
+from bridge.serve.zygote import Unavailable, Zygote, reap_orphans
 
 log = logging.getLogger("bridge.serve.pool")
 NOT_READY_EXIT_S = 5.0  # a worker whose ready channel closed without a report: its exit awaited this long
+WORKER_COMMAND = (sys.executable, "-m", "bridge.serve.worker")
+ORPHANS_EVERY_S = 30.0  # how often processes re-parented to the pool (a child subreaper) are looked for
 
 
 def worker_settings_json(settings: Settings, broker_token: str | None = None) -> str:
@@ -126,7 +131,12 @@ class Pool:
         self.front: KamailioFront | None = None  # set by main() with --front kamailio
         self._background: set[asyncio.Task[None]] = set()
         self._redis: Any = None  # a client for closing dead workers' calls (bridge/serve/lost.py), made on first use
-        self.worker_command = [sys.executable, "-m", "bridge.serve.worker"]  # then --index, --settings-fd, --ready-fd
+        self.worker_command = [*WORKER_COMMAND]  # then --index, --settings-fd, --ready-fd, --control-fd
+        self.zygote = Zygote()  # the preloaded parent the workers are forked from (worker_start: preload)
+        self._preload = False  # set at start: worker_start is preload and worker_command the default
+        # serve's own process: collect processes re-parented to it (a child subreaper) that nobody waits for. Not
+        # where the pool runs inside another program (bench, replay, tests), whose own children it must not collect
+        self.collect_orphans = False
         self.http_app: web.Application | None = None  # the supervisor API, once started (a reload reads its users)
         self.tls: ssl.SSLContext | None = None  # the HTTP API's certificate (a reload loads it again)
 
@@ -155,31 +165,15 @@ class Pool:
         settings_fd = send_through_pipe(worker_settings_json(self.settings, self.broker_token).encode())
         ready_fd, report_fd = os.pipe()
         ours, theirs = socket.socketpair()
-        # the node's control signals stay blocked in the child until its handlers are set (a USR1 to every process
-        # of the unit must not kill a worker still starting); unblocked here once it is forked
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, IGNORED)
+        args = ["--index", str(slot.index), "--settings-fd", str(settings_fd), "--ready-fd", str(report_fd)]
+        args += ["--control-fd", str(theirs.fileno())]
         try:
-            slot.proc = await asyncio.create_subprocess_exec(
-                *self.worker_command,
-                "--index",
-                str(slot.index),
-                "--settings-fd",
-                str(settings_fd),
-                "--ready-fd",
-                str(report_fd),
-                "--control-fd",
-                str(theirs.fileno()),
-                stdout=asyncio.subprocess.PIPE,  # forwarded to the log line by line, never parsed
-                limit=OUTPUT_STREAM_LIMIT,
-                env=self._worker_env(),
-                pass_fds=(settings_fd, report_fd, theirs.fileno()),
-            )
+            slot.proc = await self._start_process(args, (settings_fd, report_fd, theirs.fileno()))
         except BaseException:
             os.close(ready_fd)
             ours.close()
             raise
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             os.close(settings_fd)
             os.close(report_fd)
             theirs.close()
@@ -211,6 +205,33 @@ class Pool:
             slot.scheduling,
         )
         return None
+
+    async def _start_process(self, args: list[str], pass_fds: tuple[int, ...]) -> asyncio.subprocess.Process:
+        """A worker's process with ``args`` and the descriptors ``pass_fds``: forked from the preloaded parent
+        (``worker_start: preload``, bridge/serve/zygote.py), else a fresh interpreter running
+        ``worker_command``. A parent that cannot be had is logged once; the workers then start by exec."""
+        env = self._worker_env()
+        if self._preload:
+            try:
+                return await self.zygote.fork(args, env, pass_fds)
+            except Unavailable as exc:
+                self._preload = False
+                log.warning("worker_start preload: no preloaded parent (%s); workers start by exec", exc)
+                await self.zygote.close()
+        # the node's control signals stay blocked in the child until its handlers are set (a USR1 to every process
+        # of the unit must not kill a worker still starting); unblocked here once it is forked
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, IGNORED)
+        try:
+            return await asyncio.create_subprocess_exec(
+                *self.worker_command,
+                *args,
+                stdout=asyncio.subprocess.PIPE,  # forwarded to the log line by line, never parsed
+                limit=OUTPUT_STREAM_LIMIT,
+                env=env,
+                pass_fds=pass_fds,
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     async def _start_worker(self, slot: WorkerSlot) -> bool:
         """Start the slot's worker until it is ready or has failed to be; False if it could not even be started.
@@ -278,6 +299,7 @@ class Pool:
                 return
             if slot.replacing:  # a rolling restart: its calls are over; the new code and settings start at once
                 slot.replacing = False
+                self.zygote.renew_before(slot.started_at)  # the installed code, loaded again by a new parent
                 slot.ready.clear()
                 log.info("worker %d exited with %s to be replaced: starting it again", slot.index, rc)
                 continue
@@ -296,7 +318,20 @@ class Pool:
         from bridge import metrics
 
         metrics.announce_build(len(self.slots))
+        self._preload = self.settings.worker_start == "preload" and tuple(self.worker_command) == WORKER_COMMAND
+        if not self._preload:
+            log.info("workers start by exec (worker_start: %s)", self.settings.worker_start)
         self._tasks = [asyncio.create_task(self._supervise(s), name=f"worker-{s.index}") for s in self.slots]
+        if self._preload and self.collect_orphans:
+            self._tasks.append(asyncio.create_task(self._reap_orphans(), name="orphans"))
+
+    async def _reap_orphans(self) -> None:
+        """Processes re-parented to the pool that nobody waits for (bridge/serve/zygote.py: reap_orphans)."""
+        seen: set[int] = set()
+        while True:
+            await asyncio.sleep(ORPHANS_EVERY_S)
+            keep = {s.proc.pid for s in self.slots if s.proc is not None}
+            seen = reap_orphans(seen, keep)
 
     async def wait_ready(self) -> None:
         await asyncio.gather(*(s.ready.wait() for s in self.slots))
@@ -350,6 +385,7 @@ class Pool:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.zygote.close()
         if self._redis is not None:
             await self._redis.aclose()
 
@@ -550,6 +586,7 @@ async def _serve(settings: Settings, kamailio: str | None, console: ConsoleToken
     from bridge.serve.control import ControlServer
 
     pool = Pool(settings, extra_env)
+    pool.collect_orphans = True
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -623,6 +623,12 @@ def main(argv: list[str]) -> int:
     return rc
 
 
-if __name__ == "__main__":
+def run(argv: list[str]) -> int:
+    """The worker process: ``python -m bridge.serve.worker ARGS``, or forked by serve's preloaded parent with the
+    same arguments (``bridge/serve/zygote.py``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    raise SystemExit(main(sys.argv[1:]))
+    return main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(sys.argv[1:]))
