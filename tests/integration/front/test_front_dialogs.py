@@ -24,10 +24,11 @@ from _front import (
     NODE_A,
     ROOT,
     Answer,
-    Node,
+    dialogs,
     front_node,
     heavy,
     long_test,
+    no_dialog_left,
     parse_answer,
     requirements,
     sipp,
@@ -42,26 +43,6 @@ from bridge.store import keys
 pytestmark = [*requirements, heavy, pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary")]
 STRANGER = "127.0.0.4"
 CALLER_WAV = ROOT / "bridge" / "assets" / "caller_hours.wav"
-
-
-def dialogs(node: Node) -> list[dict[str, Any]]:
-    """Kamailio's dialog table (dlg.list over the front's control socket)."""
-    return list(rpc_call(node.front_dir / "rpc.sock", "dlg.list") or [])
-
-
-async def no_dialog_left(node: Node) -> None:
-    """Wait until the front holds no dialog (a BYE's dialog goes with its transaction, a few seconds after it)."""
-
-    async def empty() -> bool:
-        return not dialogs(node)
-
-    try:
-        await wait_for(empty, "the front's dialog table empty", within_s=30)
-    except TimeoutError:
-        left = [(d.get("call-id"), d.get("state")) for d in dialogs(node)]
-        raise AssertionError(f"dialogs left at the front (call-id, state): {left}") from None
-    log = (node.front_dir / "kamailio.log").read_text(errors="replace")
-    assert "dlg_ontimeout" not in log and "dialog timeout" not in log.lower(), log[-3000:]
 
 
 async def softphone(port: int, seconds: float) -> dict[str, Any]:
