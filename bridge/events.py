@@ -475,6 +475,15 @@ class MediaDropped(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class CallerHold(Event):
+    """The caller put the call on hold (``held``: a re-INVITE whose SDP says ``a=sendonly`` or ``a=inactive``) or took
+    it off hold (``a=sendrecv`` again). While held, nothing is sent to the caller and their phone's hold music never
+    reaches the model: the agent's audio waits where it was."""
+
+    held: bool
+
+
+@dataclass(frozen=True, slots=True)
 class TransferProgress(Event):
     """NOTIFY progress of a REFER (RFC 3515): ``final`` with 2xx means the transfer succeeded."""
 
@@ -1470,6 +1479,32 @@ class CallerAudioDropped(Report):
     def summary(self) -> str:
         source = self.source or "an unknown host"
         return f"caller audio dropped: {self.dropped} packets from {source} (admitted: {self.admitted})"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerHeld(Report):
+    """:class:`CallerHold`: the caller put the call on hold; the agent's audio waits for them."""
+
+    kind: ClassVar[str] = "caller_held"
+
+    @property
+    def summary(self) -> str:
+        return "the caller put the call on hold"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerResumed(Report):
+    """:class:`CallerHold` ended: the caller took the call off hold after ``held_s``; the agent goes on where it
+    was."""
+
+    kind: ClassVar[str] = "caller_resumed"
+    stored: ClassVar[tuple[str, ...]] = ("held_s",)
+
+    held_s: float
+
+    @property
+    def summary(self) -> str:
+        return f"the caller took the call off hold after {self.held_s:.1f} s"
 
 
 # The end reason of a call that reached its dialplan's max_call_s (bridge.call.limit)

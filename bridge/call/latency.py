@@ -12,6 +12,9 @@ first frame handed to RTP:
   first one is its **first reply** (``first_reply``);
 * a turn's **wait**: the end of the caller's speech (as the service's VAD places it, else ``speech_stopped``) -> the
   agent's audio answering them, the soft hold played meanwhile included (``CallReport.turn_wait_ms``).
+
+Time the caller had the call on hold (their phone's hold key) counts in none of them: the agent's audio waited for
+them (:meth:`LatencyMeter.caller_held`).
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class LatencyMeter:
         self._turn_started_at: float | None = None  # speech_stopped of the turn being answered
         self._speech_ended_at: float | None = None  # the caller's speech end, as the service's VAD places it
         self._felt_from: float | None = None  # ... of the turn being answered
+        self._held_s = 0.0  # the caller had the call on hold this long since the wait under way began
+        self._resumed_at: float | None = None  # the caller last took the call off hold
 
     @property
     def speech_ended_at(self) -> float | None:
@@ -70,8 +75,16 @@ class LatencyMeter:
         caller-felt turn starts there."""
         now = self._speech_stopped_at = self._clock()
         self._speech_ended_at = now
+        self._held_s = 0.0  # a new wait for the agent begins
         if sent_ms is not None and audio_end_ms is not None and 0 <= sent_ms - audio_end_ms <= MAX_VAD_LAG_MS:
             self._speech_ended_at = now - (sent_ms - audio_end_ms + self.silence_ms) / 1000
+
+    def caller_held(self, held_s: float, resumed_at: float) -> None:
+        """The caller had the call on hold for ``held_s`` and took it off at ``resumed_at``: a wait for the agent
+        under way counts without it (nothing was sent meanwhile; the agent's audio waited), and audio queued before
+        the resume counts its playback from the resume."""
+        self._held_s += max(0.0, held_s)
+        self._resumed_at = resumed_at
 
     def first_audio_queued(self, received_at: float) -> None:
         """A response's first audio is in the playout (it was received at ``received_at``)."""
@@ -92,23 +105,26 @@ class LatencyMeter:
         if played is None:
             return
         # the port may take the first frame while the delta is still being queued: then it played at once, not before
-        self.sample("playback", max(0.0, (played - self._queued_at) * 1000))
+        queued = self._queued_at if self._resumed_at is None else max(self._queued_at, self._resumed_at)
+        self.sample("playback", max(0.0, (played - queued) * 1000))
         report = self._report
+        felt = played - self._held_s  # the caller-felt end of the wait: their hold counts in none of it
         if report.first_audio_ms is None and self.answered_at is not None:
-            report.first_audio_ms = round((played - self.answered_at) * 1000, 1)
+            report.first_audio_ms = round((felt - self.answered_at) * 1000, 1)
             if self.greets and self._turn_started_at is None:
                 report.greeting_ms = report.first_audio_ms
                 self.sample("greeting", report.greeting_ms)
         if self._turn_started_at is not None:
             waited_from = self._turn_started_at if self._felt_from is None else self._felt_from
-            report.turn_wait_ms.append(round((played - waited_from) * 1000, 1))
-            reply_ms = round((played - self._turn_started_at) * 1000, 1)
+            report.turn_wait_ms.append(round((felt - waited_from) * 1000, 1))
+            reply_ms = round((felt - self._turn_started_at) * 1000, 1)
             if report.first_reply_ms is None:
                 report.first_reply_ms = reply_ms
                 self.sample("first_reply", reply_ms)
             self.sample("turn", reply_ms)
             self._turn_started_at = None
         if self._felt_from is not None:
-            self.sample("caller_turn", (played - self._felt_from) * 1000)
+            self.sample("caller_turn", (felt - self._felt_from) * 1000)
             self._felt_from = None
         self._queued_at = None
+        self._held_s = 0.0

@@ -21,6 +21,7 @@ class Reactions:
         self._call, self._phase, self._audio, self._talk = parts.call, parts.phase, parts.audio, parts.talk
         self._keys_to_model = parts.plan.privacy.dtmf_to_model
         self._orchestration = orchestration
+        self._held_at: float | None = None  # the caller has the call on hold since (the call's clock)
 
     def handlers(self) -> Handlers:
         """The table of what each event does; the session adds the changes of its model session."""
@@ -47,6 +48,7 @@ class Reactions:
             .on(ev.Dtmf, self.on_dtmf)
             .on(ev.CallerHungUp, self.on_caller_hung_up)
             .on(ev.MediaDropped, lambda e: emit(ev.CallerAudioDropped(e.dropped, e.admitted, e.source)))
+            .on(ev.CallerHold, self.on_caller_hold)
             .on(ev.ItemTruncated, self._audio.barge_in.confirmed)
             .on(ev.ErrorEvent, self.on_error)
             .on(ev.IdleTimeout, lambda e: emit(ev.CallerSilent(e.audio_start_ms, e.audio_end_ms, e.item_id)))
@@ -95,6 +97,19 @@ class Reactions:
             self._talk.hold.turn_ended(self._audio.latency.speech_ended_at)
         self._call.emit(ev.CallerSpeechStopped(e.audio_end_ms))
         self._phase.fire(Trigger.CALLER_STOPPED)
+
+    def on_caller_hold(self, e: ev.CallerHold) -> None:
+        """The caller put the call on hold, or took it off: on the timeline, and the time held is no wait for the
+        agent (the agent's audio waited for the caller, nothing went out)."""
+        now = self._call.clock()
+        if e.held and self._held_at is None:
+            self._held_at = now
+            self._call.emit(ev.CallerHeld())
+        elif not e.held and self._held_at is not None:
+            held_s = now - self._held_at
+            self._held_at = None
+            self._audio.latency.caller_held(held_s, now)
+            self._call.emit(ev.CallerResumed(round(held_s, 3)))
 
     def on_caller_transcript(self, e: ev.CallerTranscript) -> None:
         if self._talk.turns is not None and not e.final:

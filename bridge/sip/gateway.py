@@ -53,8 +53,9 @@ carries any text) is dropped and counted in ``IncomingCall.dtmf_dropped``.
 Hold and resume (re-INVITE with ``a=sendonly`` / ``a=inactive``, then ``a=sendrecv``) are answered by pjsua: 200
 with the mirrored direction (recvonly / inactive / sendrecv). pjsua rebuilds the stream on each re-INVITE; while the
 caller holds, ``IncomingCall.held`` is True and the app's port stays disconnected (no music on hold reaches the app,
-``on_frame`` pauses, and nothing is sent); on resume the port is connected to the new stream and audio flows both
-ways again.
+``on_frame`` pauses, nothing is sent, and the agent's audio waits where it was, since the port is not read); on resume
+the port is connected to the new stream and audio flows both ways again. Each change is a
+:class:`~bridge.events.CallerHold` event.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ import pjsua2 as pj
 
 from bridge import metrics
 from bridge.audio.frames import FrameSource, StreamKernel
-from bridge.events import CallerHungUp, Dtmf, DtmfSource, Event, MediaDropped, TransferProgress
+from bridge.events import CallerHold, CallerHungUp, Dtmf, DtmfSource, Event, MediaDropped, TransferProgress
 from bridge.privacy.masking import mask_number
 from bridge.runtime.service import Service
 from bridge.sip.access import (
@@ -490,6 +491,7 @@ class IncomingCall(SipLeg):
         if held != self.held:
             self.held = held
             _LOG.info("%s: %s by the caller", self.call_id, "held" if held else "resumed")
+            self._emit(CallerHold(held))
         found = first_audio(call)
         if found is None:
             return

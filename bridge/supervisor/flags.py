@@ -9,6 +9,8 @@ flag           severity  raised by
 =============  ========  =====================================================================================
 on_hold        warn      the caller hears hold audio (``hold_started``; a soft hold, ``wait_hold`` on); ``now``
                          until ``hold_ended`` / ``wait_hold`` off
+caller_hold    info      the caller put the call on hold with their phone (``caller_held``); ``now`` until
+                         ``caller_resumed``. The time held is no wait for the agent (no ``slow_agent``)
 outage         bad       the model is away (``realtime_closed``, ``realtime_unavailable``); ``now`` until
                          ``recovered`` / ``outage_ended``
 long_silence   warn      the call's longest dead air (``longest_silence``) passed ``watch.silence_ms``
@@ -41,6 +43,7 @@ STEADY_S: Final = 1.0  # a word shown stays at least this long
 
 class Flag(enum.StrEnum):
     ON_HOLD = "on_hold"
+    CALLER_HOLD = "caller_hold"
     OUTAGE = "outage"
     LONG_SILENCE = "long_silence"
     SLOW_AGENT = "slow_agent"
@@ -64,6 +67,7 @@ FLAGS: Final[Mapping[Flag, tuple[str, Severity]]] = {
     Flag.LONG_SILENCE: ("long silence", Severity.WARN),
     Flag.BARGE_INS: ("barge-ins", Severity.WARN),
     Flag.RECOVERED: ("recovered", Severity.INFO),
+    Flag.CALLER_HOLD: ("held by caller", Severity.INFO),
 }
 SEVERITY_ORDER: Final = (Severity.BAD, Severity.WARN, Severity.INFO)
 
@@ -81,6 +85,7 @@ class CallWatch:
     watch: Watch = field(default_factory=Watch)
     raised: set[Flag] = field(default_factory=set)
     on_hold: bool = False
+    caller_held_at: float | None = None  # the caller has the call on hold since (``t``; 0.0 when not known)
     away: bool = False
     ended: bool = False
     phase: str = ""
@@ -101,6 +106,13 @@ class CallWatch:
             self.raised.add(Flag.ON_HOLD)
         elif isinstance(r, (*_HOLD_OFF, ev.WaitHold)):
             self.on_hold = False
+        if isinstance(r, ev.CallerHeld):
+            self.caller_held_at = e.t or 0.0
+            self.raised.add(Flag.CALLER_HOLD)
+        elif isinstance(r, ev.CallerResumed | ev.CallEnded) and self.caller_held_at is not None:
+            if self.waiting_since is not None and isinstance(r, ev.CallerResumed):
+                self.waiting_since += r.held_s  # the caller was not waiting on the agent meanwhile
+            self.caller_held_at = None
         if isinstance(r, _AWAY):
             self.away = True
             self.raised.add(Flag.OUTAGE)
@@ -141,10 +153,11 @@ class CallWatch:
     def now_flags(self, now: float | None = None) -> set[Flag]:
         """The flags that hold now; ``now`` (epoch s, a live call): a caller waiting longer than ``reply_ms`` so
         far raises ``slow_agent`` (the answer may never come)."""
-        if now is not None and self.waiting_since is not None and not self.ended:
+        if now is not None and self.waiting_since is not None and not self.ended and self.caller_held_at is None:
             self._reply((now - self.waiting_since) * 1000)
         held = {Flag.ON_HOLD} if self.on_hold else set()
-        return held | ({Flag.OUTAGE} if self.away else set())
+        by_caller = {Flag.CALLER_HOLD} if self.caller_held_at is not None else set()
+        return held | by_caller | ({Flag.OUTAGE} if self.away else set())
 
     def marks(self, now: float | None = None) -> list[dict[str, Any]]:
         """``[{"flag", "label", "severity", "now"}, ...]`` in :data:`FLAGS` order."""
@@ -163,6 +176,8 @@ class CallWatch:
             return "ended"
         if _yes(state.get("on_hold")) or self.on_hold:
             return "on hold"
+        if self.caller_held_at is not None:
+            return "held by the caller"
         if _yes(state.get("in_outage")) or self.away or phase == Phase.RECOVERING:
             return "reconnecting"
         if str(state.get("transfer") or "") in _TRANSFERRING:

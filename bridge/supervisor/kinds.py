@@ -1,6 +1,7 @@
 """The console's copy of the report vocabulary: ``static/kinds.js``, generated from :mod:`bridge.events` (each
-report's ``kind``) and the closed sets the console's scripts compare (the call's phases, a tool call's outcome, a
-live row's status, ...), so that no script spells a kind or a value itself.
+report's ``kind``), the closed sets the console's scripts compare (the call's phases, a tool call's outcome, a
+live row's status, ...) and the marks a call can carry with their labels (:data:`bridge.supervisor.flags.FLAGS`, the
+lists' mark filters), so that no script or page spells a kind, a value or a mark itself.
 
 Write it after a change to the vocabulary (a unit test fails until the committed file matches)::
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from bridge import events as ev
 from bridge.call.state import Phase
+from bridge.supervisor.flags import FLAGS
 from bridge.supervisor.rollout_view import Editor
 from bridge.supervisor.stream import RowStatus
 
@@ -37,7 +39,8 @@ def _frozen(name: str, values: Mapping[str, str]) -> list[str]:
 
 
 def js_module() -> str:
-    """``static/kinds.js``: ``KIND`` (each report's kind, by its name in capitals) and one frozen object per set."""
+    """``static/kinds.js``: ``KIND`` (each report's kind, by its name in capitals), one frozen object per set, and
+    ``MARK_LABEL`` (each mark's label, by its flag, in the order marks are shown)."""
     lines = [
         f"// Generated from bridge/events.py by `python -m bridge.supervisor.kinds --js {KINDS_JS}`:",
         "// do not edit. KIND: the kind of each report a call's stream entry stores; the rest: the values of the",
@@ -47,6 +50,7 @@ def js_module() -> str:
     lines += _frozen("KIND", {kind.upper(): kind for kind in sorted(ev.REPORTS)})
     for name, cls in ENUMS:
         lines += ["", *_frozen(name, {member.name: member.value for member in cls})]
+    lines += ["", *_frozen("MARK_LABEL", {str(flag): label for flag, (label, _severity) in FLAGS.items()})]
     return "\n".join(lines) + "\n"
 
 

@@ -66,6 +66,13 @@ CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
         "caller audio dropped: 54 packets from 127.0.0.3 (admitted: 192.0.2.2, 127.0.0.1)",
         {"dropped": 54, "admitted": "192.0.2.2, 127.0.0.1", "source": "127.0.0.3"},
     ),
+    (ev.CallerHeld(), "caller_held", "the caller put the call on hold", {}),
+    (
+        ev.CallerResumed(12.25),
+        "caller_resumed",
+        "the caller took the call off hold after 12.2 s",
+        {"held_s": 12.25},
+    ),
     (
         ev.EchoJudged(ev.EchoOutcome.REJECTED, -62.5, 120.0),
         "echo_judged",

@@ -97,6 +97,24 @@ def test_a_caller_still_waiting_is_slow_as_of_now() -> None:
     assert flags(w.marks(now=101.6)) == {"slow_agent": False}
 
 
+def test_the_callers_own_hold_is_marked_while_it_lasts_and_is_no_wait_for_the_agent() -> None:
+    """The caller stops, then puts the call on hold with their phone for 30 s: "held by caller" now, no slow agent
+    however long the hold; off hold, the wait goes on from where it was, and an answer 0.8 s of felt wait after the
+    caller stopped is quick. The mark stays once the hold is over."""
+    w = CallWatch(Watch(reply_ms=1500))
+    w.feed(entries(("speech_stopped", 100, {}), phase("THINKING", 100.2), ("caller_held", 100.5, {})))
+    assert flags(w.marks(now=130.0)) == {"caller_hold": True}
+    assert w.activity({"phase": "THINKING"}) == "held by the caller"
+    w.feed(entries(("caller_resumed", 130.5, {"held_s": "30.0"})))
+    assert flags(w.marks(now=130.7)) == {"caller_hold": False}  # 0.7 s waited so far, not 30.7
+    w.feed(entries(phase("SPEAKING", 130.8)))
+    assert flags(w.marks(now=131.0)) == {"caller_hold": False}
+    assert w.marks()[0] == {"flag": "caller_hold", "label": "held by caller", "severity": "info", "now": False}
+    # held past the plan's target with no hold of the caller's: slow, as before
+    slow = entries(("speech_stopped", 100, {}), phase("SPEAKING", 102))
+    assert "slow_agent" in flags(call_marks(slow, Watch(reply_ms=1500)))
+
+
 def test_a_turn_the_caller_spoke_again_in_is_not_measured() -> None:
     w = CallWatch(Watch(reply_ms=1000))
     w.feed(entries(("speech_stopped", 1, {}), ("speech_started", 1.5, {}), ("speech_stopped", 5, {}),

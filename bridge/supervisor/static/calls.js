@@ -5,7 +5,7 @@
 
 import { events } from "./api.js";
 import { $, clock, h, show } from "./dom.js";
-import { flagged, marks, severity } from "./marks.js";
+import { flagged, markOptions, marks, severity } from "./marks.js";
 import { ROW_STATUS } from "./kinds.js";
 
 let source = null;
@@ -24,6 +24,7 @@ export function start(open, act) {
   onOpen = open;
   onAct = act || onAct;
   document.addEventListener("console:call-shown", mark);
+  if ($("filter-flag").options.length === 1) markOptions($("filter-flag"));
   for (const id of ["filter-dialplan", "filter-variant", "filter-phase", "filter-flag", "filter-caller"]) {
     $(id).oninput = filter;
   }

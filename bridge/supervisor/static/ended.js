@@ -3,7 +3,7 @@
 
 import { request } from "./api.js";
 import { $, clock, h, searchForm, show } from "./dom.js";
-import { marks, severity } from "./marks.js";
+import { markOptions, marks, severity } from "./marks.js";
 
 let page = 1;
 let onOpen = () => {};
@@ -28,6 +28,7 @@ export function wire() {
     page = 1;
     load();
   };
+  markOptions($("ended-flag"));
   searchForm("ended-search", ["ended-q", "ended-dialplan", "ended-variant", "ended-reason", "ended-flag"], first, 300);
   $("ended-newer").addEventListener("click", () => { page -= 1; load(); });
   $("ended-older").addEventListener("click", () => { page += 1; load(); });

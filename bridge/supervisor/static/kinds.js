@@ -6,6 +6,8 @@ export const KIND = Object.freeze({
   AGENT_TRANSCRIPT: "agent_transcript",
   ANSWERED: "answered",
   BARGE_IN: "barge_in",
+  CALLER_HELD: "caller_held",
+  CALLER_RESUMED: "caller_resumed",
   CALLER_TRANSCRIPT: "caller_transcript",
   CALLER_TRANSCRIPT_FAILED: "caller_transcript_failed",
   CALLER_TURN_LOST: "caller_turn_lost",
@@ -93,4 +95,15 @@ export const EDITOR = Object.freeze({
   WEIGHTS: "weights",
   SWITCH: "switch",
   VARIANT_NUMBERS: "variant-numbers",
+});
+
+export const MARK_LABEL = Object.freeze({
+  error: "error",
+  outage: "outage",
+  on_hold: "on hold",
+  slow_agent: "slow agent",
+  long_silence: "long silence",
+  barge_ins: "barge-ins",
+  recovered: "recovered",
+  caller_hold: "held by caller",
 });

@@ -4,6 +4,12 @@
 // drawn solid. A row takes the colour of its worst mark.
 
 import { h } from "./dom.js";
+import { MARK_LABEL } from "./kinds.js";
+
+// A mark filter (a <select> whose first option is "all"): one option per mark, in the order marks are shown.
+export function markOptions(select) {
+  select.append(...Object.entries(MARK_LABEL).map(([flag, label]) => h("option", { value: flag }, label)));
+}
 
 // The chips of a list of flags.
 export function chips(flags) {

@@ -1,8 +1,9 @@
 """A caller the project did not write: baresip (libre's SIP, RTP and jitter buffer, its own SDP) calls the one
 address of ``serve --front kamailio``, on the options a user keeps. It hears the agent's greeting and reply (the
 emulator's 600 Hz voice) for as long as the bridge says it played them, the model hears its 700 Hz "words" at the
-level it sent them, and when baresip hangs up the call ends as the caller's doing: in the report, in Redis and at the
-front, which keeps no dialog.
+level it sent them. baresip then puts the call on hold and takes it off again (re-INVITEs through the front): the
+call's timeline says so with the time held, and the console marks the call "held by caller". When baresip hangs up
+the call ends as the caller's doing: in the report, in Redis and at the front, which keeps no dialog.
 
 baresip announces the host's default address in its SDP (not the loopback address it calls from, where the host has
 another): the bridge must take its media from where its INVITE came (symmetric RTP), and drops none of it."""
@@ -22,6 +23,8 @@ from numpy.typing import NDArray
 from bridge.audio.wav import write_wav
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.store import keys
+from bridge.store.read import stream_entry
+from bridge.supervisor.flags import call_marks
 
 pytestmark = [
     *requirements,
@@ -33,7 +36,7 @@ RATE = 8000
 FRAME = RATE // 50  # 20 ms
 CALLER_HZ, AGENT_HZ = 700.0, 600.0  # the caller's tone; the emulator's voice (bridge/emulator/faults.py)
 CALLER_PEAK = 0.2  # of full scale: -14 dBFS peak, -17 dBFS RMS
-SILENCE_S, TONE_S, AFTER_S = 3.0, 1.5, 15.5  # the greeting (about 2 s) heard first, then the caller's turn
+SILENCE_S, TONE_S, AFTER_S = 3.0, 1.5, 25.5  # the greeting (about 2 s) heard first, then the caller's turn
 
 
 def caller_wav(path: Path) -> Path:
@@ -73,6 +76,13 @@ async def bridge_call(redis: aioredis.Redis, sip_call_id: str) -> str:
     return call_id
 
 
+def kind_stored(redis: aioredis.Redis, call_id: str, kind: str) -> Any:
+    async def stored() -> bool:
+        return any(f.get("kind") == kind for _id, f in await redis.xrange(keys.call_events(call_id)))
+
+    return stored
+
+
 async def reply_played(redis: aioredis.Redis, call_id: str) -> list[str]:
     """Wait until the agent's reply to the caller's turn has played out; the call's stream summaries until then."""
 
@@ -101,15 +111,21 @@ async def test_a_baresip_caller_through_the_front_hears_the_agent_is_heard_and_h
                     sip_call_id = str((await phone.event("CALL_ESTABLISHED", 30))["id"])
                     call_id = await bridge_call(client, sip_call_id)
                     said = await reply_played(client, call_id)
+                    heard = phone.heard()  # baresip starts a new dump after a hold: what it heard so far
+                    # the caller's hold key: a re-INVITE with a=sendonly, then one with a=sendrecv
+                    assert (await phone.command("hold"))["ok"]
+                    await wait_for(kind_stored(client, call_id, "caller_held"), "the caller's hold on the timeline")
+                    assert (await phone.command("resume"))["ok"]
+                    await wait_for(kind_stored(client, call_id, "caller_resumed"), "the resume on the timeline")
                     assert (await phone.command("hangup"))["ok"]
                     closed = await phone.event("CALL_CLOSED")
-                    heard = phone.heard()
 
                 async def reported() -> dict[str, Any] | None:
                     return next((r for r in node.calls() if r.get("sip_call_id") == sip_call_id), None)
 
                 report = await wait_for(reported, "the call's report", 20)
                 state = await client.hgetall(keys.call(call_id))
+                stream = [stream_entry(i, f) for i, f in await client.xrange(keys.call_events(call_id))]
                 (session,) = [s for s in node.emulator.sessions if s.input_audio]
                 model_heard, model_rate = session.input_audio, session.input_rate
                 await no_dialog_left(node)
@@ -120,6 +136,14 @@ async def test_a_baresip_caller_through_the_front_hears_the_agent_is_heard_and_h
     assert closed["param"] == "Connection reset by user", closed  # baresip's own words for its hang-up
     assert report["ended_by"] == "caller" and report["end_reason"] == "caller hung up (Normal call clearing)", report
     assert (state.get("phase"), state.get("ended_by")) == ("ENDED", "caller"), state
+    # the caller's hold: on the timeline in order, with the time held, and marked for the console
+    kinds = [e.kind for e in stream]
+    assert kinds.count("caller_held") == kinds.count("caller_resumed") == 1, kinds
+    held, resumed = (next(e for e in stream if e.kind == k) for k in ("caller_held", "caller_resumed"))
+    assert held.t is not None and resumed.t is not None and held.t < resumed.t
+    assert abs(float(resumed.data["held_s"]) - (resumed.t - held.t)) < 0.05, (held, resumed)
+    marks = {m["flag"]: m["now"] for m in call_marks(stream)}
+    assert marks.get("caller_hold") is False, marks  # raised, and over once the call ended
     # symmetric RTP: every packet baresip sent was taken, whatever its SDP announced
     assert report["media"]["rtp_dropped"] == 0, report["media"]
 
