@@ -69,7 +69,9 @@ class AppendFraming(Protocol):
 @dataclass(frozen=True)
 class ClientSettings:
     connect_timeout_s: float = 10.0
-    idle_timeout_s: float = 120.0  # no server frame at all for this long: the socket is dead
+    # no server frame at all (a message, a pong to our ping, a ping) for this long: the socket is dead. A session
+    # with nothing to say (a caller who holds or says nothing) answers the pings, and stays
+    idle_timeout_s: float = 120.0
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
     max_frame_bytes: int = 16 * 1024 * 1024  # an oversized delta is the server's fault, not a crash
@@ -215,7 +217,8 @@ class RealtimeClient:
         idle = self.settings.idle_timeout_s
         while self.closed is None:
             await asyncio.sleep(min(idle / 4, 5.0))
-            if time.monotonic() - self._last_recv > idle and self.closed is None:
+            heard = max(self._last_recv, self._ws.keepalive_at)  # a pong is a server frame: idle is not dead
+            if time.monotonic() - heard > idle and self.closed is None:
                 self._idle_expired = True
                 await self._ws.close(code=1001, reason="idle timeout")
                 return

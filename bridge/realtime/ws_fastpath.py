@@ -44,6 +44,7 @@ import os
 import select
 import ssl
 import sys
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -135,6 +136,12 @@ class Socket(Protocol):
     def failure(self) -> Exception | None: ...
     @property
     def lost(self) -> asyncio.Future[None]: ...
+    @property
+    def keepalive_at(self) -> float:
+        """``time.monotonic()`` when the server last showed it is there outside its messages (a pong to our ping,
+        a ping of its own): an idle session is not a dead one."""
+        ...
+
     def write_now(self, data: bytes) -> bool: ...
     async def send(self, data: bytes) -> None: ...
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
@@ -191,6 +198,7 @@ class RealtimeSocket(asyncio.Protocol):
         self.lost: asyncio.Future[None] = self.loop.create_future()  # the TCP connection is gone
         self.failure: Exception | None = None  # on_message raised: the connection was failed with 1011
         self.latency = 0.0  # of the last keepalive ping
+        self.keepalive_at = time.monotonic()  # the server's last ping or pong (Socket.keepalive_at)
         self._fragments: list[bytes] = []
         self._paused = False  # asyncio's write buffer is over WRITE_LIMIT
         self._drained: asyncio.Future[None] | None = None
@@ -282,8 +290,8 @@ class RealtimeSocket(asyncio.Protocol):
             self._keepalive = self.loop.call_later(self.ping_interval, self._send_ping)
 
     def _frame(self, frame: Frame) -> None:
-        """Everything but a whole data message: fragments, and the pong a keepalive ping waits for (pings and
-        close frames are answered by the protocol itself)."""
+        """Everything but a whole data message: fragments, the pong a keepalive ping waits for, and the server's
+        pings (answered by the protocol itself, as close frames are); a ping or pong stamps :attr:`keepalive_at`."""
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
             self._fragments.append(bytes(frame.data))
@@ -291,7 +299,10 @@ class RealtimeSocket(asyncio.Protocol):
                 message, self._fragments = b"".join(self._fragments), []
                 self._deliver(message)
         elif opcode is Opcode.PONG:
+            self.keepalive_at = time.monotonic()
             self._pong(bytes(frame.data))
+        elif opcode is Opcode.PING:  # answered by the protocol; the server is there
+            self.keepalive_at = time.monotonic()
 
     def _deliver(self, data: bytes | bytearray | memoryview) -> None:
         try:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
+from websockets.protocol import State
 
 from bridge.realtime.ws_fastpath import OnMessage, SocketClosed, SocketOptions, WriteOffload
 
@@ -27,8 +29,9 @@ class PlainSocket:
     gated = False
     offloaded = False
 
-    def __init__(self, conn: ClientConnection, on_message: OnMessage) -> None:
+    def __init__(self, conn: ClientConnection, on_message: OnMessage, keepalive: bool) -> None:
         self.conn = conn
+        self._keepalive = keepalive  # websockets pings, and closes the connection (1011) when a pong is overdue
         self.on_message = on_message
         self.close_rcvd: Close | None = None
         self.failure: Exception | None = None
@@ -50,6 +53,12 @@ class PlainSocket:
             await self.conn.wait_closed()
             if not self.lost.done():
                 self.lost.set_result(None)
+
+    @property
+    def keepalive_at(self) -> float:
+        """Now while the connection is open with websockets' keepalive on: websockets closes it when the server's
+        pong is late, so an open one has heard the server within the last ping interval and timeout."""
+        return time.monotonic() if self._keepalive and self.conn.state is State.OPEN else float("-inf")
 
     def write_now(self, data: bytes) -> bool:
         return False
@@ -86,4 +95,4 @@ async def connect(url: str, headers: Mapping[str, str], on_message: OnMessage, o
         compression=None,  # audio frames do not compress; deflate costs CPU per frame
         logger=options.logger,
     )
-    return PlainSocket(conn, on_message)
+    return PlainSocket(conn, on_message, keepalive=options.ping_interval is not None)

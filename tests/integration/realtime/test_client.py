@@ -14,6 +14,7 @@ from bridge import events as ev
 from bridge.emulator import EmulatorServer
 from bridge.emulator.session import SessionRecord
 from bridge.errors import ConnectError
+from bridge.realtime import ws_fastpath
 from bridge.realtime.client import ClientSettings, RealtimeClient
 from bridge.realtime.dialects import BETA, GA, Dialect
 from bridge.realtime.profile import AgentProfile
@@ -173,6 +174,30 @@ async def test_idle_timeout_closes_a_silent_socket(emulator: EmulatorServer) -> 
     events = await collect(client, ev.Closed, limit_s=5)
     closed = events[-1]
     assert isinstance(closed, ev.Closed) and "idle" in closed.reason and closed.retryable
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["sans-io socket", "websockets' client"])
+async def test_an_idle_session_whose_server_answers_pings_stays_open(
+    fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session with nothing to say (the caller holds, or says nothing; the server sends no message and no ping of
+    its own) is alive while the server answers our pings: the idle timeout is for a silent socket, not a quiet
+    session. Four idle timeouts pass with no message; then a turn still works on the same socket."""
+    if not fast:
+        monkeypatch.setattr(ws_fastpath, "MISSING", ("ClientProtocol.send_text()",))
+    async with EmulatorServer("127.0.0.1", 0, ping_interval_s=0) as server:  # the server never pings
+        settings = ClientSettings(idle_timeout_s=0.4, ping_interval_s=0.1, ping_timeout_s=1.0)
+        client = RealtimeClient(GA, server.base_url, "sk-x", settings=settings)
+        await client.connect()
+        try:
+            with pytest.raises(TimeoutError):  # no Closed within four idle timeouts
+                await collect(client, ev.Closed, limit_s=1.6)
+            assert client.closed is None
+            client.send(ev.CreateResponse(instructions='say "still here"'))
+            events = await collect(client, ev.ResponseDone, limit_s=10)
+            assert isinstance(events[-1], ev.ResponseDone), events[-3:]
+        finally:
+            await client.close()
 
 
 def test_pcm_helper_is_sane() -> None:
