@@ -5,7 +5,8 @@ netstrings, each command answered with its token, and the call's events (``CALL_
 pushed as they happen.
 
 Only the audio devices and ports are set: no local address is forced, so on a host with more than one address it
-announces its default one in SDP, as a user's softphone does.
+announces its default one in SDP, as a user's softphone does. baresip hangs up a call whose audio file has ended
+("audio error: end of file"): give it a file that outlasts the call.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ RATE = 8000
 FRAME = RATE // 50  # 20 ms
 CALLER_HZ, AGENT_HZ = 700.0, 600.0  # the caller's tone; the emulator's voice (bridge/emulator/faults.py)
 CALLER_PEAK = 0.2  # of full scale: -14 dBFS peak, -17 dBFS RMS
-SILENCE_S, TONE_S, AFTER_S = 3.0, 1.5, 25.5  # the greeting (about 2 s) heard first, then the caller's turn
+SILENCE_S, TONE_S, AFTER_S = 3.0, 1.5, 115.5  # the greeting (about 2 s) heard first, then the caller's turn; baresip
+# hangs up when its file ends: the file outlasts the test
 
 
 def caller_wav(path: Path) -> Path:
