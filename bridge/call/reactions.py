@@ -98,6 +98,11 @@ class Reactions:
         self._call.emit(ev.CallerSpeechStopped(e.audio_end_ms))
         self._phase.fire(Trigger.CALLER_STOPPED)
 
+    @property
+    def caller_holds(self) -> bool:
+        """The caller has the call on hold with their phone now."""
+        return self._held_at is not None
+
     def on_caller_hold(self, e: ev.CallerHold) -> None:
         """The caller put the call on hold, or took it off: on the timeline, and the time held is no wait for the
         agent (the agent's audio waited for the caller, nothing went out)."""

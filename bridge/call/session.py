@@ -258,9 +258,11 @@ class CallSession:
         self.emit(ev.PhaseChanged(str(old), str(new), why))
 
     def _may_hold(self) -> bool:
-        """The call waits on the answer to the caller's turn and on nothing else (no tool, outage, or caller)."""
+        """The call waits on the answer to the caller's turn and on nothing else (no tool, outage, or caller, who
+        may also have the call on hold with their phone: a soft hold would wait for them, unheard)."""
         tool_wait = self.tools.waiting is not None and self.tools.waiting.waiting
-        return self.phase.phase is Phase.THINKING and not (self.link.caller_speaking or self.ending or tool_wait)
+        busy = self.link.caller_speaking or self.ending or tool_wait or self._reactions.caller_holds
+        return self.phase.phase is Phase.THINKING and not busy
 
     @property
     def client(self) -> RealtimeClient | None:

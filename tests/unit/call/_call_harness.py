@@ -178,6 +178,7 @@ class Phone:
         self._stalled = 0  # ticks left of a stall of the caller's RTP
         self._held: list[bytes] = []  # the caller's frames held back by a stall, delivered at once after it
         self.on_hold = False  # the leg's hold (as pjsua2's): the caller hears the hold audio, the session is out
+        self.caller_holding = False  # the caller's own hold key: nothing goes either way (as the SIP leg's port)
 
     # -- PhoneLeg ----------------------------------------------------------------------------------------------
     def _told(self, *what: str) -> None:
@@ -238,6 +239,14 @@ class Phone:
         """Frames of what the caller says are still queued."""
         return bool(self._outgoing)
 
+    def hold_key(self, held: bool) -> None:
+        """The caller puts the call on hold with their phone (a re-INVITE with ``a=sendonly``), or takes it off: as
+        the SIP leg, the port is out of the call both ways meanwhile (nothing taken from the playout, no frame to
+        the bridge), and the leg reports it."""
+        self._trace.add("phone", "hold key", held)
+        self.caller_holding = held
+        self.events.put_nowait(ev.CallerHold(held))
+
     def press(self, digit: str) -> None:
         """A key press as the SIP leg reports it (RFC 4733)."""
         self._trace.add("phone", "dtmf", digit)
@@ -266,6 +275,11 @@ class Phone:
         start, n = loop.time(), 0
         while not self.disconnected.is_set():
             now = self._clock()
+            if self.caller_holding:  # their phone plays its own music; the bridge's port is not read or fed
+                self.heard.append((now, 0))
+                n += 1
+                await asyncio.sleep(max(0.0, start + n * FRAME_S - loop.time()))
+                continue
             # on hold the session's port is out of the call both ways: nothing is taken from it, it hears silence
             hz = HOLD_HZ if self.on_hold else _pitch(outbound.pop_frame())
             self.heard.append((now, hz))
