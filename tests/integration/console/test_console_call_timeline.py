@@ -19,6 +19,7 @@ import pytest_asyncio
 from _cdp import Browser, Page
 from _console_helpers import OPERATOR_TOKEN, needs_browser_stack, sign_in
 from aiohttp.test_utils import TestServer
+from fakes.clock import Clock
 from redis import asyncio as aioredis
 
 from bridge import events as ev
@@ -33,14 +34,6 @@ CALL, OTHER = "c-timeline", "c-other"
 T0 = float(round(time.time()) - 60)
 IDENTITY = {"caller": "+15550100", "called": "4000", "dialplan": "desk", "variant": "ga", "dialect": "ga"}
 TURNS = 5  # each: LISTENING -> THINKING -> SPEAKING -> LISTENING, three phases
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def say(report: Any, clock: Clock, steps: list[tuple[float, ev.Report]]) -> dict[str, float]:
@@ -72,7 +65,7 @@ def redis_url() -> Iterator[str]:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def stack(redis_url: str) -> AsyncIterator[tuple[CallStore, Clock, aioredis.Redis, TestServer, dict[str, float]]]:
-    clock = Clock()
+    clock = Clock(T0)
     store = CallStore(
         redis_url, worker="w-timeline", clock=clock, tuning=StoreTuning(flush_interval_s=0.02, reap_interval_s=None)
     )

@@ -13,6 +13,7 @@ import pytest_asyncio
 from _cdp import CHROMIUM, Browser
 from _console_helpers import fetch, sign_in
 from aiohttp.test_utils import TestClient, TestServer
+from fakes.clock import Clock
 from redis import asyncio as aioredis
 
 from bridge import events as ev
@@ -32,14 +33,6 @@ T0 = float(round(time.time()) - 1800)  # inside the strip's window of an hour
 REFUND = "+15550002222"
 SAM = ("sam", "sam-acts-999")
 FILLERS = 23  # with the two named calls: two pages of 20, the second with 5
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def say(store: CallStore, clock: Clock, call_id: str, reports: list[tuple[float, ev.Report]], **who: str) -> None:
@@ -88,7 +81,7 @@ def redis_url() -> Iterator[str]:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def api(redis_url: str) -> AsyncIterator[tuple[TestClient[Any, Any], dict[str, str]]]:
-    clock = Clock()
+    clock = Clock(T0)
     store = CallStore(redis_url, worker="w-ended", clock=clock, tuning=StoreTuning(reap_interval_s=None))
     await store.start()
     write_calls(store, clock)

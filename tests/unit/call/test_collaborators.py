@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fakes.clock import Clock
 
 from bridge import events as ev
 from bridge.audio import PassthroughDownlink, PlayoutBuffer, ulaw_encode
@@ -25,14 +26,6 @@ from bridge.call.waiting import WAIT_HOLD_ITEM
 from bridge.dialplan import Dialplan
 
 FRAME_ULAW = 160  # 20 ms of G.711 at 8 kHz
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def chunk(response: str, item: str, frames: int, level: int = 1000) -> ev.AudioChunk:

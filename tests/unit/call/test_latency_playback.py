@@ -3,22 +3,16 @@ no wait for the agent."""
 
 from __future__ import annotations
 
+from fakes.clock import Clock
+
 from bridge import events as ev
 from bridge.audio import PlayoutBuffer
 from bridge.call.latency import LatencyMeter
 from bridge.call.report import CallReport
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 10.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_frame_the_port_took_while_the_delta_was_queued_played_at_once_not_before() -> None:
-    clock = Clock()
+    clock = Clock(10.0)
     report = CallReport("c1", "ga", "line")
     samples: list[ev.Report] = []
     meter = LatencyMeter(report, samples.append, clock, greets=True)
@@ -37,7 +31,7 @@ def test_the_callers_own_hold_counts_in_no_wait_for_the_agent() -> None:
     """The caller stops, the agent's answer is queued, the caller holds for 10 s (nothing is sent, the answer
     waits), then takes the call off hold and hears it: the reply and the wait leave the hold out, the model's own
     time does not change, and the playback counts from the resume."""
-    clock = Clock()
+    clock = Clock(10.0)
     report = CallReport("c1", "ga", "line")
     meter = LatencyMeter(report, lambda r: None, clock)
     meter.answered_at = 5.0

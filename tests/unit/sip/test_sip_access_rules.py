@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from fakes.clock import Clock
 
 from bridge.sip.access import (
     FORBIDDEN_CREDENTIALS,
@@ -177,14 +178,7 @@ def test_parse_auth_params_refuses_malformed_values(value: str) -> None:
 # -- digest: the server's decisions ------------------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
+EPOCH = 1_700_000_000.0  # the digest tests' clock starts here
 USERS = {"trunk1": "s3cret"}
 URI = "sip:100@198.51.100.1:5060"
 
@@ -222,7 +216,7 @@ def nonce_of(challenge: str) -> str:
 
 
 def test_no_credentials_get_a_challenge() -> None:
-    auth = make_auth(Clock())
+    auth = make_auth(Clock(EPOCH))
     result = auth.check("INVITE", [])
     assert (result.status, result.reason, result.ok) == (401, "Unauthorized", False)
     scheme, params = parse_auth_params(result.www_authenticate)
@@ -232,7 +226,7 @@ def test_no_credentials_get_a_challenge() -> None:
 
 
 def test_nonces_are_random_and_unforgeable() -> None:
-    clock = Clock()
+    clock = Clock(EPOCH)
     auth = make_auth(clock)
     nonces = {auth.new_nonce() for _ in range(100)}
     assert len(nonces) == 100
@@ -244,14 +238,14 @@ def test_nonces_are_random_and_unforgeable() -> None:
 
 
 def test_a_shared_secret_lets_another_worker_accept_the_nonce() -> None:
-    clock = Clock()
+    clock = Clock(EPOCH)
     first, second = make_auth(clock), make_auth(clock)
     nonce = first.new_nonce()
     assert second.check("INVITE", [credentials(second, nonce)]).ok
 
 
 def test_valid_credentials_are_accepted_once_per_nc() -> None:
-    auth = make_auth(Clock())
+    auth = make_auth(Clock(EPOCH))
     nonce = nonce_of(auth.challenge())
     first = auth.check("INVITE", [credentials(auth, nonce)])
     assert first.ok and first.user == "trunk1"
@@ -263,7 +257,7 @@ def test_valid_credentials_are_accepted_once_per_nc() -> None:
 
 
 def test_without_qop_a_nonce_is_good_once() -> None:
-    auth = make_auth(Clock())
+    auth = make_auth(Clock(EPOCH))
     nonce = auth.new_nonce()
     assert auth.check("INVITE", [credentials(auth, nonce, qop="")]).ok
     again = auth.check("INVITE", [credentials(auth, nonce, qop="")])
@@ -271,7 +265,7 @@ def test_without_qop_a_nonce_is_good_once() -> None:
 
 
 def test_expired_nonce_is_stale() -> None:
-    clock = Clock()
+    clock = Clock(EPOCH)
     auth = make_auth(clock, nonce_ttl_s=30.0)
     nonce = auth.new_nonce()
     clock.now += 31
@@ -281,7 +275,7 @@ def test_expired_nonce_is_stale() -> None:
 
 
 def test_wrong_password_and_unknown_user_are_forbidden_alike() -> None:
-    auth = make_auth(Clock())
+    auth = make_auth(Clock(EPOCH))
     nonce = auth.new_nonce()
     wrong = auth.check("INVITE", [credentials(auth, nonce, password="guess")])
     unknown = auth.check("INVITE", [credentials(auth, nonce, user="mallory")])
@@ -292,7 +286,7 @@ def test_wrong_password_and_unknown_user_are_forbidden_alike() -> None:
 
 def test_wrong_password_is_forbidden_even_with_a_stale_nonce() -> None:
     # stale=true is only for a correct response (RFC 2617 §3.2.1): a guesser gets 403, never a retry hint.
-    clock = Clock()
+    clock = Clock(EPOCH)
     auth = make_auth(clock, nonce_ttl_s=1.0)
     nonce = auth.new_nonce()
     clock.now += 10
@@ -300,26 +294,26 @@ def test_wrong_password_is_forbidden_even_with_a_stale_nonce() -> None:
 
 
 def test_the_method_is_part_of_the_response() -> None:
-    auth = make_auth(Clock())
+    auth = make_auth(Clock(EPOCH))
     nonce = auth.new_nonce()
     assert auth.check("BYE", [credentials(auth, nonce)]).status == 403  # signed for INVITE
 
 
 def test_credentials_for_another_realm_get_a_challenge() -> None:
-    auth = make_auth(Clock())
+    auth = make_auth(Clock(EPOCH))
     result = auth.check("INVITE", [credentials(auth, auth.new_nonce(), realm="elsewhere")])
     assert (result.status, result.detail) == (401, "no credentials for this realm")
 
 
 def test_the_header_for_our_realm_is_found_among_several() -> None:
-    auth = make_auth(Clock())
+    auth = make_auth(Clock(EPOCH))
     nonce = auth.new_nonce()
     headers = ['Digest username="x", realm="elsewhere", nonce="n", uri="sip:a", response="r"', credentials(auth, nonce)]
     assert auth.check("INVITE", headers).ok
 
 
 def test_sha256_credentials_are_accepted() -> None:
-    auth = make_auth(Clock())
+    auth = make_auth(Clock(EPOCH))
     assert auth.check("INVITE", [credentials(auth, auth.new_nonce(), algorithm="SHA-256")]).ok
 
 
@@ -332,7 +326,7 @@ def test_sha256_credentials_are_accepted() -> None:
     ],
 )
 def test_unsupported_credentials_are_forbidden(changes: dict[str, str], detail: str) -> None:
-    auth = make_auth(Clock())
+    auth = make_auth(Clock(EPOCH))
     nonce = auth.new_nonce()
     value = credentials(auth, nonce)
     if "algorithm" in changes:
@@ -348,12 +342,12 @@ def test_unsupported_credentials_are_forbidden(changes: dict[str, str], detail: 
 def test_a_proxy_rewritten_request_uri_does_not_matter() -> None:
     # The response is checked over the uri the client signed (e.g. SIPp's sip:host:port, or the public number
     # before the dispatcher rewrote the Request-URI to the worker).
-    auth = make_auth(Clock())
+    auth = make_auth(Clock(EPOCH))
     assert auth.check("INVITE", [credentials(auth, auth.new_nonce(), uri="sip:10.0.0.1:5060")]).ok
 
 
 def test_evicted_nonce_history_fails_safe() -> None:
-    clock = Clock()
+    clock = Clock(EPOCH)
     auth = make_auth(clock, max_tracked=2)
     old = [auth.new_nonce() for _ in range(3)]
     for nonce in old:
@@ -375,7 +369,7 @@ def test_bad_settings_are_refused(realm: str, users: dict[str, str], ttl: float)
 
 
 def test_garbage_authorization_values_do_not_raise() -> None:
-    auth = make_auth(Clock())
+    auth = make_auth(Clock(EPOCH))
     for value in ["", "Basic dXNlcjpwYXNz", "Digest", 'Digest username="trunk1", response="\u00e9\u00e9"', "\x00\xff"]:
         result = auth.check("INVITE", [value])
         assert result.status in (401, 403)

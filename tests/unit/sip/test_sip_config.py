@@ -4,6 +4,7 @@ pjsip's log lines are bounded by ``LogLimiter``."""
 from __future__ import annotations
 
 import pytest
+from fakes.clock import Clock
 
 from bridge.sip.endpoint import BurstPolls, LogLimiter
 from bridge.sip.sipconfig import JitterBuffer, MediaPortKind, SipConfig, SrtpMode
@@ -51,14 +52,6 @@ def test_passwords_and_the_nonce_secret_stay_out_of_repr() -> None:
     text = repr(SipConfig(auth_users={"trunk1": "hunter2"}, auth_nonce_secret="shared-key"))
     assert "hunter2" not in text and "shared-key" not in text
     assert "auth_realm" in text
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_log_limiter_cuts_long_lines() -> None:
