@@ -112,7 +112,7 @@ async def test_a_baresip_caller_through_the_front_hears_the_agent_is_heard_and_h
                     sip_call_id = str((await phone.event("CALL_ESTABLISHED", 30))["id"])
                     call_id = await bridge_call(client, sip_call_id)
                     said = await reply_played(client, call_id)
-                    heard = phone.heard()  # baresip starts a new dump after a hold: what it heard so far
+                    heard = phone.heard()  # baresip's dump stops at its first re-INVITE: what it heard before the hold
                     # the caller's hold key: a re-INVITE with a=sendonly, then one with a=sendrecv
                     assert (await phone.command("hold"))["ok"]
                     await wait_for(kind_stored(client, call_id, "caller_held"), "the caller's hold on the timeline")
