@@ -61,6 +61,11 @@ verify. The TLS handshakes, INVITEs and BYEs fall outside the window; inside it,
 summary gives the workers' CPU per call with SRTP against plain RTP at the largest step both passed (goal: at most
 10 % more). A call that ran plain RTP on the SRTP path counts as unanswered.
 
+``--model-tls`` adds a path, ``model_tls``: the bridge path with the model reached over TLS (``wss://``), as
+OpenAI is: a second emulator serves TLS with a self-signed certificate made in the bench's work directory, which the
+step's workers trust (``SSL_CERT_FILE``). The summary gives the workers' CPU per call and the inbound p99 against the
+plain ``ws://`` path's at the largest step both answered in full.
+
 ``echo_off`` (skipped with ``--no-echo-off``) runs right after the bridge path at each step: the same plan with
 ``echo_guard: {enabled: false}`` (the bridge path runs the plan's defaults, the guard on). The summary gives the
 workers' CPU per call with the guard against without, at the largest step both answered in full (goal: at most

@@ -42,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
         "TLS, AES_CM_128_HMAC_SHA1_80) and compare the workers' CPU per call with the plain path's in the same run",
     )
     parser.add_argument(
+        "--model-tls",
+        action="store_true",
+        help="also run the bridge path with the model over TLS (wss://, as OpenAI is reached: an emulator with a "
+        "self-signed certificate the workers trust) and compare the workers' CPU per call and inbound latency "
+        "with the plain ws:// path's in the same run",
+    )
+    parser.add_argument(
         "--echo-off",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -126,6 +133,10 @@ def _paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[st
         if "bridge" not in paths:
             parser.error("--srtp compares with the bridge path: not with --only ceiling")
         paths.insert(paths.index("bridge") + 1, "srtp")
+    if args.model_tls:
+        if "bridge" not in paths:
+            parser.error("--model-tls compares with the bridge path: not with --only ceiling")
+        paths.insert(paths.index("bridge") + 1, "model_tls")
     if args.echo_off and "bridge" in paths:
         paths.insert(paths.index("bridge") + 1, "echo_off")
     return paths

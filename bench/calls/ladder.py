@@ -64,6 +64,7 @@ async def run_bench(
     ceiling: str = "loop",
 ) -> int:
     from bridge.emulator import EmulatorServer
+    from bridge.emulator.server import server_tls
 
     with tempfile.TemporaryDirectory(prefix="callbridge-bench-calls-") as tmp:
         log_path = Path(tempfile.gettempdir()) / LOG_NAME
@@ -74,10 +75,13 @@ async def run_bench(
             _say(fast_path_line())
             _say(HEADER)
         greeting = {"text": "benchmark", "tone_hz": 440.0, "duration_ms": (SETUP_S + seconds + GREETING_TAIL_S) * 1000}
-        async with EmulatorServer(
-            "127.0.0.1", 0, speed=2.0, ping_interval_s=0, annotations={"greeting": greeting}
-        ) as emu:
-            results = await _climb(bench, emu, steps, paths, as_json)
+        emulator: dict[str, Any] = {"speed": 2.0, "ping_interval_s": 0, "annotations": {"greeting": greeting}}
+        async with contextlib.AsyncExitStack() as stack:
+            emus = {"": await stack.enter_async_context(EmulatorServer("127.0.0.1", 0, **emulator))}
+            if "model_tls" in paths:  # the same model behind TLS, for that path only
+                tls = server_tls(*bench.tls_files())
+                emus["model_tls"] = await stack.enter_async_context(EmulatorServer("127.0.0.1", 0, tls=tls, **emulator))
+            results = await _climb(bench, emus, steps, paths, as_json)
     summary = summarize(results, max(steps)) | {
         "realtime_priority": priority,
         "media_beat_frames": beat,
@@ -92,7 +96,9 @@ async def run_bench(
     return 0
 
 
-async def _climb(bench: Bench, emu: Any, steps: list[int], paths: Sequence[str], as_json: bool) -> list[Step]:
+async def _climb(
+    bench: Bench, emus: dict[str, Any], steps: list[int], paths: Sequence[str], as_json: bool
+) -> list[Step]:
     """Every step in turn, each path on it; a path stops at its first failing step (its capacity is known then)."""
     results: list[Step] = []
     failed: set[str] = set()
@@ -100,7 +106,7 @@ async def _climb(bench: Bench, emu: Any, steps: list[int], paths: Sequence[str],
         for path in paths:
             if path in failed:
                 continue
-            step = await _decided_step(bench, emu, path, calls, as_json)
+            step = await _decided_step(bench, emus.get(path, emus[""]), path, calls, as_json)
             results.append(step)
             if not step.passed:
                 failed.add(path)

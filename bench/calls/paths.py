@@ -107,7 +107,8 @@ class Bench:
         self._tls: tuple[Path, Path] | None = None  # the srtp path's certificate and key, made when first needed
 
     def tls_files(self) -> tuple[Path, Path]:
-        """The srtp path's TLS certificate (for 127.0.0.1, self-signed: also the callers' CA) and key."""
+        """The TLS certificate of the srtp path's workers and the model_tls path's emulator (for 127.0.0.1,
+        self-signed: also the CA their clients trust) and its key."""
         if self._tls is None:
             self._tls = self_signed(self.work / "tls")
         return self._tls
@@ -145,7 +146,7 @@ class Bench:
         """The bridge's workers, called on their own ports (``bridge``, the plan's defaults); ``front``: through
         Kamailio's one address; ``srtp``: every call SRTP (the workers' ``srtp: mandatory``, the callers offering
         SDES in ``sips:`` calls over TLS, as the workers accept SDES keys over TLS only); ``echo_off``: the plan's
-        echo guard off."""
+        echo guard off; ``model_tls``: the model reached over TLS (``wss://``)."""
         from bridge.serve.pool import Pool
 
         front = path == "front"
@@ -153,7 +154,9 @@ class Bench:
         step = Step(name, calls, math.ceil(calls / CALLS_PER_PROCESS))
         reports = self.work / f"reports-{step.path}-{calls}.jsonl"
         settings = self._settings(step, emulator.base_url, reports, front)
-        system = _BridgeSystem(settings, Pool(settings), front)
+        # the model_tls path's model is behind a self-signed certificate: the workers trust it as they would a CA
+        trust = {"SSL_CERT_FILE": str(self.tls_files()[0])} if path == "model_tls" else None
+        system = _BridgeSystem(settings, Pool(settings, trust), front)
         try:
             await self._start_bridge(system)
             self._note_scheduling(step, [s.scheduling for s in system.pool.slots])

@@ -22,7 +22,7 @@ GOAL_INBOUND_P99_MS = 10.0
 
 @dataclass
 class Step:
-    path: str  # "bridge" | "echo_off" | "srtp" | "front" | "ceiling"
+    path: str  # "bridge" | "echo_off" | "srtp" | "model_tls" | "front" | "ceiling"
     calls: int
     processes: int  # workers or loopback apps
     window_s: float = 0.0
@@ -191,6 +191,7 @@ def summarize(steps: list[Step], largest: int) -> dict[str, Any]:
         | (ceiling_cost_summary(steps) if "ceiling" in ran else {})
         | (front_summary(steps, ours, largest) if "front" in ran else {})
         | (srtp_summary(steps) if "srtp" in ran else {})
+        | (model_tls_summary(steps) if "model_tls" in ran else {})
         | (echo_summary(steps) if "echo_off" in ran else {})
     )
 
@@ -269,6 +270,21 @@ def srtp_summary(steps: list[Step]) -> dict[str, Any]:
     }
 
 
+def model_tls_summary(steps: list[Step]) -> dict[str, Any]:
+    """The model over TLS (``wss://``, as OpenAI is reached) against the bridge path's ``ws://`` in the same run:
+    capacity, the workers' CPU per call and the inbound p99 at the largest step where both answered every call."""
+    at, plain, secure = _beside_bridge(steps, "model_tls")
+    return {
+        "model_tls_max_calls": _path_max(steps, "model_tls"),
+        "model_tls_step": at,
+        "model_tls_cpu_per_call_pct": _cpu(secure),
+        "model_plain_cpu_per_call_pct": _cpu(plain),
+        "model_tls_cpu_ratio": _cpu_ratio(secure, plain),
+        "model_tls_inbound_p99_ms": None if secure is None else secure.inbound_ms.get("p99"),
+        "model_plain_inbound_p99_ms": None if plain is None else plain.inbound_ms.get("p99"),
+    }
+
+
 def echo_summary(steps: list[Step]) -> dict[str, Any]:
     """The echo guard's cost: the bridge path (the plan's defaults, the guard on) against ``echo_off`` (the same
     plan with ``echo_guard: {enabled: false}``) in the same run, the workers' CPU per call at the largest step
@@ -342,9 +358,26 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             f"{'n/a' if ratio is None else f'{100 * (ratio - 1):+.1f}%'} (goal <= +10%: "
             f"{_goal(summary['goal_srtp_cpu_met'])})"
         )
+    if "model_tls_max_calls" in summary:
+        lines.append(_model_tls_line(summary))
     if "echo_off_max_calls" in summary:
         lines.append(_echo_line(summary))
     return lines
+
+
+def _model_tls_line(summary: dict[str, Any]) -> str:
+    ratio = summary["model_tls_cpu_ratio"]
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f} ms"
+
+    return (
+        f"model over TLS (wss://): {summary['model_tls_max_calls']} clean calls; workers' CPU per call at "
+        f"{summary['model_tls_step']} calls {summary['model_tls_cpu_per_call_pct']}% against "
+        f"{summary['model_plain_cpu_per_call_pct']}% over ws:// -> {'n/a' if ratio is None else f'{ratio:.2f}x'}; "
+        f"inbound p99 {ms(summary['model_tls_inbound_p99_ms'])} against "
+        f"{ms(summary['model_plain_inbound_p99_ms'])}"
+    )
 
 
 def _echo_line(summary: dict[str, Any]) -> str:

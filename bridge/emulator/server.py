@@ -31,6 +31,7 @@ import contextlib
 import fnmatch
 import json
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -93,11 +94,13 @@ class EmulatorServer(Service):
         client_secret_ttl_s: float = 60.0,
         record_dir: str | Path | None = None,
         ping_interval_s: float = 20.0,
+        tls: ssl.SSLContext | None = None,
         **settings: Any,
     ) -> None:
         annotations = settings.pop("annotations", None)
         self.host = host
         self.port = port
+        self.tls = tls  # serve wss:// and https:// with this context (as the service does), else ws:// and http://
         self.models = tuple(models) if models else None  # fnmatch patterns; None accepts any non-empty model
         self.credentials = Credentials(api_key, client_secret_ttl_s)
         self.record_dir = Path(record_dir) if record_dir else None
@@ -127,7 +130,7 @@ class EmulatorServer(Service):
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.tls)
         await site.start()
         addresses = self._runner.addresses
         if addresses:
@@ -146,12 +149,12 @@ class EmulatorServer(Service):
     @property
     def base_url(self) -> str:
         """The SDK's ``websocket_base_url`` / the bridge's Realtime base, e.g. ``ws://127.0.0.1:8765/v1``."""
-        return f"ws://{self.host}:{self.port}/v1"
+        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}/v1"
 
     @property
     def http_url(self) -> str:
         """``http://host:port``: the credential endpoints live under ``/v1``, the control API under ``/control``."""
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     # ---------------------------------------------------------------------------------------------------------
     # Python control API (the HTTP control API calls these)
@@ -354,8 +357,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ping-interval", type=float, default=20.0, help="seconds between idle pings (0 = off)")
     p.add_argument("--annotations", metavar="FILE", help="JSON annotations for every session")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any setting or fault")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve wss:// and https:// with this certificate (and --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO (default), WARNING, ERROR")
     return p
+
+
+def server_tls(cert: str | Path, key: str | Path) -> ssl.SSLContext:
+    """A server context for ``cert`` and its ``key`` (PEM files)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    return context
 
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
@@ -367,6 +379,10 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         "ping_interval_s": args.ping_interval,
         "record_dir": args.record,
     }
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if args.tls_cert:
+        opts["tls"] = server_tls(args.tls_cert, args.tls_key)
     if args.annotations:
         opts["annotations"] = json.loads(Path(args.annotations).read_text())
     for name, value in (
@@ -391,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         opts = options(args)
         Settings().with_values({k: v for k, v in opts.items() if k not in _SERVER_OPTIONS})
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # ssl.SSLError is an OSError: a certificate or key that does not load
         print(f"callbridge emulator: {exc}")
         return 2
     with contextlib.suppress(KeyboardInterrupt):
@@ -400,5 +416,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 _SERVER_OPTIONS = frozenset(
-    {"api_key", "models", "client_secret_ttl_s", "ping_interval_s", "record_dir", "annotations"}
+    {"api_key", "models", "client_secret_ttl_s", "ping_interval_s", "record_dir", "annotations", "tls"}
 )

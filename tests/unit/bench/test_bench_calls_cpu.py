@@ -159,6 +159,27 @@ def test_the_echo_guards_cpu_cost_is_the_default_path_over_the_guard_off() -> No
     assert line.startswith("echo guard off: 8 clean calls") and "+20.0%" in line and "NOT met" in line
 
 
+def test_the_model_over_tls_is_set_against_the_same_workers_over_plain_ws() -> None:
+    from bench.calls.cli import _parser, _paths
+    from bench.calls.report import Step, summarize, summary_lines
+
+    parser = _parser()
+    assert _paths(parser, parser.parse_args(["--model-tls", "--no-echo-off"])) == ["bridge", "model_tls", "ceiling"]
+
+    def step(path: str, calls: int, cpu: float, p99: float) -> Step:
+        s = Step(path, calls=calls, processes=calls // 4, window_s=12.0, expected_frames=600 * calls)
+        s.answered, s.cpu_per_call_pct, s.inbound_ms = calls, cpu, {"p50": 0.0, "p99": p99}
+        return s
+
+    steps = [step("bridge", 8, 0.5, 0.2), step("model_tls", 8, 1.0, 1.3)]
+    summary = summarize(steps, 8)
+    assert (summary["model_tls_step"], summary["model_tls_cpu_ratio"]) == (8, 2.0)
+    assert (summary["model_tls_inbound_p99_ms"], summary["model_plain_inbound_p99_ms"]) == (1.3, 0.2)
+    line = summary_lines(summary)[-1]
+    assert line.startswith("model over TLS (wss://): 8 clean calls") and "-> 2.00x" in line
+    assert "inbound p99 1.3 ms against 0.2 ms" in line
+
+
 def test_bench_calls_runs_the_guard_off_beside_the_bridge_unless_told_not_to() -> None:
     from bench.calls.cli import _parser, _paths
 

@@ -1,0 +1,78 @@
+"""The Realtime socket over TLS (``wss://``), as OpenAI is reached: the emulator serves TLS with a certificate of its
+own, a client that trusts it talks to it, and one that does not is refused, naming the certificate."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bridge import events as ev
+from bridge.devkit.tlscert import self_signed
+from bridge.emulator import EmulatorServer
+from bridge.emulator.server import main as emulator_main
+from bridge.emulator.server import server_tls
+from bridge.errors import ConnectError
+from bridge.realtime.client import RealtimeClient
+from bridge.realtime.dialects import GA
+from bridge.realtime.profile import AgentProfile
+
+
+@pytest.fixture
+def cert(tmp_path: Path) -> tuple[Path, Path]:
+    return self_signed(tmp_path / "tls", "127.0.0.1", also=("localhost",))
+
+
+@pytest.fixture
+async def tls_emulator(cert: tuple[Path, Path]) -> AsyncIterator[EmulatorServer]:
+    async with EmulatorServer("127.0.0.1", 0, ping_interval_s=0, tls=server_tls(*cert)) as emu:
+        yield emu
+
+
+async def _configured(client: RealtimeClient) -> list[ev.Event]:
+    await client.connect()
+    client.send(ev.UpdateSession(AgentProfile()))
+    seen: list[ev.Event] = []
+    async with asyncio.timeout(10):
+        while not isinstance(seen[-1] if seen else None, ev.SessionConfigured):
+            seen.append(await client.next_event())
+    return seen
+
+
+async def test_a_client_that_trusts_the_certificate_talks_over_wss(
+    tls_emulator: EmulatorServer, cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert tls_emulator.base_url.startswith("wss://") and tls_emulator.http_url.startswith("https://")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert[0]))
+    client = RealtimeClient(GA, f"{tls_emulator.base_url}?speed=0", "sk-test-client")
+    try:
+        seen = await _configured(client)
+    finally:
+        await client.close()
+    assert isinstance(seen[-1], ev.SessionConfigured)
+    assert len(tls_emulator.sessions) == 1
+
+
+async def test_a_client_that_does_not_trust_it_is_refused_naming_the_certificate(
+    tls_emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other, _ = self_signed(tmp_path / "other", "127.0.0.1")
+    monkeypatch.setenv("SSL_CERT_FILE", str(other))
+    client = RealtimeClient(GA, f"{tls_emulator.base_url}?speed=0", "sk-test-client")
+    with pytest.raises(ConnectError) as refused:
+        await client.connect()
+    assert "CERTIFICATE_VERIFY_FAILED" in str(refused.value) or "certificate verify failed" in str(refused.value)
+    assert "sk-test-client" not in str(refused.value)
+    assert tls_emulator.sessions == []
+
+
+def test_the_emulator_cli_needs_both_halves_of_a_certificate(
+    cert: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert emulator_main(["--port", "0", "--tls-cert", str(cert[0])]) == 2
+    assert "--tls-cert and --tls-key go together" in capsys.readouterr().out
+    missing = tmp_path / "missing.pem"
+    assert emulator_main(["--port", "0", "--tls-cert", str(missing), "--tls-key", str(cert[1])]) == 2
+    assert "No such file" in capsys.readouterr().out
