@@ -6,12 +6,14 @@ from __future__ import annotations
 def main() -> int:
     from bridge.audio.echo_native import native_echo
     from bridge.audio.resample import native_kernels
+    from bridge.realtime import tls_native
     from bridge.sip.cport import native_ports
 
     parts = (
         ("native media port", native_ports().why),
         ("native resampler", native_kernels().why),
         ("native echo guard", native_echo().why),
+        ("native TLS engine", "" if tls_native.load() else tls_native.problem() or "not loaded"),
     )
     for name, why in parts:
         print(f"{name}: " + (f"unavailable ({why}); the Python version is used" if why else "built and checked"))

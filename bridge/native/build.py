@@ -1,14 +1,14 @@
 """Compile one of the package's C sources into a shared library, once per source version.
 
-The bridge has three small C parts, each with a Python fallback: the native media port (``bridge/native/cport.c``),
-the G.711-rate resampler kernels (``bridge/native/resample.c``) and the echo guard (``bridge/native/echo.c``).
-Besides libc and libm they use one header, their shared ``bridge/native/callbridge.h`` (the frame's constants and the
-upsampler kernel's type), so a plain ``cc -shared -I bridge/native`` builds each. The library lands in
-``$CALLBRIDGE_CACHE``, else ``$XDG_CACHE_HOME/callbridge``, else ``~/.cache/callbridge``, named by a hash of the
-source and the headers, so an edited source or header is rebuilt and several worker processes starting together
-never load a half-written file (each compiles to a private name and renames it into place). ``./dev setup`` builds
-them all ahead
-(``python -m bridge.devkit.native_check``).
+The bridge has four small C parts, each with a Python fallback: the native media port (``bridge/native/cport.c``), the
+G.711-rate resampler kernels (``bridge/native/resample.c``), the echo guard (``bridge/native/echo.c``) and the TLS
+engine (``bridge/native/tls.c``: it reaches the process's OpenSSL through dlopen, so no OpenSSL header is needed).
+Besides libc, libm and libdl they use one header, their shared ``bridge/native/callbridge.h`` (the frame's constants and
+the types of the kernels passed between them), so a plain ``cc -shared -I bridge/native`` builds each. The library lands
+in ``$CALLBRIDGE_CACHE``, else ``$XDG_CACHE_HOME/callbridge``, else ``~/.cache/callbridge``, named by a hash of the
+source and the headers, so an edited source or header is rebuilt and several worker processes starting together never
+load a half-written file (each compiles to a private name and renames it into place). ``./dev setup`` builds them all
+ahead (``python -m bridge.devkit.native_check``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ HERE = Path(__file__).parent
 CPORT_SOURCE = HERE / "cport.c"  # the native media port and the uplink (loaded by bridge.sip.cport)
 RESAMPLE_SOURCE = HERE / "resample.c"  # the resampler kernels (loaded by bridge.audio.resample)
 ECHO_SOURCE = HERE / "echo.c"  # the echo guard (loaded by bridge.audio.echo_native)
-SOURCES = (CPORT_SOURCE, RESAMPLE_SOURCE, ECHO_SOURCE)
+TLS_SOURCE = HERE / "tls.c"  # the TLS engine (loaded by bridge.realtime.tls_native)
+SOURCES = (CPORT_SOURCE, RESAMPLE_SOURCE, ECHO_SOURCE, TLS_SOURCE)
 HEADERS = (HERE / "callbridge.h",)  # included by every source
 
 
@@ -60,7 +61,7 @@ def build(source: Path, force: bool = False) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{source.stem}-", suffix=".so", dir=target.parent)
     os.close(fd)
     cmd = [compiler, "-O3", "-std=c11", "-Wall", "-Werror", "-shared", "-fPIC", "-pthread", f"-I{HERE}"]
-    cmd += [str(source), "-o", tmp, "-lm"]
+    cmd += [str(source), "-o", tmp, "-lm", "-ldl"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:

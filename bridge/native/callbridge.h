@@ -1,11 +1,13 @@
-/* callbridge native parts: what cport.c (the media port and its uplink), resample.c (the resampler kernels) and
- * echo.c (the echo guard) share. Each includes this header; bridge/native/build.py compiles each with -I on this
- * directory and hashes this file into each library's name, so an edit here rebuilds them all.
+/* callbridge native parts: what cport.c (the media port and its uplink), resample.c (the resampler kernels),
+ * echo.c (the echo guard) and tls.c (the TLS engine) share. Each includes this header; bridge/native/build.py
+ * compiles each with -I on this directory and hashes this file into each library's name, so an edit here rebuilds
+ * them all.
  *
- * They are separate shared libraries, each with its own Python fallback, so the uplink links against neither the
- * resampler nor the guard: the loop hands it the address of cbr_up and of one call's filter state
- * (bridge/audio/resample.py, Upsampler.c_kernel), and of cbe_uplink, cbe_played and one call's guard
- * (bridge/audio/echo_native.py, NativeEchoGuard.c_uplink and c_played), typed here once.
+ * They are separate shared libraries, each with its own Python fallback, so the uplink links against none of the
+ * others: the loop hands it the address of cbr_up and of one call's filter state (bridge/audio/resample.py,
+ * Upsampler.c_kernel), of cbe_uplink, cbe_played and one call's guard (bridge/audio/echo_native.py,
+ * NativeEchoGuard.c_uplink and c_played), and of cbt_seal and one connection's engine (bridge/realtime/tls_native.py,
+ * NativeTls.seal_fn and handle), typed here once.
  */
 #ifndef CALLBRIDGE_H
 #define CALLBRIDGE_H
@@ -39,5 +41,16 @@ typedef int (*cbe_uplink_fn)(cbe_guard *g, const int16_t *in, int n, int16_t *ou
  * it gives pjmedia (cbp_reference), the silence it sends on its own when the loop was late included. */
 void cbe_played(cbe_guard *g, const int16_t *pcm, int n);
 typedef void (*cbe_played_fn)(cbe_guard *g, const int16_t *pcm, int n);
+
+/* One TLS client connection over memory BIOs (defined in tls.c; the uplink only passes it back): over wss:// the
+ * uplink encrypts its frames with it on the clock thread, while the loop feeds, reads and seals through it too. */
+typedef struct cbt_tls cbt_tls;
+
+/* Encrypt `len` plaintext bytes as application data and move ALL ciphertext waiting in the engine (this and anything
+ * queued before, e.g. a handshake or key-update message) into `out` (capacity `cap`). Returns the number of bytes
+ * written to `out`, -1 if `cap` is too small (nothing consumed: call again with more room; cbt_seal_room(len) is
+ * always enough), -2 if the engine failed or the session is closed. Thread-safe: takes the engine's mutex. */
+int cbt_seal(cbt_tls *t, const void *data, int len, void *out, int cap);
+typedef int (*cbt_seal_fn)(cbt_tls *t, const void *data, int len, void *out, int cap);
 
 #endif
