@@ -43,9 +43,10 @@ def _collect_between_steps() -> Iterator[None]:
         gc.collect()
 
 
-def fast_path_line() -> str:
-    """Which ``websockets`` the workers run on, and whether the Realtime socket takes its fast paths with it."""
-    slow = fast_path_problems()
+def fast_path_line(secure: bool = False) -> str:
+    """Which ``websockets`` the workers run on, and whether the Realtime socket takes its fast paths with it
+    (``secure``: over ``wss://`` too)."""
+    slow = fast_path_problems(secure)
     state = "fast path on" if not slow else "fast path off: " + "; ".join(slow)
     return f"Realtime socket: websockets {websockets.version.version}, {state}"
 
@@ -72,7 +73,7 @@ async def run_bench(
         bench = Bench(seconds, Path(tmp), log_path, priority, beat, ceiling, spread="front" in paths)
         if not as_json:
             _say(banner(steps, seconds, priority, beat, ceiling, log_path))
-            _say(fast_path_line())
+            _say(fast_path_line("model_tls" in paths))
             _say(HEADER)
         greeting = {"text": "benchmark", "tone_hz": 440.0, "duration_ms": (SETUP_S + seconds + GREETING_TAIL_S) * 1000}
         emulator: dict[str, Any] = {"speed": 2.0, "ping_interval_s": 0, "annotations": {"greeting": greeting}}
@@ -86,7 +87,7 @@ async def run_bench(
         "realtime_priority": priority,
         "media_beat_frames": beat,
         "ceiling": ceiling,
-        "fast_path_problems": fast_path_problems(),
+        "fast_path_problems": fast_path_problems("model_tls" in paths),
     }
     if as_json:
         _say(json.dumps(summary))

@@ -38,8 +38,9 @@ class UplinkOffload(Protocol):
     is upsampled, encoded and written to the Realtime socket on the media clock thread. While a socket is bound,
     the Realtime client writes its own frames through :meth:`write`, so the socket sees one ordered stream."""
 
-    def bind(self, fd: int) -> bool:
-        """Start sending the caller's frames to ``fd``; False if this offload cannot."""
+    def bind(self, fd: int, seal: tuple[int, int] | None = None) -> bool:
+        """Start sending the caller's frames to ``fd``; False if this offload cannot. ``seal``: the socket carries
+        TLS, and every write is sealed by this C function (``cbt_seal``) with this engine first (addresses)."""
         ...
 
     def write(self, data: bytes) -> int:

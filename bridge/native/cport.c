@@ -12,11 +12,12 @@
  * through the library's own pjmedia_port_put_frame / pjmedia_port_get_frame and pjmedia_port_info_init); if the
  * check fails, the bridge keeps the Python port.
  *
- * Uplink: while a call's Realtime socket is bound to its port (cbp_uplink_bind, plain TCP only), put_frame does
+ * Uplink: while a call's Realtime socket is bound to its port (cbp_uplink_bind), put_frame does
  * the whole inbound path itself, on the clock thread: the resampler's C kernel (cbr_up of resample.c, typed in
  * callbridge.h and passed in as a function pointer with the call's own filter state), base64, the constant JSON
  * text of the call's dialect's audio append around it (its AppendTemplate, given to cbp_uplink_bind by
- * bridge/sip/cport.py), a masked WebSocket text frame (RFC 6455 §5.2) and send(2).
+ * bridge/sip/cport.py), a masked WebSocket text frame (RFC 6455 §5.2) and send(2). Over TLS (cbp_uplink_tls) the
+ * call's TLS engine (tls.c, whose cbt_seal is passed in as a function pointer) seals every write before send(2).
  * The loop is not woken for the caller's frames at all. Every other frame of the connection (websockets' own:
  * session updates, truncates, pings, the close) goes through cbp_uplink_write under the same lock, so the socket
  * sees one ordered stream; bytes the kernel does not take at once wait in a pending buffer that the next write
@@ -111,6 +112,10 @@ struct cb_port {
     cbe_guard *up_guard;
     char up_prefix[UP_TEMPLATE_MAX], up_suffix[UP_TEMPLATE_MAX]; /* the dialect's append around the base64 */
     size_t up_prefix_len, up_suffix_len;
+    cbt_seal_fn up_seal_fn; /* over TLS (cbp_uplink_tls): every byte written is sealed by the call's engine first */
+    cbt_tls *up_tls;
+    unsigned char *sealed; /* the sealed bytes of one write */
+    size_t sealed_cap;
     unsigned char *pending;
     size_t pending_len, pending_cap;
     uint64_t up_frames;
@@ -224,14 +229,45 @@ static int up_keep(cb_port *p, const unsigned char *data, size_t n) {
     return 0;
 }
 
+/* Over TLS: seal `n` bytes with the call's engine into p->sealed (with whatever the engine had queued before
+ * them). Returns the sealed length, or -1 if the engine failed (the connection is then unusable). */
+static long up_seal(cb_port *p, const unsigned char *data, size_t n) {
+    for (;;) {
+        int got = p->up_seal_fn(p->up_tls, data, (int)n, p->sealed, (int)p->sealed_cap);
+        if (got >= 0)
+            return got;
+        if (got != -1 || p->sealed_cap > (size_t)1 << 26)
+            return -1;
+        size_t cap = p->sealed_cap ? 2 * p->sealed_cap : 2 * n + 16384; /* -1: more room needed, nothing sealed */
+        unsigned char *grown = realloc(p->sealed, cap);
+        if (grown == NULL)
+            return -1;
+        p->sealed = grown;
+        p->sealed_cap = cap;
+    }
+}
+
 /* Write one whole frame in order after what is pending. `droppable` (the caller's audio): if the kernel has not
  * taken the backlog, drop the frame rather than grow it past UP_PENDING_MAX. 0: sent or kept, 1: dropped,
- * -1: the socket failed. */
+ * -1: the socket failed. Over TLS the frame is sealed first; a frame to drop is dropped before it is sealed (a
+ * sealed record must go out: the next one's sequence number follows it). */
 static int up_send(cb_port *p, const unsigned char *data, size_t n, int droppable) {
     if (p->pending_len)
         up_flush(p);
     if (p->up_errno)
         return -1;
+    if (p->up_seal_fn != NULL) {
+        if (droppable && p->pending_len && p->pending_len + n > UP_PENDING_MAX)
+            return 1;
+        long sealed = up_seal(p, data, n);
+        if (sealed < 0) {
+            up_fail(p, EPROTO);
+            return -1;
+        }
+        data = p->sealed;
+        n = (size_t)sealed;
+        droppable = 0;
+    }
     size_t done = 0;
     if (p->pending_len == 0) {
         while (done < n) {
@@ -518,6 +554,8 @@ void cbp_attach(cb_port *p, int on) {
     p->up_state = NULL;
     p->up_guard_fn = NULL;
     p->up_guard = NULL;
+    p->up_seal_fn = NULL;
+    p->up_tls = NULL;
     p->pending_len = 0;
     pthread_mutex_unlock(&p->up_lock);
     pthread_mutex_lock(&p->lock);
@@ -681,6 +719,16 @@ void cbp_uplink_guard(cb_port *p, cbe_uplink_fn fn, cbe_guard *guard) {
     pthread_mutex_unlock(&p->up_lock);
 }
 
+/* Over TLS: every byte the uplink writes from now on (the caller's frames and cbp_uplink_write's) is sealed by
+ * `fn` (cbt_seal of tls.c) with the call's engine `tls` first, so the socket carries one TLS stream whoever writes.
+ * NULL: plain TCP. Set before each bind; unbinding clears it (the loop keeps the engine alive until then). */
+void cbp_uplink_tls(cb_port *p, cbt_seal_fn fn, cbt_tls *tls) {
+    pthread_mutex_lock(&p->up_lock);
+    p->up_seal_fn = tls != NULL ? fn : NULL;
+    p->up_tls = tls;
+    pthread_mutex_unlock(&p->up_lock);
+}
+
 /* Mirror on or off (see the header): the loop gets a copy of each frame the uplink sends, its time negated. */
 void cbp_uplink_mirror(cb_port *p, int on) { atomic_store(&p->mirror, on ? 1 : 0); }
 
@@ -712,6 +760,8 @@ int cbp_uplink_unbind(cb_port *p) {
     int left = was ? (int)p->pending_len : 0;
     p->up_fd = -1;
     p->up_state = NULL;
+    p->up_seal_fn = NULL; /* the engine is the loop's again (it may free it once this returns) */
+    p->up_tls = NULL;
     pthread_mutex_unlock(&p->up_lock);
     return left;
 }

@@ -15,7 +15,7 @@ queue, no receive task. A fragmented one is joined first; the order never change
 loaded machine a wake-up of a Python process costs more in cold caches than the decoding it does. Gated, the
 transport does not read (``pause_reading``); each beat asks the kernel (``poll`` with no wait) whether anything
 arrived and, if so, reads it there and then and hands it to the protocol as the transport would. A server frame
-waits at most one beat before it is decoded. Plain TCP only: over TLS the transport reads the socket itself.
+waits at most one beat before it is decoded.
 
 **Direct writes** (:meth:`RealtimeSocket.write_now`): while the socket's write buffer is empty, a frame is framed and
 written at once, on the caller's stack. :meth:`RealtimeSocket.send` is the same plus waiting for the drain when
@@ -26,7 +26,16 @@ thread (``bridge/native/cport.c``, "Uplink") binds the socket to that code, and 
 writes goes through the same C writer (:class:`WriteOffload`), so the audio and the connection's own frames (session
 updates, truncates, pings, the close) reach the socket in one order. A close frame ends the audio; the end of the
 stream, a failed write or the loss of the connection hands the socket back (with the bytes the kernel had not taken
-yet) before the socket is closed. Plain TCP only, and only while the transport has nothing buffered.
+yet) before the socket is closed. Only while the transport has nothing buffered.
+
+**TLS as the socket's own layer** (``wss://``, :meth:`RealtimeSocket.use_tls`): asyncio's TLS transport reads the
+socket itself and seals in Python, so neither reading on a beat nor offloaded writes could reach its bytes. Where
+the native engine loads (:mod:`bridge.realtime.tls_native`: OpenSSL, the one Python's ``ssl`` uses, on memory
+buffers), the transport is plain TCP carrying TLS records and this socket seals and opens them with the engine:
+the handshake first (the peer's chain and name verified as ``ssl.create_default_context()`` verifies them), then
+the WebSocket's. Offloaded, the C writer seals with the same engine, under its lock, so the stream stays one TLS
+stream whoever writes. Where the engine does not load, asyncio's TLS carries the connection and the fast paths
+stay off over ``wss://`` (:func:`fast_path_problems` says so).
 
 What this relies on is ``websockets``' documented sans-I/O API, the same from 15 on; :func:`missing_api` checks it
 (and a unit test, run in every venv CI builds, asserts it is complete). Should a ``websockets`` lack part of it,
@@ -58,6 +67,9 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
+
+from bridge.realtime import tls_native
+from bridge.realtime.tls_native import NativeTls
 
 log = logging.getLogger("bridge.realtime")
 
@@ -101,21 +113,28 @@ def missing_api(protocol: type = ClientProtocol) -> list[str]:
 MISSING: Final = tuple(missing_api())
 
 
-def fast_path_problems() -> list[str]:
-    """Why the Realtime socket cannot take its fast paths with the installed packages (empty: it takes them).
-    ``serve`` logs them at start; ``/healthz`` lists them under ``degraded``."""
-    if not MISSING:
-        return []
-    return [
-        f"websockets {websockets.version.version} lacks {', '.join(MISSING)}: the Realtime socket runs on "
-        "websockets' own asyncio client (no direct reads or writes, no reading on the beat, no offloaded writes)"
-    ]
+def fast_path_problems(secure: bool = False) -> list[str]:
+    """Why the Realtime socket cannot take its fast paths with the installed packages (empty: it takes them);
+    ``secure``: over ``wss://`` too, which needs the native TLS engine. ``serve`` logs them at start; ``/healthz``
+    lists them under ``degraded``."""
+    problems = []
+    if MISSING:
+        problems.append(
+            f"websockets {websockets.version.version} lacks {', '.join(MISSING)}: the Realtime socket runs on "
+            "websockets' own asyncio client (no direct reads or writes, no reading on the beat, no offloaded writes)"
+        )
+    if secure and tls_native.load() is None:
+        problems.append(
+            f"no native TLS engine ({tls_native.problem()}): over wss:// asyncio's TLS carries the Realtime socket "
+            "(no reading on the beat, no offloaded writes)"
+        )
+    return problems
 
 
 class WriteOffload(Protocol):
     """Who writes the socket while it is offloaded (see the module doc)."""
 
-    def bind(self, fd: int) -> bool: ...
+    def bind(self, fd: int, seal: tuple[int, int] | None = None) -> bool: ...  # seal: over TLS (see offload)
     def write(self, data: bytes) -> int: ...  # 0: sent or pending, -1: the socket failed, -2: not bound
     def end_data(self) -> None: ...
     def unbind(self) -> bytes: ...
@@ -176,6 +195,8 @@ class RealtimeSocket(asyncio.Protocol):
     _ready: select.poll | None = None  # asks the kernel, without a wake-up, whether anything arrived
     _fd = -1
     _offload: WriteOffload | None = None
+    _tls: NativeTls | None = None  # wss:// on the native engine: TLS is this socket's own layer (the module doc)
+    _handshaking = False
     transport: asyncio.Transport
 
     def __init__(
@@ -221,6 +242,18 @@ class RealtimeSocket(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.set_write_buffer_limits(WRITE_LIMIT)
+        if self._tls is not None:  # the TLS handshake first, then the WebSocket's
+            self._handshaking = True
+            self._tls_handshake()
+            return
+        self._send_request()
+
+    def use_tls(self, engine: NativeTls) -> None:
+        """Carry the connection over ``engine`` (before it is made): the transport moves TLS records, this socket
+        seals and opens them, so its fast paths see the plain WebSocket bytes (see the module doc)."""
+        self._tls = engine
+
+    def _send_request(self) -> None:
         request = self.protocol.connect()
         request.headers.update(self.headers)
         request.headers.setdefault("User-Agent", USER_AGENT)
@@ -228,6 +261,53 @@ class RealtimeSocket(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
+        tls = self._tls
+        if tls is None:
+            self._plain_received(data)
+            return
+        tls.feed(data)
+        if self._handshaking and not self._tls_handshake():
+            return
+        try:
+            plain, closed = tls.read()
+        except ssl.SSLError as exc:  # a record that does not open: the stream is broken
+            log.warning("realtime TLS failed: %s", exc)
+            self.abort()
+            return
+        if not self._offload:  # offloaded, the next sealed write carries it out first, in order
+            queued = tls.take()  # e.g. the answer to a key update
+            if queued:
+                self.transport.write(queued)
+        if plain:
+            self._plain_received(plain)
+        if closed:  # the server's close_notify: the end of the stream
+            self.eof_received()
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    def _tls_handshake(self) -> bool:
+        """One step of the TLS handshake: what the engine has to send goes out; True once it is done (the
+        WebSocket's opening handshake is sent then). A failure (a certificate that does not verify) fails the
+        opening with the engine's ``ssl.SSLError``."""
+        tls = self._tls
+        assert tls is not None
+        try:
+            done = tls.handshake()
+        except ssl.SSLError as exc:
+            if not self.opened.done():
+                self.opened.set_exception(exc)
+            self.abort()
+            return False
+        out = tls.take()
+        if out:
+            self.transport.write(out)
+        if done:
+            self._handshaking = False
+            log.debug("realtime TLS %s %s", tls.version, tls.cipher)
+            self._send_request()
+        return done
+
+    def _plain_received(self, data: bytes) -> None:
         protocol = self.protocol
         protocol.receive_data(data)
         events = protocol.events_received()
@@ -257,6 +337,8 @@ class RealtimeSocket(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.gated, self._ready = False, None
         self._take_back()  # before the transport closes the socket: C must never write to a closed (reused) fd
+        if self._tls is not None:  # C no longer seals with it (unbound above)
+            self._tls.close()
         self.protocol.receive_eof()  # idempotent: the protocol's state is CLOSED from here
         for timer in (self._keepalive, self._close_timer):
             if timer is not None:
@@ -395,6 +477,8 @@ class RealtimeSocket(asyncio.Protocol):
         for data in self.protocol.data_to_send():
             if not data:  # end of stream: hand the socket back, then half-close it
                 self._take_back()
+                if self._tls is not None and not self.transport.is_closing():
+                    self.transport.write(self._tls.close_notify())
                 if self.transport.can_write_eof():
                     with contextlib.suppress(OSError, RuntimeError):
                         self.transport.write_eof()
@@ -403,14 +487,14 @@ class RealtimeSocket(asyncio.Protocol):
                 offload = None
                 continue
             if offload is None:
-                self.transport.write(data)
+                self.transport.write(data if self._tls is None else self._tls.seal(data))
                 continue
             if data[0] & 0x0F == _OPCODE_CLOSE:
                 offload.end_data()
             status = offload.write(data)
             if status == -2:  # unbound underneath us (the media port was detached): write it ourselves
                 self._offload = offload = None
-                self.transport.write(data)
+                self.transport.write(data if self._tls is None else self._tls.seal(data))
             elif status != 0:  # the socket failed: the read side reports the loss
                 self._take_back()
                 self.transport.abort()
@@ -432,7 +516,8 @@ class RealtimeSocket(asyncio.Protocol):
             or self.protocol.state is not State.OPEN
         ):
             return False
-        if not offload.bind(sock.fileno()):
+        tls = self._tls
+        if not offload.bind(sock.fileno(), None if tls is None else (tls.seal_fn, tls.handle)):
             return False
         self._offload = offload
         return True
@@ -451,7 +536,8 @@ class RealtimeSocket(asyncio.Protocol):
     # -- reading on a beat
 
     def gate(self, on: bool) -> None:
-        """Gate reading to :meth:`beat`. Plain TCP only: over TLS the transport reads the socket itself."""
+        """Gate reading to :meth:`beat`. Not over asyncio's TLS (the fallback): its transport reads the socket
+        itself."""
         sock = self.transport.get_extra_info("socket")
         if on and not self.gated and sock is not None and self.transport.get_extra_info("sslcontext") is None:
             self._ready = select.poll()
@@ -498,7 +584,10 @@ async def connect(
     uri = parse_uri(url)
     loop = asyncio.get_running_loop()
     sock = RealtimeSocket(uri, headers, on_message, options)
-    tls = ssl.create_default_context() if uri.secure else None
+    engine = native_tls(uri.host) if uri.secure else None
+    if engine is not None:
+        sock.use_tls(engine)
+    tls = ssl.create_default_context() if uri.secure and engine is None else None
     try:
         async with asyncio.timeout(options.open_timeout):
             proxy = proxy_for(uri)
@@ -519,6 +608,20 @@ async def connect(
         sock.abort()
         raise
     return sock
+
+
+def native_tls(host: str) -> NativeTls | None:
+    """A TLS engine for ``host`` on the native one (:mod:`bridge.realtime.tls_native`), verifying as
+    ``ssl.create_default_context()`` does (the peer's chain against the default CA paths, which ``SSL_CERT_FILE``
+    and ``SSL_CERT_DIR`` name, and its name); None where the engine is not available (asyncio's TLS then)."""
+    if tls_native.load() is None:
+        return None
+    paths = ssl.get_default_verify_paths()
+    try:
+        return NativeTls(host, cafile=paths.cafile, capath=paths.capath)
+    except (OSError, ValueError) as exc:
+        log.warning("native TLS engine not made for %s (%s): asyncio's TLS instead", host, exc)
+        return None
 
 
 # -- the environment's proxy, as websockets.connect finds it (RFC 6455's "Proxy Usage")

@@ -343,7 +343,8 @@ class Pool:
         open_ = metrics.breakers_open()
         # "down": a worker's breaker is open; its new calls go straight to the hold message and the failover
         realtime = {"realtime": {"state": "down" if open_ else "up", "breaker_open_workers": [int(w) for w in open_]}}
-        slow = fast_path_problems()  # the installed packages cannot serve the Realtime socket's fast paths
+        # the installed packages cannot serve the Realtime socket's fast paths (to this model: wss:// needs TLS)
+        slow = fast_path_problems(secure=self.settings.realtime_url.startswith("wss://"))
         return (
             front
             | realtime
@@ -390,9 +391,10 @@ class Pool:
             await self._redis.aclose()
 
 
-def announce_fast_path() -> None:
-    """One line at start when the installed packages cannot serve the Realtime socket's fast paths."""
-    if slow := fast_path_problems():
+def announce_fast_path(settings: Settings) -> None:
+    """One line at start when the installed packages cannot serve the Realtime socket's fast paths (to the model
+    ``settings`` name: ``wss://`` needs the native TLS engine too)."""
+    if slow := fast_path_problems(secure=settings.realtime_url.startswith("wss://")):
         log.warning("fast path off: %s", "; ".join(slow))
 
 
@@ -413,7 +415,7 @@ def main(argv: list[str]) -> int:
 
     for warning in open_warnings(settings):  # every start says what is left open
         log.warning("open: %s", warning)
-    announce_fast_path()
+    announce_fast_path(settings)
 
     # Workers are processes: prometheus-client must merge their samples (multiprocess mode). Set before the
     # metrics module is imported anywhere, here and (inherited) in every worker.

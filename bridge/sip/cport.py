@@ -131,6 +131,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "cbp_uplink_end_data": (None, [p]),
         "cbp_uplink_mirror": (None, [p, i]),
         "cbp_uplink_guard": (None, [p, p, p]),
+        "cbp_uplink_tls": (None, [p, p, p]),
         "cbp_uplink_unbind": (i, [p]),
         "cbp_uplink_take": (None, [p, p, i]),
         "cbp_uplink_counters": (None, [p, ctypes.POINTER(ctypes.c_ulonglong), ctypes.POINTER(ctypes.c_double)]),
@@ -543,8 +544,10 @@ class NativeUplink:
         self._guard = (guard, hook)  # kept alive while this uplink may be bound
         return True
 
-    def bind(self, fd: int) -> bool:
-        """Send from the clock thread to ``fd``; False without an append template, or without the C kernel."""
+    def bind(self, fd: int, seal: tuple[int, int] | None = None) -> bool:
+        """Send from the clock thread to ``fd``; False without an append template, or without the C kernel.
+        ``seal``: the socket carries TLS; each write is sealed by ``cbt_seal`` (tls.c, its address first) with the
+        connection's engine (its address second), which the caller keeps alive until :meth:`unbind`."""
         kernel = self._upsampler.c_kernel()
         if not self._port.attached or kernel is None or self._template is None:
             return False
@@ -552,6 +555,8 @@ class NativeUplink:
         prefix, suffix = self._template
         guard_fn, guard = self._guard[1] if self._guard is not None else (None, None)
         self._lib.cbp_uplink_guard(self._handle, guard_fn, guard)
+        seal_fn, engine = seal if seal is not None else (None, None)
+        self._lib.cbp_uplink_tls(self._handle, seal_fn, engine)
         status = self._lib.cbp_uplink_bind(self._handle, fd, fn, state, prefix, len(prefix), suffix, len(suffix))
         self.bound = status == 0
         return self.bound

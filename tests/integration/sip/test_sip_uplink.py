@@ -17,6 +17,8 @@ import math
 import socket
 import struct
 import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import pjsua2 as pj
@@ -28,7 +30,10 @@ from bridge.audio.echo import EchoGuard
 from bridge.audio.echo_native import NativeEchoGuard
 from bridge.audio.frames import FRAME_BYTES
 from bridge.audio.line import EchoingLine, LineEcho
+from bridge.devkit.tlscert import self_signed
 from bridge.emulator import EmulatorServer
+from bridge.emulator.server import server_tls
+from bridge.realtime import tls_native
 from bridge.realtime.client import ClientSettings, RealtimeClient
 from bridge.realtime.dialects import BETA, GA, Dialect
 from bridge.realtime.profile import AgentProfile
@@ -280,11 +285,37 @@ async def _configured(emulator: EmulatorServer, dialect: Dialect) -> RealtimeCli
     return client
 
 
-@pytest.mark.parametrize("dialect", [BETA, GA], ids=lambda d: d.name)
+@pytest.fixture
+async def model(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[EmulatorServer]:
+    """The emulator over ``ws://``, or (``wss``) behind TLS as OpenAI is reached, with a certificate the client
+    trusts."""
+    tls = None
+    if request.param == "wss":
+        if tls_native.load() is None:
+            pytest.skip(f"no native TLS engine: {tls_native.problem()}")
+        cert, key = self_signed(tmp_path / "tls", "127.0.0.1")
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        tls = server_tls(cert, key)
+    async with EmulatorServer("127.0.0.1", 0, ping_interval_s=0, tls=tls) as emu:
+        yield emu
+
+
+@pytest.mark.parametrize(
+    ("dialect", "model"),
+    [(BETA, "ws"), (GA, "ws"), (GA, "wss")],
+    ids=["beta-ws", "ga-ws", "ga-wss"],
+    indirect=["model"],
+)
 async def test_the_model_hears_the_clock_threads_audio_and_our_events_in_order(
-    emulator: EmulatorServer, port: cport.NativePort, dialect: Dialect
+    model: EmulatorServer, port: cport.NativePort, dialect: Dialect
 ) -> None:
+    """Over ``wss://`` the clock thread seals its frames with the connection's TLS engine while the loop seals
+    its own: the service opens one stream, every frame once and in order."""
+    emulator = model
     client = await _configured(emulator, dialect)
+    assert (client._ws is not None and client._ws._tls is not None) == emulator.base_url.startswith("wss://")
     up, ref = Upsampler(native=True), Upsampler(native=False)
     offload = port.uplink(up)
     assert client.offload_writes(offload) and client.offloaded

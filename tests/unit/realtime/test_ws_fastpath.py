@@ -90,7 +90,7 @@ async def test_without_the_api_it_runs_on_websockets_own_client_and_says_so(
 
 
 class _NeverBound:
-    def bind(self, fd: int) -> bool:
+    def bind(self, fd: int, seal: tuple[int, int] | None = None) -> bool:
         raise AssertionError("an offload must not be bound without the fast path")
 
     def write(self, data: bytes) -> int:

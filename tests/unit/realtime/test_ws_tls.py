@@ -1,10 +1,13 @@
 """The Realtime socket over TLS (``wss://``), as OpenAI is reached: the emulator serves TLS with a certificate of its
-own, a client that trusts it talks to it, and one that does not is refused, naming the certificate."""
+own, a client that trusts it talks to it, and one that does not is refused, naming the certificate. On the native
+TLS engine (``bridge/realtime/tls_native.py``) the socket keeps its fast paths (reading on the beat); without it
+(``CALLBRIDGE_NATIVE_TLS=0``) asyncio's TLS carries the same conversation."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,9 +18,24 @@ from bridge.emulator import EmulatorServer
 from bridge.emulator.server import main as emulator_main
 from bridge.emulator.server import server_tls
 from bridge.errors import ConnectError
+from bridge.realtime import tls_native
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.dialects import GA
 from bridge.realtime.profile import AgentProfile
+from bridge.realtime.ws_fastpath import RealtimeSocket
+
+
+@pytest.fixture(params=["native", "asyncio"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Which TLS carries the socket: the native engine, or asyncio's (the engine turned off)."""
+    if request.param == "asyncio":
+        monkeypatch.setenv(tls_native.ENV, "0")
+    elif tls_native.load() is None:
+        pytest.skip(f"no native TLS engine: {tls_native.problem()}")
+    tls_native._reset_for_tests()
+    yield request.param
+    monkeypatch.delenv(tls_native.ENV, raising=False)
+    tls_native._reset_for_tests()
 
 
 @pytest.fixture
@@ -42,21 +60,37 @@ async def _configured(client: RealtimeClient) -> list[ev.Event]:
 
 
 async def test_a_client_that_trusts_the_certificate_talks_over_wss(
-    tls_emulator: EmulatorServer, cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    tls_emulator: EmulatorServer, cert: tuple[Path, Path], engine: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert tls_emulator.base_url.startswith("wss://") and tls_emulator.http_url.startswith("https://")
     monkeypatch.setenv("SSL_CERT_FILE", str(cert[0]))
     client = RealtimeClient(GA, f"{tls_emulator.base_url}?speed=0", "sk-test-client")
     try:
         seen = await _configured(client)
+        ws = client._ws
+        assert isinstance(ws, RealtimeSocket)
+        assert (ws._tls is not None) == (engine == "native")
+        client.read_on_beat(True)
+        assert ws.gated == (engine == "native")  # asyncio's TLS transport reads the socket itself
+        client.send(ev.AddText("hello", ev.Role.USER))
+        client.send(ev.CreateResponse())
+        async with asyncio.timeout(10):  # gated: the events come as the beat reads them
+            while not isinstance(seen[-1], ev.ResponseDone):
+                client.beat()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.06):
+                        seen.append(await client.next_event())
     finally:
         await client.close()
-    assert isinstance(seen[-1], ev.SessionConfigured)
-    assert len(tls_emulator.sessions) == 1
+    assert any(isinstance(e, ev.AudioChunk) for e in seen)
+    assert client.closed is not None and client.closed.error_class is None  # the close went out sealed too
+    (record,) = tls_emulator.sessions
+    await tls_emulator.wait_closed(record)
+    assert "conversation.item.create" in [e["type"] for e in record.received] and record.errors == []
 
 
 async def test_a_client_that_does_not_trust_it_is_refused_naming_the_certificate(
-    tls_emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tls_emulator: EmulatorServer, engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     other, _ = self_signed(tmp_path / "other", "127.0.0.1")
     monkeypatch.setenv("SSL_CERT_FILE", str(other))

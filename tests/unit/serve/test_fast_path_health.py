@@ -58,7 +58,7 @@ async def _health_of(state: dict[str, Any], monkeypatch: pytest.MonkeyPatch, cap
 async def test_a_fast_path_that_cannot_run_is_degraded_in_healthz_and_health(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(pool, "fast_path_problems", lambda: [SLOW])
+    monkeypatch.setattr(pool, "fast_path_problems", lambda secure=False: [SLOW])
     state = _ready_pool()
     assert state["fast_path"] == {"on": False, "problems": [SLOW]}
     out = await _health_of(state, monkeypatch, capsys)
@@ -76,9 +76,31 @@ async def test_with_the_fast_path_on_health_says_nothing_of_it(
 
 def test_serve_says_so_at_start_in_one_line(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    pool.announce_fast_path()
+    pool.announce_fast_path(Settings())
     assert not [r for r in caplog.records if "fast path" in r.getMessage()]
-    monkeypatch.setattr(pool, "fast_path_problems", lambda: [SLOW])
-    pool.announce_fast_path()
+    monkeypatch.setattr(pool, "fast_path_problems", lambda secure=False: [SLOW])
+    pool.announce_fast_path(Settings())
     assert [r.getMessage() for r in caplog.records if "fast path" in r.getMessage()] == [f"fast path off: {SLOW}"]
-    assert "announce_fast_path()" in inspect.getsource(pool.main)  # serve's start
+    assert "announce_fast_path(settings)" in inspect.getsource(pool.main)  # serve's start
+
+
+def test_without_the_native_tls_engine_the_fast_path_is_off_for_a_wss_model_only(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bridge.realtime import tls_native
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setenv(tls_native.ENV, "0")
+    tls_native._reset_for_tests()
+    try:
+        plain = pool.Pool(Settings(workers=1, realtime_url="ws://127.0.0.1:8765/v1")).health()["fast_path"]
+        secure = pool.Pool(Settings(workers=1, realtime_url="wss://api.openai.com/v1")).health()["fast_path"]
+        pool.announce_fast_path(Settings(realtime_url="wss://api.openai.com/v1"))
+    finally:
+        monkeypatch.delenv(tls_native.ENV)
+        tls_native._reset_for_tests()
+    assert plain == {"on": True, "problems": []}
+    (problem,) = secure["problems"]
+    assert not secure["on"] and problem.startswith("no native TLS engine (off by CALLBRIDGE_NATIVE_TLS=0)")
+    (line,) = [r.getMessage() for r in caplog.records if "fast path" in r.getMessage()]
+    assert line == f"fast path off: {problem}"
