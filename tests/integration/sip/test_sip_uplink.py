@@ -15,6 +15,7 @@ import ctypes
 import json
 import math
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import AsyncIterator
@@ -380,3 +381,73 @@ async def test_a_closing_client_is_not_offloaded(emulator: EmulatorServer, port:
     assert not client.offload_writes(offload) and not client.offloaded
     cport.put_frame(port.handle, tone(1020, 1)[0])
     assert offload.frames_sent == 0
+
+
+def _tls_pair(tmp_path: Path) -> tuple[tls_native.NativeTls, ssl.SSLObject, ssl.MemoryBIO]:
+    """A native TLS engine (the client) with its handshake done against a Python ``ssl`` server on memory
+    buffers; the server object and the buffer its ciphertext goes into."""
+    if tls_native.load() is None:
+        pytest.skip(f"no native TLS engine: {tls_native.problem()}")
+    cert, key = self_signed(tmp_path / "tls", "127.0.0.1")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = context.wrap_bio(incoming, outgoing, server_side=True)
+    client = tls_native.NativeTls("127.0.0.1", cafile=str(cert))
+    server_done = False
+    while not client.handshake() or not server_done:
+        incoming.write(client.take())
+        try:
+            server.do_handshake()
+            server_done = True
+        except ssl.SSLWantReadError:
+            pass
+        client.feed(outgoing.read())
+    incoming.write(client.take())
+    return client, server, incoming
+
+
+def _opened(server: ssl.SSLObject, incoming: ssl.MemoryBIO, raw: bytes) -> bytes:
+    """Everything ``raw`` carries, opened by the server: raises if any record does not open."""
+    incoming.write(raw)
+    plain = b""
+    with contextlib.suppress(ssl.SSLWantReadError):
+        while chunk := server.read(1 << 16):
+            plain += chunk
+    return plain
+
+
+def test_over_tls_a_backlog_drops_whole_frames_before_they_are_sealed(port: cport.NativePort, tmp_path: Path) -> None:
+    """Over TLS the caller's frames the socket cannot take are dropped before they are sealed: every record that was
+    sealed goes out, so the stream still opens, whole, in order, after the drops."""
+    tls, server, incoming = _tls_pair(tmp_path)
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    offload = port.uplink(Upsampler(native=True))
+    assert offload.set_append(GA.append) and offload.bind(ours.fileno(), (tls.seal_fn, tls.handle))
+    frames = tone(440, 250)  # 5 s: more than the pending buffer holds (about 3 s)
+    for frame in frames:
+        cport.put_frame(port.handle, frame)
+    sent, dropped = offload.frames_sent, offload.frames_dropped
+    assert sent + dropped == 250 and dropped > 0
+    assert offload.write(b"\x81\x82" + bytes(4) + b"ok") == 0  # the connection's own frame: sealed, never dropped
+    rest = offload.unbind()  # sealed bytes the kernel had not taken, handed back in order
+    theirs.setblocking(False)
+    ours.setblocking(False)
+    raw = b""
+    while True:
+        try:
+            raw += theirs.recv(1 << 20)
+        except BlockingIOError:
+            if not rest:
+                break
+        if rest:
+            with contextlib.suppress(BlockingIOError):
+                rest = rest[ours.send(rest) :]
+    ours.close()
+    theirs.close()
+    assert b"input_audio_buffer" not in raw  # nothing went out in the clear
+    got = parse_frames(_opened(server, incoming, raw))
+    assert len(got) == sent + 1 and got[-1] == (1, b"ok")
+    assert all(json.loads(p)["type"] == "input_audio_buffer.append" for _, p in got[:-1])
+    tls.close()
