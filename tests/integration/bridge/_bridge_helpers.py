@@ -48,7 +48,9 @@ from bridge.audio.analysis import peak_frequency
 from bridge.audio.wav import read_wav, write_wav
 from bridge.config import Settings
 from bridge.devkit.ports import free_port_block
+from bridge.devkit.tlscert import self_signed
 from bridge.emulator import EmulatorServer
+from bridge.emulator.server import server_tls
 from bridge.emulator.session import SessionRecord
 from bridge.serve.pool import Pool
 from bridge.store.reportfile import read_reports
@@ -367,6 +369,7 @@ class BridgeStack:
     service_delay_s: float = 0.0  # > 0: the workers reach the emulator through a DelayProxy
     redis_url: str | None = None  # the workers' state store and rollout flags (None: none)
     extra_plans: list[dict[str, Any]] = field(default_factory=list)  # more dialplans, as the YAML files say them
+    model_tls: bool = False  # the emulator behind TLS (wss://, as OpenAI is reached), its certificate trusted
     emulator: EmulatorServer | None = None
     pool: Pool | None = None
     proxy: DelayProxy | None = None
@@ -396,7 +399,12 @@ class BridgeStack:
         write_dialplans(self.dialplans, self.transfer_target)
         for plan in self.extra_plans:
             (self.dialplans / f"{plan['name']}.yaml").write_text(json.dumps(plan))  # JSON is YAML
-        self.emulator = EmulatorServer(LOCALHOST, 0, ping_interval_s=0, **self.emulator_settings)
+        trust: dict[str, str] = {}
+        tls = None
+        if self.model_tls:
+            cert, key = self_signed(self.tmp / "model-tls", LOCALHOST)
+            tls, trust = server_tls(cert, key), {"SSL_CERT_FILE": str(cert)}
+        self.emulator = EmulatorServer(LOCALHOST, 0, ping_interval_s=0, tls=tls, **self.emulator_settings)
         await self.emulator.start()
         realtime_url = self.emulator.base_url
         if self.service_delay_s > 0:
@@ -411,7 +419,7 @@ class BridgeStack:
             report_file=self.reports_path,
             redis_url=self.redis_url,
         )
-        self.pool = Pool(settings)
+        self.pool = Pool(settings, trust)
         await self.pool.start()
         try:
             await asyncio.wait_for(self.pool.wait_ready(), 30)

@@ -33,6 +33,8 @@ from _bridge_helpers import (
     write_pcm_wav,
 )
 
+from bridge.realtime import tls_native
+
 # It measures audio timing to the frame: xdist group "cpu", never next to a CPU-heavy test (tests/conftest.py).
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("cpu")]
 
@@ -43,18 +45,21 @@ HEARS = "A test tone, then: hi, what are your opening hours"
 
 
 @pytest.mark.parametrize(
-    ("dialect", "fmt", "media"),
+    ("dialect", "fmt", "media", "scheme"),
     [
-        ("ga", "pcm16", "native"),
-        ("beta", "pcm16", "native"),
-        ("ga", "g711_ulaw", "native"),
-        ("beta", "g711_ulaw", "native"),
-        ("ga", "pcm16", "python"),  # the fallback media port (a pjsua2 AudioMediaPort), kept working
+        ("ga", "pcm16", "native", "ws"),
+        ("beta", "pcm16", "native", "ws"),
+        ("ga", "g711_ulaw", "native", "ws"),
+        ("beta", "g711_ulaw", "native", "ws"),
+        ("ga", "pcm16", "python", "ws"),  # the fallback media port (a pjsua2 AudioMediaPort), kept working
+        ("ga", "pcm16", "native", "wss"),  # the model over TLS, as OpenAI is reached: the clock thread still sends
     ],
 )
 async def test_caller_audio_reaches_the_model_and_the_reply_reaches_the_caller(
-    tmp_path: Path, dialect: str, fmt: str, media: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, dialect: str, fmt: str, media: str, scheme: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if scheme == "wss" and tls_native.load() is None:
+        pytest.skip(f"no native TLS engine: {tls_native.problem()}")
     monkeypatch.setenv("CALLBRIDGE_MEDIA_PORT", media)  # the workers' SipConfig default
     lead = silence(0.3)
     sent_tone = tone(CALLER_HZ, TONE_S, CALLER_DBFS)
@@ -63,8 +68,9 @@ async def test_caller_audio_reaches_the_model_and_the_reply_reaches_the_caller(
     write_pcm_wav(play, lead, sent_tone, silence(GAP_S), sent_speech, silence(2.2))
     heard_wav = tmp_path / "heard.wav"
 
-    async with BridgeStack(tmp_path) as stack:
+    async with BridgeStack(tmp_path, model_tls=scheme == "wss") as stack:
         emu = stack.emu
+        assert emu.base_url.startswith(f"{scheme}://")
         emu.queue_next(
             settings={"speed": 4.0, "tone_hz": REPLY_HZ, "tone_dbfs": REPLY_PEAK_DBFS},
             annotations=[{"hears": HEARS, "reply": {"text": "Okay.", "duration_ms": REPLY_MS}}],
