@@ -477,7 +477,7 @@ class RealtimeSocket(asyncio.Protocol):
         for data in self.protocol.data_to_send():
             if not data:  # end of stream: hand the socket back, then half-close it
                 self._take_back()
-                if self._tls is not None and not self.transport.is_closing():
+                if self._tls is not None and not self.lost.done() and not self.transport.is_closing():
                     self.transport.write(self._tls.close_notify())
                 if self.transport.can_write_eof():
                     with contextlib.suppress(OSError, RuntimeError):
@@ -487,18 +487,27 @@ class RealtimeSocket(asyncio.Protocol):
                 offload = None
                 continue
             if offload is None:
-                self.transport.write(data if self._tls is None else self._tls.seal(data))
+                self._write(data)
                 continue
             if data[0] & 0x0F == _OPCODE_CLOSE:
                 offload.end_data()
             status = offload.write(data)
             if status == -2:  # unbound underneath us (the media port was detached): write it ourselves
                 self._offload = offload = None
-                self.transport.write(data if self._tls is None else self._tls.seal(data))
+                self._write(data)
             elif status != 0:  # the socket failed: the read side reports the loss
                 self._take_back()
                 self.transport.abort()
                 return
+
+    def _write(self, data: bytes) -> None:
+        """Write ``data`` through the transport, sealed first over the native TLS engine (none after the connection
+        is lost: the engine is gone with it)."""
+        tls = self._tls
+        if tls is None:
+            self.transport.write(data)
+        elif not self.lost.done():
+            self.transport.write(tls.seal(data))
 
     def offload(self, offload: WriteOffload | None) -> bool:
         """Route every write through ``offload`` (bound to the socket now), or (None) take the socket back."""
