@@ -6,13 +6,13 @@ fragments, keepalive, backpressure, a failing handler and an HTTP proxy behave a
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from _proxy import connect_proxy
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
@@ -256,33 +256,9 @@ async def test_a_peer_that_stops_reading_holds_sends_back_until_it_reads_again()
 async def test_through_an_http_proxy_with_credentials(
     emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    connects: list[bytes] = []
-
-    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        connects.append(head)
-        if b"Proxy-Authorization: Basic " + base64.b64encode(b"user:s3cret") not in head:
-            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
-            writer.close()
-            return
-        host, port = head.split(b" ")[1].decode().rsplit(":", 1)
-        up_reader, up_writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
     for name in ("no_proxy", "NO_PROXY", "https_proxy", "HTTPS_PROXY", "ws_proxy", "socks_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    try:
+    async with connect_proxy("user", "s3cret") as (port, connects):
         monkeypatch.setenv("http_proxy", f"http://user:wrong@127.0.0.1:{port}")
         refused = RealtimeClient(GA, emulator.base_url, "sk-test-client")
         with pytest.raises(ConnectError) as info:
@@ -291,8 +267,6 @@ async def test_through_an_http_proxy_with_credentials(
         monkeypatch.setenv("http_proxy", f"http://user:s3cret@127.0.0.1:{port}")
         client = await _configured(emulator)
         await client.close()
-    finally:
-        server.close()
     target = emulator.base_url.split("//")[1].split("/")[0].encode()
     assert len(connects) == 2 and connects[-1].startswith(b"CONNECT " + target + b" HTTP/1.1\r\n")
     assert client.closed is not None and client.closed.error_class is None

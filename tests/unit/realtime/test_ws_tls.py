@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from _proxy import connect_proxy
 
 from bridge import events as ev
 from bridge.devkit.tlscert import self_signed
@@ -110,3 +111,26 @@ def test_the_emulator_cli_needs_both_halves_of_a_certificate(
     missing = tmp_path / "missing.pem"
     assert emulator_main(["--port", "0", "--tls-cert", str(missing), "--tls-key", str(cert[1])]) == 2
     assert "No such file" in capsys.readouterr().out
+
+
+async def test_through_an_http_proxy_tls_runs_inside_the_tunnel(
+    tls_emulator: EmulatorServer, cert: tuple[Path, Path], engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``wss://`` behind a corporate proxy: ``CONNECT`` to the service, then TLS end to end through the tunnel (the
+    proxy sees records, never the key or the messages)."""
+    for name in ("no_proxy", "NO_PROXY", "http_proxy", "HTTPS_PROXY", "ws_proxy", "socks_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert[0]))
+    async with connect_proxy("user", "s3cret") as (port, connects):
+        monkeypatch.setenv("https_proxy", f"http://user:s3cret@127.0.0.1:{port}")
+        client = RealtimeClient(GA, f"{tls_emulator.base_url}?speed=0", "sk-test-client")
+        try:
+            seen = await _configured(client)
+            ws = client._ws
+            assert isinstance(ws, RealtimeSocket) and (ws._tls is not None) == (engine == "native")
+        finally:
+            await client.close()
+    assert isinstance(seen[-1], ev.SessionConfigured)
+    target = tls_emulator.base_url.split("//")[1].split("/")[0].encode()
+    assert len(connects) == 1 and connects[0].startswith(b"CONNECT " + target + b" HTTP/1.1\r\n")
+    assert client.closed is not None and client.closed.error_class is None
