@@ -335,6 +335,11 @@ def preload() -> tuple[int, str]:
     for source in build.SOURCES:  # the libraries a worker loads (and checks) itself; mapped here once
         with contextlib.suppress(OSError):
             ctypes.CDLL(str(build.build(source)))
+    from bridge.realtime.ws_fastpath import native_tls
+
+    engine = native_tls("localhost")  # the TLS engine loaded and the trust store read (~15 ms) once, for every worker
+    if engine is not None:
+        engine.close()
     return len(sys.modules), unsafe_to_fork()
 
 

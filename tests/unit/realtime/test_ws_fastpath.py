@@ -32,6 +32,7 @@ from bridge.realtime.ws_fastpath import RealtimeSocket
 def test_the_installed_websockets_has_the_sans_io_api_the_socket_uses() -> None:
     assert ws_fastpath.missing_api() == [], "websockets' sans-I/O API changed: update bridge/realtime/ws_fastpath.py"
     assert ws_fastpath.MISSING == () and ws_fastpath.fast_path_problems() == []
+    assert ws_fastpath.fast_path_problems(secure=True) == [], "wss:// would run without the fast paths"
 
 
 def test_a_missing_part_of_the_api_is_named() -> None:
