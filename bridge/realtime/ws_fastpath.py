@@ -274,7 +274,7 @@ class RealtimeSocket(asyncio.Protocol):
             log.warning("realtime TLS failed: %s", exc)
             self.abort()
             return
-        if not self._offload:  # offloaded, the next sealed write carries it out first, in order
+        if self._offload is None:  # offloaded, the next sealed write carries it out first, in order
             queued = tls.take()  # e.g. the answer to a key update
             if queued:
                 self.transport.write(queued)
@@ -615,6 +615,8 @@ async def connect(
             await sock.opened
     except BaseException:
         sock.abort()
+        if engine is not None:  # never connected, or lost: its C state goes now (closing twice is nothing)
+            engine.close()
         raise
     return sock
 
