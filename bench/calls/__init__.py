@@ -10,7 +10,10 @@ Two paths carry the same load, step by step (4, 8, ... ``--max-calls`` concurren
   ``--ceiling play`` instead plays a looped recording (C) to each call and sends the call's audio to the null
   sound device: what a loopback sends is what it received, so a stall on the caller's side reaches the caller's
   jitter buffer twice, while the bridge's reply does not depend on the caller's packets; ``play`` removes that
-  difference.
+  difference. ``--ceiling stream`` loops each call back and also sends its audio to a socket (a sink in the
+  bench's process) as a worker sends it to the model: the bridge's own native port and C uplink upsample, frame
+  and write each frame on pjmedia's clock thread, with no Python per frame. It is what the model I/O costs at
+  least; the bench checks that the sink got every call's appends.
 
 The load callers are the same for both: ``ceil(calls / 4)`` pjsua2 processes, each placing 4 calls that play a
 looped speech WAV through an ``AudioMediaPlayer`` (C, no Python on the media path). Every process involved runs on

@@ -63,11 +63,13 @@ async def run_caller(uris: list[str], play: Path, srtp: str = "off", tls_ca: str
     return {"calls": rows}
 
 
-async def run_loopback(port: int, play: Path | None = None) -> int:
-    """The ceiling's callee (:class:`bridge.sip.loadcall.LoopbackCallee`) until SIGTERM or SIGINT."""
+async def run_loopback(port: int, play: Path | None = None, sink: str = "") -> int:
+    """The ceiling's callee (:class:`bridge.sip.loadcall.LoopbackCallee`) until SIGTERM or SIGINT; with ``sink``
+    (host:port), each call's audio also goes to that socket as the bridge's uplink sends it (:class:`_Streams`)."""
     from bridge.sip.loadcall import LoopbackCallee
 
-    callee = LoopbackCallee(port, play)
+    streams = _Streams(sink) if sink else None
+    callee = LoopbackCallee(port, play, streams.add if streams is not None else None)
     callee.start()
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -76,8 +78,46 @@ async def run_loopback(port: int, play: Path | None = None) -> int:
     ready = {"loopback": callee.sip_port, "max_calls": callee.max_calls, "scheduling": describe()}
     print(json.dumps(ready), flush=True)
     await stopped.wait()
+    if streams is not None:
+        streams.close()
     await callee.close()
     return 0
+
+
+class _Streams:
+    """The ``stream`` ceiling's model I/O, all in C: each call's audio, as it comes from the conference bridge, is
+    upsampled, framed as a GA append and written to a TCP socket to ``sink`` on pjmedia's clock thread by the
+    bridge's own native port and uplink (``bridge/native/cport.c``), as a worker sends it, with no Python per
+    frame: what sending a call's audio to a model costs at least."""
+
+    def __init__(self, sink: str) -> None:
+        host, _, port = sink.rpartition(":")
+        self.sink = (host, int(port))
+        self.held: list[tuple[Any, ...]] = []
+
+    def add(self, endpoint: Any, media: Any) -> None:
+        import socket
+
+        from bridge.audio import Upsampler
+        from bridge.realtime.dialects import GA
+
+        port = endpoint.acquire_port()
+        port.attach(None, lambda pcm, t: None)
+        sock = socket.create_connection(self.sink)
+        sock.setblocking(False)
+        up = Upsampler(native=True)
+        uplink = port.uplink(up)
+        if not (uplink.set_append(GA.append) and uplink.bind(sock.fileno())):
+            raise RuntimeError("the stream ceiling needs the native port and the C upsampler")
+        port.route(media, send=False, receive=True)
+        self.held.append((port, uplink, sock, up))
+
+    def close(self) -> None:
+        for port, uplink, sock, _ in self.held:
+            uplink.unbind()
+            port.detach()
+            sock.close()
+        self.held.clear()
 
 
 async def _sleep_until(at: float) -> None:
@@ -163,7 +203,12 @@ async def collect(step: Step, procs: list[asyncio.subprocess.Process]) -> list[d
 
 
 async def boot_loopbacks(
-    loops: list[asyncio.subprocess.Process], apps: int, play: Path | None, priority: int, log_path: Path
+    loops: list[asyncio.subprocess.Process],
+    apps: int,
+    play: Path | None,
+    priority: int,
+    log_path: Path,
+    sink: str = "",
 ) -> tuple[list[int], list[str]]:
     """Start ``apps`` loopback apps one after another, each added to ``loops`` as it starts (the caller stops
     them, also those started before one failed). Returns their SIP ports and scheduling as they reported it."""
@@ -172,7 +217,8 @@ async def boot_loopbacks(
     with stderr_to(log_path):
         for _ in range(apps):
             args = ["--role", "loopback", "--port", str(free_port_block(1)), "--realtime-priority", str(priority)]
-            proc = await spawn_role(*args, *(("--play", str(play)) if play is not None else ()))
+            args += ["--play", str(play)] if play is not None else []
+            proc = await spawn_role(*args, *(("--sink", sink) if sink else ()))
             loops.append(proc)
             assert proc.stdout is not None
             ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), LOOPBACK_READY_S))

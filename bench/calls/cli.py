@@ -58,11 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--ceiling",
-        choices=("loop", "play"),
+        choices=("loop", "play", "stream"),
         default="loop",
         help="the ceiling's callee: loop each call's audio back to itself in the conference bridge (default, as "
         "the issue defines it), or play a looped recording to it and take its audio in (what it sends then does "
-        "not depend on what it receives, as in the bridge)",
+        "not depend on what it receives, as in the bridge), or (stream) loop it back and also send it to a socket "
+        "as a worker sends it to the model, from the clock thread in C (what the model I/O costs at least)",
     )
     parser.add_argument(
         "--realtime-priority",
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--srtp-mode", dest="srtp_mode", default="off", help=argparse.SUPPRESS)
     parser.add_argument("--tls-ca", dest="tls_ca", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--sink", default="", help=argparse.SUPPRESS)
     return parser
 
 
@@ -95,7 +97,7 @@ def _run_role(args: argparse.Namespace) -> int:
         print(json.dumps(result), flush=True)
         return 0
     use_realtime(args.realtime_priority)  # before pjsua starts, as a worker does
-    return asyncio.run(run_loopback(args.port, Path(args.play) if args.play else None))
+    return asyncio.run(run_loopback(args.port, Path(args.play) if args.play else None, args.sink))
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

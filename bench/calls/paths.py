@@ -97,7 +97,9 @@ class Bench:
     ) -> None:
         # the bridge path: each load caller's calls to as many workers (True) or all to one (False); see the doc
         self.spread = spread
-        self.ceiling = ceiling  # "loop": each call's audio back to itself; "play": a recording out, audio in
+        # "loop": each call's audio back to itself; "play": a recording out, audio in; "stream": loop, and the
+        # call's audio sent to a socket from C as a worker's uplink sends it
+        self.ceiling = ceiling
         self.seconds = seconds
         self.priority = priority  # SCHED_RR priority of the system under test (workers, loopback apps); 0: none
         self.beat = beat  # the workers' media beat, in 20 ms ticks (Settings.media_beat_frames)
@@ -249,12 +251,49 @@ class Bench:
         step = Step("ceiling", calls, math.ceil(calls / CALLS_PER_PROCESS))
         loops: list[asyncio.subprocess.Process] = []
         play = self.play if self.ceiling == "play" else None
+        sink = await _Sink.start() if self.ceiling == "stream" else None
         try:
-            ports, reported = await boot_loopbacks(loops, step.processes, play, self.priority, self.log_path)
+            address = sink.address if sink is not None else ""
+            ports, reported = await boot_loopbacks(loops, step.processes, play, self.priority, self.log_path, address)
             self._note_scheduling(step, reported)
             uris = [uri(ports[i // CALLS_PER_PROCESS]) for i in range(calls)]
             await self._measure(step, uris, [p.pid for p in loops])
+            # each call streams 50 appends of 20 ms (1280 bytes of base64 each) a second, at least over the window
+            if sink is not None and sink.received < 0.9 * calls * step.window_s * 50 * 1280:
+                step.errors.append(f"the stream ceiling's sink got only {sink.received} bytes: calls did not stream")
         finally:
             for proc in loops:
                 await stop(proc)
+            if sink is not None:
+                await sink.close()
         return step
+
+
+class _Sink:
+    """Where the ``stream`` ceiling's calls send their audio: a TCP server in this process (as the emulator is for
+    the bridge) that reads everything and keeps nothing."""
+
+    def __init__(self, server: asyncio.Server) -> None:
+        self.server = server
+        self.received = 0  # bytes, over the whole step
+        host, port = server.sockets[0].getsockname()[:2]
+        self.address = f"{host}:{port}"
+
+    @classmethod
+    async def start(cls) -> _Sink:
+        sink: _Sink | None = None
+
+        async def drain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await reader.read(1 << 16):
+                    if sink is not None:
+                        sink.received += len(data)
+            writer.close()
+
+        sink = cls(await asyncio.start_server(drain, "127.0.0.1", 0))
+        return sink
+
+    async def close(self) -> None:
+        self.server.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.server.wait_closed(), 2.0)

@@ -249,9 +249,12 @@ class LoopbackCallee:
     itself in the conference bridge, or with ``play``, the call hears that recording, looped, and its own audio
     goes to the null sound device: what it sends then no longer depends on what it receives, as in the bridge."""
 
-    def __init__(self, port: int, play: Path | None = None) -> None:
+    def __init__(
+        self, port: int, play: Path | None = None, also: Callable[[SipEndpoint, Any], None] | None = None
+    ) -> None:
         self.port = port
         self.play = play
+        self.also = also  # called with the endpoint and each call's audio as it comes up (the bench's streams)
         self._endpoint: SipEndpoint | None = None
         self._held: dict[str, Any] = {"calls": []}
 
@@ -284,6 +287,8 @@ class LoopbackCallee:
         else:
             self._held["player"].startTransmit(media)
             media.startTransmit(self._held["speaker"])
+        if self.also is not None and self._endpoint is not None:
+            self.also(self._endpoint, media)
 
     def _release(self) -> None:
         for call in self._held.get("calls", []):
