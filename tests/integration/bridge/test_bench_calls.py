@@ -76,3 +76,14 @@ def test_srtp_runs_every_call_of_its_path_as_sips_over_tls_with_srtp() -> None:
     assert srtp["cpu_per_call_pct"] > 0 and srtp["out_late_or_missing"] < round(WINDOW_S * 50) * CALLS // 4, srtp
     assert steps["bridge"]["answered"] == CALLS, steps["bridge"]  # the plain path beside it: UDP, plain RTP
     assert lines[-1]["kind"] == "summary" and "srtp_max_calls" in lines[-1], lines[-1]
+
+
+@pytest.mark.timeout(300)  # as above; about 15 s on an idle machine (one path, one step)
+def test_the_stream_ceiling_sends_every_calls_audio_to_its_sink() -> None:
+    lines = _bench("--only", "ceiling", "--ceiling", "stream")
+    step = [s for s in lines if s.get("kind") == "step"][-1]  # the last run decides
+    # Every call up for the whole window, looped back, and its audio streamed to the sink: fewer bytes than 90 % of
+    # the window's appends would be an error of the step.
+    assert step["path"] == "ceiling" and step["answered"] == CALLS and step["errors"] == [], step
+    assert step["cpu_per_call_pct"] > 0 and step["out_late_or_missing"] < round(WINDOW_S * 50) * CALLS // 4, step
+    assert lines[-1]["kind"] == "summary" and lines[-1]["ceiling"] == "stream", lines[-1]
