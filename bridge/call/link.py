@@ -3,9 +3,9 @@ caller's audio sent to it.
 
 Caller frames arrive on the loop thread (``PhoneLeg.start_media``), go through the uplink converter and are sent at
 once as ``AppendAudio`` (the hot path has no queue of its own). Where the leg offers an uplink offload (a native
-media port, plain ``ws://``, PCM 24 kHz), the media clock thread does exactly that itself, in C, with the same
-upsampler state; the link binds it to each session as sessions come and go. With no session (recovering), the
-caller's frames are dropped: audio history is never replayed to a new session.
+media port, ``ws://`` or ``wss://`` on the native TLS engine, PCM 24 kHz), the media clock thread does exactly that
+itself, in C, with the same upsampler state; the link binds it to each session as sessions come and go. With no
+session (recovering), the caller's frames are dropped: audio history is never replayed to a new session.
 
 A dialect with ``continuous_audio`` (the service hears one stream, silence included) gets a frame every 20 ms of
 the call's clock from the moment a session first hears the caller: a beat that finds the stream more than

@@ -6,7 +6,8 @@ guard can hear the caller (:class:`Guarded`), and returns a :class:`MediaPath`; 
 follow it. What it cannot know before the call is answered is asked at run time, and each refusal keeps the loop's
 path: the leg offers the clock thread's uplink only on a native media port (``bridge/sip/gateway.py``,
 ``uplink_offload``), the uplink takes the guard's C hook only as a native one (``NativeUplink.guard_with``), and the
-socket takes its writes only on plain ``ws://`` (``RealtimeClient.offload_writes``).
+socket takes its writes only where it holds its own bytes: ``ws://``, or ``wss://`` on the native TLS engine
+(``RealtimeClient.offload_writes``).
 """
 
 from __future__ import annotations

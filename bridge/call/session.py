@@ -320,7 +320,7 @@ class CallSession:
         if self.echo is not None:  # the guard hears the caller's frames first
             outbound, on_frame = self.echo.media(outbound, on_frame)
         self.leg.start_media(outbound, on_frame)
-        if self.media.offload is not None:  # a native port may offer it, ws:// take it (else: the loop's path)
+        if self.media.offload is not None:  # a native port may offer it, the socket take it (else: the loop's path)
             offload = self.leg.uplink_offload(self.media.offload)
             # the path has the guard hear the frames there: an offload that cannot take it is refused too
             guard = self.echo if self.media.guard_on_clock else None

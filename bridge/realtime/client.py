@@ -289,8 +289,8 @@ class RealtimeClient:
             self._ws.gate(on and not self._closing)
 
     def offload_writes(self, offload: WriteOffload | None) -> bool:
-        """Hand the socket's writes to ``offload`` (see the module doc); False if this connection cannot (TLS,
-        closing, not open, or asyncio still holds unsent bytes). None takes them back."""
+        """Hand the socket's writes to ``offload`` (see the module doc); False if this connection cannot (asyncio's
+        TLS, closing, not open, or asyncio still holds unsent bytes). None takes them back."""
         ws = self._ws
         if offload is None:
             if ws is not None:
