@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -96,8 +97,6 @@ class _Streams:
         self.held: list[tuple[Any, ...]] = []
 
     def add(self, endpoint: Any, media: Any) -> None:
-        import socket
-
         from bridge.audio import Upsampler
         from bridge.realtime.dialects import GA
 

@@ -217,6 +217,26 @@ def test_each_frame_is_framed_by_the_template_it_was_given(port: cport.NativePor
     assert all(len(base64.b64decode(e["pcm"], validate=True)) == 960 for e in got)  # 20 ms at 24 kHz
 
 
+def _read_all(ours: socket.socket, theirs: socket.socket, rest: bytes) -> bytes:
+    """Everything the pair carries once the uplink is unbound: what the kernel holds, then ``rest`` (the bytes
+    the uplink handed back) written after it, as the loop would. Both ends are closed."""
+    theirs.setblocking(False)
+    ours.setblocking(False)
+    raw = b""
+    while True:
+        try:
+            raw += theirs.recv(1 << 20)
+        except BlockingIOError:
+            if not rest:
+                break
+        if rest:
+            with contextlib.suppress(BlockingIOError):
+                rest = rest[ours.send(rest) :]
+    ours.close()
+    theirs.close()
+    return raw
+
+
 def test_a_socket_that_takes_nothing_keeps_whole_frames_then_drops_and_counts(port: cport.NativePort) -> None:
     ours, theirs = socket.socketpair()
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
@@ -229,21 +249,7 @@ def test_a_socket_that_takes_nothing_keeps_whole_frames_then_drops_and_counts(po
     sent, dropped = offload.frames_sent, offload.frames_dropped
     assert sent + dropped == 250 and dropped > 0
     assert offload.write(b"\x81\x82" + bytes(4) + b"ok") == 0  # the connection's own frame is never dropped
-    rest = offload.unbind()  # what the kernel had not taken, handed back in order
-    theirs.setblocking(False)
-    ours.setblocking(False)
-    raw = b""
-    while True:  # read what the kernel holds, and write the rest after it, as the loop would
-        try:
-            raw += theirs.recv(1 << 20)
-        except BlockingIOError:
-            if not rest:
-                break
-        if rest:
-            with contextlib.suppress(BlockingIOError):
-                rest = rest[ours.send(rest) :]
-    ours.close()
-    theirs.close()
+    raw = _read_all(ours, theirs, offload.unbind())  # what the kernel had not taken is handed back in order
     got = parse_frames(raw)
     assert len(got) == sent + 1 and got[-1] == (1, b"ok")
     assert all(json.loads(p)["type"] == "input_audio_buffer.append" for _, p in got[:-1])
@@ -431,21 +437,7 @@ def test_over_tls_a_backlog_drops_whole_frames_before_they_are_sealed(port: cpor
     sent, dropped = offload.frames_sent, offload.frames_dropped
     assert sent + dropped == 250 and dropped > 0
     assert offload.write(b"\x81\x82" + bytes(4) + b"ok") == 0  # the connection's own frame: sealed, never dropped
-    rest = offload.unbind()  # sealed bytes the kernel had not taken, handed back in order
-    theirs.setblocking(False)
-    ours.setblocking(False)
-    raw = b""
-    while True:
-        try:
-            raw += theirs.recv(1 << 20)
-        except BlockingIOError:
-            if not rest:
-                break
-        if rest:
-            with contextlib.suppress(BlockingIOError):
-                rest = rest[ours.send(rest) :]
-    ours.close()
-    theirs.close()
+    raw = _read_all(ours, theirs, offload.unbind())  # sealed bytes the kernel had not taken, handed back in order
     assert b"input_audio_buffer" not in raw  # nothing went out in the clear
     got = parse_frames(_opened(server, incoming, raw))
     assert len(got) == sent + 1 and got[-1] == (1, b"ok")
