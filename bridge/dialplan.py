@@ -31,6 +31,7 @@ from bridge.realtime.dialects import DIALECTS
 from bridge.realtime.profile import AgentProfile, Tool
 from bridge.rollout.policy import RolloutSpec, Variant, legacy_spec
 from bridge.tools.spec import Header, HttpTool, McpServer
+from bridge.webhooks.endpoints import WebhookSpec, unique_names
 
 ROLLOUT = "rollout"  # a plan's dialect when its variants choose one per call
 if TYPE_CHECKING:
@@ -228,6 +229,8 @@ class Dialplan(BaseModel):
     mcp_servers: tuple[McpServer, ...] = ()  # MCP servers whose tools are listed at each call's start
     waiting: Waiting = Waiting()  # what the caller hears while a tool works
     watch: Watch = Watch()  # the console's marks: when a wait, a reply or barge-ins are trouble
+    # signed webhooks of this plan's calls (bridge/webhooks/endpoints.py): url, secret (env or file), events, caller
+    webhooks: tuple[WebhookSpec, ...] = ()
     source_file: str = Field("", exclude=True)
 
     @field_validator("allowed_sources")
@@ -272,6 +275,8 @@ class Dialplan(BaseModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"http_tools: tool names must be unique: {dup}")
+        if dup := unique_names(self.webhooks):
+            raise ValueError(f"webhooks: names must be unique: {dup}")
         servers = [m.name for m in self.mcp_servers]
         if len(set(servers)) != len(servers):
             raise ValueError(f"mcp_servers: names must be unique: {servers}")
@@ -380,10 +385,11 @@ def check_file(path: Path) -> list[ConfigError]:
 
 
 def _secret_headers(plan: Dialplan) -> list[tuple[str, Header]]:
-    """(field, header) of every header of the plan's HTTP tools and MCP servers."""
+    """(field, header) of every header of the plan's HTTP tools and MCP servers, and its webhooks' secrets."""
     owners = [(f"http_tools[{i}]", t.headers) for i, t in enumerate(plan.http_tools)]
     owners += [(f"mcp_servers[{i}]", m.headers) for i, m in enumerate(plan.mcp_servers)]
-    return [(f"{where}.headers.{name}", header) for where, headers in owners for name, header in headers.items()]
+    found = [(f"{where}.headers.{name}", header) for where, headers in owners for name, header in headers.items()]
+    return found + [(f"webhooks[{i}].secret", w.secret) for i, w in enumerate(plan.webhooks)]
 
 
 def plan_warnings(plan: Dialplan) -> list[ConfigError]:

@@ -45,6 +45,11 @@ PURE = (
     "bridge.dialplan",
     "bridge.tools",
     "bridge.tools.spec",
+    "bridge.webhooks",
+    "bridge.webhooks.signing",
+    "bridge.webhooks.body",
+    "bridge.webhooks.schedule",
+    "bridge.webhooks.endpoints",
 )
 IMPURE_LIBRARIES = frozenset({"asyncio", "pjsua2", "redis", "websockets", "aiohttp"})
 MAX_TOP_LEVEL_MODULES = 8
