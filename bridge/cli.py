@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "calls": ("bridge.supervisor.remote", "calls_main", "live calls across all workers (Redis, or --api URL)"),
     "bench": ("bench", "main", "benchmarks (audio, calls, replay, soak)"),
     "users": ("bridge.supervisor.users_cli", "main", "the console's accounts: add NAME --role R, token, remove, list"),
+    "webhooks": ("bridge.webhooks.cli", "main", "pending webhook deliveries and dead letters (list, retry)"),
 }
 
 

@@ -258,6 +258,11 @@ class Settings(BaseSettings):
     # instead of answering with the hold message
     reject_when_model_down: bool = False
     breaker_failures: int = Field(5, ge=1, le=1000)  # consecutive failed connects that open the worker's breaker
+    # signed webhooks (Standard Webhooks, bridge/webhooks): every event of every dialplan is POSTed to webhook_url
+    # (http or https, no credentials in it), signed with webhook_secret (whsec_ + base64 of 24 to 64 bytes);
+    # pending deliveries are kept in Redis (redis_url is required); `serve` checks all three at start
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
 
     @field_validator("realtime_url")
     @classmethod

@@ -141,6 +141,22 @@ CALL_RECORD_FAILURES = Counter(
     "Parts of a call's record that could not be written: redis, report, recording, rollout, spool",
     ["part"],
 )
+# Signed webhooks (bridge/webhooks): per endpoint name (``default``, ``<dialplan>.<name>``), never a URL
+WEBHOOKS_DELIVERED = Counter(f"{NS}_webhooks_delivered", "Webhook deliveries answered 2xx", ["endpoint"])
+WEBHOOKS_FAILED = Counter(
+    f"{NS}_webhooks_failed",
+    "Webhook attempts that failed, by status class: 3xx (redirects are not followed), 4xx, 5xx, timeout, error",
+    ["endpoint", "status"],
+)
+WEBHOOKS_DEAD = Counter(
+    f"{NS}_webhooks_dead_lettered", "Webhook deliveries given up after the last retry (dead letters)", ["endpoint"]
+)
+WEBHOOKS_PENDING = Gauge(f"{NS}_webhooks_pending", "Webhook deliveries waiting in Redis", multiprocess_mode="livemax")
+WEBHOOKS_OLDEST_PENDING = Gauge(
+    f"{NS}_webhooks_oldest_pending_seconds",
+    "Age of the oldest webhook delivery waiting in Redis (0: none)",
+    multiprocess_mode="livemax",
+)
 ROLLBACKS = Counter(
     f"{NS}_rollout_rollbacks", "Automatic rollbacks of a variant's weight to the safe variant", ["dialplan", "variant"]
 )

@@ -87,7 +87,8 @@ def worker_settings_json(settings: Settings, broker_token: str | None = None) ->
     """A worker's settings, secrets included (the API key unless in broker mode, trunk passwords, the Redis URL), and
     the broker's token: sent through an inherited pipe (:func:`bridge.runtime.secrets.send_through_pipe`), never
     in the worker's command line or environment."""
-    secret = {"api_key", "sip_auth_users", "sip_auth_nonce_secret", "listen_key"}
+    secret = {"api_key", "sip_auth_users", "sip_auth_nonce_secret", "listen_key", "webhook_secret"}  # no webhook's:
+    # serve alone sends webhooks (bridge/webhooks/delivery.py)
     data = json.loads(settings.model_dump_json(exclude=secret))
     data["sip_auth_users"] = {user: pw.get_secret_value() for user, pw in settings.sip_auth_users.items()}
     for name in ("sip_auth_nonce_secret", "listen_key"):
@@ -444,7 +445,7 @@ def _secret_values(settings: Settings, console: ConsoleTokens) -> list[str]:
     """Every configured secret's value: blanked wherever the process's start-up arguments and environment hold it."""
     values = [console.operator or "", console.readonly or "", settings.credential_or_none or ""]
     values += [pw.get_secret_value() for pw in settings.sip_auth_users.values()]
-    for key in (settings.sip_auth_nonce_secret, settings.listen_key):
+    for key in (settings.sip_auth_nonce_secret, settings.listen_key, settings.webhook_secret):
         if key is not None:
             values.append(key.get_secret_value())
     if settings.redis_url:
@@ -586,7 +587,13 @@ async def _serve(settings: Settings, kamailio: str | None, console: ConsoleToken
         return 2
     broker_runner, extra_env = await _start_broker(settings) if settings.credentials == "broker" else (None, {})
     from bridge.serve.control import ControlServer
+    from bridge.serve.webhooks import start_node
 
+    try:
+        webhooks = start_node(settings)  # signed webhooks: this node's deliverer (bridge/serve/webhooks.py)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     pool = Pool(settings, extra_env)
     pool.collect_orphans = True
     stop = asyncio.Event()
@@ -618,6 +625,8 @@ async def _serve(settings: Settings, kamailio: str | None, console: ConsoleToken
         if watchdog is not None:
             watchdog.cancel()
         await _stop_node(pool, runner)
+        if webhooks is not None:
+            await webhooks.close()
         if broker_runner is not None:
             await broker_runner.cleanup()
         log.info("stopped")

@@ -49,6 +49,7 @@ from bridge.serve.ready import ReadyReport, send_ready
 from bridge.serve.stopping import IGNORED, WorkerControl
 from bridge.serve.takeover import TakeOverHub
 from bridge.serve.variant import VariantCall
+from bridge.serve.webhooks import CallHooks
 from bridge.store.calls import CallStore
 from bridge.store.connection import StoreUnavailable, connect
 from bridge.store.dialogseal import DialogSeal
@@ -197,6 +198,7 @@ class Worker:
         self.control: WorkerControl | None = None  # drain, stop and the node's ends (bridge/serve/stopping.py)
         listen_key = settings.listen_key.get_secret_value() if settings.listen_key else None
         self.dialogs = DialogSeal.under(listen_key)  # seals the calls' stored dialogs (bridge/store/dialogseal.py)
+        self.hooks = CallHooks.of(settings, lambda: self.plans)  # the calls' webhook events (serve/webhooks.py)
 
     def reload_plans(self) -> None:
         """The dialplans read again (serve's SIGHUP); a call keeps the plan it started with."""
@@ -330,6 +332,7 @@ class Worker:
             decision.reason,
         )  # fmt: skip
         listeners: list[Listener] = [metrics.call_listener(dialect.name, plan.name), vc.listen]
+        listeners.append(self.hooks.listener(call.call_id, plan, call.caller, call.called, decision, dialect.name))
         if self.store is not None:
             listeners.append(
                 self.store.listener_for(
@@ -450,6 +453,7 @@ class Worker:
         if self.settings.report_file is not None:
             line = {"worker": self.index, **report.to_json(), "sip_call_id": call.sip_call_id, **vc.report_fields()}
             append_report(self.settings.report_file, line)
+        self.hooks.ended(call.call_id, report, vc.report_fields())  # call.ended, signed, to the plan's webhooks
         if self.rollouts is not None and plan.rollout_spec is not None:
             await self.rollouts.record_call(plan.name, vc.decision.variant, record)
             for rollback in await self.rollouts.check_rollback(plan.name):
@@ -553,15 +557,12 @@ class Worker:
             self.collector.thaw()
             await gateway.close()
             await self.orchestrator.close()
-            if self.listen is not None:
-                await self.listen.close()
-            if self.actions is not None:
-                await self.actions.close()
+            for part in (self.listen, self.actions, self.hooks, self.rollouts):  # listen-in first (actions' client)
+                if part is not None:
+                    await part.close()
             if self.store is not None:
                 await self.store.close()
                 self._export_store_gauges()  # what went to the spool at close is counted too
-            if self.rollouts is not None:
-                await self.rollouts.close()
             if lock is not None:
                 lock.close()
         return 0

@@ -25,6 +25,13 @@ key                                          type        holds                  
 ``cb:{actions}:audit``                       stream      every supervisor action on a call: who, what,   none; capped
                                                          which call, when, whether a worker took it      AUDIT_MAXLEN
 ``cb:actions:ack:<request id>``              list        the worker's answer to one action request       30 s
+``cb:{webhooks}:due``                        sorted set  pending webhook deliveries, score = when due (a     none
+                                                         claimed one: its lease's end)
+``cb:{webhooks}:deliveries``                 hash        delivery -> JSON {id, endpoint, type, body,     none; removed
+                                                         created, attempts, last}: the body as signed    when delivered
+``cb:{webhooks}:created``                    sorted set  pending deliveries, score = when queued         none
+``cb:{webhooks}:dead``                       sorted set  dead letters, score = when given up             WEBHOOK_DEAD_S
+===========================================  ==========  ==============================================  ===============
 ===========================================  ==========  ==============================================  ===============
 
 Pub/sub channels (nothing stored): ``cb:listen:control`` carries a supervisor's request to hear a call (JSON
@@ -164,3 +171,14 @@ def takeover_audio(call_id: str) -> str:
 def call_action_ack(request_id: str) -> str:
     """The list one worker answers one action request on."""
     return f"{PREFIX}:actions:ack:{request_id}"
+
+
+# ------------------------------------------------------------------------------------------------ webhooks
+# Pending deliveries of signed webhooks (bridge/webhooks/queue.py): one tag, so a claim or a settle is one Lua script
+# on a cluster too. A delivery is ``<endpoint>|<webhook id>``; only the endpoint's name is stored, never its secret.
+WEBHOOK_TAG: Final = "{webhooks}"
+WEBHOOKS_DUE: Final = f"{PREFIX}:{WEBHOOK_TAG}:due"
+WEBHOOKS_DELIVERIES: Final = f"{PREFIX}:{WEBHOOK_TAG}:deliveries"
+WEBHOOKS_CREATED: Final = f"{PREFIX}:{WEBHOOK_TAG}:created"
+WEBHOOKS_DEAD: Final = f"{PREFIX}:{WEBHOOK_TAG}:dead"
+WEBHOOK_DEAD_S: Final = 14 * 24 * 3600  # a dead letter is dropped this long after it was given up

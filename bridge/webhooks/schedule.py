@@ -16,11 +16,11 @@ TIMEOUT_S: Final = 10.0  # one attempt: connect, send, and the status line withi
 LEASE_S: Final = 60.0  # a claimed delivery is another deliverer's again after this (a deliverer died mid-attempt)
 
 
-def next_delay(attempts: int) -> float | None:
+def next_delay(attempts: int, delays: tuple[float, ...] = RETRY_DELAYS_S) -> float | None:
     """After ``attempts`` failed attempts, the wait before the next one; None: no more (a dead letter)."""
     if attempts < 1:
         return 0.0
-    return RETRY_DELAYS_S[attempts - 1] if attempts - 1 < len(RETRY_DELAYS_S) else None
+    return delays[attempts - 1] if attempts - 1 < len(delays) else None
 
 
 def total_s() -> float:

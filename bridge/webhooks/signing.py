@@ -25,14 +25,14 @@ ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER = "webhook-id", "webhook-timestamp
 def secret_bytes(secret: str) -> bytes:
     """The key of a ``whsec_<base64>`` secret. Raises ValueError (never quoting the secret)."""
     if not secret.startswith(SECRET_PREFIX):
-        raise ValueError(f"a webhook secret starts with {SECRET_PREFIX} (then the base64 of at least 24 bytes)")
+        raise ValueError(f"a webhook secret starts with {SECRET_PREFIX} (then the base64 of 24 to 64 bytes)")
     try:
         text = secret[len(SECRET_PREFIX) :]
         key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)  # unpadded base64 is taken too
     except (binascii.Error, ValueError):
         raise ValueError(f"a webhook secret is {SECRET_PREFIX} then base64: this one is not base64") from None
-    if len(key) < 24:
-        raise ValueError(f"a webhook secret's key must be at least 24 bytes (this one has {len(key)})")
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"a webhook secret's key must be 24 to 64 bytes (this one has {len(key)})")
     return key
 
 
