@@ -199,3 +199,11 @@ def test_dialplan_check_names_the_file_and_field_and_warns_of_an_unset_secret(tm
 
     (warning,) = plan_warnings(load_dialplan(good))
     assert warning.field == "webhooks[0].secret.env" and "UNSET_X" in warning.message
+
+
+def test_the_caller_in_each_form_an_endpoint_may_ask_for() -> None:
+    from bridge.serve.webhooks import callers
+
+    shown = callers("+15551234567", 4)
+    assert shown == {"viewer": "•" * 10 + "67", "masked": "+*******4567", "full": "+15551234567"}
+    assert callers("sip:+15551234567@trunk", None)["masked"] == "sip:+15551234567@trunk"
