@@ -82,8 +82,12 @@ class Deliverer:
         async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as http:
             self._http = http
             while True:
-                claimed = await self.round()
-                await self.export_backlog()
+                try:
+                    claimed = await self.round()
+                    await self.export_backlog()
+                except Exception:  # never a dead deliverer: what it claimed comes due again after the lease
+                    log.exception("webhooks: a delivery round failed")
+                    claimed = 0
                 if not claimed:
                     await asyncio.sleep(self.poll_s)
 
