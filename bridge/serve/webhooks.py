@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -170,12 +168,10 @@ class NodeWebhooks:
 
     def __init__(self, outbox: Outbox, deliverer: Deliverer) -> None:
         self.outbox, self.deliverer = outbox, deliverer
-        self._task = asyncio.create_task(deliverer.run(), name="webhook-deliverer")
+        deliverer.start()
 
     async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await self.deliverer.close()
         install(None)
         await self.outbox.close()  # and the client the deliverer shared
 

@@ -76,12 +76,25 @@ class Deliverer:
         self._http: aiohttp.ClientSession | None = None
         self._gate = asyncio.Semaphore(CONCURRENCY)
         self._down = False
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="webhook-deliverer")
+
+    async def close(self) -> None:
+        """Stop after the attempts under way (each bounded by the timeout), or cancel them: what they claimed comes
+        due again after the lease."""
+        self._closing = True
+        while self._task is not None and not self._task.done():
+            self._task.cancel()  # again if a library swallowed it (a cancel meeting a timeout: aiohttp, redis-py)
+            await asyncio.wait({self._task}, timeout=1.0)
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as http:
             self._http = http
-            while True:
+            while not self._closing:
                 try:
                     claimed = await self.round()
                     await self.export_backlog()

@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bridge.errors import redact
+from bridge.store.spool import claim_files, write_file
 from bridge.webhooks.body import envelope
 from bridge.webhooks.endpoints import Endpoint, endpoints, targets
 from bridge.webhooks.queue import Delivery, enqueue
@@ -42,7 +43,6 @@ log = logging.getLogger("bridge.webhooks")
 
 SPOOL_SUBDIR = "webhooks"
 SUFFIX = ".webhooks.json"
-CLAIMED = ".replaying"
 BATCH = 500  # deliveries per pipeline
 FLUSH_RETRY_S = 1.0
 
@@ -156,7 +156,8 @@ class Outbox:
             log.error("webhooks: %d event(s) lost: Redis unreachable at stop and no spool directory", len(self.queue))
             return
         try:
-            path = write_spool(self.spool, [d.record() for d in self.queue])
+            stem = f"{int(time.time() * 1000)}-{os.getpid()}"
+            path = write_file(self.spool, stem, SUFFIX, [d.record() for d in self.queue])
         except OSError as exc:
             log.error("webhooks: %d event(s) lost: cannot write the spool: %s", len(self.queue), exc)
             return
@@ -166,14 +167,7 @@ class Outbox:
 
     async def _replay(self) -> bool:
         """Queue every spool file's deliveries; False if Redis did not take one (tried again later)."""
-        if self.spool is None or not self.spool.is_dir():
-            return True
-        for path in sorted(self.spool.glob(f"*{SUFFIX}")):
-            claimed = path.with_name(path.name + CLAIMED)
-            try:
-                path.rename(claimed)
-            except FileNotFoundError:
-                continue  # another process took it
+        for path, claimed in claim_files(self.spool, SUFFIX):
             try:
                 records = [Delivery.from_record(r) for r in json.loads(claimed.read_text(encoding="utf-8"))]
                 await enqueue(self.client, records, time.time())
@@ -187,20 +181,6 @@ class Outbox:
             claimed.unlink()
             log.warning("webhooks: queued %d spooled event(s) from %s", len(records), path.name)
         return True
-
-
-def write_spool(directory: Path, records: list[str]) -> Path:
-    """A new spool file of delivery records (mode 0600 in a 0700 directory), whole or absent. Raises OSError."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    name = f"{int(time.time() * 1000)}-{os.getpid()}"
-    tmp, path = directory / f".{name}.tmp", directory / f"{name}{SUFFIX}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(records, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.rename(path)
-    return path
 
 
 _installed: Outbox | None = None

@@ -10,9 +10,6 @@ a real HTTP endpoint (aiohttp) that verifies every signature with the reference 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +17,9 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 import yaml
-from test_serve_operable import ROOT, Serve, caller_wav, softphone, stop_serve, wait_healthy
+from _webhooks import Receiver
+from test_serve_operable import ROOT, caller_wav, softphone, stop_serve, wait_healthy
+from test_serve_stop_in_outage import _serve
 
 from bridge.devkit.ports import free_port
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
@@ -30,25 +29,7 @@ from bridge.store.reportfile import read_reports
 from bridge.webhooks import queue
 from bridge.webhooks.signing import new_secret
 
-sys.path.insert(0, str(ROOT / "tests" / "integration" / "webhooks"))
-from _receiver import Receiver  # the webhook tests' endpoint, beside them
-
 pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary")
-
-
-def start_serve(tmp_path: Path, redis: EmbeddedRedis, emulator: EmulatorServer, env: dict[str, str],
-                dialplans: Path, sip_port: int, log: Path) -> Serve:  # fmt: skip
-    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), **env}
-    env.pop("OPENAI_API_KEY", None)
-    http_port = free_port()
-    with log.open("a") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve", "--workers", "1", "--sip-port", str(sip_port),
-             "--realtime-url", emulator.base_url, "--redis-url", redis.url, "--http-port", str(http_port),
-             "--dialplans", str(dialplans), "--report-file", str(tmp_path / "calls.jsonl")],
-            env=env, stdout=out, stderr=out, text=True,
-        )  # fmt: skip
-    return Serve(proc, sip_port, http_port, tmp_path / "calls.jsonl")
 
 
 @pytest.mark.timeout(180)
@@ -61,7 +42,7 @@ async def test_call_ended_arrives_signed_with_the_transcript_and_a_503_is_sent_a
     try:
         with EmbeddedRedis() as redis:
             async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
-                serve = start_serve(tmp_path, redis, emulator, env, ROOT / "dialplans", free_port(), log)
+                serve = _serve(tmp_path, redis, emulator, free_port(), log, env)
                 try:
                     await wait_healthy(serve)
                     phone = await softphone(serve, "1000", caller_wav(tmp_path / "c.wav"), seconds=8.0)
@@ -115,7 +96,7 @@ async def test_a_plans_endpoint_down_while_serve_restarts_still_gets_the_event(t
         client = aioredis.from_url(redis.url, decode_responses=True)
         async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
             sip_port = free_port()
-            serve = start_serve(tmp_path, redis, emulator, env, plans, sip_port, log)
+            serve = _serve(tmp_path, redis, emulator, sip_port, log, env, plans)
             try:
                 await wait_healthy(serve)
                 phone = await softphone(serve, "1000", caller_wav(tmp_path / "c.wav"), seconds=4.0)
@@ -128,7 +109,7 @@ async def test_a_plans_endpoint_down_while_serve_restarts_still_gets_the_event(t
                 stop_serve(serve.proc)
             (waiting,) = pending
             assert (waiting.endpoint, waiting.type) == ("support.crm", "call.ended")
-            serve = start_serve(tmp_path, redis, emulator, env, plans, sip_port, log)
+            serve = _serve(tmp_path, redis, emulator, sip_port, log, env, plans)
             hook = await Receiver(secret, port=port).start()
             try:
                 await wait_healthy(serve)

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from _receiver import Receiver
+from _webhooks import Receiver
 
 from bridge.devkit.redis_server import EmbeddedRedis
 from bridge.store import keys
@@ -32,13 +32,11 @@ def routes(url: str) -> Callable[[], Mapping[str, Endpoint]]:
 
 @contextlib.asynccontextmanager
 async def running(deliverer: Deliverer) -> AsyncIterator[Deliverer]:
-    task = asyncio.create_task(deliverer.run())
+    deliverer.start()
     try:
         yield deliverer
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await deliverer.close()
 
 
 def deliverer(client: aioredis.Redis, url: str, **kw: object) -> Deliverer:
