@@ -22,11 +22,11 @@ from bridge.call.report import CallReport
 from bridge.config import Settings
 from bridge.dialplan import Dialplan, dialplan_files, load_dialplans
 from bridge.errors import ConfigError
-from bridge.privacy.masking import mask_number, viewer_number
+from bridge.privacy.masking import mask_number, mask_url, viewer_number
 from bridge.store.connection import connect
 from bridge.tools.spec import check_url
 from bridge.webhooks.body import EventType, call_data, call_ended_data
-from bridge.webhooks.delivery import Deliverer, secret_of, shown_url
+from bridge.webhooks.delivery import Deliverer, secret_of
 from bridge.webhooks.endpoints import DEFAULT, Endpoint, endpoints
 from bridge.webhooks.outbox import Outbox, install, worker_outbox
 from bridge.webhooks.schedule import total_s
@@ -213,7 +213,7 @@ def start_node(settings: Settings) -> NodeWebhooks | None:
     deliverer = Deliverer(client, routes, lambda e: secret_of(e, settings))
     log.info(
         "webhooks to %s; retries over %.1f h, then dead letters (`callbridge webhooks list --dead`)",
-        ", ".join(f"{e.name} ({shown_url(e.url)})" for e in found.values()) or "no endpoint yet",
+        ", ".join(f"{e.name} ({mask_url(e.url)})" for e in found.values()) or "no endpoint yet",
         total_s() / 3600,
     )
     return NodeWebhooks(outbox, deliverer)

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from bridge import metrics
 from bridge.config import Settings
 from bridge.errors import redact
+from bridge.privacy.masking import mask_url
 from bridge.webhooks import queue
 from bridge.webhooks.endpoints import Endpoint
 from bridge.webhooks.outbox import Routes
@@ -45,11 +46,6 @@ def secret_of(endpoint: Endpoint, settings: Settings) -> str | None:
 
     found, missing = read_headers({"secret": endpoint.secret_ref})
     return None if missing is not None else found["secret"]
-
-
-def shown_url(url: str) -> str:
-    """An endpoint's URL as logs show it: without its query (it may carry a token)."""
-    return url.split("?", 1)[0]
 
 
 class Deliverer:
@@ -143,7 +139,7 @@ class Deliverer:
             d.last = error or (f"redirect {status} not followed" if status and 300 <= status < 400 else str(status))
             metrics.WEBHOOKS_FAILED.labels(endpoint.name, status_class(status, error)).inc()
             delay = next_delay(d.attempts, self.delays)
-            what = f"webhook {d.id} ({d.type}) to {endpoint.name} ({shown_url(endpoint.url)})"
+            what = f"webhook {d.id} ({d.type}) to {endpoint.name} ({mask_url(endpoint.url)})"
             if delay is None:
                 metrics.WEBHOOKS_DEAD.labels(endpoint.name).inc()
                 log.error("%s: a dead letter after %d attempts (last: %s)", what, d.attempts, d.last)

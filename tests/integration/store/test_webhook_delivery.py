@@ -253,3 +253,50 @@ async def test_events_wait_in_memory_while_redis_is_away_and_in_the_spool_at_sto
         await hook.stop()
     assert got.id == spooled and got.body["data"]["call_id"] == "spooled"
     assert not list((tmp_path / SPOOL_SUBDIR).iterdir())
+
+
+async def test_a_workers_call_events_are_queued_with_each_endpoints_caller(
+    redis_server: EmbeddedRedis, raw: aioredis.Redis, tmp_path: Path
+) -> None:
+    """The worker's hooks fed the reports a call emits: call.started at the answer, call.transferred at a warm
+    transfer's join, call.ended from the report; each endpoint gets the caller in the form it asked for."""
+    from bridge import events as ev
+    from bridge.call.report import CallReport
+    from bridge.dialplan import Dialplan
+    from bridge.rollout.policy import Decision
+    from bridge.serve.webhooks import CallHooks
+    from bridge.webhooks.endpoints import endpoints
+
+    plan = Dialplan.model_validate({
+        "name": "support", "match": ["1000"],
+        "webhooks": [{"url": "https://crm.example/h", "secret": {"env": "X"}, "caller": "full", "name": "crm"},
+                     {"url": "https://qa.example/h", "secret": {"env": "Y"}, "events": ["call.ended"], "name": "qa"}],
+    })  # fmt: skip
+    box = Outbox(aioredis.from_url(redis_server.url, decode_responses=True), lambda: endpoints(None, [plan]))
+    hooks = CallHooks(box, tmp_path)
+    listen = hooks.listener("c-1", plan, "+15551234567", "1000", Decision("ga", "ga", "gpt-x", "alloy", "r"), "ga")
+    report = CallReport("c-1", "ga", "support")
+    for t, r in [(5.0, ev.Answered()), (900.0, ev.AgentSaid("Hello.", "a")), (2000.0, ev.CallerSaid("A human.", "b")),
+                 (4000.0, ev.WarmTransferEnded(ev.TransferOutcome.COMPLETED, "sip:agent@pbx", 200, 3.5)),
+                 (9000.0, ev.CallEnded("transferred", ev.CallOutcome.TRANSFERRED, ev.EndedBy.AGENT))]:  # fmt: skip
+        report.note(t, r)
+        listen(r)
+    report.end_reason, report.ended_by = "transferred", ev.EndedBy.AGENT
+    msg_id = hooks.ended("c-1", report, {"variant": "ga", "model": "gpt-x", "cost_usd": 0.01, "usage": {}})
+    await box.close()
+    got = {(d.endpoint, json.loads(d.body)["type"]): d for d in await queue.listing(raw, dead=False)}
+    assert sorted(got) == [("support.crm", "call.ended"), ("support.crm", "call.started"),
+                           ("support.crm", "call.transferred"), ("support.qa", "call.ended")]  # fmt: skip
+    crm, qa = (json.loads(got[(e, "call.ended")].body)["data"] for e in ("support.crm", "support.qa"))
+    assert got[("support.crm", "call.ended")].id == got[("support.qa", "call.ended")].id == msg_id
+    assert crm["caller"] == "+15551234567" and qa["caller"] == "•" * 10 + "67"
+    moved = json.loads(got[("support.crm", "call.transferred")].body)["data"]
+    assert (moved["mode"], moved["target"], moved["outcome"]) == ("warm", "sip:agent@pbx", "completed")
+    assert (crm["outcome"], crm["ended_by"], crm["model"], crm["cost"]["usd"]) == (
+        "transferred",
+        "agent",
+        "gpt-x",
+        0.01,
+    )
+    assert [t["speaker"] for t in crm["transcript"]] == ["agent", "caller"]
+    assert crm["answered_at"] is not None and crm["duration_s"] >= 0
