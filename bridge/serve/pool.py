@@ -585,8 +585,6 @@ async def _serve(settings: Settings, kamailio: str | None, console: ConsoleToken
 
     if not await preflight(settings):
         return 2
-    broker_runner, extra_env = await _start_broker(settings) if settings.credentials == "broker" else (None, {})
-    from bridge.serve.control import ControlServer
     from bridge.serve.webhooks import start_node
 
     try:
@@ -594,6 +592,9 @@ async def _serve(settings: Settings, kamailio: str | None, console: ConsoleToken
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+    broker_runner, extra_env = await _start_broker(settings) if settings.credentials == "broker" else (None, {})
+    from bridge.serve.control import ControlServer
+
     pool = Pool(settings, extra_env)
     pool.collect_orphans = True
     stop = asyncio.Event()

@@ -207,3 +207,31 @@ def test_the_caller_in_each_form_an_endpoint_may_ask_for() -> None:
     shown = callers("+15551234567", 4)
     assert shown == {"viewer": "•" * 10 + "67", "masked": "+*******4567", "full": "+15551234567"}
     assert callers("sip:+15551234567@trunk", None)["masked"] == "sip:+15551234567@trunk"
+
+
+def _settings(**values: Any) -> Any:
+    from bridge.config import Settings
+
+    return Settings(dialplans=Path(__file__).resolve().parents[3] / "dialplans", **values)
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "says"),
+    [
+        ({"webhook_url": "https://crm.example/h"}, "redis_url", "kept in Redis"),
+        ({"webhook_url": "https://crm.example/h", "redis_url": "redis://127.0.0.1:1"}, "webhook_secret", "signed"),
+        ({"webhook_url": "ftp://crm.example", "redis_url": "redis://127.0.0.1:1"}, "webhook_url", "http(s)"),
+        ({"webhook_url": "https://crm.example/h", "redis_url": "redis://127.0.0.1:1",
+          "webhook_secret": "whsec_c2hvcnQ="}, "webhook_secret", "24 to 64 bytes"),
+    ],
+)  # fmt: skip
+def test_serve_refuses_webhook_settings_it_cannot_use_naming_the_setting(
+    values: dict[str, Any], field: str, says: str
+) -> None:
+    from bridge.errors import ConfigError
+    from bridge.serve.webhooks import start_node
+
+    with pytest.raises(ConfigError) as caught:
+        start_node(_settings(**values))
+    assert caught.value.field == field and says in caught.value.message
+    assert "c2hvcnQ" not in str(caught.value)
