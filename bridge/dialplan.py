@@ -475,6 +475,16 @@ def dialplan_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in {".yaml", ".yml"})
 
 
+def require_folder(directory: Path) -> None:
+    """ConfigError (setting ``dialplans``) naming ``directory`` when it is not a folder."""
+    if not directory.is_dir():
+        raise ConfigError(
+            "settings",
+            "dialplans",
+            f"no folder {str(directory)!r} (from {Path.cwd()}): set --dialplans or CALLBRIDGE_DIALPLANS",
+        )
+
+
 def load_dialplans(directory: Path) -> list[Dialplan]:
     """All plans of a directory; raises on the first error (nothing starts half-configured)."""
     files = dialplan_files(directory)

@@ -549,14 +549,9 @@ def _configure(args: argparse.Namespace) -> tuple[Settings, str | None, str]:
     """The settings (flags over the environment over the file), checked before anything starts, and Kamailio's
     binary when the front is on. Raises :class:`ConfigError` or :class:`FrontError`."""
     settings, _ = settings_from_args(args)
-    from bridge.dialplan import load_dialplans
+    from bridge.dialplan import load_dialplans, require_folder
 
-    if not settings.dialplans.is_dir():
-        raise ConfigError(
-            "settings",
-            "dialplans",
-            f"no folder {str(settings.dialplans)!r} (from {Path.cwd()}): set --dialplans or CALLBRIDGE_DIALPLANS",
-        )
+    require_folder(settings.dialplans)
     load_dialplans(settings.dialplans)  # nothing starts half-configured
     kamailio = None
     if settings.front == "kamailio":  # how the node is laid out comes before who may call it

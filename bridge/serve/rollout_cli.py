@@ -12,7 +12,8 @@
 
 The settings are ``serve``'s: its settings file (``--config``, default ``$CALLBRIDGE_CONFIG``) and its variables
 (``CALLBRIDGE_REDIS_URL``, ``REDIS_URL``, their ``_FILE`` forms, ``CALLBRIDGE_DIALPLANS``, ...); ``--redis-url`` and
-``--dialplans`` win over them. The variants come from the dialplan files (default ``./dialplans``); ``show`` lists
+``--dialplans`` win over them. The variants come from the dialplan files (default ``./dialplans``; a folder that is
+not there is an error naming it, exit 2, but for ``export`` and ``import``); ``show`` lists
 every rollout dialplan there (and any other with a stored flag) with its variants, weights, shares, the safe
 variant, the health of each variant over the rollback window and the recent changes, with the dialplan's own
 defaults where nobody stored a flag yet. Without Redis ``show`` prints the defaults alone.
@@ -46,7 +47,7 @@ from typing import Any
 
 from bridge.config import add_config_flag, load_settings
 from bridge.dialplan import RolloutPlans as Plans
-from bridge.dialplan import load_dialplans, rollout_plans
+from bridge.dialplan import load_dialplans, require_folder, rollout_plans
 from bridge.errors import ConfigError
 from bridge.rollout import backup, catalog, refusals
 from bridge.rollout.health import WindowStats
@@ -301,11 +302,12 @@ def _flag_json(flag: RolloutFlag) -> dict[str, Any]:
     return flag.model_dump(mode="json")
 
 
-def load_plans(directory: Path) -> Plans:
-    """Rollout dialplan name -> (its variants, its profile's voice), from the dialplan files (none if the
-    directory does not exist). Raises ConfigError for a broken dialplan."""
-    if not directory.is_dir():
+def load_plans(directory: Path, *, required: bool = True) -> Plans:
+    """Rollout dialplan name -> (its variants, its profile's voice), from the dialplan files. Raises ConfigError for
+    a broken dialplan, or a directory that does not exist (unless not ``required``: then none)."""
+    if not directory.is_dir() and not required:
         return {}
+    require_folder(directory)
     return rollout_plans(load_dialplans(directory))
 
 
@@ -457,7 +459,7 @@ def main(argv: list[str]) -> int:
         url, args.dialplans = settings.redis_url, settings.dialplans
         if url is None and args.action != "show":
             raise UsageError(NO_REDIS)
-        plans = load_plans(args.dialplans)
+        plans = load_plans(args.dialplans, required=args.action not in {"export", "import"})
         return asyncio.run(_run(args, url, plans))
     except UsageError as exc:
         print(f"{PROG} {args.action}: {exc}", file=sys.stderr)

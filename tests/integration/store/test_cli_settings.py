@@ -194,3 +194,21 @@ def test_import_keeps_a_flag_changed_since_unless_replace_and_refuses_a_bad_back
     code, _, err = run(rollout_cli.main, ["import", str(bad), "--replace"], capsys)
     assert code == 2 and f"{bad} flags.support" in err and "weights" in err, err
     assert len(audit_of(raw(locked_redis))) == length  # nothing written
+
+
+def test_rollout_show_and_set_without_a_dialplans_folder_are_errors_naming_it(
+    locked_redis: EmbeddedRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for var in ("CALLBRIDGE_CONFIG", "CALLBRIDGE_DIALPLANS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./dialplans here, and no setting names one
+    url = ["--redis-url", locked_redis.url]
+    code, out, err = run(rollout_cli.main, ["show", *url], capsys)
+    assert (code, out) == (2, "") and "dialplans: no folder 'dialplans'" in err and "--dialplans" in err, err
+    code, out, err = run(rollout_cli.main, ["show", "--json", "--dialplans", str(tmp_path / "plans"), *url], capsys)
+    assert (code, out) == (2, "") and f"no folder '{tmp_path / 'plans'}'" in err, err
+    code, _, err = run(rollout_cli.main, ["set", "support", "--kill", "--reason", "r", *url], capsys)
+    assert code == 2 and "dialplans: no folder 'dialplans'" in err, err
+    assert raw(locked_redis).keys("cb:{rollout}:*") == []  # nothing was written
+    code, out, _ = run(rollout_cli.main, ["show", "--json", "--dialplans", str(ROOT / "dialplans"), *url], capsys)
+    assert code == 0 and "support" in {d["dialplan"] for d in json.loads(out)["dialplans"]}
