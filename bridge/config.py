@@ -215,6 +215,10 @@ class Settings(BaseSettings):
     # dialog (bridge/store/dialogseal.py). None: one random key per serve node (another node can neither listen to
     # its calls nor BYE its lost calls' callers); set the same key on every node that shares a Redis
     listen_key: SecretStr | None = None
+    # signs each rollout flag change's audit entry (bridge/rollout/seal.py): a flag no signed entry vouches for (a
+    # raw Redis write) is not obeyed. None: the audit alone vouches. Set the same key on every node and wherever
+    # `callbridge rollout` runs against that Redis
+    rollout_key: SecretStr | None = Field(None, min_length=16)
     # The front door (bridge/serve/front.py). "kamailio": Kamailio answers on sip_host:sip_port, the one address
     # callers and trunks use, and worker i listens on sip_port + 1 + i behind it. "none": worker i on sip_port + i.
     front: Literal["none", "kamailio"] = "none"
@@ -345,6 +349,11 @@ class Settings(BaseSettings):
     def credential_or_none(self) -> str | None:
         """The API key if one is configured (None with none), without :attr:`credential`'s error."""
         return self.api_key.get_secret_value() if self.api_key is not None else None
+
+    @property
+    def rollout_signing_key(self) -> bytes | None:
+        """``rollout_key`` as the HMAC key of the rollout audit (None: not set)."""
+        return self.rollout_key.get_secret_value().encode() if self.rollout_key is not None else None
 
     def public(self) -> dict[str, Any]:
         """Safe to log and to show a supervisor: no secret (the Redis URL's password masked)."""

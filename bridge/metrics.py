@@ -321,6 +321,15 @@ ROLLOUT_STATE_MISSING = Gauge(
     multiprocess_mode="livemax",
 )
 
+# A stored rollout flag that no audit entry of the product vouches for (bridge/rollout/seal.py): written to Redis
+# outside callbridge. Counted once per change of the stored flag, by every process that reads it.
+ROLLOUT_FLAG_REFUSED = Counter(
+    f"{NS}_rollout_flag_refused",
+    "Stored rollout flags not obeyed because no signed audit entry vouches for them (a write outside callbridge); "
+    "calls keep the last valid flag",
+    ["dialplan"],
+)
+
 
 def announce_build(workers: int) -> None:
     """The serve process at start: ``callbridge_build_info`` and every worker's restart counter at zero."""

@@ -87,10 +87,10 @@ def worker_settings_json(settings: Settings, broker_token: str | None = None) ->
     """A worker's settings, secrets included (the API key unless in broker mode, trunk passwords, the Redis URL), and
     the broker's token: sent through an inherited pipe (:func:`bridge.runtime.secrets.send_through_pipe`), never
     in the worker's command line or environment."""
-    secret = {"api_key", "sip_auth_users", "sip_auth_nonce_secret", "listen_key"}
+    secret = {"api_key", "sip_auth_users", "sip_auth_nonce_secret", "listen_key", "rollout_key"}
     data = json.loads(settings.model_dump_json(exclude=secret))
     data["sip_auth_users"] = {user: pw.get_secret_value() for user, pw in settings.sip_auth_users.items()}
-    for name in ("sip_auth_nonce_secret", "listen_key"):
+    for name in ("sip_auth_nonce_secret", "listen_key", "rollout_key"):
         value = getattr(settings, name)
         if value is not None:
             data[name] = value.get_secret_value()
@@ -444,7 +444,7 @@ def _secret_values(settings: Settings, console: ConsoleTokens) -> list[str]:
     """Every configured secret's value: blanked wherever the process's start-up arguments and environment hold it."""
     values = [console.operator or "", console.readonly or "", settings.credential_or_none or ""]
     values += [pw.get_secret_value() for pw in settings.sip_auth_users.values()]
-    for key in (settings.sip_auth_nonce_secret, settings.listen_key):
+    for key in (settings.sip_auth_nonce_secret, settings.listen_key, settings.rollout_key):
         if key is not None:
             values.append(key.get_secret_value())
     if settings.redis_url:
@@ -572,6 +572,28 @@ def _configure(args: argparse.Namespace) -> tuple[Settings, str | None, str]:
     return settings, kamailio, open_to
 
 
+async def _seal_rollout_flags(settings: Settings) -> None:
+    """Say how rollout flags are vouched for, and seal the served plans' flags stored before flags were sealed
+    (``RolloutStore.adopt_unsealed``): calls obey no unsealed flag (bridge/rollout/seal.py)."""
+    if not settings.redis_url:
+        return
+    from bridge.dialplan import load_dialplans, rollout_specs
+    from bridge.rollout.store import RolloutStore
+    from bridge.store.connection import StoreUnavailable
+
+    if settings.rollout_key is None:
+        why = "a Redis writer who also writes an audit entry is obeyed"
+        log.warning("rollout flags: no rollout_key: the audit alone vouches for a stored flag (%s); set it", why)
+    else:
+        log.info("rollout flags: obeyed only with an audit entry signed with rollout_key")
+    specs = rollout_specs(load_dialplans(settings.dialplans))
+    async with RolloutStore(settings.redis_url, specs=specs, key=settings.rollout_signing_key) as store:
+        try:
+            await asyncio.wait_for(store.adopt_unsealed(sorted(specs), who="callbridge serve"), 10.0)
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.warning("rollout flags: stored flags not checked for a seal: %s", exc)
+
+
 async def _serve(settings: Settings, kamailio: str | None, console: ConsoleTokens | None = None) -> int:
     """Run the pool (and the broker, the front, the HTTP API when configured) until SIGTERM or SIGINT."""
     from bridge.serve.nodewatch import NodeWatch
@@ -579,6 +601,7 @@ async def _serve(settings: Settings, kamailio: str | None, console: ConsoleToken
 
     if not await preflight(settings):
         return 2
+    await _seal_rollout_flags(settings)
     broker_runner, extra_env = await _start_broker(settings) if settings.credentials == "broker" else (None, {})
     from bridge.serve.control import ControlServer
 
@@ -712,7 +735,8 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
     plans = load_dialplans(settings.dialplans)
     users = load_users(settings.users_file) if settings.users_file is not None else None
     redis = connect(settings.redis_url) if settings.redis_url else None
-    rollouts = RolloutStore(client=redis, specs=rollout_specs(plans)) if redis is not None else None
+    key = settings.rollout_signing_key
+    rollouts = RolloutStore(client=redis, specs=rollout_specs(plans), key=key) if redis is not None else None
     console = console or ConsoleTokens.from_environment()
     token, readonly_token = console.operator, console.readonly
     session_s = os.environ.get("CALLBRIDGE_SUPERVISOR_SESSION_S", "")

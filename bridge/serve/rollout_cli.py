@@ -21,8 +21,10 @@ defaults where nobody stored a flag yet. Without Redis ``show`` prints the defau
 ``--weights`` sets every variant's weight (a variant not named gets 0); weights are relative. ``--allow V:CALLER``
 puts a caller on variant V whatever the weights (and takes them off other allow lists and V's deny list);
 ``--deny V:CALLER`` keeps them off V (they get the safe variant where the draw would give them V). ``--kill`` sends
-every call to the safe variant. Every change lands in the audit stream with ``--who`` (default: the login name), the
-time, the old and new values, and the reason. Errors name the field (``weights.NAME``, ``allow.NAME``, ...).
+every call to the safe variant. Every change lands in the audit stream with ``--who`` (default: the login name) and
+the OS user this command runs as (whatever ``--who`` claims), the time, the old and new values, and the reason,
+signed with ``rollout_key`` when it is set (``serve`` obeys no flag without its audit entry: bridge/rollout/seal.py).
+Errors name the field (``weights.NAME``, ``allow.NAME``, ...).
 ``export`` writes the rollout state Redis alone holds to FILE (or standard output); ``import`` restores it: flags
 where none is stored (``--replace``: over the stored ones too, each audited), refusals, the audit stream merged by
 entry id. With ``--api URL`` ``show`` and ``set`` go through a node's supervisor HTTP API
@@ -196,7 +198,8 @@ def _value(value: Any) -> str:
 
 def _audit_line(entry: AuditEntry) -> str:
     diff = "; ".join(f"{k} {_value(entry.old.get(k))} -> {_value(v)}" for k, v in entry.new.items())
-    return f"  {entry.when}  {entry.who:<14} {diff}  ({entry.reason})"
+    who = entry.who if entry.os_user in {"", entry.who} else f"{entry.who} (os user {entry.os_user})"
+    return f"  {entry.when}  {who:<14} {diff}  ({entry.reason})"
 
 
 def _rule_text(flag: RolloutFlag) -> str:
@@ -426,8 +429,9 @@ def _login() -> str:
         return "unknown"
 
 
-async def _run(args: argparse.Namespace, url: str | None, plans: Plans) -> int:
-    store = RolloutStore(url, specs={n: s for n, (s, _) in plans.items()}, read_timeout_s=2.0) if url else None
+async def _run(args: argparse.Namespace, url: str | None, plans: Plans, key: bytes | None = None) -> int:
+    specs = {n: s for n, (s, _) in plans.items()}
+    store = RolloutStore(url, specs=specs, read_timeout_s=2.0, key=key) if url else None
     try:
         if args.action == "show":
             return await _show(store, args, plans)
@@ -460,7 +464,7 @@ def main(argv: list[str]) -> int:
         if url is None and args.action != "show":
             raise UsageError(NO_REDIS)
         plans = load_plans(args.dialplans, required=args.action not in {"export", "import"})
-        return asyncio.run(_run(args, url, plans))
+        return asyncio.run(_run(args, url, plans, settings.rollout_signing_key))
     except UsageError as exc:
         print(f"{PROG} {args.action}: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -507,7 +507,7 @@ class Worker:
             self.store = CallStore(s.redis_url, worker=f"{s.sip_host}:{port or self.index}", spool_dir=s.spool_dir)
             self.store.on_orphaned = self._end_orphans
             await self.store.start()
-            self.rollouts = RolloutStore(s.redis_url, specs=self.specs)
+            self.rollouts = RolloutStore(s.redis_url, specs=self.specs, key=s.rollout_signing_key)
             key = s.listen_key.get_secret_value().encode() if s.listen_key is not None else None
             # binary: the audio, and control messages read as bytes (one that is not UTF-8 is refused like any other)
             binary = connect(s.redis_url, decode_responses=False)
