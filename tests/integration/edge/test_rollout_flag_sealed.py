@@ -74,7 +74,7 @@ async def wait_log(node: Node, needle: str, within_s: float = 5.0) -> list[str]:
 
 
 async def test_a_raw_hset_of_the_flag_is_ignored_logged_once_and_counted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     key_file = tmp_path / "rollout_key"
     key_file.write_text(KEY + "\n")
@@ -84,10 +84,14 @@ async def test_a_raw_hset_of_the_flag_is_ignored_logged_once_and_counted(
         argv = ["set", "edge-rollout", "--weights", "safe=100,new=0", "--reason", "GA only", "--who", "mallory",
                 "--dialplans", str(tmp_path / "node" / "dialplans"), "--redis-url", node.redis.url]  # fmt: skip
         assert await asyncio.to_thread(rollout_cli.main, argv) == 0
+        show = ["show", "edge-rollout", *argv[-4:]]
+        assert await asyncio.to_thread(rollout_cli.main, show) == 0
+        user = pwd.getpwuid(os.getuid()).pw_name
+        assert f"mallory (os user {user})" in capsys.readouterr().out  # the claimed name, and who ran it
         client = aioredis.from_url(node.redis.url, decode_responses=True)
         try:
             [(_, entry)] = await client.xrange(keys.ROLLOUT_AUDIT)
-            assert entry["who"] == "mallory" and entry["os_user"] == pwd.getpwuid(os.getuid()).pw_name
+            assert entry["who"] == "mallory" and entry["os_user"] == user
             assert len(entry["sig"]) == 64 and KEY not in json.dumps(entry)
             assert (await one_call(node))["variant"] == "safe"
 

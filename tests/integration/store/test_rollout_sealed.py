@@ -1,7 +1,8 @@
 """Only the product's rollout flags are obeyed (bridge/rollout/seal.py, RolloutStore) against a real redis-server:
 a raw ``HSET``, a deleted hash and an old signed hash put back are not obeyed (the last valid flag is, each refusal
 logged at ERROR once and counted); without a key the audit alone vouches; a change and its audit entry are one
-transaction; the audit names the OS user beside the claimed ``who``."""
+transaction; the audit names the OS user beside the claimed ``who``; ``serve`` seals at start a served plan's flag
+stored before flags were sealed."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ import json
 import logging
 import os
 import pwd
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
+from bridge.config import Settings
 from bridge.devkit.redis_server import EmbeddedRedis
 from bridge.rollout.policy import RolloutSpec, Variant
 from bridge.rollout.store import RolloutStore
+from bridge.serve.pool import _seal_rollout_flags
 from bridge.store import keys
 
 pytestmark = pytest.mark.integration
@@ -110,3 +114,24 @@ async def test_concurrent_changes_each_write_their_flag_with_their_signed_entry(
     assert stored["audit"] == audit[0].id  # the flag names the last entry, which holds it
     async with RolloutStore(redis_server.url, specs=SPECS, key=KEY) as reader:
         assert (await reader.get_flag("support")).salt == stored["salt"] and reader.last_source["support"] == "redis"
+
+
+async def test_serve_seals_at_start_a_flag_stored_before_flags_were_sealed(
+    redis_server: EmbeddedRedis, raw: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    plans = Path(__file__).resolve().parents[3] / "dialplans"
+    legacy = keys.rollout_flag("support-ga-to-live")
+    await raw.hset(legacy, mapping={"weights": json.dumps({"ga": 20, "live": 80}), "kill": "1"})  # no audit entry
+    await raw.hset(keys.rollout_flag("retired"), mapping={"kill": "1"})  # no plan of that name is served
+    settings = Settings(redis_url=redis_server.url, dialplans=plans, rollout_key="a-rollout-key-for-serve-1")
+    with caplog.at_level(logging.WARNING):
+        await _seal_rollout_flags(settings)
+        await _seal_rollout_flags(settings)  # once only
+    sealed = [r.getMessage() for r in caplog.records if "sealed as found" in r.getMessage()]
+    assert len(sealed) == 1 and sealed[0].startswith("rollout support-ga-to-live:"), sealed
+    assert "audit" in await raw.hgetall(legacy) and "audit" not in await raw.hgetall(keys.rollout_flag("retired"))
+    async with RolloutStore(redis_server.url, key=settings.rollout_signing_key) as worker:
+        flag = await worker.get_flag("support-ga-to-live")
+        [entry] = await worker.audit("support-ga-to-live")
+    assert flag.kill and flag.weights == {"ga": 20, "live": 80}  # the flag calls obeyed before, unchanged
+    assert (entry.who, entry.os_user) == ("callbridge serve", pwd.getpwuid(os.getuid()).pw_name)

@@ -6,7 +6,6 @@ reads, nothing of it is sent, and a call with only the declared arguments goes t
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from bridge.replay.direct import replay_call
 from bridge.replay.script import load_script
 from bridge.replay.virtual import VirtualTimeLoop
 from bridge.tools.runner import CallTools
-from tests.integration.tools.test_mcp_tools import SCRIPTS, order_server, serving
+from tests.integration.tools.test_mcp_tools import SCRIPTS, order_server, recording, serving
 
 pytestmark = pytest.mark.integration
 STEERED = {"order": "A-42", "account": "victim-corp", "admin": True}  # what the talked-into model sends
@@ -157,32 +156,7 @@ def test_a_plan_whose_tool_could_override_its_url_or_take_anything_is_refused_at
 
 def mcp_recording(received: list[dict[str, Any]]) -> Any:
     """The order server behind a log of each ``tools/call``'s arguments as they arrive, before the SDK reads them."""
-
-    def make(calls: list[str]) -> Any:
-        app = order_server(calls).streamable_http_app()
-
-        async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            if scope["type"] != "http" or scope["method"] != "POST":
-                return await app(scope, receive, send)
-            parts, more = [], True
-            while more:
-                message = await receive()
-                parts.append(message.get("body", b""))
-                more = message.get("more_body", False)
-            body = b"".join(parts)
-            rpc = json.loads(body)
-            if rpc.get("method") == "tools/call":
-                received.append(rpc["params"]["arguments"])
-            replay = [{"type": "http.request", "body": body, "more_body": False}]
-
-            async def again() -> Any:
-                return replay.pop() if replay else await receive()
-
-            return await app(scope, again, send)
-
-        return asgi
-
-    return make
+    return lambda calls: recording([], received)(order_server(calls).streamable_http_app())
 
 
 def mcp_plan(port: int) -> dict[str, Any]:
