@@ -155,6 +155,23 @@ def test_from_recording_refuses_to_overwrite(tmp_path: Path) -> None:
     assert header["dialplan"]["name"] == "support" and header["dialect"] == "beta"
 
 
+def test_a_script_that_would_not_load_leaves_nothing_behind(tmp_path: Path) -> None:
+    run_direct(load_script(SCRIPTS / "question_answer"), "ga", DirectOptions(record_dir=tmp_path))
+    from bridge.errors import ConfigError
+
+    out = tmp_path / "scripts" / "new"
+    with pytest.raises(ConfigError) as refused:  # a dialplan nobody has: the script does not load
+        script_from_recording(tmp_path / "question_answer-ga", out, dialplan="nowhere")
+    assert refused.value.source == str(out / "script.yaml") and refused.value.field == "dialplan"
+    assert list((tmp_path / "scripts").iterdir()) == []  # no script.yaml, no turn audio, no draft
+    old = tmp_path / "kept"
+    script_from_recording(tmp_path / "question_answer-ga", old)
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    with pytest.raises(ConfigError):
+        script_from_recording(tmp_path / "question_answer-ga", old, dialplan="nowhere", overwrite=True)
+    assert {p.name: p.read_bytes() for p in old.iterdir()} == before  # a refused --force keeps the old script
+
+
 class Ring:
     """A native port's ring as the playout buffer sees it: the frames it holds before the wire."""
 
