@@ -312,6 +312,10 @@ def load_plans(directory: Path) -> Plans:
 async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Plans) -> int:
     stored_names = await store.dialplans() if store is not None else []
     names = [args.dialplan] if args.dialplan else sorted(set(plans) | set(stored_names))
+    unknown = [n for n in names if n not in plans and n not in stored_names]
+    if unknown:
+        where = f"{args.dialplans} (--dialplans)"
+        raise ConfigError(f"rollout {unknown[0]}", "dialplan", f"no rollout dialplan of that name in {where}")
     out: list[dict[str, Any]] = []
     texts: list[str] = []
     today = dt.datetime.now(dt.UTC).date()
@@ -457,6 +461,9 @@ def main(argv: list[str]) -> int:
         url, args.dialplans = settings.redis_url, settings.dialplans
         if url is None and args.action != "show":
             raise UsageError(NO_REDIS)
+        if args.action in {"show", "set", "unrefuse"} and not args.dialplans.is_dir():
+            # the variants are the plans': without them a view of a stored flag would be made up
+            raise ConfigError(str(args.dialplans), "dialplans", "no such folder (--dialplans DIR or the setting)")
         plans = load_plans(args.dialplans)
         return asyncio.run(_run(args, url, plans))
     except UsageError as exc:
