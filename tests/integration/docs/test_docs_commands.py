@@ -207,6 +207,7 @@ JSON_COMMANDS = [
     ["rollout", "show", "--json"],
     ["users", "list", "--json"],
     ["calls", "--json"],
+    ["health", "--http-port", "8080", "--json"],  # the page's port, made this stack's
     ["replay", "call_scripts/question_answer", "--dialects", "ga", "--json"],
     ["bench", "recording", "--hours", "0.05", "--json"],
     ["demo", "--json", "--out", "out"],
@@ -217,7 +218,12 @@ JSON_COMMANDS = [
 @pytest.mark.parametrize("argv", JSON_COMMANDS, ids=[" ".join(a[:2]) for a in JSON_COMMANDS])
 def test_json_commands_print_only_json_on_stdout(argv: list[str], stack: Stack) -> None:
     done = subprocess.run(
-        ["callbridge", *argv], cwd=stack.work, env=stack.env, capture_output=True, text=True, timeout=280
+        ["callbridge", *(stack.ports.get(a, a) for a in argv)],
+        cwd=stack.work,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=280,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout), done.stdout[:2000]  # one JSON document, nothing before or after it
