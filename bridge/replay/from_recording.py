@@ -44,7 +44,7 @@ import yaml
 from bridge import events as ev
 from bridge.audio.frames import FRAME_MS, SAMPLE_RATE
 from bridge.audio.vad import EnergyVad, VadKind
-from bridge.call.recorder import read_recording
+from bridge.call.recorder import read_recording, recorded_plan
 from bridge.call.state import Phase
 from bridge.emulator.faults import Settings as EmulatorSettings
 from bridge.errors import ConfigError
@@ -141,8 +141,9 @@ def plan_reference(
     path = find_dialplan(str(name), dialplans_dir) if name else None
     if path is None:
         return split_dialects(recorded)
-    named = load_dialplan(path).model_dump(mode="json", exclude={"source_file", "rollout", "dialect"})
-    delta = _delta(named, recorded)
+    # masked as the recorder masked the recorded one: a secret it hid is the named plan's, not a difference
+    named = recorded_plan(load_dialplan(path).model_dump(mode="json", exclude={"source_file", "rollout", "dialect"}))
+    delta = _delta({k: v for k, v in named.items() if k not in HEADER_ONLY}, recorded)
     if not delta:
         return str(name), {}
     return str(name), {d: delta for d in ([dialect] if dialect in DEFAULT_DIALECTS else DEFAULT_DIALECTS) if d}
