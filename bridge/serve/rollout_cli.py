@@ -317,6 +317,10 @@ def load_plans(directory: Path, *, required: bool = True) -> Plans:
 async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Plans) -> int:
     stored_names = await store.dialplans() if store is not None else []
     names = [args.dialplan] if args.dialplan else sorted(set(plans) | set(stored_names))
+    unknown = [n for n in names if n not in plans and n not in stored_names]
+    if unknown:
+        where = f"{args.dialplans} (--dialplans)"
+        raise ConfigError(f"rollout {unknown[0]}", "dialplan", f"no rollout dialplan of that name in {where}")
     out: list[dict[str, Any]] = []
     texts: list[str] = []
     today = dt.datetime.now(dt.UTC).date()

@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 from bridge import metrics
 from bridge.call.leg import PhoneLeg
 from bridge.call.privacy import mask_number
+from bridge.call.recorder import consent_greeting
 from bridge.call.report import CallReport
 from bridge.call.session import CallOptions, CallSession, Listener
 from bridge.call.takeover import TakeOverLeg
@@ -118,14 +119,6 @@ def warn_shutdowns(
     for error in (e for p in plans for e in shutdown_errors(p, today)) if log_due else ():
         log.warning("%s (calls go to the healthy variants; `dialplan check` fails on this plan)", error)
     return due
-
-
-def consent_greeting(plan: Dialplan) -> str | None:
-    """With recording on, the agent first speaks the consent prompt, word for word, then greets."""
-    if not plan.recording.enabled:
-        return plan.greeting
-    prompt = f'First say exactly: "{plan.recording.consent_prompt}"'
-    return f"{prompt} Then: {plan.greeting}" if plan.greeting else prompt
 
 
 def sip_config(s: Settings, index: int, port: int) -> SipConfig:
