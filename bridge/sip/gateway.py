@@ -723,15 +723,18 @@ class SipGateway(Service):
 
     def _guard_dialog(self, handle: IncomingCall, invite: str) -> None:
         """Hold the call's dialog in :attr:`dialogs`: its in-dialog requests from the INVITE's source only, its media
-        moved only to the offer's host or the caller's (bridge.sip.dialogguard)."""
+        moved only to the offer's host or the caller's, or anywhere for a caller in ``allowed_sources`` (a trusted
+        trunk; bridge.sip.dialogguard)."""
         head = parse_request_head(invite)
         sip_call_id = head.headers.get("call-id", "") if head else ""
         if not sip_call_id:
             return
         offer = sdp_connection_ip(message_body(invite))
         hosts = media_sources(offer, handle.remote_ip) + ((offer,) if offer else ())
+        trusted = bool(self._allowed) and in_networks(handle.remote_addr or "", self._allowed)
         self.dialogs.hold(
-            sip_call_id, GuardedDialog(handle.call_id, source_ip(handle.peer_addr), tuple(dict.fromkeys(hosts)))
+            sip_call_id,
+            GuardedDialog(handle.call_id, source_ip(handle.peer_addr), tuple(dict.fromkeys(hosts)), trusted),
         )
         self._guarded[id(handle)] = sip_call_id
 
@@ -739,6 +742,8 @@ class SipGateway(Service):
         """Every received request, before pjsip acts on it (bridge.sip.rxhook): the dialog guard's verdict, then the
         offer's transport rule (SDES keys over TLS only, SRTP on sips: calls)."""
         verdict = self.dialogs.verdict(message, source)
+        if verdict.status == PASS and verdict.detail:  # a trusted trunk moved its media (no caller number here)
+            _LOG.info("%s", verdict.detail)
         if verdict.status == PASS:
             verdict = media_security(message, transport)
         if verdict.status != PASS:
