@@ -64,6 +64,11 @@ CALLS_ABANDONED = Counter(
     f"{NS}_calls_abandoned", "Calls whose caller hung up while ringing (CANCEL, or BYE before the answer)", ["dialplan"]
 )
 SIP_REJECTED = Counter(f"{NS}_sip_rejected", "INVITEs refused, by SIP status", ["code"])
+SIP_SLOT_REFUSALS = Counter(
+    f"{NS}_sip_slot_refusals",
+    "INVITEs refused for want of a call slot, by reason (calls_per_source: the source's concurrent calls)",
+    ["reason"],
+)
 SIP_BOUNDED = Counter(
     f"{NS}_sip_bounded_calls",
     "Calls a bound ended: media timeout, session timer expired (the SIP layer), max call duration (the dialplan)",
@@ -363,6 +368,7 @@ def prime(
         BARGE_INS.labels(d)
         PLAYOUT_UNDERRUNS.labels(d)
         PLAYOUT_DROPS.labels(d)
+    SIP_SLOT_REFUSALS.labels("calls_per_source")
     for dp in dialplans:
         CALLS_ON_HOLD.labels(dp)
         CALLS_ABANDONED.labels(dp)

@@ -6,7 +6,8 @@ each received request first, in priority order (``pjsip_endpt_register_module``,
 a module that answers a request and returns true ends its processing there. :class:`RxHook` registers such a
 module through ctypes, in the wheel's own library (as :mod:`bridge.sip.cport` reaches pjmedia), just below the
 transaction layer, and hands each request's text and source to a Python function whose verdict it carries out:
-pass it on, drop it, or answer it statelessly (``pjsip_endpt_respond_stateless``) with a code and reason.
+pass it on, drop it, or answer it statelessly (``pjsip_endpt_respond_stateless``) with a code, a reason and extra
+headers (a digest challenge's ``WWW-Authenticate``: an INVITE challenged here never becomes a pjsua call).
 
 The module needs three fields of ``pjsip_rx_data``: the message (``msg_info.msg_buf``, ``msg_info.len``), the
 source (``pkt_info.src_name``, ``pkt_info.src_port``) and the transport it came over (``tp_info.transport``, whose
@@ -24,7 +25,7 @@ import ctypes
 import ipaddress
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bridge.sip.cport import PJSUA, PjStr
@@ -38,12 +39,26 @@ _PACKET = _OP_KEY_RDATA + _PTR + 16  # then pkt_info: timestamp (pj_time_val), p
 _SCAN_LIMIT = 1 << 17  # how far past the packet the message pointer is looked for (PJSIP_MAX_PKT_LEN is 4000)
 _INET6_ADDRSTRLEN = 46
 
-Verdict = tuple[int, str]  # (0: pass on, -1: drop, else the status code of the answer; the reason phrase)
+# (0: pass on, -1: drop, else the status code of the answer; the reason phrase; headers the answer carries)
+Verdict = tuple[int, str, Mapping[str, str]]
 OnRequest = Callable[[str, str, Transport | None], Verdict]  # (the message text, "ip:port" it came from, over what)
 _TRANSPORT = _PTR  # tp_info.transport: a pjsip_transport, whose first field is its name (obj_name: "udp0x...",
 # "tcps0x..." / "tcpc0x...", "tlss0x..." / "tlsc0x...")
 
 _RX = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+
+
+class _PjsipHdr(ctypes.Structure):
+    """The members every ``pjsip_hdr`` starts with (``PJSIP_DECL_HDR_MEMBER``): a list head of headers uses them."""
+
+    _fields_ = (
+        ("prev", ctypes.c_void_p),
+        ("next", ctypes.c_void_p),
+        ("type", ctypes.c_int),
+        ("name", PjStr),
+        ("sname", PjStr),
+        ("vptr", ctypes.c_void_p),
+    )
 
 
 def _pointers(*names: str) -> tuple[tuple[str, type[ctypes.c_void_p]], ...]:
@@ -183,13 +198,42 @@ class RxHook:
         )
         port = ctypes.c_int.from_address(rdata + layout.src_port).value
         source = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
-        status, reason = self._on_request(text, source, transport_name(_word(rdata + _TRANSPORT)))
+        status, reason, headers = self._on_request(text, source, transport_name(_word(rdata + _TRANSPORT)))
         if status == 0:
             return 0
         if status > 0 and PJSUA is not None and self._endpt is not None:
             phrase = reason.encode("utf-8", "replace")
             text_ = PjStr(phrase, len(phrase))
+            head, kept = _header_list(_word(rdata), headers)  # tp_info.pool, the rdata's first field
             PJSUA.pjsip_endpt_respond_stateless(
-                ctypes.c_void_p(self._endpt), ctypes.c_void_p(rdata), status, ctypes.byref(text_), None, None
+                ctypes.c_void_p(self._endpt),
+                ctypes.c_void_p(rdata),
+                status,
+                ctypes.byref(text_),
+                ctypes.byref(head) if headers else None,
+                None,
             )
+            del kept  # pjsip has copied the headers into the response
         return 1
+
+
+def _header_list(pool: int, headers: Mapping[str, str]) -> tuple[_PjsipHdr, list[bytes]]:
+    """A pjsip header list (a list head, ``pj_list``) of generic string headers made in ``pool``, and the bytes
+    they point into (pjsip clones them when it builds the response)."""
+    head = _PjsipHdr()
+    kept: list[bytes] = []
+    head.prev = head.next = ctypes.addressof(head)
+    if PJSUA is None or not pool:
+        return head, kept
+    PJSUA.pjsip_generic_string_hdr_create.restype = ctypes.c_void_p
+    for name, value in headers.items():
+        raw_name, raw_value = name.encode("ascii"), value.encode("utf-8", "replace")
+        kept += [raw_name, raw_value]
+        hdr = PJSUA.pjsip_generic_string_hdr_create(
+            ctypes.c_void_p(pool),
+            ctypes.byref(PjStr(raw_name, len(raw_name))),
+            ctypes.byref(PjStr(raw_value, len(raw_value))),
+        )
+        if hdr:
+            PJSUA.pj_list_insert_before(ctypes.byref(head), ctypes.c_void_p(hdr))
+    return head, kept
