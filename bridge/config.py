@@ -198,6 +198,9 @@ class Settings(BaseSettings):
     # sip_trusted_fronts a worker answers loopback callers only, and `serve` on another address refuses to start
     sip_allowed_sources: tuple[str, ...] = ()
     sip_allow_any_source: bool = False  # answer INVITEs from any source on purpose (the start-up check lets it pass)
+    # concurrent calls one source address may hold at a worker; more get 486. Sources in sip_allowed_sources are
+    # exempt (and loopback when nothing is configured). 0: no limit
+    sip_calls_per_source: int = Field(2, ge=0)
     # every call bounded at the SIP level (bridge/sip/bounds.py): no RTP from the caller for this long ends it (BYE,
     # "media timeout"); while the caller holds the call, the hold timeout applies
     rtp_timeout_s: float = Field(30.0, gt=0, le=3600)

@@ -94,6 +94,7 @@ class CallOutcome(enum.StrEnum):
     COMPLETED = "completed"
     TRANSFERRED = "transferred"
     FAILED = "failed"
+    ABANDONED = "abandoned"  # the caller hung up (CANCEL, or BYE) before the answer: ABANDONED_WHILE_RINGING
 
 
 class EndedBy(enum.StrEnum):
@@ -1509,6 +1510,8 @@ class CallerResumed(Report):
 
 # The end reason of a call that reached its dialplan's max_call_s (bridge.call.limit)
 MAX_CALL_DURATION = "max call duration"
+# The end reason of a call whose caller hung up (CANCEL, or a BYE in the early dialog) before the 200 OK
+ABANDONED_WHILE_RINGING = "caller abandoned while ringing"
 
 
 @dataclass(frozen=True, slots=True)

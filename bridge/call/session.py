@@ -80,6 +80,21 @@ TICK_S = 0.02
 ORCHESTRATED_TURN_SILENCE_S = 0.8
 
 
+async def unless_gone(opening: Awaitable[RealtimeClient], gone: asyncio.Event) -> RealtimeClient | None:
+    """The session ``opening`` opens (or its TimeoutError / ConnectError); None if ``gone`` (the caller hung up)
+    is set first: the opening is cancelled then, so no model session outlives an abandoned call."""
+    task = asyncio.ensure_future(opening)
+    waiter = asyncio.ensure_future(gone.wait())
+    try:
+        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return None if task.cancelled() else task.result()
+
+
 class CallSession:
     def __init__(
         self, leg: PhoneLeg, plan: Dialplan, dialect: Dialect, connect: Connector, options: CallOptions | None = None
@@ -304,10 +319,14 @@ class CallSession:
 
     async def run(self) -> CallReport:
         self.report.phases.append(str(Phase.IDLE))
-        self.leg.ringing()
+        if not self.leg.disconnected.is_set():
+            self.leg.ringing()
         caller = mask_number(self.leg.caller, self.plan.privacy.caller_visible_digits)
         self.emit(ev.Ringing(caller, self.leg.called, self.plan.name, self.dialect.name))
         if not await self._connect_before_answer():
+            return self.report
+        if self.leg.disconnected.is_set():  # CANCEL (or BYE) while ringing: RFC 3261 §9.2, the INVITE got 487
+            await self._abandoned()
             return self.report
         self.leg.answer()
         self.latency.answered_at = self.clock()
@@ -354,19 +373,29 @@ class CallSession:
         try:
             if self._options.model_down:
                 raise ConnectError(ev.ErrorClass.NETWORK, "the worker's circuit breaker is open", retryable=True)
-            self.link.swap(await asyncio.wait_for(self._open_session(), self.plan.answer_timeout_s))
+            opening = asyncio.wait_for(self._open_session(), self.plan.answer_timeout_s)
+            client = await unless_gone(opening, self.leg.disconnected)
+            if client is None:
+                return True  # the caller hung up first (run() ends the call as abandoned)
+            self.link.swap(client)
             self.latency.sample("session_setup", (self.clock() - t_connect) * 1000)
         except (TimeoutError, ConnectError) as exc:
             cls = exc.error_class if isinstance(exc, ConnectError) else ev.ErrorClass.NETWORK
             self.emit(ev.RealtimeUnavailable(str(exc) or "timeout", cls))
             self.report.errors.append({"class": "network", "code": "connect", "message": str(exc) or "timeout"})
-            if self._options.reject_when_down:
+            if self._options.reject_when_down and not self.leg.disconnected.is_set():
                 self.leg.reject(503, "Service Unavailable", retry_after=int(self.plan.outage.hold_s))
                 self.end("realtime unavailable: rejected (503)", ev.EndedBy.FAULT, ev.CallOutcome.FAILED)
                 self.phase.fire(Trigger.FINISHED, self.report.end_reason)
                 self.emit(ev.CallEnded(self.report.end_reason, self.outcome, ev.EndedBy.FAULT))
                 return False
         return True
+
+    async def _abandoned(self) -> None:
+        """The caller hung up before the answer: an ordinary end, by the caller, with the session (if it opened)
+        closed at once."""
+        self.end(ev.ABANDONED_WHILE_RINGING, ev.EndedBy.CALLER, ev.CallOutcome.ABANDONED)
+        await self._close()
 
     async def _close(self) -> None:
         """The call is over: close its sessions and orchestrator, total the usage and the playout, report the end."""

@@ -26,6 +26,7 @@ from typing import Any, Final
 @dataclass(frozen=True)
 class Faults:
     drop_after_s: float | None = None  # abort the TCP connection (no close frame) this long after the upgrade
+    upgrade_delay_ms: float = 0.0  # wait this long before answering the WebSocket upgrade (a slow service)
     drop_mid_response: int | None = None  # abort during the Nth response
     delay_first_delta_ms: float = 0.0  # extra wait before a response's first audio delta (not scaled by speed)
     error_mid_response: int | None = None  # an ``error`` event in the Nth response, which then ends ``failed``

@@ -152,6 +152,7 @@ def sip_config(s: Settings, index: int, port: int) -> SipConfig:
         media_beat_frames=s.media_beat_frames,
         jitter_buffer_ms=s.sip_jitter_buffer_ms,
         allow_any_source=s.sip_allow_any_source,
+        calls_per_source=s.sip_calls_per_source,
         rtp_timeout_s=s.rtp_timeout_s,
         rtp_hold_timeout_s=s.rtp_hold_timeout_s,
         session_expires_s=s.sip_session_expires_s,
