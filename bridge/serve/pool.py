@@ -584,6 +584,10 @@ async def _serve(settings: Settings, kamailio: str | None, console: ConsoleToken
 
     if not await preflight(settings):
         return 2
+    from bridge.supervisor.gate import quiet_accept_errors, raise_open_files
+
+    log.info("open files: soft limit %d, hard limit %d", *raise_open_files())  # the soft raised to the hard
+    quiet_accept_errors(asyncio.get_running_loop())  # out of open files: one line per interval, not per attempt
     broker_runner, extra_env = await _start_broker(settings) if settings.credentials == "broker" else (None, {})
     from bridge.serve.control import ControlServer
 
@@ -713,6 +717,7 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
     from bridge.supervisor.accounts import load_users
     from bridge.supervisor.api import ConsoleOptions, create_app
     from bridge.supervisor.auth import SESSION_TTL_S, FailureLimits
+    from bridge.supervisor.gate import Gate, GatedSite, limits_of, log_limits, raise_open_files, runner_options
 
     plans = load_dialplans(settings.dialplans)
     users = load_users(settings.users_file) if settings.users_file is not None else None
@@ -725,6 +730,8 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
         log.error("CALLBRIDGE_SUPERVISOR_SESSION_S=%r is not a number of seconds; using the default", session_s)
         session_s = ""
     metrics_token = settings.http_metrics_token.get_secret_value() if settings.http_metrics_token else None
+    open_files = raise_open_files()
+    gate = Gate(limits_of(settings, open_files[0]))
     app = create_app(
         token=token,
         redis=redis,
@@ -744,15 +751,16 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
             listen_key=pool.settings.listen_key.get_secret_value().encode() if pool.settings.listen_key else None,
             session_ttl_s=float(session_s) if session_s else SESSION_TTL_S,
             users_file=settings.users_file,  # read again when it changes: a removed account is signed out
+            gate=gate,
         ),
     )
     if settings.http_metrics_port is not None:
         app.on_cleanup.append(await _start_metrics(settings, metrics_token))
     pool.http_app = app
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, **runner_options(gate.limits))
     await runner.setup()
     pool.tls = tls_context(settings)
-    site = web.TCPSite(runner, settings.http_host, settings.http_port, ssl_context=pool.tls)
+    site = GatedSite(runner, settings.http_host, settings.http_port, gate, ssl_context=pool.tls)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.http_port
     where = f"{'https' if settings.http_tls_cert else 'http'}://{settings.http_host}:{port}"
@@ -761,6 +769,7 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
         where, "on its own port" if settings.http_metrics_port is not None else "here",
         " (bearer token)" if metrics_token else "", ", ".join(settings.http_trusted_proxies) or "none",
     )  # fmt: skip
+    log_limits(gate.limits, open_files)
     if users is not None:
         log.info("console accounts: %d account(s) from %s", len(users.accounts), settings.users_file)
     else:

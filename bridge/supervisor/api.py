@@ -92,6 +92,7 @@ from bridge.supervisor.auth import (
     csrf_ok,
 )
 from bridge.supervisor.flags import watch_of
+from bridge.supervisor.gate import Gate, Limits, body_deadline
 from bridge.supervisor.http import PRINCIPAL, SUPERVISOR, Supervisor, client_address, reply, same_origin, too_many
 from bridge.supervisor.stream import LiveCalls
 
@@ -117,7 +118,8 @@ class ConsoleOptions:
     account; ``refused_delay_s``: how late a wrong token is answered; ``trusted_proxies``: CIDRs whose
     ``X-Forwarded-*`` headers are believed (:mod:`.proxy`); ``metrics_token``: ``/metrics`` wants it as a bearer
     token; ``metrics_here``: False when ``/metrics`` has its own port (:func:`metrics_app`); ``listen_key`` signs
-    listen-in requests to the workers (``bridge.supervisor.listen_token``; without it, listen-in answers 503)."""
+    listen-in requests to the workers (``bridge.supervisor.listen_token``; without it, listen-in answers 503);
+    ``gate``: the port's connection limits (:mod:`.gate`)."""
 
     readonly_token: str | None = None
     users: Users | None = None
@@ -129,6 +131,7 @@ class ConsoleOptions:
     metrics_token: str | None = None
     metrics_here: bool = True
     listen_key: bytes | None = None
+    gate: Gate | None = None  # the port's connection limits (:mod:`.gate`); its body deadline applies here
 
 
 def create_app(
@@ -162,7 +165,14 @@ def create_app(
         stopping=asyncio.Event(),
     )
     _count_from_zero()
-    app = web.Application(middlewares=[proxy.middleware(o.trusted_proxies), _auth_middleware(sup, o.refused_delay_s)])
+    body_s = (o.gate.limits if o.gate is not None else Limits()).body_s
+    app = web.Application(
+        middlewares=[
+            body_deadline(o.gate, body_s),
+            proxy.middleware(o.trusted_proxies),
+            _auth_middleware(sup, o.refused_delay_s),
+        ]
+    )
     app[SUPERVISOR] = sup
     if o.users_file is not None:
         app.on_startup.append(_watch_users(o.users_file))
