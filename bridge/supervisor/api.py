@@ -168,8 +168,8 @@ def create_app(
     body_s = (o.gate.limits if o.gate is not None else Limits()).body_s
     app = web.Application(
         middlewares=[
+            proxy.middleware(o.trusted_proxies),  # first: it clones the request, which must not have been read
             body_deadline(o.gate, body_s),
-            proxy.middleware(o.trusted_proxies),
             _auth_middleware(sup, o.refused_delay_s),
         ]
     )
@@ -200,7 +200,7 @@ async def _authenticate(
 ) -> Principal | web.Response:
     header = request.headers.get("Authorization", "")
     if header:
-        where = f"addr:{client_address(request)}"
+        where = client_address(request)
         wait, attempt = sup.credentials.limits.attempt(where)  # checked and counted before the token is
         if wait > 0:
             return too_many(wait)
