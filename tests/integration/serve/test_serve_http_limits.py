@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
-
-from bridge.devkit.ports import free_port
-from bridge.devkit.process import stop_process
-from bridge.emulator import EmulatorServer
+from _http_node import Node, serve_node
 
 ROOT = Path(__file__).resolve().parents[3]
 FD_LIMIT = 1024
@@ -33,63 +27,12 @@ HALF_SENT = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "
 TOKEN = "http-limits-operator-token"
 
 
-@dataclass
-class Node:
-    proc: subprocess.Popen[bytes]
-    http_port: int
-    config: Path
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def open_files(self) -> int:
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
-
-
-def _low_fd_limit() -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
-
-
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
-        sip_port, http_port = free_port(), free_port()
-        config = tmp_path / "settings.yaml"
-        config.write_text(json.dumps({
-            "http_head_timeout_s": HEAD_S, "http_body_timeout_s": BODY_S,
-            "http_max_connections_per_source": PER_SOURCE, "control_socket": str(tmp_path / "serve.ctl"),
-            "sip_port": sip_port, "http_port": http_port, "dialplans": str(ROOT / "dialplans"),
-            "realtime_url": emulator.base_url,
-        }))  # fmt: skip
-        env = {**os.environ, "CALLBRIDGE_SUPERVISOR_TOKEN": TOKEN}
-        env.pop("OPENAI_API_KEY", None)
-        log = tmp_path / "serve.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(  # noqa: ASYNC220 (a long-lived server; stopped synchronously below)
-                [sys.executable, "-m", "bridge", "serve", "--workers", "1", "--config", str(config)],
-                env=env, stdout=out, stderr=out, preexec_fn=_low_fd_limit,
-            )  # fmt: skip
-        node = Node(proc, http_port, config, log)
-        try:
-            await _until_ready(node)
-            yield node
-        finally:
-            stop_process(proc, grace_s=30.0)
-
-
-async def _until_ready(node: Node, within_s: float = 60.0) -> None:
-    deadline = time.monotonic() + within_s
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            assert node.proc.poll() is None, node.log.read_text()[-3000:]
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with http.get(f"{node.url}/healthz") as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-    raise AssertionError("serve not ready:\n" + node.log.read_text()[-3000:])
+    settings = {"http_head_timeout_s": HEAD_S, "http_body_timeout_s": BODY_S,
+                "http_max_connections_per_source": PER_SOURCE}  # fmt: skip
+    async with serve_node(tmp_path, settings, {"CALLBRIDGE_SUPERVISOR_TOKEN": TOKEN}, fd_limit=FD_LIMIT) as node:
+        yield node
 
 
 async def _half_sent(node: Node, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -161,15 +104,6 @@ async def _attacker(node: Node, source: str, stop: asyncio.Event, opened: list[i
         await asyncio.sleep(1.0)  # paced: thousands of reconnections a second at most
 
 
-async def _reload(node: Node) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "reload", "--config", str(node.config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(errors="replace")
-
-
 async def test_health_console_and_reload_answer_through_thousands_of_half_sent_requests(node: Node) -> None:
     lines_before = len(node.log.read_text().splitlines())
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -192,7 +126,7 @@ async def test_health_console_and_reload_answer_through_thousands_of_half_sent_r
                 async with http.get(f"{node.url}/") as r:
                     assert r.status == 200 and "<html" in (await r.text()).lower()
                 most_files = max(most_files, node.open_files())
-            status, said = await _reload(node)
+            status, said = await node.cli("reload")
             assert status == 0, said
             async with http.get(f"{node.url}/metrics") as r:
                 exposition = await r.text()
