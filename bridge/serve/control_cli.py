@@ -1,5 +1,5 @@
-"""``callbridge reload`` and ``callbridge restart --rolling``: they read ``serve``'s settings (the same file,
-variables and flags) to find its control socket (``bridge.serve.control``)."""
+"""``callbridge reload``, ``callbridge restart --rolling`` and ``callbridge users unlock``: they read ``serve``'s
+settings (the same file, variables and flags) to find its control socket (``bridge.serve.control``)."""
 
 from __future__ import annotations
 
@@ -44,3 +44,32 @@ def restart_main(argv: list[str]) -> int:
         "restart", "replace the workers one at a time (drain, restart, ready); returns when done", argv,
         lambda args: "restart" if getattr(args, "rolling", False) else None,
     )  # fmt: skip
+
+
+def users_main(argv: list[str]) -> int:
+    """``callbridge users``: the users file (``bridge.supervisor.users_cli``), and ``unlock [NAME] [--source ADDR]``,
+    which asks the running serve to forget the failed sign-ins of the account NAME (from every address) and/or from
+    the address ADDR, so they may sign in again at once."""
+    if argv[:1] != ["unlock"]:
+        from bridge.supervisor.users_cli import main
+
+        return main(argv)
+    from bridge.cli import build_parser
+    from bridge.serve.pool import add_settings_flags, settings_from_args
+
+    parser = build_parser("users unlock", "clear failed console sign-ins in the running serve")
+    parser.add_argument("name", nargs="?", default="", help="the account whose failures (from every address) to clear")
+    parser.add_argument("--source", default="", help="the address whose failures to clear")
+    add_settings_flags(parser)
+    args = parser.parse_args(argv[1:])
+    named = [f"{key}={value}" for key, value in (("account", args.name), ("source", args.source)) if value]
+    if not named:
+        parser.error("name an account and/or --source ADDR")
+    if any(c.isspace() for part in named for c in part):
+        parser.error("a name or an address has no spaces")
+    try:
+        settings, _ = settings_from_args(args)
+    except ConfigError as exc:
+        print(f"callbridge users unlock: {exc}", file=sys.stderr)
+        return 2
+    return ask(settings, "unlock " + " ".join(named), timeout_s=10.0)

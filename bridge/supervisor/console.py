@@ -16,6 +16,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,30 @@ def unlock(limits: FailureLimits, account: object, source: object, who: str) -> 
     return said
 
 
+def _not_text(credentials: Credentials, source: str) -> web.Response:
+    """A sign-in whose name or password is not a string: 400, counted for its address, and nothing hashed."""
+    wait, _ = credentials.limits.attempt(source)
+    if wait > 0:
+        return too_many(wait)
+    log.warning("console: a sign-in without a name and password as text from %s", source)
+    what = "name and password" if credentials.accounts else "token"
+    return _json({"error": f"sign-in needs the {what} as JSON strings"}, 400)
+
+
+def _unlock_route(limits: FailureLimits) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def unlock_signins(request: web.Request) -> web.Response:
+        """``POST /api/signin/unlock`` ``{"account", "source"}`` (either or both): admins clear sign-in failures."""
+        principal = need(request, "unlock")
+        body = await json_body(request)
+        try:
+            said = unlock(limits, body.get("account"), body.get("source"), principal.who)
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        return _json({"unlocked": said})
+
+    return unlock_signins
+
+
 def add_routes(app: web.Application, *, credentials: Credentials, sessions: Sessions, refused_delay_s: float) -> None:
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
@@ -102,12 +127,7 @@ def add_routes(app: web.Application, *, credentials: Credentials, sessions: Sess
         name, secret = body.get("name"), body.get("password", body.get("token"))
         source = client_address(request)
         if not isinstance(secret, str) or (credentials.accounts and not isinstance(name, str)):
-            wait, _ = credentials.limits.attempt(source)  # counted for the address, never hashed
-            if wait > 0:
-                return too_many(wait)
-            log.warning("console: a sign-in without a name and password as text from %s", source)
-            what = "name and password" if credentials.accounts else "token"
-            return _json({"error": f"sign-in needs the {what} as JSON strings"}, 400)
+            return _not_text(credentials, source)
         account = name if credentials.accounts and isinstance(name, str) and name else None
         wait, attempt = credentials.limits.attempt(source, account)  # checked and counted before the hash
         if wait > 0:
@@ -160,18 +180,8 @@ def add_routes(app: web.Application, *, credentials: Credentials, sessions: Sess
             )
         return _json(session.to_json(sessions.clock()))
 
-    async def unlock_signins(request: web.Request) -> web.Response:
-        """``POST /api/signin/unlock`` ``{"account", "source"}`` (either or both): admins clear sign-in failures."""
-        principal = need(request, "unlock")
-        body = await json_body(request)
-        try:
-            said = unlock(credentials.limits, body.get("account"), body.get("source"), principal.who)
-        except ValueError as exc:
-            return _json({"error": str(exc)}, 400)
-        return _json({"unlocked": said})
-
     app.on_response_prepare.append(_security_headers)
-    app.router.add_post("/api/signin/unlock", unlock_signins)
+    app.router.add_post("/api/signin/unlock", _unlock_route(credentials.limits))
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC)
     app.router.add_post("/auth/signin", signin)

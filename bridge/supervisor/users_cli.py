@@ -11,14 +11,11 @@
 The file is ``--file``, else ``serve``'s ``users_file`` setting (its settings file, ``--config`` or
 ``$CALLBRIDGE_CONFIG``, and ``$CALLBRIDGE_USERS_FILE`` over it), else ``users.yaml``: the file ``serve`` reads.
 The password is asked twice on the terminal (or read from standard input with ``--password-stdin``) and only its
-scrypt hash is written. ``unlock`` asks the running ``serve`` (its control socket, found from its settings as
-``callbridge reload`` finds it) to forget the failed sign-ins counted for the account NAME (from every address)
-and/or from the address ADDR, so they may sign in again at once.
+scrypt hash is written. ``unlock`` is not the file's: it asks the running ``serve`` (``bridge.serve.control_cli``).
 """
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import json
 import sys
@@ -43,9 +40,9 @@ def main(argv: list[str]) -> int:
     parser = build_parser("users", "the supervisor console's accounts (the users file)")
     parser.add_argument(
         "action",
-        choices=("add", "token", "remove", "list", "unlock"),
-        help="add an account (asks for its password), issue it an API token (printed once), remove it, list them, "
-        "or clear its failed sign-ins in the running serve",
+        choices=("add", "token", "remove", "list"),
+        help="add an account (asks for its password), issue it an API token (printed once), remove it, or list them "
+        "(`callbridge users unlock NAME`: clear its failed sign-ins in the running serve)",
     )
     parser.add_argument("name", nargs="?", default="", help="the account's name (add, token, remove)")
     parser.add_argument("--role", choices=ROLES, help="add: the account's role")
@@ -55,10 +52,7 @@ def main(argv: list[str]) -> int:
     add_config_flag(parser)
     parser.add_argument("--json", action="store_true", help="list: one JSON object (name -> role and token count)")
     parser.add_argument("--password-stdin", action="store_true", help="add: read the password from standard input")
-    parser.add_argument("--source", default="", help="unlock: clear the failed sign-ins from this address too")
     args = parser.parse_args(argv)
-    if args.action == "unlock":
-        return _unlock(parser, args)
     try:
         path: Path = args.file or load_settings(args.config).users_file or Path("users.yaml")
         users = load_users(path)
@@ -90,18 +84,3 @@ def main(argv: list[str]) -> int:
         return 2
     return 0
 
-
-def _unlock(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from bridge.serve.control import ask
-
-    if not args.name and not args.source:
-        parser.error("unlock needs an account NAME and/or --source ADDR")
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"callbridge users: {exc}", file=sys.stderr)
-        return 2
-    named = [f"{key}={value}" for key, value in (("account", args.name), ("source", args.source)) if value]
-    if any(c.isspace() for part in named for c in part):
-        parser.error("unlock: a name or an address has no spaces")
-    return ask(settings, "unlock " + " ".join(named), timeout_s=10.0)
