@@ -717,7 +717,15 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
     from bridge.supervisor.accounts import load_users
     from bridge.supervisor.api import ConsoleOptions, create_app
     from bridge.supervisor.auth import SESSION_TTL_S, FailureLimits
-    from bridge.supervisor.gate import Gate, GatedSite, limits_of, log_limits, raise_open_files, runner_options
+    from bridge.supervisor.gate import (
+        Gate,
+        GatedSite,
+        limits_of,
+        log_limits,
+        name_the_server,
+        raise_open_files,
+        runner_options,
+    )
 
     plans = load_dialplans(settings.dialplans)
     users = load_users(settings.users_file) if settings.users_file is not None else None
@@ -732,6 +740,7 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
     metrics_token = settings.http_metrics_token.get_secret_value() if settings.http_metrics_token else None
     open_files = raise_open_files()
     gate = Gate(limits_of(settings, open_files[0]))
+    name_the_server()  # Server: callbridge, no version
     app = create_app(
         token=token,
         redis=redis,

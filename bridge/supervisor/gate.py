@@ -30,7 +30,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_response
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
 from bridge import metrics
@@ -217,10 +218,52 @@ class GatedSite(web.TCPSite):
         )
 
 
+class OncePerInterval(logging.Filter):
+    """aiohttp's "Error handling request" records, at most one per kind per ``every_s`` (with how many were left
+    out since). A malformed request is the client's doing: one line naming the error, no traceback and nothing the
+    client sent; an error of a handler keeps its traceback."""
+
+    def __init__(self, every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.every_s, self.clock = every_s, clock
+        self.last: dict[str, float] = {}
+        self.left_out: collections.Counter[str] = collections.Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        kind = type(exc).__name__ if exc is not None else str(record.msg)
+        if isinstance(exc, HttpProcessingError):
+            source = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = "a malformed request from %s: %s %s", (source, exc.code, kind)
+            record.exc_info = None
+        now = self.clock()
+        if now - self.last.get(kind, -self.every_s) < self.every_s:
+            self.left_out[kind] += 1
+            return False
+        self.last[kind] = now
+        if left_out := self.left_out.pop(kind, 0):
+            record.msg = f"{record.msg} (and {left_out} more like it in the last %.0f s)"
+            record.args = (*(record.args if isinstance(record.args, tuple) else ()), self.every_s)
+        return True
+
+
+SERVER_LOG = logging.getLogger("bridge.supervisor.http")
+SERVER_LOG.addFilter(OncePerInterval())
+SERVER = "callbridge"
+
+
 def runner_options(limits: Limits) -> dict[str, Any]:
     """aiohttp's server options for these limits: its keep-alive timer (which closes a connection that has not sent
-    a complete request since it opened or since its last answer) is the head's deadline."""
-    return {"keepalive_timeout": limits.head_s, "access_log": None}
+    a complete request since it opened or since its last answer) is the head's deadline; its errors go to
+    :data:`SERVER_LOG`, at most one line per kind per interval (:class:`OncePerInterval`)."""
+    return {"keepalive_timeout": limits.head_s, "access_log": None, "logger": SERVER_LOG}
+
+
+def name_the_server() -> None:
+    """Every response of this process's aiohttp servers says ``Server: callbridge``, not aiohttp's name and version.
+    aiohttp fills the header in from its module's ``SERVER_SOFTWARE`` where a response has none, the errors it
+    answers itself (a malformed request's 400) among them, so that is where the name is set."""
+    vars(web_response)["SERVER_SOFTWARE"] = SERVER
 
 
 def body_deadline(gate: Gate | None, body_s: float) -> Middleware:

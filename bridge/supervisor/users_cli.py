@@ -83,4 +83,3 @@ def main(argv: list[str]) -> int:
         print(f"callbridge users: {exc}", file=sys.stderr)
         return 2
     return 0
-
