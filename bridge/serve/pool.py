@@ -714,18 +714,10 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
     from bridge.dialplan import load_dialplans, rollout_specs
     from bridge.rollout.store import RolloutStore
     from bridge.store.connection import connect
+    from bridge.supervisor import gate as door
     from bridge.supervisor.accounts import load_users
     from bridge.supervisor.api import ConsoleOptions, create_app
     from bridge.supervisor.auth import SESSION_TTL_S, FailureLimits
-    from bridge.supervisor.gate import (
-        Gate,
-        GatedSite,
-        limits_of,
-        log_limits,
-        name_the_server,
-        raise_open_files,
-        runner_options,
-    )
 
     plans = load_dialplans(settings.dialplans)
     users = load_users(settings.users_file) if settings.users_file is not None else None
@@ -738,9 +730,9 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
         log.error("CALLBRIDGE_SUPERVISOR_SESSION_S=%r is not a number of seconds; using the default", session_s)
         session_s = ""
     metrics_token = settings.http_metrics_token.get_secret_value() if settings.http_metrics_token else None
-    open_files = raise_open_files()
-    gate = Gate(limits_of(settings, open_files[0]))
-    name_the_server()  # Server: callbridge, no version
+    open_files = door.raise_open_files()
+    gate = door.Gate(door.limits_of(settings, open_files[0]))
+    door.name_the_server()  # Server: callbridge, no version
     app = create_app(
         token=token,
         redis=redis,
@@ -761,15 +753,16 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
             session_ttl_s=float(session_s) if session_s else SESSION_TTL_S,
             users_file=settings.users_file,  # read again when it changes: a removed account is signed out
             gate=gate,
+            health_detail=settings.http_health_detail,
         ),
     )
     if settings.http_metrics_port is not None:
         app.on_cleanup.append(await _start_metrics(settings, metrics_token))
     pool.http_app = app
-    runner = web.AppRunner(app, **runner_options(gate.limits))
+    runner = web.AppRunner(app, **door.runner_options(gate.limits))
     await runner.setup()
     pool.tls = tls_context(settings)
-    site = GatedSite(runner, settings.http_host, settings.http_port, gate, ssl_context=pool.tls)
+    site = door.GatedSite(runner, settings.http_host, settings.http_port, gate, ssl_context=pool.tls)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.http_port
     where = f"{'https' if settings.http_tls_cert else 'http'}://{settings.http_host}:{port}"
@@ -778,7 +771,7 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
         where, "on its own port" if settings.http_metrics_port is not None else "here",
         " (bearer token)" if metrics_token else "", ", ".join(settings.http_trusted_proxies) or "none",
     )  # fmt: skip
-    log_limits(gate.limits, open_files)
+    door.log_limits(gate.limits, open_files, health_open=settings.http_health_detail == "open")
     if users is not None:
         log.info("console accounts: %d account(s) from %s", len(users.accounts), settings.users_file)
     else:

@@ -7,8 +7,9 @@
 ``POST /auth/signout``              ends the session (needs its CSRF token)
 ``GET /auth/session``               the session's role, name and CSRF token (the page after a reload)
 ``GET /metrics``                    Prometheus exposition, merged across worker processes (no token: scrapers)
-``GET /healthz``                    readiness: 200 when workers, Redis and the model can take calls, else 503 naming
-                                    the problems (no token; no call data); ``GET /livez``: liveness
+``GET /healthz``                    readiness: 200 when workers, Redis and the model can take calls, else 503; with a
+                                    bearer token (or ``http_health_detail: open``) the workers and the problems (no
+                                    call data); ``GET /livez``: liveness
 ``GET /api/calls``                  live calls across all workers: phase, dialect, duration, last transcript line
 ``GET /api/calls/{id}``             one call: its Redis hash and recent event summaries with transcripts
 ``GET /api/calls/ended``            ended calls of the retention window, paged and searched (:mod:`.ended`: ``?page=``
@@ -133,6 +134,7 @@ class ConsoleOptions:
     metrics_here: bool = True
     listen_key: bytes | None = None
     gate: Gate | None = None  # the port's connection limits (:mod:`.gate`); its body deadline applies here
+    health_detail: str = "token"  # /healthz's detail: for a bearer token ("token") or anyone ("open")
 
 
 def create_app(
@@ -179,7 +181,7 @@ def create_app(
         app.on_startup.append(_watch_users(o.users_file))
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
-    monitoring.add_routes(app, metrics_token=o.metrics_token, metrics=o.metrics_here)
+    monitoring.add_routes(app, metrics_token=o.metrics_token, metrics=o.metrics_here, health_detail=o.health_detail)
     for group in (ended, calls, actions, listen, takeover, rollout, strip):
         group.add_routes(app)
     console.add_routes(app, credentials=sup.credentials, sessions=sup.sessions, refused_delay_s=o.refused_delay_s)

@@ -326,7 +326,10 @@ def limits_of(settings: Settings, soft_limit: int) -> Limits:
     )
 
 
-def log_limits(limits: Limits, open_files: tuple[int, int]) -> None:
+def log_limits(limits: Limits, open_files: tuple[int, int], *, health_open: bool = False) -> None:
+    """The start-up lines of the HTTP port's limits (and of ``/healthz``'s detail, if anyone may see it)."""
+    if health_open:
+        log.warning("open: /healthz shows its detail (workers, pids, ports, run directory) to anyone")
     said = "HTTP limits: head within %g s, body within %g s, %d connection(s) per source, %d in all"
     numbers = (limits.head_s, limits.body_s, limits.per_source, limits.total, *open_files)
     log.info(said + " (open files: soft limit %d, hard %d)", *numbers)

@@ -1,6 +1,6 @@
 """One ``callbridge serve`` (a worker, the emulator as its model, no Redis) with its HTTP port, started from a
 settings file that ``callbridge reload`` and ``callbridge users unlock`` read too; optionally with a low open-file
-limit for its process (soft and hard, so it cannot raise it)."""
+limit for its process (soft and hard, so it cannot raise it). ``/healthz``'s detail as by default: for a token."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ async def serve_node(
                 }
             )
         )  # fmt: skip  (JSON is YAML)
-        full_env = {**os.environ, **env}
+        full_env = {k: v for k, v in os.environ.items() if k != "CALLBRIDGE_HTTP_HEALTH_DETAIL"} | dict(env)
         full_env.pop("OPENAI_API_KEY", None)
         log = tmp / "serve.log"
         with log.open("wb") as out:

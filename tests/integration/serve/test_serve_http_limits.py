@@ -186,3 +186,30 @@ async def test_accept_errors_are_one_line_per_interval(quiet: bool) -> None:
         assert log.count("accept errors") == 1 and "EMFILE 1" in log, log
     else:  # what the quieting is for: the loop's own report, a traceback each time
         assert log.count("Too many open files") >= 2, log
+
+
+async def test_a_stranger_sees_ready_alone_no_server_name_and_malformed_requests_are_one_line(node: Node) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{node.url}/healthz") as r:
+            assert r.status == 200 and await r.json() == {"ready": True}
+            assert r.headers["Server"] == "callbridge"
+        async with http.get(f"{node.url}/healthz", headers={"Authorization": "Bearer a-guess"}) as r:
+            assert await r.json() == {"ready": True}
+        async with http.get(f"{node.url}/healthz", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            detail = await r.json()
+            assert r.status == 200 and detail["ready"] is True and detail["workers"][0]["pid"] > 0, detail
+        async with http.get(f"{node.url}/no-such-page") as r:
+            assert r.status == 404 and r.headers["Server"] == "callbridge"
+    answers = []
+    for _ in range(200):  # malformed requests, one a connection, as fast as they are answered
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.http_port)
+        with _closing([writer]):
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n")
+            answers.append(await asyncio.wait_for(reader.read(), 10))
+    assert all(a.startswith(b"HTTP/1.0 400 ") for a in answers), answers[0]
+    assert b"Server: callbridge\r\n" in answers[0] and b"aiohttp" not in answers[0], answers[0]
+    status, said = await node.cli("health")  # callbridge health without a token: ready, and only that
+    assert status == 0 and said.startswith("healthy ("), said
+    log = node.log.read_text()
+    assert "Traceback" not in log and "Content-Length: zz" not in log
+    assert 1 <= log.count("a malformed request from 127.0.0.1: 400 BadHttpMessage") <= 3, log[-2000:]
