@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -76,6 +76,9 @@ from bridge.serve.front import (
 from bridge.serve.ready import OUTPUT_STREAM_LIMIT, forward_output, parse_ready, read_report
 from bridge.serve.stopping import IGNORED, read_calls
 from bridge.serve.zygote import Unavailable, Zygote, reap_orphans
+
+if TYPE_CHECKING:
+    from bridge.supervisor.gate import Gate
 
 log = logging.getLogger("bridge.serve.pool")
 NOT_READY_EXIT_S = 5.0  # a worker whose ready channel closed without a report: its exit awaited this long
@@ -694,13 +697,17 @@ def _control_signal(pool: Pool, sig: signal.Signals) -> None:
     pool._keep(task)
 
 
-async def _start_metrics(settings: Settings, token: str | None) -> Callable[[web.Application], Awaitable[None]]:
-    """``/metrics`` alone on ``http_metrics_port``; returns what stops it (the main app's cleanup)."""
+async def _start_metrics(
+    settings: Settings, token: str | None, gate: Gate
+) -> Callable[[web.Application], Awaitable[None]]:
+    """``/metrics`` alone on ``http_metrics_port``, its connections counted by the main port's ``gate``; returns
+    what stops it (the main app's cleanup)."""
+    from bridge.supervisor import gate as door
     from bridge.supervisor.api import metrics_app
 
-    runner = web.AppRunner(metrics_app(token), access_log=None)
+    runner = web.AppRunner(metrics_app(token), **door.runner_options(gate.limits))
     await runner.setup()
-    await web.TCPSite(runner, settings.http_host, settings.http_metrics_port).start()
+    await door.GatedSite(runner, settings.http_host, settings.http_metrics_port, gate).start()
     log.info("/metrics on http://%s:%s", settings.http_host, runner.addresses[0][1] if runner.addresses else "?")
 
     async def stop(app: web.Application) -> None:
@@ -757,7 +764,7 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
         ),
     )
     if settings.http_metrics_port is not None:
-        app.on_cleanup.append(await _start_metrics(settings, metrics_token))
+        app.on_cleanup.append(await _start_metrics(settings, metrics_token, gate))
     pool.http_app = app
     runner = web.AppRunner(app, **door.runner_options(gate.limits))
     await runner.setup()

@@ -159,12 +159,15 @@ class Door(asyncio.Protocol):
         """Say ``refusal``, then close once the client has closed (what it sent is read and dropped, so the close
         does not reset the answer away) or after :data:`LINGER_S`; with too many such already, close at once."""
         gate = self.gate
-        if gate.lingering >= MAX_LINGERING or not transport.can_write_eof():
+        if gate.lingering >= MAX_LINGERING:
             transport.abort()
             return
         gate.lingering += 1
         transport.write(refusal)
-        transport.write_eof()
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:  # TLS: its close says so after the answer
+            transport.close()
         self.linger = asyncio.get_running_loop().call_later(LINGER_S, transport.abort)
 
     def close(self) -> None:

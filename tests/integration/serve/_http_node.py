@@ -32,6 +32,7 @@ class Node:
     http_port: int
     config: Path
     log: Path
+    metrics_url: str = ""  # with http_metrics_port
 
     @property
     def url(self) -> str:

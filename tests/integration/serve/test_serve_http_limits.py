@@ -19,6 +19,8 @@ import aiohttp
 import pytest
 from _http_node import Node, serve_node
 
+from bridge.devkit.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[3]
 FD_LIMIT = 1024
 HEAD_S, BODY_S, PER_SOURCE = 2.0, 2.0, 64
@@ -31,7 +33,9 @@ TOKEN = "http-limits-operator-token"
 async def node(tmp_path: Path) -> AsyncIterator[Node]:
     settings = {"http_head_timeout_s": HEAD_S, "http_body_timeout_s": BODY_S,
                 "http_max_connections_per_source": PER_SOURCE}  # fmt: skip
+    settings["http_metrics_port"] = free_port()  # /metrics on its own port, behind the same limits
     async with serve_node(tmp_path, settings, {"CALLBRIDGE_SUPERVISOR_TOKEN": TOKEN}, fd_limit=FD_LIMIT) as node:
+        node.metrics_url = f"http://127.0.0.1:{settings['http_metrics_port']}/metrics"
         yield node
 
 
@@ -128,7 +132,7 @@ async def test_health_console_and_reload_answer_through_thousands_of_half_sent_r
                 most_files = max(most_files, node.open_files())
             status, said = await node.cli("reload")
             assert status == 0, said
-            async with http.get(f"{node.url}/metrics") as r:
+            async with http.get(node.metrics_url) as r:
                 exposition = await r.text()
         reopened = opened[0]
     finally:
@@ -200,6 +204,8 @@ async def test_a_stranger_sees_ready_alone_no_server_name_and_malformed_requests
             assert r.status == 200 and detail["ready"] is True and detail["workers"][0]["pid"] > 0, detail
         async with http.get(f"{node.url}/no-such-page") as r:
             assert r.status == 404 and r.headers["Server"] == "callbridge"
+        async with http.get(node.metrics_url) as r:
+            assert r.status == 200 and r.headers["Server"] == "callbridge"
     answers = []
     for _ in range(200):  # malformed requests, one a connection, as fast as they are answered
         reader, writer = await asyncio.open_connection("127.0.0.1", node.http_port)
