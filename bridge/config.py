@@ -172,6 +172,16 @@ class Settings(BaseSettings):
     # past it: 429 with Retry-After
     http_signin_failures: int = Field(10, ge=1, le=10_000)
     http_signin_window_s: float = Field(300.0, gt=0, le=86400)
+    # serve's HTTP port (bridge/supervisor/gate.py): a request's head within http_head_timeout_s of the connection
+    # (or of the last answer), its body within http_body_timeout_s (408); connections per source address (503 past
+    # it) and in all (kept below the open-file limit; past it an idle or half-sent connection makes room, else 503)
+    http_head_timeout_s: float = Field(10.0, gt=0, le=3600)
+    http_body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    http_max_connections: int = Field(1000, ge=16, le=1_000_000)
+    http_max_connections_per_source: int = Field(64, ge=1, le=1_000_000)
+    # /healthz without a credential says only {"ready": true|false}; its detail (workers, pids, ports, the front's
+    # run directory) is for a bearer token of the API or http_metrics_token ("token"), or for anyone ("open")
+    http_health_detail: Literal["token", "open"] = "token"
     dialplans: Path = Path("dialplans")
     report_file: Path | None = None  # append one JSON line per finished call (demo, tests)
     # calls of dialplans with recording enabled (and consent) go here, one directory per call (mode 0700) named by the

@@ -259,6 +259,11 @@ FRONT_FULL = Counter(f"{NS}_front_full", "New calls the front answered 503: no w
 SUPERVISOR_REFUSED_TOKENS = Counter(
     f"{NS}_supervisor_refused_tokens", "Wrong supervisor tokens (console sign-in or API bearer)", ["via"]
 )
+# serve's HTTP port (bridge/supervisor/gate.py): reason source|total (a new connection answered 503), evicted (an
+# idle or half-sent connection closed for a new one), body_timeout (408)
+HTTP_CONNECTIONS_REFUSED = Counter(
+    f"{NS}_http_connections_refused", "HTTP connections refused or closed by serve's connection limits", ["reason"]
+)
 # Outages (bridge/call/outage.py): the model unreachable during a call
 OUTAGE_SECONDS = Counter(f"{NS}_outage_seconds", "Seconds calls spent without the model (lost or never opened)")
 CALLS_ON_HOLD = Gauge(

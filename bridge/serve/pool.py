@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -76,6 +76,9 @@ from bridge.serve.front import (
 from bridge.serve.ready import OUTPUT_STREAM_LIMIT, forward_output, parse_ready, read_report
 from bridge.serve.stopping import IGNORED, read_calls
 from bridge.serve.zygote import Unavailable, Zygote, reap_orphans
+
+if TYPE_CHECKING:
+    from bridge.supervisor.gate import Gate
 
 log = logging.getLogger("bridge.serve.pool")
 NOT_READY_EXIT_S = 5.0  # a worker whose ready channel closed without a report: its exit awaited this long
@@ -602,6 +605,10 @@ async def _serve(settings: Settings, kamailio: str | None, console: ConsoleToken
     if not await preflight(settings):
         return 2
     await _seal_rollout_flags(settings)
+    from bridge.supervisor.gate import quiet_accept_errors, raise_open_files
+
+    log.info("open files: soft limit %d, hard limit %d", *raise_open_files())  # the soft raised to the hard
+    quiet_accept_errors(asyncio.get_running_loop())  # out of open files: one line per interval, not per attempt
     broker_runner, extra_env = await _start_broker(settings) if settings.credentials == "broker" else (None, {})
     from bridge.serve.control import ControlServer
 
@@ -708,13 +715,17 @@ def _control_signal(pool: Pool, sig: signal.Signals) -> None:
     pool._keep(task)
 
 
-async def _start_metrics(settings: Settings, token: str | None) -> Callable[[web.Application], Awaitable[None]]:
-    """``/metrics`` alone on ``http_metrics_port``; returns what stops it (the main app's cleanup)."""
+async def _start_metrics(
+    settings: Settings, token: str | None, gate: Gate
+) -> Callable[[web.Application], Awaitable[None]]:
+    """``/metrics`` alone on ``http_metrics_port``, its connections counted by the main port's ``gate``; returns
+    what stops it (the main app's cleanup)."""
+    from bridge.supervisor import gate as door
     from bridge.supervisor.api import metrics_app
 
-    runner = web.AppRunner(metrics_app(token), access_log=None)
+    runner = web.AppRunner(metrics_app(token), **door.runner_options(gate.limits))
     await runner.setup()
-    await web.TCPSite(runner, settings.http_host, settings.http_metrics_port).start()
+    await door.GatedSite(runner, settings.http_host, settings.http_metrics_port, gate).start()
     log.info("/metrics on http://%s:%s", settings.http_host, runner.addresses[0][1] if runner.addresses else "?")
 
     async def stop(app: web.Application) -> None:
@@ -728,6 +739,7 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
     from bridge.dialplan import load_dialplans, rollout_specs
     from bridge.rollout.store import RolloutStore
     from bridge.store.connection import connect
+    from bridge.supervisor import gate as door
     from bridge.supervisor.accounts import load_users
     from bridge.supervisor.api import ConsoleOptions, create_app
     from bridge.supervisor.auth import SESSION_TTL_S, FailureLimits
@@ -744,6 +756,9 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
         log.error("CALLBRIDGE_SUPERVISOR_SESSION_S=%r is not a number of seconds; using the default", session_s)
         session_s = ""
     metrics_token = settings.http_metrics_token.get_secret_value() if settings.http_metrics_token else None
+    open_files = door.raise_open_files()
+    gate = door.Gate(door.limits_of(settings, open_files[0]))
+    door.name_the_server()  # Server: callbridge, no version
     app = create_app(
         token=token,
         redis=redis,
@@ -763,15 +778,17 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
             listen_key=pool.settings.listen_key.get_secret_value().encode() if pool.settings.listen_key else None,
             session_ttl_s=float(session_s) if session_s else SESSION_TTL_S,
             users_file=settings.users_file,  # read again when it changes: a removed account is signed out
+            gate=gate,
+            health_detail=settings.http_health_detail,
         ),
     )
     if settings.http_metrics_port is not None:
-        app.on_cleanup.append(await _start_metrics(settings, metrics_token))
+        app.on_cleanup.append(await _start_metrics(settings, metrics_token, gate))
     pool.http_app = app
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, **door.runner_options(gate.limits))
     await runner.setup()
     pool.tls = tls_context(settings)
-    site = web.TCPSite(runner, settings.http_host, settings.http_port, ssl_context=pool.tls)
+    site = door.GatedSite(runner, settings.http_host, settings.http_port, gate, ssl_context=pool.tls)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.http_port
     where = f"{'https' if settings.http_tls_cert else 'http'}://{settings.http_host}:{port}"
@@ -780,6 +797,7 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
         where, "on its own port" if settings.http_metrics_port is not None else "here",
         " (bearer token)" if metrics_token else "", ", ".join(settings.http_trusted_proxies) or "none",
     )  # fmt: skip
+    door.log_limits(gate.limits, open_files, health_open=settings.http_health_detail == "open")
     if users is not None:
         log.info("console accounts: %d account(s) from %s", len(users.accounts), settings.users_file)
     else:
