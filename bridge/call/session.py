@@ -21,6 +21,7 @@ session, rollover before the service's session cap, transcripts, tool calls and 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,7 @@ from bridge.audio import PlayoutBuffer
 from bridge.audio.frames import FRAME_MS, FrameSink, FrameSource
 from bridge.call.bargein import BargeIn
 from bridge.call.changes import SessionChanges
+from bridge.call.checks import evaluate, failed
 from bridge.call.echo import EchoGuarding, guarded
 from bridge.call.flow import CallFlow, Trigger
 from bridge.call.inbox import Inbox
@@ -58,6 +60,7 @@ from bridge.call.turns import CallerVoice, TurnBuilder
 from bridge.call.usage import UsageMeter
 from bridge.call.waiting import dead_air, turn_hold
 from bridge.call.warm import WarmTransfer
+from bridge.call.wrapup import wrap_up
 from bridge.dialplan import Dialplan
 from bridge.errors import ConnectError, ModelRefused
 from bridge.orchestrator.client import OrchestratorClient
@@ -179,6 +182,7 @@ class CallSession:
         privacy = plan.privacy
         visible = privacy.transcript_visible_digits
         redact = str if visible is None else (lambda text: redact_spoken_digits(text, visible))
+        self._redact = redact  # the plan's privacy: transcripts, and the post-call summary and fields
         self.transcripts = Transcripts(self.report, self.emit, transcribed, redact)
         self._keys = KeyMask(privacy.dtmf_visible_digits, clock=self.clock)  # what is stored and shown of each key
         # no turn events: turns from transcript deltas, barge-in from our own voice detection
@@ -378,6 +382,7 @@ class CallSession:
         if self.turns is not None:
             self.turns.flush()
         await asyncio.gather(*self.rollover.stop(), return_exceptions=True)  # each closes its session
+        await self._wrap_up()  # the phone leg has ended: the model's summary, before its session closes
         for client in (self.client, self.rollover.next):
             if client is not None:
                 await client.close()
@@ -389,7 +394,38 @@ class CallSession:
         self.report.usage = self.usage.ended(final, self.dialect.capabilities.usage == "audio_seconds", self.emit)
         if self.warm is not None:  # an attempt ends with the caller; a joined call lasts until a side hangs up
             await self.warm.close()
+        self._check()
         self.emit(ev.CallEnded(self.report.end_reason, self.outcome, self.report.ended_by or ev.EndedBy.FAULT))
+
+    async def _wrap_up(self) -> None:
+        """The plan's post-call question to the call's own session (``bridge/call/wrapup.py``), reported."""
+        plan = self.plan.post_call
+        if plan is None:
+            return
+        answer = await wrap_up(
+            self.client,
+            plan,
+            self.dialect.capabilities,
+            self._responded,
+            timeout_s=self._options.post_call_timeout_s,
+            responding=self.playback.responding(),
+            redact=self._redact,
+        )
+        self.report.post_call = answer.to_json()
+        fields = "" if answer.fields is None else json.dumps(answer.fields, separators=(",", ":"))
+        self.emit(ev.PostCallDone(answer.status, answer.disposition or "", answer.summary or "", fields))
+
+    def _responded(self, e: ev.ResponseDone) -> None:
+        """A response ended after the call (the post-call question's, or the answer it cut): reported and counted."""
+        self.emit(ev.ResponseEnded(e.response_id, e.status, e.usage))
+        self.usage.response_done(e)
+
+    def _check(self) -> None:
+        """The plan's compliance checks on the ended call (``bridge/call/checks.py``), reported."""
+        rows = evaluate(self.plan.checks, self.report)
+        self.report.checks = rows
+        if rows:
+            self.emit(ev.ChecksDone(len(rows), ",".join(failed(rows))))
 
     def start_pump(self) -> None:
         """Route the current client's events into the inbox as they are decoded (no task in between)."""

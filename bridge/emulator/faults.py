@@ -35,6 +35,7 @@ class Faults:
     invalid_base64_delta: int | None = None  # an audio delta with invalid base64 in the Nth response
     oversized_delta: int | None = None  # one huge audio delta in the Nth response
     oversized_delta_ms: float = 5000.0
+    drop_on_post_call: bool = False  # abort the TCP connection when the post-call question (summary) is asked
     fault_after_deltas: int = 2  # deltas of the Nth response sent before its fault fires
     beta_disabled: bool = False  # the beta header gets beta_api_shape_disabled + close 4000, as the service today
     refuse_models: str = ""  # comma-separated model patterns (fnmatch) whose WebSocket upgrade fails with ...
