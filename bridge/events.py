@@ -1539,14 +1539,15 @@ class PostCallDone(Report):
 
 @dataclass(frozen=True, slots=True)
 class ChecksDone(Report):
-    """The plan's compliance checks on the ended call (``bridge/call/checks.py``): how many, and the names of those
-    that failed, comma-separated ("" when none did)."""
+    """The plan's compliance checks on the ended call (``bridge/call/checks.py``): how many, the names of those that
+    failed, comma-separated ("" when none did), and every row as JSON."""
 
     kind: ClassVar[str] = "checks"
     stored: ClassVar[tuple[str, ...]] = ("failed",)
 
     total: int
     failed: str = ""
+    rows_json: str = ""  # every check's row (name, passed, detail), as JSON
 
     @property
     def summary(self) -> str:

@@ -425,7 +425,7 @@ class CallSession:
         rows = evaluate(self.plan.checks, self.report)
         self.report.checks = rows
         if rows:
-            self.emit(ev.ChecksDone(len(rows), ",".join(failed(rows))))
+            self.emit(ev.ChecksDone(len(rows), ",".join(failed(rows)), json.dumps(rows, separators=(",", ":"))))
 
     def start_pump(self) -> None:
         """Route the current client's events into the inbox as they are decoded (no task in between)."""

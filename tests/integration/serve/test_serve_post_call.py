@@ -107,6 +107,16 @@ async def _hash(node: Node, call_id: str) -> dict[str, str]:
         await client.aclose()
 
 
+async def _calls_json(node: Node, call_id: str) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "calls", call_id, "--json", "--redis-url", node.redis.url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    return dict(json.loads(out))
+
+
 async def _ordered_call(node: Node, work: Path, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """A call to the GA plan: the greeting, the caller's turn (``HEARS``), the agent's answer, the caller hangs up."""
     node.emulator.queue_next(
@@ -145,6 +155,9 @@ async def test_the_report_line_and_redis_carry_the_models_summary_disposition_fi
     assert state["disposition"] == "refund" and state["post_call_status"] == "ok"
     assert HEARS in state["call_summary"]
     assert state["failed_checks"] == "never_say"
+    # `callbridge calls CALL_ID --json` reads the same from Redis, as the report line has it
+    shown = await _calls_json(edge, report["call_id"])
+    assert shown["post_call"] == post and shown["checks"] == report["checks"]
     entries = await call_events(edge, report["call_id"])
     kinds = [e["kind"] for e in entries]
     # asked after the call's last turn (the caller's hang-up ends the call), answered before the call's end
