@@ -12,16 +12,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from _cdp import CHROMIUM, Browser
-from _console_helpers import sign_in
-from aiohttp.test_utils import TestClient, TestServer
+from _console_helpers import SUPERVISOR, api_get, api_on_calls, sign_in
+from aiohttp.test_utils import TestClient
 from fakes.clock import Clock
-from redis import asyncio as aioredis
 
 from bridge import events as ev
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
-from bridge.store.calls import CallStore, StoreTuning
-from bridge.supervisor.accounts import Users, add_token, add_user
-from bridge.supervisor.api import ConsoleOptions, create_app
+from bridge.store.calls import CallStore
 
 pytestmark = [
     pytest.mark.integration,
@@ -31,7 +28,7 @@ pytestmark = [
 
 T0 = float(round(time.time()) - 600)
 CALLER = "+15550003333"
-SAM = ("sam", "sam-acts-999")
+SAM = SUPERVISOR
 SUMMARY = f"The caller wants a refund for order 4417 and a call back on {CALLER}."
 CHECK_ROWS = [
     {"name": "disclosure", "passed": True, "detail": "said 1.0 s after the answer (within 10 s)"},
@@ -66,28 +63,11 @@ def redis_url() -> Iterator[str]:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def api(redis_url: str) -> AsyncIterator[tuple[TestClient[Any, Any], dict[str, str]]]:
-    clock = Clock(T0)
-    store = CallStore(redis_url, worker="w-after", clock=clock, tuning=StoreTuning(reap_interval_s=None))
-    await store.start()
-    write_calls(store, clock)
-    assert await store.flush()
-    users = add_user(add_user(Users(), "vic", "viewer", "vic-watches-99"), SAM[0], "supervisor", SAM[1])
-    users, vic = add_token(users, "vic")
-    users, sam = add_token(users, "sam")
-    redis = aioredis.from_url(redis_url, decode_responses=True)
-    app = create_app(token=None, redis=redis, rollouts=None, options=ConsoleOptions(users=users))
-    client: TestClient[Any, Any] = TestClient(TestServer(app))
-    await client.start_server()
-    yield client, {"viewer": f"Bearer {vic}", "supervisor": f"Bearer {sam}"}
-    await client.close()
-    await store.close()
+    async with api_on_calls(redis_url, write_calls, "w-after", T0) as served:
+        yield served
 
 
-async def get(api: tuple[TestClient[Any, Any], dict[str, str]], role: str, path: str) -> tuple[int, Any]:
-    client, auth = api
-    r = await client.get(path, headers={"Authorization": auth[role]})
-    body = await r.text()
-    return r.status, json.loads(body) if r.content_type == "application/json" else body
+get = api_get
 
 
 async def test_rows_carry_the_disposition_the_summary_and_the_failed_checks(api: Any) -> None:
@@ -123,11 +103,11 @@ async def test_the_export_includes_the_post_call_answer_and_the_checks(api: Any)
     assert lost["post_call"] == {"summary": None, "disposition": None, "fields": None, "status": "session lost"}
     _, plain = await get(api, "supervisor", "/api/calls/c-plain/export?format=json")
     assert (plain["post_call"], plain["checks"]) == (None, [])
-    _, text = await get(api, "supervisor", "/api/calls/c-refund/export?format=text")
+    _, (text, _) = await get(api, "supervisor", "/api/calls/c-refund/export?format=text")
     lines = text.splitlines()
     assert "Disposition: refund" in lines and f"Summary: {SUMMARY}" in lines
     assert "Check never_say: FAILED (the agent said 'guaranteed')" in lines
-    _, text = await get(api, "viewer", "/api/calls/c-lost/export?format=text")
+    _, (text, _) = await get(api, "viewer", "/api/calls/c-lost/export?format=text")
     assert "Summary: (none: session lost)" in text.splitlines()
 
 

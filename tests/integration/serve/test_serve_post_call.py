@@ -22,7 +22,7 @@ from bridge import events as ev
 from bridge.call.report import noted
 from bridge.devkit.redis_server import redis_server_binary
 from bridge.store import keys
-from tests.integration.edge._edge import Node, call_events, serve_node, wait_report
+from tests.integration.edge._edge import Node, call_events, serve_node, softphone_call, wait_report
 
 pytestmark = [
     pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary"),
@@ -91,12 +91,7 @@ def _speech(path: Path) -> Path:
 
 
 async def _phone(node: Node, number: str, *args: str) -> dict[str, Any]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "call", f"sip:{number}@127.0.0.1:{node.sip_port}", "--json", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return dict(json.loads(out.decode().strip().splitlines()[-1]))
+    return await softphone_call(node.sip_port, number, *args)
 
 
 async def _hash(node: Node, call_id: str) -> dict[str, str]:
