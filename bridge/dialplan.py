@@ -473,7 +473,8 @@ def _secret_headers(plan: Dialplan) -> list[tuple[str, Header]]:
 def plan_warnings(plan: Dialplan) -> list[ConfigError]:
     """What is valid but likely a mistake: a ``"*"`` pattern answers any number a caller dials (a misdialled or
     scanned number reaches this plan's agent and its model); a header's secret variable that is not set here (a
-    call that needs it fails: an HTTP tool answers an error, an MCP server's tools are left out)."""
+    call that needs it fails: an HTTP tool answers an error, an MCP server's tools are left out); ``post_call`` where
+    a dialect of the plan cannot answer out of band (those calls are marked, never summarised)."""
     found = [
         ConfigError(plan.source_file, f"match[{i}]", 'catch-all "*": this plan answers any number a caller dials')
         for i, pattern in enumerate(plan.match)
@@ -484,6 +485,12 @@ def plan_warnings(plan: Dialplan) -> list[ConfigError]:
         for where, header in _secret_headers(plan)
         if header.env is not None and not os.environ.get(header.env)
     ]
+    spec = plan.rollout_spec
+    dialects = [v.dialect for v in spec.variants] if spec is not None else [plan.dialect]
+    mute = sorted({d for d in dialects if d in DIALECTS and not DIALECTS[d].capabilities.text_out_of_band})
+    if plan.post_call is not None and mute:
+        message = f"the {', '.join(mute)} dialect cannot answer out of band: its calls get no summary, only the reason"
+        found.append(ConfigError(plan.source_file, "post_call", message))
     return found
 
 

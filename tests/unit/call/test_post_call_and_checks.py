@@ -162,3 +162,13 @@ def test_phrases_match_whole_words_only() -> None:
 
 def test_a_plan_without_checks_has_no_rows() -> None:
     assert evaluate(Checks(), _report([(200.0, "hi")])) == []
+
+
+def test_post_call_on_a_dialect_that_cannot_answer_it_is_a_warning(tmp_path: Path) -> None:
+    from bridge.dialplan import load_dialplan, plan_warnings
+
+    live = load_dialplan(_plan_file(tmp_path, dialect="live", post_call={"dispositions": ["resolved"]}))
+    (warning,) = plan_warnings(live)
+    assert warning.field == "post_call" and "the live dialect cannot answer out of band" in str(warning)
+    ga = load_dialplan(_plan_file(tmp_path, dialect="ga", post_call={"dispositions": ["resolved"]}))
+    assert plan_warnings(ga) == []
