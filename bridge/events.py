@@ -1517,6 +1517,9 @@ class CallerResumed(Report):
         return f"the caller took the call off hold after {self.held_s:.1f} s"
 
 
+POST_CALL_OK: Final = "ok"  # a post-call status: the model answered (any other status says why it did not)
+
+
 @dataclass(frozen=True, slots=True)
 class PostCallDone(Report):
     """What the call's model said of the call once it was over (``bridge/call/wrapup.py``), or why it could not:
@@ -1532,7 +1535,7 @@ class PostCallDone(Report):
 
     @property
     def summary(self) -> str:
-        if self.status != "ok":
+        if self.status != POST_CALL_OK:
             return f"no post-call summary: {self.status}"
         return f"{self.disposition or '(no disposition)'}: {self.text}" if self.text else self.disposition
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from bridge import events as ev
@@ -124,3 +124,11 @@ def evaluate(checks: Checks, report: CallReport) -> list[dict[str, Any]]:
 def failed(rows: Iterable[dict[str, Any]]) -> list[str]:
     """The names of the checks that failed."""
     return [str(r.get("name")) for r in rows if not r.get("passed")]
+
+
+def report_checks(checks: Checks, report: CallReport, emit: Callable[[ev.Report], None]) -> None:
+    """The ended call's checks into ``report`` (``checks``), and reported (:class:`~bridge.events.ChecksDone`)."""
+    rows = evaluate(checks, report)
+    report.checks = rows
+    if rows:
+        emit(ev.ChecksDone(len(rows), ",".join(failed(rows)), json.dumps(rows, separators=(",", ":"))))

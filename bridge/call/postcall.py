@@ -20,7 +20,7 @@ from bridge import events as ev
 from bridge.dialplan import PostCallPlan
 from bridge.realtime.dialects.common import POST_CALL_METADATA, post_call_instructions
 
-OK: Final = "ok"
+OK: Final = ev.POST_CALL_OK
 SESSION_LOST: Final = "session lost"
 NO_CAPABILITY: Final = "dialect cannot answer out of band"
 TIMED_OUT: Final = "timed out"

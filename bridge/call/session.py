@@ -21,7 +21,6 @@ session, rollover before the service's session cap, transcripts, tool calls and 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -32,7 +31,7 @@ from bridge.audio import PlayoutBuffer
 from bridge.audio.frames import FRAME_MS, FrameSink, FrameSource
 from bridge.call.bargein import BargeIn
 from bridge.call.changes import SessionChanges
-from bridge.call.checks import evaluate, failed
+from bridge.call.checks import report_checks
 from bridge.call.echo import EchoGuarding, guarded
 from bridge.call.flow import CallFlow, Trigger
 from bridge.call.inbox import Inbox
@@ -60,7 +59,7 @@ from bridge.call.turns import CallerVoice, TurnBuilder
 from bridge.call.usage import UsageMeter
 from bridge.call.waiting import dead_air, turn_hold
 from bridge.call.warm import WarmTransfer
-from bridge.call.wrapup import wrap_up
+from bridge.call.wrapup import Ledger, ask_after_call
 from bridge.dialplan import Dialplan
 from bridge.errors import ConnectError, ModelRefused
 from bridge.orchestrator.client import OrchestratorClient
@@ -382,7 +381,16 @@ class CallSession:
         if self.turns is not None:
             self.turns.flush()
         await asyncio.gather(*self.rollover.stop(), return_exceptions=True)  # each closes its session
-        await self._wrap_up()  # the phone leg has ended: the model's summary, before its session closes
+        if self.plan.post_call is not None:  # the phone leg has ended: the model's summary, before its session closes
+            await ask_after_call(
+                self.client,
+                self.plan.post_call,
+                self.dialect.capabilities,
+                Ledger(self.report, self.emit, self.usage),
+                timeout_s=self._options.post_call_timeout_s,
+                responding=self.playback.responding(),
+                redact=self._redact,
+            )
         for client in (self.client, self.rollover.next):
             if client is not None:
                 await client.close()
@@ -394,38 +402,8 @@ class CallSession:
         self.report.usage = self.usage.ended(final, self.dialect.capabilities.usage == "audio_seconds", self.emit)
         if self.warm is not None:  # an attempt ends with the caller; a joined call lasts until a side hangs up
             await self.warm.close()
-        self._check()
+        report_checks(self.plan.checks, self.report, self.emit)
         self.emit(ev.CallEnded(self.report.end_reason, self.outcome, self.report.ended_by or ev.EndedBy.FAULT))
-
-    async def _wrap_up(self) -> None:
-        """The plan's post-call question to the call's own session (``bridge/call/wrapup.py``), reported."""
-        plan = self.plan.post_call
-        if plan is None:
-            return
-        answer = await wrap_up(
-            self.client,
-            plan,
-            self.dialect.capabilities,
-            self._responded,
-            timeout_s=self._options.post_call_timeout_s,
-            responding=self.playback.responding(),
-            redact=self._redact,
-        )
-        self.report.post_call = answer.to_json()
-        fields = "" if answer.fields is None else json.dumps(answer.fields, separators=(",", ":"))
-        self.emit(ev.PostCallDone(answer.status, answer.disposition or "", answer.summary or "", fields))
-
-    def _responded(self, e: ev.ResponseDone) -> None:
-        """A response ended after the call (the post-call question's, or the answer it cut): reported and counted."""
-        self.emit(ev.ResponseEnded(e.response_id, e.status, e.usage))
-        self.usage.response_done(e)
-
-    def _check(self) -> None:
-        """The plan's compliance checks on the ended call (``bridge/call/checks.py``), reported."""
-        rows = evaluate(self.plan.checks, self.report)
-        self.report.checks = rows
-        if rows:
-            self.emit(ev.ChecksDone(len(rows), ",".join(failed(rows)), json.dumps(rows, separators=(",", ":"))))
 
     def start_pump(self) -> None:
         """Route the current client's events into the inbox as they are decoded (no task in between)."""

@@ -10,10 +10,14 @@ Its tokens count in the call's usage. Where it cannot happen, the answer says wh
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from bridge import events as ev
 from bridge.call.postcall import NO_CAPABILITY, SESSION_LOST, TIMED_OUT, PostCall, read_answer, request, unavailable
+from bridge.call.report import CallReport
+from bridge.call.usage import UsageMeter
 from bridge.dialplan import PostCallPlan
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.dialects.base import Capabilities
@@ -76,3 +80,36 @@ async def wrap_up(
         return unavailable(TIMED_OUT)
     finally:
         client.deliver_to(None)
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Where an ended call's post-call answer goes: its report, its listeners, its usage (the cost)."""
+
+    report: CallReport
+    emit: Callable[[ev.Report], None]
+    usage: UsageMeter
+
+
+async def ask_after_call(
+    client: RealtimeClient | None,
+    plan: PostCallPlan,
+    caps: Capabilities,
+    ledger: Ledger,
+    *,
+    timeout_s: float,
+    responding: bool,
+    redact: Callable[[str], str],
+) -> None:
+    """:func:`wrap_up` for an ended call: the answer into its report (``post_call``) and reported
+    (:class:`~bridge.events.PostCallDone`); each response that ends meanwhile reported and counted in its usage."""
+    report, emit = ledger.report, ledger.emit
+
+    def responded(e: ev.ResponseDone) -> None:
+        emit(ev.ResponseEnded(e.response_id, e.status, e.usage))
+        ledger.usage.response_done(e)
+
+    answer = await wrap_up(client, plan, caps, responded, timeout_s=timeout_s, responding=responding, redact=redact)
+    report.post_call = answer.to_json()
+    fields = "" if answer.fields is None else json.dumps(answer.fields, separators=(",", ":"))
+    emit(ev.PostCallDone(answer.status, answer.disposition or "", answer.summary or "", fields))

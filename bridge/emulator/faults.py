@@ -70,6 +70,7 @@ class Settings:
     max_reply_ms: float = 6000.0  # ...clamped to this range
     response_latency_ms: float = 150.0  # response.created -> first output (scaled by speed)
     transcript_delay_ms: float = 300.0  # commit -> input transcription (scaled by speed)
+    post_call_delay_ms: float = 0.0  # a post-call question's answer starts this much later (scaled by speed)
     rate_limits_delay_ms: float = 40.0  # GA: response.done -> rate_limits.updated (scaled by speed)
     session_max_s: float | None = None  # the service's cap; None: the dialect's (Realtime: 60 min, session_expired
     # then close 1001; Live: about 2 h, session.closed "expired")

@@ -58,14 +58,15 @@ def _field(spec: Mapping[str, Any], text: str, caller_first: str) -> Any:
         except re.error:
             return None
         return found.group(0) if found else None
-    kind = spec.get("type")
-    if kind in ("integer", "number"):
+    json_type = spec.get("type")
+    if json_type in ("integer", "number"):
         number = _NUMBER.search(text)
         if number is None:
             return None
         value = float(number.group(0))
-        return int(value) if kind == "integer" and value.is_integer() else (value if kind == "number" else None)
-    if kind == "string":
+        whole = json_type == "integer" and value.is_integer()
+        return int(value) if whole else (value if json_type == "number" else None)
+    if json_type == "string":
         return caller_first or None
     return None
 

@@ -107,6 +107,12 @@ BY_DESIGN: Final[tuple[ByDesign, ...]] = (
         cut_answers=True,
         timing=frozenset({"longest_silence"}),
     ),
+    ByDesign(
+        lambda c: c.text_out_of_band,
+        frozenset({"AgentText"}),
+        "a text answer out of band: a plan's post-call question (summary, disposition, fields) is answered only "
+        "where the dialect has one; elsewhere the call's post_call says why there is none",
+    ),
 )
 
 

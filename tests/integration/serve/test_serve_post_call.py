@@ -28,7 +28,7 @@ pytestmark = [
     pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary"),
     pytest.mark.asyncio(loop_scope="module"),
 ]
-GA_NUMBER, LIVE_NUMBER = "7100", "7101"
+GA_NUMBER, LIVE_NUMBER, BYE_NUMBER = "7100", "7101", "7102"
 RATE = 8000
 GREETING = "Welcome to Acme. This call may be recorded for quality."
 HEARS = "Where is my order 4417? I would like a refund please."
@@ -71,10 +71,18 @@ LIVE_PLAN = {
 }
 
 
+BYE_PLAN = {
+    **GA_PLAN,
+    "name": "orders-bye",
+    "match": [BYE_NUMBER],
+    "profile": {**GA_PLAN["profile"], "tools": ["end_call"]},
+}
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Node, Path]]:
     work = tmp_path_factory.mktemp("postcall")
-    async with serve_node(work, [GA_PLAN, LIVE_PLAN]) as edge:
+    async with serve_node(work, [GA_PLAN, LIVE_PLAN, BYE_PLAN]) as edge:
         yield edge, work
 
 
@@ -183,3 +191,22 @@ async def test_a_dialect_that_cannot_answer_out_of_band_is_marked_so(node: tuple
         "status": "dialect cannot answer out of band",
     }
     assert report["checks"] == []  # the plan has none
+
+
+async def test_the_agents_bye_is_not_held_back_by_a_slow_answer(node: tuple[Node, Path]) -> None:
+    edge, work = node
+    # the caller says goodbye: the agent says goodbye and ends the call (end_call); the model then takes 3 s
+    # (12 s of service time at speed 4) to answer the post-call question
+    edge.emulator.queue_next(
+        settings={"speed": 4.0, "post_call_delay_ms": 12_000},
+        annotations={"greeting": {"text": GREETING}, "turns": [{"hears": "That is all, goodbye."}]},
+    )
+    phone = await _phone(edge, BYE_NUMBER, "--play", str(_speech(work / "bye.wav")), "--hangup-after", "25")
+    assert phone["answered"] and phone["hangup_by"] == "remote", phone
+    report = await wait_report(edge, phone["call_id"], within_s=40)
+    assert report["ended_by"] == "agent" and report["post_call"]["status"] == "ok", report["post_call"]
+    times = {kind: t for t, kind, _ in report["timeline"]}
+    answered, bye, asked = times["answered"], times["hangup"], times["post_call"]
+    assert asked - bye >= 3000  # the answer came 3 s after the agent hung up ...
+    # ... and the caller's line ended with the agent's BYE, not after the answer
+    assert phone["duration_s"] * 1000 < bye - answered + 1500, (phone["duration_s"], bye - answered)
