@@ -204,7 +204,14 @@ async def test_the_agents_bye_is_not_held_back_by_a_slow_answer(node: tuple[Node
     phone = await _phone(edge, BYE_NUMBER, "--play", str(_speech(work / "bye.wav")), "--hangup-after", "25")
     assert phone["answered"] and phone["hangup_by"] == "remote", phone
     report = await wait_report(edge, phone["call_id"], within_s=40)
-    assert report["ended_by"] == "agent" and report["post_call"]["status"] == "ok", report["post_call"]
+    assert report["ended_by"] == "agent"
+    # the answer came (no order number was said, and the plan's fields require one: it is not taken)
+    assert report["post_call"] == {
+        "summary": None,
+        "disposition": None,
+        "fields": None,
+        "status": "answer does not fit the schema: fields",
+    }
     times = {kind: t for t, kind, _ in report["timeline"]}
     answered, bye, asked = times["answered"], times["hangup"], times["post_call"]
     assert asked - bye >= 3000  # the answer came 3 s after the agent hung up ...
