@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from bridge import events as ev
+from bridge.audio.wav import write_wav
 from bridge.call.report import noted
 from bridge.devkit.redis_server import redis_server_binary
 from bridge.store import keys
@@ -90,11 +90,7 @@ def _speech(path: Path) -> Path:
     """4 s of quiet (the greeting plays), 1.5 s of a 300 Hz tone (the caller's turn), then quiet."""
     t = np.arange(int(1.5 * RATE)) / RATE
     samples = np.concatenate([np.zeros(4 * RATE), np.sin(2 * np.pi * 300 * t) * 0.2, np.zeros(RATE)])
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes((samples * 32767).astype("<i2").tobytes())
+    write_wav(path, (samples * 32767).astype("<i2").tobytes())
     return path
 
 
