@@ -145,6 +145,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None  # None with the emulator; required for api.openai.com
     redis_url: str | None = None
     realtime_max_session_s: float | None = Field(None, gt=1)  # None: each dialect's own cap (its capabilities)
+    # after a call, the model's post-call answer (a plan's post_call) is awaited this long, then given up ("timed out")
+    post_call_timeout_s: float = Field(10.0, gt=0, le=60)
     # static: workers use the key; mint: workers mint short-lived secrets with it; broker: only the serve process
     # holds the key and workers fetch short-lived secrets from its broker (they never see the key)
     credentials: Literal["static", "mint", "broker"] = "static"

@@ -31,6 +31,7 @@ from bridge.audio import PlayoutBuffer
 from bridge.audio.frames import FRAME_MS, FrameSink, FrameSource
 from bridge.call.bargein import BargeIn
 from bridge.call.changes import SessionChanges
+from bridge.call.checks import report_checks
 from bridge.call.echo import EchoGuarding, guarded
 from bridge.call.flow import CallFlow, Trigger
 from bridge.call.inbox import Inbox
@@ -58,6 +59,7 @@ from bridge.call.turns import CallerVoice, TurnBuilder
 from bridge.call.usage import UsageMeter
 from bridge.call.waiting import dead_air, turn_hold
 from bridge.call.warm import WarmTransfer
+from bridge.call.wrapup import Ledger, ask_after_call
 from bridge.dialplan import Dialplan
 from bridge.errors import ConnectError, ModelRefused
 from bridge.orchestrator.client import OrchestratorClient
@@ -194,6 +196,7 @@ class CallSession:
         privacy = plan.privacy
         visible = privacy.transcript_visible_digits
         redact = str if visible is None else (lambda text: redact_spoken_digits(text, visible))
+        self._redact = redact  # the plan's privacy: transcripts, and the post-call summary and fields
         self.transcripts = Transcripts(self.report, self.emit, transcribed, redact)
         self._keys = KeyMask(privacy.dtmf_visible_digits, clock=self.clock)  # what is stored and shown of each key
         # no turn events: turns from transcript deltas, barge-in from our own voice detection
@@ -407,6 +410,16 @@ class CallSession:
         if self.turns is not None:
             self.turns.flush()
         await asyncio.gather(*self.rollover.stop(), return_exceptions=True)  # each closes its session
+        if self.plan.post_call is not None:  # the phone leg has ended: the model's summary, before its session closes
+            await ask_after_call(
+                self.client,
+                self.plan.post_call,
+                self.dialect.capabilities,
+                Ledger(self.report, self.emit, self.usage),
+                timeout_s=self._options.post_call_timeout_s,
+                responding=self.playback.responding(),
+                redact=self._redact,
+            )
         for client in (self.client, self.rollover.next):
             if client is not None:
                 await client.close()
@@ -418,6 +431,7 @@ class CallSession:
         self.report.usage = self.usage.ended(final, self.dialect.capabilities.usage == "audio_seconds", self.emit)
         if self.warm is not None:  # an attempt ends with the caller; a joined call lasts until a side hangs up
             await self.warm.close()
+        report_checks(self.plan.checks, self.report, self.emit)
         self.emit(ev.CallEnded(self.report.end_reason, self.outcome, self.report.ended_by or ev.EndedBy.FAULT))
 
     def start_pump(self) -> None:

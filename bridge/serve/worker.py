@@ -412,6 +412,7 @@ class Worker:
                 variant=vc.decision.variant,
                 profile=vc.profile,  # a fallback changes its model and voice (session.update with the fallback's voice)
                 on_refused=vc.refused,  # the service refuses the model: on to the next healthy variant at once
+                post_call_timeout_s=settings.post_call_timeout_s,
             ),
         )
 
