@@ -145,6 +145,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None  # None with the emulator; required for api.openai.com
     redis_url: str | None = None
     realtime_max_session_s: float | None = Field(None, gt=1)  # None: each dialect's own cap (its capabilities)
+    # after a call, the model's post-call answer (a plan's post_call) is awaited this long, then given up ("timed out")
+    post_call_timeout_s: float = Field(10.0, gt=0, le=60)
     # static: workers use the key; mint: workers mint short-lived secrets with it; broker: only the serve process
     # holds the key and workers fetch short-lived secrets from its broker (they never see the key)
     credentials: Literal["static", "mint", "broker"] = "static"
@@ -172,6 +174,16 @@ class Settings(BaseSettings):
     # past it: 429 with Retry-After
     http_signin_failures: int = Field(10, ge=1, le=10_000)
     http_signin_window_s: float = Field(300.0, gt=0, le=86400)
+    # serve's HTTP port (bridge/supervisor/gate.py): a request's head within http_head_timeout_s of the connection
+    # (or of the last answer), its body within http_body_timeout_s (408); connections per source address (503 past
+    # it) and in all (kept below the open-file limit; past it an idle or half-sent connection makes room, else 503)
+    http_head_timeout_s: float = Field(10.0, gt=0, le=3600)
+    http_body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    http_max_connections: int = Field(1000, ge=16, le=1_000_000)
+    http_max_connections_per_source: int = Field(64, ge=1, le=1_000_000)
+    # /healthz without a credential says only {"ready": true|false}; its detail (workers, pids, ports, the front's
+    # run directory) is for a bearer token of the API or http_metrics_token ("token"), or for anyone ("open")
+    http_health_detail: Literal["token", "open"] = "token"
     dialplans: Path = Path("dialplans")
     report_file: Path | None = None  # append one JSON line per finished call (demo, tests)
     # calls of dialplans with recording enabled (and consent) go here, one directory per call (mode 0700) named by the
@@ -198,6 +210,9 @@ class Settings(BaseSettings):
     # sip_trusted_fronts a worker answers loopback callers only, and `serve` on another address refuses to start
     sip_allowed_sources: tuple[str, ...] = ()
     sip_allow_any_source: bool = False  # answer INVITEs from any source on purpose (the start-up check lets it pass)
+    # concurrent calls one source address may hold at a worker; more get 486. Sources in sip_allowed_sources are
+    # exempt (and loopback when nothing is configured). 0: no limit
+    sip_calls_per_source: int = Field(2, ge=0)
     # every call bounded at the SIP level (bridge/sip/bounds.py): no RTP from the caller for this long ends it (BYE,
     # "media timeout"); while the caller holds the call, the hold timeout applies
     rtp_timeout_s: float = Field(30.0, gt=0, le=3600)
@@ -215,6 +230,10 @@ class Settings(BaseSettings):
     # dialog (bridge/store/dialogseal.py). None: one random key per serve node (another node can neither listen to
     # its calls nor BYE its lost calls' callers); set the same key on every node that shares a Redis
     listen_key: SecretStr | None = None
+    # signs each rollout flag change's audit entry (bridge/rollout/seal.py): a flag no signed entry vouches for (a
+    # raw Redis write) is not obeyed. None: the audit alone vouches. Set the same key on every node and wherever
+    # `callbridge rollout` runs against that Redis
+    rollout_key: SecretStr | None = Field(None, min_length=16)
     # The front door (bridge/serve/front.py). "kamailio": Kamailio answers on sip_host:sip_port, the one address
     # callers and trunks use, and worker i listens on sip_port + 1 + i behind it. "none": worker i on sip_port + i.
     front: Literal["none", "kamailio"] = "none"
@@ -350,6 +369,11 @@ class Settings(BaseSettings):
     def credential_or_none(self) -> str | None:
         """The API key if one is configured (None with none), without :attr:`credential`'s error."""
         return self.api_key.get_secret_value() if self.api_key is not None else None
+
+    @property
+    def rollout_signing_key(self) -> bytes | None:
+        """``rollout_key`` as the HMAC key of the rollout audit (None: not set)."""
+        return self.rollout_key.get_secret_value().encode() if self.rollout_key is not None else None
 
     def public(self) -> dict[str, Any]:
         """Safe to log and to show a supervisor: no secret (the Redis URL's password masked)."""

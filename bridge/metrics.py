@@ -60,7 +60,15 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 0.75,
 CALLS_STARTED = Counter(f"{NS}_calls_started", "Calls answered by a worker", ["dialect", "dialplan"])
 CALLS_ACTIVE = Gauge(f"{NS}_calls_active", "Calls in progress", ["dialect", "dialplan"], multiprocess_mode="livesum")
 CALLS_ENDED = Counter(f"{NS}_calls_ended", "Calls ended, by outcome", ["dialect", "dialplan", "outcome"])
+CALLS_ABANDONED = Counter(
+    f"{NS}_calls_abandoned", "Calls whose caller hung up while ringing (CANCEL, or BYE before the answer)", ["dialplan"]
+)
 SIP_REJECTED = Counter(f"{NS}_sip_rejected", "INVITEs refused, by SIP status", ["code"])
+SIP_SLOT_REFUSALS = Counter(
+    f"{NS}_sip_slot_refusals",
+    "INVITEs refused for want of a call slot, by reason (calls_per_source: the source's concurrent calls)",
+    ["reason"],
+)
 SIP_BOUNDED = Counter(
     f"{NS}_sip_bounded_calls",
     "Calls a bound ended: media timeout, session timer expired (the SIP layer), max call duration (the dialplan)",
@@ -267,6 +275,11 @@ FRONT_FULL = Counter(f"{NS}_front_full", "New calls the front answered 503: no w
 SUPERVISOR_REFUSED_TOKENS = Counter(
     f"{NS}_supervisor_refused_tokens", "Wrong supervisor tokens (console sign-in or API bearer)", ["via"]
 )
+# serve's HTTP port (bridge/supervisor/gate.py): reason source|total (a new connection answered 503), evicted (an
+# idle or half-sent connection closed for a new one), body_timeout (408)
+HTTP_CONNECTIONS_REFUSED = Counter(
+    f"{NS}_http_connections_refused", "HTTP connections refused or closed by serve's connection limits", ["reason"]
+)
 # Outages (bridge/call/outage.py): the model unreachable during a call
 OUTAGE_SECONDS = Counter(f"{NS}_outage_seconds", "Seconds calls spent without the model (lost or never opened)")
 CALLS_ON_HOLD = Gauge(
@@ -337,6 +350,15 @@ ROLLOUT_STATE_MISSING = Gauge(
     multiprocess_mode="livemax",
 )
 
+# A stored rollout flag that no audit entry of the product vouches for (bridge/rollout/seal.py): written to Redis
+# outside callbridge. Counted once per change of the stored flag, by every process that reads it.
+ROLLOUT_FLAG_REFUSED = Counter(
+    f"{NS}_rollout_flag_refused",
+    "Stored rollout flags not obeyed because no signed audit entry vouches for them (a write outside callbridge); "
+    "calls keep the last valid flag",
+    ["dialplan"],
+)
+
 
 def announce_build(workers: int) -> None:
     """The serve process at start: ``callbridge_build_info`` and every worker's restart counter at zero."""
@@ -362,8 +384,8 @@ def prime(
         for dp in dialplans:
             CALLS_STARTED.labels(d, dp)
             CALLS_ACTIVE.labels(d, dp)
-            for outcome in ("completed", "transferred", "failed"):
-                CALLS_ENDED.labels(d, dp, outcome)
+            for ended in ev.CallOutcome:
+                CALLS_ENDED.labels(d, dp, ended)
         for c in classes:
             CONNECT_FAILURES.labels(d, c)
             DROPPED_SESSIONS.labels(d, c)
@@ -376,8 +398,10 @@ def prime(
         BARGE_INS.labels(d)
         PLAYOUT_UNDERRUNS.labels(d)
         PLAYOUT_DROPS.labels(d)
+    SIP_SLOT_REFUSALS.labels("calls_per_source")
     for dp in dialplans:
         CALLS_ON_HOLD.labels(dp)
+        CALLS_ABANDONED.labels(dp)
         OUTAGES_RESUMED.labels(dp)
         for reason in ("transfer", "goodbye"):
             FAILOVERS.labels(dp, reason)
@@ -386,7 +410,7 @@ def prime(
     OUTAGE_SECONDS.inc(0)
     for dp, names in (variants or {}).items():
         for name in names:
-            for outcome in ("ok", "connect_failure", "dropped", "recovered"):  # bridge.rollout.health.OUTCOMES
+            for outcome in ("ok", "connect_failure", "dropped", "recovered", "abandoned"):  # rollout.health.OUTCOMES
                 VARIANT_CALLS.labels(dp, name, outcome)
             CALLS_LOST.labels(dp, name)
             for result in ("ok", "failed"):
@@ -430,14 +454,21 @@ def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:
             held[0] = now
             CALLS_ON_HOLD.labels(dialplan).inc(1 if now else -1)
 
+    answered_now = [False]  # this call is counted in CALLS_ACTIVE (a call refused or abandoned never was)
+
     def ended(r: ev.CallEnded) -> None:
         on_hold(False)
-        CALLS_ACTIVE.labels(dialect, dialplan).dec()
+        if answered_now[0]:
+            answered_now[0] = False
+            CALLS_ACTIVE.labels(dialect, dialplan).dec()
         CALLS_ENDED.labels(dialect, dialplan, r.outcome).inc()
+        if r.outcome is ev.CallOutcome.ABANDONED:
+            CALLS_ABANDONED.labels(dialplan).inc()
         if r.reason == ev.MAX_CALL_DURATION:  # the dialplan's bound (the SIP layer counts its own)
             SIP_BOUNDED.labels(r.reason).inc()
 
     def answered(r: ev.Answered) -> None:
+        answered_now[0] = True
         CALLS_STARTED.labels(dialect, dialplan).inc()
         CALLS_ACTIVE.labels(dialect, dialplan).inc()
 

@@ -272,6 +272,10 @@ class EmulatorServer(Service):
         if status is not None:  # the refuse_models fault: the upgrade itself fails, as when the service is down
             self.refused.append({"t": time.time(), "model": model, "status": status})
             return http_error(status, "emulator_refused", f"Emulator: connections for {model!r} are refused.")
+        if settings.faults.upgrade_delay_ms > 0:  # the upgrade_delay_ms fault: a service slow to open a session
+            await asyncio.sleep(settings.faults.upgrade_delay_ms / 1000.0)
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=499)  # the client gave up waiting: no session was opened
         ws = FastReadResponse(compress=False, max_msg_size=64 * 1024 * 1024, timeout=2.0)
         await ws.prepare(request)
         loop = asyncio.get_running_loop()

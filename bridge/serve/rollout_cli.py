@@ -12,7 +12,8 @@
 
 The settings are ``serve``'s: its settings file (``--config``, default ``$CALLBRIDGE_CONFIG``) and its variables
 (``CALLBRIDGE_REDIS_URL``, ``REDIS_URL``, their ``_FILE`` forms, ``CALLBRIDGE_DIALPLANS``, ...); ``--redis-url`` and
-``--dialplans`` win over them. The variants come from the dialplan files (default ``./dialplans``); ``show`` lists
+``--dialplans`` win over them. The variants come from the dialplan files (default ``./dialplans``; a folder that is
+not there is an error naming it, exit 2, but for ``export`` and ``import``); ``show`` lists
 every rollout dialplan there (and any other with a stored flag) with its variants, weights, shares, the safe
 variant, the health of each variant over the rollback window and the recent changes, with the dialplan's own
 defaults where nobody stored a flag yet. Without Redis ``show`` prints the defaults alone.
@@ -20,8 +21,10 @@ defaults where nobody stored a flag yet. Without Redis ``show`` prints the defau
 ``--weights`` sets every variant's weight (a variant not named gets 0); weights are relative. ``--allow V:CALLER``
 puts a caller on variant V whatever the weights (and takes them off other allow lists and V's deny list);
 ``--deny V:CALLER`` keeps them off V (they get the safe variant where the draw would give them V). ``--kill`` sends
-every call to the safe variant. Every change lands in the audit stream with ``--who`` (default: the login name), the
-time, the old and new values, and the reason. Errors name the field (``weights.NAME``, ``allow.NAME``, ...).
+every call to the safe variant. Every change lands in the audit stream with ``--who`` (default: the login name) and
+the OS user this command runs as (whatever ``--who`` claims), the time, the old and new values, and the reason,
+signed with ``rollout_key`` when it is set (``serve`` obeys no flag without its audit entry: bridge/rollout/seal.py).
+Errors name the field (``weights.NAME``, ``allow.NAME``, ...).
 ``export`` writes the rollout state Redis alone holds to FILE (or standard output); ``import`` restores it: flags
 where none is stored (``--replace``: over the stored ones too, each audited), refusals, the audit stream merged by
 entry id. With ``--api URL`` ``show`` and ``set`` go through a node's supervisor HTTP API
@@ -46,7 +49,7 @@ from typing import Any
 
 from bridge.config import add_config_flag, load_settings
 from bridge.dialplan import RolloutPlans as Plans
-from bridge.dialplan import load_dialplans, rollout_plans
+from bridge.dialplan import load_dialplans, require_folder, rollout_plans
 from bridge.errors import ConfigError
 from bridge.rollout import backup, catalog, refusals
 from bridge.rollout.health import WindowStats
@@ -195,7 +198,8 @@ def _value(value: Any) -> str:
 
 def _audit_line(entry: AuditEntry) -> str:
     diff = "; ".join(f"{k} {_value(entry.old.get(k))} -> {_value(v)}" for k, v in entry.new.items())
-    return f"  {entry.when}  {entry.who:<14} {diff}  ({entry.reason})"
+    who = entry.who if entry.os_user in {"", entry.who} else f"{entry.who} (os user {entry.os_user})"
+    return f"  {entry.when}  {who:<14} {diff}  ({entry.reason})"
 
 
 def _rule_text(flag: RolloutFlag) -> str:
@@ -301,17 +305,22 @@ def _flag_json(flag: RolloutFlag) -> dict[str, Any]:
     return flag.model_dump(mode="json")
 
 
-def load_plans(directory: Path) -> Plans:
-    """Rollout dialplan name -> (its variants, its profile's voice), from the dialplan files (none if the
-    directory does not exist). Raises ConfigError for a broken dialplan."""
-    if not directory.is_dir():
+def load_plans(directory: Path, *, required: bool = True) -> Plans:
+    """Rollout dialplan name -> (its variants, its profile's voice), from the dialplan files. Raises ConfigError for
+    a broken dialplan, or a directory that does not exist (unless not ``required``: then none)."""
+    if not directory.is_dir() and not required:
         return {}
+    require_folder(directory)
     return rollout_plans(load_dialplans(directory))
 
 
 async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Plans) -> int:
     stored_names = await store.dialplans() if store is not None else []
     names = [args.dialplan] if args.dialplan else sorted(set(plans) | set(stored_names))
+    unknown = [n for n in names if n not in plans and n not in stored_names]
+    if unknown:
+        where = f"{args.dialplans} (--dialplans)"
+        raise ConfigError(f"rollout {unknown[0]}", "dialplan", f"no rollout dialplan of that name in {where}")
     out: list[dict[str, Any]] = []
     texts: list[str] = []
     today = dt.datetime.now(dt.UTC).date()
@@ -424,8 +433,9 @@ def _login() -> str:
         return "unknown"
 
 
-async def _run(args: argparse.Namespace, url: str | None, plans: Plans) -> int:
-    store = RolloutStore(url, specs={n: s for n, (s, _) in plans.items()}, read_timeout_s=2.0) if url else None
+async def _run(args: argparse.Namespace, url: str | None, plans: Plans, key: bytes | None = None) -> int:
+    specs = {n: s for n, (s, _) in plans.items()}
+    store = RolloutStore(url, specs=specs, read_timeout_s=2.0, key=key) if url else None
     try:
         if args.action == "show":
             return await _show(store, args, plans)
@@ -457,8 +467,8 @@ def main(argv: list[str]) -> int:
         url, args.dialplans = settings.redis_url, settings.dialplans
         if url is None and args.action != "show":
             raise UsageError(NO_REDIS)
-        plans = load_plans(args.dialplans)
-        return asyncio.run(_run(args, url, plans))
+        plans = load_plans(args.dialplans, required=args.action not in {"export", "import"})
+        return asyncio.run(_run(args, url, plans, settings.rollout_signing_key))
     except UsageError as exc:
         print(f"{PROG} {args.action}: {exc}", file=sys.stderr)
         return EXIT_USAGE

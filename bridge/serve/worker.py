@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 from bridge import metrics
 from bridge.call.leg import PhoneLeg
 from bridge.call.privacy import mask_number
+from bridge.call.recorder import consent_greeting
 from bridge.call.report import CallReport
 from bridge.call.session import CallOptions, CallSession, Listener
 from bridge.call.takeover import TakeOverLeg
@@ -121,14 +122,6 @@ def warn_shutdowns(
     return due
 
 
-def consent_greeting(plan: Dialplan) -> str | None:
-    """With recording on, the agent first speaks the consent prompt, word for word, then greets."""
-    if not plan.recording.enabled:
-        return plan.greeting
-    prompt = f'First say exactly: "{plan.recording.consent_prompt}"'
-    return f"{prompt} Then: {plan.greeting}" if plan.greeting else prompt
-
-
 def sip_config(s: Settings, index: int, port: int) -> SipConfig:
     """Worker ``index``'s SIP endpoint, listening on ``port``."""
     from bridge.sip.sipconfig import SipConfig
@@ -160,6 +153,7 @@ def sip_config(s: Settings, index: int, port: int) -> SipConfig:
         media_beat_frames=s.media_beat_frames,
         jitter_buffer_ms=s.sip_jitter_buffer_ms,
         allow_any_source=s.sip_allow_any_source,
+        calls_per_source=s.sip_calls_per_source,
         rtp_timeout_s=s.rtp_timeout_s,
         rtp_hold_timeout_s=s.rtp_hold_timeout_s,
         session_expires_s=s.sip_session_expires_s,
@@ -421,6 +415,7 @@ class Worker:
                 variant=vc.decision.variant,
                 profile=vc.profile,  # a fallback changes its model and voice (session.update with the fallback's voice)
                 on_refused=vc.refused,  # the service refuses the model: on to the next healthy variant at once
+                post_call_timeout_s=settings.post_call_timeout_s,
             ),
         )
 
@@ -511,7 +506,7 @@ class Worker:
             self.store = CallStore(s.redis_url, worker=f"{s.sip_host}:{port or self.index}", spool_dir=s.spool_dir)
             self.store.on_orphaned = self._end_orphans
             await self.store.start()
-            self.rollouts = RolloutStore(s.redis_url, specs=self.specs)
+            self.rollouts = RolloutStore(s.redis_url, specs=self.specs, key=s.rollout_signing_key)
             key = s.listen_key.get_secret_value().encode() if s.listen_key is not None else None
             # binary: the audio, and control messages read as bytes (one that is not UTF-8 is refused like any other)
             binary = connect(s.redis_url, decode_responses=False)

@@ -330,7 +330,7 @@ def _draw_rtp_port(media: Any, cfg: SipConfig) -> bool:
     """Start a ``TransportConfig``'s RTP ports at a random even port of the configured range; False: no range."""
     if not (cfg.rtp_port and cfg.rtp_port_range > 2):
         return False
-    media.port = random_rtp_start(cfg.rtp_port, cfg.rtp_port_range - 1)
+    media.port = random_rtp_start(cfg.rtp_port, cfg.rtp_port_range - 1, "" if cfg.host in ("", "0.0.0.0") else cfg.host)
     media.portRange = cfg.rtp_port + cfg.rtp_port_range - media.port
     return True
 

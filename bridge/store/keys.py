@@ -76,7 +76,9 @@ EXTRA_FIELDS: Final = ("last_transcript", "sip_dialog", "sip_call_id")
 # outcome (``completed``, ``transferred``, ``failed``), its greeting and first reply (``docs/operating.md``, what each
 # figure means), whether a supervisor acted on it, and "1"/"0" flags: the caller hears hold audio now (an outage's
 # hold message or a tool's soft hold), the model is away now, the model was away at some point; and where a warm
-# transfer is (a TransferStep, then its TransferOutcome).
+# transfer is (a TransferStep, then its TransferOutcome); after the call, the model's disposition, summary and fields
+# (JSON) with the post-call status (bridge/call/wrapup.py), the names of the compliance checks that failed
+# (comma-separated) and every check's row (JSON: name, passed, detail).
 SUMMARY_FIELDS: Final = (
     "outcome",
     "greeting_ms",
@@ -86,6 +88,12 @@ SUMMARY_FIELDS: Final = (
     "in_outage",
     "had_outage",
     "transfer",
+    "disposition",
+    "call_summary",
+    "call_fields",
+    "post_call_status",
+    "failed_checks",
+    "checks",
 )
 # so far: the longest the caller waited for the agent (holds included), and the longest dead air
 QUALITY_FIELDS: Final = ("longest_wait_ms", "longest_silence_ms")

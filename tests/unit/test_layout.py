@@ -41,6 +41,8 @@ PURE = (
     "bridge.sip.access",
     "bridge.call.state",
     "bridge.call.builtin_tools",
+    "bridge.call.postcall",
+    "bridge.call.checks",
     "bridge.store.keys",
     "bridge.dialplan",
     "bridge.tools",
