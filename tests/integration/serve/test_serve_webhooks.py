@@ -4,7 +4,8 @@ a real HTTP endpoint (aiohttp) that verifies every signature with the reference 
 * a call's ``call.started`` and ``call.ended`` arrive signed (the secret from ``CALLBRIDGE_WEBHOOK_SECRET_FILE``),
   ``call.ended`` with both sides' words and the report line's call id; the endpoint's 503 is answered by the same
   ``webhook-id`` again within a minute; the secret is in no log and nowhere in Redis;
-* a dialplan's own endpoint, down while `serve` restarts, still gets the event afterwards, with the same id.
+* a dialplan's own endpoint, down while `serve` restarts, still gets the event afterwards, with the same id, and
+  with the post-call summary, disposition and fields and the compliance checks of the call's report.
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ async def test_a_plans_endpoint_down_while_serve_restarts_still_gets_the_event(t
     plan = yaml.safe_load((ROOT / "dialplans" / "support.yaml").read_text())
     plan["webhooks"] = [{"url": f"http://127.0.0.1:{port}/hook", "secret": {"env": "CRM_WEBHOOK_SECRET"},
                          "events": ["call.ended"], "caller": "full", "name": "crm"}]  # fmt: skip
+    plan["post_call"] = {"summary": True, "dispositions": ["resolved", "follow_up", "other"],
+                         "fields": {"type": "object", "properties": {"reason": {"type": "string"}}}}  # fmt: skip
+    plan["checks"] = {"never_say": ["guaranteed"], "max_dead_air_s": 30}
     (plans / "support.yaml").write_text(yaml.safe_dump(plan))
     log, env = tmp_path / "serve.log", {"CRM_WEBHOOK_SECRET": secret}
     with EmbeddedRedis() as redis:
@@ -124,6 +128,12 @@ async def test_a_plans_endpoint_down_while_serve_restarts_still_gets_the_event(t
     assert got.verified and got.id == waiting.id and len(hook.received) == 1
     assert got.body["type"] == "call.ended" and got.body["data"]["call_id"] == report["call_id"]
     assert got.body["data"]["caller"] == "softphone"  # caller: full
+    data, post = got.body["data"], report["post_call"]
+    assert post["status"] == "ok" and post["summary"], post  # the model's summary, from the call's transcript
+    assert (data["summary"], data["disposition"], data["fields"]) == (post["summary"], post["disposition"],
+                                                                      post["fields"])  # fmt: skip
+    assert data["disposition"] in ("resolved", "follow_up", "other") and data["post_call_status"] == "ok"
+    assert data["checks"] == report["checks"] and {c["name"] for c in data["checks"]} == {"never_say", "max_dead_air"}
     assert left == 0
     assert secret[6:] not in log.read_text()
 
