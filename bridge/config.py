@@ -239,8 +239,9 @@ class Settings(BaseSettings):
     front_pike_window_s: int = Field(2, ge=1, le=300)
     front_ban_s: int = Field(300, ge=1, le=86400)
     # refusals (403: not allowed, bad credentials, not the caller's dialog; the front's or a worker's) to one address,
-    # each within 60 s of the last, that ban it for front_ban_s as a flood does
-    front_refusal_limit: int = Field(10, ge=1, le=10000)
+    # each within 60 s of the last, that ban it for front_ban_s as a flood does; None: 3 with front_allowed_sources
+    # (a stranger has nothing to try there; a scanner gives up after 3), 10 without
+    front_refusal_limit: int | None = Field(None, ge=1, le=10000)
     front_topology_hiding: bool = False
     # The Redis database (of redis_url, redis:// only) the front keeps its dialogs in (Kamailio's dialog module with
     # db_redis, written as they change), so that a restarted front, or a second one taking over its address, carries

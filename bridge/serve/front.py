@@ -167,6 +167,17 @@ def dispatcher_list(destinations: Sequence[Destination]) -> str:
 
 # -- the edge: flood limit, allow-list, digest auth, topology hiding -------------------------------------------------
 
+REFUSALS_WITH_ALLOWLIST = 3  # a scanner (SIPVicious's svwar) gives up after 3 refusals: the ban comes with the third
+REFUSALS_WITHOUT_ALLOWLIST = 10  # any source may call: a trunk's misconfigured few calls do not ban it at once
+
+
+def refusal_limit(settings: Settings) -> int:
+    """``front_refusal_limit``, else 3 where the front has an allow-list and 10 where it has none."""
+    if settings.front_refusal_limit is not None:
+        return settings.front_refusal_limit
+    return REFUSALS_WITH_ALLOWLIST if settings.front_allowed_sources else REFUSALS_WITHOUT_ALLOWLIST
+
+
 # User names and realms the routing script can hold in its strings without quoting (no '"', '$', '!', spaces).
 _SCRIPT_TOKEN = re.compile(r"^[A-Za-z0-9._~+@:-]{1,64}$")
 
@@ -181,7 +192,8 @@ class Edge:
     pike_requests: int = 400  # requests per window from one address ...
     pike_window_s: int = 2
     ban_s: int = 300  # ... ban it for this long
-    refusal_limit: int = 10  # 403s to one address, each within a minute of the last, that ban it for ban_s too
+    # 403s to one address, each within a minute of the last, that ban it for ban_s too
+    refusal_limit: int = REFUSALS_WITHOUT_ALLOWLIST
     topology_hiding: bool = False
     server_header: str = ""  # the Server / User-Agent header of Kamailio's own messages; "": none
 
@@ -198,7 +210,7 @@ class Edge:
             pike_requests=settings.front_pike_requests,
             pike_window_s=settings.front_pike_window_s,
             ban_s=settings.front_ban_s,
-            refusal_limit=settings.front_refusal_limit,
+            refusal_limit=refusal_limit(settings),
             topology_hiding=settings.front_topology_hiding,
             server_header=settings.sip_server_header,
         )

@@ -343,3 +343,11 @@ def test_the_front_names_no_product_unless_told_and_bans_after_refusals(tmp_path
     )
     assert "#!define FRONT_SERVER_HEADER" in named and '#!substdef "!FRONT_SERVER_NAME!lab!g"' in named
     assert '#!substdef "!FRONT_REFUSALS!3!g"' in named
+
+
+def test_an_allow_list_bans_after_three_refusals_unless_told_otherwise() -> None:
+    allowed = ("10.0.0.0/24",)
+    assert Edge.from_settings(Settings()).refusal_limit == 10
+    assert Edge.from_settings(Settings(front_allowed_sources=allowed)).refusal_limit == 3
+    assert Edge.from_settings(Settings(front_allowed_sources=allowed, front_refusal_limit=7)).refusal_limit == 7
+    assert "or 3 refusals" in Edge.from_settings(Settings(front_allowed_sources=allowed)).describe()
