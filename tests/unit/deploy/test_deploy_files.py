@@ -170,5 +170,3 @@ def test_the_systemd_unit_is_notify_watchdog_wheel_and_credentials() -> None:
     assert sorted(given) == sorted(credentials)  # every credential is read through a _FILE setting
     assert all(k.endswith(FILE_SUFFIX) for k in given.values())
     assert "OPENAI_API_KEY_FILE" in given.values() and "EnvironmentFile" not in unit  # no secrets in the environment
-
-
