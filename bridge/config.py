@@ -243,6 +243,9 @@ class Settings(BaseSettings):
     # (a stranger has nothing to try there; a scanner gives up after 3), 10 without
     front_refusal_limit: int | None = Field(None, ge=1, le=10000)
     front_topology_hiding: bool = False
+    # calls one source address outside front_allowed_sources may hold through the front at once (ringing or
+    # answered; a digest challenge holds none): the next gets 486; 0: no limit
+    front_calls_per_source: int = Field(2, ge=0, le=10000)
     # The Redis database (of redis_url, redis:// only) the front keeps its dialogs in (Kamailio's dialog module with
     # db_redis, written as they change), so that a restarted front, or a second one taking over its address, carries
     # every live call's in-dialog requests to its worker; None: dialogs in Kamailio's memory only

@@ -194,6 +194,7 @@ class Edge:
     ban_s: int = 300  # ... ban it for this long
     # 403s to one address, each within a minute of the last, that ban it for ban_s too
     refusal_limit: int = REFUSALS_WITHOUT_ALLOWLIST
+    calls_per_source: int = 0  # calls one source outside the allow-list may hold through the front; 0: no limit
     topology_hiding: bool = False
     server_header: str = ""  # the Server / User-Agent header of Kamailio's own messages; "": none
 
@@ -211,6 +212,7 @@ class Edge:
             pike_window_s=settings.front_pike_window_s,
             ban_s=settings.front_ban_s,
             refusal_limit=refusal_limit(settings),
+            calls_per_source=settings.front_calls_per_source,
             topology_hiding=settings.front_topology_hiding,
             server_header=settings.sip_server_header,
         )
@@ -247,7 +249,13 @@ class Edge:
             f" or {self.refusal_limit} refusals"
         )
         hiding = "topology hidden" if self.topology_hiding else "topology not hidden"
-        return f"sources: {sources}; {auth}; {flood}; {hiding}"
+        who = "each source outside the allow-list" if self.allowed_sources else "each source"
+        slots = (
+            f"{who} holds at most {self.calls_per_source} calls (486 beyond)"
+            if self.calls_per_source
+            else "no limit of calls per source (front_calls_per_source 0)"
+        )
+        return f"sources: {sources}; {auth}; {flood}; {slots}; {hiding}"
 
 
 def address_file(cidrs: Sequence[str]) -> str:
@@ -367,6 +375,8 @@ def front_defs(
         "FRONT_LOG_LEVEL": log_level,
         "FRONT_DIALOG_ID": dialog_id,
     }
+    if edge.calls_per_source:
+        numbers["FRONT_CALLS_PER_SOURCE"] = edge.calls_per_source
     for value in strings.values():
         if "!" in value or "\n" in value:
             raise ConfigError("front", "front_dir", f"{value!r}: the front's paths cannot contain '!' or newlines")
@@ -605,6 +615,7 @@ EDGE_COUNTERS = {
     "bans": ("FRONT_BANS", ""),
     "banned_dropped": ("FRONT_BANNED_DROPPED", ""),
     "full": ("FRONT_FULL", ""),
+    "refused_slots": ("FRONT_REFUSED", "calls_per_source"),
 }
 
 
