@@ -14,8 +14,9 @@ includes into a run directory:
   the key of its nonces and of topology hiding, random per front;
 * ``rpc.sock``: Kamailio's JSON-RPC control socket (a Unix datagram socket, mode 0600), used by
   ``callbridge drain`` and by :meth:`KamailioFront.destinations`;
-* ``kamailio.log``: Kamailio's own log, unless ``serve``'s stderr is the journal (under systemd): Kamailio then
-  writes to it too, beside ``serve``'s lines (``journalctl -u callbridge``).
+* ``kamailio.log``: Kamailio's own log, unless ``serve``'s stderr is the journal (under systemd): its lines then go
+  there, beside ``serve``'s (``journalctl -u callbridge``). Either way ``serve`` writes them (:func:`relay_log`):
+  one line per message, peer data in it escaped, cut and its numbers masked.
 
 The edge (:class:`Edge`): a flood limit per source address, an allow-list, digest auth, in-dialog requests relayed
 only within dialogs the front set up, topology hiding. What Kamailio refused is read from its counters over the
@@ -53,8 +54,9 @@ from urllib.parse import urlsplit
 
 from bridge.config import Settings, load_settings
 from bridge.errors import BridgeError, ConfigError
+from bridge.privacy.masking import mask_sip_numbers
 from bridge.runtime.lifetime import pdeathsig_prefix
-from bridge.runtime.logs import stderr_is_journal
+from bridge.runtime.logs import safe_text, stderr_is_journal
 from bridge.runtime.sched import renice_group
 from bridge.sip.access import digest_ha1
 
@@ -725,6 +727,52 @@ async def end_group(pgid: int, within_s: float = 10.0) -> list[int]:
     return left
 
 
+# -- Kamailio's log ---------------------------------------------------------------------------------------------
+
+# Kamailio writes one JSON object a line (its "json" log engine; M: the message without its trailing newline), so a
+# message quoting a peer's bytes (a header without a colon, a folded Call-ID) has its newlines escaped; serve reads
+# it and writes each line in Kamailio's own text format, the message escaped again, cut and its numbers masked.
+LOG_ENGINE = "--log-engine=json:M"
+LOG_LINE_CHARS = 400  # a message of Kamailio's (a bad header it quotes) is cut here, with a marker
+LOG_READ_LIMIT = 1 << 16  # Kamailio's own cap of a log message is 32 KiB; a longer line is skipped, and said so
+LOG_VISIBLE_DIGITS = 4  # a number in a quoted header keeps its last digits, as a refused caller's does at a worker
+
+
+def kamailio_log_line(raw: bytes) -> str:
+    """One line of Kamailio's output -> the line serve writes: `` IDX(PID) LEVEL: <module> [file:line]: function():
+    message`` (Kamailio's text format) with the message :func:`~bridge.runtime.logs.safe_text`, cut at
+    :data:`LOG_LINE_CHARS` and its numbers masked; any other line (its start-up banner) the same way as a whole."""
+    text = raw.decode("utf-8", "replace").rstrip("\r\n")
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or "message" not in record:
+        return safe_text(mask_sip_numbers(text, LOG_VISIBLE_DIGITS), LOG_LINE_CHARS)
+    idx, pid, level, module, file, line, function = (
+        safe_text(str(record.get(key, "")), 64) for key in ("idx", "pid", "level", "module", "file", "line", "function")
+    )
+    head = f" {idx}({pid}) {level}: <{module}> [{file}:{line}]: {function}(): "
+    return head + safe_text(mask_sip_numbers(str(record["message"]), LOG_VISIBLE_DIGITS), LOG_LINE_CHARS)
+
+
+async def relay_log(stream: asyncio.StreamReader, out: Any) -> None:
+    """Every line of Kamailio's output (``stream``) to ``out`` (a binary file, flushed a line at a time) as
+    :func:`kamailio_log_line` writes it, until Kamailio closes it."""
+    while True:
+        try:
+            raw = await stream.readuntil(b"\n")
+        except asyncio.IncompleteReadError as end:
+            raw = end.partial
+            if not raw:
+                return
+        except asyncio.LimitOverrunError as over:
+            await stream.readexactly(over.consumed)  # the start of a line longer than any Kamailio writes
+            raw = f"[{over.consumed} bytes of a longer line of Kamailio's skipped]".encode()
+        out.write((kamailio_log_line(raw) + "\n").encode())
+        out.flush()
+
+
 # -- the process --------------------------------------------------------------------------------------------------
 
 
@@ -755,6 +803,7 @@ class KamailioFront:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
+        self._log_task: asyncio.Task[None] | None = None
 
     @property
     def rpc_socket(self) -> Path:
@@ -791,15 +840,30 @@ class KamailioFront:
 
     async def _spawn(self) -> None:
         config = self.write()
-        with contextlib.ExitStack() as files:
-            out = None if self.to_journal else files.enter_context(self.log_file.open("ab"))  # None: serve's stderr
-            self.proc = await asyncio.create_subprocess_exec(
-                *pdeathsig_prefix(),  # a killed `serve` takes Kamailio with it (bridge/runtime/lifetime.py)
-                self.binary, "-DD", "-E", "-f", str(config), "-Y", str(self.run_dir), "-w", str(self.run_dir),
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=front_environment(os.environ),
-                start_new_session=True,  # a terminal's Ctrl-C reaches serve, which stops Kamailio itself
-            )  # fmt: skip
+        self.proc = await asyncio.create_subprocess_exec(
+            *pdeathsig_prefix(),  # a killed `serve` takes Kamailio with it (bridge/runtime/lifetime.py)
+            self.binary, LOG_ENGINE, "-DD", "-E", "-f", str(config), "-Y", str(self.run_dir), "-w", str(self.run_dir),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env=front_environment(os.environ), limit=LOG_READ_LIMIT,
+            start_new_session=True,  # a terminal's Ctrl-C reaches serve, which stops Kamailio itself
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self._log_task = asyncio.create_task(self._relay(self.proc.stdout), name="front-log")
         self.scheduling = renice_group(self.proc.pid, FRONT_NICE)  # before it forks its SIP processes, mostly
+
+    async def _relay(self, stream: asyncio.StreamReader) -> None:
+        """Kamailio's log to ``kamailio.log`` of the run directory, or beside serve's lines in the journal."""
+        if self.to_journal:
+            await relay_log(stream, sys.stderr.buffer)
+            return
+        with self.log_file.open("ab") as out:
+            await relay_log(stream, out)
+
+    async def _log_written(self, within_s: float = 2.0) -> None:
+        """Wait (a little) until every line of an ended Kamailio is in its log."""
+        if self._log_task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, OSError):
+                await asyncio.wait_for(asyncio.shield(self._log_task), within_s)
 
     async def start(self, ready_within_s: float = 15.0) -> None:
         """Start Kamailio and wait until it answers OPTIONS on the front address; FrontError if it does not."""
@@ -833,6 +897,7 @@ class KamailioFront:
         probe_host = self.settings.front_host
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.returncode is not None:
+                await self._log_written()
                 raise FrontError(f"Kamailio exited at start: {self.log_tail()}")
             # from the front's own address, which its allow-list and flood limit exempt (the kernel would pick
             # 127.0.0.1 to reach a loopback alias such as 127.0.0.2)
@@ -866,6 +931,7 @@ class KamailioFront:
             if self._stopping:
                 return
             ended = await end_group(self.proc.pid)  # pgid = the main process's pid (start_new_session)
+            await self._log_written()
             if time.monotonic() - started >= STABLE_S:
                 failures = 0
             delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
@@ -935,6 +1001,7 @@ class KamailioFront:
         if proc is not None:
             await end_group(proc.pid)  # anything of the group that outlived its main process
             await proc.wait()
+            await self._log_written()
 
 
 def node_destinations(settings: Settings, worker_caps: Sequence[tuple[int, int]]) -> list[Destination]:

@@ -351,3 +351,30 @@ def test_an_allow_list_bans_after_three_refusals_unless_told_otherwise() -> None
     assert Edge.from_settings(Settings(front_allowed_sources=allowed)).refusal_limit == 3
     assert Edge.from_settings(Settings(front_allowed_sources=allowed, front_refusal_limit=7)).refusal_limit == 7
     assert "or 3 refusals" in Edge.from_settings(Settings(front_allowed_sources=allowed)).describe()
+
+
+def test_kamailios_log_lines_are_written_escaped_cut_and_masked() -> None:
+    message = "invalid header name for [NoColon\r\n2026-11-26 INFO forged\r\nFrom: <sip:+15551234567@h>]" + "x" * 500
+    raw = json.dumps(
+        {"idx": 8, "pid": 42, "level": "ERROR", "module": "core", "file": "core/parser/parse_hname2.c", "line": 270,
+         "function": "parse_sip_header_name", "logprefix": "", "message": message}
+    ).encode() + b"\n"  # fmt: skip
+    line = front.kamailio_log_line(raw)
+    assert line.startswith(" 8(42) ERROR: <core> [core/parser/parse_hname2.c:270]: parse_sip_header_name(): ")
+    assert "\n" not in line and r"NoColon\r\n2026-11-26 INFO forged\r\nFrom: <sip:+*******4567@h>]" in line
+    assert line.endswith(" chars cut]") and len(line) < front.LOG_LINE_CHARS + 120
+    assert front.kamailio_log_line(b"Listening on \x1b[0m\n") == r"Listening on \x1b[0m"  # not JSON: escaped whole
+    assert front.kamailio_log_line(b"{not json\n") == "{not json"
+
+
+async def test_the_relay_writes_every_line_and_skips_an_overlong_one(tmp_path: Path) -> None:
+    import asyncio
+    import io
+
+    stream = asyncio.StreamReader(limit=64)
+    stream.feed_data(b'{"level": "INFO", "message": "a"}\n' + b"y" * 200 + b"\nlast")
+    stream.feed_eof()
+    out = io.BytesIO()
+    await front.relay_log(stream, out)
+    lines = out.getvalue().decode().splitlines()
+    assert lines[0].endswith("(): a") and "skipped" in lines[1] and lines[-1] == "last"
