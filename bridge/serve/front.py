@@ -424,19 +424,70 @@ def has_db_redis() -> bool:
     return not installed or any((d / "db_redis.so").is_file() for d in installed)
 
 
-def dialog_db_url(settings: Settings) -> str:
-    """The dialog module's ``db_url`` for ``front_dialog_db``: the Redis of ``redis_url`` (``redis://``, checked by
-    the settings; its password if any), database ``front_dialog_db``; "" when dialogs stay in Kamailio's memory.
-    FrontError when Kamailio's db_redis is not installed."""
-    if settings.front_dialog_db is None or not settings.redis_url:
-        return ""
+DEFAULT_DIALOG_DB = 15  # where the dialogs go in the Redis of redis_url, unless that is redis_url's own database
+
+
+@dataclass(frozen=True, slots=True)
+class DialogStore:
+    """Where the front keeps its dialogs: ``url`` (the dialog module's ``db_url``) and ``db`` in Redis, or in
+    Kamailio's memory (``url`` ""), and why, for the start-up line and ``/healthz``."""
+
+    url: str = ""
+    db: int | None = None
+    why: str = "front_dialogs: memory"
+
+    @property
+    def where(self) -> str:
+        return "redis" if self.url else "memory"
+
+    def describe(self) -> str:
+        if self.url:
+            return f"dialogs in Redis ({self.why}, database {self.db})"
+        return f"dialogs in memory only: {self.why} (a restarted front forgets its live calls)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"store": self.where, "why": self.why}
+
+
+def dialog_store(settings: Settings) -> DialogStore:
+    """Where the front's dialogs go (``front_dialogs``, ``front_dialog_url``, ``front_dialog_db``): by default the Redis
+    of ``redis_url``, database 15 (14 where redis_url's own is 15), when db_redis can reach it (a plain
+    ``redis://host:port``); else ``front_dialog_url``; else memory, and why. Asked for explicitly (a
+    ``front_dialog_url`` or ``front_dialog_db``) without Kamailio's db_redis installed: FrontError."""
+    if settings.front_dialogs == "memory":
+        return DialogStore()
+    asked = settings.front_dialog_url is not None or settings.front_dialog_db is not None
+    if settings.front_dialog_url is not None:
+        parts, why = urlsplit(settings.front_dialog_url), "front_dialog_url"
+        own = parts.path.strip("/")
+        db = settings.front_dialog_db if settings.front_dialog_db is not None else int(own or 0)
+    elif not settings.redis_url:
+        return DialogStore(why="no redis_url")
+    else:
+        parts, why = urlsplit(settings.redis_url), "the Redis of redis_url"
+        if parts.scheme != "redis" or not parts.hostname:
+            return DialogStore(
+                why=f"Kamailio's db_redis reaches a plain redis://host:port only, not redis_url's {parts.scheme}://; "
+                "front_dialog_url names a Redis for them"
+            )
+        taken = parts.path.strip("/") or "0"
+        fallback = DEFAULT_DIALOG_DB if taken != str(DEFAULT_DIALOG_DB) else DEFAULT_DIALOG_DB - 1
+        db = settings.front_dialog_db if settings.front_dialog_db is not None else fallback
     if not has_db_redis():
-        raise FrontError(f"front_dialog_db needs Kamailio's db_redis module: apt-get install {DIALOG_DB_PACKAGE}")
-    parts = urlsplit(settings.redis_url)
+        if asked:
+            raise FrontError(
+                f"the front's dialogs in Redis need Kamailio's db_redis: apt-get install {DIALOG_DB_PACKAGE}"
+            )
+        return DialogStore(why=f"Kamailio's db_redis is not installed (apt-get install {DIALOG_DB_PACKAGE})")
     host = parts.hostname or "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
     auth = f"{parts.username or ''}:{parts.password}@" if parts.password else ""
-    return f"redis://{auth}{host}:{parts.port or 6379}/{settings.front_dialog_db}"
+    return DialogStore(f"redis://{auth}{host}:{parts.port or 6379}/{db}", db, why)
+
+
+def dialog_db_url(settings: Settings) -> str:
+    """The dialog module's ``db_url`` (:func:`dialog_store`); "" when the dialogs stay in Kamailio's memory."""
+    return dialog_store(settings).url
 
 
 def write_dialog_schemas(directory: Path) -> None:
@@ -791,7 +842,8 @@ class KamailioFront:
         self.binary = binary or require_kamailio()
         self.run_dir = front_run_dir(settings)
         self.edge = Edge.from_settings(settings)
-        self.dialog_db = dialog_db_url(settings)  # "": dialogs in Kamailio's memory only
+        self.dialogs = dialog_store(settings)
+        self.dialog_db = self.dialogs.url  # "": dialogs in Kamailio's memory only
         self._keys = (secrets.token_hex(16), secrets.token_hex(16))  # nonces, topoh: one pair per front, not per start
         self.listen_host = settings.sip_host
         self.port = settings.sip_port
@@ -840,24 +892,40 @@ class KamailioFront:
 
     async def _spawn(self) -> None:
         config = self.write()
-        self.proc = await asyncio.create_subprocess_exec(
-            *pdeathsig_prefix(),  # a killed `serve` takes Kamailio with it (bridge/runtime/lifetime.py)
-            self.binary, LOG_ENGINE, "-DD", "-E", "-f", str(config), "-Y", str(self.run_dir), "-w", str(self.run_dir),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env=front_environment(os.environ), limit=LOG_READ_LIMIT,
-            start_new_session=True,  # a terminal's Ctrl-C reaches serve, which stops Kamailio itself
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        self._log_task = asyncio.create_task(self._relay(self.proc.stdout), name="front-log")
+        # Kamailio's output on a pipe of serve's own, not the subprocess's: its children outlive a killed main process
+        # with the pipe open, and the process's wait() would wait for them too (asyncio waits for its pipes).
+        read_end, write_end = os.pipe()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *pdeathsig_prefix(),  # a killed `serve` takes Kamailio with it (bridge/runtime/lifetime.py)
+                self.binary, LOG_ENGINE, "-DD", "-E", "-f", str(config), "-Y", str(self.run_dir), "-w",
+                str(self.run_dir), stdin=asyncio.subprocess.DEVNULL, stdout=write_end, stderr=write_end,
+                env=front_environment(os.environ),
+                start_new_session=True,  # a terminal's Ctrl-C reaches serve, which stops Kamailio itself
+            )  # fmt: skip
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        self._log_task = asyncio.create_task(self._relay(read_end), name="front-log")
         self.scheduling = renice_group(self.proc.pid, FRONT_NICE)  # before it forks its SIP processes, mostly
 
-    async def _relay(self, stream: asyncio.StreamReader) -> None:
-        """Kamailio's log to ``kamailio.log`` of the run directory, or beside serve's lines in the journal."""
-        if self.to_journal:
-            await relay_log(stream, sys.stderr.buffer)
-            return
-        with self.log_file.open("ab") as out:
-            await relay_log(stream, out)
+    async def _relay(self, read_end: int) -> None:
+        """Kamailio's log (the pipe ``read_end``) to ``kamailio.log`` of the run directory, or beside serve's lines in
+        the journal, until the last of its processes has closed the pipe."""
+        loop = asyncio.get_running_loop()
+        stream = asyncio.StreamReader(limit=LOG_READ_LIMIT)
+        with open(read_end, "rb", buffering=0) as pipe:  # noqa: ASYNC230  # a pipe: the loop reads it, never blocks
+            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stream), pipe)
+            try:
+                if self.to_journal:
+                    await relay_log(stream, sys.stderr.buffer)
+                    return
+                with self.log_file.open("ab") as out:  # appends, flushed a line at a time
+                    await relay_log(stream, out)
+            finally:
+                transport.close()
 
     async def _log_written(self, within_s: float = 2.0) -> None:
         """Wait (a little) until every line of an ended Kamailio is in its log."""
@@ -883,9 +951,7 @@ class KamailioFront:
             len(self.destinations),
             ", ".join(f"{d.address}/{d.max_calls}" for d in self.destinations),
             self.edge.describe(),
-            f"dialogs in Redis database {self.settings.front_dialog_db}"
-            if self.dialog_db
-            else "dialogs in memory only (a restarted front forgets live calls: front_dialog_db)",
+            self.dialogs.describe(),
             self.run_dir,
             "in the journal" if self.to_journal else self.log_file,
         )
@@ -978,6 +1044,7 @@ class KamailioFront:
             "alive": self.answering and self.proc is not None and self.proc.returncode is None,
             "restarts": self.restarts,
             "run_dir": str(self.run_dir),
+            "dialogs": self.dialogs.to_json(),
         }
 
     async def states(self) -> list[DestinationState]:

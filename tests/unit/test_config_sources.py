@@ -28,6 +28,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "front_peers": ('["10.0.0.7:5062/4", "10.0.0.8:5062"]', ("10.0.0.7:5062/4", "10.0.0.8:5062")),
     "sip_session_min_se_s": ("120", 120),
     "front_dialog_db": ("5", 5),  # not redis_url's own database
+    "front_dialog_url": ("redis://:pw@10.0.0.9:6379/3", "redis://:pw@10.0.0.9:6379/3"),
 }
 # Fields that are valid only together with another: the walk sets the companion too.
 COMPANIONS: dict[str, str] = {
