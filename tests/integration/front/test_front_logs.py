@@ -25,11 +25,15 @@ MASKED = "+*******4567"
 PREFIX_CHARS = 120  # a line's own head: the time, level and logger of serve's, or Kamailio's process and place
 
 
-def attack(host: str, port: int, *, header: str = "", body: str = "", call_id: str = "forged-1") -> bytes:
-    """An INVITE from the caller NUMBER: ``header`` as one more header line, ``body`` as its body."""
+def attack(
+    host: str, port: int, *, header: str = "", early: str = "", body: str = "", call_id: str = "forged-1"
+) -> bytes:
+    """An INVITE from the caller NUMBER: ``header`` as one more header line at the end (``early``: before From, so
+    that what quotes it from there on quotes the number too), ``body`` as its body."""
     lines = [
         f"INVITE sip:2000@{host}:{port} SIP/2.0",
         f"Via: SIP/2.0/TCP {ATTACKER}:5999;branch=z9hG4bK{call_id}",
+        *([early] if early else []),
         "Max-Forwards: 70",
         f'From: "{NUMBER}" <sip:{NUMBER}@{ATTACKER}>;tag=1',
         f"To: <sip:2000@{host}>",
@@ -61,6 +65,7 @@ async def send_attacks(host: str, port: int) -> None:
         udp.bind((ATTACKER, 0))
         udp.sendto(attack(host, port, header=colonless, call_id="forged-udp"), (host, port))
         udp.sendto(attack(host, port, call_id="forged-fold\r\n " + FORGED), (host, port))
+        udp.sendto(attack(host, port, early=colonless, call_id="forged-early"), (host, port))
 
 
 def check_log(text: str, limit: int, where: str) -> list[str]:
@@ -113,4 +118,5 @@ async def test_the_fronts_log_and_serves_get_no_line_of_a_packets(tmp_path: Path
     lines = check_log(text, LOG_LINE_CHARS, "Kamailio's log")
     assert any("invalid header name for [NoColonHere\\r\\n" + FORGED[:20] in line for line in lines), lines[:3]
     assert "buffer overrun, dropping" in text  # the 400 kB INVITE: read no further than Kamailio's buffer
+    assert MASKED in text  # Kamailio quoted the From header after the colonless one: its number masked
     check_log(node.stderr_tail(10_000_000), MAX_MESSAGE_CHARS, "serve's log")
