@@ -51,7 +51,7 @@ ENV = {
     "sip_auth_nonce_secret": "CALLBRIDGE_SIP_NONCE_SECRET",
     "http_metrics_token": "CALLBRIDGE_METRICS_TOKEN",
 }
-EXTRA_SECRETS = frozenset({"redis_url"})  # not a SecretStr, but may carry a password
+EXTRA_SECRETS = frozenset({"redis_url", "front_dialog_url"})  # not a SecretStr, but may carry a password
 SUPERVISOR_TOKEN_ENV = "CALLBRIDGE_SUPERVISOR_TOKEN"
 SUPERVISOR_READONLY_TOKEN_ENV = "CALLBRIDGE_SUPERVISOR_READONLY_TOKEN"
 BROKER_TOKEN_ENV = "CALLBRIDGE_BROKER_TOKEN"  # bridge.realtime.credentials reads it (a worker's broker token)
@@ -258,12 +258,23 @@ class Settings(BaseSettings):
     front_pike_window_s: int = Field(2, ge=1, le=300)
     front_ban_s: int = Field(300, ge=1, le=86400)
     # refusals (403: not allowed, bad credentials, not the caller's dialog; the front's or a worker's) to one address,
-    # each within 60 s of the last, that ban it for front_ban_s as a flood does
-    front_refusal_limit: int = Field(10, ge=1, le=10000)
+    # each within 60 s of the last, that ban it for front_ban_s as a flood does; None: 3 with front_allowed_sources
+    # (a stranger has nothing to try there; a scanner gives up after 3), 10 without
+    front_refusal_limit: int | None = Field(None, ge=1, le=10000)
     front_topology_hiding: bool = False
-    # The Redis database (of redis_url, redis:// only) the front keeps its dialogs in (Kamailio's dialog module with
-    # db_redis, written as they change), so that a restarted front, or a second one taking over its address, carries
-    # every live call's in-dialog requests to its worker; None: dialogs in Kamailio's memory only
+    # calls one source address outside front_allowed_sources may hold through the front at once (ringing or
+    # answered; a digest challenge holds none): the next gets 486; 0: no limit
+    front_calls_per_source: int = Field(2, ge=0, le=10000)
+    # Where the front keeps its dialogs: "redis" (Kamailio's dialog module with db_redis, written as they change), so
+    # that a restarted front, or a second one taking over its address, carries every live call's in-dialog requests
+    # to its worker; "memory": in Kamailio's memory only. With "redis" they go to front_dialog_url if set, else to
+    # the Redis of redis_url when it is a plain redis://host:port; where db_redis cannot follow redis_url (Sentinel,
+    # a cluster, a Unix socket, TLS) and no front_dialog_url names a plain Redis for them, they stay in memory and
+    # the start-up line and /healthz say why (bridge/serve/front.py: dialog_store)
+    front_dialogs: Literal["redis", "memory"] = "redis"
+    front_dialog_url: str | None = None  # redis://[:password@]host:port[/db]: a plain Redis for the dialogs alone
+    # the database of that Redis the dialogs go to; None: front_dialog_url's own, else 15 (14 where redis_url's own
+    # database is 15)
     front_dialog_db: int | None = Field(None, ge=0, le=15)
     # this front's number among the fronts sharing front_dialog_db (each its own): the dialog ids it makes are its own
     front_dialog_id: int = Field(0, ge=0, le=15)
@@ -302,18 +313,35 @@ class Settings(BaseSettings):
             raise ValueError("http_tls_cert and http_tls_key go together: set both or neither")
         return value
 
+    @field_validator("front_dialog_url")
+    @classmethod
+    def _front_dialog_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme != "redis" or not parts.hostname or parts.query:
+            raise ValueError(
+                f"db_redis reaches Redis at redis://[:password@]host:port[/db] only, not {parts.scheme}://"
+            )
+        if parts.path.strip("/") and not (parts.path.strip("/").isdigit() and int(parts.path.strip("/")) < 16):
+            raise ValueError("the database is a number, 0-15")
+        return value
+
     @field_validator("front_dialog_db")
     @classmethod
     def _front_dialog_db(cls, value: int | None, info: ValidationInfo) -> int | None:
         url = info.data.get("redis_url")
-        if value is None:
+        if value is None or info.data.get("front_dialog_url"):
             return value
         if not url:
-            raise ValueError("the front keeps its dialogs in the Redis of redis_url: set redis_url")
+            raise ValueError(
+                "the front keeps its dialogs in the Redis of redis_url: set redis_url (or front_dialog_url)"
+            )
         parts = urlsplit(url)
         if parts.scheme != "redis" or not parts.hostname:
             raise ValueError(
-                f"Kamailio's db_redis reaches Redis at redis://host:port only (redis_url: {parts.scheme}://)"
+                f"Kamailio's db_redis reaches Redis at redis://host:port only (redis_url: {parts.scheme}://): "
+                "name a plain Redis for the dialogs in front_dialog_url"
             )
         if (parts.path.strip("/") or "0") == str(value):
             raise ValueError(f"must not be redis_url's own database ({value})")
@@ -617,7 +645,7 @@ def masked(settings: Settings) -> dict[str, Any]:
     for name in out:
         if is_secret(name) and out[name]:
             value = getattr(settings, name)
-            if name == "redis_url":
+            if name in ("redis_url", "front_dialog_url"):
                 out[name] = mask_url(str(value))
             elif isinstance(out[name], dict):
                 out[name] = dict.fromkeys(out[name], "***")

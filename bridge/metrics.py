@@ -266,7 +266,7 @@ FRONT_REFUSED = Counter(
     f"{NS}_front_refused",
     "Requests the front answered itself, by reason: source (403), credentials (403), challenged (401), dialog (404: "
     "no dialog the front set up), dialog_source (403: an in-dialog request from another address than its side's), "
-    "method (405)",
+    "method (405), calls_per_source (486: its source held front_calls_per_source calls)",
     ["reason"],
 )
 FRONT_BANS = Counter(f"{NS}_front_bans", "Source addresses the front banned for flooding (front_pike_requests)")

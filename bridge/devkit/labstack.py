@@ -336,6 +336,7 @@ class CallLab:
         settings = load_settings(
             None, sip_host=self.address("front"), sip_port=FRONT_PORT, front="kamailio", front_peers=tuple(peers),
             front_dir=self.front_dir, redis_url=self.redis_url if dialogs else None, **dialogs,
+            front_calls_per_source=0,  # the lab's one caller address is a trunk: many calls at once
         )  # fmt: skip
         front = KamailioFront(settings, node_destinations(settings, []))
         config = front.write()
