@@ -1,0 +1,171 @@
+"""The rollout's decision engine (pure, seeded): the mSPRT and its interval, the breaker, the Bonferroni split, the
+settings' errors, and that bench/rollout.py's vectorized run decides what :class:`Experiment` decides call by call."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from bench import rollout as bench
+from bridge.rollout.experiment import (
+    Experiment,
+    ExperimentSpec,
+    GuardrailSetting,
+    breaker_run,
+    half_width,
+    log_mixture_lr,
+    replay,
+)
+
+
+def _call(t: float, variant: str, *, failed: bool = False, greeting: float | None = 900.0,
+          reply: float | None = 700.0, abandoned: bool = False) -> dict[str, Any]:
+    return {"t": t, "variant": variant, "outcome": "connect_failure" if failed else "ok", "abandoned": abandoned,
+            "greeting_ms": None if failed else greeting, "first_reply_ms": None if failed else reply}
+
+
+def _stream(rng: random.Random, n: int, share: float, fail: tuple[float, float] = (0.05, 0.05),
+            greeting: tuple[float, float] = (900.0, 900.0)) -> list[dict[str, Any]]:
+    out = []
+    for i in range(n):
+        cand = rng.random() < share
+        out.append(_call(float(i), "cand" if cand else "safe", failed=rng.random() < fail[cand],
+                         greeting=greeting[cand] * math.exp(0.4 * rng.gauss(0, 1)),
+                         reply=700 * math.exp(0.6 * rng.gauss(0, 1)), abandoned=rng.random() < 0.05))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the statistics
+def test_the_mixture_likelihood_ratio_is_the_formula_by_hand() -> None:
+    # z = 2, rho = I tau^2 = 1: L = sqrt(1/2) * exp(4 * 1 / (2 * 2)) = e / sqrt(2)
+    assert float(log_mixture_lr(2.0, 1.0)) == pytest.approx(math.log(math.e / math.sqrt(2)))
+    # z = 3, rho = 4: L = sqrt(1/5) * exp(9 * 4 / 10)
+    assert float(log_mixture_lr(3.0, 4.0)) == pytest.approx(-0.5 * math.log(5) + 3.6)
+
+
+def test_the_interval_ends_where_the_ratio_reaches_one_over_alpha() -> None:
+    for var, rho, alpha in ((0.01, 2.0, 0.05), (1e-4, 50.0, 0.0125), (3.0, 0.3, 0.01)):
+        w = float(half_width(var, rho, alpha))
+        assert float(log_mixture_lr(w / math.sqrt(var), rho)) == pytest.approx(math.log(1 / alpha))
+
+
+def test_the_breaker_needs_longer_runs_when_the_safe_variant_fails_more_and_is_off_when_it_is_down() -> None:
+    runs = [float(breaker_run(p * 1000, 1000, 5, 1e-6)) for p in (0.01, 0.05, 0.1, 0.2, 0.3)]
+    assert runs == sorted(runs) and runs[0] == 5 and runs[-1] > runs[0]
+    assert math.isinf(float(breaker_run(600, 1000, 5, 1e-6)))
+
+
+# ------------------------------------------------------------------------------------------------ the settings
+def test_alpha_is_split_across_the_guardrails_that_are_on() -> None:
+    spec = ExperimentSpec()
+    assert [g.name for g, _ in spec.active] == ["failure_rate", "abandon_rate", "greeting_ms", "first_reply_ms"]
+    assert spec.test_alpha == pytest.approx(0.05 / 4)
+    more = ExperimentSpec(guardrails={"cost_per_call_usd": GuardrailSetting(margin=0.05),
+                                      "abandon_rate": GuardrailSetting(on=False)})
+    assert dict((g.name, m) for g, m in more.active)["cost_per_call_usd"] == 0.05
+    assert more.test_alpha == pytest.approx(0.05 / 4)
+
+
+@pytest.mark.parametrize(
+    ("settings", "names"),
+    [({"guardrails": {"latency": {}}}, "latency"), ({"auto_promote": [50, 25]}, "auto_promote"),
+     ({"guardrails": {g: {"on": False} for g in ("failure_rate", "abandon_rate", "greeting_ms", "first_reply_ms")}},
+      "at least one"), ({"tau": 0}, "tau")],
+)
+def test_bad_settings_name_the_field(settings: dict[str, Any], names: str) -> None:
+    with pytest.raises(ValidationError, match=names):
+        ExperimentSpec.model_validate(settings)
+
+
+# ------------------------------------------------------------------------------------------------ decisions
+def test_an_identical_stream_never_rolls_back() -> None:
+    rng = random.Random(1)
+    exp = Experiment(ExperimentSpec(promote=False), "safe", ["cand", "safe"])
+    for i in range(3000):
+        call = _stream(rng, 1, 1.0, fail=(0.2, 0.2))[0]
+        for variant in ("safe", "cand"):
+            assert exp.add({**call, "t": float(i), "variant": variant}) == []
+    assert exp.estimates()["cand"]["failure_rate"]["vs_safe"]["diff"] == 0
+
+
+def test_a_variant_failing_every_call_is_broken_by_the_breaker_within_a_few_calls() -> None:
+    rng = random.Random(2)
+    exp = Experiment(ExperimentSpec(), "safe", ["cand", "safe"])
+    decisions = []
+    for call in _stream(rng, 400, 0.2):
+        decisions += exp.add({**call, "outcome": "dropped"} if call["variant"] == "cand" else call)
+        if decisions:
+            break
+    [d] = decisions
+    assert d.action == "rollback" and "breaker" in d.evidence and d.variant == "cand"
+    assert exp.arms["cand"].calls <= d.evidence["breaker"]["trip_at"] < 10
+
+
+def test_the_breaker_stays_quiet_when_the_safe_variant_fails_as_well() -> None:
+    exp = Experiment(ExperimentSpec(promote=False, min_calls=10_000), "safe", ["cand", "safe"])
+    for i in range(200):
+        assert exp.add(_call(float(i), "cand" if i % 2 else "safe", failed=True)) == []
+
+
+def test_a_clearly_worse_candidate_is_rolled_back_on_evidence_and_never_promoted() -> None:
+    decisions, exp = replay(ExperimentSpec(), "safe", ["cand", "safe"],
+                            _stream(random.Random(3), 6000, 0.3, fail=(0.05, 0.15)))
+    [d] = decisions
+    assert d.action == "rollback" and "failure_rate" in d.reason and "breaker" not in d.evidence
+    lo, hi = d.evidence["failure_rate"]["ci"]
+    assert 0 < lo < d.evidence["failure_rate"]["diff"] < hi
+    assert d.evidence["failure_rate"]["log_lr"] >= d.evidence["failure_rate"]["threshold_log_lr"]
+    assert exp.decided == {"cand": d}
+
+
+def test_a_slower_greeting_is_a_regression_only_past_its_margin() -> None:
+    slow, _ = replay(ExperimentSpec(promote=False), "safe", ["cand", "safe"],
+                     _stream(random.Random(4), 4000, 0.5, greeting=(900.0, 1600.0)))
+    assert [d.action for d in slow] == ["rollback"] and "greeting_ms" in slow[0].reason
+    within, exp = replay(ExperimentSpec(promote=False), "safe", ["cand", "safe"],
+                         _stream(random.Random(5), 4000, 0.5, greeting=(900.0, 1000.0)))
+    assert within == []
+    est = exp.estimates()["cand"]["greeting_ms"]
+    assert est["vs_safe"]["ci95"][0] > 0  # surely slower, but by less than the margin
+    assert est["value"] > exp.estimates()["safe"]["greeting_ms"]["value"]
+
+
+def test_equal_variants_are_promoted_and_the_estimates_have_the_issues_shape() -> None:
+    decisions, exp = replay(ExperimentSpec(), "safe", ["cand", "safe"], _stream(random.Random(6), 8000, 0.5))
+    assert [d.action for d in decisions] == ["promote"]
+    est = exp.estimates()
+    assert set(est) == {"cand", "safe"} and est["cand"]["calls"] + est["safe"]["calls"] == 8000
+    assert "vs_safe" not in est["safe"]["failure_rate"]
+    lo, hi = est["cand"]["failure_rate"]["vs_safe"]["ci95"]
+    assert lo < est["cand"]["failure_rate"]["vs_safe"]["diff"] < hi
+
+
+def test_the_engine_says_how_many_more_calls_it_needs_before_min_calls() -> None:
+    exp = Experiment(ExperimentSpec(min_calls=50), "safe", ["cand", "safe"])
+    for call in _stream(random.Random(7), 40, 0.5):
+        exp.add(call)
+    more = exp.estimates()["cand"]["failure_rate"]["vs_safe"]["more_calls"]
+    assert more == 50 - exp.arms["cand"].sums["failure_rate"].n
+
+
+# ------------------------------------------------------------------------------------------------ the bench's twin
+@pytest.mark.parametrize(
+    ("safe", "cand", "share", "seed"),
+    [(bench.Truth(), bench.Truth(fail=0.12), 0.3, 11), (bench.Truth(), bench.Truth(greeting_ms=1500), 0.2, 12),
+     (bench.Truth(), bench.Truth(fail=1.0), 0.5, 13), (bench.Truth(0.1, 0.1), bench.Truth(0.1, 0.1), 0.5, 14)],
+)
+def test_the_bench_decides_what_the_engine_decides(safe: bench.Truth, cand: bench.Truth, share: float,
+                                                   seed: int) -> None:
+    spec = ExperimentSpec()
+    sim = bench.simulate(np.random.default_rng(seed), safe, cand, share, 12000)
+    run = bench.evaluate(spec, sim, {})
+    exp = Experiment(spec, "safe", ["cand", "safe"])
+    first = next(((i, ds[0].action) for i, r in enumerate(bench.records(sim)) if (ds := exp.add(r))), None)
+    assert first == run.first and first is not None
+    if first[1] == "rollback":
+        assert run.breaker == ("breaker" in exp.decided["cand"].evidence)
