@@ -19,7 +19,8 @@ guardrail              kind           one call's value                          
 
 **The test** (mSPRT: Robbins 1970; Johari, Pekelis, Walsh 2017). For a guardrail, ``diff`` is the candidate's mean
 minus the safe variant's, ``V = s_c^2/n_c + s_s^2/n_s`` its variance (a proportion's ``s^2`` is ``p(1-p)`` with
-``p = (x + 0.5)/(n + 1)``, never zero), ``z = diff / sqrt(V)`` and ``rho = n_eff * tau^2`` with
+``p = (x + 0.5)/(n + 1)``, and never below the pooled ``p(1-p)`` of both variants: at a 5 % share a candidate with
+no failure in its first 60 calls must not look surely better), ``z = diff / sqrt(V)`` and ``rho = n_eff * tau^2`` with
 ``n_eff = 1/(1/n_c + 1/n_s)``: ``tau`` is the spread of the normal mixture on the *standardized* effect (the
 difference over one call's standard deviation), so one ``tau`` serves rates, latencies and costs. The mixture
 likelihood ratio is ``L = sqrt(1/(1 + rho)) * exp(z^2 rho / (2 (1 + rho)))`` (:func:`log_mixture_lr`); under
@@ -42,8 +43,9 @@ shifted difference is above zero when the candidate's median is more than ``marg
 * ``rollback`` by the **breaker**: the candidate's last ``N`` calls all failed while the safe variant is fine (its
   epoch failure rate below one half), where ``N`` is the smallest run that equal variants produce with probability
   at most ``breaker_per_call`` at a call: ``N = max(breaker_min_run, ceil(log(breaker_per_call) / log(p)))`` with
-  ``p`` the safe variant's failure rate ``(x + 1)/(n + 2)``. A dead candidate is rolled back after ``N`` calls
-  (5 at a 5 % base rate), long before the test can say anything.
+  ``p`` an upper bound of the safe variant's failure rate (``q = (x + 1)/(n + 2)`` plus two standard errors
+  ``sqrt(q (1 - q)/(n + 2))``, at most one half). A dead candidate is rolled back after ``N`` calls (5 at a 5 %
+  base rate, 10 at 20 %), long before the test can say anything.
 * ``promote`` of a candidate when on every guardrail that is on the upper end of its interval (level ``alpha / k``)
   is below the guardrail's margin (non-inferiority; a latency's shifted difference below zero).
 
@@ -200,6 +202,9 @@ def compare(kind: Kind, arms: tuple[tuple[Any, Any, Any], tuple[Any, Any, Any]],
     (n_c, s_c, q_c), (n_s, s_s, q_s) = arms
     mean_c, var_c = moments(kind, n_c, s_c, q_c)
     mean_s, var_s = moments(kind, n_s, s_s, q_s)
+    if kind == "proportion":  # neither arm's variance below the pooled one's: a few calls with no event say little
+        pooled = (s_c + s_s + 1.0) / (n_c + n_s + 2.0)
+        var_c, var_s = np.maximum(var_c, pooled * (1 - pooled)), np.maximum(var_s, pooled * (1 - pooled))
     n_eff = 1.0 / (1.0 / n_c + 1.0 / n_s)
     return mean_c - mean_s, var_c / n_c + var_s / n_s, n_eff * tau * tau
 
@@ -207,7 +212,8 @@ def compare(kind: Kind, arms: tuple[tuple[Any, Any, Any], tuple[Any, Any, Any]],
 def breaker_run(safe_failures: Any, safe_calls: Any, min_run: int, per_call: float) -> Any:
     """Consecutive candidate failures that trip the breaker; ``inf`` while the safe variant is not fine."""
     p = (safe_failures + 1.0) / (safe_calls + 2.0)
-    run = np.maximum(min_run, np.ceil(math.log(per_call) / np.log(np.minimum(p, 0.5))))
+    high = np.minimum(p + 2.0 * np.sqrt(p * (1.0 - p) / (safe_calls + 2.0)), 0.5)  # the rate's upper bound
+    run = np.maximum(min_run, np.ceil(math.log(per_call) / np.log(high)))
     return np.where(p < 0.5, run, np.inf)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from bench import rollout as bench
+from bridge.dialplan import check_file, load_dialplans
 from bridge.rollout.experiment import (
     Experiment,
     ExperimentSpec,
@@ -169,3 +171,19 @@ def test_the_bench_decides_what_the_engine_decides(safe: bench.Truth, cand: benc
     assert first == run.first and first is not None
     if first[1] == "rollback":
         assert run.breaker == ("breaker" in exp.decided["cand"].evidence)
+
+
+# ------------------------------------------------------------------------------------------------ the dialplan
+PLAN = "name: x\nmatch: ['1']\ndialect: rollout\nrollout:\n  safe: a\n  variants: [{name: a, dialect: ga, model: m}]\n"
+
+
+def test_a_dialplans_experiment_section_is_read_and_its_errors_name_file_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text(PLAN + "  experiment: {alpha: 0.01, guardrails: {cost_per_call_usd: {margin: 0.05}}}\n")
+    assert check_file(path) == []
+    [plan] = load_dialplans(tmp_path)
+    assert plan.rollout_spec is not None and plan.rollout_spec.experiment.test_alpha == pytest.approx(0.01 / 5)
+    path.write_text(PLAN + "  experiment: {guardrails: {latency: {}}}\n")
+    [error] = check_file(path)
+    assert error.source == str(path) and error.field.startswith("rollout.experiment"), error
+    assert "latency" in str(error)
