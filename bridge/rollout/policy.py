@@ -54,8 +54,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bridge.errors import ConfigError
 from bridge.realtime.dialects import BETA, GA
-from bridge.rollout.experiment import ExperimentSpec
 from bridge.realtime.dialects.common import REALTIME_ONLY_VOICES, voice_on
+from bridge.rollout.experiment import ExperimentSpec
 
 BUCKETS = 10_000  # a weight's share has a resolution of 0.01 %
 VARIANT_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"  # gpt-realtime-2.1 is a fine variant name
