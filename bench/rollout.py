@@ -33,6 +33,7 @@ import numpy as np
 from bridge.rollout.experiment import (
     DISPLAY_ALPHA,
     ExperimentSpec,
+    Kind,
     breaker_run,
     compare,
     half_width,
@@ -69,19 +70,27 @@ def simulate(rng: np.random.Generator, safe: Truth, cand: Truth, share: float, c
     greeting = pick(safe.greeting_ms, cand.greeting_ms) * np.exp(GREETING_SIGMA * rng.standard_normal(calls))
     reply = pick(safe.first_reply_ms, cand.first_reply_ms) * np.exp(REPLY_SIGMA * rng.standard_normal(calls))
     replied = ~failed & (rng.random(calls) < REPLY_SHARE)
-    return {"candidate": on, "failure_rate": failed.astype(float), "abandon_rate": abandoned.astype(float),
-            "greeting_ms": np.where(failed, np.nan, greeting), "first_reply_ms": np.where(replied, reply, np.nan)}
+    return {
+        "candidate": on,
+        "failure_rate": failed.astype(float),
+        "abandon_rate": abandoned.astype(float),
+        "greeting_ms": np.where(failed, np.nan, greeting),
+        "first_reply_ms": np.where(replied, reply, np.nan),
+    }
 
 
 def records(sim: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
     """The simulated calls as the engine's outcome records."""
     for i, cand in enumerate(sim["candidate"]):
         g, r = sim["greeting_ms"][i], sim["first_reply_ms"][i]
-        yield {"t": float(i), "variant": "cand" if cand else "safe",
-               "outcome": "connect_failure" if sim["failure_rate"][i] else "ok",
-               "abandoned": bool(sim["abandon_rate"][i]),
-               "greeting_ms": None if math.isnan(g) else float(g),
-               "first_reply_ms": None if math.isnan(r) else float(r)}
+        yield {
+            "t": float(i),
+            "variant": "cand" if cand else "safe",
+            "outcome": "connect_failure" if sim["failure_rate"][i] else "ok",
+            "abandoned": bool(sim["abandon_rate"][i]),
+            "greeting_ms": None if math.isnan(g) else float(g),
+            "first_reply_ms": None if math.isnan(r) else float(r),
+        }
 
 
 def _arm(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,8 +103,8 @@ def _series(spec: ExperimentSpec, sim: dict[str, np.ndarray], name: str, shifted
     g, margin = next((g, m) for g, m in spec.active if g.name == name)
     raw, cand = sim[name], sim["candidate"]
     present = ~np.isnan(raw)
-    x = np.log(np.maximum(np.nan_to_num(raw, nan=1.0), 1.0)) if g.kind == "latency" else np.nan_to_num(raw)
-    xs = np.log(np.exp(x) + margin) if g.kind == "latency" and shifted else x
+    x = np.log(np.maximum(np.nan_to_num(raw, nan=1.0), 1.0)) if g.kind is Kind.LATENCY else np.nan_to_num(raw)
+    xs = np.log(np.exp(x) + margin) if g.kind is Kind.LATENCY and shifted else x
     arm_c, arm_s = _arm(x, present & cand), _arm(xs, present & ~cand)
     valid = np.minimum(arm_c[0], arm_s[0]) >= spec.min_calls
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -142,7 +151,7 @@ def evaluate(spec: ExperimentSpec, sim: dict[str, np.ndarray], truth: dict[str, 
         valid, diff, var, rho = _series(spec, sim, g.name, shifted=True)
         w = np.where(valid, half_width(var, rho, alpha), np.inf)
         back |= valid & (diff - w > 0)
-        ok &= valid & (diff + w < (0.0 if g.kind == "latency" else margin))
+        ok &= valid & (diff + w < (0.0 if g.kind is Kind.LATENCY else margin))
         if g.name in truth:
             valid, diff, var, rho = _series(spec, sim, g.name, shifted=False)
             miss = valid & (np.abs(diff - truth[g.name]) > half_width(var, rho, DISPLAY_ALPHA))
@@ -155,12 +164,15 @@ def evaluate(spec: ExperimentSpec, sim: dict[str, np.ndarray], truth: dict[str, 
 
 
 def _truths(safe: Truth, cand: Truth) -> dict[str, float]:
-    return {"failure_rate": cand.fail - safe.fail,
-            "greeting_ms": math.log(cand.greeting_ms) - math.log(safe.greeting_ms)}
+    return {
+        "failure_rate": cand.fail - safe.fail,
+        "greeting_ms": math.log(cand.greeting_ms) - math.log(safe.greeting_ms),
+    }
 
 
-def scenario(spec: ExperimentSpec, safe: Truth, cand: Truth, share: float, cand_calls: int, reps: int,
-             rng: np.random.Generator) -> dict[str, Any]:
+def scenario(
+    spec: ExperimentSpec, safe: Truth, cand: Truth, share: float, cand_calls: int, reps: int, rng: np.random.Generator
+) -> dict[str, Any]:
     """``reps`` rollouts of one scenario, summed up (calls counted on the candidate)."""
     calls = math.ceil(cand_calls / share)
     runs, backs, ups = [], [], []
@@ -171,27 +183,46 @@ def scenario(spec: ExperimentSpec, safe: Truth, cand: Truth, share: float, cand_
         backs += [int(on_candidate[run.rollback])] if run.rollback is not None else []
         ups += [int(on_candidate[run.promote])] if run.promote is not None else []
     cover = {name: sum(r.covered[name] for r in runs) / reps for name in runs[0].covered}
-    return {"share": share, "reps": reps, "candidate_calls": cand_calls,
-            "rollback": len(backs) / reps, "breaker": sum(r.breaker for r in runs) / reps,
-            "rollback_calls_median": float(np.median(backs)) if backs else None,
-            "promote": len(ups) / reps, "promote_calls_median": float(np.median(ups)) if ups else None,
-            "coverage": cover}
+    return {
+        "share": share,
+        "reps": reps,
+        "candidate_calls": cand_calls,
+        "rollback": len(backs) / reps,
+        "breaker": sum(r.breaker for r in runs) / reps,
+        "rollback_calls_median": float(np.median(backs)) if backs else None,
+        "promote": len(ups) / reps,
+        "promote_calls_median": float(np.median(ups)) if ups else None,
+        "coverage": cover,
+    }
 
 
 def measure(spec: ExperimentSpec, reps: int, seed: int, quick: bool) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     rates, shares = ((0.05, 0.20), (0.05, 0.5)) if quick else (AA_RATES, SHARES)
     started = time.perf_counter()
-    aa = [{"base": p, **scenario(spec, Truth(p, p), Truth(p, p), s, AA_CALLS, reps, rng)}
-          for p in rates for s in shares]
+    aa = [
+        {"base": p, **scenario(spec, Truth(p, p), Truth(p, p), s, AA_CALLS, reps, rng)} for p in rates for s in shares
+    ]
     base = Truth()
-    effects = {"failures 5 -> 10 %": replace(base, fail=0.10),
-               "greeting median +400 ms": replace(base, greeting_ms=base.greeting_ms + 400),
-               "dead candidate": replace(base, fail=1.0)}
-    ab = [{"effect": name, **scenario(spec, base, cand, s, AB_CALLS, reps, rng)}
-          for name, cand in effects.items() for s in shares]
-    return {"alpha": spec.alpha, "tau": spec.tau, "min_calls": spec.min_calls, "seed": seed, "aa": aa, "ab": ab,
-            "wall_s": round(time.perf_counter() - started, 1)}
+    effects = {
+        "failures 5 -> 10 %": replace(base, fail=0.10),
+        "greeting median +400 ms": replace(base, greeting_ms=base.greeting_ms + 400),
+        "dead candidate": replace(base, fail=1.0),
+    }
+    ab = [
+        {"effect": name, **scenario(spec, base, cand, s, AB_CALLS, reps, rng)}
+        for name, cand in effects.items()
+        for s in shares
+    ]
+    return {
+        "alpha": spec.alpha,
+        "tau": spec.tau,
+        "min_calls": spec.min_calls,
+        "seed": seed,
+        "aa": aa,
+        "ab": ab,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
 
 
 def _pct(x: float | None) -> str:
@@ -203,19 +234,27 @@ def _n(x: float | None) -> str:
 
 
 def human(result: dict[str, Any]) -> str:
-    lines = [f"alpha {result['alpha']} tau {result['tau']} min_calls {result['min_calls']} seed {result['seed']}",
-             f"A/A ({AA_CALLS} candidate calls each)",
-             "base   share  reps  rollback  (breaker)  promoted  calls to promote  coverage fail  coverage greet"]
+    lines = [
+        f"alpha {result['alpha']} tau {result['tau']} min_calls {result['min_calls']} seed {result['seed']}",
+        f"A/A ({AA_CALLS} candidate calls each)",
+        "base   share  reps  rollback  (breaker)  promoted  calls to promote  coverage fail  coverage greet",
+    ]
     for r in result["aa"]:
-        lines.append(f"{r['base']:<6.2f} {r['share']:<6.2f} {r['reps']:>4}  {_pct(r['rollback']):>8}  "
-                     f"{_pct(r['breaker']):>9}  {_pct(r['promote']):>8}  {_n(r['promote_calls_median']):>16}  "
-                     f"{_pct(r['coverage']['failure_rate']):>13}  {_pct(r['coverage']['greeting_ms']):>14}")
-    lines += [f"A/B (within {AB_CALLS} candidate calls)",
-              "effect                    share  reps  power     calls to rollback  promoted  coverage fail  cov greet"]
+        lines.append(
+            f"{r['base']:<6.2f} {r['share']:<6.2f} {r['reps']:>4}  {_pct(r['rollback']):>8}  "
+            f"{_pct(r['breaker']):>9}  {_pct(r['promote']):>8}  {_n(r['promote_calls_median']):>16}  "
+            f"{_pct(r['coverage']['failure_rate']):>13}  {_pct(r['coverage']['greeting_ms']):>14}"
+        )
+    lines += [
+        f"A/B (within {AB_CALLS} candidate calls)",
+        "effect                    share  reps  power     calls to rollback  promoted  coverage fail  cov greet",
+    ]
     for r in result["ab"]:
-        lines.append(f"{r['effect']:<25} {r['share']:<6.2f} {r['reps']:>4}  {_pct(r['rollback']):>8}  "
-                     f"{_n(r['rollback_calls_median']):>17}  {_pct(r['promote']):>8}  "
-                     f"{_pct(r['coverage']['failure_rate']):>13}  {_pct(r['coverage']['greeting_ms']):>9}")
+        lines.append(
+            f"{r['effect']:<25} {r['share']:<6.2f} {r['reps']:>4}  {_pct(r['rollback']):>8}  "
+            f"{_n(r['rollback_calls_median']):>17}  {_pct(r['promote']):>8}  "
+            f"{_pct(r['coverage']['failure_rate']):>13}  {_pct(r['coverage']['greeting_ms']):>9}"
+        )
     lines.append(f"{result['wall_s']} s")
     return "\n".join(lines)
 

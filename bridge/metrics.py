@@ -144,6 +144,11 @@ CALL_RECORD_FAILURES = Counter(
 ROLLBACKS = Counter(
     f"{NS}_rollout_rollbacks", "Automatic rollbacks of a variant's weight to the safe variant", ["dialplan", "variant"]
 )
+ROLLOUT_DECISIONS = Counter(
+    f"{NS}_rollout_decisions",
+    "Decisions of a rollout's experiment on evidence (bridge.rollout.experiment): action rollback or promote",
+    ["dialplan", "variant", "action"],
+)
 ROLLOUT_WEIGHT = Gauge(
     f"{NS}_rollout_weight",
     "Each rollout variant's current share of new calls, percent (its weight in the flag; the kill switch: 0 or 100), "

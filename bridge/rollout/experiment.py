@@ -49,10 +49,12 @@ shifted difference is above zero when the candidate's median is more than ``marg
 * ``promote`` of a candidate when on every guardrail that is on the upper end of its interval (level ``alpha / k``)
   is below the guardrail's margin (non-inferiority; a latency's shifted difference below zero).
 
-Estimates (:meth:`Experiment.estimates`) are each variant's value per metric (a latency's is the median estimated
-as ``exp`` of the mean log) and the candidate's difference from the safe variant with its always-valid 95 %
-interval (level 0.05 alone, not split: it is what an operator reads). A latency's difference and interval are in
-ms: ``median_s * (exp(d) - 1)`` for the log-difference ``d`` and its ends.
+Estimates (:meth:`Experiment.estimates`, every metric of the table, on or off) are each variant's value per metric
+(a latency's is the median estimated as ``exp`` of the mean log) and the candidate's difference from the safe
+variant with its always-valid 95 % interval (level 0.05 alone, not split: it is what an operator reads). A latency's
+difference and interval are in ms: ``median_s * (exp(d) - 1)`` for the log-difference ``d`` and its ends. A
+guardrail that is on also says about how many more candidate calls its test needs (``more_calls``: the interval
+narrows as ``1/sqrt(calls)``).
 
 The core statistics (:func:`log_mixture_lr`, :func:`half_width`, :func:`moments`, :func:`breaker_run`) take
 floats or numpy arrays alike, so ``bench/rollout.py`` runs thousands of simulated rollouts through the same formulas
@@ -61,6 +63,7 @@ vectorized; a unit test checks that its decisions equal :class:`Experiment`'s ca
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -69,7 +72,15 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Kind = Literal["proportion", "latency", "mean"]
+
+class Kind(enum.StrEnum):
+    """How a guardrail's values are compared (the table above)."""
+
+    PROPORTION = "proportion"
+    LATENCY = "latency"
+    MEAN = "mean"
+
+
 Action = Literal["rollback", "promote"]
 FAILED_OUTCOMES = frozenset({"connect_failure", "dropped"})
 DISPLAY_ALPHA = 0.05  # the estimates' intervals: always-valid 95 %
@@ -111,14 +122,14 @@ class Guardrail:
 GUARDRAILS: dict[str, Guardrail] = {
     g.name: g
     for g in (
-        Guardrail("failure_rate", "proportion", _failed, 0.02, True),
-        Guardrail("abandon_rate", "proportion", _flag("abandoned"), 0.02, True),
-        Guardrail("greeting_ms", "latency", _positive("greeting_ms", log=True), 300.0, True),
-        Guardrail("first_reply_ms", "latency", _positive("first_reply_ms", log=True), 300.0, True),
-        Guardrail("transfer_rate", "proportion", _flag("transferred"), 0.03, False),
-        Guardrail("repeat_rate", "proportion", _flag("repeat"), 0.03, False),
-        Guardrail("handle_time_s", "mean", _positive("handle_time_s", log=False), 30.0, False),
-        Guardrail("cost_per_call_usd", "mean", _positive("cost_usd", log=False), 0.02, False),
+        Guardrail("failure_rate", Kind.PROPORTION, _failed, 0.02, True),
+        Guardrail("abandon_rate", Kind.PROPORTION, _flag("abandoned"), 0.02, True),
+        Guardrail("greeting_ms", Kind.LATENCY, _positive("greeting_ms", log=True), 300.0, True),
+        Guardrail("first_reply_ms", Kind.LATENCY, _positive("first_reply_ms", log=True), 300.0, True),
+        Guardrail("transfer_rate", Kind.PROPORTION, _flag("transferred"), 0.03, False),
+        Guardrail("repeat_rate", Kind.PROPORTION, _flag("repeat"), 0.03, False),
+        Guardrail("handle_time_s", Kind.MEAN, _positive("handle_time_s", log=False), 30.0, False),
+        Guardrail("cost_per_call_usd", Kind.MEAN, _positive("cost_usd", log=False), 0.02, False),
     )
 }
 
@@ -191,7 +202,7 @@ def half_width(var: Any, rho: Any, alpha: float) -> Any:
 def moments(kind: Kind, n: Any, total: Any, squares: Any) -> tuple[Any, Any]:
     """An arm's mean and one value's variance from its count, sum and sum of squares (``n >= 2``)."""
     mean = total / n
-    if kind == "proportion":
+    if kind is Kind.PROPORTION:
         p = (total + 0.5) / (n + 1.0)
         return mean, p * (1.0 - p)
     return mean, np.maximum((squares - n * mean * mean) / (n - 1.0), 1e-12)
@@ -202,7 +213,7 @@ def compare(kind: Kind, arms: tuple[tuple[Any, Any, Any], tuple[Any, Any, Any]],
     (n_c, s_c, q_c), (n_s, s_s, q_s) = arms
     mean_c, var_c = moments(kind, n_c, s_c, q_c)
     mean_s, var_s = moments(kind, n_s, s_s, q_s)
-    if kind == "proportion":  # neither arm's variance below the pooled one's: a few calls with no event say little
+    if kind is Kind.PROPORTION:  # neither arm's variance below the pooled one's: a few calls with no event say little
         pooled = (s_c + s_s + 1.0) / (n_c + n_s + 2.0)
         var_c, var_s = np.maximum(var_c, pooled * (1 - pooled)), np.maximum(var_s, pooled * (1 - pooled))
     n_eff = 1.0 / (1.0 / n_c + 1.0 / n_s)
@@ -252,8 +263,13 @@ class Decision:
     evidence: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
-        return {"t": self.t, "variant": self.variant, "action": self.action, "reason": self.reason,
-                "evidence": self.evidence}
+        return {
+            "t": self.t,
+            "variant": self.variant,
+            "action": self.action,
+            "reason": self.reason,
+            "evidence": self.evidence,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,9 +286,10 @@ class Bounds:
 class Experiment:
     """The calls of one epoch of a plan, fed one record at a time (:meth:`add`), and what they decide."""
 
-    def __init__(self, spec: ExperimentSpec, safe: str, variants: Iterable[str]) -> None:
+    def __init__(self, spec: ExperimentSpec, safe: str, variants: Iterable[str], *, epoch: str | None = None) -> None:
         self.spec = spec
         self.safe = safe
+        self.epoch = epoch  # the weights' fingerprint (bridge.rollout.outcomes): named in each decision's evidence
         self.arms = {name: _Arm() for name in variants}
         self.arms.setdefault(safe, _Arm())
         self.decided: dict[str, Decision] = {}
@@ -299,18 +316,19 @@ class Experiment:
         failed = bool(_failed(record))
         arm.failures += failed
         arm.run = arm.run + 1 if failed else 0
-        for g, margin in self.spec.active:
+        margins = dict((g.name, m) for g, m in self.spec.active)
+        for g in GUARDRAILS.values():
             x = g.value(record)
             if x is None:
                 continue
             arm.sums[g.name].add(x)
-            if g.kind == "latency":
-                arm.shifted.setdefault(g.name, _Sums()).add(math.log(math.exp(x) + margin))
+            if g.kind is Kind.LATENCY and g.name in margins:
+                arm.shifted.setdefault(g.name, _Sums()).add(math.log(math.exp(x) + margins[g.name]))
 
     def bounds(self, candidate: str, g: Guardrail, alpha: float) -> Bounds | None:
         """The test's interval of ``g`` for ``candidate`` at level ``alpha``; None before ``min_calls`` each."""
         mine, safe = self.arms[candidate].sums[g.name], self.arms[self.safe]
-        theirs = safe.shifted.get(g.name, _Sums()) if g.kind == "latency" else safe.sums[g.name]
+        theirs = safe.shifted.get(g.name, _Sums()) if g.kind is Kind.LATENCY else safe.sums[g.name]
         if min(mine.n, theirs.n) < self.spec.min_calls:
             return None
         diff, var, rho = compare(g.kind, (mine.arm, theirs.arm), self.spec.tau)
@@ -322,10 +340,23 @@ class Experiment:
         arm, safe, spec = self.arms[candidate], self.arms[self.safe], self.spec
         need = float(breaker_run(safe.failures, safe.calls, spec.breaker_min_run, spec.breaker_per_call))
         if arm.run >= need:
-            evidence = {"breaker": {"consecutive_failures": arm.run, "trip_at": int(need),
-                                    "safe_failures": safe.failures, "safe_calls": safe.calls}}
-            return Decision(t, candidate, "rollback", f"{candidate}: {arm.run} calls failed in a row while the "
-                            f"safe variant failed {safe.failures} of {safe.calls}", evidence)
+            evidence = {
+                "epoch": self.epoch,
+                "breaker": {
+                    "consecutive_failures": arm.run,
+                    "trip_at": int(need),
+                    "safe_failures": safe.failures,
+                    "safe_calls": safe.calls,
+                },
+            }
+            return Decision(
+                t,
+                candidate,
+                "rollback",
+                f"{candidate}: {arm.run} calls failed in a row while the "
+                f"safe variant failed {safe.failures} of {safe.calls}",
+                evidence,
+            )
         alpha, found, clear = spec.test_alpha, [], True
         for g, margin in spec.active:
             b = self.bounds(candidate, g, alpha)
@@ -334,26 +365,41 @@ class Experiment:
                 continue
             if b.lo > 0:
                 found.append((g, margin, b))
-            limit = 0.0 if g.kind == "latency" else margin
+            limit = 0.0 if g.kind is Kind.LATENCY else margin
             clear = clear and b.hi < limit
         if found:
             why = "; ".join(_worse(g, m, b) for g, m, b in found)
             return Decision(t, candidate, "rollback", f"{candidate}: {why}", self._evidence(candidate, alpha))
         if clear and spec.promote:
-            return Decision(t, candidate, "promote", f"{candidate}: not worse than {self.safe} by its margin on "
-                            + ", ".join(g.name for g, _ in spec.active), self._evidence(candidate, alpha))
+            return Decision(
+                t,
+                candidate,
+                "promote",
+                f"{candidate}: not worse than {self.safe} by its margin on "
+                + ", ".join(g.name for g, _ in spec.active),
+                self._evidence(candidate, alpha),
+            )
         return None
 
     def _evidence(self, candidate: str, alpha: float) -> dict[str, Any]:
-        out: dict[str, Any] = {"alpha": alpha, "tau": self.spec.tau, "calls": {
-            candidate: self.arms[candidate].calls, self.safe: self.arms[self.safe].calls}}
+        out: dict[str, Any] = {
+            "epoch": self.epoch,
+            "alpha": alpha,
+            "tau": self.spec.tau,
+            "calls": {candidate: self.arms[candidate].calls, self.safe: self.arms[self.safe].calls},
+        }
         for g, margin in self.spec.active:
             b = self.bounds(candidate, g, alpha)
             if b is not None:
-                out[g.name] = {"diff": round(b.diff, 6), "ci": [round(b.lo, 6), round(b.hi, 6)],
-                               "log_lr": round(b.log_lr, 3), "threshold_log_lr": round(math.log(1 / alpha), 3),
-                               "margin": margin, "calls": list(b.calls),
-                               "scale": "log(ms) - log(safe ms + margin)" if g.kind == "latency" else "difference"}
+                out[g.name] = {
+                    "diff": round(b.diff, 6),
+                    "ci": [round(b.lo, 6), round(b.hi, 6)],
+                    "log_lr": round(b.log_lr, 3),
+                    "threshold_log_lr": round(math.log(1 / alpha), 3),
+                    "margin": margin,
+                    "calls": list(b.calls),
+                    "scale": "log(ms) - log(safe ms + margin)" if g.kind is Kind.LATENCY else "difference",
+                }
         return out
 
     def estimates(self) -> dict[str, Any]:
@@ -363,7 +409,8 @@ class Experiment:
     def _estimate(self, name: str) -> dict[str, Any]:
         arm, safe = self.arms[name], self.arms[self.safe]
         out: dict[str, Any] = {"calls": arm.calls}
-        for g, _margin in self.spec.active:
+        active = {g.name for g, _ in self.spec.active}
+        for g in GUARDRAILS.values():
             metric: dict[str, Any] = {"value": _value(g, arm.sums[g.name])}
             out[g.name] = metric
             if name == self.safe:
@@ -375,14 +422,15 @@ class Experiment:
             diff, var, rho = compare(g.kind, (mine.arm, theirs.arm), self.spec.tau)
             w = float(half_width(var, rho, DISPLAY_ALPHA))
             lo, d, hi = float(diff) - w, float(diff), float(diff) + w
-            if g.kind == "latency":
+            if g.kind is Kind.LATENCY:
                 base = math.exp(theirs.total / theirs.n)
                 lo, d, hi = (base * math.expm1(x) for x in (lo, d, hi))
-            metric["vs_safe"] = {"diff": _round(d), "ci95": [_round(lo), _round(hi)],
-                                 "more_calls": self._more_calls(name, g, var, rho)}
+            metric["vs_safe"] = {"diff": _round(d), "ci95": [_round(lo), _round(hi)]}
+            if g.name in active:
+                metric["more_calls"] = self._more_calls(name, g)
         return out
 
-    def _more_calls(self, name: str, g: Guardrail, var: float, rho: float) -> int | None:
+    def _more_calls(self, name: str, g: Guardrail) -> int | None:
         """About how many more candidate calls (at today's share and rates) the interval needs to exclude zero."""
         b = self.bounds(name, g, self.spec.test_alpha)
         if b is None or b.lo > 0 or name in self.decided:
@@ -405,19 +453,24 @@ def _value(g: Guardrail, s: _Sums) -> float | None:
     if s.n == 0:
         return None
     mean = s.total / s.n
-    return _round(math.exp(mean) if g.kind == "latency" else mean)
+    return _round(math.exp(mean) if g.kind is Kind.LATENCY else mean)
 
 
 def _worse(g: Guardrail, margin: float, b: Bounds) -> str:
-    if g.kind == "latency":
-        return (f"{g.name}: median more than {margin:g} ms slower than the safe variant's "
-                f"(log-difference beyond the margin {b.diff:+.3f}, interval [{b.lo:+.3f}, {b.hi:+.3f}])")
-    return (f"{g.name}: {b.diff:+.4g} above the safe variant's (always-valid interval [{b.lo:+.4g}, {b.hi:+.4g}], "
-            f"{b.calls[0]} vs {b.calls[1]} calls)")
+    if g.kind is Kind.LATENCY:
+        return (
+            f"{g.name}: median more than {margin:g} ms slower than the safe variant's "
+            f"(log-difference beyond the margin {b.diff:+.3f}, interval [{b.lo:+.3f}, {b.hi:+.3f}])"
+        )
+    return (
+        f"{g.name}: {b.diff:+.4g} above the safe variant's (always-valid interval [{b.lo:+.4g}, {b.hi:+.4g}], "
+        f"{b.calls[0]} vs {b.calls[1]} calls)"
+    )
 
 
-def replay(spec: ExperimentSpec, safe: str, variants: Iterable[str],
-           records: Iterable[Mapping[str, Any]]) -> tuple[list[Decision], Experiment]:
+def replay(
+    spec: ExperimentSpec, safe: str, variants: Iterable[str], records: Iterable[Mapping[str, Any]]
+) -> tuple[list[Decision], Experiment]:
     """Feed ``records`` in time order; every decision and the experiment at the end."""
     exp = Experiment(spec, safe, variants)
     decisions: list[Decision] = []

@@ -42,6 +42,7 @@ from bridge.runtime.memory import CycleCollector
 from bridge.runtime.metronome import for_loop as metronome_for
 from bridge.runtime.sched import use_realtime
 from bridge.runtime.secrets import forget_environment, read_from_fd
+from bridge.serve import outcome
 from bridge.serve.actions import CallActions
 from bridge.serve.breaker import Breaker
 from bridge.serve.listen import ListenHub
@@ -197,6 +198,7 @@ class Worker:
         self.control: WorkerControl | None = None  # drain, stop and the node's ends (bridge/serve/stopping.py)
         listen_key = settings.listen_key.get_secret_value() if settings.listen_key else None
         self.dialogs = DialogSeal.under(listen_key)  # seals the calls' stored dialogs (bridge/store/dialogseal.py)
+        self.outcomes = outcome.Outcomes(listen_key)  # each call's outcome record; each rollout plan's experiment
 
     def reload_plans(self) -> None:
         """The dialplans read again (serve's SIGHUP); a call keeps the plan it started with."""
@@ -452,8 +454,7 @@ class Worker:
             append_report(self.settings.report_file, line)
         if self.rollouts is not None and plan.rollout_spec is not None:
             await self.rollouts.record_call(plan.name, vc.decision.variant, record)
-            for rollback in await self.rollouts.check_rollback(plan.name):
-                metrics.ROLLBACKS.labels(plan.name, rollback.variant).inc()
+            await self.outcomes.after_call(self.rollouts, plan, call.caller, vc, report, record)
 
     def _connected(self, exc: ConnectError | None) -> None:
         """Each Realtime open's outcome: the breaker, and one log line per failure cause (URL, status, no key)."""

@@ -11,8 +11,13 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_bench_rollout_quick_prints_the_aa_and_ab_tables() -> None:
-    done = subprocess.run([sys.executable, "-m", "bridge", "bench", "rollout", "--quick"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "bench", "rollout", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "A/A (" in out and "A/B (" in out

@@ -13,6 +13,8 @@ import pytest
 from pydantic import ValidationError
 
 from bench import rollout as bench
+from bridge import events as ev
+from bridge.call.report import CallReport
 from bridge.dialplan import check_file, load_dialplans
 from bridge.rollout.experiment import (
     Experiment,
@@ -23,22 +25,50 @@ from bridge.rollout.experiment import (
     log_mixture_lr,
     replay,
 )
+from bridge.rollout.outcomes import RECORD_FIELDS, EpochReplay, epoch_of
+from bridge.serve import outcome as outcomes
+from bridge.serve.outcome import outcome_record
 
 
-def _call(t: float, variant: str, *, failed: bool = False, greeting: float | None = 900.0,
-          reply: float | None = 700.0, abandoned: bool = False) -> dict[str, Any]:
-    return {"t": t, "variant": variant, "outcome": "connect_failure" if failed else "ok", "abandoned": abandoned,
-            "greeting_ms": None if failed else greeting, "first_reply_ms": None if failed else reply}
+def _call(
+    t: float,
+    variant: str,
+    *,
+    failed: bool = False,
+    greeting: float | None = 900.0,
+    reply: float | None = 700.0,
+    abandoned: bool = False,
+) -> dict[str, Any]:
+    return {
+        "t": t,
+        "variant": variant,
+        "outcome": "connect_failure" if failed else "ok",
+        "abandoned": abandoned,
+        "greeting_ms": None if failed else greeting,
+        "first_reply_ms": None if failed else reply,
+    }
 
 
-def _stream(rng: random.Random, n: int, share: float, fail: tuple[float, float] = (0.05, 0.05),
-            greeting: tuple[float, float] = (900.0, 900.0)) -> list[dict[str, Any]]:
+def _stream(
+    rng: random.Random,
+    n: int,
+    share: float,
+    fail: tuple[float, float] = (0.05, 0.05),
+    greeting: tuple[float, float] = (900.0, 900.0),
+) -> list[dict[str, Any]]:
     out = []
     for i in range(n):
         cand = rng.random() < share
-        out.append(_call(float(i), "cand" if cand else "safe", failed=rng.random() < fail[cand],
-                         greeting=greeting[cand] * math.exp(0.4 * rng.gauss(0, 1)),
-                         reply=700 * math.exp(0.6 * rng.gauss(0, 1)), abandoned=rng.random() < 0.05))
+        out.append(
+            _call(
+                float(i),
+                "cand" if cand else "safe",
+                failed=rng.random() < fail[cand],
+                greeting=greeting[cand] * math.exp(0.4 * rng.gauss(0, 1)),
+                reply=700 * math.exp(0.6 * rng.gauss(0, 1)),
+                abandoned=rng.random() < 0.05,
+            )
+        )
     return out
 
 
@@ -67,17 +97,28 @@ def test_alpha_is_split_across_the_guardrails_that_are_on() -> None:
     spec = ExperimentSpec()
     assert [g.name for g, _ in spec.active] == ["failure_rate", "abandon_rate", "greeting_ms", "first_reply_ms"]
     assert spec.test_alpha == pytest.approx(0.05 / 4)
-    more = ExperimentSpec(guardrails={"cost_per_call_usd": GuardrailSetting(margin=0.05),
-                                      "abandon_rate": GuardrailSetting(on=False)})
+    more = ExperimentSpec(
+        guardrails={"cost_per_call_usd": GuardrailSetting(margin=0.05), "abandon_rate": GuardrailSetting(on=False)}
+    )
     assert dict((g.name, m) for g, m in more.active)["cost_per_call_usd"] == 0.05
     assert more.test_alpha == pytest.approx(0.05 / 4)
 
 
 @pytest.mark.parametrize(
     ("settings", "names"),
-    [({"guardrails": {"latency": {}}}, "latency"), ({"auto_promote": [50, 25]}, "auto_promote"),
-     ({"guardrails": {g: {"on": False} for g in ("failure_rate", "abandon_rate", "greeting_ms", "first_reply_ms")}},
-      "at least one"), ({"tau": 0}, "tau")],
+    [
+        ({"guardrails": {"latency": {}}}, "latency"),
+        ({"auto_promote": [50, 25]}, "auto_promote"),
+        (
+            {
+                "guardrails": {
+                    g: {"on": False} for g in ("failure_rate", "abandon_rate", "greeting_ms", "first_reply_ms")
+                }
+            },
+            "at least one",
+        ),
+        ({"tau": 0}, "tau"),
+    ],
 )
 def test_bad_settings_name_the_field(settings: dict[str, Any], names: str) -> None:
     with pytest.raises(ValidationError, match=names):
@@ -115,8 +156,9 @@ def test_the_breaker_stays_quiet_when_the_safe_variant_fails_as_well() -> None:
 
 
 def test_a_clearly_worse_candidate_is_rolled_back_on_evidence_and_never_promoted() -> None:
-    decisions, exp = replay(ExperimentSpec(), "safe", ["cand", "safe"],
-                            _stream(random.Random(3), 6000, 0.3, fail=(0.05, 0.15)))
+    decisions, exp = replay(
+        ExperimentSpec(), "safe", ["cand", "safe"], _stream(random.Random(3), 6000, 0.3, fail=(0.05, 0.15))
+    )
     [d] = decisions
     assert d.action == "rollback" and "failure_rate" in d.reason and "breaker" not in d.evidence
     lo, hi = d.evidence["failure_rate"]["ci"]
@@ -126,11 +168,19 @@ def test_a_clearly_worse_candidate_is_rolled_back_on_evidence_and_never_promoted
 
 
 def test_a_slower_greeting_is_a_regression_only_past_its_margin() -> None:
-    slow, _ = replay(ExperimentSpec(promote=False), "safe", ["cand", "safe"],
-                     _stream(random.Random(4), 4000, 0.5, greeting=(900.0, 1600.0)))
+    slow, _ = replay(
+        ExperimentSpec(promote=False),
+        "safe",
+        ["cand", "safe"],
+        _stream(random.Random(4), 4000, 0.5, greeting=(900.0, 1600.0)),
+    )
     assert [d.action for d in slow] == ["rollback"] and "greeting_ms" in slow[0].reason
-    within, exp = replay(ExperimentSpec(promote=False), "safe", ["cand", "safe"],
-                         _stream(random.Random(5), 4000, 0.5, greeting=(900.0, 1000.0)))
+    within, exp = replay(
+        ExperimentSpec(promote=False),
+        "safe",
+        ["cand", "safe"],
+        _stream(random.Random(5), 4000, 0.5, greeting=(900.0, 1000.0)),
+    )
     assert within == []
     est = exp.estimates()["cand"]["greeting_ms"]
     assert est["vs_safe"]["ci95"][0] > 0  # surely slower, but by less than the margin
@@ -151,18 +201,23 @@ def test_the_engine_says_how_many_more_calls_it_needs_before_min_calls() -> None
     exp = Experiment(ExperimentSpec(min_calls=50), "safe", ["cand", "safe"])
     for call in _stream(random.Random(7), 40, 0.5):
         exp.add(call)
-    more = exp.estimates()["cand"]["failure_rate"]["vs_safe"]["more_calls"]
+    more = exp.estimates()["cand"]["failure_rate"]["more_calls"]
     assert more == 50 - exp.arms["cand"].sums["failure_rate"].n
 
 
 # ------------------------------------------------------------------------------------------------ the bench's twin
 @pytest.mark.parametrize(
     ("safe", "cand", "share", "seed"),
-    [(bench.Truth(), bench.Truth(fail=0.12), 0.3, 11), (bench.Truth(), bench.Truth(greeting_ms=1500), 0.2, 12),
-     (bench.Truth(), bench.Truth(fail=1.0), 0.5, 13), (bench.Truth(0.1, 0.1), bench.Truth(0.1, 0.1), 0.5, 14)],
+    [
+        (bench.Truth(), bench.Truth(fail=0.12), 0.3, 11),
+        (bench.Truth(), bench.Truth(greeting_ms=1500), 0.2, 12),
+        (bench.Truth(), bench.Truth(fail=1.0), 0.5, 13),
+        (bench.Truth(0.1, 0.1), bench.Truth(0.1, 0.1), 0.5, 14),
+    ],
 )
-def test_the_bench_decides_what_the_engine_decides(safe: bench.Truth, cand: bench.Truth, share: float,
-                                                   seed: int) -> None:
+def test_the_bench_decides_what_the_engine_decides(
+    safe: bench.Truth, cand: bench.Truth, share: float, seed: int
+) -> None:
     spec = ExperimentSpec()
     sim = bench.simulate(np.random.default_rng(seed), safe, cand, share, 12000)
     run = bench.evaluate(spec, sim, {})
@@ -187,3 +242,75 @@ def test_a_dialplans_experiment_section_is_read_and_its_errors_name_file_and_fie
     [error] = check_file(path)
     assert error.source == str(path) and error.field.startswith("rollout.experiment"), error
     assert "latency" in str(error)
+
+
+# ------------------------------------------------------------------------------------------------ outcome records
+def _report(*reports: tuple[float, ev.Report], **fields: Any) -> CallReport:
+    report = CallReport("c1", "ga", "support", **fields)
+    for t, r in reports:
+        report.note(t, r)
+    return report
+
+
+def test_a_calls_outcome_record_has_the_issues_fields() -> None:
+    report = _report(
+        (100.0, ev.Answered()),
+        (5000.0, ev.TransferDecided("sales", ev.TransferMode.WARM)),
+        (65_100.0, ev.CallEnded("transferred", ev.CallOutcome.COMPLETED, ev.EndedBy.AGENT)),
+        answered=True,
+        first_audio_ms=800.0,
+        ended_by=ev.EndedBy.AGENT,
+        end_reason="transferred",
+    )
+    stats = {"outcome": "recovered", "greeting_ms": 800.0, "first_reply_ms": None, "cost_usd": 0.0123}
+    record = outcome_record(report, stats, t=2000.0, started=1934.9, variant="cand", epoch="e1")
+    assert tuple(record) == RECORD_FIELDS
+    assert record["transferred"] is True and record["abandoned"] is False and record["handle_time_s"] == 65.0
+    assert (record["outcome"], record["greeting_ms"], record["first_reply_ms"]) == ("recovered", 800.0, None)
+    assert record["repeat"] is False and record["disposition"] is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "abandoned"),
+    [
+        ({"answered": False, "ended_by": ev.EndedBy.CALLER}, True),
+        ({"answered": True, "ended_by": ev.EndedBy.CALLER, "first_audio_ms": None}, True),
+        (
+            {
+                "answered": True,
+                "ended_by": ev.EndedBy.CALLER,
+                "first_audio_ms": 700.0,
+                "caller_transcript": ["hi", "hello?"],
+                "turn_wait_ms": [900.0],
+            },
+            True,
+        ),
+        (
+            {
+                "answered": True,
+                "ended_by": ev.EndedBy.CALLER,
+                "first_audio_ms": 700.0,
+                "caller_transcript": ["hi"],
+                "turn_wait_ms": [900.0],
+            },
+            False,
+        ),
+        ({"answered": False, "ended_by": ev.EndedBy.CALLER, "end_reason": "caller abandoned while ringing"}, True),
+        ({"answered": True, "ended_by": ev.EndedBy.AGENT, "first_audio_ms": None}, False),
+    ],
+)
+def test_abandoned_means_the_caller_left_before_being_served(fields: dict[str, Any], abandoned: bool) -> None:
+    assert outcomes.abandoned(_report(**fields)) is abandoned
+
+
+def test_an_epoch_is_the_weights_as_shares_and_a_late_call_of_the_old_weights_stays_out() -> None:
+    assert epoch_of({"a": 1, "b": 1}, False) == epoch_of({"a": 50, "b": 50, "c": 0}, False)
+    assert epoch_of({"a": 1, "b": 1}, False) != epoch_of({"a": 1, "b": 3}, False)
+    assert epoch_of({"a": 1}, False) != epoch_of({"a": 1}, True)
+    replay = EpochReplay(ExperimentSpec(), "safe", ["cand", "safe"])
+    replay.feed(_call(10.0, "safe") | {"epoch": "old", "started": 5.0})
+    replay.feed(_call(20.0, "cand") | {"epoch": "new", "started": 15.0})
+    replay.feed(_call(21.0, "safe") | {"epoch": "old", "started": 8.0})  # drawn before the change, ended after it
+    assert replay.epoch == "new" and replay.experiment.arms["safe"].calls == 0
+    replay.feed(_call(30.0, "safe") | {"epoch": "old", "started": 25.0})  # the weights went back: a new epoch
+    assert replay.epoch == "old" and replay.experiment.arms["safe"].calls == 1
