@@ -391,6 +391,8 @@ def prime(
             VARIANT_COST.labels(dp, name)
             VARIANT_PRICED_CALLS.labels(dp, name)
             ROLLBACKS.labels(dp, name)
+            for action in ("rollback", "promote"):
+                ROLLOUT_DECISIONS.labels(dp, name, action)
     REDIS_QUEUE_DEPTH.set(0)
     REDIS_DROPPED_WRITES.inc(0)
     for part in ("redis", "report", "recording", "rollout", "spool"):
