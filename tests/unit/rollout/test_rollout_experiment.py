@@ -17,6 +17,7 @@ from bridge import events as ev
 from bridge.call.report import CallReport
 from bridge.dialplan import check_file, load_dialplans
 from bridge.rollout.experiment import (
+    Decision,
     Experiment,
     ExperimentSpec,
     GuardrailSetting,
@@ -26,6 +27,8 @@ from bridge.rollout.experiment import (
     replay,
 )
 from bridge.rollout.outcomes import RECORD_FIELDS, EpochReplay, epoch_of
+from bridge.rollout.policy import RolloutFlag, RolloutSpec, Variant
+from bridge.rollout.records import decision_changes, next_step
 from bridge.serve import outcome as outcomes
 from bridge.serve.outcome import outcome_record
 
@@ -314,3 +317,30 @@ def test_an_epoch_is_the_weights_as_shares_and_a_late_call_of_the_old_weights_st
     assert replay.epoch == "new" and replay.experiment.arms["safe"].calls == 0
     replay.feed(_call(30.0, "safe") | {"epoch": "old", "started": 25.0})  # the weights went back: a new epoch
     assert replay.epoch == "old" and replay.experiment.arms["safe"].calls == 1
+
+
+# ---------------------------------------------------------------------------------------------- what decisions change
+def _rollout(steps: tuple[float, ...]) -> RolloutSpec:
+    return RolloutSpec(
+        safe="safe",
+        variants=(
+            Variant(name="cand", dialect="ga", model="m2"),
+            Variant(name="safe", dialect="ga", model="m", weight=100),
+        ),
+        experiment=ExperimentSpec(auto_promote=steps),
+    )
+
+
+def test_auto_promote_moves_the_candidate_one_step_and_only_on_the_epoch_it_decided_on() -> None:
+    spec = _rollout((5, 25, 50, 100))
+    flag = RolloutFlag(weights={"cand": 5, "safe": 95})
+    promote = Decision(1.0, "cand", "promote", "not worse", {"epoch": epoch_of(flag.weights, False)})
+    assert decision_changes(spec, promote, flag) == {"weights": {"cand": 25, "safe": 75}}
+    at_half = RolloutFlag(weights={"cand": 1, "safe": 1})
+    assert next_step(spec, at_half, "cand") == {"cand": 100, "safe": 0}
+    assert next_step(spec, RolloutFlag(weights={"cand": 100, "safe": 0}), "cand") is None
+    moved = RolloutFlag(weights={"cand": 25, "safe": 75})  # another worker took the step already
+    assert decision_changes(spec, promote, moved) is None
+    rollback = Decision(1.0, "cand", "rollback", "worse", {"epoch": epoch_of(moved.weights, False)})
+    assert decision_changes(spec, rollback, moved) == {"weights": {"cand": 0.0, "safe": 100.0}}
+    assert decision_changes(spec, rollback, moved.model_copy(update={"kill": True})) is None
