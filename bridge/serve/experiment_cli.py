@@ -17,13 +17,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from bridge.errors import ConfigError
 from bridge.rollout import records
-from bridge.rollout.outcomes import evaluate
+from bridge.rollout.outcomes import EpochReplay, evaluate, in_time_order
 from bridge.rollout.policy import RolloutSpec
 from bridge.rollout.store import RolloutStore
 
@@ -74,15 +75,62 @@ def _human(result: dict[str, Any], dialplan: str, spec: RolloutSpec) -> str:
         when = dt.datetime.fromtimestamp(float(d["t"]), dt.UTC).isoformat(timespec="seconds")
         lines.append(f"  {when}  {d['action']:<8} {d['variant']}: {d['reason']}")
     lines.append("estimates (the last epoch; difference from the safe variant with its always-valid 95 % interval):")
-    for variant, metrics in result["estimates"].items():
-        lines.append(f"  {variant}{' (safe)' if variant == spec.safe else ''}: {metrics['calls']} calls")
+    lines += estimate_lines(result["estimates"], spec.safe, colour=sys.stdout.isatty())
+    return "\n".join(lines)
+
+
+BAR_WIDTH = 21  # characters of the interval bar; its middle is "no difference"
+RED, GREEN, PLAIN = "\033[31m", "\033[32m", "\033[0m"
+
+
+def bar(lo: float, hi: float, scale: float) -> str:
+    """The interval ``[lo, hi]`` drawn on ``[-scale, scale]``: ``=`` over the interval, ``|`` at zero."""
+    half = BAR_WIDTH // 2
+    cells = [" "] * BAR_WIDTH
+
+    def at(x: float) -> int:
+        return max(0, min(BAR_WIDTH - 1, half + round(x / scale * half))) if scale > 0 else half
+
+    for i in range(at(lo), at(hi) + 1):
+        cells[i] = "="
+    cells[half] = "|"
+    return "[" + "".join(cells) + "]"
+
+
+def estimate_lines(estimates: dict[str, Any], safe: str, colour: bool) -> list[str]:
+    """Each metric per variant: its value, and a candidate's difference from the safe variant with its always-valid
+    95 % interval, drawn as a bar (coloured only when the interval excludes zero: red worse, green better), and
+    about how many more candidate calls the engine needs to decide it."""
+    lines: list[str] = []
+    for variant, metrics in estimates.items():
+        lines.append(f"  {variant}{' (safe)' if variant == safe else ''}: {metrics['calls']} calls")
         for name, m in metrics.items():
             if name == "calls" or m["value"] is None:
                 continue
-            vs = m.get("vs_safe")
-            diff = "" if not vs else f"  diff {vs['diff']:+.4g} [{vs['ci95'][0]:+.4g}, {vs['ci95'][1]:+.4g}]"
-            lines.append(f"    {name:<18} {m['value']:.4g}{diff}")
-    return "\n".join(lines)
+            vs, text = m.get("vs_safe"), f"    {name:<18} {m['value']:>10.4g}"
+            if vs:
+                lo, hi = vs["ci95"]
+                drawn = bar(lo, hi, max(abs(lo), abs(hi)) or 1.0)
+                if colour and (lo > 0 or hi < 0):
+                    drawn = f"{RED if lo > 0 else GREEN}{drawn}{PLAIN}"
+                text += f"  diff {vs['diff']:+.4g} [{lo:+.4g}, {hi:+.4g}] {drawn}"
+            if m.get("more_calls"):
+                text += f"  about {m['more_calls']} more candidate calls to decide"
+            lines.append(text)
+    return lines
+
+
+async def show_experiment(store: RolloutStore, dialplan: str, spec: RolloutSpec) -> tuple[dict[str, Any], str]:
+    """The current epoch's decisions and estimates (``rollout show``), as JSON and as text."""
+    replay = EpochReplay(spec.experiment, spec.safe, spec.names)
+    for record in in_time_order(await records.read(store.client, dialplan)):
+        replay.feed(record)
+    estimates = replay.experiment.estimates()
+    decided = [d.to_json() for epoch, d in replay.decisions if epoch == replay.epoch]
+    text = [f"experiment (calls since the weights last changed; alpha {spec.experiment.alpha}):"]
+    text += [f"  decided: {d['action']} {d['variant']}: {d['reason']}" for d in decided]
+    text += estimate_lines(estimates, spec.safe, colour=sys.stdout.isatty())
+    return {"epoch": replay.epoch, "decisions": decided, "estimates": estimates}, "\n".join(text)
 
 
 def run_evaluate(dialplan: str, spec: RolloutSpec, path: Path, as_json: bool) -> int:

@@ -333,6 +333,9 @@ async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Pla
         refused = await refusals.refused(store, name) if store is not None else {}
         stored = None if store is None else stored_flag is not None
         shown = Shown(name, spec, flag, voice, stored, window, audit, known=name in plans, refused=refused)
+        experiment, experiment_text = (
+            await experiment_cli.show_experiment(store, name, spec) if store is not None else (None, "")
+        )
         out.append(
             {
                 "dialplan": name,
@@ -343,9 +346,10 @@ async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Pla
                 "flag": _flag_json(flag),
                 "window": None if window is None else {n: s.to_json() for n, s in window.items()},
                 "audit": [e.to_json() for e in audit],
+                "experiment": experiment,
             }
         )
-        texts.append(describe(shown, today))
+        texts.append("\n".join(t for t in (describe(shown, today), experiment_text) if t))
     if args.json:
         print(json.dumps({"dialplans": out}, indent=2))
     elif not texts:

@@ -161,6 +161,21 @@ async def test_the_live_experiment_rolls_back_once_and_evaluate_on_the_records_t
     assert lo <= cand["failure_rate"]["vs_safe"]["diff"] <= hi
     assert "vs_safe" not in result["estimates"]["safe"]["failure_rate"]
     assert await raw.exists(keys.rollout_records("support"))
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [*cli, "show", "support", "--redis-url", redis_server.url, "--dialplans", str(folder), "--json"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    [plan] = json.loads(shown.stdout)["dialplans"]
+    # no call since the rollback yet: the last epoch is the one that decided
+    assert [(d["variant"], d["action"]) for d in plan["experiment"]["decisions"]] == [("cand", "rollback")]
+    assert plan["experiment"]["estimates"]["cand"]["calls"] == live.evidence["calls"]["cand"]
+    text = await asyncio.to_thread(
+        subprocess.run, [*cli, "show", "support", "--redis-url", redis_server.url, "--dialplans", str(folder)],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert "experiment (calls since the weights last changed" in text.stdout and "decided: rollback cand" in text.stdout
+    assert "failure_rate" in text.stdout and " diff +" in text.stdout and "[" in text.stdout
 
 
 def _no_redis() -> dict[str, str]:
