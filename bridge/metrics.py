@@ -149,6 +149,13 @@ ROLLOUT_DECISIONS = Counter(
     "Decisions of a rollout's experiment on evidence (bridge.rollout.experiment): action rollback or promote",
     ["dialplan", "variant", "action"],
 )
+ROLLOUT_ESTIMATE = Gauge(
+    f"{NS}_rollout_estimate",
+    "A rollout experiment's estimate over the calls since the weights last changed, as this worker last computed "
+    "it: stat value (the variant's), diff, ci95_low, ci95_high (a candidate's difference from the safe variant "
+    "and its always-valid 95 % interval)",
+    ["dialplan", "variant", "metric", "stat"],
+)
 ROLLOUT_WEIGHT = Gauge(
     f"{NS}_rollout_weight",
     "Each rollout variant's current share of new calls, percent (its weight in the flag; the kill switch: 0 or 100), "
@@ -554,3 +561,17 @@ def breakers_open() -> list[str]:
         if family.name == BREAKER_OPEN._name:
             out += [smp.labels["worker"] for smp in family.samples if smp.value >= 1 and "worker" in smp.labels]
     return sorted(set(out), key=lambda w: (len(w), w))
+
+
+def export_estimates(dialplan: str, estimates: Mapping[str, Mapping[str, Any]]) -> None:
+    """A rollout experiment's estimates (``bridge.rollout.experiment.Experiment.estimates``) as gauges."""
+    for variant, metrics in estimates.items():
+        for metric, m in metrics.items():
+            if not isinstance(m, Mapping) or m.get("value") is None:
+                continue
+            ROLLOUT_ESTIMATE.labels(dialplan, variant, metric, "value").set(float(m["value"]))
+            vs = m.get("vs_safe")
+            if vs:
+                ROLLOUT_ESTIMATE.labels(dialplan, variant, metric, "diff").set(float(vs["diff"]))
+                ROLLOUT_ESTIMATE.labels(dialplan, variant, metric, "ci95_low").set(float(vs["ci95"][0]))
+                ROLLOUT_ESTIMATE.labels(dialplan, variant, metric, "ci95_high").set(float(vs["ci95"][1]))

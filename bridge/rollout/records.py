@@ -168,6 +168,11 @@ class LiveExperiment:
                 out += state.replay.feed(value)
         return out
 
+    def estimates(self, dialplan: str) -> dict[str, Any]:
+        """The plan's current epoch's estimates ({} before its first call here)."""
+        state = self.plans.get(dialplan)
+        return state.replay.experiment.estimates() if state is not None else {}
+
 
 def next_step(spec: RolloutSpec, flag: RolloutFlag, candidate: str) -> dict[str, float] | None:
     """The weights of ``auto_promote``'s next step for ``candidate`` (its share in percent, the rest on the safe

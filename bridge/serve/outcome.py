@@ -108,6 +108,7 @@ class Outcomes:
         await records.append(rollouts.client, plan.name, outcome, caller, self.caller_key)
         for decision in await self.experiments.after_call(rollouts.client, plan.name, spec):
             await _apply(rollouts, plan.name, spec, decision)
+        metrics.export_estimates(plan.name, self.experiments.estimates(plan.name))
 
 
 async def _apply(rollouts: RolloutStore, plan: str, spec: RolloutSpec, decision: Decision) -> None:

@@ -344,3 +344,24 @@ def test_auto_promote_moves_the_candidate_one_step_and_only_on_the_epoch_it_deci
     rollback = Decision(1.0, "cand", "rollback", "worse", {"epoch": epoch_of(moved.weights, False)})
     assert decision_changes(spec, rollback, moved) == {"weights": {"cand": 0.0, "safe": 100.0}}
     assert decision_changes(spec, rollback, moved.model_copy(update={"kill": True})) is None
+
+
+def test_the_estimates_are_exported_as_gauges() -> None:
+    from prometheus_client import REGISTRY
+
+    from bridge import metrics
+
+    _, exp = replay(ExperimentSpec(), "safe", ["cand", "safe"], _stream(random.Random(8), 400, 0.5))
+    est = exp.estimates()
+    metrics.export_estimates("gauged", est)
+
+    def sample(variant: str, metric: str, stat: str) -> float | None:
+        labels = {"dialplan": "gauged", "variant": variant, "metric": metric, "stat": stat}
+        return REGISTRY.get_sample_value("callbridge_rollout_estimate", labels)
+
+    assert sample("safe", "failure_rate", "value") == pytest.approx(est["safe"]["failure_rate"]["value"])
+    vs = est["cand"]["greeting_ms"]["vs_safe"]
+    assert [sample("cand", "greeting_ms", s) for s in ("diff", "ci95_low", "ci95_high")] == pytest.approx(
+        [vs["diff"], *vs["ci95"]]
+    )
+    assert sample("safe", "greeting_ms", "diff") is None
