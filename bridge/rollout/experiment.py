@@ -431,18 +431,22 @@ class Experiment:
         return out
 
     def _more_calls(self, name: str, g: Guardrail) -> int | None:
-        """About how many more candidate calls (at today's share and rates) the interval needs to exclude zero."""
+        """About how many more candidate calls (at today's share and rates) the guardrail needs to decide: its
+        interval above zero (worse) or below its limit (not worse by the margin), whichever is nearer. 0: decided;
+        None: no difference to find either way (the estimate sits on the limit)."""
         b = self.bounds(name, g, self.spec.test_alpha)
-        if b is None or b.lo > 0 or name in self.decided:
-            return None if b is not None else max(0, self.spec.min_calls - self.arms[name].sums[g.name].n)
-        gap = abs(b.diff)
-        if gap == 0:
+        if b is None:
+            have = min(self.arms[name].sums[g.name].n, self.arms[self.safe].sums[g.name].n)
+            return max(0, self.spec.min_calls - have)
+        limit = 0.0 if g.kind is Kind.LATENCY else dict((x.name, m) for x, m in self.spec.active)[g.name]
+        if b.lo > 0 or b.hi < limit:
+            return 0
+        gap = max(b.diff, limit - b.diff)  # to the nearer decision: the estimate's distance from its line
+        if gap <= 0:
             return None
-        # The half width shrinks about as 1/sqrt(calls): more calls k*n where half_width(k) = |diff|.
-        w = b.diff - b.lo
-        k = (w / gap) ** 2
-        n = self.arms[name].sums[g.name].n
-        return math.ceil(n * (k - 1)) if k > 1 else 0
+        # The half width shrinks about as 1/sqrt(calls): k times the calls so far bring it down to the gap.
+        k = ((b.hi - b.lo) / 2 / gap) ** 2
+        return math.ceil(self.arms[name].sums[g.name].n * (k - 1)) if k > 1 else 0
 
 
 def _round(x: float) -> float:

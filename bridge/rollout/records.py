@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from bridge.errors import redact
 from bridge.rollout.experiment import Decision
-from bridge.rollout.outcomes import EpochReplay, epoch_of
+from bridge.rollout.outcomes import EpochReplay, epoch_of, in_time_order
 from bridge.rollout.policy import RolloutFlag, RolloutSpec, has_digits, normalize_number
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
@@ -132,6 +132,17 @@ async def read(client: aioredis.Redis, dialplan: str, since: float | None = None
         else:
             records[entry_id] = {"id": entry_id, **value}
     return list(records.values())
+
+
+async def current(client: aioredis.Redis, dialplan: str, spec: RolloutSpec) -> dict[str, Any]:
+    """The plan's current epoch as the workers judge it: its fingerprint, its decisions and the estimates
+    (``rollout show``, the console's rollout card). Raises StoreUnavailable."""
+    replay = EpochReplay(spec.experiment, spec.safe, spec.names)
+    for record in in_time_order(await read(client, dialplan)):
+        replay.feed(record)
+    decided = [d.to_json() for epoch, d in replay.decisions if epoch == replay.epoch]
+    return {"epoch": replay.epoch, "alpha": spec.experiment.alpha, "decisions": decided,
+            "estimates": replay.experiment.estimates()}
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 
 from bridge.errors import ConfigError
 from bridge.rollout import records
-from bridge.rollout.outcomes import EpochReplay, evaluate, in_time_order
+from bridge.rollout.outcomes import evaluate
 from bridge.rollout.policy import RolloutSpec
 from bridge.rollout.store import RolloutStore
 
@@ -122,15 +122,11 @@ def estimate_lines(estimates: dict[str, Any], safe: str, colour: bool) -> list[s
 
 async def show_experiment(store: RolloutStore, dialplan: str, spec: RolloutSpec) -> tuple[dict[str, Any], str]:
     """The current epoch's decisions and estimates (``rollout show``), as JSON and as text."""
-    replay = EpochReplay(spec.experiment, spec.safe, spec.names)
-    for record in in_time_order(await records.read(store.client, dialplan)):
-        replay.feed(record)
-    estimates = replay.experiment.estimates()
-    decided = [d.to_json() for epoch, d in replay.decisions if epoch == replay.epoch]
+    now = await records.current(store.client, dialplan, spec)
     text = [f"experiment (calls since the weights last changed; alpha {spec.experiment.alpha}):"]
-    text += [f"  decided: {d['action']} {d['variant']}: {d['reason']}" for d in decided]
-    text += estimate_lines(estimates, spec.safe, colour=sys.stdout.isatty())
-    return {"epoch": replay.epoch, "decisions": decided, "estimates": estimates}, "\n".join(text)
+    text += [f"  decided: {d['action']} {d['variant']}: {d['reason']}" for d in now["decisions"]]
+    text += estimate_lines(now["estimates"], spec.safe, colour=sys.stdout.isatty())
+    return now, "\n".join(text)
 
 
 def run_evaluate(dialplan: str, spec: RolloutSpec, path: Path, as_json: bool) -> int:
