@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 WRITE_TIMEOUT_S = 2.0
+SHOWN_RECORDS = 50_000  # the most recent records ``rollout show`` and the console read for the current epoch
 AUTO_DECISION_WHO = "auto-experiment"
 
 
@@ -117,11 +118,18 @@ def _entries(raw: Any) -> list[tuple[str, dict[str, Any] | str]]:
     return out
 
 
-async def read(client: aioredis.Redis, dialplan: str, since: float | None = None) -> list[dict[str, Any]]:
-    """A plan's records in the order they were written (ended at ``since`` or later), repeat marks folded in."""
+async def read(
+    client: aioredis.Redis, dialplan: str, since: float | None = None, last: int | None = None
+) -> list[dict[str, Any]]:
+    """A plan's records in the order they were written (ended at ``since`` or later; only the ``last`` entries if
+    given), repeat marks folded in."""
     start = "-" if since is None else str(max(0, int(since * 1000)))
     try:
-        raw = await client.xrange(keys.rollout_records(dialplan), min=start, max="+")
+        stream = keys.rollout_records(dialplan)
+        if last is None:
+            raw = await client.xrange(stream, min=start, max="+")
+        else:
+            raw = list(reversed((await client.xrevrange(stream, max="+", min=start, count=last)) or []))
     except (RedisError, OSError) as exc:
         raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from None
     records: dict[str, dict[str, Any]] = {}
@@ -138,11 +146,15 @@ async def current(client: aioredis.Redis, dialplan: str, spec: RolloutSpec) -> d
     """The plan's current epoch as the workers judge it: its fingerprint, its decisions and the estimates
     (``rollout show``, the console's rollout card). Raises StoreUnavailable."""
     replay = EpochReplay(spec.experiment, spec.safe, spec.names)
-    for record in in_time_order(await read(client, dialplan)):
+    for record in in_time_order(await read(client, dialplan, last=SHOWN_RECORDS)):
         replay.feed(record)
     decided = [d.to_json() for epoch, d in replay.decisions if epoch == replay.epoch]
-    return {"epoch": replay.epoch, "alpha": spec.experiment.alpha, "decisions": decided,
-            "estimates": replay.experiment.estimates()}
+    return {
+        "epoch": replay.epoch,
+        "alpha": spec.experiment.alpha,
+        "decisions": decided,
+        "estimates": replay.experiment.estimates(),
+    }
 
 
 @dataclass
