@@ -168,6 +168,18 @@ WEBHOOKS_OLDEST_PENDING = Gauge(
 ROLLBACKS = Counter(
     f"{NS}_rollout_rollbacks", "Automatic rollbacks of a variant's weight to the safe variant", ["dialplan", "variant"]
 )
+ROLLOUT_DECISIONS = Counter(
+    f"{NS}_rollout_decisions",
+    "Decisions of a rollout's experiment on evidence (bridge.rollout.experiment): action rollback or promote",
+    ["dialplan", "variant", "action"],
+)
+ROLLOUT_ESTIMATE = Gauge(
+    f"{NS}_rollout_estimate",
+    "A rollout experiment's estimate over the calls since the weights last changed, as this worker last computed "
+    "it: stat value (the variant's), diff, ci95_low, ci95_high (a candidate's difference from the safe variant "
+    "and its always-valid 95 % interval)",
+    ["dialplan", "variant", "metric", "stat"],
+)
 ROLLOUT_WEIGHT = Gauge(
     f"{NS}_rollout_weight",
     "Each rollout variant's current share of new calls, percent (its weight in the flag; the kill switch: 0 or 100), "
@@ -426,6 +438,8 @@ def prime(
             VARIANT_COST.labels(dp, name)
             VARIANT_PRICED_CALLS.labels(dp, name)
             ROLLBACKS.labels(dp, name)
+            for action in ("rollback", "promote"):
+                ROLLOUT_DECISIONS.labels(dp, name, action)
     REDIS_QUEUE_DEPTH.set(0)
     REDIS_DROPPED_WRITES.inc(0)
     for part in ("redis", "report", "recording", "rollout", "spool"):
@@ -594,3 +608,17 @@ def breakers_open() -> list[str]:
         if family.name == BREAKER_OPEN._name:
             out += [smp.labels["worker"] for smp in family.samples if smp.value >= 1 and "worker" in smp.labels]
     return sorted(set(out), key=lambda w: (len(w), w))
+
+
+def export_estimates(dialplan: str, estimates: Mapping[str, Mapping[str, Any]]) -> None:
+    """A rollout experiment's estimates (``bridge.rollout.experiment.Experiment.estimates``) as gauges."""
+    for variant, metrics in estimates.items():
+        for metric, m in metrics.items():
+            if not isinstance(m, Mapping) or m.get("value") is None:
+                continue
+            ROLLOUT_ESTIMATE.labels(dialplan, variant, metric, "value").set(float(m["value"]))
+            vs = m.get("vs_safe")
+            if vs:
+                ROLLOUT_ESTIMATE.labels(dialplan, variant, metric, "diff").set(float(vs["diff"]))
+                ROLLOUT_ESTIMATE.labels(dialplan, variant, metric, "ci95_low").set(float(vs["ci95"][0]))
+                ROLLOUT_ESTIMATE.labels(dialplan, variant, metric, "ci95_high").set(float(vs["ci95"][1]))

@@ -41,6 +41,7 @@ class Faults:
     beta_disabled: bool = False  # the beta header gets beta_api_shape_disabled + close 4000, as the service today
     refuse_models: str = ""  # comma-separated model patterns (fnmatch) whose WebSocket upgrade fails with ...
     refuse_status: int = 503  # ... this HTTP status, before any session (a connect failure for that model)
+    refuse_share: float = 1.0  # the share of those connections refused, drawn per connection (seeded by ``seed``)
     # comma-separated model patterns (fnmatch) the service has retired: answered as the service answers a model it
     # refuses (Realtime: ``error`` model_not_found, then close 4000; GPT-Live: invalid_model), not as an outage
     retire_models: str = ""
@@ -49,10 +50,16 @@ class Faults:
         """Is ``model`` retired (the ``retire_models`` fault)?"""
         return any(fnmatch.fnmatchcase(model, p.strip()) for p in self.retire_models.split(",") if p.strip())
 
-    def refusal_status(self, model: str) -> int | None:
-        """The HTTP status the upgrade of a connection for ``model`` fails with, or None."""
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.refuse_share <= 1.0:
+            raise ValueError(f"setting 'refuse_share': a share in [0, 1], got {self.refuse_share!r}")
+
+    def refusal_status(self, model: str, draw: float = 0.0) -> int | None:
+        """The HTTP status the upgrade of a connection for ``model`` fails with, or None; ``draw`` is the
+        connection's uniform draw in [0, 1) against ``refuse_share``."""
         patterns = [p.strip() for p in self.refuse_models.split(",") if p.strip()]
-        return self.refuse_status if any(fnmatch.fnmatchcase(model, p) for p in patterns) else None
+        matched = any(fnmatch.fnmatchcase(model, p) for p in patterns)
+        return self.refuse_status if matched and draw < self.refuse_share else None
 
 
 REPLY_AUDIO: Final = frozenset({"tone", "silence"})

@@ -31,6 +31,7 @@ import contextlib
 import fnmatch
 import json
 import logging
+import random
 import ssl
 import time
 from collections import deque
@@ -109,6 +110,7 @@ class EmulatorServer(Service):
         self.annotations = Annotations.parse(annotations)
         self.sessions: list[SessionRecord] = []
         self.refused: list[dict[str, Any]] = []  # upgrades refused by the refuse_models fault: t, model, status
+        self._refuse_draws = random.Random(self.settings.seed)  # refuse_share's draws, one per connection
         self._live: dict[str, Connection] = {}
         self.pending: deque[_Pending] = deque()
         self._runner: web.AppRunner | None = None
@@ -268,7 +270,7 @@ class EmulatorServer(Service):
         initial = secret.sessions.get(dialect) if secret is not None else None
         if not model and initial is not None:
             model = str(initial.get("model") or "")
-        status = settings.faults.refusal_status(model or dialect.default_model)
+        status = settings.faults.refusal_status(model or dialect.default_model, self._refuse_draws.random())
         if status is not None:  # the refuse_models fault: the upgrade itself fails, as when the service is down
             self.refused.append({"t": time.time(), "model": model, "status": status})
             return http_error(status, "emulator_refused", f"Emulator: connections for {model!r} are refused.")

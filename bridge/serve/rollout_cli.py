@@ -9,6 +9,8 @@
                            [--config YAML] [--dialplans DIR] [--redis-url URL]
     callbridge rollout export [FILE]                 every stored flag, refusal and audit entry, as JSON
     callbridge rollout import FILE [--replace]       put them back (bridge/rollout/backup.py)
+    callbridge rollout records DIALPLAN [--since 7d]  the plan's outcome records as JSON lines (experiment_cli.py)
+    callbridge rollout evaluate DIALPLAN --dialplans DIR --records FILE [--json]   their replay, no Redis
 
 The settings are ``serve``'s: its settings file (``--config``, default ``$CALLBRIDGE_CONFIG``) and its variables
 (``CALLBRIDGE_REDIS_URL``, ``REDIS_URL``, their ``_FILE`` forms, ``CALLBRIDGE_DIALPLANS``, ...); ``--redis-url`` and
@@ -63,6 +65,7 @@ from bridge.rollout.policy import (
     shares,
 )
 from bridge.rollout.store import AuditEntry, RolloutStore
+from bridge.serve import experiment_cli
 from bridge.store.connection import StoreUnavailable
 from bridge.supervisor.remote import ApiClient, ApiError, add_api_flags, api_token
 
@@ -119,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("file", type=Path, help="the backup")
     restore.add_argument("--replace", action="store_true", help="also over flags stored since (audited)")
     restore.add_argument("--who", help="who restores (default: the login name)")
+    recs = sub.add_parser("records", parents=[common], help="a plan's outcome records, one JSON line per call")
+    recs.add_argument("dialplan", help="the rollout dialplan")
+    recs.add_argument("--since", help="records of calls that ended since: 7d, 24h, 30m, 90s or an ISO 8601 time")
+    ev = sub.add_parser("evaluate", parents=[common], help="replay records through the decision engine (no Redis)")
+    ev.add_argument("dialplan", help="the rollout dialplan whose experiment settings apply")
+    ev.add_argument("--records", type=Path, required=True, help="a JSON-lines file written by rollout records")
     return parser
 
 
@@ -333,6 +342,9 @@ async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Pla
         refused = await refusals.refused(store, name) if store is not None else {}
         stored = None if store is None else stored_flag is not None
         shown = Shown(name, spec, flag, voice, stored, window, audit, known=name in plans, refused=refused)
+        experiment, experiment_text = (
+            await experiment_cli.show_experiment(store, name, spec) if store is not None else (None, "")
+        )
         out.append(
             {
                 "dialplan": name,
@@ -343,9 +355,10 @@ async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Pla
                 "flag": _flag_json(flag),
                 "window": None if window is None else {n: s.to_json() for n, s in window.items()},
                 "audit": [e.to_json() for e in audit],
+                "experiment": experiment,
             }
         )
-        texts.append(describe(shown, today))
+        texts.append("\n".join(t for t in (describe(shown, today), experiment_text) if t))
     if args.json:
         print(json.dumps({"dialplans": out}, indent=2))
     elif not texts:
@@ -433,6 +446,13 @@ def _login() -> str:
         return "unknown"
 
 
+def _plan(args: argparse.Namespace, plans: Plans) -> RolloutSpec:
+    if args.dialplan not in plans:
+        where = f"{args.dialplans} (--dialplans)"
+        raise ConfigError(f"rollout {args.dialplan}", "dialplan", f"no rollout dialplan of that name in {where}")
+    return plans[args.dialplan][0]
+
+
 async def _run(args: argparse.Namespace, url: str | None, plans: Plans, key: bytes | None = None) -> int:
     specs = {n: s for n, (s, _) in plans.items()}
     store = RolloutStore(url, specs=specs, read_timeout_s=2.0, key=key) if url else None
@@ -442,12 +462,12 @@ async def _run(args: argparse.Namespace, url: str | None, plans: Plans, key: byt
         assert store is not None  # main() asks for a URL before anything else
         if args.action in {"export", "import"}:
             return await _backup(store, args)
-        if args.dialplan not in plans:
-            where = f"{args.dialplans} (--dialplans)"
-            raise ConfigError(f"rollout {args.dialplan}", "dialplan", f"no rollout dialplan of that name in {where}")
+        spec = _plan(args, plans)
+        if args.action == "records":
+            return await experiment_cli.print_records(store, args.dialplan, args.since)
         if args.action == "unrefuse":
-            return await _unrefuse(store, args, plans[args.dialplan][0])
-        return await _set(store, args, plans[args.dialplan][0])
+            return await _unrefuse(store, args, spec)
+        return await _set(store, args, spec)
     finally:
         if store is not None:
             await store.close()
@@ -459,15 +479,17 @@ def main(argv: list[str]) -> int:
     try:
         if args.action == "set":
             check_set_args(args)
-        if args.api and args.action in {"export", "import"}:
-            raise UsageError("export and import go to Redis itself, not through --api")
+        if args.api and args.action in {"export", "import", "records", "evaluate"}:
+            raise UsageError(f"{args.action} goes to Redis (or a file) itself, not through --api")
         if args.api:
             return asyncio.run(_via_api(args, api_token(args)))
         settings = load_settings(args.config, redis_url=args.redis_url, dialplans=args.dialplans)
         url, args.dialplans = settings.redis_url, settings.dialplans
+        plans = load_plans(args.dialplans, required=args.action not in {"export", "import"})
+        if args.action == "evaluate":
+            return experiment_cli.run_evaluate(args.dialplan, _plan(args, plans), args.records, args.json)
         if url is None and args.action != "show":
             raise UsageError(NO_REDIS)
-        plans = load_plans(args.dialplans, required=args.action not in {"export", "import"})
         return asyncio.run(_run(args, url, plans, settings.rollout_signing_key))
     except UsageError as exc:
         print(f"{PROG} {args.action}: {exc}", file=sys.stderr)

@@ -43,6 +43,7 @@ from bridge.runtime.memory import CycleCollector
 from bridge.runtime.metronome import for_loop as metronome_for
 from bridge.runtime.sched import use_realtime
 from bridge.runtime.secrets import forget_environment, read_from_fd
+from bridge.serve import outcome
 from bridge.serve.actions import CallActions
 from bridge.serve.breaker import Breaker
 from bridge.serve.listen import ListenHub
@@ -193,6 +194,7 @@ class Worker:
         listen_key = settings.listen_key.get_secret_value() if settings.listen_key else None
         self.dialogs = DialogSeal.under(listen_key)  # seals the calls' stored dialogs (bridge/store/dialogseal.py)
         self.hooks = CallHooks.of(settings, lambda: self.plans)  # the calls' webhook events (serve/webhooks.py)
+        self.outcomes = outcome.Outcomes(listen_key)  # each call's outcome record; each rollout plan's experiment
 
     def reload_plans(self) -> None:
         """The dialplans read again (serve's SIGHUP); a call keeps the plan it started with."""
@@ -451,8 +453,7 @@ class Worker:
         self.hooks.ended(call.call_id, report, vc.report_fields())  # call.ended, signed, to the plan's webhooks
         if self.rollouts is not None and plan.rollout_spec is not None:
             await self.rollouts.record_call(plan.name, vc.decision.variant, record)
-            for rollback in await self.rollouts.check_rollback(plan.name):
-                metrics.ROLLBACKS.labels(plan.name, rollback.variant).inc()
+            await self.outcomes.after_call(self.rollouts, plan, call.caller, vc, report, record)
 
     def _connected(self, exc: ConnectError | None) -> None:
         """Each Realtime open's outcome: the breaker, and one log line per failure cause (URL, status, no key)."""

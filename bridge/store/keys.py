@@ -20,6 +20,14 @@ key                                          type        holds                  
                                                          JSON), score = time
 ``cb:{rollout}:refused:<dialplan>``          hash        variant -> JSON {model, code, at}: variants     none
                                                          whose model the service refused
+``cb:{rollout}:records:<dialplan>``          stream      one outcome record per finished call (``r``,    RECORDS_TTL_S;
+                                                         JSON) or a repeat mark (``repeat_of``: an id)   capped
+                                                         (``bridge.rollout.records``)                    RECORDS_MAXLEN
+``cb:{rollout}:caller:<dp>:<caller hash>``   string      the record id of the caller's last call (keyed  REPEAT_WINDOW_S
+                                                         hash of the number, never the number)
+``cb:{rollout}:decided:<dialplan>``          hash        ``<epoch>:<variant>`` -> the decision taken     RECORDS_TTL_S
+                                                         (one audit entry per decision, whatever the
+                                                         number of workers)
 ``cb:{listen}:audit``                        stream      every listen-in: who, which call, start, stop   none; capped
                                                                                                          AUDIT_MAXLEN
 ``cb:{actions}:audit``                       stream      every supervisor action on a call: who, what,   none; capped
@@ -116,6 +124,9 @@ ROLLOUT_AUDIT: Final = f"{PREFIX}:{ROLLOUT_TAG}:audit"
 AUDIT_MAXLEN: Final = 10_000  # approximate cap of the audit stream (years of human changes)
 HEALTH_RETENTION_S: Final = 3600  # calls older than this are trimmed; the longest allowed rollback window
 HEALTH_TTL_S: Final = 2 * HEALTH_RETENTION_S  # a window nobody writes to any more disappears by itself
+RECORDS_MAXLEN: Final = 200_000  # approximate cap of a plan's outcome records (weeks of a busy plan)
+RECORDS_TTL_S: Final = 35 * 86400  # a plan nobody calls any more loses its records after five weeks
+REPEAT_WINDOW_S: Final = 72 * 3600  # a call back within this is a repeat call (first-contact resolution)
 
 
 # ------------------------------------------------------------------------------------------------ listen-in
@@ -158,6 +169,21 @@ def rollout_flag(dialplan: str) -> str:
 def rollout_refused(dialplan: str) -> str:
     """The variants of one dialplan whose model the service refused (``bridge.rollout.refusals``)."""
     return ":".join((PREFIX, ROLLOUT_TAG, "refused", dialplan))
+
+
+def rollout_records(dialplan: str) -> str:
+    """A rollout plan's outcome records, one per finished call (``bridge.rollout.records``)."""
+    return ":".join((PREFIX, ROLLOUT_TAG, "records", dialplan))
+
+
+def rollout_caller(dialplan: str, caller_hash: str) -> str:
+    """The id of the record of a caller's last call of a plan; ``caller_hash`` is a keyed hash (hex)."""
+    return ":".join((PREFIX, ROLLOUT_TAG, "caller", dialplan, caller_hash))
+
+
+def rollout_decided(dialplan: str) -> str:
+    """The decisions of a plan's experiment, one field per epoch and variant."""
+    return ":".join((PREFIX, ROLLOUT_TAG, "decided", dialplan))
 
 
 def variant_calls(dialplan: str, variant: str) -> str:

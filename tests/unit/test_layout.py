@@ -33,6 +33,7 @@ PURE = (
     "bridge.events",
     "bridge.errors",
     "bridge.rollout.policy",
+    "bridge.rollout.experiment",
     "bridge.realtime.protocol",
     "bridge.realtime.dialects*",
     "bridge.call.retry",
