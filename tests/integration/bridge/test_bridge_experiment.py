@@ -31,6 +31,7 @@ from bridge.dialplan import Dialplan
 from bridge.rollout import records
 from bridge.rollout.store import RolloutStore
 from bridge.store.connection import connect
+from bridge.webhooks import queue
 
 pytestmark = [
     pytest.mark.integration,
@@ -45,6 +46,9 @@ CANARY = {
            experiment={"min_calls": 10, "tau": 1.0, "promote": False}),
     "greeting": "Greet the caller.",
     "outage": {"hold_s": 0.05, "failover": "goodbye"},  # no reconnect: a refused connect fails the call
+    # the contact center hears of each decision: queued for this endpoint (no deliverer runs in this stack)
+    "webhooks": [{"url": "https://ops.example/hooks", "secret": {"env": "CANARY_HOOK_SECRET"},
+                  "events": ["rollout.decision"], "name": "ops"}],
 }  # fmt: skip
 SPEC = Dialplan.model_validate(CANARY).rollout_spec
 BATCH, MAX_CALLS = 30, 120
@@ -92,8 +96,12 @@ async def test_a_candidate_whose_connects_fail_is_rolled_back_on_evidence(tmp_pa
         client = connect(redis.url)
         try:
             written = await records.read(client, "canary")
+            queued = [json.loads(d.body) for d in await queue.listing(client, dead=False)]
         finally:
             await client.aclose()
+        [sent] = [b["data"] for b in queued if b["type"] == "rollout.decision"]  # the decision, once, as a webhook
+        assert (sent["dialplan"], sent["variant"], sent["action"]) == ("canary", NEW, "rollback")
+        assert sent["evidence"]["breaker"] == evidence["breaker"] and sent["reason"] == entry.reason
         failed = [r for r in written if r["variant"] == NEW and r["outcome"] == "connect_failure"]
         assert failed and not [r for r in written if r["variant"] == SAFE and r["outcome"] == "connect_failure"]
         lines = await asyncio.to_thread(
