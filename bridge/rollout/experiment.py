@@ -66,7 +66,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -263,13 +263,8 @@ class Decision:
     evidence: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "t": self.t,
-            "variant": self.variant,
-            "action": self.action,
-            "reason": self.reason,
-            "evidence": self.evidence,
-        }
+        """``t``, ``variant``, ``action``, ``reason`` and ``evidence``, as ``rollout evaluate --json`` prints them."""
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
