@@ -118,7 +118,8 @@ async def _decided_step(bench: Bench, emu: Any, path: str, calls: int, as_json: 
     """One step of one path, run again while it fails, up to ``ATTEMPTS`` runs; the last run decides."""
     for attempt in range(1, ATTEMPTS + 1):
         with _collect_between_steps():
-            step = await (bench.ceiling_step(calls) if path == "ceiling" else bench.bridge_step(calls, emu, path))
+            ceiling = path in bench.ceiling_kinds
+            step = await (bench.ceiling_step(calls, path) if ceiling else bench.bridge_step(calls, emu, path))
         step.attempt = attempt
         _say(json.dumps(step.to_json()) if as_json else row(step))
         if not as_json:
