@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
         "deltas the socket brings back, read, decoded and downsampled in C (the floor of the model's I/O both ways)",
     )
     parser.add_argument(
+        "--every-step",
+        action="store_true",
+        help="run every step of every path even after one failed (to compare CPU per call at each step on a busy "
+        "machine; the capacities are then read from the pass column, not the summary's first failure)",
+    )
+    parser.add_argument(
         "--realtime-priority",
         type=int,
         default=0,
@@ -79,7 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         default=BEAT_FRAMES,
         help=f"the bridge workers' media beat in 20 ms ticks, as `serve`'s media_beat_frames (default {BEAT_FRAMES})",
     )
-    # internal roles (subprocesses of the benchmark)
+    _role_arguments(parser)
+    return parser
+
+
+def _role_arguments(parser: argparse.ArgumentParser) -> None:
+    """The internal roles' arguments (the benchmark's subprocesses), hidden from --help."""
     parser.add_argument("--role", choices=("bench", "caller", "loopback"), default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--uris", help=argparse.SUPPRESS)
     parser.add_argument("--play", help=argparse.SUPPRESS)
@@ -89,7 +100,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sink", default="", help=argparse.SUPPRESS)
     parser.add_argument("--duplex", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--record", default="", help=argparse.SUPPRESS)
-    return parser
 
 
 def _run_role(args: argparse.Namespace) -> int:
@@ -173,5 +183,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps = _steps(parser, args)
     paths = _paths(parser, args)
     return asyncio.run(
-        run_bench(steps, args.seconds, args.json, paths, args.realtime_priority, args.media_beat, args.ceiling)
+        run_bench(
+            steps,
+            args.seconds,
+            args.json,
+            paths,
+            args.realtime_priority,
+            args.media_beat,
+            args.ceiling,
+            args.every_step,
+        )
     )

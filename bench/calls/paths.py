@@ -12,6 +12,7 @@ import math
 import shutil
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,6 +123,9 @@ class Bench:
         self.log_path = log_path
         self.play = caller_wav(work / "caller.wav")
         self._tls: tuple[Path, Path] | None = None  # the srtp path's certificate and key, made when first needed
+        self.redis_url: str | None = None  # the bridge path's workers keep their calls there (bench capacity)
+        # called at the window's start and end with the time (bench capacity reads Redis and the sockets there)
+        self.on_window: Callable[[float], None] | None = None
 
     def tls_files(self) -> tuple[Path, Path]:
         """The TLS certificate of the srtp path's workers and the model_tls path's emulator (for 127.0.0.1,
@@ -148,14 +152,19 @@ class Bench:
         score_callers(step, await collect(step, callers.procs))
         return callers.start_at, callers.end_at
 
-    @staticmethod
-    async def _window(step: Step, start_at: float, end_at: float, pids: list[int], caller_pids: list[int]) -> None:
+    async def _window(
+        self, step: Step, start_at: float, end_at: float, pids: list[int], caller_pids: list[int]
+    ) -> None:
         """CPU over the window. The load callers hang up at ``end_at`` and exit, so the CPU window closes
-        ``CPU_CLOSE_EARLY_S`` before it."""
+        ``CPU_CLOSE_EARLY_S`` before it. ``on_window`` (if set) is called at both ends, with the time now."""
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         first = CpuSample.now(pids, caller_pids)
+        if self.on_window is not None:
+            self.on_window(time.monotonic())
         await asyncio.sleep(max(0.0, end_at - CPU_CLOSE_EARLY_S - time.monotonic()))
         score_cpu(step, first, CpuSample.now(pids, caller_pids))
+        if self.on_window is not None:
+            self.on_window(time.monotonic())
         score_memory(step, pids)
         step.window_s = round(end_at - start_at, 3)
 
@@ -222,6 +231,7 @@ class Bench:
             realtime_priority=self.priority,
             media_beat_frames=self.beat,
             srtp="mandatory" if srtp else "off",
+            redis_url=self.redis_url,
         )
 
     async def _start_bridge(self, system: _BridgeSystem) -> None:

@@ -50,6 +50,9 @@ class Step:
     pss_mb_per_call: float | None = None
     front_cpu_ms_per_call: float | None = None  # front path: Kamailio's CPU time per call, set-up to hang-up
     setup_ms: dict[str, float | None] = field(default_factory=dict)  # INVITE -> call up, at the callers
+    # the callers' RTP over the window, all calls: packets and payload bytes each way ("to": sent to the callers)
+    rtp_to_callers: tuple[int, int] = (0, 0)
+    rtp_from_callers: tuple[int, int] = (0, 0)
     cpu_callers_pct: float = 0.0  # all load callers together, % of one core
     cpu_machine_pct: float = 0.0  # the whole machine, % of all cores
     # ... of which stolen by the hypervisor: a noisy host stalls both paths' media clocks

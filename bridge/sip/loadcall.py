@@ -47,7 +47,7 @@ from bridge.sip.sipmsg import Transport
 from bridge.sip.transports import secure_media
 
 # The counters a snapshot takes whose change over the window is the call's result.
-COUNTERS = ("t", "rx_pkt", "rx_loss", "tx_pkt", "jb_lost", "jb_empty", "jb_discard")
+COUNTERS = ("t", "rx_pkt", "rx_loss", "tx_pkt", "rx_bytes", "tx_bytes", "jb_lost", "jb_empty", "jb_discard")
 CONTACT_HOSTPORT = re.compile(r"sips?:(?:[^@>;]*@)?([^;>]+)")  # a Contact's host:port, e.g. <sip:127.0.0.1:5061;ob>
 HANGUP_POLLS = 150  # up to 3 s in 20 ms polls for the BYEs to complete
 HANGUP_POLL_S = 0.02
@@ -192,6 +192,8 @@ class LoadCaller:
             "rx_pkt": rx.pkt,
             "rx_loss": rx.loss,
             "tx_pkt": st.rtcp.txStat.pkt,
+            "rx_bytes": rx.bytes,  # RTP payload
+            "tx_bytes": st.rtcp.txStat.bytes,
             "jb_lost": jb.lost,
             "jb_empty": jb.empty,
             "jb_discard": jb.discard,
