@@ -11,6 +11,7 @@ import select
 import socket
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pjsua2 as pj
@@ -39,30 +40,41 @@ def delta_event(pcm: bytes, spaced: bool = True) -> bytes:
     return json.dumps(event, separators=None if spaced else (",", ":")).encode()
 
 
+@dataclass
+class Bound:
+    """A port with its downlink bound to one end of a socket pair; ``model`` is the other end."""
+
+    hub: cport.NativeHub
+    port: cport.NativePort
+    downlink: cport.NativeDownlink
+    model: socket.socket
+
+
 @pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+def bound(native_lib: ctypes.CDLL) -> Iterator[Bound]:
     ours, model = socket.socketpair()
     ours.setblocking(False)
-    yield ours, model
-    ours.close()
-    model.close()
-
-
-def test_deltas_are_decoded_downsampled_and_played_frame_by_frame_without_the_loop(
-    native_lib: ctypes.CDLL, pair: tuple[socket.socket, socket.socket]
-) -> None:
-    ours, model = pair
     hub = cport.NativeHub(native_lib, lead=2)
     port = hub.new_port("t-down", conference=False)
     port.attach(None, lambda pcm, t: None)
     downlink = port.downlink(Downsampler(native=True))
     assert downlink.bind(ours.fileno(), DELTA)
+    yield Bound(hub, port, downlink, model)
+    downlink.unbind()
+    port.detach()
+    ours.close()
+    model.close()
+
+
+def test_deltas_are_decoded_downsampled_and_played_frame_by_frame_without_the_loop(bound: Bound) -> None:
+    hub, port, downlink, model = bound.hub, bound.port, bound.downlink, bound.model
     speech = tone(440.0, 0.6, rate=24000)
     parts = [speech[:9600], speech[9600:19200], speech[19200:]]  # 200 ms each
     # the deltas in both JSON spellings, another event between them, the last frame split across two writes
     wire = ws_text(delta_event(parts[0])) + ws_text(b'{"type": "response.created", "response": {}}')
     wire += ws_text(delta_event(parts[1], spaced=False))
     last = ws_text(delta_event(parts[2]))
+    hub.on_readable()  # the process's one eventfd, as other ports left it: read, and re-armed
     model.sendall(wire + last[:1000])
     heard = [cport.get_frame(port.handle) for _ in range(10)]
     model.sendall(last[1000:])
@@ -80,19 +92,10 @@ def test_deltas_are_decoded_downsampled_and_played_frame_by_frame_without_the_lo
     assert (counts.deltas, counts.frames, counts.dropped, counts.bad, counts.errno) == (3, 31, 0, 0, 0)
     assert counts.underruns == 1
     assert not select.select([hub.fd], [], [], 0)[0]
-    downlink.unbind()
-    port.detach()
 
 
-def test_the_model_closing_its_socket_ends_the_downlink_and_the_port_goes_back_to_the_loop(
-    native_lib: ctypes.CDLL, pair: tuple[socket.socket, socket.socket]
-) -> None:
-    ours, model = pair
-    hub = cport.NativeHub(native_lib, lead=2)
-    port = hub.new_port("t-down-close", conference=False)
-    port.attach(None, lambda pcm, t: None)
-    downlink = port.downlink(Downsampler(native=True))
-    assert downlink.bind(ours.fileno(), DELTA)
+def test_the_model_closing_its_socket_ends_the_downlink_and_the_port_goes_back_to_the_loop(bound: Bound) -> None:
+    hub, port, downlink, model = bound.hub, bound.port, bound.downlink, bound.model
     model.sendall(ws_text(delta_event(tone(440.0, 0.04, rate=24000))))
     model.close()
     first, second = cport.get_frame(port.handle)[1], cport.get_frame(port.handle)[1]  # 40 ms: two frames
@@ -101,4 +104,3 @@ def test_the_model_closing_its_socket_ends_the_downlink_and_the_port_goes_back_t
     late = port.counters().late_out
     assert cport.get_frame(port.handle)[1] == SILENCE  # the port is the loop's again: its ring is empty
     assert port.counters().late_out == late + 1 and select.select([hub.fd], [], [], 0)[0]
-    port.detach()
