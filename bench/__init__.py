@@ -18,6 +18,7 @@ BENCHES = {
     "soak": ("bench.soak", "concurrent SIP calls for minutes with socket drops: drops, gaps, RSS"),
     "network": ("bench.network", "calls through loss, jitter and reordering: PESQ both ways vs pjsua2's own"),
     "rollout": ("bench.rollout", "simulated rollouts through the decision engine: false rollbacks, power, coverage"),
+    "capacity": ("bench.capacity", "a call's cost measured now, and the machines for 1,000 to 100,000 calls"),
 }
 
 

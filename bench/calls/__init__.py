@@ -13,7 +13,14 @@ Two paths carry the same load, step by step (4, 8, ... ``--max-calls`` concurren
   difference. ``--ceiling stream`` loops each call back and also sends its audio to a socket (a sink in the
   bench's process) as a worker sends it to the model: the bridge's own native port and C uplink upsample, frame
   and write each frame on pjmedia's clock thread, with no Python per frame. It is what the model I/O costs at
-  least; the bench checks that the sink got every call's appends.
+  least; the bench checks that the sink got every call's appends. ``--ceiling duplex`` streams each call's audio up
+  so and plays the model's audio back as a worker does, all in C: the sink sends GA audio deltas (a 440 Hz tone, at
+  real-time pace) on the same socket, and the port's downlink reads, decodes and downsamples them on the clock
+  thread into the call's playout (the call is not looped back); the bench checks that the sink got every call's
+  appends and that every caller heard the tone. ``--ceiling loop,stream,duplex`` runs several kinds in one run (the
+  first is the ``ceiling`` path, each other a path of its own name); the summary then gives each kind's CPU per
+  call beside the workers', the duplex floor against the plain loopback (goal: at most 2.2x) and the workers against
+  the duplex floor (goal: at most 1.15x). ``--every-step`` keeps every path on every step after a failure.
 
 The load callers are the same for both: ``ceil(calls / 4)`` pjsua2 processes, each placing 4 calls that play a
 looped speech WAV through an ``AudioMediaPlayer`` (C, no Python on the media path). Every process involved runs on

@@ -37,18 +37,22 @@ SETUP_S = 4.5
 BOOT_TIMEOUT_S = 180.0  # for every load caller to be up (they boot together, about a CPU-second each)
 LOOPBACK_READY_S = 30.0  # for one loopback app to answer
 RESULT_TIMEOUT_S = 30.0  # for a load caller's rows once the window has closed
+AUDIO_DELTA = "response.output_audio.delta"  # the GA dialect's audio delta: what the duplex ceiling's sink sends
 
 
 # ------------------------------------------------------------------------------------------------------------
 # In the subprocesses
 
 
-async def run_caller(uris: list[str], play: Path, srtp: str = "off", tls_ca: str = "") -> dict[str, Any]:
+async def run_caller(
+    uris: list[str], play: Path, srtp: str = "off", tls_ca: str = "", record: Path | None = None
+) -> dict[str, Any]:
     """One load caller: boot, say it is ready, read the window, place the calls, snapshot their stream stats at
-    both ends of the window, hang up, return the rows. With ``tls_ca`` it calls ``sips:`` URIs over TLS."""
+    both ends of the window, hang up, return the rows. With ``tls_ca`` it calls ``sips:`` URIs over TLS; with
+    ``record`` (a directory) each call's audio as heard is recorded there (``call-N.wav``, N in ``uris``' order)."""
     from bridge.sip.loadcall import LoadCaller
 
-    caller = LoadCaller(play, srtp, tls_ca)
+    caller = LoadCaller(play, srtp, tls_ca, record)
     caller.start()
     # Booted: say so, and place the calls when the orchestrator says when the window is (every caller is up then).
     print(json.dumps({"ready": True}), flush=True)
@@ -64,13 +68,14 @@ async def run_caller(uris: list[str], play: Path, srtp: str = "off", tls_ca: str
     return {"calls": rows}
 
 
-async def run_loopback(port: int, play: Path | None = None, sink: str = "") -> int:
+async def run_loopback(port: int, play: Path | None = None, sink: str = "", duplex: bool = False) -> int:
     """The ceiling's callee (:class:`bridge.sip.loadcall.LoopbackCallee`) until SIGTERM or SIGINT; with ``sink``
-    (host:port), each call's audio also goes to that socket as the bridge's uplink sends it (:class:`_Streams`)."""
+    (host:port), each call's audio also goes to that socket as the bridge's uplink sends it (:class:`_Streams`);
+    with ``duplex`` too, the call is not looped back: it hears the audio the sink sends back, played in C."""
     from bridge.sip.loadcall import LoopbackCallee
 
-    streams = _Streams(sink) if sink else None
-    callee = LoopbackCallee(port, play, streams.add if streams is not None else None)
+    streams = _Streams(sink, duplex) if sink else None
+    callee = LoopbackCallee(port, play, streams.add if streams is not None else None, loop=not duplex)
     callee.start()
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -89,31 +94,41 @@ class _Streams:
     """The ``stream`` ceiling's model I/O, all in C: each call's audio, as it comes from the conference bridge, is
     upsampled, framed as a GA append and written to a TCP socket to ``sink`` on pjmedia's clock thread by the
     bridge's own native port and uplink (``bridge/native/cport.c``), as a worker sends it, with no Python per
-    frame: what sending a call's audio to a model costs at least."""
+    frame: what sending a call's audio to a model costs at least.
 
-    def __init__(self, sink: str) -> None:
+    ``duplex``: the model's audio comes back too, as a worker takes it: the sink sends GA audio deltas on the same
+    socket, and the port's downlink (``cport.c``, "Downlink") reads, decodes and downsamples them on the clock
+    thread into the playout the caller hears, again with no Python per delta or frame."""
+
+    def __init__(self, sink: str, duplex: bool = False) -> None:
         host, _, port = sink.rpartition(":")
         self.sink = (host, int(port))
+        self.duplex = duplex
         self.held: list[tuple[Any, ...]] = []
 
     def add(self, endpoint: Any, media: Any) -> None:
-        from bridge.audio import Upsampler
+        from bridge.audio import Downsampler, Upsampler
         from bridge.realtime.dialects import GA
 
         port = endpoint.acquire_port()
         port.attach(None, lambda pcm, t: None)
         sock = socket.create_connection(self.sink)
         sock.setblocking(False)
-        up = Upsampler(native=True)
+        up, down = Upsampler(native=True), Downsampler(native=True)
         uplink = port.uplink(up)
         if not (uplink.set_append(GA.append) and uplink.bind(sock.fileno())):
             raise RuntimeError("the stream ceiling needs the native port and the C upsampler")
-        port.route(media, send=False, receive=True)
-        self.held.append((port, uplink, sock, up))
+        downlink = port.downlink(down) if self.duplex else None
+        if downlink is not None and not downlink.bind(sock.fileno(), AUDIO_DELTA):
+            raise RuntimeError("the duplex ceiling needs the native port and the C downsampler")
+        port.route(media, send=self.duplex, receive=True)
+        self.held.append((port, uplink, downlink, sock, up, down))
 
     def close(self) -> None:
-        for port, uplink, sock, _ in self.held:
+        for port, uplink, downlink, sock, *_ in self.held:
             uplink.unbind()
+            if downlink is not None:
+                downlink.unbind()
             port.detach()
             sock.close()
         self.held.clear()
@@ -141,17 +156,27 @@ class Callers:
 
 
 async def boot_callers(
-    uris: list[str], play: Path, seconds: float, log_path: Path, srtp: str = "off", tls_ca: Path | None = None
+    uris: list[str],
+    play: Path,
+    seconds: float,
+    log_path: Path,
+    srtp: str = "off",
+    tls_ca: Path | None = None,
+    record: Path | None = None,
 ) -> Callers:
     """Boot the load callers, wait until every one is up, then have them all place their calls now: the
     window opens ``SETUP_S`` later and lasts ``seconds``. ``tls_ca``: the CA that verifies the callees of
-    ``sips:`` URIs (the callers speak TLS then)."""
+    ``sips:`` URIs (the callers speak TLS then); ``record``: a directory where each caller records what its calls
+    hear, in ``caller-K/`` (K: the caller's index, its calls ``call-N.wav``)."""
     procs = []
     with stderr_to(log_path):
         for i in range(0, len(uris), CALLS_PER_PROCESS):
             group = ",".join(uris[i : i + CALLS_PER_PROCESS])
             role = ["--role", "caller", "--uris", group, "--play", str(play), "--srtp-mode", srtp]
             role += ["--tls-ca", str(tls_ca)] if tls_ca is not None else []
+            if record is not None:
+                (record / f"caller-{i // CALLS_PER_PROCESS}").mkdir(parents=True, exist_ok=True)
+                role += ["--record", str(record / f"caller-{i // CALLS_PER_PROCESS}")]
             procs.append(await spawn_role(*role, stdin=True))
     try:
         await _wait_booted(procs)
@@ -208,6 +233,7 @@ async def boot_loopbacks(
     priority: int,
     log_path: Path,
     sink: str = "",
+    duplex: bool = False,
 ) -> tuple[list[int], list[str]]:
     """Start ``apps`` loopback apps one after another, each added to ``loops`` as it starts (the caller stops
     them, also those started before one failed). Returns their SIP ports and scheduling as they reported it."""
@@ -217,7 +243,9 @@ async def boot_loopbacks(
         for _ in range(apps):
             args = ["--role", "loopback", "--port", str(free_port_block(1)), "--realtime-priority", str(priority)]
             args += ["--play", str(play)] if play is not None else []
-            proc = await spawn_role(*args, *(("--sink", sink) if sink else ()))
+            args += ["--sink", sink] if sink else []
+            args += ["--duplex"] if duplex else []
+            proc = await spawn_role(*args)
             loops.append(proc)
             assert proc.stdout is not None
             ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), LOOPBACK_READY_S))

@@ -58,12 +58,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--ceiling",
-        choices=("loop", "play", "stream"),
         default="loop",
-        help="the ceiling's callee: loop each call's audio back to itself in the conference bridge (default, as "
-        "the issue defines it), or play a looped recording to it and take its audio in (what it sends then does "
-        "not depend on what it receives, as in the bridge), or (stream) loop it back and also send it to a socket "
-        "as a worker sends it to the model, from the clock thread in C (what the model I/O costs at least)",
+        help="the ceiling's callee, or several comma-separated (the first is the ceiling path, each other a path "
+        "of its own name, in the same run): loop each call's audio back to itself in the conference bridge "
+        "(default), or play a looped recording to it and take its audio in (what it sends then does not depend on "
+        "what it receives, as in the bridge), or (stream) loop it back and also send it to a socket as a worker "
+        "sends it to the model, from the clock thread in C, or (duplex) send it so and play the model's audio "
+        "deltas the socket brings back, read, decoded and downsampled in C (the floor of the model's I/O both ways)",
+    )
+    parser.add_argument(
+        "--every-step",
+        action="store_true",
+        help="run every step of every path even after one failed (to compare CPU per call at each step on a busy "
+        "machine; the capacities are then read from the pass column, not the summary's first failure)",
     )
     parser.add_argument(
         "--realtime-priority",
@@ -78,7 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         default=BEAT_FRAMES,
         help=f"the bridge workers' media beat in 20 ms ticks, as `serve`'s media_beat_frames (default {BEAT_FRAMES})",
     )
-    # internal roles (subprocesses of the benchmark)
+    _role_arguments(parser)
+    return parser
+
+
+def _role_arguments(parser: argparse.ArgumentParser) -> None:
+    """The internal roles' arguments (the benchmark's subprocesses), hidden from --help."""
     parser.add_argument("--role", choices=("bench", "caller", "loopback"), default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--uris", help=argparse.SUPPRESS)
     parser.add_argument("--play", help=argparse.SUPPRESS)
@@ -86,18 +98,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--srtp-mode", dest="srtp_mode", default="off", help=argparse.SUPPRESS)
     parser.add_argument("--tls-ca", dest="tls_ca", default="", help=argparse.SUPPRESS)
     parser.add_argument("--sink", default="", help=argparse.SUPPRESS)
-    return parser
+    parser.add_argument("--duplex", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--record", default="", help=argparse.SUPPRESS)
 
 
 def _run_role(args: argparse.Namespace) -> int:
     from bench.calls.callers import run_caller, run_loopback
 
     if args.role == "caller":
-        result = asyncio.run(run_caller(args.uris.split(","), Path(args.play), args.srtp_mode, args.tls_ca))
+        record = Path(args.record) if args.record else None
+        result = asyncio.run(run_caller(args.uris.split(","), Path(args.play), args.srtp_mode, args.tls_ca, record))
         print(json.dumps(result), flush=True)
         return 0
     use_realtime(args.realtime_priority)  # before pjsua starts, as a worker does
-    return asyncio.run(run_loopback(args.port, Path(args.play) if args.play else None, args.sink))
+    return asyncio.run(run_loopback(args.port, Path(args.play) if args.play else None, args.sink, args.duplex))
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -107,6 +121,17 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"--realtime-priority must be 0..{MAX_PRIORITY}")
     if not 1 <= args.media_beat <= MAX_BEAT_FRAMES:
         parser.error(f"--media-beat must be 1..{MAX_BEAT_FRAMES}")
+
+
+CEILINGS = ("loop", "play", "stream", "duplex")
+
+
+def _ceilings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    kinds = [k.strip() for k in args.ceiling.split(",") if k.strip()]
+    wrong = [k for k in kinds if k not in CEILINGS]
+    if not kinds or wrong or len(set(kinds)) != len(kinds):
+        parser.error(f"--ceiling must be one or more of {', '.join(CEILINGS)}, comma-separated, each once")
+    return kinds
 
 
 def _steps(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[int]:
@@ -122,7 +147,10 @@ def _steps(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[in
 
 
 def _paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    kinds = _ceilings(parser, args)
     paths = [args.only] if args.only else ["bridge", "ceiling"]
+    if "ceiling" in paths:  # each further kind of ceiling right after the first, a path of its own name
+        paths[paths.index("ceiling") + 1 : paths.index("ceiling") + 1] = kinds[1:]
     if args.front:
         from bridge.serve.front import FrontError, require_kamailio
 
@@ -130,7 +158,7 @@ def _paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[st
             require_kamailio()
         except FrontError as exc:
             parser.error(str(exc))
-        paths = ["bridge", "front"] + [p for p in paths if p == "ceiling"]
+        paths = ["bridge", "front"] + [p for p in paths if p == "ceiling" or p in CEILINGS]
     if args.srtp:
         if "bridge" not in paths:
             parser.error("--srtp compares with the bridge path: not with --only ceiling")
@@ -155,5 +183,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps = _steps(parser, args)
     paths = _paths(parser, args)
     return asyncio.run(
-        run_bench(steps, args.seconds, args.json, paths, args.realtime_priority, args.media_beat, args.ceiling)
+        run_bench(
+            steps,
+            args.seconds,
+            args.json,
+            paths,
+            args.realtime_priority,
+            args.media_beat,
+            args.ceiling,
+            args.every_step,
+        )
     )

@@ -51,6 +51,13 @@ def fast_path_line(secure: bool = False) -> str:
     return f"Realtime socket: websockets {websockets.version.version}, {state}"
 
 
+def emulator_options(seconds: float, speed: float = 2.0) -> dict[str, Any]:
+    """The emulator as the bench's model: one greeting, a 440 Hz tone that outlasts the set-up and a window of
+    ``seconds``, delivered at ``speed`` times real time, no pings."""
+    greeting = {"text": "benchmark", "tone_hz": 440.0, "duration_ms": (SETUP_S + seconds + GREETING_TAIL_S) * 1000}
+    return {"speed": speed, "ping_interval_s": 0, "annotations": {"greeting": greeting}}
+
+
 def _say(text: str) -> None:
     print(text, flush=True)
 
@@ -63,6 +70,7 @@ async def run_bench(
     priority: int = 0,
     beat: int = BEAT_FRAMES,
     ceiling: str = "loop",
+    every_step: bool = False,
 ) -> int:
     from bridge.emulator import EmulatorServer
     from bridge.emulator.server import server_tls
@@ -75,14 +83,13 @@ async def run_bench(
             _say(banner(steps, seconds, priority, beat, ceiling, log_path))
             _say(fast_path_line("model_tls" in paths))
             _say(HEADER)
-        greeting = {"text": "benchmark", "tone_hz": 440.0, "duration_ms": (SETUP_S + seconds + GREETING_TAIL_S) * 1000}
-        emulator: dict[str, Any] = {"speed": 2.0, "ping_interval_s": 0, "annotations": {"greeting": greeting}}
+        emulator = emulator_options(seconds)
         async with contextlib.AsyncExitStack() as stack:
             emus = {"": await stack.enter_async_context(EmulatorServer("127.0.0.1", 0, **emulator))}
             if "model_tls" in paths:  # the same model behind TLS, for that path only
                 tls = server_tls(*bench.tls_files())
                 emus["model_tls"] = await stack.enter_async_context(EmulatorServer("127.0.0.1", 0, tls=tls, **emulator))
-            results = await _climb(bench, emus, steps, paths, as_json)
+            results = await _climb(bench, emus, steps, paths, as_json, every_step)
     summary = summarize(results, max(steps)) | {
         "realtime_priority": priority,
         "media_beat_frames": beat,
@@ -98,9 +105,10 @@ async def run_bench(
 
 
 async def _climb(
-    bench: Bench, emus: dict[str, Any], steps: list[int], paths: Sequence[str], as_json: bool
+    bench: Bench, emus: dict[str, Any], steps: list[int], paths: Sequence[str], as_json: bool, every_step: bool
 ) -> list[Step]:
-    """Every step in turn, each path on it; a path stops at its first failing step (its capacity is known then)."""
+    """Every step in turn, each path on it; a path stops at its first failing step (its capacity is known then),
+    unless ``every_step`` (the CPU per call at each step is wanted, not the capacity)."""
     results: list[Step] = []
     failed: set[str] = set()
     for calls in steps:
@@ -109,7 +117,7 @@ async def _climb(
                 continue
             step = await _decided_step(bench, emus.get(path, emus[""]), path, calls, as_json)
             results.append(step)
-            if not step.passed:
+            if not step.passed and not every_step:
                 failed.add(path)
     return results
 
@@ -118,7 +126,8 @@ async def _decided_step(bench: Bench, emu: Any, path: str, calls: int, as_json: 
     """One step of one path, run again while it fails, up to ``ATTEMPTS`` runs; the last run decides."""
     for attempt in range(1, ATTEMPTS + 1):
         with _collect_between_steps():
-            step = await (bench.ceiling_step(calls) if path == "ceiling" else bench.bridge_step(calls, emu, path))
+            ceiling = path in bench.ceiling_kinds
+            step = await (bench.ceiling_step(calls, path) if ceiling else bench.bridge_step(calls, emu, path))
         step.attempt = attempt
         _say(json.dumps(step.to_json()) if as_json else row(step))
         if not as_json:

@@ -4,20 +4,27 @@ and the ceiling's loopback apps, loaded by the same callers and measured over th
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import itertools
 import json
 import math
 import shutil
+import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.calls.callers import CALLS_PER_PROCESS, boot_callers, boot_loopbacks, collect
+import numpy as np
+
+from bench.calls.callers import AUDIO_DELTA, CALLS_PER_PROCESS, SETUP_S, boot_callers, boot_loopbacks, collect
 from bench.calls.machine import ROOT, process_tree, run_time_s, stderr_to, stop
 from bench.calls.report import Step
 from bench.calls.score import CpuSample, score_bridge, score_callers, score_cpu, score_memory
-from bridge.audio.frames import BEAT_FRAMES
+from bridge.audio.analysis import audio_stats, tone
+from bridge.audio.frames import BEAT_FRAMES, FRAME_BYTES
 from bridge.audio.wav import read_wav, write_wav
 from bridge.devkit.ports import free_port_block
 from bridge.devkit.tlscert import self_signed
@@ -33,6 +40,11 @@ NUMBER = "4000"
 CPU_CLOSE_EARLY_S = 0.5  # the CPU window closes this much before the callers hang up
 POOL_READY_S = 60.0
 REPORTS_WITHIN_S = 15.0  # for the workers' call reports once the callers have hung up
+MODEL_RATE = 24000  # the GA dialect's PCM16 rate
+TONE_HZ = 440.0  # what the duplex ceiling's sink says (44 whole cycles per delta)
+DELTA_S = 0.1  # audio per delta, as the emulator sends it
+SINK_LEAD_S = 0.2  # how far ahead of real time the duplex ceiling's sink sends
+SILENT_RMS = 32768 * 10 ** (-50 / 20)  # a frame at or below -50 dBFS is silent (bridge.audio.analysis's floor)
 
 
 def caller_wav(path: Path) -> Path:
@@ -98,8 +110,12 @@ class Bench:
         # the bridge path: each load caller's calls to as many workers (True) or all to one (False); see the doc
         self.spread = spread
         # "loop": each call's audio back to itself; "play": a recording out, audio in; "stream": loop, and the
-        # call's audio sent to a socket from C as a worker's uplink sends it
-        self.ceiling = ceiling
+        # call's audio sent to a socket from C as a worker's uplink sends it; "duplex": sent so, and the model's
+        # audio the socket brings back played to the call from C. Comma-separated: the first is the "ceiling"
+        # path, each other a path of its own name.
+        kinds = ceiling.split(",")
+        self.ceiling = kinds[0]
+        self.ceiling_kinds = {"ceiling": kinds[0]} | {k: k for k in kinds[1:]}  # path -> kind
         self.seconds = seconds
         self.priority = priority  # SCHED_RR priority of the system under test (workers, loopback apps); 0: none
         self.beat = beat  # the workers' media beat, in 20 ms ticks (Settings.media_beat_frames)
@@ -107,6 +123,9 @@ class Bench:
         self.log_path = log_path
         self.play = caller_wav(work / "caller.wav")
         self._tls: tuple[Path, Path] | None = None  # the srtp path's certificate and key, made when first needed
+        self.redis_url: str | None = None  # the bridge path's workers keep their calls there (bench capacity)
+        # called at the window's start and end with the time (bench capacity reads Redis and the sockets there)
+        self.on_window: Callable[[float], None] | None = None
 
     def tls_files(self) -> tuple[Path, Path]:
         """The TLS certificate of the srtp path's workers and the model_tls path's emulator (for 127.0.0.1,
@@ -118,22 +137,34 @@ class Bench:
     # -- both paths ----------------------------------------------------------------------------------------
 
     async def _measure(
-        self, step: Step, uris: list[str], pids: list[int], srtp: str = "off", tls_ca: Path | None = None
+        self,
+        step: Step,
+        uris: list[str],
+        pids: list[int],
+        srtp: str = "off",
+        tls_ca: Path | None = None,
+        record: Path | None = None,
     ) -> tuple[float, float]:
-        """Load ``uris`` with the callers, measure the window, score the callers' rows; returns the window."""
-        callers = await boot_callers(uris, self.play, self.seconds, self.log_path, srtp, tls_ca)
+        """Load ``uris`` with the callers, measure the window, score the callers' rows; returns the window.
+        ``record``: where the callers record what their calls hear (see :func:`boot_callers`)."""
+        callers = await boot_callers(uris, self.play, self.seconds, self.log_path, srtp, tls_ca, record)
         await self._window(step, callers.start_at, callers.end_at, pids, callers.pids)
         score_callers(step, await collect(step, callers.procs))
         return callers.start_at, callers.end_at
 
-    @staticmethod
-    async def _window(step: Step, start_at: float, end_at: float, pids: list[int], caller_pids: list[int]) -> None:
+    async def _window(
+        self, step: Step, start_at: float, end_at: float, pids: list[int], caller_pids: list[int]
+    ) -> None:
         """CPU over the window. The load callers hang up at ``end_at`` and exit, so the CPU window closes
-        ``CPU_CLOSE_EARLY_S`` before it."""
+        ``CPU_CLOSE_EARLY_S`` before it. ``on_window`` (if set) is called at both ends, with the time now."""
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         first = CpuSample.now(pids, caller_pids)
+        if self.on_window is not None:
+            self.on_window(time.monotonic())
         await asyncio.sleep(max(0.0, end_at - CPU_CLOSE_EARLY_S - time.monotonic()))
         score_cpu(step, first, CpuSample.now(pids, caller_pids))
+        if self.on_window is not None:
+            self.on_window(time.monotonic())
         score_memory(step, pids)
         step.window_s = round(end_at - start_at, 3)
 
@@ -201,6 +232,7 @@ class Bench:
             realtime_priority=self.priority,
             media_beat_frames=self.beat,
             srtp="mandatory" if srtp else "off",
+            redis_url=self.redis_url,
         )
 
     async def _start_bridge(self, system: _BridgeSystem) -> None:
@@ -248,50 +280,118 @@ class Bench:
 
     # -- the ceiling ---------------------------------------------------------------------------------------------
 
-    async def ceiling_step(self, calls: int) -> Step:
-        step = Step("ceiling", calls, math.ceil(calls / CALLS_PER_PROCESS))
+    async def ceiling_step(self, calls: int, path: str = "ceiling") -> Step:
+        """The loopback apps carrying ``calls``, as ``path``'s kind of ceiling (``self.ceiling_kinds``). The
+        ``duplex`` kind's callers record what they hear: each call must hear the sink's tone (:func:`heard_tone`)."""
+        kind = self.ceiling_kinds[path]
+        step = Step(path, calls, math.ceil(calls / CALLS_PER_PROCESS), ceiling=kind)
         loops: list[asyncio.subprocess.Process] = []
-        play = self.play if self.ceiling == "play" else None
-        sink = await _Sink.start() if self.ceiling == "stream" else None
+        play = self.play if kind == "play" else None
+        duplex = kind == "duplex"
+        sink = await _Sink.start(TONE_HZ if duplex else None) if kind in ("stream", "duplex") else None
+        heard = self.work / f"heard-{path}-{calls}" if duplex else None
         try:
             address = sink.address if sink is not None else ""
-            ports, reported = await boot_loopbacks(loops, step.processes, play, self.priority, self.log_path, address)
+            ports, reported = await boot_loopbacks(
+                loops, step.processes, play, self.priority, self.log_path, address, duplex
+            )
             self._note_scheduling(step, reported)
             uris = [uri(ports[i // CALLS_PER_PROCESS]) for i in range(calls)]
-            await self._measure(step, uris, [p.pid for p in loops])
+            await self._measure(step, uris, [p.pid for p in loops], record=heard)
             # each call streams 50 appends of 20 ms (1280 bytes of base64 each) a second, at least over the window
             if sink is not None and sink.received < 0.9 * calls * step.window_s * 50 * 1280:
-                step.errors.append(f"the stream ceiling's sink got only {sink.received} bytes: calls did not stream")
+                step.errors.append(f"the {kind} ceiling's sink got only {sink.received} bytes: calls did not stream")
         finally:
             for proc in loops:
                 await stop(proc)
             if sink is not None:
                 await sink.close()
+            if heard is not None:
+                step.errors += heard_tone(heard, calls, TONE_HZ)
+                shutil.rmtree(heard, ignore_errors=True)
         return step
 
 
+def audio_delta_frame(tone_hz: float, seconds: float = DELTA_S) -> bytes:
+    """One GA audio delta of ``seconds`` of a tone at 24 kHz (PCM16, -12 dBFS), as a server's WebSocket text
+    frame (unmasked, RFC 6455 §5.1). A whole number of the tone's cycles, so the same frame repeats seamlessly."""
+    pcm = tone(tone_hz, seconds, rate=MODEL_RATE)
+    event = {
+        "type": AUDIO_DELTA,
+        "event_id": "event_bench",
+        "response_id": "resp_bench",
+        "item_id": "item_bench",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": base64.b64encode(pcm).decode(),
+    }
+    payload = json.dumps(event).encode()
+    return struct.pack("!BBH", 0x81, 126, len(payload)) + payload
+
+
+def heard_tone(directory: Path, calls: int, tone_hz: float) -> list[str]:
+    """What is wrong with what the duplex ceiling's callers heard (``directory``/caller-K/call-N.wav): each call
+    must have heard the sink's tone (its strongest frequency within 10 Hz of ``tone_hz``) for at least the step's
+    set-up time, and at most 1 % silent 20 ms frames (at or below -50 dBFS) between its first and its last audible
+    one (dead air; the silence before the first delta came and after the hang-up is not the downlink's, and a
+    packet late at the caller is silence in its recording too: those fail the step's pass mark already)."""
+    problems: list[str] = []
+    found = sorted(directory.glob("caller-*/call-*.wav"))
+    if len(found) != calls:
+        problems.append(f"the duplex ceiling's callers recorded {len(found)} of {calls} calls")
+    for wav in found:
+        pcm = read_wav(wav)
+        stats = audio_stats(pcm)
+        frames = np.frombuffer(pcm[: len(pcm) - len(pcm) % FRAME_BYTES], dtype="<i2").reshape(-1, FRAME_BYTES // 2)
+        audible = np.flatnonzero(np.sqrt(np.mean(np.square(frames.astype(np.float64)), axis=1)) > SILENT_RMS)
+        gaps = int(audible[-1] - audible[0] + 1 - len(audible)) if len(audible) else 0
+        peak = stats["peak_hz"]
+        dead_air = gaps > 0.01 * len(audible)
+        if peak is None or abs(peak - tone_hz) > 10 or dead_air or stats["active_ms"] < 1000 * SETUP_S:
+            problems.append(
+                f"the duplex ceiling's call {wav.parent.name}/{wav.name} heard {peak} Hz (the sink sends "
+                f"{tone_hz:g} Hz) for {stats['active_ms']} ms, {gaps} silent frames between"
+            )
+    return problems
+
+
 class _Sink:
-    """Where the ``stream`` ceiling's calls send their audio: a TCP server in this process (as the emulator is for
-    the bridge) that reads everything and keeps nothing."""
+    """Where the ``stream`` and ``duplex`` ceilings' calls send their audio: a TCP server in this process (as the
+    emulator is for the bridge) that reads everything and keeps nothing. With ``tone_hz`` (the duplex ceiling) it
+    also sends each connection GA audio deltas of that tone, as a model streams its answer: one every
+    ``DELTA_S`` at real-time pace, ``SINK_LEAD_S`` ahead of the time its audio is due."""
 
     def __init__(self, server: asyncio.Server) -> None:
         self.server = server
         self.received = 0  # bytes, over the whole step
+        self.sent = 0  # deltas, over the whole step
         host, port = server.sockets[0].getsockname()[:2]
         self.address = f"{host}:{port}"
 
     @classmethod
-    async def start(cls) -> _Sink:
+    async def start(cls, tone_hz: float | None = None) -> _Sink:
         sink: _Sink | None = None
+        frame = audio_delta_frame(tone_hz) if tone_hz is not None else b""
 
-        async def drain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def speak(writer: asyncio.StreamWriter) -> None:
+            start = time.monotonic()
+            for k in itertools.count():
+                await asyncio.sleep(max(0.0, start + k * DELTA_S - SINK_LEAD_S - time.monotonic()))
+                writer.write(frame)
+                if sink is not None:
+                    sink.sent += 1
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            speaker = asyncio.create_task(speak(writer)) if frame else None
             with contextlib.suppress(OSError):
                 while data := await reader.read(1 << 16):
                     if sink is not None:
                         sink.received += len(data)
+            if speaker is not None:
+                speaker.cancel()
             writer.close()
 
-        sink = cls(await asyncio.start_server(drain, "127.0.0.1", 0))
+        sink = cls(await asyncio.start_server(serve, "127.0.0.1", 0))
         return sink
 
     async def close(self) -> None:

@@ -16,8 +16,15 @@ GOAL_RATIO = 0.75  # the bridge's capacity against the ceiling's
 GOAL_FRONT_RATIO = 0.9  # through the front against the same workers called directly
 GOAL_SRTP_CPU_RATIO = 1.1  # the workers' CPU per call with SRTP against plain RTP, at the same step
 GOAL_ECHO_CPU_RATIO = 1.1  # the workers' CPU per call with the echo guard on (the default) against it off
-GOAL_CEILING_CPU_RATIO = 1.5  # the workers' CPU per call against pjsua2's C loopback apps', at the same step
+GOAL_DUPLEX_LEAN = 2.2  # the duplex floor's CPU per call against the plain C loopback's, in the same run
+GOAL_BRIDGE_OVER_DUPLEX = 1.15  # the workers' CPU per call (echo guard on) against the duplex floor's
 GOAL_INBOUND_P99_MS = 10.0
+CEILING_NAMES = {
+    "loop": "loopback",
+    "play": "a played recording",
+    "stream": "loopback + uplink in C",
+    "duplex": "uplink + downlink in C",
+}
 
 
 @dataclass
@@ -43,6 +50,9 @@ class Step:
     pss_mb_per_call: float | None = None
     front_cpu_ms_per_call: float | None = None  # front path: Kamailio's CPU time per call, set-up to hang-up
     setup_ms: dict[str, float | None] = field(default_factory=dict)  # INVITE -> call up, at the callers
+    # the callers' RTP over the window, all calls: packets and payload bytes each way ("to": sent to the callers)
+    rtp_to_callers: tuple[int, int] = (0, 0)
+    rtp_from_callers: tuple[int, int] = (0, 0)
     cpu_callers_pct: float = 0.0  # all load callers together, % of one core
     cpu_machine_pct: float = 0.0  # the whole machine, % of all cores
     # ... of which stolen by the hypervisor: a noisy host stalls both paths' media clocks
@@ -59,6 +69,7 @@ class Step:
     scheduling: list[str] = field(default_factory=list)  # as the workers / loopback apps reported it
     errors: list[str] = field(default_factory=list)
     attempt: int = 1  # 2: the first run of this step failed and this is the re-run (which decides)
+    ceiling: str = ""  # a ceiling's kind: "loop" | "play" | "stream" | "duplex" ("" for the bridge's paths)
 
     @property
     def out_rate(self) -> float:
@@ -119,7 +130,7 @@ HEADER = (
 def row(s: Step) -> str:
     rate_in = s.in_rate
     inbound = "-" if rate_in is None else f"{s.in_missing} ({100 * rate_in:.2f}%)"
-    underruns = f"{s.underruns}/{s.underruns_in_window}" if s.path != "ceiling" else "-"
+    underruns = f"{s.underruns}/{s.underruns_in_window}" if not s.ceiling else "-"
     front = "-" if s.front_cpu_ms_per_call is None else f"{s.front_cpu_ms_per_call:.2f} ms"
     pss = "-" if s.pss_mb_per_process is None else f"{s.pss_mb_per_process:.0f}/{s.pss_mb_per_call:.1f}"
     return (
@@ -138,7 +149,7 @@ def banner(steps: list[int], seconds: float, priority: int, beat: int, ceiling: 
         f"callbridge bench calls: {os.cpu_count()} cores, steps {steps}, {seconds:g} s window per step, "
         f"pass mark < {100 * PASS_MARK:g}% late or missing frames, system under test "
         f"{f'SCHED_RR {priority}' if priority else 'ordinary scheduling'}, media beat {beat} ticks, "
-        f"ceiling: {'loopback' if ceiling == 'loop' else 'a played recording'} (process logs: {log_path})"
+        f"ceiling: {', '.join(CEILING_NAMES.get(k, k) for k in ceiling.split(','))} (process logs: {log_path})"
     )
 
 
@@ -193,6 +204,7 @@ def summarize(steps: list[Step], largest: int) -> dict[str, Any]:
         | (srtp_summary(steps) if "srtp" in ran else {})
         | (model_tls_summary(steps) if "model_tls" in ran else {})
         | (echo_summary(steps) if "echo_off" in ran else {})
+        | (duplex_summary(steps) if any(s.ceiling == "duplex" for s in steps) else {})
     )
 
 
@@ -223,19 +235,74 @@ def _cpu_ratio(top: Step | None, bottom: Step | None) -> float | None:
 
 def ceiling_cost_summary(steps: list[Step]) -> dict[str, Any]:
     """The bridge's workers against pjsua2's C loopback apps carrying the same calls in the same run, at the largest
-    step where both answered every call: CPU per call (goal: at most :data:`GOAL_CEILING_CPU_RATIO` times the
-    loopback's) and memory (PSS) per process and per call."""
+    step where both answered every call: CPU per call and memory (PSS) per process and per call."""
     at, bridge, loop = _beside_bridge(steps, "ceiling")
-    ratio = _cpu_ratio(bridge, loop)
     return {
         "cost_step": at,
         "bridge_cpu_per_call_pct": _cpu(bridge),
         "ceiling_cpu_per_call_pct": _cpu(loop),
-        "bridge_over_ceiling_cpu": ratio,
-        "goal_ceiling_cpu_met": None if ratio is None else ratio <= GOAL_CEILING_CPU_RATIO,
+        "bridge_over_ceiling_cpu": _cpu_ratio(bridge, loop),
         "bridge_pss_mb": None if bridge is None else [bridge.pss_mb_per_process, bridge.pss_mb_per_call],
         "ceiling_pss_mb": None if loop is None else [loop.pss_mb_per_process, loop.pss_mb_per_call],
     }
+
+
+def duplex_summary(steps: list[Step]) -> dict[str, Any]:
+    """The floor of the model's I/O both ways: at each step where the bridge and the duplex ceiling answered every
+    call, every kind of ceiling's CPU per call beside the workers', the duplex floor against the plain loopback
+    (goal: at most :data:`GOAL_DUPLEX_LEAN`, it is lean) and the workers against the duplex floor (goal: at most
+    :data:`GOAL_BRIDGE_OVER_DUPLEX`); the goals are read at the largest such step."""
+
+    def full(s: Step | None) -> bool:
+        return s is not None and s.answered == s.calls
+
+    def kind(calls: int, name: str) -> Step | None:
+        return next((s for s in reversed(steps) if s.calls == calls and s.ceiling == name), None)
+
+    by_step: dict[int, dict[str, Any]] = {}
+    for s in steps:
+        bridge = _at(steps, "bridge", s.calls)
+        if s.ceiling == "duplex" and full(s) and full(bridge):
+            cpu = {k: _cpu(kind(s.calls, k)) for k in ("loop", "stream", "duplex")} | {"bridge": _cpu(bridge)}
+            loop = kind(s.calls, "loop")
+            by_step[s.calls] = {
+                "cpu_per_call_pct": cpu,
+                "duplex_over_loop": _cpu_ratio(s, loop if full(loop) else None),
+                "bridge_over_duplex": _cpu_ratio(bridge, s),
+                "bridge_pss_mb_per_call": None if bridge is None else bridge.pss_mb_per_call,
+            }
+    at = max(by_step, default=None)
+    last = by_step.get(at, {}) if at is not None else {}
+    lean, ours = last.get("duplex_over_loop"), last.get("bridge_over_duplex")
+    return {
+        "duplex_step": at,
+        "duplex_by_step": by_step,
+        "goal_duplex_lean_met": None if lean is None else lean <= GOAL_DUPLEX_LEAN,
+        "goal_bridge_over_duplex_met": None if ours is None else ours <= GOAL_BRIDGE_OVER_DUPLEX,
+    }
+
+
+def _duplex_lines(summary: dict[str, Any]) -> list[str]:
+    def x(ratio: float | None) -> str:
+        return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+    lines = []
+    for calls, at in sorted(summary["duplex_by_step"].items()):
+        cpu = at["cpu_per_call_pct"]
+        shown = ", ".join(f"{k} {'-' if v is None else f'{v}%'}" for k, v in cpu.items())
+        lines.append(
+            f"at {calls} calls: CPU per call {shown} -> duplex floor {x(at['duplex_over_loop'])} the loopback, "
+            f"bridge {x(at['bridge_over_duplex'])} the duplex floor"
+        )
+    at = summary["duplex_step"]
+    last = summary["duplex_by_step"].get(at, {})
+    lines.append(
+        f"duplex floor at {at if at is not None else '-'} calls: {x(last.get('duplex_over_loop'))} the loopback "
+        f"(goal <= {GOAL_DUPLEX_LEAN:g}x: {_goal(summary['goal_duplex_lean_met'])}); the workers "
+        f"{x(last.get('bridge_over_duplex'))} the duplex floor (goal <= {GOAL_BRIDGE_OVER_DUPLEX:g}x: "
+        f"{_goal(summary['goal_bridge_over_duplex_met'])})"
+    )
+    return lines
 
 
 def _cost_line(summary: dict[str, Any]) -> str:
@@ -249,8 +316,7 @@ def _cost_line(summary: dict[str, Any]) -> str:
     return (
         f"at {summary['cost_step']} calls: CPU per call bridge {summary['bridge_cpu_per_call_pct']}% against "
         f"{summary['ceiling_cpu_per_call_pct']}% for pjsua2's C loopback -> "
-        f"{'n/a' if ratio is None else f'{ratio:.2f}x'} (goal <= {GOAL_CEILING_CPU_RATIO:g}x: "
-        f"{_goal(summary['goal_ceiling_cpu_met'])}); memory (PSS) bridge {pss(summary['bridge_pss_mb'])}, "
+        f"{'n/a' if ratio is None else f'{ratio:.2f}x'}; memory (PSS) bridge {pss(summary['bridge_pss_mb'])}, "
         f"loopback {pss(summary['ceiling_pss_mb'])}"
     )
 
@@ -362,6 +428,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(_model_tls_line(summary))
     if "echo_off_max_calls" in summary:
         lines.append(_echo_line(summary))
+    if "duplex_step" in summary:
+        lines += _duplex_lines(summary)
     return lines
 
 

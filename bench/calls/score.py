@@ -36,6 +36,8 @@ def score_callers(step: Step, rows: list[dict[str, Any]]) -> None:
     step.jb_lost = sum(int(r["jb_lost"]) for r in answered)
     step.jb_empty = sum(int(r["jb_empty"]) for r in answered)
     step.jb_discard = sum(int(r["jb_discard"]) for r in answered)
+    step.rtp_to_callers = (_total(answered, "rx_pkt"), _total(answered, "rx_bytes"))
+    step.rtp_from_callers = (_total(answered, "tx_pkt"), _total(answered, "tx_bytes"))
     unanswered = step.calls - len(answered)
     # A late packet moves two counters: "empty" when its frame was due, "lost" when it turns up too late
     # (calibrated: the sender stopped for 100 + 200 ms = 15 frames -> lost +18, empty +12). Count it once.
@@ -47,6 +49,10 @@ def score_callers(step: Step, rows: list[dict[str, Any]]) -> None:
             port = str(r.get("worker") or r["uri"]).rsplit(":", 1)[-1]
             step.late_by_target[port] = step.late_by_target.get(port, 0) + one
     step.out_late_or_missing = late + step.jb_discard + unanswered * expected_per_call
+
+
+def _total(rows: list[dict[str, Any]], key: str) -> int:
+    return sum(int(r.get(key, 0)) for r in rows)
 
 
 def score_bridge(step: Step, reports: list[dict[str, Any]], sessions: list[Any], t0: float, t1: float) -> None:

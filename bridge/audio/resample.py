@@ -67,7 +67,7 @@ import ctypes
 import itertools
 from collections.abc import Callable, Sequence
 from functools import cache
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -324,6 +324,17 @@ class _Fir:
         """True when the C kernels run this instance."""
         return self._c is not None
 
+    def c_kernel(self) -> tuple[int, int] | None:
+        """With the C kernels: the addresses of this filter's kernel (``cbr_up``, ``cbr_down``) and of this
+        stream's filter state, so that C code elsewhere (the native media port's uplink, or the duplex floor's
+        downlink) can carry the stream on exactly where :meth:`process` left it, and hand it back. Nothing may call
+        :meth:`process` while that code holds it. None on the numpy path."""
+        if self._c is None or self._lib is None:
+            return None
+        call: Any = self._call  # the library's CFuncPtr, typed as a plain callable for the calls made through it
+        kernel = ctypes.cast(call, ctypes.c_void_p).value
+        return (kernel, ctypes.addressof(self._c)) if kernel else None
+
     def _grow(self, rows: int) -> None:
         old = self._buf
         self._buf = np.zeros(self._hist + rows * self._block)
@@ -396,15 +407,6 @@ class Upsampler(_Fir):
         y = self._filter(rows, self._design.factor * n)
         buf[:hist] = buf[n : n + hist]  # the last inputs become the history (32 at 24 kHz, 16 at 16 kHz)
         return y
-
-    def c_kernel(self) -> tuple[int, int] | None:
-        """With the C kernels: the addresses of ``cbr_up`` and of this stream's filter state, so that C code
-        elsewhere (the native media port's uplink) can carry the stream on exactly where :meth:`process` left it,
-        and hand it back. Nothing may call :meth:`process` while that code holds it. None on the numpy path."""
-        if self._c is None or self._lib is None:
-            return None
-        kernel = ctypes.cast(self._lib.cbr_up, ctypes.c_void_p).value
-        return (kernel, ctypes.addressof(self._c)) if kernel else None
 
     def reset(self) -> None:
         self._buf[:] = 0.0

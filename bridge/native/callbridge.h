@@ -4,8 +4,8 @@
  * them all.
  *
  * They are separate shared libraries, each with its own Python fallback, so the uplink links against none of the
- * others: the loop hands it the address of cbr_up and of one call's filter state (bridge/audio/resample.py,
- * Upsampler.c_kernel), of cbe_uplink, cbe_played and one call's guard (bridge/audio/echo_native.py,
+ * others: the loop hands it the address of cbr_up (or cbr_down) and of one call's filter state (bridge/audio/resample.py,
+ * c_kernel), of cbe_uplink, cbe_played and one call's guard (bridge/audio/echo_native.py,
  * NativeEchoGuard.c_uplink and c_played), and of cbt_seal and one connection's engine (bridge/realtime/tls_native.py,
  * NativeTls.seal_fn and handle), typed here once.
  */
@@ -29,6 +29,14 @@ typedef struct cbr_up_state cbr_up_state;
  * history is carried in `st`. Returns the number of output samples, or -1 if `n` is out of range. */
 int cbr_up(cbr_up_state *st, const int16_t *in, int n, int16_t *out);
 typedef int (*cbr_up_fn)(cbr_up_state *st, const int16_t *in, int n, int16_t *out);
+
+/* One downsampling stream's filter state (defined in resample.c; the downlink only passes it back). */
+typedef struct cbr_down_state cbr_down_state;
+
+/* 24 kHz -> 8 kHz: `n` input samples (at most cbr_max_in()) give the output samples whose newest input has come
+ * (about n / CBR_FACTOR); the phase is carried in `st`. Returns their number, or -1 if `n` is out of range. */
+int cbr_down(cbr_down_state *st, const int16_t *in, int n, int16_t *out);
+typedef int (*cbr_down_fn)(cbr_down_state *st, const int16_t *in, int n, int16_t *out);
 
 /* One call's echo guard (defined in echo.c; the uplink only passes it back). A caller frame heard: kept as the
  * guard's return and, where the guard tempers, what goes on to the model written to `out` (else `in` copied);

@@ -33,6 +33,13 @@
  * Mirror (cbp_uplink_mirror, for listen-in): while on, each frame the uplink sends is also queued for the loop,
  * with its capture time negated, so the loop can observe the caller's audio without sending it again.
  *
+ * Downlink (cbp_downlink_bind, `bench calls --ceiling duplex` only: a worker's downlink runs in its loop): while a
+ * socket is bound for the model's audio, get_frame feeds the port itself, on the clock thread: it reads what the
+ * socket has (recv, never waiting), takes each whole WebSocket text frame from it, finds the event's "type" and, for
+ * the audio delta's type given at bind, its "delta" string, decodes the base64, downsamples it with the resampler's
+ * C kernel (cbr_down, passed in as the uplink's cbr_up is) into a playout ring at 8 kHz, and plays the ring out a
+ * frame per tick; the loop is not woken. A dry ring after the first audio plays silence, counted as an underrun.
+ *
  * Memory: ports are never freed while the process runs (the endpoint pools them, one per concurrent call, and
  * pjmedia may still touch a removed port until its next tick), so no lifetime race can reach freed memory.
  */
@@ -71,6 +78,9 @@ typedef struct cb_port cb_port;
 #define UP_SAMPLES (CB_FRAME_SAMPLES * CBR_FACTOR)
 #define UP_B64 ((UP_SAMPLES * 2 + 2) / 3 * 4)
 #define UP_TEMPLATE_MAX 96
+#define DN_RING 16384            /* the downlink's playout at 8 kHz: 2 s; beyond it a delta's audio is dropped */
+#define DN_READ_MAX (1 << 20)    /* the longest WebSocket frame the downlink takes; a longer one ends it */
+#define DN_TYPE_MAX 64
 typedef int (*frame_fn)(cb_port *, pjm_frame *);
 
 /* pjmedia_port (pjmedia/port.h, 2.15): info (pjmedia_port_info, 64 bytes), port_data, grp_lock, then four
@@ -123,6 +133,23 @@ struct cb_port {
     double up_capture_s, up_write_s; /* the last frame: clock callback to send(2), and send(2) itself */
     unsigned char up_rand[256];      /* masking keys (RFC 6455 §5.3: unpredictable), refilled by getrandom */
     unsigned up_rand_pos;
+    /* downlink (see the header): guarded by dn_lock, dn_on is also read without it */
+    pthread_mutex_t dn_lock;
+    atomic_int dn_on;
+    int dn_fd;
+    int dn_started; /* audio has come: a dry ring from here on is an underrun */
+    cbr_down_fn dn_fn;
+    cbr_down_state *dn_state;
+    char dn_type[DN_TYPE_MAX]; /* the audio delta's event type */
+    size_t dn_type_len;
+    unsigned char *dn_in;      /* bytes read and not yet a whole frame */
+    size_t dn_in_len, dn_in_cap;
+    int16_t *dn_pcm;           /* one delta's 24 kHz samples */
+    size_t dn_pcm_cap;
+    unsigned dn_head, dn_tail; /* the playout ring, in samples */
+    uint64_t dn_deltas, dn_frames, dn_underruns, dn_dropped, dn_bad;
+    int dn_errno;              /* why the socket was given up (0: it was not) */
+    int16_t dn_ring[DN_RING];
     double in_time[IN_FRAMES];
     unsigned char in_buf[IN_FRAMES][FRAME_BYTES];
     unsigned char out_buf[OUT_FRAMES][FRAME_BYTES];
@@ -431,6 +458,206 @@ static int cb_put_frame(cb_port *p, pjm_frame *f) {
     return 0;
 }
 
+/* -- downlink (clock thread, under dn_lock) ------------------------------------------------------------- */
+
+static signed char B64_VALUE[256];
+static pthread_once_t b64_once = PTHREAD_ONCE_INIT;
+
+static void b64_table(void) {
+    memset(B64_VALUE, -1, sizeof B64_VALUE);
+    for (int i = 0; i < 64; i++)
+        B64_VALUE[(unsigned char)B64[i]] = (signed char)i;
+}
+
+/* The string value of top-level `"key"` in a JSON object's text: its first byte and length (escapes left in),
+ * NULL if not there. The audio events carry no nested object that could hold the same key. */
+static const unsigned char *json_string(const unsigned char *text, size_t n, const char *key, size_t key_len,
+                                        size_t *value_len) {
+    const unsigned char *end = text + n, *at = text;
+    while ((at = memmem(at, (size_t)(end - at), key, key_len)) != NULL) {
+        const unsigned char *v = at + key_len;
+        at += key_len;
+        while (v < end && (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n'))
+            v++;
+        if (v >= end || *v != ':')
+            continue;
+        v++;
+        while (v < end && (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n'))
+            v++;
+        if (v >= end || *v != '"')
+            continue;
+        const unsigned char *s = ++v;
+        while (v < end && *v != '"')
+            v += *v == '\\' ? 2 : 1;
+        if (v >= end)
+            return NULL;
+        *value_len = (size_t)(v - s);
+        return s;
+    }
+    return NULL;
+}
+
+/* Base64 text (JSON's escaped "\/" taken as "/") -> bytes; returns their number, or -1 on a bad character. */
+static long b64_decode(const unsigned char *in, size_t n, unsigned char *out) {
+    uint32_t acc = 0;
+    int bits = 0;
+    long o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = in[i];
+        if (c == '\\' || c == '=')
+            continue;
+        signed char v = B64_VALUE[c];
+        if (v < 0)
+            return -1;
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    return o;
+}
+
+/* 24 kHz samples -> the playout ring at 8 kHz, through the call's downsampler, in the kernel's largest chunks. */
+static void dn_play(cb_port *p, const int16_t *pcm, size_t n) {
+    int16_t low[4800 / CBR_FACTOR + 2];
+    while (n > 0) {
+        int chunk = n > 4800 ? 4800 : (int)n;
+        int got = p->dn_fn(p->dn_state, pcm, chunk, low);
+        if (got < 0) {
+            p->dn_bad++;
+            return;
+        }
+        for (int i = 0; i < got; i++) {
+            if (p->dn_head - p->dn_tail >= DN_RING) {
+                p->dn_dropped += (uint64_t)(got - i);
+                break;
+            }
+            p->dn_ring[p->dn_head++ % DN_RING] = low[i];
+        }
+        pcm += chunk;
+        n -= (size_t)chunk;
+    }
+}
+
+/* One text frame's payload: the audio delta's samples played, any other event passed over. */
+static void dn_event(cb_port *p, const unsigned char *text, size_t n) {
+    size_t type_len = 0, delta_len = 0;
+    const unsigned char *type = json_string(text, n, "\"type\"", 6, &type_len);
+    if (type == NULL || type_len != p->dn_type_len || memcmp(type, p->dn_type, type_len) != 0)
+        return;
+    const unsigned char *delta = json_string(text, n, "\"delta\"", 7, &delta_len);
+    if (delta == NULL) {
+        p->dn_bad++;
+        return;
+    }
+    size_t need = delta_len / 4 * 3 + 3;
+    if (need > p->dn_pcm_cap) {
+        int16_t *grown = realloc(p->dn_pcm, need + 1);
+        if (grown == NULL) {
+            p->dn_bad++;
+            return;
+        }
+        p->dn_pcm = grown;
+        p->dn_pcm_cap = need;
+    }
+    long bytes = b64_decode(delta, delta_len, (unsigned char *)p->dn_pcm);
+    if (bytes < 0) {
+        p->dn_bad++;
+        return;
+    }
+    p->dn_deltas++;
+    p->dn_started = 1;
+    dn_play(p, p->dn_pcm, (size_t)bytes / 2);
+}
+
+static void dn_fail(cb_port *p, int err) {
+    p->dn_errno = err ? err : EIO;
+    atomic_store(&p->dn_on, 0);
+}
+
+/* What the socket has now, read without waiting; each whole frame taken. */
+static void dn_feed(cb_port *p) {
+    for (;;) {
+        if (p->dn_in_len == p->dn_in_cap) {
+            if (p->dn_in_cap >= DN_READ_MAX) {
+                dn_fail(p, EMSGSIZE);
+                return;
+            }
+            size_t cap = p->dn_in_cap ? 2 * p->dn_in_cap : 65536;
+            unsigned char *grown = realloc(p->dn_in, cap);
+            if (grown == NULL) {
+                dn_fail(p, ENOMEM);
+                return;
+            }
+            p->dn_in = grown;
+            p->dn_in_cap = cap;
+        }
+        size_t room = p->dn_in_cap - p->dn_in_len;
+        ssize_t r = recv(p->dn_fd, p->dn_in + p->dn_in_len, room, MSG_DONTWAIT);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            dn_fail(p, r == 0 ? ECONNRESET : errno);
+            return;
+        }
+        if (r < 0)
+            break;
+        p->dn_in_len += (size_t)r;
+        if ((size_t)r < room)
+            break;
+    }
+    size_t at = 0;
+    while (p->dn_in_len - at >= 2) {
+        const unsigned char *h = p->dn_in + at;
+        size_t have = p->dn_in_len - at, head = 2;
+        uint64_t len = h[1] & 127;
+        if (len == 126) {
+            if (have < 4)
+                break;
+            len = (uint64_t)h[2] << 8 | h[3];
+            head = 4;
+        } else if (len == 127) {
+            if (have < 10)
+                break;
+            len = 0;
+            for (int i = 0; i < 8; i++)
+                len = len << 8 | h[2 + i];
+            head = 10;
+        }
+        if ((h[1] & 0x80) || len > DN_READ_MAX) { /* a server's frames are not masked (RFC 6455 §5.1) */
+            dn_fail(p, EPROTO);
+            return;
+        }
+        if (have < head + len)
+            break;
+        if ((h[0] & 0x8f) == 0x81) /* FIN, text: one whole event */
+            dn_event(p, h + head, (size_t)len);
+        at += head + (size_t)len;
+    }
+    memmove(p->dn_in, p->dn_in + at, p->dn_in_len - at);
+    p->dn_in_len -= at;
+}
+
+/* get_frame while the downlink is bound: the socket read, then one frame from the playout ring into `buf`. */
+static void dn_frame(cb_port *p, unsigned char *buf) {
+    pthread_mutex_lock(&p->dn_lock);
+    if (atomic_load_explicit(&p->dn_on, memory_order_relaxed))
+        dn_feed(p);
+    unsigned have = p->dn_head - p->dn_tail, take = have < CB_FRAME_SAMPLES ? have : CB_FRAME_SAMPLES;
+    int16_t *out = (int16_t *)buf;
+    for (unsigned i = 0; i < take; i++)
+        out[i] = p->dn_ring[p->dn_tail++ % DN_RING];
+    if (take < CB_FRAME_SAMPLES) {
+        memset(out + take, 0, (CB_FRAME_SAMPLES - take) * sizeof *out);
+        if (p->dn_started)
+            p->dn_underruns++;
+    }
+    p->dn_frames++;
+    pthread_mutex_unlock(&p->dn_lock);
+}
+
 static int cb_get_frame(cb_port *p, pjm_frame *f) {
     if (!atomic_load_explicit(&p->attached, memory_order_acquire) || f->buf == NULL || f->size < FRAME_BYTES) {
         f->type = g_type_none;
@@ -449,7 +676,12 @@ static int cb_get_frame(cb_port *p, pjm_frame *f) {
             p->max_gap_us = (uint64_t)(gap * 1e6);
     }
     p->last_get = now;
-    if (p->out_head != p->out_tail) {
+    int downlink = atomic_load_explicit(&p->dn_on, memory_order_acquire);
+    if (downlink) {
+        pthread_mutex_unlock(&p->lock); /* dn_lock is never taken under `lock` */
+        dn_frame(p, f->buf);
+        pthread_mutex_lock(&p->lock);
+    } else if (p->out_head != p->out_tail) {
         memcpy(f->buf, p->out_buf[p->out_tail % OUT_FRAMES], FRAME_BYTES);
         p->out_tail++;
     } else {
@@ -463,7 +695,7 @@ static int cb_get_frame(cb_port *p, pjm_frame *f) {
     pthread_mutex_unlock(&p->lock);
     f->type = g_type_audio;
     f->size = FRAME_BYTES;
-    if (depth < g_low_water)
+    if (depth < g_low_water && !downlink)
         wake();
     return 0;
 }
@@ -480,6 +712,8 @@ static int cb_on_destroy(cb_port *p) {
 }
 
 /* -- loop side ---------------------------------------------------------------------------------------- */
+
+int cbp_downlink_unbind(cb_port *p);
 
 int cbp_abi(void) { return (int)sizeof(pjm_port); }
 
@@ -522,7 +756,9 @@ cb_port *cbp_new(const char *name) {
     strncpy(p->name, name, sizeof p->name - 1);
     pthread_mutex_init(&p->lock, NULL);
     pthread_mutex_init(&p->up_lock, NULL);
+    pthread_mutex_init(&p->dn_lock, NULL);
     p->up_fd = -1;
+    p->dn_fd = -1;
     p->up_rand_pos = sizeof p->up_rand;
     p->base.get_clock_src = cb_clock_src;
     p->base.put_frame = cb_put_frame;
@@ -558,6 +794,7 @@ void cbp_attach(cb_port *p, int on) {
     p->up_tls = NULL;
     p->pending_len = 0;
     pthread_mutex_unlock(&p->up_lock);
+    cbp_downlink_unbind(p);
     pthread_mutex_lock(&p->lock);
     p->in_tail = p->in_head;
     p->out_tail = p->out_head;
@@ -787,4 +1024,54 @@ void cbp_uplink_counters(cb_port *p, unsigned long long out[5], double times[2])
     times[0] = p->up_capture_s;
     times[1] = p->up_write_s;
     pthread_mutex_unlock(&p->up_lock);
+}
+
+/* -- downlink, loop side ------------------------------------------------------------------------------------- */
+
+/* Play the model's audio from `fd` (a connected TCP socket carrying WebSocket frames from the server; the uplink
+ * may write to it meanwhile) on the clock thread: each text frame whose "type" is `type` (the dialect's audio delta)
+ * has its "delta" decoded and downsampled by `kernel` (cbr_down) with the filter state at `state` (which nothing
+ * else may use while bound) into the playout ring. -1: a bad argument. */
+int cbp_downlink_bind(cb_port *p, int fd, cbr_down_fn kernel, cbr_down_state *state, const char *type, int type_len) {
+    if (fd < 0 || kernel == NULL || state == NULL || type == NULL || type_len <= 0 || type_len > DN_TYPE_MAX)
+        return -1;
+    pthread_once(&b64_once, b64_table);
+    pthread_mutex_lock(&p->dn_lock);
+    p->dn_fd = fd;
+    p->dn_fn = kernel;
+    p->dn_state = state;
+    memcpy(p->dn_type, type, (size_t)type_len);
+    p->dn_type_len = (size_t)type_len;
+    p->dn_in_len = 0;
+    p->dn_head = p->dn_tail = 0;
+    p->dn_started = 0;
+    p->dn_errno = 0;
+    atomic_store_explicit(&p->dn_on, 1, memory_order_release);
+    pthread_mutex_unlock(&p->dn_lock);
+    return 0;
+}
+
+/* Stop: the clock thread no longer reads the socket once this returns (the ring plays out what it holds only
+ * while bound: unbound, the port is the loop's again). Returns the errno the downlink gave up on, or 0. */
+int cbp_downlink_unbind(cb_port *p) {
+    pthread_mutex_lock(&p->dn_lock);
+    atomic_store(&p->dn_on, 0);
+    p->dn_fd = -1;
+    p->dn_state = NULL;
+    int err = p->dn_errno;
+    pthread_mutex_unlock(&p->dn_lock);
+    return err;
+}
+
+/* deltas played, frames given to the clock, underruns (frames short of audio after the first delta), samples
+ * dropped on a full ring, bad deltas, errno the socket was given up on */
+void cbp_downlink_counters(cb_port *p, unsigned long long out[6]) {
+    pthread_mutex_lock(&p->dn_lock);
+    out[0] = p->dn_deltas;
+    out[1] = p->dn_frames;
+    out[2] = p->dn_underruns;
+    out[3] = p->dn_dropped;
+    out[4] = p->dn_bad;
+    out[5] = (unsigned long long)p->dn_errno;
+    pthread_mutex_unlock(&p->dn_lock);
 }

@@ -30,10 +30,10 @@ struct cbr_up_state {
     double hist[UP_HIST]; /* the last 32 input samples, oldest first */
 };
 
-typedef struct {
+struct cbr_down_state {
     double buf[DN_HIST + 2 + MAX_IN]; /* samples from the oldest tap of the next output on */
     int pending;                       /* how many of them are valid: 96-98 between calls */
-} cbr_down_state;
+};
 
 int cbr_up_state_size(void) { return (int)sizeof(cbr_up_state); }
 int cbr_down_state_size(void) { return (int)sizeof(cbr_down_state); }

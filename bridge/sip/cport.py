@@ -135,6 +135,9 @@ def _bind(lib: ctypes.CDLL) -> None:
         "cbp_uplink_unbind": (i, [p]),
         "cbp_uplink_take": (None, [p, p, i]),
         "cbp_uplink_counters": (None, [p, ctypes.POINTER(ctypes.c_ulonglong), ctypes.POINTER(ctypes.c_double)]),
+        "cbp_downlink_bind": (i, [p, i, p, p, ctypes.c_char_p, i]),
+        "cbp_downlink_unbind": (i, [p]),
+        "cbp_downlink_counters": (None, [p, ctypes.POINTER(ctypes.c_ulonglong)]),
     }
     for name, (restype, argtypes) in signatures.items():
         func = getattr(lib, name)
@@ -442,6 +445,10 @@ class NativePort:
         """An uplink offload for the call now attached (see :class:`NativeUplink`)."""
         return NativeUplink(self, upsampler)
 
+    def downlink(self, downsampler: StreamKernel) -> NativeDownlink:
+        """The duplex floor's downlink for the call now attached (see :class:`NativeDownlink`)."""
+        return NativeDownlink(self, downsampler)
+
     def flush_out(self) -> int:
         """Drop the frames queued for the caller; returns how many (they were taken from the source but never
         sent)."""
@@ -599,3 +606,56 @@ class NativeUplink:
         if self._read()[0] == self._base_sent:
             return 0.0, 0.0  # nothing sent for this call yet: the times are an earlier call's
         return float(self._times[0]), float(self._times[1])
+
+
+@dataclass(frozen=True)
+class DownlinkCounters:
+    """What a :class:`NativeDownlink` did since it was made: deltas played, frames given to the clock, underruns
+    (frames short of audio after the first delta), samples dropped on a full ring, bad deltas, and the errno the
+    socket was given up on (0: it was not)."""
+
+    deltas: int
+    frames: int
+    underruns: int
+    dropped: int
+    bad: int
+    errno: int
+
+
+class NativeDownlink:
+    """The model's audio from its socket straight to the caller on pjmedia's clock thread (``cport.c``,
+    "Downlink"): the C floor ``bench calls --ceiling duplex`` measures. A worker's downlink runs in its loop
+    (the Realtime socket's reader, the playout buffer, :class:`NativeHub`'s top-up); this is what the same work
+    costs with no Python per delta or frame.
+
+    Made for one call by :meth:`NativePort.downlink`, with the call's downsampler (its C kernel and filter state,
+    see :meth:`bridge.audio.resample.Downsampler.c_kernel`), kept alive while bound."""
+
+    def __init__(self, port: NativePort, downsampler: StreamKernel) -> None:
+        self._port = port
+        self._lib = port._lib
+        self._handle = port.handle
+        self._downsampler = downsampler
+        self._counts = (ctypes.c_ulonglong * 6)()
+        self._base = self._read()  # the port's counters are cumulative over its calls: this call's from here
+
+    def bind(self, fd: int, event_type: str) -> bool:
+        """Play what ``fd`` carries: each WebSocket text frame whose ``type`` is ``event_type`` (the dialect's
+        audio delta) has its ``delta`` played. False without the C kernel or an attached port."""
+        kernel = self._downsampler.c_kernel()
+        if not self._port.attached or kernel is None:
+            return False
+        kind = event_type.encode()
+        return int(self._lib.cbp_downlink_bind(self._handle, fd, kernel[0], kernel[1], kind, len(kind))) == 0
+
+    def unbind(self) -> None:
+        self._lib.cbp_downlink_unbind(self._handle)
+
+    def _read(self) -> tuple[int, ...]:
+        self._lib.cbp_downlink_counters(self._handle, self._counts)
+        return tuple(self._counts)
+
+    def counters(self) -> DownlinkCounters:
+        now, base = self._read(), self._base
+        deltas, frames, underruns, dropped, bad = (now[k] - base[k] for k in range(5))
+        return DownlinkCounters(deltas, frames, underruns, dropped, bad, now[5])

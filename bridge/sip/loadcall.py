@@ -13,6 +13,8 @@
     await caller.close()
 
     callee = LoopbackCallee(port, play=None)    # the ceiling: answers, loops each call's audio back to itself
+    # LoopbackCallee(port, also=hook, loop=False): neither loops nor plays; ``hook(endpoint, media)`` routes it
+    # LoadCaller(play, record=Path("dir")) also records what each call hears to dir/call-N.wav
     callee.start()
     ...
     await callee.close()
@@ -45,7 +47,7 @@ from bridge.sip.sipmsg import Transport
 from bridge.sip.transports import secure_media
 
 # The counters a snapshot takes whose change over the window is the call's result.
-COUNTERS = ("t", "rx_pkt", "rx_loss", "tx_pkt", "jb_lost", "jb_empty", "jb_discard")
+COUNTERS = ("t", "rx_pkt", "rx_loss", "tx_pkt", "rx_bytes", "tx_bytes", "jb_lost", "jb_empty", "jb_discard")
 CONTACT_HOSTPORT = re.compile(r"sips?:(?:[^@>;]*@)?([^;>]+)")  # a Contact's host:port, e.g. <sip:127.0.0.1:5061;ob>
 HANGUP_POLLS = 150  # up to 3 s in 20 ms polls for the BYEs to complete
 HANGUP_POLL_S = 0.02
@@ -125,10 +127,11 @@ class LoadCaller:
     ``tls_ca`` (a PEM CA list) it also speaks TLS: a ``sips:`` URI is called over TLS, the callee's certificate
     verified against that CA (the workers accept SDES keys over TLS only)."""
 
-    def __init__(self, play: Path, srtp: str = "off", tls_ca: str = "") -> None:
+    def __init__(self, play: Path, srtp: str = "off", tls_ca: str = "", record: Path | None = None) -> None:
         self.play = play
         self.srtp = srtp  # SipConfig.srtp of the calls it places ("mandatory": SDES SRTP offered, RFC 4568)
         self.tls_ca = tls_ca
+        self.record = record  # a directory: each call's audio as heard is also recorded there, call-N.wav
         self._endpoint: SipEndpoint | None = None
         self._held: dict[str, Any] = {}
 
@@ -151,6 +154,11 @@ class LoadCaller:
     def _connect(self, call: _LoadCall) -> None:
         self._held["player"].startTransmit(call.media)
         call.media.startTransmit(self._held["speaker"])
+        if self.record is not None:  # what the caller hears, in C too (pjmedia's WAV writer)
+            recorder = pj.AudioMediaRecorder()
+            recorder.createRecorder(str(self.record / f"call-{self._calls.index(call)}.wav"))
+            self._held[f"recorder-{id(call)}"] = recorder
+            call.media.startTransmit(recorder)
 
     def place(self, uris: Sequence[str]) -> None:
         for uri in uris:
@@ -184,6 +192,8 @@ class LoadCaller:
             "rx_pkt": rx.pkt,
             "rx_loss": rx.loss,
             "tx_pkt": st.rtcp.txStat.pkt,
+            "rx_bytes": rx.bytes,  # RTP payload
+            "tx_bytes": st.rtcp.txStat.bytes,
             "jb_lost": jb.lost,
             "jb_empty": jb.empty,
             "jb_discard": jb.discard,
@@ -250,11 +260,16 @@ class LoopbackCallee:
     goes to the null sound device: what it sends then no longer depends on what it receives, as in the bridge."""
 
     def __init__(
-        self, port: int, play: Path | None = None, also: Callable[[SipEndpoint, Any], None] | None = None
+        self,
+        port: int,
+        play: Path | None = None,
+        also: Callable[[SipEndpoint, Any], None] | None = None,
+        loop: bool = True,
     ) -> None:
         self.port = port
         self.play = play
         self.also = also  # called with the endpoint and each call's audio as it comes up (the bench's streams)
+        self.loop = loop  # False: neither looped nor played; the call's audio goes only where ``also`` routes it
         self._endpoint: SipEndpoint | None = None
         self._held: dict[str, Any] = {"calls": []}
 
@@ -282,7 +297,9 @@ class LoopbackCallee:
             call.answer(call_op(200))
 
     def _connect(self, media: Any) -> None:
-        if self._held.get("player") is None:
+        if not self.loop:
+            pass
+        elif self._held.get("player") is None:
             media.startTransmit(media)  # the call's audio back to itself, in the conference bridge
         else:
             self._held["player"].startTransmit(media)

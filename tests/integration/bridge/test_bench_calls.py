@@ -87,3 +87,16 @@ def test_the_stream_ceiling_sends_every_calls_audio_to_its_sink() -> None:
     assert step["path"] == "ceiling" and step["answered"] == CALLS and step["errors"] == [], step
     assert step["cpu_per_call_pct"] > 0 and step["out_late_or_missing"] < round(WINDOW_S * 50) * CALLS // 4, step
     assert lines[-1]["kind"] == "summary" and lines[-1]["ceiling"] == "stream", lines[-1]
+
+
+@pytest.mark.timeout(300)  # as above; about 15 s on an idle machine (one path, one step)
+def test_the_duplex_ceiling_streams_every_call_up_and_every_caller_hears_the_sinks_tone() -> None:
+    lines = _bench("--only", "ceiling", "--ceiling", "duplex")
+    step = [s for s in lines if s.get("kind") == "step"][-1]  # the last run decides
+    # Every call up for the whole window; its audio reached the sink (fewer bytes than 90 % of the window's appends
+    # would be an error), and its caller recorded the sink's 440 Hz deltas, played from C, with no dead air between
+    # the first and the last it heard (else an error naming the call).
+    assert step["path"] == "ceiling" and step["ceiling"] == "duplex", step
+    assert step["answered"] == CALLS and step["errors"] == [], step
+    assert step["cpu_per_call_pct"] > 0, step
+    assert lines[-1]["kind"] == "summary" and lines[-1]["ceiling"] == "duplex", lines[-1]

@@ -229,8 +229,54 @@ def test_the_bridges_cpu_and_memory_are_set_against_the_loopbacks() -> None:
     steps = [step("bridge", 4, 0.6, (130.0, 32.5)), step("ceiling", 4, 0.2, (60.0, 15.0))]
     summary = summarize(steps, 4)
     assert (summary["cost_step"], summary["bridge_over_ceiling_cpu"]) == (4, 3.0)
-    assert summary["goal_ceiling_cpu_met"] is False
     line = next(line for line in summary_lines(summary) if line.startswith("at 4 calls"))
-    assert "3.00x (goal <= 1.5x: NOT met)" in line
+    assert "3.00x; memory" in line
     assert "bridge 130 MB per process, 32.5 MB per call" in line and "loopback 60 MB per process, 15.0 MB" in line
     assert "pss MB proc/call" in HEADER and " 130/32.5 " in row(steps[0])
+
+
+def test_the_workers_are_set_against_the_duplex_floor_and_the_floor_against_the_loopback() -> None:
+    from bench.calls.report import Step, summarize, summary_lines
+
+    def step(path: str, calls: int, cpu: float, ceiling: str = "", answered: int | None = None) -> Step:
+        s = Step(path, calls=calls, processes=calls // 4, window_s=12.0, expected_frames=600 * calls, ceiling=ceiling)
+        s.answered, s.cpu_per_call_pct = calls if answered is None else answered, cpu
+        return s
+
+    steps = [
+        step("bridge", 8, 0.60),
+        step("ceiling", 8, 0.20, "loop"),
+        step("stream", 8, 0.30, "stream"),
+        step("duplex", 8, 0.40, "duplex"),
+        step("bridge", 32, 0.50),
+        step("ceiling", 32, 0.20, "loop"),
+        step("duplex", 32, 0.50, "duplex", answered=31),  # not every call up: not compared at 32
+    ]
+    summary = summarize(steps, 32)
+    assert summary["duplex_step"] == 8 and set(summary["duplex_by_step"]) == {8}
+    at = summary["duplex_by_step"][8]
+    assert at["cpu_per_call_pct"] == {"loop": 0.2, "stream": 0.3, "duplex": 0.4, "bridge": 0.6}
+    assert (at["duplex_over_loop"], at["bridge_over_duplex"]) == (2.0, 1.5)
+    assert summary["goal_duplex_lean_met"] is True and summary["goal_bridge_over_duplex_met"] is False
+    lines = summary_lines(summary)
+    assert (
+        "duplex floor at 8 calls: 2.00x the loopback (goal <= 2.2x: met); the workers 1.50x the duplex floor "
+        "(goal <= 1.15x: NOT met)" in lines
+    )
+    assert "at 8 calls: CPU per call loop 0.2%, stream 0.3%, duplex 0.4%, bridge 0.6%" in lines[-2]
+
+
+def test_ceiling_kinds_are_paths_of_their_own_after_the_first() -> None:
+    from bench.calls.cli import _parser, _paths
+
+    parser = _parser()
+    assert _paths(parser, parser.parse_args(["--ceiling", "loop,stream,duplex"])) == [
+        "bridge",
+        "echo_off",
+        "ceiling",
+        "stream",
+        "duplex",
+    ]
+    assert _paths(parser, parser.parse_args(["--only", "ceiling", "--ceiling", "duplex"])) == ["ceiling"]
+    with pytest.raises(SystemExit):
+        _paths(parser, parser.parse_args(["--ceiling", "loop,loud"]))

@@ -1,0 +1,250 @@
+"""``callbridge bench capacity``: the cost of a call, measured now, and the machines for 1,000 to 100,000 calls.
+
+A fresh short measurement, so the plan is never older than the code: ``--calls`` concurrent calls (default 16;
+``--quick``: 4 calls for 5 s) through ``serve``'s own pool of workers (``bench calls``' bridge path: the bundled
+caller recording played by pjsua2 load callers, the in-process emulator as the model, speaking in real time), the
+workers keeping their calls in a private ``redis-server``, and behind the Kamailio front when Kamailio is installed
+(``bench calls``' front path). Over the steady-state window (every call up), it reads:
+
+- **CPU** and **PSS** of the workers (``/proc``), per call; and the PSS of the preloaded parent they are forked
+  from (once per node);
+- **Redis**: commands (``INFO commandstats``) and bytes both ways (``INFO stats``: ``total_net_input_bytes``,
+  ``total_net_output_bytes``) at both ends of the window, the bench's own two ``INFO`` requests taken out;
+- **network**: the callers' RTP both ways (their stream statistics: payload, plus 40 bytes of RTP, UDP and IPv4
+  headers a packet), and the model's sockets both ways (``ss -ti`` at the emulator's port: ``bytes_acked`` and
+  ``bytes_received``); SIP is not in a call's steady state;
+- **the front**: Kamailio's CPU time over the step per call (its INVITE, ACK and BYE, and the health probes).
+
+Then :mod:`bench.capacity.plan` sizes nodes (``--cores-per-node``, ``--memory-gb-per-node``, at ``--headroom``
+target utilisation), fronts, Redis shards (``--redis-cmds-per-shard``) and bandwidth for 1,000, 10,000 and 100,000
+concurrent calls, and prints the cost and the table (``--json``: one object).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.capacity.plan import Assumptions, CallCost, format_plan, plan, plan_json
+
+if TYPE_CHECKING:
+    from bench.calls.report import Step
+
+RTP_HEADERS = 12 + 8 + 20  # RTP, UDP, IPv4: on the wire beside each packet's payload
+INFO_REQUEST = b"*3\r\n$4\r\nINFO\r\n$5\r\nstats\r\n$12\r\ncommandstats\r\n"
+LOG_NAME = "callbridge-bench-capacity.log"
+
+
+def _parser() -> argparse.ArgumentParser:
+    doc = (__doc__ or "").splitlines()[0]
+    parser = argparse.ArgumentParser(prog="callbridge bench capacity", description=doc)
+    defaults = Assumptions()
+    parser.add_argument("--calls", type=int, default=16, help="concurrent calls measured (default 16)")
+    parser.add_argument("--seconds", type=float, default=12.0, help="the measured window (default 12)")
+    parser.add_argument("--quick", action="store_true", help="4 calls for 5 s: that it runs, not a plan to trust")
+    parser.add_argument("--cores-per-node", type=int, default=defaults.cores_per_node)
+    parser.add_argument("--memory-gb-per-node", type=float, default=defaults.memory_gb_per_node)
+    parser.add_argument(
+        "--headroom", type=float, default=defaults.headroom, help="target utilisation, 0-1 (default 0.6)"
+    )
+    parser.add_argument("--redis-cmds-per-shard", type=float, default=defaults.redis_cmds_per_shard)
+    parser.add_argument("--front-cores", type=int, default=defaults.front_cores)
+    parser.add_argument("--mean-call-s", type=float, default=defaults.mean_call_s)
+    parser.add_argument("--no-front", action="store_true", help="call the workers directly even with Kamailio")
+    parser.add_argument("--json", action="store_true", help="the cost, the assumptions and the plan as one object")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.calls, args.seconds = 4, 5.0
+    if args.calls < 1 or args.seconds <= 0:
+        parser.error("--calls and --seconds must be positive")
+    assume = Assumptions(
+        cores_per_node=args.cores_per_node,
+        headroom=args.headroom,
+        memory_gb_per_node=args.memory_gb_per_node,
+        redis_cmds_per_shard=args.redis_cmds_per_shard,
+        front_cores=args.front_cores,
+        mean_call_s=args.mean_call_s,
+    )
+    try:
+        plan(CallCost(0, 0, 0, 0, 0, 0), assume)  # the assumptions checked before anything runs
+    except ValueError as exc:
+        parser.error(str(exc))
+    front = not args.no_front and _kamailio()
+    cost, step = asyncio.run(measure(args.calls, args.seconds, front))
+    rows = plan(cost, assume)
+    if args.json:
+        print(json.dumps(plan_json(cost, assume, rows) | {"measured": step}))
+    else:
+        print(
+            f"callbridge bench capacity: {step['calls']} calls for {step['window_s']:g} s through serve's workers"
+            f"{' behind Kamailio' if front else ''}, a private Redis, the emulator as the model; "
+            f"{os.cpu_count()} cores here, machine {step['machine_pct']:.0f} % busy, steal {step['steal_pct']:.0f} %"
+        )
+        if step["errors"]:
+            print("  ! " + "\n  ! ".join(step["errors"]))
+        print(format_plan(cost, assume, rows))
+    sys.stdout.flush()
+    return 0
+
+
+def _kamailio() -> bool:
+    from bridge.serve.front import FrontError, require_kamailio
+
+    try:
+        require_kamailio()
+    except FrontError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The measurement
+
+
+@dataclass
+class _Sample:
+    at: float
+    redis_cmds: int
+    redis_in: int
+    redis_out: int
+    model_up: int  # bytes the workers sent the model
+    model_down: int  # bytes the model sent the workers
+    parent_pss_kb: int
+
+
+@dataclass
+class _Probe:
+    """Read at both ends of the window (``Bench.on_window``): Redis, the model's sockets, the preloaded parent."""
+
+    redis_port: int
+    model_port: int
+    samples: list[_Sample] = field(default_factory=list)
+    info_reply_bytes: list[int] = field(default_factory=list)  # what each of our INFO requests was answered
+
+    def __call__(self, at: float) -> None:
+        stats = self._redis_info()
+        cmds = sum(int(m.group(1)) for m in re.finditer(r"^cmdstat_[^:]+:calls=(\d+)", stats, re.M))
+        net_in = int(_field(stats, "total_net_input_bytes"))
+        net_out = int(_field(stats, "total_net_output_bytes"))
+        up, down = _model_bytes(self.model_port)
+        self.samples.append(_Sample(at, cmds, net_in, net_out, up, down, _parent_pss_kb()))
+
+    def _redis_info(self) -> str:
+        """``INFO stats commandstats`` over a plain socket, so the reply's size on the wire is known exactly."""
+        with socket.create_connection(("127.0.0.1", self.redis_port), timeout=5) as sock:
+            sock.sendall(INFO_REQUEST)
+            data = b""
+            while b"\r\n" not in data:
+                data += sock.recv(65536)
+            head, _, body = data.partition(b"\r\n")
+            size = int(head[1:])
+            while len(body) < size + 2:
+                body += sock.recv(65536)
+        self.info_reply_bytes.append(len(head) + 2 + size + 2)
+        return body[:size].decode()
+
+    def cost(self, step: Step) -> CallCost:
+        """One call's cost from the two samples and the step's own figures (CPU, PSS, the callers' RTP)."""
+        a, b = self.samples[0], self.samples[-1]
+        call_s = step.calls * (b.at - a.at)
+        (to_pkt, to_bytes), (from_pkt, from_bytes) = step.rtp_to_callers, step.rtp_from_callers
+        rtp = to_bytes + from_bytes + RTP_HEADERS * (to_pkt + from_pkt)  # over the callers' window
+        redis_cmds = b.redis_cmds - a.redis_cmds - 1  # the first INFO is counted by the second
+        # the second INFO's request is input before its own figures; the first one's reply is output after its own
+        redis_in = b.redis_in - a.redis_in - len(INFO_REQUEST)
+        redis_bytes = redis_in + (b.redis_out - a.redis_out - self.info_reply_bytes[0])
+        return CallCost(
+            cpu_pct=step.cpu_per_call_pct,
+            pss_mb=step.pss_mb_per_call or 0.0,
+            redis_cmds_per_s=round(redis_cmds / call_s, 2),
+            redis_bytes_per_s=round(redis_bytes / call_s, 1),
+            rtp_bytes_per_s=round(rtp / (step.calls * step.window_s), 1) if step.window_s else 0.0,
+            model_bytes_per_s=round(((b.model_up - a.model_up) + (b.model_down - a.model_down)) / call_s, 1),
+            front_cpu_ms_per_setup=step.front_cpu_ms_per_call,
+            parent_pss_mb=round(b.parent_pss_kb / 1024, 1),
+        )
+
+
+def _field(info: str, name: str) -> str:
+    found = re.search(rf"^{name}:(\S+)", info, re.M)
+    if found is None:
+        raise RuntimeError(f"Redis INFO has no {name}")
+    return found.group(1)
+
+
+def _model_bytes(port: int) -> tuple[int, int]:
+    """Bytes the model's established connections (its side: local port ``port``) received and had acknowledged:
+    (up from the workers, down to them), from the kernel's TCP info (``ss -ti``)."""
+    done = subprocess.run(
+        ["ss", "-tinH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    )
+    up = sum(int(n) for n in re.findall(r"bytes_received:(\d+)", done.stdout))
+    down = sum(int(n) for n in re.findall(r"bytes_acked:(\d+)", done.stdout))
+    return up, down
+
+
+def _parent_pss_kb() -> int:
+    """The preloaded parent's PSS (``bridge.serve.zygote``, this process's child): its pages shared by a node's
+    workers, once per node."""
+    from bench.calls.machine import process_tree, pss_kb_by_pid
+
+    parents = []
+    for pid in process_tree(os.getpid()):
+        try:
+            if b"bridge.serve.zygote" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                parents.append(pid)
+        except OSError:
+            continue
+    return sum(pss_kb_by_pid(parents).values())
+
+
+async def measure(calls: int, seconds: float, front: bool) -> tuple[CallCost, dict[str, Any]]:
+    """Run ``calls`` calls through the workers (behind the front if ``front``) with a private Redis; the cost of
+    one call, and the step's figures."""
+    from bench.calls.ladder import emulator_options
+    from bench.calls.paths import Bench
+    from bridge.devkit.redis_server import EmbeddedRedis
+    from bridge.emulator import EmulatorServer
+
+    with tempfile.TemporaryDirectory(prefix="callbridge-bench-capacity-") as tmp, EmbeddedRedis() as redis:
+        log_path = Path(tempfile.gettempdir()) / LOG_NAME
+        log_path.write_text("")
+        bench = Bench(seconds, Path(tmp), log_path, spread=front)
+        bench.redis_url = redis.url
+        async with EmulatorServer("127.0.0.1", 0, **emulator_options(seconds, speed=1.0)) as emulator:
+            port = int(emulator.base_url.rsplit(":", 1)[1].split("/", 1)[0])
+            probe = _Probe(redis.port, port)
+            bench.on_window = probe
+            step = await bench.bridge_step(calls, emulator, "front" if front else "bridge")
+    if len(probe.samples) < 2:
+        raise RuntimeError(f"the window was not measured: {step.errors}")
+    cost = probe.cost(step)
+    figures: dict[str, Any] = {
+        "calls": calls,
+        "answered": step.answered,
+        "window_s": step.window_s,
+        "machine_pct": step.cpu_machine_pct,
+        "steal_pct": step.cpu_steal_pct,
+        "errors": step.errors + ([] if step.answered == calls else [f"{step.answered} of {calls} calls up"]),
+    }
+    return cost, figures
