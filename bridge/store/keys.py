@@ -49,7 +49,8 @@ from typing import Final
 PREFIX: Final = "cb"
 
 # ------------------------------------------------------------------------------------------------ per call
-CALL_TTL_S: Final = 24 * 3600  # refreshed by every write; a call's state stays readable for a day after its end
+CALL_TTL_S: Final = 24 * 3600  # set at creation and at the end: a call's state stays readable for a day after its end
+TTL_REFRESH_S: Final = 600.0  # a live call's keys (and its worker's live set) get their TTL again this often
 STREAM_MAXLEN: Final = 500  # approximate cap (XADD MAXLEN ~): trimmed by whole radix-tree nodes, so "about"
 SUMMARY_MAX_CHARS: Final = 2000  # a stream entry's summary (a transcript line) is cut beyond this
 ENDED_CALLS: Final = f"{PREFIX}:calls:ended"  # the index of ended calls still readable (their hash has not expired)
@@ -89,7 +90,7 @@ CALL_FIELDS: Final = (
 # ------------------------------------------------------------------------------------------------ workers
 # A lost worker's callers get their BYE about HEARTBEAT_TTL_S + REAP_INTERVAL_S + a SIP probe after the loss
 # (bridge/store/reaper.py); a worker cut off from Redis answers the probe and keeps its calls.
-HEARTBEAT_INTERVAL_S: Final = 1.0  # a worker refreshes its heartbeat this often (4 commands in its next write) ...
+HEARTBEAT_INTERVAL_S: Final = 1.0  # a worker refreshes its heartbeat this often (one SET ... GET in its next write) ...
 HEARTBEAT_TTL_S: Final = 3  # ... and is suspected by the reaper once it has missed about two
 REAP_INTERVAL_S: Final = 1.0  # how often each worker's writer looks for dead workers (one pipeline; idempotent)
 WORKERS: Final = f"{PREFIX}:workers"
@@ -164,3 +165,28 @@ def takeover_audio(call_id: str) -> str:
 def call_action_ack(request_id: str) -> str:
     """The list one worker answers one action request on."""
     return f"{PREFIX}:actions:ack:{request_id}"
+
+
+# ------------------------------------------------------------------------------------------------ kinds (measuring)
+def kind_of(key: str) -> str:
+    """What a key (or channel) named here is, for counting Redis work by kind (``bench calls --redis``): ``call hash``,
+    ``call stream``, ``ended index``, ``workers``, ``worker live set``, ``worker heartbeat``, ``rollout``,
+    ``listen-in``, ``actions``, or ``other`` (pure)."""
+    if key == ENDED_CALLS:
+        return "ended index"
+    if key == WORKERS:
+        return "workers"
+    parts = key.split(":")
+    if len(parts) < 2 or parts[0] != PREFIX:
+        return "other"
+    if parts[1] == "call" and len(parts) >= 3:
+        return "call stream" if parts[-1] == "events" and len(parts) > 3 else "call hash"
+    if parts[1] == "worker" and len(parts) >= 4:
+        return {"calls": "worker live set", "hb": "worker heartbeat"}.get(parts[-1], "other")
+    if parts[1] == ROLLOUT_TAG:
+        return "rollout"
+    if parts[1] in ("listen", "{listen}"):
+        return "listen-in"
+    if parts[1] in ("actions", "{actions}"):
+        return "actions"
+    return "other"
