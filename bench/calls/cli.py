@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
         default=BEAT_FRAMES,
         help=f"the bridge workers' media beat in 20 ms ticks, as `serve`'s media_beat_frames (default {BEAT_FRAMES})",
     )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="the bridge paths' workers write their calls to a private redis-server, and each step reports the "
+        "Redis commands and bytes per call-second over its window, by key kind",
+    )
     # internal roles (subprocesses of the benchmark)
     parser.add_argument("--role", choices=("bench", "caller", "loopback"), default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--uris", help=argparse.SUPPRESS)
@@ -155,5 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps = _steps(parser, args)
     paths = _paths(parser, args)
     return asyncio.run(
-        run_bench(steps, args.seconds, args.json, paths, args.realtime_priority, args.media_beat, args.ceiling)
+        run_bench(
+            steps, args.seconds, args.json, paths, args.realtime_priority, args.media_beat, args.ceiling, args.redis
+        )
     )

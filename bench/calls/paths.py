@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.calls.callers import CALLS_PER_PROCESS, boot_callers, boot_loopbacks, collect
 from bench.calls.machine import ROOT, process_tree, run_time_s, stderr_to, stop
+from bench.calls.redis import measure as measure_redis
 from bench.calls.report import Step
 from bench.calls.score import CpuSample, score_bridge, score_callers, score_cpu, score_memory
 from bridge.audio.frames import BEAT_FRAMES
@@ -94,7 +95,9 @@ class Bench:
         beat: int = BEAT_FRAMES,
         ceiling: str = "loop",
         spread: bool = False,
+        redis_url: str | None = None,
     ) -> None:
+        self.redis_url = redis_url  # --redis: the bridge path's workers write to this private redis-server
         # the bridge path: each load caller's calls to as many workers (True) or all to one (False); see the doc
         self.spread = spread
         # "loop": each call's audio back to itself; "play": a recording out, audio in; "stream": loop, and the
@@ -122,7 +125,13 @@ class Bench:
     ) -> tuple[float, float]:
         """Load ``uris`` with the callers, measure the window, score the callers' rows; returns the window."""
         callers = await boot_callers(uris, self.play, self.seconds, self.log_path, srtp, tls_ca)
+        redis = None
+        if self.redis_url and step.path != "ceiling":
+            end = callers.end_at - CPU_CLOSE_EARLY_S
+            redis = asyncio.create_task(measure_redis(self.redis_url, step.calls, callers.start_at, end))
         await self._window(step, callers.start_at, callers.end_at, pids, callers.pids)
+        if redis is not None:
+            step.redis = await redis
         score_callers(step, await collect(step, callers.procs))
         return callers.start_at, callers.end_at
 
@@ -200,6 +209,7 @@ class Bench:
             realtime_priority=self.priority,
             media_beat_frames=self.beat,
             srtp="mandatory" if srtp else "off",
+            redis_url=self.redis_url,
         )
 
     async def _start_bridge(self, system: _BridgeSystem) -> None:
