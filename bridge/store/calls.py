@@ -40,7 +40,7 @@ back. A worker only cut off from Redis answers the reapers' SIP probe, so its ca
 (:mod:`bridge.store.reaper`); one whose calls were marked "worker died" all the same (it did not answer either: its
 loop stalled) rewrites them as live when it reconnects.
 
-Connections (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, or a client built by hand): see
+Connections (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, ``redis+cluster://``, or a client): see
 :mod:`bridge.store.connection`. What supervisors read back: :mod:`bridge.store.read`.
 """
 

@@ -16,7 +16,7 @@ key                                          type        holds                  
 ``cb:{rollout}:dialplans``                   set         dialplans that have a stored flag               none
 ``cb:{rollout}:audit``                       stream      every flag change: who, when, old, new, why     none; capped
                                                                                                          AUDIT_MAXLEN
-``cb:{rollout}:calls:<dp>:<variant>``        sorted set  one member per finished call (its numbers as    HEALTH_TTL_S
+``cb:rollout:{<dp>:<variant>}:calls``        sorted set  one member per finished call (its numbers as    HEALTH_TTL_S
                                                          JSON), score = time
 ``cb:{rollout}:refused:<dialplan>``          hash        variant -> JSON {model, code, at}: variants     none
                                                          whose model the service refused
@@ -36,8 +36,11 @@ list (``bridge.serve.actions``).
 
 The ``{...}`` parts are Redis Cluster hash tags: only the text between the braces picks the slot. A call's hash and
 stream share the tag ``{<call_id>}`` (one slot, so one call's writes can be pipelined together on a cluster); a
-worker's set and heartbeat share ``{<worker>}``; every rollout key shares ``{rollout}``, so a flag change and its audit
-entry are one ``MULTI``/``EXEC`` transaction even on a cluster (the rollout keys are tiny and read once per call).
+worker's set and heartbeat share ``{<worker>}``; the rollout's flags, refusals and audit share ``{rollout}``, so a flag
+change and its audit entry are one ``MULTI``/``EXEC`` transaction even on a cluster (they are tiny and written by
+people), while the per-call windows each have their own tag ``{<dialplan>:<variant>}``, so the writes of every call's
+end spread over the cluster's slots. No command or transaction spans two tags; pipelines that do are
+non-transactional, which a cluster client splits per slot. Pub/sub on a cluster is sharded (``SPUBLISH``).
 
 Nothing here, or anywhere under ``cb:``, ever holds an API key or any other credential.
 """
@@ -147,8 +150,9 @@ def rollout_refused(dialplan: str) -> str:
 
 
 def variant_calls(dialplan: str, variant: str) -> str:
-    """The sliding window of one rollout variant's finished calls on one dialplan (``bridge.rollout.health``)."""
-    return ":".join((PREFIX, ROLLOUT_TAG, "calls", dialplan, variant))
+    """The sliding window of one rollout variant's finished calls on one dialplan (``bridge.rollout.health``). Its
+    own hash tag (plan and variant): every call's end writes here, so on a cluster the windows spread over slots."""
+    return tagged("rollout", f"{dialplan}:{variant}", "calls")
 
 
 # ------------------------------------------------------------------------------------------------ call actions
@@ -183,7 +187,7 @@ def kind_of(key: str) -> str:
         return "call stream" if parts[-1] == "events" and len(parts) > 3 else "call hash"
     if parts[1] == "worker" and len(parts) >= 4:
         return {"calls": "worker live set", "hb": "worker heartbeat"}.get(parts[-1], "other")
-    if parts[1] == ROLLOUT_TAG:
+    if parts[1] in (ROLLOUT_TAG, "rollout"):
         return "rollout"
     if parts[1] in ("listen", "{listen}"):
         return "listen-in"
