@@ -88,17 +88,7 @@ class SentinelUrl:
 def parse_sentinel_url(url: str) -> SentinelUrl:
     """``redis+sentinel://:pw@10.0.0.1,10.0.0.2:26380/callbridge/0`` -> sentinels, service name, db, credentials.
     A malformed URL raises ``ValueError`` (its message never holds the password)."""
-    scheme, sep, rest = url.partition("://")
-    if scheme != SENTINEL_SCHEME or not sep:
-        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
-    rest, _, query = rest.partition("?")
-    netloc, _, path = rest.partition("/")
-    userinfo, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
+    _, hosts, username, password, path, query = _split(url, (SENTINEL_SCHEME,), f"{SENTINEL_SCHEME}://")
     sentinels = _host_list(hosts, SENTINEL_PORT, SENTINEL_SCHEME)
     parts = [p for p in path.split("/") if p]
     if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
@@ -112,6 +102,22 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
         password,
         sentinel_password,
     )
+
+
+def _split(url: str, schemes: tuple[str, ...], what: str) -> tuple[str, str, str | None, str | None, str, str]:
+    """``scheme://[[user]:password@]hosts[/path][?query]`` -> (scheme, hosts, user, password, path, query) (pure)."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in schemes or not sep:
+        raise ValueError(f"not a {what} URL")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    return scheme, hosts, username, password, path, query
 
 
 def _host_list(hosts: str, default_port: int, scheme: str) -> list[tuple[str, int]]:
@@ -160,19 +166,11 @@ def parse_cluster_url(url: str) -> ClusterUrl:
     """``redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7000`` -> the nodes (any of them: the client learns the rest),
     credentials, TLS. A cluster has one database: a path other than ``/`` or ``/0`` is refused. A malformed URL raises
     ``ValueError`` (its message never holds the password)."""
-    scheme, sep, rest = url.partition("://")
-    if scheme not in CLUSTER_SCHEMES or not sep:
-        raise ValueError("not a redis+cluster:// or rediss+cluster:// URL")
-    rest, _, query = rest.partition("?")
-    netloc, _, path = rest.partition("/")
+    scheme, hosts, username, password, path, query = _split(
+        url, CLUSTER_SCHEMES, "redis+cluster:// or rediss+cluster://"
+    )
     if path.strip("/") not in ("", "0"):
         raise ValueError(f"{scheme} URL: a cluster has database 0 only, not /{path}")
-    userinfo, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
     options = tuple((k, v[-1]) for k, v in parse_qs(query).items() if k in _CLUSTER_TLS_OPTIONS)
     unknown = sorted(set(parse_qs(query)) - set(_CLUSTER_TLS_OPTIONS))
     if unknown:
