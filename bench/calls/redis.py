@@ -30,8 +30,8 @@ async def measure(url: str, calls: int, start_at: float, end_at: float) -> dict[
             after, ended = await command_stats(client), time.monotonic()
     finally:
         await client.aclose()
-    return figures(difference(before, after).calls, after.net_input_bytes - before.net_input_bytes, count,
-                   calls * (ended - began))  # fmt: skip
+    bytes_in = after.net_input_bytes - before.net_input_bytes
+    return figures(difference(before, after).calls, bytes_in, count, calls * (ended - began))
 
 
 def figures(by_command: dict[str, int], bytes_in: int, count: CommandCount, call_seconds: float) -> dict[str, Any]:

@@ -54,13 +54,11 @@ class RedisClusterLab(SyncService):
         for i, port in enumerate(self.ports):
             node_dir = Path(self._dir.name) / str(port)
             node_dir.mkdir()
-            args = [
-                exe, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                "--cluster-port", str(bus + i), "--cluster-config-file", str(node_dir / "nodes.conf"),
-                "--cluster-node-timeout", str(self.node_timeout_ms), "--save", "", "--appendonly", "no",
-                "--repl-diskless-sync-delay", "0",  # replicas in sync at once (one not yet synced never takes over)
-                "--dir", str(node_dir), "--daemonize", "no", "--loglevel", "warning",
-            ]  # fmt: skip
+            args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]
+            args += ["--cluster-port", str(bus + i), "--cluster-config-file", str(node_dir / "nodes.conf")]
+            args += ["--cluster-node-timeout", str(self.node_timeout_ms), "--save", "", "--appendonly", "no"]
+            args += ["--repl-diskless-sync-delay", "0"]  # replicas in sync at once (one not in sync never takes over)
+            args += ["--dir", str(node_dir), "--daemonize", "no", "--loglevel", "warning"]
             self.procs[port] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for port in self.ports:
             self._wait(lambda p=port: redis.Redis(port=p, socket_timeout=0.5).ping(), f"node {port} up")

@@ -285,12 +285,9 @@ class CallStore:
     async def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until everything queued is written (tests, shutdown). False if Redis did not take it in time."""
         deadline = asyncio.get_running_loop().time() + timeout_s
-        self._flushing += 1
+        self._flushing += 1  # the ticking fields too, at once
         try:
-            while (
-                self.queue_depth or self._writing or self._resync or self.pending.members_dirty
-                or self.pending.ticks_dirty
-            ):  # fmt: skip
+            while self.queue_depth or self._writing or self._resync or self.pending.unwritten:
                 if asyncio.get_running_loop().time() > deadline or self._task is None or self._task.done():
                     return False
                 self._wake.set()
@@ -464,9 +461,8 @@ class CallStore:
     def _pipeline(
         self, batch: Batch, heartbeat_at: str | None, *, resync: bool, live_ttl: bool
     ) -> tuple[Pipeline, int]:
-        """The commands of one write (one round trip): per call its hash, its TTL when due, and membership, the
-        stream entries and their TTL when due, then the heartbeat (whose index is returned: the old value its
-        ``SET ... GET`` returns says whether the heartbeat had expired)."""
+        """One write's commands (one round trip): per call its hash, TTL when due, membership, the stream entries and
+        their TTL when due, the heartbeat (its index returned: ``SET ... GET``'s old value says if it had expired)."""
         pipe = self.client.pipeline(transaction=False)
         live = keys.worker_calls(self.worker)
         ttl = self.tuning.call_ttl_s

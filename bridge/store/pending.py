@@ -150,8 +150,9 @@ class PendingWrites:
         return [cid for cid, c in self.calls.items() if not c.ended]
 
     @property
-    def ticks_dirty(self) -> bool:
-        return any(c.ticks for c in self.calls.values())
+    def unwritten(self) -> bool:
+        """Membership or ticking fields not written yet (beside :attr:`queue_depth`)."""
+        return any(c.ticks or c.member_dirty for c in self.calls.values())
 
     @property
     def members_dirty(self) -> bool:
