@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_serve_operable import TOKEN, Serve, api, caller_wav, softphone, wait_healthy
 
-from bridge.devkit.ports import free_port
+from bridge.devkit.ports import free_port, free_port_block
 from bridge.devkit.redis_cluster import RedisClusterLab, cluster_tools
 from bridge.emulator import EmulatorServer
 from bridge.store import keys
@@ -40,7 +40,7 @@ async def test_a_shards_primary_killed_mid_call_loses_no_call_and_no_record(tmp_
     reports = tmp_path / "calls.jsonl"
     with RedisClusterLab() as cluster:
         async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
-            sip_port, http_port = free_port(), free_port()
+            sip_port, http_port = free_port_block(2), free_port()  # a SIP port per worker
             env = {**os.environ, "CALLBRIDGE_SUPERVISOR_TOKEN": TOKEN, "XDG_STATE_HOME": str(tmp_path / "state")}
             proc = subprocess.Popen(  # noqa: ASYNC220 (a long-lived server; stopped synchronously below)
                 [sys.executable, "-m", "bridge", "serve", "--workers", "2", "--sip-port", str(sip_port),
