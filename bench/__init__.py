@@ -17,6 +17,7 @@ BENCHES = {
     "recording": ("bench.recording", "a 2-hour recorded call in virtual time: the recorder's memory and loop stalls"),
     "soak": ("bench.soak", "concurrent SIP calls for minutes with socket drops: drops, gaps, RSS"),
     "network": ("bench.network", "calls through loss, jitter and reordering: PESQ both ways vs pjsua2's own"),
+    "rollout": ("bench.rollout", "simulated rollouts through the decision engine: false rollbacks, power, coverage"),
 }
 
 

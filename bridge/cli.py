@@ -37,7 +37,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rollout": ("bridge.serve.rollout_cli", "main", "show or change a rollout dialplan's variants (weights, kill)"),
     "calls": ("bridge.supervisor.remote", "calls_main", "live calls across all workers (Redis, or --api URL)"),
     "bench": ("bench", "main", "benchmarks (audio, calls, replay, soak)"),
-    "users": ("bridge.supervisor.users_cli", "main", "the console's accounts: add NAME --role R, token, remove, list"),
+    "users": ("bridge.serve.control_cli", "users_main", "console accounts: add, token, remove, list, unlock"),
+    "webhooks": ("bridge.webhooks.cli", "main", "pending webhook deliveries and dead letters (list, retry)"),
 }
 
 

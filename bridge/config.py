@@ -51,7 +51,7 @@ ENV = {
     "sip_auth_nonce_secret": "CALLBRIDGE_SIP_NONCE_SECRET",
     "http_metrics_token": "CALLBRIDGE_METRICS_TOKEN",
 }
-EXTRA_SECRETS = frozenset({"redis_url"})  # not a SecretStr, but may carry a password
+EXTRA_SECRETS = frozenset({"redis_url", "front_dialog_url"})  # not a SecretStr, but may carry a password
 SUPERVISOR_TOKEN_ENV = "CALLBRIDGE_SUPERVISOR_TOKEN"
 SUPERVISOR_READONLY_TOKEN_ENV = "CALLBRIDGE_SUPERVISOR_READONLY_TOKEN"
 BROKER_TOKEN_ENV = "CALLBRIDGE_BROKER_TOKEN"  # bridge.realtime.credentials reads it (a worker's broker token)
@@ -145,6 +145,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None  # None with the emulator; required for api.openai.com
     redis_url: str | None = None
     realtime_max_session_s: float | None = Field(None, gt=1)  # None: each dialect's own cap (its capabilities)
+    # after a call, the model's post-call answer (a plan's post_call) is awaited this long, then given up ("timed out")
+    post_call_timeout_s: float = Field(10.0, gt=0, le=60)
     # static: workers use the key; mint: workers mint short-lived secrets with it; broker: only the serve process
     # holds the key and workers fetch short-lived secrets from its broker (they never see the key)
     credentials: Literal["static", "mint", "broker"] = "static"
@@ -172,6 +174,16 @@ class Settings(BaseSettings):
     # past it: 429 with Retry-After
     http_signin_failures: int = Field(10, ge=1, le=10_000)
     http_signin_window_s: float = Field(300.0, gt=0, le=86400)
+    # serve's HTTP port (bridge/supervisor/gate.py): a request's head within http_head_timeout_s of the connection
+    # (or of the last answer), its body within http_body_timeout_s (408); connections per source address (503 past
+    # it) and in all (kept below the open-file limit; past it an idle or half-sent connection makes room, else 503)
+    http_head_timeout_s: float = Field(10.0, gt=0, le=3600)
+    http_body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    http_max_connections: int = Field(1000, ge=16, le=1_000_000)
+    http_max_connections_per_source: int = Field(64, ge=1, le=1_000_000)
+    # /healthz without a credential says only {"ready": true|false}; its detail (workers, pids, ports, the front's
+    # run directory) is for a bearer token of the API or http_metrics_token ("token"), or for anyone ("open")
+    http_health_detail: Literal["token", "open"] = "token"
     dialplans: Path = Path("dialplans")
     report_file: Path | None = None  # append one JSON line per finished call (demo, tests)
     # calls of dialplans with recording enabled (and consent) go here, one directory per call (mode 0700) named by the
@@ -198,6 +210,9 @@ class Settings(BaseSettings):
     # sip_trusted_fronts a worker answers loopback callers only, and `serve` on another address refuses to start
     sip_allowed_sources: tuple[str, ...] = ()
     sip_allow_any_source: bool = False  # answer INVITEs from any source on purpose (the start-up check lets it pass)
+    # concurrent calls one source address may hold at a worker; more get 486. Sources in sip_allowed_sources are
+    # exempt (and loopback when nothing is configured). 0: no limit
+    sip_calls_per_source: int = Field(2, ge=0)
     # every call bounded at the SIP level (bridge/sip/bounds.py): no RTP from the caller for this long ends it (BYE,
     # "media timeout"); while the caller holds the call, the hold timeout applies
     rtp_timeout_s: float = Field(30.0, gt=0, le=3600)
@@ -215,6 +230,10 @@ class Settings(BaseSettings):
     # dialog (bridge/store/dialogseal.py). None: one random key per serve node (another node can neither listen to
     # its calls nor BYE its lost calls' callers); set the same key on every node that shares a Redis
     listen_key: SecretStr | None = None
+    # signs each rollout flag change's audit entry (bridge/rollout/seal.py): a flag no signed entry vouches for (a
+    # raw Redis write) is not obeyed. None: the audit alone vouches. Set the same key on every node and wherever
+    # `callbridge rollout` runs against that Redis
+    rollout_key: SecretStr | None = Field(None, min_length=16)
     # The front door (bridge/serve/front.py). "kamailio": Kamailio answers on sip_host:sip_port, the one address
     # callers and trunks use, and worker i listens on sip_port + 1 + i behind it. "none": worker i on sip_port + i.
     front: Literal["none", "kamailio"] = "none"
@@ -239,12 +258,23 @@ class Settings(BaseSettings):
     front_pike_window_s: int = Field(2, ge=1, le=300)
     front_ban_s: int = Field(300, ge=1, le=86400)
     # refusals (403: not allowed, bad credentials, not the caller's dialog; the front's or a worker's) to one address,
-    # each within 60 s of the last, that ban it for front_ban_s as a flood does
-    front_refusal_limit: int = Field(10, ge=1, le=10000)
+    # each within 60 s of the last, that ban it for front_ban_s as a flood does; None: 3 with front_allowed_sources
+    # (a stranger has nothing to try there; a scanner gives up after 3), 10 without
+    front_refusal_limit: int | None = Field(None, ge=1, le=10000)
     front_topology_hiding: bool = False
-    # The Redis database (of redis_url, redis:// only) the front keeps its dialogs in (Kamailio's dialog module with
-    # db_redis, written as they change), so that a restarted front, or a second one taking over its address, carries
-    # every live call's in-dialog requests to its worker; None: dialogs in Kamailio's memory only
+    # calls one source address outside front_allowed_sources may hold through the front at once (ringing or
+    # answered; a digest challenge holds none): the next gets 486; 0: no limit
+    front_calls_per_source: int = Field(2, ge=0, le=10000)
+    # Where the front keeps its dialogs: "redis" (Kamailio's dialog module with db_redis, written as they change), so
+    # that a restarted front, or a second one taking over its address, carries every live call's in-dialog requests
+    # to its worker; "memory": in Kamailio's memory only. With "redis" they go to front_dialog_url if set, else to
+    # the Redis of redis_url when it is a plain redis://host:port; where db_redis cannot follow redis_url (Sentinel,
+    # a cluster, a Unix socket, TLS) and no front_dialog_url names a plain Redis for them, they stay in memory and
+    # the start-up line and /healthz say why (bridge/serve/front.py: dialog_store)
+    front_dialogs: Literal["redis", "memory"] = "redis"
+    front_dialog_url: str | None = None  # redis://[:password@]host:port[/db]: a plain Redis for the dialogs alone
+    # the database of that Redis the dialogs go to; None: front_dialog_url's own, else 15 (14 where redis_url's own
+    # database is 15)
     front_dialog_db: int | None = Field(None, ge=0, le=15)
     # this front's number among the fronts sharing front_dialog_db (each its own): the dialog ids it makes are its own
     front_dialog_id: int = Field(0, ge=0, le=15)
@@ -258,6 +288,11 @@ class Settings(BaseSettings):
     # instead of answering with the hold message
     reject_when_model_down: bool = False
     breaker_failures: int = Field(5, ge=1, le=1000)  # consecutive failed connects that open the worker's breaker
+    # signed webhooks (Standard Webhooks, bridge/webhooks): every event of every dialplan is POSTed to webhook_url
+    # (http or https, no credentials in it), signed with webhook_secret (whsec_ + base64 of 24 to 64 bytes);
+    # pending deliveries are kept in Redis (redis_url is required); `serve` checks all three at start
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
 
     @field_validator("realtime_url")
     @classmethod
@@ -278,18 +313,35 @@ class Settings(BaseSettings):
             raise ValueError("http_tls_cert and http_tls_key go together: set both or neither")
         return value
 
+    @field_validator("front_dialog_url")
+    @classmethod
+    def _front_dialog_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme != "redis" or not parts.hostname or parts.query:
+            raise ValueError(
+                f"db_redis reaches Redis at redis://[:password@]host:port[/db] only, not {parts.scheme}://"
+            )
+        if parts.path.strip("/") and not (parts.path.strip("/").isdigit() and int(parts.path.strip("/")) < 16):
+            raise ValueError("the database is a number, 0-15")
+        return value
+
     @field_validator("front_dialog_db")
     @classmethod
     def _front_dialog_db(cls, value: int | None, info: ValidationInfo) -> int | None:
         url = info.data.get("redis_url")
-        if value is None:
+        if value is None or info.data.get("front_dialog_url"):
             return value
         if not url:
-            raise ValueError("the front keeps its dialogs in the Redis of redis_url: set redis_url")
+            raise ValueError(
+                "the front keeps its dialogs in the Redis of redis_url: set redis_url (or front_dialog_url)"
+            )
         parts = urlsplit(url)
         if parts.scheme != "redis" or not parts.hostname:
             raise ValueError(
-                f"Kamailio's db_redis reaches Redis at redis://host:port only (redis_url: {parts.scheme}://)"
+                f"Kamailio's db_redis reaches Redis at redis://host:port only (redis_url: {parts.scheme}://): "
+                "name a plain Redis for the dialogs in front_dialog_url"
             )
         if (parts.path.strip("/") or "0") == str(value):
             raise ValueError(f"must not be redis_url's own database ({value})")
@@ -345,6 +397,11 @@ class Settings(BaseSettings):
     def credential_or_none(self) -> str | None:
         """The API key if one is configured (None with none), without :attr:`credential`'s error."""
         return self.api_key.get_secret_value() if self.api_key is not None else None
+
+    @property
+    def rollout_signing_key(self) -> bytes | None:
+        """``rollout_key`` as the HMAC key of the rollout audit (None: not set)."""
+        return self.rollout_key.get_secret_value().encode() if self.rollout_key is not None else None
 
     def public(self) -> dict[str, Any]:
         """Safe to log and to show a supervisor: no secret (the Redis URL's password masked)."""
@@ -588,7 +645,7 @@ def masked(settings: Settings) -> dict[str, Any]:
     for name in out:
         if is_secret(name) and out[name]:
             value = getattr(settings, name)
-            if name == "redis_url":
+            if name in ("redis_url", "front_dialog_url"):
                 out[name] = mask_url(str(value))
             elif isinstance(out[name], dict):
                 out[name] = dict.fromkeys(out[name], "***")

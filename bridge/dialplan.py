@@ -17,6 +17,7 @@ import datetime as dt
 import fnmatch
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -30,7 +31,8 @@ from bridge.events import TransferMode
 from bridge.realtime.dialects import DIALECTS
 from bridge.realtime.profile import AgentProfile, Tool
 from bridge.rollout.policy import RolloutSpec, Variant, legacy_spec
-from bridge.tools.spec import Header, HttpTool, McpServer
+from bridge.tools.spec import Header, HttpTool, McpServer, check_schema
+from bridge.webhooks.endpoints import WebhookSpec, unique_names
 
 ROLLOUT = "rollout"  # a plan's dialect when its variants choose one per call
 if TYPE_CHECKING:
@@ -139,6 +141,81 @@ class Watch(BaseModel):
     barge_ins: int = Field(3, ge=1, le=1000)  # this many barge-ins on one call: "barge-ins"
 
 
+class PostCallPlan(BaseModel):
+    """What the call's own model is asked once the call is over (``bridge/call/wrapup.py``): a short summary, one
+    disposition of ``dispositions``, and the ``fields`` a JSON Schema (of an object) declares."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    summary: bool = True
+    dispositions: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = ()
+    fields: dict[str, Any] | None = None  # JSON Schema (2020-12) of an object
+
+    @field_validator("dispositions")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        dup = sorted({d for d in value if value.count(d) > 1})
+        if dup:
+            raise ValueError(f"dispositions must be unique: {dup}")
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type") != "object":
+            raise ValueError("the fields' schema must have type: object")
+        return None if value is None else check_schema(value)
+
+    @model_validator(mode="after")
+    def _asks_something(self) -> PostCallPlan:
+        if not self.summary and not self.dispositions and self.fields is None:
+            raise ValueError("post_call asks for nothing: set summary, dispositions or fields")
+        return self
+
+
+class Disclosure(BaseModel):
+    """A phrase the agent must say within ``within_s`` of the answer: ``text`` (case-insensitive, words in order)
+    or ``pattern`` (a regular expression, case-insensitive)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    text: str | None = Field(None, min_length=1)
+    pattern: str | None = Field(None, min_length=1)
+    within_s: float = Field(30.0, gt=0, le=3600)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> Disclosure:
+        if (self.text is None) == (self.pattern is None):
+            raise ValueError("name exactly one of text or pattern")
+        return self
+
+
+class VerifyBefore(BaseModel):
+    """The tool ``tool`` (one that reads an account) runs only after the tool ``after`` (a verification) succeeded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: str = Field(min_length=1)
+    after: str = Field(min_length=1)
+
+
+class Checks(BaseModel):
+    """QA's scorecard, checked on every call and every replay (``bridge/call/checks.py``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    disclosure: Disclosure | None = None
+    never_say: tuple[Annotated[str, Field(min_length=1)], ...] = ()  # phrases (case-insensitive, whole words)
+    verify_before: VerifyBefore | None = None
+    max_dead_air_s: float | None = Field(None, gt=0, le=600)  # the call's longest dead air (report.longest_silence_ms)
+
+
 class Orchestrator(BaseModel):
     """An orchestrated plan (``bridge/call/orchestration.py``, ``docs/orchestrator.md``): the model does not answer
     on its own; after each caller turn the bridge POSTs the turn to ``url`` and does what the answer says. Past
@@ -228,6 +305,10 @@ class Dialplan(BaseModel):
     mcp_servers: tuple[McpServer, ...] = ()  # MCP servers whose tools are listed at each call's start
     waiting: Waiting = Waiting()  # what the caller hears while a tool works
     watch: Watch = Watch()  # the console's marks: when a wait, a reply or barge-ins are trouble
+    post_call: PostCallPlan | None = None  # the summary, disposition and fields asked of the model after the call
+    checks: Checks = Checks()  # the compliance checks of every call
+    # signed webhooks of this plan's calls (bridge/webhooks/endpoints.py): url, secret (env or file), events, caller
+    webhooks: tuple[WebhookSpec, ...] = ()
     source_file: str = Field("", exclude=True)
 
     @field_validator("allowed_sources")
@@ -272,6 +353,8 @@ class Dialplan(BaseModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"http_tools: tool names must be unique: {dup}")
+        if dup := unique_names(self.webhooks):
+            raise ValueError(f"webhooks: names must be unique: {dup}")
         servers = [m.name for m in self.mcp_servers]
         if len(set(servers)) != len(servers):
             raise ValueError(f"mcp_servers: names must be unique: {servers}")
@@ -371,6 +454,12 @@ def check_file(path: Path) -> list[ConfigError]:
         audio = getattr(plan.outage, audio_field)
         if audio is not None and not Path(audio).is_file():
             out.append(ConfigError(src, f"outage.{audio_field}", f"no such file: {audio}"))
+    verify = plan.checks.verify_before
+    if verify is not None and not plan.mcp_servers:  # an MCP server's tools are known only at a call's start
+        for name in ("tool", "after"):
+            if getattr(verify, name) not in plan.tool_names:
+                message = f"{getattr(verify, name)!r} is not a tool of this plan (known: {sorted(plan.tool_names)})"
+                out.append(ConfigError(src, f"checks.verify_before.{name}", message))
     if plan.recording.enabled and not plan.recording.consent_prompt:
         out.append(ConfigError(src, "recording.consent_prompt", "required when recording is enabled"))
     for where, header in _secret_headers(plan):  # only the file's presence: its content is never read here
@@ -380,16 +469,18 @@ def check_file(path: Path) -> list[ConfigError]:
 
 
 def _secret_headers(plan: Dialplan) -> list[tuple[str, Header]]:
-    """(field, header) of every header of the plan's HTTP tools and MCP servers."""
+    """(field, header) of every header of the plan's HTTP tools and MCP servers, and its webhooks' secrets."""
     owners = [(f"http_tools[{i}]", t.headers) for i, t in enumerate(plan.http_tools)]
     owners += [(f"mcp_servers[{i}]", m.headers) for i, m in enumerate(plan.mcp_servers)]
-    return [(f"{where}.headers.{name}", header) for where, headers in owners for name, header in headers.items()]
+    found = [(f"{where}.headers.{name}", header) for where, headers in owners for name, header in headers.items()]
+    return found + [(f"webhooks[{i}].secret", w.secret) for i, w in enumerate(plan.webhooks)]
 
 
 def plan_warnings(plan: Dialplan) -> list[ConfigError]:
     """What is valid but likely a mistake: a ``"*"`` pattern answers any number a caller dials (a misdialled or
     scanned number reaches this plan's agent and its model); a header's secret variable that is not set here (a
-    call that needs it fails: an HTTP tool answers an error, an MCP server's tools are left out)."""
+    call that needs it fails: an HTTP tool answers an error, an MCP server's tools are left out); ``post_call`` where
+    a dialect of the plan cannot answer out of band (those calls are marked, never summarised)."""
     found = [
         ConfigError(plan.source_file, f"match[{i}]", 'catch-all "*": this plan answers any number a caller dials')
         for i, pattern in enumerate(plan.match)
@@ -400,6 +491,12 @@ def plan_warnings(plan: Dialplan) -> list[ConfigError]:
         for where, header in _secret_headers(plan)
         if header.env is not None and not os.environ.get(header.env)
     ]
+    spec = plan.rollout_spec
+    dialects = [v.dialect for v in spec.variants] if spec is not None else [plan.dialect]
+    mute = sorted({d for d in dialects if d in DIALECTS and not DIALECTS[d].capabilities.text_out_of_band})
+    if plan.post_call is not None and mute:
+        message = f"the {', '.join(mute)} dialect cannot answer out of band: its calls get no summary, only the reason"
+        found.append(ConfigError(plan.source_file, "post_call", message))
     return found
 
 
@@ -473,6 +570,16 @@ def rollout_plans(plans: Iterable[Dialplan]) -> dict[str, tuple[RolloutSpec, str
 
 def dialplan_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in {".yaml", ".yml"})
+
+
+def require_folder(directory: Path) -> None:
+    """ConfigError (setting ``dialplans``) naming ``directory`` when it is not a folder."""
+    if not directory.is_dir():
+        raise ConfigError(
+            "settings",
+            "dialplans",
+            f"no folder {str(directory)!r} (from {Path.cwd()}): set --dialplans or CALLBRIDGE_DIALPLANS",
+        )
 
 
 def load_dialplans(directory: Path) -> list[Dialplan]:

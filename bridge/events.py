@@ -94,6 +94,7 @@ class CallOutcome(enum.StrEnum):
     COMPLETED = "completed"
     TRANSFERRED = "transferred"
     FAILED = "failed"
+    ABANDONED = "abandoned"  # the caller hung up (CANCEL, or BYE) before the answer: ABANDONED_WHILE_RINGING
 
 
 class EndedBy(enum.StrEnum):
@@ -593,6 +594,16 @@ class Say(Command):
     dialect's capabilities say how (``Capabilities.says``)."""
 
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AskText(Command):
+    """A text-only response out of band (``conversation: "none"``): a question about the conversation whose answer
+    is text, never heard and never in the conversation (the post-call summary). Where a dialect can (its
+    ``Capabilities.text_out_of_band``)."""
+
+    instructions: str
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -1507,8 +1518,50 @@ class CallerResumed(Report):
         return f"the caller took the call off hold after {self.held_s:.1f} s"
 
 
+POST_CALL_OK: Final = "ok"  # a post-call status: the model answered (any other status says why it did not)
+
+
+@dataclass(frozen=True, slots=True)
+class PostCallDone(Report):
+    """What the call's model said of the call once it was over (``bridge/call/wrapup.py``), or why it could not:
+    ``status`` is ``ok`` or the reason; ``text`` the summary, ``disposition`` and ``fields_json`` ("" when none)."""
+
+    kind: ClassVar[str] = "post_call"
+    stored: ClassVar[tuple[str, ...]] = ("status", "disposition")
+
+    status: str
+    disposition: str = ""
+    text: str = ""
+    fields_json: str = ""
+
+    @property
+    def summary(self) -> str:
+        if self.status != POST_CALL_OK:
+            return f"no post-call summary: {self.status}"
+        return f"{self.disposition or '(no disposition)'}: {self.text}" if self.text else self.disposition
+
+
+@dataclass(frozen=True, slots=True)
+class ChecksDone(Report):
+    """The plan's compliance checks on the ended call (``bridge/call/checks.py``): how many, the names of those that
+    failed, comma-separated ("" when none did), and every row as JSON."""
+
+    kind: ClassVar[str] = "checks"
+    stored: ClassVar[tuple[str, ...]] = ("failed",)
+
+    total: int
+    failed: str = ""
+    rows_json: str = ""  # every check's row (name, passed, detail), as JSON
+
+    @property
+    def summary(self) -> str:
+        return f"checks failed: {self.failed}" if self.failed else f"all {self.total} check(s) passed"
+
+
 # The end reason of a call that reached its dialplan's max_call_s (bridge.call.limit)
 MAX_CALL_DURATION = "max call duration"
+# The end reason of a call whose caller hung up (CANCEL, or a BYE in the early dialog) before the 200 OK
+ABANDONED_WHILE_RINGING = "caller abandoned while ringing"
 
 
 @dataclass(frozen=True, slots=True)

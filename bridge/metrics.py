@@ -60,7 +60,15 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 0.75,
 CALLS_STARTED = Counter(f"{NS}_calls_started", "Calls answered by a worker", ["dialect", "dialplan"])
 CALLS_ACTIVE = Gauge(f"{NS}_calls_active", "Calls in progress", ["dialect", "dialplan"], multiprocess_mode="livesum")
 CALLS_ENDED = Counter(f"{NS}_calls_ended", "Calls ended, by outcome", ["dialect", "dialplan", "outcome"])
+CALLS_ABANDONED = Counter(
+    f"{NS}_calls_abandoned", "Calls whose caller hung up while ringing (CANCEL, or BYE before the answer)", ["dialplan"]
+)
 SIP_REJECTED = Counter(f"{NS}_sip_rejected", "INVITEs refused, by SIP status", ["code"])
+SIP_SLOT_REFUSALS = Counter(
+    f"{NS}_sip_slot_refusals",
+    "INVITEs refused for want of a call slot, by reason (calls_per_source: the source's concurrent calls)",
+    ["reason"],
+)
 SIP_BOUNDED = Counter(
     f"{NS}_sip_bounded_calls",
     "Calls a bound ended: media timeout, session timer expired (the SIP layer), max call duration (the dialplan)",
@@ -141,8 +149,36 @@ CALL_RECORD_FAILURES = Counter(
     "Parts of a call's record that could not be written: redis, report, recording, rollout, spool",
     ["part"],
 )
+# Signed webhooks (bridge/webhooks): per endpoint name (``default``, ``<dialplan>.<name>``), never a URL
+WEBHOOKS_DELIVERED = Counter(f"{NS}_webhooks_delivered", "Webhook deliveries answered 2xx", ["endpoint"])
+WEBHOOKS_FAILED = Counter(
+    f"{NS}_webhooks_failed",
+    "Webhook attempts that failed, by status class: 3xx (redirects are not followed), 4xx, 5xx, timeout, error",
+    ["endpoint", "status"],
+)
+WEBHOOKS_DEAD = Counter(
+    f"{NS}_webhooks_dead_lettered", "Webhook deliveries given up after the last retry (dead letters)", ["endpoint"]
+)
+WEBHOOKS_PENDING = Gauge(f"{NS}_webhooks_pending", "Webhook deliveries waiting in Redis", multiprocess_mode="livemax")
+WEBHOOKS_OLDEST_PENDING = Gauge(
+    f"{NS}_webhooks_oldest_pending_seconds",
+    "Age of the oldest webhook delivery waiting in Redis (0: none)",
+    multiprocess_mode="livemax",
+)
 ROLLBACKS = Counter(
     f"{NS}_rollout_rollbacks", "Automatic rollbacks of a variant's weight to the safe variant", ["dialplan", "variant"]
+)
+ROLLOUT_DECISIONS = Counter(
+    f"{NS}_rollout_decisions",
+    "Decisions of a rollout's experiment on evidence (bridge.rollout.experiment): action rollback or promote",
+    ["dialplan", "variant", "action"],
+)
+ROLLOUT_ESTIMATE = Gauge(
+    f"{NS}_rollout_estimate",
+    "A rollout experiment's estimate over the calls since the weights last changed, as this worker last computed "
+    "it: stat value (the variant's), diff, ci95_low, ci95_high (a candidate's difference from the safe variant "
+    "and its always-valid 95 % interval)",
+    ["dialplan", "variant", "metric", "stat"],
 )
 ROLLOUT_WEIGHT = Gauge(
     f"{NS}_rollout_weight",
@@ -242,7 +278,7 @@ FRONT_REFUSED = Counter(
     f"{NS}_front_refused",
     "Requests the front answered itself, by reason: source (403), credentials (403), challenged (401), dialog (404: "
     "no dialog the front set up), dialog_source (403: an in-dialog request from another address than its side's), "
-    "method (405)",
+    "method (405), calls_per_source (486: its source held front_calls_per_source calls)",
     ["reason"],
 )
 FRONT_BANS = Counter(f"{NS}_front_bans", "Source addresses the front banned for flooding (front_pike_requests)")
@@ -250,6 +286,11 @@ FRONT_BANNED_DROPPED = Counter(f"{NS}_front_banned_dropped", "Requests from bann
 FRONT_FULL = Counter(f"{NS}_front_full", "New calls the front answered 503: no worker had room")
 SUPERVISOR_REFUSED_TOKENS = Counter(
     f"{NS}_supervisor_refused_tokens", "Wrong supervisor tokens (console sign-in or API bearer)", ["via"]
+)
+# serve's HTTP port (bridge/supervisor/gate.py): reason source|total (a new connection answered 503), evicted (an
+# idle or half-sent connection closed for a new one), body_timeout (408)
+HTTP_CONNECTIONS_REFUSED = Counter(
+    f"{NS}_http_connections_refused", "HTTP connections refused or closed by serve's connection limits", ["reason"]
 )
 # Outages (bridge/call/outage.py): the model unreachable during a call
 OUTAGE_SECONDS = Counter(f"{NS}_outage_seconds", "Seconds calls spent without the model (lost or never opened)")
@@ -321,6 +362,15 @@ ROLLOUT_STATE_MISSING = Gauge(
     multiprocess_mode="livemax",
 )
 
+# A stored rollout flag that no audit entry of the product vouches for (bridge/rollout/seal.py): written to Redis
+# outside callbridge. Counted once per change of the stored flag, by every process that reads it.
+ROLLOUT_FLAG_REFUSED = Counter(
+    f"{NS}_rollout_flag_refused",
+    "Stored rollout flags not obeyed because no signed audit entry vouches for them (a write outside callbridge); "
+    "calls keep the last valid flag",
+    ["dialplan"],
+)
+
 
 def announce_build(workers: int) -> None:
     """The serve process at start: ``callbridge_build_info`` and every worker's restart counter at zero."""
@@ -346,8 +396,8 @@ def prime(
         for dp in dialplans:
             CALLS_STARTED.labels(d, dp)
             CALLS_ACTIVE.labels(d, dp)
-            for outcome in ("completed", "transferred", "failed"):
-                CALLS_ENDED.labels(d, dp, outcome)
+            for ended in ev.CallOutcome:
+                CALLS_ENDED.labels(d, dp, ended)
         for c in classes:
             CONNECT_FAILURES.labels(d, c)
             DROPPED_SESSIONS.labels(d, c)
@@ -360,8 +410,10 @@ def prime(
         BARGE_INS.labels(d)
         PLAYOUT_UNDERRUNS.labels(d)
         PLAYOUT_DROPS.labels(d)
+    SIP_SLOT_REFUSALS.labels("calls_per_source")
     for dp in dialplans:
         CALLS_ON_HOLD.labels(dp)
+        CALLS_ABANDONED.labels(dp)
         OUTAGES_RESUMED.labels(dp)
         for reason in ("transfer", "goodbye"):
             FAILOVERS.labels(dp, reason)
@@ -370,7 +422,7 @@ def prime(
     OUTAGE_SECONDS.inc(0)
     for dp, names in (variants or {}).items():
         for name in names:
-            for outcome in ("ok", "connect_failure", "dropped", "recovered"):  # bridge.rollout.health.OUTCOMES
+            for outcome in ("ok", "connect_failure", "dropped", "recovered", "abandoned"):  # rollout.health.OUTCOMES
                 VARIANT_CALLS.labels(dp, name, outcome)
             CALLS_LOST.labels(dp, name)
             for result in ("ok", "failed"):
@@ -386,6 +438,8 @@ def prime(
             VARIANT_COST.labels(dp, name)
             VARIANT_PRICED_CALLS.labels(dp, name)
             ROLLBACKS.labels(dp, name)
+            for action in ("rollback", "promote"):
+                ROLLOUT_DECISIONS.labels(dp, name, action)
     REDIS_QUEUE_DEPTH.set(0)
     REDIS_DROPPED_WRITES.inc(0)
     for part in ("redis", "report", "recording", "rollout", "spool"):
@@ -414,14 +468,21 @@ def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:
             held[0] = now
             CALLS_ON_HOLD.labels(dialplan).inc(1 if now else -1)
 
+    answered_now = [False]  # this call is counted in CALLS_ACTIVE (a call refused or abandoned never was)
+
     def ended(r: ev.CallEnded) -> None:
         on_hold(False)
-        CALLS_ACTIVE.labels(dialect, dialplan).dec()
+        if answered_now[0]:
+            answered_now[0] = False
+            CALLS_ACTIVE.labels(dialect, dialplan).dec()
         CALLS_ENDED.labels(dialect, dialplan, r.outcome).inc()
+        if r.outcome is ev.CallOutcome.ABANDONED:
+            CALLS_ABANDONED.labels(dialplan).inc()
         if r.reason == ev.MAX_CALL_DURATION:  # the dialplan's bound (the SIP layer counts its own)
             SIP_BOUNDED.labels(r.reason).inc()
 
     def answered(r: ev.Answered) -> None:
+        answered_now[0] = True
         CALLS_STARTED.labels(dialect, dialplan).inc()
         CALLS_ACTIVE.labels(dialect, dialplan).inc()
 
@@ -547,3 +608,17 @@ def breakers_open() -> list[str]:
         if family.name == BREAKER_OPEN._name:
             out += [smp.labels["worker"] for smp in family.samples if smp.value >= 1 and "worker" in smp.labels]
     return sorted(set(out), key=lambda w: (len(w), w))
+
+
+def export_estimates(dialplan: str, estimates: Mapping[str, Mapping[str, Any]]) -> None:
+    """A rollout experiment's estimates (``bridge.rollout.experiment.Experiment.estimates``) as gauges."""
+    for variant, metrics in estimates.items():
+        for metric, m in metrics.items():
+            if not isinstance(m, Mapping) or m.get("value") is None:
+                continue
+            ROLLOUT_ESTIMATE.labels(dialplan, variant, metric, "value").set(float(m["value"]))
+            vs = m.get("vs_safe")
+            if vs:
+                ROLLOUT_ESTIMATE.labels(dialplan, variant, metric, "diff").set(float(vs["diff"]))
+                ROLLOUT_ESTIMATE.labels(dialplan, variant, metric, "ci95_low").set(float(vs["ci95"][0]))
+                ROLLOUT_ESTIMATE.labels(dialplan, variant, metric, "ci95_high").set(float(vs["ci95"][1]))

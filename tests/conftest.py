@@ -37,6 +37,10 @@ from bridge.emulator import EmulatorServer
 
 WORKER_PORTS = (20000, 31999)  # below the kernel's ephemeral ports (32768 up), where client sockets get theirs
 SHARED_SCOPES = ("package", "module", "class")  # a fixture of these scopes is set up once per worker that uses it
+# The suite's `serve` processes show /healthz's detail (workers, ports, the front), which many tests wait on; the
+# default (only {"ready"} without a token) is tested in tests/integration/serve/test_serve_http_limits.py.
+HEALTH_DETAIL_ENV = "CALLBRIDGE_HTTP_HEALTH_DETAIL"
+os.environ.setdefault(HEALTH_DETAIL_ENV, "open")
 LEAK_GRACE_ITERATIONS = 3  # loop iterations a task ending on its own gets to finish after the test
 CANCELLED_GRACE_S = 1.0  # how long a task the test cancelled (and did not await) gets to finish
 

@@ -197,6 +197,7 @@ class Bench:
         return Settings(
             front="kamailio" if front else "none",
             front_dir=self.work / f"front-{step.calls}" if front else None,
+            front_calls_per_source=0,  # every call of a step comes from the bench's one address, as a trunk's do
             sip_port=sip_port,
             sip_tls_port=sip_port + listeners if srtp else None,
             sip_tls_cert=cert,

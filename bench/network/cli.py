@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -153,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--burst-share must be 0..1, --jitter-ms and --delay-ms >= 0")
     missing = have_pesq()
     if missing:
-        print(f"bench network: cannot measure PESQ: {missing}", flush=True)
+        print(f"bench network: cannot measure PESQ: {missing}", file=sys.stderr, flush=True)
         return 2
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-network-") as tmp:

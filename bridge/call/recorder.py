@@ -49,7 +49,7 @@ import time
 import wave
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import numpy as np
 
@@ -58,7 +58,19 @@ from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, SAMPLE_RATE, Fr
 from bridge.call.leg import LegProxy, PhoneLeg, TeeSource, UplinkOffload
 from bridge.privacy.masking import SECRET_PARAM, mask_url
 
+if TYPE_CHECKING:
+    from bridge.dialplan import Dialplan
+
 log = logging.getLogger("bridge.replay")
+
+
+def consent_greeting(plan: Dialplan) -> str | None:
+    """With recording on, the agent first speaks the consent prompt, word for word, then greets (a
+    worker's call and a replay of it alike)."""
+    if not plan.recording.enabled:
+        return plan.greeting
+    prompt = f'First say exactly: "{plan.recording.consent_prompt}"'
+    return f"{prompt} Then: {plan.greeting}" if plan.greeting else prompt
 
 
 def recorded_plan(plan: Mapping[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from bridge.audio import PlayoutBuffer
 from bridge.audio.frames import FRAME_MS, FrameSink, FrameSource
 from bridge.call.bargein import BargeIn
 from bridge.call.changes import SessionChanges
+from bridge.call.checks import report_checks
 from bridge.call.echo import EchoGuarding, guarded
 from bridge.call.flow import CallFlow, Trigger
 from bridge.call.inbox import Inbox
@@ -58,6 +59,7 @@ from bridge.call.turns import CallerVoice, TurnBuilder
 from bridge.call.usage import UsageMeter
 from bridge.call.waiting import dead_air, turn_hold
 from bridge.call.warm import WarmTransfer
+from bridge.call.wrapup import Ledger, ask_after_call
 from bridge.dialplan import Dialplan
 from bridge.errors import ConnectError, ModelRefused
 from bridge.orchestrator.client import OrchestratorClient
@@ -78,6 +80,21 @@ TICK_S = 0.02
 # An orchestrated call on such a dialect: the agent never speaks first to close the caller's turn, so it ends after
 # this long without a fragment of it (about what peers of GPT-Live use).
 ORCHESTRATED_TURN_SILENCE_S = 0.8
+
+
+async def unless_gone(opening: Awaitable[RealtimeClient], gone: asyncio.Event) -> RealtimeClient | None:
+    """The session ``opening`` opens (or its TimeoutError / ConnectError); None if ``gone`` (the caller hung up)
+    is set first: the opening is cancelled then, so no model session outlives an abandoned call."""
+    task = asyncio.ensure_future(opening)
+    waiter = asyncio.ensure_future(gone.wait())
+    try:
+        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return None if task.cancelled() else task.result()
 
 
 class CallSession:
@@ -179,6 +196,7 @@ class CallSession:
         privacy = plan.privacy
         visible = privacy.transcript_visible_digits
         redact = str if visible is None else (lambda text: redact_spoken_digits(text, visible))
+        self._redact = redact  # the plan's privacy: transcripts, and the post-call summary and fields
         self.transcripts = Transcripts(self.report, self.emit, transcribed, redact)
         self._keys = KeyMask(privacy.dtmf_visible_digits, clock=self.clock)  # what is stored and shown of each key
         # no turn events: turns from transcript deltas, barge-in from our own voice detection
@@ -304,10 +322,14 @@ class CallSession:
 
     async def run(self) -> CallReport:
         self.report.phases.append(str(Phase.IDLE))
-        self.leg.ringing()
+        if not self.leg.disconnected.is_set():
+            self.leg.ringing()
         caller = mask_number(self.leg.caller, self.plan.privacy.caller_visible_digits)
         self.emit(ev.Ringing(caller, self.leg.called, self.plan.name, self.dialect.name))
         if not await self._connect_before_answer():
+            return self.report
+        if self.leg.disconnected.is_set():  # CANCEL (or BYE) while ringing: RFC 3261 §9.2, the INVITE got 487
+            await self._abandoned()
             return self.report
         self.leg.answer()
         self.latency.answered_at = self.clock()
@@ -354,19 +376,29 @@ class CallSession:
         try:
             if self._options.model_down:
                 raise ConnectError(ev.ErrorClass.NETWORK, "the worker's circuit breaker is open", retryable=True)
-            self.link.swap(await asyncio.wait_for(self._open_session(), self.plan.answer_timeout_s))
+            opening = asyncio.wait_for(self._open_session(), self.plan.answer_timeout_s)
+            client = await unless_gone(opening, self.leg.disconnected)
+            if client is None:
+                return True  # the caller hung up first (run() ends the call as abandoned)
+            self.link.swap(client)
             self.latency.sample("session_setup", (self.clock() - t_connect) * 1000)
         except (TimeoutError, ConnectError) as exc:
             cls = exc.error_class if isinstance(exc, ConnectError) else ev.ErrorClass.NETWORK
             self.emit(ev.RealtimeUnavailable(str(exc) or "timeout", cls))
             self.report.errors.append({"class": "network", "code": "connect", "message": str(exc) or "timeout"})
-            if self._options.reject_when_down:
+            if self._options.reject_when_down and not self.leg.disconnected.is_set():
                 self.leg.reject(503, "Service Unavailable", retry_after=int(self.plan.outage.hold_s))
                 self.end("realtime unavailable: rejected (503)", ev.EndedBy.FAULT, ev.CallOutcome.FAILED)
                 self.phase.fire(Trigger.FINISHED, self.report.end_reason)
                 self.emit(ev.CallEnded(self.report.end_reason, self.outcome, ev.EndedBy.FAULT))
                 return False
         return True
+
+    async def _abandoned(self) -> None:
+        """The caller hung up before the answer: an ordinary end, by the caller, with the session (if it opened)
+        closed at once."""
+        self.end(ev.ABANDONED_WHILE_RINGING, ev.EndedBy.CALLER, ev.CallOutcome.ABANDONED)
+        await self._close()
 
     async def _close(self) -> None:
         """The call is over: close its sessions and orchestrator, total the usage and the playout, report the end."""
@@ -378,6 +410,16 @@ class CallSession:
         if self.turns is not None:
             self.turns.flush()
         await asyncio.gather(*self.rollover.stop(), return_exceptions=True)  # each closes its session
+        if self.plan.post_call is not None:  # the phone leg has ended: the model's summary, before its session closes
+            await ask_after_call(
+                self.client,
+                self.plan.post_call,
+                self.dialect.capabilities,
+                Ledger(self.report, self.emit, self.usage),
+                timeout_s=self._options.post_call_timeout_s,
+                responding=self.playback.responding(),
+                redact=self._redact,
+            )
         for client in (self.client, self.rollover.next):
             if client is not None:
                 await client.close()
@@ -389,6 +431,7 @@ class CallSession:
         self.report.usage = self.usage.ended(final, self.dialect.capabilities.usage == "audio_seconds", self.emit)
         if self.warm is not None:  # an attempt ends with the caller; a joined call lasts until a side hangs up
             await self.warm.close()
+        report_checks(self.plan.checks, self.report, self.emit)
         self.emit(ev.CallEnded(self.report.end_reason, self.outcome, self.report.ended_by or ev.EndedBy.FAULT))
 
     def start_pump(self) -> None:

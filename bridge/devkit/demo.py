@@ -88,6 +88,8 @@ def _summarize(dialect: str, phone: dict[str, Any], report: dict[str, Any] | Non
         "heard_by_caller": phone.get("received", {}),
         "barge_ins": report.get("barge_ins", 0),
         "end_reason": report.get("end_reason", ""),
+        "post_call": report.get("post_call"),  # the plan's post_call: the model's summary and disposition
+        "checks": report.get("checks", []),
         "timeline": report.get("timeline", []),
     }
 
@@ -106,6 +108,11 @@ def _print_call(call: dict[str, Any], wav: Path) -> None:
     lat = ", ".join(f"{k} {sum(v) / len(v):.0f} ms" for k, v in call["latency_ms"].items() if v)
     print(f"  latency: first audio after answer {call['first_audio_ms']} ms; {lat}")
     print(f"  agent audio: {call['agent_audio_ms']} ms played, caller heard {call['heard_by_caller']}; saved {wav}")
+    post = call["post_call"]
+    if post is not None:
+        print(f"  after the call ({post['status']}): {post['disposition'] or '-'}: {post['summary'] or '-'}")
+    for check in call["checks"]:
+        print(f"  check {check['name']}: {'pass' if check['passed'] else 'FAIL'} ({check['detail']})")
 
 
 async def run_demo(out_dir: Path, as_json: bool) -> int:

@@ -108,6 +108,7 @@ class CallLab:
         self.front_proc: subprocess.Popen[bytes] | None = None
         self.env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "REDIS_URL")}
         self.env["PYTHONPATH"] = str(ROOT) + os.pathsep + self.env.get("PYTHONPATH", "")
+        self.env["CALLBRIDGE_HTTP_HEALTH_DETAIL"] = "open"  # the lab waits on each node's workers in /healthz
         # one for every node, kept across a node's restart: a node's reaper opens another's stored dialogs with it
         self.listen_key = secrets.token_hex(32)
 
@@ -335,6 +336,7 @@ class CallLab:
         settings = load_settings(
             None, sip_host=self.address("front"), sip_port=FRONT_PORT, front="kamailio", front_peers=tuple(peers),
             front_dir=self.front_dir, redis_url=self.redis_url if dialogs else None, **dialogs,
+            front_calls_per_source=0,  # the lab's one caller address is a trunk: many calls at once
         )  # fmt: skip
         front = KamailioFront(settings, node_destinations(settings, []))
         config = front.write()

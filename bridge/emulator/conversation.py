@@ -43,6 +43,21 @@ class Conversation:
         if self.wire.shape.item_done_event:
             self.core.send(self.wire.event("item.done", previous_item_id=previous, item=self.wire.item(item)), t)
 
+    def lines(self) -> list[tuple[str, str]]:
+        """The conversation's words in order: (role, text) of each user and assistant message that has any (a
+        caller's turn not transcribed for the client: what the emulator heard in it)."""
+        heard = {t["item_id"]: t["text"] for t in self.record.transcripts}
+        out: list[tuple[str, str]] = []
+        for item_id in self.order:
+            item = self.items[item_id]
+            if item.get("type") != "message" or item.get("role") not in ("user", "assistant"):
+                continue
+            text = " ".join(c.get("transcript") or c.get("text") or "" for c in item.get("content") or ()).strip()
+            text = text or (heard.get(item_id, "") if item["role"] == "user" else "")
+            if text:
+                out.append((str(item["role"]), text))
+        return out
+
     def last(self) -> str | None:
         return self.order[-1] if self.order else None
 

@@ -26,6 +26,7 @@ from typing import Any, Final
 @dataclass(frozen=True)
 class Faults:
     drop_after_s: float | None = None  # abort the TCP connection (no close frame) this long after the upgrade
+    upgrade_delay_ms: float = 0.0  # wait this long before answering the WebSocket upgrade (a slow service)
     drop_mid_response: int | None = None  # abort during the Nth response
     delay_first_delta_ms: float = 0.0  # extra wait before a response's first audio delta (not scaled by speed)
     error_mid_response: int | None = None  # an ``error`` event in the Nth response, which then ends ``failed``
@@ -35,10 +36,12 @@ class Faults:
     invalid_base64_delta: int | None = None  # an audio delta with invalid base64 in the Nth response
     oversized_delta: int | None = None  # one huge audio delta in the Nth response
     oversized_delta_ms: float = 5000.0
+    drop_on_post_call: bool = False  # abort the TCP connection when the post-call question (summary) is asked
     fault_after_deltas: int = 2  # deltas of the Nth response sent before its fault fires
     beta_disabled: bool = False  # the beta header gets beta_api_shape_disabled + close 4000, as the service today
     refuse_models: str = ""  # comma-separated model patterns (fnmatch) whose WebSocket upgrade fails with ...
     refuse_status: int = 503  # ... this HTTP status, before any session (a connect failure for that model)
+    refuse_share: float = 1.0  # the share of those connections refused, drawn per connection (seeded by ``seed``)
     # comma-separated model patterns (fnmatch) the service has retired: answered as the service answers a model it
     # refuses (Realtime: ``error`` model_not_found, then close 4000; GPT-Live: invalid_model), not as an outage
     retire_models: str = ""
@@ -47,10 +50,16 @@ class Faults:
         """Is ``model`` retired (the ``retire_models`` fault)?"""
         return any(fnmatch.fnmatchcase(model, p.strip()) for p in self.retire_models.split(",") if p.strip())
 
-    def refusal_status(self, model: str) -> int | None:
-        """The HTTP status the upgrade of a connection for ``model`` fails with, or None."""
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.refuse_share <= 1.0:
+            raise ValueError(f"setting 'refuse_share': a share in [0, 1], got {self.refuse_share!r}")
+
+    def refusal_status(self, model: str, draw: float = 0.0) -> int | None:
+        """The HTTP status the upgrade of a connection for ``model`` fails with, or None; ``draw`` is the
+        connection's uniform draw in [0, 1) against ``refuse_share``."""
         patterns = [p.strip() for p in self.refuse_models.split(",") if p.strip()]
-        return self.refuse_status if any(fnmatch.fnmatchcase(model, p) for p in patterns) else None
+        matched = any(fnmatch.fnmatchcase(model, p) for p in patterns)
+        return self.refuse_status if matched and draw < self.refuse_share else None
 
 
 REPLY_AUDIO: Final = frozenset({"tone", "silence"})
@@ -69,6 +78,7 @@ class Settings:
     max_reply_ms: float = 6000.0  # ...clamped to this range
     response_latency_ms: float = 150.0  # response.created -> first output (scaled by speed)
     transcript_delay_ms: float = 300.0  # commit -> input transcription (scaled by speed)
+    post_call_delay_ms: float = 0.0  # a post-call question's answer starts this much later (scaled by speed)
     rate_limits_delay_ms: float = 40.0  # GA: response.done -> rate_limits.updated (scaled by speed)
     session_max_s: float | None = None  # the service's cap; None: the dialect's (Realtime: 60 min, session_expired
     # then close 1001; Live: about 2 h, session.closed "expired")

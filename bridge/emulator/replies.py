@@ -13,13 +13,14 @@ from typing import Any
 
 import orjson
 
-from bridge.emulator import rules, voice
+from bridge.emulator import postcall, rules, voice
 from bridge.emulator.annotations import Annotations, Reply
 from bridge.emulator.config import ResponseParams, SessionView
 from bridge.emulator.faults import Settings
 from bridge.emulator.formats import WireFormat
 from bridge.emulator.scheduler import Status, Utterance
 from bridge.emulator.wire import Id, Ids
+from bridge.realtime.dialects.common import post_call_form
 
 
 class ContextKind(enum.Enum):
@@ -74,8 +75,16 @@ class Output:
 class Replies:
     """What the next response answers, and the outputs that answer it."""
 
-    def __init__(self, settings: Settings, ids: Ids, annotations: Annotations, view: Callable[[], SessionView]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ids: Ids,
+        annotations: Annotations,
+        view: Callable[[], SessionView],
+        lines: Callable[[], list[tuple[str, str]]] = list,
+    ) -> None:
         self.settings, self.ids, self.annotations, self._view = settings, ids, annotations, view
+        self._lines = lines  # the conversation's words so far: (role, text), in order
         self.context: Context | None = None
         self.had_turn = False  # a caller's turn was committed: no greeting any more
         # "say 'X'" from a system item or newly updated session instructions: the next in-band reply says X
@@ -84,6 +93,9 @@ class Replies:
     def plan(self, params: ResponseParams, modality: str, fmt: WireFormat) -> list[Output]:
         """The reply: annotation first, then instructions ("say '...'"), then the rules."""
         ctx = self.context
+        form = post_call_form(params.instructions) if params.out_of_band else None
+        if form is not None:  # the post-call question: answered from the conversation (bridge/emulator/postcall.py)
+            return [self._message(0, postcall.answer(form, self._lines()), modality, fmt, None)]
         if not params.out_of_band:
             self.context = None
         # an out-of-band response says what it is asked to, never the scripted answer to the caller's turn

@@ -23,6 +23,7 @@ from bridge.emulator.replies import Output, OutputKind, words
 from bridge.emulator.scheduler import CancelledBy, ResponseScheduler, Status, record_response
 from bridge.emulator.state import RealtimeState
 from bridge.emulator.wire import Id, ResponseInfo, Usage
+from bridge.realtime.dialects.common import post_call_form
 
 
 class StepKind(enum.Enum):
@@ -70,6 +71,7 @@ class Run:
     modality: str
     metadata: Mapping[str, Any] | None
     outputs: list[Output]
+    instructions: str | None = None
     steps: deque[Step] = field(default_factory=deque)
     deltas: int = 0
 
@@ -108,6 +110,7 @@ class RealtimeResponses(ResponseScheduler[Run]):
             modality=modality,
             metadata=params.metadata,
             outputs=state.replies.plan(params, modality, FORMATS[format_key]),
+            instructions=params.instructions,
         )
         self._schedule(run, t)
         self.active = run
@@ -131,6 +134,8 @@ class RealtimeResponses(ResponseScheduler[Run]):
             steps.append(Step(t, len(steps), kind, index, payload))
 
         t = self.latency(t0)
+        if run.out_of_band and post_call_form(run.instructions) is not None:  # the post-call question: slower
+            t += s.scaled(s.post_call_delay_ms)
         first_delay = self.first_delta_delay()
         d = s.scaled(s.delta_ms)
         in_conv = not run.out_of_band

@@ -31,6 +31,7 @@ import contextlib
 import fnmatch
 import json
 import logging
+import random
 import ssl
 import time
 from collections import deque
@@ -109,6 +110,7 @@ class EmulatorServer(Service):
         self.annotations = Annotations.parse(annotations)
         self.sessions: list[SessionRecord] = []
         self.refused: list[dict[str, Any]] = []  # upgrades refused by the refuse_models fault: t, model, status
+        self._refuse_draws = random.Random(self.settings.seed)  # refuse_share's draws, one per connection
         self._live: dict[str, Connection] = {}
         self.pending: deque[_Pending] = deque()
         self._runner: web.AppRunner | None = None
@@ -268,10 +270,14 @@ class EmulatorServer(Service):
         initial = secret.sessions.get(dialect) if secret is not None else None
         if not model and initial is not None:
             model = str(initial.get("model") or "")
-        status = settings.faults.refusal_status(model or dialect.default_model)
+        status = settings.faults.refusal_status(model or dialect.default_model, self._refuse_draws.random())
         if status is not None:  # the refuse_models fault: the upgrade itself fails, as when the service is down
             self.refused.append({"t": time.time(), "model": model, "status": status})
             return http_error(status, "emulator_refused", f"Emulator: connections for {model!r} are refused.")
+        if settings.faults.upgrade_delay_ms > 0:  # the upgrade_delay_ms fault: a service slow to open a session
+            await asyncio.sleep(settings.faults.upgrade_delay_ms / 1000.0)
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=499)  # the client gave up waiting: no session was opened
         ws = FastReadResponse(compress=False, max_msg_size=64 * 1024 * 1024, timeout=2.0)
         await ws.prepare(request)
         loop = asyncio.get_running_loop()

@@ -36,6 +36,7 @@ from bridge.emulator.state import RealtimeState
 from bridge.emulator.turns import Turns
 from bridge.emulator.wire import Id, Wire
 from bridge.realtime.dialects import Dialect
+from bridge.realtime.dialects.common import post_call_form
 from bridge.realtime.dialects.schema import ClientError
 
 __all__ = [
@@ -77,7 +78,13 @@ class EmulatorSession(SessionCore):
             config=config,
             view=view,
             conversation=Conversation(self, self.wire, cfg, self.record),
-            replies=Replies(self.settings, self.ids, self.annotations, lambda: self.state.view),
+            replies=Replies(
+                self.settings,
+                self.ids,
+                self.annotations,
+                lambda: self.state.view,
+                lambda: self.state.conversation.lines(),
+            ),
             input=AudioInput(self.record, self._audio_field),
         )
         self.turns = Turns(self.state)
@@ -226,7 +233,11 @@ class EmulatorSession(SessionCore):
                 f"Conversation already has an active response in progress: {run.id}. "
                 "Wait until the response is finished before creating a new one.",
             )
-        self._respond(self.state.cfg.response_params(ev.get("response")), t)
+        params = self.state.cfg.response_params(ev.get("response"))
+        if self.settings.faults.drop_on_post_call and params.out_of_band and post_call_form(params.instructions):
+            self.abort("drop_on_post_call", t)  # the session lost just as the call's summary is asked for
+            return
+        self._respond(params, t)
 
     def _on_response_cancel(self, ev: dict[str, Any], t: float) -> None:
         run = self.responses.active

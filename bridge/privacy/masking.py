@@ -12,6 +12,8 @@
   and output as stored and shown: in every run of digits (a space or a dash between two digits keeps the run
   going), each digit after the first ``visible`` is ``*``; in JSON, every string and every number (a number with
   more digits than the visible becomes a masked string); the keys stay.
+* **Numbers in a SIP message** (:func:`mask_sip_numbers`): a packet dump or a line quoting peer data in a log, each
+  URI's and display name's number as :func:`mask_number` masks it.
 * **An API key in an error message** (:func:`mask_api_key`): its first six and last four characters, as the
   OpenAI service shows a wrong one (the emulator's answers).
 * **Digits said aloud** (:func:`redact_spoken_digits`): a run of digits said as words ("four one one one ...") or
@@ -41,6 +43,8 @@ _NUMERALS = "zero:0 oh:0 o:0 one:1 two:2 three:3 four:4 five:5 six:6 seven:7 eig
 _WORDS: Final = dict(pair.split(":") for pair in _NUMERALS.split())  # a spoken word: the digits it says
 _TOKEN = re.compile(r"[A-Za-z]+|\d+|[^\sA-Za-z\d]+|\s+")
 _JOINERS = frozenset({",", "-", "/"})
+_SIP_USER = re.compile(r"\b((?:sips?|tel):)([^@;>\s,\"]+)", re.IGNORECASE)
+_DISPLAY_NAME = re.compile(r'"([^"\r\n]{1,64})"')
 
 
 def mask_url(url: str) -> str:
@@ -98,6 +102,22 @@ def mask_number(number: str, visible: int | None) -> str:
         else:
             out.append(c)
     return "".join(out) + at + host
+
+
+def mask_sip_numbers(text: str, visible: int) -> str:
+    """``text`` (a SIP message, or a log line quoting one) with every number in it that names a party masked as
+    :func:`mask_number` does: the user part of each ``sip:``, ``sips:`` and ``tel:`` URI, and a quoted display name,
+    that is a number (:func:`is_number`). Names, hosts and ports stay."""
+
+    def uri(match: re.Match[str]) -> str:
+        user = match.group(2)
+        return match.group(1) + (mask_number(user, visible) if is_number(user) else user)
+
+    def display(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return f'"{mask_number(name, visible)}"' if is_number(name) else match.group(0)
+
+    return _DISPLAY_NAME.sub(display, _SIP_USER.sub(uri, text))
 
 
 def is_number(caller: str) -> bool:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from bridge.errors import BridgeError, ConfigError, redact
-from bridge.replay.compare import DialectRun, ScriptResult, error_result, label, summarize
+from bridge.replay.compare import DialectRun, ScriptResult, check_rows, error_result, label, summarize
 from bridge.replay.script import DEFAULT_DIALECTS, DIALECT_NAMES, CallScript, find_scripts, load_script
 from bridge.replay.timing import DEFAULT_TOLERANCE_MS
 
@@ -389,6 +389,9 @@ def _print_text(results: Sequence[ScriptResult], meta: dict[str, Any], data: dic
             print(f"           {'=' if reason in r.expected else '≠'} {reason}")
         for reason in r.by_design:
             print(f"           ~ by design: {reason}")
+        for row in check_rows(r.runs):
+            mark = "pass" if row["passed"] else "FAIL"
+            print(f"           check {row['check']} on {label(row['run'])}: {mark} ({row['detail']})")
         for change in since.get(r.script) or []:
             print(f"           since the baseline: {change}")
     baseline = data["meta"].get("baseline")

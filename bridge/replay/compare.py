@@ -107,6 +107,12 @@ BY_DESIGN: Final[tuple[ByDesign, ...]] = (
         cut_answers=True,
         timing=frozenset({"longest_silence"}),
     ),
+    ByDesign(
+        lambda c: c.text_out_of_band,
+        frozenset({"AgentText"}),
+        "a text answer out of band: a plan's post-call question (summary, disposition, fields) is answered only "
+        "where the dialect has one; elsewhere the call's post_call says why there is none",
+    ),
 )
 
 
@@ -447,6 +453,25 @@ def _tool_diff(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], l
     return out
 
 
+def _checks_diff(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], la: str, lb: str) -> list[str]:
+    """The plan's compliance checks (``bridge/call/checks.py``) that ``b`` fails and ``a`` passed: newly failed."""
+    passed = {c.get("name") for c in a if c.get("passed")}
+    return [
+        f"{lb}: compliance check {c.get('name')} newly failed: {c.get('detail')} ({la} passed it)"
+        for c in b
+        if not c.get("passed") and c.get("name") in passed
+    ]
+
+
+def check_rows(runs: Mapping[str, DialectRun]) -> list[dict[str, Any]]:
+    """One row per compliance check per run (variant or dialect): check, run, passed, detail."""
+    return [
+        {"check": c.get("name"), "run": name, "passed": bool(c.get("passed")), "detail": c.get("detail", "")}
+        for name, run in runs.items()
+        for c in run.report.get("checks", [])
+    ]
+
+
 def _event_diff(a: Sequence[str], b: Sequence[str], la: str, lb: str) -> list[str]:
     """The first position where the sequences part, events only one side has, and count differences."""
     if list(a) == list(b):
@@ -562,6 +587,7 @@ def compare_runs(a: DialectRun, b: DialectRun, tolerance_ms: float = DEFAULT_TOL
         agent_a, agent_b = spoken if spoken is not None else (agent_a, agent_a)
     out += _list_diff("agent transcript", agent_a, agent_b, la, lb)
     out += _tool_diff(ra.get("tool_calls", []), rb.get("tool_calls", []), la, lb)
+    out += _checks_diff(ra.get("checks", []), rb.get("checks", []), la, lb)
     for key, what in (("barge_ins", "barge-ins"), ("reconnects", "reconnects"), ("end_reason", "end reason")):
         if ra.get(key) != rb.get(key):
             out.append(f"{what} differ: {la} {ra.get(key)!r} vs {lb} {rb.get(key)!r}")
@@ -648,6 +674,7 @@ class ScriptResult:
             "by_design": self.by_design,
             "tolerance_ms": self.tolerance_ms,
             "runs": {d: r.to_json() for d, r in self.runs.items()},
+            "compliance": check_rows(self.runs),
         }
 
 

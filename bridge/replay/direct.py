@@ -36,6 +36,7 @@ from bridge.audio import level
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, FrameSink, FrameSource, StreamKernel
 from bridge.audio.line import EchoingLine, LineEcho
 from bridge.call.leg import PhoneLeg
+from bridge.call.recorder import consent_greeting
 from bridge.call.report import CallReport
 from bridge.call.session import CallOptions, CallSession, Listener
 from bridge.dialplan import Dialplan
@@ -534,6 +535,7 @@ async def replay_call(
     wall0 = time.perf_counter()
     bridge_dialect = opts.bridge_dialects[dialect]
     plan = plan or script.plan(dialect)
+    plan = plan.model_copy(update={"greeting": consent_greeting(plan)})  # a recorded line's prompt, as a worker's
     name = variant or dialect
     events: list[tuple[float, str]] = []
     leg = VirtualLeg(script, clock, call_id=f"replay-{script.name}-{name}")
@@ -621,9 +623,9 @@ def _recording(
     phone: PhoneLeg, listeners: list[Listener], plan: Dialplan, path: Path, dialect: str, clock: Callable[[], float]
 ) -> PhoneLeg:
     """``phone`` wrapped in a recorder writing to ``path``; its listener joins ``listeners``."""
-    from bridge.call.recorder import RecordingLeg
+    from bridge.call.recorder import RecordingLeg, recorded_plan
 
-    meta = {"dialplan": plan.model_dump(mode="json", exclude={"source_file"}), "dialect": dialect}
+    meta = {"dialplan": recorded_plan(plan.model_dump(mode="json", exclude={"source_file"})), "dialect": dialect}
     recording = RecordingLeg(phone, path, True, clock=clock, meta=meta, real_time=False)  # virtual time: no drops
     listeners.append(recording.listener)
     return recording

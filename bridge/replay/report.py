@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bridge import events as ev
-from bridge.replay.compare import STATUSES, DialectRun, ScriptResult, label, summarize
+from bridge.replay.compare import STATUSES, DialectRun, ScriptResult, check_rows, label, summarize
 from bridge.replay.timing import median
 
 JSON_FILE: Final = "report.json"
@@ -483,6 +483,25 @@ def _dialect_html(
     return "".join(parts)
 
 
+def _compliance_html(result: ScriptResult) -> str:
+    """The plan's compliance checks, a row per check per run (the report's ``compliance``)."""
+    rows = check_rows(result.runs)
+    if not rows:
+        return ""
+    body = []
+    for row in rows:
+        badge = '<span class="badge ok">pass</span>' if row["passed"] else '<span class="badge bad">FAIL</span>'
+        body.append(
+            f'<tr data-check="{esc(row["check"])}" data-run="{esc(row["run"])}" data-passed="{int(row["passed"])}">'
+            f"<td>{esc(row['check'])}</td><td>{esc(label(row['run']))}</td><td>{badge}</td>"
+            f"<td>{esc(row['detail'])}</td></tr>"
+        )
+    return (
+        '<h4>Compliance checks</h4><table class="checks compliance"><tr><th>check</th><th>run</th><th></th>'
+        f"<th>detail</th></tr>{''.join(body)}</table>"
+    )
+
+
 def _reasons_html(result: ScriptResult, data: Mapping[str, Any]) -> str:
     groups = [
         ("error", data.get("errors", result.errors), "error"),
@@ -519,6 +538,7 @@ def _script_html(result: ScriptResult, data: Mapping[str, Any], dialects: Sequen
     if runs:
         ordered = [runs[d] for d in dialects if d in runs]
         parts.append(_timing_table(result))
+        parts.append(_compliance_html(result))
         parts.append(_aligned("Caller transcript, aligned", "caller_transcript", ordered))
         parts.append(_aligned("Agent transcript, aligned (words not in the first run marked)", "agent_transcript",
                               ordered))  # fmt: skip

@@ -18,17 +18,18 @@ a bad one names its dialplan and field) and writes nothing if any part is wrong.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import RedisError
-from redis.typing import EncodableT, FieldT
 
 from bridge.errors import ConfigError, redact
 from bridge.rollout.policy import RolloutFlag
-from bridge.rollout.store import _DIALPLAN_NAME, RolloutStore, decode_flag, encode_flag
+from bridge.rollout.seal import next_id
+from bridge.rollout.store import _DIALPLAN_NAME, RolloutStore, decode_flag, next_audit_id, sealed_entry, sealed_flag
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
 
@@ -149,14 +150,23 @@ async def restore(store: RolloutStore, doc: Any, source: str, *, who: str, repla
     backup = [(str(e["id"]), {str(k): str(v) for k, v in e["fields"].items()}) for e in doc.get("audit") or []]
     missing = [(i, f) for i, f in backup if i not in have]
     merged = sorted(stored + missing, key=lambda e: _stream_id(e[0]))
+    last = await _call(
+        store, next_audit_id(c, time.time())
+    )  # each flag written names its own entry (bridge.rollout.seal)
+    if merged and _stream_id(merged[-1][0]) >= _stream_id(last):
+        last = next_id(merged[-1][0], 0)
+    sealed = []
+    for name, flag, fields in writes:
+        sealed.append((name, flag, last, sealed_entry(store.key, last, fields, flag)))
+        last = next_id(last, 0)
     new_refusals = []
     for name, variants in sorted((doc.get("refused") or {}).items()):
         have_refused = {_text(v) for v in await _call(store, c.hkeys(keys.rollout_refused(name)))}
         new_refusals += [(name, v, info) for v, info in variants.items() if v not in have_refused]
     pipe = c.pipeline(transaction=True)
-    for name, flag, _ in writes:
+    for name, flag, entry_id, _ in sealed:
         pipe.delete(keys.rollout_flag(name))
-        pipe.hset(keys.rollout_flag(name), mapping=encode_flag(flag))
+        pipe.hset(keys.rollout_flag(name), mapping=sealed_flag(entry_id, flag))
         pipe.sadd(keys.ROLLOUT_DIALPLANS, name)
     for name, variant, info in new_refusals:
         pipe.hsetnx(keys.rollout_refused(name), variant, info)
@@ -164,22 +174,24 @@ async def restore(store: RolloutStore, doc: Any, source: str, *, who: str, repla
         pipe.delete(keys.ROLLOUT_AUDIT)
         for entry_id, fields in merged:
             pipe.xadd(keys.ROLLOUT_AUDIT, dict(fields), id=entry_id)
-    for _, _, entry in writes:
-        pipe.xadd(keys.ROLLOUT_AUDIT, entry, maxlen=keys.AUDIT_MAXLEN, approximate=True)
+    for _, _, entry_id, signed_entry in sealed:
+        pipe.xadd(keys.ROLLOUT_AUDIT, signed_entry, id=entry_id, maxlen=keys.AUDIT_MAXLEN, approximate=True)
     await _call(store, pipe.execute())
+    for name, flag, entry_id, _ in sealed:
+        store.obeys(name, entry_id, flag)
     done.refused, done.audit = len(new_refusals), len(missing)
     return done
 
 
 async def _flag_writes(
     store: RolloutStore, flags: Mapping[str, RolloutFlag], done: Restored, *, who: str, reason: str, replace: bool
-) -> list[tuple[str, RolloutFlag, dict[FieldT, EncodableT]]]:
-    """The flags to write, each with its audit entry; ``done.flags`` says what becomes of every flag."""
+) -> list[tuple[str, RolloutFlag, dict[str, str]]]:
+    """The flags to write, each with its audit entry's fields; ``done.flags`` says what becomes of every flag (one
+    stored but not obeyed, written outside callbridge, counts as none)."""
     stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    writes: list[tuple[str, RolloutFlag, dict[FieldT, EncodableT]]] = []
+    writes: list[tuple[str, RolloutFlag, dict[str, str]]] = []
     for name, flag in sorted(flags.items()):
-        raw = await _call(store, store.client.hgetall(keys.rollout_flag(name)))
-        now = decode_flag(raw, f"redis {keys.rollout_flag(name)}", store.spec_for(name)) if raw else None
+        now = await store.stored_flag(name)
         if now == flag:
             done.flags[name] = "same"
             continue
@@ -189,7 +201,7 @@ async def _flag_writes(
         before = now or store.default_for(name)
         diff = [n for n in RolloutFlag.model_fields if getattr(before, n) != getattr(flag, n)]
         dump, old = flag.model_dump(mode="json"), before.model_dump(mode="json")
-        entry: dict[FieldT, EncodableT] = {"dialplan": name, "who": who, "when": stamp, "reason": reason}
+        entry = {"dialplan": name, "who": who, "when": stamp, "reason": reason}
         entry |= {"old": json.dumps({n: old[n] for n in diff}), "new": json.dumps({n: dump[n] for n in diff})}
         writes.append((name, flag, entry))
         done.flags[name] = "restored" if now is None else "replaced"

@@ -14,6 +14,8 @@ dropped                   calls that lost their session and ended without it (hu
                           while it was away; and were not already a connect failure)
 recovered                 calls whose session was lost (or not there at the answer) and came back: the call went
                           on; not a failure
+abandoned                 calls whose caller hung up while ringing (CANCEL, or BYE before the 200 OK): not a
+                          failure; counted in ``calls``
 greeting_p95_ms           95th percentile (nearest rank) of the greeting: answer -> the agent's first audio, on
                           calls whose agent spoke first (``docs/operating.md``, what each figure means)
 first_reply_p95_ms        95th percentile (nearest rank) of the first reply: the caller stops -> the agent's audio
@@ -49,6 +51,7 @@ class Outcome(enum.StrEnum):
     CONNECT_FAILURE = "connect_failure"
     DROPPED = "dropped"
     RECOVERED = "recovered"
+    ABANDONED = "abandoned"  # the caller hung up while ringing (ev.ABANDONED_WHILE_RINGING): not a failure
 
 
 OUTCOMES: tuple[Outcome, ...] = tuple(Outcome)
@@ -70,6 +73,7 @@ class CallStats:
         self.recovered = False
         self.dropped = False  # the session is lost and has not come back (yet)
         self.fallback = False  # the variant's model failed to connect; the call ran on its fallback model
+        self.abandoned = False  # the caller hung up before the answer
         self.greeting_ms: float | None = None
         self.first_reply_ms: float | None = None
         self.barge_ins = 0
@@ -91,6 +95,7 @@ class CallStats:
             .on(ev.Truncated, self._truncated)
             .on(ev.ToolCalled, self._tool)
             .on(ev.ToolFinished, self._business_tool)
+            .on(ev.CallEnded, self._ended)
         )
 
     def __call__(self, report: ev.Report) -> None:
@@ -98,6 +103,9 @@ class CallStats:
 
     def _unavailable(self, r: ev.RealtimeUnavailable) -> None:
         self.unavailable = True
+
+    def _ended(self, r: ev.CallEnded) -> None:
+        self.abandoned = r.outcome is ev.CallOutcome.ABANDONED
 
     def _recovered(self, r: ev.Recovered) -> None:
         self.recovered = True
@@ -138,6 +146,8 @@ class CallStats:
     def outcome(self) -> Outcome:
         if (self.unavailable and not self.recovered) or self.fallback:
             return Outcome.CONNECT_FAILURE
+        if self.abandoned:
+            return Outcome.ABANDONED
         if self.dropped:
             return Outcome.DROPPED
         return Outcome.RECOVERED if self.recovered else Outcome.OK
@@ -203,6 +213,7 @@ class WindowStats:
     priced_calls: int = 0
     cost_usd: float = 0.0
     recovered: int = 0  # not a failure: the session came back and the call went on
+    abandoned: int = 0  # not a failure: the caller hung up while ringing
 
     @property
     def failures(self) -> int:
@@ -234,6 +245,7 @@ class WindowStats:
             connect_failures=outcomes[Outcome.CONNECT_FAILURE],
             dropped=outcomes[Outcome.DROPPED],
             recovered=outcomes[Outcome.RECOVERED],
+            abandoned=outcomes[Outcome.ABANDONED],
             fallbacks=sum(bool(r.get("fallback")) for r in rows),
             greeting_p95_ms=p95(float(r["greeting_ms"]) for r in rows if _number(r.get("greeting_ms"))),
             first_reply_p95_ms=p95(float(r["first_reply_ms"]) for r in rows if _number(r.get("first_reply_ms"))),

@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bridge.errors import ConfigError
 from bridge.realtime.dialects import BETA, GA
 from bridge.realtime.dialects.common import REALTIME_ONLY_VOICES, voice_on
+from bridge.rollout.experiment import ExperimentSpec
 
 BUCKETS = 10_000  # a weight's share has a resolution of 0.01 %
 VARIANT_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"  # gpt-realtime-2.1 is a fine variant name
@@ -155,6 +156,7 @@ class RolloutSpec(BaseModel):
     sticky: Literal["caller", "call"] = "caller"
     fallback_voice: str = Field("alloy", min_length=1)
     rollback: RollbackRule = RollbackRule()
+    experiment: ExperimentSpec = ExperimentSpec()  # the sequential guardrails (bridge.rollout.experiment)
 
     @model_validator(mode="after")
     def _names(self) -> RolloutSpec:

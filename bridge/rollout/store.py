@@ -13,9 +13,17 @@
   the last flag read for that dialplan (or the dialplan's default), and for ``retry_after_s`` further reads skip
   Redis altogether instead of waiting on it again.
 * **Every change is audited.** :meth:`RolloutStore.set_flag` validates the new flag against the dialplan's
-  variants, then writes it and appends to the audit stream (``keys.ROLLOUT_AUDIT``: dialplan, who, when, the
-  changed settings' old and new values, why, and for an automatic rollback the numbers that triggered it) in one
-  ``MULTI``/``EXEC`` under ``WATCH``, so two supervisors changing one flag at once cannot lose an entry.
+  variants, then writes it and appends to the audit stream (``keys.ROLLOUT_AUDIT``: dialplan, who, the OS user of
+  the process, when, the changed settings' old and new values, why, for an automatic rollback the numbers that
+  triggered it, and the whole new flag) in one ``MULTI``/``EXEC`` under ``WATCH`` of the flag and the stream, so two
+  supervisors changing one flag at once cannot lose an entry.
+* **Only the product's writes are obeyed.** The flag's hash names its audit entry, which is signed with the
+  ``rollout_key`` setting when one is set (:mod:`bridge.rollout.seal`). A stored flag no valid entry vouches for (a
+  raw ``HSET``, a deleted hash, a replayed old one) is not obeyed: calls keep the last valid flag of the audit (or
+  the plan's defaults), and each process logs it at ERROR and counts it
+  (``callbridge_rollout_flag_refused_total``) once per change of the stored hash. The verdict is kept until the
+  hash changes, so a call's read stays one ``HGETALL``. A flag stored before flags were sealed is adopted (signed as
+  found, audited) by :meth:`RolloutStore.adopt_unsealed`, which ``serve`` runs at start.
 * **Sliding-window health per variant.** :meth:`RolloutStore.record_call` adds each finished call's numbers
   (:meth:`bridge.rollout.health.CallStats.record`, JSON) to a sorted set per (dialplan, variant), scored by time;
   :meth:`RolloutStore.window` reads the window with ``ZRANGEBYSCORE`` and sums it
@@ -38,17 +46,18 @@ import re
 import time
 import typing
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.typing import EncodableT, FieldT
 
+from bridge import metrics
 from bridge.errors import ConfigError, redact
-from bridge.rollout import policy
+from bridge.rollout import policy, seal
 from bridge.rollout.health import WindowStats, should_rollback
 from bridge.rollout.policy import Decision, RolloutFlag, RolloutSpec, legacy_spec, migrate, validate_flag
 from bridge.store import keys
@@ -89,6 +98,8 @@ def _decode_fields(raw: Mapping[Any, Any], source: str) -> dict[str, Any]:
     for key, value in raw.items():
         name = key.decode() if isinstance(key, bytes) else str(key)
         text = value.decode() if isinstance(value, bytes) else str(value)
+        if name in seal.META_FIELDS:
+            continue
         if name not in RolloutFlag.model_fields and name not in policy.LEGACY_FIELDS:
             log.warning("%s: ignoring unknown rollout setting %r", source, name)
             continue
@@ -127,16 +138,25 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     id: str
     dialplan: str
-    who: str
+    who: str  # as claimed (--who, the console's account, auto-rollback)
     when: str  # ISO 8601, UTC
     reason: str
     old: dict[str, Any]  # the changed settings' values before
     new: dict[str, Any]  # ... and after
     evidence: dict[str, Any] = field(default_factory=dict)  # an automatic rollback's window numbers
+    os_user: str = ""  # the OS user of the process that wrote it
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,6 +207,74 @@ def _audit_entry(entry_id: Any, fields: Mapping[Any, Any]) -> AuditEntry:
         old=load(f.get("old", "{}")),
         new=load(f.get("new", "{}")),
         evidence=load(f.get("evidence", "{}")),
+        os_user=f.get(seal.OS_USER_FIELD, ""),
+    )
+
+
+async def _entries_from(client: Any, entry_id: str | None) -> list[seal.Entry]:
+    """The audit entries from ``entry_id`` on, oldest first (none if it is not there)."""
+    if not entry_id:
+        return []
+    out: list[seal.Entry] = []
+    start = entry_id
+    while True:
+        try:
+            batch = await client.xrange(keys.ROLLOUT_AUDIT, min=start, count=500) or []
+        except ResponseError:  # not an entry id: no entry
+            return []
+        out += [(_text(i), _fields(f)) for i, f in batch]
+        if len(batch) < 500:
+            return out
+        start = f"({out[-1][0]}"
+
+
+async def _entries_of(client: Any, dialplan: str) -> list[seal.Entry]:
+    """The audit entries of ``dialplan`` that hold a whole flag, newest first."""
+    out: list[seal.Entry] = []
+    last = "+"
+    while True:
+        batch = await client.xrevrange(keys.ROLLOUT_AUDIT, max=last, count=500) or []
+        entries = [(_text(i), _fields(f)) for i, f in batch]
+        out += [e for e in entries if e[1].get("dialplan") == dialplan and seal.FLAG_FIELD in e[1]]
+        if len(batch) < 500:
+            return out
+        last = f"({entries[-1][0]}"
+
+
+async def next_audit_id(client: Any, now: float) -> str:
+    """The id of the next audit entry: after the stream's last generated id, at ``now`` (seconds) if later."""
+    try:
+        info = await client.xinfo_stream(keys.ROLLOUT_AUDIT)
+        last = _text(info.get("last-generated-id", "0-0"))
+    except ResponseError:  # no stream yet
+        last = "0-0"
+    return seal.next_id(last, int(now * 1000))
+
+
+def sealed_entry(
+    key: bytes | None, entry_id: str, fields: Mapping[str, str], flag: RolloutFlag
+) -> dict[FieldT, EncodableT]:
+    """An audit entry's fields for writing ``flag`` as entry ``entry_id``: with the whole flag, the OS user of this
+    process, and the signature (with a key)."""
+    hashed = {_text(k): _text(v) for k, v in encode_flag(flag).items()}
+    entry = {**fields, seal.FLAG_FIELD: seal.flag_text(hashed), seal.OS_USER_FIELD: seal.os_user()}
+    out: dict[FieldT, EncodableT] = {}
+    for name, value in seal.signed(key, entry_id, entry).items():
+        out[name] = value
+    return out
+
+
+def sealed_flag(entry_id: str, flag: RolloutFlag) -> dict[FieldT, EncodableT]:
+    """A flag's hash fields as written with its audit entry ``entry_id``."""
+    return {**encode_flag(flag), seal.AUDIT_FIELD: entry_id}
+
+
+def _refusal_line(dialplan: str, why: str, last: tuple[str, Any] | None) -> str:
+    follows = f"the last valid flag (audit {last[0]})" if last is not None else "the plan's defaults"
+    return (
+        f"rollout {dialplan}: the stored flag is not obeyed: {why}; calls follow {follows}. Someone wrote it to Redis "
+        "outside callbridge: set it again with `callbridge rollout set` (docs/operating.md"
+        "#runbook-rollout-flag-refused)"
     )
 
 
@@ -210,6 +298,7 @@ class RolloutStore:
         read_timeout_s: float = READ_TIMEOUT_S,
         retry_after_s: float = RETRY_AFTER_S,
         clock: Callable[[], float] = time.time,
+        key: bytes | None = None,
         **redis_kwargs: Any,
     ) -> None:
         if client is None:
@@ -225,6 +314,8 @@ class RolloutStore:
         self.read_timeout_s = read_timeout_s
         self.retry_after_s = retry_after_s
         self._clock = clock
+        self.key = key  # the audit's HMAC key (rollout_key); None: the audit alone vouches for a flag
+        self._verdicts: dict[str, tuple[tuple[tuple[str, str], ...], RolloutFlag | None]] = {}  # hash -> obeyed
         self._cache: dict[str, RolloutFlag] = {}
         self._skip_until = 0.0
         self.last_source: dict[str, str] = {}
@@ -261,6 +352,11 @@ class RolloutStore:
             return self._fallback(dialplan)
         try:
             raw = await asyncio.wait_for(self.client.hgetall(keys.rollout_flag(dialplan)), self.read_timeout_s)
+            obeyed = await asyncio.wait_for(self._obeyed(dialplan, raw), self.read_timeout_s)
+        except ConfigError as exc:
+            self.read_failures += 1
+            log.error("invalid stored rollout flag: %s; using the last known or default flag", exc)
+            return self._fallback(dialplan)
         except (RedisError, OSError, TimeoutError) as exc:
             self.read_failures += 1
             self._skip_until = now + self.retry_after_s
@@ -272,18 +368,40 @@ class RolloutStore:
                 "last known" if dialplan in self._cache else "default",
             )
             return self._fallback(dialplan)
-        if not raw:
+        if obeyed is None:
             flag, self.last_source[dialplan] = self.default_for(dialplan), "default"
         else:
-            try:
-                flag = self._decode(dialplan, raw)
-            except ConfigError as exc:
-                self.read_failures += 1
-                log.error("invalid stored rollout flag: %s; using the last known or default flag", exc)
-                return self._fallback(dialplan)
-            self.last_source[dialplan] = "redis"
+            flag, self.last_source[dialplan] = obeyed, "redis"
         self._cache[dialplan] = flag
         return flag
+
+    async def _obeyed(self, dialplan: str, raw: Mapping[Any, Any], client: Any = None) -> RolloutFlag | None:
+        """The flag calls obey given the stored hash ``raw`` (None: the plan's defaults): ``raw`` itself if a valid
+        audit entry vouches for it (:func:`bridge.rollout.seal.refusal`), else the last valid one of the audit, the
+        refusal logged at ERROR and counted. Decided once per distinct ``raw``. Raises RedisError, ConfigError."""
+        fields = _fields(raw)
+        seen = tuple(sorted(fields.items()))
+        verdict = self._verdicts.get(dialplan)
+        if verdict is not None and verdict[0] == seen:
+            return verdict[1]
+        c = client if client is not None else self.client
+        why = seal.refusal(self.key, dialplan, fields, await _entries_from(c, fields.get(seal.AUDIT_FIELD)))
+        if fields and why is None:
+            flag: RolloutFlag | None = self._decode(dialplan, fields)
+        else:
+            last = seal.last_valid(self.key, dialplan, await _entries_of(c, dialplan))
+            flag = self._decode(dialplan, last[1]) if last is not None else None
+            if fields or last is not None:
+                metrics.ROLLOUT_FLAG_REFUSED.labels(dialplan).inc()
+                log.error("%s", _refusal_line(dialplan, why if fields and why else "the stored flag is gone", last))
+        self._verdicts[dialplan] = (seen, flag)
+        return flag
+
+    def obeys(self, dialplan: str, entry_id: str, flag: RolloutFlag) -> None:
+        """Remember that the hash just written (``flag`` with entry ``entry_id``) is obeyed."""
+        written = {_text(k): _text(v) for k, v in sealed_flag(entry_id, flag).items()}
+        self._verdicts[dialplan] = (tuple(sorted(written.items())), flag)
+        self._cache[dialplan] = flag
 
     def _fallback(self, dialplan: str) -> RolloutFlag:
         if dialplan in self._cache:
@@ -390,9 +508,11 @@ class RolloutStore:
 
     # ---------------------------------------------------------------------------------------- supervisors
     async def stored_flag(self, dialplan: str) -> RolloutFlag | None:
-        """The stored flag (None if none is stored). Raises StoreUnavailable or ConfigError (bad stored data)."""
+        """The stored flag calls obey (None if none is: the plan's defaults; a flag written outside callbridge is
+        not, see :meth:`_obeyed`). Raises StoreUnavailable or ConfigError (bad stored data)."""
         raw = await self._call(self.client.hgetall(keys.rollout_flag(dialplan)))
-        return self._decode(dialplan, raw) if raw else None
+        obeyed: RolloutFlag | None = await self._call(self._obeyed(dialplan, raw))
+        return obeyed
 
     async def dialplans(self) -> list[str]:
         """Dialplans that have a stored flag."""
@@ -456,9 +576,9 @@ class RolloutStore:
             async with self.client.pipeline(transaction=True) as pipe:
                 while True:
                     try:
-                        await pipe.watch(key)
+                        await pipe.watch(key, keys.ROLLOUT_AUDIT)
                         raw = await pipe.hgetall(key)
-                        old = self._decode(dialplan, raw) if raw else self.default_for(dialplan)
+                        old = await self._obeyed(dialplan, raw, pipe) or self.default_for(dialplan)
                         changes = compute(old)
                         if not changes:
                             return FlagChange(dialplan, old, old, None)  # leaving the block resets (UNWATCH)
@@ -467,7 +587,7 @@ class RolloutStore:
                         if not diff:
                             return FlagChange(dialplan, old, new, None)
                         now = self._clock()
-                        entry: dict[FieldT, EncodableT] = {
+                        fields = {
                             "dialplan": dialplan,
                             "who": who,
                             "when": _iso(now),
@@ -476,22 +596,62 @@ class RolloutStore:
                             "new": json.dumps({n: json_value(getattr(new, n)) for n in diff}),
                         }
                         if evidence:
-                            entry["evidence"] = json.dumps(evidence, default=str)
+                            fields["evidence"] = json.dumps(evidence, default=str)
+                        audit_id = await next_audit_id(pipe, self._clock())
+                        entry = sealed_entry(self.key, audit_id, fields, new)
                         pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves Pipeline.multi unannotated
                         pipe.delete(key)  # a hash of the shape before variants loses its old fields
-                        pipe.hset(key, mapping=encode_flag(new))
+                        pipe.hset(key, mapping=sealed_flag(audit_id, new))
                         pipe.sadd(keys.ROLLOUT_DIALPLANS, dialplan)
-                        pipe.xadd(keys.ROLLOUT_AUDIT, entry, maxlen=keys.AUDIT_MAXLEN, approximate=True)
-                        results = await pipe.execute()
-                        audit_id = results[-1]
-                        audit_id = audit_id.decode() if isinstance(audit_id, bytes) else str(audit_id)
-                        log.info("rollout %s changed by %s (%s): %s", dialplan, who, reason, entry["new"])
-                        self._cache[dialplan] = new
+                        pipe.xadd(keys.ROLLOUT_AUDIT, entry, id=audit_id, maxlen=keys.AUDIT_MAXLEN, approximate=True)
+                        await pipe.execute()
+                        user = entry[seal.OS_USER_FIELD]
+                        log.info(
+                            "rollout %s changed by %s (os user %s; %s): %s", dialplan, who, user, reason, fields["new"]
+                        )
+                        self.obeys(dialplan, audit_id, new)
                         return FlagChange(dialplan, old, new, audit_id)
                     except WatchError:
                         continue  # someone else changed the flag between our read and write: recompute
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(self.where, str(exc) or type(exc).__name__) from None
+
+    async def adopt_unsealed(self, dialplans: Sequence[str], who: str) -> list[str]:
+        """Seal each of ``dialplans``' stored flags that names no audit entry and that no valid audit entry of its
+        dialplan was ever written for (a flag stored before flags were sealed): written again as found, with an
+        audit entry by ``who``, logged at WARNING. Returns the dialplans adopted. Raises StoreUnavailable."""
+        adopted = []
+        for dialplan in dialplans:
+            key = keys.rollout_flag(dialplan)
+            try:
+                async with self.client.pipeline(transaction=True) as pipe:
+                    await pipe.watch(key, keys.ROLLOUT_AUDIT)
+                    raw = _fields(await pipe.hgetall(key))
+                    if not raw or seal.AUDIT_FIELD in raw or await _entries_of(pipe, dialplan):
+                        continue
+                    flag = self._decode(dialplan, raw)
+                    audit_id = await next_audit_id(pipe, self._clock())
+                    why = "sealed the flag stored before flags were sealed, as found"
+                    fields = {"dialplan": dialplan, "who": who, "when": _iso(self._clock()), "reason": why}
+                    fields |= {"old": "{}", "new": "{}"}
+                    entry = sealed_entry(self.key, audit_id, fields, flag)
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves Pipeline.multi unannotated
+                    pipe.delete(key)
+                    pipe.hset(key, mapping=sealed_flag(audit_id, flag))
+                    pipe.xadd(keys.ROLLOUT_AUDIT, entry, id=audit_id, maxlen=keys.AUDIT_MAXLEN, approximate=True)
+                    await pipe.execute()
+            except WatchError:
+                continue  # changed meanwhile: by the product, which sealed it
+            except ConfigError as exc:
+                log.error("rollout %s: the stored flag cannot be sealed: %s", dialplan, exc)
+                continue
+            except (RedisError, OSError) as exc:
+                raise StoreUnavailable(self.where, str(exc) or type(exc).__name__) from None
+            self.obeys(dialplan, audit_id, flag)
+            sealed = "the flag stored before flags were sealed is sealed as found"
+            log.warning("rollout %s: %s (audit %s): %s", dialplan, sealed, audit_id, seal.flag_text(raw))
+            adopted.append(dialplan)
+        return adopted
 
     async def _call(self, awaitable: Any) -> Any:
         try:

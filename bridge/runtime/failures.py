@@ -36,6 +36,10 @@ class Failures:
         """The keys remembered (at most ``max_keys``)."""
         return len(self._times)
 
+    def remembered(self) -> list[str]:
+        """The keys remembered, the least recently failed first."""
+        return list(self._times)
+
     def add(self, key: str = "", at: float | None = None) -> float:
         """Count one failure of ``key`` (at ``at``, by default now); the time it was counted at."""
         now = self.clock() if at is None else at

@@ -202,6 +202,19 @@ def reload_node(pool: Pool, say: Say) -> None:
     say(f"dialplans: {len(pool.slots)} worker(s) told to read {pool.settings.dialplans} again")
 
 
+def unlock_signins(pool: Pool, what: str) -> str:
+    """``account=NAME source=ADDR`` (either or both): clear those sign-in failures of the console's limits."""
+    from bridge.supervisor.console import unlock
+    from bridge.supervisor.http import SUPERVISOR
+
+    app = getattr(pool, "http_app", None)
+    if app is None:
+        raise RuntimeError("no console here (http_port is not set)")
+    named = dict(part.partition("=")[::2] for part in what.split())
+    who = f"{os.environ.get('USER') or os.getuid()} (control socket)"
+    return unlock(app[SUPERVISOR].credentials.limits, named.get("account"), named.get("source"), who)
+
+
 class ControlServer:
     """serve's control socket (the module docstring)."""
 
@@ -266,8 +279,10 @@ class ControlServer:
             async with self._restarting:
                 say(f"rolling restart of {len(pool.slots)} worker(s)")
                 await replace_workers(pool, say)
+        elif word.startswith("unlock "):  # unlock account=NAME source=ADDR (callbridge users unlock)
+            say(unlock_signins(pool, word.removeprefix("unlock ")))
         else:
-            raise ValueError(f"unknown command {word!r} (drain, resume, reload, restart)")
+            raise ValueError(f"unknown command {word!r} (drain, resume, reload, restart, unlock)")
 
 
 def _answers(path: Path) -> bool:

@@ -14,8 +14,9 @@ includes into a run directory:
   the key of its nonces and of topology hiding, random per front;
 * ``rpc.sock``: Kamailio's JSON-RPC control socket (a Unix datagram socket, mode 0600), used by
   ``callbridge drain`` and by :meth:`KamailioFront.destinations`;
-* ``kamailio.log``: Kamailio's own log, unless ``serve``'s stderr is the journal (under systemd): Kamailio then
-  writes to it too, beside ``serve``'s lines (``journalctl -u callbridge``).
+* ``kamailio.log``: Kamailio's own log, unless ``serve``'s stderr is the journal (under systemd): its lines then go
+  there, beside ``serve``'s (``journalctl -u callbridge``). Either way ``serve`` writes them (:func:`relay_log`):
+  one line per message, peer data in it escaped, cut and its numbers masked.
 
 The edge (:class:`Edge`): a flood limit per source address, an allow-list, digest auth, in-dialog requests relayed
 only within dialogs the front set up, topology hiding. What Kamailio refused is read from its counters over the
@@ -53,8 +54,9 @@ from urllib.parse import urlsplit
 
 from bridge.config import Settings, load_settings
 from bridge.errors import BridgeError, ConfigError
+from bridge.privacy.masking import mask_sip_numbers
 from bridge.runtime.lifetime import pdeathsig_prefix
-from bridge.runtime.logs import stderr_is_journal
+from bridge.runtime.logs import safe_text, stderr_is_journal
 from bridge.runtime.sched import renice_group
 from bridge.sip.access import digest_ha1
 
@@ -167,6 +169,17 @@ def dispatcher_list(destinations: Sequence[Destination]) -> str:
 
 # -- the edge: flood limit, allow-list, digest auth, topology hiding -------------------------------------------------
 
+REFUSALS_WITH_ALLOWLIST = 3  # a scanner (SIPVicious's svwar) gives up after 3 refusals: the ban comes with the third
+REFUSALS_WITHOUT_ALLOWLIST = 10  # any source may call: a trunk's misconfigured few calls do not ban it at once
+
+
+def refusal_limit(settings: Settings) -> int:
+    """``front_refusal_limit``, else 3 where the front has an allow-list and 10 where it has none."""
+    if settings.front_refusal_limit is not None:
+        return settings.front_refusal_limit
+    return REFUSALS_WITH_ALLOWLIST if settings.front_allowed_sources else REFUSALS_WITHOUT_ALLOWLIST
+
+
 # User names and realms the routing script can hold in its strings without quoting (no '"', '$', '!', spaces).
 _SCRIPT_TOKEN = re.compile(r"^[A-Za-z0-9._~+@:-]{1,64}$")
 
@@ -181,7 +194,9 @@ class Edge:
     pike_requests: int = 400  # requests per window from one address ...
     pike_window_s: int = 2
     ban_s: int = 300  # ... ban it for this long
-    refusal_limit: int = 10  # 403s to one address, each within a minute of the last, that ban it for ban_s too
+    # 403s to one address, each within a minute of the last, that ban it for ban_s too
+    refusal_limit: int = REFUSALS_WITHOUT_ALLOWLIST
+    calls_per_source: int = 0  # calls one source outside the allow-list may hold through the front; 0: no limit
     topology_hiding: bool = False
     server_header: str = ""  # the Server / User-Agent header of Kamailio's own messages; "": none
 
@@ -198,7 +213,8 @@ class Edge:
             pike_requests=settings.front_pike_requests,
             pike_window_s=settings.front_pike_window_s,
             ban_s=settings.front_ban_s,
-            refusal_limit=settings.front_refusal_limit,
+            refusal_limit=refusal_limit(settings),
+            calls_per_source=settings.front_calls_per_source,
             topology_hiding=settings.front_topology_hiding,
             server_header=settings.sip_server_header,
         )
@@ -235,7 +251,13 @@ class Edge:
             f" or {self.refusal_limit} refusals"
         )
         hiding = "topology hidden" if self.topology_hiding else "topology not hidden"
-        return f"sources: {sources}; {auth}; {flood}; {hiding}"
+        who = "each source outside the allow-list" if self.allowed_sources else "each source"
+        slots = (
+            f"{who} holds at most {self.calls_per_source} calls (486 beyond)"
+            if self.calls_per_source
+            else "no limit of calls per source (front_calls_per_source 0)"
+        )
+        return f"sources: {sources}; {auth}; {flood}; {slots}; {hiding}"
 
 
 def address_file(cidrs: Sequence[str]) -> str:
@@ -355,6 +377,8 @@ def front_defs(
         "FRONT_LOG_LEVEL": log_level,
         "FRONT_DIALOG_ID": dialog_id,
     }
+    if edge.calls_per_source:
+        numbers["FRONT_CALLS_PER_SOURCE"] = edge.calls_per_source
     for value in strings.values():
         if "!" in value or "\n" in value:
             raise ConfigError("front", "front_dir", f"{value!r}: the front's paths cannot contain '!' or newlines")
@@ -400,19 +424,70 @@ def has_db_redis() -> bool:
     return not installed or any((d / "db_redis.so").is_file() for d in installed)
 
 
-def dialog_db_url(settings: Settings) -> str:
-    """The dialog module's ``db_url`` for ``front_dialog_db``: the Redis of ``redis_url`` (``redis://``, checked by
-    the settings; its password if any), database ``front_dialog_db``; "" when dialogs stay in Kamailio's memory.
-    FrontError when Kamailio's db_redis is not installed."""
-    if settings.front_dialog_db is None or not settings.redis_url:
-        return ""
+DEFAULT_DIALOG_DB = 15  # where the dialogs go in the Redis of redis_url, unless that is redis_url's own database
+
+
+@dataclass(frozen=True, slots=True)
+class DialogStore:
+    """Where the front keeps its dialogs: ``url`` (the dialog module's ``db_url``) and ``db`` in Redis, or in
+    Kamailio's memory (``url`` ""), and why, for the start-up line and ``/healthz``."""
+
+    url: str = ""
+    db: int | None = None
+    why: str = "front_dialogs: memory"
+
+    @property
+    def where(self) -> str:
+        return "redis" if self.url else "memory"
+
+    def describe(self) -> str:
+        if self.url:
+            return f"dialogs in Redis ({self.why}, database {self.db})"
+        return f"dialogs in memory only: {self.why} (a restarted front forgets its live calls)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"store": self.where, "why": self.why}
+
+
+def dialog_store(settings: Settings) -> DialogStore:
+    """Where the front's dialogs go (``front_dialogs``, ``front_dialog_url``, ``front_dialog_db``): by default the Redis
+    of ``redis_url``, database 15 (14 where redis_url's own is 15), when db_redis can reach it (a plain
+    ``redis://host:port``); else ``front_dialog_url``; else memory, and why. Asked for explicitly (a
+    ``front_dialog_url`` or ``front_dialog_db``) without Kamailio's db_redis installed: FrontError."""
+    if settings.front_dialogs == "memory":
+        return DialogStore()
+    asked = settings.front_dialog_url is not None or settings.front_dialog_db is not None
+    if settings.front_dialog_url is not None:
+        parts, why = urlsplit(settings.front_dialog_url), "front_dialog_url"
+        own = parts.path.strip("/")
+        db = settings.front_dialog_db if settings.front_dialog_db is not None else int(own or 0)
+    elif not settings.redis_url:
+        return DialogStore(why="no redis_url")
+    else:
+        parts, why = urlsplit(settings.redis_url), "the Redis of redis_url"
+        if parts.scheme != "redis" or not parts.hostname:
+            return DialogStore(
+                why=f"Kamailio's db_redis reaches a plain redis://host:port only, not redis_url's {parts.scheme}://; "
+                "front_dialog_url names a Redis for them"
+            )
+        taken = parts.path.strip("/") or "0"
+        fallback = DEFAULT_DIALOG_DB if taken != str(DEFAULT_DIALOG_DB) else DEFAULT_DIALOG_DB - 1
+        db = settings.front_dialog_db if settings.front_dialog_db is not None else fallback
     if not has_db_redis():
-        raise FrontError(f"front_dialog_db needs Kamailio's db_redis module: apt-get install {DIALOG_DB_PACKAGE}")
-    parts = urlsplit(settings.redis_url)
+        if asked:
+            raise FrontError(
+                f"the front's dialogs in Redis need Kamailio's db_redis: apt-get install {DIALOG_DB_PACKAGE}"
+            )
+        return DialogStore(why=f"Kamailio's db_redis is not installed (apt-get install {DIALOG_DB_PACKAGE})")
     host = parts.hostname or "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
     auth = f"{parts.username or ''}:{parts.password}@" if parts.password else ""
-    return f"redis://{auth}{host}:{parts.port or 6379}/{settings.front_dialog_db}"
+    return DialogStore(f"redis://{auth}{host}:{parts.port or 6379}/{db}", db, why)
+
+
+def dialog_db_url(settings: Settings) -> str:
+    """The dialog module's ``db_url`` (:func:`dialog_store`); "" when the dialogs stay in Kamailio's memory."""
+    return dialog_store(settings).url
 
 
 def write_dialog_schemas(directory: Path) -> None:
@@ -593,6 +668,7 @@ EDGE_COUNTERS = {
     "bans": ("FRONT_BANS", ""),
     "banned_dropped": ("FRONT_BANNED_DROPPED", ""),
     "full": ("FRONT_FULL", ""),
+    "refused_slots": ("FRONT_REFUSED", "calls_per_source"),
 }
 
 
@@ -702,6 +778,52 @@ async def end_group(pgid: int, within_s: float = 10.0) -> list[int]:
     return left
 
 
+# -- Kamailio's log ---------------------------------------------------------------------------------------------
+
+# Kamailio writes one JSON object a line (its "json" log engine; M: the message without its trailing newline), so a
+# message quoting a peer's bytes (a header without a colon, a folded Call-ID) has its newlines escaped; serve reads
+# it and writes each line in Kamailio's own text format, the message escaped again, cut and its numbers masked.
+LOG_ENGINE = "--log-engine=json:M"
+LOG_LINE_CHARS = 400  # a message of Kamailio's (a bad header it quotes) is cut here, with a marker
+LOG_READ_LIMIT = 1 << 16  # Kamailio's own cap of a log message is 32 KiB; a longer line is skipped, and said so
+LOG_VISIBLE_DIGITS = 4  # a number in a quoted header keeps its last digits, as a refused caller's does at a worker
+
+
+def kamailio_log_line(raw: bytes) -> str:
+    """One line of Kamailio's output -> the line serve writes: `` IDX(PID) LEVEL: <module> [file:line]: function():
+    message`` (Kamailio's text format) with the message :func:`~bridge.runtime.logs.safe_text`, cut at
+    :data:`LOG_LINE_CHARS` and its numbers masked; any other line (its start-up banner) the same way as a whole."""
+    text = raw.decode("utf-8", "replace").rstrip("\r\n")
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or "message" not in record:
+        return safe_text(mask_sip_numbers(text, LOG_VISIBLE_DIGITS), LOG_LINE_CHARS)
+    idx, pid, level, module, file, line, function = (
+        safe_text(str(record.get(key, "")), 64) for key in ("idx", "pid", "level", "module", "file", "line", "function")
+    )
+    head = f" {idx}({pid}) {level}: <{module}> [{file}:{line}]: {function}(): "
+    return head + safe_text(mask_sip_numbers(str(record["message"]), LOG_VISIBLE_DIGITS), LOG_LINE_CHARS)
+
+
+async def relay_log(stream: asyncio.StreamReader, out: Any) -> None:
+    """Every line of Kamailio's output (``stream``) to ``out`` (a binary file, flushed a line at a time) as
+    :func:`kamailio_log_line` writes it, until Kamailio closes it."""
+    while True:
+        try:
+            raw = await stream.readuntil(b"\n")
+        except asyncio.IncompleteReadError as end:
+            raw = end.partial
+            if not raw:
+                return
+        except asyncio.LimitOverrunError as over:
+            await stream.readexactly(over.consumed)  # the start of a line longer than any Kamailio writes
+            raw = f"[{over.consumed} bytes of a longer line of Kamailio's skipped]".encode()
+        out.write((kamailio_log_line(raw) + "\n").encode())
+        out.flush()
+
+
 # -- the process --------------------------------------------------------------------------------------------------
 
 
@@ -720,7 +842,8 @@ class KamailioFront:
         self.binary = binary or require_kamailio()
         self.run_dir = front_run_dir(settings)
         self.edge = Edge.from_settings(settings)
-        self.dialog_db = dialog_db_url(settings)  # "": dialogs in Kamailio's memory only
+        self.dialogs = dialog_store(settings)
+        self.dialog_db = self.dialogs.url  # "": dialogs in Kamailio's memory only
         self._keys = (secrets.token_hex(16), secrets.token_hex(16))  # nonces, topoh: one pair per front, not per start
         self.listen_host = settings.sip_host
         self.port = settings.sip_port
@@ -732,6 +855,7 @@ class KamailioFront:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
+        self._log_task: asyncio.Task[None] | None = None
 
     @property
     def rpc_socket(self) -> Path:
@@ -768,15 +892,46 @@ class KamailioFront:
 
     async def _spawn(self) -> None:
         config = self.write()
-        with contextlib.ExitStack() as files:
-            out = None if self.to_journal else files.enter_context(self.log_file.open("ab"))  # None: serve's stderr
+        # Kamailio's output on a pipe of serve's own, not the subprocess's: its children outlive a killed main process
+        # with the pipe open, and the process's wait() would wait for them too (asyncio waits for its pipes).
+        read_end, write_end = os.pipe()
+        try:
             self.proc = await asyncio.create_subprocess_exec(
                 *pdeathsig_prefix(),  # a killed `serve` takes Kamailio with it (bridge/runtime/lifetime.py)
-                self.binary, "-DD", "-E", "-f", str(config), "-Y", str(self.run_dir), "-w", str(self.run_dir),
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=front_environment(os.environ),
+                self.binary, LOG_ENGINE, "-DD", "-E", "-f", str(config), "-Y", str(self.run_dir), "-w",
+                str(self.run_dir), stdin=asyncio.subprocess.DEVNULL, stdout=write_end, stderr=write_end,
+                env=front_environment(os.environ),
                 start_new_session=True,  # a terminal's Ctrl-C reaches serve, which stops Kamailio itself
             )  # fmt: skip
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        self._log_task = asyncio.create_task(self._relay(read_end), name="front-log")
         self.scheduling = renice_group(self.proc.pid, FRONT_NICE)  # before it forks its SIP processes, mostly
+
+    async def _relay(self, read_end: int) -> None:
+        """Kamailio's log (the pipe ``read_end``) to ``kamailio.log`` of the run directory, or beside serve's lines in
+        the journal, until the last of its processes has closed the pipe."""
+        loop = asyncio.get_running_loop()
+        stream = asyncio.StreamReader(limit=LOG_READ_LIMIT)
+        with open(read_end, "rb", buffering=0) as pipe:  # noqa: ASYNC230  # a pipe: the loop reads it, never blocks
+            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stream), pipe)
+            try:
+                if self.to_journal:
+                    await relay_log(stream, sys.stderr.buffer)
+                    return
+                with self.log_file.open("ab") as out:  # appends, flushed a line at a time
+                    await relay_log(stream, out)
+            finally:
+                transport.close()
+
+    async def _log_written(self, within_s: float = 2.0) -> None:
+        """Wait (a little) until every line of an ended Kamailio is in its log."""
+        if self._log_task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, OSError):
+                await asyncio.wait_for(asyncio.shield(self._log_task), within_s)
 
     async def start(self, ready_within_s: float = 15.0) -> None:
         """Start Kamailio and wait until it answers OPTIONS on the front address; FrontError if it does not."""
@@ -796,9 +951,7 @@ class KamailioFront:
             len(self.destinations),
             ", ".join(f"{d.address}/{d.max_calls}" for d in self.destinations),
             self.edge.describe(),
-            f"dialogs in Redis database {self.settings.front_dialog_db}"
-            if self.dialog_db
-            else "dialogs in memory only (a restarted front forgets live calls: front_dialog_db)",
+            self.dialogs.describe(),
             self.run_dir,
             "in the journal" if self.to_journal else self.log_file,
         )
@@ -810,6 +963,7 @@ class KamailioFront:
         probe_host = self.settings.front_host
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.returncode is not None:
+                await self._log_written()
                 raise FrontError(f"Kamailio exited at start: {self.log_tail()}")
             # from the front's own address, which its allow-list and flood limit exempt (the kernel would pick
             # 127.0.0.1 to reach a loopback alias such as 127.0.0.2)
@@ -843,6 +997,7 @@ class KamailioFront:
             if self._stopping:
                 return
             ended = await end_group(self.proc.pid)  # pgid = the main process's pid (start_new_session)
+            await self._log_written()
             if time.monotonic() - started >= STABLE_S:
                 failures = 0
             delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
@@ -889,6 +1044,7 @@ class KamailioFront:
             "alive": self.answering and self.proc is not None and self.proc.returncode is None,
             "restarts": self.restarts,
             "run_dir": str(self.run_dir),
+            "dialogs": self.dialogs.to_json(),
         }
 
     async def states(self) -> list[DestinationState]:
@@ -912,6 +1068,7 @@ class KamailioFront:
         if proc is not None:
             await end_group(proc.pid)  # anything of the group that outlived its main process
             await proc.wait()
+            await self._log_written()
 
 
 def node_destinations(settings: Settings, worker_caps: Sequence[tuple[int, int]]) -> list[Destination]:

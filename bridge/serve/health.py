@@ -8,7 +8,9 @@ probe.
 It reads the settings as ``serve`` does (the same file, variables and flags: bridge/config.py), so it asks the
 address ``serve`` listens on: ``http(s)://<http_host>:<http_port>/healthz`` (loopback when ``http_host`` is a
 wildcard). Healthy: ``/healthz`` answers 200 (serve's own readiness: workers ready, Redis answering, no model
-breaker open), every worker alive and ready, the front (with ``front: kamailio``) alive. A 503's body says why.
+breaker open), every worker alive and ready, the front (with ``front: kamailio``) alive. A 503's body says why,
+given a token (``http_metrics_token``, else ``CALLBRIDGE_SUPERVISOR_TOKEN``; without one ``/healthz`` says only
+whether it is ready).
 Healthy but degraded: a worker's Redis writes wait (an outage, a Sentinel failover being re-synced); calls go on and
 their state is queued, so this is still exit 0, with the reason printed. What the settings leave open to the network
 (:func:`bridge.sip.exposure.open_warnings`: plain SIP or a plain-HTTP console off loopback, no allow-list) is printed
@@ -19,21 +21,26 @@ nothing to ask).
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import sys
 import urllib.error
 import urllib.request
 from typing import Any
 
-from bridge.config import WILDCARD_HOSTS
+from bridge.config import SUPERVISOR_TOKEN_ENV, WILDCARD_HOSTS, Settings
 from bridge.errors import ConfigError
 
 EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
+DETAIL_TOKENS = f"http_metrics_token or {SUPERVISOR_TOKEN_ENV}"
 PROG = "callbridge health"
 
 
 def problems(health: dict[str, Any], front: bool) -> list[str]:
-    """What makes a ``/healthz`` answer unhealthy; empty: healthy."""
+    """What makes a ``/healthz`` answer unhealthy; empty: healthy. An answer without its detail (no token:
+    ``{"ready"}`` alone) says only whether."""
+    if "workers" not in health and "ready" in health:
+        return [] if health["ready"] else [f"not ready (the reasons are for a token: {DETAIL_TOKENS})"]
     workers = health.get("workers") or []
     found = [str(p) for p in health.get("problems") or []]  # serve's own reasons for a 503
     found += [] if workers else ["no workers"]
@@ -67,7 +74,7 @@ def main(argv: list[str]) -> int:
     scheme = "https" if settings.http_tls_cert is not None else "http"
     url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{settings.http_port}/healthz"
     try:
-        health = _fetch(url, args.timeout)
+        health = _fetch(url, args.timeout, _token(settings))
         found = list(dict.fromkeys(problems(health, settings.front != "none")))
     except (OSError, ValueError, urllib.error.URLError) as exc:
         health, found = {}, [f"no answer from {url}: {exc}"]
@@ -88,15 +95,23 @@ def main(argv: list[str]) -> int:
     return EXIT_HEALTHY if not found else EXIT_UNHEALTHY
 
 
-def _fetch(url: str, timeout_s: float) -> dict[str, Any]:
-    """``/healthz``'s body, a 503's too (it names the problems). HTTPS is not verified: this is the node's own
-    address, which its certificate need not name."""
+def _token(settings: Settings) -> str | None:
+    """What opens ``/healthz``'s detail here: the metrics token, else the demo operator token, else nothing."""
+    if settings.http_metrics_token is not None:
+        return settings.http_metrics_token.get_secret_value()
+    return os.environ.get(SUPERVISOR_TOKEN_ENV) or None
+
+
+def _fetch(url: str, timeout_s: float, token: str | None = None) -> dict[str, Any]:
+    """``/healthz``'s body, a 503's too (it names the problems, given a ``token``). HTTPS is not verified: this is
+    the node's own address, which its certificate need not name."""
     context = None
     if url.startswith("https:"):
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s, context=context) as answer:  # a URL we built
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as answer:  # a URL we built
             return dict(json.load(answer))
     except urllib.error.HTTPError as refused:
         if refused.code != 503:

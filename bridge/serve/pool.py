@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -77,6 +77,9 @@ from bridge.serve.ready import OUTPUT_STREAM_LIMIT, forward_output, parse_ready,
 from bridge.serve.stopping import IGNORED, read_calls
 from bridge.serve.zygote import Unavailable, Zygote, reap_orphans
 
+if TYPE_CHECKING:
+    from bridge.supervisor.gate import Gate
+
 log = logging.getLogger("bridge.serve.pool")
 NOT_READY_EXIT_S = 5.0  # a worker whose ready channel closed without a report: its exit awaited this long
 WORKER_COMMAND = (sys.executable, "-m", "bridge.serve.worker")
@@ -87,10 +90,11 @@ def worker_settings_json(settings: Settings, broker_token: str | None = None) ->
     """A worker's settings, secrets included (the API key unless in broker mode, trunk passwords, the Redis URL), and
     the broker's token: sent through an inherited pipe (:func:`bridge.runtime.secrets.send_through_pipe`), never
     in the worker's command line or environment."""
-    secret = {"api_key", "sip_auth_users", "sip_auth_nonce_secret", "listen_key"}
+    secret = {"api_key", "sip_auth_users", "sip_auth_nonce_secret", "listen_key", "rollout_key", "webhook_secret"}
+    # no webhook's: serve alone sends webhooks (bridge/webhooks/delivery.py)
     data = json.loads(settings.model_dump_json(exclude=secret))
     data["sip_auth_users"] = {user: pw.get_secret_value() for user, pw in settings.sip_auth_users.items()}
-    for name in ("sip_auth_nonce_secret", "listen_key"):
+    for name in ("sip_auth_nonce_secret", "listen_key", "rollout_key"):
         value = getattr(settings, name)
         if value is not None:
             data[name] = value.get_secret_value()
@@ -444,7 +448,7 @@ def _secret_values(settings: Settings, console: ConsoleTokens) -> list[str]:
     """Every configured secret's value: blanked wherever the process's start-up arguments and environment hold it."""
     values = [console.operator or "", console.readonly or "", settings.credential_or_none or ""]
     values += [pw.get_secret_value() for pw in settings.sip_auth_users.values()]
-    for key in (settings.sip_auth_nonce_secret, settings.listen_key):
+    for key in (settings.sip_auth_nonce_secret, settings.listen_key, settings.rollout_key, settings.webhook_secret):
         if key is not None:
             values.append(key.get_secret_value())
     if settings.redis_url:
@@ -550,14 +554,9 @@ def _configure(args: argparse.Namespace) -> tuple[Settings, str | None, str]:
     """The settings (flags over the environment over the file), checked before anything starts, and Kamailio's
     binary when the front is on. Raises :class:`ConfigError` or :class:`FrontError`."""
     settings, _ = settings_from_args(args)
-    from bridge.dialplan import load_dialplans
+    from bridge.dialplan import load_dialplans, require_folder
 
-    if not settings.dialplans.is_dir():
-        raise ConfigError(
-            "settings",
-            "dialplans",
-            f"no folder {str(settings.dialplans)!r} (from {Path.cwd()}): set --dialplans or CALLBRIDGE_DIALPLANS",
-        )
+    require_folder(settings.dialplans)
     load_dialplans(settings.dialplans)  # nothing starts half-configured
     kamailio = None
     if settings.front == "kamailio":  # how the node is laid out comes before who may call it
@@ -578,6 +577,28 @@ def _configure(args: argparse.Namespace) -> tuple[Settings, str | None, str]:
     return settings, kamailio, open_to
 
 
+async def _seal_rollout_flags(settings: Settings) -> None:
+    """Say how rollout flags are vouched for, and seal the served plans' flags stored before flags were sealed
+    (``RolloutStore.adopt_unsealed``): calls obey no unsealed flag (bridge/rollout/seal.py)."""
+    if not settings.redis_url:
+        return
+    from bridge.dialplan import load_dialplans, rollout_specs
+    from bridge.rollout.store import RolloutStore
+    from bridge.store.connection import StoreUnavailable
+
+    if settings.rollout_key is None:
+        why = "a Redis writer who also writes an audit entry is obeyed"
+        log.warning("rollout flags: no rollout_key: the audit alone vouches for a stored flag (%s); set it", why)
+    else:
+        log.info("rollout flags: obeyed only with an audit entry signed with rollout_key")
+    specs = rollout_specs(load_dialplans(settings.dialplans))
+    async with RolloutStore(settings.redis_url, specs=specs, key=settings.rollout_signing_key) as store:
+        try:
+            await asyncio.wait_for(store.adopt_unsealed(sorted(specs), who="callbridge serve"), 10.0)
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.warning("rollout flags: stored flags not checked for a seal: %s", exc)
+
+
 async def _serve(settings: Settings, kamailio: str | None, console: ConsoleTokens | None = None) -> int:
     """Run the pool (and the broker, the front, the HTTP API when configured) until SIGTERM or SIGINT."""
     from bridge.serve.nodewatch import NodeWatch
@@ -585,6 +606,18 @@ async def _serve(settings: Settings, kamailio: str | None, console: ConsoleToken
 
     if not await preflight(settings):
         return 2
+    from bridge.serve.webhooks import start_node
+
+    try:
+        webhooks = start_node(settings)  # signed webhooks: this node's deliverer (bridge/serve/webhooks.py)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    await _seal_rollout_flags(settings)
+    from bridge.supervisor.gate import quiet_accept_errors, raise_open_files
+
+    log.info("open files: soft limit %d, hard limit %d", *raise_open_files())  # the soft raised to the hard
+    quiet_accept_errors(asyncio.get_running_loop())  # out of open files: one line per interval, not per attempt
     broker_runner, extra_env = await _start_broker(settings) if settings.credentials == "broker" else (None, {})
     from bridge.serve.control import ControlServer
 
@@ -619,6 +652,8 @@ async def _serve(settings: Settings, kamailio: str | None, console: ConsoleToken
         if watchdog is not None:
             watchdog.cancel()
         await _stop_node(pool, runner)
+        if webhooks is not None:
+            await webhooks.close()
         if broker_runner is not None:
             await broker_runner.cleanup()
         log.info("stopped")
@@ -691,13 +726,17 @@ def _control_signal(pool: Pool, sig: signal.Signals) -> None:
     pool._keep(task)
 
 
-async def _start_metrics(settings: Settings, token: str | None) -> Callable[[web.Application], Awaitable[None]]:
-    """``/metrics`` alone on ``http_metrics_port``; returns what stops it (the main app's cleanup)."""
+async def _start_metrics(
+    settings: Settings, token: str | None, gate: Gate
+) -> Callable[[web.Application], Awaitable[None]]:
+    """``/metrics`` alone on ``http_metrics_port``, its connections counted by the main port's ``gate``; returns
+    what stops it (the main app's cleanup)."""
+    from bridge.supervisor import gate as door
     from bridge.supervisor.api import metrics_app
 
-    runner = web.AppRunner(metrics_app(token), access_log=None)
+    runner = web.AppRunner(metrics_app(token), **door.runner_options(gate.limits))
     await runner.setup()
-    await web.TCPSite(runner, settings.http_host, settings.http_metrics_port).start()
+    await door.GatedSite(runner, settings.http_host, settings.http_metrics_port, gate).start()
     log.info("/metrics on http://%s:%s", settings.http_host, runner.addresses[0][1] if runner.addresses else "?")
 
     async def stop(app: web.Application) -> None:
@@ -711,6 +750,7 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
     from bridge.dialplan import load_dialplans, rollout_specs
     from bridge.rollout.store import RolloutStore
     from bridge.store.connection import connect
+    from bridge.supervisor import gate as door
     from bridge.supervisor.accounts import load_users
     from bridge.supervisor.api import ConsoleOptions, create_app
     from bridge.supervisor.auth import SESSION_TTL_S, FailureLimits
@@ -718,7 +758,8 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
     plans = load_dialplans(settings.dialplans)
     users = load_users(settings.users_file) if settings.users_file is not None else None
     redis = connect(settings.redis_url) if settings.redis_url else None
-    rollouts = RolloutStore(client=redis, specs=rollout_specs(plans)) if redis is not None else None
+    key = settings.rollout_signing_key
+    rollouts = RolloutStore(client=redis, specs=rollout_specs(plans), key=key) if redis is not None else None
     console = console or ConsoleTokens.from_environment()
     token, readonly_token = console.operator, console.readonly
     session_s = os.environ.get("CALLBRIDGE_SUPERVISOR_SESSION_S", "")
@@ -726,6 +767,9 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
         log.error("CALLBRIDGE_SUPERVISOR_SESSION_S=%r is not a number of seconds; using the default", session_s)
         session_s = ""
     metrics_token = settings.http_metrics_token.get_secret_value() if settings.http_metrics_token else None
+    open_files = door.raise_open_files()
+    gate = door.Gate(door.limits_of(settings, open_files[0]))
+    door.name_the_server()  # Server: callbridge, no version
     app = create_app(
         token=token,
         redis=redis,
@@ -745,15 +789,17 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
             listen_key=pool.settings.listen_key.get_secret_value().encode() if pool.settings.listen_key else None,
             session_ttl_s=float(session_s) if session_s else SESSION_TTL_S,
             users_file=settings.users_file,  # read again when it changes: a removed account is signed out
+            gate=gate,
+            health_detail=settings.http_health_detail,
         ),
     )
     if settings.http_metrics_port is not None:
-        app.on_cleanup.append(await _start_metrics(settings, metrics_token))
+        app.on_cleanup.append(await _start_metrics(settings, metrics_token, gate))
     pool.http_app = app
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, **door.runner_options(gate.limits))
     await runner.setup()
     pool.tls = tls_context(settings)
-    site = web.TCPSite(runner, settings.http_host, settings.http_port, ssl_context=pool.tls)
+    site = door.GatedSite(runner, settings.http_host, settings.http_port, gate, ssl_context=pool.tls)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.http_port
     where = f"{'https' if settings.http_tls_cert else 'http'}://{settings.http_host}:{port}"
@@ -762,6 +808,7 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
         where, "on its own port" if settings.http_metrics_port is not None else "here",
         " (bearer token)" if metrics_token else "", ", ".join(settings.http_trusted_proxies) or "none",
     )  # fmt: skip
+    door.log_limits(gate.limits, open_files, health_open=settings.http_health_detail == "open")
     if users is not None:
         log.info("console accounts: %d account(s) from %s", len(users.accounts), settings.users_file)
     else:

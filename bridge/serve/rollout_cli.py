@@ -9,10 +9,13 @@
                            [--config YAML] [--dialplans DIR] [--redis-url URL]
     callbridge rollout export [FILE]                 every stored flag, refusal and audit entry, as JSON
     callbridge rollout import FILE [--replace]       put them back (bridge/rollout/backup.py)
+    callbridge rollout records DIALPLAN [--since 7d]  the plan's outcome records as JSON lines (experiment_cli.py)
+    callbridge rollout evaluate DIALPLAN --dialplans DIR --records FILE [--json]   their replay, no Redis
 
 The settings are ``serve``'s: its settings file (``--config``, default ``$CALLBRIDGE_CONFIG``) and its variables
 (``CALLBRIDGE_REDIS_URL``, ``REDIS_URL``, their ``_FILE`` forms, ``CALLBRIDGE_DIALPLANS``, ...); ``--redis-url`` and
-``--dialplans`` win over them. The variants come from the dialplan files (default ``./dialplans``); ``show`` lists
+``--dialplans`` win over them. The variants come from the dialplan files (default ``./dialplans``; a folder that is
+not there is an error naming it, exit 2, but for ``export`` and ``import``); ``show`` lists
 every rollout dialplan there (and any other with a stored flag) with its variants, weights, shares, the safe
 variant, the health of each variant over the rollback window and the recent changes, with the dialplan's own
 defaults where nobody stored a flag yet. Without Redis ``show`` prints the defaults alone.
@@ -20,8 +23,10 @@ defaults where nobody stored a flag yet. Without Redis ``show`` prints the defau
 ``--weights`` sets every variant's weight (a variant not named gets 0); weights are relative. ``--allow V:CALLER``
 puts a caller on variant V whatever the weights (and takes them off other allow lists and V's deny list);
 ``--deny V:CALLER`` keeps them off V (they get the safe variant where the draw would give them V). ``--kill`` sends
-every call to the safe variant. Every change lands in the audit stream with ``--who`` (default: the login name), the
-time, the old and new values, and the reason. Errors name the field (``weights.NAME``, ``allow.NAME``, ...).
+every call to the safe variant. Every change lands in the audit stream with ``--who`` (default: the login name) and
+the OS user this command runs as (whatever ``--who`` claims), the time, the old and new values, and the reason,
+signed with ``rollout_key`` when it is set (``serve`` obeys no flag without its audit entry: bridge/rollout/seal.py).
+Errors name the field (``weights.NAME``, ``allow.NAME``, ...).
 ``export`` writes the rollout state Redis alone holds to FILE (or standard output); ``import`` restores it: flags
 where none is stored (``--replace``: over the stored ones too, each audited), refusals, the audit stream merged by
 entry id. With ``--api URL`` ``show`` and ``set`` go through a node's supervisor HTTP API
@@ -46,7 +51,7 @@ from typing import Any
 
 from bridge.config import add_config_flag, load_settings
 from bridge.dialplan import RolloutPlans as Plans
-from bridge.dialplan import load_dialplans, rollout_plans
+from bridge.dialplan import load_dialplans, require_folder, rollout_plans
 from bridge.errors import ConfigError
 from bridge.rollout import backup, catalog, refusals
 from bridge.rollout.health import WindowStats
@@ -60,6 +65,7 @@ from bridge.rollout.policy import (
     shares,
 )
 from bridge.rollout.store import AuditEntry, RolloutStore
+from bridge.serve import experiment_cli
 from bridge.store.connection import StoreUnavailable
 from bridge.supervisor.remote import ApiClient, ApiError, add_api_flags, api_token
 
@@ -116,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("file", type=Path, help="the backup")
     restore.add_argument("--replace", action="store_true", help="also over flags stored since (audited)")
     restore.add_argument("--who", help="who restores (default: the login name)")
+    recs = sub.add_parser("records", parents=[common], help="a plan's outcome records, one JSON line per call")
+    recs.add_argument("dialplan", help="the rollout dialplan")
+    recs.add_argument("--since", help="records of calls that ended since: 7d, 24h, 30m, 90s or an ISO 8601 time")
+    ev = sub.add_parser("evaluate", parents=[common], help="replay records through the decision engine (no Redis)")
+    ev.add_argument("dialplan", help="the rollout dialplan whose experiment settings apply")
+    ev.add_argument("--records", type=Path, required=True, help="a JSON-lines file written by rollout records")
     return parser
 
 
@@ -195,7 +207,8 @@ def _value(value: Any) -> str:
 
 def _audit_line(entry: AuditEntry) -> str:
     diff = "; ".join(f"{k} {_value(entry.old.get(k))} -> {_value(v)}" for k, v in entry.new.items())
-    return f"  {entry.when}  {entry.who:<14} {diff}  ({entry.reason})"
+    who = entry.who if entry.os_user in {"", entry.who} else f"{entry.who} (os user {entry.os_user})"
+    return f"  {entry.when}  {who:<14} {diff}  ({entry.reason})"
 
 
 def _rule_text(flag: RolloutFlag) -> str:
@@ -301,17 +314,22 @@ def _flag_json(flag: RolloutFlag) -> dict[str, Any]:
     return flag.model_dump(mode="json")
 
 
-def load_plans(directory: Path) -> Plans:
-    """Rollout dialplan name -> (its variants, its profile's voice), from the dialplan files (none if the
-    directory does not exist). Raises ConfigError for a broken dialplan."""
-    if not directory.is_dir():
+def load_plans(directory: Path, *, required: bool = True) -> Plans:
+    """Rollout dialplan name -> (its variants, its profile's voice), from the dialplan files. Raises ConfigError for
+    a broken dialplan, or a directory that does not exist (unless not ``required``: then none)."""
+    if not directory.is_dir() and not required:
         return {}
+    require_folder(directory)
     return rollout_plans(load_dialplans(directory))
 
 
 async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Plans) -> int:
     stored_names = await store.dialplans() if store is not None else []
     names = [args.dialplan] if args.dialplan else sorted(set(plans) | set(stored_names))
+    unknown = [n for n in names if n not in plans and n not in stored_names]
+    if unknown:
+        where = f"{args.dialplans} (--dialplans)"
+        raise ConfigError(f"rollout {unknown[0]}", "dialplan", f"no rollout dialplan of that name in {where}")
     out: list[dict[str, Any]] = []
     texts: list[str] = []
     today = dt.datetime.now(dt.UTC).date()
@@ -324,6 +342,9 @@ async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Pla
         refused = await refusals.refused(store, name) if store is not None else {}
         stored = None if store is None else stored_flag is not None
         shown = Shown(name, spec, flag, voice, stored, window, audit, known=name in plans, refused=refused)
+        experiment, experiment_text = (
+            await experiment_cli.show_experiment(store, name, spec) if store is not None else (None, "")
+        )
         out.append(
             {
                 "dialplan": name,
@@ -334,9 +355,10 @@ async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Pla
                 "flag": _flag_json(flag),
                 "window": None if window is None else {n: s.to_json() for n, s in window.items()},
                 "audit": [e.to_json() for e in audit],
+                "experiment": experiment,
             }
         )
-        texts.append(describe(shown, today))
+        texts.append("\n".join(t for t in (describe(shown, today), experiment_text) if t))
     if args.json:
         print(json.dumps({"dialplans": out}, indent=2))
     elif not texts:
@@ -424,20 +446,28 @@ def _login() -> str:
         return "unknown"
 
 
-async def _run(args: argparse.Namespace, url: str | None, plans: Plans) -> int:
-    store = RolloutStore(url, specs={n: s for n, (s, _) in plans.items()}, read_timeout_s=2.0) if url else None
+def _plan(args: argparse.Namespace, plans: Plans) -> RolloutSpec:
+    if args.dialplan not in plans:
+        where = f"{args.dialplans} (--dialplans)"
+        raise ConfigError(f"rollout {args.dialplan}", "dialplan", f"no rollout dialplan of that name in {where}")
+    return plans[args.dialplan][0]
+
+
+async def _run(args: argparse.Namespace, url: str | None, plans: Plans, key: bytes | None = None) -> int:
+    specs = {n: s for n, (s, _) in plans.items()}
+    store = RolloutStore(url, specs=specs, read_timeout_s=2.0, key=key) if url else None
     try:
         if args.action == "show":
             return await _show(store, args, plans)
         assert store is not None  # main() asks for a URL before anything else
         if args.action in {"export", "import"}:
             return await _backup(store, args)
-        if args.dialplan not in plans:
-            where = f"{args.dialplans} (--dialplans)"
-            raise ConfigError(f"rollout {args.dialplan}", "dialplan", f"no rollout dialplan of that name in {where}")
+        spec = _plan(args, plans)
+        if args.action == "records":
+            return await experiment_cli.print_records(store, args.dialplan, args.since)
         if args.action == "unrefuse":
-            return await _unrefuse(store, args, plans[args.dialplan][0])
-        return await _set(store, args, plans[args.dialplan][0])
+            return await _unrefuse(store, args, spec)
+        return await _set(store, args, spec)
     finally:
         if store is not None:
             await store.close()
@@ -449,16 +479,18 @@ def main(argv: list[str]) -> int:
     try:
         if args.action == "set":
             check_set_args(args)
-        if args.api and args.action in {"export", "import"}:
-            raise UsageError("export and import go to Redis itself, not through --api")
+        if args.api and args.action in {"export", "import", "records", "evaluate"}:
+            raise UsageError(f"{args.action} goes to Redis (or a file) itself, not through --api")
         if args.api:
             return asyncio.run(_via_api(args, api_token(args)))
         settings = load_settings(args.config, redis_url=args.redis_url, dialplans=args.dialplans)
         url, args.dialplans = settings.redis_url, settings.dialplans
+        plans = load_plans(args.dialplans, required=args.action not in {"export", "import"})
+        if args.action == "evaluate":
+            return experiment_cli.run_evaluate(args.dialplan, _plan(args, plans), args.records, args.json)
         if url is None and args.action != "show":
             raise UsageError(NO_REDIS)
-        plans = load_plans(args.dialplans)
-        return asyncio.run(_run(args, url, plans))
+        return asyncio.run(_run(args, url, plans, settings.rollout_signing_key))
     except UsageError as exc:
         print(f"{PROG} {args.action}: {exc}", file=sys.stderr)
         return EXIT_USAGE

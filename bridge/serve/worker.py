@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 from bridge import metrics
 from bridge.call.leg import PhoneLeg
 from bridge.call.privacy import mask_number
+from bridge.call.recorder import consent_greeting
 from bridge.call.report import CallReport
 from bridge.call.session import CallOptions, CallSession, Listener
 from bridge.call.takeover import TakeOverLeg
@@ -42,6 +43,7 @@ from bridge.runtime.memory import CycleCollector
 from bridge.runtime.metronome import for_loop as metronome_for
 from bridge.runtime.sched import use_realtime
 from bridge.runtime.secrets import forget_environment, read_from_fd
+from bridge.serve import outcome
 from bridge.serve.actions import CallActions
 from bridge.serve.breaker import Breaker
 from bridge.serve.listen import ListenHub
@@ -49,6 +51,7 @@ from bridge.serve.ready import ReadyReport, send_ready
 from bridge.serve.stopping import IGNORED, WorkerControl
 from bridge.serve.takeover import TakeOverHub
 from bridge.serve.variant import VariantCall
+from bridge.serve.webhooks import CallHooks
 from bridge.store.calls import CallStore
 from bridge.store.connection import StoreUnavailable, connect
 from bridge.store.dialogseal import DialogSeal
@@ -120,14 +123,6 @@ def warn_shutdowns(
     return due
 
 
-def consent_greeting(plan: Dialplan) -> str | None:
-    """With recording on, the agent first speaks the consent prompt, word for word, then greets."""
-    if not plan.recording.enabled:
-        return plan.greeting
-    prompt = f'First say exactly: "{plan.recording.consent_prompt}"'
-    return f"{prompt} Then: {plan.greeting}" if plan.greeting else prompt
-
-
 def sip_config(s: Settings, index: int, port: int) -> SipConfig:
     """Worker ``index``'s SIP endpoint, listening on ``port``."""
     from bridge.sip.sipconfig import SipConfig
@@ -159,6 +154,7 @@ def sip_config(s: Settings, index: int, port: int) -> SipConfig:
         media_beat_frames=s.media_beat_frames,
         jitter_buffer_ms=s.sip_jitter_buffer_ms,
         allow_any_source=s.sip_allow_any_source,
+        calls_per_source=s.sip_calls_per_source,
         rtp_timeout_s=s.rtp_timeout_s,
         rtp_hold_timeout_s=s.rtp_hold_timeout_s,
         session_expires_s=s.sip_session_expires_s,
@@ -197,6 +193,8 @@ class Worker:
         self.control: WorkerControl | None = None  # drain, stop and the node's ends (bridge/serve/stopping.py)
         listen_key = settings.listen_key.get_secret_value() if settings.listen_key else None
         self.dialogs = DialogSeal.under(listen_key)  # seals the calls' stored dialogs (bridge/store/dialogseal.py)
+        self.hooks = CallHooks.of(settings, lambda: self.plans)  # the calls' webhook events (serve/webhooks.py)
+        self.outcomes = outcome.Outcomes(listen_key)  # each call's outcome record; each rollout plan's experiment
 
     def reload_plans(self) -> None:
         """The dialplans read again (serve's SIGHUP); a call keeps the plan it started with."""
@@ -330,6 +328,7 @@ class Worker:
             decision.reason,
         )  # fmt: skip
         listeners: list[Listener] = [metrics.call_listener(dialect.name, plan.name), vc.listen]
+        listeners.append(self.hooks.listener(call.call_id, plan, call.caller, call.called, decision, dialect.name))
         if self.store is not None:
             listeners.append(
                 self.store.listener_for(
@@ -418,6 +417,7 @@ class Worker:
                 variant=vc.decision.variant,
                 profile=vc.profile,  # a fallback changes its model and voice (session.update with the fallback's voice)
                 on_refused=vc.refused,  # the service refuses the model: on to the next healthy variant at once
+                post_call_timeout_s=settings.post_call_timeout_s,
             ),
         )
 
@@ -450,10 +450,10 @@ class Worker:
         if self.settings.report_file is not None:
             line = {"worker": self.index, **report.to_json(), "sip_call_id": call.sip_call_id, **vc.report_fields()}
             append_report(self.settings.report_file, line)
+        self.hooks.ended(call.call_id, report, vc.report_fields())  # call.ended, signed, to the plan's webhooks
         if self.rollouts is not None and plan.rollout_spec is not None:
             await self.rollouts.record_call(plan.name, vc.decision.variant, record)
-            for rollback in await self.rollouts.check_rollback(plan.name):
-                metrics.ROLLBACKS.labels(plan.name, rollback.variant).inc()
+            await self.outcomes.after_call(self.rollouts, plan, call.caller, vc, report, record)
 
     def _connected(self, exc: ConnectError | None) -> None:
         """Each Realtime open's outcome: the breaker, and one log line per failure cause (URL, status, no key)."""
@@ -507,7 +507,7 @@ class Worker:
             self.store = CallStore(s.redis_url, worker=f"{s.sip_host}:{port or self.index}", spool_dir=s.spool_dir)
             self.store.on_orphaned = self._end_orphans
             await self.store.start()
-            self.rollouts = RolloutStore(s.redis_url, specs=self.specs)
+            self.rollouts = RolloutStore(s.redis_url, specs=self.specs, key=s.rollout_signing_key)
             key = s.listen_key.get_secret_value().encode() if s.listen_key is not None else None
             # binary: the audio, and control messages read as bytes (one that is not UTF-8 is refused like any other)
             binary = connect(s.redis_url, decode_responses=False)
@@ -553,15 +553,12 @@ class Worker:
             self.collector.thaw()
             await gateway.close()
             await self.orchestrator.close()
-            if self.listen is not None:
-                await self.listen.close()
-            if self.actions is not None:
-                await self.actions.close()
+            for part in (self.listen, self.actions, self.hooks, self.rollouts):  # listen-in first (actions' client)
+                if part is not None:
+                    await part.close()
             if self.store is not None:
                 await self.store.close()
                 self._export_store_gauges()  # what went to the spool at close is counted too
-            if self.rollouts is not None:
-                await self.rollouts.close()
             if lock is not None:
                 lock.close()
         return 0

@@ -56,6 +56,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 FORBIDDEN_SOURCE = "Forbidden (source address not allowed)"
 FORBIDDEN_CREDENTIALS = "Forbidden (bad credentials)"
 FORBIDDEN_LOCKED_OUT = "Forbidden (too many failed authentications)"
+CALLS_PER_SOURCE_BUSY = "Busy Here (too many calls from this source)"  # SipConfig.calls_per_source
 UNAUTHORIZED = "Unauthorized"
 
 # -- source allowlists ------------------------------------------------------------------------------------------

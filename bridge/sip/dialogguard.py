@@ -11,7 +11,10 @@ call's INVITE:
   dropped: it gets no answer), and the call and its media are untouched;
 * a re-INVITE or UPDATE may move the caller's media only to a host the call's media guard admits
   (:func:`bridge.sip.rtpguard.media_sources`: the offer's ``c=`` host and the INVITE's source), or put it on hold
-  (``c=0.0.0.0``): anything else gets ``488``.
+  (``c=0.0.0.0``): anything else gets ``488``. A call from a trusted trunk (its source in the worker's
+  ``SipConfig.allowed_sources``) may move its media anywhere: an SBC's failover, Asterisk's ``direct_media``. The
+  move passes with a detail to log; the dialog admits the new host from then on, and the media guard latches to it
+  once pjsua has taken the offer.
 
 A request of a dialog the gateway does not hold (a warm transfer's outbound leg, or no call at all) is pjsip's to
 answer. A CANCEL counts as in the dialog of its INVITE: a stranger cannot cancel a ringing call either.
@@ -24,7 +27,7 @@ call is set up with them); and a ``sips:`` call (RFC 5630: secure to the end) wh
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bridge.sip.access import source_ip
 from bridge.sip.rtpguard import sdp_connection_ip
@@ -43,6 +46,7 @@ class GuardedDialog:
     call_id: str  # the bridge's id of the call (for logs)
     source: str  # the host the INVITE came from
     media_hosts: tuple[str, ...]  # where the caller's media may come from and go to; empty: not filtered
+    trusted: bool = False  # a trusted trunk's call: its re-INVITEs may move the media to any host
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,15 @@ class DialogGuard:
         if head.method in _MOVES_MEDIA and held.media_hosts:
             moved = sdp_connection_ip(split_message(message)[1])
             if not media_move_allowed(moved, held.media_hosts):
+                if held.trusted and moved is not None:
+                    self._dialogs[head.headers.get("call-id", "")] = replace(
+                        held, media_hosts=(*held.media_hosts, moved)
+                    )
+                    detail = (
+                        f"{head.method} of {held.call_id} from {source} (a trusted source) moves media to {moved} "
+                        f"from {', '.join(held.media_hosts)}"
+                    )
+                    return DialogVerdict(PASS, "", detail)
                 self.refused += 1
                 detail = f"{head.method} of {held.call_id} moves media to {moved}, not to {', '.join(held.media_hosts)}"
                 return DialogVerdict(488, MEDIA_NOT_ADMITTED, detail)

@@ -50,7 +50,7 @@ import pjsua2 as pj
 from bridge.audio.frames import FRAME_MS, SAMPLE_RATE
 from bridge.audio.frames import PERIOD_S as TICK_S
 from bridge.errors import BridgeError
-from bridge.privacy.masking import mask_number
+from bridge.privacy.masking import mask_number, mask_sip_numbers
 from bridge.runtime.metronome import for_loop as metronome_for
 from bridge.runtime.sched import realtime_priority
 from bridge.sip.cport import PJSUA, NativeHub, NativePort, native_ports
@@ -68,6 +68,7 @@ ALLOWED_CODECS = ("PCMU/8000/1", "PCMA/8000/1")  # first is preferred when we of
 # a refused caller's number in the log keeps its last digits, as a dialplan's default privacy does
 # (bridge.dialplan.Privacy.caller_visible_digits): no plan has taken the call
 REFUSED_CALLER_VISIBLE_DIGITS = 4
+PJSIP_LOG_CHARS = 400  # a pjsip log line (a packet it quotes) is cut here, with a marker
 
 
 class SipError(BridgeError):
@@ -198,7 +199,8 @@ class _LogWriter(pj.LogWriter):  # type: ignore[misc]  # pjsua2 has no stubs, so
     def write(self, entry: Any) -> None:
         with contextlib.suppress(BaseException):  # nothing may escape into SWIG
             text = self.limiter.admit(str(entry.msg).rstrip())
-            if text is not None:
+            if text is not None:  # a packet dump: cut, its numbers masked (the formatter escapes its newlines)
+                text = mask_sip_numbers(text, REFUSED_CALLER_VISIBLE_DIGITS)
                 _PJ_LOG.log(self._LEVELS.get(int(entry.level), logging.DEBUG), "%s", text)
 
 
@@ -330,7 +332,7 @@ def _draw_rtp_port(media: Any, cfg: SipConfig) -> bool:
     """Start a ``TransportConfig``'s RTP ports at a random even port of the configured range; False: no range."""
     if not (cfg.rtp_port and cfg.rtp_port_range > 2):
         return False
-    media.port = random_rtp_start(cfg.rtp_port, cfg.rtp_port_range - 1)
+    media.port = random_rtp_start(cfg.rtp_port, cfg.rtp_port_range - 1, "" if cfg.host in ("", "0.0.0.0") else cfg.host)
     media.portRange = cfg.rtp_port + cfg.rtp_port_range - media.port
     return True
 
@@ -370,7 +372,8 @@ class SipEndpoint:
         self._stop_polling: Callable[[], None] | None = None  # removes the SIP poll from the loop's metronome
         self._burst: asyncio.Task[None] | None = None  # the 5 ms polls after SIP traffic
         self._closed = False
-        self.log_limiter = LogLimiter()  # pjsip's log lines, bounded (garbage floods would flood the log)
+        # pjsip's log lines, bounded (garbage floods would flood the log; a packet dump is cut to its head)
+        self.log_limiter = LogLimiter(max_chars=PJSIP_LOG_CHARS)
         self.setup_budget = SetupBudget()  # call set-ups per window, bounded (see SetupBudget)
         self._refusal_log = LogLimiter(per_second=20.0, burst=100.0, max_chars=500)  # one line per refused INVITE
         self.rejected: collections.Counter[int] = collections.Counter()  # status code -> INVITEs refused

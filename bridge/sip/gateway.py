@@ -44,7 +44,11 @@ What the gateway decides next, in ``onIncomingCall``, before the app sees the ca
   UDP): ``400 Bad Request (Content-Length larger than the body)``;
 * with ``SipConfig.auth_users``: no or stale credentials get ``401 Unauthorized`` and a
   ``WWW-Authenticate: Digest`` challenge; wrong ones ``403 Forbidden (bad credentials)`` (see
-  :mod:`bridge.sip.access`). An accepted call carries the user in ``IncomingCall.auth_user``.
+  :mod:`bridge.sip.access`). An accepted call carries the user in ``IncomingCall.auth_user``. An INVITE with no
+  credentials at all is challenged before pjsua makes it a call (:mod:`bridge.sip.rxhook`): it holds no call slot;
+* the source already holds ``SipConfig.calls_per_source`` calls here (sources in ``allowed_sources`` exempt, and
+  loopback under the closed default): ``486 Busy Here (too many calls from this source)``. Only an admitted call
+  takes a slot.
 
 And during a call: a REFER from the caller and an INVITE with ``Replaces`` aimed at a bridged call are declined
 with ``603`` (pjsua would otherwise dial the Refer-To URI itself); a DTMF "digit" outside 0-9 * # A-D (SIP INFO
@@ -66,7 +70,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +83,7 @@ from bridge.privacy.masking import mask_number
 from bridge.runtime.service import Service
 from bridge.sip.access import (
     AUTH_HEADER,
+    CALLS_PER_SOURCE_BUSY,
     FORBIDDEN_FRONT_HEADERS,
     FORBIDDEN_LOCKED_OUT,
     FORBIDDEN_SOURCE,
@@ -723,22 +728,32 @@ class SipGateway(Service):
 
     def _guard_dialog(self, handle: IncomingCall, invite: str) -> None:
         """Hold the call's dialog in :attr:`dialogs`: its in-dialog requests from the INVITE's source only, its media
-        moved only to the offer's host or the caller's (bridge.sip.dialogguard)."""
+        moved only to the offer's host or the caller's, or anywhere for a caller in ``allowed_sources`` (a trusted
+        trunk; bridge.sip.dialogguard)."""
         head = parse_request_head(invite)
         sip_call_id = head.headers.get("call-id", "") if head else ""
         if not sip_call_id:
             return
         offer = sdp_connection_ip(message_body(invite))
         hosts = media_sources(offer, handle.remote_ip) + ((offer,) if offer else ())
+        trusted = bool(self._allowed) and in_networks(handle.remote_addr or "", self._allowed)
         self.dialogs.hold(
-            sip_call_id, GuardedDialog(handle.call_id, source_ip(handle.peer_addr), tuple(dict.fromkeys(hosts)))
+            sip_call_id,
+            GuardedDialog(handle.call_id, source_ip(handle.peer_addr), tuple(dict.fromkeys(hosts)), trusted),
         )
         self._guarded[id(handle)] = sip_call_id
 
-    def _check_request(self, message: str, source: str, transport: Transport | None) -> tuple[int, str]:
-        """Every received request, before pjsip acts on it (bridge.sip.rxhook): the dialog guard's verdict, then the
-        offer's transport rule (SDES keys over TLS only, SRTP on sips: calls)."""
+    def _check_request(
+        self, message: str, source: str, transport: Transport | None
+    ) -> tuple[int, str, Mapping[str, str]]:
+        """Every received request, before pjsip acts on it (bridge.sip.rxhook): a new INVITE's digest challenge,
+        the dialog guard's verdict, then the offer's transport rule (SDES keys over TLS only, SRTP on sips: calls)."""
+        challenge = self._early_challenge(message, source)
+        if challenge is not None:
+            return challenge.status, challenge.reason, challenge.headers
         verdict = self.dialogs.verdict(message, source)
+        if verdict.status == PASS and verdict.detail:  # a trusted trunk moved its media (no caller number here)
+            _LOG.info("%s", verdict.detail)
         if verdict.status == PASS:
             verdict = media_security(message, transport)
         if verdict.status != PASS:
@@ -747,7 +762,23 @@ class SipGateway(Service):
             )
             if line is not None:
                 _LOG.warning("%s", line)
-        return verdict.status, verdict.reason
+        return verdict.status, verdict.reason, {}
+
+    def _early_challenge(self, message: str, packet_source: str) -> _Verdict | None:
+        """A new INVITE without credentials that digest auth applies to: its ``401`` and challenge, answered here
+        before pjsua makes it a call, so that it takes no call slot and no media sockets (a challenged caller's
+        INVITE with credentials comes back as a new transaction). Anything else: None (pjsua's, then
+        :meth:`_screen`'s)."""
+        if self._auth is None or not message.startswith("INVITE ") or header_values(message, "authorization"):
+            return None
+        head = parse_request_head(message)
+        if head is None or ";tag=" in head.headers.get("to", "").replace(" ", ""):
+            return None  # a re-INVITE: its dialog's
+        verdict = self._admit(message, packet_source)
+        if verdict.status != 401:
+            return None
+        self.endpoint.count_rejected(self._rejected(message, packet_source, verdict))
+        return verdict
 
     def caller_media(
         self, call_id: str, invite: str, signalling_ip: str | None, emit: Callable[[MediaDropped], None]
@@ -787,17 +818,37 @@ class SipGateway(Service):
         return values[0].strip() if len(values) == 1 else ""
 
     def _screen(self, prm: Any) -> _Verdict:
-        """The gateway's checks of a new INVITE, in order: source allowlist, Content-Length, digest auth."""
-        message = str(prm.rdata.wholeMsg)
-        if in_networks(str(prm.rdata.srcAddress), self._fronts) and not front_copies_ok(
+        """The gateway's checks of a new INVITE, in order: source allowlist, Content-Length, digest auth; then the
+        source's call slots, which only an admitted INVITE takes (a challenged one holds none)."""
+        message, packet_source = str(prm.rdata.wholeMsg), str(prm.rdata.srcAddress)
+        verdict = self._admit(message, packet_source)
+        if verdict.status:
+            return verdict
+        return self._source_slot(self.caller_source(packet_source, message)) or verdict
+
+    def _source_slot(self, source: str) -> _Verdict | None:
+        """None if ``source`` may hold one more call (``SipConfig.calls_per_source``), else the 486 verdict."""
+        limit = self.config.calls_per_source
+        if not limit or in_networks(source, self._allowed) or (self._closed_default and in_networks(source, LOOPBACK)):
+            return None
+        address = source_ip(source)
+        live = sum(1 for h in self._calls.values() if h.remote_ip == address and not h.disconnected.is_set())
+        if live < limit:
+            return None
+        metrics.SIP_SLOT_REFUSALS.labels("calls_per_source").inc()
+        return _Verdict(486, CALLS_PER_SOURCE_BUSY, f"{live} calls from {address} up (calls_per_source {limit})")
+
+    def _admit(self, message: str, packet_source: str) -> _Verdict:
+        """Source allowlist, Content-Length, digest auth of an INVITE from ``packet_source``."""
+        if in_networks(packet_source, self._fronts) and not front_copies_ok(
             header_values(message, name) for name in FRONT_HEADERS
         ):
             return _Verdict(403, FORBIDDEN_FRONT_HEADERS, "a front header in more than one copy")
-        source = self.caller_source(str(prm.rdata.srcAddress), message)
+        source = self.caller_source(packet_source, message)
         if self._allowed and not in_networks(source, self._allowed):
             return _Verdict(403, FORBIDDEN_SOURCE, "not in SipConfig.allowed_sources")
         if self._closed_default and not (
-            in_networks(str(prm.rdata.srcAddress), self._fronts) or (not self._fronts and in_networks(source, LOOPBACK))
+            in_networks(packet_source, self._fronts) or (not self._fronts and in_networks(source, LOOPBACK))
         ):
             # behind a front, its callers come through it: a local process reaching the worker's port is refused
             return _Verdict(403, FORBIDDEN_SOURCE, "nothing configured: the trusted fronts only (else loopback)")
@@ -806,7 +857,7 @@ class SipGateway(Service):
         auth = self._auth
         if auth is None or (self._exempt and in_networks(source, self._exempt)):
             return _Verdict(0, "", "")
-        vetted = self.front_user(str(prm.rdata.srcAddress), message)
+        vetted = self.front_user(packet_source, message)
         if vetted:  # the front checked the caller's digest credentials (front_auth) and named the user
             return _Verdict(0, "", "authenticated at the front", user=vetted)
         head = parse_request_head(message)
@@ -829,18 +880,7 @@ class SipGateway(Service):
 
     def _refuse(self, prm: Any, verdict: _Verdict) -> None:
         """Answer the INVITE with the verdict's final response, count it, and keep the Call until it is gone."""
-        message = str(prm.rdata.wholeMsg)
-        head: RequestHead | None = parse_request_head(message)
-        headers = head.headers if head else {}
-        rejected = RejectedCall(
-            verdict.status,
-            verdict.reason,
-            clean_text(headers.get("call-id", ""), SIP_CALL_ID_CHARS),
-            clean_text(user_part(headers.get("from", ""))),
-            clean_text(user_part(head.uri) if head else ""),
-            self.caller_source(str(prm.rdata.srcAddress), message),
-            verdict.detail,
-        )
+        rejected = self._rejected(str(prm.rdata.wholeMsg), str(prm.rdata.srcAddress), verdict)
         call = _RefusedCall(self._account, prm.callId, self._refused_gone)
         self._refused[id(call)] = call
         self.endpoint.count_rejected(rejected)
@@ -849,6 +889,20 @@ class SipGateway(Service):
         # media sockets) instead of a media socket pair each (see SetupBudget in endpoint.py: ~32 set-ups in half
         # a second abort the process).
         asyncio.get_running_loop().call_soon(self._send_refusal, call, verdict, rejected.call_id)
+
+    def _rejected(self, message: str, packet_source: str, verdict: _Verdict) -> RejectedCall:
+        """A refused INVITE as counted and logged (its caller-written fields cleaned)."""
+        head: RequestHead | None = parse_request_head(message)
+        headers = head.headers if head else {}
+        return RejectedCall(
+            verdict.status,
+            verdict.reason,
+            clean_text(headers.get("call-id", ""), SIP_CALL_ID_CHARS),
+            clean_text(user_part(headers.get("from", ""))),
+            clean_text(user_part(head.uri) if head else ""),
+            self.caller_source(packet_source, message),
+            verdict.detail,
+        )
 
     def _send_refusal(self, call: _RefusedCall, verdict: _Verdict, call_id: str) -> None:
         if call.on_gone is None or self._account is None:  # already gone (CANCEL) or shutting down

@@ -256,7 +256,25 @@ def _port(sock: socket.socket) -> int | None:
         return None
 
 
-def random_rtp_start(first: int, span: int) -> int:
+def random_rtp_start(first: int, span: int, host: str = "") -> int:
     """An even port in ``[first, first + span)`` chosen at random (RTP even, RTCP odd: RFC 3550 §11), so that the
-    next call's port cannot be guessed from the last one's."""
-    return first + secrets.randbelow(max(1, span // 2)) * 2
+    next call's port cannot be guessed from the last one's; among those whose pair ``host`` can bind now (a live
+    call holds its own: pjsua, handed a held one, logs "Address already in use" and tries the next pair). A random
+    one if none is free."""
+    starts = [first + 2 * i for i in range(max(1, span // 2))]
+    secrets.SystemRandom().shuffle(starts)
+    return next((port for port in starts if _pair_free(host, port)), starts[0])
+
+
+def _pair_free(host: str, port: int) -> bool:
+    """Can UDP ``port`` and ``port + 1`` be bound on ``host`` ("" any address) right now?"""
+    try:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtcp,
+        ):
+            rtp.bind((host, port))
+            rtcp.bind((host, port + 1))
+    except OSError:
+        return False
+    return True

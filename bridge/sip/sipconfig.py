@@ -104,6 +104,9 @@ class SipConfig:
     # CIDRs of the front (the Kamailio dispatcher) whose X-Callbridge-Source header names the caller's source, which
     # every check above then uses (bridge.sip.access.caller_source); () = the header is ignored from everyone
     trusted_fronts: tuple[str, ...] = ()
+    # concurrent calls one source address may hold on this endpoint; more get 486 (CALLS_PER_SOURCE_BUSY). Sources in
+    # allowed_sources are exempt, and so are loopback sources when nothing is configured (the closed default). 0: off
+    calls_per_source: int = 2
     auth_nonce_ttl_s: float = 300.0  # how long a challenge's nonce stays good
     auth_max_failures: int = 10  # bad credentials from one source address within the window ...
     auth_failure_window_s: float = 60.0

@@ -83,6 +83,9 @@ def account_config(cfg: SipConfig, host: str, sip_port: int, credentials: tuple[
     timers.timerUse = pj.PJSUA_SIP_TIMER_ALWAYS
     timers.timerSessExpiresSec = cfg.session_expires_s
     timers.timerMinSESec = cfg.session_min_se_s
+    # RFC 5761: RTP and RTCP on one port when the offer says a=rtcp-mux (the answer says so too); without it in the
+    # offer, RTCP stays on its own port
+    acfg.mediaConfig.rtcpMuxEnabled = True
     _srtp(acfg.mediaConfig, srtp_mode(cfg))
     return acfg
 

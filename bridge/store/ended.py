@@ -69,6 +69,7 @@ class EndedQuery:
     variant: str = ""
     caller: str = ""
     reason: str = ""
+    disposition: str = ""  # exact: the model's disposition of the call (its plan's post_call)
     hide_caller: bool = False
 
     def fields_match(self, state: Mapping[str, str]) -> bool:
@@ -77,6 +78,7 @@ class EndedQuery:
             and (not self.variant or state.get("variant", "") == self.variant)
             and (not self.caller or self.caller in state.get("caller", ""))
             and (not self.reason or self.reason.lower() in state.get("end_reason", "").lower())
+            and (not self.disposition or state.get("disposition", "") == self.disposition)
         )
 
     def _seen(self, text: str, caller: str) -> str:
@@ -109,11 +111,26 @@ class EndedCall:
     duration_s: float | None
     end_reason: str
     last_transcript: str
+    # after the call (its plan's post_call and checks): the model's disposition and summary, the post-call status
+    # ("" where the plan asks for none), and the compliance checks that failed
+    disposition: str = ""
+    summary: str = ""
+    post_call_status: str = ""
+    failed_checks: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, state: Mapping[str, str]) -> EndedCall:
         started, ended = as_float(state.get("started_at")), as_float(state.get("ended_at"))
-        return cls(started_at=started, ended_at=ended, duration_s=duration_s(started, ended), **texts(state, _TEXTS))
+        return cls(
+            started_at=started,
+            ended_at=ended,
+            duration_s=duration_s(started, ended),
+            disposition=state.get("disposition", ""),
+            summary=state.get("call_summary", ""),
+            post_call_status=state.get("post_call_status", ""),
+            failed_checks=tuple(c for c in state.get("failed_checks", "").split(",") if c),
+            **texts(state, _TEXTS),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

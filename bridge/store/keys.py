@@ -20,11 +20,26 @@ key                                          type        holds                  
                                                          JSON), score = time
 ``cb:{rollout}:refused:<dialplan>``          hash        variant -> JSON {model, code, at}: variants     none
                                                          whose model the service refused
+``cb:rollout:{<dialplan>}:records``          stream      one outcome record per finished call (``r``,    RECORDS_TTL_S;
+                                                         JSON) or a repeat mark (``repeat_of``: an id)   capped
+                                                         (``bridge.rollout.records``)                    RECORDS_MAXLEN
+``cb:rollout:{<dp>}:caller:<caller hash>``   string      the record id of the caller's last call (keyed  REPEAT_WINDOW_S
+                                                         hash of the number, never the number)
+``cb:rollout:{<dialplan>}:decided``          hash        ``<epoch>:<variant>`` -> the decision taken     RECORDS_TTL_S
+                                                         (one audit entry per decision, whatever the
+                                                         number of workers)
 ``cb:{listen}:audit``                        stream      every listen-in: who, which call, start, stop   none; capped
                                                                                                          AUDIT_MAXLEN
 ``cb:{actions}:audit``                       stream      every supervisor action on a call: who, what,   none; capped
                                                          which call, when, whether a worker took it      AUDIT_MAXLEN
 ``cb:actions:ack:<request id>``              list        the worker's answer to one action request       30 s
+``cb:{webhooks}:due``                        sorted set  pending webhook deliveries, score = when due (a     none
+                                                         claimed one: its lease's end)
+``cb:{webhooks}:deliveries``                 hash        delivery -> JSON {id, endpoint, type, body,     none; removed
+                                                         created, attempts, last}: the body as signed    when delivered
+``cb:{webhooks}:created``                    sorted set  pending deliveries, score = when queued         none
+``cb:{webhooks}:dead``                       sorted set  dead letters, score = when given up             WEBHOOK_DEAD_S
+===========================================  ==========  ==============================================  ===============
 ===========================================  ==========  ==============================================  ===============
 
 Pub/sub channels (nothing stored): ``cb:listen:control`` carries a supervisor's request to hear a call (JSON
@@ -38,8 +53,9 @@ The ``{...}`` parts are Redis Cluster hash tags: only the text between the brace
 stream share the tag ``{<call_id>}`` (one slot, so one call's writes can be pipelined together on a cluster); a
 worker's set and heartbeat share ``{<worker>}``; the rollout's flags, refusals and audit share ``{rollout}``, so a flag
 change and its audit entry are one ``MULTI``/``EXEC`` transaction even on a cluster (they are tiny and written by
-people), while the per-call windows each have their own tag ``{<dialplan>:<variant>}``, so the writes of every call's
-end spread over the cluster's slots. No command or transaction spans two tags; pipelines that do are
+people), while what every call's end writes has a tag of its plan and variant (the windows, ``{<dialplan>:<variant>}``)
+or of its plan (the outcome records, the callers' last records, the decisions: ``{<dialplan>}``), so those writes spread
+over the cluster's slots. No command or transaction spans two tags; pipelines that do are
 non-transactional, which a cluster client splits per slot. Pub/sub on a cluster is sharded (``SPUBLISH``).
 
 Nothing here, or anywhere under ``cb:``, ever holds an API key or any other credential.
@@ -73,7 +89,9 @@ EXTRA_FIELDS: Final = ("last_transcript", "sip_dialog", "sip_call_id")
 # outcome (``completed``, ``transferred``, ``failed``), its greeting and first reply (``docs/operating.md``, what each
 # figure means), whether a supervisor acted on it, and "1"/"0" flags: the caller hears hold audio now (an outage's
 # hold message or a tool's soft hold), the model is away now, the model was away at some point; and where a warm
-# transfer is (a TransferStep, then its TransferOutcome).
+# transfer is (a TransferStep, then its TransferOutcome); after the call, the model's disposition, summary and fields
+# (JSON) with the post-call status (bridge/call/wrapup.py), the names of the compliance checks that failed
+# (comma-separated) and every check's row (JSON: name, passed, detail).
 SUMMARY_FIELDS: Final = (
     "outcome",
     "greeting_ms",
@@ -83,6 +101,12 @@ SUMMARY_FIELDS: Final = (
     "in_outage",
     "had_outage",
     "transfer",
+    "disposition",
+    "call_summary",
+    "call_fields",
+    "post_call_status",
+    "failed_checks",
+    "checks",
 )
 # so far: the longest the caller waited for the agent (holds included), and the longest dead air
 QUALITY_FIELDS: Final = ("longest_wait_ms", "longest_silence_ms")
@@ -105,6 +129,9 @@ ROLLOUT_AUDIT: Final = f"{PREFIX}:{ROLLOUT_TAG}:audit"
 AUDIT_MAXLEN: Final = 10_000  # approximate cap of the audit stream (years of human changes)
 HEALTH_RETENTION_S: Final = 3600  # calls older than this are trimmed; the longest allowed rollback window
 HEALTH_TTL_S: Final = 2 * HEALTH_RETENTION_S  # a window nobody writes to any more disappears by itself
+RECORDS_MAXLEN: Final = 200_000  # approximate cap of a plan's outcome records (weeks of a busy plan)
+RECORDS_TTL_S: Final = 35 * 86400  # a plan nobody calls any more loses its records after five weeks
+REPEAT_WINDOW_S: Final = 72 * 3600  # a call back within this is a repeat call (first-contact resolution)
 
 
 # ------------------------------------------------------------------------------------------------ listen-in
@@ -149,6 +176,21 @@ def rollout_refused(dialplan: str) -> str:
     return ":".join((PREFIX, ROLLOUT_TAG, "refused", dialplan))
 
 
+def rollout_records(dialplan: str) -> str:
+    """A rollout plan's outcome records, one per finished call (``bridge.rollout.records``)."""
+    return tagged("rollout", dialplan, "records")  # its plan's own tag: the per-call writes spread over slots
+
+
+def rollout_caller(dialplan: str, caller_hash: str) -> str:
+    """The id of the record of a caller's last call of a plan; ``caller_hash`` is a keyed hash (hex)."""
+    return tagged("rollout", dialplan, "caller", caller_hash)
+
+
+def rollout_decided(dialplan: str) -> str:
+    """The decisions of a plan's experiment, one field per epoch and variant."""
+    return tagged("rollout", dialplan, "decided")
+
+
 def variant_calls(dialplan: str, variant: str) -> str:
     """The sliding window of one rollout variant's finished calls on one dialplan (``bridge.rollout.health``). Its
     own hash tag (plan and variant): every call's end writes here, so on a cluster the windows spread over slots."""
@@ -169,6 +211,17 @@ def takeover_audio(call_id: str) -> str:
 def call_action_ack(request_id: str) -> str:
     """The list one worker answers one action request on."""
     return f"{PREFIX}:actions:ack:{request_id}"
+
+
+# ------------------------------------------------------------------------------------------------ webhooks
+# Pending deliveries of signed webhooks (bridge/webhooks/queue.py): one tag, so a claim or a settle is one Lua script
+# on a cluster too. A delivery is ``<endpoint>|<webhook id>``; only the endpoint's name is stored, never its secret.
+WEBHOOK_TAG: Final = "{webhooks}"
+WEBHOOKS_DUE: Final = f"{PREFIX}:{WEBHOOK_TAG}:due"
+WEBHOOKS_DELIVERIES: Final = f"{PREFIX}:{WEBHOOK_TAG}:deliveries"
+WEBHOOKS_CREATED: Final = f"{PREFIX}:{WEBHOOK_TAG}:created"
+WEBHOOKS_DEAD: Final = f"{PREFIX}:{WEBHOOK_TAG}:dead"
+WEBHOOK_DEAD_S: Final = 14 * 24 * 3600  # a dead letter is dropped this long after it was given up
 
 
 # ------------------------------------------------------------------------------------------------ kinds (measuring)
@@ -193,4 +246,6 @@ def kind_of(key: str) -> str:
         return "listen-in"
     if parts[1] in ("actions", "{actions}"):
         return "actions"
+    if parts[1] == WEBHOOK_TAG:
+        return "webhooks"
     return "other"

@@ -66,6 +66,15 @@ def summary_fields(report: ev.Report, call: CallState | None) -> dict[str, Any]:
     """The :data:`keys.SUMMARY_FIELDS` one report sets (a greeting or first reply: its first sample only)."""
     if isinstance(report, ev.CallEnded):
         return {"outcome": str(report.outcome), "ended_by": str(report.ended_by), "on_hold": "0", "in_outage": "0"}
+    if isinstance(report, ev.PostCallDone):
+        return {
+            "disposition": report.disposition,
+            "call_summary": report.text,
+            "call_fields": report.fields_json,
+            "post_call_status": report.status,
+        }
+    if isinstance(report, ev.ChecksDone):
+        return {"failed_checks": report.failed, "checks": report.rows_json}
     if isinstance(report, ev.Latency):
         name = _FIRSTS.get(report.segment)
         first = name is not None and call is not None and not call.state.get(name)

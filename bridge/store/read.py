@@ -5,6 +5,7 @@ the events after a given one (what the supervisor console and ``callbridge calls
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -82,7 +83,31 @@ class CallDetail:
     events: list[StreamEntry]  # the most recent entries, oldest first
 
     def to_json(self) -> dict[str, Any]:
-        return {"call": self.state, "events": [e.to_json() for e in self.events]}
+        return {"call": self.state, **after_call(self.state), "events": [e.to_json() for e in self.events]}
+
+
+def _json_field(value: str | None) -> Any:
+    try:
+        return json.loads(value) if value else None
+    except ValueError:
+        return None
+
+
+def after_call(state: Mapping[str, str]) -> dict[str, Any]:
+    """What an ended call's hash says of after the call, as the report line has it: ``post_call`` (the model's
+    summary, disposition and fields, and the status; None where the plan asks for none) and ``checks`` (the
+    compliance checks' rows)."""
+    status = state.get("post_call_status", "")
+    post = None
+    if status:
+        post = {
+            "summary": state.get("call_summary") or None,
+            "disposition": state.get("disposition") or None,
+            "fields": _json_field(state.get("call_fields")),
+            "status": status,
+        }
+    checks = _json_field(state.get("checks"))
+    return {"post_call": post, "checks": checks if isinstance(checks, list) else []}
 
 
 def as_float(value: str | None) -> float | None:

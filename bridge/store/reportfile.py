@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 
 def append_report(path: Path, record: dict[str, Any]) -> None:
+    """Append ``record`` as one line. A new file is made mode 0600 (it holds transcripts and tools' arguments); an
+    existing file keeps its mode."""
     line = json.dumps(record, default=str) + "\n"
-    with path.open("a", encoding="utf-8") as f:
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a", encoding="utf-8") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         f.write(line)
 

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +45,38 @@ def spool_pending(pending: PendingWrites, directory: Path) -> tuple[Path, int, i
     entries += [{"call_id": e.call_id, "id": e.id, "fields": e.fields} for e in pending.queue]
     if not calls and not entries:
         return None
+    data = {"worker": pending.worker, "calls": calls, "entries": entries}
+    path = write_file(directory, f"{int(time.time() * 1000)}-{os.getpid()}-{_safe(pending.worker)}", SUFFIX, data)
+    return path, len(calls), len(pending.queue)
+
+
+def write_file(directory: Path, stem: str, suffix: str, data: Any) -> Path:
+    """A new spool file ``<stem><suffix>`` of ``data`` as JSON (mode 0600, in a 0700 directory), written, synced and
+    then renamed: complete or absent, a reader never sees half a file. Raises ``OSError``."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    name = f"{int(time.time() * 1000)}-{os.getpid()}-{_safe(pending.worker)}"
-    tmp, path = directory / f".{name}.tmp", directory / f"{name}{SUFFIX}"
+    tmp, path = directory / f".{stem}.tmp", directory / f"{stem}{suffix}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"worker": pending.worker, "calls": calls, "entries": entries}, f, default=str)
+        json.dump(data, f, default=str)
         f.flush()
         os.fsync(f.fileno())
-    tmp.rename(path)  # complete or absent: a reader never sees half a file
-    return path, len(calls), len(pending.queue)
+    tmp.rename(path)
+    return path
+
+
+def claim_files(directory: Path | None, suffix: str) -> Iterator[tuple[Path, Path]]:
+    """Each spool file ``*<suffix>`` of ``directory``, oldest first, claimed by renaming it: (its name, its claimed
+    name). One another process claimed first is skipped; one its claimer could not write is put back by renaming
+    the claimed name to its name."""
+    if directory is None or not directory.is_dir():
+        return
+    for path in sorted(directory.glob(f"*{suffix}")):
+        claimed = path.with_name(path.name + CLAIMED)
+        try:
+            path.rename(claimed)
+        except FileNotFoundError:
+            continue  # another worker took it
+        yield path, claimed
 
 
 async def replay_spool(
@@ -61,15 +84,8 @@ async def replay_spool(
 ) -> list[tuple[Path, int]]:
     """Write every spool file in ``directory`` to Redis and delete it: [(file, calls)]. A file Redis does not take
     is put back (and ``RedisError`` raised: an outage, for the writer's retry)."""
-    if directory is None or not directory.is_dir():
-        return []
     done: list[tuple[Path, int]] = []
-    for path in sorted(directory.glob(f"*{SUFFIX}")):
-        claimed = path.with_name(path.name + CLAIMED)
-        try:
-            path.rename(claimed)
-        except FileNotFoundError:
-            continue  # another worker took it
+    for path, claimed in claim_files(directory, SUFFIX):
         try:
             data = json.loads(claimed.read_text(encoding="utf-8"))
             await _write(client, data, stream_maxlen, call_ttl_s)

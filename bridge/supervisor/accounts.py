@@ -43,7 +43,13 @@ Role = Literal["viewer", "supervisor", "admin"]
 ROLES: Final[tuple[Role, ...]] = ("viewer", "supervisor", "admin")
 RANK: Final[dict[str, int]] = {role: i for i, role in enumerate(ROLES)}
 # what each kind of request needs
-NEEDS: Final[dict[str, Role]] = {"watch": "viewer", "act": "supervisor", "listen": "supervisor", "rollout": "admin"}
+NEEDS: Final[dict[str, Role]] = {
+    "watch": "viewer",
+    "act": "supervisor",
+    "listen": "supervisor",
+    "rollout": "admin",
+    "unlock": "admin",
+}
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,39}$")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
 MAX_N = 2**20  # a stored hash asking for more memory than 1 GiB is refused, not computed

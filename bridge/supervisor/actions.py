@@ -95,7 +95,7 @@ def _handler(kind: ev.SupervisorKind) -> Any:
         sup = supervisor_of(request)
         redis = sup.need_redis()
         call_id = request.match_info["call_id"]
-        body = await json_body(request) if request.can_read_body else {}
+        body = await json_body(request) if request.body_exists else {}  # (read already: the body deadline, .gate)
         detail = await read_call(redis, call_id, count=1)
         if detail is None:
             return reply({"error": "no such call"}, 404)

@@ -7,8 +7,9 @@
 ``POST /auth/signout``              ends the session (needs its CSRF token)
 ``GET /auth/session``               the session's role, name and CSRF token (the page after a reload)
 ``GET /metrics``                    Prometheus exposition, merged across worker processes (no token: scrapers)
-``GET /healthz``                    readiness: 200 when workers, Redis and the model can take calls, else 503 naming
-                                    the problems (no token; no call data); ``GET /livez``: liveness
+``GET /healthz``                    readiness: 200 when workers, Redis and the model can take calls, else 503; with a
+                                    bearer token (or ``http_health_detail: open``) the workers and the problems (no
+                                    call data); ``GET /livez``: liveness
 ``GET /api/calls``                  live calls across all workers: phase, dialect, duration, last transcript line
 ``GET /api/calls/{id}``             one call: its Redis hash and recent event summaries with transcripts
 ``GET /api/calls/ended``            ended calls of the retention window, paged and searched (:mod:`.ended`: ``?page=``
@@ -26,6 +27,7 @@
 ``GET /api/rollout``                each rollout dialplan's variants, every stored flag, the recent audit entries
 ``GET /api/console/rollout``        the console's rollout panel (:mod:`bridge.supervisor.rollout_view`)
 ``POST /api/rollout/{dp}/preview``  admin: what a change would do, without saving it
+``POST /api/signin/unlock``         admin: forget the failed sign-ins of ``{"account"}`` and/or ``{"source"}``
 ``PUT /api/rollout/{dp}``           admin: change a flag: JSON ``{"weights", "kill", "allow", "deny", "sticky",
                                     "reason", "who"}`` as ``callbridge rollout set`` takes them (``weights``: an object
                                     of numbers or ``"NAME=W,NAME=W"``; ``allow``/``deny``: an object of caller lists per
@@ -92,6 +94,7 @@ from bridge.supervisor.auth import (
     csrf_ok,
 )
 from bridge.supervisor.flags import watch_of
+from bridge.supervisor.gate import Gate, Limits, body_deadline
 from bridge.supervisor.http import PRINCIPAL, SUPERVISOR, Supervisor, client_address, reply, same_origin, too_many
 from bridge.supervisor.stream import LiveCalls
 
@@ -117,7 +120,8 @@ class ConsoleOptions:
     account; ``refused_delay_s``: how late a wrong token is answered; ``trusted_proxies``: CIDRs whose
     ``X-Forwarded-*`` headers are believed (:mod:`.proxy`); ``metrics_token``: ``/metrics`` wants it as a bearer
     token; ``metrics_here``: False when ``/metrics`` has its own port (:func:`metrics_app`); ``listen_key`` signs
-    listen-in requests to the workers (``bridge.supervisor.listen_token``; without it, listen-in answers 503)."""
+    listen-in requests to the workers (``bridge.supervisor.listen_token``; without it, listen-in answers 503);
+    ``gate``: the port's connection limits (:mod:`.gate`)."""
 
     readonly_token: str | None = None
     users: Users | None = None
@@ -129,6 +133,8 @@ class ConsoleOptions:
     metrics_token: str | None = None
     metrics_here: bool = True
     listen_key: bytes | None = None
+    gate: Gate | None = None  # the port's connection limits (:mod:`.gate`); its body deadline applies here
+    health_detail: str = "token"  # /healthz's detail: for a bearer token ("token") or anyone ("open")
 
 
 def create_app(
@@ -162,13 +168,20 @@ def create_app(
         stopping=asyncio.Event(),
     )
     _count_from_zero()
-    app = web.Application(middlewares=[proxy.middleware(o.trusted_proxies), _auth_middleware(sup, o.refused_delay_s)])
+    body_s = (o.gate.limits if o.gate is not None else Limits()).body_s
+    app = web.Application(
+        middlewares=[
+            proxy.middleware(o.trusted_proxies),  # first: it clones the request, which must not have been read
+            body_deadline(o.gate, body_s),
+            _auth_middleware(sup, o.refused_delay_s),
+        ]
+    )
     app[SUPERVISOR] = sup
     if o.users_file is not None:
         app.on_startup.append(_watch_users(o.users_file))
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
-    monitoring.add_routes(app, metrics_token=o.metrics_token, metrics=o.metrics_here)
+    monitoring.add_routes(app, metrics_token=o.metrics_token, metrics=o.metrics_here, health_detail=o.health_detail)
     for group in (ended, calls, actions, listen, takeover, rollout, strip):
         group.add_routes(app)
     console.add_routes(app, credentials=sup.credentials, sessions=sup.sessions, refused_delay_s=o.refused_delay_s)
@@ -190,7 +203,7 @@ async def _authenticate(
 ) -> Principal | web.Response:
     header = request.headers.get("Authorization", "")
     if header:
-        where = f"addr:{client_address(request)}"
+        where = client_address(request)
         wait, attempt = sup.credentials.limits.attempt(where)  # checked and counted before the token is
         if wait > 0:
             return too_many(wait)

@@ -7,8 +7,10 @@
   ``admin`` role, ``CALLBRIDGE_SUPERVISOR_READONLY_TOKEN`` the ``viewer`` role, as a bearer token or in the body of
   the sign-in (``{"token", "name"}``; the typed name is shown with the role). :meth:`Tokens.role_of` compares a
   token with both, always both, in constant time (``hmac.compare_digest`` of SHA-256 digests).
-* **Failed sign-ins** are limited per client address and per account (:class:`FailureLimits`): past the limit the
-  answer is 429 with ``Retry-After`` until the window has moved on; each failure is logged (address, account).
+* **Failed sign-ins** are limited per client address first, then per account only for the addresses that failed
+  for it (:class:`FailureLimits`): past the limit the answer is 429 with ``Retry-After`` until the window has moved
+  on; each failure is logged (address, account). Failures from other addresses alone never lock an account out;
+  an admin can clear an account's or an address's failures (``POST /api/signin/unlock``).
   An attempt is checked and counted as a failure under one lock, before the password's hash runs
   (:meth:`FailureLimits.attempt`), and the count withdrawn if it succeeds: so a burst of concurrent attempts gets
   at most the limit of hashes and answers, the rest 429.
@@ -170,9 +172,12 @@ def csrf_ok(session: Session, header: str | None) -> bool:
 
 
 class FailureLimits:
-    """Failed sign-ins per key (``addr:<ip>``, ``account:<name>``) in a sliding window
-    (:class:`bridge.runtime.failures.Failures`): past ``limit`` failures within ``window_s`` the key is refused
-    until its oldest failure leaves the window."""
+    """Failed sign-ins in a sliding window (:class:`bridge.runtime.failures.Failures`), counted per source address,
+    per account, and per account and source. A source past ``limit`` failures within ``window_s`` is refused, whatever
+    it tries, until its oldest failure leaves the window. An account past ``limit`` failures (from anywhere) is
+    refused only to the sources that have failed for it themselves: a right password from a source that has not
+    failed still gets in, so failures from others alone never lock an account. An admin clears an account's or a
+    source's failures (:meth:`unlock`)."""
 
     MAX_KEYS = 10_000  # beyond it the oldest keys are forgotten (a spray of addresses cannot grow this)
 
@@ -181,34 +186,55 @@ class FailureLimits:
         self._failures = Failures(limit, window_s, clock=clock, max_keys=self.MAX_KEYS)
         self._lock = threading.RLock()
 
-    def attempt(self, *keys: str) -> tuple[float, float]:
-        """Check and count one attempt at once, before it is tried: ``(wait, 0)`` if a key is over its limit (the
-        attempt is refused and not counted), else ``(0, stamp)`` with the attempt counted as a failure until
-        :meth:`succeeded` withdraws it."""
+    @staticmethod
+    def keys(source: str, account: str | None = None) -> tuple[str, ...]:
+        """What one attempt from ``source`` (for ``account``, if it names one) is counted under."""
+        if not account:
+            return (f"addr:{source}",)
+        return (f"addr:{source}", f"account:{account}", f"pair:{account}|{source}")
+
+    def attempt(self, source: str, account: str | None = None) -> tuple[float, float]:
+        """Check and count one attempt at once, before it is tried: ``(wait, 0)`` if it is refused (and not
+        counted), else ``(0, stamp)`` with the attempt counted as a failure until :meth:`succeeded` withdraws it."""
         with self._lock:
-            wait = self.retry_after(*keys)
+            wait = self.retry_after(source, account)
             if wait > 0:
                 return wait, 0.0
-            return 0.0, self.failed(*keys)
+            return 0.0, self.failed(source, account)
 
-    def succeeded(self, stamp: float, *keys: str) -> None:
+    def succeeded(self, stamp: float, source: str, account: str | None = None) -> None:
         """The attempt :meth:`attempt` counted at ``stamp`` succeeded: it is no failure."""
         with self._lock:
-            for key in keys:
+            for key in self.keys(source, account):
                 self._failures.withdraw(key, stamp)
 
-    def retry_after(self, *keys: str) -> float:
-        """Seconds until every key may try again (0: they may now)."""
+    def retry_after(self, source: str, account: str | None = None) -> float:
+        """Seconds until ``source`` may try (``account``) again (0: it may now)."""
         with self._lock:
-            return max((self._failures.retry_after(key) for key in keys), default=0.0)
+            wait = self._failures.retry_after(f"addr:{source}")
+            if account and not wait and self._failures.count(f"pair:{account}|{source}"):
+                wait = self._failures.retry_after(f"account:{account}")
+            return wait
 
-    def failed(self, *keys: str) -> float:
-        """Count one failure for each key; the time it was counted at."""
+    def failed(self, source: str, account: str | None = None) -> float:
+        """Count one failure from ``source`` (for ``account``); the time it was counted at."""
         with self._lock:
             now = self.clock()
-            for key in keys:
+            for key in self.keys(source, account):
                 self._failures.add(key, now)
             return now
+
+    def unlock(self, *, account: str = "", source: str = "") -> bool:
+        """Forget the failures of ``account`` (every source's for it too) and/or of ``source``; whether any were
+        counted."""
+        with self._lock:
+            keys = [key for key in self._failures.remembered() if account and key.startswith(f"pair:{account}|")]
+            keys += [f"account:{account}"] if account else []
+            keys += [f"addr:{source}"] if source else []
+            had = any(self._failures.count(key) for key in keys)
+            for key in keys:
+                self._failures.clear(key)
+            return had
 
 
 @dataclass(slots=True)

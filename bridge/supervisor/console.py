@@ -13,17 +13,19 @@ and ``X-Frame-Options: DENY``; API and sign-in answers are ``Cache-Control: no-s
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from bridge import metrics
-from bridge.supervisor.accounts import Role
-from bridge.supervisor.auth import COOKIE, CSRF_HEADER, Credentials, Sessions, csrf_ok
-from bridge.supervisor.http import client_address, too_many
+from bridge.supervisor.accounts import NAME_RE, Role
+from bridge.supervisor.auth import COOKIE, CSRF_HEADER, Credentials, FailureLimits, Sessions, csrf_ok
+from bridge.supervisor.http import client_address, json_body, need, too_many
 
 log = logging.getLogger("bridge.supervisor")
 
@@ -60,9 +62,50 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         response.headers.setdefault("Cache-Control", "no-cache")  # revalidate: a new release shows at once
 
 
-def _sign_in_keys(request: web.Request, name: object, accounts: bool) -> tuple[str, ...]:
-    where = f"addr:{client_address(request)}"
-    return (where, f"account:{name}") if accounts and isinstance(name, str) and name else (where,)
+def unlock(limits: FailureLimits, account: object, source: object, who: str) -> str:
+    """Clear the sign-in failures of ``account`` and/or ``source`` (an address); what was done, as logged. A name or
+    an address that is not one raises ``ValueError`` saying which."""
+    account, source = account or "", source or ""
+    if not isinstance(account, str) or (account and not NAME_RE.match(account)):
+        raise ValueError("account: not an account's name")
+    if not isinstance(source, str):
+        raise ValueError("source: not an address")
+    if source:
+        try:
+            source = str(ipaddress.ip_address(source))
+        except ValueError:
+            raise ValueError("source: not an address") from None
+    if not account and not source:
+        raise ValueError("name an account or a source (address) to unlock")
+    had = limits.unlock(account=account, source=source)
+    what = " and ".join(f"{k} {v}" for k, v in (("account", account), ("source", source)) if v)
+    said = f"sign-in failures of {what} cleared by {who}" + ("" if had else " (none were counted)")
+    log.info("console: %s", said)
+    return said
+
+
+def _not_text(credentials: Credentials, source: str) -> web.Response:
+    """A sign-in whose name or password is not a string: 400, counted for its address, and nothing hashed."""
+    wait, _ = credentials.limits.attempt(source)
+    if wait > 0:
+        return too_many(wait)
+    log.warning("console: a sign-in without a name and password as text from %s", source)
+    what = "name and password" if credentials.accounts else "token"
+    return _json({"error": f"sign-in needs the {what} as JSON strings"}, 400)
+
+
+def _unlock_route(limits: FailureLimits) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def unlock_signins(request: web.Request) -> web.Response:
+        """``POST /api/signin/unlock`` ``{"account", "source"}`` (either or both): admins clear sign-in failures."""
+        principal = need(request, "unlock")
+        body = await json_body(request)
+        try:
+            said = unlock(limits, body.get("account"), body.get("source"), principal.who)
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        return _json({"unlocked": said})
+
+    return unlock_signins
 
 
 def add_routes(app: web.Application, *, credentials: Credentials, sessions: Sessions, refused_delay_s: float) -> None:
@@ -82,16 +125,18 @@ def add_routes(app: web.Application, *, credentials: Credentials, sessions: Sess
             body = None
         body = body if isinstance(body, dict) else {}
         name, secret = body.get("name"), body.get("password", body.get("token"))
-        limit_keys = _sign_in_keys(request, name, credentials.accounts)
-        wait, attempt = credentials.limits.attempt(*limit_keys)  # checked and counted before the hash
+        source = client_address(request)
+        if not isinstance(secret, str) or (credentials.accounts and not isinstance(name, str)):
+            return _not_text(credentials, source)
+        account = name if credentials.accounts and isinstance(name, str) and name else None
+        wait, attempt = credentials.limits.attempt(source, account)  # checked and counted before the hash
         if wait > 0:
-            log.warning("console: sign-in refused (too many failures) from %s", client_address(request))
+            log.warning("console: sign-in refused (too many failures) from %s", source)
             return too_many(wait)
         role: Role | None = None
-        if isinstance(secret, str) and credentials.accounts:
-            if isinstance(name, str):
-                role = await asyncio.to_thread(credentials.password, name, secret)
-        elif isinstance(secret, str):
+        if credentials.accounts:
+            role = await asyncio.to_thread(credentials.password, str(name), secret)
+        else:
             role = credentials.tokens.role_of(secret)
         if role is None:
             shown = repr(name)[:60] if credentials.accounts else "a demo token"
@@ -99,7 +144,7 @@ def add_routes(app: web.Application, *, credentials: Credentials, sessions: Sess
             metrics.SUPERVISOR_REFUSED_TOKENS.labels("signin").inc()
             await asyncio.sleep(max(0.0, started + refused_delay_s - loop.time()))
             return _json({"error": "sign-in failed"}, 401)
-        credentials.limits.succeeded(attempt, *limit_keys)
+        credentials.limits.succeeded(attempt, source, account)
         typed = name if isinstance(name, str) else ""
         session = sessions.open(role, typed, account=credentials.accounts)
         metrics.SUPERVISOR_SIGNINS.labels(role).inc()
@@ -136,6 +181,7 @@ def add_routes(app: web.Application, *, credentials: Credentials, sessions: Sess
         return _json(session.to_json(sessions.clock()))
 
     app.on_response_prepare.append(_security_headers)
+    app.router.add_post("/api/signin/unlock", _unlock_route(credentials.limits))
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC)
     app.router.add_post("/auth/signin", signin)

@@ -1,8 +1,10 @@
 """Ended calls' routes: the retention window's ended calls, paged and searched, and one call as a download.
 
 =========================================  =========================================================================
-``GET /api/calls/ended``                   ``?page=&per_page=&q=&dialplan=&variant=&caller=&reason=&flag=``: the ended
-                                           calls still in Redis that match, newest first (:mod:`bridge.store.ended`):
+``GET /api/calls/ended``                   ``?page=&per_page=&q=&dialplan=&variant=&caller=&reason=&disposition=``
+                                           ``&flag=``: the ended calls still in Redis that match, newest first
+                                           (:mod:`bridge.store.ended`; each row with the model's disposition and
+                                           summary and the failed compliance checks):
                                            ``{"calls", "page", "pages", "total", "capped"}``; each row with its
                                            marks (``flags``, ``severity``: :mod:`.flags`); ``flag``: only the calls
                                            that raised that one
@@ -30,7 +32,7 @@ from bridge.supervisor.flags import Flag, call_marks, watch_of, worst
 from bridge.supervisor.http import reply, supervisor_of
 from bridge.supervisor.masking import mask_row
 
-QUERY_FIELDS = ("q", "dialplan", "variant", "caller", "reason")
+QUERY_FIELDS = ("q", "dialplan", "variant", "caller", "reason", "disposition")
 MAX_QUERY_CHARS = 200
 
 

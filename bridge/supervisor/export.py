@@ -6,13 +6,14 @@ each line's offset is from the call's start (``[mm:ss.s]``).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge.store.ended import said_by, transcript
-from bridge.store.read import StreamEntry
+from bridge.store.read import StreamEntry, after_call
 from bridge.supervisor.timeline import latency
 
 FORMATS = ("json", "text")
@@ -36,6 +37,7 @@ def filename(call_id: str, fmt: str) -> str:
 def as_json(state: Mapping[str, str], entries: Sequence[StreamEntry]) -> dict[str, Any]:
     return {
         "call": {k: v for k, v in state.items() if k not in INTERNAL_FIELDS},
+        **after_call(state),
         "transcript": transcript(entries),
         "timeline": [e.to_json() for e in entries],
         "latency": latency(entries),
@@ -63,7 +65,17 @@ def as_text(state: Mapping[str, str], entries: Sequence[StreamEntry]) -> str:
         start = None
     lines = [f"Call {state.get('call_id', '')}"]
     lines += [f"{label}: {state.get(name) or '-'}" for label, name in _HEADER]
-    lines += [f"Started: {_utc(state.get('started_at'))}", f"Ended: {_utc(state.get('ended_at'))}", "", "Transcript"]
+    lines += [f"Started: {_utc(state.get('started_at'))}", f"Ended: {_utc(state.get('ended_at'))}"]
+    after = after_call(state)
+    post = after["post_call"]
+    if post is not None:
+        lines.append(f"Disposition: {post['disposition'] or '-'}")
+        lines.append(f"Summary: {post['summary'] or '(none: ' + post['status'] + ')'}")
+        if post["fields"]:
+            lines.append(f"Fields: {json.dumps(post['fields'])}")
+    for row in after["checks"]:
+        lines.append(f"Check {row.get('name')}: {'passed' if row.get('passed') else 'FAILED'} ({row.get('detail')})")
+    lines += ["", "Transcript"]
     said = [(e, who) for e in entries if (who := said_by(e))]
     lines += [f"{_offset(e.t, start)} {who.capitalize()}: {e.summary}" for e, who in said]
     if not said:

@@ -91,7 +91,12 @@ def same_origin(request: web.Request) -> bool:
     return origin is None or origin == f"{request.scheme}://{request.host}"
 
 
-WHAT = {"act": "act on a call", "listen": "listen in", "rollout": "change a rollout"}
+WHAT = {
+    "act": "act on a call",
+    "listen": "listen in",
+    "rollout": "change a rollout",
+    "unlock": "clear sign-in failures",
+}
 
 
 def forbidden(principal: Principal, need: str) -> web.Response:

@@ -23,14 +23,15 @@ def public_state(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def mask_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A live-calls row or a call's state as a viewer reads it: ``caller`` masked (in ``last_transcript`` too), no
-    dialog identifiers (:data:`VIEWER_HIDDEN`)."""
+    """A live-calls row or a call's state as a viewer reads it: ``caller`` masked (in the words said and the model's
+    summary too), no dialog identifiers (:data:`VIEWER_HIDDEN`)."""
     out = {k: v for k, v in row.items() if k not in VIEWER_HIDDEN}
     caller = str(out.get("caller") or "")
     if caller:
         out["caller"] = viewer_number(caller)
-        if isinstance(out.get("last_transcript"), str):
-            out["last_transcript"] = viewer_text(out["last_transcript"], caller)
+        for said in ("last_transcript", "summary", "call_summary", "call_fields"):  # words, the model's too
+            if isinstance(out.get(said), str):
+                out[said] = viewer_text(out[said], caller)
     return out
 
 

@@ -4,9 +4,11 @@
 * ``/healthz`` answers 200 only when this node can take calls: every worker process is up and has reported its SIP
   port (a respawned worker counts once it is ready, not when it is forked), the front (Kamailio, when ``serve`` runs
   it) is running and has answered OPTIONS since it last started, Redis answers a ``PING`` within
-  :data:`REDIS_PING_S` (when one is configured), and no worker's model circuit breaker is open. Otherwise 503. The
-  body is the pool's state (workers, their ports and restarts; the front; the model) with ``ready`` and, when not
-  ready, ``problems`` naming each reason. No call data. With Redis, ``redis.state`` is ``up``, or ``degraded``
+  :data:`REDIS_PING_S` (when one is configured), and no worker's model circuit breaker is open. Otherwise 503.
+  Without a credential the body is ``{"ready": true|false}`` alone. With ``Authorization: Bearer`` an API token or
+  the metrics token (or for anyone with ``http_health_detail: open``: :func:`health_route`) the body is the pool's
+  state (workers, their pids, ports and restarts; the front; the model) with ``ready`` and, when not ready,
+  ``problems`` naming each reason. No call data. With Redis, ``redis.state`` is ``up``, or ``degraded``
   while a worker's state writes wait for it (an outage, a Sentinel failover being re-synced; ``degraded`` says
   which workers and how long): still 200, since the calls go on and their state is queued. ``degraded`` also
   names why the Realtime socket cannot take its fast paths, if it cannot (``fast_path``, ws_fastpath.py).
@@ -19,13 +21,14 @@ import asyncio
 import enum
 import hashlib
 import hmac
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from bridge import metrics as bridge_metrics
-from bridge.supervisor.http import reply, supervisor_of
+from bridge.supervisor.http import client_address, reply, supervisor_of
 
 REDIS_PING_S = 1.0
 
@@ -38,11 +41,17 @@ class ModelState(enum.StrEnum):
     DOWN = "down"
 
 
-def add_routes(app: web.Application, *, metrics_token: str | None = None, metrics: bool = True) -> None:
+def add_routes(
+    app: web.Application, *, metrics_token: str | None = None, metrics: bool = True, health_detail: str = "token"
+) -> None:
     if metrics:
         add_metrics_route(app, metrics_token)
-    app.router.add_get("/healthz", get_health)
+    app.router.add_get("/healthz", health_route(metrics_token, open_detail=health_detail == "open"))
     app.router.add_get("/livez", get_live)
+
+
+def _bearer_is(given: str, want: bytes | None) -> bool:
+    return want is not None and hmac.compare_digest(hashlib.sha256(given.encode()).digest(), want)
 
 
 def add_metrics_route(app: web.Application, token: str | None) -> None:
@@ -52,9 +61,7 @@ def add_metrics_route(app: web.Application, token: str | None) -> None:
     async def get_metrics(request: web.Request) -> web.Response:
         if want is not None:
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            ok = scheme.lower() == "bearer" and hmac.compare_digest(
-                hashlib.sha256(given.strip().encode()).digest(), want
-            )
+            ok = scheme.lower() == "bearer" and _bearer_is(given.strip(), want)
             if not ok:
                 return reply({"error": "unauthorized: /metrics wants its bearer token"}, 401)
         body, content_type = bridge_metrics.render()
@@ -91,7 +98,38 @@ async def readiness(health: dict[str, Any], redis: Any) -> list[str]:
     return problems
 
 
-async def get_health(request: web.Request) -> web.Response:
+def health_route(metrics_token: str | None, *, open_detail: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``GET /healthz``: ``{"ready"}`` alone, unless ``open_detail`` or the request's bearer token is the metrics
+    token or opens the API (:meth:`~bridge.supervisor.auth.Credentials.bearer`); a wrong one counts as a failure of
+    its address (:class:`~bridge.supervisor.auth.FailureLimits`) and gets ``{"ready"}``."""
+    want = hashlib.sha256(metrics_token.encode()).digest() if metrics_token else None
+
+    async def get_health(request: web.Request) -> web.Response:
+        response = await full_health(request)
+        if open_detail or _may_see_detail(request, want):
+            return response
+        return reply({"ready": response.status == 200}, response.status)
+
+    return get_health
+
+
+def _may_see_detail(request: web.Request, metrics_token: bytes | None) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if not scheme:
+        return False
+    credentials = supervisor_of(request).credentials
+    source = client_address(request)
+    wait, attempt = credentials.limits.attempt(source)  # checked and counted before the token is
+    if wait > 0:
+        return False
+    given = given.strip()
+    if scheme.lower() == "bearer" and (_bearer_is(given, metrics_token) or credentials.bearer(given) is not None):
+        credentials.limits.succeeded(attempt, source)
+        return True
+    return False
+
+
+async def full_health(request: web.Request) -> web.Response:
     sup = supervisor_of(request)
     health = dict(sup.health())
     problems = await readiness(health, sup.redis)

@@ -21,7 +21,7 @@ from typing import Any
 
 from bridge.dialplan import RolloutPlans
 from bridge.errors import ConfigError
-from bridge.rollout import catalog
+from bridge.rollout import catalog, records
 from bridge.rollout.health import WindowStats
 from bridge.rollout.policy import (
     RolloutFlag,
@@ -126,6 +126,7 @@ async def panel(store: RolloutStore, plans: RolloutPlans, *, audit_count: int = 
         window = await store.window(name, flag.window_s)
         variants = {v: n for (plan, v), n in live.items() if plan == name}
         out.append(dialplan_panel(name, spec, flag, stored is not None, window, voice=voice, live=variants))
+        out[-1]["experiment"] = await records.current(store.client, name, spec)  # bridge.rollout.experiment
     audit = await store.audit(count=audit_count)
     return {"dialplans": out, "audit": [a.to_json() for a in audit]}
 

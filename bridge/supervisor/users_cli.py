@@ -6,11 +6,12 @@
     callbridge users token NAME [--file PATH]     # prints a new API token once (kept only as its SHA-256)
     callbridge users remove NAME [--file PATH]
     callbridge users list [--file PATH]
+    callbridge users unlock [NAME] [--source ADDR] [--config FILE]  # a running serve forgets sign-in failures
 
 The file is ``--file``, else ``serve``'s ``users_file`` setting (its settings file, ``--config`` or
 ``$CALLBRIDGE_CONFIG``, and ``$CALLBRIDGE_USERS_FILE`` over it), else ``users.yaml``: the file ``serve`` reads.
 The password is asked twice on the terminal (or read from standard input with ``--password-stdin``) and only its
-scrypt hash is written.
+scrypt hash is written. ``unlock`` is not the file's: it asks the running ``serve`` (``bridge.serve.control_cli``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "action",
         choices=("add", "token", "remove", "list"),
-        help="add an account (asks for its password), issue it an API token (printed once), remove it, or list them",
+        help="add an account (asks for its password), issue it an API token (printed once), remove it, or list them "
+        "(`callbridge users unlock NAME`: clear its failed sign-ins in the running serve)",
     )
     parser.add_argument("name", nargs="?", default="", help="the account's name (add, token, remove)")
     parser.add_argument("--role", choices=ROLES, help="add: the account's role")

@@ -79,8 +79,9 @@ class HttpTools:
 
     async def run(self, name: str, arguments: str) -> ToolOutcome:
         tool = self.tools[name]
-        args, bad = argument_errors(tool.parameters, arguments)
+        args, bad = argument_errors(tool.arguments_schema, arguments, tool.fixed)
         if bad is not None:
+            log.warning("tool %s: call refused, nothing sent: %.300r", name, bad)
             return ToolOutcome.failed("bad_arguments", f"{name}: {bad}")
         try:
             return await asyncio.wait_for(self._attempts(tool, args), tool.timeout_s)

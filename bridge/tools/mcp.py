@@ -143,7 +143,7 @@ class McpTools:
         for tool in tools:
             if (server.tools and tool.name not in server.tools) or tool.name in taken or tool.name in self._where:
                 continue
-            schema = dict(tool.input_schema or {"type": "object", "properties": {}})
+            schema = server.input_schema(dict(tool.input_schema or {"type": "object", "properties": {}}))
             try:
                 check_schema(schema)
             except ValueError as exc:
@@ -162,6 +162,7 @@ class McpTools:
         server, refused = where.server, where.cap.refused
         args, bad = argument_errors(where.schema, arguments)
         if bad is not None:
+            log.warning("MCP tool %s of %s: call refused, nothing sent: %.300r", name, server.name, bad)
             return ToolOutcome.failed("bad_arguments", f"{name}: {bad}")
         try:
             result = await asyncio.wait_for(where.client.call_tool(name, args), server.timeout_s)

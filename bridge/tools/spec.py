@@ -15,9 +15,16 @@ that the bridge carries out as one HTTP request::
         max_response_bytes: 65536
         expect_s: 4                      # a slow tool: the agent says what it is doing first
 
-The arguments go into the query string (GET, HEAD, DELETE) or a JSON body. The answer must be JSON; it goes back
-to the model as the tool's output. Every failure is a :class:`ToolOutcome` with a typed error (``timeout``,
-``http_status``, ``too_large``, ``not_json``, ``unreachable``, ``bad_arguments``) whose ``message`` the agent can say.
+The arguments go into the query string (GET, HEAD, DELETE) or a JSON body, and only the declared ones: unless the
+tool says ``extra_arguments: true``, its schema is closed (:func:`closed`: ``additionalProperties: false`` on the
+arguments' object and every object in it that does not say otherwise), in what the model sees and in the check of
+what it sends, and a call with an undeclared argument is refused (``bad_arguments`` naming them; nothing is sent).
+A name the URL's query already fixes (``?account=acme``) may not be declared (the plan is refused at load) and is
+never sent again: a call that carries it anyway is refused. An MCP server's tools are closed the same way.
+
+The answer must be JSON; it goes back to the model as the tool's output. Every failure is a :class:`ToolOutcome`
+with a typed error (``timeout``, ``http_status``, ``too_large``, ``not_json``, ``unreachable``, ``bad_arguments``)
+whose ``message`` the agent can say.
 Secret header values are read when a call needs them and never logged, stored or put into an outcome.
 """
 
@@ -27,11 +34,11 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from bridge.realtime.profile import Tool
 
@@ -75,6 +82,36 @@ def check_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def closed(schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an arguments' ``schema`` that allows no undeclared property: ``additionalProperties: false`` at its
+    top, and on every object schema under ``properties``, ``items``, ``prefixItems`` and ``$defs`` that does not
+    say otherwise (``allOf``/``anyOf``/``oneOf`` are left alone: closing their parts would refuse everything)."""
+
+    def close(node: Any, top: bool) -> Any:
+        if not isinstance(node, dict):
+            return node
+        out = dict(node)
+        if top or ((node.get("type") == "object" or "properties" in node) and "additionalProperties" not in node):
+            out["additionalProperties"] = False
+        if isinstance(node.get("properties"), dict):
+            out["properties"] = {k: close(v, False) for k, v in node["properties"].items()}
+        if isinstance(node.get("$defs"), dict):
+            out["$defs"] = {k: close(v, False) for k, v in node["$defs"].items()}
+        if isinstance(node.get("items"), dict):
+            out["items"] = close(node["items"], False)
+        if isinstance(node.get("prefixItems"), list):
+            out["prefixItems"] = [close(v, False) for v in node["prefixItems"]]
+        return out
+
+    result: dict[str, Any] = close(schema, True)
+    return result
+
+
+def url_fixed(url: str) -> frozenset[str]:
+    """The argument names ``url``'s query already fixes (``?account=acme``: ``account``)."""
+    return frozenset(parse_qs(urlsplit(url).query, keep_blank_values=True))
+
+
 def check_header_names(headers: dict[str, Header]) -> dict[str, Header]:
     for name in headers:
         if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):  # RFC 9110 5.1: a token
@@ -96,6 +133,7 @@ class HttpTool(BaseModel):
 
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str = ""
+    extra_arguments: bool = False  # true: the model may send arguments ``parameters`` does not declare
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     url: str
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] = "POST"
@@ -108,9 +146,43 @@ class HttpTool(BaseModel):
     announce: str = ""  # with expect_s: what the agent says at once ("" -> a line naming the expected wait)
     sensitive: bool = False  # its arguments are never stored (events, report, recording, logs); its output masked
 
-    _check_parameters = field_validator("parameters")(check_schema)
-    _check_url = field_validator("url")(check_url)
     _check_headers = field_validator("headers")(check_header_names)
+
+    @field_validator("parameters")
+    @classmethod
+    def _check_parameters(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        check_schema(value)
+        extra = value.get("additionalProperties", False)
+        if extra is not False and not info.data.get("extra_arguments"):
+            raise ValueError(
+                f"additionalProperties is {json.dumps(extra)}: the model could send arguments the tool does not "
+                "declare; declare them, or set extra_arguments: true on the tool"
+            )
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str, info: ValidationInfo) -> str:
+        check_url(value)
+        declared = (info.data.get("parameters") or {}).get("properties") or {}
+        both = sorted(url_fixed(value) & set(declared))
+        if both:
+            raise ValueError(
+                f"its query fixes {', '.join(both)}, which parameters.properties also declares: an argument may "
+                "not override the URL (drop it from one of them)"
+            )
+        return value
+
+    @property
+    def arguments_schema(self) -> dict[str, Any]:
+        """The arguments' schema the model sees and its calls are checked against (:func:`closed` unless
+        ``extra_arguments``)."""
+        return self.parameters if self.extra_arguments else closed(self.parameters)
+
+    @property
+    def fixed(self) -> frozenset[str]:
+        """The argument names the URL fixes: never sent again."""
+        return url_fixed(self.url)
 
     @property
     def idempotent(self) -> bool:
@@ -122,7 +194,7 @@ class HttpTool(BaseModel):
 
     def definition(self) -> Tool:
         """The function the model sees."""
-        return Tool(name=self.name, description=self.description, parameters=self.parameters)
+        return Tool(name=self.name, description=self.description, parameters=self.arguments_schema)
 
     def announcement(self) -> str | None:
         """The line said as the call starts, for a tool that declared itself slow (``expect_s``)."""
@@ -134,15 +206,27 @@ class HttpTool(BaseModel):
         return self.unavailable or f"the {self.name.replace('_', ' ')} service did not answer"
 
 
-def argument_errors(schema: dict[str, Any], arguments: str) -> tuple[dict[str, Any], str | None]:
-    """(the parsed arguments, None) or ({}, why they are not valid for ``schema``: an HTTP tool's ``parameters``,
-    an MCP tool's ``inputSchema``)."""
+def argument_errors(
+    schema: dict[str, Any], arguments: str, fixed: frozenset[str] = frozenset()
+) -> tuple[dict[str, Any], str | None]:
+    """(the parsed arguments, None) or ({}, why they are not valid for ``schema``: an HTTP tool's
+    :attr:`HttpTool.arguments_schema`, an MCP tool's ``inputSchema``, closed or not). Undeclared arguments of a
+    closed schema are named first, and so is any name in ``fixed`` (the URL's own): such a call is not sent."""
     try:
         args = json.loads(arguments or "{}")
     except ValueError:
         return {}, "the arguments are not valid JSON"
     if not isinstance(args, dict):
         return {}, "the arguments must be a JSON object"
+    if schema.get("additionalProperties") is False:
+        declared = schema.get("properties") or {}
+        undeclared = sorted(set(args) - set(declared))
+        if undeclared:
+            takes = ", ".join(sorted(declared)) or "none"
+            return {}, f"undeclared arguments refused, nothing sent: {', '.join(undeclared)} (it takes: {takes})"
+    overriding = sorted(set(args) & fixed)
+    if overriding:
+        return {}, f"{', '.join(overriding)}: fixed by the tool's URL, nothing sent"
     error = next(iter(Draft202012Validator(schema).iter_errors(args)), None)
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path)
@@ -175,8 +259,8 @@ class McpServer(BaseModel):
     most ``list_timeout_s``; a server that does not answer leaves its tools out of that call), each call bounded by
     ``timeout_s``. ``tools``: only these of its tools (empty: all). ``headers`` go with every request to it, as an
     HTTP tool's do (a secret from ``env`` or ``file``, read as the call's tools are listed, never logged). A call's
-    arguments must fit the tool's ``inputSchema`` (else ``bad_arguments``, the server not asked); its answer is read
-    up to ``max_response_bytes`` (else ``too_large``)."""
+    arguments must fit the tool's ``inputSchema``, closed (:func:`closed`) unless ``extra_arguments`` (else
+    ``bad_arguments``, the server not asked); its answer is read up to ``max_response_bytes`` (else ``too_large``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -189,9 +273,14 @@ class McpServer(BaseModel):
     max_response_bytes: int = Field(65_536, ge=64, le=4 * 1024 * 1024)  # a tool call's answer, as the server sends it
     unavailable: str = ""  # what the agent says when a call fails ("" -> "the NAME service did not answer")
     sensitive: bool = False  # its tools' arguments are never stored (events, report, recording, logs)
+    extra_arguments: bool = False  # true: its tools' inputSchemas are taken as the server sends them (not closed)
 
     _check_url = field_validator("url")(check_url)
     _check_headers = field_validator("headers")(check_header_names)
+
+    def input_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """One of its tools' ``inputSchema`` as the model sees it and its calls are checked against."""
+        return schema if self.extra_arguments else closed(schema)
 
     def failure(self) -> str:
         return self.unavailable or f"the {self.name.replace('_', ' ')} service did not answer"

@@ -24,10 +24,12 @@ from bridge.realtime.credentials import BROKER_TOKEN_ENV
 SAMPLES: dict[str, tuple[str, Any]] = {
     "sip_host": ("10.1.2.3", "10.1.2.3"),
     "realtime_url": ("wss://realtime.example.net/v1/realtime", "wss://realtime.example.net/v1"),
+    "front_dialog_url": ("redis://:pw@10.0.0.9:6379/3", "redis://:pw@10.0.0.9:6379/3"),
     "redis_url": ("redis://:pw@redis.example.net:6380/2", "redis://:pw@redis.example.net:6380/2"),
     "front_peers": ('["10.0.0.7:5062/4", "10.0.0.8:5062"]', ("10.0.0.7:5062/4", "10.0.0.8:5062")),
     "sip_session_min_se_s": ("120", 120),
     "front_dialog_db": ("5", 5),  # not redis_url's own database
+    "rollout_key": ("rollout-key-0123456789", "rollout-key-0123456789"),  # 16 characters at least
 }
 # Fields that are valid only together with another: the walk sets the companion too.
 COMPANIONS: dict[str, str] = {

@@ -35,6 +35,7 @@ FLOORS: tuple[frozenset[str], ...] = (
     frozenset({"bridge.errors", "bridge.metrics", "bridge.audio"}),
     frozenset({"bridge.realtime", "bridge.runtime", "bridge.config", "bridge.store", "bridge.orchestrator"}),
     frozenset({"bridge.sip", "bridge.emulator", "bridge.rollout", "bridge.tools"}),
+    frozenset({"bridge.webhooks"}),
     frozenset({"bridge.dialplan"}),
     frozenset({"bridge.call"}),
     frozenset({"bridge.supervisor"}),

@@ -33,6 +33,7 @@ PURE = (
     "bridge.events",
     "bridge.errors",
     "bridge.rollout.policy",
+    "bridge.rollout.experiment",
     "bridge.realtime.protocol",
     "bridge.realtime.dialects*",
     "bridge.call.retry",
@@ -41,10 +42,17 @@ PURE = (
     "bridge.sip.access",
     "bridge.call.state",
     "bridge.call.builtin_tools",
+    "bridge.call.postcall",
+    "bridge.call.checks",
     "bridge.store.keys",
     "bridge.dialplan",
     "bridge.tools",
     "bridge.tools.spec",
+    "bridge.webhooks",
+    "bridge.webhooks.signing",
+    "bridge.webhooks.body",
+    "bridge.webhooks.schedule",
+    "bridge.webhooks.endpoints",
 )
 IMPURE_LIBRARIES = frozenset({"asyncio", "pjsua2", "redis", "websockets", "aiohttp"})
 MAX_TOP_LEVEL_MODULES = 8

@@ -174,19 +174,40 @@ async def test_accounts_sign_in_roles_tokens_and_the_limits(
 def test_an_attempt_is_checked_and_counted_at_once_and_a_success_withdrawn() -> None:
     now = [0.0]
     limits = FailureLimits(2, 10.0, clock=lambda: now[0])
-    first, second, third = (limits.attempt("addr:a") for _ in range(3))  # three at once, none answered yet
+    first, second, third = (limits.attempt("a") for _ in range(3))  # three at once, none answered yet
     assert first[0] == 0 and second[0] == 0 and third[0] > 0  # the third waits: two are already counted
-    limits.succeeded(first[1], "addr:a")  # the first was right: it is no failure
-    assert limits.attempt("addr:a")[0] == 0
+    limits.succeeded(first[1], "a")  # the first was right: it is no failure
+    assert limits.attempt("a")[0] == 0
 
 
 def test_failure_limits_slide() -> None:
     now = [0.0]
     limits = FailureLimits(2, 10.0, clock=lambda: now[0])
-    limits.failed("addr:a")
+    limits.failed("a")
     now[0] = 4.0
-    limits.failed("addr:a", "account:x")
-    assert limits.retry_after("addr:a") == pytest.approx(6.0)
-    assert limits.retry_after("account:x") == 0.0
+    limits.failed("a", "x")
+    assert limits.retry_after("a") == pytest.approx(6.0)
+    assert limits.retry_after("b", "x") == 0.0
     now[0] = 10.5
-    assert limits.retry_after("addr:a") == 0.0
+    assert limits.retry_after("a") == 0.0
+
+
+def test_failures_from_others_never_lock_an_account_and_an_admin_unlocks() -> None:
+    now = [0.0]
+    limits = FailureLimits(3, 300.0, clock=lambda: now[0])
+    for source in range(12):  # twelve addresses, one wrong password each: the account is past its limit
+        assert limits.attempt(f"10.0.0.{source}", "adam")[0] == 0
+    assert limits.retry_after("10.0.0.1", "adam") > 0  # an address that failed for it waits
+    assert limits.retry_after("10.0.0.99", "adam") == 0  # one that has not, may try
+    wait, stamp = limits.attempt("10.0.0.99", "adam")
+    assert wait == 0
+    limits.succeeded(stamp, "10.0.0.99", "adam")  # the right password: in, and no failure counted
+    assert limits.retry_after("10.0.0.99", "adam") == 0
+    # an address past its own limit is refused for every account
+    for _ in range(3):
+        limits.failed("10.0.0.50", "other")
+    assert limits.retry_after("10.0.0.50", "someone") > 0 and limits.retry_after("10.0.0.50") > 0
+    # an admin clears the account (and every address's failures for it), and an address
+    assert limits.unlock(account="adam") and limits.retry_after("10.0.0.1", "adam") == 0
+    assert limits.unlock(source="10.0.0.50") and limits.retry_after("10.0.0.50") == 0
+    assert not limits.unlock(account="adam")

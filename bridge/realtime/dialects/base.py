@@ -80,6 +80,9 @@ class Capabilities:
     # how a text is spoken verbatim (ev.Say): an out-of-band response (``conversation: "none"``, with its own
     # response lifecycle, cancellable, never in the conversation so never truncated), or commentary in the stream
     says: Literal["out_of_band", "commentary"] = "out_of_band"
+    # a text-only response out of band (ev.AskText): the session answers a question about the conversation in text,
+    # outside it (the post-call summary); without it the dialect refuses the command
+    text_out_of_band: bool = False
 
 
 @dataclass(frozen=True)

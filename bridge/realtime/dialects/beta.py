@@ -287,7 +287,9 @@ BETA = Dialect(
     capabilities=common.CAPABILITIES,
     append=common.APPEND,
     client_events=common.CLIENT_EVENTS,
-    encoders=common.encoders(build_session, common.response_body, {"modalities": ["audio", "text"]}),
+    encoders=common.encoders(
+        build_session, common.response_body, {"modalities": ["audio", "text"]}, {"modalities": ["text"]}
+    ),
     hold_answers=common.hold_answers,
     common_server_events=common.SERVER_EVENTS,
     own_server_events=MappingProxyType(

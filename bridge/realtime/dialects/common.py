@@ -112,6 +112,7 @@ CAPABILITIES = Capabilities(
     session_cap_s=3600.0,
     input_formats=frozenset({PCM16_24K, G711_ULAW, G711_ALAW}),
     output_formats=frozenset({PCM16_24K, G711_ULAW, G711_ALAW}),
+    text_out_of_band=True,
 )
 
 # session.update opens the session (the history follows as items) and session.updated confirms it; the client ends
@@ -393,6 +394,38 @@ def verbatim(text: str) -> str:
     return f'{VERBATIM}{text}"'
 
 
+# How the post-call question (ev.AskText) is put: what to answer, then its form as JSON at the very end, which the
+# emulator reads back (:func:`post_call_form`) to answer deterministically from the call's transcript.
+POST_CALL_METADATA: Final[Mapping[str, str]] = MappingProxyType({"callbridge": "post_call"})
+POST_CALL_FORM: Final = "The form of the answer (JSON): "
+POST_CALL_ASK: Final = (
+    "The call is over and the caller has hung up: do not speak to them. Answer in text only, with one JSON object and "
+    'nothing else, with the keys "summary", "disposition" and "fields". "summary": two or three sentences for the '
+    "next agent (what the caller wanted, what was done, what is left), or null if the form does not ask for one. "
+    '"disposition": exactly one of the form\'s dispositions, or null if it lists none. "fields": an object that fits '
+    "the form's JSON Schema, filled only from what was said in the call, or null if it has none. Never invent "
+    "anything that was not said. "
+)
+
+
+def post_call_instructions(form: Mapping[str, Any]) -> str:
+    """The post-call question's instructions; ``form``: ``{"summary": bool, "dispositions": [...], "fields":
+    <JSON Schema> | None}``, written last (see :data:`POST_CALL_FORM`)."""
+    return POST_CALL_ASK + POST_CALL_FORM + _dumps(form)
+
+
+def post_call_form(instructions: str | None) -> dict[str, Any] | None:
+    """The form a post-call question's instructions end with, or None if they are not one."""
+    if not instructions or not instructions.startswith(POST_CALL_ASK):
+        return None
+    _, mark, form = instructions.partition(POST_CALL_FORM)
+    try:
+        value = orjson.loads(form) if mark else None
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def hold_answers(profile: AgentProfile) -> AgentProfile:
     """An orchestrated call's profile: the service's VAD still marks turns, but neither answers them
     (``create_response``) nor cancels what is playing (``interrupt_response``: the bridge cancels an active response
@@ -408,15 +441,22 @@ def encoders(
     build_session: Callable[[AgentProfile], dict[str, Any]],
     build_response: ResponseBuilder,
     say_modalities: Mapping[str, Any],
+    text_modalities: Mapping[str, Any],
 ) -> Mapping[type[ev.Command], Encoder]:
     """One encoder per command, the same event names in beta and GA; the session and response bodies differ.
-    ``say_modalities``: the response fields that make a say audio (GA ``output_modalities``, beta ``modalities``)."""
+    ``say_modalities``: the response fields that make a say audio (GA ``output_modalities``, beta ``modalities``);
+    ``text_modalities``: those that make a response text only (:class:`~bridge.events.AskText`)."""
     names = CLIENT_EVENTS
     append = APPEND.encode  # the audio hot path: 50 frames a second per call
 
     def say(c: ev.Say) -> Sequence[str]:
         """An out-of-band response (``conversation: "none"``): spoken, kept out of the conversation."""
         response = {**build_response(verbatim(c.text), True, SAY_METADATA), **say_modalities}
+        return (_dumps({"type": names["response.create"], "response": response}),)
+
+    def ask_text(c: ev.AskText) -> Sequence[str]:
+        """An out-of-band response (``conversation: "none"``) in text only: answered, never heard or kept."""
+        response = {**build_response(c.instructions, True, dict(c.metadata)), **text_modalities}
         return (_dumps({"type": names["response.create"], "response": response}),)
 
     def response_create(instructions: str | None, out_of_band: bool, metadata: Mapping[str, str]) -> str:
@@ -460,6 +500,7 @@ def encoders(
         ev.ClearAudio: lambda c: (_dumps({"type": names["input.clear"]}),),
         ev.CreateResponse: lambda c: (response_create(c.instructions, c.out_of_band, dict(c.metadata)),),
         ev.Say: say,
+        ev.AskText: ask_text,
         ev.CancelResponse: lambda c: (
             _dumps({"type": names["response.cancel"], **({"response_id": c.response_id} if c.response_id else {})}),
         ),

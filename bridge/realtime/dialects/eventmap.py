@@ -191,6 +191,10 @@ CAPABILITY_ROWS: tuple[tuple[str, Callable[[Dialect], str]], ...] = (
     ("who detects turns", lambda d: d.capabilities.turn_detection),
     ("who decides to respond", lambda d: d.capabilities.responds),
     ("a verbatim line (an orchestrator's say)", lambda d: _SAYS[d.capabilities.says]),
+    (
+        "a text answer out of band (the post-call summary)",
+        lambda d: _YES_NO[d.capabilities.text_out_of_band],
+    ),
     ("cancel", lambda d: _YES_NO[d.capabilities.cancel]),
     ("truncate", lambda d: _YES_NO[d.capabilities.truncate]),
     ("caller audio must stream without gaps", lambda d: _YES_NO[d.capabilities.continuous_audio]),

@@ -304,7 +304,9 @@ GA = Dialect(
     capabilities=common.CAPABILITIES,
     append=common.APPEND,
     client_events=common.CLIENT_EVENTS,
-    encoders=common.encoders(build_session, common.response_body, {"output_modalities": ["audio"]}),
+    encoders=common.encoders(
+        build_session, common.response_body, {"output_modalities": ["audio"]}, {"output_modalities": ["text"]}
+    ),
     hold_answers=common.hold_answers,
     common_server_events=common.SERVER_EVENTS,
     own_server_events=MappingProxyType(

@@ -168,6 +168,7 @@ REFUSED: Final[Mapping[type[ev.Command], str]] = MappingProxyType(
         ev.CancelResponse: "the model stops itself when the caller speaks; drop the audio played out instead",
         ev.Truncate: "the model keeps what it said; there are no items to cut",
         ev.DeleteItem: "Live has no conversation items",
+        ev.AskText: "Live speaks in one stream and keeps no conversation to ask about out of band",
     }
 )
 

@@ -1,5 +1,7 @@
 // "Recently ended": the ended calls Redis still holds (GET /api/calls/ended), a page at a time, searched by words
-// said, plan, variant or end reason; each row opens the call's record, and downloads it as JSON or text.
+// said, plan, variant, end reason or the model's disposition; each row shows the model's disposition and summary
+// (or why there is none) and the compliance checks that failed, opens the call's record, and downloads it as JSON
+// or text.
 
 import { request } from "./api.js";
 import { $, clock, h, searchForm, show } from "./dom.js";
@@ -29,7 +31,8 @@ export function wire() {
     load();
   };
   markOptions($("ended-flag"));
-  searchForm("ended-search", ["ended-q", "ended-dialplan", "ended-variant", "ended-reason", "ended-flag"], first, 300);
+  searchForm("ended-search", ["ended-q", "ended-dialplan", "ended-variant", "ended-reason", "ended-disposition",
+    "ended-flag"], first, 300);
   $("ended-newer").addEventListener("click", () => { page -= 1; load(); });
   $("ended-older").addEventListener("click", () => { page += 1; load(); });
   // A call that ends shows up at the top of the first page (the writer needs a moment to index it).
@@ -42,7 +45,7 @@ export function wire() {
 function query() {
   const params = new URLSearchParams({ page: String(page) });
   for (const [key, id] of [["q", "ended-q"], ["dialplan", "ended-dialplan"], ["variant", "ended-variant"],
-    ["reason", "ended-reason"], ["flag", "ended-flag"]]) {
+    ["reason", "ended-reason"], ["disposition", "ended-disposition"], ["flag", "ended-flag"]]) {
     const value = $(id).value.trim();
     if (value) params.set(key, value);
   }
@@ -58,6 +61,13 @@ function download(callId, format, label) {
   return h("a", { href, download: "", class: `export ${format}`, onclick: (e) => e.stopPropagation() }, label);
 }
 
+function summary(call) {
+  // the model's summary, or why there is none (never one made up); "–" where the plan asks for none
+  if (call.summary) return h("td", { class: "summary" }, call.summary);
+  const why = call.post_call_status && call.post_call_status !== "ok" ? `no summary: ${call.post_call_status}` : "–";
+  return h("td", { class: "summary muted" }, why);
+}
+
 function row(call) {
   const tr = h("tr", { "data-call-id": call.call_id, tabindex: 0 },
     h("td", { class: "ended-at" }, when(call.ended_at)),
@@ -68,6 +78,9 @@ function row(call) {
     h("td", { class: "duration" }, call.duration_s === null ? "–" : clock(call.duration_s)),
     h("td", { class: "reason" }, call.end_reason),
     marks(call),
+    h("td", { class: "disposition" }, call.disposition || "–"),
+    summary(call),
+    h("td", { class: "failed-checks" }, ...call.failed_checks.map((name) => h("span", { class: "mark bad" }, name))),
     h("td", { class: "last-line" }, call.last_transcript),
     h("td", { class: "downloads" }, download(call.call_id, "json", "JSON"), " ", download(call.call_id, "text", "Text")),
   );
@@ -102,6 +115,7 @@ async function load() {
   $("ended").tBodies[0].replaceChildren(...d.calls.map(row));
   remember("ended-dialplans", d.calls.map((c) => c.dialplan));
   remember("ended-variants", d.calls.map((c) => c.variant));
+  remember("ended-dispositions", d.calls.map((c) => c.disposition));
   $("ended-count").textContent = `(${d.total}${d.capped ? "+" : ""})`;
   $("ended-page").textContent = `page ${d.page} of ${d.pages}`;
   $("ended-newer").disabled = d.page <= 1;

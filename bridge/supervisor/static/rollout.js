@@ -69,6 +69,42 @@ function cell(key, value) {
   return String(value);
 }
 
+// The difference from the safe variant with its always-valid 95 % interval, drawn on [-scale, scale] around zero;
+// coloured only when the interval excludes zero (worse: higher is worse for every metric).
+function intervalBar(lo, hi) {
+  const scale = Math.max(Math.abs(lo), Math.abs(hi)) || 1;
+  const x = (v) => 50 + (v / scale) * 50;
+  const kind = lo > 0 ? "worse" : hi < 0 ? "better" : "unsure";
+  return h("span", { class: `ci ${kind}`, title: `95 % interval [${lo}, ${hi}]` },
+    h("span", { class: "ci-range", style: `left:${x(lo)}%;width:${Math.max(x(hi) - x(lo), 1)}%` }),
+    h("span", { class: "ci-zero" }));
+}
+
+function experimentTable(dp) {
+  const exp = dp.experiment;
+  if (!exp) return null;
+  const rows = [];
+  for (const [variant, metrics] of Object.entries(exp.estimates)) {
+    for (const [metric, m] of Object.entries(metrics)) {
+      if (metric === "calls" || m.value === null) continue;
+      const vs = m.vs_safe;
+      rows.push(h("tr", { "data-variant": variant, "data-metric": metric },
+        h("td", {}, variant), h("td", {}, metric), h("td", { class: "value" }, cell(metric, m.value)),
+        h("td", { class: "diff" }, vs ? `${vs.diff > 0 ? "+" : ""}${cell(metric, vs.diff)} [${cell(metric, vs.ci95[0])}, ${cell(metric, vs.ci95[1])}]` : ""),
+        h("td", { class: "bar" }, vs ? intervalBar(vs.ci95[0], vs.ci95[1]) : ""),
+        h("td", { class: "more" }, m.more_calls ? `about ${m.more_calls} more candidate calls to decide` : "")));
+    }
+  }
+  const calls = Object.entries(exp.estimates).map(([v, m]) => `${v}: ${m.calls}`).join(", ");
+  return h("div", { class: "table-box experiment" },
+    h("table", {},
+      h("caption", {}, `Experiment since the weights last changed (calls ${calls || "none yet"})`),
+      h("thead", {}, h("tr", {}, ["Variant", "Metric", "Value", "Difference from safe (95 %)", "", "To decide"]
+        .map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows)),
+    exp.decisions.map((d) => h("p", { class: "decided" }, `Decided: ${d.action} ${d.variant}: ${d.reason}`)));
+}
+
 function card(dp) {
   const health = dp.health;
   const rows = Object.fromEntries(health.rows.map((row) => [row.variant, row]));
@@ -92,7 +128,7 @@ function card(dp) {
     h("dt", {}, "Safe variant"), h("dd", {}, dp.safe_variant));
   return h("article", { class: "rollout", "data-dialplan": dp.dialplan },
     h("h3", {}, dp.dialplan, dp.stored ? "" : h("span", { class: "muted" }, " (defaults: never changed)")),
-    h("div", { class: "table-box" }, variants), facts,
+    h("div", { class: "table-box" }, variants), experimentTable(dp), facts,
     shutdowns.length ? h("ul", { class: "shutdowns" }, shutdowns) : null,
     h("p", { class: "muted" },
       `Automatic rollback to ${dp.safe_variant} at ≥ ${health.rollback.min_calls} calls of a variant and a failure ` +

@@ -45,3 +45,9 @@ async def test_demo_json_answers_and_converses_in_both_dialects(tmp_path: Path) 
     assert calls["ga"]["phases"][1] == "THINKING" and ga_said[0].startswith("Thank you for calling"), ga_said
     assert len(ga_said) in (2, 3), ga_said
     assert calls["beta"]["phases"][1] == "LISTENING" and len(calls["beta"]["agent_transcript"]) == 1
+    # billing has post_call and checks: the model's summary of the call, a disposition of its list, its checks passed
+    post = calls["beta"]["post_call"]
+    assert post["status"] == "ok" and post["disposition"] == "resolved", post
+    assert "opening hours on Saturday" in post["summary"] and "nine to five" in post["summary"], post
+    assert [(c["name"], c["passed"]) for c in calls["beta"]["checks"]] == [("never_say", True), ("max_dead_air", True)]
+    assert calls["ga"]["post_call"] is None and calls["ga"]["checks"] == []  # support asks for neither

@@ -230,3 +230,47 @@ async def fetch(page: Page, method: str, path: str, body: Any = None, headers: d
 
 
 __all__ = ["Browser", "Page"]
+
+
+# The supervisor API on calls a worker's real writer put into a real Redis (no serve): its two accounts' tokens
+VIEWER = ("vic", "vic-watches-99")
+SUPERVISOR = ("sam", "sam-acts-999")
+
+
+@contextlib.asynccontextmanager
+async def api_on_calls(redis_url: str, write: Any, worker: str, t0: float) -> AsyncIterator[tuple[Any, dict[str, str]]]:
+    """The console's app (aiohttp's test server) over the calls ``write(store, clock)`` reports through a
+    ``CallStore`` on ``redis_url``, its clock starting at ``t0``; with the viewer's and the supervisor's
+    ``Authorization`` headers."""
+    from aiohttp.test_utils import TestClient, TestServer
+    from fakes.clock import Clock
+
+    from bridge.store.calls import CallStore, StoreTuning
+    from bridge.supervisor.accounts import Users, add_token, add_user
+    from bridge.supervisor.api import ConsoleOptions, create_app
+
+    clock = Clock(t0)
+    store = CallStore(redis_url, worker=worker, clock=clock, tuning=StoreTuning(reap_interval_s=None))
+    await store.start()
+    write(store, clock)
+    assert await store.flush()
+    users = add_user(add_user(Users(), VIEWER[0], "viewer", VIEWER[1]), SUPERVISOR[0], "supervisor", SUPERVISOR[1])
+    users, vic = add_token(users, VIEWER[0])
+    users, sam = add_token(users, SUPERVISOR[0])
+    redis = aioredis.from_url(redis_url, decode_responses=True)
+    app = create_app(token=None, redis=redis, rollouts=None, options=ConsoleOptions(users=users))
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield client, {"viewer": f"Bearer {vic}", "supervisor": f"Bearer {sam}"}
+    finally:
+        await client.close()
+        await store.close()
+
+
+async def api_get(api: tuple[Any, dict[str, str]], role: str, path: str) -> tuple[int, Any]:
+    """GET ``path`` from :func:`api_on_calls`'s app as ``role``: the status and the JSON body, or (text, headers)."""
+    client, auth = api
+    r = await client.get(path, headers={"Authorization": auth[role]})
+    body = await r.text()
+    return r.status, json.loads(body) if r.content_type == "application/json" else (body, r.headers)

@@ -11,17 +11,15 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from _cdp import CHROMIUM, Browser
-from _console_helpers import fetch, sign_in
-from aiohttp.test_utils import TestClient, TestServer
+from _console_helpers import SUPERVISOR, api_get, api_on_calls, fetch, sign_in
+from aiohttp.test_utils import TestClient
 from fakes.clock import Clock
 from redis import asyncio as aioredis
 
 from bridge import events as ev
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.store import keys
-from bridge.store.calls import CallStore, StoreTuning, mark_ended
-from bridge.supervisor.accounts import Users, add_token, add_user
-from bridge.supervisor.api import ConsoleOptions, create_app
+from bridge.store.calls import CallStore, mark_ended
 
 pytestmark = [
     pytest.mark.integration,
@@ -31,7 +29,7 @@ pytestmark = [
 
 T0 = float(round(time.time()) - 1800)  # inside the strip's window of an hour
 REFUND = "+15550002222"
-SAM = ("sam", "sam-acts-999")
+SAM = SUPERVISOR
 FILLERS = 23  # with the two named calls: two pages of 20, the second with 5
 
 
@@ -81,28 +79,11 @@ def redis_url() -> Iterator[str]:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def api(redis_url: str) -> AsyncIterator[tuple[TestClient[Any, Any], dict[str, str]]]:
-    clock = Clock(T0)
-    store = CallStore(redis_url, worker="w-ended", clock=clock, tuning=StoreTuning(reap_interval_s=None))
-    await store.start()
-    write_calls(store, clock)
-    assert await store.flush()
-    users = add_user(add_user(Users(), "vic", "viewer", "vic-watches-99"), SAM[0], "supervisor", SAM[1])
-    users, vic = add_token(users, "vic")
-    users, sam = add_token(users, "sam")
-    redis = aioredis.from_url(redis_url, decode_responses=True)
-    app = create_app(token=None, redis=redis, rollouts=None, options=ConsoleOptions(users=users))
-    client: TestClient[Any, Any] = TestClient(TestServer(app))
-    await client.start_server()
-    yield client, {"viewer": f"Bearer {vic}", "supervisor": f"Bearer {sam}"}
-    await client.close()
-    await store.close()
+    async with api_on_calls(redis_url, write_calls, "w-ended", T0) as served:
+        yield served
 
 
-async def get(api: tuple[TestClient[Any, Any], dict[str, str]], role: str, path: str) -> tuple[int, Any]:
-    client, auth = api
-    r = await client.get(path, headers={"Authorization": auth[role]})
-    body = await r.text()
-    return r.status, json.loads(body) if r.content_type == "application/json" else (body, r.headers)
+get = api_get
 
 
 async def test_ended_calls_are_paged_newest_first_and_live_calls_are_not_among_them(api: Any, redis_url: str) -> None:

@@ -217,3 +217,14 @@ def loud_frames(x: np.ndarray[Any, np.dtype[np.float64]], floor_dbfs: float = -4
     frames = x[: len(x) // n * n].reshape(-1, n)
     level = 20 * np.log10(np.sqrt(np.mean(frames**2, axis=1)) / 32768.0 + 1e-12)
     return np.asarray(frames[level > floor_dbfs].reshape(-1))
+
+
+async def softphone_call(sip_port: int, number: str, *args: str, within_s: float = 60.0) -> dict[str, Any]:
+    """One call from the project's pjsua2 softphone (``python -m bridge call ... --json``) to ``number`` on the node's
+    SIP port, ``args`` its options; its JSON summary."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "call", f"sip:{number}@127.0.0.1:{sip_port}", "--json", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), within_s)
+    return dict(json.loads(out.decode().strip().splitlines()[-1]))

@@ -146,7 +146,8 @@ class Node:
         for cidr in trust:
             args += ["--trust-front", cidr]
         path = tmp / f"{name}.yaml"
-        settings = {"http_host": host, "listen_key": LISTEN_KEY, **(config or {})}  # the node's own address
+        # the node's own address; the tests' callers are one trunk's many calls, unlimited unless a test says
+        settings = {"http_host": host, "listen_key": LISTEN_KEY, "front_calls_per_source": 0, **(config or {})}
         path.write_text(json.dumps(settings))  # JSON is YAML
         args += ["--config", str(path)]
         env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "REDIS_URL")}

@@ -323,3 +323,26 @@ async def test_a_scanner_learns_nothing_and_is_banned_after_its_refusals(tmp_pat
         assert "127.0.0.7 banned for 120 s: 4 refusals" in (node.front_dir / "kamailio.log").read_text()
         assert (await invite(NODE_A, port, local_host=CALLER)).status == 200
         await wait_for(polled(lambda: sessions(node) == 1), "the caller's model session")
+
+
+async def test_with_an_allow_list_a_source_refused_three_times_is_banned(tmp_path: Path) -> None:
+    """SIPVicious's scan: svmap's OPTIONS, then svwar's INVITEs, giving up after 3 refusals. With an allow-list (and
+    front_refusal_limit unset) the third refusal bans the address: its next request is dropped unanswered, while the
+    listed trunk's call is answered."""
+    config = {"front_allowed_sources": [f"{CALLER}/32"], "front_ban_s": 120}
+    async with front_node(tmp_path, workers=1, config=config) as (node, port, _):
+        assert "ban 120 s over 400 requests per 2 s or 3 refusals" in node.stderr_tail(20000)
+        with peer(SCANNER, (NODE_A, port)) as scanner:
+            refusals = [await scanner.answer(scanner.send("OPTIONS"))]
+            for extension in ("100", "101"):
+                refusals.append(await scanner.answer(scanner.send("INVITE", uri=f"sip:{extension}@{NODE_A}:{port}")))
+            assert [(r.status, r.reason) for r in refusals] == [(403, "Forbidden (source address not allowed)")] * 3
+            await wait_for(polled(lambda: counters(node)["bans"] == 1), "the scanner banned")
+
+            dropped = counters(node)["banned_dropped"]
+            scanner.send("INVITE", uri=f"sip:102@{NODE_A}:{port}")
+            await wait_for(polled(lambda: counters(node)["banned_dropped"] == dropped + 1), "its INVITE dropped")
+            assert [parse_answer(data) for data in scanner.pending()] == []
+        assert f"{SCANNER} banned for 120 s: 3 refusals" in (node.front_dir / "kamailio.log").read_text()
+        assert (await invite(NODE_A, port, local_host=CALLER)).status == 200
+        await wait_for(polled(lambda: sessions(node) == 1), "the trunk's model session")

@@ -154,6 +154,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
                 "CALLBRIDGE_FRONT_DIR": str(tmp / "front"),
                 "CALLBRIDGE_HTTP_PORT": str(free_port_block(1)),
                 "CALLBRIDGE_HTTP_HOST": NODE_A,  # /healthz on the node's address
+                "CALLBRIDGE_HTTP_HEALTH_DETAIL": "open",  # the test reads the workers from /healthz
                 "CALLBRIDGE_REALTIME_URL": f"ws://127.0.0.1:{emulator_port}/v1",
                 "CALLBRIDGE_REALTIME_CHECK": "require",  # the key from the file must reach the model service
                 "CALLBRIDGE_REDIS_URL": redis.url,

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from _front import (
+    CALLER,
     NODE_A,
     NODE_B,
     ROOT,
@@ -28,11 +29,13 @@ from _front import (
     sipp_dir,
     wait_for,
 )
+from test_front_dialogs import RawCall
 
 from bridge.config import load_settings
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.emulator import EmulatorServer
 from bridge.serve.front import (
+    DEFAULT_DIALOG_DB,
     RESTART_BACKOFF_S,
     FrontError,
     KamailioFront,
@@ -80,9 +83,9 @@ async def answered(node: Node, calls: int) -> list[dict[str, Any]] | None:
     return found if len(found) == calls else None
 
 
-async def stored_dialogs(redis_url: str) -> list[dict[str, str]]:
+async def stored_dialogs(redis_url: str, db: int = DIALOG_DB) -> list[dict[str, str]]:
     """The dialogs the front keeps in Redis (db_redis: a hash "dialog:entry::HASH_ENTRY:HASH_ID" per dialog)."""
-    client = aioredis.from_url(redis_url.rpartition("/")[0] + f"/{DIALOG_DB}", decode_responses=True)
+    client = aioredis.from_url(redis_url.rpartition("/")[0] + f"/{db}", decode_responses=True)
     try:
         return [
             {str(k): str(v) for k, v in (await client.hgetall(key)).items()}
@@ -176,6 +179,7 @@ class StandaloneFront:
         settings = load_settings(
             None, sip_host=NODE_A, sip_port=port, front="kamailio", front_peers=tuple(peers),
             front_dir=tmp / name, redis_url=redis_url, front_dialog_db=DIALOG_DB, front_dialog_id=dialog_id,
+            front_calls_per_source=0,  # the test's callers are one trunk's calls
         )  # fmt: skip
         self.front = KamailioFront(settings, node_destinations(settings, []))
         self.port, self.run_dir = port, tmp / name
@@ -275,3 +279,50 @@ async def test_a_second_front_taking_over_the_address_carries_every_live_calls_b
                 await active.kill()
                 await standby.kill()
                 assert node_b.stop() == 0, node_b.stderr_tail()
+
+
+@long_test
+async def test_with_the_default_settings_a_restarted_front_carries_the_callers_bye(tmp_path: Path) -> None:
+    """No front_dialog* setting, only a plain redis_url: the front keeps its dialogs in that Redis (database 15), so
+    the Kamailio started after a SIGKILL knows the live call, and the caller's BYE (no Route, as SIPp's) ends it."""
+    with EmbeddedRedis() as redis:
+        async with front_node(tmp_path, workers=1, config={"redis_url": redis.url}) as (node, port, health):
+            assert health["front"]["dialogs"] == {"store": "redis", "why": "the Redis of redis_url"}
+            assert "dialogs in Redis (the Redis of redis_url, database 15)" in node.stderr_tail(20000)
+            old_pid = int(health["front"]["pid"])
+            call = RawCall(CALLER, (NODE_A, port))
+            try:
+                assert (await call.start()).status == 200
+                (live,) = await wait_for(lambda: answered(node, 1), "the call confirmed at the front", 15)
+                stored = await stored_dialogs(redis.url, db=DEFAULT_DIALOG_DB)
+                assert [d["callid"] for d in stored] == [call.call_id] == [live["call-id"]]
+
+                os.kill(old_pid, signal.SIGKILL)
+                await wait_for(lambda: new_front(node, port, old_pid), "a new front on the address", 30)
+                bye = await call.send("BYE")
+                assert bye.status == 200, bye
+            finally:
+                call.close()
+
+            async def reported() -> list[dict[str, Any]]:
+                return node.calls()
+
+            (report,) = await wait_for(reported, "the call's report", 15)
+            assert report["sip_call_id"] == call.call_id
+            assert report["end_reason"] == "caller hung up (Normal call clearing)", report
+
+            async def forgotten() -> bool:
+                return not rpc_call(node.front_dir / "rpc.sock", "dlg.list")
+
+            await wait_for(forgotten, "the restarted front's dialog table empty", 30)
+            assert await stored_dialogs(redis.url, db=DEFAULT_DIALOG_DB) == []
+
+
+async def test_with_redis_behind_sentinel_the_front_says_its_dialogs_stay_in_memory_and_why(tmp_path: Path) -> None:
+    """db_redis cannot follow a Sentinel: with no front_dialog_url the dialogs stay in Kamailio's memory, and the
+    start-up line and /healthz say so, and why (the node starts all the same; its workers need no Redis to)."""
+    config = {"redis_url": "redis+sentinel://127.0.0.1:1/nowhere"}
+    async with front_node(tmp_path, workers=1, config=config) as (node, _port, health):
+        dialogs = health["front"]["dialogs"]
+        assert dialogs["store"] == "memory" and "not redis_url's redis+sentinel://" in dialogs["why"], dialogs
+        assert f"dialogs in memory only: {dialogs['why']} (a restarted front forgets" in node.stderr_tail(20000)

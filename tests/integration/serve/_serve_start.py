@@ -40,6 +40,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without any setting in it, this checkout importable, and ``extra``."""
     env = {k: v for k, v in os.environ.items() if k.removesuffix(FILE_SUFFIX) not in SETTING_VARIABLES}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["CALLBRIDGE_HTTP_HEALTH_DETAIL"] = "open"  # ready() waits on the workers /healthz lists
     return {**env, **extra}
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +131,7 @@ def _compose_node(
     """Compose's command and environment for node ``name``, its settings moved by ``moved``; ``services``: the
     variables that point at compose's Redis and emulator, pointed at the test's."""
     service = compose["services"][name]
-    (mount,) = service["volumes"]
+    (mount,) = [m for m in service["volumes"] if m.startswith("./")]
     host_file, container_file = mount.split(":")[:2]
     config = tmp / f"{name}.yaml"
     settings = settings_copy(DOCKER / host_file, config, **moved)
@@ -139,10 +139,12 @@ def _compose_node(
     for variable, value in service["environment"].items():
         if value == container_file:
             value = str(config)
-        elif value.startswith("/run/secrets/"):  # a compose secret: a copy of its file
+        elif value.startswith("/run/secrets/"):  # a secret the lab generates at its first `up`: one of the test's
             secret = value.removeprefix("/run/secrets/")
             value = str(tmp / f"{name}-{secret}")
-            shutil.copy(DOCKER / compose["secrets"][secret]["file"], value)
+            Path(value).write_text(services.get(variable.removesuffix("_FILE")) or secrets.token_hex(24))
+            env[variable] = value
+            continue
         env[variable] = services.get(variable, value)
     command, *args = service["command"]
     assert command == "serve"

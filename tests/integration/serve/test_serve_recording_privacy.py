@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 import wave
 from collections.abc import AsyncIterator
@@ -26,7 +25,7 @@ from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.emulator import EmulatorServer
 from bridge.store import keys
 from bridge.store.reportfile import read_reports
-from tests.integration.edge._edge import TOKEN, serve_node
+from tests.integration.edge._edge import TOKEN, serve_node, softphone_call
 
 pytestmark = [
     pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary"),
@@ -83,12 +82,7 @@ def _tone(hz: float, seconds: float, dbfs: float = -16.0) -> np.ndarray[Any, np.
 
 
 async def _phone(node: Node, *args: str) -> dict[str, Any]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "call", f"sip:{NUMBER}@127.0.0.1:{node.serve.sip_port}", "--json", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return dict(json.loads(out.decode().strip().splitlines()[-1]))
+    return await softphone_call(node.serve.sip_port, NUMBER, *args)
 
 
 async def _report(node: Node, sip_call_id: str) -> dict[str, Any]:

@@ -24,15 +24,24 @@ from bridge.store.reportfile import read_reports
 pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary")
 
 
-def _serve(tmp_path: Path, redis: EmbeddedRedis, emulator: EmulatorServer, sip_port: int, log: Path) -> Serve:
+def _serve(
+    tmp_path: Path,
+    redis: EmbeddedRedis,
+    emulator: EmulatorServer,
+    sip_port: int,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
+    dialplans: Path = ROOT / "dialplans",
+) -> Serve:
     env = {**os.environ, "CALLBRIDGE_SUPERVISOR_TOKEN": TOKEN, "XDG_STATE_HOME": str(tmp_path / "state")}
+    env.update(extra_env or {})
     env.pop("OPENAI_API_KEY", None)
     http_port = free_port()
     with log.open("a") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bridge", "serve", "--workers", "1", "--sip-port", str(sip_port),
              "--realtime-url", emulator.base_url, "--redis-url", redis.url, "--http-port", str(http_port),
-             "--dialplans", str(ROOT / "dialplans"), "--report-file", str(tmp_path / "calls.jsonl")],
+             "--dialplans", str(dialplans), "--report-file", str(tmp_path / "calls.jsonl")],
             env=env, stdout=out, stderr=out, text=True,
         )  # fmt: skip
     return Serve(proc, sip_port, http_port, tmp_path / "calls.jsonl")

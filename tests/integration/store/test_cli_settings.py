@@ -158,11 +158,13 @@ def test_rollout_export_then_import_brings_back_what_a_restarted_redis_lost(
     assert "refused variants added: 1; audit entries put back: 3" in out
 
     after = {k: client.hgetall(k) for k in sorted(client.keys("cb:{rollout}:*")) if client.type(k) == "hash"}
-    assert after == before
+    sealed = {k: after[k].pop("audit") for k in after if ":flag:" in k}  # each names its restore's audit entry
+    assert after == {k: {f: v for f, v in h.items() if f != "audit"} for k, h in before.items()}
     assert client.smembers("cb:{rollout}:dialplans") == {"support", "support-ga-to-live"}
     audit = audit_of(client)
     assert audit[:3] == audit_before
     assert [e[1]["who"] for e in audit[3:]] == ["auto-rollback", "carol", "carol"]
+    assert sorted(sealed.values()) == [e[0] for e in audit[4:]]
     assert all(e[1]["reason"].startswith(f"restored from {backup}") for e in audit[4:])
     code, out, err = run(rollout_cli.main, ["show", "support"], capsys)
     assert "kill switch   on" in out and "allow +15550100" in out
@@ -194,3 +196,21 @@ def test_import_keeps_a_flag_changed_since_unless_replace_and_refuses_a_bad_back
     code, _, err = run(rollout_cli.main, ["import", str(bad), "--replace"], capsys)
     assert code == 2 and f"{bad} flags.support" in err and "weights" in err, err
     assert len(audit_of(raw(locked_redis))) == length  # nothing written
+
+
+def test_rollout_show_and_set_without_a_dialplans_folder_are_errors_naming_it(
+    locked_redis: EmbeddedRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for var in ("CALLBRIDGE_CONFIG", "CALLBRIDGE_DIALPLANS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./dialplans here, and no setting names one
+    url = ["--redis-url", locked_redis.url]
+    code, out, err = run(rollout_cli.main, ["show", *url], capsys)
+    assert (code, out) == (2, "") and "dialplans: no folder 'dialplans'" in err and "--dialplans" in err, err
+    code, out, err = run(rollout_cli.main, ["show", "--json", "--dialplans", str(tmp_path / "plans"), *url], capsys)
+    assert (code, out) == (2, "") and f"no folder '{tmp_path / 'plans'}'" in err, err
+    code, _, err = run(rollout_cli.main, ["set", "support", "--kill", "--reason", "r", *url], capsys)
+    assert code == 2 and "dialplans: no folder 'dialplans'" in err, err
+    assert raw(locked_redis).keys("cb:{rollout}:*") == []  # nothing was written
+    code, out, _ = run(rollout_cli.main, ["show", "--json", "--dialplans", str(ROOT / "dialplans"), *url], capsys)
+    assert code == 0 and "support" in {d["dialplan"] for d in json.loads(out)["dialplans"]}

@@ -1,6 +1,7 @@
 """The node's checks (bridge/serve/nodewatch.py) against a real redis-server: a kill switch that a restarted Redis
 lost is detected (``callbridge_rollout_state_missing``, an error naming it), also by a restarted ``serve``, until a
-backup is restored; Redis down and a worker not ready show in ``callbridge_redis_up`` and ``callbridge_ready``."""
+backup is restored; a node of another (fresh) Redis sharing the ``spool_dir`` and a plan the node does not serve are
+not reported; Redis down and a worker not ready show in ``callbridge_redis_up`` and ``callbridge_ready``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from prometheus_client import REGISTRY
 from bridge.config import Settings
 from bridge.devkit.redis_server import EmbeddedRedis
 from bridge.serve import rollout_cli
-from bridge.serve.nodewatch import SEEN_FILE, NodeWatch
+from bridge.serve.nodewatch import SEEN_FILE, NodeWatch, redis_identity
+from bridge.store import keys
 
 ROOT = Path(__file__).resolve().parents[3]
 DIALPLANS = ["--dialplans", str(ROOT / "dialplans")]
@@ -39,7 +41,7 @@ async def cli(redis_server: EmbeddedRedis, *argv: str) -> None:
 async def test_a_kill_switch_lost_with_redis_is_missing_until_restored(
     redis_server: EmbeddedRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = Settings(redis_url=redis_server.url, spool_dir=tmp_path / "state")
+    settings = Settings(redis_url=redis_server.url, spool_dir=tmp_path / "state", dialplans=ROOT / "dialplans")
     watch = NodeWatch(settings, ready_pool)
     await cli(redis_server, "set", "support", "--kill", "--reason", "bad canary", "--who", "ops")
     await cli(redis_server, "set", "support-ga-to-live", "--weights", "ga=90,live=10", "--reason", "r", "--who", "ops")
@@ -48,7 +50,7 @@ async def test_a_kill_switch_lost_with_redis_is_missing_until_restored(
     await watch.check()
     assert (gauge("callbridge_ready"), gauge("callbridge_redis_up")) == (1.0, 1.0)
     assert gauge("callbridge_rollout_state_missing", dialplan="support") == 0.0
-    assert (tmp_path / "state" / SEEN_FILE).exists()
+    assert (tmp_path / "state" / SEEN_FILE.format(redis=redis_identity(redis_server.url))).exists()
 
     redis_server.restart()  # persistence off: the flags are gone
     with caplog.at_level(logging.ERROR, logger="bridge.serve.nodewatch"):
@@ -87,3 +89,31 @@ async def test_redis_down_and_a_worker_not_ready_show_in_the_gauges(
     redis_server.start()
     await watch.check()
     assert (gauge("callbridge_ready"), gauge("callbridge_redis_up")) == (1.0, 1.0)
+
+
+async def test_a_fresh_redis_and_plans_not_served_report_nothing_missing(
+    redis_server: EmbeddedRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two nodes share one ``spool_dir``; the second uses a fresh Redis. A flag of a plan no node serves
+    (``retired``) lives in the first Redis too."""
+    spool = tmp_path / "state"
+    first = NodeWatch(Settings(redis_url=redis_server.url, spool_dir=spool, dialplans=ROOT / "dialplans"), ready_pool)
+    await cli(redis_server, "set", "support", "--kill", "--reason", "bad canary", "--who", "ops")
+    raw = first.redis
+    assert raw is not None
+    await raw.hset(keys.rollout_flag("retired"), mapping={"kill": "1"})
+    await raw.sadd(keys.ROLLOUT_DIALPLANS, "retired")
+    await first.check()
+    with EmbeddedRedis() as fresh, caplog.at_level(logging.ERROR, logger="bridge.serve.nodewatch"):
+        assert redis_identity(fresh.url) != redis_identity(redis_server.url)
+        second = NodeWatch(Settings(redis_url=fresh.url, spool_dir=spool, dialplans=ROOT / "dialplans"), ready_pool)
+        await second.check()
+        assert not [r for r in caplog.records if "vanished" in r.getMessage()]
+        assert gauge("callbridge_rollout_state_missing", dialplan="support") == 0.0
+
+        redis_server.restart()  # the first Redis loses its flags: only the served plan is missing
+        await first.check()
+    lost = [r.getMessage() for r in caplog.records if "vanished" in r.getMessage()]
+    assert len(lost) == 1 and lost[0].startswith("rollout support:"), lost
+    assert gauge("callbridge_rollout_state_missing", dialplan="support") == 1.0
+    assert gauge("callbridge_rollout_state_missing", dialplan="retired") is None  # never watched

@@ -127,6 +127,7 @@ async def test_a_flag_stored_before_variants_is_migrated_on_read_and_rewritten_b
     await raw.hset(keys.rollout_flag("support"), mapping={"ga_percent": "10"})  # a plan with variants
     await raw.sadd(keys.ROLLOUT_DIALPLANS, "canary", "support")
     async with store_of(redis_server) as store:
+        assert await store.adopt_unsealed(["canary", "support", "sales"], "callbridge serve") == ["canary", "support"]
         canary = await store.get_flag("canary")
         assert store.last_source["canary"] == "redis"
         assert canary.weights == {"ga": 30, "beta": 70}

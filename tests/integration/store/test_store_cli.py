@@ -120,6 +120,18 @@ def test_rollout_usage_errors_name_the_field(
     assert code == 2 and message in err and not out, err
 
 
+def test_rollout_show_without_its_plans_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./dialplans here
+    code, out, err = run(rollout_cli, ["show"], capsys)
+    assert code == 2 and not out
+    assert "dialplans: no folder 'dialplans'" in err, err
+    code, out, err = run(rollout_cli, ["show", "nowhere", *SHIPPED], capsys)  # a plan nobody has: no made-up view
+    assert code == 2 and not out and "no rollout dialplan of that name" in err
+
+
 def test_rollout_kill_and_unkill_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         rollout_cli.main(["set", "support", "--kill", "--unkill", "--reason", "r"])

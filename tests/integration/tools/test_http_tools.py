@@ -64,14 +64,15 @@ def write_script(tmp_path: Path, port: int, key_file: Path, turns: list[dict[str
     for wav in ("q1_order.wav", "q2_goodbye.wav"):
         shutil.copy(SCRIPTS / "tool_end_call" / wav, folder / wav)
     secret = {"X-Key": {"file": str(key_file)}}
+    order = {"type": "object", "properties": {"order": {"type": "string"}, "card": {"type": "string"}},
+             "required": ["order"]}  # fmt: skip
     plan = {
         "name": "orders-http", "match": ["4100"], "dialect": "ga", "greeting": "Greet the caller.",
         "profile": {"instructions": "Acme order desk.", "tools": ["end_call"]},
         "http_tools": [
             {"name": "order_status", "description": "An order's status by its number.", "method": "GET",
-             "parameters": {"type": "object", "properties": {"order": {"type": "string"}}, "required": ["order"]},
-             "url": f"http://127.0.0.1:{port}/status", "headers": secret, "timeout_s": 8},
-            {"name": "cancel_order", "description": "Cancel an order.", "method": "POST",
+             "parameters": order, "url": f"http://127.0.0.1:{port}/status", "headers": secret, "timeout_s": 8},
+            {"name": "cancel_order", "description": "Cancel an order.", "method": "POST", "parameters": order,
              "url": f"http://127.0.0.1:{port}/stuck", "headers": secret, "timeout_s": 2,
              "unavailable": "the order system did not answer", "sensitive": True},
         ],

@@ -233,8 +233,9 @@ def shop_server(calls: list[str], release: asyncio.Event, json_response: bool) -
     return recording(calls)(server.streamable_http_app(json_response=json_response))
 
 
-def recording(calls: list[str]) -> Callable[[Any], Any]:
-    """The app behind a record of each ``tools/call`` request it receives (the tool's name), as it arrives."""
+def recording(calls: list[str], arguments: list[dict[str, Any]] | None = None) -> Callable[[Any], Any]:
+    """The app behind a record of each ``tools/call`` request it receives (the tool's name, and its arguments into
+    ``arguments``), as it arrives."""
 
     def wrap(app: Any) -> Any:
         async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -249,6 +250,8 @@ def recording(calls: list[str]) -> Callable[[Any], Any]:
             rpc = json.loads(body)
             if rpc.get("method") == "tools/call":
                 calls.append(rpc["params"]["name"])
+                if arguments is not None:
+                    arguments.append(rpc["params"].get("arguments"))
             replay = [{"type": "http.request", "body": body, "more_body": False}]
 
             async def again() -> Any:

@@ -80,3 +80,13 @@ def test_tool_arguments_and_outputs_are_masked_as_keys_are() -> None:
     assert not any(w in mask_json(args, 4) for w in windows)  # no six digits of the card in a row, anywhere
     assert mask_json("card 4111-1111-1111-1111 declined", 1) == "card 4***-****-****-**** declined"  # not JSON
     assert mask_digit_runs("call 555 0100 at 9", 0) == "call *** **** at *"
+
+
+def test_numbers_in_a_sip_message_are_masked_names_and_hosts_stay() -> None:
+    from bridge.privacy.masking import mask_sip_numbers
+
+    text = 'From: "+1 555 123 4567" <sip:+15551234567@10.0.0.9:5060>;tag=1\r\nTo: <sip:alice@pbx.example>;tag=2\r\n'
+    masked = mask_sip_numbers(text + "Contact: <sips:5551234567@h>, <tel:+15551234567>\r\n", 4)
+    assert "1234567" not in masked and masked.count("4567") == 4
+    assert '"+* *** *** 4567" <sip:+*******4567@10.0.0.9:5060>;tag=1' in masked
+    assert "<sip:alice@pbx.example>" in masked and "<sips:******4567@h>" in masked

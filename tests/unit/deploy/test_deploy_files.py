@@ -4,10 +4,12 @@ image's plan set is safe."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
+from typing import Any
 
-import pytest
 import yaml
 
 from bridge import cli
@@ -16,6 +18,7 @@ from bridge.config import (
     FILE_SUFFIX,
     SUPERVISOR_READONLY_TOKEN_ENV,
     SUPERVISOR_TOKEN_ENV,
+    WILDCARD_HOSTS,
     Settings,
     is_secret,
     load_settings,
@@ -47,9 +50,7 @@ def _known_variable(name: str) -> bool:
 
 def test_compose_commands_settings_and_secrets() -> None:
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
-    declared = compose["secrets"]
-    for secret in declared.values():
-        assert (DOCKER / secret["file"]).is_file(), secret
+    generated = set(_generated_secrets(compose))
     for name, service in compose["services"].items():
         if service.get("image") != "callbridge:local":
             continue
@@ -57,15 +58,74 @@ def test_compose_commands_settings_and_secrets() -> None:
         env = service.get("environment", {})
         for variable, value in env.items():
             assert _known_variable(variable), (name, variable)
-            if variable.endswith(FILE_SUFFIX):  # a compose secret this service is given
-                secret = value.removeprefix("/run/secrets/")
-                assert value.startswith("/run/secrets/") and secret in service["secrets"] and secret in declared
+            if variable.endswith(FILE_SUFFIX):  # a secret the lab generated, in the volume mounted there
+                assert value.startswith(f"{SECRETS_DIR}/") and value.removeprefix(f"{SECRETS_DIR}/") in generated
+                assert f"{SECRETS_VOLUME}:{SECRETS_DIR}:ro" in service.get("volumes", []), name
         if service["command"][0] == "serve":  # the node's settings load as serve (and its health check) read them
-            (mount,) = service["volumes"]
+            (mount,) = [m for m in service["volumes"] if m.startswith("./")]
             host, container = mount.split(":")[:2]
             assert env["CALLBRIDGE_CONFIG"] == container
             settings = load_settings(DOCKER / host)
             assert settings.http_port is not None  # what `callbridge health` asks
+            assert settings.http_host not in WILDCARD_HOSTS, host
+
+
+SECRETS_DIR, SECRETS_VOLUME = "/run/secrets", "lab-secrets"
+
+
+def _generated_secrets(compose: dict[str, Any]) -> list[str]:
+    """The files the lab's one-shot service writes into the secrets volume (the names its script makes)."""
+    script = compose["services"]["make-secrets"]["command"][0]
+    (names,) = re.findall(r"^for name in (.*); do$", script, re.MULTILINE)
+    return [*names.split(), "redis_url"]
+
+
+def test_the_compose_lab_commits_no_secret_guards_redis_and_publishes_on_loopback_only(tmp_path: Path) -> None:
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    services = compose["services"]
+    # no secret is committed: no compose secret read from a file of the checkout, no secrets directory, no value of a
+    # secret variable written into the file
+    assert "secrets" not in compose and not (DOCKER / "secrets").exists()
+    for name, service in services.items():
+        for variable, value in (service.get("environment") or {}).items():
+            if variable.removesuffix(FILE_SUFFIX) in SECRET_VARIABLES or variable.endswith(FILE_SUFFIX):
+                assert variable.endswith(FILE_SUFFIX) and str(value).startswith(f"{SECRETS_DIR}/"), (name, variable)
+            assert "REDIS_URL" not in variable or variable.endswith(FILE_SUFFIX), (name, variable)
+        # everything published is on the Docker host's loopback
+        for published in service.get("ports", []):
+            assert str(published).startswith("127.0.0.1:"), (name, published)
+    assert services["node-a"]["ports"] == ["127.0.0.1:8080:9090"]  # the console and the API
+
+    # Redis asks for the generated password, read from the secrets volume (never on a command line), and the
+    # nodes' redis_url carries it
+    redis = services["redis"]
+    script = redis["command"][0]
+    assert "requirepass %s" in script and f"cat {SECRETS_DIR}/redis_password" in script
+    assert "redis-server /tmp/redis.conf" in script and "--requirepass" not in script
+    assert f"{SECRETS_VOLUME}:{SECRETS_DIR}:ro" in redis["volumes"]
+    for service in (*(s for s in services.values() if s.get("image") == "callbridge:local"), redis):
+        if service.get("command", [""])[0] != "emulator":
+            assert service["depends_on"]["make-secrets"] == {"condition": "service_completed_successfully"}
+
+    # the generator, run as the lab runs it: random values, kept on the next run, the URL with the password
+    generator = services["make-secrets"]
+    assert generator["volumes"] == [f"{SECRETS_VOLUME}:{SECRETS_DIR}"]
+    script = generator["command"][0].replace("$$", "$").replace("chown 10001:10001", "true")  # compose's escape
+
+    def run() -> dict[str, str]:
+        subprocess.run(["sh", "-c", script], env={**os.environ, "LAB_SECRETS": str(tmp_path)}, check=True)
+        return {f.name: f.read_text() for f in tmp_path.iterdir()}
+
+    first = run()
+    assert sorted(first) == sorted(_generated_secrets(compose))
+    for name, value in first.items():
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+        if name != "redis_url":
+            assert re.fullmatch(r"[0-9a-f]{48}", value), (name, value)
+    assert len({v for k, v in first.items() if k != "redis_url"}) == len(first) - 1  # each its own
+    assert first["redis_url"] == f"redis://:{first['redis_password']}@redis:6379/0"
+    assert Settings(redis_url=first["redis_url"]).redis_url == first["redis_url"]
+    assert run() == first  # a second `up` keeps them
 
 
 def test_the_image_runs_health_and_a_safe_plan_set() -> None:
@@ -110,8 +170,3 @@ def test_the_systemd_unit_is_notify_watchdog_wheel_and_credentials() -> None:
     assert sorted(given) == sorted(credentials)  # every credential is read through a _FILE setting
     assert all(k.endswith(FILE_SUFFIX) for k in given.values())
     assert "OPENAI_API_KEY_FILE" in given.values() and "EnvironmentFile" not in unit  # no secrets in the environment
-
-
-@pytest.mark.parametrize("path", ["deploy/docker/secrets/supervisor_token", "deploy/docker/secrets/sip_nonce_secret"])
-def test_the_lab_secrets_say_they_are_lab_only(path: str) -> None:
-    assert "lab-only" in (ROOT / path).read_text()

@@ -155,6 +155,41 @@ def test_from_recording_refuses_to_overwrite(tmp_path: Path) -> None:
     assert header["dialplan"]["name"] == "support" and header["dialect"] == "beta"
 
 
+def test_a_secret_the_recording_masked_is_the_named_plans(tmp_path: Path) -> None:
+    from bridge.call.recorder import recorded_plan
+    from bridge.dialplan import load_dialplan
+    from bridge.replay.from_recording import HEADER_ONLY, plan_reference
+
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    data = yaml.safe_load((SCRIPTS.parent / "dialplans" / "orders.yaml").read_text())
+    data["orchestrator"]["url"] = "http://127.0.0.1:9000/turn?token=s3cret"
+    (plans / "orders.yaml").write_text(yaml.safe_dump(data))
+    header = recorded_plan(load_dialplan(plans / "orders.yaml").model_dump(mode="json", exclude={"source_file"}))
+    assert "s3cret" not in json.dumps(header) and "token=****" in json.dumps(header)
+    recorded = {k: v for k, v in header.items() if k not in HEADER_ONLY}
+    assert plan_reference(recorded, "ga", plans) == ("orders", {})  # not the masked URL as an override
+    recorded["orchestrator"] = {**recorded["orchestrator"], "timeout_ms": 900}  # what the call really ran with
+    assert plan_reference(recorded, "ga", plans) == ("orders", {"ga": {"orchestrator": {"timeout_ms": 900}}})
+
+
+def test_a_script_that_would_not_load_leaves_nothing_behind(tmp_path: Path) -> None:
+    run_direct(load_script(SCRIPTS / "question_answer"), "ga", DirectOptions(record_dir=tmp_path))
+    from bridge.errors import ConfigError
+
+    out = tmp_path / "scripts" / "new"
+    with pytest.raises(ConfigError) as refused:  # a dialplan nobody has: the script does not load
+        script_from_recording(tmp_path / "question_answer-ga", out, dialplan="nowhere")
+    assert refused.value.source == str(out / "script.yaml") and refused.value.field == "dialplan"
+    assert list((tmp_path / "scripts").iterdir()) == []  # no script.yaml, no turn audio, no draft
+    old = tmp_path / "kept"
+    script_from_recording(tmp_path / "question_answer-ga", old)
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    with pytest.raises(ConfigError):
+        script_from_recording(tmp_path / "question_answer-ga", old, dialplan="nowhere", overwrite=True)
+    assert {p.name: p.read_bytes() for p in old.iterdir()} == before  # a refused --force keeps the old script
+
+
 class Ring:
     """A native port's ring as the playout buffer sees it: the frames it holds before the wire."""
 

@@ -39,7 +39,7 @@ def _ready_pool() -> dict[str, Any]:
 async def _health_of(state: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> str:
     app = web.Application()
     app[SUPERVISOR] = _Supervisor(state)  # type: ignore[assignment]
-    add_routes(app, metrics=False)
+    add_routes(app, metrics=False, health_detail="open")  # the detail, as an open node shows it
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

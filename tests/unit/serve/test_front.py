@@ -311,13 +311,35 @@ def test_dialogs_in_redis_go_to_a_database_of_their_own_with_the_redis_password(
     assert f'#!substdef "!FRONT_DIALOG_DB_URL!{url}!g"' in text
     assert f'#!substdef "!FRONT_DIALOG_SCHEMA!{tmp_path / "db_redis"}!g"' in text
     assert "#!define FRONT_DIALOG_DB\n" in text and "#!define FRONT_DIALOG_ID 3\n" in text
-    assert front.dialog_db_url(Settings(redis_url="redis://10.0.0.20/0")) == ""  # in Kamailio's memory only
+    assert front.dialog_db_url(Settings(redis_url="redis://10.0.0.20/0", front_dialogs="memory")) == ""
     assert "FRONT_DIALOG_DB" not in front_defs(Listen("127.0.0.2", 5060), tmp_path, retry_after_s=5)
     front.write_dialog_schemas(tmp_path / "db_redis")
     assert (tmp_path / "db_redis" / "dialog_vars").read_text().splitlines()[1] == "1"
     monkeypatch.setattr(front, "has_db_redis", lambda: False)
     with pytest.raises(front.FrontError, match="kamailio-redis-modules"):
-        front.dialog_db_url(settings)
+        front.dialog_db_url(settings)  # asked for: an error
+    missing = front.dialog_store(Settings(redis_url="redis://10.0.0.20/0"))  # by default: memory, and why
+    assert (missing.where, missing.why) == ("memory", "Kamailio's db_redis is not installed (apt-get install "
+                                                      "kamailio-redis-modules)")  # fmt: skip
+
+
+def test_the_fronts_dialogs_go_to_redis_by_default_or_say_why_they_cannot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(front, "has_db_redis", lambda: True)
+    plain = front.dialog_store(Settings(redis_url="redis://:pw@10.0.0.20:6380/0"))
+    assert (plain.url, plain.db, plain.where) == ("redis://:pw@10.0.0.20:6380/15", 15, "redis")
+    assert plain.describe() == "dialogs in Redis (the Redis of redis_url, database 15)"
+    assert front.dialog_store(Settings(redis_url="redis://10.0.0.20/15")).db == 14  # never redis_url's own
+    sentinel = "redis+sentinel://10.0.0.5:26379/callbridge"
+    held = front.dialog_store(Settings(redis_url=sentinel))
+    assert held.where == "memory" and "not redis_url's redis+sentinel://" in held.why and "front_dialog_url" in held.why
+    assert held.to_json() == {"store": "memory", "why": held.why}
+    assert "a restarted front forgets its live calls" in held.describe()
+    named = front.dialog_store(Settings(redis_url=sentinel, front_dialog_url="redis://:d@10.0.0.9:6379/3"))
+    assert (named.url, named.why) == ("redis://:d@10.0.0.9:6379/3", "front_dialog_url")
+    assert front.dialog_store(Settings()).why == "no redis_url"
+    assert front.dialog_store(Settings(redis_url="redis://10.0.0.20/0", front_dialogs="memory")).where == "memory"
+    with pytest.raises(ValueError, match="front_dialog_url"):
+        Settings(front_dialog_url="rediss://10.0.0.9:6379")
 
 
 @pytest.mark.parametrize(
@@ -343,3 +365,47 @@ def test_the_front_names_no_product_unless_told_and_bans_after_refusals(tmp_path
     )
     assert "#!define FRONT_SERVER_HEADER" in named and '#!substdef "!FRONT_SERVER_NAME!lab!g"' in named
     assert '#!substdef "!FRONT_REFUSALS!3!g"' in named
+
+
+def test_an_allow_list_bans_after_three_refusals_unless_told_otherwise() -> None:
+    allowed = ("10.0.0.0/24",)
+    assert Edge.from_settings(Settings()).refusal_limit == 10
+    assert Edge.from_settings(Settings(front_allowed_sources=allowed)).refusal_limit == 3
+    assert Edge.from_settings(Settings(front_allowed_sources=allowed, front_refusal_limit=7)).refusal_limit == 7
+    assert "or 3 refusals" in Edge.from_settings(Settings(front_allowed_sources=allowed)).describe()
+
+
+def test_kamailios_log_lines_are_written_escaped_cut_and_masked() -> None:
+    message = "invalid header name for [NoColon\r\n2026-11-26 INFO forged\r\nFrom: <sip:+15551234567@h>]" + "x" * 500
+    raw = json.dumps(
+        {"idx": 8, "pid": 42, "level": "ERROR", "module": "core", "file": "core/parser/parse_hname2.c", "line": 270,
+         "function": "parse_sip_header_name", "logprefix": "", "message": message}
+    ).encode() + b"\n"  # fmt: skip
+    line = front.kamailio_log_line(raw)
+    assert line.startswith(" 8(42) ERROR: <core> [core/parser/parse_hname2.c:270]: parse_sip_header_name(): ")
+    assert "\n" not in line and r"NoColon\r\n2026-11-26 INFO forged\r\nFrom: <sip:+*******4567@h>]" in line
+    assert line.endswith(" chars cut]") and len(line) < front.LOG_LINE_CHARS + 120
+    assert front.kamailio_log_line(b"Listening on \x1b[0m\n") == r"Listening on \x1b[0m"  # not JSON: escaped whole
+    assert front.kamailio_log_line(b"{not json\n") == "{not json"
+
+
+async def test_the_relay_writes_every_line_and_skips_an_overlong_one(tmp_path: Path) -> None:
+    import asyncio
+    import io
+
+    stream = asyncio.StreamReader(limit=64)
+    stream.feed_data(b'{"level": "INFO", "message": "a"}\n' + b"y" * 200 + b"\nlast")
+    stream.feed_eof()
+    out = io.BytesIO()
+    await front.relay_log(stream, out)
+    lines = out.getvalue().decode().splitlines()
+    assert lines[0].endswith("(): a") and "skipped" in lines[1] and lines[-1] == "last"
+
+
+def test_calls_per_source_are_limited_by_default_and_zero_turns_the_limit_off(tmp_path: Path) -> None:
+    on = Edge.from_settings(Settings())
+    assert on.calls_per_source == 2 and "each source holds at most 2 calls (486 beyond)" in on.describe()
+    assert "#!define FRONT_CALLS_PER_SOURCE 2\n" in front_defs(Listen("127.0.0.2", 5060), tmp_path, 5, edge=on)
+    off = Edge.from_settings(Settings(front_calls_per_source=0))
+    assert "FRONT_CALLS_PER_SOURCE" not in front_defs(Listen("127.0.0.2", 5060), tmp_path, 5, edge=off)
+    assert "no limit of calls per source" in off.describe()

@@ -58,6 +58,19 @@ def test_the_callers_re_invite_moves_media_only_where_the_guard_admits(guard: Di
     assert media_move_allowed(None, ()) and not media_move_allowed("not-an-ip", ("198.51.100.7",))
 
 
+def test_a_trusted_trunks_re_invite_moves_media_anywhere_and_says_so() -> None:
+    held = DialogGuard()
+    held.hold("c1", GuardedDialog("call-1", "198.51.100.7", ("198.51.100.7",), trusted=True))
+    moved = held.verdict(_request("INVITE", sdp_host="203.0.113.9"), "198.51.100.7:5060")
+    assert moved.status == PASS and held.refused == 0
+    assert moved.detail == "INVITE of call-1 from 198.51.100.7:5060 (a trusted source) moves media to 203.0.113.9 " \
+        "from 198.51.100.7"  # fmt: skip
+    again = held.verdict(_request("INVITE", sdp_host="203.0.113.9"), "198.51.100.7:5060")  # a refresh: no news
+    assert (again.status, again.detail) == (PASS, "")
+    # the trust is the trunk's, for its own dialog: a stranger still gets 403
+    assert held.verdict(_request("INVITE", sdp_host="192.0.2.99"), "203.0.113.9:5060").status == 403
+
+
 def _offer(uri: str, proto: str = "RTP/AVP", crypto: bool = False, method: str = "INVITE") -> str:
     sdp = f"v=0\r\nc=IN IP4 198.51.100.7\r\nm=audio 4000 {proto} 0\r\n" + (
         "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZWNyZXRfX19rZXlfX19mb3JfdGVzdHM\r\n" if crypto else ""

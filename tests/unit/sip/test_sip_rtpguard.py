@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from bridge.devkit.ports import free_port_block
 from bridge.sip.rtpguard import (
     UDP_HEADER_BYTES,
     MediaGuard,
@@ -60,6 +61,19 @@ def test_random_rtp_ports_are_even_and_inside_the_range() -> None:
     drawn = {random_rtp_start(20000, 99) for _ in range(400)}
     assert all(p % 2 == 0 and 20000 <= p < 20099 for p in drawn)
     assert len(drawn) > 20
+
+
+def test_the_drawn_rtp_pair_is_one_no_live_socket_holds() -> None:
+    """A live call's sockets hold their pair: the next draw is a free pair, never one pjsua would fail to bind."""
+    first = free_port_block(10) // 2 * 2 + 2  # 8 ports (4 pairs) inside a free block
+    held = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        for sock, port in zip(held, (first, first + 2 + 1, first + 6), strict=True):  # an RTP, an RTCP, an RTP port
+            sock.bind(("127.0.0.1", port))
+        assert {random_rtp_start(first, 7, "127.0.0.1") for _ in range(40)} == {first + 4}
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_a_locked_socket_drops_and_counts_other_sources() -> None:

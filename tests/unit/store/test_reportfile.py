@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fcntl
+import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -41,3 +43,18 @@ def test_a_reader_waits_for_the_writer_holding_the_lock(tmp_path: Path) -> None:
         f.write('"worker": 1}\n')
     reader.join(5)
     assert read == [[{"call_id": "a"}, {"call_id": "b", "worker": 1}]]
+
+
+def test_a_new_report_file_is_the_owners_alone_and_an_existing_one_keeps_its_mode(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)  # the usual umask, which would leave a plain open()'s file readable by all
+    try:
+        path = tmp_path / "calls.jsonl"
+        append_report(path, {"call_id": "a", "transcript": "my card number is ..."})
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        kept = tmp_path / "kept.jsonl"
+        kept.touch(mode=0o640)
+        kept.chmod(0o640)  # an operator's choice (a log reader's group): appended to, not changed
+        append_report(kept, {"call_id": "b"})
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+    finally:
+        os.umask(old_umask)

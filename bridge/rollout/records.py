@@ -1,0 +1,262 @@
+"""A rollout plan's outcome records in Redis, and the experiment the worker runs on them after every call.
+
+Records (``bridge.rollout.outcomes``) go to one stream per plan (``keys.rollout_records``), capped at
+``keys.RECORDS_MAXLEN`` entries and kept ``keys.RECORDS_TTL_S`` after the last write. A repeat call adds a small
+entry ``repeat_of: <id>`` that :func:`read` folds into the earlier record (a stream entry never changes). The caller
+is matched by ``HMAC-SHA256(key, normalized number)``, where the key is derived from the node's ``listen_key``: the
+number itself is never written; without a key no repeat is tracked.
+
+:class:`LiveExperiment` keeps, per plan, an :class:`~bridge.rollout.outcomes.EpochReplay` fed with the stream's new
+entries after each call (so every worker sees the same records in the same order and decides at the same record).
+A decision changes the flag inside :meth:`~bridge.rollout.store.RolloutStore.update_flag`'s transaction (only when
+the flag is still on the epoch decided on, so one worker's change is the only one) or, for a promotion without
+``auto_promote``, marks it once in ``keys.rollout_decided`` and audits it there with its evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from bridge.errors import redact
+from bridge.rollout.experiment import Decision
+from bridge.rollout.outcomes import EpochReplay, epoch_of, in_time_order
+from bridge.rollout.policy import RolloutFlag, RolloutSpec, has_digits, normalize_number
+from bridge.store import keys
+from bridge.store.connection import StoreUnavailable
+
+if TYPE_CHECKING:
+    from bridge.rollout.store import RolloutStore
+
+log = logging.getLogger(__name__)
+WRITE_TIMEOUT_S = 2.0
+SHOWN_RECORDS = 50_000  # the most recent records ``rollout show`` and the console read for the current epoch
+AUTO_DECISION_WHO = "auto-experiment"
+
+
+def caller_key(listen_key: bytes) -> bytes:
+    """The key of the callers' hashes, derived from the node's listen key (never the listen key itself)."""
+    return hmac.new(listen_key, b"callbridge rollout caller hash", hashlib.sha256).digest()
+
+
+def caller_hash(key: bytes, caller: str) -> str | None:
+    """The keyed hash of a caller's number (None for a withheld one: no digits)."""
+    if not has_digits(caller):
+        return None
+    return hmac.new(key, normalize_number(caller).encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def append(
+    client: aioredis.Redis,
+    dialplan: str,
+    record: Mapping[str, Any],
+    caller: str | None = None,
+    key: bytes | None = None,
+) -> str | None:
+    """Write one record; mark the caller's previous call of the plan a repeat if it ended within 72 h. Returns the
+    record's id, or None when Redis could not take it (logged; the call itself is long over)."""
+    stream = keys.rollout_records(dialplan)
+    hashed = caller_hash(key, caller) if key is not None and caller else None
+    try:
+        entry_id = _text(
+            await asyncio.wait_for(
+                client.xadd(
+                    stream,
+                    {"r": json.dumps(dict(record), separators=(",", ":"))},
+                    maxlen=keys.RECORDS_MAXLEN,
+                    approximate=True,
+                ),
+                WRITE_TIMEOUT_S,
+            )
+        )
+        pipe = client.pipeline(transaction=False)
+        pipe.expire(stream, keys.RECORDS_TTL_S)
+        if hashed is not None:
+            pipe.set(keys.rollout_caller(dialplan, hashed), entry_id, ex=keys.REPEAT_WINDOW_S, get=True)
+        results = await asyncio.wait_for(pipe.execute(), WRITE_TIMEOUT_S)
+        previous = results[1] if hashed is not None else None
+        if previous:
+            await asyncio.wait_for(
+                client.xadd(stream, {"repeat_of": _text(previous)}, maxlen=keys.RECORDS_MAXLEN, approximate=True),
+                WRITE_TIMEOUT_S,
+            )
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("could not write the outcome record of a call of %s: %s", dialplan, redact(str(exc)))
+        return None
+    return entry_id
+
+
+def _entries(raw: Any) -> list[tuple[str, dict[str, Any] | str]]:
+    """Stream entries (XRANGE's answer) as (id, record) or (id, the id a repeat mark points at); undecodable ones
+    left out."""
+    out: list[tuple[str, dict[str, Any] | str]] = []
+    for entry_id, fields in raw or ():
+        data = {_text(k): _text(v) for k, v in fields.items()}
+        if "repeat_of" in data:
+            out.append((_text(entry_id), data["repeat_of"]))
+            continue
+        try:
+            record = json.loads(data.get("r", ""))
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append((_text(entry_id), record))
+    return out
+
+
+async def read(
+    client: aioredis.Redis, dialplan: str, since: float | None = None, last: int | None = None
+) -> list[dict[str, Any]]:
+    """A plan's records in the order they were written (ended at ``since`` or later; only the ``last`` entries if
+    given), repeat marks folded in."""
+    start = "-" if since is None else str(max(0, int(since * 1000)))
+    try:
+        stream = keys.rollout_records(dialplan)
+        if last is None:
+            raw = await client.xrange(stream, min=start, max="+")
+        else:
+            raw = list(reversed((await client.xrevrange(stream, max="+", min=start, count=last)) or []))
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from None
+    records: dict[str, dict[str, Any]] = {}
+    for entry_id, value in _entries(raw):
+        if isinstance(value, str):
+            if value in records:
+                records[value]["repeat"] = True
+        else:
+            records[entry_id] = {"id": entry_id, **value}
+    return list(records.values())
+
+
+async def current(client: aioredis.Redis, dialplan: str, spec: RolloutSpec) -> dict[str, Any]:
+    """The plan's current epoch as the workers judge it: its fingerprint, its decisions and the estimates
+    (``rollout show``, the console's rollout card). Raises StoreUnavailable."""
+    replay = EpochReplay(spec.experiment, spec.safe, spec.names)
+    for record in in_time_order(await read(client, dialplan, last=SHOWN_RECORDS)):
+        replay.feed(record)
+    decided = [d.to_json() for epoch, d in replay.decisions if epoch == replay.epoch]
+    return {
+        "epoch": replay.epoch,
+        "alpha": spec.experiment.alpha,
+        "decisions": decided,
+        "estimates": replay.experiment.estimates(),
+    }
+
+
+@dataclass
+class _PlanState:
+    replay: EpochReplay
+    last_id: str = "-"
+    spec_key: str = ""
+
+
+@dataclass
+class LiveExperiment:
+    """The worker's experiments, one per rollout plan, fed from the stream after each call."""
+
+    plans: dict[str, _PlanState] = field(default_factory=dict)
+
+    async def after_call(self, client: aioredis.Redis, dialplan: str, spec: RolloutSpec) -> list[Decision]:
+        """Feed the plan's new records; the decisions they bring (each taken once per epoch and candidate)."""
+        spec_key = spec.model_dump_json()
+        state = self.plans.get(dialplan)
+        if state is None or state.spec_key != spec_key:  # a reloaded dialplan: start again from the stream
+            state = self.plans[dialplan] = _PlanState(
+                EpochReplay(spec.experiment, spec.safe, spec.names), spec_key=spec_key
+            )
+        start = state.last_id if state.last_id == "-" else f"({state.last_id}"
+        try:
+            raw = await client.xrange(keys.rollout_records(dialplan), min=start, max="+")
+        except (RedisError, OSError) as exc:
+            log.warning("experiment of %s skipped: %s", dialplan, redact(str(exc)))
+            return []
+        out: list[Decision] = []
+        for entry_id, value in _entries(raw):
+            state.last_id = entry_id
+            if isinstance(value, dict):
+                out += state.replay.feed(value)
+        return out
+
+    def estimates(self, dialplan: str) -> dict[str, Any]:
+        """The plan's current epoch's estimates ({} before its first call here)."""
+        state = self.plans.get(dialplan)
+        return state.replay.experiment.estimates() if state is not None else {}
+
+
+def next_step(spec: RolloutSpec, flag: RolloutFlag, candidate: str) -> dict[str, float] | None:
+    """The weights of ``auto_promote``'s next step for ``candidate`` (its share in percent, the rest on the safe
+    variant), or None when there is no further step."""
+    total = sum(flag.weights.values()) or 1.0
+    now = 100.0 * flag.weight(candidate) / total
+    step = next((s for s in spec.experiment.auto_promote if s > now + 1e-9), None)
+    if step is None:
+        return None
+    return {n: (step if n == candidate else 100.0 - step if n == spec.safe else 0.0) for n in spec.names}
+
+
+def decision_changes(spec: RolloutSpec, decision: Decision, flag: RolloutFlag) -> dict[str, Any] | None:
+    """The flag change a decision makes, computed on the current flag; None when it no longer applies (the flag is
+    on another epoch, the candidate has no weight, or there is no step to take)."""
+    if flag.kill or epoch_of(flag.weights, flag.kill) != decision.evidence.get("epoch"):
+        return None
+    if flag.weight(decision.variant) <= 0:
+        return None
+    if decision.action == "rollback":
+        weights = dict(flag.weights)
+        weights[spec.safe] = flag.weight(spec.safe) + flag.weight(decision.variant)
+        weights[decision.variant] = 0.0
+        return {"weights": weights}
+    step = next_step(spec, flag, decision.variant)
+    return None if step is None else {"weights": step}
+
+
+async def apply_decision(store: RolloutStore, dialplan: str, spec: RolloutSpec, decision: Decision) -> bool:
+    """Take a decision once, whatever the number of workers that reach it: a rollback or an ``auto_promote`` step
+    changes the flag (audited with the evidence by ``update_flag``, inside its transaction); a promotion with no
+    step left is audited alone, once per epoch (``keys.rollout_decided``). True if this call took it."""
+    evidence = {"action": decision.action, **decision.evidence}
+    if decision.action == "rollback" or spec.experiment.auto_promote:
+        change = await store.update_flag(
+            dialplan,
+            lambda old: decision_changes(spec, decision, old),
+            AUTO_DECISION_WHO,
+            decision.reason,
+            evidence=evidence,
+        )
+        if change.changed and change.audit_id is not None:
+            return True
+        if decision.action == "rollback":
+            return False
+    field_name = f"{decision.evidence.get('epoch')}:{decision.variant}"
+    try:
+        first = await store.client.hsetnx(keys.rollout_decided(dialplan), field_name, decision.action)
+        if not first:
+            return False
+        await store.client.expire(keys.rollout_decided(dialplan), keys.RECORDS_TTL_S)
+        entry = {
+            "dialplan": dialplan,
+            "who": AUTO_DECISION_WHO,
+            "reason": redact(decision.reason),
+            "when": datetime.fromtimestamp(decision.t, UTC).isoformat(timespec="milliseconds"),
+            "old": "{}",
+            "new": "{}",
+            "evidence": json.dumps(evidence, default=str),
+        }
+        await store.client.xadd(keys.ROLLOUT_AUDIT, entry, maxlen=keys.AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]  # a dict of str is a valid mapping of fields
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable(store.where, str(exc) or type(exc).__name__) from None
+    return True

@@ -1,0 +1,125 @@
+"""A finished call of a rollout plan as its outcome record (``bridge.rollout.outcomes`` says each field), and the
+plan's experiment after it (``bridge.rollout.records``): each decision applied once, audited with its evidence,
+logged and counted."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from bridge import events as ev
+from bridge import metrics
+from bridge.call.report import CallReport
+from bridge.errors import ConfigError
+from bridge.rollout import records
+from bridge.rollout.experiment import Decision
+from bridge.rollout.outcomes import epoch_of
+from bridge.rollout.policy import RolloutSpec
+from bridge.rollout.store import RolloutStore
+from bridge.serve.variant import VariantCall
+from bridge.store.connection import StoreUnavailable
+from bridge.webhooks import outbox
+
+if TYPE_CHECKING:
+    from bridge.dialplan import Dialplan
+
+log = logging.getLogger(__name__)
+
+
+def _times(report: CallReport) -> tuple[float | None, float | None]:
+    answered = next((t for t, r in report.reports if isinstance(r, ev.Answered)), None)
+    ended = next((t for t, r in report.reports if isinstance(r, ev.CallEnded)), None)
+    return answered, ended
+
+
+def abandoned(report: CallReport) -> bool:
+    """The caller hung up before being served (the table above)."""
+    if report.end_reason == ev.ABANDONED_WHILE_RINGING:
+        return True
+    if report.ended_by is not ev.EndedBy.CALLER:
+        return False
+    if not report.answered or report.first_audio_ms is None:
+        return True
+    return len(report.turn_wait_ms) < len(report.caller_transcript)  # their last turn is still unanswered
+
+
+def outcome_record(
+    report: CallReport, stats: Mapping[str, Any], *, t: float, started: float, variant: str, epoch: str
+) -> dict[str, Any]:
+    """One finished call as its outcome record; ``stats`` is its :meth:`~bridge.rollout.health.CallStats.record`."""
+    answered, ended = _times(report)
+    handle = (ended - answered) / 1000 if answered is not None and ended is not None else 0.0
+    disposition = (report.post_call or {}).get("disposition")  # the call's own model's, after the call
+    return {
+        "t": round(t, 3),
+        "started": round(started, 3),
+        "variant": variant,
+        "epoch": epoch,
+        "outcome": str(stats.get("outcome", "ok")),
+        "transferred": any(isinstance(r, ev.TransferDecided) for _, r in report.reports),
+        "abandoned": abandoned(report),
+        "handle_time_s": round(max(handle, 0.0), 3),
+        "greeting_ms": stats.get("greeting_ms"),
+        "first_reply_ms": stats.get("first_reply_ms"),
+        "cost_usd": stats.get("cost_usd"),
+        "repeat": False,
+        "disposition": disposition if isinstance(disposition, str) else None,
+    }
+
+
+class Outcomes:
+    """A worker's outcome records and experiments (one per rollout plan). ``listen_key`` derives the key of the
+    callers' hashes (repeat calls); without it no repeat is tracked."""
+
+    def __init__(self, listen_key: str | None) -> None:
+        self.experiments = records.LiveExperiment()
+        self.caller_key = records.caller_key(listen_key.encode()) if listen_key else None
+
+    async def after_call(
+        self,
+        rollouts: RolloutStore,
+        plan: Dialplan,
+        caller: str,
+        vc: VariantCall,
+        report: CallReport,
+        stats: Mapping[str, Any],
+    ) -> None:
+        """Write the call's outcome record, then run the plan's experiment on the records so far (and the
+        sliding-window rule of ``bridge.rollout.health`` where the plan names ``rollout.rollback``)."""
+        spec = plan.rollout_spec
+        if spec is None:
+            return
+        if "rollback" in spec.model_fields_set:
+            for rollback in await rollouts.check_rollback(plan.name):
+                metrics.ROLLBACKS.labels(plan.name, rollback.variant).inc()
+        flag = vc.rollout[1] if vc.rollout is not None else spec.default_flag()  # the weights its variant was drawn on
+        now = time.time()
+        _, ended = _times(report)
+        outcome = outcome_record(
+            report,
+            stats,
+            t=now,
+            started=now - (ended or 0.0) / 1000,
+            variant=vc.decision.variant,
+            epoch=epoch_of(flag.weights, flag.kill),
+        )
+        await records.append(rollouts.client, plan.name, outcome, caller, self.caller_key)
+        for decision in await self.experiments.after_call(rollouts.client, plan.name, spec):
+            await _apply(rollouts, plan.name, spec, decision)
+        metrics.export_estimates(plan.name, self.experiments.estimates(plan.name))
+
+
+async def _apply(rollouts: RolloutStore, plan: str, spec: RolloutSpec, decision: Decision) -> None:
+    try:
+        taken = await records.apply_decision(rollouts, plan, spec, decision)
+    except (StoreUnavailable, ConfigError) as exc:
+        log.warning("rollout %s: %s of %s not applied: %s", plan, decision.action, decision.variant, exc)
+        return
+    if taken:
+        metrics.ROLLOUT_DECISIONS.labels(plan, decision.variant, decision.action).inc()
+        if decision.action == "rollback":
+            metrics.ROLLBACKS.labels(plan, decision.variant).inc()
+        log.warning("rollout %s: %s %s on evidence: %s", plan, decision.action, decision.variant, decision.reason)
+        outbox.emit("rollout.decision", {"dialplan": plan, **decision.to_json()}, dialplan=plan)  # signed webhooks

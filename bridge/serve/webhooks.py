@@ -1,0 +1,219 @@
+"""Signed webhooks in ``serve`` and its workers (the package: ``bridge.webhooks``).
+
+* :class:`CallHooks`: a worker's call events: ``call.started`` (answered), ``call.transferred``, ``call.ended`` (from
+  ``_finish``, after the report line). Every call's :meth:`CallHooks.listener` keeps the wall-clock times of its
+  arrival and answer; the caller is given in each form an endpoint may ask for (``WebhookSpec.caller``).
+* :func:`start_node`: ``serve``'s deliverer and outbox, on the endpoints of the settings and of the dialplans as they
+  are on disk (:class:`PlanRoutes`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge import events as ev
+from bridge.call.options import Listener
+from bridge.call.report import CallReport
+from bridge.config import Settings
+from bridge.dialplan import Dialplan, dialplan_files, load_dialplans
+from bridge.errors import ConfigError
+from bridge.privacy.masking import mask_number, mask_url, viewer_number
+from bridge.store.connection import connect
+from bridge.tools.spec import check_url
+from bridge.webhooks.body import EventType, call_data, call_ended_data
+from bridge.webhooks.delivery import Deliverer, secret_of
+from bridge.webhooks.endpoints import DEFAULT, Endpoint, endpoints
+from bridge.webhooks.outbox import Outbox, install, worker_outbox
+from bridge.webhooks.schedule import total_s
+from bridge.webhooks.signing import secret_bytes
+
+log = logging.getLogger("bridge.webhooks")
+
+FORGET_S = 24 * 3600  # a call that never reached its end (its worker failed it) is forgotten after this
+
+
+@dataclass
+class _Call:
+    plan: str
+    identity: dict[str, Any]
+    callers: dict[str, str]
+    recording: str | None
+    arrived_at: float = field(default_factory=time.time)
+    answered_at: float | None = None
+
+    def times(self, **more: float | None) -> dict[str, float | None]:
+        return {"started_at": self.arrived_at, "answered_at": self.answered_at, **more}
+
+
+def callers(raw: str, plan_visible: int | None) -> dict[str, str]:
+    """The caller as each endpoint may ask for it: as the console's viewers see it, as the plan's logs and Redis keep
+    it, in full."""
+    return {"viewer": viewer_number(raw), "masked": mask_number(raw, plan_visible), "full": raw}
+
+
+class CallHooks:
+    """One worker's calls as webhook events (``outbox`` None: webhooks are off, nothing is kept)."""
+
+    def __init__(self, outbox: Outbox | None, recordings_dir: Path) -> None:
+        self.outbox = outbox
+        self.recordings_dir = recordings_dir
+        self._calls: dict[str, _Call] = {}
+
+    @classmethod
+    def of(cls, settings: Any, plans: Callable[[], Iterable[Dialplan]]) -> CallHooks:
+        """A worker's (webhooks are off without ``settings.redis_url``)."""
+        return cls(worker_outbox(settings, plans), settings.recordings_dir)
+
+    async def close(self) -> None:
+        """The outbox's close: what Redis does not take goes to the spool."""
+        if self.outbox is not None:
+            await self.outbox.close()
+
+    def listener(self, call_id: str, plan: Dialplan, caller: str, called: str, decision: Any, dialect: str) -> Listener:
+        """The call's listener (``decision``: its rollout decision: variant, model, voice)."""
+        outbox = self.outbox
+        if outbox is None:
+            return _ignore
+        now = time.time()
+        for old in [cid for cid, c in self._calls.items() if c.arrived_at < now - FORGET_S]:
+            del self._calls[old]
+        identity = {
+            "call_id": call_id,
+            "dialplan": plan.name,
+            "variant": decision.variant,
+            "dialect": dialect,
+            "model": decision.model,
+            "voice": decision.voice,
+            "called": called,
+        }
+        recording = str(self.recordings_dir / call_id) if plan.recording.enabled else None
+        entry = _Call(plan.name, identity, callers(caller, plan.privacy.caller_visible_digits), recording)
+        self._calls[call_id] = entry
+
+        def listen(report: ev.Report) -> None:
+            if isinstance(report, ev.Answered):
+                entry.answered_at = time.time()
+                self._emit(entry, EventType.CALL_STARTED, call_data(entry.identity, entry.times()))
+            elif isinstance(report, ev.TransferStarted):
+                shown = {"mode": "blind", "target": report.target, "outcome": "referred"}
+                self._emit(entry, EventType.CALL_TRANSFERRED, call_data(entry.identity, entry.times()) | shown)
+            elif isinstance(report, ev.WarmTransferEnded) and report.outcome == ev.TransferOutcome.COMPLETED:
+                shown = {"mode": "warm", "target": report.target, "outcome": str(report.outcome)}
+                self._emit(entry, EventType.CALL_TRANSFERRED, call_data(entry.identity, entry.times()) | shown)
+
+        return listen
+
+    def ended(self, call_id: str, report: CallReport, variant_fields: Mapping[str, Any]) -> str | None:
+        """``call.ended`` of a finished call: its report (with the variant's fields: the model it ended on, its
+        cost) as the report line has it. The event's ``webhook-id`` (None: not sent)."""
+        entry = self._calls.pop(call_id, None)
+        if entry is None or self.outbox is None:
+            return None
+        line = {**report.to_json(), **variant_fields}
+        ending = [r for _, r in report.reports if isinstance(r, ev.CallEnded)]
+        blind = [r.target for _, r in report.reports if isinstance(r, ev.TransferStarted)]
+        line["outcome"] = str(ending[-1].outcome) if ending else None
+        if line.get("transfer") is None and blind:
+            line["transfer"] = {"mode": "blind", "target": blind[-1]}
+        identity = entry.identity | {k: variant_fields[k] for k in ("variant", "model", "voice") if k in variant_fields}
+        times = entry.times(ended_at=time.time())
+        data = call_ended_data(identity, times, line, recording=entry.recording)
+        return self._emit(entry, EventType.CALL_ENDED, data)
+
+    def _emit(self, entry: _Call, event_type: EventType, data: dict[str, Any]) -> str | None:
+        assert self.outbox is not None
+        return self.outbox.emit(event_type, data, dialplan=entry.plan, callers=entry.callers)
+
+
+def _ignore(report: ev.Report) -> None:
+    return None
+
+
+class PlanRoutes:
+    """The endpoints of the settings and of the dialplans as they are on disk now (read again when a file changes;
+    a plan that does not load keeps the old ones, logged)."""
+
+    def __init__(self, settings: Settings, plans: list[Dialplan] | None = None) -> None:
+        self.settings = settings
+        self._plans = plans if plans is not None else load_dialplans(settings.dialplans)
+        self._mark = self._signature()
+        self._checked = time.monotonic()
+
+    def _signature(self) -> tuple[tuple[str, float], ...]:
+        try:
+            return tuple((p.name, p.stat().st_mtime) for p in dialplan_files(self.settings.dialplans))
+        except OSError:
+            return ()
+
+    def __call__(self) -> Mapping[str, Endpoint]:
+        if time.monotonic() - self._checked >= 1.0:
+            self._checked = time.monotonic()
+            mark = self._signature()
+            if mark != self._mark:
+                self._mark = mark
+                try:
+                    self._plans = load_dialplans(self.settings.dialplans)
+                except ConfigError as exc:
+                    log.error("webhooks: dialplans not read again (the old endpoints stay): %s", exc)
+        return endpoints(self.settings.webhook_url, self._plans)
+
+
+class NodeWebhooks:
+    """``serve``'s webhooks: the deliverer, and the outbox of events that happen in the ``serve`` process."""
+
+    def __init__(self, outbox: Outbox, deliverer: Deliverer) -> None:
+        self.outbox, self.deliverer = outbox, deliverer
+        deliverer.start()
+
+    async def close(self) -> None:
+        await self.deliverer.close()
+        install(None)
+        await self.outbox.close()  # and the client the deliverer shared
+
+
+def check_settings(settings: Settings) -> None:
+    """``webhook_url`` (http or https, a host, no credentials) and ``webhook_secret`` (``whsec_`` + base64 of at least
+    24 bytes; required with the URL). Raises :class:`ConfigError` naming the setting and its source, never the
+    secret."""
+    if settings.webhook_url is not None:
+        try:
+            check_url(settings.webhook_url)
+        except ValueError as exc:
+            raise ConfigError(settings.origin("webhook_url"), "webhook_url", str(exc)) from None
+        if settings.webhook_secret is None:
+            raise ConfigError("settings", "webhook_secret", "webhook_url is set: its deliveries are signed with it")
+    if settings.webhook_secret is not None:
+        try:
+            secret_bytes(settings.webhook_secret.get_secret_value())
+        except ValueError as exc:
+            raise ConfigError(settings.origin("webhook_secret"), "webhook_secret", str(exc)) from None
+
+
+def start_node(settings: Settings) -> NodeWebhooks | None:
+    """Start ``serve``'s webhooks when Redis is configured (endpoints a reload adds are served too). Raises
+    :class:`ConfigError` when an endpoint is configured without Redis."""
+    routes = PlanRoutes(settings)
+    found = routes()
+    if not settings.redis_url:
+        if found:
+            owner = next(iter(found))
+            where = "webhook_url" if owner == DEFAULT else f"the webhooks of dialplan {owner.split('.', 1)[0]}"
+            raise ConfigError("settings", "redis_url", f"{where}: pending webhook deliveries are kept in Redis")
+        return None
+    check_settings(settings)
+    client = connect(settings.redis_url)
+    outbox = Outbox(client, routes, settings.spool_dir)
+    outbox.start()
+    install(outbox)
+    deliverer = Deliverer(client, routes, lambda e: secret_of(e, settings))
+    log.info(
+        "webhooks to %s; retries over %.1f h, then dead letters (`callbridge webhooks list --dead`)",
+        ", ".join(f"{e.name} ({mask_url(e.url)})" for e in found.values()) or "no endpoint yet",
+        total_s() / 3600,
+    )
+    return NodeWebhooks(outbox, deliverer)

@@ -1,0 +1,184 @@
+"""Outcome records and the experiment against a real redis-server: a repeat caller is marked on the earlier record
+by a keyed hash (the number is nowhere in Redis), the workers' live experiment rolls a worse candidate back once
+with its evidence in the audit, and ``callbridge rollout evaluate`` on what ``callbridge rollout records`` writes
+takes the live run's decisions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from bridge.devkit.redis_server import EmbeddedRedis
+from bridge.rollout import records
+from bridge.rollout.experiment import Decision
+from bridge.rollout.outcomes import epoch_of
+from bridge.rollout.policy import RolloutSpec
+from bridge.rollout.store import RolloutStore
+from bridge.store import keys
+
+pytestmark = pytest.mark.integration
+
+PLAN = """\
+name: support
+match: ['3300']
+dialect: rollout
+rollout:
+  safe: safe
+  variants:
+    - {name: cand, dialect: ga, model: gpt-realtime-2.1}
+    - {name: safe, dialect: ga, model: gpt-realtime, weight: 100}
+"""
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _spec(tmp_path: Path) -> tuple[Path, RolloutSpec]:
+    from bridge.dialplan import load_dialplans
+
+    folder = tmp_path / "dialplans"
+    folder.mkdir()
+    (folder / "support.yaml").write_text(PLAN)
+    [plan] = load_dialplans(folder)
+    assert plan.rollout_spec is not None
+    return folder, plan.rollout_spec
+
+
+def _record(rng: random.Random, t: float, variant: str, epoch: str, fail: float) -> dict[str, Any]:
+    failed = rng.random() < fail
+    return {
+        "t": t,
+        "started": t - 60,
+        "variant": variant,
+        "epoch": epoch,
+        "outcome": "connect_failure" if failed else "ok",
+        "transferred": False,
+        "abandoned": rng.random() < 0.05,
+        "handle_time_s": 60.0,
+        "greeting_ms": None if failed else round(900 * math.exp(0.4 * rng.gauss(0, 1)), 1),
+        "first_reply_ms": None if failed else round(700 * math.exp(0.6 * rng.gauss(0, 1)), 1),
+        "cost_usd": None,
+        "repeat": False,
+        "disposition": None,
+    }
+
+
+async def test_a_repeat_caller_is_marked_on_the_earlier_record_and_the_number_stays_out(
+    redis_server: EmbeddedRedis, raw: aioredis.Redis
+) -> None:
+    key = records.caller_key(b"k" * 32)
+    rng = random.Random(1)
+    first = await records.append(raw, "support", _record(rng, 1000.0, "cand", "e", 0.0), "+1 800 555 0199", key)
+    await records.append(raw, "support", _record(rng, 1001.0, "safe", "e", 0.0), "+1 800 555 0100", key)
+    await records.append(raw, "support", _record(rng, 1002.0, "safe", "e", 0.0), "sip:+18005550199@pbx", key)
+    found = await records.read(raw, "support")
+    assert [(r["id"] == first, r["repeat"]) for r in found] == [(True, True), (False, False), (False, False)]
+    dump = []
+    async for name in raw.scan_iter("*"):
+        kind = await raw.type(name)
+        value = await raw.xrange(name) if kind == "stream" else await raw.get(name) if kind == "string" else kind
+        dump.append(f"{name} {value}")
+    assert len(dump) == 3 and "5550199" not in " ".join(dump)  # the stream and the two callers' hashes
+
+
+async def test_the_live_experiment_rolls_back_once_and_evaluate_on_the_records_takes_its_decisions(
+    redis_server: EmbeddedRedis, raw: aioredis.Redis, tmp_path: Path
+) -> None:
+    folder, spec = _spec(tmp_path)
+    store = RolloutStore(redis_server.url, specs={"support": spec})
+    workers = [records.LiveExperiment(), records.LiveExperiment()]  # two workers read the same stream
+    try:
+        await store.set_flag("support", {"weights": {"cand": 50, "safe": 50}}, "test", "start the canary")
+        rng, taken, seen = random.Random(7), [], []
+        for i in range(4000):
+            flag = await store.get_flag("support")
+            if flag.weight("cand") <= 0:
+                break
+            variant = "cand" if rng.random() < 0.5 else "safe"
+            record = _record(
+                rng, 10_000.0 + i, variant, epoch_of(flag.weights, flag.kill), 0.3 if variant == "cand" else 0.05
+            )
+            await records.append(raw, "support", record)
+            for worker in workers:
+                for decision in await worker.after_call(raw, "support", spec):
+                    seen.append(decision)
+                    if await records.apply_decision(store, "support", spec, decision):
+                        taken.append(decision)
+        assert [d.action for d in taken] == ["rollback"] and len(seen) == 2  # both decided; one change was made
+        flag = await store.get_flag("support")
+        assert flag.weight("cand") == 0 and flag.weight("safe") == 100
+        [entry] = [e for e in await store.audit("support") if e.who == records.AUTO_DECISION_WHO]
+        assert entry.evidence["action"] == "rollback" and "failure_rate" in entry.evidence
+        assert entry.evidence["failure_rate"]["ci"][0] > 0 or "breaker" in entry.evidence
+        live: Decision = taken[0]
+    finally:
+        await store.close()
+    out = tmp_path / "records.jsonl"
+    cli = [sys.executable, "-m", "bridge", "rollout"]
+    written = await asyncio.to_thread(
+        subprocess.run,
+        [*cli, "records", "support", "--redis-url", redis_server.url, "--dialplans", str(folder)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    out.write_text(written.stdout)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [*cli, "evaluate", "support", "--dialplans", str(folder), "--records", str(out), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=_no_redis(),
+    )
+    result = json.loads(done.stdout)
+    assert [(d["t"], d["variant"], d["action"], d["reason"]) for d in result["decisions"]] == [
+        (live.t, live.variant, live.action, live.reason)
+    ]
+    cand = result["estimates"]["cand"]
+    assert set(cand) >= {
+        "calls",
+        "failure_rate",
+        "transfer_rate",
+        "abandon_rate",
+        "handle_time_s",
+        "greeting_ms",
+        "first_reply_ms",
+        "cost_per_call_usd",
+    }
+    lo, hi = cand["failure_rate"]["vs_safe"]["ci95"]
+    assert lo <= cand["failure_rate"]["vs_safe"]["diff"] <= hi
+    assert "vs_safe" not in result["estimates"]["safe"]["failure_rate"]
+    assert await raw.exists(keys.rollout_records("support"))
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [*cli, "show", "support", "--redis-url", redis_server.url, "--dialplans", str(folder), "--json"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    [plan] = json.loads(shown.stdout)["dialplans"]
+    # no call since the rollback yet: the last epoch is the one that decided
+    assert [(d["variant"], d["action"]) for d in plan["experiment"]["decisions"]] == [("cand", "rollback")]
+    assert plan["experiment"]["estimates"]["cand"]["calls"] == live.evidence["calls"]["cand"]
+    text = await asyncio.to_thread(
+        subprocess.run, [*cli, "show", "support", "--redis-url", redis_server.url, "--dialplans", str(folder)],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert "experiment (calls since the weights last changed" in text.stdout and "decided: rollback cand" in text.stdout
+    assert "failure_rate" in text.stdout and " diff +" in text.stdout and "[" in text.stdout
+
+
+def _no_redis() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if "REDIS" not in k}
