@@ -86,6 +86,10 @@ workers' CPU per call with the guard against without, at the largest step both a
 callers and the emulator stay ordinary. Each step's ``scheduling`` says what the processes really got (it needs root or
 CAP_SYS_NICE; a step where it was not applied says so).
 
+``--redis`` gives the bridge paths' workers a private ``redis-server`` (``redis_url``), and each of their steps
+reports the Redis commands and bytes per call-second over its window (the calls' steady state), by key kind
+(bench/calls/redis.py).
+
 A path stops at its first failing step (its capacity is known then); a failing step is run once more, and fails
 only if that run fails too (both paths alike: one stall of 200 ms fails a small step). ``--json`` steps carry
 ``late_by_target``: late frames per callee port (the answering Contact's: a worker, also behind the front, or a

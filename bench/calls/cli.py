@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         default=BEAT_FRAMES,
         help=f"the bridge workers' media beat in 20 ms ticks, as `serve`'s media_beat_frames (default {BEAT_FRAMES})",
     )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="the bridge paths' workers write their calls to a private redis-server, and each step reports the "
+        "Redis commands and bytes per call-second over its window, by key kind",
+    )
     _role_arguments(parser)
     return parser
 
@@ -192,5 +198,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.media_beat,
             args.ceiling,
             args.every_step,
+            args.redis,
         )
     )

@@ -16,6 +16,7 @@ import websockets
 
 from bench.calls.callers import SETUP_S
 from bench.calls.paths import Bench
+from bench.calls.redis import line as redis_line
 from bench.calls.report import HEADER, Step, banner, row, summarize, summary_lines
 from bridge.audio.frames import BEAT_FRAMES
 from bridge.realtime.ws_fastpath import fast_path_problems
@@ -71,14 +72,17 @@ async def run_bench(
     beat: int = BEAT_FRAMES,
     ceiling: str = "loop",
     every_step: bool = False,
+    redis: bool = False,
 ) -> int:
+    from bridge.devkit.redis_server import EmbeddedRedis
     from bridge.emulator import EmulatorServer
     from bridge.emulator.server import server_tls
 
-    with tempfile.TemporaryDirectory(prefix="callbridge-bench-calls-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="callbridge-bench-calls-") as tmp, contextlib.ExitStack() as servers:
         log_path = Path(tempfile.gettempdir()) / LOG_NAME
         log_path.write_text("")
-        bench = Bench(seconds, Path(tmp), log_path, priority, beat, ceiling, spread="front" in paths)
+        url = servers.enter_context(EmbeddedRedis()).url if redis else None
+        bench = Bench(seconds, Path(tmp), log_path, priority, beat, ceiling, spread="front" in paths, redis_url=url)
         if not as_json:
             _say(banner(steps, seconds, priority, beat, ceiling, log_path))
             _say(fast_path_line("model_tls" in paths))
@@ -131,6 +135,8 @@ async def _decided_step(bench: Bench, emu: Any, path: str, calls: int, as_json: 
         step.attempt = attempt
         _say(json.dumps(step.to_json()) if as_json else row(step))
         if not as_json:
+            if step.redis is not None:
+                _say(redis_line(step.redis))
             for error in step.errors:
                 _say(f"    ! {error}")
         emu.sessions.clear()  # their recordings are scored; keep the memory flat

@@ -21,6 +21,7 @@ import numpy as np
 
 from bench.calls.callers import AUDIO_DELTA, CALLS_PER_PROCESS, SETUP_S, boot_callers, boot_loopbacks, collect
 from bench.calls.machine import ROOT, process_tree, run_time_s, stderr_to, stop
+from bench.calls.redis import measure as measure_redis
 from bench.calls.report import Step
 from bench.calls.score import CpuSample, score_bridge, score_callers, score_cpu, score_memory
 from bridge.audio.analysis import audio_stats, tone
@@ -106,7 +107,10 @@ class Bench:
         beat: int = BEAT_FRAMES,
         ceiling: str = "loop",
         spread: bool = False,
+        redis_url: str | None = None,
     ) -> None:
+        # the bridge path's workers keep their calls in this private redis-server (--redis; bench capacity)
+        self.redis_url = redis_url
         # the bridge path: each load caller's calls to as many workers (True) or all to one (False); see the doc
         self.spread = spread
         # "loop": each call's audio back to itself; "play": a recording out, audio in; "stream": loop, and the
@@ -123,7 +127,6 @@ class Bench:
         self.log_path = log_path
         self.play = caller_wav(work / "caller.wav")
         self._tls: tuple[Path, Path] | None = None  # the srtp path's certificate and key, made when first needed
-        self.redis_url: str | None = None  # the bridge path's workers keep their calls there (bench capacity)
         # called at the window's start and end with the time (bench capacity reads Redis and the sockets there)
         self.on_window: Callable[[float], None] | None = None
 
@@ -148,7 +151,13 @@ class Bench:
         """Load ``uris`` with the callers, measure the window, score the callers' rows; returns the window.
         ``record``: where the callers record what their calls hear (see :func:`boot_callers`)."""
         callers = await boot_callers(uris, self.play, self.seconds, self.log_path, srtp, tls_ca, record)
+        redis = None
+        if self.redis_url and step.path != "ceiling":
+            end = callers.end_at - CPU_CLOSE_EARLY_S
+            redis = asyncio.create_task(measure_redis(self.redis_url, step.calls, callers.start_at, end))
         await self._window(step, callers.start_at, callers.end_at, pids, callers.pids)
+        if redis is not None:
+            step.redis = await redis
         score_callers(step, await collect(step, callers.procs))
         return callers.start_at, callers.end_at
 

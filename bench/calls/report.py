@@ -67,6 +67,7 @@ class Step:
     # calls not up at the caller when the window opened or closed: "SIP status: what was missing" -> count
     unanswered_why: dict[str, int] = field(default_factory=dict)
     scheduling: list[str] = field(default_factory=list)  # as the workers / loopback apps reported it
+    redis: dict[str, Any] | None = None  # --redis, bridge paths: Redis work per call-second (bench/calls/redis.py)
     errors: list[str] = field(default_factory=list)
     attempt: int = 1  # 2: the first run of this step failed and this is the re-run (which decides)
     ceiling: str = ""  # a ceiling's kind: "loop" | "play" | "stream" | "duplex" ("" for the bridge's paths)

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 from bridge import metrics
 from bridge.call.tap import ENDED, ListenTap
 from bridge.store import keys
-from bridge.store.channels import follow
+from bridge.store.channels import follow, publish
 from bridge.supervisor.listen_token import TTL_S, Verifier
 
 log = logging.getLogger("bridge.serve.listen")
@@ -115,10 +115,10 @@ class ListenHub:
                 quiet = 0.0 if pcm else quiet + PUMP_S
                 if pcm or quiet >= KEEPALIVE_S:
                     quiet = 0.0
-                    if await self.client.publish(channel, bytes([flags]) + pcm) == 0:
+                    if await publish(self.client, channel, bytes([flags]) + pcm) == 0:
                         break  # nobody listens any more
             if tap.call_id not in self.taps:  # the call ended under a listener
-                await self.client.publish(channel, bytes([ENDED]))
+                await publish(self.client, channel, bytes([ENDED]))
         except (RedisError, OSError) as exc:
             log.warning("call %s: listen-in stopped: Redis: %s", tap.call_id, exc)
         finally:

@@ -37,7 +37,7 @@ from bridge.config import Settings
 from bridge.dialplan import dialplan_files, load_dialplans, rollout_specs
 from bridge.errors import ConfigError
 from bridge.store import keys
-from bridge.store.connection import SENTINEL_SCHEME, connect, parse_sentinel_url
+from bridge.store.connection import SENTINEL_SCHEME, connect, is_cluster_url, parse_cluster_url, parse_sentinel_url
 from bridge.supervisor.monitoring import REDIS_PING_S, readiness
 
 log = logging.getLogger("bridge.serve.nodewatch")
@@ -56,6 +56,8 @@ def redis_identity(url: str) -> str:
     if parts.scheme == SENTINEL_SCHEME:
         sentinel = parse_sentinel_url(url)
         where = f"sentinel:{sentinel.service}/{sentinel.db}"
+    elif is_cluster_url(url):  # the nodes named, in any order (any of them reach the same cluster)
+        where = "cluster:" + ",".join(sorted(f"{h}:{p}" for h, p in parse_cluster_url(url).nodes))
     elif parts.scheme == "unix":
         where = f"unix:{parts.path}/{query.get('db', ['0'])[0]}"
     else:

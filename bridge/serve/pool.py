@@ -486,7 +486,8 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--realtime-url", help="the model service's WebSocket URL (default: the local emulator)")
     parser.add_argument(
         "--redis-url",
-        help="per-call state (redis://, rediss://, unix://, redis+sentinel://: docs/configuration.md); none: no state",
+        help="per-call state (redis://, rediss://, unix://, redis+sentinel://, redis+cluster://: "
+        "docs/configuration.md); none: no state",
     )
     parser.add_argument("--http-port", type=int, help="the HTTP API, console and /metrics (default: off)")
     parser.add_argument("--dialplans", type=Path, metavar="DIR", help="the dialplan files (default ./dialplans)")

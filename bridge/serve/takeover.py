@@ -30,6 +30,7 @@ from bridge import events as ev
 from bridge import metrics
 from bridge.call.takeover import TakeOverLeg
 from bridge.store import keys
+from bridge.store.channels import Subscriber
 from bridge.supervisor.listen_token import AudioOpener
 
 log = logging.getLogger("bridge.serve.takeover")
@@ -90,13 +91,13 @@ class TakeOverHub:
 
     async def _feed(self, leg: TakeOverLeg, opener: AudioOpener, deliver: Deliver) -> None:
         """The supervisor's audio into the leg until hand-back; :data:`IDLE_S` of nothing hands back here."""
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub = Subscriber(self.client)
         loop = asyncio.get_running_loop()
         try:
             await pubsub.subscribe(keys.takeover_audio(leg.call_id))
             heard, refused = loop.time(), 0
             while leg.active and loop.time() - heard < IDLE_S:
-                message = await pubsub.get_message(timeout=POLL_S)
+                message = await pubsub.get_message(POLL_S)
                 data = message.get("data") if message is not None else None
                 if not isinstance(data, bytes):
                     continue
@@ -114,7 +115,7 @@ class TakeOverHub:
             log.warning("call %s: take-over audio lost: Redis: %s", leg.call_id, exc)
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                await pubsub.aclose()
         if leg.active:  # nobody handed back: the model takes the call again
             log.warning("call %s: no supervisor audio for %.0f s: handed back to the agent", leg.call_id, IDLE_S)
             self._feeds.pop(leg.call_id, None)

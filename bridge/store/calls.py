@@ -2,9 +2,15 @@
 
 What a call writes (key names and TTLs in :mod:`bridge.store.keys`):
 
-* one hash per call (:data:`keys.CALL_FIELDS`: identity, protocol state, progress, times), TTL refreshed by writes;
+* one hash per call (:data:`keys.CALL_FIELDS`: identity, protocol state, progress, times);
 * one capped stream per call of event summaries and both transcripts (``XADD MAXLEN ~``);
-* membership in its worker's live set, and the worker's heartbeat key (``SET ... EX``), refreshed every few seconds.
+* membership in its worker's live set, and the worker's heartbeat key (``SET ... EX ... GET``), once a second.
+
+A live call's liveness is its worker's heartbeat (the readers: :mod:`bridge.store.read`, the reaper); the call writes
+nothing of its own to say it is alive. Its ticking fields (``last_activity``, its probe's counters) go with the
+heartbeat's write, and TTLs are set when a key is created, when the call ends, after a re-sync and every
+``ttl_refresh_s`` (:mod:`bridge.store.pending`), so a call in its steady state costs about one ``HSET`` a second
+plus its events (docs/benchmarks.md, "Redis per call").
 
 The call session only ever calls cheap synchronous methods (:meth:`CallStore.update`, :meth:`CallStore.event`,
 :meth:`CallStore.end`, or the :meth:`CallStore.listener_for` adapter on ``CallSession.listeners``). They touch memory
@@ -12,7 +18,7 @@ only (:mod:`bridge.store.pending`): an in-memory snapshot of each call's full ha
 since the last flush) and a bounded queue of stream entries. They must be called on the event loop's thread (pjsua2
 callbacks only copy and enqueue onto the loop; see docs/pjsip.md). A background task flushes one pipeline every
 ``flush_interval_s``: changed hash fields coalesced per call, stream entries in order, live-set membership, the
-heartbeat.
+heartbeat, all in one round trip.
 
 A Redis outage never stops a call::
 
@@ -34,7 +40,7 @@ back. A worker only cut off from Redis answers the reapers' SIP probe, so its ca
 (:mod:`bridge.store.reaper`); one whose calls were marked "worker died" all the same (it did not answer either: its
 loop stalled) rewrites them as live when it reconnects.
 
-Connections (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, or a client built by hand): see
+Connections (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, ``redis+cluster://``, or a client): see
 :mod:`bridge.store.connection`. What supervisors read back: :mod:`bridge.store.read`.
 """
 
@@ -122,6 +128,7 @@ class StoreTuning:
     call_ttl_s: int = keys.CALL_TTL_S
     heartbeat_interval_s: float = keys.HEARTBEAT_INTERVAL_S
     heartbeat_ttl_s: int = keys.HEARTBEAT_TTL_S
+    ttl_refresh_s: float = keys.TTL_REFRESH_S  # a live call's keys get their TTL again this often
     reap_interval_s: float | None = keys.REAP_INTERVAL_S  # None: this writer reaps no dead worker's calls
     reap_grace_s: float | None = None  # None: heartbeat_ttl_s + retry_cap_s
     retry_initial_s: float = 0.1
@@ -194,6 +201,8 @@ class CallStore:
         self._first_sync = True
         self._in_outage = False
         self._last_heartbeat = float("-inf")
+        self._live_ttl_at = float("-inf")  # when the worker's live set last got its TTL (monotonic)
+        self._flushing = 0  # flush() waiting: ticking fields are written at once
         self._last_reap = float("-inf")
         self._wake = asyncio.Event()
         self._closing = False
@@ -276,11 +285,15 @@ class CallStore:
     async def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until everything queued is written (tests, shutdown). False if Redis did not take it in time."""
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while self.queue_depth or self._writing or self._resync or self.pending.members_dirty:
-            if asyncio.get_running_loop().time() > deadline or self._task is None or self._task.done():
-                return False
-            self._wake.set()
-            await asyncio.sleep(0.01)
+        self._flushing += 1  # the ticking fields too, at once
+        try:
+            while self.queue_depth or self._writing or self._resync or self.pending.unwritten:
+                if asyncio.get_running_loop().time() > deadline or self._task is None or self._task.done():
+                    return False
+                self._wake.set()
+                await asyncio.sleep(0.01)
+        finally:
+            self._flushing -= 1
         return True
 
     # ---------------------------------------------------------------------------------------- write side (sync)
@@ -414,13 +427,18 @@ class CallStore:
             await self._adopt_leftovers()
         self.pending.poll_probes(now)
         heartbeat = resync or tick - self._last_heartbeat >= self.tuning.heartbeat_interval_s
-        batch = self.pending.take(resync)
-        pipe, hb_index = self._pipeline(batch, stamp(now) if heartbeat else None)
+        ticks = heartbeat or self._closing or self._flushing > 0
+        batch = self.pending.take(resync, ticks=ticks, at=tick, ttl_refresh_s=self.tuning.ttl_refresh_s)
+        live_ttl = resync or any(not ended for ended in batch.members.values())
+        live_ttl = live_ttl or (heartbeat and tick - self._live_ttl_at >= self.tuning.ttl_refresh_s)
+        pipe, hb_index = self._pipeline(batch, stamp(now) if heartbeat else None, resync=resync, live_ttl=live_ttl)
         if not len(pipe):
             return False
         self._resync = False  # set again by a failure, or by a primary switch while this write is on its way
         results = await self._send(pipe, batch)
         self.pending.written(batch)
+        if live_ttl:
+            self._live_ttl_at = tick
         if resync:
             if not self._first_sync:
                 self.resyncs += 1
@@ -428,7 +446,7 @@ class CallStore:
         self.flushes += 1
         if heartbeat:
             self._last_heartbeat = tick
-            if not resync and results[hb_index] == 0:
+            if not resync and results[hb_index] is None:
                 # Our heartbeat had expired (the loop stalled, or Redis lost its data without us seeing an error): a
                 # reaper may have marked our calls ended. Rewrite everything at once.
                 log.warning("worker %s: heartbeat had expired; re-syncing call state", self.worker)
@@ -440,15 +458,19 @@ class CallStore:
             await self.reap_dead_workers()
         return bool(self.pending.queue)
 
-    def _pipeline(self, batch: Batch, heartbeat_at: str | None) -> tuple[Pipeline, int]:
-        """The commands of one write: per call its hash and membership, the stream entries, then the heartbeat
-        (whose index is returned: its EXISTS says whether the heartbeat had expired)."""
+    def _pipeline(
+        self, batch: Batch, heartbeat_at: str | None, *, resync: bool, live_ttl: bool
+    ) -> tuple[Pipeline, int]:
+        """One write's commands (one round trip): per call its hash, TTL when due, membership, the stream entries and
+        their TTL when due, the heartbeat (its index returned: ``SET ... GET``'s old value says if it had expired)."""
         pipe = self.client.pipeline(transaction=False)
         live = keys.worker_calls(self.worker)
+        ttl = self.tuning.call_ttl_s
         for call_id in batch.order:
             if (fields := batch.hashes.get(call_id)) is not None:
                 pipe.hset(keys.call(call_id), mapping=fields)
-                pipe.expire(keys.call(call_id), self.tuning.call_ttl_s)
+            if call_id in batch.expire:
+                pipe.expire(keys.call(call_id), ttl)
             if (ended := batch.members.get(call_id)) is not None:
                 if ended:
                     pipe.srem(live, call_id)
@@ -460,15 +482,16 @@ class CallStore:
         for entry in streamed:
             stream = keys.call_events(entry.call_id)
             pipe.xadd(stream, dict(entry.fields), id=entry.id, maxlen=self.tuning.stream_maxlen, approximate=True)
-        for call_id in {e.call_id for e in streamed}:
-            pipe.expire(keys.call_events(call_id), self.tuning.call_ttl_s)
+        for call_id in sorted(batch.expire_streams):
+            pipe.expire(keys.call_events(call_id), ttl)
+        if live_ttl:
+            pipe.expire(live, ttl)
         hb_index = -1
         if heartbeat_at is not None:
             hb_index = len(pipe)
-            pipe.exists(keys.worker_heartbeat(self.worker))
-            pipe.set(keys.worker_heartbeat(self.worker), heartbeat_at, ex=self.tuning.heartbeat_ttl_s)
-            pipe.sadd(keys.WORKERS, self.worker)
-            pipe.expire(live, self.tuning.call_ttl_s)
+            pipe.set(keys.worker_heartbeat(self.worker), heartbeat_at, ex=self.tuning.heartbeat_ttl_s, get=True)
+            if resync:  # the reaper takes a worker it buried out of the set: its next write is a re-sync
+                pipe.sadd(keys.WORKERS, self.worker)
         return pipe, hb_index
 
     async def _send(self, pipe: Pipeline, batch: Batch) -> list[Any]:

@@ -1,4 +1,5 @@
-"""Following a Redis pub/sub channel for as long as a worker runs: subscribed again after Redis was lost.
+"""Following a Redis pub/sub channel for as long as a worker runs: subscribed again after Redis was lost. On a Redis
+Cluster, pub/sub is sharded (:class:`Subscriber`, :func:`publish`).
 
 Anyone who can write to Redis can publish on a channel, so no message may end the subscription: a handler that
 raises on one is logged (the exception's type, never the message, which could carry anything) and the next
@@ -17,10 +18,53 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bridge.store.connection import is_cluster
+
 log = logging.getLogger("bridge.store")
 
 RESUBSCRIBE_S = 1.0  # after Redis was lost
 POLL_S = 1.0  # how long one read waits for a message
+
+
+class Subscriber:
+    """One channel's subscription, plain on one Redis, sharded (``SSUBSCRIBE``) on a Redis Cluster, where a plain
+    message goes to every node and a sharded one stays on its channel's slot."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.sharded = is_cluster(client)
+        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+
+    async def subscribe(self, channel: str) -> None:
+        if self.sharded:
+            await self.client.initialize()  # its slot map first: the channel's shard
+            await self.pubsub.ssubscribe(channel)
+        else:
+            await self.pubsub.subscribe(channel)
+
+    async def get_message(self, wait_s: float) -> dict[str, Any] | None:
+        """The next message, or None after at most ``wait_s``."""
+        if self.sharded:
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            message: dict[str, Any] | None = await self.pubsub.get_sharded_message(  # type: ignore[attr-defined]
+                ignore_subscribe_messages=True, timeout=wait_s
+            )  # a ClusterPubSub's (typed as a PubSub, as the client is a Redis)
+            if message is None:  # it returns at once while no shard holds the subscription (a failover)
+                await asyncio.sleep(max(0.0, wait_s - (loop.time() - began)))
+            return message
+        plain: dict[str, Any] | None = await self.pubsub.get_message(timeout=wait_s)
+        return plain
+
+    async def aclose(self) -> None:
+        await self.pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+
+
+async def publish(client: aioredis.Redis, channel: str, data: bytes | str) -> int:
+    """Publish on ``channel`` (sharded on a cluster); the number of subscribers that got it."""
+    if is_cluster(client):
+        return int(await client.spublish(channel, data))
+    return int(await client.publish(channel, data))
 
 
 def _hand(on_message: Callable[[Any], object], data: Any, what: str) -> None:
@@ -34,11 +78,11 @@ async def follow(client: aioredis.Redis, channel: str, on_message: Callable[[Any
     """Hand every message's data on ``channel`` to ``on_message`` until cancelled; ``what`` names the channel in
     the debug line a lost connection logs."""
     while True:
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub = Subscriber(client)
         try:
             await pubsub.subscribe(channel)
             while True:
-                message = await pubsub.get_message(timeout=POLL_S)
+                message = await pubsub.get_message(POLL_S)
                 if message is not None:
                     _hand(on_message, message.get("data"), what)
         except (RedisError, OSError) as exc:
@@ -48,5 +92,5 @@ async def follow(client: aioredis.Redis, channel: str, on_message: Callable[[Any
             continue
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                await pubsub.aclose()
         await asyncio.sleep(RESUBSCRIBE_S)

@@ -21,16 +21,20 @@ the new master, which may have missed the last writes to the old one. A planned 
 old master writable for seconds: the writer follows Sentinel's ``+switch-master`` instead
 (:mod:`bridge.store.failover`).
 
-Cluster: ``redis.asyncio.cluster.RedisCluster.from_url(url, decode_responses=True)`` passed as ``client=``. A call's
-hash and stream share the hash tag ``{<call_id>}`` and land in one slot; the writer's pipelines are non-transactional,
-which redis-py's cluster pipeline splits per slot.
+Redis Cluster: ``redis+cluster://[[user]:password@]host1[:port][,host2[:port]...]`` (default port 6379; any nodes of
+the cluster: the client learns the others and the slot map from them), ``rediss+cluster://`` for TLS with the TLS
+options as query arguments (``?ssl_ca_certs=...&ssl_cert_reqs=required``) (:func:`parse_cluster_url`). A call's hash
+and stream share the hash tag ``{<call_id>}`` and land in one slot; the writer's pipelines are non-transactional,
+which redis-py's cluster pipeline splits per slot; pub/sub is sharded (``SPUBLISH``/``SSUBSCRIBE``,
+:mod:`bridge.store.channels`). ``MOVED``/``ASK`` are followed by the client; a shard's failover shows up as connection
+errors until its replica is promoted, which the writer rides out as it does a Sentinel failover (queue, then re-sync).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -84,34 +88,8 @@ class SentinelUrl:
 def parse_sentinel_url(url: str) -> SentinelUrl:
     """``redis+sentinel://:pw@10.0.0.1,10.0.0.2:26380/callbridge/0`` -> sentinels, service name, db, credentials.
     A malformed URL raises ``ValueError`` (its message never holds the password)."""
-    scheme, sep, rest = url.partition("://")
-    if scheme != SENTINEL_SCHEME or not sep:
-        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
-    rest, _, query = rest.partition("?")
-    netloc, _, path = rest.partition("/")
-    userinfo, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    sentinels: list[tuple[str, int]] = []
-    for entry in hosts.split(","):
-        host, port = entry.strip(), SENTINEL_PORT
-        if host.startswith("["):
-            host, _, tail = host[1:].partition("]")
-            port_text = tail.removeprefix(":")
-        elif host.count(":") == 1:
-            host, _, port_text = host.partition(":")
-        else:
-            port_text = ""
-        if port_text:
-            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-                raise ValueError(f"{SENTINEL_SCHEME} URL: bad port {port_text!r}")
-            port = int(port_text)
-        if not host:
-            raise ValueError(f"{SENTINEL_SCHEME} URL: a sentinel address is empty")
-        sentinels.append((host, port))
+    _, hosts, username, password, path, query = _split(url, (SENTINEL_SCHEME,), f"{SENTINEL_SCHEME}://")
+    sentinels = _host_list(hosts, SENTINEL_PORT, SENTINEL_SCHEME)
     parts = [p for p in path.split("/") if p]
     if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
         raise ValueError(f"{SENTINEL_SCHEME} URL: expected /<service name>[/<db>] after the sentinels")
@@ -126,8 +104,114 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
     )
 
 
+def _split(url: str, schemes: tuple[str, ...], what: str) -> tuple[str, str, str | None, str | None, str, str]:
+    """``scheme://[[user]:password@]hosts[/path][?query]`` -> (scheme, hosts, user, password, path, query) (pure)."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in schemes or not sep:
+        raise ValueError(f"not a {what} URL")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    return scheme, hosts, username, password, path, query
+
+
+def _host_list(hosts: str, default_port: int, scheme: str) -> list[tuple[str, int]]:
+    """``h1[:port],[v6]:port,...`` -> [(host, port)] (pure; a bad port or an empty address raises ``ValueError``)."""
+    out: list[tuple[str, int]] = []
+    for entry in hosts.split(","):
+        host, port = entry.strip(), default_port
+        if host.startswith("["):
+            host, _, tail = host[1:].partition("]")
+            port_text = tail.removeprefix(":")
+        elif host.count(":") == 1:
+            host, _, port_text = host.partition(":")
+        else:
+            port_text = ""
+        if port_text:
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                raise ValueError(f"{scheme} URL: bad port {port_text!r}")
+            port = int(port_text)
+        if not host:
+            raise ValueError(f"{scheme} URL: an address is empty")
+        out.append((host, port))
+    return out
+
+
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+CLUSTER_PORT = 6379
+_CLUSTER_TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname")
+
+
+@dataclass(frozen=True)
+class ClusterUrl:
+    """A parsed ``redis+cluster://`` (``rediss+cluster://``: TLS) URL: the nodes to learn the cluster from."""
+
+    nodes: tuple[tuple[str, int], ...]
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    options: tuple[tuple[str, str], ...] = ()  # TLS options from the query (ssl_ca_certs=..., ...)
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.partition("://")[0] in CLUSTER_SCHEMES
+
+
+def parse_cluster_url(url: str) -> ClusterUrl:
+    """``redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7000`` -> the nodes (any of them: the client learns the rest),
+    credentials, TLS. A cluster has one database: a path other than ``/`` or ``/0`` is refused. A malformed URL raises
+    ``ValueError`` (its message never holds the password)."""
+    scheme, hosts, username, password, path, query = _split(
+        url, CLUSTER_SCHEMES, "redis+cluster:// or rediss+cluster://"
+    )
+    if path.strip("/") not in ("", "0"):
+        raise ValueError(f"{scheme} URL: a cluster has database 0 only, not /{path}")
+    options = tuple((k, v[-1]) for k, v in parse_qs(query).items() if k in _CLUSTER_TLS_OPTIONS)
+    unknown = sorted(set(parse_qs(query)) - set(_CLUSTER_TLS_OPTIONS))
+    if unknown:
+        raise ValueError(f"{scheme} URL: unknown option(s) {', '.join(unknown)}")
+    tls = scheme == "rediss+cluster"
+    if options and not tls:
+        raise ValueError(f"{scheme} URL: TLS options need rediss+cluster://")
+    return ClusterUrl(tuple(_host_list(hosts, CLUSTER_PORT, scheme)), tls, username, password, options)
+
+
+def _cluster(url: str, options: dict[str, Any]) -> aioredis.Redis:
+    """A ``RedisCluster`` for a ``redis+cluster://`` URL. Its commands are a ``Redis``'s (typed as one for the
+    callers: they use only what both have, and the pub/sub helpers of :mod:`bridge.store.channels` pick the sharded
+    form on a cluster)."""
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    parsed = parse_cluster_url(url)
+    tls: dict[str, Any] = {"ssl": True, **dict(parsed.options)} if parsed.tls else {}
+    if "ssl_check_hostname" in tls:
+        tls["ssl_check_hostname"] = tls["ssl_check_hostname"].lower() in ("1", "true", "yes")
+    options = {k: v for k, v in options.items() if k != "db"}
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in parsed.nodes],
+        username=parsed.username,
+        password=parsed.password,
+        **tls,
+        **options,
+    )
+    return cast(aioredis.Redis, client)
+
+
+def is_cluster(client: object) -> bool:
+    """Is this client a Redis Cluster's (sharded pub/sub, one database)?"""
+    from redis.asyncio.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
 def connect(url: str, *, timeout_s: float = SOCKET_TIMEOUT_S, **kwargs: Any) -> aioredis.Redis:
-    """A client for ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URLs that fails fast (one
+    """A client for ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or ``redis+cluster://`` URLs that
+    fails fast (one
     immediate retry, which replaces a pooled connection the server closed) instead of redis-py's default of ten
     retries with backoff: the callers of this module have their own retry policy, and a call must never wait on
     Redis. Behind sentinels, every new connection asks them for the current master."""
@@ -153,6 +237,8 @@ def connect(url: str, *, timeout_s: float = SOCKET_TIMEOUT_S, **kwargs: Any) -> 
             parsed.service, db=parsed.db, username=parsed.username, password=parsed.password, **options
         )
         return master
+    if is_cluster_url(url):
+        return _cluster(url, options)
     return aioredis.from_url(url, **options)
 
 

@@ -67,7 +67,7 @@ class PrimaryWatch:
     @classmethod
     def of(cls, client: aioredis.Redis, on_switch: Callable[[Address], None]) -> PrimaryWatch | None:
         """A watch for a client behind sentinels; None for any other client."""
-        pool = client.connection_pool
+        pool = getattr(client, "connection_pool", None)  # a cluster client has one per node, and no sentinels
         return cls(pool, on_switch) if isinstance(pool, SentinelConnectionPool) else None
 
     def describe(self) -> str:

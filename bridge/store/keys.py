@@ -16,16 +16,16 @@ key                                          type        holds                  
 ``cb:{rollout}:dialplans``                   set         dialplans that have a stored flag               none
 ``cb:{rollout}:audit``                       stream      every flag change: who, when, old, new, why     none; capped
                                                                                                          AUDIT_MAXLEN
-``cb:{rollout}:calls:<dp>:<variant>``        sorted set  one member per finished call (its numbers as    HEALTH_TTL_S
+``cb:rollout:{<dp>:<variant>}:calls``        sorted set  one member per finished call (its numbers as    HEALTH_TTL_S
                                                          JSON), score = time
 ``cb:{rollout}:refused:<dialplan>``          hash        variant -> JSON {model, code, at}: variants     none
                                                          whose model the service refused
-``cb:{rollout}:records:<dialplan>``          stream      one outcome record per finished call (``r``,    RECORDS_TTL_S;
+``cb:rollout:{<dialplan>}:records``          stream      one outcome record per finished call (``r``,    RECORDS_TTL_S;
                                                          JSON) or a repeat mark (``repeat_of``: an id)   capped
                                                          (``bridge.rollout.records``)                    RECORDS_MAXLEN
-``cb:{rollout}:caller:<dp>:<caller hash>``   string      the record id of the caller's last call (keyed  REPEAT_WINDOW_S
+``cb:rollout:{<dp>}:caller:<caller hash>``   string      the record id of the caller's last call (keyed  REPEAT_WINDOW_S
                                                          hash of the number, never the number)
-``cb:{rollout}:decided:<dialplan>``          hash        ``<epoch>:<variant>`` -> the decision taken     RECORDS_TTL_S
+``cb:rollout:{<dialplan>}:decided``          hash        ``<epoch>:<variant>`` -> the decision taken     RECORDS_TTL_S
                                                          (one audit entry per decision, whatever the
                                                          number of workers)
 ``cb:{listen}:audit``                        stream      every listen-in: who, which call, start, stop   none; capped
@@ -51,8 +51,12 @@ list (``bridge.serve.actions``).
 
 The ``{...}`` parts are Redis Cluster hash tags: only the text between the braces picks the slot. A call's hash and
 stream share the tag ``{<call_id>}`` (one slot, so one call's writes can be pipelined together on a cluster); a
-worker's set and heartbeat share ``{<worker>}``; every rollout key shares ``{rollout}``, so a flag change and its audit
-entry are one ``MULTI``/``EXEC`` transaction even on a cluster (the rollout keys are tiny and read once per call).
+worker's set and heartbeat share ``{<worker>}``; the rollout's flags, refusals and audit share ``{rollout}``, so a flag
+change and its audit entry are one ``MULTI``/``EXEC`` transaction even on a cluster (they are tiny and written by
+people), while what every call's end writes has a tag of its plan and variant (the windows, ``{<dialplan>:<variant>}``)
+or of its plan (the outcome records, the callers' last records, the decisions: ``{<dialplan>}``), so those writes spread
+over the cluster's slots. No command or transaction spans two tags; pipelines that do are
+non-transactional, which a cluster client splits per slot. Pub/sub on a cluster is sharded (``SPUBLISH``).
 
 Nothing here, or anywhere under ``cb:``, ever holds an API key or any other credential.
 """
@@ -64,7 +68,8 @@ from typing import Final
 PREFIX: Final = "cb"
 
 # ------------------------------------------------------------------------------------------------ per call
-CALL_TTL_S: Final = 24 * 3600  # refreshed by every write; a call's state stays readable for a day after its end
+CALL_TTL_S: Final = 24 * 3600  # set at creation and at the end: a call's state stays readable for a day after its end
+TTL_REFRESH_S: Final = 600.0  # a live call's keys (and its worker's live set) get their TTL again this often
 STREAM_MAXLEN: Final = 500  # approximate cap (XADD MAXLEN ~): trimmed by whole radix-tree nodes, so "about"
 SUMMARY_MAX_CHARS: Final = 2000  # a stream entry's summary (a transcript line) is cut beyond this
 ENDED_CALLS: Final = f"{PREFIX}:calls:ended"  # the index of ended calls still readable (their hash has not expired)
@@ -112,7 +117,7 @@ CALL_FIELDS: Final = (
 # ------------------------------------------------------------------------------------------------ workers
 # A lost worker's callers get their BYE about HEARTBEAT_TTL_S + REAP_INTERVAL_S + a SIP probe after the loss
 # (bridge/store/reaper.py); a worker cut off from Redis answers the probe and keeps its calls.
-HEARTBEAT_INTERVAL_S: Final = 1.0  # a worker refreshes its heartbeat this often (4 commands in its next write) ...
+HEARTBEAT_INTERVAL_S: Final = 1.0  # a worker refreshes its heartbeat this often (one SET ... GET in its next write) ...
 HEARTBEAT_TTL_S: Final = 3  # ... and is suspected by the reaper once it has missed about two
 REAP_INTERVAL_S: Final = 1.0  # how often each worker's writer looks for dead workers (one pipeline; idempotent)
 WORKERS: Final = f"{PREFIX}:workers"
@@ -173,22 +178,23 @@ def rollout_refused(dialplan: str) -> str:
 
 def rollout_records(dialplan: str) -> str:
     """A rollout plan's outcome records, one per finished call (``bridge.rollout.records``)."""
-    return ":".join((PREFIX, ROLLOUT_TAG, "records", dialplan))
+    return tagged("rollout", dialplan, "records")  # its plan's own tag: the per-call writes spread over slots
 
 
 def rollout_caller(dialplan: str, caller_hash: str) -> str:
     """The id of the record of a caller's last call of a plan; ``caller_hash`` is a keyed hash (hex)."""
-    return ":".join((PREFIX, ROLLOUT_TAG, "caller", dialplan, caller_hash))
+    return tagged("rollout", dialplan, "caller", caller_hash)
 
 
 def rollout_decided(dialplan: str) -> str:
     """The decisions of a plan's experiment, one field per epoch and variant."""
-    return ":".join((PREFIX, ROLLOUT_TAG, "decided", dialplan))
+    return tagged("rollout", dialplan, "decided")
 
 
 def variant_calls(dialplan: str, variant: str) -> str:
-    """The sliding window of one rollout variant's finished calls on one dialplan (``bridge.rollout.health``)."""
-    return ":".join((PREFIX, ROLLOUT_TAG, "calls", dialplan, variant))
+    """The sliding window of one rollout variant's finished calls on one dialplan (``bridge.rollout.health``). Its
+    own hash tag (plan and variant): every call's end writes here, so on a cluster the windows spread over slots."""
+    return tagged("rollout", f"{dialplan}:{variant}", "calls")
 
 
 # ------------------------------------------------------------------------------------------------ call actions
@@ -216,3 +222,30 @@ WEBHOOKS_DELIVERIES: Final = f"{PREFIX}:{WEBHOOK_TAG}:deliveries"
 WEBHOOKS_CREATED: Final = f"{PREFIX}:{WEBHOOK_TAG}:created"
 WEBHOOKS_DEAD: Final = f"{PREFIX}:{WEBHOOK_TAG}:dead"
 WEBHOOK_DEAD_S: Final = 14 * 24 * 3600  # a dead letter is dropped this long after it was given up
+
+
+# ------------------------------------------------------------------------------------------------ kinds (measuring)
+def kind_of(key: str) -> str:
+    """What a key (or channel) named here is, for counting Redis work by kind (``bench calls --redis``): ``call hash``,
+    ``call stream``, ``ended index``, ``workers``, ``worker live set``, ``worker heartbeat``, ``rollout``,
+    ``listen-in``, ``actions``, or ``other`` (pure)."""
+    if key == ENDED_CALLS:
+        return "ended index"
+    if key == WORKERS:
+        return "workers"
+    parts = key.split(":")
+    if len(parts) < 2 or parts[0] != PREFIX:
+        return "other"
+    if parts[1] == "call" and len(parts) >= 3:
+        return "call stream" if parts[-1] == "events" and len(parts) > 3 else "call hash"
+    if parts[1] == "worker" and len(parts) >= 4:
+        return {"calls": "worker live set", "hb": "worker heartbeat"}.get(parts[-1], "other")
+    if parts[1] in (ROLLOUT_TAG, "rollout"):
+        return "rollout"
+    if parts[1] in ("listen", "{listen}"):
+        return "listen-in"
+    if parts[1] in ("actions", "{actions}"):
+        return "actions"
+    if parts[1] == WEBHOOK_TAG:
+        return "webhooks"
+    return "other"

@@ -1,8 +1,15 @@
 """What the call state writer holds in memory and has not written yet (no Redis, no asyncio: the writer's pure half).
 
 Per call: a snapshot of its full hash, the names of the fields changed since the last write, whether its live-set
-membership is still to be written, and the tail of stream entries already written (re-appended by a re-sync). One
-bounded queue of stream entries for all calls, oldest dropped first (``dropped_writes``).
+membership is still to be written, whether its keys' TTLs are set, and the tail of stream entries already written
+(re-appended by a re-sync). One bounded queue of stream entries for all calls, oldest dropped first
+(``dropped_writes``).
+
+Two kinds of change: what a report changes (a phase, a transcript line, an id) goes with the next write; the fields
+that only tick along (``last_activity``, and whatever a call's probe reads, such as ``last_user_audio_seq``) are
+*ticks*, written with the worker's heartbeat (about once a second) or with the call's next other change, whichever
+comes first. A key's TTL is set when the key is first written, again when the call ends (so a record lives
+``CALL_TTL_S`` after its end), after a re-sync, and otherwise every ``ttl_refresh_s``; never on every write.
 
 The writer (:class:`bridge.store.calls.CallStore`) takes a :class:`Batch` out (:meth:`PendingWrites.take`), sends
 it as one pipeline, then either settles it (:meth:`PendingWrites.written`) or puts it back
@@ -100,6 +107,9 @@ class Entry:
 class CallState:
     state: dict[str, str]
     dirty: set[str] = field(default_factory=set)
+    ticks: set[str] = field(default_factory=set)  # fields that only tick along: written with the heartbeat
+    ttl_at: float | None = None  # when the hash's TTL was last set (monotonic); None: not yet
+    stream_ttl: bool = False  # the stream's TTL is set
     member_dirty: bool = True  # SADD (live) or SREM (ended) still to write
     ended: bool = False
     pending: int = 0  # stream entries of this call in the queue
@@ -117,6 +127,10 @@ class Batch:
     hashes: dict[str, dict[FieldT, EncodableT]] = field(default_factory=dict)  # call id -> fields (HSET)
     members: dict[str, bool] = field(default_factory=dict)  # call id -> ended (SREM) or not (SADD)
     taken: dict[str, set[str]] = field(default_factory=dict)  # call id -> changed fields taken (put back on failure)
+    ticks: dict[str, set[str]] = field(default_factory=dict)  # call id -> ticking fields taken (put back on failure)
+    expire: set[str] = field(default_factory=set)  # calls whose hash gets its TTL (again) with this write
+    expire_streams: set[str] = field(default_factory=set)  # calls whose stream gets its TTL (again)
+    at: float = 0.0  # when it was taken (monotonic)
     tails: list[Entry] = field(default_factory=list)  # written before, appended again (a re-sync)
     entries: list[Entry] = field(default_factory=list)  # taken off the queue
 
@@ -143,6 +157,11 @@ class PendingWrites:
     @property
     def live_calls(self) -> list[str]:
         return [cid for cid, c in self.calls.items() if not c.ended]
+
+    @property
+    def unwritten(self) -> bool:
+        """Membership or ticking fields not written yet (beside :attr:`queue_depth`)."""
+        return any(c.ticks or c.member_dirty for c in self.calls.values())
 
     @property
     def members_dirty(self) -> bool:
@@ -178,7 +197,7 @@ class PendingWrites:
                 call.state[name] = text
                 call.dirty.add(name)
         call.state["last_activity"] = stamp(self._clock())
-        call.dirty.add("last_activity")
+        call.ticks.add("last_activity")
 
     def event(self, call_id: str, kind: str, summary: str = "", /, **data: Any) -> None:
         call = self.calls.get(call_id)
@@ -199,7 +218,7 @@ class PendingWrites:
         self.queue.append(Entry(call_id, f"{ms}-{call.seq}", fields))
         call.pending += 1
         call.state["last_activity"] = t
-        call.dirty.add("last_activity")
+        call.ticks.add("last_activity")
         self._trim_queue()
 
     def end(self, call_id: str, reason: str) -> None:
@@ -264,27 +283,43 @@ class PendingWrites:
                 text = field_value(value)
                 if name in call.state and call.state[name] != text:
                     call.state[name] = text
-                    call.dirty.update((name, "last_activity"))
+                    call.ticks.update((name, "last_activity"))
                     call.state["last_activity"] = stamp(now)
 
-    def take(self, resync: bool) -> Batch:
-        """The next pipeline's content: changed fields (every field on a re-sync), membership, stream entries."""
-        batch = Batch()
+    def take(self, resync: bool, *, ticks: bool = True, at: float = 0.0, ttl_refresh_s: float = float("inf")) -> Batch:
+        """The next pipeline's content: changed fields (every field on a re-sync; the ticking ones only with
+        ``ticks`` or beside another change of the call), membership, stream entries, and the keys whose TTL is due
+        (first written, the call ended, a re-sync, or ``ttl_refresh_s`` since it was last set at ``at``)."""
+        batch = Batch(at=at)
         for call_id, call in self.calls.items():
-            names = set(call.state) if resync else set(call.dirty)
+            ending = call.ended and call.member_dirty
+            with_ticks = ticks or bool(call.dirty) or ending
+            names = set(call.state) if resync else call.dirty | (call.ticks if with_ticks else set())
             if names:
                 batch.hashes[call_id] = {n: call.state[n] for n in sorted(names)}
                 batch.taken[call_id] = set(call.dirty)
                 call.dirty.clear()
+                if with_ticks or resync:
+                    batch.ticks[call_id] = set(call.ticks)
+                    call.ticks.clear()
             if resync or call.member_dirty:
                 batch.members[call_id] = call.ended
                 call.member_dirty = False
-            if names or call_id in batch.members:
+            if resync or ending or call.ttl_at is None or at - call.ttl_at >= ttl_refresh_s:
+                batch.expire.add(call_id)
+            if names or call_id in batch.members or call_id in batch.expire:
                 batch.order.append(call_id)
             if resync:
                 batch.tails += call.tail
         while self.queue and len(batch.entries) < BATCH_ENTRIES:
             batch.entries.append(self.queue.popleft())
+        streams = {e.call_id for e in batch.streamed}
+        for call_id in streams | batch.expire:  # a new stream, or one whose call's TTL is due
+            owner = self.calls.get(call_id)
+            if owner is None:
+                continue
+            if (call_id in streams and not owner.stream_ttl) or (call_id in batch.expire and owner.stream_ttl):
+                batch.expire_streams.add(call_id)
         return batch
 
     def restore(self, batch: Batch) -> None:
@@ -293,6 +328,10 @@ class PendingWrites:
             call = self.calls.get(call_id)
             if call is not None:
                 call.dirty |= names
+        for call_id, names in batch.ticks.items():
+            call = self.calls.get(call_id)
+            if call is not None:
+                call.ticks |= names
         for call_id in batch.members:
             call = self.calls.get(call_id)
             if call is not None:
@@ -301,14 +340,21 @@ class PendingWrites:
         self._trim_queue()
 
     def written(self, batch: Batch) -> None:
-        """Written entries move to their call's tail (for a later re-sync); finished calls are forgotten."""
+        """Written entries move to their call's tail (for a later re-sync); the TTLs set are noted; finished calls
+        are forgotten."""
+        for call_id in batch.expire:
+            if (call := self.calls.get(call_id)) is not None:
+                call.ttl_at = batch.at
+        for call_id in batch.expire_streams:
+            if (call := self.calls.get(call_id)) is not None:
+                call.stream_ttl = True
         for entry in batch.entries:
             owner = self.calls.get(entry.call_id)
             if owner is not None:
                 owner.pending -= 1
                 owner.tail.append(entry)
         for call_id, done in list(self.calls.items()):
-            if done.ended and not done.dirty and not done.member_dirty and done.pending == 0:
+            if done.ended and not done.dirty and not done.ticks and not done.member_dirty and done.pending == 0:
                 del self.calls[call_id]
 
     def _trim_queue(self) -> None:

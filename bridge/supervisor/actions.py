@@ -42,6 +42,7 @@ from bridge import events as ev
 from bridge.call.state import Phase
 from bridge.dialplan import Dialplan
 from bridge.store import keys
+from bridge.store.channels import publish
 from bridge.store.connection import StoreUnavailable
 from bridge.store.read import read_call
 from bridge.supervisor.action_audit import OUTCOME, SHOWN, TAKEOVER_AUDIO, AuditFilter, read_audit
@@ -125,7 +126,7 @@ async def _send(redis: aioredis.Redis, request_id: str, message: str) -> str | N
     """Publish the signed request and wait for the worker holding the call to answer; its id, or None."""
     ack = keys.call_action_ack(request_id)
     try:
-        if not await redis.publish(keys.CALL_ACTIONS, message):
+        if not await publish(redis, keys.CALL_ACTIONS, message):
             return None  # no worker subscribed at all
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ACK_WAIT_S

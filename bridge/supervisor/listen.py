@@ -42,6 +42,7 @@ from bridge.audio.frames import SAMPLE_RATE
 from bridge.call.state import Phase
 from bridge.call.tap import AGENT, CALLER, CALLER_OFFLOADED, ENDED
 from bridge.store import keys
+from bridge.store.channels import Subscriber, publish
 from bridge.store.connection import StoreUnavailable
 from bridge.store.read import read_call
 from bridge.supervisor.auth import Principal
@@ -94,16 +95,16 @@ async def pieces(
     """The call's audio as its worker publishes it; None now and then when nothing came (a chance to check on the
     listener). Subscribes first, then asks the workers (each request signed afresh with ``key``), so the first piece
     finds this subscriber."""
-    pubsub = audio.pubsub(ignore_subscribe_messages=True)
+    pubsub = Subscriber(audio)
     try:
         await pubsub.subscribe(keys.listen_audio(call_id))
         renew_at = 0.0
         loop = asyncio.get_running_loop()
         while True:
             if loop.time() >= renew_at:
-                await control.publish(keys.LISTEN_CONTROL, sign(key, call_id, who))
+                await publish(control, keys.LISTEN_CONTROL, sign(key, call_id, who))
                 renew_at = loop.time() + keys.LISTEN_RENEW_S
-            message = await pubsub.get_message(timeout=MESSAGE_TIMEOUT_S)
+            message = await pubsub.get_message(MESSAGE_TIMEOUT_S)
             data = message.get("data") if message is not None else None
             if isinstance(data, bytes) and data:
                 yield Piece(data[0], data[1:])
@@ -111,7 +112,7 @@ async def pieces(
                 yield None
     finally:
         with contextlib.suppress(Exception):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            await pubsub.aclose()
 
 
 async def call_ended(redis: aioredis.Redis, call_id: str) -> bool:

@@ -32,6 +32,7 @@ from redis.typing import EncodableT, FieldT
 from bridge.audio import Downsampler16k
 from bridge.call.state import Phase
 from bridge.store import keys
+from bridge.store.channels import publish
 from bridge.store.read import read_call
 from bridge.supervisor.action_audit import TAKEOVER_AUDIO
 from bridge.supervisor.http import forbidden, principal_of, reply, same_origin, supervisor_of
@@ -121,7 +122,7 @@ async def takeover_audio(request: web.Request) -> web.StreamResponse:
                 why = "the page sent an odd number of bytes (PCM16 expected)"
                 break
             pcm = down.process(pcm) if down is not None and pcm else pcm
-            heard = await audio.publish(channel, seal(key, call_id, who, pcm)) if pcm else 1
+            heard = await publish(audio, channel, seal(key, call_id, who, pcm)) if pcm else 1
             frames += len(pcm) // 320
             now = time.monotonic()
             unheard_since = None if heard else (unheard_since or now)

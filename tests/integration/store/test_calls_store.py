@@ -498,7 +498,8 @@ def test_safe_url_and_backoff_are_pure() -> None:
 def test_call_keys_share_a_cluster_hash_tag() -> None:
     assert keys.call("abc") == "cb:call:{abc}" and keys.call_events("abc") == "cb:call:{abc}:events"
     assert keys.worker_calls("w1") == "cb:worker:{w1}:calls" and keys.worker_heartbeat("w1") == "cb:worker:{w1}:hb"
-    assert all("{rollout}" in k for k in (keys.rollout_flag("x"), keys.ROLLOUT_AUDIT, keys.variant_calls("x", "v")))
+    assert all("{rollout}" in k for k in (keys.rollout_flag("x"), keys.ROLLOUT_AUDIT, keys.rollout_refused("x")))
+    assert keys.variant_calls("x", "v") == "cb:rollout:{x:v}:calls"  # the per-call windows spread over slots
 
 
 async def test_flush_waits_for_a_pipeline_already_under_way(redis_server: EmbeddedRedis, raw: aioredis.Redis) -> None:

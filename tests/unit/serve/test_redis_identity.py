@@ -26,3 +26,9 @@ def test_another_port_database_socket_or_sentinel_service_is_another_redis() -> 
     }
     assert len(seen) == 8
     assert redis_identity("redis+sentinel://s1,s2/callbridge") == redis_identity("redis+sentinel://s3/callbridge/0")
+
+
+def test_a_cluster_is_the_nodes_its_url_names_in_any_order() -> None:
+    one = redis_identity("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7000")
+    assert one == redis_identity("redis+cluster://10.0.0.2:7000,10.0.0.1:7000")
+    assert one != redis_identity("redis+cluster://10.0.0.3:7000") != redis_identity("redis://10.0.0.1:7000/0")
