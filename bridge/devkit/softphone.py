@@ -43,6 +43,9 @@ def _default_host(uri: str) -> str:
         return "127.0.0.1" if host == "localhost" else "0.0.0.0"
 
 
+SIP_TRACE_CHARS = 64_000  # the softphone's SIP trace keeps whole packets (escaped as every log line is)
+
+
 # -- public coroutine API ----------------------------------------------------------------------------------
 
 
@@ -76,6 +79,7 @@ class PhoneSetup:
             user="softphone",
             user_agent="callbridge-softphone",
             pjsua_log_level=self.log_level,
+            pjsua_log_chars=SIP_TRACE_CHARS,
             concealment=self.concealment,
             jitter_buffer_ms=self.jitter_buffer_ms,
         )
@@ -99,6 +103,7 @@ async def listen(
         user="agent",
         user_agent="callbridge-softphone",
         pjsua_log_level=log_level,
+        pjsua_log_chars=SIP_TRACE_CHARS,
         jitter_buffer_ms=jitter_buffer_ms,
     )
     async with Softphone(config) as phone:

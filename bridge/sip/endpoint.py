@@ -68,7 +68,6 @@ ALLOWED_CODECS = ("PCMU/8000/1", "PCMA/8000/1")  # first is preferred when we of
 # a refused caller's number in the log keeps its last digits, as a dialplan's default privacy does
 # (bridge.dialplan.Privacy.caller_visible_digits): no plan has taken the call
 REFUSED_CALLER_VISIBLE_DIGITS = 4
-PJSIP_LOG_CHARS = 400  # a pjsip log line (a packet it quotes) is cut here, with a marker
 
 
 class SipError(BridgeError):
@@ -373,7 +372,7 @@ class SipEndpoint:
         self._burst: asyncio.Task[None] | None = None  # the 5 ms polls after SIP traffic
         self._closed = False
         # pjsip's log lines, bounded (garbage floods would flood the log; a packet dump is cut to its head)
-        self.log_limiter = LogLimiter(max_chars=PJSIP_LOG_CHARS)
+        self.log_limiter = LogLimiter(max_chars=config.pjsua_log_chars)
         self.setup_budget = SetupBudget()  # call set-ups per window, bounded (see SetupBudget)
         self._refusal_log = LogLimiter(per_second=20.0, burst=100.0, max_chars=500)  # one line per refused INVITE
         self.rejected: collections.Counter[int] = collections.Counter()  # status code -> INVITEs refused

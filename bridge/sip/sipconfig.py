@@ -67,6 +67,9 @@ class SipConfig:
     user: str = "callbridge"  # user part of the local account URI
     user_agent: str = ""  # Server and User-Agent headers: "" sends none (nothing names the product to a scanner)
     pjsua_log_level: int = 1  # pjlib log level 0-6, forwarded to logger "bridge.sip.pjsua"; 4+ logs SIP messages
+    # a pjsip log line (a packet it quotes) is cut here, with a marker: a peer's packet cannot flood the log. The
+    # softphone, a tool its user points at a far end to read the SIP trace, keeps whole packets (still escaped)
+    pjsua_log_chars: int = 400
     poll_interval_s: float = 0.02  # libHandleEvents while shutting down (in service: the metronome's 20 ms beat)
     busy_poll_interval_s: float = 0.005  # the same after SIP traffic while polls find more (bursts, floods)
     shutdown_grace_s: float = 1.0  # how long close() waits for BYEs to complete
