@@ -16,10 +16,14 @@ call recovers, so 30 % of connects refused fails only about 10 % of calls.
 
 The experiment's settings, within docs/configuration.md's ranges: ``min_calls`` 10 (the documented floor) and
 ``tau`` 1 (a mixture spread on the standardized effect; 30 % failures against none is an effect of about 0.8 of a
-call's standard deviation, found fastest by a spread near 1). The other settings keep their defaults: ``alpha``
-0.05 split over the four default guardrails, the breaker's run. Simulated through the engine, 30 % against 0 % is
-decided after a median of about 105 calls (95 %: 165, 99.9 %: about 215), so up to 240 calls in batches of 30;
-equal variants failing 30 % each are decided within 60 calls in none of 1,000 simulated runs.
+call's standard deviation, found fastest by a spread near 1), and ``breaker_min_run`` 10: the breaker is for a
+candidate that fails call after call; at its default of 5 a candidate failing 30 % of its calls trips it now and
+then too (five in a row is one chance in 500 per call, and the calls of one down spell fail together), and this test
+is about the sequential test; a run of 10 is one chance in about 240,000, and the dead candidate of the breaker's
+test still makes it within its first batch. The rest keep their defaults (``alpha`` 0.05 split over the four
+default guardrails). Simulated through the engine, 30 % against 0 % is decided after a median of about 105 calls
+(95 %: 165, 99.9 %: about 215), so up to 240 calls in batches of 30; equal variants failing 30 % each are decided
+within 60 calls in none of 1,000 simulated runs.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[3]
 CANARY = {
     **plan("canary", "3210", {"model_selection": "new"}, sticky="call",
-           experiment={"min_calls": 10, "tau": 1.0, "promote": False}),  # the module doc says why
+           experiment={"min_calls": 10, "tau": 1.0, "breaker_min_run": 10, "promote": False}),  # the doc says why
     "greeting": "Greet the caller.",
     "outage": {"hold_s": 0.05, "failover": "goodbye"},  # reconnects for 50 ms (one or two attempts), then the goodbye
     # the contact center hears of each decision: queued for this endpoint (no deliverer runs in this stack)
