@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import fnmatch
+import math
+import random
 import types
 import typing
 from collections.abc import Mapping
@@ -42,6 +44,9 @@ class Faults:
     refuse_models: str = ""  # comma-separated model patterns (fnmatch) whose WebSocket upgrade fails with ...
     refuse_status: int = 503  # ... this HTTP status, before any session (a connect failure for that model)
     refuse_share: float = 1.0  # the share of those connections refused, drawn per connection (seeded by ``seed``)
+    # > 0: refuse_share is drawn per spell of this many seconds instead, every connection of a spell refused or
+    # not together: a model down that share of the time in short spells, which a call's reconnects do not outlast
+    refuse_spell_s: float = 0.0
     # comma-separated model patterns (fnmatch) the service has retired: answered as the service answers a model it
     # refuses (Realtime: ``error`` model_not_found, then close 4000; GPT-Live: invalid_model), not as an outage
     retire_models: str = ""
@@ -53,6 +58,16 @@ class Faults:
     def __post_init__(self) -> None:
         if not 0.0 <= self.refuse_share <= 1.0:
             raise ValueError(f"setting 'refuse_share': a share in [0, 1], got {self.refuse_share!r}")
+        if not self.refuse_spell_s >= 0.0:
+            raise ValueError(f"setting 'refuse_spell_s': seconds >= 0, got {self.refuse_spell_s!r}")
+
+    def refusal_draw(self, connection_draw: float, at_s: float, salt: str) -> float:
+        """The draw a connection's refusal is decided by (:meth:`refusal_status`): its own ``connection_draw``, or
+        with ``refuse_spell_s`` the draw of the spell holding ``at_s`` (seconds since the server started), the same
+        for every connection of that spell; ``salt`` (the seed, or one random per server) picks the spells' draws."""
+        if self.refuse_spell_s <= 0:
+            return connection_draw
+        return random.Random(f"{salt}:{math.floor(at_s / self.refuse_spell_s)}").random()
 
     def refusal_status(self, model: str, draw: float = 0.0) -> int | None:
         """The HTTP status the upgrade of a connection for ``model`` fails with, or None; ``draw`` is the

@@ -32,6 +32,7 @@ import fnmatch
 import json
 import logging
 import random
+import secrets
 import ssl
 import time
 from collections import deque
@@ -111,6 +112,8 @@ class EmulatorServer(Service):
         self.sessions: list[SessionRecord] = []
         self.refused: list[dict[str, Any]] = []  # upgrades refused by the refuse_models fault: t, model, status
         self._refuse_draws = random.Random(self.settings.seed)  # refuse_share's draws, one per connection
+        self._spell_salt = secrets.token_hex(8)  # refuse_spell_s's draws without a seed: this server's own
+        self._started = time.monotonic()
         self._live: dict[str, Connection] = {}
         self.pending: deque[_Pending] = deque()
         self._runner: web.AppRunner | None = None
@@ -270,7 +273,10 @@ class EmulatorServer(Service):
         initial = secret.sessions.get(dialect) if secret is not None else None
         if not model and initial is not None:
             model = str(initial.get("model") or "")
-        status = settings.faults.refusal_status(model or dialect.default_model, self._refuse_draws.random())
+        faults = settings.faults
+        salt = self._spell_salt if settings.seed is None else str(settings.seed)  # a seed: the same spells each run
+        draw = faults.refusal_draw(self._refuse_draws.random(), time.monotonic() - self._started, salt)
+        status = faults.refusal_status(model or dialect.default_model, draw)
         if status is not None:  # the refuse_models fault: the upgrade itself fails, as when the service is down
             self.refused.append({"t": time.time(), "model": model, "status": status})
             return http_error(status, "emulator_refused", f"Emulator: connections for {model!r} are refused.")

@@ -100,6 +100,14 @@ async def append(
     return entry_id
 
 
+def _later(entry_id: str, last_id: str) -> bool:
+    """Is stream entry ``entry_id`` after ``last_id`` (``-``: before every entry)? Ids are ``ms-seq``."""
+    if last_id == "-":
+        return True
+    mine, last = (tuple(int(p) for p in i.split("-", 1)) for i in (entry_id, last_id))
+    return mine > last
+
+
 def _entries(raw: Any) -> list[tuple[str, dict[str, Any] | str]]:
     """Stream entries (XRANGE's answer) as (id, record) or (id, the id a repeat mark points at); undecodable ones
     left out."""
@@ -186,6 +194,8 @@ class LiveExperiment:
             return []
         out: list[Decision] = []
         for entry_id, value in _entries(raw):
+            if not _later(entry_id, state.last_id):
+                continue  # fed meanwhile by another call's after_call, whose read overlapped this one
             state.last_id = entry_id
             if isinstance(value, dict):
                 out += state.replay.feed(value)

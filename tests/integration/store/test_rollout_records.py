@@ -182,3 +182,16 @@ def _no_redis() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if "REDIS" not in k}
+
+
+async def test_calls_ending_together_feed_each_record_to_the_live_experiment_once(
+    redis_server: EmbeddedRedis, raw: aioredis.Redis, tmp_path: Path
+) -> None:
+    _, spec = _spec(tmp_path)
+    worker, rng = records.LiveExperiment(), random.Random(3)
+    for batch in range(5):  # three calls end at once: each writes its record, then their after_calls overlap
+        for i in range(3):
+            await records.append(raw, "support", _record(rng, 1000.0 + 3 * batch + i, "cand", "e", 0.0))
+        await asyncio.gather(*(worker.after_call(raw, "support", spec) for _ in range(3)))
+    arms = worker.plans["support"].replay.experiment.arms
+    assert arms["cand"].calls == 15 and arms["safe"].calls == 0  # the 15 records, each once
