@@ -61,11 +61,16 @@ function download(callId, format, label) {
   return h("a", { href, download: "", class: `export ${format}`, onclick: (e) => e.stopPropagation() }, label);
 }
 
-function summary(call) {
-  // the model's summary, or why there is none (never one made up); "–" where the plan asks for none
-  if (call.summary) return h("td", { class: "summary" }, call.summary);
+function afterCall(call) {
+  // under the end reason: the model's disposition, its summary (or why there is none: never one made up) and the
+  // compliance checks that failed; nothing for a plan that asks for none, so the table still fits beside a call
+  if (!call.disposition && !call.summary && !call.post_call_status && !call.failed_checks.length) return [];
   const why = call.post_call_status && call.post_call_status !== "ok" ? `no summary: ${call.post_call_status}` : "–";
-  return h("td", { class: "summary muted" }, why);
+  return [
+    h("div", { class: "disposition" }, call.disposition || "–"),
+    h("div", { class: call.summary ? "summary" : "summary muted", title: call.summary || why }, call.summary || why),
+    h("div", { class: "failed-checks" }, ...call.failed_checks.map((name) => h("span", { class: "check bad" }, name))),
+  ];
 }
 
 function row(call) {
@@ -76,11 +81,8 @@ function row(call) {
     h("td", { class: "dialplan" }, call.dialplan),
     h("td", { class: "variant" }, call.variant || "–"),
     h("td", { class: "duration" }, call.duration_s === null ? "–" : clock(call.duration_s)),
-    h("td", { class: "reason" }, call.end_reason),
+    h("td", { class: "reason" }, h("span", { class: "end-reason" }, call.end_reason), ...afterCall(call)),
     marks(call),
-    h("td", { class: "disposition" }, call.disposition || "–"),
-    summary(call),
-    h("td", { class: "failed-checks" }, ...call.failed_checks.map((name) => h("span", { class: "mark bad" }, name))),
     h("td", { class: "last-line" }, call.last_transcript),
     h("td", { class: "downloads" }, download(call.call_id, "json", "JSON"), " ", download(call.call_id, "text", "Text")),
   );
