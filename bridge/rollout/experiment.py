@@ -15,6 +15,7 @@ guardrail              kind           one call's value                          
 ``repeat_rate``        proportion     ``repeat``                                                0.03 (off)
 ``handle_time_s``      mean           ``handle_time_s``                                         30 s (off)
 ``cost_per_call_usd``  mean           ``cost_usd`` (calls with a price)                         0.02 (off)
+``check_fail_rate``    proportion     ``failed_checks`` names a compliance check (plans with any)  0.02 (off)
 =====================  =============  ========================================================  ==============
 
 **The test** (mSPRT: Robbins 1970; Johari, Pekelis, Walsh 2017). For a guardrail, ``diff`` is the candidate's mean
@@ -130,6 +131,7 @@ GUARDRAILS: dict[str, Guardrail] = {
         Guardrail("repeat_rate", Kind.PROPORTION, _flag("repeat"), 0.03, False),
         Guardrail("handle_time_s", Kind.MEAN, _positive("handle_time_s", log=False), 30.0, False),
         Guardrail("cost_per_call_usd", Kind.MEAN, _positive("cost_usd", log=False), 0.02, False),
+        Guardrail("check_fail_rate", Kind.PROPORTION, _flag("failed_checks"), 0.02, False),
     )
 }
 

@@ -20,6 +20,8 @@ A record (``bridge.serve.outcome.outcome_record`` builds it from the call's repo
 ``repeat``          the same caller called the plan again within ``keys.REPEAT_WINDOW_S`` (72 h; set on the earlier
                     when the later call ends; the caller is matched by a keyed hash, never the number)
 ``disposition``     the call report's disposition, null where it has none
+``failed_checks``   the names of the plan's compliance checks the call failed (``[]``: all passed); null where the
+                    plan has no checks
 ==================  ==================================================================================================
 
 An **epoch** is the calls since the weights last changed. Records arrive in the order calls end, so a call drawn
@@ -51,6 +53,7 @@ RECORD_FIELDS = (
     "cost_usd",
     "repeat",
     "disposition",
+    "failed_checks",
 )
 
 

@@ -66,6 +66,8 @@ def outcome_record(
         "cost_usd": stats.get("cost_usd"),
         "repeat": False,
         "disposition": disposition if isinstance(disposition, str) else None,
+        # the compliance checks the call failed (bridge.call.checks); null: the plan has none
+        "failed_checks": [c["name"] for c in report.checks if not c.get("passed")] if report.checks else None,
     }
 
 

@@ -270,7 +270,26 @@ def test_a_calls_outcome_record_has_the_issues_fields() -> None:
     assert tuple(record) == RECORD_FIELDS
     assert record["transferred"] is True and record["abandoned"] is False and record["handle_time_s"] == 65.0
     assert (record["outcome"], record["greeting_ms"], record["first_reply_ms"]) == ("recovered", 800.0, None)
-    assert record["repeat"] is False and record["disposition"] is None
+    assert record["repeat"] is False and record["disposition"] is None and record["failed_checks"] is None
+    report.post_call = {"summary": "Refund asked.", "disposition": "refund", "fields": None, "status": "ok"}
+    report.checks = [{"name": "disclosure", "passed": True, "detail": ""},
+                     {"name": "never_say", "passed": False, "detail": "the agent said 'guaranteed'"}]  # fmt: skip
+    record = outcome_record(report, stats, t=2000.0, started=1934.9, variant="cand", epoch="e1")
+    assert (record["disposition"], record["failed_checks"]) == ("refund", ["never_say"])
+
+
+def test_a_candidate_failing_compliance_checks_more_often_is_estimated_and_rolled_back_when_guarded() -> None:
+    rng = random.Random(11)
+    calls = [{**c, "failed_checks": ["never_say"] if rng.random() < (0.2 if c["variant"] == "cand" else 0.02) else []}
+             for c in _stream(rng, 3000, 0.5)]  # fmt: skip
+    unguarded, exp = replay(ExperimentSpec(promote=False), "safe", ["cand", "safe"], calls)
+    assert unguarded == []  # off by default: estimated, never acted on
+    rate = exp.estimates()["cand"]["check_fail_rate"]
+    assert rate["value"] > 0.1 and rate["vs_safe"]["ci95"][0] > 0
+    guarded = ExperimentSpec(promote=False, guardrails={"check_fail_rate": GuardrailSetting()})
+    decisions, _ = replay(guarded, "safe", ["cand", "safe"], calls)
+    assert [(d.variant, d.action) for d in decisions] == [("cand", "rollback")]
+    assert decisions[0].reason.startswith("cand: check_fail_rate:")
 
 
 @pytest.mark.parametrize(
