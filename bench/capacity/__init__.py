@@ -53,14 +53,33 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--calls", type=int, default=16, help="concurrent calls measured (default 16)")
     parser.add_argument("--seconds", type=float, default=12.0, help="the measured window (default 12)")
     parser.add_argument("--quick", action="store_true", help="4 calls for 5 s: that it runs, not a plan to trust")
-    parser.add_argument("--cores-per-node", type=int, default=defaults.cores_per_node)
-    parser.add_argument("--memory-gb-per-node", type=float, default=defaults.memory_gb_per_node)
+    parser.add_argument(
+        "--cores-per-node", type=int, default=defaults.cores_per_node, help="cores of one node (default %(default)s)"
+    )
+    parser.add_argument(
+        "--memory-gb-per-node",
+        type=float,
+        default=defaults.memory_gb_per_node,
+        help="memory of one node, GB (default %(default)s)",
+    )
     parser.add_argument(
         "--headroom", type=float, default=defaults.headroom, help="target utilisation, 0-1 (default 0.6)"
     )
-    parser.add_argument("--redis-cmds-per-shard", type=float, default=defaults.redis_cmds_per_shard)
-    parser.add_argument("--front-cores", type=int, default=defaults.front_cores)
-    parser.add_argument("--mean-call-s", type=float, default=defaults.mean_call_s)
+    parser.add_argument(
+        "--redis-cmds-per-shard",
+        type=float,
+        default=defaults.redis_cmds_per_shard,
+        help="commands a second one Redis primary carries, headroom included (default %(default)s)",
+    )
+    parser.add_argument(
+        "--front-cores", type=int, default=defaults.front_cores, help="cores of one front (default %(default)s)"
+    )
+    parser.add_argument(
+        "--mean-call-s",
+        type=float,
+        default=defaults.mean_call_s,
+        help="mean call length in seconds, for set-ups (default %(default)s)",
+    )
     parser.add_argument("--no-front", action="store_true", help="call the workers directly even with Kamailio")
     parser.add_argument("--json", action="store_true", help="the cost, the assumptions and the plan as one object")
     return parser

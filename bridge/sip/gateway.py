@@ -48,7 +48,8 @@ What the gateway decides next, in ``onIncomingCall``, before the app sees the ca
   credentials at all is challenged before pjsua makes it a call (:mod:`bridge.sip.rxhook`): it holds no call slot;
 * the source already holds ``SipConfig.calls_per_source`` calls here (sources in ``allowed_sources`` exempt, and
   loopback under the closed default): ``486 Busy Here (too many calls from this source)``. Only an admitted call
-  takes a slot.
+  takes a slot. A call through a trusted front is the front's to count (``front_calls_per_source``): the front is
+  one source for all its callers, and it knows each caller's calls across every worker.
 
 And during a call: a REFER from the caller and an INVITE with ``Replaces`` aimed at a bridged call are declined
 with ``603`` (pjsua would otherwise dial the Refer-To URI itself); a DTMF "digit" outside 0-9 * # A-D (SIP INFO
@@ -823,6 +824,8 @@ class SipGateway(Service):
         message, packet_source = str(prm.rdata.wholeMsg), str(prm.rdata.srcAddress)
         verdict = self._admit(message, packet_source)
         if verdict.status:
+            return verdict
+        if in_networks(packet_source, self._fronts):  # the front holds its callers to front_calls_per_source
             return verdict
         return self._source_slot(self.caller_source(packet_source, message)) or verdict
 
