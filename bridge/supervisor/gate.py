@@ -163,12 +163,15 @@ class Door(asyncio.Protocol):
             transport.abort()
             return
         gate.lingering += 1
-        transport.write(refusal)
-        if transport.can_write_eof():
-            transport.write_eof()
-        else:  # TLS: its close says so after the answer
-            transport.close()
         self.linger = asyncio.get_running_loop().call_later(LINGER_S, transport.abort)
+        try:
+            transport.write(refusal)
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:  # TLS: its close says so after the answer
+                transport.close()
+        except OSError:  # the client is gone already (reset before the answer): nothing to say, nothing to log
+            transport.abort()
 
     def close(self) -> None:
         if self.transport is not None:
