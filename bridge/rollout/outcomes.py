@@ -12,7 +12,8 @@ A record (``bridge.serve.outcome.outcome_record`` builds it from the call's repo
 ``transferred``     the agent handed the caller over (a transfer was decided)
 ``abandoned``       the caller hung up before being served: while ringing (the end reason ``caller abandoned
                     while ringing``), before hearing the agent at all, or while waiting for the agent's answer to
-                    their last turn (its first reply, or dead air later)
+                    their last turn (its first reply, or dead air later); a ``connect_failure`` is never also
+                    ``abandoned`` (its caller hung up on the apology: the failure rate counts it)
 ``handle_time_s``   the answer to the end (a transfer ends our side of the call at the hand-off)
 ``greeting_ms``     the answer to the agent's first audio (null: none)
 ``first_reply_ms``  the caller's first turn to the agent's answer (null: none)

@@ -59,7 +59,8 @@ def outcome_record(
         "epoch": epoch,
         "outcome": str(stats.get("outcome", "ok")),
         "transferred": any(isinstance(r, ev.TransferDecided) for _, r in report.reports),
-        "abandoned": abandoned(report),
+        # a caller who hangs up on the apology of a model that never connected is the connect failure's, counted once
+        "abandoned": abandoned(report) and stats.get("outcome") != "connect_failure",
         "handle_time_s": round(max(handle, 0.0), 3),
         "greeting_ms": stats.get("greeting_ms"),
         "first_reply_ms": stats.get("first_reply_ms"),

@@ -292,6 +292,22 @@ def test_a_candidate_failing_compliance_checks_more_often_is_estimated_and_rolle
     assert decisions[0].reason.startswith("cand: check_fail_rate:")
 
 
+def test_a_caller_hanging_up_on_a_failed_connects_apology_is_a_connect_failure_not_an_abandon() -> None:
+    report = _report(
+        (100.0, ev.Answered()),
+        (4100.0, ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER)),
+        answered=True,
+        first_audio_ms=None,
+        ended_by=ev.EndedBy.CALLER,
+        end_reason="caller hung up",
+    )
+    assert outcomes.abandoned(report)  # as the caller saw it: never served
+    failed = outcome_record(report, {"outcome": "connect_failure"}, t=2000.0, started=1996.0, variant="c", epoch="e")
+    assert (failed["outcome"], failed["abandoned"]) == ("connect_failure", False)
+    served_late = outcome_record(report, {"outcome": "ok"}, t=2000.0, started=1996.0, variant="c", epoch="e")
+    assert served_late["abandoned"] is True
+
+
 @pytest.mark.parametrize(
     ("fields", "abandoned"),
     [
