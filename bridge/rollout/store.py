@@ -438,14 +438,15 @@ class RolloutStore:
             window_s = ((await self.stored_flag(dialplan)) or self.default_for(dialplan)).window_s
         since = self._clock() - window_s
         names = self.spec_for(dialplan).names
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=False)  # not one transaction: its keys are in different slots
         for name in names:
             pipe.zrangebyscore(keys.variant_calls(dialplan, name), since, "+inf")
+            pipe.zrangebyscore(keys.variant_calls_untagged(dialplan, name), since, "+inf")  # an older version's
         found = await self._call(pipe.execute())
         out: dict[str, WindowStats] = {}
-        for name, members in zip(names, found, strict=True):
+        for name, tagged, untagged in zip(names, found[::2], found[1::2], strict=True):
             records = []
-            for m in members:
+            for m in [*tagged, *untagged]:
                 try:
                     record = json.loads(m)
                 except ValueError:

@@ -18,6 +18,8 @@ key                                          type        holds                  
                                                                                                          AUDIT_MAXLEN
 ``cb:rollout:{<dp>:<variant>}:calls``        sorted set  one member per finished call (its numbers as    HEALTH_TTL_S
                                                          JSON), score = time
+``cb:{rollout}:calls:<dp>:<variant>``        sorted set  the same window as older versions wrote it:     HEALTH_TTL_S
+                                                         read beside the one above, never written
 ``cb:{rollout}:refused:<dialplan>``          hash        variant -> JSON {model, code, at}: variants     none
                                                          whose model the service refused
 ``cb:rollout:{<dialplan>}:records``          stream      one outcome record per finished call (``r``,    RECORDS_TTL_S;
@@ -189,6 +191,13 @@ def rollout_caller(dialplan: str, caller_hash: str) -> str:
 def rollout_decided(dialplan: str) -> str:
     """The decisions of a plan's experiment, one field per epoch and variant."""
     return tagged("rollout", dialplan, "decided")
+
+
+def variant_calls_untagged(dialplan: str, variant: str) -> str:
+    """Where versions before the per-variant tags kept a variant's window (under ``{rollout}``). While such a version
+    still runs beside this one in a rolling upgrade its workers write there, so the window is read from both keys
+    until that one expires (``HEALTH_TTL_S`` after its last write); nothing writes it any more."""
+    return ":".join((PREFIX, ROLLOUT_TAG, "calls", dialplan, variant))
 
 
 def variant_calls(dialplan: str, variant: str) -> str:

@@ -254,6 +254,25 @@ async def test_calls_outside_the_window_do_not_count(redis_server: EmbeddedRedis
         assert 0 < await raw.ttl(keys.variant_calls("support", NEW)) <= keys.HEALTH_TTL_S
 
 
+async def test_calls_an_older_version_recorded_during_a_rolling_upgrade_still_count(
+    redis_server: EmbeddedRedis, raw: aioredis.Redis
+) -> None:
+    """Before the per-variant hash tags a window lived under ``{rollout}``; a worker of that version, still running
+    beside this one, writes there, and a rollback decided here counts its calls too."""
+    async with store_of(redis_server) as store:
+        await store.set_flag("support", {"weights": {NEW: 1, SAFE: 1}, "min_calls": 20}, "a", "half")
+        now = time.time()
+        for i in range(20):  # what the older worker wrote: every call of the new variant failed
+            member = json.dumps({"t": now, "id": f"old{i}", **call("connect_failure")})
+            await raw.zadd(keys.variant_calls_untagged("support", NEW), {member: now})
+        await record(store, SAFE, ok=20)
+        await record(store, NEW, ok=1)
+        stats = await store.window("support")
+        assert (stats[NEW].calls, stats[NEW].failures) == (21, 20)
+        (rollback,) = await store.check_rollback("support")
+        assert rollback.variant == NEW
+
+
 # ------------------------------------------------------------------------------------------------ Redis outage
 async def test_a_redis_outage_never_blocks_a_call(redis_server: EmbeddedRedis) -> None:
     sales = SUPPORT.model_copy(update={"variants": (SUPPORT.variants[0].model_copy(update={"weight": 0}),
