@@ -31,10 +31,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final
 
 from bench.capacity.plan import Assumptions, CallCost, format_plan, plan, plan_json
 
@@ -44,6 +45,18 @@ if TYPE_CHECKING:
 RTP_HEADERS = 12 + 8 + 20  # RTP, UDP, IPv4: on the wire beside each packet's payload
 INFO_REQUEST = b"*3\r\n$4\r\nINFO\r\n$5\r\nstats\r\n$12\r\ncommandstats\r\n"
 LOG_NAME = "callbridge-bench-capacity.log"
+# What the plan assumes beside the measured cost, each an option (``cores_per_node``: ``--cores-per-node``, of the
+# field's type, defaulting to ``Assumptions``' own): what its help says.
+ASSUMPTION_OPTIONS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "cores_per_node": "cores of one node",
+        "memory_gb_per_node": "memory of one node, GB",
+        "headroom": "target utilisation, 0-1",
+        "redis_cmds_per_shard": "commands a second one Redis primary carries, headroom included",
+        "front_cores": "cores of one front",
+        "mean_call_s": "mean call length in seconds, for set-ups",
+    }
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,33 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--calls", type=int, default=16, help="concurrent calls measured (default 16)")
     parser.add_argument("--seconds", type=float, default=12.0, help="the measured window (default 12)")
     parser.add_argument("--quick", action="store_true", help="4 calls for 5 s: that it runs, not a plan to trust")
-    parser.add_argument(
-        "--cores-per-node", type=int, default=defaults.cores_per_node, help="cores of one node (default %(default)s)"
-    )
-    parser.add_argument(
-        "--memory-gb-per-node",
-        type=float,
-        default=defaults.memory_gb_per_node,
-        help="memory of one node, GB (default %(default)s)",
-    )
-    parser.add_argument(
-        "--headroom", type=float, default=defaults.headroom, help="target utilisation, 0-1 (default 0.6)"
-    )
-    parser.add_argument(
-        "--redis-cmds-per-shard",
-        type=float,
-        default=defaults.redis_cmds_per_shard,
-        help="commands a second one Redis primary carries, headroom included (default %(default)s)",
-    )
-    parser.add_argument(
-        "--front-cores", type=int, default=defaults.front_cores, help="cores of one front (default %(default)s)"
-    )
-    parser.add_argument(
-        "--mean-call-s",
-        type=float,
-        default=defaults.mean_call_s,
-        help="mean call length in seconds, for set-ups (default %(default)s)",
-    )
+    for name, said in ASSUMPTION_OPTIONS.items():
+        default = getattr(defaults, name)
+        option = "--" + name.replace("_", "-")
+        parser.add_argument(option, type=type(default), default=default, help=f"{said} (default %(default)s)")
     parser.add_argument("--no-front", action="store_true", help="call the workers directly even with Kamailio")
     parser.add_argument("--json", action="store_true", help="the cost, the assumptions and the plan as one object")
     return parser
@@ -92,14 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.calls, args.seconds = 4, 5.0
     if args.calls < 1 or args.seconds <= 0:
         parser.error("--calls and --seconds must be positive")
-    assume = Assumptions(
-        cores_per_node=args.cores_per_node,
-        headroom=args.headroom,
-        memory_gb_per_node=args.memory_gb_per_node,
-        redis_cmds_per_shard=args.redis_cmds_per_shard,
-        front_cores=args.front_cores,
-        mean_call_s=args.mean_call_s,
-    )
+    assume = Assumptions(**{name: getattr(args, name) for name in ASSUMPTION_OPTIONS})
     try:
         plan(CallCost(0, 0, 0, 0, 0, 0), assume)  # the assumptions checked before anything runs
     except ValueError as exc:
