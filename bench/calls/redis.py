@@ -2,8 +2,8 @@
 
 The step's workers write to a private ``redis-server`` the bench starts (nothing else uses it). Over the step's
 measured window only (it opens ``SETUP_S`` after every call was placed and closes before the callers hang up, so
-no call's set-up or tear-down is in it: a call's steady state), the bench reads ``INFO commandstats`` and ``INFO
-stats`` at both ends and runs ``MONITOR`` between them (:mod:`bridge.devkit.redis_count`). Commands and the bytes
+no call's set-up or tear-down is in it: a call's steady state), the bench reads ``INFO stats
+commandstats`` at both ends and runs ``MONITOR`` between them (:mod:`bridge.devkit.redis_count`). Commands and the bytes
 the clients sent (``total_net_input_bytes``) per call-second = the difference / (calls x window seconds); the split
 by key kind is MONITOR's (the bytes of each command's arguments).
 """
@@ -14,24 +14,18 @@ import asyncio
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from bridge.devkit.redis_count import CommandCount, command_stats, difference
 
 
 async def measure(url: str, calls: int, start_at: float, end_at: float) -> dict[str, Any]:
     """Between ``start_at`` and ``end_at`` (CLOCK_MONOTONIC): the step's ``redis`` figures."""
-    client = aioredis.from_url(url, decode_responses=True)
-    try:
-        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-        async with CommandCount(url) as count:
-            before, began = await command_stats(client), time.monotonic()
-            await asyncio.sleep(max(0.0, end_at - time.monotonic()))
-            after, ended = await command_stats(client), time.monotonic()
-    finally:
-        await client.aclose()
-    bytes_in = after.net_input_bytes - before.net_input_bytes
-    return figures(difference(before, after).calls, bytes_in, count, calls * (ended - began))
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+    async with CommandCount(url) as count:
+        before, began = await command_stats(url), time.monotonic()
+        await asyncio.sleep(max(0.0, end_at - time.monotonic()))
+        after, ended = await command_stats(url), time.monotonic()
+    moved = difference(before, after)
+    return figures(moved.calls, moved.net_input_bytes, count, calls * (ended - began))
 
 
 def figures(by_command: dict[str, int], bytes_in: int, count: CommandCount, call_seconds: float) -> dict[str, Any]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 FRAME_MS = 20
 FRAMES_PER_S = 1000 // FRAME_MS
@@ -413,25 +413,27 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             f"inbound p99 (capture + uplink) at {ours} calls: {'-' if p99 is None else f'{p99:.1f} ms'} "
             f"(goal <= 10 ms: {_goal(summary['goal_inbound_p99_met'])})"
         )
-    if "cost_step" in summary:
-        lines.append(_cost_line(summary))
-    if "front_max_calls" in summary:
-        lines.append(_front_line(summary))
-    if "srtp_max_calls" in summary:
-        ratio = summary["srtp_cpu_ratio"]
-        lines.append(
-            f"with SRTP: {summary['srtp_max_calls']} clean calls; workers' CPU per call at {summary['srtp_cpu_step']} "
-            f"calls {summary['srtp_cpu_per_call_pct']}% against {summary['plain_cpu_per_call_pct']}% plain -> "
-            f"{'n/a' if ratio is None else f'{100 * (ratio - 1):+.1f}%'} (goal <= +10%: "
-            f"{_goal(summary['goal_srtp_cpu_met'])})"
-        )
-    if "model_tls_max_calls" in summary:
-        lines.append(_model_tls_line(summary))
-    if "echo_off_max_calls" in summary:
-        lines.append(_echo_line(summary))
+    lines += [line(summary) for key, line in _PATH_LINES if key in summary]
     if "duplex_step" in summary:
         lines += _duplex_lines(summary)
     return lines
+
+
+def _cpu_ratio_line(head: str, summary: dict[str, Any], keys: tuple[str, str, str, str], cpu: tuple[str, str]) -> str:
+    """A path's clean calls and its workers' CPU per call against the bridge path's at the same step, and the CPU's
+    goal of at most +10%. ``keys``: the summary's max calls, step, ratio and goal met; ``cpu``: the two figures, as
+    the line says them."""
+    calls, step, ratio, met = (summary[key] for key in keys)
+    return (
+        f"{head}: {calls} clean calls; workers' CPU per call at {step} calls {cpu[0]} against {cpu[1]} -> "
+        f"{'n/a' if ratio is None else f'{100 * (ratio - 1):+.1f}%'} (goal <= +10%: {_goal(met)})"
+    )
+
+
+def _srtp_line(summary: dict[str, Any]) -> str:
+    keys = ("srtp_max_calls", "srtp_cpu_step", "srtp_cpu_ratio", "goal_srtp_cpu_met")
+    cpu = (f"{summary['srtp_cpu_per_call_pct']}%", f"{summary['plain_cpu_per_call_pct']}% plain")
+    return _cpu_ratio_line("with SRTP", summary, keys, cpu)
 
 
 def _model_tls_line(summary: dict[str, Any]) -> str:
@@ -450,14 +452,12 @@ def _model_tls_line(summary: dict[str, Any]) -> str:
 
 
 def _echo_line(summary: dict[str, Any]) -> str:
-    ratio = summary["echo_cpu_ratio"]
-    return (
-        f"echo guard off: {summary['echo_off_max_calls']} clean calls; workers' CPU per call at "
-        f"{summary['echo_cpu_step']} calls {summary['echo_on_cpu_per_call_pct']}% with the guard (the default) "
-        f"against {summary['echo_off_cpu_per_call_pct']}% without -> "
-        f"{'n/a' if ratio is None else f'{100 * (ratio - 1):+.1f}%'} (goal <= +10%: "
-        f"{_goal(summary['goal_echo_cpu_met'])})"
+    keys = ("echo_off_max_calls", "echo_cpu_step", "echo_cpu_ratio", "goal_echo_cpu_met")
+    cpu = (
+        f"{summary['echo_on_cpu_per_call_pct']}% with the guard (the default)",
+        f"{summary['echo_off_cpu_per_call_pct']}% without",
     )
+    return _cpu_ratio_line("echo guard off", summary, keys, cpu)
 
 
 def _front_line(summary: dict[str, Any]) -> str:
@@ -472,3 +472,13 @@ def _front_line(summary: dict[str, Any]) -> str:
         f"{'-' if cpu is None else f'{cpu:.2f} ms'} of CPU per call, set-up "
         f"{'-' if added is None else f'{added:+.1f} ms'} (p50, front minus direct)"
     )
+
+
+# the lines of the paths that ran, in this order: (the summary's key that says the path ran, its line)
+_PATH_LINES: Final[tuple[tuple[str, Callable[[dict[str, Any]], str]], ...]] = (
+    ("cost_step", _cost_line),
+    ("front_max_calls", _front_line),
+    ("srtp_max_calls", _srtp_line),
+    ("model_tls_max_calls", _model_tls_line),
+    ("echo_off_max_calls", _echo_line),
+)

@@ -27,23 +27,35 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final
 
 from bench.capacity.plan import Assumptions, CallCost, format_plan, plan, plan_json
+from bridge.devkit.redis_count import INFO_REQUEST, Reading, difference, read_info
 
 if TYPE_CHECKING:
     from bench.calls.report import Step
 
 RTP_HEADERS = 12 + 8 + 20  # RTP, UDP, IPv4: on the wire beside each packet's payload
-INFO_REQUEST = b"*3\r\n$4\r\nINFO\r\n$5\r\nstats\r\n$12\r\ncommandstats\r\n"
 LOG_NAME = "callbridge-bench-capacity.log"
+# What the plan assumes beside the measured cost, each an option (``cores_per_node``: ``--cores-per-node``, of the
+# field's type, defaulting to ``Assumptions``' own): what its help says.
+ASSUMPTION_OPTIONS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "cores_per_node": "cores of one node",
+        "memory_gb_per_node": "memory of one node, GB",
+        "headroom": "target utilisation, 0-1",
+        "redis_cmds_per_shard": "commands a second one Redis primary carries, headroom included",
+        "front_cores": "cores of one front",
+        "mean_call_s": "mean call length in seconds, for set-ups",
+    }
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,33 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--calls", type=int, default=16, help="concurrent calls measured (default 16)")
     parser.add_argument("--seconds", type=float, default=12.0, help="the measured window (default 12)")
     parser.add_argument("--quick", action="store_true", help="4 calls for 5 s: that it runs, not a plan to trust")
-    parser.add_argument(
-        "--cores-per-node", type=int, default=defaults.cores_per_node, help="cores of one node (default %(default)s)"
-    )
-    parser.add_argument(
-        "--memory-gb-per-node",
-        type=float,
-        default=defaults.memory_gb_per_node,
-        help="memory of one node, GB (default %(default)s)",
-    )
-    parser.add_argument(
-        "--headroom", type=float, default=defaults.headroom, help="target utilisation, 0-1 (default 0.6)"
-    )
-    parser.add_argument(
-        "--redis-cmds-per-shard",
-        type=float,
-        default=defaults.redis_cmds_per_shard,
-        help="commands a second one Redis primary carries, headroom included (default %(default)s)",
-    )
-    parser.add_argument(
-        "--front-cores", type=int, default=defaults.front_cores, help="cores of one front (default %(default)s)"
-    )
-    parser.add_argument(
-        "--mean-call-s",
-        type=float,
-        default=defaults.mean_call_s,
-        help="mean call length in seconds, for set-ups (default %(default)s)",
-    )
+    for name, said in ASSUMPTION_OPTIONS.items():
+        default = getattr(defaults, name)
+        option = "--" + name.replace("_", "-")
+        parser.add_argument(option, type=type(default), default=default, help=f"{said} (default %(default)s)")
     parser.add_argument("--no-front", action="store_true", help="call the workers directly even with Kamailio")
     parser.add_argument("--json", action="store_true", help="the cost, the assumptions and the plan as one object")
     return parser
@@ -92,14 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.calls, args.seconds = 4, 5.0
     if args.calls < 1 or args.seconds <= 0:
         parser.error("--calls and --seconds must be positive")
-    assume = Assumptions(
-        cores_per_node=args.cores_per_node,
-        headroom=args.headroom,
-        memory_gb_per_node=args.memory_gb_per_node,
-        redis_cmds_per_shard=args.redis_cmds_per_shard,
-        front_cores=args.front_cores,
-        mean_call_s=args.mean_call_s,
-    )
+    assume = Assumptions(**{name: getattr(args, name) for name in ASSUMPTION_OPTIONS})
     try:
         plan(CallCost(0, 0, 0, 0, 0, 0), assume)  # the assumptions checked before anything runs
     except ValueError as exc:
@@ -139,9 +121,7 @@ def _kamailio() -> bool:
 @dataclass
 class _Sample:
     at: float
-    redis_cmds: int
-    redis_in: int
-    redis_out: int
+    redis: Reading
     model_up: int  # bytes the workers sent the model
     model_down: int  # bytes the model sent the workers
     parent_pss_kb: int
@@ -157,26 +137,10 @@ class _Probe:
     info_reply_bytes: list[int] = field(default_factory=list)  # what each of our INFO requests was answered
 
     def __call__(self, at: float) -> None:
-        stats = self._redis_info()
-        cmds = sum(int(m.group(1)) for m in re.finditer(r"^cmdstat_[^:]+:calls=(\d+)", stats, re.M))
-        net_in = int(_field(stats, "total_net_input_bytes"))
-        net_out = int(_field(stats, "total_net_output_bytes"))
+        redis, reply_bytes = read_info("127.0.0.1", self.redis_port)
+        self.info_reply_bytes.append(reply_bytes)
         up, down = _model_bytes(self.model_port)
-        self.samples.append(_Sample(at, cmds, net_in, net_out, up, down, _parent_pss_kb()))
-
-    def _redis_info(self) -> str:
-        """``INFO stats commandstats`` over a plain socket, so the reply's size on the wire is known exactly."""
-        with socket.create_connection(("127.0.0.1", self.redis_port), timeout=5) as sock:
-            sock.sendall(INFO_REQUEST)
-            data = b""
-            while b"\r\n" not in data:
-                data += sock.recv(65536)
-            head, _, body = data.partition(b"\r\n")
-            size = int(head[1:])
-            while len(body) < size + 2:
-                body += sock.recv(65536)
-        self.info_reply_bytes.append(len(head) + 2 + size + 2)
-        return body[:size].decode()
+        self.samples.append(_Sample(at, redis, up, down, _parent_pss_kb()))
 
     def cost(self, step: Step) -> CallCost:
         """One call's cost from the two samples and the step's own figures (CPU, PSS, the callers' RTP)."""
@@ -184,10 +148,11 @@ class _Probe:
         call_s = step.calls * (b.at - a.at)
         (to_pkt, to_bytes), (from_pkt, from_bytes) = step.rtp_to_callers, step.rtp_from_callers
         rtp = to_bytes + from_bytes + RTP_HEADERS * (to_pkt + from_pkt)  # over the callers' window
-        redis_cmds = b.redis_cmds - a.redis_cmds - 1  # the first INFO is counted by the second
+        moved = difference(a.redis, b.redis, skip=frozenset())
+        redis_cmds = sum(moved.calls.values()) - 1  # the first INFO is counted by the second
         # the second INFO's request is input before its own figures; the first one's reply is output after its own
-        redis_in = b.redis_in - a.redis_in - len(INFO_REQUEST)
-        redis_bytes = redis_in + (b.redis_out - a.redis_out - self.info_reply_bytes[0])
+        redis_in = moved.net_input_bytes - len(INFO_REQUEST)
+        redis_bytes = redis_in + (moved.net_output_bytes - self.info_reply_bytes[0])
         return CallCost(
             cpu_pct=step.cpu_per_call_pct,
             pss_mb=step.pss_mb_per_call or 0.0,
@@ -198,13 +163,6 @@ class _Probe:
             front_cpu_ms_per_setup=step.front_cpu_ms_per_call,
             parent_pss_mb=round(b.parent_pss_kb / 1024, 1),
         )
-
-
-def _field(info: str, name: str) -> str:
-    found = re.search(rf"^{name}:(\S+)", info, re.M)
-    if found is None:
-        raise RuntimeError(f"Redis INFO has no {name}")
-    return found.group(1)
 
 
 def _model_bytes(port: int) -> tuple[int, int]:

@@ -1,18 +1,22 @@
 """What a process costs its Redis, counted on a private ``redis-server`` (measuring, never for production).
 
 :class:`CommandCount` runs ``MONITOR`` for a window and classifies every command by the kind of its first key
-(:func:`bridge.store.keys.kind_of`), with the bytes of its arguments; :func:`command_stats` reads ``INFO
-commandstats`` and ``INFO stats`` (calls per command, bytes in), to take the difference of two readings. ``MONITOR``
-costs the server and itself shows in ``total_net_output_bytes``, so only the bytes the clients sent are reported.
+(:func:`bridge.store.keys.kind_of`), with the bytes of its arguments; :func:`read_info` (:func:`command_stats` from a
+coroutine) reads ``INFO stats commandstats`` (calls per command, bytes in and out), to take the difference of two
+readings. ``MONITOR`` costs the server and itself shows in ``total_net_output_bytes``, so a measurement that runs it
+reports only the bytes the clients sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import socket
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Final
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 
@@ -24,25 +28,63 @@ _NO_KEY = frozenset({"ping", "info", "multi", "exec", "client", "select", "hello
 _SECOND_IS_KEY = frozenset({"xread", "xreadgroup"})
 
 
+# INFO stats commandstats, as RESP: one request, whose size on the wire is known exactly
+INFO_REQUEST: Final = b"*3\r\n$4\r\nINFO\r\n$5\r\nstats\r\n$12\r\ncommandstats\r\n"
+
+
 @dataclass
 class Reading:
     """One reading of the server's counters."""
 
     calls: dict[str, int]  # command (lower case) -> calls so far
     net_input_bytes: int
+    net_output_bytes: int = 0
 
 
-async def command_stats(client: aioredis.Redis) -> Reading:
-    stats: dict[str, Any] = await client.info("commandstats")
-    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items() if isinstance(v, dict)}
-    net: dict[str, Any] = await client.info("stats")
-    return Reading(calls, int(net.get("total_net_input_bytes", 0)))
+def parse_info(info: str) -> Reading:
+    """The reply to ``INFO stats commandstats``, read (pure; ``ValueError`` if a byte count is missing)."""
+    calls = {m[1]: int(m[2]) for m in re.finditer(r"^cmdstat_([^:]+):calls=(\d+)", info, re.M)}
+    return Reading(calls, _info_field(info, "total_net_input_bytes"), _info_field(info, "total_net_output_bytes"))
+
+
+def _info_field(info: str, name: str) -> int:
+    found = re.search(rf"^{name}:(\d+)", info, re.M)
+    if found is None:
+        raise ValueError(f"Redis INFO has no {name}")
+    return int(found[1])
+
+
+def read_info(host: str, port: int, timeout_s: float = 5.0) -> tuple[Reading, int]:
+    """``INFO stats commandstats`` over a plain socket: the reading, and the bytes of the reply on the wire (so that
+    a measurement can take its own INFO out of the server's byte counts)."""
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        sock.sendall(INFO_REQUEST)
+        data = b""
+        while b"\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, body = data.partition(b"\r\n")
+        size = int(head[1:])
+        while len(body) < size + 2:
+            body += sock.recv(65536)
+    return parse_info(body[:size].decode()), len(head) + 2 + size + 2
+
+
+async def command_stats(url: str) -> Reading:
+    """:func:`read_info` of the private server at ``url`` (``redis://host:port``: no password, no TLS), from a
+    coroutine."""
+    where = urlsplit(url)
+    reading, _ = await asyncio.to_thread(read_info, where.hostname or "127.0.0.1", where.port or 6379)
+    return reading
 
 
 def difference(before: Reading, after: Reading, skip: frozenset[str] = frozenset({"info", "monitor"})) -> Reading:
     """What happened between two readings (the readings' own INFO, and MONITOR, left out)."""
     calls = {k: v - before.calls.get(k, 0) for k, v in after.calls.items() if k not in skip}
-    return Reading({k: v for k, v in calls.items() if v > 0}, after.net_input_bytes - before.net_input_bytes)
+    return Reading(
+        {k: v for k, v in calls.items() if v > 0},
+        after.net_input_bytes - before.net_input_bytes,
+        after.net_output_bytes - before.net_output_bytes,
+    )
 
 
 def key_of(args: list[str]) -> str | None:

@@ -61,7 +61,7 @@ from bridge.rollout import policy, seal
 from bridge.rollout.health import WindowStats, should_rollback
 from bridge.rollout.policy import Decision, RolloutFlag, RolloutSpec, legacy_spec, migrate, validate_flag
 from bridge.store import keys
-from bridge.store.connection import StoreUnavailable, connect, safe_url
+from bridge.store.connection import StoreUnavailable, given_or_connect, safe_url
 
 log = logging.getLogger("bridge.rollout")
 
@@ -301,14 +301,9 @@ class RolloutStore:
         key: bytes | None = None,
         **redis_kwargs: Any,
     ) -> None:
-        if client is None:
-            if url is None:
-                raise ValueError("RolloutStore needs a Redis URL or a client")
-            client = connect(url, timeout_s=read_timeout_s, **redis_kwargs)
-            self._owns_client = True
-        else:
-            self._owns_client = False
-        self.client = client
+        self.client, self._owns_client = given_or_connect(
+            "RolloutStore", url, client, timeout_s=read_timeout_s, **redis_kwargs
+        )
         self.where = safe_url(url) if url else "redis client"
         self.specs = dict(specs or {})
         self.read_timeout_s = read_timeout_s

@@ -64,7 +64,7 @@ from redis.exceptions import RedisError, ResponseError
 from bridge import events as ev
 from bridge.errors import redact
 from bridge.store import keys
-from bridge.store.connection import backoff, connect, is_outage, safe_url
+from bridge.store.connection import backoff, given_or_connect, is_outage, safe_url
 from bridge.store.ended import index_ended
 from bridge.store.failover import Address, PrimaryWatch, WriteStall, address_text
 from bridge.store.pending import MAX_QUEUE, Batch, PendingWrites, Probe, stamp
@@ -165,21 +165,14 @@ class CallStore:
         spool_dir: Path | None = None,
         **redis_kwargs: Any,
     ) -> None:
-        if client is None:
-            if url is None:
-                raise ValueError("CallStore needs a Redis URL or a client")
-            client = connect(url, **redis_kwargs)
-            self._owns_client = True
-        else:
-            self._owns_client = False
-        self.client = client
+        self.client, self._owns_client = given_or_connect("CallStore", url, client, **redis_kwargs)
         self.where = safe_url(url) if url else "redis client"
         self.worker = worker or default_worker_id()
         self.tuning = tuning
         # after a stall the reaper waits this long for the others to write their heartbeats again (by default, their
         # longest retry delay and a heartbeat's life)
         self.stall = WriteStall(tuning.reap_grace())
-        self.primary_watch = PrimaryWatch.of(client, self._primary_moved)  # behind sentinels only
+        self.primary_watch = PrimaryWatch.of(self.client, self._primary_moved)  # behind sentinels only
         self._clock = clock
         self.spool_dir = spool_dir  # what a stop during an outage could not write goes here (bridge/store/spool.py)
         self.spooled_calls = 0

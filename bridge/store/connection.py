@@ -209,6 +209,18 @@ def is_cluster(client: object) -> bool:
     return isinstance(client, RedisCluster)
 
 
+def given_or_connect(
+    owner: str, url: str | None, client: aioredis.Redis | None, **kwargs: Any
+) -> tuple[aioredis.Redis, bool]:
+    """A store's client: ``client`` if given, else one for ``url`` (:func:`connect`, with ``kwargs``); and whether it
+    was made here (then the store closes it). ``owner`` names the store in the ``ValueError`` for neither."""
+    if client is not None:
+        return client, False
+    if url is None:
+        raise ValueError(f"{owner} needs a Redis URL or a client")
+    return connect(url, **kwargs), True
+
+
 def connect(url: str, *, timeout_s: float = SOCKET_TIMEOUT_S, **kwargs: Any) -> aioredis.Redis:
     """A client for ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or ``redis+cluster://`` URLs that
     fails fast (one

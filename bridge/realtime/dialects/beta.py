@@ -205,14 +205,7 @@ def _response_fields(r: ResponseInfo) -> dict[str, Any]:
 
 
 def _usage(u: Usage) -> dict[str, Any]:
-    inp, out = u.input_text + u.input_audio, u.output_text + u.output_audio
-    return {
-        "total_tokens": inp + out,
-        "input_tokens": inp,
-        "output_tokens": out,
-        "input_token_details": {"cached_tokens": 0, "text_tokens": u.input_text, "audio_tokens": u.input_audio},
-        "output_token_details": {"text_tokens": u.output_text, "audio_tokens": u.output_audio},
-    }
+    return common.usage_body(u, {"cached_tokens": 0, "text_tokens": u.input_text, "audio_tokens": u.input_audio})
 
 
 def _mint_request(body: Mapping[str, Any]) -> MintRequest:

@@ -28,6 +28,7 @@ from bridge.realtime.dialects.base import (
     Decoder,
     Encoder,
     Handshake,
+    Usage,
 )
 from bridge.realtime.dialects.schema import (
     AnyValue,
@@ -213,6 +214,18 @@ def token_usage(response: Mapping[str, Any]) -> ev.Usage | None:
         input_tokens=_i(usage, "input_tokens"),
         output_tokens=_i(usage, "output_tokens"),
     )
+
+
+def usage_body(u: Usage, input_details: dict[str, Any]) -> dict[str, Any]:
+    """The service's ``usage`` of a response, as both dialects spell it around their ``input_token_details``."""
+    inp, out = u.input_text + u.input_audio, u.output_text + u.output_audio
+    return {
+        "total_tokens": inp + out,
+        "input_tokens": inp,
+        "output_tokens": out,
+        "input_token_details": input_details,
+        "output_token_details": {"text_tokens": u.output_text, "audio_tokens": u.output_audio},
+    }
 
 
 def _response_done(e: Mapping[str, Any]) -> Sequence[ev.Event]:

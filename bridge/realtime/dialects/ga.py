@@ -229,20 +229,16 @@ def _response_fields(r: ResponseInfo) -> dict[str, Any]:
 
 
 def _usage(u: Usage) -> dict[str, Any]:
-    inp, out = u.input_text + u.input_audio, u.output_text + u.output_audio
-    return {
-        "total_tokens": inp + out,
-        "input_tokens": inp,
-        "output_tokens": out,
-        "input_token_details": {
+    return common.usage_body(
+        u,
+        {
             "text_tokens": u.input_text,
             "audio_tokens": u.input_audio,
             "image_tokens": 0,
             "cached_tokens": 0,
             "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
         },
-        "output_token_details": {"text_tokens": u.output_text, "audio_tokens": u.output_audio},
-    }
+    )
 
 
 def _mint_request(body: Mapping[str, Any]) -> MintRequest:

@@ -33,6 +33,20 @@ export async function request(method, path, body) {
   return { status: response.status, ok: response.ok, data };
 }
 
+// GET what `query()` names now, for a panel that reads it again and again: its data; or null when the panel stopped
+// meanwhile (`running()` false: signed out), a newer query is on its way, or the request failed (the error is shown
+// in `note`).
+export async function current(query, running, note) {
+  const asked = query();
+  const r = await request("GET", asked);
+  if (!running() || asked !== query()) return null;
+  if (!r.ok) {
+    note.textContent = r.data.error || `HTTP ${r.status}`;
+    return null;
+  }
+  return r.data;
+}
+
 export function signedOut() {
   document.dispatchEvent(new CustomEvent("console:signed-out"));
 }

@@ -1,8 +1,8 @@
 // The call-actions audit (GET /api/actions/audit): who did what to which call, and whether a worker took it; filtered
 // by who, call and action. Read again after an action of this page, when a call ends, and every EVERY_MS.
 
-import { request } from "./api.js";
-import { $, h, searchForm } from "./dom.js";
+import { current } from "./api.js";
+import { $, fieldsQuery, h, searchForm } from "./dom.js";
 
 const EVERY_MS = 10000;
 let running = false;
@@ -31,12 +31,8 @@ export function wire() {
 }
 
 function query() {
-  const params = new URLSearchParams();
-  for (const [key, id] of [["who", "actions-audit-who"], ["call", "actions-audit-call"], ["action", "actions-audit-action"]]) {
-    const value = $(id).value.trim();
-    if (value) params.set(key, value);
-  }
-  return `/api/actions/audit?${params}`;
+  return fieldsQuery("/api/actions/audit", [["who", "actions-audit-who"], ["call", "actions-audit-call"],
+    ["action", "actions-audit-action"]]);
 }
 
 function when(at) {
@@ -65,16 +61,11 @@ function options(actions) {
 
 export async function load() {
   if (!running) return;
-  const asked = query();
-  const r = await request("GET", asked);
-  if (!running || asked !== query()) return; // signed out, or a newer filter is on its way
-  if (!r.ok) {
-    $("actions-audit-note").textContent = r.data.error || `HTTP ${r.status}`;
-    return;
-  }
-  options(r.data.actions || []);
-  $("actions-audit").tBodies[0].replaceChildren(...r.data.audit.map(row));
-  $("actions-audit-count").textContent = `(${r.data.audit.length}${r.data.capped ? "+" : ""})`;
-  $("actions-audit-note").textContent = r.data.audit.length ? "" : "No action matches.";
+  const d = await current(query, () => running, $("actions-audit-note"));
+  if (d === null) return;
+  options(d.actions || []);
+  $("actions-audit").tBodies[0].replaceChildren(...d.audit.map(row));
+  $("actions-audit-count").textContent = `(${d.audit.length}${d.capped ? "+" : ""})`;
+  $("actions-audit-note").textContent = d.audit.length ? "" : "No action matches.";
   $("actions-audit-panel").dataset.loaded = "1";
 }

@@ -31,6 +31,17 @@ export function searchForm(formId, fieldIds, run, quietMs) {
   }
 }
 
+// The URL of `path` with each filled-in field of `fields` ([parameter, input id], in order) as a parameter, after
+// `params`.
+export function fieldsQuery(path, fields, params = {}) {
+  const query = new URLSearchParams(params);
+  for (const [key, id] of fields) {
+    const value = $(id).value.trim();
+    if (value) query.set(key, value);
+  }
+  return `${path}?${query}`;
+}
+
 export function $(id) {
   return document.getElementById(id);
 }

@@ -3,8 +3,8 @@
 // (or why there is none) and the compliance checks that failed, opens the call's record, and downloads it as JSON
 // or text.
 
-import { request } from "./api.js";
-import { $, clock, h, searchForm, show } from "./dom.js";
+import { current } from "./api.js";
+import { $, clock, fieldsQuery, h, searchForm, show } from "./dom.js";
 import { markOptions, marks, severity } from "./marks.js";
 
 let page = 1;
@@ -43,13 +43,9 @@ export function wire() {
 }
 
 function query() {
-  const params = new URLSearchParams({ page: String(page) });
-  for (const [key, id] of [["q", "ended-q"], ["dialplan", "ended-dialplan"], ["variant", "ended-variant"],
-    ["reason", "ended-reason"], ["disposition", "ended-disposition"], ["flag", "ended-flag"]]) {
-    const value = $(id).value.trim();
-    if (value) params.set(key, value);
-  }
-  return `/api/calls/ended?${params}`;
+  return fieldsQuery("/api/calls/ended", [["q", "ended-q"], ["dialplan", "ended-dialplan"],
+    ["variant", "ended-variant"], ["reason", "ended-reason"], ["disposition", "ended-disposition"],
+    ["flag", "ended-flag"]], { page: String(page) });
 }
 
 function when(t) {
@@ -105,14 +101,8 @@ function remember(listId, values) {
 
 async function load() {
   if (!running) return;
-  const asked = query();
-  const r = await request("GET", asked);
-  if (!running || asked !== query()) return; // signed out, or a newer search is on its way
-  if (!r.ok) {
-    $("ended-note").textContent = r.data.error || `HTTP ${r.status}`;
-    return;
-  }
-  const d = r.data;
+  const d = await current(query, () => running, $("ended-note"));
+  if (d === null) return;
   page = d.page;
   $("ended").tBodies[0].replaceChildren(...d.calls.map(row));
   remember("ended-dialplans", d.calls.map((c) => c.dialplan));

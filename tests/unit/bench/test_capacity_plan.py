@@ -57,3 +57,15 @@ def test_an_unmeasured_front_is_not_planned_and_bad_assumptions_are_refused() ->
     with pytest.raises(ValueError, match="preloaded parent"):
         plan(CallCost(0.5, 10.0, 5.0, 1.0, 1.0, 1.0, None, parent_pss_mb=4096.0), Assumptions(memory_gb_per_node=4))
     assert plan_json(COST, Assumptions(), plan(COST, Assumptions()))["plan"][0]["calls"] == 1_000
+
+
+def test_each_assumption_is_an_option_of_its_type_defaulting_to_the_plans_own() -> None:
+    from dataclasses import asdict, fields
+
+    from bench.capacity import _parser
+
+    defaults = _parser().parse_args([])
+    assert {f.name: getattr(defaults, f.name) for f in fields(Assumptions)} == asdict(Assumptions())
+    args = _parser().parse_args(["--cores-per-node", "64", "--memory-gb-per-node", "8.5", "--mean-call-s", "90"])
+    assert (args.cores_per_node, args.memory_gb_per_node, args.mean_call_s) == (64, 8.5, 90.0)
+    assert isinstance(args.cores_per_node, int) and isinstance(args.mean_call_s, float)

@@ -10,6 +10,7 @@ import pytest
 from bridge import events as ev
 from bridge.errors import DialectFieldError
 from bridge.realtime.dialects import BETA, DIALECTS, GA, PROFILE_FORMATS, Capabilities, Dialect, WireAudio
+from bridge.realtime.dialects.base import Usage
 from bridge.realtime.dialects.common import check_format
 from bridge.realtime.profile import AgentProfile
 from bridge.realtime.protocol import RealtimeProtocol
@@ -93,3 +94,18 @@ def test_the_append_template_is_the_dialects_append_command() -> None:
 def test_a_dialect_is_its_own_key() -> None:
     """Dialects are compared and hashed by identity: a table is one object (the emulator keys secrets by it)."""
     assert {BETA: 1, GA: 2}[GA] == 2 and BETA != GA
+
+
+def test_the_service_spells_a_responses_usage_in_each_dialects_shape() -> None:
+    """Totals and output details alike in both; the input details are each dialect's (GA adds images and cache)."""
+    used = Usage(input_text=10, input_audio=20, output_text=3, output_audio=40)
+    totals = {"total_tokens": 73, "input_tokens": 30, "output_tokens": 43}
+    output = {"output_token_details": {"text_tokens": 3, "audio_tokens": 40}}
+    assert BETA.realtime_service.usage(used) == {
+        **totals,
+        "input_token_details": {"cached_tokens": 0, "text_tokens": 10, "audio_tokens": 20},
+        **output,
+    }
+    ga = GA.realtime_service.usage(used)
+    assert {k: v for k, v in ga.items() if k != "input_token_details"} == {**totals, **output}
+    assert ga["input_token_details"]["text_tokens"] == 10 and ga["input_token_details"]["image_tokens"] == 0
