@@ -9,7 +9,9 @@ workers (``./dev test`` runs ``-n 3 --dist loadgroup``):
   audio to the frame (bridge audio, barge-in, DTMF) run one after another on one worker: a timing-precise test never
   shares the CPU with a heavy one, and at most one heavy test competes with the other workers. A new test that
   starts a pool of nodes, Kamailio or more than a handful of concurrent calls, or that asserts audio timing within
-  a few frames, takes this mark (the group is the suite's longest chain: keep it under half the suite's time);
+  a few frames, takes this mark (the group is the suite's longest chain: keep it under half the suite's time). A
+  test that starts one worker and its front and stops them once ready, carrying no call, costs what a start without
+  the front does and stays out (tests/integration/serve/test_serve_log_levels.py);
 * a test that binds a fixed address and port, or writes a fixed path, needs a group with every test it conflicts
   with (none does today: the loopback aliases 127.0.0.2/127.0.0.3 are shared, their ports are not).
 """

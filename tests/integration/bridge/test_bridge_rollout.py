@@ -108,14 +108,15 @@ def callers_of(reports: Sequence[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
-async def sipp_calls(bridge: BridgeStack, number: str, callers: Sequence[str], work: Path) -> None:
-    """One short SIPp call per caller number (the From user), at most 3 at once on the worker's 4 lines."""
+async def sipp_calls(bridge: BridgeStack, number: str, callers: Sequence[str], work: Path, hold_ms: int = 1500) -> None:
+    """One short SIPp call per caller number (the From user), at most 3 at once on the worker's 4 lines; each
+    caller hangs up ``hold_ms`` after the answer."""
     assert SIPP is not None
     work.mkdir(parents=True, exist_ok=True)
     (work / "callers.csv").write_text("SEQUENTIAL\n" + "".join(f"{c};\n" for c in callers))
     proc = await asyncio.create_subprocess_exec(
         SIPP, "-sf", str(SCENARIOS / "uac_caller.xml"), "-inf", str(work / "callers.csv"), "-m", str(len(callers)),
-        "-l", "3", "-r", "6", "-i", LOCALHOST, "-mi", LOCALHOST, "-p", str(free_port()), "-mp",
+        "-l", "3", "-r", "6", "-d", str(hold_ms), "-i", LOCALHOST, "-mi", LOCALHOST, "-p", str(free_port()), "-mp",
         str(free_port_block(16)), "-nostdin", "-timeout", "120", "-timeout_error", "-trace_err", "-error_file",
         str(work / "errors.log"), "-s", number, f"{LOCALHOST}:{bridge.sip_port}",
         cwd=work, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -141,7 +142,8 @@ async def test_weights_split_forty_callers_and_each_caller_keeps_their_variant(
 async def split_forty_callers(bridge: BridgeStack, store: RolloutStore, tmp_path: Path) -> None:
     await store.set_flag("trial", {"weights": {SAFE: 50, NEW: 50}}, "qa", "half and half")
     dialled = [f"+1555010{n:04d}" for n in range(40)]
-    await sipp_calls(bridge, "3200", dialled, tmp_path / "sipp-1")
+    # each call is over half a second after its answer: its variant was drawn, its session opened, before the answer
+    await sipp_calls(bridge, "3200", dialled, tmp_path / "sipp-1", hold_ms=500)
     # reports show a caller's number masked to its last 4 digits (privacy.caller_visible_digits): unique here
     callers = [mask_number(c, 4) for c in dialled]
     reports = await wait_reports(bridge.reports_path, 40, within=30)
@@ -157,7 +159,7 @@ async def split_forty_callers(bridge: BridgeStack, store: RolloutStore, tmp_path
     assert Counter(s.model for s in bridge.emu.sessions) == Counter({SAFE: split[SAFE], NEW: split[NEW]})
 
     again = callers[:8]  # the same callers call again: each gets the variant they had
-    await sipp_calls(bridge, "3200", dialled[:8], tmp_path / "sipp-2")
+    await sipp_calls(bridge, "3200", dialled[:8], tmp_path / "sipp-2", hold_ms=500)
     reports = await wait_reports(bridge.reports_path, 48, within=30)
     second = {callers_of([r])[r["call_id"]]: r for r in reports[40:]}
     assert sorted(second) == sorted(again)

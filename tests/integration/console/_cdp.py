@@ -137,9 +137,11 @@ class Browser:
         await self._ws.send(json.dumps(msg))
         return await asyncio.wait_for(fut, 60)
 
-    async def page(self, *, own_context: bool = False) -> Page:
-        """A new tab; ``own_context``: in a fresh browser context (cookies of its own, like a second browser)."""
-        params: dict[str, Any] = {"url": "about:blank"}
+    async def page(self, *, own_context: bool = False, new_window: bool = False) -> Page:
+        """A new tab; ``own_context``: in a fresh browser context (cookies of its own, like a second browser);
+        ``new_window``: in a window of its own, so that it and the tabs before it are all in view (a tab behind
+        another is hidden: no animation frames, timers slowed)."""
+        params: dict[str, Any] = {"url": "about:blank", "newWindow": new_window}
         if own_context:
             params["browserContextId"] = (await self.send("Target.createBrowserContext"))["browserContextId"]
         target = (await self.send("Target.createTarget", params))["targetId"]

@@ -47,8 +47,10 @@ needs_browser_stack = pytest.mark.skipif(
 )
 
 
-def write_dialplans(directory: Path, transfer_target: str | None = None) -> Path:
-    """The test plans; ``transfer_target``: the "line" plan's (a supervisor's transfer goes there)."""
+def write_dialplans(directory: Path, transfer_target: str | None = None, goodbye_s: float | None = None) -> Path:
+    """The test plans; ``transfer_target``: the "line" plan's (a supervisor's transfer goes there); ``goodbye_s``:
+    every plan's ``max_call_goodbye_s`` (the most a hang-up waits for a quiet moment to say the goodbye in; the
+    plan's default, 15 s, if None)."""
     directory.mkdir(parents=True, exist_ok=True)
     plans = (("desk", ["4000", "*"], "ga", "pcm16", None), ("canary", ["5000"], "rollout", "pcm16", None),
              ("line", ["6000"], "ga", "pcm16", "Greet the caller."))  # fmt: skip
@@ -64,6 +66,8 @@ def write_dialplans(directory: Path, transfer_target: str | None = None) -> Path
         }  # fmt: skip
         if name == "line" and transfer_target:
             plan["transfer_target"] = transfer_target
+        if goodbye_s is not None:
+            plan["max_call_goodbye_s"] = goodbye_s
         (directory / f"{name}.yaml").write_text(json.dumps(plan))  # JSON is YAML
     return directory
 
@@ -159,10 +163,12 @@ async def console_stack(
     settings: dict[str, Any] | None = None,
     dialplans: Path | None = None,
     transfer_target: str | None = None,
+    goodbye_s: float | None = None,
 ) -> AsyncIterator[Stack]:
     """Redis, the emulator and ``serve --http-port`` with both tokens (and ``settings``, as its config file, e.g.
     ``users_file``); serve's log goes to ``tmp/serve.log``, each finished call's report to ``tmp/calls.jsonl``.
-    ``dialplans``: a directory of dialplans instead of the test ones (the shipped ``dialplans/``)."""
+    ``dialplans``: a directory of dialplans instead of the test ones (the shipped ``dialplans/``); ``goodbye_s``:
+    the test plans' goodbye lead (``write_dialplans``)."""
     with EmbeddedRedis() as redis:
         async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
             sip_port, http_port = free_port(), free_port()
@@ -183,7 +189,7 @@ async def console_stack(
                 proc = subprocess.Popen(  # noqa: ASYNC220 (a long-lived server; stopped synchronously below)
                     [sys.executable, "-m", "bridge", "serve", "--workers", "1", "--sip-port", str(sip_port),
                      "--realtime-url", emulator.base_url, "--redis-url", redis.url, "--http-port", str(http_port),
-                     "--dialplans", str(dialplans or write_dialplans(tmp / "dialplans", transfer_target)),
+                     "--dialplans", str(dialplans or write_dialplans(tmp / "dialplans", transfer_target, goodbye_s)),
                      "--report-file", str(tmp / "calls.jsonl"), *config],
                     env=env, stdout=out, stderr=out,
                 )  # fmt: skip

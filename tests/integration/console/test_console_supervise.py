@@ -2,7 +2,8 @@
 time. A whisper from the call's detail and a hang-up from its live row are each confirmed only after 10 s, during
 which the call's facts were refreshed at least three times (each refresh redraws the detail: the question must stay);
 each Yes ends in a line saying it was done, the call's timeline names the supervisor, the hang-up ends the call and
-the page says so, and the actions audit view lists both under the account.
+the page says so, and the actions audit view lists both under the account. Meanwhile a second tab asks to hang up
+the other call and never answers: after 30 s the question goes, the tab says nothing was sent, the call goes on.
 
 The layout, on the same page: the live calls and the open call side by side at 1400x900, no table wider than its
 card, the phase list showing its newest entry; at 800 px the page does not scroll sideways. Screenshots of both widths
@@ -28,6 +29,7 @@ from bridge.supervisor.action_audit import fold
 pytestmark = needs_browser_stack
 SAM = ("sam", "sam-supervises-9")
 WAIT_S = 10.0  # how long the supervisor thinks before answering
+GOODBYE_S = 3.0  # the plans' goodbye lead: a hang-up's BYE follows within it (the plan's default: 15 s)
 REFRESHES = 3  # the call's facts the page got meanwhile, at least
 ARTIFACTS = ROOT / "tests" / "artifacts" / "console"
 README_PICTURE = ROOT / "docs" / "console.png"
@@ -164,50 +166,88 @@ async def the_audit_view_lists_both(page: Page) -> None:
     assert await page.eval(listed) == [["hangup", "sam"]]
 
 
-async def a_question_left_unanswered_expires(page: Page, stack: Stack, other: asyncio.subprocess.Process) -> None:
-    """Hang up asked on the other call and never answered: after 30 s the question goes, the page says nothing was
-    sent, the call goes on and the audit holds no third action."""
-    await page.click("#calls tbody tr[data-call-id] button.hangup")
+async def ask_to_hang_up(page: Page, call_id: str) -> float:
+    """Hang up asked on ``call_id`` from its live row; the page's time when the question was up."""
+    await page.click(f"#calls tbody tr[data-call-id={json.dumps(call_id)}] button.hangup")
     _, asked_at = await page.wait_for(
         "!document.getElementById('action-confirm').hidden"
         " && document.getElementById('action-confirm').dataset.action === 'hangup'"
     )
+    return asked_at
+
+
+async def a_question_left_unanswered_expires(
+    page: Page, other: asyncio.subprocess.Process, other_id: str, asked_at: float
+) -> None:
+    """Hang up asked on the other call (in a tab of its own) and never answered: after 30 s the question goes, the
+    page says nothing was sent and the call goes on (the audit holds no third action: checked once both tabs are
+    done, the first tab's whisper and hang-up happen meanwhile)."""
     expired = json.dumps("No answer within 30 s: the hang-up was not sent.")
     _, expired_at = await page.wait_for(f"document.getElementById('action-state').textContent === {expired}", 45)
     assert 29.0 <= expired_at - asked_at <= 35.0, (asked_at, expired_at)
     assert await page.eval("document.getElementById('action-confirm').hidden") is True
     assert await page.eval("document.getElementById('action-state').dataset.result") == "failed"
-    assert await page.eval("document.querySelectorAll('#calls tbody tr[data-call-id]').length") == 1
+    row = f"#calls tbody tr[data-call-id={json.dumps(other_id)}]"
+    assert await page.eval(f"document.querySelector({json.dumps(row)}) !== null") is True
     assert other.returncode is None, "the call a question expired on goes on"
-    assert await audited(stack) == [("whisper", "sam"), ("hangup", "sam")]
 
 
 async def test_a_supervisor_takes_time_to_confirm_and_the_page_fits(tmp_path: Path) -> None:
     save_users(tmp_path / "users.yaml", add_user(Users(), SAM[0], "supervisor", SAM[1]))
     play = caller_wav(tmp_path / "caller.wav", lead_in_s=2.0)
     settings = {"users_file": str(tmp_path / "users.yaml")}
-    async with console_stack(tmp_path, settings=settings) as stack, Browser(width=1400, height=900) as browser:
-        page = await browser.page()
-        await sign_in(page, stack.url, SAM[1], name=SAM[0])
-        caller = await phone(stack, "4000", play)
-        other: asyncio.subprocess.Process | None = None
-        try:
-            call_id, _ = await page.wait_for(
-                "document.querySelector('#calls tbody tr[data-call-id]')?.dataset.callId", timeout=30
-            )
-            other = await phone(stack, "6000", play)  # a second call beside it, left alone
-            await page.wait_for("document.querySelectorAll('#calls tbody tr').length === 2", timeout=30)
-            await page.click(f"#calls tbody tr[data-call-id={json.dumps(call_id)}]")
-            await page.wait_for("document.getElementById('actions').hidden === false")
-            await whisper_from_the_detail(page, stack)
-            await the_layout_fits(page)
-            await hang_up_from_the_row(page, stack, caller, call_id)
-            await the_audit_view_lists_both(page)
-            assert other.returncode is None, "the other call goes on"
-            await a_question_left_unanswered_expires(page, stack, other)
-            assert page.problems == [], page.problems
-        finally:
-            for proc in (caller, other):
-                if proc is not None and proc.returncode is None:
-                    proc.terminate()
-                    await proc.wait()
+    callers: list[asyncio.subprocess.Process] = []
+    expiring: asyncio.Task[None] | None = None
+    try:
+        async with (
+            console_stack(tmp_path, settings=settings, goodbye_s=GOODBYE_S) as stack,
+            Browser(width=1400, height=900) as browser,
+        ):
+            page = await browser.page()
+            await sign_in(page, stack.url, SAM[1], name=SAM[0])
+            callers.append(caller := await phone(stack, "4000", play))
+            try:
+                call_id, _ = await page.wait_for(
+                    "document.querySelector('#calls tbody tr[data-call-id]')?.dataset.callId", timeout=30
+                )
+                callers.append(other := await phone(stack, "6000", play))  # a second call beside it, left alone
+                await page.wait_for("document.querySelectorAll('#calls tbody tr').length === 2", timeout=30)
+                # a second tab asks to hang up the other call and leaves the question unanswered while this one acts
+                second = await browser.page(new_window=True)  # the same browser: signed in already
+                await second.goto(stack.url)
+                await second.wait_for("!document.getElementById('console').hidden")
+                for tab in (page, second):  # both in view: the first tab's layout is drawn, their timers run as usual
+                    assert await tab.eval("document.visibilityState") == "visible"
+                await second.wait_for("document.querySelectorAll('#calls tbody tr').length === 2", timeout=30)
+                other_id = await second.eval(
+                    "[...document.querySelectorAll('#calls tbody tr[data-call-id]')].map((tr) => tr.dataset.callId)"
+                    f".find((id) => id !== {json.dumps(call_id)})"
+                )
+                asked_at = await ask_to_hang_up(second, other_id)
+                expiring = asyncio.create_task(a_question_left_unanswered_expires(second, other, other_id, asked_at))
+                await page.click(f"#calls tbody tr[data-call-id={json.dumps(call_id)}]")
+                await page.wait_for("document.getElementById('actions').hidden === false")
+                await whisper_from_the_detail(page, stack)
+                await the_layout_fits(page)
+                await hang_up_from_the_row(page, stack, caller, call_id)
+                await the_audit_view_lists_both(page)
+                assert other.returncode is None, "the other call goes on"
+                await expiring
+                for tab in (page, second):  # the hung-up call is gone from both tabs, the other one is listed
+                    rows = (
+                        "[...document.querySelectorAll('#calls tbody tr[data-call-id]')].map((tr) => tr.dataset.callId)"
+                    )
+                    await tab.wait_for(f"{rows}.length === 1", timeout=15)
+                    assert await tab.eval(rows) == [other_id]
+                assert await audited(stack) == [("whisper", "sam"), ("hangup", "sam")]  # the expiry sent nothing
+                assert page.problems == [] and second.problems == [], (page.problems, second.problems)
+            finally:
+                if expiring is not None and not expiring.done():
+                    expiring.cancel()
+                    await asyncio.gather(expiring, return_exceptions=True)
+        # the stack stops with the other call up: its caller, talking on, gets the BYE after the drain and the lead
+    finally:
+        for proc in callers:
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()

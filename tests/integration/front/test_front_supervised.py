@@ -55,7 +55,7 @@ pytestmark = [
 ]
 CALLER_WAV = ROOT / "bridge" / "assets" / "caller_hours.wav"
 DIALOG_DB = 5  # the front's dialogs (the bridge's own state is in database 0)
-CALL_MS = 20_000  # each call's length: the front is killed and back well within it
+CALL_MS = 10_000  # each call's length: the front is killed and back well within it (back about 1 s after the kill)
 
 
 async def softphone(port: int, seconds: float) -> dict[str, Any]:

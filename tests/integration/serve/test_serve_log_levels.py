@@ -17,8 +17,9 @@ from bridge.serve.front import kamailio_binary
 FRONT_HOST = "127.0.0.2"  # the front's own address, apart from the callers' 127.0.0.1
 LEVELS = range(0, 7)
 
+# Not in the CPU-heavy group (tests/conftest.py): one worker and an idle front, stopped once ready, take the CPU a
+# start without the front takes (about 5 CPU-seconds, mostly the worker's preload)
 front = [
-    pytest.mark.xdist_group("cpu"),  # Kamailio
     pytest.mark.skipif(kamailio_binary() is None, reason="kamailio is not installed (apt-get install kamailio)"),
     pytest.mark.skipif(not can_bind(FRONT_HOST), reason="127.0.0.2 is not usable here"),
 ]
