@@ -15,6 +15,7 @@ from bridge.call.report import CallReport
 from bridge.errors import ConfigError
 from bridge.rollout import records
 from bridge.rollout.experiment import Decision
+from bridge.rollout.health import Outcome
 from bridge.rollout.outcomes import epoch_of
 from bridge.rollout.policy import RolloutSpec
 from bridge.rollout.store import RolloutStore
@@ -60,7 +61,7 @@ def outcome_record(
         "outcome": str(stats.get("outcome", "ok")),
         "transferred": any(isinstance(r, ev.TransferDecided) for _, r in report.reports),
         # a caller who hangs up on the apology of a model that never connected is the connect failure's, counted once
-        "abandoned": abandoned(report) and stats.get("outcome") != "connect_failure",
+        "abandoned": abandoned(report) and stats.get("outcome") != Outcome.CONNECT_FAILURE,
         "handle_time_s": round(max(handle, 0.0), 3),
         "greeting_ms": stats.get("greeting_ms"),
         "first_reply_ms": stats.get("first_reply_ms"),
