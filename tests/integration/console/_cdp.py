@@ -141,7 +141,9 @@ class Browser:
         """A new tab; ``own_context``: in a fresh browser context (cookies of its own, like a second browser);
         ``new_window``: in a window of its own, so that it and the tabs before it are all in view (a tab behind
         another is hidden: no animation frames, timers slowed)."""
-        params: dict[str, Any] = {"url": "about:blank", "newWindow": new_window}
+        params: dict[str, Any] = {"url": "about:blank"}
+        if new_window:  # only when asked: a new tab without a window open yet fails if it is named at all
+            params["newWindow"] = True
         if own_context:
             params["browserContextId"] = (await self.send("Target.createBrowserContext"))["browserContextId"]
         target = (await self.send("Target.createTarget", params))["targetId"]
