@@ -56,3 +56,22 @@ class Breaker:
         self.state = BreakerState.CLOSED
         self._causes.clear()
         return was_open
+
+
+class Breakers:
+    """One :class:`Breaker` per model. Every model is reached at the service's one URL, and a model can fail alone
+    (a rollout candidate's): its breaker opens, and calls on the other models go on connecting."""
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self._by_model: dict[str, Breaker] = {}
+
+    def of(self, model: str) -> Breaker:
+        breaker = self._by_model.get(model)
+        if breaker is None:
+            breaker = self._by_model[model] = Breaker(self.threshold)
+        return breaker
+
+    @property
+    def any_open(self) -> bool:
+        return any(b.open for b in self._by_model.values())

@@ -45,7 +45,7 @@ from bridge.runtime.sched import use_realtime
 from bridge.runtime.secrets import forget_environment, read_from_fd
 from bridge.serve import outcome
 from bridge.serve.actions import CallActions
-from bridge.serve.breaker import Breaker
+from bridge.serve.breaker import Breakers
 from bridge.serve.listen import ListenHub
 from bridge.serve.ready import ReadyReport, send_ready
 from bridge.serve.stopping import IGNORED, WorkerControl
@@ -184,7 +184,7 @@ class Worker:
         self._dropped_exported = 0
         self._spool_exported: dict[str, int] = {}
         self.collector = CycleCollector(observe=metrics.GC_PAUSE.observe)
-        self.breaker = Breaker(settings.breaker_failures)
+        self.breakers = Breakers(settings.breaker_failures)  # per model: one failing model leaves the others' calls be
         self.orchestrator = OrchestratorClient()  # one HTTP session for every orchestrated call of this worker
         metrics.BREAKER_OPEN.labels(str(index)).set(0)
         self._background: set[asyncio.Task[Any]] = set()
@@ -410,9 +410,9 @@ class Worker:
                 max_session_s=settings.realtime_max_session_s or dialect.capabilities.session_cap_s,
                 credentials=vc.credentials,  # follows a fallback to the variant's fallback model
                 metronome=metronome_for(),  # one 20 ms beat for every call of the worker, on the media clock
-                model_down=self.breaker.open,
+                model_down=self.breakers.of(vc.decision.model).open,
                 reject_when_down=settings.reject_when_model_down,
-                on_connect=self._connected,
+                on_connect=lambda exc: self._connected(vc.decision.model, exc),  # the model it is on now
                 orchestrator=self.orchestrator.ask,
                 variant=vc.decision.variant,
                 profile=vc.profile,  # a fallback changes its model and voice (session.update with the fallback's voice)
@@ -455,24 +455,24 @@ class Worker:
             await self.rollouts.record_call(plan.name, vc.decision.variant, record)
             await self.outcomes.after_call(self.rollouts, plan, call.caller, vc, report, record)
 
-    def _connected(self, exc: ConnectError | None) -> None:
-        """Each Realtime open's outcome: the breaker, and one log line per failure cause (URL, status, no key)."""
+    def _connected(self, model: str, exc: ConnectError | None) -> None:
+        """Each Realtime open's outcome: ``model``'s breaker, one log line per failure cause (URL, status, no key)."""
         url = self.settings.realtime_url.split("?", 1)[0]
+        breaker = self.breakers.of(model)
         if isinstance(exc, ModelRefused):  # the service is up and says no to one model: no outage, no breaker
             log.error("realtime %s refused model %s (%s)", url, exc.model, exc.code)
             return
         if exc is None:
-            if self.breaker.succeeded():
-                log.warning("realtime %s reachable again: circuit breaker closed", url)
-            metrics.BREAKER_OPEN.labels(str(self.index)).set(0)
-            return
-        was_open = self.breaker.open
-        if self.breaker.failed(f"{exc.error_class}:{exc.code}:{exc}"):
-            status = f"HTTP {exc.code}" if exc.code.isdigit() else (exc.code or "no status")
-            log.error("realtime connect to %s failed (%s, %s): %s", url, status, exc.error_class, exc)
-        if self.breaker.open and not was_open:
-            log.error("realtime %s: %d connects failed in a row: circuit breaker open", url, self.breaker.failures)
-        metrics.BREAKER_OPEN.labels(str(self.index)).set(1 if self.breaker.open else 0)
+            if breaker.succeeded():
+                log.warning("realtime %s reachable again for %s: circuit breaker closed", url, model)
+        else:
+            was_open = breaker.open
+            if breaker.failed(f"{exc.error_class}:{exc.code}:{exc}"):
+                status = f"HTTP {exc.code}" if exc.code.isdigit() else (exc.code or "no status")
+                log.error("realtime connect to %s for %s failed (%s, %s): %s", url, model, status, exc.error_class, exc)
+            if breaker.open and not was_open:
+                log.error("realtime %s: %d connects for %s failed in a row: breaker open", url, breaker.failures, model)
+        metrics.BREAKER_OPEN.labels(str(self.index)).set(1 if self.breakers.any_open else 0)
 
     def _export_store_gauges(self) -> None:
         if self.store is None:

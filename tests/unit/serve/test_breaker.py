@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.serve.breaker import Breaker, BreakerState
+from bridge.serve.breaker import Breaker, Breakers, BreakerState
 
 
 def test_it_opens_after_the_threshold_of_consecutive_failures_and_a_success_closes_it() -> None:
@@ -38,3 +38,13 @@ def test_each_cause_is_logged_once_between_successes() -> None:
 def test_a_threshold_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="threshold"):
         Breaker(0)
+
+
+def test_one_models_failures_open_its_breaker_alone() -> None:
+    breakers = Breakers(3)
+    for _ in range(3):
+        breakers.of("candidate").failed("server:503:handshake refused")
+    assert breakers.of("candidate").open and breakers.any_open
+    assert not breakers.of("safe").open  # the safe variant's calls go on connecting
+    breakers.of("candidate").succeeded()
+    assert not breakers.any_open
