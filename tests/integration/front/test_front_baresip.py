@@ -125,7 +125,12 @@ async def test_a_baresip_caller_through_the_front_hears_the_agent_is_heard_and_h
                     return next((r for r in node.calls() if r.get("sip_call_id") == sip_call_id), None)
 
                 report = await wait_for(reported, "the call's report", 20)
-                state = await client.hgetall(keys.call(call_id))
+
+                async def ended_state() -> dict[str, str] | None:  # the writer's last batch may follow the report
+                    state = await client.hgetall(keys.call(call_id))
+                    return state if state.get("phase") == "ENDED" else None
+
+                state = await wait_for(ended_state, "the call's end in Redis", 10)
                 stream = [stream_entry(i, f) for i, f in await client.xrange(keys.call_events(call_id))]
                 (session,) = [s for s in node.emulator.sessions if s.input_audio]
                 model_heard, model_rate = session.input_audio, session.input_rate
