@@ -162,6 +162,12 @@ async def test_a_candidate_whose_connects_all_fail_is_rolled_back_by_the_breaker
         bridge.emu.set_defaults({"refuse_models": NEW})  # every connect of the candidate's model fails (HTTP 503)
         await _roll_until_decided(bridge, store, redis, tmp_path)
         [entry] = [e for e in await store.audit("canary") if e.who == records.AUTO_DECISION_WHO]
+        client = connect(redis.url)
+        try:
+            written = [(r["variant"], r["outcome"]) for r in await records.read(client, "canary")]
+        finally:
+            await client.aclose()
+        assert "breaker" in entry.evidence, (entry.reason, written)  # the calls in the order the worker ended them
         breaker = entry.evidence["breaker"]
         assert breaker["consecutive_failures"] >= breaker["trip_at"] >= 5, entry.evidence
         [decision] = await _replayed(bridge, redis, tmp_path)

@@ -229,8 +229,15 @@ async def test_a_worker_refusing_a_call_the_front_counted_room_for_is_out_and_th
         front = await sipp(work, f"{NODE_A}:{port}", calls=2, rate=10, scenario="uac_short.xml")
         assert (front.successful, front.failed) == (2, 0), front.output[-3000:]
 
+        pattern = r"worker sip:(\S+) refused INVITE \S+ with (\d+): out until it answers OPTIONS"
+
+        async def refusal_logged() -> bool:  # serve pumps Kamailio's log into the file a moment after the line
+            return bool(re.search(pattern, (node.front_dir / "kamailio.log").read_text(errors="replace")))
+
+        with contextlib.suppress(TimeoutError):  # the assertion below shows the log
+            await wait_for(refusal_logged, "the worker's refusal logged", 10)
         log = (node.front_dir / "kamailio.log").read_text(errors="replace")
-        refusals = re.findall(r"worker sip:(\S+) refused INVITE \S+ with (\d+): out until it answers OPTIONS", log)
+        refusals = re.findall(pattern, log)
         assert refusals and set(refusals) == {(full, "486")}, log[-3000:]
 
         async def two_reports() -> list[dict[str, Any]] | None:

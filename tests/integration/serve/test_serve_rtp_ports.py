@@ -1,6 +1,7 @@
 """Each call's RTP port is drawn at random within its worker's range, among the pairs no live call holds: under a
-churn of overlapping calls (SIPp, three at a time, in a range of four pairs) pjsua never meets a port in use ("RTP
-socket bind() ... Address already in use"), and every call completes."""
+churn of overlapping calls (SIPp, three at a time, in a range of six pairs: a call SIPp has ended may hold its pair
+a moment longer while the worker tears it down) pjsua never meets a port in use ("RTP socket bind() ... Address
+already in use"), and every call completes."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ async def test_overlapping_calls_never_draw_a_port_in_use(tmp_path: Path) -> Non
     assert SIPP is not None
     async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
         sip_port, http_port = port_block(1), free_port()
-        rtp = free_port_block(12) // 2 * 2 + 2  # even, and 10 free ports from there
+        rtp = free_port_block(16) // 2 * 2 + 2  # even, and 14 free ports from there
         args = [
             "--workers", "1", "--sip-port", str(sip_port), "--realtime-url", emulator.base_url,
             "--http-port", str(http_port), "--dialplans", str(ROOT / "dialplans"),
@@ -33,7 +34,7 @@ async def test_overlapping_calls_never_draw_a_port_in_use(tmp_path: Path) -> Non
             OPENAI_API_KEY="sk-test",
             XDG_STATE_HOME=str(tmp_path / "state"),
             CALLBRIDGE_RTP_PORT=str(rtp),
-            CALLBRIDGE_RTP_PORTS_PER_WORKER="10",
+            CALLBRIDGE_RTP_PORTS_PER_WORKER="14",
         )
         serve = Started(tmp_path, "serve", args, env, ROOT)
         try:
