@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -568,11 +569,26 @@ def observe_tool(dialplan: str, variant: str, r: ev.ToolFinished) -> None:
     TOOL_WAIT_SILENCE.labels(dialplan, variant).observe(r.longest_silence_ms / 1000.0)
 
 
+class _MergedFiles(multiprocess.MultiProcessCollector):
+    """The worker processes' metric files merged, leaving out a file that goes between the listing and its read (a
+    process that has just exited, or the preloaded parent dropping the files its imports made)."""
+
+    def collect(self) -> list[Any]:
+        files = sorted(str(p) for p in Path(self._path).glob("*.db"))
+        while True:
+            try:
+                return list(self.merge(files, accumulate=True))  # type: ignore[no-untyped-call]  # prometheus-client lacks a hint
+            except FileNotFoundError as exc:
+                if exc.filename not in files:
+                    raise
+                files.remove(exc.filename)
+
+
 def registry() -> CollectorRegistry:
     """The registry to serve: merged across worker processes in multiprocess mode."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         reg = CollectorRegistry()
-        multiprocess.MultiProcessCollector(reg)  # type: ignore[no-untyped-call]  # prometheus-client lacks a hint
+        _MergedFiles(reg)  # type: ignore[no-untyped-call]  # prometheus-client lacks a hint (its __init__)
         return reg
     from prometheus_client import REGISTRY
 
