@@ -19,11 +19,12 @@ The experiment's settings, within docs/configuration.md's ranges: ``min_calls`` 
 call's standard deviation, found fastest by a spread near 1), and ``breaker_min_run`` 10: the breaker is for a
 candidate that fails call after call; at its default of 5 a candidate failing 30 % of its calls trips it now and
 then too (five in a row is one chance in 500 per call, and the calls of one down spell fail together), and this test
-is about the sequential test; a run of 10 is one chance in about 240,000, and the dead candidate of the breaker's
-test still makes it within its first batch. The rest keep their defaults (``alpha`` 0.05 split over the four
-default guardrails). Simulated through the engine, 30 % against 0 % is decided after a median of about 105 calls
-(95 %: 165, 99.9 %: about 215), so up to 240 calls in batches of 30; equal variants failing 30 % each are decided
-within 60 calls in none of 1,000 simulated runs.
+is about the sequential test; a run of 10 is one chance in about 240,000. The breaker's own test keeps the
+experiment's defaults (``min_calls`` 50, ``breaker_min_run`` 5), as a deployment would: its dead candidate trips the
+breaker within the first batch, long before the sequential test may look. The rest keep their defaults
+(``alpha`` 0.05 split over the four default guardrails). Simulated through the engine, 30 % against 0 % is decided
+after a median of about 105 calls (95 %: 165, 99.9 %: about 215), so up to 240 calls in batches of 30; equal variants
+failing 30 % each are decided within 60 calls in none of 1,000 simulated runs.
 """
 
 from __future__ import annotations
@@ -66,18 +67,23 @@ CANARY = {
     "webhooks": [{"url": "https://ops.example/hooks", "secret": {"env": "CANARY_HOOK_SECRET"},
                   "events": ["rollout.decision"], "name": "ops"}],
 }  # fmt: skip
-SPEC = Dialplan.model_validate(CANARY).rollout_spec
+# the breaker's test keeps the experiment's defaults (min_calls 50, breaker_min_run 5): a dead candidate trips the
+# breaker long before the sequential test may look, even when a safe call or two fails on a loaded machine
+BREAKER = {**CANARY, "rollout": {**CANARY["rollout"], "experiment": {"promote": False}}}
 BATCH, MAX_CALLS = 30, 240
 DOWN_30 = {"refuse_share": 0.3, "refuse_spell_s": 0.5}  # the model down in 30 % of half-second spells
 
 
 @contextlib.asynccontextmanager
-async def canary(tmp_path: Path) -> AsyncIterator[tuple[BridgeStack, RolloutStore, EmbeddedRedis]]:
-    assert SPEC is not None
+async def canary(
+    tmp_path: Path, dialplan: dict[str, Any] = CANARY
+) -> AsyncIterator[tuple[BridgeStack, RolloutStore, EmbeddedRedis]]:
+    spec = Dialplan.model_validate(dialplan).rollout_spec
+    assert spec is not None
     with EmbeddedRedis() as redis:
         async with (
-            BridgeStack(tmp_path, redis_url=redis.url, extra_plans=[CANARY]) as bridge,
-            RolloutStore(redis.url, specs={"canary": SPEC}) as store,
+            BridgeStack(tmp_path, redis_url=redis.url, extra_plans=[dialplan]) as bridge,
+            RolloutStore(redis.url, specs={"canary": spec}) as store,
         ):
             await store.set_flag("canary", {"weights": {SAFE: 50, NEW: 50}}, "qa", "canary at half")
             yield bridge, store, redis
@@ -158,7 +164,7 @@ async def test_a_candidate_down_30_percent_of_the_time_is_rolled_back_by_the_tes
 
 
 async def test_a_candidate_whose_connects_all_fail_is_rolled_back_by_the_breaker(tmp_path: Path) -> None:
-    async with canary(tmp_path) as (bridge, store, redis):
+    async with canary(tmp_path, BREAKER) as (bridge, store, redis):
         bridge.emu.set_defaults({"refuse_models": NEW})  # every connect of the candidate's model fails (HTTP 503)
         await _roll_until_decided(bridge, store, redis, tmp_path)
         [entry] = [e for e in await store.audit("canary") if e.who == records.AUTO_DECISION_WHO]
