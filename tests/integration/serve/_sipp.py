@@ -84,6 +84,16 @@ async def wait_reports(path: Path, count: int, within_s: float = 20.0) -> list[d
     raise AssertionError(f"{len(read_reports(path))} report line(s), expected {count}")
 
 
+async def ended_state(client: aioredis.Redis, key: str) -> dict[str, str]:
+    """A call's hash once the writer has flushed its end (phase ENDED), or as it is after a few flushes."""
+    deadline = time.monotonic() + 5 * FLUSH_INTERVAL_S + 1.0
+    state: dict[str, str] = await client.hgetall(key)
+    while state.get("phase") != "ENDED" and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        state = await client.hgetall(key)
+    return state
+
+
 async def left_live_set(client: aioredis.Redis, key: str) -> set[str]:
     """The worker's live set once its calls have left it (the writer flushes every FLUSH_INTERVAL_S), or as it is
     after a few flushes."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from _serve_start import ROOT, Started, clean_env, port_block
-from _sipp import SIPP, left_live_set, metrics_text, run_sipp, sample, wait_reports
+from _sipp import SIPP, ended_state, left_live_set, metrics_text, run_sipp, sample, wait_reports
 
 from bridge import events as ev
 from bridge.devkit.ports import free_port
@@ -49,7 +49,7 @@ async def test_cancel_and_bye_while_ringing_are_abandoned_calls(tmp_path: Path) 
                     assert not failed, failed  # 200 to the CANCEL (or the BYE), 487 to the INVITE
                 lines = await wait_reports(reports, 2)
                 live = await left_live_set(client, keys.worker_calls(f"127.0.0.1:{sip_port}"))
-                stored = [await client.hgetall(keys.call(str(line["call_id"]))) for line in lines]
+                stored = [await ended_state(client, keys.call(str(line["call_id"]))) for line in lines]
                 text = await metrics_text(http_port)
             finally:
                 assert serve.stop() == 0, serve.stderr()
