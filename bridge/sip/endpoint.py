@@ -328,10 +328,12 @@ class _Account(pj.Account):  # type: ignore[misc]  # pjsua2 has no stubs, so the
 
 
 def _draw_rtp_port(media: Any, cfg: SipConfig) -> bool:
-    """Start a ``TransportConfig``'s RTP ports at a random even port of the configured range; False: no range."""
+    """Start a ``TransportConfig``'s RTP ports at a random even port of the configured range, another than the one
+    it starts at now while another is free; False: no range."""
     if not (cfg.rtp_port and cfg.rtp_port_range > 2):
         return False
-    media.port = random_rtp_start(cfg.rtp_port, cfg.rtp_port_range - 1, "" if cfg.host in ("", "0.0.0.0") else cfg.host)
+    host = "" if cfg.host in ("", "0.0.0.0") else cfg.host
+    media.port = random_rtp_start(cfg.rtp_port, cfg.rtp_port_range - 1, host, avoid=int(media.port))
     media.portRange = cfg.rtp_port + cfg.rtp_port_range - media.port
     return True
 
@@ -604,12 +606,21 @@ class SipEndpoint:
         RTP port is drawn at random within the range (pjsua's ``randomizePort`` draws only the first one)."""
         self.setup_budget.count_setup(time.monotonic())
         cfg = self.config
-        if self._accounts and _draw_rtp_port(self._accounts[0].config.mediaConfig.transportConfig, cfg):
-            account = self._accounts[0]
-            try:
-                account.modify(account.config)  # a new port resets pjsua's next RTP port (pjsua_acc_modify)
-            except pj.Error as exc:
-                _LOG.warning("RTP port draw: %s", sip_error("account.modify", exc))
+        if not self._accounts:
+            return
+        account = self._accounts[0]
+        media = account.config.mediaConfig.transportConfig
+        before = int(media.port)
+        if not _draw_rtp_port(media, cfg):
+            return
+        try:
+            if media.port == before:  # pjsua_acc_modify restarts at the configured port only when it changes
+                media.port = cfg.rtp_port if before != cfg.rtp_port else cfg.rtp_port + 2
+                account.modify(account.config)
+                media.port = before
+            account.modify(account.config)  # the next call's RTP port is the one drawn
+        except pj.Error as exc:
+            _LOG.warning("RTP port draw: %s", sip_error("account.modify", exc))
 
     @property
     def active_calls(self) -> int:

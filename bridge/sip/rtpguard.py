@@ -256,13 +256,14 @@ def _port(sock: socket.socket) -> int | None:
         return None
 
 
-def random_rtp_start(first: int, span: int, host: str = "") -> int:
+def random_rtp_start(first: int, span: int, host: str = "", avoid: int = 0) -> int:
     """An even port in ``[first, first + span)`` chosen at random (RTP even, RTCP odd: RFC 3550 §11), so that the
     next call's port cannot be guessed from the last one's; among those whose pair ``host`` can bind now (a live
-    call holds its own: pjsua, handed a held one, logs "Address already in use" and tries the next pair). A random
-    one if none is free."""
+    call holds its own: pjsua, handed a held one, logs "Address already in use" and tries the next pair), ``avoid``
+    last of them. A random one if none is free."""
     starts = [first + 2 * i for i in range(max(1, span // 2))]
     secrets.SystemRandom().shuffle(starts)
+    starts.sort(key=lambda port: port == avoid)  # stable: the shuffled order, with ``avoid`` moved to the end
     return next((port for port in starts if _pair_free(host, port)), starts[0])
 
 

@@ -76,6 +76,22 @@ def test_the_drawn_rtp_pair_is_one_no_live_socket_holds() -> None:
             sock.close()
 
 
+def test_the_draw_moves_off_the_pair_it_starts_at_while_another_is_free() -> None:
+    """pjsua restarts at the account's RTP port only when a modify changes it: the draw names another pair than the
+    current one while one is free, and the current one when it is the only free pair."""
+    first = free_port_block(10) // 2 * 2 + 2  # a span of 7: the pairs at first, first + 2 and first + 4
+    drawn = {random_rtp_start(first, 7, "127.0.0.1", avoid=first + 2) for _ in range(60)}
+    assert drawn == {first, first + 4}
+    held = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    try:
+        for sock, port in zip(held, (first, first + 4), strict=True):
+            sock.bind(("127.0.0.1", port))
+        assert {random_rtp_start(first, 7, "127.0.0.1", avoid=first + 2) for _ in range(20)} == {first + 2}
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def test_a_locked_socket_drops_and_counts_other_sources() -> None:
     with (
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as target,
