@@ -314,7 +314,7 @@ ORCHESTRATOR_FILLERS = Counter(
 )
 BREAKER_OPEN = Gauge(
     f"{NS}_realtime_breaker_open",
-    "1 while a worker's circuit breaker is open (new calls go straight to hold and failover)",
+    "1 while a worker's circuit breakers are open for every model it has tried (new calls go straight to hold)",
     ["worker"],
     multiprocess_mode="livemax",
 )

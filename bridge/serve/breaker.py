@@ -73,5 +73,7 @@ class Breakers:
         return breaker
 
     @property
-    def any_open(self) -> bool:
-        return any(b.open for b in self._by_model.values())
+    def all_open(self) -> bool:
+        """Every model this worker has tried has its breaker open: no model answers, the worker's model is down
+        (one failing model of several, a rollout candidate's, leaves the worker up)."""
+        return bool(self._by_model) and all(b.open for b in self._by_model.values())

@@ -472,7 +472,7 @@ class Worker:
                 log.error("realtime connect to %s for %s failed (%s, %s): %s", url, model, status, exc.error_class, exc)
             if breaker.open and not was_open:
                 log.error("realtime %s: %d connects for %s failed in a row: breaker open", url, breaker.failures, model)
-        metrics.BREAKER_OPEN.labels(str(self.index)).set(1 if self.breakers.any_open else 0)
+        metrics.BREAKER_OPEN.labels(str(self.index)).set(1 if self.breakers.all_open else 0)
 
     def _export_store_gauges(self) -> None:
         if self.store is None:

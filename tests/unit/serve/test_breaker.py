@@ -44,7 +44,11 @@ def test_one_models_failures_open_its_breaker_alone() -> None:
     breakers = Breakers(3)
     for _ in range(3):
         breakers.of("candidate").failed("server:503:handshake refused")
-    assert breakers.of("candidate").open and breakers.any_open
+    assert breakers.of("candidate").open and breakers.all_open  # the only model tried: the worker's model is down
     assert not breakers.of("safe").open  # the safe variant's calls go on connecting
+    assert not breakers.all_open  # and the worker is up: /healthz stays ready
+    for _ in range(3):
+        breakers.of("safe").failed("server:503:handshake refused")
+    assert breakers.all_open
     breakers.of("candidate").succeeded()
-    assert not breakers.any_open
+    assert not breakers.all_open
