@@ -1,20 +1,27 @@
-"""``callbridge bench rollout [--quick] [--reps N] [--json]``: simulated rollouts through the decision engine.
+"""``callbridge bench rollout [--quick] [--reps N] [--json]``: seeded guarded rollouts through the product's engine.
 
-Each rollout is a stream of finished calls, each on the candidate with probability ``share`` and otherwise on the
-safe variant; a call fails, is abandoned, and has a greeting and a first reply (log-normal; none when it failed)
-drawn from its variant's truth. The stream goes through the engine's own statistics
-(``bridge.rollout.experiment``: :func:`compare`, :func:`half_width`, :func:`breaker_run`), vectorized over the calls:
-what :class:`~bridge.rollout.experiment.Experiment` decides after every call (a unit test checks that both give the
-same first decision on the same stream). Reported:
+Each rollout is a closed loop: calls arrive at ``RATE`` an hour, each drawn onto the candidate with the share the
+engine's last decision set (``bridge.rollout.experiment.Experiment``, fed record by record exactly as the workers
+and ``rollout evaluate`` feed it), and each call's outcome is drawn from its variant's truth. Defaults everywhere:
+the ramp ``auto_promote: [5, 25, 50, 100]`` with its 5 % holdout. The truth of the safe variant: failures 2 %,
+abandonment 8 %, greeting median 700 ms and first reply 900 ms (log-normal, sigma 0.6), handle time median 180 s
+(log-normal, sigma 1). Every scenario prints its goal beside its figure (a rate with its Wilson 95 % interval):
 
-* **A/A** (equal variants) at failure and abandon rates 2-20 % and candidate shares 5-50 %, up to ``AA_CALLS``
-  candidate calls each: how often the candidate is rolled back (false rollback; the test and the breaker), how
-  often it is promoted and after how many candidate calls (median);
-* **A/B**: failures 5 -> 10 %, a median greeting 400 ms slower, and a dead candidate (every call fails): how
-  often it is rolled back within ``AB_CALLS`` candidate calls (power), after how many (median), and how often a
-  worse candidate is promoted first;
-* **coverage**: how often the always-valid 95 % interval of the failure-rate difference and of the greeting
-  log-difference held the truth at every look of a rollout (from ``min_calls`` on).
+* **equal**: the candidate reaches the last step within ``CALLS`` calls (goal >= 80 %) and is rolled back
+  (goal <= 5 %); also with a daily swing of both variants' failures from 4 % to 40 % and back;
+* **worse**: failures or abandonment 1.5 times the safe variant's reach the last step (goal <= 5 %);
+* **dies**: a candidate that fails every call from the moment it reaches a step (5, 25, 50 %, the last step) is
+  rolled back within 50 of its calls (goal >= 95 %); failures that double once it reaches the last step are rolled
+  back within 20,000 calls (goal >= 80 %);
+* **slower**: a greeting median 50 % slower is rolled back within 1,500 candidate calls (goal >= 80 %); a
+  regression exactly at a margin (failures 1.5x, abandonment 1.25x, greeting median 1.25x) reaches the last step
+  (goal <= 5 %); a heavier greeting tail with the same median (sigma 0.6 -> 0.9: outside the goals);
+* **srm**: 10 % of the candidate's records lost, ramps from 25 and 50 %: flagged within 10,000 calls
+  (goal >= 80 %), promoted after the flag (goal 0);
+* **coverage**: every 95 % interval the engine shows (each guardrail's, and handle time's) holds the truth at every
+  hourly look (goal >= 95 %); handle time also at a fixed 5 % share, log-normal sigma 1 and 2 (heavy tails).
+* **limit**: the calls a fixed-horizon test needs for the last step's non-inferiority on failures, beside the
+  engine's median calls to the last step.
 """
 
 from __future__ import annotations
@@ -22,258 +29,435 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from bridge.rollout.experiment import (
-    DISPLAY_ALPHA,
-    ExperimentSpec,
-    Kind,
-    breaker_run,
-    compare,
-    half_width,
-)
+from bridge.rollout.experiment import GUARDRAILS, Experiment, ExperimentSpec, epoch_of
+from bridge.rollout.guardrails import DISPLAY_ALPHA
 
-AA_CALLS = 2000  # candidate calls per A/A rollout
-AB_CALLS = 1500  # candidate calls within which a regression must be found
-AA_RATES = (0.02, 0.05, 0.10, 0.20)
-SHARES = (0.05, 0.20, 0.50)
+RATE = 1000.0  # calls an hour
+CALLS = 50_000  # about two days
+STEPS = (5.0, 25.0, 50.0, 100.0)
 
 
 @dataclass(frozen=True, slots=True)
 class Truth:
-    """One variant's true rates and latency medians (log-normal spreads are shared)."""
-
-    fail: float = 0.05
-    abandon: float = 0.05
-    greeting_ms: float = 900.0
-    first_reply_ms: float = 700.0
-
-
-GREETING_SIGMA, REPLY_SIGMA, REPLY_SHARE = 0.4, 0.6, 0.9
-
-
-def simulate(rng: np.random.Generator, safe: Truth, cand: Truth, share: float, calls: int) -> dict[str, np.ndarray]:
-    """One rollout's calls in order: on the candidate or not, and each guardrail's raw value."""
-    on = rng.random(calls) < share
-
-    def pick(a: float, b: float) -> np.ndarray:
-        return np.where(on, b, a)
-
-    failed = rng.random(calls) < pick(safe.fail, cand.fail)
-    abandoned = rng.random(calls) < pick(safe.abandon, cand.abandon)
-    greeting = pick(safe.greeting_ms, cand.greeting_ms) * np.exp(GREETING_SIGMA * rng.standard_normal(calls))
-    reply = pick(safe.first_reply_ms, cand.first_reply_ms) * np.exp(REPLY_SIGMA * rng.standard_normal(calls))
-    replied = ~failed & (rng.random(calls) < REPLY_SHARE)
-    return {
-        "candidate": on,
-        "failure_rate": failed.astype(float),
-        "abandon_rate": abandoned.astype(float),
-        "greeting_ms": np.where(failed, np.nan, greeting),
-        "first_reply_ms": np.where(replied, reply, np.nan),
-    }
-
-
-def records(sim: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
-    """The simulated calls as the engine's outcome records."""
-    for i, cand in enumerate(sim["candidate"]):
-        g, r = sim["greeting_ms"][i], sim["first_reply_ms"][i]
-        yield {
-            "t": float(i),
-            "variant": "cand" if cand else "safe",
-            "outcome": "connect_failure" if sim["failure_rate"][i] else "ok",
-            "abandoned": bool(sim["abandon_rate"][i]),
-            "greeting_ms": None if math.isnan(g) else float(g),
-            "first_reply_ms": None if math.isnan(r) else float(r),
-        }
-
-
-def _arm(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    v = np.where(mask, x, 0.0)
-    return np.cumsum(mask).astype(float), np.cumsum(v), np.cumsum(v * v)
-
-
-def _series(spec: ExperimentSpec, sim: dict[str, np.ndarray], name: str, shifted: bool) -> tuple[Any, ...]:
-    """At every call: (valid, diff, V, rho) of one guardrail, candidate minus safe (the safe latency shifted or not)."""
-    g, margin = next((g, m) for g, m in spec.active if g.name == name)
-    raw, cand = sim[name], sim["candidate"]
-    present = ~np.isnan(raw)
-    x = np.log(np.maximum(np.nan_to_num(raw, nan=1.0), 1.0)) if g.kind is Kind.LATENCY else np.nan_to_num(raw)
-    xs = np.log(np.exp(x) + margin) if g.kind is Kind.LATENCY and shifted else x
-    arm_c, arm_s = _arm(x, present & cand), _arm(xs, present & ~cand)
-    valid = np.minimum(arm_c[0], arm_s[0]) >= spec.min_calls
-    with np.errstate(divide="ignore", invalid="ignore"):
-        diff, var, rho = compare(g.kind, (arm_c, arm_s), spec.tau)
-    return valid, diff, var, rho
-
-
-def _breaker(spec: ExperimentSpec, sim: dict[str, np.ndarray]) -> np.ndarray:
-    """At every call: whether the candidate's run of failures trips the breaker."""
-    cand, failed = sim["candidate"], sim["failure_rate"] > 0
-    idx = np.arange(len(cand))
-    last_ok = np.maximum.accumulate(np.where(cand & ~failed, idx, -1))  # the candidate's last call that went well
-    cand_calls = np.cumsum(cand)
-    run = cand_calls - np.concatenate(([0], cand_calls))[last_ok + 1]  # candidate calls since then, all failed
-    safe = ~cand
-    need = breaker_run(np.cumsum(safe & failed), np.cumsum(safe), spec.breaker_min_run, spec.breaker_per_call)
-    return np.asarray(run >= need)
+    fail: float = 0.02
+    abandon: float = 0.08
+    greeting_ms: float = 700.0
+    greeting_sigma: float = 0.6
+    reply_ms: float = 900.0
+    reply_sigma: float = 0.6
+    handle_s: float = 180.0
+    handle_sigma: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
-class Run:
-    """What one simulated rollout came to (indices are calls of the stream; None: never)."""
-
-    rollback: int | None
-    breaker: bool
-    promote: int | None  # the first call at which promote is decided, if no rollback came first
-    first: tuple[int, str] | None  # the engine's first decision: (call, action)
-    covered: dict[str, bool]
-
-
-def _first(flags: np.ndarray) -> int | None:
-    hits = np.flatnonzero(flags)
-    return int(hits[0]) if hits.size else None
-
-
-def evaluate(spec: ExperimentSpec, sim: dict[str, np.ndarray], truth: dict[str, float]) -> Run:
-    """The engine's decisions over one stream, and whether its 95 % intervals held ``truth`` at every look."""
-    alpha = spec.test_alpha
-    back = _breaker(spec, sim)
-    tripped = back.copy()
-    ok = np.ones(len(back), bool)
-    covered: dict[str, bool] = {}
-    for g, margin in spec.active:
-        valid, diff, var, rho = _series(spec, sim, g.name, shifted=True)
-        w = np.where(valid, half_width(var, rho, alpha), np.inf)
-        back |= valid & (diff - w > 0)
-        ok &= valid & (diff + w < (0.0 if g.kind is Kind.LATENCY else margin))
-        if g.name in truth:
-            valid, diff, var, rho = _series(spec, sim, g.name, shifted=False)
-            miss = valid & (np.abs(diff - truth[g.name]) > half_width(var, rho, DISPLAY_ALPHA))
-            covered[g.name] = not bool(miss.any())
-    rollback, promote = _first(back), _first(ok)
-    decided = [(i, a) for i, a in ((rollback, "rollback"), (promote, "promote")) if i is not None]
-    first = min(decided, key=lambda d: (d[0], d[1] != "rollback")) if decided else None
-    breaker = rollback is not None and bool(tripped[rollback])
-    return Run(rollback, breaker, promote if first and first[1] == "promote" else None, first, covered)
+class Scenario:
+    name: str
+    cand: Truth = Truth()
+    safe: Truth = Truth()
+    after: Truth | None = None  # the candidate's truth once ``change_at`` is reached
+    change_at: float | None = None  # the share (percent) whose step brings ``after``
+    swing: bool = False  # both variants' failures 4 % -> 40 % -> 4 % over each day
+    lose: float = 0.0  # the share of the candidate's records that are lost
+    steps: tuple[float, ...] = STEPS
+    fixed: float | None = None  # a fixed share, no promotion
+    calls: int = CALLS
+    stop_at_rollback: bool = True
 
 
-def _truths(safe: Truth, cand: Truth) -> dict[str, float]:
+def _lognormal(rng: np.random.Generator, median: float, sigma: float) -> float:
+    return float(median * math.exp(sigma * rng.standard_normal()))
+
+
+def _call(rng: np.random.Generator, truth: Truth, fail: float) -> dict[str, Any]:
+    failed = rng.random() < fail
     return {
-        "failure_rate": cand.fail - safe.fail,
-        "greeting_ms": math.log(cand.greeting_ms) - math.log(safe.greeting_ms),
+        "outcome": "connect_failure" if failed else "ok",
+        "abandoned": bool(rng.random() < truth.abandon),
+        "greeting_ms": None if failed else _lognormal(rng, truth.greeting_ms, truth.greeting_sigma),
+        "first_reply_ms": None if failed else _lognormal(rng, truth.reply_ms, truth.reply_sigma),
+        "handle_time_s": _lognormal(rng, truth.handle_s, truth.handle_sigma),
     }
 
 
-def scenario(
-    spec: ExperimentSpec, safe: Truth, cand: Truth, share: float, cand_calls: int, reps: int, rng: np.random.Generator
-) -> dict[str, Any]:
-    """``reps`` rollouts of one scenario, summed up (calls counted on the candidate)."""
-    calls = math.ceil(cand_calls / share)
-    runs, backs, ups = [], [], []
-    for _ in range(reps):
-        sim = simulate(rng, safe, cand, share, calls)
-        runs.append(run := evaluate(spec, sim, _truths(safe, cand)))
-        on_candidate = np.cumsum(sim["candidate"])  # candidate calls up to each call of the stream
-        backs += [int(on_candidate[run.rollback])] if run.rollback is not None else []
-        ups += [int(on_candidate[run.promote])] if run.promote is not None else []
-    cover = {name: sum(r.covered[name] for r in runs) / reps for name in runs[0].covered}
-    return {
-        "share": share,
-        "reps": reps,
-        "candidate_calls": cand_calls,
-        "rollback": len(backs) / reps,
-        "breaker": sum(r.breaker for r in runs) / reps,
-        "rollback_calls_median": float(np.median(backs)) if backs else None,
-        "promote": len(ups) / reps,
-        "promote_calls_median": float(np.median(ups)) if ups else None,
-        "coverage": cover,
-    }
+def _spec(sc: Scenario) -> ExperimentSpec:
+    guardrails = {"handle_time_s": {"on": False}}
+    if sc.fixed is not None:
+        return ExperimentSpec(promote=False, guardrails=guardrails)
+    return ExperimentSpec(auto_promote=sc.steps, guardrails=guardrails)
 
 
-def measure(spec: ExperimentSpec, reps: int, seed: int, quick: bool) -> dict[str, Any]:
+def run(sc: Scenario, seed: int) -> dict[str, Any]:
+    """One rollout of ``sc``: what the engine did, and when (calls of the stream and of the candidate)."""
     rng = np.random.default_rng(seed)
-    rates, shares = ((0.05, 0.20), (0.05, 0.5)) if quick else (AA_RATES, SHARES)
-    started = time.perf_counter()
-    aa = [
-        {"base": p, **scenario(spec, Truth(p, p), Truth(p, p), s, AA_CALLS, reps, rng)} for p in rates for s in shares
-    ]
-    base = Truth()
-    effects = {
-        "failures 5 -> 10 %": replace(base, fail=0.10),
-        "greeting median +400 ms": replace(base, greeting_ms=base.greeting_ms + 400),
-        "dead candidate": replace(base, fail=1.0),
+    spec = _spec(sc)
+    share = sc.fixed if sc.fixed is not None else sc.steps[0]
+    weights = {"safe": 100.0 - share, "cand": share}
+    exp = Experiment(spec, "safe", ("safe", "cand"), weights=weights)
+    epoch = epoch_of(weights, False)
+    truth, changed_at, cand_calls = sc.cand, None, 0
+    out: dict[str, Any] = {"rollback": None, "last": None, "srm": None, "promote_after_srm": 0, "breaker": False}
+    out["covered"] = {}
+    truths = _truth_diffs(sc)
+    missed: set[str] = set()
+    looked = -1
+    for i in range(sc.calls):
+        t = i * 3600.0 / RATE
+        on = rng.random() < weights["cand"] / 100.0
+        if sc.change_at is not None and changed_at is None and weights["cand"] >= min(sc.change_at, spec.last_share):
+            truth, changed_at = (sc.after or sc.cand), (i, cand_calls)
+        mine = truth if on else sc.safe
+        fail = mine.fail
+        if sc.swing:
+            fail = 0.04 + 0.36 * (1 - math.cos(2 * math.pi * t / 86400)) / 2
+        call = _call(rng, mine, fail)
+        cand_calls += on
+        if on and sc.lose and rng.random() < sc.lose:
+            continue
+        record = {"t": t, "started": t, "variant": "cand" if on else "safe", "epoch": epoch, **call}
+        for d in exp.feed(record):
+            if d.action == "srm" and out["srm"] is None:
+                out["srm"] = i
+            if d.action == "promote" and out["srm"] is not None:
+                out["promote_after_srm"] += 1
+            if d.action == "rollback" and out["rollback"] is None:
+                out["rollback"] = (i, cand_calls, changed_at)
+                out["breaker"] = "breaker" in d.evidence
+            if d.weights is not None:
+                weights, epoch = d.weights, epoch_of(d.weights, False)
+                if weights["cand"] >= spec.last_share - 1e-9 and out["last"] is None:
+                    out["last"] = (i, cand_calls)
+        hour = int(t // 3600)
+        if hour != looked and truths:
+            looked = hour
+            missed |= _misses(exp, truths)
+        if out["rollback"] is not None and sc.stop_at_rollback:
+            break
+    out["changed"] = changed_at
+    if truths:
+        missed |= _misses(exp, truths)
+        out["covered"] = {name: name not in missed for name in truths}
+    return out
+
+
+def _truth_diffs(sc: Scenario) -> dict[str, float]:
+    """Each shown interval's truth (candidate minus safe, in the unit shown) where the truth stays fixed."""
+    if sc.after is not None or sc.swing or sc.lose:
+        return {}
+    c, s = sc.cand, sc.safe
+    out = {
+        "failure_rate": c.fail - s.fail,
+        "abandon_rate": c.abandon - s.abandon,
+        "handle_time_s": _log_mean(c.handle_s, c.handle_sigma) - _log_mean(s.handle_s, s.handle_sigma),
     }
-    ab = [
-        {"effect": name, **scenario(spec, base, cand, s, AB_CALLS, reps, rng)}
-        for name, cand in effects.items()
-        for s in shares
+    if c.greeting_sigma == s.greeting_sigma:  # the log-mean difference of two log-normals of one spread
+        out["greeting_ms"] = math.log(c.greeting_ms / s.greeting_ms)
+    if c.reply_sigma == s.reply_sigma:
+        out["first_reply_ms"] = math.log(c.reply_ms / s.reply_ms)
+    return out
+
+
+_LOG_MEANS: dict[tuple[float, float], float] = {}
+
+
+def _log_mean(median: float, sigma: float) -> float:
+    """E log(x + 1) for a log-normal x (the handle time's test scale), by quadrature."""
+    key = (median, sigma)
+    if key not in _LOG_MEANS:
+        z = np.linspace(-8, 8, 20001)
+        w = np.exp(-z * z / 2)
+        _LOG_MEANS[key] = float(np.sum(np.log(median * np.exp(sigma * z) + 1.0) * w) / np.sum(w))
+    return _LOG_MEANS[key]
+
+
+def _misses(exp: Experiment, truths: dict[str, float]) -> set[str]:
+    """The guardrails whose shown 95 % interval leaves the truth now (in the test's scale)."""
+    out = set()
+    cand = exp.cands["cand"]
+    for name, truth in truths.items():
+        e = cand.since[name].shown.estimate()
+        if e is None or min(e.calls) < exp.spec.min_calls:
+            continue
+        w = e.half_width(exp.spec.tau, DISPLAY_ALPHA)
+        if abs(e.diff - truth) > w:
+            out.add(name)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the goals
+def _wilson(k: int, n: int) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    p, z = k / n, 1.96
+    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, mid - half), min(1.0, mid + half))
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    text: str
+    scenario: Scenario
+    hit: Callable[[dict[str, Any]], bool]
+    at_least: float | None = None  # the rate must be >= this (or <= ``at_most``)
+    at_most: float | None = None
+    given: Callable[[dict[str, Any]], bool] | None = None  # the rollouts the rate is over (None: all)
+
+
+def _reached(r: dict[str, Any]) -> bool:
+    return r["last"] is not None
+
+
+def _rolled_back_within(calls: int, of: str) -> Callable[[dict[str, Any]], bool]:
+    def hit(r: dict[str, Any]) -> bool:
+        back = r["rollback"]
+        if back is None:
+            return False
+        i, cand, changed = back
+        start = changed if changed is not None else (0, 0)
+        return bool((cand - start[1] if of == "candidate" else i - start[0]) <= calls)
+
+    return hit
+
+
+def _changed(r: dict[str, Any]) -> bool:
+    """The candidate reached the step that changes it (before any rollback)."""
+    back = r["rollback"]
+    return (back is not None and back[2] is not None) or (back is None and r.get("changed") is not None)
+
+
+BASE = Truth()
+
+
+def _covered(name: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda r: bool(r["covered"].get(name))
+
+
+def goals(quick: bool) -> list[Goal]:
+    """Every goal of the issue, each with the scenario that measures it."""
+    n = 4000 if quick else CALLS
+    return [*_ramp_goals(n), *_death_goals(n), *_latency_goals(n), *_split_goals(n), *_coverage_goals(n)]
+
+
+def _ramp_goals(n: int) -> list[Goal]:
+    equal, swing = Scenario("equal", calls=n, stop_at_rollback=False), Scenario("swing", swing=True, calls=n)
+    rolled_back: Callable[[dict[str, Any]], bool] = lambda r: r["rollback"] is not None  # noqa: E731
+    return [
+        Goal("equal: reaches the last step", equal, _reached, at_least=0.8),
+        Goal("equal: rolled back", equal, rolled_back, at_most=0.05),
+        Goal("equal, daily swing 4-40 %: reaches the last step", swing, _reached, at_least=0.8),
+        Goal("equal, daily swing 4-40 %: rolled back", swing, rolled_back, at_most=0.05),
+        Goal(
+            "failures 1.5x: reaches the last step",
+            Scenario("fail 1.5x", cand=replace(BASE, fail=0.03), calls=n),
+            _reached,
+            at_most=0.05,
+        ),
+        Goal(
+            "abandonment 1.5x: reaches the last step",
+            Scenario("abandon 1.5x", cand=replace(BASE, abandon=0.12), calls=n),
+            _reached,
+            at_most=0.05,
+        ),
     ]
+
+
+def _death_goals(n: int) -> list[Goal]:
+    dies = [
+        Goal(
+            f"dies at the {s:g} % step: rolled back within 50 of its calls",
+            Scenario(f"dies at {s:g}", after=replace(BASE, fail=1.0), change_at=s, calls=n),
+            _rolled_back_within(50, "candidate"),
+            at_least=0.95,
+            given=_changed,
+        )
+        for s in STEPS
+    ]
+    doubles = Goal(
+        "failures double at the last step: rolled back within 20,000 calls",
+        Scenario("doubles at last", after=replace(BASE, fail=0.04), change_at=100.0, calls=n + 20_000),
+        _rolled_back_within(20_000, "calls"),
+        at_least=0.8,
+        given=_changed,
+    )
+    return [*dies, doubles]
+
+
+def _latency_goals(n: int) -> list[Goal]:
+    return [
+        Goal(
+            "greeting median 50 % slower: rolled back within 1,500 candidate calls",
+            Scenario("greeting 1.5x", cand=replace(BASE, greeting_ms=1050.0), calls=n),
+            _rolled_back_within(1500, "candidate"),
+            at_least=0.8,
+        ),
+        Goal(
+            "at the margin, abandonment 1.25x: reaches the last step",
+            Scenario("abandon 1.25x", cand=replace(BASE, abandon=0.10), calls=n),
+            _reached,
+            at_most=0.05,
+        ),
+        Goal(
+            "at the margin, greeting 1.25x: reaches the last step",
+            Scenario("greeting 1.25x", cand=replace(BASE, greeting_ms=875.0), calls=n),
+            _reached,
+            at_most=0.05,
+        ),
+        Goal(
+            "greeting tail heavier, same median (sigma 0.9): rolled back within 1,500 candidate calls",
+            Scenario("greeting tail", cand=replace(BASE, greeting_sigma=0.9), calls=n),
+            _rolled_back_within(1500, "candidate"),
+        ),
+    ]
+
+
+def _split_goals(n: int) -> list[Goal]:
+    out = [
+        Goal(
+            f"10 % of candidate records lost, ramp from {s:g} %: flagged within 10,000 calls",
+            Scenario(f"srm {s:g}", lose=0.1, steps=tuple(x for x in STEPS if x >= s), calls=min(n, 10_000)),
+            lambda r: r["srm"] is not None,
+            at_least=0.8,
+        )
+        for s in (25.0, 50.0)
+    ]
+    after = Goal("srm: promoted after the flag", out[0].scenario, lambda r: r["promote_after_srm"] > 0, at_most=0.0)
+    return [*out, after]
+
+
+def _coverage_goals(n: int) -> list[Goal]:
+    equal = Scenario("equal", calls=n, stop_at_rollback=False)
+    ramp = [
+        Goal(f"coverage: {name} interval held at every look (equal ramp)", equal, _covered(name), at_least=0.95)
+        for name in ("failure_rate", "abandon_rate", "greeting_ms", "first_reply_ms", "handle_time_s")
+    ]
+    heavy = [
+        Goal(
+            f"coverage: handle time (+20 %, sigma {sigma:g}) at a fixed 5 % share",
+            Scenario(
+                f"handle sigma {sigma:g}",
+                cand=replace(BASE, handle_s=216.0, handle_sigma=sigma),
+                safe=replace(BASE, handle_sigma=sigma),
+                fixed=5.0,
+                calls=min(n, 20_000),
+                stop_at_rollback=False,
+            ),
+            _covered("handle_time_s"),
+            at_least=0.95,
+        )
+        for sigma in (1.0, 2.0)
+    ]
+    return [*ramp, *heavy]
+
+
+def _task(args: tuple[Scenario, int]) -> dict[str, Any]:
+    return run(*args)
+
+
+def measure(reps: int, seed: int, quick: bool, jobs: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    gs = goals(quick)
+    scenarios = list(dict.fromkeys(g.scenario for g in gs))
+    tasks = [(sc, seed * 100_003 + k * 7919 + i) for k, sc in enumerate(scenarios) for i in range(reps)]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        results = list(pool.map(_task, tasks, chunksize=max(1, reps // 4)))
+    by: dict[Scenario, list[dict[str, Any]]] = {}
+    for (sc, _), r in zip(tasks, results, strict=True):
+        by.setdefault(sc, []).append(r)
+    rows = []
+    for g in gs:
+        rs = [r for r in by[g.scenario] if g.given is None or g.given(r)]
+        k = sum(bool(g.hit(r)) for r in rs)
+        lo, hi = _wilson(k, len(rs))
+        rate = k / len(rs) if rs else 0.0
+        met = None
+        if g.at_least is not None:
+            met = rate >= g.at_least
+        elif g.at_most is not None:
+            met = rate <= g.at_most
+        rows.append(
+            {
+                "goal": g.text,
+                "rate": rate,
+                "ci95": [lo, hi],
+                "reps": len(rs),
+                "target": (">= " + f"{g.at_least:.0%}")
+                if g.at_least is not None
+                else ("<= " + f"{g.at_most:.0%}")
+                if g.at_most is not None
+                else "-",
+                "met": met,
+            }
+        )
+    equal = by[next(sc for sc in scenarios if sc.name == "equal")]
+    to_last = [r["last"][0] for r in equal if r["last"] is not None]
     return {
-        "alpha": spec.alpha,
-        "tau": spec.tau,
-        "min_calls": spec.min_calls,
         "seed": seed,
-        "aa": aa,
-        "ab": ab,
+        "reps": reps,
+        "calls": CALLS if not quick else 4000,
+        "goals": rows,
+        "limit": {
+            "fixed_horizon_calls_per_arm": fixed_horizon(0.02, 0.5 * 0.02, ExperimentSpec().test_alpha),
+            "median_calls_to_last_step": float(np.median(to_last)) if to_last else None,
+        },
         "wall_s": round(time.perf_counter() - started, 1),
     }
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f} %"
+def fixed_horizon(p: float, margin: float, alpha: float, power: float = 0.8) -> int:
+    """Calls per arm a fixed-horizon one-sided test at ``alpha`` and ``power`` needs to show a rate ``p`` within
+    ``margin`` (the physical limit a sequential test should stay within about twice of)."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1 - alpha) + NormalDist().inv_cdf(power)
+    return math.ceil(z * z * 2 * p * (1 - p) / (margin * margin))
 
 
-def _n(x: float | None) -> str:
-    return "-" if x is None else f"{x:.0f}"
+def _pct(x: float) -> str:
+    return f"{100 * x:5.1f} %"
 
 
 def human(result: dict[str, Any]) -> str:
-    lines = [
-        f"alpha {result['alpha']} tau {result['tau']} min_calls {result['min_calls']} seed {result['seed']}",
-        f"A/A ({AA_CALLS} candidate calls each)",
-        "base   share  reps  rollback  (breaker)  promoted  calls to promote  coverage fail  coverage greet",
-    ]
-    for r in result["aa"]:
-        lines.append(
-            f"{r['base']:<6.2f} {r['share']:<6.2f} {r['reps']:>4}  {_pct(r['rollback']):>8}  "
-            f"{_pct(r['breaker']):>9}  {_pct(r['promote']):>8}  {_n(r['promote_calls_median']):>16}  "
-            f"{_pct(r['coverage']['failure_rate']):>13}  {_pct(r['coverage']['greeting_ms']):>14}"
-        )
-    lines += [
-        f"A/B (within {AB_CALLS} candidate calls)",
-        "effect                    share  reps  power     calls to rollback  promoted  coverage fail  cov greet",
-    ]
-    for r in result["ab"]:
-        lines.append(
-            f"{r['effect']:<25} {r['share']:<6.2f} {r['reps']:>4}  {_pct(r['rollback']):>8}  "
-            f"{_n(r['rollback_calls_median']):>17}  {_pct(r['promote']):>8}  "
-            f"{_pct(r['coverage']['failure_rate']):>13}  {_pct(r['coverage']['greeting_ms']):>9}"
-        )
+    lines = [f"guarded rollouts: {result['reps']} per scenario, up to {result['calls']} calls, seed {result['seed']}"]
+    lines.append(f"{'goal':<86} {'rate':>8}  {'95 % interval':>17}  {'target':>7}  met")
+    for r in result["goals"]:
+        lo, hi = r["ci95"]
+        met = "-" if r["met"] is None else "yes" if r["met"] else "NO"
+        lines.append(f"{r['goal']:<86} {_pct(r['rate'])}  [{_pct(lo)}, {_pct(hi)}]  {r['target']:>7}  {met}")
+    lim = result["limit"]
+    lines.append(
+        "limit: a fixed-horizon test of the last step's failure margin needs "
+        f"{lim['fixed_horizon_calls_per_arm']} calls per arm; the engine's median calls to the last step: "
+        f"{lim['median_calls_to_last_step']}"
+    )
     lines.append(f"{result['wall_s']} s")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="callbridge bench rollout", description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--reps", type=int, default=300, help="rollouts per scenario (default 300)")
-    parser.add_argument("--seed", type=int, default=56, help="the simulation's seed (default 56)")
-    parser.add_argument("--tau", type=float, default=None, help="the mixture spread (default: the engine's)")
-    parser.add_argument("--min-calls", type=int, default=None, help="values per variant before a test is checked")
-    parser.add_argument("--quick", action="store_true", help="a few scenarios with 10 rollouts each (a smoke run)")
+    parser.add_argument("--reps", type=int, default=100, help="rollouts per scenario (default 100)")
+    parser.add_argument("--seed", type=int, default=61, help="the simulation's seed (default 61)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: one per core)")
+    parser.add_argument("--quick", action="store_true", help="short streams, 3 rollouts each (a smoke run)")
     parser.add_argument("--json", action="store_true", help="the result as one JSON object")
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in (("tau", args.tau), ("min_calls", args.min_calls)) if v is not None}
-    spec = ExperimentSpec(**overrides)
-    result = measure(spec, 10 if args.quick else args.reps, args.seed, args.quick)
+    result = measure(3 if args.quick else args.reps, args.seed, args.quick, args.jobs)
     print(json.dumps(result) if args.json else human(result))
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+__all__ = ["GUARDRAILS", "Scenario", "Truth", "fixed_horizon", "main", "measure", "run"]

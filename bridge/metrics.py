@@ -171,15 +171,27 @@ ROLLBACKS = Counter(
 )
 ROLLOUT_DECISIONS = Counter(
     f"{NS}_rollout_decisions",
-    "Decisions of a rollout's experiment on evidence (bridge.rollout.experiment): action rollback or promote",
+    "Decisions of a guarded rollout on evidence (bridge.rollout.engine): action rollback, promote, srm or complete",
     ["dialplan", "variant", "action"],
 )
 ROLLOUT_ESTIMATE = Gauge(
     f"{NS}_rollout_estimate",
-    "A rollout experiment's estimate over the calls since the weights last changed, as this worker last computed "
+    "A guarded rollout's estimate over the calls since each candidate was armed, as this worker last computed "
     "it: stat value (the variant's), diff, ci95_low, ci95_high (a candidate's difference from the safe variant "
     "and its always-valid 95 % interval)",
     ["dialplan", "variant", "metric", "stat"],
+)
+ROLLOUT_SRM = Gauge(
+    f"{NS}_rollout_srm",
+    "1 while a rollout's sample-ratio test finds the observed split of its outcome records unlike its weights "
+    "(promotions stop, rollback stays armed; bridge.rollout.experiment)",
+    ["dialplan"],
+    multiprocess_mode="livemax",
+)
+ROLLOUT_RECORDS_REJECTED = Counter(
+    f"{NS}_rollout_records_rejected",
+    "Outcome records the rollout's engine left out: reason unsigned or bad signature (with rollout_key set)",
+    ["dialplan", "reason"],
 )
 ROLLOUT_WEIGHT = Gauge(
     f"{NS}_rollout_weight",
@@ -439,7 +451,7 @@ def prime(
             VARIANT_COST.labels(dp, name)
             VARIANT_PRICED_CALLS.labels(dp, name)
             ROLLBACKS.labels(dp, name)
-            for action in ("rollback", "promote"):
+            for action in ("rollback", "promote", "srm", "complete"):
                 ROLLOUT_DECISIONS.labels(dp, name, action)
     REDIS_QUEUE_DEPTH.set(0)
     REDIS_DROPPED_WRITES.inc(0)
@@ -629,6 +641,9 @@ def breakers_open() -> list[str]:
 def export_estimates(dialplan: str, estimates: Mapping[str, Mapping[str, Any]]) -> None:
     """A rollout experiment's estimates (``bridge.rollout.experiment.Experiment.estimates``) as gauges."""
     for variant, metrics in estimates.items():
+        verdict = metrics.get("verdict")
+        if isinstance(verdict, Mapping):
+            ROLLOUT_SRM.labels(dialplan).set(1.0 if verdict.get("srm") else 0.0)
         for metric, m in metrics.items():
             if not isinstance(m, Mapping) or m.get("value") is None:
                 continue

@@ -1,5 +1,5 @@
-"""One outcome record per finished call of a rollout plan, its epoch, and the replay of records through the
-decision engine that both the worker (live) and ``callbridge rollout evaluate`` (offline) run. Pure.
+"""One outcome record per finished call of a rollout plan, and the replay of records through the guarded rollout
+(``bridge.rollout.experiment``) that both the worker (live) and ``callbridge rollout evaluate`` (offline) run. Pure.
 
 A record (``bridge.serve.outcome.outcome_record`` builds it from the call's report) is a JSON object:
 
@@ -8,6 +8,7 @@ A record (``bridge.serve.outcome.outcome_record`` builds it from the call's repo
 ``started``         the answer (or the start of the call), epoch seconds: which weights drew its variant
 ``variant``         the variant the call ran on
 ``epoch``           the fingerprint of the weights (and kill switch) the call was drawn under (:func:`epoch_of`)
+``shares``          those weights as shares (variant -> share of new calls): the split the sample-ratio test expects
 ``outcome``         ``ok``, ``connect_failure``, ``dropped`` or ``recovered`` (``bridge.rollout.health``)
 ``transferred``     the agent handed the caller over (a transfer was decided)
 ``abandoned``       the caller hung up before being served: while ringing (the end reason ``caller abandoned
@@ -23,28 +24,33 @@ A record (``bridge.serve.outcome.outcome_record`` builds it from the call's repo
 ``disposition``     the call report's disposition, null where it has none
 ``failed_checks``   the names of the plan's compliance checks the call failed (``[]``: all passed); null where the
                     plan has no checks
+``sig``             the record's HMAC with the node's ``rollout_key`` (``bridge.rollout.records``; none without one)
 ==================  ==================================================================================================
 
-An **epoch** is the calls since the weights last changed. Records arrive in the order calls end, so a call drawn
-under the old weights may end after the first call of the new ones; :class:`EpochReplay` starts a new epoch at the
-first record whose epoch differs from the current one and whose call started after the current epoch's first call,
-and leaves out records of an older epoch that end late.
+An entry ``{"rearm": VARIANT, "t": T}`` in the same stream (``callbridge rollout rearm``) starts that candidate's
+evidence afresh.
+
+Records arrive in the order calls end, so a call drawn under the old weights may end after the first call of the
+new ones: the engine starts a new epoch at the first record whose epoch differs from the current one and whose call
+started after the current epoch's first call, counts a late record of an older epoch in that epoch's split only,
+and leaves it out of the tests.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from bridge.rollout.experiment import Decision, Experiment, ExperimentSpec
+from bridge.rollout.experiment import Experiment, ExperimentSpec, epoch_of
+
+__all__ = ["RECORD_FIELDS", "epoch_of", "evaluate", "in_time_order"]
 
 RECORD_FIELDS = (
     "t",
     "started",
     "variant",
     "epoch",
+    "shares",
     "outcome",
     "transferred",
     "abandoned",
@@ -58,60 +64,31 @@ RECORD_FIELDS = (
 )
 
 
-def epoch_of(weights: Mapping[str, float], kill: bool) -> str:
-    """The fingerprint of a flag's weights as shares (so 1:1 and 50:50 are one epoch) and its kill switch."""
-    total = sum(w for w in weights.values() if w > 0) or 1.0
-    shares = {n: round(w / total, 6) for n, w in sorted(weights.items()) if w > 0}
-    text = json.dumps({"shares": shares, "kill": kill}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-class EpochReplay:
-    """Records fed in the order they were written; each epoch's own :class:`Experiment` and its decisions."""
-
-    def __init__(self, spec: ExperimentSpec, safe: str, variants: Sequence[str]) -> None:
-        self.spec, self.safe, self.variants = spec, safe, tuple(variants)
-        self.epoch: str | None = None
-        self.epoch_started = float("-inf")
-        self.experiment = Experiment(spec, safe, variants)
-        self.decisions: list[tuple[str, Decision]] = []  # (epoch, decision), every epoch's
-
-    def feed(self, record: Mapping[str, Any]) -> list[Decision]:
-        """One more record; the decisions it brings in its epoch."""
-        epoch = str(record.get("epoch", ""))
-        started = float(record.get("started") or record.get("t") or 0.0)
-        if epoch != self.epoch:
-            if started < self.epoch_started:
-                return []  # a call drawn under older weights that ended late
-            self.epoch, self.epoch_started = epoch, started
-            self.experiment = Experiment(self.spec, self.safe, self.variants, epoch=epoch)
-        out = self.experiment.add(record)
-        self.decisions += [(epoch, d) for d in out]
-        return out
-
-
 def in_time_order(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Records in the order their calls ended (stable: records of the same ``t`` keep their order)."""
     return sorted(records, key=lambda r: float(r.get("t") or 0.0))
 
 
-def evaluate(
-    spec: ExperimentSpec, safe: str, variants: Sequence[str], records: Iterable[Mapping[str, Any]]
-) -> dict[str, Any]:
-    """Every decision the live rollout would have taken on ``records``, and the last epoch's estimates: the JSON of
-    ``callbridge rollout evaluate``."""
-    replay = EpochReplay(spec, safe, variants)
-    for record in in_time_order(records):
-        replay.feed(record)
-    estimates = {
+def compact(estimates: Mapping[str, Any]) -> dict[str, Any]:
+    """The estimates without each guardrail's trend (``rollout evaluate``'s end line)."""
+    return {
         variant: {
-            k: (
-                {"value": v["value"], **({"vs_safe": v["vs_safe"]} if "vs_safe" in v else {})}
-                if isinstance(v, dict)
-                else v
-            )
-            for k, v in metrics.items()
+            k: ({x: y for x, y in v.items() if x != "trend"} if isinstance(v, dict) else v) for k, v in row.items()
         }
-        for variant, metrics in replay.experiment.estimates().items()
+        for variant, row in estimates.items()
     }
-    return {"decisions": [d.to_json() for _, d in replay.decisions], "estimates": estimates}
+
+
+def evaluate(
+    spec: ExperimentSpec,
+    safe: str,
+    variants: Sequence[str],
+    records: Iterable[Mapping[str, Any]],
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Every decision the live rollout would have taken on ``records`` and the estimates at the end: the JSON of
+    ``callbridge rollout evaluate``."""
+    exp = Experiment(spec, safe, variants, weights=weights)
+    for record in in_time_order(records):
+        exp.feed(record)
+    return {"decisions": [d.to_json() for d in exp.decisions], "estimates": compact(exp.estimates())}

@@ -1,13 +1,16 @@
-"""A rollout plan's outcome records in Redis, and the experiment the worker runs on them after every call.
+"""A rollout plan's outcome records in Redis, and the guarded rollout the worker runs on them after every call.
 
-Records (``bridge.rollout.outcomes``) go to one stream per plan (``keys.rollout_records``), capped at
+Records (``bridge.rollout.outcomes``), signed with the node's ``rollout_key`` (``bridge.rollout.seal``), go to one
+stream per plan (``keys.rollout_records``), capped at
 ``keys.RECORDS_MAXLEN`` entries and kept ``keys.RECORDS_TTL_S`` after the last write. A repeat call adds a small
 entry ``repeat_of: <id>`` that :func:`read` folds into the earlier record (a stream entry never changes). The caller
 is matched by ``HMAC-SHA256(key, normalized number)``, where the key is derived from the node's ``listen_key``: the
 number itself is never written; without a key no repeat is tracked.
 
-:class:`LiveExperiment` keeps, per plan, an :class:`~bridge.rollout.outcomes.EpochReplay` fed with the stream's new
+:class:`LiveExperiment` keeps, per plan, an :class:`~bridge.rollout.experiment.Experiment` fed with the stream's new
 entries after each call (so every worker sees the same records in the same order and decides at the same record).
+With a key, a record that is unsigned or badly signed is left out and counted (``rejected``; the metric
+``callbridge_rollout_records_rejected_total``): whoever can write Redis cannot make evidence.
 A decision changes the flag inside :meth:`~bridge.rollout.store.RolloutStore.update_flag`'s transaction (only when
 the flag is still on the epoch decided on, so one worker's change is the only one) or, for a promotion without
 ``auto_promote``, marks it once in ``keys.rollout_decided`` and audits it there with its evidence.
@@ -20,6 +23,7 @@ import hashlib
 import hmac
 import json
 import logging
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,9 +32,11 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bridge import metrics
 from bridge.errors import redact
-from bridge.rollout.experiment import Decision
-from bridge.rollout.outcomes import EpochReplay, epoch_of, in_time_order
+from bridge.rollout import seal
+from bridge.rollout.experiment import Decision, Experiment, step_weights
+from bridge.rollout.outcomes import compact, epoch_of
 from bridge.rollout.policy import RolloutFlag, RolloutSpec, has_digits, normalize_number
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
@@ -66,10 +72,13 @@ async def append(
     record: Mapping[str, Any],
     caller: str | None = None,
     key: bytes | None = None,
+    sign_key: bytes | None = None,
 ) -> str | None:
-    """Write one record; mark the caller's previous call of the plan a repeat if it ended within 72 h. Returns the
-    record's id, or None when Redis could not take it (logged; the call itself is long over)."""
+    """Write one record (signed with ``sign_key``: the ``rollout_key``); mark the caller's previous call of the plan a
+    repeat if it ended within 72 h. Returns the record's id, or None when Redis could not take it (logged; the call
+    itself is long over)."""
     stream = keys.rollout_records(dialplan)
+    record = seal.sign_record(sign_key, record)
     hashed = caller_hash(key, caller) if key is not None and caller else None
     try:
         entry_id = _text(
@@ -150,24 +159,70 @@ async def read(
     return list(records.values())
 
 
-async def current(client: aioredis.Redis, dialplan: str, spec: RolloutSpec) -> dict[str, Any]:
-    """The plan's current epoch as the workers judge it: its fingerprint, its decisions and the estimates
-    (``rollout show``, the console's rollout card). Raises StoreUnavailable."""
-    replay = EpochReplay(spec.experiment, spec.safe, spec.names)
-    for record in in_time_order(await read(client, dialplan, last=SHOWN_RECORDS)):
-        replay.feed(record)
-    decided = [d.to_json() for epoch, d in replay.decisions if epoch == replay.epoch]
+def engine(spec: RolloutSpec) -> Experiment:
+    """A fresh guarded rollout of ``spec`` (the plan's own weights known from the start)."""
+    return Experiment(spec.experiment, spec.safe, spec.names, weights=spec.default_flag().weights)
+
+
+@dataclass
+class _Shown:
+    """A plan's rollout as ``current`` last showed it, fed on from where it stopped."""
+
+    client: weakref.ref[aioredis.Redis]
+    replay: Experiment
+    last_id: str
+    rejected: dict[str, int]
+
+
+_SHOWN: dict[tuple[int, str, str, bytes | None], _Shown] = {}
+SHOWN_PLANS = 64  # rollouts kept fed per process (the console's and ``rollout show``'s)
+
+
+async def current(client: aioredis.Redis, dialplan: str, spec: RolloutSpec, key: bytes | None = None) -> dict[str, Any]:
+    """The plan's rollout as the workers judge it (its last ``SHOWN_RECORDS`` records, in the order they were
+    written): the current epoch, every decision, the estimates with each candidate's verdict and trend, and the
+    records left out for their signature (``rollout show``, the console's rollout card). Kept per client and fed
+    only the records written since the last look, so a console refreshing after every call costs one read of the
+    new records. Raises StoreUnavailable."""
+    ident = (id(client), dialplan, spec.model_dump_json(), key)
+    state = _SHOWN.get(ident)
+    stream = keys.rollout_records(dialplan)
+    try:
+        if state is None or state.client() is not client:
+            raw = list(reversed((await client.xrevrange(stream, max="+", min="-", count=SHOWN_RECORDS)) or []))
+            state = _SHOWN[ident] = _Shown(weakref.ref(client), engine(spec), "-", {"unsigned": 0, "bad signature": 0})
+            while len(_SHOWN) > SHOWN_PLANS:
+                del _SHOWN[next(iter(_SHOWN))]
+        else:
+            raw = (await client.xrange(stream, min=f"({state.last_id}" if state.last_id != "-" else "-", max="+")) or []
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from None
+    exp = state.replay
+    for entry_id, value in _entries(raw):
+        if not _later(entry_id, state.last_id):
+            continue
+        state.last_id = entry_id
+        if not isinstance(value, dict):
+            continue
+        why = seal.record_refusal(key, value)
+        if why is not None:
+            state.rejected[why] += 1
+            continue
+        exp.feed(value)
     return {
-        "epoch": replay.epoch,
+        "epoch": exp.epoch,
         "alpha": spec.experiment.alpha,
-        "decisions": decided,
-        "estimates": replay.experiment.estimates(),
+        "decisions": [d.to_json() for d in exp.decisions],
+        "estimates": exp.estimates(),
+        "srm": exp.srm.to_json() if exp.srm is not None else None,
+        "rejected": dict(state.rejected),
+        "signed": key is not None,
     }
 
 
 @dataclass
 class _PlanState:
-    replay: EpochReplay
+    replay: Experiment
     last_id: str = "-"
     spec_key: str = ""
 
@@ -177,15 +232,14 @@ class LiveExperiment:
     """The worker's experiments, one per rollout plan, fed from the stream after each call."""
 
     plans: dict[str, _PlanState] = field(default_factory=dict)
+    key: bytes | None = None  # the rollout_key: records not signed with it are left out
 
     async def after_call(self, client: aioredis.Redis, dialplan: str, spec: RolloutSpec) -> list[Decision]:
-        """Feed the plan's new records; the decisions they bring (each taken once per epoch and candidate)."""
+        """Feed the plan's new records; the decisions they bring."""
         spec_key = spec.model_dump_json()
         state = self.plans.get(dialplan)
         if state is None or state.spec_key != spec_key:  # a reloaded dialplan: start again from the stream
-            state = self.plans[dialplan] = _PlanState(
-                EpochReplay(spec.experiment, spec.safe, spec.names), spec_key=spec_key
-            )
+            state = self.plans[dialplan] = _PlanState(engine(spec), spec_key=spec_key)
         start = state.last_id if state.last_id == "-" else f"({state.last_id}"
         try:
             raw = await client.xrange(keys.rollout_records(dialplan), min=start, max="+")
@@ -198,24 +252,25 @@ class LiveExperiment:
                 continue  # fed meanwhile by another call's after_call, whose read overlapped this one
             state.last_id = entry_id
             if isinstance(value, dict):
+                why = seal.record_refusal(self.key, value)
+                if why is not None:
+                    metrics.ROLLOUT_RECORDS_REJECTED.labels(dialplan, why).inc()
+                    continue
                 out += state.replay.feed(value)
         return out
 
     def estimates(self, dialplan: str) -> dict[str, Any]:
-        """The plan's current epoch's estimates ({} before its first call here)."""
+        """The plan's estimates ({} before its first call here), without the trends."""
         state = self.plans.get(dialplan)
-        return state.replay.experiment.estimates() if state is not None else {}
+        return compact(state.replay.estimates()) if state is not None else {}
 
 
 def next_step(spec: RolloutSpec, flag: RolloutFlag, candidate: str) -> dict[str, float] | None:
-    """The weights of ``auto_promote``'s next step for ``candidate`` (its share in percent, the rest on the safe
-    variant), or None when there is no further step."""
+    """The weights of ``auto_promote``'s next step for ``candidate`` (its share in percent, the last step keeping the
+    holdout on the safe variant, the rest on the safe variant), or None when there is no further step."""
     total = sum(flag.weights.values()) or 1.0
-    now = 100.0 * flag.weight(candidate) / total
-    step = next((s for s in spec.experiment.auto_promote if s > now + 1e-9), None)
-    if step is None:
-        return None
-    return {n: (step if n == candidate else 100.0 - step if n == spec.safe else 0.0) for n in spec.names}
+    step = spec.experiment.next_share(100.0 * flag.weight(candidate) / total)
+    return None if step is None else step_weights(spec.names, spec.safe, candidate, step)
 
 
 def decision_changes(spec: RolloutSpec, decision: Decision, flag: RolloutFlag) -> dict[str, Any] | None:
@@ -223,7 +278,7 @@ def decision_changes(spec: RolloutSpec, decision: Decision, flag: RolloutFlag) -
     on another epoch, the candidate has no weight, or there is no step to take)."""
     if flag.kill or epoch_of(flag.weights, flag.kill) != decision.evidence.get("epoch"):
         return None
-    if flag.weight(decision.variant) <= 0:
+    if flag.weight(decision.variant) <= 0 or decision.action not in ("rollback", "promote"):
         return None
     if decision.action == "rollback":
         weights = dict(flag.weights)
@@ -239,7 +294,7 @@ async def apply_decision(store: RolloutStore, dialplan: str, spec: RolloutSpec, 
     changes the flag (audited with the evidence by ``update_flag``, inside its transaction); a promotion with no
     step left is audited alone, once per epoch (``keys.rollout_decided``). True if this call took it."""
     evidence = {"action": decision.action, **decision.evidence}
-    if decision.action == "rollback" or spec.experiment.auto_promote:
+    if decision.action == "rollback" or (decision.action == "promote" and spec.experiment.auto_promote):
         change = await store.update_flag(
             dialplan,
             lambda old: decision_changes(spec, decision, old),
@@ -251,7 +306,7 @@ async def apply_decision(store: RolloutStore, dialplan: str, spec: RolloutSpec, 
             return True
         if decision.action == "rollback":
             return False
-    field_name = f"{decision.evidence.get('epoch')}:{decision.variant}"
+    field_name = f"{decision.evidence.get('epoch')}:{decision.variant}:{decision.action}"
     try:
         first = await store.client.hsetnx(keys.rollout_decided(dialplan), field_name, decision.action)
         if not first:

@@ -100,6 +100,36 @@ def next_id(last: str, now_ms: int) -> str:
     return f"{now_ms}-0" if now_ms > last_ms else f"{last_ms}-{last_seq + 1}"
 
 
+RECORD_UNSIGNED = ("id", "repeat", SIG_FIELD)  # a record's fields its signature leaves out (added on read)
+
+
+def record_sig(key: bytes, record: Mapping[str, object]) -> str:
+    """The HMAC-SHA256 (hex) of an outcome record (or a re-arm entry): every field but those added on read."""
+    body = json.dumps(
+        {k: v for k, v in record.items() if k not in RECORD_UNSIGNED}, sort_keys=True, separators=(",", ":")
+    )
+    return hmac.new(key + b"\x00outcome", body.encode(), hashlib.sha256).hexdigest()
+
+
+def sign_record(key: bytes | None, record: Mapping[str, object]) -> dict[str, object]:
+    """``record`` with its ``sig`` (none without a key)."""
+    out = {k: v for k, v in record.items() if k != SIG_FIELD}
+    if key is not None:
+        out[SIG_FIELD] = record_sig(key, out)
+    return out
+
+
+def record_refusal(key: bytes | None, record: Mapping[str, object]) -> str | None:
+    """None if ``record`` is evidence (signed with ``key``; anything without a key), else why not: ``unsigned`` or
+    ``bad signature``."""
+    if key is None:
+        return None
+    sig = record.get(SIG_FIELD)
+    if not isinstance(sig, str) or not sig:
+        return "unsigned"
+    return None if hmac.compare_digest(sig, record_sig(key, record)) else "bad signature"
+
+
 def os_user() -> str:
     """The OS user this process runs as (by its uid: no environment variable can claim another)."""
     uid = os.getuid()

@@ -4,12 +4,30 @@ through the decision engine.
 ::
 
     callbridge rollout records PLAN [--since 7d|24h|ISO-8601]     every record as a JSON line (Redis)
-    callbridge rollout evaluate PLAN --dialplans DIR --records FILE [--json]
+    callbridge rollout evaluate PLAN --dialplans DIR --records FILE|- [--follow] [--json]
+    callbridge rollout rearm PLAN VARIANT --reason TEXT [--share P]
 
 ``evaluate`` needs no Redis: it reads the plan's ``rollout`` section (its ``experiment`` settings) from the dialplan
-files and the records from FILE (JSON lines, as ``records`` writes them), replays them in the order the calls ended
-through the same code the workers run after every call (``bridge.rollout.outcomes.evaluate``), and prints each
-decision the live rollout would have taken and the last epoch's estimates.
+files and the records from FILE (JSON lines, as ``records`` writes them; ``-``: standard input), replays them in
+the order the calls ended through the same engine the workers run after every call
+(``bridge.rollout.experiment.Experiment``), and prints each decision the live rollout would have taken and the
+estimates at the end. Signatures are not checked: a backtest changes nothing.
+
+``--follow`` feeds the records in the order they arrive, as they arrive, and prints one event per line at once
+(with ``--json``, one JSON object each, flushed):
+
+* ``{"event": "start", "epoch": E, "weights": {...}}``: the plan's own weights and their epoch;
+* ``{"event": "decision", "t", "variant", "action", "reason", "evidence", "weights", "epoch"}`` for every decision
+  (``action``: ``rollback``, ``promote``, ``srm`` or ``complete``); ``weights`` and ``epoch`` are the flag the live
+  rollout would store after it (unchanged for ``srm`` and ``complete``), so that a simulator can draw the next calls
+  with them and tag their records;
+* ``{"event": "end", "estimates": {...}}`` at the end of the input.
+
+A line that is no JSON object is an error naming the line (standard input: ``<stdin>``), exit 2.
+
+``rearm`` starts a rolled-back candidate's evidence afresh (a signed ``{"rearm": VARIANT}`` entry in the plan's
+records: the engine forgets what it had seen of it) and gives it ``--share`` percent again (default: the first
+``auto_promote`` step, else 5), audited as any change of the flag.
 """
 
 from __future__ import annotations
@@ -19,12 +37,14 @@ import json
 import re
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from bridge.errors import ConfigError
 from bridge.rollout import records
-from bridge.rollout.outcomes import evaluate
+from bridge.rollout.experiment import step_weights
+from bridge.rollout.outcomes import compact, epoch_of, evaluate
 from bridge.rollout.policy import RolloutSpec
 from bridge.rollout.store import RolloutStore
 
@@ -49,32 +69,53 @@ async def print_records(store: RolloutStore, dialplan: str, since: str | None) -
     return 0
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file; a line that is no JSON object is an error naming the file and line."""
-    out: list[dict[str, Any]] = []
+def _record(where: str, n: int, line: str) -> dict[str, Any] | None:
+    if not line.strip():
+        return None
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), "(file)", f"cannot read: {exc}") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise ConfigError(str(path), f"line {n}", f"not JSON: {exc}") from None
-        if not isinstance(record, dict):
-            raise ConfigError(str(path), f"line {n}", "a record is a JSON object")
-        out.append(record)
-    return out
+        record = json.loads(line)
+    except ValueError as exc:
+        raise ConfigError(where, f"line {n}", f"not JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise ConfigError(where, f"line {n}", "a record is a JSON object")
+    return record
+
+
+def stream_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a JSON-lines file (``-``: standard input) as each line arrives; a line that is no JSON object is
+    an error naming the file and line."""
+    where = "<stdin>" if str(path) == "-" else str(path)
+    try:
+        handle = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(where, "(file)", f"cannot read: {exc}") from None
+    try:
+        for n, line in enumerate(iter(handle.readline, ""), 1):
+            record = _record(where, n, line)
+            if record is not None:
+                yield record
+    except UnicodeDecodeError as exc:
+        raise ConfigError(where, "(file)", f"cannot read: {exc}") from None
+    finally:
+        if handle is not sys.stdin:
+            handle.close()
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every record of a JSON-lines file (``-``: standard input)."""
+    return list(stream_records(path))
+
+
+def _decision_line(d: Mapping[str, Any]) -> str:
+    when = dt.datetime.fromtimestamp(float(d["t"]), dt.UTC).isoformat(timespec="seconds")
+    return f"  {when}  {d['action']:<8} {d['variant']}: {d['reason']}"
 
 
 def _human(result: dict[str, Any], dialplan: str, spec: RolloutSpec) -> str:
     lines = [f"{dialplan}: {len(result['decisions'])} decision(s)"]
-    for d in result["decisions"]:
-        when = dt.datetime.fromtimestamp(float(d["t"]), dt.UTC).isoformat(timespec="seconds")
-        lines.append(f"  {when}  {d['action']:<8} {d['variant']}: {d['reason']}")
-    lines.append("estimates (the last epoch; difference from the safe variant with its always-valid 95 % interval):")
+    lines += [_decision_line(d) for d in result["decisions"]]
+    lines.append("estimates (since each candidate was armed; difference from the safe variant with its always-valid")
+    lines.append("95 % interval):")
     lines += estimate_lines(result["estimates"], spec.safe, colour=sys.stdout.isatty())
     return "\n".join(lines)
 
@@ -104,8 +145,11 @@ def estimate_lines(estimates: dict[str, Any], safe: str, colour: bool) -> list[s
     lines: list[str] = []
     for variant, metrics in estimates.items():
         lines.append(f"  {variant}{' (safe)' if variant == safe else ''}: {metrics['calls']} calls")
+        verdict = metrics.get("verdict")
+        if verdict:
+            lines.append("    " + verdict_text(verdict))
         for name, m in metrics.items():
-            if name == "calls" or m["value"] is None:
+            if name in ("calls", "verdict") or m["value"] is None:
                 continue
             vs, text = m.get("vs_safe"), f"    {name:<18} {m['value']:>10.4g}"
             if vs:
@@ -114,22 +158,94 @@ def estimate_lines(estimates: dict[str, Any], safe: str, colour: bool) -> list[s
                 if colour and (lo > 0 or hi < 0):
                     drawn = f"{RED if lo > 0 else GREEN}{drawn}{PLAIN}"
                 text += f"  diff {vs['diff']:+.4g} [{lo:+.4g}, {hi:+.4g}] {drawn}"
-            if m.get("more_calls"):
-                text += f"  about {m['more_calls']} more candidate calls to decide"
+            elif "too_few" in m:
+                text += f"  too few calls for an interval ({m['too_few']} more)"
             lines.append(text)
     return lines
 
 
+def verdict_text(v: Mapping[str, Any]) -> str:
+    """A candidate's verdict in one line: its step, what comes next and why, the calls it still needs."""
+    share = "?" if v.get("share") is None else f"{v['share']:g} %"
+    parts = [f"verdict: {v['state']} at {share}"]
+    if v.get("holdout"):
+        parts.append(f"holdout {v['holdout']:g} % on the safe variant")
+    if v.get("srm"):
+        parts.append("SAMPLE-RATIO MISMATCH")
+    parts.append(f"next: {v['next']}")
+    if v.get("waiting_for"):
+        parts.append("waiting for " + "; ".join(v["waiting_for"]))
+    if v.get("more_calls"):
+        parts.append(f"about {v['more_calls']} more candidate calls")
+    return "; ".join(parts)
+
+
 async def show_experiment(store: RolloutStore, dialplan: str, spec: RolloutSpec) -> tuple[dict[str, Any], str]:
-    """The current epoch's decisions and estimates (``rollout show``), as JSON and as text."""
-    now = await records.current(store.client, dialplan, spec)
-    text = [f"experiment (calls since the weights last changed; alpha {spec.experiment.alpha}):"]
+    """The rollout's decisions, verdicts and estimates (``rollout show``), as JSON and as text."""
+    now = await records.current(store.client, dialplan, spec, store.key)
+    text = [f"guarded rollout (alpha {spec.experiment.alpha}; every candidate tested until a person ends it):"]
     text += [f"  decided: {d['action']} {d['variant']}: {d['reason']}" for d in now["decisions"]]
-    text += estimate_lines(now["estimates"], spec.safe, colour=sys.stdout.isatty())
+    if now["srm"] is not None:
+        text.append(f"  SAMPLE-RATIO MISMATCH: {now['srm']['reason']}")
+    rejected = sum(now["rejected"].values())
+    if rejected:
+        text.append(f"  {rejected} record(s) left out, not signed with rollout_key: {now['rejected']}")
+    if not now["signed"]:
+        text.append("  records are not signed (no rollout_key): a Redis writer can add evidence")
+    text += estimate_lines(compact(now["estimates"]), spec.safe, colour=sys.stdout.isatty())
     return now, "\n".join(text)
 
 
-def run_evaluate(dialplan: str, spec: RolloutSpec, path: Path, as_json: bool) -> int:
-    result = evaluate(spec.experiment, spec.safe, spec.names, read_records(path))
+def run_evaluate(dialplan: str, spec: RolloutSpec, path: Path, as_json: bool, follow: bool = False) -> int:
+    if follow:
+        return follow_evaluate(spec, path, as_json)
+    result = evaluate(spec.experiment, spec.safe, spec.names, read_records(path), spec.default_flag().weights)
     print(json.dumps(result, indent=2) if as_json else _human(result, dialplan, spec))
+    return 0
+
+
+def _emit(event: Mapping[str, Any], as_json: bool, text: str) -> None:
+    print(json.dumps(event, separators=(",", ":")) if as_json else text, flush=True)
+
+
+def follow_evaluate(spec: RolloutSpec, path: Path, as_json: bool) -> int:
+    """``evaluate --follow``: the engine fed each record as it arrives, each event printed at once."""
+    weights = spec.default_flag().weights
+    exp = records.engine(spec)
+    epoch = epoch_of(weights, False)
+    _emit({"event": "start", "epoch": epoch, "weights": weights}, as_json, f"start: epoch {epoch} weights {weights}")
+    for record in stream_records(path):
+        for d in exp.feed(record):
+            if d.weights is not None:
+                weights, epoch = d.weights, epoch_of(d.weights, False)
+            event = {"event": "decision", **d.to_json(), "weights": weights, "epoch": epoch}
+            _emit(event, as_json, _decision_line(event) + f"  -> weights {weights}")
+    estimates = compact(exp.estimates())
+    _emit(
+        {"event": "end", "estimates": estimates},
+        as_json,
+        "\n".join(["end:", *estimate_lines(estimates, spec.safe, False)]),
+    )
+    return 0
+
+
+async def rearm(store: RolloutStore, args: Any, spec: RolloutSpec, who: str) -> int:
+    """``rollout rearm``: a signed re-arm entry in the records, then the candidate's share back (audited)."""
+    if args.variant not in spec.names or args.variant == spec.safe:
+        candidates = ", ".join(n for n in spec.names if n != spec.safe)
+        raise ConfigError(f"rollout {args.dialplan}", "variant", f"not a candidate (candidates: {candidates})")
+    share = args.share if args.share is not None else (spec.experiment.auto_promote or (5.0,))[0]
+    if not 0 < share <= spec.experiment.last_share:
+        raise ConfigError(f"rollout {args.dialplan}", "--share", f"a percentage in (0, {spec.experiment.last_share:g}]")
+    await records.append(
+        store.client, args.dialplan, {"rearm": args.variant, "t": time.time(), "who": who}, sign_key=store.key
+    )
+    weights = step_weights(spec.names, spec.safe, args.variant, share)
+    change = await store.update_flag(args.dialplan, lambda old: {"weights": weights}, who, args.reason)
+    result = {"dialplan": args.dialplan, "variant": args.variant, "share": share, "audit_id": change.audit_id}
+    print(
+        json.dumps(result)
+        if args.json
+        else f"{args.dialplan}: {args.variant} re-armed at {share:g} % (audit {change.audit_id})"
+    )
     return 0

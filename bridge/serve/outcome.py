@@ -14,7 +14,7 @@ from bridge import metrics
 from bridge.call.report import CallReport
 from bridge.errors import ConfigError
 from bridge.rollout import records
-from bridge.rollout.experiment import Decision
+from bridge.rollout.experiment import Decision, shares_of
 from bridge.rollout.health import Outcome
 from bridge.rollout.outcomes import epoch_of
 from bridge.rollout.policy import RolloutSpec
@@ -47,7 +47,14 @@ def abandoned(report: CallReport) -> bool:
 
 
 def outcome_record(
-    report: CallReport, stats: Mapping[str, Any], *, t: float, started: float, variant: str, epoch: str
+    report: CallReport,
+    stats: Mapping[str, Any],
+    *,
+    t: float,
+    started: float,
+    variant: str,
+    epoch: str,
+    shares: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """One finished call as its outcome record; ``stats`` is its :meth:`~bridge.rollout.health.CallStats.record`."""
     answered, ended = _times(report)
@@ -58,6 +65,7 @@ def outcome_record(
         "started": round(started, 3),
         "variant": variant,
         "epoch": epoch,
+        "shares": dict(shares) if shares is not None else None,  # the split the weights promise (the SRM test)
         "outcome": str(stats.get("outcome", "ok")),
         "transferred": any(isinstance(r, ev.TransferDecided) for _, r in report.reports),
         # a caller who hangs up on the apology of a model that never connected is the connect failure's, counted once
@@ -77,9 +85,10 @@ class Outcomes:
     """A worker's outcome records and experiments (one per rollout plan). ``listen_key`` derives the key of the
     callers' hashes (repeat calls); without it no repeat is tracked."""
 
-    def __init__(self, listen_key: str | None) -> None:
-        self.experiments = records.LiveExperiment()
+    def __init__(self, listen_key: str | None, rollout_key: bytes | None = None) -> None:
+        self.experiments = records.LiveExperiment(key=rollout_key)  # records not signed with it are left out
         self.caller_key = records.caller_key(listen_key.encode()) if listen_key else None
+        self.rollout_key = rollout_key
 
     async def after_call(
         self,
@@ -108,8 +117,9 @@ class Outcomes:
             started=now - (ended or 0.0) / 1000,
             variant=vc.decision.variant,
             epoch=epoch_of(flag.weights, flag.kill),
+            shares={n: round(s, 6) for n, s in shares_of({spec.safe: 1.0} if flag.kill else flag.weights).items()},
         )
-        await records.append(rollouts.client, plan.name, outcome, caller, self.caller_key)
+        await records.append(rollouts.client, plan.name, outcome, caller, self.caller_key, self.rollout_key)
         for decision in await self.experiments.after_call(rollouts.client, plan.name, spec):
             await _apply(rollouts, plan.name, spec, decision)
         metrics.export_estimates(plan.name, self.experiments.estimates(plan.name))

@@ -589,8 +589,13 @@ async def _seal_rollout_flags(settings: Settings) -> None:
     if settings.rollout_key is None:
         why = "a Redis writer who also writes an audit entry is obeyed"
         log.warning("rollout flags: no rollout_key: the audit alone vouches for a stored flag (%s); set it", why)
+        log.warning(
+            "rollout evidence: no rollout_key: outcome records are not signed, and a Redis writer can add records "
+            "that move a rollout's steps; set it"
+        )
     else:
         log.info("rollout flags: obeyed only with an audit entry signed with rollout_key")
+        log.info("rollout evidence: outcome records signed with rollout_key; unsigned ones are left out and counted")
     specs = rollout_specs(load_dialplans(settings.dialplans))
     async with RolloutStore(settings.redis_url, specs=specs, key=settings.rollout_signing_key) as store:
         try:

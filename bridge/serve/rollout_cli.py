@@ -10,7 +10,8 @@
     callbridge rollout export [FILE]                 every stored flag, refusal and audit entry, as JSON
     callbridge rollout import FILE [--replace]       put them back (bridge/rollout/backup.py)
     callbridge rollout records DIALPLAN [--since 7d]  the plan's outcome records as JSON lines (experiment_cli.py)
-    callbridge rollout evaluate DIALPLAN --dialplans DIR --records FILE [--json]   their replay, no Redis
+    callbridge rollout evaluate DIALPLAN --dialplans DIR --records FILE|- [--follow] [--json]   their replay, no Redis
+    callbridge rollout rearm DIALPLAN VARIANT --reason TEXT [--share P]  a rolled-back candidate tested afresh
 
 The settings are ``serve``'s: its settings file (``--config``, default ``$CALLBRIDGE_CONFIG``) and its variables
 (``CALLBRIDGE_REDIS_URL``, ``REDIS_URL``, their ``_FILE`` forms, ``CALLBRIDGE_DIALPLANS``, ...); ``--redis-url`` and
@@ -127,7 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     recs.add_argument("--since", help="records of calls that ended since: 7d, 24h, 30m, 90s or an ISO 8601 time")
     ev = sub.add_parser("evaluate", parents=[common], help="replay records through the decision engine (no Redis)")
     ev.add_argument("dialplan", help="the rollout dialplan whose experiment settings apply")
-    ev.add_argument("--records", type=Path, required=True, help="a JSON-lines file written by rollout records")
+    ev.add_argument(
+        "--records", type=Path, required=True, help="a JSON-lines file written by rollout records (-: standard input)"
+    )
+    ev.add_argument(
+        "--follow",
+        action="store_true",
+        help="read records as they arrive and print each event at once (one JSON line each with --json)",
+    )
+    rearm = sub.add_parser("rearm", parents=[common], help="test a rolled-back candidate afresh, at a share (audited)")
+    rearm.add_argument("dialplan", help="the rollout dialplan")
+    rearm.add_argument("variant", help="the candidate")
+    rearm.add_argument("--share", type=float, help="its share in percent (default: the first auto_promote step, or 5)")
+    rearm.add_argument("--reason", help="why (required; goes into the audit stream)")
+    rearm.add_argument("--who", help="who re-arms (default: the login name)")
     return parser
 
 
@@ -467,6 +481,8 @@ async def _run(args: argparse.Namespace, url: str | None, plans: Plans, key: byt
             return await experiment_cli.print_records(store, args.dialplan, args.since)
         if args.action == "unrefuse":
             return await _unrefuse(store, args, spec)
+        if args.action == "rearm":
+            return await experiment_cli.rearm(store, args, spec, args.who or _login())
         return await _set(store, args, spec)
     finally:
         if store is not None:
@@ -479,7 +495,9 @@ def main(argv: list[str]) -> int:
     try:
         if args.action == "set":
             check_set_args(args)
-        if args.api and args.action in {"export", "import", "records", "evaluate"}:
+        if args.action == "rearm" and not (args.reason or "").strip():
+            raise UsageError("--reason is required (say why; it goes into the audit stream)")
+        if args.api and args.action in {"export", "import", "records", "evaluate", "rearm"}:
             raise UsageError(f"{args.action} goes to Redis (or a file) itself, not through --api")
         if args.api:
             return asyncio.run(_via_api(args, api_token(args)))
@@ -487,7 +505,7 @@ def main(argv: list[str]) -> int:
         url, args.dialplans = settings.redis_url, settings.dialplans
         plans = load_plans(args.dialplans, required=args.action not in {"export", "import"})
         if args.action == "evaluate":
-            return experiment_cli.run_evaluate(args.dialplan, _plan(args, plans), args.records, args.json)
+            return experiment_cli.run_evaluate(args.dialplan, _plan(args, plans), args.records, args.json, args.follow)
         if url is None and args.action != "show":
             raise UsageError(NO_REDIS)
         return asyncio.run(_run(args, url, plans, settings.rollout_signing_key))

@@ -194,7 +194,7 @@ class Worker:
         listen_key = settings.listen_key.get_secret_value() if settings.listen_key else None
         self.dialogs = DialogSeal.under(listen_key)  # seals the calls' stored dialogs (bridge/store/dialogseal.py)
         self.hooks = CallHooks.of(settings, lambda: self.plans)  # the calls' webhook events (serve/webhooks.py)
-        self.outcomes = outcome.Outcomes(listen_key)  # each call's outcome record; each rollout plan's experiment
+        self.outcomes = outcome.Outcomes(listen_key, settings.rollout_signing_key)  # outcome records; the rollouts
 
     def reload_plans(self) -> None:
         """The dialplans read again (serve's SIGHUP); a call keeps the plan it started with."""

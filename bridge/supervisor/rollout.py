@@ -1,8 +1,14 @@
-"""The rollout's routes: each rollout dialplan's variants and flag, the console's panel, and an admin's change.
+"""The rollout's routes: each rollout dialplan's variants and flag, the console's panel, an admin's change, and a
+supervisor's kill switch.
 
 ``GET /api/rollout``, ``GET /api/console/rollout``, ``POST /api/rollout/{dp}/preview``, ``PUT /api/rollout/{dp}``
 (the fields of a change and the shape of a refusal: :mod:`.api`). The panel and the change's validation:
 :mod:`.rollout_view`.
+
+``PUT /api/rollout/{dp}/kill`` ``{"kill": true|false, "reason"}`` turns the kill switch on or off and nothing else. A
+supervisor may (:data:`KILL_NEEDS`): it only ever sends calls to the safe variant, or back to the split an admin set,
+so the person watching the calls need not wait for an admin to stop a bad variant. Weights, lists and every other
+setting stay the admin's (``PUT /api/rollout/{dp}``, whatever the body). Audited like any change, with the account.
 """
 
 from __future__ import annotations
@@ -16,9 +22,13 @@ from bridge.errors import ConfigError
 from bridge.rollout import catalog, refusals
 from bridge.rollout.policy import describe_variants
 from bridge.supervisor import rollout_view
+from bridge.supervisor.accounts import NEEDS
+from bridge.supervisor.auth import Principal
 from bridge.supervisor.http import json_body, need, principal_of, reply, supervisor_of
 
 ROLLOUT_FIELDS = frozenset({"weights", "kill", "allow", "deny", "sticky"})
+KILL_FIELDS = frozenset({"kill", "reason"})
+KILL_NEEDS = "act"  # a key of accounts.NEEDS: the role that acts on calls (supervisor) also holds the kill switch
 AUDIT_SHOWN = 20
 
 
@@ -27,6 +37,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/console/rollout", get_rollout_panel)
     app.router.add_post("/api/rollout/{dialplan}/preview", preview_rollout)
     app.router.add_put("/api/rollout/{dialplan}", put_rollout)
+    app.router.add_put("/api/rollout/{dialplan}/kill", put_kill)
 
 
 async def get_rollout(request: web.Request) -> web.Response:
@@ -57,7 +68,9 @@ async def get_rollout(request: web.Request) -> web.Response:
 async def get_rollout_panel(request: web.Request) -> web.Response:
     sup = supervisor_of(request)
     body = await rollout_view.panel(sup.need_rollouts(), sup.plans)
-    body["can_change"] = principal_of(request).can_change
+    principal = principal_of(request)
+    body["can_change"] = principal.can_change
+    body["can_kill"] = principal.may(KILL_NEEDS)
     return reply(body)
 
 
@@ -104,6 +117,38 @@ async def put_rollout(request: web.Request) -> web.Response:
             raise ConfigError(f"rollout {dialplan}", "reason", "required: why this change is made")
         changes = rollout_view.normalize_changes(body, f"rollout {dialplan}")
         change = await store.set_flag(dialplan, changes, str(who), reason)
+    except ConfigError as exc:
+        return _refused(exc)
+    return reply({"dialplan": change.dialplan, "changed": change.changed, "flag": change.new.model_dump(mode="json")})
+
+
+def _may_kill(request: web.Request) -> Principal:
+    """The request's principal, if its role holds the kill switch; else a 403 naming the role it needs."""
+    principal = principal_of(request)
+    if not principal.may(KILL_NEEDS):
+        error = f"forbidden: the kill switch needs the {NEEDS[KILL_NEEDS]} role ({principal.role} here)"
+        raise web.HTTPForbidden(text=reply({"error": error}, 403).text, content_type="application/json")
+    return principal
+
+
+async def put_kill(request: web.Request) -> web.Response:
+    principal = _may_kill(request)
+    sup = supervisor_of(request)
+    store = sup.need_rollouts()
+    body = await json_body(request)
+    dialplan = request.match_info["dialplan"]
+    source = f"rollout {dialplan}"
+    try:
+        _rollout_of(dialplan, sup.plans)
+        unknown = sorted(set(body) - KILL_FIELDS)
+        if unknown:  # a weight riding along would pass a change only an admin may make
+            raise ConfigError(source, unknown[0], "not the kill switch's (only kill and reason; other changes: admin)")
+        kill, reason = body.get("kill"), body.get("reason")
+        if not isinstance(kill, bool):
+            raise ConfigError(source, "kill", "must be true or false")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ConfigError(source, "reason", "required: why the kill switch is turned")
+        change = await store.set_flag(dialplan, {"kill": kill}, str(principal.who), reason)
     except ConfigError as exc:
         return _refused(exc)
     return reply({"dialplan": change.dialplan, "changed": change.changed, "flag": change.new.model_dump(mode="json")})

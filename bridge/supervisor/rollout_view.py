@@ -4,9 +4,16 @@ A rollout dialplan has variants (dialect, model, voice, profile overrides), one 
 overridden by per-variant allow and deny lists and the kill switch (:mod:`bridge.rollout.policy`). The page draws
 whatever this module describes: each variant with its weight, share, model and voice, and its health over the
 window side by side in the same row (the columns listed in ``health.columns``; ``live``: its calls going on now,
-counted in no rate), and the settings an operator may
-edit (``editable``, each with a kind the editor knows: ``weights`` one number per variant, ``switch``,
-``variant-numbers`` one list of callers per variant).
+counted in no rate; ``fallbacks``: its calls whose model failed to connect and that ran on its fallback model), and
+the settings an operator may edit (``editable``, each with a kind the editor knows: ``weights`` one number per
+variant, ``switch``, ``variant-numbers`` one list of callers per variant).
+
+Two things decide a rollback, and the panel says which apply: the guarded rollout's tests on the outcome records
+(``experiment``: :func:`bridge.rollout.records.current`, judged with the workers' key so that the page counts the
+evidence they count), always; and the sliding-window rule over the health window (``health.rollback``) only when the
+plan names a ``rollout.rollback`` section (``rollback_rule``), as the worker runs it (``bridge.serve.outcome``).
+Otherwise the window's health is shown for reference only. ``metrics`` labels the experiment's metrics, guardrails in
+the engine's order.
 
 :func:`panel` reads the store; :func:`dialplan_panel` and :func:`preview` are pure.
 """
@@ -22,6 +29,7 @@ from typing import Any
 from bridge.dialplan import RolloutPlans
 from bridge.errors import ConfigError
 from bridge.rollout import catalog, records
+from bridge.rollout.experiment import GUARDRAILS
 from bridge.rollout.health import WindowStats
 from bridge.rollout.policy import (
     RolloutFlag,
@@ -68,7 +76,21 @@ HEALTH_COLUMNS: tuple[tuple[str, str], ...] = (
     ("truncate_failure_rate", "Barge-in recovery failures"),
     ("function_call_success_rate", "Function calls OK"),
     ("cost_per_call_usd", "Cost per call"),
+    ("fallbacks", "On the fallback model"),
 )
+
+# the experiment's metrics (bridge.rollout.experiment.GUARDRAILS) as the page labels them; a missing one: its key
+METRIC_LABELS: dict[str, str] = {
+    "failure_rate": "Failure rate",
+    "abandon_rate": "Abandoned calls",
+    "greeting_ms": "Greeting latency",
+    "first_reply_ms": "First reply latency",
+    "transfer_rate": "Transfers",
+    "repeat_rate": "Repeat callers",
+    "handle_time_s": "Handle time",
+    "cost_per_call_usd": "Cost per call",
+    "check_fail_rate": "Failed checks",
+}
 
 
 def dialplan_panel(
@@ -97,6 +119,8 @@ def dialplan_panel(
         "allow": json_value(flag.allow),
         "deny": json_value(flag.deny),
         "sticky": flag.sticky,
+        # the worker runs the window's rollback rule only for a plan that names one (bridge.serve.outcome)
+        "rollback_rule": "rollback" in spec.model_fields_set,
         "health": {
             "window_s": flag.window_s,
             "columns": [{"key": k, "label": label} for k, label in HEALTH_COLUMNS],
@@ -126,9 +150,11 @@ async def panel(store: RolloutStore, plans: RolloutPlans, *, audit_count: int = 
         window = await store.window(name, flag.window_s)
         variants = {v: n for (plan, v), n in live.items() if plan == name}
         out.append(dialplan_panel(name, spec, flag, stored is not None, window, voice=voice, live=variants))
-        out[-1]["experiment"] = await records.current(store.client, name, spec)  # bridge.rollout.experiment
+        # with the workers' key: records they leave out for their signature are no evidence here either
+        out[-1]["experiment"] = await records.current(store.client, name, spec, store.key)
     audit = await store.audit(count=audit_count)
-    return {"dialplans": out, "audit": [a.to_json() for a in audit]}
+    metrics = [{"key": m, "label": METRIC_LABELS.get(m, m)} for m in GUARDRAILS]
+    return {"dialplans": out, "audit": [a.to_json() for a in audit], "metrics": metrics}
 
 
 def normalize_changes(changes: Mapping[str, Any], source: str) -> dict[str, Any]:

@@ -1,13 +1,18 @@
 // The rollout panel: drawn from what GET /api/console/rollout describes (variants with their weights and health side
-// by side, health columns, editable settings), so a rollout of another shape changes the server's description, not
-// this module. Changes: an admin edits, gives a reason, reviews the change the server computed (POST
-// .../preview), then saves it (PUT).
+// by side, health columns, editable settings, the guarded rollout: rollout_experiment.js), so a rollout of another
+// shape changes the server's description, not this module. Changes: an admin edits, gives a reason, reviews the
+// change the server computed (POST .../preview), then saves it (PUT). A supervisor has the kill switch alone, on top
+// of the card: confirmed with a reason, then PUT .../kill.
 
 import { request } from "./api.js";
 import { $, h } from "./dom.js";
 import { EDITOR } from "./kinds.js";
+import { cell } from "./rollout_chart.js";
+import { experimentSection } from "./rollout_experiment.js";
 
 let canChange = false;
+let canKill = false;
+let labels = {}; // the experiment's metric key -> label
 let reloadTimer = null;
 
 export function start() {
@@ -34,16 +39,25 @@ export async function load() {
     return;
   }
   canChange = r.data.can_change;
+  canKill = r.data.can_kill;
+  labels = Object.fromEntries((r.data.metrics || []).map((m) => [m.key, m.label]));
   $("rollout-note").textContent = canChange
     ? "Changes need a reason and apply to the next call."
-    : "Only an admin can change a rollout.";
+    : canKill
+      ? "You may turn the kill switch on or off, with a reason; other changes need an admin."
+      : "Only an admin can change a rollout.";
   if (!r.data.dialplans.length) $("rollout-note").textContent += " No rollout dialplan yet.";
   const cards = r.data.dialplans.map(card);
+  // what someone unfolded stays unfolded through the refresh
+  const opened = new Set([...$("rollouts").querySelectorAll("details[open][data-keep]")].map((d) => d.dataset.keep));
   for (const fresh of cards) {
-    // an editor someone is typing in survives the refresh (a call ending refreshes the health table)
-    const editing = $("rollouts").querySelector(`article[data-dialplan="${CSS.escape(fresh.dataset.dialplan)}"] form.editor[data-dirty]`);
-    const blank = fresh.querySelector("form.editor");
-    if (editing && blank) blank.replaceWith(editing);
+    for (const folded of fresh.querySelectorAll("details[data-keep]")) folded.open = opened.has(folded.dataset.keep);
+    // a form someone is typing in survives the refresh (a call ending refreshes the health table)
+    for (const form of ["form.editor", "form.kill"]) {
+      const editing = $("rollouts").querySelector(`article[data-dialplan="${CSS.escape(fresh.dataset.dialplan)}"] ${form}[data-dirty]`);
+      const blank = fresh.querySelector(form);
+      if (editing && blank) blank.replaceWith(editing);
+    }
   }
   $("rollouts").replaceChildren(...cards);
   $("audit").tBodies[0].replaceChildren(...r.data.audit.map(auditRow));
@@ -61,60 +75,43 @@ function text(value) {
   return String(value);
 }
 
-function cell(key, value) {
-  if (value === null || value === undefined) return "n/a";
-  if (key.endsWith("_rate")) return `${(value * 100).toFixed(1)} %`;
-  if (key.endsWith("_ms")) return `${Math.round(value)} ms`;
-  if (key.endsWith("_usd")) return `$${value.toFixed(4)}`;
-  return String(value);
+// Whether the health window decides anything: the sliding-window rule runs only for a plan that names one.
+function healthCaption(dp) {
+  const why = dp.rollback_rule
+    ? "its rollback rule below acts on it, beside the guarded rollout's tests"
+    : "shown for reference: the guarded rollout's tests decide";
+  return `Variants, and their recent health (last ${dp.health.window_s} s; ${why})`;
 }
 
-// The difference from the safe variant with its always-valid 95 % interval, drawn on [-scale, scale] around zero;
-// coloured only when the interval excludes zero (worse: higher is worse for every metric).
-function intervalBar(lo, hi) {
-  const scale = Math.max(Math.abs(lo), Math.abs(hi)) || 1;
-  const x = (v) => 50 + (v / scale) * 50;
-  const kind = lo > 0 ? "worse" : hi < 0 ? "better" : "unsure";
-  return h("span", { class: `ci ${kind}`, title: `95 % interval [${lo}, ${hi}]` },
-    h("span", { class: "ci-range", style: `left:${x(lo)}%;width:${Math.max(x(hi) - x(lo), 1)}%` }),
-    h("span", { class: "ci-zero" }));
+function rollbackRule(dp) {
+  const rule = dp.health.rollback;
+  return h("p", { class: "muted rollback-rule" },
+    `Rollback rule: to ${dp.safe_variant} at ≥ ${rule.min_calls} calls of a variant in the window and a failure ` +
+    `rate over ${(rule.failure_rate_threshold * 100).toFixed(0)} % and above ${dp.safe_variant}'s.`);
 }
 
-function experimentTable(dp) {
-  const exp = dp.experiment;
-  if (!exp) return null;
-  const rows = [];
-  for (const [variant, metrics] of Object.entries(exp.estimates)) {
-    for (const [metric, m] of Object.entries(metrics)) {
-      if (metric === "calls" || m.value === null) continue;
-      const vs = m.vs_safe;
-      rows.push(h("tr", { "data-variant": variant, "data-metric": metric },
-        h("td", {}, variant), h("td", {}, metric), h("td", { class: "value" }, cell(metric, m.value)),
-        h("td", { class: "diff" }, vs ? `${vs.diff > 0 ? "+" : ""}${cell(metric, vs.diff)} [${cell(metric, vs.ci95[0])}, ${cell(metric, vs.ci95[1])}]` : ""),
-        h("td", { class: "bar" }, vs ? intervalBar(vs.ci95[0], vs.ci95[1]) : ""),
-        h("td", { class: "more" }, m.more_calls ? `about ${m.more_calls} more candidate calls to decide` : "")));
-    }
-  }
-  const calls = Object.entries(exp.estimates).map(([v, m]) => `${v}: ${m.calls}`).join(", ");
-  return h("div", { class: "table-box experiment" },
-    h("table", {},
-      h("caption", {}, `Experiment since the weights last changed (calls ${calls || "none yet"})`),
-      h("thead", {}, h("tr", {}, ["Variant", "Metric", "Value", "Difference from safe (95 %)", "", "To decide"]
-        .map((t) => h("th", {}, t)))),
-      h("tbody", {}, rows)),
-    exp.decisions.map((d) => h("p", { class: "decided" }, `Decided: ${d.action} ${d.variant}: ${d.reason}`)));
+// A variant's calls that ran on its fallback model (its own failed to connect): the health row says how many, and
+// the variant's name is marked, so a candidate that looks healthy only thanks to its fallback is seen.
+function fellBack(v, row) {
+  const n = (row || {}).fallbacks;
+  if (!n) return null;
+  const model = v.fallback_model || "its fallback model";
+  return [" ", h("span", { class: "mark warn fallback", title: `${v.model} failed to connect; the call ran on ${model}` },
+    `${n} on ${model}`)];
 }
 
 function card(dp) {
   const health = dp.health;
   const rows = Object.fromEntries(health.rows.map((row) => [row.variant, row]));
-  const variants = h("table", { class: "variants" },
-    h("caption", {}, `Variants, and their health over the last ${health.window_s} s`),
+  // the table scrolls sideways in its box on a narrow screen: what it is and what decides stays in view above it
+  const title = h("p", { class: "muted health-note", id: `health-${dp.dialplan}` }, healthCaption(dp));
+  const variants = h("table", { class: "variants", "aria-labelledby": title.id },
     h("thead", {}, h("tr", {}, ["Variant", "Weight", "Share", "Dialect", "Model", "Voice"].map((t) => h("th", {}, t)),
       health.columns.map((c) => h("th", {}, c.label)))),
     h("tbody", {}, dp.variants.map((v) =>
-      h("tr", { "data-variant": v.name },
-        h("td", { class: "name" }, v.name, v.safe ? h("span", { class: "muted" }, " (safe)") : null),
+      h("tr", { "data-variant": v.name, class: (rows[v.name] || {}).fallbacks ? "fell-back" : null },
+        h("td", { class: "name" }, v.name, v.safe ? h("span", { class: "muted" }, " (safe)") : null,
+          fellBack(v, rows[v.name])),
         h("td", { class: "weight" }, String(v.weight)), h("td", { class: "share" }, `${v.share_percent} %`),
         h("td", {}, v.dialect), h("td", { class: "model" }, v.model + (v.fallback_model ? ` → ${v.fallback_model}` : "")),
         h("td", {}, v.voice),
@@ -128,12 +125,58 @@ function card(dp) {
     h("dt", {}, "Safe variant"), h("dd", {}, dp.safe_variant));
   return h("article", { class: "rollout", "data-dialplan": dp.dialplan },
     h("h3", {}, dp.dialplan, dp.stored ? "" : h("span", { class: "muted" }, " (defaults: never changed)")),
-    h("div", { class: "table-box" }, variants), experimentTable(dp), facts,
+    canKill && !canChange ? killSwitch(dp) : null, // an admin has the kill switch in the editor below
+    title, h("div", { class: "table-box" }, variants), dp.rollback_rule ? rollbackRule(dp) : null,
+    experimentSection(dp, labels), facts,
     shutdowns.length ? h("ul", { class: "shutdowns" }, shutdowns) : null,
-    h("p", { class: "muted" },
-      `Automatic rollback to ${dp.safe_variant} at ≥ ${health.rollback.min_calls} calls of a variant and a failure ` +
-      `rate over ${(health.rollback.failure_rate_threshold * 100).toFixed(0)} % and above ${dp.safe_variant}'s.`),
     canChange ? editor(dp) : null);
+}
+
+// The kill switch alone (a supervisor's): the button asks first, with a reason, and only then changes the flag.
+function killSwitch(dp) {
+  const turnOn = !dp.kill;
+  const question = turnOn
+    ? `Send every new call of ${dp.dialplan} to ${dp.safe_variant}, whatever the weights and lists?`
+    : `Turn the kill switch off: new calls of ${dp.dialplan} split by the weights again?`;
+  const message = h("p", { class: "message", role: "alert" });
+  const reason = h("input", { name: "reason", maxlength: 500, autocomplete: "off" });
+  const confirm = h("div", { class: "confirm", role: "alertdialog", hidden: true },
+    h("p", {}, question), h("label", {}, "Reason (required) ", reason), " ",
+    h("button", { type: "submit", class: "yes" }, turnOn ? "Yes: every call on the safe variant" : "Yes: turn it off"),
+    " ", h("button", { type: "button", class: "no" }, "Cancel"));
+  const ask = h("button", { type: "button", class: turnOn ? "ask kill-on" : "ask kill-off" },
+    turnOn ? "Kill switch: every call on the safe variant" : "Turn the kill switch off");
+  const form = h("form", { class: "kill", autocomplete: "off" }, ask, confirm, message);
+  const close = () => {
+    confirm.hidden = true;
+    ask.hidden = false;
+    reason.value = "";
+    delete form.dataset.dirty;
+  };
+  ask.addEventListener("click", () => {
+    message.textContent = "";
+    confirm.hidden = false;
+    ask.hidden = true;
+    form.dataset.dirty = "1"; // asked: the question survives a refresh until it is answered
+    reason.focus();
+  });
+  confirm.querySelector("button.no").addEventListener("click", close);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const why = reason.value.trim();
+    if (!why) {
+      message.textContent = "A reason is required.";
+      return;
+    }
+    const r = await request("PUT", `/api/rollout/${encodeURIComponent(dp.dialplan)}/kill`, { kill: turnOn, reason: why });
+    if (!r.ok) {
+      message.textContent = r.data.error || `HTTP ${r.status}`;
+      return;
+    }
+    close();
+    await load();
+  });
+  return form;
 }
 
 function field(setting, value, names) {

@@ -116,7 +116,7 @@ async def test_the_live_experiment_rolls_back_once_and_evaluate_on_the_records_t
         assert flag.weight("cand") == 0 and flag.weight("safe") == 100
         [entry] = [e for e in await store.audit("support") if e.who == records.AUTO_DECISION_WHO]
         assert entry.evidence["action"] == "rollback" and "failure_rate" in entry.evidence
-        assert entry.evidence["failure_rate"]["ci"][0] > 0 or "breaker" in entry.evidence
+        assert entry.evidence["failure_rate"]["since_arming"]["ci"][0] > 0 or "breaker" in entry.evidence
         live: Decision = taken[0]
     finally:
         await store.close()
@@ -174,7 +174,7 @@ async def test_the_live_experiment_rolls_back_once_and_evaluate_on_the_records_t
         subprocess.run, [*cli, "show", "support", "--redis-url", redis_server.url, "--dialplans", str(folder)],
         cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
-    assert "experiment (calls since the weights last changed" in text.stdout and "decided: rollback cand" in text.stdout
+    assert "guarded rollout" in text.stdout and "decided: rollback cand" in text.stdout
     assert "failure_rate" in text.stdout and " diff +" in text.stdout and "[" in text.stdout
 
 
@@ -193,5 +193,67 @@ async def test_calls_ending_together_feed_each_record_to_the_live_experiment_onc
         for i in range(3):
             await records.append(raw, "support", _record(rng, 1000.0 + 3 * batch + i, "cand", "e", 0.0))
         await asyncio.gather(*(worker.after_call(raw, "support", spec) for _ in range(3)))
-    arms = worker.plans["support"].replay.experiment.arms
-    assert arms["cand"].calls == 15 and arms["safe"].calls == 0  # the 15 records, each once
+    calls = worker.plans["support"].replay.calls
+    assert calls["cand"] == 15 and calls["safe"] == 0  # the 15 records, each once
+
+
+async def test_with_a_key_forged_records_are_left_out_counted_and_shown(
+    redis_server: EmbeddedRedis, raw: aioredis.Redis, tmp_path: Path
+) -> None:
+    _, spec = _spec(tmp_path)
+    key = b"rollout key of this test, 32 by."
+    rng = random.Random(5)
+    for i in range(120):  # the workers' own records: signed
+        variant = "cand" if i % 2 else "safe"
+        await records.append(raw, "support", _record(rng, 1000.0 + i, variant, "e", 0.0), sign_key=key)
+    for i in range(200):  # a Redis writer's: every candidate call failed, unsigned or signed with another key
+        forged = _record(rng, 2000.0 + i, "cand", "e", 1.0)
+        await records.append(raw, "support", forged, sign_key=b"another key, not the rollout's!" if i % 2 else None)
+    worker = records.LiveExperiment(key=key)
+    assert await worker.after_call(raw, "support", spec) == []  # no rollback on forged evidence
+    assert worker.plans["support"].replay.calls == {"cand": 60, "safe": 60}
+    from prometheus_client import REGISTRY
+
+    def rejected(reason: str) -> float | None:
+        return REGISTRY.get_sample_value(
+            "callbridge_rollout_records_rejected_total", {"dialplan": "support", "reason": reason}
+        )
+
+    assert (rejected("unsigned"), rejected("bad signature")) == (100.0, 100.0)
+    now = await records.current(raw, "support", spec, key)
+    assert now["rejected"] == {"unsigned": 100, "bad signature": 100} and now["decisions"] == []
+    unkeyed = await records.current(raw, "support", spec)  # without a key every record counts, and it says so
+    assert unkeyed["signed"] is False and [d["action"] for d in unkeyed["decisions"]] == ["rollback"]
+
+
+async def test_rearm_gives_a_rolled_back_candidate_its_first_step_and_a_fresh_test(
+    redis_server: EmbeddedRedis, raw: aioredis.Redis, tmp_path: Path
+) -> None:
+    folder, spec = _spec(tmp_path)
+    rng = random.Random(9)
+    for i in range(400):  # a spike: the candidate failed every call for a while
+        variant = "cand" if i % 2 else "safe"
+        await records.append(raw, "support", _record(rng, 1000.0 + i, variant, "e", 1.0 if variant == "cand" else 0.0))
+    before = await records.current(raw, "support", spec)
+    assert [d["action"] for d in before["decisions"]] == ["rollback"]
+    cli = [sys.executable, "-m", "bridge", "rollout", "rearm", "support", "cand", "--redis-url", redis_server.url,
+           "--dialplans", str(folder), "--share", "10", "--json"]  # fmt: skip
+    refused = await asyncio.to_thread(subprocess.run, cli, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--reason is required" in refused.stderr
+    done = await asyncio.to_thread(
+        subprocess.run, [*cli, "--reason", "the spike was the carrier"], cwd=ROOT, capture_output=True, text=True,
+        check=True, timeout=60,
+    )  # fmt: skip
+    assert json.loads(done.stdout)["share"] == 10
+    store = RolloutStore(redis_server.url, specs={"support": spec})
+    try:
+        flag = await store.get_flag("support")
+        assert (flag.weight("cand"), flag.weight("safe")) == (10, 90)
+        [entry] = [e for e in await store.audit("support") if e.reason == "the spike was the carrier"]
+        assert entry.new == {"weights": {"cand": 10.0, "safe": 90.0}}
+    finally:
+        await store.close()
+    after = await records.current(raw, "support", spec)
+    cand = after["estimates"]["cand"]
+    assert cand["verdict"]["state"] == "testing" and cand["calls"] == 200  # its calls so far are still counted,
+    assert cand["failure_rate"]["vs_safe"] is None  # but its evidence starts afresh: no interval before new calls

@@ -1,5 +1,6 @@
-"""The rollout's decision engine (pure, seeded): the mSPRT and its interval, the breaker, the Bonferroni split, the
-settings' errors, and that bench/rollout.py's vectorized run decides what :class:`Experiment` decides call by call."""
+"""The guarded rollout's engine (pure, seeded): its statistics (the mixture SPRT, the one-sided bound, the breaker,
+the sample-ratio e-value, the stratified difference), its settings and their errors, and what it decides: rollback,
+each step, the holdout, the sample-ratio stop, re-arming, signed evidence."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -16,21 +16,15 @@ from bench import rollout as bench
 from bridge import events as ev
 from bridge.call.report import CallReport
 from bridge.dialplan import check_file, load_dialplans
-from bridge.rollout.experiment import (
-    Decision,
-    Experiment,
-    ExperimentSpec,
-    GuardrailSetting,
-    breaker_run,
-    half_width,
-    log_mixture_lr,
-    replay,
-)
-from bridge.rollout.outcomes import RECORD_FIELDS, EpochReplay, epoch_of
+from bridge.rollout import seal, stats
+from bridge.rollout.experiment import Decision, Experiment, ExperimentSpec, GuardrailSetting, epoch_of
+from bridge.rollout.outcomes import RECORD_FIELDS, evaluate
 from bridge.rollout.policy import RolloutFlag, RolloutSpec, Variant
 from bridge.rollout.records import decision_changes, next_step
 from bridge.serve import outcome as outcomes
 from bridge.serve.outcome import outcome_record
+
+SAFE, CAND = "safe", "cand"
 
 
 def _call(
@@ -38,13 +32,16 @@ def _call(
     variant: str,
     *,
     failed: bool = False,
-    greeting: float | None = 900.0,
-    reply: float | None = 700.0,
+    greeting: float | None = 700.0,
+    reply: float | None = 900.0,
     abandoned: bool = False,
+    epoch: str = "e",
 ) -> dict[str, Any]:
     return {
         "t": t,
+        "started": t,
         "variant": variant,
+        "epoch": epoch,
         "outcome": "connect_failure" if failed else "ok",
         "abandoned": abandoned,
         "greeting_ms": None if failed else greeting,
@@ -52,59 +49,141 @@ def _call(
     }
 
 
-def _stream(
-    rng: random.Random,
-    n: int,
-    share: float,
-    fail: tuple[float, float] = (0.05, 0.05),
-    greeting: tuple[float, float] = (900.0, 900.0),
-) -> list[dict[str, Any]]:
-    out = []
-    for i in range(n):
-        cand = rng.random() < share
-        out.append(
-            _call(
-                float(i),
-                "cand" if cand else "safe",
-                failed=rng.random() < fail[cand],
-                greeting=greeting[cand] * math.exp(0.4 * rng.gauss(0, 1)),
-                reply=700 * math.exp(0.6 * rng.gauss(0, 1)),
-                abandoned=rng.random() < 0.05,
+class Loop:
+    """A closed loop: each call drawn with the weights the engine last set (``bench/rollout.py`` in small)."""
+
+    def __init__(self, spec: ExperimentSpec, share: float, seed: int) -> None:
+        self.weights = {SAFE: 100.0 - share, CAND: share}
+        self.exp = Experiment(spec, SAFE, (CAND, SAFE), weights=self.weights)
+        self.epoch = epoch_of(self.weights, False)
+        self.rng = random.Random(seed)
+        self.i = 0
+        self.decisions: list[Decision] = []
+
+    def run(self, calls: int, *, fail: float = 0.02, cand_fail: float | None = None, greeting: float = 700.0,
+            cand_greeting: float | None = None, sigma: float = 0.6, cand_sigma: float | None = None,
+            lose: float = 0.0, until: str | None = None) -> list[Decision]:  # fmt: skip
+        out: list[Decision] = []
+        for _ in range(calls):
+            self.i += 1
+            t = self.i * 3.6
+            on = self.rng.random() < self.weights[CAND] / 100
+            f = cand_fail if on and cand_fail is not None else fail
+            g = cand_greeting if on and cand_greeting is not None else greeting
+            s = cand_sigma if on and cand_sigma is not None else sigma
+            if on and lose and self.rng.random() < lose:
+                continue
+            record = _call(
+                t,
+                CAND if on else SAFE,
+                failed=self.rng.random() < f,
+                greeting=g * math.exp(s * self.rng.gauss(0, 1)),
+                reply=900 * math.exp(0.6 * self.rng.gauss(0, 1)),
+                abandoned=self.rng.random() < 0.08,
+                epoch=self.epoch,
             )
-        )
-    return out
+            for d in self.exp.feed(record):
+                out.append(d)
+                if d.weights is not None:
+                    self.weights, self.epoch = d.weights, epoch_of(d.weights, False)
+                if until is not None and d.action == until:
+                    self.decisions += out
+                    return out
+        self.decisions += out
+        return out
+
+
+FAST = {"step_min_s": 600.0, "cycle_s": 3600.0, "guard_s": 3600.0}  # a ramp's clocks, shortened for a unit test
 
 
 # ------------------------------------------------------------------------------------------------ the statistics
 def test_the_mixture_likelihood_ratio_is_the_formula_by_hand() -> None:
-    # z = 2, rho = I tau^2 = 1: L = sqrt(1/2) * exp(4 * 1 / (2 * 2)) = e / sqrt(2)
-    assert float(log_mixture_lr(2.0, 1.0)) == pytest.approx(math.log(math.e / math.sqrt(2)))
-    # z = 3, rho = 4: L = sqrt(1/5) * exp(9 * 4 / 10)
-    assert float(log_mixture_lr(3.0, 4.0)) == pytest.approx(-0.5 * math.log(5) + 3.6)
+    # z = 2, rho = n_eff tau^2 = 1: L = sqrt(1/2) * exp(4 * 1 / (2 * 2)) = e / sqrt(2)
+    assert float(stats.log_mixture_lr(2.0, 1.0)) == pytest.approx(math.log(math.e / math.sqrt(2)))
+    # the one-sided mixture: 2 Phi(z sqrt(rho / (1 + rho))) times the two-sided one
+    phi = 0.5 * math.erfc(-2.0 * math.sqrt(0.5) / math.sqrt(2))
+    assert stats.log_one_sided_lr(2.0, 1.0) == pytest.approx(math.log(2 * phi * math.e / math.sqrt(2)))
 
 
-def test_the_interval_ends_where_the_ratio_reaches_one_over_alpha() -> None:
+def test_the_intervals_end_where_the_ratios_reach_one_over_alpha() -> None:
     for var, rho, alpha in ((0.01, 2.0, 0.05), (1e-4, 50.0, 0.0125), (3.0, 0.3, 0.01)):
-        w = float(half_width(var, rho, alpha))
-        assert float(log_mixture_lr(w / math.sqrt(var), rho)) == pytest.approx(math.log(1 / alpha))
+        w = float(stats.half_width(var, rho, alpha))
+        assert float(stats.log_mixture_lr(w / math.sqrt(var), rho)) == pytest.approx(math.log(1 / alpha))
+        z = stats.one_sided_z(rho, alpha)
+        assert stats.log_one_sided_lr(z, rho) >= math.log(1 / alpha) - 1e-6
+        assert z < w / math.sqrt(var)  # one side of the question: a nearer bound at the same level
 
 
 def test_the_breaker_needs_longer_runs_when_the_safe_variant_fails_more_and_is_off_when_it_is_down() -> None:
-    runs = [float(breaker_run(p * 1000, 1000, 5, 1e-6)) for p in (0.01, 0.05, 0.1, 0.2, 0.3)]
+    runs = [float(stats.breaker_run(p * 1000, 1000, 5, 1e-6)) for p in (0.01, 0.05, 0.1, 0.2, 0.3)]
     assert runs == sorted(runs) and runs[0] == 5 and runs[-1] > runs[0]
-    assert math.isinf(float(breaker_run(600, 1000, 5, 1e-6)))
+    assert math.isinf(float(stats.breaker_run(600, 1000, 5, 1e-6)))
+    assert [stats.breaker_need(round(p * 1000), 1000, 5, 1e-6) for p in (0.01, 0.05, 0.1, 0.2, 0.3)] == runs
+
+
+def test_the_sample_ratio_e_value_stays_low_on_the_promised_split_and_grows_on_a_lost_tenth() -> None:
+    rng = random.Random(1)
+    shares = {SAFE: 0.75, CAND: 0.25}
+    fair = {SAFE: 0, CAND: 0}
+    lossy = {SAFE: 0, CAND: 0}
+    for _ in range(20_000):
+        v = CAND if rng.random() < 0.25 else SAFE
+        fair[v] += 1
+        if v == SAFE or rng.random() > 0.1:
+            lossy[v] += 1
+    assert stats.log_srm_bf(fair, shares, 1000.0) < math.log(1 / 0.01)
+    assert stats.log_srm_bf(lossy, shares, 1000.0) > math.log(1 / 0.01)
+
+
+def test_the_stratified_difference_sees_no_difference_where_pooling_sees_one() -> None:
+    """Simpson's paradox: the candidate gets 5 % of a quiet hour and 50 % of a bad one; within each hour both
+    variants fail alike, so the stratified difference is zero where the pooled one is large."""
+    strata = stats.Strata(proportion=True)
+    pooled = {True: [0, 0], False: [0, 0]}
+    for hour, share, rate in ((0, 0.05, 0.02), (1, 0.5, 0.4)):
+        for i in range(2000):
+            cand = i < 2000 * share
+            failed = (i if cand else i - 2000 * share) % round(1 / rate) == 0
+            strata.add(hour, cand, float(failed))
+            pooled[cand][0] += failed
+            pooled[cand][1] += 1
+    e = strata.estimate()
+    assert e is not None and abs(e.diff) < 0.01
+    assert pooled[True][0] / pooled[True][1] - pooled[False][0] / pooled[False][1] > 0.1
 
 
 # ------------------------------------------------------------------------------------------------ the settings
-def test_alpha_is_split_across_the_guardrails_that_are_on() -> None:
+def test_margins_are_relative_with_a_floor_and_alpha_is_split_across_the_guardrails_that_are_on() -> None:
     spec = ExperimentSpec()
-    assert [g.name for g, _ in spec.active] == ["failure_rate", "abandon_rate", "greeting_ms", "first_reply_ms"]
+    assert [(g.name, m) for g, m, _ in spec.active] == [
+        ("failure_rate", 0.5),
+        ("abandon_rate", 0.25),
+        ("greeting_ms", 0.25),
+        ("first_reply_ms", 0.25),
+    ]
     assert spec.test_alpha == pytest.approx(0.05 / 4)
     more = ExperimentSpec(
-        guardrails={"cost_per_call_usd": GuardrailSetting(margin=0.05), "abandon_rate": GuardrailSetting(on=False)}
+        guardrails={
+            "cost_per_call_usd": GuardrailSetting(margin=0.1, floor=0.01),
+            "abandon_rate": GuardrailSetting(on=False),
+        }
     )
-    assert dict((g.name, m) for g, m in more.active)["cost_per_call_usd"] == 0.05
+    assert {g.name: (m, f) for g, m, f in more.active}["cost_per_call_usd"] == (0.1, 0.01)
     assert more.test_alpha == pytest.approx(0.05 / 4)
+    assert spec.next_share(50.0) is None  # no steps: none
+    ramp = ExperimentSpec(auto_promote=(5, 25, 50, 100))
+    assert [ramp.next_share(s) for s in (0, 5, 25, 50, 95)] == [5, 25, 50, 95, None]  # the holdout stays
+
+
+def test_yaml_1_1_reads_on_as_true_and_the_guardrail_takes_it_as_on(tmp_path: Path) -> None:
+    spec = ExperimentSpec.model_validate(
+        {"guardrails": {"abandon_rate": {True: False}, "transfer_rate": {"enabled": True}}}
+    )
+    names = [g.name for g, _, _ in spec.active]
+    assert "abandon_rate" not in names and "transfer_rate" in names
+    path = tmp_path / "x.yaml"
+    path.write_text(PLAN + "  experiment: {guardrails: {abandon_rate: {on: false}}}\n")  # as docs/configuration.md
+    assert check_file(path) == []
 
 
 @pytest.mark.parametrize(
@@ -121,6 +200,8 @@ def test_alpha_is_split_across_the_guardrails_that_are_on() -> None:
             "at least one",
         ),
         ({"tau": 0}, "tau"),
+        ({"guardrails": {"greeting_ms": {"margin": 300}}}, "margin"),  # an absolute margin of old: now a share
+        ({"holdout": 60}, "holdout"),
     ],
 )
 def test_bad_settings_name_the_field(settings: dict[str, Any], names: str) -> None:
@@ -129,106 +210,106 @@ def test_bad_settings_name_the_field(settings: dict[str, Any], names: str) -> No
 
 
 # ------------------------------------------------------------------------------------------------ decisions
-def test_an_identical_stream_never_rolls_back() -> None:
-    rng = random.Random(1)
-    exp = Experiment(ExperimentSpec(promote=False), "safe", ["cand", "safe"])
+def test_equal_variants_ramp_to_the_last_step_keeping_a_holdout_and_are_never_rolled_back() -> None:
+    loop = Loop(ExperimentSpec(auto_promote=(5, 25, 50, 100), **FAST), 5.0, seed=3)
+    loop.run(30_000, fail=0.1)
+    actions = [(d.action, d.weights and d.weights[CAND]) for d in loop.decisions]
+    assert actions[:3] == [("promote", 25.0), ("promote", 50.0), ("promote", 95.0)], actions
+    assert "rollback" not in [a for a, _ in actions]
+    assert loop.weights == {CAND: 95.0, SAFE: 5.0}
+    verdict = loop.exp.verdict(CAND)
+    assert verdict["holdout"] == 5.0 and verdict["next"].startswith("watch")
+    assert any(d.action == "complete" for d in loop.decisions)  # the guard period passed; still watched
+
+
+def test_a_candidate_that_dies_after_reaching_the_last_step_is_rolled_back_by_the_breaker() -> None:
+    loop = Loop(ExperimentSpec(auto_promote=(5, 25, 50, 100), **FAST), 5.0, seed=4)
+    loop.run(30_000, fail=0.1, until="complete")
+    assert loop.weights[CAND] == 95.0
+    [d] = loop.run(200, cand_fail=1.0)
+    assert d.action == "rollback" and "breaker" in d.evidence and d.weights == {CAND: 0.0, SAFE: 100.0}
+
+
+def test_failures_that_double_at_the_last_step_are_seen_by_the_last_steps_own_test() -> None:
+    loop = Loop(ExperimentSpec(auto_promote=(5, 25, 50, 100), **FAST), 5.0, seed=5)
+    loop.run(40_000, fail=0.1, until="complete")
+    out = loop.run(40_000, fail=0.1, cand_fail=0.3, until="rollback")
+    assert out[-1].action == "rollback" and "failure_rate surely worse (last step)" in out[-1].reason, out[-1].reason
+
+
+def test_a_slower_greeting_and_a_heavier_tail_with_the_same_median_are_rolled_back() -> None:
+    slower = Loop(ExperimentSpec(), 20.0, seed=6).run(6000, cand_greeting=1050.0, until="rollback")
+    assert slower[-1].action == "rollback" and "greeting_ms" in slower[-1].reason
+    tail = Loop(ExperimentSpec(), 50.0, seed=7).run(20_000, cand_sigma=1.2, until="rollback")
+    assert tail[-1].action == "rollback" and "greeting_ms" in tail[-1].reason
+
+
+def test_a_lost_share_of_the_candidates_records_stops_promotion_and_keeps_rollback_armed() -> None:
+    loop = Loop(ExperimentSpec(auto_promote=(25, 50, 100), **FAST), 25.0, seed=8)
+    out = loop.run(30_000, lose=0.15, until="srm")
+    assert out[-1].action == "srm" and out[-1].variant == CAND and out[-1].weights is None
+    after = loop.run(3000, cand_fail=1.0)
+    assert [d.action for d in after] == ["rollback"]
+    assert "promote" not in [d.action for d in loop.decisions[loop.decisions.index(out[-1]) :]]
+    assert loop.exp.verdict(CAND)["srm"] is True
+
+
+def test_a_rearmed_candidate_is_tested_afresh() -> None:
+    loop = Loop(ExperimentSpec(**FAST), 20.0, seed=9)
+    [back] = loop.run(5000, cand_fail=1.0, until="rollback")
+    assert back.action == "rollback" and loop.exp.verdict(CAND)["state"] == "rolled_back"
+    loop.exp.feed({"rearm": CAND, "t": loop.i * 3.6})
+    loop.weights, loop.epoch = {CAND: 20.0, SAFE: 80.0}, epoch_of({CAND: 20.0, SAFE: 80.0}, False)
+    loop.exp.known_weights(loop.weights)
+    assert loop.exp.verdict(CAND)["state"] == "testing"
+    assert [d.action for d in loop.run(20_000, until="promote")] == ["promote"]
+
+
+def test_an_interval_is_shown_only_from_min_calls_and_the_verdict_says_what_is_awaited() -> None:
+    loop = Loop(ExperimentSpec(min_calls=50), 50.0, seed=10)
+    loop.run(60)
+    metric = loop.exp.estimates()[CAND]["failure_rate"]
+    assert metric["vs_safe"] is None and metric["too_few"] > 0
+    loop.run(2000)
+    est = loop.exp.estimates()
+    lo, hi = est[CAND]["failure_rate"]["vs_safe"]["ci95"]
+    assert lo < est[CAND]["failure_rate"]["vs_safe"]["diff"] < hi
+    verdict = est[CAND]["verdict"]
+    assert verdict["next"].startswith("promote") and any("business cycle" in w for w in verdict["waiting_for"])
+    assert "verdict" not in est[SAFE] and "vs_safe" not in est[SAFE]["failure_rate"]
+
+
+def test_a_late_call_of_the_old_weights_counts_in_its_epochs_split_but_not_in_the_tests() -> None:
+    assert epoch_of({"a": 1, "b": 1}, False) == epoch_of({"a": 50, "b": 50, "c": 0}, False)
+    assert epoch_of({"a": 1}, False) != epoch_of({"a": 1}, True)
+    exp = Experiment(ExperimentSpec(), SAFE, (CAND, SAFE))
+    exp.feed(_call(10.0, SAFE, epoch="old") | {"started": 5.0})
+    exp.feed(_call(20.0, CAND, epoch="new") | {"started": 15.0})
+    exp.feed(_call(21.0, SAFE, epoch="old") | {"started": 8.0})  # drawn before the change, ended after it
+    assert exp.epoch == "new" and exp.epochs["old"].counts == {SAFE: 2}
+    assert exp.safe_arm["failure_rate"].n == 1
+
+
+def test_evaluate_replays_records_in_time_order() -> None:
+    loop = Loop(ExperimentSpec(), 20.0, seed=11)
+    records: list[dict[str, Any]] = []
     for i in range(3000):
-        call = _stream(rng, 1, 1.0, fail=(0.2, 0.2))[0]
-        for variant in ("safe", "cand"):
-            assert exp.add({**call, "t": float(i), "variant": variant}) == []
-    assert exp.estimates()["cand"]["failure_rate"]["vs_safe"]["diff"] == 0
+        records.append(_call(i * 3.6, CAND if i % 5 == 0 else SAFE, failed=i % 5 == 0 and i % 10 == 0))
+    result = evaluate(loop.exp.spec, SAFE, (CAND, SAFE), reversed(records), {SAFE: 80, CAND: 20})
+    assert [d["action"] for d in result["decisions"]] == ["rollback"]
+    assert "trend" not in result["estimates"][CAND]["failure_rate"]
 
 
-def test_a_variant_failing_every_call_is_broken_by_the_breaker_within_a_few_calls() -> None:
-    rng = random.Random(2)
-    exp = Experiment(ExperimentSpec(), "safe", ["cand", "safe"])
-    decisions = []
-    for call in _stream(rng, 400, 0.2):
-        decisions += exp.add({**call, "outcome": "dropped"} if call["variant"] == "cand" else call)
-        if decisions:
-            break
-    [d] = decisions
-    assert d.action == "rollback" and "breaker" in d.evidence and d.variant == "cand"
-    assert exp.arms["cand"].calls <= d.evidence["breaker"]["trip_at"] < 10
-
-
-def test_the_breaker_stays_quiet_when_the_safe_variant_fails_as_well() -> None:
-    exp = Experiment(ExperimentSpec(promote=False, min_calls=10_000), "safe", ["cand", "safe"])
-    for i in range(200):
-        assert exp.add(_call(float(i), "cand" if i % 2 else "safe", failed=True)) == []
-
-
-def test_a_clearly_worse_candidate_is_rolled_back_on_evidence_and_never_promoted() -> None:
-    decisions, exp = replay(
-        ExperimentSpec(), "safe", ["cand", "safe"], _stream(random.Random(3), 6000, 0.3, fail=(0.05, 0.15))
-    )
-    [d] = decisions
-    assert d.action == "rollback" and "failure_rate" in d.reason and "breaker" not in d.evidence
-    lo, hi = d.evidence["failure_rate"]["ci"]
-    assert 0 < lo < d.evidence["failure_rate"]["diff"] < hi
-    assert d.evidence["failure_rate"]["log_lr"] >= d.evidence["failure_rate"]["threshold_log_lr"]
-    assert exp.decided == {"cand": d}
-
-
-def test_a_slower_greeting_is_a_regression_only_past_its_margin() -> None:
-    slow, _ = replay(
-        ExperimentSpec(promote=False),
-        "safe",
-        ["cand", "safe"],
-        _stream(random.Random(4), 4000, 0.5, greeting=(900.0, 1600.0)),
-    )
-    assert [d.action for d in slow] == ["rollback"] and "greeting_ms" in slow[0].reason
-    within, exp = replay(
-        ExperimentSpec(promote=False),
-        "safe",
-        ["cand", "safe"],
-        _stream(random.Random(5), 4000, 0.5, greeting=(900.0, 1000.0)),
-    )
-    assert within == []
-    est = exp.estimates()["cand"]["greeting_ms"]
-    assert est["vs_safe"]["ci95"][0] > 0  # surely slower, but by less than the margin
-    assert est["value"] > exp.estimates()["safe"]["greeting_ms"]["value"]
-
-
-def test_equal_variants_are_promoted_and_the_estimates_have_the_issues_shape() -> None:
-    decisions, exp = replay(ExperimentSpec(), "safe", ["cand", "safe"], _stream(random.Random(6), 8000, 0.5))
-    assert [d.action for d in decisions] == ["promote"]
-    est = exp.estimates()
-    assert set(est) == {"cand", "safe"} and est["cand"]["calls"] + est["safe"]["calls"] == 8000
-    assert "vs_safe" not in est["safe"]["failure_rate"]
-    lo, hi = est["cand"]["failure_rate"]["vs_safe"]["ci95"]
-    assert lo < est["cand"]["failure_rate"]["vs_safe"]["diff"] < hi
-
-
-def test_the_engine_says_how_many_more_calls_it_needs_before_min_calls() -> None:
-    exp = Experiment(ExperimentSpec(min_calls=50), "safe", ["cand", "safe"])
-    for call in _stream(random.Random(7), 40, 0.5):
-        exp.add(call)
-    more = exp.estimates()["cand"]["failure_rate"]["more_calls"]
-    assert more == 50 - min(exp.arms["cand"].sums["failure_rate"].n, exp.arms["safe"].sums["failure_rate"].n)
-
-
-# ------------------------------------------------------------------------------------------------ the bench's twin
-@pytest.mark.parametrize(
-    ("safe", "cand", "share", "seed"),
-    [
-        (bench.Truth(), bench.Truth(fail=0.12), 0.3, 11),
-        (bench.Truth(), bench.Truth(greeting_ms=1500), 0.2, 12),
-        (bench.Truth(), bench.Truth(fail=1.0), 0.5, 13),
-        (bench.Truth(0.1, 0.1), bench.Truth(0.1, 0.1), 0.5, 14),
-    ],
-)
-def test_the_bench_decides_what_the_engine_decides(
-    safe: bench.Truth, cand: bench.Truth, share: float, seed: int
-) -> None:
-    spec = ExperimentSpec()
-    sim = bench.simulate(np.random.default_rng(seed), safe, cand, share, 12000)
-    run = bench.evaluate(spec, sim, {})
-    exp = Experiment(spec, "safe", ["cand", "safe"])
-    first = next(((i, ds[0].action) for i, r in enumerate(bench.records(sim)) if (ds := exp.add(r))), None)
-    assert first == run.first and first is not None
-    if first[1] == "rollback":
-        assert run.breaker == ("breaker" in exp.decided["cand"].evidence)
+# ------------------------------------------------------------------------------------------------ signed evidence
+def test_an_outcome_record_is_evidence_only_with_its_signature() -> None:
+    record = _call(1.0, CAND)
+    signed = seal.sign_record(b"k" * 32, record)
+    assert seal.record_refusal(b"k" * 32, signed) is None
+    assert seal.record_refusal(b"k" * 32, signed | {"id": "1-0", "repeat": True}) is None  # added on read
+    assert seal.record_refusal(b"k" * 32, record) == "unsigned"
+    assert seal.record_refusal(b"k" * 32, signed | {"outcome": "dropped"}) == "bad signature"
+    assert seal.record_refusal(b"other key 123456", signed) == "bad signature"
+    assert seal.record_refusal(None, record) is None  # no key: everything (rollout show says so)
 
 
 # ------------------------------------------------------------------------------------------------ the dialplan
@@ -265,31 +346,34 @@ def test_a_calls_outcome_record_has_the_issues_fields() -> None:
         ended_by=ev.EndedBy.AGENT,
         end_reason="transferred",
     )
-    stats = {"outcome": "recovered", "greeting_ms": 800.0, "first_reply_ms": None, "cost_usd": 0.0123}
-    record = outcome_record(report, stats, t=2000.0, started=1934.9, variant="cand", epoch="e1")
-    assert tuple(record) == RECORD_FIELDS
+    stats_ = {"outcome": "recovered", "greeting_ms": 800.0, "first_reply_ms": None, "cost_usd": 0.0123}
+    shares = {CAND: 0.25, SAFE: 0.75}
+    record = outcome_record(report, stats_, t=2000.0, started=1934.9, variant="cand", epoch="e1", shares=shares)
+    assert tuple(record) == RECORD_FIELDS and record["shares"] == shares
     assert record["transferred"] is True and record["abandoned"] is False and record["handle_time_s"] == 65.0
     assert (record["outcome"], record["greeting_ms"], record["first_reply_ms"]) == ("recovered", 800.0, None)
     assert record["repeat"] is False and record["disposition"] is None and record["failed_checks"] is None
     report.post_call = {"summary": "Refund asked.", "disposition": "refund", "fields": None, "status": "ok"}
     report.checks = [{"name": "disclosure", "passed": True, "detail": ""},
                      {"name": "never_say", "passed": False, "detail": "the agent said 'guaranteed'"}]  # fmt: skip
-    record = outcome_record(report, stats, t=2000.0, started=1934.9, variant="cand", epoch="e1")
+    record = outcome_record(report, stats_, t=2000.0, started=1934.9, variant="cand", epoch="e1")
     assert (record["disposition"], record["failed_checks"]) == ("refund", ["never_say"])
 
 
 def test_a_candidate_failing_compliance_checks_more_often_is_estimated_and_rolled_back_when_guarded() -> None:
     rng = random.Random(11)
-    calls = [{**c, "failed_checks": ["never_say"] if rng.random() < (0.2 if c["variant"] == "cand" else 0.02) else []}
-             for c in _stream(rng, 3000, 0.5)]  # fmt: skip
-    unguarded, exp = replay(ExperimentSpec(promote=False), "safe", ["cand", "safe"], calls)
-    assert unguarded == []  # off by default: estimated, never acted on
-    rate = exp.estimates()["cand"]["check_fail_rate"]
+    calls = [
+        {**_call(i * 3.6, v), "failed_checks": ["never_say"] if rng.random() < (0.2 if v == CAND else 0.02) else []}
+        for i, v in enumerate(CAND if rng.random() < 0.5 else SAFE for _ in range(3000))
+    ]
+    unguarded = evaluate(ExperimentSpec(promote=False), SAFE, (CAND, SAFE), calls)
+    assert unguarded["decisions"] == []  # off by default: estimated, never acted on
+    rate = unguarded["estimates"][CAND]["check_fail_rate"]
     assert rate["value"] > 0.1 and rate["vs_safe"]["ci95"][0] > 0
     guarded = ExperimentSpec(promote=False, guardrails={"check_fail_rate": GuardrailSetting()})
-    decisions, _ = replay(guarded, "safe", ["cand", "safe"], calls)
-    assert [(d.variant, d.action) for d in decisions] == [("cand", "rollback")]
-    assert decisions[0].reason.startswith("cand: check_fail_rate:")
+    decisions = evaluate(guarded, SAFE, (CAND, SAFE), calls)["decisions"]
+    assert [(d["variant"], d["action"]) for d in decisions] == [(CAND, "rollback")]
+    assert "check_fail_rate surely worse" in decisions[0]["reason"]
 
 
 def test_a_caller_hanging_up_on_a_failed_connects_apology_is_a_connect_failure_not_an_abandon() -> None:
@@ -341,62 +425,58 @@ def test_abandoned_means_the_caller_left_before_being_served(fields: dict[str, A
     assert outcomes.abandoned(_report(**fields)) is abandoned
 
 
-def test_an_epoch_is_the_weights_as_shares_and_a_late_call_of_the_old_weights_stays_out() -> None:
-    assert epoch_of({"a": 1, "b": 1}, False) == epoch_of({"a": 50, "b": 50, "c": 0}, False)
-    assert epoch_of({"a": 1, "b": 1}, False) != epoch_of({"a": 1, "b": 3}, False)
-    assert epoch_of({"a": 1}, False) != epoch_of({"a": 1}, True)
-    replay = EpochReplay(ExperimentSpec(), "safe", ["cand", "safe"])
-    replay.feed(_call(10.0, "safe") | {"epoch": "old", "started": 5.0})
-    replay.feed(_call(20.0, "cand") | {"epoch": "new", "started": 15.0})
-    replay.feed(_call(21.0, "safe") | {"epoch": "old", "started": 8.0})  # drawn before the change, ended after it
-    assert replay.epoch == "new" and replay.experiment.arms["safe"].calls == 0
-    replay.feed(_call(30.0, "safe") | {"epoch": "old", "started": 25.0})  # the weights went back: a new epoch
-    assert replay.epoch == "old" and replay.experiment.arms["safe"].calls == 1
-
-
 # ---------------------------------------------------------------------------------------------- what decisions change
 def _rollout(steps: tuple[float, ...]) -> RolloutSpec:
     return RolloutSpec(
-        safe="safe",
+        safe=SAFE,
         variants=(
-            Variant(name="cand", dialect="ga", model="m2"),
-            Variant(name="safe", dialect="ga", model="m", weight=100),
+            Variant(name=CAND, dialect="ga", model="m2"),
+            Variant(name=SAFE, dialect="ga", model="m", weight=100),
         ),
         experiment=ExperimentSpec(auto_promote=steps),
     )
 
 
-def test_auto_promote_moves_the_candidate_one_step_and_only_on_the_epoch_it_decided_on() -> None:
+def test_auto_promote_moves_the_candidate_one_step_keeps_the_holdout_and_acts_only_on_its_epoch() -> None:
     spec = _rollout((5, 25, 50, 100))
-    flag = RolloutFlag(weights={"cand": 5, "safe": 95})
-    promote = Decision(1.0, "cand", "promote", "not worse", {"epoch": epoch_of(flag.weights, False)})
-    assert decision_changes(spec, promote, flag) == {"weights": {"cand": 25, "safe": 75}}
-    at_half = RolloutFlag(weights={"cand": 1, "safe": 1})
-    assert next_step(spec, at_half, "cand") == {"cand": 100, "safe": 0}
-    assert next_step(spec, RolloutFlag(weights={"cand": 100, "safe": 0}), "cand") is None
-    moved = RolloutFlag(weights={"cand": 25, "safe": 75})  # another worker took the step already
+    flag = RolloutFlag(weights={CAND: 5, SAFE: 95})
+    promote = Decision(1.0, CAND, "promote", "not worse", {"epoch": epoch_of(flag.weights, False)})
+    assert decision_changes(spec, promote, flag) == {"weights": {CAND: 25, SAFE: 75}}
+    at_half = RolloutFlag(weights={CAND: 1, SAFE: 1})
+    assert next_step(spec, at_half, CAND) == {CAND: 95, SAFE: 5}
+    assert next_step(spec, RolloutFlag(weights={CAND: 95, SAFE: 5}), CAND) is None
+    moved = RolloutFlag(weights={CAND: 25, SAFE: 75})  # another worker took the step already
     assert decision_changes(spec, promote, moved) is None
-    rollback = Decision(1.0, "cand", "rollback", "worse", {"epoch": epoch_of(moved.weights, False)})
-    assert decision_changes(spec, rollback, moved) == {"weights": {"cand": 0.0, "safe": 100.0}}
+    rollback = Decision(1.0, CAND, "rollback", "worse", {"epoch": epoch_of(moved.weights, False)})
+    assert decision_changes(spec, rollback, moved) == {"weights": {CAND: 0.0, SAFE: 100.0}}
     assert decision_changes(spec, rollback, moved.model_copy(update={"kill": True})) is None
+    srm = Decision(1.0, CAND, "srm", "split", {"epoch": epoch_of(moved.weights, False)})
+    assert decision_changes(spec, srm, moved) is None  # changes no weight
 
 
-def test_the_estimates_are_exported_as_gauges() -> None:
+def test_the_estimates_and_the_sample_ratio_state_are_exported_as_gauges() -> None:
     from prometheus_client import REGISTRY
 
     from bridge import metrics
 
-    _, exp = replay(ExperimentSpec(), "safe", ["cand", "safe"], _stream(random.Random(8), 400, 0.5))
-    est = exp.estimates()
+    loop = Loop(ExperimentSpec(), 50.0, seed=12)
+    loop.run(800)
+    est = loop.exp.estimates()
     metrics.export_estimates("gauged", est)
 
     def sample(variant: str, metric: str, stat: str) -> float | None:
         labels = {"dialplan": "gauged", "variant": variant, "metric": metric, "stat": stat}
         return REGISTRY.get_sample_value("callbridge_rollout_estimate", labels)
 
-    assert sample("safe", "failure_rate", "value") == pytest.approx(est["safe"]["failure_rate"]["value"])
-    vs = est["cand"]["greeting_ms"]["vs_safe"]
-    assert [sample("cand", "greeting_ms", s) for s in ("diff", "ci95_low", "ci95_high")] == pytest.approx(
+    assert sample(SAFE, "failure_rate", "value") == pytest.approx(est[SAFE]["failure_rate"]["value"])
+    vs = est[CAND]["greeting_ms"]["vs_safe"]
+    assert [sample(CAND, "greeting_ms", s) for s in ("diff", "ci95_low", "ci95_high")] == pytest.approx(
         [vs["diff"], *vs["ci95"]]
     )
-    assert sample("safe", "greeting_ms", "diff") is None
+    assert sample(SAFE, "greeting_ms", "diff") is None
+    assert REGISTRY.get_sample_value("callbridge_rollout_srm", {"dialplan": "gauged"}) == 0.0
+
+
+def test_the_bench_runs_its_goals_through_the_engine() -> None:
+    result = bench.run(bench.Scenario("dies", after=bench.Truth(fail=1.0), change_at=5.0, calls=2000), seed=1)
+    assert result["rollback"] is not None and result["breaker"] and result["rollback"][1] <= 50

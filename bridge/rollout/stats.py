@@ -1,0 +1,236 @@
+"""The guarded rollout's statistics: always-valid tests and intervals, a stratified difference, the breaker's run and
+the sample-ratio test. Pure: floats in, floats out (numpy arrays too where a function says so).
+
+* **The mixture SPRT** (Robbins 1970; Johari, Pekelis, Walsh 2017). For a difference ``diff`` with variance ``V``,
+  ``z = diff / sqrt(V)`` and ``rho = n_eff tau^2`` (``tau``: the spread of a normal mixture on the standardized
+  effect, ``n_eff``: the effective calls of the comparison), the two-sided mixture likelihood ratio is
+  ``L = sqrt(1/(1 + rho)) exp(z^2 rho / (2 (1 + rho)))`` (:func:`log_mixture_lr`); under "no difference" it reaches
+  ``1/alpha`` with probability at most ``alpha`` however often it is looked at. Its inversion is a confidence
+  sequence: ``diff +- sqrt(V (1 + rho)/rho (2 log(1/alpha) + log(1 + rho)))`` (:func:`half_width`).
+* **One-sided** (:func:`log_one_sided_lr`): a half-normal mixture on the harmful side only,
+  ``L+ = 2 Phi(z sqrt(rho/(1 + rho))) L``; a rollback asks "surely worse" and a promotion "surely not worse by the
+  margin", each one-sided, so each keeps its whole ``alpha``. Its bound (:func:`one_sided_z`) is where
+  ``L+ = 1/alpha``, found by bisection on ``z``.
+* **Stratified** (:class:`Strata`): the candidate's difference from the safe variant in each stratum (an epoch's
+  hour: both variants at the same weights and the same time of day), combined with weights ``w = n_eff`` of the
+  stratum. A swing both variants share cancels inside each stratum, and weights that change between epochs cannot
+  make a Simpson's paradox (calls are never pooled across strata).
+* **The breaker's run** (:func:`breaker_run`): the fewest consecutive candidate failures that equal variants reach
+  with probability at most ``per_call`` at a call, from an upper bound of the safe variant's *recent* failure rate.
+* **Sample ratio** (:func:`log_srm_bf`): the Dirichlet-multinomial mixture Bayes factor of observed counts against
+  the shares the weights promise (Lindon and Malek 2022); a product over epochs is still an e-process, so the test
+  spans the whole rollout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+Z80 = 0.8416  # the standard normal's 80th percentile: the power a step asks for
+
+
+def log_mixture_lr(z: Any, rho: Any) -> Any:
+    """``log L`` of the two-sided normal-mixture SPRT for ``z = diff / sqrt(V)`` and ``rho = n_eff tau^2``."""
+    return -0.5 * np.log1p(rho) + z * z * rho / (2.0 * (1.0 + rho))
+
+
+def half_width(var: Any, rho: Any, alpha: float) -> Any:
+    """Half the width of the two-sided always-valid ``1 - alpha`` interval around ``diff`` (where ``L = 1/alpha``)."""
+    return np.sqrt(var * (1.0 + rho) / rho * (2.0 * math.log(1.0 / alpha) + np.log1p(rho)))
+
+
+def _phi(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def log_one_sided_lr(z: float, rho: float) -> float:
+    """``log L+`` of the half-normal mixture on positive effects (``z > 0``: the harmful side)."""
+    p = _phi(z * math.sqrt(rho / (1.0 + rho)))
+    return math.log(2.0 * max(p, 1e-300)) + float(log_mixture_lr(z, rho))
+
+
+@lru_cache(maxsize=4096)
+def _one_sided_z(rho_key: float, alpha: float) -> float:
+    lo, hi, target = 0.0, 50.0, math.log(1.0 / alpha)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if log_one_sided_lr(mid, rho_key) < target else (lo, mid)
+    return hi
+
+
+def one_sided_z(rho: float, alpha: float) -> float:
+    """The ``z`` at which the one-sided test rejects at level ``alpha`` (``rho`` rounded to 2 significant places
+    upward, which only widens the bound: the boundary grows with ``rho`` past ``rho`` of about 1)."""
+    if rho <= 0:
+        return math.inf
+    exp = math.floor(math.log10(rho))
+    key = math.ceil(rho / 10 ** (exp - 1)) * 10 ** (exp - 1)
+    return _one_sided_z(float(key), alpha)
+
+
+def breaker_run(safe_failures: Any, safe_calls: Any, min_run: int, per_call: float) -> Any:
+    """Consecutive candidate failures that trip the breaker; ``inf`` while the safe variant is not fine (its rate's
+    estimate one half or more). ``safe_failures`` of ``safe_calls``: the safe variant's recent calls."""
+    p = (safe_failures + 1.0) / (safe_calls + 2.0)
+    high = np.minimum(p + 2.0 * np.sqrt(p * (1.0 - p) / (safe_calls + 2.0)), 0.5)  # the rate's upper bound
+    run = np.maximum(min_run, np.ceil(math.log(per_call) / np.log(high)))
+    return np.where(p < 0.5, run, np.inf)
+
+
+def breaker_need(safe_failures: int, safe_calls: int, min_run: int, per_call: float) -> float:
+    """:func:`breaker_run` for one look, in plain floats."""
+    p = (safe_failures + 1.0) / (safe_calls + 2.0)
+    if p >= 0.5:
+        return math.inf
+    high = min(p + 2.0 * math.sqrt(p * (1.0 - p) / (safe_calls + 2.0)), 0.5)
+    return max(float(min_run), math.ceil(math.log(per_call) / math.log(high)))
+
+
+def log_srm_bf(counts: Mapping[str, int], shares: Mapping[str, float], concentration: float) -> float:
+    """``log`` of the Dirichlet-multinomial Bayes factor of ``counts`` against the expected ``shares`` (each
+    variant's; those with no share are left out), with the Dirichlet's parameters ``concentration * share``."""
+    names = [n for n, s in shares.items() if s > 0]
+    n = sum(counts.get(v, 0) for v in names)
+    if n == 0 or len(names) < 2:
+        return 0.0
+    out = math.lgamma(concentration) - math.lgamma(concentration + n)
+    for v in names:
+        a, x = concentration * shares[v], counts.get(v, 0)
+        out += math.lgamma(a + x) - math.lgamma(a) - x * math.log(shares[v])
+    return out
+
+
+@dataclass(slots=True)
+class Arm:
+    """Running count, sum and sum of squares of one variant's values."""
+
+    n: int = 0
+    total: float = 0.0
+    squares: float = 0.0
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        self.total += x
+        self.squares += x * x
+
+    def mean(self) -> float:
+        return self.total / self.n if self.n else 0.0
+
+    def var(self, proportion: bool) -> float:
+        """One value's variance: a proportion's from ``(x + 1)/(n + 2)`` (never zero at a few calls with no event),
+        else the sample variance."""
+        if proportion:
+            p = (self.total + 1.0) / (self.n + 2.0)
+            return p * (1.0 - p)
+        if self.n < 2:
+            return math.inf
+        return max((self.squares - self.total * self.total / self.n) / (self.n - 1), 1e-12)
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A stratified difference (candidate minus safe) at one look."""
+
+    diff: float
+    var: float
+    n_eff: float
+    calls: tuple[int, int]  # values on the candidate and on the safe variant
+
+    def rho(self, tau: float) -> float:
+        return self.n_eff * tau * tau
+
+    def half_width(self, tau: float, alpha: float) -> float:
+        return float(half_width(self.var, self.rho(tau), alpha))
+
+    def harm(self, tau: float, alpha: float, above: float = 0.0) -> bool:
+        """The one-sided test at ``alpha``: surely more than ``above``."""
+        se = math.sqrt(self.var)
+        if se <= 0 or self.diff - above < 2.0 * se:  # the bound needs z above 2 at any level below 0.05
+            return False
+        return log_one_sided_lr((self.diff - above) / se, self.rho(tau)) >= math.log(1 / alpha)
+
+    def power_for(self, effect: float, tau: float, alpha: float) -> float:
+        """The chance that the one-sided harm test rejects at this information, were the truth ``effect`` worse."""
+        se = math.sqrt(self.var)
+        if se <= 0 or not math.isfinite(se):
+            return 0.0
+        return _phi(effect / se - one_sided_z(self.rho(tau), alpha))
+
+
+@dataclass(slots=True)
+class Strata:
+    """The stratified difference of one metric, candidate minus safe, fed one value at a time.
+
+    Closed strata are kept as sums (``W = sum w``, ``D = sum w d``, ``Ac = sum w^2/n_c``, ``As = sum w^2/n_s``); the
+    open stratum as its two arms. A stratum closes when the next one begins and both its arms have a value; until
+    then it runs on into the next key (a quiet hour at a small share is not thrown away). The variance uses each
+    variant's variance over all its values (``arms``): ``V = (Ac s_c^2 + As s_s^2) / W^2``."""
+
+    proportion: bool
+    key: Any = None
+    open_c: Arm | None = None
+    open_s: Arm | None = None
+    w: float = 0.0
+    d: float = 0.0
+    ac: float = 0.0
+    as_: float = 0.0
+    arm_c: Arm | None = None
+    arm_s: Arm | None = None
+
+    def __post_init__(self) -> None:
+        self.open_c, self.open_s, self.arm_c, self.arm_s = Arm(), Arm(), Arm(), Arm()
+
+    def add(self, key: Any, candidate: bool, x: float) -> None:
+        assert self.open_c is not None and self.open_s is not None and self.arm_c is not None and self.arm_s is not None
+        if key != self.key:
+            if self.open_c.n and self.open_s.n:
+                self._close()
+            elif not self.open_c.n:
+                self.open_s = Arm()  # safe calls with no candidate call beside them: nothing to compare
+            self.key = key  # (candidate calls with no safe call beside them wait for the next stratum's)
+        (self.open_c if candidate else self.open_s).add(x)
+        (self.arm_c if candidate else self.arm_s).add(x)
+
+    def _close(self) -> None:
+        assert self.open_c is not None and self.open_s is not None
+        nc, ns = self.open_c.n, self.open_s.n
+        w = 1.0 / (1.0 / nc + 1.0 / ns)
+        self.w += w
+        self.d += w * (self.open_c.mean() - self.open_s.mean())
+        self.ac += w * w / nc
+        self.as_ += w * w / ns
+        self.open_c, self.open_s = Arm(), Arm()
+
+    def estimate(self, ref: Strata | None = None) -> Estimate | None:
+        """The difference at this look; None before each arm has two values in strata that hold both.
+
+        The safe variant's variance comes from ``ref``'s safe values when given (a longer record of the same
+        metric: the last step's holdout is small), and the candidate's is never taken below it (as it is under no
+        difference): a few calls with no event must not look surely better, nor a small holdout with none surely
+        better than the candidate."""
+        assert self.open_c is not None and self.open_s is not None and self.arm_c is not None and self.arm_s is not None
+        w, d, ac, as_ = self.w, self.d, self.ac, self.as_
+        nc, ns = self.open_c.n, self.open_s.n
+        if nc and ns:
+            wo = 1.0 / (1.0 / nc + 1.0 / ns)
+            w, d = w + wo, d + wo * (self.open_c.mean() - self.open_s.mean())
+            ac, as_ = ac + wo * wo / nc, as_ + wo * wo / ns
+        if w <= 0 or self.arm_c.n < 2 or self.arm_s.n < 2:
+            return None
+        var_s = (ref if ref is not None and ref.arm_s is not None and ref.arm_s.n >= self.arm_s.n else self).arm_s
+        assert var_s is not None
+        vs = var_s.var(self.proportion)
+        var = (ac * max(self.arm_c.var(self.proportion), vs) + as_ * vs) / (w * w)
+        return Estimate(d / w, var, w, (self.arm_c.n, self.arm_s.n))
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank; ``values`` not empty)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]

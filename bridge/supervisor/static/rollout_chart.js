@@ -1,0 +1,127 @@
+// The rollout experiment's figures, in each metric's unit: values, differences from the safe variant, and two
+// drawings of a difference with its 95 % interval: a guardrail's trend over the candidate's calls, and a small bar.
+//
+// Both are inline SVG placed by SVG attributes (x, y, width, points...) and coloured by classes in console.css: the
+// page's Content-Security-Policy (style-src 'self') refuses style= attributes and <style> elements, so anything
+// placed by an inline style would silently stay where the browser put it. Higher is worse for every metric, and
+// SVG's y grows downward: "worse" is drawn higher up.
+
+const SVG = "http://www.w3.org/2000/svg";
+
+// An SVG element from data (attribute values and text only, never markup: like dom.js's h()).
+export function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    el.setAttribute(name, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+// A value of `key` (a metric or a health column) in its unit: *_rate a proportion, *_ms milliseconds, *_usd dollars,
+// *_s seconds.
+export function cell(key, value) {
+  if (value === null || value === undefined) return "n/a";
+  if (key.endsWith("_rate")) return `${(value * 100).toFixed(1)} %`;
+  if (key.endsWith("_ms")) return `${Math.round(value)} ms`;
+  if (key.endsWith("_usd")) return `$${value.toFixed(4)}`;
+  if (key.endsWith("_s")) return `${value.toFixed(1)} s`;
+  return String(value);
+}
+
+// A difference of `key` in its unit, signed. A rate's difference is in percentage points: "+5 %" would read as five
+// per cent more of the safe variant's rate.
+export function change(key, d) {
+  const sign = d > 0 ? "+" : d < 0 ? "−" : "±";
+  const a = Math.abs(d);
+  if (key.endsWith("_rate")) return `${sign}${(a * 100).toFixed(1)} pp`;
+  if (key.endsWith("_ms")) return `${sign}${Math.round(a)} ms`;
+  if (key.endsWith("_usd")) return `${sign}$${a.toFixed(4)}`;
+  if (key.endsWith("_s")) return `${sign}${a.toFixed(1)} s`;
+  return `${sign}${a}`;
+}
+
+// What a difference's interval says against the margin (a guardrail's regression threshold): a word and a class.
+// The engine's own tests split alpha over the guardrails; these words read the 95 % interval shown beside them.
+export function judge(lo, hi, margin) {
+  if (lo > 0) return ["worse", "worse"];
+  if (hi < 0) return ["better", "better"];
+  if (margin !== undefined && hi <= margin) return ["within margin", "within"];
+  return ["undecided", "unsure"];
+}
+
+// The interval [lo, hi] as a bar on an axis around zero that holds it and the margin; zero and the margin ticked.
+export function intervalBar(lo, hi, margin) {
+  const W = 100, H = 12;
+  const scale = Math.max(Math.abs(lo), Math.abs(hi), Math.abs(margin ?? 0)) * 1.1 || 1;
+  const x = (v) => (W / 2) * (1 + v / scale);
+  const [, kind] = judge(lo, hi, margin);
+  return s("svg", { class: `ci ${kind}`, viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", "aria-hidden": "true" },
+    s("rect", { class: "ci-track", x: 0, y: 3, width: W, height: H - 6 }),
+    s("rect", { class: "ci-range", x: x(lo), y: 2, width: Math.max(x(hi) - x(lo), 0.8), height: H - 4 }),
+    s("line", { class: "ci-zero", x1: x(0), x2: x(0), y1: 0, y2: H }),
+    margin === undefined ? null : s("line", { class: "ci-margin", x1: x(margin), x2: x(margin), y1: 0, y2: H }));
+}
+
+// The chart's box in viewBox units (it scales to its column: console.css gives it width 100 %, height auto).
+const W = 320, H = 160, L = 62, R = 10, T = 10, B = 30;
+
+function span(values) {
+  let lo = Math.min(...values), hi = Math.max(...values);
+  if (hi - lo <= 0) {
+    const pad = Math.abs(hi) * 0.1 || 1e-3;
+    lo -= pad;
+    hi += pad;
+  }
+  const pad = (hi - lo) * 0.06;
+  return [lo - pad, hi + pad];
+}
+
+// A guardrail's trend: at each hourly point (x: the candidate's calls so far, across every step), its difference
+// from the safe variant (the line) and the 95 % interval (the band), with zero and the margin drawn across.
+export function trendChart(key, label, safe, m) {
+  const points = m.trend;
+  let [x0, x1] = [Math.min(...points.map((p) => p.calls)), Math.max(...points.map((p) => p.calls))];
+  if (x1 - x0 < 1) [x0, x1] = [x0 - 1, x1 + 1]; // one point: drawn in the middle
+  const [y0, y1] = span([...points.flatMap((p) => [p.lo, p.hi]), 0, m.margin]);
+  const X = (c) => L + ((c - x0) / (x1 - x0)) * (W - L - R);
+  const Y = (v) => T + ((y1 - v) / (y1 - y0)) * (H - T - B);
+  const xy = (c, v) => `${X(c).toFixed(1)},${Y(v).toFixed(1)}`;
+  // one point has no width: its interval is drawn as a narrow box around it
+  const edges = points.length > 1 ? points.map((p) => [X(p.calls), p]) : [[X(points[0].calls) - 4, points[0]],
+    [X(points[0].calls) + 4, points[0]]];
+  const upper = edges.map(([x, p]) => `${x.toFixed(1)},${Y(p.hi).toFixed(1)}`);
+  const lower = edges.map(([x, p]) => `${x.toFixed(1)},${Y(p.lo).toFixed(1)}`).reverse();
+  const last = points[points.length - 1];
+  const [word] = judge(last.lo, last.hi, m.margin);
+  const tick = (v) => {
+    const y = Y(v);
+    // the band's extremes are labelled unless the zero's label is there already
+    if (Math.abs(y - Y(0)) < 12) return null;
+    return s("text", { class: "tick", x: L - 4, y: y + 3, "text-anchor": "end" }, change(key, v));
+  };
+  return s("svg", {
+    class: "trend", "data-metric": key, viewBox: `0 0 ${W} ${H}`, role: "img",
+    "aria-label": `${label}: difference from ${safe} over ${last.calls} candidate calls, now ${change(key, last.diff)} ` +
+      `[${change(key, last.lo)}, ${change(key, last.hi)}]: ${word}`,
+  },
+    s("title", {}, `${label}: the candidate's difference from ${safe} (line) and its 95 % interval (band), ` +
+      `over the candidate's calls; the dashed line is the margin (a regression past it is what the test looks for)`),
+    s("rect", { class: "plot", x: L, y: T, width: W - L - R, height: H - T - B }),
+    s("polygon", { class: "band", points: [...upper, ...lower].join(" ") }),
+    s("line", { class: "zero", x1: L, x2: W - R, y1: Y(0), y2: Y(0) }),
+    s("line", { class: "margin", x1: L, x2: W - R, y1: Y(m.margin), y2: Y(m.margin) }),
+    s("polyline", { class: "line", points: points.map((p) => xy(p.calls, p.diff)).join(" ") }),
+    s("circle", { class: "now", cx: X(last.calls), cy: Y(last.diff), r: 2.5 }),
+    s("text", { class: "tick", x: L - 4, y: Y(0) + 3, "text-anchor": "end" }, "0"),
+    s("text", { class: "margin-label", x: W - R - 2, y: Y(m.margin) - 3, "text-anchor": "end" },
+      `margin ${change(key, m.margin)}`),
+    tick(Math.max(...points.map((p) => p.hi))), tick(Math.min(...points.map((p) => p.lo))),
+    s("text", { class: "tick", x: L, y: H - B + 13 }, String(Math.round(points[0].calls))),
+    s("text", { class: "tick", x: W - R, y: H - B + 13, "text-anchor": "end" }, String(Math.round(last.calls))),
+    s("text", { class: "axis", x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, "candidate calls"));
+}

@@ -1,0 +1,127 @@
+// The guarded rollout in a rollout card: for each candidate, what the engine decided and will do next (its verdict),
+// a trend chart per guardrail that is on, those guardrails in a table with a word each, and the metrics that guard
+// nothing folded away. Drawn from the panel's `experiment` (bridge.rollout.records.current), whatever its shape of
+// variants and guardrails: a guardrail is on when the server gives its margin.
+
+import { h } from "./dom.js";
+import { cell, change, intervalBar, judge, trendChart } from "./rollout_chart.js";
+
+// the candidate's state as the engine names it (bridge.rollout.experiment.Experiment.verdict)
+const STATE_LABEL = { testing: "Testing", rolled_back: "Rolled back" };
+
+function when(t) {
+  return `${new Date(t * 1000).toISOString().slice(0, 16).replace("T", " ")} UTC`;
+}
+
+function percent(value) {
+  return `${Number(value.toFixed(1))} %`;
+}
+
+function tooFew(m) {
+  return m.vs_safe ? "no hourly point yet" : `too few calls (${m.too_few ?? "?"} more)`;
+}
+
+// The experiment's notes that concern every candidate: records left out as evidence, unsigned records, the split.
+function notes(exp) {
+  const rejected = Object.entries(exp.rejected || {}).filter(([, n]) => n > 0);
+  const left = rejected.reduce((sum, [, n]) => sum + n, 0);
+  return [
+    left ? h("p", { class: "warning rejected", role: "alert" },
+      `${left} outcome record${left === 1 ? "" : "s"} left out as evidence (${rejected.map(([why, n]) => `${n} ${why}`)
+        .join(", ")}): not signed with this node's rollout_key.`) : null,
+    exp.signed ? null : h("p", { class: "muted unsigned" },
+      "Outcome records are not signed (no rollout_key): anyone who can write to Redis can add evidence."),
+    exp.srm ? h("p", { class: "warning srm-warning", role: "alert" },
+      "Sample-ratio mismatch: the split of calls is not what the weights draw, so every comparison may be biased. ",
+      h("span", { class: "reason" }, `The engine: “${exp.srm.reason}”.`)) : null,
+  ];
+}
+
+function verdict(name, exp, safe) {
+  const row = exp.estimates[name], v = row.verdict;
+  const last = exp.decisions.filter((d) => d.variant === name).pop();
+  const waiting = v.waiting_for || [];
+  return h("div", { class: `verdict state-${v.state}`, "data-state": v.state },
+    h("p", { class: "verdict-head" },
+      h("strong", { class: "state" }, STATE_LABEL[v.state] ?? v.state), " ",
+      h("span", { class: "step" }, v.share === null ? "step: weights not known" : `step: ${percent(v.share)} of new calls`),
+      " · ", h("span", { class: "holdout" }, v.holdout === null ? "holdout: none before the last step"
+        : `holdout: ${percent(v.holdout)} kept on ${safe}`),
+      " · ", h("span", { class: "calls" }, `${row.calls} calls (${safe}: ${exp.estimates[safe]?.calls ?? 0})`)),
+    v.srm && !exp.srm ? h("p", { class: "warning srm-warning", role: "alert" },
+      "Sample-ratio mismatch: promotions stop; rollback stays armed.") : null,
+    v.srm ? null : h("p", { class: "srm muted" },
+      `Sample ratio: the split matches the weights so far (log e-value ${v.srm_log_e_value}).`),
+    h("p", { class: "next" }, h("strong", {}, "Next: "), v.next),
+    waiting.length ? h("div", { class: "waiting" }, "Waiting for:",
+      h("ul", {}, waiting.map((w) => h("li", {}, w)))) : null,
+    v.more_calls === null || v.more_calls === undefined ? null : h("p", { class: "more" }, v.more_calls > 0
+      ? `About ${v.more_calls} more ${name} calls before the next step.`
+      : "Enough calls for the next step: the time on the step or a test still holds it."),
+    last ? h("p", { class: "decided" }, `Last decision: ${last.action} at ${when(last.t)}: ${last.reason}`) : null);
+}
+
+function metricRow(name, safe, exp, key, label, guarding) {
+  const m = exp.estimates[name][key], vs = m.vs_safe;
+  const safeValue = exp.estimates[safe]?.[key]?.value ?? null;
+  const [word, kind] = vs ? judge(vs.ci95[0], vs.ci95[1], m.margin) : ["too few calls", "few"];
+  return h("tr", { "data-variant": name, "data-metric": key },
+    h("th", { scope: "row" }, label),
+    h("td", { class: "safe-value" }, cell(key, safeValue)),
+    h("td", { class: "value" }, cell(key, m.value)),
+    h("td", { class: "diff" }, vs ? [change(key, vs.diff), " ",
+      h("span", { class: "interval" }, `[${change(key, vs.ci95[0])}, ${change(key, vs.ci95[1])}]`)] : tooFew(m)),
+    h("td", { class: "bar" }, vs ? intervalBar(vs.ci95[0], vs.ci95[1], m.margin) : ""),
+    // a margin is relative to the safe variant's value: none without one
+    guarding ? h("td", { class: "margin" }, safeValue === null ? "n/a" : change(key, m.margin)) : null,
+    guarding ? h("td", { class: `word ${kind}` }, word) : null);
+}
+
+function metricTable(name, safe, exp, keys, labels, guarding) {
+  const head = ["Metric", `${safe} (safe)`, name, "Difference (95 %)", ""]
+    .concat(guarding ? ["Margin", "Verdict"] : []);
+  return h("div", { class: "table-box" }, h("table", { class: guarding ? "guardrails" : "others" },
+    h("thead", {}, h("tr", {}, head.map((t) => h("th", {}, t)))),
+    h("tbody", {}, keys.map((k) => metricRow(name, safe, exp, k, labels[k] || k, guarding)))));
+}
+
+function candidate(dialplan, name, exp, safe, labels) {
+  const row = exp.estimates[name];
+  const keys = Object.keys(labels).filter((k) => row[k]).concat(Object.keys(row)
+    .filter((k) => !(k in labels) && row[k] && typeof row[k] === "object" && "value" in row[k]));
+  const on = keys.filter((k) => "margin" in row[k]);
+  const off = keys.filter((k) => !("margin" in row[k]));
+  const charts = on.map((k) => {
+    const m = row[k], label = labels[k] || k;
+    const drawn = Boolean(m.vs_safe && m.trend && m.trend.length);
+    const said = drawn ? h("span", { class: "muted" }, judge(m.vs_safe.ci95[0], m.vs_safe.ci95[1], m.margin)[0])
+      : h("span", { class: "too-few muted" }, tooFew(m));
+    return h("figure", { class: "guardrail", "data-metric": k },
+      h("figcaption", {}, h("strong", {}, label), " ", said), drawn ? trendChart(k, label, safe, m) : null);
+  });
+  return h("div", { class: "candidate", "data-variant": name },
+    h("h4", {}, `${name} against ${safe} (safe)`),
+    verdict(name, exp, safe),
+    h("div", { class: "charts" }, charts),
+    metricTable(name, safe, exp, on, labels, true),
+    off.length ? h("details", { class: "other-metrics", "data-keep": `${dialplan}/${name}/others` },
+      h("summary", {}, "other metrics (not guarding)"),
+      metricTable(name, safe, exp, off, labels, false)) : null);
+}
+
+// The experiment part of dialplan `dp`'s card (null when the server sent none); `labels`: metric key -> label.
+export function experimentSection(dp, labels) {
+  const exp = dp.experiment;
+  if (!exp) return null;
+  const safe = dp.safe_variant;
+  const candidates = Object.keys(exp.estimates).filter((v) => exp.estimates[v].verdict);
+  return h("div", { class: "experiment" },
+    h("h4", {}, "Guarded rollout ", h("span", { class: "muted" },
+      `(epoch ${exp.epoch ?? "none yet"}; α ${exp.alpha} shared by the guardrails; each candidate against ${safe})`)),
+    notes(exp),
+    candidates.map((c) => candidate(dp.dialplan, c, exp, safe, labels)),
+    exp.decisions.length ? h("details", { class: "decisions", "data-keep": `${dp.dialplan}/decisions` },
+      h("summary", {}, `Decisions (${exp.decisions.length})`),
+      h("ul", {}, exp.decisions.map((d) =>
+        h("li", { class: "decided" }, `${when(d.t)}: ${d.action}: ${d.reason}`)))) : null);
+}
