@@ -27,6 +27,7 @@
 ``GET /api/rollout``                each rollout dialplan's variants, every stored flag, the recent audit entries
 ``GET /api/console/rollout``        the console's rollout panel (:mod:`bridge.supervisor.rollout_view`)
 ``POST /api/rollout/{dp}/preview``  admin: what a change would do, without saving it
+``PUT /api/rollout/{dp}/kill``      supervisor: the kill switch alone, ``{"kill": true|false, "reason"}``, audited
 ``POST /api/signin/unlock``         admin: forget the failed sign-ins of ``{"account"}`` and/or ``{"source"}``
 ``PUT /api/rollout/{dp}``           admin: change a flag: JSON ``{"weights", "kill", "allow", "deny", "sticky",
                                     "reason", "who"}`` as ``callbridge rollout set`` takes them (``weights``: an object
