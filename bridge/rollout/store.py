@@ -392,6 +392,15 @@ class RolloutStore:
         self._verdicts[dialplan] = (seen, flag)
         return flag
 
+    async def _refused(self, dialplan: str, raw: Mapping[Any, Any], client: Any) -> bool:
+        """Is the stored hash ``raw`` there and not obeyed (written outside callbridge)?"""
+        fields = _fields(raw)
+        return (
+            bool(fields)
+            and seal.refusal(self.key, dialplan, fields, await _entries_from(client, fields.get(seal.AUDIT_FIELD)))
+            is not None
+        )
+
     def obeys(self, dialplan: str, entry_id: str, flag: RolloutFlag) -> None:
         """Remember that the hash just written (``flag`` with entry ``entry_id``) is obeyed."""
         written = {_text(k): _text(v) for k, v in sealed_flag(entry_id, flag).items()}
@@ -580,8 +589,10 @@ class RolloutStore:
                             return FlagChange(dialplan, old, old, None)  # leaving the block resets (UNWATCH)
                         new = validate_flag(old.model_dump() | dict(changes), source, spec)
                         diff = [n for n in RolloutFlag.model_fields if getattr(old, n) != getattr(new, n)]
-                        if not diff:
+                        if not diff and not await self._refused(dialplan, raw, pipe):
                             return FlagChange(dialplan, old, new, None)
+                        # (no difference from the flag in force, but the stored hash is one that is not obeyed: a
+                        # write outside callbridge; the change writes the flag in force over it, audited)
                         now = self._clock()
                         fields = {
                             "dialplan": dialplan,

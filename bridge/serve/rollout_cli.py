@@ -404,6 +404,11 @@ async def _set(store: RolloutStore, args: argparse.Namespace, spec: RolloutSpec)
         )
     elif not change.changed:
         print(f"{args.dialplan}: unchanged (already so)")
+    elif change.old == change.new:
+        print(
+            f"{args.dialplan}: the stored flag, written outside callbridge and not obeyed, replaced by the one in force"
+        )
+        print(f"recorded by {who}: {args.reason.strip()}  (audit {change.audit_id})")
     else:
         for name in type(change.new).model_fields:
             before, after = getattr(change.old, name), getattr(change.new, name)

@@ -71,10 +71,19 @@ async def test_a_raw_write_is_not_obeyed_and_is_logged_once_per_change(
             assert (await worker.get_flag("support")).weights == {SAFE: 90, NEW: 10}
         assert "the stored flag is gone" in refusals(caplog)[-1] and refused() == before + 2
 
+        # the same weights again over a refused hand-written hash: not "unchanged", the flag in force rewritten
+        await raw.hset(FLAG, "weights", json.dumps({SAFE: 0, NEW: 100}))
+        same = await worker.set_flag("support", {"weights": {SAFE: 90, NEW: 10}}, "carol", "put the canary back")
+        assert same.changed and same.old == same.new and same.new.weights == {SAFE: 90, NEW: 10}
+        assert json.loads(await raw.hget(FLAG, "weights")) == {SAFE: 90, NEW: 10}
+        again = await worker.set_flag("support", {"weights": {SAFE: 90, NEW: 10}}, "carol", "once more")
+        assert not again.changed  # now the stored hash is the obeyed one: nothing to write
+
         # a change by the product ends the refusal, from the last valid flag
+        await raw.delete(FLAG)
         change = await worker.set_flag("support", {"kill": True}, "bob", "incident")
         assert change.old.weights == {SAFE: 90, NEW: 10} and change.new.kill
-        assert (await worker.get_flag("support")).kill and len(refusals(caplog)) == 2
+        assert (await worker.get_flag("support")).kill and len(refusals(caplog)) == 4  # the write and the delete
 
 
 async def test_an_old_signed_flag_put_back_or_another_key_is_not_obeyed(
