@@ -293,6 +293,17 @@ class Settings(BaseSettings):
     # pending deliveries are kept in Redis (redis_url is required); `serve` checks all three at start
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
+    # what one endpoint may hold in Redis, pending deliveries and dead letters together: past either cap the oldest
+    # go first (dead letters before pending ones), counted in callbridge_webhooks_dropped_total
+    # (bridge/webhooks/limits.py)
+    webhook_max_events: int = Field(10_000, ge=10, le=10_000_000)
+    webhook_max_mb: float = Field(64.0, gt=0, le=65536)
+    webhook_dead_letter_ttl_s: float = Field(7 * 86400, gt=0, le=90 * 86400)  # a dead letter is dropped after this
+    # a string in an event's data longer than this is cut, with a marker saying how much (a 20 kB utterance)
+    webhook_field_max_chars: int = Field(4000, ge=100, le=1_000_000)
+    # a process's events waiting in memory while Redis is away: past either cap the oldest are dropped (counted)
+    webhook_memory_max_events: int = Field(1000, ge=10, le=1_000_000)
+    webhook_memory_max_mb: float = Field(16.0, gt=0, le=4096)
 
     @field_validator("realtime_url")
     @classmethod

@@ -160,6 +160,12 @@ WEBHOOKS_FAILED = Counter(
 WEBHOOKS_DEAD = Counter(
     f"{NS}_webhooks_dead_lettered", "Webhook deliveries given up after the last retry (dead letters)", ["endpoint"]
 )
+WEBHOOKS_DROPPED = Counter(
+    f"{NS}_webhooks_dropped",
+    "Webhook deliveries dropped unsent, the oldest first: full (the endpoint's webhook_max_events or webhook_max_mb in"
+    " Redis), memory (a process's queue while Redis is away)",
+    ["endpoint", "reason"],
+)
 WEBHOOKS_PENDING = Gauge(f"{NS}_webhooks_pending", "Webhook deliveries waiting in Redis", multiprocess_mode="livemax")
 WEBHOOKS_OLDEST_PENDING = Gauge(
     f"{NS}_webhooks_oldest_pending_seconds",

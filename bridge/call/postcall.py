@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator
 
 from bridge import events as ev
 from bridge.dialplan import PostCallPlan
+from bridge.privacy.masking import redact_value
 from bridge.realtime.dialects.common import POST_CALL_METADATA, post_call_instructions
 
 OK: Final = ev.POST_CALL_OK
@@ -83,16 +84,12 @@ def read_answer(plan: PostCallPlan, text: str, redact: Callable[[str], str] = st
     return PostCall(
         summary=redact(summary.strip()) if plan.summary and isinstance(summary, str) else None,
         disposition=str(disposition) if plan.dispositions else None,
-        fields=_redacted(dict(fields), redact) if plan.fields is not None and isinstance(fields, Mapping) else None,
+        fields=_redacted(fields, redact) if plan.fields is not None and isinstance(fields, Mapping) else None,
         status=OK,
     )
 
 
-def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {k: _redacted(v, redact) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v, redact) for v in value]
-    return value
+def _redacted(fields: Mapping[str, Any], redact: Callable[[str], str]) -> dict[str, Any]:
+    """The fields as stored and sent: every string and every number through the plan's masking (a card number the
+    model put in an ``integer`` field is masked as it is in a string: :func:`bridge.privacy.masking.redact_value`)."""
+    return {str(k): redact_value(v, redact) for k, v in fields.items()}

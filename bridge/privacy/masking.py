@@ -18,12 +18,17 @@
   OpenAI service shows a wrong one (the emulator's answers).
 * **Digits said aloud** (:func:`redact_spoken_digits`): a run of digits said as words ("four one one one ...") or
   written as numerals, longer than the visible digits, becomes ``****`` (the transcript).
+* **A text masking through a JSON value** (:func:`redact_value`): the post-call fields the model filled in: every
+  string, and every number written out in full (a card number in an ``integer`` field is a run of digits too),
+  through the transcript's masking; a number the masking changes becomes its masked text.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -171,6 +176,38 @@ def mask_value(value: object, visible: int) -> object:
         return [mask_value(v, visible) for v in value]
     if isinstance(value, dict):
         return {k: mask_value(v, visible) for k, v in value.items()}
+    return value
+
+
+def numeral(number: int | float) -> str:
+    """``number`` written out in full, as a caller would say it: no exponent (``4.111111111111111e+16`` ->
+    ``41111111111111110``), no trailing ``.0`` on a whole float."""
+    if isinstance(number, int):
+        return str(number)
+    text = repr(number)
+    if "e" in text:
+        text = format(Decimal(text), "f")  # the shortest repr's digits, without the exponent
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def redact_value(value: object, redact: Callable[[str], str]) -> object:
+    """A parsed JSON value (lists and mappings to any depth) with ``redact`` applied to every string and to every
+    number's :func:`numeral`: a number the masking changes becomes the masked text (``4111111111111111`` ->
+    ``"****"``), one it leaves alone stays a number. Keys, booleans and null stay."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        text = numeral(value)
+        shown = redact(text)
+        return value if shown == text else shown
+    if isinstance(value, list | tuple):
+        return [redact_value(v, redact) for v in value]
+    if isinstance(value, dict):
+        return {k: redact_value(v, redact) for k, v in value.items()}
     return value
 
 

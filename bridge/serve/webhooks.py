@@ -2,13 +2,15 @@
 
 * :class:`CallHooks`: a worker's call events: ``call.started`` (answered), ``call.transferred``, ``call.ended`` (from
   ``_finish``, after the report line). Every call's :meth:`CallHooks.listener` keeps the wall-clock times of its
-  arrival and answer; the caller is given in each form an endpoint may ask for (``WebhookSpec.caller``).
+  arrival and answer; the caller is given in each form an endpoint may ask for (``WebhookSpec.caller``). A call's
+  events carry ``seq`` (1, 2, ...) and are chained by its call id: each endpoint gets them in that order.
 * :func:`start_node`: ``serve``'s deliverer and outbox, on the endpoints of the settings and of the dialplans as they
-  are on disk (:class:`PlanRoutes`).
+  are on disk (:class:`PlanRoutes`); with none configured, neither issues a Redis command.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -23,11 +25,12 @@ from bridge.config import Settings
 from bridge.dialplan import Dialplan, dialplan_files, load_dialplans
 from bridge.errors import ConfigError
 from bridge.privacy.masking import mask_number, mask_url, viewer_number
-from bridge.store.connection import connect
+from bridge.store.connection import REDIS_ERRORS, connect
 from bridge.tools.spec import check_url
 from bridge.webhooks.body import EventType, call_data, call_ended_data
-from bridge.webhooks.delivery import Deliverer, secret_of
+from bridge.webhooks.delivery import WAIT_S, Deliverer, secret_of
 from bridge.webhooks.endpoints import DEFAULT, Endpoint, endpoints
+from bridge.webhooks.limits import Limits
 from bridge.webhooks.outbox import Outbox, install, worker_outbox
 from bridge.webhooks.schedule import total_s
 from bridge.webhooks.signing import secret_bytes
@@ -45,6 +48,7 @@ class _Call:
     recording: str | None
     arrived_at: float = field(default_factory=time.time)
     answered_at: float | None = None
+    seq: int = 0  # the call's events so far
 
     def times(self, **more: float | None) -> dict[str, float | None]:
         return {"started_at": self.arrived_at, "answered_at": self.answered_at, **more}
@@ -127,7 +131,16 @@ class CallHooks:
 
     def _emit(self, entry: _Call, event_type: EventType, data: dict[str, Any]) -> str | None:
         assert self.outbox is not None
-        return self.outbox.emit(event_type, data, dialplan=entry.plan, callers=entry.callers)
+        entry.seq += 1
+        call_id = str(entry.identity["call_id"])
+        return self.outbox.emit(
+            event_type,
+            data | {"seq": entry.seq},
+            dialplan=entry.plan,
+            callers=entry.callers,
+            chain=call_id,
+            seq=entry.seq,
+        )
 
 
 def _ignore(report: ev.Report) -> None:
@@ -174,6 +187,9 @@ class NodeWebhooks:
         await self.deliverer.close()
         install(None)
         await self.outbox.close()  # and the client the deliverer shared
+        if self.deliverer.waker is not None:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self.deliverer.waker.aclose()
 
 
 def check_settings(settings: Settings) -> None:
@@ -206,14 +222,16 @@ def start_node(settings: Settings) -> NodeWebhooks | None:
             raise ConfigError("settings", "redis_url", f"{where}: pending webhook deliveries are kept in Redis")
         return None
     check_settings(settings)
-    client = connect(settings.redis_url)
-    outbox = Outbox(client, routes, settings.spool_dir)
+    client, limits = connect(settings.redis_url), Limits.of(settings)
+    outbox = Outbox(client, routes, settings.spool_dir, limits)
     outbox.start()
     install(outbox)
-    deliverer = Deliverer(client, routes, lambda e: secret_of(e, settings))
+    waker = connect(settings.redis_url, socket_timeout=WAIT_S + 10.0)  # its one blocking read waits up to WAIT_S
+    deliverer = Deliverer(client, routes, lambda e: secret_of(e, settings), waker=waker, limits=limits)
     log.info(
-        "webhooks to %s; retries over %.1f h, then dead letters (`callbridge webhooks list --dead`)",
+        "webhooks to %s; retries over %.1f h, then dead letters kept %.1f d (`callbridge webhooks list --dead`)",
         ", ".join(f"{e.name} ({mask_url(e.url)})" for e in found.values()) or "no endpoint yet",
         total_s() / 3600,
+        limits.dead_ttl_s / 86400,
     )
     return NodeWebhooks(outbox, deliverer)

@@ -28,24 +28,42 @@ and stream share the hash tag ``{<call_id>}`` and land in one slot; the writer's
 which redis-py's cluster pipeline splits per slot; pub/sub is sharded (``SPUBLISH``/``SSUBSCRIBE``,
 :mod:`bridge.store.channels`). ``MOVED``/``ASK`` are followed by the client; a shard's failover shows up as connection
 errors until its replica is promoted, which the writer rides out as it does a Sentinel failover (queue, then re-sync).
+A cluster that reaches no node raises :class:`ClusterUnreachable`, a ``ConnectionError`` (redis-py's own
+``RedisClusterException`` is no ``RedisError``); :class:`OutageLog` makes a loop's Redis failures one line a minute.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Final, cast
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import (
+    ClusterError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bridge.errors import BridgeError, redact
 
 SOCKET_TIMEOUT_S = 1.0
+# What a Redis command raises when Redis is away: redis-py's errors, a socket's, and a cluster client's that reaches no
+# node (``RedisClusterException`` is neither of the others: "Redis Cluster cannot be connected", no slot covered; the
+# clients of connect() raise ClusterUnreachable, a RedisError, for those: this catches a client made elsewhere too)
+REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError)
+OUTAGE_LOG_EVERY_S: Final = 60.0
 
 
 class StoreUnavailable(BridgeError):
@@ -181,18 +199,47 @@ def parse_cluster_url(url: str) -> ClusterUrl:
     return ClusterUrl(tuple(_host_list(hosts, CLUSTER_PORT, scheme)), tls, username, password, options)
 
 
+class ClusterUnreachable(RedisConnectionError):
+    """A Redis Cluster that reaches no node, whose nodes disagree, or that leaves a slot uncovered. redis-py raises
+    ``RedisClusterException`` for these, which is neither a ``RedisError`` nor an ``OSError``: the cluster client of
+    :func:`connect` raises this (a ``ConnectionError``) instead, so every caller's handling of a Redis outage applies
+    to a cluster's too. Its message is redis-py's."""
+
+
+@functools.cache
+def _cluster_client() -> type[Any]:
+    """``RedisCluster`` with its outages as :class:`ClusterUnreachable` (a misuse, a command with keys in two slots,
+    stays a ``RedisClusterException``)."""
+    from redis.asyncio.cluster import RedisCluster
+
+    class Cluster(RedisCluster):
+        async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
+            try:
+                return await super().initialize(*args, **kwargs)
+            except RedisClusterException as exc:  # every failure to learn the cluster
+                raise ClusterUnreachable(str(exc)) from exc
+
+        async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except SlotNotCoveredError as exc:
+                raise ClusterUnreachable(str(exc)) from exc
+
+    return Cluster
+
+
 def _cluster(url: str, options: dict[str, Any]) -> aioredis.Redis:
-    """A ``RedisCluster`` for a ``redis+cluster://`` URL. Its commands are a ``Redis``'s (typed as one for the
-    callers: they use only what both have, and the pub/sub helpers of :mod:`bridge.store.channels` pick the sharded
-    form on a cluster)."""
-    from redis.asyncio.cluster import ClusterNode, RedisCluster
+    """A ``RedisCluster`` for a ``redis+cluster://`` URL (its outages are :class:`ClusterUnreachable`). Its commands
+    are a ``Redis``'s (typed as one for the callers: they use only what both have, and the pub/sub helpers of
+    :mod:`bridge.store.channels` pick the sharded form on a cluster)."""
+    from redis.asyncio.cluster import ClusterNode
 
     parsed = parse_cluster_url(url)
     tls: dict[str, Any] = {"ssl": True, **dict(parsed.options)} if parsed.tls else {}
     if "ssl_check_hostname" in tls:
         tls["ssl_check_hostname"] = tls["ssl_check_hostname"].lower() in ("1", "true", "yes")
     options = {k: v for k, v in options.items() if k != "db"}
-    client = RedisCluster(
+    client = _cluster_client()(
         startup_nodes=[ClusterNode(host, port) for host, port in parsed.nodes],
         username=parsed.username,
         password=parsed.password,
@@ -264,6 +311,59 @@ def backoff(initial_s: float = 0.1, factor: float = 2.0, cap_s: float = 5.0) -> 
 
 def is_outage(exc: BaseException) -> bool:
     """Errors that mean "Redis is away or not writable right now": retry later and re-sync."""
-    if isinstance(exc, ReadOnlyError):  # a replica after a failover
-        return True
+    if isinstance(exc, ReadOnlyError | ClusterError | RedisClusterException):  # a replica after a failover; a cluster
+        return True  # that is down or reaches no node
     return isinstance(exc, RedisError | OSError) and not isinstance(exc, ResponseError)
+
+
+class OutageLog:
+    """One loop's Redis failures as log lines, never a traceback: the first at once (WARNING), then at most one every
+    ``every_s`` saying how many more there were, and one line when Redis answers again. A loop that meets Redis away
+    every second writes one line a minute, not one a second (``what`` names the loop)."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        what: str,
+        every_s: float = OUTAGE_LOG_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.log, self.what, self.every_s, self.clock = log, what, every_s, clock
+        self.failures = 0  # since Redis last answered
+        self._since: float | None = None  # the first failure of this outage
+        self._logged_at = float("-inf")
+        self._unlogged = 0
+
+    @property
+    def down(self) -> bool:
+        return self._since is not None
+
+    def failed(self, exc: BaseException) -> None:
+        now = self.clock()
+        self.failures += 1
+        why = f"{type(exc).__name__}: {redact(str(exc))}"
+        if self._since is None:
+            self._since = now
+            self._logged_at, self._unlogged = now, 0
+            self.log.warning("%s: Redis unreachable (%s)", self.what, why)
+        elif now - self._logged_at >= self.every_s:
+            self.log.warning(
+                "%s: Redis still unreachable after %.0f s (%d more failure(s); last: %s)",
+                self.what,
+                now - self._since,
+                self._unlogged + 1,
+                why,
+            )
+            self._logged_at, self._unlogged = now, 0
+        else:
+            self._unlogged += 1
+
+    def recovered(self) -> None:
+        if self._since is not None:
+            self.log.warning(
+                "%s: Redis answers again (after %.0f s, %d failure(s))",
+                self.what,
+                self.clock() - self._since,
+                self.failures,
+            )
+        self._since, self.failures, self._unlogged = None, 0, 0

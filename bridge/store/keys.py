@@ -35,12 +35,23 @@ key                                          type        holds                  
 ``cb:{actions}:audit``                       stream      every supervisor action on a call: who, what,   none; capped
                                                          which call, when, whether a worker took it      AUDIT_MAXLEN
 ``cb:actions:ack:<request id>``              list        the worker's answer to one action request       30 s
-``cb:{webhooks}:due``                        sorted set  pending webhook deliveries, score = when due (a     none
-                                                         claimed one: its lease's end)
 ``cb:{webhooks}:deliveries``                 hash        delivery -> JSON {id, endpoint, type, body,     none; removed
-                                                         created, attempts, last}: the body as signed    when delivered
-``cb:{webhooks}:created``                    sorted set  pending deliveries, score = when queued         none
-``cb:{webhooks}:dead``                       sorted set  dead letters, score = when given up             WEBHOOK_DEAD_S
+                                                         created, attempts, last, chain, seq}: the body  when sent,
+                                                         as signed                                       dropped, or
+                                                                                                         expired
+``cb:{webhooks}:endpoints``                  set         endpoints with deliveries or dead letters       none
+``cb:{webhooks}:bytes``                      hash        endpoint -> bytes of its records (its cap)      none
+``cb:{webhooks}:wake``                       list        a token per batch queued: deliverers block on   none; at most 8
+                                                         it (``BLPOP``) instead of polling
+``cb:{webhooks}:due:<endpoint>``             sorted set  deliveries that may be sent now or later,       none
+                                                         score = when due (a claimed one: its lease's
+                                                         end); one per call at a time (its chain's head)
+``cb:{webhooks}:pending:<endpoint>``         sorted set  every pending delivery, score = when queued     none
+``cb:{webhooks}:waiting:<endpoint>``         sorted set  ``<call>|<seq>|<delivery>`` (score 0, by        none
+                                                         name): a call's later events, behind its head
+``cb:{webhooks}:heads:<endpoint>``           hash        call -> the delivery at the head of its chain   none
+``cb:{webhooks}:dead:<endpoint>``            sorted set  dead letters, score = when given up; each       a setting (7 d)
+                                                         dropped ``webhook_dead_letter_ttl_s`` after
 ===========================================  ==========  ==============================================  ===============
 ===========================================  ==========  ==============================================  ===============
 
@@ -226,11 +237,19 @@ def call_action_ack(request_id: str) -> str:
 # Pending deliveries of signed webhooks (bridge/webhooks/queue.py): one tag, so a claim or a settle is one Lua script
 # on a cluster too. A delivery is ``<endpoint>|<webhook id>``; only the endpoint's name is stored, never its secret.
 WEBHOOK_TAG: Final = "{webhooks}"
-WEBHOOKS_DUE: Final = f"{PREFIX}:{WEBHOOK_TAG}:due"
 WEBHOOKS_DELIVERIES: Final = f"{PREFIX}:{WEBHOOK_TAG}:deliveries"
-WEBHOOKS_CREATED: Final = f"{PREFIX}:{WEBHOOK_TAG}:created"
-WEBHOOKS_DEAD: Final = f"{PREFIX}:{WEBHOOK_TAG}:dead"
-WEBHOOK_DEAD_S: Final = 14 * 24 * 3600  # a dead letter is dropped this long after it was given up
+WEBHOOKS_ENDPOINTS: Final = f"{PREFIX}:{WEBHOOK_TAG}:endpoints"
+WEBHOOKS_BYTES: Final = f"{PREFIX}:{WEBHOOK_TAG}:bytes"
+WEBHOOKS_WAKE: Final = f"{PREFIX}:{WEBHOOK_TAG}:wake"
+# what versions before per-endpoint queues wrote (one due set, one queue-time set, one dead set): adopted at start
+WEBHOOKS_LEGACY_DUE: Final = f"{PREFIX}:{WEBHOOK_TAG}:due"
+WEBHOOKS_LEGACY_CREATED: Final = f"{PREFIX}:{WEBHOOK_TAG}:created"
+WEBHOOKS_LEGACY_DEAD: Final = f"{PREFIX}:{WEBHOOK_TAG}:dead"
+
+
+def webhooks_of(endpoint: str, part: str) -> str:
+    """One endpoint's ``due``, ``pending``, ``waiting``, ``heads`` or ``dead`` key (the one tag: one slot)."""
+    return f"{PREFIX}:{WEBHOOK_TAG}:{part}:{endpoint}"
 
 
 # ------------------------------------------------------------------------------------------------ kinds (measuring)

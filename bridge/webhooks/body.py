@@ -2,7 +2,10 @@
 
 The body is ``{"type": <event type>, "timestamp": <ISO 8601, UTC>, "data": {...}}``: compact JSON, UTF-8, made once
 when the event happens and sent byte for byte the same on every attempt (the signature covers it). The data of the
-call events (:func:`call_data`, :func:`call_ended_data`) is what a CRM needs to file a call without reading Redis.
+call events (:func:`call_data`, :func:`call_ended_data`) is what a CRM needs to file a call without reading Redis;
+each carries ``seq``, the event's place among its call's events (1, 2, ...: a receiver can tell a gap or a repeat).
+A string longer than the limit is cut with a marker (:func:`cut_long`). Every event type's data has a JSON Schema
+(``docs/webhooks.schema.json``, :func:`bridge.webhooks.schema.schema`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import datetime as dt
 import enum
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 
 class EventType(enum.StrEnum):
@@ -22,6 +25,19 @@ class EventType(enum.StrEnum):
 
 
 ALL_EVENTS = tuple(EventType)
+CUT_MARK: Final = "…[cut: {n} more characters]"  # the end of a string cut by cut_long
+
+
+def cut_long(value: Any, max_chars: int) -> Any:
+    """``value`` (an event's data) with every string longer than ``max_chars`` cut there and marked
+    (:data:`CUT_MARK`: ``…[cut: 16000 more characters]``), at any depth; everything else as it is."""
+    if isinstance(value, str):
+        return value if len(value) <= max_chars else value[:max_chars] + CUT_MARK.format(n=len(value) - max_chars)
+    if isinstance(value, Mapping):
+        return {k: cut_long(v, max_chars) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [cut_long(v, max_chars) for v in value]
+    return value
 
 
 def iso(t: float) -> str:

@@ -22,11 +22,9 @@ import sys
 import time
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from bridge.config import add_config_flag, load_settings
 from bridge.errors import ConfigError
-from bridge.store.connection import connect, safe_url
+from bridge.store.connection import REDIS_ERRORS, connect, safe_url
 from bridge.webhooks import queue
 from bridge.webhooks.body import iso
 
@@ -60,7 +58,7 @@ def shown(d: queue.Delivery, due: float | None, dead_at: float | None) -> dict[s
         "attempts": d.attempts,
         "last": d.last,
         "created": iso(d.created),
-        "due": iso(due) if due is not None else None,
+        "due": iso(due) if due is not None else None,  # None: it waits for an earlier event of its call
         "dead_since": iso(dead_at) if dead_at is not None else None,
     }
 
@@ -71,7 +69,8 @@ def main(argv: list[str]) -> int:
     if args.action == "retry" and not args.ids and not args.all:
         parser.error("name the dead letters to retry, or --all")
     try:
-        url = load_settings(args.config, redis_url=args.redis_url).redis_url
+        settings = load_settings(args.config, redis_url=args.redis_url)
+        url = settings.redis_url
     except ConfigError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -79,13 +78,13 @@ def main(argv: list[str]) -> int:
         print(f"{PROG}: no redis_url (--redis-url, CALLBRIDGE_REDIS_URL or serve's settings file)", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return asyncio.run(_run(args, url))
-    except (RedisError, OSError) as exc:
+        return asyncio.run(_run(args, url, settings.webhook_dead_letter_ttl_s))
+    except REDIS_ERRORS as exc:
         print(f"{PROG}: Redis at {safe_url(url)} unreachable: {type(exc).__name__}", file=sys.stderr)
         return EXIT_FAILURE
 
 
-async def _run(args: argparse.Namespace, url: str) -> int:
+async def _run(args: argparse.Namespace, url: str, dead_ttl_s: float) -> int:
     client = connect(url)
     try:
         if args.action == "list":
@@ -95,7 +94,7 @@ async def _run(args: argparse.Namespace, url: str) -> int:
         if not args.all and not chosen:
             print(f"{PROG}: no dead letter {' '.join(args.ids)} (`{PROG} list --dead`)", file=sys.stderr)
             return EXIT_FAILURE
-        n = await queue.retry_dead(client, chosen, time.time())
+        n = await queue.retry_dead(client, chosen, time.time(), dead_ttl_s)
         print(f"{n} dead letter(s) sent again")
         return EXIT_OK if n or args.all else EXIT_FAILURE
     finally:
@@ -113,6 +112,6 @@ async def _list(client: Any, dead: bool, as_json: bool) -> int:
     if not rows:
         print("no dead letters" if dead else "no pending deliveries")
     for r in rows:
-        when = f"dead since {r['dead_since']}" if dead else f"due {r['due']}"
+        when = f"dead since {r['dead_since']}" if dead else f"due {r['due'] or 'after an earlier event of its call'}"
         print(f"{r['delivery']}  {r['type']}  {r['attempts']} attempt(s)  last: {r['last'] or '-'}  {when}")
     return EXIT_OK

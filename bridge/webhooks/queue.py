@@ -1,17 +1,25 @@
-"""Pending webhook deliveries in Redis (keys: :mod:`bridge.store.keys`, ``cb:{webhooks}:*``).
+"""Pending webhook deliveries in Redis (keys: :mod:`bridge.store.keys`, ``cb:{webhooks}:*``; scripts:
+:mod:`bridge.webhooks.scripts`).
 
 A delivery is one event for one endpoint: ``<endpoint>|<webhook id>``, its record (the body as signed, the attempts
-so far, the last failure) in one hash, its due time in one sorted set and its queueing time in another (the age of
-the oldest pending event). A deliverer **claims** due deliveries with a lease: one Lua script moves each one's due
-time to the lease's end, so no other deliverer (another worker, another node) sees it until then; its attempt
-**settles** it (delivered: gone; failed: due again after the schedule's delay, or a dead letter) only while that
-lease is still its own (the due time it set), so a deliverer that stalled past its lease cannot undo another's work.
-A deliverer that dies mid-attempt leaves its claims to come due again at the lease's end: delivered at least once.
+so far, the last failure, its call and ``seq``) in one hash. Each endpoint has its own queue (its due set, its
+pending set by queueing time, its dead letters, its calls' chains), so one endpoint's backlog never stands in front of
+another's, and its own caps (:class:`~bridge.webhooks.limits.Limits`). A deliverer **claims** one endpoint's due
+deliveries with a lease: one Lua script moves each one's due time to the lease's end, so no other deliverer (another
+node) sees it until then; its attempt **settles** it (delivered: gone; failed: due again after the schedule's delay,
+or a dead letter) only while that lease is still its own (the due time it set), so a deliverer that stalled past its
+lease cannot undo another's work. A deliverer that dies mid-attempt leaves its claims to come due again at the lease's
+end: delivered at least once. One call's deliveries to one endpoint go in order (a chain: the next is due once the one
+before is delivered, given up or dropped).
+
+Queueing pushes a token on ``cb:{webhooks}:wake``; a deliverer blocks on it (:func:`wait_for_work`) instead of
+polling.
 """
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -19,77 +27,18 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from bridge.store import keys
+from bridge.webhooks import scripts
+from bridge.webhooks.limits import Limits
 
 SEP = "|"
-KEYS = (keys.WEBHOOKS_DUE, keys.WEBHOOKS_DELIVERIES, keys.WEBHOOKS_CREATED, keys.WEBHOOKS_DEAD)
-
-_CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, id in ipairs(ids) do
-  local rec = redis.call('HGET', KEYS[2], id)
-  if rec then
-    redis.call('ZADD', KEYS[1], ARGV[2], id)
-    table.insert(out, id)
-    table.insert(out, rec)
-  else
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('ZREM', KEYS[3], id)
-  end
-end
-return out
-"""
-
-# ARGV: id, lease (the due time the claim set), mode (done | retry | dead), record, next due or time of death,
-# the dead letters' cut-off
-_SETTLE = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
-if ARGV[3] == 'retry' then
-  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
-  return 1
-end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-if ARGV[3] == 'done' then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  return 1
-end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
-local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[6])
-for _, id in ipairs(old) do redis.call('HDEL', KEYS[2], id) end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[6])
-return 1
-"""
-
-# ARGV: now, then the dead letters to send again (none: all of them)
-_RETRY = """
-local ids = ARGV
-local all = #ARGV == 1
-if all then ids = redis.call('ZRANGE', KEYS[4], 0, -1) end
-local n = 0
-for i, id in ipairs(ids) do
-  local rec = redis.call('HGET', KEYS[2], id)
-  if (all or i > 1) and redis.call('ZREM', KEYS[4], id) == 1 and rec then
-    local d = cjson.decode(rec)
-    d['last'] = 'sent again after: ' .. tostring(d['last'])
-    d['attempts'] = 0
-    redis.call('HSET', KEYS[2], id, cjson.encode(d))
-    redis.call('ZADD', KEYS[1], ARGV[1], id)
-    redis.call('ZADD', KEYS[3], ARGV[1], id)
-    n = n + 1
-  end
-end
-return n
-"""
+PARTS = ("due", "pending", "waiting", "heads", "dead")
 
 
 @dataclass
 class Delivery:
     """One event for one endpoint. ``body`` is the exact text that is signed and sent; ``last`` the last failure
-    (``503``, ``timeout``, ``redirect 302 not followed``, ...)."""
+    (``503``, ``timeout``, ``redirect 302 not followed``, ...); ``chain`` the call it belongs to ("" none) and ``seq``
+    its place among that call's events."""
 
     id: str
     endpoint: str
@@ -98,6 +47,8 @@ class Delivery:
     created: float
     attempts: int = 0
     last: str = ""
+    chain: str = ""
+    seq: int = 0
 
     @property
     def key(self) -> str:
@@ -106,32 +57,64 @@ class Delivery:
     def record(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
 
+    def size(self) -> int:
+        """Bytes of its record (what the caps count)."""
+        return len(self.record().encode())
+
     @classmethod
     def from_record(cls, text: str) -> Delivery:
         data = json.loads(text)
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data and data[k] is not None})
 
 
-async def enqueue(client: aioredis.Redis, deliveries: Iterable[Delivery], now: float) -> int:
-    """Queue ``deliveries``, due at once. One that is already queued (a spool file written twice) keeps its state."""
-    pipe = client.pipeline(transaction=False)
-    n = 0
+@dataclass(frozen=True)
+class Claim:
+    """What one claim got: the deliveries, leased until ``lease``; ``next_due``: the earliest due time left in the
+    endpoint's queue (a lease's end included; None: nothing due, ever, until something is queued)."""
+
+    lease: float
+    deliveries: list[Delivery]
+    next_due: float | None
+
+
+def endpoint_keys(endpoint: str) -> list[str]:
+    """The keys every script of one endpoint takes (:mod:`bridge.webhooks.scripts`)."""
+    common = [keys.WEBHOOKS_DELIVERIES, keys.WEBHOOKS_ENDPOINTS, keys.WEBHOOKS_BYTES, keys.WEBHOOKS_WAKE]
+    return common + [keys.webhooks_of(endpoint, part) for part in PARTS]
+
+
+async def _run(client: aioredis.Redis, script: str, endpoint: str, now: float, dead_ttl_s: float, *args: Any) -> Any:
+    names = endpoint_keys(endpoint)
+    return await client.eval(script, len(names), *names, endpoint, repr(now), repr(now - dead_ttl_s), *args)
+
+
+async def enqueue(client: aioredis.Redis, deliveries: Iterable[Delivery], now: float, limits: Limits) -> dict[str, int]:
+    """Queue ``deliveries``, each due at once unless an earlier one of its call waits for the same endpoint. One that
+    is already queued (a spool file written twice) keeps its state. Past an endpoint's caps its oldest are dropped:
+    how many, by endpoint (only those that dropped any)."""
+    by_endpoint: dict[str, list[Delivery]] = defaultdict(list)
     for d in deliveries:
-        pipe.hsetnx(keys.WEBHOOKS_DELIVERIES, d.key, d.record())
-        pipe.zadd(keys.WEBHOOKS_DUE, {d.key: now}, nx=True)
-        pipe.zadd(keys.WEBHOOKS_CREATED, {d.key: d.created}, nx=True)
-        n += 1
-    if n:
-        await pipe.execute()
-    return n
+        by_endpoint[d.endpoint].append(d)
+    dropped: dict[str, int] = {}
+    for endpoint, batch in by_endpoint.items():
+        args: list[Any] = [limits.max_events, limits.max_bytes]
+        for d in batch:
+            args += [d.key, d.record(), repr(d.created), d.chain, d.seq]
+        _, gone = await _run(client, scripts.ENQUEUE, endpoint, now, limits.dead_ttl_s, *args)
+        if int(gone):
+            dropped[endpoint] = int(gone)
+    return dropped
 
 
-async def claim(client: aioredis.Redis, now: float, lease_s: float, limit: int) -> tuple[float, list[Delivery]]:
-    """Up to ``limit`` deliveries due by ``now``, each leased until the returned time."""
+async def claim(
+    client: aioredis.Redis, endpoint: str, now: float, lease_s: float, limit: int, dead_ttl_s: float
+) -> Claim:
+    """Up to ``limit`` of ``endpoint``'s deliveries due by ``now``, each leased until the returned time."""
     lease = round(now + lease_s, 3)
-    out = await client.eval(_CLAIM, len(KEYS), *KEYS, repr(now), repr(lease), str(limit))
-    found = [Delivery.from_record(_text(out[i + 1])) for i in range(0, len(out), 2)]
-    return lease, found
+    out = await _run(client, scripts.CLAIM, endpoint, now, dead_ttl_s, repr(lease), str(limit))
+    found = [Delivery.from_record(_text(out[i + 1])) for i in range(1, len(out), 2)]
+    nxt = _text(out[0])
+    return Claim(lease, found, float(nxt) if nxt else None)
 
 
 async def settle(
@@ -140,51 +123,116 @@ async def settle(
     lease: float,
     mode: Literal["done", "retry", "dead"],
     at: float,
+    dead_ttl_s: float,
+    now: float,
 ) -> bool:
     """Settle a claimed delivery (``at``: its next due time, or when it was given up); False if its lease was lost
-    (another deliverer has it now)."""
-    args = (delivery.key, repr(lease), mode, delivery.record(), repr(at), repr(at - keys.WEBHOOK_DEAD_S))
-    done = await client.eval(_SETTLE, len(KEYS), *KEYS, *args)
-    return bool(done)
+    (another deliverer has it now, or it was dropped)."""
+    args = (delivery.key, repr(lease), mode, delivery.record(), repr(at))
+    return bool(await _run(client, scripts.SETTLE, delivery.endpoint, now, dead_ttl_s, *args))
 
 
-async def retry_dead(client: aioredis.Redis, ids: Iterable[str], now: float) -> int:
-    """Send dead letters again, due now, from the start of the schedule (their attempts start over, in the same
-    script); none named: all of them. How many went back."""
-    raw = await client.eval(_RETRY, len(KEYS), *KEYS, repr(now), *ids)
-    return int(raw)
+async def retry_dead(client: aioredis.Redis, ids: Iterable[str], now: float, dead_ttl_s: float) -> int:
+    """Send dead letters again (``<endpoint>|<webhook id>``), due now, from the start of the schedule; none named:
+    all of them. How many went back."""
+    named: dict[str, list[str]] = defaultdict(list)
+    for key in ids:
+        named[key.rpartition(SEP)[0]].append(key)
+    every = not named
+    endpoints = await _members(client) if every else sorted(named)
+    n = 0
+    for endpoint in endpoints:
+        n += int(await _run(client, scripts.RETRY, endpoint, now, dead_ttl_s, *named.get(endpoint, [])))
+    return n
+
+
+async def wait_for_work(client: aioredis.Redis, timeout_s: float) -> bool:
+    """Block until something is queued (a token on the wake list; True) or ``timeout_s`` passes (False). ``client``
+    must allow a read longer than ``timeout_s``."""
+    return await client.blpop([keys.WEBHOOKS_WAKE], timeout=timeout_s) is not None
+
+
+async def _members(client: aioredis.Redis) -> list[str]:
+    return sorted(_text(m) for m in await client.smembers(keys.WEBHOOKS_ENDPOINTS))
+
+
+async def stored_endpoints(client: aioredis.Redis) -> list[str]:
+    """The endpoints with deliveries or dead letters in Redis."""
+    return await _members(client)
 
 
 async def listing(client: aioredis.Redis, *, dead: bool) -> list[Delivery]:
-    """The pending deliveries (by due time) or the dead letters (by the time they were given up)."""
-    ids = [_text(k) for k in await client.zrange(keys.WEBHOOKS_DEAD if dead else keys.WEBHOOKS_DUE, 0, -1)]
+    """The pending deliveries (by queueing time) or the dead letters (by the time they were given up)."""
+    scored: list[tuple[float, str]] = []
+    for endpoint in await _members(client):
+        pairs: Any = await client.zrange(
+            keys.webhooks_of(endpoint, "dead" if dead else "pending"), 0, -1, withscores=True
+        )
+        scored += [(float(s), _text(k)) for k, s in pairs]
+    ids = [k for _, k in sorted(scored)]
     records = await client.hmget(keys.WEBHOOKS_DELIVERIES, ids) if ids else []
     return [Delivery.from_record(_text(r)) for r in records if r is not None]
 
 
 async def due_times(client: aioredis.Redis) -> dict[str, float]:
-    """Each pending delivery's due time (a claimed one's: its lease's end)."""
-    return await _scores(client, keys.WEBHOOKS_DUE)
+    """Each due delivery's due time (a claimed one's: its lease's end; one waiting behind an earlier event of its call
+    has none yet)."""
+    return await _scores(client, "due")
 
 
 async def dead_times(client: aioredis.Redis) -> dict[str, float]:
     """When each dead letter was given up."""
-    return await _scores(client, keys.WEBHOOKS_DEAD)
+    return await _scores(client, "dead")
 
 
-async def _scores(client: aioredis.Redis, key: str) -> dict[str, float]:
-    pairs: Any = await client.zrange(key, 0, -1, withscores=True)
-    return {_text(k): float(s) for k, s in pairs}
+async def _scores(client: aioredis.Redis, part: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for endpoint in await _members(client):
+        pairs: Any = await client.zrange(keys.webhooks_of(endpoint, part), 0, -1, withscores=True)
+        out.update({_text(k): float(s) for k, s in pairs})
+    return out
 
 
 async def backlog(client: aioredis.Redis, now: float) -> tuple[int, float]:
     """How many deliveries are pending, and the age in seconds of the oldest (0: none)."""
+    endpoints = await _members(client)
+    if not endpoints:
+        return 0, 0.0
     pipe = client.pipeline(transaction=False)
-    pipe.zcard(keys.WEBHOOKS_CREATED)
-    pipe.zrange(keys.WEBHOOKS_CREATED, 0, 0, withscores=True)
+    for endpoint in endpoints:
+        pipe.zcard(keys.webhooks_of(endpoint, "pending"))
+        pipe.zrange(keys.webhooks_of(endpoint, "pending"), 0, 0, withscores=True)
     results = await pipe.execute()
-    count, oldest = int(results[0]), results[1]
-    return count, max(0.0, now - float(oldest[0][1])) if oldest else 0.0
+    count = sum(int(n) for n in results[0::2])
+    oldest = [float(first[0][1]) for first in results[1::2] if first]
+    return count, max(0.0, now - min(oldest)) if oldest else 0.0
+
+
+async def adopt_legacy(client: aioredis.Redis) -> int:
+    """Move what a version before per-endpoint queues left (one due set, one dead set) into the endpoints' queues:
+    pending ones keep their due time (out of any chain), dead letters their time of death. How many moved."""
+    due: Any = await client.zrange(keys.WEBHOOKS_LEGACY_DUE, 0, -1, withscores=True)
+    dead: Any = await client.zrange(keys.WEBHOOKS_LEGACY_DEAD, 0, -1, withscores=True)
+    if not due and not dead:
+        return 0
+    found = [(_text(k), float(s), False) for k, s in due] + [(_text(k), float(s), True) for k, s in dead]
+    records = await client.hmget(keys.WEBHOOKS_DELIVERIES, [k for k, _, _ in found])
+    pipe = client.pipeline(transaction=False)
+    for (key, score, is_dead), rec in zip(found, records, strict=True):
+        if rec is None:
+            continue
+        d = Delivery.from_record(_text(rec))
+        pipe.sadd(keys.WEBHOOKS_ENDPOINTS, d.endpoint)
+        pipe.hincrby(keys.WEBHOOKS_BYTES, d.endpoint, len(_text(rec).encode()))
+        if is_dead:
+            pipe.zadd(keys.webhooks_of(d.endpoint, "dead"), {key: score})
+        else:
+            pipe.zadd(keys.webhooks_of(d.endpoint, "pending"), {key: d.created})
+            pipe.zadd(keys.webhooks_of(d.endpoint, "due"), {key: score})
+    pipe.delete(keys.WEBHOOKS_LEGACY_DUE, keys.WEBHOOKS_LEGACY_CREATED, keys.WEBHOOKS_LEGACY_DEAD)
+    pipe.rpush(keys.WEBHOOKS_WAKE, "1")
+    await pipe.execute()
+    return len(found)
 
 
 def _text(value: Any) -> str:

@@ -1,24 +1,26 @@
 """Delivery against real parts: Redis (a private redis-server), real HTTP endpoints (aiohttp servers that verify
-every signature with the ``standardwebhooks`` package), the outbox and the deliverer as ``serve`` and its workers
-run them."""
+every signature with the ``standardwebhooks`` package and every body against docs/webhooks.schema.json), the outbox
+and the deliverer as ``serve`` and its workers run them."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
-from _webhooks import Receiver
+from _webhooks import Receiver, call_event, running, schema_errors, waker_for
+from _webhooks import routes as named_routes
 
 from bridge.devkit.redis_server import EmbeddedRedis
 from bridge.store import keys
 from bridge.webhooks import queue
-from bridge.webhooks.delivery import Deliverer
+from bridge.webhooks.delivery import Deliverer, Pace
 from bridge.webhooks.endpoints import DEFAULT, Endpoint
+from bridge.webhooks.limits import DEFAULT as LIMITS
 from bridge.webhooks.outbox import SPOOL_SUBDIR, SUFFIX, Outbox
 from bridge.webhooks.signing import new_secret
 
@@ -26,21 +28,14 @@ SECRET = new_secret()
 
 
 def routes(url: str) -> Callable[[], Mapping[str, Endpoint]]:
-    found = {DEFAULT: Endpoint(DEFAULT, url)}
-    return lambda: found
+    return named_routes((DEFAULT, url))
 
 
-@contextlib.asynccontextmanager
-async def running(deliverer: Deliverer) -> AsyncIterator[Deliverer]:
-    deliverer.start()
-    try:
-        yield deliverer
-    finally:
-        await deliverer.close()
-
-
-def deliverer(client: aioredis.Redis, url: str, **kw: object) -> Deliverer:
-    return Deliverer(client, routes(url), lambda e: SECRET, poll_s=0.1, **kw)  # type: ignore[arg-type]  # test knobs
+def deliverer(client: aioredis.Redis, url: str, **kw: Any) -> Deliverer:
+    """A deliverer on the connection pool's server, with its own client for the blocking wait; ``kw``: its pace."""
+    waker = waker_for(f"redis://{client.connection_pool.connection_kwargs['host']}:"
+                      f"{client.connection_pool.connection_kwargs['port']}")  # fmt: skip
+    return Deliverer(client, routes(url), lambda e: SECRET, waker=waker, pace=Pace(**kw))
 
 
 async def outbox(url: str, redis_url: str, spool: Path | None = None) -> Outbox:
@@ -49,23 +44,39 @@ async def outbox(url: str, redis_url: str, spool: Path | None = None) -> Outbox:
     return box
 
 
+async def settled(client: aioredis.Redis, within_s: float = 10.0) -> None:
+    """Once nothing is pending or dead in Redis."""
+    deadline = time.monotonic() + within_s
+    while await client.hlen(keys.WEBHOOKS_DELIVERIES) or await client.scard(keys.WEBHOOKS_ENDPOINTS):
+        assert time.monotonic() < deadline, "deliveries still stored"
+        await asyncio.sleep(0.05)
+
+
+async def queued(client: aioredis.Redis, n: int, within_s: float = 10.0) -> None:
+    """Once ``n`` deliveries are pending in Redis."""
+    deadline = time.monotonic() + within_s
+    while (await queue.backlog(client, time.time()))[0] < n:
+        assert time.monotonic() < deadline, "not queued"
+        await asyncio.sleep(0.05)
+
+
 async def test_an_event_arrives_signed_once_and_leaves_nothing_behind(redis_server: EmbeddedRedis,
                                                                       raw: aioredis.Redis) -> None:  # fmt: skip
     hook = await Receiver(SECRET).start()
     box = await outbox(hook.url, redis_server.url)
     try:
-        msg_id = box.emit("call.ended", {"call_id": "c1", "transcript": [{"speaker": "caller", "text": "hi"}]})
+        msg_id = box.emit("call.ended", call_event("call.ended", "c1", 1), chain="c1", seq=1)
         async with running(deliverer(raw, hook.url)):
             (got,) = await hook.wait_for(lambda r: len(r) >= 1, 10)
-            await asyncio.sleep(0.3)  # a second send would come now
+            await settled(raw)  # delivered: gone from Redis, so no second send can come
     finally:
         await box.close()
         await hook.stop()
     assert got.verified and got.id == msg_id and got.answered == 204
     assert got.body["type"] == "call.ended" and got.body["data"]["call_id"] == "c1"
     assert len(hook.received) == 1
-    assert await raw.zcard(keys.WEBHOOKS_DUE) == 0 and await raw.hlen(keys.WEBHOOKS_DELIVERIES) == 0
-    assert await raw.zcard(keys.WEBHOOKS_CREATED) == 0
+    left = [k for k in await raw.keys("cb:{webhooks}:*") if k != keys.WEBHOOKS_WAKE]
+    assert left == []  # no index, no chain, no byte count left behind
     stored = json.dumps([await raw.type(k) for k in await raw.keys("*")])
     assert SECRET not in stored
 
@@ -74,7 +85,7 @@ async def test_a_503_gets_the_same_id_again_within_seconds(redis_server: Embedde
     hook = await Receiver(SECRET, answer=lambda n: 503 if n == 0 else 200).start()
     box = await outbox(hook.url, redis_server.url)
     try:
-        msg_id = box.emit("call.started", {"call_id": "c2"})
+        msg_id = box.emit("call.started", call_event("call.started", "c2", 1))
         async with running(deliverer(raw, hook.url)):
             first, again = await hook.wait_for(lambda r: len(r) >= 2, 30)
     finally:
@@ -92,7 +103,7 @@ async def test_a_redirect_is_not_followed(redis_server: EmbeddedRedis, raw: aior
     moved = hook.url.replace("/hook", "/redirect")
     box = await outbox(moved, redis_server.url)
     try:
-        msg_id = box.emit("call.ended", {"call_id": "c3"})
+        msg_id = box.emit("call.ended", call_event("call.ended", "c3", 1))
         async with running(deliverer(raw, moved)) as d:
             deadline = time.monotonic() + 10
             while not (records := await queue.listing(raw, dead=False)) or not records[0].attempts:
@@ -125,7 +136,7 @@ async def test_a_slow_endpoint_times_out_and_is_tried_again(redis_server: Embedd
     url = f"http://127.0.0.1:{runner.addresses[0][1]}/slow"
     box = await outbox(url, redis_server.url)
     try:
-        box.emit("call.ended", {"call_id": "c4"})
+        box.emit("call.ended", call_event("call.ended", "c4", 1))
         async with running(deliverer(raw, url, timeout_s=0.5)):
             deadline = time.monotonic() + 10
             while not (records := await queue.listing(raw, dead=False)) or not records[0].attempts:
@@ -142,11 +153,11 @@ async def test_two_deliverers_never_send_one_event_twice(redis_server: EmbeddedR
     box = await outbox(hook.url, redis_server.url)
     other = aioredis.from_url(redis_server.url, decode_responses=True)
     try:
-        ids = [box.emit("call.ended", {"call_id": f"c{i}"}) for i in range(40)]
-        await asyncio.sleep(0.3)  # all queued before either deliverer starts: they race for each one
+        ids = [box.emit("call.ended", call_event("call.ended", f"c{i}", 1)) for i in range(40)]
+        await queued(raw, 40)  # all queued before either deliverer starts: they race for each one
         async with running(deliverer(raw, hook.url)), running(deliverer(other, hook.url)):
             await hook.wait_for(lambda r: len(r) >= 40, 20)
-            await asyncio.sleep(0.5)
+            await settled(raw)
     finally:
         await box.close()
         await other.aclose()
@@ -160,16 +171,17 @@ async def test_a_deliverer_that_dies_with_a_claim_leaves_it_to_another_after_the
 ) -> None:
     hook = await Receiver(SECRET).start()
     box = await outbox(hook.url, redis_server.url)
+    started = time.monotonic()
     try:
-        msg_id = box.emit("call.ended", {"call_id": "c5"})
-        await asyncio.sleep(0.3)
-        lease, (claimed,) = await queue.claim(raw, time.time(), 1.0, 10)  # a deliverer claims it, then dies
-        assert claimed.id == msg_id
+        msg_id = box.emit("call.ended", call_event("call.ended", "c5", 1))
+        await queued(raw, 1)
+        got_claim = await queue.claim(raw, DEFAULT, time.time(), 1.0, 10, LIMITS.dead_ttl_s)  # one claims, then dies
+        lease, (claimed,) = got_claim.lease, got_claim.deliveries
+        assert claimed.id == msg_id and got_claim.next_due == lease
         async with running(deliverer(raw, hook.url)):
-            await asyncio.sleep(0.5)
-            assert hook.received == []  # leased: nobody else sends it
             (got,) = await hook.wait_for(lambda r: len(r) >= 1, 5)
-        assert not await queue.settle(raw, claimed, lease, "done", time.time())  # the dead one's lease is gone
+            assert got.at >= started + 1.0 - 0.05  # leased: nobody else sent it before the lease ran out
+        assert not await queue.settle(raw, claimed, lease, "done", time.time(), LIMITS.dead_ttl_s, time.time())
     finally:
         await box.close()
         await hook.stop()
@@ -184,11 +196,11 @@ async def test_past_the_last_retry_a_dead_letter_that_retry_sends_again(
     box = await outbox(hook.url, redis_server.url)
     env = {"CALLBRIDGE_REDIS_URL": redis_server.url}
     try:
-        msg_id = box.emit("call.ended", {"call_id": "c6"})
+        msg_id = box.emit("call.ended", call_event("call.ended", "c6", 1))
         async with running(deliverer(raw, hook.url, delays=(0.2, 0.2))):
             await hook.wait_for(lambda r: len(r) >= 3, 10)
             deadline = time.monotonic() + 5
-            while not await raw.zcard(keys.WEBHOOKS_DEAD):
+            while not await raw.zcard(keys.webhooks_of(DEFAULT, "dead")):
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.1)
             code, listed = await cli(env, "list", "--dead", "--json")
@@ -204,7 +216,7 @@ async def test_past_the_last_retry_a_dead_letter_that_retry_sends_again(
         await box.close()
         await hook.stop()
     assert {r.id for r in hook.received} == {msg_id} and len(hook.received) == 4
-    assert await raw.zcard(keys.WEBHOOKS_DEAD) == 0 and await raw.hlen(keys.WEBHOOKS_DELIVERIES) == 0
+    assert await raw.zcard(keys.webhooks_of(DEFAULT, "dead")) == 0 and await raw.hlen(keys.WEBHOOKS_DELIVERIES) == 0
 
 
 async def cli(env: Mapping[str, str], *args: str) -> tuple[int, str]:
@@ -227,8 +239,11 @@ async def test_events_wait_in_memory_while_redis_is_away_and_in_the_spool_at_sto
     box = await outbox(hook.url, redis_server.url, tmp_path)
     try:
         await asyncio.to_thread(redis_server.stop)
-        waited = box.emit("call.ended", {"call_id": "in-memory"})
-        await asyncio.sleep(1.5)
+        waited = box.emit("call.ended", call_event("call.ended", "in-memory", 1))
+        deadline = time.monotonic() + 10
+        while not box._outage.down:  # the outbox met Redis away
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
         assert [d.id for d in box.queue] == [waited]  # Redis away: kept
         with EmbeddedRedis(port=port) as back:  # back (empty): the outbox writes it
             deadline = time.monotonic() + 10
@@ -238,7 +253,7 @@ async def test_events_wait_in_memory_while_redis_is_away_and_in_the_spool_at_sto
             client = aioredis.from_url(back.url, decode_responses=True)
             assert [d.id for d in await queue.listing(client, dead=False)] == [waited]
             await client.aclose()
-        spooled = box.emit("call.ended", {"call_id": "spooled"})
+        spooled = box.emit("call.ended", call_event("call.ended", "spooled", 1))
         await box.close(within_s=0.5)  # a stop while Redis is away: to the spool
         files = list((tmp_path / SPOOL_SUBDIR).glob(f"*{SUFFIX}"))
         assert len(files) == 1 and oct(files[0].stat().st_mode & 0o777) == "0o600"
@@ -285,11 +300,15 @@ async def test_a_workers_call_events_are_queued_with_each_endpoints_caller(
     msg_id = hooks.ended("c-1", report, {"variant": "ga", "model": "gpt-x", "cost_usd": 0.01, "usage": {}})
     await box.close()
     got = {(d.endpoint, json.loads(d.body)["type"]): d for d in await queue.listing(raw, dead=False)}
+    assert {k: schema_errors(json.loads(d.body)) for k, d in got.items()} == {k: [] for k in got}  # as published
     assert sorted(got) == [("support.crm", "call.ended"), ("support.crm", "call.started"),
                            ("support.crm", "call.transferred"), ("support.qa", "call.ended")]  # fmt: skip
     crm, qa = (json.loads(got[(e, "call.ended")].body)["data"] for e in ("support.crm", "support.qa"))
     assert got[("support.crm", "call.ended")].id == got[("support.qa", "call.ended")].id == msg_id
     assert crm["caller"] == "+15551234567" and qa["caller"] == "•" * 10 + "67"
+    seqs = {t: (d.chain, d.seq, json.loads(d.body)["data"]["seq"]) for (e, t), d in got.items() if e == "support.crm"}
+    assert seqs == {"call.started": ("c-1", 1, 1), "call.transferred": ("c-1", 2, 2), "call.ended": ("c-1", 3, 3)}
+    assert got[("support.qa", "call.ended")].seq == 3  # the call's own numbering: qa takes call.ended only
     moved = json.loads(got[("support.crm", "call.transferred")].body)["data"]
     assert (moved["mode"], moved["target"], moved["outcome"]) == ("warm", "sip:agent@pbx", "completed")
     assert (crm["outcome"], crm["ended_by"], crm["model"], crm["cost"]["usd"]) == (
