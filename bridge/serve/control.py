@@ -175,8 +175,20 @@ def _prefixed(say: Say, prefix: str) -> Say:
 
 
 def reload_http(pool: Pool, say: Say) -> None:
-    """The HTTP side of a reload: the users file (accounts, API tokens) and the HTTP certificate."""
+    """The HTTP side of a reload: the users file (accounts, API tokens), the dialplans the console and the API
+    know (a rollout plan added since start can be changed and killed at once), and the HTTP certificate."""
     settings = pool.settings
+    if pool.http_app is not None:
+        from bridge.dialplan import load_dialplans
+        from bridge.supervisor.http import SUPERVISOR
+
+        try:
+            plans = load_dialplans(settings.dialplans)
+        except ConfigError as exc:
+            say(f"dialplans not reloaded in the API (the old ones stay): {exc}")
+        else:
+            pool.http_app[SUPERVISOR].reload_plans(plans)
+            say(f"dialplans: the API knows {len(plans)} from {settings.dialplans}")
     if pool.http_app is not None and settings.users_file is not None:
         from bridge.supervisor.http import SUPERVISOR
         from bridge.supervisor.users_watch import reload

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +19,7 @@ from aiohttp import web
 from redis import asyncio as aioredis
 
 from bridge import metrics
-from bridge.dialplan import Dialplan, RolloutPlans
+from bridge.dialplan import Dialplan, RolloutPlans, rollout_plans
 from bridge.rollout.store import RolloutStore
 from bridge.supervisor.accounts import NEEDS
 from bridge.supervisor.auth import Credentials, Principal, Sessions
@@ -45,6 +45,14 @@ class Supervisor:
     dialplans: dict[str, Dialplan]  # every dialplan by name (a call's transfer targets)
     health: Callable[[], dict[str, Any]]
     stopping: asyncio.Event  # set at shutdown: open event streams and listen-ins end at once
+
+    def reload_plans(self, plans: Sequence[Dialplan]) -> None:
+        """The dialplans read again (serve's SIGHUP): a rollout plan added since start can be shown and changed
+        (its kill switch included) without a restart."""
+        self.plans = rollout_plans(plans)
+        self.dialplans = {plan.name: plan for plan in plans}
+        if self.rollouts is not None:
+            self.rollouts.specs = {name: spec for name, (spec, _) in self.plans.items()}
 
     def need_redis(self) -> aioredis.Redis:
         if self.redis is None:

@@ -72,11 +72,13 @@ async def stack(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedRedis, EmulatorSe
             yield redis, emulator
 
 
-def start(tmp: Path, stack: tuple[EmbeddedRedis, EmulatorServer], workers: int, **env: str) -> Node:
+def start(
+    tmp: Path, stack: tuple[EmbeddedRedis, EmulatorServer], workers: int, dialplans: Path | None = None, **env: str
+) -> Node:
     redis, emulator = stack
     sip_port, http_port = port_block(workers), free_port()
     args = ["--workers", str(workers), "--sip-port", str(sip_port), "--realtime-url", emulator.base_url,
-            "--redis-url", redis.url, "--dialplans", str(ROOT / "dialplans")]  # fmt: skip
+            "--redis-url", redis.url, "--dialplans", str(dialplans or ROOT / "dialplans")]  # fmt: skip
     serve = Started(
         tmp, "serve", [*args, "--http-port", str(http_port), "--report-file", str(tmp / "calls.jsonl")],
         clean_env(CALLBRIDGE_SUPERVISOR_TOKEN=TOKEN, CALLBRIDGE_CONTROL_SOCKET=str(tmp / "ctl.sock"), **env),
