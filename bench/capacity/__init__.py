@@ -49,7 +49,7 @@ LOG_NAME = "callbridge-bench-capacity.log"
 ASSUMPTION_OPTIONS: Final[Mapping[str, str]] = MappingProxyType(
     {
         "cores_per_node": "cores of one node",
-        "memory_gb_per_node": "memory of one node, GB",
+        "memory_gb_per_node": "memory of one node, GiB",
         "headroom": "target utilisation, 0-1",
         "redis_cmds_per_shard": "commands a second one Redis primary carries, headroom included",
         "front_cores": "cores of one front",

@@ -77,7 +77,7 @@ def plan(cost: CallCost, assume: Assumptions, sizes: tuple[int, ...] = SIZES) ->
         calls_gb = calls * cost.pss_mb / 1024
         room_gb = assume.memory_gb_per_node * assume.headroom - cost.parent_pss_mb / 1024  # a node's, for calls
         if room_gb <= 0:
-            raise ValueError(f"{assume.memory_gb_per_node:g} GB per node do not hold the preloaded parent")
+            raise ValueError(f"{assume.memory_gb_per_node:g} GiB per node do not hold the preloaded parent")
         by_cpu = math.ceil(cores / (assume.cores_per_node * assume.headroom))
         by_memory = math.ceil(calls_gb / room_gb)
         nodes = max(1, by_cpu, by_memory)
@@ -124,7 +124,7 @@ def format_plan(cost: CallCost, assume: Assumptions, rows: list[PlanRow]) -> str
         f"Redis {cost.redis_cmds_per_s:.1f} commands/s and {cost.redis_bytes_per_s / 1000:.2f} kB/s, "
         f"media {cost.rtp_bytes_per_s * 8 / 1000:.1f} kbit/s both ways, "
         f"model socket {cost.model_bytes_per_s * 8 / 1000:.1f} kbit/s both ways, front CPU per call {front}",
-        f"assumed: {assume.cores_per_node} cores and {assume.memory_gb_per_node:g} GB per node, "
+        f"assumed: {assume.cores_per_node} cores and {assume.memory_gb_per_node:g} GiB per node, "
         f"{100 * assume.headroom:g} % target utilisation, {assume.redis_cmds_per_shard:,.0f} commands/s per Redis "
         f"shard, {assume.front_cores} cores per front, calls of {assume.mean_call_s:g} s on average",
         "",
@@ -134,7 +134,7 @@ def format_plan(cost: CallCost, assume: Assumptions, rows: list[PlanRow]) -> str
     ]
     for r in rows:
         lines.append(
-            f"| {r.calls:,} | {r.nodes} ({r.bound_by}) | {r.cores:g} | {r.memory_gb:g} GB | {r.setups_per_s:g} | "
+            f"| {r.calls:,} | {r.nodes} ({r.bound_by}) | {r.cores:g} | {r.memory_gb:g} GiB | {r.setups_per_s:g} | "
             f"{'-' if r.fronts is None else r.fronts} | {r.redis_cmds_per_s:,} | {r.redis_shards} | "
             f"{r.redis_mbit_s:g} Mbit/s | {r.media_mbit_s:g} Mbit/s | {r.model_mbit_s:g} Mbit/s | "
             f"{r.node_mbit_s:g} Mbit/s |"

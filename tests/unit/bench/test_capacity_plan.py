@@ -24,7 +24,7 @@ def test_nodes_fronts_shards_and_bandwidth_for_each_size() -> None:
     r = rows[10_000]
     # 10,000 calls x 0.6 % = 60 cores; 16 cores at 60 % = 9.6 cores a node -> 7 nodes (6.25 rounded up)
     assert (r.cores, r.nodes, r.bound_by) == (60.0, 7, "cpu")
-    # memory: 10,000 x 10 MB = 97.7 GB of calls, plus 40 MB of preloaded parent on each of the 7 nodes
+    # memory: 10,000 x 10 MiB = 97.7 GiB of calls, plus 40 MB of preloaded parent on each of the 7 nodes
     assert r.memory_gb == pytest.approx(10_000 * 10 / 1024 + 7 * 40 / 1024, abs=0.05)
     # 10,000 calls of 180 s: 55.6 set-ups a second x 2 ms = 0.11 cores -> one front (4 cores at 60 %)
     assert (r.setups_per_s, r.fronts) == (55.6, 1)
@@ -39,7 +39,7 @@ def test_nodes_fronts_shards_and_bandwidth_for_each_size() -> None:
 
 
 def test_memory_sets_the_node_count_when_it_runs_out_first_and_the_options_move_the_plan() -> None:
-    small = Assumptions(memory_gb_per_node=8.0)  # 4.8 GB usable, less the 40 MB parent: about 487 calls a node
+    small = Assumptions(memory_gb_per_node=8.0)  # 4.8 GiB usable, less the 40 MiB parent: about 487 calls a node
     r = plan(COST, small, (10_000,))[0]
     assert (r.nodes, r.bound_by) == (21, "memory")
     wide = plan(COST, Assumptions(cores_per_node=64, headroom=0.8), (10_000,))[0]
