@@ -8,8 +8,10 @@ made from the session's conversation, deterministically, as JSON text:
   list;
 * ``fields``: each property of the form's schema filled from the transcript: an ``enum`` property its first value
   that appears there, a ``pattern`` property the first match of the pattern, an integer or number property the first
-  number, a string property without either the caller's first line; properties found nowhere are left out (null
-  without a schema).
+  number, a time (``format: time``, or a name ending in ``_time``) the first time of day said ("9", "9:30", "5
+  pm"), any other string the first sentence of the caller's that names one of the property's words (``reason``:
+  a sentence with "reason" in it); properties found nowhere are left out, as a model leaves out what was not said
+  (null without a schema).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import orjson
 
 MAX_SIDE_CHARS: Final = 300
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_TIME = re.compile(r"\b(?:[01]?\d|2[0-3])(?::[0-5]\d)?\s*(?:[ap]\.?m\.?)?(?=\W|$)", re.I)
+_SENTENCE = re.compile(r"[^.!?]+[.!?]?")
 
 
 def _cut(text: str) -> str:
@@ -47,7 +51,7 @@ def disposition(dispositions: Sequence[str], lines: Sequence[tuple[str, str]]) -
     return dispositions[0] if any(role == "user" and t for role, t in lines) else dispositions[-1]
 
 
-def _field(spec: Mapping[str, Any], text: str, caller_first: str) -> Any:
+def _field(name: str, spec: Mapping[str, Any], text: str, caller: str) -> Any:
     enum = spec.get("enum")
     if isinstance(enum, list):
         return next((v for v in enum if isinstance(v, str) and v.lower() in text.lower()), None)
@@ -66,8 +70,13 @@ def _field(spec: Mapping[str, Any], text: str, caller_first: str) -> Any:
         value = float(number.group(0))
         whole = json_type == "integer" and value.is_integer()
         return int(value) if whole else (value if json_type == "number" else None)
+    if json_type == "string" and (spec.get("format") == "time" or name.endswith("_time")):
+        at = next((m for m in _TIME.finditer(caller) if m.group(0).strip()), None)
+        return at.group(0).strip() if at else None
     if json_type == "string":
-        return caller_first or None
+        words = {w for w in re.split(r"[_\W]+", name.lower()) if len(w) >= 3}
+        said = (m.group(0).strip() for m in _SENTENCE.finditer(caller))
+        return next((t for t in said if words & set(re.findall(r"\w+", t.lower()))), None)
     return None
 
 
@@ -75,11 +84,11 @@ def fields(schema: Mapping[str, Any] | None, lines: Sequence[tuple[str, str]]) -
     if schema is None:
         return None
     text = " ".join(t for _, t in lines)
-    caller_first = next((t for role, t in lines if role == "user" and t), "")
+    caller = " ".join(t for role, t in lines if role == "user" and t)
     props = schema.get("properties")
     out: dict[str, Any] = {}
     for name, spec in props.items() if isinstance(props, Mapping) else ():
-        value = _field(spec, text, caller_first) if isinstance(spec, Mapping) else None
+        value = _field(name, spec, text, caller) if isinstance(spec, Mapping) else None
         if value is not None:
             out[name] = value
     return out

@@ -67,6 +67,23 @@ def test_the_question_is_answered_out_of_band_in_text_from_the_conversation(dial
     check_all(d, oracle)  # every event the emulator sent, the question's too, validates against the SDK
 
 
+def test_a_string_field_holds_only_what_was_said_for_it() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "callback_time": {"type": "string"},
+            "complaint": {"type": "string"},
+            "account_manager": {"type": "string"},
+        },
+    }
+    said = [("user", "My order never came. Call me back at 5 pm please."), ("assistant", "Sorry about that.")]
+    answer = json.loads(postcall.answer({"fields": schema}, said))
+    assert answer["fields"] == {"callback_time": "5 pm"}  # no sentence was about a complaint or a manager
+    said = [("user", "I have a complaint about the bill. It is wrong."), ("assistant", "I see.")]
+    answer = json.loads(postcall.answer({"fields": schema}, said))
+    assert answer["fields"] == {"complaint": "I have a complaint about the bill."}  # no time said: none made up
+
+
 def test_the_same_call_gives_the_same_answer() -> None:
     answers = []
     for seed in (1, 2):
