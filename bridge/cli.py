@@ -36,7 +36,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tokens": ("bridge.serve.broker", "main", "run the credential broker (short-lived credentials for workers)"),
     "rollout": ("bridge.serve.rollout_cli", "main", "show or change a rollout dialplan's variants (weights, kill)"),
     "calls": ("bridge.supervisor.remote", "calls_main", "live calls across all workers (Redis, or --api URL)"),
-    "bench": ("bench", "main", "benchmarks (audio, calls, replay, soak)"),
+    # every name of bench.BENCHES (tests/unit/test_cli_benches.py): this module imports nothing of ours
+    "bench": ("bench", "main", "benchmarks: audio, calls, replay, echo, recording, soak, network, rollout, capacity"),
     "users": ("bridge.serve.control_cli", "users_main", "console accounts: add, token, remove, list, unlock"),
     "webhooks": ("bridge.webhooks.cli", "main", "pending webhook deliveries and dead letters (list, retry)"),
 }

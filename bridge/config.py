@@ -305,6 +305,21 @@ class Settings(BaseSettings):
     webhook_memory_max_events: int = Field(1000, ge=10, le=1_000_000)
     webhook_memory_max_mb: float = Field(16.0, gt=0, le=4096)
 
+    @field_validator("sip_host")
+    @classmethod
+    def _sip_host(cls, value: str) -> str:
+        try:
+            address = ipaddress.ip_address(value.strip().strip("[]"))
+        except ValueError:
+            return value  # a name (or ""): pjsua resolves it, to IPv4
+        if address.version == 6:  # pjsua's IPv4 transports cannot bind it: each worker died at start, for ever
+            raise ValueError(
+                f"{value!r} is an IPv6 address: the workers serve SIP and RTP over IPv4 only (their transports, the "
+                "media guard, the access rules and the front's routing); use an IPv4 address, or 0.0.0.0 for every "
+                "interface"
+            )
+        return value
+
     @field_validator("realtime_url")
     @classmethod
     def _realtime_url(cls, value: str) -> str:

@@ -1562,6 +1562,9 @@ class ChecksDone(Report):
 MAX_CALL_DURATION = "max call duration"
 # The end reason of a call whose caller hung up (CANCEL, or a BYE in the early dialog) before the 200 OK
 ABANDONED_WHILE_RINGING = "caller abandoned while ringing"
+# The end reason of a call whose 200 OK was never ACKed (RFC 3261 §13.3.1.4: the UAS gives up after 64*T1): the
+# bridge's failure (NAT, a wrong Contact or Record-Route), not the caller's hang-up (bridge.sip.bounds)
+NO_ACK = "no ACK"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """baresip (Debian's package ``baresip``) as a caller the project did not write: its own SIP stack (libre), its own
 RTP, jitter buffer and SDP, on the options a user keeps. Audio comes from a WAV file (its ``aufile`` source); what it
-hears is written by its ``sndfile`` filter (decoded, 8 kHz for G.711). The test drives it over ``ctrl_tcp``: JSON in
+hears is written by its ``sndfile`` filter (decoded, 8 kHz for G.711, 16 kHz for G.722: its ``g722`` module is
+loaded when ``codecs`` names it). The test drives it over ``ctrl_tcp``: JSON in
 netstrings, each command answered with its token, and the call's events (``CALL_ESTABLISHED``, ``CALL_CLOSED``...)
 pushed as they happen.
 
@@ -50,7 +51,8 @@ class Baresip:
     def _configure(self) -> None:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         self.dumps.mkdir(parents=True, exist_ok=True)
-        modules = ["g711", "aufile", "aubridge", "sndfile", "account", "menu", "ctrl_tcp"]
+        wideband = ["g722"] if any(codec.upper().startswith("G722") for codec in self.codecs) else []
+        modules = ["g711", *wideband, "aufile", "aubridge", "sndfile", "account", "menu", "ctrl_tcp"]
         lines = [
             "poll_method epoll",
             f"sip_listen {self.host}:{self.sip_port}",
@@ -63,10 +65,10 @@ class Baresip:
             f"module_path {MODULES}",
             *(f"module {name}.so" for name in modules),
         ]
-        if self.codecs:
-            lines.append(f"audio_codecs {','.join(self.codecs)}")
         (self.config_dir / "config").write_text("\n".join(lines) + "\n")
-        (self.config_dir / "accounts").write_text(f"<sip:baresip@{self.host}>;regint=0\n")  # no registrar
+        # no registrar; the codecs it offers are the account's (baresip 1.0 has no global list)
+        offer = f";audio_codecs={','.join(self.codecs)}" if self.codecs else ""
+        (self.config_dir / "accounts").write_text(f"<sip:baresip@{self.host}>;regint=0{offer}\n")
         (self.config_dir / "contacts").write_text("")
 
     async def __aenter__(self) -> Baresip:

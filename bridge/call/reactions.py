@@ -185,7 +185,9 @@ class Reactions:
         if self._call.ending:
             return  # our own hangup (end_call, transfer) comes back from the leg too: keep our reason
         self._audio.playout.flush()
-        if e.bound:  # the bridge ended a call whose caller went quiet or stopped refreshing: say which bound
+        if e.bound == ev.NO_ACK:  # the caller never saw the call up: the bridge's failure (bridge/sip/bounds.py)
+            self._call.end(e.bound, ev.EndedBy.FAULT, ev.CallOutcome.FAILED)
+        elif e.bound:  # the bridge ended a call whose caller went quiet or stopped refreshing: say which bound
             self._call.end(e.bound, ev.EndedBy.LIMIT)
         elif e.local:  # the bridge hung up with nothing of the call's own asking: its worker closed
             self._call.end(SHUTDOWN_HANGUP, ev.EndedBy.SHUTDOWN)

@@ -66,6 +66,7 @@ class PhoneSetup:
     jitter_buffer_ms: int = 0
     srtp: SrtpMode | None = None
     tls_ca: str | Path | None = None
+    rtp_port: int = 0  # its first RTP port (RTCP +1; the next pairs up if taken); 0: any
 
     def config(self, uri: str) -> SipConfig:
         """The endpoint that calls ``uri``."""
@@ -82,6 +83,7 @@ class PhoneSetup:
             pjsua_log_chars=SIP_TRACE_CHARS,
             concealment=self.concealment,
             jitter_buffer_ms=self.jitter_buffer_ms,
+            rtp_port=self.rtp_port,
         )
 
 
@@ -160,6 +162,9 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hangup-after", metavar="S", type=float, help="hang up S seconds after the answer")
     parser.add_argument("--timeout", metavar="S", type=float, default=30.0, help="give up if not answered")
     parser.add_argument("--local-port", type=int, default=0, help="local SIP port (default: any)")
+    parser.add_argument(
+        "--rtp-port", type=int, default=0, metavar="P", help="local RTP port, RTCP on P+1 (default: any free one)"
+    )
     parser.add_argument("--host", help="local bind address (default: loopback for loopback targets)")
     parser.add_argument("--log-level", type=int, default=0, help="pjsua log level 0-6 (to stderr)")
     parser.add_argument(
@@ -225,6 +230,7 @@ def call_plan(args: argparse.Namespace) -> tuple[CallPlan, PhoneSetup]:
         jitter_buffer_ms=args.jitter_buffer_ms,
         srtp=args.srtp,
         tls_ca=args.tls_ca,
+        rtp_port=args.rtp_port,
     )
     return plan, setup
 

@@ -614,6 +614,11 @@ async def connect(
                 sock.connection_made(transport)
             await sock.opened
     except BaseException:
+        # Nobody waits for the handshake's answer any more (a cancelled opening: a caller who hung up while it
+        # rang). Settle it now: else the abort's connection_lost sets an exception on it that nobody retrieves
+        # ("Future exception was never retrieved", with a traceback, when it is collected).
+        if not sock.opened.done():
+            sock.opened.cancel()
         sock.abort()
         if engine is not None:  # never connected, or lost: its C state goes now (closing twice is nothing)
             engine.close()
@@ -667,6 +672,8 @@ class _Tunnel(asyncio.Protocol):
         self.request, self.proxy = request, proxy
         self.head = bytearray()
         self.answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # an opening cancelled inside create_connection never awaits it: its exception is not news then
+        self.answer.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)

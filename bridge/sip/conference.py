@@ -84,14 +84,20 @@ class Conference:
 
     # -- the caller's call -------------------------------------------------------------------------------------
 
-    def caller_media(self, audio: Any) -> None:
-        """The caller's stream is (re)built (an SDP negotiated, a re-INVITE): the hold audio or the media port to it.
-        A failure to connect the port raises ``pj.Error``."""
+    def caller_media(self, audio: Any, hear_caller: bool = True) -> None:
+        """The caller's stream is (re)built (an SDP negotiated, a re-INVITE): the hold audio or the media port to it,
+        and the caller to the port too if ``hear_caller`` (not before the caller's ACK: :meth:`hear_caller`). A
+        failure to connect the port raises ``pj.Error``."""
         if self._player is not None:  # a re-INVITE on hold may bring new media
             with contextlib.suppress(pj.Error):
                 self._player.startTransmit(audio)
         elif self.port is not None:
-            self.port.connect(audio)
+            self.port.route(audio, send=True, receive=hear_caller)
+
+    def hear_caller(self, audio: Any) -> None:
+        """The caller's ACK came: the media port hears the caller's ``audio`` too (unless the caller is on hold)."""
+        if self._player is None and self.port is not None:
+            self.port.route(audio, send=True, receive=True)
 
     def hold(self, wav: str) -> None:
         """The caller hears ``wav`` in a loop and the media port is out of the call both ways: the session neither

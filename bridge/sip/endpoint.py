@@ -15,8 +15,9 @@ docs/pjsip.md found safe:
   costs about 100 µs a call here; polled every 5 ms for as long as calls were up, it was 2 % of a core per busy
   worker.
 * No sound device (``setNullDev``): the conference bridge is clocked internally at 8 kHz, 20 ms.
-* Codecs: PCMU and PCMA only (RFC 3551 payload types 0 and 8). pjsua then answers an offer with neither with
-  ``488 Not Acceptable Here`` by itself, before any application callback.
+* Codecs: PCMU and PCMA (RFC 3551 payload types 0 and 8), and G.722 (payload type 9, 16 kHz: the conference bridge
+  resamples its stream to the bridge's 8 kHz and back) for a caller that offers nothing else. pjsua answers an offer
+  with none of them with ``488 Not Acceptable Here`` by itself, before any application callback.
 * Shutdown without SIGABRT: hang up, pump, drop every pjsua2 object we hold, clear ``sys.last_traceback``,
   ``gc.collect()``, shut the accounts down, ``libDestroy()``.
 
@@ -64,7 +65,9 @@ from bridge.sip.transports import TRANSPORT_TYPES, account_config, transport_con
 _LOG = logging.getLogger("bridge.sip")
 _PJ_LOG = logging.getLogger("bridge.sip.pjsua")
 
-ALLOWED_CODECS = ("PCMU/8000/1", "PCMA/8000/1")  # first is preferred when we offer
+# first is preferred when we offer. G.722 last: the bridge runs at 8 kHz (the conference bridge resamples a G.722
+# stream's 16 kHz to it and back), so it buys the caller no bandwidth, only a caller that offers nothing else
+ALLOWED_CODECS = ("PCMU/8000/1", "PCMA/8000/1", "G722/16000/1")
 # a refused caller's number in the log keeps its last digits, as a dialplan's default privacy does
 # (bridge.dialplan.Privacy.caller_visible_digits): no plan has taken the call
 REFUSED_CALLER_VISIBLE_DIGITS = 4

@@ -4,10 +4,12 @@ The rule itself is pure (:func:`bridge.sip.access.exposure`); this reads it off 
 turns a refusal into a :class:`~bridge.errors.ConfigError` that names the settings. No pjsua2 here.
 :func:`open_warnings` names what the settings leave open (each a WARNING at every start of ``serve``, and printed by
 ``callbridge health``): plain SIP off loopback, the console over plain HTTP off loopback, no allow-list, TLS peers
-not verified.
+not verified, a Redis URL that turns the check of the Redis server's certificate off (``ssl_cert_reqs=none``).
 """
 
 from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
 
 from bridge.config import Settings
 from bridge.errors import ConfigError
@@ -54,4 +56,18 @@ def open_warnings(settings: Settings) -> list[str]:
         found.append(f"the console and API over plain HTTP on {settings.http_host or '*'} (http_tls_cert)")
     if not settings.sip_tls_verify:
         found.append("sip_tls_verify: false: TLS peers' certificates are not verified")
+    found += redis_tls_warnings(settings.redis_url)
+    return found
+
+
+def redis_tls_warnings(url: str | None) -> list[str]:
+    """``redis_url``'s query turning the TLS check of the Redis server off (redis-py's ``ssl_cert_reqs=none``, as
+    any of the URL forms carries it); the URL itself is never quoted (it may hold the password)."""
+    query = parse_qs(urlsplit(url or "").query, keep_blank_values=True)
+    found = []
+    if any(value.strip().lower() in ("none", "cert_none") for value in query.get("ssl_cert_reqs", [])):
+        found.append(
+            "redis_url has ssl_cert_reqs=none: the Redis server's TLS certificate is not verified (anyone on the "
+            "path can read and change the calls' state); set ssl_ca_certs and ssl_cert_reqs=required"
+        )
     return found

@@ -21,7 +21,7 @@ gets ``480 Temporarily Unavailable`` (``500`` if the coroutine raised), an answe
 What pjsua decides by itself, before any of this runs (so ``on_incoming`` never sees these calls; each is
 counted in ``SipGateway.rejected`` and passed to ``on_rejected``), as measured with pjsip 2.15.1:
 
-* an offer without PCMU or PCMA: ``488 Not Acceptable Here``;
+* an offer without PCMU, PCMA or G.722 (bridged at 8 kHz: bridge/sip/endpoint.py): ``488 Not Acceptable Here``;
 * an INVITE beyond the per-process call cap (4 with this wheel): ``486 Busy Here``;
 * an SDP body that does not parse (``400 Bad SDP`` with a ``Warning``), an SDP without media
   (``400 Missing media in SDP``), no Contact (``400 Bad Request``), a body that is not SDP
@@ -53,7 +53,9 @@ What the gateway decides next, in ``onIncomingCall``, before the app sees the ca
 
 And during a call: a REFER from the caller and an INVITE with ``Replaces`` aimed at a bridged call are declined
 with ``603`` (pjsua would otherwise dial the Refer-To URI itself); a DTMF "digit" outside 0-9 * # A-D (SIP INFO
-carries any text) is dropped and counted in ``IncomingCall.dtmf_dropped``.
+carries any text) is dropped and counted in ``IncomingCall.dtmf_dropped``. SIP INFO digits come in both common
+bodies: ``application/dtmf-relay`` (``Signal=5``, pjsua's own) and ``application/dtmf`` (the digit itself, which
+pjsua would answer ``500``: :mod:`bridge.sip.infodtmf` answers it ``200``).
 
 Hold and resume (re-INVITE with ``a=sendonly`` / ``a=inactive``, then ``a=sendrecv``) are answered by pjsua: 200
 with the mirrored direction (recvonly / inactive / sendrecv). pjsua rebuilds the stream on each re-INVITE; while the
@@ -67,6 +69,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -102,8 +105,10 @@ from bridge.sip.access import (
 from bridge.sip.bounds import (
     MEDIA_TIMEOUT,
     MEDIA_TIMEOUT_HEADER,
+    NO_ACK,
     SESSION_TIMER_EXPIRED,
     RtpWatch,
+    no_ack,
     session_timer_expired,
 )
 from bridge.sip.callermedia import CallerMedia
@@ -122,6 +127,7 @@ from bridge.sip.endpoint import (
     pjsua_callback,
     sip_error,
 )
+from bridge.sip.infodtmf import InfoDtmf
 from bridge.sip.legs import DTMF_DIGITS, LegCall, SipLeg, call_op, first_audio
 from bridge.sip.outbound import HumanCall, dial
 from bridge.sip.rtpguard import MediaClaims, MediaGuard, media_sources, sdp_connection_ip
@@ -264,7 +270,7 @@ class IncomingCall(SipLeg):
         self._rtp: RtpWatch | None = None
         self.hangup_code: int | None = None
         self.hangup_reason: str = ""
-        self.codec: str | None = None  # "PCMU" / "PCMA" once media is up
+        self.codec: str | None = None  # "PCMU" / "PCMA" / "G722" once media is up
         self.srtp = False  # the audio runs SRTP (RTP/SAVP, bridge.sip.transports)
         self.dialog: Dialog | None = None  # from the caller's ACK: lets a restarted worker send BYE for this call
         self._gateway = gateway
@@ -327,7 +333,7 @@ class IncomingCall(SipLeg):
         self._respond("ringing", 180)
 
     def answer(self) -> None:
-        """Send ``200 OK`` (SDP answer with PCMU or PCMA). Media connects as soon as it is negotiated."""
+        """Send ``200 OK`` (SDP answer with PCMU, PCMA or G.722). Media connects as soon as it is negotiated."""
         self._respond("answer", 200)
         self.answered = True
 
@@ -508,8 +514,8 @@ class IncomingCall(SipLeg):
             self.srtp = secure_media(call, index)
             if self._media is not None:  # a re-INVITE may move the caller's media
                 self._media.relock(media_sources(str(stream.remoteRtpAddress).rpartition(":")[0], self.remote_ip))
-        try:
-            self.conference.caller_media(audio)
+        try:  # the caller is heard once its ACK has come (bridge.sip.bounds, "no ACK")
+            self.conference.caller_media(audio, hear_caller=self.confirmed)
         except pj.Error as exc:
             _LOG.error("%s: connecting media failed: %s", self.call_id, sip_error("connect", exc))
 
@@ -521,6 +527,7 @@ class IncomingCall(SipLeg):
                 self._rtp = RtpWatch(cfg.rtp_timeout_s, cfg.rtp_hold_timeout_s, time.monotonic())
                 if self._media is not None:
                     self._media.answered(time.monotonic())
+                self._hear_caller()
             self.confirmed = True
             if received and self.dialog is None:
                 self.dialog = dialog_from_ack(received, self._invite, self.peer_addr)
@@ -528,6 +535,8 @@ class IncomingCall(SipLeg):
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED and not self.disconnected.is_set():
             self.hangup_code = int(info.lastStatusCode)
             self.hangup_reason = str(info.lastReason)
+            if not self.end_cause and no_ack(self.answered, self.confirmed, self.local_hangup, self.hangup_code):
+                self._bounded(NO_ACK, "the 200 OK was retransmitted for 64*T1 unACKed: RFC 3261 §13.3.1.4")
             if not self.end_cause and session_timer_expired(self.confirmed, self.local_hangup, self.hangup_code):
                 self._bounded(SESSION_TIMER_EXPIRED)
             if self.end_cause:
@@ -541,6 +550,16 @@ class IncomingCall(SipLeg):
             self._on_frame = None
             # Drop the pjsua2 objects after this callback has returned (not from inside it).
             asyncio.get_running_loop().call_soon(self._release)
+
+    def _hear_caller(self) -> None:
+        """The ACK came: the media port hears the caller too (until now it only spoke to them)."""
+        found = first_audio(self._call) if self._call is not None else None
+        if found is None:
+            return
+        try:
+            self.conference.hear_caller(found[0])
+        except pj.Error as exc:
+            _LOG.error("%s: connecting the caller's audio failed: %s", self.call_id, sip_error("connect", exc))
 
     def _check_media(self, now: float) -> None:
         """The gateway's periodic look at the caller's RTP (bridge.sip.bounds): a silent caller is hung up."""
@@ -592,6 +611,16 @@ class _Verdict:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def _info_digit(calls: Mapping[int, IncomingCall], guarded: Mapping[int, str], sip_call_id: str, digit: str) -> bool:
+    """An ``application/dtmf`` INFO's digit to the live call with that SIP Call-ID; False if there is none."""
+    for key, held in guarded.items():
+        handle = calls.get(key)
+        if held == sip_call_id and handle is not None and not handle.disconnected.is_set():
+            handle._on_dtmf(digit, DtmfSource.INFO)
+            return True
+    return False
+
+
 def _consume_exception(future: asyncio.Future[TransferProgress]) -> None:
     if not future.cancelled():
         future.exception()  # marks it retrieved: no "exception was never retrieved" noise if nobody awaits
@@ -632,6 +661,8 @@ class SipGateway(Service):
         self.dialogs = DialogGuard()  # only the caller steers its call (bridge.sip.dialogguard)
         self._guarded: dict[int, str] = {}  # id(handle) -> the SIP Call-ID its dialog is held under
         self._rx = RxHook(self._check_request)
+        # SIP INFO application/dtmf, which pjsua answers 500 (bridge.sip.infodtmf)
+        self._info = InfoDtmf(functools.partial(_info_digit, self._calls, self._guarded))
         self._refusal_log = LogLimiter(per_second=20.0, burst=100.0, max_chars=500)
 
     async def start(self) -> None:
@@ -681,7 +712,7 @@ class SipGateway(Service):
 
     @property
     def rejected(self) -> dict[int, int]:
-        """INVITEs refused before the app took them, by status code: by pjsua (488 no PCMU/PCMA, 486 over the call
+        """INVITEs refused before the app took them, by status code: by pjsua (488 no PCMU/PCMA/G722, 486 over the call
         cap, 400/415/420 bad requests), by the screening (403 source, 401 challenge, 403 credentials, 400 short
         body) and by :meth:`IncomingCall.enforce_sources`. An INVITE that authenticates after a challenge counts
         one 401 first."""
@@ -763,6 +794,8 @@ class SipGateway(Service):
             )
             if line is not None:
                 _LOG.warning("%s", line)
+        if verdict.status == PASS and (digit := self._info.answer(message)) is not None:
+            return digit  # an application/dtmf INFO of a call, its source checked (bridge.sip.infodtmf)
         return verdict.status, verdict.reason, {}
 
     def _early_challenge(self, message: str, packet_source: str) -> _Verdict | None:
@@ -958,6 +991,7 @@ class SipGateway(Service):
         sip_call_id = self._guarded.pop(id(handle), None)
         if sip_call_id is not None:
             self.dialogs.forget(sip_call_id, handle.call_id)
+            self._info.forget(sip_call_id)
 
     def _drop_all(self) -> None:
         for handle in list(self._calls.values()):

@@ -3,7 +3,7 @@ the in-process emulator.
 
 * SIPp's built-in ``-sn uac_pcap`` scenario (Debian ``sip-tester``) completes a call: it plays the G.711 A-law
   pcap and an RFC 4733 digit; the pcap's audio reaches the emulator (correlation with the decoded pcap payload).
-* An offer with neither PCMU nor PCMA (G722 only) gets 488 from the same worker.
+* An offer of no codec of ours (G.729 only) gets 488 from the same worker.
 * A full worker refuses: five concurrent softphone calls to one worker (4 calls per process) leave the fifth with
   486 Busy Here or 503; the other four are answered and bridged.
 """
@@ -49,7 +49,7 @@ pytestmark = pytest.mark.integration
 
 SIPP = shutil.which("sipp")
 PCAP_DIRS = [Path("/usr/share/sip-tester"), Path("/usr/share/doc/sip-tester/examples/pcap")]
-G722_SCENARIO = Path(__file__).resolve().parents[1] / "sip" / "scenarios" / "uac_g722_only.xml"
+G729_SCENARIO = Path(__file__).resolve().parents[1] / "sip" / "scenarios" / "uac_g729_only.xml"
 PCAP_DIR = next((d for d in PCAP_DIRS if (d / "g711a.pcap").exists()), None)
 
 
@@ -116,13 +116,13 @@ async def test_sipp_uac_pcap_call_through_callbridge_serve(tmp_path: Path) -> No
         record = one_session(emulator, before)
         await emulator.wait_closed(record)
         (report,) = await wait_reports(srv.reports, 1)
-        # The same worker refuses an offer with neither PCMU nor PCMA (the SIP tests' G722-only scenario).
-        g722 = await run(
-            SIPP, "-sf", str(G722_SCENARIO), "-m", "1", "-i", LOCALHOST, "-p", str(free_port()),
+        # The same worker refuses an offer of no codec of ours (the SIP tests' G729-only scenario).
+        g729 = await run(
+            SIPP, "-sf", str(G729_SCENARIO), "-m", "1", "-i", LOCALHOST, "-p", str(free_port()),
             "-timeout", "10", "-timeout_error", "-nostdin", "-s", "3101", f"{LOCALHOST}:{srv.port}",
             timeout=20, cwd=tmp_path,
         )  # fmt: skip
-        assert g722.returncode == 0, g722.stdout[-2000:] + g722.stderr[-2000:]  # the scenario waits for a 488
+        assert g729.returncode == 0, g729.stdout[-2000:] + g729.stderr[-2000:]  # the scenario waits for a 488
         assert len(emulator.sessions) == before + 1  # no Realtime session was opened for it
 
     assert report["answered"] is True and report["dialect"] == "ga"

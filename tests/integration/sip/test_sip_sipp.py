@@ -1,4 +1,5 @@
-"""Interop with SIPp (Debian package sip-tester): a G722-only offer, and a PCMA call that plays a pcap and a digit."""
+"""Interop with SIPp (Debian package sip-tester): a G729-only offer (no codec of ours), and a PCMA call that plays a
+pcap and a digit."""
 
 from __future__ import annotations
 
@@ -59,10 +60,10 @@ def _sipp(scenario: str, target_port: int, cwd: Path) -> subprocess.CompletedPro
     )
 
 
-def test_sipp_g722_only_offer_gets_488(tmp_path: Path) -> None:
+def test_sipp_g729_only_offer_gets_488(tmp_path: Path) -> None:
     app = GatewayApp("--mode", "silent")
     try:
-        result = _sipp("uac_g722_only.xml", app.port, tmp_path)
+        result = _sipp("uac_g729_only.xml", app.port, tmp_path)
     finally:
         gateway = app.stop()
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
