@@ -31,7 +31,8 @@ from bridge.events import TransferMode
 from bridge.realtime.dialects import DIALECTS
 from bridge.realtime.profile import AgentProfile, Tool
 from bridge.rollout.policy import RolloutSpec, Variant, legacy_spec
-from bridge.tools.spec import Header, HttpTool, McpServer, check_schema
+from bridge.tools.guard import plan_errors
+from bridge.tools.spec import Header, HttpTool, McpServer, ToolContext, check_schema
 from bridge.webhooks.endpoints import WebhookSpec, unique_names
 
 ROLLOUT = "rollout"  # a plan's dialect when its variants choose one per call
@@ -199,7 +200,8 @@ class Disclosure(BaseModel):
 
 
 class VerifyBefore(BaseModel):
-    """The tool ``tool`` (one that reads an account) runs only after the tool ``after`` (a verification) succeeded."""
+    """The tool ``tool`` (one that reads an account) runs only after the tool ``after`` (a verification) succeeded:
+    enforced before a business tool runs (``bridge/tools/guard.py``), and checked on the call's report."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     tool: str = Field(min_length=1)
@@ -303,6 +305,14 @@ class Dialplan(BaseModel):
     # business tools the bridge calls over HTTP (bridge/tools/spec.py); the model sees them beside profile.tools
     http_tools: tuple[HttpTool, ...] = ()
     mcp_servers: tuple[McpServer, ...] = ()  # MCP servers whose tools are listed at each call's start
+    # what a tool's server gets to authorize a call (bridge/tools/context.py): the signed call context of every tool
+    # and MCP server without a context of its own
+    tool_context: ToolContext = ToolContext()
+    # the verifying tools: each one's name -> the fields of its answer the call's context keeps (verified.<field>)
+    verifiers: dict[
+        Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")],
+        tuple[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")], ...],
+    ] = Field(default_factory=dict)
     waiting: Waiting = Waiting()  # what the caller hears while a tool works
     watch: Watch = Watch()  # the console's marks: when a wait, a reply or barge-ins are trouble
     post_call: PostCallPlan | None = None  # the summary, disposition and fields asked of the model after the call
@@ -408,6 +418,18 @@ class Dialplan(BaseModel):
     def tool_names(self) -> set[str]:
         return {t.name for t in self.profile.tools}
 
+    @property
+    def verify_first(self) -> dict[str, tuple[str, ...]]:
+        """Each tool that waits for a verification -> the verifying tools it waits for (its ``verify_before``, and
+        ``checks.verify_before``); an MCP server's own ``verify_before`` is applied as its tools are listed."""
+        out: dict[str, tuple[str, ...]] = {}
+        pairs = [(t.name, t.verify_before) for t in self.http_tools if t.verify_before is not None]
+        if self.checks.verify_before is not None:
+            pairs.append((self.checks.verify_before.tool, self.checks.verify_before.after))
+        for tool, after in pairs:
+            out[tool] = tuple(dict.fromkeys((*out.get(tool, ()), after)))
+        return out
+
 
 def field_path(loc: Iterable[int | str]) -> str:
     """A pydantic error's ``loc`` as the field's path in the file: ``profile.tools[2].name``."""
@@ -460,6 +482,8 @@ def check_file(path: Path) -> list[ConfigError]:
             if getattr(verify, name) not in plan.tool_names:
                 message = f"{getattr(verify, name)!r} is not a tool of this plan (known: {sorted(plan.tool_names)})"
                 out.append(ConfigError(src, f"checks.verify_before.{name}", message))
+    for where, message in plan_errors(plan.http_tools, plan.mcp_servers, plan.verifiers, plan.tool_names):
+        out.append(ConfigError(src, where, message))
     if plan.recording.enabled and not plan.recording.consent_prompt:
         out.append(ConfigError(src, "recording.consent_prompt", "required when recording is enabled"))
     for where, header in _secret_headers(plan):  # only the file's presence: its content is never read here
@@ -469,10 +493,15 @@ def check_file(path: Path) -> list[ConfigError]:
 
 
 def _secret_headers(plan: Dialplan) -> list[tuple[str, Header]]:
-    """(field, header) of every header of the plan's HTTP tools and MCP servers, and its webhooks' secrets."""
+    """(field, header) of every header of the plan's HTTP tools and MCP servers, its webhooks' secrets and its tools'
+    call context secrets."""
     owners = [(f"http_tools[{i}]", t.headers) for i, t in enumerate(plan.http_tools)]
     owners += [(f"mcp_servers[{i}]", m.headers) for i, m in enumerate(plan.mcp_servers)]
     found = [(f"{where}.headers.{name}", header) for where, headers in owners for name, header in headers.items()]
+    contexts: list[tuple[str, ToolContext | None]] = [("tool_context", plan.tool_context)]
+    contexts += [(f"http_tools[{i}].context", t.context) for i, t in enumerate(plan.http_tools)]
+    contexts += [(f"mcp_servers[{i}].context", m.context) for i, m in enumerate(plan.mcp_servers)]
+    found += [(f"{where}.secret", c.secret) for where, c in contexts if c is not None and c.secret is not None]
     return found + [(f"webhooks[{i}].secret", w.secret) for i, w in enumerate(plan.webhooks)]
 
 

@@ -156,6 +156,14 @@ class ToolCallOutcome(enum.StrEnum):
     UNREACHABLE = "unreachable"
     BAD_ARGUMENTS = "bad_arguments"
     TOOL_ERROR = "tool_error"
+    UNVERIFIED = "unverified"  # not called: it waits for a verification of the caller (``verify_before``)
+
+
+class ToolGuard(enum.StrEnum):
+    """What the plan's guards kept from the model (:class:`ToolGuarded`, ``bridge/tools/guard.py``)."""
+
+    UNVERIFIED = "unverified"  # the tool was not called: the caller is not verified yet
+    PINNED_ARGUMENT = "pinned_argument"  # the model sent an argument the plan pins to the call's context: discarded
 
 
 class EchoOutcome(enum.StrEnum):
@@ -1086,6 +1094,27 @@ class ToolFinished(Report):
     @property
     def summary(self) -> str:
         return f"{self.name}: {self.outcome} in {self.latency_ms:.0f} ms -> {self.output_json}"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolGuarded(Report):
+    """The plan kept something from the model's tool call ``call_id``: ``unverified``, the tool was not called
+    (``detail``: the verifying tools it waits for); ``pinned_argument``, arguments the plan pins were discarded
+    (``detail``: their names, never their values)."""
+
+    kind: ClassVar[str] = "tool_guarded"
+    stored: ClassVar[tuple[str, ...]] = ("name", "call_id", "guard")
+
+    name: str
+    call_id: str
+    guard: ToolGuard
+    detail: str = ""
+
+    @property
+    def summary(self) -> str:
+        if self.guard is ToolGuard.UNVERIFIED:
+            return f"{self.name}: not called, the caller is not verified ({self.detail})"
+        return f"{self.name}: the model's {self.detail} discarded (pinned by the plan)"
 
 
 @dataclass(frozen=True, slots=True)

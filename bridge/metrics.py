@@ -257,8 +257,14 @@ VARIANT_PRICED_CALLS = Counter(f"{NS}_variant_priced_calls", "Calls whose model 
 TOOL_CALLS = Counter(
     f"{NS}_tool_calls",
     "Business tool calls (a dialplan's HTTP and MCP tools) per variant and tool, by outcome: ok, timeout, "
-    "http_status, unreachable, too_large, not_json, bad_arguments, tool_error",
+    "http_status, unreachable, too_large, not_json, bad_arguments, tool_error, unverified",
     [*_VARIANT, "tool", "outcome"],
+)
+TOOL_GUARDED = Counter(
+    f"{NS}_tool_guarded",
+    "Business tool calls the plan's guards kept from the model, per dialplan and tool: unverified (not called, the "
+    "caller not verified yet: verify_before), pinned_argument (the model sent an argument the plan pins: discarded)",
+    ["dialplan", "tool", "guard"],
 )
 TOOL_LATENCY = Histogram(
     f"{NS}_tool_latency_seconds", "The model's tool call -> its result, per variant and tool", [*_VARIANT, "tool"],
@@ -548,6 +554,7 @@ def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:
         .on(ev.OrchestratorDecided, lambda r: ORCHESTRATOR_DECISIONS.labels(dialplan, r.action).inc())
         .on(ev.OrchestratorFailed, lambda r: ORCHESTRATOR_ERRORS.labels(dialplan, r.error).inc())
         .on(ev.OrchestratorLate, lambda r: ORCHESTRATOR_FILLERS.labels(dialplan).inc())
+        .on(ev.ToolGuarded, lambda r: TOOL_GUARDED.labels(dialplan, r.name, r.guard).inc())
     )
 
 

@@ -7,7 +7,8 @@ Each configured check gives one row ``{"name", "passed", "detail"}``, in this or
   answer (the greeting starts there);
 * ``never_say``: none of the phrases is in any of the agent's lines (whole words, case aside);
 * ``verify_before``: every call of ``tool`` came after a call of ``after`` had succeeded (its outcome ``ok``, and
-  its output does not say ``"ok": false`` or ``"verified": false``);
+  its output does not say ``"ok": false`` or ``"verified": false``); the bridge enforces it for business tools
+  (``bridge/tools/guard.py``), so a call refused before verification (``unverified``) is counted, not a failure;
 * ``max_dead_air``: the call's longest dead air (``CallReport.longest_silence_ms``) is at most ``max_dead_air_s``.
 
 The session writes them into the report (``checks``) as the call ends, before the report line and the call's end
@@ -81,6 +82,9 @@ def _succeeded(outcome: ev.ToolCallOutcome | None, output: str) -> bool:
 def _verify_before(report: CallReport, v: VerifyBefore) -> dict[str, Any]:
     verified = False
     reads = 0
+    guarded = [r for _, r in report.reports if isinstance(r, ev.ToolGuarded) and r.name == v.tool]
+    refused = sum(1 for r in guarded if r.guard is ev.ToolGuard.UNVERIFIED)
+    held = f"; {refused} call(s) refused before {v.after} succeeded" if refused else ""
     for t, r in report.reports:
         if isinstance(r, ev.ToolFinished) and r.name == v.after:
             verified = verified or _succeeded(r.outcome, r.output_json)
@@ -93,8 +97,8 @@ def _verify_before(report: CallReport, v: VerifyBefore) -> dict[str, Any]:
                     "verify_before", False, f"{v.tool} was called {t / 1000:.1f} s in, before {v.after} succeeded"
                 )
     if not reads:
-        return row("verify_before", True, f"{v.tool} was not called")
-    return row("verify_before", True, f"{v.tool} was called {reads} time(s), each after {v.after} succeeded")
+        return row("verify_before", True, f"{v.tool} was not called{held}")
+    return row("verify_before", True, f"{v.tool} was called {reads} time(s), each after {v.after} succeeded{held}")
 
 
 def _dead_air(report: CallReport, limit_s: float) -> dict[str, Any]:

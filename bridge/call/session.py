@@ -53,7 +53,7 @@ from bridge.call.report import CallReport, silence_watch
 from bridge.call.rollover import Rollover
 from bridge.call.state import Phase, PhaseMachine
 from bridge.call.supervision import Supervision
-from bridge.call.toolcalls import Handover, ToolCalls
+from bridge.call.toolcalls import Handover, ToolCalls, call_context
 from bridge.call.transcripts import Transcripts
 from bridge.call.turns import CallerVoice, TurnBuilder
 from bridge.call.usage import UsageMeter
@@ -172,7 +172,7 @@ class CallSession:
         self.barge_in = BargeIn(
             self.playback, self.link.send, self.emit, self.report, cancel=caps.cancel, truncate=caps.truncate
         )
-        business = business_tools(plan)
+        business = business_tools(plan, call_context(self.leg, plan))
         if business is not None:  # MCP tools: listed before the first session opens, offered with the profile
             self._connect, self._plan_profile = business.wrap(self._connect, self._plan_profile)
         warm = plan.transfer is not None and plan.transfer.mode is ev.TransferMode.WARM

@@ -19,7 +19,10 @@ then every output goes out with ``respond=False`` except the last, which asks th
 A dialplan's business tools (``http_tools``, MCP servers: a :class:`Business`) run as tasks: the call goes on while
 they do (the caller can barge in; ``bridge.call.filler`` keeps the line from going silent), each start and result is
 a typed event (:class:`~bridge.events.ToolStarted`, :class:`~bridge.events.ToolFinished`), and the result, or its
-typed error, answers the model. Grouped, a backend response's outputs wait for its slowest tool.
+typed error, answers the model. Grouped, a backend response's outputs wait for its slowest tool. A call the plan's
+guards refuse (``verify_before``: the caller is not verified yet) never starts: the model gets the ``unverified``
+result at once, and a :class:`~bridge.events.ToolGuarded` report counts it, as it does the pinned arguments the
+model sent anyway (discarded by the tool; ``bridge.tools.guard``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from bridge.call.playback import Playback
 from bridge.call.privacy import SENSITIVE, mask_json, mask_value
 from bridge.call.waiting import DeadAir
 from bridge.dialplan import Dialplan
+from bridge.tools.context import CallContext
 from bridge.tools.spec import ToolOutcome
 
 log = logging.getLogger("bridge.call")
@@ -61,9 +65,21 @@ class Business(Protocol):
 
     def sensitive(self, name: str) -> bool: ...
 
+    def refused(self, name: str) -> ToolOutcome | None:
+        """The result the model gets instead of a call the plan does not allow yet (None: it may run)."""
+        ...
+
     async def run(self, name: str, arguments: str) -> ToolOutcome: ...
 
     async def close(self) -> None: ...
+
+
+def call_context(leg: PhoneLeg, plan: Dialplan) -> CallContext:
+    """The call's context as its business tools get it (``bridge.tools.context``): the caller as the SIP side took
+    the call (the trunk's identity of the caller, never what the model was told), masked per the plan's privacy
+    where a tool gets it masked."""
+    visible = plan.privacy.caller_visible_digits
+    return CallContext(leg.call_id, leg.caller, leg.called, plan.name, visible)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +131,11 @@ class ToolCalls:
     def call(self, e: ev.FunctionCall) -> None:
         """Run the tool, answer the model (the output asks for a response: the line), hold its action."""
         if self.business is not None and self.business.handles(e.name):
-            self._start(e)
+            refusal = self.business.refused(e.name)
+            if refusal is None:
+                self._start(e)
+            else:
+                self._refuse(e, refusal)
             return
         plan = self._plan
         result = run_tool(e.name, e.arguments, enabled=plan.tool_names, transfer_target=plan.transfer_target)
@@ -151,11 +171,30 @@ class ToolCalls:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _refuse(self, e: ev.FunctionCall, refusal: ToolOutcome) -> None:
+        """A call the plan's guards do not allow yet: never started, answered at once with ``refusal``."""
+        detail = ", ".join(refusal.waits_for) or "a verification"
+        self._emit(ev.ToolGuarded(e.name, e.call_id, ev.ToolGuard.UNVERIFIED, detail))
+        self._answer(e, refusal, 0.0, 0.0)
+
     async def _finish(self, e: ev.FunctionCall, business: Business) -> None:
         outcome = await business.run(e.name, e.arguments)
         _, started = self.running.pop(e.call_id, (e.name, self._clock()))
         latency_ms = round((self._clock() - started) * 1000, 1)
         silence_ms = self.waiting.end(e.call_id) if self.waiting is not None else 0.0
+        if outcome.discarded:
+            self._emit(ev.ToolGuarded(e.name, e.call_id, ev.ToolGuard.PINNED_ARGUMENT, ", ".join(outcome.discarded)))
+        self._answer(e, outcome, latency_ms, silence_ms)
+        if not self._grouped:
+            return
+        self._waiting[e.response_id] -= 1
+        if self._waiting[e.response_id] <= 0 and e.response_id in self._done:
+            self._done.discard(e.response_id)
+            self.response_done(e.response_id)
+
+    def _answer(self, e: ev.FunctionCall, outcome: ToolOutcome, latency_ms: float, silence_ms: float) -> None:
+        """A business tool's result: into the report and the timeline, and to the model (now, or grouped with its
+        response's other outputs)."""
         shown, output_shown = self._shown(e.name, e.arguments), mask_json(outcome.output, self._visible)
         result = ev.ToolCallOutcome(outcome.error or ev.ToolCallOutcome.OK)
         self._report.tool_calls.append(
@@ -170,15 +209,11 @@ class ToolCalls:
         )
         self._emit(ev.ToolFinished(e.name, e.call_id, shown, output_shown, result, latency_ms, silence_ms))
         output = ev.FunctionOutput(call_id=e.call_id, output=outcome.output)
-        if not self._grouped:
+        if self._grouped:
+            self._held.setdefault(e.response_id, []).append(output)
+        else:
             self._ready.append(output)
             self._send_ready()
-            return
-        self._held.setdefault(e.response_id, []).append(output)
-        self._waiting[e.response_id] -= 1
-        if self._waiting[e.response_id] <= 0 and e.response_id in self._done:
-            self._done.discard(e.response_id)
-            self.response_done(e.response_id)
 
     def _send_ready(self) -> None:
         """The outputs of finished tools, once no response is under way (a filler line, or the model answering the

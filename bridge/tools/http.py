@@ -6,11 +6,18 @@ that time lasts, a POST or PATCH never. The answer is read to its end (its Conte
 chunked one), however it is cut into packets, within that time and ``max_response_bytes``, and must be JSON. Secret
 headers are read from the environment or their file for each call and go nowhere but the request: errors name the
 tool, the URL without its query, and the kind of failure.
+
+A tool's pinned arguments (``pin``) are taken out of what the model sent (a value it sent is discarded and logged)
+and set from the call's context (:mod:`bridge.tools.guard`); with a context secret (the tool's ``context`` or the
+plan's ``tool_context``) every request carries the signed call context (:mod:`bridge.tools.context`), signed anew for
+each attempt. A secret that cannot be read, or is no ``whsec_`` secret, fails the call as ``unreachable``: nothing is
+sent without the context the plan promised the tool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -21,7 +28,9 @@ import aiohttp
 from bridge.config import Secret, read_secret_file
 from bridge.errors import ConfigError, redact
 from bridge.orchestrator.client import whole_body
-from bridge.tools.spec import IN_QUERY, Header, HttpTool, ToolOutcome, argument_errors
+from bridge.tools.context import CallContext, Form, caller_form, context_key, now, signed
+from bridge.tools.guard import fill_pins, strip_pinned
+from bridge.tools.spec import IN_QUERY, Header, HttpTool, ToolContext, ToolOutcome, argument_errors, schema_error
 
 log = logging.getLogger("bridge.tools")
 RETRY_PAUSE_S = 0.05
@@ -60,15 +69,64 @@ def _read(name: str, secret: Header) -> str | None:
         return None
 
 
+def read_context_key(spec: ToolContext) -> tuple[bytes | None, str | None]:
+    """The key that signs a tool's call context (None: the plan names no secret), or why it cannot be read (never
+    quoting it)."""
+    if spec.secret is None:
+        return None, None
+    found, missing = read_headers({"context": spec.secret})
+    if missing is not None:
+        return None, "is not set (its env variable or file)"
+    try:
+        return context_key(found["context"]), None
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def context_headers(call: CallContext, spec: ToolContext, key: bytes | None, tool: str, url: str) -> dict[str, str]:
+    """The signed context one request of ``tool`` at ``url`` carries (none without a key)."""
+    if key is None:
+        return {}
+    return signed(key, call.document(tool, caller_form(spec.caller, url), now()))
+
+
+def pinned_arguments(name: str, arguments: str, pins: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
+    """The model's ``arguments`` without those the plan pins, and the pinned names it sent (logged: an attempt)."""
+    kept, discarded = strip_pinned(arguments, pins)
+    if discarded:
+        sent = ", ".join(discarded)
+        log.warning("tool %s: the model sent %s, which the plan pins to the call's context: discarded", name, sent)
+    return kept, discarded
+
+
+def fill(
+    tool: str, args: dict[str, Any], pins: Mapping[str, str], call: CallContext, form: Form, full: dict[str, Any]
+) -> tuple[dict[str, Any], ToolOutcome | None]:
+    """``args`` with the pinned ones set from ``call``, checked against the ``full`` schema, or why not."""
+    done, missing = fill_pins(args, pins, call, form)
+    if missing:
+        message = f"{tool} was not called: the caller must be verified first ({', '.join(missing)} is not known yet)"
+        return {}, ToolOutcome.failed("unverified", message)
+    if schema_error(full, done) is not None:
+        log.error("tool %s: its pinned arguments (%s) do not fit its schema: not called", tool, ", ".join(pins))
+        return {}, ToolOutcome.failed("bad_arguments", f"{tool}: the arguments the plan sets do not fit its schema")
+    return done, None
+
+
 def _query(args: Mapping[str, Any]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in args.items()}
 
 
 class HttpTools:
-    """A call's HTTP tools by name; :meth:`run` never raises (every failure is a typed :class:`ToolOutcome`)."""
+    """A call's HTTP tools by name; :meth:`run` never raises (every failure is a typed :class:`ToolOutcome`).
+    ``call``: the call's context (pins and the signed header); ``context``: the plan's ``tool_context``."""
 
-    def __init__(self, tools: tuple[HttpTool, ...]) -> None:
+    def __init__(
+        self, tools: tuple[HttpTool, ...], call: CallContext | None = None, context: ToolContext | None = None
+    ) -> None:
         self.tools = {t.name: t for t in tools}
+        self.call = call or CallContext()
+        self._context = context or ToolContext()
         self._session: aiohttp.ClientSession | None = None
 
     def handles(self, name: str) -> bool:
@@ -77,26 +135,45 @@ class HttpTools:
     def announcement(self, name: str) -> str | None:
         return self.tools[name].announcement()
 
+    def spec(self, tool: HttpTool) -> ToolContext:
+        """The tool's call context setting: its own, else the plan's."""
+        return tool.context or self._context
+
     async def run(self, name: str, arguments: str) -> ToolOutcome:
         tool = self.tools[name]
+        arguments, discarded = pinned_arguments(name, arguments, tool.pin)
+        outcome = await self._run(tool, arguments)
+        return dataclasses.replace(outcome, discarded=discarded) if discarded else outcome
+
+    async def _run(self, tool: HttpTool, arguments: str) -> ToolOutcome:
+        name = tool.name
         args, bad = argument_errors(tool.arguments_schema, arguments, tool.fixed)
         if bad is not None:
             log.warning("tool %s: call refused, nothing sent: %.300r", name, bad)
             return ToolOutcome.failed("bad_arguments", f"{name}: {bad}")
+        spec = self.spec(tool)
+        args, refused = fill(name, args, tool.pin, self.call, caller_form(spec.caller, tool.url), tool.full_schema)
+        if refused is not None:
+            return refused
         try:
-            return await asyncio.wait_for(self._attempts(tool, args), tool.timeout_s)
+            return await asyncio.wait_for(self._attempts(tool, args, spec), tool.timeout_s)
         except TimeoutError:
             log.warning("tool %s: no answer from %s within %g s", name, tool.url.split("?", 1)[0], tool.timeout_s)
             return ToolOutcome.failed("timeout", tool.failure())
 
-    async def _attempts(self, tool: HttpTool, args: dict[str, Any]) -> ToolOutcome:
+    async def _attempts(self, tool: HttpTool, args: dict[str, Any], spec: ToolContext) -> ToolOutcome:
         headers, missing = header_values(tool)
         if missing is not None:
             log.error("tool %s: the secret of header %s is not set (its env variable or file)", tool.name, missing)
             return ToolOutcome.failed("unreachable", tool.failure())
+        key, why = read_context_key(spec)
+        if why is not None:
+            log.error("tool %s: the call context's secret %s: not called", tool.name, why)
+            return ToolOutcome.failed("unreachable", tool.failure())
         outcome = ToolOutcome.failed("unreachable", tool.failure())
         for attempt in range(1, tool.attempts + 1):
-            outcome = await self._once(tool, args, headers, attempt)
+            signed_now = {**headers, **context_headers(self.call, spec, key, tool.name, tool.url)}
+            outcome = await self._once(tool, args, signed_now, attempt)
             if outcome.error not in {"unreachable", "http_status"} or (outcome.status or 500) < 500:
                 return outcome
             if attempt < tool.attempts:
@@ -130,7 +207,7 @@ class HttpTools:
             answer = json.loads(body) if body else None
         except ValueError:
             return ToolOutcome.failed("not_json", tool.failure(), status=status, attempts=attempt)
-        return ToolOutcome(json.dumps(answer, separators=(",", ":")), None, status, attempt)
+        return ToolOutcome(json.dumps(answer, separators=(",", ":")), None, status, attempt, answer=answer)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -9,26 +9,35 @@ on. A tool's answer goes back to the model as ``{"ok", "content": [texts], "stru
 call past ``timeout_s`` is a typed error the agent says. A call's arguments are checked against the tool's
 ``inputSchema`` first (``bad_arguments``: the server is not asked), and its answer is read no further than the
 server's ``max_response_bytes`` (``too_large``), as an HTTP tool's is.
+
+A server's ``pin`` applies to each of its tools whose ``inputSchema`` declares the argument: taken out of the schema
+the model sees, set from the call's context on every call (:mod:`bridge.tools.guard`). With a context secret (the
+server's ``context`` or the plan's ``tool_context``) each ``tools/call`` carries the signed call context
+(:mod:`bridge.tools.context`) in its ``params._meta`` and, copied from there by the HTTP client's request hook
+(:func:`context_headers_hook`), as headers of its POST, as an HTTP tool's request does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.types import RequestParamsMeta
 
 from bridge.errors import redact
 from bridge.realtime.profile import Tool
-from bridge.tools.http import read_headers
-from bridge.tools.spec import McpServer, ToolOutcome, argument_errors, check_schema
+from bridge.tools.context import META, CallContext, caller_form
+from bridge.tools.http import context_headers, fill, pinned_arguments, read_context_key, read_headers
+from bridge.tools.spec import McpServer, ToolContext, ToolOutcome, argument_errors, check_schema, unpinned
 
 log = logging.getLogger("bridge.tools")
 MCP_TIMEOUT_S, MCP_READ_TIMEOUT_S = 30.0, 300.0  # the SDK's default client's (a server may hold a stream open)
@@ -76,30 +85,53 @@ class AnswerCap:
         response.stream = _Capped(response.stream, cap, self)
 
 
+async def context_headers_hook(request: httpx2.Request) -> None:
+    """A ``tools/call`` POST carries the call context of its ``params._meta`` as headers too (:data:`META`)."""
+    if request.method != "POST":
+        return
+    try:
+        meta = json.loads(request.content).get("params", {}).get("_meta") or {}
+    except (ValueError, AttributeError, httpx2.RequestNotRead):
+        return
+    for header, key in META.items():
+        if isinstance(meta.get(key), str):
+            request.headers[header] = meta[key]
+
+
 async def _transport(stack: contextlib.AsyncExitStack, server: McpServer, headers: dict[str, str],
                      cap: AnswerCap) -> Any:  # fmt: skip
-    """A streamable HTTP transport whose HTTP client sends ``headers`` and caps the answers (its lifetime the
-    call's, on ``stack``). The SDK's way: "to configure headers, create an httpx2.AsyncClient and pass it"
-    (``streamable_http_client``), with the timeouts of its own default client."""
+    """A streamable HTTP transport whose HTTP client sends ``headers`` (and a call's context: ``_meta`` as headers)
+    and caps the answers (its lifetime the call's, on ``stack``). The SDK's way: "to configure headers, create an
+    httpx2.AsyncClient and pass it" (``streamable_http_client``), with the timeouts of its own default client."""
     timeout = httpx2.Timeout(MCP_TIMEOUT_S, read=MCP_READ_TIMEOUT_S)
-    http = httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks={"response": [cap]})
+    hooks: dict[str, list[Callable[..., Any]]] = {"request": [context_headers_hook], "response": [cap]}
+    http = httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks=hooks)
     await stack.enter_async_context(http)
     return streamable_http_client(server.url, http_client=http)
 
 
 @dataclass(frozen=True, slots=True)
 class _Offered:
-    """A listed tool: its server, the server's client and answer cap, and the tool's ``inputSchema``."""
+    """A listed tool: its server, the server's client and answer cap, the tool's ``inputSchema`` as the model sees it
+    (``schema``) and whole (``full``: with its pinned arguments), and its ``pins``."""
 
     server: McpServer
     client: Client
     cap: AnswerCap
     schema: dict[str, Any]
+    full: dict[str, Any]
+    pins: dict[str, str]
 
 
 class McpTools:
-    def __init__(self, servers: tuple[McpServer, ...]) -> None:
+    """A call's MCP servers' tools; ``call``: the call's context, ``context``: the plan's ``tool_context``."""
+
+    def __init__(
+        self, servers: tuple[McpServer, ...], call: CallContext | None = None, context: ToolContext | None = None
+    ) -> None:
         self.servers = servers
+        self.call = call or CallContext()
+        self._context = context or ToolContext()
         self.offered: list[Tool] = []  # every listed tool, as the model sees it
         self._where: dict[str, _Offered] = {}  # tool name -> where it is called
         self._owner: asyncio.Task[None] | None = None  # opens the clients, lists, and closes them at the end
@@ -143,29 +175,65 @@ class McpTools:
         for tool in tools:
             if (server.tools and tool.name not in server.tools) or tool.name in taken or tool.name in self._where:
                 continue
-            schema = server.input_schema(dict(tool.input_schema or {"type": "object", "properties": {}}))
+            full = server.input_schema(dict(tool.input_schema or {"type": "object", "properties": {}}))
             try:
-                check_schema(schema)
+                check_schema(full)
             except ValueError as exc:
                 log.error("MCP server %s: tool %s left out of this call: its inputSchema is %s", server.name,
                           tool.name, exc)  # fmt: skip
                 continue
+            declared = full.get("properties") or {}
+            pins = {name: path for name, path in server.pin.items() if name in declared}
+            schema = unpinned(full, pins)
             self.offered.append(Tool(name=tool.name, description=tool.description or "", parameters=schema))
-            self._where[tool.name] = _Offered(server, client, cap, schema)
+            self._where[tool.name] = _Offered(server, client, cap, schema, full, pins)
 
     def sensitive(self, name: str) -> bool:
         where = self._where.get(name)
         return where is not None and where.server.sensitive
 
+    def pins(self, name: str) -> dict[str, str]:
+        where = self._where.get(name)
+        return where.pins if where is not None else {}
+
+    def verify_before(self, name: str) -> tuple[str, ...]:
+        """The verifying tool a listed tool's server makes it wait for (none for an unlisted one)."""
+        where = self._where.get(name)
+        needs = where.server.verify_before if where is not None else None
+        return (needs,) if needs else ()
+
+    def _meta(self, where: _Offered, name: str) -> RequestParamsMeta | None:
+        """The signed context of one call (None without a context secret); raises ValueError if unreadable."""
+        spec = where.server.context or self._context
+        key, why = read_context_key(spec)
+        if why is not None:
+            raise ValueError(why)
+        headers = context_headers(self.call, spec, key, name, where.server.url)
+        return cast(RequestParamsMeta, {META[h]: v for h, v in headers.items()}) if headers else None  # an open map
+
     async def run(self, name: str, arguments: str) -> ToolOutcome:
         where = self._where[name]
+        arguments, discarded = pinned_arguments(name, arguments, where.pins)
+        outcome = await self._run(name, where, arguments)
+        return dataclasses.replace(outcome, discarded=discarded) if discarded else outcome
+
+    async def _run(self, name: str, where: _Offered, arguments: str) -> ToolOutcome:
         server, refused = where.server, where.cap.refused
         args, bad = argument_errors(where.schema, arguments)
         if bad is not None:
             log.warning("MCP tool %s of %s: call refused, nothing sent: %.300r", name, server.name, bad)
             return ToolOutcome.failed("bad_arguments", f"{name}: {bad}")
+        form = caller_form((server.context or self._context).caller, server.url)
+        args, refusal = fill(name, args, where.pins, self.call, form, where.full)
+        if refusal is not None:
+            return refusal
         try:
-            result = await asyncio.wait_for(where.client.call_tool(name, args), server.timeout_s)
+            meta = self._meta(where, name)
+        except ValueError as why:
+            log.error("MCP tool %s of %s: the call context's secret %s: not called", name, server.name, why)
+            return ToolOutcome.failed("unreachable", server.failure())
+        try:
+            result = await asyncio.wait_for(where.client.call_tool(name, args, meta=meta), server.timeout_s)
         except TimeoutError:
             log.warning("MCP tool %s of %s: no answer within %g s", name, server.name, server.timeout_s)
             return ToolOutcome.failed("timeout", server.failure())
@@ -180,7 +248,8 @@ class McpTools:
         body: dict[str, Any] = {"ok": not result.is_error, "content": texts}
         if result.structured_content is not None:
             body["structured"] = result.structured_content
-        return ToolOutcome(json.dumps(body, separators=(",", ":")), "tool_error" if result.is_error else None)
+        output = json.dumps(body, separators=(",", ":"))
+        return ToolOutcome(output, "tool_error" if result.is_error else None, answer=_answer(result, texts))
 
     async def close(self) -> None:
         self._stop.set()
@@ -188,3 +257,15 @@ class McpTools:
             with contextlib.suppress(Exception):
                 await self._owner
             self._where.clear()
+
+
+def _answer(result: Any, texts: list[str]) -> dict[str, Any]:
+    """What a tool answered, as an object (a verifying tool's fields): its structured content, else its one text if
+    that is a JSON object, else nothing."""
+    if isinstance(result.structured_content, dict):
+        return dict(result.structured_content)
+    try:
+        found = json.loads(texts[0]) if len(texts) == 1 else None
+    except ValueError:
+        found = None
+    return found if isinstance(found, dict) else {}

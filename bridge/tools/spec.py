@@ -14,6 +14,9 @@ that the bridge carries out as one HTTP request::
         retries: 1
         max_response_bytes: 65536
         expect_s: 4                      # a slow tool: the agent says what it is doing first
+        pin: {customer_id: verified.customer_id}   # set by the bridge from the call's context, never by the model
+        verify_before: verify_customer   # not called until that tool has verified the caller in this call
+        context: {secret: {env: ORDERS_CONTEXT_SECRET}, caller: auto}   # the signed call context (else the plan's)
 
 The arguments go into the query string (GET, HEAD, DELETE) or a JSON body, and only the declared ones: unless the
 tool says ``extra_arguments: true``, its schema is closed (:func:`closed`: ``additionalProperties: false`` on the
@@ -26,12 +29,18 @@ The answer must be JSON; it goes back to the model as the tool's output. Every f
 with a typed error (``timeout``, ``http_status``, ``too_large``, ``not_json``, ``unreachable``, ``bad_arguments``)
 whose ``message`` the agent can say.
 Secret header values are read when a call needs them and never logged, stored or put into an outcome.
+
+What a tool needs to authorize a call (:mod:`bridge.tools.context`, :mod:`bridge.tools.guard`): the call's context
+(:class:`ToolContext`: signed with a secret the plan names, the caller's number ``full`` or ``masked``), the
+arguments a plan pins to that context (``pin``: out of the schema the model sees, set by the bridge on every call)
+and the verification a tool waits for (``verify_before``: the tool is not called until then; ``unverified``).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -44,7 +53,12 @@ from bridge.realtime.profile import Tool
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 IN_QUERY = frozenset({"GET", "HEAD", "DELETE"})
-ErrorType = Literal["timeout", "http_status", "too_large", "not_json", "unreachable", "bad_arguments", "tool_error"]
+ErrorType = Literal[
+    "timeout", "http_status", "too_large", "not_json", "unreachable", "bad_arguments", "tool_error", "unverified"
+]
+CONTEXT_VALUES = ("call_id", "caller", "called", "dialplan")  # what a pin may name, beside verified.<field>
+PIN_PATH = re.compile(rf"^(?:{'|'.join(CONTEXT_VALUES)}|verified\.[A-Za-z_][A-Za-z0-9_]{{0,63}})$")
+CallerForm = Literal["auto", "full", "masked"]
 
 
 class Header(BaseModel):
@@ -68,6 +82,44 @@ class Header(BaseModel):
         if sum(v is not None for v in (self.text, self.env, self.file)) != 1:
             raise ValueError("a header is a string, or names exactly one of env or file")
         return self
+
+
+class ToolContext(BaseModel):
+    """The signed call context a tool's requests carry (:mod:`bridge.tools.context`): ``secret`` (a ``whsec_``
+    secret named by ``env``, or its ``_FILE``, or ``file``; never written in the plan; none: no context is sent) and
+    the ``caller``'s number in it: ``full``, ``masked`` (as the plan's logs keep it), or ``auto``: full only to an
+    ``https://`` or loopback URL, masked otherwise."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    secret: Header | None = None
+    caller: CallerForm = "auto"
+
+    @model_validator(mode="after")
+    def _secret_by_reference(self) -> ToolContext:
+        if self.secret is not None and (self.secret.text is not None or self.secret.prefix):
+            raise ValueError("secret: name env or file (a secret is never written in a dialplan)")
+        return self
+
+
+def check_pins(pins: dict[str, str]) -> dict[str, str]:
+    """``pin``: argument name -> a value of the call's context (:data:`CONTEXT_VALUES`, or ``verified.<field>``)."""
+    for name, path in pins.items():
+        if not PIN_PATH.match(path):
+            known = ", ".join((*CONTEXT_VALUES, "verified.<field>"))
+            raise ValueError(f"{name}: {path!r} is no value of the call's context ({known})")
+    return pins
+
+
+def unpinned(schema: dict[str, Any], pinned: Iterable[str]) -> dict[str, Any]:
+    """``schema`` without the arguments in ``pinned``: the model neither sees nor fills them."""
+    names = set(pinned)
+    properties = schema.get("properties")
+    if not names or not isinstance(properties, dict):
+        return schema
+    out = {**schema, "properties": {k: v for k, v in properties.items() if k not in names}}
+    if isinstance(schema.get("required"), list):
+        out["required"] = [r for r in schema["required"] if r not in names]
+    return out
 
 
 def check_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -145,8 +197,12 @@ class HttpTool(BaseModel):
     unavailable: str = ""  # what the agent says when the tool fails ("" -> "the NAME service did not answer")
     announce: str = ""  # with expect_s: what the agent says at once ("" -> a line naming the expected wait)
     sensitive: bool = False  # its arguments are never stored (events, report, recording, logs); its output masked
+    pin: dict[str, str] = Field(default_factory=dict)  # argument -> a value of the call's context, set by the bridge
+    verify_before: str | None = Field(None, pattern=r"^[a-zA-Z0-9_-]{1,64}$")  # that tool must have verified first
+    context: ToolContext | None = None  # the signed call context (None: the plan's tool_context)
 
     _check_headers = field_validator("headers")(check_header_names)
+    _check_pins = field_validator("pin")(check_pins)
 
     @field_validator("parameters")
     @classmethod
@@ -173,11 +229,28 @@ class HttpTool(BaseModel):
             )
         return value
 
+    @model_validator(mode="after")
+    def _pins_declared(self) -> HttpTool:
+        declared = self.parameters.get("properties") or {}
+        undeclared = sorted(set(self.pin) - set(declared))
+        if undeclared:
+            why = "a pinned argument is declared, with its type, and taken out of what the model sees"
+            raise ValueError(f"pin: {', '.join(undeclared)} not in parameters.properties ({why})")
+        if self.verify_before == self.name:
+            raise ValueError("verify_before: a tool cannot wait for itself")
+        return self
+
     @property
-    def arguments_schema(self) -> dict[str, Any]:
-        """The arguments' schema the model sees and its calls are checked against (:func:`closed` unless
+    def full_schema(self) -> dict[str, Any]:
+        """The arguments' schema a call is checked against once its pinned arguments are set (:func:`closed` unless
         ``extra_arguments``)."""
         return self.parameters if self.extra_arguments else closed(self.parameters)
+
+    @property
+    def arguments_schema(self) -> dict[str, Any]:
+        """The arguments' schema the model sees and its calls are checked against: :attr:`full_schema` without the
+        pinned arguments."""
+        return unpinned(self.full_schema, self.pin)
 
     @property
     def fixed(self) -> frozenset[str]:
@@ -227,21 +300,33 @@ def argument_errors(
     overriding = sorted(set(args) & fixed)
     if overriding:
         return {}, f"{', '.join(overriding)}: fixed by the tool's URL, nothing sent"
+    error = schema_error(schema, args)
+    return ({}, error) if error is not None else (args, None)
+
+
+def schema_error(schema: dict[str, Any], args: dict[str, Any]) -> str | None:
+    """Why ``args`` do not fit ``schema`` (its first error, where it is), or None."""
     error = next(iter(Draft202012Validator(schema).iter_errors(args)), None)
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path)
-        return {}, f"{where + ': ' if where else ''}{error.message}"
-    return args, None
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path)
+    return f"{where + ': ' if where else ''}{error.message}"
 
 
 @dataclass(frozen=True, slots=True)
 class ToolOutcome:
-    """One tool call's result: ``output`` (the JSON text the model gets) and, on failure, the typed error."""
+    """One tool call's result: ``output`` (the JSON text the model gets) and, on failure, the typed error;
+    ``answer``: what the tool's server answered, as an object (an HTTP tool's JSON, an MCP tool's structured content),
+    for a verifying tool's fields; ``discarded``: arguments the model sent that the plan pins (not sent);
+    ``waits_for``: the verifying tools an ``unverified`` call waits for."""
 
     output: str
     error: ErrorType | None = None
     status: int | None = None  # the HTTP status, when one came
     attempts: int = 1
+    answer: Any = None
+    discarded: tuple[str, ...] = ()
+    waits_for: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -260,7 +345,9 @@ class McpServer(BaseModel):
     ``timeout_s``. ``tools``: only these of its tools (empty: all). ``headers`` go with every request to it, as an
     HTTP tool's do (a secret from ``env`` or ``file``, read as the call's tools are listed, never logged). A call's
     arguments must fit the tool's ``inputSchema``, closed (:func:`closed`) unless ``extra_arguments`` (else
-    ``bad_arguments``, the server not asked); its answer is read up to ``max_response_bytes`` (else ``too_large``)."""
+    ``bad_arguments``, the server not asked); its answer is read up to ``max_response_bytes`` (else ``too_large``).
+    ``pin``, ``verify_before`` and ``context`` as an HTTP tool's, for each of its tools (a pin where the tool's
+    ``inputSchema`` declares the argument; ``verify_before`` but for the plan's verifying tools)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -274,9 +361,13 @@ class McpServer(BaseModel):
     unavailable: str = ""  # what the agent says when a call fails ("" -> "the NAME service did not answer")
     sensitive: bool = False  # its tools' arguments are never stored (events, report, recording, logs)
     extra_arguments: bool = False  # true: its tools' inputSchemas are taken as the server sends them (not closed)
+    pin: dict[str, str] = Field(default_factory=dict)  # in each of its tools that declares the argument
+    verify_before: str | None = Field(None, pattern=r"^[a-zA-Z0-9_-]{1,64}$")  # for each of its tools but verifiers
+    context: ToolContext | None = None  # the signed call context (None: the plan's tool_context)
 
     _check_url = field_validator("url")(check_url)
     _check_headers = field_validator("headers")(check_header_names)
+    _check_pins = field_validator("pin")(check_pins)
 
     def input_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         """One of its tools' ``inputSchema`` as the model sees it and its calls are checked against."""

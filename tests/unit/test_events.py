@@ -116,6 +116,18 @@ CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
         },
     ),
     (
+        ev.ToolGuarded("order_status", "call_1", ev.ToolGuard.UNVERIFIED, "verify_customer"),
+        "tool_guarded",
+        "order_status: not called, the caller is not verified (verify_customer)",
+        {"name": "order_status", "call_id": "call_1", "guard": "unverified"},
+    ),
+    (
+        ev.ToolGuarded("order_status", "call_2", ev.ToolGuard.PINNED_ARGUMENT, "customer_id"),
+        "tool_guarded",
+        "order_status: the model's customer_id discarded (pinned by the plan)",
+        {"name": "order_status", "call_id": "call_2", "guard": "pinned_argument"},
+    ),
+    (
         ev.FillerSaid("One moment.", "filler", 1000.2),
         "filler",
         "filler after 1000 ms: One moment.",
@@ -305,6 +317,8 @@ def _counts(d: str, dp: str) -> dict[str, float]:
         "echo_rejected": _sample("callbridge_echo_guard_speech_starts_total", dialect=d, outcome="rejected"),
         "echo_resumed": _sample("callbridge_echo_guard_speech_starts_total", dialect=d, outcome="resumed"),
         "warm_busy": _sample("callbridge_warm_transfers_total", dialplan=dp, outcome="busy"),
+        "unverified": _sample("callbridge_tool_guarded_total", dialplan=dp, tool="order_status", guard="unverified"),
+        "pinned": _sample("callbridge_tool_guarded_total", dialplan=dp, tool="order_status", guard="pinned_argument"),
     }
 
 
@@ -324,13 +338,16 @@ def test_the_metrics_listener_counts_what_the_reports_say() -> None:
         ev.EchoJudged(ev.EchoOutcome.REJECTED, -58.0, 120.0),
         ev.EchoJudged(ev.EchoOutcome.RESUMED, -55.0, None),
         ev.WarmTransferEnded(ev.TransferOutcome.BUSY, "sip:agent@pbx", 486, 0.4),
+        ev.ToolGuarded("order_status", "c1", ev.ToolGuard.UNVERIFIED, "verify_customer"),
+        ev.ToolGuarded("order_status", "c2", ev.ToolGuard.UNVERIFIED, "verify_customer"),
+        ev.ToolGuarded("order_status", "c3", ev.ToolGuard.PINNED_ARGUMENT, "customer_id"),
         ev.CallEnded("realtime unavailable", "failed", ev.EndedBy.FAULT),
     ):
         listener(report)
     after = _counts(d, dp)
     assert {k: after[k] - before[k] for k in before} == {
         "started": 1, "failed": 1, "dropped": 1, "connect": 1, "truncated": 1, "underruns": 3, "turn": 1,
-        "echo_rejected": 2, "echo_resumed": 1, "warm_busy": 1,
+        "echo_rejected": 2, "echo_resumed": 1, "warm_busy": 1, "unverified": 2, "pinned": 1,
     }  # fmt: skip
     assert _sample("callbridge_calls_active", dialect=d, dialplan=dp) == 0  # answered, then ended
 

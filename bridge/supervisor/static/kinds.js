@@ -55,6 +55,7 @@ export const KIND = Object.freeze({
   SUPERVISOR: "supervisor",
   TALKED_OVER: "talked_over",
   TOOL_CALL: "tool_call",
+  TOOL_GUARDED: "tool_guarded",
   TOOL_RESULT: "tool_result",
   TOOL_STARTED: "tool_started",
   TRANSFER: "transfer",
