@@ -92,6 +92,14 @@ def realtime_base(url: str) -> str:
     return f"{scheme}://{path}{mark}{query}"
 
 
+def check_caller(caller: str, url: str | None) -> None:
+    """A webhook endpoint's ``caller``: ``full`` (every caller's whole number) goes only over TLS, to an
+    ``https://`` ``url``. Raises ValueError (the URL is not quoted: a query may hold a token)."""
+    if caller == "full" and url and not url.lower().startswith("https://"):
+        scheme = url.split(":", 1)[0]
+        raise ValueError(f"full sends every caller's whole number: only to an https:// URL, not {scheme}://")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         extra="forbid", frozen=True, env_prefix=ENV_PREFIX, env_nested_delimiter="__", env_ignore_empty=True
@@ -293,6 +301,9 @@ class Settings(BaseSettings):
     # pending deliveries are kept in Redis (redis_url is required); `serve` checks all three at start
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
+    # the caller's number as webhook_url gets it: viewer (its last two digits, as the console's viewers see it),
+    # masked (as the plans' logs and Redis keep it) or full (only to an https:// webhook_url; said at start)
+    webhook_caller: Literal["viewer", "masked", "full"] = "viewer"
     # what one endpoint may hold in Redis, pending deliveries and dead letters together: past either cap the oldest
     # go first (dead letters before pending ones), counted in callbridge_webhooks_dropped_total
     # (bridge/webhooks/limits.py)
@@ -304,6 +315,17 @@ class Settings(BaseSettings):
     # a process's events waiting in memory while Redis is away: past either cap the oldest are dropped (counted)
     webhook_memory_max_events: int = Field(1000, ge=10, le=1_000_000)
     webhook_memory_max_mb: float = Field(16.0, gt=0, le=4096)
+
+    @field_validator("webhook_caller")
+    @classmethod
+    def _webhook_caller(cls, value: str, info: ValidationInfo) -> str:
+        check_caller(value, info.data.get("webhook_url"))  # the one rule, a dialplan's webhooks' too
+        return value
+
+    @field_validator("realtime_url")
+    @classmethod
+    def _realtime_url(cls, value: str) -> str:
+        return realtime_base(value)
 
     @field_validator("sip_host")
     @classmethod
@@ -319,11 +341,6 @@ class Settings(BaseSettings):
                 "interface"
             )
         return value
-
-    @field_validator("realtime_url")
-    @classmethod
-    def _realtime_url(cls, value: str) -> str:
-        return realtime_base(value)
 
     @field_validator("http_trusted_proxies", "front_allowed_sources")
     @classmethod

@@ -166,6 +166,11 @@ WEBHOOKS_DROPPED = Counter(
     " Redis), memory (a process's queue while Redis is away)",
     ["endpoint", "reason"],
 )
+WEBHOOKS_ENDED_TWICE = Counter(
+    f"{NS}_webhooks_ended_twice",
+    "A call's second call.ended, not queued: one was queued already (a worker's call a reaper had ended for it)",
+    ["endpoint"],
+)
 WEBHOOKS_PENDING = Gauge(f"{NS}_webhooks_pending", "Webhook deliveries waiting in Redis", multiprocess_mode="livemax")
 WEBHOOKS_OLDEST_PENDING = Gauge(
     f"{NS}_webhooks_oldest_pending_seconds",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -55,8 +56,10 @@ class Receiver:
         port: int = 0,
         hold: asyncio.Event | None = None,
         by_body: Callable[[dict[str, Any]], int] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.secret, self.answer, self.port, self.hold, self.by_body = secret, answer, port, hold, by_body
+        self.tls = tls  # serve https (the context holds the certificate)
         self.received: list[Received] = []
         self.arrived = 0
         self.moved: list[str] = []  # requests that reached the redirect's target
@@ -65,7 +68,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/hook"
 
     async def _hook(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -98,7 +101,7 @@ class Receiver:
         app.router.add_route("*", "/moved", self._moved)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self
@@ -137,8 +140,9 @@ def call_event(event_type: str, call_id: str, seq: int, **more: Any) -> dict[str
     """The data of one call event as a worker makes it (``bridge.webhooks.body``), for tests that emit their own."""
     from bridge.webhooks.body import call_data, call_ended_data
 
-    identity = {"call_id": call_id, "dialplan": "support", "variant": "ga", "dialect": "ga", "model": "gpt-realtime",
-                "voice": "alloy", "called": "1000", "caller": "••••••••67"}  # fmt: skip
+    identity = {"call_id": call_id, "sip_call_id": f"{call_id}@pbx.example", "dialplan": "support", "variant": "ga",
+                "dialect": "ga", "model": "gpt-realtime", "voice": "alloy", "called": "1000",
+                "caller": "••••••••67"}  # fmt: skip
     now = time.time()
     times: dict[str, float | None] = {"started_at": now - 10, "answered_at": now - 9}
     if event_type == "call.ended":

@@ -9,6 +9,9 @@ call it left live in Redis (its set ``cb:worker:{<id>}:calls``), the pool:
   (:mod:`bridge.store.dialogseal`, :mod:`bridge.sip.orphans`);
 * writes the call's report line (``report_file``) with that end reason and ``"worker_died": true``;
 * finishes the call's recording (:func:`bridge.call.recorder.finish_recording`: what reached the disk plays);
+* queues its ``call.ended`` webhook (:func:`bridge.serve.webhooks.lost_ended`: end reason ``worker died``, ``seq``
+  after the worker's last event), once: a call some other path ended already is not marked, and the queue takes one
+  ``call.ended`` per call and endpoint whoever sends it;
 * counts the call as a failure (outcome ``dropped``) of its variant: in the rollout's sliding window, which may roll
   the variant back, and in ``/metrics``.
 
@@ -32,11 +35,13 @@ from bridge.config import WILDCARD_HOSTS, Settings
 from bridge.dialplan import Dialplan, rollout_specs
 from bridge.errors import redact
 from bridge.rollout.store import RolloutStore
+from bridge.serve.webhooks import lost_ended
 from bridge.store import keys
 from bridge.store.calls import mark_ended
 from bridge.store.dialogseal import DialogSeal
 from bridge.store.read import text
 from bridge.store.reportfile import append_report
+from bridge.webhooks.outbox import installed
 
 log = logging.getLogger("bridge.serve.lost")
 
@@ -86,6 +91,7 @@ async def close_lost_calls(
     for call_id, state in lost:
         _write_report(settings, index, call_id, state, exit_)
         _finish_recording(settings, call_id)
+        lost_ended(installed(), call_id, state, settings.recordings_dir, worker_exit=exit_)  # serve's outbox
         await _count_failure(rollouts, state)
     return [c for c, _ in lost]
 

@@ -2,10 +2,16 @@
 
 * :class:`CallHooks`: a worker's call events: ``call.started`` (answered), ``call.transferred``, ``call.ended`` (from
   ``_finish``, after the report line). Every call's :meth:`CallHooks.listener` keeps the wall-clock times of its
-  arrival and answer; the caller is given in each form an endpoint may ask for (``WebhookSpec.caller``). A call's
-  events carry ``seq`` (1, 2, ...) and are chained by its call id: each endpoint gets them in that order.
+  arrival and answer; the caller is given in each form an endpoint may ask for (``WebhookSpec.caller``), the SIP
+  Call-ID as the caller sent it. A call's events carry ``seq`` (1, 2, ...) and are chained by its call id: each
+  endpoint gets them in that order. The answer's time and the latest ``seq`` go into the call's hash too.
+* :func:`lost_ended`: the ``call.ended`` of a call whose worker died, from its hash in Redis (end reason ``worker
+  died``, ended by a fault, ``seq`` after the worker's last): sent by the pool (``bridge.serve.lost``) or by another
+  worker's reaper (:meth:`CallHooks.lost`). The queue takes one ``call.ended`` per call and endpoint, whoever sends it
+  (:mod:`bridge.webhooks.scripts`).
 * :func:`start_node`: ``serve``'s deliverer and outbox, on the endpoints of the settings and of the dialplans as they
-  are on disk (:class:`PlanRoutes`); with none configured, neither issues a Redis command.
+  are on disk (:class:`PlanRoutes`); with none configured, neither issues a Redis command. An endpoint that gets the
+  callers' full numbers (``caller: full``, ``https://`` only) is said at start, one line each.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bridge import events as ev
 from bridge.call.options import Listener
@@ -24,8 +30,9 @@ from bridge.call.report import CallReport
 from bridge.config import Settings
 from bridge.dialplan import Dialplan, dialplan_files, load_dialplans
 from bridge.errors import ConfigError
-from bridge.privacy.masking import mask_number, mask_url, viewer_number
+from bridge.privacy.masking import MASK, VIEWER_MASK, mask_number, mask_url, viewer_number
 from bridge.store.connection import REDIS_ERRORS, connect
+from bridge.store.pending import stamp
 from bridge.tools.spec import check_url
 from bridge.webhooks.body import EventType, call_data, call_ended_data
 from bridge.webhooks.delivery import WAIT_S, Deliverer, secret_of
@@ -38,6 +45,26 @@ from bridge.webhooks.signing import secret_bytes
 log = logging.getLogger("bridge.webhooks")
 
 FORGET_S = 24 * 3600  # a call that never reached its end (its worker failed it) is forgotten after this
+LOST_REASON = "worker died"  # the end reason of a call whose worker died (bridge/serve/lost.py)
+
+
+class CallFacts(Protocol):
+    """What the hooks read of an incoming call (``bridge.sip.gateway.IncomingCall``)."""
+
+    @property
+    def call_id(self) -> str: ...
+    @property
+    def caller(self) -> str: ...
+    @property
+    def called(self) -> str: ...
+    @property
+    def sip_call_id(self) -> str: ...
+
+
+class CallFields(Protocol):
+    """Where a call's hash fields go (``bridge.store.calls.CallStore``)."""
+
+    def update(self, call_id: str, **fields: Any) -> None: ...
 
 
 @dataclass
@@ -46,6 +73,7 @@ class _Call:
     identity: dict[str, Any]
     callers: dict[str, str]
     recording: str | None
+    store: CallFields | None = None
     arrived_at: float = field(default_factory=time.time)
     answered_at: float | None = None
     seq: int = 0  # the call's events so far
@@ -78,9 +106,12 @@ class CallHooks:
         if self.outbox is not None:
             await self.outbox.close()
 
-    def listener(self, call_id: str, plan: Dialplan, caller: str, called: str, decision: Any, dialect: str) -> Listener:
-        """The call's listener (``decision``: its rollout decision: variant, model, voice)."""
-        outbox = self.outbox
+    def listener(
+        self, call: CallFacts, plan: Dialplan, decision: Any, dialect: str, store: CallFields | None = None
+    ) -> Listener:
+        """The call's listener (``decision``: its rollout decision: variant, model, voice; ``store``: where the
+        answer's time and the latest ``seq`` are kept, for a :func:`lost_ended` should the worker die)."""
+        outbox, call_id = self.outbox, call.call_id
         if outbox is None:
             return _ignore
         now = time.time()
@@ -88,20 +119,25 @@ class CallHooks:
             del self._calls[old]
         identity = {
             "call_id": call_id,
+            "sip_call_id": call.sip_call_id,
             "dialplan": plan.name,
             "variant": decision.variant,
             "dialect": dialect,
             "model": decision.model,
             "voice": decision.voice,
-            "called": called,
+            "called": call.called,
         }
         recording = str(self.recordings_dir / call_id) if plan.recording.enabled else None
-        entry = _Call(plan.name, identity, callers(caller, plan.privacy.caller_visible_digits), recording)
+        shown = callers(call.caller, plan.privacy.caller_visible_digits)
+        entry = _Call(plan.name, identity, shown, recording, store)
         self._calls[call_id] = entry
 
         def listen(report: ev.Report) -> None:
             if isinstance(report, ev.Answered):
-                entry.answered_at = time.time()
+                at = stamp(time.time())  # to the millisecond, as kept: a lost call's call.ended says the same
+                entry.answered_at = float(at)
+                if store is not None:
+                    store.update(call_id, answered_at=at)
                 self._emit(entry, EventType.CALL_STARTED, call_data(entry.identity, entry.times()))
             elif isinstance(report, ev.TransferStarted):
                 shown = {"mode": "blind", "target": report.target, "outcome": "referred"}
@@ -129,10 +165,17 @@ class CallHooks:
         data = call_ended_data(identity, times, line, recording=entry.recording)
         return self._emit(entry, EventType.CALL_ENDED, data)
 
+    def lost(self, calls: list[tuple[str, dict[str, str]]]) -> None:
+        """``call.ended`` of each call another worker left (its id and hash as marked ended: ``CallStore.on_lost``)."""
+        for call_id, state in calls:
+            lost_ended(self.outbox, call_id, state, self.recordings_dir)
+
     def _emit(self, entry: _Call, event_type: EventType, data: dict[str, Any]) -> str | None:
         assert self.outbox is not None
         entry.seq += 1
         call_id = str(entry.identity["call_id"])
+        if entry.store is not None and event_type != EventType.CALL_ENDED:  # the last one: nothing follows it
+            entry.store.update(call_id, webhook_seq=entry.seq)
         return self.outbox.emit(
             event_type,
             data | {"seq": entry.seq},
@@ -145,6 +188,47 @@ class CallHooks:
 
 def _ignore(report: ev.Report) -> None:
     return None
+
+
+def lost_ended(
+    outbox: Outbox | None, call_id: str, state: Mapping[str, str], recordings_dir: Path, **more: Any
+) -> str | None:
+    """Queue the ``call.ended`` of a call whose worker died, from ``state`` (its hash in Redis: identity, times, the
+    worker's ``webhook_seq`` and ``answered_at``; the caller as stored, so a ``full`` endpoint gets it masked): end
+    reason ``worker died``, ended by a fault, outcome ``failed``, no transcript or cost (they died with the worker);
+    ``more``: fields added to ``data`` (``worker_exit``). Its ``webhook-id`` (None: not sent)."""
+    if outbox is None or not state.get("dialplan"):
+        return None
+    names = ("call_id", "sip_call_id", "dialplan", "variant", "dialect", "model", "voice", "called")
+    identity = {name: state.get(name, "") for name in names} | {"call_id": call_id}
+    times = {name: _time(state.get(name)) for name in ("started_at", "answered_at", "ended_at")}
+    times["ended_at"] = times["ended_at"] or time.time()
+    times["started_at"] = times["started_at"] or times["ended_at"]
+    reason = state.get("end_reason") or LOST_REASON
+    report = {"end_reason": reason, "ended_by": str(ev.EndedBy.FAULT), "outcome": str(ev.CallOutcome.FAILED)}
+    recording = recordings_dir / call_id
+    data = call_ended_data(identity, times, report, recording=str(recording) if recording.is_dir() else None)
+    seq = int(_time(state.get("webhook_seq")) or 0) + 1  # after the worker's last event
+    stored = state.get("caller", "")
+    shown = {"viewer": viewer_of_stored(stored), "masked": stored, "full": stored}
+    data |= more | {"seq": seq}
+    return outbox.emit(EventType.CALL_ENDED, data, dialplan=state["dialplan"], callers=shown, chain=call_id, seq=seq)
+
+
+def viewer_of_stored(stored: str) -> str:
+    """The caller as a console viewer sees it, from the caller as stored (its hidden digits ``*``): the same as from
+    the number itself, and never a digit the stored form hides."""
+    shown = viewer_number(stored.replace(MASK, "0"))
+    if len(shown) != len(stored):
+        return viewer_number(stored)
+    return "".join(VIEWER_MASK if s == MASK and v != VIEWER_MASK else v for s, v in zip(stored, shown, strict=True))
+
+
+def _time(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 class PlanRoutes:
@@ -173,7 +257,7 @@ class PlanRoutes:
                     self._plans = load_dialplans(self.settings.dialplans)
                 except ConfigError as exc:
                     log.error("webhooks: dialplans not read again (the old endpoints stay): %s", exc)
-        return endpoints(self.settings.webhook_url, self._plans)
+        return endpoints(self.settings.webhook_url, self._plans, self.settings.webhook_caller)
 
 
 class NodeWebhooks:
@@ -234,4 +318,8 @@ def start_node(settings: Settings) -> NodeWebhooks | None:
         total_s() / 3600,
         limits.dead_ttl_s / 86400,
     )
+    for e in found.values():
+        if e.caller == "full":  # over https only (refused at load otherwise): an operator should know who gets them
+            setting = "webhook_caller: full" if e.dialplan is None else f"caller: full in dialplan {e.dialplan}"
+            log.warning("webhooks to %s (%s) carry the callers' full numbers (%s)", e.name, mask_url(e.url), setting)
     return NodeWebhooks(outbox, deliverer)

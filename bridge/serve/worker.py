@@ -328,7 +328,7 @@ class Worker:
             decision.reason,
         )  # fmt: skip
         listeners: list[Listener] = [metrics.call_listener(dialect.name, plan.name), vc.listen]
-        listeners.append(self.hooks.listener(call.call_id, plan, call.caller, call.called, decision, dialect.name))
+        listeners.append(self.hooks.listener(call, plan, decision, dialect.name, self.store))  # and the Call-ID
         if self.store is not None:
             listeners.append(
                 self.store.listener_for(
@@ -505,7 +505,7 @@ class Worker:
         config = sip_config(s, self.index, port)
         if s.redis_url:
             self.store = CallStore(s.redis_url, worker=f"{s.sip_host}:{port or self.index}", spool_dir=s.spool_dir)
-            self.store.on_orphaned = self._end_orphans
+            self.store.on_orphaned, self.store.on_lost = self._end_orphans, self.hooks.lost  # BYE, call.ended
             await self.store.start()
             self.rollouts = RolloutStore(s.redis_url, specs=self.specs, key=s.rollout_signing_key)
             key = s.listen_key.get_secret_value().encode() if s.listen_key is not None else None

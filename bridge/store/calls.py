@@ -69,7 +69,7 @@ from bridge.store.ended import index_ended
 from bridge.store.failover import Address, PrimaryWatch, WriteStall, address_text
 from bridge.store.pending import MAX_QUEUE, Batch, PendingWrites, Probe, stamp
 from bridge.store.read import RECENT_EVENTS, CallDetail, CallSummary, as_float, read_call, read_live_calls, text
-from bridge.store.reaper import Reaper, report_orphans
+from bridge.store.reaper import Lost, Orphaned, Reaper, report_orphans
 from bridge.store.reaper import mark_ended as mark_ended
 from bridge.store.reaper import reap_dead_workers as reap_dead_workers
 from bridge.store.spool import replay_spool, spool_pending
@@ -201,8 +201,10 @@ class CallStore:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         # Called with the ``(call id, sip_dialog)`` of calls found orphaned (a previous run of this worker, or a dead
-        # worker): the worker opens each sealed dialog and sends its caller a BYE. Never raises into the writer.
-        self.on_orphaned: Callable[[list[tuple[str, str]]], None] | None = None
+        # worker): the worker opens each sealed dialog and sends its caller a BYE; ``on_lost`` with every one's
+        # ``(call id, hash)``: the worker queues its call.ended. Never raises into the writer.
+        self.on_orphaned: Orphaned | None = None
+        self.on_lost: Lost | None = None
         self.reaper = Reaper(self.worker)  # its ``probe`` asks a suspect worker over SIP before its calls are ended
 
     # ---------------------------------------------------------------------------------------- lifecycle
@@ -515,7 +517,7 @@ class CallStore:
             ended = await mark_ended(self.client, stale, "worker restarted", now=self._clock())
             await self.client.srem(keys.worker_calls(self.worker), *stale)
             log.warning("worker %s: marked %d call(s) of a previous run ended", self.worker, len(stale))
-            await report_orphans(self.client, ended, self.on_orphaned)
+            await report_orphans(self.client, ended, self.on_orphaned, self.on_lost)
 
     # ---------------------------------------------------------------------------------------- read side
     async def list_calls(self) -> list[CallSummary]:
@@ -531,5 +533,5 @@ class CallStore:
         this worker's own (:mod:`bridge.store.reaper`)."""
         out = await self.reaper.round(self.client, now=self._clock())
         self.reaped_calls += sum(len(calls) for calls in out.values())
-        await report_orphans(self.client, [c for calls in out.values() for c in calls], self.on_orphaned)
+        await report_orphans(self.client, [c for calls in out.values() for c in calls], self.on_orphaned, self.on_lost)
         return out

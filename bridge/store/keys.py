@@ -52,6 +52,8 @@ key                                          type        holds                  
 ``cb:{webhooks}:heads:<endpoint>``           hash        call -> the delivery at the head of its chain   none
 ``cb:{webhooks}:dead:<endpoint>``            sorted set  dead letters, score = when given up; each       a setting (7 d)
                                                          dropped ``webhook_dead_letter_ttl_s`` after
+``cb:{webhooks}:ended:<endpoint>``           sorted set  calls whose ``call.ended`` was queued, score =  CALL_TTL_S
+                                                         when: a second one is not (one per call)
 ===========================================  ==========  ==============================================  ===============
 ===========================================  ==========  ==============================================  ===============
 
@@ -96,8 +98,10 @@ PROGRESS_FIELDS: Final = ("last_user_audio_seq", "last_ack_event_id", "played_ms
 # end_reason: why the call ended, in words; ended_by: who ended it (bridge.events.EndedBy)
 TIME_FIELDS: Final = ("started_at", "last_activity", "ended_at", "end_reason", "ended_by")
 # sip_dialog: JSON sealed under the node's listen_key (bridge/store/dialogseal.py), lets a restarted worker send
-# BYE; sip_call_id: the caller's Call-ID (data, never a key)
-EXTRA_FIELDS: Final = ("last_transcript", "sip_dialog", "sip_call_id")
+# BYE; sip_call_id: the caller's Call-ID (data, never a key); answered_at and webhook_seq: when the call was answered
+# and the seq of its latest webhook event (bridge/serve/webhooks.py), so the call.ended sent for a worker that died
+# continues the call's chain
+EXTRA_FIELDS: Final = ("last_transcript", "sip_dialog", "sip_call_id", "answered_at", "webhook_seq")
 # What the console's per-plan figures need without reading streams (``bridge.supervisor.plan_stats``): the call's
 # outcome (``completed``, ``transferred``, ``failed``), its greeting and first reply (``docs/operating.md``, what each
 # figure means), whether a supervisor acted on it, and "1"/"0" flags: the caller hears hold audio now (an outage's
@@ -248,7 +252,8 @@ WEBHOOKS_LEGACY_DEAD: Final = f"{PREFIX}:{WEBHOOK_TAG}:dead"
 
 
 def webhooks_of(endpoint: str, part: str) -> str:
-    """One endpoint's ``due``, ``pending``, ``waiting``, ``heads`` or ``dead`` key (the one tag: one slot)."""
+    """One endpoint's ``due``, ``pending``, ``waiting``, ``heads``, ``dead`` or ``ended`` key (the one tag: one
+    slot)."""
     return f"{PREFIX}:{WEBHOOK_TAG}:{part}:{endpoint}"
 
 

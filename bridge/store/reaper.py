@@ -60,22 +60,36 @@ async def mark_ended(
     return marked
 
 
+Orphaned = Callable[[list[tuple[str, str]]], None]  # (call id, sip_dialog) of each answered call found orphaned
+Lost = Callable[[list[tuple[str, dict[str, str]]]], None]  # (call id, its hash) of each call marked ended
+
+
 async def report_orphans(
-    client: aioredis.Redis, call_ids: list[str], hook: Callable[[list[tuple[str, str]]], None] | None
+    client: aioredis.Redis, call_ids: list[str], hook: Orphaned | None, lost: Lost | None = None
 ) -> None:
     """Hand the ``(call id, sip_dialog)`` of calls found orphaned, those answered, to ``hook`` (the worker opens each
-    dialog, bridge/store/dialogseal.py, and sends its caller a BYE)."""
-    if not call_ids or hook is None:
+    dialog, bridge/store/dialogseal.py, and sends its caller a BYE), and every one's ``(call id, hash)`` as marked
+    ended to ``lost`` (the worker queues its ``call.ended``, bridge/serve/webhooks.py)."""
+    if not call_ids or (hook is None and lost is None):
         return
     pipe = client.pipeline(transaction=False)
     for call_id in call_ids:
-        pipe.hget(keys.call(call_id), "sip_dialog")
-    dialogs = [(c, text(d)) for c, d in zip(call_ids, await pipe.execute(), strict=True) if d]
-    if dialogs:
-        try:
-            hook(dialogs)
-        except Exception:
-            log.exception("on_orphaned hook failed")
+        pipe.hgetall(keys.call(call_id))
+    found = zip(call_ids, await pipe.execute(), strict=True)
+    states = [(c, {text(k): text(v) for k, v in h.items()}) for c, h in found]
+    dialogs = [(c, state["sip_dialog"]) for c, state in states if state.get("sip_dialog")]
+    if hook is not None and dialogs:
+        _safely("on_orphaned", lambda: hook(dialogs))
+    if lost is not None and states:
+        _safely("on_lost", lambda: lost(states))
+
+
+def _safely(name: str, call: Callable[[], None]) -> None:
+    """A hook never raises into the writer."""
+    try:
+        call()
+    except Exception:
+        log.exception("%s hook failed", name)
 
 
 async def bury(client: aioredis.Redis, dead: Iterable[str], *, now: float | None) -> dict[str, list[str]]:

@@ -8,8 +8,8 @@
 ``limits``         pure: what an endpoint may hold (count, bytes), dead letters' time, a string's length, memory
 ``endpoints``      pure: the endpoints (``webhook_url``; each dialplan's ``webhooks``) by name, which get which event
 ``scripts``        the Lua scripts of the queue: queue, claim, settle, retry (one endpoint, one slot, atomic)
-``queue``          Redis: each endpoint's queue (due set, pending set, a call's chain in order, dead letters, caps),
-                   the lease a deliverer claims with, the wake list it blocks on
+``queue``          Redis: each endpoint's queue (due set, pending set, a call's chain in order, dead letters, caps,
+                   one ``call.ended`` per call), the lease a deliverer claims with, the wake list it blocks on
 ``outbox``         the emitting side: :func:`emit` never blocks; events wait in memory (bounded; and a spool file at
                    stop) while Redis is away
 ``lane``           one endpoint's sending: claims its due deliveries, a few at once, never held up by another's

@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from bridge.config import check_caller
 from bridge.tools.spec import Header, check_url
 from bridge.webhooks.body import ALL_EVENTS, EventType
 
@@ -27,7 +28,8 @@ class WebhookSpec(BaseModel):
     """One entry of a dialplan's ``webhooks``: ``url`` (http or https, no credentials in it), ``secret`` read from
     the environment (``env``, or its ``_FILE`` form) or a file, never written in the plan, the ``events`` it gets
     (all by default), and the ``caller`` as it is sent: ``viewer`` (as the console's viewers see it: the last two
-    digits), ``masked`` (as the plan's logs and Redis keep it: ``privacy.caller_visible_digits``) or ``full``."""
+    digits), ``masked`` (as the plan's logs and Redis keep it: ``privacy.caller_visible_digits``) or ``full`` (only
+    to an ``https://`` URL: :func:`bridge.config.check_caller`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -38,6 +40,12 @@ class WebhookSpec(BaseModel):
     name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
     _check_url = field_validator("url")(check_url)
+
+    @field_validator("caller")
+    @classmethod
+    def _caller_over_https(cls, value: CallerForm, info: ValidationInfo) -> CallerForm:
+        check_caller(value, info.data.get("url"))
+        return value
 
     @model_validator(mode="after")
     def _secret_by_reference(self) -> WebhookSpec:
@@ -73,11 +81,13 @@ class PlanWebhooks(Protocol):
     def webhooks(self) -> tuple[WebhookSpec, ...]: ...
 
 
-def endpoints(webhook_url: str | None, plans: Iterable[PlanWebhooks]) -> dict[str, Endpoint]:
-    """Every configured endpoint by name."""
+def endpoints(
+    webhook_url: str | None, plans: Iterable[PlanWebhooks], caller: CallerForm = "viewer"
+) -> dict[str, Endpoint]:
+    """Every configured endpoint by name (``caller``: the settings' endpoint's, ``webhook_caller``)."""
     found: dict[str, Endpoint] = {}
     if webhook_url:
-        found[DEFAULT] = Endpoint(DEFAULT, webhook_url)
+        found[DEFAULT] = Endpoint(DEFAULT, webhook_url, caller=caller)
     for plan in plans:
         for i, spec in enumerate(plan.webhooks):
             name = f"{plan.name}.{spec.name or i}"

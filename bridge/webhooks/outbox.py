@@ -42,7 +42,7 @@ from bridge.webhooks.body import cut_long, envelope
 from bridge.webhooks.endpoints import Endpoint, endpoints, targets
 from bridge.webhooks.limits import DEFAULT as DEFAULT_LIMITS
 from bridge.webhooks.limits import Limits
-from bridge.webhooks.queue import Delivery, enqueue
+from bridge.webhooks.queue import Delivery, Queued, enqueue
 from bridge.webhooks.signing import new_id
 
 log = logging.getLogger("bridge.webhooks")
@@ -160,7 +160,7 @@ class Outbox:
             self.queued_bytes -= size
             written = False
             try:
-                dropped = await enqueue(self.client, batch, time.time(), self.limits)
+                queued = await enqueue(self.client, batch, time.time(), self.limits)
                 written = True
             except REDIS_ERRORS as exc:
                 self._outage.failed(exc)
@@ -170,13 +170,16 @@ class Outbox:
                     self.queue.extendleft(reversed(batch))
                     self.queued_bytes += size
                     self._trim()
-            self._count_dropped(dropped)
+            self._count(queued)
             self._outage.recovered()
         return True
 
-    def _count_dropped(self, dropped: Mapping[str, int]) -> None:
-        for endpoint, n in dropped.items():
+    def _count(self, queued: Queued) -> None:
+        for endpoint, n in queued.dropped.items():
             self._dropped(endpoint, "full", n)
+        for endpoint, n in queued.twice.items():  # a worker that stalled, then ended a call a reaper had ended
+            metrics.WEBHOOKS_ENDED_TWICE.labels(endpoint).inc(n)
+            log.info("webhooks to %s: %d call(s) already had their call.ended queued: not sent twice", endpoint, n)
 
     def _dropped(self, endpoint: str, reason: str, n: int) -> None:
         """Count ``n`` deliveries dropped; one ERROR line per :data:`DROP_LOG_EVERY_S` at most, with the count."""
@@ -232,7 +235,7 @@ class Outbox:
         for path, claimed in claim_files(self.spool, SUFFIX):
             try:
                 records = [Delivery.from_record(r) for r in json.loads(claimed.read_text(encoding="utf-8"))]
-                self._count_dropped(await enqueue(self.client, records, time.time(), self.limits))
+                self._count(await enqueue(self.client, records, time.time(), self.limits))
             except REDIS_ERRORS as exc:
                 with contextlib.suppress(OSError):
                     claimed.rename(path)
@@ -254,6 +257,11 @@ def install(outbox: Outbox | None) -> None:
     """The outbox :func:`emit` uses in this process (None: none)."""
     global _installed
     _installed = outbox
+
+
+def installed() -> Outbox | None:
+    """The outbox :func:`emit` uses in this process (None: none)."""
+    return _installed
 
 
 def emit(
@@ -279,7 +287,9 @@ def worker_outbox(settings: Any, plans: Callable[[], Iterable[Any]]) -> Outbox |
         return None
     from bridge.store.connection import connect
 
-    routes: Routes = lambda: endpoints(settings.webhook_url, plans())  # noqa: E731 (read at each event)
+    def routes() -> Mapping[str, Endpoint]:  # read at each event
+        return endpoints(settings.webhook_url, plans(), settings.webhook_caller)
+
     outbox = Outbox(connect(settings.redis_url), routes, settings.spool_dir, Limits.of(settings))
     install(outbox)
     return outbox

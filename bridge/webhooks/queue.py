@@ -10,7 +10,8 @@ node) sees it until then; its attempt **settles** it (delivered: gone; failed: d
 or a dead letter) only while that lease is still its own (the due time it set), so a deliverer that stalled past its
 lease cannot undo another's work. A deliverer that dies mid-attempt leaves its claims to come due again at the lease's
 end: delivered at least once. One call's deliveries to one endpoint go in order (a chain: the next is due once the one
-before is delivered, given up or dropped).
+before is delivered, given up or dropped). A call's last event (``call.ended``) is queued once per endpoint, whoever
+emits it (its worker, or the pool or a reaper for a call whose worker died): a second is refused and counted.
 
 Queueing pushes a token on ``cb:{webhooks}:wake``; a deliverer blocks on it (:func:`wait_for_work`) instead of
 polling.
@@ -22,7 +23,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import redis.asyncio as aioredis
 
@@ -31,7 +32,9 @@ from bridge.webhooks import scripts
 from bridge.webhooks.limits import Limits
 
 SEP = "|"
-PARTS = ("due", "pending", "waiting", "heads", "dead")
+PARTS = ("due", "pending", "waiting", "heads", "dead", "ended")
+LAST_EVENT: Final = "call.ended"  # a call's last event: one per call and endpoint
+ENDED_KEEP_S: Final = keys.CALL_TTL_S  # a call whose last event was queued is remembered this long (its hash too)
 
 
 @dataclass
@@ -68,6 +71,15 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """What one :func:`enqueue` did, by endpoint (only those with any): deliveries dropped past the caps, and calls'
+    last events refused because one was queued for the call already."""
+
+    dropped: dict[str, int]
+    twice: dict[str, int]
+
+
+@dataclass(frozen=True)
 class Claim:
     """What one claim got: the deliveries, leased until ``lease``; ``next_due``: the earliest due time left in the
     endpoint's queue (a lease's end included; None: nothing due, ever, until something is queued)."""
@@ -88,22 +100,23 @@ async def _run(client: aioredis.Redis, script: str, endpoint: str, now: float, d
     return await client.eval(script, len(names), *names, endpoint, repr(now), repr(now - dead_ttl_s), *args)
 
 
-async def enqueue(client: aioredis.Redis, deliveries: Iterable[Delivery], now: float, limits: Limits) -> dict[str, int]:
+async def enqueue(client: aioredis.Redis, deliveries: Iterable[Delivery], now: float, limits: Limits) -> Queued:
     """Queue ``deliveries``, each due at once unless an earlier one of its call waits for the same endpoint. One that
-    is already queued (a spool file written twice) keeps its state. Past an endpoint's caps its oldest are dropped:
-    how many, by endpoint (only those that dropped any)."""
+    is already queued (a spool file written twice) keeps its state; a call's second last event is not queued. Past an
+    endpoint's caps its oldest are dropped."""
     by_endpoint: dict[str, list[Delivery]] = defaultdict(list)
     for d in deliveries:
         by_endpoint[d.endpoint].append(d)
-    dropped: dict[str, int] = {}
+    out = Queued({}, {})
     for endpoint, batch in by_endpoint.items():
-        args: list[Any] = [limits.max_events, limits.max_bytes]
+        args: list[Any] = [limits.max_events, limits.max_bytes, ENDED_KEEP_S]
         for d in batch:
-            args += [d.key, d.record(), repr(d.created), d.chain, d.seq]
-        _, gone = await _run(client, scripts.ENQUEUE, endpoint, now, limits.dead_ttl_s, *args)
-        if int(gone):
-            dropped[endpoint] = int(gone)
-    return dropped
+            args += [d.key, d.record(), repr(d.created), d.chain, d.seq, "1" if d.type == LAST_EVENT else ""]
+        _, gone, twice = await _run(client, scripts.ENQUEUE, endpoint, now, limits.dead_ttl_s, *args)
+        for counts, n in ((out.dropped, int(gone)), (out.twice, int(twice))):
+            if n:
+                counts[endpoint] = n
+    return out
 
 
 async def claim(

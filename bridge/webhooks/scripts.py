@@ -3,13 +3,18 @@
 Every script takes the same keys (:func:`bridge.webhooks.queue.endpoint_keys`; one hash tag, so one slot on a
 cluster, and every key declared) and begins with the endpoint's name, the time now and the dead letters' cut-off::
 
-    KEYS: deliveries, endpoints, bytes, wake, due:<ep>, pending:<ep>, waiting:<ep>, heads:<ep>, dead:<ep>
+    KEYS: deliveries, endpoints, bytes, wake, due:<ep>, pending:<ep>, waiting:<ep>, heads:<ep>, dead:<ep>, ended:<ep>
     ARGV: endpoint, now, dead-letter cut-off, ... (each script's own)
 
 A **chain** is one call's deliveries to one endpoint, in the order of their ``seq``: only its head is in ``due``
 (claimable); the others wait in ``waiting`` (``<chain>|<seq, 12 digits>|<delivery>``, read in order by name) until
 the head is delivered, given up or dropped, when the next one is due at once. A delivery without a chain (a rollout
 decision) is due at once.
+
+A call's **last** event (``call.ended``) is queued once per endpoint, whoever emits it: its worker at the call's end,
+or the pool or another worker's reaper for a call whose worker died (a worker that only stalled may still send its
+own later). ``ended:<ep>`` keeps the calls whose last event was queued (score: when), for as long as the caller keeps
+them (:data:`bridge.webhooks.queue.ENDED_KEEP_S`); a second one for such a call is not queued, and counted.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from __future__ import annotations
 from typing import Final
 
 _PRELUDE: Final = """
-local D, EPS, BYTES, WAKE, DUE, PENDING, WAITING, HEADS, DEAD = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
-  KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local D, EPS, BYTES, WAKE, DUE, PENDING, WAITING, HEADS, DEAD, ENDED = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
+  KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local EP, NOW, CUTOFF = ARGV[1], ARGV[2], ARGV[3]
 
 local function member(chain, seq, key)
@@ -79,15 +84,22 @@ local function wake()
 end
 """
 
-# ARGV[4]: max events, ARGV[5]: max bytes, then per delivery: key, record, created, chain ('' none), seq.
-# Returns {added, dropped}: past a cap the oldest go first, dead letters before pending deliveries.
+# ARGV[4]: max events, ARGV[5]: max bytes, ARGV[6]: how long a call's last event is remembered (s), then per
+# delivery: key, record, created, chain ('' none), seq, last ('1': its call's last event, else '').
+# Returns {added, dropped, twice}: past a cap the oldest go first, dead letters before pending deliveries; twice: a
+# call's last event refused because one was queued for it already.
 ENQUEUE: Final = (
     _PRELUDE
     + """
-local added, dropped = 0, 0
-for i = 6, #ARGV, 5 do
+local added, dropped, twice = 0, 0, 0
+local keep = tonumber(ARGV[6])
+redis.call('ZREMRANGEBYSCORE', ENDED, '-inf', tonumber(NOW) - keep)
+for i = 7, #ARGV, 6 do
   local key, rec, created, chain, seq = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  if redis.call('HSETNX', D, key, rec) == 1 then
+  local last = ARGV[i + 5] == '1' and chain ~= '' and redis.call('HEXISTS', D, key) == 0
+  if last and redis.call('ZADD', ENDED, 'NX', NOW, chain) == 0 then
+    twice = twice + 1
+  elseif redis.call('HSETNX', D, key, rec) == 1 then
     redis.call('HINCRBY', BYTES, EP, #rec)
     redis.call('ZADD', PENDING, created, key)
     added = added + 1
@@ -116,8 +128,9 @@ while redis.call('ZCARD', PENDING) + redis.call('ZCARD', DEAD) > max_n
   dropped = dropped + 1
 end
 tidy()
+if redis.call('EXISTS', ENDED) == 1 then redis.call('EXPIRE', ENDED, math.ceil(keep)) end
 if added > 0 then wake() end
-return {added, dropped}
+return {added, dropped, twice}
 """
 )
 

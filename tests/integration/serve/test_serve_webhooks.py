@@ -90,7 +90,7 @@ async def test_a_plans_endpoint_down_while_serve_restarts_still_gets_the_event(t
     plans.mkdir()
     plan = yaml.safe_load((ROOT / "dialplans" / "support.yaml").read_text())
     plan["webhooks"] = [{"url": f"http://127.0.0.1:{port}/hook", "secret": {"env": "CRM_WEBHOOK_SECRET"},
-                         "events": ["call.ended"], "caller": "full", "name": "crm"}]  # fmt: skip
+                         "events": ["call.ended"], "caller": "masked", "name": "crm"}]  # fmt: skip
     plan["post_call"] = {"summary": True, "dispositions": ["resolved", "follow_up", "other"],
                          "fields": {"type": "object", "properties": {"reason": {"type": "string"}}}}  # fmt: skip
     plan["checks"] = {"never_say": ["guaranteed"], "max_dead_air_s": 30}
@@ -127,7 +127,7 @@ async def test_a_plans_endpoint_down_while_serve_restarts_still_gets_the_event(t
     (report,) = read_reports(tmp_path / "calls.jsonl")
     assert got.verified and got.id == waiting.id and len(hook.received) == 1
     assert got.body["type"] == "call.ended" and got.body["data"]["call_id"] == report["call_id"]
-    assert got.body["data"]["caller"] == "softphone"  # caller: full
+    assert got.body["data"]["caller"] == "softphone"  # caller: masked (a name has no digits to mask)
     data, post = got.body["data"], report["post_call"]
     assert post["status"] == "ok" and post["summary"], post  # the model's summary, from the call's transcript
     assert (data["summary"], data["disposition"], data["fields"]) == (post["summary"], post["disposition"],

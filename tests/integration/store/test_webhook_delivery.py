@@ -76,7 +76,8 @@ async def test_an_event_arrives_signed_once_and_leaves_nothing_behind(redis_serv
     assert got.body["type"] == "call.ended" and got.body["data"]["call_id"] == "c1"
     assert len(hook.received) == 1
     left = [k for k in await raw.keys("cb:{webhooks}:*") if k != keys.WEBHOOKS_WAKE]
-    assert left == []  # no index, no chain, no byte count left behind
+    assert left == [keys.webhooks_of(DEFAULT, "ended")]  # no index, no chain, no byte count left behind: only the
+    assert await raw.zrange(left[0], 0, -1) == ["c1"] and await raw.ttl(left[0]) > 0  # call.ended's, for a while
     stored = json.dumps([await raw.type(k) for k in await raw.keys("*")])
     assert SECRET not in stored
 
@@ -289,7 +290,10 @@ async def test_a_workers_call_events_are_queued_with_each_endpoints_caller(
     })  # fmt: skip
     box = Outbox(aioredis.from_url(redis_server.url, decode_responses=True), lambda: endpoints(None, [plan]))
     hooks = CallHooks(box, tmp_path)
-    listen = hooks.listener("c-1", plan, "+15551234567", "1000", Decision("ga", "ga", "gpt-x", "alloy", "r"), "ga")
+    from types import SimpleNamespace
+
+    call = SimpleNamespace(call_id="c-1", caller="+15551234567", called="1000", sip_call_id="a84b@pc33.example")
+    listen = hooks.listener(call, plan, Decision("ga", "ga", "gpt-x", "alloy", "r"), "ga")
     report = CallReport("c-1", "ga", "support")
     for t, r in [(5.0, ev.Answered()), (900.0, ev.AgentSaid("Hello.", "a")), (2000.0, ev.CallerSaid("A human.", "b")),
                  (4000.0, ev.WarmTransferEnded(ev.TransferOutcome.COMPLETED, "sip:agent@pbx", 200, 3.5)),
@@ -306,6 +310,7 @@ async def test_a_workers_call_events_are_queued_with_each_endpoints_caller(
     crm, qa = (json.loads(got[(e, "call.ended")].body)["data"] for e in ("support.crm", "support.qa"))
     assert got[("support.crm", "call.ended")].id == got[("support.qa", "call.ended")].id == msg_id
     assert crm["caller"] == "+15551234567" and qa["caller"] == "•" * 10 + "67"
+    assert crm["sip_call_id"] == qa["sip_call_id"] == "a84b@pc33.example"  # the carrier's and the PBX's name for it
     seqs = {t: (d.chain, d.seq, json.loads(d.body)["data"]["seq"]) for (e, t), d in got.items() if e == "support.crm"}
     assert seqs == {"call.started": ("c-1", 1, 1), "call.transferred": ("c-1", 2, 2), "call.ended": ("c-1", 3, 3)}
     assert got[("support.qa", "call.ended")].seq == 3  # the call's own numbering: qa takes call.ended only

@@ -19,8 +19,9 @@ from bridge.webhooks.body import ALL_EVENTS, CUT_MARK, call_data, call_ended_dat
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[3] / "docs" / "webhooks.schema.json").read_text())
 VALIDATOR = Draft202012Validator(SCHEMA)
-IDENTITY = {"call_id": "c-1", "dialplan": "support", "variant": "ga", "dialect": "ga", "model": "gpt-realtime",
-            "voice": "alloy", "called": "1000", "caller": "••••••••67"}  # fmt: skip
+IDENTITY = {"call_id": "c-1", "sip_call_id": "a84b4c76e66710@pc33.example", "dialplan": "support", "variant": "ga",
+            "dialect": "ga", "model": "gpt-realtime", "voice": "alloy", "called": "1000",
+            "caller": "••••••••67"}  # fmt: skip
 
 
 def errors(body: bytes | dict[str, Any]) -> list[str]:
@@ -70,6 +71,7 @@ def test_the_bodies_the_code_makes_fit() -> None:
     ("change", "where"),
     [
         (lambda b: b["data"].pop("seq"), "data: 'seq' is a required property"),
+        (lambda b: b["data"].pop("sip_call_id"), "data: 'sip_call_id' is a required property"),
         (lambda b: b["data"].update(seq=0), "data/seq"),
         (lambda b: b["data"].update(ended_by="nobody"), "data/ended_by"),
         (lambda b: b["data"]["transcript"].append({"at_s": 1, "speaker": "bot", "text": ""}), "data/transcript/2"),
