@@ -168,9 +168,10 @@ class Strata:
     """The stratified difference of one metric, candidate minus safe, fed one value at a time.
 
     Closed strata are kept as sums (``W = sum w``, ``D = sum w d``, ``Ac = sum w^2/n_c``, ``As = sum w^2/n_s``); the
-    open stratum as its two arms. A stratum closes when the next one begins and both its arms have a value; until
-    then it runs on into the next key (a quiet hour at a small share is not thrown away). The variance uses each
-    variant's variance over all its values (``arms``): ``V = (Ac s_c^2 + As s_s^2) / W^2``."""
+    open stratum as its two arms. A stratum closes when the next one begins and both its arms have a value; safe
+    values with no candidate value beside them are dropped (nothing to compare them with), candidate values with no
+    safe value beside them run on into the next key. The variance uses each variant's variance over all its values
+    (``arms``): ``V = (Ac s_c^2 + As s_s^2) / W^2``."""
 
     proportion: bool
     key: Any = None
