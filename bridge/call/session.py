@@ -28,10 +28,9 @@ from typing import Any
 
 from bridge import events as ev
 from bridge.audio import PlayoutBuffer
-from bridge.audio.frames import FRAME_MS, FrameSink, FrameSource
 from bridge.call.bargein import BargeIn
 from bridge.call.changes import SessionChanges
-from bridge.call.checks import report_checks
+from bridge.call.closing import close_call
 from bridge.call.echo import EchoGuarding, guarded
 from bridge.call.flow import CallFlow, Trigger
 from bridge.call.inbox import Inbox
@@ -40,6 +39,7 @@ from bridge.call.leg import PhoneLeg
 from bridge.call.limit import CallLimit
 from bridge.call.link import Link, open_session
 from bridge.call.media import choose_media_path
+from bridge.call.opening import start_media, unless_gone
 from bridge.call.options import CallOptions, Listener
 from bridge.call.orchestration import Orchestration
 from bridge.call.outage import HOLD_WAV, OUTAGE_RETRY, OutageAudio
@@ -59,7 +59,6 @@ from bridge.call.turns import CallerVoice, TurnBuilder
 from bridge.call.usage import UsageMeter
 from bridge.call.waiting import dead_air, turn_hold
 from bridge.call.warm import WarmTransfer
-from bridge.call.wrapup import Ledger, ask_after_call
 from bridge.dialplan import Dialplan
 from bridge.errors import ConnectError, ModelRefused
 from bridge.orchestrator.client import OrchestratorClient
@@ -82,21 +81,6 @@ TICK_S = 0.02
 ORCHESTRATED_TURN_SILENCE_S = 0.8
 
 
-async def unless_gone(opening: Awaitable[RealtimeClient], gone: asyncio.Event) -> RealtimeClient | None:
-    """The session ``opening`` opens (or its TimeoutError / ConnectError); None if ``gone`` (the caller hung up)
-    is set first: the opening is cancelled then, so no model session outlives an abandoned call."""
-    task = asyncio.ensure_future(opening)
-    waiter = asyncio.ensure_future(gone.wait())
-    try:
-        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-    return None if task.cancelled() else task.result()
-
-
 class CallSession:
     def __init__(
         self, leg: PhoneLeg, plan: Dialplan, dialect: Dialect, connect: Connector, options: CallOptions | None = None
@@ -105,7 +89,7 @@ class CallSession:
         self.leg = leg
         self.plan = plan
         self.dialect = dialect
-        self._options = options  # the worker's breaker, beat, orchestrator and reconnect policy (CallOptions)
+        self.options = options  # the worker's breaker, beat, orchestrator and reconnect policy (CallOptions)
         self._plan_profile = options.profile or (lambda: self.plan.profile)  # each new session's profile
         self._on_connect = options.on_connect or (lambda exc: None)  # each open's outcome (the worker's breaker)
         self._connect = connect
@@ -144,13 +128,13 @@ class CallSession:
         talk = Talk(self.transcripts, self.turns, self.tools, self.usage, self._keys, self.turn_hold)
         sessions = Sessions(self.inbox, self.recovery, self.rollover, self.outage)
         self.parts = CallParts(self, leg, plan, self.phase, self.limit, audio, talk, sessions)
-        self._own_orchestrator: OrchestratorClient | None = None
+        self.own_orchestrator: OrchestratorClient | None = None
         self.orchestration: Orchestration | None = None
         if plan.orchestrator is not None:  # the contact center's service decides what is said
             ask = options.orchestrator
             if ask is None:
-                self._own_orchestrator = OrchestratorClient()
-                ask = self._own_orchestrator.ask
+                self.own_orchestrator = OrchestratorClient()
+                ask = self.own_orchestrator.ask
             self.orchestration = Orchestration(self.parts, plan.orchestrator, ask, options.variant or dialect.name)
             self.transcripts.on_final = self.orchestration.said
         self._wire()
@@ -196,7 +180,7 @@ class CallSession:
         privacy = plan.privacy
         visible = privacy.transcript_visible_digits
         redact = str if visible is None else (lambda text: redact_spoken_digits(text, visible))
-        self._redact = redact  # the plan's privacy: transcripts, and the post-call summary and fields
+        self.redact = redact  # the plan's privacy: transcripts, and the post-call summary and fields
         self.transcripts = Transcripts(self.report, self.emit, transcribed, redact)
         self._keys = KeyMask(privacy.dtmf_visible_digits, clock=self.clock)  # what is stored and shown of each key
         # no turn events: turns from transcript deltas, barge-in from our own voice detection
@@ -303,7 +287,7 @@ class CallSession:
                 client = await open_session(self._connect, self._profile, self._handlers, history)
             except ModelRefused as exc:  # no outage: the connector may move to a model the service takes, at once
                 self._on_connect(exc)
-                on_refused = self._options.on_refused  # True: the connector moved to another model
+                on_refused = self.options.on_refused  # True: the connector moved to another model
                 if on_refused is not None and await on_refused(exc):
                     continue
                 raise
@@ -337,18 +321,10 @@ class CallSession:
         self.report.answered = True
         self.emit(ev.Answered())
         voice = self._caller_voice
-        outbound: FrameSource = self.playout
-        on_frame: FrameSink = self.link.on_frame if voice is None else voice.on_frame
-        if self.echo is not None:  # the guard hears the caller's frames first
-            outbound, on_frame = self.echo.media(outbound, on_frame)
-        self.leg.start_media(outbound, on_frame)
-        if self.media.offload is not None:  # a native port may offer it, the socket take it (else: the loop's path)
-            offload = self.leg.uplink_offload(self.media.offload)
-            # the path has the guard hear the frames there: an offload that cannot take it is refused too
-            guard = self.echo if self.media.guard_on_clock else None
-            self.link.offload = offload if offload is None or guard is None or guard.on_clock(offload) else None
+        on_frame = self.link.on_frame if voice is None else voice.on_frame
+        start_media(self.leg, self.media, self.playout, on_frame, self.link, self.echo)
         leg_pump = asyncio.create_task(self._pump_leg(), name=f"leg-{self.leg.call_id}")
-        metronome = self._options.metronome or Metronome(asyncio.get_running_loop(), TICK_S)
+        metronome = self.options.metronome or Metronome(asyncio.get_running_loop(), TICK_S)
         stop_ticking = metronome.add(lambda: beat(self))
         try:
             if self.client is None:
@@ -366,7 +342,7 @@ class CallSession:
         finally:
             stop_ticking()
             leg_pump.cancel()
-            await self._close()
+            await close_call(self)
         return self.report
 
     async def _connect_before_answer(self) -> bool:
@@ -374,7 +350,7 @@ class CallSession:
         and the worker rejects such calls (503: a front tries another node); the call is over."""
         t_connect = self.clock()
         try:
-            if self._options.model_down:
+            if self.options.model_down:
                 raise ConnectError(ev.ErrorClass.NETWORK, "the worker's circuit breaker is open", retryable=True)
             opening = asyncio.wait_for(self._open_session(), self.plan.answer_timeout_s)
             client = await unless_gone(opening, self.leg.disconnected)
@@ -386,7 +362,7 @@ class CallSession:
             cls = exc.error_class if isinstance(exc, ConnectError) else ev.ErrorClass.NETWORK
             self.emit(ev.RealtimeUnavailable(str(exc) or "timeout", cls))
             self.report.errors.append({"class": "network", "code": "connect", "message": str(exc) or "timeout"})
-            if self._options.reject_when_down and not self.leg.disconnected.is_set():
+            if self.options.reject_when_down and not self.leg.disconnected.is_set():
                 self.leg.reject(503, "Service Unavailable", retry_after=int(self.plan.outage.hold_s))
                 self.end("realtime unavailable: rejected (503)", ev.EndedBy.FAULT, ev.CallOutcome.FAILED)
                 self.phase.fire(Trigger.FINISHED, self.report.end_reason)
@@ -398,41 +374,7 @@ class CallSession:
         """The caller hung up before the answer: an ordinary end, by the caller, with the session (if it opened)
         closed at once."""
         self.end(ev.ABANDONED_WHILE_RINGING, ev.EndedBy.CALLER, ev.CallOutcome.ABANDONED)
-        await self._close()
-
-    async def _close(self) -> None:
-        """The call is over: close its sessions and orchestrator, total the usage and the playout, report the end."""
-        if self.orchestration is not None:
-            await self.orchestration.close()
-        if self._own_orchestrator is not None:
-            await self._own_orchestrator.close()
-        await self.tools.close()
-        if self.turns is not None:
-            self.turns.flush()
-        await asyncio.gather(*self.rollover.stop(), return_exceptions=True)  # each closes its session
-        if self.plan.post_call is not None:  # the phone leg has ended: the model's summary, before its session closes
-            await ask_after_call(
-                self.client,
-                self.plan.post_call,
-                self.dialect.capabilities,
-                Ledger(self.report, self.emit, self.usage),
-                timeout_s=self._options.post_call_timeout_s,
-                responding=self.playback.responding(),
-                redact=self._redact,
-            )
-        for client in (self.client, self.rollover.next):
-            if client is not None:
-                await client.close()
-        self.report.agent_audio_ms = self.playout.frames_played * FRAME_MS
-        if self.phase.phase is not Phase.ENDED:
-            self.phase.fire(Trigger.FINISHED, self.report.end_reason or "session finished")
-        self.emit(ev.PlayoutTotals(self.playout.underruns, self.playout.dropped_frames))
-        final = self.client.protocol.usage_seconds if self.client is not None else None  # came with the close
-        self.report.usage = self.usage.ended(final, self.dialect.capabilities.usage == "audio_seconds", self.emit)
-        if self.warm is not None:  # an attempt ends with the caller; a joined call lasts until a side hangs up
-            await self.warm.close()
-        report_checks(self.plan.checks, self.report, self.emit)
-        self.emit(ev.CallEnded(self.report.end_reason, self.outcome, self.report.ended_by or ev.EndedBy.FAULT))
+        await close_call(self)
 
     def start_pump(self) -> None:
         """Route the current client's events into the inbox as they are decoded (no task in between)."""
