@@ -282,6 +282,9 @@ class Dialplan(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     match: tuple[str, ...] = Field(min_length=1)  # called-number globs: "1000", "+1800555*", "*"
+    # original-called-number globs (the number a forwarded call was first placed to: Diversion, History-Info;
+    # bridge/sip/identity.py): a plan with them takes only such calls, before a plan matching the called number alone
+    original_called: tuple[Annotated[str, Field(min_length=1)], ...] = ()
     dialect: DialectChoice = "ga"
     greeting: str | None = None  # the agent speaks first with these instructions
     transfer_target: str | None = Field(None, pattern=r"^sips?:.+@.+")  # a blind transfer's target (or transfer.target)
@@ -513,7 +516,7 @@ def plan_warnings(plan: Dialplan) -> list[ConfigError]:
     found = [
         ConfigError(plan.source_file, f"match[{i}]", 'catch-all "*": this plan answers any number a caller dials')
         for i, pattern in enumerate(plan.match)
-        if pattern == "*"
+        if pattern == "*" and not plan.original_called  # with original_called patterns, "*" is no catch-all
     ]
     found += [
         ConfigError(plan.source_file, f"{where}.env", f"the variable {header.env} is not set (the header's secret)")
@@ -630,14 +633,34 @@ def _specificity(pattern: str) -> tuple[bool, int]:
     return literal, len(pattern.split("*", 1)[0].split("?", 1)[0])
 
 
-def route(plans: Sequence[Dialplan], called: str) -> Dialplan | None:
+def _best(patterns: Iterable[str], number: str) -> tuple[bool, int] | None:
+    """The specificity of the most specific of ``patterns`` that ``number`` matches; None if none does."""
+    found = [_specificity(p) for p in patterns if fnmatch.fnmatchcase(number, p)]
+    return max(found) if found else None
+
+
+def _rank(plan: Dialplan, called: str, original_called: str) -> tuple[bool, tuple[bool, int], tuple[bool, int]] | None:
+    """How well ``plan`` fits a call (higher is better), None if it does not: a plan with ``original_called``
+    patterns fits only a call whose original called number one matches, and then beats every plan without them."""
+    by_called = _best(plan.match, called)
+    if by_called is None:
+        return None
+    if not plan.original_called:
+        return False, (False, -1), by_called
+    by_original = _best(plan.original_called, original_called) if original_called else None
+    return None if by_original is None else (True, by_original, by_called)
+
+
+def route(plans: Sequence[Dialplan], called: str, original_called: str = "") -> Dialplan | None:
     """The plan with the most specific matching pattern: an exact number beats a pattern, a longer literal prefix
-    beats a shorter one (so ``*`` is the catch-all whatever its file name)."""
-    best: tuple[tuple[bool, int], Dialplan] | None = None
+    beats a shorter one (so ``*`` is the catch-all whatever its file name). ``original_called`` (the number a
+    forwarded call was first placed to; "" for none) first: a plan whose ``original_called`` patterns match it
+    beats the plans that match the called number alone, the most specific of those patterns first."""
+    best: tuple[tuple[bool, tuple[bool, int], tuple[bool, int]], Dialplan] | None = None
     for plan in plans:
-        for pattern in plan.match:
-            if fnmatch.fnmatchcase(called, pattern) and (best is None or _specificity(pattern) > best[0]):
-                best = (_specificity(pattern), plan)
+        rank = _rank(plan, called, original_called)
+        if rank is not None and (best is None or rank > best[0]):
+            best = (rank, plan)
     return best[1] if best else None
 
 
@@ -690,7 +713,8 @@ def main(argv: list[str]) -> int:
         for p in ok:
             spec = p.rollout_spec
             how = p.dialect if spec is None else f"rollout of {', '.join(_variants(p))}; safe {spec.safe}"
-            print(f"ok     {p.source_file}: {p.name} ({how}; matches {', '.join(p.match)})")
+            diverted = f" originally to {', '.join(p.original_called)}" if p.original_called else ""
+            print(f"ok     {p.source_file}: {p.name} ({how}; matches {', '.join(p.match)}{diverted})")
         for w in warned:
             print(f"WARNING {w}", file=sys.stderr)
         for e in errors:

@@ -2,9 +2,10 @@
 
 * :class:`CallHooks`: a worker's call events: ``call.started`` (answered), ``call.transferred``, ``call.ended`` (from
   ``_finish``, after the report line). Every call's :meth:`CallHooks.listener` keeps the wall-clock times of its
-  arrival and answer; the caller is given in each form an endpoint may ask for (``WebhookSpec.caller``), the SIP
-  Call-ID as the caller sent it. A call's events carry ``seq`` (1, 2, ...) and are chained by its call id: each
-  endpoint gets them in that order. The answer's time and the latest ``seq`` go into the call's hash too.
+  arrival and answer; the caller (and the original called number of a forwarded call) is given in each form an
+  endpoint may ask for (``WebhookSpec.caller``), the SIP Call-ID as the caller sent it. A call's events carry ``seq``
+  (1, 2, ...) and are chained by its call id: each endpoint gets them in that order. The answer's time and the latest
+  ``seq`` go into the call's hash too.
 * :func:`lost_ended`: the ``call.ended`` of a call whose worker died, from its hash in Redis (end reason ``worker
   died``, ended by a fault, ``seq`` after the worker's last): sent by the pool (``bridge.serve.lost``) or by another
   worker's reaper (:meth:`CallHooks.lost`). The queue takes one ``call.ended`` per call and endpoint, whoever sends it
@@ -58,6 +59,8 @@ class CallFacts(Protocol):
     @property
     def called(self) -> str: ...
     @property
+    def original_called(self) -> str: ...
+    @property
     def sip_call_id(self) -> str: ...
 
 
@@ -74,6 +77,7 @@ class _Call:
     callers: dict[str, str]
     recording: str | None
     store: CallFields | None = None
+    originals: dict[str, str] | None = None  # the original called number in each form (None: the call has none)
     arrived_at: float = field(default_factory=time.time)
     answered_at: float | None = None
     seq: int = 0  # the call's events so far
@@ -126,10 +130,13 @@ class CallHooks:
             "model": decision.model,
             "voice": decision.voice,
             "called": call.called,
+            "original_called": None,  # each endpoint's copy: in the form its caller setting says (Outbox.emit)
         }
         recording = str(self.recordings_dir / call_id) if plan.recording.enabled else None
-        shown = callers(call.caller, plan.privacy.caller_visible_digits)
-        entry = _Call(plan.name, identity, shown, recording, store)
+        visible = plan.privacy.caller_visible_digits
+        shown = callers(call.caller, visible)
+        originals = callers(call.original_called, visible) if call.original_called else None
+        entry = _Call(plan.name, identity, shown, recording, store, originals)
         self._calls[call_id] = entry
 
         def listen(report: ev.Report) -> None:
@@ -181,6 +188,7 @@ class CallHooks:
             data | {"seq": entry.seq},
             dialplan=entry.plan,
             callers=entry.callers,
+            originals=entry.originals,
             chain=call_id,
             seq=entry.seq,
         )
@@ -200,7 +208,7 @@ def lost_ended(
     if outbox is None or not state.get("dialplan"):
         return None
     names = ("call_id", "sip_call_id", "dialplan", "variant", "dialect", "model", "voice", "called")
-    identity = {name: state.get(name, "") for name in names} | {"call_id": call_id}
+    identity = {name: state.get(name, "") for name in names} | {"call_id": call_id, "original_called": None}
     times = {name: _time(state.get(name)) for name in ("started_at", "answered_at", "ended_at")}
     times["ended_at"] = times["ended_at"] or time.time()
     times["started_at"] = times["started_at"] or times["ended_at"]
@@ -209,10 +217,19 @@ def lost_ended(
     recording = recordings_dir / call_id
     data = call_ended_data(identity, times, report, recording=str(recording) if recording.is_dir() else None)
     seq = int(_time(state.get("webhook_seq")) or 0) + 1  # after the worker's last event
-    stored = state.get("caller", "")
-    shown = {"viewer": viewer_of_stored(stored), "masked": stored, "full": stored}
+    shown, original = stored_forms(state.get("caller", "")), state.get("original_called", "")
+    originals = stored_forms(original) if original else None
     data |= more | {"seq": seq}
-    return outbox.emit(EventType.CALL_ENDED, data, dialplan=state["dialplan"], callers=shown, chain=call_id, seq=seq)
+    dialplan = state["dialplan"]
+    return outbox.emit(
+        EventType.CALL_ENDED, data, dialplan=dialplan, callers=shown, originals=originals, chain=call_id, seq=seq
+    )
+
+
+def stored_forms(stored: str) -> dict[str, str]:
+    """A number as each endpoint may ask for it, from the number as stored (masked): a ``full`` endpoint gets it as
+    stored too."""
+    return {"viewer": viewer_of_stored(stored), "masked": stored, "full": stored}
 
 
 def viewer_of_stored(stored: str) -> str:

@@ -162,6 +162,13 @@ def sip_config(s: Settings, index: int, port: int) -> SipConfig:
     )
 
 
+def masked_numbers(call: IncomingCall, plan: Dialplan) -> tuple[str, str]:
+    """The caller and a forwarded call's original called number ("" for none), masked as the plan's privacy keeps a
+    caller's number in logs and Redis."""
+    visible = plan.privacy.caller_visible_digits
+    return mask_number(call.caller, visible), mask_number(call.original_called, visible)
+
+
 class Worker:
     def __init__(
         self, settings: Settings, index: int, broker_token: str | None = None, ready_fd: int | None = None
@@ -313,7 +320,7 @@ class Worker:
 
     async def _handle(self, call: IncomingCall) -> None:
         logs.CALL_ID.set(call.call_id)  # every line of this call's task (and the tasks it starts) names it
-        plan = route(self.plans, call.called)
+        plan = route(self.plans, call.called, call.original_called)
         if plan is None:
             call.reject(404, "No dialplan for this number")
             return
@@ -321,18 +328,18 @@ class Worker:
             return  # 403, counted (metrics via on_rejected)
         vc = await self._variant_call(plan, call)
         decision, dialect = vc.decision, vc.dialect
-        caller = mask_number(call.caller, plan.privacy.caller_visible_digits)  # in logs and Redis (the console)
+        caller, original = masked_numbers(call, plan)  # in logs and Redis (the console)
         log.info(
-            "call %s from %s to %s: variant %s (%s, %s, voice %s; %s)",
-            call.call_id, caller, call.called, decision.variant, dialect.name, decision.model, decision.voice,
-            decision.reason,
+            "call %s from %s to %s%s: variant %s (%s, %s, voice %s; %s)",
+            call.call_id, caller, call.called, f" (originally to {original})" if original else "", decision.variant,
+            dialect.name, decision.model, decision.voice, decision.reason,
         )  # fmt: skip
         listeners: list[Listener] = [metrics.call_listener(dialect.name, plan.name), vc.listen]
         listeners.append(self.hooks.listener(call, plan, decision, dialect.name, self.store))  # and the Call-ID
         if self.store is not None:
             listeners.append(
                 self.store.listener_for(
-                    call.call_id, caller=caller, called=call.called, dialplan=plan.name,
+                    call.call_id, caller=caller, called=call.called, original_called=original, dialplan=plan.name,
                     variant=decision.variant, dialect=dialect.name, model=decision.model, voice=decision.voice,
                 )
             )  # fmt: skip

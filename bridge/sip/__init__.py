@@ -19,6 +19,8 @@
                   the ceiling's callee)
     sipmsg.py     pure SIP text helpers (user part of a URI, request line and headers, Content-Length check,
                   a confirmed call's Dialog and the BYE that ends it)
+    identity.py   pure: who called (From, or a trusted trunk's P-Asserted-Identity / Remote-Party-ID; Privacy: id)
+                  and the original called number (Diversion, History-Info), from the INVITE's text
     orphans.py    BYE for the calls of a dead worker, from the dialogs kept in Redis (a plain socket, no pjsua2)
     access.py     pure access checks: source allowlists (CIDR) and digest authentication (RFC 2617/7616)
 

@@ -127,6 +127,7 @@ from bridge.sip.endpoint import (
     pjsua_callback,
     sip_error,
 )
+from bridge.sip.identity import call_identity
 from bridge.sip.infodtmf import InfoDtmf
 from bridge.sip.legs import DTMF_DIGITS, LegCall, SipLeg, call_op, first_audio
 from bridge.sip.outbound import HumanCall, dial
@@ -234,8 +235,11 @@ class IncomingCall(SipLeg):
     """One incoming call as the app sees it. Every method runs on the event loop thread and returns at once.
 
     Fields: ``call_id`` (the bridge's own id, :func:`new_call_id`: it names files, keys and metrics),
-    ``sip_call_id`` (the caller's SIP Call-ID, as data), ``caller`` (user part of From), ``called`` (user part of the
-    request-URI); every caller-written value is passed through :func:`~bridge.sip.sipmsg.clean_text`.
+    ``sip_call_id`` (the caller's SIP Call-ID, as data), ``caller`` (user part of From; from a trusted trunk, a
+    source in ``SipConfig.allowed_sources``, the number its P-Asserted-Identity or Remote-Party-ID asserts;
+    ``anonymous`` when the INVITE withholds it: :mod:`bridge.sip.identity`), ``called`` (user part of the
+    request-URI), ``original_called`` (the number the call was first placed to, from Diversion or History-Info;
+    "" for none); every caller-written value is passed through :func:`~bridge.sip.sipmsg.clean_text`.
     ``remote_addr`` ("ip:port" the INVITE came from, or the caller's as a trusted front reports it;
     ``remote_ip`` without the port), ``peer_addr`` (the address the INVITE arrived from: the front, if any),
     ``headers`` (the INVITE's headers, lower-case names, first occurrence), ``auth_user`` (the digest user the
@@ -253,10 +257,15 @@ class IncomingCall(SipLeg):
         head = parse_request_head(self._invite)
         self.call_id: str = new_call_id()
         self.sip_call_id: str = clean_text(str(info.callIdString), SIP_CALL_ID_CHARS)
-        self.caller: str = clean_text(user_part(str(info.remoteUri)))
         self.called: str = clean_text(user_part(head.uri) if head else user_part(str(info.localUri)))
         self.peer_addr: str = str(prm.rdata.srcAddress)
         self.remote_addr: str | None = gateway.caller_source(self.peer_addr, self._invite) or None
+        # From, or a trusted trunk's P-Asserted-Identity / Remote-Party-ID (a source in allowed_sources, as the dialog
+        # guard trusts it); Diversion / History-Info (bridge.sip.identity)
+        trunk = bool(gateway._allowed) and in_networks(self.remote_addr or "", gateway._allowed)
+        identity = call_identity(self._invite, user_part(str(info.remoteUri)), trusted=trunk)
+        self.caller: str = identity.caller
+        self.original_called: str = identity.original_called
         self.headers: dict[str, str] = {
             k: clean_text(v, HEADER_CHARS) for k, v in (head.headers if head else {}).items()
         }

@@ -292,29 +292,11 @@ class CallStore:
         return True
 
     # ---------------------------------------------------------------------------------------- write side (sync)
-    def begin(
-        self,
-        call_id: str,
-        *,
-        caller: str = "",
-        called: str = "",
-        dialplan: str = "",
-        variant: str = "",
-        dialect: str = "",
-        model: str = "",
-        voice: str = "",
-    ) -> None:
-        """A call starts: its hash gets every field (empty where unknown yet) and it joins the live set."""
-        self.pending.begin(
-            call_id,
-            caller=caller,
-            called=called,
-            dialplan=dialplan,
-            variant=variant,
-            dialect=dialect,
-            model=model,
-            voice=voice,
-        )
+    def begin(self, call_id: str, **identity: str) -> None:
+        """A call starts: its hash gets every field (empty where unknown yet) and it joins the live set. ``identity``:
+        its caller, called, original_called, dialplan, variant, dialect, model and voice (any other name is
+        ignored)."""
+        self.pending.begin(call_id, **identity)
 
     def update(self, call_id: str, **fields: Any) -> None:
         """Set hash fields (names from :data:`keys.CALL_FIELDS`; others are ignored). Memory only; never raises."""
@@ -337,15 +319,15 @@ class CallStore:
     def listener_for(self, call_id: str, **identity: str) -> Listener:
         """A ``CallSession.listeners`` entry for one call: session reports become hash fields and stream entries.
 
-        ``identity`` (caller, called, dialplan, variant, dialect, model, voice) begins the call if it has not begun. The
-        mapping: :class:`~bridge.events.PhaseChanged` -> phase; :class:`~bridge.events.ResponseBegan` ->
-        response_id; :class:`~bridge.events.TruncateSent` -> played_ms (the ``audio_end_ms`` the caller heard);
-        :class:`~bridge.events.CallerSaid` / :class:`~bridge.events.AgentSaid` -> last_transcript and item_id;
-        :class:`~bridge.events.LongestSilence` -> longest_silence_ms; :class:`~bridge.events.LongestWait` ->
-        longest_wait_ms; any
-        stored report field named like a protocol or progress field (session_id, conversation_id, item_id, ...) ->
-        that field; :class:`~bridge.events.CallEnded` -> :meth:`end`. Every report but
-        :class:`~bridge.events.Latency` is streamed (kind, summary and the stored fields).
+        ``identity`` (caller, called, original_called, dialplan, variant, dialect, model, voice) begins the call if it
+        has not begun. The mapping: :class:`~bridge.events.PhaseChanged` -> phase;
+        :class:`~bridge.events.ResponseBegan` -> response_id; :class:`~bridge.events.TruncateSent` -> played_ms (the
+        ``audio_end_ms`` the caller heard); :class:`~bridge.events.CallerSaid` / :class:`~bridge.events.AgentSaid` ->
+        last_transcript and item_id; :class:`~bridge.events.LongestSilence` -> longest_silence_ms;
+        :class:`~bridge.events.LongestWait` -> longest_wait_ms; any stored report field named like a protocol or
+        progress field (session_id, conversation_id, item_id, ...) -> that field; :class:`~bridge.events.CallEnded` ->
+        :meth:`end`. Every report but :class:`~bridge.events.Latency` is streamed (kind, summary and the stored
+        fields).
         """
         self.begin(call_id, **identity)
 

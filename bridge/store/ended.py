@@ -38,6 +38,7 @@ READ_FIELDS = (
     "call_id",
     "caller",
     "called",
+    "original_called",
     "dialplan",
     "variant",
     "started_at",
@@ -94,7 +95,8 @@ class EndedQuery:
         return any(said_by(e) and needle in self._seen(e.summary, caller) for e in entries)
 
 
-_TEXTS = ("call_id", "dialplan", "variant", "caller", "called", "end_reason", "last_transcript")  # a row's, as stored
+# a row's, as stored
+_TEXTS = ("call_id", "dialplan", "variant", "caller", "called", "original_called", "end_reason", "last_transcript")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,7 @@ class EndedCall:
     summary: str = ""
     post_call_status: str = ""
     failed_checks: tuple[str, ...] = ()
+    original_called: str = ""  # the number a forwarded call was first placed to, as stored (masked)
 
     @classmethod
     def of(cls, state: Mapping[str, str]) -> EndedCall:

@@ -92,7 +92,9 @@ ENDED_CALLS: Final = f"{PREFIX}:calls:ended"  # the index of ended calls still r
 # The call hash, in the order the issue lists them. ``last_transcript`` is an extra: the supervisor's list view shows
 # the last transcript line without reading the stream. ``variant`` is the rollout variant the call landed on (a plan
 # pinned to one dialect: the dialect's name), beside its dialect, model and voice.
-IDENTITY_FIELDS: Final = ("call_id", "worker", "caller", "called", "dialplan", "variant", "dialect", "model", "voice")
+# original_called: the number a forwarded call was first placed to (Diversion, History-Info), masked as the caller is
+_WHO: Final = ("call_id", "worker", "caller", "called", "original_called")
+IDENTITY_FIELDS: Final = (*_WHO, "dialplan", "variant", "dialect", "model", "voice")
 PROTOCOL_FIELDS: Final = ("phase", "session_id", "conversation_id", "response_id", "item_id")
 PROGRESS_FIELDS: Final = ("last_user_audio_seq", "last_ack_event_id", "played_ms")
 # end_reason: why the call ended, in words; ended_by: who ended it (bridge.events.EndedBy)

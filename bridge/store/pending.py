@@ -39,7 +39,7 @@ MAX_ENDED_PENDING = 1_000  # ended calls whose final state is still unwritten; b
 RESYNC_TAIL = 200  # stream entries per call kept after they were written, re-appended by a re-sync
 BATCH_ENTRIES = 1_000  # stream entries per pipeline
 PHASE_ENDED = "ENDED"
-IDENTITY = ("caller", "called", "dialplan", "variant", "dialect", "model", "voice")  # given when a call begins
+IDENTITY = ("caller", "called", "original_called", "dialplan", "variant", "dialect", "model", "voice")  # at its start
 
 # Stored report fields that are hash fields of the same name.
 _HASH_FROM_REPORT = frozenset(keys.PROTOCOL_FIELDS + keys.PROGRESS_FIELDS + ("model", "voice", "dialect"))

@@ -49,6 +49,7 @@ class CallSummary:
     on_hold: bool = False  # the caller hears hold audio now (keys.SUMMARY_FIELDS)
     in_outage: bool = False  # the model is away now
     transfer: str = ""  # a warm transfer's step (ringing, briefing, accepting), then its outcome
+    original_called: str = ""  # the number a forwarded call was first placed to, as stored (masked)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,6 +136,7 @@ _LIVE_TEXTS = (
     "variant",
     "caller",
     "called",
+    "original_called",
     "model",
     "voice",
     "last_transcript",

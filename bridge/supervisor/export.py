@@ -65,6 +65,8 @@ def as_text(state: Mapping[str, str], entries: Sequence[StreamEntry]) -> str:
         start = None
     lines = [f"Call {state.get('call_id', '')}"]
     lines += [f"{label}: {state.get(name) or '-'}" for label, name in _HEADER]
+    if state.get("original_called"):  # a forwarded call: the number it was first placed to
+        lines.append(f"Originally called: {state['original_called']}")
     lines += [f"Started: {_utc(state.get('started_at'))}", f"Ended: {_utc(state.get('ended_at'))}"]
     after = after_call(state)
     post = after["post_call"]

@@ -1,6 +1,7 @@
-"""What a viewer sees of a call: its caller masked as :func:`bridge.privacy.masking.viewer_number` masks one (a
-number keeps its last two digits; a name is shown as it is), in rows, a call's state and the events of
-:mod:`.stream`; no dialog identifiers. Supervisors and admins see callers whole. Pure."""
+"""What a viewer sees of a call: its caller (and the number a forwarded call was first placed to) masked as
+:func:`bridge.privacy.masking.viewer_number` masks one (a number keeps its last two digits; a name is shown as it
+is), in rows, a call's state and the events of :mod:`.stream`; no dialog identifiers. Supervisors and admins see
+callers whole. Pure."""
 
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ def public_state(state: Mapping[str, Any]) -> dict[str, Any]:
 
 def mask_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """A live-calls row or a call's state as a viewer reads it: ``caller`` masked (in the words said and the model's
-    summary too), no dialog identifiers (:data:`VIEWER_HIDDEN`)."""
+    summary too), ``original_called`` masked as a caller is, no dialog identifiers (:data:`VIEWER_HIDDEN`)."""
     out = {k: v for k, v in row.items() if k not in VIEWER_HIDDEN}
+    if out.get("original_called"):
+        out["original_called"] = viewer_number(str(out["original_called"]))
     caller = str(out.get("caller") or "")
     if caller:
         out["caller"] = viewer_number(caller)

@@ -70,6 +70,7 @@ ROW_FIELDS = (
     "dialplan",
     "caller",
     "called",
+    "original_called",
     "model",
     "voice",
     "started_at",

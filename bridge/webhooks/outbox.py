@@ -89,12 +89,14 @@ class Outbox:
         *,
         dialplan: str | None = None,
         callers: Mapping[str, str] | None = None,
+        originals: Mapping[str, str] | None = None,
         chain: str | None = None,
         seq: int = 0,
     ) -> str | None:
         """Queue one event for every endpoint that wants it; its ``webhook-id`` (None: no endpoint wants it).
         ``callers``: the caller in each form an endpoint may ask for (``viewer``, ``masked``, ``full``), put into
-        each endpoint's copy of ``data`` as ``caller``. ``chain``: the call the event belongs to, ``seq`` its place
+        each endpoint's copy of ``data`` as ``caller``; ``originals``: the original called number of a forwarded
+        call alike, as ``original_called``. ``chain``: the call the event belongs to, ``seq`` its place
         among the call's events: each endpoint gets a call's events in that order."""
         try:
             wanted = targets(self.routes(), event_type, dialplan)
@@ -106,6 +108,8 @@ class Outbox:
                 shown = dict(cut)
                 if callers is not None:
                     shown["caller"] = callers.get(endpoint.caller, callers.get("viewer"))
+                if originals is not None:
+                    shown["original_called"] = originals.get(endpoint.caller, originals.get("viewer"))
                 body = envelope(event_type, shown, now).decode()
                 self._hold(Delivery(msg_id, endpoint.name, str(event_type), body, now, chain=chain or "", seq=seq))
             if self._task is None and not self._closing:

@@ -40,6 +40,7 @@ PURE = (
     "bridge.realtime.profile",
     "bridge.sip.sipmsg",
     "bridge.sip.access",
+    "bridge.sip.identity",
     "bridge.call.state",
     "bridge.call.builtin_tools",
     "bridge.call.postcall",

@@ -86,10 +86,15 @@ function duration(call) {
   return call.started_at ? clock(Date.now() / 1000 + offset - call.started_at) : "–";
 }
 
+// A forwarded call: the number it was first placed to (Diversion, History-Info), masked as its caller is.
+function diverted(call) {
+  return call.original_called ? h("span", { class: "original-called muted" }, ` from ${call.original_called}`) : null;
+}
+
 function cells(call) {
   return [
     h("td", { class: "caller" }, call.caller),
-    h("td", { class: "called" }, call.called),
+    h("td", { class: "called" }, call.called, diverted(call)),
     h("td", { class: "dialplan" }, call.dialplan),
     h("td", { class: "variant" }, call.variant || "–"),
     h("td", { class: "dialect" }, call.dialect, call.model ? h("span", { class: "muted" }, ` ${call.model}`) : null),

@@ -26,8 +26,8 @@ let bulk = false; // the first entries, drawn at once: the lists are scrolled to
 const FOLLOWED = ["transcript", "call-actions", "phases", "barge-ins", "tools"];
 
 const FACTS = [
-  ["caller", "Caller"], ["called", "Called"], ["dialplan", "Dialplan"], ["variant", "Variant"], ["dialect", "Dialect"],
-  ["model", "Model"],
+  ["caller", "Caller"], ["called", "Called"], ["original_called", "Originally called"], ["dialplan", "Dialplan"],
+  ["variant", "Variant"], ["dialect", "Dialect"], ["model", "Model"],
   ["voice", "Voice"], ["phase", "Phase"], ["worker", "Worker"], ["end_reason", "Ended because"],
 ];
 

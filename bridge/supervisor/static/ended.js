@@ -69,11 +69,16 @@ function afterCall(call) {
   ];
 }
 
+// A forwarded call: the number it was first placed to (Diversion, History-Info), masked as its caller is.
+function diverted(call) {
+  return call.original_called ? h("span", { class: "original-called muted" }, ` from ${call.original_called}`) : null;
+}
+
 function row(call) {
   const tr = h("tr", { "data-call-id": call.call_id, tabindex: 0 },
     h("td", { class: "ended-at" }, when(call.ended_at)),
     h("td", { class: "caller" }, call.caller),
-    h("td", { class: "called" }, call.called),
+    h("td", { class: "called" }, call.called, diverted(call)),
     h("td", { class: "dialplan" }, call.dialplan),
     h("td", { class: "variant" }, call.variant || "–"),
     h("td", { class: "duration" }, call.duration_s === null ? "–" : clock(call.duration_s)),

@@ -74,6 +74,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--session-expires", type=int, default=1800, help="SipConfig.session_expires_s")
     p.add_argument("--min-se", type=int, default=90, help="SipConfig.session_min_se_s")
     p.add_argument("--dialplan-allow", action="append", default=[], help="IncomingCall.enforce_sources() entry")
+    p.add_argument("--trusted-front", action="append", default=[], help="SipConfig.trusted_fronts entry")
     return p.parse_args(argv)
 
 
@@ -102,6 +103,7 @@ class App:
             "sip_call_id": call.sip_call_id,
             "caller": call.caller,
             "called": call.called,
+            "original_called": call.original_called,
             "remote_addr": call.remote_addr,
             "remote_ip": call.remote_ip,
             "auth_user": call.auth_user,
@@ -268,6 +270,7 @@ async def main(argv: list[str]) -> int:
         auth_max_failures=args.auth_max_failures,
         auth_nonce_ttl_s=args.nonce_ttl,
         allow_any_source=args.allow_any,
+        trusted_fronts=tuple(args.trusted_front),
         rtp_timeout_s=args.rtp_timeout,
         rtp_hold_timeout_s=args.rtp_hold_timeout,
         session_expires_s=args.session_expires,

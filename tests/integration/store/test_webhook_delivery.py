@@ -292,7 +292,8 @@ async def test_a_workers_call_events_are_queued_with_each_endpoints_caller(
     hooks = CallHooks(box, tmp_path)
     from types import SimpleNamespace
 
-    call = SimpleNamespace(call_id="c-1", caller="+15551234567", called="1000", sip_call_id="a84b@pc33.example")
+    call = SimpleNamespace(call_id="c-1", caller="+15551234567", called="1000", original_called="",
+                           sip_call_id="a84b@pc33.example")  # fmt: skip
     listen = hooks.listener(call, plan, Decision("ga", "ga", "gpt-x", "alloy", "r"), "ga")
     report = CallReport("c-1", "ga", "support")
     for t, r in [(5.0, ev.Answered()), (900.0, ev.AgentSaid("Hello.", "a")), (2000.0, ev.CallerSaid("A human.", "b")),

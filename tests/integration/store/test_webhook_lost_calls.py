@@ -39,6 +39,7 @@ class Incoming:
     call_id: str = "c-lost"
     caller: str = "+15551234567"
     called: str = "100"
+    original_called: str = ""  # not forwarded
     sip_call_id: str = "a84b4c76e66710@pc33.example"
 
 
