@@ -273,6 +273,12 @@ class Settings(BaseSettings):
     # calls one source address outside front_allowed_sources may hold through the front at once (ringing or
     # answered; a digest challenge holds none): the next gets 486; 0: no limit
     front_calls_per_source: int = Field(2, ge=0, le=10000)
+    # digest guessing of one user at the front (front_auth): this many wrong passwords for one sip_auth_users user,
+    # from any addresses, each within front_auth_user_window_s of the last, lock that user for front_auth_user_ban_s:
+    # its new calls get 403 whatever their credentials (a stale nonce's new challenge is no failure)
+    front_auth_user_failures: int = Field(10, ge=1, le=100_000)
+    front_auth_user_window_s: int = Field(60, ge=1, le=86400)
+    front_auth_user_ban_s: int = Field(300, ge=1, le=86400)
     # Where the front keeps its dialogs: "redis" (Kamailio's dialog module with db_redis, written as they change), so
     # that a restarted front, or a second one taking over its address, carries every live call's in-dialog requests
     # to its worker; "memory": in Kamailio's memory only. With "redis" they go to front_dialog_url if set, else to

@@ -18,9 +18,10 @@ includes into a run directory:
   there, beside ``serve``'s (``journalctl -u callbridge``). Either way ``serve`` writes them (:func:`relay_log`):
   one line per message, peer data in it escaped, cut and its numbers masked.
 
-The edge (:class:`Edge`): a flood limit per source address, an allow-list, digest auth, in-dialog requests relayed
-only within dialogs the front set up, topology hiding. What Kamailio refused is read from its counters over the
-control socket and exported as metrics (:func:`edge_counts`).
+The edge (:class:`Edge`): a flood limit per source address, an allow-list, digest auth with a lock per user, a copy
+of an INVITE it already has (another branch) refused 482, in-dialog requests relayed only within dialogs the front
+set up, topology hiding. What Kamailio refused is read from its counters over the control socket and exported as
+metrics (:func:`edge_counts`).
 
 Drain (``callbridge drain NODE|WORKER``, or SIGUSR1 to ``serve``): the worker's destination is set to disabled, so
 no new call reaches it while its calls go on (their in-dialog requests follow the dialog, not the dispatcher);
@@ -197,6 +198,11 @@ class Edge:
     # 403s to one address, each within a minute of the last, that ban it for ban_s too
     refusal_limit: int = REFUSALS_WITHOUT_ALLOWLIST
     calls_per_source: int = 0  # calls one source outside the allow-list may hold through the front; 0: no limit
+    # with digest at the front: wrong passwords for one user (any addresses), each within the window of the last,
+    # that lock the user for auth_user_ban_s
+    auth_user_failures: int = 10
+    auth_user_window_s: int = 60
+    auth_user_ban_s: int = 300
     topology_hiding: bool = False
     server_header: str = ""  # the Server / User-Agent header of Kamailio's own messages; "": none
 
@@ -215,6 +221,9 @@ class Edge:
             ban_s=settings.front_ban_s,
             refusal_limit=refusal_limit(settings),
             calls_per_source=settings.front_calls_per_source,
+            auth_user_failures=settings.front_auth_user_failures,
+            auth_user_window_s=settings.front_auth_user_window_s,
+            auth_user_ban_s=settings.front_auth_user_ban_s,
             topology_hiding=settings.front_topology_hiding,
             server_header=settings.sip_server_header,
         )
@@ -242,7 +251,9 @@ class Edge:
         """The start-up log's words for what is open and what is guarded (no secret)."""
         sources = ", ".join(self.allowed_sources) if self.allowed_sources else "any source (no front_allowed_sources)"
         auth = (
-            f"digest auth of new calls ({len(self.auth_users)} users, realm {self.auth_realm})"
+            f"digest auth of new calls ({len(self.auth_users)} users, realm {self.auth_realm}), a user locked"
+            f" {self.auth_user_ban_s} s after {self.auth_user_failures} wrong passwords, each within"
+            f" {self.auth_user_window_s} s of the last"
             if self.auth_users
             else "no authentication at the front (front_auth off)"
         )
@@ -258,6 +269,19 @@ class Edge:
             else "no limit of calls per source (front_calls_per_source 0)"
         )
         return f"sources: {sources}; {auth}; {flood}; {slots}; {hiding}"
+
+    def script_values(self) -> dict[str, str]:
+        """The edge's numbers and names as ``front.defs`` gives them to the routing script (``#!substdef``)."""
+        return {
+            "FRONT_PIKE_REQUESTS": str(self.pike_requests),
+            "FRONT_PIKE_WINDOW_S": str(self.pike_window_s),
+            "FRONT_BAN_S": str(self.ban_s),
+            "FRONT_AUTH_REALM": self.auth_realm,
+            "FRONT_REFUSALS": str(self.refusal_limit),
+            "FRONT_AUTH_USER_FAILURES": str(self.auth_user_failures),
+            "FRONT_AUTH_USER_WINDOW_S": str(self.auth_user_window_s),
+            "FRONT_AUTH_USER_BAN_S": str(self.auth_user_ban_s),
+        }
 
 
 def address_file(cidrs: Sequence[str]) -> str:
@@ -337,12 +361,8 @@ def front_defs(
         "FRONT_RPC_SOCKET": str(run_dir / "rpc.sock"),
         "FRONT_DISPATCHER_LIST": str(run_dir / "dispatcher.list"),
         "FRONT_RETRY_AFTER_S": str(retry_after_s),
-        "FRONT_PIKE_REQUESTS": str(edge.pike_requests),
-        "FRONT_PIKE_WINDOW_S": str(edge.pike_window_s),
-        "FRONT_BAN_S": str(edge.ban_s),
         "FRONT_ADDRESS_FILE": str(run_dir / "front.sources"),
-        "FRONT_AUTH_REALM": edge.auth_realm,
-        "FRONT_REFUSALS": str(edge.refusal_limit),
+        **edge.script_values(),
     }
     if edge.server_header:
         strings["FRONT_SERVER_NAME"] = edge.server_header
@@ -669,6 +689,9 @@ EDGE_COUNTERS = {
     "banned_dropped": ("FRONT_BANNED_DROPPED", ""),
     "full": ("FRONT_FULL", ""),
     "refused_slots": ("FRONT_REFUSED", "calls_per_source"),
+    "refused_merged": ("FRONT_REFUSED", "merged"),
+    "refused_user_locked": ("FRONT_REFUSED", "user_locked"),
+    "user_locks": ("FRONT_USER_LOCKS", ""),
 }
 
 
