@@ -221,6 +221,12 @@ class Settings(BaseSettings):
     # concurrent calls one source address may hold at a worker; more get 486. Sources in sip_allowed_sources are
     # exempt (and loopback when nothing is configured). 0: no limit
     sip_calls_per_source: int = Field(2, ge=0)
+    # CIDRs of listed trunks (not an allow-list: sip_allowed_sources, sip_auth_users decide who may call): no
+    # sip_calls_per_source limit, and room kept for them: where trunks are listed (here or in sip_allowed_sources),
+    # the sources outside both lists together hold at most sip_unlisted_share of a worker's calls (rounded down), the
+    # next gets 486; 1: no such limit
+    sip_trunk_sources: tuple[str, ...] = ()
+    sip_unlisted_share: float = Field(0.5, ge=0, le=1)
     # every call bounded at the SIP level (bridge/sip/bounds.py): no RTP from the caller for this long ends it (BYE,
     # "media timeout"); while the caller holds the call, the hold timeout applies
     rtp_timeout_s: float = Field(30.0, gt=0, le=3600)
@@ -348,7 +354,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("http_trusted_proxies", "front_allowed_sources")
+    @field_validator("http_trusted_proxies", "front_allowed_sources", "sip_trunk_sources")
     @classmethod
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for entry in value:

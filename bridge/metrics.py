@@ -67,7 +67,8 @@ CALLS_ABANDONED = Counter(
 SIP_REJECTED = Counter(f"{NS}_sip_rejected", "INVITEs refused, by SIP status", ["code"])
 SIP_SLOT_REFUSALS = Counter(
     f"{NS}_sip_slot_refusals",
-    "INVITEs refused for want of a call slot, by reason (calls_per_source: the source's concurrent calls)",
+    "INVITEs refused for want of a call slot, by reason (calls_per_source: the source's concurrent calls; "
+    "unlisted_share: the calls of sources outside the listed trunks, at their share of the worker's)",
     ["reason"],
 )
 SIP_BOUNDED = Counter(
@@ -445,6 +446,7 @@ def prime(
         PLAYOUT_UNDERRUNS.labels(d)
         PLAYOUT_DROPS.labels(d)
     SIP_SLOT_REFUSALS.labels("calls_per_source")
+    SIP_SLOT_REFUSALS.labels("unlisted_share")
     for dp in dialplans:
         CALLS_ON_HOLD.labels(dp)
         CALLS_ABANDONED.labels(dp)

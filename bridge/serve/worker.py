@@ -155,6 +155,8 @@ def sip_config(s: Settings, index: int, port: int) -> SipConfig:
         jitter_buffer_ms=s.sip_jitter_buffer_ms,
         allow_any_source=s.sip_allow_any_source,
         calls_per_source=s.sip_calls_per_source,
+        trunk_sources=s.sip_trunk_sources,
+        unlisted_share=s.sip_unlisted_share,
         rtp_timeout_s=s.rtp_timeout_s,
         rtp_hold_timeout_s=s.rtp_hold_timeout_s,
         session_expires_s=s.sip_session_expires_s,

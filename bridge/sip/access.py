@@ -57,6 +57,7 @@ FORBIDDEN_SOURCE = "Forbidden (source address not allowed)"
 FORBIDDEN_CREDENTIALS = "Forbidden (bad credentials)"
 FORBIDDEN_LOCKED_OUT = "Forbidden (too many failed authentications)"
 CALLS_PER_SOURCE_BUSY = "Busy Here (too many calls from this source)"  # SipConfig.calls_per_source
+UNLISTED_SHARE_BUSY = "Busy Here (room kept for listed trunks)"  # SipConfig.unlisted_share
 UNAUTHORIZED = "Unauthorized"
 
 # -- source allowlists ------------------------------------------------------------------------------------------

@@ -35,7 +35,9 @@ counted in ``SipGateway.rejected`` and passed to ``on_rejected``), as measured w
 None of the checks below applies to those non-INVITE requests: pjsua answers them for any source (a firewall
 or the dispatcher in front is the place to drop strangers' packets altogether).
 
-What the gateway decides next, in ``onIncomingCall``, before the app sees the call (also counted):
+What the gateway decides next, before the app sees the call (also counted; :mod:`bridge.sip.admission`). It looks
+at a new INVITE before pjsua makes it a call (:mod:`bridge.sip.rxhook`) and answers a refusal there, statelessly, so
+that a refused INVITE holds no call slot and no media sockets (in ``onIncomingCall`` if that hook is off):
 
 * the source address is outside ``SipConfig.allowed_sources``: ``403 Forbidden (source address not allowed)``.
   Behind a front (``SipConfig.trusted_fronts``) the source is the caller's, as the front reports it
@@ -44,12 +46,19 @@ What the gateway decides next, in ``onIncomingCall``, before the app sees the ca
   UDP): ``400 Bad Request (Content-Length larger than the body)``;
 * with ``SipConfig.auth_users``: no or stale credentials get ``401 Unauthorized`` and a
   ``WWW-Authenticate: Digest`` challenge; wrong ones ``403 Forbidden (bad credentials)`` (see
-  :mod:`bridge.sip.access`). An accepted call carries the user in ``IncomingCall.auth_user``. An INVITE with no
-  credentials at all is challenged before pjsua makes it a call (:mod:`bridge.sip.rxhook`): it holds no call slot;
-* the source already holds ``SipConfig.calls_per_source`` calls here (sources in ``allowed_sources`` exempt, and
-  loopback under the closed default): ``486 Busy Here (too many calls from this source)``. Only an admitted call
-  takes a slot. A call through a trusted front is the front's to count (``front_calls_per_source``): the front is
-  one source for all its callers, and it knows each caller's calls across every worker.
+  :mod:`bridge.sip.access`). An accepted call carries the user in ``IncomingCall.auth_user``. A challenged or
+  guessing INVITE holds no call slot;
+* the source already holds ``SipConfig.calls_per_source`` calls here (sources in ``allowed_sources`` or
+  ``trunk_sources`` exempt, and loopback under the closed default): ``486 Busy Here (too many calls from this
+  source)``. Only an admitted call takes a slot. A call through a trusted front is the front's to count
+  (``front_calls_per_source``): the front is one source for all its callers, and it knows each caller's calls
+  across every worker;
+* where trunks are listed (``allowed_sources``, ``trunk_sources``), the sources outside the lists already hold
+  ``SipConfig.unlisted_share`` of the worker's calls: ``486 Busy Here (room kept for listed trunks)``.
+
+Each initial INVITE gets one final answer, however often it arrives (:mod:`bridge.sip.answers`, fed every response
+sent by :mod:`bridge.sip.txhook`): a retransmission of one answered 2xx is absorbed, of a refused one refused again
+alike, and a merged request gets ``482 Loop Detected``.
 
 And during a call: a REFER from the caller and an INVITE with ``Replaces`` aimed at a bridged call are declined
 with ``603`` (pjsua would otherwise dial the Refer-To URI itself); a DTMF "digit" outside 0-9 * # A-D (SIP INFO
@@ -75,7 +84,6 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import pjsua2 as pj
@@ -85,23 +93,9 @@ from bridge.audio.frames import FrameSource, StreamKernel
 from bridge.events import CallerHold, CallerHungUp, Dtmf, DtmfSource, Event, MediaDropped, TransferProgress
 from bridge.privacy.masking import mask_number
 from bridge.runtime.service import Service
-from bridge.sip.access import (
-    AUTH_HEADER,
-    CALLS_PER_SOURCE_BUSY,
-    FORBIDDEN_FRONT_HEADERS,
-    FORBIDDEN_LOCKED_OUT,
-    FORBIDDEN_SOURCE,
-    FRONT_HEADERS,
-    LOOPBACK,
-    SOURCE_HEADER,
-    AuthResult,
-    caller_source,
-    front_copies_ok,
-    in_networks,
-    parse_networks,
-    source_allowed,
-    source_ip,
-)
+from bridge.sip.access import FORBIDDEN_SOURCE, in_networks, source_allowed, source_ip
+from bridge.sip.admission import Admission, Verdict
+from bridge.sip.answers import AnswerBook
 from bridge.sip.bounds import (
     MEDIA_TIMEOUT,
     MEDIA_TIMEOUT_HEADER,
@@ -137,17 +131,15 @@ from bridge.sip.sipconfig import MediaPortKind, SipConfig
 from bridge.sip.sipmsg import (
     SIP_CALL_ID_CHARS,
     Dialog,
-    RequestHead,
     Transport,
-    body_shorter_than_declared,
     clean_text,
     dialog_from_ack,
-    header_values,
     message_body,
     parse_request_head,
     user_part,
 )
 from bridge.sip.transports import secure_media
+from bridge.sip.txhook import TxHook
 
 _LOG = logging.getLogger("bridge.sip")
 
@@ -609,17 +601,6 @@ class IncomingCall(SipLeg):
         self._gateway._forget(self)
 
 
-@dataclass(frozen=True, slots=True)
-class _Verdict:
-    """The screening's answer to an INVITE: ``status`` 0 lets it through (as ``user`` if it authenticated)."""
-
-    status: int
-    reason: str
-    detail: str
-    user: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
 def _info_digit(calls: Mapping[int, IncomingCall], guarded: Mapping[int, str], sip_call_id: str, digit: str) -> bool:
     """An ``application/dtmf`` INFO's digit to the live call with that SIP Call-ID; False if there is none."""
     for key, held in guarded.items():
@@ -657,19 +638,17 @@ class SipGateway(Service):
         self._tasks: set[asyncio.Task[None]] = set()
         self._account: Any = None
         self.calls_total = 0
-        self._allowed = parse_networks(config.allowed_sources, "SipConfig.allowed_sources")
-        self._exempt = parse_networks(config.auth_exempt_sources, "SipConfig.auth_exempt_sources")
-        self._fronts = parse_networks(config.trusted_fronts, "SipConfig.trusted_fronts")
-        self._auth = config.digest_auth()
-        self._lockout = config.auth_lockout()
-        # closed by default: nothing configured means the trusted fronts' calls only, or loopback sources without one
-        self._closed_default = not (self._allowed or self._auth or config.allow_any_source)
+        # the screening of new INVITEs and their call slots (bridge.sip.admission)
+        self.admission = Admission(config, self._live_sources, lambda: self.endpoint.max_calls)
+        self._allowed = self.admission.allowed  # the trusted trunks
         self._watch: asyncio.Task[None] | None = None
         self._claims: MediaClaims | None = None  # every media socket's owner: a call, or a transfer's leg
         self._humans: dict[int, HumanCall] = {}  # warm transfers' second legs, until pjsua has finished them
         self.dialogs = DialogGuard()  # only the caller steers its call (bridge.sip.dialogguard)
         self._guarded: dict[int, str] = {}  # id(handle) -> the SIP Call-ID its dialog is held under
         self._rx = RxHook(self._check_request)
+        self.answers = AnswerBook()  # one final answer per INVITE transaction (bridge.sip.answers)
+        self._tx = TxHook(self.answers.answered)  # every response sent goes into it
         # SIP INFO application/dtmf, which pjsua answers 500 (bridge.sip.infodtmf)
         self._info = InfoDtmf(functools.partial(_info_digit, self._calls, self._guarded))
         self._refusal_log = LogLimiter(per_second=20.0, burst=100.0, max_chars=500)
@@ -686,6 +665,10 @@ class SipGateway(Service):
             self.endpoint.on_release(self._rx.unregister)
         else:
             _LOG.warning("caller guard off: %s (in-dialog requests are not checked by source)", self._rx.why)
+        if self._tx.register():
+            self.endpoint.on_release(self._tx.unregister)
+        else:
+            _LOG.warning("answer record off: %s (a late INVITE retransmission may look new)", self._tx.why)
         self._watch = asyncio.get_running_loop().create_task(self._watch_media(), name="sip-media-watch")
 
     async def _watch_media(self) -> None:
@@ -739,7 +722,7 @@ class SipGateway(Service):
             verdict = self._screen(prm)
         except Exception:
             _LOG.exception("screening an incoming INVITE failed")
-            verdict = _Verdict(500, "Server Internal Error", "screening failed")
+            verdict = Verdict(500, "Server Internal Error", "screening failed")
         if verdict.status:
             self._refuse(prm, verdict)
             return
@@ -787,11 +770,17 @@ class SipGateway(Service):
     def _check_request(
         self, message: str, source: str, transport: Transport | None
     ) -> tuple[int, str, Mapping[str, str]]:
-        """Every received request, before pjsip acts on it (bridge.sip.rxhook): a new INVITE's digest challenge,
-        the dialog guard's verdict, then the offer's transport rule (SDES keys over TLS only, SRTP on sips: calls)."""
-        challenge = self._early_challenge(message, source)
-        if challenge is not None:
-            return challenge.status, challenge.reason, challenge.headers
+        """Every received request, before pjsip acts on it (bridge.sip.rxhook): a repeated INVITE's one answer
+        (bridge.sip.answers), a new INVITE's screening (bridge.sip.admission), the dialog guard's verdict, then the
+        offer's transport rule (SDES keys over TLS only, SRTP on sips: calls)."""
+        look = self.answers.look(message, source)
+        if look.verdict is not None:
+            return look.verdict
+        if look.key is not None:  # a new INVITE: its retransmissions are its transaction's until it is answered
+            self.answers.pending(look.key, look.branch, source)
+            if (refusal := self._early_refusal(message, source)) is not None:
+                self.answers.refused(look.key, look.branch, (refusal.status, refusal.reason, refusal.headers))
+                return refusal.status, refusal.reason, refusal.headers
         verdict = self.dialogs.verdict(message, source)
         if verdict.status == PASS and verdict.detail:  # a trusted trunk moved its media (no caller number here)
             _LOG.info("%s", verdict.detail)
@@ -807,20 +796,12 @@ class SipGateway(Service):
             return digit  # an application/dtmf INFO of a call, its source checked (bridge.sip.infodtmf)
         return verdict.status, verdict.reason, {}
 
-    def _early_challenge(self, message: str, packet_source: str) -> _Verdict | None:
-        """A new INVITE without credentials that digest auth applies to: its ``401`` and challenge, answered here
-        before pjsua makes it a call, so that it takes no call slot and no media sockets (a challenged caller's
-        INVITE with credentials comes back as a new transaction). Anything else: None (pjsua's, then
-        :meth:`_screen`'s)."""
-        if self._auth is None or not message.startswith("INVITE ") or header_values(message, "authorization"):
-            return None
-        head = parse_request_head(message)
-        if head is None or ";tag=" in head.headers.get("to", "").replace(" ", ""):
-            return None  # a re-INVITE: its dialog's
-        verdict = self._admit(message, packet_source)
-        if verdict.status != 401:
-            return None
-        self.endpoint.count_rejected(self._rejected(message, packet_source, verdict))
+    def _early_refusal(self, message: str, packet_source: str) -> Verdict | None:
+        """A new INVITE's refusal by the screening, counted and answered here before pjsua makes it a call, so that
+        it takes no call slot and no media sockets; None lets it on (bridge.sip.admission)."""
+        verdict = self.admission.early(message, packet_source)
+        if verdict is not None:
+            self.endpoint.count_rejected(self.admission.rejected(message, packet_source, verdict))
         return verdict
 
     def caller_media(
@@ -848,84 +829,25 @@ class SipGateway(Service):
 
     def caller_source(self, packet_source: str, message: str) -> str:
         """Where the request came from: ``packet_source``, or the caller's address a trusted front reports."""
-        if not self._fronts:
-            return packet_source
-        return caller_source(packet_source, header_values(message, SOURCE_HEADER.lower()), self._fronts)
+        return self.admission.caller_source(packet_source, message)
 
     def front_user(self, packet_source: str, message: str) -> str:
-        """The digest user a trusted front authenticated the caller as (``X-Callbridge-Auth``, which the front
-        writes itself and removes from callers' requests: bridge/serve/kamailio/kamailio.cfg), else ""."""
-        if not self._fronts or not in_networks(packet_source, self._fronts):
-            return ""
-        values = header_values(message, AUTH_HEADER)
-        return values[0].strip() if len(values) == 1 else ""
+        """The digest user a trusted front authenticated the caller as (``X-Callbridge-Auth``), else ""."""
+        return self.admission.front_user(packet_source, message)
 
-    def _screen(self, prm: Any) -> _Verdict:
-        """The gateway's checks of a new INVITE, in order: source allowlist, Content-Length, digest auth; then the
-        source's call slots, which only an admitted INVITE takes (a challenged one holds none)."""
-        message, packet_source = str(prm.rdata.wholeMsg), str(prm.rdata.srcAddress)
-        verdict = self._admit(message, packet_source)
-        if verdict.status:
-            return verdict
-        if in_networks(packet_source, self._fronts):  # the front holds its callers to front_calls_per_source
-            return verdict
-        return self._source_slot(self.caller_source(packet_source, message)) or verdict
+    def _live_sources(self) -> list[str]:
+        """The caller IPs of the calls up now (ringing or answered): what the call slots count."""
+        return [h.remote_ip or "" for h in self._calls.values() if not h.disconnected.is_set()]
 
-    def _source_slot(self, source: str) -> _Verdict | None:
-        """None if ``source`` may hold one more call (``SipConfig.calls_per_source``), else the 486 verdict."""
-        limit = self.config.calls_per_source
-        if not limit or in_networks(source, self._allowed) or (self._closed_default and in_networks(source, LOOPBACK)):
-            return None
-        address = source_ip(source)
-        live = sum(1 for h in self._calls.values() if h.remote_ip == address and not h.disconnected.is_set())
-        if live < limit:
-            return None
-        metrics.SIP_SLOT_REFUSALS.labels("calls_per_source").inc()
-        return _Verdict(486, CALLS_PER_SOURCE_BUSY, f"{live} calls from {address} up (calls_per_source {limit})")
+    def _screen(self, prm: Any) -> Verdict:
+        """The screening of the INVITE pjsua has made a call of (bridge.sip.admission): what its early look found, or
+        all of it now (source allowlist, Content-Length, digest auth, then the call slots, which only an admitted
+        INVITE takes)."""
+        return self.admission.screen(str(prm.rdata.wholeMsg), str(prm.rdata.srcAddress))
 
-    def _admit(self, message: str, packet_source: str) -> _Verdict:
-        """Source allowlist, Content-Length, digest auth of an INVITE from ``packet_source``."""
-        if in_networks(packet_source, self._fronts) and not front_copies_ok(
-            header_values(message, name) for name in FRONT_HEADERS
-        ):
-            return _Verdict(403, FORBIDDEN_FRONT_HEADERS, "a front header in more than one copy")
-        source = self.caller_source(packet_source, message)
-        if self._allowed and not in_networks(source, self._allowed):
-            return _Verdict(403, FORBIDDEN_SOURCE, "not in SipConfig.allowed_sources")
-        if self._closed_default and not (
-            in_networks(packet_source, self._fronts) or (not self._fronts and in_networks(source, LOOPBACK))
-        ):
-            # behind a front, its callers come through it: a local process reaching the worker's port is refused
-            return _Verdict(403, FORBIDDEN_SOURCE, "nothing configured: the trusted fronts only (else loopback)")
-        if body_shorter_than_declared(message):
-            return _Verdict(400, "Bad Request (Content-Length larger than the body)", "truncated body")
-        auth = self._auth
-        if auth is None or (self._exempt and in_networks(source, self._exempt)):
-            return _Verdict(0, "", "")
-        vetted = self.front_user(packet_source, message)
-        if vetted:  # the front checked the caller's digest credentials (front_auth) and named the user
-            return _Verdict(0, "", "authenticated at the front", user=vetted)
-        head = parse_request_head(message)
-        if head is None:  # pjsua gave us an INVITE; this cannot happen unless the text is not what it parsed
-            return _Verdict(400, "Bad Request", "unparsable request line")
-        lockout, address = self._lockout, source_ip(source)
-        if lockout is not None and lockout.locked(address):
-            return _Verdict(403, FORBIDDEN_LOCKED_OUT, "source locked out after repeated bad credentials")
-        result: AuthResult = auth.check(head.method, header_values(message, "authorization"))
-        if lockout is not None:
-            if result.ok:
-                lockout.success(address)
-            elif result.status == 403 and lockout.failure(address):
-                seconds, count = lockout.lockout_s, lockout.max_failures
-                _LOG.warning("%s locked out for %.0f s after %d bad credentials", address, seconds, count)
-        if result.ok:
-            return _Verdict(0, "", result.detail, user=result.user)
-        headers = {"WWW-Authenticate": result.www_authenticate} if result.www_authenticate else {}
-        return _Verdict(result.status, result.reason, result.detail, headers=headers)
-
-    def _refuse(self, prm: Any, verdict: _Verdict) -> None:
+    def _refuse(self, prm: Any, verdict: Verdict) -> None:
         """Answer the INVITE with the verdict's final response, count it, and keep the Call until it is gone."""
-        rejected = self._rejected(str(prm.rdata.wholeMsg), str(prm.rdata.srcAddress), verdict)
+        rejected = self.admission.rejected(str(prm.rdata.wholeMsg), str(prm.rdata.srcAddress), verdict)
         call = _RefusedCall(self._account, prm.callId, self._refused_gone)
         self._refused[id(call)] = call
         self.endpoint.count_rejected(rejected)
@@ -935,21 +857,7 @@ class SipGateway(Service):
         # a second abort the process).
         asyncio.get_running_loop().call_soon(self._send_refusal, call, verdict, rejected.call_id)
 
-    def _rejected(self, message: str, packet_source: str, verdict: _Verdict) -> RejectedCall:
-        """A refused INVITE as counted and logged (its caller-written fields cleaned)."""
-        head: RequestHead | None = parse_request_head(message)
-        headers = head.headers if head else {}
-        return RejectedCall(
-            verdict.status,
-            verdict.reason,
-            clean_text(headers.get("call-id", ""), SIP_CALL_ID_CHARS),
-            clean_text(user_part(headers.get("from", ""))),
-            clean_text(user_part(head.uri) if head else ""),
-            self.caller_source(packet_source, message),
-            verdict.detail,
-        )
-
-    def _send_refusal(self, call: _RefusedCall, verdict: _Verdict, call_id: str) -> None:
+    def _send_refusal(self, call: _RefusedCall, verdict: Verdict, call_id: str) -> None:
         if call.on_gone is None or self._account is None:  # already gone (CANCEL) or shutting down
             return
         try:

@@ -108,8 +108,15 @@ class SipConfig:
     # every check above then uses (bridge.sip.access.caller_source); () = the header is ignored from everyone
     trusted_fronts: tuple[str, ...] = ()
     # concurrent calls one source address may hold on this endpoint; more get 486 (CALLS_PER_SOURCE_BUSY). Sources in
-    # allowed_sources are exempt, and so are loopback sources when nothing is configured (the closed default). 0: off
+    # allowed_sources or trunk_sources are exempt, and so are loopback sources when nothing is configured (the closed
+    # default). 0: off
     calls_per_source: int = 2
+    # CIDRs of listed trunks (not an allowlist: who may call is decided above): no calls_per_source limit, and room
+    # kept for them: where trunks are listed (here or in allowed_sources), the sources outside both lists together
+    # hold at most unlisted_share of this endpoint's calls (rounded down; 1: no such limit), the next gets 486
+    # (UNLISTED_SHARE_BUSY)
+    trunk_sources: tuple[str, ...] = ()
+    unlisted_share: float = 0.5
     auth_nonce_ttl_s: float = 300.0  # how long a challenge's nonce stays good
     auth_max_failures: int = 10  # bad credentials from one source address within the window ...
     auth_failure_window_s: float = 60.0
@@ -149,7 +156,9 @@ class SipConfig:
                 f"SipConfig.session_min_se_s: expected {MIN_SE_FLOOR}..session_expires_s ({self.session_expires_s}), "
                 f"got {self.session_min_se_s}"
             )
-        for name in ("allowed_sources", "auth_exempt_sources", "trusted_fronts"):
+        if not 0 <= self.unlisted_share <= 1:
+            raise ValueError(f"SipConfig.unlisted_share: expected 0..1, got {self.unlisted_share}")
+        for name in ("allowed_sources", "auth_exempt_sources", "trusted_fronts", "trunk_sources"):
             value = getattr(self, name)
             parse_networks(value, f"SipConfig.{name}")  # raises ValueError naming the field and the bad entry
             object.__setattr__(self, name, tuple(value))

@@ -102,7 +102,7 @@ def test_allowlisted_source_is_accepted_and_others_get_403() -> None:
         finished = stop(app)
     assert accepted.status == 200
     assert (refused.status, refused.reason) == (403, "Forbidden (source address not allowed)"), seen
-    assert seen == [100, 403]  # pjsua's 100 Trying precedes onIncomingCall, where the screening runs
+    assert seen == [403]  # refused before pjsua makes it a call (bridge.sip.admission): no 100 Trying, no call slot
     assert refused_again.status == 403
     report = finished.report
     assert report is not None
@@ -115,8 +115,8 @@ def test_allowlisted_source_is_accepted_and_others_get_403() -> None:
 
 @needs_stranger
 def test_invite_flood_from_a_stranger_is_refused_without_hurting_the_worker() -> None:
-    """300 INVITEs at once from a refused source: each is refused (403 while a call slot is free, pjsua's own 486
-    beyond the 4 slots, which opens no media sockets), counted, and the worker stays up for an allowed caller."""
+    """300 INVITEs at once from a refused source: each is refused (403, before pjsua makes it a call: no call slot,
+    no media sockets), counted, and the worker stays up for an allowed caller."""
     app = GatewayApp("--mode", "silent", "--allow", "127.0.0.1/32")
     try:
         with RawSip(app.port, local_host=STRANGER) as stranger:
