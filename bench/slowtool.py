@@ -15,6 +15,7 @@ import yaml
 from aiohttp import web
 
 from bridge import events as ev
+from bridge.devkit.ports import listen_port
 from bridge.replay.direct import replay_call
 from bridge.replay.script import load_script
 from bridge.replay.virtual import VirtualTimeLoop
@@ -52,7 +53,7 @@ async def _one(folder: Path, dialect: str) -> dict[str, Any]:
     app.router.add_get("/status", status)
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", listen_port()).start()
     try:
         run = await replay_call(load_script(_script(folder, runner.addresses[0][1])), dialect)
     finally:

@@ -20,10 +20,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.calls.callers import CALLS_PER_PROCESS
 from bridge.store.reportfile import read_reports
+
+if TYPE_CHECKING:
+    from bridge.sip.sipconfig import SipConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAY = str(ROOT / "bridge" / "assets" / "caller_hours.wav")  # recorded speech, played in a loop by every call
@@ -56,9 +59,29 @@ async def caller_main(uri: str, calls: int, until: float, call_s: float, play: s
             )
             await asyncio.sleep(0.5 if summary["answered"] else 2.0)  # a refused call is retried, not hammered
 
-    async with Softphone() as phone:
+    async with Softphone(_phone_config()) as phone:
         await asyncio.gather(*(loop() for _ in range(calls)))
     return {"calls": results}
+
+
+def _phone_config() -> SipConfig | None:
+    """A load caller's endpoint with its SIP port and RTP ports in ``CALLBRIDGE_PORT_RANGE`` when that is set; None
+    without it (the softphone's own defaults: any ports)."""
+    from bridge.devkit.ports import RTP_PORTS_PER_WORKER, free_port_block, port_range, rtp_block
+    from bridge.sip.sipconfig import SipConfig
+    from bridge.sip.sipmsg import Transport
+
+    if port_range() is None:
+        return None
+    return SipConfig(
+        port=free_port_block(1),
+        transports=(Transport.UDP,),
+        user="softphone",
+        user_agent="callbridge-softphone",
+        pjsua_log_level=0,
+        rtp_port=rtp_block(RTP_PORTS_PER_WORKER),  # RTP and RTCP of its 4 calls, twice over
+        rtp_port_range=RTP_PORTS_PER_WORKER,
+    )
 
 
 @dataclass

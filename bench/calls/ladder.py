@@ -74,6 +74,7 @@ async def run_bench(
     every_step: bool = False,
     redis: bool = False,
 ) -> int:
+    from bridge.devkit.ports import listen_port
     from bridge.devkit.redis_server import EmbeddedRedis
     from bridge.emulator import EmulatorServer
     from bridge.emulator.server import server_tls
@@ -89,10 +90,11 @@ async def run_bench(
             _say(HEADER)
         emulator = emulator_options(seconds)
         async with contextlib.AsyncExitStack() as stack:
-            emus = {"": await stack.enter_async_context(EmulatorServer("127.0.0.1", 0, **emulator))}
+            emus = {"": await stack.enter_async_context(EmulatorServer("127.0.0.1", listen_port(), **emulator))}
             if "model_tls" in paths:  # the same model behind TLS, for that path only
                 tls = server_tls(*bench.tls_files())
-                emus["model_tls"] = await stack.enter_async_context(EmulatorServer("127.0.0.1", 0, tls=tls, **emulator))
+                tls_emulator = EmulatorServer("127.0.0.1", listen_port(), tls=tls, **emulator)
+                emus["model_tls"] = await stack.enter_async_context(tls_emulator)
             results = await _climb(bench, emus, steps, paths, as_json, every_step)
     summary = summarize(results, max(steps)) | {
         "realtime_priority": priority,

@@ -27,7 +27,7 @@ from bench.calls.score import CpuSample, score_bridge, score_callers, score_cpu,
 from bridge.audio.analysis import audio_stats, tone
 from bridge.audio.frames import BEAT_FRAMES, FRAME_BYTES
 from bridge.audio.wav import read_wav, write_wav
-from bridge.devkit.ports import free_port_block
+from bridge.devkit.ports import free_port_block, listen_port, pool_rtp
 from bridge.devkit.tlscert import self_signed
 from bridge.store.reportfile import read_reports
 
@@ -234,7 +234,7 @@ class Bench:
             sip_tls_cert=cert,
             sip_tls_key=key,
             workers=step.processes,
-            rtp_port=0,
+            **pool_rtp(step.processes),  # in CALLBRIDGE_PORT_RANGE when it is set, as every port the bench takes
             realtime_url=realtime_url,
             dialplans=dialplan(self.work / f"dialplans-{step.path}", echo_guard=step.path != "echo_off"),
             report_file=reports,
@@ -400,7 +400,7 @@ class _Sink:
                 speaker.cancel()
             writer.close()
 
-        sink = cls(await asyncio.start_server(serve, "127.0.0.1", 0))
+        sink = cls(await asyncio.start_server(serve, "127.0.0.1", listen_port()))
         return sink
 
     async def close(self) -> None:

@@ -200,6 +200,7 @@ async def measure(calls: int, seconds: float, front: bool) -> tuple[CallCost, di
     one call, and the step's figures."""
     from bench.calls.ladder import emulator_options
     from bench.calls.paths import Bench
+    from bridge.devkit.ports import listen_port
     from bridge.devkit.redis_server import EmbeddedRedis
     from bridge.emulator import EmulatorServer
 
@@ -208,7 +209,7 @@ async def measure(calls: int, seconds: float, front: bool) -> tuple[CallCost, di
         log_path.write_text("")
         bench = Bench(seconds, Path(tmp), log_path, spread=front)
         bench.redis_url = redis.url
-        async with EmulatorServer("127.0.0.1", 0, **emulator_options(seconds, speed=1.0)) as emulator:
+        async with EmulatorServer("127.0.0.1", listen_port(), **emulator_options(seconds, speed=1.0)) as emulator:
             port = int(emulator.base_url.rsplit(":", 1)[1].split("/", 1)[0])
             probe = _Probe(redis.port, port)
             bench.on_window = probe

@@ -30,7 +30,7 @@ from bench.calls.machine import ROOT, child_env, stderr_to, stop
 from bench.network.signals import Signals
 from bridge.audio.wav import read_wav
 from bridge.devkit.netem import Impairment
-from bridge.devkit.ports import free_port
+from bridge.devkit.ports import free_port, free_port_block, listen_port, pool_rtp, rtp_block, softphone_port_args
 from bridge.devkit.rtprelay import RtpRelay
 
 PATHS = ("anchor", "g711", "resampled")
@@ -85,6 +85,7 @@ class Floors:
 async def place(uri: str, signals: Signals, record: Path, log: Path, floors: Floors) -> dict[str, Any]:
     """The caller: plays its WAV, records what it hears, hangs up after the call's length."""
     args = ["call", uri, "--play", str(signals.caller_play), "--record", str(record), "--json"]
+    args += softphone_port_args()  # its SIP and RTP ports in CALLBRIDGE_PORT_RANGE when that is set
     args += ["--jitter-buffer-ms", str(floors.phone_ms)]
     args += ["--hangup-after", f"{signals.call_s:.2f}"]
     proc = await _softphone(args, log)
@@ -142,6 +143,8 @@ async def anchor_call(signals: Signals, lines: Lines, work: Path, log: Path, flo
     port = free_port()
     callee_wav, caller_wav = work / "anchor-callee.wav", work / "anchor-caller.wav"
     args = ["listen", "--port", str(port), "--play", str(signals.agent_8k), "--record", str(callee_wav)]
+    rtp = rtp_block(2)  # 0 without CALLBRIDGE_PORT_RANGE: any
+    args += ["--rtp-port", str(rtp)] if rtp else []
     args += ["--jitter-buffer-ms", str(floors.phone_ms)]
     listener = await _softphone([*args, "--calls", "1", "--duration", str(signals.call_s + CALL_SLACK_S)], log)
     errors: list[str] = []
@@ -174,7 +177,6 @@ class BridgePath:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[BridgePath]:
         from bridge.config import Settings
-        from bridge.devkit.ports import free_port_block
         from bridge.emulator import EmulatorServer
         from bridge.serve.pool import Pool
 
@@ -182,12 +184,12 @@ class BridgePath:
         floor = self.floors.bridge_ms
         if floor is None:
             floor = Settings.model_fields["sip_jitter_buffer_ms"].default
-        async with EmulatorServer("127.0.0.1", 0, wav_path=str(voice)) as emulator:
+        async with EmulatorServer("127.0.0.1", listen_port(), wav_path=str(voice)) as emulator:
             settings = Settings(
                 sip_jitter_buffer_ms=floor,
                 sip_port=free_port_block(1),
                 workers=1,
-                rtp_port=0,
+                **pool_rtp(1),
                 realtime_url=emulator.base_url,
                 dialplans=plan(self.work / f"plans-{self.path}", self.path),
                 report_file=self.work / f"reports-{self.path}.jsonl",

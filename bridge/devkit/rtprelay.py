@@ -10,7 +10,8 @@ to Contact, past the relay: only the INVITE's offer and answer need it.
 Each direction runs through a :class:`~bridge.devkit.netem.Line` (``uplink``: caller to callee, ``downlink``:
 back): loss at random and in bursts, delay, jitter, reordering, all seeded. RTCP (payload types 200-204) is
 forwarded as it comes, unimpaired. The relay counts what it did (:class:`~bridge.devkit.netem.LineStats`),
-including how many packets it delivered behind one that came in after them.
+including how many packets it delivered behind one that came in after them. Its sockets (SIP, each call's two)
+take ports of ``CALLBRIDGE_PORT_RANGE`` when that is set (``bridge.devkit.ports.listen_port``).
 
 ::
 
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bridge.devkit.netem import Impairment, Line
+from bridge.devkit.ports import listen_port
 from bridge.runtime.service import Service
 
 _LOG = logging.getLogger("bridge.devkit.rtprelay")
@@ -85,8 +87,8 @@ class MediaPair:
         loop = asyncio.get_running_loop()
         self.a = _Socket(lambda data, _addr: self._relay(self.up, self.b, data))
         self.b = _Socket(lambda data, _addr: self._relay(self.down, self.a, data))
-        await loop.create_datagram_endpoint(lambda: self.a, local_addr=(host, 0))
-        await loop.create_datagram_endpoint(lambda: self.b, local_addr=(host, 0))
+        await loop.create_datagram_endpoint(lambda: self.a, local_addr=(host, listen_port()))
+        await loop.create_datagram_endpoint(lambda: self.b, local_addr=(host, listen_port()))
         return self
 
     def caller_media(self, rtp: Address, rtcp: Address) -> None:
@@ -151,7 +153,7 @@ class RtpRelay(Service):
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         sip = self._sip = _Socket(self._on_sip)
-        await loop.create_datagram_endpoint(lambda: sip, local_addr=(self.host, self._port))
+        await loop.create_datagram_endpoint(lambda: sip, local_addr=(self.host, self._port or listen_port()))
 
     @property
     def sip_port(self) -> int:

@@ -95,9 +95,16 @@ async def place_call(uri: str, plan: CallPlan, setup: PhoneSetup = PhoneSetup())
 
 
 async def listen(
-    port: int, plan: ListenPlan, *, host: str = "127.0.0.1", log_level: int = 0, jitter_buffer_ms: int = 0
+    port: int,
+    plan: ListenPlan,
+    *,
+    host: str = "127.0.0.1",
+    log_level: int = 0,
+    jitter_buffer_ms: int = 0,
+    rtp_port: int = 0,
 ) -> dict[str, Any]:
-    """Answer calls on ``host:port`` (UDP and TCP) as ``plan`` says."""
+    """Answer calls on ``host:port`` (UDP and TCP) as ``plan`` says; ``rtp_port``: the first RTP port (RTCP +1; the
+    next pairs up if taken; 0: any)."""
     config = SipConfig(
         host=host,
         port=port,
@@ -107,6 +114,7 @@ async def listen(
         pjsua_log_level=log_level,
         pjsua_log_chars=SIP_TRACE_CHARS,
         jitter_buffer_ms=jitter_buffer_ms,
+        rtp_port=rtp_port,
     )
     async with Softphone(config) as phone:
         return await phone.listen(plan)
@@ -198,6 +206,9 @@ def _add_jitter_buffer(parser: argparse.ArgumentParser) -> None:
 
 def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=5070, help="SIP port to listen on (UDP and TCP)")
+    parser.add_argument(
+        "--rtp-port", type=int, default=0, metavar="P", help="local RTP port, RTCP on P+1 (default: any free one)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="bind address")
     parser.add_argument("--record", metavar="WAV", help="record each call (2nd call: NAME-1.wav, ...)")
     parser.add_argument("--play", metavar="WAV", help="WAV to play into answered calls")
@@ -263,7 +274,12 @@ def listen_plan(args: argparse.Namespace) -> ListenPlan:
 
 def run_listen(args: argparse.Namespace) -> int:
     run = listen(
-        args.port, listen_plan(args), host=args.host, log_level=args.log_level, jitter_buffer_ms=args.jitter_buffer_ms
+        args.port,
+        listen_plan(args),
+        host=args.host,
+        log_level=args.log_level,
+        jitter_buffer_ms=args.jitter_buffer_ms,
+        rtp_port=args.rtp_port,
     )
     _print(asyncio.run(run), args.json)
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import Settings
-from bridge.devkit.ports import free_port_block
+from bridge.devkit.ports import free_port_block, listen_port, pool_rtp
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.emulator import EmulatorServer
 from bridge.serve.pool import Pool
@@ -52,16 +52,17 @@ async def local_stack(
     with_redis: bool = True,
     ready_within_s: float = 60.0,
 ) -> AsyncIterator[LocalStack]:
-    """Start Redis (if a binary is there and ``with_redis``), the emulator and ``workers`` worker processes."""
+    """Start Redis (if a binary is there and ``with_redis``), the emulator and ``workers`` worker processes, each
+    on ports of ``CALLBRIDGE_PORT_RANGE`` when it is set (``bridge.devkit.ports``)."""
     with contextlib.ExitStack() as stack:
         redis = stack.enter_context(EmbeddedRedis()) if with_redis and redis_server_binary() else None
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="callbridge-stack-")))
-        async with EmulatorServer("127.0.0.1", 0, **dict(emulator_settings or {})) as emulator:
+        async with EmulatorServer("127.0.0.1", listen_port(), **dict(emulator_settings or {})) as emulator:
             query = f"?{realtime_query}" if realtime_query else ""
             settings = Settings(
                 sip_port=free_port_block(workers),  # worker i listens on sip_port + i
                 workers=workers,
-                rtp_port=0,
+                **pool_rtp(workers),  # any without CALLBRIDGE_PORT_RANGE, from it with it (as every port here)
                 realtime_url=f"{emulator.base_url}{query}",
                 redis_url=redis.url if redis is not None else None,
                 dialplans=dialplans or shipped_dialplans(),

@@ -13,17 +13,22 @@ with times aligned to that audio. From it:
   turn.
 * **Annotations**: what the emulator "hears" is the caller transcript of the turn; its reply is the agent transcript
   that followed (spoken for as long as the recorded agent audio), plus the tool call the model made there; the
-  agent's first words before any caller turn are the greeting. A dropped Realtime socket becomes the emulator fault
-  that drops the same response.
+  agent's first words before any caller turn are the greeting (a greeting the caller spoke over: as far as it went,
+  played long enough to be cut again, as an interrupted reply is). A response of several message items (a
+  ``gpt-realtime-2`` or later model's preamble, then the answer) replies with its last, the answer: the preamble is
+  the recorded model's turn shape, which the replay's model says in its own words or not at all (:func:`preambles`).
+  A dropped Realtime socket becomes the emulator fault that drops the same response.
 * **The dialplan**, by name: the recorded plan's name where ``dialplans/`` has a plan of that name (what the
   recorded call did differently, e.g. a GA-only field, in ``dialect_overrides`` of the recorded dialect); a plan
   that has no file of its name is written inline (its dialect-only fields moved to ``dialect_overrides``).
 * **Expectations**, what the call did: the tool calls with their arguments, the transfer target, DTMF, barge-ins,
-  reconnects, who ended the call, and a keyword from each line of the transcripts that is real speech (a
-  placeholder such as the emulator's ``[caller speech 1.4 s]``, or a line holding one, gives none). What merely
-  happened to hold in this call (no tool call, no barge-in, no error, the phases visited, the end reason's words) is
-  left out unless asked (``keep_expectations``, ``--keep-expectations``): the script should fail when the call
-  goes wrong, not when it goes otherwise.
+  reconnects, who ended the call, and a keyword from each transcript line that is real speech (a placeholder such
+  as the emulator's ``[caller speech 1.4 s]``, or a line holding one, gives none) and that the script makes its
+  replay say: a turn's ``hears``, the greeting, a reply, the resumed answer. A line the replay's model words its
+  own way (a preamble, an idle timeout's prompt, the read-out of a tool's result) gives none: the script replays
+  green against the emulator it was written for. What merely happened to hold in this call (no tool call, no
+  barge-in, no error, the phases visited, the end reason's words) is left out unless asked (``keep_expectations``,
+  ``--keep-expectations``): the script should fail when the call goes wrong, not when it goes otherwise.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ TAIL_MS: Final = 150  # and after its last voiced frame
 SETTLE_MS: Final = 500  # the script's settle_ms: silence after agent audio that counts as "done"
 UTTERANCE_GAP_MS: Final = 200  # as the virtual phone judges an agent utterance
 DTMF_MERGE_MS: Final = 600  # digits closer than this are one DTMF turn
+INTERRUPTED_MS: Final = 3000  # added to an agent line the caller cut short: it went on past what was heard
 # what the header's plan holds beside the plan's own fields: the dialect it ran in and the recorder's digest of it
 HEADER_ONLY: Final = frozenset({"dialect", "version"})
 WORD: Final = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
@@ -102,6 +108,25 @@ def _keyword(text: str) -> str | None:
         return None
     words = WORD.findall(text)[:4]
     return max(words, key=len) if words else None
+
+
+def preambles(notes: Sequence[Note]) -> frozenset[str]:
+    """The item ids of agent lines said before another message item of the same response: a preamble
+    (``gpt-realtime-2`` and later answer a caller's turn with a short preamble, then the answer, as two message items
+    of one response). Whether a replay says one is its model's trait (the emulator's ``preamble_models``), not the
+    script's: a reply is the answer alone, and a preamble gives no keyword."""
+    out: set[str] = set()
+    current: list[str] | None = None  # the agent lines of the response under way
+    for note in notes:
+        report = note.report
+        if isinstance(report, ev.ResponseBegan):
+            current = []
+        elif isinstance(report, ev.AgentSaid) and current is not None:
+            current.append(report.item_id)
+        elif isinstance(report, ev.ResponseEnded) and current is not None:
+            out.update(current[:-1])
+            current = None
+    return frozenset(out)
 
 
 def _tool_args(call: ev.ToolCalled) -> dict[str, Any]:
@@ -280,7 +305,6 @@ def script_from_recording(
     emulator = _emulator(notes, agent_spans, segments, segments[0].start if segments else end_ms)
     if emulator:
         data["emulator"] = emulator
-    data["expect"] = _expectations(notes, bridge_hung_up, transferred, keep_expectations)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and loaded back there: only a script that loads is moved into place, and a script
@@ -288,7 +312,8 @@ def script_from_recording(
     with tempfile.TemporaryDirectory(prefix=f".{target.name}-", dir=target.parent) as tmp:
         draft = Path(tmp)
         data["turns"] = _turns(segments, caller, notes, agent_spans, end_ms, draft)
-        data["expect"] = data.pop("expect")  # turns before expectations, as a person writes a script
+        # turns before expectations, as a person writes a script; keywords only from the lines the script scripts
+        data["expect"] = _expectations(notes, bridge_hung_up, transferred, keep_expectations, _scripted(data))
         (draft / SCRIPT_FILE).write_text(
             "# Generated by `callbridge scripts from-recording`; edit freely.\n"
             + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110),
@@ -373,12 +398,15 @@ def _emulator(
     """The script's ``emulator`` section: the greeting the agent said before the caller's first act, and the
     dropped session (with what the agent said on the new one) if the recording lost one."""
     emulator: dict[str, Any] = {}
-    before = [r for t, r in _notes(notes, ev.AgentSaid) if t < first_start]
-    if before:
+    first = _greeting_line(notes, first_start)
+    if first is not None:
         spans = [(s, e) for s, e in agent_spans if s < first_start]
-        greeting: dict[str, Any] = {"text": before[0].text}
+        greeting: dict[str, Any] = {"text": first.text}
         if spans:
-            greeting["duration_ms"] = round(spans[0][1] - spans[0][0])
+            duration = spans[0][1] - spans[0][0]
+            if first_start < spans[0][1] + FRAME_MS:
+                duration += INTERRUPTED_MS  # cut short by the caller: it went on; long enough to be cut again
+            greeting["duration_ms"] = round(duration)
         emulator["greeting"] = greeting
     drop = _drop_fault(notes)
     if drop:
@@ -387,6 +415,22 @@ def _emulator(
         if resumed:
             emulator["reconnect_greeting"] = resumed
     return emulator
+
+
+def _greeting_line(notes: Sequence[Note], first_start: float) -> ev.AgentSaid | None:
+    """The agent's first line if it began before the caller's first act: said before it, or said by a response
+    that began before it (a line's transcript is noted when the line ends, so a greeting the caller spoke over is
+    noted after the caller began)."""
+    said = _notes(notes, ev.AgentSaid)
+    if not said:
+        return None
+    began = [t for t, _ in _notes(notes, ev.ResponseBegan)]
+    t, line = said[0]
+    if t < first_start:
+        return line
+    if began and began[0] < first_start and t < (began[1] if len(began) > 1 else math.inf):
+        return line  # the first response's line, cut short by the caller
+    return None
 
 
 def _timing(start: float, previous_end: float, agent_spans: Sequence[tuple[float, float]]) -> dict[str, Any]:
@@ -428,14 +472,16 @@ def _reply(
     if lost:  # the answer died with the socket: its words never arrived (the resumed answer is not this reply)
         cut = lost[0][0] - 1
     said = _in(notes, ev.AgentSaid, start, cut + 1)
+    skipped = preambles(notes)
+    answers = [(t, r) for t, r in said if r.item_id not in skipped]
     reply: dict[str, Any] = {}
     if said:
-        reply["text"] = said[0][1].text
+        reply["text"] = (answers or said)[0][1].text  # the answer after a preamble: the replay's model says its own
         spans = [(s, e) for s, e in agent_spans if start <= s < end]
         if spans:
             duration = spans[0][1] - spans[0][0]
             if nxt is not None and nxt.kind is Act.SAY and nxt.start < spans[0][1] + FRAME_MS:
-                duration += 3000  # interrupted: the original answer went on; keep it long enough to interrupt
+                duration += INTERRUPTED_MS  # interrupted: the original answer went on; long enough to interrupt
             reply["duration_ms"] = round(duration)
     if tools:
         call = tools[0][1]
@@ -479,8 +525,31 @@ def _drop_fault(notes: Sequence[Note]) -> dict[str, Any]:
     return {"drop_mid_response": len(started), "fault_after_deltas": max(1, sent)}
 
 
-def _expectations(notes: Sequence[Note], bridge_hung_up: bool, transferred: bool, keep: bool = False) -> dict[str, Any]:
-    """What the call did (always), and with ``keep`` what merely held in it (see the module docstring)."""
+@dataclass(frozen=True, slots=True)
+class _Lines:
+    """The transcript lines a script makes its replay say: what the emulator hears (each turn's ``hears``) and
+    what it answers (the greeting, each reply's text, the resumed answer)."""
+
+    caller: frozenset[str]
+    agent: frozenset[str]
+
+
+def _scripted(data: Mapping[str, Any]) -> _Lines:
+    """The lines of a script's ``emulator`` section and turns (:class:`_Lines`)."""
+    emulator = data.get("emulator", {})
+    agent = [(emulator.get(key) or {}).get("text") for key in ("greeting", "reconnect_greeting")]
+    agent += [(turn.get("reply") or {}).get("text") for turn in data.get("turns", [])]
+    caller = [turn.get("hears") for turn in data.get("turns", [])]
+    return _Lines(frozenset(t for t in caller if t), frozenset(t for t in agent if t))
+
+
+def _expectations(
+    notes: Sequence[Note], bridge_hung_up: bool, transferred: bool, keep: bool = False, lines: _Lines | None = None
+) -> dict[str, Any]:
+    """What the call did (always), and with ``keep`` what merely held in it (see the module docstring). Keywords
+    come from the transcript lines in ``lines`` (all lines without it): a line the script does not make the replay
+    say (a preamble, an idle timeout's prompt, the read-out of a tool's result: the replay's model words those its
+    own way) is no expectation of the script's."""
     expect: dict[str, Any] = {}
     tools = _notes(notes, ev.ToolCalled)
     if tools or keep:
@@ -489,11 +558,11 @@ def _expectations(notes: Sequence[Note], bridge_hung_up: bool, transferred: bool
     if targets:
         expect["transfer_target"] = targets[0]
     said = {
-        "caller_keywords": [r.text for _, r in _notes(notes, ev.CallerSaid)],
-        "agent_keywords": [r.text for _, r in _notes(notes, ev.AgentSaid)],
+        "caller_keywords": [r.text for _, r in _notes(notes, ev.CallerSaid) if lines is None or r.text in lines.caller],
+        "agent_keywords": [r.text for _, r in _notes(notes, ev.AgentSaid) if lines is None or r.text in lines.agent],
     }
-    for key, lines in said.items():
-        words = [w for w in map(_keyword, lines) if w]
+    for key, texts in said.items():
+        words = [w for w in map(_keyword, texts) if w]
         if words:
             expect[key] = list(dict.fromkeys(words))
     barge_ins = len(_notes(notes, ev.BargeIn))

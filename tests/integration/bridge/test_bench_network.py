@@ -3,17 +3,23 @@ real processes (softphones, a bridge worker, the emulator) through the impairmen
 
 It checks the harness, not the audio's quality (that is measured, not asserted): every call is answered through
 the relay's SIP forwarding, its media ran through the relay both ways and was impaired there, both ends recorded
-the other's speech where PESQ could find it (a score, whatever it is), and the summary names the goals.
+the other's speech where PESQ could find it (a score, whatever it is), and the summary names the goals. Run with
+``CALLBRIDGE_PORT_RANGE`` set (issue 62, item 23): every port its processes listen on (the softphones' SIP and RTP,
+the relay's, the worker's, the emulator's) is in that range.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _listening import Sampler, outside
+
+from bridge.devkit.ports import PORT_RANGE_ENV, port_range
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("cpu")]
 
@@ -23,15 +29,27 @@ ROOT = Path(__file__).resolve().parents[3]
 @pytest.mark.timeout(400)
 def test_one_lossy_call_per_path_is_scored_both_ways() -> None:
     pytest.importorskip("pesq", reason="the pesq package (the test extra) measures the bench's audio")
-    done = subprocess.run(
+    low, high = port_range() or (42000, 42999)  # this pytest worker's own ports (tests/conftest.py), 1000 of them
+    high = min(high, low + 999)
+    proc = subprocess.Popen(
         [sys.executable, "-m", "bench.network", "--loss", "3", "--paths", "anchor,g711", "--json"],
         cwd=ROOT,
-        capture_output=True,
+        env={**os.environ, PORT_RANGE_ENV: f"{low}-{high}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=360,
         stdin=subprocess.DEVNULL,
     )
+    with Sampler(proc.pid) as sockets:
+        try:
+            stdout, stderr = proc.communicate(timeout=360)
+        finally:
+            proc.kill()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    assert not outside(sockets.seen, low, high), outside(sockets.seen, low, high)
+    listeners = {s.command.split()[2] for s in sockets.seen if s.command.count(" ") >= 2}  # python -m MODULE
+    assert {"bench.network", "bridge.serve.worker", "bridge.devkit.softphone"} <= listeners, sockets.seen
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     rows = {row["path"]: row for row in lines if row.get("kind") == "row"}
     assert set(rows) == {"anchor", "g711"}, lines

@@ -1,5 +1,6 @@
 """Done-when 6: ``callbridge demo --json`` works: embedded Redis, the emulator, one worker, one real SIP call per
-dialect (GA support line with PCM 24 kHz and a greeting; beta billing line with G.711 passthrough)."""
+dialect (GA support line with PCM 24 kHz and a greeting; beta billing line with G.711 passthrough). Run with
+``CALLBRIDGE_PORT_RANGE`` set (issue 62, item 23), every port the demo's processes listen on is in that range."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from _bridge_helpers import RATE, active_regions, read_pcm_wav, run
+from _bridge_helpers import RATE, active_regions, finish, read_pcm_wav, start
+from _listening import Sampler, outside
 
+from bridge.devkit.ports import PORT_RANGE_ENV, port_range
 from bridge.devkit.redis_server import redis_server_binary
 
 pytestmark = [
@@ -17,11 +20,31 @@ pytestmark = [
 ]
 
 
+def _demo_range() -> tuple[int, int]:
+    """1000 ports for the demo: the first of this pytest worker's own range (``tests/conftest.py``), or 42000-42999
+    outside xdist."""
+    low, high = port_range() or (42000, 42999)
+    return low, min(high, low + 999)
+
+
 @pytest.mark.timeout(180)  # its demo run may take up to 120 s on a loaded machine
-async def test_demo_json_answers_and_converses_in_both_dialects(tmp_path: Path) -> None:
+async def test_demo_json_answers_and_converses_in_both_dialects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
-    done = await run(sys.executable, "-m", "bridge", "demo", "--json", "--out", str(out), timeout=120)
+    low, high = _demo_range()
+    monkeypatch.setenv(PORT_RANGE_ENV, f"{low}-{high}")  # the demo's environment (_bridge_helpers.env)
+    proc = await start(sys.executable, "-m", "bridge", "demo", "--json", "--out", str(out))
+    with Sampler(proc.pid) as sockets:
+        done = await finish(proc, timeout=120)
     assert done.returncode == 0, done.describe()
+    # every socket any of its processes listened on (SIP and RTP of the worker and both softphones, Redis, the
+    # emulator) was in the range; and the sampler saw them all
+    assert not outside(sockets.seen, low, high), outside(sockets.seen, low, high)
+    held = {(s.proto, _role(s.command)) for s in sockets.seen}
+    expected = {("tcp", "redis-server"), ("tcp", "demo"), ("udp", "worker"), ("tcp", "worker"), ("udp", "softphone")}
+    assert expected <= held, held  # Redis, the emulator (in the demo's process), SIP (UDP and TCP) and RTP
+    assert len([s for s in sockets.seen if _role(s.command) == "softphone"]) >= 6, sockets.seen  # SIP + RTP pair x2
     assert done.report is not None, done.stdout[-2000:]
     calls = {c["dialect"]: c for c in done.report["calls"]}
     assert sorted(calls) == ["beta", "ga"]
@@ -51,3 +74,14 @@ async def test_demo_json_answers_and_converses_in_both_dialects(tmp_path: Path) 
     assert "opening hours on Saturday" in post["summary"] and "nine to five" in post["summary"], post
     assert [(c["name"], c["passed"]) for c in calls["beta"]["checks"]] == [("never_say", True), ("max_dead_air", True)]
     assert calls["ga"]["post_call"] is None and calls["ga"]["checks"] == []  # support asks for neither
+
+
+def _role(command: str) -> str:
+    """Which of the demo's processes a command line is."""
+    if "bridge.serve.worker" in command:
+        return "worker"
+    if " bridge call " in f"{command} ":
+        return "softphone"
+    if " bridge demo" in command:
+        return "demo"
+    return command.split()[0].rsplit("/", 1)[-1]

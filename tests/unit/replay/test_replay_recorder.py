@@ -358,3 +358,24 @@ def test_what_the_recorded_call_set_apart_from_the_named_plan_is_an_override_of_
     assert data["dialect_overrides"] == {"ga": {"profile": {"turn_detection": {"idle_timeout_ms": 6000}}}}
     [result] = replay_direct([load_script(path.parent)], ["beta", "ga"])
     assert "GA: IdleTimeout x1 (beta had none)" in result.differences  # the recorded GA-only behaviour replays
+
+
+@pytest.mark.parametrize("name", ["question_answer", "idle_timeout"])
+def test_a_script_from_a_recording_replays_its_own_keywords(tmp_path: Path, name: str) -> None:
+    """Recorded in GA on the support rollout's safe variant (gpt-realtime-2.1: a preamble, then the answer, as two
+    message items of one response; idle_timeout: GA's idle timeout prompts the caller): the script written from the
+    recording expects keywords, and its replay says every one of them, in both dialects."""
+    run_direct(load_script(SCRIPTS / name).on_safe_variant(), "ga", DirectOptions(record_dir=tmp_path / "rec"))
+    path = script_from_recording(tmp_path / "rec" / f"{name}-ga", tmp_path / "script")
+    data = yaml.safe_load(path.read_text())
+    expect = data["expect"]
+    assert expect["caller_keywords"] and expect["agent_keywords"], expect
+    [result] = replay_direct([load_script(path.parent).on_safe_variant()], ["beta", "ga"])
+    for dialect, run in result.runs.items():
+        checks = {c.name: c for c in run.checks}
+        for key in ("caller_keywords", "agent_keywords"):
+            assert checks[key].ok and checks[key].detail == f"found {expect[key]}", (dialect, checks[key])
+        assert run.ok, (dialect, [c for c in run.checks if not c.ok])
+    assert result.verdict in {"same", "differs"}, result.reasons  # idle_timeout: GA's own prompt differs, as recorded
+    replies = [turn["reply"]["text"] for turn in data["turns"] if "reply" in turn]
+    assert replies and "Let me check that for you." not in replies  # the answer, not the recorded model's preamble
