@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import mmap
 from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any, ClassVar, Final
@@ -301,7 +302,6 @@ class _Fir:
         self._buf = np.zeros(0)
         self._rows = 0
         self._views: dict[int, tuple[Float64Array, ...]] = {}
-        self._grow(SAMPLES_PER_FRAME // _BLOCK_OUT)  # 20 rows: one 20 ms frame
         self._c: ctypes.Array[ctypes.c_char] | None = None
         if not self._design.c_kernels:
             if native:
@@ -315,9 +315,13 @@ class _Fir:
         if self._lib is not None:
             self._c = ctypes.create_string_buffer(getattr(self._lib, f"{kernel}_state_size")())
             self._call: Callable[..., int] = getattr(self._lib, kernel)
-            out = bytearray(FACTOR * _MAX_CHUNK_BYTES)
+            # the largest chunk's output, in an anonymous mapping rather than a zero-filled bytearray: only the pages
+            # an output reaches become the process's (a 20 ms frame's: one page of the 28 KiB, per stream of a call)
+            out = mmap.mmap(-1, FACTOR * _MAX_CHUNK_BYTES)
             self._cout = (ctypes.c_char * len(out)).from_buffer(out)  # C writes here ...
             self._cview = memoryview(out)  # ... and the result is sliced out of it without another C call
+        else:  # the numpy path's matrices, for one 20 ms frame (20 rows; they grow with longer chunks)
+            self._grow(SAMPLES_PER_FRAME // _BLOCK_OUT)
 
     @property
     def native(self) -> bool:

@@ -84,7 +84,7 @@ class CallActions:
 
     def add(self, call_id: str, deliver: Deliver, targets: tuple[str, ...] = ()) -> None:
         """The call takes actions here; ``targets``: where a supervisor may transfer it (its plan's,
-        ``bridge.supervisor.actions.allowed_targets``)."""
+        ``bridge.supervisor.targets.allowed_targets``)."""
         self.calls[call_id] = _Call(deliver, targets)
 
     def remove(self, call_id: str) -> None:

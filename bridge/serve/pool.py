@@ -216,6 +216,7 @@ class Pool:
         ``worker_command``. A parent that cannot be had is logged once; the workers then start by exec."""
         env = self._worker_env()
         if self._preload:
+            self.zygote.want(self._preloaded_sdks())
             try:
                 return await self.zygote.fork(args, env, pass_fds)
             except Unavailable as exc:
@@ -236,6 +237,17 @@ class Pool:
             )
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def _preloaded_sdks(self) -> tuple[str, ...]:
+        """The SDKs the served plans use that a worker would otherwise import itself (the MCP SDK): the preloaded
+        parent loads them, so its workers share them. Plans that cannot be read now: the parent's as they are."""
+        from bridge.dialplan import load_dialplans
+        from bridge.tools.mcp import sdk_needed
+
+        try:
+            return sdk_needed(load_dialplans(self.settings.dialplans))
+        except (ConfigError, OSError):
+            return self.zygote.also
 
     async def _start_worker(self, slot: WorkerSlot) -> bool:
         """Start the slot's worker until it is ready or has failed to be; False if it could not even be started.

@@ -56,7 +56,8 @@ from bridge.store.calls import CallStore
 from bridge.store.connection import StoreUnavailable, connect
 from bridge.store.dialogseal import DialogSeal
 from bridge.store.reportfile import append_report
-from bridge.supervisor.actions import allowed_targets
+from bridge.supervisor.targets import allowed_targets
+from bridge.tools.mcp import load_sdk, load_sdk_soon
 
 if TYPE_CHECKING:  # pjsua2 is imported when the worker runs (Worker.run), not when this module is
     from bridge.sip.gateway import IncomingCall
@@ -92,6 +93,7 @@ def reread_plans(settings: Settings, index: int) -> list[Dialplan] | None:
         log.error("worker %d: dialplans not reloaded (the old ones stay): %s", index, exc)
         return None
     log.info("worker %d: %d dialplan(s) read again from %s", index, len(plans), settings.dialplans)
+    load_sdk_soon(plans)  # a plan's first MCP server: the SDK imported now, beside the calls, not in one
     return plans
 
 
@@ -608,6 +610,7 @@ def main(argv: list[str]) -> int:
         forget_environment([], secret_variables(os.environ))  # none stays, whoever started it
         logs.configure(settings.log_format, str(args.index))
         worker = Worker(settings, args.index, broker_token=sent.get("broker_token"), ready_fd=args.ready_fd)
+        load_sdk(worker.plans)  # the MCP SDK if a plan has MCP servers, before any call (the parent may have it)
     except (BridgeError, ValueError, OSError) as exc:
         print(f"callbridge worker: {redact(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG

@@ -2,11 +2,12 @@
 shared between them (copy-on-write) instead of loaded again for every 4 calls (``worker_start: preload``).
 
 The parent is one process, ``python -m bridge.serve.zygote``, started by the pool with the workers' environment.
-It imports what every worker imports (:data:`PACKAGES`: the worker, the SIP gateway and so pjsua2's module, numpy,
-websockets, redis) and loads the native libraries, but creates no pjsua2 ``Endpoint`` and starts no thread; it
-checks that (one task in ``/proc/self/task``, pjsua's state ``NULL``) and refuses otherwise, since a fork copies the
-calling thread alone. Then it freezes the garbage collector's objects (``gc.freeze``: a collection in a worker
-never writes to the shared pages' headers) and waits for requests on a socket pair.
+It imports what every worker imports (:data:`MODULES`, :data:`PACKAGES`: the worker, the SIP gateway and so pjsua2's
+module, numpy, websockets, redis), loads the native libraries and builds what every worker would build lazily at its
+start (:func:`warm`), but creates no pjsua2 ``Endpoint`` and starts no thread; it checks that (one task in
+``/proc/self/task``, pjsua's state ``NULL``) and refuses otherwise, since a fork copies the calling thread alone.
+Then it freezes the garbage collector's objects (``gc.freeze``: a collection in a worker never writes to the shared
+pages' headers) and waits for requests on a socket pair.
 
 A request is the worker's argument list, its environment and its descriptors (``SCM_RIGHTS``: its stdout pipe, the
 settings, ready and control descriptors of ``bridge.serve.pool``). The parent forks a short-lived child that forks
@@ -48,9 +49,11 @@ from pathlib import Path
 
 log = logging.getLogger("bridge.serve.pool")
 
-# What a worker runs, imported ahead: the worker and the SIP gateway (pjsua2's module), then every module of the
-# packages a call uses (some are imported lazily by the worker: recording, orphans, the dialects)
-MODULES = ("bridge.serve.worker", "bridge.sip.gateway")
+# What a worker runs, imported ahead: the worker and the SIP gateway (pjsua2's module), its argument parser, numpy's
+# parts a worker imports lazily (``random``: the re-seed after the fork; ``fft``: the echo guard's first correlation),
+# then every module of the packages a call uses (some are imported lazily by the worker: recording, orphans, the
+# dialects). A module first imported in a worker costs that worker its objects and the parent pages it writes to
+MODULES = ("bridge.serve.worker", "bridge.sip.gateway", "bridge.cli", "numpy.random", "numpy.fft")
 PACKAGES = ("audio", "call", "orchestrator", "privacy", "realtime", "rollout", "runtime", "sip", "store", "tools")
 READY_WITHIN_S = 60.0  # the parent's imports and checks
 REPLY_WITHIN_S = 30.0  # a fork (the parent waits only for the short-lived child, which forks and exits)
@@ -150,6 +153,13 @@ class Zygote:
         self._lock = asyncio.Lock()
         self._subreaper_was: int | None = None  # PR_GET_CHILD_SUBREAPER before this process became one
         self._stale = False
+        self.also: tuple[str, ...] = ()  # modules the running parent loaded besides its own (``--also``)
+
+    def want(self, modules: Sequence[str]) -> None:
+        """The workers need ``modules`` loaded too (the MCP SDK, when a plan has MCP servers): a parent without them
+        is replaced at the next fork, so that its workers share them rather than import them each."""
+        if tuple(modules) != self.also:
+            self.also, self._stale = tuple(modules), True
 
     @property
     def alive(self) -> bool:
@@ -175,6 +185,7 @@ class Zygote:
         started = time.monotonic()
         try:
             command = [sys.executable, "-m", "bridge.serve.zygote", "--socket-fd", str(theirs.fileno())]
+            command += [arg for module in self.also for arg in ("--also", module)]
             self.proc = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -322,9 +333,10 @@ def reap_orphans(seen: set[int], keep: set[int]) -> set[int]:
 
 
 # ------------------------------------------------------------------------------------------------ the parent's side
-def preload() -> tuple[int, str]:
-    """Import what the workers run and load the native libraries; (modules imported, "" or why no fork is safe)."""
-    names = list(MODULES)
+def preload(also: Sequence[str] = ()) -> tuple[int, str]:
+    """Import what the workers run (and ``also``) and load the native libraries; (modules imported, "" or why no
+    fork is safe)."""
+    names = [*MODULES, *also]
     for package in PACKAGES:
         module = importlib.import_module(f"bridge.{package}")
         names += [m.name for m in pkgutil.walk_packages(module.__path__, f"{module.__name__}.")]
@@ -340,7 +352,62 @@ def preload() -> tuple[int, str]:
     engine = native_tls("localhost")  # the TLS engine loaded and the trust store read (~15 ms) once, for every worker
     if engine is not None:
         engine.close()
+    warm()
     return len(sys.modules), unsafe_to_fork()
+
+
+def warm() -> None:
+    """Build here, once, what every worker builds on first use at its start (caches and lazily made tables), so the
+    workers share it instead of each making its own copy and writing to the pages around it: the settings'
+    validation, a dialplan of every dialect and audio format with its sessions, a tool schema's check (jsonschema's
+    meta-schemas and their registry), the packaged price and shutdown tables, the AEAD of the dialog seal (OpenSSL's
+    cipher tables). Nothing here reads the environment, a file outside the package or a secret; a failure leaves
+    that part to the workers."""
+    from jsonschema import Draft202012Validator
+
+    from bridge.config import Settings
+    from bridge.rollout import catalog
+    from bridge.store.dialogseal import DialogSeal
+
+    schema = {"type": "object", "properties": {"n": {"type": "string", "enum": ["a"]}}, "required": ["n"]}
+    steps = (
+        lambda: Settings.model_validate({}),  # its arguments only: the environment and files are load_settings'
+        _warm_dialplan,
+        lambda: Draft202012Validator.check_schema(schema),
+        lambda: list(Draft202012Validator(schema).iter_errors({"n": "b"})),
+        catalog.load_prices,
+        catalog.shutdown_dates,
+        lambda: DialogSeal.under(None).seal("warm", "{}"),  # a random key, dropped at once
+    )
+    for step in steps:
+        with contextlib.suppress(Exception):
+            step()
+
+
+def _warm_dialplan() -> None:
+    """A rollout plan over every dialect and the audio formats each takes, validated, each variant's session built."""
+    from bridge.dialplan import Dialplan
+    from bridge.realtime.dialects import DIALECTS
+
+    formats = {"live": ("pcm16_16k",)}
+    variants = [
+        {"name": f"{name}-{f}", "dialect": name, "model": dialect.default_model, "profile": {"audio_format": f}}
+        for name, dialect in DIALECTS.items()
+        for f in formats.get(name, ("pcm16", "g711_ulaw", "g711_alaw"))
+    ]
+    plan = Dialplan.model_validate(
+        {
+            "name": "warm",
+            "match": ["*"],
+            "dialect": "rollout",
+            "transfer_target": "sip:agent@127.0.0.1",
+            "profile": {"tools": ["transfer_to_human", "end_call"]},
+            "rollout": {"safe": variants[0]["name"], "variants": variants},
+        }
+    )
+    for variant in plan.rollout_spec.variants if plan.rollout_spec is not None else ():
+        with contextlib.suppress(Exception):
+            DIALECTS[variant.dialect].build_session(plan.variant_profile(variant))
 
 
 def unsafe_to_fork() -> str:
@@ -485,6 +552,7 @@ def _reseed() -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge.serve.zygote", description=__doc__.split("\n\n")[0])
     parser.add_argument("--socket-fd", type=int, required=True, help="the pool's socket (SOCK_SEQPACKET)")
+    parser.add_argument("--also", action="append", default=[], metavar="MODULE", help="a module to load as well")
     args = parser.parse_args(argv)
     for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGINT):  # the node's, and Ctrl-C: serve's
         signal.signal(sig, signal.SIG_IGN)
@@ -493,7 +561,7 @@ def main(argv: list[str]) -> int:
     die_with_parent()
     sock = socket.socket(fileno=args.socket_fd)
     try:
-        modules, unsafe = preload()
+        modules, unsafe = preload(args.also)
     except Exception as exc:
         unsafe, modules = f"{type(exc).__name__} in the imports: {exc}", len(sys.modules)
     _forget_metrics_files()

@@ -48,6 +48,7 @@ from bridge.store.read import read_call
 from bridge.supervisor.action_audit import OUTCOME, SHOWN, TAKEOVER_AUDIO, AuditFilter, read_audit
 from bridge.supervisor.http import json_body, need, reply, supervisor_of
 from bridge.supervisor.listen_token import ACTION, sign
+from bridge.supervisor.targets import allowed_targets
 
 log = logging.getLogger("bridge.supervisor")
 
@@ -62,13 +63,6 @@ def add_routes(app: web.Application) -> None:
     for kind in ev.SupervisorKind:
         app.router.add_post(f"/api/calls/{{call_id}}/{kind.value}", _handler(kind))
     app.router.add_get("/api/actions/audit", actions_audit)
-
-
-def allowed_targets(plan: Dialplan | None) -> tuple[str, ...]:
-    """The targets a supervisor may transfer a call of ``plan`` to: its ``transfer_target`` and ``transfer_targets``."""
-    if plan is None:
-        return ()
-    return tuple(dict.fromkeys(t for t in (plan.transfer_target, *plan.transfer_targets) if t))
 
 
 def _details(kind: ev.SupervisorKind, body: dict[str, Any], plan: Dialplan | None) -> dict[str, str] | web.Response:

@@ -22,16 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx2
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.types import RequestParamsMeta
 
 from bridge.errors import redact
 from bridge.realtime.profile import Tool
@@ -39,7 +38,37 @@ from bridge.tools.context import META, CallContext, caller_form
 from bridge.tools.http import context_headers, fill, pinned_arguments, read_context_key, read_headers
 from bridge.tools.spec import McpServer, ToolContext, ToolOutcome, argument_errors, check_schema, unpinned
 
+if TYPE_CHECKING:  # the ``mcp`` SDK (about 280 modules, 20 MB) only where a plan has MCP servers (load_sdk)
+    from mcp import Client
+    from mcp.types import RequestParamsMeta
+
 log = logging.getLogger("bridge.tools")
+SDK = "mcp"  # imported by :func:`load_sdk` (a worker, before it is ready) or the preloaded parent, never mid-call
+
+
+def sdk_needed(plans: Iterable[Any]) -> tuple[str, ...]:
+    """The SDK's module if one of ``plans`` (dialplans) has MCP servers: what a process serving them loads up front."""
+    return (SDK,) if any(getattr(p, "mcp_servers", ()) for p in plans) else ()
+
+
+def load_sdk(plans: Iterable[Any]) -> None:
+    """Import the MCP SDK now if ``plans`` use it (about a second of imports: never in the middle of a call)."""
+    for name in sdk_needed(plans):
+        importlib.import_module(name)
+
+
+def load_sdk_soon(plans: Iterable[Any]) -> None:
+    """:func:`load_sdk` on a thread of the running loop's executor (plans read again with calls up), or now."""
+    if all(name in sys.modules for name in sdk_needed(plans)):
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        load_sdk(plans)
+        return
+    loop.run_in_executor(None, load_sdk, plans)
+
+
 MCP_TIMEOUT_S, MCP_READ_TIMEOUT_S = 30.0, 300.0  # the SDK's default client's (a server may hold a stream open)
 OTHER_ANSWER_BYTES = 4 * 1024 * 1024  # the most of any other answer (the session's start, the tool list)
 
@@ -107,6 +136,8 @@ async def _transport(stack: contextlib.AsyncExitStack, server: McpServer, header
     hooks: dict[str, list[Callable[..., Any]]] = {"request": [context_headers_hook], "response": [cap]}
     http = httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks=hooks)
     await stack.enter_async_context(http)
+    from mcp.client.streamable_http import streamable_http_client
+
     return streamable_http_client(server.url, http_client=http)
 
 
@@ -149,6 +180,8 @@ class McpTools:
             await self._listed.wait()
 
     async def _own(self, taken: set[str]) -> None:
+        from mcp import Client  # here: a process whose calls have no MCP server never loads the SDK
+
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(self._listed.set)  # whatever happens, nobody waits for the listing forever
             for server in self.servers:
@@ -209,7 +242,7 @@ class McpTools:
         if why is not None:
             raise ValueError(why)
         headers = context_headers(self.call, spec, key, name, where.server.url)
-        return cast(RequestParamsMeta, {META[h]: v for h, v in headers.items()}) if headers else None  # an open map
+        return cast("RequestParamsMeta", {META[h]: v for h, v in headers.items()}) if headers else None  # an open map
 
     async def run(self, name: str, arguments: str) -> ToolOutcome:
         where = self._where[name]

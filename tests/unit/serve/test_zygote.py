@@ -53,3 +53,33 @@ def _state(pid: int) -> str | None:
             return stat.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return None
+
+
+PRELOADED = (
+    "import sys; from bridge.serve.zygote import preload; modules, unsafe = preload(); "
+    "print(repr(unsafe), sorted({m.split('.')[0] for m in sys.modules if m.startswith(('mcp', 'aiohttp.web', "
+    "'bridge.supervisor.http'))}), all(m in sys.modules for m in ('numpy.random', 'numpy.fft', 'bridge.cli')))"
+)
+
+
+def test_the_parent_loads_what_workers_run_and_not_the_console_or_the_mcp_sdk() -> None:
+    """What a worker imports lazily is loaded once in the parent; the supervisor's web stack and the MCP SDK (about
+    35 MB a process, which no worker without MCP servers runs) are not, and the warm-up leaves one thread."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # as the pool starts it
+    done = subprocess.run([sys.executable, "-c", PRELOADED], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "'' [] True"
+
+
+def test_a_plan_with_mcp_servers_gets_a_parent_that_loads_the_sdk() -> None:
+    from types import SimpleNamespace
+
+    from bridge.tools.mcp import sdk_needed
+
+    assert sdk_needed([SimpleNamespace(mcp_servers=())]) == ()
+    zygote = Zygote()
+    zygote.want(sdk_needed([SimpleNamespace(mcp_servers=()), SimpleNamespace(mcp_servers=("crm",))]))
+    assert zygote.also == ("mcp",) and zygote._stale  # the next fork starts a parent run with --also mcp
+    zygote._stale = False
+    zygote.want(("mcp",))
+    assert not zygote._stale  # the same modules: the running parent stays
