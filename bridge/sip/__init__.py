@@ -28,6 +28,7 @@
     answers.py    AnswerBook: one final answer per INVITE transaction, however often it arrives (RFC 3261 §17.2)
     rxhook.py     RxHook: a pjsip module that sees every received request first (and may answer it statelessly)
     txhook.py     TxHook: a pjsip module that sees every response sent, printed
+    pjmodule.py   ModuleHook: a pjsip module of the bridge's own added to (and taken out of) the endpoint
 
 Names are exported lazily so that ``bridge.sip.sipmsg`` or ``bridge.sip.access`` can be used without loading
 pjsua2.

@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bridge.sip.cport import PJSUA, PjStr
+from bridge.sip.pjmodule import ModuleHook, word
 from bridge.sip.sipmsg import Transport, header_values
 
 _LOG = logging.getLogger("bridge.sip")
@@ -106,13 +107,9 @@ class _Layout:
     src_port: int
 
 
-def _word(address: int) -> int:
-    return int.from_bytes(ctypes.string_at(address, _PTR), "little")
-
-
 def _locate(rdata: int) -> _Layout | str:
     """The offsets of the message and its source in this build's ``pjsip_rx_data``, or why they were not found."""
-    if _word(rdata + _OP_KEY_RDATA) != rdata:
+    if word(rdata + _OP_KEY_RDATA) != rdata:
         return "pjsip_rx_data.tp_info is not laid out as expected"
     packet = rdata + _PACKET
     wanted = struct.pack("<Q" if _PTR == 8 else "<I", packet)
@@ -154,42 +151,19 @@ def transport_name(transport: int) -> Transport | None:
     return Transport(kind) if kind in tuple(Transport) else None
 
 
-class RxHook:
+class RxHook(ModuleHook):
     """The bridge's pjsip module: ``on_request(text, source, transport)`` sees every request first (module doc)."""
 
     def __init__(self, on_request: OnRequest) -> None:
         self._on_request = on_request
         self._layout: _Layout | None = None
-        self.why = ""  # why the hook is off, if it is
-        self._endpt: int | None = None
         self._callback = _RX(self._rx)  # kept: pjsip holds the pointer
         self._name = b"mod-callbridge-caller-guard"
-        self._module = _PjsipModule(
-            name=PjStr(self._name, len(self._name)), id=-1, priority=PRIORITY, on_rx_request=self._callback
+        super().__init__(
+            _PjsipModule(
+                name=PjStr(self._name, len(self._name)), id=-1, priority=PRIORITY, on_rx_request=self._callback
+            )
         )
-
-    @property
-    def active(self) -> bool:
-        return self._endpt is not None and not self.why
-
-    def register(self) -> bool:
-        """Add the module to the started endpoint; False (and :attr:`why`) if it cannot be."""
-        if PJSUA is None:
-            self.why = "the pjsua2 library cannot be loaded with ctypes"
-            return False
-        PJSUA.pjsua_get_pjsip_endpt.restype = ctypes.c_void_p
-        endpt = PJSUA.pjsua_get_pjsip_endpt()
-        status = PJSUA.pjsip_endpt_register_module(ctypes.c_void_p(endpt), ctypes.byref(self._module)) if endpt else -1
-        if status != 0:
-            self.why = f"pjsip_endpt_register_module failed ({status})"
-            return False
-        self._endpt = endpt
-        return True
-
-    def unregister(self) -> None:
-        endpt, self._endpt = self._endpt, None
-        if endpt is not None and PJSUA is not None:
-            PJSUA.pjsip_endpt_unregister_module(ctypes.c_void_p(endpt), ctypes.byref(self._module))
 
     def _rx(self, rdata: int | None) -> int:
         try:
@@ -207,7 +181,7 @@ class RxHook:
                 _LOG.warning("caller guard off: %s (in-dialog requests are not checked by source)", found)
                 return 0
             layout = self._layout = found
-        buffer = _word(rdata + layout.message)
+        buffer = word(rdata + layout.message)
         length = ctypes.c_int.from_address(rdata + layout.message + _PTR).value
         if not buffer or length <= 0:
             return 0
@@ -217,16 +191,16 @@ class RxHook:
         )
         port = ctypes.c_int.from_address(rdata + layout.src_port).value
         source = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
-        transport = transport_name(_word(rdata + _TRANSPORT))
+        transport = transport_name(word(rdata + _TRANSPORT))
         status, reason, headers = self._on_request(text, source, transport)
         if status == 0:
             if transport is Transport.TCP and text.startswith("INVITE "):
-                _contact_over_tcp(_word(rdata + layout.message + 2 * _PTR), text)
+                _contact_over_tcp(word(rdata + layout.message + 2 * _PTR), text)
             return 0
         if status > 0 and PJSUA is not None and self._endpt is not None:
             phrase = reason.encode("utf-8", "replace")
             text_ = PjStr(phrase, len(phrase))
-            head, kept = _header_list(_word(rdata), headers)  # tp_info.pool, the rdata's first field
+            head, kept = _header_list(word(rdata), headers)  # tp_info.pool, the rdata's first field
             PJSUA.pjsip_endpt_respond_stateless(
                 ctypes.c_void_p(self._endpt),
                 ctypes.c_void_p(rdata),
@@ -274,8 +248,8 @@ def _contact_over_tcp(msg: int, text: str) -> bool:
     PJSUA.pjsip_msg_find_hdr_by_name.restype = ctypes.c_void_p
     name = PjStr(_CONTACT, len(_CONTACT))
     header = PJSUA.pjsip_msg_find_hdr_by_name(ctypes.c_void_p(msg), ctypes.byref(name), None)
-    uri = _word(header + _CONTACT_URI) if header else 0
-    for candidate in (_word(uri + _NAME_ADDR_URI) if uri else 0, uri):  # inside <...>, or a bare URI
+    uri = word(header + _CONTACT_URI) if header else 0
+    for candidate in (word(uri + _NAME_ADDR_URI) if uri else 0, uri):  # inside <...>, or a bare URI
         if candidate and _uri_is(candidate, host, port):
             ctypes.memmove(candidate + _URI_TRANSPORT, ctypes.addressof(_TCP_PARAM), ctypes.sizeof(PjStr))
             return True
@@ -284,7 +258,7 @@ def _contact_over_tcp(msg: int, text: str) -> bool:
 
 def _uri_is(uri: int, host: str, port: int) -> bool:
     """Is the ``pjsip_sip_uri`` at ``uri`` the one for ``host``:``port``, with no transport parameter yet?"""
-    pointer, length = _word(uri + _URI_HOST), ctypes.c_ssize_t.from_address(uri + _URI_HOST + _PTR).value
+    pointer, length = word(uri + _URI_HOST), ctypes.c_ssize_t.from_address(uri + _URI_HOST + _PTR).value
     if not pointer or not 0 < length <= 255 or ctypes.c_ssize_t.from_address(uri + _URI_TRANSPORT + _PTR).value:
         return False
     named = ctypes.string_at(pointer, length).decode("ascii", "replace").strip("[]")

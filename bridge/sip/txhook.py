@@ -22,7 +22,8 @@ import ctypes
 import logging
 from collections.abc import Callable
 
-from bridge.sip.cport import PJSUA, PjStr
+from bridge.sip.cport import PjStr
+from bridge.sip.pjmodule import ModuleHook, word
 
 _LOG = logging.getLogger("bridge.sip")
 PRIORITY = 7  # PJSIP_MOD_PRIORITY_TRANSPORT_LAYER (8) - 1: after mod-msg-print has printed the message
@@ -59,10 +60,6 @@ class _TxModule(ctypes.Structure):
     )
 
 
-def _word(address: int) -> int:
-    return int.from_bytes(ctypes.string_at(address, _PTR), "little")
-
-
 def proven(tdata: int) -> str:
     """ "" if ``tdata`` is laid out as the module doc says (its name names its address), else why not."""
     name = ctypes.string_at(tdata + _OBJ_NAME, _OBJ_NAME_LEN).split(b"\0", 1)[0]
@@ -73,49 +70,24 @@ def proven(tdata: int) -> str:
 
 def printed(tdata: int) -> str | None:
     """The printed message of ``tdata``, or None if its buffer holds none that looks like a response."""
-    start, cur, end = (_word(tdata + _BUF + i * _PTR) for i in range(3))
+    start, cur, end = (word(tdata + _BUF + i * _PTR) for i in range(3))
     if not start or not start < cur <= end or cur - start > _MAX_TEXT:
         return None
     text = ctypes.string_at(start, cur - start)
     return text.decode("utf-8", "surrogateescape") if text.startswith(b"SIP/2.0 ") else None
 
 
-class TxHook:
+class TxHook(ModuleHook):
     """The bridge's transmit module: ``on_response(text)`` sees every response sent (module doc)."""
 
     def __init__(self, on_response: OnResponse) -> None:
         self._on_response = on_response
         self._proven = False
-        self.why = ""  # why the hook is off, if it is
-        self._endpt: int | None = None
         self._callback = _TX(self._tx)  # kept: pjsip holds the pointer
         self._name = b"mod-callbridge-answers"
-        self._module = _TxModule(
-            name=PjStr(self._name, len(self._name)), id=-1, priority=PRIORITY, on_tx_response=self._callback
+        super().__init__(
+            _TxModule(name=PjStr(self._name, len(self._name)), id=-1, priority=PRIORITY, on_tx_response=self._callback)
         )
-
-    @property
-    def active(self) -> bool:
-        return self._endpt is not None and not self.why
-
-    def register(self) -> bool:
-        """Add the module to the started endpoint; False (and :attr:`why`) if it cannot be."""
-        if PJSUA is None:
-            self.why = "the pjsua2 library cannot be loaded with ctypes"
-            return False
-        PJSUA.pjsua_get_pjsip_endpt.restype = ctypes.c_void_p
-        endpt = PJSUA.pjsua_get_pjsip_endpt()
-        status = PJSUA.pjsip_endpt_register_module(ctypes.c_void_p(endpt), ctypes.byref(self._module)) if endpt else -1
-        if status != 0:
-            self.why = f"pjsip_endpt_register_module failed ({status})"
-            return False
-        self._endpt = endpt
-        return True
-
-    def unregister(self) -> None:
-        endpt, self._endpt = self._endpt, None
-        if endpt is not None and PJSUA is not None:
-            PJSUA.pjsip_endpt_unregister_module(ctypes.c_void_p(endpt), ctypes.byref(self._module))
 
     def _tx(self, tdata: int | None) -> int:
         try:
