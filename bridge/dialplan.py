@@ -450,8 +450,22 @@ def load_dialplan(path: Path) -> Dialplan:
     return _parse(path)
 
 
+_FAST_LOADER: Any = getattr(yaml, "CSafeLoader", None)  # None: PyYAML without libyaml
+
+
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, through libyaml where PyYAML has it. A document libyaml refuses is read again by the pure
+    Python loader, so what is accepted and each error's problem and line are the pure loader's."""
+    if _FAST_LOADER is not None:
+        try:
+            return yaml.load(text, Loader=_FAST_LOADER)  # CSafeLoader: the safe loader in C
+        except yaml.YAMLError:
+            pass
+    return yaml.safe_load(text)
+
+
 def _parse(path: Path) -> Dialplan:
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = _load_yaml(path.read_text(encoding="utf-8"))
     return Dialplan.model_validate({**data, "source_file": str(path)})
 
 
@@ -459,7 +473,7 @@ def check_file(path: Path) -> list[ConfigError]:
     """Every error in one dialplan file."""
     src = str(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         return [ConfigError(src, "(file)", f"cannot read: {exc}")]
     except yaml.YAMLError as exc:

@@ -48,7 +48,7 @@ _SIGNATURES: tuple[Signature, ...] = (
     ("cbe_temper", _I, [_P, ctypes.c_char_p, _I, _P]),
     ("cbe_path", None, [_P, _P]),
     ("cbe_estimate", _I, [_P, ctypes.c_longlong, _I, _I, _P]),
-    ("cbe_judge", None, [_P, _P]),
+    ("cbe_judge", _I, [_P, _P]),
     ("cbe_set_temper", None, [_P, _I]),
 )
 
@@ -141,13 +141,17 @@ class NativeEchoGuard:
 
     def estimate(self, n: int | None = None, hint: int | None = None, window: int | None = None) -> EchoPath | None:
         at = -1 if n is None else n
-        if self._lib.cbe_estimate(self._g, at, -1 if hint is None else hint, window or 0, self._values) != 0:
+        done = self._lib.cbe_estimate(self._g, at, -1 if hint is None else hint, window or 0, self._values)
+        if done == -2:
+            raise MemoryError("the C echo guard has no scratch on this thread (out of memory)")
+        if done != 0:
             raise ValueError(f"window must be 1..{max(self.window, _MAX_FRAME)} samples, got {window}")
         return _path(self._values)
 
     def judge(self) -> Verdict:
         v = self._values
-        self._lib.cbe_judge(self._g, v)
+        if self._lib.cbe_judge(self._g, v) != 0:
+            raise MemoryError("the C echo guard has no scratch on this thread (out of memory)")
         return Verdict(bool(v[0]), v[2], v[3], _path(v, 4), bool(v[1]))
 
     def temper(self, frame: bytes) -> bytes:

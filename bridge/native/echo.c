@@ -11,6 +11,11 @@
  * thread while the return is kept and tempered on another: where the native port's uplink sends the caller's
  * audio from the media clock thread (cport.c), it hands each frame to cbe_uplink first (callbridge.h), while the
  * loop feeds the reference and judges barge-ins.
+ *
+ * A guard owns only its state (the two streams, the held path, the search's schedule). The FFT's twiddles are
+ * the process's, one read-only table per transform size, built once (twiddles); the arrays a search or a frame
+ * works in are the calling thread's (scratch), borrowed under the guard's lock for one call and holding nothing
+ * from one call to the next, so a few threads' worth serve every call of the process.
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -66,10 +71,117 @@ typedef struct cbe_guard {
     double sought_db; /* the return's level over the latest search's window */
     int tempering; /* cbe_uplink tempers what goes on (the plan's echo_guard.temper) */
     int fft_max;             /* the largest transform (a power of two) */
-    double *cs, *sn;         /* its twiddles */
+    int scratch;             /* the length of x, r and left; energy holds one more than the longest reference */
+    const double *cs, *sn;   /* the twiddles up to fft_max (the process's: twiddles) */
+    /* Borrowed from the calling thread (borrow) for one call, under the lock; nothing in them outlives the call. */
     double *re, *im;         /* the transform's scratch */
     double *x, *r, *left, *energy; /* the window, its reference, a residual, the reference's running energy */
 } cbe_guard;
+
+/* -- what guards share ------------------------------------------------------------------------------------ */
+
+/* The twiddles of a transform of 2^k points (cs[half + j], sn[half + j] = cos, -sin of pi j / half for every
+ * stage's half < 2^k): one table per size for the whole process, built on first use under twiddle_lock and
+ * never changed or freed after, so any thread reads them without a lock. */
+#define MAX_LOG2 30
+static pthread_mutex_t twiddle_lock = PTHREAD_MUTEX_INITIALIZER;
+static double *twiddle_cs[MAX_LOG2 + 1], *twiddle_sn[MAX_LOG2 + 1];
+
+static int twiddles(int n, const double **cs, const double **sn) {
+    int k = 0;
+    while ((1 << k) < n)
+        k++;
+    pthread_mutex_lock(&twiddle_lock);
+    if (twiddle_cs[k] == NULL) {
+        double *c = malloc(sizeof(double) * (size_t)n), *s = malloc(sizeof(double) * (size_t)n);
+        if (c && s) {
+            for (int half = 1; half < n; half <<= 1)
+                for (int j = 0; j < half; j++) {
+                    c[half + j] = cos(M_PI * j / half);
+                    s[half + j] = -sin(M_PI * j / half);
+                }
+            twiddle_cs[k] = c;
+            twiddle_sn[k] = s;
+        } else {
+            free(c);
+            free(s);
+        }
+    }
+    *cs = twiddle_cs[k];
+    *sn = twiddle_sn[k];
+    pthread_mutex_unlock(&twiddle_lock);
+    return *cs ? 0 : -1;
+}
+
+/* A thread's working arrays, grown to the largest guard it has served; freed when the thread ends. A thread runs
+ * one guard's call at a time, and no guard function reads them before writing them in the same call. */
+typedef struct {
+    int fft, scratch;
+    double *re, *im, *x, *r, *left, *energy;
+} scratch_t;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_keyed; /* 0 if pthread_key_create failed */
+
+static void scratch_free(void *p) {
+    scratch_t *s = p;
+    if (s == NULL)
+        return;
+    free(s->re);
+    free(s->im);
+    free(s->x);
+    free(s->r);
+    free(s->left);
+    free(s->energy);
+    free(s);
+}
+
+static void scratch_init(void) { scratch_keyed = pthread_key_create(&scratch_key, scratch_free) == 0; }
+
+/* The calling thread's arrays, at least g's sizes, into g's pointers (under g's lock). -1: out of memory. */
+static int borrow(cbe_guard *g) {
+    pthread_once(&scratch_once, scratch_init);
+    if (!scratch_keyed)
+        return -1;
+    scratch_t *s = pthread_getspecific(scratch_key);
+    if (s == NULL) {
+        s = calloc(1, sizeof *s);
+        if (s == NULL || pthread_setspecific(scratch_key, s) != 0) {
+            free(s);
+            return -1;
+        }
+    }
+    if (s->fft < g->fft_max) {
+        free(s->re);
+        free(s->im);
+        s->re = malloc(sizeof(double) * (size_t)g->fft_max);
+        s->im = malloc(sizeof(double) * (size_t)g->fft_max);
+        s->fft = s->re && s->im ? g->fft_max : 0;
+        if (!s->fft)
+            return -1;
+    }
+    if (s->scratch < g->scratch) {
+        free(s->x);
+        free(s->r);
+        free(s->left);
+        free(s->energy);
+        s->x = malloc(sizeof(double) * (size_t)g->scratch);
+        s->r = malloc(sizeof(double) * (size_t)g->scratch);
+        s->left = malloc(sizeof(double) * (size_t)g->scratch);
+        s->energy = malloc(sizeof(double) * (size_t)(g->scratch + 1));
+        s->scratch = s->x && s->r && s->left && s->energy ? g->scratch : 0;
+        if (!s->scratch)
+            return -1;
+    }
+    g->re = s->re;
+    g->im = s->im;
+    g->x = s->x;
+    g->r = s->r;
+    g->left = s->left;
+    g->energy = s->energy;
+    return 0;
+}
 
 /* -- the streams ------------------------------------------------------------------------------------------ */
 
@@ -522,14 +634,6 @@ void cbe_free(cbe_guard *g) {
     pthread_mutex_destroy(&g->lock);
     free(g->ref.d);
     free(g->in.d);
-    free(g->cs);
-    free(g->sn);
-    free(g->re);
-    free(g->im);
-    free(g->x);
-    free(g->r);
-    free(g->left);
-    free(g->energy);
     free(g);
 }
 
@@ -554,25 +658,13 @@ cbe_guard *cbe_new(int max_lag, int window, double speech_dbfs, double erle_db, 
     g->fft_max = 1;
     while (g->fft_max < nr)
         g->fft_max <<= 1;
-    int scratch = nr > max_lag + 1 ? nr : max_lag + 1;
-    g->cs = malloc(sizeof(double) * (size_t)g->fft_max);
-    g->sn = malloc(sizeof(double) * (size_t)g->fft_max);
-    g->re = malloc(sizeof(double) * (size_t)g->fft_max);
-    g->im = malloc(sizeof(double) * (size_t)g->fft_max);
-    g->x = malloc(sizeof(double) * (size_t)scratch);
-    g->r = malloc(sizeof(double) * (size_t)scratch);
-    g->left = malloc(sizeof(double) * (size_t)scratch);
-    g->energy = malloc(sizeof(double) * (size_t)(nr + 1));
-    if (ring_init(&g->ref, KEEP_SAMPLES + max_lag) || ring_init(&g->in, KEEP_SAMPLES) || !g->cs || !g->sn || !g->re ||
-        !g->im || !g->x || !g->r || !g->left || !g->energy) {
+    g->scratch = nr > max_lag + 1 ? nr : max_lag + 1;
+    /* the creating thread's scratch made ready too: out of memory shows here rather than in a later call */
+    if (ring_init(&g->ref, KEEP_SAMPLES + max_lag) || ring_init(&g->in, KEEP_SAMPLES) ||
+        twiddles(g->fft_max, &g->cs, &g->sn) || borrow(g)) {
         cbe_free(g);
         return NULL;
     }
-    for (int half = 1; half < g->fft_max; half <<= 1)
-        for (int j = 0; j < half; j++) {
-            g->cs[half + j] = cos(M_PI * j / half);
-            g->sn[half + j] = -sin(M_PI * j / half);
-        }
     return g;
 }
 
@@ -594,14 +686,20 @@ void cbe_heard(cbe_guard *g, const int16_t *pcm, int n) {
     pthread_mutex_unlock(&g->lock);
 }
 
-/* One frame just heard (n <= CB_FRAME_SAMPLES * 8), as it goes on, into out; returns temper_frame's code. */
+/* One frame just heard (n <= CB_FRAME_SAMPLES * 8), as it goes on, into out; returns temper_frame's code (0, the
+ * frame passed as it is, also if this thread's scratch could not be had: out of memory). */
 int cbe_temper(cbe_guard *g, const int16_t *in, int n, int16_t *out) {
     if (n < 0 || n > SHORT_WINDOW)
         return -1;
     pthread_mutex_lock(&g->lock);
-    long long total = g->in.total;
-    temper_search(g, total, in, n);
-    int done = temper_frame(g, total, in, n, out);
+    int done = 0;
+    if (borrow(g) == 0) {
+        long long total = g->in.total;
+        temper_search(g, total, in, n);
+        done = temper_frame(g, total, in, n, out);
+    } else {
+        memcpy(out, in, sizeof(int16_t) * (size_t)n);
+    }
     pthread_mutex_unlock(&g->lock);
     return done;
 }
@@ -621,7 +719,7 @@ int cbe_uplink(cbe_guard *g, const int16_t *in, int n, int16_t *out) {
     pthread_mutex_lock(&g->lock);
     ring_add(&g->in, in, n);
     if (out != NULL) {
-        if (g->tempering) {
+        if (g->tempering && borrow(g) == 0) { /* no scratch (out of memory): passed as it is */
             long long total = g->in.total;
             temper_search(g, total, in, n);
             temper_frame(g, total, in, n, out);
@@ -648,22 +746,30 @@ void cbe_path(cbe_guard *g, double *out) {
     pthread_mutex_unlock(&g->lock);
 }
 
-/* EchoGuard.estimate: n < 0 the latest sample, hint < 0 none, window 0 the guard's own. */
+/* EchoGuard.estimate: n < 0 the latest sample, hint < 0 none, window 0 the guard's own. Returns 0, -1 for a
+ * window out of range, -2 out of memory (this thread's scratch). */
 int cbe_estimate(cbe_guard *g, long long n, int hint, int window, double *out) {
     pthread_mutex_lock(&g->lock);
     int w = window > 0 ? window : g->window;
-    int ok = w >= 1 && w <= (g->window > SHORT_WINDOW ? g->window : SHORT_WINDOW);
-    if (ok) {
+    int done = w >= 1 && w <= (g->window > SHORT_WINDOW ? g->window : SHORT_WINDOW) ? 0 : -1;
+    if (done == 0 && borrow(g) != 0)
+        done = -2;
+    if (done == 0) {
         path_t p = estimate(g, n < 0 ? g->in.total : n, hint, w);
         path_out(&p, out);
     }
     pthread_mutex_unlock(&g->lock);
-    return ok ? 0 : -1;
+    return done;
 }
 
-/* EchoGuard.judge into out (VERDICT_DOUBLES). */
-void cbe_judge(cbe_guard *g, double *out) {
+/* EchoGuard.judge into out (VERDICT_DOUBLES). Returns 0, or -1 out of memory (this thread's scratch; out not
+ * written). */
+int cbe_judge(cbe_guard *g, double *out) {
     pthread_mutex_lock(&g->lock);
+    if (borrow(g) != 0) {
+        pthread_mutex_unlock(&g->lock);
+        return -1;
+    }
     verdict_t v = judge_over(g, g->window);
     if (!v.echo && v.path.found) {
         verdict_t again = judge_over(g, SHORT_WINDOW);
@@ -678,4 +784,5 @@ void cbe_judge(cbe_guard *g, double *out) {
     out[2] = v.inbound_dbfs;
     out[3] = v.residual_dbfs;
     path_out(&v.path, out + 4);
+    return 0;
 }
