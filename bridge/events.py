@@ -318,12 +318,15 @@ class OutputItemAdded(Event):
 
 @dataclass(frozen=True, slots=True)
 class AudioChunk(Event):
-    """Model audio: PCM16 24 kHz, or G.711 bytes in passthrough mode (decoded from base64)."""
+    """Model audio: PCM16 24 kHz, or G.711 bytes in passthrough mode (decoded from base64). ``decoded``: already
+    the caller's 8 kHz PCM16, converted by the C downlink with the call's own converter state
+    (``bridge.realtime.downlink``): the playout takes it as it is."""
 
     response_id: str
     item_id: str
     audio: bytes = field(repr=False)
     content_index: int = 0
+    decoded: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import math
+import os
 import shutil
 import struct
 import time
@@ -40,6 +41,7 @@ ASSETS = ROOT / "bridge" / "assets"
 NUMBER = "4000"
 CPU_CLOSE_EARLY_S = 0.5  # the CPU window closes this much before the callers hang up
 POOL_READY_S = 60.0
+NATIVE_DOWNLINK_ENV = "CALLBRIDGE_NATIVE_DOWNLINK"  # "0": the bench's workers decode the model's audio in the loop
 REPORTS_WITHIN_S = 15.0  # for the workers' call reports once the callers have hung up
 MODEL_RATE = 24000  # the GA dialect's PCM16 rate
 TONE_HZ = 440.0  # what the duplex ceiling's sink says (44 whole cycles per delta)
@@ -242,6 +244,9 @@ class Bench:
             media_beat_frames=self.beat,
             srtp="mandatory" if srtp else "off",
             redis_url=self.redis_url,
+            # the bench's pool is built here, not read from the environment: CALLBRIDGE_NATIVE_DOWNLINK=0 compares the
+            # workers with the model's audio decoded by the loop (docs/benchmarks.md, "The downlink in C")
+            native_downlink=os.environ.get(NATIVE_DOWNLINK_ENV, "1") != "0",
         )
 
     async def _start_bridge(self, system: _BridgeSystem) -> None:

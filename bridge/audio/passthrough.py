@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final, Literal, Protocol, get_args
 
-from bridge.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from bridge.audio.g711 import ALAW_DECODE, ULAW_DECODE, alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from bridge.audio.resample import Downsampler, Downsampler16k, Upsampler, Upsampler16k
 
 AudioFormat = Literal["pcm16", "pcm16_16k", "g711_ulaw", "g711_alaw"]  # the bridge's dialect-neutral format names
@@ -63,10 +63,17 @@ class PassthroughUplink(_Stateless):
 class PassthroughDownlink(_Stateless):
     """Model -> caller: G.711 (μ-law or A-law) -> 8 kHz PCM16, any chunk size, no resampling."""
 
-    __slots__ = ()
+    __slots__ = ("_table",)
 
     def __init__(self, law: Literal["ulaw", "alaw"] = "ulaw") -> None:
-        super().__init__(ulaw_decode if law == "ulaw" else alaw_decode)
+        ulaw = law == "ulaw"
+        super().__init__(ulaw_decode if ulaw else alaw_decode)
+        self._table = ULAW_DECODE if ulaw else ALAW_DECODE
+
+    def c_table(self) -> bytes:
+        """The decoding table (256 codes -> PCM16, native byte order) for C code that converts the same way
+        (``bridge/native/downlink.c``)."""
+        return self._table.tobytes()
 
 
 def converters(fmt: str) -> tuple[AudioConverter, AudioConverter]:

@@ -83,6 +83,17 @@ class Link:
         self._appended_before = 0  # caller frames appended before the current session
         self.muted = False  # taken over by a supervisor: the model hears silence in place of the caller
         self.on_loop = False  # the caller's frames wanted on the loop meanwhile (keep_on_loop)
+        self.downlink: AudioConverter | None = None  # the model's audio decoded in C with it (decode_audio)
+        self.decoded_in_c = False  # the current session's socket decodes the model's audio in C
+        self._deltas_before = (0, 0)  # the model's audio deltas of earlier sessions: (decoded in C, all)
+
+    def decode_audio(self, downlink: AudioConverter | None) -> None:
+        """Have each session's socket decode the model's audio deltas in C with ``downlink`` (the call's downlink
+        converter, :mod:`bridge.realtime.downlink`) from now on; None: in Python again. Where a socket cannot,
+        its deltas come as before."""
+        self.downlink = downlink
+        if self.client is not None:
+            self.decoded_in_c = self.client.decode_audio(downlink) and downlink is not None
 
     def mute(self, on: bool) -> None:
         """Take-over (``on``) or hand-back: the caller's audio to the model is silenced, or flows again."""
@@ -103,7 +114,27 @@ class Link:
         """Make ``client`` the call's session (None: none while recovering); returns the one it replaces."""
         old, self.client = self.client, client
         self._appended_before = self.frames_appended
+        if old is not None:
+            self._deltas_before = self._deltas(old)
         return old
+
+    def _deltas(self, client: RealtimeClient | None) -> tuple[int, int]:
+        c, every = self._deltas_before
+        if client is None:
+            return c, every
+        return c + client.deltas_in_c, every + client.protocol.counters["audio.delta"]
+
+    @property
+    def media_counts(self) -> dict[str, dict[str, int]]:
+        """``uplink``: who sent the caller's frames (:attr:`uplink_counts`); ``downlink``: who decoded the model's
+        audio (:attr:`downlink_counts`)."""
+        return {"uplink": self.uplink_counts, "downlink": self.downlink_counts}
+
+    @property
+    def downlink_counts(self) -> dict[str, int]:
+        """The model's audio deltas decoded by the socket's C downlink and by the loop (every session so far)."""
+        c, every = self._deltas(self.client)
+        return {"c": c, "loop": every - c}
 
     def heard_caller(self, speaking: bool) -> None:
         """The caller started (their stop not handled yet) or stopped speaking, by the session's or our own VAD."""
@@ -116,6 +147,8 @@ class Link:
         self.caller_speaking = False
         self.client.deliver_to(deliver)
         self.client.read_on_beat(True)  # read on the tick's wake-up (see bridge.realtime.client)
+        if self.downlink is not None:  # the model's audio decoded from the socket's bytes in C
+            self.decoded_in_c = self.client.decode_audio(self.downlink)
         if self.offload is not None and not self.muted and not self.on_loop:
             # the caller's frames go from the media clock thread to this socket; ours join them in order
             self.client.offload_writes(self.offload)
@@ -125,6 +158,7 @@ class Link:
         if client is not None:
             client.deliver_to(None)  # what it still says stays in its own queue, unread
             client.read_on_beat(False)
+            client.decode_audio(None)  # what it still says is decoded by the loop (its events stay queued, unread)
             client.offload_writes(None)  # the caller's audio comes back to the loop (and is dropped offline)
 
     def send(self, command: ev.Command) -> None:

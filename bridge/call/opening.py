@@ -12,6 +12,7 @@ from bridge.call.echo import EchoGuarding
 from bridge.call.leg import PhoneLeg
 from bridge.call.link import Link
 from bridge.call.media import MediaPath
+from bridge.realtime import downlink
 
 T = TypeVar("T")
 
@@ -35,11 +36,14 @@ def start_media(
     leg: PhoneLeg, path: MediaPath, outbound: FrameSource, on_frame: FrameSink, link: Link, echo: EchoGuarding | None
 ) -> None:
     """The answered call's media: ``outbound`` to the caller, their frames to ``on_frame`` (the echo guard hears
-    them first), and the caller's audio sent from the media clock where the leg offers it and the socket takes it
+    them first), the model's audio decoded in C where the setting and the socket allow (``native_downlink``), and
+    the caller's audio sent from the media clock where the leg offers it and the socket takes it
     (else the loop sends it). A path whose guard hears the frames there refuses an offload that cannot take it."""
     if echo is not None:
         outbound, on_frame = echo.media(outbound, on_frame)
     leg.start_media(outbound, on_frame)
+    if downlink.enabled():  # the model's audio decoded in C from the socket's bytes (native_downlink)
+        link.decode_audio(path.downlink)
     if path.offload is None:
         return
     offload = leg.uplink_offload(path.offload)

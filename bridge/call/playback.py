@@ -3,7 +3,9 @@ media clock thread drains every 20 ms), and the cut of a barge-in.
 
 A response's ``AudioChunk`` events, its ``AudioDone`` and its ``ResponseDone`` arrive in order; chunks of a response
 the session cancelled are dropped (they were in flight when the caller barged in). A new output item starts a new
-downlink stream (the converter is reset).
+downlink stream (the converter is reset). A chunk the socket's C downlink decoded (``AudioChunk.decoded``,
+:mod:`bridge.realtime.downlink`) is already 8 kHz: converted there with this converter's own C state, reset there
+for a new item, so it goes to the playout as it is; the tail, the reset of a barge-in and the rest stay here.
 
 A dialect with ``continuous_output`` (the model's audio one stream at real-time pace, silence included, with no
 items or responses: :meth:`Playback.stream`) is gated by level instead: a chunk louder than :data:`SPEECH_DBFS`
@@ -97,11 +99,12 @@ class Playback:
             return False
         if chunk.item_id != self.audio_item:
             self.audio_item, self.audio_response = chunk.item_id, chunk.response_id
-            self._downlink.reset()  # documented reset policy: a new output item starts a new stream
+            if not chunk.decoded:  # decoded: the C downlink reset the converter's state itself for the new item
+                self._downlink.reset()  # documented reset policy: a new output item starts a new stream
             if chunk.response_id in self._unlisted:
                 self._unlisted.add(chunk.item_id)
         t0 = self._clock()
-        self.playout.push(chunk.item_id, self._downlink.process(chunk.audio))
+        self.playout.push(chunk.item_id, chunk.audio if chunk.decoded else self._downlink.process(chunk.audio))
         if not self.had_audio:
             self.had_audio = True
             self._latency.first_audio_queued(t0)
@@ -110,7 +113,8 @@ class Playback:
     def stream(self, chunk: ev.AudioChunk) -> bool | None:
         """A chunk of a continuous stream: None if it was not queued (silence, or speech after a barge-in), True if
         it opened a speech segment, False if it went on with one."""
-        pcm = self._downlink.process(chunk.audio)  # one stream: the converter is never reset between segments
+        # one stream: the converter is never reset between segments
+        pcm = chunk.audio if chunk.decoded else self._downlink.process(chunk.audio)
         voiced = level_dbfs(pcm) > SPEECH_DBFS
         now = self._clock()
         if self._muted_since is not None:

@@ -1,8 +1,9 @@
 """Compile one of the package's C sources into a shared library, once per source version.
 
-The bridge has four small C parts, each with a Python fallback: the native media port (``bridge/native/cport.c``), the
-G.711-rate resampler kernels (``bridge/native/resample.c``), the echo guard (``bridge/native/echo.c``) and the TLS
-engine (``bridge/native/tls.c``: it reaches the process's OpenSSL through dlopen, so no OpenSSL header is needed).
+The bridge has five small C parts, each with a Python fallback: the native media port (``bridge/native/cport.c``), the
+G.711-rate resampler kernels (``bridge/native/resample.c``), the echo guard (``bridge/native/echo.c``), the TLS
+engine (``bridge/native/tls.c``: it reaches the process's OpenSSL through dlopen, so no OpenSSL header is needed) and
+the downlink's decoder of the model's audio deltas (``bridge/native/downlink.c``).
 Besides libc, libm and libdl they use one header, their shared ``bridge/native/callbridge.h`` (the frame's constants and
 the types of the kernels passed between them), so a plain ``cc -shared -I bridge/native`` builds each. The library lands
 in ``$CALLBRIDGE_CACHE``, else ``$XDG_CACHE_HOME/callbridge``, else ``~/.cache/callbridge``, named by a hash of the
@@ -26,7 +27,8 @@ CPORT_SOURCE = HERE / "cport.c"  # the native media port and the uplink (loaded 
 RESAMPLE_SOURCE = HERE / "resample.c"  # the resampler kernels (loaded by bridge.audio.resample)
 ECHO_SOURCE = HERE / "echo.c"  # the echo guard (loaded by bridge.audio.echo_native)
 TLS_SOURCE = HERE / "tls.c"  # the TLS engine (loaded by bridge.realtime.tls_native)
-SOURCES = (CPORT_SOURCE, RESAMPLE_SOURCE, ECHO_SOURCE, TLS_SOURCE)
+DOWNLINK_SOURCE = HERE / "downlink.c"  # the model's audio deltas decoded (loaded by bridge.realtime.downlink)
+SOURCES = (CPORT_SOURCE, RESAMPLE_SOURCE, ECHO_SOURCE, TLS_SOURCE, DOWNLINK_SOURCE)
 HEADERS = (HERE / "callbridge.h",)  # included by every source
 
 

@@ -28,11 +28,13 @@ import websockets
 from websockets.exceptions import InvalidStatus, InvalidURI
 
 from bridge import events as ev
+from bridge.audio import AudioConverter
 from bridge.audio.wire import AppendTemplate
 from bridge.errors import ConnectError, ModelRefused, classify_close, classify_http_status, is_refusal, redact
 from bridge.realtime import ws_fastpath, ws_plain
 from bridge.realtime.credentials import fingerprint
 from bridge.realtime.dialects import Dialect
+from bridge.realtime.downlink import AudioRun, audio_types, commuting_types
 from bridge.realtime.profile import AgentProfile
 from bridge.realtime.protocol import RealtimeProtocol
 from bridge.realtime.ws_fastpath import Socket, SocketClosed, SocketOptions, WriteOffload
@@ -112,6 +114,7 @@ class RealtimeClient:
         self._last_recv = time.monotonic()
         self._idle_expired = False
         self._ended = asyncio.Event()  # a Closed went out (decoded, or the socket's)
+        self.deltas_in_c = 0  # the model's audio deltas the socket's C downlink decoded (decode_audio)
 
     async def _resolve_credential(self) -> str:
         if isinstance(self._credential, str):
@@ -134,6 +137,8 @@ class RealtimeClient:
                     ping_interval=self.settings.ping_interval_s,
                     ping_timeout=self.settings.ping_timeout_s,
                     logger=_WS_LOG,  # websockets logs handshake headers (Authorization) at DEBUG: redacted
+                    audio_events=audio_types(self.dialect.server_events),
+                    commuting_events=commuting_types(self.dialect.server_events),
                 ),
             )
         except InvalidStatus as exc:
@@ -261,6 +266,28 @@ class RealtimeClient:
                 self.closed = event
                 self._ended.set()
             self._emit(event)
+
+    def _received_audio(self, run: AudioRun) -> None:
+        """Audio deltas the C downlink decoded from one read (:meth:`decode_audio`): one chunk, already 8 kHz."""
+        self._last_recv = time.monotonic()
+        self.deltas_in_c += run.deltas
+        self.protocol.decoded_audio(run.deltas, run.event_id)
+        self._emit(ev.AudioChunk(run.response_id, run.item_id, run.pcm, decoded=True))
+
+    def decode_audio(self, converter: AudioConverter | None) -> bool:
+        """Have the socket's C downlink decode the model's audio deltas with ``converter`` (the call's downlink
+        converter, whose C form it runs on its own state) into 8 kHz chunks (:mod:`bridge.realtime.downlink`);
+        None: the dialect's decoder and the converter in Python again. False where it cannot (the events then
+        come as before)."""
+        ws = self._ws
+        if ws is None:
+            return converter is None
+        if converter is None:
+            return ws.decode_audio(None, None, True)
+        if self._closing:
+            return False
+        items = not self.dialect.capabilities.continuous_output  # one stream: never reset, no ids
+        return ws.decode_audio(converter, self._received_audio, items)
 
     def _emit(self, event: ev.Event) -> None:
         sink = self._sink

@@ -84,6 +84,13 @@ class RealtimeProtocol:
                 self.ended = event
         return events
 
+    def decoded_audio(self, deltas: int, event_id: str | None) -> None:
+        """Audio deltas the C downlink decoded (:mod:`bridge.realtime.downlink`): counted as :meth:`decode` counts
+        them, the last one's id kept."""
+        self.counters["audio.delta"] += deltas
+        if event_id is not None:
+            self.last_event_id = event_id
+
     def _fault(self, code: str, message: str) -> ev.ErrorEvent:
         self.counters[code] += 1
         log.warning("%s realtime: %s", self.dialect.name, message)

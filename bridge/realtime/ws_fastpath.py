@@ -17,6 +17,10 @@ transport does not read (``pause_reading``); each beat asks the kernel (``poll``
 arrived and, if so, reads it there and then and hands it to the protocol as the transport would. A server frame
 waits at most one beat before it is decoded.
 
+**The downlink in C** (:meth:`RealtimeSocket.decode_audio`, :mod:`bridge.realtime.downlink`): the plain bytes of each
+read go to a C scanner in one call; while it decodes, the model's audio deltas come out of it as 8 kHz runs for
+``on_audio`` and every other frame's bytes go to the protocol as before, in order.
+
 **Direct writes** (:meth:`RealtimeSocket.write_now`): while the socket's write buffer is empty, a frame is framed and
 written at once, on the caller's stack. :meth:`RealtimeSocket.send` is the same plus waiting for the drain when
 asyncio holds more than :data:`WRITE_LIMIT` bytes (backpressure).
@@ -68,7 +72,9 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
+from bridge.audio import AudioConverter
 from bridge.realtime import tls_native
+from bridge.realtime.downlink import AudioRun, DownlinkScanner
 from bridge.realtime.tls_native import NativeTls
 
 log = logging.getLogger("bridge.realtime")
@@ -80,6 +86,7 @@ CLOSE_TIMEOUT_S = 10.0  # a close frame sent or received: the TCP connection end
 USER_AGENT = f"Python/{sys.version_info.major}.{sys.version_info.minor} websockets/{websockets.version.version}"
 
 OnMessage = Callable[[bytes | bytearray | memoryview], None]
+OnAudio = Callable[[AudioRun], None]
 
 _METHODS = (
     "connect",
@@ -167,6 +174,7 @@ class Socket(Protocol):
     def gate(self, on: bool) -> None: ...
     def beat(self) -> None: ...
     def offload(self, offload: WriteOffload | None) -> bool: ...
+    def decode_audio(self, converter: AudioConverter | None, on_audio: OnAudio | None, items: bool) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,13 +188,85 @@ class SocketOptions:
     ping_interval: float | None
     ping_timeout: float | None
     logger: logging.Logger | None = None
+    audio_events: tuple[str, ...] = ()  # the dialect's audio delta events: the C downlink may decode them
+    commuting_events: tuple[str, ...] = ()  # and the events a run of them may carry past (bridge.realtime.downlink)
 
 
 class SocketClosed(Exception):
     """A send on a socket that is no longer open (the close itself is reported by :attr:`RealtimeSocket.lost`)."""
 
 
-class RealtimeSocket(asyncio.Protocol):
+class _Downlink:
+    """The socket's downlink in C (:mod:`bridge.realtime.downlink`): every plain byte read goes to the scanner, which
+    follows the stream from its first byte; while it decodes, audio runs go to ``on_audio`` and every other frame's
+    bytes to ``websockets``' protocol, in order (:meth:`RealtimeSocket._frames_received`)."""
+
+    protocol: ClientProtocol
+    transport: asyncio.Transport
+    gated: bool
+    failure: Exception | None
+    _down: DownlinkScanner | None = None
+    _on_audio: OnAudio | None = None
+
+    def _frames_received(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def fail(self, code: int, reason: str = "") -> None:
+        raise NotImplementedError
+
+    def _plain_received(self, data: bytes) -> None:
+        down = self._down
+        if down is None:
+            self._frames_received(data)
+        else:
+            for piece in down.feed(data):
+                if isinstance(piece, AudioRun):
+                    self._audio_received(piece)
+                else:
+                    self._frames_received(piece)
+        if self.gated and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def _audio_received(self, run: AudioRun) -> None:
+        on_audio = self._on_audio
+        if on_audio is None:
+            return
+        try:
+            on_audio(run)
+        except Exception as exc:  # as _deliver: the session ends, classified
+            log.exception("realtime audio handler failed")
+            if self.failure is None:
+                self.failure = exc
+                self.fail(1011, "internal error")
+
+    def decode_audio(self, converter: AudioConverter | None, on_audio: OnAudio | None, items: bool = True) -> bool:
+        """Have the C downlink decode the model's audio deltas with ``converter`` and hand them to ``on_audio`` as
+        runs, from the next frame on; None: stop (they reach ``on_message`` again). False where it cannot: no
+        scanner (the setting off, no compiler), asyncio's TLS, permessage-deflate, not open, no C form."""
+        down = self._down
+        if converter is None or on_audio is None:
+            if down is not None:
+                down.decode(None)
+            self._on_audio = None
+            return True
+        if (
+            down is None
+            or self.protocol.state is not State.OPEN
+            or self.protocol.extensions  # a compressed frame's payload is not the event's text
+            or self.transport.get_extra_info("sslcontext") is not None
+            or not down.decode(converter, items)
+        ):
+            return False
+        self._on_audio = on_audio
+        return True
+
+    def _close_downlink(self) -> None:
+        down, self._down, self._on_audio = self._down, None, None
+        if down is not None:
+            down.close()
+
+
+class RealtimeSocket(_Downlink, asyncio.Protocol):
     """One client WebSocket: the sans-I/O protocol, this asyncio protocol, and the fast paths (see the module doc).
     Made by :func:`connect`."""
 
@@ -226,6 +306,7 @@ class RealtimeSocket(asyncio.Protocol):
         self._ping: tuple[bytes, float] | None = None
         self._keepalive: asyncio.TimerHandle | None = None  # the next ping, or the deadline of its pong
         self._close_timer: asyncio.TimerHandle | None = None
+        self._down = DownlinkScanner.make(options.audio_events, options.commuting_events)  # C downlink: _Downlink
 
     @property
     def state(self) -> State:
@@ -307,7 +388,7 @@ class RealtimeSocket(asyncio.Protocol):
             self._send_request()
         return done
 
-    def _plain_received(self, data: bytes) -> None:
+    def _frames_received(self, data: bytes) -> None:  # raw frames, from _Downlink._plain_received
         protocol = self.protocol
         protocol.receive_data(data)
         events = protocol.events_received()
@@ -323,8 +404,6 @@ class RealtimeSocket(asyncio.Protocol):
                     self._frame(event)
             elif isinstance(event, Response):
                 self._answered()
-        if self.gated and not self.transport.is_closing():
-            self.transport.pause_reading()
 
     def eof_received(self) -> None:
         self.protocol.receive_eof()
@@ -339,6 +418,7 @@ class RealtimeSocket(asyncio.Protocol):
         self._take_back()  # before the transport closes the socket: C must never write to a closed (reused) fd
         if self._tls is not None:  # C no longer seals with it (unbound above)
             self._tls.close()
+        self._close_downlink()
         self.protocol.receive_eof()  # idempotent: the protocol's state is CLOSED from here
         for timer in (self._keepalive, self._close_timer):
             if timer is not None:

@@ -19,7 +19,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 from websockets.protocol import State
 
-from bridge.realtime.ws_fastpath import OnMessage, SocketClosed, SocketOptions, WriteOffload
+from bridge.audio import AudioConverter
+from bridge.realtime.ws_fastpath import OnAudio, OnMessage, SocketClosed, SocketOptions, WriteOffload
 
 log = logging.getLogger("bridge.realtime")
 
@@ -81,6 +82,9 @@ class PlainSocket:
 
     def offload(self, offload: WriteOffload | None) -> bool:
         return offload is None
+
+    def decode_audio(self, converter: AudioConverter | None, on_audio: OnAudio | None, items: bool = True) -> bool:
+        return converter is None  # websockets' own client parses every frame itself: no C downlink
 
 
 async def connect(url: str, headers: Mapping[str, str], on_message: OnMessage, options: SocketOptions) -> PlainSocket:

@@ -32,6 +32,7 @@ from bridge.config import WILDCARD_HOSTS, Settings, secret_variables
 from bridge.dialplan import Dialplan, load_dialplans, rollout_specs, route, shutdown_errors
 from bridge.errors import BridgeError, ConfigError, ConnectError, ModelRefused, redact
 from bridge.orchestrator.client import OrchestratorClient
+from bridge.realtime import downlink
 from bridge.realtime.credentials import BROKER_TOKEN_ENV, BROKER_URL_ENV, Sources
 from bridge.realtime.dialects import DIALECTS, get_dialect
 from bridge.rollout import catalog, refusals
@@ -441,7 +442,7 @@ class Worker:
             "clock": call.clock_priority,
             **call.media_counters,
             "rtp_dropped": call.rtp_dropped,  # packets from hosts the call does not admit (bridge/sip/rtpguard.py)
-            "uplink": session.link.uplink_counts,  # who sent the caller's frames (bridge/native/cport.c, "Uplink")
+            **session.link.media_counts,  # uplink: who sent the caller's frames; downlink: who decoded the model's
             # dead air inside an answer (the playout buffer ran dry): when, on the monotonic clock, the latest were
             "underrun_at": [round(t, 3) for t in session.playout.underrun_times],
         }
@@ -609,6 +610,7 @@ def main(argv: list[str]) -> int:
         settings = Settings.model_validate(sent.get("settings") or {})
         forget_environment([], secret_variables(os.environ))  # none stays, whoever started it
         logs.configure(settings.log_format, str(args.index))
+        downlink.configure(settings.native_downlink)
         worker = Worker(settings, args.index, broker_token=sent.get("broker_token"), ready_fd=args.ready_fd)
         load_sdk(worker.plans)  # the MCP SDK if a plan has MCP servers, before any call (the parent may have it)
     except (BridgeError, ValueError, OSError) as exc:

@@ -99,6 +99,10 @@ async def test_caller_audio_reaches_the_model_and_the_reply_reaches_the_caller(
     offloaded = media == "native" and fmt == "pcm16"
     sender, other = ("clock_thread", "loop") if offloaded else ("loop", "clock_thread")
     assert uplink[sender] >= 200 and uplink[other] == 0, uplink
+    # The model's audio: every delta decoded by the socket's C downlink (native_downlink, on by default), over ws://
+    # and wss:// (the native TLS engine), PCM and G.711 alike; the loop decoded none.
+    downlink = report["media"]["downlink"]
+    assert downlink["c"] >= 5 and downlink["loop"] == 0, downlink
     assert report["caller_transcript"] == [HEARS]
     assert report["agent_transcript"] == ["Okay."]
     assert report["phases"][:5] == ["IDLE", "LISTENING", "THINKING", "SPEAKING", "LISTENING"], report["phases"]

@@ -98,7 +98,10 @@ async def test_barge_in_stops_the_agent_and_truncates_to_what_was_heard(tmp_path
     heard_ms = audio_s(heard, cut) * 1000
     assert 1000 < heard_ms < FIRST_MS / 2, cut  # really interrupted, after playing a while
 
-    # The bridge: one barge-in, SPEAKING -> CANCELLING -> LISTENING, one truncate of the playing item.
+    # The bridge: one barge-in, SPEAKING -> CANCELLING -> LISTENING, one truncate of the playing item. The model's
+    # audio came through the socket's C downlink (native_downlink, the default): the truncate is still what was heard.
+    downlink = report["media"]["downlink"]
+    assert downlink["c"] > 0 and downlink["loop"] == 0, downlink
     assert report["barge_ins"] == 1
     phases = report["phases"]
     i = phases.index("CANCELLING")

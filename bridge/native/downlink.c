@@ -1,0 +1,694 @@
+/* callbridge native downlink: the model's audio deltas from a Realtime socket's plain bytes to 8 kHz PCM, in C.
+ *
+ * A worker's loop reads its Realtime socket on the media beat (bridge/realtime/ws_fastpath.py) and hands the plain
+ * bytes of each read (after TLS, if the native engine carries it) to this scanner in one call (cbd_feed). The
+ * scanner follows the stream from its first byte: the HTTP answer of the opening handshake (up to its blank line),
+ * then RFC 6455 frames. Server frames are not masked (§5.1). Each whole, unfragmented text frame whose JSON "type"
+ * is one of the dialect's audio delta events (given by the loop: the dialect's tables, never named here) has its
+ * "delta" base64-decoded and converted to 8 kHz PCM16 here: downsampled 24 -> 8 kHz with the resampler's C kernel
+ * (cbr_down of resample.c, passed in with the call's own filter state, as the uplink's cbr_up is), or through a
+ * G.711 table (passthrough sessions). Consecutive deltas of one item become one run of PCM; the events that commute
+ * with the audio (the transcript's deltas, named by the loop), which the service interleaves with the deltas, are
+ * carried past a run under way and handed on right after it, so a read's audio is one run. Every other frame
+ * (control events, pings, the close, fragments, frames too long to hold) goes back to the loop as
+ * the raw bytes it was, in order, for websockets' own parser: the loop takes the pieces one by one (cbd_next), so
+ * a run of audio and the events around it keep their order, and what the loop does between pieces (a barge-in's
+ * reset, an item's drained tail) happens before the next piece is decoded.
+ *
+ * An audio frame that does not decode (JSON that is not an object, a missing or non-string field, an escaped id,
+ * bad base64, an odd byte count) is counted as bad and passed on raw, so the loop's own decoder turns it into the
+ * error event it always did. A masked or otherwise impossible frame header ends the scan: from there on every byte
+ * is passed on as it comes, and websockets fails the connection.
+ *
+ * Filter state: a new item's first delta resets it (cbr_down_reset), as the loop's converter is reset for a new
+ * output item; a continuous stream (items off) is never reset. Nothing here is shared with another thread: the
+ * loop calls every function.
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "callbridge.h"
+
+#define HOLD_MAX (1 << 20)   /* the longest text frame held to inspect; a longer one streams on untouched */
+#define TYPES_MAX 512        /* the audio event names, NUL-separated */
+#define ID_MAX 128           /* an item or response id; a longer one goes to the loop */
+#define KERNEL_CHUNK 4800    /* samples per cbr_down call (resample.c's MAX_IN) */
+
+enum { ST_HTTP, ST_FRAMES, ST_RAW };                                 /* where the stream is */
+enum { P_NONE = 0, P_PASS = 1, P_AUDIO = 2 };                        /* what cbd_next gives */
+enum { M_OFF = 0, M_KERNEL = 1, M_TABLE = 2 };                       /* how deltas are converted */
+
+typedef void (*cbr_reset_fn)(cbr_down_state *st);
+
+typedef struct {
+    char id[ID_MAX];
+    size_t len;
+} cbd_id;
+
+typedef struct cbd {
+    int state;
+    unsigned http_match;     /* bytes of "\r\n\r\n" matched so far */
+    unsigned char *in;       /* bytes fed and not yet given back or decoded */
+    size_t in_len, in_cap, at;
+    uint64_t skip;           /* bytes of a frame streaming on untouched (too long, or not text) */
+    int in_fragment;         /* a fragmented data message is under way: its frames all pass */
+    int mode, items;
+    char types[TYPES_MAX], later[TYPES_MAX]; /* the audio delta's names; the names that may follow a run */
+    size_t types_len, later_len;
+    unsigned char *dfr;      /* frames deferred to the end of the run they came in (their raw bytes) */
+    size_t dfr_len, dfr_cap;
+    int dfr_state;           /* 1: to be given next, 2: given (emptied on the next call) */
+    cbr_down_fn kernel;
+    cbr_reset_fn reset;
+    cbr_down_state *fstate;
+    int16_t table[256];
+    cbd_id last_item;        /* the item the filter state belongs to (len SIZE_MAX: none yet, adopt) */
+    int16_t *pcm;            /* the run being built (8 kHz) */
+    size_t pcm_len, pcm_cap;
+    unsigned char *raw;      /* one delta's decoded bytes */
+    size_t raw_cap;
+    cbd_id run_item, run_response, run_event;
+    uint64_t run_deltas;
+    uint64_t deltas, runs, passed, bad, frames;
+} cbd;
+
+/* -- the JSON of one event: its top-level string fields -------------------------------------------------- */
+
+typedef struct {
+    const unsigned char *type, *delta, *item, *response, *event;
+    size_t type_len, delta_len, item_len, response_len, event_len;
+    int item_bad, response_bad; /* present but not a plain string (the loop's decoder judges those) */
+} fields;
+
+static const unsigned char *skip_ws(const unsigned char *p, const unsigned char *end) {
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+        p++;
+    return p;
+}
+
+static unsigned char SPECIAL[256]; /* in a JSON string: the quote, the backslash and control characters */
+
+/* A JSON string at p (p at its opening quote): returns the byte after its closing quote, NULL if unterminated or
+ * holding a raw control character. *escaped: it holds a backslash. */
+static const unsigned char *json_str(const unsigned char *p, const unsigned char *end, int *escaped) {
+    *escaped = 0;
+    p++;
+    const unsigned char *q = memchr(p, '"', (size_t)(end - p));
+    if (q != NULL && q - p > 256 && memchr(p, '\\', (size_t)(q - p)) == NULL)
+        return q + 1; /* a long plain string (the delta): its characters are the base64 decoder's to judge */
+    for (;;) {
+        while (p < end && !SPECIAL[*p])
+            p++;
+        if (p >= end || *p < 0x20)
+            return NULL;
+        if (*p == '"')
+            return p + 1;
+        *escaped = 1; /* a backslash: the next character is taken whatever it is */
+        p += 2;
+    }
+}
+
+/* Any JSON value at p: returns the byte after it, NULL if it is not well formed (structure only: scalars are
+ * runs of the characters numbers and literals use). *escaped: a string value holding a backslash. */
+static const unsigned char *json_value(const unsigned char *p, const unsigned char *end, int depth, int *escaped) {
+    *escaped = 0;
+    if (p >= end || depth > 64)
+        return NULL;
+    if (*p == '"')
+        return json_str(p, end, escaped);
+    if (*p == '{' || *p == '[') {
+        unsigned char close = *p == '{' ? '}' : ']';
+        int object = *p == '{', inner;
+        p = skip_ws(p + 1, end);
+        if (p < end && *p == close)
+            return p + 1;
+        for (;;) {
+            if (object) {
+                if (p >= end || *p != '"' || (p = json_str(p, end, &inner)) == NULL)
+                    return NULL;
+                p = skip_ws(p, end);
+                if (p >= end || *p != ':')
+                    return NULL;
+                p = skip_ws(p + 1, end);
+            }
+            if ((p = json_value(p, end, depth + 1, &inner)) == NULL)
+                return NULL;
+            p = skip_ws(p, end);
+            if (p < end && *p == ',') {
+                p = skip_ws(p + 1, end);
+                continue;
+            }
+            return p < end && *p == close ? p + 1 : NULL;
+        }
+    }
+    const unsigned char *s = p;
+    while (p < end && *p != '\0' && strchr("+-.0123456789eEtruefalsn", *p) != NULL)
+        p++;
+    return p > s ? p : NULL;
+}
+
+static int key_is(const unsigned char *k, size_t n, const char *name) {
+    return n == strlen(name) && memcmp(k, name, n) == 0;
+}
+
+/* Note one top-level member (key k..n, value v..ve, `escaped` if a string value holds a backslash). */
+static void note(fields *f, const unsigned char *k, size_t n, const unsigned char *v, const unsigned char *ve,
+                 int escaped) {
+    int string = *v == '"';
+    const unsigned char *s = v + 1;
+    size_t len = string ? (size_t)(ve - v - 2) : 0;
+    if (key_is(k, n, "type") && string && !escaped) {
+        f->type = s, f->type_len = len;
+    } else if (key_is(k, n, "delta")) {
+        f->delta = string ? s : NULL, f->delta_len = string ? len : 0;
+        if (!string)
+            f->delta = NULL;
+    } else if (key_is(k, n, "item_id")) {
+        f->item_bad = !string || escaped || len >= ID_MAX;
+        f->item = s, f->item_len = len;
+    } else if (key_is(k, n, "response_id")) {
+        f->response_bad = !string || escaped || len >= ID_MAX;
+        f->response = s, f->response_len = len;
+    } else if (key_is(k, n, "event_id") && string && !escaped && len < ID_MAX) {
+        f->event = s, f->event_len = len;
+    }
+}
+
+/* The top-level object of one text frame: 0 and its fields, -1 if it is not one well-formed JSON object. */
+static int json_fields(const unsigned char *text, size_t n, fields *f) {
+    const unsigned char *end = text + n, *p = skip_ws(text, end);
+    int escaped;
+    memset(f, 0, sizeof *f);
+    if (p >= end || *p != '{')
+        return -1;
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == '}')
+        return skip_ws(p + 1, end) == end ? 0 : -1;
+    for (;;) {
+        if (p >= end || *p != '"')
+            return -1;
+        const unsigned char *k = p + 1, *after = json_str(p, end, &escaped);
+        if (after == NULL)
+            return -1;
+        size_t klen = (size_t)(after - k - 1);
+        p = skip_ws(after, end);
+        if (p >= end || *p != ':')
+            return -1;
+        int value_escaped;
+        const unsigned char *v = skip_ws(p + 1, end), *ve = json_value(v, end, 1, &value_escaped);
+        if (ve == NULL)
+            return -1;
+        if (!escaped)
+            note(f, k, klen, v, ve, value_escaped);
+        p = skip_ws(ve, end);
+        if (p < end && *p == ',') {
+            p = skip_ws(p + 1, end);
+            continue;
+        }
+        if (p >= end || *p != '}')
+            return -1;
+        return skip_ws(p + 1, end) == end ? 0 : -1;
+    }
+}
+
+/* -- base64 (RFC 4648 §4, strict as the loop's decoder: padding required, "\/" is JSON's escaped "/") ----- */
+
+static signed char B64[256];
+static uint32_t B64_0[256], B64_1[256], B64_2[256], B64_3[256]; /* the fast decoder's (b64_decode) */
+static int b64_ready;
+
+static void b64_table(void) {
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    memset(B64, -1, sizeof B64);
+    for (int i = 0; i < 64; i++)
+        B64[(unsigned char)alphabet[i]] = (signed char)i;
+    for (int c = 0; c < 256; c++) {
+        uint32_t v = (uint32_t)B64[c], stranger = B64[c] < 0 ? 0x80000000u : 0;
+        B64_0[c] = stranger | (v & 63) << 18;
+        B64_1[c] = stranger | (v & 63) << 12;
+        B64_2[c] = stranger | (v & 63) << 6;
+        B64_3[c] = stranger | (v & 63);
+    }
+    for (int c = 0; c < 0x20; c++)
+        SPECIAL[c] = 1;
+    SPECIAL['"'] = SPECIAL['\\'] = 1;
+    b64_ready = 1;
+}
+
+/* Returns the decoded length, -1 on a character outside the alphabet, misplaced padding or a partial quantum. */
+static long b64_decode_slow(const unsigned char *in, size_t n, unsigned char *out) {
+    uint32_t acc = 0;
+    long o = 0;
+    unsigned q = 0, pad = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = in[i];
+        if (c == '\\') {
+            if (i + 1 >= n || in[i + 1] != '/')
+                return -1;
+            continue; /* the '/' that follows is the character */
+        }
+        if (c == '=') {
+            if (q < 2)
+                return -1;
+            pad++;
+            acc <<= 6;
+            if (++q == 4) {
+                out[o++] = (unsigned char)(acc >> 16);
+                if (pad == 1)
+                    out[o++] = (unsigned char)(acc >> 8);
+                if (i + 1 != n)
+                    return -1; /* nothing may follow the padding */
+            }
+            continue;
+        }
+        signed char v = B64[c];
+        if (v < 0 || pad)
+            return -1;
+        acc = acc << 6 | (uint32_t)v;
+        if (++q == 4) {
+            out[o++] = (unsigned char)(acc >> 16);
+            out[o++] = (unsigned char)(acc >> 8);
+            out[o++] = (unsigned char)acc;
+            q = 0, acc = 0;
+        }
+    }
+    return q == 0 || (q == 4 && pad) ? o : -1;
+}
+
+/* The common case four characters at a time (no escape: orjson and the service never escape "/"), the last quantum
+ * and anything unusual by the careful decoder. */
+static long b64_decode(const unsigned char *in, size_t n, unsigned char *out) {
+    if (n % 4 != 0 || memchr(in, '\\', n) != NULL)
+        return b64_decode_slow(in, n, out);
+    size_t whole = n >= 4 ? n - 4 : 0, i = 0;
+    unsigned char *o = out;
+    uint32_t bad = 0;
+    for (; i < whole; i += 4) { /* each table holds its character's 6 bits in place, bit 31 for a stranger or '=' */
+        uint32_t v = B64_0[in[i]] | B64_1[in[i + 1]] | B64_2[in[i + 2]] | B64_3[in[i + 3]];
+        bad |= v;
+        o[0] = (unsigned char)(v >> 16);
+        o[1] = (unsigned char)(v >> 8);
+        o[2] = (unsigned char)v;
+        o += 3;
+    }
+    if (bad & 0x80000000u)
+        return -1;
+    long last = b64_decode_slow(in + i, n - i, o);
+    return last < 0 ? -1 : (long)(o - out) + last;
+}
+
+/* -- the run of audio ----------------------------------------------------------------------------------- */
+
+static int grow(void **buf, size_t *cap, size_t need, size_t unit) {
+    if (need <= *cap)
+        return 0;
+    size_t cap2 = *cap ? *cap : 4096;
+    while (cap2 < need)
+        cap2 *= 2;
+    void *grown = realloc(*buf, cap2 * unit);
+    if (grown == NULL)
+        return -1;
+    *buf = grown;
+    *cap = cap2;
+    return 0;
+}
+
+static int same_id(const cbd_id *id, const unsigned char *s, size_t n) {
+    return id->len == n && memcmp(id->id, s, n) == 0;
+}
+
+static void set_id(cbd_id *id, const unsigned char *s, size_t n) {
+    memcpy(id->id, s, n);
+    id->len = n;
+}
+
+/* Convert `n` decoded bytes onto the run. -1 if they cannot be (an odd count at 24 kHz, no memory). */
+static int convert(cbd *d, const unsigned char *raw, size_t n) {
+    size_t samples = d->mode == M_KERNEL ? n / 2 : n;
+    if ((d->mode == M_KERNEL && (n & 1)) || grow((void **)&d->pcm, &d->pcm_cap, d->pcm_len + samples + 4, 2) < 0)
+        return -1;
+    if (d->mode == M_TABLE) {
+        for (size_t i = 0; i < n; i++)
+            d->pcm[d->pcm_len + i] = d->table[raw[i]];
+        d->pcm_len += n;
+        return 0;
+    }
+    const int16_t *in = (const int16_t *)raw; /* raw is malloc'ed: aligned */
+    while (samples > 0) {
+        int chunk = samples > KERNEL_CHUNK ? KERNEL_CHUNK : (int)samples;
+        if (grow((void **)&d->pcm, &d->pcm_cap, d->pcm_len + (size_t)chunk / CBR_FACTOR + 4, 2) < 0)
+            return -1;
+        int got = d->kernel(d->fstate, in, chunk, d->pcm + d->pcm_len);
+        if (got < 0)
+            return -1;
+        d->pcm_len += (size_t)got;
+        in += chunk;
+        samples -= (size_t)chunk;
+    }
+    return 0;
+}
+
+static int in_names(const char *names, size_t names_len, const unsigned char *t, size_t n) {
+    for (size_t at = 0; at < names_len;) {
+        size_t len = strlen(names + at);
+        if (len == n && memcmp(names + at, t, n) == 0)
+            return 1;
+        at += len + 1;
+    }
+    return 0;
+}
+
+static int is_audio_type(const cbd *d, const unsigned char *t, size_t n) {
+    return in_names(d->types, d->types_len, t, n);
+}
+
+/* Whether a frame that is not well-formed JSON names one of the audio types (counted as bad). */
+static int names_audio(const cbd *d, const unsigned char *text, size_t n) {
+    for (size_t at = 0; at < d->types_len;) {
+        size_t len = strlen(d->types + at);
+        if (len && memmem(text, n, d->types + at, len) != NULL)
+            return 1;
+        at += len + 1;
+    }
+    return 0;
+}
+
+/* One whole text frame's payload. 1: an audio delta, added to the run; 0: not audio (pass it); -1: audio that
+ * does not decode (bad: pass it); 2: audio of another item or response than the run's (end the run first); 3: an
+ * event that may follow the run (a run is under way: defer it to the run's end). */
+static int take_event(cbd *d, const unsigned char *text, size_t n) {
+    fields f;
+    if (json_fields(text, n, &f) < 0)
+        return names_audio(d, text, n) ? -1 : 0; /* not one object: the loop's decoder says so */
+    if (f.type != NULL && d->run_deltas && in_names(d->later, d->later_len, f.type, f.type_len))
+        return 3;
+    if (f.type == NULL || !is_audio_type(d, f.type, f.type_len))
+        return 0;
+    if (f.delta == NULL || f.item_bad || f.response_bad)
+        return -1;
+    if (!d->items)
+        f.item_len = f.response_len = 0;
+    if (d->run_deltas && (!same_id(&d->run_item, f.item, f.item_len) || !same_id(&d->run_response, f.response,
+                                                                                    f.response_len)))
+        return 2;
+    if (grow((void **)&d->raw, &d->raw_cap, f.delta_len / 4 * 3 + 4, 1) < 0)
+        return -1;
+    long bytes = b64_decode(f.delta, f.delta_len, d->raw);
+    if (bytes < 0 || (d->mode == M_KERNEL && (bytes & 1)))
+        return -1;
+    if (d->mode == M_KERNEL && d->items && d->last_item.len != SIZE_MAX && !same_id(&d->last_item, f.item,
+                                                                                       f.item_len))
+        d->reset(d->fstate); /* a new output item starts a new stream */
+    if (d->items)
+        set_id(&d->last_item, f.item, f.item_len);
+    if (convert(d, d->raw, (size_t)bytes) < 0)
+        return -1;
+    if (d->run_deltas++ == 0) {
+        set_id(&d->run_item, f.item, f.item_len);
+        set_id(&d->run_response, f.response, f.response_len);
+    }
+    if (f.event != NULL)
+        set_id(&d->run_event, f.event, f.event_len);
+    else
+        d->run_event.len = 0;
+    d->deltas++;
+    return 1;
+}
+
+/* -- the stream ------------------------------------------------------------------------------------------ */
+
+/* The HTTP answer: pass bytes up to and including its blank line. Returns how many were taken. */
+static size_t http_scan(cbd *d, const unsigned char *p, size_t n) {
+    static const char end[] = "\r\n\r\n";
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == (unsigned char)end[d->http_match])
+            d->http_match++;
+        else
+            d->http_match = p[i] == '\r' ? 1 : 0;
+        if (d->http_match == 4) {
+            d->state = ST_FRAMES;
+            return i + 1;
+        }
+    }
+    return n;
+}
+
+/* The header of the frame at `h` (`have` bytes there): 0 if incomplete, -1 if impossible, else its size, and the
+ * payload's length in *len. */
+static long frame_head(const unsigned char *h, size_t have, uint64_t *len) {
+    if (have < 2)
+        return 0;
+    size_t head = 2;
+    uint64_t n = h[1] & 127;
+    if (n == 126) {
+        if (have < 4)
+            return 0;
+        n = (uint64_t)h[2] << 8 | h[3];
+        head = 4;
+    } else if (n == 127) {
+        if (have < 10)
+            return 0;
+        n = 0;
+        for (int i = 0; i < 8; i++)
+            n = n << 8 | h[2 + i];
+        head = 10;
+        if (n >> 63)
+            return -1;
+    }
+    if ((h[1] & 0x80) || (h[0] & 0x70))
+        return -1; /* masked (a server's frames are not, RFC 6455 §5.1), or reserved bits (no extension here) */
+    *len = n;
+    return (long)head;
+}
+
+/* How much of the pending bytes from d->at on pass untouched, frame by frame, before the next frame to inspect
+ * (a whole unfragmented text frame that may be held). Sets d->skip for a frame streaming through. */
+static size_t pass_span(cbd *d, int *inspect) {
+    size_t at = d->at;
+    *inspect = 0;
+    while (at < d->in_len) {
+        if (d->state == ST_RAW)
+            return d->in_len - d->at;
+        if (d->skip) {
+            size_t k = d->in_len - at < d->skip ? d->in_len - at : (size_t)d->skip;
+            d->skip -= k;
+            at += k;
+            continue;
+        }
+        if (d->state == ST_HTTP) {
+            at += http_scan(d, d->in + at, d->in_len - at);
+            continue;
+        }
+        uint64_t len;
+        long head = frame_head(d->in + at, d->in_len - at, &len);
+        if (head == 0)
+            break;
+        if (head < 0) {
+            d->state = ST_RAW;
+            continue;
+        }
+        unsigned op = d->in[at] & 0x0f, fin = d->in[at] & 0x80;
+        int data = op == 0 || op == 1 || op == 2;
+        if (op == 1 && fin && !d->in_fragment && len <= HOLD_MAX && d->mode != M_OFF) {
+            *inspect = 1;
+            break;
+        }
+        if (data)
+            d->in_fragment = !fin;
+        d->frames++;
+        at += (size_t)head;
+        d->skip = len;
+    }
+    return at - d->at;
+}
+
+static void compact(cbd *d) {
+    if (d->at == 0)
+        return;
+    memmove(d->in, d->in + d->at, d->in_len - d->at);
+    d->in_len -= d->at;
+    d->at = 0;
+}
+
+/* -- the loop's side ------------------------------------------------------------------------------------- */
+
+cbd *cbd_new(void) {
+    if (!b64_ready)
+        b64_table();
+    cbd *d = calloc(1, sizeof *d);
+    if (d != NULL)
+        d->last_item.len = SIZE_MAX;
+    return d;
+}
+
+void cbd_free(cbd *d) {
+    if (d == NULL)
+        return;
+    free(d->in);
+    free(d->pcm);
+    free(d->raw);
+    free(d->dfr);
+    free(d);
+}
+
+/* The stream starts past its handshake (a test's stream of frames alone). */
+void cbd_frames_only(cbd *d) {
+    if (d->state == ST_HTTP)
+        d->state = ST_FRAMES;
+}
+
+/* The audio delta events' wire names, NUL-separated; and the names of events that commute with the model's audio
+ * (its transcript's deltas: text, which no audio waits for), which a run under way carries past: they come right
+ * after the run they arrived in, in their order, never after any other event. -1: too long. */
+int cbd_types(cbd *d, const char *names, int len, const char *later, int later_len) {
+    if (len < 0 || len >= TYPES_MAX || later_len < 0 || later_len >= TYPES_MAX)
+        return -1;
+    memcpy(d->types, names, (size_t)len);
+    d->types[len] = '\0';
+    d->types_len = (size_t)len;
+    memcpy(d->later, later, (size_t)later_len);
+    d->later[later_len] = '\0';
+    d->later_len = (size_t)later_len;
+    return 0;
+}
+
+/* Decode deltas from now on: `mode` M_KERNEL with `kernel`/`reset`/`state` (cbr_down, cbr_down_reset, one call's
+ * filter state, which the loop may also use between cbd_next calls), M_TABLE with `table` (256 G.711 codes ->
+ * PCM16), M_OFF to stop (audio frames pass on raw again). `items`: reset the filter on a new item and carry the
+ * ids (0: a continuous stream, never reset, ids empty). The first delta after this adopts the filter as it is. */
+int cbd_audio(cbd *d, int mode, cbr_down_fn kernel, cbr_reset_fn reset, cbr_down_state *state, const int16_t *table,
+              int items) {
+    if ((mode == M_KERNEL && (kernel == NULL || reset == NULL || state == NULL)) || (mode == M_TABLE && !table))
+        return -1;
+    if (mode != M_OFF && mode != M_KERNEL && mode != M_TABLE)
+        return -1;
+    d->mode = mode;
+    d->kernel = kernel;
+    d->reset = reset;
+    d->fstate = state;
+    d->items = items;
+    if (table != NULL)
+        memcpy(d->table, table, sizeof d->table);
+    d->last_item.len = SIZE_MAX;
+    return 0;
+}
+
+/* Append the bytes of one read. -1: no memory (the bytes are then not taken: the loop passes them on itself and
+ * the scan is over). */
+int cbd_feed(cbd *d, const unsigned char *data, size_t n) {
+    compact(d);
+    if (grow((void **)&d->in, &d->in_cap, d->in_len + n, 1) < 0) {
+        d->state = ST_RAW;
+        return -1;
+    }
+    memcpy(d->in + d->in_len, data, n);
+    d->in_len += n;
+    return 0;
+}
+
+typedef struct {
+    const unsigned char *ptr; /* P_PASS: the raw bytes; P_AUDIO: the run's PCM16 at 8 kHz */
+    size_t len;               /* bytes */
+    const char *item, *response, *event;
+    size_t item_len, response_len, event_len;
+    uint64_t deltas;
+} cbd_piece;
+
+static int give_run(cbd *d, cbd_piece *out) {
+    out->ptr = (const unsigned char *)d->pcm;
+    out->len = d->pcm_len * 2;
+    out->item = d->run_item.id, out->item_len = d->run_item.len;
+    out->response = d->run_response.id, out->response_len = d->run_response.len;
+    out->event = d->run_event.id, out->event_len = d->run_event.len;
+    out->deltas = d->run_deltas;
+    d->runs++;
+    d->run_deltas = 0;
+    d->pcm_len = 0; /* valid until the next call */
+    if (d->dfr_len)
+        d->dfr_state = 1; /* the events it carried past come next */
+    return P_AUDIO;
+}
+
+/* The frame at d->at if it is one to inspect (a whole or partial unfragmented text frame short enough to hold,
+ * while decoding): its header's size (and *len), else 0. */
+static long inspectable(cbd *d, uint64_t *len) {
+    if (d->state != ST_FRAMES || d->skip || d->mode == M_OFF || d->in_fragment || d->at >= d->in_len)
+        return 0;
+    long head = frame_head(d->in + d->at, d->in_len - d->at, len);
+    if (head <= 0 || (d->in[d->at] & 0x8f) != 0x81 || *len > HOLD_MAX)
+        return 0;
+    return head;
+}
+
+static int give_pass(cbd *d, cbd_piece *out, size_t n) {
+    out->ptr = d->in + d->at;
+    out->len = n;
+    d->at += n;
+    d->passed += n;
+    return P_PASS;
+}
+
+/* The next piece of what was fed, in stream order: P_PASS (raw bytes for the loop's parser), P_AUDIO (a run of
+ * decoded audio), P_NONE (nothing more until the next read; a partial frame is kept). A piece's bytes stay valid
+ * until the next call. */
+int cbd_next(cbd *d, cbd_piece *out) {
+    memset(out, 0, sizeof *out);
+    if (d->dfr_state == 2)
+        d->dfr_len = d->dfr_state = 0;
+    if (d->dfr_state == 1) {
+        out->ptr = d->dfr;
+        out->len = d->dfr_len;
+        d->passed += d->dfr_len;
+        d->dfr_state = 2;
+        return P_PASS;
+    }
+    for (;;) {
+        uint64_t len = 0;
+        long head = inspectable(d, &len);
+        if (head > 0 && d->in_len - d->at >= (size_t)head + len) {
+            int took = take_event(d, d->in + d->at + head, (size_t)len);
+            size_t whole = (size_t)head + (size_t)len;
+            if (took == 3 && grow((void **)&d->dfr, &d->dfr_cap, d->dfr_len + whole, 1) == 0) {
+                memcpy(d->dfr + d->dfr_len, d->in + d->at, whole);
+                d->dfr_len += whole;
+                took = 1;
+            } else if (took == 3) {
+                took = 0; /* no memory: the run ends here instead */
+            }
+            if (took == 1) {
+                d->at += whole;
+                d->frames++;
+                continue;
+            }
+            if (d->run_deltas)
+                return give_run(d, out); /* this frame is looked at again on the next call */
+            d->bad += took < 0;
+            d->frames++;
+            return give_pass(d, out, (size_t)head + (size_t)len);
+        }
+        if (d->run_deltas)
+            return give_run(d, out);
+        if (head > 0)
+            return P_NONE; /* the rest of it comes with a later read */
+        int inspect;
+        size_t span = pass_span(d, &inspect);
+        if (span > 0)
+            return give_pass(d, out, span);
+        if (!inspect)
+            return P_NONE;
+    }
+}
+
+/* frames seen, deltas decoded, runs given, bytes passed, bad audio frames, bytes held, state (0 HTTP, 1 frames,
+ * 2 raw) */
+void cbd_counters(cbd *d, unsigned long long out[7]) {
+    out[0] = d->frames;
+    out[1] = d->deltas;
+    out[2] = d->runs;
+    out[3] = d->passed;
+    out[4] = d->bad;
+    out[5] = d->in_len - d->at;
+    out[6] = (unsigned long long)d->state;
+}

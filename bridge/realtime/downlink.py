@@ -1,0 +1,246 @@
+"""The downlink in C: the model's audio deltas from the Realtime socket's bytes to 8 kHz PCM without Python per delta.
+
+A worker reads its Realtime socket once per media beat (:mod:`bridge.realtime.ws_fastpath`). Without this module each
+audio delta then costs Python a WebSocket frame parsed by ``websockets``, its JSON and base64 decoded, the
+downsampler called and an event made. With it (the ``native_downlink`` setting, on by default, :func:`configure`),
+the plain bytes of each read (after TLS, on the native engine) go to :class:`DownlinkScanner` in one call, which
+hands back the read as pieces, in stream order:
+
+* ``bytes``: raw WebSocket frames that are not audio (control events, transcripts, pings, the close, fragments, frames
+  too long to hold, and audio frames that do not decode, which the dialect's own decoder turns into the error event it
+  always did), fed to ``websockets``' protocol exactly as before;
+* :class:`AudioRun`: consecutive audio deltas of one item, base64-decoded and converted in C (``bridge/native/
+  downlink.c``: the call's 24 → 8 kHz kernel on the call's own filter state, or the G.711 table of a passthrough
+  session) into 8 kHz PCM16, which the client hands on as one :class:`~bridge.events.AudioChunk` with ``decoded``
+  set: the call's playout takes it as it is (:meth:`bridge.call.playback.Playback.push`).
+
+Everything downstream is the same playout buffer, so barge-in truncation, the echo guard's reference, the recording,
+the taps, underruns and hold audio see what they always saw. The event names are the dialect's (``server_events``
+entries whose canonical name is ``audio.delta``); the scanner follows the stream from its first byte (the handshake's
+HTTP answer, then frames), so it can start decoding at any moment, at a frame boundary. It stays off where the socket's
+bytes are not the bridge's own (asyncio's TLS, ``websockets``' own client), where permessage-deflate was negotiated,
+and where the call's converter has no C form (Live's 16 kHz PCM: that downsampler has no C kernel).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.audio import AudioConverter
+from bridge.audio.passthrough import PassthroughDownlink
+from bridge.audio.resample import Downsampler, native_kernels
+
+log = logging.getLogger("bridge.realtime")
+
+_P, _I, _SZ = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
+_SIGNATURES: tuple[tuple[str, Any, list[Any]], ...] = (
+    ("cbd_new", _P, []),
+    ("cbd_free", None, [_P]),
+    ("cbd_frames_only", None, [_P]),
+    ("cbd_types", _I, [_P, ctypes.c_char_p, _I, ctypes.c_char_p, _I]),
+    ("cbd_audio", _I, [_P, _I, _P, _P, _P, _P, _I]),
+    ("cbd_feed", _I, [_P, ctypes.c_char_p, _SZ]),
+    ("cbd_next", _I, [_P, _P]),
+    ("cbd_counters", None, [_P, _P]),
+)
+COUNTERS = ("frames", "deltas", "runs", "passed_bytes", "bad", "held_bytes", "state")
+AUDIO_DELTA = "audio.delta"  # the canonical name (bridge.realtime.dialects) of the events decoded here
+# Events that commute with the model's audio: text that no audio waits for. One that comes in the middle of a run of
+# deltas is handed on right after the run, so a read's audio stays one chunk (the service interleaves them).
+COMMUTING = frozenset({"audio_transcript.delta"})
+
+
+class Mode(enum.IntEnum):
+    """How the C side converts a delta (``downlink.c``)."""
+
+    OFF = 0
+    KERNEL = 1  # PCM16 24 kHz through the call's downsampler kernel
+    TABLE = 2  # G.711 codes through their decoding table
+
+
+class _Kind(enum.IntEnum):
+    NONE = 0
+    PASS = 1
+    AUDIO = 2
+
+
+class _Piece(ctypes.Structure):
+    _fields_ = (
+        ("ptr", _P),
+        ("len", _SZ),
+        ("item", _P),
+        ("response", _P),
+        ("event", _P),
+        ("item_len", _SZ),
+        ("response_len", _SZ),
+        ("event_len", _SZ),
+        ("deltas", ctypes.c_uint64),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AudioRun:
+    """Consecutive audio deltas of one item (and response), decoded: 8 kHz PCM16. ``event_id``: the last one's."""
+
+    item_id: str
+    response_id: str
+    pcm: bytes
+    deltas: int
+    event_id: str | None
+
+
+_lock = threading.Lock()
+_loaded: tuple[ctypes.CDLL | None, str | None] | None = None
+_enabled = True
+
+
+def configure(on: bool) -> None:
+    """The ``native_downlink`` setting of this process (a worker sets it at start)."""
+    global _enabled
+    _enabled = on
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+def load() -> ctypes.CDLL | None:
+    """Build and load ``downlink.c`` once per process; None if it cannot be (:func:`problem` says why)."""
+    global _loaded
+    with _lock:
+        if _loaded is None:
+            _loaded = _load()
+        return _loaded[0]
+
+
+def problem() -> str | None:
+    return _loaded[1] if _loaded else None
+
+
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    from bridge.native import build
+
+    try:
+        lib = ctypes.CDLL(str(build.build(build.DOWNLINK_SOURCE)))
+        for name, restype, argtypes in _SIGNATURES:
+            func = getattr(lib, name)
+            func.restype, func.argtypes = restype, argtypes
+    except (OSError, AttributeError) as exc:
+        log.warning("native downlink unavailable: %s", exc)
+        return None, str(exc)
+    return lib, None
+
+
+def audio_types(server_events: dict[str, str] | Any) -> tuple[str, ...]:
+    """The wire names a dialect's audio deltas come under (its ``server_events`` mapping to ``audio.delta``)."""
+    return tuple(wire for wire, canonical in server_events.items() if canonical == AUDIO_DELTA)
+
+
+def commuting_types(server_events: dict[str, str] | Any) -> tuple[str, ...]:
+    """The wire names of the events a run of audio may carry past (:data:`COMMUTING`): its transcript's deltas."""
+    return tuple(wire for wire, canonical in server_events.items() if canonical in COMMUTING)
+
+
+def c_form(converter: AudioConverter) -> tuple[Mode, int, int, int, bytes | None] | None:
+    """How C runs ``converter``: (mode, kernel, reset, state, table); None if it cannot (no C kernel)."""
+    if isinstance(converter, PassthroughDownlink):
+        return Mode.TABLE, 0, 0, 0, converter.c_table()
+    if isinstance(converter, Downsampler):
+        kernel = converter.c_kernel()
+        lib = native_kernels().lib
+        if kernel is None or lib is None:
+            return None
+        reset = ctypes.cast(lib.cbr_down_reset, ctypes.c_void_p).value
+        return (Mode.KERNEL, kernel[0], reset, kernel[1], None) if reset else None
+    return None
+
+
+class DownlinkScanner:
+    """One Realtime socket's scanner (see the module doc). Only the event loop calls it."""
+
+    def __init__(self, lib: ctypes.CDLL, types: Sequence[str], later: Sequence[str] = ()) -> None:
+        """``types``: the audio deltas' wire names; ``later``: events a run may carry past (:func:`commuting_types`)."""
+        self._lib = lib
+        self._handle: int | None = lib.cbd_new()
+        if not self._handle:
+            raise MemoryError("cbd_new")
+        names, after = b"\0".join(t.encode() for t in types), b"\0".join(t.encode() for t in later)
+        if lib.cbd_types(self._handle, names, len(names), after, len(after)) != 0:
+            raise ValueError(f"event names too long: {types}, {later}")
+        self._piece = _Piece()
+        self._piece_ref = ctypes.byref(self._piece)
+        self.decoding = False
+        self._converter: AudioConverter | None = None  # kept alive while C holds its state
+
+    @classmethod
+    def make(cls, types: Sequence[str], later: Sequence[str] = ()) -> DownlinkScanner | None:
+        """A scanner where the setting is on, the library loads and the dialect has audio deltas; else None."""
+        lib = load() if _enabled and types else None
+        return cls(lib, types, later) if lib is not None else None
+
+    def frames_only(self) -> None:
+        """The stream starts past its handshake (tests feed frames alone)."""
+        if self._handle:
+            self._lib.cbd_frames_only(self._handle)
+
+    def decode(self, converter: AudioConverter | None, items: bool = True) -> bool:
+        """Decode audio deltas with ``converter``'s C form from the next frame on (None: pass them on raw again).
+        ``items``: a new item resets the filter and runs carry the ids (False: one continuous stream). False if the
+        converter has no C form (the deltas pass on raw)."""
+        form = c_form(converter) if converter is not None else None
+        if not self._handle or (converter is not None and form is None):
+            self.decode(None) if self.decoding else None
+            return False
+        mode, kernel, reset, state, table = form if form is not None else (Mode.OFF, 0, 0, 0, None)
+        table_ptr = ctypes.cast(ctypes.c_char_p(table), ctypes.c_void_p) if table is not None else None
+        rc = self._lib.cbd_audio(
+            self._handle, int(mode), kernel or None, reset or None, state or None, table_ptr, 1 if items else 0
+        )
+        if rc != 0:
+            return False
+        self.decoding, self._converter = form is not None, converter
+        return True
+
+    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes | AudioRun]:
+        """The pieces of one read, in stream order (see the module doc). Bytes of a partial frame wait for the next
+        read. Each piece must be handled before the next is asked for."""
+        handle, lib, piece, ref = self._handle, self._lib, self._piece, self._piece_ref
+        if not handle:
+            yield bytes(data)
+            return
+        raw = data if isinstance(data, bytes) else bytes(data)
+        if lib.cbd_feed(handle, raw, len(raw)) != 0:  # no memory: the scan is over, these bytes pass as they are
+            yield raw
+        string_at = ctypes.string_at
+        while True:
+            kind = lib.cbd_next(handle, ref)
+            if kind == _Kind.PASS:
+                yield string_at(piece.ptr, piece.len)
+            elif kind == _Kind.AUDIO:
+                yield AudioRun(
+                    string_at(piece.item, piece.item_len).decode() if piece.item_len else "",
+                    string_at(piece.response, piece.response_len).decode() if piece.response_len else "",
+                    string_at(piece.ptr, piece.len) if piece.len else b"",
+                    piece.deltas,
+                    string_at(piece.event, piece.event_len).decode() if piece.event_len else None,
+                )
+            else:
+                return
+
+    def counters(self) -> dict[str, int]:
+        out = (ctypes.c_ulonglong * len(COUNTERS))()
+        if self._handle:
+            self._lib.cbd_counters(self._handle, out)
+        return dict(zip(COUNTERS, out, strict=True))
+
+    def close(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle:
+            self._lib.cbd_free(handle)
+        self.decoding, self._converter = False, None
