@@ -20,7 +20,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, TypeVar
 
 HERE = Path(__file__).parent
 CPORT_SOURCE = HERE / "cport.c"  # the native media port and the uplink (loaded by bridge.sip.cport)
@@ -73,3 +76,33 @@ def build(source: Path, force: bool = False) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+T = TypeVar("T")
+
+
+class LoadOnce(Generic[T]):
+    """A C part built and loaded once per process: ``load`` gives (the library, None) or (None, why not), and
+    that outcome is kept (dlopen'd code is never unloaded)."""
+
+    def __init__(self, load: Callable[[], tuple[T | None, str | None]]) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self._outcome: tuple[T | None, str | None] | None = None
+
+    def get(self) -> T | None:
+        """The library, loaded on first use; None if it cannot be (:meth:`problem` says why)."""
+        with self._lock:
+            if self._outcome is None:
+                self._outcome = self._load()
+            return self._outcome[0]
+
+    def problem(self) -> str | None:
+        """Why :meth:`get` gives None (None when it loaded, or before it was tried)."""
+        outcome = self._outcome
+        return outcome[1] if outcome else None
+
+    def forget(self) -> None:
+        """Try again on the next :meth:`get` (tests)."""
+        with self._lock:
+            self._outcome = None

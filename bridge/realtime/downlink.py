@@ -27,7 +27,6 @@ from __future__ import annotations
 import ctypes
 import enum
 import logging
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 from bridge.audio import AudioConverter
 from bridge.audio.passthrough import PassthroughDownlink
 from bridge.audio.resample import Downsampler, native_kernels
+from bridge.native.build import LoadOnce
 
 log = logging.getLogger("bridge.realtime")
 
@@ -95,8 +95,6 @@ class AudioRun:
     event_id: str | None
 
 
-_lock = threading.Lock()
-_loaded: tuple[ctypes.CDLL | None, str | None] | None = None
 _enabled = True
 
 
@@ -112,15 +110,11 @@ def enabled() -> bool:
 
 def load() -> ctypes.CDLL | None:
     """Build and load ``downlink.c`` once per process; None if it cannot be (:func:`problem` says why)."""
-    global _loaded
-    with _lock:
-        if _loaded is None:
-            _loaded = _load()
-        return _loaded[0]
+    return _LIB.get()
 
 
 def problem() -> str | None:
-    return _loaded[1] if _loaded else None
+    return _LIB.problem()
 
 
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
@@ -244,3 +238,6 @@ class DownlinkScanner:
         if handle:
             self._lib.cbd_free(handle)
         self.decoding, self._converter = False, None
+
+
+_LIB = LoadOnce(_load)

@@ -23,6 +23,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.native.build import LoadOnce
+
 ENV = "CALLBRIDGE_NATIVE_TLS"
 READ_CHUNK = 64 * 1024  # plaintext taken per cbt_read
 SEAL_CHUNK = 1024 * 1024  # plaintext sealed per cbt_seal: bounds the seal buffer
@@ -56,10 +58,6 @@ class NativeTlsLib:
     libssl: str
 
 
-_lock = threading.Lock()
-_loaded: tuple[NativeTlsLib | None, str | None] | None = None  # (the library, why not), once tried
-
-
 def libssl_path() -> str | None:
     """The libssl the interpreter's ssl module uses (mapped into this process), else the system's, else None."""
     try:
@@ -77,23 +75,17 @@ def libssl_path() -> str | None:
 
 def load() -> NativeTlsLib | None:
     """Build and load the engine, once per process; None if it cannot be (:func:`problem` says why)."""
-    global _loaded
-    with _lock:
-        if _loaded is None:
-            _loaded = _load()
-        return _loaded[0]
+    return _LIB.get()
 
 
 def problem() -> str | None:
     """Why :func:`load` gives None (None when it loaded, or before it was tried)."""
-    return _loaded[1] if _loaded else None
+    return _LIB.problem()
 
 
 def _reset_for_tests() -> None:
     """Forget the outcome of :func:`load` (the library itself stays loaded: dlopen'd code is never unloaded)."""
-    global _loaded
-    with _lock:
-        _loaded = None
+    _LIB.forget()
 
 
 def _load() -> tuple[NativeTlsLib | None, str | None]:
@@ -299,3 +291,6 @@ class NativeTls:
         with self._lock:
             self._t = None
             self._finalizer()
+
+
+_LIB = LoadOnce(_load)

@@ -241,17 +241,12 @@ class Admission:
         limit = self.config.calls_per_source
         if not limit or held < limit or (self.closed_default and in_networks(address, LOOPBACK)):
             return None
-        if self.warnings.due(SlotReason.CALLS_PER_SOURCE, address):
-            _LOG.warning(
-                "%s holds %d calls at this worker: its new calls get 486 (sip_calls_per_source %d; a trunk's "
-                "addresses belong in sip_trunk_sources or sip_allowed_sources, which have no limit); said once per "
-                "source every %.0f min",
-                address,
-                held,
-                limit,
-                self.warnings.every_s / 60,
-            )
-        metrics.SIP_SLOT_REFUSALS.labels(SlotReason.CALLS_PER_SOURCE).inc()
+        self._refused_slot(
+            SlotReason.CALLS_PER_SOURCE,
+            address,
+            f"{address} holds {held} calls at this worker: its new calls get 486 (sip_calls_per_source {limit}; a "
+            "trunk's addresses belong in sip_trunk_sources or sip_allowed_sources, which have no limit)",
+        )
         return Verdict(486, CALLS_PER_SOURCE_BUSY, f"{held} calls from {address} up (calls_per_source {limit})")
 
     def _share(self, address: str, unlisted: int) -> Verdict | None:
@@ -259,20 +254,22 @@ class Admission:
         cap = int(capacity * share + 1e-9)
         if unlisted < cap:
             return None
-        if self.warnings.due(SlotReason.UNLISTED_SHARE, address):
-            _LOG.warning(
-                "%s: sources outside sip_allowed_sources and sip_trunk_sources hold %d of this worker's %d calls: "
-                "their new calls get 486 (sip_unlisted_share %g keeps the rest for the listed trunks); said once per "
-                "source every %.0f min",
-                address,
-                unlisted,
-                capacity,
-                share,
-                self.warnings.every_s / 60,
-            )
-        metrics.SIP_SLOT_REFUSALS.labels(SlotReason.UNLISTED_SHARE).inc()
+        self._refused_slot(
+            SlotReason.UNLISTED_SHARE,
+            address,
+            f"{address}: sources outside sip_allowed_sources and sip_trunk_sources hold {unlisted} of this worker's "
+            f"{capacity} calls: their new calls get 486 (sip_unlisted_share {share:g} keeps the rest for the listed "
+            "trunks)",
+        )
         detail = f"{unlisted} calls from unlisted sources up (unlisted_share {share:g} of {capacity})"
         return Verdict(486, UNLISTED_SHARE_BUSY, detail)
+
+    def _refused_slot(self, reason: SlotReason, address: str, warning: str) -> None:
+        """A slot refused for ``reason``: counted, and ``warning`` logged once per source and reason every
+        :attr:`SourceWarnings.every_s`."""
+        if self.warnings.due(reason, address):
+            _LOG.warning("%s; said once per source every %.0f min", warning, self.warnings.every_s / 60)
+        metrics.SIP_SLOT_REFUSALS.labels(reason).inc()
 
     # -- refusals --------------------------------------------------------------------------------------------
 
