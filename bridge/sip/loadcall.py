@@ -13,8 +13,6 @@
     await caller.close()
 
     callee = LoopbackCallee(port, play=None)    # the ceiling: answers, loops each call's audio back to itself
-    # LoadCaller(play, port=5070, rtp_port=20000, rtp_port_range=16), LoopbackCallee(port, rtp_port=..., ...): SIP
-    # and RTP on those ports (the bench passes ports of CALLBRIDGE_PORT_RANGE); by default any free ones
     # LoopbackCallee(port, also=hook, loop=False): neither loops nor plays; ``hook(endpoint, media)`` routes it
     # LoadCaller(play, record=Path("dir")) also records what each call hears to dir/call-N.wav
     callee.start()
@@ -57,32 +55,11 @@ HANGUP_POLL_S = 0.02
 Snapshot = dict[str, float]
 
 
-def _endpoint(
-    port: int,
-    user: str,
-    user_agent: str,
-    srtp: str = "off",
-    tls_ca: str = "",
-    *,
-    tls_port: int = 0,
-    rtp_port: int = 0,
-    rtp_port_range: int = 0,
-) -> SipEndpoint:
-    """An endpoint on UDP ``port``; with ``tls_ca``, on TLS ``tls_port`` too, verifying the far end against that CA
-    (``sips:`` calls). Its calls' RTP ports: ``rtp_port_range`` ports from ``rtp_port`` (as ``SipConfig``'s; 0:
-    pjsua picks). A port 0: any free one."""
+def _endpoint(port: int, user: str, user_agent: str, srtp: str = "off", tls_ca: str = "") -> SipEndpoint:
+    """An endpoint on UDP; with ``tls_ca``, on TLS too, verifying the far end against that CA (``sips:`` calls)."""
     transports = (Transport.UDP, Transport.TLS) if tls_ca else (Transport.UDP,)
     config = SipConfig(
-        port=port,
-        transports=transports,
-        tls_port=tls_port,
-        tls_ca=tls_ca,
-        user=user,
-        user_agent=user_agent,
-        pjsua_log_level=0,
-        srtp=srtp,
-        rtp_port=rtp_port,
-        rtp_port_range=rtp_port_range,
+        port=port, transports=transports, tls_ca=tls_ca, user=user, user_agent=user_agent, pjsua_log_level=0, srtp=srtp
     )
     endpoint = SipEndpoint(config)
     endpoint.start()
@@ -148,41 +125,18 @@ class _LoadCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs
 class LoadCaller:
     """One endpoint placing calls that play ``play`` in a loop, their audio heard by the null sound device. With
     ``tls_ca`` (a PEM CA list) it also speaks TLS: a ``sips:`` URI is called over TLS, the callee's certificate
-    verified against that CA (the workers accept SDES keys over TLS only). It listens on SIP ``port`` (UDP) and
-    ``tls_port`` (TLS), its calls' RTP on ``rtp_port_range`` ports from ``rtp_port``: as ``SipConfig``'s, 0 any."""
+    verified against that CA (the workers accept SDES keys over TLS only)."""
 
-    def __init__(
-        self,
-        play: Path,
-        srtp: str = "off",
-        tls_ca: str = "",
-        record: Path | None = None,
-        *,
-        port: int = 0,
-        tls_port: int = 0,
-        rtp_port: int = 0,
-        rtp_port_range: int = 0,
-    ) -> None:
+    def __init__(self, play: Path, srtp: str = "off", tls_ca: str = "", record: Path | None = None) -> None:
         self.play = play
         self.srtp = srtp  # SipConfig.srtp of the calls it places ("mandatory": SDES SRTP offered, RFC 4568)
         self.tls_ca = tls_ca
         self.record = record  # a directory: each call's audio as heard is also recorded there, call-N.wav
-        self.port, self.tls_port = port, tls_port
-        self.rtp_port, self.rtp_port_range = rtp_port, rtp_port_range
         self._endpoint: SipEndpoint | None = None
         self._held: dict[str, Any] = {}
 
     def start(self) -> None:
-        endpoint = self._endpoint = _endpoint(
-            self.port,
-            "load",
-            "callbridge-bench",
-            self.srtp,
-            self.tls_ca,
-            tls_port=self.tls_port,
-            rtp_port=self.rtp_port,
-            rtp_port_range=self.rtp_port_range,
-        )
+        endpoint = self._endpoint = _endpoint(0, "load", "callbridge-bench", self.srtp, self.tls_ca)
         self._held.update(calls=[], account=endpoint.create_account(None))
         _hold_player(endpoint, self._held, self.play)
         endpoint.on_release(self._release)
@@ -303,8 +257,7 @@ class _LoopCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs
 class LoopbackCallee:
     """The ceiling's callee: answers up to the wheel's 4 calls on ``port``. Each call's audio is looped back to
     itself in the conference bridge, or with ``play``, the call hears that recording, looped, and its own audio
-    goes to the null sound device: what it sends then no longer depends on what it receives, as in the bridge.
-    Its calls' RTP: ``rtp_port_range`` ports from ``rtp_port`` (as ``SipConfig``'s; 0: pjsua picks)."""
+    goes to the null sound device: what it sends then no longer depends on what it receives, as in the bridge."""
 
     def __init__(
         self,
@@ -312,12 +265,8 @@ class LoopbackCallee:
         play: Path | None = None,
         also: Callable[[SipEndpoint, Any], None] | None = None,
         loop: bool = True,
-        *,
-        rtp_port: int = 0,
-        rtp_port_range: int = 0,
     ) -> None:
         self.port = port
-        self.rtp_port, self.rtp_port_range = rtp_port, rtp_port_range
         self.play = play
         self.also = also  # called with the endpoint and each call's audio as it comes up (the bench's streams)
         self.loop = loop  # False: neither looped nor played; the call's audio goes only where ``also`` routes it
@@ -325,9 +274,7 @@ class LoopbackCallee:
         self._held: dict[str, Any] = {"calls": []}
 
     def start(self) -> None:
-        endpoint = self._endpoint = _endpoint(
-            self.port, "loop", "callbridge-loopback", rtp_port=self.rtp_port, rtp_port_range=self.rtp_port_range
-        )
+        endpoint = self._endpoint = _endpoint(self.port, "loop", "callbridge-loopback")
         self._held["account"] = endpoint.create_account(self._incoming)
         if self.play is not None:
             _hold_player(endpoint, self._held, self.play)
