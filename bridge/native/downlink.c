@@ -34,6 +34,8 @@
 #define HOLD_MAX (1 << 20)   /* the longest text frame held to inspect; a longer one streams on untouched */
 #define TYPES_MAX 512        /* the audio event names, NUL-separated */
 #define ID_MAX 128           /* an item or response id; a longer one goes to the loop */
+#define DELTA_MAX 128000     /* base64 characters: more decode past OVERSIZED_DELTA_BYTES (bridge/realtime/protocol.py),
+                              * a delta the loop plays, counts and reports as oversized: passed on whole */
 #define KERNEL_CHUNK 4800    /* samples per cbr_down call (resample.c's MAX_IN) */
 
 enum { ST_HTTP, ST_FRAMES, ST_RAW };                                 /* where the stream is */
@@ -388,6 +390,8 @@ static int take_event(cbd *d, const unsigned char *text, size_t n) {
         return 0;
     if (f.delta == NULL || f.item_bad || f.response_bad)
         return -1;
+    if (f.delta_len > DELTA_MAX)
+        return 0;
     if (!d->items)
         f.item_len = f.response_len = 0;
     if (d->run_deltas && (!same_id(&d->run_item, f.item, f.item_len) || !same_id(&d->run_response, f.response,

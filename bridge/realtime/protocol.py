@@ -22,7 +22,7 @@ from bridge.realtime.dialects import Dialect, UnsupportedCommand
 
 log = logging.getLogger("bridge.realtime")
 
-OVERSIZED_DELTA_BYTES = 96_000  # 2 s of 24 kHz PCM16 in one delta (the service sends ~50-200 ms)
+OVERSIZED_DELTA_BYTES = 96_000  # 2 s of 24 kHz PCM16 in one delta (the service sends ~50-200 ms); downlink.c: DELTA_MAX
 
 
 class RealtimeProtocol:
