@@ -26,7 +26,7 @@ the same triggers at the same times give the same effects (the unit tests drive 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -115,7 +115,7 @@ class Trigger(enum.Enum):
     RECOVERED = "recovery opened a new session and nothing was owed to the caller"
     RECOVERED_OWING = "recovery opened a new session; a turn or the greeting awaits its answer"
     RECOVERED_CUT = "recovery opened a new session; the answer playing when the socket died was cut off"
-    TURN_BOUNDARY = "the next session is ready, and the caller and the agent are both quiet (checked every beat)"
+    TURN_BOUNDARY = "the next session is ready, and the caller and the agent are both quiet (each beat while ready)"
     CAPPED = "the service ended the session at its cap, the next one was ready, no response was under way"
     CAPPED_BEFORE_AUDIO = "as CAPPED, with a response under way that had no audio yet"
     CAPPED_MID_AUDIO = "as CAPPED, with a response cut off in the middle of its audio"
@@ -123,8 +123,8 @@ class Trigger(enum.Enum):
     HOLD_DUE = "the model has been away for the dialplan's outage.hold_after_s and the queued agent audio played out"
     GAVE_UP = "no new session within the dialplan's outage.hold_s (or a failure that no retry can mend)"
     GOODBYE = "the failover ends the call: no transfer target, the failover's transfer failed, or no orchestrator"
-    LIMIT_DUE = "max_call_s - max_call_goodbye_s after the answer, no goodbye yet, the caller not speaking (every beat)"
-    LIMIT_OVER = "the max_call_s goodbye has played out, or max_call_s is reached (checked every beat)"
+    LIMIT_DUE = "max_call_s - max_call_goodbye_s after the answer, no goodbye yet, the caller not speaking (each beat)"
+    LIMIT_OVER = "the max_call_s goodbye has played out, or max_call_s is reached (each beat once the goodbye is due)"
     FINISHED = "the call is over (hangup, transfer, end_call, recovery gave up) and its session closed"
     # a transfer (bridge.call.toolcalls decides it; bridge.call.warm turns the human leg's events into these)
     TRANSFER_DECIDED = "a transfer is decided (transfer_to_human, or an orchestrator's): events transfer_decided"
@@ -363,6 +363,12 @@ TABLE: Mapping[tuple[State, Trigger], Move] = {
 PHASE_TRIGGERS = frozenset(trigger for state, trigger in TABLE if isinstance(state, Phase))
 
 
+def _listening(states: Iterable[State]) -> frozenset[Trigger]:
+    """The triggers some of ``states`` has a row for (a trigger none of them has moves nothing)."""
+    now = set(states)
+    return frozenset(trigger for state, trigger in TABLE if state in now)
+
+
 class CallCore:
     """The state of one call on every axis, and the only way it changes: :meth:`handle` a trigger.
 
@@ -374,6 +380,7 @@ class CallCore:
         self.limits: dict[Timer, float] = dict(limits or {})
         self._at: dict[type[State], State] = {type(s): s for s in START}
         self._deadlines: dict[type[State], float] = {}
+        self._listening = _listening(self._at.values())
 
     # -- where the call is -------------------------------------------------------------------------------------
     @property
@@ -403,6 +410,10 @@ class CallCore:
 
     def states(self) -> Iterator[State]:
         return iter(self._at.values())
+
+    def listens(self, trigger: Trigger) -> bool:
+        """Whether the call's states have a row for ``trigger`` now: a beat need not check what moves nothing."""
+        return trigger in self._listening
 
     @property
     def deadline(self) -> float | None:
@@ -440,6 +451,7 @@ class CallCore:
     def _enter(self, axis: type[State], new: State, now: float) -> None:
         old_timer, timer = TIMERS.get(self._at[axis]), TIMERS.get(new)
         self._at[axis] = new
+        self._listening = _listening(self._at.values())
         if timer is None or timer not in self.limits:
             self._deadlines.pop(axis, None)
         elif timer is not old_timer:

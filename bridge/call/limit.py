@@ -18,6 +18,7 @@ session's table (``bridge.call.flow``: ``limit_due``, ``limit_over``) says what 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
 
 from bridge import events as ev
@@ -90,6 +91,15 @@ class CallLimit:
     def start(self) -> None:
         """The call was answered: the bound counts from now."""
         self._answered = self._clock()
+
+    @property
+    def check_at(self) -> float:
+        """When a beat next has something to look at here: the goodbye's time, then every beat while a goodbye is
+        under way (it ends when it has played out); never before the answer."""
+        start = self._answered
+        if start is None:
+            return math.inf
+        return start + self._max_s - self._lead_s if self.goodbye is None else 0.0
 
     @property
     def due(self) -> bool:

@@ -76,6 +76,11 @@ class OutageAudio:
         return away and self._clock() >= self._due and self._playout.idle
 
     @property
+    def active(self) -> bool:
+        """An outage, its hold or its goodbye under way: only then has a beat anything to look at here."""
+        return self.since is not None or self._hold_started is not None or self.leaving
+
+    @property
     def on_hold(self) -> bool:
         return self._hold_started is not None
 

@@ -74,10 +74,12 @@ def perform(call: Shell, action: Action, why: str) -> None:
 
 
 def beat(call: Shell) -> None:
-    """Every beat (20 ms, or a worker's media beat): notice that the agent's audio has finished playing, and
-    run what waited for that; then let the socket be read (on this same wake-up)."""
+    """Every beat (20 ms, or a worker's media beat): read the socket if it brought anything; notice that the agent's
+    audio has finished playing, and run what waited for that. The call's timed checks run only once their time
+    has come (the limit's and the rollover's ``check_at``) or while what they watch is under way (an outage, a
+    goodbye, a next session), and a trigger is fired only where some state of the call has a row for it."""
     p = call.parts
-    acts, leg, link, playback, outage, limit = p.call, p.leg, p.audio.link, p.audio.playback, p.sessions.outage, p.limit
+    acts, leg, link, playback, outage, flow = p.call, p.leg, p.audio.link, p.audio.playback, p.sessions.outage, p.phase
     link.beat()
     if leg.disconnected.is_set() and not acts.ending:
         # The leg queues its own CallerHungUp (with the SIP code and reason) as it disconnects: take what
@@ -89,28 +91,38 @@ def beat(call: Shell) -> None:
         p.talk.turns.beat()
     p.audio.latency.measure_playback(p.audio.playout, playback.audio_item)
     idle = playback.idle
-    if idle:
-        p.phase.fire(Trigger.PLAYED_OUT)
-    if p.phase.phase is Phase.RECOVERING and outage.hold_due:
-        p.phase.fire(Trigger.HOLD_DUE, "model away")
-    outage.beat()
-    if outage.leaving and p.audio.playout.idle and not acts.ending:
-        leg.hangup(GOODBYE_REASON)  # the apology played out: a clean BYE that says why
-        acts.end(outage.leaving_reason, ev.EndedBy.FAULT, ev.CallOutcome.FAILED)
-    if not acts.ending and not outage.leaving:  # the dialplan's max_call_s (bridge.call.limit)
+    if idle and flow.core.listens(Trigger.PLAYED_OUT):
+        flow.fire(Trigger.PLAYED_OUT)
+    if outage.active:
+        _outage(p)
+    now = flow.now()
+    limit = p.limit
+    if not acts.ending and not outage.leaving and now >= limit.check_at:  # the dialplan's max_call_s
         if limit.due and not link.caller_speaking:
-            p.phase.fire(Trigger.LIMIT_DUE, ev.MAX_CALL_DURATION)
-        if limit.over(p.phase.phase, playback.idle):
-            p.phase.fire(Trigger.LIMIT_OVER, ev.MAX_CALL_DURATION)
+            flow.fire(Trigger.LIMIT_DUE, ev.MAX_CALL_DURATION)
+        if limit.over(flow.phase, playback.idle):
+            flow.fire(Trigger.LIMIT_OVER, ev.MAX_CALL_DURATION)
     rollover, tools = p.sessions.rollover, p.talk.tools
-    if link.client is not None and not acts.ending:
+    if link.client is not None and not acts.ending and now >= rollover.check_at:
         # after that: the moment a reply has played out is the surest turn boundary
         rollover.tick()
         # the caller's audio so far is in the old session's input buffer while they speak
         if rollover.ready and idle and tools.pending is None and not link.caller_speaking:
-            p.phase.fire(Trigger.TURN_BOUNDARY)
+            flow.fire(Trigger.TURN_BOUNDARY)
     if p.talk.hold is not None:
         p.talk.hold.beat()
     tools.beat(idle)
     if call.orchestration is not None:
         call.orchestration.beat(idle)
+
+
+def _outage(p: CallParts) -> None:
+    """The beat's look at an outage under way: the hold when it is due, the hold message again once it has played
+    out, and the hang-up once the apology has."""
+    acts, outage = p.call, p.sessions.outage
+    if p.phase.phase is Phase.RECOVERING and outage.hold_due:
+        p.phase.fire(Trigger.HOLD_DUE, "model away")
+    outage.beat()
+    if outage.leaving and p.audio.playout.idle and not acts.ending:
+        p.leg.hangup(GOODBYE_REASON)  # the apology played out: a clean BYE that says why
+        acts.end(outage.leaving_reason, ev.EndedBy.FAULT, ev.CallOutcome.FAILED)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
@@ -70,12 +71,19 @@ class Rollover(Generic[C]):
         """A session was configured (the call's first, a recovered one, or the next one)."""
         self.opened_at = self._clock()
 
+    @property
+    def check_at(self) -> float:
+        """When a beat next has something to look at here: the margin before the cap (preparing starts), then
+        every beat while the next session is prepared or ready (a turn boundary swaps it in); never without a cap."""
+        if self.max_session_s is None:
+            return math.inf
+        if self._preparing is not None or self.next is not None:
+            return 0.0
+        return self.opened_at + self.max_session_s - min(ROLLOVER_MARGIN_S, 0.3 * self.max_session_s)
+
     def tick(self) -> None:
         """Start preparing the next session once the current one is within the margin of the cap."""
-        if self.max_session_s is None or self._preparing is not None or self.next is not None:
-            return
-        margin = min(ROLLOVER_MARGIN_S, 0.3 * self.max_session_s)
-        if self._clock() - self.opened_at >= self.max_session_s - margin:
+        if self._preparing is None and self.next is None and self._clock() >= self.check_at:
             self._preparing = asyncio.create_task(self._prepare(), name=f"rollover-{self._name}")
 
     async def _prepare(self) -> None:

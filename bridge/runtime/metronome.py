@@ -7,8 +7,11 @@ chores run back to back on one beat, and the beat rides on the media clock's wak
 
 - a *driver* (the native media hub, after it drains the ports on pjmedia's clock tick) calls :meth:`beat`;
   beats closer together than ``min_gap`` (a clock catching up: 3/4 of a 20 ms tick) are skipped;
-- when no driver has beaten for 1.5 periods to 100 ms (two periods at a longer media beat; no call up, or the
-  Python media port), the metronome's own timer beats every period, so chores never stop.
+- when no driver beats (no call up, or the Python media port), the metronome's own timer beats every period, so
+  chores never stop. A driver that stops says so (:meth:`undriven`: the hub's last port detached), and the timer
+  takes over 1.5 periods to 100 ms after its last beat (two periods at a longer media beat). While driven, the
+  timer is a watchdog that wakes every :data:`WATCHDOG_S` only: it is never re-armed on a beat (re-arming it on
+  every beat cost more than the chores), and a driver that stops without a word is replaced within that.
 
 The period is one 20 ms media tick by default. A worker with native media ports beats every
 ``media_beat_frames`` ticks (:data:`BEAT_FRAMES`, see :meth:`set_period`): the clock thread wakes the loop once per
@@ -31,6 +34,7 @@ from bridge.audio.frames import PERIOD_S
 _LOG = logging.getLogger("bridge.runtime.metronome")
 
 Chore = Callable[[], None]
+WATCHDOG_S = 0.5  # while driven: how often the fallback timer looks whether the driver still beats
 
 
 class Metronome:
@@ -88,10 +92,24 @@ class Metronome:
         self._run(now, driven=True)
         return True
 
+    def undriven(self) -> None:
+        """The driver stops beating (its last port detached): the fallback takes over one hold after its last beat."""
+        if self._chores and self._last_driven:
+            self._arm(max(self.loop.time(), self._last + self._hold_s()))
+
+    def _hold_s(self) -> float:
+        """How long after a driven beat the fallback waits before it beats on its own."""
+        return max(5 * PERIOD_S, 2 * self.period_s)
+
     def _fallback(self) -> None:
         self._timer = None
-        if self._chores:
-            self._run(self.loop.time(), driven=False)
+        if not self._chores:
+            return
+        now = self.loop.time()
+        if self._last_driven and now - self._last < self._hold_s():
+            self._arm(self._last + WATCHDOG_S)  # still driven: look again a watchdog's time after its last beat
+            return
+        self._run(now, driven=False)
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
@@ -112,12 +130,8 @@ class Metronome:
             return
         if not driven:
             self._arm(now + self.period_s)  # on its own: every period
-        elif self._timer is None or self._timer.when() < now + 1.5 * self.period_s:
-            # Driven: the fallback stays 1.5 periods to 100 ms behind the last beat (at a 20 ms period: re-armed
-            # every few beats only; re-arming on every beat cost more than the chores). At a longer media beat
-            # it stays two periods behind: a driver that stops (its last port detached) leaves the chores (the
-            # sessions' socket reads included) at most that long without a beat, not five beats.
-            self._arm(now + max(5 * PERIOD_S, 2 * self.period_s))
+        elif self._timer is None:
+            self._arm(now + WATCHDOG_S)  # driven: the watchdog only (see the module doc)
 
 
 _METRONOMES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Metronome] = weakref.WeakKeyDictionary()

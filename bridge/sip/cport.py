@@ -267,6 +267,7 @@ class NativeHub:
         self.source_errors = 0
         self.drains = 0
         self.after_drain: Callable[[], object] | None = None  # called after each eventfd drain (the beat)
+        self.after_last: Callable[[], object] | None = None  # called when the last port detaches (no more beats)
 
     @property
     def clock_realtime(self) -> str:
@@ -287,8 +288,8 @@ class NativeHub:
     def _track(self, port: NativePort, on: bool) -> None:
         if on:
             self._attached[port.handle] = port
-        else:
-            self._attached.pop(port.handle, None)
+        elif self._attached.pop(port.handle, None) is not None and not self._attached and self.after_last is not None:
+            self.after_last()
 
     def on_readable(self) -> None:
         """``loop.add_reader`` callback."""

@@ -438,6 +438,7 @@ class SipEndpoint:
         metronome = metronome_for(loop)
         metronome.set_period(beat * TICK_S)
         hub.after_drain = metronome.beat  # the media clock's wake-up, once per beat, carries the process's beat
+        hub.after_last = metronome.undriven  # no port left: the metronome's own timer beats again
         loop.add_reader(hub.fd, hub.on_readable)
         self._reader = (loop, hub.fd)
         self.hub = hub

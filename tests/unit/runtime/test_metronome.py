@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from bridge.replay.virtual import VirtualTimeLoop
-from bridge.runtime.metronome import Metronome, for_loop
+from bridge.runtime.metronome import WATCHDOG_S, Metronome, for_loop
 
 
 def run(coro_fn):  # type: ignore[no-untyped-def]  # a test helper: returns what the coroutine returns
@@ -34,26 +34,43 @@ def test_without_a_driver_chores_run_every_period_from_when_they_were_added() ->
     assert run(main) == [0.02, 0.04, 0.06, 0.08, 0.1]
 
 
-def test_a_driver_takes_over_the_phase_and_the_timer_stops_waking() -> None:
-    async def main() -> tuple[list[float], Metronome]:
+def _driven_then_stopped(say_so: bool) -> tuple[list[float], Metronome, int]:
+    """Fallback beats, a driver's five beats at 47, 67, ... 127 ms, then the driver stops (saying so, or not)."""
+
+    async def main() -> tuple[list[float], Metronome, int]:
         loop = asyncio.get_running_loop()
         m = Metronome(loop, 0.02)
         t0 = loop.time()
         seen: list[float] = []
         m.add(lambda: seen.append(round(loop.time() - t0, 6)))
         await asyncio.sleep(0.045)  # fallback beats at 20 and 40 ms
-        for k in range(5):  # a driver (the media clock) beats at 47, 67, ... 127 ms
+        for k in range(5):
             await asyncio.sleep(0.002 if k == 0 else 0.02)
             m.beat()
-        await asyncio.sleep(0.085)  # the driver stops: the fallback resumes, then beats every period
-        return seen, m
+        armed = m._timer
+        if say_so:
+            m.undriven()  # the hub's last port detached
+        await asyncio.sleep(0.545)  # until 672 ms
+        return seen, m, 0 if armed is None else round((armed.when() - t0) * 1000)
 
-    seen, m = run(main)
+    return run(main)
+
+
+def test_a_driver_takes_over_the_phase_and_the_timer_stops_waking() -> None:
+    seen, m, watchdog_ms = _driven_then_stopped(say_so=True)
     # 47 is only 7 ms after the fallback's 40: skipped, and the fallback is pushed back so the driver's phase wins.
-    # While driven, the fallback is re-armed 5 periods ahead only when it came within 1.5 periods (at 67 ms: to
-    # 167 ms), so it neither wakes the loop nor costs a re-arm per beat; it takes over 2 periods after the last.
-    assert seen == [0.02, 0.04, 0.067, 0.087, 0.107, 0.127, 0.167, 0.187, 0.207]
-    assert m.driven_beats == 4
+    # While driven the timer is a watchdog half a second after the beat that found it due (67 ms): never re-armed
+    # on a beat. A driver that says it stopped is followed by the fallback 5 periods after its last beat.
+    assert seen[:6] == [0.02, 0.04, 0.067, 0.087, 0.107, 0.127]
+    assert seen[6:9] == [0.227, 0.247, 0.267] and len(seen) == 6 + 23
+    assert m.driven_beats == 4 and watchdog_ms == 567
+
+
+def test_a_driver_that_stops_without_a_word_is_replaced_within_the_watchdog() -> None:
+    seen, m, _ = _driven_then_stopped(say_so=False)
+    # no beat between 127 ms and the watchdog at 567 ms (67 ms + WATCHDOG_S), then every period
+    assert seen[5:9] == [0.127, 0.567, 0.587, 0.607]
+    assert seen[6] - seen[5] <= WATCHDOG_S and m.driven_beats == 4
 
 
 def test_driver_beats_closer_than_three_quarters_of_a_period_are_skipped() -> None:
@@ -82,13 +99,14 @@ def test_a_media_beat_of_60_ms_is_driven_without_fallback_beats_and_a_late_beat_
         for gap in (0.01, 0.06, 0.06, 0.08, 0.04, 0.06):  # the 4th wake-up was 20 ms late, the 5th on time
             await asyncio.sleep(gap)
             m.beat()
+        m.undriven()  # its last port detached
         await asyncio.sleep(0.35)  # the driver stops: the fallback takes over at the new period
         return seen, m
 
     seen, m = run(main)
     # No fallback beat between driven ones 60-80 ms apart; a beat 40 ms after a late one is not a clock
     # catching up (that gap stays 3/4 of a 20 ms tick) and runs. Then the fallback: two periods after the last
-    # driven beat (re-armed on each, since it is always within 1.5 periods), not five, and every 60 ms after.
+    # driven beat, not five, and every 60 ms after.
     assert seen == [0.01, 0.07, 0.13, 0.21, 0.25, 0.31, 0.43, 0.49, 0.55, 0.61]
     assert m.driven_beats == 6 and m.min_gap_s == pytest.approx(0.015)
     with pytest.raises(ValueError, match="period_s"):
