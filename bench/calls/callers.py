@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.calls.machine import spawn_role, stderr_to, stop
 from bench.calls.report import Step
-from bridge.devkit.ports import free_port_block
+from bridge.devkit.ports import RTP_PORTS_PER_WORKER, free_port_block, listen_port, rtp_block
 from bridge.runtime.sched import describe
 
 CALLS_PER_PROCESS = 4  # the pjsua2 wheel's cap per process (bridge/sip/endpoint.py reads it back at run time)
@@ -40,19 +40,67 @@ RESULT_TIMEOUT_S = 30.0  # for a load caller's rows once the window has closed
 AUDIO_DELTA = "response.output_audio.delta"  # the GA dialect's audio delta: what the duplex ceiling's sink sends
 
 
+@dataclass(frozen=True)
+class RolePorts:
+    """Where a load caller or loopback app listens, as its ``--port``, ``--tls-port``, ``--rtp-port`` and
+    ``--rtp-port-range`` say (:class:`bridge.sip.loadcall.LoadCaller`'s and ``LoopbackCallee``'s ports; 0: any)."""
+
+    port: int = 0  # SIP over UDP
+    tls_port: int = 0  # SIP over TLS (a load caller of sips: URIs)
+    rtp_port: int = 0  # its calls' RTP: rtp_port_range ports from this one
+    rtp_port_range: int = 0
+
+    @classmethod
+    def pick(cls, port: int = 0, tls: bool = False) -> RolePorts:
+        """A role's ports from ``CALLBRIDGE_PORT_RANGE`` when that is set (bridge/devkit/ports.py): SIP ``port`` or
+        one of the range, a TLS one if ``tls``, and :data:`RTP_PORTS_PER_WORKER` RTP ports (RTP and RTCP of the
+        wheel's 4 calls, twice over, as a worker's; the pair after them kept too: pjsua may take it). Without it
+        ``port`` and 0 for the rest: any free ports, pjsua's pick for RTP."""
+        rtp = rtp_block(RTP_PORTS_PER_WORKER + 2)
+        return cls(
+            port=port or listen_port(),
+            tls_port=listen_port() if tls else 0,
+            rtp_port=rtp,
+            rtp_port_range=RTP_PORTS_PER_WORKER if rtp else 0,
+        )
+
+    def args(self) -> list[str]:
+        """As the role's command-line flags (``bench/calls/cli.py``)."""
+        return [
+            *("--port", str(self.port), "--tls-port", str(self.tls_port)),
+            *("--rtp-port", str(self.rtp_port), "--rtp-port-range", str(self.rtp_port_range)),
+        ]
+
+
 # ------------------------------------------------------------------------------------------------------------
 # In the subprocesses
 
 
 async def run_caller(
-    uris: list[str], play: Path, srtp: str = "off", tls_ca: str = "", record: Path | None = None
+    uris: list[str],
+    play: Path,
+    srtp: str = "off",
+    tls_ca: str = "",
+    record: Path | None = None,
+    ports: RolePorts | None = None,
 ) -> dict[str, Any]:
     """One load caller: boot, say it is ready, read the window, place the calls, snapshot their stream stats at
     both ends of the window, hang up, return the rows. With ``tls_ca`` it calls ``sips:`` URIs over TLS; with
-    ``record`` (a directory) each call's audio as heard is recorded there (``call-N.wav``, N in ``uris``' order)."""
+    ``record`` (a directory) each call's audio as heard is recorded there (``call-N.wav``, N in ``uris``' order).
+    ``ports``: where it listens (None: any free ports)."""
     from bridge.sip.loadcall import LoadCaller
 
-    caller = LoadCaller(play, srtp, tls_ca, record)
+    p = ports or RolePorts()
+    caller = LoadCaller(
+        play,
+        srtp,
+        tls_ca,
+        record,
+        port=p.port,
+        tls_port=p.tls_port,
+        rtp_port=p.rtp_port,
+        rtp_port_range=p.rtp_port_range,
+    )
     caller.start()
     # Booted: say so, and place the calls when the orchestrator says when the window is (every caller is up then).
     print(json.dumps({"ready": True}), flush=True)
@@ -68,14 +116,18 @@ async def run_caller(
     return {"calls": rows}
 
 
-async def run_loopback(port: int, play: Path | None = None, sink: str = "", duplex: bool = False) -> int:
-    """The ceiling's callee (:class:`bridge.sip.loadcall.LoopbackCallee`) until SIGTERM or SIGINT; with ``sink``
-    (host:port), each call's audio also goes to that socket as the bridge's uplink sends it (:class:`_Streams`);
-    with ``duplex`` too, the call is not looped back: it hears the audio the sink sends back, played in C."""
+async def run_loopback(ports: RolePorts, play: Path | None = None, sink: str = "", duplex: bool = False) -> int:
+    """The ceiling's callee (:class:`bridge.sip.loadcall.LoopbackCallee`) on ``ports`` (its SIP port, 0 any, and its
+    RTP ports) until SIGTERM or SIGINT; with ``sink`` (host:port), each call's audio also goes to that socket as the
+    bridge's uplink sends it (:class:`_Streams`); with ``duplex`` too, the call is not looped back: it hears the
+    audio the sink sends back, played in C."""
     from bridge.sip.loadcall import LoopbackCallee
 
     streams = _Streams(sink, duplex) if sink else None
-    callee = LoopbackCallee(port, play, streams.add if streams is not None else None, loop=not duplex)
+    also = streams.add if streams is not None else None
+    callee = LoopbackCallee(
+        ports.port, play, also, loop=not duplex, rtp_port=ports.rtp_port, rtp_port_range=ports.rtp_port_range
+    )
     callee.start()
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -173,6 +225,7 @@ async def boot_callers(
         for i in range(0, len(uris), CALLS_PER_PROCESS):
             group = ",".join(uris[i : i + CALLS_PER_PROCESS])
             role = ["--role", "caller", "--uris", group, "--play", str(play), "--srtp-mode", srtp]
+            role += RolePorts.pick(tls=tls_ca is not None).args()  # in CALLBRIDGE_PORT_RANGE when that is set
             role += ["--tls-ca", str(tls_ca)] if tls_ca is not None else []
             if record is not None:
                 (record / f"caller-{i // CALLS_PER_PROCESS}").mkdir(parents=True, exist_ok=True)
@@ -241,7 +294,8 @@ async def boot_loopbacks(
     reported: list[str] = []
     with stderr_to(log_path):
         for _ in range(apps):
-            args = ["--role", "loopback", "--port", str(free_port_block(1)), "--realtime-priority", str(priority)]
+            args = ["--role", "loopback", *RolePorts.pick(free_port_block(1)).args()]  # in the range when it is set
+            args += ["--realtime-priority", str(priority)]
             args += ["--play", str(play)] if play is not None else []
             args += ["--sink", sink] if sink else []
             args += ["--duplex"] if duplex else []

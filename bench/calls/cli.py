@@ -101,6 +101,9 @@ def _role_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uris", help=argparse.SUPPRESS)
     parser.add_argument("--play", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--tls-port", dest="tls_port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--rtp-port", dest="rtp_port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--rtp-port-range", dest="rtp_port_range", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--srtp-mode", dest="srtp_mode", default="off", help=argparse.SUPPRESS)
     parser.add_argument("--tls-ca", dest="tls_ca", default="", help=argparse.SUPPRESS)
     parser.add_argument("--sink", default="", help=argparse.SUPPRESS)
@@ -109,15 +112,17 @@ def _role_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_role(args: argparse.Namespace) -> int:
-    from bench.calls.callers import run_caller, run_loopback
+    from bench.calls.callers import RolePorts, run_caller, run_loopback
 
+    ports = RolePorts(args.port, args.tls_port, args.rtp_port, args.rtp_port_range)
     if args.role == "caller":
         record = Path(args.record) if args.record else None
-        result = asyncio.run(run_caller(args.uris.split(","), Path(args.play), args.srtp_mode, args.tls_ca, record))
+        uris, play = args.uris.split(","), Path(args.play)
+        result = asyncio.run(run_caller(uris, play, args.srtp_mode, args.tls_ca, record, ports))
         print(json.dumps(result), flush=True)
         return 0
     use_realtime(args.realtime_priority)  # before pjsua starts, as a worker does
-    return asyncio.run(run_loopback(args.port, Path(args.play) if args.play else None, args.sink, args.duplex))
+    return asyncio.run(run_loopback(ports, Path(args.play) if args.play else None, args.sink, args.duplex))
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

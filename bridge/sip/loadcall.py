@@ -13,6 +13,8 @@
     await caller.close()
 
     callee = LoopbackCallee(port, play=None)    # the ceiling: answers, loops each call's audio back to itself
+    # LoadCaller(play, port=5070, rtp_port=20000, rtp_port_range=16), LoopbackCallee(port, rtp_port=..., ...): SIP
+    # and RTP on those ports (the bench passes ports of CALLBRIDGE_PORT_RANGE); by default any free ones
     # LoopbackCallee(port, also=hook, loop=False): neither loops nor plays; ``hook(endpoint, media)`` routes it
     # LoadCaller(play, record=Path("dir")) also records what each call hears to dir/call-N.wav
     callee.start()
@@ -40,7 +42,7 @@ from typing import Any
 
 import pjsua2 as pj
 
-from bridge.sip.endpoint import SipEndpoint
+from bridge.sip.endpoint import SipEndpoint, sip_error
 from bridge.sip.legs import call_op, first_audio
 from bridge.sip.sipconfig import SipConfig
 from bridge.sip.sipmsg import Transport
@@ -55,11 +57,32 @@ HANGUP_POLL_S = 0.02
 Snapshot = dict[str, float]
 
 
-def _endpoint(port: int, user: str, user_agent: str, srtp: str = "off", tls_ca: str = "") -> SipEndpoint:
-    """An endpoint on UDP; with ``tls_ca``, on TLS too, verifying the far end against that CA (``sips:`` calls)."""
+def _endpoint(
+    port: int,
+    user: str,
+    user_agent: str,
+    srtp: str = "off",
+    tls_ca: str = "",
+    *,
+    tls_port: int = 0,
+    rtp_port: int = 0,
+    rtp_port_range: int = 0,
+) -> SipEndpoint:
+    """An endpoint on UDP ``port``; with ``tls_ca``, on TLS ``tls_port`` too, verifying the far end against that CA
+    (``sips:`` calls). Its calls' RTP ports: ``rtp_port_range`` ports from ``rtp_port`` (as ``SipConfig``'s; 0:
+    pjsua picks). A port 0: any free one."""
     transports = (Transport.UDP, Transport.TLS) if tls_ca else (Transport.UDP,)
     config = SipConfig(
-        port=port, transports=transports, tls_ca=tls_ca, user=user, user_agent=user_agent, pjsua_log_level=0, srtp=srtp
+        port=port,
+        transports=transports,
+        tls_port=tls_port,
+        tls_ca=tls_ca,
+        user=user,
+        user_agent=user_agent,
+        pjsua_log_level=0,
+        srtp=srtp,
+        rtp_port=rtp_port,
+        rtp_port_range=rtp_port_range,
     )
     endpoint = SipEndpoint(config)
     endpoint.start()
@@ -125,18 +148,41 @@ class _LoadCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs
 class LoadCaller:
     """One endpoint placing calls that play ``play`` in a loop, their audio heard by the null sound device. With
     ``tls_ca`` (a PEM CA list) it also speaks TLS: a ``sips:`` URI is called over TLS, the callee's certificate
-    verified against that CA (the workers accept SDES keys over TLS only)."""
+    verified against that CA (the workers accept SDES keys over TLS only). It listens on SIP ``port`` (UDP) and
+    ``tls_port`` (TLS), its calls' RTP on ``rtp_port_range`` ports from ``rtp_port``: as ``SipConfig``'s, 0 any."""
 
-    def __init__(self, play: Path, srtp: str = "off", tls_ca: str = "", record: Path | None = None) -> None:
+    def __init__(
+        self,
+        play: Path,
+        srtp: str = "off",
+        tls_ca: str = "",
+        record: Path | None = None,
+        *,
+        port: int = 0,
+        tls_port: int = 0,
+        rtp_port: int = 0,
+        rtp_port_range: int = 0,
+    ) -> None:
         self.play = play
         self.srtp = srtp  # SipConfig.srtp of the calls it places ("mandatory": SDES SRTP offered, RFC 4568)
         self.tls_ca = tls_ca
         self.record = record  # a directory: each call's audio as heard is also recorded there, call-N.wav
+        self.port, self.tls_port = port, tls_port
+        self.rtp_port, self.rtp_port_range = rtp_port, rtp_port_range
         self._endpoint: SipEndpoint | None = None
         self._held: dict[str, Any] = {}
 
     def start(self) -> None:
-        endpoint = self._endpoint = _endpoint(0, "load", "callbridge-bench", self.srtp, self.tls_ca)
+        endpoint = self._endpoint = _endpoint(
+            self.port,
+            "load",
+            "callbridge-bench",
+            self.srtp,
+            self.tls_ca,
+            tls_port=self.tls_port,
+            rtp_port=self.rtp_port,
+            rtp_port_range=self.rtp_port_range,
+        )
         self._held.update(calls=[], account=endpoint.create_account(None))
         _hold_player(endpoint, self._held, self.play)
         endpoint.on_release(self._release)
@@ -161,15 +207,22 @@ class LoadCaller:
             call.media.startTransmit(recorder)
 
     def place(self, uris: Sequence[str]) -> None:
+        """Place a call to each of ``uris``. With RTP ports given, each call's pair is drawn among the block's pairs
+        free just then (:meth:`SipEndpoint.note_call_setup`, as a softphone does before each call): the account's
+        ports run only from its last draw to the block's end, and once drawn near that end, a few calls would fill
+        them and the next one could not get media sockets (its ``makeCall`` fails, and it ends here unsent)."""
+        endpoint = self._endpoint
+        assert endpoint is not None, "start() first"
         for uri in uris:
             call = _LoadCall(self._held["account"], uri, self._connect)
             self._calls.append(call)
             call.placed_at = time.monotonic()
+            endpoint.note_call_setup()  # this call's RTP pair: a free one of the block (none given: nothing drawn)
             try:
                 call.makeCall(uri, call_op())
             except pj.Error as exc:
                 call.ended, call.status = True, 0
-                print(f"makeCall {uri}: {exc}", file=sys.stderr)
+                print(f"{sip_error('makeCall', exc)} (to {uri})", file=sys.stderr)
 
     def snapshot(self) -> list[Snapshot | None]:
         """Each call's counters now, in the order placed; None for a call not up (its ``why`` says what)."""
@@ -257,7 +310,9 @@ class _LoopCall(pj.Call):  # type: ignore[misc]  # pjsua2 has no stubs
 class LoopbackCallee:
     """The ceiling's callee: answers up to the wheel's 4 calls on ``port``. Each call's audio is looped back to
     itself in the conference bridge, or with ``play``, the call hears that recording, looped, and its own audio
-    goes to the null sound device: what it sends then no longer depends on what it receives, as in the bridge."""
+    goes to the null sound device: what it sends then no longer depends on what it receives, as in the bridge.
+    Its calls' RTP: ``rtp_port_range`` ports from ``rtp_port`` (as ``SipConfig``'s; 0: pjsua picks), the next call's
+    pair drawn among the free ones as each call comes in (the endpoint's account does it, as a worker's)."""
 
     def __init__(
         self,
@@ -265,8 +320,12 @@ class LoopbackCallee:
         play: Path | None = None,
         also: Callable[[SipEndpoint, Any], None] | None = None,
         loop: bool = True,
+        *,
+        rtp_port: int = 0,
+        rtp_port_range: int = 0,
     ) -> None:
         self.port = port
+        self.rtp_port, self.rtp_port_range = rtp_port, rtp_port_range
         self.play = play
         self.also = also  # called with the endpoint and each call's audio as it comes up (the bench's streams)
         self.loop = loop  # False: neither looped nor played; the call's audio goes only where ``also`` routes it
@@ -274,7 +333,9 @@ class LoopbackCallee:
         self._held: dict[str, Any] = {"calls": []}
 
     def start(self) -> None:
-        endpoint = self._endpoint = _endpoint(self.port, "loop", "callbridge-loopback")
+        endpoint = self._endpoint = _endpoint(
+            self.port, "loop", "callbridge-loopback", rtp_port=self.rtp_port, rtp_port_range=self.rtp_port_range
+        )
         self._held["account"] = endpoint.create_account(self._incoming)
         if self.play is not None:
             _hold_player(endpoint, self._held, self.play)
