@@ -74,7 +74,7 @@ summary gives the workers' CPU per call with SRTP against plain RTP at the large
 ``--model-tls`` adds a path, ``model_tls``: the bridge path with the model reached over TLS (``wss://``), as
 OpenAI is: a second emulator serves TLS with a self-signed certificate made in the bench's work directory, which the
 step's workers trust (``SSL_CERT_FILE``). The summary gives the workers' CPU per call and the inbound p99 against the
-plain ``ws://`` path's at the largest step both answered in full.
+plain ``ws://`` path's at the largest step both answered in full (goal: at most 10 % more).
 
 ``echo_off`` (skipped with ``--no-echo-off``) runs right after the bridge path at each step: the same plan with
 ``echo_guard: {enabled: false}`` (the bridge path runs the plan's defaults, the guard on). The summary gives the
@@ -96,6 +96,9 @@ only if that run fails too (both paths alike: one stall of 200 ms fails a small 
 loopback app), which tells one stalled process from a machine-wide stall, and ``unanswered_why``: the calls a
 caller did not have up when the window opened or closed, by SIP status and what was missing (not answered yet,
 ended, no audio stream yet).
+
+Each step's ``pss MB proc/call`` is the system under test's PSS as its window closes; for the bridge the summary
+also counts the workers' preloaded parent (``bridge.serve.zygote``), the PSS per call "all in" (goal: at most 8 MB).
 
 The summary line gives the most calls with every step up to it passing, for each path, and their ratio (goal:
 bridge >= 75 % of the ceiling), and the inbound p99 at that load (goal: <= 10 ms). If the ceiling passes the

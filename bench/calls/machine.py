@@ -58,6 +58,18 @@ def pss_kb_by_pid(pids: list[int]) -> dict[int, int]:
     return _per_pid(pids, "smaps_rollup", _pss_of_rollup)
 
 
+def preload_parents(pids: list[int]) -> list[int]:
+    """The preloaded parents (``bridge.serve.zygote``) the workers ``pids`` were forked from: what they share pages
+    with and what is there to fork the next one, so a worker's memory is counted with them "all in"."""
+    found: set[int] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            if b"bridge.serve.zygote" in Path(f"/proc/{parent}/cmdline").read_bytes():
+                found.add(parent)
+    return sorted(found)
+
+
 def run_time_s(pids: list[int]) -> float:
     """Time on a CPU of the processes still there, to the nanosecond (/proc/<pid>/schedstat, first field; the
     clock-tick resolution of /proc/<pid>/stat is far coarser than a proxy's work on a few calls)."""

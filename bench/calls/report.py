@@ -19,6 +19,8 @@ GOAL_ECHO_CPU_RATIO = 1.1  # the workers' CPU per call with the echo guard on (t
 GOAL_DUPLEX_LEAN = 2.2  # the duplex floor's CPU per call against the plain C loopback's, in the same run
 GOAL_BRIDGE_OVER_DUPLEX = 1.15  # the workers' CPU per call (echo guard on) against the duplex floor's
 GOAL_INBOUND_P99_MS = 10.0
+GOAL_MODEL_TLS_CPU_RATIO = 1.1  # the workers' CPU per call with the model over wss:// (native TLS) against ws://
+GOAL_PSS_MB_PER_CALL = 8.0  # the workers' PSS per call with their preloaded parent counted ("all in")
 CEILING_NAMES = {
     "loop": "loopback",
     "play": "a played recording",
@@ -48,6 +50,7 @@ class Step:
     # the system under test's PSS (/proc/<pid>/smaps_rollup) as the window closes: per worker or loopback app, per call
     pss_mb_per_process: float | None = None
     pss_mb_per_call: float | None = None
+    pss_mb_per_call_all_in: float | None = None  # bridge: with the workers' preloaded parent counted
     front_cpu_ms_per_call: float | None = None  # front path: Kamailio's CPU time per call, set-up to hang-up
     setup_ms: dict[str, float | None] = field(default_factory=dict)  # INVITE -> call up, at the callers
     # the callers' RTP over the window, all calls: packets and payload bytes each way ("to": sent to the callers)
@@ -238,6 +241,7 @@ def ceiling_cost_summary(steps: list[Step]) -> dict[str, Any]:
     """The bridge's workers against pjsua2's C loopback apps carrying the same calls in the same run, at the largest
     step where both answered every call: CPU per call and memory (PSS) per process and per call."""
     at, bridge, loop = _beside_bridge(steps, "ceiling")
+    all_in = None if bridge is None else bridge.pss_mb_per_call_all_in
     return {
         "cost_step": at,
         "bridge_cpu_per_call_pct": _cpu(bridge),
@@ -245,6 +249,8 @@ def ceiling_cost_summary(steps: list[Step]) -> dict[str, Any]:
         "bridge_over_ceiling_cpu": _cpu_ratio(bridge, loop),
         "bridge_pss_mb": None if bridge is None else [bridge.pss_mb_per_process, bridge.pss_mb_per_call],
         "ceiling_pss_mb": None if loop is None else [loop.pss_mb_per_process, loop.pss_mb_per_call],
+        "bridge_pss_mb_per_call_all_in": all_in,
+        "goal_pss_met": None if all_in is None else all_in <= GOAL_PSS_MB_PER_CALL,
     }
 
 
@@ -318,8 +324,14 @@ def _cost_line(summary: dict[str, Any]) -> str:
         f"at {summary['cost_step']} calls: CPU per call bridge {summary['bridge_cpu_per_call_pct']}% against "
         f"{summary['ceiling_cpu_per_call_pct']}% for pjsua2's C loopback -> "
         f"{'n/a' if ratio is None else f'{ratio:.2f}x'}; memory (PSS) bridge {pss(summary['bridge_pss_mb'])}, "
-        f"loopback {pss(summary['ceiling_pss_mb'])}"
+        f"loopback {pss(summary['ceiling_pss_mb'])}; bridge all in (the preloaded parent counted) "
+        f"{_mb(summary['bridge_pss_mb_per_call_all_in'])} per call (goal <= {GOAL_PSS_MB_PER_CALL:g} MB: "
+        f"{_goal(summary['goal_pss_met'])})"
     )
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} MB"
 
 
 def srtp_summary(steps: list[Step]) -> dict[str, Any]:
@@ -341,12 +353,14 @@ def model_tls_summary(steps: list[Step]) -> dict[str, Any]:
     """The model over TLS (``wss://``, as OpenAI is reached) against the bridge path's ``ws://`` in the same run:
     capacity, the workers' CPU per call and the inbound p99 at the largest step where both answered every call."""
     at, plain, secure = _beside_bridge(steps, "model_tls")
+    ratio = _cpu_ratio(secure, plain)
     return {
         "model_tls_max_calls": _path_max(steps, "model_tls"),
         "model_tls_step": at,
         "model_tls_cpu_per_call_pct": _cpu(secure),
         "model_plain_cpu_per_call_pct": _cpu(plain),
-        "model_tls_cpu_ratio": _cpu_ratio(secure, plain),
+        "model_tls_cpu_ratio": ratio,
+        "goal_model_tls_cpu_met": None if ratio is None else ratio <= GOAL_MODEL_TLS_CPU_RATIO,
         "model_tls_inbound_p99_ms": None if secure is None else secure.inbound_ms.get("p99"),
         "model_plain_inbound_p99_ms": None if plain is None else plain.inbound_ms.get("p99"),
     }
@@ -445,7 +459,8 @@ def _model_tls_line(summary: dict[str, Any]) -> str:
     return (
         f"model over TLS (wss://): {summary['model_tls_max_calls']} clean calls; workers' CPU per call at "
         f"{summary['model_tls_step']} calls {summary['model_tls_cpu_per_call_pct']}% against "
-        f"{summary['model_plain_cpu_per_call_pct']}% over ws:// -> {'n/a' if ratio is None else f'{ratio:.2f}x'}; "
+        f"{summary['model_plain_cpu_per_call_pct']}% over ws:// -> {'n/a' if ratio is None else f'{ratio:.2f}x'} "
+        f"(goal <= {GOAL_MODEL_TLS_CPU_RATIO:g}x: {_goal(summary['goal_model_tls_cpu_met'])}); "
         f"inbound p99 {ms(summary['model_tls_inbound_p99_ms'])} against "
         f"{ms(summary['model_plain_inbound_p99_ms'])}"
     )

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.calls.machine import cpu_by_pid, cpu_seconds, machine_busy, pss_kb_by_pid
+from bench.calls.machine import cpu_by_pid, cpu_seconds, machine_busy, preload_parents, pss_kb_by_pid
 from bench.calls.report import FRAME_MS, FRAMES_PER_S, Step, percentiles
 from bridge import events as ev
 
@@ -161,6 +161,8 @@ def score_memory(step: Step, pids: list[int]) -> None:
         total_mb = sum(pss.values()) / 1024
         step.pss_mb_per_process = round(total_mb / len(pss), 1)
         step.pss_mb_per_call = round(total_mb / step.calls, 1)
+        parents = pss_kb_by_pid(preload_parents(pids))  # the workers' preloaded parent: "all in"
+        step.pss_mb_per_call_all_in = round((total_mb + sum(parents.values()) / 1024) / step.calls, 1)
 
 
 def _used(a: dict[int, float], b: dict[int, float]) -> float:

@@ -176,7 +176,8 @@ def test_the_model_over_tls_is_set_against_the_same_workers_over_plain_ws() -> N
     assert (summary["model_tls_step"], summary["model_tls_cpu_ratio"]) == (8, 2.0)
     assert (summary["model_tls_inbound_p99_ms"], summary["model_plain_inbound_p99_ms"]) == (1.3, 0.2)
     line = summary_lines(summary)[-1]
-    assert line.startswith("model over TLS (wss://): 8 clean calls") and "-> 2.00x" in line
+    assert line.startswith("model over TLS (wss://): 8 clean calls") and "-> 2.00x (goal <= 1.1x: NOT met)" in line
+    assert summarize([step("bridge", 8, 0.5, 0.2), step("model_tls", 8, 0.54, 0.2)], 8)["goal_model_tls_cpu_met"]
     assert "inbound p99 1.3 ms against 0.2 ms" in line
 
 
@@ -217,6 +218,36 @@ def test_memory_is_each_processes_pss_and_a_process_gone_is_absent() -> None:
     assert pss_kb_by_pid(pids) == {}
 
 
+@pytest.mark.slow  # real processes: a parent named as the preloaded one, and the worker it forked
+def test_memory_all_in_counts_the_workers_preloaded_parent() -> None:
+    from bench.calls.machine import preload_parents, pss_kb_by_pid
+    from bench.calls.report import Step
+    from bench.calls.score import score_memory
+
+    fork = (
+        "import os, sys\nkept = bytearray(32 << 20)\nkept[::4096] = b'x' * len(kept[::4096])\n"
+        "pid = os.fork()\nif pid == 0:\n    sys.stdin.readline(); os._exit(0)\n"
+        "print(pid, flush=True)\nos.waitpid(pid, 0)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", fork, "-m", "bridge.serve.zygote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    other = subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert preload_parents([child, other.pid]) == [parent.pid]  # a process of another parent adds none
+        step = Step("bridge", calls=4, processes=1)
+        score_memory(step, [child])
+        assert step.pss_mb_per_call is not None and step.pss_mb_per_call_all_in is not None
+        parent_mb = pss_kb_by_pid([parent.pid])[parent.pid] / 1024
+        assert step.pss_mb_per_call_all_in == pytest.approx(step.pss_mb_per_call + parent_mb / 4, abs=1.0)
+        assert parent_mb > 8  # its 32 MB, shared with the child, half of it its own share
+    finally:
+        parent.communicate(b"\n", timeout=10)
+        other.communicate(b"\n", timeout=10)
+
+
 def test_the_bridges_cpu_and_memory_are_set_against_the_loopbacks() -> None:
     from bench.calls.report import HEADER, Step, row, summarize, summary_lines
 
@@ -227,10 +258,12 @@ def test_the_bridges_cpu_and_memory_are_set_against_the_loopbacks() -> None:
         return s
 
     steps = [step("bridge", 4, 0.6, (130.0, 32.5)), step("ceiling", 4, 0.2, (60.0, 15.0))]
+    steps[0].pss_mb_per_call_all_in = 38.0
     summary = summarize(steps, 4)
     assert (summary["cost_step"], summary["bridge_over_ceiling_cpu"]) == (4, 3.0)
     line = next(line for line in summary_lines(summary) if line.startswith("at 4 calls"))
     assert "3.00x; memory" in line
+    assert "all in (the preloaded parent counted) 38.0 MB per call (goal <= 8 MB: NOT met)" in line
     assert "bridge 130 MB per process, 32.5 MB per call" in line and "loopback 60 MB per process, 15.0 MB" in line
     assert "pss MB proc/call" in HEADER and " 130/32.5 " in row(steps[0])
 
