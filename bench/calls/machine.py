@@ -60,14 +60,29 @@ def pss_kb_by_pid(pids: list[int]) -> dict[int, int]:
 
 def preload_parents(pids: list[int]) -> list[int]:
     """The preloaded parents (``bridge.serve.zygote``) the workers ``pids`` were forked from: what they share pages
-    with and what is there to fork the next one, so a worker's memory is counted with them "all in"."""
-    found: set[int] = set()
-    for pid in pids:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            if b"bridge.serve.zygote" in Path(f"/proc/{parent}/cmdline").read_bytes():
-                found.add(parent)
-    return sorted(found)
+    with and what is there to fork the next one, so a worker's memory is counted with them "all in". A worker is
+    forked through a short-lived middle process and adopted by the pool (a child subreaper), so the parent is found
+    as the worker's parent or as a child of it."""
+    pools = {ppid for ppid in map(_parent, pids) if ppid is not None}
+    found = {pid for pid in pools if _is_zygote(pid)}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _parent(int(entry.name)) in pools and _is_zygote(int(entry.name)):
+            found.add(int(entry.name))
+    return sorted(found - set(pids))
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _is_zygote(pid: int) -> bool:
+    try:
+        return b"bridge.serve.zygote" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def run_time_s(pids: list[int]) -> float:

@@ -203,6 +203,7 @@ def summarize(steps: list[Step], largest: int) -> dict[str, Any]:
             "goal_ratio_met": _goal_met(ratio, ceiling == largest, GOAL_RATIO),
             "goal_inbound_p99_met": None if inbound_p99 is None else inbound_p99 <= GOAL_INBOUND_P99_MS,
         }
+        | (memory_summary(steps) if "bridge" in ran else {})
         | (ceiling_cost_summary(steps) if "ceiling" in ran else {})
         | (front_summary(steps, ours, largest) if "front" in ran else {})
         | (srtp_summary(steps) if "srtp" in ran else {})
@@ -241,7 +242,6 @@ def ceiling_cost_summary(steps: list[Step]) -> dict[str, Any]:
     """The bridge's workers against pjsua2's C loopback apps carrying the same calls in the same run, at the largest
     step where both answered every call: CPU per call and memory (PSS) per process and per call."""
     at, bridge, loop = _beside_bridge(steps, "ceiling")
-    all_in = None if bridge is None else bridge.pss_mb_per_call_all_in
     return {
         "cost_step": at,
         "bridge_cpu_per_call_pct": _cpu(bridge),
@@ -249,8 +249,6 @@ def ceiling_cost_summary(steps: list[Step]) -> dict[str, Any]:
         "bridge_over_ceiling_cpu": _cpu_ratio(bridge, loop),
         "bridge_pss_mb": None if bridge is None else [bridge.pss_mb_per_process, bridge.pss_mb_per_call],
         "ceiling_pss_mb": None if loop is None else [loop.pss_mb_per_process, loop.pss_mb_per_call],
-        "bridge_pss_mb_per_call_all_in": all_in,
-        "goal_pss_met": None if all_in is None else all_in <= GOAL_PSS_MB_PER_CALL,
     }
 
 
@@ -324,43 +322,49 @@ def _cost_line(summary: dict[str, Any]) -> str:
         f"at {summary['cost_step']} calls: CPU per call bridge {summary['bridge_cpu_per_call_pct']}% against "
         f"{summary['ceiling_cpu_per_call_pct']}% for pjsua2's C loopback -> "
         f"{'n/a' if ratio is None else f'{ratio:.2f}x'}; memory (PSS) bridge {pss(summary['bridge_pss_mb'])}, "
-        f"loopback {pss(summary['ceiling_pss_mb'])}; bridge all in (the preloaded parent counted) "
-        f"{_mb(summary['bridge_pss_mb_per_call_all_in'])} per call (goal <= {GOAL_PSS_MB_PER_CALL:g} MB: "
-        f"{_goal(summary['goal_pss_met'])})"
+        f"loopback {pss(summary['ceiling_pss_mb'])}"
     )
 
 
-def _mb(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} MB"
+def memory_summary(steps: list[Step]) -> dict[str, Any]:
+    """The workers' PSS per call at the largest bridge step that answered every call, alone and all in (their
+    preloaded parent counted), against :data:`GOAL_PSS_MB_PER_CALL`."""
+    at = next((s for s in reversed(steps) if s.path == "bridge" and s.answered == s.calls), None)
+    all_in = None if at is None else at.pss_mb_per_call_all_in
+    return {
+        "pss_step": None if at is None else at.calls,
+        "bridge_pss_mb_per_call": None if at is None else at.pss_mb_per_call,
+        "bridge_pss_mb_per_call_all_in": all_in,
+        "goal_pss_met": None if all_in is None else all_in <= GOAL_PSS_MB_PER_CALL,
+    }
+
+
+def _memory_line(summary: dict[str, Any]) -> str:
+    def mb(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f} MB"
+
+    return (
+        f"memory (PSS) at {summary['pss_step']} calls: the workers {mb(summary['bridge_pss_mb_per_call'])} per call, "
+        f"all in (their preloaded parent counted) {mb(summary['bridge_pss_mb_per_call_all_in'])} "
+        f"(goal <= {GOAL_PSS_MB_PER_CALL:g} MB: {_goal(summary['goal_pss_met'])})"
+    )
 
 
 def srtp_summary(steps: list[Step]) -> dict[str, Any]:
     """The SRTP path against the plain bridge path in the same run: capacity, and the workers' CPU per call at the
     largest step where both answered every call (only the media is encrypted)."""
-    at, plain, secure = _beside_bridge(steps, "srtp")
-    ratio = _cpu_ratio(secure, plain)
-    return {
-        "srtp_max_calls": _path_max(steps, "srtp"),
-        "srtp_cpu_step": at,
-        "srtp_cpu_per_call_pct": _cpu(secure),
-        "plain_cpu_per_call_pct": _cpu(plain),
-        "srtp_cpu_ratio": ratio,
-        "goal_srtp_cpu_met": None if ratio is None else ratio <= GOAL_SRTP_CPU_RATIO,
-    }
+    keys = ("srtp_max_calls", "srtp_cpu_step", "srtp_cpu_per_call_pct", "plain_cpu_per_call_pct", "srtp_cpu_ratio")
+    return _cpu_against(steps, "srtp", GOAL_SRTP_CPU_RATIO, (*keys, "goal_srtp_cpu_met"))
 
 
 def model_tls_summary(steps: list[Step]) -> dict[str, Any]:
     """The model over TLS (``wss://``, as OpenAI is reached) against the bridge path's ``ws://`` in the same run:
     capacity, the workers' CPU per call and the inbound p99 at the largest step where both answered every call."""
-    at, plain, secure = _beside_bridge(steps, "model_tls")
-    ratio = _cpu_ratio(secure, plain)
-    return {
-        "model_tls_max_calls": _path_max(steps, "model_tls"),
-        "model_tls_step": at,
-        "model_tls_cpu_per_call_pct": _cpu(secure),
-        "model_plain_cpu_per_call_pct": _cpu(plain),
-        "model_tls_cpu_ratio": ratio,
-        "goal_model_tls_cpu_met": None if ratio is None else ratio <= GOAL_MODEL_TLS_CPU_RATIO,
+    _, plain, secure = _beside_bridge(steps, "model_tls")
+    keys = ("model_tls_max_calls", "model_tls_step", "model_tls_cpu_per_call_pct", "model_plain_cpu_per_call_pct")
+    return _cpu_against(
+        steps, "model_tls", GOAL_MODEL_TLS_CPU_RATIO, (*keys, "model_tls_cpu_ratio", "goal_model_tls_cpu_met")
+    ) | {
         "model_tls_inbound_p99_ms": None if secure is None else secure.inbound_ms.get("p99"),
         "model_plain_inbound_p99_ms": None if plain is None else plain.inbound_ms.get("p99"),
     }
@@ -370,16 +374,22 @@ def echo_summary(steps: list[Step]) -> dict[str, Any]:
     """The echo guard's cost: the bridge path (the plan's defaults, the guard on) against ``echo_off`` (the same
     plan with ``echo_guard: {enabled: false}``) in the same run, the workers' CPU per call at the largest step
     where both answered every call."""
-    at, guarded, off = _beside_bridge(steps, "echo_off")
-    cost = _cpu_ratio(guarded, off)  # guard on over guard off
-    return {
-        "echo_off_max_calls": _path_max(steps, "echo_off"),
-        "echo_cpu_step": at,
-        "echo_on_cpu_per_call_pct": _cpu(guarded),
-        "echo_off_cpu_per_call_pct": _cpu(off),
-        "echo_cpu_ratio": cost,
-        "goal_echo_cpu_met": None if cost is None else cost <= GOAL_ECHO_CPU_RATIO,
-    }
+    keys = ("echo_off_max_calls", "echo_cpu_step", "echo_off_cpu_per_call_pct", "echo_on_cpu_per_call_pct")
+    return _cpu_against(
+        steps, "echo_off", GOAL_ECHO_CPU_RATIO, (*keys, "echo_cpu_ratio", "goal_echo_cpu_met"), bridge_over=True
+    )
+
+
+def _cpu_against(
+    steps: list[Step], path: str, goal: float, keys: tuple[str, ...], *, bridge_over: bool = False
+) -> dict[str, Any]:
+    """``path`` beside the bridge path in the same run, under ``keys``: the path's clean calls, the largest step
+    where both answered every call, the path's and the bridge's CPU per call there, their ratio (the path's over
+    the bridge's; ``bridge_over``: the bridge's over the path's) and whether it is within ``goal``."""
+    at, bridge, other = _beside_bridge(steps, path)
+    ratio = _cpu_ratio(bridge, other) if bridge_over else _cpu_ratio(other, bridge)
+    met = None if ratio is None else ratio <= goal
+    return dict(zip(keys, (_path_max(steps, path), at, _cpu(other), _cpu(bridge), ratio, met), strict=True))
 
 
 def front_summary(steps: list[Step], direct: int | None, largest: int) -> dict[str, Any]:
@@ -492,6 +502,7 @@ def _front_line(summary: dict[str, Any]) -> str:
 # the lines of the paths that ran, in this order: (the summary's key that says the path ran, its line)
 _PATH_LINES: Final[tuple[tuple[str, Callable[[dict[str, Any]], str]], ...]] = (
     ("cost_step", _cost_line),
+    ("pss_step", _memory_line),
     ("front_max_calls", _front_line),
     ("srtp_max_calls", _srtp_line),
     ("model_tls_max_calls", _model_tls_line),
