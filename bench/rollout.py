@@ -242,6 +242,23 @@ def _covered(name: str) -> Callable[[dict[str, Any]], bool]:
     return lambda r: bool(r["covered"].get(name))
 
 
+def _held_back(text: str, name: str, n: int, **worse: float) -> Goal:
+    """A candidate worse than the base by ``worse``, which should seldom reach the last step."""
+    return Goal(
+        f"{text}: reaches the last step", Scenario(name, cand=replace(BASE, **worse), calls=n), _reached, at_most=0.05
+    )
+
+
+def _rolled_back_soon(text: str, name: str, n: int, at_least: float | None, **worse: float) -> Goal:
+    """A candidate worse than the base by ``worse``, which should be rolled back within 1,500 of its calls."""
+    return Goal(
+        f"{text}: rolled back within 1,500 candidate calls",
+        Scenario(name, cand=replace(BASE, **worse), calls=n),
+        _rolled_back_within(1500, "candidate"),
+        at_least=at_least,
+    )
+
+
 def goals(quick: bool) -> list[Goal]:
     """Every goal of the issue, each with the scenario that measures it."""
     n = 4000 if quick else CALLS
@@ -256,18 +273,8 @@ def _ramp_goals(n: int) -> list[Goal]:
         Goal("equal: rolled back", equal, rolled_back, at_most=0.05),
         Goal("equal, daily swing 4-40 %: reaches the last step", swing, _reached, at_least=0.8),
         Goal("equal, daily swing 4-40 %: rolled back", swing, rolled_back, at_most=0.05),
-        Goal(
-            "failures 1.5x: reaches the last step",
-            Scenario("fail 1.5x", cand=replace(BASE, fail=0.03), calls=n),
-            _reached,
-            at_most=0.05,
-        ),
-        Goal(
-            "abandonment 1.5x: reaches the last step",
-            Scenario("abandon 1.5x", cand=replace(BASE, abandon=0.12), calls=n),
-            _reached,
-            at_most=0.05,
-        ),
+        _held_back("failures 1.5x", "fail 1.5x", n, fail=0.03),
+        _held_back("abandonment 1.5x", "abandon 1.5x", n, abandon=0.12),
     ]
 
 
@@ -294,28 +301,11 @@ def _death_goals(n: int) -> list[Goal]:
 
 def _latency_goals(n: int) -> list[Goal]:
     return [
-        Goal(
-            "greeting median 50 % slower: rolled back within 1,500 candidate calls",
-            Scenario("greeting 1.5x", cand=replace(BASE, greeting_ms=1050.0), calls=n),
-            _rolled_back_within(1500, "candidate"),
-            at_least=0.8,
-        ),
-        Goal(
-            "at the margin, abandonment 1.25x: reaches the last step",
-            Scenario("abandon 1.25x", cand=replace(BASE, abandon=0.10), calls=n),
-            _reached,
-            at_most=0.05,
-        ),
-        Goal(
-            "at the margin, greeting 1.25x: reaches the last step",
-            Scenario("greeting 1.25x", cand=replace(BASE, greeting_ms=875.0), calls=n),
-            _reached,
-            at_most=0.05,
-        ),
-        Goal(
-            "greeting tail heavier, same median (sigma 0.9): rolled back within 1,500 candidate calls",
-            Scenario("greeting tail", cand=replace(BASE, greeting_sigma=0.9), calls=n),
-            _rolled_back_within(1500, "candidate"),
+        _rolled_back_soon("greeting median 50 % slower", "greeting 1.5x", n, 0.8, greeting_ms=1050.0),
+        _held_back("at the margin, abandonment 1.25x", "abandon 1.25x", n, abandon=0.10),
+        _held_back("at the margin, greeting 1.25x", "greeting 1.25x", n, greeting_ms=875.0),
+        _rolled_back_soon(
+            "greeting tail heavier, same median (sigma 0.9)", "greeting tail", n, None, greeting_sigma=0.9
         ),
     ]
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
-# (function name, its return type, its argument types) as ctypes spells them
-Signature = tuple[str, Any, Sequence[Any]]
+from bridge.native import build as cbuild
+from bridge.native.build import Signature
+
+__all__ = ["NativeLib", "Signature", "load_native"]
 
 
 @dataclass(frozen=True)
@@ -25,13 +26,8 @@ def load_native(source: str, signatures: Iterable[Signature], prepare: Callable[
     ``OSError`` or ``AttributeError`` says why it is not to be used)."""
     if os.environ.get("CALLBRIDGE_NATIVE_AUDIO", "1") == "0":
         return NativeLib(None, "turned off by CALLBRIDGE_NATIVE_AUDIO=0")
-    from bridge.native import build as cbuild
-
     try:
-        lib = ctypes.CDLL(str(cbuild.build(cbuild.HERE / source)))
-        for name, restype, argtypes in signatures:
-            func = getattr(lib, name)
-            func.restype, func.argtypes = restype, list(argtypes)
+        lib = cbuild.load(cbuild.HERE / source, signatures)
         prepare(lib)
     except (OSError, AttributeError) as exc:
         return NativeLib(None, str(exc))

@@ -14,6 +14,7 @@ ahead (``python -m bridge.devkit.native_check``).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import shutil
@@ -21,9 +22,9 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 HERE = Path(__file__).parent
 CPORT_SOURCE = HERE / "cport.c"  # the native media port and the uplink (loaded by bridge.sip.cport)
@@ -33,6 +34,9 @@ TLS_SOURCE = HERE / "tls.c"  # the TLS engine (loaded by bridge.realtime.tls_nat
 DOWNLINK_SOURCE = HERE / "downlink.c"  # the model's audio deltas decoded (loaded by bridge.realtime.downlink)
 SOURCES = (CPORT_SOURCE, RESAMPLE_SOURCE, ECHO_SOURCE, TLS_SOURCE, DOWNLINK_SOURCE)
 HEADERS = (HERE / "callbridge.h",)  # included by every source
+
+# (function name, its return type, its argument types) as ctypes spells them
+Signature = tuple[str, Any, Sequence[Any]]
 
 
 def cache_dir() -> Path:
@@ -76,6 +80,17 @@ def build(source: Path, force: bool = False) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def load(source: Path, signatures: Iterable[Signature]) -> ctypes.CDLL:
+    """The library built from ``source`` (:func:`build`), loaded, with ``signatures`` declared.
+
+    Raises ``OSError`` if it cannot be built or loaded, ``AttributeError`` if it lacks a declared function."""
+    lib = ctypes.CDLL(str(build(source)))
+    for name, restype, argtypes in signatures:
+        func = getattr(lib, name)
+        func.restype, func.argtypes = restype, list(argtypes)
+    return lib
 
 
 T = TypeVar("T")

@@ -121,10 +121,7 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     from bridge.native import build
 
     try:
-        lib = ctypes.CDLL(str(build.build(build.DOWNLINK_SOURCE)))
-        for name, restype, argtypes in _SIGNATURES:
-            func = getattr(lib, name)
-            func.restype, func.argtypes = restype, argtypes
+        lib = build.load(build.DOWNLINK_SOURCE, _SIGNATURES)
     except (OSError, AttributeError) as exc:
         log.warning("native downlink unavailable: %s", exc)
         return None, str(exc)

@@ -97,10 +97,7 @@ def _load() -> tuple[NativeTlsLib | None, str | None]:
     from bridge.native import build
 
     try:
-        cdll = ctypes.CDLL(str(build.build(build.TLS_SOURCE)))
-        for name, restype, argtypes in _SIGNATURES:
-            func = getattr(cdll, name)
-            func.restype, func.argtypes = restype, argtypes
+        cdll = build.load(build.TLS_SOURCE, _SIGNATURES)
     except (OSError, AttributeError) as exc:
         return None, str(exc)
     if cdll.cbt_load(os.fsencode(path)) != 0:
