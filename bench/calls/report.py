@@ -340,12 +340,9 @@ def memory_summary(steps: list[Step]) -> dict[str, Any]:
 
 
 def _memory_line(summary: dict[str, Any]) -> str:
-    def mb(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1f} MB"
-
     return (
-        f"memory (PSS) at {summary['pss_step']} calls: the workers {mb(summary['bridge_pss_mb_per_call'])} per call, "
-        f"all in (their preloaded parent counted) {mb(summary['bridge_pss_mb_per_call_all_in'])} "
+        f"memory (PSS) at {summary['pss_step']} calls: the workers {_in(summary['bridge_pss_mb_per_call'], 'MB')} "
+        f"per call, all in (their preloaded parent counted) {_in(summary['bridge_pss_mb_per_call_all_in'], 'MB')} "
         f"(goal <= {GOAL_PSS_MB_PER_CALL:g} MB: {_goal(summary['goal_pss_met'])})"
     )
 
@@ -415,6 +412,11 @@ def front_summary(steps: list[Step], direct: int | None, largest: int) -> dict[s
     }
 
 
+def _in(value: float | None, unit: str) -> str:
+    """A figure with its unit, to a tenth; "-" where there is none."""
+    return "-" if value is None else f"{value:.1f} {unit}"
+
+
 def _goal(met: bool | None) -> str:
     return "undetermined" if met is None else "met" if met else "NOT met"
 
@@ -462,17 +464,13 @@ def _srtp_line(summary: dict[str, Any]) -> str:
 
 def _model_tls_line(summary: dict[str, Any]) -> str:
     ratio = summary["model_tls_cpu_ratio"]
-
-    def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1f} ms"
-
     return (
         f"model over TLS (wss://): {summary['model_tls_max_calls']} clean calls; workers' CPU per call at "
         f"{summary['model_tls_step']} calls {summary['model_tls_cpu_per_call_pct']}% against "
         f"{summary['model_plain_cpu_per_call_pct']}% over ws:// -> {'n/a' if ratio is None else f'{ratio:.2f}x'} "
         f"(goal <= {GOAL_MODEL_TLS_CPU_RATIO:g}x: {_goal(summary['goal_model_tls_cpu_met'])}); "
-        f"inbound p99 {ms(summary['model_tls_inbound_p99_ms'])} against "
-        f"{ms(summary['model_plain_inbound_p99_ms'])}"
+        f"inbound p99 {_in(summary['model_tls_inbound_p99_ms'], 'ms')} against "
+        f"{_in(summary['model_plain_inbound_p99_ms'], 'ms')}"
     )
 
 
