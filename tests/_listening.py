@@ -7,9 +7,13 @@ counted)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bridge.devkit.ports import PORT_RANGE_ENV, port_range
 
 PROC = Path("/proc")
 TCP_LISTEN = "0A"  # /proc/net/tcp's st column
@@ -128,3 +132,30 @@ class Sampler:
 def outside(seen: set[Listening], low: int, high: int) -> list[Listening]:
     """The sockets in ``seen`` whose port is not within ``low``-``high``."""
     return sorted(s for s in seen if not low <= s.port <= high)
+
+
+def worker_range() -> tuple[int, int]:
+    """1000 ports: the first of this pytest worker's own range (``tests/conftest.py``), or 42000-42999 outside xdist."""
+    low, high = port_range() or (42000, 42999)
+    return low, min(high, low + 999)
+
+
+def run_in_range(module_args: list[str], cwd: Path, timeout: float) -> tuple[subprocess.CompletedProcess[str], Sampler]:
+    """``python -m`` ``module_args`` with ``CALLBRIDGE_PORT_RANGE`` set to :func:`worker_range`, to its end (killed
+    after ``timeout``), every socket its process tree listened on sampled meanwhile."""
+    low, high = worker_range()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *module_args],
+        cwd=cwd,
+        env={**os.environ, PORT_RANGE_ENV: f"{low}-{high}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    with Sampler(proc.pid) as sockets:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        finally:
+            proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), sockets

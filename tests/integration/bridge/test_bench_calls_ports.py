@@ -11,16 +11,12 @@ caller for want of an RTP pair: tests/integration/bridge/test_bench_calls_rtp_bl
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from _listening import Listening, Sampler, outside
+from _listening import Listening, outside, run_in_range, worker_range
 
 from bench.calls.callers import CALLS_PER_PROCESS
-from bridge.devkit.ports import PORT_RANGE_ENV, port_range
 
 # In the xdist group of the CPU-heavy tests (tests/conftest.py), with the other bench runs: they share bench's log file.
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("cpu")]
@@ -45,23 +41,10 @@ def _sip_and_rtp(sockets: list[Listening]) -> tuple[set[int], set[int]]:
 
 @pytest.mark.timeout(300)  # about a minute on an idle machine (three paths, one step); 240 s on a loaded one
 def test_bench_calls_listens_only_in_the_port_range_callers_and_callees_included() -> None:
-    low, high = port_range() or (42000, 42999)  # this pytest worker's own ports (tests/conftest.py), 1000 of them
-    high = min(high, low + 999)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.calls", "--json", "--steps", str(CALLS_PER_PROCESS), *SMALL_RUN],
-        cwd=ROOT,
-        env={**os.environ, PORT_RANGE_ENV: f"{low}-{high}"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    with Sampler(proc.pid) as sockets:
-        try:
-            stdout, stderr = proc.communicate(timeout=240)
-        finally:
-            proc.kill()
-    assert proc.returncode == 0, (stdout[-2000:], stderr[-2000:])
+    low, high = worker_range()
+    done, sockets = run_in_range(["bench.calls", "--json", "--steps", str(CALLS_PER_PROCESS), *SMALL_RUN], ROOT, 240)
+    stdout = done.stdout
+    assert done.returncode == 0, (stdout[-2000:], done.stderr[-2000:])
     lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     steps = {s["path"]: s for s in lines if s.get("kind") == "step"}  # the last run of each path decides
     assert set(steps) == {"bridge", "srtp", "ceiling"}, lines

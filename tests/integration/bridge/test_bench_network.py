@@ -11,15 +11,10 @@ the relay's, the worker's, the emulator's) is in that range.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from _listening import Sampler, outside
-
-from bridge.devkit.ports import PORT_RANGE_ENV, port_range
+from _listening import outside, run_in_range, worker_range
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("cpu")]
 
@@ -29,23 +24,8 @@ ROOT = Path(__file__).resolve().parents[3]
 @pytest.mark.timeout(400)
 def test_one_lossy_call_per_path_is_scored_both_ways() -> None:
     pytest.importorskip("pesq", reason="the pesq package (the test extra) measures the bench's audio")
-    low, high = port_range() or (42000, 42999)  # this pytest worker's own ports (tests/conftest.py), 1000 of them
-    high = min(high, low + 999)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.network", "--loss", "3", "--paths", "anchor,g711", "--json"],
-        cwd=ROOT,
-        env={**os.environ, PORT_RANGE_ENV: f"{low}-{high}"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    with Sampler(proc.pid) as sockets:
-        try:
-            stdout, stderr = proc.communicate(timeout=360)
-        finally:
-            proc.kill()
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    low, high = worker_range()
+    done, sockets = run_in_range(["bench.network", "--loss", "3", "--paths", "anchor,g711", "--json"], ROOT, 360)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
     assert not outside(sockets.seen, low, high), outside(sockets.seen, low, high)
     listeners = {s.command.split()[2] for s in sockets.seen if s.command.count(" ") >= 2}  # python -m MODULE

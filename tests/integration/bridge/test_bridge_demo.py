@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from _bridge_helpers import RATE, active_regions, finish, read_pcm_wav, start
-from _listening import Sampler, outside
+from _listening import Sampler, outside, worker_range
 
-from bridge.devkit.ports import PORT_RANGE_ENV, port_range
+from bridge.devkit.ports import PORT_RANGE_ENV
 from bridge.devkit.redis_server import redis_server_binary
 
 pytestmark = [
@@ -20,19 +20,12 @@ pytestmark = [
 ]
 
 
-def _demo_range() -> tuple[int, int]:
-    """1000 ports for the demo: the first of this pytest worker's own range (``tests/conftest.py``), or 42000-42999
-    outside xdist."""
-    low, high = port_range() or (42000, 42999)
-    return low, min(high, low + 999)
-
-
 @pytest.mark.timeout(180)  # its demo run may take up to 120 s on a loaded machine
 async def test_demo_json_answers_and_converses_in_both_dialects(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
-    low, high = _demo_range()
+    low, high = worker_range()
     monkeypatch.setenv(PORT_RANGE_ENV, f"{low}-{high}")  # the demo's environment (_bridge_helpers.env)
     proc = await start(sys.executable, "-m", "bridge", "demo", "--json", "--out", str(out))
     with Sampler(proc.pid) as sockets:
