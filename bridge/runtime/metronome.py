@@ -9,7 +9,7 @@ chores run back to back on one beat, and the beat rides on the media clock's wak
   beats closer together than ``min_gap`` (a clock catching up: 3/4 of a 20 ms tick) are skipped;
 - when no driver beats (no call up, or the Python media port), the metronome's own timer beats every period, so
   chores never stop. A driver that stops says so (:meth:`undriven`: the hub's last port detached), and the timer
-  takes over 1.5 periods to 100 ms after its last beat (two periods at a longer media beat). While driven, the
+  takes over 100 ms after its last beat (two periods at a longer media beat). While driven, the
   timer is a watchdog that wakes every :data:`WATCHDOG_S` only: it is never re-armed on a beat (re-arming it on
   every beat cost more than the chores), and a driver that stops without a word is replaced within that.
 
