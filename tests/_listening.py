@@ -21,11 +21,13 @@ TCP_LISTEN = "0A"  # /proc/net/tcp's st column
 
 @dataclass(frozen=True, order=True)
 class Listening:
-    """One listening socket: its protocol (tcp, udp, tcp6, udp6), local port and the command line holding it."""
+    """One listening socket: its protocol (tcp, udp, tcp6, udp6), local port, and the command line and pid of the
+    process holding it."""
 
     proto: str
     port: int
     command: str = field(compare=False)
+    pid: int = field(compare=False, default=0)
 
 
 def _children(pid: int) -> list[int]:
@@ -98,7 +100,7 @@ def listening(root: int) -> set[Listening]:
         except OSError:
             command = "?"
         for proto, table in tables.items():
-            found |= {Listening(proto, table[i], command.strip()[:200]) for i in inodes & table.keys()}
+            found |= {Listening(proto, table[i], command.strip()[:200], pid) for i in inodes & table.keys()}
     return found
 
 

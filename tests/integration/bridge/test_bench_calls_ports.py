@@ -57,12 +57,12 @@ def test_bench_calls_listens_only_in_the_port_range_callers_and_callees_included
         f"{s.proto} {s.port} {s.command}" for s in outside(sockets.seen, low, high)
     )
     # ... and the sampler saw the load callers' and the loopback callees' own: each one's SIP port and RTP pair.
-    by_command: dict[str, list[Listening]] = {}
+    by_process: dict[int, list[Listening]] = {}  # by pid: a step's re-run starts a caller of the same command line
     for s in sockets.seen:
-        by_command.setdefault(s.command, []).append(s)
+        by_process.setdefault(s.pid, []).append(s)
     roles: dict[str, list[list[Listening]]] = {}
-    for command, held in by_command.items():
-        roles.setdefault(_role(command), []).append(held)
+    for held in by_process.values():
+        roles.setdefault(_role(held[0].command), []).append(held)
     # one load caller a path and the ceiling's one loopback app, each run of a step (a failed one is run again)
     assert len(roles.get("caller", [])) >= 3 and len(roles.get("loopback", [])) >= 1, sockets.seen
     for role in ("caller", "loopback"):
