@@ -9,9 +9,12 @@ chores run back to back on one beat, and the beat rides on the media clock's wak
   beats closer together than ``min_gap`` (a clock catching up: 3/4 of a 20 ms tick) are skipped;
 - when no driver beats (no call up, or the Python media port), the metronome's own timer beats every period, so
   chores never stop. A driver that stops says so (:meth:`undriven`: the hub's last port detached), and the timer
-  takes over 100 ms after its last beat (two periods at a longer media beat). While driven, the
-  timer is a watchdog that wakes every :data:`WATCHDOG_S` only: it is never re-armed on a beat (re-arming it on
-  every beat cost more than the chores), and a driver that stops without a word is replaced within that.
+  takes over one *hold* after its last beat: 100 ms (two periods at a longer media beat). While driven, the timer
+  is a watchdog that wakes once a hold only: it is never re-armed on a beat (re-arming it on every beat cost more
+  than the chores), and a driver that stops without a word (a port whose ring nobody reads, so its clock never
+  wakes the loop) is replaced within a hold too. The SIP poll is one of the chores, so a hold bounds how late a
+  response is read: well under the 500 ms after which pjsip retransmits an INVITE (RFC 3261 timer A, T1) that
+  had in fact been answered.
 
 The period is one 20 ms media tick by default. A worker with native media ports beats every
 ``media_beat_frames`` ticks (:data:`BEAT_FRAMES`, see :meth:`set_period`): the clock thread wakes the loop once per
@@ -34,7 +37,6 @@ from bridge.audio.frames import PERIOD_S
 _LOG = logging.getLogger("bridge.runtime.metronome")
 
 Chore = Callable[[], None]
-WATCHDOG_S = 0.5  # while driven: how often the fallback timer looks whether the driver still beats
 
 
 class Metronome:
@@ -98,7 +100,7 @@ class Metronome:
             self._arm(max(self.loop.time(), self._last + self._hold_s()))
 
     def _hold_s(self) -> float:
-        """How long after a driven beat the fallback waits before it beats on its own."""
+        """How long after a driven beat the fallback waits before it beats on its own (and the watchdog's period)."""
         return max(5 * PERIOD_S, 2 * self.period_s)
 
     def _fallback(self) -> None:
@@ -107,7 +109,7 @@ class Metronome:
             return
         now = self.loop.time()
         if self._last_driven and now - self._last < self._hold_s():
-            self._arm(self._last + WATCHDOG_S)  # still driven: look again a watchdog's time after its last beat
+            self._arm(self._last + self._hold_s())  # still driven: look again a hold after its last beat
             return
         self._run(now, driven=False)
 
@@ -131,7 +133,7 @@ class Metronome:
         if not driven:
             self._arm(now + self.period_s)  # on its own: every period
         elif self._timer is None:
-            self._arm(now + WATCHDOG_S)  # driven: the watchdog only (see the module doc)
+            self._arm(now + self._hold_s())  # driven: the watchdog only (see the module doc)
 
 
 _METRONOMES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Metronome] = weakref.WeakKeyDictionary()

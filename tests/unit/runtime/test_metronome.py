@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from bridge.replay.virtual import VirtualTimeLoop
-from bridge.runtime.metronome import WATCHDOG_S, Metronome, for_loop
+from bridge.runtime.metronome import Metronome, for_loop
 
 
 def run(coro_fn):  # type: ignore[no-untyped-def]  # a test helper: returns what the coroutine returns
@@ -59,18 +59,19 @@ def _driven_then_stopped(say_so: bool) -> tuple[list[float], Metronome, int]:
 def test_a_driver_takes_over_the_phase_and_the_timer_stops_waking() -> None:
     seen, m, watchdog_ms = _driven_then_stopped(say_so=True)
     # 47 is only 7 ms after the fallback's 40: skipped, and the fallback is pushed back so the driver's phase wins.
-    # While driven the timer is a watchdog half a second after the beat that found it due (67 ms): never re-armed
-    # on a beat. A driver that says it stopped is followed by the fallback 5 periods after its last beat.
+    # While driven the timer is a watchdog one hold (5 periods) after the beat that found it due (67 ms): never
+    # re-armed on a beat. A driver that says it stopped is followed by the fallback 5 periods after its last beat.
     assert seen[:6] == [0.02, 0.04, 0.067, 0.087, 0.107, 0.127]
     assert seen[6:9] == [0.227, 0.247, 0.267] and len(seen) == 6 + 23
-    assert m.driven_beats == 4 and watchdog_ms == 567
+    assert m.driven_beats == 4 and watchdog_ms == 167
 
 
 def test_a_driver_that_stops_without_a_word_is_replaced_within_the_watchdog() -> None:
     seen, m, _ = _driven_then_stopped(say_so=False)
-    # no beat between 127 ms and the watchdog at 567 ms (67 ms + WATCHDOG_S), then every period
-    assert seen[5:9] == [0.127, 0.567, 0.587, 0.607]
-    assert seen[6] - seen[5] <= WATCHDOG_S and m.driven_beats == 4
+    # the watchdog at 167 ms finds the last beat 40 ms old and looks again a hold after it: no beat is missed for
+    # longer than a hold (well under pjsip's 500 ms INVITE retransmission), then every period
+    assert seen[5:9] == [0.127, 0.227, 0.247, 0.267]
+    assert len(seen) == 6 + 23 and m.driven_beats == 4
 
 
 def test_driver_beats_closer_than_three_quarters_of_a_period_are_skipped() -> None:
