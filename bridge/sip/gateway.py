@@ -169,25 +169,26 @@ def _rtp_transport(call: Any) -> tuple[int, str] | None:
     return port, "" if source in ("", "0.0.0.0") else source
 
 
-def _rx_packets(call: Any) -> int | None:
-    """RTP packets received on the call's audio streams so far (pjmedia's RTCP statistics), None with no stream."""
-    info = call.getInfo()  # keep the CallInfo alive while reading its media vector (SWIG returns a reference)
+def _rx_packets(call: Any, indexes: tuple[int, ...]) -> int | None:
+    """RTP packets received so far on the call's audio streams at ``indexes`` (pjmedia's RTCP statistics), None
+    with no stream. The indexes come from the last media state, so the watch never builds a whole CallInfo."""
     total: int | None = None
-    for media in info.media:
-        if media.type != pj.PJMEDIA_TYPE_AUDIO:
-            continue
+    for index in indexes:
         try:
-            total = (total or 0) + int(call.getStreamStat(int(media.index)).rtcp.rxStat.pkt)
+            total = (total or 0) + int(call.getStreamStat(index).rtcp.rxStat.pkt)
         except pj.Error:
             continue  # no stream right now (being rebuilt by a re-INVITE, or inactive)
     return total
 
 
-def _remotely_held(call: Any) -> bool:
-    """Does the caller hold the call (RFC 3264 §8.4: its last offer said sendonly or inactive)?"""
+def _audio_state(call: Any) -> tuple[tuple[int, ...], bool]:
+    """The call's audio media indexes, and whether the caller holds the call (RFC 3264 §8.4: its last offer said
+    sendonly or inactive)."""
     info = call.getInfo()  # keep the CallInfo alive while reading its media vector (SWIG returns a reference)
-    statuses = [int(m.status) for m in info.media if m.type == pj.PJMEDIA_TYPE_AUDIO]
-    return pj.PJSUA_CALL_MEDIA_REMOTE_HOLD in statuses and pj.PJSUA_CALL_MEDIA_ACTIVE not in statuses
+    audio = [m for m in info.media if m.type == pj.PJMEDIA_TYPE_AUDIO]
+    statuses = [int(m.status) for m in audio]
+    held = pj.PJSUA_CALL_MEDIA_REMOTE_HOLD in statuses and pj.PJSUA_CALL_MEDIA_ACTIVE not in statuses
+    return tuple(int(m.index) for m in audio), held
 
 
 class _GatewayCall(LegCall):
@@ -269,6 +270,7 @@ class IncomingCall(SipLeg):
         self.confirmed = False  # the caller's ACK arrived
         self.end_cause = ""  # the SIP-level bound that ended the call (bridge.sip.bounds), if one did
         self._rtp: RtpWatch | None = None
+        self._audio_indexes: tuple[int, ...] = ()  # the call's audio media, from its last media state
         self.hangup_code: int | None = None
         self.hangup_reason: str = ""
         self.codec: str | None = None  # "PCMU" / "PCMA" / "G722" once media is up
@@ -500,7 +502,7 @@ class IncomingCall(SipLeg):
         call = self._call
         if call is None or self.disconnected.is_set():
             return
-        held = _remotely_held(call)
+        self._audio_indexes, held = _audio_state(call)
         if held != self.held:
             self.held = held
             _LOG.info("%s: %s by the caller", self.call_id, "held" if held else "resumed")
@@ -568,7 +570,7 @@ class IncomingCall(SipLeg):
         if call is None or watch is None or self.disconnected.is_set() or self.end_cause:
             return
         try:
-            packets = _rx_packets(call)
+            packets = _rx_packets(call, self._audio_indexes)
         except pj.Error:
             return
         if self._media is not None:
