@@ -51,12 +51,13 @@ SIP_TRACE_CHARS = 64_000  # the softphone's SIP trace keeps whole packets (escap
 
 @dataclass(frozen=True, slots=True)
 class PhoneSetup:
-    """This phone's end of a call it places: where it binds (``host`` None: loopback for a loopback target, else all
-    interfaces; ``port`` 0: any), pjsua's log level, ``auth`` (user, password) for a digest challenge (401) from
-    the called side, ``concealment`` False to record a frame that came too late as silence (no packet loss
-    concealment, as a measuring phone should), ``jitter_buffer_ms`` its jitter buffer's floor (0: pjmedia's
-    defaults, as most phones keep them; :attr:`SipConfig.jitter_buffer_ms`). A ``sips:`` URI is called over TLS
-    (verified against ``tls_ca`` if given) with SRTP ``srtp`` (None: mandatory for ``sips:``, off otherwise)."""
+    """This phone's end of a call it places (:meth:`config`) or answers (:meth:`answering`): where it binds (``host``
+    None: loopback when answering or calling a loopback target, else all interfaces; ``port`` 0: any), pjsua's log
+    level, ``auth`` (user, password) for a digest challenge (401) from the called side, ``concealment`` False to
+    record a frame that came too late as silence (no packet loss concealment, as a measuring phone should),
+    ``jitter_buffer_ms`` its jitter buffer's floor (0: pjmedia's defaults, as most phones keep them;
+    :attr:`SipConfig.jitter_buffer_ms`). A ``sips:`` URI is called over TLS (verified against ``tls_ca`` if given)
+    with SRTP ``srtp`` (None: mandatory for ``sips:``, off otherwise)."""
 
     host: str | None = None
     port: int = 0
@@ -71,13 +72,30 @@ class PhoneSetup:
     def config(self, uri: str) -> SipConfig:
         """The endpoint that calls ``uri``."""
         secure = uri.lower().startswith("sips:")
-        return SipConfig(
-            host=self.host or _default_host(uri),
-            port=self.port,
-            transports=(Transport.UDP, Transport.TLS) if secure else (Transport.UDP,),
+        return self._endpoint(
+            self.host or _default_host(uri),
+            "softphone",
+            (Transport.UDP, Transport.TLS) if secure else (Transport.UDP,),
             tls_ca=str(self.tls_ca or ""),
             srtp=self.srtp or (SrtpMode.MANDATORY if secure else SrtpMode.OFF),
-            user="softphone",
+        )
+
+    def answering(self) -> SipConfig:
+        """The endpoint that answers calls on ``host`` (None: loopback) and ``port``, UDP and TCP, as ``agent``."""
+        return self._endpoint(self.host or "127.0.0.1", "agent", (Transport.UDP, Transport.TCP))
+
+    def _endpoint(
+        self, host: str, user: str, transports: tuple[Transport, ...], *, tls_ca: str = "", srtp: str = SrtpMode.OFF
+    ) -> SipConfig:
+        """The softphone's endpoint on ``host`` as ``user``: this setup's port, log, concealment, jitter buffer and
+        RTP port, whichever end of the call it is."""
+        return SipConfig(
+            host=host,
+            port=self.port,
+            transports=transports,
+            tls_ca=tls_ca,
+            srtp=srtp,
+            user=user,
             user_agent="callbridge-softphone",
             pjsua_log_level=self.log_level,
             pjsua_log_chars=SIP_TRACE_CHARS,
@@ -105,18 +123,8 @@ async def listen(
 ) -> dict[str, Any]:
     """Answer calls on ``host:port`` (UDP and TCP) as ``plan`` says; ``rtp_port``: the first RTP port (RTCP +1; the
     next pairs up if taken; 0: any)."""
-    config = SipConfig(
-        host=host,
-        port=port,
-        transports=(Transport.UDP, Transport.TCP),
-        user="agent",
-        user_agent="callbridge-softphone",
-        pjsua_log_level=log_level,
-        pjsua_log_chars=SIP_TRACE_CHARS,
-        jitter_buffer_ms=jitter_buffer_ms,
-        rtp_port=rtp_port,
-    )
-    async with Softphone(config) as phone:
+    setup = PhoneSetup(host=host, port=port, log_level=log_level, jitter_buffer_ms=jitter_buffer_ms, rtp_port=rtp_port)
+    async with Softphone(setup.answering()) as phone:
         return await phone.listen(plan)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 # RFC 3261 §25.1: compact header forms the app might look up by their long name.
 _COMPACT = {
@@ -178,15 +178,7 @@ class Dialog:
     transport: Transport = Transport.UDP
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "call_id": self.call_id,
-            "local": self.local,
-            "remote": self.remote,
-            "target": self.target,
-            "routes": list(self.routes),
-            "peer": self.peer,
-            "transport": self.transport,
-        }
+        return {**asdict(self), "routes": list(self.routes)}
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> Dialog:

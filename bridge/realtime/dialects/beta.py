@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from bridge import events as ev
 from bridge.realtime.dialects import common
-from bridge.realtime.dialects.base import Credential, Decoder, Dialect, MintRequest, ResponseInfo, Service, Usage
+from bridge.realtime.dialects.base import Credential, Decoder, MintRequest, ResponseInfo, Service, Usage
 from bridge.realtime.dialects.schema import (
     AnyValue,
     ClientError,
@@ -64,11 +64,8 @@ def build_session(profile: AgentProfile) -> dict[str, Any]:
         "output_audio_format": FORMATS[profile.audio_format],
         "turn_detection": common.turn_detection(LABEL, profile, idle_timeout=False),
         **common.tools(profile),
+        **{f"input_audio_{name}": value for name, value in common.input_audio(profile).items()},
     }
-    if profile.input_transcription is not None:
-        session["input_audio_transcription"] = profile.input_transcription.model_dump(exclude_none=True)
-    if profile.noise_reduction is not None:
-        session["input_audio_noise_reduction"] = {"type": profile.noise_reduction}
     if profile.temperature is not None:
         session["temperature"] = profile.temperature
     if profile.speed is not None:
@@ -270,21 +267,12 @@ SERVICE = Service(
 
 # --------------------------------------------------------------------------------------------------------------
 
-BETA = Dialect(
+BETA = common.realtime_dialect(
     name=NAME,
     label=LABEL,
     default_model=DEFAULT_MODEL,
-    path="/realtime",
     extra_headers=MappingProxyType({"OpenAI-Beta": "realtime=v1"}),
-    handshake=common.HANDSHAKE,
-    capabilities=common.CAPABILITIES,
-    append=common.APPEND,
-    client_events=common.CLIENT_EVENTS,
-    encoders=common.encoders(
-        build_session, common.response_body, {"modalities": ["audio", "text"]}, {"modalities": ["text"]}
-    ),
-    hold_answers=common.hold_answers,
-    common_server_events=common.SERVER_EVENTS,
+    encoders=common.encoders(build_session, {"modalities": ["audio", "text"]}, {"modalities": ["text"]}),
     own_server_events=MappingProxyType(
         {
             "conversation.item.created": "item.added",
@@ -297,12 +285,9 @@ BETA = Dialect(
             "transcription_session.updated": "transcription_session.updated",
         }
     ),
-    decoders=common.decoders(
-        common.session_configured(_SESSION_PATHS["voice"], _SESSION_PATHS["output_format"], _format_name)
-    ),
+    decoders=common.decoders(_SESSION_PATHS, _format_name),
     session_decoders=_named_calls,
     build_session=build_session,
-    build_response=common.response_body,
     session_fields=SESSION_FIELDS,
     format_value=FORMATS.__getitem__,
     format_name=_format_name,

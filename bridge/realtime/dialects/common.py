@@ -11,6 +11,7 @@ Bad input never raises out of a decoder as anything but ``TypeError``, ``ValueEr
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -26,6 +27,7 @@ from bridge.realtime.dialects.base import (
     PROFILE_FORMATS,
     Capabilities,
     Decoder,
+    Dialect,
     Encoder,
     Handshake,
     Usage,
@@ -380,8 +382,13 @@ DECODERS: Mapping[str, Decoder] = MappingProxyType(
 )
 
 
-def decoders(session_updated: Decoder) -> Mapping[str, Decoder]:
-    return MappingProxyType({**DECODERS, "session.updated": session_updated})
+def decoders(
+    session_paths: Mapping[str, tuple[str, ...]], format_name: Callable[[Any], str | None]
+) -> Mapping[str, Decoder]:
+    """The dialect's decoders: :data:`DECODERS`, and ``session.updated`` read where ``session_paths`` put the voice
+    and the output format."""
+    updated = session_configured(session_paths["voice"], session_paths["output_format"], format_name)
+    return MappingProxyType({**DECODERS, "session.updated": updated})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -390,9 +397,6 @@ def decoders(session_updated: Decoder) -> Mapping[str, Decoder]:
 
 def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
-
-
-ResponseBuilder = Callable[[str | None, bool, Mapping[str, str]], dict[str, Any]]
 
 
 # How an out-of-band response is asked to read a text verbatim (``ev.Say``); the emulator reads the text back from it.
@@ -452,29 +456,29 @@ def hold_answers(profile: AgentProfile) -> AgentProfile:
 
 def encoders(
     build_session: Callable[[AgentProfile], dict[str, Any]],
-    build_response: ResponseBuilder,
     say_modalities: Mapping[str, Any],
     text_modalities: Mapping[str, Any],
 ) -> Mapping[type[ev.Command], Encoder]:
-    """One encoder per command, the same event names in beta and GA; the session and response bodies differ.
-    ``say_modalities``: the response fields that make a say audio (GA ``output_modalities``, beta ``modalities``);
-    ``text_modalities``: those that make a response text only (:class:`~bridge.events.AskText`)."""
+    """One encoder per command, the same event names and response body (:func:`response_body`) in beta and GA; the
+    session bodies differ. ``say_modalities``: the response fields that make a say audio (GA ``output_modalities``,
+    beta ``modalities``); ``text_modalities``: those that make a response text only
+    (:class:`~bridge.events.AskText`)."""
     names = CLIENT_EVENTS
     append = APPEND.encode  # the audio hot path: 50 frames a second per call
 
     def say(c: ev.Say) -> Sequence[str]:
         """An out-of-band response (``conversation: "none"``): spoken, kept out of the conversation."""
-        response = {**build_response(verbatim(c.text), True, SAY_METADATA), **say_modalities}
+        response = {**response_body(verbatim(c.text), True, SAY_METADATA), **say_modalities}
         return (_dumps({"type": names["response.create"], "response": response}),)
 
     def ask_text(c: ev.AskText) -> Sequence[str]:
         """An out-of-band response (``conversation: "none"``) in text only: answered, never heard or kept."""
-        response = {**build_response(c.instructions, True, dict(c.metadata)), **text_modalities}
+        response = {**response_body(c.instructions, True, dict(c.metadata)), **text_modalities}
         return (_dumps({"type": names["response.create"], "response": response}),)
 
     def response_create(instructions: str | None, out_of_band: bool, metadata: Mapping[str, str]) -> str:
         return _dumps(
-            {"type": names["response.create"], "response": build_response(instructions, out_of_band, metadata)}
+            {"type": names["response.create"], "response": response_body(instructions, out_of_band, metadata)}
         )
 
     def function_output(c: ev.FunctionOutput) -> Sequence[str]:
@@ -552,6 +556,18 @@ def tools(profile: AgentProfile) -> dict[str, Any]:
     return {"tools": [t.wire() for t in profile.tools], "tool_choice": profile.tool_choice}
 
 
+def input_audio(profile: AgentProfile) -> dict[str, Any]:
+    """The profile's ``transcription`` and ``noise_reduction`` of the caller's audio, each only if set, spelled as
+    both dialects spell them (beta puts them at the top of the session, named ``input_audio_...``; GA under
+    ``audio.input``)."""
+    out: dict[str, Any] = {}
+    if profile.input_transcription is not None:
+        out["transcription"] = profile.input_transcription.model_dump(exclude_none=True)
+    if profile.noise_reduction is not None:
+        out["noise_reduction"] = {"type": profile.noise_reduction}
+    return out
+
+
 def turn_detection(dialect: str, profile: AgentProfile, *, idle_timeout: bool) -> dict[str, Any] | None:
     td = profile.turn_detection
     if td is None:
@@ -577,6 +593,22 @@ def response_body(instructions: str | None, out_of_band: bool, metadata: Mapping
     if metadata:
         response["metadata"] = dict(metadata)
     return response
+
+
+# A Realtime dialect (beta or GA): a :class:`Dialect` with what the family shares filled in (the path, handshake,
+# capabilities, audio append, client events, common server events, response body and orchestrated profile); each
+# dialect adds its own name, session shape, event names, encoders, decoders, credential endpoint and service.
+realtime_dialect: Final = partial(
+    Dialect,
+    path="/realtime",
+    handshake=HANDSHAKE,
+    capabilities=CAPABILITIES,
+    append=APPEND,
+    client_events=CLIENT_EVENTS,
+    common_server_events=SERVER_EVENTS,
+    build_response=response_body,
+    hold_answers=hold_answers,
+)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from bridge.errors import DialectFieldError
 from bridge.realtime.dialects import common
-from bridge.realtime.dialects.base import Credential, Dialect, MintRequest, ResponseInfo, Service, Usage
+from bridge.realtime.dialects.base import Credential, MintRequest, ResponseInfo, Service, Usage
 from bridge.realtime.dialects.schema import (
     AnyValue,
     Bool,
@@ -69,11 +69,8 @@ def build_session(profile: AgentProfile) -> dict[str, Any]:
     audio_in: dict[str, Any] = {
         "format": _format_value(profile.audio_format),
         "turn_detection": common.turn_detection(LABEL, profile, idle_timeout=True),
+        **common.input_audio(profile),
     }
-    if profile.input_transcription is not None:
-        audio_in["transcription"] = profile.input_transcription.model_dump(exclude_none=True)
-    if profile.noise_reduction is not None:
-        audio_in["noise_reduction"] = {"type": profile.noise_reduction}
     audio_out: dict[str, Any] = {"format": _format_value(profile.audio_format), "voice": profile.voice}
     if profile.speed is not None:
         audio_out["speed"] = profile.speed
@@ -291,20 +288,11 @@ SERVICE = Service(
 
 # --------------------------------------------------------------------------------------------------------------
 
-GA = Dialect(
+GA = common.realtime_dialect(
     name=NAME,
     label=LABEL,
     default_model=DEFAULT_MODEL,
-    path="/realtime",
-    handshake=common.HANDSHAKE,
-    capabilities=common.CAPABILITIES,
-    append=common.APPEND,
-    client_events=common.CLIENT_EVENTS,
-    encoders=common.encoders(
-        build_session, common.response_body, {"output_modalities": ["audio"]}, {"output_modalities": ["text"]}
-    ),
-    hold_answers=common.hold_answers,
-    common_server_events=common.SERVER_EVENTS,
+    encoders=common.encoders(build_session, {"output_modalities": ["audio"]}, {"output_modalities": ["text"]}),
     own_server_events=MappingProxyType(
         {
             "conversation.item.added": "item.added",
@@ -333,11 +321,8 @@ GA = Dialect(
     ),
     # GA still has conversation.item.created in its server-event union.
     alias_server_events=MappingProxyType({"conversation.item.created": "item.added"}),
-    decoders=common.decoders(
-        common.session_configured(_SESSION_PATHS["voice"], _SESSION_PATHS["output_format"], _format_name)
-    ),
+    decoders=common.decoders(_SESSION_PATHS, _format_name),
     build_session=build_session,
-    build_response=common.response_body,
     session_fields=SESSION_FIELDS,
     format_value=_format_value,
     format_name=_format_name,

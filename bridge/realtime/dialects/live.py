@@ -27,8 +27,6 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
-import orjson
-
 from bridge import events as ev
 from bridge.audio.wire import AppendTemplate, decode_b64
 from bridge.errors import DialectFieldError
@@ -47,7 +45,7 @@ from bridge.realtime.dialects.base import (
     LiveService,
     UnsupportedCommand,
 )
-from bridge.realtime.dialects.common import _i, _m, _s
+from bridge.realtime.dialects.common import _dumps, _i, _m, _s
 from bridge.realtime.dialects.schema import (
     AnyValue,
     Bool,
@@ -185,10 +183,6 @@ def _format_name(value: Any) -> str | None:
 
 # --------------------------------------------------------------------------------------------------------------
 # The bridge's side
-
-
-def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
 
 
 def _check(profile: AgentProfile) -> dict[str, Any]:
