@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.rollout.engine import MEAN_CAP
 from bridge.rollout.experiment import GUARDRAILS, Experiment, ExperimentSpec, epoch_of
 from bridge.rollout.guardrails import DISPLAY_ALPHA
 
@@ -57,6 +58,8 @@ class Truth:
     reply_sigma: float = 0.6
     handle_s: float = 180.0
     handle_sigma: float = 1.0
+    tail: float = 0.0  # the share of calls whose handle time is ``tail_x`` times longer
+    tail_x: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,25 +75,73 @@ class Scenario:
     fixed: float | None = None  # a fixed share, no promotion
     calls: int = CALLS
     stop_at_rollback: bool = True
+    change_after_s: float | None = None  # the candidate's truth becomes ``after`` this long after the start
+    outage_at: float | None = None  # a shared outage (every call of both variants fails) once this share is reached
+    outage_s: float = 600.0  # ... lasting this long, starting half an hour into the step
+    per_caller: float = 0.0  # calls per caller over the rollout (0: every call a new caller)
+    icc: float = 0.0  # the callers' propensities' intra-class correlation (abandonment, failures, latencies)
+    handle: bool = False  # the handle_time_s guardrail on
+    copies: int = 0  # replay this many byte-for-byte copies of one failed candidate record, half an hour in
 
 
 def _lognormal(rng: np.random.Generator, median: float, sigma: float) -> float:
     return float(median * math.exp(sigma * rng.standard_normal()))
 
 
-def _call(rng: np.random.Generator, truth: Truth, fail: float) -> dict[str, Any]:
-    failed = rng.random() < fail
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """One caller: their bucket (which variant a share draws them onto) and their own propensities, as odds ratios
+    and a log-latency offset (all neutral without an ICC)."""
+
+    bucket: float
+    fail_x: float = 1.0
+    abandon_x: float = 1.0
+    log_offset: float = 0.0
+    within: float = 1.0  # the spread of the log-latencies left within a caller, as a share of the whole
+
+
+def _beta_scale(rng: np.random.Generator, mean: float, icc: float) -> float:
+    """A caller's propensity over the mean: a Beta with that mean and intra-class correlation ``icc``."""
+    if icc <= 0:
+        return 1.0
+    total = 1.0 / icc - 1.0
+    return float(rng.beta(mean * total, (1 - mean) * total)) / mean
+
+
+def _caller(rng: np.random.Generator, icc: float) -> Caller:
+    if icc <= 0:
+        return Caller(float(rng.random()))
+    return Caller(
+        float(rng.random()),
+        _beta_scale(rng, 0.02, icc),
+        _beta_scale(rng, 0.08, icc),
+        float(rng.standard_normal()) * 0.6 * math.sqrt(icc),
+        math.sqrt(1.0 - icc),
+    )
+
+
+def _call(rng: np.random.Generator, truth: Truth, fail: float, who: Caller | None = None) -> dict[str, Any]:
+    who = who or Caller(0.0)
+    failed = rng.random() < min(1.0, fail * who.fail_x)
+    within = who.within
+    handle = _lognormal(rng, truth.handle_s, truth.handle_sigma)
+    if truth.tail and rng.random() < truth.tail:
+        handle *= truth.tail_x
     return {
         "outcome": "connect_failure" if failed else "ok",
-        "abandoned": bool(rng.random() < truth.abandon),
-        "greeting_ms": None if failed else _lognormal(rng, truth.greeting_ms, truth.greeting_sigma),
-        "first_reply_ms": None if failed else _lognormal(rng, truth.reply_ms, truth.reply_sigma),
-        "handle_time_s": _lognormal(rng, truth.handle_s, truth.handle_sigma),
+        "abandoned": bool(rng.random() < min(1.0, truth.abandon * who.abandon_x)),
+        "greeting_ms": None
+        if failed
+        else _lognormal(rng, truth.greeting_ms, truth.greeting_sigma * within) * math.exp(who.log_offset),
+        "first_reply_ms": None
+        if failed
+        else _lognormal(rng, truth.reply_ms, truth.reply_sigma * within) * math.exp(who.log_offset),
+        "handle_time_s": handle,
     }
 
 
 def _spec(sc: Scenario) -> ExperimentSpec:
-    guardrails = {"handle_time_s": {"on": False}}
+    guardrails: dict[str, Any] = {"handle_time_s": {"on": sc.handle}}
     if sc.fixed is not None:
         return ExperimentSpec(promote=False, guardrails=guardrails)
     return ExperimentSpec(auto_promote=sc.steps, guardrails=guardrails)
@@ -106,36 +157,63 @@ def run(sc: Scenario, seed: int) -> dict[str, Any]:
     epoch = epoch_of(weights, False)
     truth, changed_at, cand_calls = sc.cand, None, 0
     out: dict[str, Any] = {"rollback": None, "last": None, "srm": None, "promote_after_srm": 0, "breaker": False}
-    out["covered"] = {}
+    out |= {"covered": {}, "promotions": [], "outage": None, "counted_copies": None}
     truths = _truth_diffs(sc)
     missed: set[str] = set()
     looked = -1
+    callers: list[Caller] = []
+    population = max(1, round(sc.calls / sc.per_caller)) if sc.per_caller else 0
+    reached: float | None = None  # when the outage's step was reached
+    copy: dict[str, Any] | None = None
     for i in range(sc.calls):
         t = i * 3600.0 / RATE
-        on = rng.random() < weights["cand"] / 100.0
-        if sc.change_at is not None and changed_at is None and weights["cand"] >= min(sc.change_at, spec.last_share):
+        who: Caller | None = None
+        if population:
+            k = int(rng.integers(population))
+            while len(callers) <= k:
+                callers.append(_caller(rng, sc.icc))
+            who = callers[k]
+            on = who.bucket < weights["cand"] / 100.0
+        else:
+            on = rng.random() < weights["cand"] / 100.0
+        if changed_at is None and (
+            (sc.change_at is not None and weights["cand"] >= min(sc.change_at, spec.last_share))
+            or (sc.change_after_s is not None and t >= sc.change_after_s)
+        ):
             truth, changed_at = (sc.after or sc.cand), (i, cand_calls)
         mine = truth if on else sc.safe
         fail = mine.fail
         if sc.swing:
             fail = 0.04 + 0.36 * (1 - math.cos(2 * math.pi * t / 86400)) / 2
-        call = _call(rng, mine, fail)
+        if sc.outage_at is not None:
+            if reached is None and weights["cand"] >= min(sc.outage_at, spec.last_share):
+                reached = t
+            if reached is not None and reached + 1800.0 <= t < reached + 1800.0 + sc.outage_s:
+                fail = 1.0
+                if out["outage"] is None:
+                    out["outage"] = (i, cand_calls)
+        call = _call(rng, mine, fail, who)
         cand_calls += on
         if on and sc.lose and rng.random() < sc.lose:
             continue
         record = {"t": t, "started": t, "variant": "cand" if on else "safe", "epoch": epoch, **call}
-        for d in exp.feed(record):
-            if d.action == "srm" and out["srm"] is None:
-                out["srm"] = i
-            if d.action == "promote" and out["srm"] is not None:
-                out["promote_after_srm"] += 1
-            if d.action == "rollback" and out["rollback"] is None:
-                out["rollback"] = (i, cand_calls, changed_at)
-                out["breaker"] = "breaker" in d.evidence
-            if d.weights is not None:
-                weights, epoch = d.weights, epoch_of(d.weights, False)
-                if weights["cand"] >= spec.last_share - 1e-9 and out["last"] is None:
-                    out["last"] = (i, cand_calls)
+        record["call_id"] = f"c{i}"
+        if population:
+            record["caller"] = f"k{k}"
+        entries = [record]
+        if sc.copies and on and copy is None and call["outcome"] != "ok" and t >= 1800.0:
+            copy = record
+            before = exp.calls["cand"]
+            entries += [dict(record) for _ in range(sc.copies)]
+        for entry in entries:
+            for d in exp.feed(entry):
+                _note(out, d, i, cand_calls, changed_at, t)
+                if d.weights is not None:
+                    weights, epoch = d.weights, epoch_of(d.weights, False)
+                    if weights["cand"] >= spec.last_share - 1e-9 and out["last"] is None:
+                        out["last"] = (i, cand_calls)
+        if copy is not None and out["counted_copies"] is None:
+            out["counted_copies"] = exp.calls["cand"] - before
         hour = int(t // 3600)
         if hour != looked and truths:
             looked = hour
@@ -146,18 +224,43 @@ def run(sc: Scenario, seed: int) -> dict[str, Any]:
     if truths:
         missed |= _misses(exp, truths)
         out["covered"] = {name: name not in missed for name in truths}
+    out["z"] = _zs(exp)
+    return out
+
+
+def _note(out: dict[str, Any], d: Any, i: int, cand_calls: int, changed_at: Any, t: float) -> None:
+    if d.action == "srm" and out["srm"] is None:
+        out["srm"] = i
+    if d.action == "promote":
+        out["promotions"].append((t, (d.weights or {}).get("cand")))
+        if out["srm"] is not None:
+            out["promote_after_srm"] += 1
+    if d.action == "rollback" and out["rollback"] is None:
+        out["rollback"] = (i, cand_calls, changed_at)
+        out["breaker"] = "breaker" in d.evidence
+
+
+def _zs(exp: Experiment) -> dict[str, float]:
+    """Each on guardrail's test statistic since arming (candidate minus safe over its standard error)."""
+    out = {}
+    cand = exp.cands["cand"]
+    for g, _, _ in exp.active:
+        e = cand.since[g.name].test.estimate()
+        if e is not None and e.var > 0 and min(e.calls) >= exp.spec.min_calls:
+            out[g.name] = e.diff / math.sqrt(e.var)
     return out
 
 
 def _truth_diffs(sc: Scenario) -> dict[str, float]:
     """Each shown interval's truth (candidate minus safe, in the unit shown) where the truth stays fixed."""
-    if sc.after is not None or sc.swing or sc.lose:
+    if sc.after is not None or sc.swing or sc.lose or sc.per_caller or sc.outage_at or sc.cand.tail:
         return {}
     c, s = sc.cand, sc.safe
     out = {
         "failure_rate": c.fail - s.fail,
         "abandon_rate": c.abandon - s.abandon,
-        "handle_time_s": _log_mean(c.handle_s, c.handle_sigma) - _log_mean(s.handle_s, s.handle_sigma),
+        "handle_time_s": _capped_mean(c.handle_s, c.handle_sigma, s.handle_s)
+        - _capped_mean(s.handle_s, s.handle_sigma, s.handle_s),
     }
     if c.greeting_sigma == s.greeting_sigma:  # the log-mean difference of two log-normals of one spread
         out["greeting_ms"] = math.log(c.greeting_ms / s.greeting_ms)
@@ -166,17 +269,19 @@ def _truth_diffs(sc: Scenario) -> dict[str, float]:
     return out
 
 
-_LOG_MEANS: dict[tuple[float, float], float] = {}
+_MEANS: dict[tuple[float, float, float], float] = {}
 
 
-def _log_mean(median: float, sigma: float) -> float:
-    """E log(x + 1) for a log-normal x (the handle time's test scale), by quadrature."""
-    key = (median, sigma)
-    if key not in _LOG_MEANS:
+def _capped_mean(median: float, sigma: float, safe_median: float) -> float:
+    """E min(x, cap) for a log-normal x, the cap ``MEAN_CAP`` times the safe variant's median (the handle time's
+    test scale: the engine winsorises both variants there), by quadrature."""
+    key = (median, sigma, safe_median)
+    if key not in _MEANS:
         z = np.linspace(-8, 8, 20001)
         w = np.exp(-z * z / 2)
-        _LOG_MEANS[key] = float(np.sum(np.log(median * np.exp(sigma * z) + 1.0) * w) / np.sum(w))
-    return _LOG_MEANS[key]
+        x = np.minimum(median * np.exp(sigma * z), MEAN_CAP * safe_median)
+        _MEANS[key] = float(np.sum(x * w) / np.sum(w))
+    return _MEANS[key]
 
 
 def _misses(exp: Experiment, truths: dict[str, float]) -> set[str]:
@@ -262,7 +367,100 @@ def _rolled_back_soon(text: str, name: str, n: int, at_least: float | None, **wo
 def goals(quick: bool) -> list[Goal]:
     """Every goal of the issue, each with the scenario that measures it."""
     n = 4000 if quick else CALLS
-    return [*_ramp_goals(n), *_death_goals(n), *_latency_goals(n), *_split_goals(n), *_coverage_goals(n)]
+    return [
+        *_ramp_goals(n),
+        *_death_goals(n),
+        *_latency_goals(n),
+        *_split_goals(n),
+        *_coverage_goals(n),
+        *_traffic_goals(quick),
+    ]
+
+
+DAY_S = 86400.0
+
+
+def _promoted_late(r: dict[str, Any]) -> bool:
+    """Promoted to 50 % or beyond 3 h or more after the candidate's change."""
+    if r["changed"] is None:
+        return False
+    changed_t = r["changed"][0] * 3600.0 / RATE
+    return any(share is not None and share >= 50.0 and t >= changed_t + 3 * 3600 for t, share in r["promotions"])
+
+
+def _traffic_goals(quick: bool) -> list[Goal]:
+    """What real traffic brings: shared outages, callers who call back, tolerable regressions, a candidate that
+    degrades after a good start, a heavy tail in a mean, replayed records."""
+    n = 4000 if quick else CALLS
+    rolled_back: Callable[[dict[str, Any]], bool] = lambda r: r["rollback"] is not None  # noqa: E731
+    outages = [
+        Goal(
+            f"shared 10-minute outage at the {s:g} % step: rolled back",
+            Scenario(f"outage at {s:g}", outage_at=s, calls=n),
+            rolled_back,
+            at_most=0.05,
+            given=lambda r: r["outage"] is not None,
+        )
+        for s in STEPS
+    ]
+    three_days = 4000 if quick else 72_000
+    callers = Scenario("callers x5", per_caller=5.0, icc=1 / 3, calls=three_days, stop_at_rollback=False)
+    tolerable = Scenario("greeting 1.1x", cand=replace(BASE, greeting_ms=770.0), calls=4000 if quick else 60_000)
+    trade = Scenario(
+        "half failures, greeting 1.15x",
+        cand=replace(BASE, fail=0.01, greeting_ms=805.0),
+        calls=4000 if quick else 60_000,
+    )
+    degrade = Scenario(
+        "degrades after 18 h",
+        after=replace(BASE, fail=0.04),
+        change_after_s=(1 if quick else 18) * 3600.0,
+        calls=n if quick else 18_000 + 20_000,
+        stop_at_rollback=True,
+    )
+    tail = Scenario("handle tail", cand=replace(BASE, tail=0.05), handle=True, calls=n)
+    copies = Scenario("200 copies", copies=200, calls=min(n, 4000))
+    return [
+        *outages,
+        Goal(
+            "callers call 5 times, ICC 1/3, equal: sample-ratio flag",
+            callers,
+            lambda r: r["srm"] is not None,
+            at_most=0.02,
+        ),
+        Goal("callers call 5 times, ICC 1/3, equal: rolled back", callers, rolled_back, at_most=0.05),
+        Goal("greeting 10 % slower (margin 25 %): rolled back", tolerable, rolled_back, at_most=0.05),
+        Goal("greeting 10 % slower: reaches the last step within 60,000 calls", tolerable, _reached, at_least=0.8),
+        Goal("half the failures, greeting 15 % slower: rolled back", trade, rolled_back, at_most=0.05),
+        Goal("half the failures, greeting 15 % slower: reaches the last step", trade, _reached, at_least=0.8),
+        Goal(
+            "equal 18 h, then failures doubled: promoted to 50 % or beyond 3 h after",
+            degrade,
+            _promoted_late,
+            at_most=0.05,
+            given=lambda r: r["changed"] is not None,
+        ),
+        Goal(
+            "equal 18 h, then failures doubled: rolled back within 20,000 calls of the change",
+            degrade,
+            _rolled_back_within(20_000, "calls"),
+            at_least=0.8,
+            given=lambda r: r["changed"] is not None,
+        ),
+        Goal(
+            "5 % of the candidate's calls 10x longer, handle time on: reaches the last step",
+            tail,
+            _reached,
+            at_most=0.05,
+        ),
+        Goal(
+            "200 copies of a signed record: counted once",
+            copies,
+            lambda r: r["counted_copies"] == 1,
+            at_least=1.0,
+            given=lambda r: r["counted_copies"] is not None,
+        ),
+    ]
 
 
 def _ramp_goals(n: int) -> list[Goal]:
@@ -289,6 +487,11 @@ def _death_goals(n: int) -> list[Goal]:
         )
         for s in STEPS
     ]
+    dies[-1] = replace(
+        dies[-1],
+        text="dies at the last step: rolled back within 100 of its calls",
+        hit=_rolled_back_within(100, "candidate"),
+    )
     doubles = Goal(
         "failures double at the last step: rolled back within 20,000 calls",
         Scenario("doubles at last", after=replace(BASE, fail=0.04), change_at=100.0, calls=n + 20_000),
@@ -390,7 +593,15 @@ def measure(reps: int, seed: int, quick: bool, jobs: int) -> dict[str, Any]:
         )
     equal = by[next(sc for sc in scenarios if sc.name == "equal")]
     to_last = [r["last"][0] for r in equal if r["last"] is not None]
+    spread = {}
+    for name in ("equal", "callers x5"):
+        zs: dict[str, list[float]] = {}
+        for r in by[next(sc for sc in scenarios if sc.name == name)]:
+            for g, z in r["z"].items():
+                zs.setdefault(g, []).append(z)
+        spread[name] = {g: round(float(np.std(v)), 3) for g, v in zs.items() if len(v) > 1}
     return {
+        "z_spread": spread,
         "seed": seed,
         "reps": reps,
         "calls": CALLS if not quick else 4000,
@@ -423,6 +634,9 @@ def human(result: dict[str, Any]) -> str:
         lo, hi = r["ci95"]
         met = "-" if r["met"] is None else "yes" if r["met"] else "NO"
         lines.append(f"{r['goal']:<86} {_pct(r['rate'])}  [{_pct(lo)}, {_pct(hi)}]  {r['target']:>7}  {met}")
+    for name, by_g in result["z_spread"].items():
+        shown = ", ".join(f"{g} {z:.2f}" for g, z in by_g.items())
+        lines.append(f"the tests' z spread at the end (goal 0.9-1.1), {name}: {shown}")
     lim = result["limit"]
     lines.append(
         "limit: a fixed-horizon test of the last step's failure margin needs "

@@ -21,11 +21,11 @@ from bridge.rollout.engine import (
     GuardrailSetting,
     Kind,
     State,
-    _Candidate,
     epoch_of,
     shares_of,
     step_weights,
 )
+from bridge.rollout.evidence import _Candidate
 from bridge.rollout.guardrails import DISPLAY_ALPHA
 
 __all__ = [
@@ -56,7 +56,7 @@ class Experiment(Engine):
             return None
         w = e.half_width(self.spec.tau, DISPLAY_ALPHA)
         lo, d, hi = e.diff - w, e.diff, e.diff + w
-        if g.kind is not Kind.PROPORTION:
+        if g.kind is Kind.LATENCY:  # shown as the ratio of geometric means, in ms at the safe variant's
             base = self._value(g, self.safe) or 0.0
             lo, d, hi = (base * math.expm1(x) for x in (lo, d, hi))
         return {"diff": _round(d), "lo": _round(lo), "hi": _round(hi)}
@@ -68,15 +68,11 @@ class Experiment(Engine):
             return None
         if g.kind is Kind.LATENCY:
             return _round(math.exp(arm.mean()))
-        if g.kind is Kind.MEAN:
-            return _round(math.exp(arm.mean()) - g.offset)
         return _round(arm.mean())
 
     def _display_margin(self, g: Guardrail) -> float:
         if g.kind is Kind.LATENCY:
             return _round((self._value(g, self.safe) or 0.0) * (self._latency_factor(g) - 1.0))
-        if g.kind is Kind.MEAN:
-            return _round((self._value(g, self.safe) or 0.0) * math.expm1(self.margin_abs(g)))
         return _round(self.margin_abs(g))
 
     def hour(self, t: float) -> None:
@@ -109,6 +105,8 @@ class Experiment(Engine):
                     cand = self.cands[name]
                     got = self._interval(g, cand)
                     metric["vs_safe"] = None if got is None else {"diff": got["diff"], "ci95": [got["lo"], got["hi"]]}
+                    if got is not None and g.name in active:
+                        metric["reading"] = _reading(got, self._display_margin(g))
                     if got is None:
                         e = cand.since[g.name].shown.estimate()
                         have = min(e.calls) if e is not None else 0
@@ -118,9 +116,16 @@ class Experiment(Engine):
                         metric["trend"] = cand.history.get(g.name, [])
                 row[g.name] = metric
             if name != self.safe:
-                row["verdict"] = self.verdict(name)
+                row["verdict"] = self.verdict(name) | {
+                    "marks": list(self.cands[name].marks),  # steps and decisions, for the chart
+                    "callers": {v: self.callers(v) for v in (name, self.safe)},
+                }
             out[name] = row
         return out
+
+    def callers(self, variant: str) -> int:
+        """The callers (each caller's first call of an epoch, and anonymous calls) the variant had."""
+        return sum(e.counts.get(variant, 0) for e in self.epochs.values())
 
     def verdict(self, name: str) -> dict[str, Any]:
         """What the engine will do next with ``name``, why, and about how many more of its calls it needs."""
@@ -145,7 +150,9 @@ class Experiment(Engine):
                 "next": "hold: the observed split does not match the weights; promotion stopped",
                 "more_calls": None,
             }
-        nxt = spec.next_share(share) if share is not None and spec.auto_promote else None
+        nxt, held = self.next_step(name)
+        if held is not None:
+            return {**base, "next": f"hold: {held}", "more_calls": None}
         if spec.auto_promote and nxt is None:
             left = None
             if cand.last_started is not None:
@@ -161,12 +168,23 @@ class Experiment(Engine):
         if epoch is not None and epoch.first_t is not None and self.t - epoch.first_t < spec.step_min_s:
             waits.append(f"{spec.step_min_s / 60:g} min on this step")
         target = f"promote to {nxt:g} %" if nxt is not None else "promote (audited)"
+        more = self._more_calls(name, final)
+        rate = self._rate(name)
         return {
             **base,
             "next": target,
             "waiting_for": blocking + waits,
-            "more_calls": self._more_calls(name, final),
+            "more_calls": more,
+            "more_time_s": round(more / rate) if more is not None and rate else None,
         }
+
+    def _rate(self, name: str) -> float | None:
+        """The candidate's calls a second on the current step (None: too few to say)."""
+        epoch = self.epochs.get(self.epoch or "")
+        cand = self.cands[name]
+        if epoch is None or epoch.first_t is None or cand.epoch_calls < 10 or self.t <= epoch.first_t:
+            return None
+        return cand.epoch_calls / (self.t - epoch.first_t)
 
     def _more_calls(self, name: str, final: bool) -> int | None:
         """About how many more candidate calls the slowest guardrail needs (the interval narrows as 1/sqrt(n))."""
@@ -188,6 +206,17 @@ class Experiment(Engine):
             k = (w / gap) ** 2
             worst = max(worst, math.ceil(e.calls[0] * (k - 1)) if k > 1 else 0)
         return worst
+
+
+def _reading(got: dict[str, float], margin: float) -> str:
+    """A difference read against its margin, in words."""
+    if got["lo"] > margin:
+        return "worse than its margin"
+    if got["lo"] > 0:
+        return "slightly worse, within tolerance" if got["diff"] <= margin else "worse, perhaps beyond its margin"
+    if got["hi"] < 0:
+        return "better"
+    return "no clear difference"
 
 
 def _round(x: float) -> float:

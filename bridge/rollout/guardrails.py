@@ -1,6 +1,7 @@
 """The guardrails a rollout's candidate is held to: how one call's outcome record gives each metric's value, its
 kind, its default margin (relative to the safe variant's value) and floor (absolute), and a dialplan's setting of
-one. Pure (the table is in ``bridge.rollout.experiment``'s docstring)."""
+one, and the ``experiment`` section of a dialplan's rollout that sets them (:class:`ExperimentSpec`). Pure (the table
+is in ``bridge.rollout.engine``'s docstring)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 FAILED_OUTCOMES = frozenset({"connect_failure", "dropped"})
+REPEAT_WINDOW_S = 72 * 3600.0  # a call back within this makes a call a repeat (``bridge.store.keys``'s own window)
+LATE_FIELDS = frozenset({"repeat"})  # a late outcome entry's fields that set a guardrail's value
 DISPLAY_ALPHA = 0.05  # the estimates' intervals: always-valid 95 %
 
 
@@ -56,11 +59,7 @@ class Guardrail:
     margin: float  # relative: a share of the safe variant's value
     floor: float  # the margin's absolute least, in the metric's unit
     on: bool  # on by default
-    offset: float = 0.0  # a mean's log(x + offset)
-
-    def scale(self, x: float) -> float:
-        """The value the tests compare: a mean's on the log scale, a latency's raw (scored against quantiles)."""
-        return math.log(x + self.offset) if self.kind is Kind.MEAN else x
+    delay_s: float = 0.0  # known only this long after the call (a late outcome); 0: in the call's own record
 
 
 GUARDRAILS: dict[str, Guardrail] = {
@@ -71,9 +70,9 @@ GUARDRAILS: dict[str, Guardrail] = {
         Guardrail("greeting_ms", Kind.LATENCY, _positive("greeting_ms"), 0.25, 100.0, True),
         Guardrail("first_reply_ms", Kind.LATENCY, _positive("first_reply_ms"), 0.25, 100.0, True),
         Guardrail("transfer_rate", Kind.PROPORTION, _flag("transferred"), 0.25, 0.01, False),
-        Guardrail("repeat_rate", Kind.PROPORTION, _flag("repeat"), 0.25, 0.01, False),
-        Guardrail("handle_time_s", Kind.MEAN, _positive("handle_time_s"), 0.25, 5.0, False, offset=1.0),
-        Guardrail("cost_per_call_usd", Kind.MEAN, _positive("cost_usd"), 0.25, 0.005, False, offset=0.001),
+        Guardrail("repeat_rate", Kind.PROPORTION, _flag("repeat"), 0.25, 0.01, False, delay_s=REPEAT_WINDOW_S),
+        Guardrail("handle_time_s", Kind.MEAN, _positive("handle_time_s"), 0.25, 5.0, False),
+        Guardrail("cost_per_call_usd", Kind.MEAN, _positive("cost_usd"), 0.25, 0.005, False),
         Guardrail("check_fail_rate", Kind.PROPORTION, _flag("failed_checks"), 0.5, 0.005, False),
     )
 }
@@ -100,3 +99,75 @@ class GuardrailSetting(BaseModel):
                         raise ValueError("give on once (enabled and a YAML 1.1 on: key are the same field)")
                     data["on"] = data.pop(alias)
         return data
+
+
+class ExperimentSpec(BaseModel):
+    """The ``experiment`` section of a dialplan's ``rollout`` (each field documented in docs/configuration.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float = Field(0.05, gt=0, lt=0.5)  # family-wise: false rollbacks, and false promotions, over all guardrails
+    tau: float = Field(0.2, gt=0, le=10)  # mixture spread on the standardized effect
+    min_calls: int = Field(50, ge=10)  # values of a metric per variant before its test is checked
+    breaker_min_run: int = Field(5, ge=2)
+    breaker_per_call: float = Field(1e-6, gt=0, lt=0.01)
+    breaker_window_s: float = Field(1800.0, gt=0)  # the safe variant's recent calls the breaker sizes its run on
+    promote: bool = True  # decide "promote" at all
+    auto_promote: tuple[float, ...] = ()  # candidate weight steps in percent, e.g. (5, 25, 50, 100)
+    holdout: float = Field(5.0, ge=0, lt=50)  # percent kept on the safe variant at the last step
+    step_min_s: float = Field(3600.0, ge=0)  # the least time on a step before the next
+    cycle_s: float = Field(86400.0, ge=0)  # a business cycle: the least time from arming to the last step
+    guard_s: float = Field(86400.0, ge=0)  # the last step's guard period before ``complete``
+    clear: float = Field(2.0, gt=1, le=20)  # a clear regression, as a multiple of the margin
+    power: float = Field(0.8, gt=0.5, lt=1)  # the harm test's power for a clear regression before a step
+    stratum_s: float = Field(3600.0, gt=0)  # the time strata within an epoch
+    srm_alpha: float = Field(0.01, gt=0, lt=0.5)  # the sample-ratio test's level (over the whole rollout)
+    srm_concentration: float = Field(1000.0, gt=0)  # its Dirichlet prior's concentration
+    guardrails: dict[str, GuardrailSetting] = Field(default_factory=dict)  # name -> setting; missing: the default
+    _active_cache: list[tuple[tuple[Guardrail, float, float], ...]] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known(self) -> ExperimentSpec:
+        unknown = sorted(set(self.guardrails) - set(GUARDRAILS))
+        if unknown:
+            raise ValueError(f"guardrails: unknown {unknown}; known: {sorted(GUARDRAILS)}")
+        steps = self.auto_promote
+        if any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
+            raise ValueError(f"auto_promote: increasing percentages in (0, 100] (got {list(steps)})")
+        if not self.active:
+            raise ValueError("guardrails: at least one must be on")
+        return self
+
+    @property
+    def active(self) -> tuple[tuple[Guardrail, float, float], ...]:
+        """The guardrails that are on, each with its relative margin and absolute floor."""
+        if not self._active_cache:
+            self._active_cache.append(self._active())
+        return self._active_cache[0]
+
+    def _active(self) -> tuple[tuple[Guardrail, float, float], ...]:
+        out = []
+        for name, g in GUARDRAILS.items():
+            s = self.guardrails.get(name)
+            if (s is None and g.on) or (s is not None and s.on):
+                margin = g.margin if s is None or s.margin is None else s.margin
+                floor = g.floor if s is None or s.floor is None else s.floor
+                out.append((g, margin, floor))
+        return tuple(out)
+
+    @property
+    def test_alpha(self) -> float:
+        """Each guardrail's share of ``alpha`` (Bonferroni); its two harm tests take half each."""
+        return self.alpha / len(self.active)
+
+    @property
+    def last_share(self) -> float:
+        """The candidate's share at the last step: ``100 - holdout``."""
+        return 100.0 - self.holdout
+
+    def next_share(self, share: float) -> float | None:
+        """The step after ``share`` percent (the last capped at ``100 - holdout``); None: none."""
+        step = next((s for s in self.auto_promote if s > share + 1e-9), None)
+        if step is None or share >= self.last_share - 1e-9:
+            return None
+        return min(step, self.last_share)

@@ -6,6 +6,9 @@ A record (``bridge.serve.outcome.outcome_record`` builds it from the call's repo
 ==================  ==================================================================================================
 ``t``               the end of the call, epoch seconds
 ``started``         the answer (or the start of the call), epoch seconds: which weights drew its variant
+``call_id``         the bridge's id of the call: a record counts once
+``caller``          the keyed hash of the caller's number (``bridge.rollout.records``; none for a withheld number):
+                    the unit the weights randomise, and the cluster of every test's variance
 ``variant``         the variant the call ran on
 ``epoch``           the fingerprint of the weights (and kill switch) the call was drawn under (:func:`epoch_of`)
 ``shares``          those weights as shares (variant -> share of new calls): the split the sample-ratio test expects
@@ -19,16 +22,17 @@ A record (``bridge.serve.outcome.outcome_record`` builds it from the call's repo
 ``greeting_ms``     the answer to the agent's first audio (null: none)
 ``first_reply_ms``  the caller's first turn to the agent's answer (null: none)
 ``cost_usd``        the call's estimated cost (null: no price)
-``repeat``          the same caller called the plan again within ``keys.REPEAT_WINDOW_S`` (72 h; set on the earlier
-                    when the later call ends; the caller is matched by a keyed hash, never the number)
+``repeat``          written ``false``; a call back by the same caller within ``keys.REPEAT_WINDOW_S`` (72 h) adds a late
+                    outcome of this call (below) when the later call ends
 ``disposition``     the call report's disposition, null where it has none
 ``failed_checks``   the names of the plan's compliance checks the call failed (``[]``: all passed); null where the
                     plan has no checks
 ``sig``             the record's HMAC with the node's ``rollout_key`` (``bridge.rollout.records``; none without one)
 ==================  ==================================================================================================
 
-An entry ``{"rearm": VARIANT, "t": T}`` in the same stream (``callbridge rollout rearm``) starts that candidate's
-evidence afresh.
+An entry ``{"rearm": VARIANT, "rearm_id": ID, "t": T}`` in the same stream (``callbridge rollout rearm``) starts that
+candidate's evidence afresh. An entry ``{"late": true, "call_id": ID, "t": T, "repeat": true}`` is a late outcome of
+an earlier call: the engine applies it when that call's window closes (``bridge.rollout.engine``).
 
 Records arrive in the order calls end, so a call drawn under the old weights may end after the first call of the
 new ones: the engine starts a new epoch at the first record whose epoch differs from the current one and whose call
@@ -48,6 +52,7 @@ __all__ = ["RECORD_FIELDS", "epoch_of", "evaluate", "in_time_order"]
 RECORD_FIELDS = (
     "t",
     "started",
+    "call_id",
     "variant",
     "epoch",
     "shares",
@@ -65,8 +70,20 @@ RECORD_FIELDS = (
 
 
 def in_time_order(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Records in the order their calls ended (stable: records of the same ``t`` keep their order)."""
-    return sorted(records, key=lambda r: float(r.get("t") or 0.0))
+    """Entries in the order the workers fed them: a stream's (``rollout records`` prints each entry's stream ``id``,
+    ``ms-seq``) in the order they were written; others in the order their calls ended (stable)."""
+    items = list(records)
+    ids = [_stream_id(r.get("id")) for r in items]
+    if items and all(i is not None for i in ids):
+        return [r for _, r in sorted(zip(ids, items, strict=True), key=lambda p: p[0] or (0, 0))]
+    return sorted(items, key=lambda r: float(r.get("t") or 0.0))
+
+
+def _stream_id(value: Any) -> tuple[int, int] | None:
+    if not isinstance(value, str):
+        return None
+    ms, _, seq = value.partition("-")
+    return (int(ms), int(seq)) if ms.isdigit() and seq.isdigit() else None
 
 
 def compact(estimates: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 Records (``bridge.rollout.outcomes``), signed with the node's ``rollout_key`` (``bridge.rollout.seal``), go to one
 stream per plan (``keys.rollout_records``), capped at
-``keys.RECORDS_MAXLEN`` entries and kept ``keys.RECORDS_TTL_S`` after the last write. A repeat call adds a small
-entry ``repeat_of: <id>`` that :func:`read` folds into the earlier record (a stream entry never changes). The caller
-is matched by ``HMAC-SHA256(key, normalized number)``, where the key is derived from the node's ``listen_key``: the
-number itself is never written; without a key no repeat is tracked.
+``keys.RECORDS_MAXLEN`` entries and kept ``keys.RECORDS_TTL_S`` after the last write. A record names its call
+(``call_id``) and its caller (``caller``: ``HMAC-SHA256(key, normalized number)``, where the key is derived from the
+node's ``listen_key``; the number itself is never written; none for a withheld number or without a key). A repeat
+call adds a late outcome of the earlier call, its own signed entry ``{"late": true, "call_id", "t", "repeat":
+true}`` (a stream entry never changes): every reader feeds it to the engine in stream order, which applies it the
+same way live and offline.
 
 :class:`LiveExperiment` keeps, per plan, an :class:`~bridge.rollout.experiment.Experiment` fed with the stream's new
 entries after each call (so every worker sees the same records in the same order and decides at the same record).
@@ -74,12 +76,15 @@ async def append(
     key: bytes | None = None,
     sign_key: bytes | None = None,
 ) -> str | None:
-    """Write one record (signed with ``sign_key``: the ``rollout_key``); mark the caller's previous call of the plan a
-    repeat if it ended within 72 h. Returns the record's id, or None when Redis could not take it (logged; the call
-    itself is long over)."""
+    """Write one record (with its caller's hash, signed with ``sign_key``: the ``rollout_key``); mark the caller's
+    previous call of the plan a repeat if it ended within 72 h (a signed late outcome). Returns the record's id, or
+    None when Redis could not take it (logged; the call itself is long over)."""
     stream = keys.rollout_records(dialplan)
-    record = seal.sign_record(sign_key, record)
     hashed = caller_hash(key, caller) if key is not None and caller else None
+    if hashed is not None and "rearm" not in record:
+        record = {**record, "caller": hashed}
+    record = seal.sign_record(sign_key, record)
+    call_id = record.get("call_id")
     try:
         entry_id = _text(
             await asyncio.wait_for(
@@ -94,13 +99,22 @@ async def append(
         )
         pipe = client.pipeline(transaction=False)
         pipe.expire(stream, keys.RECORDS_TTL_S)
-        if hashed is not None:
-            pipe.set(keys.rollout_caller(dialplan, hashed), entry_id, ex=keys.REPEAT_WINDOW_S, get=True)
+        marks = hashed is not None and isinstance(call_id, str)
+        if marks:
+            pipe.set(keys.rollout_caller(dialplan, hashed or ""), str(call_id), ex=keys.REPEAT_WINDOW_S, get=True)
         results = await asyncio.wait_for(pipe.execute(), WRITE_TIMEOUT_S)
-        previous = results[1] if hashed is not None else None
-        if previous:
+        previous = results[1] if marks else None
+        if previous and _text(previous) != call_id:
+            late = seal.sign_record(
+                sign_key, {"late": True, "call_id": _text(previous), "t": record.get("t"), "repeat": True}
+            )
             await asyncio.wait_for(
-                client.xadd(stream, {"repeat_of": _text(previous)}, maxlen=keys.RECORDS_MAXLEN, approximate=True),
+                client.xadd(
+                    stream,
+                    {"r": json.dumps(late, separators=(",", ":"))},
+                    maxlen=keys.RECORDS_MAXLEN,
+                    approximate=True,
+                ),
                 WRITE_TIMEOUT_S,
             )
     except (RedisError, OSError, TimeoutError) as exc:
@@ -117,15 +131,11 @@ def _later(entry_id: str, last_id: str) -> bool:
     return mine > last
 
 
-def _entries(raw: Any) -> list[tuple[str, dict[str, Any] | str]]:
-    """Stream entries (XRANGE's answer) as (id, record) or (id, the id a repeat mark points at); undecodable ones
-    left out."""
-    out: list[tuple[str, dict[str, Any] | str]] = []
+def _entries(raw: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Stream entries (XRANGE's answer) as (id, record, late outcome or re-arm); undecodable ones left out."""
+    out: list[tuple[str, dict[str, Any]]] = []
     for entry_id, fields in raw or ():
         data = {_text(k): _text(v) for k, v in fields.items()}
-        if "repeat_of" in data:
-            out.append((_text(entry_id), data["repeat_of"]))
-            continue
         try:
             record = json.loads(data.get("r", ""))
         except ValueError:
@@ -138,8 +148,8 @@ def _entries(raw: Any) -> list[tuple[str, dict[str, Any] | str]]:
 async def read(
     client: aioredis.Redis, dialplan: str, since: float | None = None, last: int | None = None
 ) -> list[dict[str, Any]]:
-    """A plan's records in the order they were written (ended at ``since`` or later; only the ``last`` entries if
-    given), repeat marks folded in."""
+    """A plan's stream entries in the order they were written (ended at ``since`` or later; only the ``last``
+    entries if given): records, late outcomes and re-arms, each with its stream ``id``."""
     start = "-" if since is None else str(max(0, int(since * 1000)))
     try:
         stream = keys.rollout_records(dialplan)
@@ -149,14 +159,16 @@ async def read(
             raw = list(reversed((await client.xrevrange(stream, max="+", min=start, count=last)) or []))
     except (RedisError, OSError) as exc:
         raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from None
-    records: dict[str, dict[str, Any]] = {}
-    for entry_id, value in _entries(raw):
-        if isinstance(value, str):
-            if value in records:
-                records[value]["repeat"] = True
-        else:
-            records[entry_id] = {"id": entry_id, **value}
-    return list(records.values())
+    return [{"id": entry_id, **value} for entry_id, value in _entries(raw)]
+
+
+def refusal(key: bytes | None, entry: Mapping[str, Any]) -> str | None:
+    """Why a stream entry is no evidence (None: it is): its signature (``bridge.rollout.seal``), or, with a key, a
+    call's record that names no call (it could not be counted once)."""
+    why = seal.record_refusal(key, entry)
+    if why is None and key is not None and not ({"late", "rearm"} & entry.keys()) and not entry.get("call_id"):
+        return "no call id"
+    return why
 
 
 def engine(spec: RolloutSpec) -> Experiment:
@@ -202,20 +214,19 @@ async def current(client: aioredis.Redis, dialplan: str, spec: RolloutSpec, key:
         if not _later(entry_id, state.last_id):
             continue
         state.last_id = entry_id
-        if not isinstance(value, dict):
-            continue
-        why = seal.record_refusal(key, value)
+        why = refusal(key, value)
         if why is not None:
-            state.rejected[why] += 1
+            state.rejected[why] = state.rejected.get(why, 0) + 1
             continue
         exp.feed(value)
+    rejected = {**state.rejected, **{k: v for k, v in exp.refused.items() if v}}
     return {
         "epoch": exp.epoch,
         "alpha": spec.experiment.alpha,
         "decisions": [d.to_json() for d in exp.decisions],
         "estimates": exp.estimates(),
         "srm": exp.srm.to_json() if exp.srm is not None else None,
-        "rejected": dict(state.rejected),
+        "rejected": rejected,
         "signed": key is not None,
     }
 
@@ -247,16 +258,19 @@ class LiveExperiment:
             log.warning("experiment of %s skipped: %s", dialplan, redact(str(exc)))
             return []
         out: list[Decision] = []
+        before = dict(state.replay.refused)
         for entry_id, value in _entries(raw):
             if not _later(entry_id, state.last_id):
                 continue  # fed meanwhile by another call's after_call, whose read overlapped this one
             state.last_id = entry_id
-            if isinstance(value, dict):
-                why = seal.record_refusal(self.key, value)
-                if why is not None:
-                    metrics.ROLLOUT_RECORDS_REJECTED.labels(dialplan, why).inc()
-                    continue
-                out += state.replay.feed(value)
+            why = refusal(self.key, value)
+            if why is not None:
+                metrics.ROLLOUT_RECORDS_REJECTED.labels(dialplan, why).inc()
+                continue
+            out += state.replay.feed(value)
+        for why, n in state.replay.refused.items():
+            if n > before.get(why, 0):
+                metrics.ROLLOUT_RECORDS_REJECTED.labels(dialplan, why).inc(n - before.get(why, 0))
         return out
 
     def estimates(self, dialplan: str) -> dict[str, Any]:

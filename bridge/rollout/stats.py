@@ -15,8 +15,15 @@ the sample-ratio test. Pure: floats in, floats out (numpy arrays too where a fun
   hour: both variants at the same weights and the same time of day), combined with weights ``w = n_eff`` of the
   stratum. A swing both variants share cancels inside each stratum, and weights that change between epochs cannot
   make a Simpson's paradox (calls are never pooled across strata).
+  A proportion's stratum also carries its own pooled variance (both arms' rate in that stratum): an hour in which
+  both variants fail together (a shared outage) is as uncertain as it is, not as calm as the rest of the rollout.
+* **Callers as the unit** (:class:`Clusters`): a caller who keeps a variant calls again with the same propensities,
+  so a variant's calls are not independent. Each variant's values are grouped by caller, and the variance of its
+  mean is the cluster-robust one (the sum over callers of their summed residuals squared, Liang and Zeger 1986), used
+  through the design effect: robust over naive, never below 1. A call with no caller is its own cluster.
 * **The breaker's run** (:func:`breaker_run`): the fewest consecutive candidate failures that equal variants reach
-  with probability at most ``per_call`` at a call, from an upper bound of the safe variant's *recent* failure rate.
+  with probability at most ``per_call`` at a call, from an upper bound of the safe variant's failure rate *at the
+  same moment* (its calls that ended during the candidate's run).
 * **Sample ratio** (:func:`log_srm_bf`): the Dirichlet-multinomial mixture Bayes factor of observed counts against
   the shares the weights promise (Lindon and Malek 2022); a product over epochs is still an e-process, so the test
   spans the whole rollout.
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -133,6 +140,60 @@ class Arm:
         return max((self.squares - self.total * self.total / self.n) / (self.n - 1), 1e-12)
 
 
+@dataclass(slots=True)
+class Clusters:
+    """One variant's values of one metric grouped by caller, for the cluster-robust variance of their mean.
+
+    Kept as sums so that a look costs nothing: ``n``, ``total`` and ``squares`` of the values, and over callers the
+    sums ``q1 = sum S_g^2``, ``q2 = sum S_g m_g``, ``q3 = sum m_g^2`` (``S_g``: a caller's sum, ``m_g``: their
+    calls). The robust sum of squares about the mean ``mu`` is ``q1 - 2 mu q2 + mu^2 q3``; the naive one
+    ``squares - n mu^2``. A caller not heard from for a while is forgotten (:meth:`forget`): their sums stay in
+    ``q1..q3``, a later call starts a new cluster."""
+
+    n: int = 0
+    total: float = 0.0
+    squares: float = 0.0
+    q1: float = 0.0
+    q2: float = 0.0
+    q3: float = 0.0
+    callers: dict[str, list[float]] = field(default_factory=dict)  # caller -> [sum, calls, last t]
+
+    def add(self, caller: str | None, x: float, t: float) -> None:
+        self.n += 1
+        self.total += x
+        self.squares += x * x
+        if caller is None:
+            self.q1 += x * x
+            self.q2 += x
+            self.q3 += 1.0
+            return
+        got = self.callers.get(caller)
+        s, m = (got[0], got[1]) if got is not None else (0.0, 0.0)
+        s2, m2 = s + x, m + 1.0
+        self.q1 += s2 * s2 - s * s
+        self.q2 += s2 * m2 - s * m
+        self.q3 += m2 * m2 - m * m
+        if got is None:
+            self.callers[caller] = [s2, m2, t]
+        else:
+            got[0], got[1], got[2] = s2, m2, t
+
+    def deff(self) -> float:
+        """The design effect: the cluster-robust variance of the mean over the naive one (at least 1)."""
+        if self.n < 2 or self.q3 == self.n:  # every cluster a single call
+            return 1.0
+        mu = self.total / self.n
+        naive = self.squares - self.n * mu * mu
+        if naive <= 1e-12:
+            return 1.0
+        return max(1.0, (self.q1 - 2.0 * mu * self.q2 + mu * mu * self.q3) / naive)
+
+    def forget(self, before: float) -> None:
+        """Drop the callers last heard from before ``before`` (their sums stay counted)."""
+        for caller in [c for c, v in self.callers.items() if v[2] < before]:
+            del self.callers[caller]
+
+
 @dataclass(frozen=True, slots=True)
 class Estimate:
     """A stratified difference (candidate minus safe) at one look."""
@@ -167,11 +228,14 @@ class Estimate:
 class Strata:
     """The stratified difference of one metric, candidate minus safe, fed one value at a time.
 
-    Closed strata are kept as sums (``W = sum w``, ``D = sum w d``, ``Ac = sum w^2/n_c``, ``As = sum w^2/n_s``); the
-    open stratum as its two arms. A stratum closes when the next one begins and both its arms have a value; safe
-    values with no candidate value beside them are dropped (nothing to compare them with), candidate values with no
-    safe value beside them run on into the next key. The variance uses each variant's variance over all its values
-    (``arms``): ``V = (Ac s_c^2 + As s_s^2) / W^2``."""
+    Closed strata are kept as sums (``W = sum w``, ``D = sum w d``, ``Ac = sum w^2/n_c``, ``As = sum w^2/n_s``, and
+    for a proportion ``P = sum w^2 v (1/n_c + 1/n_s)`` with ``v`` the stratum's own pooled variance); the open stratum
+    as its two arms. A stratum closes when the next one begins and both its arms have a value; safe values with no
+    candidate value beside them are dropped (nothing to compare them with), candidate values with no safe value beside
+    them run on into the next key. The variance uses each variant's variance over all its values (``arms``):
+    ``V = (Ac s_c^2 + As s_s^2) / W^2``, each arm's part times its design effect by caller (``clusters``: the
+    candidate's and the safe variant's :class:`Clusters`, when the engine groups by caller); a proportion's is at
+    least ``P / W^2`` (times the larger design effect)."""
 
     proportion: bool
     key: Any = None
@@ -181,8 +245,10 @@ class Strata:
     d: float = 0.0
     ac: float = 0.0
     as_: float = 0.0
+    pv: float = 0.0
     arm_c: Arm | None = None
     arm_s: Arm | None = None
+    clusters: tuple[Clusters, Clusters] | None = None
 
     def __post_init__(self) -> None:
         self.open_c, self.open_s, self.arm_c, self.arm_s = Arm(), Arm(), Arm(), Arm()
@@ -198,14 +264,26 @@ class Strata:
         (self.open_c if candidate else self.open_s).add(x)
         (self.arm_c if candidate else self.arm_s).add(x)
 
-    def _close(self) -> None:
+    def _open(self) -> tuple[float, float, float, float, float]:
+        """The open stratum's ``w``, ``w d``, ``w^2/n_c``, ``w^2/n_s`` and pooled-variance term (zeros: not both)."""
         assert self.open_c is not None and self.open_s is not None
         nc, ns = self.open_c.n, self.open_s.n
+        if not (nc and ns):
+            return 0.0, 0.0, 0.0, 0.0, 0.0
         w = 1.0 / (1.0 / nc + 1.0 / ns)
+        pv = 0.0
+        if self.proportion:
+            p = (self.open_c.total + self.open_s.total + 1.0) / (nc + ns + 2.0)
+            pv = w * w * p * (1.0 - p) * (1.0 / nc + 1.0 / ns)
+        return w, w * (self.open_c.mean() - self.open_s.mean()), w * w / nc, w * w / ns, pv
+
+    def _close(self) -> None:
+        w, wd, ac, as_, pv = self._open()
         self.w += w
-        self.d += w * (self.open_c.mean() - self.open_s.mean())
-        self.ac += w * w / nc
-        self.as_ += w * w / ns
+        self.d += wd
+        self.ac += ac
+        self.as_ += as_
+        self.pv += pv
         self.open_c, self.open_s = Arm(), Arm()
 
     def estimate(self, ref: Strata | None = None) -> Estimate | None:
@@ -215,19 +293,18 @@ class Strata:
         metric: the last step's holdout is small), and the candidate's is never taken below it (as it is under no
         difference): a few calls with no event must not look surely better, nor a small holdout with none surely
         better than the candidate."""
-        assert self.open_c is not None and self.open_s is not None and self.arm_c is not None and self.arm_s is not None
-        w, d, ac, as_ = self.w, self.d, self.ac, self.as_
-        nc, ns = self.open_c.n, self.open_s.n
-        if nc and ns:
-            wo = 1.0 / (1.0 / nc + 1.0 / ns)
-            w, d = w + wo, d + wo * (self.open_c.mean() - self.open_s.mean())
-            ac, as_ = ac + wo * wo / nc, as_ + wo * wo / ns
+        assert self.arm_c is not None and self.arm_s is not None
+        wo, wdo, aco, aso, pvo = self._open()
+        w, d, ac, as_, pv = self.w + wo, self.d + wdo, self.ac + aco, self.as_ + aso, self.pv + pvo
         if w <= 0 or self.arm_c.n < 2 or self.arm_s.n < 2:
             return None
         var_s = (ref if ref is not None and ref.arm_s is not None and ref.arm_s.n >= self.arm_s.n else self).arm_s
         assert var_s is not None
         vs = var_s.var(self.proportion)
-        var = (ac * max(self.arm_c.var(self.proportion), vs) + as_ * vs) / (w * w)
+        dc, ds = (self.clusters[0].deff(), self.clusters[1].deff()) if self.clusters is not None else (1.0, 1.0)
+        var = (ac * max(self.arm_c.var(self.proportion), vs) * dc + as_ * vs * ds) / (w * w)
+        if self.proportion:
+            var = max(var, pv * max(dc, ds) / (w * w))
         return Estimate(d / w, var, w, (self.arm_c.n, self.arm_s.n))
 
 

@@ -37,6 +37,7 @@ import json
 import re
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -238,7 +239,10 @@ async def rearm(store: RolloutStore, args: Any, spec: RolloutSpec, who: str) -> 
     if not 0 < share <= spec.experiment.last_share:
         raise ConfigError(f"rollout {args.dialplan}", "--share", f"a percentage in (0, {spec.experiment.last_share:g}]")
     await records.append(
-        store.client, args.dialplan, {"rearm": args.variant, "t": time.time(), "who": who}, sign_key=store.key
+        store.client,
+        args.dialplan,
+        {"rearm": args.variant, "rearm_id": uuid.uuid4().hex, "t": time.time(), "who": who},
+        sign_key=store.key,
     )
     weights = step_weights(spec.names, spec.safe, args.variant, share)
     change = await store.update_flag(args.dialplan, lambda old: {"weights": weights}, who, args.reason)

@@ -63,6 +63,7 @@ def outcome_record(
     return {
         "t": round(t, 3),
         "started": round(started, 3),
+        "call_id": report.call_id,  # each record counts once (bridge.rollout.engine)
         "variant": variant,
         "epoch": epoch,
         "shares": dict(shares) if shares is not None else None,  # the split the weights promise (the SRM test)

@@ -1,7 +1,7 @@
-"""Outcome records and the experiment against a real redis-server: a repeat caller is marked on the earlier record
-by a keyed hash (the number is nowhere in Redis), the workers' live experiment rolls a worse candidate back once
-with its evidence in the audit, and ``callbridge rollout evaluate`` on what ``callbridge rollout records`` writes
-takes the live run's decisions."""
+"""Outcome records and the experiment against a real redis-server: a repeat caller adds a signed late outcome of the
+earlier call, matched by a keyed hash (the number is nowhere in Redis), the workers' live experiment rolls a worse
+candidate back once with its evidence in the audit, and ``callbridge rollout evaluate`` on what ``callbridge rollout
+records`` writes takes the live run's decisions, late outcomes included."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def _record(rng: random.Random, t: float, variant: str, epoch: str, fail: float)
     return {
         "t": t,
         "started": t - 60,
+        "call_id": f"call-{t:.3f}-{variant}",
         "variant": variant,
         "epoch": epoch,
         "outcome": "connect_failure" if failed else "ok",
@@ -70,22 +71,84 @@ def _record(rng: random.Random, t: float, variant: str, epoch: str, fail: float)
     }
 
 
-async def test_a_repeat_caller_is_marked_on_the_earlier_record_and_the_number_stays_out(
+async def test_a_repeat_caller_adds_a_late_outcome_of_the_earlier_call_and_the_number_stays_out(
     redis_server: EmbeddedRedis, raw: aioredis.Redis
 ) -> None:
     key = records.caller_key(b"k" * 32)
     rng = random.Random(1)
-    first = await records.append(raw, "support", _record(rng, 1000.0, "cand", "e", 0.0), "+1 800 555 0199", key)
+    first = _record(rng, 1000.0, "cand", "e", 0.0)
+    await records.append(raw, "support", first, "+1 800 555 0199", key, sign_key=b"r" * 32)
     await records.append(raw, "support", _record(rng, 1001.0, "safe", "e", 0.0), "+1 800 555 0100", key)
     await records.append(raw, "support", _record(rng, 1002.0, "safe", "e", 0.0), "sip:+18005550199@pbx", key)
     found = await records.read(raw, "support")
-    assert [(r["id"] == first, r["repeat"]) for r in found] == [(True, True), (False, False), (False, False)]
+    assert [r.get("late", False) for r in found] == [False, False, False, True]
+    assert found[0]["caller"] == found[2]["caller"] != found[1]["caller"]  # the same caller, by a keyed hash
+    late = found[3]
+    assert (late["call_id"], late["repeat"], late["t"]) == (first["call_id"], True, 1002.0)
     dump = []
     async for name in raw.scan_iter("*"):
         kind = await raw.type(name)
         value = await raw.xrange(name) if kind == "stream" else await raw.get(name) if kind == "string" else kind
         dump.append(f"{name} {value}")
     assert len(dump) == 3 and "5550199" not in " ".join(dump)  # the stream and the two callers' hashes
+
+
+REPEATS = PLAN.replace(
+    "rollout:\n", "rollout:\n  experiment: {min_calls: 30, guardrails: {repeat_rate: {on: true}}, promote: false}\n"
+)
+
+
+async def test_late_repeat_marks_give_the_same_decisions_live_in_rollout_show_and_in_rollout_evaluate(
+    redis_server: EmbeddedRedis, raw: aioredis.Redis, tmp_path: Path
+) -> None:
+    """One stream, signed, with callers who call back: the candidate's callers call back far more often. The two
+    workers' live engines, ``rollout show``'s and ``rollout evaluate`` on ``rollout records``' output take the same
+    decisions at the same entry, a repeat judged when its call's 72 h have passed."""
+    folder = tmp_path / "dialplans"
+    folder.mkdir()
+    (folder / "support.yaml").write_text(REPEATS)
+    from bridge.dialplan import load_dialplans
+
+    [plan] = load_dialplans(folder)
+    spec = plan.rollout_spec
+    assert spec is not None
+    rollout_key, hash_key = b"rollout key of this test, 32 by.", records.caller_key(b"listen key " * 3)
+    workers = [records.LiveExperiment(key=rollout_key), records.LiveExperiment(key=rollout_key)]
+    rng, live = random.Random(11), []
+    epoch = epoch_of(spec.default_flag().weights, False)
+    for i in range(1500):
+        variant = "cand" if rng.random() < 0.5 else "safe"
+        pool = 60 if variant == "cand" else 5000  # the candidate's callers call back: few numbers, many calls
+        number = f"+1800555{rng.randrange(pool):04d}{0 if variant == 'cand' else 1}"
+        record = _record(rng, 10_000.0 + i * 600.0, variant, epoch, 0.02)  # a call every 10 minutes: 250 h
+        await records.append(raw, "support", record, number, hash_key, sign_key=rollout_key)
+        for n, worker in enumerate(workers):
+            got = await worker.after_call(raw, "support", spec)
+            if n == 0:
+                live += got
+    assert [d.action for d in live] == ["rollback"] and "repeat_rate" in live[0].reason, live
+    entries = await records.read(raw, "support")
+    lates = [e for e in entries if e.get("late")]
+    assert len(lates) > 300 and all(e.get("sig") for e in lates)  # signed like records
+    shown = await records.current(raw, "support", spec, rollout_key)
+    assert [(d["t"], d["action"], d["reason"]) for d in shown["decisions"]] == [(live[0].t, "rollback", live[0].reason)]
+    est = shown["estimates"]
+    assert est["cand"]["repeat_rate"]["value"] > 2 * est["safe"]["repeat_rate"]["value"] > 0
+    out = tmp_path / "records.jsonl"
+    cli = [sys.executable, "-m", "bridge", "rollout"]
+    written = await asyncio.to_thread(
+        subprocess.run,
+        [*cli, "records", "support", "--redis-url", redis_server.url, "--dialplans", str(folder)],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    out.write_text(written.stdout)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [*cli, "evaluate", "support", "--dialplans", str(folder), "--records", str(out), "--json"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60, env=_no_redis(),
+    )  # fmt: skip
+    offline = json.loads(done.stdout)["decisions"]
+    assert [(d["t"], d["action"], d["reason"]) for d in offline] == [(live[0].t, "rollback", live[0].reason)]
 
 
 async def test_the_live_experiment_rolls_back_once_and_evaluate_on_the_records_takes_its_decisions(

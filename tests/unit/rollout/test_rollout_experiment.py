@@ -17,7 +17,7 @@ from bridge import events as ev
 from bridge.call.report import CallReport
 from bridge.dialplan import check_file, load_dialplans
 from bridge.rollout import seal, stats
-from bridge.rollout.experiment import Decision, Experiment, ExperimentSpec, GuardrailSetting, epoch_of
+from bridge.rollout.experiment import Decision, Experiment, ExperimentSpec, GuardrailSetting, epoch_of, step_weights
 from bridge.rollout.outcomes import RECORD_FIELDS, evaluate
 from bridge.rollout.policy import RolloutFlag, RolloutSpec, Variant
 from bridge.rollout.records import decision_changes, next_step
@@ -234,7 +234,9 @@ def test_failures_that_double_at_the_last_step_are_seen_by_the_last_steps_own_te
     loop = Loop(ExperimentSpec(auto_promote=(5, 25, 50, 100), **FAST), 5.0, seed=5)
     loop.run(40_000, fail=0.1, until="complete")
     out = loop.run(40_000, fail=0.1, cand_fail=0.3, until="rollback")
-    assert out[-1].action == "rollback" and "failure_rate surely worse (last step)" in out[-1].reason, out[-1].reason
+    reason = out[-1].reason
+    assert out[-1].action == "rollback" and "failure_rate surely worse beyond the margin" in reason, reason
+    assert "(last step)" in reason, reason
 
 
 def test_a_slower_greeting_and_a_heavier_tail_with_the_same_median_are_rolled_back() -> None:
@@ -480,3 +482,136 @@ def test_the_estimates_and_the_sample_ratio_state_are_exported_as_gauges() -> No
 def test_the_bench_runs_its_goals_through_the_engine() -> None:
     result = bench.run(bench.Scenario("dies", after=bench.Truth(fail=1.0), change_at=5.0, calls=2000), seed=1)
     assert result["rollback"] is not None and result["breaker"] and result["rollback"][1] <= 50
+
+
+# ------------------------------------------------------------------------------------------------ real traffic
+def test_a_shared_outage_trips_no_breaker_and_a_candidate_failing_alone_still_does() -> None:
+    """Both variants failing at the same moment is not the candidate's fault; the candidate failing alone is."""
+    exp = Experiment(ExperimentSpec(), SAFE, (CAND, SAFE), weights={SAFE: 5.0, CAND: 95.0})
+    rng = random.Random(21)
+    for i in range(2000):  # a calm hour at the last step's split: the safe variant's recent calls are fine
+        variant = CAND if rng.random() < 0.95 else SAFE
+        exp.feed(_call(i * 1.8, variant, failed=rng.random() < 0.02) | {"call_id": f"a{i}"})
+    out = []
+    for i in range(300):  # ten minutes in which every call of both variants fails
+        variant = CAND if rng.random() < 0.95 else SAFE
+        out += exp.feed(_call(3600 + i * 2.0, variant, failed=True) | {"call_id": f"b{i}"})
+    assert out == [] and exp.verdict(CAND)["state"] == "testing"
+    for i in range(300):  # the candidate alone fails: rolled back by the breaker within 100 of its calls
+        variant = CAND if rng.random() < 0.95 else SAFE
+        out += exp.feed(_call(4400 + i * 2.0, variant, failed=variant == CAND) | {"call_id": f"c{i}"})
+        if out:
+            break
+    [d] = out
+    assert d.action == "rollback" and "breaker" in d.evidence and d.evidence["breaker"]["safe_calls_meanwhile"] >= 1
+    assert d.evidence["breaker"]["consecutive_failures"] <= 100, d.evidence
+
+
+def test_callers_are_clusters_and_the_design_effect_grows_with_their_repeats() -> None:
+    alone, repeated = stats.Clusters(), stats.Clusters()
+    rng = random.Random(22)
+    for k in range(400):
+        p = rng.choice((0.0, 0.5))  # each caller's own propensity
+        for _ in range(5):
+            x = float(rng.random() < p)
+            alone.add(None, x, 0.0)
+            repeated.add(f"k{k}", x, 0.0)
+    assert alone.deff() == 1.0
+    assert 2.0 < repeated.deff() < 3.5  # 1 + (m - 1) ICC: five calls, ICC about 1/3 (p(1-p) between over within)
+    repeated.forget(1.0)
+    assert repeated.callers == {} and repeated.deff() > 2.0  # forgotten callers' sums stay counted
+
+
+def test_the_sample_ratio_test_counts_callers_not_the_calls_of_those_who_call_back() -> None:
+    """Candidate callers call back twice as often (the treatment changed the traffic): no sample-ratio alarm, and
+    the counts of calls show why."""
+    exp = Experiment(ExperimentSpec(), SAFE, (CAND, SAFE), weights={SAFE: 50.0, CAND: 50.0})
+    rng = random.Random(23)
+    out, seen = [], set()
+    for i in range(20_000):
+        k = rng.randrange(4000)
+        variant = CAND if k % 2 else SAFE
+        if variant == SAFE and k in seen and rng.random() < 0.5:
+            continue  # once served, the safe variant's callers call back half as often
+        seen.add(k)
+        out += exp.feed(_call(i * 3.6, variant) | {"caller": f"k{k}", "call_id": f"c{i}"})
+    assert [d for d in out if d.action == "srm"] == []
+    calls = exp.calls
+    assert calls[CAND] > 1.5 * calls[SAFE]  # a call-level test would have fired long ago
+    assert abs(exp.callers(CAND) - exp.callers(SAFE)) < 150
+    assert exp.estimates()[CAND]["verdict"]["callers"] == {CAND: exp.callers(CAND), SAFE: exp.callers(SAFE)}
+
+
+def test_a_regression_within_its_margin_is_shown_and_never_rolled_back() -> None:
+    """Greeting 10 % slower with the default 25 % margin: tolerable; 60 % slower: rolled back."""
+    tolerable = Loop(ExperimentSpec(promote=False), 50.0, seed=24)
+    assert tolerable.run(20_000, cand_greeting=770.0) == []
+    metric = tolerable.exp.estimates()[CAND]["greeting_ms"]
+    assert metric["reading"] == "slightly worse, within tolerance", metric
+    worse = Loop(ExperimentSpec(promote=False), 50.0, seed=25).run(20_000, cand_greeting=1120.0, until="rollback")
+    assert worse[-1].action == "rollback" and "greeting_ms surely worse" in worse[-1].reason
+
+
+def test_a_step_needs_its_own_evidence_and_a_candidate_that_degrades_on_it_is_held() -> None:
+    spec = ExperimentSpec(auto_promote=(5, 25, 50, 100), **FAST)
+    loop = Loop(spec, 5.0, seed=26)
+    [first] = loop.run(20_000, fail=0.1, until="promote")
+    assert first.weights == {CAND: 25.0, SAFE: 75.0} and "this step's own calls" in first.reason
+    loop.run(2000, fail=0.1, cand_fail=0.4)  # on the new step, the candidate fails four times as often
+    assert loop.weights[CAND] == 25.0
+    waiting = loop.exp.verdict(CAND).get("waiting_for", [])
+    assert loop.exp.verdict(CAND)["state"] == "rolled_back" or any("this step's own" in w for w in waiting), waiting
+
+
+def test_each_record_counts_once_and_a_replayed_old_record_is_stale() -> None:
+    exp = Experiment(ExperimentSpec(), SAFE, (CAND, SAFE))
+    failed = _call(100.0, CAND, failed=True) | {"call_id": "one"}
+    for _ in range(201):
+        exp.feed(failed)
+    assert exp.calls[CAND] == 1 and exp.refused["duplicate"] == 200
+    exp.feed(_call(30_000.0, SAFE) | {"call_id": "two"})
+    exp.feed(_call(100.0, CAND, failed=True) | {"call_id": "three"})  # hours older than the newest: a replay
+    assert exp.calls[CAND] == 1 and exp.refused["stale"] == 1
+    exp.feed({"rearm": CAND, "rearm_id": "r1", "t": 30_001.0})
+    exp.cands[CAND].run = 3
+    exp.feed({"rearm": CAND, "rearm_id": "r1", "t": 30_002.0})  # the same re-arm again: taken once
+    assert exp.cands[CAND].run == 3 and exp.refused["duplicate"] == 201
+
+
+def test_a_late_repeat_counts_when_its_window_closes_whatever_the_record_claims() -> None:
+    spec = ExperimentSpec(guardrails={"repeat_rate": {"on": True}})
+    exp = Experiment(spec, SAFE, (CAND, SAFE))
+    exp.feed(_call(0.0, CAND) | {"call_id": "a", "repeat": True})  # a record cannot make itself a repeat
+    exp.feed(_call(1.0, SAFE) | {"call_id": "b"})
+    exp.feed({"late": True, "call_id": "b", "t": 3600.0, "repeat": True})
+    assert exp.safe_arm["repeat_rate"].n == 0  # its window (72 h) is still open
+    exp.feed(_call(72 * 3600.0 + 10, SAFE) | {"call_id": "c"})
+    arm = exp.cands[CAND].since["repeat_rate"].test
+    assert (exp.safe_arm["repeat_rate"].n, exp.safe_arm["repeat_rate"].total) == (1, 1.0)
+    assert arm.arm_c is not None and (arm.arm_c.n, arm.arm_c.total) == (1, 0.0)
+
+
+def test_handle_time_is_compared_on_its_mean_so_a_heavy_tail_counts() -> None:
+    spec = ExperimentSpec(promote=False, guardrails={"handle_time_s": {"on": True}})
+    exp = Experiment(spec, SAFE, (CAND, SAFE), weights={SAFE: 50.0, CAND: 50.0})
+    rng = random.Random(27)
+    out = []
+    for i in range(20_000):
+        variant = CAND if rng.random() < 0.5 else SAFE
+        handle = 180.0 * math.exp(rng.gauss(0, 1)) * (10.0 if variant == CAND and rng.random() < 0.05 else 1.0)
+        out += exp.feed(_call(i * 3.6, variant) | {"handle_time_s": handle, "call_id": f"h{i}"})
+    [d] = [d for d in out if d.action == "rollback"]
+    assert "handle_time_s surely worse beyond the margin" in d.reason
+    metric = exp.estimates()[CAND]["handle_time_s"]
+    assert metric["vs_safe"]["diff"] > 0.3 * exp.estimates()[SAFE]["handle_time_s"]["value"]  # the mean, in seconds
+
+
+def test_a_promotion_keeps_another_candidates_weight() -> None:
+    names = ("a", "b", SAFE)
+    assert step_weights(names, SAFE, "a", 25.0, {"a": 5.0, "b": 5.0, SAFE: 90.0}) == {"a": 25.0, "b": 5.0, SAFE: 70.0}
+    exp = Experiment(ExperimentSpec(auto_promote=(5, 50, 100)), SAFE, names, weights={"a": 50, "b": 45, SAFE: 5})
+    exp.feed(_call(0.0, SAFE, epoch=epoch_of({"a": 50, "b": 45, SAFE: 5}, False)) | {"call_id": "x"})
+    nxt, held = exp.next_step("a")
+    assert nxt is None and held is not None and "no room above the holdout" in held
+    assert exp.verdict("a")["next"].startswith("hold: other candidates hold")
+    assert exp.alpha_g == pytest.approx(ExperimentSpec().alpha / 4 / 2)  # alpha shared by the two candidates
