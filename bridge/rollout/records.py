@@ -14,8 +14,10 @@ entries after each call (so every worker sees the same records in the same order
 With a key, a record that is unsigned or badly signed is left out and counted (``rejected``; the metric
 ``callbridge_rollout_records_rejected_total``): whoever can write Redis cannot make evidence.
 A decision changes the flag inside :meth:`~bridge.rollout.store.RolloutStore.update_flag`'s transaction (only when
-the flag is still on the epoch decided on, so one worker's change is the only one) or, for a promotion without
-``auto_promote``, marks it once in ``keys.rollout_decided`` and audits it there with its evidence.
+the flag is still on the epoch decided on, so one worker's change is the only one; the others find the flag moved and
+write nothing) or, for a promotion without ``auto_promote`` (or with no step left), marks it once in
+``keys.rollout_decided`` and audits it there with its evidence. Whoever takes it is the only one told so (True), and
+only that worker counts, logs and sends it (``bridge.serve.outcome``).
 """
 
 from __future__ import annotations
@@ -287,10 +289,16 @@ def next_step(spec: RolloutSpec, flag: RolloutFlag, candidate: str) -> dict[str,
     return None if step is None else step_weights(spec.names, spec.safe, candidate, step)
 
 
+def left_epoch(decision: Decision, flag: RolloutFlag) -> bool:
+    """Has ``flag`` left the epoch ``decision`` was decided on (a worker took a decision on it already, a person
+    changed the weights, or the kill switch is on)?"""
+    return flag.kill or epoch_of(flag.weights, flag.kill) != decision.evidence.get("epoch")
+
+
 def decision_changes(spec: RolloutSpec, decision: Decision, flag: RolloutFlag) -> dict[str, Any] | None:
     """The flag change a decision makes, computed on the current flag; None when it no longer applies (the flag is
     on another epoch, the candidate has no weight, or there is no step to take)."""
-    if flag.kill or epoch_of(flag.weights, flag.kill) != decision.evidence.get("epoch"):
+    if left_epoch(decision, flag):
         return None
     if flag.weight(decision.variant) <= 0 or decision.action not in ("rollback", "promote"):
         return None
@@ -304,9 +312,13 @@ def decision_changes(spec: RolloutSpec, decision: Decision, flag: RolloutFlag) -
 
 
 async def apply_decision(store: RolloutStore, dialplan: str, spec: RolloutSpec, decision: Decision) -> bool:
-    """Take a decision once, whatever the number of workers that reach it: a rollback or an ``auto_promote`` step
-    changes the flag (audited with the evidence by ``update_flag``, inside its transaction); a promotion with no
-    step left is audited alone, once per epoch (``keys.rollout_decided``). True if this call took it."""
+    """Take a decision once, however many workers (and nodes) reach it: True for the one call that takes it.
+
+    A rollback or an ``auto_promote`` step changes the flag, audited with the evidence, in ``update_flag``'s
+    transaction: a compare-and-set on the epoch (the flag's, read under ``WATCH``, against the decision's), so of the
+    workers that race on it one changes the flag and the others, finding it moved off that epoch, write nothing and
+    get False. A promotion without ``auto_promote``, or one still on its epoch with no step left, is audited alone,
+    once per epoch (``HSETNX`` on ``keys.rollout_decided``); so is any other decision (``srm``, ``complete``)."""
     evidence = {"action": decision.action, **decision.evidence}
     if decision.action == "rollback" or (decision.action == "promote" and spec.experiment.auto_promote):
         change = await store.update_flag(
@@ -316,10 +328,10 @@ async def apply_decision(store: RolloutStore, dialplan: str, spec: RolloutSpec, 
             decision.reason,
             evidence=evidence,
         )
-        if change.changed and change.audit_id is not None:
+        if change.changed:
             return True
-        if decision.action == "rollback":
-            return False
+        if decision.action == "rollback" or left_epoch(decision, change.old):
+            return False  # taken already, or a person changed the flag since: it is off the epoch decided on
     field_name = f"{decision.evidence.get('epoch')}:{decision.variant}:{decision.action}"
     try:
         first = await store.client.hsetnx(keys.rollout_decided(dialplan), field_name, decision.action)
