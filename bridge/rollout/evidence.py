@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from bridge.rollout import stats
 from bridge.rollout.guardrails import GUARDRAILS, LATE_FIELDS, Guardrail, Kind, _failed
-from bridge.rollout.stats import Clusters, Strata
+from bridge.rollout.stats import Callers, Clusters, Strata
 
 if TYPE_CHECKING:
     from bridge.rollout.guardrails import ExperimentSpec
@@ -36,7 +36,7 @@ REFRESH = 50  # the quantiles move every this many safe values
 MEAN_CAP = 50.0  # a mean's values are winsorised at this many times the safe variant's recent median
 FRESH_S = 6 * 3600.0  # a record this much older than the newest is a replay (records are written as calls end)
 RUN_SAFE = 500  # the safe variant's calls during a candidate's run that the breaker looks back on
-FORGET_S = 7 * 86400.0  # a caller not heard from for this long starts a new cluster if they call again
+FORGET_S = 4 * 86400.0  # a caller not heard from for this long starts a new cluster if they call again
 
 
 def epoch_of(weights: Mapping[str, float], kill: bool) -> str:
@@ -117,7 +117,9 @@ class _Tests:
     show: Strata | None
 
     @classmethod
-    def new(cls, g: Guardrail, test: tuple[Clusters, Clusters], show: tuple[Clusters, Clusters]) -> _Tests:
+    def new(
+        cls, g: Guardrail, test: tuple[Clusters, Clusters] | None, show: tuple[Clusters, Clusters] | None
+    ) -> _Tests:
         prop = g.kind is Kind.PROPORTION
         lat = g.kind is Kind.LATENCY
         return cls(
@@ -199,14 +201,19 @@ class Evidence:
         self.pending: dict[str, dict[str, float]] = {}  # epoch -> weights, for epochs named before their records
         if weights is not None:  # the plan's weights: known before the first record
             self.known_weights(weights)
+        self.caller_ids = Callers()
+        grouped = [g for g, _, _ in self.active]  # guardrails off are shown, never tested: by call
         self.clusters = {
-            (g.name, v, which): Clusters() for g in GUARDRAILS.values() for v in self.variants for which in "ts"
+            (g.name, v, which): Clusters(self.caller_ids)
+            for g in grouped
+            for v in self.variants
+            for which in ("ts" if g.kind is Kind.LATENCY else "t")
         }
         self.cands = {n: self._fresh(n) for n in self.variants if n != safe}
         self.safe_arm = {g.name: stats.Arm() for g in GUARDRAILS.values()}
         self.calls = {n: 0 for n in self.variants}
         self.latency = {g.name: _Latency() for g in GUARDRAILS.values() if g.kind is not Kind.PROPORTION}
-        self.delayed = tuple(g for g in GUARDRAILS.values() if g.delay_s > 0)
+        self.delayed = tuple(g for g, _, _ in self.active if g.delay_s > 0)  # awaited only when on
         self.awaiting: dict[str, _Pending] = {}  # call_id -> a call whose late outcomes are awaited (oldest first)
         self.seen: dict[str, float] = {}  # call_id (and rearm id) -> t: each counts once
         self.refused = {"duplicate": 0, "stale": 0}
@@ -217,8 +224,9 @@ class Evidence:
         self._hour: float | None = None
 
     def _fresh(self, name: str) -> _Candidate:
-        def pair(g: Guardrail, which: str) -> tuple[Clusters, Clusters]:
-            return self.clusters[(g.name, name, which)], self.clusters[(g.name, self.safe, which)]
+        def pair(g: Guardrail, which: str) -> tuple[Clusters, Clusters] | None:
+            mine, safe = self.clusters.get((g.name, name, which)), self.clusters.get((g.name, self.safe, which))
+            return (mine, safe) if mine is not None and safe is not None else None
 
         return _Candidate(since={g.name: _Tests.new(g, pair(g, "t"), pair(g, "s")) for g in GUARDRAILS.values()})
 
@@ -425,11 +433,11 @@ class Evidence:
             score = lat.score(raw)
             ni_score = score if is_safe else lat.score(raw / self._latency_factor(g))
             shown = math.log(max(raw, 1.0))
-            self.clusters[(g.name, variant, "s")].add(caller, shown, t)
+            self._cluster(g.name, variant, "s", caller, shown, t)
             if score is not None:
-                self.clusters[(g.name, variant, "t")].add(caller, score, t)
+                self._cluster(g.name, variant, "t", caller, score, t)
         else:
-            self.clusters[(g.name, variant, "t")].add(caller, x, t)
+            self._cluster(g.name, variant, "t", caller, x, t)
         if is_safe:
             self.safe_arm[g.name].add(shown if shown is not None else x)
         for _, cand in targets:
@@ -450,11 +458,19 @@ class Evidence:
         if is_safe and g.kind is not Kind.PROPORTION:
             self.latency[g.name].add(raw)
 
+    def _cluster(self, name: str, variant: str, which: str, caller: str | None, x: float, t: float) -> None:
+        clusters = self.clusters.get((name, variant, which))
+        if clusters is not None:
+            clusters.add(caller, x, t)
+
     def _forget(self, t: float) -> None:
-        """Once per stratum: callers long silent leave the clusters' tables, old call ids the duplicate check."""
-        for c in self.clusters.values():
-            if c.callers:
-                c.forget(t - FORGET_S)
+        """Once per stratum: callers long silent leave the clusters' tables (once a day), old call ids the duplicate
+        check."""
+        if self.caller_ids.last and self.caller_ids.last[0] < t - FORGET_S - 86400.0:
+            moved = self.caller_ids.forget(t - FORGET_S)
+            if moved is not None:
+                for c in self.clusters.values():
+                    c.remap(moved)
         if len(self.seen) > 1000:
             self.seen = {k: v for k, v in self.seen.items() if v >= t - 2 * FRESH_S}
 

@@ -32,6 +32,7 @@ the sample-ratio test. Pure: floats in, floats out (numpy arrays too where a fun
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -141,22 +142,55 @@ class Arm:
 
 
 @dataclass(slots=True)
+class Callers:
+    """The callers a rollout has heard from, each as a small number (its index in every :class:`Clusters`' arrays) with
+    the time of their last call: a caller's hash is held once, however many metrics group by it."""
+
+    ids: dict[str, int] = field(default_factory=dict)
+    last: array[float] = field(default_factory=lambda: array("d"))
+
+    def id(self, caller: str, t: float) -> int:
+        i = self.ids.get(caller)
+        if i is None:
+            i = self.ids[caller] = len(self.last)
+            self.last.append(t)
+        else:
+            self.last[i] = max(self.last[i], t)
+        return i
+
+    def forget(self, before: float) -> list[int] | None:
+        """Drop the callers last heard from before ``before``; the new index of each old one (-1: dropped), or None
+        when nobody was dropped."""
+        keep = [i for i in range(len(self.last)) if self.last[i] >= before]
+        if len(keep) == len(self.last):
+            return None
+        moved = [-1] * len(self.last)
+        for new, old in enumerate(keep):
+            moved[old] = new
+        self.ids = {c: moved[i] for c, i in self.ids.items() if moved[i] >= 0}
+        self.last = array("d", (self.last[i] for i in keep))
+        return moved
+
+
+@dataclass(slots=True)
 class Clusters:
     """One variant's values of one metric grouped by caller, for the cluster-robust variance of their mean.
 
     Kept as sums so that a look costs nothing: ``n``, ``total`` and ``squares`` of the values, and over callers the
     sums ``q1 = sum S_g^2``, ``q2 = sum S_g m_g``, ``q3 = sum m_g^2`` (``S_g``: a caller's sum, ``m_g``: their
-    calls). The robust sum of squares about the mean ``mu`` is ``q1 - 2 mu q2 + mu^2 q3``; the naive one
-    ``squares - n mu^2``. A caller not heard from for a while is forgotten (:meth:`forget`): their sums stay in
-    ``q1..q3``, a later call starts a new cluster."""
+    calls; both in arrays indexed by the caller's number in ``callers``). The robust sum of squares about the mean
+    ``mu`` is ``q1 - 2 mu q2 + mu^2 q3``; the naive one ``squares - n mu^2``. A caller not heard from for a while is
+    forgotten (:meth:`remap`): their sums stay in ``q1..q3``, a later call starts a new cluster."""
 
+    callers: Callers = field(default_factory=Callers)
     n: int = 0
     total: float = 0.0
     squares: float = 0.0
     q1: float = 0.0
     q2: float = 0.0
     q3: float = 0.0
-    callers: dict[str, list[float]] = field(default_factory=dict)  # caller -> [sum, calls, last t]
+    sums: array[float] = field(default_factory=lambda: array("d"))
+    counts: array[float] = field(default_factory=lambda: array("d"))
 
     def add(self, caller: str | None, x: float, t: float) -> None:
         self.n += 1
@@ -167,16 +201,17 @@ class Clusters:
             self.q2 += x
             self.q3 += 1.0
             return
-        got = self.callers.get(caller)
-        s, m = (got[0], got[1]) if got is not None else (0.0, 0.0)
+        i = self.callers.id(caller, t)
+        if i >= len(self.sums):
+            grow = i + 1 - len(self.sums)
+            self.sums.extend([0.0] * grow)
+            self.counts.extend([0.0] * grow)
+        s, m = self.sums[i], self.counts[i]
         s2, m2 = s + x, m + 1.0
         self.q1 += s2 * s2 - s * s
         self.q2 += s2 * m2 - s * m
         self.q3 += m2 * m2 - m * m
-        if got is None:
-            self.callers[caller] = [s2, m2, t]
-        else:
-            got[0], got[1], got[2] = s2, m2, t
+        self.sums[i], self.counts[i] = s2, m2
 
     def deff(self) -> float:
         """The design effect: the cluster-robust variance of the mean over the naive one (at least 1)."""
@@ -188,10 +223,15 @@ class Clusters:
             return 1.0
         return max(1.0, (self.q1 - 2.0 * mu * self.q2 + mu * mu * self.q3) / naive)
 
-    def forget(self, before: float) -> None:
-        """Drop the callers last heard from before ``before`` (their sums stay counted)."""
-        for caller in [c for c, v in self.callers.items() if v[2] < before]:
-            del self.callers[caller]
+    def remap(self, moved: list[int]) -> None:
+        """Follow :meth:`Callers.forget`: the kept callers' sums to their new places (the dropped ones' stay
+        counted)."""
+        size = sum(1 for i in moved if i >= 0)
+        sums, counts = array("d", [0.0] * size), array("d", [0.0] * size)
+        for old, new in enumerate(moved):
+            if new >= 0 and old < len(self.sums):
+                sums[new], counts[new] = self.sums[old], self.counts[old]
+        self.sums, self.counts = sums, counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +288,7 @@ class Strata:
     pv: float = 0.0
     arm_c: Arm | None = None
     arm_s: Arm | None = None
-    clusters: tuple[Clusters, Clusters] | None = None
+    clusters: tuple[Clusters, Clusters] | None = None  # the candidate's and the safe variant's (None: by call)
 
     def __post_init__(self) -> None:
         self.open_c, self.open_s, self.arm_c, self.arm_s = Arm(), Arm(), Arm(), Arm()

@@ -518,8 +518,11 @@ def test_callers_are_clusters_and_the_design_effect_grows_with_their_repeats() -
             repeated.add(f"k{k}", x, 0.0)
     assert alone.deff() == 1.0
     assert 2.0 < repeated.deff() < 3.5  # 1 + (m - 1) ICC: five calls, ICC about 1/3 (p(1-p) between over within)
-    repeated.forget(1.0)
-    assert repeated.callers == {} and repeated.deff() > 2.0  # forgotten callers' sums stay counted
+    before = repeated.deff()
+    moved = repeated.callers.forget(1.0)
+    assert moved is not None and repeated.callers.ids == {}
+    repeated.remap(moved)
+    assert len(repeated.sums) == 0 and repeated.deff() == before  # forgotten callers' sums stay counted
 
 
 def test_the_sample_ratio_test_counts_callers_not_the_calls_of_those_who_call_back() -> None:
