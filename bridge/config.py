@@ -59,6 +59,7 @@ BROKER_TOKEN_ENV = "CALLBRIDGE_BROKER_TOKEN"  # bridge.realtime.credentials read
 OTHER_SECRETS = (SUPERVISOR_TOKEN_ENV, SUPERVISOR_READONLY_TOKEN_ENV, BROKER_TOKEN_ENV)
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 URL_FORMS = "wss://api.openai.com/v1 or wss://api.openai.com/v1/realtime (ws:// for the emulator)"
+MIN_KEY_CHARS = 16  # each key of rollout_key
 
 
 # The sources a Settings being built reads besides its arguments (set by load_settings while it builds one)
@@ -90,6 +91,13 @@ def realtime_base(url: str) -> str:
     if path.endswith("/realtime"):
         path = path[: -len("/realtime")]
     return f"{scheme}://{path}{mark}{query}"
+
+
+def split_keys(text: str) -> list[str]:
+    """The keys of a key list such as ``rollout_key``: ``new,old`` (or one a line, as in its file), each stripped,
+    the empty ones and repeats left out, in order."""
+    parts = (p.strip() for line in text.splitlines() for p in line.split(","))
+    return list(dict.fromkeys(p for p in parts if p))
 
 
 def check_caller(caller: str, url: str | None) -> None:
@@ -247,10 +255,11 @@ class Settings(BaseSettings):
     # dialog (bridge/store/dialogseal.py). None: one random key per serve node (another node can neither listen to
     # its calls nor BYE its lost calls' callers); set the same key on every node that shares a Redis
     listen_key: SecretStr | None = None
-    # signs each rollout flag change's audit entry (bridge/rollout/seal.py): a flag no signed entry vouches for (a
-    # raw Redis write) is not obeyed. None: the audit alone vouches. Set the same key on every node and wherever
-    # `callbridge rollout` runs against that Redis
-    rollout_key: SecretStr | None = Field(None, min_length=16)
+    # the keys of the rollout's seals (bridge/rollout/seal.py), "new,old" (commas, or lines in its file): the first
+    # signs each flag change's audit entry and each outcome record, any of them vouches for one. A flag no entry
+    # signed with a listed key vouches for is not obeyed. None: the audit alone vouches and records are unsigned.
+    # Every node and every `callbridge rollout` against that Redis lists the same keys (rotation: docs/operating.md)
+    rollout_key: SecretStr | None = None
     # The front door (bridge/serve/front.py). "kamailio": Kamailio answers on sip_host:sip_port, the one address
     # callers and trunks use, and worker i listens on sip_port + 1 + i behind it. "none": worker i on sip_port + i.
     front: Literal["none", "kamailio"] = "none"
@@ -341,6 +350,27 @@ class Settings(BaseSettings):
     @classmethod
     def _realtime_url(cls, value: str) -> str:
         return realtime_base(value)
+
+    @field_validator("rollout_key", mode="before")
+    @classmethod
+    def _rollout_key_list(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):  # a YAML list
+            return ",".join(v.get_secret_value() if isinstance(v, SecretStr) else str(v) for v in value)
+        return value
+
+    @field_validator("rollout_key")
+    @classmethod
+    def _rollout_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        found = split_keys(value.get_secret_value())
+        if not found:
+            raise ValueError("no key: give one (16 characters or more), or a list new,old")
+        short = [str(i) for i, k in enumerate(found, 1) if len(k) < MIN_KEY_CHARS]
+        if short:
+            which = "the key" if len(found) == 1 else f"key {', '.join(short)} of {len(found)}"
+            raise ValueError(f"{which} is shorter than {MIN_KEY_CHARS} characters (each key of new,old must have them)")
+        return SecretStr(",".join(found))
 
     @field_validator("sip_host")
     @classmethod
@@ -457,9 +487,12 @@ class Settings(BaseSettings):
         return self.api_key.get_secret_value() if self.api_key is not None else None
 
     @property
-    def rollout_signing_key(self) -> bytes | None:
-        """``rollout_key`` as the HMAC key of the rollout audit (None: not set)."""
-        return self.rollout_key.get_secret_value().encode() if self.rollout_key is not None else None
+    def rollout_keys(self) -> tuple[bytes, ...]:
+        """``rollout_key``'s keys as the HMAC keys of the rollout's seals: the first signs, any vouches (empty: not
+        set; bridge/rollout/seal.py)."""
+        if self.rollout_key is None:
+            return ()
+        return tuple(k.encode() for k in split_keys(self.rollout_key.get_secret_value()))
 
     def public(self) -> dict[str, Any]:
         """Safe to log and to show a supervisor: no secret (the Redis URL's password masked)."""

@@ -157,7 +157,7 @@ async def restore(store: RolloutStore, doc: Any, source: str, *, who: str, repla
         last = next_id(merged[-1][0], 0)
     sealed = []
     for name, flag, fields in writes:
-        sealed.append((name, flag, last, sealed_entry(store.key, last, fields, flag)))
+        sealed.append((name, flag, last, sealed_entry(store.rollout_keys, last, fields, flag)))
         last = next_id(last, 0)
     new_refusals = []
     for name, variants in sorted((doc.get("refused") or {}).items()):
@@ -192,6 +192,8 @@ async def _flag_writes(
     writes: list[tuple[str, RolloutFlag, dict[str, str]]] = []
     for name, flag in sorted(flags.items()):
         now = await store.stored_flag(name)
+        if store.fail_safe(name):  # a refused flag's safe variant: no flag callbridge vouches for is stored
+            now = None
         if now == flag:
             done.flags[name] = "same"
             continue

@@ -76,7 +76,7 @@ async def append(
     record: Mapping[str, Any],
     caller: str | None = None,
     key: bytes | None = None,
-    sign_key: bytes | None = None,
+    sign_key: seal.Keys = (),
 ) -> str | None:
     """Write one record (with its caller's hash, signed with ``sign_key``: the ``rollout_key``); mark the caller's
     previous call of the plan a repeat if it ended within 72 h (a signed late outcome). Returns the record's id, or
@@ -164,11 +164,11 @@ async def read(
     return [{"id": entry_id, **value} for entry_id, value in _entries(raw)]
 
 
-def refusal(key: bytes | None, entry: Mapping[str, Any]) -> str | None:
+def refusal(key: seal.Keys, entry: Mapping[str, Any]) -> str | None:
     """Why a stream entry is no evidence (None: it is): its signature (``bridge.rollout.seal``), or, with a key, a
     call's record that names no call (it could not be counted once)."""
     why = seal.record_refusal(key, entry)
-    if why is None and key is not None and not ({"late", "rearm"} & entry.keys()) and not entry.get("call_id"):
+    if why is None and key and not ({"late", "rearm"} & entry.keys()) and not entry.get("call_id"):
         return "no call id"
     return why
 
@@ -188,11 +188,11 @@ class _Shown:
     rejected: dict[str, int]
 
 
-_SHOWN: dict[tuple[int, str, str, bytes | None], _Shown] = {}
+_SHOWN: dict[tuple[int, str, str, seal.Keys], _Shown] = {}
 SHOWN_PLANS = 64  # rollouts kept fed per process (the console's and ``rollout show``'s)
 
 
-async def current(client: aioredis.Redis, dialplan: str, spec: RolloutSpec, key: bytes | None = None) -> dict[str, Any]:
+async def current(client: aioredis.Redis, dialplan: str, spec: RolloutSpec, key: seal.Keys = ()) -> dict[str, Any]:
     """The plan's rollout as the workers judge it (its last ``SHOWN_RECORDS`` records, in the order they were
     written): the current epoch, every decision, the estimates with each candidate's verdict and trend, and the
     records left out for their signature (``rollout show``, the console's rollout card). Kept per client and fed
@@ -229,7 +229,7 @@ async def current(client: aioredis.Redis, dialplan: str, spec: RolloutSpec, key:
         "estimates": exp.estimates(),
         "srm": exp.srm.to_json() if exp.srm is not None else None,
         "rejected": rejected,
-        "signed": key is not None,
+        "signed": bool(key),
     }
 
 
@@ -245,7 +245,7 @@ class LiveExperiment:
     """The worker's experiments, one per rollout plan, fed from the stream after each call."""
 
     plans: dict[str, _PlanState] = field(default_factory=dict)
-    key: bytes | None = None  # the rollout_key: records not signed with it are left out
+    key: seal.Keys = ()  # the rollout_key's keys: records signed with none of them are left out
 
     async def after_call(self, client: aioredis.Redis, dialplan: str, spec: RolloutSpec) -> list[Decision]:
         """Feed the plan's new records; the decisions they bring."""

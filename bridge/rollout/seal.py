@@ -8,13 +8,18 @@ the two are bound:
   when, why and the OS user of the process (:func:`os_user`: whoever a ``--who`` claims to be);
 * the entry's id is chosen by the writer (:func:`next_id`, under ``WATCH`` of the stream) so that the flag's hash
   can name it (``audit``) in the same transaction;
-* with a key (the ``rollout_key`` setting) the entry is signed: ``sig`` is an HMAC-SHA256 of its id and all its
-  other fields (:func:`entry_sig`), so neither an entry nor a flag can be made, changed or replayed without the key.
+* with keys (the ``rollout_key`` setting, :data:`Keys`) the entry is signed: ``sig`` is an HMAC-SHA256 of its id
+  and all its other fields (:func:`entry_sig`) with the first key, so neither an entry nor a flag can be made,
+  changed or replayed without a key. A signature by any of the keys vouches: a key is rotated by listing the new
+  one first and the old one after it on every node, then dropping the old one.
 
 A stored flag is obeyed only if :func:`refusal` finds nothing wrong: its hash names an audit entry of its dialplan
-that holds exactly its fields (and is signed, with a key), and no later valid entry of the dialplan changed it since.
-Otherwise the flag in force is the last valid entry's (:func:`last_valid`), or the plan's defaults. Without a key
-the check is the audit alone: a writer who can also add a matching audit entry is obeyed, and leaves that entry.
+that holds exactly its fields (and is signed with one of the keys, when there are keys), and no later valid entry
+of the dialplan changed it since. A refused flag never moves calls away from the safe variant: when it or its
+audit entry asks for the kill switch, or cannot be read well enough to tell (:func:`says_kill`), or no valid entry
+of the dialplan is left to follow, calls go to the safe variant; otherwise they follow the last valid entry's flag
+(:func:`last_valid`). Without keys the check is the audit alone: a writer who can also add a matching audit entry
+is obeyed, and leaves that entry.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ OS_USER_FIELD = "os_user"  # in an audit entry: the OS user of the process that 
 META_FIELDS = frozenset({AUDIT_FIELD})  # a flag hash's fields that are not settings
 
 Entry = tuple[str, Mapping[str, str]]  # an audit stream entry: (id, fields)
+Keys = tuple[bytes, ...]  # the rollout_key setting's keys: the first signs, any vouches; (): none, nothing is signed
+_TRUE, _FALSE = frozenset({"1", "true", "t", "yes", "y", "on"}), frozenset({"0", "false", "f", "no", "n", "off"})
 
 
 def flag_text(fields: Mapping[str, str]) -> str:
@@ -46,23 +53,37 @@ def entry_sig(key: bytes, entry_id: str, fields: Mapping[str, str]) -> str:
     return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
 
 
-def signed(key: bytes | None, entry_id: str, fields: Mapping[str, str]) -> dict[str, str]:
-    """``fields`` with their ``sig`` (none without a key)."""
+def signed(keys: Keys, entry_id: str, fields: Mapping[str, str]) -> dict[str, str]:
+    """``fields`` with their ``sig`` by the first of ``keys`` (none without keys)."""
     out = {k: v for k, v in fields.items() if k != SIG_FIELD}
-    if key is not None:
-        out[SIG_FIELD] = entry_sig(key, entry_id, out)
+    if keys:
+        out[SIG_FIELD] = entry_sig(keys[0], entry_id, out)
     return out
 
 
-def valid_entry(key: bytes | None, entry: Entry, dialplan: str) -> bool:
-    """Whether ``entry`` is a flag change of ``dialplan`` this store trusts (signed by ``key``, when there is one)."""
+def _vouched(keys: Keys, entry: Entry) -> bool:
+    """Whether ``entry``'s ``sig`` is its HMAC by one of ``keys`` (or there are no keys)."""
     entry_id, fields = entry
+    sig = fields.get(SIG_FIELD, "")
+    return not keys or any(hmac.compare_digest(sig, entry_sig(key, entry_id, fields)) for key in keys)
+
+
+def signed_with(key: bytes, entry: Entry) -> bool:
+    """Whether ``entry``'s ``sig`` is its HMAC by ``key`` (a rotation's first key: no entry left to sign again)."""
+    entry_id, fields = entry
+    return hmac.compare_digest(fields.get(SIG_FIELD, ""), entry_sig(key, entry_id, fields))
+
+
+def valid_entry(keys: Keys, entry: Entry, dialplan: str) -> bool:
+    """Whether ``entry`` is a flag change of ``dialplan`` this store trusts (signed by one of ``keys``, when there
+    are keys)."""
+    fields = entry[1]
     if fields.get("dialplan") != dialplan or FLAG_FIELD not in fields:
         return False
-    return key is None or hmac.compare_digest(fields.get(SIG_FIELD, ""), entry_sig(key, entry_id, fields))
+    return _vouched(keys, entry)
 
 
-def refusal(key: bytes | None, dialplan: str, raw: Mapping[str, str], since: Sequence[Entry]) -> str | None:
+def refusal(keys: Keys, dialplan: str, raw: Mapping[str, str], since: Sequence[Entry]) -> str | None:
     """None if the stored flag ``raw`` is obeyed, else why not. ``since``: the audit entries from the one ``raw``
     names on (oldest first; none if it names none, or none that is there)."""
     entry_id = raw.get(AUDIT_FIELD)
@@ -70,20 +91,51 @@ def refusal(key: bytes | None, dialplan: str, raw: Mapping[str, str], since: Seq
         return "it names no audit entry (a write outside callbridge)"
     if not since or since[0][0] != entry_id:
         return f"its audit entry {entry_id} is not in the audit stream"
-    if not valid_entry(key, since[0], dialplan):
-        return f"its audit entry {entry_id} is not a signed change of {dialplan}"
-    if since[0][1][FLAG_FIELD] != flag_text(raw):
+    fields = since[0][1]
+    if fields.get("dialplan") != dialplan or FLAG_FIELD not in fields:
+        return f"its audit entry {entry_id} is not a flag change of {dialplan}"
+    if not _vouched(keys, since[0]):
+        if not fields.get(SIG_FIELD):
+            return f"its audit entry {entry_id} is not signed"
+        return (
+            f"its audit entry {entry_id} is not signed with a key of rollout_key here (another key, or changed since)"
+        )
+    if fields[FLAG_FIELD] != flag_text(raw):
         return f"it differs from its audit entry {entry_id}"
-    later = next((e for e in since[1:] if valid_entry(key, e, dialplan)), None)
+    later = next((e for e in since[1:] if valid_entry(keys, e, dialplan)), None)
     if later is not None:
         return f"a later audit entry ({later[0]}) changed it since"
     return None
 
 
-def last_valid(key: bytes | None, dialplan: str, newest_first: Sequence[Entry]) -> tuple[str, dict[str, str]] | None:
+def says_kill(raw: Mapping[str, str], since: Sequence[Entry]) -> bool:
+    """Whether a refused stored flag ``raw``, or the audit entry it names (the first of ``since``, if it is that
+    one), asks for the kill switch, or says something of it that cannot be read (as good as asking: a flag nothing
+    vouches for may send calls to the safe variant, never away from it)."""
+    flags: list[Mapping[str, object]] = [raw]
+    entry_id = raw.get(AUDIT_FIELD)
+    if entry_id and since and since[0][0] == entry_id and FLAG_FIELD in since[0][1]:
+        try:
+            held = json.loads(since[0][1][FLAG_FIELD])
+        except ValueError:
+            return True
+        if not isinstance(held, dict):
+            return True
+        flags.append(held)
+    for flag in flags:
+        kill = flag.get("kill")
+        if kill is None:
+            continue
+        word = str(kill).strip().lower()
+        if word not in _FALSE:
+            return True  # "1", or what is neither on nor off
+    return False
+
+
+def last_valid(keys: Keys, dialplan: str, newest_first: Sequence[Entry]) -> tuple[str, dict[str, str]] | None:
     """The last valid flag change of ``dialplan`` among ``newest_first``: (its entry id, the flag's hash fields)."""
     for entry in newest_first:
-        if valid_entry(key, entry, dialplan):
+        if valid_entry(keys, entry, dialplan):
             try:
                 fields = json.loads(entry[1][FLAG_FIELD])
             except ValueError:
@@ -111,23 +163,23 @@ def record_sig(key: bytes, record: Mapping[str, object]) -> str:
     return hmac.new(key + b"\x00outcome", body.encode(), hashlib.sha256).hexdigest()
 
 
-def sign_record(key: bytes | None, record: Mapping[str, object]) -> dict[str, object]:
-    """``record`` with its ``sig`` (none without a key)."""
+def sign_record(keys: Keys, record: Mapping[str, object]) -> dict[str, object]:
+    """``record`` with its ``sig`` by the first of ``keys`` (none without keys)."""
     out = {k: v for k, v in record.items() if k != SIG_FIELD}
-    if key is not None:
-        out[SIG_FIELD] = record_sig(key, out)
+    if keys:
+        out[SIG_FIELD] = record_sig(keys[0], out)
     return out
 
 
-def record_refusal(key: bytes | None, record: Mapping[str, object]) -> str | None:
-    """None if ``record`` is evidence (signed with ``key``; anything without a key), else why not: ``unsigned`` or
-    ``bad signature``."""
-    if key is None:
+def record_refusal(keys: Keys, record: Mapping[str, object]) -> str | None:
+    """None if ``record`` is evidence (signed with one of ``keys``; anything without keys), else why not:
+    ``unsigned`` or ``bad signature`` (another key's, or changed since)."""
+    if not keys:
         return None
     sig = record.get(SIG_FIELD)
     if not isinstance(sig, str) or not sig:
         return "unsigned"
-    return None if hmac.compare_digest(sig, record_sig(key, record)) else "bad signature"
+    return None if any(hmac.compare_digest(sig, record_sig(key, record)) for key in keys) else "bad signature"
 
 
 def os_user() -> str:

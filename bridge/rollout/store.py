@@ -17,13 +17,17 @@
   the process, when, the changed settings' old and new values, why, for an automatic rollback the numbers that
   triggered it, and the whole new flag) in one ``MULTI``/``EXEC`` under ``WATCH`` of the flag and the stream, so two
   supervisors changing one flag at once cannot lose an entry.
-* **Only the product's writes are obeyed.** The flag's hash names its audit entry, which is signed with the
-  ``rollout_key`` setting when one is set (:mod:`bridge.rollout.seal`). A stored flag no valid entry vouches for (a
-  raw ``HSET``, a deleted hash, a replayed old one) is not obeyed: calls keep the last valid flag of the audit (or
-  the plan's defaults), and each process logs it at ERROR and counts it
-  (``callbridge_rollout_flag_refused_total``) once per change of the stored hash. The verdict is kept until the
-  hash changes, so a call's read stays one ``HGETALL``. A flag stored before flags were sealed is adopted (signed as
-  found, audited) by :meth:`RolloutStore.adopt_unsealed`, which ``serve`` runs at start.
+* **Only the product's writes are obeyed.** The flag's hash names its audit entry, which is signed with the first
+  key of the ``rollout_key`` setting when it is set, and vouched for by a signature of any of its keys
+  (:mod:`bridge.rollout.seal`). A stored flag no valid entry vouches for (a raw ``HSET``, a deleted hash, a replayed
+  old one, a change signed with a key this process does not list) is not obeyed: calls keep the last valid flag of
+  the audit, unless the refused flag (or its entry) asks for the kill switch, or cannot say whether it does, or no
+  valid entry of the plan is left: then the safe variant takes every call (:func:`fail_safe_flag`), never the
+  plan's default weights, which could send callers to a candidate. Each process logs it at ERROR and counts it
+  (``callbridge_rollout_flag_refused_total``) once per change of the stored hash, and :meth:`RolloutStore.refusal`
+  says it (``rollout show``). The verdict is kept until the hash changes, so a call's read stays one ``HGETALL``.
+  A flag stored before flags were sealed is adopted (signed as found, audited) by
+  :meth:`RolloutStore.adopt_unsealed`, which ``serve`` runs at start.
 * **Sliding-window health per variant.** :meth:`RolloutStore.record_call` adds each finished call's numbers
   (:meth:`bridge.rollout.health.CallStats.record`, JSON) to a sorted set per (dialplan, variant), scored by time;
   :meth:`RolloutStore.window` reads the window with ``ZRANGEBYSCORE`` and sums it
@@ -252,14 +256,14 @@ async def next_audit_id(client: Any, now: float) -> str:
 
 
 def sealed_entry(
-    key: bytes | None, entry_id: str, fields: Mapping[str, str], flag: RolloutFlag
+    rollout_keys: seal.Keys, entry_id: str, fields: Mapping[str, str], flag: RolloutFlag
 ) -> dict[FieldT, EncodableT]:
     """An audit entry's fields for writing ``flag`` as entry ``entry_id``: with the whole flag, the OS user of this
-    process, and the signature (with a key)."""
+    process, and the signature (by the first key, with keys)."""
     hashed = {_text(k): _text(v) for k, v in encode_flag(flag).items()}
     entry = {**fields, seal.FLAG_FIELD: seal.flag_text(hashed), seal.OS_USER_FIELD: seal.os_user()}
     out: dict[FieldT, EncodableT] = {}
-    for name, value in seal.signed(key, entry_id, entry).items():
+    for name, value in seal.signed(rollout_keys, entry_id, entry).items():
         out[name] = value
     return out
 
@@ -269,11 +273,60 @@ def sealed_flag(entry_id: str, flag: RolloutFlag) -> dict[FieldT, EncodableT]:
     return {**encode_flag(flag), seal.AUDIT_FIELD: entry_id}
 
 
-def _refusal_line(dialplan: str, why: str, last: tuple[str, Any] | None) -> str:
-    follows = f"the last valid flag (audit {last[0]})" if last is not None else "the plan's defaults"
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What calls obey while the stored hash of a dialplan is ``seen``: ``flag`` (None: the plan's defaults), and for
+    a refused hash why (``refusal``) and whether ``flag`` is the fail-safe (the safe variant)."""
+
+    seen: tuple[tuple[str, str], ...]
+    flag: RolloutFlag | None
+    refusal: str | None = None
+    fail_safe: bool = False
+
+
+def fail_safe_flag(spec: RolloutSpec) -> RolloutFlag:
+    """The flag calls follow when a refused flag may not be followed: the plan's defaults with the kill switch on
+    (every call on the safe variant, allow lists included)."""
+    return spec.default_flag().model_copy(update={"kill": True})
+
+
+def _when_refused(
+    spec: RolloutSpec,
+    rollout_keys: seal.Keys,
+    dialplan: str,
+    seen: tuple[tuple[str, str], ...],
+    since: Sequence[seal.Entry],
+    why: str | None,
+    entries: Sequence[seal.Entry],
+) -> _Verdict:
+    """What calls follow while the stored hash ``seen`` of ``dialplan`` is refused (``why``; ``seen`` empty: none
+    stored), ``since`` the audit entries from the one it names on, ``entries`` the plan's: the safe variant when it
+    (or its entry) asks for the kill switch or cannot say (:func:`bridge.rollout.seal.says_kill`), else the last
+    valid flag, else the safe variant again if anything was stored or audited, else (nothing at all) the plan's
+    defaults. A refusal is logged at ERROR and counted: once per stored hash, as the verdict is kept."""
+    fields, safe = dict(seen), f"the safe variant {spec.safe}"
+    last = seal.last_valid(rollout_keys, dialplan, entries)
+    if fields and seal.says_kill(fields, since):
+        fail_safe, follows = True, f"{safe} (the refused flag asks for the kill switch, or cannot say whether it does)"
+    elif last is not None:
+        fail_safe, follows = False, f"the last valid flag (audit {last[0]})"
+    elif fields or entries:  # a refused flag, or a vanished one whose audit holds no valid entry
+        fail_safe, follows = True, f"{safe} (no audit entry of the plan is valid here)"
+    else:
+        return _Verdict(seen, None)
+    source = f"redis {keys.rollout_flag(dialplan)}"
+    flag = fail_safe_flag(spec) if fail_safe or last is None else decode_flag(last[1], source, spec)
+    refusal = f"the stored flag is not obeyed: {why if fields and why else 'the stored flag is gone'}; "
+    refusal += f"calls follow {follows}"
+    metrics.ROLLOUT_FLAG_REFUSED.labels(dialplan).inc()
+    log.error("%s", _refusal_line(dialplan, refusal))
+    return _Verdict(seen, flag, refusal, fail_safe)
+
+
+def _refusal_line(dialplan: str, refusal: str) -> str:
     return (
-        f"rollout {dialplan}: the stored flag is not obeyed: {why}; calls follow {follows}. Someone wrote it to Redis "
-        "outside callbridge: set it again with `callbridge rollout set` (docs/operating.md"
+        f"rollout {dialplan}: {refusal}. Someone wrote it to Redis outside callbridge, or signed it with a key this "
+        "process's rollout_key does not list: set it again with `callbridge rollout set` (docs/operating.md"
         "#runbook-rollout-flag-refused)"
     )
 
@@ -284,9 +337,13 @@ class RolloutStore:
 
     ``specs`` maps each rollout dialplan to its variants (:func:`bridge.dialplan.rollout_specs`).
 
+    ``rollout_keys``: the ``rollout_key`` setting's keys (``Settings.rollout_keys``): the first signs the audit
+    entries this store writes, any of them vouches for one; none: the audit alone vouches for a flag.
+
     Counters: ``read_failures`` (flag reads that fell back), ``record_failures`` (calls not recorded),
     ``rollbacks`` (automatic rollbacks made by this process). ``last_source[dialplan]`` says where the last flag
-    came from: ``"redis"``, ``"default"`` (none stored), ``"cache"`` or ``"fallback-default"`` (Redis away).
+    came from: ``"redis"``, ``"default"`` (none stored), ``"fail-safe"`` (a refused flag: the safe variant),
+    ``"cache"`` or ``"fallback-default"`` (Redis away).
     """
 
     def __init__(
@@ -298,7 +355,7 @@ class RolloutStore:
         read_timeout_s: float = READ_TIMEOUT_S,
         retry_after_s: float = RETRY_AFTER_S,
         clock: Callable[[], float] = time.time,
-        key: bytes | None = None,
+        rollout_keys: seal.Keys = (),
         **redis_kwargs: Any,
     ) -> None:
         self.client, self._owns_client = given_or_connect(
@@ -309,8 +366,8 @@ class RolloutStore:
         self.read_timeout_s = read_timeout_s
         self.retry_after_s = retry_after_s
         self._clock = clock
-        self.key = key  # the audit's HMAC key (rollout_key); None: the audit alone vouches for a flag
-        self._verdicts: dict[str, tuple[tuple[tuple[str, str], ...], RolloutFlag | None]] = {}  # hash -> obeyed
+        self.rollout_keys = rollout_keys  # the audit's HMAC keys; (): the audit alone vouches for a flag
+        self._verdicts: dict[str, _Verdict] = {}  # per dialplan: the stored hash last seen and what calls obey
         self._cache: dict[str, RolloutFlag] = {}
         self._skip_until = 0.0
         self.last_source: dict[str, str] = {}
@@ -366,45 +423,51 @@ class RolloutStore:
         if obeyed is None:
             flag, self.last_source[dialplan] = self.default_for(dialplan), "default"
         else:
-            flag, self.last_source[dialplan] = obeyed, "redis"
+            flag, self.last_source[dialplan] = obeyed, "fail-safe" if self.fail_safe(dialplan) else "redis"
         self._cache[dialplan] = flag
         return flag
 
     async def _obeyed(self, dialplan: str, raw: Mapping[Any, Any], client: Any = None) -> RolloutFlag | None:
-        """The flag calls obey given the stored hash ``raw`` (None: the plan's defaults): ``raw`` itself if a valid
-        audit entry vouches for it (:func:`bridge.rollout.seal.refusal`), else the last valid one of the audit, the
-        refusal logged at ERROR and counted. Decided once per distinct ``raw``. Raises RedisError, ConfigError."""
+        """The flag calls obey given the stored hash ``raw`` (None: none stored, the plan's defaults): ``raw`` itself
+        if a valid audit entry vouches for it (:func:`bridge.rollout.seal.refusal`); else, for a refused one, the
+        safe variant (:func:`fail_safe_flag`) when it or its entry asks for the kill switch (:func:`bridge.rollout.seal.
+        says_kill`) or no valid entry of the plan is left, otherwise the last valid flag of the audit; the refusal
+        logged at ERROR, counted, and kept for :meth:`refusal`. Decided once per distinct ``raw``. Raises
+        RedisError, ConfigError."""
         fields = _fields(raw)
         seen = tuple(sorted(fields.items()))
         verdict = self._verdicts.get(dialplan)
-        if verdict is not None and verdict[0] == seen:
-            return verdict[1]
+        if verdict is not None and verdict.seen == seen:
+            return verdict.flag
         c = client if client is not None else self.client
-        why = seal.refusal(self.key, dialplan, fields, await _entries_from(c, fields.get(seal.AUDIT_FIELD)))
+        since = await _entries_from(c, fields.get(seal.AUDIT_FIELD))
+        why = seal.refusal(self.rollout_keys, dialplan, fields, since)
         if fields and why is None:
-            flag: RolloutFlag | None = self._decode(dialplan, fields)
+            verdict = _Verdict(seen, self._decode(dialplan, fields))
         else:
-            last = seal.last_valid(self.key, dialplan, await _entries_of(c, dialplan))
-            flag = self._decode(dialplan, last[1]) if last is not None else None
-            if fields or last is not None:
-                metrics.ROLLOUT_FLAG_REFUSED.labels(dialplan).inc()
-                log.error("%s", _refusal_line(dialplan, why if fields and why else "the stored flag is gone", last))
-        self._verdicts[dialplan] = (seen, flag)
-        return flag
+            entries = await _entries_of(c, dialplan)
+            verdict = _when_refused(self.spec_for(dialplan), self.rollout_keys, dialplan, seen, since, why, entries)
+        self._verdicts[dialplan] = verdict
+        return verdict.flag
+
+    def refusal(self, dialplan: str) -> str | None:
+        """Why the stored flag last read is not obeyed, and what calls follow (None: obeyed, none, not read)."""
+        return verdict.refusal if (verdict := self._verdicts.get(dialplan)) is not None else None
+
+    def fail_safe(self, dialplan: str) -> bool:
+        """Whether the calls of ``dialplan`` are on the safe variant because its stored flag was refused."""
+        return (verdict := self._verdicts.get(dialplan)) is not None and verdict.fail_safe
 
     async def _refused(self, dialplan: str, raw: Mapping[Any, Any], client: Any) -> bool:
         """Is the stored hash ``raw`` there and not obeyed (written outside callbridge)?"""
         fields = _fields(raw)
-        return (
-            bool(fields)
-            and seal.refusal(self.key, dialplan, fields, await _entries_from(client, fields.get(seal.AUDIT_FIELD)))
-            is not None
-        )
+        since = await _entries_from(client, fields.get(seal.AUDIT_FIELD))
+        return bool(fields) and seal.refusal(self.rollout_keys, dialplan, fields, since) is not None
 
     def obeys(self, dialplan: str, entry_id: str, flag: RolloutFlag) -> None:
         """Remember that the hash just written (``flag`` with entry ``entry_id``) is obeyed."""
         written = {_text(k): _text(v) for k, v in sealed_flag(entry_id, flag).items()}
-        self._verdicts[dialplan] = (tuple(sorted(written.items())), flag)
+        self._verdicts[dialplan] = _Verdict(tuple(sorted(written.items())), flag)
         self._cache[dialplan] = flag
 
     def _fallback(self, dialplan: str) -> RolloutFlag:
@@ -605,7 +668,7 @@ class RolloutStore:
                         if evidence:
                             fields["evidence"] = json.dumps(evidence, default=str)
                         audit_id = await next_audit_id(pipe, self._clock())
-                        entry = sealed_entry(self.key, audit_id, fields, new)
+                        entry = sealed_entry(self.rollout_keys, audit_id, fields, new)
                         pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves Pipeline.multi unannotated
                         pipe.delete(key)  # a hash of the shape before variants loses its old fields
                         pipe.hset(key, mapping=sealed_flag(audit_id, new))
@@ -641,7 +704,7 @@ class RolloutStore:
                     why = "sealed the flag stored before flags were sealed, as found"
                     fields = {"dialplan": dialplan, "who": who, "when": _iso(self._clock()), "reason": why}
                     fields |= {"old": "{}", "new": "{}"}
-                    entry = sealed_entry(self.key, audit_id, fields, flag)
+                    entry = sealed_entry(self.rollout_keys, audit_id, fields, flag)
                     pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves Pipeline.multi unannotated
                     pipe.delete(key)
                     pipe.hset(key, mapping=sealed_flag(audit_id, flag))
@@ -665,3 +728,48 @@ class RolloutStore:
             return await awaitable
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(self.where, str(exc) or type(exc).__name__) from None
+
+
+# ------------------------------------------------------------------------------------------------ key rotation
+async def reseal(store: RolloutStore, dialplans: Sequence[str], who: str) -> list[str]:
+    """Sign again with the first key of ``store.rollout_keys`` each of ``dialplans``' stored flags that is obeyed
+    but whose audit entry another listed key signed (a key rotation, ``new,old``): written again as it is, with
+    an audit entry by ``who``, logged at WARNING, so that dropping the old key refuses none of them. Returns the
+    dialplans signed again. Raises StoreUnavailable."""
+    if len(store.rollout_keys) < 2:
+        return []
+    done = []
+    for dialplan in dialplans:
+        key = keys.rollout_flag(dialplan)
+        try:
+            async with store.client.pipeline(transaction=True) as pipe:
+                await pipe.watch(key, keys.ROLLOUT_AUDIT)
+                raw = _fields(await pipe.hgetall(key))
+                since = await _entries_from(pipe, raw.get(seal.AUDIT_FIELD))
+                if not raw or seal.refusal(store.rollout_keys, dialplan, raw, since) is not None:
+                    continue  # none stored, or refused: a person sets it (the refusal is logged where it is read)
+                if seal.signed_with(store.rollout_keys[0], since[0]):
+                    continue
+                flag = store._decode(dialplan, raw)
+                audit_id = await next_audit_id(pipe, store._clock())
+                why = "signed again with the first key of rollout_key, as it was"
+                fields = {"dialplan": dialplan, "who": who, "when": _iso(store._clock()), "reason": why}
+                fields |= {"old": "{}", "new": "{}"}
+                entry = sealed_entry(store.rollout_keys, audit_id, fields, flag)
+                pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves Pipeline.multi unannotated
+                pipe.delete(key)
+                pipe.hset(key, mapping=sealed_flag(audit_id, flag))
+                pipe.xadd(keys.ROLLOUT_AUDIT, entry, id=audit_id, maxlen=keys.AUDIT_MAXLEN, approximate=True)
+                await pipe.execute()
+        except WatchError:
+            continue  # changed meanwhile: by the product, which signed it with its first key
+        except ConfigError as exc:
+            log.error("rollout %s: the stored flag cannot be signed again: %s", dialplan, exc)
+            continue
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(store.where, str(exc) or type(exc).__name__) from None
+        store.obeys(dialplan, audit_id, flag)
+        again = "the stored flag is signed again with the first key of rollout_key"
+        log.warning("rollout %s: %s (audit %s)", dialplan, again, audit_id)
+        done.append(dialplan)
+    return done

@@ -183,7 +183,7 @@ def verdict_text(v: Mapping[str, Any]) -> str:
 
 async def show_experiment(store: RolloutStore, dialplan: str, spec: RolloutSpec) -> tuple[dict[str, Any], str]:
     """The rollout's decisions, verdicts and estimates (``rollout show``), as JSON and as text."""
-    now = await records.current(store.client, dialplan, spec, store.key)
+    now = await records.current(store.client, dialplan, spec, store.rollout_keys)
     text = [f"guarded rollout (alpha {spec.experiment.alpha}; every candidate tested until a person ends it):"]
     text += [f"  decided: {d['action']} {d['variant']}: {d['reason']}" for d in now["decisions"]]
     if now["srm"] is not None:
@@ -242,7 +242,7 @@ async def rearm(store: RolloutStore, args: Any, spec: RolloutSpec, who: str) -> 
         store.client,
         args.dialplan,
         {"rearm": args.variant, "rearm_id": uuid.uuid4().hex, "t": time.time(), "who": who},
-        sign_key=store.key,
+        sign_key=store.rollout_keys,
     )
     weights = step_weights(spec.names, spec.safe, args.variant, share)
     change = await store.update_flag(args.dialplan, lambda old: {"weights": weights}, who, args.reason)

@@ -87,7 +87,7 @@ async def close_lost_calls(
         return []
     log.warning("worker %d (%s) died (%s) with %d call(s): closing their records", index, worker, exit_, len(lost))
     await _hang_up(settings, [(call_id, state.get("sip_dialog", "")) for call_id, state in lost])
-    rollouts = RolloutStore(client=client, specs=rollout_specs(plans), key=settings.rollout_signing_key)
+    rollouts = RolloutStore(client=client, specs=rollout_specs(plans), rollout_keys=settings.rollout_keys)
     for call_id, state in lost:
         _write_report(settings, index, call_id, state, exit_)
         _finish_recording(settings, call_id)

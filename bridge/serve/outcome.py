@@ -86,10 +86,10 @@ class Outcomes:
     """A worker's outcome records and experiments (one per rollout plan). ``listen_key`` derives the key of the
     callers' hashes (repeat calls); without it no repeat is tracked."""
 
-    def __init__(self, listen_key: str | None, rollout_key: bytes | None = None) -> None:
-        self.experiments = records.LiveExperiment(key=rollout_key)  # records not signed with it are left out
+    def __init__(self, listen_key: str | None, rollout_keys: tuple[bytes, ...] = ()) -> None:
+        self.experiments = records.LiveExperiment(key=rollout_keys)  # records signed with none of them are left out
         self.caller_key = records.caller_key(listen_key.encode()) if listen_key else None
-        self.rollout_key = rollout_key
+        self.rollout_keys = rollout_keys  # the first signs the records written here
 
     async def after_call(
         self,
@@ -120,7 +120,7 @@ class Outcomes:
             epoch=epoch_of(flag.weights, flag.kill),
             shares={n: round(s, 6) for n, s in shares_of({spec.safe: 1.0} if flag.kill else flag.weights).items()},
         )
-        await records.append(rollouts.client, plan.name, outcome, caller, self.caller_key, self.rollout_key)
+        await records.append(rollouts.client, plan.name, outcome, caller, self.caller_key, self.rollout_keys)
         for decision in await self.experiments.after_call(rollouts.client, plan.name, spec):
             await _apply(rollouts, plan.name, spec, decision)
         metrics.export_estimates(plan.name, self.experiments.estimates(plan.name))

@@ -365,6 +365,8 @@ class Pool:
             front
             | realtime
             | {"fast_path": {"on": not slow, "problems": slow}}
+            # whether outcome records and flag changes are signed (rollout_key), and with how many keys: never a key
+            | {"rollout_records": rollout_records_state(self.settings), "rollout_keys": len(self.settings.rollout_keys)}
             | {
                 "workers": [
                     {
@@ -463,6 +465,7 @@ def _secret_values(settings: Settings, console: ConsoleTokens) -> list[str]:
     for key in (settings.sip_auth_nonce_secret, settings.listen_key, settings.rollout_key, settings.webhook_secret):
         if key is not None:
             values.append(key.get_secret_value())
+    values += [key.decode() for key in settings.rollout_keys]  # each of the list, wherever it stands alone
     if settings.redis_url:
         with contextlib.suppress(ValueError):
             values.append(urlsplit(settings.redis_url).password or "")
@@ -589,29 +592,46 @@ def _configure(args: argparse.Namespace) -> tuple[Settings, str | None, str]:
     return settings, kamailio, open_to
 
 
+def rollout_records_state(settings: Settings) -> str:
+    """``signed`` with a ``rollout_key``, else ``unsigned``: ``/healthz``'s ``rollout_records``."""
+    return "signed" if settings.rollout_keys else "unsigned"
+
+
+def rollout_key_lines(settings: Settings) -> list[str]:
+    """The start-up lines on how rollout flags and outcome records are sealed: how many keys, never a key."""
+    keys = settings.rollout_keys
+    if not keys:
+        why = "a Redis writer who also writes an audit entry is obeyed"
+        return [
+            f"rollout flags: no rollout_key: the audit alone vouches for a stored flag ({why}); set it",
+            "rollout evidence: no rollout_key: outcome records are unsigned, and a Redis writer can add records "
+            "that move a rollout's steps; set it (docs/operating.md, Rollout keys)",
+        ]
+    vouch = "its key" if len(keys) == 1 else f"any of its {len(keys)} keys (changes signed with the first)"
+    return [
+        f"rollout flags: obeyed only with an audit entry signed with rollout_key, {vouch}",
+        "rollout evidence: outcome records signed with rollout_key; unsigned ones are left out and counted",
+    ]
+
+
 async def _seal_rollout_flags(settings: Settings) -> None:
-    """Say how rollout flags are vouched for, and seal the served plans' flags stored before flags were sealed
-    (``RolloutStore.adopt_unsealed``): calls obey no unsealed flag (bridge/rollout/seal.py)."""
+    """Say how rollout flags are vouched for, seal the served plans' flags stored before flags were sealed
+    (``RolloutStore.adopt_unsealed``): calls obey no unsealed flag (bridge/rollout/seal.py), and, during a key
+    rotation (``rollout_key: new,old``), sign again with the new key those signed with another listed key
+    (``bridge.rollout.store.reseal``)."""
     if not settings.redis_url:
         return
     from bridge.dialplan import load_dialplans, rollout_specs
-    from bridge.rollout.store import RolloutStore
+    from bridge.rollout.store import RolloutStore, reseal
     from bridge.store.connection import StoreUnavailable
 
-    if settings.rollout_key is None:
-        why = "a Redis writer who also writes an audit entry is obeyed"
-        log.warning("rollout flags: no rollout_key: the audit alone vouches for a stored flag (%s); set it", why)
-        log.warning(
-            "rollout evidence: no rollout_key: outcome records are not signed, and a Redis writer can add records "
-            "that move a rollout's steps; set it"
-        )
-    else:
-        log.info("rollout flags: obeyed only with an audit entry signed with rollout_key")
-        log.info("rollout evidence: outcome records signed with rollout_key; unsigned ones are left out and counted")
+    for line in rollout_key_lines(settings):
+        (log.info if settings.rollout_keys else log.warning)("%s", line)
     specs = rollout_specs(load_dialplans(settings.dialplans))
-    async with RolloutStore(settings.redis_url, specs=specs, key=settings.rollout_signing_key) as store:
+    async with RolloutStore(settings.redis_url, specs=specs, rollout_keys=settings.rollout_keys) as store:
         try:
             await asyncio.wait_for(store.adopt_unsealed(sorted(specs), who="callbridge serve"), 10.0)
+            await asyncio.wait_for(reseal(store, sorted(specs), who="callbridge serve"), 10.0)
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("rollout flags: stored flags not checked for a seal: %s", exc)
 
@@ -775,8 +795,8 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
     plans = load_dialplans(settings.dialplans)
     users = load_users(settings.users_file) if settings.users_file is not None else None
     redis = connect(settings.redis_url) if settings.redis_url else None
-    key = settings.rollout_signing_key
-    rollouts = RolloutStore(client=redis, specs=rollout_specs(plans), key=key) if redis is not None else None
+    specs, sealed_by = rollout_specs(plans), settings.rollout_keys
+    rollouts = RolloutStore(client=redis, specs=specs, rollout_keys=sealed_by) if redis is not None else None
     console = console or ConsoleTokens.from_environment()
     token, readonly_token = console.operator, console.readonly
     session_s = os.environ.get("CALLBRIDGE_SUPERVISOR_SESSION_S", "")

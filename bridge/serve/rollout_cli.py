@@ -19,14 +19,16 @@ The settings are ``serve``'s: its settings file (``--config``, default ``$CALLBR
 not there is an error naming it, exit 2, but for ``export`` and ``import``); ``show`` lists
 every rollout dialplan there (and any other with a stored flag) with its variants, weights, shares, the safe
 variant, the health of each variant over the rollback window and the recent changes, with the dialplan's own
-defaults where nobody stored a flag yet. Without Redis ``show`` prints the defaults alone.
+defaults where nobody stored a flag yet, and a stored flag that is not obeyed (``NOT OBEYED``, ``flag_refused`` in
+``--json``: why, and what calls follow instead). Without Redis ``show`` prints the defaults alone.
 
 ``--weights`` sets every variant's weight (a variant not named gets 0); weights are relative. ``--allow V:CALLER``
 puts a caller on variant V whatever the weights (and takes them off other allow lists and V's deny list);
 ``--deny V:CALLER`` keeps them off V (they get the safe variant where the draw would give them V). ``--kill`` sends
 every call to the safe variant. Every change lands in the audit stream with ``--who`` (default: the login name) and
 the OS user this command runs as (whatever ``--who`` claims), the time, the old and new values, and the reason,
-signed with ``rollout_key`` when it is set (``serve`` obeys no flag without its audit entry: bridge/rollout/seal.py).
+signed with ``rollout_key``'s first key when it is set (``serve`` obeys no flag without its audit entry, signed
+with one of its own keys: bridge/rollout/seal.py).
 Errors name the field (``weights.NAME``, ``allow.NAME``, ...).
 ``export`` writes the rollout state Redis alone holds to FILE (or standard output); ``import`` restores it: flags
 where none is stored (``--replace``: over the stored ones too, each audited), refusals, the audit stream merged by
@@ -263,6 +265,7 @@ class Shown:
     audit: Sequence[AuditEntry] = ()
     known: bool = True  # in the dialplan files
     refused: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    flag_refused: str | None = None  # the stored flag is not obeyed: why, and what calls follow instead
 
     def variants(self, today: dt.date) -> list[dict[str, Any]]:
         return describe_variants(self.spec, self.flag, self.voice, catalog.shutdown_dates(), today, self.refused)
@@ -279,7 +282,10 @@ def describe(shown: Shown, today: dt.date | None = None) -> str:
         head += "  (no stored flag: the dialplan's defaults)"
     if not shown.known:
         head += "  (not in the dialplan files: GA against beta)"
-    lines = [head, *_variant_lines(shown.variants(today), name)]
+    lines = [head]
+    if shown.flag_refused is not None:
+        lines.append(f"NOT OBEYED    {shown.flag_refused} (docs/operating.md, Runbook: rollout flag refused)")
+    lines += _variant_lines(shown.variants(today), name)
     lines += [
         f"kill switch   {_value(flag.kill)}" + (f"   (every call on {spec.safe})" if flag.kill else ""),
         f"sticky        per {flag.sticky}, salt {flag.salt}; fallback voice {flag.fallback_voice}",
@@ -355,7 +361,8 @@ async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Pla
         audit = await store.audit(name, args.changes) if store is not None else []
         refused = await refusals.refused(store, name) if store is not None else {}
         stored = None if store is None else stored_flag is not None
-        shown = Shown(name, spec, flag, voice, stored, window, audit, known=name in plans, refused=refused)
+        flag_refused = store.refusal(name) if store is not None else None
+        shown = Shown(name, spec, flag, voice, stored, window, audit, name in plans, refused, flag_refused)
         experiment, experiment_text = (
             await experiment_cli.show_experiment(store, name, spec) if store is not None else (None, "")
         )
@@ -367,6 +374,7 @@ async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Pla
                 "safe": spec.safe,
                 "variants": shown.variants(today),
                 "flag": _flag_json(flag),
+                "flag_refused": flag_refused,  # null: the stored flag (or none) is obeyed
                 "window": None if window is None else {n: s.to_json() for n, s in window.items()},
                 "audit": [e.to_json() for e in audit],
                 "experiment": experiment,
@@ -472,9 +480,9 @@ def _plan(args: argparse.Namespace, plans: Plans) -> RolloutSpec:
     return plans[args.dialplan][0]
 
 
-async def _run(args: argparse.Namespace, url: str | None, plans: Plans, key: bytes | None = None) -> int:
+async def _run(args: argparse.Namespace, url: str | None, plans: Plans, rollout_keys: tuple[bytes, ...] = ()) -> int:
     specs = {n: s for n, (s, _) in plans.items()}
-    store = RolloutStore(url, specs=specs, read_timeout_s=2.0, key=key) if url else None
+    store = RolloutStore(url, specs=specs, read_timeout_s=2.0, rollout_keys=rollout_keys) if url else None
     try:
         if args.action == "show":
             return await _show(store, args, plans)
@@ -513,7 +521,7 @@ def main(argv: list[str]) -> int:
             return experiment_cli.run_evaluate(args.dialplan, _plan(args, plans), args.records, args.json, args.follow)
         if url is None and args.action != "show":
             raise UsageError(NO_REDIS)
-        return asyncio.run(_run(args, url, plans, settings.rollout_signing_key))
+        return asyncio.run(_run(args, url, plans, settings.rollout_keys))
     except UsageError as exc:
         print(f"{PROG} {args.action}: {exc}", file=sys.stderr)
         return EXIT_USAGE

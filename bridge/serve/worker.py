@@ -206,7 +206,7 @@ class Worker:
         listen_key = settings.listen_key.get_secret_value() if settings.listen_key else None
         self.dialogs = DialogSeal.under(listen_key)  # seals the calls' stored dialogs (bridge/store/dialogseal.py)
         self.hooks = CallHooks.of(settings, lambda: self.plans)  # the calls' webhook events (serve/webhooks.py)
-        self.outcomes = outcome.Outcomes(listen_key, settings.rollout_signing_key)  # outcome records; the rollouts
+        self.outcomes = outcome.Outcomes(listen_key, settings.rollout_keys)  # outcome records; the rollouts
 
     def reload_plans(self) -> None:
         """The dialplans read again (serve's SIGHUP); a call keeps the plan it started with."""
@@ -519,7 +519,7 @@ class Worker:
             self.store = CallStore(s.redis_url, worker=f"{s.sip_host}:{port or self.index}", spool_dir=s.spool_dir)
             self.store.on_orphaned, self.store.on_lost = self._end_orphans, self.hooks.lost  # BYE, call.ended
             await self.store.start()
-            self.rollouts = RolloutStore(s.redis_url, specs=self.specs, key=s.rollout_signing_key)
+            self.rollouts = RolloutStore(s.redis_url, specs=self.specs, rollout_keys=s.rollout_keys)
             key = s.listen_key.get_secret_value().encode() if s.listen_key is not None else None
             # binary: the audio, and control messages read as bytes (one that is not UTF-8 is refused like any other)
             binary = connect(s.redis_url, decode_responses=False)

@@ -151,7 +151,7 @@ async def panel(store: RolloutStore, plans: RolloutPlans, *, audit_count: int = 
         variants = {v: n for (plan, v), n in live.items() if plan == name}
         out.append(dialplan_panel(name, spec, flag, stored is not None, window, voice=voice, live=variants))
         # with the workers' key: records they leave out for their signature are no evidence here either
-        out[-1]["experiment"] = await records.current(store.client, name, spec, store.key)
+        out[-1]["experiment"] = await records.current(store.client, name, spec, store.rollout_keys)
     audit = await store.audit(count=audit_count)
     metrics = [{"key": m, "label": METRIC_LABELS.get(m, m)} for m in GUARDRAILS]
     return {"dialplans": out, "audit": [a.to_json() for a in audit], "metrics": metrics}

@@ -264,14 +264,14 @@ async def test_with_a_key_forged_records_are_left_out_counted_and_shown(
     redis_server: EmbeddedRedis, raw: aioredis.Redis, tmp_path: Path
 ) -> None:
     _, spec = _spec(tmp_path)
-    key = b"rollout key of this test, 32 by."
+    key = (b"rollout key of this test, 32 by.",)
     rng = random.Random(5)
     for i in range(120):  # the workers' own records: signed
         variant = "cand" if i % 2 else "safe"
         await records.append(raw, "support", _record(rng, 1000.0 + i, variant, "e", 0.0), sign_key=key)
     for i in range(200):  # a Redis writer's: every candidate call failed, unsigned or signed with another key
         forged = _record(rng, 2000.0 + i, "cand", "e", 1.0)
-        await records.append(raw, "support", forged, sign_key=b"another key, not the rollout's!" if i % 2 else None)
+        await records.append(raw, "support", forged, sign_key=(b"another key, not the rollout's!",) if i % 2 else ())
     worker = records.LiveExperiment(key=key)
     assert await worker.after_call(raw, "support", spec) == []  # no rollback on forged evidence
     assert worker.plans["support"].replay.calls == {"cand": 60, "safe": 60}

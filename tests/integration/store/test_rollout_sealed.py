@@ -1,8 +1,8 @@
 """Only the product's rollout flags are obeyed (bridge/rollout/seal.py, RolloutStore) against a real redis-server:
 a raw ``HSET``, a deleted hash and an old signed hash put back are not obeyed (the last valid flag is, each refusal
-logged at ERROR once and counted); without a key the audit alone vouches; a change and its audit entry are one
-transaction; the audit names the OS user beside the claimed ``who``; ``serve`` seals at start a served plan's flag
-stored before flags were sealed."""
+logged at ERROR once and counted; with no valid entry left, the safe variant); without a key the audit alone
+vouches; a change and its audit entry are one transaction; the audit names the OS user beside the claimed ``who``;
+``serve`` seals at start a served plan's flag stored before flags were sealed."""
 
 from __future__ import annotations
 
@@ -48,14 +48,14 @@ def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if "the stored flag is not obeyed" in r.getMessage()]
 
 
-@pytest.mark.parametrize("key", [KEY, None], ids=["signed", "audit-only"])
+@pytest.mark.parametrize("key", [(KEY,), ()], ids=["signed", "audit-only"])
 async def test_a_raw_write_is_not_obeyed_and_is_logged_once_per_change(
-    redis_server: EmbeddedRedis, raw: aioredis.Redis, caplog: pytest.LogCaptureFixture, key: bytes | None
+    redis_server: EmbeddedRedis, raw: aioredis.Redis, caplog: pytest.LogCaptureFixture, key: tuple[bytes, ...]
 ) -> None:
-    async with RolloutStore(redis_server.url, specs=SPECS, key=key) as supervisor:
+    async with RolloutStore(redis_server.url, specs=SPECS, rollout_keys=key) as supervisor:
         await supervisor.set_flag("support", {"weights": {SAFE: 90, NEW: 10}}, "alice", "a canary")
     before = refused()
-    async with RolloutStore(redis_server.url, specs=SPECS, key=key) as worker:
+    async with RolloutStore(redis_server.url, specs=SPECS, rollout_keys=key) as worker:
         assert (await worker.get_flag("support")).weights == {SAFE: 90, NEW: 10}
         await raw.hset(FLAG, "weights", json.dumps({SAFE: 0, NEW: 100}))
         with caplog.at_level(logging.ERROR, logger="bridge.rollout"):
@@ -89,26 +89,26 @@ async def test_a_raw_write_is_not_obeyed_and_is_logged_once_per_change(
 async def test_an_old_signed_flag_put_back_or_another_key_is_not_obeyed(
     redis_server: EmbeddedRedis, raw: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with RolloutStore(redis_server.url, specs=SPECS, key=KEY) as store:
+    async with RolloutStore(redis_server.url, specs=SPECS, rollout_keys=(KEY,)) as store:
         await store.set_flag("support", {"weights": {SAFE: 50, NEW: 50}}, "alice", "half")
         old = await raw.hgetall(FLAG)
         await store.set_flag("support", {"kill": True}, "bob", "incident 42")
     await raw.delete(FLAG)
     await raw.hset(FLAG, mapping=old)  # the signed flag from before the kill switch, replayed
     with caplog.at_level(logging.ERROR, logger="bridge.rollout"):
-        async with RolloutStore(redis_server.url, specs=SPECS, key=KEY) as worker:
+        async with RolloutStore(redis_server.url, specs=SPECS, rollout_keys=(KEY,)) as worker:
             assert (await worker.get_flag("support")).kill
-        async with RolloutStore(redis_server.url, specs=SPECS, key=b"another-key-of-another-node") as other:
+        async with RolloutStore(redis_server.url, specs=SPECS, rollout_keys=(b"another-key-of-another-node",)) as other:
             flag = await other.get_flag("support")
-    assert not flag.kill and flag.weights == {SAFE: 100, NEW: 0}  # no entry it can trust: the plan's defaults
+    assert flag.kill and other.last_source["support"] == "fail-safe"  # no entry it can trust: the safe variant
     assert "a later audit entry" in refusals(caplog)[0] and "calls follow the last valid flag" in refusals(caplog)[0]
-    assert "calls follow the plan's defaults" in refusals(caplog)[1]
+    assert "calls follow the safe variant safe (no audit entry of the plan is valid here)" in refusals(caplog)[1]
 
 
 async def test_concurrent_changes_each_write_their_flag_with_their_signed_entry(
     redis_server: EmbeddedRedis, raw: aioredis.Redis
 ) -> None:
-    stores = [RolloutStore(redis_server.url, specs=SPECS, key=KEY) for _ in range(4)]
+    stores = [RolloutStore(redis_server.url, specs=SPECS, rollout_keys=(KEY,)) for _ in range(4)]
     try:
         await asyncio.gather(
             *(s.set_flag("support", {"salt": f"salt-{i}"}, f"u{i}", "race") for i, s in enumerate(stores))
@@ -121,7 +121,7 @@ async def test_concurrent_changes_each_write_their_flag_with_their_signed_entry(
     assert {e.os_user for e in audit} == {pwd.getpwuid(os.getuid()).pw_name}
     stored = await raw.hgetall(FLAG)
     assert stored["audit"] == audit[0].id  # the flag names the last entry, which holds it
-    async with RolloutStore(redis_server.url, specs=SPECS, key=KEY) as reader:
+    async with RolloutStore(redis_server.url, specs=SPECS, rollout_keys=(KEY,)) as reader:
         assert (await reader.get_flag("support")).salt == stored["salt"] and reader.last_source["support"] == "redis"
 
 
@@ -139,7 +139,7 @@ async def test_serve_seals_at_start_a_flag_stored_before_flags_were_sealed(
     sealed = [r.getMessage() for r in caplog.records if "sealed as found" in r.getMessage()]
     assert len(sealed) == 1 and sealed[0].startswith("rollout support-ga-to-live:"), sealed
     assert "audit" in await raw.hgetall(legacy) and "audit" not in await raw.hgetall(keys.rollout_flag("retired"))
-    async with RolloutStore(redis_server.url, key=settings.rollout_signing_key) as worker:
+    async with RolloutStore(redis_server.url, rollout_keys=settings.rollout_keys) as worker:
         flag = await worker.get_flag("support-ga-to-live")
         [entry] = await worker.audit("support-ga-to-live")
     assert flag.kill and flag.weights == {"ga": 20, "live": 80}  # the flag calls obeyed before, unchanged

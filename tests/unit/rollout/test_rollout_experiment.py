@@ -305,13 +305,13 @@ def test_evaluate_replays_records_in_time_order() -> None:
 # ------------------------------------------------------------------------------------------------ signed evidence
 def test_an_outcome_record_is_evidence_only_with_its_signature() -> None:
     record = _call(1.0, CAND)
-    signed = seal.sign_record(b"k" * 32, record)
-    assert seal.record_refusal(b"k" * 32, signed) is None
-    assert seal.record_refusal(b"k" * 32, signed | {"id": "1-0", "repeat": True}) is None  # added on read
-    assert seal.record_refusal(b"k" * 32, record) == "unsigned"
-    assert seal.record_refusal(b"k" * 32, signed | {"outcome": "dropped"}) == "bad signature"
-    assert seal.record_refusal(b"other key 123456", signed) == "bad signature"
-    assert seal.record_refusal(None, record) is None  # no key: everything (rollout show says so)
+    signed = seal.sign_record((b"k" * 32,), record)
+    assert seal.record_refusal((b"k" * 32,), signed) is None
+    assert seal.record_refusal((b"k" * 32,), signed | {"id": "1-0", "repeat": True}) is None  # added on read
+    assert seal.record_refusal((b"k" * 32,), record) == "unsigned"
+    assert seal.record_refusal((b"k" * 32,), signed | {"outcome": "dropped"}) == "bad signature"
+    assert seal.record_refusal((b"other key 123456",), signed) == "bad signature"
+    assert seal.record_refusal((), record) is None  # no key: everything (rollout show says so)
 
 
 # ------------------------------------------------------------------------------------------------ the dialplan
