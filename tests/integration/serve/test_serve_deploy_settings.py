@@ -208,7 +208,8 @@ async def test_the_systemd_example_starts_closed(tmp_path: Path) -> None:
     with EmbeddedRedis() as redis:
         async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
             values = {"openai_api_key": "sk-test-systemd", "redis_url": redis.url, "supervisor_token": "t1",
-                      "supervisor_readonly_token": "t2", "sip_nonce_secret": "n" * 32}  # fmt: skip
+                      "supervisor_readonly_token": "t2", "sip_nonce_secret": "n" * 32,
+                      "rollout_key": "r" * 64}  # fmt: skip
             for key, _, value in unit:
                 if key == "LoadCredential":
                     name = value.split(":", 1)[0]
