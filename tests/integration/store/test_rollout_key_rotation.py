@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 
 from bridge.config import Settings
 from bridge.devkit.redis_server import EmbeddedRedis
-from bridge.rollout import records, seal
+from bridge.rollout import backup, records, seal
 from bridge.rollout.policy import RolloutSpec
 from bridge.rollout.store import RolloutStore
 from bridge.serve import rollout_cli
@@ -237,3 +237,18 @@ async def test_serve_with_new_old_signs_the_served_flags_again_so_dropping_the_o
         assert flag.kill and flag.weights == {SAFE: 70, CAND: 30} and node.last_source["support"] == "redis"
         assert node.refusal("support") is None
     assert not refusals(caplog)
+
+
+async def test_a_deployment_gaining_its_first_key_signs_its_flags_from_a_backup_taken_before(
+    redis_server: EmbeddedRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with RolloutStore(redis_server.url, specs=SPECS) as unkeyed:
+        await unkeyed.set_flag("support", {"weights": {SAFE: 70, CAND: 30}}, "alice", "a canary, before any key")
+        before = await backup.export(unkeyed)
+    async with store(redis_server.url, NEW_KEY) as node:
+        assert (await node.get_flag("support")).kill and node.fail_safe("support")  # unsigned: the safe variant
+        done = await backup.restore(node, before, "before.json", who="ops")
+    assert done.flags == {"support": "restored"}  # the refused flag counts as none: no --replace needed
+    async with store(redis_server.url, NEW_KEY) as node:
+        flag = await node.get_flag("support")
+        assert not flag.kill and flag.weights == {SAFE: 70, CAND: 30} and node.refusal("support") is None
