@@ -61,6 +61,10 @@ class Guardrail:
     on: bool  # on by default
     delay_s: float = 0.0  # known only this long after the call (a late outcome); 0: in the call's own record
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        """Pickled by name (its value function is a closure): an engine's state can be kept and taken up again."""
+        return (_named, (self.name,))
+
 
 GUARDRAILS: dict[str, Guardrail] = {
     g.name: g
@@ -76,6 +80,10 @@ GUARDRAILS: dict[str, Guardrail] = {
         Guardrail("check_fail_rate", Kind.PROPORTION, _flag("failed_checks"), 0.5, 0.005, False),
     )
 }
+
+
+def _named(name: str) -> Guardrail:
+    return GUARDRAILS[name]
 
 
 class GuardrailSetting(BaseModel):

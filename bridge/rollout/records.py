@@ -23,11 +23,14 @@ only that worker counts, logs and sends it (``bridge.serve.outcome``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
 import logging
+import pickle
 import weakref
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -203,8 +206,13 @@ async def current(client: aioredis.Redis, dialplan: str, spec: RolloutSpec, key:
     stream = keys.rollout_records(dialplan)
     try:
         if state is None or state.client() is not client:
-            raw = list(reversed((await client.xrevrange(stream, max="+", min="-", count=SHOWN_RECORDS)) or []))
-            state = _SHOWN[ident] = _Shown(weakref.ref(client), engine(spec), "-", {"unsigned": 0, "bad signature": 0})
+            kept = await load_snapshot(client, dialplan, spec, key)
+            if kept is not None:  # the rollout's whole life: its state, then the records after it
+                raw = await client.xrange(stream, min=f"({kept[1]}", max="+") or []
+            else:
+                raw = list(reversed((await client.xrevrange(stream, max="+", min="-", count=SHOWN_RECORDS)) or []))
+            replay, last = kept if kept is not None else (engine(spec), "-")
+            state = _SHOWN[ident] = _Shown(weakref.ref(client), replay, last, {"unsigned": 0, "bad signature": 0})
             while len(_SHOWN) > SHOWN_PLANS:
                 del _SHOWN[next(iter(_SHOWN))]
         else:
@@ -238,6 +246,61 @@ class _PlanState:
     replay: Experiment
     last_id: str = "-"
     spec_key: str = ""
+    fed: int = 0  # entries fed since the last snapshot
+
+
+def _spec_hash(spec: RolloutSpec) -> str:
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+
+
+async def load_snapshot(
+    client: aioredis.Redis, dialplan: str, spec: RolloutSpec, key: seal.Keys
+) -> tuple[Experiment, str] | None:
+    """The plan's kept engine state and the last stream entry it has seen, when one is kept for this very spec and
+    signed with one of ``key`` (a state is taken up only when signed: without a key none is written or read)."""
+    if not key:
+        return None
+    try:
+        raw = await asyncio.wait_for(client.hgetall(keys.rollout_snapshot(dialplan)), WRITE_TIMEOUT_S)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("rollout %s: its kept state not read (%s): replaying its records", dialplan, redact(str(exc)))
+        return None
+    fields = {_text(k): v for k, v in (raw or {}).items()}
+    state, last_id, spec_hash, sig = (fields.get(f) for f in ("state", "last_id", "spec", "sig"))
+    if state is None or last_id is None or spec_hash is None or sig is None:
+        return None
+    state = _text(state).encode()  # base64 text: the store's clients decode replies
+    if _text(spec_hash) != _spec_hash(spec):
+        return None  # another experiment section: its evidence is replayed from the records
+    if not seal.snapshot_valid(key, dialplan, _text(spec_hash), _text(last_id), state, _text(sig)):
+        log.warning("rollout %s: its kept state is not signed with rollout_key: left out, records replayed", dialplan)
+        return None
+    try:
+        replay = pickle.loads(zlib.decompress(base64.b64decode(state)))  # signed with rollout_key: a worker's
+    except Exception as exc:  # any damage: the records are replayed instead
+        log.warning("rollout %s: its kept state could not be read (%s): replaying its records", dialplan, exc)
+        return None
+    return (replay, _text(last_id)) if isinstance(replay, Experiment) else None
+
+
+async def save_snapshot(
+    client: aioredis.Redis, dialplan: str, spec: RolloutSpec, key: seal.Keys, replay: Experiment, last_id: str
+) -> None:
+    """Keep the plan's engine state after stream entry ``last_id``, signed with the first of ``key`` (none without a
+    key). A failure is logged: the records stay, and a restart replays them."""
+    if not key:
+        return
+    state = base64.b64encode(zlib.compress(pickle.dumps(replay, protocol=pickle.HIGHEST_PROTOCOL), 6))
+    spec_hash = _spec_hash(spec)
+    sig = seal.snapshot_sig(key[0], dialplan, spec_hash, last_id, state)
+    name = keys.rollout_snapshot(dialplan)
+    try:
+        pipe = client.pipeline(transaction=True)
+        pipe.hset(name, mapping={"state": state.decode(), "last_id": last_id, "spec": spec_hash, "sig": sig})
+        pipe.expire(name, keys.RECORDS_TTL_S)
+        await asyncio.wait_for(pipe.execute(), WRITE_TIMEOUT_S)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("rollout %s: its state not kept (%s)", dialplan, redact(str(exc)))
 
 
 @dataclass
@@ -251,8 +314,10 @@ class LiveExperiment:
         """Feed the plan's new records; the decisions they bring."""
         spec_key = spec.model_dump_json()
         state = self.plans.get(dialplan)
-        if state is None or state.spec_key != spec_key:  # a reloaded dialplan: start again from the stream
-            state = self.plans[dialplan] = _PlanState(engine(spec), spec_key=spec_key)
+        if state is None or state.spec_key != spec_key:  # a reloaded dialplan: start again from its kept state
+            kept = await load_snapshot(client, dialplan, spec, self.key)
+            replay, last = kept if kept is not None else (engine(spec), "-")
+            state = self.plans[dialplan] = _PlanState(replay, last, spec_key=spec_key)
         start = state.last_id if state.last_id == "-" else f"({state.last_id}"
         try:
             raw = await client.xrange(keys.rollout_records(dialplan), min=start, max="+")
@@ -265,6 +330,7 @@ class LiveExperiment:
             if not _later(entry_id, state.last_id):
                 continue  # fed meanwhile by another call's after_call, whose read overlapped this one
             state.last_id = entry_id
+            state.fed += 1
             why = refusal(self.key, value)
             if why is not None:
                 metrics.ROLLOUT_RECORDS_REJECTED.labels(dialplan, why).inc()
@@ -273,6 +339,9 @@ class LiveExperiment:
         for why, n in state.replay.refused.items():
             if n > before.get(why, 0):
                 metrics.ROLLOUT_RECORDS_REJECTED.labels(dialplan, why).inc(n - before.get(why, 0))
+        if state.fed >= keys.SNAPSHOT_EVERY:
+            state.fed = 0
+            await save_snapshot(client, dialplan, spec, self.key, state.replay, state.last_id)
         return out
 
     def estimates(self, dialplan: str) -> dict[str, Any]:

@@ -182,6 +182,19 @@ def record_refusal(keys: Keys, record: Mapping[str, object]) -> str | None:
     return None if any(hmac.compare_digest(sig, record_sig(key, record)) for key in keys) else "bad signature"
 
 
+def snapshot_sig(key: bytes, dialplan: str, spec: str, last_id: str, state: bytes) -> str:
+    """The HMAC-SHA256 (hex) of a rollout engine's kept state: its plan, its spec's hash, its last entry and its bytes
+    (``bridge.rollout.records``: a state is taken up only with a valid one)."""
+    mac = hmac.new(key + b"\x00snapshot", json.dumps([dialplan, spec, last_id]).encode() + b"\x00", hashlib.sha256)
+    mac.update(state)
+    return mac.hexdigest()
+
+
+def snapshot_valid(keys: Keys, dialplan: str, spec: str, last_id: str, state: bytes, sig: str) -> bool:
+    """Is ``sig`` a kept state's signature by one of ``keys``?"""
+    return any(hmac.compare_digest(sig, snapshot_sig(k, dialplan, spec, last_id, state)) for k in keys)
+
+
 def os_user() -> str:
     """The OS user this process runs as (by its uid: no environment variable can claim another)."""
     uid = os.getuid()

@@ -23,11 +23,14 @@ key                                          type        holds                  
 ``cb:{rollout}:refused:<dialplan>``          hash        variant -> JSON {model, code, at}: variants     none
                                                          whose model the service refused
 ``cb:rollout:{<dialplan>}:records``          stream      one outcome record per finished call (``r``,    RECORDS_TTL_S;
-                                                         JSON) or a repeat mark (``repeat_of``: an id)   capped
+                                                         JSON), a late outcome or a re-arm               capped
                                                          (``bridge.rollout.records``)                    RECORDS_MAXLEN
-``cb:rollout:{<dp>}:caller:<caller hash>``   string      the record id of the caller's last call (keyed  REPEAT_WINDOW_S
+``cb:rollout:{<dialplan>}:snapshot``         hash        the engine's state after a record (``state``,   RECORDS_TTL_S
+                                                         ``last_id``, ``spec``, ``sig``), signed: the
+                                                         rollout's whole life, however long its stream
+``cb:rollout:{<dp>}:caller:<caller hash>``   string      the call id of the caller's last call (keyed    REPEAT_WINDOW_S
                                                          hash of the number, never the number)
-``cb:rollout:{<dialplan>}:decided``          hash        ``<epoch>:<variant>`` -> the decision taken     RECORDS_TTL_S
+``cb:rollout:{<dialplan>}:decided``          hash        ``<epoch>:<variant>:<action>`` -> the decision  RECORDS_TTL_S
                                                          (one audit entry per decision, whatever the
                                                          number of workers)
 ``cb:{listen}:audit``                        stream      every listen-in: who, which call, start, stop   none; capped
@@ -151,6 +154,7 @@ HEALTH_TTL_S: Final = 2 * HEALTH_RETENTION_S  # a window nobody writes to any mo
 RECORDS_MAXLEN: Final = 200_000  # approximate cap of a plan's outcome records (weeks of a busy plan)
 RECORDS_TTL_S: Final = 35 * 86400  # a plan nobody calls any more loses its records after five weeks
 REPEAT_WINDOW_S: Final = 72 * 3600  # a call back within this is a repeat call (first-contact resolution)
+SNAPSHOT_EVERY: Final = 10_000  # a rollout's engine state is kept after every this many stream entries
 
 
 # ------------------------------------------------------------------------------------------------ listen-in
@@ -203,6 +207,11 @@ def rollout_records(dialplan: str) -> str:
 def rollout_caller(dialplan: str, caller_hash: str) -> str:
     """The id of the record of a caller's last call of a plan; ``caller_hash`` is a keyed hash (hex)."""
     return tagged("rollout", dialplan, "caller", caller_hash)
+
+
+def rollout_snapshot(dialplan: str) -> str:
+    """A rollout plan's engine state after a record, signed (``bridge.rollout.records``)."""
+    return tagged("rollout", dialplan, "snapshot")
 
 
 def rollout_decided(dialplan: str) -> str:

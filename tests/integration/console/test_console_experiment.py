@@ -68,7 +68,8 @@ def redis_url() -> AsyncIterator[str]:
 def _record(rng: random.Random, i: int, variant: str, fail_ga: float = 0.3) -> dict[str, Any]:
     t = T0 + STEP_S * i
     failed = rng.random() < (fail_ga if variant == "ga" else 0.02)
-    return {"t": t, "started": t - 30, "variant": variant, "epoch": "e1", "shares": {"ga": 0.5, "beta": 0.5},
+    return {"t": t, "started": t - 30, "call_id": f"{variant}-{i}", "variant": variant, "epoch": "e1",
+            "shares": {"ga": 0.5, "beta": 0.5},
             "outcome": "connect_failure" if failed else "ok", "transferred": False, "abandoned": False,
             "handle_time_s": 30.0, "greeting_ms": None if failed else 800 * math.exp(0.4 * rng.gauss(0, 1)),
             "first_reply_ms": None, "cost_usd": None, "repeat": False, "disposition": None}  # fmt: skip

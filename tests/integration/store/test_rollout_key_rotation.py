@@ -186,10 +186,10 @@ async def test_a_refused_flag_never_moves_calls_onto_a_candidate(
 async def test_records_are_signed_with_the_first_key_and_any_listed_key_vouches(
     redis_server: EmbeddedRedis, raw: aioredis.Redis
 ) -> None:
-    record = {"t": 1000.0, "started": 940.0, "variant": SAFE, "epoch": "e", "outcome": "ok", "repeat": False}
+    record = {"t": 1000.0, "started": 940.0, "call_id": "a", "variant": SAFE, "epoch": "e", "outcome": "ok"}
     await records.append(raw, "support", record, sign_key=keys_of(f"{NEW_KEY},{OLD_KEY}"))
-    await records.append(raw, "support", {**record, "t": 1001.0}, sign_key=keys_of(OLD_KEY))
-    await records.append(raw, "support", {**record, "t": 1002.0}, sign_key=keys_of(GONE_KEY))
+    await records.append(raw, "support", {**record, "t": 1001.0, "call_id": "b"}, sign_key=keys_of(OLD_KEY))
+    await records.append(raw, "support", {**record, "t": 1002.0, "call_id": "c"}, sign_key=keys_of(GONE_KEY))
     [first, *_] = [json.loads(fields["r"]) for _, fields in await raw.xrange(keys.rollout_records("support"))]
     assert first["sig"] == seal.record_sig(NEW_KEY.encode(), first)
     rotating = await records.current(raw, "support", SPEC, keys_of(f"{NEW_KEY},{OLD_KEY}"))

@@ -77,7 +77,7 @@ async def test_a_repeat_caller_adds_a_late_outcome_of_the_earlier_call_and_the_n
     key = records.caller_key(b"k" * 32)
     rng = random.Random(1)
     first = _record(rng, 1000.0, "cand", "e", 0.0)
-    await records.append(raw, "support", first, "+1 800 555 0199", key, sign_key=b"r" * 32)
+    await records.append(raw, "support", first, "+1 800 555 0199", key, sign_key=(b"r" * 32,))
     await records.append(raw, "support", _record(rng, 1001.0, "safe", "e", 0.0), "+1 800 555 0100", key)
     await records.append(raw, "support", _record(rng, 1002.0, "safe", "e", 0.0), "sip:+18005550199@pbx", key)
     found = await records.read(raw, "support")
@@ -112,7 +112,7 @@ async def test_late_repeat_marks_give_the_same_decisions_live_in_rollout_show_an
     [plan] = load_dialplans(folder)
     spec = plan.rollout_spec
     assert spec is not None
-    rollout_key, hash_key = b"rollout key of this test, 32 by.", records.caller_key(b"listen key " * 3)
+    rollout_key, hash_key = (b"rollout key of this test, 32 by.",), records.caller_key(b"listen key " * 3)
     workers = [records.LiveExperiment(key=rollout_key), records.LiveExperiment(key=rollout_key)]
     rng, live = random.Random(11), []
     epoch = epoch_of(spec.default_flag().weights, False)
@@ -320,3 +320,34 @@ async def test_rearm_gives_a_rolled_back_candidate_its_first_step_and_a_fresh_te
     cand = after["estimates"]["cand"]
     assert cand["verdict"]["state"] == "testing" and cand["calls"] == 200  # its calls so far are still counted,
     assert cand["failure_rate"]["vs_safe"] is None  # but its evidence starts afresh: no interval before new calls
+
+
+async def test_a_restarted_worker_and_rollout_show_take_up_the_kept_state_of_a_stream_since_trimmed(
+    redis_server: EmbeddedRedis, raw: aioredis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A weeks-long rollout outlives its capped stream: the signed state kept every ``SNAPSHOT_EVERY`` entries is
+    taken up by a restarted worker and by ``rollout show``; a tampered one is refused and the records replayed."""
+    monkeypatch.setattr(keys, "SNAPSHOT_EVERY", 100)
+    _, spec = _spec(tmp_path)
+    key = (b"rollout key of this test, 32 by.",)
+    rng, first = random.Random(13), records.LiveExperiment(key=key)
+    for i in range(300):
+        record = _record(rng, 1000.0 + i, "cand" if i % 2 else "safe", "e", 0.0)
+        await records.append(raw, "support", record, sign_key=key)
+        await first.after_call(raw, "support", spec)
+    assert await raw.hget(keys.rollout_snapshot("support"), "last_id") == first.plans["support"].last_id
+    await raw.xtrim(keys.rollout_records("support"), maxlen=50, approximate=False)  # the cap took the older ones
+    restarted = records.LiveExperiment(key=key)
+    await restarted.after_call(raw, "support", spec)
+    assert restarted.plans["support"].replay.calls == {"cand": 150, "safe": 150} == first.plans["support"].replay.calls
+    shown = await records.current(raw, "support", spec, key)
+    assert shown["estimates"]["cand"]["calls"] == 150
+    await raw.hset(keys.rollout_snapshot("support"), "last_id", "1-0")  # tampered: its signature no longer holds
+    fresh = records.LiveExperiment(key=key)
+    await fresh.after_call(raw, "support", spec)
+    assert sum(fresh.plans["support"].replay.calls.values()) == 50  # only what the stream still holds
+    await raw.delete(keys.rollout_snapshot("support"))
+    unkeyed = records.LiveExperiment()
+    for _ in range(2):
+        await unkeyed.after_call(raw, "support", spec)
+    assert not await raw.exists(keys.rollout_snapshot("support"))  # no key: no state kept
