@@ -700,16 +700,8 @@ class RolloutStore:
                     if not raw or seal.AUDIT_FIELD in raw or await _entries_of(pipe, dialplan):
                         continue
                     flag = self._decode(dialplan, raw)
-                    audit_id = await next_audit_id(pipe, self._clock())
                     why = "sealed the flag stored before flags were sealed, as found"
-                    fields = {"dialplan": dialplan, "who": who, "when": _iso(self._clock()), "reason": why}
-                    fields |= {"old": "{}", "new": "{}"}
-                    entry = sealed_entry(self.rollout_keys, audit_id, fields, flag)
-                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves Pipeline.multi unannotated
-                    pipe.delete(key)
-                    pipe.hset(key, mapping=sealed_flag(audit_id, flag))
-                    pipe.xadd(keys.ROLLOUT_AUDIT, entry, id=audit_id, maxlen=keys.AUDIT_MAXLEN, approximate=True)
-                    await pipe.execute()
+                    audit_id = await _write_as_found(self, pipe, dialplan, flag, who, why)
             except WatchError:
                 continue  # changed meanwhile: by the product, which sealed it
             except ConfigError as exc:
@@ -728,6 +720,22 @@ class RolloutStore:
             return await awaitable
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(self.where, str(exc) or type(exc).__name__) from None
+
+
+async def _write_as_found(store: RolloutStore, pipe: Any, dialplan: str, flag: Any, who: str, why: str) -> str:
+    """Inside ``pipe``'s watch: write the stored ``flag`` again as it is, sealed with an audit entry by ``who``
+    (no change: ``old`` and ``new`` empty) signed with the store's first key. Returns the entry's id."""
+    key = keys.rollout_flag(dialplan)
+    audit_id = await next_audit_id(pipe, store._clock())
+    fields = {"dialplan": dialplan, "who": who, "when": _iso(store._clock()), "reason": why}
+    fields |= {"old": "{}", "new": "{}"}
+    entry = sealed_entry(store.rollout_keys, audit_id, fields, flag)
+    pipe.multi()
+    pipe.delete(key)
+    pipe.hset(key, mapping=sealed_flag(audit_id, flag))
+    pipe.xadd(keys.ROLLOUT_AUDIT, entry, id=audit_id, maxlen=keys.AUDIT_MAXLEN, approximate=True)
+    await pipe.execute()
+    return str(audit_id)
 
 
 # ------------------------------------------------------------------------------------------------ key rotation
@@ -751,16 +759,8 @@ async def reseal(store: RolloutStore, dialplans: Sequence[str], who: str) -> lis
                 if seal.signed_with(store.rollout_keys[0], since[0]):
                     continue
                 flag = store._decode(dialplan, raw)
-                audit_id = await next_audit_id(pipe, store._clock())
                 why = "signed again with the first key of rollout_key, as it was"
-                fields = {"dialplan": dialplan, "who": who, "when": _iso(store._clock()), "reason": why}
-                fields |= {"old": "{}", "new": "{}"}
-                entry = sealed_entry(store.rollout_keys, audit_id, fields, flag)
-                pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves Pipeline.multi unannotated
-                pipe.delete(key)
-                pipe.hset(key, mapping=sealed_flag(audit_id, flag))
-                pipe.xadd(keys.ROLLOUT_AUDIT, entry, id=audit_id, maxlen=keys.AUDIT_MAXLEN, approximate=True)
-                await pipe.execute()
+                audit_id = await _write_as_found(store, pipe, dialplan, flag, who, why)
         except WatchError:
             continue  # changed meanwhile: by the product, which signed it with its first key
         except ConfigError as exc:
