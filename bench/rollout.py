@@ -20,6 +20,15 @@ abandonment 8 %, greeting median 700 ms and first reply 900 ms (log-normal, sigm
   (goal >= 80 %), promoted after the flag (goal 0);
 * **coverage**: every 95 % interval the engine shows (each guardrail's, and handle time's) holds the truth at every
   hourly look (goal >= 95 %); handle time also at a fixed 5 % share, log-normal sigma 1 and 2 (heavy tails).
+* **real traffic**, what independent calls do not show: a 10-minute outage failing every call of both variants at
+  each step (goal: rolled back <= 5 %); callers drawn from a population, each calling about 5 times over 3 days and
+  sticky to their variant (their bucket), with their own propensities to fail, abandon and wait (ICC 1/3): false
+  sample-ratio flags (goal <= 2 %) and false rollbacks (<= 5 %), and the spread of the tests' z at the end (goal
+  0.9-1.1, beside independent calls'); tolerable regressions (greeting 10 % slower; half the failures and greeting
+  15 % slower: rolled back <= 5 %, last step >= 80 % within 60,000 calls); a candidate equal for 18 h whose failures
+  then double (promoted to 50 % or beyond 3 h or more after <= 5 %, rolled back within 20,000 calls >= 80 %); 5 % of
+  the candidate's calls 10 times longer with handle time on (last step <= 5 %); 200 copies of one signed record
+  (counted once);
 * **limit**: the calls a fixed-horizon test needs for the last step's non-inferiority on failures, beside the
   engine's median calls to the last step.
 """
