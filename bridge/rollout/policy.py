@@ -225,6 +225,11 @@ class RolloutFlag(BaseModel):
     allow: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # variant -> callers always on it
     deny: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # variant -> callers never on it (safe instead)
     kill: bool = False  # every call on the safe variant, lists included
+    # who holds the kill switch while it is on: the name, the role and the time (ISO 8601, UTC) it was turned on
+    # with ("" while it is off, or when not recorded); who may turn it off: bridge.supervisor.kill_switch
+    kill_by: str = Field("", max_length=200)
+    kill_role: str = Field("", max_length=40)
+    kill_at: str = Field("", max_length=40)
     sticky: Literal["caller", "call"] = "caller"
     salt: str = Field("callbridge", min_length=1, max_length=200)
     fallback_voice: str = Field("alloy", min_length=1)

@@ -25,16 +25,20 @@ defaults where nobody stored a flag yet, and a stored flag that is not obeyed (`
 ``--weights`` sets every variant's weight (a variant not named gets 0); weights are relative. ``--allow V:CALLER``
 puts a caller on variant V whatever the weights (and takes them off other allow lists and V's deny list);
 ``--deny V:CALLER`` keeps them off V (they get the safe variant where the draw would give them V). ``--kill`` sends
-every call to the safe variant. Every change lands in the audit stream with ``--who`` (default: the login name) and
-the OS user this command runs as (whatever ``--who`` claims), the time, the old and new values, and the reason,
-signed with ``rollout_key``'s first key when it is set (``serve`` obeys no flag without its audit entry, signed
-with one of its own keys: bridge/rollout/seal.py).
+every call to the safe variant, held by ``--who`` with the role admin: the command line on the node holds Redis and
+the rollout key, so it counts as admin, turns off any kill switch and takes over a supervisor's
+(``bridge.supervisor.kill_switch``); ``show`` says who holds each switch. Every change lands in the audit stream
+with ``--who`` (default: the login name) and the OS user this command runs as (whatever ``--who`` claims), the
+time, the old and new values, and the reason, signed with ``rollout_key``'s first key when it is set (``serve``
+obeys no flag without its audit entry, signed with one of its own keys: bridge/rollout/seal.py).
 Errors name the field (``weights.NAME``, ``allow.NAME``, ...).
 ``export`` writes the rollout state Redis alone holds to FILE (or standard output); ``import`` restores it: flags
 where none is stored (``--replace``: over the stored ones too, each audited), refusals, the audit stream merged by
 entry id. With ``--api URL`` ``show`` and ``set`` go through a node's supervisor HTTP API
 instead (an account token from ``--token-file`` or ``CALLBRIDGE_API_TOKEN``; its roles decide, its audit names the
-account; ``bridge.supervisor.remote``), with no Redis and no dialplan files here. Exit codes: 0 done, 1 Redis or the
+account; ``bridge.supervisor.remote``), with no Redis and no dialplan files here; ``--kill``/``--unkill`` alone go
+to the kill switch's route, which a supervisor's token may use (and which refuses it another's switch it may not
+turn off, naming the holder and the role needed). Exit codes: 0 done, 1 Redis or the
 API unreachable or refused, 2 bad arguments.
 """
 
@@ -70,6 +74,7 @@ from bridge.rollout.policy import (
 from bridge.rollout.store import AuditEntry, RolloutStore
 from bridge.serve import experiment_cli
 from bridge.store.connection import StoreUnavailable
+from bridge.supervisor import kill_switch
 from bridge.supervisor.remote import ApiClient, ApiError, add_api_flags, api_token
 
 EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
@@ -288,6 +293,7 @@ def describe(shown: Shown, today: dt.date | None = None) -> str:
     lines += _variant_lines(shown.variants(today), name)
     lines += [
         f"kill switch   {_value(flag.kill)}" + (f"   (every call on {spec.safe})" if flag.kill else ""),
+        *_holder_lines(kill_switch.holder_of(flag)),
         f"sticky        per {flag.sticky}, salt {flag.salt}; fallback voice {flag.fallback_voice}",
         f"rollback      {_rule_text(flag)}",
     ]
@@ -304,6 +310,14 @@ def describe(shown: Shown, today: dt.date | None = None) -> str:
         lines.append("recent changes (newest first):")
         lines += [_audit_line(e) for e in audit]
     return "\n".join(lines)
+
+
+def _holder_lines(holder: kill_switch.Holder | None) -> list[str]:
+    """Who holds a kill switch that is on, and who may turn it off."""
+    if holder is None:
+        return []
+    setter = f", or {holder.by}" if holder.by else ""
+    return [f"  held by {holder.text()}; turning it off needs the {holder.role} role{setter}"]
 
 
 def _variant_lines(variants: list[dict[str, Any]], plan: str) -> list[str]:
@@ -391,11 +405,15 @@ async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Pla
 
 
 async def _set(store: RolloutStore, args: argparse.Namespace, spec: RolloutSpec) -> int:
-    who = args.who or _login()
-    # The lists are edited on the flag as read inside the transaction: concurrent edits do not lose each other.
-    change = await store.update_flag(
-        args.dialplan, lambda old: changes_from_args(args, old, spec.names), who, args.reason
-    )
+    who, at = args.who or _login(), kill_switch.now_text()
+
+    def compute(old: RolloutFlag) -> dict[str, Any]:
+        # The lists are edited on the flag as read inside the transaction: concurrent edits do not lose each other;
+        # the kill switch's holder is written (or checked) there too, as the command line's role.
+        changes = changes_from_args(args, old, spec.names)
+        return kill_switch.kill_changes(args.dialplan, old, changes, who, kill_switch.CLI_ROLE, at)
+
+    change = await store.update_flag(args.dialplan, compute, who, args.reason)
     if args.json:
         print(
             json.dumps(
@@ -420,8 +438,10 @@ async def _set(store: RolloutStore, args: argparse.Namespace, spec: RolloutSpec)
     else:
         for name in type(change.new).model_fields:
             before, after = getattr(change.old, name), getattr(change.new, name)
-            if before != after:
+            if before != after and name not in kill_switch.HOLDER_FIELDS:
                 print(f"{args.dialplan}: {name} {_value(before)} -> {_value(after)}")
+        if (holder := kill_switch.holder_of(change.new)) is not None and change.new.kill_by != change.old.kill_by:
+            print(f"{args.dialplan}: the kill switch is held by {holder.text()}")
         print(f"{args.dialplan}: shares now {_value({k: f'{v:g}%' for k, v in shares(spec, change.new).items()})}")
         print(f"recorded by {who}: {args.reason.strip()}  (audit {change.audit_id})")
     return EXIT_OK
@@ -531,6 +551,9 @@ def main(argv: list[str]) -> int:
     except StoreUnavailable as exc:
         print(f"{PROG} {args.action}: {exc}", file=sys.stderr)  # names the URL without its password
         return EXIT_UNAVAILABLE
+    except kill_switch.KillHeld as exc:
+        print(f"{PROG} {args.action}: refused: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except ApiError as exc:
         print(f"{PROG} {args.action}: {exc}", file=sys.stderr)
         return EXIT_USAGE if exc.usage else EXIT_UNAVAILABLE
@@ -553,15 +576,19 @@ async def _via_api(args: argparse.Namespace, token: str) -> int:
         stored = state["flags"].get(args.dialplan)
         old = RolloutFlag.model_validate(stored) if stored else _flag_of(rollout["variants"])
         changes = changes_from_args(args, old, [v["name"] for v in rollout["variants"]])
-        body = {**changes, "reason": args.reason.strip(), **({"who": args.who} if args.who else {})}
-        done = await api.request("PUT", f"/api/rollout/{args.dialplan}", body)
+        if set(changes) == {"kill"}:  # the kill switch alone: its own route, which a supervisor's token may use
+            path, body = f"/api/rollout/{args.dialplan}/kill", {**changes, "reason": args.reason.strip()}
+        else:
+            path = f"/api/rollout/{args.dialplan}"
+            body = {**changes, "reason": args.reason.strip(), **({"who": args.who} if args.who else {})}
+        done = await api.request("PUT", path, body)
     if args.json:
         print(json.dumps(done, indent=2))
     elif not done["changed"]:
         print(f"{args.dialplan}: unchanged (already so)")
     else:
         for name, before in old.model_dump(mode="json").items():
-            if done["flag"].get(name) != before:
+            if done["flag"].get(name) != before and name not in kill_switch.HOLDER_FIELDS:
                 print(f"{args.dialplan}: {name} {_value(before)} -> {_value(done['flag'][name])}")
         print(f"recorded in the audit of {args.api}: {args.reason.strip()}")
     return EXIT_OK
@@ -589,6 +616,8 @@ def _show_api(args: argparse.Namespace, names: list[str], state: dict[str, Any])
                 f"kill switch   {_value(flag['kill'])}"
                 + (f"   (every call on {rollout['safe']})" if flag["kill"] else "")
             )
+            held = {name: flag[name] for name in ("kill", *kill_switch.HOLDER_FIELDS) if name in flag}
+            lines += _holder_lines(kill_switch.holder_of(RolloutFlag.model_validate(held)))
             lines.append(f"sticky        per {flag['sticky']}")
         if audit:
             lines.append("recent changes (newest first):")

@@ -27,7 +27,9 @@
 ``GET /api/rollout``                each rollout dialplan's variants, every stored flag, the recent audit entries
 ``GET /api/console/rollout``        the console's rollout panel (:mod:`bridge.supervisor.rollout_view`)
 ``POST /api/rollout/{dp}/preview``  admin: what a change would do, without saving it
-``PUT /api/rollout/{dp}/kill``      supervisor: the kill switch alone, ``{"kill": true|false, "reason"}``, audited
+``PUT /api/rollout/{dp}/kill``      supervisor: the kill switch alone, ``{"kill": true|false, "reason"}``, audited;
+                                    turned off only by its holder or a role at least as high (else 403 naming the
+                                    holder and the role needed: :mod:`.kill_switch`)
 ``POST /api/signin/unlock``         admin: forget the failed sign-ins of ``{"account"}`` and/or ``{"source"}``
 ``PUT /api/rollout/{dp}``           admin: change a flag: JSON ``{"weights", "kill", "allow", "deny", "sticky",
                                     "reason", "who"}`` as ``callbridge rollout set`` takes them (``weights``: an object

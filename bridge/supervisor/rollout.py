@@ -9,11 +9,18 @@ supervisor's kill switch.
 supervisor may (:data:`KILL_NEEDS`): it only ever sends calls to the safe variant, or back to the split an admin set,
 so the person watching the calls need not wait for an admin to stop a bad variant. Weights, lists and every other
 setting stay the admin's (``PUT /api/rollout/{dp}``, whatever the body). Audited like any change, with the account.
+
+Whoever turns the switch on holds it, and only they or a role at least as high turn it off (:mod:`.kill_switch`): a
+supervisor turning off an admin's answers 403 ``{"error", "held_by": {"by", "role", "at"}, "needs"}``, on either
+route. The panel says who holds each switch (``kill_holder``) and, for the account asking, why it may not turn it off
+(``lift_refused``; null: it may, or the switch is off).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -21,10 +28,12 @@ from bridge.dialplan import RolloutPlans
 from bridge.errors import ConfigError
 from bridge.rollout import catalog, refusals
 from bridge.rollout.policy import describe_variants
+from bridge.rollout.store import FlagChange, RolloutStore
 from bridge.supervisor import rollout_view
 from bridge.supervisor.accounts import NEEDS
 from bridge.supervisor.auth import Principal
 from bridge.supervisor.http import json_body, need, principal_of, reply, supervisor_of
+from bridge.supervisor.kill_switch import Holder, KillHeld, kill_changes, lift_refusal, now_text
 
 ROLLOUT_FIELDS = frozenset({"weights", "kill", "allow", "deny", "sticky"})
 KILL_FIELDS = frozenset({"kill", "reason"})
@@ -71,6 +80,10 @@ async def get_rollout_panel(request: web.Request) -> web.Response:
     principal = principal_of(request)
     body["can_change"] = principal.can_change
     body["can_kill"] = principal.may(KILL_NEEDS)
+    for card in body["dialplans"]:
+        held = card["kill_holder"]
+        lift = held is not None and body["can_kill"]
+        card["lift_refused"] = lift_refusal(Holder(**held), str(principal.who), principal.role) if lift else None
     return reply(body)
 
 
@@ -105,8 +118,8 @@ async def put_rollout(request: web.Request) -> web.Response:
     store = sup.need_rollouts()
     body = await json_body(request)
     dialplan = request.match_info["dialplan"]
-    reason, who = body.pop("reason", None), principal.who  # the audit names the account, never the body's "who"
-    body.pop("who", None)
+    reason = body.pop("reason", None)
+    body.pop("who", None)  # the audit names the account, never the body's "who"
     unknown = sorted(set(body) - ROLLOUT_FIELDS)
     try:
         _rollout_of(dialplan, sup.plans)
@@ -116,10 +129,23 @@ async def put_rollout(request: web.Request) -> web.Response:
         if not isinstance(reason, str) or not reason.strip():
             raise ConfigError(f"rollout {dialplan}", "reason", "required: why this change is made")
         changes = rollout_view.normalize_changes(body, f"rollout {dialplan}")
-        change = await store.set_flag(dialplan, changes, str(who), reason)
+        change = await _change(store, dialplan, changes, principal, reason)
     except ConfigError as exc:
         return _refused(exc)
+    except KillHeld as held:
+        return reply(held.to_json(), 403)
     return reply({"dialplan": change.dialplan, "changed": change.changed, "flag": change.new.model_dump(mode="json")})
+
+
+async def _change(
+    store: RolloutStore, dialplan: str, changes: Mapping[str, Any], principal: Principal, reason: str
+) -> FlagChange:
+    """``changes`` made by ``principal``, audited with ``reason``; the kill switch's holder checked and written in
+    the store's transaction (:func:`.kill_switch.kill_changes`: KillHeld)."""
+    who, at = str(principal.who), now_text()
+    return await store.update_flag(
+        dialplan, lambda old: kill_changes(dialplan, old, changes, who, principal.role, at), who, reason
+    )
 
 
 def _may_kill(request: web.Request) -> Principal:
@@ -148,7 +174,9 @@ async def put_kill(request: web.Request) -> web.Response:
             raise ConfigError(source, "kill", "must be true or false")
         if not isinstance(reason, str) or not reason.strip():
             raise ConfigError(source, "reason", "required: why the kill switch is turned")
-        change = await store.set_flag(dialplan, {"kill": kill}, str(principal.who), reason)
+        change = await _change(store, dialplan, {"kill": kill}, principal, reason)
     except ConfigError as exc:
         return _refused(exc)
+    except KillHeld as held:
+        return reply(held.to_json(), 403)
     return reply({"dialplan": change.dialplan, "changed": change.changed, "flag": change.new.model_dump(mode="json")})

@@ -6,7 +6,8 @@ whatever this module describes: each variant with its weight, share, model and v
 window side by side in the same row (the columns listed in ``health.columns``; ``live``: its calls going on now,
 counted in no rate; ``fallbacks``: its calls whose model failed to connect and that ran on its fallback model), and
 the settings an operator may edit (``editable``, each with a kind the editor knows: ``weights`` one number per
-variant, ``switch``, ``variant-numbers`` one list of callers per variant).
+variant, ``switch``, ``variant-numbers`` one list of callers per variant), and who holds the kill switch while it is
+on (``kill_holder``: ``{"by", "role", "at"}``, :mod:`.kill_switch`).
 
 Two things decide a rollback, and the panel says which apply: the guarded rollout's tests on the outcome records
 (``experiment``: :func:`bridge.rollout.records.current`, judged with the workers' key so that the page counts the
@@ -42,6 +43,7 @@ from bridge.rollout.policy import (
 )
 from bridge.rollout.store import RolloutStore, json_value
 from bridge.store.read import read_live_calls
+from bridge.supervisor.kill_switch import holder_of
 
 AUDIT_COUNT = 30
 
@@ -116,6 +118,7 @@ def dialplan_panel(
         ),
         "safe_variant": spec.safe,
         "kill": flag.kill,
+        "kill_holder": None if (holder := holder_of(flag)) is None else holder.to_json(),  # who may lift: .kill_switch
         "allow": json_value(flag.allow),
         "deny": json_value(flag.deny),
         "sticky": flag.sticky,

@@ -2,7 +2,9 @@
 // by side, health columns, editable settings, the guarded rollout: rollout_experiment.js), so a rollout of another
 // shape changes the server's description, not this module. Changes: an admin edits, gives a reason, reviews the
 // change the server computed (POST .../preview), then saves it (PUT). A supervisor has the kill switch alone, on top
-// of the card: confirmed with a reason, then PUT .../kill.
+// of the card: confirmed with a reason, then PUT .../kill. Who holds a kill switch that is on is shown beside it; a
+// switch this account may not turn off (another's, of a higher role) keeps its button focusable but inert, with the
+// server's reason in words beside it.
 
 import { request } from "./api.js";
 import { $, h } from "./dom.js";
@@ -44,7 +46,8 @@ export async function load() {
   $("rollout-note").textContent = canChange
     ? "Changes need a reason and apply to the next call."
     : canKill
-      ? "You may turn the kill switch on or off, with a reason; other changes need an admin."
+      ? "You may turn the kill switch on or off, with a reason (one an admin turned on, only an admin turns off); " +
+        "other changes need an admin."
       : "Only an admin can change a rollout.";
   if (!r.data.dialplans.length) $("rollout-note").textContent += " No rollout dialplan yet.";
   const cards = r.data.dialplans.map(card);
@@ -61,6 +64,12 @@ export async function load() {
   }
   $("rollouts").replaceChildren(...cards);
   $("audit").tBodies[0].replaceChildren(...r.data.audit.map(auditRow));
+}
+
+// "ada (admin) since 2025-01-02 03:04:05 UTC"; a holder the flag does not name: "nobody recorded (counted as admin)"
+function holderText(held) {
+  if (!held.by) return `nobody recorded (counted as ${held.role})`;
+  return `${held.by} (${held.role})` + (held.at ? ` since ${held.at.replace("T", " ").replace("Z", "")} UTC` : "");
 }
 
 function text(value) {
@@ -120,6 +129,7 @@ function card(dp) {
     h("li", {}, `${v.name}: ${v.model} shuts down on ${v.shutdown} (in ${v.shutdown_days} days)`));
   const facts = h("dl", { class: "flag" },
     h("dt", {}, "Kill switch"), h("dd", { "data-setting": "kill" }, text(dp.kill)),
+    dp.kill_holder ? [h("dt", {}, "Held by"), h("dd", { "data-setting": "kill-holder" }, holderText(dp.kill_holder))] : null,
     h("dt", {}, "Allow lists"), h("dd", { "data-setting": "allow" }, text(dp.allow)),
     h("dt", {}, "Deny lists"), h("dd", { "data-setting": "deny" }, text(dp.deny)),
     h("dt", {}, "Safe variant"), h("dd", {}, dp.safe_variant));
@@ -132,9 +142,18 @@ function card(dp) {
     canChange ? editor(dp) : null);
 }
 
-// The kill switch alone (a supervisor's): the button asks first, with a reason, and only then changes the flag.
+// The kill switch alone (a supervisor's): the button asks first, with a reason, and only then changes the flag. A
+// switch held by someone this account may not overrule: the button stays in the tab order (aria-disabled, not
+// disabled) and described by the reason, and pressing it says the reason instead of asking.
 function killSwitch(dp) {
   const turnOn = !dp.kill;
+  const held = dp.kill_holder
+    ? h("p", { class: "holder", id: `kill-holder-${dp.dialplan}` }, `Held by ${holderText(dp.kill_holder)}.`)
+    : null;
+  const refused = dp.lift_refused
+    ? h("p", { class: "refused", id: `kill-refused-${dp.dialplan}` },
+      `${dp.lift_refused[0].toUpperCase()}${dp.lift_refused.slice(1)}.`)
+    : null;
   const question = turnOn
     ? `Send every new call of ${dp.dialplan} to ${dp.safe_variant}, whatever the weights and lists?`
     : `Turn the kill switch off: new calls of ${dp.dialplan} split by the weights again?`;
@@ -144,9 +163,11 @@ function killSwitch(dp) {
     h("p", {}, question), h("label", {}, "Reason (required) ", reason), " ",
     h("button", { type: "submit", class: "yes" }, turnOn ? "Yes: every call on the safe variant" : "Yes: turn it off"),
     " ", h("button", { type: "button", class: "no" }, "Cancel"));
-  const ask = h("button", { type: "button", class: turnOn ? "ask kill-on" : "ask kill-off" },
-    turnOn ? "Kill switch: every call on the safe variant" : "Turn the kill switch off");
-  const form = h("form", { class: "kill", autocomplete: "off" }, ask, confirm, message);
+  const ask = h("button", { type: "button", class: turnOn ? "ask kill-on" : "ask kill-off",
+    "aria-disabled": refused ? "true" : null,
+    "aria-describedby": [held, refused].filter(Boolean).map((p) => p.id).join(" ") || null },
+  turnOn ? "Kill switch: every call on the safe variant" : "Turn the kill switch off");
+  const form = h("form", { class: "kill", autocomplete: "off" }, ask, held, refused, confirm, message);
   const close = () => {
     confirm.hidden = true;
     ask.hidden = false;
@@ -154,6 +175,10 @@ function killSwitch(dp) {
     delete form.dataset.dirty;
   };
   ask.addEventListener("click", () => {
+    if (refused) {
+      message.textContent = refused.textContent;
+      return;
+    }
     message.textContent = "";
     confirm.hidden = false;
     ask.hidden = true;

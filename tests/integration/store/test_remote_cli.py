@@ -25,13 +25,14 @@ from bridge.supervisor.api import ConsoleOptions, create_app
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
-ADMIN, VIEWER = "ana", "vic"  # the accounts of the users file the API signs in against
+ADMIN, SUPERVISOR, VIEWER = "ana", "sid", "vic"  # the accounts of the users file the API signs in against
 
 
 def _accounts() -> tuple[Users, dict[str, str]]:
-    """A users file's accounts (an admin and a viewer), each with an API token: the users and the tokens by name."""
+    """A users file's accounts (an admin, a supervisor and a viewer), each with an API token: the users and the
+    tokens by name."""
     users, tokens = Users(), {}
-    for name, role in ((ADMIN, "admin"), (VIEWER, "viewer")):
+    for name, role in ((ADMIN, "admin"), (SUPERVISOR, "supervisor"), (VIEWER, "viewer")):
         users = add_user(users, name, role, f"a long password for {name}")
         users, tokens[name] = add_token(users, name)
     return users, tokens
@@ -134,6 +135,49 @@ def test_rollout_through_the_api_with_its_roles_and_audit(
     monkeypatch.setenv("CALLBRIDGE_API_TOKEN", "not-a-token")
     code, _, err = run(["rollout", "show", "--api", api.url], capsys)
     assert code == 1 and "401" in err and "not-a-token" not in err
+
+
+def test_the_kill_switch_through_the_api_is_turned_off_only_by_its_holder_or_a_role_as_high(
+    api: ApiServer, redis_server: EmbeddedRedis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens = {}
+    for name in (ADMIN, SUPERVISOR):
+        tokens[name] = tmp_path / f"{name}.token"
+        tokens[name].write_text(api.tokens[name])
+
+    def as_(name: str, *argv: str) -> list[str]:
+        return ["rollout", *argv, "--api", api.url, "--token-file", str(tokens[name])]
+
+    # the admin's kill switch: a supervisor's token goes to the kill switch's route, and is refused it by name
+    code, out, err = run(as_(ADMIN, "set", "support", "--kill", "--reason", "mini misreads numbers"), capsys)
+    assert code == 0 and "support: kill off -> on" in out and "kill_by" not in out, (out, err)
+    code, out, err = run(as_(SUPERVISOR, "set", "support", "--unkill", "--reason", "looks fine"), capsys)
+    assert code == 1 and f"PUT {api.url}/api/rollout/support/kill: 403" in err, (out, err)
+    assert f"the kill switch of support is held by {ADMIN} (admin, since 20" in err
+    assert f"turning it off needs the admin role, or {ADMIN} (supervisor here)" in err
+    code, out, err = run(as_(SUPERVISOR, "show", "support"), capsys)
+    assert code == 0 and f"  held by {ADMIN} (admin, since 20" in out, (out, err)
+    assert f"turning it off needs the admin role, or {ADMIN}" in out
+
+    # the supervisor's: theirs to turn off; and the command line on the node, as admin, turns off anyone's
+    code, out, err = run(as_(ADMIN, "set", "support", "--unkill", "--reason", "fixed"), capsys)
+    assert code == 0, err
+    local = ["--dialplans", str(ROOT / "dialplans"), "--redis-url", redis_server.url, "--who", "ops"]
+    for lifter in ("api", "cli"):
+        code, _, err = run(as_(SUPERVISOR, "set", "support", "--kill", "--reason", "mini loops"), capsys)
+        assert code == 0, err
+        if lifter == "api":
+            code, out, err = run(as_(SUPERVISOR, "set", "support", "--unkill", "--reason", "ok"), capsys)
+        else:
+            code, out, err = run(["rollout", "set", "support", "--unkill", "--reason", "ok", *local], capsys)
+        assert code == 0 and "support: kill on -> off" in out, (lifter, out, err)
+
+    # the command line's --kill on a supervisor's switch takes it over, as admin
+    run(as_(SUPERVISOR, "set", "support", "--kill", "--reason", "mini loops"), capsys)
+    code, out, err = run(["rollout", "set", "support", "--kill", "--reason", "keep it", *local], capsys)
+    assert code == 0 and "support: the kill switch is held by ops (admin, since 20" in out, (out, err)
+    code, out, err = run(as_(SUPERVISOR, "set", "support", "--unkill", "--reason", "ok"), capsys)
+    assert code == 1 and "held by ops (admin" in err, (out, err)
 
 
 def test_calls_through_the_api(
