@@ -29,15 +29,17 @@ from redis import asyncio as aioredis
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.dialplan import Dialplan
 from bridge.rollout import records
+from bridge.rollout.outcomes import epoch_of
 from bridge.rollout.policy import LEGACY_BETA_MODEL, LEGACY_GA_MODEL
 from bridge.rollout.store import RolloutStore
 from bridge.supervisor.api import create_app
 
 pytestmark = pytest.mark.integration
-KEY = (b"rollout-key-for-the-console-test",)
+KEY = b"rollout-key-for-the-console-test"
 T0 = 1_700_000_000.0
 STEP_S = 120.0  # one call ending every two minutes: hourly trend points
 ON = ("failure_rate", "abandon_rate", "greeting_ms", "first_reply_ms")  # the guardrails on by default
+HALF = {"ga": 50.0, "beta": 50.0}  # every plan's weights here (canary's and fresh's stored: their own are 0/100)
 OFF = ("transfer_rate", "repeat_rate", "handle_time_s", "cost_per_call_usd", "check_fail_rate")
 
 
@@ -68,8 +70,8 @@ def redis_url() -> AsyncIterator[str]:
 def _record(rng: random.Random, i: int, variant: str, fail_ga: float = 0.3) -> dict[str, Any]:
     t = T0 + STEP_S * i
     failed = rng.random() < (fail_ga if variant == "ga" else 0.02)
-    return {"t": t, "started": t - 30, "call_id": f"{variant}-{i}", "variant": variant, "epoch": "e1",
-            "shares": {"ga": 0.5, "beta": 0.5},
+    return {"t": t, "started": t - 30, "call_id": f"call-{i}", "caller": f"caller-{i}", "variant": variant,
+            "epoch": epoch_of(HALF, False), "shares": {"ga": 0.5, "beta": 0.5},
             "outcome": "connect_failure" if failed else "ok", "transferred": False, "abandoned": False,
             "handle_time_s": 30.0, "greeting_ms": None if failed else 800 * math.exp(0.4 * rng.gauss(0, 1)),
             "first_reply_ms": None, "cost_usd": None, "repeat": False, "disposition": None}  # fmt: skip
@@ -77,6 +79,8 @@ def _record(rng: random.Random, i: int, variant: str, fail_ga: float = 0.3) -> d
 
 async def _fill(client: aioredis.Redis, rollouts: RolloutStore) -> None:
     rng = random.Random(3)
+    for plan in ("canary", "fresh"):  # the flag the records were drawn under
+        await rollouts.set_flag(plan, {"weights": HALF}, "qa", "half on GA")
     for i in range(400):
         await records.append(client, "canary", _record(rng, i, "ga" if i % 2 else "beta"), sign_key=KEY)
     for i in range(6):
@@ -123,7 +127,7 @@ async def _metrics(page: Any, selector: str) -> list[str]:
 async def test_the_rollout_card_shows_each_candidates_verdict_and_guardrail_charts(redis_url: str) -> None:
     client = aioredis.from_url(redis_url, decode_responses=True)
     specs = {p.name: p.rollout_spec for p in PLANS}
-    rollouts = RolloutStore(client=client, specs=specs, rollout_keys=KEY)  # type: ignore[arg-type]
+    rollouts = RolloutStore(client=client, specs=specs, key=KEY)  # type: ignore[arg-type]
     await _fill(client, rollouts)
     app = create_app(token=OPERATOR_TOKEN, redis=client, rollouts=rollouts, dialplans=PLANS)
     async with TestServer(app) as server:
