@@ -1,12 +1,21 @@
 """The guarded rollout as people see it (``rollout show``, the console, ``/metrics``): the engine
 (:class:`bridge.rollout.engine.Engine`, whose docstring has the rules and the statistics) with each variant's
 metrics, a candidate's difference from the safe variant with its always-valid 95 % interval in the metric's own unit,
-its hourly trend across the steps, and its verdict: what the engine will do next, why, and the calls that needs.
+its trend across the steps, and its verdict: what the engine will do next, why, and the calls that needs.
+
+A guardrail's **trend** has a point at the first call of each hour (the engine's ``history``, which a decision's
+evidence carries), a point each time the candidate's calls of that guardrail have grown by ``POINT_CALLS`` or
+``POINT_GROWTH`` of them (whichever is more), so a busy first hour has points too, and last the current estimate: the
+chart ends on the figure the table shows. Each of the candidate's **marks** (steps, decisions, re-arms) carries the
+candidate's calls of each guardrail at that moment (``calls``), its place on the charts' axis; marks before the
+candidate's last re-arm have none (that axis starts again at the re-arm).
 Pure."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.rollout import stats
@@ -44,10 +53,97 @@ __all__ = [
     "step_weights",
 ]
 HISTORY = 240  # points per guardrail in a candidate's trend (halved when full)
+POINT_CALLS = 10  # a trend point once a guardrail has this many more candidate calls ...
+POINT_GROWTH = 0.1  # ... or this share more, whichever is more
+
+
+@dataclass
+class _Drawn:
+    """What the charts draw of one candidate beyond the engine's hourly history, since its arming."""
+
+    cand: _Candidate  # the evidence these belong to (a re-arm starts another)
+    points: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # by calls, per guardrail
+    next_at: dict[str, int] = field(default_factory=dict)  # the calls of the next such point, per guardrail
+    marks: list[dict[str, int]] = field(default_factory=list)  # the calls per guardrail at each of the marks
 
 
 class Experiment(Engine):
     """A plan's guarded rollout and what it shows."""
+
+    def __init__(
+        self,
+        spec: ExperimentSpec,
+        safe: str,
+        variants: Iterable[str],
+        *,
+        weights: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__(spec, safe, variants, weights=weights)
+        self.drawn: dict[str, _Drawn] = {}
+
+    def feed(self, record: Mapping[str, Any]) -> list[Decision]:
+        out = super().feed(record)
+        for name, cand in self.cands.items():
+            self._draw(name, cand)
+        return out
+
+    def _calls(self, g: Guardrail, cand: _Candidate) -> int:
+        """The candidate's calls with a value of ``g`` since its arming: the charts' axis."""
+        arm = cand.since[g.name].shown.arm_c
+        return arm.n if arm is not None else 0
+
+    def _draw(self, name: str, cand: _Candidate) -> None:
+        """After each record: the calls at the candidate's new marks, and a trend point where its calls have grown."""
+        drawn = self.drawn.get(name)
+        if drawn is None or drawn.cand is not cand:
+            marks = drawn.marks if drawn is not None else []
+            drawn = self.drawn[name] = _Drawn(cand, marks=marks)
+        while len(drawn.marks) < len(cand.marks):
+            drawn.marks.append({g.name: self._calls(g, cand) for g, _, _ in self.active})
+        if cand.armed_t is None:
+            return
+        for g, _, _ in self.active:
+            n = self._calls(g, cand)
+            if n < drawn.next_at.get(g.name, self.spec.min_calls):
+                continue
+            got = self._interval(g, cand)
+            if got is None:
+                continue
+            points = drawn.points.setdefault(g.name, [])
+            points.append({"t": round(self.t, 3), "calls": float(n), **got})
+            if len(points) > HISTORY:
+                del points[1::2]
+            drawn.next_at[g.name] = n + max(POINT_CALLS, math.ceil(POINT_GROWTH * n))
+
+    def trend(self, g: Guardrail, name: str) -> list[dict[str, float]]:
+        """The guardrail's points in time order (hourly and by calls; one per number of calls), then the current
+        estimate (the table's) as the last point."""
+        cand = self.cands[name]
+        drawn = self.drawn.get(name)
+        extra = drawn.points.get(g.name, []) if drawn is not None and drawn.cand is cand else []
+        out: list[dict[str, float]] = []
+        for point in sorted([*cand.history.get(g.name, []), *extra], key=lambda p: p["t"]):
+            if out and out[-1]["calls"] == point["calls"]:
+                out[-1] = point  # the same calls: the later look
+            else:
+                out.append(point)
+        got = self._interval(g, cand)
+        if got is not None:
+            now = {"t": round(self.t, 3), "calls": float(self._calls(g, cand)), **got}
+            if out and out[-1]["calls"] == now["calls"]:
+                out[-1] = now
+            else:
+                out.append(now)
+        return out
+
+    def marks(self, name: str) -> list[dict[str, Any]]:
+        """The candidate's steps, decisions and re-arms, each with its calls per guardrail since the candidate's last
+        arming (none before it)."""
+        marks = self.cands[name].marks
+        drawn = self.drawn.get(name)
+        calls = drawn.marks if drawn is not None else []
+        armed = max((i for i, m in enumerate(marks) if m.get("action") == "rearm"), default=0)
+        return [{**m, **({"calls": calls[i]} if armed <= i < len(calls) else {})} for i, m in enumerate(marks)]
 
     def _interval(self, g: Guardrail, cand: _Candidate) -> dict[str, float] | None:
         """A guardrail's difference in its own unit, with the always-valid 95 % interval; None: too few calls."""
@@ -113,11 +209,11 @@ class Experiment(Engine):
                         metric["too_few"] = max(0, self.spec.min_calls - have)
                     if g.name in active:
                         metric["margin"] = self._display_margin(g)
-                        metric["trend"] = cand.history.get(g.name, [])
+                        metric["trend"] = self.trend(g, name)
                 row[g.name] = metric
             if name != self.safe:
                 row["verdict"] = self.verdict(name) | {
-                    "marks": list(self.cands[name].marks),  # steps and decisions, for the chart
+                    "marks": self.marks(name),  # steps and decisions, for the chart
                     "callers": {v: self.callers(v) for v in (name, self.safe)},
                 }
             out[name] = row
