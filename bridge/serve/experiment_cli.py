@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 import sys
 import time
@@ -165,6 +166,20 @@ def estimate_lines(estimates: dict[str, Any], safe: str, colour: bool) -> list[s
     return lines
 
 
+def how_long(seconds: float) -> str:
+    """A duration as people say it: "about a minute", "about 20 minutes", "about 5 hours", "about 3 days"."""
+
+    def about(n: float, unit: str, one: str) -> str:
+        k = max(1, math.floor(n + 0.5))
+        return f"about {one}" if k == 1 else f"about {k} {unit}s"
+
+    if seconds < 90 * 60:
+        return about(seconds / 60, "minute", "a minute")
+    if seconds < 36 * 3600:
+        return about(seconds / 3600, "hour", "an hour")
+    return about(seconds / 86400, "day", "a day")
+
+
 def verdict_text(v: Mapping[str, Any]) -> str:
     """A candidate's verdict in one line: its step, what comes next and why, the calls it still needs."""
     share = "?" if v.get("share") is None else f"{v['share']:g} %"
@@ -177,7 +192,10 @@ def verdict_text(v: Mapping[str, Any]) -> str:
     if v.get("waiting_for"):
         parts.append("waiting for " + "; ".join(v["waiting_for"]))
     if v.get("more_calls"):
-        parts.append(f"about {v['more_calls']} more candidate calls")
+        more = f"about {v['more_calls']} more candidate calls"
+        if v.get("more_time_s"):
+            more += f" ({how_long(v['more_time_s'])} at current traffic)"
+        parts.append(more)
     return "; ".join(parts)
 
 

@@ -18,9 +18,10 @@ The settings are ``serve``'s: its settings file (``--config``, default ``$CALLBR
 ``--dialplans`` win over them. The variants come from the dialplan files (default ``./dialplans``; a folder that is
 not there is an error naming it, exit 2, but for ``export`` and ``import``); ``show`` lists
 every rollout dialplan there (and any other with a stored flag) with its variants, weights, shares, the safe
-variant, the health of each variant over the rollback window and the recent changes, with the dialplan's own
-defaults where nobody stored a flag yet, and a stored flag that is not obeyed (``NOT OBEYED``, ``flag_refused`` in
-``--json``: why, and what calls follow instead). Without Redis ``show`` prints the defaults alone.
+variant, the window's rollback rule (only for a plan whose file names ``rollout.rollback``: the workers run no other),
+the health of each variant over the window, the guarded rollout's verdicts and estimates and the recent changes,
+with the dialplan's own defaults where nobody stored a flag yet, and a stored flag that is not obeyed (``NOT OBEYED``,
+``flag_refused`` in ``--json``: why, and what calls follow instead). Without Redis ``show`` prints the defaults alone.
 
 ``--weights`` sets every variant's weight (a variant not named gets 0); weights are relative. ``--allow V:CALLER``
 puts a caller on variant V whatever the weights (and takes them off other allow lists and V's deny list);
@@ -291,16 +292,18 @@ def describe(shown: Shown, today: dt.date | None = None) -> str:
     if shown.flag_refused is not None:
         lines.append(f"NOT OBEYED    {shown.flag_refused} (docs/operating.md, Runbook: rollout flag refused)")
     lines += _variant_lines(shown.variants(today), name)
+    ruled = "rollback" in spec.model_fields_set  # the worker runs the window's rule only for a plan that names one
     lines += [
         f"kill switch   {_value(flag.kill)}" + (f"   (every call on {spec.safe})" if flag.kill else ""),
         *_holder_lines(kill_switch.holder_of(flag)),
         f"sticky        per {flag.sticky}, salt {flag.salt}; fallback voice {flag.fallback_voice}",
-        f"rollback      {_rule_text(flag)}",
     ]
+    if ruled:
+        lines.append(f"rollback      {_rule_text(flag)}")
     if window is None:
         lines.append("health        n/a (no Redis)")
     else:
-        lines.append(f"health        last {flag.window_s} s")
+        lines.append(f"health        last {flag.window_s} s" + ("" if ruled else " (for reference: no rollback rule)"))
         lines.append(
             f"  {'variant':<22} {'calls':>5} {'conn.fail':>9} {'dropped':>7} {'fail%':>7} {'greet p95':>10} "
             f"{'reply p95':>10} {'barge-in':>9} {'fn ok':>6} {'cost/call':>9}"
@@ -386,6 +389,7 @@ async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Pla
                 "in_dialplan_files": shown.known,
                 "stored": shown.stored,
                 "safe": spec.safe,
+                "rollback_rule": "rollback" in spec.model_fields_set,
                 "variants": shown.variants(today),
                 "flag": _flag_json(flag),
                 "flag_refused": flag_refused,  # null: the stored flag (or none) is obeyed
