@@ -47,8 +47,9 @@ from bridge.errors import ConfigError
 from bridge.rollout import records
 from bridge.rollout.experiment import step_weights
 from bridge.rollout.outcomes import compact, epoch_of, evaluate
-from bridge.rollout.policy import RolloutSpec
+from bridge.rollout.policy import RolloutFlag, RolloutSpec
 from bridge.rollout.store import RolloutStore
+from bridge.supervisor.rollout_view import follow_flag
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -199,11 +200,25 @@ def verdict_text(v: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
-async def show_experiment(store: RolloutStore, dialplan: str, spec: RolloutSpec) -> tuple[dict[str, Any], str]:
-    """The rollout's decisions, verdicts and estimates (``rollout show``), as JSON and as text."""
-    now = await records.current(store.client, dialplan, spec, store.rollout_keys)
+async def show_experiment(
+    store: RolloutStore, dialplan: str, spec: RolloutSpec, flag: RolloutFlag | None = None
+) -> tuple[dict[str, Any], str]:
+    """The rollout's decisions, verdicts and estimates (``rollout show``), as JSON and as text; each verdict follows
+    ``flag`` (the plan's own weights if None) as the console's does
+    (:func:`bridge.supervisor.rollout_view.follow_flag`)."""
+    current = await records.current(store.client, dialplan, spec, store.rollout_keys)
+    now = follow_flag(current, spec, flag or spec.default_flag())
     text = [f"guarded rollout (alpha {spec.experiment.alpha}; every candidate tested until a person ends it):"]
     text += [f"  decided: {d['action']} {d['variant']}: {d['reason']}" for d in now["decisions"]]
+    if now["pending"] is not None:
+        shares = ", ".join(f"{n} {s:g} %" for n, s in now["pending"]["shares"].items())
+        if now["epoch"] is None:
+            text.append(f"  no call has ended yet ({shares} of new calls): the verdicts wait for the first ones")
+        else:
+            text.append(
+                f"  new weights ({shares}{'; kill switch on' if now['pending']['kill'] else ''}): no call under them "
+                "has ended yet; the verdicts wait for the first ones, the estimates are the calls' before"
+            )
     if now["srm"] is not None:
         text.append(f"  SAMPLE-RATIO MISMATCH: {now['srm']['reason']}")
     rejected = sum(now["rejected"].values())

@@ -381,7 +381,7 @@ async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Pla
         flag_refused = store.refusal(name) if store is not None else None
         shown = Shown(name, spec, flag, voice, stored, window, audit, name in plans, refused, flag_refused)
         experiment, experiment_text = (
-            await experiment_cli.show_experiment(store, name, spec) if store is not None else (None, "")
+            await experiment_cli.show_experiment(store, name, spec, flag) if store is not None else (None, "")
         )
         out.append(
             {

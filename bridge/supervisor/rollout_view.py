@@ -16,7 +16,12 @@ plan names a ``rollout.rollback`` section (``rollback_rule``), as the worker run
 Otherwise the window's health is shown for reference only. ``metrics`` labels the experiment's metrics, guardrails in
 the engine's order.
 
-:func:`panel` reads the store; :func:`dialplan_panel` and :func:`preview` are pure.
+The verdict follows the flag (:func:`follow_flag`): the engine learns of new weights only from the first call drawn
+under them, so between a change of the flag (a step, a rollback, a person's change, the kill switch) and the end of
+that call the card shows the flag's step, says it waits for those calls (``pending``), and keeps the figures of the
+calls so far.
+
+:func:`panel` reads the store; :func:`dialplan_panel`, :func:`follow_flag` and :func:`preview` are pure.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from typing import Any
 from bridge.dialplan import RolloutPlans
 from bridge.errors import ConfigError
 from bridge.rollout import catalog, records
+from bridge.rollout.engine import State
 from bridge.rollout.experiment import GUARDRAILS
 from bridge.rollout.health import WindowStats
+from bridge.rollout.outcomes import epoch_of
 from bridge.rollout.policy import (
     RolloutFlag,
     RolloutSpec,
@@ -140,6 +147,60 @@ def dialplan_panel(
     }
 
 
+WAITING = "the first calls under the new weights"
+FIRST = "the plan's first calls"  # no call of the plan has ended yet
+
+
+def follow_flag(experiment: Mapping[str, Any], spec: RolloutSpec, flag: RolloutFlag) -> dict[str, Any]:
+    """The experiment (:func:`bridge.rollout.records.current`) as the card shows it under ``flag``: ``flag_epoch``
+    (the epoch the flag's calls will be drawn under) and ``pending``, None while the engine is on that epoch; else
+    ``{"epoch", "kill", "shares"}`` (each variant's share in percent of new calls under the flag), and each
+    candidate's verdict at the flag's step (its share, its holdout), waiting for the first calls under it, with no
+    estimate of the calls or time that needs (the engine's were for the step before). A rolled-back candidate's verdict
+    still says so."""
+    flag_epoch = epoch_of(flag.weights, flag.kill)
+    if experiment.get("epoch") == flag_epoch:
+        return {**experiment, "flag_epoch": flag_epoch, "pending": None}
+    weights = {spec.safe: 1.0} if flag.kill else {n: w for n, w in flag.weights.items() if w > 0}
+    total = sum(weights.values()) or 1.0
+    shares = {n: round(100.0 * weights.get(n, 0.0) / total, 3) for n in spec.names}
+    pending = {"epoch": flag_epoch, "kill": flag.kill, "shares": shares}
+    waiting = WAITING if experiment.get("epoch") is not None else FIRST
+    estimates = {
+        name: {**row, "verdict": _pending_verdict(row["verdict"], shares[name], spec, flag, waiting)}
+        if isinstance(row, Mapping) and isinstance(row.get("verdict"), Mapping) and name in shares
+        else row
+        for name, row in experiment.get("estimates", {}).items()
+    }
+    return {**experiment, "estimates": estimates, "flag_epoch": flag_epoch, "pending": pending}
+
+
+def _pending_verdict(
+    verdict: Mapping[str, Any], share: float, spec: RolloutSpec, flag: RolloutFlag, waiting: str
+) -> dict[str, Any]:
+    """A candidate's verdict at the flag's step, before any call under it has ended (``waiting``: for what)."""
+    last = spec.experiment.last_share
+    out = {
+        **verdict,
+        "share": share,
+        "holdout": spec.experiment.holdout if share >= last - 1e-6 else None,
+        "waiting_for": [],
+        "more_calls": None,
+        "more_time_s": None,
+        "pending": True,
+    }
+    if verdict.get("state") == State.ROLLED_BACK:
+        return out  # its "next" says so and how to test it afresh
+    if flag.kill:
+        out["next"] = f"hold: the kill switch sends every call to {spec.safe}"
+    elif share <= 0:
+        out["next"] = "hold: no weight under the flag, so no calls to test"
+    else:
+        out["next"] = f"wait: no call at {share:g} % has ended yet; the verdict follows from {waiting}"
+        out["waiting_for"] = [waiting]
+    return out
+
+
 async def panel(store: RolloutStore, plans: RolloutPlans, *, audit_count: int = AUDIT_COUNT) -> dict[str, Any]:
     """Every rollout dialplan (those of the dialplan files, and those with a stored flag) and the most recent audit
     entries. Raises StoreUnavailable when Redis is away."""
@@ -154,7 +215,8 @@ async def panel(store: RolloutStore, plans: RolloutPlans, *, audit_count: int = 
         variants = {v: n for (plan, v), n in live.items() if plan == name}
         out.append(dialplan_panel(name, spec, flag, stored is not None, window, voice=voice, live=variants))
         # with the workers' key: records they leave out for their signature are no evidence here either
-        out[-1]["experiment"] = await records.current(store.client, name, spec, store.rollout_keys)
+        current = await records.current(store.client, name, spec, store.rollout_keys)
+        out[-1]["experiment"] = follow_flag(current, spec, flag)
     audit = await store.audit(count=audit_count)
     metrics = [{"key": m, "label": METRIC_LABELS.get(m, m)} for m in GUARDRAILS]
     return {"dialplans": out, "audit": [a.to_json() for a in audit], "metrics": metrics}

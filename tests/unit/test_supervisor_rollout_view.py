@@ -1,14 +1,18 @@
 """The rollout card's description (pure): which rollback rule the plan really runs, the calls that ran on the fallback
-model, and the experiment's metric labels."""
+model, the experiment's metric labels, and the verdicts following the flag until the first call under it ends."""
 
 from __future__ import annotations
 
-from bridge.rollout.experiment import GUARDRAILS
+from typing import Any
+
+from bridge.rollout.engine import State
+from bridge.rollout.experiment import GUARDRAILS, Experiment
 from bridge.rollout.health import WindowStats
-from bridge.rollout.policy import RolloutSpec, legacy_spec
+from bridge.rollout.outcomes import epoch_of
+from bridge.rollout.policy import RolloutFlag, RolloutSpec, legacy_spec
 from bridge.supervisor.accounts import allows
 from bridge.supervisor.rollout import KILL_NEEDS
-from bridge.supervisor.rollout_view import HEALTH_COLUMNS, METRIC_LABELS, dialplan_panel
+from bridge.supervisor.rollout_view import FIRST, HEALTH_COLUMNS, METRIC_LABELS, WAITING, dialplan_panel, follow_flag
 
 VARIANTS = [{"name": "ga", "dialect": "ga", "model": "gpt-realtime", "fallback_model": "gpt-4o-realtime-preview"},
             {"name": "beta", "dialect": "beta", "model": "gpt-4o-realtime-preview", "weight": 100}]  # fmt: skip
@@ -40,3 +44,68 @@ def test_every_metric_of_the_engine_has_a_label() -> None:
 
 def test_the_kill_switch_is_a_supervisors_and_an_admins_not_a_viewers() -> None:
     assert [role for role in ("viewer", "supervisor", "admin") if allows(role, KILL_NEEDS)] == ["supervisor", "admin"]
+
+
+THREE = RolloutSpec.model_validate({
+    "safe": "base",
+    "variants": [{"name": "base", "dialect": "ga", "model": "gpt-realtime-2.1", "weight": 40},
+                 {"name": "ga", "dialect": "ga", "model": "gpt-realtime-2.1-mini", "weight": 60},
+                 {"name": "mini", "dialect": "ga", "model": "gpt-realtime", "weight": 0}],
+    "experiment": {"auto_promote": [25, 60, 95]},
+})  # fmt: skip
+
+
+def _experiment(weights: dict[str, float], rolled_back: str | None = None) -> dict[str, Any]:
+    """What ``records.current`` gives after one call of each variant drawn under ``weights``."""
+    exp = Experiment(THREE.experiment, THREE.safe, THREE.names, weights=weights)
+    for i, name in enumerate(THREE.names):
+        exp.feed({"t": 10.0 + i, "started": 10.0 + i, "call_id": f"c{i}", "variant": name, "outcome": "ok",
+                  "epoch": epoch_of(weights, False), "shares": {n: w / 100 for n, w in weights.items()}})  # fmt: skip
+    if rolled_back is not None:
+        exp.cands[rolled_back].state = State.ROLLED_BACK
+    return {"epoch": exp.epoch, "decisions": [], "estimates": exp.estimates(), "srm": None}
+
+
+def test_the_verdict_follows_the_flag_until_a_call_under_it_ends() -> None:
+    at_60 = {"base": 40.0, "ga": 60.0, "mini": 0.0}
+    engine = _experiment(at_60, rolled_back="mini")
+    assert engine["estimates"]["ga"]["verdict"]["share"] == 60.0
+    # the flag on the engine's epoch: the engine's verdicts as they are
+    same = follow_flag(engine, THREE, RolloutFlag(weights=at_60))
+    assert same["pending"] is None and same["flag_epoch"] == engine["epoch"]
+    assert same["estimates"] == engine["estimates"]
+    # a step to 95 % taken, no call under it ended yet: the flag's step, waiting for its calls
+    shown = follow_flag(engine, THREE, RolloutFlag(weights={"base": 5, "ga": 95, "mini": 0}))
+    assert shown["pending"] == {"epoch": epoch_of({"base": 5, "ga": 95}, False), "kill": False,
+                                "shares": {"base": 5.0, "ga": 95.0, "mini": 0.0}}  # fmt: skip
+    ga = shown["estimates"]["ga"]["verdict"]
+    assert (ga["share"], ga["holdout"], ga["waiting_for"], ga["more_calls"], ga["more_time_s"]) == (
+        95.0, THREE.experiment.holdout, [WAITING], None, None)  # fmt: skip
+    assert ga["next"] == f"wait: no call at 95 % has ended yet; the verdict follows from {WAITING}" and ga["pending"]
+    assert ga["state"] == "testing" and ga["marks"] == engine["estimates"]["ga"]["verdict"]["marks"]
+    mini = shown["estimates"]["mini"]["verdict"]  # rolled back: still says so, at no weight
+    assert mini["next"].startswith("none: rolled back") and (mini["share"], mini["waiting_for"]) == (0.0, [])
+    assert shown["estimates"]["ga"]["failure_rate"] == engine["estimates"]["ga"]["failure_rate"]  # the figures kept
+    assert "verdict" not in shown["estimates"]["base"]
+    # a step that is not the last: no holdout yet
+    assert follow_flag(engine, THREE, RolloutFlag(weights={"base": 75, "ga": 25}))["estimates"]["ga"]["verdict"][
+        "holdout"] is None  # fmt: skip
+    # the kill switch: every call on the safe variant, whatever the weights
+    killed = follow_flag(engine, THREE, RolloutFlag(weights=at_60, kill=True))
+    assert killed["pending"]["kill"] is True and killed["pending"]["shares"] == {"base": 100.0, "ga": 0.0, "mini": 0.0}
+    killed_ga = killed["estimates"]["ga"]["verdict"]
+    assert killed_ga["next"] == "hold: the kill switch sends every call to base" and killed_ga["waiting_for"] == []
+    # before any call of the plan has ended: the flag's step all the same, waiting for the plan's first calls
+    empty = follow_flag(_experiment_empty(), THREE, RolloutFlag(weights=at_60))
+    assert empty["pending"] is not None and empty["estimates"]["ga"]["verdict"]["share"] == 60.0
+    assert empty["estimates"]["ga"]["verdict"]["waiting_for"] == [FIRST]
+
+
+def _experiment_empty() -> dict[str, Any]:
+    exp = Experiment(THREE.experiment, THREE.safe, THREE.names, weights=THREE.default_flag().weights)
+    return {"epoch": exp.epoch, "decisions": [], "estimates": exp.estimates(), "srm": None}
+
+
+def test_weights_in_the_same_proportions_are_the_engines_epoch_and_wait_for_nothing() -> None:
+    flag = RolloutFlag(weights={"base": 1, "ga": 1})  # 1:1 is 50:50
+    assert follow_flag(_experiment({"base": 50.0, "ga": 50.0, "mini": 0.0}), THREE, flag)["pending"] is None
