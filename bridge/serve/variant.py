@@ -151,6 +151,15 @@ class VariantCall:
         """Price the call's tokens at the model it ended on."""
         self.stats.cost_usd = self.prices.cost(self.decision.model, self.stats.input_tokens, self.stats.output_tokens)
 
+    def hash_fields(self) -> dict[str, Any]:
+        """The call hash's fields of what the call runs on: its variant, model and voice, and ``fallback`` once its
+        variant's model failed to connect and it went on on the fallback model (a refused model's move to another
+        variant is none: ``refused``)."""
+        d = self.decision
+        return {"variant": d.variant, "model": d.model, "voice": d.voice} | (
+            {"fallback": True} if self.stats.fallback else {}
+        )
+
     def report_fields(self) -> dict[str, Any]:
         """What a ``--report-file`` line carries about the variant (after :meth:`finish`)."""
         d, s = self.decision, self.stats

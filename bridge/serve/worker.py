@@ -356,10 +356,8 @@ class Worker:
             self.control.attach(call.call_id, session.inbox.put)
         if self.store is not None:
             store = self.store
-            # a fallback to the variant's fallback model: the call's hash says which model and voice it is on
-            vc.on_fallback.append(
-                lambda retry: store.update(call.call_id, variant=retry.variant, model=retry.model, voice=retry.voice)
-            )
+            # a fallback to the variant's fallback model, or a move off a refused model: the call's hash follows
+            vc.on_fallback.append(lambda _retry: store.update(call.call_id, **vc.hash_fields()))
             store.watch(call.call_id, session.progress)
             remember = asyncio.create_task(self._remember_dialog(call), name=f"dialog-{call.call_id}")
             self._background.add(remember)

@@ -120,6 +120,7 @@ class EndedCall:
     post_call_status: str = ""
     failed_checks: tuple[str, ...] = ()
     original_called: str = ""  # the number a forwarded call was first placed to, as stored (masked)
+    fallback: bool = False  # its variant's model failed to connect: the call ran on the fallback model
 
     @classmethod
     def of(cls, state: Mapping[str, str]) -> EndedCall:
@@ -132,6 +133,7 @@ class EndedCall:
             summary=state.get("call_summary", ""),
             post_call_status=state.get("post_call_status", ""),
             failed_checks=tuple(c for c in state.get("failed_checks", "").split(",") if c),
+            fallback=state.get("fallback") == "1",
             **texts(state, _TEXTS),
         )
 

@@ -113,7 +113,8 @@ EXTRA_FIELDS: Final = ("last_transcript", "sip_dialog", "sip_call_id", "answered
 # hold message or a tool's soft hold), the model is away now, the model was away at some point; and where a warm
 # transfer is (a TransferStep, then its TransferOutcome); after the call, the model's disposition, summary and fields
 # (JSON) with the post-call status (bridge/call/wrapup.py), the names of the compliance checks that failed
-# (comma-separated) and every check's row (JSON: name, passed, detail).
+# (comma-separated) and every check's row (JSON: name, passed, detail); "1" once the call's variant model failed to
+# connect and the call went on on its fallback model (``fallback``; bridge/serve/variant.py).
 SUMMARY_FIELDS: Final = (
     "outcome",
     "greeting_ms",
@@ -129,6 +130,7 @@ SUMMARY_FIELDS: Final = (
     "post_call_status",
     "failed_checks",
     "checks",
+    "fallback",
 )
 # so far: the longest the caller waited for the agent (holds included), and the longest dead air
 QUALITY_FIELDS: Final = ("longest_wait_ms", "longest_silence_ms")

@@ -50,6 +50,7 @@ class CallSummary:
     in_outage: bool = False  # the model is away now
     transfer: str = ""  # a warm transfer's step (ringing, briefing, accepting), then its outcome
     original_called: str = ""  # the number a forwarded call was first placed to, as stored (masked)
+    fallback: bool = False  # its variant's model failed to connect: the call runs on the fallback model
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,6 +189,7 @@ async def read_live_calls(
                 duration_s=duration_s(started, as_float(s.get("ended_at")) or now),
                 on_hold=s.get("on_hold") == "1",
                 in_outage=s.get("in_outage") == "1",
+                fallback=s.get("fallback") == "1",
                 **texts(s, _LIVE_TEXTS),
             )
         )

@@ -60,7 +60,8 @@ async def get_call(request: web.Request) -> web.Response:
     body["tools"] = tool_calls(detail.events)
     body["longest_wait_ms"] = as_float(detail.state.get("longest_wait_ms"))
     body["longest_silence_ms"] = as_float(detail.state.get("longest_silence_ms"))
-    body["flags"] = call_marks(detail.events, watch_of(sup.dialplans.values())(detail.state.get("dialplan", "")))
+    watch = watch_of(sup.dialplans.values())(detail.state.get("dialplan", ""))
+    body["flags"] = call_marks(detail.events, watch, detail.state)
     return reply(body)
 
 

@@ -68,7 +68,7 @@ async def list_ended(request: web.Request) -> web.Response:
     watch = watch_of(sup.dialplans.values())
 
     def raised(state: Mapping[str, str], entries: list[StreamEntry]) -> bool:
-        return any(m["flag"] == flag for m in call_marks(entries, watch(state.get("dialplan", ""))))
+        return any(m["flag"] == flag for m in call_marks(entries, watch(state.get("dialplan", "")), state))
 
     query = EndedQuery(**given, hide_caller=hide)
     redis = sup.need_redis()
@@ -76,7 +76,7 @@ async def list_ended(request: web.Request) -> web.Response:
     body = found.to_json()
     streams = await call_streams(redis, [c["call_id"] for c in body["calls"]])
     for c in body["calls"]:
-        marks = call_marks(streams.get(c["call_id"], []), watch(c["dialplan"]))
+        marks = call_marks(streams.get(c["call_id"], []), watch(c["dialplan"]), c)
         c.update(flags=marks, severity=worst(marks))
     if hide:
         body["calls"] = [mask_row(c) for c in body["calls"]]

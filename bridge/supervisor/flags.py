@@ -1,8 +1,9 @@
-"""What the console marks on a call, from the call's own stream entries (pure).
+"""What the console marks on a call, from the call's own stream entries and its hash (pure).
 
-A :class:`CallWatch` is fed a call's stream entries in order (:meth:`CallWatch.feed`) and says which :class:`Flag`
-the call has raised (:meth:`CallWatch.marks`): once raised a flag stays (an ended call keeps its marks), and
-``now`` says whether it still holds. Its thresholds are the plan's ``watch`` (:class:`bridge.dialplan.Watch`).
+A :class:`CallWatch` is fed a call's stream entries in order (:meth:`CallWatch.feed`) and what its hash says
+(:meth:`CallWatch.note`), and says which :class:`Flag` the call has raised (:meth:`CallWatch.marks`): once raised a
+flag stays (an ended call keeps its marks), and ``now`` says whether it still holds. Its thresholds are the plan's
+``watch`` (:class:`bridge.dialplan.Watch`).
 
 =============  ========  =====================================================================================
 flag           severity  raised by
@@ -17,6 +18,8 @@ long_silence   warn      the call's longest dead air (``longest_silence``) passe
 slow_agent     warn      a reply (caller stops -> agent audio) took longer than ``watch.reply_ms``, or the
                          caller has been waiting that long now
 barge_ins      warn      ``watch.barge_ins`` barge-ins or more
+fallback       warn      the variant's model failed to connect and the call ran on its fallback model (the hash's
+                         ``fallback``, bridge/serve/variant.py): a candidate that looks healthy only thanks to it
 recovered      info      a model session came back after it was lost (``recovered``)
 error          bad       a service error, a recovery given up, a failover, or a call that ended ``failed``
 =============  ========  =====================================================================================
@@ -48,6 +51,7 @@ class Flag(enum.StrEnum):
     LONG_SILENCE = "long_silence"
     SLOW_AGENT = "slow_agent"
     BARGE_INS = "barge_ins"
+    FALLBACK = "fallback"
     RECOVERED = "recovered"
     ERROR = "error"
 
@@ -66,6 +70,7 @@ FLAGS: Final[Mapping[Flag, tuple[str, Severity]]] = {
     Flag.SLOW_AGENT: ("slow agent", Severity.WARN),
     Flag.LONG_SILENCE: ("long silence", Severity.WARN),
     Flag.BARGE_INS: ("barge-ins", Severity.WARN),
+    Flag.FALLBACK: ("fallback model", Severity.WARN),
     Flag.RECOVERED: ("recovered", Severity.INFO),
     Flag.CALLER_HOLD: ("held by caller", Severity.INFO),
 }
@@ -93,6 +98,12 @@ class CallWatch:
     waiting_since: float | None = None  # the caller stopped at (``t``) and the agent has not answered yet
     barge_ins: int = 0
     after: str = "0-0"  # the last entry fed
+
+    def note(self, state: Mapping[str, Any]) -> None:
+        """What the call's hash (or a row read from it) says that no stream entry does: a fallback to the variant's
+        fallback model (``fallback``)."""
+        if _yes(state.get("fallback")):
+            self.raised.add(Flag.FALLBACK)
 
     def feed(self, entries: Iterable[StreamEntry]) -> None:
         for e in entries:
@@ -207,10 +218,14 @@ def watch_of(plans: Iterable[Dialplan]) -> Callable[[str], Watch]:
     return lambda name: watches.get(name) or Watch()
 
 
-def call_marks(entries: Iterable[StreamEntry], watch: Watch | None = None) -> list[dict[str, Any]]:
-    """The marks of a call from its whole stream (an ended call: what it raised, none held ``now`` after its end)."""
+def call_marks(
+    entries: Iterable[StreamEntry], watch: Watch | None = None, state: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The marks of a call from its whole stream and its hash (``state``; an ended call: what it raised, none held
+    ``now`` after its end)."""
     w = CallWatch(watch or Watch())
     w.feed(entries)
+    w.note(state or {})
     return w.marks()
 
 

@@ -92,6 +92,7 @@ def row(call: CallSummary, lost_workers: Collection[str], seen: Seen | None = No
     out: Row = {"call_id": call.call_id, "status": RowStatus.LOST if lost else RowStatus.LIVE}
     out.update({name: getattr(call, name) for name in ROW_FIELDS})
     if seen is not None:
+        seen.watch.note({"fallback": call.fallback})
         marks = seen.watch.marks(now)
         word = seen.watch.activity(
             {"phase": call.phase, "on_hold": call.on_hold, "in_outage": call.in_outage, "transfer": call.transfer}
@@ -296,6 +297,7 @@ async def follow_call(
     measured = latency(entries)
     yield ("latency", measured)
     marks = _Marks(watch_of(state.get("dialplan", "")), wall)
+    marks.watch.note(state)
     yield ("marks", marks.changed(entries, state.get("phase") == Phase.ENDED))
     acted, after_action = await call_actions(redis, call_id)
     yield ("actions", acted)
@@ -318,6 +320,7 @@ async def follow_call(
             fresh = await read_call(redis, call_id, count=1)
             if fresh is not None and _public(fresh.state) != state:
                 state = _public(fresh.state)
+                marks.watch.note(state)
                 yield ("call", state)
             if state.get("phase") == Phase.ENDED and ended_at is None:
                 ended_at = clock()

@@ -165,3 +165,18 @@ def test_every_flag_has_a_label_and_a_severity() -> None:
     from bridge.supervisor.flags import FLAGS
 
     assert set(FLAGS) == set(Flag)
+
+
+def test_a_call_on_its_fallback_model_is_marked_from_its_hash() -> None:
+    # the variant's model failed to connect and the call went on on its fallback model: no stream entry says so, the
+    # call's hash does (``fallback``, "1" as stored; True in a row read from it)
+    calm = entries(("answered", 1, {}), ("ended", 6, {"outcome": "completed"}))
+    assert call_marks(calm, state={"fallback": "1"}) == [
+        {"flag": "fallback", "label": "fallback model", "severity": "warn", "now": False}
+    ]
+    assert call_marks(calm, state={"fallback": ""}) == call_marks(calm, state={"fallback": False}) == []
+    w = CallWatch()
+    w.note({"fallback": True})
+    w.feed(entries(("realtime_closed", 1, {}), ("recovered", 2, {"attempts": "1"})))
+    assert list(flags(w.marks())) == ["outage", "fallback", "recovered"]  # in the order marks are shown
+    assert worst(w.marks()) == "bad"

@@ -107,6 +107,7 @@ export const MARK_LABEL = Object.freeze({
   slow_agent: "slow agent",
   long_silence: "long silence",
   barge_ins: "barge-ins",
+  fallback: "fallback model",
   recovered: "recovered",
   caller_hold: "held by caller",
 });

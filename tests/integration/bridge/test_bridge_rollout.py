@@ -217,7 +217,7 @@ async def test_a_connect_failure_retries_on_the_fallback_model_with_the_flags_fa
         state = await client.hgetall(keys.call(report["call_id"]))
     finally:
         await client.aclose()
-    assert (state["model"], state["voice"]) == ("gpt-4o-realtime-preview", "verse")
+    assert (state["model"], state["voice"], state["fallback"]) == ("gpt-4o-realtime-preview", "verse", "1")
     window = await store.window("trial")
     assert (window[NEW].calls, window[NEW].connect_failures, window[NEW].fallbacks) == (1, 1, 1)
 
@@ -307,10 +307,15 @@ async def test_a_model_the_service_refuses_moves_the_call_and_the_weight_to_the_
         assert report["agent_audio_ms"] > 0 and report["end_reason"].startswith("caller hung up")  # the agent spoke
         assert not any(kind == "realtime_unavailable" for _, kind, _ in report["timeline"])  # no hold, no apology
         assert report["refused"] == ([SAFE] if n == 1 else [])
-    assert (
-        "gpt-realtime refused (model_not_found) -> gpt-realtime-2.1"
-        in (await wait_reports(bridge.reports_path, 2))[0]["decision"]
-    )
+    first = (await wait_reports(bridge.reports_path, 2))[0]
+    assert "gpt-realtime refused (model_not_found) -> gpt-realtime-2.1" in first["decision"]
+    assert bridge.redis_url is not None
+    client = connect(bridge.redis_url)
+    try:  # a refused model's move to another variant is no fallback: the call is not marked as one
+        assert await client.hget(keys.call(first["call_id"]), "fallback") in ("", None)
+        assert await client.hget(keys.call(first["call_id"]), "variant") == NEW
+    finally:
+        await client.aclose()
     # what the service saw: the refused session, then every call on the healthy model
     assert [s.model for s in bridge.emu.sessions] == [SAFE, NEW, NEW]
     assert bridge.emu.sessions[0].close_code == 4000

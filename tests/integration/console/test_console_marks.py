@@ -1,6 +1,7 @@
 """Trouble at a glance, and numbers that agree: the marks of real calls in the live and ended lists of a real Chromium
 (real ``serve``, Redis, the emulator's faults and the softphone), and, through the API with a real Redis, the ended
-list's marks and its mark filter, and the rollout health of a variant whose only trouble was a recovered session,
+list's marks and its mark filter, a call that ran on its fallback model marked in both lists (and in Chromium), and
+the rollout health of a variant whose only trouble was a recovered session,
 with a call still live counted in its row (and that row as the rollout card shows it in Chromium)."""
 
 from __future__ import annotations
@@ -126,6 +127,52 @@ async def test_the_ended_list_carries_each_calls_marks_and_filters_by_one(redis_
     assert every["ended-recovered"]["severity"] == "bad" and every["ended-calm"]["flags"] == []
     assert [c["call_id"] for c in only["calls"]] == ["ended-recovered"]
     assert refused[0] == 400 and refused[1]["field"] == "flag" and "recovered" in refused[1]["error"]
+
+
+async def test_a_call_on_its_fallback_model_is_marked_live_and_ended_and_the_ended_lists_filter_finds_it(
+    redis_url: str,
+) -> None:
+    bye = ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER)
+    async with CallStore(
+        redis_url, worker="w-fallback", tuning=StoreTuning(flush_interval_s=0.01, reap_interval_s=None)
+    ) as store:
+        # what the worker writes when a variant's model fails to connect and the call goes on on its fallback model
+        for call_id, ends in (("fb-live", False), ("fb-ended", True)):
+            report = store.listener_for(call_id, **identity(dialplan="desk"))
+            report(ev.Answered())
+            store.update(call_id, model="gpt-4o-realtime-preview", fallback=True)
+            if ends:
+                report(bye)
+        calm = store.listener_for("fb-calm", **identity(dialplan="desk"))
+        for r in (ev.Answered(), bye):
+            calm(r)
+        assert await store.flush()
+        client = aioredis.from_url(redis_url, decode_responses=True)
+        app = create_app(token=OPERATOR_TOKEN, redis=client, rollouts=None)
+        async with TestServer(app) as server:
+            every = {c["call_id"]: c for c in (await api_get(server, "/api/calls/ended"))["calls"]}
+            only = await api_get(server, "/api/calls/ended?flag=fallback")
+            live = {c["call_id"]: c for c in (await api_get(server, "/api/calls"))["calls"]}
+            if CHROMIUM is not None:
+                async with Browser() as browser:
+                    page = await browser.page()
+                    await sign_in(page, str(server.make_url("/")), OPERATOR_TOKEN, name="Dana")
+                    ended = mark("ended", "fb-ended", "fallback")
+                    await page.wait_for(f"{ended} !== null && {mark('calls', 'fb-live', 'fallback')} !== null", 20)
+                    assert await page.eval(f"{ended}.textContent") == "fallback model"
+                    assert await page.eval(f"{ended}.className") == "mark warn"
+                    assert await page.eval(mark("ended", "fb-calm", "fallback")) is None
+                    # the ended list's mark filter offers it, and keeps only the calls that fell back
+                    await page.eval("(() => { const s = document.getElementById('ended-flag'); s.value = 'fallback';"
+                                    " s.dispatchEvent(new Event('input')); })()")  # fmt: skip
+                    rows = "[...document.querySelectorAll('#ended tbody tr')].map((tr) => tr.dataset.callId).join()"
+                    await page.wait_for(f"{rows} === 'fb-ended'", 20)
+                    assert page.problems == [], page.problems
+        await client.aclose()
+    assert [m["flag"] for m in every["fb-ended"]["flags"]] == ["fallback"] and every["fb-ended"]["fallback"] is True
+    assert every["fb-ended"]["severity"] == "warn" and every["fb-calm"]["flags"] == []
+    assert [c["call_id"] for c in only["calls"]] == ["fb-ended"]
+    assert live["fb-live"]["fallback"] is True and live["fb-live"]["model"] == "gpt-4o-realtime-preview"
 
 
 # ------------------------------------------------------------------------------------------------ real calls
