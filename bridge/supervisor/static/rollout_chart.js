@@ -67,8 +67,42 @@ export function intervalBar(lo, hi, margin) {
     margin === undefined ? null : s("line", { class: "ci-margin", x1: x(margin), x2: x(margin), y1: 0, y2: H }));
 }
 
-// The chart's box in viewBox units (it scales to its column: console.css gives it width 100 %, height auto).
-const W = 320, H = 160, L = 62, R = 10, T = 10, B = 30;
+// The chart's box in viewBox units (it scales to its column: console.css gives it width 100 %, height auto); with
+// marks, the plot starts lower (TM) and their labels take the row above it.
+const W = 320, H = 160, L = 62, R = 10, T0 = 10, TM = 24, B = 30;
+const MARK_Y = 12; // a mark label's baseline, above the plot
+const CHAR_W = 6.5; // a generous width of one character of an 11 px label, in viewBox units
+
+// What a mark of the candidate's (bridge.rollout.experiment: its steps, decisions and re-arms) says on the chart, and
+// in its tooltip.
+function markLabel(mark) {
+  const share = mark.share === undefined ? "" : ` ${Number(mark.share.toFixed(1))} %`;
+  return { promote: `→${share}`, rollback: "rollback", rearm: "re-armed", complete: "complete", srm: "SRM" }[mark.action]
+    ?? mark.action;
+}
+
+function markTitle(mark, calls) {
+  const when = new Date(mark.t * 1000).toISOString().slice(0, 16).replace("T", " ");
+  const share = mark.share === undefined ? "" : ` (${Number(mark.share.toFixed(1))} % of new calls after it)`;
+  return `${mark.action}${share} at ${calls} candidate calls (${when} UTC)`;
+}
+
+// The marks on the chart: a line across the plot at each mark's calls, and its label above the plot where it fits
+// beside the one before (a label that would overlap is left to the line's tooltip).
+function markLines(marks, key, X, top, bottom) {
+  let right = -Infinity;
+  return marks.map((mark) => {
+    const calls = mark.calls[key], x = X(calls), text = markLabel(mark);
+    const half = (text.length * CHAR_W) / 2;
+    const at = Math.min(Math.max(x, L + half), W - R - half);
+    const fits = at - half >= right + 4;
+    if (fits) right = at + half;
+    return s("g", { class: `step-mark ${mark.action}`, "data-action": mark.action, "data-calls": calls },
+      s("title", {}, markTitle(mark, calls)),
+      s("line", { class: "step-line", x1: x.toFixed(1), x2: x.toFixed(1), y1: top, y2: bottom }),
+      fits ? s("text", { class: "step-label", x: at.toFixed(1), y: MARK_Y, "text-anchor": "middle" }, text) : null);
+  });
+}
 
 function span(values) {
   let lo = Math.min(...values), hi = Math.max(...values);
@@ -81,11 +115,17 @@ function span(values) {
   return [lo - pad, hi + pad];
 }
 
-// A guardrail's trend: at each hourly point (x: the candidate's calls so far, across every step), its difference
-// from the safe variant (the line) and the 95 % interval (the band), with zero and the margin drawn across.
-export function trendChart(key, label, safe, m) {
+// A guardrail's trend: at each point (x: the candidate's calls so far, across every step; a point each hour and as
+// its calls grow, the last one the current estimate the table shows), its difference from the safe variant (the
+// line) and the 95 % interval (the band), with zero and the margin drawn across, and the candidate's steps and
+// decisions (`marks`, those that carry their calls of this guardrail) marked where they happened.
+export function trendChart(key, label, safe, m, marks = []) {
   const points = m.trend;
-  let [x0, x1] = [Math.min(...points.map((p) => p.calls)), Math.max(...points.map((p) => p.calls))];
+  const placed = marks.filter((k) => k.calls && Number.isFinite(k.calls[key]));
+  const T = placed.length ? TM : T0;
+  const xs = [...points, ...placed.map((k) => ({ calls: k.calls[key] }))].map((p) => p.calls);
+  const [first, end] = [Math.min(...xs), Math.max(...xs)];
+  let [x0, x1] = [first, end];
   if (x1 - x0 < 1) [x0, x1] = [x0 - 1, x1 + 1]; // one point: drawn in the middle
   const [y0, y1] = span([...points.flatMap((p) => [p.lo, p.hi]), 0, m.margin]);
   const X = (c) => L + ((c - x0) / (x1 - x0)) * (W - L - R);
@@ -107,7 +147,7 @@ export function trendChart(key, label, safe, m) {
   return s("svg", {
     class: "trend", "data-metric": key, viewBox: `0 0 ${W} ${H}`, role: "img",
     "aria-label": `${label}: difference from ${safe} over ${last.calls} candidate calls, now ${change(key, last.diff)} ` +
-      `[${change(key, last.lo)}, ${change(key, last.hi)}]: ${word}`,
+      `[${change(key, last.lo)}, ${change(key, last.hi)}]: ${m.reading ?? word}`,
   },
     s("title", {}, `${label}: the candidate's difference from ${safe} (line) and its 95 % interval (band), ` +
       `over the candidate's calls; the dashed line is the margin (a regression past it is what the test looks for)`),
@@ -116,12 +156,13 @@ export function trendChart(key, label, safe, m) {
     s("line", { class: "zero", x1: L, x2: W - R, y1: Y(0), y2: Y(0) }),
     s("line", { class: "margin", x1: L, x2: W - R, y1: Y(m.margin), y2: Y(m.margin) }),
     s("polyline", { class: "line", points: points.map((p) => xy(p.calls, p.diff)).join(" ") }),
+    markLines(placed, key, X, T, H - B),
     s("circle", { class: "now", cx: X(last.calls), cy: Y(last.diff), r: 2.5 }),
     s("text", { class: "tick", x: L - 4, y: Y(0) + 3, "text-anchor": "end" }, "0"),
     s("text", { class: "margin-label", x: W - R - 2, y: Y(m.margin) - 3, "text-anchor": "end" },
       `margin ${change(key, m.margin)}`),
     tick(Math.max(...points.map((p) => p.hi))), tick(Math.min(...points.map((p) => p.lo))),
-    s("text", { class: "tick", x: L, y: H - B + 13 }, String(Math.round(points[0].calls))),
-    s("text", { class: "tick", x: W - R, y: H - B + 13, "text-anchor": "end" }, String(Math.round(last.calls))),
+    s("text", { class: "tick", x: L, y: H - B + 13 }, String(Math.round(first))),
+    s("text", { class: "tick", x: W - R, y: H - B + 13, "text-anchor": "end" }, String(Math.round(end))),
     s("text", { class: "axis", x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, "candidate calls"));
 }

@@ -1,7 +1,8 @@
 // The guarded rollout in a rollout card: for each candidate, what the engine decided and will do next (its verdict),
-// a trend chart per guardrail that is on, those guardrails in a table with a word each, and the metrics that guard
-// nothing folded away. Drawn from the panel's `experiment` (bridge.rollout.records.current), whatever its shape of
-// variants and guardrails: a guardrail is on when the server gives its margin.
+// a trend chart per guardrail that is on with the candidate's steps and decisions marked, those guardrails in a table
+// with the engine's reading of each, and the metrics that guard nothing folded away. Drawn from the panel's
+// `experiment` (bridge.rollout.records.current, following the flag: bridge.supervisor.rollout_view.follow_flag),
+// whatever its shape of variants and guardrails: a guardrail is on when the server gives its margin.
 
 import { h } from "./dom.js";
 import { cell, change, intervalBar, judge, trendChart } from "./rollout_chart.js";
@@ -18,7 +19,51 @@ function percent(value) {
 }
 
 function tooFew(m) {
-  return m.vs_safe ? "no hourly point yet" : `too few calls (${m.too_few ?? "?"} more)`;
+  return m.vs_safe ? "no point yet" : `too few calls (${m.too_few ?? "?"} more)`;
+}
+
+// A duration as people say it: "about a minute", "about 20 minutes", "about 5 hours", "about 3 days" (as
+// bridge/serve/experiment_cli.py's how_long).
+export function howLong(seconds) {
+  const about = (n, unit, one) => {
+    const k = Math.max(1, Math.floor(n + 0.5));
+    return k === 1 ? `about ${one}` : `about ${k} ${unit}s`;
+  };
+  if (seconds < 90 * 60) return about(seconds / 60, "minute", "a minute");
+  if (seconds < 36 * 3600) return about(seconds / 3600, "hour", "an hour");
+  return about(seconds / 86400, "day", "a day");
+}
+
+// The engine's reading of a guardrail against its margin (bridge.rollout.experiment) and the class it is drawn with.
+const READING_CLASS = {
+  "better": "better",
+  "no clear difference": "unsure",
+  "slightly worse, within tolerance": "within",
+  "worse, perhaps beyond its margin": "worse",
+  "worse than its margin": "worse",
+};
+
+function reading(m) {
+  if (!m.vs_safe) return ["too few calls", "few"];
+  if (m.reading) return [m.reading, READING_CLASS[m.reading] ?? "unsure"];
+  return judge(m.vs_safe.ci95[0], m.vs_safe.ci95[1], m.margin);
+}
+
+// The flag is on weights no finished call was drawn under yet (a step, a rollback, a change, the kill switch; or no
+// call of the plan has ended at all): the verdicts show its step; the figures are the calls' before.
+function pendingNote(exp, safe) {
+  const p = exp.pending;
+  if (!p) return null;
+  const shares = Object.entries(p.shares).map(([n, s]) => `${n} ${percent(s)}`).join(", ");
+  const none = exp.epoch === null || exp.epoch === undefined;
+  const text = none
+    ? `No call of this plan has ended yet (${shares} of new calls): the verdicts wait for the first ones.`
+    : p.kill
+      ? `The kill switch is on: every new call goes to ${safe}. No call since has ended yet: the figures below ` +
+        "are from the calls before."
+      : `The weights changed: ${shares} of new calls. No call under them has ended yet: the verdicts wait for the ` +
+        "first ones; the figures below are from the calls before.";
+  return h("p", { class: none ? "muted pending" : "warning pending", role: "status" }, text);
 }
 
 // The experiment's notes that concern every candidate: records left out as evidence, unsigned records, the split.
@@ -41,7 +86,7 @@ function verdict(name, exp, safe) {
   const row = exp.estimates[name], v = row.verdict;
   const last = exp.decisions.filter((d) => d.variant === name).pop();
   const waiting = v.waiting_for || [];
-  return h("div", { class: `verdict state-${v.state}`, "data-state": v.state },
+  return h("div", { class: `verdict state-${v.state}${v.pending ? " pending" : ""}`, "data-state": v.state },
     h("p", { class: "verdict-head" },
       h("strong", { class: "state" }, STATE_LABEL[v.state] ?? v.state), " ",
       h("span", { class: "step" }, v.share === null ? "step: weights not known" : `step: ${percent(v.share)} of new calls`),
@@ -56,7 +101,8 @@ function verdict(name, exp, safe) {
     waiting.length ? h("div", { class: "waiting" }, "Waiting for:",
       h("ul", {}, waiting.map((w) => h("li", {}, w)))) : null,
     v.more_calls === null || v.more_calls === undefined ? null : h("p", { class: "more" }, v.more_calls > 0
-      ? `About ${v.more_calls} more ${name} calls before the next step.`
+      ? `About ${v.more_calls} more ${name} calls before the next step` +
+        (v.more_time_s ? `: ${howLong(v.more_time_s)} at current traffic.` : ".")
       : "Enough calls for the next step: the time on the step or a test still holds it."),
     last ? h("p", { class: "decided" }, `Last decision: ${last.action} at ${when(last.t)}: ${last.reason}`) : null);
 }
@@ -64,7 +110,7 @@ function verdict(name, exp, safe) {
 function metricRow(name, safe, exp, key, label, guarding) {
   const m = exp.estimates[name][key], vs = m.vs_safe;
   const safeValue = exp.estimates[safe]?.[key]?.value ?? null;
-  const [word, kind] = vs ? judge(vs.ci95[0], vs.ci95[1], m.margin) : ["too few calls", "few"];
+  const [word, kind] = reading(m);
   return h("tr", { "data-variant": name, "data-metric": key },
     h("th", { scope: "row" }, label),
     h("td", { class: "safe-value" }, cell(key, safeValue)),
@@ -77,12 +123,26 @@ function metricRow(name, safe, exp, key, label, guarding) {
     guarding ? h("td", { class: `word ${kind}` }, word) : null);
 }
 
+// What the columns are: the values are each variant's own over all its calls; the difference compares like with like.
+const VALUE_TITLE = "the variant's own value over all its calls (the safe variant's: every call; the candidate's: " +
+  "since it was armed; a latency: the geometric mean), whatever the weights and hour they came under";
+const DIFF_TITLE = "the candidate against the safe variant's calls under the same weights and in the same hour, with " +
+  "its 95 % interval: it need not equal the gap between the two values";
+
 function metricTable(name, safe, exp, keys, labels, guarding) {
-  const head = ["Metric", `${safe} (safe)`, name, "Difference (95 %)", ""]
-    .concat(guarding ? ["Margin", "Verdict"] : []);
+  const head = [["Metric"], [`${safe} (safe), all calls`, VALUE_TITLE, "safe-value"],
+    [`${name}, all calls`, VALUE_TITLE, "value"], ["Difference, same weights and hour (95 %)", DIFF_TITLE, "diff"],
+    [""]].concat(guarding ? [["Margin"], ["Reading", "the engine's reading of the interval against the margin"]] : []);
   return h("div", { class: "table-box" }, h("table", { class: guarding ? "guardrails" : "others" },
-    h("thead", {}, h("tr", {}, head.map((t) => h("th", {}, t)))),
+    h("thead", {}, h("tr", {}, head.map(([t, title, key]) => h("th", { title, "data-col": key }, t)))),
     h("tbody", {}, keys.map((k) => metricRow(name, safe, exp, k, labels[k] || k, guarding)))));
+}
+
+function valueNote(name, safe) {
+  return h("p", { class: "muted value-note" },
+    `The values are each variant's over all its calls (${safe}: every call; ${name}: since it was armed; a latency: ` +
+    "the geometric mean). The difference compares the candidate with the safe variant's calls under the same " +
+    "weights and in the same hour, so it need not equal the gap between the two values.");
 }
 
 function candidate(dialplan, name, exp, safe, labels) {
@@ -91,19 +151,21 @@ function candidate(dialplan, name, exp, safe, labels) {
     .filter((k) => !(k in labels) && row[k] && typeof row[k] === "object" && "value" in row[k]));
   const on = keys.filter((k) => "margin" in row[k]);
   const off = keys.filter((k) => !("margin" in row[k]));
+  const marks = row.verdict.marks || [];
   const charts = on.map((k) => {
     const m = row[k], label = labels[k] || k;
     const drawn = Boolean(m.vs_safe && m.trend && m.trend.length);
-    const said = drawn ? h("span", { class: "muted" }, judge(m.vs_safe.ci95[0], m.vs_safe.ci95[1], m.margin)[0])
+    const said = drawn ? h("span", { class: "muted reading" }, reading(m)[0])
       : h("span", { class: "too-few muted" }, tooFew(m));
     return h("figure", { class: "guardrail", "data-metric": k },
-      h("figcaption", {}, h("strong", {}, label), " ", said), drawn ? trendChart(k, label, safe, m) : null);
+      h("figcaption", {}, h("strong", {}, label), " ", said), drawn ? trendChart(k, label, safe, m, marks) : null);
   });
   return h("div", { class: "candidate", "data-variant": name },
     h("h4", {}, `${name} against ${safe} (safe)`),
     verdict(name, exp, safe),
     h("div", { class: "charts" }, charts),
     metricTable(name, safe, exp, on, labels, true),
+    valueNote(name, safe),
     off.length ? h("details", { class: "other-metrics", "data-keep": `${dialplan}/${name}/others` },
       h("summary", {}, "other metrics (not guarding)"),
       metricTable(name, safe, exp, off, labels, false)) : null);
@@ -119,6 +181,7 @@ export function experimentSection(dp, labels) {
     h("h4", {}, "Guarded rollout ", h("span", { class: "muted" },
       `(epoch ${exp.epoch ?? "none yet"}; α ${exp.alpha} shared by the guardrails; each candidate against ${safe})`)),
     notes(exp),
+    pendingNote(exp, safe),
     candidates.map((c) => candidate(dp.dialplan, c, exp, safe, labels)),
     exp.decisions.length ? h("details", { class: "decisions", "data-keep": `${dp.dialplan}/decisions` },
       h("summary", {}, `Decisions (${exp.decisions.length})`),

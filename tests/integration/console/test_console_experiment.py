@@ -37,7 +37,7 @@ from bridge.supervisor.api import create_app
 pytestmark = pytest.mark.integration
 KEY = b"rollout-key-for-the-console-test"
 T0 = 1_700_000_000.0
-STEP_S = 120.0  # one call ending every two minutes: hourly trend points
+STEP_S = 120.0  # one call ending every two minutes: trend points each hour and as the calls grow
 ON = ("failure_rate", "abandon_rate", "greeting_ms", "first_reply_ms")  # the guardrails on by default
 HALF = {"ga": 50.0, "beta": 50.0}  # every plan's weights here (canary's and fresh's stored: their own are 0/100)
 OFF = ("transfer_rate", "repeat_rate", "handle_time_s", "cost_per_call_usd", "check_fail_rate")
@@ -93,12 +93,9 @@ async def _fill(client: aioredis.Redis, rollouts: RolloutStore) -> None:
         await rollouts.record_call("canary", "ga", {"outcome": outcome, "fallback": outcome != "ok"})
 
 
-def _word(vs: dict[str, Any] | None, margin: float) -> str:
-    """The verdict word the page gives an interval against its margin (rollout_chart.js ``judge``)."""
-    if vs is None:
-        return "too few calls"
-    lo, hi = vs["ci95"]
-    return "worse" if lo > 0 else "better" if hi < 0 else "within margin" if hi <= margin else "undecided"
+def _word(m: dict[str, Any]) -> str:
+    """The reading the page gives a guardrail: the engine's, "too few calls" without an interval."""
+    return str(m["reading"]) if m["vs_safe"] is not None else "too few calls"
 
 
 # A chart's geometry, in its own viewBox units: the box, the band's corners, the zero and margin lines' y.
@@ -181,7 +178,7 @@ async def _check_page(page: Any, canary: dict[str, Any], guarded_exp: dict[str, 
     assert "failure_rate surely worse" in await page.text(f"{ga} .verdict .decided")
     assert await page.eval(f"document.querySelector({json.dumps(ga + ' .srm-warning')})") is None
 
-    # -- a chart per guardrail that is on and has hourly points; "too few calls" for the one without
+    # -- a chart per guardrail that is on and has points; "too few calls" for the one without
     estimates = canary["estimates"]["ga"]
     drawn = await _metrics(page, f"{ga} svg.trend")
     assert drawn == [m for m in ON if estimates[m]["trend"]], drawn
@@ -191,7 +188,7 @@ async def _check_page(page: Any, canary: dict[str, Any], guarded_exp: dict[str, 
         x, y, w, h = geo["box"]
         assert all(x <= px <= x + w and y <= py <= y + h for px, py in geo["band"]), geo
         assert y <= geo["zero"] <= y + h and geo["margin"] is not None and y <= geo["margin"] <= y + h, geo
-        assert geo["line"] == len(estimates[metric]["trend"])  # the difference: one vertex per hourly point
+        assert geo["line"] == len(estimates[metric]["trend"])  # the difference: one vertex per point
         assert geo["margin"] < geo["zero"]  # the margin (a regression) is above zero: worse is up
         # the charts scale to the card: readable at both widths (text at least 0.85 of its viewBox size)
         assert 0.85 * w <= geo["width"] <= min(width, 40 * 16), (width, geo["width"])
@@ -206,8 +203,8 @@ async def _check_page(page: Any, canary: dict[str, Any], guarded_exp: dict[str, 
     assert keys == list(ON), keys
     for metric in ON:
         m = estimates[metric]
-        assert await page.text(f"{rows}[data-metric={metric}] td.word") == _word(m["vs_safe"], m["margin"])
-    assert await page.text(f"{rows}[data-metric=failure_rate] td.word") == "worse"
+        assert await page.text(f"{rows}[data-metric={metric}] td.word") == _word(m)
+    assert await page.text(f"{rows}[data-metric=failure_rate] td.word") == "worse than its margin"
     assert await page.text(f"{rows}[data-metric=first_reply_ms] td.diff") == "too few calls (50 more)"
     diff = await page.text(f"{rows}[data-metric=failure_rate] td.diff")
     assert diff.startswith("+") and diff.count("pp") == 3, diff  # a rate's difference in percentage points
