@@ -35,7 +35,7 @@ from bridge.rollout.store import RolloutStore
 from bridge.supervisor.api import create_app
 
 pytestmark = pytest.mark.integration
-KEY = b"rollout-key-for-the-console-test"
+KEY = (b"rollout-key-for-the-console-test",)
 T0 = 1_700_000_000.0
 STEP_S = 120.0  # one call ending every two minutes: trend points each hour and as the calls grow
 ON = ("failure_rate", "abandon_rate", "greeting_ms", "first_reply_ms")  # the guardrails on by default
@@ -124,7 +124,7 @@ async def _metrics(page: Any, selector: str) -> list[str]:
 async def test_the_rollout_card_shows_each_candidates_verdict_and_guardrail_charts(redis_url: str) -> None:
     client = aioredis.from_url(redis_url, decode_responses=True)
     specs = {p.name: p.rollout_spec for p in PLANS}
-    rollouts = RolloutStore(client=client, specs=specs, key=KEY)  # type: ignore[arg-type]
+    rollouts = RolloutStore(client=client, specs=specs, rollout_keys=KEY)  # type: ignore[arg-type]
     await _fill(client, rollouts)
     app = create_app(token=OPERATOR_TOKEN, redis=client, rollouts=rollouts, dialplans=PLANS)
     async with TestServer(app) as server:

@@ -41,7 +41,7 @@ from bridge.serve.experiment_cli import how_long, show_experiment
 from bridge.supervisor.api import create_app
 
 pytestmark = pytest.mark.integration
-KEY = b"rollout-key-for-the-steps-test"
+KEY = (b"rollout-key-for-the-steps-test",)
 T0 = 1_700_002_800.0  # the start of an hour (the engine's strata are hours)
 GUARDED = ("failure_rate", "greeting_ms")  # the guardrails on in these plans
 
@@ -173,7 +173,7 @@ async def test_the_rollout_card_follows_the_flag_and_its_charts_show_the_tables_
 ) -> None:
     client = aioredis.from_url(redis_url, decode_responses=True)
     specs = {p.name: p.rollout_spec for p in PLANS}
-    rollouts = RolloutStore(client=client, specs=specs, key=KEY)  # type: ignore[arg-type]
+    rollouts = RolloutStore(client=client, specs=specs, rollout_keys=KEY)  # type: ignore[arg-type]
     decided, t_last = await _fill(client, rollouts)
     assert [(d.variant, d.action, (d.weights or {}).get(d.variant)) for d in decided] == [
         ("mini", "rollback", 0.0), ("ga", "promote", 25.0), ("ga", "promote", 60.0), ("ga", "promote", 95.0),
