@@ -35,9 +35,9 @@ recovery_gap    Realtime session lost -> new session ready
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -65,6 +65,9 @@ CALLS_ABANDONED = Counter(
     f"{NS}_calls_abandoned", "Calls whose caller hung up while ringing (CANCEL, or BYE before the answer)", ["dialplan"]
 )
 SIP_REJECTED = Counter(f"{NS}_sip_rejected", "INVITEs refused, by SIP status", ["code"])
+# The statuses a worker refuses an INVITE with (bridge/sip/gateway.py: pjsua's own, the screening's, a failed
+# screening's 500) and a draining worker's 503 (bridge/serve/stopping.py)
+SIP_REJECT_CODES = ("400", "401", "403", "415", "420", "486", "488", "500", "503")
 SIP_SLOT_REFUSALS = Counter(
     f"{NS}_sip_slot_refusals",
     "INVITEs refused for want of a call slot, by reason (calls_per_source: the source's concurrent calls; "
@@ -158,6 +161,7 @@ WEBHOOKS_FAILED = Counter(
     "Webhook attempts that failed, by status class: 3xx (redirects are not followed), 4xx, 5xx, timeout, error",
     ["endpoint", "status"],
 )
+WEBHOOK_FAILURES = ("3xx", "4xx", "5xx", "timeout", "error")  # bridge.webhooks.schedule.status_class
 WEBHOOKS_DEAD = Counter(
     f"{NS}_webhooks_dead_lettered", "Webhook deliveries given up after the last retry (dead letters)", ["endpoint"]
 )
@@ -167,6 +171,7 @@ WEBHOOKS_DROPPED = Counter(
     " Redis), memory (a process's queue while Redis is away)",
     ["endpoint", "reason"],
 )
+WEBHOOK_DROPS = ("full", "memory")
 WEBHOOKS_ENDED_TWICE = Counter(
     f"{NS}_webhooks_ended_twice",
     "A call's second call.ended, not queued: one was queued already (a worker's call a reaper had ended for it)",
@@ -422,12 +427,24 @@ def announce_build(workers: int) -> None:
 
 
 def prime(
-    dialects: tuple[str, ...], dialplans: tuple[str, ...], variants: Mapping[str, tuple[str, ...]] | None = None
+    dialects: tuple[str, ...],
+    dialplans: tuple[str, ...],
+    variants: Mapping[str, tuple[str, ...]] | None = None,
+    *,
+    rollouts: tuple[str, ...] = (),
+    orchestrated: tuple[str, ...] = (),
 ) -> None:
-    """Create every label set a worker can produce at zero, so /metrics shows each metric before its first event
-    (a dashboard must tell "no failures" from "no data"). ``variants``: each dialplan's variants."""
+    """Create every label set a worker can produce at zero, so /metrics shows each metric before its first event:
+    a dashboard must tell "no failures" from "no data", and an alert on ``increase()`` sees a counter's first event
+    only if the counter was there at 0 before it. ``variants``: each dialplan's variants; ``rollouts``: the
+    dialplans with a rollout flag; ``orchestrated``: the dialplans with an orchestrator."""
+    from bridge.orchestrator.client import KINDS  # here, not at import: this module stays free of aiohttp
+    from bridge.orchestrator.models import Action
+
     classes = ("network", "auth", "protocol", "server")
     for d in dialects:
+        for segment in SEGMENTS:
+            LATENCY.labels(segment, d)
         for dp in dialplans:
             CALLS_STARTED.labels(d, dp)
             CALLS_ACTIVE.labels(d, dp)
@@ -445,6 +462,8 @@ def prime(
         BARGE_INS.labels(d)
         PLAYOUT_UNDERRUNS.labels(d)
         PLAYOUT_DROPS.labels(d)
+    for code in SIP_REJECT_CODES:
+        SIP_REJECTED.labels(code)
     SIP_SLOT_REFUSALS.labels("calls_per_source")
     SIP_SLOT_REFUSALS.labels("unlisted_share")
     for dp in dialplans:
@@ -456,6 +475,15 @@ def prime(
         for warm in ev.TransferOutcome:
             WARM_TRANSFERS.labels(dp, warm)
     OUTAGE_SECONDS.inc(0)
+    for dp in rollouts:
+        ROLLOUT_FLAG_REFUSED.labels(dp)
+        ROLLOUT_SRM.labels(dp)
+    for dp in orchestrated:
+        for action in get_args(Action):
+            ORCHESTRATOR_DECISIONS.labels(dp, action)
+        for kind in KINDS:
+            ORCHESTRATOR_ERRORS.labels(dp, kind)
+        ORCHESTRATOR_FILLERS.labels(dp)
     for dp, names in (variants or {}).items():
         for name in names:
             for outcome in ("ok", "connect_failure", "dropped", "recovered", "abandoned"):  # rollout.health.OUTCOMES
@@ -482,6 +510,26 @@ def prime(
         CALL_RECORD_FAILURES.labels(part)
     for stage in ("spooled", "replayed"):
         CALL_STATE_SPOOLED.labels(stage)
+
+
+def prime_webhooks(endpoints: Iterable[str]) -> None:
+    """Every webhook endpoint's counters at zero (``endpoints``: their names), in the process that reads them from
+    the settings and the dialplans: a first dead letter or drop is then an increase from 0."""
+    for endpoint in endpoints:
+        WEBHOOKS_DELIVERED.labels(endpoint)
+        WEBHOOKS_DEAD.labels(endpoint)
+        WEBHOOKS_ENDED_TWICE.labels(endpoint)
+        for status in WEBHOOK_FAILURES:
+            WEBHOOKS_FAILED.labels(endpoint, status)
+        for reason in WEBHOOK_DROPS:
+            WEBHOOKS_DROPPED.labels(endpoint, reason)
+
+
+def prime_rollout_state(dialplans: Iterable[str]) -> None:
+    """``callbridge_rollout_state_missing`` of each rollout dialplan the node serves: 0 until its checks find a flag
+    missing (a label set already there keeps its value)."""
+    for dp in dialplans:
+        ROLLOUT_STATE_MISSING.labels(dp)
 
 
 def observe_latency(segment: str, dialect: str, ms: float) -> None:

@@ -706,10 +706,15 @@ class EdgeExport:
     starts from zero again, and then all it counted is new)."""
 
     def __init__(self) -> None:
-        from bridge import metrics
-
         self.last: dict[str, int] = {}
-        for metric_name, reason in EDGE_COUNTERS.values():  # every reason at zero from the start
+        self.prime()
+
+    @staticmethod
+    def prime() -> None:
+        """Every reason at zero from the start."""
+        from bridge import metrics  # not at import: serve sets up multiprocess metrics first
+
+        for metric_name, reason in EDGE_COUNTERS.values():
             if reason:
                 getattr(metrics, metric_name).labels(reason)
 
@@ -956,8 +961,23 @@ class KamailioFront:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError, OSError):
                 await asyncio.wait_for(asyncio.shield(self._log_task), within_s)
 
+    def announce_metrics(self) -> None:
+        """The front's series from its start, before Kamailio first reports (serve's own:
+        :func:`bridge.serve.pool.announce_node`): each worker's calls at 0, its cap, each of its states at 0 (the
+        first read of the dispatcher sets the one it is in), and every reason the edge counts at 0."""
+        from bridge import metrics  # not at import: serve sets up multiprocess metrics first
+
+        for dest in self.destinations:
+            metrics.FRONT_WORKER_CALLS.labels(dest.address).set(0)
+            metrics.FRONT_WORKER_MAX_CALLS.labels(dest.address).set(dest.max_calls)
+            for state in Dispatch:
+                if state is not Dispatch.UNKNOWN:
+                    metrics.FRONT_WORKER_STATE.labels(dest.address, state.word).set(0)
+        EdgeExport.prime()
+
     async def start(self, ready_within_s: float = 15.0) -> None:
         """Start Kamailio and wait until it answers OPTIONS on the front address; FrontError if it does not."""
+        self.announce_metrics()
         await self._spawn()
         try:
             await self._wait_ready(ready_within_s)

@@ -90,6 +90,8 @@ class ServedPlans:
                 self.names = frozenset(rollout_specs(load_dialplans(self.folder)))
             except ConfigError as exc:
                 log.warning("rollout flags: the plans served are the last ones read: %s", exc)
+            else:
+                metrics.prime_rollout_state(self.names)  # a rollout new to the folder: 0 until found missing
         return self.names
 
 

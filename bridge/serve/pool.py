@@ -331,9 +331,7 @@ class Pool:
             await asyncio.sleep(delay)
 
     async def start(self) -> None:
-        from bridge import metrics
-
-        metrics.announce_build(len(self.slots))
+        announce_node(self.settings, len(self.slots))
         self._preload = self.settings.worker_start == "preload" and tuple(self.worker_command) == WORKER_COMMAND
         if not self._preload:
             log.info("workers start by exec (worker_start: %s)", self.settings.worker_start)
@@ -407,6 +405,25 @@ class Pool:
         await self.zygote.close()
         if self._redis is not None:
             await self._redis.aclose()
+
+
+def announce_node(settings: Settings, workers: int) -> None:
+    """serve's own series from its start (each worker's: :meth:`bridge.serve.worker.Worker.announce_metrics`; the
+    front's: :meth:`bridge.serve.front.KamailioFront.announce_metrics`): the build, each worker's restarts, each
+    served rollout's missing state, and each webhook endpoint's counters, at 0 (or 1: the build)."""
+    from bridge import metrics  # not at import: serve sets up multiprocess metrics first
+    from bridge.dialplan import load_dialplans, rollout_specs
+    from bridge.webhooks.endpoints import endpoints
+
+    metrics.announce_build(workers)
+    try:
+        plans = load_dialplans(settings.dialplans)
+    except ConfigError as exc:  # serve checked them before it started; a pool inside another program may not have
+        log.warning("dialplans not read: their series appear with their first events: %s", exc)
+        return
+    metrics.prime_rollout_state(rollout_specs(plans))
+    if settings.redis_url:  # webhooks need Redis (bridge/serve/webhooks.py: start_node)
+        metrics.prime_webhooks(endpoints(settings.webhook_url, plans, settings.webhook_caller))
 
 
 def announce_fast_path(settings: Settings) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bridge import events as ev
+from bridge import metrics
 from bridge.call.options import Listener
 from bridge.call.report import CallReport
 from bridge.config import Settings
@@ -274,6 +275,10 @@ class PlanRoutes:
                     self._plans = load_dialplans(self.settings.dialplans)
                 except ConfigError as exc:
                     log.error("webhooks: dialplans not read again (the old endpoints stay): %s", exc)
+                else:  # an endpoint new to the plans: its counters at 0 before its first delivery
+                    metrics.prime_webhooks(
+                        endpoints(self.settings.webhook_url, self._plans, self.settings.webhook_caller)
+                    )
         return endpoints(self.settings.webhook_url, self._plans, self.settings.webhook_caller)
 
 

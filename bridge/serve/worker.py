@@ -13,6 +13,7 @@ import datetime as dt
 import fcntl
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -109,14 +110,18 @@ def fixed_decision(plan: Dialplan) -> Decision:
 def warn_shutdowns(
     plans: list[Dialplan], today: dt.date | None = None, *, log_due: bool = True
 ) -> list[catalog.Shutdown]:
-    """Set the shutdown gauge of every rollout variant whose model has an announced shutdown date, and (``log_due``)
-    log a warning for each within :data:`~bridge.rollout.catalog.SHUTDOWN_WARNING_DAYS`. Returns those due."""
+    """Set the shutdown gauge of every model of every rollout variant (its fallback model too): its announced
+    shutdown date, or +Inf (none announced); and (``log_due``) log a warning for each within
+    :data:`~bridge.rollout.catalog.SHUTDOWN_WARNING_DAYS`. Returns those due."""
     specs = rollout_specs(plans)
     found = catalog.shutdowns((dp, v) for dp, spec in specs.items() for v in spec.variants)
-    for s in found:
-        metrics.MODEL_SHUTDOWN.labels(s.dialplan, s.variant, s.model).set(
-            dt.datetime.combine(s.date, dt.time(), dt.UTC).timestamp()
-        )
+    dates = {
+        (s.dialplan, s.variant, s.model): dt.datetime.combine(s.date, dt.time(), dt.UTC).timestamp() for s in found
+    }
+    for dp, spec in specs.items():
+        for v in spec.variants:
+            for model in (m for m in v.models() if m is not None):
+                metrics.MODEL_SHUTDOWN.labels(dp, v.name, model).set(dates.get((dp, v.name, model), math.inf))
     today = today or dt.datetime.now(dt.UTC).date()
     due = catalog.due(found, today)
     for s in due if log_due else ():
@@ -124,6 +129,18 @@ def warn_shutdowns(
     for error in (e for p in plans for e in shutdown_errors(p, today)) if log_due else ():
         log.warning("%s (calls go to the healthy variants; `dialplan check` fails on this plan)", error)
     return due
+
+
+def prime_plans(plans: list[Dialplan]) -> None:
+    """Every label set the calls of ``plans`` can produce, at zero (:func:`bridge.metrics.prime`)."""
+    variants = {p.name: (p.rollout_spec.names if p.rollout_spec else (p.dialect,)) for p in plans}
+    metrics.prime(
+        tuple(DIALECTS),
+        tuple(p.name for p in plans),
+        variants,
+        rollouts=tuple(p.name for p in plans if p.rollout_spec is not None),
+        orchestrated=tuple(p.name for p in plans if p.orchestrator is not None),
+    )
 
 
 def sip_config(s: Settings, index: int, port: int) -> SipConfig:
@@ -208,10 +225,29 @@ class Worker:
         self.hooks = CallHooks.of(settings, lambda: self.plans)  # the calls' webhook events (serve/webhooks.py)
         self.outcomes = outcome.Outcomes(listen_key, settings.rollout_keys)  # outcome records; the rollouts
 
+    async def announce_metrics(self) -> None:
+        """This worker's series from its start (serve's own: :func:`bridge.serve.pool.announce_node`): every label
+        set its calls can produce at zero, each rollout's weights as its flag reads now (the default flag without
+        Redis), each rollout variant's model shutdown date, and (worker 0) whether each variant is refused."""
+        prime_plans(self.plans)
+        for plan in self.plans:
+            if (spec := plan.rollout_spec) is not None:
+                flag = await self.rollouts.get_flag(plan.name) if self.rollouts else spec.default_flag()
+                self._weights(plan, spec, flag)
+        warn_shutdowns(self.plans, log_due=self.index == 0)  # one warning per node, not one per worker
+        if self.index == 0:
+            await self._warn_refused()
+
+    @staticmethod
+    def _weights(plan: Dialplan, spec: RolloutSpec, flag: RolloutFlag) -> None:
+        for name, share in shares(spec, flag).items():
+            metrics.ROLLOUT_WEIGHT.labels(plan.name, name).set(share)
+
     def reload_plans(self) -> None:
         """The dialplans read again (serve's SIGHUP); a call keeps the plan it started with."""
         if (plans := reread_plans(self.settings, self.index)) is not None:
             self.plans, self.specs = plans, rollout_specs(plans)
+            prime_plans(plans)  # a plan new to the folder: its series at zero too
             if self.rollouts is not None:
                 self.rollouts.specs = dict(self.specs)
 
@@ -226,8 +262,7 @@ class Worker:
             flag: RolloutFlag = await self.rollouts.get_flag(plan.name) if self.rollouts else spec.default_flag()
             refused = await self._refused_variants(plan)
             decision = decide(spec, flag, call.caller, call.call_id, voice=plan.profile.voice, refused=refused)
-            for name, share in shares(spec, flag).items():
-                metrics.ROLLOUT_WEIGHT.labels(plan.name, name).set(share)
+            self._weights(plan, spec, flag)
             variant, fallback_voice = spec.variant(decision.variant), flag.fallback_voice
             rollout = (spec, flag)
         vc = VariantCall(
@@ -526,11 +561,7 @@ class Worker:
             hub = TakeOverHub(binary, key)  # closes the client, after the listen hub (closed first) is done with it
             self.actions = CallActions(binary, self.store.worker, hub, key)
             await self.actions.start()
-        variants = {p.name: (p.rollout_spec.names if p.rollout_spec else (p.dialect,)) for p in self.plans}
-        metrics.prime(tuple(DIALECTS), tuple(p.name for p in self.plans), variants)
-        warn_shutdowns(self.plans, log_due=self.index == 0)  # one warning per node, not one per worker
-        if self.index == 0:
-            await self._warn_refused()
+        await self.announce_metrics()
         gateway = SipGateway(
             config,
             on_incoming=self.handle,
