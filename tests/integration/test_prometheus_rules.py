@@ -59,3 +59,31 @@ def test_the_new_node_alerts_watch_what_they_say() -> None:
     assert "callbridge_calls_lost_to_worker_death_total" in rules["CallbridgeCallsLostToWorkerDeath"]["expr"]
     assert "callbridge_rollout_state_missing" in rules["CallbridgeRolloutStateMissing"]["expr"]
     assert 'state="drained"' in rules["CallbridgeFrontFull"]["expr"]  # a planned drain does not page
+
+
+def test_every_counting_alert_fires_on_a_series_that_starts_absent() -> None:
+    """An alert on a counter's ``increase()`` also takes a series that appears within its window already above its
+    threshold (alerts.yml's header: ``X unless last_over_time(X[1d] offset W)``), and alerts_test.yml has a case
+    where that counter's series starts absent (``_``, not 0) and the alert fires."""
+    rules = [r for g in yaml.safe_load((RULES / "alerts.yml").read_text())["groups"] for r in g["rules"]]
+    cases = yaml.safe_load((RULES / "alerts_test.yml").read_text())["tests"]
+    counting = {r["alert"]: r["expr"] for r in rules if "alert" in r and "increase(" in r["expr"]}
+    assert len(counting) >= 13, sorted(counting)
+    for alert, expr in counting.items():
+        counters = set(re.findall(r"increase\((callbridge_[a-z0-9_]+)", expr))
+        for counter in counters:
+            window = re.search(rf"increase\({counter}\b[^\[]*\[(\w+)\]", expr)
+            assert window, f"{alert}: {counter}"
+            assert re.search(rf"unless last_over_time\({counter}\b[^\[]*\[1d\] offset {window[1]}\)", expr), (
+                f"{alert}: a {counter} series that appears above the threshold is not seen"
+            )
+        from_absent = [
+            case
+            for case in cases
+            if any(t["alertname"] == alert and t.get("exp_alerts") for t in case.get("alert_rule_test", []))
+            and any(
+                s["series"].partition("{")[0] in counters and str(s["values"]).split()[0] == "_"
+                for s in case["input_series"]
+            )
+        ]
+        assert from_absent, f"{alert}: no promtool case starts its counter absent and expects it to fire"
