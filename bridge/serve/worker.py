@@ -227,7 +227,7 @@ class Worker:
 
     async def announce_metrics(self) -> None:
         """This worker's series from its start (serve's own: :func:`bridge.serve.pool.announce_node`): every label
-        set its calls can produce at zero, each rollout's weights as its flag reads now (the default flag without
+        set its calls can produce at zero, each rollout's weights as its flag reads at start (the default flag without
         Redis), each rollout variant's model shutdown date, and (worker 0) whether each variant is refused."""
         prime_plans(self.plans)
         for plan in self.plans:
