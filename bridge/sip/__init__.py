@@ -23,8 +23,9 @@
                   and the original called number (Diversion, History-Info), from the INVITE's text
     orphans.py    BYE for the calls of a dead worker, from the dialogs kept in Redis (a plain socket, no pjsua2)
     access.py     pure access checks: source allowlists (CIDR) and digest authentication (RFC 2617/7616)
-    admission.py  Admission: the screening of a new INVITE (who may call, which call slot it may take: per source,
-                  and the unlisted sources' share, so that listed trunks find room), before pjsua makes it a call
+    admission.py  Admission: the screening of a new INVITE (who may call, its session interval, which call slot it
+                  may take: per source, and the unlisted sources' share, so that listed trunks find room), before
+                  pjsua makes it a call
     answers.py    AnswerBook: one final answer per INVITE transaction, however often it arrives (RFC 3261 §17.2)
     rxhook.py     RxHook: a pjsip module that sees every received request first (and may answer it statelessly)
     txhook.py     TxHook: a pjsip module that sees every response sent, printed

@@ -6,7 +6,12 @@ The gateway's screening of a new INVITE (:class:`Admission`), in order:
    (``SipConfig.allowed_sources``, or loopback only under the closed default), ``Content-Length`` against the body,
    then digest authentication (``SipConfig.auth_users``: ``401`` and a challenge, ``403`` bad credentials or a
    locked-out source; :mod:`bridge.sip.access`).
-2. **Room** (:meth:`Admission.slot`), for an INVITE that passed: a source holds at most ``calls_per_source`` calls
+2. **Session interval** (:func:`short_session`), for an INVITE that passed: a ``Session-Expires`` (RFC 4028) below
+   ``session_min_se_s`` (or below the INVITE's own ``Min-SE``) gets ``422 Session Interval Too Small`` with the
+   ``Min-SE`` a retry needs. pjsua would send that 422 itself, but only after making the INVITE a call that the app
+   takes for a caller who hung up while it rang; refused here, it is no call at all, and the retry (the same Call-ID,
+   a new CSeq) is the call.
+3. **Room** (:meth:`Admission.slot`), for an INVITE that passed: a source holds at most ``calls_per_source`` calls
    here (``486 Busy Here (too many calls from this source)``; a trusted front's callers are the front's to count),
    and where trunks are listed (``allowed_sources``, ``trunk_sources``) the sources outside the lists together hold
    at most ``unlisted_share`` of the worker's calls (``486 Busy Here (room kept for listed trunks)``), so that a
@@ -85,6 +90,32 @@ class Verdict:
 
 
 ADMITTED = Verdict(0, "", "")
+SESSION_INTERVAL_TOO_SMALL = 422  # RFC 4028 §6
+_DELTA_DIGITS = 10  # a Session-Expires or Min-SE longer than this is left to pjsip's parser
+
+
+def short_session(message: str, min_se_s: int) -> Verdict | None:
+    """The 422 of an INVITE whose ``Session-Expires`` is below ``min_se_s`` or below its own ``Min-SE``, as pjsip
+    judges it (``pjsip_timer_process_req``), with the ``Min-SE`` a retry needs (the larger of the two); None when
+    it has no ``Session-Expires``, or one that is long enough. A value that does not parse is pjsip's to refuse."""
+    expires = _delta(header_values(message, "session-expires"))
+    if expires is None:
+        return None
+    floor = max(min_se_s, _delta(header_values(message, "min-se")) or 0)
+    if expires >= floor:
+        return None
+    return Verdict(
+        SESSION_INTERVAL_TOO_SMALL,
+        "Session Interval Too Small",
+        f"Session-Expires {expires} below Min-SE {floor}",
+        headers={"Min-SE": str(floor)},
+    )
+
+
+def _delta(values: list[str]) -> int | None:
+    """The delta-seconds of the first of a header's values (its parameters left out), or None."""
+    text = values[0].split(";", 1)[0].strip() if values else ""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= _DELTA_DIGITS else None
 
 
 class SourceWarnings:
@@ -172,6 +203,9 @@ class Admission:
         verdict = self.admit(message, packet_source)
         if verdict.status:
             return verdict
+        short = short_session(message, self.config.session_min_se_s)
+        if short is not None:
+            return short
         via_front = in_networks(packet_source, self.fronts)
         return self.slot(self.caller_source(packet_source, message), via_front) or verdict
 

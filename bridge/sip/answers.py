@@ -45,7 +45,15 @@ KEEP_S = 64 * T1_S  # Timer B: how long a caller retransmits an INVITE
 MAX_KEPT = 16_384  # transactions remembered at once; the oldest go first (a flood cannot grow the table)
 LOOP_DETECTED = "Loop Detected"  # RFC 3261 §8.2.2.2: a merged request's 482
 # an answer's headers that a repeated refusal carries again: why it was refused and what to do next
-REPEATED_HEADERS = ("www-authenticate", "proxy-authenticate", "retry-after", "warning", "accept", "unsupported")
+REPEATED_HEADERS = (
+    "www-authenticate",
+    "proxy-authenticate",
+    "retry-after",
+    "warning",
+    "accept",
+    "unsupported",
+    "min-se",
+)
 _COMPACT = {"f": "from", "t": "to", "i": "call-id", "v": "via"}
 _PARAM = re.compile(r";\s*([a-z0-9_.!%*+`'~-]+)\s*(?:=\s*(\"[^\"]*\"|[^;,\s]*))?", re.IGNORECASE)
 

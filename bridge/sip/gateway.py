@@ -48,6 +48,9 @@ that a refused INVITE holds no call slot and no media sockets (in ``onIncomingCa
   ``WWW-Authenticate: Digest`` challenge; wrong ones ``403 Forbidden (bad credentials)`` (see
   :mod:`bridge.sip.access`). An accepted call carries the user in ``IncomingCall.auth_user``. A challenged or
   guessing INVITE holds no call slot;
+* a ``Session-Expires`` below ``SipConfig.session_min_se_s`` (RFC 4028): ``422 Session Interval Too Small`` with
+  ``Min-SE``. pjsua2 runs ``onIncomingCall`` before it makes that check itself, so without this the app would take
+  the INVITE for a call whose caller hung up while it rang; the caller's retry (same Call-ID) is the call;
 * the source already holds ``SipConfig.calls_per_source`` calls here (sources in ``allowed_sources`` or
   ``trunk_sources`` exempt, and loopback under the closed default): ``486 Busy Here (too many calls from this
   source)``. Only an admitted call takes a slot. A call through a trusted front is the front's to count
@@ -94,7 +97,7 @@ from bridge.events import CallerHold, CallerHungUp, Dtmf, DtmfSource, Event, Med
 from bridge.privacy.masking import mask_number
 from bridge.runtime.service import Service
 from bridge.sip.access import FORBIDDEN_SOURCE, in_networks, source_allowed, source_ip
-from bridge.sip.admission import Admission, Verdict
+from bridge.sip.admission import SESSION_INTERVAL_TOO_SMALL, Admission, Verdict
 from bridge.sip.answers import AnswerBook
 from bridge.sip.bounds import (
     MEDIA_TIMEOUT,
@@ -852,6 +855,8 @@ class SipGateway(Service):
         rejected = self.admission.rejected(str(prm.rdata.wholeMsg), str(prm.rdata.srcAddress), verdict)
         call = _RefusedCall(self._account, prm.callId, self._refused_gone)
         self._refused[id(call)] = call
+        if verdict.status == SESSION_INTERVAL_TOO_SMALL:  # pjsua sends this 422 itself as the callback returns,
+            return  # and counts it (onRejectedIncomingCall); the Call is kept until it is gone all the same
         self.endpoint.count_rejected(rejected)
         # Answer on the next loop turn, not inside onIncomingCall: until then the call holds one of pjsua's 4 call
         # slots, so a burst of INVITEs polled in the same libHandleEvents() gets pjsua's own 486 (which opens no

@@ -25,6 +25,7 @@ _COMPACT = {
     "k": "supported",
     "s": "subject",
     "e": "content-encoding",
+    "x": "session-expires",  # RFC 4028 §4
 }
 
 _URI_IN_BRACKETS = re.compile(r"<([^>]*)>")

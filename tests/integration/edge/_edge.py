@@ -56,15 +56,24 @@ class Node:
 
 
 @asynccontextmanager
-async def serve_node(work: Path, plans: list[dict[str, Any]]) -> AsyncIterator[Node]:
-    """``callbridge serve --workers 1`` with ``plans`` as its dialplans, healthy, stopped (by its pid) at the end."""
+async def serve_node(
+    work: Path, plans: list[dict[str, Any]], env: dict[str, str] | None = None, **emulator_settings: Any
+) -> AsyncIterator[Node]:
+    """``callbridge serve --workers 1`` with ``plans`` as its dialplans, healthy, stopped (by its pid) at the end;
+    ``env``: more of its environment (a webhook endpoint), ``emulator_settings``: the emulator's (a fault such as
+    ``upgrade_delay_ms``)."""
     (work / "dialplans").mkdir(parents=True)
     for plan in plans:
         (work / "dialplans" / f"{plan['name']}.yaml").write_text(json.dumps(plan))  # JSON is YAML
     with EmbeddedRedis() as redis:
-        async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
+        async with EmulatorServer("127.0.0.1", 0, speed=4, **emulator_settings) as emulator:
             sip_port, http_port = free_port(), free_port()
-            env = {**os.environ, "CALLBRIDGE_SUPERVISOR_TOKEN": TOKEN, "XDG_STATE_HOME": str(work / "state")}
+            env = {
+                **os.environ,
+                "CALLBRIDGE_SUPERVISOR_TOKEN": TOKEN,
+                "XDG_STATE_HOME": str(work / "state"),
+                **(env or {}),
+            }
             env.pop("OPENAI_API_KEY", None)
             log = work / "serve.log"
             with log.open("w") as out:

@@ -16,7 +16,7 @@ from bridge.sip.access import (
     digest_response,
     parse_auth_params,
 )
-from bridge.sip.admission import Admission, SlotReason, SourceWarnings
+from bridge.sip.admission import Admission, SlotReason, SourceWarnings, short_session
 from bridge.sip.sipconfig import SipConfig
 
 TRUNK = "198.51.100.9"
@@ -128,3 +128,55 @@ def test_the_settings_check_the_trunk_list_and_the_share() -> None:
         SipConfig(unlisted_share=-0.1)
     with pytest.raises(ValueError, match=r"SipConfig\.trunk_sources"):
         SipConfig(trunk_sources=("nope",))
+
+
+def timed_invite(*headers: str) -> str:
+    """An INVITE with these session-timer header lines (RFC 4028)."""
+    return invite().replace("Content-Length: 0", "".join(f"{h}\r\n" for h in headers) + "Content-Length: 0")
+
+
+@pytest.mark.parametrize(
+    ("headers", "min_se"),
+    [
+        (("Session-Expires: 60",), 90),  # below the bridge's Min-SE
+        (("Supported: timer", "Session-Expires: 89;refresher=uac", "Min-SE: 60"), 90),
+        (("x: 30",), 90),  # the compact form
+        (("Session-Expires: 100", "Min-SE: 120"), 120),  # below its own Min-SE: the larger is what a retry needs
+    ],
+)
+def test_a_session_interval_below_min_se_is_refused_422_before_it_is_a_call(
+    headers: tuple[str, ...], min_se: int
+) -> None:
+    message = timed_invite(*headers)
+    verdict = short_session(message, 90)
+    assert verdict is not None
+    assert (verdict.status, verdict.reason, verdict.headers) == (
+        422,
+        "Session Interval Too Small",
+        {"Min-SE": str(min_se)},
+    )
+    early = admission([]).early(message, "192.0.2.1:5060")  # the early look answers it: no call is made
+    assert early is not None and early.status == 422
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        (),  # no session timer asked for
+        ("Session-Expires: 90",),
+        ("Session-Expires: 1800;refresher=uas", "Min-SE: 90"),
+        ("Session-Expires: sixty",),  # pjsip's parser judges what does not parse
+        ("Session-Expires: 99999999999",),
+    ],
+)
+def test_a_session_interval_at_min_se_or_none_at_all_is_let_through(headers: tuple[str, ...]) -> None:
+    message = timed_invite(*headers)
+    assert short_session(message, 90) is None
+    assert admission([]).early(message, "192.0.2.1:5060") is None
+
+
+def test_who_may_call_is_judged_before_the_session_interval() -> None:
+    message = timed_invite("Session-Expires: 60")
+    gate = Admission(SipConfig(allowed_sources=("198.51.100.0/24",)), lambda: [], lambda: 4)
+    refused = gate.early(message, "192.0.2.1:5060")
+    assert refused is not None and refused.status == 403  # a stranger learns nothing of the bridge's timers

@@ -111,3 +111,14 @@ def test_a_transaction_is_its_first_sources_and_the_gateways_own_refusal_is_kept
     assert book.look(invite(), "192.0.2.7:5999").verdict == (401, "Unauthorized", {"WWW-Authenticate": "Digest x"})
     assert book.look(invite(), "203.0.113.1:5060").verdict is None  # the same key from elsewhere: not its answer
     assert book.look(invite(branch="z9hG4bK-2"), "203.0.113.1:5060").verdict is None
+
+
+def test_a_422_sent_again_carries_its_min_se_and_the_retry_with_the_next_cseq_is_new() -> None:
+    book = AnswerBook(clock=Clock())
+    look = book.look(invite(), CALLER)
+    assert look.key is not None
+    book.pending(look.key, look.branch, CALLER)
+    book.answered(answer(422, "Session Interval Too Small", "z9hG4bK-1", "Min-SE: 90"))
+    assert book.look(invite(), CALLER).verdict == (422, "Session Interval Too Small", {"min-se": "90"})
+    retry = book.look(invite(branch="z9hG4bK-2", cseq=2), CALLER)  # RFC 4028 §7.4: the same Call-ID, a new CSeq
+    assert retry.verdict is None and retry.key == InviteKey("abc@host", "from-1", 2)
