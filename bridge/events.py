@@ -95,6 +95,10 @@ class CallOutcome(enum.StrEnum):
     TRANSFERRED = "transferred"
     FAILED = "failed"
     ABANDONED = "abandoned"  # the caller hung up (CANCEL, or BYE) before the answer: ABANDONED_WHILE_RINGING
+    # the network ended the call: its BYE or CANCEL gave a Reason (RFC 3326) that names a network failure
+    NETWORK_FAILURE = "network_failure"
+    # a parallel ring was answered elsewhere: a CANCEL with Reason SIP cause 200 (RFC 3326), no abandon
+    COMPLETED_ELSEWHERE = "completed_elsewhere"
 
 
 class EndedBy(enum.StrEnum):
@@ -108,6 +112,7 @@ class EndedBy(enum.StrEnum):
     DRAIN = "drain"  # its worker was replaced (a rolling restart) and the call outlasted drain_timeout_s
     SHUTDOWN = "shutdown"  # serve stopped: the call outlasted drain_timeout_s, or the worker closed
     FAULT = "fault"  # the model away for good, a worker's death, a failure of the bridge
+    NETWORK = "network"  # a BYE or CANCEL whose Reason names a network failure, or a call completed elsewhere
 
 
 class TransferOutcome(enum.StrEnum):
@@ -463,9 +468,44 @@ class HumanLegChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class PeerReason:
+    """One value of the ``Reason`` header (RFC 3326) of the request that ended a call from the far side: what the
+    network said about the ending, as data (``bridge/sip/reason.py`` reads it). ``protocol``: ``SIP``, ``Q.850`` or
+    another token; ``cause``: its number (None without one); ``text``: its text, cleaned and cut."""
+
+    protocol: str
+    cause: int | None = None
+    text: str = ""
+
+    def header(self) -> str:
+        """This value as a ``Reason`` header value says it: ``Q.850;cause=41;text="Temporary failure"``."""
+        cause = "" if self.cause is None else f";cause={self.cause}"
+        text = self.text.replace("\\", "\\\\").replace('"', '\\"')
+        return f"{self.protocol}{cause}" + (f';text="{text}"' if self.text else "")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerEnding:
+    """What the BYE or CANCEL that ended a call said about the ending: its ``Reason`` values in order, and what the
+    bridge reads in them (``bridge/sip/reason.py``): ``network_failure`` names the value that says the network
+    failed (``Q.850 cause 41``, ``SIP 408``, ``RTP timeout``; "" for none), ``elsewhere`` is a CANCEL for a parallel
+    ring answered elsewhere."""
+
+    request: str  # BYE or CANCEL
+    reasons: tuple[PeerReason, ...] = ()
+    network_failure: str = ""
+    elsewhere: bool = False
+
+    def header(self) -> str:
+        """The values as one ``Reason`` header value, written again from what was read ("" for none)."""
+        return ", ".join(r.header() for r in self.reasons)
+
+
+@dataclass(frozen=True, slots=True)
 class CallerHungUp(Event):
     """The leg is gone. ``bound``: the bridge ended it on a SIP-level bound (``media timeout``, ``session timer
-    expired``), not the caller; empty when the caller hung up."""
+    expired``), not the caller; empty when the caller hung up. ``peer``: the far side's BYE or CANCEL that ended it,
+    with what its ``Reason`` header says (None: the bridge ended it, or no such request was seen)."""
 
     urgent: ClassVar[bool] = True
 
@@ -473,6 +513,7 @@ class CallerHungUp(Event):
     reason: str
     bound: str = ""
     local: bool = False  # the bridge's own BYE or final answer (the call was ended from this side)
+    peer: PeerEnding | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1597,6 +1638,31 @@ ABANDONED_WHILE_RINGING = "caller abandoned while ringing"
 # The end reason of a call whose 200 OK was never ACKed (RFC 3261 §13.3.1.4: the UAS gives up after 64*T1): the
 # bridge's failure (NAT, a wrong Contact or Record-Route), not the caller's hang-up (bridge.sip.bounds)
 NO_ACK = "no ACK"
+# The end reason of a call whose ring was answered elsewhere: a CANCEL with Reason SIP cause 200 (RFC 3326 §2)
+COMPLETED_ELSEWHERE = "call completed elsewhere"
+# The end reason of a call the network ended (its BYE or CANCEL names a network failure): NETWORK_FAILURE + (label)
+NETWORK_FAILURE = "network failure"
+
+
+def network_failure(label: str) -> str:
+    """The end reason of a call the network ended, naming the cause: ``network failure (Q.850 cause 41)``."""
+    return f"{NETWORK_FAILURE} ({label})"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReasonGiven(Report):
+    """The far side's BYE or CANCEL that ended the call gave a ``Reason`` header (RFC 3326): ``reason``, its values
+    as read (:meth:`PeerEnding.header`), written again from what was parsed, never as received."""
+
+    kind: ClassVar[str] = "peer_reason"
+    stored: ClassVar[tuple[str, ...]] = ("request", "reason")
+
+    request: str
+    reason: str
+
+    @property
+    def summary(self) -> str:
+        return f"{self.request} with Reason {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)

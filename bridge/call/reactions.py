@@ -11,6 +11,7 @@ from bridge.call.acts import OrchestratedTurns
 from bridge.call.flow import Trigger
 from bridge.call.inbox import Handlers
 from bridge.call.parts import CallParts
+from bridge.call.peer import note_peer, peer_end
 from bridge.call.privacy import MASK
 
 SHUTDOWN_HANGUP = "hung up by the bridge: its worker closed"  # the end reason of a call its gateway hung up
@@ -185,12 +186,15 @@ class Reactions:
         if self._call.ending:
             return  # our own hangup (end_call, transfer) comes back from the leg too: keep our reason
         self._audio.playout.flush()
+        note_peer(e.peer, self._call.report, self._call.emit)  # what the caller's side's BYE said of the end
         if e.bound == ev.NO_ACK:  # the caller never saw the call up: the bridge's failure (bridge/sip/bounds.py)
             self._call.end(e.bound, ev.EndedBy.FAULT, ev.CallOutcome.FAILED)
         elif e.bound:  # the bridge ended a call whose caller went quiet or stopped refreshing: say which bound
             self._call.end(e.bound, ev.EndedBy.LIMIT)
         elif e.local:  # the bridge hung up with nothing of the call's own asking: its worker closed
             self._call.end(SHUTDOWN_HANGUP, ev.EndedBy.SHUTDOWN)
+        elif (ending := peer_end(e.peer)) is not None:  # the network ended it (bridge/call/peer.py)
+            self._call.end(*ending)
         else:
             self._call.end(f"caller hung up ({e.reason})" if e.reason else "caller hung up", ev.EndedBy.CALLER)
 

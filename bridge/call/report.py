@@ -51,6 +51,8 @@ class CallReport:
     reports: list[tuple[float, ev.Report]] = field(default_factory=list)  # every report emitted: ms of the call
     end_reason: str = ""
     ended_by: ev.EndedBy | None = None  # who ended the call (None: it has not ended)
+    # the Reason (RFC 3326) of the caller's side's BYE or CANCEL that ended it: protocol, cause, text (bridge.call.peer)
+    peer_reasons: list[dict[str, Any]] = field(default_factory=list)
     # after the call: the model's summary, disposition and fields, with its status (None: the plan asks for none)
     post_call: dict[str, Any] | None = None
     checks: list[dict[str, Any]] = field(default_factory=list)  # the plan's compliance checks: name, passed, detail

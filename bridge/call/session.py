@@ -44,6 +44,7 @@ from bridge.call.options import CallOptions, Listener
 from bridge.call.orchestration import Orchestration
 from bridge.call.outage import HOLD_WAV, OUTAGE_RETRY, OutageAudio
 from bridge.call.parts import Audio, CallParts, Sessions, Talk
+from bridge.call.peer import ABANDONED, hung_up, note_peer, peer_end
 from bridge.call.perform import beat, perform
 from bridge.call.playback import Playback
 from bridge.call.privacy import KeyMask, mask_number, redact_spoken_digits
@@ -371,9 +372,13 @@ class CallSession:
         return True
 
     async def _abandoned(self) -> None:
-        """The caller hung up before the answer: an ordinary end, by the caller, with the session (if it opened)
-        closed at once."""
-        self.end(ev.ABANDONED_WHILE_RINGING, ev.EndedBy.CALLER, ev.CallOutcome.ABANDONED)
+        """The caller's side hung up before the answer: an ordinary end, the caller's abandon unless its CANCEL (or
+        BYE) said more (a ring completed elsewhere, a network failure: bridge/call/peer.py), with the session (if it
+        opened) closed at once."""
+        gone = hung_up(self.leg.events)
+        peer = gone.peer if gone is not None else None
+        note_peer(peer, self.report, self.emit)
+        self.end(*(peer_end(peer) or ABANDONED))
         await close_call(self)
 
     def start_pump(self) -> None:

@@ -26,6 +26,8 @@
     admission.py  Admission: the screening of a new INVITE (who may call, its session interval, which call slot it
                   may take: per source, and the unlisted sources' share, so that listed trunks find room), before
                   pjsua makes it a call
+    reason.py     pure: the Reason header (RFC 3326) of the caller's BYE or CANCEL, and what it says of the end (a
+                  network failure, a ring completed elsewhere)
     answers.py    AnswerBook: one final answer per INVITE transaction, however often it arrives (RFC 3261 §17.2)
     rxhook.py     RxHook: a pjsip module that sees every received request first (and may answer it statelessly)
     txhook.py     TxHook: a pjsip module that sees every response sent, printed

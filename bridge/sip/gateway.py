@@ -69,6 +69,11 @@ carries any text) is dropped and counted in ``IncomingCall.dtmf_dropped``. SIP I
 bodies: ``application/dtmf-relay`` (``Signal=5``, pjsua's own) and ``application/dtmf`` (the digit itself, which
 pjsua would answer ``500``: :mod:`bridge.sip.infodtmf` answers it ``200``).
 
+How the caller's side ended the call: its BYE, or its CANCEL while the call rings (seen in ``onCallTsxState``, the
+one place a CANCEL's text reaches the application), is read for its ``Reason`` header (RFC 3326,
+:mod:`bridge.sip.reason`) and handed on as ``CallerHungUp.peer``: a network failure, or a ring completed elsewhere,
+is not the caller's hang-up.
+
 Hold and resume (re-INVITE with ``a=sendonly`` / ``a=inactive``, then ``a=sendrecv``) are answered by pjsua: 200
 with the mirrored direction (recvonly / inactive / sendrecv). pjsua rebuilds the stream on each re-INVITE; while the
 caller holds, ``IncomingCall.held`` is True and the app's port stays disconnected (no music on hold reaches the app,
@@ -93,7 +98,16 @@ import pjsua2 as pj
 
 from bridge import metrics
 from bridge.audio.frames import FrameSource, StreamKernel
-from bridge.events import CallerHold, CallerHungUp, Dtmf, DtmfSource, Event, MediaDropped, TransferProgress
+from bridge.events import (
+    CallerHold,
+    CallerHungUp,
+    Dtmf,
+    DtmfSource,
+    Event,
+    MediaDropped,
+    PeerEnding,
+    TransferProgress,
+)
 from bridge.privacy.masking import mask_number
 from bridge.runtime.service import Service
 from bridge.sip.access import FORBIDDEN_SOURCE, in_networks, source_allowed, source_ip
@@ -128,6 +142,7 @@ from bridge.sip.identity import call_identity
 from bridge.sip.infodtmf import InfoDtmf
 from bridge.sip.legs import DTMF_DIGITS, LegCall, SipLeg, call_op, first_audio
 from bridge.sip.outbound import HumanCall, dial
+from bridge.sip.reason import ENDING_REQUESTS, peer_ending
 from bridge.sip.rtpguard import MediaClaims, MediaGuard, media_sources, sdp_connection_ip
 from bridge.sip.rxhook import RxHook
 from bridge.sip.sipconfig import MediaPortKind, SipConfig
@@ -205,6 +220,17 @@ class _GatewayCall(LegCall):
         _LOG.warning("declined INVITE/Replaces for %s", self.handle.call_id if self.handle else "?")
 
     @for_handle
+    def onCallTsxState(self, handle: IncomingCall, prm: Any) -> None:
+        # The caller's BYE or CANCEL as it arrives, before the call's DISCONNECTED state: a CANCEL's text reaches the
+        # application nowhere else (the state change that follows it is the 487's).
+        e = prm.e
+        if e.type != pj.PJSIP_EVENT_TSX_STATE or e.body.tsxState.type != pj.PJSIP_EVENT_RX_MSG:
+            return
+        tsx = e.body.tsxState.tsx
+        if int(tsx.role) == pj.PJSIP_ROLE_UAS and str(tsx.method) in ENDING_REQUESTS:
+            handle._on_request(str(e.body.tsxState.src.rdata.wholeMsg))
+
+    @for_handle
     def onCallTransferStatus(self, handle: IncomingCall, prm: Any) -> None:
         final = bool(prm.finalNotify)
         handle._on_transfer(TransferProgress(int(prm.statusCode), str(prm.reason), final))
@@ -272,6 +298,7 @@ class IncomingCall(SipLeg):
         self.answered = False
         self.confirmed = False  # the caller's ACK arrived
         self.end_cause = ""  # the SIP-level bound that ended the call (bridge.sip.bounds), if one did
+        self._peer: PeerEnding | None = None  # the caller's last BYE or CANCEL, and its Reason (bridge.sip.reason)
         self._rtp: RtpWatch | None = None
         self._audio_indexes: tuple[int, ...] = ()  # the call's audio media, from its last media state
         self.hangup_code: int | None = None
@@ -547,7 +574,8 @@ class IncomingCall(SipLeg):
                 self._bounded(SESSION_TIMER_EXPIRED)
             if self.end_cause:
                 self.hangup_reason = self.end_cause
-            gone = CallerHungUp(self.hangup_code, self.hangup_reason, self.end_cause, local=self.local_hangup)
+            peer = None if self.local_hangup else self._peer or (peer_ending(received) if received else None)
+            gone = CallerHungUp(self.hangup_code, self.hangup_reason, self.end_cause, self.local_hangup, peer)
             self._emit(gone)
             self.disconnected.set()
             transfer = self._transfer
@@ -556,6 +584,11 @@ class IncomingCall(SipLeg):
             self._on_frame = None
             # Drop the pjsua2 objects after this callback has returned (not from inside it).
             asyncio.get_running_loop().call_soon(self._release)
+
+    def _on_request(self, message: str) -> None:
+        """The caller's BYE or CANCEL: what its Reason header says, kept for the call's end (the last one counts)."""
+        if not self.disconnected.is_set():
+            self._peer = peer_ending(message) or self._peer
 
     def _hear_caller(self) -> None:
         """The ACK came: the media port hears the caller too (until now it only spoke to them)."""

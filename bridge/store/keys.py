@@ -100,8 +100,9 @@ _WHO: Final = ("call_id", "worker", "caller", "called", "original_called")
 IDENTITY_FIELDS: Final = (*_WHO, "dialplan", "variant", "dialect", "model", "voice")
 PROTOCOL_FIELDS: Final = ("phase", "session_id", "conversation_id", "response_id", "item_id")
 PROGRESS_FIELDS: Final = ("last_user_audio_seq", "last_ack_event_id", "played_ms")
-# end_reason: why the call ended, in words; ended_by: who ended it (bridge.events.EndedBy)
-TIME_FIELDS: Final = ("started_at", "last_activity", "ended_at", "end_reason", "ended_by")
+# end_reason: why the call ended, in words; ended_by: who ended it (bridge.events.EndedBy); peer_reason: the Reason
+# header (RFC 3326) of the caller's side's BYE or CANCEL that ended it, written again from its parsed values
+TIME_FIELDS: Final = ("started_at", "last_activity", "ended_at", "end_reason", "ended_by", "peer_reason")
 # sip_dialog: JSON sealed under the node's listen_key (bridge/store/dialogseal.py), lets a restarted worker send
 # BYE; sip_call_id: the caller's Call-ID (data, never a key); answered_at and webhook_seq: when the call was answered
 # and the seq of its latest webhook event (bridge/serve/webhooks.py), so the call.ended sent for a worker that died

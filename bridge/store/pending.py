@@ -75,6 +75,8 @@ def summary_fields(report: ev.Report, call: CallState | None) -> dict[str, Any]:
         }
     if isinstance(report, ev.ChecksDone):
         return {"failed_checks": report.failed, "checks": report.rows_json}
+    if isinstance(report, ev.PeerReasonGiven):
+        return {"peer_reason": report.reason}
     if isinstance(report, ev.Latency):
         name = _FIRSTS.get(report.segment)
         first = name is not None and call is not None and not call.state.get(name)

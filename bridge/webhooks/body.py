@@ -77,9 +77,10 @@ def call_ended_data(
     recording: str | None = None,
 ) -> dict[str, Any]:
     """``call.ended``'s data: :func:`call_data`, and from the call's report line (``CallReport.to_json`` with the
-    variant's fields: ``cost_usd``, ``usage``) how it ended, who ended it, the transfer, the transcript, the
-    post-call summary, disposition and fields and the compliance checks (when the report has them), the
-    recording's directory and the cost. ``duration_s``: from the answer to the end (0: never answered)."""
+    variant's fields: ``cost_usd``, ``usage``) how it ended, who ended it, what the caller's side's BYE or CANCEL
+    said of it (``peer_reasons``: its Reason values, protocol, cause and text; ``[]`` for none), the transfer, the
+    transcript, the post-call summary, disposition and fields and the compliance checks (when the report has them),
+    the recording's directory and the cost. ``duration_s``: from the answer to the end (0: never answered)."""
     answered, ended = times.get("answered_at"), times.get("ended_at")
     post, usage = _mapping(report.get("post_call")), _mapping(report.get("usage"))
     return call_data(identity, times) | {
@@ -87,6 +88,7 @@ def call_ended_data(
         "end_reason": report.get("end_reason", ""),
         "ended_by": report.get("ended_by"),
         "outcome": report.get("outcome"),
+        "peer_reasons": list(report.get("peer_reasons") or ()),
         "transfer": report.get("transfer"),
         "transcript": transcript(report.get("reports") or ()),
         "summary": post.get("summary"),

@@ -210,6 +210,12 @@ CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
         {"status": "session lost", "disposition": ""},
     ),
     (ev.ChecksDone(3, "never_say"), "checks", "checks failed: never_say", {"failed": "never_say"}),
+    (
+        ev.PeerReasonGiven("BYE", 'Q.850;cause=41;text="Temporary failure"'),
+        "peer_reason",
+        'BYE with Reason Q.850;cause=41;text="Temporary failure"',
+        {"request": "BYE", "reason": 'Q.850;cause=41;text="Temporary failure"'},
+    ),
     (ev.ChecksDone(2), "checks", "all 2 check(s) passed", {"failed": ""}),
     (ev.LegHungUp(), "leg_hangup", "the bridge hung up", {}),
     (ev.LegTransferred("sip:agent@pbx"), "leg_transfer", "sip:agent@pbx", {}),

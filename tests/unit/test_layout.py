@@ -41,6 +41,7 @@ PURE = (
     "bridge.sip.sipmsg",
     "bridge.sip.access",
     "bridge.sip.identity",
+    "bridge.sip.reason",
     "bridge.call.state",
     "bridge.call.builtin_tools",
     "bridge.call.postcall",

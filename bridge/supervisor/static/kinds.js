@@ -34,6 +34,7 @@ export const KIND = Object.freeze({
   ORCHESTRATOR_FILLER: "orchestrator_filler",
   OUTAGE_ENDED: "outage_ended",
   OUTPUT_ITEM: "output_item",
+  PEER_REASON: "peer_reason",
   PHASE: "phase",
   PLAYOUT: "playout",
   POST_CALL: "post_call",

@@ -421,6 +421,9 @@ def test_a_caller_hanging_up_on_a_failed_connects_apology_is_a_connect_failure_n
         ),
         ({"answered": False, "ended_by": ev.EndedBy.CALLER, "end_reason": "caller abandoned while ringing"}, True),
         ({"answered": True, "ended_by": ev.EndedBy.AGENT, "first_audio_ms": None}, False),
+        # a parallel ring answered elsewhere (a CANCEL with Reason SIP cause 200), a network's failure: no abandon
+        ({"answered": False, "ended_by": ev.EndedBy.NETWORK, "end_reason": "call completed elsewhere"}, False),
+        ({"answered": True, "ended_by": ev.EndedBy.NETWORK, "first_audio_ms": None}, False),
     ],
 )
 def test_abandoned_means_the_caller_left_before_being_served(fields: dict[str, Any], abandoned: bool) -> None:

@@ -16,7 +16,8 @@ REPORTS: list[ev.Report] = [
     ev.WaitHold(True),
     ev.SessionLost(None, 1006, "gone", True),
     ev.WarmTransferEnded(ev.TransferOutcome.DECLINED, "sip:agent@pbx", 603, 4.25),
-    ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER),
+    ev.PeerReasonGiven("BYE", 'Q.850;cause=41;text="Temporary failure"'),
+    ev.CallEnded("network failure (Q.850 cause 41)", ev.CallOutcome.NETWORK_FAILURE, ev.EndedBy.NETWORK),
 ]
 
 
@@ -50,3 +51,16 @@ def test_a_stream_entry_keeps_the_stored_fields_the_hash_and_console_read() -> N
 def test_an_entry_of_no_known_report_reads_as_none() -> None:
     assert stream_entry("1-0", {b"kind": b"mystery", b"summary": b"?"}).report is None
     assert stream_entry("1-0", {b"kind": b"latency", b"ms": b"fast"}).report is None
+
+
+def test_the_peers_reason_and_the_networks_end_are_the_calls_hash_fields() -> None:
+    pending = PendingWrites("w1", clock=lambda: 1_700_000_000.0)
+    pending.begin("call-1")
+    pending.on_report("call-1", ev.PeerReasonGiven("CANCEL", 'SIP;cause=200;text="Call completed elsewhere"'))
+    pending.on_report("call-1", ev.CallEnded("call completed elsewhere", ev.CallOutcome.COMPLETED_ELSEWHERE,
+                                             ev.EndedBy.NETWORK))  # fmt: skip
+    state = pending.take(resync=False).hashes["call-1"]
+    assert state["peer_reason"] == 'SIP;cause=200;text="Call completed elsewhere"'
+    assert (state["end_reason"], state["ended_by"], state["outcome"]) == (
+        "call completed elsewhere", "network", "completed_elsewhere"
+    )  # fmt: skip

@@ -35,6 +35,7 @@ def ended_report() -> dict[str, Any]:
                  (9000.0, ev.CallEnded("hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER))]:  # fmt: skip
         report.note(t, r)
     report.end_reason, report.ended_by = "hung up", ev.EndedBy.CALLER
+    report.peer_reasons = [{"protocol": "Q.850", "cause": 16, "text": "Normal call clearing"}]
     report.transfer = {"mode": "warm", "target": "sip:agent@pbx", "outcome": "completed", "sip_code": 200, "seconds": 3}
     report.post_call = {"summary": "A call.", "disposition": "resolved", "fields": {"card": "****"}, "status": "ok"}
     report.checks = [{"name": "never_say", "passed": True, "detail": "none said"}]
@@ -74,6 +75,8 @@ def test_the_bodies_the_code_makes_fit() -> None:
         (lambda b: b["data"].pop("sip_call_id"), "data: 'sip_call_id' is a required property"),
         (lambda b: b["data"].update(seq=0), "data/seq"),
         (lambda b: b["data"].update(ended_by="nobody"), "data/ended_by"),
+        (lambda b: b["data"]["peer_reasons"][0].pop("protocol"), "data/peer_reasons/0"),
+        (lambda b: b["data"]["peer_reasons"][0].update(cause="41"), "data/peer_reasons/0/cause"),
         (lambda b: b["data"]["transcript"].append({"at_s": 1, "speaker": "bot", "text": ""}), "data/transcript/2"),
         (lambda b: b.update(timestamp="yesterday"), "timestamp"),
         (lambda b: b.update(type="call.lost"), "type"),
