@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -433,14 +433,13 @@ def prime(
     *,
     rollouts: tuple[str, ...] = (),
     orchestrated: tuple[str, ...] = (),
+    orchestrator: tuple[tuple[str, ...], tuple[str, ...]] = ((), ()),
 ) -> None:
     """Create every label set a worker can produce at zero, so /metrics shows each metric before its first event:
     a dashboard must tell "no failures" from "no data", and an alert on ``increase()`` sees a counter's first event
     only if the counter was there at 0 before it. ``variants``: each dialplan's variants; ``rollouts``: the
-    dialplans with a rollout flag; ``orchestrated``: the dialplans with an orchestrator."""
-    from bridge.orchestrator.client import KINDS  # here, not at import: this module stays free of aiohttp
-    from bridge.orchestrator.models import Action
-
+    dialplans with a rollout flag; ``orchestrated``: the dialplans with an orchestrator, ``orchestrator`` its
+    actions and error kinds (``bridge.orchestrator``'s, given by the worker: this module is below it)."""
     classes = ("network", "auth", "protocol", "server")
     for d in dialects:
         for segment in SEGMENTS:
@@ -479,12 +478,22 @@ def prime(
         ROLLOUT_FLAG_REFUSED.labels(dp)
         ROLLOUT_SRM.labels(dp)
     for dp in orchestrated:
-        for action in get_args(Action):
+        for action in orchestrator[0]:
             ORCHESTRATOR_DECISIONS.labels(dp, action)
-        for kind in KINDS:
+        for kind in orchestrator[1]:
             ORCHESTRATOR_ERRORS.labels(dp, kind)
         ORCHESTRATOR_FILLERS.labels(dp)
-    for dp, names in (variants or {}).items():
+    _prime_variants(variants or {})
+    REDIS_QUEUE_DEPTH.set(0)
+    REDIS_DROPPED_WRITES.inc(0)
+    for part in ("redis", "report", "recording", "rollout", "spool"):
+        CALL_RECORD_FAILURES.labels(part)
+    for stage in ("spooled", "replayed"):
+        CALL_STATE_SPOOLED.labels(stage)
+
+
+def _prime_variants(variants: Mapping[str, tuple[str, ...]]) -> None:
+    for dp, names in variants.items():
         for name in names:
             for outcome in ("ok", "connect_failure", "dropped", "recovered", "abandoned"):  # rollout.health.OUTCOMES
                 VARIANT_CALLS.labels(dp, name, outcome)
@@ -504,12 +513,6 @@ def prime(
             ROLLBACKS.labels(dp, name)
             for action in ("rollback", "promote", "srm", "complete"):
                 ROLLOUT_DECISIONS.labels(dp, name, action)
-    REDIS_QUEUE_DEPTH.set(0)
-    REDIS_DROPPED_WRITES.inc(0)
-    for part in ("redis", "report", "recording", "rollout", "spool"):
-        CALL_RECORD_FAILURES.labels(part)
-    for stage in ("spooled", "replayed"):
-        CALL_STATE_SPOOLED.labels(stage)
 
 
 def prime_webhooks(endpoints: Iterable[str]) -> None:

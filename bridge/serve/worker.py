@@ -19,7 +19,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, get_args
 
 from bridge import metrics
 from bridge.call.leg import PhoneLeg
@@ -133,6 +133,9 @@ def warn_shutdowns(
 
 def prime_plans(plans: list[Dialplan]) -> None:
     """Every label set the calls of ``plans`` can produce, at zero (:func:`bridge.metrics.prime`)."""
+    from bridge.orchestrator.client import KINDS  # here, not at import: the worker's module stays free of aiohttp
+    from bridge.orchestrator.models import Action
+
     variants = {p.name: (p.rollout_spec.names if p.rollout_spec else (p.dialect,)) for p in plans}
     metrics.prime(
         tuple(DIALECTS),
@@ -140,7 +143,28 @@ def prime_plans(plans: list[Dialplan]) -> None:
         variants,
         rollouts=tuple(p.name for p in plans if p.rollout_spec is not None),
         orchestrated=tuple(p.name for p in plans if p.orchestrator is not None),
+        orchestrator=(tuple(get_args(Action)), tuple(KINDS)),
     )
+
+
+def export_weights(plan: Dialplan, spec: RolloutSpec, flag: RolloutFlag) -> None:
+    """Each variant's share of new calls under ``flag`` (``callbridge_rollout_weight``)."""
+    for name, share in shares(spec, flag).items():
+        metrics.ROLLOUT_WEIGHT.labels(plan.name, name).set(share)
+
+
+async def announce_worker(worker: Worker) -> None:
+    """A worker's series from its start (serve's own: :func:`bridge.serve.pool.announce_node`): every label set its
+    calls can produce at zero, each rollout's weights as its flag reads at start (the default flag without Redis),
+    each rollout variant's model shutdown date, and (worker 0) whether each variant is refused."""
+    prime_plans(worker.plans)
+    for plan in worker.plans:
+        if (spec := plan.rollout_spec) is not None:
+            flag = await worker.rollouts.get_flag(plan.name) if worker.rollouts else spec.default_flag()
+            export_weights(plan, spec, flag)
+    warn_shutdowns(worker.plans, log_due=worker.index == 0)  # one warning per node, not one per worker
+    if worker.index == 0:
+        await worker._warn_refused()
 
 
 def sip_config(s: Settings, index: int, port: int) -> SipConfig:
@@ -226,22 +250,8 @@ class Worker:
         self.outcomes = outcome.Outcomes(listen_key, settings.rollout_keys)  # outcome records; the rollouts
 
     async def announce_metrics(self) -> None:
-        """This worker's series from its start (serve's own: :func:`bridge.serve.pool.announce_node`): every label
-        set its calls can produce at zero, each rollout's weights as its flag reads at start (the default flag without
-        Redis), each rollout variant's model shutdown date, and (worker 0) whether each variant is refused."""
-        prime_plans(self.plans)
-        for plan in self.plans:
-            if (spec := plan.rollout_spec) is not None:
-                flag = await self.rollouts.get_flag(plan.name) if self.rollouts else spec.default_flag()
-                self._weights(plan, spec, flag)
-        warn_shutdowns(self.plans, log_due=self.index == 0)  # one warning per node, not one per worker
-        if self.index == 0:
-            await self._warn_refused()
-
-    @staticmethod
-    def _weights(plan: Dialplan, spec: RolloutSpec, flag: RolloutFlag) -> None:
-        for name, share in shares(spec, flag).items():
-            metrics.ROLLOUT_WEIGHT.labels(plan.name, name).set(share)
+        """This worker's series from its start (:func:`announce_worker`)."""
+        await announce_worker(self)
 
     def reload_plans(self) -> None:
         """The dialplans read again (serve's SIGHUP); a call keeps the plan it started with."""
@@ -262,7 +272,7 @@ class Worker:
             flag: RolloutFlag = await self.rollouts.get_flag(plan.name) if self.rollouts else spec.default_flag()
             refused = await self._refused_variants(plan)
             decision = decide(spec, flag, call.caller, call.call_id, voice=plan.profile.voice, refused=refused)
-            self._weights(plan, spec, flag)
+            export_weights(plan, spec, flag)
             variant, fallback_voice = spec.variant(decision.variant), flag.fallback_voice
             rollout = (spec, flag)
         vc = VariantCall(
