@@ -116,4 +116,5 @@ async def test_a_fresh_redis_and_plans_not_served_report_nothing_missing(
     lost = [r.getMessage() for r in caplog.records if "vanished" in r.getMessage()]
     assert len(lost) == 1 and lost[0].startswith("rollout support:"), lost
     assert gauge("callbridge_rollout_state_missing", dialplan="support") == 1.0
-    assert gauge("callbridge_rollout_state_missing", dialplan="retired") is None  # never watched
+    # never watched, never missing (a serve in this process may have primed it at 0 for a plan of that name)
+    assert gauge("callbridge_rollout_state_missing", dialplan="retired") in (None, 0.0)
