@@ -9,7 +9,9 @@
     callbridge users unlock [NAME] [--source ADDR] [--config FILE]  # a running serve forgets sign-in failures
 
 The file is ``--file``, else ``serve``'s ``users_file`` setting (its settings file, ``--config`` or
-``$CALLBRIDGE_CONFIG``, and ``$CALLBRIDGE_USERS_FILE`` over it), else ``users.yaml``: the file ``serve`` reads.
+``$CALLBRIDGE_CONFIG``, and ``$CALLBRIDGE_USERS_FILE`` over it): the file ``serve`` reads. With neither, the file is
+``./users.yaml`` and every change says, with the file's absolute path, that ``serve`` will not read it until
+``users_file`` names it (``serve`` with no users file stays on the demo token).
 The password is asked twice on the terminal (or read from standard input with ``--password-stdin``) and only its
 scrypt hash is written. ``unlock`` is not the file's: it asks the running ``serve`` (``bridge.serve.control_cli``).
 """
@@ -54,7 +56,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--password-stdin", action="store_true", help="add: read the password from standard input")
     args = parser.parse_args(argv)
     try:
-        path: Path = args.file or load_settings(args.config).users_file or Path("users.yaml")
+        served = load_settings(args.config).users_file
+        path: Path = args.file or served or Path("users.yaml")
         users = load_users(path)
         if args.action == "list":
             if args.json:
@@ -82,4 +85,22 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"callbridge users: {exc}", file=sys.stderr)
         return 2
+    if args.action != "list" and not _is_served(path, served):
+        print(_unread_warning(path, served), file=sys.stderr)
     return 0
+
+
+def _is_served(path: Path, served: Path | None) -> bool:
+    return served is not None and path.resolve() == served.resolve()
+
+
+def _unread_warning(path: Path, served: Path | None) -> str:
+    """What a change to a file ``serve`` does not read must say: a console that stays on the demo token otherwise
+    looks like accounts that do not work."""
+    where = path.resolve()
+    if served is not None:
+        return f"callbridge users: note: serve reads {served.resolve()} (its users_file), not {where}"
+    return (
+        f"callbridge users: note: serve does not read {where}: no users_file is set, so serve stays on the demo "
+        f"token; set `users_file: {where}` in serve's settings file or CALLBRIDGE_USERS_FILE={where}"
+    )

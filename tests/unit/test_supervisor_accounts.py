@@ -211,3 +211,26 @@ def test_failures_from_others_never_lock_an_account_and_an_admin_unlocks() -> No
     assert limits.unlock(account="adam") and limits.retry_after("10.0.0.1", "adam") == 0
     assert limits.unlock(source="10.0.0.50") and limits.retry_after("10.0.0.50") == 0
     assert not limits.unlock(account="adam")
+
+
+def test_users_cli_without_a_users_file_says_serve_will_not_read_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No --file and no users_file: the change lands in ./users.yaml, and the command says, with its absolute path,
+    that serve stays on the demo token until users_file names it."""
+    monkeypatch.delenv("CALLBRIDGE_USERS_FILE", raising=False)
+    monkeypatch.delenv("CALLBRIDGE_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO("some-password\n"))
+    assert users_cli.main(["add", "dana", "--role", "viewer", "--password-stdin"]) == 0
+    err = capsys.readouterr().err
+    where = (tmp_path / "users.yaml").resolve()
+    assert load_users(where).accounts["dana"].role == "viewer"
+    assert f"serve does not read {where}" in err and f"CALLBRIDGE_USERS_FILE={where}" in err
+    served = tmp_path / "served.yaml"
+    monkeypatch.setenv("CALLBRIDGE_USERS_FILE", str(served))
+    assert users_cli.main(["token", "dana", "--file", str(where)]) == 0
+    assert f"serve reads {served.resolve()} (its users_file), not {where}" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("some-password\n"))
+    assert users_cli.main(["add", "sam", "--role", "admin", "--password-stdin"]) == 0
+    assert "note:" not in capsys.readouterr().err  # the file serve reads: nothing to say
