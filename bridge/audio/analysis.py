@@ -72,3 +72,27 @@ def audio_stats(pcm: bytes, floor_dbfs: float = -50.0, rate: int = SAMPLE_RATE) 
         rms_dbfs=round(dbfs(rms(flat)), 2) if len(flat) else None,
         peak_hz=(None if (p := peak_frequency(flat, rate)) is None else round(p, 1)) if len(flat) else None,
     )
+
+
+def heard_spans(
+    pcm: bytes, floor_dbfs: float = -50.0, bridge_ms: int = 400, rate: int = SAMPLE_RATE
+) -> list[tuple[int, int, float]]:
+    """Where ``pcm`` has sound: ``(start_ms, end_ms, rms_dbfs)`` of each run of 20 ms frames above ``floor_dbfs``,
+    runs less than ``bridge_ms`` apart joined (the pauses inside one sentence)."""
+    samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2").astype(np.float64)
+    frame = rate // 50
+    whole = len(samples) - len(samples) % frame
+    if not whole:
+        return []
+    frames = samples[:whole].reshape(-1, frame)
+    loud = np.sqrt(np.mean(np.square(frames), axis=1)) > FULL_SCALE * 10 ** (floor_dbfs / 20)
+    runs: list[list[int]] = []
+    for index in np.flatnonzero(loud).tolist():
+        if runs and (index - runs[-1][1]) * 20 <= bridge_ms:
+            runs[-1][1] = index + 1
+        else:
+            runs.append([index, index + 1])
+    return [
+        (start * 20, end * 20, round(dbfs(rms(frames[start:end][loud[start:end]].reshape(-1))), 1))
+        for start, end in runs
+    ]

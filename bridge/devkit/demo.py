@@ -22,6 +22,7 @@ from typing import Any
 from bridge import events as ev
 from bridge.devkit.ports import softphone_port_args
 from bridge.devkit.stack import local_stack
+from bridge.devkit.timeline import timeline_line
 from bridge.store.reportfile import read_reports
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -105,7 +106,7 @@ def _print_call(call: dict[str, Any], wav: Path) -> None:
     for t_ms, kind, summary in call["timeline"]:
         if kind in {ev.Latency.kind, ev.KeyPressed.kind}:
             continue
-        print(f"  {t_ms / 1000:7.2f}s  {kind:<18} {summary}")
+        print(timeline_line(t_ms, kind, summary))
     print(f"  phases:  {' -> '.join(call['phases'])}")
     print(f"  caller:  {' | '.join(call['caller_transcript']) or '-'}")
     print(f"  agent:   {' | '.join(call['agent_transcript']) or '-'}")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.audio.line import LineEcho
+from bridge.devkit.timeline import call_timeline, timeline_line
 from bridge.sip.legs import DTMF_DIGITS
 from bridge.sip.phone import CallPlan, ListenPlan, Softphone
 from bridge.sip.sipconfig import SipConfig, SrtpMode
@@ -205,6 +206,11 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     echo = "the line returns what this phone hears DB down (e.g. -14), MS late, with white noise at NOISE dBFS"
     parser.add_argument("--echo", metavar="DB@MS[/NOISE]", type=parse_echo, help=echo)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print what this phone saw and heard, second by second after the answer (as `callbridge demo` does)",
+    )
 
 
 def _add_jitter_buffer(parser: argparse.ArgumentParser) -> None:
@@ -259,6 +265,9 @@ def run_call(args: argparse.Namespace) -> int:
     plan, setup = call_plan(args)
     summary = asyncio.run(place_call(args.uri, plan, setup))
     _print(summary, args.json)
+    if args.timeline and not args.json:
+        for t_ms, kind, text in call_timeline(summary, args.dtmf):
+            print(timeline_line(t_ms, kind, text), flush=True)
     return 0 if summary["answered"] else 1  # not answered: the work failed (2 is a usage error)
 
 

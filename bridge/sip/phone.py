@@ -10,7 +10,8 @@ while recording goes on from it. A process holds one pjsua2 endpoint, hence at m
 The summary (:meth:`Softphone.call` and :meth:`Softphone.listen` return it) is a plain dict::
 
     {"uri", "call_id", "sip_status", "reason", "answered", "duration_s", "hangup_by", "disconnect_code",
-     "received": {"ms", "active_ms", "rms_dbfs", "peak_hz", "frames"}, "dtmf_sent", "dtmf_received",
+     "received": {"ms", "active_ms", "rms_dbfs", "peak_hz", "frames"}, "heard_spans": [[start_ms, end_ms, dbfs], ...],
+     "dtmf_sent", "dtmf_received",
      "transfer": None | {"target", "sip_status", "answered", "received", ...}, "legs": [...]}
 
 ``sip_status`` is the final response to our INVITE (200, 486, 488, ...); ``received`` measures what this phone
@@ -31,7 +32,7 @@ from typing import Any
 
 import pjsua2 as pj
 
-from bridge.audio.analysis import audio_stats
+from bridge.audio.analysis import audio_stats, heard_spans
 from bridge.audio.frames import FRAME_BYTES, SILENCE
 from bridge.audio.line import EchoingLine, LineEcho
 from bridge.audio.wav import read_wav, write_wav
@@ -514,6 +515,7 @@ def _call_summary(session: _Session, leg: _Leg, dtmf_sent: str) -> dict[str, Any
         "hangup_by": "local" if last.local_hangup else ("remote" if last.ended_at is not None else None),
         "disconnect_code": first["disconnect_code"],
         "received": stats,
+        "heard_spans": [list(span) for span in heard_spans(bytes(session.recording))],
         "dtmf_sent": dtmf_sent,
         "dtmf_received": "".join(each.dtmf_received for each in session.legs),
         "transfer": (
