@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from aiohttp import web
 from pydantic import ValidationError
 
+from bridge.devkit.ports import listen_port
 from bridge.orchestrator.models import Decision, TurnRequest, parse_decision
 from bridge.replay.script import ScriptedAnswer
 
@@ -81,7 +82,7 @@ class OrchestratorServer:
         app.router.add_post("/turn/{script}/{dialect}", self._turn)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, 0).start()
+        await web.TCPSite(self._runner, self.host, listen_port()).start()
         self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:

@@ -151,12 +151,23 @@ def reply_gaps(caller: list[tuple[float, float, str]], agent: list[tuple[float, 
 # Infrastructure
 
 
+_LOOPBACK_TARGET: Final = re.compile(r"^(sips?:(?:[^@]+@)?(?:127\.0\.0\.1|localhost))(?::(\d+))?(.*)$")
+
+
 def _dialplan_yaml(
-    script: CallScript, dialect: str, name: str, number: str, orchestrators: OrchestratorServer | None = None
+    script: CallScript,
+    dialect: str,
+    name: str,
+    number: str,
+    orchestrators: OrchestratorServer | None = None,
+    moved: Mapping[int, int] | None = None,
 ) -> dict[str, Any]:
     data = script.plan(dialect).model_dump(mode="json", exclude={"source_file"})
     if data.get("orchestrator") and orchestrators is not None:  # the replay's scripted one answers
         data["orchestrator"] = {**data["orchestrator"], "url": orchestrators.url(script.name, dialect)}
+    found = _LOOPBACK_TARGET.match(data.get("transfer_target") or "")
+    if found and moved and (port := int(found.group(2) or 5060)) in moved:  # the listener answers elsewhere
+        data["transfer_target"] = f"{found.group(1)}:{moved[port]}{found.group(3)}"
     return {**data, "name": name, "match": [number], "dialect": dialect}
 
 
@@ -166,14 +177,20 @@ def numbers(scripts: list[CallScript], dialects: list[str]) -> dict[tuple[str, s
 
 
 def write_dialplans(
-    directory: Path, scripts: list[CallScript], dialects: list[str], orchestrators: OrchestratorServer | None = None
+    directory: Path,
+    scripts: list[CallScript],
+    dialects: list[str],
+    orchestrators: OrchestratorServer | None = None,
+    moved: Mapping[int, int] | None = None,
 ) -> dict[tuple[str, str], str]:
+    """One dialplan per script and dialect; ``moved``: loopback transfer targets' ports and where their listeners
+    answer instead."""
     directory.mkdir(parents=True, exist_ok=True)
     table = numbers(scripts, dialects)
     for i, script in enumerate(scripts):
         for dialect in dialects:
             name = f"replay-{i:03d}-{dialect}"
-            data = _dialplan_yaml(script, dialect, name, table[(script.name, dialect)], orchestrators)
+            data = _dialplan_yaml(script, dialect, name, table[(script.name, dialect)], orchestrators, moved)
             (directory / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return table
 
@@ -181,12 +198,13 @@ def write_dialplans(
 async def place_call(uri: str, plan: CallerPlan, work: Path, tag: str) -> dict[str, Any]:
     """Run the softphone (``python -m bridge call``) and return its JSON summary plus what it heard."""
     from bridge.audio.wav import read_wav, write_wav
+    from bridge.devkit.ports import softphone_port_args
 
     play, heard = work / f"{tag}.caller.wav", work / f"{tag}.heard.wav"
     write_wav(play, plan.audio, "ulaw")  # the script's G.711 bytes, as the phone line carries them
     limit = plan.hangup_after if plan.hangup_after is not None else plan.duration_s + TAIL_S
     args = [sys.executable, "-m", "bridge", "call", uri, "--play", str(play), "--record", str(heard)]
-    args += ["--hangup-after", f"{limit:.3f}", "--json"]
+    args += ["--hangup-after", f"{limit:.3f}", "--json", *softphone_port_args()]
     for digits, at in plan.dtmf:
         args += ["--dtmf", f"{digits}@{at:.3f}"]
     if plan.echo is not None:
@@ -260,7 +278,7 @@ def transfer_targets(scripts: list[CallScript], dialects: list[str]) -> dict[int
     for script in scripts:
         for dialect in dialects:
             plan = script.plan(dialect)
-            found = re.match(r"^sips?:(?:[^@]+@)?(127\.0\.0\.1|localhost)(?::(\d+))?", plan.transfer_target or "")
+            found = _LOOPBACK_TARGET.match(plan.transfer_target or "")
             # the model's tool transfers there, or the orchestrator's decision (or its failover)
             if found and ("transfer_to_human" in plan.tool_names or plan.orchestrator is not None):
                 out[int(found.group(2) or 5060)] = str(plan.transfer_target)
@@ -269,11 +287,15 @@ def transfer_targets(scripts: list[CallScript], dialects: list[str]) -> dict[int
 
 async def start_listeners(ports: list[int], work: Path) -> list[asyncio.subprocess.Process]:
     """A softphone answering on each port: the human agent a transfer reaches (``callbridge phone listen``)."""
+    from bridge.devkit.ports import rtp_block
+
     procs = []
     for port in ports:
         log = (work / f"agent-{port}.log").open("wb")
         argv = ["-m", "bridge.devkit.softphone", "listen", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--duration", "3600", "--json"]
+        if rtp := rtp_block(2):  # its RTP pair in CALLBRIDGE_PORT_RANGE too
+            argv += ["--rtp-port", str(rtp)]
         proc = await asyncio.create_subprocess_exec(sys.executable, *argv, stdout=log, stderr=log)
         log.close()
         procs.append(proc)
@@ -347,6 +369,23 @@ def build_run(
     return run
 
 
+def _as_scripted(report: dict[str, Any] | None, moved: Mapping[int, str]) -> dict[str, Any] | None:
+    """The report with each transfer to a moved listener's port named by the target its script gave."""
+    if report is None or not moved:
+        return report
+    entries = []
+    for t, entry in report.get("reports", []):
+        found = (
+            _LOOPBACK_TARGET.match(str(entry.get("target", "")))
+            if entry.get("kind") == ev.TransferStarted.kind
+            else None
+        )
+        if found and found.group(2) and int(found.group(2)) in moved:
+            entry = {**entry, "target": moved[int(found.group(2))]}
+        entries.append([t, entry])
+    return {**report, "reports": entries}
+
+
 @dataclass(frozen=True)
 class _Bench:
     """What every script's calls in one run share: the dialects and callers' plans, where reports and files go, and
@@ -361,6 +400,7 @@ class _Bench:
     on_result: OnResult | None = None
     orchestrators: OrchestratorServer | None = None  # the scripts' orchestrators (started pools only)
     tolerance_ms: float | None = None
+    moved: Mapping[int, str] = field(default_factory=dict)  # a listener's port -> the transfer target it stands for
 
 
 async def _replay_script(script: CallScript, uris: Mapping[str, str], bench: _Bench) -> ScriptResult:
@@ -376,6 +416,7 @@ async def _replay_script(script: CallScript, uris: Mapping[str, str], bench: _Be
         scripted = orchestrators.add(script.name, dialect, answers) if orchestrators and answers else None
         phone = await place_call(uris[dialect], plans[dialect], bench.work, f"{script.name}-{dialect}")
         report = await wait_report(bench.reports, str(phone.get("call_id", ""))) if phone.get("call_id") else None
+        report = _as_scripted(report, bench.moved)
         run = build_run(script, dialect, plans[dialect], phone, report, bench.target, time.perf_counter() - t0)
         if scripted is not None:
             run.runner_failures += scripted.finish()
@@ -408,7 +449,7 @@ async def replay_sip_async(
     if options.bridge is not None:
         return await _replay_running(scripts, dialects, options, plans, progress, on_result)
     from bridge.config import OPENAI_URL, Settings
-    from bridge.devkit.ports import free_port
+    from bridge.devkit.ports import free_port, free_port_block, listen_port, pool_rtp, port_range
     from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
     from bridge.emulator import EmulatorServer
     from bridge.serve.pool import Pool
@@ -418,17 +459,20 @@ async def replay_sip_async(
         redis_url = stack.enter_context(EmbeddedRedis()).url if redis_server_binary() else None
         orchestrators = OrchestratorServer()  # the scripts' orchestrators (those of orchestrated plans)
         await orchestrators.start()
-        table = write_dialplans(work / "dialplans", scripts, dialects, orchestrators)
+        # with CALLBRIDGE_PORT_RANGE, the transfer targets' listeners answer on ports of the range too
+        targets = transfer_targets(scripts, dialects)
+        moved = {port: free_port() if port_range() else port for port in targets}
+        table = write_dialplans(work / "dialplans", scripts, dialects, orchestrators, moved)
         reports = work / "calls.jsonl"
         async with (
-            EmulatorServer("127.0.0.1", 0, **dict(options.emulator_settings)) as emulator,
+            EmulatorServer("127.0.0.1", listen_port(), **dict(options.emulator_settings)) as emulator,
             contextlib.AsyncExitStack() as cleanup,
         ):
             cleanup.push_async_callback(orchestrators.stop)
             settings = Settings(
-                sip_port=free_port(),
+                sip_port=free_port_block(options.workers),  # worker i listens on sip_port + i
                 workers=options.workers,
-                rtp_port=0,
+                **pool_rtp(options.workers),  # every port in CALLBRIDGE_PORT_RANGE when it is set
                 realtime_url=OPENAI_URL if options.target == "openai" else emulator.base_url,
                 # the workers get the key through their settings pipe, never their environment
                 api_key=(os.environ.get("OPENAI_API_KEY") or None) if options.target == "openai" else None,
@@ -438,7 +482,7 @@ async def replay_sip_async(
             )
             pool = Pool(settings)
             await pool.start()
-            listeners = await start_listeners(sorted(transfer_targets(scripts, dialects)), work)
+            listeners = await start_listeners(sorted(moved.values()), work)
             annotator = _Annotator(emulator)
             stop = asyncio.Event()
             watcher = asyncio.create_task(annotator.run(stop))
@@ -455,6 +499,7 @@ async def replay_sip_async(
                     on_result,
                     orchestrators,
                     options.tolerance_ms,
+                    {moved[port]: target for port, target in targets.items() if moved[port] != port},
                 )
                 for i, script in enumerate(scripts):
                     annotations = script.annotations_json()
