@@ -25,7 +25,9 @@ Layout (a sans-I/O core and a thin network shell, like python-websockets and h11
   ``response.create`` and items may hold is the dialect's schemas (``bridge/realtime/dialects/schema.py``, which
   also gives the service's error codes for everything else).
 * ``voice.py`` (reply audio), ``formats.py`` (pcm16 / G.711), ``annotations.py`` (call script turns),
-  ``rules.py`` (what the model says, in every dialect), ``faults.py`` (settings and faults).
+  ``rules.py`` (what the model says, in every dialect), ``faults.py`` (settings and faults), ``postcall.py`` (the
+  answer to a post-call question, made from the conversation), ``fastread.py`` (client frames straight from
+  aiohttp's parser, without a task wake-up per frame), ``__main__.py`` (``python -m bridge.emulator``).
 """
 
 from bridge.emulator.annotations import Annotations, Reply, ToolCall, Turn

@@ -1,1 +1,15 @@
-"""native"""
+"""The C parts (``*.c`` here), compiled on first use by :mod:`.build`; each has a Python twin that runs
+without a compiler, and ``python -m bridge.devkit.native_check`` checks one against the other.
+
+::
+
+    build.py       compile one of the package's C sources into a shared library, once per source version
+    callbridge.h   what the C parts share: the types of the functions one part hands another
+    cport.c        the media port: a pjmedia_port whose clock-thread side never enters Python
+                   (Python face: bridge/sip/cport.py)
+    downlink.c     the model's audio deltas from the Realtime socket's bytes to 8 kHz PCM
+                   (bridge/realtime/downlink.py)
+    echo.c         the echo guard, decision for decision as bridge/audio/echo.py (bridge/audio/echo_native.py)
+    resample.c     the polyphase FIRs of bridge/audio/resample.py, bit for bit (bridge/audio/native.py)
+    tls.c          a TLS client over memory BIOs for the native uplink over wss:// (bridge/realtime/tls_native.py)
+"""

@@ -1,16 +1,31 @@
-"""QA replays: call scripts through the real call session in both dialects, compared, with a report.
+"""QA replays: call scripts through the real call session in every dialect or rollout variant, compared, with
+a report (text, HTML, JSON, JUnit).
 
 ::
 
-    script.py          the call-script format (pydantic), loading with errors naming file and dotted field
-    virtual.py         an asyncio event loop on a virtual clock (jumps to the next timer when nothing is ready)
-    direct.py          --via direct: CallSession + a virtual phone + the sans-I/O emulator in memory, virtual time
-    sip.py             --via sip: softphone calls into `callbridge serve`, the worker's per-call reports
-    compare.py         one dialect's run, its expectations, the beta-vs-GA comparison and the verdict
-    report.py          report.json and a self-contained report.html
-    recorder.py        RecordingLeg: stereo WAV (caller | agent) + the session's notes, aligned
-    from_recording.py  a recording becomes a call script (turns by voice activity, timing, annotations)
-    cli.py             `callbridge replay` (main) and `callbridge scripts` (scripts_main)
+    cli.py             ``callbridge replay`` and ``callbridge scripts``
+    compare.py         what one replayed call produced (:class:`DialectRun`), its expectations, and the verdict of
+                       the runs compared (beta against GA, or each rollout variant against the safe one)
+    direct.py          ``--via direct``: the real call session, a virtual phone and the emulator in one process, in
+                       virtual time
+    echoset.py         the echo set (``call_scripts/echo/``) scored: callers on lines that return the agent's audio,
+                       some of whom interrupt the agent
+    from_recording.py  ``callbridge scripts from-recording REC --out call_scripts/NAME``: a recorded call becomes a
+                       call script
+    history.py         replay over time: a run compared with an earlier one (``--baseline DIR``), and an index of
+                       past runs (``--history DIR``)
+    junit.py           ``replay --junit FILE``: the results as JUnit XML, for CI systems that show test reports
+    orchestrator.py    the replay's orchestrator: a call script's ``orchestrator.answers``, served in order
+                       (``call_scripts/README.md``)
+    report.py          the replay report: ``report.json`` for tools and ``report.html`` for people
+    script.py          the call-script format: one directory per script, ``script.yaml`` plus the caller's audio as
+                       8 kHz G.711 WAVs
+    sip.py             ``--via sip``: the same scripts as real phone calls into a running ``callbridge serve``
+    timing.py          what a caller feels of a replayed call, in time: each turn's reply gap, the longest silence
+    variants.py        ``callbridge replay --variants DIALPLAN[,DIALPLAN]``: every script through each variant of a
+                       rollout dialplan, each variant compared with the safe one
+    virtual.py         virtual time for replays: an asyncio event loop whose clock jumps to the next timer when
+                       nothing is ready
 
 The scripts themselves live in ``call_scripts/`` (its README documents the format).
 """

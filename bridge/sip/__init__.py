@@ -32,6 +32,14 @@
     rxhook.py     RxHook: a pjsip module that sees every received request first (and may answer it statelessly)
     txhook.py     TxHook: a pjsip module that sees every response sent, printed
     pjmodule.py   ModuleHook: a pjsip module of the bridge's own added to (and taken out of) the endpoint
+    transports.py what pjsua2 is told about transports and accounts (UDP, TCP, TLS, media ports, NAT, timers, SRTP)
+    tlsfiles.py   the start-up check of a node's TLS files (certificate, key, CA), before pjsip reads them
+    exposure.py   the start-up check of whom a node's workers answer: closed by default
+    bounds.py     pure: what ends a call when the caller has gone quiet or away (no RTP, no BYE)
+    rtpguard.py   media from the caller only: a kernel source filter on each call's RTP and RTCP sockets
+    callermedia.py one call's media guard over its life, and the check that the caller is heard at all
+    dialogguard.py pure: only the caller steers its call (requests inside a dialog from anyone else are refused)
+    infodtmf.py   SIP INFO with ``application/dtmf`` (the body is the digit), as some PBXs and SBCs send it
 
 Names are exported lazily so that ``bridge.sip.sipmsg`` or ``bridge.sip.access`` can be used without loading
 pjsua2.

@@ -212,3 +212,29 @@ def test_the_docs_name_only_files_that_exist(doc: str) -> None:
     assert named, f"{doc} names no file"
     missing = sorted(p for p in named if not (ROOT / p).exists())
     assert not missing, f"{doc} names what is not in the tree: {missing}"
+
+
+def _names(doc: str, package: str, stem: str) -> bool:
+    """The docstring names the module: ``stem.py``, ``:mod:`.stem```, ``bridge.package.stem`` or a map's row."""
+    forms = (rf"(?<![\w/.]){stem}\.py\b", rf"`\.{stem}`", rf"``{stem}``", rf"bridge\.{package}\.{stem}\b")
+    forms += (rf"^\s+{stem}\s",)
+    return any(re.search(form, doc, flags=re.MULTILINE) for form in forms)
+
+
+def _package_modules(package: Path) -> list[str]:
+    return sorted(p.name for p in package.glob("*.py") if p.name != "__init__.py")
+
+
+@pytest.mark.parametrize(
+    "package", sorted(p.parent.name for p in (ROOT / "bridge").glob("*/__init__.py")), ids=lambda name: name
+)
+def test_each_package_docstring_maps_every_module(package: str) -> None:
+    """A newcomer reads a package's docstring first: it names every module of the package, none that is gone."""
+    path = ROOT / "bridge" / package
+    doc = ast.get_docstring(ast.parse((path / "__init__.py").read_text())) or ""
+    modules = _package_modules(path)
+    missing = [name for name in modules if not _names(doc, package, name.removesuffix(".py"))]
+    assert not missing, f"bridge/{package}/__init__.py does not name {missing}"
+    named = set(re.findall(r"^\s{4}(\w+\.py)\b", doc, flags=re.MULTILINE))
+    gone = sorted(named - set(modules))
+    assert not gone, f"bridge/{package}/__init__.py names modules that are not there: {gone}"
