@@ -142,6 +142,21 @@ class Watch(BaseModel):
     barge_ins: int = Field(3, ge=1, le=1000)  # this many barge-ins on one call: "barge-ins"
 
 
+class WallboardThresholds(BaseModel):
+    """When a wallboard tile turns red for this plan (``/wallboard?plan=NAME``; ``bridge/supervisor/board.py`` says
+    what each tile counts). None: the tile never turns red by this plan (the console may still set a threshold)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    calls_now: int | None = Field(None, ge=1)  # live calls at or above
+    refused: int | None = Field(None, ge=1)  # callers refused (486/503) in the last 15 minutes, at or above
+    containment: float | None = Field(None, ge=0, le=1)  # share of the last hour's calls not transferred, at or below
+    waiting: int | None = Field(None, ge=1)  # callers waiting for a human now, at or above
+    longest_wait_s: float | None = Field(None, gt=0)  # the longest of those waits, at or above
+    abandonment: float | None = Field(None, ge=0, le=1)  # share of the last hour's callers who hung up first
+    handle_s: float | None = Field(None, gt=0)  # mean handle time of the last hour's calls, at or above
+    trouble: int | None = Field(None, ge=1)  # live calls in trouble now, at or above
+
+
 class PostCallPlan(BaseModel):
     """What the call's own model is asked once the call is over (``bridge/call/wrapup.py``): a short summary, one
     disposition of ``dispositions``, and the ``fields`` a JSON Schema (of an object) declares."""
@@ -318,6 +333,7 @@ class Dialplan(BaseModel):
     ] = Field(default_factory=dict)
     waiting: Waiting = Waiting()  # what the caller hears while a tool works
     watch: Watch = Watch()  # the console's marks: when a wait, a reply or barge-ins are trouble
+    wallboard: WallboardThresholds = WallboardThresholds()  # when the plan's wallboard tiles turn red
     post_call: PostCallPlan | None = None  # the summary, disposition and fields asked of the model after the call
     checks: Checks = Checks()  # the compliance checks of every call
     # signed webhooks of this plan's calls (bridge/webhooks/endpoints.py): url, secret (env or file), events, caller

@@ -374,6 +374,7 @@ class Pool:
                         # alive and reported its port since it (re)started
                         "ready": s.proc is not None and s.proc.returncode is None and s.ready.is_set(),
                         "sip_port": s.sip_port,
+                        "max_calls": s.max_calls,  # the calls it can hold, as it reported at start
                         "restarts": s.restarts,
                         "scheduling": s.scheduling,
                     }

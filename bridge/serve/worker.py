@@ -62,6 +62,7 @@ from bridge.supervisor.targets import allowed_targets
 from bridge.tools.mcp import load_sdk, load_sdk_soon
 
 if TYPE_CHECKING:  # pjsua2 is imported when the worker runs (Worker.run), not when this module is
+    from bridge.sip.endpoint import RejectedCall
     from bridge.sip.gateway import IncomingCall
     from bridge.sip.sipconfig import SipConfig
 
@@ -575,7 +576,7 @@ class Worker:
         gateway = SipGateway(
             config,
             on_incoming=self.handle,
-            on_rejected=lambda r: metrics.SIP_REJECTED.labels(str(r.status_code)).inc(),
+            on_rejected=lambda r: rejected(self.store, r),
         )
         await gateway.start()
         self.collector.freeze_startup()
@@ -613,6 +614,14 @@ class Worker:
             if lock is not None:
                 lock.close()
         return 0
+
+
+def rejected(store: CallStore | None, call: RejectedCall) -> None:
+    """An INVITE this worker refused: counted by status, and a 486 or 503 (a caller who did not get through: busy,
+    no room, draining) counted per minute in Redis for the wallboard."""
+    metrics.SIP_REJECTED.labels(str(call.status_code)).inc()
+    if store is not None and call.status_code in (486, 503):
+        store.refuse()
 
 
 def main(argv: list[str]) -> int:

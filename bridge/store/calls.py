@@ -311,6 +311,12 @@ class CallStore:
         """The call is over: phase ENDED, ended_at, end_reason; it leaves the live set with the next write."""
         self.pending.end(call_id, reason)
 
+    def refuse(self) -> None:
+        """An INVITE this worker refused with 486 or 503 (a caller who did not get through): counted per minute
+        with the next write. Memory only; never raises."""
+        self.pending.refuse()
+        self._wake.set()
+
     def watch(self, call_id: str, probe: Probe) -> None:
         """Poll ``probe()`` at every flush for fields that change too often to report one by one (for example
         ``{"last_user_audio_seq": session.frames_appended}``). Runs on the loop, off the media path."""
@@ -463,6 +469,9 @@ class CallStore:
             pipe.expire(keys.call_events(call_id), ttl)
         if live_ttl:
             pipe.expire(live, ttl)
+        for minute, count in sorted(batch.refused.items()):
+            pipe.incrby(keys.refused_calls(minute), count)
+            pipe.expire(keys.refused_calls(minute), keys.REFUSED_TTL_S)
         hb_index = -1
         if heartbeat_at is not None:
             hb_index = len(pipe)

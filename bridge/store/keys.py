@@ -33,6 +33,9 @@ key                                          type        holds                  
 ``cb:rollout:{<dialplan>}:decided``          hash        ``<epoch>:<variant>:<action>`` -> the decision  RECORDS_TTL_S
                                                          (one audit entry per decision, whatever the
                                                          number of workers)
+``cb:{board}:refused:<minute>``              string      INVITEs a worker refused with 486 or 503 in     REFUSED_TTL_S
+                                             that minute (epoch minute): the wallboard's
+                                             callers who never got through
 ``cb:{listen}:audit``                        stream      every listen-in: who, which call, start, stop   none; capped
                                                                                                          AUDIT_MAXLEN
 ``cb:{actions}:audit``                       stream      every supervisor action on a call: who, what,   none; capped
@@ -112,7 +115,8 @@ EXTRA_FIELDS: Final = ("last_transcript", "sip_dialog", "sip_call_id", "answered
 # outcome (``completed``, ``transferred``, ``failed``), its greeting and first reply (``docs/operating.md``, what each
 # figure means), whether a supervisor acted on it, and "1"/"0" flags: the caller hears hold audio now (an outage's
 # hold message or a tool's soft hold), the model is away now, the model was away at some point; and where a warm
-# transfer is (a TransferStep, then its TransferOutcome); after the call, the model's disposition, summary and fields
+# transfer is (a TransferStep, then its TransferOutcome) and since when (``transfer_at``, epoch seconds of its first
+# step: how long the caller has waited for a human); after the call, the model's disposition, summary and fields
 # (JSON) with the post-call status (bridge/call/wrapup.py), the names of the compliance checks that failed
 # (comma-separated) and every check's row (JSON: name, passed, detail); "1" once the call's variant model failed to
 # connect and the call went on on its fallback model (``fallback``; bridge/serve/variant.py).
@@ -125,6 +129,7 @@ SUMMARY_FIELDS: Final = (
     "in_outage",
     "had_outage",
     "transfer",
+    "transfer_at",
     "disposition",
     "call_summary",
     "call_fields",
@@ -158,6 +163,17 @@ RECORDS_MAXLEN: Final = 200_000  # approximate cap of a plan's outcome records (
 RECORDS_TTL_S: Final = 35 * 86400  # a plan nobody calls any more loses its records after five weeks
 REPEAT_WINDOW_S: Final = 72 * 3600  # a call back within this is a repeat call (first-contact resolution)
 SNAPSHOT_EVERY: Final = 10_000  # a rollout's engine state is kept after every this many stream entries
+
+
+# ------------------------------------------------------------------------------------------------ wallboard
+BOARD_TAG: Final = "{board}"  # one slot: the wallboard reads a quarter hour of buckets in one MGET
+REFUSED_BUCKET_S: Final = 60  # refused INVITEs are counted per minute ...
+REFUSED_TTL_S: Final = 3600  # ... and each minute is kept an hour
+
+
+def refused_calls(minute: int) -> str:
+    """The count of INVITEs refused with 486 or 503 in epoch minute ``minute`` (``int(t // 60)``)."""
+    return f"{PREFIX}:{BOARD_TAG}:refused:{minute}"
 
 
 # ------------------------------------------------------------------------------------------------ listen-in
@@ -295,4 +311,6 @@ def kind_of(key: str) -> str:
         return "actions"
     if parts[1] == WEBHOOK_TAG:
         return "webhooks"
+    if parts[1] == BOARD_TAG:
+        return "wallboard"
     return "other"

@@ -133,6 +133,7 @@ class Batch:
     expire: set[str] = field(default_factory=set)  # calls whose hash gets its TTL (again) with this write
     expire_streams: set[str] = field(default_factory=set)  # calls whose stream gets its TTL (again)
     at: float = 0.0  # when it was taken (monotonic)
+    refused: dict[int, int] = field(default_factory=dict)  # epoch minute -> INVITEs refused (486/503) in it
     tails: list[Entry] = field(default_factory=list)  # written before, appended again (a re-sync)
     entries: list[Entry] = field(default_factory=list)  # taken off the queue
 
@@ -150,6 +151,7 @@ class PendingWrites:
         self.dropped_writes = 0
         self.calls: dict[str, CallState] = {}
         self.queue: deque[Entry] = deque()
+        self.refused: dict[int, int] = {}  # epoch minute -> INVITEs refused in it, not yet written
         self._clock = clock
 
     @property
@@ -236,6 +238,15 @@ class PendingWrites:
             self._forget(cid)  # a very long outage: give up the oldest final states
             self.dropped_writes += 1
 
+    def refuse(self) -> None:
+        """An INVITE refused with 486 or 503 now: counted in its minute (the wallboard's callers who never got
+        through). Minutes older than the bucket's TTL are given up while Redis is away."""
+        minute = int(self._clock() // keys.REFUSED_BUCKET_S)
+        self.refused[minute] = self.refused.get(minute, 0) + 1
+        oldest = minute - keys.REFUSED_TTL_S // keys.REFUSED_BUCKET_S
+        for stale in [m for m in self.refused if m < oldest]:
+            del self.refused[stale]
+
     def watch(self, call_id: str, probe: Probe) -> None:
         call = self.calls.get(call_id)
         if call is not None:
@@ -259,6 +270,8 @@ class PendingWrites:
             fields["longest_silence_ms"] = report.longest_silence_ms
         elif isinstance(report, ev.LongestWait):
             fields["longest_wait_ms"] = report.longest_wait_ms
+        elif isinstance(report, ev.TransferStepped) and not self._state_of(call_id).get("transfer_at"):
+            fields["transfer_at"] = stamp(self._clock())  # the caller waits for a human from the first step
         fields.update(summary_fields(report, self.calls.get(call_id)))
         ended = isinstance(report, ev.CallEnded)
         streamed = not isinstance(report, ev.Latency)  # a latency sample is a metric, and far too chatty
@@ -269,6 +282,10 @@ class PendingWrites:
             self.event(call_id, report.kind, summary, **stored)
         if ended:
             self.end(call_id, summary or "ended")
+
+    def _state_of(self, call_id: str) -> Mapping[str, str]:
+        call = self.calls.get(call_id)
+        return call.state if call is not None else {}
 
     def poll_probes(self, now: float) -> None:
         """Read every live call's probe (fields that change too often to report one by one)."""
@@ -292,7 +309,8 @@ class PendingWrites:
         """The next pipeline's content: changed fields (every field on a re-sync; the ticking ones only with
         ``ticks`` or beside another change of the call), membership, stream entries, and the keys whose TTL is due
         (first written, the call ended, a re-sync, or ``ttl_refresh_s`` since it was last set at ``at``)."""
-        batch = Batch(at=at)
+        batch = Batch(at=at, refused=self.refused)
+        self.refused = {}
         for call_id, call in self.calls.items():
             ending = call.ended and call.member_dirty
             with_ticks = ticks or bool(call.dirty) or ending
@@ -340,6 +358,8 @@ class PendingWrites:
                 call.member_dirty = True
         self.queue.extendleft(reversed(batch.entries))
         self._trim_queue()
+        for minute, count in batch.refused.items():
+            self.refused[minute] = self.refused.get(minute, 0) + count
 
     def written(self, batch: Batch) -> None:
         """Written entries move to their call's tail (for a later re-sync); the TTLs set are noted; finished calls

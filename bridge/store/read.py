@@ -51,6 +51,7 @@ class CallSummary:
     transfer: str = ""  # a warm transfer's step (ringing, briefing, accepting), then its outcome
     original_called: str = ""  # the number a forwarded call was first placed to, as stored (masked)
     fallback: bool = False  # its variant's model failed to connect: the call runs on the fallback model
+    transfer_at: float | None = None  # when a warm transfer's first step came: the caller waits for a human since
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,11 +191,23 @@ async def read_live_calls(
                 on_hold=s.get("on_hold") == "1",
                 in_outage=s.get("in_outage") == "1",
                 fallback=s.get("fallback") == "1",
+                transfer_at=as_float(s.get("transfer_at")),
                 **texts(s, _LIVE_TEXTS),
             )
         )
     out.sort(key=lambda c: (c.started_at or 0.0, c.call_id))
     return out
+
+
+async def read_refused(client: aioredis.Redis, since: float, now: float, *, where: str = "redis client") -> int:
+    """INVITEs the workers refused with 486 or 503 from ``since`` to ``now``, by whole minutes (the minute ``since``
+    falls in counts whole). Raises :class:`StoreUnavailable` when Redis is away."""
+    first, last = int(since // keys.REFUSED_BUCKET_S), int(now // keys.REFUSED_BUCKET_S)
+    try:
+        counts = await client.mget([keys.refused_calls(m) for m in range(first, last + 1)])
+    except RedisError as exc:
+        raise StoreUnavailable(where, str(exc) or type(exc).__name__) from None
+    return sum(int(text(c) or 0) for c in counts)
 
 
 async def read_call(

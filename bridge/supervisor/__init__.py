@@ -12,6 +12,7 @@ The page itself is plain files in ``static/`` (no build step).
     api.py           the supervisor's HTTP API and console on ``callbridge serve`` (aiohttp)
     auth.py          who may use the supervisor API and console: accounts or demo tokens, roles, sessions in a
                      cookie, CSRF tokens
+    board.py         the wallboard's tiles from live rows, ended hashes and refused INVITEs (pure)
     calls.py         the calls' routes: the live calls and one call, read once (JSON) or followed (server-sent
                      events, :mod:`.stream`)
     console.py       the console's page, its static files and its sign-in routes, and the security headers of every
@@ -53,4 +54,5 @@ The page itself is plain files in ``static/`` (no build step).
                      (:mod:`bridge.supervisor.accounts`)
     users_watch.py   the users file, read again while ``serve`` runs: an account removed, or its role changed, is
                      signed out
+    wallboard.py     the wallboard's page and its tiles' route (``GET /api/wallboard``)
 """

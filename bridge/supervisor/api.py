@@ -82,6 +82,7 @@ from bridge.supervisor import (
     strip,
     takeover,
     users_watch,
+    wallboard,
 )
 from bridge.supervisor.accounts import ROLES, Users, token_digest
 from bridge.supervisor.auth import (
@@ -185,7 +186,7 @@ def create_app(
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
     monitoring.add_routes(app, metrics_token=o.metrics_token, metrics=o.metrics_here, health_detail=o.health_detail)
-    for group in (ended, calls, actions, listen, takeover, rollout, strip):
+    for group in (ended, calls, actions, listen, takeover, rollout, strip, wallboard):
         group.add_routes(app)
     console.add_routes(app, credentials=sup.credentials, sessions=sup.sessions, refused_delay_s=o.refused_delay_s)
     return app

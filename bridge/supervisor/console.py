@@ -58,7 +58,7 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     response.headers.update(SECURITY_HEADERS)
     if request.path.startswith(("/api/", "/auth/")):
         response.headers.setdefault("Cache-Control", "no-store")
-    elif request.path == "/" or request.path.startswith("/static/"):
+    elif request.path in ("/", "/wallboard") or request.path.startswith("/static/"):
         response.headers.setdefault("Cache-Control", "no-cache")  # revalidate: a new release shows at once
 
 

@@ -46,12 +46,17 @@ def _ratio(part: int, whole: int) -> float | None:
     return round(part / whole, 3) if whole else None
 
 
-def _ended(calls: Sequence[Mapping[str, str]]) -> dict[str, Any]:
-    handles = [
+def handle_times(calls: Iterable[Mapping[str, str]]) -> list[float]:
+    """Each call's handle time in seconds (``ended_at - started_at``: ring to hang-up), where both are known."""
+    return [
         e - s
         for c in calls
         if (s := _float(c.get("started_at"))) is not None and (e := _float(c.get("ended_at"))) is not None
     ]
+
+
+def _ended(calls: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    handles = handle_times(calls)
     transferred = sum(c.get("outcome") == CallOutcome.TRANSFERRED for c in calls)
     alone = sum(c.get("outcome") == CallOutcome.COMPLETED and c.get("supervised") != "1" for c in calls)
     greetings = [f for c in calls if (f := _float(c.get("greeting_ms"))) is not None]

@@ -1,0 +1,120 @@
+"""The wallboard in a real Chromium at 1920x1080, over a real ``serve`` and Redis: every tile from the calls a
+worker's real writer put into Redis (a transfer waiting for a human, a call whose model is away, the last hour's
+completed, transferred and abandoned calls, callers refused), readable without scrolling, a tile over its plan's
+threshold red and saying so in words, a threshold set on the screen turning another red with one sound, once."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from _cdp import Browser
+from _console_helpers import OPERATOR_TOKEN, console_stack, needs_browser_stack, sign_in, write_dialplans
+from fakes.clock import Clock
+
+from bridge import events as ev
+from bridge.store.calls import CallStore, StoreTuning
+
+pytestmark = needs_browser_stack
+
+WAIT_S = 42.0  # how long the transfer's caller has waited for a human when the board is read
+
+
+def _plans(directory: Path) -> Path:
+    write_dialplans(directory)
+    line = directory / "line.yaml"
+    plan = json.loads(line.read_text())
+    plan["wallboard"] = {"refused": 2, "trouble": 1, "containment": 0.4}  # refused and trouble red; containment not
+    line.write_text(json.dumps(plan))
+    return directory
+
+
+def _calls(store: CallStore, clock: Clock) -> None:
+    def call(call_id: str, reports: list[ev.Report], plan: str = "line") -> None:
+        listener = store.listener_for(call_id, caller="+15550001111", called="6000", dialplan=plan, variant="ga")
+        for report in reports:
+            clock.now += 1.0
+            listener(report)
+
+    ended = ev.CallEnded
+    call("c-done", [ev.Answered(), ended("caller hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER)])
+    call("c-moved", [ev.Answered(), ended("transferred", ev.CallOutcome.TRANSFERRED, ev.EndedBy.AGENT)])
+    call("c-left", [ended("caller abandoned while ringing", ev.CallOutcome.ABANDONED, ev.EndedBy.CALLER)])
+    call("c-desk", [ev.Answered(), ended("caller hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER)], "desk")
+    clock.now = time.time() - WAIT_S
+    call("c-waiting", [ev.Answered(), ev.TransferStepped(ev.TransferStep.RINGING)])
+    call("c-away", [ev.Answered(), ev.SessionLost(ev.ErrorClass.NETWORK, None, "socket closed", True)])
+    clock.now = time.time()
+    store.refuse()
+    store.refuse()
+
+
+def tile(name: str, part: str = "") -> str:
+    return f"document.querySelector('[data-tile={name}]{' ' + part if part else ''}')"
+
+
+async def test_the_wallboard_fills_a_screen_turns_red_over_thresholds_and_sounds_once(tmp_path: Path) -> None:
+    async with console_stack(tmp_path, dialplans=_plans(tmp_path / "dialplans")) as stack:
+        clock = Clock(time.time() - 600)
+        store = CallStore(stack.redis.url, worker="w-board:1", clock=clock, tuning=StoreTuning(reap_interval_s=None))
+        await store.start()
+        try:
+            _calls(store, clock)
+            assert await store.flush()
+            async with Browser(width=1920, height=1080) as browser:
+                page = await browser.page()
+                await sign_in(page, stack.url, OPERATOR_TOKEN, name="Wally")
+                await page.goto(stack.url + "wallboard?plan=line")
+                await page.wait_for("window.__wallboard && window.__wallboard.updates > 0")
+                values = await page.eval(
+                    "Object.fromEntries([...document.querySelectorAll('[data-tile]')].map("
+                    "t => [t.dataset.tile, [t.querySelector('.value').textContent, t.dataset.state]]))"
+                )
+                assert values["calls_now"] == ["2 / 4", "ok"]  # two live calls of line; one worker of 4 calls
+                assert values["refused"] == ["2", "red"]  # two callers refused; the plan's threshold is 2
+                assert values["containment"] == ["50 %", "ok"]  # of two answered calls one was transferred
+                assert values["waiting"] == ["1", "ok"]
+                minutes, seconds = values["longest_wait_s"][0].split(":")
+                assert WAIT_S - 2 <= int(minutes) * 60 + int(seconds) <= WAIT_S + 30, values
+                assert values["abandonment"] == ["33 %", "ok"]  # one of three callers hung up before the answer
+                assert values["handle_s"][0] == "0:02"  # 2, 2 and 1 s from the start to the end
+                assert values["trouble"] == ["1", "red"]  # the model is away on c-away
+                note = await page.eval(tile("trouble", ".note") + ".textContent")
+                assert note == "ALERT: at or above 1"  # in words, not colour alone
+
+                # readable across the room: one screen, no scrolling, numbers large
+                fits = await page.eval(
+                    "[document.documentElement.scrollHeight <= innerHeight,"
+                    " document.documentElement.scrollWidth <= innerWidth,"
+                    " parseFloat(getComputedStyle(document.querySelector('.tile .value')).fontSize)]"
+                )
+                assert fits[0] and fits[1] and fits[2] >= 96, fits
+
+                # the supervisor allows sound, then sets a threshold that turns "waiting" red: one sound, once
+                await page.click("#sound")
+                await page.click("#edit-thresholds")
+                await page.eval(
+                    "(() => { const i = document.querySelector('#threshold-form input[name=waiting]');"
+                    " i.value = '1'; i.dispatchEvent(new Event('change', {bubbles: true})); })()"
+                )
+                await page.wait_for(tile("waiting") + ".dataset.state === 'red'")
+                assert await page.eval("window.__wallboard.beeps") == 1
+                updates = await page.eval("window.__wallboard.updates")
+                await page.wait_for(f"window.__wallboard.updates >= {updates + 2}")  # it updates on its own
+                assert await page.eval("window.__wallboard.beeps") == 1  # still red: no second sound
+                # the screen's threshold stays across a reload (this browser's)
+                await page.reload()
+                await page.wait_for(tile("waiting") + " && " + tile("waiting") + ".dataset.state === 'red'")
+        finally:
+            await store.close()
+
+
+async def test_the_wallboard_page_without_a_session_says_where_to_sign_in(tmp_path: Path) -> None:
+    async with console_stack(tmp_path) as stack, Browser(width=1920, height=1080) as browser:
+        page = await browser.page()
+        await page.goto(stack.url + "wallboard")
+        await page.wait_for("!document.getElementById('signed-out').hidden")
+        assert await page.eval("document.querySelectorAll('[data-tile]').length") == 0
+        status, body = await stack.get("/api/wallboard?plan=nope", OPERATOR_TOKEN)
+        assert status == 404 and body["field"] == "plan"
