@@ -6,7 +6,7 @@
                                [--via direct|sip]
                                [--target emulator|openai] [--report DIR] [--json] [--junit FILE]
                                [--fail-on unexpected|any] [--timing-tolerance-ms MS] [--baseline DIR]
-                               [--history DIR]
+                               [--history DIR] [--budget NAME=VALUE]
     callbridge scripts check PATHS...
     callbridge scripts from-recording REC --out call_scripts/NAME [--keep-expectations]
 
@@ -28,7 +28,8 @@ beyond the tolerance included); ``failed`` (an expectation or a bound failed); `
 loaded: its row names the file and the field, and every other script still runs).
 
 Exit status of ``replay``: 0 when nothing fails the gate; 1 with ``--fail-on unexpected`` (the default) when a
-script is ``failed`` or ``unexpected``, with ``--fail-on any`` (alias ``--fail-on-differs``) also on ``expected``;
+script is ``failed`` or ``unexpected``, or (with a baseline) worse than it beyond ``--budget``, with ``--fail-on
+any`` (alias ``--fail-on-differs``) also on ``expected``;
 2 for a bad command line, or when a script could not be loaded (after the others ran and the report was written).
 """
 
@@ -145,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="compare with an earlier run: its --report directory, or a --history directory (its newest run)",
+    )
+    p.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="how much worse than the baseline a run may get before the gate fails (repeatable): reply_gap_ms "
+        "(500), reply_gap_p90_ms (1000), greeting_ms (500), barge_in_cut_ms (300), cost_rise (0.10), by_design (0)",
     )
     p.add_argument(
         "--history",
@@ -313,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``callbridge replay ...`` (see the module docstring)."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
+        from bridge.replay.history import Budget
+
+        budget = Budget.parse(args.budget)
         baseline = _baseline(args)
         results, meta = run(args)
     except (ConfigError, BridgeError, ValueError) as exc:
@@ -324,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if baseline is not None:
         from bridge.replay.history import apply_baseline
 
-        apply_baseline(data, baseline, args.report)
+        apply_baseline(data, baseline, args.report, budget)
     if args.report is not None:
         from bridge.replay.report import write_report
 
@@ -336,9 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.junit is not None:
         from bridge.replay.junit import write_junit
 
-        write_junit(results, args.junit, meta)
+        write_junit(results, args.junit, meta, data)
         print(f"junit: {args.junit}", file=sys.stderr)
     code = exit_code(results, args.fail_on)
+    if code == EXIT_OK and any(s.get("regressions") for s in data.get("scripts", [])):
+        code = EXIT_FAILED  # worse than the baseline beyond the budget: red
     if args.history is not None:
         from bridge.replay.history import record_run
 
@@ -377,6 +391,8 @@ def exit_code(results: Sequence[ScriptResult], fail_on: str) -> int:
 def _print_text(results: Sequence[ScriptResult], meta: dict[str, Any], data: dict[str, Any]) -> None:
     counts = summarize(results)
     since = {s["script"]: s.get("since_baseline") for s in data.get("scripts", [])}
+    regressed = {s["script"]: s.get("regressions") for s in data.get("scripts", [])}
+    diffs = {s["script"]: s.get("instructions_diff") for s in data.get("scripts", [])}
     for r in results:
         print(f"{r.status:<10} {r.script}")
         for reason in r.errors:
@@ -394,10 +410,19 @@ def _print_text(results: Sequence[ScriptResult], meta: dict[str, Any], data: dic
             print(f"           check {row['check']} on {label(row['run'])}: {mark} ({row['detail']})")
         for change in since.get(r.script) or []:
             print(f"           since the baseline: {change}")
+        for regression in regressed.get(r.script) or []:
+            print(f"           ✗ worse than the baseline: {regression}")
+        for run_name, diff in (diffs.get(r.script) or {}).items():
+            print(f"           instructions of {label(run_name)} since the baseline:")
+            for line in diff.splitlines():
+                print(f"             {line}")
     baseline = data["meta"].get("baseline")
     if baseline:
         gone = f"; not run now: {', '.join(baseline['missing'])}" if baseline["missing"] else ""
-        print(f"baseline {baseline['dir']} ({baseline['created']}): {baseline['changed']} script(s) changed{gone}")
+        worse = f", {baseline['regressed']} worse beyond the budget" if baseline.get("regressed") else ""
+        print(
+            f"baseline {baseline['dir']} ({baseline['created']}): {baseline['changed']} script(s) changed{worse}{gone}"
+        )
     columns = f"{len(meta['variants'])} variant(s)" if "variants" in meta else f"{len(meta['dialects'])} dialect(s)"
     print(
         f"{len(results)} script(s) x {columns}: {counts['status_same']} same, {counts['status_by_design']} by design, "

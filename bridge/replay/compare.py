@@ -20,6 +20,7 @@ Verdicts, per script:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -238,6 +239,22 @@ class Check:
     detail: str = ""
 
 
+def run_config(plan: Any, dialect: str, model: str, emulator: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run was told, as a baseline compares it (``bridge/replay/history.py``): the dialect, model, voice,
+    instructions (their text and a digest), greeting, tools and the emulator's settings. ``plan``: its dialplan."""
+    instructions = str(plan.profile.instructions or "")
+    return {
+        "dialect": dialect,
+        "model": model,
+        "voice": str(plan.profile.voice or ""),
+        "instructions": instructions,
+        "instructions_sha": hashlib.sha256(instructions.encode()).hexdigest()[:12],
+        "greeting": str(plan.greeting or ""),
+        "tools": sorted(plan.tool_names),
+        "emulator": {k: v for k, v in sorted(emulator.items()) if k != "seed"},
+    }
+
+
 @dataclass
 class DialectRun:
     """Everything the report shows and the comparison reads about one script in one dialect.
@@ -264,6 +281,7 @@ class DialectRun:
     wall_s: float = 0.0
     checks: list[Check] = field(default_factory=list)
     preamble: str = ""  # what the emulated model says before each answer on this run's model ("": nothing)
+    config: dict[str, Any] = field(default_factory=dict)  # what the run was told (:func:`run_config`)
 
     @property
     def ok(self) -> bool:

@@ -48,7 +48,7 @@ from bridge.errors import classify_close
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.dialects import DIALECTS, Dialect, LiveService
 from bridge.realtime.protocol import RealtimeProtocol
-from bridge.replay.compare import DialectRun, ScriptResult, check_expectations, judge, token
+from bridge.replay.compare import DialectRun, ScriptResult, check_expectations, judge, run_config, token
 from bridge.replay.orchestrator import ScriptedOrchestrator
 from bridge.replay.script import CallScript, Turn
 from bridge.replay.virtual import VirtualTimeLoop
@@ -559,6 +559,8 @@ async def replay_call(
     session = CallSession(phone, plan, bridge_dialect, connector, call)
     model = plan.profile.model or DIALECTS[dialect].default_model
     run = DialectRun(script.name, dialect, variant, model, via="direct", target=opts.target)
+    emulator = {**script.emulator_settings(0, dialect), **opts.emulator_overrides}
+    run.config = run_config(plan, dialect, model, emulator)
     try:
         report = await asyncio.wait_for(session.run(), script.model.max_duration_s + HANGUP_GRACE_S)
     except Exception as exc:  # a crash of the session is a result to report, not a crash of the replay

@@ -18,12 +18,14 @@ Files in, files out; the comparison itself is pure (report JSON in, sentences ou
 
 from __future__ import annotations
 
+import difflib
 import html
 import json
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -113,6 +115,125 @@ def _moved(a: float | None, b: float | None, tolerance_ms: float) -> bool:
 
 
 _KINDS: Final = (("failures", "failure"), ("unexpected", "unexpected difference"), ("expected", "expected difference"))
+NOT_JUDGED: Final = "not judged by the emulator: replay against the real model before rollout"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much worse than the baseline a run may get before the gate fails (``--budget NAME=VALUE``)."""
+
+    reply_gap_ms: float = 500.0  # the median reply gap may grow by this much
+    reply_gap_p90_ms: float = 1000.0  # its 90th percentile (nearest rank) by this much
+    greeting_ms: float = 500.0  # the greeting and the first reply, each
+    barge_in_cut_ms: float = 300.0  # the longest the agent went on over a caller who spoke over it
+    cost_rise: float = 0.10  # the cost of the call may rise by this share
+    by_design: int = 0  # more differences by design than the baseline had
+
+    @classmethod
+    def parse(cls, items: Sequence[str]) -> Budget:
+        """``NAME=VALUE`` items over the defaults; a ConfigError names a bad one."""
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, float] = {}
+        for item in items:
+            name, _, text = item.partition("=")
+            if name not in known:
+                raise ConfigError("--budget", name or item, f"not a budget; one of {', '.join(known)}")
+            try:
+                value = float(text)
+            except ValueError:
+                raise ConfigError("--budget", name, f"not a number: {text!r}") from None
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError("--budget", name, f"must be a number of 0 or more, not {text!r}")
+            values[name] = value
+        typed: dict[str, Any] = {k: int(v) if known[k].type == "int" else v for k, v in values.items()}
+        return cls(**typed)
+
+
+def _p90(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def _turn_values(run: Mapping[str, Any], key: str) -> list[float]:
+    return [float(t[key]) for t in (run.get("timing") or {}).get("turns") or [] if t.get(key) is not None]
+
+
+def _grew(what: str, who: str, before: float | None, after: float | None, budget: float) -> list[str]:
+    if before is None or after is None or after - before <= budget:
+        return []
+    return [f"{who}: {what} {_ms(before)} -> {_ms(after)} (+{after - before:.0f} ms, budget {budget:g} ms)"]
+
+
+def run_regressions(name: str, now: Mapping[str, Any], then: Mapping[str, Any], budget: Budget) -> list[str]:
+    """Where one run got worse than its baseline run by more than the budget allows."""
+    who = label(name)
+    gaps_now, gaps_then = _turn_values(now, "reply_gap_ms"), _turn_values(then, "reply_gap_ms")
+    out = _grew("median reply gap", who, median(gaps_then), median(gaps_now), budget.reply_gap_ms)
+    out += _grew("p90 reply gap", who, _p90(gaps_then), _p90(gaps_now), budget.reply_gap_p90_ms)
+    for key, what in (("greeting_ms", "greeting"), ("first_reply_ms", "first reply")):
+        before, after = (then.get("timing") or {}).get(key), (now.get("timing") or {}).get(key)
+        out += _grew(what, who, before, after, budget.greeting_ms)
+    cuts_now, cuts_then = _turn_values(now, "barge_in_cut_ms"), _turn_values(then, "barge_in_cut_ms")
+    before_cut, after_cut = max(cuts_then, default=None), max(cuts_now, default=None)
+    out += _grew("longest barge-in cut", who, before_cut, after_cut, budget.barge_in_cut_ms)
+    cost_then, cost_now = then.get("cost_usd"), now.get("cost_usd")
+    if cost_then and cost_now is not None and cost_now > cost_then * (1 + budget.cost_rise):
+        rise = (cost_now / cost_then - 1) * 100
+        out.append(
+            f"{who}: cost of the call ${cost_then:.4f} -> ${cost_now:.4f} (+{rise:.0f} %, "
+            f"budget {budget.cost_rise * 100:g} %)"
+        )
+    return out
+
+
+def regressions(now: Mapping[str, Any], then: Mapping[str, Any] | None, budget: Budget) -> list[str]:
+    """Where one script (its report JSON) got worse than the baseline's beyond the budget (none without one)."""
+    if then is None:
+        return []
+    out: list[str] = []
+    added = len(now.get("by_design") or []) - len(then.get("by_design") or [])
+    if added > budget.by_design:
+        out.append(f"{added} more difference(s) by design than the baseline (budget {budget.by_design})")
+    runs_now, runs_then = now.get("runs") or {}, then.get("runs") or {}
+    for name in runs_now:
+        if name in runs_then:
+            out += run_regressions(name, runs_now[name], runs_then[name], budget)
+    return out
+
+
+def _config_changes(who: str, now: Mapping[str, Any], then: Mapping[str, Any]) -> list[str]:
+    """What a run was told differently (its ``config``); none where the baseline did not record it."""
+    if not now or not then:
+        return []
+    out: list[str] = []
+    if now.get("instructions_sha") != then.get("instructions_sha"):
+        digests = f"#{then.get('instructions_sha')} -> #{now.get('instructions_sha')}"
+        out.append(f"{who}: instructions {digests} ({NOT_JUDGED})")
+    if now.get("voice") != then.get("voice"):
+        out.append(f"{who}: voice {then.get('voice') or '-'} -> {now.get('voice') or '-'} ({NOT_JUDGED})")
+    if now.get("dialect") != then.get("dialect"):
+        out.append(f"{who}: dialect {then.get('dialect')} -> {now.get('dialect')}")
+    if now.get("greeting") != then.get("greeting"):
+        out.append(f"{who}: greeting {then.get('greeting')!r} -> {now.get('greeting')!r}")
+    tools_now, tools_then = set(now.get("tools") or []), set(then.get("tools") or [])
+    out += [f"{who}: tool added: {t}" for t in sorted(tools_now - tools_then)]
+    out += [f"{who}: tool removed: {t}" for t in sorted(tools_then - tools_now)]
+    emu_now, emu_then = now.get("emulator") or {}, then.get("emulator") or {}
+    for key in sorted(set(emu_now) | set(emu_then)):
+        if emu_now.get(key) != emu_then.get(key):
+            out.append(f"{who}: emulator setting {key}: {emu_then.get(key, '-')} -> {emu_now.get(key, '-')}")
+    return out
+
+
+def instructions_diff(now: Mapping[str, Any], then: Mapping[str, Any]) -> str:
+    """The unified diff of a run's instructions against the baseline's ("" when they are the same)."""
+    before, after = str(then.get("instructions", "")), str(now.get("instructions", ""))
+    if before == after:
+        return ""
+    lines = difflib.unified_diff(before.splitlines(), after.splitlines(), "baseline", "now", lineterm="", n=2)
+    return "\n".join(lines)
 
 
 def _run_changes(name: str, now: Mapping[str, Any], then: Mapping[str, Any], tolerance_ms: float) -> list[str]:
@@ -120,6 +241,7 @@ def _run_changes(name: str, now: Mapping[str, Any], then: Mapping[str, Any], tol
     out: list[str] = []
     if now.get("model") != then.get("model"):
         out.append(f"{who}: model {then.get('model') or '?'} -> {now.get('model') or '?'}")
+    out += _config_changes(who, now.get("config") or {}, then.get("config") or {})
     gap_then, gap_now = run_median_gap(then), run_median_gap(now)
     if _moved(gap_then, gap_now, tolerance_ms):
         out.append(f"{who}: median reply gap {_ms(gap_then)} -> {_ms(gap_now)} (tolerance {tolerance_ms:g} ms)")
@@ -163,21 +285,35 @@ def href(target: Path, start: Path | None) -> str:
     return rel.replace(os.sep, "/")
 
 
-def apply_baseline(data: dict[str, Any], baseline: Baseline, out: Path | None) -> None:
+def apply_baseline(data: dict[str, Any], baseline: Baseline, out: Path | None, budget: Budget | None = None) -> None:
     """Into a report's data (``bridge.replay.report.report_json``): ``meta.baseline`` (its link, from ``out``, and
-    when it ran, the scripts it had that did not run now) and each script's ``since_baseline``."""
+    when it ran, the scripts it had that did not run now, the budget and how many scripts broke it), each script's
+    ``since_baseline``, its ``regressions`` (beyond ``budget``) and its runs' ``instructions_diff``."""
     then = baseline.scripts
+    budget = budget or Budget()
     names = set()
     for script in data.get("scripts", []):
         name = str(script.get("script"))
         names.add(name)
         script["since_baseline"] = changes(script, then.get(name))
+        script["regressions"] = regressions(script, then.get(name), budget)
+        runs_then = (then.get(name) or {}).get("runs") or {}
+        diffs = {
+            run: diff
+            for run, body in (script.get("runs") or {}).items()
+            if (diff := instructions_diff(body.get("config") or {}, (runs_then.get(run) or {}).get("config") or {}))
+            and (runs_then.get(run) or {}).get("config")
+        }
+        if diffs:
+            script["instructions_diff"] = diffs
     data["meta"]["baseline"] = {
         "href": href(baseline.directory / REPORT_HTML, out),
         "dir": href(baseline.directory, out),
         "created": baseline.created,
         "missing": sorted(set(then) - names),
         "changed": sum(1 for s in data.get("scripts", []) if s["since_baseline"]),
+        "regressed": sum(1 for s in data.get("scripts", []) if s["regressions"]),
+        "budget": asdict(budget),
     }
 
 

@@ -4,7 +4,9 @@ One ``<testsuite>`` (``callbridge replay``) with a ``<testcase>`` per script and
 ``name`` the dialect or variant. A run's failed expectations are a ``<failure>``; the differences of a run from the
 first run of its script (the reference, GA against beta or a variant against the safe one) are a ``<failure>`` where
 one is unexpected, and are listed in ``<system-out>`` where all are declared (by the script or by design). A script
-that could not be loaded is one ``<testcase name="load">`` with an ``<error>`` naming the file and the field.
+that could not be loaded is one ``<testcase name="load">`` with an ``<error>`` naming the file and the field. With a
+baseline, a run worse than it beyond the budget is a ``<failure>`` too, and what changed since (instructions, voice,
+model, tools, emulator settings) is a ``since_baseline.<script>`` property each.
 """
 
 from __future__ import annotations
@@ -27,13 +29,19 @@ def _mine(reasons: Sequence[str], run_label: str) -> list[str]:
     return [r for r in reasons if run_label in r]
 
 
-def junit_xml(results: Sequence[ScriptResult], meta: Mapping[str, Any]) -> ET.Element:
+def junit_xml(
+    results: Sequence[ScriptResult], meta: Mapping[str, Any], data: Mapping[str, Any] | None = None
+) -> ET.Element:
     created = str(meta.get("created", "")).replace(" ", "T")  # ISO 8601, as the Ant JUnit schema has it
     suite = ET.Element("testsuite", name="callbridge replay", timestamp=created, hostname=socket.gethostname())
     properties = ET.SubElement(suite, "properties")
     for key in ("via", "target", "tolerance_ms"):
         if key in meta:
             ET.SubElement(properties, "property", name=key, value=str(meta[key]))
+    scripts = {str(s.get("script")): s for s in (data or {}).get("scripts", [])}
+    for name, script in scripts.items():  # what changed since the baseline, named (a prompt, a voice, a model)
+        for change in script.get("since_baseline") or []:
+            ET.SubElement(properties, "property", name=f"since_baseline.{name}", value=change)
     tests = failures = errors = 0
     for result in results:
         if result.errors:
@@ -52,6 +60,8 @@ def junit_xml(results: Sequence[ScriptResult], meta: Mapping[str, Any]) -> ET.El
             declared = [*_mine(result.expected, label(name)), *_mine(result.by_design, label(name))] if i else []
             if i:
                 bad += compare_failures
+            worse = _mine((scripts.get(result.script) or {}).get("regressions") or [], label(name))
+            bad += [f"worse than the baseline: {w}" for w in worse]
             problems = [*bad, *(f"unexpected: {u}" for u in unexpected)]
             if problems:
                 failures += 1
@@ -69,10 +79,12 @@ def junit_xml(results: Sequence[ScriptResult], meta: Mapping[str, Any]) -> ET.El
     return suite
 
 
-def write_junit(results: Sequence[ScriptResult], path: Path, meta: Mapping[str, Any]) -> Path:
+def write_junit(
+    results: Sequence[ScriptResult], path: Path, meta: Mapping[str, Any], data: Mapping[str, Any] | None = None
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     root = ET.Element("testsuites", name="callbridge replay")
-    suite = junit_xml(results, meta)
+    suite = junit_xml(results, meta, data)
     root.append(suite)
     for key in ("tests", "failures", "errors", "time"):
         root.set(key, suite.get(key, "0"))

@@ -36,7 +36,7 @@ import yaml
 
 from bridge import events as ev
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, SAMPLE_RATE
-from bridge.replay.compare import DialectRun, ScriptResult, check_expectations, judge
+from bridge.replay.compare import DialectRun, ScriptResult, check_expectations, judge, run_config
 from bridge.replay.direct import SPAN_GAP_MS, VOICED_DBFS, frame_dbfs, run_direct
 from bridge.replay.orchestrator import OrchestratorServer
 from bridge.replay.script import CallScript, LineSpec
@@ -343,6 +343,7 @@ def build_run(
 
     model = script.plan(dialect).profile.model or DIALECTS[dialect].default_model  # the plan the worker was given
     run = DialectRun(script=script.name, dialect=dialect, model=model, via="sip", target=target)
+    run.config = run_config(script.plan(dialect), dialect, model, script.emulator_settings(0, dialect))
     if report is not None:
         run.report = {k: v for k, v in report.items() if k != "worker"}
     answered = next((t for t, _ in run.noted(ev.Answered)), 0.0)
