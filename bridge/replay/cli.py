@@ -40,7 +40,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -423,6 +423,7 @@ def _print_text(results: Sequence[ScriptResult], meta: dict[str, Any], data: dic
         print(
             f"baseline {baseline['dir']} ({baseline['created']}): {baseline['changed']} script(s) changed{worse}{gone}"
         )
+    _print_cost(data["meta"])
     columns = f"{len(meta['variants'])} variant(s)" if "variants" in meta else f"{len(meta['dialects'])} dialect(s)"
     print(
         f"{len(results)} script(s) x {columns}: {counts['status_same']} same, {counts['status_by_design']} by design, "
@@ -430,6 +431,19 @@ def _print_text(results: Sequence[ScriptResult], meta: dict[str, Any], data: dic
         f"{counts['status_failed']} failed, {counts['status_error']} error(s); {meta['call_s']:.1f} s of calls in "
         f"{meta['wall_s']:.2f} s ({meta['speed_x']}x real time)"
     )
+
+
+def _print_cost(meta: Mapping[str, Any]) -> None:
+    """The cost of each column's calls, where the prices come from, and a warning for each rate that is assumed."""
+    costs, prices = meta.get("cost_usd") or {}, meta.get("prices") or {}
+    if costs:
+        each = ", ".join(f"{label(name)} ${cost:.4f}" for name, cost in costs.items())
+        print(f"cost: {each} (prices as of {prices.get('as_of', '?')}, {prices.get('source', '?')})")
+    if prices.get("assumed"):
+        assumed = ", ".join(prices["assumed"])
+        print(f"warning: assumed prices for {assumed} (not published when the table was dated): set price_table")
+    if prices.get("unpriced"):
+        print(f"warning: no price for {', '.join(prices['unpriced'])}: its calls are left out of the cost")
 
 
 # --------------------------------------------------------------------------------------------------------------

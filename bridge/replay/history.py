@@ -249,6 +249,9 @@ def _run_changes(name: str, now: Mapping[str, Any], then: Mapping[str, Any], tol
         before, after = (then.get("timing") or {}).get(key), (now.get("timing") or {}).get(key)
         if _moved(before, after, tolerance_ms):
             out.append(f"{who}: {what} {_ms(before)} -> {_ms(after)} (tolerance {tolerance_ms:g} ms)")
+    cost_then, cost_now = then.get("cost_usd"), now.get("cost_usd")
+    if cost_then is not None and cost_now is not None and abs(cost_now - cost_then) > 0.01 * max(cost_then, 1e-9):
+        out.append(f"{who}: cost of the call ${cost_then:.4f} -> ${cost_now:.4f} ({cost_now / cost_then - 1:+.0%})")
     if bool(now.get("ok", True)) != bool(then.get("ok", True)):
         out.append(f"{who}: expectations {'pass' if now.get('ok', True) else 'fail'} now")
     return out

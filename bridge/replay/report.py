@@ -138,6 +138,16 @@ def _relative(path: str, out: Path) -> str:
     return str(target.relative_to(here)) if target.is_relative_to(here) else os.path.relpath(target, out)
 
 
+def _assumed(prices: Mapping[str, Any]) -> str:
+    """The warning beside the cost when a rate is assumed or missing (HTML)."""
+    parts = []
+    if prices.get("assumed"):
+        parts.append(f"assumed rates for {', '.join(prices['assumed'])}: set price_table")
+    if prices.get("unpriced"):
+        parts.append(f"no price for {', '.join(prices['unpriced'])}")
+    return "".join(f' <strong class="warn">{esc(p)}</strong>' for p in parts)
+
+
 def _cost(run: DialectRun, prices: Any) -> float | None:
     usage = run.report.get("usage") or {}
     cost = prices.cost(run.model, int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)))
@@ -164,7 +174,14 @@ def report_json(results: Sequence[ScriptResult], meta: Mapping[str, Any], out: P
             if cost is not None:
                 columns[name] = round(columns.get(name, 0.0) + cost, 6)
         scripts.append(data)
-    price_table = {"as_of": prices.as_of, "source": prices.source}
+    models = sorted({run.model for result in results for run in result.runs.values() if run.model})
+    price_table = {
+        "as_of": prices.as_of,
+        "source": prices.source,
+        # the models of this run whose rate was not published when the table was dated, and those it has no price for
+        "assumed": [m for m in models if (p := prices.price(m)) is not None and p.assumed],
+        "unpriced": [m for m in models if prices.price(m) is None],
+    }
     return {"meta": {**meta, "summary": summarize(results), "prices": price_table, "cost_usd": columns},
             "scripts": scripts}  # fmt: skip
 
@@ -595,7 +612,7 @@ def _overview(
         "<th>first reason</th></tr>",
         "".join(rows),
         f'<tr class="cost"><td>cost</td><td></td>{foot}<td class="small">prices as of '
-        f"{esc(prices.get('as_of', '?'))} ({esc(prices.get('source', ''))})</td></tr>",
+        f"{esc(prices.get('as_of', '?'))} ({esc(prices.get('source', ''))}){_assumed(prices)}</td></tr>",
         "</table>",
         '<p class="small">per run: expectations, then the median reply gap the caller felt</p>',
     ])  # fmt: skip

@@ -113,7 +113,13 @@ def test_a_slowdown_everywhere_and_a_cost_rise_are_red(tmp_path: Path, capsys: p
     (plans / "support.yaml").write_text(yaml.safe_dump(rollout, sort_keys=False))
     capsys.readouterr()
     assert main([str(suite), *ga, "--report", str(tmp_path / "full"), "--baseline", str(tmp_path / "mini")]) == 1
-    [script] = json.loads((tmp_path / "full" / "report.json").read_text())["scripts"]
+    out = capsys.readouterr().out
+    data = json.loads((tmp_path / "full" / "report.json").read_text())
+    [script] = data["scripts"]
     assert "GA: model gpt-realtime-2.1-mini -> gpt-realtime-2.1" in script["since_baseline"]
+    assert any(s.startswith("GA: cost of the call $") for s in script["since_baseline"]), script["since_baseline"]
+    assert f"cost: GA ${data['meta']['cost_usd']['ga']:.4f} (prices as of " in out  # where the decision is made
+    assert "warning: assumed prices for gpt-realtime-2.1 " in out and data["meta"]["prices"]["assumed"]
+    assert "assumed rates for gpt-realtime-2.1" in (tmp_path / "full" / "report.html").read_text()
     [dearer] = [r for r in script["regressions"] if "cost of the call" in r]
     assert "budget 10 %" in dearer and int(dearer.split("(+")[1].split(" %")[0]) >= 25, dearer
