@@ -162,6 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the report in DIR/<time>/ and add the run to DIR/index.json and index.html (default "
         "--baseline: the history's newest run)",
     )
+    p.add_argument(
+        "--keep-audio",
+        type=int,
+        default=10,
+        metavar="N",
+        help="--history: keep the recordings of the newest N runs only (older runs keep their reports; default 10)",
+    )
+    p.add_argument(
+        "--keep",
+        type=int,
+        metavar="N",
+        help="--history: keep the newest N run directories only (the index keeps every run's figures; default all)",
+    )
     sip = p.add_argument_group("--via sip")
     sip.add_argument("--bridge", metavar="sip:HOST:PORT", help="use this running `callbridge serve`")
     sip.add_argument("--bridge-reports", type=Path, metavar="FILE", help="its --report-file (with --bridge)")
@@ -325,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bridge.replay.history import Budget
 
         budget = Budget.parse(args.budget)
+        if args.keep is not None and args.keep < 1:
+            raise ConfigError("--keep", "N", f"keep at least the run being recorded (1 or more), not {args.keep}")
+        if args.keep_audio < 0:
+            raise ConfigError("--keep-audio", "N", f"a number of runs, 0 or more, not {args.keep_audio}")
         baseline = _baseline(args)
         results, meta = run(args)
     except (ConfigError, BridgeError, ValueError) as exc:
@@ -356,7 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.history is not None:
         from bridge.replay.history import record_run
 
-        print(f"history: {record_run(args.history, data, args.report, code)}", file=sys.stderr)
+        page = record_run(args.history, data, args.report, code, keep_audio=args.keep_audio, keep=args.keep)
+        print(f"history: {page}", file=sys.stderr)
     if args.json:
         print(json.dumps(data, default=str))
     else:

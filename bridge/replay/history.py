@@ -23,6 +23,7 @@ import html
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -385,16 +386,49 @@ def index_entry(data: Mapping[str, Any], report_dir: Path, history: Path, exit_c
     }
 
 
-def record_run(history: Path, data: Mapping[str, Any], report_dir: Path, exit_code: int) -> Path:
-    """Append the run to ``history/index.json`` and rewrite ``history/index.html``; returns the page."""
+KEEP_AUDIO: Final = 10  # runs whose recordings a history keeps (``--keep-audio``); older runs keep their figures
+
+
+def record_run(
+    history: Path,
+    data: Mapping[str, Any],
+    report_dir: Path,
+    exit_code: int,
+    *,
+    keep_audio: int = KEEP_AUDIO,
+    keep: int | None = None,
+) -> Path:
+    """Append the run to ``history/index.json``, prune what the history no longer keeps (the recordings of all but
+    the newest ``keep_audio`` runs; with ``keep``, whole run directories beyond the newest ``keep``: their line stays
+    in the index with its figures), and rewrite ``history/index.html``; returns the page."""
     history.mkdir(parents=True, exist_ok=True)
-    entries = [*read_index(history), index_entry(data, report_dir, history, exit_code)]
+    entries = prune(
+        [*read_index(history), index_entry(data, report_dir, history, exit_code)], history, keep_audio, keep
+    )
     tmp = history / f".{INDEX_JSON}.tmp"
     tmp.write_text(json.dumps(entries, indent=1, default=str), encoding="utf-8")
     tmp.replace(history / INDEX_JSON)
     page = history / INDEX_HTML
     page.write_text(render_index(entries), encoding="utf-8")
     return page
+
+
+def prune(entries: list[dict[str, Any]], history: Path, keep_audio: int, keep: int | None) -> list[dict[str, Any]]:
+    """The index after pruning (oldest first): recordings (``*.wav``) go from all but the newest ``keep_audio`` runs,
+    whole run directories from all but the newest ``keep``. Only directories inside ``history`` are touched."""
+    root = history.resolve()
+    for age, entry in enumerate(reversed(entries)):
+        run = (history / str(entry.get("dir", ""))).resolve()
+        if not run.is_relative_to(root) or run == root or not run.is_dir():
+            continue
+        if keep is not None and age >= keep:
+            shutil.rmtree(run, ignore_errors=True)
+            entry["pruned"] = True
+        elif age >= keep_audio:
+            for wav in run.rglob("*.wav"):
+                wav.unlink(missing_ok=True)
+            entry["audio"] = False
+    return entries
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -445,9 +479,14 @@ def trend_svg(entries: Sequence[Mapping[str, Any]], width: int = 720, height: in
             for i, e in enumerate(entries)
             if (v := (e.get("median_reply_gap_ms") or {}).get(column)) is not None
         ]
-        if len(points) > 1:
+        if len(points) > 1:  # the first column widest and solid, each next one narrower and dashed: equal lines show
             line = " ".join(f"{px:.1f},{py:.1f}" for px, py, _, _ in points)
-            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{line}"/>')
+            width_px = 2 + 3 * (len(columns) - 1 - k)
+            dash = f' stroke-dasharray="{4 + 2 * k} 3"' if k else ""
+            parts.append(
+                f'<polyline fill="none" stroke="{color}" stroke-width="{width_px}"{dash} points="{line}"'
+                f' data-column="{_esc(column)}"/>'
+            )
         parts += [
             f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{color}"><title>{_esc(label(column))} '
             f"{v:.0f} ms, {_esc(e.get('created', ''))}</title></circle>"
@@ -470,9 +509,11 @@ def _row(entry: Mapping[str, Any], columns: Sequence[str]) -> str:
     unexpected = int(entry.get("unexpected_differences") or 0)
     changed = entry.get("changed_since_baseline")
     report = f"{entry.get('dir', '')}/{REPORT_HTML}"
+    when = _esc(entry.get("created", ""))
+    opened = f"{when} (pruned)" if entry.get("pruned") else f'<a href="{_esc(report)}">{when}</a>'
     return (
-        f'<tr data-run="{_esc(entry.get("dir", ""))}"><td><a href="{_esc(report)}">{_esc(entry.get("created", ""))}'
-        f"</a></td><td>{_esc(', '.join(label(c) for c in entry.get('columns') or []))} "
+        f'<tr data-run="{_esc(entry.get("dir", ""))}"><td>{opened}'
+        f"</td><td>{_esc(', '.join(label(c) for c in entry.get('columns') or []))} "
         f'<span class="small">via {_esc(entry.get("via"))}, {_esc(entry.get("target"))}</span></td>'
         f'<td class="num">{entry.get("scripts", 0)}</td>'
         f'<td class="num pass-rate">{"-" if rate is None else f"{100 * float(rate):.0f} %"}</td>'

@@ -5,6 +5,7 @@ runs with their pass rate, unexpected differences and median reply gap per diale
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -147,3 +148,23 @@ def test_an_explicit_baseline_and_a_bad_one(tmp_path: Path, capsys: pytest.Captu
     assert f"{tmp_path / 'nowhere'}: --baseline: no such directory" in capsys.readouterr().err
     assert main([str(suite), "--baseline", str(suite)]) == 2  # a directory, but no report in it
     assert f"{suite / 'report.json'}: (file): no such file" in capsys.readouterr().err
+
+
+def test_the_history_keeps_recent_audio_and_every_runs_figures(tmp_path: Path) -> None:
+    suite = _suite(tmp_path)
+    history = tmp_path / "history"
+    for _ in range(3):
+        assert main([str(suite), "--history", str(history), "--keep-audio", "1", "--keep", "2"]) == 0
+    entries = json.loads((history / "index.json").read_text())
+    assert len(entries) == 3  # every run's figures stay in the index
+    oldest, middle, newest = (history / e["dir"] for e in entries)
+    assert entries[0].get("pruned") and not oldest.exists()  # beyond --keep 2: its directory is gone
+    assert (middle / "report.json").is_file() and not list(middle.rglob("*.wav"))  # beyond --keep-audio 1
+    assert entries[1].get("audio") is False and list(newest.rglob("*.wav"))  # the newest keeps its recordings
+    page = (history / "index.html").read_text()
+    assert f"{entries[0]['created']} (pruned)" in page
+    # beta and GA answer alike here: both lines show, the first wider and solid, the second narrower and dashed
+    beta = re.search(r'<polyline[^>]*stroke-width="(\d+)"[^>]*data-column="beta"', page)
+    ga = re.search(r'<polyline[^>]*stroke-width="(\d+)" stroke-dasharray="[^"]+"[^>]*data-column="ga"', page)
+    assert beta and ga and int(beta.group(1)) > int(ga.group(1)), page
+    assert main([str(suite), "--history", str(history), "--keep", "0"]) == 2  # named: it would drop this run
