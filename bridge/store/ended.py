@@ -10,6 +10,9 @@ their stream. Every read raises :class:`~bridge.store.connection.StoreUnavailabl
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -248,3 +251,87 @@ def transcript(entries: Iterable[StreamEntry]) -> list[dict[str, Any]]:
 def said_by(entry: StreamEntry) -> str:
     """Who said the transcript line ``entry`` stores: ``caller`` or ``agent`` ("": it stores no line said)."""
     return SAID_BY.get(type(entry.report), "")
+
+
+# ------------------------------------------------------------------------------------------------ since a point
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A point in the index of ended calls: after the call ``call_id`` that ended at ``t`` (the index's score); with
+    no ``call_id``, every call that ended at ``t`` or later. An integrator gets it as an opaque text
+    (:meth:`text`) and hands it back (:meth:`parse`)."""
+
+    t: float
+    call_id: str = ""
+
+    def text(self) -> str:
+        raw = json.dumps([self.t, self.call_id], separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def parse(cls, text_: str) -> Cursor:
+        """The cursor :meth:`text` wrote; ValueError for anything else."""
+        try:
+            t, call_id = json.loads(base64.urlsafe_b64decode(text_ + "=" * (-len(text_) % 4)))
+        except (ValueError, TypeError, binascii.Error):
+            raise ValueError("not a cursor this API gave") from None
+        if not isinstance(t, int | float) or isinstance(t, bool) or not isinstance(call_id, str):
+            raise ValueError("not a cursor this API gave")
+        return cls(float(t), call_id)
+
+    def passed(self, t: float, call_id: str) -> bool:
+        """Whether the call ``call_id`` ended at ``t`` is at or before this point (already given)."""
+        return t < self.t or (t == self.t and bool(self.call_id) and call_id <= self.call_id)
+
+
+@dataclass(frozen=True, slots=True)
+class EndedSince:
+    """Ended calls after a point, oldest first; ``next``: the point after the last one looked at; ``more``: the index
+    holds calls after ``next`` (ask again with it at once; else poll it later)."""
+
+    calls: list[EndedCall]
+    next: Cursor
+    more: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"calls": [c.to_json() for c in self.calls], "next": self.next.text(), "more": self.more}
+
+
+async def read_since(
+    client: aioredis.Redis, query: EndedQuery, after: Cursor, *, limit: int = MAX_PER_PAGE, where: str = "redis client"
+) -> EndedSince:
+    """At most ``limit`` ended calls after ``after`` that match ``query``'s fields (not its free text), oldest
+    first (by end time, then call id: the index's own order), looking at no more than :data:`MAX_SCAN` calls."""
+    rows: list[EndedCall] = []
+    point, offset, looked = after, 0, 0
+    try:
+        while len(rows) < limit and looked < MAX_SCAN:
+            batch: list[Any] = await client.zrangebyscore(
+                keys.ENDED_CALLS, after.t, "+inf", start=offset, num=CHUNK, withscores=True
+            )
+            if not batch:
+                break
+            offset += len(batch)
+            entries = [(text(m), float(s)) for m, s in batch if not after.passed(float(s), text(m))]
+            pipe = client.pipeline(transaction=False)
+            for call_id, _ in entries:
+                pipe.hmget(keys.call(call_id), list(READ_FIELDS))
+            for (call_id, t), values in zip(entries, await pipe.execute(), strict=True):
+                looked += 1
+                point = Cursor(t, call_id)
+                state = dict(zip(READ_FIELDS, map(text, values), strict=True))
+                if state.get("ended_at") and query.fields_match(state):
+                    rows.append(EndedCall.of(state))
+                if len(rows) >= limit or looked >= MAX_SCAN:
+                    break
+        more = await _after(client, point)
+    except RedisError as exc:
+        raise StoreUnavailable(where, str(exc) or type(exc).__name__) from None
+    return EndedSince(rows, point, more)
+
+
+async def _after(client: aioredis.Redis, point: Cursor) -> bool:
+    """Whether the index holds a call after ``point``."""
+    if await client.zcount(keys.ENDED_CALLS, f"({point.t}", "+inf"):
+        return True
+    ties = await client.zrangebyscore(keys.ENDED_CALLS, point.t, point.t)
+    return any(not point.passed(point.t, text(m)) for m in ties)

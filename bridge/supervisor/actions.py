@@ -31,7 +31,7 @@ import json
 import logging
 import secrets
 import time
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from redis import asyncio as aioredis
@@ -48,6 +48,7 @@ from bridge.store.read import read_call
 from bridge.supervisor.action_audit import OUTCOME, SHOWN, TAKEOVER_AUDIO, AuditFilter, read_audit
 from bridge.supervisor.http import json_body, need, reply, supervisor_of
 from bridge.supervisor.listen_token import ACTION, sign
+from bridge.supervisor.routes import Param, Route, add
 from bridge.supervisor.targets import allowed_targets
 
 log = logging.getLogger("bridge.supervisor")
@@ -59,10 +60,40 @@ AUDIT_SHOWN = SHOWN
 AUDITED = (*(kind.value for kind in ev.SupervisorKind), TAKEOVER_AUDIO)  # the actions the audit names
 
 
+BODIES: Final = {ev.SupervisorKind.WHISPER: "Whisper", ev.SupervisorKind.TRANSFER: "Transfer"}
+AUDIT_QUERY: Final = (
+    Param("who", {"type": "string"}, "a part of the account's name, any case"),
+    Param("call", {"type": "string"}, "a call id"),
+    Param("action", {"type": "string", "enum": list(AUDITED)}, "one action"),
+)
+
+
 def add_routes(app: web.Application) -> None:
     for kind in ev.SupervisorKind:
-        app.router.add_post(f"/api/calls/{{call_id}}/{kind.value}", _handler(kind))
-    app.router.add_get("/api/actions/audit", actions_audit)
+        path = f"/api/calls/{{call_id}}/{kind.value}"
+        add(
+            app,
+            Route(
+                "POST",
+                path,
+                _handler(kind),
+                f"a supervisor's {kind.value} on the call",
+                needs="act",
+                answers={202: "ActionTaken", 400: None, 404: None, 409: None, 504: None},
+                body=BODIES.get(kind),
+            ),
+        )
+    add(
+        app,
+        Route(
+            "GET",
+            "/api/actions/audit",
+            actions_audit,
+            "the latest call actions, newest first",
+            answers={200: "ActionAudit", 400: None},
+            query=AUDIT_QUERY,
+        ),
+    )
 
 
 def _details(kind: ev.SupervisorKind, body: dict[str, Any], plan: Dialplan | None) -> dict[str, str] | web.Response:

@@ -13,7 +13,8 @@
 ``GET /api/calls``                  live calls across all workers: phase, dialect, duration, last transcript line
 ``GET /api/calls/{id}``             one call: its Redis hash and recent event summaries with transcripts
 ``GET /api/calls/ended``            ended calls of the retention window, paged and searched (:mod:`.ended`: ``?page=``
-                                    ``&q=&dialplan=&variant=&caller=&reason=``); ``GET /api/calls/{id}/export``
+                                    ``&q=&dialplan=&variant=&caller=&reason=``), or since a time or a cursor
+                                    (``?since=``, ``?cursor=``: oldest first); ``GET /api/calls/{id}/export``
                                     ``?format=json|text``: one call's state, transcript and timeline as a download
 ``GET /api/plans/stats``            each plan's figures: active, on hold, in an outage, and over the last hour's
                                     ended calls handle time, transfer rate, resolved alone, first-audio p95
@@ -31,6 +32,7 @@
                                     turned off only by its holder or a role at least as high (else 403 naming the
                                     holder and the role needed: :mod:`.kill_switch`)
 ``POST /api/signin/unlock``         admin: forget the failed sign-ins of ``{"account"}`` and/or ``{"source"}``
+``GET /api/openapi.json``           the API as an OpenAPI 3.1 document (:mod:`.openapi`), drawn from the route table
 ``PUT /api/rollout/{dp}``           admin: change a flag: JSON ``{"weights", "kill", "allow", "deny", "sticky",
                                     "reason", "who"}`` as ``callbridge rollout set`` takes them (``weights``: an object
                                     of numbers or ``"NAME=W,NAME=W"``; ``allow``/``deny``: an object of caller lists per
@@ -43,8 +45,10 @@ Every ``/api`` route wants a credential (:mod:`bridge.supervisor.auth`): ``Autho
 console session cookie. Without one it answers 401 ``{"error": "unauthorized"}``; with a wrong bearer token the same,
 after :data:`~bridge.supervisor.auth.REFUSED_DELAY_S` (too many from one address: 429 with ``Retry-After``); a
 session's change without its CSRF token, or from another Origin, 403 saying which; a role that may not do it 403
-naming the role it needs. With neither accounts nor a demo token configured the API answers 503. Tokens are compared
-in constant time and never logged.
+naming the role it needs (the route's own ``needs``, :mod:`.routes`, checked here before its handler runs). With
+neither accounts nor a demo token configured the API answers 503. Every error under ``/api`` is JSON,
+``{"error", ...}``: the router's 404 and 405 too (:func:`_json_errors`).
+Tokens are compared in constant time and never logged.
 
 The routes come in groups, one module each: :mod:`.monitoring` (``/metrics``, ``/healthz``, ``/livez``),
 :mod:`.calls` (calls and their event streams), :mod:`.ended` (ended calls and exports), :mod:`.actions` (a
@@ -77,8 +81,10 @@ from bridge.supervisor import (
     ended,
     listen,
     monitoring,
+    openapi,
     proxy,
     rollout,
+    routes,
     strip,
     takeover,
     users_watch,
@@ -176,6 +182,7 @@ def create_app(
     app = web.Application(
         middlewares=[
             proxy.middleware(o.trusted_proxies),  # first: it clones the request, which must not have been read
+            _json_errors,
             body_deadline(o.gate, body_s),
             _auth_middleware(sup, o.refused_delay_s),
         ]
@@ -186,7 +193,7 @@ def create_app(
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
     monitoring.add_routes(app, metrics_token=o.metrics_token, metrics=o.metrics_here, health_detail=o.health_detail)
-    for group in (ended, calls, actions, listen, takeover, rollout, strip, wallboard):
+    for group in (ended, calls, actions, listen, takeover, rollout, strip, wallboard, openapi):
         group.add_routes(app)
     console.add_routes(app, credentials=sup.credentials, sessions=sup.sessions, refused_delay_s=o.refused_delay_s)
     return app
@@ -243,12 +250,40 @@ def _auth_middleware(sup: Supervisor, refused_delay_s: float) -> Middleware:
         if isinstance(principal, web.Response):
             return principal
         PRINCIPAL.set(principal)
+        route = routes.of(request)
+        if route is not None and not route.allows(principal):
+            return route.refused(principal, route.needs or "watch")
         try:
             return await handler(request)
         except StoreUnavailable as exc:
             return reply({"error": f"state store unavailable: {exc}"}, 503)
 
     return auth
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Under ``/api``, every error is the one JSON body (``{"error", ...}``): also the router's 404 and 405 and
+    aiohttp's own refusals, which are text."""
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        if isinstance(exc, web.HTTPNotFound):
+            error = f"not found: no route {request.method} {request.path[:200]} (the routes: /api/openapi.json)"
+        elif isinstance(exc, web.HTTPMethodNotAllowed):
+            allowed = ", ".join(sorted(exc.allowed_methods))
+            error = f"method not allowed: {request.method} {request.path[:200]} (allowed: {allowed})"
+        else:
+            error = exc.text or exc.reason
+        response = reply({"error": error}, exc.status)
+        for name in ("Allow", "Retry-After"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
 
 
 def _watch_users(path: Path) -> Callable[[web.Application], Awaitable[None]]:

@@ -19,6 +19,7 @@ from bridge.store.read import RECENT_EVENTS, as_float, read_call, read_live_call
 from bridge.supervisor.flags import call_marks, watch_of
 from bridge.supervisor.http import principal_of, reply, supervisor_of
 from bridge.supervisor.masking import EventMask, mask_row, public_state
+from bridge.supervisor.routes import Kind, Route, add
 from bridge.supervisor.stream import Event, follow_call
 from bridge.supervisor.timeline import tool_calls
 
@@ -27,10 +28,33 @@ SSE_KEEPALIVE_S = 10.0  # a comment line this often: proxies keep the stream ope
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/calls", list_calls)
-    app.router.add_get("/api/calls/{call_id}", get_call)
-    app.router.add_get("/api/live/calls", live_calls)
-    app.router.add_get("/api/live/calls/{call_id}", live_call)
+    add(
+        app,
+        Route("GET", "/api/calls", list_calls, "live calls across all workers", answers={200: "LiveCalls"}),
+        Route(
+            "GET",
+            "/api/calls/{call_id}",
+            get_call,
+            "one call: its state and recent events",
+            answers={200: "CallDetail", 404: None},
+        ),
+        Route(
+            "GET",
+            "/api/live/calls",
+            live_calls,
+            "server-sent events: the live-calls table as it changes",
+            answers={200: None},
+            kind=Kind.EVENTS,
+        ),
+        Route(
+            "GET",
+            "/api/live/calls/{call_id}",
+            live_call,
+            "server-sent events: one call as it happens",
+            answers={200: None},
+            kind=Kind.EVENTS,
+        ),
+    )
 
 
 def masked(request: web.Request) -> bool:

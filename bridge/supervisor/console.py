@@ -26,6 +26,7 @@ from bridge import metrics
 from bridge.supervisor.accounts import NAME_RE, Role
 from bridge.supervisor.auth import COOKIE, CSRF_HEADER, Credentials, FailureLimits, Sessions, csrf_ok
 from bridge.supervisor.http import client_address, json_body, need, too_many
+from bridge.supervisor.routes import Handler, Kind, Route, add
 
 log = logging.getLogger("bridge.supervisor")
 
@@ -108,10 +109,54 @@ def _unlock_route(limits: FailureLimits) -> Callable[[web.Request], Awaitable[we
     return unlock_signins
 
 
-def add_routes(app: web.Application, *, credentials: Credentials, sessions: Sessions, refused_delay_s: float) -> None:
-    async def index(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(STATIC / "index.html")
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
 
+
+def _register(app: web.Application, limits: FailureLimits, signin: Handler, signout: Handler, current: Handler) -> None:
+    app.on_response_prepare.append(_security_headers)
+    add(
+        app,
+        Route(
+            "POST",
+            "/api/signin/unlock",
+            _unlock_route(limits),
+            "forget the failed sign-ins of an account and/or an address",
+            needs="unlock",
+            answers={200: "Unlocked", 400: None},
+            body="Unlock",
+        ),
+        Route("GET", "/", index, "the console", needs=None, answers={200: None}, kind=Kind.PAGE),
+        Route(
+            "POST",
+            "/auth/signin",
+            signin,
+            "console sign-in: a session cookie and its CSRF token",
+            needs=None,
+            answers={200: "Session", 400: None, 401: None, 415: None, 429: None, 503: None},
+            body="SignIn",
+        ),
+        Route(
+            "POST",
+            "/auth/signout",
+            signout,
+            "end the session (its CSRF token)",
+            needs=None,
+            answers={200: "SignedOut", 403: None},
+        ),
+        Route(
+            "GET",
+            "/auth/session",
+            current,
+            "the session's role, name and CSRF token",
+            needs=None,
+            answers={200: "Session", 401: None},
+        ),
+    )
+    app.router.add_static("/static/", STATIC)
+
+
+def add_routes(app: web.Application, *, credentials: Credentials, sessions: Sessions, refused_delay_s: float) -> None:
     async def signin(request: web.Request) -> web.Response:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -180,10 +225,4 @@ def add_routes(app: web.Application, *, credentials: Credentials, sessions: Sess
             )
         return _json(session.to_json(sessions.clock()))
 
-    app.on_response_prepare.append(_security_headers)
-    app.router.add_post("/api/signin/unlock", _unlock_route(credentials.limits))
-    app.router.add_get("/", index)
-    app.router.add_static("/static/", STATIC)
-    app.router.add_post("/auth/signin", signin)
-    app.router.add_post("/auth/signout", signout)
-    app.router.add_get("/auth/session", current)
+    _register(app, credentials.limits, signin, signout, current)

@@ -7,7 +7,10 @@
                                            summary and the failed compliance checks):
                                            ``{"calls", "page", "pages", "total", "capped"}``; each row with its
                                            marks (``flags``, ``severity``: :mod:`.flags`); ``flag``: only the calls
-                                           that raised that one
+                                           that raised that one. Or ``?since=`` (Unix seconds or ISO 8601 with
+                                           an offset) or ``?cursor=``, with ``&limit=`` and the field filters: the
+                                           calls after that point, oldest first, ``{"calls", "next", "more"}``
+                                           (:func:`bridge.store.ended.read_since`)
 ``GET /api/calls/{id}/export``             ``?format=json|text``: the call's state, transcript, timeline (and, in
                                            JSON, its latency) as an attachment
 =========================================  =========================================================================
@@ -18,28 +21,77 @@ number (the filter, or a free text found in the number, would tell the digits th
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 from aiohttp import web
 
 from bridge.privacy.masking import viewer_text
-from bridge.store.ended import ALL_EVENTS, PER_PAGE, EndedQuery, call_streams, read_ended
+from bridge.store.ended import (
+    ALL_EVENTS,
+    MAX_PER_PAGE,
+    PER_PAGE,
+    Cursor,
+    EndedQuery,
+    call_streams,
+    read_ended,
+    read_since,
+)
 from bridge.store.read import StreamEntry, read_call
 from bridge.supervisor import export
 from bridge.supervisor.calls import masked
 from bridge.supervisor.flags import Flag, call_marks, watch_of, worst
 from bridge.supervisor.http import reply, supervisor_of
 from bridge.supervisor.masking import mask_row
+from bridge.supervisor.routes import Kind, Param, Route, add
 
 QUERY_FIELDS = ("q", "dialplan", "variant", "caller", "reason", "disposition")
 MAX_QUERY_CHARS = 200
 
 
+TEXT_PARAM: Final = {"type": "string", "maxLength": MAX_QUERY_CHARS}
+WHOLE: Final = {"type": "integer", "minimum": 1}
+QUERY: Final = (
+    Param("page", WHOLE, "the page (1: the newest calls); not with since or cursor"),
+    Param("per_page", {**WHOLE, "maximum": MAX_PER_PAGE}, f"calls a page ({PER_PAGE})"),
+    Param(
+        "since",
+        {"type": "string"},
+        "the calls that ended at this time or later, oldest first: Unix seconds or "
+        "ISO 8601 with an offset; answers `next`, the cursor to go on from",
+    ),
+    Param("cursor", {"type": "string"}, "go on after a former answer's `next`"),
+    Param("limit", {**WHOLE, "maximum": MAX_PER_PAGE}, f"with since or cursor: calls an answer ({MAX_PER_PAGE})"),
+    Param("q", TEXT_PARAM, "text in the caller, plan, variant, end reason or transcript; not with since or cursor"),
+    *(Param(name, TEXT_PARAM, f"the call's {name}") for name in QUERY_FIELDS[1:]),
+    Param("flag", {"type": "string", "enum": list(Flag)}, "only the calls that raised it; not with since or cursor"),
+)
+
+
 def add_routes(app: web.Application) -> None:
     """Before :mod:`.calls`' routes: ``/api/calls/ended`` is not a call id."""
-    app.router.add_get("/api/calls/ended", list_ended)
-    app.router.add_get("/api/calls/{call_id}/export", export_call)
+    add(
+        app,
+        Route(
+            "GET",
+            "/api/calls/ended",
+            list_ended,
+            "ended calls of the retention window, paged or since a point",
+            answers={200: "EndedCalls", 400: None, 403: None},
+            query=QUERY,
+        ),
+        Route(
+            "GET",
+            "/api/calls/{call_id}/export",
+            export_call,
+            "one call's state, transcript and timeline",
+            answers={200: None, 400: None, 404: None},
+            kind=Kind.DOWNLOAD,
+            query=(Param("format", {"type": "string", "enum": list(export.FORMATS)}, "json (default) or text"),),
+        ),
+    )
 
 
 def _int(request: web.Request, name: str, default: int) -> int | web.Response:
@@ -52,6 +104,8 @@ def _int(request: web.Request, name: str, default: int) -> int | web.Response:
 
 
 async def list_ended(request: web.Request) -> web.Response:
+    if "since" in request.query or "cursor" in request.query:
+        return await list_since(request)
     page, per_page = _int(request, "page", 1), _int(request, "per_page", PER_PAGE)
     for value in (page, per_page):
         if isinstance(value, web.Response):
@@ -73,14 +127,62 @@ async def list_ended(request: web.Request) -> web.Response:
     query = EndedQuery(**given, hide_caller=hide)
     redis = sup.need_redis()
     found = await read_ended(redis, query, page=page, per_page=per_page, keep=raised if flag else None)
-    body = found.to_json()
-    streams = await call_streams(redis, [c["call_id"] for c in body["calls"]])
+    return reply(await _marked(request, found.to_json()))
+
+
+async def _marked(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    """``body``'s calls with their marks, and masked for a viewer."""
+    watch = watch_of(supervisor_of(request).dialplans.values())
+    streams = await call_streams(supervisor_of(request).need_redis(), [c["call_id"] for c in body["calls"]])
     for c in body["calls"]:
         marks = call_marks(streams.get(c["call_id"], []), watch(c["dialplan"]), c)
         c.update(flags=marks, severity=worst(marks))
-    if hide:
+    if masked(request):
         body["calls"] = [mask_row(c) for c in body["calls"]]
-    return reply(body)
+    return body
+
+
+def _since(request: web.Request) -> Cursor | web.Response:
+    """The point ``?cursor=`` or ``?since=`` names, or the 400 that says what is wrong."""
+    if "cursor" in request.query:
+        try:
+            return Cursor.parse(request.query["cursor"])
+        except ValueError as exc:
+            return reply({"error": f"cursor: {exc}", "field": "cursor"}, 400)
+    raw = request.query["since"].strip()
+    try:
+        return Cursor(float(raw)) if raw.replace(".", "", 1).isdigit() else Cursor(_iso_seconds(raw))
+    except ValueError:
+        error = f"since: Unix seconds or ISO 8601 with an offset (2026-01-02T03:04:05Z), not {raw[:40]!r}"
+        return reply({"error": error, "field": "since"}, 400)
+
+
+def _iso_seconds(raw: str) -> float:
+    when = dt.datetime.fromisoformat(raw)
+    if when.tzinfo is None:
+        raise ValueError("no offset")
+    return when.timestamp()
+
+
+async def list_since(request: web.Request) -> web.Response:
+    """``?since=`` or ``?cursor=`` (and ``&limit=`` and the field filters): the calls after a point, oldest first."""
+    for name in ("page", "q", "flag"):
+        if name in request.query:
+            error = f"{name}: not with since or cursor (the field filters and limit are)"
+            return reply({"error": error, "field": name}, 400)
+    point, limit = _since(request), _int(request, "limit", MAX_PER_PAGE)
+    for value in (point, limit):
+        if isinstance(value, web.Response):
+            return value
+    assert isinstance(point, Cursor) and isinstance(limit, int)
+    if limit > MAX_PER_PAGE:
+        return reply({"error": f"limit: at most {MAX_PER_PAGE}, not {limit}", "field": "limit"}, 400)
+    given = {name: request.query.get(name, "").strip()[:MAX_QUERY_CHARS] for name in QUERY_FIELDS[1:]}
+    if masked(request) and given["caller"]:
+        return reply({"error": "caller: a viewer cannot search by caller number", "field": "caller"}, 403)
+    query = EndedQuery(**given, hide_caller=masked(request))
+    found = await read_since(supervisor_of(request).need_redis(), query, point, limit=limit)
+    return reply(await _marked(request, found.to_json()))
 
 
 def _masked(entries: Sequence[StreamEntry], caller: str) -> list[StreamEntry]:

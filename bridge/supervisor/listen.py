@@ -49,6 +49,7 @@ from bridge.supervisor.auth import Principal
 from bridge.supervisor.http import forbidden, principal_of, reply, same_origin, supervisor_of
 from bridge.supervisor.listen_token import sign
 from bridge.supervisor.masking import mask_row
+from bridge.supervisor.routes import Kind, Route, add
 
 log = logging.getLogger("bridge.supervisor")
 
@@ -130,9 +131,32 @@ def sides(flags: int) -> dict[str, Any]:
     }
 
 
+def _refused(principal: Principal, what: str) -> web.Response:
+    metrics.LISTEN_SESSIONS.labels("read_only").inc()
+    return forbidden(principal, what)
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/calls/{call_id}/listen", listen_in)
-    app.router.add_get("/api/listen/audit", listen_audit)
+    add(
+        app,
+        Route(
+            "GET",
+            "/api/calls/{call_id}/listen",
+            listen_in,
+            "listen-in: a WebSocket of the call's audio",
+            needs="listen",
+            answers={101: None, 403: None, 404: None, 409: None},
+            kind=Kind.WEBSOCKET,
+            refused=_refused,
+        ),
+        Route(
+            "GET",
+            "/api/listen/audit",
+            listen_audit,
+            "who listened to which call, newest first",
+            answers={200: "ListenAudit"},
+        ),
+    )
 
 
 async def listen_in(request: web.Request) -> web.StreamResponse:

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from bridge import metrics as bridge_metrics
 from bridge.supervisor.http import client_address, reply, supervisor_of
+from bridge.supervisor.routes import Kind, Route, add
 
 REDIS_PING_S = 1.0
 
@@ -46,8 +47,19 @@ def add_routes(
 ) -> None:
     if metrics:
         add_metrics_route(app, metrics_token)
-    app.router.add_get("/healthz", health_route(metrics_token, open_detail=health_detail == "open"))
-    app.router.add_get("/livez", get_live)
+    health = health_route(metrics_token, open_detail=health_detail == "open")
+    add(
+        app,
+        Route(
+            "GET",
+            "/healthz",
+            health,
+            "readiness: 200 when this node can take calls",
+            needs=None,
+            answers={200: "Ready", 503: "Ready"},
+        ),
+        Route("GET", "/livez", get_live, "liveness: 200 while serve answers", needs=None, answers={200: "Alive"}),
+    )
 
 
 def _bearer_is(given: str, want: bytes | None) -> bool:
@@ -67,7 +79,8 @@ def add_metrics_route(app: web.Application, token: str | None) -> None:
         body, content_type = bridge_metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    app.router.add_get("/metrics", get_metrics)
+    about = "the Prometheus exposition, merged across workers" + (" (a bearer token of its own)" if token else "")
+    add(app, Route("GET", "/metrics", get_metrics, about, needs=None, answers={200: None}, kind=Kind.TEXT))
 
 
 def problems_of(health: dict[str, Any]) -> list[str]:

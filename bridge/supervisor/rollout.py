@@ -34,6 +34,7 @@ from bridge.supervisor.accounts import NEEDS
 from bridge.supervisor.auth import Principal
 from bridge.supervisor.http import json_body, need, principal_of, reply, supervisor_of
 from bridge.supervisor.kill_switch import Holder, KillHeld, kill_changes, lift_refusal, now_text
+from bridge.supervisor.routes import Route, add
 
 ROLLOUT_FIELDS = frozenset({"weights", "kill", "allow", "deny", "sticky"})
 KILL_FIELDS = frozenset({"kill", "reason"})
@@ -42,11 +43,52 @@ AUDIT_SHOWN = 20
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/rollout", get_rollout)
-    app.router.add_get("/api/console/rollout", get_rollout_panel)
-    app.router.add_post("/api/rollout/{dialplan}/preview", preview_rollout)
-    app.router.add_put("/api/rollout/{dialplan}", put_rollout)
-    app.router.add_put("/api/rollout/{dialplan}/kill", put_kill)
+    changed = {200: "RolloutChanged", 400: None, 403: None}
+    add(
+        app,
+        Route(
+            "GET",
+            "/api/rollout",
+            get_rollout,
+            "every rollout dialplan's variants, flags and recent audit",
+            answers={200: "Rollouts"},
+        ),
+        Route(
+            "GET",
+            "/api/console/rollout",
+            get_rollout_panel,
+            "the console's rollout panel",
+            answers={200: "RolloutPanel"},
+        ),
+        Route(
+            "POST",
+            "/api/rollout/{dialplan}/preview",
+            preview_rollout,
+            "what a change would do, unsaved",
+            needs="rollout",
+            answers={200: "RolloutPreview", 400: None},
+            body="RolloutSettings",
+        ),
+        Route(
+            "PUT",
+            "/api/rollout/{dialplan}",
+            put_rollout,
+            "change a rollout flag",
+            needs="rollout",
+            answers=changed,
+            body="RolloutChange",
+        ),
+        Route(
+            "PUT",
+            "/api/rollout/{dialplan}/kill",
+            put_kill,
+            "the kill switch alone",
+            needs=KILL_NEEDS,
+            answers=changed,
+            body="KillChange",
+            refused=_kill_refused,
+        ),
+    )
 
 
 async def get_rollout(request: web.Request) -> web.Response:
@@ -148,12 +190,16 @@ async def _change(
     )
 
 
+def _kill_refused(principal: Principal, need: str) -> web.Response:
+    """The 403 of a role that may not hold the kill switch, naming the role it needs."""
+    return reply({"error": f"forbidden: the kill switch needs the {NEEDS[need]} role ({principal.role} here)"}, 403)
+
+
 def _may_kill(request: web.Request) -> Principal:
     """The request's principal, if its role holds the kill switch; else a 403 naming the role it needs."""
     principal = principal_of(request)
     if not principal.may(KILL_NEEDS):
-        error = f"forbidden: the kill switch needs the {NEEDS[KILL_NEEDS]} role ({principal.role} here)"
-        raise web.HTTPForbidden(text=reply({"error": error}, 403).text, content_type="application/json")
+        raise web.HTTPForbidden(text=_kill_refused(principal, KILL_NEEDS).text, content_type="application/json")
     return principal
 
 

@@ -16,12 +16,24 @@ from bridge.store.ended import ended_states
 from bridge.store.read import read_live_calls
 from bridge.supervisor.http import reply, supervisor_of
 from bridge.supervisor.plan_stats import plan_stats
+from bridge.supervisor.routes import Param, Route, add
 
 WINDOW_S = 3600
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/plans/stats", stats)
+    window = Param("window_s", {"type": "integer", "minimum": 60, "maximum": keys.CALL_TTL_S}, f"seconds ({WINDOW_S})")
+    add(
+        app,
+        Route(
+            "GET",
+            "/api/plans/stats",
+            stats,
+            "each plan's figures",
+            answers={200: "PlanStats", 400: None},
+            query=(window,),
+        ),
+    )
 
 
 async def stats(request: web.Request) -> web.Response:

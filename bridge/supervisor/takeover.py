@@ -38,6 +38,7 @@ from bridge.supervisor.action_audit import TAKEOVER_AUDIO
 from bridge.supervisor.http import forbidden, principal_of, reply, same_origin, supervisor_of
 from bridge.supervisor.listen import call_ended
 from bridge.supervisor.listen_token import seal
+from bridge.supervisor.routes import Kind, Param, Route, add
 
 log = logging.getLogger("bridge.supervisor")
 
@@ -48,7 +49,13 @@ MAX_MESSAGE: Final = 64 * 1024
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/calls/{call_id}/takeover/audio", takeover_audio)
+    rate = Param("rate", {"type": "integer", "enum": list(RATES)}, "the microphone's sample rate (16000)")
+    answers = {101: None, 400: None, 403: None, 404: None, 409: None}
+    about = "take-over's WebSocket: the supervisor's microphone"
+    path = "/api/calls/{call_id}/takeover/audio"
+    add(
+        app, Route("GET", path, takeover_audio, about, needs="act", answers=answers, kind=Kind.WEBSOCKET, query=(rate,))
+    )
 
 
 async def _audit(request: web.Request, who: str, call_id: str, **fields: object) -> bool:

@@ -1,0 +1,153 @@
+"""JSON Schemas (2020-12, as OpenAPI 3.1 takes them) of the supervisor API's main bodies, by name.
+
+The routes (:mod:`.routes`) name these per answer; :mod:`.openapi` puts them under ``components.schemas``. They say
+what an integrator may rely on: the fields every answer has and their types. Objects stay open (a field added later
+breaks no reader), and a call's state hash is a map of strings as Redis holds it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(required: dict[str, Schema], optional: dict[str, Schema] | None = None, about: str = "") -> Schema:
+    schema: Schema = {"type": "object", "required": sorted(required), "properties": {**required, **(optional or {})}}
+    if about:
+        schema["description"] = about
+    return schema
+
+
+def array(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
+STR: Final[Schema] = {"type": "string"}
+INT: Final[Schema] = {"type": "integer"}
+BOOL: Final[Schema] = {"type": "boolean"}
+NUM: Final[Schema] = {"type": "number"}
+NUM_OR_NULL: Final[Schema] = {"type": ["number", "null"]}
+TIME: Final[Schema] = {"type": ["number", "null"], "description": "Unix time in seconds; null: not yet"}
+ANY_OBJECT: Final[Schema] = {"type": "object"}
+STRINGS: Final[Schema] = {"type": "object", "additionalProperties": STR}
+
+FLAG_MARK = obj({"flag": STR}, about="a mark the call raised (bridge/supervisor/flags.py)")
+LIVE_CALL = obj(
+    {
+        "call_id": STR,
+        "worker": STR,
+        "worker_alive": BOOL,
+        "phase": STR,
+        "dialect": STR,
+        "dialplan": STR,
+        "caller": STR,
+        "called": STR,
+        "model": STR,
+        "voice": STR,
+        "started_at": TIME,
+        "duration_s": NUM_OR_NULL,
+        "last_transcript": STR,
+        "variant": STR,
+        "on_hold": BOOL,
+        "in_outage": BOOL,
+        "transfer": STR,
+        "original_called": STR,
+        "fallback": BOOL,
+    },
+    about="a live call (callers' numbers masked for a viewer)",
+)
+EVENT = obj({"id": STR, "kind": STR, "summary": STR, "t": NUM_OR_NULL, "data": STRINGS})
+ENDED_CALL = obj(
+    {
+        "call_id": STR,
+        "dialplan": STR,
+        "variant": STR,
+        "caller": STR,
+        "called": STR,
+        "started_at": TIME,
+        "ended_at": TIME,
+        "duration_s": NUM_OR_NULL,
+        "end_reason": STR,
+        "last_transcript": STR,
+        "disposition": STR,
+        "summary": STR,
+        "post_call_status": STR,
+        "failed_checks": array(STR),
+        "original_called": STR,
+        "fallback": BOOL,
+        "flags": array(FLAG_MARK),
+        "severity": STR,
+    },
+    about="an ended call of the retention window",
+)
+AUDIT_ENTRY = obj({}, {"id": STR, "action": STR, "who": STR, "call_id": STR, "at": STR})
+
+SCHEMAS: Final[dict[str, Schema]] = {
+    "Error": obj(
+        {"error": STR},
+        {"field": STR, "needs": STR, "held_by": ANY_OBJECT},
+        about="every error under /api (and of the sign-in): what is wrong, and the field when one is",
+    ),
+    "LiveCalls": obj({"calls": array(LIVE_CALL)}),
+    "CallDetail": obj(
+        {
+            "call": STRINGS,
+            "events": array(EVENT),
+            "tools": array(ANY_OBJECT),
+            "flags": array(FLAG_MARK),
+            "longest_wait_ms": NUM_OR_NULL,
+            "longest_silence_ms": NUM_OR_NULL,
+        },
+        {"post_call": {"type": ["object", "null"]}, "checks": array(ANY_OBJECT)},
+        about="one call: its state hash, recent events, business tool calls and marks",
+    ),
+    "EndedPage": obj(
+        {"calls": array(ENDED_CALL), "page": INT, "pages": INT, "total": INT, "capped": BOOL},
+        about="a page of ended calls, newest first (?page=)",
+    ),
+    "EndedSince": obj(
+        {"calls": array(ENDED_CALL), "next": STR, "more": BOOL},
+        about="ended calls oldest first from a time (?since=) or a cursor (?cursor=): `next` is the cursor that "
+        "goes on after the last call given (also when none was: poll it for later calls); `more`: more are waiting",
+    ),
+    "EndedCalls": {"anyOf": [ref("EndedPage"), ref("EndedSince")]},
+    "PlanStats": obj({"window_s": INT, "plans": array(ANY_OBJECT), "capped": BOOL}),
+    "ActionAudit": obj({"audit": array(AUDIT_ENTRY), "capped": BOOL, "actions": array(STR)}),
+    "ListenAudit": obj({"audit": array(AUDIT_ENTRY)}),
+    "ActionTaken": obj({"call_id": STR, "action": STR, "worker": STR}),
+    "Rollouts": obj({"flags": ANY_OBJECT, "rollouts": ANY_OBJECT, "audit": array(ANY_OBJECT)}),
+    "RolloutPanel": obj({"can_change": BOOL, "can_kill": BOOL}),
+    "RolloutChanged": obj({"dialplan": STR, "changed": BOOL, "flag": ANY_OBJECT}),
+    "RolloutPreview": ANY_OBJECT,
+    "RolloutChange": obj(
+        {"reason": STR},
+        {
+            "weights": {"type": ["object", "string"]},
+            "kill": BOOL,
+            "allow": ANY_OBJECT,
+            "deny": ANY_OBJECT,
+            "sticky": STR,
+        },
+    ),
+    "RolloutSettings": {
+        **obj({}, {"weights": {"type": ["object", "string"]}, "kill": BOOL, "allow": ANY_OBJECT, "deny": ANY_OBJECT}),
+        "additionalProperties": False,
+        "description": "the settings a preview weighs (no reason: nothing is saved)",
+    },
+    "KillChange": obj({"kill": BOOL, "reason": STR}),
+    "Whisper": obj({"text": STR}),
+    "Transfer": obj({}, {"target": STR}),
+    "Unlock": obj({}, {"account": STR, "source": STR}),
+    "Unlocked": obj({"unlocked": STR}),
+    "Ready": obj({"ready": BOOL}, {"problems": array(STR), "workers": array(ANY_OBJECT)}),
+    "Alive": obj({"alive": BOOL}),
+    "SignIn": obj({}, {"name": STR, "password": STR, "token": STR}),
+    "Session": obj({"role": STR, "name": STR, "csrf": STR, "expires_in_s": INT}),
+    "SignedOut": obj({"signed_out": BOOL}),
+    "OpenAPI": obj({"openapi": STR, "info": ANY_OBJECT, "paths": ANY_OBJECT}),
+}
