@@ -25,11 +25,11 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, PrivateAttr, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -106,6 +106,16 @@ def check_caller(caller: str, url: str | None) -> None:
     if caller == "full" and url and not url.lower().startswith("https://"):
         scheme = url.split(":", 1)[0]
         raise ValueError(f"full sends every caller's whole number: only to an https:// URL, not {scheme}://")
+
+
+def web_origins(value: tuple[str, ...]) -> tuple[str, ...]:
+    """``http_cors_origins``: each an origin (``https://crm.example.com[:port]``, no path) or ``"*"``."""
+    for i, entry in enumerate(value):
+        parts = urlsplit(entry.strip())
+        bare = parts.scheme in ("http", "https") and parts.hostname and parts.path in ("", "/") and not parts.username
+        if entry.strip() != "*" and not (bare and not parts.query and not parts.fragment):
+            raise ValueError(f'[{i}] {entry!r}: an origin (https://crm.example.com[:port], no path) or "*"')
+    return tuple(entry.strip().rstrip("/") for entry in value)
 
 
 class Settings(BaseSettings):
@@ -200,6 +210,8 @@ class Settings(BaseSettings):
     # /healthz without a credential says only {"ready": true|false}; its detail (workers, pids, ports, the front's
     # run directory) is for a bearer token of the API or http_metrics_token ("token"), or for anyone ("open")
     http_health_detail: Literal["token", "open"] = "token"
+    # web origins whose pages may call /api (CORS; "*": any, without credentials); none: no other origin's page may
+    http_cors_origins: Annotated[tuple[str, ...], AfterValidator(web_origins)] = ()
     dialplans: Path = Path("dialplans")
     report_file: Path | None = None  # append one JSON line per finished call (demo, tests)
     # calls of dialplans with recording enabled (and consent) go here, one directory per call (mode 0700) named by the

@@ -809,6 +809,7 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
     from bridge.supervisor.accounts import load_users
     from bridge.supervisor.api import ConsoleOptions, create_app
     from bridge.supervisor.auth import SESSION_TTL_S, FailureLimits
+    from bridge.supervisor.cors import Cors
 
     plans = load_dialplans(settings.dialplans)
     users = load_users(settings.users_file) if settings.users_file is not None else None
@@ -846,6 +847,7 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
             users_file=settings.users_file,  # read again when it changes: a removed account is signed out
             gate=gate,
             health_detail=settings.http_health_detail,
+            cors_origins=settings.http_cors_origins,
         ),
     )
     if settings.http_metrics_port is not None:
@@ -864,6 +866,8 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
         " (bearer token)" if metrics_token else "", ", ".join(settings.http_trusted_proxies) or "none",
     )  # fmt: skip
     door.log_limits(gate.limits, open_files, health_open=settings.http_health_detail == "open")
+    if settings.http_cors_origins:
+        log.info("supervisor API: CORS on for %s", Cors.of(settings.http_cors_origins).describe())
     if users is not None:
         log.info("console accounts: %d account(s) from %s", len(users.accounts), settings.users_file)
     else:

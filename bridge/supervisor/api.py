@@ -47,8 +47,8 @@ after :data:`~bridge.supervisor.auth.REFUSED_DELAY_S` (too many from one address
 session's change without its CSRF token, or from another Origin, 403 saying which; a role that may not do it 403
 naming the role it needs (the route's own ``needs``, :mod:`.routes`, checked here before its handler runs). With
 neither accounts nor a demo token configured the API answers 503. Every error under ``/api`` is JSON,
-``{"error", ...}``: the router's 404 and 405 too (:func:`_json_errors`).
-Tokens are compared in constant time and never logged.
+``{"error", ...}``: the router's 404 and 405 too (:func:`_json_errors`). A page of another origin reaches ``/api``
+only where ``http_cors_origins`` lists it (:mod:`.cors`). Tokens are compared in constant time and never logged.
 
 The routes come in groups, one module each: :mod:`.monitoring` (``/metrics``, ``/healthz``, ``/livez``),
 :mod:`.calls` (calls and their event streams), :mod:`.ended` (ended calls and exports), :mod:`.actions` (a
@@ -78,6 +78,7 @@ from bridge.supervisor import (
     actions,
     calls,
     console,
+    cors,
     ended,
     listen,
     monitoring,
@@ -145,6 +146,7 @@ class ConsoleOptions:
     listen_key: bytes | None = None
     gate: Gate | None = None  # the port's connection limits (:mod:`.gate`); its body deadline applies here
     health_detail: str = "token"  # /healthz's detail: for a bearer token ("token") or anyone ("open")
+    cors_origins: tuple[str, ...] = ()  # web origins whose pages may use /api (:mod:`.cors`); none: no other origin
 
 
 def create_app(
@@ -179,15 +181,18 @@ def create_app(
     )
     _count_from_zero()
     body_s = (o.gate.limits if o.gate is not None else Limits()).body_s
+    allowed = cors.Cors.of(o.cors_origins)
     app = web.Application(
         middlewares=[
             proxy.middleware(o.trusted_proxies),  # first: it clones the request, which must not have been read
             _json_errors,
+            cors.middleware(allowed),  # a preflight is answered before any credential is asked for
             body_deadline(o.gate, body_s),
             _auth_middleware(sup, o.refused_delay_s),
         ]
     )
     app[SUPERVISOR] = sup
+    app.on_response_prepare.append(cors.on_prepare(allowed))
     if o.users_file is not None:
         app.on_startup.append(_watch_users(o.users_file))
     app.on_shutdown.append(_on_shutdown)
