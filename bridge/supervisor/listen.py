@@ -145,7 +145,7 @@ def add_routes(app: web.Application) -> None:
             listen_in,
             "listen-in: a WebSocket of the call's audio",
             needs="listen",
-            answers={101: None, 403: None, 404: None, 409: None},
+            answers={101: None, 400: None, 403: None, 404: None, 409: None},
             kind=Kind.WEBSOCKET,
             refused=_refused,
         ),

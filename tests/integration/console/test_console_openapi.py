@@ -80,9 +80,11 @@ async def api() -> AsyncIterator[Api]:
             users = add_user(users, name, role, password)
             users, tokens[name] = add_token(users, name)
         client = aioredis.from_url(server.url, decode_responses=True)
+        audio = aioredis.from_url(server.url, decode_responses=False)  # listen-in's and take-over's audio
         rollouts = RolloutStore(client=client, specs={"canary": CANARY.rollout_spec})
         options = ConsoleOptions(users=users, listen_key=b"k" * 32)
-        app = create_app(token=None, redis=client, rollouts=rollouts, dialplans=[CANARY, DESK], options=options)
+        app = create_app(token=None, redis=client, rollouts=rollouts, dialplans=[CANARY, DESK], options=options,
+                         listen_audio=audio)  # fmt: skip
         try:
             async with TestClient(TestServer(app)) as http:
                 yield http, {n: {"Authorization": f"Bearer {t}"} for n, t in tokens.items()}
@@ -123,6 +125,16 @@ async def call(api: Api, who: str, method: str, path: str, body: Any = None) -> 
         return r.status, r.content_type, (await r.json() if r.content_type == "application/json" else text)
 
 
+async def upgrade(api: Api, path: str) -> int:
+    """Open the WebSocket at ``path`` as the admin, and close it: 101 once the server took the upgrade."""
+    http, auth = api
+    url = re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES[m.group(1)], path)
+    async with http.ws_connect(url, headers=auth["ada"]) as ws:
+        assert not ws.closed
+        await ws.close()
+    return 101
+
+
 async def test_the_document_is_valid_openapi_3_1_and_names_every_route(api: Api) -> None:
     document = await openapi(api)
     openapi_spec_validator.validate(document)  # raises, naming the place, if it is not OpenAPI 3.1
@@ -148,6 +160,9 @@ async def test_every_route_answers_as_the_document_says(api: Api) -> None:
             status, content_type, answer = await call(api, "ada", method, path, body)
             check(document, where, status, content_type, answer)
             seen[where] = status
+            if "101" in op["responses"]:  # a WebSocket: the plain request above was refused; the upgrade opens it
+                seen[where] = await upgrade(api, path)
+                check(document, where, seen[where], "", None)
             if op["x-callbridge-role"] not in ("no", "yes"):  # the viewer is refused, as the document says
                 status, content_type, answer = await call(api, "vic", method, path, body)
                 assert status == 403 and f"the {op['x-callbridge-role']} role" in answer["error"], (where, answer)
@@ -160,6 +175,7 @@ async def test_every_route_answers_as_the_document_says(api: Api) -> None:
     served = ("GET /api/calls", "GET /api/calls/{call_id}", "GET /api/calls/ended", "GET /api/rollout",
               "GET /api/plans/stats", "PUT /api/rollout/{dialplan}", "POST /api/rollout/{dialplan}/preview",
               "GET /api/live/calls", "GET /api/calls/{call_id}/export", "GET /healthz", "GET /metrics")  # fmt: skip
+    assert seen["GET /api/calls/{call_id}/listen"] == seen["GET /api/calls/{call_id}/takeover/audio"] == 101
     for where in served:
         assert seen[where] == 200, (where, seen[where])
     assert seen["POST /api/calls/{call_id}/whisper"] == 504  # audited and sent; no worker holds the call here
