@@ -30,6 +30,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "sip_session_min_se_s": ("120", 120),
     "front_dialog_db": ("5", 5),  # not redis_url's own database
     "rollout_key": ("rollout-key-0123456789", "rollout-key-0123456789"),  # 16 characters at least
+    "http_cors_origins": ("https://crm.example.com, *", ("https://crm.example.com", "*")),
 }
 # Fields that are valid only together with another: the walk sets the companion too.
 COMPANIONS: dict[str, str] = {
