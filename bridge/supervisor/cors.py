@@ -91,10 +91,11 @@ def on_prepare(cors: Cors) -> Callable[[web.Request, web.StreamResponse], Awaita
     """Adds the CORS headers to an answer of ``/api`` to an allowed origin (``on_response_prepare``)."""
 
     async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
-        origin = request.headers.get("Origin")
-        if origin is None or not request.path.startswith("/api/") or _preflight(request) or not cors.allows(origin):
+        if not cors.on or not request.path.startswith("/api/") or _preflight(request):
             return
-        response.headers.update(cors.headers(origin))
-        response.headers.add("Vary", "Origin")
+        response.headers.add("Vary", "Origin")  # a cache keeps each origin's answer apart
+        origin = request.headers.get("Origin")
+        if origin is not None and cors.allows(origin):
+            response.headers.update(cors.headers(origin))
 
     return add_headers

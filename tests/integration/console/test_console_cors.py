@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from _cdp import CHROMIUM, Browser, Page
-from aiohttp import web
+from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 from redis import asyncio as aioredis
 
@@ -109,3 +109,27 @@ async def test_a_page_of_an_unlisted_origin_is_blocked_and_a_listed_one_reads_th
             assert status == "blocked" and "Failed to fetch" in body, case
             if credentials == "omit":  # refused at the preflight: the call itself was never sent
                 assert seen == [("OPTIONS", 403)], case
+
+
+async def test_the_headers_say_which_origin_and_whether_credentials(redis_url: str) -> None:
+    """What the browser read above, header by header: the preflight names the origin and the methods, credentials only
+    for an origin listed by name; every answer of /api, an error too, names the origin and varies by it."""
+    crm, other = "https://crm.example.com", "https://other.example"
+    seen: list[tuple[str, int]] = []
+    api = await api_server(redis_url, (crm, "*"), seen)
+    ask = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}
+    try:
+        async with ClientSession() as http:
+            base = f"http://127.0.0.1:{api.port}/api/calls"
+            async with http.options(base, headers={"Origin": crm, **ask}) as r:
+                assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == crm
+                assert r.headers["Access-Control-Allow-Credentials"] == "true"
+                assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
+            async with http.options(base, headers={"Origin": other, **ask}) as r:
+                assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == other
+                assert "Access-Control-Allow-Credentials" not in r.headers  # let in by "*": never credentials
+            async with http.get(base, headers={"Origin": crm}) as r:  # no token: 401, readable by the page
+                assert (r.status, await r.json()) == (401, {"error": "unauthorized"})
+                assert r.headers["Access-Control-Allow-Origin"] == crm and "Origin" in r.headers.getall("Vary")
+    finally:
+        await api.close()
