@@ -2,10 +2,10 @@
 schemas (:mod:`.schemas`); served at ``GET /api/openapi.json`` (any credential).
 
 Each route gives its path parameters (from ``{name}`` in its path), its query parameters, its request body, the
-statuses it answers with their schemas, and who may use it (``security`` and ``x-callbridge-role``). Every ``/api``
-route also answers the errors of the door in front of it: 401 (no or a wrong credential), 403 (a role below the
-route's, or a session's change without its CSRF token), 429 (too many wrong tokens from one address) and 503 (no
-accounts configured, or Redis away), all with the one error body (``Error``).
+statuses it answers with their schemas, and who may use it (``security``, and ``x-callbridge-role``: the least role,
+null for none). Every ``/api`` route also answers the errors of the door in front of it: 401 (no or a wrong
+credential), 403 (a role below the route's, or a session's change without its CSRF token), 429 (too many wrong
+tokens from one address) and 503 (no accounts configured, or Redis away), all with the one error body (``Error``).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def operation(route: Route) -> dict[str, Any]:
     op: dict[str, Any] = {
         "operationId": f"{route.method.lower()}{re.sub(r'[^A-Za-z0-9]+', '_', route.path).rstrip('_')}",
         "summary": route.summary,
-        "x-callbridge-role": route.access,
+        "x-callbridge-role": route.role,  # the least role; null: no credential
         "responses": answers,
     }
     if params:

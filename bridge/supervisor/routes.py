@@ -68,6 +68,11 @@ class Route:
             return "no"
         return "yes" if self.needs == "watch" else NEEDS[self.needs]
 
+    @property
+    def role(self) -> str | None:
+        """The least role that may use it (None: no credential needed)."""
+        return None if self.needs is None else NEEDS[self.needs]
+
     def allows(self, principal: Principal) -> bool:
         return self.needs is None or principal.may(self.needs)
 
