@@ -17,6 +17,7 @@ The page itself is plain files in ``static/`` (no build step).
                      events, :mod:`.stream`)
     console.py       the console's page, its static files and its sign-in routes, and the security headers of every
                      response
+    cors.py          cross-origin use of the ``/api`` routes from the web origins ``http_cors_origins`` lists
     ended.py         ended calls' routes: the retention window's ended calls, paged and searched, and one call as a
                      download
     export.py        one call as a download (pure): JSON (its state, transcript, timeline and latency) or plain text
@@ -35,6 +36,7 @@ The page itself is plain files in ``static/`` (no build step).
     masking.py       what a viewer sees of a call: its caller and original called number masked
     monitoring.py    the routes for machines, without a credential: ``GET /metrics`` (Prometheus, merged across
                      worker processes), ``GET /healthz`` (readiness) and ``GET /livez`` (liveness)
+    openapi.py       the API's OpenAPI 3.1 document (``GET /api/openapi.json``), drawn from the route table
     plan_stats.py    the console's per-plan strip: each dialplan's figures from the call hashes in Redis (pure)
     proxy.py         behind a TLS-terminating proxy: whose ``X-Forwarded-*`` headers the supervisor app believes
     remote.py        the command line's client of the supervisor HTTP API: ``callbridge calls --api URL`` and
@@ -42,6 +44,9 @@ The page itself is plain files in ``static/`` (no build step).
     rollout.py       the rollout's routes: each rollout dialplan's variants and flag, the console's panel, an
                      admin's change, and a supervisor's kill switch
     rollout_view.py  the console's rollout panel as JSON: the one place that knows the shape of the rollout flag
+    routes.py        the route table: each route once, with the role it takes (enforced before its handler) and
+                     what it answers
+    schemas.py       JSON Schemas of the API's main bodies (the OpenAPI document's components)
     stream.py        what the console pushes to the browser with server-sent events (the WHATWG HTML "Server-sent
                      events" format)
     strip.py         the per-plan strip's route: ``GET /api/plans/stats?window_s=`` (:mod:`.plan_stats` says what
