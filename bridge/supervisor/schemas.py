@@ -117,6 +117,23 @@ SCHEMAS: Final[dict[str, Schema]] = {
     ),
     "EndedCalls": {"anyOf": [ref("EndedPage"), ref("EndedSince")]},
     "PlanStats": obj({"window_s": INT, "plans": array(ANY_OBJECT), "capped": BOOL}),
+    "Wallboard": obj(
+        {
+            "plan": STR,
+            "tiles": array(
+                obj(
+                    {"name": STR, "label": STR, "unit": STR, "red_when": STR, "explain": STR},
+                    {"value": {"type": ["number", "null"]}, "threshold": {"type": ["number", "null"]}},
+                )
+            ),
+            "capacity": INT,
+            "window_s": INT,
+            "refused_window_s": INT,
+            "at": {"type": "number"},
+            "plans": array(STR),
+            "capped": BOOL,
+        }
+    ),
     "ActionAudit": obj({"audit": array(AUDIT_ENTRY), "capped": BOOL, "actions": array(STR)}),
     "ListenAudit": obj({"audit": array(AUDIT_ENTRY)}),
     "ActionTaken": obj({"call_id": STR, "action": STR, "worker": STR}),

@@ -14,11 +14,23 @@ from bridge.store.read import read_live_calls, read_refused
 from bridge.supervisor.board import REFUSED_WINDOW_S, WINDOW_S, board
 from bridge.supervisor.console import STATIC
 from bridge.supervisor.http import reply, supervisor_of
+from bridge.supervisor.routes import Kind, Param, Route, add
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/wallboard", page)
-    app.router.add_get("/api/wallboard", tiles)
+    plan = Param("plan", {"type": "string"}, "one dialplan's calls and thresholds (every plan when empty)")
+    add(app, Route("GET", "/wallboard", page, "the wallboard", needs=None, answers={200: None}, kind=Kind.PAGE))
+    add(
+        app,
+        Route(
+            "GET",
+            "/api/wallboard",
+            tiles,
+            "the wallboard's tiles",
+            answers={200: "Wallboard", 404: None},
+            query=(plan,),
+        ),
+    )
 
 
 async def page(request: web.Request) -> web.FileResponse:
