@@ -75,6 +75,18 @@ class CallReport:
         return max(waits) if waits else None
 
     @property
+    def session_ids(self) -> list[str]:
+        """The model's session ids (``sess_...``), in the order the sessions opened (a reconnect, a rollover or a
+        fallback opens another)."""
+        return list(dict.fromkeys(r.session_id for _, r in self.reports if isinstance(r, ev.SessionOpened)))
+
+    @property
+    def outcome(self) -> str | None:
+        """How the call ended (:class:`~bridge.events.CallOutcome`; None: it has not ended)."""
+        ending = [r for _, r in self.reports if isinstance(r, ev.CallEnded)]
+        return str(ending[-1].outcome) if ending else None
+
+    @property
     def timeline(self) -> list[tuple[float, str, str]]:
         """The reports as people read them: (ms of the call, kind, summary)."""
         return [(t, r.kind, r.summary) for t, r in self.reports]
@@ -90,6 +102,8 @@ class CallReport:
             "reports": [(t, ev.as_json(r)) for t, r in self.reports],
             "longest_silence_ms": self.longest_silence_ms,
             "longest_wait_ms": self.longest_wait_ms,
+            "outcome": self.outcome,
+            "session_ids": self.session_ids,
         }
 
 

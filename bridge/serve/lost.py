@@ -7,7 +7,8 @@ call it left live in Redis (its set ``cb:worker:{<id>}:calls``), the pool:
 * marks the call ended, end reason ``worker died`` (and ``worker_exit``: how it died), and takes it off the set;
 * sends the caller a BYE built from the dialog kept in the call's hash, sealed under the node's ``listen_key``
   (:mod:`bridge.store.dialogseal`, :mod:`bridge.sip.orphans`);
-* writes the call's report line (``report_file``) with that end reason and ``"worker_died": true``;
+* writes the call's report line (``report_file``: :func:`lost_line`, the fields every record of a call has, with that
+  end reason, outcome ``failed`` and ``"worker_died": true``);
 * finishes the call's recording (:func:`bridge.call.recorder.finish_recording`: what reached the disk plays);
 * queues its ``call.ended`` webhook (:func:`bridge.serve.webhooks.lost_ended`: end reason ``worker died``, ``seq``
   after the worker's last event), once: a call some other path ended already is not marked, and the queue takes one
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -39,7 +41,9 @@ from bridge.serve.webhooks import lost_ended
 from bridge.store import keys
 from bridge.store.calls import mark_ended
 from bridge.store.dialogseal import DialogSeal
+from bridge.store.pending import stamp
 from bridge.store.read import text
+from bridge.store.record import stored_record
 from bridge.store.reportfile import append_report
 from bridge.webhooks.outbox import installed
 
@@ -70,10 +74,11 @@ async def close_lost_calls(
 ) -> list[str]:
     """Close the record of every call worker ``index`` left live (see the module docstring); returns their ids."""
     worker, exit_ = worker_id(settings, index), how_it_died(returncode)
+    now = time.time()
     try:
         live = sorted(text(c) for c in await client.smembers(keys.worker_calls(worker)))
         states = [await client.hgetall(keys.call(c)) for c in live]
-        marked = set(await mark_ended(client, live, END_REASON))
+        marked = set(await mark_ended(client, live, END_REASON, now=now))
         for call_id in marked:
             await client.hset(keys.call(call_id), "worker_exit", exit_)
         if live:
@@ -82,7 +87,13 @@ async def close_lost_calls(
         metrics.CALL_RECORD_FAILURES.labels("redis").inc()
         log.error("worker %s died: its calls could not be read or closed in Redis: %s", worker, redact(str(exc)))
         return []
-    lost = [(c, {text(k): text(v) for k, v in st.items()}) for c, st in zip(live, states, strict=True) if c in marked]
+    ended = {"ended_at": stamp(now), "end_reason": END_REASON, "ended_by": str(ev.EndedBy.FAULT), "worker_exit": exit_}
+    ended |= {"outcome": str(ev.CallOutcome.FAILED)}  # as mark_ended wrote them
+    lost = [
+        (c, {text(k): text(v) for k, v in st.items()} | ended)
+        for c, st in zip(live, states, strict=True)
+        if c in marked
+    ]
     if not lost:
         return []
     log.warning("worker %d (%s) died (%s) with %d call(s): closing their records", index, worker, exit_, len(lost))
@@ -109,21 +120,23 @@ async def _hang_up(settings: Settings, dialogs: list[tuple[str, str]]) -> None:
         log.error("BYE to the callers of a dead worker failed: %s", exc)
 
 
-def _write_report(settings: Settings, index: int, call_id: str, state: dict[str, str], exit_: str) -> None:
-    if settings.report_file is None:
-        return
-    fields = ("dialplan", "variant", "dialect", "model", "voice", "caller", "called", "started_at", "ended_at")
-    line: dict[str, Any] = {
+def lost_line(index: int, call_id: str, state: dict[str, str], exit_: str) -> dict[str, Any]:
+    """The report line of a call whose worker died, from its hash as marked ended: the fields every record of a call
+    has (:func:`bridge.store.record.stored_record`: numbers as stored, masked), whether it was answered, and how the
+    worker died. Its transcript, timeline and cost died with the worker."""
+    return {
         "worker": index,
-        "call_id": call_id,
-        **{f: state[f] for f in fields if f in state},
-        "answered": bool(state.get("sip_dialog")),
-        "sip_call_id": state.get("sip_call_id", ""),
-        "end_reason": END_REASON,
-        "ended_by": str(ev.EndedBy.FAULT),
+        **stored_record(state | {"call_id": call_id}),
+        "answered": bool(state.get("answered_at") or state.get("sip_dialog")),
         "worker_died": True,
         "worker_exit": exit_,
     }
+
+
+def _write_report(settings: Settings, index: int, call_id: str, state: dict[str, str], exit_: str) -> None:
+    if settings.report_file is None:
+        return
+    line = lost_line(index, call_id, state, exit_)
     try:
         append_report(settings.report_file, line)
     except OSError as exc:

@@ -35,6 +35,7 @@ from bridge.errors import ConfigError
 from bridge.privacy.masking import MASK, VIEWER_MASK, mask_number, mask_url, viewer_number
 from bridge.store.connection import REDIS_ERRORS, connect
 from bridge.store.pending import stamp
+from bridge.store.record import TIMES, CallTimes, stored_record, unix
 from bridge.tools.spec import check_url
 from bridge.webhooks.body import EventType, call_data, call_ended_data
 from bridge.webhooks.delivery import WAIT_S, Deliverer, secret_of
@@ -79,12 +80,15 @@ class _Call:
     recording: str | None
     store: CallFields | None = None
     originals: dict[str, str] | None = None  # the original called number in each form (None: the call has none)
-    arrived_at: float = field(default_factory=time.time)
-    answered_at: float | None = None
+    clock: CallTimes = field(default_factory=CallTimes)  # the call's arrival, answer and end: the report line's too
     seq: int = 0  # the call's events so far
 
-    def times(self, **more: float | None) -> dict[str, float | None]:
-        return {"started_at": self.arrived_at, "answered_at": self.answered_at, **more}
+    @property
+    def arrived_at(self) -> float:
+        return self.clock.started_at
+
+    def times(self) -> dict[str, float | None]:
+        return {"started_at": self.clock.started_at, "answered_at": self.clock.answered_at}
 
 
 def callers(raw: str, plan_visible: int | None) -> dict[str, str]:
@@ -112,10 +116,17 @@ class CallHooks:
             await self.outbox.close()
 
     def listener(
-        self, call: CallFacts, plan: Dialplan, decision: Any, dialect: str, store: CallFields | None = None
+        self,
+        call: CallFacts,
+        plan: Dialplan,
+        decision: Any,
+        dialect: str,
+        store: CallFields | None = None,
+        times: CallTimes | None = None,
     ) -> Listener:
         """The call's listener (``decision``: its rollout decision: variant, model, voice; ``store``: where the
-        answer's time and the latest ``seq`` are kept, for a :func:`lost_ended` should the worker die)."""
+        answer's time and the latest ``seq`` are kept, for a :func:`lost_ended` should the worker die; ``times``: the
+        call's times, shared with its report line)."""
         outbox, call_id = self.outbox, call.call_id
         if outbox is None:
             return _ignore
@@ -137,13 +148,12 @@ class CallHooks:
         visible = plan.privacy.caller_visible_digits
         shown = callers(call.caller, visible)
         originals = callers(call.original_called, visible) if call.original_called else None
-        entry = _Call(plan.name, identity, shown, recording, store, originals)
+        entry = _Call(plan.name, identity, shown, recording, store, originals, times or CallTimes())
         self._calls[call_id] = entry
 
         def listen(report: ev.Report) -> None:
             if isinstance(report, ev.Answered):
-                at = stamp(time.time())  # to the millisecond, as kept: a lost call's call.ended says the same
-                entry.answered_at = float(at)
+                at = stamp(entry.clock.answer())  # to the millisecond, as kept: a lost call's call.ended says the same
                 if store is not None:
                     store.update(call_id, answered_at=at)
                 self._emit(entry, EventType.CALL_STARTED, call_data(entry.identity, entry.times()))
@@ -163,13 +173,11 @@ class CallHooks:
         if entry is None or self.outbox is None:
             return None
         line = {**report.to_json(), **variant_fields}
-        ending = [r for _, r in report.reports if isinstance(r, ev.CallEnded)]
         blind = [r.target for _, r in report.reports if isinstance(r, ev.TransferStarted)]
-        line["outcome"] = str(ending[-1].outcome) if ending else None
         if line.get("transfer") is None and blind:
             line["transfer"] = {"mode": "blind", "target": blind[-1]}
         identity = entry.identity | {k: variant_fields[k] for k in ("variant", "model", "voice") if k in variant_fields}
-        times = entry.times(ended_at=time.time())
+        times = entry.times() | {"ended_at": entry.clock.end()}  # the CallEnded's time, as the report line's
         data = call_ended_data(identity, times, line, recording=entry.recording)
         return self._emit(entry, EventType.CALL_ENDED, data)
 
@@ -210,14 +218,15 @@ def lost_ended(
         return None
     names = ("call_id", "sip_call_id", "dialplan", "variant", "dialect", "model", "voice", "called")
     identity = {name: state.get(name, "") for name in names} | {"call_id": call_id, "original_called": None}
-    times = {name: _time(state.get(name)) for name in ("started_at", "answered_at", "ended_at")}
+    times = {name: unix(state.get(name)) for name in TIMES}
     times["ended_at"] = times["ended_at"] or time.time()
     times["started_at"] = times["started_at"] or times["ended_at"]
     reason = state.get("end_reason") or LOST_REASON
     report = {"end_reason": reason, "ended_by": str(ev.EndedBy.FAULT), "outcome": str(ev.CallOutcome.FAILED)}
+    report["session_ids"] = stored_record(state)["session_ids"]  # the latest session its hash kept
     recording = recordings_dir / call_id
     data = call_ended_data(identity, times, report, recording=str(recording) if recording.is_dir() else None)
-    seq = int(_time(state.get("webhook_seq")) or 0) + 1  # after the worker's last event
+    seq = int(unix(state.get("webhook_seq")) or 0) + 1  # after the worker's last event
     shown, original = stored_forms(state.get("caller", "")), state.get("original_called", "")
     originals = stored_forms(original) if original else None
     data |= more | {"seq": seq}
@@ -240,13 +249,6 @@ def viewer_of_stored(stored: str) -> str:
     if len(shown) != len(stored):
         return viewer_number(stored)
     return "".join(VIEWER_MASK if s == MASK and v != VIEWER_MASK else v for s, v in zip(stored, shown, strict=True))
-
-
-def _time(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
 
 
 class PlanRoutes:

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, get_args
 
+from bridge import events as ev
 from bridge import metrics
 from bridge.call.leg import PhoneLeg
 from bridge.call.privacy import mask_number
@@ -57,6 +58,7 @@ from bridge.serve.webhooks import CallHooks
 from bridge.store.calls import CallStore
 from bridge.store.connection import StoreUnavailable, connect
 from bridge.store.dialogseal import DialogSeal
+from bridge.store.record import CallTimes, call_record
 from bridge.store.reportfile import append_report
 from bridge.supervisor.targets import allowed_targets
 from bridge.tools.mcp import load_sdk, load_sdk_soon
@@ -207,6 +209,44 @@ def sip_config(s: Settings, index: int, port: int) -> SipConfig:
         session_expires_s=s.sip_session_expires_s,
         session_min_se_s=s.sip_session_min_se_s,
     )
+
+
+def log_sessions(call_id: str, vc: VariantCall) -> Listener:
+    """A call listener that logs each model session the call opens (its ``sess_...`` id and the model)."""
+
+    def listener(report: ev.Report) -> None:
+        if isinstance(report, ev.SessionOpened):
+            log.info("call %s: model session %s opened (%s)", call_id, report.session_id, vc.decision.model)
+
+    return listener
+
+
+def log_ended(call_id: str, report: CallReport) -> None:
+    """The call's last line: who ended it and why, its turns, and the model sessions it had."""
+    log.info(
+        "call %s ended by %s (%s): %s phases, %d caller / %d agent turns; model session(s) %s",
+        call_id,
+        report.ended_by,
+        report.end_reason,
+        len(report.phases),
+        len(report.caller_transcript),
+        len(report.agent_transcript),
+        ", ".join(report.session_ids) or "none",
+    )
+
+
+def report_line(
+    index: int, call: IncomingCall, plan: Dialplan, vc: VariantCall, report: CallReport, times: CallTimes
+) -> dict[str, Any]:
+    """The call's report line (``report_file``: docs/report.schema.json): its report, its variant's fields, and the
+    fields every record of a call has (:mod:`bridge.store.record`), the numbers masked as in logs and Redis."""
+    fields = vc.report_fields()
+    caller, original = masked_numbers(call, plan)
+    who = {"call_id": call.call_id, "sip_call_id": call.sip_call_id, "dialplan": plan.name, "caller": caller}
+    identity = fields | who | {"called": call.called, "original_called": original}
+    shown = report.to_json()
+    record = call_record(identity, times.as_dict() | {"ended_at": times.end()}, shown)
+    return {"worker": index, **shown, **fields, **record}
 
 
 def masked_numbers(call: IncomingCall, plan: Dialplan) -> tuple[str, str]:
@@ -385,8 +425,10 @@ class Worker:
             call.call_id, caller, call.called, f" (originally to {original})" if original else "", decision.variant,
             dialect.name, decision.model, decision.voice, decision.reason,
         )  # fmt: skip
-        listeners: list[Listener] = [metrics.call_listener(dialect.name, plan.name), vc.listen]
-        listeners.append(self.hooks.listener(call, plan, decision, dialect.name, self.store))  # and the Call-ID
+        times = CallTimes()  # its arrival, answer and end: the report line's and the webhooks' alike
+        listeners: list[Listener] = [times.listener, metrics.call_listener(dialect.name, plan.name), vc.listen]
+        listeners.append(log_sessions(call.call_id, vc))
+        listeners.append(self.hooks.listener(call, plan, decision, dialect.name, self.store, times))  # and the Call-ID
         if self.store is not None:
             listeners.append(
                 self.store.listener_for(
@@ -418,7 +460,7 @@ class Worker:
                 self.listen.remove(call.call_id)
             if self.actions is not None:
                 self.actions.remove(call.call_id)
-        await self._finish(call, plan, vc, session, report)
+        await self._finish(call, plan, vc, session, report, times)
 
     def _leg(self, call: IncomingCall, plan: Dialplan, dialect: str, listeners: list[Listener]) -> PhoneLeg:
         """The call's phone leg: recorded if the plan says so, with a listen-in tap if this worker has listen-in."""
@@ -478,9 +520,16 @@ class Worker:
         )
 
     async def _finish(
-        self, call: IncomingCall, plan: Dialplan, vc: VariantCall, session: CallSession, report: CallReport
+        self,
+        call: IncomingCall,
+        plan: Dialplan,
+        vc: VariantCall,
+        session: CallSession,
+        report: CallReport,
+        times: CallTimes,
     ) -> None:
-        """The ended call's media counters, its report line, and its variant's health and cost."""
+        """The ended call's media counters, its report line (``times``: its times), and its variant's health and
+        cost."""
         report.media = {
             "port": call.media_port_kind,
             "clock": call.clock_priority,
@@ -490,22 +539,13 @@ class Worker:
             # dead air inside an answer (the playout buffer ran dry): when, on the monotonic clock, the latest were
             "underrun_at": [round(t, 3) for t in session.playout.underrun_times],
         }
-        log.info(
-            "call %s ended by %s (%s): %s phases, %d caller / %d agent turns",
-            call.call_id,
-            report.ended_by,
-            report.end_reason,
-            len(report.phases),
-            len(report.caller_transcript),
-            len(report.agent_transcript),
-        )
+        log_ended(call.call_id, report)
         vc.finish()
         record = vc.stats.record()
         metrics.record_variant_call(plan.name, vc.decision.variant, record)
         metrics.observe_waits(plan.name, vc.decision.variant, report.longest_wait_ms, report.longest_silence_ms)
         if self.settings.report_file is not None:
-            line = {"worker": self.index, **report.to_json(), "sip_call_id": call.sip_call_id, **vc.report_fields()}
-            append_report(self.settings.report_file, line)
+            append_report(self.settings.report_file, report_line(self.index, call, plan, vc, report, times))
         self.hooks.ended(call.call_id, report, vc.report_fields())  # call.ended, signed, to the plan's webhooks
         if self.rollouts is not None and plan.rollout_spec is not None:
             await self.rollouts.record_call(plan.name, vc.decision.variant, record)

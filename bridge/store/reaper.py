@@ -34,8 +34,8 @@ Probe = Callable[[str], Awaitable[bool]]  # a worker's id -> does it answer (is 
 async def mark_ended(
     client: aioredis.Redis, call_ids: list[str], reason: str, *, now: float | None = None
 ) -> list[str]:
-    """Mark these calls ended (phase, ``ended_at``, ``end_reason``, ended by a fault: their worker is gone) unless
-    they already are; returns those marked.
+    """Mark these calls ended (phase, ``ended_at``, ``end_reason``, ended by a fault, outcome ``failed``: their
+    worker is gone) unless they already are; returns those marked.
     Raises ``RedisError`` subclasses."""
     if not call_ids:
         return []
@@ -52,7 +52,13 @@ async def mark_ended(
         # smaller", the entries a merely stalled worker still has queued for this call.
         pipe.hset(
             keys.call(call_id),
-            mapping={"phase": PHASE_ENDED, "ended_at": t, "end_reason": reason, "ended_by": str(ev.EndedBy.FAULT)},
+            mapping={
+                "phase": PHASE_ENDED,
+                "ended_at": t,
+                "end_reason": reason,
+                "ended_by": str(ev.EndedBy.FAULT),
+                "outcome": str(ev.CallOutcome.FAILED),
+            },
         )
         pipe.expire(keys.call(call_id), keys.CALL_TTL_S)
         index_ended(pipe, call_id, float(t), keys.CALL_TTL_S)

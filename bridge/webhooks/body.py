@@ -10,11 +10,13 @@ A string longer than the limit is cut with a marker (:func:`cut_long`). Every ev
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
+
+from bridge.store.record import duration_s, session_ids
+from bridge.store.record import iso as iso  # the webhooks CLI shows times with it
 
 
 class EventType(enum.StrEnum):
@@ -38,12 +40,6 @@ def cut_long(value: Any, max_chars: int) -> Any:
     if isinstance(value, list | tuple):
         return [cut_long(v, max_chars) for v in value]
     return value
-
-
-def iso(t: float) -> str:
-    """Unix time ``t`` as ISO 8601 in UTC with milliseconds: ``2026-11-26T00:27:10.123Z``."""
-    stamp = dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
 
 
 def envelope(event_type: str, data: Mapping[str, Any], at: float) -> bytes:
@@ -80,15 +76,17 @@ def call_ended_data(
     variant's fields: ``cost_usd``, ``usage``) how it ended, who ended it, what the caller's side's BYE or CANCEL
     said of it (``peer_reasons``: its Reason values, protocol, cause and text; ``[]`` for none), the transfer, the
     transcript, the post-call summary, disposition and fields and the compliance checks (when the report has them),
-    the recording's directory and the cost. ``duration_s``: from the answer to the end (0: never answered)."""
+    the recording's directory, the cost and the model's session ids (``session_ids``). ``duration_s``: from the
+    answer to the end (0: never answered). The fields every record of a call shares: :mod:`bridge.store.record`."""
     answered, ended = times.get("answered_at"), times.get("ended_at")
     post, usage = _mapping(report.get("post_call")), _mapping(report.get("usage"))
     return call_data(identity, times) | {
-        "duration_s": round(ended - answered, 3) if answered is not None and ended is not None else 0.0,
+        "duration_s": duration_s(answered, ended),
         "end_reason": report.get("end_reason", ""),
         "ended_by": report.get("ended_by"),
         "outcome": report.get("outcome"),
         "peer_reasons": list(report.get("peer_reasons") or ()),
+        "session_ids": session_ids(report.get("session_ids") or ()),
         "transfer": report.get("transfer"),
         "transcript": transcript(report.get("reports") or ()),
         "summary": post.get("summary"),

@@ -8,6 +8,7 @@ normally, and nothing more comes for the killed one."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from _webhooks import Receiver
+from jsonschema import Draft202012Validator
 from test_serve_operable import api, caller_wav, softphone, stop_serve, wait_healthy
 from test_serve_stop_in_outage import _serve
 
@@ -23,11 +25,14 @@ from bridge.devkit.ports import free_port
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.emulator import EmulatorServer
 from bridge.store import keys
+from bridge.store.record import RECORD_FIELDS
 from bridge.store.reportfile import read_reports
 from bridge.webhooks import queue
 from bridge.webhooks.signing import new_secret
 
 pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary")
+REPORT_SCHEMA = Path(__file__).resolve().parents[3] / "docs" / "report.schema.json"
+REPORT = Draft202012Validator(json.loads(REPORT_SCHEMA.read_text()))
 
 
 def ended_of(received: list, call_id: str) -> list:  # type: ignore[type-arg]
@@ -88,4 +93,19 @@ async def test_a_worker_killed_mid_call_sends_one_call_ended_after_its_call_star
     assert data["sip_call_id"] and data["answered_at"] == started.body["data"]["answered_at"]
     assert data["duration_s"] > 0 and data["dialplan"] == "support" and data["variant"] == line["variant"]
     assert [r.body["data"]["call_id"] for r in hook.received].count(call_id) == 2  # started, ended: nothing else
+    # every record of a call, the dead worker's too: the same fields, typed as docs/report.schema.json says
+    lines = read_reports(serve.reports)
+    (next_ended,) = [r for r in hook.received if r.body["type"] == "call.ended" and r is not ended]
+    (next_line,) = [r for r in lines if r["call_id"] == next_ended.body["data"]["call_id"]]
+    for record, body in ((line, data), (next_line, next_ended.body["data"])):
+        assert [f"{e.json_path}: {e.message}" for e in REPORT.iter_errors(record)] == [], record
+        same = [f for f in RECORD_FIELDS if f not in ("caller", "original_called")]  # a webhook's: its endpoint's form
+        assert {f: record[f] for f in same} == {f: body[f] for f in same}
+    assert line["started_at"] < line["answered_at"] < line["ended_at"] and line["caller"] == next_line["caller"] != ""
+    assert next_line["session_ids"] and all(s.startswith("sess_") for s in next_line["session_ids"])
+    assert line["session_ids"] and line["session_ids"][0].startswith("sess_")  # the latest its hash kept
+    logged = log.read_text()
+    for session in next_line["session_ids"]:  # when it opened, and in the call's last line
+        assert f"model session {session} opened" in logged
+    assert f"agent turns; model session(s) {', '.join(next_line['session_ids'])}" in logged
     assert state["webhook_seq"] == "1" and state["end_reason"] == "worker died"  # the chain, as the worker left it

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from jsonschema import Draft202012Validator
 from pydantic import SecretStr
 
 from bridge.call.recorder import AUDIO_FILE, EVENTS_FILE, read_recording, wav_header
@@ -22,11 +23,13 @@ from bridge.serve.lost import close_lost_calls, worker_id
 from bridge.sip.orphans import UDP_COPIES
 from bridge.store import keys
 from bridge.store.dialogseal import DialogSeal
+from bridge.store.record import iso
 from bridge.store.reportfile import read_reports
 
 SAFE = "gpt-realtime-2.1"  # the shipped support plan's safe variant (dialplans/support.yaml)
 
 ROOT = Path(__file__).resolve().parents[3]
+REPORT = Draft202012Validator(json.loads((ROOT / "docs" / "report.schema.json").read_text()))
 
 
 async def test_a_previous_runs_calls_get_their_records_closed(
@@ -63,6 +66,11 @@ async def test_a_previous_runs_calls_get_their_records_closed(
     assert (line["call_id"], line["end_reason"], line["variant"], line["worker_died"]) == (
         call_id, "worker died", SAFE, True,
     )  # fmt: skip
+    assert [e.message for e in REPORT.iter_errors(line)] == []  # typed as docs/report.schema.json says
+    assert (line["started_at"], line["answered_at"], line["ended_at"]) == (
+        "1970-01-01T00:16:40.000Z", None, iso(float(got["ended_at"])),
+    )  # fmt: skip
+    assert (line["sip_call_id"], line["outcome"], line["duration_s"]) == ("abc@phone", "failed", 0.0)
     caller, _, _, notes = read_recording(rec)
     assert len(caller) == 8000 * 2 * 2 and notes[-1]["kind"] == "ended" and notes[-1]["t_ms"] == pytest.approx(2000)
     window = [json.loads(m) for m in await raw.zrange(keys.variant_calls("support", SAFE), 0, -1)]
