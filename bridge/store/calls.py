@@ -330,7 +330,8 @@ class CallStore:
         :class:`~bridge.events.ResponseBegan` -> response_id; :class:`~bridge.events.TruncateSent` -> played_ms (the
         ``audio_end_ms`` the caller heard); :class:`~bridge.events.CallerSaid` / :class:`~bridge.events.AgentSaid` ->
         last_transcript and item_id; :class:`~bridge.events.LongestSilence` -> longest_silence_ms;
-        :class:`~bridge.events.LongestWait` -> longest_wait_ms; any stored report field named like a protocol or
+        :class:`~bridge.events.LongestWait` -> longest_wait_ms; :class:`~bridge.events.Answered` -> answered_at
+        (unless the worker's webhooks set it); any stored report field named like a protocol or
         progress field (session_id, conversation_id, item_id, ...) -> that field; :class:`~bridge.events.CallEnded` ->
         :meth:`end`. Every report but :class:`~bridge.events.Latency` is streamed (kind, summary and the stored
         fields).

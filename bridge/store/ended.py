@@ -25,7 +25,8 @@ from redis.exceptions import RedisError
 from bridge import events as ev
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
-from bridge.store.read import StreamEntry, as_float, duration_s, stream_entry, text, texts
+from bridge.store.read import StreamEntry, as_float, stream_entry, text
+from bridge.store.record import stored_record
 
 MAX_SCAN = 5000  # most recently ended calls a query looks at
 PER_PAGE = 20
@@ -49,6 +50,7 @@ READ_FIELDS = (
     "end_reason",
     "last_transcript",
     *keys.SUMMARY_FIELDS,
+    *("sip_call_id", "dialect", "model", "voice", "answered_at", "ended_by", "session_id"),  # a row's whole record
 )
 _SEARCHED_FIELDS = ("call_id", "caller", "called", "dialplan", "variant", "end_reason", "last_transcript")
 
@@ -98,23 +100,15 @@ class EndedQuery:
         return any(said_by(e) and needle in self._seen(e.summary, caller) for e in entries)
 
 
-# a row's, as stored
-_TEXTS = ("call_id", "dialplan", "variant", "caller", "called", "original_called", "end_reason", "last_transcript")
-
-
 @dataclass(frozen=True, slots=True)
 class EndedCall:
-    """One row of the console's "Recently ended"."""
+    """One row of the console's "Recently ended": the fields every record of a call has (:mod:`bridge.store.record`:
+    ISO 8601 times, ``duration_s`` from the answer), its start and end in Unix seconds beside them
+    (``started_at_unix``, ``ended_at_unix``), and what the console shows of it."""
 
-    call_id: str
-    dialplan: str
-    variant: str
-    caller: str
-    called: str
-    started_at: float | None
-    ended_at: float | None
-    duration_s: float | None
-    end_reason: str
+    record: dict[str, Any]
+    started_at_unix: float | None
+    ended_at_unix: float | None
     last_transcript: str
     # after the call (its plan's post_call and checks): the model's disposition and summary, the post-call status
     # ("" where the plan asks for none), and the compliance checks that failed
@@ -122,26 +116,29 @@ class EndedCall:
     summary: str = ""
     post_call_status: str = ""
     failed_checks: tuple[str, ...] = ()
-    original_called: str = ""  # the number a forwarded call was first placed to, as stored (masked)
     fallback: bool = False  # its variant's model failed to connect: the call ran on the fallback model
+
+    @property
+    def call_id(self) -> str:
+        return str(self.record["call_id"])
 
     @classmethod
     def of(cls, state: Mapping[str, str]) -> EndedCall:
-        started, ended = as_float(state.get("started_at")), as_float(state.get("ended_at"))
         return cls(
-            started_at=started,
-            ended_at=ended,
-            duration_s=duration_s(started, ended),
+            record=stored_record(state),
+            started_at_unix=as_float(state.get("started_at")),
+            ended_at_unix=as_float(state.get("ended_at")),
+            last_transcript=state.get("last_transcript", ""),
             disposition=state.get("disposition", ""),
             summary=state.get("call_summary", ""),
             post_call_status=state.get("post_call_status", ""),
             failed_checks=tuple(c for c in state.get("failed_checks", "").split(",") if c),
             fallback=state.get("fallback") == "1",
-            **texts(state, _TEXTS),
         )
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        shown = {k: v for k, v in asdict(self).items() if k != "record"}
+        return self.record | shown
 
 
 @dataclass(frozen=True, slots=True)

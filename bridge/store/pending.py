@@ -272,6 +272,8 @@ class PendingWrites:
             fields["longest_wait_ms"] = report.longest_wait_ms
         elif isinstance(report, ev.TransferStepped) and not self._state_of(call_id).get("transfer_at"):
             fields["transfer_at"] = stamp(self._clock())  # the caller waits for a human from the first step
+        elif isinstance(report, ev.Answered) and (call := self.calls.get(call_id)) and not call.state["answered_at"]:
+            fields["answered_at"] = stamp(self._clock())  # unless the worker's webhooks stamped it already
         fields.update(summary_fields(report, self.calls.get(call_id)))
         ended = isinstance(report, ev.CallEnded)
         streamed = not isinstance(report, ev.Latency)  # a latency sample is a metric, and far too chatty

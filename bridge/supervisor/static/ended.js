@@ -76,7 +76,7 @@ function diverted(call) {
 
 function row(call) {
   const tr = h("tr", { "data-call-id": call.call_id, tabindex: 0 },
-    h("td", { class: "ended-at" }, when(call.ended_at)),
+    h("td", { class: "ended-at" }, when(call.ended_at_unix)),
     h("td", { class: "caller" }, call.caller),
     h("td", { class: "called" }, call.called, diverted(call)),
     h("td", { class: "dialplan" }, call.dialplan),

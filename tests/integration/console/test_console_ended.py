@@ -20,6 +20,7 @@ from bridge import events as ev
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.store import keys
 from bridge.store.calls import CallStore, mark_ended
+from bridge.store.record import iso
 
 pytestmark = [
     pytest.mark.integration,
@@ -100,8 +101,12 @@ async def test_ended_calls_are_paged_newest_first_and_live_calls_are_not_among_t
         "desk",
         "ga",
         "caller hung up",
-        4.6,
+        4.5,  # from the answer, as every record of a call says it
     )
+    # the record's times in ISO 8601, the Unix times the API gave before beside them
+    assert hours["started_at"] == iso(hours["started_at_unix"]) and hours["ended_at"] == iso(hours["ended_at_unix"])
+    assert hours["ended_at_unix"] - hours["started_at_unix"] == pytest.approx(4.6)
+    assert (hours["answered_at"], hours["ended_by"], hours["outcome"]) == (iso(T0 + 0.1), "caller", "completed")
     raw = aioredis.from_url(redis_url, decode_responses=True)
     try:  # the index holds ended calls only, and lives as long as they do
         assert await raw.zcard(keys.ENDED_CALLS) == FILLERS + 2
@@ -207,6 +212,8 @@ async def test_the_page_pages_searches_and_offers_downloads(api: Any) -> None:
         await page.type("#ended-q", "refund")
         await page.wait_for(f"{rows}.length === 1 && {rows}[0].dataset.callId === 'c-refund'")
         assert await page.text("#ended tbody tr .caller") == REFUND  # a supervisor sees the number whole
+        (refund,) = (await get(api, "supervisor", "/api/calls/ended?q=refund"))[1]["calls"]
+        assert await page.text("#ended tbody tr .ended-at") == refund["ended_at"][:19].replace("T", " ")
         href = await page.eval("document.querySelector('#ended tbody tr a.export.text').getAttribute('href')")
         assert href == "/api/calls/c-refund/export?format=text"
         status, text = await fetch(page, "GET", href)
