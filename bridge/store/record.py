@@ -17,9 +17,8 @@ docs/webhooks.schema.json):
                     latest its hash kept)
 ==================  ==================================================================================================
 
-One time format: ISO 8601 in UTC to the millisecond, ``2026-11-27T06:31:12.345Z`` (:func:`iso`). Where an API gave
-Unix times before, it keeps them beside, named ``..._unix`` (``started_at_unix``).
-"""
+One time format: ISO 8601 in UTC to the millisecond, ``2026-11-27T06:31:12.345Z`` (:func:`iso`). An API that gives
+Unix times as well names them ``..._unix`` (``started_at_unix``), beside the record's."""
 
 from __future__ import annotations
 
