@@ -2,7 +2,8 @@
 
 * :class:`CallHooks`: a worker's call events: ``call.started`` (answered), ``call.transferred``, ``call.ended`` (from
   ``_finish``, after the report line). Every call's :meth:`CallHooks.listener` keeps the wall-clock times of its
-  arrival and answer; the caller (and the original called number of a forwarded call) is given in each form an
+  arrival, answer and end (:class:`~bridge.store.record.CallTimes`, the report line's too); the caller (and the
+  original called number of a forwarded call) is given in each form an
   endpoint may ask for (``WebhookSpec.caller``), the SIP Call-ID as the caller sent it. A call's events carry ``seq``
   (1, 2, ...) and are chained by its call id: each endpoint gets them in that order. The answer's time and the latest
   ``seq`` go into the call's hash too.

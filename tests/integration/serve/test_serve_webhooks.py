@@ -11,6 +11,7 @@ a real HTTP endpoint (aiohttp) that verifies every signature with the reference 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 import yaml
 from _webhooks import Receiver
+from jsonschema import Draft202012Validator
 from test_serve_operable import ROOT, caller_wav, softphone, stop_serve, wait_healthy
 from test_serve_stop_in_outage import _serve
 
@@ -26,11 +28,13 @@ from bridge.devkit.ports import free_port
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.emulator import EmulatorServer
 from bridge.store import keys
+from bridge.store.record import RECORD_FIELDS
 from bridge.store.reportfile import read_reports
 from bridge.webhooks import queue
 from bridge.webhooks.signing import new_secret
 
 pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary")
+REPORT = Draft202012Validator(json.loads((ROOT / "docs" / "report.schema.json").read_text()))
 
 
 @pytest.mark.timeout(180)
@@ -136,6 +140,10 @@ async def test_a_plans_endpoint_down_while_serve_restarts_still_gets_the_event(t
     assert data["checks"] == report["checks"] and {c["name"] for c in data["checks"]} == {"never_say", "max_dead_air"}
     assert left == 0
     assert secret[6:] not in log.read_text()
+    # the report line with its post-call summary and checks fits docs/report.schema.json, and a `masked` endpoint's
+    # call.ended says every field of the call's record as the line does, numbers and times alike
+    assert [f"{e.json_path}: {e.message}" for e in REPORT.iter_errors(report)] == []
+    assert {f: data[f] for f in RECORD_FIELDS} == {f: report[f] for f in RECORD_FIELDS}
 
 
 async def _get(url: str) -> str:
