@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import redis.asyncio as aioredis
+from jsonschema import Draft202012Validator
 
 from bridge.audio.g711 import ulaw_decode
 from bridge.devkit.ports import free_port
@@ -34,6 +35,9 @@ from bridge.store.reportfile import read_reports
 from tests.integration.sip._helpers import RawSip, RtpPacket
 
 TOKEN = "edge-supervisor-token"
+REPORT = Draft202012Validator(
+    json.loads((Path(__file__).resolve().parents[3] / "docs" / "report.schema.json").read_text())
+)
 RATE = 8000
 
 
@@ -122,11 +126,13 @@ async def api(node: Node, path: str) -> Any:
 
 
 async def wait_report(node: Node, sip_call_id: str, within_s: float = 15.0) -> dict[str, Any]:
-    """The worker's report line of the call with this SIP Call-ID, written when the call ends."""
+    """The worker's report line of the call with this SIP Call-ID, written when the call ends, typed as
+    docs/report.schema.json says."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         for line in read_reports(node.reports):
             if line.get("sip_call_id") == sip_call_id:
+                assert not (bad := [f"{e.json_path}: {e.message}" for e in REPORT.iter_errors(line)]), bad  # its schema
                 return line
         await asyncio.sleep(0.05)
     raise TimeoutError(f"no report line for {sip_call_id}:\n{node.log.read_text()[-3000:]}")
