@@ -158,6 +158,8 @@ class CallHooks:
                 if store is not None:
                     store.update(call_id, answered_at=at)
                 self._emit(entry, EventType.CALL_STARTED, call_data(entry.identity, entry.times()))
+            elif isinstance(report, ev.CallEnded) and store is not None:
+                store.update(call_id, ended_at=stamp(entry.clock.end()))  # the hash's end: the report line's
             elif isinstance(report, ev.TransferStarted):
                 shown = {"mode": "blind", "target": report.target, "outcome": "referred"}
                 self._emit(entry, EventType.CALL_TRANSFERRED, call_data(entry.identity, entry.times()) | shown)

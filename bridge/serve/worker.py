@@ -436,7 +436,8 @@ class Worker:
                     variant=decision.variant, dialect=dialect.name, model=decision.model, voice=decision.voice,
                 )
             )  # fmt: skip
-            self.store.update(call.call_id, sip_call_id=call.sip_call_id)  # the caller's Call-ID: data, never a key
+            started = f"{times.started_at:.3f}"  # the arrival as the report line and the webhooks say it
+            self.store.update(call.call_id, sip_call_id=call.sip_call_id, started_at=started)  # Call-ID: data, no key
         session = self._session(call, plan, vc, self._leg(call, plan, dialect.name, listeners), listeners)
         if self.actions is not None:
             self.actions.add(call.call_id, session.inbox.put, allowed_targets(plan))

@@ -229,7 +229,8 @@ class PendingWrites:
         call = self.calls.get(call_id)
         if call is None or call.ended:
             return
-        self.update(call_id, phase=PHASE_ENDED, ended_at=stamp(self._clock()), end_reason=reason)
+        ended_at = call.state["ended_at"] or stamp(self._clock())  # the worker's time of the end, if it gave one
+        self.update(call_id, phase=PHASE_ENDED, ended_at=ended_at, end_reason=reason)
         call.ended = True
         call.member_dirty = True
         call.probe = None

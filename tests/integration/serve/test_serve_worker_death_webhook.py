@@ -25,7 +25,7 @@ from bridge.devkit.ports import free_port
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.emulator import EmulatorServer
 from bridge.store import keys
-from bridge.store.record import RECORD_FIELDS
+from bridge.store.record import RECORD_FIELDS, iso
 from bridge.store.reportfile import read_reports
 from bridge.webhooks import queue
 from bridge.webhooks.signing import new_secret
@@ -74,6 +74,7 @@ async def test_a_worker_killed_mid_call_sends_one_call_ended_after_its_call_star
                     await hook.wait_for(lambda r: len([x for x in r if x.body["type"] == "call.ended"]) >= 2, 60)
                     pending, _ = await queue.backlog(client, time.time())
                     state = await client.hgetall(keys.call(call_id))
+                    _, ended_rows = await api("/api/calls/ended?per_page=100", serve)
                 finally:
                     stop_serve(serve.proc)
             await client.aclose()
@@ -101,6 +102,13 @@ async def test_a_worker_killed_mid_call_sends_one_call_ended_after_its_call_star
         assert [f"{e.json_path}: {e.message}" for e in REPORT.iter_errors(record)] == [], record
         same = [f for f in RECORD_FIELDS if f not in ("caller", "original_called")]  # a webhook's: its endpoint's form
         assert {f: record[f] for f in same} == {f: body[f] for f in same}
+    rows = {row["call_id"]: row for row in ended_rows["calls"]}  # as a supervisor reads them: numbers as stored
+    for record in (line, next_line):
+        row = rows[record["call_id"]]
+        assert {f: row[f] for f in RECORD_FIELDS} == {f: record[f] for f in RECORD_FIELDS} | {
+            "session_ids": record["session_ids"][-1:]  # the latest its hash kept
+        }
+        assert (iso(row["started_at_unix"]), iso(row["ended_at_unix"])) == (row["started_at"], row["ended_at"])
     assert line["started_at"] < line["answered_at"] < line["ended_at"] and line["caller"] == next_line["caller"] != ""
     assert next_line["session_ids"] and all(s.startswith("sess_") for s in next_line["session_ids"])
     assert line["session_ids"] and line["session_ids"][0].startswith("sess_")  # the latest its hash kept
