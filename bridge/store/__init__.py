@@ -20,6 +20,7 @@ the console and ``callbridge calls``, and what keeps it whole when Redis fails o
     pending.py     what the call state writer holds in memory and has not written yet (no Redis, no asyncio: the
                    writer's pure half)
     read.py        the read side of per-call state: live calls, one call's hash and events, the events after one
+    record.py      what every record of a call says (report line, ended row, call.ended, a dead worker's line), pure
     reaper.py      dead workers found and their calls ended: the reaper every worker's writer runs, and its helpers
     reportfile.py  the report file (``Settings.report_file``): one JSON line per finished call, appended by every
                    worker of a node

@@ -32,7 +32,8 @@ INT: Final[Schema] = {"type": "integer"}
 BOOL: Final[Schema] = {"type": "boolean"}
 NUM: Final[Schema] = {"type": "number"}
 NUM_OR_NULL: Final[Schema] = {"type": ["number", "null"]}
-TIME: Final[Schema] = {"type": ["number", "null"], "description": "Unix time in seconds; null: not yet"}
+TIME: Final[Schema] = {"type": ["string", "null"], "format": "date-time", "description": "ISO 8601, UTC; null: not yet"}
+UNIX: Final[Schema] = {"type": ["number", "null"], "description": "the same time in Unix seconds"}
 ANY_OBJECT: Final[Schema] = {"type": "object"}
 STRINGS: Final[Schema] = {"type": "object", "additionalProperties": STR}
 
@@ -49,7 +50,7 @@ LIVE_CALL = obj(
         "called": STR,
         "model": STR,
         "voice": STR,
-        "started_at": TIME,
+        "started_at": UNIX,
         "duration_s": NUM_OR_NULL,
         "last_transcript": STR,
         "variant": STR,
@@ -69,16 +70,26 @@ ENDED_CALL = obj(
         "variant": STR,
         "caller": STR,
         "called": STR,
+        "sip_call_id": STR,
+        "dialect": STR,
+        "model": STR,
+        "voice": STR,
         "started_at": TIME,
+        "answered_at": TIME,
         "ended_at": TIME,
+        "started_at_unix": UNIX,
+        "ended_at_unix": UNIX,
         "duration_s": NUM_OR_NULL,
         "end_reason": STR,
+        "ended_by": STR,
+        "outcome": STR,
+        "session_ids": array(STR),
         "last_transcript": STR,
         "disposition": STR,
         "summary": STR,
         "post_call_status": STR,
         "failed_checks": array(STR),
-        "original_called": STR,
+        "original_called": {"type": ["string", "null"]},
         "fallback": BOOL,
         "flags": array(FLAG_MARK),
         "severity": STR,
