@@ -20,7 +20,8 @@ everywhere it is shown or stored, as a ``From`` of ``sip:anonymous@anonymous.inv
 forward brought it here. It is data the request carries, as the dialled number is, and is read from any source:
 
 * ``Diversion`` (RFC 5806): each redirection adds an entry on top, so the bottom-most (the last entry of the last
-  header) is the original; the oldest entry whose URI has a user part is taken. An entry with ``privacy=full`` or
+  header) is the original; the oldest entry whose URI has a user part is taken. Of a longer history only the
+  64 oldest entries are read (the newest are dropped). An entry with ``privacy=full`` or
   ``privacy=uri`` hides it: none;
 * else ``History-Info`` (RFC 7044): the entry with the lowest ``index`` (``1`` before ``1.1`` before ``1.1.1`` and
   ``1.2``) when there are at least two (the request was retargeted from it). ``Privacy: history``, or a
@@ -118,8 +119,7 @@ def remote_party_number(invite: str) -> str:
 def original_called(invite: str) -> str:
     """The number the call was first placed to (cleaned; "" for none): ``Diversion``'s oldest entry, else
     ``History-Info``'s first entry of a retargeted request (the module doc)."""
-    diverted = list(_entries(invite, "diversion"))
-    for entry in reversed(diverted):  # the bottom-most is the original (RFC 5806 §3)
+    for entry in _oldest_first(invite, "diversion"):  # the bottom-most is the original (RFC 5806 §3)
         if user := _user(entry.uri):
             return "" if _privacy(entry) in _HIDING else user
     return _history_original(invite)
@@ -166,6 +166,14 @@ def _entries(invite: str, name: str) -> Iterator[_Entry]:
                 return
             count += 1
             yield _entry(text)
+
+
+def _oldest_first(invite: str, name: str) -> Iterator[_Entry]:
+    """The last :data:`_MAX_ENTRIES` entries of every ``name`` header of ``invite``, the last first: a history that
+    adds each entry on top keeps its oldest at the bottom, so a cap keeps the bottom and drops the newest."""
+    texts = [text for value in header_values(invite, name) for text in split_entries(value)]
+    for text in reversed(texts[-_MAX_ENTRIES:]):
+        yield _entry(text)
 
 
 def split_entries(value: str) -> list[str]:

@@ -205,7 +205,11 @@ def test_the_original_called_number_is_cleaned_and_bounded() -> None:
     assert original_called(invite("Diversion: <sip:sales;ext=1@x>")) == "sales"  # no user parameters
     assert original_called(invite("Diversion: <sip:sales:secret@x>")) == "sales"  # no password
     many = "Diversion: " + ", ".join(f"<sip:{n}@x>" for n in range(1000))
-    assert original_called(invite(many)) == "63"  # entries past the 64th are not read
+    assert original_called(invite(many)) == "999"  # the oldest (the last) is kept; the newest past 64 are dropped
+    headers = [f"Diversion: <sip:{n}@x>, <sip:{n}b@x>" for n in range(40)]
+    assert original_called(invite(*headers)) == "39b"  # 80 entries in 40 headers: the bottom-most
+    unusable = "Diversion: " + ", ".join(f"<sip:{n}@x>" for n in range(100)) + ", " + ", ".join(["<sip:x>"] * 64)
+    assert original_called(invite(unusable)) == ""  # only the 64 oldest are read: none has a user part
 
 
 # -- the splitter and malformed input ----------------------------------------------------------------------------
