@@ -9,8 +9,9 @@
 
 An ID is a delivery (``<endpoint>|<webhook id>``, as ``list`` shows it) or a webhook id (every endpoint's delivery of
 that event). A listing shows each delivery's event, endpoint, attempts, last failure and times, never its body (the
-call's data). The Redis URL is ``serve``'s (``--config``, ``CALLBRIDGE_REDIS_URL``); ``--redis-url`` wins. Exit
-codes: 0 done, 1 Redis unreachable or nothing to retry, 2 bad arguments.
+call's data); one being sent now shows as in flight, with its deliverer (host and pid) and its lease's end. The
+Redis URL is ``serve``'s (``--config``, ``CALLBRIDGE_REDIS_URL``); ``--redis-url`` wins. Exit codes: 0 done, 1 Redis
+unreachable or nothing to retry, 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def shown(d: queue.Delivery, due: float | None, dead_at: float | None) -> dict[str, Any]:
-    """A delivery as the listing shows it: no body."""
+def shown(
+    d: queue.Delivery, due: float | None, dead_at: float | None, lease: queue.Lease | None = None
+) -> dict[str, Any]:
+    """A delivery as the listing shows it: no body. ``in_flight``: who is sending it now, and until when its lease
+    runs (None: nobody; ``due`` is then when it will be sent)."""
     return {
         "delivery": d.key,
         "id": d.id,
@@ -59,6 +63,7 @@ def shown(d: queue.Delivery, due: float | None, dead_at: float | None) -> dict[s
         "last": d.last,
         "created": iso(d.created),
         "due": iso(due) if due is not None else None,  # None: it waits for an earlier event of its call
+        "in_flight": {"by": lease.holder, "until": iso(lease.until)} if lease is not None else None,
         "dead_since": iso(dead_at) if dead_at is not None else None,
     }
 
@@ -105,7 +110,8 @@ async def _list(client: Any, dead: bool, as_json: bool) -> int:
     found = await queue.listing(client, dead=dead)
     due = await queue.due_times(client)
     dead_at = await queue.dead_times(client) if dead else {}
-    rows = [shown(d, due.get(d.key), dead_at.get(d.key)) for d in found]
+    leased = {} if dead else await queue.leases(client, time.time())
+    rows = [shown(d, due.get(d.key), dead_at.get(d.key), leased.get(d.key)) for d in found]
     if as_json:
         print(json.dumps(rows))
         return EXIT_OK
@@ -113,5 +119,7 @@ async def _list(client: Any, dead: bool, as_json: bool) -> int:
         print("no dead letters" if dead else "no pending deliveries")
     for r in rows:
         when = f"dead since {r['dead_since']}" if dead else f"due {r['due'] or 'after an earlier event of its call'}"
+        if flight := r["in_flight"]:
+            when = f"in flight: leased by {flight['by']} until {flight['until']}"
         print(f"{r['delivery']}  {r['type']}  {r['attempts']} attempt(s)  last: {r['last'] or '-'}  {when}")
     return EXIT_OK

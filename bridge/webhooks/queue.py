@@ -20,6 +20,8 @@ polling.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -32,7 +34,7 @@ from bridge.webhooks import scripts
 from bridge.webhooks.limits import Limits
 
 SEP = "|"
-PARTS = ("due", "pending", "waiting", "heads", "dead", "ended")
+PARTS = ("due", "pending", "waiting", "heads", "dead", "ended", "leases")
 LAST_EVENT: Final = "call.ended"  # a call's last event: one per call and endpoint
 ENDED_KEEP_S: Final = keys.CALL_TTL_S  # a call whose last event was queued is remembered this long (its hash too)
 
@@ -89,6 +91,19 @@ class Claim:
     next_due: float | None
 
 
+@dataclass(frozen=True)
+class Lease:
+    """A claimed delivery's lease: ``holder`` sends it until ``until`` (then it is due again, for anyone)."""
+
+    until: float
+    holder: str
+
+
+def holder_name() -> str:
+    """Who claims, as a listing names it: this host and process (``node-a pid 4242``)."""
+    return f"{socket.gethostname()} pid {os.getpid()}"
+
+
 def endpoint_keys(endpoint: str) -> list[str]:
     """The keys every script of one endpoint takes (:mod:`bridge.webhooks.scripts`)."""
     common = [keys.WEBHOOKS_DELIVERIES, keys.WEBHOOKS_ENDPOINTS, keys.WEBHOOKS_BYTES, keys.WEBHOOKS_WAKE]
@@ -120,11 +135,19 @@ async def enqueue(client: aioredis.Redis, deliveries: Iterable[Delivery], now: f
 
 
 async def claim(
-    client: aioredis.Redis, endpoint: str, now: float, lease_s: float, limit: int, dead_ttl_s: float
+    client: aioredis.Redis,
+    endpoint: str,
+    now: float,
+    lease_s: float,
+    limit: int,
+    dead_ttl_s: float,
+    holder: str | None = None,
 ) -> Claim:
-    """Up to ``limit`` of ``endpoint``'s deliveries due by ``now``, each leased until the returned time."""
+    """Up to ``limit`` of ``endpoint``'s deliveries due by ``now``, each leased until the returned time to ``holder``
+    (default: :func:`holder_name`)."""
     lease = round(now + lease_s, 3)
-    out = await _run(client, scripts.CLAIM, endpoint, now, dead_ttl_s, repr(lease), str(limit))
+    who = holder_name() if holder is None else holder
+    out = await _run(client, scripts.CLAIM, endpoint, now, dead_ttl_s, repr(lease), str(limit), who)
     found = [Delivery.from_record(_text(out[i + 1])) for i in range(1, len(out), 2)]
     nxt = _text(out[0])
     return Claim(lease, found, float(nxt) if nxt else None)
@@ -191,6 +214,26 @@ async def due_times(client: aioredis.Redis) -> dict[str, float]:
     """Each due delivery's due time (a claimed one's: its lease's end; one waiting behind an earlier event of its call
     has none yet)."""
     return await _scores(client, "due")
+
+
+async def leases(client: aioredis.Redis, now: float) -> dict[str, Lease]:
+    """The deliveries in flight at ``now``: claimed, their lease still running and still the one that claim set (a
+    lease that ran out, its deliverer stopped, is none: the delivery is due again)."""
+    out: dict[str, Lease] = {}
+    for endpoint in await _members(client):
+        notes: Any = await client.hgetall(keys.webhooks_of(endpoint, "leases"))
+        if not notes:
+            continue
+        due: Any = await client.zmscore(keys.webhooks_of(endpoint, "due"), list(notes))
+        for (key, note), score in zip(notes.items(), due, strict=True):
+            until, _, holder = _text(note).partition(SEP)
+            try:
+                lease = Lease(float(until), holder)
+            except ValueError:
+                continue
+            if score is not None and float(score) == lease.until and lease.until > now:
+                out[_text(key)] = lease
+    return out
 
 
 async def dead_times(client: aioredis.Redis) -> dict[str, float]:

@@ -3,13 +3,18 @@
 Every script takes the same keys (:func:`bridge.webhooks.queue.endpoint_keys`; one hash tag, so one slot on a
 cluster, and every key declared) and begins with the endpoint's name, the time now and the dead letters' cut-off::
 
-    KEYS: deliveries, endpoints, bytes, wake, due:<ep>, pending:<ep>, waiting:<ep>, heads:<ep>, dead:<ep>, ended:<ep>
+    KEYS: deliveries, endpoints, bytes, wake, due:<ep>, pending:<ep>, waiting:<ep>, heads:<ep>, dead:<ep>, ended:<ep>,
+          leases:<ep>
     ARGV: endpoint, now, dead-letter cut-off, ... (each script's own)
 
 A **chain** is one call's deliveries to one endpoint, in the order of their ``seq``: only its head is in ``due``
 (claimable); the others wait in ``waiting`` (``<chain>|<seq, 12 digits>|<delivery>``, read in order by name) until
 the head is delivered, given up or dropped, when the next one is due at once. A delivery without a chain (a rollout
 decision) is due at once.
+
+A **lease**: a claim moves a delivery's due time to the lease's end and notes ``<lease's end>|<holder>`` in
+``leases:<ep>`` (who sends it, for the listing); settling or forgetting it removes the note. A note whose time is no
+longer the delivery's due time, or has passed, is no lease (its deliverer stopped: the delivery is due again).
 
 A call's **last** event (``call.ended``) is queued once per endpoint, whoever emits it: its worker at the call's end,
 or the pool or another worker's reaper for a call whose worker died (a worker that only stalled may still send its
@@ -24,6 +29,7 @@ from typing import Final
 _PRELUDE: Final = """
 local D, EPS, BYTES, WAKE, DUE, PENDING, WAITING, HEADS, DEAD, ENDED = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
   KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local LEASES = KEYS[11]
 local EP, NOW, CUTOFF = ARGV[1], ARGV[2], ARGV[3]
 
 local function member(chain, seq, key)
@@ -57,6 +63,7 @@ local function unlink(key, rec)
 end
 
 local function forget(key)
+  redis.call('HDEL', LEASES, key)
   local rec = redis.call('HGET', D, key)
   if rec then
     redis.call('HINCRBY', BYTES, EP, -#rec)
@@ -75,6 +82,7 @@ local function tidy()
   if redis.call('ZCARD', PENDING) == 0 and redis.call('ZCARD', DEAD) == 0 then
     redis.call('SREM', EPS, EP)
     redis.call('HDEL', BYTES, EP)
+    redis.call('DEL', LEASES)
   end
 end
 
@@ -134,7 +142,8 @@ return {added, dropped, twice}
 """
 )
 
-# ARGV[4]: the lease's end, ARGV[5]: at most this many. Returns {next due time or '', key, record, key, record, ...}.
+# ARGV[4]: the lease's end, ARGV[5]: at most this many, ARGV[6]: who claims (the listing's "leased by"). Returns
+# {next due time or '', key, record, key, record, ...}.
 CLAIM: Final = (
     _PRELUDE
     + """
@@ -144,6 +153,7 @@ for _, key in ipairs(ids) do
   local rec = redis.call('HGET', D, key)
   if rec then
     redis.call('ZADD', DUE, ARGV[4], key)
+    redis.call('HSET', LEASES, key, ARGV[4] .. '|' .. ARGV[6])
     table.insert(out, key)
     table.insert(out, rec)
   else
@@ -166,6 +176,7 @@ SETTLE: Final = (
 local key, mode, rec = ARGV[4], ARGV[6], ARGV[7]
 local score = redis.call('ZSCORE', DUE, key)
 if not score or tonumber(score) ~= tonumber(ARGV[5]) then return 0 end
+redis.call('HDEL', LEASES, key)
 local old = redis.call('HGET', D, key)
 if not old then
   redis.call('ZREM', DUE, key)

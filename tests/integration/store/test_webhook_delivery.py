@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,40 @@ async def test_a_deliverer_that_dies_with_a_claim_leaves_it_to_another_after_the
         await box.close()
         await hook.stop()
     assert got.id == msg_id and got.verified
+
+
+async def test_the_listing_shows_a_claimed_delivery_in_flight_with_its_deliverer_and_lease(
+    redis_server: EmbeddedRedis, raw: aioredis.Redis
+) -> None:
+    box = await outbox("http://127.0.0.1:9/hook", redis_server.url)
+    env = {"CALLBRIDGE_REDIS_URL": redis_server.url}
+    try:
+        msg_id = box.emit("call.ended", call_event("call.ended", "c7", 1))
+        await queued(raw, 1)
+        got = await queue.claim(raw, DEFAULT, time.time(), 60.0, 10, LIMITS.dead_ttl_s, holder="node-b pid 77")
+        (claimed,) = got.deliveries
+        code, text = await cli(env, "list")
+        assert code == 0, text
+        assert f"{DEFAULT}|{msg_id}" in text and "in flight: leased by node-b pid 77 until " in text, text
+        assert " due " not in text, text  # a lease's end is no due time
+        code, listed = await cli(env, "list", "--json")
+        (row,) = json.loads(listed)
+        assert row["in_flight"]["by"] == "node-b pid 77"
+        assert abs(datetime.fromisoformat(row["in_flight"]["until"]).timestamp() - got.lease) < 0.01
+        # its attempt failed: due again, nobody's
+        assert await queue.settle(raw, claimed, got.lease, "retry", time.time() + 300, LIMITS.dead_ttl_s, time.time())
+        (row,) = json.loads((await cli(env, "list", "--json"))[1])
+        assert row["in_flight"] is None and row["due"] is not None
+        assert not await raw.hlen(keys.webhooks_of(DEFAULT, "leases"))  # settling removed the note
+        # claimed by a deliverer that then stopped: once the lease ran out, it is due again, not in flight
+        await raw.zadd(keys.webhooks_of(DEFAULT, "due"), {claimed.key: time.time()})
+        short = await queue.claim(raw, DEFAULT, time.time(), 0.2, 10, LIMITS.dead_ttl_s, holder="node-c pid 9")
+        assert short.deliveries
+        await asyncio.sleep(max(0.0, short.lease - time.time()) + 0.05)
+        code, text = await cli(env, "list")
+        assert "in flight" not in text and " due " in text, text
+    finally:
+        await box.close()
 
 
 async def test_past_the_last_retry_a_dead_letter_that_retry_sends_again(
