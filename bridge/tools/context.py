@@ -21,11 +21,19 @@ The context::
 
     {"v": 1, "call_id": "...", "dialplan": "orders", "tool": "order_status", "called": "4300",
      "caller": "+15551234567", "caller_form": "full", "ts": 1700000000,
-     "verified": {"tool": "verify_customer", "customer_id": "C-123"}}
+     "verified": {"tool": "verify_customer", "customer_id": "C-123"},
+     "request": {"method": "GET", "url": "https://crm.example/orders?order=A-1", "sha256": "e3b0c442..."}}
 
 ``caller`` is the number the SIP side took the call from, ``full`` or ``masked`` (:func:`caller_form`); ``verified``
 is null until a verifying tool of the plan (``verifiers``) succeeded in this call, then what it returned that the plan
-names (the latest verification's fields win).
+names (the latest verification's fields win). ``request`` (:class:`SignedRequest`) binds the signature to the one
+request that carries it, so a context cannot be moved onto other arguments, another URL or another method:
+
+* an HTTP tool: ``method`` its HTTP method, ``url`` the URL as sent (the query with the arguments included, as the
+  server's request line and ``Host`` give it), ``sha256`` the lower-case hex SHA-256 of the body's bytes as sent
+  (a ``GET`` or ``DELETE`` has none: the SHA-256 of nothing, ``e3b0c442...b855``; its arguments are in the URL);
+* an MCP tool: ``method`` ``tools/call``, ``url`` the server's URL, ``sha256`` that of the call's ``arguments`` as
+  canonical JSON (:func:`canonical_json`: keys sorted, no blanks, ASCII with ``\\uXXXX`` escapes).
 """
 
 from __future__ import annotations
@@ -52,6 +60,29 @@ HEADERS: Final = (CONTEXT_HEADER, ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
 META: Final = {h: "callbridge/" + h.removeprefix("callbridge-") for h in HEADERS}  # an MCP request's _meta keys
 MASKED_DIGITS: Final = 4  # the digits a masked caller keeps where the plan's logs keep numbers whole
 Form = Literal["full", "masked"]
+
+
+def canonical_json(value: Any) -> bytes:
+    """``value`` as the digest of an MCP call's arguments reads it: ``json.dumps(value, sort_keys=True,
+    separators=(",", ":"), ensure_ascii=True)``, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """The request a context is signed for: ``method``, ``url`` and the bytes whose SHA-256 it carries."""
+
+    method: str
+    url: str
+    content: bytes = b""
+
+    @classmethod
+    def mcp(cls, url: str, arguments: dict[str, Any]) -> SignedRequest:
+        """An MCP ``tools/call`` at the server ``url`` with ``arguments``."""
+        return cls("tools/call", url, canonical_json(arguments))
+
+    def digest(self) -> dict[str, str]:
+        return {"method": self.method, "url": self.url, "sha256": hashlib.sha256(self.content).hexdigest()}
 
 
 def caller_form(setting: str, url: str) -> Form:
@@ -102,8 +133,8 @@ class CallContext:
         self.passed.add(tool)
         self.verified = {**self.verified, **fields, "tool": tool}
 
-    def document(self, tool: str, form: Form, ts: int) -> dict[str, Any]:
-        """The context a request of ``tool`` carries, signed at ``ts``."""
+    def document(self, tool: str, form: Form, ts: int, request: SignedRequest | None = None) -> dict[str, Any]:
+        """The context ``request`` of ``tool`` carries, signed at ``ts`` (``request`` null: none named)."""
         return {
             "v": 1,
             "call_id": self.call_id,
@@ -114,6 +145,7 @@ class CallContext:
             "caller_form": form,
             "ts": ts,
             "verified": self.verified or None,
+            "request": request.digest() if request is not None else None,
         }
 
 

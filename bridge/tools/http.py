@@ -24,11 +24,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import yarl
 
 from bridge.config import Secret, read_secret_file
 from bridge.errors import ConfigError, redact
 from bridge.orchestrator.client import whole_body
-from bridge.tools.context import CallContext, Form, caller_form, context_key, now, signed
+from bridge.tools.context import CallContext, Form, SignedRequest, caller_form, context_key, now, signed
 from bridge.tools.guard import fill_pins, strip_pinned
 from bridge.tools.spec import IN_QUERY, Header, HttpTool, ToolContext, ToolOutcome, argument_errors, schema_error
 
@@ -83,11 +84,23 @@ def read_context_key(spec: ToolContext) -> tuple[bytes | None, str | None]:
         return None, str(exc)
 
 
-def context_headers(call: CallContext, spec: ToolContext, key: bytes | None, tool: str, url: str) -> dict[str, str]:
-    """The signed context one request of ``tool`` at ``url`` carries (none without a key)."""
+def context_headers(
+    call: CallContext, spec: ToolContext, key: bytes | None, tool: str, request: SignedRequest
+) -> dict[str, str]:
+    """The signed context one ``request`` of ``tool`` carries (none without a key)."""
     if key is None:
         return {}
-    return signed(key, call.document(tool, caller_form(spec.caller, url), now()))
+    return signed(key, call.document(tool, caller_form(spec.caller, request.url), now(), request))
+
+
+def http_request(tool: HttpTool, args: Mapping[str, Any]) -> SignedRequest:
+    """The request one call of ``tool`` sends, as its context signs it: the arguments in the query (``GET``,
+    ``DELETE``) or as a JSON body."""
+    url = yarl.URL(tool.url)
+    if tool.method in IN_QUERY:
+        return SignedRequest(tool.method, str(url.extend_query(_query(args))))
+    body = json.dumps(args).encode()  # as aiohttp's json= sends it
+    return SignedRequest(tool.method, str(url), body)
 
 
 def pinned_arguments(name: str, arguments: str, pins: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
@@ -171,23 +184,25 @@ class HttpTools:
             log.error("tool %s: the call context's secret %s: not called", tool.name, why)
             return ToolOutcome.failed("unreachable", tool.failure())
         outcome = ToolOutcome.failed("unreachable", tool.failure())
+        request = http_request(tool, args)
         for attempt in range(1, tool.attempts + 1):
-            signed_now = {**headers, **context_headers(self.call, spec, key, tool.name, tool.url)}
-            outcome = await self._once(tool, args, signed_now, attempt)
+            signed_now = {**headers, **context_headers(self.call, spec, key, tool.name, request)}
+            outcome = await self._once(tool, request, signed_now, attempt)
             if outcome.error not in {"unreachable", "http_status"} or (outcome.status or 500) < 500:
                 return outcome
             if attempt < tool.attempts:
                 await asyncio.sleep(RETRY_PAUSE_S * attempt)
         return outcome
 
-    async def _once(self, tool: HttpTool, args: dict[str, Any], headers: dict[str, str], attempt: int) -> ToolOutcome:
+    async def _once(self, tool: HttpTool, request: SignedRequest, headers: dict[str, str], attempt: int) -> ToolOutcome:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         where = tool.url.split("?", 1)[0]
-        query = tool.method in IN_QUERY
+        if request.content and not any(h.lower() == "content-type" for h in headers):
+            headers = {**headers, "Content-Type": "application/json"}
         try:
             async with self._session.request(
-                tool.method, tool.url, params=_query(args) if query else None, json=None if query else args,
+                request.method, yarl.URL(request.url, encoded=True), data=request.content or None,
                 headers=headers, allow_redirects=False,
             ) as resp:  # fmt: skip
                 status = resp.status

@@ -34,7 +34,7 @@ import httpx2
 
 from bridge.errors import redact
 from bridge.realtime.profile import Tool
-from bridge.tools.context import META, CallContext, caller_form
+from bridge.tools.context import META, CallContext, SignedRequest, caller_form
 from bridge.tools.http import context_headers, fill, pinned_arguments, read_context_key, read_headers
 from bridge.tools.spec import McpServer, ToolContext, ToolOutcome, argument_errors, check_schema, unpinned
 
@@ -235,13 +235,14 @@ class McpTools:
         needs = where.server.verify_before if where is not None else None
         return (needs,) if needs else ()
 
-    def _meta(self, where: _Offered, name: str) -> RequestParamsMeta | None:
-        """The signed context of one call (None without a context secret); raises ValueError if unreadable."""
+    def _meta(self, where: _Offered, name: str, args: dict[str, Any]) -> RequestParamsMeta | None:
+        """The signed context of one call with ``args`` (None without a context secret); raises ValueError if
+        unreadable."""
         spec = where.server.context or self._context
         key, why = read_context_key(spec)
         if why is not None:
             raise ValueError(why)
-        headers = context_headers(self.call, spec, key, name, where.server.url)
+        headers = context_headers(self.call, spec, key, name, SignedRequest.mcp(where.server.url, args))
         return cast("RequestParamsMeta", {META[h]: v for h, v in headers.items()}) if headers else None  # an open map
 
     async def run(self, name: str, arguments: str) -> ToolOutcome:
@@ -261,7 +262,7 @@ class McpTools:
         if refusal is not None:
             return refusal
         try:
-            meta = self._meta(where, name)
+            meta = self._meta(where, name, args)
         except ValueError as why:
             log.error("MCP tool %s of %s: the call context's secret %s: not called", name, server.name, why)
             return ToolOutcome.failed("unreachable", server.failure())

@@ -16,8 +16,9 @@ import yaml
 from standardwebhooks.webhooks import Webhook
 
 from bridge.dialplan import Dialplan, check_file
-from bridge.tools.context import CallContext, caller_form, context_key, sign, signed
+from bridge.tools.context import CallContext, SignedRequest, caller_form, context_key, sign, signed
 from bridge.tools.guard import Guard, answer_fields, strip_pinned
+from bridge.tools.http import http_request
 from bridge.tools.spec import HttpTool, ToolOutcome
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
@@ -51,12 +52,15 @@ def test_a_masked_caller_keeps_the_plans_visible_digits_or_four() -> None:
 def test_the_signature_is_the_standard_webhooks_one() -> None:
     context = CallContext("call-1", "+15551234567", "4300", "orders")
     context.verify("verify_customer", {"customer_id": "C-123"})
-    headers = signed(context_key(SECRET), context.document("order_status", "full", 1_700_000_000))
+    request = SignedRequest("GET", "https://crm.example/orders?order=A-1")
+    headers = signed(context_key(SECRET), context.document("order_status", "full", 1_700_000_000, request))
     document = json.loads(headers["callbridge-context"])
     assert document == {
         "v": 1, "call_id": "call-1", "dialplan": "orders", "tool": "order_status", "called": "4300",
         "caller": "+15551234567", "caller_form": "full", "ts": 1_700_000_000,
         "verified": {"customer_id": "C-123", "tool": "verify_customer"},
+        "request": {"method": "GET", "url": "https://crm.example/orders?order=A-1",
+                    "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
     }  # fmt: skip
     theirs = Webhook(SECRET).sign(
         headers["callbridge-context-id"], dt.datetime.fromtimestamp(1_700_000_000, dt.UTC),
@@ -65,6 +69,37 @@ def test_the_signature_is_the_standard_webhooks_one() -> None:
     assert headers["callbridge-context-timestamp"] == "1700000000"
     assert headers["callbridge-context-signature"] == theirs
     assert sign(context_key(SECRET), "ctx_a", 1, "{}") != sign(context_key(SECRET), "ctx_b", 1, "{}")
+
+
+def test_the_signature_covers_the_requests_method_url_and_arguments() -> None:
+    """A context signed for one request does not verify as another's: each of method, URL and arguments changes the
+    signed text (a server compares the context's ``request`` with the request it got)."""
+    get = HttpTool(name="order_status", url="https://crm.example/orders?site=eu", method="GET", parameters=ORDER)
+    post = HttpTool(name="order_status", url="https://crm.example/orders", method="POST", parameters=ORDER)
+    args = {"order": "A-1", "customer_id": "C-1"}
+    assert http_request(get, args) == SignedRequest(
+        "GET", "https://crm.example/orders?site=eu&order=A-1&customer_id=C-1"
+    )
+    sent = http_request(post, {**args, "note": "é"})
+    assert (sent.method, sent.url) == ("POST", "https://crm.example/orders")
+    assert json.loads(sent.content) == {**args, "note": "é"}
+    mcp = SignedRequest.mcp("https://mcp.example/mcp", {"b": 1, "a": "é"})
+    assert mcp == SignedRequest("tools/call", "https://mcp.example/mcp", b'{"a":"\\u00e9","b":1}')
+    context = CallContext("call-1", "+15551234567", "4300", "orders")
+    texts = {
+        json.dumps(context.document("order_status", "full", 1, r)["request"])
+        for r in (
+            http_request(get, args),
+            http_request(get, {**args, "order": "A-2"}),
+            http_request(post, args),
+            http_request(post, {**args, "customer_id": "C-2"}),
+            SignedRequest("DELETE", http_request(get, args).url),
+            SignedRequest.mcp("https://mcp.example/mcp", args),
+            SignedRequest.mcp("https://mcp.example/mcp", {**args, "order": "A-2"}),
+            SignedRequest.mcp("https://other.example/mcp", args),
+        )
+    }
+    assert len(texts) == 8
 
 
 @pytest.mark.parametrize(
@@ -167,11 +202,24 @@ def test_the_documented_verification_verifies_a_context_and_refuses_a_replay_or_
     server: dict[str, Any] = {}
     exec(compile(code, "docs/operating.md", "exec"), server)  # the page's own example
     context = CallContext("call-1", "+15551234567", "4300", "orders")
-    headers = signed(context_key(SECRET), context.document("order_status", "full", int(time.time())))
-    assert server["verify_context"](headers, SECRET)["call_id"] == "call-1"
+    tool = HttpTool(name="order_status", url="https://crm.example/orders", method="POST", parameters=ORDER)
+    request = http_request(tool, {"order": "A-1", "customer_id": "C-1"})
+    verify = server["verify_context"]
+
+    def fresh(req: SignedRequest = request) -> dict[str, str]:
+        return signed(context_key(SECRET), context.document("order_status", "full", int(time.time()), req))
+
+    headers = fresh()
+    assert verify(headers, SECRET, "POST", request.url, request.content)["call_id"] == "call-1"
     with pytest.raises(ValueError, match="stale or replayed"):
-        server["verify_context"](headers, SECRET)
+        verify(headers, SECRET, "POST", request.url, request.content)
     other = "whsec_" + base64.b64encode(bytes(range(1, 33))).decode()
-    fresh = signed(context_key(SECRET), context.document("order_status", "full", int(time.time())))
     with pytest.raises(ValueError, match="bad signature"):
-        server["verify_context"](fresh, other)
+        verify(fresh(), other, "POST", request.url, request.content)
+    moved = request.content.replace(b"A-1", b"A-2")  # the context of one call carried by another's request
+    for method, url, body in (("POST", request.url, moved), ("PUT", request.url, request.content),
+                              ("POST", "https://crm.example/refunds", request.content)):  # fmt: skip
+        with pytest.raises(ValueError, match="not the request it was signed for"):
+            verify(fresh(), SECRET, method, url, body)
+    mcp = SignedRequest.mcp("https://mcp.example/mcp", {"order": "A-1"})
+    assert verify(fresh(mcp), SECRET, "tools/call", mcp.url, mcp.content)["tool"] == "order_status"

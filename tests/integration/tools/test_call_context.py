@@ -8,8 +8,8 @@ the caller is verified, and later into naming another customer's id:
 * the pinned ``customer_id`` is not in the schema the model got, and the server gets the verified id, whatever the
   model sent (its value is discarded, logged by name, counted);
 * every request carries the signed call context (call id, the caller as the SIP side took it, what the verification
-  returned), which verifies with the plan's secret, by hand and with the ``standardwebhooks`` package, and not with
-  another.
+  returned, the request's method, URL and body digest as the server got them), which verifies with the plan's
+  secret, by hand and with the ``standardwebhooks`` package, and not with another.
 """
 
 from __future__ import annotations
@@ -58,20 +58,22 @@ class Crm:
         app.router.add_get("/orders", self.orders)
         return app
 
-    def _record(self, request: web.Request, args: dict[str, Any]) -> None:
+    async def _record(self, request: web.Request, args: dict[str, Any]) -> None:
         context = {h: request.headers.get(h) for h in CONTEXT_HEADERS}
-        self.requests.append({"path": request.path, "args": args, "context": context})
+        got = {"method": request.method, "url": str(request.url), "sha256": hashlib.sha256(await request.read())}
+        self.requests.append({"path": request.path, "args": args, "context": context,
+                              "request": {**got, "sha256": got["sha256"].hexdigest()}})  # fmt: skip
 
     async def verify(self, request: web.Request) -> web.Response:
         args = await request.json()
-        self._record(request, args)
+        await self._record(request, args)
         if args.get("dob") != "1980-02-29":
             return web.json_response({"verified": False})
         return web.json_response({"verified": True, "customer_id": "C-123", "name": "Ada"})
 
     async def orders(self, request: web.Request) -> web.Response:
         args = dict(request.query)
-        self._record(request, args)
+        await self._record(request, args)
         return web.json_response({"order": args["order"], "status": "no such order for this customer"})
 
 
@@ -220,6 +222,10 @@ def test_a_tool_gets_the_signed_call_context_its_pinned_arguments_and_waits_for_
     assert first["verified"] is None and str(first["ts"]) == contexts[0]["callbridge-context-timestamp"]
     assert (lookup["tool"], lookup["caller"], lookup["caller_form"]) == ("order_status", CALLER, "full")  # loopback
     assert lookup["verified"] == {"tool": "verify_customer", "customer_id": "C-123"}  # only the fields the plan keeps
+    # each context is signed for the request that carries it: its method, its URL (a GET's arguments in the query)
+    # and its body, as the server got them
+    assert [d["request"] for d in documents] == [r["request"] for r in crm.requests]
+    assert lookup["request"]["url"].endswith("/orders?order=VICTIM-ORDER-77&customer_id=C-123")
 
     # the model was told to verify first, twice, and read it out; the refusals are in the report and counted
     calls = report["tool_calls"]

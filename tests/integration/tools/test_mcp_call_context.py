@@ -7,6 +7,7 @@ model sees, the verified id sent whatever the model says); the signed context ri
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -118,15 +119,17 @@ def test_an_mcp_tool_gets_the_signed_context_its_pinned_argument_and_waits_for_v
 ) -> None:
     monkeypatch.setenv("CRM_CONTEXT_SECRET", SECRET)
     received: list[dict[str, Any]] = []
+    port: list[int] = []
 
-    async def body(port: int) -> tuple[DialectRun, dict[str, Any]]:
-        tools = CallTools(Dialplan.model_validate(plan(port)))
+    async def body(at: int) -> tuple[DialectRun, dict[str, Any]]:
+        port.append(at)
+        tools = CallTools(Dialplan.model_validate(plan(at)))
         try:
             await tools.mcp.list_tools(set())
             offered = {t.name: t.parameters for t in tools.mcp.offered}
         finally:
             await tools.close()
-        return await replay_call(load_script(write_script(tmp_path, port)), "ga"), offered
+        return await replay_call(load_script(write_script(tmp_path, at)), "ga"), offered
 
     with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
         run, offered = runner.run(serving([], body, make=recording(received)))
@@ -146,6 +149,10 @@ def test_an_mcp_tool_gets_the_signed_context_its_pinned_argument_and_waits_for_v
     assert (verify["tool"], verify["verified"], verify["caller"]) == ("verify_customer", None, CALLER)
     assert lookup["verified"] == {"tool": "verify_customer", "customer_id": "C-123"}
     assert lookup["call_id"] == run.report["call_id"] and lookup["dialplan"] == "crm-mcp"
+    for r, document in zip(received, (verify, lookup), strict=True):  # signed for its own call: URL and arguments
+        canonical = json.dumps(r["arguments"], sort_keys=True, separators=(",", ":")).encode()
+        assert document["request"] == {"method": "tools/call", "url": f"http://127.0.0.1:{port[0]}/mcp",
+                                       "sha256": hashlib.sha256(canonical).hexdigest()}  # fmt: skip
     outcomes = [(c["name"], c["outcome"]) for c in run.report["tool_calls"]]
     assert outcomes == [("order_lookup", "unverified"), ("verify_customer", "ok"), ("order_lookup", "ok")]
     guards = [s for _, k, s in run.report["timeline"] if k == "tool_guarded"]
