@@ -16,6 +16,11 @@ call's INVITE:
   move passes with a detail to log; the dialog admits the new host from then on, and the media guard latches to it
   once pjsua has taken the offer.
 
+An ``OPTIONS`` inside a held dialog from the caller's host (RFC 3261 §11: an SBC's or a trunk's keep-alive of a
+long call) is answered ``200 OK`` here, with the capabilities pjsua gives out of a dialog (``Allow``, ``Accept``,
+``Supported``): pjsip's invite session would answer it ``500 Unhandled by dialog usages``, and an SBC takes that for
+a dead dialog and ends the call. The call is untouched.
+
 A request of a dialog the gateway does not hold (a warm transfer's outbound leg, or no call at all) is pjsip's to
 answer. A CANCEL counts as in the dialog of its INVITE: a stranger cannot cancel a ringing call either.
 
@@ -37,6 +42,11 @@ PASS, DROP = 0, -1  # verdict statuses besides a response code: let pjsip have i
 FORBIDDEN_NOT_CALLER = "Forbidden (not the caller's address)"
 MEDIA_NOT_ADMITTED = "Not Acceptable Here (media address not the caller's)"
 _MOVES_MEDIA = frozenset({"INVITE", "UPDATE"})
+KEEPALIVE_HEADERS: tuple[tuple[str, str], ...] = (  # what pjsua answers an OPTIONS outside a dialog
+    ("Allow", "PRACK, INVITE, ACK, BYE, CANCEL, UPDATE, INFO, SUBSCRIBE, NOTIFY, REFER, MESSAGE, OPTIONS"),
+    ("Accept", "application/sdp"),
+    ("Supported", "replaces, 100rel, timer, norefersub"),
+)
 KEYS_IN_CLEAR = "Not Acceptable Here (SDES keys over an insecure transport: use TLS)"
 SIPS_NEEDS_SRTP = "Not Acceptable Here (a sips: call needs SRTP)"
 
@@ -54,6 +64,12 @@ class DialogVerdict:
     status: int  # PASS, DROP, or the response code
     reason: str = ""
     detail: str = ""
+    headers: tuple[tuple[str, str], ...] = ()  # the answer's extra headers
+
+    @property
+    def refused(self) -> bool:
+        """Dropped or answered with a refusal (a 2xx answer is the request's handling, not a refusal)."""
+        return self.status != PASS and not 200 <= self.status < 300
 
 
 class DialogGuard:
@@ -91,6 +107,8 @@ class DialogGuard:
             if head.method == "ACK":
                 return DialogVerdict(DROP, "", detail)
             return DialogVerdict(403, FORBIDDEN_NOT_CALLER, detail)
+        if head.method == "OPTIONS":  # the dialog's keep-alive: the call is alive
+            return DialogVerdict(200, "OK", f"OPTIONS of {held.call_id} from {source}", KEEPALIVE_HEADERS)
         if head.method in _MOVES_MEDIA and held.media_hosts:
             moved = sdp_connection_ip(split_message(message)[1])
             if not media_move_allowed(moved, held.media_hosts):

@@ -824,7 +824,7 @@ class SipGateway(Service):
             _LOG.info("%s", verdict.detail)
         if verdict.status == PASS:
             verdict = media_security(message, transport)
-        if verdict.status != PASS:
+        if verdict.refused:
             line = self._refusal_log.admit(
                 f"refused {verdict.detail} (from {source}): {verdict.status} {verdict.reason}"
             )
@@ -832,7 +832,7 @@ class SipGateway(Service):
                 _LOG.warning("%s", line)
         if verdict.status == PASS and (digit := self._info.answer(message)) is not None:
             return digit  # an application/dtmf INFO of a call, its source checked (bridge.sip.infodtmf)
-        return verdict.status, verdict.reason, {}
+        return verdict.status, verdict.reason, dict(verdict.headers)
 
     def _early_refusal(self, message: str, packet_source: str) -> Verdict | None:
         """A new INVITE's refusal by the screening, counted and answered here before pjsua makes it a call, so that

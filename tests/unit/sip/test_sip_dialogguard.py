@@ -31,12 +31,23 @@ def guard() -> DialogGuard:
     return held
 
 
-@pytest.mark.parametrize("method", ["BYE", "INVITE", "INFO", "UPDATE", "REFER", "CANCEL"])
+@pytest.mark.parametrize("method", ["BYE", "INVITE", "INFO", "UPDATE", "REFER", "CANCEL", "OPTIONS"])
 def test_a_request_of_the_dialog_from_another_host_is_refused(guard: DialogGuard, method: str) -> None:
     verdict = guard.verdict(_request(method), "203.0.113.9:5060")
     assert verdict.status == 403 and "not from its caller" in verdict.detail
-    assert guard.verdict(_request(method), "198.51.100.7:5999").status == PASS  # the caller, any port
-    assert guard.verdict(_request(method), "[::ffff:198.51.100.7]:5060").status == PASS
+    mine = 200 if method == "OPTIONS" else PASS  # the caller's keep-alive is answered here
+    assert guard.verdict(_request(method), "198.51.100.7:5999").status == mine  # the caller, any port
+    assert guard.verdict(_request(method), "[::ffff:198.51.100.7]:5060").status == mine
+
+
+def test_the_callers_in_dialog_options_is_answered_200_and_no_other_options_is(guard: DialogGuard) -> None:
+    verdict = guard.verdict(_request("OPTIONS"), "198.51.100.7:5060")
+    assert (verdict.status, verdict.reason, verdict.refused) == (200, "OK", False)
+    allow = dict(verdict.headers)["Allow"]
+    assert {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"} <= {m.strip() for m in allow.split(",")}
+    assert guard.verdict(_request("OPTIONS", to_tag=""), "198.51.100.7:5060").status == PASS  # outside: pjsua's
+    assert guard.verdict(_request("OPTIONS", call_id="other"), "198.51.100.7:5060").status == PASS  # not ours
+    assert guard.verdict(_request("OPTIONS"), "203.0.113.9:5060").refused
 
 
 def test_a_strangers_ack_is_dropped_and_unknown_dialogs_or_new_calls_are_pjsips(guard: DialogGuard) -> None:
