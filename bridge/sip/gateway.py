@@ -97,7 +97,7 @@ from typing import Any
 import pjsua2 as pj
 
 from bridge import metrics
-from bridge.audio.frames import FrameSource, StreamKernel
+from bridge.audio.frames import FRAME_MS, FrameSource, StreamKernel
 from bridge.events import (
     CallerHold,
     CallerHungUp,
@@ -145,6 +145,7 @@ from bridge.sip.outbound import HumanCall, dial
 from bridge.sip.reason import ENDING_REQUESTS, peer_ending
 from bridge.sip.rtpguard import MediaClaims, MediaGuard, media_sources, sdp_connection_ip
 from bridge.sip.rxhook import RxHook
+from bridge.sip.sdpptime import PtimeHook
 from bridge.sip.sipconfig import MediaPortKind, SipConfig
 from bridge.sip.sipmsg import (
     SIP_CALL_ID_CHARS,
@@ -687,6 +688,7 @@ class SipGateway(Service):
         self._rx = RxHook(self._check_request)
         self.answers = AnswerBook()  # one final answer per INVITE transaction (bridge.sip.answers)
         self._tx = TxHook(self.answers.answered)  # every response sent goes into it
+        self._ptime = PtimeHook(FRAME_MS)  # every SDP sent names the packet time sent (bridge.sip.sdpptime)
         # SIP INFO application/dtmf, which pjsua answers 500 (bridge.sip.infodtmf)
         self._info = InfoDtmf(functools.partial(_info_digit, self._calls, self._guarded))
         self._refusal_log = LogLimiter(per_second=20.0, burst=100.0, max_chars=500)
@@ -707,6 +709,10 @@ class SipGateway(Service):
             self.endpoint.on_release(self._tx.unregister)
         else:
             _LOG.warning("answer record off: %s (a late INVITE retransmission may look new)", self._tx.why)
+        if self._ptime.register():
+            self.endpoint.on_release(self._ptime.unregister)
+        else:
+            _LOG.warning("SDP ptime off: %s (answers name no a=ptime)", self._ptime.why)
         self._watch = asyncio.get_running_loop().create_task(self._watch_media(), name="sip-media-watch")
 
     async def _watch_media(self) -> None:

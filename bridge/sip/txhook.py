@@ -33,6 +33,7 @@ _OBJ_NAME_LEN = 32  # PJ_MAX_OBJ_NAME
 # then info (a pointer), rx_timestamp (pj_time_val: two longs), mgr, op_key (34 + 3 pointers), lock, msg,
 # saved_strict_route: the buffer's three pointers
 _BUF = _OBJ_NAME + _OBJ_NAME_LEN + _PTR + 2 * ctypes.sizeof(ctypes.c_long) + _PTR + 37 * _PTR + 3 * _PTR
+MSG = _BUF - 2 * _PTR  # pjsip_tx_data.msg: then saved_strict_route, then the buffer
 _MAX_TEXT = 1 << 16  # a response longer than this is not read (PJSIP_MAX_PKT_LEN is 4000)
 
 _TX = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
