@@ -60,6 +60,9 @@ key                                          type        holds                  
                                                          dropped ``webhook_dead_letter_ttl_s`` after
 ``cb:{webhooks}:ended:<endpoint>``           sorted set  calls whose ``call.ended`` was queued, score =  CALL_TTL_S
                                                          when: a second one is not (one per call)
+``cb:{webhooks}:leases:<endpoint>``          hash        claimed delivery -> ``<lease's end>|<holder>``  none
+                                                         (who sends it, for ``webhooks list``); gone
+                                                         when the delivery settles
 ===========================================  ==========  ==============================================  ===============
 ===========================================  ==========  ==============================================  ===============
 
@@ -282,8 +285,8 @@ WEBHOOKS_LEGACY_DEAD: Final = f"{PREFIX}:{WEBHOOK_TAG}:dead"
 
 
 def webhooks_of(endpoint: str, part: str) -> str:
-    """One endpoint's ``due``, ``pending``, ``waiting``, ``heads``, ``dead`` or ``ended`` key (the one tag: one
-    slot)."""
+    """One endpoint's ``due``, ``pending``, ``waiting``, ``heads``, ``dead``, ``ended`` or ``leases`` key (the one
+    tag: one slot)."""
     return f"{PREFIX}:{WEBHOOK_TAG}:{part}:{endpoint}"
 
 
