@@ -87,6 +87,7 @@ export function ask(action) {
   countdown();
   show($("action-confirm"), true);
   status("");
+  $("action-no").focus(); // the question has the focus, on its harmless answer; Escape answers No too
 }
 
 function countdown() {
@@ -127,9 +128,11 @@ export function wire() {
   }
   $("whisper-text").addEventListener("keydown", (e) => e.key === "Enter" && ask("whisper"));
   $("action-yes").addEventListener("click", confirmed);
-  $("action-no").addEventListener("click", () => {
+  const no = () => {
     drop();
     status("Not sent.");
-  });
+  };
+  $("action-no").addEventListener("click", no);
+  $("action-confirm").addEventListener("keydown", (e) => e.key === "Escape" && no());
   takeover.wire();
 }

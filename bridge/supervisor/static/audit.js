@@ -2,7 +2,7 @@
 // by who, call and action. Read again after an action of this page, when a call ends, and every EVERY_MS.
 
 import { current } from "./api.js";
-import { $, fieldsQuery, h, searchForm } from "./dom.js";
+import { $, fieldsQuery, h, searchForm, utc } from "./dom.js";
 
 const EVERY_MS = 10000;
 let running = false;
@@ -35,10 +35,6 @@ function query() {
     ["action", "actions-audit-action"]]);
 }
 
-function when(at) {
-  return at ? new Date(Number(at) * 1000).toISOString().slice(0, 19).replace("T", " ") : "–";
-}
-
 function row(a) {
   const result = a.action === "takeover-audio" ? "microphone connected" : a.worker ? `done by ${a.worker}` : "no worker took it";
   const call = h("a", { href: "#detail-panel", class: "call-link", onclick: (e) => {
@@ -46,7 +42,7 @@ function row(a) {
     onOpen(a.call_id);
   } }, a.call_id);
   return h("tr", { "data-audit-id": a.id, "data-action": a.action, "data-call-id": a.call_id },
-    h("td", { class: "when" }, when(a.at)), h("td", { class: "who" }, a.who), h("td", { class: "call" }, call),
+    h("td", { class: "when" }, utc(a.at)), h("td", { class: "who" }, a.who), h("td", { class: "call" }, call),
     h("td", { class: "action" }, a.action), h("td", { class: "said" }, a.text || a.target || ""),
     h("td", { class: `result${a.worker || a.action === "takeover-audio" ? "" : " failed"}` }, result));
 }

@@ -91,6 +91,7 @@ function diverted(call) {
   return call.original_called ? h("span", { class: "original-called muted" }, ` from ${call.original_called}`) : null;
 }
 
+// A row's cells (a viewer's has no actions cell: none at all, not an empty one).
 function cells(call) {
   return [
     h("td", { class: "caller" }, call.caller),
@@ -105,7 +106,7 @@ function cells(call) {
     h("td", { class: "duration" }, duration(call)),
     h("td", { class: "last-line" }, h("span", { class: "clamp" }, call.last_transcript)),
     acting ? h("td", { class: "row-actions" }, actionButtons(call)) : null,
-  ];
+  ].filter(Boolean);
 }
 
 function upsert(call) {
@@ -113,7 +114,8 @@ function upsert(call) {
   const tr = known ? known.tr : h("tr", { "data-call-id": call.call_id, tabindex: 0 });
   if (!known) {
     tr.addEventListener("click", () => onOpen(call.call_id));
-    tr.addEventListener("keydown", (e) => e.key === "Enter" && onOpen(call.call_id));
+    // Enter on the row itself (not on one of its buttons, which act): the call opens and takes the focus
+    tr.addEventListener("keydown", (e) => e.key === "Enter" && e.target === tr && onOpen(call.call_id));
     $("calls").tBodies[0].append(tr);
   }
   tr.className = [call.status === ROW_STATUS.LOST ? "lost" : "", call.call_id === selected ? "selected" : "", severity(call)]

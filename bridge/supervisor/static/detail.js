@@ -23,6 +23,7 @@ let count = 0;
 let shown = null; // the call id on show
 let said = null; // per agent item: { audioAt, li, cutMs }; and where the call is: { items, adding, speaking, phase }
 let bulk = false; // the first entries, drawn at once: the lists are scrolled to their end after them
+let opener = null; // what had the focus when the call was opened (a row, a link): Close gives it back
 const FOLLOWED = ["transcript", "call-actions", "phases", "barge-ins", "tools"];
 
 const FACTS = [
@@ -39,8 +40,14 @@ export function current() {
   return shown;
 }
 
+// Opens call `callId` and takes the focus to its heading, so that a keyboard (Enter on a row) and a screen reader
+// land in the call; Close (dismiss) gives the focus back.
 export function open(callId) {
+  const from = document.activeElement;
   close();
+  if (from && from !== document.body && !$("detail-panel").contains(from)) {
+    opener = from.closest("tr[data-call-id]") || from; // a row's button is drawn again with its row: the row stays
+  }
   shown = callId;
   $("detail-id").textContent = callId;
   $("detail-state").textContent = "connecting";
@@ -85,6 +92,16 @@ export function open(callId) {
     },
   });
   $("detail-panel").scrollIntoView({ block: "nearest" });
+  $("detail-heading").focus({ preventScroll: true });
+}
+
+// Close, from the panel's button: the focus goes back where the call was opened from (its row, if it is still
+// there), or to the live calls.
+export function dismiss() {
+  const back = opener && opener.isConnected && !opener.closest("[hidden]") ? opener : $("calls-heading");
+  opener = null;
+  close();
+  back.focus();
 }
 
 export function close() {

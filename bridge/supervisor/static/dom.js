@@ -50,6 +50,16 @@ export function show(el, visible) {
   el.hidden = !visible;
 }
 
+// A moment as every table and note of the console says it: "YYYY-MM-DD hh:mm:ss", in UTC (the headers say so), to
+// the second. `at`: Unix seconds (a number, or its text, as the audits store it) or an ISO 8601 text (the rollout
+// audit's); "–" for none.
+export function utc(at) {
+  if (at === null || at === undefined || at === "") return "–";
+  const seconds = Number(at);
+  const date = Number.isFinite(seconds) ? new Date(seconds * 1000) : new Date(String(at));
+  return Number.isNaN(date.getTime()) ? String(at) : date.toISOString().slice(0, 19).replace("T", " ");
+}
+
 // "m:ss" (or "h:mm:ss") of a number of seconds.
 export function clock(seconds) {
   const s = Math.max(0, Math.floor(seconds));

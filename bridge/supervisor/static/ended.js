@@ -4,7 +4,7 @@
 // or text.
 
 import { current } from "./api.js";
-import { $, clock, fieldsQuery, h, searchForm, show } from "./dom.js";
+import { $, clock, fieldsQuery, h, searchForm, show, utc } from "./dom.js";
 import { markOptions, marks, severity } from "./marks.js";
 
 let page = 1;
@@ -48,10 +48,6 @@ function query() {
     ["flag", "ended-flag"]], { page: String(page) });
 }
 
-function when(t) {
-  return t ? new Date(t * 1000).toISOString().slice(0, 19).replace("T", " ") : "–";
-}
-
 function download(callId, format, label) {
   const href = `/api/calls/${encodeURIComponent(callId)}/export?format=${format}`;
   return h("a", { href, download: "", class: `export ${format}`, onclick: (e) => e.stopPropagation() }, label);
@@ -65,7 +61,8 @@ function afterCall(call) {
   return [
     h("div", { class: "disposition" }, call.disposition || "–"),
     h("div", { class: call.summary ? "summary" : "summary muted", title: call.summary || why }, call.summary || why),
-    h("div", { class: "failed-checks" }, ...call.failed_checks.map((name) => h("span", { class: "check bad" }, name))),
+    h("div", { class: "failed-checks" }, call.failed_checks.length ? `failed check${call.failed_checks.length > 1 ? "s" : ""}: ` : "",
+      ...call.failed_checks.map((name) => h("span", { class: "check bad" }, name))), // in words, not only in red
   ];
 }
 
@@ -76,7 +73,7 @@ function diverted(call) {
 
 function row(call) {
   const tr = h("tr", { "data-call-id": call.call_id, tabindex: 0 },
-    h("td", { class: "ended-at" }, when(call.ended_at_unix)),
+    h("td", { class: "ended-at" }, utc(call.ended_at_unix)),
     h("td", { class: "caller" }, call.caller),
     h("td", { class: "called" }, call.called, diverted(call)),
     h("td", { class: "dialplan" }, call.dialplan),
@@ -89,7 +86,7 @@ function row(call) {
   );
   tr.className = severity(call);
   tr.addEventListener("click", () => onOpen(call.call_id));
-  tr.addEventListener("keydown", (e) => e.key === "Enter" && onOpen(call.call_id));
+  tr.addEventListener("keydown", (e) => e.key === "Enter" && e.target === tr && onOpen(call.call_id)); // not a link's
   return tr;
 }
 

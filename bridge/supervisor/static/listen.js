@@ -9,7 +9,7 @@
 // For diagnostics (and the tests), window.callbridgeListen tells what arrived: the frames and the last samples.
 
 import { request } from "./api.js";
-import { $, h, show } from "./dom.js";
+import { $, h, show, utc } from "./dom.js";
 
 const SAMPLE_RATE = 8000;
 const LEAD_S = 0.12;
@@ -179,9 +179,8 @@ export function clearAudit() {
 }
 
 function auditRow(a) {
-  const when = new Date(Number(a.at) * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, "");
   const what = a.action === "stop" ? `stopped after ${a.seconds} s: ${a.reason}` : "started";
   return h("tr", { "data-audit-id": a.id, "data-action": a.action, "data-call-id": a.call_id },
-    h("td", {}, when), h("td", { class: "who" }, a.who), h("td", { class: "call" }, a.call_id),
+    h("td", { class: "when" }, utc(a.at)), h("td", { class: "who" }, a.who), h("td", { class: "call" }, a.call_id),
     h("td", {}, a.caller || ""), h("td", { class: "what" }, what));
 }

@@ -9,6 +9,7 @@ import * as detail from "./detail.js";
 import * as ended from "./ended.js";
 import { $, show } from "./dom.js";
 import * as listen from "./listen.js";
+import * as reach from "./reach.js";
 import * as rollout from "./rollout.js";
 import * as strip from "./strip.js";
 
@@ -104,8 +105,9 @@ async function signOut() {
 async function boot() {
   $("signin-form").addEventListener("submit", signIn);
   $("signout").addEventListener("click", signOut);
-  $("detail-close").addEventListener("click", () => detail.close());
+  $("detail-close").addEventListener("click", () => detail.dismiss());
   $("listen").addEventListener("click", () => listen.toggle());
+  reach.watch($("console"));
   actions.wire();
   ended.wire();
   audit.wire();

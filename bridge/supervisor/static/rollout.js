@@ -7,7 +7,7 @@
 // server's reason in words beside it.
 
 import { request } from "./api.js";
-import { $, h } from "./dom.js";
+import { $, h, utc } from "./dom.js";
 import { EDITOR } from "./kinds.js";
 import { cell } from "./rollout_chart.js";
 import { experimentSection } from "./rollout_experiment.js";
@@ -69,7 +69,7 @@ export async function load() {
 // "ada (admin) since 2025-01-02 03:04:05 UTC"; a holder the flag does not name: "nobody recorded (counted as admin)"
 function holderText(held) {
   if (!held.by) return `nobody recorded (counted as ${held.role})`;
-  return `${held.by} (${held.role})` + (held.at ? ` since ${held.at.replace("T", " ").replace("Z", "")} UTC` : "");
+  return `${held.by} (${held.role})` + (held.at ? ` since ${utc(held.at)} UTC` : "");
 }
 
 function text(value) {
@@ -213,7 +213,7 @@ function field(setting, value, names) {
   if (setting.kind === EDITOR.SWITCH) {
     const box = h("input", { name: setting.setting, type: "checkbox" });
     box.checked = Boolean(value);
-    return box;
+    return h("label", {}, box, " on"); // named "on" within its fieldset's legend
   }
   return h("span", { class: "lists" }, names.map((n) => {
     const area = h("textarea", { name: `${setting.setting}:${n}`, rows: 2, placeholder: `callers for ${n}, one per line` });
@@ -312,7 +312,7 @@ function editor(dp) {
 function auditRow(a) {
   const keys = Object.keys(a.new);
   return h("tr", { "data-audit-id": a.id },
-    h("td", {}, a.when.replace("T", " ").replace("Z", "")), h("td", {}, a.dialplan), h("td", { class: "who" }, a.who),
+    h("td", { class: "when" }, utc(a.when)), h("td", {}, a.dialplan), h("td", { class: "who" }, a.who),
     h("td", { class: "reason" }, a.reason),
     h("td", {}, h("ul", {}, keys.map((k) => h("li", {}, h("code", {}, k), `: ${text(a.old[k])} → ${text(a.new[k])}`)))));
 }

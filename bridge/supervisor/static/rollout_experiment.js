@@ -4,14 +4,14 @@
 // `experiment` (bridge.rollout.records.current, following the flag: bridge.supervisor.rollout_view.follow_flag),
 // whatever its shape of variants and guardrails: a guardrail is on when the server gives its margin.
 
-import { h } from "./dom.js";
+import { h, utc } from "./dom.js";
 import { cell, change, intervalBar, judge, trendChart } from "./rollout_chart.js";
 
 // the candidate's state as the engine names it (bridge.rollout.experiment.Experiment.verdict)
 const STATE_LABEL = { testing: "Testing", rolled_back: "Rolled back" };
 
 function when(t) {
-  return `${new Date(t * 1000).toISOString().slice(0, 16).replace("T", " ")} UTC`;
+  return `${utc(t)} UTC`;
 }
 
 function percent(value) {
@@ -132,9 +132,10 @@ const DIFF_TITLE = "the candidate against the safe variant's calls under the sam
 function metricTable(name, safe, exp, keys, labels, guarding) {
   const head = [["Metric"], [`${safe} (safe), all calls`, VALUE_TITLE, "safe-value"],
     [`${name}, all calls`, VALUE_TITLE, "value"], ["Difference, same weights and hour (95 %)", DIFF_TITLE, "diff"],
-    [""]].concat(guarding ? [["Margin"], ["Reading", "the engine's reading of the interval against the margin"]] : []);
+    [h("span", { class: "sr-only" }, "Interval drawn"), null, undefined, "bar"]]
+    .concat(guarding ? [["Margin"], ["Reading", "the engine's reading of the interval against the margin"]] : []);
   return h("div", { class: "table-box" }, h("table", { class: guarding ? "guardrails" : "others" },
-    h("thead", {}, h("tr", {}, head.map(([t, title, key]) => h("th", { title, "data-col": key }, t)))),
+    h("thead", {}, h("tr", {}, head.map(([t, title, key, kind]) => h("th", { title, "data-col": key, class: kind }, t)))),
     h("tbody", {}, keys.map((k) => metricRow(name, safe, exp, k, labels[k] || k, guarding)))));
 }
 

@@ -125,7 +125,7 @@ async def test_the_page_shows_them_and_filters_by_disposition(api: Any) -> None:
             return str(await page.eval(cell.replace("ID", call_id).replace("WHAT", what)))
 
         assert (await shown("c-refund", "disposition"), await shown("c-refund", "summary")) == ("refund", SUMMARY)
-        assert await shown("c-refund", "failed-checks") == "never_say"
+        assert await shown("c-refund", "failed-checks") == "failed check: never_say"
         assert await shown("c-status", "failed-checks") == ""
         assert await shown("c-lost", "summary") == "no summary: session lost"
         plain = "document.querySelectorAll('#ended tbody tr[data-call-id=c-plain] td.reason div').length"
