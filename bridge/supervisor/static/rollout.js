@@ -159,8 +159,9 @@ function killSwitch(dp) {
     : `Turn the kill switch off: new calls of ${dp.dialplan} split by the weights again?`;
   const message = h("p", { class: "message", role: "alert" });
   const reason = h("input", { name: "reason", maxlength: 500, autocomplete: "off" });
-  const confirm = h("div", { class: "confirm", role: "alertdialog", hidden: true },
-    h("p", {}, question), h("label", {}, "Reason (required) ", reason), " ",
+  const asked = `kill-question-${dp.dialplan}`; // the question names the dialog it is in
+  const confirm = h("div", { class: "confirm", role: "alertdialog", "aria-labelledby": asked, hidden: true },
+    h("p", { id: asked }, question), h("label", {}, "Reason (required) ", reason), " ",
     h("button", { type: "submit", class: "yes" }, turnOn ? "Yes: every call on the safe variant" : "Yes: turn it off"),
     " ", h("button", { type: "button", class: "no" }, "Cancel"));
   const ask = h("button", { type: "button", class: turnOn ? "ask kill-on" : "ask kill-off",

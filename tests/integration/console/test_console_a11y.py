@@ -218,6 +218,18 @@ async def _views(page: Page, role: str, width: int) -> list[dict[str, Any]]:
     await page.wait_for("document.getElementById('detail-state').textContent.startsWith('ended')")
     found += await run_axe(page, f"{role} at {width} px: an ended call open")
     await page.click("#detail-close")
+    if role == "supervisor":
+        kill = "article[data-dialplan=canary] form.kill"
+        await page.click(f"{kill} button.ask")
+        await page.wait_for(f"!document.querySelector('{kill} .confirm').hidden")
+        found += await run_axe(page, f"{role} at {width} px: the kill switch asked")
+        await page.click(f"{kill} button.no")
+    if role == "viewer":
+        await page.type("#ended-q", "no call says this")
+        await page.wait_for("!document.getElementById('ended-empty').hidden")
+        await page.type("#actions-audit-who", "nobody")
+        await page.wait_for("document.getElementById('actions-audit-note').textContent === 'No action matches.'")
+        found += await run_axe(page, f"{role} at {width} px: searches that find nothing")
     if role == "admin":
         editor = "article[data-dialplan=canary] form.editor"
         await page.type(f"{editor} input[name='weights:ga']", "30")
