@@ -15,10 +15,14 @@
  * a run of audio and the events around it keep their order, and what the loop does between pieces (a barge-in's
  * reset, an item's drained tail) happens before the next piece is decoded.
  *
- * An audio frame that does not decode (JSON that is not an object, a missing or non-string field, an escaped id,
- * bad base64, an odd byte count) is counted as bad and passed on raw, so the loop's own decoder turns it into the
- * error event it always did. A masked or otherwise impossible frame header ends the scan: from there on every byte
- * is passed on as it comes, and websockets fails the connection.
+ * A frame is decoded here only when this side is sure the loop's parser (orjson, then the dialect's decoder) reads
+ * it the same: every byte of it valid JSON by RFC 8259 (UTF-8, escapes, surrogate pairs, literals, numbers), no
+ * top-level key escaped, no key read here twice, the type and the ids plain strings (no escape, ids shorter than
+ * ID_MAX), content_index absent, null or 0. Anything else goes to the loop raw: an audio frame that does not decode
+ * (invalid JSON, a missing or odd field, bad base64, an odd byte count) is counted as bad, so the loop's own
+ * decoder turns it into the error event it always did; one that is only unusual is the loop's to play. A masked or
+ * otherwise impossible frame header ends the scan: from there on every byte is passed on as it comes, and
+ * websockets fails the connection.
  *
  * Filter state: a new item's first delta resets it (cbr_down_reset), as the loop's converter is reset for a new
  * output item; a continuous stream (items off) is never reset. Nothing here is shared with another thread: the
@@ -76,12 +80,24 @@ typedef struct cbd {
     uint64_t deltas, runs, passed, bad, frames;
 } cbd;
 
-/* -- the JSON of one event: its top-level string fields -------------------------------------------------- */
+/* -- the JSON of one event: its top-level fields, read only where the loop's parser reads them the same ----------
+ *
+ * The loop's parser (orjson, bridge/realtime/protocol.py) refuses what RFC 8259 refuses (invalid UTF-8, a raw control
+ * character or a lone surrogate in a string, a bad escape, literal or number, anything after the value) and keeps the
+ * last of duplicate keys, unescaping keys as well as values. So an event is taken here only when this validator
+ * accepts every byte of it and it reads the same: a top-level key holding a backslash, a second copy of a key read
+ * here, a number this side cannot be sure of (more than 18 digits, an exponent of more than two), nesting deeper
+ * than NEST_MAX: the frame goes to the loop raw, whose parser then says what it is. What this validator accepts is
+ * a subset of what orjson accepts, and each field it reads has the value orjson gives it. */
+
+#define NEST_MAX 64
 
 typedef struct {
     const unsigned char *type, *delta, *item, *response, *event;
     size_t type_len, delta_len, item_len, response_len, event_len;
-    int item_bad, response_bad; /* present but not a plain string (the loop's decoder judges those) */
+    int type_escaped, delta_escaped;
+    int item_bad, response_bad, event_bad, index_bad; /* present, but not as the fast path takes them */
+    unsigned seen;                                    /* the read keys met, one bit each (a duplicate: unsure) */
 } fields;
 
 static const unsigned char *skip_ws(const unsigned char *p, const unsigned char *end) {
@@ -90,95 +106,241 @@ static const unsigned char *skip_ws(const unsigned char *p, const unsigned char 
     return p;
 }
 
-static unsigned char SPECIAL[256]; /* in a JSON string: the quote, the backslash and control characters */
+static unsigned char PLAIN[256]; /* in a JSON string, a character that stands for itself: ASCII 0x20-0x7f but " \ */
 
-/* A JSON string at p (p at its opening quote): returns the byte after its closing quote, NULL if unterminated or
- * holding a raw control character. *escaped: it holds a backslash. */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/* Whether any of 8 bytes is not PLAIN: below 0x20, '"', '\\' or above 0x7f (each test exact for "any"). */
+static int word_special(uint64_t w) {
+    uint64_t quote = w ^ (ONES * '"'), slash = w ^ (ONES * '\\');
+    uint64_t hits = ((quote - ONES) & ~quote) | ((slash - ONES) & ~slash) | ((w - ONES * 0x20) & ~w) | w;
+    return (hits & HIGHS) != 0;
+}
+
+static int hex4(const unsigned char *p, const unsigned char *end, unsigned *cp) {
+    if (end - p < 4)
+        return -1;
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = p[i];
+        unsigned x = c >= '0' && c <= '9' ? (unsigned)(c - '0')
+                     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
+                                            : 16u;
+        if (x > 15)
+            return -1;
+        v = v << 4 | x;
+    }
+    *cp = v;
+    return 0;
+}
+
+/* The escape at p (its backslash): the byte after it, NULL if JSON has no such escape or it is a lone surrogate. */
+static const unsigned char *json_escape(const unsigned char *p, const unsigned char *end) {
+    if (end - p < 2)
+        return NULL;
+    unsigned char c = p[1];
+    if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' || c == 't')
+        return p + 2;
+    unsigned cp, low;
+    if (c != 'u' || hex4(p + 2, end, &cp) < 0 || (cp >= 0xDC00 && cp <= 0xDFFF))
+        return NULL;
+    if (cp < 0xD800 || cp > 0xDBFF)
+        return p + 6;
+    if (end - p < 12 || p[6] != '\\' || p[7] != 'u' || hex4(p + 8, end, &low) < 0 || low < 0xDC00 || low > 0xDFFF)
+        return NULL; /* a high surrogate must be followed by a low one */
+    return p + 12;
+}
+
+/* One UTF-8 character at p (its lead byte, above 0x7f): the byte after it, NULL if it is not well formed (RFC 3629:
+ * no overlong form, no surrogate, nothing above U+10FFFF). */
+static const unsigned char *utf8_char(const unsigned char *p, const unsigned char *end) {
+    unsigned char c = *p, lo = 0x80, hi = 0xBF;
+    int more;
+    if (c >= 0xC2 && c <= 0xDF)
+        more = 1;
+    else if (c >= 0xE0 && c <= 0xEF)
+        more = 2, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4)
+        more = 3, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    else
+        return NULL;
+    if (end - p <= more || p[1] < lo || p[1] > hi)
+        return NULL;
+    for (int i = 2; i <= more; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return NULL;
+    return p + more + 1;
+}
+
+/* A JSON string at p (p at its opening quote): returns the byte after its closing quote, NULL if it is not a valid
+ * JSON string. *escaped: it holds a backslash. Plain ASCII goes 8 bytes at a time. */
 static const unsigned char *json_str(const unsigned char *p, const unsigned char *end, int *escaped) {
     *escaped = 0;
     p++;
-    const unsigned char *q = memchr(p, '"', (size_t)(end - p));
-    if (q != NULL && q - p > 256 && memchr(p, '\\', (size_t)(q - p)) == NULL)
-        return q + 1; /* a long plain string (the delta): its characters are the base64 decoder's to judge */
     for (;;) {
-        while (p < end && !SPECIAL[*p])
+        uint64_t w;
+        while (end - p >= 8) {
+            memcpy(&w, p, 8);
+            if (word_special(w))
+                break;
+            p += 8;
+        }
+        while (p < end && PLAIN[*p])
             p++;
         if (p >= end || *p < 0x20)
             return NULL;
         if (*p == '"')
             return p + 1;
-        *escaped = 1; /* a backslash: the next character is taken whatever it is */
-        p += 2;
+        if (*p == '\\') {
+            *escaped = 1;
+            p = json_escape(p, end);
+        } else {
+            p = utf8_char(p, end);
+        }
+        if (p == NULL)
+            return NULL;
     }
 }
 
-/* Any JSON value at p: returns the byte after it, NULL if it is not well formed (structure only: scalars are
- * runs of the characters numbers and literals use). *escaped: a string value holding a backslash. */
+static const unsigned char *digits(const unsigned char *p, const unsigned char *end, int *n) {
+    *n = 0;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++, (*n)++;
+    return p;
+}
+
+/* A JSON number at p: the byte after it, NULL if it is not one or this side cannot be sure orjson takes it (more
+ * than 18 significant digits, an exponent of more than two digits: orjson refuses one that overflows a double). */
+static const unsigned char *json_num(const unsigned char *p, const unsigned char *end) {
+    int whole, frac = 0, exp;
+    if (p < end && *p == '-')
+        p++;
+    if (p >= end || *p < '0' || *p > '9')
+        return NULL;
+    if (*p == '0')
+        p++, whole = 1;
+    else
+        p = digits(p, end, &whole);
+    if (p < end && *p == '.') {
+        p = digits(p + 1, end, &frac);
+        if (frac == 0)
+            return NULL;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        p = digits(p, end, &exp);
+        if (exp == 0 || exp > 2)
+            return NULL;
+    }
+    return whole + frac > 18 ? NULL : p;
+}
+
+static const unsigned char *literal(const unsigned char *p, const unsigned char *end, const char *word) {
+    size_t n = strlen(word);
+    return (size_t)(end - p) >= n && memcmp(p, word, n) == 0 ? p + n : NULL;
+}
+
+/* Any JSON value at p: returns the byte after it, NULL if it is not well formed or not sure (see above).
+ * *escaped: a string value holding a backslash. */
 static const unsigned char *json_value(const unsigned char *p, const unsigned char *end, int depth, int *escaped) {
     *escaped = 0;
-    if (p >= end || depth > 64)
+    if (p >= end || depth > NEST_MAX)
         return NULL;
-    if (*p == '"')
+    switch (*p) {
+    case '"':
         return json_str(p, end, escaped);
-    if (*p == '{' || *p == '[') {
-        unsigned char close = *p == '{' ? '}' : ']';
-        int object = *p == '{', inner;
-        p = skip_ws(p + 1, end);
-        if (p < end && *p == close)
-            return p + 1;
-        for (;;) {
-            if (object) {
-                if (p >= end || *p != '"' || (p = json_str(p, end, &inner)) == NULL)
-                    return NULL;
-                p = skip_ws(p, end);
-                if (p >= end || *p != ':')
-                    return NULL;
-                p = skip_ws(p + 1, end);
-            }
-            if ((p = json_value(p, end, depth + 1, &inner)) == NULL)
+    case 't':
+        return literal(p, end, "true");
+    case 'f':
+        return literal(p, end, "false");
+    case 'n':
+        return literal(p, end, "null");
+    case '{':
+    case '[':
+        break;
+    default:
+        return json_num(p, end);
+    }
+    unsigned char close = *p == '{' ? '}' : ']';
+    int object = *p == '{', inner;
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == close)
+        return p + 1;
+    for (;;) {
+        if (object) {
+            if (p >= end || *p != '"' || (p = json_str(p, end, &inner)) == NULL)
                 return NULL;
             p = skip_ws(p, end);
-            if (p < end && *p == ',') {
-                p = skip_ws(p + 1, end);
-                continue;
-            }
-            return p < end && *p == close ? p + 1 : NULL;
+            if (p >= end || *p != ':')
+                return NULL;
+            p = skip_ws(p + 1, end);
         }
+        if ((p = json_value(p, end, depth + 1, &inner)) == NULL)
+            return NULL;
+        p = skip_ws(p, end);
+        if (p < end && *p == ',') {
+            p = skip_ws(p + 1, end);
+            continue;
+        }
+        return p < end && *p == close ? p + 1 : NULL;
     }
-    const unsigned char *s = p;
-    while (p < end && *p != '\0' && strchr("+-.0123456789eEtruefalsn", *p) != NULL)
-        p++;
-    return p > s ? p : NULL;
 }
 
 static int key_is(const unsigned char *k, size_t n, const char *name) {
     return n == strlen(name) && memcmp(k, name, n) == 0;
 }
 
-/* Note one top-level member (key k..n, value v..ve, `escaped` if a string value holds a backslash). */
-static void note(fields *f, const unsigned char *k, size_t n, const unsigned char *v, const unsigned char *ve,
-                 int escaped) {
+enum { K_TYPE = 1, K_DELTA = 2, K_ITEM = 4, K_RESPONSE = 8, K_EVENT = 16, K_INDEX = 32 };
+
+/* Note one top-level member (key k..n, value v..ve, `escaped` if a string value holds a backslash). -1: a second
+ * copy of a key read here (orjson keeps the last: not sure). */
+static int note(fields *f, const unsigned char *k, size_t n, const unsigned char *v, const unsigned char *ve,
+                int escaped) {
     int string = *v == '"';
     const unsigned char *s = v + 1;
     size_t len = string ? (size_t)(ve - v - 2) : 0;
-    if (key_is(k, n, "type") && string && !escaped) {
-        f->type = s, f->type_len = len;
-    } else if (key_is(k, n, "delta")) {
-        f->delta = string ? s : NULL, f->delta_len = string ? len : 0;
-        if (!string)
-            f->delta = NULL;
-    } else if (key_is(k, n, "item_id")) {
+    unsigned key = key_is(k, n, "type")            ? K_TYPE
+                   : key_is(k, n, "delta")         ? K_DELTA
+                   : key_is(k, n, "item_id")       ? K_ITEM
+                   : key_is(k, n, "response_id")   ? K_RESPONSE
+                   : key_is(k, n, "event_id")      ? K_EVENT
+                   : key_is(k, n, "content_index") ? K_INDEX
+                                                   : 0;
+    if (f->seen & key)
+        return -1;
+    f->seen |= key;
+    switch (key) {
+    case K_TYPE:
+        f->type = string ? s : NULL, f->type_len = len, f->type_escaped = escaped;
+        break;
+    case K_DELTA:
+        f->delta = string ? s : NULL, f->delta_len = len, f->delta_escaped = escaped;
+        break;
+    case K_ITEM:
         f->item_bad = !string || escaped || len >= ID_MAX;
         f->item = s, f->item_len = len;
-    } else if (key_is(k, n, "response_id")) {
+        break;
+    case K_RESPONSE:
         f->response_bad = !string || escaped || len >= ID_MAX;
         f->response = s, f->response_len = len;
-    } else if (key_is(k, n, "event_id") && string && !escaped && len < ID_MAX) {
-        f->event = s, f->event_len = len;
+        break;
+    case K_EVENT: /* the loop keeps a string one as its last event id; it ignores any other */
+        f->event_bad = string && (escaped || len >= ID_MAX);
+        f->event = string ? s : NULL, f->event_len = len;
+        break;
+    case K_INDEX: /* the run carries no index: only the first content part (0, null or none) is taken here */
+        f->index_bad = !((ve - v == 1 && *v == '0') || (ve - v == 4 && memcmp(v, "null", 4) == 0));
+        break;
     }
+    return 0;
 }
 
-/* The top-level object of one text frame: 0 and its fields, -1 if it is not one well-formed JSON object. */
+/* The top-level object of one text frame: 0 and its fields, -1 if it is not one well-formed JSON object, or one
+ * this side is not sure it reads as orjson does (an escaped key, a duplicate of a key read here). */
 static int json_fields(const unsigned char *text, size_t n, fields *f) {
     const unsigned char *end = text + n, *p = skip_ws(text, end);
     int escaped;
@@ -192,18 +354,16 @@ static int json_fields(const unsigned char *text, size_t n, fields *f) {
         if (p >= end || *p != '"')
             return -1;
         const unsigned char *k = p + 1, *after = json_str(p, end, &escaped);
-        if (after == NULL)
-            return -1;
+        if (after == NULL || escaped)
+            return -1; /* an escaped key may be any key once unescaped */
         size_t klen = (size_t)(after - k - 1);
         p = skip_ws(after, end);
         if (p >= end || *p != ':')
             return -1;
         int value_escaped;
         const unsigned char *v = skip_ws(p + 1, end), *ve = json_value(v, end, 1, &value_escaped);
-        if (ve == NULL)
+        if (ve == NULL || note(f, k, klen, v, ve, value_escaped) < 0)
             return -1;
-        if (!escaped)
-            note(f, k, klen, v, ve, value_escaped);
         p = skip_ws(ve, end);
         if (p < end && *p == ',') {
             p = skip_ws(p + 1, end);
@@ -233,9 +393,8 @@ static void b64_table(void) {
         B64_2[c] = stranger | (v & 63) << 6;
         B64_3[c] = stranger | (v & 63);
     }
-    for (int c = 0; c < 0x20; c++)
-        SPECIAL[c] = 1;
-    SPECIAL['"'] = SPECIAL['\\'] = 1;
+    for (int c = 0x20; c < 0x80; c++)
+        PLAIN[c] = c != '"' && c != '\\';
     b64_ready = 1;
 }
 
@@ -383,17 +542,21 @@ static int names_audio(const cbd *d, const unsigned char *text, size_t n) {
 static int take_event(cbd *d, const unsigned char *text, size_t n) {
     fields f;
     if (json_fields(text, n, &f) < 0)
-        return names_audio(d, text, n) ? -1 : 0; /* not one object: the loop's decoder says so */
-    if (f.type != NULL && d->run_deltas && in_names(d->later, d->later_len, f.type, f.type_len))
+        return names_audio(d, text, n) ? -1 : 0; /* not one object, or not sure: the loop's decoder says */
+    if (f.type == NULL || f.type_escaped)
+        return 0; /* no plain string type: the loop's decoder reads it */
+    if (d->run_deltas && in_names(d->later, d->later_len, f.type, f.type_len))
         return 3;
-    if (f.type == NULL || !is_audio_type(d, f.type, f.type_len))
+    if (!is_audio_type(d, f.type, f.type_len))
         return 0;
-    if (f.delta == NULL || f.item_bad || f.response_bad)
+    if (f.delta == NULL || f.item_bad || f.response_bad || f.event_bad || f.index_bad)
         return -1;
     if (f.delta_len > DELTA_MAX)
         return 0;
-    if (!d->items)
-        f.item_len = f.response_len = 0;
+    if (!d->items || f.item == NULL)
+        f.item = (const unsigned char *)"", f.item_len = 0;
+    if (!d->items || f.response == NULL)
+        f.response = (const unsigned char *)"", f.response_len = 0;
     if (d->run_deltas && (!same_id(&d->run_item, f.item, f.item_len) || !same_id(&d->run_response, f.response,
                                                                                     f.response_len)))
         return 2;
@@ -412,11 +575,10 @@ static int take_event(cbd *d, const unsigned char *text, size_t n) {
     if (d->run_deltas++ == 0) {
         set_id(&d->run_item, f.item, f.item_len);
         set_id(&d->run_response, f.response, f.response_len);
-    }
-    if (f.event != NULL)
-        set_id(&d->run_event, f.event, f.event_len);
-    else
         d->run_event.len = 0;
+    }
+    if (f.event != NULL) /* the run's last event id: that of its last delta with one, as the loop keeps it */
+        set_id(&d->run_event, f.event, f.event_len);
     d->deltas++;
     return 1;
 }

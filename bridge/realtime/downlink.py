@@ -8,7 +8,9 @@ hands back the read as pieces, in stream order:
 
 * ``bytes``: raw WebSocket frames that are not audio (control events, transcripts, pings, the close, fragments, frames
   too long to hold, and audio frames that do not decode, which the dialect's own decoder turns into the error event it
-  always did), fed to ``websockets``' protocol exactly as before;
+  always did), and every frame C is not sure it reads as orjson does (any byte it does not validate, an escaped key,
+  a duplicate of a key it reads: see docs/media.md, "What C takes"), fed to ``websockets``' protocol exactly as
+  before;
 * :class:`AudioRun`: consecutive audio deltas of one item, base64-decoded and converted in C (``bridge/native/
   downlink.c``: the call's 24 → 8 kHz kernel on the call's own filter state, or the G.711 table of a passthrough
   session) into 8 kHz PCM16, which the client hands on as one :class:`~bridge.events.AudioChunk` with ``decoded``
@@ -152,6 +154,12 @@ def c_form(converter: AudioConverter) -> tuple[Mode, int, int, int, bytes | None
     return None
 
 
+def _text(ptr: int, length: int) -> str:
+    """An id of a run: C takes only ids that are valid UTF-8 (the frame's JSON validated), so nothing is replaced in
+    practice; should C let one through, the scan goes on and never raises into the loop."""
+    return ctypes.string_at(ptr, length).decode("utf-8", "replace") if length else ""
+
+
 class DownlinkScanner:
     """One Realtime socket's scanner (see the module doc). Only the event loop calls it."""
 
@@ -215,11 +223,11 @@ class DownlinkScanner:
                 yield string_at(piece.ptr, piece.len)
             elif kind == _Kind.AUDIO:
                 yield AudioRun(
-                    string_at(piece.item, piece.item_len).decode() if piece.item_len else "",
-                    string_at(piece.response, piece.response_len).decode() if piece.response_len else "",
+                    _text(piece.item, piece.item_len),
+                    _text(piece.response, piece.response_len),
                     string_at(piece.ptr, piece.len) if piece.len else b"",
                     piece.deltas,
-                    string_at(piece.event, piece.event_len).decode() if piece.event_len else None,
+                    _text(piece.event, piece.event_len) if piece.event_len else None,
                 )
             else:
                 return
