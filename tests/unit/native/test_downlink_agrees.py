@@ -92,13 +92,17 @@ def loop_path(dialect: str, payloads: Sequence[bytes]) -> Outcome:
 
 
 def c_path(
-    dialect: str, payloads: Sequence[bytes], cuts: Sequence[int] = (), stats: list[int] | None = None
+    dialect: str,
+    payloads: Sequence[bytes],
+    cuts: Sequence[int] = (),
+    stats: list[int] | None = None,
+    later: Sequence[str] = (),
 ) -> Outcome:
     """The stream of ``payloads`` read in pieces cut at ``cuts``, through the scanner as the socket feeds it.
-    ``stats``: the deltas C decoded are added to its first element."""
+    ``stats``: the deltas C decoded are added to its first element; ``later``: the events a run carries past."""
     lib = load()
     assert lib is not None
-    scan = DownlinkScanner(lib, (AUDIO[dialect],))
+    scan = DownlinkScanner(lib, (AUDIO[dialect],), later)
     scan.frames_only()
     assert scan.decode(TABLE, items=ITEMS[dialect])
     protocol = RealtimeProtocol(dialects.get_dialect(dialect))
@@ -223,6 +227,16 @@ def test_the_last_event_id_is_the_last_deltas_that_had_one() -> None:
     payloads = [with_id, without]
     assert c_path("ga", payloads) == loop_path("ga", payloads)
     assert c_path("ga", payloads)[2] == "ev_1"
+
+
+def test_a_disguised_event_amid_a_run_is_not_carried_past_it() -> None:
+    """A transcript delta's type with an escaped ``type`` key after it is a ``response.done`` to orjson: it stays in
+    its place between the deltas, never moved after the run as a transcript delta would be."""
+    disguised = b'{"type":"response.output_audio_transcript.delta","delta":"Hi","t\\u0079pe":"response.done"}'
+    payloads = [delta_event(A), disguised, delta_event(B)]
+    out, _, _ = c_path("ga", payloads, later=("response.output_audio_transcript.delta",))
+    assert [type(p).__name__ for p in out] == ["tuple", "ResponseDone", "tuple"]
+    assert c_path("ga", payloads, later=("response.output_audio_transcript.delta",)) == loop_path("ga", payloads)
 
 
 # -- the differential fuzz ---------------------------------------------------------------------------------------
