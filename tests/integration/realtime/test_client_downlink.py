@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 
 import pytest
 
@@ -79,3 +80,75 @@ async def test_decoded_responses_keep_their_order_and_their_audio(
     # the rest, as the loop's own decoders give it
     kinds = [e.kind for e in events if not isinstance(e, ev.AudioChunk)]
     assert kinds.count("ResponseDone") == 2 and kinds.count("AudioDone") == 2
+
+
+class RawServer:
+    """A Realtime server that answers the handshake and then writes the frames it is given as they are (unmasked
+    text frames, any bytes): what a hostile or broken service could send, which no well-behaved emulator does."""
+
+    def __init__(self) -> None:
+        self.frames: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"ws://127.0.0.1:{port}/v1/realtime"
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.frames.put_nowait(None)
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
+        writer.write(b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        while (payload := await self.frames.get()) is not None:
+            n = len(payload)
+            size = bytes([n]) if n < 126 else bytes([126]) + n.to_bytes(2, "big")
+            writer.write(b"\x81" + size + payload)
+            await writer.drain()
+        writer.close()
+
+
+async def test_a_hostile_id_is_malformed_json_and_the_connection_lives_on() -> None:
+    """Invalid UTF-8 in an audio delta's item id: the loop's parser calls the frame malformed JSON; with the C
+    downlink on, the frame reaches that parser too, the deltas around it play and the connection stays up."""
+    audio = [bytes(range(i, i + 80)) for i in (0, 100)]
+
+    def delta(data: bytes, item: bytes = b"item_1") -> bytes:
+        return (
+            b'{"type":"response.output_audio.delta","event_id":"ev","response_id":"resp_1","item_id":"'
+            + item
+            + b'","output_index":0,"content_index":0,"delta":"'
+            + base64.b64encode(data)
+            + b'"}'
+        )
+
+    server = RawServer()
+    async with server as url:
+        client = RealtimeClient(GA, url, "sk-test", settings=ClientSettings())
+        await client.connect()
+        assert client.decode_audio(PassthroughDownlink("ulaw"))
+        done = b'{"type":"response.done","response":{"id":"resp_1","status":"completed"}}'
+        for payload in (delta(audio[0]), delta(audio[1], item=b"item_\xff"), delta(audio[1]), done):
+            server.frames.put_nowait(payload)
+        events: list[ev.Event] = []
+        async with asyncio.timeout(10):
+            while not any(isinstance(e, ev.ResponseDone | ev.Closed) for e in events):
+                events.append(await client.next_event())
+        assert [e.kind for e in events] == ["AudioChunk", "ErrorEvent", "AudioChunk", "ResponseDone"]
+        error = events[1]
+        assert isinstance(error, ev.ErrorEvent) and error.code == "malformed_json"
+        chunks = [e for e in events if isinstance(e, ev.AudioChunk)]
+        assert all(c.decoded for c in chunks) and client.deltas_in_c == 2
+        assert b"".join(c.audio for c in chunks) == PassthroughDownlink("ulaw").process(audio[0] + audio[1])
+        assert client.closed is None
+        await client.close()
