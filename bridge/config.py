@@ -300,12 +300,13 @@ class Settings(BaseSettings):
     # (a stranger has nothing to try there; a scanner gives up after 3), 10 without
     front_refusal_limit: int | None = Field(None, ge=1, le=10000)
     front_topology_hiding: bool = False
-    # calls one source address outside front_allowed_sources may hold through the front at once (ringing or
-    # answered; a digest challenge holds none): the next gets 486; 0: no limit
+    # calls one source address outside front_allowed_sources and sip_trunk_sources may hold through the front at once
+    # (ringing or answered; a digest challenge holds none): the next gets 486; 0: no limit
     front_calls_per_source: int = Field(2, ge=0, le=10000)
     # digest guessing of one user at the front (front_auth): this many wrong passwords for one sip_auth_users user,
-    # from any addresses, each within front_auth_user_window_s of the last, lock that user for front_auth_user_ban_s:
-    # its new calls get 403 whatever their credentials (a stale nonce's new challenge is no failure)
+    # from any addresses outside sip_trunk_sources, each within front_auth_user_window_s of the last, guard that user
+    # for front_auth_user_ban_s: its new calls from unlisted sources get 403 whatever their credentials, its listed
+    # trunks' are checked as always (a stale nonce's new challenge is no failure)
     front_auth_user_failures: int = Field(10, ge=1, le=100_000)
     front_auth_user_window_s: int = Field(60, ge=1, le=86400)
     front_auth_user_ban_s: int = Field(300, ge=1, le=86400)

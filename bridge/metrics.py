@@ -315,12 +315,14 @@ FRONT_REFUSED = Counter(
     "Requests the front answered itself, by reason: source (403), credentials (403), challenged (401), dialog (404: "
     "no dialog the front set up), dialog_source (403: an in-dialog request from another address than its side's), "
     "method (405), calls_per_source (486: its source held front_calls_per_source calls), merged (482: a copy of an "
-    "INVITE the front already has, on another branch), user_locked (403: its digest user is locked)",
+    "INVITE the front already has, on another branch), user_locked (403: its digest user is guarded, "
+    "and its source is no listed trunk)",
     ["reason"],
 )
 FRONT_BANS = Counter(f"{NS}_front_bans", "Source addresses the front banned for flooding (front_pike_requests)")
 FRONT_USER_LOCKS = Counter(
-    f"{NS}_front_user_locks", "Digest users the front locked for wrong passwords (front_auth_user_failures)"
+    f"{NS}_front_user_locks",
+    "Digest users the front put under a guard for wrong passwords from unlisted sources (front_auth_user_failures)",
 )
 FRONT_BANNED_DROPPED = Counter(f"{NS}_front_banned_dropped", "Requests from banned source addresses, dropped")
 FRONT_FULL = Counter(f"{NS}_front_full", "New calls the front answered 503: no worker had room")

@@ -9,7 +9,8 @@ includes into a run directory:
 
 * ``front.defs``: the listen address, the control socket and the timers, as Kamailio ``#!define``/``#!substdef``;
 * ``dispatcher.list``: one destination per worker, ``maxload`` = the calls the worker's process reported it holds;
-* ``front.sources``: ``front_allowed_sources`` as the permissions module's address file;
+* ``front.sources``: ``front_allowed_sources`` (group 1) and ``sip_trunk_sources`` (group 2) as the permissions
+  module's address file;
 * ``front.users`` (mode 0600): the HA1 of each ``sip_auth_users`` user for digest at the front (``front_auth``),
   the key of its nonces and of topology hiding, random per front;
 * ``rpc.sock``: Kamailio's JSON-RPC control socket (a Unix datagram socket, mode 0600), used by
@@ -18,7 +19,8 @@ includes into a run directory:
   there, beside ``serve``'s (``journalctl -u callbridge``). Either way ``serve`` writes them (:func:`relay_log`):
   one line per message, peer data in it escaped, cut and its numbers masked.
 
-The edge (:class:`Edge`): a flood limit per source address, an allow-list, digest auth with a lock per user, a copy
+The edge (:class:`Edge`): a flood limit per source address, an allow-list, the listed trunks (trusted peers, never
+refused by a user's guard), digest auth with a guard per user against guess storms from unlisted sources, a copy
 of an INVITE it already has (another branch) refused 482, in-dialog requests relayed only within dialogs the front
 set up, topology hiding. What Kamailio refused is read from its counters over the control socket and exported as
 metrics (:func:`edge_counts`).
@@ -190,6 +192,9 @@ class Edge:
     """What the front refuses before a worker sees it (kamailio/kamailio.cfg, route[ADMIT], route[AUTH])."""
 
     allowed_sources: tuple[str, ...] = ()  # CIDRs; () = any source
+    # CIDRs of the listed trunks (sip_trunk_sources): trusted peers, not an allow-list: not flood-limited or banned,
+    # no calls per source limit, never refused by a digest user's guard
+    trunk_sources: tuple[str, ...] = ()
     auth_users: Mapping[str, str] | None = None  # user -> password: digest at the front; None = off
     auth_realm: str = "callbridge"
     pike_requests: int = 400  # requests per window from one address ...
@@ -197,9 +202,10 @@ class Edge:
     ban_s: int = 300  # ... ban it for this long
     # 403s to one address, each within a minute of the last, that ban it for ban_s too
     refusal_limit: int = REFUSALS_WITHOUT_ALLOWLIST
-    calls_per_source: int = 0  # calls one source outside the allow-list may hold through the front; 0: no limit
-    # with digest at the front: wrong passwords for one user (any addresses), each within the window of the last,
-    # that lock the user for auth_user_ban_s
+    # calls one source outside the allow-list and the trunks may hold through the front; 0: no limit
+    calls_per_source: int = 0
+    # with digest at the front: wrong passwords for one user from unlisted sources (any of them), each within the
+    # window of the last, that put the user under a guard for auth_user_ban_s (its calls from unlisted sources: 403)
     auth_user_failures: int = 10
     auth_user_window_s: int = 60
     auth_user_ban_s: int = 300
@@ -214,6 +220,7 @@ class Edge:
         users = {u: pw.get_secret_value() for u, pw in settings.sip_auth_users.items()} if settings.front_auth else None
         edge = cls(
             allowed_sources=settings.front_allowed_sources,
+            trunk_sources=settings.sip_trunk_sources,
             auth_users=users,
             auth_realm=settings.sip_auth_realm,
             pike_requests=settings.front_pike_requests,
@@ -232,11 +239,15 @@ class Edge:
 
     def check(self) -> None:
         """ConfigError naming the setting that the routing script cannot take."""
-        for entry in self.allowed_sources:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ConfigError("settings", "front_allowed_sources", f"{entry!r} is not a CIDR") from None
+        for field, entries in (
+            ("front_allowed_sources", self.allowed_sources),
+            ("sip_trunk_sources", self.trunk_sources),
+        ):
+            for entry in entries:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ConfigError("settings", field, f"{entry!r} is not a CIDR") from None
         if self.auth_users is None:
             return
         if not self.auth_users:
@@ -250,10 +261,16 @@ class Edge:
     def describe(self) -> str:
         """The start-up log's words for what is open and what is guarded (no secret)."""
         sources = ", ".join(self.allowed_sources) if self.allowed_sources else "any source (no front_allowed_sources)"
+        trunks = (
+            f"trunks {', '.join(self.trunk_sources)} (sip_trunk_sources)"
+            if self.trunk_sources
+            else "no trunk listed (sip_trunk_sources)"
+        )
+        guarded = "its calls from unlisted sources refused" if self.trunk_sources else "its calls refused"
         auth = (
-            f"digest auth of new calls ({len(self.auth_users)} users, realm {self.auth_realm}), a user locked"
-            f" {self.auth_user_ban_s} s after {self.auth_user_failures} wrong passwords, each within"
-            f" {self.auth_user_window_s} s of the last"
+            f"digest auth of new calls ({len(self.auth_users)} users, realm {self.auth_realm}), a user guarded"
+            f" {self.auth_user_ban_s} s ({guarded}) after {self.auth_user_failures} wrong passwords from unlisted"
+            f" sources, each within {self.auth_user_window_s} s of the last"
             if self.auth_users
             else "no authentication at the front (front_auth off)"
         )
@@ -262,13 +279,16 @@ class Edge:
             f" or {self.refusal_limit} refusals"
         )
         hiding = "topology hidden" if self.topology_hiding else "topology not hidden"
-        who = "each source outside the allow-list" if self.allowed_sources else "each source"
+        listed = [
+            name for name, on in (("the allow-list", self.allowed_sources), ("the trunks", self.trunk_sources)) if on
+        ]
+        who = f"each source outside {' and '.join(listed)}" if listed else "each source"
         slots = (
             f"{who} holds at most {self.calls_per_source} calls (486 beyond)"
             if self.calls_per_source
             else "no limit of calls per source (front_calls_per_source 0)"
         )
-        return f"sources: {sources}; {auth}; {flood}; {slots}; {hiding}"
+        return f"sources: {sources}; {trunks}; {auth}; {flood}; {slots}; {hiding}"
 
     def script_values(self) -> dict[str, str]:
         """The edge's numbers and names as ``front.defs`` gives them to the routing script (``#!substdef``)."""
@@ -284,13 +304,18 @@ class Edge:
         }
 
 
-def address_file(cidrs: Sequence[str]) -> str:
-    """The permissions module's address file: ``group address netmask port`` (group 1, any port)."""
-    lines = ["# generated by callbridge serve --front kamailio from front_allowed_sources"]
-    for entry in cidrs:
-        net = ipaddress.ip_network(entry, strict=False)
-        address = f"[{net.network_address}]" if net.version == 6 else str(net.network_address)
-        lines.append(f"1 {address} {net.prefixlen} 0")
+ALLOWLIST_GROUP, TRUNK_GROUP = 1, 2  # the groups of front.sources that kamailio.cfg's allow_source_address() reads
+
+
+def address_file(cidrs: Sequence[str], trunks: Sequence[str] = ()) -> str:
+    """The permissions module's address file: ``group address netmask port`` (any port): the allow-list's
+    ``cidrs`` in group 1, the listed ``trunks`` in group 2."""
+    lines = ["# generated by callbridge serve --front kamailio from front_allowed_sources and sip_trunk_sources"]
+    for group, entries in ((ALLOWLIST_GROUP, cidrs), (TRUNK_GROUP, trunks)):
+        for entry in entries:
+            net = ipaddress.ip_network(entry, strict=False)
+            address = f"[{net.network_address}]" if net.version == 6 else str(net.network_address)
+            lines.append(f"{group} {address} {net.prefixlen} 0")
     return "\n".join(lines) + "\n"
 
 
@@ -379,6 +404,7 @@ def front_defs(
         name
         for name, on in (
             ("FRONT_ALLOWLIST", bool(edge.allowed_sources)),
+            ("FRONT_TRUNKS", bool(edge.trunk_sources)),
             ("FRONT_AUTH", bool(edge.auth_users)),
             ("FRONT_TOPOH", edge.topology_hiding),
             ("FRONT_TLS", tls_port is not None),
@@ -910,7 +936,9 @@ class KamailioFront:
             write_dialog_schemas(self.run_dir / "db_redis")
         write_private(self.run_dir / "front.defs", defs)  # the dialog store's URL may hold Redis's password
         (self.run_dir / "dispatcher.list").write_text(dispatcher_list(self.destinations), encoding="utf-8")
-        (self.run_dir / "front.sources").write_text(address_file(self.edge.allowed_sources), encoding="utf-8")
+        (self.run_dir / "front.sources").write_text(
+            address_file(self.edge.allowed_sources, self.edge.trunk_sources), encoding="utf-8"
+        )
         write_private(self.run_dir / "front.users", front_users(self.edge, *self._keys))
         if self.settings.sip_tls_port is not None:
             (self.run_dir / "tls.cfg").write_text(tls_cfg(self.settings), encoding="utf-8")

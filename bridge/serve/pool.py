@@ -75,6 +75,7 @@ from bridge.serve.front import (
 )
 from bridge.serve.ready import OUTPUT_STREAM_LIMIT, forward_output, parse_ready, read_report
 from bridge.serve.stopping import IGNORED, read_calls
+from bridge.serve.trunks import unlisted_trunk_warning
 from bridge.serve.zygote import Unavailable, Zygote, reap_orphans
 
 if TYPE_CHECKING:
@@ -451,6 +452,8 @@ def main(argv: list[str]) -> int:
 
     for warning in open_warnings(settings):  # every start says what is left open
         log.warning("open: %s", warning)
+    if trunks := unlisted_trunk_warning(settings):  # what holds a trunk's SBC until it is listed
+        log.warning("%s", trunks)
     announce_fast_path(settings)
 
     # Workers are processes: prometheus-client must merge their samples (multiprocess mode). Set before the

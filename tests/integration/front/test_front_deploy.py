@@ -51,9 +51,15 @@ def test_the_kamailio_examples_pass_kamailios_check(tmp_path: Path) -> None:
     if not has_db_redis():  # the dialogs in Redis need kamailio-redis-modules
         defs = defs.replace("##!define FRONT_DIALOG_DB\n", "")
     users = (KAMAILIO / "front.users.example").read_text()
-    # as it comes (every guard off: front.users is only its route), then with every guard on
+    # as it comes (every guard off: front.users is only its route), then with every guard on, then with listed
+    # trunks and digest but no allow-list
     open_users = "\n".join(line for line in users.splitlines() if not line.startswith("modparam"))
-    for front_defs, front_users in ((defs, open_users), (defs.replace("##!define", "#!define"), users)):
+    trunks = defs.replace("##!define FRONT_TRUNKS", "#!define FRONT_TRUNKS").replace(
+        "##!define FRONT_AUTH", "#!define FRONT_AUTH"
+    )
+    trunk_users = "\n".join(line for line in users.splitlines() if "topoh" not in line)
+    variants = ((defs, open_users), (defs.replace("##!define", "#!define"), users), (trunks, trunk_users))
+    for front_defs, front_users in variants:
         (tmp_path / "front.defs").write_text(front_defs)
         (tmp_path / "front.users").write_text(front_users)
         check = subprocess.run([kamailio, "-c", "-f", "kamailio.cfg"], cwd=tmp_path, capture_output=True, text=True)

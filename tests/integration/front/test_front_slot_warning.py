@@ -31,6 +31,12 @@ def _warnings(node_dir: Path, source: str) -> list[str]:
 async def test_a_refused_source_is_named_once_with_the_setting(tmp_path: Path) -> None:
     assert SHIPPED == 2
     async with front_node(tmp_path, workers=2, config={SETTING: SHIPPED}) as (node, port, _):
+        # no trunk is listed: serve's start says what that means for an SBC, and which setting lists one
+        started = node.stderr_tail(20000)
+        assert (
+            f"trunks: none listed (sip_trunk_sources is empty): each source address holds at most {SHIPPED}" in started
+        )
+        assert "gets 486 on its third concurrent call; list each trunk's SBC addresses in sip_trunk_sources" in started
         held = [RawCall(source, (NODE_A, port)) for source in (TRUNK, TRUNK, OTHER, OTHER)]
         try:
             for call in held:

@@ -1,7 +1,7 @@
 """Calls per source at the front (kamailio.cfg, route[SLOTS]): a source outside the allow-list holds at most
 front_calls_per_source calls through the front, and the next gets 486 from Kamailio before any worker (or model
 session) sees it, while another source's call is answered. A call's end frees its slot; an INVITE answered with a
-digest challenge holds none; the allow-list's trunks have no limit.
+digest challenge holds none; the allow-list's trunks and those of sip_trunk_sources have no limit.
 
 The sources are loopback addresses of their own (Linux answers all of 127.0.0.0/8)."""
 
@@ -77,3 +77,24 @@ async def test_the_allow_lists_trunk_has_no_limit(tmp_path: Path) -> None:
         assert (run.returncode, run.successful, run.failed) == (0, 3, 0), run.output[-3000:]
         assert counters(node)["refused_slots"] == 0
         await wait_for(polled(lambda: len(node.calls()) == 3), "the trunk's 3 calls reported")
+
+
+async def test_a_listed_trunk_has_no_limit_while_a_stranger_keeps_it(tmp_path: Path) -> None:
+    """A trunk listed in sip_trunk_sources (not an allow-list: strangers still call) holds as many calls as it
+    sends, while a stranger's second call gets 486."""
+    work = sipp_dir(tmp_path)
+    config = {"front_calls_per_source": 1, "sip_trunk_sources": [f"{CALLER}/32"]}
+    async with front_node(tmp_path, workers=1, config=config) as (node, port, _):
+        assert "each source outside the trunks holds at most 1 calls" in node.stderr_tail(20000)
+        held = RawCall(STRANGER, (NODE_A, port))
+        try:
+            assert (await held.start()).status == 200
+            run = await sipp(work, f"{NODE_A}:{port}", calls=3, rate=3, scenario="uac", extra=["-d", "3000"])
+            assert (run.returncode, run.successful, run.failed) == (0, 3, 0), run.output[-3000:]
+            refused = await invite(NODE_A, port, local_host=STRANGER)
+            assert (refused.status, refused.reason) == BUSY, refused
+            assert (await held.send("BYE")).status == 200
+        finally:
+            held.close()
+        assert counters(node)["refused_slots"] == 1
+        await wait_for(polled(lambda: len(node.calls()) == 4), "the trunk's 3 calls and the stranger's reported")

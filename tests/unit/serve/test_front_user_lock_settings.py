@@ -1,4 +1,4 @@
-"""The front's lock per digest user and its refusal of merged INVITEs, as far as Python has them: the settings reach
+"""The front's guard per digest user and its refusal of merged INVITEs, as far as Python has them: the settings reach
 ``front.defs`` (the routing script's numbers) and the start-up line, and Kamailio's new counters are exported."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from bridge.serve import front
 from bridge.serve.front import Edge, Listen, front_defs, template_path
 
 
-def test_the_user_lock_settings_reach_the_routing_script_and_the_start_up_line(tmp_path: Path) -> None:
+def test_the_user_guard_settings_reach_the_routing_script_and_the_start_up_line(tmp_path: Path) -> None:
     settings = Settings(
         front_auth=True,
         sip_auth_users={"trunk1": "pw"},
@@ -29,10 +29,11 @@ def test_the_user_lock_settings_reach_the_routing_script_and_the_start_up_line(t
         '#!substdef "!FRONT_AUTH_USER_BAN_S!900!g"',
     ):
         assert line in defs.splitlines()
-    assert "a user locked 900 s after 4 wrong passwords, each within 30 s of the last" in edge.describe()
+    words = "a user guarded 900 s (its calls refused) after 4 wrong passwords from unlisted sources, each within 30 s"
+    assert words in edge.describe()
 
 
-def test_the_shipped_lock_is_ten_wrong_passwords_a_minute_for_five_minutes(tmp_path: Path) -> None:
+def test_the_shipped_guard_is_ten_wrong_passwords_a_minute_for_five_minutes(tmp_path: Path) -> None:
     edge = Edge.from_settings(Settings())
     assert (edge.auth_user_failures, edge.auth_user_window_s, edge.auth_user_ban_s) == (10, 60, 300)
     script = template_path().read_text()
@@ -41,7 +42,7 @@ def test_the_shipped_lock_is_ten_wrong_passwords_a_minute_for_five_minutes(tmp_p
 
 
 @pytest.mark.parametrize("field", ["front_auth_user_failures", "front_auth_user_window_s", "front_auth_user_ban_s"])
-def test_a_lock_of_nothing_is_refused(field: str) -> None:
+def test_a_guard_of_nothing_is_refused(field: str) -> None:
     with pytest.raises(ValidationError, match=field):
         Settings(**{field: 0})
 
