@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from _front import NODE_A, Answer, front_node, requirements, wait_for
 from _rawsip import Dialog, Leg, authorization, challenge_of
 from test_front_edge import counters, exported, logged, polled, sessions
@@ -104,3 +105,38 @@ async def call_with_credentials(leg: Leg, password: str) -> tuple[Answer, Answer
     if final.status == 200:
         assert (await leg.hang_up(call)).status == 200
     return first, final
+
+
+async def test_wrong_passwords_ban_a_stranger_per_source_and_never_the_listed_trunk(tmp_path: Path) -> None:
+    """Per source: a stranger's wrong passwords are refusals toward its address's ban (front_refusal_limit), after
+    which its requests are dropped unanswered. The listed trunk's wrong passwords (a misconfigured trunk, or ones
+    forged from its address) are refused one by one, never ban it and never put its user under a guard: the right
+    password gets its call after them, and so does a stranger's right one."""
+    limit = 3
+    config = {**CONFIG, "front_refusal_limit": limit, "front_auth_user_failures": limit, "front_ban_s": 120}
+    async with front_node(tmp_path, workers=1, config=config) as (node, port, _):
+        front = (NODE_A, port)
+        with Leg(TRUNK, front) as trunk:
+            for n in range(limit + 1):
+                refused, _ = await attempt(trunk, USER, f"guess-{n}")
+                assert (refused.status, refused.reason) == REFUSED, refused
+            _, answered = await call_with_credentials(trunk, PASSWORD)
+            assert answered.status == 200, answered
+        assert (counters(node)["bans"], counters(node)["user_locks"]) == (0, 0)
+
+        with Leg(STRANGER, front) as stranger:
+            # no guard: the trunk's wrong passwords did not count toward one
+            _, answered = await call_with_credentials(stranger, PASSWORD)
+            assert answered.status == 200, answered
+            for n in range(limit):
+                refused, _ = await attempt(stranger, USER, f"guess-{n}")
+                assert (refused.status, refused.reason) == REFUSED, refused
+            await wait_for(polled(lambda: counters(node)["bans"] == 1), "the stranger banned")
+            dropped, call = counters(node)["banned_dropped"], Dialog()
+            stranger.invite(call)
+            await wait_for(polled(lambda: counters(node)["banned_dropped"] == dropped + 1), "its INVITE dropped")
+            with pytest.raises(TimeoutError):
+                await stranger.answer(call, "INVITE", final=False, within_s=1.0)  # nothing, not even 100 Trying
+        await wait_for(polled(lambda: logged(node, f"{STRANGER} banned for 120 s: {limit} refusals")), "the ban")
+        assert counters(node)["user_locks"] == 1  # the stranger's three wrong passwords: its user's guard
+        assert sessions(node) == 2
