@@ -288,7 +288,7 @@ class Edge:
             if self.calls_per_source
             else "no limit of calls per source (front_calls_per_source 0)"
         )
-        return f"sources: {sources}; {trunks}; {auth}; {flood}; {slots}; {hiding}"
+        return f"sources: {sources}; {auth}; {trunks}; {flood}; {slots}; {hiding}"
 
     def script_values(self) -> dict[str, str]:
         """The edge's numbers and names as ``front.defs`` gives them to the routing script (``#!substdef``)."""
