@@ -37,6 +37,7 @@ records.
                        exits
     takeover.py        take-over, the worker's side: the calls' take-over legs
                        (:class:`bridge.call.takeover.TakeOverLeg`) and the supervisor's audio on Redis pub/sub
+    trunks.py          the start-up line that says what holds an unlisted trunk's SBC (sip_trunk_sources)
     variant.py         one call on its variant: the connector, the credential source, the profile, health and cost
     webhooks.py        signed webhooks in ``serve`` and its workers (the package: ``bridge.webhooks``)
     worker.py          one worker process: a SIP user agent on its own port, a few calls, one asyncio loop

@@ -39,6 +39,7 @@
     rtpguard.py   media from the caller only: a kernel source filter on each call's RTP and RTCP sockets
     callermedia.py one call's media guard over its life, and the check that the caller is heard at all
     dialogguard.py pure: only the caller steers its call (requests inside a dialog from anyone else are refused)
+    sdpptime.py   a pjsip module that names the 20 ms we send (a=ptime:20) in every SDP the endpoint sends
     infodtmf.py   SIP INFO with ``application/dtmf`` (the body is the digit), as some PBXs and SBCs send it
 
 Names are exported lazily so that ``bridge.sip.sipmsg`` or ``bridge.sip.access`` can be used without loading

@@ -358,3 +358,17 @@ async def test_zoomed_in_the_header_covers_nothing_a_jump_leads_to(console: Cons
             )
             assert seen["top"] >= 0 and not seen["covered"] and seen["header"] < 0.15, (panel, seen)
         assert page.problems == [], page.problems
+
+
+async def test_the_health_tables_fit_at_1400_px_without_scrolling_sideways(console: Console) -> None:
+    """At 1400 px a supervisor reads every rollout's health table whole: no table box scrolls sideways there."""
+    async with Browser(width=1400, height=900) as browser:
+        page = await _signed_in(browser, console, "admin")
+        await page.wait_for("document.querySelectorAll('#rollout-panel .table-box table').length > 0")
+        wide = await page.eval(
+            "[...document.querySelectorAll('#rollout-panel .table-box')]"
+            ".filter((b) => b.scrollWidth > b.clientWidth + 1)"
+            ".map((b) => ({name: b.getAttribute('aria-label') || b.firstElementChild.className,"
+            " scroll: b.scrollWidth, client: b.clientWidth}))"
+        )
+        assert wide == [], wide

@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+from _axe import axe_missing, run_axe, told
 from _cdp import Browser
 from _console_helpers import OPERATOR_TOKEN, console_stack, needs_browser_stack, sign_in, write_dialplans
 from fakes.clock import Clock
@@ -90,6 +91,12 @@ async def test_the_wallboard_fills_a_screen_turns_red_over_thresholds_and_sounds
                     " parseFloat(getComputedStyle(document.querySelector('.tile .value')).fontSize)]"
                 )
                 assert fits[0] and fits[1] and fits[2] >= 96, fits
+                if axe_missing() is None:  # for everyone: no axe-core violation, red tiles and the thresholds open
+                    found = await run_axe(page, "the wallboard, two tiles red")
+                    await page.click("#edit-thresholds")
+                    found += await run_axe(page, "the wallboard, its thresholds open")
+                    await page.click("#edit-thresholds")
+                    assert not found, told(found)
 
                 # the supervisor allows sound, then sets a threshold that turns "waiting" red: one sound, once
                 await page.click("#sound")
