@@ -534,7 +534,7 @@ class SipEndpoint:
             f"{rejected.status_code} {rejected.reason} ({rejected.detail})"
         )
         if line is not None:
-            _LOG.log(logging.WARNING if rejected.status_code == 403 else logging.INFO, "%s", line)
+            _LOG.log(logging.WARNING if rejected.status_code in (403, 513) else logging.INFO, "%s", line)
         if self.on_rejected is not None:
             try:
                 self.on_rejected(rejected)

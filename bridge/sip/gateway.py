@@ -86,6 +86,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -142,6 +143,7 @@ from bridge.sip.identity import call_identity
 from bridge.sip.infodtmf import InfoDtmf
 from bridge.sip.legs import DTMF_DIGITS, LegCall, SipLeg, call_op, first_audio
 from bridge.sip.outbound import HumanCall, dial
+from bridge.sip.oversize import MAX_MESSAGE, Refused, cut_or_too_large
 from bridge.sip.reason import ENDING_REQUESTS, peer_ending
 from bridge.sip.rtpguard import MediaClaims, MediaGuard, media_sources, sdp_connection_ip
 from bridge.sip.rxhook import RxHook
@@ -157,6 +159,7 @@ from bridge.sip.sipmsg import (
     parse_request_head,
     user_part,
 )
+from bridge.sip.sizeguard import SizeGuard
 from bridge.sip.transports import secure_media
 from bridge.sip.txhook import TxHook
 
@@ -689,6 +692,7 @@ class SipGateway(Service):
         self.answers = AnswerBook()  # one final answer per INVITE transaction (bridge.sip.answers)
         self._tx = TxHook(self.answers.answered)  # every response sent goes into it
         self._ptime = PtimeHook(FRAME_MS)  # every SDP sent names the packet time sent (bridge.sip.sdpptime)
+        self._size = SizeGuard(self._too_large)  # messages over pjsip's buffer: 513 (bridge.sip.oversize)
         # SIP INFO application/dtmf, which pjsua answers 500 (bridge.sip.infodtmf)
         self._info = InfoDtmf(functools.partial(_info_digit, self._calls, self._guarded))
         self._refusal_log = LogLimiter(per_second=20.0, burst=100.0, max_chars=500)
@@ -713,6 +717,10 @@ class SipGateway(Service):
             self.endpoint.on_release(self._ptime.unregister)
         else:
             _LOG.warning("SDP ptime off: %s (answers name no a=ptime)", self._ptime.why)
+        if self._size.register():
+            self.endpoint.on_release(self._size.unregister)
+        else:
+            _LOG.warning("size guard off: %s (a TCP message over %d bytes gets no answer)", self._size.why, MAX_MESSAGE)
         self._watch = asyncio.get_running_loop().create_task(self._watch_media(), name="sip-media-watch")
 
     async def _watch_media(self) -> None:
@@ -816,7 +824,14 @@ class SipGateway(Service):
     ) -> tuple[int, str, Mapping[str, str]]:
         """Every received request, before pjsip acts on it (bridge.sip.rxhook): a repeated INVITE's one answer
         (bridge.sip.answers), a new INVITE's screening (bridge.sip.admission), the dialog guard's verdict, then the
-        offer's transport rule (SDES keys over TLS only, SRTP on sips: calls)."""
+        offer's transport rule (SDES keys over TLS only, SRTP on sips: calls). First of all, a request too large
+        for pjsip's buffer or cut short is refused (bridge.sip.oversize)."""
+        if (cut := cut_or_too_large(message)) is not None:
+            head = parse_request_head(message)
+            method, call_id = (head.method, head.headers.get("call-id", "")) if head else ("", "")
+            size = len(message.encode("utf-8", "surrogateescape"))
+            self._too_large(Refused(None, size, f"{method} {call_id}", *cut), source, transport or "")
+            return (-1, "", {}) if method == "ACK" else (*cut, {})
         look = self.answers.look(message, source)
         if look.verdict is not None:
             return look.verdict
@@ -839,6 +854,18 @@ class SipGateway(Service):
         if verdict.status == PASS and (digit := self._info.answer(message)) is not None:
             return digit  # an application/dtmf INFO of a call, its source checked (bridge.sip.infodtmf)
         return verdict.status, verdict.reason, dict(verdict.headers)
+
+    def _too_large(self, refused: Refused, source: str, transport: str) -> None:
+        """A request refused for its size or cut short (bridge.sip.oversize): an INVITE counted as refused."""
+        method, _, call_id = refused.summary.partition(" ")
+        over = f" over {transport.upper()}" if transport else ""
+        detail = f"{refused.size} bytes{over}; a worker takes SIP messages of up to {MAX_MESSAGE} bytes"
+        if method.upper() != "INVITE":
+            what = method[:20] or "message"
+            _LOG.warning("refused a %s from %s: %d %s (%s)", what, source, refused.status, refused.reason, detail)
+            return
+        rejected = RejectedCall(refused.status, refused.reason, clean_text(call_id, SIP_CALL_ID_CHARS), "", "", source)
+        self.endpoint.count_rejected(dataclasses.replace(rejected, detail=detail))
 
     def _early_refusal(self, message: str, packet_source: str) -> Verdict | None:
         """A new INVITE's refusal by the screening, counted and answered here before pjsua makes it a call, so that
