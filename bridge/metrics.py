@@ -316,7 +316,8 @@ FRONT_REFUSED = Counter(
     "no dialog the front set up), dialog_source (403: an in-dialog request from another address than its side's), "
     "method (405), calls_per_source (486: its source held front_calls_per_source calls), merged (482: a copy of an "
     "INVITE the front already has, on another branch), user_locked (403: its digest user is guarded, "
-    "and its source is no listed trunk)",
+    "and its source is no listed trunk), too_large (513: over a worker's SIP buffer even trimmed of what no worker "
+    "reads)",
     ["reason"],
 )
 FRONT_BANS = Counter(f"{NS}_front_bans", "Source addresses the front banned for flooding (front_pike_requests)")

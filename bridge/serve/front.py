@@ -716,6 +716,7 @@ EDGE_COUNTERS = {
     "full": ("FRONT_FULL", ""),
     "refused_slots": ("FRONT_REFUSED", "calls_per_source"),
     "refused_merged": ("FRONT_REFUSED", "merged"),
+    "refused_too_large": ("FRONT_REFUSED", "too_large"),
     "refused_user_locked": ("FRONT_REFUSED", "user_locked"),
     "user_locks": ("FRONT_USER_LOCKS", ""),
 }
