@@ -69,9 +69,9 @@ def passport(size: int = 900) -> str:
 
 
 def large_invite(call: Call, rtp_port: int, size: int) -> bytes:
-    """An INVITE of ``size`` bytes or a little more: what every worker reads (Session-Expires, the asserted
-    caller at the very end of the header block, the offer's media) plus what none does (``Identity`` headers,
-    P-headers, ICE candidates and SSRC lines of the SDP), the last two grown until the INVITE is ``size`` long."""
+    """An INVITE of ``size`` bytes: what every worker reads (Session-Expires, the asserted caller at the very end of
+    the header block, in lower case, the offer's media) plus what none does (``Identity`` headers, P-headers, other
+    headers, ICE candidates and SSRC lines of the SDP), grown until the INVITE is ``size`` long."""
     sdp = [
         "v=0",
         f"o=carrier 8123 8123 IN IP4 {call.local}",
@@ -92,7 +92,7 @@ def large_invite(call: Call, rtp_port: int, size: int) -> bytes:
         "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE",
         "P-Charging-Vector: icid-value=" + secrets.token_hex(24) + ";orig-ioi=carrier.example",
     ]
-    late = [f"P-Asserted-Identity: <sip:{ASSERTED}@carrier.example;user=phone>"]
+    late = [f"p-asserted-identity: <sip:{ASSERTED}@carrier.example;user=phone>"]  # header names have no case
 
     def build() -> bytes:
         body = "\r\n".join(sdp) + "\r\n"
@@ -101,13 +101,15 @@ def large_invite(call: Call, rtp_port: int, size: int) -> bytes:
     n = 0
     while len(build()) < size - 1200:
         n += 1
-        if n % 3 == 1 and sum(h.startswith("Identity:") for h in headers) < 3:
-            headers.append(f"Identity: {passport()}")
-        elif n % 3 == 2:
+        if n % 4 == 1 and sum(h.lower().startswith("identity:") for h in headers) < 3:
+            headers.append(f"{'Identity' if n < 4 else 'identity'}: {passport()}")
+        elif n % 4 == 2:
             sdp.append(f"a=candidate:{n} 1 UDP 2130706431 {call.local} {rtp_port + 2 * n} typ host generation 0")
             sdp.append(f"a=ssrc:{secrets.randbits(31)} cname:{secrets.token_hex(16)}")
-        else:
+        elif n % 4 == 3:
             headers.append(f"P-Carrier-Trace-{n}: " + secrets.token_hex(60))
+        else:
+            headers.append(f"X-Carrier-Route-{n}: " + secrets.token_hex(60))  # no worker reads it: not a P-header
     while len(build()) < size - 100:
         n += 1
         headers.append(f"P-Carrier-Trace-{n}: " + secrets.token_hex(30))
@@ -115,6 +117,21 @@ def large_invite(call: Call, rtp_port: int, size: int) -> bytes:
     if pad > 0:
         headers.append("P-Carrier-Pad: " + "x" * pad)
     return build()
+
+
+def cut_in_a_header(call: Call, at: int = 4000) -> bytes:
+    """An INVITE whose byte ``at`` falls inside a ``Route`` URI: cut there (a datagram longer than pjsip's buffer),
+    what is left does not parse."""
+    pad = [f"P-Carrier-Trace-{i}: " + "x" * 90 for i in range(60)]
+    kept = call.head("INVITE", 1)
+    for count in range(len(pad), 0, -1):
+        start = len("\r\n".join([*kept, *pad[:count]]).encode()) + 2
+        if start + 40 < at:
+            route = "Route: <sip:edge.carrier.example:5060;lr;transport=udp;x=" + "a" * 200 + ">"
+            body = "v=0\r\n"
+            rest = [*kept, *pad[:count], route, "Content-Type: application/sdp", f"Content-Length: {len(body)}"]
+            return ("\r\n".join(rest) + "\r\n\r\n" + body).encode()
+    raise AssertionError("no room for the Route header")
 
 
 class TcpCaller:
@@ -187,7 +204,8 @@ def sdp_media(body: str) -> tuple[str, int]:
 
 
 class RtpCaller:
-    """A caller's RTP on ``host``: a PCMU tone of ``hz`` every 20 ms to ``remote`` once set, and what comes back."""
+    """A caller's RTP on ``host``: 20 ms PCMU packets to ``remote`` once started, silent until :attr:`speaking`
+    (then a tone of ``hz``: the caller does not talk over the agent's greeting), and what comes back."""
 
     def __init__(self, host: str, hz: float) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -195,6 +213,7 @@ class RtpCaller:
         self.sock.setblocking(False)
         self.port = int(self.sock.getsockname()[1])
         self.hz = hz
+        self.speaking = False
         self.remote: tuple[str, int] | None = None
         self.received: list[bytes] = []  # payloads of the PCMU packets that came back
         self.sent = 0
@@ -215,7 +234,7 @@ class RtpCaller:
             next_at += 0.02
             phases = phase + step * np.arange(160)
             phase = float((phase + step * 160) % (2 * np.pi))
-            pcm = (32767 * 0.3 * np.sin(phases)).astype("<i2").tobytes()
+            pcm = (32767 * 0.3 * np.sin(phases) * self.speaking).astype("<i2").tobytes()
             packet = struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + ulaw_encode(pcm)
             seq, ts = seq + 1, ts + 160
             assert self.remote is not None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _bigsip import ASSERTED, Call, RtpCaller, TcpCaller, large_invite, sdp_media
+from _bigsip import ASSERTED, Call, RtpCaller, TcpCaller, cut_in_a_header, large_invite, sdp_media
 from _front import CALLER, NODE_A, Answer, front_node, parse_answer, requirements, wait_for
 from test_front_edge import counters
 
@@ -57,6 +57,7 @@ async def one_call(front: int, size: int) -> tuple[int, int]:
             return loud if loud >= 3 else 0  # the agent's greeting (the emulator's is short)
 
         loud = int(await wait_for(heard, f"the agent's audio at the caller ({len(invite)}-byte INVITE)", 20))
+        rtp.speaking = True
         await asyncio.sleep(1.5)  # the caller's tone reaches the model
         await tcp.send(call.request("BYE", 2))
         assert (await tcp.final(call.call_id, "BYE")).status == 200
@@ -124,14 +125,17 @@ async def tcp_refusal(host: str, port: int, size: int) -> tuple[float, int, str]
         await tcp.close()
 
 
-async def udp_refusal(host: str, port: int, size: int) -> tuple[float, int, str]:
+async def udp_refusal(host: str, port: int, size: int, cut: bool = False) -> tuple[float, int, str]:
+    """A large INVITE in one datagram (``cut``: one whose first 4,000 bytes do not parse): how long its final
+    answer took, its status and reason."""
     loop = asyncio.get_running_loop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((CALLER, 0))
         sock.setblocking(False)
         call = Call(f"sip:2000@{host}:{port}", CALLER, sock.getsockname()[1], transport="UDP")
         started = time.monotonic()
-        await loop.sock_sendto(sock, large_invite(call, 40000, size), (host, port))
+        datagram = cut_in_a_header(call) if cut else large_invite(call, 40000, size)
+        await loop.sock_sendto(sock, datagram, (host, port))
         while True:
             found = parse_answer(await asyncio.wait_for(loop.sock_recv(sock, 65535), 5))
             if found is not None and found.status >= 200:
@@ -147,4 +151,6 @@ async def test_a_worker_refuses_an_invite_over_its_limit_at_once(tmp_path: Path)
             assert (status, detail.split()[0]) == (513, "200") and took < 2.0, (size, took, status, detail)
             took, status, reason = await udp_refusal(NODE_A, worker_port, size)
             assert status == 513 and took < 2.0, (size, took, status, reason)
+        took, status, reason = await udp_refusal(NODE_A, worker_port, 0, cut=True)
+        assert status == 513 and took < 2.0, (took, status, reason)
     assert node.calls() == []
