@@ -67,7 +67,7 @@ CALLS_ABANDONED = Counter(
 SIP_REJECTED = Counter(f"{NS}_sip_rejected", "INVITEs refused, by SIP status", ["code"])
 # The statuses a worker refuses an INVITE with (bridge/sip/gateway.py: pjsua's own, the screening's, a failed
 # screening's 500) and a draining worker's 503 (bridge/serve/stopping.py)
-SIP_REJECT_CODES = ("400", "401", "403", "415", "420", "486", "488", "500", "503")
+SIP_REJECT_CODES = ("400", "401", "403", "415", "420", "486", "488", "500", "503", "513")
 SIP_SLOT_REFUSALS = Counter(
     f"{NS}_sip_slot_refusals",
     "INVITEs refused for want of a call slot, by reason (calls_per_source: the source's concurrent calls; "
