@@ -12,6 +12,7 @@ answered) and over UDP, and no call is recorded."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from pathlib import Path
@@ -19,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _bigsip import ASSERTED, Call, RtpCaller, TcpCaller, cut_in_a_header, large_invite, sdp_media
-from _front import CALLER, NODE_A, Answer, front_node, parse_answer, requirements, wait_for
+from _front import CALLER, NODE_A, ROOT, Answer, front_node, parse_answer, requirements, wait_for
 from test_front_edge import counters
 
 from bridge.audio.analysis import peak_frequency
 from bridge.audio.g711 import ulaw_decode_array
+from bridge.sip.oversize import MAX_MESSAGE
 
 pytestmark = [*requirements, pytest.mark.timeout(240)]
 CALLER_HZ = 1020.0
@@ -154,3 +156,29 @@ async def test_a_worker_refuses_an_invite_over_its_limit_at_once(tmp_path: Path)
         took, status, reason = await udp_refusal(NODE_A, worker_port, 0, cut=True)
         assert status == 513 and took < 2.0, (took, status, reason)
     assert node.calls() == []
+
+
+CFG = (ROOT / "bridge" / "serve" / "kamailio" / "kamailio.cfg").read_text()
+GROWTH = [int(n) for n in re.findall(r"#!define FRONT_RELAY_GROWTH (\d+)", CFG)]  # with topoh, without
+
+
+@pytest.mark.parametrize("topoh", [False, True])
+async def test_the_room_kept_for_the_fronts_own_headers_is_enough(tmp_path: Path, topoh: bool) -> None:
+    """An INVITE just small enough to be relayed untrimmed (a long From-tag, which the front's two Record-Route
+    entries repeat), from TCP to a worker over UDP: what the front adds keeps it within the worker's limit."""
+    growth = GROWTH[0] if topoh else GROWTH[1]
+    config = {"sip_allowed_sources": [f"{CALLER}/32"], "front_topology_hiding": topoh}
+    async with front_node(tmp_path, workers=1, config=config) as (_node, port, _health):
+        tcp = await TcpCaller.connect(CALLER, NODE_A, port)
+        try:
+            call = Call(f"sip:1000@{NODE_A}:{port};transport=tcp", CALLER, tcp.lport, tag="t" * 64)
+            invite = large_invite(call, 40000, MAX_MESSAGE - growth - 2 * len(call.tag))
+            await tcp.send(invite)
+            answer = await tcp.final(call.call_id, "INVITE")
+            assert answer.status == 200, (len(invite), answer.status, answer.reason)
+            call.to_tag = answer.headers["to"].partition(";tag=")[2].split(";")[0]
+            await tcp.send(call.request("ACK", 1))
+            await tcp.send(call.request("BYE", 2))
+            assert (await tcp.final(call.call_id, "BYE")).status == 200
+        finally:
+            await tcp.close()
