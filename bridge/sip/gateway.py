@@ -143,7 +143,7 @@ from bridge.sip.identity import call_identity
 from bridge.sip.infodtmf import InfoDtmf
 from bridge.sip.legs import DTMF_DIGITS, LegCall, SipLeg, call_op, first_audio
 from bridge.sip.outbound import HumanCall, dial
-from bridge.sip.oversize import MAX_MESSAGE, Refused, cut_or_too_large
+from bridge.sip.oversize import MAX_MESSAGE, MAX_PACKET, Refused, cut_or_too_large, read_head
 from bridge.sip.reason import ENDING_REQUESTS, peer_ending
 from bridge.sip.rtpguard import MediaClaims, MediaGuard, media_sources, sdp_connection_ip
 from bridge.sip.rxhook import RxHook
@@ -827,11 +827,10 @@ class SipGateway(Service):
         offer's transport rule (SDES keys over TLS only, SRTP on sips: calls). First of all, a request too large
         for pjsip's buffer or cut short is refused (bridge.sip.oversize)."""
         if (cut := cut_or_too_large(message)) is not None:
-            head = parse_request_head(message)
-            method, call_id = (head.method, head.headers.get("call-id", "")) if head else ("", "")
-            size = len(message.encode("utf-8", "surrogateescape"))
-            self._too_large(Refused(None, size, f"{method} {call_id}", *cut), source, transport or "")
-            return (-1, "", {}) if method == "ACK" else (*cut, {})
+            raw = message.encode("utf-8", "surrogateescape")
+            refused = dataclasses.replace(read_head(raw).refused(len(raw)), status=cut[0], reason=cut[1])
+            self._too_large(refused, source, transport or "")
+            return (-1, "", {}) if refused.summary.startswith("ACK") else (*cut, {})
         look = self.answers.look(message, source)
         if look.verdict is not None:
             return look.verdict
@@ -858,14 +857,18 @@ class SipGateway(Service):
     def _too_large(self, refused: Refused, source: str, transport: str) -> None:
         """A request refused for its size or cut short (bridge.sip.oversize): an INVITE counted as refused."""
         method, _, call_id = refused.summary.partition(" ")
+        size = f"{refused.size} bytes" + (" or more" if refused.size >= MAX_PACKET and transport == "udp" else "")
         over = f" over {transport.upper()}" if transport else ""
-        detail = f"{refused.size} bytes{over}; a worker takes SIP messages of up to {MAX_MESSAGE} bytes"
+        detail = f"{size}{over}; a worker takes SIP messages of up to {MAX_MESSAGE} bytes"
         if method.upper() != "INVITE":
             what = method[:20] or "message"
             _LOG.warning("refused a %s from %s: %d %s (%s)", what, source, refused.status, refused.reason, detail)
             return
-        rejected = RejectedCall(refused.status, refused.reason, clean_text(call_id, SIP_CALL_ID_CHARS), "", "", source)
-        self.endpoint.count_rejected(dataclasses.replace(rejected, detail=detail))
+        call_id = clean_text(call_id, SIP_CALL_ID_CHARS)
+        caller, called = clean_text(refused.caller), clean_text(refused.called)
+        self.endpoint.count_rejected(
+            RejectedCall(refused.status, refused.reason, call_id, caller, called, source, detail)
+        )
 
     def _early_refusal(self, message: str, packet_source: str) -> Verdict | None:
         """A new INVITE's refusal by the screening, counted and answered here before pjsua makes it a call, so that

@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
-from bridge.sip.sipmsg import body_shorter_than_declared
+from bridge.sip.sipmsg import body_shorter_than_declared, user_part
 
 MAX_PACKET = 4000  # PJSIP_MAX_PKT_LEN of the pjsua2 build (tests/unit/sip/test_sip_oversize.py checks the wheel)
 MAX_MESSAGE = MAX_PACKET - 1  # the largest message a worker takes, over any transport
@@ -116,8 +116,17 @@ class Head:
     @property
     def summary(self) -> str:
         """The request line's method and the Call-ID, for a log line (the caller's text, cleaned by the logger)."""
-        call_id = next((line.partition(":")[2].strip() for line in self.lines if _name(line) in ("call-id", "i")), "")
-        return f"{self.first.split(' ', 1)[0]} {call_id}".strip()
+        return f"{self.first.split(' ', 1)[0]} {self.value('call-id', 'i')}".strip()
+
+    def value(self, *names: str) -> str:
+        """The value of the first kept header of one of ``names`` (lower case), else ""."""
+        return next((line.partition(":")[2].strip() for line in self.lines if _name(line) in names), "")
+
+    def refused(self, size: int) -> Refused:
+        """This request refused as too large: its answer, ``size``, its method, Call-ID, caller and called."""
+        parts = self.first.split()
+        called = user_part(parts[1]) if len(parts) == 3 else ""
+        return Refused(self.answer(), size, self.summary, user_part(self.value("from", "f")), called)
 
 
 _GROUPS = (("via", "v"), ("from", "f"), ("to", "t"), ("call-id", "i"), ("cseq",))
@@ -163,6 +172,8 @@ class Refused:
     answer: bytes | None
     size: int
     summary: str
+    caller: str = ""  # the user part of From (the caller's text)
+    called: str = ""  # the user part of the request URI
     status: int = TOO_LARGE[0]
     reason: str = TOO_LARGE[1]
 
@@ -221,7 +232,7 @@ class StreamGuard:
         total = end.end() + head.content_length
         if total <= self.limit:
             return 0, None
-        refused = Refused(head.answer(), total, head.summary)
+        refused = head.refused(total)
         if total <= len(data):
             return total, refused
         self._track(conn, _Skip(now, len(data), head, body_left=total - len(data)))
@@ -243,7 +254,7 @@ class StreamGuard:
                 continue
             skip.body_left = skip.head.content_length  # the empty line: the header block ends
             size = skip.size + pos - carried + skip.body_left
-            refused = Refused(skip.head.answer(), size, skip.head.summary)
+            refused = skip.head.refused(size)
         if skip.body_left is None:
             skip.carry = buffer[pos:] if len(buffer) - pos <= _MAX_CARRY else b""
             skip.size += len(data)

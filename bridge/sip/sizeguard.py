@@ -107,7 +107,7 @@ class SizeGuard:
             data = rd.contents
             if not data.tp or not data.data or not data.len:
                 return 0
-            taken, refused = self.guard.received(data.tp, ctypes.string_at(data.data, data.len))
+            taken, refused = self.guard.received(_connection(data.tp), ctypes.string_at(data.data, data.len))
             if taken:
                 data.len -= min(taken, data.len)
             if refused is not None:
@@ -122,7 +122,7 @@ class SizeGuard:
             if not dropped.tp or not dropped.data or not dropped.len:
                 return
             if dropped.status == PJ_EIGNORED:
-                refused = self.guard.dropped(dropped.tp, ctypes.string_at(dropped.data, dropped.len))
+                refused = self.guard.dropped(_connection(dropped.tp), ctypes.string_at(dropped.data, dropped.len))
                 if refused is not None:
                     self._refused(dropped.tp, refused)
             elif dropped.status in (PJSIP_EINVALIDMSG, PJSIP_EMISSINGHDR) and dropped.len >= oversize.MAX_PACKET:
@@ -150,7 +150,7 @@ class SizeGuard:
         if _AF.get(ctypes.c_uint16.from_address(addr).value) != ctypes.c_int.from_address(rdata + _SRC_ADDR_LEN).value:
             return
         head = oversize.read_head(ctypes.string_at(data, length))
-        refused = oversize.Refused(head.answer(), length, head.summary)
+        refused = head.refused(length)
         if refused.answer is not None:
             self._send(transport, refused.answer, addr)
         if self.on_refused is not None:
@@ -176,6 +176,12 @@ class SizeGuard:
         )
         if status not in (0, 70002):  # PJ_SUCCESS, PJ_EPENDING
             _LOG.warning("size guard: the 513 could not be sent (pjsip status %d)", status)
+
+
+def _connection(transport: int) -> tuple[int, bytes]:
+    """A stream connection's key: its transport's address and its far end (``key.rem_addr``), so that a new
+    connection that pjsip allocates where a closed one was is not taken for it."""
+    return transport, ctypes.string_at(transport + _KEY_ADDR, 28)
 
 
 def _sockaddr_text(addr: int) -> str:
