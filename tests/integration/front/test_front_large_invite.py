@@ -144,6 +144,19 @@ async def udp_refusal(host: str, port: int, size: int, cut: bool = False) -> tup
                 return time.monotonic() - started, found.status, found.reason
 
 
+async def udp_answer(host: str, port: int, datagram: bytes) -> tuple[int, str]:
+    """The final answer to one datagram (its Via names another port: the answer goes to the source)."""
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((CALLER, 0))
+        sock.setblocking(False)
+        await loop.sock_sendto(sock, datagram, (host, port))
+        while True:
+            found = parse_answer(await asyncio.wait_for(loop.sock_recv(sock, 65535), 5))
+            if found is not None and found.status >= 200:
+                return found.status, found.reason
+
+
 async def test_a_worker_refuses_an_invite_over_its_limit_at_once(tmp_path: Path) -> None:
     async with front_node(tmp_path, workers=1) as (node, _port, health):
         (worker,) = node.worker_addresses(health)
@@ -155,6 +168,11 @@ async def test_a_worker_refuses_an_invite_over_its_limit_at_once(tmp_path: Path)
             assert status == 513 and took < 2.0, (size, took, status, reason)
         took, status, reason = await udp_refusal(NODE_A, worker_port, 0, cut=True)
         assert status == 513 and took < 2.0, (took, status, reason)
+        # cut by someone else: a body shorter than its Content-Length, a header block without its end
+        invite = large_invite(Call(f"sip:2000@{NODE_A}:{worker_port}", CALLER, 0, transport="UDP"), 40000, 3000)
+        for cut in (invite.replace(b"Content-Length: ", b"Content-Length: 9"), invite.split(b"\r\n\r\n")[0]):
+            status, reason = await udp_answer(NODE_A, worker_port, cut)
+            assert (status, reason.split(" (")[0]) == (400, "Bad Request"), (status, reason)
     assert node.calls() == []
 
 
