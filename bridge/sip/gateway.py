@@ -143,7 +143,7 @@ from bridge.sip.identity import call_identity
 from bridge.sip.infodtmf import InfoDtmf
 from bridge.sip.legs import DTMF_DIGITS, LegCall, SipLeg, call_op, first_audio
 from bridge.sip.outbound import HumanCall, dial
-from bridge.sip.oversize import MAX_MESSAGE, MAX_PACKET, Refused, cut_or_too_large, read_head
+from bridge.sip.oversize import BODY_SHORT, MAX_MESSAGE, MAX_PACKET, TOO_LARGE, Refused, cut_or_too_large, read_head
 from bridge.sip.reason import ENDING_REQUESTS, peer_ending
 from bridge.sip.rtpguard import MediaClaims, MediaGuard, media_sources, sdp_connection_ip
 from bridge.sip.rxhook import RxHook
@@ -860,6 +860,8 @@ class SipGateway(Service):
         size = f"{refused.size} bytes" + (" or more" if refused.size >= MAX_PACKET and transport == "udp" else "")
         over = f" over {transport.upper()}" if transport else ""
         detail = f"{size}{over}; a worker takes SIP messages of up to {MAX_MESSAGE} bytes"
+        if refused.status != TOO_LARGE[0]:  # cut short by someone else (400)
+            detail = "truncated body" if refused.reason == BODY_SHORT[1] else "no end of its header block"
         if method.upper() != "INVITE":
             what = method[:20] or "message"
             _LOG.warning("refused a %s from %s: %d %s (%s)", what, source, refused.status, refused.reason, detail)
