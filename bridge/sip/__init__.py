@@ -31,6 +31,8 @@
     answers.py    AnswerBook: one final answer per INVITE transaction, however often it arrives (RFC 3261 §17.2)
     rxhook.py     RxHook: a pjsip module that sees every received request first (and may answer it statelessly)
     txhook.py     TxHook: a pjsip module that sees every response sent, printed
+    oversize.py   pure: a message over pjsip's 4,000-byte buffer refused 513, a cut one 400, and a stream's skip
+    sizeguard.py  SizeGuard: pjsip's transport callbacks that let oversize answer where pjsip would lose a message
     pjmodule.py   ModuleHook: a pjsip module of the bridge's own added to (and taken out of) the endpoint
     transports.py what pjsua2 is told about transports and accounts (UDP, TCP, TLS, media ports, NAT, timers, SRTP)
     tlsfiles.py   the start-up check of a node's TLS files (certificate, key, CA), before pjsip reads them
