@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from bridge.audio.wav import WavFormatError, read_wav
 from bridge.errors import ConfigError
 from bridge.events import TransferMode
 from bridge.realtime.dialects import DIALECTS
@@ -87,9 +88,15 @@ def builtin_tools(profile: Any) -> Any:
 
 
 class Recording(BaseModel):
+    """Recording of the plan's calls (``bridge/call/recorder.py``) behind a consent prompt the bridge plays itself
+    at the answer (``bridge/call/consent.py``): the recording starts only once it has played out."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = False
-    consent_prompt: str | None = None  # spoken before recording starts; required when enabled
+    # the recorded prompt (an 8 kHz mono WAV: PCM16, u-law or A-law); required when enabled
+    consent_audio: str | None = None
+    consent_prompt: str | None = None  # its words: the model is told the caller heard them (never says them itself)
+    consent_barge_in: bool = False  # the caller's key or voice cuts the prompt short (that call is not recorded)
 
 
 class Privacy(BaseModel):
@@ -517,12 +524,29 @@ def check_file(path: Path) -> list[ConfigError]:
                 out.append(ConfigError(src, f"checks.verify_before.{name}", message))
     for where, message in plan_errors(plan.http_tools, plan.mcp_servers, plan.verifiers, plan.tool_names):
         out.append(ConfigError(src, where, message))
-    if plan.recording.enabled and not plan.recording.consent_prompt:
-        out.append(ConfigError(src, "recording.consent_prompt", "required when recording is enabled"))
+    out += _consent_errors(plan.recording, src)
     for where, header in _secret_headers(plan):  # only the file's presence: its content is never read here
         if header.file is not None and not os.access(header.file, os.R_OK):
             out.append(ConfigError(src, f"{where}.file", f"no readable file: {header.file}"))
     return out
+
+
+def _consent_errors(recording: Recording, src: str) -> list[ConfigError]:
+    """A recorded plan's consent prompt: a WAV the bridge can play (``recording.consent_audio``)."""
+    if not recording.enabled:
+        return []
+    where = "recording.consent_audio"
+    if not recording.consent_audio:
+        return [ConfigError(src, where, "required when recording is enabled (the WAV the bridge plays first)")]
+    try:
+        pcm = read_wav(recording.consent_audio)
+    except FileNotFoundError:
+        return [ConfigError(src, where, f"no such file: {recording.consent_audio}")]
+    except (OSError, WavFormatError) as exc:
+        return [ConfigError(src, where, f"not a playable 8 kHz mono WAV: {exc}")]
+    if not pcm:
+        return [ConfigError(src, where, f"no audio in {recording.consent_audio}")]
+    return []
 
 
 def _secret_headers(plan: Dialplan) -> list[tuple[str, Header]]:

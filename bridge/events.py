@@ -1420,6 +1420,46 @@ class TransferStepped(Report):
         return str(self.step)
 
 
+class ConsentStatus(enum.StrEnum):
+    """What became of a recorded call's consent prompt (``recording.consent_audio``), which the bridge plays itself
+    at the answer: only a prompt that played out starts the recording."""
+
+    PLAYED = "played"  # played out in full: the recording starts at its end
+    INTERRUPTED = "interrupted"  # cut short by the caller's key or voice (``recording.consent_barge_in``): no recording
+    CALLER_HUNG_UP = "caller_hung_up"  # the caller hung up before it played out: no recording
+    NOT_PLAYED = "not_played"  # it could not be played (its file unreadable at the call, no answer): no recording
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentPrompt(Report):
+    """The consent prompt's end: what became of it (:class:`ConsentStatus`), how much of it the caller heard of how
+    long it is, whether the caller spoke or pressed a key over it, and its file (the name, not the path)."""
+
+    kind: ClassVar[str] = "consent"
+    stored: ClassVar[tuple[str, ...]] = ("status",)
+
+    status: ConsentStatus
+    played_ms: int = 0
+    duration_ms: int = 0
+    talked_over: bool = False
+    audio: str = ""
+
+    def record(self) -> dict[str, Any]:
+        """As the call's report, the recording's header and the ``call.ended`` webhook keep it."""
+        return {
+            "status": str(self.status),
+            "played_ms": self.played_ms,
+            "duration_ms": self.duration_ms,
+            "talked_over": self.talked_over,
+            "audio": self.audio,
+        }
+
+    @property
+    def summary(self) -> str:
+        over = ", the caller spoke over it" if self.talked_over else ""
+        return f"consent prompt {self.status} ({self.played_ms} of {self.duration_ms} ms{over})"
+
+
 @dataclass(frozen=True, slots=True)
 class HoldStarted(Report):
     """The caller hears hold audio: the model has been away long enough (the dialplan's ``outage``), or a transfer

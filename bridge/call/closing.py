@@ -12,6 +12,7 @@ from bridge import events as ev
 from bridge.audio import PlayoutBuffer
 from bridge.audio.frames import FRAME_MS
 from bridge.call.checks import report_checks
+from bridge.call.consent import ConsentPrompt
 from bridge.call.flow import CallFlow, Trigger
 from bridge.call.options import CallOptions
 from bridge.call.orchestration import Orchestration
@@ -47,6 +48,7 @@ class Closing(Protocol):
     warm: WarmTransfer | None
     orchestration: Orchestration | None
     own_orchestrator: OrchestratorClient | None  # made for this call (none was given): closed with it
+    consent: ConsentPrompt | None  # a recorded call's consent prompt: its end reported before the call's
     redact: Callable[[str], str]  # the plan's privacy for the post-call summary and fields
 
     @property
@@ -58,6 +60,8 @@ class Closing(Protocol):
 
 async def close_call(call: Closing) -> None:
     """The call is over: close its sessions and orchestrator, total the usage and the playout, report the end."""
+    if call.consent is not None:
+        call.consent.close(call.report.ended_by)
     if call.orchestration is not None:
         await call.orchestration.close()
     if call.own_orchestrator is not None:

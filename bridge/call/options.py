@@ -42,4 +42,6 @@ class CallOptions:
     profile: Callable[[], AgentProfile] | None = None
     # the service refused the model: True if the connector moved to another one
     on_refused: Callable[[ModelRefused], Awaitable[bool]] | None = None
+    # play the plan's recording.consent_audio at the answer, before anything else (bridge/call/consent.py)
+    consent_prompt: bool = False
     post_call_timeout_s: float = 10.0  # the post-call question's answer (bridge/call/wrapup.py) is awaited this long

@@ -9,6 +9,7 @@ from typing import Protocol, assert_never
 
 from bridge import events as ev
 from bridge.call.changes import SessionChanges
+from bridge.call.consent import ConsentPrompt
 from bridge.call.flow import Action, Trigger
 from bridge.call.limit import Goodbye
 from bridge.call.orchestration import Orchestration
@@ -24,6 +25,7 @@ class Shell(Protocol):
     parts: CallParts
     changes: SessionChanges
     orchestration: Orchestration | None
+    consent: ConsentPrompt | None  # a recorded call's consent prompt (bridge.call.consent)
     service_cancelled: bool  # the barge-in under way: the service cancelled its response itself
 
 
@@ -81,6 +83,8 @@ def beat(call: Shell) -> None:
     p = call.parts
     acts, leg, link, playback, outage, flow = p.call, p.leg, p.audio.link, p.audio.playback, p.sessions.outage, p.phase
     link.beat()
+    if call.consent is not None and call.consent.playing:
+        call.consent.beat()
     if leg.disconnected.is_set() and not acts.ending:
         # The leg queues its own CallerHungUp (with the SIP code and reason) as it disconnects: take what
         # it queued first, in order, so the report says why; the fallback only covers a silent leg.

@@ -26,8 +26,11 @@ and at most :data:`AGENT_AHEAD_FRAMES` agent frames.
 With the dialplan's ``privacy.pause_recording_on_dtmf`` both channels hold silence from a key until
 :data:`PAUSE_AFTER_KEY_S` after the last one.
 
-Recording is opt-in per dialplan (``recording.enabled`` with a ``consent_prompt``). Without ``consent`` the leg is a
-plain pass-through and writes nothing.
+Recording is opt-in per dialplan (``recording.enabled`` with a ``consent_audio``). Without ``consent`` the leg is a
+plain pass-through and writes nothing. With ``after_prompt`` (a worker's calls) nothing is written, not even the
+directory, until the consent prompt the bridge plays (:mod:`bridge.call.consent`) has played out: its
+:class:`~bridge.events.ConsentPrompt` ``played`` starts the recording (``t_ms`` 0, the header's ``consent`` says what
+became of it); any other end leaves the call unrecorded.
 
 Threads: ``outbound.pop_frame()`` runs on the media clock thread (pjmedia) or, with the native port, on the loop;
 the tap there only appends the frame to a deque (thread-safe); ``on_frame``, the ring's flushes and the listener
@@ -65,12 +68,14 @@ log = logging.getLogger("bridge.replay")
 
 
 def consent_greeting(plan: Dialplan) -> str | None:
-    """With recording on, the agent first speaks the consent prompt, word for word, then greets (a
-    worker's call and a replay of it alike)."""
-    if not plan.recording.enabled:
+    """With recording on, the caller has heard the consent prompt, which the bridge played itself
+    (:mod:`bridge.call.consent`) before the greeting: the model is told so, and not to say it again (a worker's call
+    and a replay of it alike). A plan without a greeting gets none."""
+    if not plan.recording.enabled or not plan.greeting:
         return plan.greeting
-    prompt = f'First say exactly: "{plan.recording.consent_prompt}"'
-    return f"{prompt} Then: {plan.greeting}" if plan.greeting else prompt
+    words = plan.recording.consent_prompt
+    heard = f'a recorded notice: "{words}"' if words else "a recorded notice that the call is recorded"
+    return f"The caller has just heard {heard}. Do not repeat it or mention recording. Now: {plan.greeting}"
 
 
 def recorded_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,6 +110,7 @@ CHUNK_TICKS: Final = 50  # 1 s of audio per write: a kill loses at most this and
 MAX_BACKLOG: Final = 8  # chunks queued for the writer at most: past it (a stalled disk) a chunk becomes silence
 AGENT_AHEAD_FRAMES: Final = 100  # agent frames taken for the wire ahead of their tick, at most (a stalled caller side)
 PAUSE_AFTER_KEY_S: Final = 3.0
+EARLY_NOTES: Final = 256  # reports held until the consent prompt has played out, at most
 _SILENCE: Final = bytes(BYTES_PER_FRAME_PCM16)
 _WAV_HEADER: Final = struct.Struct("<4sI4s4sIHHIIHH4sI")
 
@@ -267,6 +273,7 @@ class RecordingLeg(LegProxy):
         meta: Mapping[str, Any] | None = None,
         pause_on_keys: bool = False,
         real_time: bool = True,
+        after_prompt: bool = False,
     ) -> None:
         super().__init__(leg)
         self.path = Path(path)
@@ -282,11 +289,37 @@ class RecordingLeg(LegProxy):
         self._media_at: float | None = None
         self._closed = False
         self._writer: RecordingWriter | None = None
-        if consent:
-            self._writer = RecordingWriter(self.path, self.call_id, drops_behind=real_time)
-            self._writer.line(json.dumps(self._header(), default=str))
+        self._real_time = real_time
+        # after_prompt: nothing is written until the consent prompt has played out (a ConsentPrompt "played");
+        # the reports until then are held (at most EARLY_NOTES) and written after the header
+        self.waiting = consent and after_prompt
+        self._early: list[tuple[float, ev.Report]] = []
+        if consent and not after_prompt:
+            self._open(None)
 
-    def _header(self) -> dict[str, Any]:
+    def _open(self, prompt: ev.ConsentPrompt | None) -> None:
+        """The files begin: the header (with what became of the consent prompt; None: no prompt was asked for,
+        as in a replay), then the reports held until now, each at its time (negative: before the audio)."""
+        self._writer = RecordingWriter(self.path, self.call_id, drops_behind=self._real_time)
+        consent = None if prompt is None else prompt.record()
+        self._writer.line(json.dumps(self._header(consent), default=str))
+        for at, report in self._early:
+            note = {"t_ms": round((at - (self._media_at or at)) * 1000.0, 1), **ev.as_json(report)}
+            self._writer.line(json.dumps(note, default=str))
+        self._early.clear()
+
+    def _begin(self, prompt: ev.ConsentPrompt) -> None:
+        """The consent prompt played out: the recording starts now (no frame of the prompt, none from before)."""
+        self.waiting = False
+        if prompt.status is not ev.ConsentStatus.PLAYED:
+            self._closed = True  # never recorded: nothing is written, not even the directory
+            self._early.clear()
+            return
+        self.agent.clear()  # the prompt's last frames, taken for the wire before its end
+        self._media_at = self.clock()
+        self._open(prompt)
+
+    def _header(self, consent: dict[str, Any] | None) -> dict[str, Any]:
         return {
             "kind": HEADER_KIND,
             "call_id": self.call_id,
@@ -295,7 +328,7 @@ class RecordingLeg(LegProxy):
             "sample_rate": SAMPLE_RATE,
             "frame_ms": FRAME_MS,
             "channels": list(CHANNELS),
-            "consent": True,
+            "consent": consent,
             **self.meta,
         }
 
@@ -311,7 +344,7 @@ class RecordingLeg(LegProxy):
         if not self.consent:
             self.leg.start_media(outbound, on_frame)
             return
-        if self._media_at is None:
+        if self._media_at is None and not self.waiting:
             self._media_at = self.clock()
 
         def tapped(pcm: bytes, t_capture: float) -> None:
@@ -342,8 +375,8 @@ class RecordingLeg(LegProxy):
 
     def _tick(self, caller: bytes) -> None:
         """One media tick: the caller's frame beside the agent frame sent at that tick."""
-        if self._closed:
-            return
+        if self._closed or self._writer is None:
+            return  # waiting for the consent prompt (its frames are cleared at the start) or not recording
         agent = self.agent.popleft() if self.agent else _SILENCE
         if self.pause_on_keys and self.clock() < self._paused_until:
             caller = agent = _SILENCE
@@ -367,6 +400,8 @@ class RecordingLeg(LegProxy):
         return round((self.clock() - origin) * 1000.0, 1)
 
     def _keep(self, report: ev.Report) -> None:
+        if self.waiting and len(self._early) < EARLY_NOTES:
+            self._early.append((self.clock(), report))
         if self._writer is not None and not self._closed:
             note = {"t_ms": self.t_ms(), **ev.as_json(report)}  # bridge.events.decode reads it back
             self._writer.line(json.dumps(note, default=str))
@@ -377,6 +412,8 @@ class RecordingLeg(LegProxy):
         if isinstance(report, ev.KeyPressed) and self.pause_on_keys:
             self._paused_until = self.clock() + PAUSE_AFTER_KEY_S
         self._keep(report)
+        if isinstance(report, ev.ConsentPrompt) and self.waiting:
+            self._begin(report)
         if isinstance(report, ev.CallEnded) and self.consent:
             self.close()
 
@@ -384,6 +421,7 @@ class RecordingLeg(LegProxy):
         """Write what is left and finish the files (once). Returns the directory, or None without consent or if
         the files could not be written."""
         if self._closed or self._writer is None:
+            self._closed = True  # a recording that never started stays unwritten
             return None
         self._closed = True
         self._flush_chunk()

@@ -56,6 +56,8 @@ class CallReport:
     # after the call: the model's summary, disposition and fields, with its status (None: the plan asks for none)
     post_call: dict[str, Any] | None = None
     checks: list[dict[str, Any]] = field(default_factory=list)  # the plan's compliance checks: name, passed, detail
+    # a recorded call's consent prompt (bridge/call/consent.py): status, played_ms, duration_ms, talked_over, audio
+    consent: dict[str, Any] | None = None
 
     @property
     def longest_silence_ms(self) -> float | None:

@@ -28,9 +28,11 @@ from typing import Any
 
 from bridge import events as ev
 from bridge.audio import PlayoutBuffer
+from bridge.audio.frames import FrameSink
 from bridge.call.bargein import BargeIn
 from bridge.call.changes import SessionChanges
 from bridge.call.closing import close_call
+from bridge.call.consent import ConsentPrompt
 from bridge.call.echo import EchoGuarding, guarded
 from bridge.call.flow import CallFlow, Trigger
 from bridge.call.inbox import Inbox
@@ -110,6 +112,11 @@ class CallSession:
         )
         # the current Realtime session and the caller's audio
         self.link = Link(self.media.uplink, self.latency, clock, continuous=self.media.paced_uplink)
+        prompt = plan.recording.consent_audio if options.consent_prompt and plan.recording.enabled else None
+        barge_in = plan.recording.consent_barge_in
+        self.consent = (
+            ConsentPrompt(prompt, barge_in, self.playout, self.report, self.emit, self._consented) if prompt else None
+        )
         self._build_collaborators(plan, dialect.capabilities)
         retry, rng = options.retry or OUTAGE_RETRY, options.rng or random.Random()
         reconnects = Reconnects(retry, rng, options.credentials, options.max_reconnects, plan.outage.hold_s)
@@ -243,6 +250,8 @@ class CallSession:
         )
         if self.echo is not None:  # a speech start over the agent is judged first (bridge.call.echo)
             self._handlers.on(ev.SpeechStarted, self.echo.speech_started(reactions.on_speech_started))
+        if self.consent is not None:  # a key over the consent prompt goes nowhere
+            self._handlers.on(ev.Dtmf, self.consent.keys(reactions.on_dtmf))
 
     # ------------------------------------------------------------------------------------------------ plumbing
     def emit(self, report: ev.Report) -> None:
@@ -322,19 +331,24 @@ class CallSession:
         self.report.answered = True
         self.emit(ev.Answered())
         voice = self._caller_voice
-        on_frame = self.link.on_frame if voice is None else voice.on_frame
+        on_frame: FrameSink = self.link.on_frame if voice is None else voice.on_frame
+        if self.consent is not None:  # the model hears nothing of the caller while the prompt plays
+            on_frame = self.consent.gate(on_frame)
         start_media(self.leg, self.media, self.playout, on_frame, self.link, self.echo)
         leg_pump = asyncio.create_task(self._pump_leg(), name=f"leg-{self.leg.call_id}")
         metronome = self.options.metronome or Metronome(asyncio.get_running_loop(), TICK_S)
         stop_ticking = metronome.add(lambda: beat(self))
         try:
+            if self.client is not None:
+                self.start_pump()
+            if self.consent is not None:
+                self.consent.start()  # the first audio of the call; the greeting follows its end (_consented)
             if self.client is None:
-                self.outage.lost(at_answer=True)  # the hold message from the first second
+                self.outage.lost(at_answer=True)  # the hold message from the first second (after the prompt)
                 self.phase.fire(Trigger.NO_SESSION)
                 await self.changes.recover(ev.ErrorClass.NETWORK, True)
-            else:
-                self.start_pump()
-                self.phase.fire(Trigger.GREET if self.plan.greeting else Trigger.READY)
+            elif self.consent is None:
+                self._greet()
             while not self.ending:
                 self._waiting = True  # parked below only while the inbox is empty (see start_pump)
                 event = await self.inbox.get()
@@ -345,6 +359,16 @@ class CallSession:
             leg_pump.cancel()
             await close_call(self)
         return self.report
+
+    def _greet(self) -> None:
+        self.phase.fire(Trigger.GREET if self.plan.greeting else Trigger.READY)
+
+    def _consented(self, result: ev.ConsentPrompt) -> None:
+        """The consent prompt ended: the model's greeting now (its wait counted from here), unless the call is
+        over or the model is away (a recovery greets)."""
+        if not self.ending and self.client is not None and self.phase.phase is Phase.IDLE:
+            self.latency.answered_at = self.clock()
+            self._greet()
 
     async def _connect_before_answer(self) -> bool:
         """Open the WebSocket before the 200 OK: greeting latency is the callers' top complaint. False: no model

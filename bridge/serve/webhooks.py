@@ -181,7 +181,8 @@ class CallHooks:
             line["transfer"] = {"mode": "blind", "target": blind[-1]}
         identity = entry.identity | {k: variant_fields[k] for k in ("variant", "model", "voice") if k in variant_fields}
         times = entry.times() | {"ended_at": entry.clock.end()}  # the CallEnded's time, as the report line's
-        data = call_ended_data(identity, times, line, recording=entry.recording)
+        consented = (report.consent or {}).get("status") == ev.ConsentStatus.PLAYED  # else nothing was recorded
+        data = call_ended_data(identity, times, line, recording=entry.recording if consented else None)
         return self._emit(entry, EventType.CALL_ENDED, data)
 
     def lost(self, calls: list[tuple[str, dict[str, str]]]) -> None:

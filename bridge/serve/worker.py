@@ -472,7 +472,8 @@ class Worker:
             recording = RecordingLeg(
                 call,
                 recording_dir(self.settings.recordings_dir, call.call_id),  # the bridge's id, checked to stay inside
-                consent=True,  # the consent prompt is the first thing the caller hears (consent_greeting)
+                consent=True,
+                after_prompt=True,  # from the end of the consent prompt the bridge plays (bridge/call/consent.py)
                 pause_on_keys=plan.privacy.pause_recording_on_dtmf,
                 meta={
                     "caller": mask_number(call.caller, plan.privacy.caller_visible_digits),
@@ -517,6 +518,7 @@ class Worker:
                 profile=vc.profile,  # a fallback changes its model and voice (session.update with the fallback's voice)
                 on_refused=vc.refused,  # the service refuses the model: on to the next healthy variant at once
                 post_call_timeout_s=settings.post_call_timeout_s,
+                consent_prompt=True,  # a recorded plan's consent prompt, played first
             ),
         )
 

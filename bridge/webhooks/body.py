@@ -95,6 +95,7 @@ def call_ended_data(
         "post_call_status": post.get("status"),
         "checks": report.get("checks"),
         "recording": recording,
+        "consent": report.get("consent"),
         "cost": {
             "usd": report.get("cost_usd"),
             "input_tokens": usage.get("input_tokens"),

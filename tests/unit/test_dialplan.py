@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import wave
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,40 @@ def test_the_echo_guard_is_on_unless_a_plan_turns_it_off(tmp_path: Path) -> None
     (tmp_path / "g711.yaml").write_text("name: g711\nmatch: ['2']\nprofile: {audio_format: g711_ulaw}\n")
     plans = {p.name: p for p in load_dialplans(tmp_path)}
     assert not plans["quiet"].echo_guard.enabled and plans["g711"].echo_guard.enabled
+
+
+def test_a_recorded_plan_needs_a_consent_wav_the_bridge_can_play(tmp_path: Path) -> None:
+    """The consent prompt is the bridge's own audio: a recorded plan without one, or with a file that is missing,
+    not a WAV, the wrong rate or empty, is refused at load, naming the file and the field."""
+    from bridge.audio.wav import write_wav
+
+    def errors(recording: str) -> list[str]:
+        path = _write(tmp_path, "rec.yaml", f"name: x\nmatch: ['1']\nrecording: {recording}\n")
+        return [f"{e.field}: {e.message}" for e in check_file(path) if e.source == str(path)]
+
+    assert errors("{enabled: true, consent_prompt: 'This call is recorded.'}") == [
+        "recording.consent_audio: required when recording is enabled (the WAV the bridge plays first)"
+    ]
+    missing = tmp_path / "gone.wav"
+    assert errors(f"{{enabled: true, consent_audio: '{missing}'}}") == [
+        f"recording.consent_audio: no such file: {missing}"
+    ]
+    text = tmp_path / "notes.wav"
+    text.write_text("This call is recorded.")
+    (found,) = errors(f"{{enabled: true, consent_audio: '{text}'}}")
+    assert found.startswith("recording.consent_audio: not a playable 8 kHz mono WAV") and str(text) in found
+    wide = tmp_path / "wide.wav"
+    with wave.open(str(wide), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(bytes(3200))
+    (found,) = errors(f"{{enabled: true, consent_audio: '{wide}'}}")
+    assert "not a playable 8 kHz mono WAV" in found and str(wide) in found
+    empty = tmp_path / "empty.wav"
+    write_wav(empty, b"")
+    assert errors(f"{{enabled: true, consent_audio: '{empty}'}}") == [f"recording.consent_audio: no audio in {empty}"]
+    good = tmp_path / "consent.wav"
+    write_wav(good, bytes(1600))
+    assert errors(f"{{enabled: true, consent_audio: '{good}'}}") == []
+    assert errors(f"{{enabled: false, consent_audio: '{missing}'}}") == []  # nothing is played: nothing checked

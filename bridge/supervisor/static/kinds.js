@@ -12,6 +12,7 @@ export const KIND = Object.freeze({
   CALLER_TRANSCRIPT_FAILED: "caller_transcript_failed",
   CALLER_TURN_LOST: "caller_turn_lost",
   CHECKS: "checks",
+  CONSENT: "consent",
   CONVERSATION_READY: "conversation_ready",
   DTMF: "dtmf",
   ECHO_JUDGED: "echo_judged",
