@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bridge.audio.wav import write_wav
 from bridge.devkit.ports import free_port
 from bridge.devkit.process import stop_process
 
@@ -39,7 +40,8 @@ def _recording_plans(directory: Path, plan_file: str = "billing-beta.yaml") -> P
     shutil.copytree(REPO / "dialplans", directory)
     recorded = directory / plan_file
     plan = yaml.safe_load(recorded.read_text())
-    plan["recording"] = {"enabled": True, "consent_prompt": "This call is recorded."}
+    write_wav(directory / "consent.wav", bytes(1600))  # the consent prompt (0.1 s), played before recording starts
+    plan["recording"] = {"enabled": True, "consent_audio": str(directory / "consent.wav")}
     recorded.write_text(yaml.safe_dump(plan, sort_keys=False))
     return directory
 
@@ -94,7 +96,7 @@ def _record_call(
 
 @pytest.fixture
 def recorded_call(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """The billing line (2000, beta), the caller speaking at once (over the consent prompt)."""
+    """The billing line (2000, beta, no greeting), the caller speaking at once (over the consent prompt)."""
     with _record_call(tmp_path, "2000", CALLER, 12) as recorded:
         yield recorded
 
@@ -131,9 +133,10 @@ def test_a_recorded_call_becomes_a_script_that_replays(recorded_call: tuple[Path
     (row,) = json.loads(replayed.stdout)["scripts"]
     assert row["script"] == "recorded_billing" and row["verdict"] in {"same", "by design"}, row
     assert set(row["runs"]) == {"beta", "ga"} and all(run["ok"] for run in row["runs"].values()), row
-    # the caller spoke over the consent prompt's line: the cut line is the script's greeting, and its keyword holds
-    assert script["emulator"]["greeting"]["text"] and script["expect"]["agent_keywords"], script
-    _keyword_checks(row, {"agent_keywords": script["expect"]["agent_keywords"]})
+    # the bridge played the consent prompt before the recording began, and the plan has no greeting: the script
+    # starts with the caller's words (what they said over the prompt went nowhere), no line of the model's before
+    assert header["consent"]["status"] == "played", header["consent"]
+    assert "greeting" not in script.get("emulator", {}) and "say" in script["turns"][0], script
 
 
 def test_a_recorded_answer_after_a_preamble_replays_its_own_keywords(tmp_path: Path) -> None:

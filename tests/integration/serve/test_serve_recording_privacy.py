@@ -35,11 +35,12 @@ pytestmark = [
 NUMBER = "7000"
 CARD = "4111111111111111"
 RATE = 8000
+PROMPT_S = 0.2  # the consent prompt (silence): the recording starts at its end
 PLAN = {
     "name": "pci",
     "match": [NUMBER],
     "dialect": "ga",
-    "recording": {"enabled": True, "consent_prompt": "This call is recorded."},
+    "recording": {"enabled": True, "consent_prompt": "This call is recorded."},  # consent_audio: the node's
     "privacy": {"pause_recording_on_dtmf": True},
     "profile": {
         "instructions": "Answer briefly.",
@@ -62,7 +63,9 @@ class Node:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Node]:
     work = tmp_path_factory.mktemp("recording")
-    async with serve_node(work, [PLAN]) as edge:
+    prompt = _wav(work / "consent.wav", np.zeros(int(PROMPT_S * RATE)))  # played before recording starts
+    plan = {**PLAN, "recording": {**PLAN["recording"], "consent_audio": str(prompt)}}
+    async with serve_node(work, [plan]) as edge:
         serve = Serve(edge.proc, edge.sip_port, edge.http_port, edge.reports)
         yield Node(serve, edge.redis, edge.emulator, edge.log, work / "state" / "callbridge" / "recordings", work)
 
@@ -146,7 +149,7 @@ async def test_a_recording_is_the_call_as_played_and_heard_through_barge_ins(nod
     assert report["barge_ins"] >= 10, report["barge_ins"]
     caller, agent, _, notes = read_recording(node.recordings / report["call_id"])
     recorded_s = len(caller) / 2 / RATE
-    assert recorded_s == pytest.approx(phone["duration_s"], abs=0.1)  # the call's length, one clock
+    assert recorded_s == pytest.approx(phone["duration_s"] - PROMPT_S, abs=0.1)  # from the prompt's end, one clock
     assert len(agent) == len(caller)
     # the agent channel holds what the caller was sent: no flushed tail of any of the barge-ins
     with wave.open(str(heard), "rb") as w:

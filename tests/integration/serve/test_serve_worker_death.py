@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 import yaml
 from test_serve_operable import ROOT, TOKEN, Serve, _get, _metric, api, caller_wav, softphone, wait_healthy
 
+from bridge.audio.wav import write_wav
 from bridge.call.recorder import AUDIO_FILE, read_recording
 from bridge.devkit.ports import free_port
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
@@ -40,7 +41,8 @@ async def test_killed_worker_is_restarted_and_its_call_marked_ended(tmp_path: Pa
     plans = tmp_path / "dialplans"
     plans.mkdir()
     support = yaml.safe_load((ROOT / "dialplans" / "support.yaml").read_text())
-    support["recording"] = {"enabled": True, "consent_prompt": "This call is recorded."}
+    write_wav(plans / "consent.wav", bytes(1600))  # the consent prompt (0.1 s): the recording starts at its end
+    support["recording"] = {"enabled": True, "consent_audio": str(plans / "consent.wav")}
     (plans / "support.yaml").write_text(yaml.safe_dump(support))
     reports = tmp_path / "calls.jsonl"
     recordings = tmp_path / "state" / "callbridge" / "recordings"

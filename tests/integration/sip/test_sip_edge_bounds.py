@@ -25,6 +25,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from bridge.audio.wav import write_wav
 from bridge.devkit.ports import free_port
 from bridge.devkit.process import stop_process
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
@@ -68,13 +69,14 @@ class Node:
 
 def _recording_plan(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
+    write_wav(directory / "consent.wav", bytes(1600))  # the consent prompt: 0.1 s, played before recording starts
     plan = {
         "name": "recorded",
         "match": ["*"],
         "dialect": "ga",
         "greeting": None,
         "answer_timeout_s": 3,
-        "recording": {"enabled": True, "consent_prompt": "This call is recorded."},
+        "recording": {"enabled": True, "consent_audio": str(directory / "consent.wav")},
         "profile": {"instructions": "Test plan.", "voice": "alloy", "audio_format": "g711_ulaw"},
     }
     (directory / "recorded.yaml").write_text(json.dumps(plan))
@@ -220,7 +222,7 @@ async def test_crafted_call_ids_are_data_every_call_its_own_record(node: Node, t
         assert header["call_id"] == directory.name and header["sip_call_id"] in sip_ids
     assert not absolute.exists() and not (tmp_path / "x").exists() and not (root.parent / "x").exists()
     written = {p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".wav", ".jsonl")}
-    assert {p for p in written if root not in p.parents} == {node.reports}
+    assert {p for p in written if root not in p.parents} == {node.reports, tmp_path / "plans" / "consent.wav"}
 
 
 async def _reports(node: Node, count: int) -> list[dict[str, Any]] | None:
