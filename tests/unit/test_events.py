@@ -234,6 +234,12 @@ CASES: list[tuple[ev.Report, str, str, dict[str, Any]]] = [
         {"outcome": "no_answer", "target": "sip:agent@pbx", "sip_code": 0, "seconds": 20.0},
     ),
     (ev.HoldEnded(2.5), "hold_ended", "2.5 s on hold", {"held_s": 2.5}),
+    (
+        ev.ConsentPrompt(ev.ConsentStatus.PLAYED, 4200, 4200, True, "consent.wav"),
+        "consent",
+        "consent prompt played (4200 of 4200 ms, the caller spoke over it)",
+        {"status": ev.ConsentStatus.PLAYED},
+    ),
     (ev.OutageEnded(3.25), "outage_ended", "model back after 3.2 s", {"outage_s": 3.25}),
     (
         ev.FailedOver("goodbye", 30.0),
