@@ -14,6 +14,8 @@ the audio path and the model's session, and the parts it is made of. The phases 
     closing.py        the call's end: its sessions, tools and orchestrator closed, the post-call questions asked,
                       the usage and the playout totalled, the checks reported and ``CallEnded`` emitted, in that
                       order
+    consent.py        a recorded call's consent prompt, played by the bridge at the answer: the recording starts
+                      at its end, and the call's report says what became of it
     core.py           the call's sans-I/O core: everything a call can be doing, and one table of how each changes
     echo.py           the echo guard at work on one call: the agent's own audio coming back down the caller's line
                       is not a barge-in

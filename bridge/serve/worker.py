@@ -64,6 +64,7 @@ from bridge.supervisor.targets import allowed_targets
 from bridge.tools.mcp import load_sdk, load_sdk_soon
 
 if TYPE_CHECKING:  # pjsua2 is imported when the worker runs (Worker.run), not when this module is
+    from bridge.call.recorder import RecordingLeg
     from bridge.sip.endpoint import RejectedCall
     from bridge.sip.gateway import IncomingCall
     from bridge.sip.sipconfig import SipConfig
@@ -467,21 +468,7 @@ class Worker:
         """The call's phone leg: recorded if the plan says so, with a listen-in tap if this worker has listen-in."""
         leg: PhoneLeg = call
         if plan.recording.enabled:
-            from bridge.call.recorder import RecordingLeg, recorded_plan, recording_dir
-
-            recording = RecordingLeg(
-                call,
-                recording_dir(self.settings.recordings_dir, call.call_id),  # the bridge's id, checked to stay inside
-                consent=True,
-                after_prompt=True,  # from the end of the consent prompt the bridge plays (bridge/call/consent.py)
-                pause_on_keys=plan.privacy.pause_recording_on_dtmf,
-                meta={
-                    "caller": mask_number(call.caller, plan.privacy.caller_visible_digits),
-                    "dialplan": recorded_plan(plan.model_dump(mode="json", exclude={"source_file"})),  # no secret
-                    "dialect": dialect,
-                    "sip_call_id": call.sip_call_id,
-                },
-            )
+            recording = _recording_leg(call, plan, dialect, self.settings.recordings_dir)
             listeners.append(recording.listener)
             leg = recording
         if self.actions is not None and self.actions.takeover is not None:
@@ -734,3 +721,22 @@ def run(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(run(sys.argv[1:]))
+
+
+def _recording_leg(call: IncomingCall, plan: Dialplan, dialect: str, recordings_dir: Path) -> RecordingLeg:
+    """The call's leg recorded from the end of the consent prompt the bridge plays (bridge/call/consent.py)."""
+    from bridge.call.recorder import RecordingLeg, recorded_plan, recording_dir
+
+    return RecordingLeg(
+        call,
+        recording_dir(recordings_dir, call.call_id),  # the bridge's id, checked to stay inside
+        consent=True,
+        after_prompt=True,
+        pause_on_keys=plan.privacy.pause_recording_on_dtmf,
+        meta={
+            "caller": mask_number(call.caller, plan.privacy.caller_visible_digits),
+            "dialplan": recorded_plan(plan.model_dump(mode="json", exclude={"source_file"})),  # no secret
+            "dialect": dialect,
+            "sip_call_id": call.sip_call_id,
+        },
+    )
