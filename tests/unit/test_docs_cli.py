@@ -330,6 +330,19 @@ def test_the_pages_show_commands_in_spans_and_blocks() -> None:
     assert pages >= {"deploy/prometheus/alerts.yml", "deploy/systemd/callbridge.service"}, pages
 
 
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_every_subcommand_gives_its_words_to_a_parser(name: str) -> None:
+    """The stop works for each subcommand (a new one included): its words reach a parser, and a flag it lacks is
+    named."""
+    module, function, _ = COMMANDS[name]
+    run = getattr(importlib.import_module(module), function)
+    sub = {"bench": ["audio"], "users": ["unlock"]}.get(name, [])
+    parser, argv = _subcommand_parser(run, [*sub, "--nonesuch"])
+    assert "--nonesuch" in argv and parser.prog.startswith(f"callbridge {name}"), (parser.prog, argv)
+    why = problem(Command(REPO / "README.md", 1, [name, *sub, "--nonesuch"], False))
+    assert why is not None and "--nonesuch" in why, why
+
+
 def test_every_command_on_the_pages_parses() -> None:
     wrong = [f"{c.where}: `{c.text}`: {why}" for c in COMMAND_LINES if (why := problem(c)) is not None]
     assert not wrong, f"{len(wrong)} command(s) the CLI refuses:\n" + "\n".join(wrong)
