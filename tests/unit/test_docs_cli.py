@@ -2,7 +2,8 @@
 its own parser accepts the flags and arguments written after it.
 
 Where: README.md, docs/*.md, call_scripts/README.md and deploy/README.md; in each, the code spans outside fences (in
-prose and tables) whose command word is ``callbridge`` or a path to it (``.venv/bin/callbridge``), and every such
+prose and tables) whose command word is ``callbridge`` or a path to it (``.venv/bin/callbridge``) or that start with a
+subcommand followed by a flag or one of its actions (``rollout set --weights``, ``bench calls``), and every such
 command of the ``sh`` blocks (those run by tests/integration/docs/test_docs_commands.py and those marked no-doctest
 alike), after ``VAR=value`` prefixes, in a pipeline, after ``&&`` or in ``$(…)``. A command ends where the shell ends
 it (``|``, ``&&``, ``;``, a redirection, a ``#`` comment). Also what an operator reads or runs from deploy/: the code
@@ -14,9 +15,9 @@ uses, parses the words. Nothing is run, no process is started.
 
 Placeholders, as the pages write a synopsis:
 
-- a word in capitals (``NAME``, ``DIR``, ``URL``, ``N``, ``HOST:PORT``, ``DIGITS@SECONDS``, ``PATHS...``), a word
-  in angle brackets (``<id>``) or a shell variable (``$CI_PASSWORD``) stands for a value: it fills its place (``--out
-  DIR`` gives ``--out`` its value) but its type and choices are not checked;
+- a word in capitals (``NAME``, ``DIR``, ``URL``, ``N``, ``HOST:PORT``, ``DIGITS@SECONDS``, ``PATHS...``,
+  ``VARIANT=W,...``), a word in angle brackets (``<id>``) or a shell variable (``$CI_PASSWORD``) stands for a value:
+  it fills its place (``--out DIR`` gives ``--out`` its value) but its type and choices are not checked;
 - ``...`` or ``…`` alone stands for whatever the page leaves out: it fills a value's place (``--reason ...``), is
   no argument of its own where none is taken, and arguments left missing are not counted where it is written;
 - brackets around the optional parts of a synopsis are dropped and their contents checked (``[--watch [--interval
@@ -35,6 +36,7 @@ refused, or (in a ``sh`` block) a required argument missing.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import re
 import shlex
@@ -61,7 +63,7 @@ EXEC = re.compile(r"^Exec\w*=[-@:+!]*(?P<line>.*)$")
 FENCE = re.compile(r"^\s*```(?P<lang>\S*)")
 CODE_SPAN = re.compile(r"(?<!`)`([^`]+)`(?!`)")
 ANGLED = re.compile(r"<[A-Za-z_.][^<>\n]*>")
-CAPITALS = re.compile(r"^[A-Z][A-Z0-9_]*(?:[:@/.,=+-]+[A-Z0-9_]+)*(?:\.\.\.|…)?$")
+CAPITALS = re.compile(r"^[A-Z][A-Z0-9_]*(?:[:@/.,=+-]+[A-Z0-9_]+)*(?:,?(?:\.\.\.|…))?$")
 SUBSTITUTION = re.compile(r"\$\(([^()]*)\)")
 MORE = {"...", "…"}
 ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -75,6 +77,7 @@ class Command:
     line: int  # 1-based
     words: list[str]  # the words after `callbridge`
     in_block: bool  # a line of a sh block (a command as written) or a code span (may name a command only)
+    prefixed: bool = True  # written with `callbridge` (or a path to it) or without (`rollout set --weights ...`)
 
     @property
     def where(self) -> str:
@@ -82,7 +85,7 @@ class Command:
 
     @property
     def text(self) -> str:
-        return " ".join(["callbridge", *self.words])
+        return " ".join(["callbridge", *self.words] if self.prefixed else self.words)
 
 
 def is_placeholder(word: str) -> bool:
@@ -174,9 +177,31 @@ def _spans(page: Path, prose: list[tuple[int, str]]) -> Iterator[Command]:
         starts.append(starts[-1] + len(line) + 1)
     for span in CODE_SPAN.finditer(text):
         for segment in _segments(span[1].replace("\n", " ")):
+            index = next(i for i, start in enumerate(starts) if start > span.start()) - 1
             if (words := _after_callbridge(segment)) is not None:
-                index = next(i for i, start in enumerate(starts) if start > span.start()) - 1
                 yield Command(page, prose[index][0], words, False)
+            elif _short(segment):
+                yield Command(page, prose[index][0], segment, False, prefixed=False)
+
+
+def _short(words: list[str]) -> bool:
+    """A command written without ``callbridge``: a subcommand followed by a flag or one of its actions (``rollout
+    set --weights``, ``bench calls``, ``serve --http-port H``), not a log line that starts with a command's name."""
+    if len(words) < 2 or words[0] not in COMMANDS:
+        return False
+    return words[1].startswith("--") or words[1] in _actions(words[0])
+
+
+@functools.cache
+def _actions(name: str) -> frozenset[str]:
+    """The actions a subcommand takes first (``rollout``: show, set, ...; ``users``: add, ..., unlock)."""
+    module, function, _ = COMMANDS[name]
+    parser, _ = _subcommand_parser(getattr(importlib.import_module(module), function), [])
+    found = {"unlock"} if name == "users" else set()  # users gives `unlock` to a parser of its own
+    for action in parser._actions:  # argparse lists them nowhere public
+        if not action.option_strings and action.choices is not None:
+            found.update(action.choices)
+    return frozenset(found)
 
 
 def deploy_commands() -> Iterator[Command]:
@@ -190,9 +215,6 @@ def deploy_commands() -> Iterator[Command]:
                 for segment in _segments(found["line"]):
                     if (words := _after_callbridge(segment)) is not None:
                         yield Command(unit, number, words, True)
-
-
-COMMAND_LINES = [*(c for page in PAGES for c in commands(page)), *deploy_commands()]
 
 
 # -- the real parser of a subcommand, stopped before it runs ---------------------------------------------------------
@@ -321,6 +343,9 @@ def _why(message: str) -> str:
     return message
 
 
+COMMAND_LINES = [*(c for page in PAGES for c in commands(page)), *deploy_commands()]
+
+
 def test_the_pages_show_commands_in_spans_and_blocks() -> None:
     assert len([c for c in COMMAND_LINES if not c.in_block]) > 150
     assert len([c for c in COMMAND_LINES if c.in_block]) > 30
@@ -358,6 +383,8 @@ Prose: `callbridge replay call_scripts --dialects ga`, `callbridge scripts from-
 | `callbridge rollout --nonesuch` | `callbridge replay call_scripts --report` |
 `callbridge frobnicate --now`, `callbridge users add NAME --role owner`, `callbridge bench nonesuch`,
 `callbridge replay call_scripts --budget`, `callbridge replay call_scripts --dialect ga`.
+Without the name: `rollout set --weights A=1 --reason x`, `bench calls --steps 8`, `rollout set --nonesuch`, `call
+ended by WHO` (a log line) and `serve --workers` (no value).
 
 ```sh
 CI=1 callbridge scripts check call_scripts --json | jq .ok   # a pipeline
@@ -378,16 +405,18 @@ def test_the_rules_find_each_kind_of_mistake_where_it_is(tmp_path: Path) -> None
     page.write_text(PAGE, encoding="utf-8")
     found = {(c.line, c.text): problem(c) for c in commands(page)}
     wrong = {key: why for key, why in found.items() if why is not None}
-    assert len(found) == 23, "\n".join(f"{k}: {v}" for k, v in found.items())
+    assert len(found) == 27, "\n".join(f"{k}: {v}" for k, v in found.items())
     assert {(line, text.split()[1] if " " in text else "") for line, text in wrong} == {
         (6, "replay"), (7, "rollout"), (7, "replay"), (8, "frobnicate"), (8, "users"), (8, "bench"), (9, "replay"),
-        (15, "scripts"),
+        (10, "set"), (11, "--workers"), (17, "scripts"),
     }  # fmt: skip
     why = {text: reason for (_, text), reason in wrong.items()}
     assert why["callbridge replay call_scripts --nonesuch"].startswith("unknown flag or argument"), why
     assert why["callbridge rollout --nonesuch"].startswith("unknown flag"), why
     assert why["callbridge replay call_scripts --report"].startswith("a flag without its value"), why
     assert why["callbridge replay call_scripts --dialect ga"].startswith("unknown flag or argument"), why  # in full
+    assert why["rollout set --nonesuch"].startswith("unknown flag"), why
+    assert why["serve --workers"].startswith("a flag without its value"), why
     assert why["callbridge frobnicate --now"] == "unknown subcommand 'frobnicate'", why
     assert "invalid choice: 'owner'" in why["callbridge users add NAME --role owner"], why
     assert why["callbridge bench nonesuch"].startswith("unknown subcommand or refused choice"), why
