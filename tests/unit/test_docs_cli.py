@@ -220,7 +220,7 @@ def deploy_commands() -> Iterator[Command]:
 # -- the real parser of a subcommand, stopped before it runs ---------------------------------------------------------
 
 
-class _Parsed(Exception):
+class _Parsed(BaseException):  # past a command's own `except Exception`: nothing after its parse may run
     def __init__(self, parser: argparse.ArgumentParser, argv: list[str]) -> None:
         self.parser, self.argv = parser, argv
 
