@@ -123,3 +123,17 @@ def test_a_slowdown_everywhere_and_a_cost_rise_are_red(tmp_path: Path, capsys: p
     assert "assumed rates for gpt-realtime-2.1" in (tmp_path / "full" / "report.html").read_text()
     [dearer] = [r for r in script["regressions"] if "cost of the call" in r]
     assert "budget 10 %" in dearer and int(dearer.split("(+")[1].split(" %")[0]) >= 25, dearer
+
+
+def test_a_shipped_script_bounds_what_a_caller_would_notice(tmp_path: Path) -> None:
+    """Without any baseline, a 2 s slowdown on every dialect fails the shipped script's own bound."""
+    suite, plans = _copy(tmp_path)
+    script_file = suite / "answer" / "script.yaml"
+    data = yaml.safe_load(script_file.read_text())
+    assert data["expect"]["max_reply_gap_ms"] <= 2000 and data["expect"]["max_greeting_ms"] <= 1500
+    data["emulator"]["settings"] = {"response_latency_ms": 150 + 4 * 2000}
+    script_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert _replay(suite, plans, tmp_path / "slow") == 1
+    [script] = json.loads((tmp_path / "slow" / "report.json").read_text())["scripts"]
+    assert script["status"] == "failed"
+    assert any("max_reply_gap_ms" in f for f in script["failures"]), script["failures"]
