@@ -194,10 +194,10 @@ def regressions(now: Mapping[str, Any], then: Mapping[str, Any] | None, budget: 
     if then is None:
         return []
     out: list[str] = []
-    added = len(now.get("by_design") or []) - len(then.get("by_design") or [])
-    if added > budget.by_design:
-        out.append(f"{added} more difference(s) by design than the baseline (budget {budget.by_design})")
     runs_now, runs_then = now.get("runs") or {}, then.get("runs") or {}
+    added = len(now.get("by_design") or []) - len(then.get("by_design") or [])
+    if set(runs_now) == set(runs_then) and added > budget.by_design:  # the same runs compared, or no count is alike
+        out.append(f"{added} more difference(s) by design than the baseline (budget {budget.by_design})")
     for name in runs_now:
         if name in runs_then:
             out += run_regressions(name, runs_now[name], runs_then[name], budget)
