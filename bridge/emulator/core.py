@@ -52,6 +52,7 @@ class Opening(TypedDict, total=False):
     annotations: Annotations | None  # the call script's turns
     initial_session: Mapping[str, Any] | None  # Realtime: the session a minted client secret carries
     model_ok: Callable[[str], bool] | None  # Live: may ``session.start`` name this model (default: any non-empty)
+    settings_for: Callable[[str], Settings] | None  # Live: the settings of the model ``session.start`` names
 
 
 class SessionCore:

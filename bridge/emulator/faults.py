@@ -6,6 +6,11 @@ One flat namespace, so the same names work everywhere a setting can come from, l
 2. ``POST /control/next`` ``{"settings": {...}}``: the next N connections;
 3. the WebSocket URL's query, next to ``model``: ``/v1/realtime?model=gpt-realtime&speed=0&drop_after_s=2.5``.
 
+Settings per model (``model_settings``: a model name or fnmatch pattern -> settings) sit on top of 1 and 2 for the
+connections of a matching model (``EmulatorServer(model_settings=...)``, ``POST /control/defaults`` and
+``/control/next`` ``{"models": {...}}``, ``callbridge emulator --model-set MODEL:NAME=VALUE``): a candidate model
+slower, costlier or failing while the others are unchanged. :func:`for_model` picks them.
+
 Faults are opt-in and several of them deliberately send events that are not valid models (malformed JSON, an
 unknown type, bad base64). "Nth response" counts the session's responses from 1; such faults fire after
 ``fault_after_deltas`` deltas of that response.
@@ -170,6 +175,35 @@ def _coerce(key: str, raw: Any, hint: Any) -> Any:
         return str(raw)
     except (TypeError, ValueError):
         raise ValueError(f"setting {key!r}: cannot read {raw!r} as {base.__name__}") from None
+
+
+ModelSettings = Mapping[str, Mapping[str, Any]]  # a model name or fnmatch pattern -> settings
+
+
+def for_model(model_settings: ModelSettings, model: str) -> dict[str, Any]:
+    """The settings ``model_settings`` gives ``model``: every matching pattern's, in order, the exact name's last."""
+    out: dict[str, Any] = {}
+    for pattern, values in model_settings.items():
+        if pattern != model and fnmatch.fnmatchcase(model, pattern):
+            out.update(values)
+    out.update(model_settings.get(model, {}))
+    return out
+
+
+def check_model_settings(model_settings: Any) -> dict[str, dict[str, Any]]:
+    """``model_settings`` as a dict of dicts, each setting checked; ValueError naming the model and the setting."""
+    if not isinstance(model_settings, Mapping):
+        raise ValueError(f"model settings: expected a mapping of model -> settings, got {model_settings!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for model, values in model_settings.items():
+        if not isinstance(values, Mapping):
+            raise ValueError(f"model {model!r}: expected a mapping of settings, got {values!r}")
+        try:
+            Settings().with_values(values)
+        except ValueError as exc:
+            raise ValueError(f"model {model!r}: {exc}") from None
+        out[str(model)] = dict(values)
+    return out
 
 
 def error_type(code: str) -> str:

@@ -118,12 +118,21 @@ class Credentials:
 class Controlled(Protocol):
     """What the control API steers: the server's Python control API (``EmulatorServer``)."""
 
-    def queue_next(self, count: int = 1, settings: Mapping[str, Any] | None = None, annotations: Any = None) -> int:
-        """Queue settings and annotations for the next ``count`` connections; how many are queued now."""
+    def queue_next(
+        self,
+        count: int = 1,
+        settings: Mapping[str, Any] | None = None,
+        annotations: Any = None,
+        models: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> int:
+        """Queue settings (``models``: per model, over them) and annotations for the next ``count`` connections; how
+        many are queued now."""
         ...
 
-    def set_defaults(self, settings: Mapping[str, Any]) -> dict[str, Any]:
-        """Change every later connection's settings; the settings now, flat."""
+    def set_defaults(
+        self, settings: Mapping[str, Any], models: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """Change every later connection's settings (``models``: a model's connections'); the settings now, flat."""
         ...
 
     def summaries(self) -> list[dict[str, Any]]: ...
@@ -159,10 +168,11 @@ class ControlApi:
             body = await request.json()
             if not isinstance(body, dict):
                 raise ValueError("expected a JSON object")
-            unknown = set(body) - {"count", "settings", "annotations"}
+            unknown = set(body) - {"count", "settings", "annotations", "models"}
             if unknown:
                 raise ValueError(f"unknown field(s) {sorted(unknown)}")
-            queued = self.server.queue_next(int(body.get("count", 1)), body.get("settings"), body.get("annotations"))
+            count, settings, annotations = int(body.get("count", 1)), body.get("settings"), body.get("annotations")
+            queued = self.server.queue_next(count, settings, annotations, body.get("models"))
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"queued": queued})
@@ -170,9 +180,14 @@ class ControlApi:
     async def _defaults(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
-            if not isinstance(body, dict) or set(body) - {"settings"} or not isinstance(body.get("settings"), dict):
-                raise ValueError('expected {"settings": {...}}')
-            settings = self.server.set_defaults(body["settings"])
+            if (
+                not isinstance(body, dict)
+                or not body
+                or set(body) - {"settings", "models"}
+                or not isinstance(body.get("settings", {}), dict)
+            ):
+                raise ValueError('expected {"settings": {...}, "models": {MODEL: {...}}} (either or both)')
+            settings = self.server.set_defaults(body.get("settings", {}), body.get("models"))
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"settings": settings})

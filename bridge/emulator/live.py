@@ -83,6 +83,7 @@ class LiveSession(SessionCore):
         self.wire = LiveWire(dialect, self.ids)
         self.service = self.wire.service
         self._model_ok = opening.get("model_ok") or bool
+        self._settings_for = opening.get("settings_for")
         session_id = self.ids.new(Id.SESSION)
         config = self.service.session_defaults(self.model_asked)
         model = str(config.get("model") or "")
@@ -180,6 +181,7 @@ class LiveSession(SessionCore):
             return
         self.state.config = config
         self.record.model = model
+        self._settings_of(model)
         self.state.started_at = t
         self._acknowledge("session.started", t, session=self._resource())
         self._vad = EnergyVad(
@@ -190,6 +192,13 @@ class LiveSession(SessionCore):
         )
         self.at(t + self.cap_s, self._expire)
         self.speech.start(t)
+
+    def _settings_of(self, model: str) -> None:
+        """The settings of ``model`` from now on (the server's settings per model: Live names it only now)."""
+        settings_for = self._settings_for
+        if settings_for is not None:
+            self.settings = self.speech.settings = settings_for(model)
+            self.record.settings = self.settings.as_dict()
 
     def _on_update(self, ev: dict[str, Any], t: float) -> None:
         schema = self.service.update_schema

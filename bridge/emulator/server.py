@@ -7,8 +7,9 @@ Routes (the WebSocket and credential paths are each dialect's own, from its tabl
     GET  /v1/live/sessions[?setting=value...]         WebSocket, GPT-Live (the model comes in session.start)
     POST /v1/realtime/client_secrets                  GA ephemeral key:   {"value", "expires_at", "session"}
     POST /v1/realtime/sessions                        beta ephemeral key: {..., "client_secret": {"value", ...}}
-    POST /control/next                                {"count", "settings", "annotations"} for the next connections
-    POST /control/defaults                            {"settings"} for every later connection
+    POST /control/next                                {"count", "settings", "models", "annotations"} for the next
+                                                      connections ("models": model or pattern -> settings)
+    POST /control/defaults                            {"settings", "models"} for every later connection
     GET  /control/sessions                            summaries of every session so far
     GET  /control/sessions/{id}                       one summary plus the event types both ways
     POST /control/sessions/{id}/fault                 {"kind": drop|error|unknown_event|malformed_json|expire|close}
@@ -37,7 +38,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from aiohttp import web
 
 from bridge.emulator.annotations import Annotations
 from bridge.emulator.fastread import FastReadResponse
-from bridge.emulator.faults import Fault, Settings
+from bridge.emulator.faults import Fault, ModelSettings, Settings, check_model_settings, for_model
 from bridge.emulator.http_api import ControlApi, Credentials, bearer, http_error
 from bridge.emulator.live import LiveSession
 from bridge.emulator.record import Recorder, SessionRecord
@@ -68,6 +69,7 @@ class _Pending:
     count: int
     settings: dict[str, Any]
     annotations: Any
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # model or pattern -> settings, over ``settings``
 
 
 def dialect_of(path: str, headers: Mapping[str, str]) -> Dialect | None:
@@ -84,7 +86,8 @@ def dialect_of(path: str, headers: Mapping[str, str]) -> Dialect | None:
 
 class EmulatorServer(Service):
     """A local Realtime service. ``settings`` are what every session starts from: the defaults of its settings (names
-    in ``faults.Settings``) and, under ``annotations``, its call script (``annotations.Annotations``)."""
+    in ``faults.Settings``), under ``annotations``, its call script (``annotations.Annotations``), and under
+    ``model_settings`` (model or fnmatch pattern -> settings) those over them for a connection of that model."""
 
     def __init__(
         self,
@@ -100,6 +103,7 @@ class EmulatorServer(Service):
         **settings: Any,
     ) -> None:
         annotations = settings.pop("annotations", None)
+        model_settings: ModelSettings = settings.pop("model_settings", None) or {}
         self.host = host
         self.port = port
         self.tls = tls  # serve wss:// and https:// with this context (as the service does), else ws:// and http://
@@ -108,6 +112,7 @@ class EmulatorServer(Service):
         self.record_dir = Path(record_dir) if record_dir else None
         self.pump = SocketPump(ping_interval_s)
         self.settings = Settings().with_values(settings)
+        self.model_settings = check_model_settings(model_settings)
         self.annotations = Annotations.parse(annotations)
         self.sessions: list[SessionRecord] = []
         self.refused: list[dict[str, Any]] = []  # upgrades refused by the refuse_models fault: t, model, status
@@ -164,18 +169,38 @@ class EmulatorServer(Service):
     # ---------------------------------------------------------------------------------------------------------
     # Python control API (the HTTP control API calls these)
 
-    def queue_next(self, count: int = 1, settings: Mapping[str, Any] | None = None, annotations: Any = None) -> int:
-        """Settings and annotations for the next ``count`` connections (validated now); how many are queued."""
+    def queue_next(
+        self,
+        count: int = 1,
+        settings: Mapping[str, Any] | None = None,
+        annotations: Any = None,
+        models: ModelSettings | None = None,
+    ) -> int:
+        """Settings (``models``: per model, over them) and annotations for the next ``count`` connections (validated
+        now); how many are queued."""
         self.settings.with_values(settings or {})
+        by_model = check_model_settings(models or {})
         Annotations.parse(annotations)
-        self.pending.append(_Pending(max(1, int(count)), dict(settings or {}), annotations))
+        self.pending.append(_Pending(max(1, int(count)), dict(settings or {}), annotations, by_model))
         return sum(p.count for p in self.pending)
 
-    def set_defaults(self, settings: Mapping[str, Any]) -> dict[str, Any]:
-        """Change the settings of every later connection (a fault such as ``refuse_models`` included); the
-        settings now, flat."""
+    def set_defaults(self, settings: Mapping[str, Any], models: ModelSettings | None = None) -> dict[str, Any]:
+        """Change the settings of every later connection (a fault such as ``refuse_models`` included) and, with
+        ``models``, those of a model's connections (merged into the earlier ones per model); the settings now, flat,
+        with the per-model ones under ``models``."""
         self.settings = self.settings.with_values(settings)
-        return self.settings.as_dict()
+        for model, values in check_model_settings(models or {}).items():
+            self.model_settings[model] = {**self.model_settings.get(model, {}), **values}
+        return {**self.settings.as_dict(), "models": self.model_settings}
+
+    def settings_for(
+        self, model: str, pending: _Pending | None = None, query: Mapping[str, Any] | None = None
+    ) -> Settings:
+        """A connection's settings: the defaults, the model's, the queued ones and the queued model's, the URL's."""
+        settings = self.settings.with_values(for_model(self.model_settings, model))
+        if pending is not None:
+            settings = settings.with_values(pending.settings).with_values(for_model(pending.models, model))
+        return settings.with_values(query or {})
 
     def summaries(self) -> list[dict[str, Any]]:
         return [r.summary() for r in self.sessions]
@@ -264,15 +289,15 @@ class EmulatorServer(Service):
         key = bearer(request)
         secret = self.credentials.secrets.get(key)
         pending = self._take_pending()
-        settings, bad_setting = self.settings, None
-        try:
-            settings = settings.with_values(pending.settings if pending else {}).with_values(query)
-        except ValueError as exc:
-            bad_setting = str(exc)
-        annotations = Annotations.parse(pending.annotations) if pending else self.annotations.copy()
         initial = secret.sessions.get(dialect) if secret is not None else None
         if not model and initial is not None:
             model = str(initial.get("model") or "")
+        settings, bad_setting = self.settings, None
+        try:
+            settings = self.settings_for(model or dialect.default_model, pending, query)
+        except ValueError as exc:
+            bad_setting = str(exc)
+        annotations = Annotations.parse(pending.annotations) if pending else self.annotations.copy()
         faults = settings.faults
         salt = self._spell_salt if settings.seed is None else str(settings.seed)  # a seed: the same spells each run
         draw = faults.refusal_draw(self._refuse_draws.random(), time.monotonic() - self._started, salt)
@@ -296,6 +321,8 @@ class EmulatorServer(Service):
                 wall=time.time(),
                 annotations=annotations,
                 model_ok=lambda m: self._model_ok(m, settings),
+                # Live names its model in session.start: the settings are that model's from then on
+                settings_for=None if bad_setting else lambda m: self.settings_for(m, pending, query),
             )
         else:
             session = EmulatorSession(
@@ -369,6 +396,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ping-interval", type=float, default=20.0, help="seconds between idle pings (0 = off)")
     p.add_argument("--annotations", metavar="FILE", help="JSON annotations for every session")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any setting or fault")
+    p.add_argument(
+        "--model-set",
+        action="append",
+        default=[],
+        metavar="MODEL:NAME=VALUE",
+        help="a setting or fault for the connections of one model (a name or fnmatch pattern; repeatable)",
+    )
     p.add_argument("--tls-cert", metavar="PEM", help="serve wss:// and https:// with this certificate (and --tls-key)")
     p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO (default), WARNING, ERROR")
@@ -410,6 +444,15 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         if not sep:
             raise SystemExit(f"--set needs NAME=VALUE, got {item!r}")
         opts[name.strip()] = value
+    by_model: dict[str, dict[str, Any]] = {}
+    for item in args.model_set:
+        scope, sep, assignment = item.partition(":")
+        name, eq, value = assignment.partition("=")
+        if not sep or not eq or not scope.strip() or not name.strip():
+            raise SystemExit(f"--model-set needs MODEL:NAME=VALUE, got {item!r}")
+        by_model.setdefault(scope.strip(), {})[name.strip()] = value
+    if by_model:
+        opts["model_settings"] = by_model
     return opts
 
 
@@ -419,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         opts = options(args)
         Settings().with_values({k: v for k, v in opts.items() if k not in _SERVER_OPTIONS})
+        check_model_settings(opts.get("model_settings", {}))
     except (ValueError, OSError) as exc:  # ssl.SSLError is an OSError: a certificate or key that does not load
         print(f"callbridge emulator: {exc}")
         return 2
@@ -428,5 +472,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 _SERVER_OPTIONS = frozenset(
-    {"api_key", "models", "client_secret_ttl_s", "ping_interval_s", "record_dir", "annotations", "tls"}
+    {
+        "api_key",
+        "models",
+        "client_secret_ttl_s",
+        "ping_interval_s",
+        "record_dir",
+        "annotations",
+        "tls",
+        "model_settings",
+    }
 )
