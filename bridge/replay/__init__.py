@@ -8,6 +8,8 @@ a report (text, HTML, JSON, JUnit).
                        the runs compared (beta against GA, or each rollout variant against the safe one)
     direct.py          ``--via direct``: the real call session, a virtual phone and the emulator in one process, in
                        virtual time
+    emulation.py       the emulator's settings per model and per rollout variant: a script's ``model_settings`` and
+                       ``variant_settings``, ``replay --emulator-set [SCOPE:]NAME=VALUE``
     echoset.py         the echo set (``call_scripts/echo/``) scored: callers on lines that return the agent's audio,
                        some of whom interrupt the agent
     from_recording.py  ``callbridge scripts from-recording REC --out call_scripts/NAME``: a recorded call becomes a

@@ -6,7 +6,7 @@
                                [--via direct|sip]
                                [--target emulator|openai] [--report DIR] [--json] [--junit FILE]
                                [--fail-on unexpected|any] [--timing-tolerance-ms MS] [--baseline DIR]
-                               [--history DIR] [--budget NAME=VALUE]
+                               [--history DIR] [--budget NAME=VALUE] [--emulator-set [SCOPE:]NAME=VALUE]
     callbridge scripts check PATHS...
     callbridge scripts from-recording REC --out call_scripts/NAME [--keep-expectations]
 
@@ -17,6 +17,10 @@ dialect's default model instead).
 ``--variants support`` runs every script through each variant of the rollout dialplan ``support`` (from
 ``--dialplans``) and compares each with the safe one (``bridge/replay/variants.py``; direct runs only); the report
 has a column per variant.
+
+``--emulator-set [SCOPE:]NAME=VALUE`` (repeatable) sets an emulator setting over the scripts' own, for every run or
+for the runs of one model (a name or fnmatch pattern), rollout variant or dialect (``bridge/replay/emulation.py``):
+``--variants support --emulator-set gpt-realtime-2.1-mini:response_latency_ms=8150`` makes the candidate 2 s slower.
 
 ``--baseline DIR`` compares the run with an earlier one (per script what changed since; the report links it);
 ``--history DIR`` keeps each run's report in a directory of its own and an index of the runs
@@ -155,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how much worse than the baseline a run may get before the gate fails (repeatable): reply_gap_ms "
         "(500), reply_gap_p90_ms (1000), greeting_ms (500), barge_in_cut_ms (300), cost_rise (0.10), by_design (0)",
     )
+    _emulator_set_option(p)
     p.add_argument(
         "--history",
         type=Path,
@@ -181,6 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     sip.add_argument("--emulator-url", metavar="URL", help="its emulator's http://HOST:PORT (with --bridge)")
     sip.add_argument("--workers", type=int, default=1, help="workers of the bridge started here")
     return p
+
+
+def _emulator_set_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--emulator-set",
+        action="append",
+        default=[],
+        metavar="[SCOPE:]NAME=VALUE",
+        help="an emulator setting over the scripts' own (repeatable): for every run, or for the runs of one model "
+        "(name or fnmatch pattern), rollout variant or dialect, e.g. gpt-realtime-2.1-mini:response_latency_ms=8150",
+    )
 
 
 def _load(
@@ -226,6 +242,7 @@ def run(args: argparse.Namespace) -> tuple[list[ScriptResult], dict[str, Any]]:
     scripts, errors = _load(args.paths, args.dialplans, safe=args.models == "safe" and args.variants is None)
     if not scripts and not errors:
         raise ConfigError(", ".join(map(str, args.paths)), "(path)", "no call scripts found")
+    args.emulator_sets = _emulator_sets(args, scripts)
     if args.variants is not None:
         results, meta = _run_variants(args, scripts)
     else:
@@ -233,6 +250,20 @@ def run(args: argparse.Namespace) -> tuple[list[ScriptResult], dict[str, Any]]:
     meta["tolerance_ms"] = args.timing_tolerance_ms
     meta["models"] = "variants" if args.variants is not None else args.models
     return _in_order(args.paths, results, errors), meta
+
+
+def _emulator_sets(args: argparse.Namespace, scripts: Sequence[CallScript]) -> Any:
+    """``--emulator-set``, each checked: its form, the setting, and that its scope names a known model, rollout
+    variant or dialect (a ConfigError naming the option otherwise)."""
+    from bridge.replay.emulation import OPTION, EmulatorSets, known
+    from bridge.replay.script import default_dialplans_dir
+
+    if not args.emulator_set:
+        return EmulatorSets()
+    if args.target != "emulator":
+        raise ConfigError(OPTION, args.emulator_set[0], "sets the emulator's settings: not with --target openai")
+    plans = [plan for script in scripts for plan in script.plans.values()]
+    return EmulatorSets.parse(args.emulator_set, known(args.dialplans or default_dialplans_dir(), plans))
 
 
 def _run_dialects(args: argparse.Namespace, scripts: list[CallScript]) -> tuple[list[ScriptResult], dict[str, Any]]:
@@ -264,6 +295,7 @@ def _run_dialects(args: argparse.Namespace, scripts: list[CallScript]) -> tuple[
                 target=args.target,
                 workers=args.workers,
                 tolerance_ms=args.timing_tolerance_ms,
+                emulator_sets=args.emulator_sets,
             )
             results = replay_sip(scripts, dialects, opts, progress=progress, on_result=progress.script_done)
     finally:
@@ -279,7 +311,7 @@ def _direct_options(args: argparse.Namespace) -> Any:
 
     record = args.report / AUDIO_DIR if args.report is not None else None
     if args.target != "openai":
-        return DirectOptions(record_dir=record)
+        return DirectOptions(record_dir=record, emulator_sets=args.emulator_sets)
     from bridge.config import OPENAI_URL
 
     return DirectOptions(connector=openai_connector(OPENAI_URL, _openai_key()), target="openai", record_dir=record)

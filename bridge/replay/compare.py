@@ -174,7 +174,9 @@ def preamble_of(script: CallScript, run: DialectRun) -> str:
         or not isinstance(DIALECTS[run.dialect].service, Service)
     ):
         return ""
-    settings = EmulatorSettings().with_values(script.emulator_settings(0, run.dialect))
+    told = run.config.get("emulator") if run.config else None  # the run's own, the options' included
+    own = script.emulator_settings(0, run.dialect, run.model, run.variant) if told is None else told
+    settings = EmulatorSettings().with_values(own)
     patterns = [p.strip() for p in settings.preamble_models.split(",") if p.strip()]
     return settings.preamble if any(fnmatchcase(run.model, p) for p in patterns) else ""
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,11 +45,12 @@ from bridge.emulator.annotations import Annotations
 from bridge.emulator.faults import Settings as EmulatorSettings
 from bridge.emulator.live import LiveSession
 from bridge.emulator.session import Abort, Action, Close, EmulatorSession, Send, SendRaw
-from bridge.errors import classify_close
+from bridge.errors import ConnectError, classify_close, classify_http_status
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.dialects import DIALECTS, Dialect, LiveService
 from bridge.realtime.protocol import RealtimeProtocol
 from bridge.replay.compare import DialectRun, ScriptResult, check_expectations, judge, run_config, token
+from bridge.replay.emulation import EmulatorSets
 from bridge.replay.orchestrator import ScriptedOrchestrator
 from bridge.replay.script import CallScript, Turn
 from bridge.replay.virtual import VirtualTimeLoop
@@ -515,8 +517,13 @@ class DirectOptions:
     record_dir: Path | None = None  # record each call (bridge.call.recorder) into record_dir/<script>-<dialect>
     listeners: list[Listener] = field(default_factory=list)
     emulator_overrides: Mapping[str, Any] = field(default_factory=dict)
+    emulator_sets: EmulatorSets = field(default_factory=EmulatorSets)  # --emulator-set, per model, variant, dialect
     connector: ConnectorFactory | None = None  # a real service instead of the in-memory emulator
     target: str = "emulator"
+
+    def emulator_more(self, dialect: str, model: str, variant: str) -> dict[str, Any]:
+        """What the options set over a script's emulator settings for a run in ``dialect`` on ``model``."""
+        return {**self.emulator_sets.for_run(dialect, model, variant), **self.emulator_overrides}
 
 
 async def replay_call(
@@ -547,7 +554,8 @@ async def replay_call(
     if opts.connector is not None:
         connector = opts.connector(bridge_dialect, plan, trace)
     else:
-        connector = _EmulatorConnector(script, plan, DIALECTS[dialect], bridge_dialect, opts, clock, trace).connect
+        server = DIALECTS[dialect]
+        connector = _EmulatorConnector(script, plan, (server, bridge_dialect), variant, opts, clock, trace).connect
     phone: PhoneLeg = opts.wrap_leg(leg) if opts.wrap_leg is not None else leg
     listeners = list(opts.listeners)
     if opts.record_dir is not None:
@@ -559,7 +567,7 @@ async def replay_call(
     session = CallSession(phone, plan, bridge_dialect, connector, call)
     model = plan.profile.model or DIALECTS[dialect].default_model
     run = DialectRun(script.name, dialect, variant, model, via="direct", target=opts.target)
-    emulator = {**script.emulator_settings(0, dialect), **opts.emulator_overrides}
+    emulator = script.emulator_settings(0, dialect, model, variant, opts.emulator_more(dialect, model, variant))
     run.config = run_config(plan, dialect, model, emulator)
     try:
         report = await asyncio.wait_for(session.run(), script.model.max_duration_s + HANGUP_GRACE_S)
@@ -588,22 +596,30 @@ class _EmulatorConnector:
         self,
         script: CallScript,
         plan: Dialplan,
-        server_dialect: Dialect,
-        bridge_dialect: Dialect,
+        dialects: tuple[Dialect, Dialect],  # the server's, the bridge's
+        variant: str,
         opts: DirectOptions,
         clock: Callable[[], float],
         trace: Callable[[ev.Event], None],
     ) -> None:
         self.script, self.plan, self.opts, self.clock, self.trace = script, plan, opts, clock, trace
-        self.server_dialect, self.bridge_dialect = server_dialect, bridge_dialect
+        self.server_dialect, self.bridge_dialect = dialects
+        self.variant = variant
         self.annotations: Annotations = script.annotations()
         self.connections = 0
 
     async def connect(self) -> InMemoryRealtime:
         script, server_dialect = self.script, self.server_dialect
-        own = script.emulator_settings(self.connections, server_dialect.name)  # the script's, for this dialect
-        overrides = {**own, **self.opts.emulator_overrides}
-        settings = EmulatorSettings().with_values(overrides)
+        model = self.plan.profile.model or server_dialect.default_model
+        more = self.opts.emulator_more(server_dialect.name, model, self.variant)
+        # the script's, for this dialect, model and variant, and the options' over them
+        own = script.emulator_settings(self.connections, server_dialect.name, model, self.variant, more)
+        settings = EmulatorSettings().with_values(own)
+        refused = settings.faults.refusal_status(model, random.Random(settings.seed).random())
+        if refused is not None:  # the refuse_models fault: the upgrade fails, as the client would see it
+            self.connections += 1
+            cls, retryable = classify_http_status(refused)
+            raise ConnectError(cls, f"handshake refused: HTTP {refused}", retryable=retryable, code=str(refused))
         if self.connections and script.reconnect_greeting() is not None:
             self.annotations.extend({"greeting": script.reconnect_greeting()})
         self.connections += 1
@@ -611,7 +627,7 @@ class _EmulatorConnector:
         emulator = session_type(
             server_dialect,
             settings,
-            model=self.plan.profile.model or server_dialect.default_model,
+            model=model,
             now=self.clock(),
             wall=1_700_000_000.0,  # a fixed wall clock: expires_at in session events is reproducible
             annotations=self.annotations,

@@ -86,6 +86,10 @@ class EmulatorSpec(_Strict):
     faults_on_reconnect: bool = False  # faults apply to the first connection only, unless this is set
     # settings for the runs in one dialect only, over ``settings`` (e.g. ga: {delay_first_delta_ms: 2000})
     dialect_settings: dict[DialectName, dict[str, Any]] = Field(default_factory=dict)
+    # settings for the runs of one model (a name or fnmatch pattern) or rollout variant, over the dialect's
+    # (bridge/replay/emulation.py): e.g. model_settings: {gpt-realtime-2.1-mini: {response_latency_ms: 8150}}
+    model_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    variant_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("settings")
     @classmethod
@@ -93,11 +97,12 @@ class EmulatorSpec(_Strict):
         EmulatorSettings().with_values(value)  # raises ValueError naming the setting
         return value
 
-    @field_validator("dialect_settings")
+    @field_validator("dialect_settings", "model_settings", "variant_settings")
     @classmethod
-    def _known_dialect_settings(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        for settings in value.values():
-            EmulatorSettings().with_values(settings)
+    def _known_scoped_settings(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from bridge.replay.emulation import check_settings
+
+        check_settings(value)  # raises ValueError naming the scope and the setting
         return value
 
 
@@ -414,15 +419,27 @@ class CallScript:
         """The annotation greeting a reconnected emulator session answers its first response.create with."""
         return self._reply(self.model.emulator.reconnect_greeting)
 
-    def emulator_settings(self, connection: int, dialect: str = "") -> dict[str, Any]:
-        """Settings of the emulator's ``connection``-th connection (0 = first) in ``dialect``: faults only on the
-        first, unless ``faults_on_reconnect``. Ids are seeded per connection, so a replay is deterministic."""
+    def emulator_settings(
+        self,
+        connection: int,
+        dialect: str = "",
+        model: str = "",
+        variant: str = "",
+        more: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Settings of the emulator's ``connection``-th connection (0 = first) in ``dialect`` on ``model`` (as the
+        rollout ``variant``), ``more`` over the script's: faults only on the first, unless ``faults_on_reconnect``.
+        Ids are seeded per connection, so a replay is deterministic."""
+        from bridge.emulator.faults import for_model
+
         fault_names = set(EmulatorSettings().faults.__dataclass_fields__)
         spec = self.model.emulator
+        merged = {**spec.settings, **spec.dialect_settings.get(dialect, {})}
+        merged.update(
+            {**for_model(spec.model_settings, model), **spec.variant_settings.get(variant, {}), **(more or {})}
+        )
         values = {
-            k: v
-            for k, v in {**spec.settings, **spec.dialect_settings.get(dialect, {})}.items()
-            if connection == 0 or spec.faults_on_reconnect or k not in fault_names
+            k: v for k, v in merged.items() if connection == 0 or spec.faults_on_reconnect or k not in fault_names
         }
         return {"seed": self.model.seed * 1000 + connection, **values}
 
@@ -572,6 +589,11 @@ def load_script(path: str | Path, dialplans_dir: Path | None = None) -> CallScri
     if model.orchestrator is None and orchestrated:
         raise ConfigError(src, "orchestrator", "required: the dialplan is orchestrated (orchestrator.answers)")
     _check_audio(model, src, file.parent)
+    if model.emulator.model_settings or model.emulator.variant_settings:
+        from bridge.replay.emulation import check_scopes, known
+
+        names = known(dialplans_dir or default_dialplans_dir(), plans.values())
+        check_scopes(model.emulator.model_settings, model.emulator.variant_settings, src, names)
     return CallScript(model, file.parent, file, plans, unbuildable, rollout)
 
 

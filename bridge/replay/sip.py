@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -37,7 +38,8 @@ import yaml
 from bridge import events as ev
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, SAMPLE_RATE
 from bridge.replay.compare import DialectRun, ScriptResult, check_expectations, judge, run_config
-from bridge.replay.direct import SPAN_GAP_MS, VOICED_DBFS, frame_dbfs, run_direct
+from bridge.replay.direct import SPAN_GAP_MS, VOICED_DBFS, DirectOptions, frame_dbfs, run_direct
+from bridge.replay.emulation import EmulatorSets
 from bridge.replay.orchestrator import OrchestratorServer
 from bridge.replay.script import CallScript, LineSpec
 from bridge.store.reportfile import read_reports
@@ -61,6 +63,7 @@ class SipOptions:
     workers: int = 1
     work_dir: Path | None = None  # keep the caller WAVs, recordings and dialplans here (default: a temp dir)
     emulator_settings: Mapping[str, Any] = field(default_factory=dict)  # defaults of the started emulator
+    emulator_sets: EmulatorSets = field(default_factory=EmulatorSets)  # --emulator-set, per model or dialect
     tolerance_ms: float | None = None  # timing figures closer than this are alike, where a script does not say
 
 
@@ -338,12 +341,12 @@ def build_run(
     report: Mapping[str, Any] | None,
     target: str,
     wall_s: float,
+    sets: EmulatorSets | None = None,
 ) -> DialectRun:
-    from bridge.realtime.dialects import DIALECTS
-
-    model = script.plan(dialect).profile.model or DIALECTS[dialect].default_model  # the plan the worker was given
+    model = _model(script, dialect)  # the plan the worker was given
     run = DialectRun(script=script.name, dialect=dialect, model=model, via="sip", target=target)
-    run.config = run_config(script.plan(dialect), dialect, model, script.emulator_settings(0, dialect))
+    more = (sets or EmulatorSets()).for_run(dialect, model)
+    run.config = run_config(script.plan(dialect), dialect, model, script.emulator_settings(0, dialect, model, "", more))
     if report is not None:
         run.report = {k: v for k, v in report.items() if k != "worker"}
     answered = next((t for t, _ in run.noted(ev.Answered)), 0.0)
@@ -402,6 +405,7 @@ class _Bench:
     orchestrators: OrchestratorServer | None = None  # the scripts' orchestrators (started pools only)
     tolerance_ms: float | None = None
     moved: Mapping[int, str] = field(default_factory=dict)  # a listener's port -> the transfer target it stands for
+    emulator_sets: EmulatorSets = field(default_factory=EmulatorSets)
 
 
 async def _replay_script(script: CallScript, uris: Mapping[str, str], bench: _Bench) -> ScriptResult:
@@ -418,7 +422,8 @@ async def _replay_script(script: CallScript, uris: Mapping[str, str], bench: _Be
         phone = await place_call(uris[dialect], plans[dialect], bench.work, f"{script.name}-{dialect}")
         report = await wait_report(bench.reports, str(phone.get("call_id", ""))) if phone.get("call_id") else None
         report = _as_scripted(report, bench.moved)
-        run = build_run(script, dialect, plans[dialect], phone, report, bench.target, time.perf_counter() - t0)
+        wall_s = time.perf_counter() - t0
+        run = build_run(script, dialect, plans[dialect], phone, report, bench.target, wall_s, bench.emulator_sets)
         if scripted is not None:
             run.runner_failures += scripted.finish()
             run.checks = check_expectations(script.expect(dialect), run)
@@ -433,10 +438,25 @@ async def _replay_script(script: CallScript, uris: Mapping[str, str], bench: _Be
     return result
 
 
-def _first_settings(script: CallScript) -> dict[str, Any]:
-    """The emulator's settings for a script's first session. No seed: the dialects' calls run side by side, and
-    seeded ids would be the same in both."""
-    return {k: v for k, v in script.emulator_settings(0).items() if k != "seed"}
+def _model(script: CallScript, dialect: str) -> str:
+    from bridge.realtime.dialects import DIALECTS
+
+    return script.plan(dialect).profile.model or DIALECTS[dialect].default_model
+
+
+def _first_settings(
+    script: CallScript, dialects: Sequence[str], sets: EmulatorSets
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The emulator's settings for a script's first sessions: those of every dialect's, and per model those of the
+    dialect's run on it (its dialect's, model's and ``--emulator-set``'s; the server tells the sessions apart by
+    their model). No seed: the dialects' calls run side by side, and seeded ids would be the same in both."""
+    common = {k: v for k, v in script.emulator_settings(0).items() if k != "seed"}
+    models: dict[str, dict[str, Any]] = {}
+    for dialect in dialects:
+        model = _model(script, dialect)
+        own = script.emulator_settings(0, dialect, model, "", sets.for_run(dialect, model))
+        models[model] = {k: v for k, v in own.items() if k != "seed"}
+    return common, models
 
 
 async def replay_sip_async(
@@ -501,11 +521,13 @@ async def replay_sip_async(
                     orchestrators,
                     options.tolerance_ms,
                     {moved[port]: target for port, target in targets.items() if moved[port] != port},
+                    options.emulator_sets,
                 )
                 for i, script in enumerate(scripts):
                     annotations = script.annotations_json()
                     annotator.start_script(annotations, script.reconnect_greeting())
-                    emulator.queue_next(len(dialects), _first_settings(script), annotations)
+                    common, models = _first_settings(script, dialects, options.emulator_sets)
+                    emulator.queue_next(len(dialects), common, annotations, models)
                     port = ports[i % len(ports)]
                     uris = {d: f"sip:{table[(script.name, d)]}@127.0.0.1:{port}" for d in dialects}
                     results.append(await _replay_script(script, uris, bench))
@@ -536,17 +558,19 @@ async def _replay_running(
     with _workdir(options.work_dir) as work:
         reports = options.bridge_reports
         bench = _Bench(dialects, plans, reports, work, options.target, progress, on_result, None, options.tolerance_ms)
+        bench = dataclasses.replace(bench, emulator_sets=options.emulator_sets)
         for script in scripts:
             if options.emulator_url:
-                await _post_annotations(options.emulator_url, len(dialects), script)
+                await _post_annotations(options.emulator_url, dialects, script, options.emulator_sets)
             results.append(await _replay_script(script, {d: f"sip:{script.called}@{target}" for d in dialects}, bench))
     return results
 
 
-async def _post_annotations(base: str, count: int, script: CallScript) -> None:
+async def _post_annotations(base: str, dialects: Sequence[str], script: CallScript, sets: EmulatorSets) -> None:
     import aiohttp
 
-    body = {"count": count, "settings": _first_settings(script), "annotations": script.annotations_json()}
+    common, models = _first_settings(script, dialects, sets)
+    body = {"count": len(dialects), "settings": common, "models": models, "annotations": script.annotations_json()}
     async with aiohttp.ClientSession() as http:
         resp = await http.post(f"{base.rstrip('/')}/control/next", json=body)
         resp.raise_for_status()
@@ -560,5 +584,6 @@ def replay_sip(
     on_result: OnResult | None = None,
 ) -> list[ScriptResult]:
     """Plan every caller (a direct replay each, in virtual time), then place the calls."""
-    plans = {(s.name, d): plan_caller(s, d) for s in scripts for d in dialects}
+    direct = DirectOptions(emulator_sets=options.emulator_sets)  # the caller waits for the agent as they would
+    plans = {(s.name, d): plan_caller(s, d, run_direct(s, d, direct)) for s in scripts for d in dialects}
     return asyncio.run(replay_sip_async(scripts, dialects, options, plans, progress, on_result))
