@@ -47,3 +47,24 @@ def test_two_scripts_replay_through_a_running_bridge_in_both_dialects(tmp_path: 
     for run in runs["hangup_mid_response"].values():
         assert run["ended_by"] == "caller" and run["report"]["end_reason"].startswith("caller hung up")
         assert run["report"]["phases"][-2:] == ["SPEAKING", "ENDED"]  # the BYE came mid-answer
+
+
+def test_a_setting_for_one_model_slows_that_models_calls_alone(tmp_path: Path) -> None:
+    """``--emulator-set MODEL:NAME=VALUE`` through real calls: the started emulator tells the dialects' sessions
+    apart by their model (GA on the support rollout's safe gpt-realtime-2.1, beta on gpt-4o-realtime-preview)."""
+    slow = "gpt-realtime-2.1:response_latency_ms=8150"  # 2 s of service time later at the emulator's speed 4
+    rc = main(
+        [str(SCRIPTS / "question_answer"), "--via", "sip", "--dialects", "beta,ga", "--emulator-set", slow,
+         "--report", str(tmp_path), "--json"]
+    )  # fmt: skip
+    data = json.loads((tmp_path / "report.json").read_text())
+    [script] = data["scripts"]
+    assert rc == 1 and script["status"] == "failed", script
+    assert [f for f in script["failures"] if not f.startswith("GA: ")] == []  # beta holds its bounds
+    runs = script["runs"]
+    assert runs["ga"]["config"]["emulator"]["response_latency_ms"] == "8150"
+    assert "response_latency_ms" not in runs["beta"]["config"]["emulator"]
+    # the greeting (no soft hold plays before it): about 2 s later on GA, over real RTP
+    greetings = {d: run["timing"]["greeting_ms"] for d, run in runs.items()}
+    assert greetings["ga"] - greetings["beta"] >= 1500, greetings
+    assert any(u.startswith("timing: greeting beta") for u in script["unexpected"]), script
