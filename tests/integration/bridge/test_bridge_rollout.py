@@ -325,3 +325,23 @@ async def test_a_model_the_service_refuses_moves_the_call_and_the_weight_to_the_
     assert flag.weights == {SAFE: 0, NEW: 100}
     entry = (await store.audit("retired"))[0]
     assert entry.who == "auto-refusal" and entry.new == {"weights": {SAFE: 0, NEW: 100}}
+
+
+async def test_the_emulators_settings_per_model_make_the_candidate_slower_and_leave_the_safe_one_alone(
+    stack: tuple[BridgeStack, RolloutStore],
+) -> None:
+    """What the rollout's own tests simulate with the emulator's settings per model: the candidate's model greets
+    2 s later (150 ms + 2000 ms of service time at the stack's speed 4), the safe model as fast as ever."""
+    bridge, store = stack
+    settings = bridge.emu.set_defaults({}, models={NEW: {"response_latency_ms": 150 + 4 * 2000}})
+    assert settings["models"] == {NEW: {"response_latency_ms": 8150}}
+    uri = bridge.uri("3202")
+    greetings = {}
+    for n, weights in enumerate(({SAFE: 100, NEW: 0}, {SAFE: 0, NEW: 100}), start=1):
+        await store.set_flag("retired", {"weights": weights}, "qa", "one variant at a time")
+        done = await call(uri, hangup_after=4.0, timeout=30)
+        assert done.returncode == 0 and done.report is not None and done.report["answered"], done.describe()
+        report = (await wait_reports(bridge.reports_path, n, within=15))[-1]
+        greetings[report["variant"]] = report["greeting_ms"]
+    assert [(s.model, s.settings["response_latency_ms"]) for s in bridge.emu.sessions] == [(SAFE, 150.0), (NEW, 8150.0)]
+    assert greetings[SAFE] < 1000 and greetings[NEW] - greetings[SAFE] >= 1500, greetings

@@ -180,6 +180,20 @@ def test_cli_options() -> None:
     assert main(["--set", "bogus=1"]) == 2
 
 
+def test_cli_settings_per_model(capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.emulator.server import main, options, parser
+
+    argv = ["--model-set", "gpt-realtime-2.1-mini:response_latency_ms=2150", "--model-set", "gpt-live-*:speed=1"]
+    assert options(parser().parse_args(argv))["model_settings"] == {
+        "gpt-realtime-2.1-mini": {"response_latency_ms": "2150"},
+        "gpt-live-*": {"speed": "1"},
+    }
+    assert main(["--model-set", "gpt-realtime-2.1-mini:latency=1"]) == 2
+    assert "model 'gpt-realtime-2.1-mini': unknown emulator setting 'latency'" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--model-set needs MODEL:NAME=VALUE"):
+        options(parser().parse_args(["--model-set", "speed=1"]))
+
+
 @pytest.mark.parametrize(
     ("path", "headers", "expected"),
     [
