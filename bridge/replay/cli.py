@@ -262,6 +262,9 @@ def _emulator_sets(args: argparse.Namespace, scripts: Sequence[CallScript]) -> A
         return EmulatorSets()
     if args.target != "emulator":
         raise ConfigError(OPTION, args.emulator_set[0], "sets the emulator's settings: not with --target openai")
+    if args.bridge is not None and args.emulator_url is None:
+        message = "a running bridge's emulator is reached through --emulator-url only: give it"
+        raise ConfigError(OPTION, args.emulator_set[0], message)
     plans = [plan for script in scripts for plan in script.plans.values()]
     return EmulatorSets.parse(args.emulator_set, known(args.dialplans or default_dialplans_dir(), plans))
 

@@ -115,7 +115,7 @@ class EmulatorSet:
 
     scope: str  # "" (every run), a dialect, a rollout variant, or a model (name or fnmatch pattern)
     name: str
-    value: str
+    value: Any  # of the setting's type
 
     def applies(self, dialect: str, model: str, variant: str) -> bool:
         s = self.scope
@@ -139,13 +139,13 @@ class EmulatorSets:
             if not eq or not name or (colon and not scope):
                 raise ConfigError(OPTION, text, "expected [MODEL|VARIANT|DIALECT:]NAME=VALUE")
             try:
-                EmulatorSettings().with_values({name: value})
+                typed = EmulatorSettings().with_values({name: value}).as_dict()[name]  # "8150" -> 8150.0
             except ValueError as exc:
                 raise ConfigError(OPTION, text, str(exc)) from None
             if scope and known_names is not None and not _scope_ok(scope, known_names):
                 message = f"unknown model, variant or dialect {scope!r} ({known_names.describe()})"
                 raise ConfigError(OPTION, text, message)
-            items.append(EmulatorSet(scope, name, value))
+            items.append(EmulatorSet(scope, name, typed))
         return cls(tuple(items))
 
     def for_run(self, dialect: str, model: str, variant: str = "") -> dict[str, Any]:

@@ -62,7 +62,7 @@ def test_a_setting_for_one_model_slows_that_models_calls_alone(tmp_path: Path) -
     assert rc == 1 and script["status"] == "failed", script
     assert [f for f in script["failures"] if not f.startswith("GA: ")] == []  # beta holds its bounds
     runs = script["runs"]
-    assert runs["ga"]["config"]["emulator"]["response_latency_ms"] == "8150"
+    assert runs["ga"]["config"]["emulator"]["response_latency_ms"] == 8150
     assert "response_latency_ms" not in runs["beta"]["config"]["emulator"]
     # the greeting (no soft hold plays before it): about 2 s later on GA, over real RTP
     greetings = {d: run["timing"]["greeting_ms"] for d, run in runs.items()}

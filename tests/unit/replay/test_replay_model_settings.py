@@ -64,7 +64,7 @@ def test_the_candidate_2_s_slower_on_the_command_line_is_unexpected_the_safe_var
     assert after[CANDIDATE] - before[CANDIDATE] == pytest.approx(2000, abs=60)
     # what each run was told names the setting (a baseline comparison sees it)
     told = {name: run["config"]["emulator"] for name, run in script["runs"].items()}
-    assert "response_latency_ms" not in told[SAFE] and told[CANDIDATE]["response_latency_ms"] == str(SLOWER)
+    assert "response_latency_ms" not in told[SAFE] and told[CANDIDATE]["response_latency_ms"] == SLOWER
 
 
 @pytest.mark.parametrize(
@@ -167,6 +167,7 @@ def test_an_unknown_setting_model_or_variant_names_the_file_and_field(
         ("speed", "--emulator-set: speed: expected [MODEL|VARIANT|DIALECT:]NAME=VALUE"),
         (f"{CANDIDATE}:speed=fast", "cannot read 'fast' as float"),
     ],
+    ids=["unknown-model", "unknown-setting", "no-value", "bad-value"],
 )
 def test_a_bad_emulator_set_is_a_usage_error_naming_it(
     option: str, message: str, capsys: pytest.CaptureFixture[str]
@@ -182,3 +183,19 @@ def test_known_names_come_from_the_dialplans_the_price_table_and_the_dialects() 
     assert {SAFE, CANDIDATE} <= names.variants
     assert names.model_ok("gpt-realtime-2025-08-28") and names.model_ok("gpt-realtime-2.1*")
     assert not names.model_ok("gpt-5")
+
+
+def test_emulator_set_into_a_running_bridge_needs_its_emulator(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        str(SCRIPTS / "question_answer"),
+        "--via",
+        "sip",
+        "--bridge",
+        "sip:127.0.0.1:5999",
+        "--emulator-set",
+        "speed=1",
+    ]
+    assert main(argv) == 2
+    assert "--emulator-set: speed=1: a running bridge's emulator is reached through --emulator-url only" in (
+        capsys.readouterr().err
+    )
