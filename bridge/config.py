@@ -193,6 +193,9 @@ class Settings(BaseSettings):
     # text: "time level logger: message"; json: one object a line with time, level, logger, worker ("serve" or the
     # worker's index), call_id (null outside a call) and message
     log_format: Literal["text", "json"] = "text"
+    # traces of every call (and webhook delivery) over OTLP/HTTP, configured by the OTEL_* variables (docs/operating.md,
+    # "Traces"); "off": nothing of OpenTelemetry is loaded. "otlp" needs the otel extra (pip install 'callbridge[otel]')
+    tracing: Literal["off", "otlp"] = "off"
     # the console's accounts (`callbridge users add`): names, roles, scrypt hashes, API-token digests; None: the
     # demo's shared tokens (CALLBRIDGE_SUPERVISOR_TOKEN, ..._READONLY_TOKEN), with a warning at start
     users_file: Path | None = None

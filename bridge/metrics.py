@@ -172,6 +172,13 @@ WEBHOOKS_DROPPED = Counter(
     ["endpoint", "reason"],
 )
 WEBHOOK_DROPS = ("full", "memory")
+TRACE_SPANS_DROPPED = Counter(
+    f"{NS}_trace_spans_dropped",
+    "Trace spans never exported (tracing: otlp): queue_full (OTEL_BSP_MAX_QUEUE_SIZE spans were waiting), "
+    "export_failed (the collector down, slow or refusing)",
+    ["reason"],
+)
+TRACE_DROPS = ("queue_full", "export_failed")
 WEBHOOKS_ENDED_TWICE = Counter(
     f"{NS}_webhooks_ended_twice",
     "A call's second call.ended, not queued: one was queued already (a worker's call a reaper had ended for it)",

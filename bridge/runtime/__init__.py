@@ -2,6 +2,8 @@
 
 ::
 
+    calltrace.py  one call's trace (OpenTelemetry spans) made from its reports: the call, its model sessions, turns,
+                  answers, tool calls and holds; nothing private in it
     failures.py   one failure counter: failures counted per key, each for ``window_s`` seconds (``None``: until the
                   key succeeds), and a key over its ``limit`` once that many are counted
     lifetime.py   child processes end with the process that started them: Linux's parent-death signal
@@ -15,4 +17,8 @@
     secrets.py    secrets out of sight of other processes: out of the environment and the kernel's copies
     service.py    something that is started and closed, used as ``async with`` (:class:`Service`) or, started and
                   closed by blocking calls, as ``with`` (:class:`SyncService`)
+    tracecontext.py  W3C ``traceparent`` for a call's requests (no OpenTelemetry import)
+    traces.py     tracing's switch: the ``tracing`` setting; off, nothing of OpenTelemetry is imported
+    tracing.py    the OpenTelemetry SDK set up from the ``OTEL_*`` variables, exported over OTLP/HTTP off the call's
+                  way: a bounded queue, drops counted, one log line a minute
 """

@@ -10,6 +10,8 @@ records.
                        no I/O)
     broker.py          the credential broker: the one process that holds the long-lived API key, minting short-lived
                        credentials for workers that never see it
+    calltraces.py      a worker's calls as OpenTelemetry traces (tracing: otlp): the process's tracing, each call's
+                       trace started as it arrives
     config_cli.py      ``callbridge config show``: the settings ``serve`` would run with, each with its source,
                        secrets masked
     control.py         how ``serve`` drains, stops, reloads and replaces its workers, and its local control socket

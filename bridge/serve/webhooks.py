@@ -18,13 +18,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge import events as ev
 from bridge import metrics
@@ -34,6 +35,7 @@ from bridge.config import Settings
 from bridge.dialplan import Dialplan, dialplan_files, load_dialplans
 from bridge.errors import ConfigError
 from bridge.privacy.masking import MASK, VIEWER_MASK, mask_number, mask_url, viewer_number
+from bridge.runtime import traces
 from bridge.store.connection import REDIS_ERRORS, connect
 from bridge.store.pending import stamp
 from bridge.store.record import TIMES, CallTimes, stored_record, unix
@@ -45,6 +47,9 @@ from bridge.webhooks.limits import Limits
 from bridge.webhooks.outbox import Outbox, install, worker_outbox
 from bridge.webhooks.schedule import total_s
 from bridge.webhooks.signing import secret_bytes
+
+if TYPE_CHECKING:  # OpenTelemetry is imported only when tracing is on
+    from bridge.runtime.tracing import Tracing
 
 log = logging.getLogger("bridge.webhooks")
 
@@ -124,10 +129,12 @@ class CallHooks:
         dialect: str,
         store: CallFields | None = None,
         times: CallTimes | None = None,
+        trace: Mapping[str, str] | None = None,
     ) -> Listener:
         """The call's listener (``decision``: its rollout decision: variant, model, voice; ``store``: where the
         answer's time and the latest ``seq`` are kept, for a :func:`lost_ended` should the worker die; ``times``: the
-        call's times, shared with its report line)."""
+        call's times, shared with its report line; ``trace``: its ``trace_id`` and root ``span_id``, which every
+        event's data carries when the call is traced)."""
         outbox, call_id = self.outbox, call.call_id
         if outbox is None:
             return _ignore
@@ -144,6 +151,7 @@ class CallHooks:
             "voice": decision.voice,
             "called": call.called,
             "original_called": None,  # each endpoint's copy: in the form its caller setting says (Outbox.emit)
+            **(trace or {}),
         }
         recording = str(self.recordings_dir / call_id) if plan.recording.enabled else None
         visible = plan.privacy.caller_visible_digits
@@ -291,12 +299,14 @@ class PlanRoutes:
 class NodeWebhooks:
     """``serve``'s webhooks: the deliverer, and the outbox of events that happen in the ``serve`` process."""
 
-    def __init__(self, outbox: Outbox, deliverer: Deliverer) -> None:
-        self.outbox, self.deliverer = outbox, deliverer
+    def __init__(self, outbox: Outbox, deliverer: Deliverer, traces: Tracing | None = None) -> None:
+        self.outbox, self.deliverer, self.traces = outbox, deliverer, traces
         deliverer.start()
 
     async def close(self) -> None:
         await self.deliverer.close()
+        if self.traces is not None:
+            await asyncio.to_thread(self.traces.close)  # the last attempts' spans out
         install(None)
         await self.outbox.close()  # and the client the deliverer shared
         if self.deliverer.waker is not None:
@@ -339,7 +349,8 @@ def start_node(settings: Settings) -> NodeWebhooks | None:
     outbox.start()
     install(outbox)
     waker = connect(settings.redis_url, socket_timeout=WAIT_S + 10.0)  # its one blocking read waits up to WAIT_S
-    deliverer = Deliverer(client, routes, lambda e: secret_of(e, settings), waker=waker, limits=limits)
+    tracing = traces.start(settings.tracing, "serve")  # each delivery attempt a span of its call's trace
+    deliverer = Deliverer(client, routes, lambda e: secret_of(e, settings), waker=waker, limits=limits, traces=tracing)
     log.info(
         "webhooks to %s; retries over %.1f h, then dead letters kept %.1f d (`callbridge webhooks list --dead`)",
         ", ".join(f"{e.name} ({mask_url(e.url)})" for e in found.values()) or "no endpoint yet",
@@ -350,4 +361,4 @@ def start_node(settings: Settings) -> NodeWebhooks | None:
         if e.caller == "full":  # over https only (refused at load otherwise): an operator should know who gets them
             setting = "webhook_caller: full" if e.dialplan is None else f"caller: full in dialplan {e.dialplan}"
             log.warning("webhooks to %s (%s) carry the callers' full numbers (%s)", e.name, mask_url(e.url), setting)
-    return NodeWebhooks(outbox, deliverer)
+    return NodeWebhooks(outbox, deliverer, tracing)

@@ -46,7 +46,7 @@ from bridge.runtime.memory import CycleCollector
 from bridge.runtime.metronome import for_loop as metronome_for
 from bridge.runtime.sched import use_realtime
 from bridge.runtime.secrets import forget_environment, read_from_fd
-from bridge.serve import outcome
+from bridge.serve import calltraces, outcome
 from bridge.serve.actions import CallActions
 from bridge.serve.breaker import Breakers
 from bridge.serve.listen import ListenHub
@@ -429,7 +429,8 @@ class Worker:
         times = CallTimes()  # its arrival, answer and end: the report line's and the webhooks' alike
         listeners: list[Listener] = [times.listener, metrics.call_listener(dialect.name, plan.name), vc.listen]
         listeners.append(log_sessions(call.call_id, vc))
-        listeners.append(self.hooks.listener(call, plan, decision, dialect.name, self.store, times))  # and the Call-ID
+        trace = calltraces.call_trace(call, plan, vc, listeners)  # its ids in the webhooks' bodies (tracing on)
+        listeners.append(self.hooks.listener(call, plan, decision, dialect.name, self.store, times, trace.ids()))
         if self.store is not None:
             listeners.append(
                 self.store.listener_for(
@@ -688,6 +689,7 @@ def main(argv: list[str]) -> int:
         settings = Settings.model_validate(sent.get("settings") or {})
         forget_environment([], secret_variables(os.environ))  # none stays, whoever started it
         logs.configure(settings.log_format, str(args.index))
+        calltraces.configure(settings.tracing, str(args.index))  # off: nothing of OpenTelemetry is loaded
         downlink.configure(settings.native_downlink)
         worker = Worker(settings, args.index, broker_token=sent.get("broker_token"), ready_fd=args.ready_fd)
         load_sdk(worker.plans)  # the MCP SDK if a plan has MCP servers, before any call (the parent may have it)
@@ -707,6 +709,7 @@ def main(argv: list[str]) -> int:
                 channel.cancel()
 
     rc = asyncio.run(amain())
+    calltraces.close()  # the last spans out
     with contextlib.suppress(Exception):
         logging.shutdown()
     return rc

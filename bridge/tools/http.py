@@ -22,6 +22,7 @@ import json
 import logging
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import yarl
@@ -29,6 +30,7 @@ import yarl
 from bridge.config import Secret, read_secret_file
 from bridge.errors import ConfigError, redact
 from bridge.orchestrator.client import whole_body
+from bridge.runtime import tracecontext
 from bridge.tools.context import CallContext, Form, SignedRequest, caller_form, context_key, now, signed
 from bridge.tools.guard import fill_pins, strip_pinned
 from bridge.tools.spec import IN_QUERY, Header, HttpTool, ToolContext, ToolOutcome, argument_errors, schema_error
@@ -130,6 +132,20 @@ def _query(args: Mapping[str, Any]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in args.items()}
 
 
+def span_attributes(method: str, where: str, attempt: int) -> dict[str, str | int]:
+    """A tool span's HTTP client attributes (OpenTelemetry's semantic conventions): the method, the server and the
+    URL without its query (``where``: never the arguments a query carries), the attempts before this one."""
+    parts = urlsplit(where)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return {
+        "http.request.method": method,
+        "server.address": parts.hostname or "",
+        "server.port": port,
+        "url.template": where,
+        "http.request.resend_count": attempt - 1,
+    }
+
+
 class HttpTools:
     """A call's HTTP tools by name; :meth:`run` never raises (every failure is a typed :class:`ToolOutcome`).
     ``call``: the call's context (pins and the signed header); ``context``: the plan's ``tool_context``."""
@@ -200,6 +216,7 @@ class HttpTools:
         where = tool.url.split("?", 1)[0]
         if request.content and not any(h.lower() == "content-type" for h in headers):
             headers = {**headers, "Content-Type": "application/json"}
+        headers |= tracecontext.headers(tool.name, span_attributes(request.method, where, attempt))
         try:
             async with self._session.request(
                 request.method, yarl.URL(request.url, encoded=True), data=request.content or None,

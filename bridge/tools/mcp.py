@@ -29,11 +29,13 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 import httpx2
 
 from bridge.errors import redact
 from bridge.realtime.profile import Tool
+from bridge.runtime import tracecontext
 from bridge.tools.context import META, CallContext, SignedRequest, caller_form
 from bridge.tools.http import context_headers, fill, pinned_arguments, read_context_key, read_headers
 from bridge.tools.spec import McpServer, ToolContext, ToolOutcome, argument_errors, check_schema, unpinned
@@ -114,6 +116,21 @@ class AnswerCap:
         response.stream = _Capped(response.stream, cap, self)
 
 
+def rpc_attributes(url: str) -> dict[str, str | int]:
+    """A tool span's attributes for an MCP ``tools/call`` (OpenTelemetry's RPC and MCP conventions): JSON-RPC, the
+    method, the server (its URL without the query)."""
+    where = url.split("?", 1)[0]
+    parts = urlsplit(where)
+    return {
+        "rpc.system": "jsonrpc",
+        "rpc.method": "tools/call",
+        "mcp.method.name": "tools/call",
+        "server.address": parts.hostname or "",
+        "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+        "url.template": where,
+    }
+
+
 async def context_headers_hook(request: httpx2.Request) -> None:
     """A ``tools/call`` POST carries the call context of its ``params._meta`` as headers too (:data:`META`)."""
     if request.method != "POST":
@@ -122,7 +139,7 @@ async def context_headers_hook(request: httpx2.Request) -> None:
         meta = json.loads(request.content).get("params", {}).get("_meta") or {}
     except (ValueError, AttributeError, httpx2.RequestNotRead):
         return
-    for header, key in META.items():
+    for header, key in (*META.items(), (tracecontext.HEADER, tracecontext.HEADER)):
         if isinstance(meta.get(key), str):
             request.headers[header] = meta[key]
 
@@ -243,7 +260,9 @@ class McpTools:
         if why is not None:
             raise ValueError(why)
         headers = context_headers(self.call, spec, key, name, SignedRequest.mcp(where.server.url, args))
-        return cast("RequestParamsMeta", {META[h]: v for h, v in headers.items()}) if headers else None  # an open map
+        meta = {META[h]: v for h, v in headers.items()}
+        meta |= tracecontext.headers(name, rpc_attributes(where.server.url))  # _meta.traceparent: MCP's own place
+        return cast("RequestParamsMeta", meta) if meta else None  # an open map
 
     async def run(self, name: str, arguments: str) -> ToolOutcome:
         where = self._where[name]

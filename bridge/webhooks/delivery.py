@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -30,6 +31,7 @@ import redis.asyncio as aioredis
 from bridge import metrics
 from bridge.config import Settings
 from bridge.privacy.masking import mask_url
+from bridge.runtime import tracecontext
 from bridge.store.connection import REDIS_ERRORS, OutageLog, backoff
 from bridge.webhooks import queue
 from bridge.webhooks.endpoints import Endpoint
@@ -60,6 +62,22 @@ def secret_of(endpoint: Endpoint, settings: Settings) -> str | None:
     return None if missing is not None else found["secret"]
 
 
+def attempt_attributes(endpoint: Endpoint, d: queue.Delivery) -> dict[str, str | int]:
+    """A delivery attempt span's attributes: HTTP client conventions (the URL's host and its path, no query), the
+    endpoint's name, the event and its ``webhook-id``, the attempts before this one."""
+    parts = urlsplit(endpoint.url)
+    return {
+        "http.request.method": "POST",
+        "server.address": parts.hostname or "",
+        "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+        "url.template": f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}",
+        "http.request.resend_count": d.attempts,
+        "callbridge.webhook.endpoint": endpoint.name,
+        "callbridge.webhook.type": d.type,
+        "callbridge.webhook.id": d.id,
+    }
+
+
 @dataclass(frozen=True)
 class Pace:
     """How a deliverer sends and waits: ``serve``'s are the defaults; tests shorten them."""
@@ -87,8 +105,10 @@ class Deliverer:
         waker: aioredis.Redis | None = None,
         limits: Limits = DEFAULT_LIMITS,
         pace: Pace = Pace(),
+        traces: tracecontext.Deliveries | None = None,
     ) -> None:
         self.client, self.waker = client, waker
+        self.traces = traces  # each attempt a span, its traceparent on the request (None: tracing off)
         self.routes = routes
         self.secret = secret
         self.limits = limits
@@ -220,15 +240,22 @@ class Deliverer:
             return None, f"its secret is unusable: {exc}"
         body = d.body.encode()
         assert self._http is not None
+        sent = headers(key, d.id, body)
+        span = self.traces.attempt(d.body, attempt_attributes(endpoint, d)) if self.traces is not None else None
+        if span is not None and span.traceparent:
+            sent[tracecontext.HEADER] = span.traceparent
+        status, error = None, ""
         try:
-            async with self._http.post(
-                endpoint.url, data=body, headers=headers(key, d.id, body), allow_redirects=False
-            ) as response:
-                return response.status, ""
+            async with self._http.post(endpoint.url, data=body, headers=sent, allow_redirects=False) as response:
+                status = response.status
         except TimeoutError:
-            return None, "timeout"
+            error = "timeout"
         except (aiohttp.ClientError, OSError) as exc:
-            return None, f"error: {type(exc).__name__}"
+            error = f"error: {type(exc).__name__}"
+        finally:
+            if span is not None:
+                span.done(status, error or "cancelled")
+        return status, error
 
     async def _settle(self, d: queue.Delivery, lease: float, mode: Any, at: float) -> None:
         try:

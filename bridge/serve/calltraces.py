@@ -1,0 +1,69 @@
+"""A worker's calls as traces (``tracing: otlp``): the process's tracing, set up once by the worker's ``main`` like its
+logs, and each call's trace (:class:`bridge.runtime.calltrace.CallTrace`) started as the call arrives.
+
+With tracing off (the default) :func:`call_trace` gives :data:`NO_TRACE`, which listens to nothing and names no
+trace, and nothing of OpenTelemetry is imported (:mod:`bridge.runtime.traces`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bridge import events as ev
+from bridge.call.options import Listener
+from bridge.dialplan import Dialplan
+from bridge.runtime import tracecontext, traces
+from bridge.serve.variant import VariantCall
+
+if TYPE_CHECKING:  # OpenTelemetry is imported only when tracing is on
+    from bridge.runtime.calltrace import CallTrace
+    from bridge.runtime.tracing import Tracing
+    from bridge.sip.gateway import IncomingCall
+
+
+class NoTrace:
+    """A call's trace with tracing off: nothing."""
+
+    def ids(self) -> dict[str, str]:
+        return {}
+
+    def listen(self, report: ev.Report) -> None:
+        return None
+
+
+NO_TRACE = NoTrace()
+_process: list[Tracing] = []  # this process's tracing, once configured on
+
+
+def configure(mode: str, worker: str) -> None:
+    """This process's tracing (``mode``: the ``tracing`` setting; ``worker``: its index)."""
+    tracing = traces.start(mode, worker)
+    if tracing is not None:
+        _process.append(tracing)
+
+
+def close() -> None:
+    """Export what waits and stop (a failing collector is not waited for)."""
+    while _process:
+        _process.pop().close()
+
+
+def call_trace(call: IncomingCall, plan: Dialplan, vc: VariantCall, listeners: list[Listener]) -> CallTrace | NoTrace:
+    """The call's trace, its root span open from now (ended by the call's ``CallEnded``, or at :func:`close`), a
+    listener of the call; and the context of the call's task, so that its tool requests carry its traceparent (the
+    tasks it starts inherit it). Never a caller number in it."""
+    if not _process:
+        return NO_TRACE
+    d = vc.decision
+    identity = {
+        "call_id": call.call_id,
+        "sip_call_id": call.sip_call_id,
+        "dialplan": plan.name,
+        "variant": d.variant,
+        "dialect": vc.dialect.name,
+        "model": d.model,
+    }
+    trace = _process[0].call(identity, lambda: vc.decision.model)
+    listeners.append(trace.listen)
+    tracecontext.CURRENT.set(trace)
+    return trace
