@@ -41,6 +41,7 @@ class Received:
     answered: int
     at: float = field(default_factory=time.monotonic)
     invalid: list[str] = field(default_factory=list)  # where it departs from the schema
+    traceparent: str = ""  # its W3C Trace Context header, if any
 
 
 class Receiver:
@@ -82,7 +83,8 @@ class Receiver:
         if self.hold is not None:
             await self.hold.wait()
         status = self.by_body(body) if self.by_body is not None else self.answer(len(self.received))
-        got = Received(request.headers.get("webhook-id", ""), body, verified, status, invalid=schema_errors(body))
+        got = Received(request.headers.get("webhook-id", ""), body, verified, status, invalid=schema_errors(body),
+                       traceparent=request.headers.get("traceparent", ""))  # fmt: skip
         self.received.append(got)
         self._arrived.set()
         return web.Response(status=status)

@@ -1,0 +1,216 @@
+"""A call's trace from a real ``callbridge serve`` (``tracing: otlp``; one worker, Redis, the emulator as the model,
+the pjsua2 softphone as the caller) to an OTLP/HTTP receiver that decodes every ``ExportTraceServiceRequest`` with
+the official protobufs: one trace with the call's root span and its model session, caller turn, agent answer and
+tool spans under it, the webhook's delivery attempt from serve's deliverer in the same trace; the real HTTP tool
+server and the webhook endpoint get a ``traceparent`` of that trace, the ``call.ended`` body its id; no caller
+number, transcript or tool argument in any span. And with the collector down the call is the same, the dropped spans
+are counted on /metrics and said in one log line."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from aiohttp import ClientSession, web
+
+from bridge.audio.wav import write_wav
+from bridge.devkit.ports import free_port
+from bridge.devkit.redis_server import redis_server_binary
+from bridge.runtime import tracecontext
+from bridge.webhooks.signing import new_secret
+from tests.integration.edge._edge import Node, serve_node, softphone_call, wait_report
+
+pytest.importorskip("opentelemetry.sdk.trace", reason="the OpenTelemetry SDK (the otel extra) is not installed")
+pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="the OTLP/HTTP exporter is not installed")
+pytest.importorskip("opentelemetry.proto", reason="opentelemetry-proto (the test extra) is not installed")
+from _otlp import OtlpReceiver
+from _webhooks import Receiver
+
+pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary")
+NUMBER, RATE = "7400", 8000
+SAID = "My number is +15551234567, where is order A-42?"  # the caller's words: in no span
+SECRET = new_secret()
+
+
+class ToolServer:
+    """The contact center's order service: ``/status`` answers at once and keeps each request's traceparent."""
+
+    def __init__(self) -> None:
+        self.traceparents: list[str] = []
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def status(self, request: web.Request) -> web.Response:
+        self.traceparents.append(request.headers.get("traceparent", ""))
+        return web.json_response({"order": request.query.get("order"), "status": "shipped"})
+
+    async def start(self) -> ToolServer:
+        app = web.Application()
+        app.router.add_get("/status", self.status)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.port = self.runner.addresses[0][1]
+        return self
+
+
+def plan(tools: int, hook: str) -> dict[str, Any]:
+    return {
+        "name": "traced",
+        "match": [NUMBER],
+        "dialect": "ga",
+        "greeting": "Greet the caller.",
+        "profile": {
+            "instructions": "Answer briefly.",
+            "audio_format": "pcm16",
+            "input_transcription": {"model": "whisper-1"},
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": 300},
+            "tools": ["end_call"],
+        },
+        "http_tools": [
+            {
+                "name": "order_status",
+                "description": "An order's status by its number.",
+                "method": "GET",
+                "parameters": {"type": "object", "properties": {"order": {"type": "string"}}, "required": ["order"]},
+                "url": f"http://127.0.0.1:{tools}/status",
+                "timeout_s": 5,
+            },
+        ],
+        "webhooks": [
+            {"url": hook, "secret": {"env": "TRACED_WEBHOOK_SECRET"}, "events": ["call.ended"], "name": "crm"}
+        ],
+    }
+
+
+def _speech(path: Path) -> Path:
+    """4 s of quiet (the greeting), 1.5 s of tone (the caller's turn), then quiet."""
+    t = np.arange(int(1.5 * RATE)) / RATE
+    samples = np.concatenate([np.zeros(4 * RATE), np.sin(2 * np.pi * 300 * t) * 0.2, np.zeros(RATE)])
+    write_wav(path, (samples * 32767).astype("<i2").tobytes())
+    return path
+
+
+@pytest_asyncio.fixture
+async def parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[ToolServer, Receiver, OtlpReceiver]]:
+    tools, hook, collector = await ToolServer().start(), await Receiver(SECRET).start(), await OtlpReceiver().start()
+    monkeypatch.setenv("TRACED_WEBHOOK_SECRET", SECRET)
+    try:
+        yield tools, hook, collector
+    finally:
+        await hook.stop()
+        await collector.stop()
+        assert tools.runner is not None
+        await tools.runner.cleanup()
+
+
+def tracing_env(endpoint: str) -> dict[str, str]:
+    return {
+        "CALLBRIDGE_TRACING": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_HEADERS": "x-api-key=otlp-s3cret-key",  # sent, never logged
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "2",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+    }
+
+
+async def a_call(edge: Node, tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    edge.emulator.queue_next(
+        settings={"speed": 4.0},
+        annotations={"turns": [{"hears": SAID, "reply": {"tool_call": {"name": "order_status",
+                                                                        "arguments": {"order": "A-42"}}}}]},
+    )  # fmt: skip
+    phone = await softphone_call(
+        edge.sip_port, NUMBER, "--play", str(_speech(tmp_path / "turn.wav")), "--hangup-after", "10"
+    )
+    assert phone["answered"], phone
+    return phone, await wait_report(edge, phone["call_id"], within_s=30)
+
+
+@pytest.mark.timeout(150)
+async def test_a_call_is_one_trace_that_its_tool_server_and_webhook_endpoint_join(
+    parts: tuple[ToolServer, Receiver, OtlpReceiver], tmp_path: Path
+) -> None:
+    tools, hook, collector = parts
+    async with serve_node(tmp_path, [plan(tools.port, hook.url)], tracing_env(collector.endpoint)) as edge:
+        _, report = await a_call(edge, tmp_path)
+        (ended,) = await hook.wait_for(lambda r: len(r) >= 1, 30)
+        trace_id = ended.body["data"]["trace_id"]
+        spans = await collector.wait_for(
+            lambda s: {"call", "webhook call.ended"} <= {x.name for x in s if x.trace_id == trace_id}, 30
+        )
+        log = edge.log.read_text()
+    mine = [s for s in spans if s.trace_id == trace_id]
+    names = sorted({s.name for s in mine})
+    assert {"call", "caller turn", "agent answer", "tool order_status", "webhook call.ended"} <= set(names), names
+    assert any(n.startswith("realtime ") for n in names), names
+    (root,) = [s for s in mine if s.name == "call"]
+    assert root.parent_id == "" and ended.body["data"]["span_id"] == root.span_id
+    for span in mine:
+        if span is not root:
+            assert span.parent_id == root.span_id, (span.name, span.parent_id)  # every span right under the call
+        if span.resource.get("callbridge.worker") == "0":  # the worker's: inside the call's time
+            assert root.start_ns <= span.start_ns <= span.end_ns <= root.end_ns, span.name
+    attrs = root.attributes
+    assert attrs["callbridge.call_id"] == report["call_id"] and attrs["callbridge.sip_call_id"] == report["sip_call_id"]
+    assert (attrs["callbridge.dialplan"], attrs["callbridge.dialect"]) == ("traced", "ga")
+    assert attrs["callbridge.variant"] and attrs["gen_ai.request.model"] == report["model"]
+    assert attrs["callbridge.end_reason"] == report["end_reason"] and attrs["callbridge.outcome"] == report["outcome"]
+    assert root.resource["service.name"] == "callbridge" and root.resource["callbridge.node"]
+    assert root.resource["service.version"] and root.resource["deployment.environment"] == "test"
+    (session,) = [s for s in mine if s.name.startswith("realtime ")]
+    assert session.attributes["gen_ai.system"] == "openai"
+    assert session.attributes["gen_ai.request.model"] == report["model"]
+    (tool,) = [s for s in mine if s.name == "tool order_status"]
+    assert tool.attributes["http.request.method"] == "GET" and tool.attributes["server.port"] == tools.port
+    assert tool.attributes["callbridge.tool.outcome"] == "ok"
+    (delivery,) = [s for s in mine if s.name == "webhook call.ended"]
+    assert delivery.resource["callbridge.worker"] == "serve" and delivery.attributes["http.response.status_code"] == 204
+    # the tool server and the webhook endpoint joined the call's trace: each names its client span as parent
+    assert [tracecontext.parse(t) for t in tools.traceparents] == [(int(trace_id, 16), int(tool.span_id, 16), True)]
+    assert tracecontext.parse(ended.traceparent) == (int(trace_id, 16), int(delivery.span_id, 16), True)
+    # nothing private in any span: the caller (the softphone's user), its words, the tool's argument and answer
+    exported = "\n".join(collector.raw)
+    for private in ("softphone", "15551234567", "5551234567", "order A-42", "A-42", "shipped", "where is"):
+        assert private not in exported, private
+    assert collector.headers and all(h.get("x-api-key") == "otlp-s3cret-key" for h in collector.headers)
+    assert "otlp-s3cret-key" not in log and "traces: exported to" in log
+
+
+async def dropped(edge: Node) -> float:
+    async with ClientSession() as http, http.get(edge.http + "/metrics") as r:
+        text = await r.text()
+    found = re.search(r'^callbridge_trace_spans_dropped_total\{reason="export_failed"\} (\S+)$', text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.mark.timeout(150)
+async def test_with_the_collector_down_the_call_is_unaffected_and_its_spans_are_dropped_and_counted(
+    parts: tuple[ToolServer, Receiver, OtlpReceiver], tmp_path: Path
+) -> None:
+    tools, hook, _ = parts
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    async with serve_node(tmp_path, [plan(tools.port, hook.url)], tracing_env(down)) as edge:
+        _, report = await a_call(edge, tmp_path)
+        (ended,) = await hook.wait_for(lambda r: len(r) >= 1, 30)
+        deadline = time.monotonic() + 30
+        while await dropped(edge) < 5:  # root, session, turn, answers, tool: the worker's, then serve's delivery
+            assert time.monotonic() < deadline, edge.log.read_text()[-3000:]
+            await asyncio.sleep(0.2)
+        log = edge.log.read_text()
+    assert report["outcome"] == "completed" and report["answered"]
+    assert [c["outcome"] for c in report["tool_calls"]] == ["ok"] and tools.traceparents[0]
+    assert ended.traceparent and ended.body["data"]["trace_id"]  # the context still goes out
+    lines = [line for line in log.splitlines() if "span(s) dropped" in line]
+    assert 1 <= len(lines) <= 2, lines  # one line a minute per process (the worker, serve), not one per span or batch
+    assert "Traceback" not in log and "otlp-s3cret-key" not in log
