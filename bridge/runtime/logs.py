@@ -7,7 +7,9 @@ control characters are escaped (``\n``, ``\r``, ``\t``, ``\xNN``; :func:`safe_te
 data. A traceback's lines (text format) are indented under the line that logged it.
 
 A worker sets :data:`CALL_ID` at the start of each call's task; every task the call starts copies it (asyncio copies
-the context at task creation), so every line logged on the call's behalf carries it, whichever module logs it.
+the context at task creation), so every line logged on the call's behalf carries it, whichever module logs it. A
+traced call's JSON lines also carry its ``trace_id`` and ``span_id`` (the call's root span;
+:data:`bridge.runtime.tracecontext.CURRENT`), so that a log line opens the call's trace.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import os
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, Literal
+
+from bridge.runtime import tracecontext
 
 CALL_ID: ContextVar[str | None] = ContextVar("callbridge_call_id", default=None)
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -77,6 +81,9 @@ class JsonFormatter(logging.Formatter):
             "call_id": getattr(record, "call_id", None) or CALL_ID.get(),
             "message": safe_text(record.getMessage()),
         }
+        trace = tracecontext.CURRENT.get()
+        if trace is not None:
+            line |= trace.ids()  # trace_id, span_id: a traced (and sampled) call's
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)

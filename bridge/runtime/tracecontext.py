@@ -28,6 +28,10 @@ class Carrier(Protocol):
         """The ``traceparent`` of the open span of ``tool`` (its latest), else of the call ("": none)."""
         ...
 
+    def ids(self) -> dict[str, str]:
+        """``trace_id`` and ``span_id`` (the call's root span), hex; {} when the trace is not sampled."""
+        ...
+
 
 CURRENT: ContextVar[Carrier | None] = ContextVar("callbridge_trace", default=None)
 

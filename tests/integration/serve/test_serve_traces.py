@@ -9,6 +9,7 @@ are counted on /metrics and said in one log line."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -121,6 +122,7 @@ def tracing_env(endpoint: str) -> dict[str, str]:
         "OTEL_EXPORTER_OTLP_TIMEOUT": "2",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+        "CALLBRIDGE_LOG_FORMAT": "json",
     }
 
 
@@ -185,6 +187,10 @@ async def test_a_call_is_one_trace_that_its_tool_server_and_webhook_endpoint_joi
         assert private not in exported, private
     assert collector.headers and all(h.get("x-api-key") == "otlp-s3cret-key" for h in collector.headers)
     assert "otlp-s3cret-key" not in log and "traces: exported to" in log
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    calls = [line for line in lines if line.get("call_id") == report["call_id"]]
+    assert any("trace_id" in line for line in calls), calls[:5]  # the call's lines open its trace
+    assert {(line["trace_id"], line["span_id"]) for line in lines if "trace_id" in line} == {(trace_id, root.span_id)}
 
 
 async def dropped(edge: Node) -> float:

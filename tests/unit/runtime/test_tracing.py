@@ -211,3 +211,20 @@ def test_with_tracing_off_a_worker_loads_nothing_of_opentelemetry_beyond_what_re
     )
     assert worker == loaded("import redis.asyncio")
     assert not [m for m in worker if m.startswith(("opentelemetry.sdk.trace", "opentelemetry.exporter", "bridge."))]
+
+
+def test_a_traced_calls_json_log_lines_carry_its_trace_and_span_ids() -> None:
+    from bridge.runtime.logs import JsonFormatter
+
+    trace, _ = traced()
+    record = logging.LogRecord("bridge.call", logging.INFO, __file__, 1, "caller turn %d", (1,), None)
+    formatter = JsonFormatter("0")
+    assert "trace_id" not in json.loads(formatter.format(record))  # no call traced in this task
+    token = tracecontext.CURRENT.set(trace)
+    try:
+        line = json.loads(formatter.format(record))
+    finally:
+        tracecontext.CURRENT.reset(token)
+    root = trace.root.get_span_context()
+    assert (line["trace_id"], line["span_id"]) == (f"{root.trace_id:032x}", f"{root.span_id:016x}")
+    assert line["message"] == "caller turn 1"
