@@ -228,3 +228,53 @@ def test_a_traced_calls_json_log_lines_carry_its_trace_and_span_ids() -> None:
     root = trace.root.get_span_context()
     assert (line["trace_id"], line["span_id"]) == (f"{root.trace_id:032x}", f"{root.span_id:016x}")
     assert line["message"] == "caller turn 1"
+
+
+def test_the_resource_names_the_service_node_worker_and_version_under_what_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,callbridge.node=edge-1")
+    attrs = tracing.resource("2").attributes
+    assert attrs["service.name"] == "callbridge" and attrs["callbridge.worker"] == "2"
+    assert attrs["service.version"] and attrs["deployment.environment"] == "prod"
+    assert attrs["callbridge.node"] == "edge-1"  # the environment's word wins over the host name
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "voice-bridge")
+    assert tracing.resource("serve").attributes["service.name"] == "voice-bridge"
+
+
+def test_tracing_off_or_disabled_starts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge.runtime import traces
+
+    assert traces.start("off", "0") is None
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert traces.start("otlp", "0") is None
+
+
+def test_a_bad_queue_size_falls_back_to_the_default_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "lots")
+    assert tracing._env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048) == 2048
+    assert "OTEL_BSP_MAX_QUEUE_SIZE='lots' is no positive whole number" in caplog.text
+
+
+def test_a_webhook_attempt_is_a_child_of_the_call_its_body_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9/")  # never reached: nothing is exported
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    started = tracing.start("serve")
+    assert started is not None
+    body = json.dumps({"type": "call.ended", "data": {"trace_id": "ab" * 16, "span_id": "cd" * 8}})
+    attempt = started.attempt(body, {"callbridge.webhook.type": "call.ended", "http.request.method": "POST"})
+    parsed = tracecontext.parse(attempt.traceparent)
+    assert parsed is not None and parsed[0] == int("ab" * 16, 16) and parsed[2]
+    span = attempt.span
+    assert isinstance(span, ReadableSpan) and span.parent is not None and span.parent.span_id == int("cd" * 8, 16)
+    assert span.name == "webhook call.ended"
+    attempt.done(503, "")
+    assert span.status.status_code.name == "ERROR" and dict(span.attributes or {})["http.response.status_code"] == 503
+    alone = started.attempt(json.dumps({"type": "rollout.decision", "data": {}}), {})
+    assert isinstance(alone.span, ReadableSpan) and alone.span.parent is None  # no call: a trace of its own
+    alone.done(None, "timeout")
+    started.guard.closing = started.guard.failing = True  # nothing to wait for at close
+    started.close()
