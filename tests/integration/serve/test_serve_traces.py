@@ -200,23 +200,35 @@ async def dropped(edge: Node) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-@pytest.mark.timeout(150)
-async def test_with_the_collector_down_the_call_is_unaffected_and_its_spans_are_dropped_and_counted(
+@pytest.mark.timeout(180)
+async def test_with_the_collector_down_the_call_is_unaffected_its_spans_counted_and_then_back_traced_again(
     parts: tuple[ToolServer, Receiver, OtlpReceiver], tmp_path: Path
 ) -> None:
     tools, hook, _ = parts
-    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    async with serve_node(tmp_path, [plan(tools.port, hook.url)], tracing_env(down)) as edge:
+    port = free_port()  # nothing listens there, until the collector comes back
+    back = OtlpReceiver()
+    async with serve_node(tmp_path, [plan(tools.port, hook.url)], tracing_env(f"http://127.0.0.1:{port}")) as edge:
         _, report = await a_call(edge, tmp_path)
         (ended,) = await hook.wait_for(lambda r: len(r) >= 1, 30)
         deadline = time.monotonic() + 30
         while await dropped(edge) < 5:  # root, session, turn, answers, tool: the worker's, then serve's delivery
             assert time.monotonic() < deadline, edge.log.read_text()[-3000:]
             await asyncio.sleep(0.2)
+        back.port = port
+        await back.start()
+        try:
+            _, again = await a_call(edge, tmp_path)
+            await back.wait_for(
+                lambda s: any(x.attributes.get("callbridge.call_id") == again["call_id"] for x in s), 30
+            )
+        finally:
+            await back.stop()
         log = edge.log.read_text()
     assert report["outcome"] == "completed" and report["answered"]
     assert [c["outcome"] for c in report["tool_calls"]] == ["ok"] and tools.traceparents[0]
     assert ended.traceparent and ended.body["data"]["trace_id"]  # the context still goes out
+    assert not [s for s in back.spans if s.attributes.get("callbridge.call_id") == report["call_id"]]  # dropped
     lines = [line for line in log.splitlines() if "span(s) dropped" in line]
     assert 1 <= len(lines) <= 2, lines  # one line a minute per process (the worker, serve), not one per span or batch
+    assert "works again" in log
     assert "Traceback" not in log and "otlp-s3cret-key" not in log
