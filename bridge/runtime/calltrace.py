@@ -9,7 +9,9 @@ The root span ``call`` is open from the call's arrival to its ``CallEnded``; und
   the response, with the latency the caller felt (``callbridge.latency.<segment>_ms``);
 * ``tool <name>``: a business tool's call, from its start to its result; the tool's request adds the HTTP client's
   (or the MCP call's) attributes and carries this span's ``traceparent`` (:mod:`bridge.runtime.tracecontext`);
-* ``outage hold``: the caller on hold while the model is away or a transfer holds them.
+* ``opening``: from the call's arrival to its answer (the 200 OK): the model's session set up meanwhile;
+* ``outage hold``: the caller on hold while the model is away or a transfer holds them;
+* ``transfer warm``: the human's leg of a warm transfer, from its dial to its outcome (a blind transfer is an event).
 
 Nothing private goes in: no caller number, no transcript, no tool arguments or results (the names of the reports'
 fields that hold them are never read here). A failure in here never reaches the call: the listener logs it once.
@@ -43,6 +45,8 @@ class CallTrace:
         attributes["gen_ai.request.model"] = identity.get("model", "")
         self.root = tracer.start_span("call", kind=SpanKind.SERVER, attributes=attributes)
         self._parent = trace.set_span_in_context(self.root)
+        self.opening: trace.Span | None = self._child("opening")  # the arrival -> the 200 OK
+        self.transfer: trace.Span | None = None  # a warm transfer: the human's leg, from its dial to its outcome
         self.session: trace.Span | None = None
         self.tokens = [0, 0]  # the session's input and output tokens
         self.turn: trace.Span | None = None
@@ -57,7 +61,8 @@ class CallTrace:
 
     def _reports(self) -> ev.ReportTable:
         t = ev.ReportTable()
-        t.on(ev.Answered, lambda r: self.root.add_event("answered"))
+        t.on(ev.Answered, self._answered)
+        t.on(ev.TransferStepped, self._transfer_stepped)
         t.on(ev.SessionOpened, self._session_opened)
         t.on(ev.SessionLost, self._session_lost)
         t.on(ev.RolledOver, lambda r: self._end_session("rollover"))
@@ -231,10 +236,29 @@ class CallTrace:
             self._end(self.hold)
             self.hold = None
 
+    def _answered(self, r: ev.Answered) -> None:
+        self.root.add_event("answered")
+        self._end(self.opening)
+        self.opening = None
+
+    def _transfer_stepped(self, r: ev.TransferStepped) -> None:
+        if self.transfer is None:
+            self.transfer = self._child("transfer warm", SpanKind.CLIENT, **{"callbridge.transfer.mode": "warm"})
+        self.transfer.add_event(str(r.step))
+
     def _warm_ended(self, r: ev.WarmTransferEnded) -> None:
-        self.root.add_event(
-            "transfer", {"callbridge.transfer.mode": "warm", "callbridge.transfer.outcome": str(r.outcome)}
+        span = self.transfer or self._child("transfer warm", SpanKind.CLIENT, **{"callbridge.transfer.mode": "warm"})
+        span.set_attributes(
+            {
+                "callbridge.transfer.outcome": str(r.outcome),
+                "callbridge.transfer.sip_code": r.sip_code,
+                "callbridge.transfer.seconds": r.seconds,
+            }
         )
+        if r.outcome != ev.TransferOutcome.COMPLETED:
+            span.set_attribute("error.type", str(r.outcome))
+        span.end()
+        self.transfer = None
 
     def _call_ended(self, r: ev.CallEnded) -> None:
         self.root.set_attributes(
@@ -253,7 +277,7 @@ class CallTrace:
         if self.ended:
             return
         self.ended = True
-        for span in (self.turn, self.answer, self.hold, *self.tools.values()):
+        for span in (self.opening, self.transfer, self.turn, self.answer, self.hold, *self.tools.values()):
             self._end(span)
         self._end_session("call ended")
         self.root.end()

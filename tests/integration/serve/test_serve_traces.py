@@ -154,7 +154,8 @@ async def test_a_call_is_one_trace_that_its_tool_server_and_webhook_endpoint_joi
         log = edge.log.read_text()
     mine = [s for s in spans if s.trace_id == trace_id]
     names = sorted({s.name for s in mine})
-    assert {"call", "caller turn", "agent answer", "tool order_status", "webhook call.ended"} <= set(names), names
+    expected = {"call", "opening", "caller turn", "agent answer", "tool order_status", "webhook call.ended"}
+    assert expected <= set(names), names
     assert any(n.startswith("realtime ") for n in names), names
     (root,) = [s for s in mine if s.name == "call"]
     assert root.parent_id == "" and ended.body["data"]["span_id"] == root.span_id

@@ -78,8 +78,13 @@ def test_one_trace_per_call_a_root_and_its_session_turn_answer_and_tool_spans() 
     trace, exporter = traced()
     a_call(trace)
     spans = {s.name: s for s in exporter.get_finished_spans()}
-    assert sorted(spans) == ["agent answer", "call", "caller turn", "realtime gpt-realtime", "tool order_status"]
-    assert len(exporter.get_finished_spans()) == 6  # two answers: the greeting and the turn's
+    assert sorted(spans) == [
+        "agent answer", "call", "caller turn", "opening", "realtime gpt-realtime", "tool order_status",
+    ]  # fmt: skip
+    assert len(exporter.get_finished_spans()) == 7  # two answers: the greeting and the turn's
+    opening = spans["opening"]
+    assert opening.start_time and opening.end_time and spans["agent answer"].start_time
+    assert opening.end_time <= spans["agent answer"].start_time  # the answer, then the greeting
     root = spans["call"]
     assert root.parent is None and root.context is not None
     for span in exporter.get_finished_spans():
@@ -278,3 +283,17 @@ def test_a_webhook_attempt_is_a_child_of_the_call_its_body_names(monkeypatch: py
     alone.done(None, "timeout")
     started.guard.closing = started.guard.failing = True  # nothing to wait for at close
     started.close()
+
+
+def test_a_warm_transfer_is_the_human_legs_span_from_its_dial_to_its_outcome() -> None:
+    trace, exporter = traced()
+    trace.listen(ev.Answered())
+    trace.listen(ev.TransferDecided("sip:desk@pbx", ev.TransferMode.WARM))
+    trace.listen(ev.TransferStepped(ev.TransferStep.RINGING))
+    trace.listen(ev.TransferStepped(ev.TransferStep.BRIEFING))
+    trace.listen(ev.WarmTransferEnded(ev.TransferOutcome.DECLINED, "sip:desk@pbx", 603, 7.5))
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "transfer warm"]
+    attrs = dict(span.attributes or {})
+    assert (attrs["callbridge.transfer.outcome"], attrs["callbridge.transfer.sip_code"]) == ("declined", 603)
+    assert attrs["error.type"] == "declined" and [e.name for e in span.events] == ["ringing", "briefing"]
+    assert "desk" not in span.to_json()  # the target is no attribute
