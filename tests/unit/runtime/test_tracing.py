@@ -297,3 +297,17 @@ def test_a_warm_transfer_is_the_human_legs_span_from_its_dial_to_its_outcome() -
     assert (attrs["callbridge.transfer.outcome"], attrs["callbridge.transfer.sip_code"]) == ("declined", 603)
     assert attrs["error.type"] == "declined" and [e.name for e in span.events] == ["ringing", "briefing"]
     assert "desk" not in span.to_json()  # the target is no attribute
+
+
+def test_a_call_sampled_out_sends_an_unsampled_traceparent_and_names_no_trace_id() -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace = CallTrace(provider.get_tracer("test"), IDENTITY, lambda: "gpt-realtime")
+    a_call(trace)
+    parsed = tracecontext.parse(trace.traceparent())
+    assert parsed is not None and parsed[2] is False  # the tool's server may record it or not: its own sampler says
+    assert trace.ids() == {}  # no webhook body or log line names a trace nobody kept
+    assert exporter.get_finished_spans() == ()
