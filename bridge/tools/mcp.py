@@ -132,7 +132,8 @@ def rpc_attributes(url: str) -> dict[str, str | int]:
 
 
 async def context_headers_hook(request: httpx2.Request) -> None:
-    """A ``tools/call`` POST carries the call context of its ``params._meta`` as headers too (:data:`META`)."""
+    """A ``tools/call`` POST carries the call context of its ``params._meta`` as headers too (:data:`META`), and its
+    ``traceparent``."""
     if request.method != "POST":
         return
     try:
@@ -253,8 +254,8 @@ class McpTools:
         return (needs,) if needs else ()
 
     def _meta(self, where: _Offered, name: str, args: dict[str, Any]) -> RequestParamsMeta | None:
-        """The signed context of one call with ``args`` (None without a context secret); raises ValueError if
-        unreadable."""
+        """The signed context of one call with ``args`` and, when the call is traced, its tool span's ``traceparent``
+        (None with neither); raises ValueError if the context's secret is unreadable."""
         spec = where.server.context or self._context
         key, why = read_context_key(spec)
         if why is not None:
