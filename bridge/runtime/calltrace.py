@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from bridge import events as ev
@@ -37,13 +38,16 @@ Value = str | int | float | bool
 
 class CallTrace:
     """See the module doc. ``identity``: the call's ``call_id``, ``sip_call_id``, ``dialplan``, ``variant``,
-    ``dialect``, ``model``; ``model``: the model the call is on now (a fallback changes it)."""
+    ``dialect``, ``model``; ``model``: the model the call is on now (a fallback changes it); ``parent``: the
+    caller's span (a trusted trunk's ``traceparent``), else the call is a trace of its own."""
 
-    def __init__(self, tracer: trace.Tracer, identity: Mapping[str, str], model: Callable[[], str]) -> None:
+    def __init__(
+        self, tracer: trace.Tracer, identity: Mapping[str, str], model: Callable[[], str], parent: Context | None = None
+    ) -> None:
         self.tracer, self.model = tracer, model
         attributes = {f"callbridge.{k}": v for k, v in identity.items() if k != "model" and v}
         attributes["gen_ai.request.model"] = identity.get("model", "")
-        self.root = tracer.start_span("call", kind=SpanKind.SERVER, attributes=attributes)
+        self.root = tracer.start_span("call", context=parent, kind=SpanKind.SERVER, attributes=attributes)
         self._parent = trace.set_span_in_context(self.root)
         self.opening: trace.Span | None = self._child("opening")  # the arrival -> the 200 OK
         self.transfer: trace.Span | None = None  # a warm transfer: the human's leg, from its dial to its outcome

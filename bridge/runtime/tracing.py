@@ -188,6 +188,15 @@ def body_trace(body: str) -> tuple[int, int] | None:
     return (trace_id, span_id) if trace_id and span_id else None
 
 
+def remote(trace_id: int, span_id: int, sampled: bool) -> Context:
+    """The context of a span of another process (a caller's, a call's for its webhook): what a new span is a child
+    of."""
+    flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+    return trace.set_span_in_context(
+        NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags))
+    )
+
+
 class DeliveryAttempt:
     """One delivery attempt's span (:class:`bridge.runtime.tracecontext.Attempt`)."""
 
@@ -232,18 +241,18 @@ class Tracing:
         for reason in metrics.TRACE_DROPS:
             metrics.TRACE_SPANS_DROPPED.labels(reason)  # at 0 from the start: a first drop is an increase
 
-    def call(self, identity: Mapping[str, str], model: Callable[[], str]) -> CallTrace:
-        """A new call's trace: its root span is open from now."""
-        return CallTrace(self.tracer, identity, model)
+    def call(
+        self, identity: Mapping[str, str], model: Callable[[], str], parent: tuple[int, int, bool] | None = None
+    ) -> CallTrace:
+        """A new call's trace: its root span is open from now, under ``parent`` (trace id, span id, sampled: a
+        trusted caller's ``traceparent``) if given, else the root of a trace of its own."""
+        return CallTrace(self.tracer, identity, model, remote(*parent) if parent else None)
 
     def attempt(self, body: str, attributes: tracecontext.Attributes) -> DeliveryAttempt:
         """A webhook delivery attempt's span: a child of the call's root span that the body's ``data`` names
         (``trace_id``, ``span_id``), else the root of a trace of its own."""
-        parent = None
         ids = body_trace(body)
-        if ids is not None:
-            context = SpanContext(ids[0], ids[1], is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
-            parent = trace.set_span_in_context(NonRecordingSpan(context))
+        parent = remote(*ids, sampled=True) if ids is not None else None  # a body names only a sampled call's
         event = str(attributes.get("callbridge.webhook.type", ""))
         span = self.tracer.start_span(
             f"webhook {event}".strip(), context=parent, kind=SpanKind.CLIENT, attributes=dict(attributes)

@@ -269,7 +269,9 @@ class IncomingCall(SipLeg):
     ``remote_addr`` ("ip:port" the INVITE came from, or the caller's as a trusted front reports it;
     ``remote_ip`` without the port), ``peer_addr`` (the address the INVITE arrived from: the front, if any),
     ``headers`` (the INVITE's headers, lower-case names, first occurrence), ``auth_user`` (the digest user the
-    INVITE authenticated as, or None when ``SipConfig.auth_users`` is off or the source is exempt).
+    INVITE authenticated as, or None when ``SipConfig.auth_users`` is off or the source is exempt), ``trusted``
+    (the INVITE came from a trusted trunk, a source in ``allowed_sources``: its asserted identity and its
+    ``traceparent`` are believed).
 
     ``events`` carries :class:`~bridge.events.Dtmf`, :class:`~bridge.events.TransferProgress` and, last,
     :class:`~bridge.events.CallerHungUp` (whoever hung up: ``local_hangup`` tells if it was us).
@@ -290,6 +292,7 @@ class IncomingCall(SipLeg):
         # guard trusts it); Diversion / History-Info (bridge.sip.identity)
         trunk = bool(gateway._allowed) and in_networks(self.remote_addr or "", gateway._allowed)
         identity = call_identity(self._invite, user_part(str(info.remoteUri)), trusted=trunk)
+        self.trusted: bool = trunk  # its headers vouch for what they say (a traceparent continues its trace)
         self.caller: str = identity.caller
         self.original_called: str = identity.original_called
         self.headers: dict[str, str] = {

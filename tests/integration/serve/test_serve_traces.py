@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -233,3 +234,45 @@ async def test_with_the_collector_down_the_call_is_unaffected_its_spans_counted_
     assert 1 <= len(lines) <= 2, lines  # one line a minute per process (the worker, serve), not one per span or batch
     assert "works again" in log
     assert "Traceback" not in log and "otlp-s3cret-key" not in log
+
+
+SCENARIO = Path(__file__).parent / "scenarios" / "uac_traceparent.xml"
+CALLER_TRACE, CALLER_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"  # as uac_traceparent.xml sends
+
+
+async def trunk_call(edge: Node, work: Path) -> None:
+    """One SIPp call of ``uac_traceparent.xml`` to 1000, hung up after 3 s."""
+    sipp = shutil.which("sipp")
+    assert sipp is not None
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.copy(SCENARIO, work / SCENARIO.name)
+    proc = await asyncio.create_subprocess_exec(
+        sipp, "-sf", str(work / SCENARIO.name), "-m", "1", "-i", "127.0.0.1", "-p", str(free_port()),
+        "-mp", str(free_port()), "-timeout", "30", "-timeout_error", "-nostdin", "-s", "1000",
+        f"127.0.0.1:{edge.sip_port}", cwd=work, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
+
+
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="no sipp binary")
+@pytest.mark.parametrize("trusted", [True, False], ids=["listed-trunk", "unlisted-source"])
+@pytest.mark.timeout(120)
+async def test_a_listed_trunks_traceparent_continues_the_callers_trace_anyone_elses_starts_a_fresh_one(
+    tmp_path: Path, trusted: bool
+) -> None:
+    collector = await OtlpReceiver().start()
+    env = tracing_env(collector.endpoint) | ({"CALLBRIDGE_SIP_ALLOWED_SOURCES": "127.0.0.1/32"} if trusted else {})
+    simple = {"name": "trunk", "match": ["1000"], "dialect": "ga", "profile": {"instructions": "Answer briefly."}}
+    try:
+        async with serve_node(tmp_path, [simple], env) as edge:
+            await trunk_call(edge, tmp_path / "sipp")
+            spans = await collector.wait_for(lambda s: any(x.name == "call" for x in s), 30)
+    finally:
+        await collector.stop()
+    (root,) = [s for s in spans if s.name == "call"]
+    if trusted:  # the caller's trace, the caller's span its parent
+        assert (root.trace_id, root.parent_id) == (CALLER_TRACE, CALLER_SPAN)
+    else:  # a traceparent anyone could have written: a trace of the call's own
+        assert root.trace_id != CALLER_TRACE and root.parent_id == ""
+    assert all(s.trace_id == root.trace_id for s in spans if s.resource.get("callbridge.worker") == "0")
