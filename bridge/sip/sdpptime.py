@@ -26,7 +26,7 @@ import re
 
 from bridge.sip.cport import PJSUA, PjStr
 from bridge.sip.pjmodule import ModuleHook, word
-from bridge.sip.txhook import MSG, proven
+from bridge.sip.txhook import MSG, TX, TxModule, proven
 
 _LOG = logging.getLogger("bridge.sip")
 PRIORITY = 9  # PJSIP_MOD_PRIORITY_TRANSPORT_LAYER (8) + 1: before mod-msg-print prints the message
@@ -38,7 +38,6 @@ _MAX_SDP = 1 << 16
 _APPLICATION, _SDP = b"application", b"sdp"
 _PTIME = re.compile(r"^a=ptime:", re.IGNORECASE)
 
-_TX = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 _PRINT = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 
@@ -74,27 +73,6 @@ def with_ptime(sdp: str, ptime_ms: int) -> str | None:
     return eol.join(out) + (eol if trailing else "")
 
 
-class _PtimeModule(ctypes.Structure):
-    """``pjsip_module`` (sip_module.h) with ``on_tx_request`` and ``on_tx_response`` filled in."""
-
-    _fields_ = (
-        ("prev", ctypes.c_void_p),
-        ("next", ctypes.c_void_p),
-        ("name", PjStr),
-        ("id", ctypes.c_int),
-        ("priority", ctypes.c_int),
-        ("load", ctypes.c_void_p),
-        ("start", ctypes.c_void_p),
-        ("stop", ctypes.c_void_p),
-        ("unload", ctypes.c_void_p),
-        ("on_rx_request", ctypes.c_void_p),
-        ("on_rx_response", ctypes.c_void_p),
-        ("on_tx_request", _TX),
-        ("on_tx_response", _TX),
-        ("on_tsx_state", ctypes.c_void_p),
-    )
-
-
 def _pj_text(address: int, limit: int = 64) -> bytes | None:
     """The bytes of the ``pj_str_t`` at ``address`` (None if its length is not within ``limit``)."""
     pointer, length = word(address), ctypes.c_ssize_t.from_address(address + _PTR).value
@@ -110,10 +88,10 @@ class PtimeHook(ModuleHook):
         self.ptime_ms = ptime_ms
         self.written = 0  # SDP bodies given an a=ptime
         self._proven = False
-        self._callback = _TX(self._tx)  # kept: pjsip holds the pointer
+        self._callback = TX(self._tx)  # kept: pjsip holds the pointer
         self._name = b"mod-callbridge-ptime"
         super().__init__(
-            _PtimeModule(
+            TxModule(
                 name=PjStr(self._name, len(self._name)),
                 id=-1,
                 priority=PRIORITY,

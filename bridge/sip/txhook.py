@@ -36,12 +36,12 @@ _BUF = _OBJ_NAME + _OBJ_NAME_LEN + _PTR + 2 * ctypes.sizeof(ctypes.c_long) + _PT
 MSG = _BUF - 2 * _PTR  # pjsip_tx_data.msg: then saved_strict_route, then the buffer
 _MAX_TEXT = 1 << 16  # a response longer than this is not read (PJSIP_MAX_PKT_LEN is 4000)
 
-_TX = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+TX = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)  # on_tx_request / on_tx_response: tdata -> pj_status_t
 OnResponse = Callable[[str], object]  # what it returns is ignored
 
 
-class _TxModule(ctypes.Structure):
-    """``pjsip_module`` (sip_module.h), with only ``on_tx_response`` filled in."""
+class TxModule(ctypes.Structure):
+    """``pjsip_module`` (sip_module.h) with its sending callbacks typed (a field left out is NULL: not called)."""
 
     _fields_ = (
         ("prev", ctypes.c_void_p),
@@ -55,8 +55,8 @@ class _TxModule(ctypes.Structure):
         ("unload", ctypes.c_void_p),
         ("on_rx_request", ctypes.c_void_p),
         ("on_rx_response", ctypes.c_void_p),
-        ("on_tx_request", ctypes.c_void_p),
-        ("on_tx_response", _TX),
+        ("on_tx_request", TX),
+        ("on_tx_response", TX),
         ("on_tsx_state", ctypes.c_void_p),
     )
 
@@ -84,10 +84,10 @@ class TxHook(ModuleHook):
     def __init__(self, on_response: OnResponse) -> None:
         self._on_response = on_response
         self._proven = False
-        self._callback = _TX(self._tx)  # kept: pjsip holds the pointer
+        self._callback = TX(self._tx)  # kept: pjsip holds the pointer
         self._name = b"mod-callbridge-answers"
         super().__init__(
-            _TxModule(name=PjStr(self._name, len(self._name)), id=-1, priority=PRIORITY, on_tx_response=self._callback)
+            TxModule(name=PjStr(self._name, len(self._name)), id=-1, priority=PRIORITY, on_tx_response=self._callback)
         )
 
     def _tx(self, tdata: int | None) -> int:
