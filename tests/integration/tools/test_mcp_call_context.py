@@ -48,7 +48,8 @@ def crm_server(calls: list[str]) -> MCPServer:
 
 
 def recording(received: list[dict[str, Any]]) -> Any:
-    """The server behind a record of each ``tools/call``: name, arguments, ``_meta`` and the context headers."""
+    """The server behind a record of each ``tools/call``: name, arguments, ``_meta``, the context headers and the
+    ``traceparent`` header."""
 
     def make(calls: list[str]) -> Any:
         app = crm_server(calls).streamable_http_app()
@@ -67,7 +68,7 @@ def recording(received: list[dict[str, Any]]) -> Any:
                 headers = {k.decode(): v.decode() for k, v in scope["headers"]}
                 params = rpc["params"]
                 received.append({"name": params["name"], "arguments": params.get("arguments"),
-                                 "meta": params.get("_meta") or {},
+                                 "meta": params.get("_meta") or {}, "traceparent": headers.get("traceparent"),
                                  "headers": {h: headers.get(h) for h in CONTEXT_HEADERS}})  # fmt: skip
             replay = [{"type": "http.request", "body": body, "more_body": False}]
 

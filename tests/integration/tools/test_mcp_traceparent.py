@@ -17,7 +17,7 @@ from bridge.replay.script import load_script
 from bridge.replay.virtual import VirtualTimeLoop
 from bridge.runtime import tracecontext
 from tests.integration.tools.test_call_context import CALLER, SECRET
-from tests.integration.tools.test_mcp_call_context import crm_server, write_script
+from tests.integration.tools.test_mcp_call_context import recording, write_script
 from tests.integration.tools.test_mcp_tools import serving
 
 pytest.importorskip("opentelemetry.sdk.trace", reason="the OpenTelemetry SDK (the otel extra) is not installed")
@@ -28,41 +28,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from bridge.runtime.calltrace import CallTrace
 
 pytestmark = pytest.mark.integration
-
-
-def recording(received: list[dict[str, Any]]) -> Any:
-    """The CRM server behind a record of each ``tools/call``: its name, arguments, ``_meta.traceparent`` and
-    ``traceparent`` header."""
-
-    def make(calls: list[str]) -> Any:
-        app = crm_server(calls).streamable_http_app()
-
-        async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            if scope["type"] != "http" or scope["method"] != "POST":
-                return await app(scope, receive, send)
-            parts, more = [], True
-            while more:
-                message = await receive()
-                parts.append(message.get("body", b""))
-                more = message.get("more_body", False)
-            body = b"".join(parts)
-            rpc = json.loads(body)
-            if rpc.get("method") == "tools/call":
-                headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-                params = rpc["params"]
-                meta = params.get("_meta") or {}
-                received.append({"name": params["name"], "header": headers.get("traceparent"),
-                                 "meta": meta.get("traceparent")})  # fmt: skip
-            replay = [{"type": "http.request", "body": body, "more_body": False}]
-
-            async def again() -> Any:
-                return replay.pop() if replay else await receive()
-
-            return await app(scope, again, send)
-
-        return asgi
-
-    return make
 
 
 def test_an_mcp_tools_call_carries_the_traceparent_of_its_tool_span(
@@ -93,8 +58,8 @@ def test_an_mcp_tools_call_carries_the_traceparent_of_its_tool_span(
     assert [r["name"] for r in received] == ["verify_customer", "order_lookup"]
     for span, got in zip(called, received, strict=True):
         assert span.context is not None and span.parent is not None and span.parent.span_id == root.span_id
-        assert got["header"] == got["meta"]  # the same in the HTTP request and in MCP's _meta
-        assert tracecontext.parse(got["header"] or "") == (root.trace_id, span.context.span_id, True)
+        assert got["traceparent"] == got["meta"].get("traceparent")  # the same in the HTTP request and in MCP's _meta
+        assert tracecontext.parse(got["traceparent"] or "") == (root.trace_id, span.context.span_id, True)
         attrs = dict(span.attributes or {})
         assert attrs["rpc.system"] == "jsonrpc" and attrs["mcp.method.name"] == "tools/call"
         assert attrs["server.address"] == "127.0.0.1" and attrs["callbridge.tool.outcome"] == "ok"
