@@ -251,10 +251,8 @@ class EchoGuarding:
         """The bridge's own voice detection hears the tempered frames, in which the caller's first syllables under
         a loud echo may be attenuated as possible echo. Frames the guard passed whole and loud while the agent
         speaks are its own word that the caller is there: after :data:`PASSED_FRAMES` of them in a row the window is
-        judged at once, and the caller's voice pauses the agent (judged echo, nothing happens). Not while the voice
-        detection hears the caller already (a line's steady noise above its threshold: no onset to catch)."""
-        heard = self._link is not None and self._link.caller_speaking  # the voice detection hears the caller already
-        if self._flow.core.echo is not Echo.JUDGING or not self._playback.busy or heard:
+        judged at once, and the caller's voice pauses the agent (judged echo, nothing happens)."""
+        if self._flow.core.echo is not Echo.JUDGING or not self._playback.busy:
             self._passes = 0
             return
         level = level_dbfs(out)

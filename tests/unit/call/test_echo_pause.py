@@ -49,7 +49,6 @@ class Source:
 class StubLink:
     def __init__(self) -> None:
         self.sent: list[ev.Command] = []
-        self.caller_speaking = False
 
     def send(self, command: ev.Command) -> None:
         self.sent.append(command)
@@ -234,14 +233,3 @@ def test_the_agents_audio_ending_while_paused_hands_the_kept_frames_to_the_model
     for frame in more:
         up(frame, 0.0)
     assert sent == [SILENCE, SILENCE, *words]
-
-
-def test_frames_passed_whole_while_the_voice_detection_hears_the_caller_already_are_left_to_it() -> None:
-    """A line's steady noise above the voice detection's threshold: it heard its onset once; the guard's passes are
-    no onset, and the agent is not paused for them."""
-    bed = Bed(withhold=True)
-    bed.echo.voice(lambda why, busy: None)
-    bed.link.caller_speaking = True
-    for _ in range(6):
-        bed.heard(VOICE, 0.0)
-    assert bed.mode() is Echo.JUDGING and bed.outcomes() == []
