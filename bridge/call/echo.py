@@ -22,8 +22,7 @@ while a paused agent's barge-in is judged, the frames come to the loop). Then:
 * **withholding**, where the model stops itself when it hears the caller (GPT-Live: no cancel, one continuous
   stream each way): while the agent is paused the model hears silence in place of the caller (:meth:`uplink`), so
   a sound that is no barge-in never reaches it and the model never stops for it; its stream goes on into the held
-  playout, and the agent resumes where it was (had its audio ended meanwhile, the model, silent, hears what was
-  kept: the caller may have begun their turn). Confirmed, the withheld frames go on to the model in order, one per
+  playout, and the agent resumes where it was. Confirmed, the withheld frames go on to the model in order, one per
   frame the caller sends (the stream keeps its pace: never a burst), and the lag is taken back in the caller's
   quiet frames; the model hears every word and stops itself. The bridge's own voice detection hears each frame
   before it is sent (:class:`~bridge.call.turns.CallerVoice`), so the frame that starts a voice is withheld too.
@@ -312,10 +311,7 @@ class EchoGuarding:
                     take()  # the cut flushes the playout: what the pause kept is dropped with it
             case EchoAction.RESUME_AGENT:
                 self._take = None
-                # no words while the agent speaks: the model never hears the sound. The agent's audio ended meanwhile:
-                # the model no longer speaks, and hears what was kept (the caller may have begun their turn)
-                drop = self._withholding and self._playback.busy
-                while drop and len(self._kept) > self._owed:
+                while self._withholding and len(self._kept) > self._owed:  # no words: the model never hears them
                     self._kept.pop()
                 self._withholding = False
                 if self._source is not None:

@@ -215,21 +215,3 @@ def test_frames_the_guard_attenuates_are_left_to_the_voice_detection() -> None:
     for _ in range(6):
         bed.heard(VOICE, 0.0)
     assert bed.mode() is Echo.JUDGING and bed.outcomes() == []
-
-
-def test_the_agents_audio_ending_while_paused_hands_the_kept_frames_to_the_model() -> None:
-    """The agent fell silent meanwhile: the model no longer speaks, so what the caller said is not dropped."""
-    bed = Bed(withhold=True)
-    sent: list[bytes] = []
-    up = bed.echo.uplink(lambda pcm, t: sent.append(pcm))
-    bed.speech_started()
-    words = _voices(2)
-    for frame in words:
-        up(frame, 0.0)
-    bed.busy = False
-    bed.frames(1, speaking=False)
-    assert bed.mode() is Echo.JUDGING and bed.outcomes()[-1] is ev.EchoOutcome.RESUMED
-    more = _voices(4)[2:]
-    for frame in more:
-        up(frame, 0.0)
-    assert sent == [SILENCE, SILENCE, *words]
