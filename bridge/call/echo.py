@@ -16,9 +16,6 @@ while a paused agent's barge-in is judged, the frames come to the loop). Then:
   (flush, and where the dialect can, cancel and truncate to what was heard) once the caller has spoken for
   ``confirm_ms`` of the window; if no words follow within ``resume_ms``, the agent is ``resumed`` where it was
   paused (a cough, a door).
-  The bridge's own voice detection hears the tempered frames, in which a caller's first syllables under a loud
-  echo may be attenuated as possible echo; two frames in a row that the guard passes whole and loud while the
-  agent speaks get the window judged at once (:meth:`_passed`), as a speech start would.
 * **withholding**, where the model stops itself when it hears the caller (GPT-Live: no cancel, one continuous
   stream each way): while the agent is paused the model hears silence in place of the caller (:meth:`uplink`), so
   a sound that is no barge-in never reaches it and the model never stops for it; its stream goes on into the held
@@ -56,8 +53,6 @@ from bridge.call.report import CallReport
 from bridge.dialplan import EchoGuardPlan
 
 SPOKE = "caller spoke over the agent"
-PASSED_FRAMES = 2  # frames the guard passed whole and loud in a row while the agent speaks: the window is judged
-PASSED_DB = 1.0  # a tempered frame at most this much below the frame heard was passed whole
 
 
 def guarded(plan: EchoGuardPlan) -> Guarded:
@@ -169,8 +164,6 @@ class EchoGuarding:
         self._take: Callable[[], None] | None = None  # while paused: how the barge-in is taken, once confirmed
         self._on_clock = False  # the caller's frames heard where the native uplink sends them (on_clock)
         self._frames = self._spoken = 0  # frames since the pause, and those the guard judged the caller's
-        self._interrupt: Callable[[str, bool], None] | None = None  # the bridge's own voice detection's barge-in
-        self._passes = 0  # frames passed whole and loud in a row (_passed)
 
     # -- the media ---------------------------------------------------------------------------------------------
     def media(self, outbound: FrameSource, on_frame: FrameSink) -> tuple[FrameSource, FrameSink]:
@@ -180,10 +173,7 @@ class EchoGuarding:
 
         def heard(pcm: bytes, t_capture: float) -> None:
             self.guard.heard(pcm)
-            out = self.guard.temper(pcm) if temper else pcm
-            if self._interrupt is not None and temper:
-                self._passed(pcm, out)
-            on_frame(out, t_capture)
+            on_frame(self.guard.temper(pcm) if temper else pcm, t_capture)
             if self._flow.core.echo is Echo.PAUSED:
                 self._window()
 
@@ -243,29 +233,7 @@ class EchoGuarding:
             if not busy or self._judge(lambda: interrupt(why, self._playback.busy)):
                 interrupt(why, busy)
 
-        self._interrupt = interrupt
         return judged
-
-    def _passed(self, pcm: bytes, out: bytes) -> None:
-        """The bridge's own voice detection hears the tempered frames, in which the caller's first syllables under
-        a loud echo may be attenuated as possible echo. Frames the guard passed whole and loud while the agent
-        speaks are its own word that the caller is there: after :data:`PASSED_FRAMES` of them in a row the window is
-        judged at once, and the caller's voice pauses the agent (judged echo, nothing happens)."""
-        if self._flow.core.echo is not Echo.JUDGING or not self._playback.busy:
-            self._passes = 0
-            return
-        level = level_dbfs(out)
-        whole = level > self.plan.speech_dbfs and level >= level_dbfs(pcm) - PASSED_DB
-        self._passes = self._passes + 1 if whole else 0
-        if self._passes < PASSED_FRAMES:
-            return
-        self._passes = 0
-        verdict = self.guard.judge()
-        interrupt = self._interrupt
-        if not verdict.echo and self._source is not None and interrupt is not None:
-            self._take, self._frames, self._spoken = (lambda: interrupt(SPOKE, self._playback.busy)), 0, 0
-            self._flow.fire(Trigger.ECHO_SUSPECTED, SPOKE)
-            self._judged(ev.EchoOutcome.PAUSED, verdict)
 
     def _judge(self, take: Callable[[], None]) -> bool:
         """True: take the barge-in now. False: rejected as echo, or paused (``take`` runs once confirmed)."""

@@ -182,36 +182,3 @@ def test_a_dialect_that_can_cancel_sends_the_callers_frames_as_they_are() -> Non
     bed.speech_started()
     up(VOICE, 0.0)
     assert bed.mode() is Echo.PAUSED and sent == [VOICE]
-
-
-def test_frames_the_guard_passes_whole_over_the_agent_have_the_window_judged_before_the_voice_detection() -> None:
-    """The bridge's own voice detection (GPT-Live) hears tempered frames; two the guard passed whole and loud in a
-    row while the agent speaks get the window judged at once: the caller's voice pauses the agent, and once
-    confirmed the barge-in is the voice detection's."""
-    bed = Bed(withhold=True)
-    taken: list[str] = []
-    bed.echo.voice(lambda why, busy: taken.append(why))
-    bed.heard(VOICE, 0.0)
-    assert bed.mode() is Echo.JUDGING  # one frame is not yet the caller
-    bed.heard(VOICE, 0.0)
-    assert bed.mode() is Echo.PAUSED and bed.outcomes() == [ev.EchoOutcome.PAUSED]
-    bed.frames(3, speaking=True)
-    assert taken == ["caller spoke over the agent"] and bed.mode() is Echo.JUDGING
-
-
-def test_frames_passed_whole_that_the_window_judges_echo_change_nothing() -> None:
-    bed = Bed(withhold=True)
-    bed.echo.voice(lambda why, busy: None)
-    bed.guard.verdict = Verdict(True, -30.0, -60.0, None)
-    for _ in range(6):
-        bed.heard(VOICE, 0.0)
-    assert bed.mode() is Echo.JUDGING and bed.outcomes() == []  # no speech start was rejected: nothing to report
-
-
-def test_frames_the_guard_attenuates_are_left_to_the_voice_detection() -> None:
-    bed = Bed(withhold=True)
-    bed.echo.voice(lambda why, busy: None)
-    bed.guard.temper = lambda frame: bytes(len(frame))  # type: ignore[method-assign]  # every frame taken for echo
-    for _ in range(6):
-        bed.heard(VOICE, 0.0)
-    assert bed.mode() is Echo.JUDGING and bed.outcomes() == []
