@@ -12,17 +12,10 @@ while a paused agent's barge-in is judged, the frames come to the loop). Then:
 * **judging** a speech start over the agent, where the bridge decides (Realtime with ``interrupt_response: false``,
   or the bridge's own voice detection): explained by the echo path, it is ``rejected`` and the agent goes on
   (the service's input buffer, which holds only that echo, is cleared: no turn is committed of it).
-  Otherwise the agent's audio is **paused** (the caller hears it stop at once) and the barge-in is ``taken``
-  (flush, and where the dialect can, cancel and truncate to what was heard) once the caller has spoken for
+  Otherwise, where the dialect can cancel, the agent's audio is **paused** (the caller hears it stop at once) and
+  the barge-in is ``taken`` (flush, cancel, truncate to what was heard) once the caller has spoken for
   ``confirm_ms`` of the window; if no words follow within ``resume_ms``, the agent is ``resumed`` where it was
-  paused (a cough, a door).
-* **withholding**, where the model stops itself when it hears the caller (GPT-Live: no cancel, one continuous
-  stream each way): while the agent is paused the model hears silence in place of the caller (:meth:`uplink`), so
-  a sound that is no barge-in never reaches it and the model never stops for it; its stream goes on into the held
-  playout, and the agent resumes where it was. Confirmed, the withheld frames go on to the model in order, one per
-  frame the caller sends (the stream keeps its pace: never a burst), and the lag is taken back in the caller's
-  quiet frames; the model hears every word and stops itself. The bridge's own voice detection hears each frame
-  before it is sent (:class:`~bridge.call.turns.CallerVoice`), so the frame that starts a voice is withheld too.
+  paused. A dialect that cannot cancel takes the barge-in at once.
 
 The pause is the echo axis of the call's core (:class:`bridge.call.core.Echo`: ``JUDGING`` or ``PAUSED``, its rows
 in ``bridge.call.core.TABLE``): the guard's verdicts fire its triggers, and :class:`EchoGuarding` carries out its
@@ -34,11 +27,9 @@ report's ``echo``.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
 from bridge import events as ev
-from bridge.audio.analysis import level_dbfs
 from bridge.audio.echo import Guard, Verdict
 from bridge.audio.echo_native import make_guard, native_echo
 from bridge.audio.frames import FRAME_MS, SILENCE, FrameSink, FrameSource
@@ -140,7 +131,7 @@ class EchoGuarding:
         service_interrupts: Callable[[], bool],
         *,
         flow: CallFlow,
-        withhold: bool = False,
+        can_pause: bool,
         link: Link | None = None,
     ) -> None:
         self.plan = plan
@@ -154,12 +145,7 @@ class EchoGuarding:
             suppress_db=plan.suppress_db,
         )
         self._playback, self._emit, self._report = playback, emit, report
-        self._service_interrupts = service_interrupts
-        # the model stops itself when it hears the caller: while paused, what the caller says is kept from it
-        self._withhold = withhold
-        self._withholding = False
-        self._kept: deque[bytes] = deque()  # withheld frames, and after a confirmed barge-in those still owed
-        self._owed = 0  # of them, owed from an earlier barge-in when the agent was paused
+        self._service_interrupts, self._can_pause = service_interrupts, can_pause
         self._source: HeldSource | None = None
         self._take: Callable[[], None] | None = None  # while paused: how the barge-in is taken, once confirmed
         self._on_clock = False  # the caller's frames heard where the native uplink sends them (on_clock)
@@ -188,27 +174,6 @@ class EchoGuarding:
         guard_with = getattr(offload, "guard_with", None)  # the native uplink's; UplinkOffload declares none
         self._on_clock = guard_with is not None and bool(guard_with(self.guard, self.plan.temper))
         return self._on_clock
-
-    def uplink(self, send: FrameSink) -> FrameSink:
-        """``send`` (the caller's frames to the model) as the guard lets them through: while a paused agent is
-        judged on a dialect whose model stops itself, silence in their place (kept); once a barge-in is confirmed,
-        the kept frames first, one per frame sent, a quiet one skipped while others wait (see the module doc)."""
-        kept, speech_dbfs = self._kept, self.plan.speech_dbfs
-
-        def through(pcm: bytes, t_capture: float) -> None:
-            if self._withholding:
-                kept.append(pcm)
-                send(bytes(len(pcm)), t_capture)
-                return
-            if kept:
-                kept.append(pcm)
-                frame = kept.popleft()
-                if kept and level_dbfs(frame) < speech_dbfs:
-                    frame = kept.popleft()  # a quiet frame while others wait: the lag shrinks by one
-                pcm = frame
-            send(pcm, t_capture)
-
-        return through
 
     # -- speech starts -----------------------------------------------------------------------------------------
     def speech_started(self, handler: Callable[[ev.SpeechStarted], None]) -> Callable[[ev.SpeechStarted], None]:
@@ -243,7 +208,7 @@ class EchoGuarding:
         if verdict.echo:
             self._judged(ev.EchoOutcome.REJECTED, verdict)
             return False
-        if self._source is not None:
+        if self._can_pause and self._source is not None:
             self._take, self._frames, self._spoken = take, 0, 0
             self._flow.fire(Trigger.ECHO_SUSPECTED, SPOKE)
             self._judged(ev.EchoOutcome.PAUSED, verdict)
@@ -269,19 +234,14 @@ class EchoGuarding:
             case EchoAction.PAUSE_AGENT:  # the caller hears silence; the playout waits where it was
                 if self._source is not None:
                     self._source.held = True
-                self._withholding, self._owed = self._withhold, len(self._kept)
                 if self._on_clock and self._link is not None:
                     self._link.keep_on_loop(True)  # the window is judged frame by frame on the loop (_window)
             case EchoAction.TAKE_BARGE_IN:
-                self._withholding = False  # the kept frames go on to the model (uplink)
                 take, self._take = self._take, None
                 if take is not None:
                     take()  # the cut flushes the playout: what the pause kept is dropped with it
             case EchoAction.RESUME_AGENT:
                 self._take = None
-                while self._withholding and len(self._kept) > self._owed:  # no words: the model never hears them
-                    self._kept.pop()
-                self._withholding = False
                 if self._source is not None:
                     self._source.held = False
                 if self._on_clock and self._link is not None:

@@ -61,7 +61,7 @@ class StubLink:
 
 
 class Bed:
-    def __init__(self, withhold: bool = False) -> None:
+    def __init__(self) -> None:
         self.reports: list[ev.Report] = []
         self.taken: list[str] = []
         self.busy = True  # the agent's audio plays
@@ -76,7 +76,7 @@ class Bed:
             CallReport("c-echo", "ga", "p"),
             lambda: False,
             flow=self.flow,
-            withhold=withhold,
+            can_pause=True,
             link=cast(Link, self.link),
         )
         self.guard = StubGuard()
@@ -130,55 +130,3 @@ def test_echo_is_rejected_without_a_pause_and_its_input_is_cleared() -> None:
     assert bed.mode() is Echo.JUDGING and bed.taken == []
     assert bed.outcomes() == [ev.EchoOutcome.REJECTED]
     assert [type(c) for c in bed.link.sent] == [ev.ClearAudio]
-
-
-VOICE = b"\x00\x10" * (FRAME_BYTES // 2)  # 4096: about -18 dBFS, above speech_dbfs (-40)
-
-
-def _voices(n: int) -> list[bytes]:
-    """``n`` distinct loud caller frames, to follow each through the uplink."""
-    return [bytes([i + 1, 16]) * (FRAME_BYTES // 2) for i in range(n)]
-
-
-def test_a_dialect_whose_model_stops_itself_hears_silence_while_the_paused_agent_is_judged() -> None:
-    """No words follow (a cough): the model never hears what was withheld, and later frames go straight on."""
-    bed = Bed(withhold=True)
-    sent: list[bytes] = []
-    up = bed.echo.uplink(lambda pcm, t: sent.append(pcm))
-    bed.speech_started()
-    cough = _voices(3)
-    for frame in cough:
-        up(frame, 0.0)
-    assert sent == [SILENCE] * 3  # the stream keeps its pace, the cough stays here
-    bed.frames(10, speaking=False)
-    assert bed.mode() is Echo.JUDGING and bed.outcomes()[-1] is ev.EchoOutcome.RESUMED
-    up(VOICE, 0.0)
-    assert sent[-1] == VOICE and not any(frame in sent for frame in cough)
-
-
-def test_confirmed_the_withheld_frames_go_on_in_order_one_per_frame_and_the_lag_shrinks_in_quiet_frames() -> None:
-    bed = Bed(withhold=True)
-    sent: list[bytes] = []
-    up = bed.echo.uplink(lambda pcm, t: sent.append(pcm))
-    bed.speech_started()
-    words = _voices(6)
-    for frame in words[:3]:
-        up(frame, 0.0)
-    bed.frames(3, speaking=True)
-    assert bed.taken == ["speech"]
-    for frame in words[3:]:
-        up(frame, 0.0)
-    assert sent == [SILENCE] * 3 + words[:3]  # paced: one frame out per frame in, nothing lost
-    for _ in range(3):
-        up(SILENCE, 0.0)  # the caller pauses: each quiet frame at the head is skipped while others wait
-    up(SILENCE, 0.0)
-    assert sent[6:9] == words[3:] and sent[9:] == [SILENCE]
-
-
-def test_a_dialect_that_can_cancel_sends_the_callers_frames_as_they_are() -> None:
-    bed = Bed()
-    sent: list[bytes] = []
-    up = bed.echo.uplink(lambda pcm, t: sent.append(pcm))
-    bed.speech_started()
-    up(VOICE, 0.0)
-    assert bed.mode() is Echo.PAUSED and sent == [VOICE]
