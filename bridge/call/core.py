@@ -146,7 +146,7 @@ class Trigger(enum.Enum):
     CALLER_LEFT = "the call ended during the attempt (the caller hung up)"
     TIMEOUT = "a state's time limit passed (TIMERS: ring, briefing, accept window)"
     # the echo guard (bridge.call.echo)
-    ECHO_SUSPECTED = "a speech start over the agent that the echo path does not explain, where the dialect can cancel"
+    ECHO_SUSPECTED = "a speech start over the agent that the echo path does not explain"
     ECHO_CONFIRMED = "while paused, the caller spoke for echo_guard.confirm_ms"
     ECHO_CLEARED = "while paused, no words within echo_guard.resume_ms, or the agent's audio ended"
     # a supervisor (bridge.call.supervision)

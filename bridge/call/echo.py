@@ -12,10 +12,21 @@ while a paused agent's barge-in is judged, the frames come to the loop). Then:
 * **judging** a speech start over the agent, where the bridge decides (Realtime with ``interrupt_response: false``,
   or the bridge's own voice detection): explained by the echo path, it is ``rejected`` and the agent goes on
   (the service's input buffer, which holds only that echo, is cleared: no turn is committed of it).
-  Otherwise, where the dialect can cancel, the agent's audio is **paused** (the caller hears it stop at once) and
-  the barge-in is ``taken`` (flush, cancel, truncate to what was heard) once the caller has spoken for
+  Otherwise the agent's audio is **paused** (the caller hears it stop at once) and the barge-in is ``taken``
+  (flush, and where the dialect can, cancel and truncate to what was heard) once the caller has spoken for
   ``confirm_ms`` of the window; if no words follow within ``resume_ms``, the agent is ``resumed`` where it was
-  paused. A dialect that cannot cancel takes the barge-in at once.
+  paused (a cough, a door).
+  The bridge's own voice detection hears the tempered frames, in which a caller's first syllables under a loud
+  echo may be attenuated as possible echo; two frames in a row that the guard passes whole and loud while the
+  agent speaks get the window judged at once (:meth:`_passed`), as a speech start would.
+* **withholding**, where the model stops itself when it hears the caller (GPT-Live: no cancel, one continuous
+  stream each way): while the agent is paused the model hears silence in place of the caller (:meth:`uplink`), so
+  a sound that is no barge-in never reaches it and the model never stops for it; its stream goes on into the held
+  playout, and the agent resumes where it was (had its audio ended meanwhile, the model, silent, hears what was
+  kept: the caller may have begun their turn). Confirmed, the withheld frames go on to the model in order, one per
+  frame the caller sends (the stream keeps its pace: never a burst), and the lag is taken back in the caller's
+  quiet frames; the model hears every word and stops itself. The bridge's own voice detection hears each frame
+  before it is sent (:class:`~bridge.call.turns.CallerVoice`), so the frame that starts a voice is withheld too.
 
 The pause is the echo axis of the call's core (:class:`bridge.call.core.Echo`: ``JUDGING`` or ``PAUSED``, its rows
 in ``bridge.call.core.TABLE``): the guard's verdicts fire its triggers, and :class:`EchoGuarding` carries out its
@@ -27,14 +38,16 @@ report's ``echo``.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 from bridge import events as ev
+from bridge.audio.analysis import level_dbfs
 from bridge.audio.echo import Guard, Verdict
 from bridge.audio.echo_native import make_guard, native_echo
 from bridge.audio.frames import FRAME_MS, SILENCE, FrameSink, FrameSource
 from bridge.audio.playout import Downstream
-from bridge.call.core import Do, Echo, EchoAction, Trigger
+from bridge.call.core import Do, Echo, EchoAction, Phase, Trigger
 from bridge.call.flow import CallFlow
 from bridge.call.leg import TeeSource, UplinkOffload
 from bridge.call.link import Link
@@ -44,6 +57,8 @@ from bridge.call.report import CallReport
 from bridge.dialplan import EchoGuardPlan
 
 SPOKE = "caller spoke over the agent"
+PASSED_FRAMES = 2  # frames the guard passed whole and loud in a row while the agent speaks: the window is judged
+PASSED_DB = 1.0  # a tempered frame at most this much below the frame heard was passed whole
 
 
 def guarded(plan: EchoGuardPlan) -> Guarded:
@@ -131,7 +146,7 @@ class EchoGuarding:
         service_interrupts: Callable[[], bool],
         *,
         flow: CallFlow,
-        can_pause: bool,
+        withhold: bool = False,
         link: Link | None = None,
     ) -> None:
         self.plan = plan
@@ -145,11 +160,18 @@ class EchoGuarding:
             suppress_db=plan.suppress_db,
         )
         self._playback, self._emit, self._report = playback, emit, report
-        self._service_interrupts, self._can_pause = service_interrupts, can_pause
+        self._service_interrupts = service_interrupts
+        # the model stops itself when it hears the caller: while paused, what the caller says is kept from it
+        self._withhold = withhold
+        self._withholding = False
+        self._kept: deque[bytes] = deque()  # withheld frames, and after a confirmed barge-in those still owed
+        self._owed = 0  # of them, owed from an earlier barge-in when the agent was paused
         self._source: HeldSource | None = None
         self._take: Callable[[], None] | None = None  # while paused: how the barge-in is taken, once confirmed
         self._on_clock = False  # the caller's frames heard where the native uplink sends them (on_clock)
         self._frames = self._spoken = 0  # frames since the pause, and those the guard judged the caller's
+        self._interrupt: Callable[[str, bool], None] | None = None  # the bridge's own voice detection's barge-in
+        self._passes = 0  # frames passed whole and loud in a row (_passed)
 
     # -- the media ---------------------------------------------------------------------------------------------
     def media(self, outbound: FrameSource, on_frame: FrameSink) -> tuple[FrameSource, FrameSink]:
@@ -159,7 +181,10 @@ class EchoGuarding:
 
         def heard(pcm: bytes, t_capture: float) -> None:
             self.guard.heard(pcm)
-            on_frame(self.guard.temper(pcm) if temper else pcm, t_capture)
+            out = self.guard.temper(pcm) if temper else pcm
+            if self._interrupt is not None and temper:
+                self._passed(pcm, out)
+            on_frame(out, t_capture)
             if self._flow.core.echo is Echo.PAUSED:
                 self._window()
 
@@ -174,6 +199,27 @@ class EchoGuarding:
         guard_with = getattr(offload, "guard_with", None)  # the native uplink's; UplinkOffload declares none
         self._on_clock = guard_with is not None and bool(guard_with(self.guard, self.plan.temper))
         return self._on_clock
+
+    def uplink(self, send: FrameSink) -> FrameSink:
+        """``send`` (the caller's frames to the model) as the guard lets them through: while a paused agent is
+        judged on a dialect whose model stops itself, silence in their place (kept); once a barge-in is confirmed,
+        the kept frames first, one per frame sent, a quiet one skipped while others wait (see the module doc)."""
+        kept, speech_dbfs = self._kept, self.plan.speech_dbfs
+
+        def through(pcm: bytes, t_capture: float) -> None:
+            if self._withholding:
+                kept.append(pcm)
+                send(bytes(len(pcm)), t_capture)
+                return
+            if kept:
+                kept.append(pcm)
+                frame = kept.popleft()
+                if kept and level_dbfs(frame) < speech_dbfs:
+                    frame = kept.popleft()  # a quiet frame while others wait: the lag shrinks by one
+                pcm = frame
+            send(pcm, t_capture)
+
+        return through
 
     # -- speech starts -----------------------------------------------------------------------------------------
     def speech_started(self, handler: Callable[[ev.SpeechStarted], None]) -> Callable[[ev.SpeechStarted], None]:
@@ -198,7 +244,31 @@ class EchoGuarding:
             if not busy or self._judge(lambda: interrupt(why, self._playback.busy)):
                 interrupt(why, busy)
 
+        self._interrupt = interrupt
         return judged
+
+    def _passed(self, pcm: bytes, out: bytes) -> None:
+        """The bridge's own voice detection hears the tempered frames, in which the caller's first syllables under
+        a loud echo may be attenuated as possible echo. Frames the guard passed whole and loud while the agent
+        speaks are its own word that the caller is there: after :data:`PASSED_FRAMES` of them in a row the window is
+        judged at once, and the caller's voice pauses the agent (judged echo, nothing happens). Not while the voice
+        detection hears the caller already (a line's steady noise above its threshold: no onset to catch)."""
+        heard = self._link is not None and self._link.caller_speaking  # the voice detection hears the caller already
+        if self._flow.core.echo is not Echo.JUDGING or not self._playback.busy or heard:
+            self._passes = 0
+            return
+        level = level_dbfs(out)
+        whole = level > self.plan.speech_dbfs and level >= level_dbfs(pcm) - PASSED_DB
+        self._passes = self._passes + 1 if whole else 0
+        if self._passes < PASSED_FRAMES:
+            return
+        self._passes = 0
+        verdict = self.guard.judge()
+        interrupt = self._interrupt
+        if not verdict.echo and self._source is not None and interrupt is not None:
+            self._take, self._frames, self._spoken = (lambda: interrupt(SPOKE, self._playback.busy)), 0, 0
+            self._flow.fire(Trigger.ECHO_SUSPECTED, SPOKE)
+            self._judged(ev.EchoOutcome.PAUSED, verdict)
 
     def _judge(self, take: Callable[[], None]) -> bool:
         """True: take the barge-in now. False: rejected as echo, or paused (``take`` runs once confirmed)."""
@@ -208,7 +278,7 @@ class EchoGuarding:
         if verdict.echo:
             self._judged(ev.EchoOutcome.REJECTED, verdict)
             return False
-        if self._can_pause and self._source is not None:
+        if self._source is not None:
             self._take, self._frames, self._spoken = take, 0, 0
             self._flow.fire(Trigger.ECHO_SUSPECTED, SPOKE)
             self._judged(ev.EchoOutcome.PAUSED, verdict)
@@ -234,14 +304,26 @@ class EchoGuarding:
             case EchoAction.PAUSE_AGENT:  # the caller hears silence; the playout waits where it was
                 if self._source is not None:
                     self._source.held = True
+                # only the model's own voice is stopped by the model: over the bridge's hold or filler it hears all
+                self._withholding, self._owed = (
+                    self._withhold and self._flow.core.phase is Phase.SPEAKING,
+                    len(self._kept),
+                )
                 if self._on_clock and self._link is not None:
                     self._link.keep_on_loop(True)  # the window is judged frame by frame on the loop (_window)
             case EchoAction.TAKE_BARGE_IN:
+                self._withholding = False  # the kept frames go on to the model (uplink)
                 take, self._take = self._take, None
                 if take is not None:
                     take()  # the cut flushes the playout: what the pause kept is dropped with it
             case EchoAction.RESUME_AGENT:
                 self._take = None
+                # no words while the agent speaks: the model never hears the sound. The agent's audio ended meanwhile:
+                # the model no longer speaks, and hears what was kept (the caller may have begun their turn)
+                drop = self._withholding and self._playback.busy
+                while drop and len(self._kept) > self._owed:
+                    self._kept.pop()
+                self._withholding = False
                 if self._source is not None:
                     self._source.held = False
                 if self._on_clock and self._link is not None:

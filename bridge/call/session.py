@@ -196,14 +196,14 @@ class CallSession:
         self._caller_voice: CallerVoice | None = None
         self.echo = EchoGuarding(
             plan.echo_guard, self.playback, self.emit, self.report, lambda: self.service_interrupts,
-            flow=self.phase, can_pause=caps.cancel, link=self.link,
+            flow=self.phase, withhold=not caps.cancel, link=self.link,
         ) if plan.echo_guard.enabled else None  # fmt: skip
         if self.media.own_vad:
             quiet_s = ORCHESTRATED_TURN_SILENCE_S if plan.orchestrator is not None else None
             self.turns = TurnBuilder(self.transcripts.caller, self.transcripts.agent, self.clock, quiet_s)
             interrupt = self.interrupt if self.echo is None else self.echo.voice(self.interrupt)
             self._caller_voice = CallerVoice(
-                self.link.on_frame,
+                self.link.on_frame if self.echo is None else self.echo.uplink(self.link.on_frame),
                 self.link.heard_caller,
                 self.emit,
                 interrupt,

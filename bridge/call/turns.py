@@ -107,8 +107,8 @@ class TurnBuilder:
 
 class CallerVoice:
     """The bridge's own voice detection on the caller's 8 kHz audio, where the service marks no turns: each frame
-    goes to the model, then through an :class:`~bridge.audio.vad.EnergyVad`; an onset is a barge-in (``interrupt``
-    with whether the agent is ``busy``). ``heard`` tells the link whether the caller is speaking."""
+    goes through an :class:`~bridge.audio.vad.EnergyVad` (an onset is a barge-in: ``interrupt`` with whether the
+    agent is ``busy``), then to the model. ``heard`` tells the link whether the caller is speaking."""
 
     def __init__(
         self,
@@ -127,11 +127,11 @@ class CallerVoice:
         self._busy, self._ending = busy, ending
 
     def on_frame(self, pcm: bytes, t_capture: float) -> None:
-        """A caller frame: to the model, then through our voice detection."""
-        self._send(pcm, t_capture)
+        """A caller frame: through our voice detection, then to the model (a barge-in judged on this frame decides
+        what the model hears of it: :meth:`bridge.call.echo.EchoGuarding.uplink`)."""
         for vad in self._vad.feed(pcm):
             if self._ending():
-                return
+                break
             if vad.kind is VadKind.START:
                 self._heard(True)
                 self._emit(ev.CallerSpeechStarted(int(vad.ms)))
@@ -140,3 +140,4 @@ class CallerVoice:
                 # the model decides whether to answer: no phase pretends it will (THINKING is for what it owes)
                 self._heard(False)
                 self._emit(ev.CallerSpeechStopped(int(vad.ms)))
+        self._send(pcm, t_capture)

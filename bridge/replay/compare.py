@@ -76,9 +76,12 @@ _STREAM_KINDS: Final = (
 BY_DESIGN: Final[tuple[ByDesign, ...]] = (
     ByDesign(
         lambda c: c.turn_detection == "none",
-        frozenset({"SpeechStarted", "SpeechStopped", "InputCommitted", "IdleTimeout", "ItemAdded", "ItemDone"}),
+        frozenset(
+            {"SpeechStarted", "SpeechStopped", "InputCommitted", "InputCleared", "IdleTimeout", "ItemAdded", "ItemDone"}
+        ),
         "no speech events: the service marks no turns and keeps no conversation items (turns from transcripts, so "
-        "two agent lines said back to back are one turn; with no speech stop marked, no first reply is measured)",
+        "two agent lines said back to back are one turn; with no speech stop marked, no first reply is measured); "
+        "no input buffer either, so nothing is cleared of the agent's echo (the model hears it tempered)",
         phases=True,  # the phase machine does not pretend to know when the model will answer
         agent_lines=True,
         timing=frozenset({"first_reply"}),
@@ -730,14 +733,22 @@ def verdict(
 ) -> ScriptResult:
     """Expectation failures first, then the comparison of every run against the first one (GA against beta, or each
     variant against the safe one, which comes first); each difference is declared by the script (expected) or not
-    (unexpected), and the dialects' declared protocol differences are listed apart (by design)."""
+    (unexpected), and the dialects' declared protocol differences are listed apart (by design), with those the
+    script declares by design for a dialect (``compare.by_design``, a substring -> the reason; runs per dialect
+    only, ``spec_explicit``)."""
     failures = [f"{label(d)}: {c.name}: {c.detail}" for d, run in runs.items() for c in run.checks if not c.ok]
     names = list(runs)
     differences: list[str] = []
     designed: list[str] = []
     for other in names[1:]:
         a, b = runs[names[0]], runs[other]
-        differences += compare_runs(a, b, tolerance_ms)
+        mine = spec.by_design.get(b.dialect, {}) if spec_explicit else {}
+        for d in compare_runs(a, b, tolerance_ms):
+            why = next((reason for words, reason in mine.items() if words.lower() in d.lower()), None)
+            if why is None:
+                differences.append(d)
+            elif (line := f"{label(a.name)}/{label(b.name)}: {why} (the script)") not in designed:
+                designed.append(line)
         if a.dialect in DIALECTS and b.dialect in DIALECTS:
             designed += [f"{label(a.name)}/{label(b.name)}: {d.reason}" for d in by_design(a.dialect, b.dialect)]
         shape = turn_shape(a, b)

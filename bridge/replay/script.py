@@ -204,6 +204,9 @@ class CompareSpec(_Strict):
     reasons: list[str] = Field(default_factory=list)  # substrings that some difference must contain
     because: str = ""  # for people: why the dialects differ here
     timing_tolerance_ms: float | None = Field(None, ge=0)  # timing figures closer than this are alike
+    # per dialect, what differs by design in its runs against the first dialect's: a substring of the difference ->
+    # the reason (listed by design with it, not compared; runs per dialect only, not per variant)
+    by_design: dict[DialectName, dict[str, str]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _reasons_need_differs(self) -> CompareSpec:

@@ -49,6 +49,7 @@ class Source:
 class StubLink:
     def __init__(self) -> None:
         self.sent: list[ev.Command] = []
+        self.caller_speaking = False
 
     def send(self, command: ev.Command) -> None:
         self.sent.append(command)
@@ -61,12 +62,14 @@ class StubLink:
 
 
 class Bed:
-    def __init__(self) -> None:
+    def __init__(self, withhold: bool = False, model_speaks: bool = True) -> None:
         self.reports: list[ev.Report] = []
         self.taken: list[str] = []
         self.busy = True  # the agent's audio plays
         self.flow = CallFlow(PhaseMachine("c-echo"), lambda action, why: None)
         self.flow.fire(Trigger.READY)
+        if model_speaks:  # the model's own audio plays (else the bridge's: a hold, over a silent model)
+            self.flow.fire(Trigger.MODEL_AUDIO)
         plan = EchoGuardPlan(enabled=True, confirm_ms=3 * FRAME_MS, resume_ms=10 * FRAME_MS)
         self.link = StubLink()
         self.echo = EchoGuarding(
@@ -76,7 +79,7 @@ class Bed:
             CallReport("c-echo", "ga", "p"),
             lambda: False,
             flow=self.flow,
-            can_pause=True,
+            withhold=withhold,
             link=cast(Link, self.link),
         )
         self.guard = StubGuard()
@@ -120,7 +123,7 @@ def test_no_words_within_resume_ms_resume_the_agent_where_it_was_paused() -> Non
     bed.frames(1, speaking=False)
     assert bed.mode() is Echo.JUDGING and bed.taken == []
     assert bed.outcomes() == [ev.EchoOutcome.PAUSED, ev.EchoOutcome.RESUMED]
-    assert bed.source.pop_frame() == AGENT and bed.flow.phase is Phase.LISTENING
+    assert bed.source.pop_frame() == AGENT and bed.flow.phase is Phase.SPEAKING  # where it was
 
 
 def test_echo_is_rejected_without_a_pause_and_its_input_is_cleared() -> None:
@@ -130,3 +133,130 @@ def test_echo_is_rejected_without_a_pause_and_its_input_is_cleared() -> None:
     assert bed.mode() is Echo.JUDGING and bed.taken == []
     assert bed.outcomes() == [ev.EchoOutcome.REJECTED]
     assert [type(c) for c in bed.link.sent] == [ev.ClearAudio]
+
+
+VOICE = b"\x00\x10" * (FRAME_BYTES // 2)  # 4096: about -18 dBFS, above speech_dbfs (-40)
+
+
+def _voices(n: int) -> list[bytes]:
+    """``n`` distinct loud caller frames, to follow each through the uplink."""
+    return [bytes([i + 1, 16]) * (FRAME_BYTES // 2) for i in range(n)]
+
+
+def test_a_dialect_whose_model_stops_itself_hears_silence_while_the_paused_agent_is_judged() -> None:
+    """No words follow (a cough): the model never hears what was withheld, and later frames go straight on."""
+    bed = Bed(withhold=True)
+    sent: list[bytes] = []
+    up = bed.echo.uplink(lambda pcm, t: sent.append(pcm))
+    bed.speech_started()
+    cough = _voices(3)
+    for frame in cough:
+        up(frame, 0.0)
+    assert sent == [SILENCE] * 3  # the stream keeps its pace, the cough stays here
+    bed.frames(10, speaking=False)
+    assert bed.mode() is Echo.JUDGING and bed.outcomes()[-1] is ev.EchoOutcome.RESUMED
+    up(VOICE, 0.0)
+    assert sent[-1] == VOICE and not any(frame in sent for frame in cough)
+
+
+def test_confirmed_the_withheld_frames_go_on_in_order_one_per_frame_and_the_lag_shrinks_in_quiet_frames() -> None:
+    bed = Bed(withhold=True)
+    sent: list[bytes] = []
+    up = bed.echo.uplink(lambda pcm, t: sent.append(pcm))
+    bed.speech_started()
+    words = _voices(6)
+    for frame in words[:3]:
+        up(frame, 0.0)
+    bed.frames(3, speaking=True)
+    assert bed.taken == ["speech"]
+    for frame in words[3:]:
+        up(frame, 0.0)
+    assert sent == [SILENCE] * 3 + words[:3]  # paced: one frame out per frame in, nothing lost
+    for _ in range(3):
+        up(SILENCE, 0.0)  # the caller pauses: each quiet frame at the head is skipped while others wait
+    up(SILENCE, 0.0)
+    assert sent[6:9] == words[3:] and sent[9:] == [SILENCE]
+
+
+def test_over_the_bridges_own_hold_the_model_hears_the_caller_as_they_speak() -> None:
+    """The model is silent (a soft hold plays while a tool is pending): it has nothing to stop, so nothing is
+    withheld, and a pause in its stream would end the caller's turn early."""
+    bed = Bed(withhold=True, model_speaks=False)
+    sent: list[bytes] = []
+    up = bed.echo.uplink(lambda pcm, t: sent.append(pcm))
+    bed.speech_started()
+    words = _voices(3)
+    for frame in words:
+        up(frame, 0.0)
+    assert bed.mode() is Echo.PAUSED and sent == words
+
+
+def test_a_dialect_that_can_cancel_sends_the_callers_frames_as_they_are() -> None:
+    bed = Bed()
+    sent: list[bytes] = []
+    up = bed.echo.uplink(lambda pcm, t: sent.append(pcm))
+    bed.speech_started()
+    up(VOICE, 0.0)
+    assert bed.mode() is Echo.PAUSED and sent == [VOICE]
+
+
+def test_frames_the_guard_passes_whole_over_the_agent_have_the_window_judged_before_the_voice_detection() -> None:
+    """The bridge's own voice detection (GPT-Live) hears tempered frames; two the guard passed whole and loud in a
+    row while the agent speaks get the window judged at once: the caller's voice pauses the agent, and once
+    confirmed the barge-in is the voice detection's."""
+    bed = Bed(withhold=True)
+    taken: list[str] = []
+    bed.echo.voice(lambda why, busy: taken.append(why))
+    bed.heard(VOICE, 0.0)
+    assert bed.mode() is Echo.JUDGING  # one frame is not yet the caller
+    bed.heard(VOICE, 0.0)
+    assert bed.mode() is Echo.PAUSED and bed.outcomes() == [ev.EchoOutcome.PAUSED]
+    bed.frames(3, speaking=True)
+    assert taken == ["caller spoke over the agent"] and bed.mode() is Echo.JUDGING
+
+
+def test_frames_passed_whole_that_the_window_judges_echo_change_nothing() -> None:
+    bed = Bed(withhold=True)
+    bed.echo.voice(lambda why, busy: None)
+    bed.guard.verdict = Verdict(True, -30.0, -60.0, None)
+    for _ in range(6):
+        bed.heard(VOICE, 0.0)
+    assert bed.mode() is Echo.JUDGING and bed.outcomes() == []  # no speech start was rejected: nothing to report
+
+
+def test_frames_the_guard_attenuates_are_left_to_the_voice_detection() -> None:
+    bed = Bed(withhold=True)
+    bed.echo.voice(lambda why, busy: None)
+    bed.guard.temper = lambda frame: bytes(len(frame))  # type: ignore[method-assign]  # every frame taken for echo
+    for _ in range(6):
+        bed.heard(VOICE, 0.0)
+    assert bed.mode() is Echo.JUDGING and bed.outcomes() == []
+
+
+def test_the_agents_audio_ending_while_paused_hands_the_kept_frames_to_the_model() -> None:
+    """The agent fell silent meanwhile: the model no longer speaks, so what the caller said is not dropped."""
+    bed = Bed(withhold=True)
+    sent: list[bytes] = []
+    up = bed.echo.uplink(lambda pcm, t: sent.append(pcm))
+    bed.speech_started()
+    words = _voices(2)
+    for frame in words:
+        up(frame, 0.0)
+    bed.busy = False
+    bed.frames(1, speaking=False)
+    assert bed.mode() is Echo.JUDGING and bed.outcomes()[-1] is ev.EchoOutcome.RESUMED
+    more = _voices(4)[2:]
+    for frame in more:
+        up(frame, 0.0)
+    assert sent == [SILENCE, SILENCE, *words]
+
+
+def test_frames_passed_whole_while_the_voice_detection_hears_the_caller_already_are_left_to_it() -> None:
+    """A line's steady noise above the voice detection's threshold: it heard its onset once; the guard's passes are
+    no onset, and the agent is not paused for them."""
+    bed = Bed(withhold=True)
+    bed.echo.voice(lambda why, busy: None)
+    bed.link.caller_speaking = True
+    for _ in range(6):
+        bed.heard(VOICE, 0.0)
+    assert bed.mode() is Echo.JUDGING and bed.outcomes() == []

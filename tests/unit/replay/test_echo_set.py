@@ -164,3 +164,30 @@ def test_cuts_read_the_guards_typed_outcomes_not_their_text() -> None:
     assert [type(r) for _, r in run.noted_all(ev.EchoJudged)] == [ev.EchoJudged] * 4
     assert run.noted(ev.EchoJudged)[3][1].outcome is ev.EchoOutcome.RESUMED
     assert cuts(run) == [1000.0, 5000.0]
+
+
+def test_live_a_cough_over_the_agent_pauses_it_and_the_model_never_hears_it() -> None:
+    """GPT-Live's model stops itself at any voice it hears: the bridge pauses the agent (its playout) and, while it
+    judges, sends the model silence in the caller's place. No words follow: the agent resumes where it was, the
+    whole answer is heard, and the model never transcribes the cough."""
+    script = load_script(ECHO / "cough").on_safe_variant()
+    run = replay_guarded(script, "live", True)
+    assert run.ok, [c for c in run.checks if not c.ok]
+    echo = run.report["echo"]
+    assert (echo.get("paused"), echo.get("resumed"), echo.get("taken")) == (1, 1, None), echo
+    assert run.report["barge_ins"] == 0 and "CANCELLING" not in run.report["phases"]
+    assert "Nine to five on Saturdays." in run.report["agent_transcript"]  # the answer was not cut short
+    assert run.report["caller_transcript"] == ["What are your hours on Saturday?"]  # the cough was withheld
+    assert score(script, run).summary()["false_barge_ins"] == 0
+
+
+def test_live_a_true_barge_in_is_paused_then_taken_and_the_model_hears_every_word() -> None:
+    script = load_script(ECHO / "barge_in").on_safe_variant()
+    run = replay_guarded(script, "live", True)
+    assert run.ok, [c for c in run.checks if not c.ok]
+    assert run.report["echo"].get("paused") == 2 and run.report["echo"].get("taken") == 2
+    result = score(script, run)
+    assert (result.true_barge_ins, result.hits, result.false_barge_ins) == (2, 2, 0)
+    # the withheld frames went on to the model once confirmed: it heard the interruptions whole
+    assert "Where is my order?" in run.report["caller_transcript"]
+    assert "My internet is down." in run.report["caller_transcript"]

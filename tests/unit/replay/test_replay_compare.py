@@ -205,3 +205,20 @@ def test_figures_in_a_sip_runs_timeline_are_not_behaviour() -> None:
     assert compare_runs(beta, ga) == []
     ga.report["timeline"] = [*ga.report["timeline"], [4.0, "barge_in", "caller spoke over the agent"]]
     assert any("barge_in" in r for r in compare_runs(beta, ga))  # what the call did still counts
+
+
+def test_a_script_declares_one_dialects_difference_by_design_and_no_other() -> None:
+    """``compare.by_design``: a difference of the named dialect's runs that names the substring is by design, with
+    the script's reason; the same difference in another dialect's runs is still unexpected."""
+    spec = CompareSpec(by_design={"ga": {"caller transcript missing": "the model never heard it"}})
+    beta = _run("beta", caller_transcript=["Hello", "(a cough)"])
+    ga = _run("ga", caller_transcript=["Hello"])
+    declared = verdict("s", {"beta": beta, "ga": ga}, spec, spec_explicit=True)
+    assert (declared.status, declared.differences) == ("by_design", [])
+    assert declared.by_design == ["beta/GA: the model never heard it (the script)"]
+    other = CompareSpec(by_design={"live": {"caller transcript missing": "the model never heard it"}})
+    undeclared = verdict("s", {"beta": beta, "ga": ga}, other, spec_explicit=True)
+    assert undeclared.status == "failed" and undeclared.by_design == []
+    assert any("caller transcript missing" in d for d in undeclared.differences)
+    # per variant (not explicit): the models are what is compared, the declaration does not apply
+    assert verdict("s", {"beta": beta, "ga": ga}, spec).status == "unexpected"
