@@ -47,13 +47,14 @@ from bridge.audio.echo import Guard, Verdict
 from bridge.audio.echo_native import make_guard, native_echo
 from bridge.audio.frames import FRAME_MS, SILENCE, FrameSink, FrameSource
 from bridge.audio.playout import Downstream
-from bridge.call.core import Do, Echo, EchoAction, Phase, Trigger
+from bridge.call.core import Do, Echo, EchoAction, Trigger
 from bridge.call.flow import CallFlow
 from bridge.call.leg import TeeSource, UplinkOffload
 from bridge.call.link import Link
 from bridge.call.media import Guarded
 from bridge.call.playback import Playback
 from bridge.call.report import CallReport
+from bridge.call.state import Phase
 from bridge.dialplan import EchoGuardPlan
 
 SPOKE = "caller spoke over the agent"
