@@ -37,6 +37,7 @@ class Span:
     attributes: dict[str, Any]
     resource: dict[str, Any]
     events: list[str] = field(default_factory=list)
+    trace_state: str = ""  # W3C tracestate, as the span carries it
 
 
 class OtlpReceiver:
@@ -72,6 +73,7 @@ class OtlpReceiver:
                         s.name, s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(), s.start_time_unix_nano,
                         s.end_time_unix_nano, s.kind, s.status.code,
                         {a.key: value_of(a.value) for a in s.attributes}, resource, [e.name for e in s.events],
+                        s.trace_state,
                     ))  # fmt: skip
         answer = ExportTraceServiceResponse().SerializeToString()
         return web.Response(body=answer, content_type="application/x-protobuf")

@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from typing import Final, Protocol
 
 HEADER: Final = "traceparent"
+STATE_HEADER: Final = "tracestate"  # a trusted caller's vendors' state, kept along the call's trace
 VERSION: Final = "00"
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 Attributes = Mapping[str, str | int | float | bool]

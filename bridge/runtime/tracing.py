@@ -32,7 +32,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from bridge import metrics
 from bridge.privacy.masking import mask_url
@@ -188,12 +188,14 @@ def body_trace(body: str) -> tuple[int, int] | None:
     return (trace_id, span_id) if trace_id and span_id else None
 
 
-def remote(trace_id: int, span_id: int, sampled: bool) -> Context:
+def remote(trace_id: int, span_id: int, sampled: bool, state: str = "") -> Context:
     """The context of a span of another process (a caller's, a call's for its webhook): what a new span is a child
-    of."""
+    of; ``state``: the caller's ``tracestate`` (W3C: what its vendors keep along the trace; one not well formed is
+    dropped, as OpenTelemetry's propagator drops it)."""
     flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+    vendors = TraceState.from_header([state]) if state else None
     return trace.set_span_in_context(
-        NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags))
+        NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags, trace_state=vendors))
     )
 
 
@@ -242,11 +244,16 @@ class Tracing:
             metrics.TRACE_SPANS_DROPPED.labels(reason)  # at 0 from the start: a first drop is an increase
 
     def call(
-        self, identity: Mapping[str, str], model: Callable[[], str], parent: tuple[int, int, bool] | None = None
+        self,
+        identity: Mapping[str, str],
+        model: Callable[[], str],
+        parent: tuple[int, int, bool] | None = None,
+        state: str = "",
     ) -> CallTrace:
         """A new call's trace: its root span is open from now, under ``parent`` (trace id, span id, sampled: a
-        trusted caller's ``traceparent``) if given, else the root of a trace of its own."""
-        return CallTrace(self.tracer, identity, model, remote(*parent) if parent else None)
+        trusted caller's ``traceparent``; ``state``: its ``tracestate``) if given, else the root of a trace of its
+        own."""
+        return CallTrace(self.tracer, identity, model, remote(*parent, state=state) if parent else None)
 
     def attempt(self, body: str, attributes: tracecontext.Attributes) -> DeliveryAttempt:
         """A webhook delivery attempt's span: a child of the call's root span that the body's ``data`` names

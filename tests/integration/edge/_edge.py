@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from jsonschema import Draft202012Validator
 
 from bridge.audio.g711 import ulaw_decode
-from bridge.devkit.ports import free_port
+from bridge.devkit.ports import free_port, free_port_block
 from bridge.devkit.process import stop_process
 from bridge.devkit.redis_server import EmbeddedRedis
 from bridge.emulator import EmulatorServer
@@ -61,17 +61,24 @@ class Node:
 
 @asynccontextmanager
 async def serve_node(
-    work: Path, plans: list[dict[str, Any]], env: dict[str, str] | None = None, **emulator_settings: Any
+    work: Path,
+    plans: list[dict[str, Any]],
+    env: dict[str, str] | None = None,
+    *,
+    front: str | None = None,
+    **emulator_settings: Any,
 ) -> AsyncIterator[Node]:
     """``callbridge serve --workers 1`` with ``plans`` as its dialplans, healthy, stopped (by its pid) at the end;
     ``env``: more of its environment (a webhook endpoint), ``emulator_settings``: the emulator's (a fault such as
-    ``upgrade_delay_ms``)."""
+    ``upgrade_delay_ms``). ``front``: an address for the node's SIP (``--sip-host``) and its front (Kamailio) on
+    ``sip_port`` there, the worker behind it on ``sip_port + 1``."""
     (work / "dialplans").mkdir(parents=True)
     for plan in plans:
         (work / "dialplans" / f"{plan['name']}.yaml").write_text(json.dumps(plan))  # JSON is YAML
     with EmbeddedRedis() as redis:
         async with EmulatorServer("127.0.0.1", 0, speed=4, **emulator_settings) as emulator:
-            sip_port, http_port = free_port(), free_port()
+            sip_port, http_port = (free_port_block(2) if front else free_port()), free_port()
+            fronted = ["--sip-host", front, "--front", "kamailio", "--front-dir", str(work / "front")] if front else []
             env = {
                 **os.environ,
                 "CALLBRIDGE_SUPERVISOR_TOKEN": TOKEN,
@@ -86,7 +93,7 @@ async def serve_node(
                         sys.executable, "-m", "bridge", "serve", "--workers", "1", "--sip-port", str(sip_port),
                         "--realtime-url", emulator.base_url, "--redis-url", redis.url,
                         "--http-port", str(http_port), "--dialplans", str(work / "dialplans"),
-                        "--report-file", str(work / "calls.jsonl"),
+                        "--report-file", str(work / "calls.jsonl"), *fronted,
                     ],
                     env=env, stdout=out, stderr=out, text=True,
                 )  # fmt: skip
@@ -106,8 +113,9 @@ async def _wait_healthy(node: Node, within_s: float = 30.0) -> None:
                 raise RuntimeError(f"serve exited with {node.proc.returncode}:\n{node.log.read_text()[-3000:]}")
             try:
                 async with http.get(f"{node.http}/healthz") as r:
-                    workers = (await r.json())["workers"]
-                    if workers and all(w["alive"] and w["sip_port"] for w in workers):
+                    health = await r.json()
+                    workers, front = health["workers"], health.get("front")
+                    if workers and all(w["alive"] and w["sip_port"] for w in workers) and (front or {}).get("alive", 1):
                         return
             except (aiohttp.ClientError, ValueError, KeyError):
                 pass

@@ -4,7 +4,8 @@ the official protobufs: one trace with the call's root span and its model sessio
 tool spans under it, the webhook's delivery attempt from serve's deliverer in the same trace; the real HTTP tool
 server and the webhook endpoint get a ``traceparent`` of that trace, the ``call.ended`` body its id; no caller
 number, transcript or tool argument in any span. And with the collector down the call is the same, the dropped spans
-are counted on /metrics and said in one log line."""
+are counted on /metrics and said in one log line. A listed trunk's traceparent and tracestate (SIPp) continue its
+trace, through serve's front (Kamailio) and straight to the worker alike; anyone else's start a trace of their own."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ import pytest_asyncio
 from aiohttp import ClientSession, web
 
 from bridge.audio.wav import write_wav
-from bridge.devkit.ports import free_port
+from bridge.devkit.ports import can_bind, free_port
 from bridge.devkit.redis_server import redis_server_binary
 from bridge.runtime import tracecontext
+from bridge.serve.front import kamailio_binary
+from bridge.store.reportfile import read_reports
 from bridge.webhooks.signing import new_secret
 from tests.integration.edge._edge import Node, serve_node, softphone_call, wait_report
 
@@ -238,41 +241,62 @@ async def test_with_the_collector_down_the_call_is_unaffected_its_spans_counted_
 
 SCENARIO = Path(__file__).parent / "scenarios" / "uac_traceparent.xml"
 CALLER_TRACE, CALLER_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"  # as uac_traceparent.xml sends
+CALLER_STATE = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+NODE, TRUNK, STRANGER = "127.0.0.2", "127.0.0.1", "127.0.0.3"  # serve and its front; a listed trunk; anyone else
 
 
-async def trunk_call(edge: Node, work: Path) -> None:
-    """One SIPp call of ``uac_traceparent.xml`` to 1000, hung up after 3 s."""
+async def trunk_call(target: str, source: str, work: Path) -> None:
+    """One SIPp call of ``uac_traceparent.xml`` from ``source`` to 1000 at ``target`` ("host:port"), hung up after
+    3 s."""
     sipp = shutil.which("sipp")
     assert sipp is not None
     work.mkdir(parents=True, exist_ok=True)
     shutil.copy(SCENARIO, work / SCENARIO.name)
     proc = await asyncio.create_subprocess_exec(
-        sipp, "-sf", str(work / SCENARIO.name), "-m", "1", "-i", "127.0.0.1", "-p", str(free_port()),
-        "-mp", str(free_port()), "-timeout", "30", "-timeout_error", "-nostdin", "-s", "1000",
-        f"127.0.0.1:{edge.sip_port}", cwd=work, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sipp, "-sf", str(work / SCENARIO.name), "-m", "1", "-i", source, "-p", str(free_port()),
+        "-mp", str(free_port()), "-timeout", "30", "-timeout_error", "-nostdin", "-s", "1000", target,
+        cwd=work, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
 
 
 @pytest.mark.skipif(shutil.which("sipp") is None, reason="no sipp binary")
+@pytest.mark.skipif(kamailio_binary() is None, reason="kamailio is not installed (apt-get install kamailio)")
+@pytest.mark.skipif(not can_bind(STRANGER), reason="127.0.0.2/127.0.0.3 are not usable here")
 @pytest.mark.parametrize("trusted", [True, False], ids=["listed-trunk", "unlisted-source"])
 @pytest.mark.timeout(120)
-async def test_a_listed_trunks_traceparent_continues_the_callers_trace_anyone_elses_starts_a_fresh_one(
+async def test_a_listed_trunks_traceparent_continues_the_callers_trace_through_the_front_anyone_elses_does_not(
     tmp_path: Path, trusted: bool
 ) -> None:
+    """Two calls at once with the same traceparent and tracestate: one through serve's front (Kamailio), one straight
+    to its worker. From a listed trunk both continue the caller's trace; from a source not listed both are traces of
+    their own, the front's trust in its own X-Callbridge-Source lending the stranger none."""
     collector = await OtlpReceiver().start()
-    env = tracing_env(collector.endpoint) | ({"CALLBRIDGE_SIP_ALLOWED_SOURCES": "127.0.0.1/32"} if trusted else {})
+    listed = {"CALLBRIDGE_SIP_ALLOWED_SOURCES": f"{TRUNK}/32"}  # the trunk, trusted; else any source, none trusted
+    env = tracing_env(collector.endpoint) | (listed if trusted else {"CALLBRIDGE_SIP_ALLOW_ANY_SOURCE": "true"})
     simple = {"name": "trunk", "match": ["1000"], "dialect": "ga", "profile": {"instructions": "Answer briefly."}}
+    source = TRUNK if trusted else STRANGER
     try:
-        async with serve_node(tmp_path, [simple], env) as edge:
-            await trunk_call(edge, tmp_path / "sipp")
-            spans = await collector.wait_for(lambda s: any(x.name == "call" for x in s), 30)
+        async with serve_node(tmp_path, [simple], env, front=NODE) as edge:
+            await asyncio.gather(
+                trunk_call(f"{NODE}:{edge.sip_port}", source, tmp_path / "front"),  # the front
+                trunk_call(f"{NODE}:{edge.sip_port + 1}", source, tmp_path / "worker"),  # its worker
+            )
+            spans = await collector.wait_for(lambda s: len([x for x in s if x.name == "call"]) >= 2, 30)
+            deadline = time.monotonic() + 15
+            while len(reports := read_reports(edge.reports)) < 2:  # each written once its call has ended
+                assert time.monotonic() < deadline, edge.log.read_text()[-3000:]
+                await asyncio.sleep(0.1)
     finally:
         await collector.stop()
-    (root,) = [s for s in spans if s.name == "call"]
-    if trusted:  # the caller's trace, the caller's span its parent
-        assert (root.trace_id, root.parent_id) == (CALLER_TRACE, CALLER_SPAN)
-    else:  # a traceparent anyone could have written: a trace of the call's own
-        assert root.trace_id != CALLER_TRACE and root.parent_id == ""
-    assert all(s.trace_id == root.trace_id for s in spans if s.resource.get("callbridge.worker") == "0")
+    roots = [s for s in spans if s.name == "call"]
+    assert sorted(r.attributes["callbridge.sip_call_id"] for r in roots) == sorted(r["sip_call_id"] for r in reports)
+    for root in roots:
+        if trusted:  # the caller's trace, the caller's span its parent, the caller's vendors' state kept
+            assert (root.trace_id, root.parent_id, root.trace_state) == (CALLER_TRACE, CALLER_SPAN, CALLER_STATE)
+        else:  # a traceparent anyone could have written: a trace of the call's own
+            assert root.trace_id != CALLER_TRACE and root.parent_id == "" and root.trace_state == ""
+    assert len({r.trace_id for r in roots}) == (1 if trusted else 2)
+    for s in spans:
+        assert s.trace_id in {r.trace_id for r in roots}, s.name  # every span of the worker in one of the calls'
