@@ -30,11 +30,18 @@ caller_turn_model  the model's share of it: the end of the caller's speech -> fi
 session_setup   WebSocket open + session.updated, before the 200 OK
 recovery_gap    Realtime session lost -> new session ready
 ==============  ===========================================================
+
+With tracing on, each bucket of the latency histograms (``callbridge_latency_seconds``,
+``callbridge_tool_latency_seconds``) has an exemplar: the trace of the latest sampled call measured there
+(:class:`_Exemplars`), in the OpenMetrics exposition when the scraper asks for it (:func:`render`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +55,10 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar, Sample
+from prometheus_client.utils import floatToGoString
 
 from bridge import events as ev
 
@@ -666,6 +677,103 @@ def observe_tool(dialplan: str, variant: str, r: ev.ToolFinished) -> None:
     TOOL_WAIT_SILENCE.labels(dialplan, variant).observe(r.longest_silence_ms / 1000.0)
 
 
+# -- exemplars: from a slow bucket to the trace of a call that landed there ------------------------------------------
+
+EXEMPLAR_FLUSH_S = 1.0  # a worker writes its exemplars at most this often (and at each traced call's end)
+
+
+class _Exemplars:
+    """This process's latest exemplar of each bucket of the histograms a traced call notes: the trace (and its root
+    span) of the last observation that landed in the bucket. In multiprocess mode a worker writes its own to a file
+    beside its metric files (``exemplars_<pid>.json``, replaced whole: at most once per :data:`EXEMPLAR_FLUSH_S`,
+    and at each traced call's end), which ``/metrics`` reads; else they stay in memory. One entry per bucket and
+    label set, so the file is as bounded as the histograms are."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.flushed_at = 0.0
+        self.dirty = False
+
+    def note(self, histogram: Histogram, values: tuple[str, ...], seconds: float, ids: Mapping[str, str]) -> None:
+        bound = next(b for b in histogram._upper_bounds if seconds <= b)  # the last bound is +Inf
+        series = dict(zip(histogram._labelnames, values, strict=True))
+        le = floatToGoString(bound)  # type: ignore[no-untyped-call]  # prometheus-client lacks a hint
+        key = json.dumps([histogram._name, sorted(series.items()), le])
+        self.latest[key] = {"labels": dict(ids), "value": seconds, "ts": time.time()}
+        self.dirty = True
+        if time.monotonic() - self.flushed_at >= EXEMPLAR_FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not directory or not self.dirty:
+            return
+        self.dirty, self.flushed_at = False, time.monotonic()
+        path = Path(directory) / f"exemplars_{os.getpid()}.json"
+        part = path.with_suffix(".part")
+        try:
+            part.write_text(json.dumps(self.latest))
+            os.replace(part, path)
+        except OSError:  # a full or vanished directory costs the call nothing: the next flush tries again
+            self.dirty = True
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        """Every process's exemplars, the latest of each bucket."""
+        found = dict(self.latest)
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        for path in sorted(Path(directory).glob("exemplars_*.json")) if directory else ():
+            with contextlib.suppress(OSError, ValueError):
+                for key, entry in json.loads(path.read_text()).items():
+                    if key not in found or entry["ts"] > found[key]["ts"]:
+                        found[key] = entry
+        return found
+
+
+_EXEMPLARS = _Exemplars()
+
+
+def exemplar_latency(segment: str, dialect: str, ms: float, ids: Mapping[str, str]) -> None:
+    """A latency sample of a sampled traced call (``ids``: its ``trace_id``, ``span_id``): the exemplar of the
+    bucket :func:`observe_latency` puts it in."""
+    if segment in SEGMENTS and ids:
+        _EXEMPLARS.note(LATENCY, (segment, dialect), ms / 1000.0, ids)
+
+
+def exemplar_tool(dialplan: str, variant: str, tool: str, latency_ms: float, ids: Mapping[str, str]) -> None:
+    """A tool call's latency of a sampled traced call: the exemplar of its bucket (:func:`observe_tool`)."""
+    if ids:
+        _EXEMPLARS.note(TOOL_LATENCY, (dialplan, variant, tool), latency_ms / 1000.0, ids)
+
+
+def flush_exemplars() -> None:
+    """Write this process's exemplars now (a traced call ended)."""
+    _EXEMPLARS.flush()
+
+
+class _WithExemplars(Collector):
+    """``registry``'s families, each histogram bucket with its exemplar (for the OpenMetrics exposition)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Any]:
+        found = _EXEMPLARS.read()
+        for family in self.registry.collect():
+            if found and family.type == "histogram":
+                family.samples = [_with_exemplar(family.name, s, found) for s in family.samples]
+            yield family
+
+
+def _with_exemplar(family: str, sample: Sample, found: Mapping[str, Mapping[str, Any]]) -> Sample:
+    if sample.name != f"{family}_bucket" or "le" not in sample.labels:
+        return sample
+    series = sorted((k, v) for k, v in sample.labels.items() if k != "le")
+    entry = found.get(json.dumps([family, series, sample.labels["le"]]))
+    if entry is None:
+        return sample
+    return sample._replace(exemplar=Exemplar(entry["labels"], entry["value"], entry["ts"]))
+
+
 class _MergedFiles(multiprocess.MultiProcessCollector):
     """The worker processes' metric files merged, leaving out a file that goes between the listing and its read (a
     process that has just exited, or the preloaded parent dropping the files its imports made)."""
@@ -692,8 +800,14 @@ def registry() -> CollectorRegistry:
     return REGISTRY
 
 
-def render() -> tuple[bytes, str]:
-    return generate_latest(registry()), CONTENT_TYPE_LATEST
+def render(accept: str = "") -> tuple[bytes, str]:
+    """The exposition and its content type: OpenMetrics, with the latency histograms' exemplars, when ``accept`` (the
+    scraper's ``Accept`` header) asks for ``application/openmetrics-text``; else Prometheus' text format."""
+    reg = registry()
+    if "application/openmetrics-text" not in accept:
+        return generate_latest(reg), CONTENT_TYPE_LATEST
+    encoder, content_type = choose_encoder(accept)
+    return encoder(_WithExemplars(reg)), content_type
 
 
 def mark_process_dead(pid: int) -> None:

@@ -13,6 +13,10 @@ The root span ``call`` is open from the call's arrival to its ``CallEnded``; und
 * ``outage hold``: the caller on hold while the model is away or a transfer holds them;
 * ``transfer warm``: the human's leg of a warm transfer, from its dial to its outcome (a blind transfer is an event).
 
+A sampled call's latency measures and tools' latencies are also the exemplars of the histograms that count them
+(:func:`bridge.metrics.exemplar_latency`, :func:`bridge.metrics.exemplar_tool`): the trace and the span each was
+taken in, so that a slow bucket on /metrics opens the call.
+
 Nothing private goes in: no caller number, no transcript, no tool arguments or results (the names of the reports'
 fields that hold them are never read here). A failure in here never reaches the call: the listener logs it once.
 """
@@ -27,6 +31,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from bridge import events as ev
+from bridge import metrics
 from bridge.runtime import tracecontext
 
 log = logging.getLogger("bridge.tracing")
@@ -44,7 +49,7 @@ class CallTrace:
     def __init__(
         self, tracer: trace.Tracer, identity: Mapping[str, str], model: Callable[[], str], parent: Context | None = None
     ) -> None:
-        self.tracer, self.model = tracer, model
+        self.tracer, self.model, self.identity = tracer, model, identity
         attributes = {f"callbridge.{k}": v for k, v in identity.items() if k != "model" and v}
         attributes["gen_ai.request.model"] = identity.get("model", "")
         self.root = tracer.start_span("call", context=parent, kind=SpanKind.SERVER, attributes=attributes)
@@ -102,10 +107,7 @@ class CallTrace:
     def ids(self) -> dict[str, str]:
         """``trace_id`` and ``span_id`` (the root's) in hex, as a webhook's body carries them; {} if the trace is not
         sampled."""
-        ctx = self.root.get_span_context()
-        if not ctx.is_valid or not ctx.trace_flags.sampled:
-            return {}  # a trace not sampled is nowhere to be found: no id to look for
-        return {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
+        return exemplar(self.root)
 
     def traceparent(self, tool: str = "", attributes: tracecontext.Attributes | None = None) -> str:
         span = self.root
@@ -200,6 +202,7 @@ class CallTrace:
     def _latency(self, r: ev.Latency) -> None:
         span = self.answer or self.root
         span.set_attribute(f"callbridge.latency.{r.segment}_ms", round(r.ms, 1))
+        metrics.exemplar_latency(r.segment, self.identity.get("dialect", ""), r.ms, exemplar(span))
 
     def _barge_in(self, r: ev.BargeIn) -> None:
         target = self.answer or self.root
@@ -232,6 +235,8 @@ class CallTrace:
             span.set_status(Status(StatusCode.ERROR, str(r.outcome)))
             span.set_attribute("error.type", str(r.outcome))
         span.end()
+        where = (self.identity.get("dialplan", ""), self.identity.get("variant", ""), r.name)
+        metrics.exemplar_tool(*where, r.latency_ms, exemplar(span))
 
     def _hold(self, on: bool) -> None:
         if on and self.hold is None:
@@ -285,8 +290,18 @@ class CallTrace:
             self._end(span)
         self._end_session("call ended")
         self.root.end()
+        metrics.flush_exemplars()  # the call's exemplars on /metrics by now
 
     @staticmethod
     def _end(span: trace.Span | None) -> None:
         if span is not None and span.is_recording():
             span.end()
+
+
+def exemplar(span: trace.Span) -> dict[str, str]:
+    """The exemplar labels of a measure taken in ``span`` (``trace_id``, ``span_id``, in hex); {} if its trace is not
+    sampled (then no exemplar: a trace not sampled is nowhere to be found)."""
+    ctx = span.get_span_context()
+    if not ctx.is_valid or not ctx.trace_flags.sampled:
+        return {}
+    return {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}

@@ -76,7 +76,7 @@ def add_metrics_route(app: web.Application, token: str | None) -> None:
             ok = scheme.lower() == "bearer" and _bearer_is(given.strip(), want)
             if not ok:
                 return reply({"error": "unauthorized: /metrics wants its bearer token"}, 401)
-        body, content_type = bridge_metrics.render()
+        body, content_type = bridge_metrics.render(request.headers.get("Accept", ""))  # OpenMetrics: exemplars
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     about = "the Prometheus exposition, merged across workers" + (" (a bearer token of its own)" if token else "")

@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from aiohttp import ClientSession, web
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.audio.wav import write_wav
 from bridge.devkit.ports import can_bind, free_port
@@ -156,6 +158,7 @@ async def test_a_call_is_one_trace_that_its_tool_server_and_webhook_endpoint_joi
             lambda s: {"call", "webhook call.ended"} <= {x.name for x in s if x.trace_id == trace_id}, 30
         )
         log = edge.log.read_text()
+        exemplars, plain = await scrape(edge, OPENMETRICS), await scrape(edge, "")
     mine = [s for s in spans if s.trace_id == trace_id]
     names = sorted({s.name for s in mine})
     expected = {"call", "opening", "caller turn", "agent answer", "tool order_status", "webhook call.ended"}
@@ -196,6 +199,32 @@ async def test_a_call_is_one_trace_that_its_tool_server_and_webhook_endpoint_joi
     calls = [line for line in lines if line.get("call_id") == report["call_id"]]
     assert any("trace_id" in line for line in calls), calls[:5]  # the call's lines open its trace
     assert {(line["trace_id"], line["span_id"]) for line in lines if "trace_id" in line} == {(trace_id, root.span_id)}
+    # the latency histograms' buckets name the call's trace and the span each measure was taken in (OpenMetrics)
+    ids = {span.span_id: span.name for span in mine}
+    turn = exemplars["callbridge_latency_seconds"]["turn"]
+    assert turn["trace_id"] == trace_id and ids[turn["span_id"]] == "agent answer", (turn, ids)
+    waited = exemplars["callbridge_tool_latency_seconds"]["order_status"]
+    assert (waited["trace_id"], waited["span_id"]) == (trace_id, tool.span_id)
+    assert not plain  # Prometheus' text format has no exemplars
+
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+async def scrape(edge: Node, accept: str) -> dict[str, dict[str, dict[str, str]]]:
+    """/metrics as ``accept`` asks, parsed: each histogram's exemplars by its segment (or tool), the latest bucket's
+    (an exposition that does not parse fails the test)."""
+    async with ClientSession() as http, http.get(edge.http + "/metrics", headers={"Accept": accept}) as r:
+        text = await r.text()
+        assert r.status == 200 and r.headers["Content-Type"].startswith(accept or "text/plain"), r.headers
+    parse = openmetrics_families if accept else text_string_to_metric_families
+    found: dict[str, dict[str, dict[str, str]]] = {}
+    for family in parse(text):
+        for sample in family.samples:
+            if sample.exemplar is not None:
+                key = sample.labels.get("segment") or sample.labels.get("tool", "")
+                found.setdefault(family.name, {})[key] = sample.exemplar.labels
+    return found
 
 
 async def dropped(edge: Node) -> float:

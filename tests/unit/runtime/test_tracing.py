@@ -120,6 +120,37 @@ def test_one_trace_per_call_a_root_and_its_session_turn_answer_and_tool_spans() 
         assert private not in text  # no caller number, transcript, tool argument or result in any span
 
 
+def exemplars(store: metrics._Exemplars) -> dict[tuple[str, str], tuple[dict[str, str], float]]:
+    """(histogram, segment or dialplan) -> (exemplar labels, value) of what the call noted."""
+    noted = {}
+    for key, entry in store.latest.items():
+        name, series, _ = json.loads(key)
+        labels = dict(series)
+        noted[name, labels.get("segment") or labels["dialplan"]] = (entry["labels"], entry["value"])
+    return noted
+
+
+def test_a_traced_calls_latency_and_tool_measures_are_their_buckets_exemplars_naming_the_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = metrics._Exemplars()
+    monkeypatch.setattr(metrics, "_EXEMPLARS", store)
+    trace, exporter = traced()
+    a_call(trace)
+    root = trace.ids()["trace_id"]
+    spans = {s.context.span_id: s.name for s in exporter.get_finished_spans() if s.context is not None}
+    noted = exemplars(store)
+    assert set(noted) == {
+        ("callbridge_latency_seconds", "greeting"), ("callbridge_latency_seconds", "caller_turn"),
+        ("callbridge_tool_latency_seconds", "support"),
+    }  # fmt: skip
+    for (_, what), (labels, _) in noted.items():
+        assert labels["trace_id"] == root
+        name = spans[int(labels["span_id"], 16)]
+        assert name == ("tool order_status" if what == "support" else "agent answer"), (what, name)
+    assert noted[("callbridge_latency_seconds", "caller_turn")][1] == 1.2345  # seconds, as the histogram counts
+
+
 def test_the_traceparent_names_the_open_tool_span_else_the_call() -> None:
     trace, exporter = traced()
     root = trace.root.get_span_context()
@@ -299,9 +330,13 @@ def test_a_warm_transfer_is_the_human_legs_span_from_its_dial_to_its_outcome() -
     assert "desk" not in span.to_json()  # the target is no attribute
 
 
-def test_a_call_sampled_out_sends_an_unsampled_traceparent_and_names_no_trace_id() -> None:
+def test_a_call_sampled_out_sends_an_unsampled_traceparent_and_names_no_trace_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
+    store = metrics._Exemplars()
+    monkeypatch.setattr(metrics, "_EXEMPLARS", store)
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=ALWAYS_OFF)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -310,4 +345,5 @@ def test_a_call_sampled_out_sends_an_unsampled_traceparent_and_names_no_trace_id
     parsed = tracecontext.parse(trace.traceparent())
     assert parsed is not None and parsed[2] is False  # the tool's server may record it or not: its own sampler says
     assert trace.ids() == {}  # no webhook body or log line names a trace nobody kept
+    assert store.latest == {}  # nor any exemplar on /metrics
     assert exporter.get_finished_spans() == ()
