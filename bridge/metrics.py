@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -695,7 +696,7 @@ class _Exemplars:
         self.dirty = False
 
     def note(self, histogram: Histogram, values: tuple[str, ...], seconds: float, ids: Mapping[str, str]) -> None:
-        bound = next(b for b in histogram._upper_bounds if seconds <= b)  # the last bound is +Inf
+        bound = next((b for b in histogram._upper_bounds if seconds <= b), math.inf)  # the last bound is +Inf
         series = dict(zip(histogram._labelnames, values, strict=True))
         le = floatToGoString(bound)  # type: ignore[no-untyped-call]  # prometheus-client lacks a hint
         key = json.dumps([histogram._name, sorted(series.items()), le])
