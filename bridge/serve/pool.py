@@ -10,7 +10,8 @@ Port layout (document for the dispatcher in front; see deploy/):
 The pool restarts a worker that dies (with backoff), and never starts a second worker on a live worker's port: each
 worker holds an exclusive lock on its port (``bridge.serve.worker.lock_port``). Workers are forked from a preloaded
 parent that shares its imported pages with them (``bridge.serve.zygote``; ``worker_start: exec`` starts each as a
-fresh interpreter instead).
+fresh interpreter instead); the parent is released once every worker is ready, and a worker started later starts a
+new one first.
 
 With ``--front kamailio`` (``bridge.serve.front``) Kamailio takes ``sip_port``, the one address callers use, and
 worker *i* moves to ``sip_port + 1 + i``; the front starts once every worker has reported its call cap (its
@@ -201,6 +202,8 @@ class Pool:
             return str(exc)
         slot.sip_port, slot.max_calls, slot.scheduling = report.sip_port, report.max_calls, report.scheduling
         slot.ready.set()
+        if self._preload:  # every worker ready: the preloaded parent's pages are theirs, its own copy is let go
+            self._keep(asyncio.create_task(self.zygote.release(self._all_ready), name="release-parent"))
         denied = self.settings.realtime_priority and not slot.scheduling.startswith("SCHED_")
         (log.warning if denied else log.info)(
             "worker %d (pid %d) ready on port %d, scheduling %s",
@@ -210,6 +213,9 @@ class Pool:
             slot.scheduling,
         )
         return None
+
+    def _all_ready(self) -> bool:
+        return all(s.ready.is_set() and s.proc is not None and s.proc.returncode is None for s in self.slots)
 
     async def _start_process(self, args: list[str], pass_fds: tuple[int, ...]) -> asyncio.subprocess.Process:
         """A worker's process with ``args`` and the descriptors ``pass_fds``: forked from the preloaded parent

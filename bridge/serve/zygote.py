@@ -22,6 +22,11 @@ generator is re-seeded here.
 The parent holds no secret (the settings come through the worker's own descriptor), ignores the node's control
 signals (``systemctl kill -s USR1`` reaches every process of the unit) and Ctrl-C, and dies with the pool
 (parent-death signal, and the end of its socket).
+
+The parent lives only while workers start: once every worker is ready the pool releases it (:meth:`Zygote.release`),
+since the pages the workers share stay shared between them and the parent's own copy of the pages it wrote to (its
+heap after the imports) is memory for nothing. A worker started later (one that died, a rolling restart's) starts a
+new parent first, released again once every worker is ready.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 log = logging.getLogger("bridge.serve.pool")
@@ -235,6 +240,19 @@ class Zygote:
                     log.warning("the preloaded parent (pid %d) %s: starting it again", self.proc.pid, exc)
                     await self.close(keep_subreaper=True)
             raise AssertionError("unreachable")
+
+    async def release(self, when: Callable[[], bool]) -> None:
+        """End the parent if ``when()`` still holds once no fork is under way (every worker ready: its pages are
+        theirs now, and the parent's own copy of the pages it wrote is memory for nothing). The next :meth:`fork`
+        starts a new parent first."""
+        async with self._lock:
+            if self.proc is None or not when():
+                return
+            pid = self.proc.pid
+            await self.close(keep_subreaper=True)
+            self.proc = None
+        log.info("the preloaded parent (pid %d) released: the workers are ready; a worker started later starts a "
+                 "new parent first", pid)  # fmt: skip
 
     async def _restart(self, env: dict[str, str]) -> None:
         if self.proc is not None:
