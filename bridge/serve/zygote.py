@@ -251,8 +251,8 @@ class Zygote:
             pid = self.proc.pid
             await self.close(keep_subreaper=True)
             self.proc = None
-        log.info("the preloaded parent (pid %d) released: the workers are ready; a worker started later starts a "
-                 "new parent first", pid)  # fmt: skip
+        later = "a worker started later starts a new parent first"
+        log.info("the preloaded parent (pid %d) released: the workers are ready; %s", pid, later)
 
     async def _restart(self, env: dict[str, str]) -> None:
         if self.proc is not None:
