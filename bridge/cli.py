@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("bridge.serve.pool", "main", "run the SIP worker pool (and the front, the HTTP API when configured)"),
     "config": ("bridge.serve.config_cli", "main", "the settings serve would run with and their sources (show)"),
     "health": ("bridge.serve.health", "main", "is this node's serve healthy? (exit 0 yes, 1 no; the HEALTHCHECK)"),
-    "drain": ("bridge.serve.front", "drain_main", "stop new calls to a node or worker behind the front (--undo)"),
+    "drain": ("bridge.serve.drain_cli", "drain_main", "stop new calls to a node or worker behind the front (--undo)"),
     "reload": ("bridge.serve.control_cli", "reload_main", "serve reads users, dialplans, HTTP certificate again"),
     "restart": ("bridge.serve.control_cli", "restart_main", "--rolling: replace serve's workers one by one"),
     "call": ("bridge.devkit.softphone", "call_main", "place a call with the pjsua2 softphone"),

@@ -318,7 +318,7 @@ class Settings(BaseSettings):
     # to its worker; "memory": in Kamailio's memory only. With "redis" they go to front_dialog_url if set, else to
     # the Redis of redis_url when it is a plain redis://host:port; where db_redis cannot follow redis_url (Sentinel,
     # a cluster, a Unix socket, TLS) and no front_dialog_url names a plain Redis for them, they stay in memory and
-    # the start-up line and /healthz say why (bridge/serve/front.py: dialog_store)
+    # the start-up line and /healthz say why (bridge/serve/front_dialogs.py: dialog_store)
     front_dialogs: Literal["redis", "memory"] = "redis"
     front_dialog_url: str | None = None  # redis://[:password@]host:port[/db]: a plain Redis for the dialogs alone
     # the database of that Redis the dialogs go to; None: front_dialog_url's own, else 15 (14 where redis_url's own

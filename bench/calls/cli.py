@@ -163,7 +163,8 @@ def _paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[st
     if "ceiling" in paths:  # each further kind of ceiling right after the first, a path of its own name
         paths[paths.index("ceiling") + 1 : paths.index("ceiling") + 1] = kinds[1:]
     if args.front:
-        from bridge.serve.front import FrontError, require_kamailio
+        from bridge.serve.front import require_kamailio
+        from bridge.serve.front_files import FrontError
 
         try:
             require_kamailio()

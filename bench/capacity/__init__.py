@@ -105,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _kamailio() -> bool:
-    from bridge.serve.front import FrontError, require_kamailio
+    from bridge.serve.front import require_kamailio
+    from bridge.serve.front_files import FrontError
 
     try:
         require_kamailio()

@@ -41,16 +41,10 @@ import redis
 
 from bridge.config import load_settings
 from bridge.devkit.lab import Lab, in_netns
-from bridge.serve.front import (
-    DestinationState,
-    Dispatch,
-    FrontError,
-    KamailioFront,
-    destinations_of,
-    front_environment,
-    node_destinations,
-    rpc_call,
-)
+from bridge.serve.front import KamailioFront, node_destinations
+from bridge.serve.front_files import FrontError
+from bridge.serve.front_process import front_environment
+from bridge.serve.front_rpc import DestinationState, Dispatch, destinations_of, rpc_call
 from bridge.store.reportfile import read_reports
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,10 +17,19 @@ records.
     control.py         how ``serve`` drains, stops, reloads and replaces its workers, and its local control socket
     control_cli.py     ``callbridge reload``, ``restart --rolling`` and ``users unlock``, through serve's control
                        socket
+    drain_cli.py       ``callbridge drain``: a node or a worker behind the front out of new calls (or back), through
+                       the front's control socket
     experiment_cli.py  ``callbridge rollout records`` and ``callbridge rollout evaluate``: a plan's outcome records,
                        and their replay through the decision engine
     front.py           the front door: Kamailio in front of the workers, so that one SIP address reaches every
-                       worker of every node
+                       worker of every node; its start, supervision, metrics and stop
+    front_dialogs.py   where the front keeps its dialogs: Redis (db_redis) or Kamailio's memory, and why
+    front_edge.py      what the front refuses before a worker sees it (the edge), and its ``front.sources`` and
+                       ``front.users``
+    front_files.py     what the front's run directory holds for the routing script: ``dispatcher.list``,
+                       ``front.defs``, ``tls.cfg``
+    front_process.py   Kamailio's process: its environment, its process group, its log relayed, the SIP probe
+    front_rpc.py       the front's control socket: the workers' dispatcher states, drains, the edge's counters
     health.py          ``callbridge health``: is the ``serve`` of these settings healthy? The container's
                        HEALTHCHECK and a monitor's probe
     listen.py          listen-in, the worker's side: the calls' taps (:class:`bridge.call.tap.ListenTap`) and their

@@ -64,16 +64,9 @@ from bridge.runtime import logs
 from bridge.runtime.sdnotify import READY, STOPPING, WATCHDOG, Notifier
 from bridge.runtime.secrets import forget_environment, send_through_pipe, without_secrets
 from bridge.serve.control import tls_context
-from bridge.serve.front import (
-    ACTIVE,
-    DRAINED,
-    RESTART_BACKOFF_S,
-    Destination,
-    FrontError,
-    KamailioFront,
-    node_destinations,
-    require_kamailio,
-)
+from bridge.serve.front import RESTART_BACKOFF_S, KamailioFront, node_destinations, require_kamailio
+from bridge.serve.front_files import Destination, FrontError
+from bridge.serve.front_rpc import ACTIVE, DRAINED
 from bridge.serve.ready import OUTPUT_STREAM_LIMIT, forward_output, parse_ready, read_report
 from bridge.serve.stopping import IGNORED, read_calls
 from bridge.serve.trunks import unlisted_trunk_warning

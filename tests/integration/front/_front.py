@@ -32,7 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.devkit.ports import can_bind, free_port_block
 from bridge.emulator import EmulatorServer
-from bridge.serve.front import DestinationState, destinations_of, kamailio_binary, rpc_call
+from bridge.serve.front import kamailio_binary
+from bridge.serve.front_rpc import DestinationState, destinations_of, rpc_call
 from bridge.store.reportfile import read_reports
 
 ROOT = Path(__file__).resolve().parents[3]

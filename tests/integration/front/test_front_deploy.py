@@ -12,7 +12,8 @@ import yaml
 from _front import ROOT
 
 from bridge.config import load_settings
-from bridge.serve.front import has_db_redis, kamailio_binary
+from bridge.serve.front import kamailio_binary
+from bridge.serve.front_dialogs import has_db_redis
 
 DEPLOY = ROOT / "deploy"
 KAMAILIO = ROOT / "bridge" / "serve" / "kamailio"  # the routing script and its examples, package data

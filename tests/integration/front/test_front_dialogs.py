@@ -37,7 +37,7 @@ from _front import (
 )
 
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
-from bridge.serve.front import edge_counts, rpc_call
+from bridge.serve.front_rpc import edge_counts, rpc_call
 from bridge.store import keys
 
 pytestmark = [*requirements, heavy, pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server binary")]

@@ -29,7 +29,7 @@ from _front import (
     wait_for,
 )
 
-from bridge.serve.front import DRAINED, edge_counts, rpc_call, set_state
+from bridge.serve.front_rpc import DRAINED, edge_counts, rpc_call, set_state
 
 pytestmark = requirements
 STRANGER, FLOODER, ELSEWHERE, SCANNER = "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7"

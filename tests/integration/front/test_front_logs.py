@@ -15,7 +15,7 @@ from _front import NODE_A, Node, front_node, invite, port_block, requirements, w
 
 from bridge.emulator import EmulatorServer
 from bridge.runtime.logs import MAX_MESSAGE_CHARS
-from bridge.serve.front import LOG_LINE_CHARS
+from bridge.serve.front_process import LOG_LINE_CHARS
 
 pytestmark = requirements
 ATTACKER = "127.0.0.9"

@@ -11,7 +11,9 @@ from pathlib import Path
 from _front import CALLER, NODE_A, NODE_B, ROOT, Node, invite, port_block, requirements, sipp, sipp_dir
 
 from bridge.emulator import EmulatorServer
-from bridge.serve.front import Edge, Listen, address_file, front_defs, front_users, kamailio_binary, template_path
+from bridge.serve.front import kamailio_binary, template_path
+from bridge.serve.front_edge import Edge, address_file, front_users
+from bridge.serve.front_files import Listen, front_defs
 from bridge.sip.access import FORBIDDEN_LOCKED_OUT
 
 pytestmark = requirements

@@ -34,18 +34,11 @@ from test_front_dialogs import RawCall
 from bridge.config import load_settings
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.emulator import EmulatorServer
-from bridge.serve.front import (
-    DEFAULT_DIALOG_DB,
-    RESTART_BACKOFF_S,
-    FrontError,
-    KamailioFront,
-    group_members,
-    has_db_redis,
-    node_destinations,
-    options_status,
-    rpc_call,
-    template_path,
-)
+from bridge.serve.front import RESTART_BACKOFF_S, KamailioFront, node_destinations, template_path
+from bridge.serve.front_dialogs import DEFAULT_DIALOG_DB, has_db_redis
+from bridge.serve.front_files import FrontError
+from bridge.serve.front_process import group_members, options_status
+from bridge.serve.front_rpc import rpc_call
 
 pytestmark = [
     *requirements,

@@ -11,7 +11,8 @@ import shutil
 import pytest
 
 from bridge.devkit.lab import unavailable
-from bridge.serve.front import has_db_redis, kamailio_binary
+from bridge.serve.front import kamailio_binary
+from bridge.serve.front_dialogs import has_db_redis
 
 
 @functools.cache

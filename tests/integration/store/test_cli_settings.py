@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
-from bridge.serve import front, rollout_cli
+from bridge.serve import drain_cli, rollout_cli
 from bridge.supervisor import remote
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -113,10 +113,10 @@ def test_drain_finds_the_front_of_the_settings_file(
     serve_settings: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # No front runs here: the command asks the control socket of the front_dir the settings file names.
-    code, _, err = run(front.drain_main, ["list"], capsys)
+    code, _, err = run(drain_cli.drain_main, ["list"], capsys)
     assert code == 1 and str(tmp_path / "front" / "rpc.sock") in err, err
     other = tmp_path / "other"
-    code, _, err = run(front.drain_main, ["list", "--front-dir", str(other)], capsys)
+    code, _, err = run(drain_cli.drain_main, ["list", "--front-dir", str(other)], capsys)
     assert code == 1 and str(other / "rpc.sock") in err, err
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import Settings
-from bridge.serve import front as front_module
+from bridge.serve import front_process
 
 ROOT = Path(__file__).resolve().parents[3]
 SYSTEMD = ROOT / "deploy" / "systemd"
@@ -84,7 +84,7 @@ def test_the_fronts_kamailio_logs_to_the_journal() -> None:
     front = unit("callbridge-front.service")
     argv = shlex.split(front["ExecStart"][0])
     assert "-E" in argv and "-DD" in argv  # stderr, in the foreground
-    assert argv[1] == front_module.LOG_ENGINE  # one JSON object a line: a quoted packet's newlines escaped
+    assert argv[1] == front_process.LOG_ENGINE  # one JSON object a line: a quoted packet's newlines escaped
     assert front["StandardError"] == ["journal"] and front["StandardOutput"] == ["journal"]
     assert front["SyslogIdentifier"] == ["callbridge-front"]
     assert not [a for a in argv if a.endswith(".log")]

@@ -15,22 +15,11 @@ from fakes.kamailio import FakeKamailio
 
 from bridge.config import Settings
 from bridge.errors import ConfigError
-from bridge.serve import front, pool
-from bridge.serve.front import (
-    Destination,
-    Dispatch,
-    Edge,
-    FrontError,
-    Listen,
-    destinations_of,
-    dispatcher_list,
-    front_defs,
-    matches,
-    node_destinations,
-    parse_peer,
-    rpc_call,
-    set_state,
-)
+from bridge.serve import front, front_dialogs, front_edge, front_files, front_process, front_rpc, pool
+from bridge.serve.front import node_destinations
+from bridge.serve.front_edge import Edge
+from bridge.serve.front_files import Destination, FrontError, Listen, dispatcher_list, front_defs, parse_peer
+from bridge.serve.front_rpc import Dispatch, destinations_of, matches, rpc_call, set_state
 from bridge.sip.access import caller_source, digest_ha1, front_copies_ok, parse_networks
 
 FRONT = parse_networks(["127.0.0.2/32"])
@@ -244,23 +233,23 @@ def test_every_worker_of_a_node_gets_the_same_nonce_key() -> None:
 
 
 def test_the_edges_files_hold_hashes_and_cidrs_never_a_password(tmp_path: Path) -> None:
-    edge = front.Edge(
+    edge = front_edge.Edge(
         allowed_sources=("192.0.2.7/24", "2001:db8::/32"), auth_users={"trunk1": "pw:secret"}, auth_realm="t.example"
     )
-    assert front.address_file(edge.allowed_sources).splitlines()[1:] == ["1 192.0.2.0 24 0", "1 [2001:db8::] 32 0"]
-    users = front.front_users(edge, "nonce-key", "mask-key")
+    assert front_edge.address_file(edge.allowed_sources).splitlines()[1:] == ["1 192.0.2.0 24 0", "1 [2001:db8::] 32 0"]
+    users = front_edge.front_users(edge, "nonce-key", "mask-key")
     assert "pw:secret" not in users and digest_ha1("trunk1", "t.example", "pw:secret") in users
     assert 'case "trunk1":' in users and 'modparam("auth", "secret", "nonce-key")' in users
     assert "topoh" not in users  # topology hiding off: its module is not loaded, so no parameter of it
     assert "pw:secret" not in repr(edge) and "pw:secret" not in edge.describe()
-    front.write_private(tmp_path / "front.users", users)
+    front_files.write_private(tmp_path / "front.users", users)
     assert (tmp_path / "front.users").stat().st_mode & 0o777 == 0o600
     defs = front_defs(Listen("127.0.0.2", 5060), tmp_path, retry_after_s=5, edge=edge)
     assert "#!define FRONT_ALLOWLIST" in defs and "#!define FRONT_AUTH" in defs and "FRONT_TOPOH" not in defs
 
 
 def test_an_open_front_says_so() -> None:
-    words = front.Edge().describe()
+    words = front_edge.Edge().describe()
     assert "any source (no front_allowed_sources)" in words and "no authentication at the front" in words
     defs = front_defs(Listen("127.0.0.2", 5060), Path("/run/x"), retry_after_s=5)
     assert "FRONT_ALLOWLIST" not in defs and "#!define FRONT_AUTH\n" not in defs
@@ -276,7 +265,7 @@ def test_an_open_front_says_so() -> None:
 )
 def test_what_the_routing_script_cannot_hold_is_refused_by_name(changes: dict[str, Any], setting: str) -> None:
     with pytest.raises(ConfigError, match=setting):
-        front.Edge.from_settings(Settings(**changes))
+        front_edge.Edge.from_settings(Settings(**changes))
 
 
 def test_a_bad_cidr_is_refused_when_the_settings_load() -> None:
@@ -290,9 +279,9 @@ def test_kamailios_counters_become_prometheus_counters_that_only_grow() -> None:
     def bans() -> float:
         return REGISTRY.get_sample_value("callbridge_front_bans_total") or 0.0
 
-    counts = front.edge_counts({"front": {"bans": 2, "refused_dialog": 3, "other": 9}})
+    counts = front_rpc.edge_counts({"front": {"bans": 2, "refused_dialog": 3, "other": 9}})
     assert counts["bans"] == 2 and counts["refused_dialog"] == 3 and counts["full"] == 0
-    export, start = front.EdgeExport(), bans()
+    export, start = front_rpc.EdgeExport(), bans()
     export.update(counts)
     export.update(counts)  # read again: nothing new
     assert bans() == start + 2
@@ -303,41 +292,43 @@ def test_kamailios_counters_become_prometheus_counters_that_only_grow() -> None:
 def test_dialogs_in_redis_go_to_a_database_of_their_own_with_the_redis_password(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(front, "has_db_redis", lambda: True)
+    monkeypatch.setattr(front_dialogs, "has_db_redis", lambda: True)
     settings = Settings(redis_url="redis://:pw@10.0.0.20:6380/0", front_dialog_db=5, front_dialog_id=3)
-    url = front.dialog_db_url(settings)
+    url = front_dialogs.dialog_db_url(settings)
     assert url == "redis://:pw@10.0.0.20:6380/5"
     text = front_defs(Listen("127.0.0.2", 5060), tmp_path, retry_after_s=5, dialog_db=url, dialog_id=3)
     assert f'#!substdef "!FRONT_DIALOG_DB_URL!{url}!g"' in text
     assert f'#!substdef "!FRONT_DIALOG_SCHEMA!{tmp_path / "db_redis"}!g"' in text
     assert "#!define FRONT_DIALOG_DB\n" in text and "#!define FRONT_DIALOG_ID 3\n" in text
-    assert front.dialog_db_url(Settings(redis_url="redis://10.0.0.20/0", front_dialogs="memory")) == ""
+    assert front_dialogs.dialog_db_url(Settings(redis_url="redis://10.0.0.20/0", front_dialogs="memory")) == ""
     assert "FRONT_DIALOG_DB" not in front_defs(Listen("127.0.0.2", 5060), tmp_path, retry_after_s=5)
-    front.write_dialog_schemas(tmp_path / "db_redis")
+    front_dialogs.write_dialog_schemas(tmp_path / "db_redis")
     assert (tmp_path / "db_redis" / "dialog_vars").read_text().splitlines()[1] == "1"
-    monkeypatch.setattr(front, "has_db_redis", lambda: False)
-    with pytest.raises(front.FrontError, match="kamailio-redis-modules"):
-        front.dialog_db_url(settings)  # asked for: an error
-    missing = front.dialog_store(Settings(redis_url="redis://10.0.0.20/0"))  # by default: memory, and why
+    monkeypatch.setattr(front_dialogs, "has_db_redis", lambda: False)
+    with pytest.raises(front_files.FrontError, match="kamailio-redis-modules"):
+        front_dialogs.dialog_db_url(settings)  # asked for: an error
+    missing = front_dialogs.dialog_store(Settings(redis_url="redis://10.0.0.20/0"))  # by default: memory, and why
     assert (missing.where, missing.why) == ("memory", "Kamailio's db_redis is not installed (apt-get install "
                                                       "kamailio-redis-modules)")  # fmt: skip
 
 
 def test_the_fronts_dialogs_go_to_redis_by_default_or_say_why_they_cannot(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(front, "has_db_redis", lambda: True)
-    plain = front.dialog_store(Settings(redis_url="redis://:pw@10.0.0.20:6380/0"))
+    monkeypatch.setattr(front_dialogs, "has_db_redis", lambda: True)
+    plain = front_dialogs.dialog_store(Settings(redis_url="redis://:pw@10.0.0.20:6380/0"))
     assert (plain.url, plain.db, plain.where) == ("redis://:pw@10.0.0.20:6380/15", 15, "redis")
     assert plain.describe() == "dialogs in Redis (the Redis of redis_url, database 15)"
-    assert front.dialog_store(Settings(redis_url="redis://10.0.0.20/15")).db == 14  # never redis_url's own
+    assert front_dialogs.dialog_store(Settings(redis_url="redis://10.0.0.20/15")).db == 14  # never redis_url's own
     sentinel = "redis+sentinel://10.0.0.5:26379/callbridge"
-    held = front.dialog_store(Settings(redis_url=sentinel))
+    held = front_dialogs.dialog_store(Settings(redis_url=sentinel))
     assert held.where == "memory" and "not redis_url's redis+sentinel://" in held.why and "front_dialog_url" in held.why
     assert held.to_json() == {"store": "memory", "why": held.why}
     assert "a restarted front forgets its live calls" in held.describe()
-    named = front.dialog_store(Settings(redis_url=sentinel, front_dialog_url="redis://:d@10.0.0.9:6379/3"))
+    named = front_dialogs.dialog_store(Settings(redis_url=sentinel, front_dialog_url="redis://:d@10.0.0.9:6379/3"))
     assert (named.url, named.why) == ("redis://:d@10.0.0.9:6379/3", "front_dialog_url")
-    assert front.dialog_store(Settings()).why == "no redis_url"
-    assert front.dialog_store(Settings(redis_url="redis://10.0.0.20/0", front_dialogs="memory")).where == "memory"
+    assert front_dialogs.dialog_store(Settings()).why == "no redis_url"
+    assert (
+        front_dialogs.dialog_store(Settings(redis_url="redis://10.0.0.20/0", front_dialogs="memory")).where == "memory"
+    )
     with pytest.raises(ValueError, match="front_dialog_url"):
         Settings(front_dialog_url="rediss://10.0.0.9:6379")
 
@@ -381,12 +372,14 @@ def test_kamailios_log_lines_are_written_escaped_cut_and_masked() -> None:
         {"idx": 8, "pid": 42, "level": "ERROR", "module": "core", "file": "core/parser/parse_hname2.c", "line": 270,
          "function": "parse_sip_header_name", "logprefix": "", "message": message}
     ).encode() + b"\n"  # fmt: skip
-    line = front.kamailio_log_line(raw)
+    line = front_process.kamailio_log_line(raw)
     assert line.startswith(" 8(42) ERROR: <core> [core/parser/parse_hname2.c:270]: parse_sip_header_name(): ")
     assert "\n" not in line and r"NoColon\r\n2026-11-26 INFO forged\r\nFrom: <sip:+*******4567@h>]" in line
-    assert line.endswith(" chars cut]") and len(line) < front.LOG_LINE_CHARS + 120
-    assert front.kamailio_log_line(b"Listening on \x1b[0m\n") == r"Listening on \x1b[0m"  # not JSON: escaped whole
-    assert front.kamailio_log_line(b"{not json\n") == "{not json"
+    assert line.endswith(" chars cut]") and len(line) < front_process.LOG_LINE_CHARS + 120
+    assert (
+        front_process.kamailio_log_line(b"Listening on \x1b[0m\n") == r"Listening on \x1b[0m"
+    )  # not JSON: escaped whole
+    assert front_process.kamailio_log_line(b"{not json\n") == "{not json"
 
 
 async def test_the_relay_writes_every_line_and_skips_an_overlong_one(tmp_path: Path) -> None:
@@ -397,7 +390,7 @@ async def test_the_relay_writes_every_line_and_skips_an_overlong_one(tmp_path: P
     stream.feed_data(b'{"level": "INFO", "message": "a"}\n' + b"y" * 200 + b"\nlast")
     stream.feed_eof()
     out = io.BytesIO()
-    await front.relay_log(stream, out)
+    await front_process.relay_log(stream, out)
     lines = out.getvalue().decode().splitlines()
     assert lines[0].endswith("(): a") and "skipped" in lines[1] and lines[-1] == "last"
 

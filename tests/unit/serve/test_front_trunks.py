@@ -11,13 +11,14 @@ import pytest
 
 from bridge.config import Settings
 from bridge.errors import ConfigError
-from bridge.serve import front
-from bridge.serve.front import Edge, Listen, front_defs
+from bridge.serve import front_edge
+from bridge.serve.front_edge import Edge
+from bridge.serve.front_files import Listen, front_defs
 from bridge.serve.trunks import ordinal, unlisted_trunk_warning
 
 
 def test_the_trunks_are_group_2_of_the_address_file_beside_the_allow_list(tmp_path: Path) -> None:
-    lines = front.address_file(["192.0.2.0/24"], ["198.51.100.7", "2001:db8::1/128"]).splitlines()
+    lines = front_edge.address_file(["192.0.2.0/24"], ["198.51.100.7", "2001:db8::1/128"]).splitlines()
     assert lines[1:] == ["1 192.0.2.0 24 0", "2 198.51.100.7 32 0", "2 [2001:db8::1] 128 0"]
     edge = Edge.from_settings(Settings(sip_trunk_sources=("198.51.100.7/32",)))
     assert edge.trunk_sources == ("198.51.100.7/32",)

@@ -9,8 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from bridge.config import Settings
-from bridge.serve import front
-from bridge.serve.front import Edge, Listen, front_defs, template_path
+from bridge.serve import front_rpc
+from bridge.serve.front import template_path
+from bridge.serve.front_edge import Edge
+from bridge.serve.front_files import Listen, front_defs
 
 
 def test_the_user_guard_settings_reach_the_routing_script_and_the_start_up_line(tmp_path: Path) -> None:
@@ -48,11 +50,11 @@ def test_a_guard_of_nothing_is_refused(field: str) -> None:
 
 
 def test_the_new_counters_are_read_and_exported() -> None:
-    counts = front.edge_counts({"front": {"refused_merged": 2, "refused_user_locked": 3, "user_locks": 1}})
+    counts = front_rpc.edge_counts({"front": {"refused_merged": 2, "refused_user_locked": 3, "user_locks": 1}})
     assert (counts["refused_merged"], counts["refused_user_locked"], counts["user_locks"]) == (2, 3, 1)
-    assert front.EDGE_COUNTERS["refused_merged"] == ("FRONT_REFUSED", "merged")
-    assert front.EDGE_COUNTERS["refused_user_locked"] == ("FRONT_REFUSED", "user_locked")
-    assert front.EDGE_COUNTERS["user_locks"] == ("FRONT_USER_LOCKS", "")
+    assert front_rpc.EDGE_COUNTERS["refused_merged"] == ("FRONT_REFUSED", "merged")
+    assert front_rpc.EDGE_COUNTERS["refused_user_locked"] == ("FRONT_REFUSED", "user_locked")
+    assert front_rpc.EDGE_COUNTERS["user_locks"] == ("FRONT_USER_LOCKS", "")
     script = template_path().read_text()
     for name in counts:  # every counter serve reads is one the routing script declares
         assert f'"front.{name} ' in script, name
