@@ -8,7 +8,9 @@ command-line flags. Every secret (a ``SecretStr`` field, and :data:`EXTRA_SECRET
 secrets). Each source is a pydantic-settings source (:class:`Layer`: :class:`FlagSource`, :class:`SecretFileSource`,
 :class:`EnvironmentSource`, :class:`YamlFileSource`, :class:`DerivedSource`) that records where each of its values
 came from (:meth:`Settings.origin`). :func:`load_settings` reports every bad value at once, each with its source
-(``flag --workers``, ``variable CALLBRIDGE_WORKERS``, ``file serve.yaml``) and its field.
+(``flag --workers``, ``variable CALLBRIDGE_WORKERS``, ``file serve.yaml``) and its field. ``Settings`` is made of
+parts, each a class of its own (:class:`TracingSettings`, :class:`WebhookSettings`) with the same flat keys: a part
+changes nothing of the file's format or the variables' names.
 
 Secrets are never written back anywhere: ``Settings`` keeps them out of its ``repr``, :meth:`Settings.public` leaves
 the key out, and :func:`masked` hides every secret. ``Settings(...)`` itself reads only its arguments (workers get
@@ -29,7 +31,17 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, Field, PrivateAttr, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -118,7 +130,74 @@ def web_origins(value: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(entry.strip().rstrip("/") for entry in value)
 
 
-class Settings(BaseSettings):
+TRACE_ID_FIELD = "{trace_id}"  # what tracing_ui_url's template puts a call's trace id in place of
+
+
+def trace_ui_url(value: str) -> str:
+    """``tracing_ui_url``: "" (no link), or an ``http(s)://`` URL with ``{trace_id}`` where a trace's id goes (32
+    hex digits: data, never markup), no credentials, no spaces or quotes."""
+    if not value:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("an http:// or https:// URL such as https://tempo.example.com/trace/{trace_id}")
+    if parts.username or parts.password:
+        raise ValueError("no credentials in it: every console user's page shows it")
+    if TRACE_ID_FIELD not in value:
+        raise ValueError(
+            f"{TRACE_ID_FIELD} marks where the trace's id goes (https://tempo.example.com/trace/{TRACE_ID_FIELD})"
+        )
+    if any(c.isspace() or c in "\"'<>`\\" or not c.isprintable() for c in value):
+        raise ValueError("no spaces, quotes, angle brackets or control characters in it")
+    return value
+
+
+class TracingSettings(BaseModel):
+    """The settings of traces (docs/operating.md, "Traces"): a part of :class:`Settings`, read from the same keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # traces of every call (and webhook delivery) over OTLP/HTTP, configured by the OTEL_* variables (docs/operating.md,
+    # "Traces"); "off": nothing of OpenTelemetry is loaded. "otlp" needs the otel extra (pip install 'callbridge[otel]')
+    tracing: Literal["off", "otlp"] = "off"
+    # the console's call detail links a traced call's trace id here: a template with {trace_id}, such as
+    # https://tempo.example.com/trace/{trace_id} (""; no link, the id alone)
+    tracing_ui_url: Annotated[str, AfterValidator(trace_ui_url)] = ""
+
+
+class WebhookSettings(BaseModel):
+    """The settings of signed webhooks (bridge/webhooks): a part of :class:`Settings`, read from the same keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # signed webhooks (Standard Webhooks, bridge/webhooks): every event of every dialplan is POSTed to webhook_url
+    # (http or https, no credentials in it), signed with webhook_secret (whsec_ + base64 of 24 to 64 bytes);
+    # pending deliveries are kept in Redis (redis_url is required); `serve` checks all three at start
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    # the caller's number as webhook_url gets it: viewer (its last two digits, as the console's viewers see it),
+    # masked (as the plans' logs and Redis keep it) or full (only to an https:// webhook_url; said at start)
+    webhook_caller: Literal["viewer", "masked", "full"] = "viewer"
+    # what one endpoint may hold in Redis, pending deliveries and dead letters together: past either cap the oldest
+    # go first (dead letters before pending ones), counted in callbridge_webhooks_dropped_total
+    # (bridge/webhooks/limits.py)
+    webhook_max_events: int = Field(10_000, ge=10, le=10_000_000)
+    webhook_max_mb: float = Field(64.0, gt=0, le=65536)
+    webhook_dead_letter_ttl_s: float = Field(7 * 86400, gt=0, le=90 * 86400)  # a dead letter is dropped after this
+    # a string in an event's data longer than this is cut, with a marker saying how much (a 20 kB utterance)
+    webhook_field_max_chars: int = Field(4000, ge=100, le=1_000_000)
+    # a process's events waiting in memory while Redis is away: past either cap the oldest are dropped (counted)
+    webhook_memory_max_events: int = Field(1000, ge=10, le=1_000_000)
+    webhook_memory_max_mb: float = Field(16.0, gt=0, le=4096)
+
+    @field_validator("webhook_caller")
+    @classmethod
+    def _webhook_caller(cls, value: str, info: ValidationInfo) -> str:
+        check_caller(value, info.data.get("webhook_url"))  # the one rule, a dialplan's webhooks' too
+        return value
+
+
+class Settings(BaseSettings, TracingSettings, WebhookSettings):
     model_config = SettingsConfigDict(
         extra="forbid", frozen=True, env_prefix=ENV_PREFIX, env_nested_delimiter="__", env_ignore_empty=True
     )
@@ -193,9 +272,6 @@ class Settings(BaseSettings):
     # text: "time level logger: message"; json: one object a line with time, level, logger, worker ("serve" or the
     # worker's index), call_id (null outside a call) and message
     log_format: Literal["text", "json"] = "text"
-    # traces of every call (and webhook delivery) over OTLP/HTTP, configured by the OTEL_* variables (docs/operating.md,
-    # "Traces"); "off": nothing of OpenTelemetry is loaded. "otlp" needs the otel extra (pip install 'callbridge[otel]')
-    tracing: Literal["off", "otlp"] = "off"
     # the console's accounts (`callbridge users add`): names, roles, scrypt hashes, API-token digests; None: the
     # demo's shared tokens (CALLBRIDGE_SUPERVISOR_TOKEN, ..._READONLY_TOKEN), with a warning at start
     users_file: Path | None = None
@@ -336,31 +412,6 @@ class Settings(BaseSettings):
     # instead of answering with the hold message
     reject_when_model_down: bool = False
     breaker_failures: int = Field(5, ge=1, le=1000)  # consecutive failed connects that open the worker's breaker
-    # signed webhooks (Standard Webhooks, bridge/webhooks): every event of every dialplan is POSTed to webhook_url
-    # (http or https, no credentials in it), signed with webhook_secret (whsec_ + base64 of 24 to 64 bytes);
-    # pending deliveries are kept in Redis (redis_url is required); `serve` checks all three at start
-    webhook_url: str | None = None
-    webhook_secret: SecretStr | None = None
-    # the caller's number as webhook_url gets it: viewer (its last two digits, as the console's viewers see it),
-    # masked (as the plans' logs and Redis keep it) or full (only to an https:// webhook_url; said at start)
-    webhook_caller: Literal["viewer", "masked", "full"] = "viewer"
-    # what one endpoint may hold in Redis, pending deliveries and dead letters together: past either cap the oldest
-    # go first (dead letters before pending ones), counted in callbridge_webhooks_dropped_total
-    # (bridge/webhooks/limits.py)
-    webhook_max_events: int = Field(10_000, ge=10, le=10_000_000)
-    webhook_max_mb: float = Field(64.0, gt=0, le=65536)
-    webhook_dead_letter_ttl_s: float = Field(7 * 86400, gt=0, le=90 * 86400)  # a dead letter is dropped after this
-    # a string in an event's data longer than this is cut, with a marker saying how much (a 20 kB utterance)
-    webhook_field_max_chars: int = Field(4000, ge=100, le=1_000_000)
-    # a process's events waiting in memory while Redis is away: past either cap the oldest are dropped (counted)
-    webhook_memory_max_events: int = Field(1000, ge=10, le=1_000_000)
-    webhook_memory_max_mb: float = Field(16.0, gt=0, le=4096)
-
-    @field_validator("webhook_caller")
-    @classmethod
-    def _webhook_caller(cls, value: str, info: ValidationInfo) -> str:
-        check_caller(value, info.data.get("webhook_url"))  # the one rule, a dialplan's webhooks' too
-        return value
 
     @field_validator("realtime_url")
     @classmethod

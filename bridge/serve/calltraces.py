@@ -48,6 +48,12 @@ def close() -> None:
         _process.pop().close()
 
 
+def hash_fields(trace: CallTrace | NoTrace) -> dict[str, str]:
+    """What the call's hash keeps of its trace: its ``trace_id`` (the console shows it), {} when untraced."""
+    found = trace.ids().get("trace_id")
+    return {"trace_id": found} if found else {}
+
+
 def call_trace(call: IncomingCall, plan: Dialplan, vc: VariantCall, listeners: list[Listener]) -> CallTrace | NoTrace:
     """The call's trace, its root span open from now (ended by the call's ``CallEnded``, or at :func:`close`), a
     listener of the call; and the context of the call's task, so that its tool requests carry its traceparent (the

@@ -850,6 +850,7 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
             gate=gate,
             health_detail=settings.http_health_detail,
             cors_origins=settings.http_cors_origins,
+            trace_ui_url=settings.tracing_ui_url,
         ),
     )
     if settings.http_metrics_port is not None:

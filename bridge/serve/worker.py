@@ -439,7 +439,9 @@ class Worker:
                 )
             )  # fmt: skip
             started = f"{times.started_at:.3f}"  # the arrival as the report line and the webhooks say it
-            self.store.update(call.call_id, sip_call_id=call.sip_call_id, started_at=started)  # Call-ID: data, no key
+            self.store.update(  # Call-ID: data, no key; the trace's id for the console
+                call.call_id, sip_call_id=call.sip_call_id, started_at=started, **calltraces.hash_fields(trace)
+            )
         session = self._session(call, plan, vc, self._leg(call, plan, dialect.name, listeners), listeners)
         if self.actions is not None:
             self.actions.add(call.call_id, session.inbox.put, allowed_targets(plan))

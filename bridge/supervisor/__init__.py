@@ -55,6 +55,7 @@ The page itself is plain files in ``static/`` (no build step).
                      WebSocket
     targets.py       where a supervisor may transfer a call (the console's check and each call's inbox)
     timeline.py      latency of one call, measured between the entries of its Redis stream (pure)
+    trace_link.py    a call's trace in the console: the link to the operator's trace UI (``tracing_ui_url``; pure)
     users_cli.py     ``callbridge users``: the console's accounts in the users file
                      (:mod:`bridge.supervisor.accounts`)
     users_watch.py   the users file, read again while ``serve`` runs: an account removed, or its role changed, is

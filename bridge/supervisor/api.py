@@ -147,6 +147,7 @@ class ConsoleOptions:
     gate: Gate | None = None  # the port's connection limits (:mod:`.gate`); its body deadline applies here
     health_detail: str = "token"  # /healthz's detail: for a bearer token ("token") or anyone ("open")
     cors_origins: tuple[str, ...] = ()  # web origins whose pages may use /api (:mod:`.cors`); none: no other origin
+    trace_ui_url: str = ""  # tracing_ui_url: a call's detail links its trace there (:mod:`.trace_link`)
 
 
 def create_app(
@@ -178,6 +179,7 @@ def create_app(
         dialplans={plan.name: plan for plan in plans},
         health=health,
         stopping=asyncio.Event(),
+        trace_ui_url=o.trace_ui_url,
     )
     _count_from_zero()
     body_s = (o.gate.limits if o.gate is not None else Limits()).body_s

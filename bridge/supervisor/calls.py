@@ -22,6 +22,7 @@ from bridge.supervisor.masking import EventMask, mask_row, public_state
 from bridge.supervisor.routes import Kind, Route, add
 from bridge.supervisor.stream import Event, follow_call
 from bridge.supervisor.timeline import tool_calls
+from bridge.supervisor.trace_link import with_trace_url
 
 SSE_CHECK_S = 1.0  # how often an open event stream checks that its session still holds
 SSE_KEEPALIVE_S = 10.0  # a comment line this often: proxies keep the stream open, a gone page is noticed
@@ -76,7 +77,7 @@ async def get_call(request: web.Request) -> web.Response:
     if detail is None:
         return reply({"error": "no such call"}, 404)
     body = detail.to_json()
-    body["call"] = public_state(body["call"])
+    body["call"] = with_trace_url(sup.trace_ui_url, public_state(body["call"]))
     body["events"] = body["events"][-RECENT_EVENTS:]
     if masked(request):
         mask = EventMask()
@@ -110,7 +111,19 @@ async def live_calls(request: web.Request) -> web.StreamResponse:
 async def live_call(request: web.Request) -> web.StreamResponse:
     sup = supervisor_of(request)
     watch = watch_of(sup.dialplans.values())
-    return await event_stream(request, follow_call(sup.need_redis(), request.match_info["call_id"], watch_of=watch))
+    followed = follow_call(sup.need_redis(), request.match_info["call_id"], watch_of=watch)
+    return await event_stream(request, linked(sup.trace_ui_url, followed))
+
+
+async def linked(template: str, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    """The call's events, its state (``call``) with the link to its trace (:mod:`.trace_link`) where it has one."""
+    try:
+        async for name, data in events:
+            yield (name, with_trace_url(template, data) if name == "call" else data)
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _sse(name: str, data: Any) -> bytes:

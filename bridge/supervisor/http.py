@@ -45,6 +45,7 @@ class Supervisor:
     dialplans: dict[str, Dialplan]  # every dialplan by name (a call's transfer targets)
     health: Callable[[], dict[str, Any]]
     stopping: asyncio.Event  # set at shutdown: open event streams and listen-ins end at once
+    trace_ui_url: str = ""  # tracing_ui_url: where a call's trace id links to (.trace_link); "": no link
 
     def reload_plans(self, plans: Sequence[Dialplan]) -> None:
         """The dialplans read again (serve's SIGHUP): a rollout plan added since start can be shown and changed

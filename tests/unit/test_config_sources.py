@@ -31,6 +31,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "front_dialog_db": ("5", 5),  # not redis_url's own database
     "rollout_key": ("rollout-key-0123456789", "rollout-key-0123456789"),  # 16 characters at least
     "http_cors_origins": ("https://crm.example.com, *", ("https://crm.example.com", "*")),
+    "tracing_ui_url": ("https://tempo.example.com/trace/{trace_id}", "https://tempo.example.com/trace/{trace_id}"),
 }
 # Fields that are valid only together with another: the walk sets the companion too.
 COMPANIONS: dict[str, str] = {

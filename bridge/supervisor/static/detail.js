@@ -2,7 +2,7 @@
 // supervisors' actions on it (from the call-actions audit: who, what, whether a worker took it), the phase timeline,
 // barge-ins, tool calls (a business tool's with its outcome and latency), latency per segment, and the call's
 // figures as its worker measured them (the hash: greeting, first reply, longest wait, longest dead air; defined in
-// docs/operating.md); for an ended call, its record from Redis.
+// docs/operating.md), its trace (linked to the trace UI when one is set); for an ended call, its record from Redis.
 //
 // An agent line is stamped when its audio began (the first phase -> SPEAKING after its item was added; the
 // transcript's own entry comes when the line is over), and marked as interrupted when a barge-in cut it (a
@@ -140,7 +140,19 @@ function facts(state) {
       h("dt", {}, label),
       h("dd", { "data-field": key }, state[key]),
     ]),
+    ...traceFact(state),
   );
+}
+
+// A traced call's trace id (tracing: otlp), a link to the trace UI when the server made one (tracing_ui_url: an
+// http(s) template it checked, the id 32 hex digits); the id is text either way.
+function traceFact(state) {
+  if (!state.trace_id) return [];
+  const url = String(state.trace_url || "");
+  const id = /^https?:\/\//i.test(url)
+    ? h("a", { href: url, target: "_blank", rel: "noopener noreferrer" }, state.trace_id)
+    : state.trace_id;
+  return [h("dt", {}, "Trace"), h("dd", { "data-field": "trace_id" }, id)];
 }
 
 function at(t) {

@@ -244,10 +244,12 @@ SUPERVISOR = ("sam", "sam-acts-999")
 
 
 @contextlib.asynccontextmanager
-async def api_on_calls(redis_url: str, write: Any, worker: str, t0: float) -> AsyncIterator[tuple[Any, dict[str, str]]]:
+async def api_on_calls(
+    redis_url: str, write: Any, worker: str, t0: float, trace_ui_url: str = ""
+) -> AsyncIterator[tuple[Any, dict[str, str]]]:
     """The console's app (aiohttp's test server) over the calls ``write(store, clock)`` reports through a
     ``CallStore`` on ``redis_url``, its clock starting at ``t0``; with the viewer's and the supervisor's
-    ``Authorization`` headers."""
+    ``Authorization`` headers. ``trace_ui_url``: the ``tracing_ui_url`` setting."""
     from aiohttp.test_utils import TestClient, TestServer
     from fakes.clock import Clock
 
@@ -264,7 +266,9 @@ async def api_on_calls(redis_url: str, write: Any, worker: str, t0: float) -> As
     users, vic = add_token(users, VIEWER[0])
     users, sam = add_token(users, SUPERVISOR[0])
     redis = aioredis.from_url(redis_url, decode_responses=True)
-    app = create_app(token=None, redis=redis, rollouts=None, options=ConsoleOptions(users=users))
+    app = create_app(
+        token=None, redis=redis, rollouts=None, options=ConsoleOptions(users=users, trace_ui_url=trace_ui_url)
+    )
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
     try:
