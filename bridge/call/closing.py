@@ -25,10 +25,11 @@ from bridge.call.turns import TurnBuilder
 from bridge.call.usage import UsageMeter
 from bridge.call.warm import WarmTransfer
 from bridge.call.wrapup import Ledger, ask_after_call
-from bridge.dialplan import Dialplan
+from bridge.dialplan import Checks, Dialplan
 from bridge.orchestrator.client import OrchestratorClient
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.dialects import Dialect
+from bridge.runtime import tracecontext
 
 
 class Closing(Protocol):
@@ -71,6 +72,8 @@ async def close_call(call: Closing) -> None:
         call.turns.flush()
     await asyncio.gather(*call.rollover.stop(), return_exceptions=True)  # each closes its session
     report, caps = call.report, call.dialect.capabilities
+    if call.plan.post_call is not None or call.plan.checks != Checks():  # its span in the call's trace (tracing on)
+        tracecontext.post_call_began(asked=call.plan.post_call is not None)
     if call.plan.post_call is not None:  # the phone leg has ended: the model's summary, before its session closes
         await ask_after_call(
             call.client,

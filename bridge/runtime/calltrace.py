@@ -12,6 +12,8 @@ The root span ``call`` is open from the call's arrival to its ``CallEnded``; und
 * ``opening``: from the call's arrival to its answer (the 200 OK): the model's session set up meanwhile;
 * ``outage hold``: the caller on hold while the model is away or a transfer holds them;
 * ``transfer warm``: the human's leg of a warm transfer, from its dial to its outcome (a blind transfer is an event).
+* ``post call``: the work after the phone leg has ended (the call's end says when it begins): the model's summary,
+  disposition and fields (its status), then the plan's checks (how many, how many failed), until ``CallEnded``.
 
 A sampled call's latency measures and tools' latencies are also the exemplars of the histograms that count them
 (:func:`bridge.metrics.exemplar_latency`, :func:`bridge.metrics.exemplar_tool`): the trace and the span each was
@@ -61,6 +63,7 @@ class CallTrace:
         self.turn: trace.Span | None = None
         self.answer: trace.Span | None = None
         self.hold: trace.Span | None = None
+        self.post: trace.Span | None = None  # the post-call work: from its start to the call's end
         self.turns = 0
         self.tools: dict[str, trace.Span] = {}  # the model's call id -> its tool's open span
         self.names: dict[str, list[str]] = {}  # a tool's name -> its open calls' ids, the latest last
@@ -87,7 +90,8 @@ class CallTrace:
         t.on(ev.HoldEnded, lambda r: self._hold(False))
         t.on(ev.TransferStarted, lambda r: self.root.add_event("transfer", {"callbridge.transfer.mode": "blind"}))
         t.on(ev.WarmTransferEnded, self._warm_ended)
-        t.on(ev.PostCallDone, lambda r: self.root.add_event("post_call", {"callbridge.post_call.status": r.status}))
+        t.on(ev.PostCallDone, self._post_call_done)
+        t.on(ev.ChecksDone, self._checks_done)
         t.on(ev.CallEnded, self._call_ended)
         return t
 
@@ -269,6 +273,26 @@ class CallTrace:
         span.end()
         self.transfer = None
 
+    # -- after the call
+
+    def post_call(self, asked: bool) -> None:
+        """The post-call work begins (:func:`bridge.runtime.tracecontext.post_call_began`): its span, until the end."""
+        if self.post is None and not self.ended:
+            self.post = self._child("post call", SpanKind.INTERNAL, **{"callbridge.post_call.asked": asked})
+
+    def _post_call_done(self, r: ev.PostCallDone) -> None:
+        self.root.add_event("post_call", {"callbridge.post_call.status": r.status})
+        if self.post is not None:
+            self.post.set_attribute("callbridge.post_call.status", r.status)
+            if r.status != ev.POST_CALL_OK:
+                self.post.set_attribute("error.type", r.status)
+                self.post.set_status(Status(StatusCode.ERROR, r.status))
+
+    def _checks_done(self, r: ev.ChecksDone) -> None:
+        if self.post is not None:
+            failed = len([name for name in r.failed.split(",") if name])
+            self.post.set_attributes({"callbridge.checks.total": r.total, "callbridge.checks.failed": failed})
+
     def _call_ended(self, r: ev.CallEnded) -> None:
         self.root.set_attributes(
             {
@@ -286,7 +310,8 @@ class CallTrace:
         if self.ended:
             return
         self.ended = True
-        for span in (self.opening, self.transfer, self.turn, self.answer, self.hold, *self.tools.values()):
+        spans = (self.opening, self.transfer, self.turn, self.answer, self.hold, self.post, *self.tools.values())
+        for span in spans:
             self._end(span)
         self._end_session("call ended")
         self.root.end()

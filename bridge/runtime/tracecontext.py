@@ -5,7 +5,8 @@ variable read).
 The worker sets :data:`CURRENT` to the call's trace (:class:`bridge.runtime.calltrace.CallTrace`) in the call's task
 before the call starts, so every task the call starts (its tool calls, its MCP sessions) sees it. A tool's request
 asks :func:`headers` for what to send; the trace answers with the ``traceparent`` of the tool's span (or the call's)
-and takes the request's attributes (method, server, URL template: never arguments) for that span.
+and takes the request's attributes (method, server, URL template: never arguments) for that span. The call's end
+says when its post-call work begins (:func:`post_call_began`), which the trace spans.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class Carrier(Protocol):
 
     def ids(self) -> dict[str, str]:
         """``trace_id`` and ``span_id`` (the call's root span), hex; {} when the trace is not sampled."""
+        ...
+
+    def post_call(self, asked: bool) -> None:
+        """The call's post-call work begins (``asked``: the model is asked its post-call question; the checks
+        follow): a span open until the call's end."""
         ...
 
 
@@ -81,3 +87,11 @@ def headers(tool: str = "", attributes: Attributes | None = None) -> dict[str, s
         return {}
     value = carrier.traceparent(tool, attributes)
     return {HEADER: value} if value else {}
+
+
+def post_call_began(asked: bool) -> None:
+    """The post-call work (the model's summary and fields when ``asked``, then the checks) of the call this task
+    serves begins: a ``post call`` span of its trace; nothing when tracing is off or the task serves no call."""
+    carrier = CURRENT.get()
+    if carrier is not None:
+        carrier.post_call(asked)

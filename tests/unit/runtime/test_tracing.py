@@ -347,3 +347,29 @@ def test_a_call_sampled_out_sends_an_unsampled_traceparent_and_names_no_trace_id
     assert trace.ids() == {}  # no webhook body or log line names a trace nobody kept
     assert store.latest == {}  # nor any exemplar on /metrics
     assert exporter.get_finished_spans() == ()
+
+
+def test_the_post_call_work_is_a_span_under_the_call_from_its_start_to_the_calls_end() -> None:
+    trace, exporter = traced()
+    token = tracecontext.CURRENT.set(trace)
+    try:
+        tracecontext.post_call_began(asked=True)  # as the call's end says, in the call's task
+    finally:
+        tracecontext.CURRENT.reset(token)
+    tracecontext.post_call_began(asked=True)  # no call in this task: nothing
+    trace.listen(ev.PostCallDone("timed out"))
+    trace.listen(ev.ChecksDone(2, "disclosure"))
+    trace.listen(ev.CallEnded("caller hung up", ev.CallOutcome.COMPLETED, ev.EndedBy.CALLER))
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    post, root = spans["post call"], spans["call"]
+    assert post.parent is not None and root.context is not None and post.parent.span_id == root.context.span_id
+    assert post.start_time is not None and root.start_time is not None and root.start_time <= post.start_time
+    assert post.end_time is not None and root.end_time is not None and post.end_time <= root.end_time
+    assert post.attributes == {
+        "callbridge.post_call.asked": True,
+        "callbridge.post_call.status": "timed out",
+        "error.type": "timed out",
+        "callbridge.checks.total": 2,
+        "callbridge.checks.failed": 1,
+    }
+    assert post.status.status_code.name == "ERROR"
