@@ -67,8 +67,11 @@ EXTRA_SECRETS = frozenset({"redis_url", "front_dialog_url"})  # not a SecretStr,
 SUPERVISOR_TOKEN_ENV = "CALLBRIDGE_SUPERVISOR_TOKEN"
 SUPERVISOR_READONLY_TOKEN_ENV = "CALLBRIDGE_SUPERVISOR_READONLY_TOKEN"
 BROKER_TOKEN_ENV = "CALLBRIDGE_BROKER_TOKEN"  # bridge.realtime.credentials reads it (a worker's broker token)
+# The OTLP exporter's headers (an API key), the traces' own first (it wins, as in the SDK): read by serve and sent
+# to each worker through its settings pipe (:func:`otlp_headers`), in no process's environment after
+OTLP_HEADERS_ENV = ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
 # Secrets that are no setting (:func:`secret_names` adds the settings' own)
-OTHER_SECRETS = (SUPERVISOR_TOKEN_ENV, SUPERVISOR_READONLY_TOKEN_ENV, BROKER_TOKEN_ENV)
+OTHER_SECRETS = (SUPERVISOR_TOKEN_ENV, SUPERVISOR_READONLY_TOKEN_ENV, BROKER_TOKEN_ENV, *OTLP_HEADERS_ENV)
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 URL_FORMS = "wss://api.openai.com/v1 or wss://api.openai.com/v1/realtime (ws:// for the emulator)"
 MIN_KEY_CHARS = 16  # each key of rollout_key
@@ -631,6 +634,12 @@ def read_secret_file(path: str | Path, *, source: str, setting: str) -> str:
 def secret_from_env(var: str, environ: Mapping[str, str] | None = None) -> str | None:
     """A secret from ``VAR`` or from the file ``VAR_FILE`` names (:class:`Secret`); ``None``: neither."""
     return Secret(var).read(environ)
+
+
+def otlp_headers(environ: Mapping[str, str] | None = None) -> str | None:
+    """The OTLP exporter's headers (``key=value,...``) as the environment gives them (:data:`OTLP_HEADERS_ENV`, each
+    also from the file its ``_FILE`` form names); ``None``: none given."""
+    return next((found for var in OTLP_HEADERS_ENV if (found := secret_from_env(var, environ))), None)
 
 
 def _is_list(field: FieldInfo) -> bool:

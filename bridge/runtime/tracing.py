@@ -11,7 +11,8 @@ Never in a call's way: spans are recorded on the loop and exported by the batch 
 ``OTEL_BSP_MAX_QUEUE_SIZE`` (2048) wait, and a span past that is dropped, not queued (:class:`BoundedProcessor`).
 An export that fails (the collector down, slow or refusing) drops its spans. Both are counted
 (``callbridge_trace_spans_dropped_total{reason}``) and said in one log line a minute at most (:class:`GuardedExporter`),
-naming the endpoint without its credentials; the exporter's headers are never logged.
+naming the endpoint without its credentials; the exporter's headers are never logged, and come from
+:func:`bridge.runtime.traces.held_headers`, not from the environment (serve takes them out of it).
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.util.re import parse_env_headers
 
 from bridge import metrics
 from bridge.privacy.masking import mask_url
-from bridge.runtime import tracecontext
+from bridge.runtime import tracecontext, traces
 from bridge.runtime.calltrace import CallTrace
 
 log = logging.getLogger("bridge.tracing")
@@ -235,7 +237,9 @@ class Tracing:
         for name in QUIET:  # their failures are ours to say, once a minute (never a line per batch)
             logging.getLogger(name).setLevel(logging.CRITICAL)
         self.where = endpoint()
-        self.guard = GuardedExporter(OTLPSpanExporter(), self.where)
+        told = traces.held_headers()  # out of the environment: serve's memory, a worker's settings pipe
+        headers = parse_env_headers(told, liberal=True) if told else None
+        self.guard = GuardedExporter(OTLPSpanExporter(headers=headers), self.where)
         max_queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE", MAX_QUEUE)
         self.provider = TracerProvider(resource=resource(worker))  # the sampler: OTEL_TRACES_SAMPLER(_ARG)
         self.provider.add_span_processor(BoundedProcessor(self.guard, max_queue))

@@ -53,6 +53,7 @@ from bridge.config import (
     WILDCARD_HOSTS,
     Settings,
     load_settings_with_sources,
+    otlp_headers,
     secret_from_env,
     secret_variables,
 )
@@ -60,7 +61,7 @@ from bridge.errors import ConfigError
 from bridge.events import EndedBy
 from bridge.realtime.credentials import BROKER_TOKEN_ENV, BROKER_URL_ENV
 from bridge.realtime.ws_fastpath import fast_path_problems
-from bridge.runtime import logs
+from bridge.runtime import logs, traces
 from bridge.runtime.sdnotify import READY, STOPPING, WATCHDOG, Notifier
 from bridge.runtime.secrets import forget_environment, send_through_pipe, without_secrets
 from bridge.serve.control import tls_context
@@ -82,9 +83,9 @@ ORPHANS_EVERY_S = 30.0  # how often processes re-parented to the pool (a child s
 
 
 def worker_settings_json(settings: Settings, broker_token: str | None = None) -> str:
-    """A worker's settings, secrets included (the API key unless in broker mode, trunk passwords, the Redis URL), and
-    the broker's token: sent through an inherited pipe (:func:`bridge.runtime.secrets.send_through_pipe`), never
-    in the worker's command line or environment."""
+    """A worker's settings, secrets included (the API key unless in broker mode, trunk passwords, the Redis URL), the
+    broker's token and the OTLP exporter's headers: sent through an inherited pipe
+    (:func:`bridge.runtime.secrets.send_through_pipe`), never in the worker's command line or environment."""
     secret = {"api_key", "sip_auth_users", "sip_auth_nonce_secret", "listen_key", "rollout_key", "webhook_secret"}
     # no webhook's: serve alone sends webhooks (bridge/webhooks/delivery.py)
     data = json.loads(settings.model_dump_json(exclude=secret))
@@ -95,7 +96,10 @@ def worker_settings_json(settings: Settings, broker_token: str | None = None) ->
             data[name] = value.get_secret_value()
     if settings.api_key is not None and broker_token is None:  # broker mode: workers never hold the key
         data["api_key"] = settings.api_key.get_secret_value()
-    return json.dumps({"settings": data, "broker_token": broker_token})
+    sent: dict[str, Any] = {"settings": data, "broker_token": broker_token}
+    if settings.tracing == "otlp" and (headers := traces.held_headers()):  # the OTLP exporter's (an API key)
+        sent["otlp_headers"] = headers
+    return json.dumps(sent)
 
 
 @dataclass
@@ -443,6 +447,7 @@ def main(argv: list[str]) -> int:
         return 2
     logs.configure(settings.log_format, "serve")
     console = ConsoleTokens.from_environment()
+    traces.hold_headers(otlp_headers())  # for serve's exporter, and sent to each worker through its settings pipe
     # workers, Kamailio and /proc/<pid> see none of them
     forget_environment(_secret_values(settings, console), secret_variables(os.environ))
     log.info("settings: %s", json.dumps(settings.public(), default=str))

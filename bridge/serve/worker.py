@@ -30,7 +30,7 @@ from bridge.call.report import CallReport
 from bridge.call.session import CallOptions, CallSession, Listener
 from bridge.call.takeover import TakeOverLeg
 from bridge.call.tap import ListenTap
-from bridge.config import WILDCARD_HOSTS, Settings, secret_variables
+from bridge.config import WILDCARD_HOSTS, Settings, otlp_headers, secret_variables
 from bridge.dialplan import Dialplan, load_dialplans, rollout_specs, route, shutdown_errors
 from bridge.errors import BridgeError, ConfigError, ConnectError, ModelRefused, redact
 from bridge.orchestrator.client import OrchestratorClient
@@ -40,7 +40,7 @@ from bridge.realtime.dialects import DIALECTS, get_dialect
 from bridge.rollout import catalog, refusals
 from bridge.rollout.policy import Decision, RolloutFlag, RolloutSpec, decide, shares
 from bridge.rollout.store import RolloutStore
-from bridge.runtime import logs
+from bridge.runtime import logs, traces
 from bridge.runtime.lifetime import die_with_parent
 from bridge.runtime.memory import CycleCollector
 from bridge.runtime.metronome import for_loop as metronome_for
@@ -689,6 +689,7 @@ def main(argv: list[str]) -> int:
         if args.settings_json:
             sent = {**sent, "settings": json.loads(args.settings_json)}
         settings = Settings.model_validate(sent.get("settings") or {})
+        traces.hold_headers(sent.get("otlp_headers") or otlp_headers())  # the OTLP exporter's, never the environment
         forget_environment([], secret_variables(os.environ))  # none stays, whoever started it
         logs.configure(settings.log_format, str(args.index))
         calltraces.configure(settings.tracing, str(args.index))  # off: nothing of OpenTelemetry is loaded

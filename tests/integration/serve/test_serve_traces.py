@@ -1,11 +1,13 @@
 """A call's trace from a real ``callbridge serve`` (``tracing: otlp``; one worker, Redis, the emulator as the model,
 the pjsua2 softphone as the caller) to an OTLP/HTTP receiver that decodes every ``ExportTraceServiceRequest`` with
 the official protobufs: one trace with the call's root span and its model session, caller turn, agent answer and
-tool spans under it, the webhook's delivery attempt from serve's deliverer in the same trace; the real HTTP tool
-server and the webhook endpoint get a ``traceparent`` of that trace, the ``call.ended`` body its id; no caller
-number, transcript or tool argument in any span. And with the collector down the call is the same, the dropped spans
-are counted on /metrics and said in one log line. A listed trunk's traceparent and tracestate (SIPp) continue its
-trace, through serve's front (Kamailio) and straight to the worker alike; anyone else's start a trace of their own."""
+tool spans under it, the post-call work's span after the phone leg, the webhook's delivery attempt from serve's
+deliverer in the same trace; the real HTTP tool server and the webhook endpoint get a ``traceparent`` of that trace,
+the ``call.ended`` body its id; no caller number, transcript or tool argument in any span; the call's detail in the
+console links its trace; the exporter's headers (an API key) in no log and no process's environment. And with the
+collector down the call is the same, the dropped spans are counted on /metrics and said in one log line. A listed
+trunk's traceparent and tracestate (SIPp) continue its trace, through serve's front (Kamailio) and straight to the
+worker alike; anyone else's start a trace of their own."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from bridge.runtime import tracecontext
 from bridge.serve.front import kamailio_binary
 from bridge.store.reportfile import read_reports
 from bridge.webhooks.signing import new_secret
-from tests.integration.edge._edge import Node, serve_node, softphone_call, wait_report
+from tests.integration.edge._edge import Node, api, serve_node, softphone_call, wait_report
 
 pytest.importorskip("opentelemetry.sdk.trace", reason="the OpenTelemetry SDK (the otel extra) is not installed")
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="the OTLP/HTTP exporter is not installed")
@@ -44,6 +46,7 @@ pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="no redis-
 NUMBER, RATE = "7400", 8000
 SAID = "My number is +15551234567, where is order A-42?"  # the caller's words: in no span
 SECRET = new_secret()
+UI = "https://tempo.example.com/trace/{trace_id}"  # the console links a call's trace there
 
 
 class ToolServer:
@@ -68,7 +71,9 @@ class ToolServer:
         return self
 
 
-def plan(tools: int, hook: str) -> dict[str, Any]:
+def plan(tools: int, hook: str, after: bool = False) -> dict[str, Any]:
+    """The traced plan; ``after``: with post-call work (the model's summary and disposition, a check)."""
+    work = {"post_call": {"summary": True, "dispositions": ["resolved", "escalated"]}, "checks": {"max_dead_air_s": 60}}
     return {
         "name": "traced",
         "match": [NUMBER],
@@ -94,7 +99,7 @@ def plan(tools: int, hook: str) -> dict[str, Any]:
         "webhooks": [
             {"url": hook, "secret": {"env": "TRACED_WEBHOOK_SECRET"}, "events": ["call.ended"], "name": "crm"}
         ],
-    }
+    } | (work if after else {})
 
 
 def _speech(path: Path) -> Path:
@@ -124,11 +129,12 @@ def tracing_env(endpoint: str) -> dict[str, str]:
     return {
         "CALLBRIDGE_TRACING": "otlp",
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-        "OTEL_EXPORTER_OTLP_HEADERS": "x-api-key=otlp-s3cret-key",  # sent, never logged
+        "OTEL_EXPORTER_OTLP_HEADERS": "x-api-key=otlp-s3cret-key",  # sent, never logged nor in a worker's environment
         "OTEL_EXPORTER_OTLP_TIMEOUT": "2",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
         "CALLBRIDGE_LOG_FORMAT": "json",
+        "CALLBRIDGE_TRACING_UI_URL": UI,
     }
 
 
@@ -150,18 +156,29 @@ async def test_a_call_is_one_trace_that_its_tool_server_and_webhook_endpoint_joi
     parts: tuple[ToolServer, Receiver, OtlpReceiver], tmp_path: Path
 ) -> None:
     tools, hook, collector = parts
-    async with serve_node(tmp_path, [plan(tools.port, hook.url)], tracing_env(collector.endpoint)) as edge:
+    async with serve_node(tmp_path, [plan(tools.port, hook.url, after=True)], tracing_env(collector.endpoint)) as edge:
         _, report = await a_call(edge, tmp_path)
         (ended,) = await hook.wait_for(lambda r: len(r) >= 1, 30)
         trace_id = ended.body["data"]["trace_id"]
         spans = await collector.wait_for(
             lambda s: {"call", "webhook call.ended"} <= {x.name for x in s if x.trace_id == trace_id}, 30
         )
+        detail = await api(edge, f"/api/calls/{report['call_id']}")
+        health = await api(edge, "/healthz")
+        environments = [Path(f"/proc/{p}/environ").read_bytes() for p in (edge.proc.pid, health["workers"][0]["pid"])]
         log = edge.log.read_text()
         exemplars, plain = await scrape(edge, OPENMETRICS), await scrape(edge, "")
     mine = [s for s in spans if s.trace_id == trace_id]
     names = sorted({s.name for s in mine})
-    expected = {"call", "opening", "caller turn", "agent answer", "tool order_status", "webhook call.ended"}
+    expected = {
+        "call",
+        "opening",
+        "caller turn",
+        "agent answer",
+        "tool order_status",
+        "post call",
+        "webhook call.ended",
+    }
     assert expected <= set(names), names
     assert any(n.startswith("realtime ") for n in names), names
     (root,) = [s for s in mine if s.name == "call"]
@@ -184,6 +201,10 @@ async def test_a_call_is_one_trace_that_its_tool_server_and_webhook_endpoint_joi
     (tool,) = [s for s in mine if s.name == "tool order_status"]
     assert tool.attributes["http.request.method"] == "GET" and tool.attributes["server.port"] == tools.port
     assert tool.attributes["callbridge.tool.outcome"] == "ok"
+    (post,) = [s for s in mine if s.name == "post call"]  # after the phone leg: the summary, then the checks
+    assert report["post_call"]["status"] == "ok" and post.attributes["callbridge.post_call.status"] == "ok"
+    assert post.attributes["callbridge.post_call.asked"] is True and post.attributes["callbridge.checks.total"] == 1
+    assert all(post.start_ns >= s.end_ns for s in mine if s.name in ("caller turn", "tool order_status"))
     (delivery,) = [s for s in mine if s.name == "webhook call.ended"]
     assert delivery.resource["callbridge.worker"] == "serve" and delivery.attributes["http.response.status_code"] == 204
     # the tool server and the webhook endpoint joined the call's trace: each names its client span as parent
@@ -195,6 +216,8 @@ async def test_a_call_is_one_trace_that_its_tool_server_and_webhook_endpoint_joi
         assert private not in exported, private
     assert collector.headers and all(h.get("x-api-key") == "otlp-s3cret-key" for h in collector.headers)
     assert "otlp-s3cret-key" not in log and "traces: exported to" in log
+    assert not [env for env in environments if b"otlp-s3cret-key" in env]  # serve's blanked, the worker's never had it
+    assert detail["call"]["trace_id"] == trace_id and detail["call"]["trace_url"] == UI.replace("{trace_id}", trace_id)
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     calls = [line for line in lines if line.get("call_id") == report["call_id"]]
     assert any("trace_id" in line for line in calls), calls[:5]  # the call's lines open its trace
