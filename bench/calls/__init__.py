@@ -76,6 +76,12 @@ OpenAI is: a second emulator serves TLS with a self-signed certificate made in t
 step's workers trust (``SSL_CERT_FILE``). The summary gives the workers' CPU per call and the inbound p99 against the
 plain ``ws://`` path's at the largest step both answered in full (goal: at most 10 % more).
 
+``--otel`` adds a path, ``otel``: the bridge path with every call traced (``tracing: otlp``, ``OTEL_TRACES_SAMPLER=
+always_on``: sampling 100 %), its spans exported over OTLP/HTTP to a local receiver in the bench's process
+(bench/calls/otlp.py), which counts what it got. The summary gives the workers' CPU per call traced against the
+untraced bridge path's at the largest step both answered in full (goal: at most 1.05x), and the exports and spans
+the receiver got (a step's spans are exported by the end of its workers, after the window).
+
 ``echo_off`` (skipped with ``--no-echo-off``) runs right after the bridge path at each step: the same plan with
 ``echo_guard: {enabled: false}`` (the bridge path runs the plan's defaults, the guard on). The summary gives the
 workers' CPU per call with the guard against without, at the largest step both answered in full (goal: at most
@@ -118,6 +124,7 @@ from collections.abc import Sequence
 #   score.py    a step's figures from the callers' rows, the workers' reports, the emulator's sessions and CPU
 #   report.py   Step, the table's rows, the summary and its goals
 #   machine.py  CPU time from /proc, spawning and stopping child processes
+#   otlp.py     the otel path's collector: a local OTLP/HTTP receiver that counts the workers' exports
 #
 # The pjsua2 side of the load callers and the loopback apps is bridge/sip/loadcall.py.
 

@@ -29,33 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only", choices=("bridge", "ceiling"), help="run one path only (with --front: bridge and front)"
     )
-    parser.add_argument(
-        "--front",
-        choices=("kamailio",),
-        help="also run the bridge's workers behind Kamailio, every call to its one address (the front path), and "
-        "compare: capacity, Kamailio's CPU per call, added set-up time",
-    )
-    parser.add_argument(
-        "--srtp",
-        action="store_true",
-        help="also run the bridge path with SRTP (the workers' srtp: mandatory, SDES offered by the callers over "
-        "TLS, AES_CM_128_HMAC_SHA1_80) and compare the workers' CPU per call with the plain path's in the same run",
-    )
-    parser.add_argument(
-        "--model-tls",
-        action="store_true",
-        help="also run the bridge path with the model over TLS (wss://, as OpenAI is reached: an emulator with a "
-        "self-signed certificate the workers trust) and compare the workers' CPU per call and inbound latency "
-        "with the plain ws:// path's in the same run",
-    )
-    parser.add_argument(
-        "--echo-off",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also run the bridge path with the plan's echo guard off (echo_off; the bridge path runs the plan's "
-        "defaults, the guard on) and compare the workers' CPU per call in the same run (default: on; "
-        "--no-echo-off skips it)",
-    )
+    _path_arguments(parser)
     parser.add_argument(
         "--ceiling",
         default="loop",
@@ -93,6 +67,44 @@ def _parser() -> argparse.ArgumentParser:
     )
     _role_arguments(parser)
     return parser
+
+
+def _path_arguments(parser: argparse.ArgumentParser) -> None:
+    """The paths run beside the bridge's, each compared with it in the same run."""
+    parser.add_argument(
+        "--front",
+        choices=("kamailio",),
+        help="also run the bridge's workers behind Kamailio, every call to its one address (the front path), and "
+        "compare: capacity, Kamailio's CPU per call, added set-up time",
+    )
+    parser.add_argument(
+        "--srtp",
+        action="store_true",
+        help="also run the bridge path with SRTP (the workers' srtp: mandatory, SDES offered by the callers over "
+        "TLS, AES_CM_128_HMAC_SHA1_80) and compare the workers' CPU per call with the plain path's in the same run",
+    )
+    parser.add_argument(
+        "--model-tls",
+        action="store_true",
+        help="also run the bridge path with the model over TLS (wss://, as OpenAI is reached: an emulator with a "
+        "self-signed certificate the workers trust) and compare the workers' CPU per call and inbound latency "
+        "with the plain ws:// path's in the same run",
+    )
+    parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="also run the bridge path with every call traced (tracing: otlp, sampling 100%%, spans exported to a "
+        "local OTLP/HTTP receiver) and compare the workers' CPU per call with the untraced path's in the same run "
+        "(goal <= 1.05x)",
+    )
+    parser.add_argument(
+        "--echo-off",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the bridge path with the plan's echo guard off (echo_off; the bridge path runs the plan's "
+        "defaults, the guard on) and compare the workers' CPU per call in the same run (default: on; "
+        "--no-echo-off skips it)",
+    )
 
 
 def _role_arguments(parser: argparse.ArgumentParser) -> None:
@@ -179,6 +191,10 @@ def _paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[st
         if "bridge" not in paths:
             parser.error("--model-tls compares with the bridge path: not with --only ceiling")
         paths.insert(paths.index("bridge") + 1, "model_tls")
+    if args.otel:
+        if "bridge" not in paths:
+            parser.error("--otel compares with the bridge path: not with --only ceiling")
+        paths.insert(paths.index("bridge") + 1, "otel")
     if args.echo_off and "bridge" in paths:
         paths.insert(paths.index("bridge") + 1, "echo_off")
     return paths

@@ -8,13 +8,14 @@ import gc
 import json
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import websockets
 
 from bench.calls.callers import SETUP_S
+from bench.calls.otlp import OtlpSink
 from bench.calls.paths import Bench
 from bench.calls.redis import line as redis_line
 from bench.calls.report import HEADER, Step, banner, row, summarize, summary_lines
@@ -91,6 +92,8 @@ async def run_bench(
         emulator = emulator_options(seconds)
         async with contextlib.AsyncExitStack() as stack:
             emus = {"": await stack.enter_async_context(EmulatorServer("127.0.0.1", listen_port(), **emulator))}
+            if "otel" in paths:  # the traced workers' collector, in this process
+                bench.otlp = await stack.enter_async_context(_running(OtlpSink()))
             if "model_tls" in paths:  # the same model behind TLS, for that path only
                 tls = server_tls(*bench.tls_files())
                 tls_emulator = EmulatorServer("127.0.0.1", listen_port(), tls=tls, **emulator)
@@ -108,6 +111,15 @@ async def run_bench(
         print("\n".join(summary_lines(summary)))
         sys.stdout.flush()
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _running(sink: OtlpSink) -> AsyncIterator[OtlpSink]:
+    await sink.start()
+    try:
+        yield sink
+    finally:
+        await sink.stop()
 
 
 async def _climb(

@@ -33,6 +33,7 @@ from bridge.devkit.tlscert import self_signed
 from bridge.store.reportfile import read_reports
 
 if TYPE_CHECKING:
+    from bench.calls.otlp import OtlpSink
     from bridge.config import Settings
     from bridge.serve.front import KamailioFront
     from bridge.serve.pool import Pool
@@ -131,6 +132,23 @@ class Bench:
         self._tls: tuple[Path, Path] | None = None  # the srtp path's certificate and key, made when first needed
         # called at the window's start and end with the time (bench capacity reads Redis and the sockets there)
         self.on_window: Callable[[float], None] | None = None
+        self.otlp: OtlpSink | None = None  # the otel path's collector (--otel), started by the ladder
+
+    def extra_env(self, path: str) -> dict[str, str] | None:
+        """The workers' environment beyond the bench's own, for ``path``: the model_tls path trusts its model's
+        self-signed certificate as a CA; the otel path exports every call's spans (sampling 100 %) to the bench's
+        receiver."""
+        if path == "model_tls":
+            return {"SSL_CERT_FILE": str(self.tls_files()[0])}
+        if path == "otel":
+            if self.otlp is None:
+                raise RuntimeError("the otel path needs the bench's OTLP receiver (bench.otlp)")
+            return {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp.endpoint,
+                "OTEL_TRACES_SAMPLER": "always_on",
+                "OTEL_SERVICE_NAME": "callbridge-bench",
+            }
+        return None
 
     def tls_files(self) -> tuple[Path, Path]:
         """The TLS certificate of the srtp path's workers and the model_tls path's emulator (for 127.0.0.1,
@@ -190,7 +208,7 @@ class Bench:
         """The bridge's workers, called on their own ports (``bridge``, the plan's defaults); ``front``: through
         Kamailio's one address; ``srtp``: every call SRTP (the workers' ``srtp: mandatory``, the callers offering
         SDES in ``sips:`` calls over TLS, as the workers accept SDES keys over TLS only); ``echo_off``: the plan's
-        echo guard off; ``model_tls``: the model reached over TLS (``wss://``)."""
+        echo guard off; ``model_tls``: the model reached over TLS (``wss://``); ``otel``: every call traced."""
         from bridge.serve.pool import Pool
 
         front = path == "front"
@@ -198,9 +216,7 @@ class Bench:
         step = Step(name, calls, math.ceil(calls / CALLS_PER_PROCESS))
         reports = self.work / f"reports-{step.path}-{calls}.jsonl"
         settings = self._settings(step, emulator.base_url, reports, front)
-        # the model_tls path's model is behind a self-signed certificate: the workers trust it as they would a CA
-        trust = {"SSL_CERT_FILE": str(self.tls_files()[0])} if path == "model_tls" else None
-        system = _BridgeSystem(settings, Pool(settings, trust), front)
+        system = _BridgeSystem(settings, Pool(settings, self.extra_env(path)), front)
         try:
             await self._start_bridge(system)
             self._note_scheduling(step, [s.scheduling for s in system.pool.slots])
@@ -216,6 +232,9 @@ class Bench:
         finally:
             await self._stop_bridge(system, calls)
         score_bridge(step, found, emulator.sessions[first_session:], start_at, end_at)
+        if path == "otel" and self.otlp is not None:  # the step's spans, exported by its workers' end at the latest
+            step.otlp_exports, sent, step.otlp_spans = self.otlp.taken()
+            step.otlp_kb = round(sent / 1024, 1)
         return step
 
     def _settings(self, step: Step, realtime_url: str, reports: Path, front: bool) -> Settings:
@@ -244,6 +263,7 @@ class Bench:
             media_beat_frames=self.beat,
             srtp="mandatory" if srtp else "off",
             redis_url=self.redis_url,
+            tracing="otlp" if step.path == "otel" else "off",  # the otel path: every call a trace
             # the bench's pool is built here, not read from the environment: CALLBRIDGE_NATIVE_DOWNLINK=0 compares the
             # workers with the model's audio decoded by the loop (docs/benchmarks.md, "The downlink in C")
             native_downlink=os.environ.get(NATIVE_DOWNLINK_ENV, "1") != "0",

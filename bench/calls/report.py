@@ -20,6 +20,7 @@ GOAL_DUPLEX_LEAN = 2.2  # the duplex floor's CPU per call against the plain C lo
 GOAL_BRIDGE_OVER_DUPLEX = 1.15  # the workers' CPU per call (echo guard on) against the duplex floor's
 GOAL_INBOUND_P99_MS = 10.0
 GOAL_MODEL_TLS_CPU_RATIO = 1.1  # the workers' CPU per call with the model over wss:// (native TLS) against ws://
+GOAL_OTEL_CPU_RATIO = 1.05  # the workers' CPU per call with every call traced (sampling 100 %) against untraced
 GOAL_PSS_MB_PER_CALL = 8.0  # the workers' PSS per call with their preloaded parent counted ("all in")
 CEILING_NAMES = {
     "loop": "loopback",
@@ -31,7 +32,7 @@ CEILING_NAMES = {
 
 @dataclass
 class Step:
-    path: str  # "bridge" | "echo_off" | "srtp" | "model_tls" | "front" | "ceiling"
+    path: str  # "bridge" | "echo_off" | "srtp" | "model_tls" | "otel" | "front" | "ceiling"
     calls: int
     processes: int  # workers or loopback apps
     window_s: float = 0.0
@@ -52,6 +53,10 @@ class Step:
     pss_mb_per_call: float | None = None
     pss_mb_per_call_all_in: float | None = None  # bridge: with the workers' preloaded parent counted
     front_cpu_ms_per_call: float | None = None  # front path: Kamailio's CPU time per call, set-up to hang-up
+    # otel path: what the bench's OTLP receiver got of the step (exports, kB, spans: None when not counted)
+    otlp_exports: int | None = None
+    otlp_kb: float | None = None
+    otlp_spans: int | None = None
     setup_ms: dict[str, float | None] = field(default_factory=dict)  # INVITE -> call up, at the callers
     # the callers' RTP over the window, all calls: packets and payload bytes each way ("to": sent to the callers)
     rtp_to_callers: tuple[int, int] = (0, 0)
@@ -209,6 +214,7 @@ def summarize(steps: list[Step], largest: int) -> dict[str, Any]:
         | (srtp_summary(steps) if "srtp" in ran else {})
         | (model_tls_summary(steps) if "model_tls" in ran else {})
         | (echo_summary(steps) if "echo_off" in ran else {})
+        | (otel_summary(steps) if "otel" in ran else {})
         | (duplex_summary(steps) if any(s.ceiling == "duplex" for s in steps) else {})
     )
 
@@ -367,6 +373,19 @@ def model_tls_summary(steps: list[Step]) -> dict[str, Any]:
     }
 
 
+def otel_summary(steps: list[Step]) -> dict[str, Any]:
+    """Tracing's cost: every call traced (``tracing: otlp``, sampling 100 %, spans to the bench's OTLP receiver)
+    against the untraced bridge path in the same run, the workers' CPU per call at the largest step where both
+    answered every call; and what the receiver got over the otel path's steps."""
+    keys = ("otel_max_calls", "otel_cpu_step", "otel_cpu_per_call_pct", "untraced_cpu_per_call_pct", "otel_cpu_ratio")
+    traced = [s for s in steps if s.path == "otel"]
+    spans = [s.otlp_spans for s in traced]
+    return _cpu_against(steps, "otel", GOAL_OTEL_CPU_RATIO, (*keys, "goal_otel_cpu_met")) | {
+        "otel_exports": sum(s.otlp_exports or 0 for s in traced),
+        "otel_spans": None if None in spans else sum(n or 0 for n in spans),
+    }
+
+
 def echo_summary(steps: list[Step]) -> dict[str, Any]:
     """The echo guard's cost: the bridge path (the plan's defaults, the guard on) against ``echo_off`` (the same
     plan with ``echo_guard: {enabled: false}``) in the same run, the workers' CPU per call at the largest step
@@ -474,6 +493,17 @@ def _model_tls_line(summary: dict[str, Any]) -> str:
     )
 
 
+def _otel_line(summary: dict[str, Any]) -> str:
+    ratio, spans = summary["otel_cpu_ratio"], summary["otel_spans"]
+    return (
+        f"traced (OTLP, sampling 100%): {summary['otel_max_calls']} clean calls; workers' CPU per call at "
+        f"{summary['otel_cpu_step']} calls {summary['otel_cpu_per_call_pct']}% against "
+        f"{summary['untraced_cpu_per_call_pct']}% untraced -> {'n/a' if ratio is None else f'{ratio:.3f}x'} "
+        f"(goal <= {GOAL_OTEL_CPU_RATIO:g}x: {_goal(summary['goal_otel_cpu_met'])}); the receiver got "
+        f"{summary['otel_exports']} exports, {'?' if spans is None else spans} spans"
+    )
+
+
 def _echo_line(summary: dict[str, Any]) -> str:
     keys = ("echo_off_max_calls", "echo_cpu_step", "echo_cpu_ratio", "goal_echo_cpu_met")
     cpu = (
@@ -505,4 +535,5 @@ _PATH_LINES: Final[tuple[tuple[str, Callable[[dict[str, Any]], str]], ...]] = (
     ("srtp_max_calls", _srtp_line),
     ("model_tls_max_calls", _model_tls_line),
     ("echo_off_max_calls", _echo_line),
+    ("otel_max_calls", _otel_line),
 )

@@ -38,4 +38,4 @@ def start(mode: str, worker: str) -> Tracing | None:
             "traces: tracing is otlp but the OpenTelemetry SDK is missing (pip install 'callbridge[otel]'): %s", exc
         )
         return None
-    return tracing.start(worker)
+    return tracing.start(worker, held_headers())

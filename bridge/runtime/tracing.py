@@ -11,8 +11,8 @@ Never in a call's way: spans are recorded on the loop and exported by the batch 
 ``OTEL_BSP_MAX_QUEUE_SIZE`` (2048) wait, and a span past that is dropped, not queued (:class:`BoundedProcessor`).
 An export that fails (the collector down, slow or refusing) drops its spans. Both are counted
 (``callbridge_trace_spans_dropped_total{reason}``) and said in one log line a minute at most (:class:`GuardedExporter`),
-naming the endpoint without its credentials; the exporter's headers are never logged, and come from
-:func:`bridge.runtime.traces.held_headers`, not from the environment (serve takes them out of it).
+naming the endpoint without its credentials; the exporter's headers are never logged, and are given to
+:func:`start` (:func:`bridge.runtime.traces.held_headers`), not read from the environment (serve takes them out).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from opentelemetry.util.re import parse_env_headers
 
 from bridge import metrics
 from bridge.privacy.masking import mask_url
-from bridge.runtime import tracecontext, traces
+from bridge.runtime import tracecontext
 from bridge.runtime.calltrace import CallTrace
 
 log = logging.getLogger("bridge.tracing")
@@ -233,13 +233,12 @@ def endpoint() -> str:
 class Tracing:
     """One process's tracer provider and its export (see the module doc)."""
 
-    def __init__(self, worker: str) -> None:
+    def __init__(self, worker: str, headers: str | None = None) -> None:
         for name in QUIET:  # their failures are ours to say, once a minute (never a line per batch)
             logging.getLogger(name).setLevel(logging.CRITICAL)
         self.where = endpoint()
-        told = traces.held_headers()  # out of the environment: serve's memory, a worker's settings pipe
-        headers = parse_env_headers(told, liberal=True) if told else None
-        self.guard = GuardedExporter(OTLPSpanExporter(headers=headers), self.where)
+        sent = parse_env_headers(headers, liberal=True) if headers else None  # never from the environment
+        self.guard = GuardedExporter(OTLPSpanExporter(headers=sent), self.where)
         max_queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE", MAX_QUEUE)
         self.provider = TracerProvider(resource=resource(worker))  # the sampler: OTEL_TRACES_SAMPLER(_ARG)
         self.provider.add_span_processor(BoundedProcessor(self.guard, max_queue))
@@ -275,11 +274,12 @@ class Tracing:
         self.provider.shutdown()
 
 
-def start(worker: str) -> Tracing | None:
-    """This process's tracing (``worker``: its index, or ``serve``); None when ``OTEL_SDK_DISABLED`` is true."""
+def start(worker: str, headers: str | None = None) -> Tracing | None:
+    """This process's tracing (``worker``: its index, or ``serve``; ``headers``: the exporter's, ``key=value,...``);
+    None when ``OTEL_SDK_DISABLED`` is true."""
     if _flag("OTEL_SDK_DISABLED"):
         log.info("traces: tracing is otlp but OTEL_SDK_DISABLED is true: no spans")
         return None
-    tracing = Tracing(worker)
+    tracing = Tracing(worker, headers)
     log.info("traces: exported to %s (OTLP/HTTP)", tracing.where)
     return tracing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -334,3 +335,48 @@ def test_ceiling_kinds_are_paths_of_their_own_after_the_first() -> None:
     assert _paths(parser, parser.parse_args(["--only", "ceiling", "--ceiling", "duplex"])) == ["ceiling"]
     with pytest.raises(SystemExit):
         _paths(parser, parser.parse_args(["--ceiling", "loop,loud"]))
+
+
+async def test_otel_runs_traced_workers_beside_the_untraced_ones_and_sets_their_cpu_against_the_goal(
+    tmp_path: Path,
+) -> None:
+    """``--otel`` parses into the otel path beside the bridge's; that path's workers trace every call (``tracing:
+    otlp``, sampling 100 %) to the bench's own OTLP receiver, which counts what it gets; the summary sets the traced
+    workers' CPU per call against the untraced ones' (goal <= 1.05x)."""
+    import aiohttp
+
+    from bench.calls.cli import _parser, _paths
+    from bench.calls.otlp import PATH, OtlpSink
+    from bench.calls.paths import Bench
+    from bench.calls.report import Step, summarize, summary_lines
+
+    parser = _parser()
+    assert _paths(parser, parser.parse_args(["--otel", "--no-echo-off"])) == ["bridge", "otel", "ceiling"]
+    with pytest.raises(SystemExit):
+        _paths(parser, parser.parse_args(["--otel", "--only", "ceiling"]))
+    bench = Bench(12.0, tmp_path, tmp_path / "bench.log")
+    assert bench.extra_env("bridge") is None
+    sink = await OtlpSink().start()
+    try:
+        bench.otlp = sink
+        env = bench.extra_env("otel") or {}
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == sink.endpoint and env["OTEL_TRACES_SAMPLER"] == "always_on"
+        assert bench._settings(Step("otel", 4, 1), "ws://127.0.0.1:1/v1", tmp_path / "r", False).tracing == "otlp"
+        assert bench._settings(Step("bridge", 4, 1), "ws://127.0.0.1:1/v1", tmp_path / "r", False).tracing == "off"
+        async with aiohttp.ClientSession() as http, http.post(sink.endpoint + PATH, data=b"") as r:
+            assert r.status == 200  # an empty export: no span
+        assert sink.taken() == (1, 0, 0) and sink.taken() == (0, 0, 0)
+    finally:
+        await sink.stop()
+
+    def step(path: str, cpu: float) -> Step:
+        s = Step(path, calls=8, processes=2, window_s=12.0, expected_frames=600 * 8)
+        s.answered, s.cpu_per_call_pct, s.otlp_exports, s.otlp_spans = 8, cpu, 3, 40
+        return s
+
+    summary = summarize([step("bridge", 2.0), step("otel", 2.06)], 8)
+    assert (summary["otel_cpu_step"], summary["otel_cpu_ratio"], summary["goal_otel_cpu_met"]) == (8, 1.03, True)
+    line = summary_lines(summary)[-1]
+    assert line.startswith("traced (OTLP, sampling 100%): 8 clean calls") and "-> 1.030x (goal <= 1.05x: met)" in line
+    assert "3 exports, 40 spans" in line
+    assert not summarize([step("bridge", 2.0), step("otel", 2.2)], 8)["goal_otel_cpu_met"]
