@@ -97,7 +97,8 @@ def worker_settings_json(settings: Settings, broker_token: str | None = None) ->
     if settings.api_key is not None and broker_token is None:  # broker mode: workers never hold the key
         data["api_key"] = settings.api_key.get_secret_value()
     sent: dict[str, Any] = {"settings": data, "broker_token": broker_token}
-    if settings.tracing == "otlp" and (headers := traces.held_headers()):  # the OTLP exporter's (an API key)
+    # the OTLP exporter's (an API key): serve holds them; a pool in another process (the bench) finds them as told
+    if settings.tracing == "otlp" and (headers := traces.held_headers() or otlp_headers()):
         sent["otlp_headers"] = headers
     return json.dumps(sent)
 

@@ -75,6 +75,7 @@ def test_the_otlp_exporters_headers_reach_no_workers_environment_and_no_config_s
     finally:
         traces.hold_headers(None)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", headers)
+    assert json.loads(worker_settings_json(Settings(tracing="otlp")))["otlp_headers"] == headers  # none held: as told
     monkeypatch.setenv("CALLBRIDGE_TRACING", "otlp")
     for flags in ([], ["--json"]):
         assert config_cli.main(["show", *flags]) == 0
