@@ -4,6 +4,14 @@ It checks the harness, not the machine's capacity (that is measured, not asserte
 ready, place their calls together when told, every call is up when the window opens, the bridge path's appends
 reach the emulator through the window, and the ceiling path's loopback apps answer and are measured. With
 ``--srtp``, the srtp path's calls (``sips:`` over TLS, SDES keys offered) are all up and all run SRTP.
+
+The run at the smallest step has ``CALLBRIDGE_PORT_RANGE`` set (issue 62, item 23): every port its processes listen
+on is in that range, the load callers' and loopback callees' own SIP and RTP ports (``bridge/sip/loadcall.py``)
+too, not only the workers', Redis's, the emulators' and the sink's. One load caller's 4 calls a path (the wheel's
+cap per process: its RTP block full), with ``--srtp`` (its callers listen on TLS too) and the ceiling (its loopback
+callees). That test checks where the processes listened, and that every call of every run came up with the ports
+in the range (none "ended" at its caller for want of an RTP pair:
+tests/integration/bridge/test_bench_calls_rtp_block.py), not the capacity.
 """
 
 from __future__ import annotations
@@ -11,17 +19,25 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _listening import Listening, outside, run_in_range, worker_range
 
-# In the xdist group of the CPU-heavy tests (tests/conftest.py), with the other bench run: they share bench's log file.
+from bench.calls.callers import CALLS_PER_PROCESS
+
+# In the xdist group of the CPU-heavy tests (tests/conftest.py), with the other bench runs: they share bench's log file.
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("cpu")]
 
 ROOT = Path(__file__).resolve().parents[3]
-CALLS = 4
+CALLS = CALLS_PER_PROCESS  # one load caller a path, its RTP block full
 WINDOW_S = 3.0
+
+
+def _lines(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
 def _bench(*args: str) -> list[dict[str, Any]]:
@@ -35,19 +51,32 @@ def _bench(*args: str) -> list[dict[str, Any]]:
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return _lines(done.stdout)
+
+
+@dataclass(frozen=True)
+class Run:
+    lines: list[dict[str, Any]]  # its JSON lines: steps, then the summary
+    seen: set[Listening]  # every socket its process tree listened on
+    low: int  # the port range it was given
+    high: int
 
 
 @pytest.fixture(scope="module")
-def smallest_step() -> list[dict[str, Any]]:
-    """One run at the smallest step with ``--srtp``: the bridge path, with the echo guard off, with SRTP, and the
-    ceiling (the plain bridge path is both the SRTP path's comparison and the first test's, run once for both)."""
-    return _bench("--srtp")
+def smallest_step() -> Run:
+    """One run at the smallest step with ``--srtp``, in :func:`worker_range`: the bridge path, with the echo guard
+    off, with SRTP, and the ceiling (the plain bridge path is both the SRTP path's comparison and the first test's,
+    run once for all three tests)."""
+    low, high = worker_range()
+    args = ["bench.calls", "--json", "--steps", str(CALLS), "--seconds", str(WINDOW_S), "--srtp"]
+    done, sockets = run_in_range(args, ROOT, 240)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    return Run(_lines(done.stdout), sockets.seen, low, high)
 
 
 @pytest.mark.timeout(300)  # its bench run (four paths) may take up to 240 s on a loaded machine
-def test_the_smallest_step_runs_both_paths_with_every_call_up(smallest_step: list[dict[str, Any]]) -> None:
-    lines = smallest_step
+def test_the_smallest_step_runs_both_paths_with_every_call_up(smallest_step: Run) -> None:
+    lines = smallest_step.lines
     steps = {s["path"]: s for s in lines if s.get("kind") == "step"}  # the last run of each path decides
     # echo_off: the guard's cost beside it; srtp: the next test's
     assert set(steps) == {"bridge", "echo_off", "srtp", "ceiling"}, lines
@@ -72,8 +101,8 @@ def test_the_smallest_step_runs_both_paths_with_every_call_up(smallest_step: lis
 
 
 @pytest.mark.timeout(300)  # as above (the run is the first test's)
-def test_srtp_runs_every_call_of_its_path_as_sips_over_tls_with_srtp(smallest_step: list[dict[str, Any]]) -> None:
-    lines = smallest_step
+def test_srtp_runs_every_call_of_its_path_as_sips_over_tls_with_srtp(smallest_step: Run) -> None:
+    lines = smallest_step.lines
     steps = {s["path"]: s for s in lines if s.get("kind") == "step"}
     assert {"bridge", "srtp"} <= set(steps), lines
     srtp = steps["srtp"]
@@ -108,3 +137,46 @@ def test_the_duplex_ceiling_streams_every_call_up_and_every_caller_hears_the_sin
     assert step["answered"] == CALLS and step["errors"] == [], step
     assert step["cpu_per_call_pct"] > 0, step
     assert lines[-1]["kind"] == "summary" and lines[-1]["ceiling"] == "duplex", lines[-1]
+
+
+def _role(command: str) -> str:
+    """A bench subprocess's role (``--role caller|loopback``), "" for any other process."""
+    words = command.split()
+    return words[words.index("--role") + 1] if "--role" in words[:-1] else ""
+
+
+def _sip_and_rtp(sockets: list[Listening]) -> tuple[set[int], set[int]]:
+    """One pjsua process's UDP ports, as (SIP, RTP pairs): an even port whose odd neighbour it holds too is an RTP
+    port (RTCP the odd one, RFC 3550 §11); what is left is its SIP port."""
+    udp = {s.port for s in sockets if s.proto == "udp"}
+    rtp = {p for p in udp if p % 2 == 0 and p + 1 in udp}
+    return udp - rtp - {p + 1 for p in rtp}, rtp
+
+
+@pytest.mark.timeout(300)  # as above (the run is the first test's)
+def test_bench_calls_listens_only_in_the_port_range_callers_and_callees_included(smallest_step: Run) -> None:
+    lines, seen, low, high = smallest_step.lines, smallest_step.seen, smallest_step.low, smallest_step.high
+    steps = {s["path"]: s for s in lines if s.get("kind") == "step"}  # the last run of each path decides
+    assert set(steps) == {"bridge", "echo_off", "srtp", "ceiling"}, lines
+    # Every call of every run (a failed step's first run too) was up through its window: their media sockets were
+    # open to be seen, and each caller's RTP block held its 4 calls' pairs.
+    for step in (s for s in lines if s.get("kind") == "step"):
+        assert step["answered"] == CALLS_PER_PROCESS and step["unanswered_why"] == {}, step
+    # Nothing any of its processes listened on was outside the range ...
+    assert not outside(seen, low, high), "\n".join(f"{s.proto} {s.port} {s.command}" for s in outside(seen, low, high))
+    # ... and the sampler saw the load callers' and the loopback callees' own: each one's SIP port and RTP pair.
+    by_process: dict[int, list[Listening]] = {}  # by pid: a step's re-run starts a caller of the same command line
+    for s in seen:
+        by_process.setdefault(s.pid, []).append(s)
+    roles: dict[str, list[list[Listening]]] = {}
+    for held in by_process.values():
+        roles.setdefault(_role(held[0].command), []).append(held)
+    # one load caller a path and the ceiling's one loopback app, each run of a step (a failed one is run again)
+    assert len(roles.get("caller", [])) >= 3 and len(roles.get("loopback", [])) >= 1, seen
+    for role in ("caller", "loopback"):
+        found = [_sip_and_rtp(held) for held in roles[role]]
+        assert all(len(sip) == 1 for sip, _ in found), (role, roles[role])  # each process: its one SIP port
+        assert any(rtp for _, rtp in found), (role, roles[role])  # and its call's RTP pair (a step that passed)
+    # the srtp path's caller listened on TLS too (its sips: calls), in the range as checked above
+    assert any(any(s.proto == "tcp" for s in held) for held in roles["caller"]), roles["caller"]
+    assert {"bench.calls", "bridge.serve.worker"} <= {s.command.split()[2] for s in seen}, seen
