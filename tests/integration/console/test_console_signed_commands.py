@@ -24,6 +24,7 @@ from bridge.store import keys
 pytestmark = needs_browser_stack
 AUTH = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 EVIL = "sip:premium@203.0.113.9"
+GOODBYE_S = 3.0  # the plans' goodbye lead: the hang-up's BYE to the caller, who talks on, follows within it
 
 
 async def post(stack: Stack, path: str, body: Any = None) -> tuple[int, Any]:
@@ -84,7 +85,7 @@ def forged_listens(call_id: str) -> list[bytes | str]:
 
 async def test_commands_written_straight_into_redis_change_nothing(tmp_path: Path) -> None:
     play = caller_wav(tmp_path / "caller.wav", lead_in_s=2.0)
-    async with console_stack(tmp_path) as stack:
+    async with console_stack(tmp_path, goodbye_s=GOODBYE_S) as stack:
         phone = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge", "call", f"sip:4000@127.0.0.1:{stack.sip_port}", "--play", str(play),
             "--loop", "--hangup-after", "90", "--json",
