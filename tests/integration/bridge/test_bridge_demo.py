@@ -1,9 +1,12 @@
 """Done-when 6: ``callbridge demo --json`` works: embedded Redis, the emulator, one worker, one real SIP call per
 dialect (GA support line with PCM 24 kHz and a greeting; beta billing line with G.711 passthrough). Run with
-``CALLBRIDGE_PORT_RANGE`` set (issue 62, item 23), every port the demo's processes listen on is in that range."""
+``CALLBRIDGE_PORT_RANGE`` set (issue 62, item 23), every port the demo's processes listen on is in that range. Its
+stdout is one JSON document and nothing else, as every ``--json`` command's (the others':
+tests/integration/docs/test_docs_commands.py)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -39,6 +42,7 @@ async def test_demo_json_answers_and_converses_in_both_dialects(
     assert expected <= held, held  # Redis, the emulator (in the demo's process), SIP (UDP and TCP) and RTP
     assert len([s for s in sockets.seen if _role(s.command) == "softphone"]) >= 6, sockets.seen  # SIP + RTP pair x2
     assert done.report is not None, done.stdout[-2000:]
+    assert json.loads(done.stdout) == done.report  # one JSON document on stdout, nothing before or after it
     calls = {c["dialect"]: c for c in done.report["calls"]}
     assert sorted(calls) == ["beta", "ga"]
     for dialect, c in calls.items():

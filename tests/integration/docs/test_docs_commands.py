@@ -9,7 +9,8 @@ someone else holds. Each block runs in one bash (``set -e``) in a directory laid
 ``call_scripts/``, ``dialplans/`` and ``.venv/bin/callbridge``), so relative paths mean what they mean on the page;
 it must exit 0, and what the page says a command prints is checked below (``SAYS``).
 
-Also: every ``--json`` command prints only JSON on stdout (``callbridge demo --json`` and the others).
+Also: every ``--json`` command prints only JSON on stdout (``callbridge demo --json``'s own test checks its run:
+tests/integration/bridge/test_bridge_demo.py).
 """
 
 from __future__ import annotations
@@ -210,8 +211,7 @@ JSON_COMMANDS = [
     ["health", "--http-port", "8080", "--json"],  # the page's port, made this stack's
     ["replay", "call_scripts/question_answer", "--dialects", "ga", "--json"],
     ["bench", "recording", "--hours", "0.05", "--json"],
-    ["demo", "--json", "--out", "out"],
-]
+]  # and `demo --json`: tests/integration/bridge/test_bridge_demo.py runs it and checks its stdout the same way
 
 
 @pytest.mark.timeout(300)
