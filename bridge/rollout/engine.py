@@ -117,7 +117,6 @@ __all__ = [
 ]
 
 LAST_STEP_ALPHA = 0.5  # the last step's own harm test's share of a guardrail's alpha (the rest: since arming)
-PROMOTE_LOOK_S = 60.0  # promotions are looked for at most once a minute (rollbacks after every call)
 
 
 def step_weights(
@@ -196,7 +195,7 @@ class Engine(Evidence):
         if found:
             why = "; ".join(_worse(g, which, e, self.spec.tau, self.alpha_g, self) for g, which, e in found)
             return [self._rollback(name, t, f"{name}: {why}", self._evidence(name))]
-        if not spec.promote or self.srm is not None or t - cand.looked < PROMOTE_LOOK_S:
+        if not spec.promote or self.srm is not None or t - cand.looked < spec.promote_look_s:
             return self._complete(name, t)
         cand.looked = t
         promote = self._promotion(name, t)

@@ -124,6 +124,7 @@ class ExperimentSpec(BaseModel):
     auto_promote: tuple[float, ...] = ()  # candidate weight steps in percent, e.g. (5, 25, 50, 100)
     holdout: float = Field(5.0, ge=0, lt=50)  # percent kept on the safe variant at the last step
     step_min_s: float = Field(3600.0, ge=0)  # the least time on a step before the next
+    promote_look_s: float = Field(60.0, ge=0)  # promotions are looked for at most this often (rollbacks every call)
     cycle_s: float = Field(86400.0, ge=0)  # a business cycle: the least time from arming to the last step
     guard_s: float = Field(86400.0, ge=0)  # the last step's guard period before ``complete``
     clear: float = Field(2.0, gt=1, le=20)  # a clear regression, as a multiple of the margin
