@@ -93,19 +93,22 @@ async def canary(
             yield bridge, store, redis
 
 
-async def _calls(bridge: BridgeStack, redis: EmbeddedRedis, done: int, work: Path) -> int:
-    """One batch of SIPp calls to the canary; waits until the worker has written each call's record."""
-    await sipp_calls(bridge, "3210", [f"+1555010{done + i:04d}" for i in range(BATCH)], work)
-    await wait_reports(bridge.reports_path, done + BATCH, within=60)
+async def _calls(
+    bridge: BridgeStack, redis: EmbeddedRedis, done: int, work: Path, batch: int = BATCH, hold_ms: int = 1500
+) -> int:
+    """One batch of SIPp calls to the canary, each caller hanging up ``hold_ms`` after the answer; waits until the
+    worker has written each call's record."""
+    await sipp_calls(bridge, "3210", [f"+1555010{done + i:04d}" for i in range(batch)], work, hold_ms=hold_ms)
+    await wait_reports(bridge.reports_path, done + batch, within=60)
     client = connect(redis.url)
     try:
         deadline = time.monotonic() + 30
-        while len(await records.read(client, "canary")) < done + BATCH:
+        while len(await records.read(client, "canary")) < done + batch:
             assert time.monotonic() < deadline, "the worker did not write every call's outcome record"
             await asyncio.sleep(0.05)
     finally:
         await client.aclose()
-    return done + BATCH
+    return done + batch
 
 
 async def _roll_until_decided(bridge: BridgeStack, store: RolloutStore, redis: EmbeddedRedis, work: Path) -> int:
@@ -200,11 +203,16 @@ async def test_equal_variants_both_down_30_percent_of_the_time_are_not_rolled_ba
     assert _failed(written, SAFE)[0] > 0 and _failed(written, NEW)[0] > 0  # both failed some of their calls
 
 
-# the ramp's clocks at zero and one wide guardrail: equal variants reach the last step within a batch or two of calls
+# the ramp's clocks at zero (a promotion looked for at every call's end) and one wide guardrail: equal variants reach
+# the last step within a few batches of calls
 RAMP = {**CANARY, "rollout": {**CANARY["rollout"], "experiment": {
-    "min_calls": 10, "tau": 1.0, "auto_promote": [50, 100], "step_min_s": 0, "cycle_s": 0,
+    "min_calls": 10, "tau": 1.0, "auto_promote": [50, 100], "step_min_s": 0, "cycle_s": 0, "promote_look_s": 0,
     "guardrails": {"failure_rate": {"floor": 0.3}, "abandon_rate": {"on": False}, "greeting_ms": {"on": False},
                    "first_reply_ms": {"on": False}}}}}  # fmt: skip
+# Small batches of short calls: each decision is seen soon after it is taken. With only the failure rate guarded, a
+# call's length after the answer is no evidence (its variant was drawn and its model session opened, or refused,
+# before the answer).
+RAMP_BATCH, RAMP_HOLD_MS = 10, 500
 
 
 async def test_a_promoted_candidate_whose_model_is_then_refused_is_rolled_back(tmp_path: Path) -> None:
@@ -212,13 +220,13 @@ async def test_a_promoted_candidate_whose_model_is_then_refused_is_rolled_back(t
         done = 0
         while (await store.get_flag("canary")).weight(NEW) < 95:
             assert done < MAX_CALLS, f"equal variants not promoted after {done} calls"
-            done = await _calls(bridge, redis, done, tmp_path / f"sipp{done}")
+            done = await _calls(bridge, redis, done, tmp_path / f"sipp{done}", RAMP_BATCH, RAMP_HOLD_MS)
         assert (await store.get_flag("canary")).weights == {SAFE: 5, NEW: 95}  # the last step keeps its holdout
         bridge.emu.set_defaults({"refuse_models": NEW})  # from now on every connect of the candidate's model fails
         promoted_at = done
         while (await store.get_flag("canary")).weight(NEW) > 0:
             assert done < promoted_at + 2 * BATCH, "the promoted candidate was not rolled back"
-            done = await _calls(bridge, redis, done, tmp_path / f"sipp{done}")
+            done = await _calls(bridge, redis, done, tmp_path / f"sipp{done}", RAMP_BATCH, RAMP_HOLD_MS)
         decided = [e for e in await store.audit("canary") if e.who == records.AUTO_DECISION_WHO]
         assert [e.evidence["action"] for e in decided] == ["rollback", "promote"], [e.reason for e in decided]
         back = decided[0]
