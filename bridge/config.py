@@ -312,9 +312,10 @@ class Settings(BaseSettings, TracingSettings, WebhookSettings):
     # the event loop wakes once every this many 20 ms media ticks (bridge.runtime.metronome): fewer wake-ups, less CPU;
     # the Realtime socket is read and a barge-in seen up to one beat later
     media_beat_frames: int = Field(BEAT_FRAMES, ge=1, le=MAX_BEAT_FRAMES)
-    # the model's audio deltas decoded from the Realtime socket's bytes in C (bridge/realtime/downlink.py): WebSocket
-    # frame, JSON, base64 and the 24 -> 8 kHz kernel with no Python per delta; False: the loop decodes them
+    # in C: the model's audio deltas decoded from the Realtime socket's bytes (native_downlink, realtime/downlink.py;
+    # off: the loop decodes them) and played out from a ring (native_playout, audio/playout_native.py; off: Python's)
     native_downlink: bool = True
+    native_playout: bool = True
     # the floor of a call's jitter buffer for the caller's audio, in ms (bridge/sip/sipconfig.py: JitterBuffer): what
     # the model hears is played this much behind the network at least (docs/benchmarks.md, bench network). 0:
     # pjmedia's adaptive defaults, which play reordered packets out of place on a jittery line

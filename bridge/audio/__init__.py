@@ -19,7 +19,9 @@ No asyncio, no pjsua2, no websockets here: everything is bytes in, bytes out, an
                     this machine, its functions' signatures declared
     passthrough.py  one converter interface per direction, whatever the Realtime audio format
     playout.py      outbound playout buffer: the model's audio in 20 ms frames, from the event loop to pjmedia's
-                    clock thread
+                    clock thread (and :class:`~bridge.audio.playout.Playout`, what both playout buffers offer)
+    playout_native.py  the playout ring in C (``bridge/native/playout.c``): the same contract, every frame and its
+                    accounting in C; :func:`~bridge.audio.playout_native.make_playout` picks a call's buffer
     resample.py     streaming polyphase FIR resamplers, 8 kHz <-> 24 kHz (factor 3) and 8 kHz <-> 16 kHz (factor 2,
                     Live's PCM rate), one instance per call and per direction
     vad.py          an energy voice-activity detector with the knobs of the service's ``server_vad`` turn detection
@@ -36,7 +38,7 @@ from bridge.audio.passthrough import (
     PassthroughUplink,
     converters,
 )
-from bridge.audio.playout import FlushResult, PlayoutBuffer
+from bridge.audio.playout import FlushResult, Playout, PlayoutBuffer
 from bridge.audio.resample import (
     BatchDownsampler,
     BatchUpsampler,
@@ -58,6 +60,7 @@ __all__ = [
     "FlushResult",
     "PassthroughDownlink",
     "PassthroughUplink",
+    "Playout",
     "PlayoutBuffer",
     "Upsampler",
     "Upsampler16k",

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from bridge import events as ev
-from bridge.audio import PlayoutBuffer
+from bridge.audio import Playout
 from bridge.audio.frames import FRAME_MS
 from bridge.call.checks import report_checks
 from bridge.call.consent import ConsentPrompt
@@ -41,7 +41,7 @@ class Closing(Protocol):
     report: CallReport
     usage: UsageMeter
     phase: CallFlow
-    playout: PlayoutBuffer
+    playout: Playout
     playback: Playback
     tools: ToolCalls
     turns: TurnBuilder | None

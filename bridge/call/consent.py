@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from bridge import events as ev
-from bridge.audio import PlayoutBuffer
+from bridge.audio import Playout
 from bridge.audio.analysis import level_dbfs
 from bridge.audio.frames import FRAME_MS, FrameSink
 from bridge.audio.wav import WavFormatError
@@ -41,7 +41,7 @@ class ConsentPrompt:
         self,
         path: str,
         barge_in: bool,
-        playout: PlayoutBuffer,
+        playout: Playout,
         report: CallReport,
         emit: Callable[[ev.Report], None],
         on_end: Callable[[ev.ConsentPrompt], None],

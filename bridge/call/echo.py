@@ -49,7 +49,7 @@ from bridge.audio.frames import FRAME_MS, SILENCE, FrameSink, FrameSource
 from bridge.audio.playout import Downstream
 from bridge.call.core import Do, Echo, EchoAction, Trigger
 from bridge.call.flow import CallFlow
-from bridge.call.leg import TeeSource, UplinkOffload
+from bridge.call.leg import TeeSource, UplinkOffload, pop_block, split
 from bridge.call.link import Link
 from bridge.call.media import Guarded
 from bridge.call.playback import Playback
@@ -113,6 +113,15 @@ class HeldSource(TeeSource):
         if not self._at_port:
             self._keep(frame)
         return frame
+
+    def pop_frames(self, frames: int) -> bytes:
+        """A beat's frames at once (the native port); the guard's reference, where the port does not feed it,
+        gets them frame by frame."""
+        block = SILENCE * frames if self.held else pop_block(self._source, frames)
+        if not self._at_port:
+            for frame in split(block):
+                self._keep(frame)
+        return block
 
     def c_reference(self, on: bool) -> tuple[int, int] | None:
         """A native media port about to send this source's frames (``on``) or done with them: the C guard's

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bridge import events as ev
-from bridge.audio import PlayoutBuffer
+from bridge.audio import Playout
 from bridge.call.report import CallReport
 from bridge.realtime.profile import AgentProfile
 
@@ -97,7 +97,7 @@ class LatencyMeter:
             self._turn_started_at, self._speech_stopped_at = self._speech_stopped_at, None
             self._felt_from, self._speech_ended_at = self._speech_ended_at, None
 
-    def measure_playback(self, playout: PlayoutBuffer, item_id: str | None) -> None:
+    def measure_playback(self, playout: Playout, item_id: str | None) -> None:
         """Once the first frame of a reply has been handed to RTP: the playback, first-audio and turn segments."""
         if self._queued_at is None or item_id is None:
             return

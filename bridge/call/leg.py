@@ -11,23 +11,56 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from bridge import events as ev
-from bridge.audio.frames import FrameSink, FrameSource, StreamKernel
+from bridge.audio.frames import FRAME_BYTES, FrameSink, FrameSource, StreamKernel
+
+
+def pop_block(source: FrameSource, frames: int) -> bytes:
+    """``frames`` frames from ``source`` in one block: one call where it takes blocks (``pop_frames``: the playout
+    buffers and every wrapper here), else frame by frame."""
+    pop_frames: Callable[[int], bytes] | None = getattr(source, "pop_frames", None)
+    if pop_frames is not None:
+        return pop_frames(frames)
+    pop = source.pop_frame
+    return b"".join([pop() for _ in range(frames)])
+
+
+def split(block: bytes) -> list[bytes]:
+    """A block of frames as its frames."""
+    return [block[at : at + FRAME_BYTES] for at in range(0, len(block), FRAME_BYTES)]
 
 
 class TeeSource:
     """The bridge's outbound audio as the media port sees it, with every frame it takes also handed to ``keep``
     (a recording, a listener). ``pop_frame`` runs on the media clock thread, so ``keep`` must only copy or append.
-    Every other attribute is the source's own: the native port looks up ``set_downstream`` on it, so that a
-    barge-in still flushes the frames queued in C (``bridge/sip/cport.py``)."""
+    The native port takes a beat's frames at once (``pop_frames``): they go to ``keep_block`` in one call where one
+    is given (else to ``keep`` one by one). Every other attribute is the source's own: the native port looks up
+    ``set_downstream`` on it, so that a barge-in still flushes the frames queued in C (``bridge/sip/cport.py``).
+    A subclass that changes what ``pop_frame`` gives changes ``pop_frames`` too (else the attribute lookup would
+    reach the source's own)."""
 
-    def __init__(self, source: FrameSource, keep: Callable[[bytes], object]) -> None:
+    def __init__(
+        self, source: FrameSource, keep: Callable[[bytes], object], keep_block: Callable[[bytes], object] | None = None
+    ) -> None:
         self._source = source
         self._keep = keep
+        self._keep_block = keep_block
 
     def pop_frame(self) -> bytes:
         frame = self._source.pop_frame()
         self._keep(frame)
         return frame
+
+    def pop_frames(self, frames: int) -> bytes:
+        block = pop_block(self._source, frames)
+        self._tee_block(block)
+        return block
+
+    def _tee_block(self, block: bytes) -> None:
+        if self._keep_block is not None:
+            self._keep_block(block)
+        else:
+            for frame in split(block):
+                self._keep(frame)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._source, name)

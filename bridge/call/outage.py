@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bridge import events as ev
-from bridge.audio import PlayoutBuffer
+from bridge.audio import Playout
 from bridge.audio.wav import read_wav
 from bridge.call.playback import LOCAL
 from bridge.call.retry import RetryPolicy
@@ -50,7 +50,7 @@ class OutageAudio:
     """The hold message and the apology of one call, in its playout buffer."""
 
     def __init__(
-        self, policy: Outage, playout: PlayoutBuffer, emit: Callable[[ev.Report], None], clock: Callable[[], float]
+        self, policy: Outage, playout: Playout, emit: Callable[[ev.Report], None], clock: Callable[[], float]
     ) -> None:
         self.policy = policy
         self._playout = playout

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.audio import PlayoutBuffer
+from bridge.audio import Playout
 from bridge.call.acts import CallActs
 from bridge.call.bargein import BargeIn
 from bridge.call.flow import CallFlow
@@ -44,7 +44,7 @@ class Audio:
     """The call's audio both ways: the caller's to the current session (``link``), the model's to the phone."""
 
     link: Link
-    playout: PlayoutBuffer
+    playout: Playout
     playback: Playback  # its ``continuous``: the model's audio is one stream, responses are its backend's
     barge_in: BargeIn
     latency: LatencyMeter

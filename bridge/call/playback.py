@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from bridge import events as ev
-from bridge.audio import AudioConverter, PlayoutBuffer
+from bridge.audio import AudioConverter, Playout
 from bridge.audio.analysis import level_dbfs
 from bridge.call.latency import LatencyMeter
 
@@ -47,7 +47,7 @@ class Cut:
 class Playback:
     def __init__(
         self,
-        playout: PlayoutBuffer,
+        playout: Playout,
         downlink: AudioConverter,
         latency: LatencyMeter,
         clock: Callable[[], float],

@@ -58,7 +58,7 @@ import numpy as np
 
 from bridge import events as ev
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, SAMPLE_RATE, FrameSink, FrameSource, StreamKernel
-from bridge.call.leg import LegProxy, PhoneLeg, TeeSource, UplinkOffload
+from bridge.call.leg import LegProxy, PhoneLeg, TeeSource, UplinkOffload, split
 from bridge.privacy.masking import SECRET_PARAM, mask_url
 
 if TYPE_CHECKING:
@@ -251,7 +251,7 @@ class _RecordedSource(TeeSource):
     what it drops unsent leaves the recording too."""
 
     def __init__(self, source: FrameSource, recording: RecordingLeg) -> None:
-        super().__init__(source, recording.agent.append)
+        super().__init__(source, recording.agent.append, recording.agent_block)
         self._recording = recording
 
     def set_downstream(self, downstream: Any) -> None:
@@ -367,6 +367,10 @@ class RecordingLeg(LegProxy):
     def writer_backlog(self) -> int:
         """Writes queued for the recording's thread."""
         return self._writer.backlog if self._writer is not None else 0
+
+    def agent_block(self, block: bytes) -> None:
+        """A beat's frames the native port took at once: kept as the agent's, each beside its tick."""
+        self.agent.extend(split(block))
 
     def unsent(self, frames: int) -> None:
         """The media port dropped its ``frames`` newest frames before sending them: not in the recording."""

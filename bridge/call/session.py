@@ -27,8 +27,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bridge import events as ev
-from bridge.audio import PlayoutBuffer
 from bridge.audio.frames import FrameSink
+from bridge.audio.playout_native import make_playout
 from bridge.call.bargein import BargeIn
 from bridge.call.changes import SessionChanges
 from bridge.call.closing import close_call
@@ -106,7 +106,7 @@ class CallSession:
         self.inbox = Inbox()
         self.usage = UsageMeter()
         self.media = choose_media_path(dialect.capabilities, plan.profile.audio_format, guarded(plan.echo_guard))
-        self.playout = PlayoutBuffer(clock=clock)
+        self.playout = make_playout(clock)
         self.latency = LatencyMeter(
             self.report, self.emit, clock, vad_silence_ms(plan.profile), greets=bool(plan.greeting)
         )

@@ -22,7 +22,7 @@ from collections import deque
 from typing import Any, Final
 
 from bridge.audio.frames import FRAME_BYTES, FrameSink, FrameSource
-from bridge.call.leg import LegProxy, PhoneLeg
+from bridge.call.leg import LegProxy, PhoneLeg, pop_block
 
 QUEUE_FRAMES: Final = 15  # at most 300 ms of the supervisor's voice waits for the caller; older frames are dropped
 _SILENCE: Final = bytes(FRAME_BYTES)
@@ -38,6 +38,14 @@ class _Voice:
     def pop_frame(self) -> bytes:
         frame = self._source.pop_frame()
         return self._leg.next_frame() if self._leg.active else frame
+
+    def pop_frames(self, frames: int) -> bytes:
+        """A beat's frames at once (the native port): the agent's block, or the supervisor's frames in its place."""
+        block = pop_block(self._source, frames)
+        if not self._leg.active:
+            return block
+        voice = self._leg.next_frame
+        return b"".join([voice() for _ in range(frames)])
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._source, name)

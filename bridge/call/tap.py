@@ -36,7 +36,7 @@ from typing import Final
 import numpy as np
 
 from bridge.audio.frames import FRAME_BYTES, FrameSink, FrameSource, StreamKernel
-from bridge.call.leg import LegProxy, PhoneLeg, TeeSource, UplinkOffload
+from bridge.call.leg import LegProxy, PhoneLeg, TeeSource, UplinkOffload, split
 
 SKEW_FRAMES: Final = 4  # frames one side may run ahead of the other before it is sent alone (80 ms)
 QUEUE_FRAMES: Final = 100  # at most 2 s of either side waits for take(); older frames are dropped
@@ -117,12 +117,18 @@ class ListenTap(LegProxy):
             if self.active:
                 frames.append(pcm)
 
-        self.leg.start_media(TeeSource(outbound, self._agent_frame), tapped)
+        self.leg.start_media(TeeSource(outbound, self._agent_frame, self._agent_block), tapped)
 
     def _agent_frame(self, frame: bytes) -> None:
         """A frame the media port took from the playout buffer (clock thread): copied while someone listens."""
         if self.active:
             self.agent.append(frame)
+
+    def _agent_block(self, block: bytes) -> None:
+        """A beat's frames the native port took from the playout buffer at once (the loop): copied while someone
+        listens."""
+        if self.active:
+            self.agent.extend(split(block))
 
     def uplink_offload(self, upsampler: StreamKernel) -> UplinkOffload | None:
         """The wrapped leg's: the hot path stays as it is; while someone listens, its mirror brings the caller's

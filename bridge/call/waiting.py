@@ -29,7 +29,7 @@ from typing import Final
 import numpy as np
 
 from bridge import events as ev
-from bridge.audio import PlayoutBuffer
+from bridge.audio import Playout
 from bridge.call.core import Hold, Trigger
 from bridge.call.flow import CallFlow
 from bridge.call.link import Link
@@ -56,7 +56,7 @@ def soft_hold(path: str, gain_db: float) -> bytes:
     return scaled.astype("<i2").tobytes()
 
 
-def queue_soft_hold(playout: PlayoutBuffer, item: str, path: str, gain_db: float) -> None:
+def queue_soft_hold(playout: Playout, item: str, path: str, gain_db: float) -> None:
     """One pass of a soft hold's loop as playout item ``item``: a new id each pass (the buffer takes no more audio
     for an item it has closed)."""
     playout.push(item, soft_hold(path, gain_db))
@@ -67,7 +67,7 @@ class DeadAir:
     def __init__(
         self,
         policy: Waiting,
-        playout: PlayoutBuffer,
+        playout: Playout,
         send: Callable[[ev.Command], None],
         emit: Callable[[ev.Report], None],
         flow: CallFlow,
@@ -201,7 +201,7 @@ class TurnHold:
     def __init__(
         self,
         policy: Waiting,
-        playout: PlayoutBuffer,
+        playout: Playout,
         emit: Callable[[ev.Report], None],
         flow: CallFlow,
         *,
@@ -265,7 +265,7 @@ class TurnHold:
 
 def dead_air(
     plan: Dialplan,
-    playout: PlayoutBuffer,
+    playout: Playout,
     link: Link,
     emit: Callable[[ev.Report], None],
     flow: CallFlow,
@@ -288,7 +288,7 @@ def dead_air(
 
 def turn_hold(
     plan: Dialplan,
-    playout: PlayoutBuffer,
+    playout: Playout,
     emit: Callable[[ev.Report], None],
     flow: CallFlow,
     may_hold: Callable[[], bool],

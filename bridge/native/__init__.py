@@ -10,6 +10,8 @@ without a compiler, and ``python -m bridge.devkit.native_check`` checks one agai
     downlink.c     the model's audio deltas from the Realtime socket's bytes to 8 kHz PCM
                    (bridge/realtime/downlink.py)
     echo.c         the echo guard, decision for decision as bridge/audio/echo.py (bridge/audio/echo_native.py)
+    playout.c      the playout ring: the model's audio queued for the caller, with its accounting
+                   (bridge/audio/playout_native.py)
     resample.c     the polyphase FIRs of bridge/audio/resample.py, bit for bit (bridge/audio/native.py)
     tls.c          a TLS client over memory BIOs for the native uplink over wss:// (bridge/realtime/tls_native.py)
 """

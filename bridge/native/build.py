@@ -1,9 +1,10 @@
 """Compile one of the package's C sources into a shared library, once per source version.
 
-The bridge has five small C parts, each with a Python fallback: the native media port (``bridge/native/cport.c``), the
+The bridge has six small C parts, each with a Python fallback: the native media port (``bridge/native/cport.c``), the
 G.711-rate resampler kernels (``bridge/native/resample.c``), the echo guard (``bridge/native/echo.c``), the TLS
 engine (``bridge/native/tls.c``: it reaches the process's OpenSSL through dlopen, so no OpenSSL header is needed) and
-the downlink's decoder of the model's audio deltas (``bridge/native/downlink.c``).
+the downlink's decoder of the model's audio deltas (``bridge/native/downlink.c``) and the playout ring
+(``bridge/native/playout.c``).
 Besides libc, libm and libdl they use one header, their shared ``bridge/native/callbridge.h`` (the frame's constants and
 the types of the kernels passed between them), so a plain ``cc -shared -I bridge/native`` builds each. The library lands
 in ``$CALLBRIDGE_CACHE``, else ``$XDG_CACHE_HOME/callbridge``, else ``~/.cache/callbridge``, named by a hash of the
@@ -32,7 +33,8 @@ RESAMPLE_SOURCE = HERE / "resample.c"  # the resampler kernels (loaded by bridge
 ECHO_SOURCE = HERE / "echo.c"  # the echo guard (loaded by bridge.audio.echo_native)
 TLS_SOURCE = HERE / "tls.c"  # the TLS engine (loaded by bridge.realtime.tls_native)
 DOWNLINK_SOURCE = HERE / "downlink.c"  # the model's audio deltas decoded (loaded by bridge.realtime.downlink)
-SOURCES = (CPORT_SOURCE, RESAMPLE_SOURCE, ECHO_SOURCE, TLS_SOURCE, DOWNLINK_SOURCE)
+PLAYOUT_SOURCE = HERE / "playout.c"  # the playout ring (loaded by bridge.audio.playout_native)
+SOURCES = (CPORT_SOURCE, RESAMPLE_SOURCE, ECHO_SOURCE, TLS_SOURCE, DOWNLINK_SOURCE, PLAYOUT_SOURCE)
 HEADERS = (HERE / "callbridge.h",)  # included by every source
 
 # (function name, its return type, its argument types) as ctypes spells them

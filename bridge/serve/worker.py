@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any, get_args
 
 from bridge import events as ev
 from bridge import metrics
+from bridge.audio import playout_native
 from bridge.call.leg import PhoneLeg
 from bridge.call.privacy import mask_number
 from bridge.call.recorder import consent_greeting
@@ -694,6 +695,7 @@ def main(argv: list[str]) -> int:
         logs.configure(settings.log_format, str(args.index))
         calltraces.configure(settings.tracing, str(args.index))  # off: nothing of OpenTelemetry is loaded
         downlink.configure(settings.native_downlink)
+        playout_native.configure(settings.native_playout)
         worker = Worker(settings, args.index, broker_token=sent.get("broker_token"), ready_fd=args.ready_fd)
         load_sdk(worker.plans)  # the MCP SDK if a plan has MCP servers, before any call (the parent may have it)
     except (BridgeError, ValueError, OSError) as exc:

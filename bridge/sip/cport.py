@@ -9,7 +9,9 @@ loop through one eventfd per process. The loop then, in :meth:`NativeHub.drain` 
 tells it both what is waiting and what is needed):
 
 * hands every received frame to its call's sink, with the capture time the clock thread stamped, and
-* tops every outbound ring up to ``lead + beat - 1`` frames from the call's :class:`FrameSource`.
+* tops every outbound ring up to ``lead + beat - 1`` frames from the call's :class:`FrameSource`: in one block where
+  the source takes blocks (``pop_frames``: the playout buffers, the C ring among them, and the taps around them),
+  else frame by frame.
 
 The clock thread wakes the loop when a ring holds fewer than ``lead`` frames (default 2), i.e. once every
 ``beat`` ticks (the worker's media beat, default 3: 60 ms; ``SipConfig.media_beat_frames``), and the loop's
@@ -344,6 +346,10 @@ class NativeHub:
             if need is None:
                 need = self._lib.cbp_out_need(port.handle, self.fill)
             if need > 0:
+                pop_frames: Callable[[int], bytes] | None = getattr(source, "pop_frames", None)
+                if pop_frames is not None:  # a beat's frames in one call (the playout buffers and their taps)
+                    self._write_block(port, pop_frames, need)
+                    return
                 pop = source.pop_frame
                 try:
                     frames = [pop() for _ in range(need)]
@@ -358,6 +364,18 @@ class NativeHub:
                     if len(chunk) != need * FRAME_BYTES or max(map(len, frames)) != FRAME_BYTES:
                         chunk = b"".join(map(_exact, frames))
                     self._lib.cbp_write_out(port.handle, chunk, need)
+
+    def _write_block(self, port: NativePort, pop_frames: Callable[[int], bytes], need: int) -> None:
+        try:
+            block = pop_frames(need)
+        except Exception:
+            self.source_errors += 1
+            if self.source_errors <= 10 or self.source_errors % 1000 == 0:
+                _LOG.exception("%s: frame source raised (%d so far)", port.name, self.source_errors)
+            return
+        if len(block) != need * FRAME_BYTES:
+            block = block[: need * FRAME_BYTES].ljust(need * FRAME_BYTES, b"\0")
+        self._lib.cbp_write_out(port.handle, block, need)
 
 
 def _exact(frame: bytes) -> bytes:

@@ -1,4 +1,5 @@
-"""PlayoutBuffer: exact played milliseconds, counters, padding, and a producer/consumer thread test."""
+"""The playout buffer, in Python (PlayoutBuffer) and in C (NativePlayout), held to one contract: exact played
+milliseconds, counters, padding, the downstream stage, and producer/consumer thread tests."""
 
 from __future__ import annotations
 
@@ -6,14 +7,31 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
-from bridge.audio import FlushResult, PlayoutBuffer
+from bridge.audio import FlushResult, Playout, PlayoutBuffer
+from bridge.audio.playout_native import NativePlayout, native_playout
 
 FRAME = 320  # 20 ms of 8 kHz PCM16
 SILENCE = bytes(FRAME)
+Make = Callable[..., Playout]
+
+
+def _native(**kwargs: Any) -> Playout:
+    lib = native_playout()
+    if lib is None:
+        pytest.skip("no C compiler: the playout ring in C is not built")
+    return NativePlayout(lib, **kwargs)
+
+
+@pytest.fixture(params=["python", "c"])
+def make(request: pytest.FixtureRequest) -> Make:
+    """Each test runs against both implementations."""
+    return PlayoutBuffer if request.param == "python" else _native
 
 
 def audio(ms: int, start: int = 1) -> bytes:
@@ -22,8 +40,8 @@ def audio(ms: int, start: int = 1) -> bytes:
     return ((np.arange(start, start + n) % 30000) + 1).astype(np.int16).tobytes()
 
 
-def test_scripted_pushes_pops_and_flush_report_exact_milliseconds() -> None:
-    pb = PlayoutBuffer()
+def test_scripted_pushes_pops_and_flush_report_exact_milliseconds(make: Make) -> None:
+    pb = make()
     pb.push("a", audio(1000))
     assert pb.depth_ms == 1000 and not pb.idle
     played = [pb.pop_frame() for _ in range(13)]
@@ -37,8 +55,8 @@ def test_scripted_pushes_pops_and_flush_report_exact_milliseconds() -> None:
     assert (pb.frames_played, pb.underruns, pb.dropped_frames) == (13, 0, 0)
 
 
-def test_tail_is_padded_when_the_next_item_starts() -> None:
-    pb = PlayoutBuffer()
+def test_tail_is_padded_when_the_next_item_starts(make: Make) -> None:
+    pb = make()
     a = audio(25)  # one frame and 80 bytes
     pb.push("a", a[:300])
     pb.push("a", a[300:])
@@ -55,8 +73,8 @@ def test_tail_is_padded_when_the_next_item_starts() -> None:
     assert pb.idle
 
 
-def test_end_item_pads_the_tail_so_it_plays() -> None:
-    pb = PlayoutBuffer()
+def test_end_item_pads_the_tail_so_it_plays(make: Make) -> None:
+    pb = make()
     pb.push("a", audio(30))
     pb.end_item("a")
     frames = [pb.pop_frame(), pb.pop_frame()]
@@ -64,9 +82,9 @@ def test_end_item_pads_the_tail_so_it_plays() -> None:
     assert pb.idle and pb.played_ms("a") == 30
 
 
-def test_underruns_count_only_dead_air_inside_a_playing_item() -> None:
+def test_underruns_count_only_dead_air_inside_a_playing_item(make: Make) -> None:
     now = [10.0]
-    pb = PlayoutBuffer(clock=lambda: now[0])
+    pb = make(clock=lambda: now[0])
     assert pb.pop_frame() == SILENCE and pb.underruns == 0  # idle: nothing expected
     pb.push("a", audio(40))
     pb.pop_frame(), pb.pop_frame()
@@ -84,8 +102,8 @@ def test_underruns_count_only_dead_air_inside_a_playing_item() -> None:
     assert pb.underruns == 2
 
 
-def test_full_buffer_drops_the_newest_and_the_rest_of_that_item() -> None:
-    pb = PlayoutBuffer(max_ms=100)
+def test_full_buffer_drops_the_newest_and_the_rest_of_that_item(make: Make) -> None:
+    pb = make(max_ms=100)
     pb.push("a", audio(160))
     assert pb.depth_ms == 100 and pb.dropped_frames == 3
     assert [pb.pop_frame() for _ in range(5)] == [audio(160)[i * FRAME : (i + 1) * FRAME] for i in range(5)]
@@ -98,8 +116,8 @@ def test_full_buffer_drops_the_newest_and_the_rest_of_that_item() -> None:
     assert pb.played_ms("a") == 100
 
 
-def test_flush_reports_queued_items_that_never_played() -> None:
-    pb = PlayoutBuffer()
+def test_flush_reports_queued_items_that_never_played(make: Make) -> None:
+    pb = make()
     pb.push("a", audio(60))
     pb.end_item("a")
     pb.push("b", audio(40))
@@ -109,15 +127,15 @@ def test_flush_reports_queued_items_that_never_played() -> None:
     assert pb.flush() == FlushResult(None, 0, 0)
 
 
-def test_flush_with_only_a_partial_frame_left() -> None:
-    pb = PlayoutBuffer()
+def test_flush_with_only_a_partial_frame_left(make: Make) -> None:
+    pb = make()
     pb.push("a", audio(25))
     pb.pop_frame()
     assert pb.flush() == FlushResult("a", played_ms=20, dropped_ms=5)
 
 
-def test_first_played_at_is_stamped_at_the_first_pop() -> None:
-    pb = PlayoutBuffer()
+def test_first_played_at_is_stamped_at_the_first_pop(make: Make) -> None:
+    pb = make()
     pb.push("a", audio(40))
     assert pb.first_played_at("a") is None
     before = time.monotonic()
@@ -129,18 +147,18 @@ def test_first_played_at_is_stamped_at_the_first_pop() -> None:
     assert pb.first_played_at("a") == stamp
 
 
-def test_frames_always_have_frame_bytes_and_custom_silence() -> None:
-    pb = PlayoutBuffer(frame_bytes=160, silence=b"\xff" * 160)  # 20 ms of μ-law
+def test_frames_always_have_frame_bytes_and_custom_silence(make: Make) -> None:
+    pb = make(frame_bytes=160, silence=b"\xff" * 160)  # 20 ms of μ-law
     assert pb.pop_frame() == b"\xff" * 160
     pb.push("a", b"\x01" * 100)
     pb.end_item("a")
     assert pb.pop_frame() == b"\x01" * 100 + b"\xff" * 60
     with pytest.raises(ValueError, match=r"^silence must be one frame of 320 bytes, got 3$"):
-        PlayoutBuffer(silence=b"abc")
+        make(silence=b"abc")
 
 
-def test_threads_lose_and_reorder_nothing() -> None:
-    pb = PlayoutBuffer()
+def test_threads_lose_and_reorder_nothing(make: Make) -> None:
+    pb = make()
     rng = random.Random(5)
     items = [(f"item{i}", audio(rng.randrange(20, 400), start=i * 1000)) for i in range(40)]
     done = threading.Event()
@@ -176,16 +194,16 @@ def test_threads_lose_and_reorder_nothing() -> None:
     assert all(pb.played_ms(item_id) == len(d) // 16 for item_id, d in items)
 
 
-def test_flush_is_exact_while_the_consumer_pops_concurrently() -> None:
+def test_flush_is_exact_while_the_consumer_pops_concurrently(make: Make) -> None:
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)  # switch threads every few bytecodes: races get their chance
     try:
-        _flush_races()
+        _flush_races(make)
     finally:
         sys.setswitchinterval(switch)
 
 
-def _consume(pb: PlayoutBuffer, got: list[bytes], started: threading.Event, stop: threading.Event) -> None:
+def _consume(pb: Playout, got: list[bytes], started: threading.Event, stop: threading.Event) -> None:
     started.set()
     while not stop.is_set():
         frame = pb.pop_frame()
@@ -193,14 +211,14 @@ def _consume(pb: PlayoutBuffer, got: list[bytes], started: threading.Event, stop
             got.append(frame)
 
 
-def _flush_races() -> None:
+def _flush_races(make: Make) -> None:
     # Ten minutes queued: a busy machine can run the consumer alone for a whole time slice, which pops a minute
     # of frames, never ten.
     long_ms = 600_000
     whole = audio(long_ms)
     cut_in_the_middle = 0
     for seed in range(20):
-        pb = PlayoutBuffer(max_ms=long_ms)
+        pb = make(max_ms=long_ms)
         pb.push("a", whole)
         got: list[bytes] = []
         started, stop = threading.Event(), threading.Event()
@@ -227,7 +245,7 @@ class _Ring:
     """A downstream stage like the native port's ring: what was popped and not yet sent, oldest first; a top-up
     fills it to ``fill`` frames."""
 
-    def __init__(self, pb: PlayoutBuffer, fill: int) -> None:
+    def __init__(self, pb: Playout, fill: int) -> None:
         self.pb, self.fill = pb, fill
         self.held: list[bytes] = []
         pb.set_downstream(self)
@@ -253,8 +271,8 @@ class _Ring:
         return self.held.pop(0)
 
 
-def test_silence_queued_ahead_of_a_reply_is_taken_back_so_the_reply_plays_next() -> None:
-    pb = PlayoutBuffer()
+def test_silence_queued_ahead_of_a_reply_is_taken_back_so_the_reply_plays_next(make: Make) -> None:
+    pb = make()
     ring = _Ring(pb, fill=4)
     pb.push("a", audio(40))  # not empty before: nothing to take back
     ring.top_up()  # a beat's fill: the end of "a", then silence
@@ -269,8 +287,8 @@ def test_silence_queued_ahead_of_a_reply_is_taken_back_so_the_reply_plays_next()
     assert ring.held == []
 
 
-def test_silence_already_sent_is_not_taken_back_and_a_slow_delta_takes_back_the_gap_behind_it() -> None:
-    pb = PlayoutBuffer()
+def test_silence_already_sent_is_not_taken_back_and_a_slow_delta_takes_back_the_gap_behind_it(make: Make) -> None:
+    pb = make()
     ring = _Ring(pb, fill=3)
     ring.top_up()  # idle: silence
     ring.tick()
@@ -286,14 +304,14 @@ def test_silence_already_sent_is_not_taken_back_and_a_slow_delta_takes_back_the_
     assert pb.depth_ms == 80
 
 
-def test_without_a_downstream_a_push_into_an_empty_buffer_pops_nothing() -> None:
-    pb = PlayoutBuffer()
+def test_without_a_downstream_a_push_into_an_empty_buffer_pops_nothing(make: Make) -> None:
+    pb = make()
     pb.push("a", audio(40))
     assert pb.depth_ms == 40 and pb.frames_played == 0
 
 
-def test_ran_dry_only_once_the_silence_in_the_items_place_has_gone_out() -> None:
-    pb = PlayoutBuffer()
+def test_ran_dry_only_once_the_silence_in_the_items_place_has_gone_out(make: Make) -> None:
+    pb = make()
     ring = _Ring(pb, fill=3)
     pb.push("a", audio(40))
     assert not pb.ran_dry("a")  # audio queued: a tail pushed now follows it
@@ -306,7 +324,7 @@ def test_ran_dry_only_once_the_silence_in_the_items_place_has_gone_out() -> None
     assert pb.ran_dry("a") and not pb.ran_dry("b")  # four frames of dead air, three held: a gap was sent
     pb.end_item("a")
     assert not pb.ran_dry("a")  # ended: nothing more comes for it
-    bare = PlayoutBuffer()  # no downstream stage: one silent pop is already a gap
+    bare = make()  # no downstream stage: one silent pop is already a gap
     bare.push("x", audio(20))
     bare.pop_frame()
     assert not bare.ran_dry("x")
@@ -314,8 +332,8 @@ def test_ran_dry_only_once_the_silence_in_the_items_place_has_gone_out() -> None
     assert bare.ran_dry("x")
 
 
-def test_a_tail_shorter_than_a_frame_ended_into_an_empty_buffer_takes_the_silence_back_too() -> None:
-    pb = PlayoutBuffer()
+def test_a_tail_shorter_than_a_frame_ended_into_an_empty_buffer_takes_the_silence_back_too(make: Make) -> None:
+    pb = make()
     ring = _Ring(pb, fill=4)
     pb.push("a", audio(40))
     ring.top_up()  # a, a, dead air, dead air
