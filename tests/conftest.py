@@ -24,7 +24,7 @@ import fnmatch
 import inspect
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
 import pytest
@@ -219,6 +219,25 @@ def _extras(value: Any, path: str) -> list[str]:
 @pytest.fixture(scope="session")
 def oracle() -> RealtimeOracle:
     return RealtimeOracle()
+
+
+@pytest.fixture(params=["python", "c"])
+def new_playout(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """Makes a playout buffer, once per implementation: the test runs against the Python buffer and the C ring
+    (bridge/native/playout.c), which keep one contract. The C run is skipped where the ring cannot be built."""
+    from bridge.audio.playout import PlayoutBuffer
+    from bridge.audio.playout_native import NativePlayout, native_playout
+
+    if request.param == "python":
+        return PlayoutBuffer
+    lib = native_playout()
+    if lib is None:
+        pytest.skip("no C compiler: the playout ring in C is not built")
+
+    def make(**kwargs: Any) -> NativePlayout:
+        return NativePlayout(lib, **kwargs)
+
+    return make
 
 
 @pytest.fixture(scope="session")

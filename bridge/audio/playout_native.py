@@ -16,6 +16,7 @@ with the other audio kernels.
 from __future__ import annotations
 
 import ctypes
+import logging
 import math
 import time
 import weakref
@@ -49,6 +50,7 @@ _LATER_MAX: Final = 256  # later items a flush reports (a ring holds a few at mo
 _POP_BLOCK: Final = 64  # frames a pop buffer holds (a native port's ring)
 
 _enabled = True
+log = logging.getLogger("bridge.audio")
 
 
 def configure(on: bool) -> None:
@@ -71,6 +73,8 @@ def _prepare(lib: ctypes.CDLL) -> None:
 
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
     native = load_native("playout.c", _SIGNATURES, _prepare)
+    if native.lib is None:
+        log.warning("native playout ring unavailable, the Python buffer plays out: %s", native.why)
     return native.lib, native.why or None
 
 
@@ -119,7 +123,8 @@ class NativePlayout:
         self._ids: dict[str, int] = {}
         self._names: list[str] = []
         self._downstream: Downstream | None = None
-        self._out = (ctypes.c_int64 * 6)()
+        self._out = (ctypes.c_int64 * 6)()  # a flush's or an item's state
+        self._counts = (ctypes.c_int64 * 6)()  # the counters (any thread may read them: a read is one call)
         self._later = (ctypes.c_int32 * _LATER_MAX)()
         self._first = ctypes.c_double()
         self._pop = ctypes.create_string_buffer(_POP_BLOCK * frame_bytes)
@@ -220,7 +225,7 @@ class NativePlayout:
         return None if math.isnan(first) else first
 
     def _counter(self, index: int) -> int:
-        out = (ctypes.c_int64 * 6)()
+        out = self._counts
         self._lib.cbq_counters(self._h, out)
         return int(out[index])
 

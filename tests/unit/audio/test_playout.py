@@ -8,30 +8,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pytest
 
-from bridge.audio import FlushResult, Playout, PlayoutBuffer
-from bridge.audio.playout_native import NativePlayout, native_playout
+from bridge.audio import FlushResult, Playout
 
 FRAME = 320  # 20 ms of 8 kHz PCM16
 SILENCE = bytes(FRAME)
-Make = Callable[..., Playout]
-
-
-def _native(**kwargs: Any) -> Playout:
-    lib = native_playout()
-    if lib is None:
-        pytest.skip("no C compiler: the playout ring in C is not built")
-    return NativePlayout(lib, **kwargs)
-
-
-@pytest.fixture(params=["python", "c"])
-def make(request: pytest.FixtureRequest) -> Make:
-    """Each test runs against both implementations."""
-    return PlayoutBuffer if request.param == "python" else _native
+Make = Callable[..., Playout]  # the new_playout fixture (tests/conftest.py): each test runs against both
 
 
 def audio(ms: int, start: int = 1) -> bytes:
@@ -40,7 +25,8 @@ def audio(ms: int, start: int = 1) -> bytes:
     return ((np.arange(start, start + n) % 30000) + 1).astype(np.int16).tobytes()
 
 
-def test_scripted_pushes_pops_and_flush_report_exact_milliseconds(make: Make) -> None:
+def test_scripted_pushes_pops_and_flush_report_exact_milliseconds(new_playout: Make) -> None:
+    make = new_playout
     pb = make()
     pb.push("a", audio(1000))
     assert pb.depth_ms == 1000 and not pb.idle
@@ -55,7 +41,8 @@ def test_scripted_pushes_pops_and_flush_report_exact_milliseconds(make: Make) ->
     assert (pb.frames_played, pb.underruns, pb.dropped_frames) == (13, 0, 0)
 
 
-def test_tail_is_padded_when_the_next_item_starts(make: Make) -> None:
+def test_tail_is_padded_when_the_next_item_starts(new_playout: Make) -> None:
+    make = new_playout
     pb = make()
     a = audio(25)  # one frame and 80 bytes
     pb.push("a", a[:300])
@@ -73,7 +60,8 @@ def test_tail_is_padded_when_the_next_item_starts(make: Make) -> None:
     assert pb.idle
 
 
-def test_end_item_pads_the_tail_so_it_plays(make: Make) -> None:
+def test_end_item_pads_the_tail_so_it_plays(new_playout: Make) -> None:
+    make = new_playout
     pb = make()
     pb.push("a", audio(30))
     pb.end_item("a")
@@ -82,7 +70,8 @@ def test_end_item_pads_the_tail_so_it_plays(make: Make) -> None:
     assert pb.idle and pb.played_ms("a") == 30
 
 
-def test_underruns_count_only_dead_air_inside_a_playing_item(make: Make) -> None:
+def test_underruns_count_only_dead_air_inside_a_playing_item(new_playout: Make) -> None:
+    make = new_playout
     now = [10.0]
     pb = make(clock=lambda: now[0])
     assert pb.pop_frame() == SILENCE and pb.underruns == 0  # idle: nothing expected
@@ -102,7 +91,8 @@ def test_underruns_count_only_dead_air_inside_a_playing_item(make: Make) -> None
     assert pb.underruns == 2
 
 
-def test_full_buffer_drops_the_newest_and_the_rest_of_that_item(make: Make) -> None:
+def test_full_buffer_drops_the_newest_and_the_rest_of_that_item(new_playout: Make) -> None:
+    make = new_playout
     pb = make(max_ms=100)
     pb.push("a", audio(160))
     assert pb.depth_ms == 100 and pb.dropped_frames == 3
@@ -116,7 +106,8 @@ def test_full_buffer_drops_the_newest_and_the_rest_of_that_item(make: Make) -> N
     assert pb.played_ms("a") == 100
 
 
-def test_flush_reports_queued_items_that_never_played(make: Make) -> None:
+def test_flush_reports_queued_items_that_never_played(new_playout: Make) -> None:
+    make = new_playout
     pb = make()
     pb.push("a", audio(60))
     pb.end_item("a")
@@ -127,14 +118,16 @@ def test_flush_reports_queued_items_that_never_played(make: Make) -> None:
     assert pb.flush() == FlushResult(None, 0, 0)
 
 
-def test_flush_with_only_a_partial_frame_left(make: Make) -> None:
+def test_flush_with_only_a_partial_frame_left(new_playout: Make) -> None:
+    make = new_playout
     pb = make()
     pb.push("a", audio(25))
     pb.pop_frame()
     assert pb.flush() == FlushResult("a", played_ms=20, dropped_ms=5)
 
 
-def test_first_played_at_is_stamped_at_the_first_pop(make: Make) -> None:
+def test_first_played_at_is_stamped_at_the_first_pop(new_playout: Make) -> None:
+    make = new_playout
     pb = make()
     pb.push("a", audio(40))
     assert pb.first_played_at("a") is None
@@ -147,7 +140,8 @@ def test_first_played_at_is_stamped_at_the_first_pop(make: Make) -> None:
     assert pb.first_played_at("a") == stamp
 
 
-def test_frames_always_have_frame_bytes_and_custom_silence(make: Make) -> None:
+def test_frames_always_have_frame_bytes_and_custom_silence(new_playout: Make) -> None:
+    make = new_playout
     pb = make(frame_bytes=160, silence=b"\xff" * 160)  # 20 ms of μ-law
     assert pb.pop_frame() == b"\xff" * 160
     pb.push("a", b"\x01" * 100)
@@ -157,7 +151,8 @@ def test_frames_always_have_frame_bytes_and_custom_silence(make: Make) -> None:
         make(silence=b"abc")
 
 
-def test_threads_lose_and_reorder_nothing(make: Make) -> None:
+def test_threads_lose_and_reorder_nothing(new_playout: Make) -> None:
+    make = new_playout
     pb = make()
     rng = random.Random(5)
     items = [(f"item{i}", audio(rng.randrange(20, 400), start=i * 1000)) for i in range(40)]
@@ -194,7 +189,8 @@ def test_threads_lose_and_reorder_nothing(make: Make) -> None:
     assert all(pb.played_ms(item_id) == len(d) // 16 for item_id, d in items)
 
 
-def test_flush_is_exact_while_the_consumer_pops_concurrently(make: Make) -> None:
+def test_flush_is_exact_while_the_consumer_pops_concurrently(new_playout: Make) -> None:
+    make = new_playout
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)  # switch threads every few bytecodes: races get their chance
     try:
@@ -271,7 +267,8 @@ class _Ring:
         return self.held.pop(0)
 
 
-def test_silence_queued_ahead_of_a_reply_is_taken_back_so_the_reply_plays_next(make: Make) -> None:
+def test_silence_queued_ahead_of_a_reply_is_taken_back_so_the_reply_plays_next(new_playout: Make) -> None:
+    make = new_playout
     pb = make()
     ring = _Ring(pb, fill=4)
     pb.push("a", audio(40))  # not empty before: nothing to take back
@@ -287,7 +284,10 @@ def test_silence_queued_ahead_of_a_reply_is_taken_back_so_the_reply_plays_next(m
     assert ring.held == []
 
 
-def test_silence_already_sent_is_not_taken_back_and_a_slow_delta_takes_back_the_gap_behind_it(make: Make) -> None:
+def test_silence_already_sent_is_not_taken_back_and_a_slow_delta_takes_back_the_gap_behind_it(
+    new_playout: Make,
+) -> None:
+    make = new_playout
     pb = make()
     ring = _Ring(pb, fill=3)
     ring.top_up()  # idle: silence
@@ -304,13 +304,15 @@ def test_silence_already_sent_is_not_taken_back_and_a_slow_delta_takes_back_the_
     assert pb.depth_ms == 80
 
 
-def test_without_a_downstream_a_push_into_an_empty_buffer_pops_nothing(make: Make) -> None:
+def test_without_a_downstream_a_push_into_an_empty_buffer_pops_nothing(new_playout: Make) -> None:
+    make = new_playout
     pb = make()
     pb.push("a", audio(40))
     assert pb.depth_ms == 40 and pb.frames_played == 0
 
 
-def test_ran_dry_only_once_the_silence_in_the_items_place_has_gone_out(make: Make) -> None:
+def test_ran_dry_only_once_the_silence_in_the_items_place_has_gone_out(new_playout: Make) -> None:
+    make = new_playout
     pb = make()
     ring = _Ring(pb, fill=3)
     pb.push("a", audio(40))
@@ -332,7 +334,8 @@ def test_ran_dry_only_once_the_silence_in_the_items_place_has_gone_out(make: Mak
     assert bare.ran_dry("x")
 
 
-def test_a_tail_shorter_than_a_frame_ended_into_an_empty_buffer_takes_the_silence_back_too(make: Make) -> None:
+def test_a_tail_shorter_than_a_frame_ended_into_an_empty_buffer_takes_the_silence_back_too(new_playout: Make) -> None:
+    make = new_playout
     pb = make()
     ring = _Ring(pb, fill=4)
     pb.push("a", audio(40))

@@ -5,15 +5,18 @@ the listen tap around it, a listening supervisor hears the caller, not their own
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from test_tap import Leg, Playout
 
 from bridge import events as ev
+from bridge.audio import Playout as PlayoutLike
 from bridge.audio.analysis import peak_frequency, tone
 from bridge.audio.frames import FRAME_BYTES
 from bridge.call.latency import LatencyMeter
+from bridge.call.leg import pop_block
 from bridge.call.link import Link
 from bridge.call.report import CallReport
 from bridge.call.takeover import QUEUE_FRAMES, TakeOverLeg
@@ -133,3 +136,28 @@ def test_muted_the_model_hears_silence_in_place_of_the_caller_and_the_offload_is
     assert client.offload is offload
     link.on_frame(caller, 0.0)
     assert [c.audio for c in client.sent if isinstance(c, ev.AppendAudio)] == [caller, SILENCE, caller]
+
+
+def test_a_beats_block_through_the_tap_and_the_take_over_is_what_frame_by_frame_gives(
+    new_playout: Callable[..., PlayoutLike],
+) -> None:
+    """The native port takes a beat's frames in one block (``pop_frames``): the listener gets that block, and,
+    taken over, the caller hears the supervisor's frames in its place while the agent's are taken and dropped."""
+    agent = tone(700.0, 0.4)
+    playout = new_playout()
+    playout.push("a", agent)
+    leg = Leg()
+    takeover = TakeOverLeg(leg)  # type: ignore[arg-type]  # Leg has only what the proxy uses of a PhoneLeg
+    tap = ListenTap(takeover)
+    tap.start_media(playout, lambda pcm, t: None)
+    tap.start()
+    assert leg.source is not None
+    assert pop_block(leg.source, 3) == agent[: 3 * FRAME_BYTES]
+    assert b"".join(tap.agent) == agent[: 3 * FRAME_BYTES]  # the listener's copy, as one block
+    takeover.begin("sam")
+    voice = tone(1400.0, 0.04)
+    takeover.feed(voice)
+    assert pop_block(leg.source, 3) == voice + SILENCE  # the supervisor, then silence: never the agent
+    assert playout.frames_played == 6  # the agent's playout kept its clock
+    takeover.end()
+    assert pop_block(leg.source, 2) == agent[6 * FRAME_BYTES : 8 * FRAME_BYTES]

@@ -5,10 +5,11 @@ after it: the ring holds exactly the beat's fill (more would delay what the call
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 
 import numpy as np
 
-from bridge.audio import FlushResult, PlayoutBuffer
+from bridge.audio import FlushResult, Playout
 from bridge.audio.frames import FRAME_BYTES, SILENCE
 from bridge.sip import cport
 
@@ -32,10 +33,12 @@ def test_poll_gives_the_frames_waiting_and_the_frames_needed(native_lib: ctypes.
     port.detach()
 
 
-def test_a_sink_that_queues_audio_during_the_drain_leaves_the_ring_exactly_full(native_lib: ctypes.CDLL) -> None:
+def test_a_sink_that_queues_audio_during_the_drain_leaves_the_ring_exactly_full(
+    native_lib: ctypes.CDLL, new_playout: Callable[..., Playout]
+) -> None:
     hub = cport.NativeHub(native_lib, lead=2, beat=3)
     port = hub.new_port("t-refill", conference=False)
-    playout = PlayoutBuffer()
+    playout = new_playout()
     reply = frames(10, first=100)
     said: list[bytes] = []
 

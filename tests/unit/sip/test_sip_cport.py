@@ -15,13 +15,14 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pjsua2 as pj
 import pytest
 
-from bridge.audio import FlushResult, PlayoutBuffer
+from bridge.audio import FlushResult, Playout
 from bridge.audio.echo_native import NativeEchoGuard, native_echo
 from bridge.audio.frames import FRAME_BYTES, SILENCE
 from bridge.call.echo import HeldSource
@@ -135,7 +136,9 @@ def test_a_source_that_keeps_account_is_told_of_the_silence_the_port_sent_on_its
     port.detach()
 
 
-def test_the_c_echo_guards_reference_is_each_frame_the_port_sends(hub: cport.NativeHub) -> None:
+def test_the_c_echo_guards_reference_is_each_frame_the_port_sends(
+    hub: cport.NativeHub, new_playout: Callable[..., Playout]
+) -> None:
     """With the C echo guard, get_frame hands the guard each frame it sends (the loop's, the silence of a late
     loop), and nothing the loop queued and then flushed: its reference is a twin's fed exactly the frames sent."""
     if native_echo().lib is None:
@@ -143,7 +146,7 @@ def test_the_c_echo_guards_reference_is_each_frame_the_port_sends(hub: cport.Nat
     guard, twin = NativeEchoGuard(), NativeEchoGuard()
     rng = np.random.default_rng(7)
     speech = (rng.standard_normal(60 * FRAME_BYTES // 2) * 3000).astype("<i2").tobytes()
-    playout = PlayoutBuffer()
+    playout = new_playout()
     playout.push("item1", speech)
     port = hub.new_port("t-ref", conference=False)
     port.attach(HeldSource(playout, guard), None)
@@ -180,11 +183,11 @@ def test_a_late_clock_tick_is_counted(hub: cport.NativeHub) -> None:
     port.detach()
 
 
-def test_barge_in_counts_only_what_was_sent(hub: cport.NativeHub) -> None:
+def test_barge_in_counts_only_what_was_sent(hub: cport.NativeHub, new_playout: Callable[..., Playout]) -> None:
     """The ring holds frames taken from the playout buffer but not yet sent: a flush drops them and the
     truncate position stays what the caller got."""
     port = hub.new_port("t-flush", conference=False)
-    playout = PlayoutBuffer()
+    playout = new_playout()
     speech = tone(440.0, 10)
     playout.push("item1", speech)
     port.attach(playout, None)  # 2 frames move into the ring
@@ -199,9 +202,11 @@ def test_barge_in_counts_only_what_was_sent(hub: cport.NativeHub) -> None:
     port.detach()
 
 
-def test_idle_waits_until_the_last_real_frame_has_left_the_ring(hub: cport.NativeHub) -> None:
+def test_idle_waits_until_the_last_real_frame_has_left_the_ring(
+    hub: cport.NativeHub, new_playout: Callable[..., Playout]
+) -> None:
     port = hub.new_port("t-idle", conference=False)
-    playout = PlayoutBuffer()
+    playout = new_playout()
     playout.push("bye", tone(500.0, 2))
     playout.end_item("bye")
     port.attach(playout, None)
@@ -217,6 +222,7 @@ def test_idle_waits_until_the_last_real_frame_has_left_the_ring(hub: cport.Nativ
 
 def test_a_beat_of_three_ticks_wakes_the_loop_every_third_tick_and_a_reply_starts_at_once(
     native_lib: ctypes.CDLL,
+    new_playout: Callable[..., Playout],
 ) -> None:
     """Filled for a whole beat, the ring holds silence while the call is quiet; a reply read on the beat (and
     pushed by the call's own task, as a session does) takes that silence back and plays on the very next tick,
@@ -227,7 +233,7 @@ def test_a_beat_of_three_ticks_wakes_the_loop_every_third_tick_and_a_reply_start
         beats: list[int] = []
         hub.after_drain = lambda: beats.append(1)
         port = hub.new_port("t-beat", conference=False)
-        playout = PlayoutBuffer()
+        playout = new_playout()
         port.attach(playout, None)
         assert port.depth() == 4  # lead + beat - 1 frames of silence
         hub.on_readable()  # (the wake-up of the attach itself)
