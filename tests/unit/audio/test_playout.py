@@ -12,7 +12,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from bridge.audio import FlushResult, Playout
+from bridge.audio import FlushResult, Playout, PlayoutBuffer
+from bridge.audio.playout_native import NativePlayout, native_playout
 
 FRAME = 320  # 20 ms of 8 kHz PCM16
 SILENCE = bytes(FRAME)
@@ -346,3 +347,58 @@ def test_a_tail_shorter_than_a_frame_ended_into_an_empty_buffer_takes_the_silenc
     pb.end_item("a")  # the padded tail is queued: it plays right after the audio, not after the dead air
     assert ring.held[:2] == [audio(40)[FRAME:], audio(2, start=321) + bytes(FRAME - 32)]
     assert pb.underruns == 0
+
+
+def test_the_c_ring_and_the_python_buffer_agree_step_for_step_on_random_work() -> None:
+    """Random pushes (odd lengths, new items, items already cut), ends, pops in blocks, flushes and a downstream
+    stage that takes silence back: after every step both buffers give the same frames, results and counters."""
+    lib = native_playout()
+    if lib is None:
+        pytest.skip("no C compiler: the playout ring in C is not built")
+    for seed in range(30):
+        rng = random.Random(seed)
+        now = [0.0]
+
+        def clock(now: list[float] = now) -> float:
+            return now[0]
+
+        pair = [PlayoutBuffer(max_ms=300, clock=clock), NativePlayout(lib, max_ms=300, clock=clock)]
+        fill = rng.randrange(1, 5)
+        rings = [_Ring(pb, fill=fill) if seed % 3 else None for pb in pair]
+        items = [f"i{k}" for k in range(20)]
+        for step in range(300):
+            now[0] += 0.02
+            op, item = rng.random(), items[step // 16 + rng.randrange(2)]  # items roll on, a few at a time
+            if op < 0.35:
+                data = audio(rng.randrange(1, 300), start=step * 7 + 1)[: rng.randrange(1, 4800)]
+                for pb in pair:
+                    pb.push(item, data)
+            elif op < 0.45:
+                for pb in pair:
+                    pb.end_item(item)
+            elif op < 0.8:
+                n = rng.randrange(1, 6)
+                got = [pb.pop_frames(n) if rings[0] is None else b"" for pb in pair]
+                for ring in rings:
+                    if ring is not None:
+                        ring.top_up()
+                        for _ in range(min(n, len(ring.held))):
+                            ring.tick()
+                assert got[0] == got[1], (seed, step)
+            elif op < 0.87:
+                assert pair[0].flush() == pair[1].flush(), (seed, step)
+            a, b = pair
+            if rings[0] is not None and rings[1] is not None:
+                assert rings[0].held == rings[1].held, (seed, step)
+            assert (a.frames_played, a.underruns, a.dropped_frames, a.late_frames, a.depth_ms, a.idle) == (
+                b.frames_played,
+                b.underruns,
+                b.dropped_frames,
+                b.late_frames,
+                b.depth_ms,
+                b.idle,
+            ), (seed, step)
+            assert list(a.underrun_times) == list(b.underrun_times), (seed, step)
+            assert all(a.played_ms(i) == b.played_ms(i) for i in items), (seed, step)
+            assert all(a.first_played_at(i) == b.first_played_at(i) for i in items), (seed, step)
+            assert all(a.ran_dry(i) == b.ran_dry(i) for i in items), (seed, step)
