@@ -187,14 +187,13 @@ class NativePlayout:
     def pop_frame(self) -> bytes:
         """The next frame, or silence. Never blocks for long; always exactly `frame_bytes` bytes."""
         self._lib.cbq_pop(self._h, self._pop, 1, self._clock())
-        return self._pop.raw[: self._fb]
+        return ctypes.string_at(self._pop, self._fb)
 
     def pop_frames(self, frames: int) -> bytes:
         """The next ``frames`` frames (silence where there is none), in one block."""
-        size = frames * self._fb
-        buf = self._pop if frames <= _POP_BLOCK else ctypes.create_string_buffer(size)
+        buf = self._pop if frames <= _POP_BLOCK else ctypes.create_string_buffer(frames * self._fb)
         self._lib.cbq_pop(self._h, buf, frames, self._clock())
-        return buf.raw[:size]
+        return ctypes.string_at(buf, frames * self._fb)
 
     # -- readers -------------------------------------------------------------------------------------------
 
