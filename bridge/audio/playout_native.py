@@ -47,7 +47,7 @@ _SIGNATURES: tuple[tuple[str, Any, list[Any]], ...] = (
     ("cbq_underrun_times_max", _I, []),
 )
 _LATER_MAX: Final = 256  # later items a flush reports (a ring holds a few at most)
-_POP_BLOCK: Final = 64  # frames a pop buffer holds (a native port's ring)
+_POP_BLOCK: Final = 16  # frames the pop buffer holds: a native port's top-up takes at most 16 (cport.c, OUT_FRAMES)
 
 _enabled = True
 log = logging.getLogger("bridge.audio")
