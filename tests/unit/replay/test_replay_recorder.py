@@ -6,7 +6,9 @@ import json
 import threading
 import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -232,6 +234,34 @@ def test_a_barge_in_on_a_recorded_call_still_flushes_the_media_ports_ring(tmp_pa
     rec.listener(ev.CallEnded("caller hung up", "completed", ev.EndedBy.CALLER))
     caller, agent, _, _ = read_recording(tmp_path / "rec")
     assert len(caller) == len(agent) == FRAME and agent == bytes(FRAME)  # the flushed frame is not in it
+
+
+def test_a_beats_block_is_recorded_as_its_frames_and_a_flush_takes_the_unsent_ones_back(
+    tmp_path: Path, new_playout: Callable[..., Any]
+) -> None:
+    """The native port takes a beat's frames in one block: the recording keeps them frame by frame beside the
+    caller's ticks, and a barge-in's flush takes out the ones the port still held (with either playout)."""
+    from bridge.call.leg import pop_block
+
+    leg = SilentLeg()
+    rec = RecordingLeg(leg, tmp_path / "rec", consent=True)
+    playout = new_playout()
+    rec.start_media(playout, lambda pcm, t: None)
+    assert leg.media is not None
+    outbound, on_frame = leg.media
+    ring = Ring()
+    outbound.set_downstream(ring)
+    agent = np.arange(1, 160 * 10 + 1, dtype="<i2").tobytes()
+    playout.push("item_1", agent)
+    assert pop_block(outbound, 3) == agent[: 3 * FRAME]  # one call: three frames for the port's ring
+    assert list(rec.agent) == [agent[k * FRAME : (k + 1) * FRAME] for k in range(3)]
+    on_frame(np.full(160, 7, dtype="<i2").tobytes(), 0.0)  # the tick that sends the first
+    ring.held = 2  # the other two wait in the port
+    assert playout.flush().played_ms == 20
+    assert not rec.agent and ring.flushed == 2
+    rec.listener(ev.CallEnded("caller hung up", "completed", ev.EndedBy.CALLER))
+    caller, recorded, _, _ = read_recording(tmp_path / "rec")
+    assert len(caller) == FRAME and recorded == agent[:FRAME]
 
 
 def test_the_recording_is_on_disk_and_playable_while_the_call_goes_on(tmp_path: Path) -> None:
