@@ -95,6 +95,7 @@ class Playout(Protocol):
     def pop_frames(self, frames: int) -> bytes: ...
     def ran_dry(self, item_id: str) -> bool: ...
     def played_ms(self, item_id: str) -> int: ...
+    def sent_ms(self, item_id: str) -> int: ...
     def first_played_at(self, item_id: str) -> float | None: ...
     @property
     def frames_played(self) -> int: ...
@@ -342,6 +343,14 @@ class PlayoutBuffer:
         """Milliseconds of `item_id` handed to the phone side so far."""
         received_ms = self._received.get(item_id, 0) * FRAME_MS // self._frame_bytes
         return min(self._played.get(item_id, 0) * FRAME_MS, received_ms)
+
+    def sent_ms(self, item_id: str) -> int:
+        """Milliseconds of `item_id` gone past the downstream stage (on the wire): played, less what it holds."""
+        downstream = self._downstream
+        held = downstream.depth() if downstream is not None else 0
+        recent = list(self._recent)[-held:] if held > 0 else []
+        of_item = sum(1 for pop in recent if pop is not None and pop[0] == item_id)
+        return max(0, self.played_ms(item_id) - of_item * FRAME_MS)
 
     def first_played_at(self, item_id: str) -> float | None:
         """The clock's time when the first frame of `item_id` was handed out, None if not yet."""

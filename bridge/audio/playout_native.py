@@ -41,6 +41,7 @@ _SIGNATURES: tuple[tuple[str, Any, list[Any]], ...] = (
     ("cbq_forget_silence", _I, [_P, _I]),
     ("cbq_dry", _I, [_P, _I]),
     ("cbq_idle", _I, [_P, _I]),
+    ("cbq_held_of", _I, [_P, _I, _I]),
     ("cbq_item_state", None, [_P, _I, _I64P, ctypes.POINTER(_D)]),
     ("cbq_counters", None, [_P, _I64P]),
     ("cbq_underrun_times", _I, [_P, ctypes.POINTER(_D), _I]),
@@ -217,6 +218,13 @@ class NativePlayout:
         """Milliseconds of `item_id` handed to the phone side so far."""
         played, received, _first = self._state(item_id)
         return min(played * FRAME_MS, received * FRAME_MS // self._fb)
+
+    def sent_ms(self, item_id: str) -> int:
+        """Milliseconds of `item_id` gone past the downstream stage (on the wire): played, less what it holds."""
+        downstream, known = self._downstream, self._ids.get(item_id)
+        held = downstream.depth() if downstream is not None else 0
+        of_item = int(self._lib.cbq_held_of(self._h, held, known)) if held > 0 and known is not None else 0
+        return max(0, self.played_ms(item_id) - of_item * FRAME_MS)
 
     def first_played_at(self, item_id: str) -> float | None:
         """The clock's time when the first frame of `item_id` was handed out, None if not yet."""

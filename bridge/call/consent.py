@@ -97,8 +97,9 @@ class ConsentPrompt:
         """Every tick while it plays: once its last frame has gone out, it was played."""
         if not self.playing:
             return
-        # its last frame handed out (audio queued after it, such as a recovered model's, plays on)
-        whole = self._duration_ms % FRAME_MS == 0 and self._playout.played_ms(CONSENT_ITEM) >= self._duration_ms
+        # its last frame gone out on the wire, not merely handed to the media port, which holds a few ahead: the
+        # recording starts once the caller has heard the whole prompt (audio queued after it plays on)
+        whole = self._duration_ms % FRAME_MS == 0 and self._playout.sent_ms(CONSENT_ITEM) >= self._duration_ms
         if whole or self._playout.idle:
             self._end(ev.ConsentStatus.PLAYED)
 

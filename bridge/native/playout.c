@@ -399,6 +399,17 @@ int cbq_idle(cbq *q, int held) {
     return idle;
 }
 
+/* Frames of item `id` among the `held` newest pops (those a downstream stage still holds, not yet on the wire). */
+int cbq_held_of(cbq *q, int held, int id) {
+    pthread_mutex_lock(&q->mu);
+    int n = 0;
+    for (int k = 0; k < held && k < q->rec_len; k++)
+        if (q->rec_item[recent_at(q, k)] == id)
+            n++;
+    pthread_mutex_unlock(&q->mu);
+    return n;
+}
+
 /* Item `id`: out[0] frames played, out[1] bytes received; *first the first frame's time (NAN: not yet). */
 void cbq_item_state(cbq *q, int id, int64_t *out, double *first) {
     pthread_mutex_lock(&q->mu);

@@ -305,6 +305,23 @@ def test_silence_already_sent_is_not_taken_back_and_a_slow_delta_takes_back_the_
     assert pb.depth_ms == 80
 
 
+def test_an_item_is_sent_only_once_its_frames_have_left_the_downstream_stage(new_playout: Make) -> None:
+    """A prompt whose last frame sits in the port's queue is played (handed out) but not yet heard (sent)."""
+    pb = new_playout()
+    ring = _Ring(pb, fill=4)
+    pb.push("prompt", audio(60))
+    pb.end_item("prompt")
+    pb.push("next", audio(40, start=3))
+    ring.top_up()  # the prompt's three frames and the next item's first, all still held
+    assert (pb.played_ms("prompt"), pb.sent_ms("prompt"), pb.sent_ms("next")) == (60, 0, 0)
+    ring.tick()
+    ring.tick()
+    assert pb.sent_ms("prompt") == 40
+    ring.tick()
+    assert pb.sent_ms("prompt") == 60 and pb.sent_ms("next") == 0
+    assert new_playout().sent_ms("unknown") == 0
+
+
 def test_without_a_downstream_a_push_into_an_empty_buffer_pops_nothing(new_playout: Make) -> None:
     make = new_playout
     pb = make()
