@@ -77,7 +77,7 @@ CALLS_ABANDONED = Counter(
     f"{NS}_calls_abandoned", "Calls whose caller hung up while ringing (CANCEL, or BYE before the answer)", ["dialplan"]
 )
 SIP_REJECTED = Counter(f"{NS}_sip_rejected", "INVITEs refused, by SIP status", ["code"])
-# The statuses a worker refuses an INVITE with (bridge/sip/gateway.py: pjsua's own, the screening's, a failed
+# The statuses a worker refuses an INVITE with (bridge/sip/service.py: pjsua's own, the screening's, a failed
 # screening's 500) and a draining worker's 503 (bridge/serve/stopping.py)
 SIP_REJECT_CODES = ("400", "401", "403", "415", "420", "486", "488", "500", "503", "513")
 SIP_SLOT_REFUSALS = Counter(

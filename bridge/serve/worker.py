@@ -583,7 +583,7 @@ class Worker:
             done["failed"] = store.spool_failures
 
     async def run(self, stop: asyncio.Event) -> int:
-        from bridge.sip.gateway import SipGateway
+        from bridge.sip.service import SipGateway
 
         s = self.settings
         port = s.worker_sip_port(self.index)

@@ -58,7 +58,7 @@ log = logging.getLogger("bridge.serve.pool")
 # parts a worker imports lazily (``random``: the re-seed after the fork; ``fft``: the echo guard's first correlation),
 # then every module of the packages a call uses (some are imported lazily by the worker: recording, orphans, the
 # dialects). A module first imported in a worker costs that worker its objects and the parent pages it writes to
-MODULES = ("bridge.serve.worker", "bridge.sip.gateway", "bridge.cli", "numpy.random", "numpy.fft")
+MODULES = ("bridge.serve.worker", "bridge.sip.service", "bridge.cli", "numpy.random", "numpy.fft")
 PACKAGES = ("audio", "call", "orchestrator", "privacy", "realtime", "rollout", "runtime", "sip", "store", "tools")
 READY_WITHIN_S = 60.0  # the parent's imports and checks
 REPLY_WITHIN_S = 30.0  # a fork (the parent waits only for the short-lived child, which forks and exits)

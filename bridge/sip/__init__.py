@@ -4,7 +4,9 @@
 
     sipconfig.py  SipConfig and its closed sets (Transport, SrtpMode, MediaPortKind), checked when built
     endpoint.py   SipEndpoint: one pjsua2 Endpoint per process; event pump; port pool; clean shutdown
-    gateway.py    SipGateway, IncomingCall: incoming calls as plain objects and bridge.events
+    service.py    SipGateway: answers incoming calls (the screening and refusals before the app, one task per call,
+                  the media watch, close)
+    gateway.py    IncomingCall: one incoming call as the app sees it (SIP actions, media, bridge.events)
     legs.py       LegCall: the one pjsua2 Call of every call (callbacks forwarded to its leg, REFER declined);
                   call_op, first_audio
     outbound.py   HumanCall: a warm transfer's leg to the human, placed from the caller's endpoint
@@ -55,7 +57,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bridge.sip.endpoint import CallGone, RejectedCall, SipEndpoint, SipError
-    from bridge.sip.gateway import IncomingCall, SipGateway
+    from bridge.sip.gateway import IncomingCall
+    from bridge.sip.service import SipGateway
     from bridge.sip.sipconfig import SipConfig
 
 _EXPORTS = {
@@ -65,7 +68,7 @@ _EXPORTS = {
     "SipEndpoint": "bridge.sip.endpoint",
     "SipError": "bridge.sip.endpoint",
     "IncomingCall": "bridge.sip.gateway",
-    "SipGateway": "bridge.sip.gateway",
+    "SipGateway": "bridge.sip.service",
 }
 
 __all__ = ["CallGone", "IncomingCall", "RejectedCall", "SipConfig", "SipEndpoint", "SipError", "SipGateway"]

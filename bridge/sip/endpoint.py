@@ -212,7 +212,7 @@ class RejectedCall:
 
     By pjsua itself: 488 no common codec, 486 call cap, 400 bad SDP or missing Contact, 420 unknown Require, ...
     By the gateway's screening: 403 source not allowed, 401 digest challenge, 403 bad credentials, 400 short
-    body (see :mod:`bridge.sip.gateway`); or by :meth:`IncomingCall.enforce_sources` (per-dialplan allowlist).
+    body (see :mod:`bridge.sip.service`); or by :meth:`IncomingCall.enforce_sources` (per-dialplan allowlist).
     """
 
     status_code: int

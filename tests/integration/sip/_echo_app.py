@@ -1,6 +1,6 @@
 """Gateway test app, run as a subprocess by the SIP integration tests (a pjsua2 Endpoint is one per process).
 
-It answers calls through :class:`bridge.sip.gateway.SipGateway`, plays a tone (or echoes the caller back),
+It answers calls through :class:`bridge.sip.service.SipGateway`, plays a tone (or echoes the caller back),
 collects what the app side sees, and on exit (SIGTERM/SIGINT, or ``--exit-after-calls``) closes the gateway and
 prints one JSON report line on stdout: per call the identity fields, received audio stats, DTMF digits in order,
 transfer progress, how it ended, and whether ``on_frame`` ran on the event loop thread.
@@ -29,8 +29,9 @@ from bridge.audio.wav import write_wav
 from bridge.events import CallerHungUp, Dtmf, TransferProgress
 from bridge.sip.crossing import FrameQueue
 from bridge.sip.endpoint import CallGone, SipError
-from bridge.sip.gateway import IncomingCall, SipGateway
+from bridge.sip.gateway import IncomingCall
 from bridge.sip.phone import PcmSource
+from bridge.sip.service import SipGateway
 from bridge.sip.sipconfig import SipConfig
 
 

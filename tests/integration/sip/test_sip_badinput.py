@@ -6,7 +6,7 @@ the SIP answer pjsip 2.15.1 really gives (RFC 3261 reference in each test), that
 still completes a normal call afterwards, and that it exits 0 when stopped. Most cases have a raw-socket variant
 (no SIPp needed) and a SIPp scenario in ``scenarios/`` (skipped when sipp is not installed).
 
-Measured answers, for the record (``bridge/sip/gateway.py`` lists them too):
+Measured answers, for the record (``bridge/sip/service.py`` lists them too):
 
 =====================================================  ============================================================
 input                                                  answer

@@ -188,7 +188,7 @@ def known_label_sets(settings: dict[str, Any]) -> dict[str, list[dict[str, str]]
     node = Settings(**settings)
     caps = [(node.worker_sip_port(i), WORKER_CAP) for i in range(WORKERS)]
     front_workers = [d.address for d in node_destinations(node, caps)]
-    # what a worker refuses an INVITE with (bridge/sip/gateway.py) and the 503 of a draining one (stopping.py)
+    # what a worker refuses an INVITE with (bridge/sip/service.py) and the 503 of a draining one (stopping.py)
     sip_codes = ("400", "401", "403", "415", "420", "486", "488", "500", "503", "513")
     return {
         "callbridge_webhooks_dead_lettered_total": [{"endpoint": e} for e in endpoints],
