@@ -28,7 +28,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.audio.wav import write_wav
-from bridge.devkit.ports import can_bind, free_port
+from bridge.devkit.ports import can_bind, free_port, free_port_block
 from bridge.devkit.redis_server import redis_server_binary
 from bridge.runtime import tracecontext
 from bridge.serve.front import kamailio_binary
@@ -306,7 +306,7 @@ async def trunk_call(target: str, source: str, work: Path) -> None:
     shutil.copy(SCENARIO, work / SCENARIO.name)
     proc = await asyncio.create_subprocess_exec(
         sipp, "-sf", str(work / SCENARIO.name), "-m", "1", "-i", source, "-p", str(free_port()),
-        "-mp", str(free_port()), "-timeout", "30", "-timeout_error", "-nostdin", "-s", "1000", target,
+        "-mp", str(free_port_block(4)), "-timeout", "30", "-timeout_error", "-nostdin", "-s", "1000", target,
         cwd=work, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
