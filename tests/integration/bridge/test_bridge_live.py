@@ -75,7 +75,10 @@ async def test_a_live_call_greets_hears_the_caller_and_answers(tmp_path: Path, f
 
     heard, heard_rate = read_pcm_wav(heard_wav)
     assert heard_rate == RATE
-    greeting, reply = active_regions(heard, RATE, floor_dbfs=-45.0)
+    regions = active_regions(heard, RATE, floor_dbfs=-45.0)
+    playout = [e for e in report.get("timeline", []) if e[1] in ("playout", "phase")]
+    assert len(regions) == 2, (regions, playout)  # a gap inside an answer (dead air) would split it
+    greeting, reply = regions
     assert greeting.start_s < 1.5, greeting  # the recording starts at the answer
     for region, hz, ms in ((greeting, GREETING_HZ, GREETING_MS), (reply, REPLY_HZ, REPLY_MS)):
         assert region.seconds == pytest.approx(ms / 1000, abs=0.08), region
