@@ -6,7 +6,9 @@ The call's loop pushes a run of the model's audio in one call and the consumer t
 way, ``bridge.call.leg.TeeSource`` and its kin, see that block); the loop reads the counters only when it asks for
 them (a barge-in's flush, an item's played milliseconds, the call's totals), never per frame. Item ids stay here (C
 has a small integer for each); the downstream stage (the native port's queue ahead of the wire) is spoken to from
-here, on a push into an empty ring and on a flush, exactly as the Python buffer does.
+here, on a push into an empty ring and on a flush, exactly as the Python buffer does. Where nothing between the
+ring and the native port needs the frames, the port's drain pops the ring in C itself (:meth:`NativePlayout.c_ring`,
+``bridge/native/cport.c``, "Pull"): the same pops, so the same accounting, and no Python per beat for the frames.
 
 :func:`make_playout` gives a call its buffer: the C ring where the library builds and the ``native_playout``
 setting is on (the default, :func:`configure`), else the Python buffer. ``CALLBRIDGE_NATIVE_AUDIO=0`` turns it off
@@ -129,6 +131,7 @@ class NativePlayout:
         self._later = (ctypes.c_int32 * _LATER_MAX)()
         self._first = ctypes.c_double()
         self._pop = ctypes.create_string_buffer(_POP_BLOCK * frame_bytes)
+        self._pop_fn = ctypes.cast(lib.cbq_pop, ctypes.c_void_p).value  # for the native port (c_ring)
 
     def set_downstream(self, downstream: Downstream | None) -> None:
         """Register (or, with None, forget) the stage that holds popped frames before the wire."""
@@ -195,6 +198,14 @@ class NativePlayout:
         buf = self._pop if frames <= _POP_BLOCK else ctypes.create_string_buffer(frames * self._fb)
         self._lib.cbq_pop(self._h, buf, frames, self._clock())
         return ctypes.string_at(buf, frames * self._fb)
+
+    def c_ring(self) -> tuple[int, int] | None:
+        """``cbq_pop`` and this ring, for the native media port to take the frames in C itself (``cport.c``,
+        "Pull"; it stamps them with ``CLOCK_MONOTONIC``): only where this ring's clock is ``time.monotonic``, the
+        same clock (a virtual clock pops through Python). Frames of the call's audio only (``frame_bytes`` 320)."""
+        if self._clock is not time.monotonic or not self._pop_fn or self._fb != BYTES_PER_FRAME_PCM16:
+            return None
+        return self._pop_fn, self._h
 
     # -- readers -------------------------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ from bridge.audio.frames import FRAME_MS, SILENCE, FrameSink, FrameSource
 from bridge.audio.playout import Downstream
 from bridge.call.core import Do, Echo, EchoAction, Trigger
 from bridge.call.flow import CallFlow
-from bridge.call.leg import TeeSource, UplinkOffload, pop_block, split
+from bridge.call.leg import TeeSource, UplinkOffload, inner_ring, pop_block, split
 from bridge.call.link import Link
 from bridge.call.media import Guarded
 from bridge.call.playback import Playback
@@ -101,12 +101,27 @@ class HeldSource(TeeSource):
     reference is what was sent, frame for frame. A native port with the C guard feeds the reference itself, from
     the clock thread, with each frame as it is sent (:meth:`c_reference`): then nothing here touches the guard."""
 
-    held = False
-
     def __init__(self, source: FrameSource, guard: Guard) -> None:
         super().__init__(source, guard.played)
         self._guard = guard
         self._at_port = False  # the port hands the guard each frame it sends (c_reference)
+        self._held = False
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    @held.setter
+    def held(self, on: bool) -> None:
+        """Held: silence is sent (the native port takes it from here, not from the C ring)."""
+        if on != self._held:
+            self._held = on
+            self.rerouted()
+
+    def c_ring(self) -> tuple[int, int] | None:
+        """The playout's C ring for the native port to pull in C while the port feeds the C guard's reference and
+        nothing is held (``TeeSource``'s doc); else None: the frames come through here."""
+        return inner_ring(self._source) if self._at_port and not self._held else None
 
     def pop_frame(self) -> bytes:
         frame = SILENCE if self.held else self._source.pop_frame()

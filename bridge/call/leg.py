@@ -24,6 +24,20 @@ def pop_block(source: FrameSource, frames: int) -> bytes:
     return b"".join([pop() for _ in range(frames)])
 
 
+def inner_ring(source: FrameSource) -> tuple[int, int] | None:
+    """``source``'s C ring for the native port to pull in C (``c_ring``: ``bridge.sip.cport.NativePort.reroute``),
+    None if it has none or something in it needs the frames now."""
+    ring: Callable[[], tuple[int, int] | None] | None = getattr(source, "c_ring", None)
+    return ring() if ring is not None else None
+
+
+def watch_inner(source: FrameSource, hook: Callable[[], object] | None) -> None:
+    """Hand the port's ``hook`` (None: forget it) on to the wrappers inside ``source`` (``watch``)."""
+    watch: Callable[[Callable[[], object] | None], object] | None = getattr(source, "watch", None)
+    if watch is not None:
+        watch(hook)
+
+
 def split(block: bytes) -> list[bytes]:
     """A block of frames as its frames."""
     return [block[at : at + FRAME_BYTES] for at in range(0, len(block), FRAME_BYTES)]
@@ -36,14 +50,26 @@ class TeeSource:
     is given (else to ``keep`` one by one). Every other attribute is the source's own: the native port looks up
     ``set_downstream`` on it, so that a barge-in still flushes the frames queued in C (``bridge/sip/cport.py``).
     A subclass that changes what ``pop_frame`` gives changes ``pop_frames`` too (else the attribute lookup would
-    reach the source's own)."""
+    reach the source's own), and ``c_ring`` too.
+
+    The native port pulls the frames of a C playout ring in C while nothing on the way needs them: it asks the
+    outermost source for ``c_ring`` when it attaches and whenever a wrapper's need changes (``watch`` gives each
+    wrapper the port's hook, :meth:`rerouted` calls it). A tee keeps every frame, so it gives no ring, unless
+    ``idle`` says it keeps nothing now (listen-in while nobody listens): the caller of :meth:`rerouted` must call it
+    whenever ``idle``'s answer changes."""
 
     def __init__(
-        self, source: FrameSource, keep: Callable[[bytes], object], keep_block: Callable[[bytes], object] | None = None
+        self,
+        source: FrameSource,
+        keep: Callable[[bytes], object],
+        keep_block: Callable[[bytes], object] | None = None,
+        idle: Callable[[], bool] | None = None,
     ) -> None:
         self._source = source
         self._keep = keep
         self._keep_block = keep_block
+        self._idle = idle
+        self._watch: Callable[[], object] | None = None
 
     def pop_frame(self) -> bytes:
         frame = self._source.pop_frame()
@@ -61,6 +87,20 @@ class TeeSource:
         else:
             for frame in split(block):
                 self._keep(frame)
+
+    def c_ring(self) -> tuple[int, int] | None:
+        """The source's C ring while nothing is kept here (``idle``), else None (see the class doc)."""
+        return inner_ring(self._source) if self._idle is not None and self._idle() else None
+
+    def watch(self, hook: Callable[[], object] | None) -> None:
+        """The native port's hook, called when the frames are needed here or no longer (None: forget it)."""
+        self._watch = hook
+        watch_inner(self._source, hook)
+
+    def rerouted(self) -> None:
+        """Whether the frames are needed here changed: the port that watches looks again."""
+        if self._watch is not None:
+            self._watch()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._source, name)

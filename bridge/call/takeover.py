@@ -19,10 +19,11 @@ The listen tap wraps this leg, so a supervisor listening in hears the caller and
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 from bridge.audio.frames import FRAME_BYTES, FrameSink, FrameSource
-from bridge.call.leg import LegProxy, PhoneLeg, pop_block
+from bridge.call.leg import LegProxy, PhoneLeg, inner_ring, pop_block, watch_inner
 
 QUEUE_FRAMES: Final = 15  # at most 300 ms of the supervisor's voice waits for the caller; older frames are dropped
 _SILENCE: Final = bytes(FRAME_BYTES)
@@ -34,6 +35,7 @@ class _Voice:
 
     def __init__(self, source: FrameSource, leg: TakeOverLeg) -> None:
         self._source, self._leg = source, leg
+        self._watch: Callable[[], object] | None = None
 
     def pop_frame(self) -> bytes:
         frame = self._source.pop_frame()
@@ -46,6 +48,18 @@ class _Voice:
             return block
         voice = self._leg.next_frame
         return b"".join([voice() for _ in range(frames)])
+
+    def c_ring(self) -> tuple[int, int] | None:
+        """The agent source's C ring for the native port to pull in C, unless taken over (``TeeSource``'s doc)."""
+        return None if self._leg.active else inner_ring(self._source)
+
+    def watch(self, hook: Callable[[], object] | None) -> None:
+        self._watch = hook
+        watch_inner(self._source, hook)
+
+    def rerouted(self) -> None:
+        if self._watch is not None:
+            self._watch()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._source, name)
@@ -62,16 +76,21 @@ class TakeOverLeg(LegProxy):
         self.frames_dropped = 0  # supervisor frames dropped as too late (the queue was full)
         self._voice: deque[bytes] = deque()
         self._partial = b""
+        self._outbound: _Voice | None = None  # the outbound source as the port sees it
 
     def begin(self, who: str) -> None:
         self._voice.clear()
         self._partial, self.who, self.frames_played, self.frames_dropped = b"", who, 0, 0
         self.active = True
+        if self._outbound is not None:  # the native port takes the frames through here from now on
+            self._outbound.rerouted()
 
     def end(self) -> None:
         self.active = False
         self._voice.clear()
         self._partial = b""
+        if self._outbound is not None:
+            self._outbound.rerouted()
 
     def feed(self, pcm: bytes) -> None:
         """The supervisor's audio (PCM16 LE 8 kHz mono), cut into 20 ms frames; ignored unless taken over."""
@@ -101,4 +120,5 @@ class TakeOverLeg(LegProxy):
         return frame
 
     def start_media(self, outbound: FrameSource, on_frame: FrameSink) -> None:
-        self.leg.start_media(_Voice(outbound, self), on_frame)
+        self._outbound = _Voice(outbound, self)
+        self.leg.start_media(self._outbound, on_frame)

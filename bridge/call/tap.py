@@ -69,16 +69,21 @@ class ListenTap(LegProxy):
         self._offload: UplinkOffload | None = None
         self.caller_frames: deque[bytes] = deque(maxlen=QUEUE_FRAMES)
         self.agent: deque[bytes] = deque(maxlen=QUEUE_FRAMES)
+        self._tee: TeeSource | None = None  # the outbound source as the port sees it
 
     # -- listening -----------------------------------------------------------------------------------------------
     def start(self) -> None:
         self.active = True
         self._mirror(True)
+        if self._tee is not None:  # the native port takes the agent's frames through the tap from now on
+            self._tee.rerouted()
 
     def stop(self) -> None:
         self.active = False
         self.caller_frames.clear()
         self.agent.clear()
+        if self._tee is not None:  # and may take them from the C ring in C again
+            self._tee.rerouted()
         if not self.disconnected.is_set():  # after the hang-up the port may already carry another call
             self._mirror(False)
 
@@ -117,7 +122,8 @@ class ListenTap(LegProxy):
             if self.active:
                 frames.append(pcm)
 
-        self.leg.start_media(TeeSource(outbound, self._agent_frame, self._agent_block), tapped)
+        self._tee = TeeSource(outbound, self._agent_frame, self._agent_block, idle=lambda: not self.active)
+        self.leg.start_media(self._tee, tapped)
 
     def _agent_frame(self, frame: bytes) -> None:
         """A frame the media port took from the playout buffer (clock thread): copied while someone listens."""

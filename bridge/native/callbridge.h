@@ -1,5 +1,5 @@
 /* callbridge native parts: what cport.c (the media port and its uplink), resample.c (the resampler kernels),
- * echo.c (the echo guard) and tls.c (the TLS engine) share. Each includes this header; bridge/native/build.py
+ * echo.c (the echo guard), tls.c (the TLS engine) and playout.c (the playout ring) share. Each includes this header; bridge/native/build.py
  * compiles each with -I on this directory and hashes this file into each library's name, so an edit here rebuilds
  * them all.
  *
@@ -7,7 +7,8 @@
  * others: the loop hands it the address of cbr_up (or cbr_down) and of one call's filter state (bridge/audio/resample.py,
  * c_kernel), of cbe_uplink, cbe_played and one call's guard (bridge/audio/echo_native.py,
  * NativeEchoGuard.c_uplink and c_played), and of cbt_seal and one connection's engine (bridge/realtime/tls_native.py,
- * NativeTls.seal_fn and handle), typed here once.
+ * NativeTls.seal_fn and handle), and of cbq_pop and one call's playout ring (bridge/audio/playout_native.py,
+ * NativePlayout.c_ring), typed here once.
  */
 #ifndef CALLBRIDGE_H
 #define CALLBRIDGE_H
@@ -60,5 +61,12 @@ typedef struct cbt_tls cbt_tls;
  * always enough), -2 if the engine failed or the session is closed. Thread-safe: takes the engine's mutex. */
 int cbt_seal(cbt_tls *t, const void *data, int len, void *out, int cap);
 typedef int (*cbt_seal_fn)(cbt_tls *t, const void *data, int len, void *out, int cap);
+
+/* One call's playout ring (defined in playout.c; the media port only passes it back). `n` frames into `out`
+ * (n * CB_FRAME_BYTES): queued ones, then silence, with the ring's accounting; `now` (CLOCK_MONOTONIC seconds)
+ * stamps first frames and underruns. Returns the frames of audio among them. Takes the ring's mutex. */
+typedef struct cbq cbq;
+int cbq_pop(cbq *q, unsigned char *out, int n, double now);
+typedef int (*cbq_pop_fn)(cbq *q, unsigned char *out, int n, double now);
 
 #endif

@@ -30,6 +30,12 @@
  * Reference (cbp_reference): where the call's echo guard is the C one, get_frame hands it each frame the caller is
  * sent (the loop's frame, or the silence sent when the loop was late), so the guard's reference is what was sent,
  * frame for frame, without the loop: frames queued and then flushed never reach it.
+ * Pull (cbp_pull): where the call's outbound source is its C playout ring with nothing on the way that needs the
+ * frames (no listen-in, take-over, echo hold or recording: bridge/sip/cport.py, NativePort.reroute), the loop's
+ * top-up takes them from the ring here (cbq_pop of playout.c, passed in as a function pointer with the call's
+ * ring), in the same blocks and at the same moments as the Python top-up would, so the ring's accounting is the
+ * same: cbp_poll does it when no caller frames wait for the loop (else the loop delivers them first and calls
+ * cbp_fill), and cbp_fill for a top-up the loop asks for. Only the loop thread reads or sets it.
  * Mirror (cbp_uplink_mirror, for listen-in): while on, each frame the uplink sends is also queued for the loop,
  * with its capture time negated, so the loop can observe the caller's audio without sending it again.
  *
@@ -109,6 +115,9 @@ struct cb_port {
     uint64_t max_gap_us;
     cbe_played_fn ref_fn; /* the call's echo guard's reference (cbp_reference), under `lock` */
     cbe_guard *ref_guard;
+    cbq_pop_fn pull_fn; /* the call's C playout ring, pulled by the loop's top-up (cbp_pull): loop thread only */
+    cbq *pull_q;
+    uint64_t pulled; /* frames pulled from it */
     /* uplink (see the header): everything below is guarded by up_lock, up_on is also read without it */
     pthread_mutex_t up_lock;
     atomic_int up_on;
@@ -799,6 +808,8 @@ void cbp_attach(cb_port *p, int on) {
     p->in_tail = p->in_head;
     p->out_tail = p->out_head;
     p->last_get = 0;
+    p->pull_fn = NULL; /* a pooled port never pulls from an old call's ring */
+    p->pull_q = NULL;
     if (!on) {
         p->ref_fn = NULL;
         p->ref_guard = NULL;
@@ -842,15 +853,51 @@ int cbp_out_need(cb_port *p, unsigned target) {
     return depth >= target ? 0 : (int)(target - depth);
 }
 
+int cbp_write_out(cb_port *p, const unsigned char *data, int n);
+
+/* `need` frames (at most OUT_FRAMES) from the ring pulled (cbp_pull) into the queue for the caller. */
+static int pull_into(cb_port *p, unsigned need) {
+    unsigned char block[OUT_FRAMES * FRAME_BYTES];
+    if (need > OUT_FRAMES)
+        need = OUT_FRAMES;
+    p->pull_fn(p->pull_q, block, (int)need, now_monotonic());
+    p->pulled += need;
+    return cbp_write_out(p, block, (int)need);
+}
+
+/* The call's C playout ring, for the loop's top-up to pull from in C (see the header); `fn` cbq_pop, NULL `q`:
+ * none (the loop tops up from Python). Loop thread only; detaching forgets it. */
+void cbp_pull(cb_port *p, cbq_pop_fn fn, cbq *q) {
+    p->pull_fn = q != NULL ? fn : NULL;
+    p->pull_q = p->pull_fn != NULL ? q : NULL;
+}
+
+/* Top the queue for the caller up to `target` from the pulled ring: the frames added, -1 if none is pulled. */
+int cbp_fill(cb_port *p, unsigned target) {
+    if (p->pull_fn == NULL)
+        return -1;
+    int need = cbp_out_need(p, target);
+    return need > 0 ? pull_into(p, (unsigned)need) : 0;
+}
+
+/* Frames pulled from rings in C (cbp_pull) so far. */
+unsigned long long cbp_pulled(cb_port *p) { return p->pulled; }
+
 /* The loop's look at a port on each drain, in one call: the frames waiting for it (inbound, at most IN_FRAMES)
- * times 256, plus the frames to add to have `target` queued for the caller (as cbp_out_need). */
+ * times 256, plus the frames to add to have `target` queued for the caller (as cbp_out_need). Where a ring is
+ * pulled (cbp_pull) and no frame waits, those frames are added here from it, and none is left to add. */
 int cbp_poll(cb_port *p, unsigned target) {
     if (target > OUT_FRAMES)
         target = OUT_FRAMES;
     pthread_mutex_lock(&p->lock);
     unsigned waiting = p->in_head - p->in_tail, depth = p->out_head - p->out_tail;
     pthread_mutex_unlock(&p->lock);
-    return (int)(waiting << 8) + (depth >= target ? 0 : (int)(target - depth));
+    int need = depth >= target ? 0 : (int)(target - depth);
+    if (need > 0 && waiting == 0 && p->pull_fn != NULL) {
+        pull_into(p, (unsigned)need);
+        need = 0;
+    }
+    return (int)(waiting << 8) + need;
 }
 
 int cbp_out_depth(cb_port *p) {

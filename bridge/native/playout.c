@@ -32,7 +32,7 @@ typedef struct {
     int closed;
 } cbq_item;
 
-typedef struct cbq {
+struct cbq {
     pthread_mutex_t mu;
     int fb;           /* frame bytes */
     int max_frames;
@@ -57,7 +57,7 @@ typedef struct cbq {
     int ut_head, ut_len;
     /* counters: frames_played, underruns, dropped_frames, late_frames */
     int64_t frames_played, underruns, dropped, late;
-} cbq;
+};
 
 /* -- helpers (the mutex held) ------------------------------------------------------------------------------------ */
 

@@ -11,7 +11,9 @@ tells it both what is waiting and what is needed):
 * hands every received frame to its call's sink, with the capture time the clock thread stamped, and
 * tops every outbound ring up to ``lead + beat - 1`` frames from the call's :class:`FrameSource`: in one block where
   the source takes blocks (``pop_frames``: the playout buffers, the C ring among them, and the taps around them),
-  else frame by frame.
+  else frame by frame; and where the source is the C ring with nothing on the way that needs its frames (no
+  listen-in, take-over, echo hold or recording: :meth:`NativePort.reroute`), in C, inside the same ``cbp_poll``
+  call (``cport.c``, "Pull"), so a quiet beat costs Python one call per port.
 
 The clock thread wakes the loop when a ring holds fewer than ``lead`` frames (default 2), i.e. once every
 ``beat`` ticks (the worker's media beat, default 3: 60 ms; ``SipConfig.media_beat_frames``), and the loop's
@@ -122,6 +124,9 @@ def _bind(lib: ctypes.CDLL) -> None:
         "cbp_read_in": (i, [p, p, p, i]),
         "cbp_out_need": (i, [p, u]),
         "cbp_poll": (i, [p, u]),
+        "cbp_pull": (None, [p, p, p]),
+        "cbp_fill": (i, [p, u]),
+        "cbp_pulled": (ctypes.c_ulonglong, [p]),
         "cbp_write_out": (i, [p, ctypes.c_char_p, i]),
         "cbp_flush_out": (i, [p]),
         "cbp_out_drop_newest": (i, [p, i]),
@@ -339,6 +344,10 @@ class NativeHub:
         return delivered
 
     def _top_up(self, port: NativePort, need: int | None = None) -> None:
+        if port.pulling:  # the ring's frames go to the port in C: the poll added them, or this fill does
+            if need is None:
+                self._lib.cbp_fill(port.handle, self.fill)
+            return
         source = port.source
         if source is not None:
             if port.skipped is not None:
@@ -378,6 +387,13 @@ class NativeHub:
         self._lib.cbp_write_out(port.handle, block, need)
 
 
+def _watch(source: FrameSource | None, hook: Callable[[], object] | None) -> None:
+    """Give the wrappers in ``source`` the port's hook (``watch``: ``bridge.call.leg.TeeSource``), or take it back."""
+    watch: Callable[[Callable[[], object] | None], object] | None = getattr(source, "watch", None)
+    if watch is not None:
+        watch(hook)
+
+
 def _exact(frame: bytes) -> bytes:
     return frame if len(frame) == FRAME_BYTES else frame[:FRAME_BYTES].ljust(FRAME_BYTES, b"\0")
 
@@ -412,8 +428,10 @@ class NativePort:
         # silence this port sent on its own when its ring ran dry (``late_out``): ``skipped(frames)``
         self.skipped: Callable[[int], object] | None = None
         self._late_told = 0
+        self.pulling = False  # the top-up takes the source's C ring in C (reroute)
 
     def attach(self, source: FrameSource | None, sink: FrameSink | None) -> None:
+        _watch(self.source, None)
         self._reference(self.source, False)
         self.source = source
         self.sink = sink
@@ -424,6 +442,8 @@ class NativePort:
         downstream = getattr(source, "set_downstream", None)
         if downstream is not None:  # a PlayoutBuffer: a barge-in flushes this ring too (see its module doc)
             downstream(self)
+        _watch(source, self.reroute)  # the wrappers on the way say when they start or stop needing the frames
+        self.reroute()
         self._hub._track(self, True)
         self._hub._serve(self)  # the first frames are queued now, not a tick later
 
@@ -445,12 +465,29 @@ class NativePort:
             self._lib.cbp_reference(self.handle, fn, guard)  # before the port is attached: the first frame is fed
         return hook is not None
 
+    def reroute(self) -> None:
+        """Take the frames from the source's C ring in C where nothing on the way needs them (its ``c_ring``: the
+        ring's ``cbq_pop`` and handle, None while a wrapper takes the frames), else through Python: called on
+        attach and whenever a wrapper's need changes (``watch``). See ``cport.c``, "Pull"."""
+        ring: Callable[[], tuple[int, int] | None] | None = getattr(self.source, "c_ring", None)
+        hook = ring() if ring is not None and self.source is not None else None
+        fn, handle = hook if hook is not None else (None, None)
+        self._lib.cbp_pull(self.handle, fn, handle)
+        self.pulling = hook is not None
+
+    @property
+    def pulled(self) -> int:
+        """Frames the top-up took from C rings in C so far (``reroute``)."""
+        return int(self._lib.cbp_pulled(self.handle))
+
     def detach(self) -> None:
         self.skipped = None
+        _watch(self.source, None)
         downstream = getattr(self.source, "set_downstream", None)
         if downstream is not None:
             downstream(None)
-        self._lib.cbp_attach(self.handle, 0)  # the reference hook is cleared: the guard may go
+        self.pulling = False
+        self._lib.cbp_attach(self.handle, 0)  # the reference hook and the pulled ring are cleared: both may go
         self._reference(self.source, False)
         self._hub._track(self, False)
         self.source = None
