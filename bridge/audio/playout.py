@@ -130,6 +130,16 @@ class FlushResult:
     unplayed: tuple[str, ...] = ()
 
 
+def checked_silence(max_ms: int, frame_bytes: int, silence: bytes | None) -> bytes:
+    """A playout's arguments checked (either implementation): its frame of silence."""
+    if frame_bytes <= 0 or max_ms < FRAME_MS:
+        raise ValueError(f"need frame_bytes > 0 and max_ms >= {FRAME_MS}, got {frame_bytes}, {max_ms}")
+    silence = bytes(frame_bytes) if silence is None else silence
+    if len(silence) != frame_bytes:
+        raise ValueError(f"silence must be one frame of {frame_bytes} bytes, got {len(silence)}")
+    return silence
+
+
 class PlayoutBuffer:
     """Bounded FIFO of 20 ms frames between one producer thread and one consumer thread (see module doc)."""
 
@@ -140,11 +150,7 @@ class PlayoutBuffer:
         silence: bytes | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if frame_bytes <= 0 or max_ms < FRAME_MS:
-            raise ValueError(f"need frame_bytes > 0 and max_ms >= {FRAME_MS}, got {frame_bytes}, {max_ms}")
-        self._silence = bytes(frame_bytes) if silence is None else silence
-        if len(self._silence) != frame_bytes:
-            raise ValueError(f"silence must be one frame of {frame_bytes} bytes, got {len(self._silence)}")
+        self._silence = checked_silence(max_ms, frame_bytes, silence)
         self._frame_bytes: Final = frame_bytes
         self._max_frames: Final = max_ms // FRAME_MS
         self._q: deque[_Frame] = deque()

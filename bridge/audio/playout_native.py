@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS
 from bridge.audio.native import load_native
-from bridge.audio.playout import Downstream, FlushResult, Playout, PlayoutBuffer
+from bridge.audio.playout import Downstream, FlushResult, Playout, PlayoutBuffer, checked_silence
 from bridge.native.build import LoadOnce
 
 _P, _I, _D = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
@@ -111,11 +111,7 @@ class NativePlayout:
         silence: bytes | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if frame_bytes <= 0 or max_ms < FRAME_MS:
-            raise ValueError(f"need frame_bytes > 0 and max_ms >= {FRAME_MS}, got {frame_bytes}, {max_ms}")
-        silence = bytes(frame_bytes) if silence is None else silence
-        if len(silence) != frame_bytes:
-            raise ValueError(f"silence must be one frame of {frame_bytes} bytes, got {len(silence)}")
+        silence = checked_silence(max_ms, frame_bytes, silence)
         handle = lib.cbq_new(frame_bytes, max_ms // FRAME_MS, silence)
         if not handle:
             raise MemoryError("cbq_new")

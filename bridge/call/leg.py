@@ -43,7 +43,29 @@ def split(block: bytes) -> list[bytes]:
     return [block[at : at + FRAME_BYTES] for at in range(0, len(block), FRAME_BYTES)]
 
 
-class TeeSource:
+class SourceWrapper:
+    """A wrapper around the outbound source on its way to the media port: the port's hook for a change of route
+    (``watch``, :meth:`rerouted`), and every attribute it does not define the wrapped source's own."""
+
+    def __init__(self, source: FrameSource) -> None:
+        self._source = source
+        self._watch: Callable[[], object] | None = None
+
+    def watch(self, hook: Callable[[], object] | None) -> None:
+        """The native port's hook, called when the frames are needed here or no longer (None: forget it)."""
+        self._watch = hook
+        watch_inner(self._source, hook)
+
+    def rerouted(self) -> None:
+        """Whether the frames are needed here changed: the port that watches looks again."""
+        if self._watch is not None:
+            self._watch()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+
+class TeeSource(SourceWrapper):
     """The bridge's outbound audio as the media port sees it, with every frame it takes also handed to ``keep``
     (a recording, a listener). ``pop_frame`` runs on the media clock thread, so ``keep`` must only copy or append.
     The native port takes a beat's frames at once (``pop_frames``): they go to ``keep_block`` in one call where one
@@ -65,11 +87,10 @@ class TeeSource:
         keep_block: Callable[[bytes], object] | None = None,
         idle: Callable[[], bool] | None = None,
     ) -> None:
-        self._source = source
+        super().__init__(source)
         self._keep = keep
         self._keep_block = keep_block
         self._idle = idle
-        self._watch: Callable[[], object] | None = None
 
     def pop_frame(self) -> bytes:
         frame = self._source.pop_frame()
@@ -91,19 +112,6 @@ class TeeSource:
     def c_ring(self) -> tuple[int, int] | None:
         """The source's C ring while nothing is kept here (``idle``), else None (see the class doc)."""
         return inner_ring(self._source) if self._idle is not None and self._idle() else None
-
-    def watch(self, hook: Callable[[], object] | None) -> None:
-        """The native port's hook, called when the frames are needed here or no longer (None: forget it)."""
-        self._watch = hook
-        watch_inner(self._source, hook)
-
-    def rerouted(self) -> None:
-        """Whether the frames are needed here changed: the port that watches looks again."""
-        if self._watch is not None:
-            self._watch()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._source, name)
 
 
 class UplinkOffload(Protocol):

@@ -19,23 +19,22 @@ The listen tap wraps this leg, so a supervisor listening in hears the caller and
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 from bridge.audio.frames import FRAME_BYTES, FrameSink, FrameSource
-from bridge.call.leg import LegProxy, PhoneLeg, inner_ring, pop_block, watch_inner
+from bridge.call.leg import LegProxy, PhoneLeg, SourceWrapper, inner_ring, pop_block
 
 QUEUE_FRAMES: Final = 15  # at most 300 ms of the supervisor's voice waits for the caller; older frames are dropped
 _SILENCE: Final = bytes(FRAME_BYTES)
 
 
-class _Voice:
+class _Voice(SourceWrapper):
     """The outbound source as the media port sees it: the agent's, or the supervisor's while taken over. Every
     other attribute is the agent source's own (the native port's ``set_downstream``: a flush still reaches it)."""
 
     def __init__(self, source: FrameSource, leg: TakeOverLeg) -> None:
-        self._source, self._leg = source, leg
-        self._watch: Callable[[], object] | None = None
+        super().__init__(source)
+        self._leg = leg
 
     def pop_frame(self) -> bytes:
         frame = self._source.pop_frame()
@@ -52,17 +51,6 @@ class _Voice:
     def c_ring(self) -> tuple[int, int] | None:
         """The agent source's C ring for the native port to pull in C, unless taken over (``TeeSource``'s doc)."""
         return None if self._leg.active else inner_ring(self._source)
-
-    def watch(self, hook: Callable[[], object] | None) -> None:
-        self._watch = hook
-        watch_inner(self._source, hook)
-
-    def rerouted(self) -> None:
-        if self._watch is not None:
-            self._watch()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._source, name)
 
 
 class TakeOverLeg(LegProxy):
