@@ -244,13 +244,16 @@ class Pool:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def _preloaded_sdks(self) -> tuple[str, ...]:
-        """The SDKs the served plans use that a worker would otherwise import itself (the MCP SDK): the preloaded
-        parent loads them, so its workers share them. Plans that cannot be read now: the parent's as they are."""
+        """The SDKs the served plans use that a worker would otherwise import itself (the MCP SDK, the traces'
+        with ``tracing: otlp``): the preloaded parent loads them, so its workers share them. Plans that cannot be
+        read now: the parent's as they are."""
         from bridge.dialplan import load_dialplans
+        from bridge.serve.zygote import TRACING_MODULES
         from bridge.tools.mcp import sdk_needed
 
+        traced = TRACING_MODULES if self.settings.tracing == "otlp" else ()
         try:
-            return sdk_needed(load_dialplans(self.settings.dialplans))
+            return sdk_needed(load_dialplans(self.settings.dialplans)) + traced
         except (ConfigError, OSError):
             return self.zygote.also
 

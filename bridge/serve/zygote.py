@@ -60,6 +60,9 @@ log = logging.getLogger("bridge.serve.pool")
 # dialects). A module first imported in a worker costs that worker its objects and the parent pages it writes to
 MODULES = ("bridge.serve.worker", "bridge.sip.service", "bridge.cli", "numpy.random", "numpy.fft")
 PACKAGES = ("audio", "call", "orchestrator", "privacy", "realtime", "rollout", "runtime", "sip", "store", "tools")
+# ...but not the traces' (the OpenTelemetry SDK, an optional extra): loaded only where ``tracing: otlp`` asks for them
+# (``also``), so with tracing off no process imports it, and without the extra the parent still starts
+TRACING_MODULES = ("bridge.runtime.tracing", "bridge.runtime.calltrace")
 READY_WITHIN_S = 60.0  # the parent's imports and checks
 REPLY_WITHIN_S = 30.0  # a fork (the parent waits only for the short-lived child, which forks and exits)
 REQUEST_MAX = 1 << 20  # bytes of one request (the environment is most of it)
@@ -357,7 +360,8 @@ def preload(also: Sequence[str] = ()) -> tuple[int, str]:
     names = [*MODULES, *also]
     for package in PACKAGES:
         module = importlib.import_module(f"bridge.{package}")
-        names += [m.name for m in pkgutil.walk_packages(module.__path__, f"{module.__name__}.")]
+        walked = pkgutil.walk_packages(module.__path__, f"{module.__name__}.")
+        names += [m.name for m in walked if m.name not in TRACING_MODULES or m.name in also]
     for name in names:
         importlib.import_module(name)
     from bridge.native import build

@@ -3,9 +3,12 @@ a second thread must not fork workers; orphans are collected only once seen twic
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
+
+import pytest
 
 from bridge.serve.zygote import Zygote, reap_orphans
 
@@ -58,17 +61,31 @@ def _state(pid: int) -> str | None:
 PRELOADED = (
     "import sys; from bridge.serve.zygote import preload; modules, unsafe = preload(); "
     "print(repr(unsafe), sorted({m.split('.')[0] for m in sys.modules if m.startswith(('mcp', 'aiohttp.web', "
-    "'bridge.supervisor.http'))}), all(m in sys.modules for m in ('numpy.random', 'numpy.fft', 'bridge.cli')))"
+    "'bridge.supervisor.http', 'bridge.runtime.tracing', 'opentelemetry.exporter'))}), "
+    "all(m in sys.modules for m in ('numpy.random', 'numpy.fft', 'bridge.cli')))"
 )
 
 
 def test_the_parent_loads_what_workers_run_and_not_the_console_or_the_mcp_sdk() -> None:
-    """What a worker imports lazily is loaded once in the parent; the supervisor's web stack and the MCP SDK (about
-    35 MB a process, which no worker without MCP servers runs) are not, and the warm-up leaves one thread."""
+    """What a worker imports lazily is loaded once in the parent; the supervisor's web stack, the MCP SDK (about
+    35 MB a process, which no worker without MCP servers runs) and the traces' modules with the OTLP exporter (an
+    optional extra, for ``tracing: otlp`` only) are not, and the warm-up leaves one thread."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # as the pool starts it
     done = subprocess.run([sys.executable, "-c", PRELOADED], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "'' [] True"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("opentelemetry.sdk") is None, reason="no [otel] extra installed")
+def test_with_tracing_on_the_parent_loads_the_traces_modules_too() -> None:
+    code = (
+        "import sys; from bridge.serve.zygote import TRACING_MODULES, preload; preload(TRACING_MODULES); "
+        "print(all(m in sys.modules for m in (*TRACING_MODULES, 'opentelemetry.sdk.trace')))"
+    )
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
 
 
 def test_a_plan_with_mcp_servers_gets_a_parent_that_loads_the_sdk() -> None:
