@@ -18,6 +18,7 @@ from typing import Any
 
 from bridge.privacy.masking import mask_sip_numbers
 from bridge.runtime.logs import safe_text
+from bridge.sip.sipmsg import response_status
 
 log = logging.getLogger("bridge.serve.front")
 
@@ -61,9 +62,9 @@ async def options_status(host: str, port: int, timeout_s: float = 1.0, local_hos
             sock.send(request)
             while (left := deadline - time.monotonic()) > 0:
                 data = await asyncio.wait_for(loop.sock_recv(sock, 65535), left)
-                parts = data.split(b" ", 2)
-                if len(parts) >= 2 and parts[0] == b"SIP/2.0" and parts[1].isdigit() and int(parts[1]) >= 200:
-                    return int(parts[1])
+                status = response_status(data)
+                if status is not None and status >= 200:
+                    return status
         except (TimeoutError, OSError):
             return None
     return None

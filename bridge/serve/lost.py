@@ -22,6 +22,7 @@ A part that fails (Redis away, a file not writable) is logged and counted in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import time
@@ -97,13 +98,17 @@ async def close_lost_calls(
     if not lost:
         return []
     log.warning("worker %d (%s) died (%s) with %d call(s): closing their records", index, worker, exit_, len(lost))
-    await _hang_up(settings, [(call_id, state.get("sip_dialog", "")) for call_id, state in lost])
+    # the callers' BYEs wait for their answers (bridge/sip/orphans.py) while the records are written
+    hanging_up = asyncio.create_task(_hang_up(settings, [(c, state.get("sip_dialog", "")) for c, state in lost]))
     rollouts = RolloutStore(client=client, specs=rollout_specs(plans), rollout_keys=settings.rollout_keys)
-    for call_id, state in lost:
-        _write_report(settings, index, call_id, state, exit_)
-        _finish_recording(settings, call_id)
-        lost_ended(installed(), call_id, state, settings.recordings_dir, worker_exit=exit_)  # serve's outbox
-        await _count_failure(rollouts, state)
+    try:
+        for call_id, state in lost:
+            _write_report(settings, index, call_id, state, exit_)
+            _finish_recording(settings, call_id)
+            lost_ended(installed(), call_id, state, settings.recordings_dir, worker_exit=exit_)  # serve's outbox
+            await _count_failure(rollouts, state)
+    finally:
+        await hanging_up
     return [c for c, _ in lost]
 
 

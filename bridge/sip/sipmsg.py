@@ -127,6 +127,14 @@ def header_values(message: str, name: str) -> list[str]:
     return values
 
 
+def response_status(data: bytes) -> int | None:
+    """The status code on a SIP response's status line; None for a request or anything else (pure)."""
+    parts = data.split(b"\r\n", 1)[0].split(b" ", 2)
+    if len(parts) < 2 or parts[0] != b"SIP/2.0" or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
 def body_shorter_than_declared(message: str) -> bool:
     """True if ``Content-Length`` promises more body bytes than the message holds.
 

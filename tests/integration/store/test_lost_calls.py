@@ -20,7 +20,6 @@ from bridge.config import Settings
 from bridge.devkit.redis_server import EmbeddedRedis
 from bridge.dialplan import load_dialplans
 from bridge.serve.lost import close_lost_calls, worker_id
-from bridge.sip.orphans import UDP_COPIES
 from bridge.store import keys
 from bridge.store.dialogseal import DialogSeal
 from bridge.store.record import iso
@@ -78,6 +77,12 @@ async def test_a_previous_runs_calls_get_their_records_closed(
     assert await close_lost_calls(raw, settings, [], 0, None) == []  # once only
 
 
+def _ok(request: str) -> bytes:
+    """The caller's 200 to ``request``: its Via, From, To, Call-ID and CSeq copied (RFC 3261 §8.2.6.2)."""
+    copied = [line for line in request.split("\r\n") if line.split(":")[0] in ("Via", "From", "To", "Call-ID", "CSeq")]
+    return ("\r\n".join(["SIP/2.0 200 OK", *copied, "Content-Length: 0"]) + "\r\n\r\n").encode()
+
+
 async def test_a_lost_calls_caller_gets_a_bye_from_its_sealed_dialog_and_one_sealed_elsewhere_is_a_warning(
     redis_server: EmbeddedRedis, raw: aioredis.Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -99,17 +104,21 @@ async def test_a_lost_calls_caller_gets_a_bye_from_its_sealed_dialog_and_one_sea
         for call_id, text in sealed.items():
             await raw.hset(keys.call(call_id), mapping={"call_id": call_id, "phase": "SPEAKING", "sip_dialog": text})
             await raw.sadd(keys.worker_calls(worker), call_id)
+        loop = asyncio.get_running_loop()
         with caplog.at_level(logging.WARNING, logger="bridge.store"):
-            closed = await close_lost_calls(raw, settings, [], 0, None)
+            closing = asyncio.create_task(close_lost_calls(raw, settings, [], 0, None))
+            first, sender = await asyncio.wait_for(loop.sock_recvfrom(phone, 4096), 5.0)
+            again, _ = await asyncio.wait_for(loop.sock_recvfrom(phone, 4096), 5.0)  # unanswered: sent again
+            assert again == first  # the same transaction (its branch), half a second later
+            phone.sendto(_ok(again.decode()), sender)
+            closed = await asyncio.wait_for(closing, 10.0)  # the 200 ends the transaction: no copy after it
         assert sorted(closed) == ["c-foreign", "c-mine"]  # both records closed, the BYE or not
-        byes = [(await asyncio.wait_for(asyncio.get_running_loop().sock_recv(phone, 4096), 5.0)).decode()]
         with contextlib.suppress(BlockingIOError):  # sent before close_lost_calls returned: all here already
-            while True:
-                byes.append(phone.recv(4096).decode())
-    # the foreign dialog did not open: only this node's caller got its BYE (each sent twice over UDP)
-    assert len(byes) == UDP_COPIES, byes
-    for bye in byes:
-        assert bye.startswith("BYE sip:+14155550123@127.0.0.1:") and "Call-ID: mine@phone\r\n" in bye, bye
+            extra = phone.recv(4096)
+            raise AssertionError(f"a BYE after its 200: {extra!r}")
+    # the foreign dialog did not open: only this node's caller got its BYE
+    bye = first.decode()
+    assert bye.startswith("BYE sip:+14155550123@127.0.0.1:") and "Call-ID: mine@phone\r\n" in bye, bye
     warned = [r.getMessage() for r in caplog.records if "does not open with this node's listen_key" in r.getMessage()]
     assert [w.split(":")[0] for w in warned] == ["call c-foreign"], warned
     for call_id in sealed:
