@@ -27,8 +27,11 @@ well within 240 calls in batches of 30 (``bench rollout`` measures the engine's 
 each are rolled back in at most ``alpha`` of runs whatever the number of calls.
 
 A promoted candidate stays under test: a plan that ramps ``[50, 100]`` promotes equal variants to the last step
-(95 %, the holdout keeping 5 % on the safe variant), and when the candidate's model is refused from then on, the
-breaker, comparing it with the holdout's recent calls, rolls it back.
+(80 %, a holdout of 20 % on the safe variant), and when the candidate's model is refused from then on, the breaker,
+comparing it with the holdout's recent calls, rolls it back. The breaker trips only on candidate failures after a
+holdout call has ended (20 of them after the first, fewer as more holdout calls succeed): with the default holdout
+of 5 % that takes more than the 60 calls this test allows in one run of eight; with 20 %, one in 20,000
+(simulated through ``stats.breaker_need``; docs/configuration.md, ``holdout``).
 """
 
 from __future__ import annotations
@@ -75,6 +78,10 @@ CANARY = {
 # breaker long before the sequential test may look, even when a safe call or two fails on a loaded machine
 BREAKER = {**CANARY, "rollout": {**CANARY["rollout"], "experiment": {"promote": False}}}
 BATCH, MAX_CALLS = 30, 240
+# How long each caller stays after the answer: the greeting (``greeting_ms``, a default guardrail) starts some 50 ms
+# after it, so a call that reached the model heard the agent before its caller hung up (checked on the records), with
+# room for a machine loaded by the rest of the suite.
+HOLD_MS = 1200
 DOWN_30 = {"refuse_share": 0.3, "refuse_spell_s": 0.5}  # the model down in 30 % of half-second spells
 
 
@@ -94,7 +101,7 @@ async def canary(
 
 
 async def _calls(
-    bridge: BridgeStack, redis: EmbeddedRedis, done: int, work: Path, batch: int = BATCH, hold_ms: int = 1500
+    bridge: BridgeStack, redis: EmbeddedRedis, done: int, work: Path, batch: int = BATCH, hold_ms: int = HOLD_MS
 ) -> int:
     """One batch of SIPp calls to the canary, each caller hanging up ``hold_ms`` after the answer; waits until the
     worker has written each call's record."""
@@ -143,6 +150,11 @@ def _failed(written: list[dict[str, Any]], variant: str) -> tuple[int, int]:
     return sum(r["outcome"] == "connect_failure" for r in mine), len(mine)
 
 
+def _unheard(written: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of calls that reached the model but whose caller hung up before the greeting, or abandoned."""
+    return [r for r in written if r["abandoned"] or (r["outcome"] != "connect_failure" and r["greeting_ms"] is None)]
+
+
 async def test_a_candidate_down_30_percent_of_the_time_is_rolled_back_by_the_test(tmp_path: Path) -> None:
     async with canary(tmp_path) as (bridge, store, redis):
         bridge.emu.set_defaults({"refuse_models": NEW, **DOWN_30})
@@ -166,6 +178,7 @@ async def test_a_candidate_down_30_percent_of_the_time_is_rolled_back_by_the_tes
         failed, calls = _failed(written, NEW)
         assert 0 < failed < calls, (failed, calls)  # a share of the candidate's calls failed, not all of them
         assert _failed(written, SAFE)[0] == 0
+        assert not _unheard(written)  # every guardrail's figure is the call's, not cut short by its hang-up
         [decision] = await _replayed(bridge, redis, tmp_path)
     assert (decision["variant"], decision["action"], decision["reason"]) == (NEW, "rollback", entry.reason)
 
@@ -201,12 +214,14 @@ async def test_equal_variants_both_down_30_percent_of_the_time_are_not_rolled_ba
         finally:
             await client.aclose()
     assert _failed(written, SAFE)[0] > 0 and _failed(written, NEW)[0] > 0  # both failed some of their calls
+    assert not _unheard(written)
 
 
 # the ramp's clocks at zero (a promotion looked for at every call's end) and one wide guardrail: equal variants reach
 # the last step within a few batches of calls
 RAMP = {**CANARY, "rollout": {**CANARY["rollout"], "experiment": {
-    "min_calls": 10, "tau": 1.0, "auto_promote": [50, 100], "step_min_s": 0, "cycle_s": 0, "promote_look_s": 0,
+    "min_calls": 10, "tau": 1.0, "auto_promote": [50, 100], "holdout": 20,
+    "step_min_s": 0, "cycle_s": 0, "promote_look_s": 0,
     "guardrails": {"failure_rate": {"floor": 0.3}, "abandon_rate": {"on": False}, "greeting_ms": {"on": False},
                    "first_reply_ms": {"on": False}}}}}  # fmt: skip
 # Small batches of short calls: each decision is seen soon after it is taken. With only the failure rate guarded, a
@@ -218,10 +233,10 @@ RAMP_BATCH, RAMP_HOLD_MS = 10, 500
 async def test_a_promoted_candidate_whose_model_is_then_refused_is_rolled_back(tmp_path: Path) -> None:
     async with canary(tmp_path, RAMP) as (bridge, store, redis):
         done = 0
-        while (await store.get_flag("canary")).weight(NEW) < 95:
+        while (await store.get_flag("canary")).weight(NEW) < 80:
             assert done < MAX_CALLS, f"equal variants not promoted after {done} calls"
             done = await _calls(bridge, redis, done, tmp_path / f"sipp{done}", RAMP_BATCH, RAMP_HOLD_MS)
-        assert (await store.get_flag("canary")).weights == {SAFE: 5, NEW: 95}  # the last step keeps its holdout
+        assert (await store.get_flag("canary")).weights == {SAFE: 20, NEW: 80}  # the last step keeps its holdout
         bridge.emu.set_defaults({"refuse_models": NEW})  # from now on every connect of the candidate's model fails
         promoted_at = done
         while (await store.get_flag("canary")).weight(NEW) > 0:

@@ -129,12 +129,8 @@ async def sipp_calls(bridge: BridgeStack, number: str, callers: Sequence[str], w
 @needs_sipp
 @pytest.mark.xdist_group("cpu")  # forty SIPp calls: one CPU-heavy test at a time (tests/conftest.py)
 async def test_weights_split_forty_callers_and_each_caller_keeps_their_variant(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    # Python media ports: back-to-back calls on one worker sometimes have a new Realtime session closed (1000) just
-    # after session.updated while the previous call's session never sees its close, with the native media port only
-    # (its uplink offload; see the report of this branch). The rollout under test here does not depend on the port.
-    monkeypatch.setenv("CALLBRIDGE_MEDIA_PORT", "python")
     async with rollout_stack(tmp_path) as (bridge, store):
         await split_forty_callers(bridge, store, tmp_path)
 
