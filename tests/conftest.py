@@ -1,6 +1,6 @@
 """Shared fixtures: a live Realtime emulator, the ``openai`` package's typed models as the protocol oracle, and a
 check that every async test leaves no task of its own running; and how the suite is split between pytest-xdist
-workers (``./dev test`` runs ``-n 3 --dist loadgroup``):
+workers (``./dev test`` runs ``-n 4 --dist loadgroup``):
 
 * each worker hands out ports from a range of its own (``pytest_configure``);
 * a test using a module- or class-scoped fixture runs on its file's worker (``pytest_collection_modifyitems``);

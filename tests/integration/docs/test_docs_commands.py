@@ -225,5 +225,11 @@ def test_json_commands_print_only_json_on_stdout(argv: list[str], stack: Stack) 
         text=True,
         timeout=280,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout), done.stdout[:2000]  # one JSON document, nothing before or after it
+    try:
+        document = json.loads(done.stdout)  # one JSON document, nothing before or after it
+    except json.JSONDecodeError:
+        pytest.fail(f"exit {done.returncode}, stdout not one JSON document: {done.stdout[:2000]}{done.stderr[-3000:]}")
+    assert isinstance(document, dict | list), done.stdout[:2000]
+    # a bench exits 1 when a figure misses its goal: a measurement, which a loaded test machine may miss
+    missed = argv[0] == "bench" and done.returncode == 1 and document.get("meets_goals") is False
+    assert done.returncode == 0 or missed, done.stderr[-3000:]
