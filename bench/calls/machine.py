@@ -52,6 +52,24 @@ def cpu_by_pid(pids: list[int]) -> dict[int, float]:
     return _per_pid(pids, "stat", _cpu_of_stat)
 
 
+def cpu_by_thread(pids: list[int]) -> dict[tuple[int, int, str], float]:
+    """CPU seconds of each thread of each process still there, by (pid, tid, thread name): the name is the
+    thread's ``comm`` (pjsua's ``clock`` and ``media``, Python's main thread as ``python``)."""
+    out: dict[tuple[int, int, str], float] = {}
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            except OSError:
+                continue
+            out[(pid, tid, text[text.index("(") + 1 : text.rindex(")")])] = _cpu_of_stat(text)
+    return out
+
+
 def pss_kb_by_pid(pids: list[int]) -> dict[int, int]:
     """Proportional set size of each process still there, in kB (/proc/<pid>/smaps_rollup: every page counted
     once, shared pages split among the processes that map them, so the sum over processes is what they take)."""

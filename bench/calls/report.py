@@ -48,6 +48,8 @@ class Step:
     clock_gaps: int = 0  # bridge, native ports: clock ticks > 30 ms apart in the workers (whole calls, not scored)
     in_missing: int | None = None  # bridge: appends that did not reach the model in the window
     cpu_per_call_pct: float = 0.0
+    # ... by thread name (pjsua's clock and media threads, python: the event loop): % of one core per call
+    cpu_threads_pct: dict[str, float] = field(default_factory=dict)
     # the system under test's PSS (/proc/<pid>/smaps_rollup) as the window closes: per worker or loopback app, per call
     pss_mb_per_process: float | None = None
     pss_mb_per_call: float | None = None
@@ -278,6 +280,7 @@ def duplex_summary(steps: list[Step]) -> dict[str, Any]:
             loop = kind(s.calls, "loop")
             by_step[s.calls] = {
                 "cpu_per_call_pct": cpu,
+                "threads_pct": {"bridge": dict(bridge.cpu_threads_pct) if bridge else {}, "duplex": s.cpu_threads_pct},
                 "duplex_over_loop": _cpu_ratio(s, loop if full(loop) else None),
                 "bridge_over_duplex": _cpu_ratio(bridge, s),
                 "bridge_pss_mb_per_call": None if bridge is None else bridge.pss_mb_per_call,
@@ -305,6 +308,7 @@ def _duplex_lines(summary: dict[str, Any]) -> list[str]:
             f"at {calls} calls: CPU per call {shown} -> duplex floor {x(at['duplex_over_loop'])} the loopback, "
             f"bridge {x(at['bridge_over_duplex'])} the duplex floor"
         )
+        lines.append(f"at {calls} calls: {_threads_line(at['threads_pct'])}")
     at = summary["duplex_step"]
     last = summary["duplex_by_step"].get(at, {})
     lines.append(
@@ -314,6 +318,14 @@ def _duplex_lines(summary: dict[str, Any]) -> list[str]:
         f"{_goal(summary['goal_bridge_over_duplex_met'])})"
     )
     return lines
+
+
+def _threads_line(threads: dict[str, dict[str, float]]) -> str:
+    """CPU per call by thread, the workers' beside the duplex floor's, the threads that took at least 0.01 %."""
+    bridge, duplex = threads.get("bridge", {}), threads.get("duplex", {})
+    names = [n for n in dict.fromkeys([*bridge, *duplex]) if max(bridge.get(n, 0.0), duplex.get(n, 0.0)) >= 0.01]
+    shown = ", ".join(f"{n} {bridge.get(n, 0.0):.2f}% / {duplex.get(n, 0.0):.2f}%" for n in names)
+    return f"CPU per call by thread, workers / duplex floor: {shown or '-'}"
 
 
 def _cost_line(summary: dict[str, Any]) -> str:

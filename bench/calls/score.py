@@ -10,7 +10,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.calls.machine import cpu_by_pid, cpu_seconds, machine_busy, preload_parents, pss_kb_by_pid
+from bench.calls.machine import (
+    cpu_by_pid,
+    cpu_by_thread,
+    cpu_seconds,
+    machine_busy,
+    preload_parents,
+    pss_kb_by_pid,
+)
 from bench.calls.report import FRAME_MS, FRAMES_PER_S, Step, percentiles
 from bridge import events as ev
 
@@ -132,11 +139,17 @@ class CpuSample:
     at: float  # monotonic seconds
     sut: dict[int, float]  # the system under test's processes: CPU seconds by pid
     callers: dict[int, float]  # the load callers'
+    threads: dict[tuple[int, int, str], float]  # the system under test's threads: CPU seconds by (pid, tid, name)
 
     @classmethod
     def now(cls, pids: list[int], caller_pids: list[int]) -> CpuSample:
         return cls(
-            cpu_seconds(os.getpid()), machine_busy(), time.monotonic(), cpu_by_pid(pids), cpu_by_pid(caller_pids)
+            cpu_seconds(os.getpid()),
+            machine_busy(),
+            time.monotonic(),
+            cpu_by_pid(pids),
+            cpu_by_pid(caller_pids),
+            cpu_by_thread(pids),
         )
 
 
@@ -149,6 +162,13 @@ def score_cpu(step: Step, a: CpuSample, b: CpuSample) -> None:
     jiffies = max(1.0, b.machine[2] - a.machine[2])
     step.cpu_bench_pct = round(100 * (b.own - a.own) / span, 1)
     step.cpu_per_call_pct = round(100 * _used(a.sut, b.sut) / span / step.calls, 2)
+    by_name: dict[str, float] = {}
+    for key, used in b.threads.items():
+        if key in a.threads:
+            by_name[key[2]] = by_name.get(key[2], 0.0) + used - a.threads[key]
+    step.cpu_threads_pct = {
+        name: round(100 * used / span / step.calls, 3) for name, used in sorted(by_name.items(), key=lambda kv: -kv[1])
+    }
     step.cpu_callers_pct = round(100 * _used(a.callers, b.callers) / span, 1)
     step.cpu_machine_pct = round(100 * (b.machine[0] - a.machine[0]) / jiffies, 1)
     step.cpu_steal_pct = round(100 * (b.machine[1] - a.machine[1]) / jiffies, 1)

@@ -9,6 +9,9 @@ has a small integer for each); the downstream stage (the native port's queue ahe
 here, on a push into an empty ring and on a flush, exactly as the Python buffer does. Where nothing between the
 ring and the native port needs the frames, the port's drain pops the ring in C itself (:meth:`NativePlayout.c_ring`,
 ``bridge/native/cport.c``, "Pull"): the same pops, so the same accounting, and no Python per beat for the frames.
+On the producer's side, once the call has taken the first chunk of an item, the socket's C downlink pushes the
+item's later runs into the ring itself (:meth:`NativePlayout.c_sink`, ``bridge/native/downlink.c``, "The sink"):
+the same ``cbq_push`` as :meth:`NativePlayout.push`, with no Python per read.
 
 :func:`make_playout` gives a call its buffer: the C ring where the library builds and the ``native_playout``
 setting is on (the default, :func:`configure`), else the Python buffer. ``CALLBRIDGE_NATIVE_AUDIO=0`` turns it off
@@ -23,6 +26,7 @@ import math
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS
@@ -54,6 +58,19 @@ _POP_BLOCK: Final = 16  # frames the pop buffer holds: a native port's top-up ta
 
 _enabled = True
 log = logging.getLogger("bridge.audio")
+
+
+@dataclass(frozen=True, slots=True)
+class CSink:
+    """Where C code pushes an item's audio into a ring itself (:meth:`NativePlayout.c_sink`): ``cbq_push``'s
+    address, the ring, the item's id there and its name; ``refilled`` after a push into an empty ring (the
+    downstream's trailing silence is taken back, as :meth:`NativePlayout.push` does)."""
+
+    push: int
+    ring: int
+    ring_id: int
+    item_id: str
+    refilled: Callable[[], None]
 
 
 def configure(on: bool) -> None:
@@ -128,6 +145,7 @@ class NativePlayout:
         self._first = ctypes.c_double()
         self._pop = ctypes.create_string_buffer(_POP_BLOCK * frame_bytes)
         self._pop_fn = ctypes.cast(lib.cbq_pop, ctypes.c_void_p).value  # for the native port (c_ring)
+        self._push_fn = ctypes.cast(lib.cbq_push, ctypes.c_void_p).value  # for the C downlink (c_sink)
 
     def set_downstream(self, downstream: Downstream | None) -> None:
         """Register (or, with None, forget) the stage that holds popped frames before the wire."""
@@ -149,6 +167,18 @@ class NativePlayout:
         if was_empty < 0:
             raise MemoryError("cbq_push")
         if was_empty and self._downstream is not None:
+            self._play_next(self._downstream)
+
+    def c_sink(self, item_id: str) -> CSink | None:
+        """``cbq_push``, this ring and ``item_id``'s id in it, for the socket's C downlink to push that item's later
+        runs itself (``downlink.c``, "The sink"): what it pushes is accounted exactly as :meth:`push`'s audio."""
+        if not self._push_fn:
+            return None
+        return CSink(self._push_fn, self._h, self._id(item_id), item_id, self._refilled)
+
+    def _refilled(self) -> None:
+        """C pushed audio into the empty ring (``c_sink``): as :meth:`push` does then."""
+        if self._downstream is not None:
             self._play_next(self._downstream)
 
     def end_item(self, item_id: str) -> None:

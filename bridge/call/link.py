@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from bridge import events as ev
 from bridge.audio import AudioConverter
 from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS
+from bridge.audio.playout_native import CSink
 from bridge.call.latency import LatencyMeter
 from bridge.call.leg import UplinkOffload
 from bridge.realtime.client import RealtimeClient
@@ -85,7 +86,7 @@ class Link:
         self.on_loop = False  # the caller's frames wanted on the loop meanwhile (keep_on_loop)
         self.downlink: AudioConverter | None = None  # the model's audio decoded in C with it (decode_audio)
         self.decoded_in_c = False  # the current session's socket decodes the model's audio in C
-        self._deltas_before = (0, 0)  # the model's audio deltas of earlier sessions: (decoded in C, all)
+        self._deltas_before = (0, 0, 0)  # the model's audio deltas of earlier sessions: (decoded in C, all, sunk)
 
     def decode_audio(self, downlink: AudioConverter | None) -> None:
         """Have each session's socket decode the model's audio deltas in C with ``downlink`` (the call's downlink
@@ -95,9 +96,22 @@ class Link:
         if self.client is not None:
             self.decoded_in_c = self.client.decode_audio(downlink) and downlink is not None
 
+    def sink_audio(self, sink: CSink | None) -> bool:
+        """Have the current session's socket push the later runs of ``sink``'s item into the call's C ring itself
+        (:meth:`RealtimeClient.sink_audio`); None: disarm. Only where its C downlink decodes the model's audio and no
+        supervisor has the call (whose chunks are dropped)."""
+        client = self.client
+        if client is None:
+            return sink is None
+        if sink is not None and (not self.decoded_in_c or self.muted):
+            return False
+        return client.sink_audio(sink)
+
     def mute(self, on: bool) -> None:
         """Take-over (``on``) or hand-back: the caller's audio to the model is silenced, or flows again."""
         self.muted = on
+        if on and self.decoded_in_c:
+            self.sink_audio(None)  # the model's audio is dropped: every chunk comes to the loop
         self._offload_now()
 
     def keep_on_loop(self, on: bool) -> None:
@@ -118,11 +132,12 @@ class Link:
             self._deltas_before = self._deltas(old)
         return old
 
-    def _deltas(self, client: RealtimeClient | None) -> tuple[int, int]:
-        c, every = self._deltas_before
+    def _deltas(self, client: RealtimeClient | None) -> tuple[int, int, int]:
+        c, every, sunk = self._deltas_before
         if client is None:
-            return c, every
-        return c + client.deltas_in_c, every + client.protocol.counters["audio.delta"]
+            return c, every, sunk
+        client.settle_audio()  # what the C downlink pushed into the playout itself
+        return c + client.deltas_in_c, every + client.protocol.counters["audio.delta"], sunk + client.deltas_sunk
 
     @property
     def media_counts(self) -> dict[str, dict[str, int]]:
@@ -132,9 +147,10 @@ class Link:
 
     @property
     def downlink_counts(self) -> dict[str, int]:
-        """The model's audio deltas decoded by the socket's C downlink and by the loop (every session so far)."""
-        c, every = self._deltas(self.client)
-        return {"c": c, "loop": every - c}
+        """The model's audio deltas decoded by the socket's C downlink and by the loop (every session so far); ``sunk``:
+        of those decoded in C, the ones it pushed into the playout ring itself (the sink)."""
+        c, every, sunk = self._deltas(self.client)
+        return {"c": c, "loop": every - c, "sunk": sunk}
 
     def heard_caller(self, speaking: bool) -> None:
         """The caller started (their stop not handled yet) or stopped speaking, by the session's or our own VAD."""

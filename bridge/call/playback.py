@@ -6,6 +6,11 @@ the session cancelled are dropped (they were in flight when the caller barged in
 downlink stream (the converter is reset). A chunk the socket's C downlink decoded (``AudioChunk.decoded``,
 :mod:`bridge.realtime.downlink`) is already 8 kHz: converted there with this converter's own C state, reset there
 for a new item, so it goes to the playout as it is; the tail, the reset of a barge-in and the rest stay here.
+Once such a chunk of an item is queued in the C ring (:class:`~bridge.audio.playout_native.NativePlayout`) on the
+decoding stack, the session arms the downlink's sink for the item (:meth:`Playback.arm`): its later runs go from
+the socket's bytes into the ring in C, with no event (``bridge/native/downlink.c``, "The sink"). Whatever the loop
+must weigh first disarms it (:meth:`Playback.disarm`): a barge-in's cut, the item's ``AudioDone``, its response's
+end, any event of the session but the agent's transcript deltas, a supervisor's take-over, the session's close.
 
 A dialect with ``continuous_output`` (the model's audio one stream at real-time pace, silence included, with no
 items or responses: :meth:`Playback.stream`) is gated by level instead: a chunk louder than :data:`SPEECH_DBFS`
@@ -24,6 +29,7 @@ from typing import Final
 from bridge import events as ev
 from bridge.audio import AudioConverter, Playout
 from bridge.audio.analysis import level_dbfs
+from bridge.audio.playout_native import CSink
 from bridge.call.latency import LatencyMeter
 
 LOCAL: Final = "local:"  # the prefix of the playout items the bridge plays itself (hold audio): in no conversation
@@ -54,7 +60,10 @@ class Playback:
         *,
         continuous: bool = False,
         on_talk_over: Callable[[float], None] | None = None,
+        sink: Callable[[CSink | None], bool] | None = None,
     ) -> None:
+        self._sink = sink  # arms (or, None, disarms) the C downlink's sink (Link.sink_audio)
+        self.sinking: str | None = None  # the item it is armed for
         self.continuous = continuous  # the model's audio is one stream (:meth:`stream`), not responses
         self.on_talk_over = on_talk_over  # (ms): a stream's model stopped itself after a barge-in
         self.playout = playout
@@ -110,6 +119,22 @@ class Playback:
             self._latency.first_audio_queued(t0)
         return True
 
+    def arm(self, item_id: str) -> None:
+        """A chunk of ``item_id`` decoded in C was queued on the decoding stack: its later runs may go into the C
+        ring in C (see the module doc). Not for a continuous stream (gated by level here), nor a Python buffer."""
+        c_sink = getattr(self.playout, "c_sink", None)
+        if self._sink is None or c_sink is None or self.continuous or item_id != self.audio_item:
+            return
+        target: CSink | None = c_sink(item_id)
+        if target is not None and self._sink(target):
+            self.sinking = item_id
+
+    def disarm(self) -> None:
+        """The item's runs come to the loop again (as chunks)."""
+        if self.sinking is not None and self._sink is not None:
+            self.sinking = None
+            self._sink(None)
+
     def stream(self, chunk: ev.AudioChunk) -> bool | None:
         """A chunk of a continuous stream: None if it was not queued (silence, or speech after a barge-in), True if
         it opened a speech segment, False if it went on with one."""
@@ -149,6 +174,7 @@ class Playback:
         return opened
 
     def audio_done(self, response_id: str, item_id: str) -> None:
+        self.disarm()  # the tail goes after every run the sink pushed: they went in as they were read
         if item_id == self.audio_item and response_id not in self.cancelled:
             tail = self._downlink.drain()  # the last 2 ms still inside the filter
             if not self.playout.ran_dry(item_id):  # after a gap they would be a click of their own
@@ -157,6 +183,7 @@ class Playback:
 
     def ended(self, response_id: str) -> None:
         """``ResponseDone``: it is no longer under way, and its audio ends with what was queued."""
+        self.disarm()
         if response_id == self.response_id:
             self.response_id = None
         if self.audio_item is not None and response_id == self.audio_response:
@@ -165,6 +192,7 @@ class Playback:
     def drop_response(self) -> tuple[bool, bool]:
         """Forget the response under way (its session is gone): (one was under way, it had audio). A continuous
         stream has no responses: the model was under way if it was in the middle of a speech segment."""
+        self.disarm()
         if self.continuous:
             speaking, item = self.audio_item is not None and self._muted_since is None, self.audio_item
             if item is not None:
@@ -176,6 +204,7 @@ class Playback:
 
     def cut(self) -> Cut:
         """Barge-in: flush the playout, mark the active response cancelled, and say what to truncate."""
+        self.disarm()  # the cancelled response's runs still in flight come to the loop, which drops them
         flushed = self.playout.flush()
         cancel, self.response_id = self.response_id, None
         if cancel is not None:

@@ -56,24 +56,26 @@ class Reactions:
             .on(ev.UnknownEvent, lambda e: emit(ev.UnknownServerEvent(e.type)))
         )
 
-    def on_audio(self, chunk: ev.AudioChunk) -> None:
+    def on_audio(self, chunk: ev.AudioChunk) -> bool:
         """The model's audio, into the playout buffer (the session also calls it on the decoding stack); dropped
-        while a supervisor has the call (``Link.muted``)."""
+        while a supervisor has the call (``Link.muted``). True: a response's chunk was queued, and the item's later
+        chunks need nothing more of the loop (the session may arm the C downlink's sink for it)."""
         if self._audio.link.muted:
-            return
+            return False
         playback = self._audio.playback
         if playback.continuous:
             opened = playback.stream(chunk)
             if opened is None:  # silence, or the model still talking after a barge-in
-                return
+                return False
             if opened:
                 self._talk.tools.line_started()  # the model speaks on its own: a tool's line is the speech that follows
         else:
             if self._talk.hold is not None and chunk.response_id not in playback.cancelled:
                 self._talk.hold.agent_audio()  # flushed before the agent's first frame is queued: never both
             if not playback.push(chunk):  # in flight when we barged in
-                return
+                return False
         self._phase.fire(Trigger.MODEL_AUDIO)
+        return not playback.continuous
 
     def talked_over(self, ms: float) -> None:
         """A model that stops itself went on this long over the caller after a barge-in."""

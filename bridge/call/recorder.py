@@ -34,7 +34,9 @@ became of it); any other end leaves the call unrecorded.
 
 Threads: ``outbound.pop_frame()`` runs on the media clock thread (pjmedia) or, with the native port, on the loop;
 the tap there only appends the frame to a deque (thread-safe); ``on_frame``, the ring's flushes and the listener
-run on the event loop thread.
+run on the event loop thread. The native port hands the caller's frames over a read at a time: the recording takes
+the block in one call, writes its ticks with one conversion, and passes it on as a block
+(:class:`~bridge.audio.frames.BlockSink`).
 """
 
 from __future__ import annotations
@@ -50,14 +52,23 @@ import struct
 import threading
 import time
 import wave
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import numpy as np
 
 from bridge import events as ev
-from bridge.audio.frames import BYTES_PER_FRAME_PCM16, FRAME_MS, SAMPLE_RATE, FrameSink, FrameSource, StreamKernel
+from bridge.audio.frames import (
+    BYTES_PER_FRAME_PCM16,
+    FRAME_MS,
+    SAMPLE_RATE,
+    FrameSink,
+    FrameSource,
+    StreamKernel,
+    block_form,
+    exact_frame,
+)
 from bridge.call.leg import LegProxy, PhoneLeg, TeeSource, UplinkOffload, split
 from bridge.privacy.masking import SECRET_PARAM, mask_url
 
@@ -246,6 +257,26 @@ class _Sent:
         return getattr(self._ring, name)
 
 
+class _CallerChannel:
+    """The caller's frames on their way to the session (a :class:`~bridge.audio.frames.BlockSink`): each one, or a
+    read's block of them at once, written at its tick first, then passed on as it came."""
+
+    __slots__ = ("_on_frame", "_on_frames", "_recording")
+
+    def __init__(self, recording: RecordingLeg, on_frame: FrameSink) -> None:
+        self._recording = recording
+        self._on_frame = on_frame
+        self._on_frames = block_form(on_frame)
+
+    def __call__(self, pcm: bytes, t_capture: float) -> None:
+        self._recording.tick(pcm)
+        self._on_frame(pcm, t_capture)
+
+    def on_frames(self, block: bytes, times: Sequence[float]) -> None:
+        self._recording.ticks_of(block)
+        self._on_frames(block, times)
+
+
 class _RecordedSource(TeeSource):
     """The outbound audio, every frame taken also kept by the recording; the media port's ring is wrapped so that
     what it drops unsent leaves the recording too."""
@@ -347,11 +378,7 @@ class RecordingLeg(LegProxy):
         if self._media_at is None and not self.waiting:
             self._media_at = self.clock()
 
-        def tapped(pcm: bytes, t_capture: float) -> None:
-            self._tick(pcm)
-            on_frame(pcm, t_capture)
-
-        self.leg.start_media(_RecordedSource(outbound, self), tapped)
+        self.leg.start_media(_RecordedSource(outbound, self), _CallerChannel(self, on_frame))
 
     def uplink_offload(self, upsampler: StreamKernel) -> UplinkOffload | None:
         """Recording needs every caller frame on the loop: no offload then; otherwise the wrapped leg's."""
@@ -377,20 +404,40 @@ class RecordingLeg(LegProxy):
         for _ in range(min(frames, len(self.agent))):
             self.agent.pop()
 
-    def _tick(self, caller: bytes) -> None:
+    def tick(self, caller: bytes) -> None:
         """One media tick: the caller's frame beside the agent frame sent at that tick."""
+        self.ticks_of(exact_frame(caller))
+
+    def ticks_of(self, block: bytes) -> None:
+        """As many media ticks as ``block`` holds whole frames of the caller (a read of the native port), each
+        frame beside the agent frame sent at its tick: the same samples and chunks as :meth:`tick` frame by frame."""
         if self._closed or self._writer is None:
             return  # waiting for the consent prompt (its frames are cleared at the start) or not recording
-        agent = self.agent.popleft() if self.agent else _SILENCE
-        if self.pause_on_keys and self.clock() < self._paused_until:
-            caller = agent = _SILENCE
-        stereo = np.empty((BYTES_PER_FRAME_PCM16 // 2, 2), dtype="<i2")
-        stereo[:, 0] = np.frombuffer(caller.ljust(BYTES_PER_FRAME_PCM16, b"\0")[:BYTES_PER_FRAME_PCM16], "<i2")
-        stereo[:, 1] = np.frombuffer(agent.ljust(BYTES_PER_FRAME_PCM16, b"\0")[:BYTES_PER_FRAME_PCM16], "<i2")
-        self._chunk += stereo.tobytes()
-        self.ticks += 1
-        if self.ticks % CHUNK_TICKS == 0:
-            self._flush_chunk()
+        n = len(block) // BYTES_PER_FRAME_PCM16
+        if n == 0:
+            return
+        agent, sent = self.agent, []
+        for _ in range(n):
+            sent.append(agent.popleft() if agent else _SILENCE)
+        agent_pcm = b"".join(sent)
+        if len(agent_pcm) != n * BYTES_PER_FRAME_PCM16:  # a short or long frame among them: each one fitted
+            agent_pcm = b"".join(map(exact_frame, sent))
+        tick_bytes = 2 * BYTES_PER_FRAME_PCM16  # a tick of both channels
+        stereo = np.empty(n * tick_bytes // 2, dtype="<i2")
+        stereo[0::2] = np.frombuffer(block, "<i2", n * BYTES_PER_FRAME_PCM16 // 2)
+        stereo[1::2] = np.frombuffer(agent_pcm, "<i2")
+        if self.pause_on_keys:
+            for k in range(n):
+                if self.clock() < self._paused_until:
+                    stereo[k * tick_bytes // 2 : (k + 1) * tick_bytes // 2] = 0
+        samples, at = stereo.tobytes(), 0
+        while at < n:  # a chunk is CHUNK_TICKS ticks, wherever a block begins
+            take = min(n - at, CHUNK_TICKS - self.ticks % CHUNK_TICKS)
+            self._chunk += samples[at * tick_bytes : (at + take) * tick_bytes]
+            self.ticks += take
+            at += take
+            if self.ticks % CHUNK_TICKS == 0:
+                self._flush_chunk()
 
     def _flush_chunk(self) -> None:
         if self._chunk and self._writer is not None:

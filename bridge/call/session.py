@@ -160,6 +160,7 @@ class CallSession:
             self.clock,
             continuous=self.continuous,
             on_talk_over=self._talked_over,
+            sink=self.link.sink_audio,
         )
         self.barge_in = BargeIn(
             self.playback, self.link.send, self.emit, self.report, cancel=caps.cancel, truncate=caps.truncate
@@ -418,8 +419,11 @@ class CallSession:
             if type(event) is ev.AudioChunk and self._waiting and self.inbox.empty() and not self.ending:
                 # What the session task would do next, without its wake-up: it is parked on an empty inbox, so
                 # nothing can be ahead of this chunk (a reply's deltas: the call's most frequent event).
-                self._reactions.on_audio(event)
+                if self._reactions.on_audio(event) and event.decoded and client is self.client:
+                    self.playback.arm(event.item_id)  # the item's later runs: from the socket into the ring in C
                 return
+            if type(event) is not ev.AgentTranscript or event.final:
+                self.playback.disarm()  # any other event is the loop's to weigh before more audio is queued
             if isinstance(event, ev.Closed) and client is not self.client:
                 return  # a session we already replaced
             self.inbox.put(event)
@@ -464,5 +468,7 @@ class CallSession:
         """Fast-changing progress fields, polled off the media path (the Redis writer's probe)."""
         item = self.playback.audio_item
         played = self.playout.played_ms(item) if item else 0
+        if self.client is not None:
+            self.client.settle_audio()  # the last event id of audio the C downlink pushed into the playout itself
         last_event = self.client.protocol.last_event_id if self.client is not None else None
         return {"last_user_audio_seq": self.frames_appended, "played_ms": played, "last_ack_event_id": last_event or ""}

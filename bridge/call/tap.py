@@ -8,12 +8,13 @@
     flags, pcm = leg.take()                # on the loop: both sides mixed, 8 kHz PCM16 mono, whole 20 ms frames
     leg.stop()                             # nobody listens: the copies stop and the queues are dropped
 
-While nobody listens the tap costs one attribute test per frame and direction: no copy, no buffer, no task. While
-someone does, each caller frame (the event loop, :meth:`start_media`'s sink) and each agent frame as the media port
-takes it from the playout buffer (the media clock thread with a Python port, the loop with the native one) is put
-in a bounded queue (``deque.append``, atomic under the GIL); :meth:`take` mixes the two queues frame by frame, by
-sum with clipping, on the loop. A side that has sent nothing for :data:`SKEW_FRAMES` frames while the other has
-(the caller holds, say) is let through alone.
+While nobody listens the tap costs one attribute test per frame and direction (per block where the frames come as
+one: the native port's reads of the caller, :class:`~bridge.audio.frames.BlockSink`, and its beats of the agent): no
+copy, no buffer, no task. While someone does, each caller frame (the event loop, :meth:`start_media`'s sink) and
+each agent frame as the media port takes it from the playout buffer (the media clock thread with a Python port, the
+loop with the native one) is put in a bounded queue (``deque.append``, atomic under the GIL); :meth:`take` mixes
+the two queues frame by frame, by sum with clipping, on the loop. A side that has sent nothing for
+:data:`SKEW_FRAMES` frames while the other has (the caller holds, say) is let through alone.
 
 Where the native uplink sends the caller's audio to the model from the media clock thread (the leg's
 :meth:`uplink_offload`), those frames never reach the loop. While someone listens the tap turns the offload's
@@ -31,11 +32,12 @@ Nothing flows the other way: the tap only reads; it has no means to send audio t
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Final
 
 import numpy as np
 
-from bridge.audio.frames import FRAME_BYTES, FrameSink, FrameSource, StreamKernel
+from bridge.audio.frames import FRAME_BYTES, FrameSink, FrameSource, StreamKernel, block_form, exact_frame
 from bridge.call.leg import LegProxy, PhoneLeg, TeeSource, UplinkOffload, split
 
 SKEW_FRAMES: Final = 4  # frames one side may run ahead of the other before it is sent alone (80 ms)
@@ -55,8 +57,35 @@ def mix(caller: bytes, agent: bytes) -> bytes:
     return bytes(np.clip(a + b, -32768, 32767).astype("<i2").tobytes())
 
 
-def _exact(frame: bytes) -> bytes:
-    return frame if len(frame) == FRAME_BYTES else frame[:FRAME_BYTES].ljust(FRAME_BYTES, b"\0")
+class _CallerCopy:
+    """The caller's frames on their way to the session (a :class:`~bridge.audio.frames.BlockSink`): each one, or a
+    read's block of them at once, passed on and copied while someone listens. A frame with its capture time negated
+    is the uplink's mirror, a copy of a frame the media clock thread sent itself: kept, never passed on."""
+
+    __slots__ = ("_on_frame", "_on_frames", "_tap")
+
+    def __init__(self, tap: ListenTap, on_frame: FrameSink) -> None:
+        self._tap = tap
+        self._on_frame = on_frame
+        self._on_frames = block_form(on_frame)
+
+    def __call__(self, pcm: bytes, t_capture: float) -> None:
+        if t_capture >= 0:
+            self._on_frame(pcm, t_capture)
+        if self._tap.active:
+            self._tap.caller_frames.append(pcm)
+
+    def on_frames(self, block: bytes, times: Sequence[float]) -> None:
+        if not times:
+            return
+        if min(times) >= 0:
+            self._on_frames(block, times)
+        elif max(times) >= 0:  # the uplink's mirror began or ended within the read: only the loop's frames go on
+            sent = [k for k, t in enumerate(times) if t >= 0]
+            kept = b"".join(block[k * FRAME_BYTES : (k + 1) * FRAME_BYTES] for k in sent)
+            self._on_frames(kept, [times[k] for k in sent])
+        if self._tap.active:
+            self._tap.caller_frames.extend(split(block))
 
 
 class ListenTap(LegProxy):
@@ -99,31 +128,22 @@ class ListenTap(LegProxy):
         pairs = min(len(caller), len(agent))
         out: list[bytes] = []
         if pairs:
-            mine = b"".join(_exact(caller.popleft()) for _ in range(pairs))
-            theirs = b"".join(_exact(agent.popleft()) for _ in range(pairs))
+            mine = b"".join(exact_frame(caller.popleft()) for _ in range(pairs))
+            theirs = b"".join(exact_frame(agent.popleft()) for _ in range(pairs))
             out.append(mix(mine, theirs))
             flags |= CALLER | AGENT
         if not caller and len(agent) > SKEW_FRAMES:
-            out.extend(_exact(agent.popleft()) for _ in range(len(agent)))
+            out.extend(exact_frame(agent.popleft()) for _ in range(len(agent)))
             flags |= AGENT
         elif not agent and len(caller) > SKEW_FRAMES:
-            out.extend(_exact(caller.popleft()) for _ in range(len(caller)))
+            out.extend(exact_frame(caller.popleft()) for _ in range(len(caller)))
             flags |= CALLER
         return flags, b"".join(out)
 
     # -- the leg -------------------------------------------------------------------------------------------------
     def start_media(self, outbound: FrameSource, on_frame: FrameSink) -> None:
-        frames = self.caller_frames
-
-        def tapped(pcm: bytes, t_capture: float) -> None:
-            if t_capture >= 0:
-                on_frame(pcm, t_capture)
-            # else: the uplink's mirror, a copy of a frame the media clock thread sent itself
-            if self.active:
-                frames.append(pcm)
-
         self._tee = TeeSource(outbound, self._agent_frame, self._agent_block, idle=lambda: not self.active)
-        self.leg.start_media(self._tee, tapped)
+        self.leg.start_media(self._tee, _CallerCopy(self, on_frame))
 
     def _agent_frame(self, frame: bytes) -> None:
         """A frame the media port took from the playout buffer (clock thread): copied while someone listens."""

@@ -68,5 +68,9 @@ typedef int (*cbt_seal_fn)(cbt_tls *t, const void *data, int len, void *out, int
 typedef struct cbq cbq;
 int cbq_pop(cbq *q, unsigned char *out, int n, double now);
 typedef int (*cbq_pop_fn)(cbq *q, unsigned char *out, int n, double now);
+/* Audio of item `id` queued on the ring (`n` bytes of 8 kHz PCM16): 1 if the ring was empty before, 0 if not, -1 out
+ * of memory. The downlink's sink pushes a run of an accepted item through it (downlink.c, cbd_sink). */
+int cbq_push(cbq *q, int id, const unsigned char *data, int n);
+typedef int (*cbq_push_fn)(cbq *q, int id, const unsigned char *data, int n);
 
 #endif

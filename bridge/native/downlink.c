@@ -24,6 +24,16 @@
  * otherwise impossible frame header ends the scan: from there on every byte is passed on as it comes, and
  * websockets fails the connection.
  *
+ * The sink (cbd_sink): once the loop has taken the first run of an item into the call's playout ring (every decision
+ * about that item made there), it arms the sink with the ring's cbq_push (playout.c, passed by address: the two
+ * libraries are separate), the ring and the item. From then on a run of that item goes into the ring here, in the
+ * same cbd_next call that finished it, and is never handed to the loop; what the loop must know of it (the deltas,
+ * the last event id) rides on the next piece that is handed over (cbd_piece.sunk), or the loop takes it (cbd_sunk).
+ * A push into an empty ring comes back as a piece of its own (P_SUNK: the loop reclaims the downstream's trailing
+ * silence, as its own push does). The order holds: a run is pushed where it would have been handed over, so
+ * whatever the loop does with the pieces after it (an item's drained tail, its end, a barge-in's flush and the
+ * sink's disarming) comes after it. A failed push disarms the sink and hands the run over as usual.
+ *
  * Filter state: a new item's first delta resets it (cbr_down_reset), as the loop's converter is reset for a new
  * output item; a continuous stream (items off) is never reset. Nothing here is shared with another thread: the
  * loop calls every function.
@@ -43,7 +53,7 @@
 #define KERNEL_CHUNK 4800    /* samples per cbr_down call (resample.c's MAX_IN) */
 
 enum { ST_HTTP, ST_FRAMES, ST_RAW };                                 /* where the stream is */
-enum { P_NONE = 0, P_PASS = 1, P_AUDIO = 2 };                        /* what cbd_next gives */
+enum { P_NONE = 0, P_PASS = 1, P_AUDIO = 2, P_SUNK = 3 };          /* what cbd_next gives */
 enum { M_OFF = 0, M_KERNEL = 1, M_TABLE = 2 };                       /* how deltas are converted */
 
 typedef void (*cbr_reset_fn)(cbr_down_state *st);
@@ -78,6 +88,13 @@ typedef struct cbd {
     cbd_id run_item, run_response, run_event;
     uint64_t run_deltas;
     uint64_t deltas, runs, passed, bad, frames;
+    cbq_push_fn sink_fn;     /* the sink (cbd_sink): NULL while disarmed */
+    cbq *sink_ring;
+    int sink_id;
+    cbd_id sink_item;
+    uint64_t sunk_runs, sunk_deltas, sunk_bytes;
+    uint64_t pend_deltas;    /* sunk deltas the loop has not been told of yet */
+    cbd_id pend_event;       /* the last of their event ids (len 0: none) */
 } cbd;
 
 /* -- the JSON of one event: its top-level fields, read only where the loop's parser reads them the same ----------
@@ -738,6 +755,7 @@ int cbd_audio(cbd *d, int mode, cbr_down_fn kernel, cbr_reset_fn reset, cbr_down
     if (table != NULL)
         memcpy(d->table, table, sizeof d->table);
     d->last_item.len = SIZE_MAX;
+    d->sink_fn = NULL; /* a new converter: the loop takes the next item's first run again */
     return 0;
 }
 
@@ -760,6 +778,9 @@ typedef struct {
     const char *item, *response, *event;
     size_t item_len, response_len, event_len;
     uint64_t deltas;
+    uint64_t sunk;            /* deltas the sink took since the loop was last told, and the last of their event ids */
+    const char *sunk_event;
+    size_t sunk_event_len;
 } cbd_piece;
 
 static int give_run(cbd *d, cbd_piece *out) {
@@ -796,10 +817,7 @@ static int give_pass(cbd *d, cbd_piece *out, size_t n) {
     return P_PASS;
 }
 
-/* The next piece of what was fed, in stream order: P_PASS (raw bytes for the loop's parser), P_AUDIO (a run of
- * decoded audio), P_NONE (nothing more until the next read; a partial frame is kept). A piece's bytes stay valid
- * until the next call. */
-int cbd_next(cbd *d, cbd_piece *out) {
+static int next_piece(cbd *d, cbd_piece *out) {
     memset(out, 0, sizeof *out);
     if (d->dfr_state == 2)
         d->dfr_len = d->dfr_state = 0;
@@ -847,9 +865,79 @@ int cbd_next(cbd *d, cbd_piece *out) {
     }
 }
 
+/* The run just finished into the sink's ring if it is the armed item's: 1 taken (2: the ring was empty), 0 not. */
+static int sink_run(cbd *d, const cbd_piece *run) {
+    if (d->sink_fn == NULL || !same_id(&d->sink_item, (const unsigned char *)run->item, run->item_len) ||
+        run->len > (size_t)INT32_MAX)
+        return 0;
+    int rc = d->sink_fn(d->sink_ring, d->sink_id, run->ptr, (int)run->len);
+    if (rc < 0) {
+        d->sink_fn = NULL; /* no memory in the ring: the loop's own push says so */
+        return 0;
+    }
+    d->sunk_runs++;
+    d->sunk_deltas += run->deltas;
+    d->sunk_bytes += run->len;
+    d->pend_deltas += run->deltas;
+    if (run->event_len)
+        set_id(&d->pend_event, (const unsigned char *)run->event, run->event_len);
+    return rc == 1 ? 2 : 1;
+}
+
+/* What the sink took since the loop was last told, onto `out` (then forgotten here). */
+static void tell_sunk(cbd *d, cbd_piece *out) {
+    out->sunk = d->pend_deltas;
+    out->sunk_event = d->pend_event.id;
+    out->sunk_event_len = d->pend_event.len;
+    d->pend_deltas = 0;
+    d->pend_event.len = 0; /* its bytes stay valid until the next call */
+}
+
+/* The next piece of what was fed, in stream order: P_PASS (raw bytes for the loop's parser), P_AUDIO (a run of
+ * decoded audio), P_SUNK (a run went into the sink's ring, which was empty), P_NONE (nothing more until the next
+ * read; a partial frame is kept). Runs of the sink's item go into its ring and are not given. Every piece but
+ * P_NONE carries what the sink took since the last one told of it (sunk, sunk_event). A piece's bytes stay valid
+ * until the next call. */
+int cbd_next(cbd *d, cbd_piece *out) {
+    for (;;) {
+        int kind = next_piece(d, out);
+        if (kind == P_AUDIO) {
+            int sunk = sink_run(d, out);
+            if (sunk == 1)
+                continue;
+            if (sunk == 2) {
+                memset(out, 0, sizeof *out);
+                kind = P_SUNK;
+            }
+        }
+        if (kind != P_NONE)
+            tell_sunk(d, out);
+        return kind;
+    }
+}
+
+/* Arm the sink: runs of `item` (`item_len` bytes) go into `ring` as its item `id` through `fn` (playout.c's
+ * cbq_push). `fn` NULL or `id` < 0 disarms it. -1: the item id is too long (disarmed). */
+int cbd_sink(cbd *d, cbq_push_fn fn, cbq *ring, int id, const char *item, int item_len) {
+    d->sink_fn = NULL;
+    if (fn == NULL || ring == NULL || id < 0)
+        return 0;
+    if (item_len < 0 || item_len >= ID_MAX)
+        return -1;
+    set_id(&d->sink_item, (const unsigned char *)item, (size_t)item_len);
+    d->sink_fn = fn, d->sink_ring = ring, d->sink_id = id;
+    return 0;
+}
+
+/* What the sink took since the loop was last told (cbd_next's pieces tell it too): `out`'s sunk and sunk_event. */
+void cbd_sunk(cbd *d, cbd_piece *out) {
+    memset(out, 0, sizeof *out);
+    tell_sunk(d, out);
+}
+
 /* frames seen, deltas decoded, runs given, bytes passed, bad audio frames, bytes held, state (0 HTTP, 1 frames,
- * 2 raw) */
-void cbd_counters(cbd *d, unsigned long long out[7]) {
+ * 2 raw), and of the sink: runs, deltas and bytes it took */
+void cbd_counters(cbd *d, unsigned long long out[10]) {
     out[0] = d->frames;
     out[1] = d->deltas;
     out[2] = d->runs;
@@ -857,4 +945,7 @@ void cbd_counters(cbd *d, unsigned long long out[7]) {
     out[4] = d->bad;
     out[5] = d->in_len - d->at;
     out[6] = (unsigned long long)d->state;
+    out[7] = d->sunk_runs;
+    out[8] = d->sunk_deltas;
+    out[9] = d->sunk_bytes;
 }

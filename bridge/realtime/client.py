@@ -29,6 +29,7 @@ from websockets.exceptions import InvalidStatus, InvalidURI
 
 from bridge import events as ev
 from bridge.audio import AudioConverter
+from bridge.audio.playout_native import CSink
 from bridge.audio.wire import AppendTemplate
 from bridge.errors import ConnectError, ModelRefused, classify_close, classify_http_status, is_refusal, redact
 from bridge.realtime import ws_fastpath, ws_plain
@@ -114,7 +115,8 @@ class RealtimeClient:
         self._last_recv = time.monotonic()
         self._idle_expired = False
         self._ended = asyncio.Event()  # a Closed went out (decoded, or the socket's)
-        self.deltas_in_c = 0  # the model's audio deltas the socket's C downlink decoded (decode_audio)
+        self.deltas_in_c = 0  # the model's audio deltas the socket's C downlink decoded (decode_audio; sunk too)
+        self.deltas_sunk = 0  # of them, those it pushed into the call's playout ring itself (sink_audio)
 
     async def _resolve_credential(self) -> str:
         if isinstance(self._credential, str):
@@ -289,6 +291,28 @@ class RealtimeClient:
         items = not self.dialect.capabilities.continuous_output  # one stream: never reset, no ids
         return ws.decode_audio(converter, self._received_audio, items)
 
+    def sink_audio(self, sink: CSink | None) -> bool:
+        """Have the socket's C downlink push the later runs of ``sink``'s item into the call's C playout ring itself
+        (:meth:`~bridge.realtime.downlink.DownlinkScanner.sink`: no event for them); None: they come as chunks again.
+        Never for a continuous output stream (the call gates it by level) nor while closing. Their deltas and last
+        event id are counted as the chunks' are, when the next piece is handed over or at :meth:`settle_audio`."""
+        ws = self._ws
+        if sink is None:
+            return ws.sink_audio(None, None) if ws is not None else True
+        if ws is None or self._closing or self.dialect.capabilities.continuous_output:
+            return False
+        return ws.sink_audio(sink, self._sunk)
+
+    def settle_audio(self) -> None:
+        """Count what the sink took so far (before reading :attr:`deltas_in_c` or the protocol's counters)."""
+        if self._ws is not None:
+            self._ws.settle_audio()
+
+    def _sunk(self, deltas: int, event_id: str | None) -> None:
+        self.deltas_in_c += deltas
+        self.deltas_sunk += deltas
+        self.protocol.decoded_audio(deltas, event_id)
+
     def _emit(self, event: ev.Event) -> None:
         sink = self._sink
         if sink is None:
@@ -388,6 +412,7 @@ class RealtimeClient:
         its answer (``session.closed``, with the final usage: ``protocol.usage_seconds``) is awaited for up to
         ``settings.goodbye_timeout_s``; its events still reach the sink or the queue."""
         self._closing = True
+        self.sink_audio(None)  # what the model still says comes as chunks
         self.read_on_beat(False)  # the close handshake is read as it lands
         closing = self.dialect.handshake.closing
         if closing is not None and self.closed is None and self._ws is not None:

@@ -14,7 +14,11 @@ hands back the read as pieces, in stream order:
 * :class:`AudioRun`: consecutive audio deltas of one item, base64-decoded and converted in C (``bridge/native/
   downlink.c``: the call's 24 → 8 kHz kernel on the call's own filter state, or the G.711 table of a passthrough
   session) into 8 kHz PCM16, which the client hands on as one :class:`~bridge.events.AudioChunk` with ``decoded``
-  set: the call's playout takes it as it is (:meth:`bridge.call.playback.Playback.push`).
+  set: the call's playout takes it as it is (:meth:`bridge.call.playback.Playback.push`);
+* nothing, for a run of the item the sink is armed for (:meth:`DownlinkScanner.sink`): once the call has taken an
+  item's first chunk into its C playout ring, C pushes the item's later runs into that ring itself, in the same
+  call, with no Python per read (``downlink.c``, "The sink"). Their deltas and last event id reach ``on_sunk``
+  with the next piece handed over, or when asked (:meth:`DownlinkScanner.settle`).
 
 Everything downstream is the same playout buffer, so barge-in truncation, the echo guard's reference, the recording,
 the taps, underruns and hold audio see what they always saw. The event names are the dialect's (``server_events``
@@ -29,12 +33,13 @@ from __future__ import annotations
 import ctypes
 import enum
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bridge.audio import AudioConverter
 from bridge.audio.passthrough import PassthroughDownlink
+from bridge.audio.playout_native import CSink
 from bridge.audio.resample import Downsampler, native_kernels
 from bridge.native.build import LoadOnce
 
@@ -50,8 +55,14 @@ _SIGNATURES: tuple[tuple[str, Any, list[Any]], ...] = (
     ("cbd_feed", _I, [_P, ctypes.c_char_p, _SZ]),
     ("cbd_next", _I, [_P, _P]),
     ("cbd_counters", None, [_P, _P]),
+    ("cbd_sink", _I, [_P, _P, _P, _I, ctypes.c_char_p, _I]),
+    ("cbd_sunk", None, [_P, _P]),
 )
-COUNTERS = ("frames", "deltas", "runs", "passed_bytes", "bad", "held_bytes", "state")
+COUNTERS = (
+    *("frames", "deltas", "runs", "passed_bytes", "bad", "held_bytes", "state"),
+    *("sunk_runs", "sunk_deltas", "sunk_bytes"),  # runs the sink pushed into its ring (counted in runs too)
+)
+OnSunk = Callable[[int, str | None], None]  # (deltas, the last one's event id): audio the sink took
 AUDIO_DELTA = "audio.delta"  # the canonical name (bridge.realtime.dialects) of the events decoded here
 # Events that commute with the model's audio: text that no audio waits for. One that comes in the middle of a run of
 # deltas is handed on right after the run, so a read's audio stays one chunk (the service interleaves them).
@@ -70,6 +81,7 @@ class _Kind(enum.IntEnum):
     NONE = 0
     PASS = 1
     AUDIO = 2
+    SUNK = 3  # a run went into the sink's ring, which was empty
 
 
 class _Piece(ctypes.Structure):
@@ -83,6 +95,9 @@ class _Piece(ctypes.Structure):
         ("response_len", _SZ),
         ("event_len", _SZ),
         ("deltas", ctypes.c_uint64),
+        ("sunk", ctypes.c_uint64),
+        ("sunk_event", _P),
+        ("sunk_event_len", _SZ),
     )
 
 
@@ -176,6 +191,9 @@ class DownlinkScanner:
         self._piece_ref = ctypes.byref(self._piece)
         self.decoding = False
         self._converter: AudioConverter | None = None  # kept alive while C holds its state
+        self.sinking: str | None = None  # the item the sink is armed for
+        self._sink: CSink | None = None
+        self._on_sunk: OnSunk | None = None
 
     @classmethod
     def make(cls, types: Sequence[str], later: Sequence[str] = ()) -> DownlinkScanner | None:
@@ -192,6 +210,7 @@ class DownlinkScanner:
         """Decode audio deltas with ``converter``'s C form from the next frame on (None: pass them on raw again).
         ``items``: a new item resets the filter and runs carry the ids (False: one continuous stream). False if the
         converter has no C form (the deltas pass on raw)."""
+        self.unsink()
         form = c_form(converter) if converter is not None else None
         if not self._handle or (converter is not None and form is None):
             self.decode(None) if self.decoding else None
@@ -219,6 +238,8 @@ class DownlinkScanner:
         string_at = ctypes.string_at
         while True:
             kind = lib.cbd_next(handle, ref)
+            if piece.sunk:
+                self._told(piece)
             if kind == _Kind.PASS:
                 yield string_at(piece.ptr, piece.len)
             elif kind == _Kind.AUDIO:
@@ -229,8 +250,47 @@ class DownlinkScanner:
                     piece.deltas,
                     _text(piece.event, piece.event_len) if piece.event_len else None,
                 )
+            elif kind == _Kind.SUNK:
+                sink = self._sink
+                if sink is not None:
+                    sink.refilled()
             else:
                 return
+
+    def sink(self, sink: CSink, on_sunk: OnSunk) -> bool:
+        """Arm the sink (see the module doc): runs of ``sink.item_id`` go into its ring from the next one on, and
+        ``on_sunk`` hears of their deltas. False where it cannot (not decoding, or an id C does not hold)."""
+        item = sink.item_id.encode()
+        if not self._handle or not self.decoding:
+            return False
+        self._on_sunk = on_sunk
+        if self._lib.cbd_sink(self._handle, sink.push, sink.ring, sink.ring_id, item, len(item)) != 0:
+            self.unsink()
+            return False
+        self.sinking, self._sink = sink.item_id, sink
+        return True
+
+    def unsink(self) -> None:
+        """Disarm the sink: runs come to the loop again; what it took is told (:meth:`settle`)."""
+        if self.sinking is None:
+            return
+        self.sinking, self._sink = None, None
+        if self._handle:
+            self._lib.cbd_sink(self._handle, None, None, -1, None, 0)
+        self.settle()
+
+    def settle(self) -> None:
+        """Tell ``on_sunk`` what the sink took since it was last told."""
+        if self._handle and self._on_sunk is not None:
+            told = _Piece()  # not feed's: this may run while a piece of feed's is being handled
+            self._lib.cbd_sunk(self._handle, ctypes.byref(told))
+            if told.sunk:
+                self._told(told)
+
+    def _told(self, piece: _Piece) -> None:
+        if self._on_sunk is not None:
+            event = _text(piece.sunk_event, piece.sunk_event_len) if piece.sunk_event_len else None
+            self._on_sunk(piece.sunk, event)
 
     def counters(self) -> dict[str, int]:
         out = (ctypes.c_ulonglong * len(COUNTERS))()
@@ -239,6 +299,7 @@ class DownlinkScanner:
         return dict(zip(COUNTERS, out, strict=True))
 
     def close(self) -> None:
+        self.unsink()
         handle, self._handle = self._handle, None
         if handle:
             self._lib.cbd_free(handle)

@@ -19,7 +19,8 @@ waits at most one beat before it is decoded.
 
 **The downlink in C** (:meth:`RealtimeSocket.decode_audio`, :mod:`bridge.realtime.downlink`): the plain bytes of each
 read go to a C scanner in one call; while it decodes, the model's audio deltas come out of it as 8 kHz runs for
-``on_audio`` and every other frame's bytes go to the protocol as before, in order.
+``on_audio`` and every other frame's bytes go to the protocol as before, in order. Armed with an item
+(:meth:`RealtimeSocket.sink_audio`), the scanner pushes that item's runs into the call's C playout ring itself.
 
 **Direct writes** (:meth:`RealtimeSocket.write_now`): while the socket's write buffer is empty, a frame is framed and
 written at once, on the caller's stack. :meth:`RealtimeSocket.send` is the same plus waiting for the drain when
@@ -73,8 +74,9 @@ from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
 from bridge.audio import AudioConverter
+from bridge.audio.playout_native import CSink
 from bridge.realtime import tls_native
-from bridge.realtime.downlink import AudioRun, DownlinkScanner
+from bridge.realtime.downlink import AudioRun, DownlinkScanner, OnSunk
 from bridge.realtime.tls_native import NativeTls
 
 log = logging.getLogger("bridge.realtime")
@@ -175,6 +177,8 @@ class Socket(Protocol):
     def beat(self) -> None: ...
     def offload(self, offload: WriteOffload | None) -> bool: ...
     def decode_audio(self, converter: AudioConverter | None, on_audio: OnAudio | None, items: bool) -> bool: ...
+    def sink_audio(self, sink: CSink | None, on_sunk: OnSunk | None) -> bool: ...
+    def settle_audio(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +209,7 @@ class _Downlink:
     transport: asyncio.Transport
     gated: bool
     failure: Exception | None
+    keepalive_at: float
     _down: DownlinkScanner | None = None
     _on_audio: OnAudio | None = None
 
@@ -219,6 +224,8 @@ class _Downlink:
         if down is None:
             self._frames_received(data)
         else:
+            if down.sinking is not None:  # audio the sink takes is a server message no one else sees
+                self.keepalive_at = time.monotonic()
             for piece in down.feed(data):
                 if isinstance(piece, AudioRun):
                     self._audio_received(piece)
@@ -259,6 +266,22 @@ class _Downlink:
             return False
         self._on_audio = on_audio
         return True
+
+    def sink_audio(self, sink: CSink | None, on_sunk: OnSunk | None) -> bool:
+        """Have the scanner push the runs of ``sink``'s item into its C ring itself from the next one on, telling
+        ``on_sunk`` of their deltas (:meth:`DownlinkScanner.sink`); None: disarm. False where it cannot (not
+        decoding)."""
+        down = self._down
+        if sink is None or on_sunk is None or self._on_audio is None or down is None:
+            if down is not None:
+                down.unsink()
+            return sink is None
+        return down.sink(sink, on_sunk)
+
+    def settle_audio(self) -> None:
+        """What the sink took, told now (:meth:`DownlinkScanner.settle`)."""
+        if self._down is not None:
+            self._down.settle()
 
     def _close_downlink(self) -> None:
         down, self._down, self._on_audio = self._down, None, None

@@ -20,6 +20,8 @@ from websockets.frames import Close
 from websockets.protocol import State
 
 from bridge.audio import AudioConverter
+from bridge.audio.playout_native import CSink
+from bridge.realtime.downlink import OnSunk
 from bridge.realtime.ws_fastpath import OnAudio, OnMessage, SocketClosed, SocketOptions, WriteOffload
 
 log = logging.getLogger("bridge.realtime")
@@ -85,6 +87,12 @@ class PlainSocket:
 
     def decode_audio(self, converter: AudioConverter | None, on_audio: OnAudio | None, items: bool = True) -> bool:
         return converter is None  # websockets' own client parses every frame itself: no C downlink
+
+    def sink_audio(self, sink: CSink | None, on_sunk: OnSunk | None) -> bool:
+        return sink is None  # no C downlink, no sink
+
+    def settle_audio(self) -> None:
+        pass
 
 
 async def connect(url: str, headers: Mapping[str, str], on_message: OnMessage, options: SocketOptions) -> PlainSocket:

@@ -8,7 +8,10 @@ the callers). :class:`NativePort` is a ``pjmedia_port`` written in C (``cport.c`
 loop through one eventfd per process. The loop then, in :meth:`NativeHub.drain` (one call per port, ``cbp_poll``,
 tells it both what is waiting and what is needed):
 
-* hands every received frame to its call's sink, with the capture time the clock thread stamped, and
+* hands every received frame to its call's sink, with the capture time the clock thread stamped: a read's frames
+  (all that wait, up to the ring's 64) in one call where the sink takes blocks (``on_frames``,
+  :class:`~bridge.audio.frames.BlockSink`: the call's leg does), else frame by frame (a sink that raises is
+  counted in ``sink_errors``; raising amid a block, it loses the rest of that read), and
 * tops every outbound ring up to ``lead + beat - 1`` frames from the call's :class:`FrameSource`: in one block where
   the source takes blocks (``pop_frames``: the playout buffers, the C ring among them, and the taps around them),
   else frame by frame; and where the source is the C ring with nothing on the way that needs its frames (no
@@ -60,7 +63,16 @@ from typing import Any
 import pjsua2 as pj
 
 from bridge.audio.echo import Guard
-from bridge.audio.frames import FRAME_BYTES, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSink, FrameSource, StreamKernel
+from bridge.audio.frames import (
+    FRAME_BYTES,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    FrameSink,
+    FrameSource,
+    OnFrames,
+    StreamKernel,
+    exact_frame,
+)
 from bridge.audio.wire import AppendTemplate
 from bridge.native import build as cbuild
 from bridge.sip.crossing import PortCounters
@@ -319,22 +331,23 @@ class NativeHub:
         delivered = 0
         polled = lib.cbp_poll(handle, self.fill)  # one call: frames waiting for the loop, frames the ring needs
         if polled >= 256:  # caller frames to deliver (none while the uplink sends them from the clock thread)
-            sink = port.sink
+            sink, on_frames = port.sink, port.sink_frames
             while True:
                 n = lib.cbp_read_in(handle, self._in, self._times, _READ_MAX)
                 if n <= 0:
                     break
-                raw = self._in.raw
-                times = self._times
-                for k in range(n):
-                    if sink is None:
-                        break
+                if on_frames is not None:  # the whole read in one call (a BlockSink: the call's leg)
                     try:
-                        sink(raw[k * FRAME_BYTES : (k + 1) * FRAME_BYTES], times[k])
+                        on_frames(ctypes.string_at(self._in, n * FRAME_BYTES), self._times[:n])
                     except Exception:
-                        self.sink_errors += 1
-                        if self.sink_errors <= 10 or self.sink_errors % 1000 == 0:
-                            _LOG.exception("%s: on_frame sink raised (%d so far)", port.name, self.sink_errors)
+                        self._sink_raised(port)
+                elif sink is not None:
+                    raw, times = ctypes.string_at(self._in, n * FRAME_BYTES), self._times
+                    for k in range(n):
+                        try:
+                            sink(raw[k * FRAME_BYTES : (k + 1) * FRAME_BYTES], times[k])
+                        except Exception:
+                            self._sink_raised(port)
                 delivered += n
                 if n < _READ_MAX:
                     break
@@ -342,6 +355,11 @@ class NativeHub:
         else:
             self._top_up(port, polled)
         return delivered
+
+    def _sink_raised(self, port: NativePort) -> None:
+        self.sink_errors += 1
+        if self.sink_errors <= 10 or self.sink_errors % 1000 == 0:
+            _LOG.exception("%s: on_frame sink raised (%d so far)", port.name, self.sink_errors)
 
     def _top_up(self, port: NativePort, need: int | None = None) -> None:
         if port.pulling:  # the ring's frames go to the port in C: the poll added them, or this fill does
@@ -371,7 +389,7 @@ class NativeHub:
                     # a short or long frame among them: each one fitted (with the total right, no frame longer
                     # than one means none is shorter either)
                     if len(chunk) != need * FRAME_BYTES or max(map(len, frames)) != FRAME_BYTES:
-                        chunk = b"".join(map(_exact, frames))
+                        chunk = b"".join(map(exact_frame, frames))
                     self._lib.cbp_write_out(port.handle, chunk, need)
 
     def _write_block(self, port: NativePort, pop_frames: Callable[[int], bytes], need: int) -> None:
@@ -392,10 +410,6 @@ def _watch(source: FrameSource | None, hook: Callable[[], object] | None) -> Non
     watch: Callable[[Callable[[], object] | None], object] | None = getattr(source, "watch", None)
     if watch is not None:
         watch(hook)
-
-
-def _exact(frame: bytes) -> bytes:
-    return frame if len(frame) == FRAME_BYTES else frame[:FRAME_BYTES].ljust(FRAME_BYTES, b"\0")
 
 
 class NativePort:
@@ -423,18 +437,21 @@ class NativePort:
         self.slot = slot.value
         self.source: FrameSource | None = None
         self.sink: FrameSink | None = None
+        self.sink_frames: OnFrames | None = None  # its block form (BlockSink)
         self._counters = (ctypes.c_ulonglong * 8)()
         # a source that keeps a frame-exact account of what was sent (the echo guard's reference) is told of the
         # silence this port sent on its own when its ring ran dry (``late_out``): ``skipped(frames)``
         self.skipped: Callable[[int], object] | None = None
         self._late_told = 0
         self.pulling = False  # the top-up takes the source's C ring in C (reroute)
+        self.calls = 0  # detaches so far: an uplink made for an earlier call leaves the port alone (NativeUplink)
 
     def attach(self, source: FrameSource | None, sink: FrameSink | None) -> None:
         _watch(self.source, None)
         self._reference(self.source, False)
         self.source = source
         self.sink = sink
+        self.sink_frames = getattr(sink, "on_frames", None)
         fed_here = self._reference(source, True)  # the C guard's reference fed by get_frame: nothing to tell it
         self.skipped = None if fed_here else getattr(source, "skipped", None)
         self._late_told = self.counters().late_out
@@ -481,6 +498,7 @@ class NativePort:
         return int(self._lib.cbp_pulled(self.handle))
 
     def detach(self) -> None:
+        self.calls += 1  # C unbinds the uplink too: the call's NativeUplink is stale from here
         self.skipped = None
         _watch(self.source, None)
         downstream = getattr(self.source, "set_downstream", None)
@@ -492,6 +510,7 @@ class NativePort:
         self._hub._track(self, False)
         self.source = None
         self.sink = None
+        self.sink_frames = None
 
     @property
     def attached(self) -> bool:
@@ -580,6 +599,7 @@ class NativeUplink:
         self._port = port
         self._lib = port._lib
         self._handle = port.handle
+        self._call = port.calls  # the port's call this uplink is for: once it is detached, the port is another's
         self._upsampler = upsampler  # owns the filter state C writes to: kept alive as long as this is
         self._counts = (ctypes.c_ulonglong * 5)()
         self._times = (ctypes.c_double * 2)()
@@ -612,7 +632,7 @@ class NativeUplink:
         ``seal``: the socket carries TLS; each write is sealed by ``cbt_seal`` (tls.c, its address first) with the
         connection's engine (its address second), which the caller keeps alive until :meth:`unbind`."""
         kernel = self._upsampler.c_kernel()
-        if not self._port.attached or kernel is None or self._template is None:
+        if self.stale or not self._port.attached or kernel is None or self._template is None:
             return False
         fn, state = kernel
         prefix, suffix = self._template
@@ -624,20 +644,34 @@ class NativeUplink:
         self.bound = status == 0
         return self.bound
 
+    @property
+    def stale(self) -> bool:
+        """The port was detached since this uplink was made: C unbound it then, and the port may carry the next
+        call's uplink to that call's socket now. A stale uplink never touches the port: its session's late writes
+        (a close frame) must reach its own socket, not the next call's."""
+        return self._port.calls != self._call
+
     def write(self, data: bytes) -> int:
+        """0 sent (or queued behind the backlog), -2 not bound (the session writes it itself), else failed."""
+        if self.stale:
+            return -2
         return int(self._lib.cbp_uplink_write(self._handle, data, len(data)))
 
     def end_data(self) -> None:
-        self._lib.cbp_uplink_end_data(self._handle)
+        if not self.stale:
+            self._lib.cbp_uplink_end_data(self._handle)
 
     def mirror(self, on: bool) -> None:
         """While on, each frame sent from the clock thread also comes to the port's sink, with its capture time
         negated: a copy to observe (listen-in, :mod:`bridge.call.tap`), never to send again. Detaching the port
         turns it off."""
-        self._lib.cbp_uplink_mirror(self._handle, 1 if on else 0)
+        if not self.stale:
+            self._lib.cbp_uplink_mirror(self._handle, 1 if on else 0)
 
     def unbind(self) -> bytes:
         self.bound = False
+        if self.stale:  # unbound by the detach, and what it held was dropped with it
+            return b""
         left = int(self._lib.cbp_uplink_unbind(self._handle))
         if left <= 0:
             return b""

@@ -29,13 +29,13 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import pjsua2 as pj
 
 from bridge import metrics
-from bridge.audio.frames import FrameSource, StreamKernel
+from bridge.audio.frames import FrameSource, OnFrames, StreamKernel, block_form
 from bridge.events import CallerHold, CallerHungUp, Dtmf, DtmfSource, Event, MediaDropped, PeerEnding, TransferProgress
 from bridge.sip.access import FORBIDDEN_SOURCE, IPNetwork, in_networks, source_allowed, source_ip
 from bridge.sip.bounds import (
@@ -66,6 +66,32 @@ _LOG = logging.getLogger("bridge.sip")
 OnFrame = Callable[[bytes, float], None]
 
 HEADER_CHARS = 1024  # a header value as the app sees it (IncomingCall.headers)
+
+
+class _Delivery:
+    """A call's sink at its media port: each caller frame, or a read's frames as one block (a
+    :class:`~bridge.audio.frames.BlockSink`), to the call's ``on_frame`` while its media runs; dropped while none."""
+
+    __slots__ = ("_on_frame", "_on_frames")
+
+    def __init__(self) -> None:
+        self._on_frame: OnFrame | None = None
+        self._on_frames: OnFrames | None = None
+
+    def to(self, on_frame: OnFrame | None) -> None:
+        """Where the frames go from now on (None: nowhere)."""
+        self._on_frame = on_frame
+        self._on_frames = None if on_frame is None else block_form(on_frame)
+
+    def __call__(self, pcm: bytes, t_capture: float) -> None:
+        on_frame = self._on_frame
+        if on_frame is not None:
+            on_frame(pcm, t_capture)
+
+    def on_frames(self, block: bytes, times: Sequence[float]) -> None:
+        on_frames = self._on_frames
+        if on_frames is not None:
+            on_frames(block, times)
 
 
 def new_call_id() -> str:
@@ -225,7 +251,7 @@ class IncomingCall(SipLeg):
         self.dialog: Dialog | None = None  # from the caller's ACK: lets a restarted worker send BYE for this call
         self._gateway = gateway
         self.conference = Conference(self, gateway.claims)  # hold, routing and joining; the media port's seat
-        self._on_frame: OnFrame | None = None
+        self._caller_frames = _Delivery()  # the media port's sink: the caller's frames to start_media's on_frame
         self._transfer: asyncio.Future[TransferProgress] | None = None
         self._counters = PortCounters()  # this call's share of a pooled port's counters
         self._baseline = PortCounters()
@@ -378,15 +404,16 @@ class IncomingCall(SipLeg):
         ``outbound.pop_frame()`` runs on pjmedia's clock thread and must return 320 bytes (8 kHz PCM16 mono,
         20 ms) at once; an empty or short frame is padded with silence. ``on_frame(pcm, t_capture)`` runs on the
         event loop thread for each received frame; ``t_capture`` is ``time.monotonic()`` in the clock callback.
-        Calling it again swaps the source and sink.
+        Where ``on_frame`` takes blocks (``on_frames``, :class:`~bridge.audio.frames.BlockSink`), the native port's
+        reads come to it as blocks, one call each. Calling it again swaps the source and sink.
         """
         self._live("start_media")
-        self._on_frame = on_frame
+        self._caller_frames.to(on_frame)
         port = self.conference.port
         if port is None:
             port = self.conference.port = self._gateway.endpoint.acquire_port()
             self._baseline = port.counters()
-        port.attach(outbound, self._deliver)
+        port.attach(outbound, self._caller_frames)
         self._on_media_state()
 
     def uplink_offload(self, upsampler: StreamKernel) -> NativeUplink | None:
@@ -399,7 +426,7 @@ class IncomingCall(SipLeg):
 
     def stop_media(self) -> None:
         """Stop both directions: the caller hears silence, ``on_frame`` is no longer called."""
-        self._on_frame = None
+        self._caller_frames.to(None)
         if self.conference.port is not None:
             self.conference.port.detach()
 
@@ -426,11 +453,6 @@ class IncomingCall(SipLeg):
     def rtp_dropped(self) -> int:
         """Media packets dropped on this call's sockets so far: from other addresses than the caller's media."""
         return self._media.dropped if self._media is not None else 0
-
-    def _deliver(self, pcm: bytes, t_capture: float) -> None:
-        on_frame = self._on_frame
-        if on_frame is not None:
-            on_frame(pcm, t_capture)
 
     # -- callbacks from _GatewayCall (loop thread) --------------------------------------------------------
 
@@ -498,7 +520,7 @@ class IncomingCall(SipLeg):
             transfer = self._transfer
             if transfer is not None and not transfer.done():
                 transfer.set_exception(CallGone("transfer", "the call ended before the final NOTIFY"))
-            self._on_frame = None
+            self._caller_frames.to(None)
             # Drop the pjsua2 objects after this callback has returned (not from inside it).
             asyncio.get_running_loop().call_soon(self._release)
 

@@ -3,22 +3,22 @@
 It checks the harness, not the machine's capacity (that is measured, not asserted): the load callers boot, report
 ready, place their calls together when told, every call is up when the window opens, the bridge path's appends
 reach the emulator through the window, and the ceiling path's loopback apps answer and are measured. With
-``--srtp``, the srtp path's calls (``sips:`` over TLS, SDES keys offered) are all up and all run SRTP.
+``--srtp``, the srtp path's calls (``sips:`` over TLS, SDES keys offered) are all up and all run SRTP. One run
+(``--ceiling stream,duplex``) has the ceiling loop each call back and stream it to a sink (``stream``), and a path of
+its own carry the sink's audio back to the callers (``duplex``).
 
 The run at the smallest step has ``CALLBRIDGE_PORT_RANGE`` set (issue 62, item 23): every port its processes listen
 on is in that range, the load callers' and loopback callees' own SIP and RTP ports (``bridge/sip/loadcall.py``)
 too, not only the workers', Redis's, the emulators' and the sink's. One load caller's 4 calls a path (the wheel's
-cap per process: its RTP block full), with ``--srtp`` (its callers listen on TLS too) and the ceiling (its loopback
-callees). That test checks where the processes listened, and that every call of every run came up with the ports
-in the range (none "ended" at its caller for want of an RTP pair:
+cap per process: its RTP block full), with ``--srtp`` (its callers listen on TLS too) and the two ceilings (their
+loopback callees, the sinks). That test checks where the processes listened, and that every call of every run came
+up with the ports in the range (none "ended" at its caller for want of an RTP pair:
 tests/integration/bridge/test_bench_calls_rtp_block.py), not the capacity.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,24 +34,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("cpu")]
 ROOT = Path(__file__).resolve().parents[3]
 CALLS = CALLS_PER_PROCESS  # one load caller a path, its RTP block full
 WINDOW_S = 3.0
+PATHS = {"bridge", "echo_off", "srtp", "ceiling", "duplex"}  # the run's: "ceiling" is the stream kind
 
 
 def _lines(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-
-
-def _bench(*args: str) -> list[dict[str, Any]]:
-    """``bench calls --json`` at the smallest step: its JSON lines (steps, then the summary)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.calls", "--json", "--steps", str(CALLS), "--seconds", str(WINDOW_S), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return _lines(done.stdout)
 
 
 @dataclass(frozen=True)
@@ -64,24 +51,26 @@ class Run:
 
 @pytest.fixture(scope="module")
 def smallest_step() -> Run:
-    """One run at the smallest step with ``--srtp``, in :func:`worker_range`: the bridge path, with the echo guard
-    off, with SRTP, and the ceiling (the plain bridge path is both the SRTP path's comparison and the first test's,
-    run once for all three tests)."""
+    """One run at the smallest step with ``--srtp`` and ``--ceiling stream,duplex``, in :func:`worker_range`: the
+    bridge path, with the echo guard off, with SRTP, the stream ceiling and the duplex one (the plain bridge path is
+    both the SRTP path's comparison and the first test's, run once for every test)."""
     low, high = worker_range()
     args = ["bench.calls", "--json", "--steps", str(CALLS), "--seconds", str(WINDOW_S), "--srtp"]
-    done, sockets = run_in_range(args, ROOT, 240)
+    done, sockets = run_in_range([*args, "--ceiling", "stream,duplex"], ROOT, 300)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
     return Run(_lines(done.stdout), sockets.seen, low, high)
 
 
-@pytest.mark.timeout(300)  # its bench run (four paths) may take up to 240 s on a loaded machine
+@pytest.mark.timeout(360)  # its bench run (five paths) may take up to 300 s on a loaded machine
 def test_the_smallest_step_runs_both_paths_with_every_call_up(smallest_step: Run) -> None:
     lines = smallest_step.lines
     steps = {s["path"]: s for s in lines if s.get("kind") == "step"}  # the last run of each path decides
-    # echo_off: the guard's cost beside it; srtp: the next test's
-    assert set(steps) == {"bridge", "echo_off", "srtp", "ceiling"}, lines
+    # echo_off: the guard's cost beside it; srtp, the ceiling's stream kind and duplex: the next tests'
+    assert set(steps) == PATHS, lines
     expected = round(WINDOW_S * 50) * CALLS
     for path, step in steps.items():
+        if path == "duplex":  # what its callers hear is the sink's: the duplex test's
+            continue
         assert step["calls"] == CALLS and step["processes"] == 1, (path, step)
         # Every call was up at its caller when the window opened, for its whole length.
         assert step["answered"] == CALLS and step["unanswered_why"] == {}, (path, step)
@@ -100,7 +89,7 @@ def test_the_smallest_step_runs_both_paths_with_every_call_up(smallest_step: Run
     assert summary["bridge_max_calls"] in (0, CALLS) and summary["ceiling_max_calls"] in (0, CALLS)
 
 
-@pytest.mark.timeout(300)  # as above (the run is the first test's)
+@pytest.mark.timeout(360)  # as above (the run is the first test's)
 def test_srtp_runs_every_call_of_its_path_as_sips_over_tls_with_srtp(smallest_step: Run) -> None:
     lines = smallest_step.lines
     steps = {s["path"]: s for s in lines if s.get("kind") == "step"}
@@ -115,28 +104,27 @@ def test_srtp_runs_every_call_of_its_path_as_sips_over_tls_with_srtp(smallest_st
     assert lines[-1]["kind"] == "summary" and "srtp_max_calls" in lines[-1], lines[-1]
 
 
-@pytest.mark.timeout(300)  # as above; about 15 s on an idle machine (one path, one step)
-def test_the_stream_ceiling_sends_every_calls_audio_to_its_sink() -> None:
-    lines = _bench("--only", "ceiling", "--ceiling", "stream")
-    step = [s for s in lines if s.get("kind") == "step"][-1]  # the last run decides
+@pytest.mark.timeout(360)  # as above (the run is the first test's)
+def test_the_stream_ceiling_sends_every_calls_audio_to_its_sink(smallest_step: Run) -> None:
+    lines = smallest_step.lines
+    step = [s for s in lines if s.get("path") == "ceiling"][-1]  # the last run decides
     # Every call up for the whole window, looped back, and its audio streamed to the sink: fewer bytes than 90 % of
     # the window's appends would be an error of the step.
-    assert step["path"] == "ceiling" and step["answered"] == CALLS and step["errors"] == [], step
+    assert step["ceiling"] == "stream" and step["answered"] == CALLS and step["errors"] == [], step
     assert step["cpu_per_call_pct"] > 0 and step["out_late_or_missing"] < round(WINDOW_S * 50) * CALLS // 4, step
-    assert lines[-1]["kind"] == "summary" and lines[-1]["ceiling"] == "stream", lines[-1]
+    assert lines[-1]["kind"] == "summary" and lines[-1]["ceiling"] == "stream,duplex", lines[-1]
 
 
-@pytest.mark.timeout(300)  # as above; about 15 s on an idle machine (one path, one step)
-def test_the_duplex_ceiling_streams_every_call_up_and_every_caller_hears_the_sinks_tone() -> None:
-    lines = _bench("--only", "ceiling", "--ceiling", "duplex")
-    step = [s for s in lines if s.get("kind") == "step"][-1]  # the last run decides
+@pytest.mark.timeout(360)  # as above (the run is the first test's)
+def test_the_duplex_ceiling_streams_every_call_up_and_every_caller_hears_the_sinks_tone(smallest_step: Run) -> None:
+    lines = smallest_step.lines
+    step = [s for s in lines if s.get("path") == "duplex"][-1]  # the last run decides
     # Every call up for the whole window; its audio reached the sink (fewer bytes than 90 % of the window's appends
     # would be an error), and its caller recorded the sink's 440 Hz deltas, played from C, with no dead air between
     # the first and the last it heard (else an error naming the call).
-    assert step["path"] == "ceiling" and step["ceiling"] == "duplex", step
+    assert step["ceiling"] == "duplex", step
     assert step["answered"] == CALLS and step["errors"] == [], step
     assert step["cpu_per_call_pct"] > 0, step
-    assert lines[-1]["kind"] == "summary" and lines[-1]["ceiling"] == "duplex", lines[-1]
 
 
 def _role(command: str) -> str:
@@ -153,11 +141,11 @@ def _sip_and_rtp(sockets: list[Listening]) -> tuple[set[int], set[int]]:
     return udp - rtp - {p + 1 for p in rtp}, rtp
 
 
-@pytest.mark.timeout(300)  # as above (the run is the first test's)
+@pytest.mark.timeout(360)  # as above (the run is the first test's)
 def test_bench_calls_listens_only_in_the_port_range_callers_and_callees_included(smallest_step: Run) -> None:
     lines, seen, low, high = smallest_step.lines, smallest_step.seen, smallest_step.low, smallest_step.high
     steps = {s["path"]: s for s in lines if s.get("kind") == "step"}  # the last run of each path decides
-    assert set(steps) == {"bridge", "echo_off", "srtp", "ceiling"}, lines
+    assert set(steps) == PATHS, lines
     # Every call of every run (a failed step's first run too) was up through its window: their media sockets were
     # open to be seen, and each caller's RTP block held its 4 calls' pairs.
     for step in (s for s in lines if s.get("kind") == "step"):
@@ -171,8 +159,8 @@ def test_bench_calls_listens_only_in_the_port_range_callers_and_callees_included
     roles: dict[str, list[list[Listening]]] = {}
     for held in by_process.values():
         roles.setdefault(_role(held[0].command), []).append(held)
-    # one load caller a path and the ceiling's one loopback app, each run of a step (a failed one is run again)
-    assert len(roles.get("caller", [])) >= 3 and len(roles.get("loopback", [])) >= 1, seen
+    # one load caller a path and each ceiling's one loopback app, each run of a step (a failed one is run again)
+    assert len(roles.get("caller", [])) >= len(PATHS) and len(roles.get("loopback", [])) >= 2, seen
     for role in ("caller", "loopback"):
         found = [_sip_and_rtp(held) for held in roles[role]]
         assert all(len(sip) == 1 for sip, _ in found), (role, roles[role])  # each process: its one SIP port

@@ -103,6 +103,7 @@ async def test_caller_audio_reaches_the_model_and_the_reply_reaches_the_caller(
     # and wss:// (the native TLS engine), PCM and G.711 alike; the loop decoded none.
     downlink = report["media"]["downlink"]
     assert downlink["c"] >= 5 and downlink["loop"] == 0, downlink
+    assert 0 < downlink["sunk"] < downlink["c"], downlink  # an item's first run the loop's, the rest C's own push
     assert report["caller_transcript"] == [HEARS]
     assert report["agent_transcript"] == ["Okay."]
     assert report["phases"][:5] == ["IDLE", "LISTENING", "THINKING", "SPEAKING", "LISTENING"], report["phases"]

@@ -102,6 +102,7 @@ async def test_barge_in_stops_the_agent_and_truncates_to_what_was_heard(tmp_path
     # audio came through the socket's C downlink (native_downlink, the default): the truncate is still what was heard.
     downlink = report["media"]["downlink"]
     assert downlink["c"] > 0 and downlink["loop"] == 0, downlink
+    assert 0 < downlink["sunk"] < downlink["c"], downlink  # an item's first run the loop's, the rest C's own push
     assert report["barge_ins"] == 1
     phases = report["phases"]
     i = phases.index("CANCELLING")

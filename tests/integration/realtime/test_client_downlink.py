@@ -9,10 +9,12 @@ import asyncio
 import base64
 import hashlib
 
+import orjson
 import pytest
 
 from bridge import events as ev
 from bridge.audio.passthrough import PassthroughDownlink
+from bridge.audio.playout_native import NativePlayout, native_playout
 from bridge.audio.resample import Downsampler
 from bridge.emulator import EmulatorServer
 from bridge.realtime import downlink
@@ -151,4 +153,59 @@ async def test_a_hostile_id_is_malformed_json_and_the_connection_lives_on() -> N
         assert all(c.decoded for c in chunks) and client.deltas_in_c == 2
         assert b"".join(c.audio for c in chunks) == PassthroughDownlink("ulaw").process(audio[0] + audio[1])
         assert client.closed is None
+        await client.close()
+
+
+@pytest.mark.skipif(native_playout() is None, reason="no C compiler")
+async def test_an_armed_items_runs_go_into_the_ring_without_an_event_and_are_counted_as_decoded() -> None:
+    """Armed with a ring and an item (``RealtimeClient.sink_audio``), the socket's later runs of that item go into
+    the ring in C: no event for them, the audio in the ring, their deltas and last event id counted as the chunks'
+    by the time the next event is handed on; another item's audio comes as chunks."""
+    lib = native_playout()
+    assert lib is not None
+    ring = NativePlayout(lib)
+    audio = [bytes(range(i, i + 80)) for i in (0, 40, 80, 120)]
+
+    def delta(data: bytes, event: str, item: str = "item_1") -> bytes:
+        return orjson.dumps(
+            {
+                "type": "response.output_audio.delta",
+                "event_id": event,
+                "response_id": "resp_1",
+                "item_id": item,
+                "delta": base64.b64encode(data).decode(),
+            }
+        )
+
+    async def until(client: RealtimeClient, kind: type[ev.Event]) -> list[ev.Event]:
+        out: list[ev.Event] = []
+        async with asyncio.timeout(10):
+            while not any(isinstance(e, kind) for e in out):
+                out.append(await client.next_event())
+        return out
+
+    server = RawServer()
+    async with server as url:
+        client = RealtimeClient(GA, url, "sk-test", settings=ClientSettings())
+        await client.connect()
+        ulaw = PassthroughDownlink("ulaw")
+        assert client.decode_audio(ulaw)
+        server.frames.put_nowait(delta(audio[0], "ev1"))
+        (first,) = await until(client, ev.AudioChunk)
+        assert isinstance(first, ev.AudioChunk)
+        ring.push(first.item_id, first.audio)  # the call took the first chunk
+        sink = ring.c_sink("item_1")
+        assert sink is not None and client.sink_audio(sink)
+        for payload in (delta(audio[1], "ev2"), delta(audio[2], "ev3")):
+            server.frames.put_nowait(payload)
+        server.frames.put_nowait(b'{"type":"response.output_audio.done","response_id":"resp_1","item_id":"item_1"}')
+        assert [e.kind for e in await until(client, ev.AudioDone)] == ["AudioDone"]  # no chunk for the sunk runs
+        assert client.deltas_in_c == 3 and client.protocol.counters["audio.delta"] == 3
+        assert client.protocol.last_event_id == "ev3"  # told before the done event was decoded
+        ring.end_item("item_1")
+        assert ring.pop_frames(2)[: 3 * 160] == PassthroughDownlink("ulaw").process(b"".join(audio[:3]))
+        server.frames.put_nowait(delta(audio[3], "ev4", item="item_2"))
+        chunk = (await until(client, ev.AudioChunk))[-1]
+        assert isinstance(chunk, ev.AudioChunk) and chunk.item_id == "item_2"  # another item: the loop's
+        assert client.sink_audio(None)
         await client.close()

@@ -255,6 +255,37 @@ def test_a_socket_that_takes_nothing_keeps_whole_frames_then_drops_and_counts(po
     assert all(json.loads(p)["type"] == "input_audio_buffer.append" for _, p in got[:-1])
 
 
+def test_an_earlier_calls_uplink_never_writes_to_the_next_calls_socket(port: cport.NativePort) -> None:
+    # a call ends (its port detached and pooled) while its session still closes; the port's next call binds its
+    # own socket: the first session's late close frame must not go there, nor its unbind take the new call's
+    first_ours, first_theirs = socket.socketpair()
+    next_ours, next_theirs = socket.socketpair()
+    first = port.uplink(Upsampler(native=True))
+    assert first.set_append(GA.append) and first.bind(first_ours.fileno())
+    port.detach()
+    port.attach(None, lambda pcm, t: None)
+    following = port.uplink(Upsampler(native=True))
+    assert following.set_append(GA.append) and following.bind(next_ours.fileno())
+    close = b"\x88\x82" + bytes(4) + b"\x03\xe8"  # close 1000 (mask key 0)
+    first.end_data()
+    assert first.write(close) == -2  # not bound: the first session writes it to its own socket itself
+    assert first.unbind() == b"" and not first.bind(first_ours.fileno())
+    first.mirror(True)
+    frames = tone(440, 3)
+    for frame in frames:
+        cport.put_frame(port.handle, frame)
+    assert following.unbind() == b""
+    next_theirs.setblocking(False)
+    first_theirs.setblocking(False)
+    got = parse_frames(next_theirs.recv(1 << 20))
+    with pytest.raises(BlockingIOError):
+        first_theirs.recv(1 << 20)  # nothing went to the first call's socket after its detach
+    for sock in (first_ours, first_theirs, next_ours, next_theirs):
+        sock.close()
+    assert [op for op, _ in got] == [1, 1, 1]  # the next call's three appends, and no close frame among them
+    assert following.frames_sent == 3
+
+
 def test_a_close_frame_behind_a_backlog_goes_out_once_after_it_on_the_next_ticks(port: cport.NativePort) -> None:
     ours, theirs = socket.socketpair()
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.calls.machine import cpu_by_pid, cpu_seconds, machine_busy
+from bench.calls.machine import cpu_by_pid, cpu_by_thread, cpu_seconds, machine_busy
 
 
 @pytest.mark.slow  # a real process burns real CPU time
@@ -28,6 +28,26 @@ def test_cpu_of_a_process_that_exited_is_absent_not_zero() -> None:
     # Gone: absent from the sample (the old accounting read 0 and turned the window's CPU negative).
     assert cpu_by_pid([proc.pid]) == {}
     assert cpu_seconds(proc.pid) == 0.0
+
+
+@pytest.mark.slow  # a real thread burns real CPU time
+def test_cpu_is_split_by_each_threads_own_name() -> None:
+    # a thread names itself (prctl PR_SET_NAME, as pjsua names its clock and media threads), burns 0.4 s of CPU,
+    # says so and waits for a line, alive; the main thread waits for it
+    burn = "import ctypes, threading, time\n"
+    burn += "def run():\n    ctypes.CDLL(None).prctl(15, b'burner', 0, 0, 0)\n"
+    burn += "    t = time.thread_time()\n    while time.thread_time() - t < 0.4: pass\n    print(flush=True)\n"
+    burn += "    input()\nthreading.Thread(target=run).start()\n"
+    proc = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"\n"  # the named thread burnt its 0.4 s
+        threads = cpu_by_thread([proc.pid])
+        assert {pid for pid, _, _ in threads} == {proc.pid} and len(threads) == 2, threads
+        by_name = {name: cpu for (_, _, name), cpu in threads.items()}
+        assert by_name["burner"] >= 0.3 and sum(cpu for name, cpu in by_name.items() if name != "burner") < 0.3
+    finally:
+        proc.communicate(b"\n", timeout=10)
+    assert cpu_by_thread([proc.pid]) == {}  # gone: absent, not zero
 
 
 def test_machine_busy_counts_steal_as_busy_and_reports_it() -> None:
@@ -296,6 +316,7 @@ def test_the_workers_are_set_against_the_duplex_floor_and_the_floor_against_the_
     def step(path: str, calls: int, cpu: float, ceiling: str = "", answered: int | None = None) -> Step:
         s = Step(path, calls=calls, processes=calls // 4, window_s=12.0, expected_frames=600 * calls, ceiling=ceiling)
         s.answered, s.cpu_per_call_pct = calls if answered is None else answered, cpu
+        s.cpu_threads_pct = {"python": round(cpu / 2, 3), "clock": round(cpu / 2, 3), "media": 0.004}
         return s
 
     steps = [
@@ -318,7 +339,12 @@ def test_the_workers_are_set_against_the_duplex_floor_and_the_floor_against_the_
         "duplex floor at 8 calls: 2.00x the loopback (goal <= 2.2x: met); the workers 1.50x the duplex floor "
         "(goal <= 1.15x: NOT met)" in lines
     )
-    assert "at 8 calls: CPU per call loop 0.2%, stream 0.3%, duplex 0.4%, bridge 0.6%" in lines[-2]
+    assert "at 8 calls: CPU per call loop 0.2%, stream 0.3%, duplex 0.4%, bridge 0.6%" in lines[-3]
+    # by thread, the workers' beside the floor's; a thread under 0.01 % of a core per call left out
+    assert (
+        lines[-2]
+        == "at 8 calls: CPU per call by thread, workers / duplex floor: python 0.30% / 0.20%, clock 0.30% / 0.20%"
+    )
 
 
 def test_ceiling_kinds_are_paths_of_their_own_after_the_first() -> None:

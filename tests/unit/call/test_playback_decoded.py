@@ -10,10 +10,12 @@ import math
 import struct
 
 import orjson
+import pytest
 from websockets.frames import Frame, Opcode
 
 from bridge import events as ev
 from bridge.audio import PlayoutBuffer
+from bridge.audio.playout_native import CSink, NativePlayout, native_playout
 from bridge.audio.resample import Downsampler
 from bridge.call.bargein import BargeIn
 from bridge.call.latency import LatencyMeter
@@ -139,3 +141,123 @@ def test_played_accounting_and_underruns_are_the_playouts() -> None:
     agent.play(5)
     assert agent.playout.played_ms("i1") == 60
     assert agent.playout.underruns == 2  # dead air inside the open item, counted as before
+
+
+class Held:
+    """A downstream stage that holds the silence the ring popped while it was dry (the native port's queue)."""
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.taken_back = 0
+
+    def flush_out(self) -> int:
+        held, self.held = self.held, 0
+        return held
+
+    def depth(self) -> int:
+        return self.held
+
+    def drop_newest(self, frames: int) -> int:
+        taken = min(frames, self.held)
+        self.held -= taken
+        self.taken_back += taken
+        return taken
+
+    def top_up(self) -> None:
+        pass
+
+
+class Socket:
+    """What the call's socket does with each read: the real scanner's pieces; a run becomes a chunk for the call,
+    which arms the sink for its item once it has queued it (the session on the decoding stack); the item's done
+    event disarms it and ends the item, as the session's events do."""
+
+    def __init__(self, agent: Agent, ring: NativePlayout) -> None:
+        lib = load()
+        assert lib is not None
+        self.scan = DownlinkScanner(lib, audio_types(GA.server_events))
+        self.scan.frames_only()
+        assert self.scan.decode(agent.converter)
+        self.agent, self.chunks, self.told = agent, 0, [0, ""]
+        agent.playback = Playback(ring, agent.converter, agent.playback._latency, agent.clock, sink=self.sink)
+
+    def sink(self, target: CSink | None) -> bool:
+        if target is None:
+            self.scan.unsink()
+            return True
+        return self.scan.sink(target, self.sunk)
+
+    def sunk(self, deltas: int, event_id: str | None) -> None:
+        self.told = [int(self.told[0]) + deltas, event_id or str(self.told[1])]
+
+    def read(self, *frames: dict[str, object]) -> None:
+        wire = b"".join(Frame(Opcode.TEXT, orjson.dumps(f)).serialize(mask=False) for f in frames)
+        playback = self.agent.playback
+        for piece in self.scan.feed(wire):
+            if isinstance(piece, AudioRun):
+                self.chunks += 1
+                if playback.push(ev.AudioChunk(piece.response_id, piece.item_id, piece.pcm, decoded=True)):
+                    playback.arm(piece.item_id)
+            else:
+                done = orjson.loads(piece[2:])
+                playback.disarm()
+                playback.audio_done(done["response_id"], done["item_id"])
+
+
+def delta(item: str, response: str, audio: bytes, event: str) -> dict[str, object]:
+    return {
+        "type": "response.output_audio.delta",
+        "event_id": event,
+        "response_id": response,
+        "item_id": item,
+        "delta": base64.b64encode(audio).decode(),
+    }
+
+
+@pytest.mark.skipif(load() is None or native_playout() is None, reason="no C compiler")
+def test_an_accepted_items_later_runs_go_into_the_ring_in_c_and_a_cut_or_a_new_item_comes_to_the_loop() -> None:
+    agent = Agent()
+    lib = native_playout()
+    assert lib is not None
+    ring = NativePlayout(lib, clock=agent.clock)
+    down = Held()
+    ring.set_downstream(down)
+    agent.playout = ring  # type: ignore[assignment]  # Agent.play pops it: the same surface as the Python buffer
+    sock = Socket(agent, ring)
+    playback = agent.playback
+    playback.started("r1")
+    audio = [tone_24k(100, 2400 * i) for i in range(4)]
+    sock.read(delta("i1", "r1", audio[0], "e1"))
+    assert sock.chunks == 1 and playback.sinking == "i1"  # the first run: the loop's, every decision made there
+    sock.read(delta("i1", "r1", audio[1], "e2"))
+    sock.read(delta("i1", "r1", audio[2], "e3"), delta("i1", "r1", audio[3], "e4"))
+    assert sock.chunks == 1  # no chunk for the later runs
+    counters = sock.scan.counters()
+    assert (counters["sunk_runs"], counters["sunk_deltas"], counters["sunk_bytes"]) == (2, 3, 3 * 1600)
+    assert ring.depth_ms == 400 and agent.converter.calls == []
+    assert sock.told == [0, ""]
+    sock.scan.settle()
+    assert sock.told == [3, "e4"]  # counted as the chunks' deltas are, the last event id kept
+    reference = Downsampler()
+    expected = b"".join(reference.process(a) for a in audio)
+    assert b"".join(agent.play(20)) == expected  # what the caller hears: every run, in order
+    agent.play(3)  # the ring ran dry: the port holds its silence
+    down.held = 3
+    sock.read(delta("i1", "r1", tone_24k(100, 9600), "e5"))
+    assert sock.chunks == 1 and down.taken_back == 3  # into the empty ring: the silence held is taken back
+    agent.play(2)
+    cut = playback.cut()
+    assert cut.truncates == [("i1", 440)] and playback.sinking is None and ring.depth_ms == 0
+    sock.read(delta("i1", "r1", tone_24k(100, 12000), "e6"))  # in flight when the caller barged in
+    assert sock.chunks == 2 and ring.depth_ms == 0 and ring.played_ms("i1") == 440  # the loop's, and refused
+    playback.started("r2")
+    sock.read(delta("i2", "r2", audio[0], "f1"))
+    assert sock.chunks == 3 and playback.sinking == "i2"  # a new item: the loop's first
+    sock.read(delta("i2", "r2", audio[1], "f2"))
+    sock.read({"type": "response.output_audio.done", "response_id": "r2", "item_id": "i2", "event_id": "f3"})
+    assert sock.chunks == 3 and playback.sinking is None
+    second = Downsampler()
+    expected = second.process(audio[0]) + second.process(audio[1]) + second.drain()
+    heard = b"".join(agent.play(11))
+    assert heard[: len(expected)] == expected  # the drained tail after every run the sink pushed
+    sock.scan.close()

@@ -10,7 +10,7 @@ import numpy as np
 
 from bridge import events as ev
 from bridge.audio.analysis import peak_frequency, tone
-from bridge.audio.frames import FRAME_BYTES, FrameSink, FrameSource, StreamKernel
+from bridge.audio.frames import FRAME_BYTES, FrameSink, FrameSource, StreamKernel, deliver_block
 from bridge.call.tap import AGENT, CALLER, CALLER_OFFLOADED, SKEW_FRAMES, ListenTap, mix
 
 
@@ -165,3 +165,25 @@ def test_stop_drops_what_was_waiting_and_copies_no_more() -> None:
     tap.stop()
     run(leg, frames(tone(1300, 0.1)), 5)
     assert tap.take() == (0, b"")
+
+
+def test_a_read_where_the_mirror_begins_passes_on_only_the_loops_frames_and_copies_them_all() -> None:
+    caller = frames(tone(1300, 0.12, dbfs=-30))
+    times = [1.0, 1.02, 1.04, -1.06, -1.08, -1.1]  # the uplink was bound mid-read: its copies' times negated
+    got = []
+    for blocks in (False, True):
+        leg, session = Leg(), list[tuple[bytes, float]]()
+        tap = ListenTap(leg)  # type: ignore[arg-type]  # Leg has only what the tap uses of a PhoneLeg
+        tap.start_media(Playout(b""), lambda pcm, t, session=session: session.append((pcm, t)))
+        tap.start()
+        assert leg.sink is not None
+        if blocks:
+            assert hasattr(leg.sink, "on_frames")  # the tap takes a read in one call
+            deliver_block(leg.sink, b"".join(caller), times)
+        else:
+            for frame, t in zip(caller, times, strict=True):
+                leg.sink(frame, t)
+        got.append((list(tap.caller_frames), session))
+    assert got[1] == got[0]
+    copies, passed = got[1]
+    assert copies == caller and passed == list(zip(caller[:3], times[:3], strict=True))  # the session: the loop's

@@ -1,7 +1,7 @@
 """The C downlink under AddressSanitizer and UndefinedBehaviorSanitizer: ``downlink.c`` built with both, loaded into a
-Python process started with the ASan runtime preloaded, runs its own tests and a bounded part of the differential fuzz
-(``test_downlink_agrees.py``): hostile JSON read past its end, a misread surrogate or UTF-8 sequence, an overflow
-in the number or id handling fail the run."""
+Python process started with the ASan runtime preloaded, runs its own tests, a bounded part of the differential fuzz
+(``test_downlink_agrees.py``) and the sink's tests (``test_playback_decoded.py``): hostile JSON read past its end, a
+misread surrogate or UTF-8 sequence, an overflow in the number or id handling fail the run."""
 
 from __future__ import annotations
 
@@ -65,6 +65,7 @@ def test_the_downlink_passes_its_tests_and_the_fuzz_under_asan_and_ubsan(tmp_pat
         "CALLBRIDGE_FUZZ_CASES": "2000",
     }
     tests = ["tests/unit/native/test_downlink.py", "tests/unit/native/test_downlink_agrees.py"]
+    tests.append("tests/unit/call/test_playback_decoded.py")  # the sink: runs pushed into a playout ring from C
     run = subprocess.run(
         [sys.executable, "-c", DRIVER, str(lib), *tests],
         cwd=ROOT,

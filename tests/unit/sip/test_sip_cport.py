@@ -15,7 +15,7 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -294,6 +294,45 @@ def test_a_sink_that_raises_is_counted_and_the_rest_still_flows(hub: cport.Nativ
         cport.put_frame(port.handle, tone(800.0, 1))
     hub.drain()
     assert calls == [FRAME_BYTES] * 3 and hub.sink_errors == before + 3
+    port.detach()
+
+
+class Blocks:
+    """A sink that takes blocks (``on_frames``): each call's frames and times; raises once if told to."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[bytes, list[float]]] = []
+        self.fail = fail
+
+    def __call__(self, pcm: bytes, t_capture: float) -> None:
+        raise AssertionError("a sink with a block form is given blocks")
+
+    def on_frames(self, block: bytes, times: Sequence[float]) -> None:
+        self.calls.append((block, list(times)))
+        if self.fail:
+            self.fail = False
+            raise RuntimeError("app bug")
+
+
+def test_a_sink_that_takes_blocks_gets_each_read_in_one_call(hub: cport.NativeHub) -> None:
+    port = hub.new_port("t-blocks", conference=False)
+    sink = Blocks(fail=True)
+    port.attach(None, sink)
+    sent = tone(1020.0, 5)
+    before = time.monotonic()
+    for k in range(5):
+        cport.put_frame(port.handle, sent[k * FRAME_BYTES : (k + 1) * FRAME_BYTES])
+    after = time.monotonic()
+    errors = hub.sink_errors
+    assert hub.drain() == 5
+    [(block, times)] = sink.calls  # the whole read in one call, though it raised: counted once
+    assert block == sent and len(times) == 5 and hub.sink_errors == errors + 1
+    assert times == sorted(times) and before <= times[0] and times[-1] <= after  # each frame's own stamp
+    for _ in range(64):  # a full ring: one read
+        cport.put_frame(port.handle, sent[:FRAME_BYTES])
+    hub.drain()
+    assert [len(times) for _block, times in sink.calls[1:]] == [64] and hub.sink_errors == errors + 1
+    assert sink.calls[1][0] == sent[:FRAME_BYTES] * 64
     port.detach()
 
 
