@@ -77,7 +77,12 @@ async def converse(
             await wait_until(lambda i=i: _count(session, "speech_stopped") > i, 20, f"caller turn {i}")
     await asyncio.sleep(0.3)
     if before_hangup is not None:
-        await wait_until(before_hangup, 10, "what the test waits for before the hang-up")
+        try:
+            await wait_until(before_hangup, 10, "what the test waits for before the hang-up")
+        except AssertionError as e:
+            leg.stop()
+            await asyncio.wait_for(task, 10)
+            raise AssertionError(f"{e}: {session.report.timeline}") from None
     leg.stop()
     return await asyncio.wait_for(task, 10)
 
@@ -198,9 +203,12 @@ def _caller_transcript_ids(report: ev.Report, into: list[str]) -> None:
 async def test_a_rollover_keeps_the_transcripts_the_old_session_still_owes(
     emulator: EmulatorServer, dialect: Dialect
 ) -> None:
-    """The service transcribes a turn after committing it, here later than its answer takes to play (1 s), so the
-    swap at that turn boundary comes first: the replaced session stays open until those transcripts arrive."""
-    _, connect = connector(emulator, dialect, ["speed=4&session_max_s=6&transcript_delay_ms=4000"])
+    """The service transcribes a turn after committing it, here later than its answer takes to play (1.5 s against
+    some 0.8 s), so the swap at that turn boundary comes first: the replaced session stays open until those
+    transcripts arrive. The bridge rolls over as if the cap were 6 s (from 4.2 s, at the next turn boundary); the
+    service's own cap is later, so a boundary missed under load is followed by the next one, never by the cap closing
+    the session first (whose transcripts still owed are then lost: the next test's case)."""
+    _, connect = connector(emulator, dialect, ["speed=4&session_max_s=12&transcript_delay_ms=6000"])
     leg = FakeLeg("late-transcripts")
     heard: list[str] = []
     session = CallSession(
