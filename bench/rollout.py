@@ -658,13 +658,16 @@ def human(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="callbridge bench rollout", description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--reps", type=int, default=100, help="rollouts per scenario (default 100)")
+    parser.add_argument("--reps", type=int, help="rollouts per scenario (default 100; 3 with --quick)")
     parser.add_argument("--seed", type=int, default=61, help="the simulation's seed (default 61)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: one per core)")
-    parser.add_argument("--quick", action="store_true", help="short streams, 3 rollouts each (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="short streams, 3 rollouts each by default (a smoke run)")
     parser.add_argument("--json", action="store_true", help="the result as one JSON object")
     args = parser.parse_args(argv)
-    result = measure(3 if args.quick else args.reps, args.seed, args.quick, args.jobs)
+    reps = args.reps if args.reps is not None else 3 if args.quick else 100
+    if reps < 1:
+        parser.error(f"--reps must be at least 1, not {reps}")
+    result = measure(reps, args.seed, args.quick, args.jobs)
     print(json.dumps(result) if args.json else human(result))
     return 0
 

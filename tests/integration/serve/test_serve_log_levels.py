@@ -1,6 +1,7 @@
-"""`serve` becomes ready at every ``pjsua_log_level``, with and without its Kamailio front: the worker's readiness
-reaches the pool on a channel of its own, and what pjlib prints on stdout (at 4 and up, before its log settings
-apply) is forwarded to the log, never parsed. One worker each; stopped as soon as it is ready."""
+"""`serve` becomes ready at every ``pjsua_log_level``, and with its Kamailio front at the edges and at the first
+level that prints on stdout: the worker's readiness reaches the pool on a channel of its own, and what pjlib prints
+on stdout (at 4 and up, before its log settings apply) is forwarded to the log, never parsed. One worker each;
+stopped as soon as it is ready."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from bridge.serve.front import kamailio_binary
 
 FRONT_HOST = "127.0.0.2"  # the front's own address, apart from the callers' 127.0.0.1
 LEVELS = range(0, 7)
+FRONT_LEVELS = (0, 4, 6)
 
 # Not in the CPU-heavy group (tests/conftest.py): one worker and an idle front, stopped once ready, take the CPU a
 # start without the front takes (about 5 CPU-seconds, mostly the worker's preload)
@@ -26,8 +28,12 @@ front = [
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("with_front", [pytest.param(False, id="workers"), pytest.param(True, id="front", marks=front)])
-@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize(
+    ("level", "with_front"),
+    [pytest.param(level, False, id=f"{level}-workers") for level in LEVELS]
+    # the level is the worker's: with the front, none, the first that prints on stdout, and the most
+    + [pytest.param(level, True, id=f"{level}-front", marks=front) for level in FRONT_LEVELS],
+)
 async def test_serve_is_ready_at_every_pjsua_log_level(tmp_path: Path, level: int, with_front: bool) -> None:
     host = FRONT_HOST if with_front else "127.0.0.1"
     sip_port, http_port = port_block(2, (host,)), free_port_block(1)

@@ -1,5 +1,6 @@
 """``callbridge bench rollout --quick`` runs through the command line and prints every goal with its figure and
-target (no figure asserted: they are measured, docs/benchmarks.md)."""
+target (no figure asserted: they are measured, docs/benchmarks.md). One rollout per scenario: the run checks the
+command, not the statistics."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_bench_rollout_quick_prints_each_goal_with_its_figure_and_target() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bridge", "bench", "rollout", "--quick", "--jobs", "1"],
+        [sys.executable, "-m", "bridge", "bench", "rollout", "--quick", "--reps", "1", "--jobs", "1"],
         cwd=ROOT,
         capture_output=True,
         text=True,
