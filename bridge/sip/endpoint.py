@@ -60,7 +60,7 @@ from bridge.sip.media import BridgePort
 from bridge.sip.rtpguard import random_rtp_start
 from bridge.sip.sipconfig import DOCUMENTED_CALL_CAP, JitterBuffer, MediaPortKind, SipConfig
 from bridge.sip.sipmsg import SIP_CALL_ID_CHARS, Transport, clean_text, parse_request_head, user_part
-from bridge.sip.transports import TRANSPORT_TYPES, account_config, transport_config
+from bridge.sip.transports import TRANSPORT_TYPES, account_config, shared_port, transport_config
 
 _LOG = logging.getLogger("bridge.sip")
 _PJ_LOG = logging.getLogger("bridge.sip.pjsua")
@@ -473,6 +473,8 @@ class SipEndpoint:
         ep.libInit(ep_cfg)
         self._read_call_cap(cfg)
 
+        if not (self.sip_port or cfg.port) and {Transport.UDP, Transport.TCP} <= set(cfg.transports):
+            self.sip_port = shared_port(cfg.host or "0.0.0.0")  # both on port 0: one number free for both
         for name in cfg.transports:
             self._listen(ep, Transport(name))
         ep.libStart()

@@ -19,6 +19,8 @@ its :class:`~bridge.sip.sipmsg.Transport` and :class:`~bridge.sip.sipconfig.Srtp
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pjsua2 as pj
@@ -37,6 +39,39 @@ SRTP_USE = {
     SrtpMode.MANDATORY: pj.PJMEDIA_SRTP_MANDATORY,
 }
 SRTP_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")  # RFC 4568 §6.2; first is preferred
+
+
+def shared_port(host: str, candidates: Iterable[int] | None = None) -> int:
+    """A port free on ``host`` for UDP and TCP both, for a listener given port 0 on both.
+
+    pjsua binds UDP first, on a port the kernel picks, then TCP on the same number, which a TCP socket may already
+    hold (a client connection's ephemeral port, or another server's listener): the start would then fail with
+    "address in use". Each candidate (by default, the kernel's UDP picks) is tried for both; the first free one is
+    returned. A port so found may be taken again before pjsua binds it, in the microseconds between: rare, and a
+    worker pool restarts a worker that could not bind."""
+    for port in candidates if candidates is not None else _udp_picks(host):
+        if _free(host, port, socket.SOCK_DGRAM) and _free(host, port, socket.SOCK_STREAM):
+            return port
+    raise OSError(f"no port free for both UDP and TCP on {host}")
+
+
+def _udp_picks(host: str, tries: int = 100) -> Iterator[int]:
+    for _ in range(tries):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+            port = int(probe.getsockname()[1])
+        yield port  # once the probe is closed
+
+
+def _free(host: str, port: int, kind: socket.SocketKind) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as probe:
+        if kind is socket.SOCK_STREAM:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as pjsua's listener: TIME_WAIT is no hold
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def transport_config(name: Transport, cfg: SipConfig, port: int) -> Any:
