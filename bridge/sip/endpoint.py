@@ -60,7 +60,7 @@ from bridge.sip.media import BridgePort
 from bridge.sip.rtpguard import random_rtp_start
 from bridge.sip.sipconfig import DOCUMENTED_CALL_CAP, JitterBuffer, MediaPortKind, SipConfig
 from bridge.sip.sipmsg import SIP_CALL_ID_CHARS, Transport, clean_text, parse_request_head, user_part
-from bridge.sip.transports import TRANSPORT_TYPES, account_config, shared_port, transport_config
+from bridge.sip.transports import TRANSPORT_TYPES, account_config, sip_listen_port, transport_config
 
 _LOG = logging.getLogger("bridge.sip")
 _PJ_LOG = logging.getLogger("bridge.sip.pjsua")
@@ -358,8 +358,7 @@ class SipEndpoint:
     def __init__(self, config: SipConfig) -> None:
         self.config = config
         self.crossing = FrameCrossing()
-        self.max_calls = DOCUMENTED_CALL_CAP
-        self.cap_source = "documented"
+        self.max_calls, self.cap_source = DOCUMENTED_CALL_CAP, "documented"
         self.sip_port = 0
         self.tls_port = 0  # the TLS listener's, when "tls" is among the transports
         self.local_host = ""  # the address pjsua advertises (the bound one, or the default interface's)
@@ -473,8 +472,7 @@ class SipEndpoint:
         ep.libInit(ep_cfg)
         self._read_call_cap(cfg)
 
-        if not (self.sip_port or cfg.port) and {Transport.UDP, Transport.TCP} <= set(cfg.transports):
-            self.sip_port = shared_port(cfg.host or "0.0.0.0")  # both on port 0: one number free for both
+        self.sip_port = self.sip_port or sip_listen_port(cfg)
         for name in cfg.transports:
             self._listen(ep, Transport(name))
         ep.libStart()

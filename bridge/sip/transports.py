@@ -41,6 +41,13 @@ SRTP_USE = {
 SRTP_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")  # RFC 4568 §6.2; first is preferred
 
 
+def sip_listen_port(cfg: SipConfig) -> int:
+    """The UDP and TCP listeners' port: ``port``, or with 0 and both transports one number free for both."""
+    if cfg.port or not {Transport.UDP, Transport.TCP} <= set(cfg.transports):
+        return cfg.port
+    return shared_port(cfg.host or "0.0.0.0")
+
+
 def shared_port(host: str, candidates: Iterable[int] | None = None) -> int:
     """A port free on ``host`` for UDP and TCP both, for a listener given port 0 on both.
 

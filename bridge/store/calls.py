@@ -64,7 +64,7 @@ from redis.exceptions import RedisError, ResponseError
 from bridge import events as ev
 from bridge.errors import redact
 from bridge.store import keys
-from bridge.store.connection import backoff, given_or_connect, is_outage, safe_url
+from bridge.store.connection import PrimaryMoved, backoff, given_or_connect, is_outage, safe_url
 from bridge.store.ended import index_ended
 from bridge.store.failover import Address, PrimaryWatch, WriteStall, address_text
 from bridge.store.pending import MAX_QUEUE, Batch, PendingWrites, Probe, stamp
@@ -379,7 +379,7 @@ class CallStore:
         self.connected = False
         self._resync = True
         self.stall.waiting()
-        if not self._in_outage:
+        if not self._in_outage and not isinstance(exc, PrimaryMoved):  # a move is logged as such, not as an outage
             self._in_outage = True
             self.outages += 1
             if is_outage(exc):
@@ -419,7 +419,8 @@ class CallStore:
         if not len(pipe):
             return False
         self._resync = False  # set again by a failure, or by a primary switch while this write is on its way
-        results = await self._send(pipe, batch)
+        with self.primary_watch.carrying_resync() if resync and self.primary_watch else contextlib.nullcontext():
+            results = await self._send(pipe, batch)
         self.pending.written(batch)
         if live_ttl:
             self._live_ttl_at = tick

@@ -11,7 +11,7 @@ Sentinel: a ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/se
 is, and again after every connection error (:func:`parse_sentinel_url`, :func:`connect`). Or build the client yourself
 and pass it in::
 
-    from redis.asyncio.sentinel import Sentinel
+    from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
     sentinel = Sentinel([("s1", 26379), ("s2", 26379)], socket_timeout=1.0, password="...")  # sentinel AUTH
     client = sentinel.master_for("callbridge", decode_responses=True, socket_timeout=1.0, password="...")
     store = CallStore(client=client, worker="w0")
@@ -44,7 +44,7 @@ from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     ClusterError,
@@ -293,12 +293,48 @@ def connect(url: str, *, timeout_s: float = SOCKET_TIMEOUT_S, **kwargs: Any) -> 
             },
         )
         master: aioredis.Redis = sentinel.master_for(
-            parsed.service, db=parsed.db, username=parsed.username, password=parsed.password, **options
+            parsed.service,
+            connection_pool_class=FollowedPool,
+            db=parsed.db,
+            username=parsed.username,
+            password=parsed.password,
+            **options,
         )
         return master
     if is_cluster_url(url):
         return _cluster(url, options)
     return aioredis.from_url(url, **options)
+
+
+class PrimaryMoved(RedisConnectionError):
+    """A new connection found that Sentinel's primary moved, and its pool's writer has not re-synced there yet."""
+
+
+class FollowedPool(SentinelConnectionPool):
+    """A Sentinel pool whose writer decides when a moved primary is taken.
+
+    A stream's entries only append, so a re-sync onto a new primary must come before any new entry there: one
+    written first would sort the re-synced older ones out (``XADD`` with a smaller id is refused), and they would be
+    lost. A planned failover can kill the old primary's clients before its ``+switch-master`` reaches the watch, and
+    a pooled connection would then reconnect to the new primary without an error and write there. With ``on_move``
+    set (by :class:`~bridge.store.failover.PrimaryWatch`), a new connection to a primary other than the one last
+    taken raises :class:`PrimaryMoved` and reports the move, until a write that carries the re-sync opens one while
+    ``admitting``. Without ``on_move`` it is redis-py's pool."""
+
+    def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]  # unannotated
+        self.on_move: Callable[[tuple[str, int]], None] | None = None
+        self.taken: tuple[str, int] | None = None  # the primary the writer's writes go to
+        self.admitting = False  # a re-sync is on its way: a new primary is taken
+
+    async def get_master_address(self) -> tuple[str, int]:
+        found = await super().get_master_address()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        address = (str(found[0]), int(found[1]))
+        if self.on_move is not None and self.taken not in (None, address) and not self.admitting:
+            self.on_move(address)
+            raise PrimaryMoved(f"the primary moved to {address[0]}:{address[1]}; writes wait for the re-sync there")
+        self.taken = address
+        return address
 
 
 def backoff(initial_s: float = 0.1, factor: float = 2.0, cap_s: float = 5.0) -> Iterator[float]:

@@ -20,14 +20,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import RedisError
 
-from bridge.store.connection import backoff
+from bridge.store.connection import FollowedPool, backoff
 
 log = logging.getLogger("bridge.store")
 
@@ -63,6 +63,20 @@ class PrimaryWatch:
         self.primary: Address | None = None
         self.switches = 0
         self._tasks: list[asyncio.Task[None]] = []
+        if isinstance(pool, FollowedPool):
+            pool.on_move = self._found
+
+    @contextlib.contextmanager
+    def carrying_resync(self) -> Iterator[None]:
+        """Around a write that re-syncs everything: a primary that moved is taken by the connection it opens."""
+        pool = self.pool if isinstance(self.pool, FollowedPool) else None
+        if pool is not None:
+            pool.admitting = True
+        try:
+            yield
+        finally:
+            if pool is not None:
+                pool.admitting = False
 
     @classmethod
     def of(cls, client: aioredis.Redis, on_switch: Callable[[Address], None]) -> PrimaryWatch | None:
@@ -121,19 +135,29 @@ class PrimaryWatch:
         else:
             await self._moved((str(host), int(port)), "asked the sentinels")
 
-    async def _moved(self, address: Address, how: str) -> None:
+    def _found(self, address: Address) -> None:
+        """A new connection found the primary moved before the watch heard of it (the pool has asked the sentinels
+        and closed its idle connections already)."""
+        self._switched(address, "a new connection asked the sentinels")
+
+    def _switched(self, address: Address, how: str) -> None:
         if address == self.primary:
             return
         self.primary = address
         self.switches += 1
+        log.debug("primary of %s moved to %s (%s)", self.service, address_text(address), how)
+        self.on_switch(address)
+
+    async def _moved(self, address: Address, how: str) -> None:
+        if address == self.primary:
+            return
         # Connections to the old primary go (idle ones now, busy ones when released); the next command's connection
         # asks the sentinels again.
         self.pool.master_address = address
         with contextlib.suppress(RedisError, OSError):
             await self.pool.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
             await self.pool.disconnect(inuse_connections=False)
-        log.debug("primary of %s moved to %s (%s)", self.service, address_text(address), how)
-        self.on_switch(address)
+        self._switched(address, how)
 
 
 @dataclass

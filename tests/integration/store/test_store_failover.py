@@ -119,6 +119,61 @@ async def test_a_planned_failover_is_followed_at_the_switch_and_loses_no_write(
         assert await sentinels.master_address() == ("127.0.0.1", sentinels.replica_port), SERVICE
 
 
+async def test_a_connection_that_finds_the_primary_moved_before_the_watch_does_waits_for_the_resync(
+    sentinels: SentinelSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watch hears nothing (closed here; under load its ``+switch-master`` can come after Sentinel has killed the
+    old primary's clients): the writer's pool reconnects, the sentinels name the new primary, and that connection
+    is refused until a re-sync carries what went to the old primary first. Without it, new entries landed first and
+    the re-synced older ones were refused as out of order: lost."""
+    caplog.set_level(logging.INFO, logger="bridge.store")
+    await wait_for(sentinels.ready, "master, replica and sentinel up")
+    store = CallStore(sentinels.url, worker="w1", tuning=StoreTuning(heartbeat_interval_s=0.3, heartbeat_ttl_s=5))
+    new_primary = aioredis.Redis(port=sentinels.replica_port, decode_responses=True)
+    sent = 0
+
+    async def feed() -> None:  # a record every 100 ms: the seconds the old primary stays writable fit the tail
+        nonlocal sent
+        while True:
+            sent += 1
+            store.event("c1", "tick", str(sent))
+            store.update("c1", last_user_audio_seq=sent)
+            await asyncio.sleep(0.1)
+
+    await store.start()
+    task = asyncio.create_task(feed())
+    try:
+        store.begin("c1", caller="+15550100", dialplan="support")
+
+        async def replicated() -> bool:
+            return int(await new_primary.xlen(keys.call_events("c1"))) > 10
+
+        await wait_for(replicated, "the call's records on the replica")
+        assert store.primary_watch is not None
+        await store.primary_watch.close()
+        await sentinels.failover()
+        await wait_for(lambda: _true(store.primary_watch is not None and store.primary_watch.switches == 1), "the move")
+        at_move = sent
+
+        async def resumed() -> bool:
+            seq = await new_primary.hget(keys.call("c1"), "last_user_audio_seq")
+            return seq is not None and int(seq) > at_move
+
+        await wait_for(resumed, "writes on the new primary")
+        task.cancel()
+        assert await store.flush(10.0), store.last_error
+        entries = await new_primary.xrange(keys.call_events("c1"))
+        ticks = [int(fields["summary"]) for _, fields in entries if fields["kind"] == "tick"]
+        assert ticks == list(range(1, sent + 1)), (len(ticks), sent)
+        moved = [r.getMessage() for r in caplog.records if "primary moved" in r.getMessage()]
+        assert len(moved) == 1 and f"127.0.0.1:{sentinels.replica_port}" in moved[0], moved
+        assert not [r for r in caplog.records if "unavailable" in r.getMessage()]  # a move, not an outage
+    finally:
+        task.cancel()
+        await store.close()
+        await new_primary.aclose()
+
+
 @pytest.mark.parametrize("grace_s, reaped", [(15.0, False), (0.0, True)], ids=["grace", "no-grace"])
 async def test_after_a_stall_the_reaper_waits_for_the_others_to_write_again(
     redis_server: EmbeddedRedis, raw: aioredis.Redis, grace_s: float, reaped: bool
