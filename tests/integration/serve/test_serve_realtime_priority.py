@@ -33,6 +33,17 @@ def _thread_policies(pid: int) -> dict[str, tuple[int, int]]:
     return out
 
 
+async def _frames_flowing(emulator: EmulatorServer, call: asyncio.Task[object]) -> None:
+    """Until the caller's audio reaches the model (the call answered, the media clock thread running), or the call
+    is over (then the assertions say what was missing)."""
+    while not call.done():
+        sessions = list(emulator.sessions)
+        timeline = list(sessions[0].timeline) if sessions else []
+        if sum(1 for _t, d, k in timeline if d == "in" and k == "input_audio_buffer.append") >= 5:
+            return
+        await asyncio.sleep(0.05)
+
+
 @pytest.mark.parametrize("priority", [0, 7])
 async def test_workers_take_the_realtime_priority_asked_for_and_carry_calls(tmp_path: Path, priority: int) -> None:
     async with EmulatorServer("127.0.0.1", 0, speed=4) as emulator:
@@ -53,7 +64,7 @@ async def test_workers_take_the_realtime_priority_asked_for_and_carry_calls(tmp_
             assert os.sched_getscheduler(proc.pid) == os.SCHED_OTHER  # only the workers, never the supervisor
             idle = _thread_policies(worker["pid"])
             call = asyncio.create_task(softphone(serve, "1000", caller_wav(tmp_path / "c.wav"), seconds=4.0))
-            await asyncio.sleep(2.5)  # answered, frames flowing: the native port has set its clock thread by now
+            await _frames_flowing(emulator, call)  # answered, its media clock ticking: it has set its priority
             during = _thread_policies(worker["pid"])
             phone = await call
             loop_thread = next(t for t in during if t.split()[0] == str(worker["pid"]))
