@@ -11,7 +11,7 @@ Sentinel: a ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/se
 is, and again after every connection error (:func:`parse_sentinel_url`, :func:`connect`). Or build the client yourself
 and pass it in::
 
-    from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+    from redis.asyncio.sentinel import Sentinel
     sentinel = Sentinel([("s1", 26379), ("s2", 26379)], socket_timeout=1.0, password="...")  # sentinel AUTH
     client = sentinel.master_for("callbridge", decode_responses=True, socket_timeout=1.0, password="...")
     store = CallStore(client=client, worker="w0")

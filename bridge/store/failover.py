@@ -9,6 +9,12 @@ also asks the sentinels where the primary is, so a switch missed while a sentine
 demoted primary's ``READONLY`` answer is turned into a connection error by redis-py's Sentinel pool: an outage, with
 the same re-sync.
 
+Sentinel also closes the old primary's clients, which can come before its ``+switch-master``: a pooled connection
+would then reconnect to the new primary and write there before the re-sync, and a stream's re-synced older entries
+would be refused as out of order. The pool :func:`~bridge.store.connection.connect` makes for ``redis+sentinel://``
+(:class:`~bridge.store.connection.FollowedPool`) refuses such a connection and tells the watch, until the writer's
+re-sync takes the new primary (:meth:`PrimaryWatch.carrying_resync`).
+
 :class:`WriteStall` is the writer's clock of a stall: since when writes wait (an outage, or a switch whose re-sync
 has not landed yet), and until when the dead-worker reaper holds off after writes resume, because the other workers
 were stalled too and need a moment to write their heartbeats again.

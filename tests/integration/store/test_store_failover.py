@@ -34,6 +34,22 @@ async def wait_for(check: Callable[[], Awaitable[Any]], what: str, within_s: flo
     raise TimeoutError(f"{what}: not within {within_s} s")
 
 
+@dataclasses.dataclass
+class Feed:
+    """A live call's records: a tick event and the audio sequence, one every ``every_s``."""
+
+    store: CallStore
+    every_s: float
+    sent: int = 0
+
+    async def run(self) -> None:
+        while True:
+            self.sent += 1
+            self.store.event("c1", "tick", str(self.sent))
+            self.store.update("c1", last_user_audio_seq=self.sent)
+            await asyncio.sleep(self.every_s)
+
+
 @pytest.fixture
 def sentinels(tmp_path: Path) -> Any:
     if sentinel_binaries() is None:
@@ -54,16 +70,8 @@ async def test_a_planned_failover_is_followed_at_the_switch_and_loses_no_write(
     new_primary = aioredis.Redis(port=sentinels.replica_port, decode_responses=True)
     switches = sentinels.sentinel_client().pubsub()
     await switches.subscribe("+switch-master")
-    sent = 0
+    feed = Feed(store, 0.02)  # a live call's records, one every 20 ms
     reaped: dict[str, list[str]] = {}
-
-    async def feed() -> None:  # a live call's records, one every 20 ms
-        nonlocal sent
-        while True:
-            sent += 1
-            store.event("c1", "tick", str(sent))
-            store.update("c1", last_user_audio_seq=sent)
-            await asyncio.sleep(0.02)
 
     async def other_nodes_reaper() -> None:  # another node's reaper on the new primary, as often as it likes
         while True:
@@ -78,7 +86,7 @@ async def test_a_planned_failover_is_followed_at_the_switch_and_loses_no_write(
     tasks: list[asyncio.Task[None]] = []
     try:
         store.begin("c1", caller="+15550100", dialplan="support")
-        tasks.append(asyncio.create_task(feed()))
+        tasks.append(asyncio.create_task(feed.run()))
 
         async def replicated() -> bool:
             return int(await new_primary.xlen(keys.call_events("c1"))) > 10
@@ -88,7 +96,7 @@ async def test_a_planned_failover_is_followed_at_the_switch_and_loses_no_write(
         await sentinels.failover()
         message = await wait_for(lambda: switches.get_message(ignore_subscribe_messages=True, timeout=0.5), "+switch")
         assert str(message["data"]).split()[3:] == ["127.0.0.1", str(sentinels.replica_port)]
-        at_switch = sent
+        at_switch = feed.sent
 
         async def resumed() -> bool:
             seq = await new_primary.hget(keys.call("c1"), "last_user_audio_seq")
@@ -103,10 +111,10 @@ async def test_a_planned_failover_is_followed_at_the_switch_and_loses_no_write(
         # every record arrived, once and in order (what went to the old primary was re-synced), and the call is live
         entries = await new_primary.xrange(keys.call_events("c1"))
         ticks = [int(fields["summary"]) for _, fields in entries if fields["kind"] == "tick"]
-        assert ticks == list(range(1, sent + 1)), (len(ticks), sent)
+        assert ticks == list(range(1, feed.sent + 1)), (len(ticks), feed.sent)
         state = await new_primary.hgetall(keys.call("c1"))
         assert state["phase"] != "ENDED" and not state.get("end_reason"), state
-        assert state["last_user_audio_seq"] == str(sent)
+        assert state["last_user_audio_seq"] == str(feed.sent)
         assert await new_primary.sismember(keys.worker_calls("w1"), "c1")
         assert not reaped, reaped
         assert store.primary_watch is not None and store.primary_watch.switches == 1
@@ -130,18 +138,10 @@ async def test_a_connection_that_finds_the_primary_moved_before_the_watch_does_w
     await wait_for(sentinels.ready, "master, replica and sentinel up")
     store = CallStore(sentinels.url, worker="w1", tuning=StoreTuning(heartbeat_interval_s=0.3, heartbeat_ttl_s=5))
     new_primary = aioredis.Redis(port=sentinels.replica_port, decode_responses=True)
-    sent = 0
-
-    async def feed() -> None:  # a record every 100 ms: the seconds the old primary stays writable fit the tail
-        nonlocal sent
-        while True:
-            sent += 1
-            store.event("c1", "tick", str(sent))
-            store.update("c1", last_user_audio_seq=sent)
-            await asyncio.sleep(0.1)
+    feed = Feed(store, 0.1)  # a record every 100 ms: the seconds the old primary stays writable fit the tail
 
     await store.start()
-    task = asyncio.create_task(feed())
+    task = asyncio.create_task(feed.run())
     try:
         store.begin("c1", caller="+15550100", dialplan="support")
 
@@ -153,7 +153,7 @@ async def test_a_connection_that_finds_the_primary_moved_before_the_watch_does_w
         await store.primary_watch.close()
         await sentinels.failover()
         await wait_for(lambda: _true(store.primary_watch is not None and store.primary_watch.switches == 1), "the move")
-        at_move = sent
+        at_move = feed.sent
 
         async def resumed() -> bool:
             seq = await new_primary.hget(keys.call("c1"), "last_user_audio_seq")
@@ -164,7 +164,7 @@ async def test_a_connection_that_finds_the_primary_moved_before_the_watch_does_w
         assert await store.flush(10.0), store.last_error
         entries = await new_primary.xrange(keys.call_events("c1"))
         ticks = [int(fields["summary"]) for _, fields in entries if fields["kind"] == "tick"]
-        assert ticks == list(range(1, sent + 1)), (len(ticks), sent)
+        assert ticks == list(range(1, feed.sent + 1)), (len(ticks), feed.sent)
         moved = [r.getMessage() for r in caplog.records if "primary moved" in r.getMessage()]
         assert len(moved) == 1 and f"127.0.0.1:{sentinels.replica_port}" in moved[0], moved
         assert not [r for r in caplog.records if "unavailable" in r.getMessage()]  # a move, not an outage
