@@ -43,6 +43,9 @@ log = logging.getLogger("bridge.supervisor")
 LOG_EVERY_S = 10.0
 LINGER_S = 1.0  # a refused connection's answer is read before it closes, or this passes
 MAX_LINGERING = 64  # refused connections held at once so; past it a refusal closes at once, unsaid
+# asyncio accepts up to the listen backlog's count of connections per wake of the loop (aiohttp's default, 128),
+# each an open file before the gate sees it: room is kept for one such burst
+ACCEPT_BURST = 128
 FD_RESERVE = 256  # open files kept for everything else serve holds: workers' pipes, Redis, the control socket
 REASONS = ("source", "total", "evicted", "body_timeout")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -315,9 +318,10 @@ def raise_open_files() -> tuple[int, int]:
 
 
 def connection_cap(wanted: int, soft_limit: int) -> int:
-    """At most ``wanted`` connections, leaving :data:`FD_RESERVE` open files for the rest of serve and
-    :data:`MAX_LINGERING` for refusals (at least 16)."""
-    room = soft_limit - FD_RESERVE - MAX_LINGERING if soft_limit != resource.RLIM_INFINITY else wanted
+    """At most ``wanted`` connections, leaving :data:`FD_RESERVE` open files for the rest of serve,
+    :data:`MAX_LINGERING` for refusals and :data:`ACCEPT_BURST` for one wake's accepts (at least 16)."""
+    spare = FD_RESERVE + MAX_LINGERING + ACCEPT_BURST
+    room = soft_limit - spare if soft_limit != resource.RLIM_INFINITY else wanted
     return max(16, min(wanted, room))
 
 

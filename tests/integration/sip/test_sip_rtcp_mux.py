@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from _helpers import GatewayApp, RawSip, RtpPeer, in_dialog, open_dialog, sdp_media_address, sdp_offer
+from _helpers import GatewayApp, RawSip, RtpPacket, RtpPeer, in_dialog, open_dialog, sdp_media_address, sdp_offer
 
 pytestmark = pytest.mark.integration
 
@@ -18,6 +18,14 @@ def _answer_attributes(raw_message: str) -> list[str]:
     return [line.strip() for line in body.splitlines() if line.startswith("a=")]
 
 
+def _heard(rtp: RtpPeer, since: float, count: int, within_s: float) -> list[RtpPacket]:
+    """The packets heard since ``since``, once there are ``count`` of them (or ``within_s`` is out: fewer)."""
+    deadline = time.monotonic() + within_s
+    while len(heard := rtp.received_between(since, time.monotonic())) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return heard
+
+
 def test_rtcp_mux_is_answered_when_offered_and_audio_flows_on_the_one_port() -> None:
     app = GatewayApp("--mode", "tone", "--tone-hz", str(GATEWAY_HZ))
     try:
@@ -27,8 +35,7 @@ def test_rtcp_mux_is_answered_when_offered_and_audio_flows_on_the_one_port() -> 
             rtp.remote = sdp_media_address(answered.raw)
             rtp.tone_hz = 440.0
             start = time.monotonic()
-            time.sleep(1.5)
-            heard = rtp.received_between(start + 0.25, time.monotonic())
+            heard = _heard(rtp, start + 0.25, 40, within_s=10.0)
             bye = in_dialog(raw, dialog, "BYE")
         with RawSip(app.port) as raw, RtpPeer() as rtp:
             plain, dialog = open_dialog(raw, sdp_offer(rtp.port, {0: "PCMU/8000"}))
