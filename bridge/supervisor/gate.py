@@ -10,8 +10,9 @@
 * **Connections in all** are at most ``http_max_connections``, and never more than the open-file limit leaves room
   for (:func:`connection_cap`; ``serve`` raises its soft limit to the hard one at start, :func:`raise_open_files`).
   At the cap a new connection takes the place of the oldest one that has no request in hand (a half-sent head, an
-  idle keep-alive); with none such, it is answered ``503`` ``{"error": "too many connections"}`` and closed. So
-  ``/healthz`` and the console answer while thousands of half-sent requests come and go.
+  idle keep-alive; a whole head is in hand from its last byte, before aiohttp dispatches it); with none such, it is
+  answered ``503`` ``{"error": "too many connections"}`` and closed. So ``/healthz`` and the console answer while
+  thousands of half-sent requests come and go.
 * Each refusal is counted (``callbridge_http_connections_refused_total{reason}``) and the refusals are logged once
   per :data:`LOG_EVERY_S` as one summary line; so are the loop's accept errors (``Too many open files``) by
   :func:`quiet_accept_errors`, instead of a traceback per attempt.
@@ -112,7 +113,7 @@ class Gate:
             self.refuse("source")
             return FROM_SOURCE
         if len(self.open) >= self.limits.total:
-            idle = next((d for d in self.open if not d.busy), None)
+            idle = next((d for d in self.open if not d.busy and not d.asked), None)
             if idle is None:
                 self.refuse("total")
                 return IN_ALL
@@ -144,6 +145,8 @@ class Door(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.source = ""
         self.busy = 0  # requests in hand (:func:`body_deadline` marks them)
+        self.asked = False  # a whole head has come since the last answer (in hand before aiohttp dispatches it)
+        self.head_tail = b""  # the head's last bytes so far, for an end split across reads
         self.linger: asyncio.TimerHandle | None = None  # a refused connection's last moment
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -189,8 +192,26 @@ class Door(asyncio.Protocol):
             self.inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.inner is not None:
-            self.inner.data_received(data)
+        if self.inner is None:
+            return
+        if not self.asked:
+            self.saw_head(data)
+        self.inner.data_received(data)
+
+    def saw_head(self, data: bytes) -> None:
+        """Note a head's end (an empty line after something other than empty lines) in what came since the last
+        answer: between its last byte and the handler's start the request is in hand though not yet marked busy,
+        and a burst of new connections at the cap must not take its place."""
+        if not self.head_tail:
+            data = data.lstrip(b"\r\n")  # empty lines before a request line are no request
+        seen = self.head_tail + data
+        self.asked = b"\r\n\r\n" in seen
+        self.head_tail = b"" if self.asked else seen[-3:]
+
+    def answered(self) -> None:
+        """The requests in hand are answered: the next head starts anew."""
+        if not self.busy:
+            self.asked, self.head_tail = False, b""
 
     def eof_received(self) -> bool | None:
         return self.inner.eof_received() if self.inner is not None else None  # refused: None closes it
@@ -301,6 +322,7 @@ def body_deadline(gate: Gate | None, body_s: float) -> Middleware:
         finally:
             if door is not None:
                 door.busy -= 1
+                door.answered()
 
     return deadline
 

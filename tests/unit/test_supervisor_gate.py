@@ -1,6 +1,7 @@
-"""The HTTP door's refusal (bridge/supervisor/gate.py) when the client is gone before the answer: a reset between the
-accept and the refusal makes the socket's shutdown fail, which must neither raise out of ``connection_made`` (the loop
-would log a traceback per connection) nor leave the refusal counted as lingering."""
+"""The HTTP door (bridge/supervisor/gate.py). Its refusal when the client is gone before the answer: a reset between
+the accept and the refusal makes the socket's shutdown fail, which must neither raise out of ``connection_made`` (the
+loop would log a traceback per connection) nor leave the refusal counted as lingering. And which connection a new one
+takes the place of at the cap."""
 
 from __future__ import annotations
 
@@ -60,3 +61,46 @@ async def test_a_refusal_whose_write_fails_aborts_quietly_too() -> None:
     gate, transport = await _refused_after_reset("write")
     assert not transport.written
     assert gate.lingering == 0 and not gate.open
+
+
+class HeldTransport(asyncio.Transport):
+    """A connection from one address that stays open until the gate closes it."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__()
+        self.source = source
+        self.aborted = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return (self.source, 40000) if name == "peername" else default
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def _door(gate: Gate, source: str, *said: bytes) -> tuple[Door, HeldTransport]:
+    door, transport = Door(gate, asyncio.Protocol), HeldTransport(source)
+    door.connection_made(transport)
+    for data in said:
+        door.data_received(data)
+    return door, transport
+
+
+def test_at_the_cap_a_whole_head_not_yet_dispatched_is_not_the_one_evicted() -> None:
+    """A health probe's head has come whole (its end split across two reads) but aiohttp has not dispatched it: the
+    next connection at the cap takes the place of the younger half-sent one, not the probe's; empty lines alone are
+    no head."""
+    gate = Gate(Limits(total=3))
+    probe, probe_socket = _door(gate, "198.51.100.1", b"GET /healthz HTTP/1.1\r\nHost: x\r", b"\n\r\n")
+    blank, blank_socket = _door(gate, "198.51.100.2", b"\r\n\r\n", b"\r\n")
+    half, half_socket = _door(gate, "198.51.100.3", b"GET / HTTP/1.1\r\nX-Slow: ")
+    assert probe.asked and not blank.asked and not half.asked
+
+    _door(gate, "198.51.100.4")
+    assert blank_socket.aborted and not probe_socket.aborted and not half_socket.aborted
+    _door(gate, "198.51.100.5")
+    assert half_socket.aborted and not probe_socket.aborted
+
+    probe.answered()  # its answer is out: an idle keep-alive again, the oldest, so the next to go
+    _door(gate, "198.51.100.6")
+    assert probe_socket.aborted
