@@ -86,7 +86,9 @@ class Lane:
 
     async def _claim(self) -> float | None:
         """Claim what fits and start its attempts; when to look again (None: only when poked)."""
-        free = self.setup.concurrency - len(self._inflight)
+        # an attempt pokes before its task is done and leaves the set: attempts ending in one turn of the loop must
+        # not read as slots still taken, or the lane would sleep through the only pokes it gets
+        free = self.setup.concurrency - sum(not task.done() for task in self._inflight)
         if free <= 0:
             return None  # an attempt's end pokes
         s = self.setup

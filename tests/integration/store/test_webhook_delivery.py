@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -18,9 +19,11 @@ from _webhooks import routes as named_routes
 
 from bridge.devkit.redis_server import EmbeddedRedis
 from bridge.store import keys
+from bridge.store.connection import OutageLog
 from bridge.webhooks import queue
 from bridge.webhooks.delivery import Deliverer, Pace
 from bridge.webhooks.endpoints import DEFAULT, Endpoint
+from bridge.webhooks.lane import Lane, LaneSetup
 from bridge.webhooks.limits import DEFAULT as LIMITS
 from bridge.webhooks.outbox import SPOOL_SUBDIR, SUFFIX, Outbox
 from bridge.webhooks.signing import new_secret
@@ -360,3 +363,39 @@ async def test_a_workers_call_events_are_queued_with_each_endpoints_caller(
     )
     assert [t["speaker"] for t in crm["transcript"]] == ["agent", "caller"]
     assert crm["answered_at"] is not None and crm["duration_s"] >= 0
+
+
+async def test_a_lane_whose_attempts_all_end_in_one_turn_claims_again_at_once(
+    redis_server: EmbeddedRedis, raw: aioredis.Redis
+) -> None:
+    """Four attempts (the lane's concurrency) settle, then end in the same turn of the loop: each pokes the lane
+    before its task is done, and the lane must still see four free slots and claim the next four at once, not sleep
+    until its idle look (an hour here) for a poke that already came."""
+    box = await outbox("http://127.0.0.1:9/hook", redis_server.url)
+    release, attempted = asyncio.Event(), []
+
+    async def attempt(d: queue.Delivery, lease: float) -> None:
+        attempted.append(d.id)
+        assert await queue.settle(raw, d, lease, "done", time.time(), LIMITS.dead_ttl_s, time.time())
+        await release.wait()  # every attempt of a claim ends in the turn after the release
+
+    setup = LaneSetup(raw, attempt, OutageLog(logging.getLogger("test"), "webhooks"), 60.0, LIMITS.dead_ttl_s,
+                      concurrency=4, idle_s=3600.0)  # fmt: skip
+    lane = Lane(DEFAULT, setup)
+    try:
+        for i in range(8):
+            box.emit("call.ended", call_event("call.ended", f"c{i}", 1))
+        await queued(raw, 8)
+        lane.start()
+        deadline = time.monotonic() + 10
+        while len(attempted) < 4:
+            assert time.monotonic() < deadline, attempted
+            await asyncio.sleep(0.01)
+        release.set()
+        while len(attempted) < 8:
+            assert time.monotonic() < deadline, f"the lane slept with free slots: {len(attempted)} of 8 attempted"
+            await asyncio.sleep(0.01)
+    finally:
+        await lane.close()
+        await box.close()
+    assert len(set(attempted)) == 8
