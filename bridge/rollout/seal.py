@@ -61,17 +61,23 @@ def signed(keys: Keys, entry_id: str, fields: Mapping[str, str]) -> dict[str, st
     return out
 
 
+def same_mac(given: object, mac: str) -> bool:
+    """Whether ``given`` (a signature as read from Redis: anything) is the hex MAC ``mac``, compared in constant time.
+    A value that is no ASCII text is no MAC of ours: it does not match (``hmac.compare_digest`` would raise)."""
+    return isinstance(given, str) and given.isascii() and hmac.compare_digest(given, mac)
+
+
 def _vouched(keys: Keys, entry: Entry) -> bool:
     """Whether ``entry``'s ``sig`` is its HMAC by one of ``keys`` (or there are no keys)."""
     entry_id, fields = entry
     sig = fields.get(SIG_FIELD, "")
-    return not keys or any(hmac.compare_digest(sig, entry_sig(key, entry_id, fields)) for key in keys)
+    return not keys or any(same_mac(sig, entry_sig(key, entry_id, fields)) for key in keys)
 
 
 def signed_with(key: bytes, entry: Entry) -> bool:
     """Whether ``entry``'s ``sig`` is its HMAC by ``key`` (a rotation's first key: no entry left to sign again)."""
     entry_id, fields = entry
-    return hmac.compare_digest(fields.get(SIG_FIELD, ""), entry_sig(key, entry_id, fields))
+    return same_mac(fields.get(SIG_FIELD, ""), entry_sig(key, entry_id, fields))
 
 
 def valid_entry(keys: Keys, entry: Entry, dialplan: str) -> bool:
@@ -179,7 +185,7 @@ def record_refusal(keys: Keys, record: Mapping[str, object]) -> str | None:
     sig = record.get(SIG_FIELD)
     if not isinstance(sig, str) or not sig:
         return "unsigned"
-    return None if any(hmac.compare_digest(sig, record_sig(key, record)) for key in keys) else "bad signature"
+    return None if any(same_mac(sig, record_sig(key, record)) for key in keys) else "bad signature"
 
 
 def snapshot_sig(key: bytes, dialplan: str, spec: str, last_id: str, state: bytes) -> str:
@@ -192,7 +198,7 @@ def snapshot_sig(key: bytes, dialplan: str, spec: str, last_id: str, state: byte
 
 def snapshot_valid(keys: Keys, dialplan: str, spec: str, last_id: str, state: bytes, sig: str) -> bool:
     """Is ``sig`` a kept state's signature by one of ``keys``?"""
-    return any(hmac.compare_digest(sig, snapshot_sig(k, dialplan, spec, last_id, state)) for k in keys)
+    return any(same_mac(sig, snapshot_sig(k, dialplan, spec, last_id, state)) for k in keys)
 
 
 def os_user() -> str:

@@ -420,6 +420,11 @@ class RolloutStore:
                 "last known" if dialplan in self._cache else "default",
             )
             return self._fallback(dialplan)
+        except Exception as exc:  # a stored value no reader foresaw: counted and logged, the call goes on
+            self.read_failures += 1
+            what = type(exc).__name__
+            log.error("unreadable stored rollout flag of %s (%s); using the last known or default flag", dialplan, what)
+            return self._fallback(dialplan)
         if obeyed is None:
             flag, self.last_source[dialplan] = self.default_for(dialplan), "default"
         else:

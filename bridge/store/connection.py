@@ -273,9 +273,12 @@ def connect(url: str, *, timeout_s: float = SOCKET_TIMEOUT_S, **kwargs: Any) -> 
     fails fast (one
     immediate retry, which replaces a pooled connection the server closed) instead of redis-py's default of ten
     retries with backoff: the callers of this module have their own retry policy, and a call must never wait on
-    Redis. Behind sentinels, every new connection asks them for the current master."""
+    Redis. Behind sentinels, every new connection asks them for the current master. Replies are text; bytes that are
+    no UTF-8 (anyone who can write Redis can store them) are read as U+FFFD, so a reader sees data it refuses, never
+    a decoding error."""
     options: dict[str, Any] = {
         "decode_responses": True,
+        "encoding_errors": "replace",  # a value that is no UTF-8 is read with U+FFFD, never a UnicodeDecodeError
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
         "retry": Retry(NoBackoff(), 1),

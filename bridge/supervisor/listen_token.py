@@ -125,7 +125,8 @@ class Verifier:
             raise ValueError(f"request for call {call_id[:64]} good for too long")
         if self._key is None:
             raise ValueError("this worker has no listen key")
-        if not hmac.compare_digest(sig, _mac(self._key, call_id, who, nonce, exp, self._purpose, _canonical(fields))):
+        mac = _mac(self._key, call_id, who, nonce, exp, self._purpose, _canonical(fields))
+        if not sig.isascii() or not hmac.compare_digest(sig, mac):  # compare_digest raises on other text
             raise ValueError(f"bad signature on a request for call {call_id[:64]}")
         now = self._clock()
         if exp < now:

@@ -112,3 +112,18 @@ def test_entry_ids_follow_the_stream_and_the_clock() -> None:
     assert seal.next_id("1000-4", 1000) == "1000-5"
     assert seal.next_id("2000-0", 1000) == "2000-1"  # a clock behind the stream: after its last id still
     assert seal.os_user()
+
+
+def test_a_signature_that_is_no_ascii_text_matches_nothing_and_raises_nothing() -> None:
+    entry_id, fields = entry("5-0", FLAG)
+    for sig in ("é" * 64, "\ufffd" * 64, "\ud800", ""):
+        forged = (entry_id, {**fields, "sig": sig})
+        assert not seal.valid_entry((KEY,), forged, "support")
+        assert not seal.signed_with(KEY, forged)
+        assert seal.refusal((KEY,), "support", stored("5-0", FLAG), [forged]) is not None
+        assert seal.last_valid((KEY,), "support", [forged]) is None
+    record = seal.sign_record((KEY,), {"call_id": "c1", "variant": "safe"})
+    for bad in ("ü" * 64, 7, ["x"]):
+        assert seal.record_refusal((KEY,), {**record, "sig": bad}) in ("bad signature", "unsigned")
+    assert not seal.snapshot_valid((KEY,), "support", "spec", "1-0", b"state", "é" * 64)
+    assert seal.same_mac(record["sig"], seal.record_sig(KEY, record))

@@ -25,6 +25,8 @@ def test_a_signed_request_passes_once_and_every_other_is_refused() -> None:
     with pytest.raises(ValueError, match="bad signature"):
         verifier.check(sign(b"x" * 32, "c-1", "mallory", now=now[0]))  # another key
     forged = json.loads(sign(KEY, "c-1", "Dana", now=now[0]))
+    with pytest.raises(ValueError, match="bad signature"):
+        verifier.check(json.dumps({**forged, "sig": "é" * 64}))  # no ASCII text: no MAC, never a TypeError
     forged["call_id"] = "c-2"  # a valid signature moved to another call
     with pytest.raises(ValueError, match="bad signature"):
         verifier.check(json.dumps(forged))
