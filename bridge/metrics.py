@@ -196,6 +196,12 @@ WEBHOOKS_ENDED_TWICE = Counter(
     "A call's second call.ended, not queued: one was queued already (a worker's call a reaper had ended for it)",
     ["endpoint"],
 )
+WEBHOOKS_REFUSED = Counter(
+    f"{NS}_webhooks_refused",
+    "Queued webhook deliveries not sent, dead letters at once: their record unreadable or their seal not holding "
+    "(written to Redis outside callbridge)",
+    ["endpoint"],
+)
 WEBHOOKS_PENDING = Gauge(f"{NS}_webhooks_pending", "Webhook deliveries waiting in Redis", multiprocess_mode="livemax")
 WEBHOOKS_OLDEST_PENDING = Gauge(
     f"{NS}_webhooks_oldest_pending_seconds",

@@ -72,6 +72,7 @@ from bridge.serve.ready import OUTPUT_STREAM_LIMIT, forward_output, parse_ready,
 from bridge.serve.stopping import IGNORED, read_calls
 from bridge.serve.trunks import unlisted_trunk_warning
 from bridge.serve.zygote import Unavailable, Zygote, reap_orphans
+from bridge.store.spool import kept_key
 
 if TYPE_CHECKING:
     from bridge.supervisor.gate import Gate
@@ -118,13 +119,30 @@ class WorkerSlot:
     replacing: bool = False  # a rolling restart stops it: started again at once, without a backoff
 
 
+NODE_KEY_FILE = "listen_key"  # in spool_dir: the node's listen_key when none is set
+
+
+def with_node_keys(settings: Settings) -> Settings:
+    """``settings`` with the node's own keys where none is set: the SIP nonce key (random; one for all the node's
+    workers: a caller's answer to a challenge may reach another worker) and ``listen_key`` (signs listen-in requests,
+    seals the calls' dialogs and the queued webhooks: this process and its workers alone hold it), kept in
+    ``spool_dir`` so that a restarted node opens what it sealed before (random for this run if it cannot be kept)."""
+    if settings.sip_auth_users and settings.sip_auth_nonce_secret is None:
+        settings = settings.model_copy(update={"sip_auth_nonce_secret": SecretStr(secrets.token_hex(32))})
+    if settings.listen_key is None:
+        try:
+            key = kept_key(settings.spool_dir, NODE_KEY_FILE)
+        except OSError as exc:
+            lost = "webhooks queued and not yet sent are refused after a restart"
+            log.warning("listen_key: none set and none kept (%s): a random one for this run; %s", exc, lost)
+            key = secrets.token_hex(32)
+        settings = settings.model_copy(update={"listen_key": SecretStr(key)})
+    return settings
+
+
 class Pool:
     def __init__(self, settings: Settings, extra_env: dict[str, str] | None = None) -> None:
-        if settings.sip_auth_users and settings.sip_auth_nonce_secret is None:
-            # one nonce key for all the node's workers: a caller's answer to a challenge may reach another worker
-            settings = settings.model_copy(update={"sip_auth_nonce_secret": SecretStr(secrets.token_hex(32))})
-        if settings.listen_key is None:  # listen-in requests are signed by this process alone (and its workers check)
-            settings = settings.model_copy(update={"listen_key": SecretStr(secrets.token_hex(32))})
+        settings = with_node_keys(settings)
         self.settings = settings
         extra = dict(extra_env or {})
         self.broker_token = extra.pop(BROKER_TOKEN_ENV, None)  # to the workers through their settings pipe
@@ -674,6 +692,7 @@ async def _serve(settings: Settings, kamailio: str | None, console: ConsoleToken
         return 2
     from bridge.serve.webhooks import start_node
 
+    settings = with_node_keys(settings)  # the workers' and the deliverer's: one listen_key seals the queued webhooks
     try:
         webhooks = start_node(settings)  # signed webhooks: this node's deliverer (bridge/serve/webhooks.py)
     except ConfigError as exc:

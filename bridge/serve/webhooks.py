@@ -46,7 +46,7 @@ from bridge.webhooks.endpoints import DEFAULT, Endpoint, endpoints
 from bridge.webhooks.limits import Limits
 from bridge.webhooks.outbox import Outbox, install, worker_outbox
 from bridge.webhooks.schedule import total_s
-from bridge.webhooks.signing import secret_bytes
+from bridge.webhooks.signing import queue_key, secret_bytes
 
 if TYPE_CHECKING:  # OpenTelemetry is imported only when tracing is on
     from bridge.runtime.tracing import Tracing
@@ -345,12 +345,15 @@ def start_node(settings: Settings) -> NodeWebhooks | None:
         return None
     check_settings(settings)
     client, limits = connect(settings.redis_url), Limits.of(settings)
-    outbox = Outbox(client, routes, settings.spool_dir, limits)
+    seal_key = queue_key(settings.listen_key.get_secret_value() if settings.listen_key else None)
+    outbox = Outbox(client, routes, settings.spool_dir, limits, seal_key)
     outbox.start()
     install(outbox)
     waker = connect(settings.redis_url, socket_timeout=WAIT_S + 10.0)  # its one blocking read waits up to WAIT_S
     tracing = traces.start(settings.tracing, "serve")  # each delivery attempt a span of its call's trace
-    deliverer = Deliverer(client, routes, lambda e: secret_of(e, settings), waker=waker, limits=limits, traces=tracing)
+    deliverer = Deliverer(
+        client, routes, lambda e: secret_of(e, settings), waker=waker, limits=limits, traces=tracing, seal_key=seal_key
+    )
     log.info(
         "webhooks to %s; retries over %.1f h, then dead letters kept %.1f d (`callbridge webhooks list --dead`)",
         ", ".join(f"{e.name} ({mask_url(e.url)})" for e in found.values()) or "no endpoint yet",

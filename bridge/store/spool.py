@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +135,23 @@ def _ended_at(state: dict[str, Any]) -> float:
 
 def _safe(worker: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in worker)[:80]
+
+
+def kept_key(directory: Path, name: str) -> str:
+    """A random key (64 hex digits) kept in ``directory/name`` (mode 0600, in a 0700 directory): made by the first
+    caller, read by every later one (a restarted process, another process of the node). Raises ``OSError``."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / name
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+        if len(text) != 64 or not all(c in "0123456789abcdef" for c in text):
+            raise OSError(f"{path}: not a key this product wrote (64 hex digits)") from None
+        return text
+    key = secrets.token_hex(32)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(key + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return key

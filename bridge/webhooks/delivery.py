@@ -6,7 +6,8 @@ With no endpoint configured it issues no Redis command at all (it reads the endp
 deliverer blocks on Redis (:func:`bridge.webhooks.queue.wait_for_work`: ``BLPOP`` on the wake list, at most
 :data:`WAIT_S`) instead of polling: an event queued anywhere wakes it at once; an idle node issues a few commands a
 minute. A lane claims its due deliveries (leased, so two nodes never send one at once), POSTs each to its endpoint's
-URL, signed with its secret (both looked up by the endpoint's name now, never taken from the queue), at most
+URL, signed with its secret (both looked up by the endpoint's name now, never taken from the queue; a delivery whose
+seal does not hold, :func:`bridge.webhooks.signing.queue_seal`, is never sent but a dead letter at once), at most
 :data:`~bridge.webhooks.schedule.TIMEOUT_S` per attempt, redirects not followed, and settles it: a 2xx is delivered;
 anything else is tried again after the schedule's delay (:mod:`bridge.webhooks.schedule`) with the same
 ``webhook-id``, and past the last one it is a dead letter. A call's later event waits for its earlier one's delivery
@@ -106,8 +107,10 @@ class Deliverer:
         limits: Limits = DEFAULT_LIMITS,
         pace: Pace = Pace(),
         traces: tracecontext.Deliveries | None = None,
+        seal_key: bytes | None = None,
     ) -> None:
         self.client, self.waker = client, waker
+        self.seal_key = seal_key  # signing.queue_key: what it does not seal is refused (None: seals not checked)
         self.traces = traces  # each attempt a span, its traceparent on the request (None: tracing off)
         self.routes = routes
         self.secret = secret
@@ -209,6 +212,13 @@ class Deliverer:
             await self._settle(d, lease, "dead", time.time())
             metrics.WEBHOOKS_DEAD.labels(d.endpoint).inc()
             log.error("webhook %s (%s): %s: a dead letter", d.id, d.type, d.last)
+            return
+        refusal = d.refusal(self.seal_key)
+        if refusal is not None:  # never sent: a writer of Redis must not get its own event signed
+            d.last = refusal
+            await self._settle(d, lease, "dead", time.time())
+            metrics.WEBHOOKS_REFUSED.labels(endpoint.name).inc()
+            log.error("webhook %s to %s refused, a dead letter: %s", d.id[:40], endpoint.name, refusal)
             return
         status, error = await self._post(endpoint, d)
         if status is not None and delivered(status):

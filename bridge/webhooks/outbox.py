@@ -43,7 +43,7 @@ from bridge.webhooks.endpoints import Endpoint, endpoints, targets
 from bridge.webhooks.limits import DEFAULT as DEFAULT_LIMITS
 from bridge.webhooks.limits import Limits
 from bridge.webhooks.queue import Delivery, Queued, enqueue
-from bridge.webhooks.signing import new_id
+from bridge.webhooks.signing import new_id, queue_key
 
 log = logging.getLogger("bridge.webhooks")
 
@@ -61,9 +61,15 @@ class Outbox:
     """Events on their way to Redis (see the module doc). ``routes``: the endpoints now (a reload changes them)."""
 
     def __init__(
-        self, client: aioredis.Redis, routes: Routes, spool_dir: Path | None = None, limits: Limits = DEFAULT_LIMITS
+        self,
+        client: aioredis.Redis,
+        routes: Routes,
+        spool_dir: Path | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        seal_key: bytes | None = None,
     ) -> None:
         self.client = client
+        self.seal_key = seal_key  # signing.queue_key: each delivery sealed with it as it is made (None: unsealed)
         self.routes = routes
         self.limits = limits
         self.spool = spool_dir / SPOOL_SUBDIR if spool_dir is not None else None
@@ -111,7 +117,8 @@ class Outbox:
                 if originals is not None:
                     shown["original_called"] = originals.get(endpoint.caller, originals.get("viewer"))
                 body = envelope(event_type, shown, now).decode()
-                self._hold(Delivery(msg_id, endpoint.name, str(event_type), body, now, chain=chain or "", seq=seq))
+                made = Delivery(msg_id, endpoint.name, str(event_type), body, now, chain=chain or "", seq=seq)
+                self._hold(made.sealed(self.seal_key))
             if self._task is None and not self._closing:
                 self.start()
             if not self._outage.down:  # while Redis is away the outbox tries again at its own pace
@@ -294,6 +301,7 @@ def worker_outbox(settings: Any, plans: Callable[[], Iterable[Any]]) -> Outbox |
     def routes() -> Mapping[str, Endpoint]:  # read at each event
         return endpoints(settings.webhook_url, plans(), settings.webhook_caller)
 
-    outbox = Outbox(connect(settings.redis_url), routes, settings.spool_dir, Limits.of(settings))
+    seal_key = queue_key(settings.listen_key.get_secret_value() if settings.listen_key else None)
+    outbox = Outbox(connect(settings.redis_url), routes, settings.spool_dir, Limits.of(settings), seal_key)
     install(outbox)
     return outbox

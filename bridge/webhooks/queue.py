@@ -2,7 +2,8 @@
 :mod:`bridge.webhooks.scripts`).
 
 A delivery is one event for one endpoint: ``<endpoint>|<webhook id>``, its record (the body as signed, the attempts
-so far, the last failure, its call and ``seq``) in one hash. Each endpoint has its own queue (its due set, its
+so far, the last failure, its call and ``seq``, and its seal: :func:`bridge.webhooks.signing.queue_seal`) in one
+hash. Each endpoint has its own queue (its due set, its
 pending set by queueing time, its dead letters, its calls' chains), so one endpoint's backlog never stands in front of
 another's, and its own caps (:class:`~bridge.webhooks.limits.Limits`). A deliverer **claims** one endpoint's due
 deliveries with a lease: one Lua script moves each one's due time to the lease's end, so no other deliverer (another
@@ -30,7 +31,7 @@ from typing import Any, Final, Literal
 import redis.asyncio as aioredis
 
 from bridge.store import keys
-from bridge.webhooks import scripts
+from bridge.webhooks import scripts, signing
 from bridge.webhooks.limits import Limits
 
 SEP = "|"
@@ -54,10 +55,25 @@ class Delivery:
     last: str = ""
     chain: str = ""
     seq: int = 0
+    seal: str = ""  # signing.queue_seal of what is sent, made when it was queued ("": unsealed)
 
     @property
     def key(self) -> str:
         return f"{self.endpoint}{SEP}{self.id}"
+
+    def sealed_parts(self) -> tuple[str | int, ...]:
+        """What its seal covers: everything that decides what is sent, where, and in which order."""
+        return (self.id, self.endpoint, self.type, self.body, self.chain, self.seq)
+
+    def sealed(self, key: bytes | None) -> Delivery:
+        """Itself, sealed with ``key`` (None: as it is)."""
+        if key is not None:
+            self.seal = signing.queue_seal(key, self.sealed_parts())
+        return self
+
+    def holds(self, key: bytes) -> bool:
+        """Whether its seal is the one ``key`` makes (a delivery queued by this product, unchanged since)."""
+        return signing.seal_holds(key, self.sealed_parts(), self.seal)
 
     def record(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
@@ -70,6 +86,29 @@ class Delivery:
     def from_record(cls, text: str) -> Delivery:
         data = json.loads(text)
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data and data[k] is not None})
+
+    @classmethod
+    def read(cls, key: str, text: str) -> Delivery:
+        """The delivery ``key`` (``<endpoint>|<webhook id>``) from its record as Redis holds it; a record that does not
+        read as one (anyone who writes Redis can put anything there) is an empty, unsealed delivery of that key, which
+        the deliverer refuses (:meth:`refusal`) instead of failing the whole claim."""
+        try:
+            d = cls.from_record(text)
+            texts = (d.id, d.endpoint, d.type, d.body, d.chain, d.seal)
+            if all(isinstance(t, str) for t in texts) and type(d.seq) is int and type(d.attempts) is int:
+                return d
+        except (ValueError, TypeError, AttributeError):
+            pass
+        endpoint, _, msg_id = key.rpartition(SEP)
+        return cls(msg_id, endpoint, "", "", 0.0, last="its record in Redis is not readable")
+
+    def refusal(self, key: bytes | None) -> str | None:
+        """Why it may not be sent (None: it may): unreadable, or, with the queue's ``key``, its seal does not hold."""
+        if not self.type:
+            return "its record in Redis is not readable"
+        if key is not None and not self.holds(key):
+            return "its seal does not hold (not queued by this product, or changed in Redis since)"
+        return None
 
 
 @dataclass(frozen=True)
@@ -148,7 +187,7 @@ async def claim(
     lease = round(now + lease_s, 3)
     who = holder_name() if holder is None else holder
     out = await _run(client, scripts.CLAIM, endpoint, now, dead_ttl_s, repr(lease), str(limit), who)
-    found = [Delivery.from_record(_text(out[i + 1])) for i in range(1, len(out), 2)]
+    found = [Delivery.read(_text(out[i]), _text(out[i + 1])) for i in range(1, len(out), 2)]
     nxt = _text(out[0])
     return Claim(lease, found, float(nxt) if nxt else None)
 

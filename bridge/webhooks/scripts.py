@@ -51,7 +51,8 @@ end
 local function unlink(key, rec)
   redis.call('ZREM', DUE, key)
   redis.call('ZREM', PENDING, key)
-  local d = cjson.decode(rec)
+  local ok, d = pcall(cjson.decode, rec)  -- a record written by hand may be anything
+  if not ok or type(d) ~= 'table' then d = {} end
   local chain = d['chain']
   if type(chain) == 'string' and chain ~= '' then
     if redis.call('HGET', HEADS, chain) == key then

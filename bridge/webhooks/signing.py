@@ -4,6 +4,10 @@ The secret is ``whsec_`` followed by the base64 of its bytes. The signature of o
 ``v1,`` + base64(HMAC-SHA256(secret bytes, ``{webhook-id}.{webhook-timestamp}.{body}``)); the timestamp is the
 attempt's, in Unix seconds, so a receiver that rejects old timestamps (about 5 minutes) still takes a retry hours
 later. The ``webhook-id`` stays the same over every attempt of one event: receivers de-duplicate by it.
+
+A delivery waits in Redis sealed (:func:`queue_seal`): an HMAC-SHA256 of what is sent (its id, endpoint, type, body,
+call and place) under a key derived from the node's ``listen_key`` (:func:`queue_key`), which ``serve`` and its
+workers alone hold; the deliverer sends only what the seal holds for, so a writer of Redis cannot queue its own.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Final
 
 SECRET_PREFIX: Final = "whsec_"
@@ -61,3 +67,21 @@ def headers(key: bytes, msg_id: str, body: bytes, timestamp: int | None = None) 
         SIGNATURE_HEADER: sign(key, msg_id, ts, body),
         "content-type": "application/json",
     }
+
+
+def queue_key(listen_key: str | None) -> bytes | None:
+    """The key that seals queued deliveries, derived from the node's ``listen_key`` (None: none, nothing sealed)."""
+    if not listen_key:
+        return None
+    return hmac.new(listen_key.encode(), b"callbridge webhook queue seal", hashlib.sha256).digest()
+
+
+def queue_seal(key: bytes, parts: Sequence[str | int]) -> str:
+    """The seal (hex HMAC-SHA256 under :func:`queue_key`'s key) of a queued delivery's ``parts``."""
+    text = json.dumps(list(parts), separators=(",", ":"), ensure_ascii=False)
+    return hmac.new(key, text.encode("utf-8", "replace"), hashlib.sha256).hexdigest()
+
+
+def seal_holds(key: bytes, parts: Sequence[str | int], seal: object) -> bool:
+    """Whether ``seal`` (as read from Redis: anything) is the seal of ``parts``, compared in constant time."""
+    return isinstance(seal, str) and seal.isascii() and hmac.compare_digest(seal, queue_seal(key, parts))

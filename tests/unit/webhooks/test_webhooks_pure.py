@@ -235,3 +235,22 @@ def test_serve_refuses_webhook_settings_it_cannot_use_naming_the_setting(
         start_node(_settings(**values))
     assert caught.value.field == field and says in caught.value.message
     assert "c2hvcnQ" not in str(caught.value)
+
+
+def test_a_queued_delivery_is_sent_only_while_its_seal_holds() -> None:
+    from bridge.webhooks.queue import Delivery
+    from bridge.webhooks.signing import queue_key
+
+    key = queue_key("a-listen-key")
+    assert key is not None and queue_key(None) is None and queue_key("another") != key
+    d = Delivery("msg_1", "default", "call.ended", '{"type":"call.ended"}', 1.0, chain="c-1", seq=2).sealed(key)
+    assert d.refusal(key) is None
+    again = Delivery.read(d.key, d.record())
+    assert again.refusal(key) is None  # as Redis gives it back
+    for changed in ({"body": '{"type":"call.ended","data":{}}'}, {"seq": 3}, {"endpoint": "other"}, {"seal": "é"}):
+        forged = Delivery.read(d.key, d.record()[:-1] + "," + json.dumps(changed)[1:])
+        assert "seal does not hold" in (forged.refusal(key) or ""), changed
+    assert "seal does not hold" in (d.refusal(queue_key("another")) or "")  # another node's key
+    for text in ("{not json", "[1]", '{"id": 1}', '{"id":"x","endpoint":"default","type":"call.ended","body":2}'):
+        bad = Delivery.read("default|msg_9", text)
+        assert bad.refusal(key) == "its record in Redis is not readable" and bad.id == "msg_9", text
