@@ -20,6 +20,7 @@ The page itself is plain files in ``static/`` (no build step).
     cors.py          cross-origin use of the ``/api`` routes from the web origins ``http_cors_origins`` lists
     ended.py         ended calls' routes: the retention window's ended calls, paged and searched, and one call as a
                      download
+    errors.py        every error of serve's HTTP port as the one JSON body, whatever refused the request
     export.py        one call as a download (pure): JSON (its state, transcript, timeline and latency) or plain text
                      a person reads
     flags.py         what the console marks on a call, from the call's own stream entries and its hash (pure)

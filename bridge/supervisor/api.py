@@ -46,8 +46,9 @@ console session cookie. Without one it answers 401 ``{"error": "unauthorized"}``
 after :data:`~bridge.supervisor.auth.REFUSED_DELAY_S` (too many from one address: 429 with ``Retry-After``); a
 session's change without its CSRF token, or from another Origin, 403 saying which; a role that may not do it 403
 naming the role it needs (the route's own ``needs``, :mod:`.routes`, checked here before its handler runs). With
-neither accounts nor a demo token configured the API answers 503. Every error under ``/api`` is JSON,
-``{"error", ...}``: the router's 404 and 405 too (:func:`_json_errors`). A page of another origin reaches ``/api``
+neither accounts nor a demo token configured the API answers 503. Every error of the port is JSON,
+``{"error", ...}``: the router's 404 and 405, a body that is not JSON in UTF-8 (400), anything a handler did not
+handle (500), a request aiohttp could not parse (:mod:`.errors`). A page of another origin reaches ``/api``
 only where ``http_cors_origins`` lists it (:mod:`.cors`). Tokens are compared in constant time and never logged.
 
 The routes come in groups, one module each: :mod:`.monitoring` (``/metrics``, ``/healthz``, ``/livez``),
@@ -80,6 +81,7 @@ from bridge.supervisor import (
     console,
     cors,
     ended,
+    errors,
     listen,
     monitoring,
     openapi,
@@ -187,7 +189,7 @@ def create_app(
     app = web.Application(
         middlewares=[
             proxy.middleware(o.trusted_proxies),  # first: it clones the request, which must not have been read
-            _json_errors,
+            errors.middleware,  # every error JSON, an unhandled one a 500 (:mod:`.errors`)
             cors.middleware(allowed),  # a preflight is answered before any credential is asked for
             body_deadline(o.gate, body_s),
             _auth_middleware(sup, o.refused_delay_s),
@@ -266,31 +268,6 @@ def _auth_middleware(sup: Supervisor, refused_delay_s: float) -> Middleware:
             return reply({"error": f"state store unavailable: {exc}"}, 503)
 
     return auth
-
-
-@web.middleware
-async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Under ``/api``, every error is the one JSON body (``{"error", ...}``): also the router's 404 and 405 and
-    aiohttp's own refusals, which are text."""
-    if not request.path.startswith("/api/"):
-        return await handler(request)
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400 or exc.content_type == "application/json":
-            raise
-        if isinstance(exc, web.HTTPNotFound):
-            error = f"not found: no route {request.method} {request.path[:200]} (the routes: /api/openapi.json)"
-        elif isinstance(exc, web.HTTPMethodNotAllowed):
-            allowed = ", ".join(sorted(exc.allowed_methods))
-            error = f"method not allowed: {request.method} {request.path[:200]} (allowed: {allowed})"
-        else:
-            error = exc.text or exc.reason
-        response = reply({"error": error}, exc.status)
-        for name in ("Allow", "Retry-After"):
-            if name in exc.headers:
-                response.headers[name] = exc.headers[name]
-        return response
 
 
 def _watch_users(path: Path) -> Callable[[web.Application], Awaitable[None]]:

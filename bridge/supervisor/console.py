@@ -25,7 +25,7 @@ from aiohttp import web
 from bridge import metrics
 from bridge.supervisor.accounts import NAME_RE, Role
 from bridge.supervisor.auth import COOKIE, CSRF_HEADER, Credentials, FailureLimits, Sessions, csrf_ok
-from bridge.supervisor.http import client_address, json_body, need, too_many
+from bridge.supervisor.http import NOT_JSON, client_address, json_body, need, too_many
 from bridge.supervisor.routes import Handler, Kind, Route, add
 
 log = logging.getLogger("bridge.supervisor")
@@ -85,14 +85,15 @@ def unlock(limits: FailureLimits, account: object, source: object, who: str) -> 
     return said
 
 
-def _not_text(credentials: Credentials, source: str) -> web.Response:
-    """A sign-in whose name or password is not a string: 400, counted for its address, and nothing hashed."""
+def _not_text(credentials: Credentials, source: str, error: str = "") -> web.Response:
+    """A sign-in whose name or password is not a string (or whose body is not JSON in UTF-8): 400, counted for its
+    address, and nothing hashed."""
     wait, _ = credentials.limits.attempt(source)
     if wait > 0:
         return too_many(wait)
     log.warning("console: a sign-in without a name and password as text from %s", source)
     what = "name and password" if credentials.accounts else "token"
-    return _json({"error": f"sign-in needs the {what} as JSON strings"}, 400)
+    return _json({"error": error or f"sign-in needs the {what} as JSON strings"}, 400)
 
 
 def _unlock_route(limits: FailureLimits) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -166,8 +167,8 @@ def add_routes(app: web.Application, *, credentials: Credentials, sessions: Sess
             return _json({"error": "send the sign-in as JSON"}, 415)
         try:
             body = await request.json()
-        except json.JSONDecodeError:
-            body = None
+        except ValueError:  # not JSON, or not UTF-8: counted as a failure, as a body without the strings
+            return _not_text(credentials, client_address(request), json.loads(NOT_JSON)["error"])
         body = body if isinstance(body, dict) else {}
         name, secret = body.get("name"), body.get("password", body.get("token"))
         source = client_address(request)

@@ -37,6 +37,7 @@ from aiohttp.typedefs import Middleware
 
 from bridge import metrics
 from bridge.config import Settings
+from bridge.supervisor.errors import json_errors
 from bridge.supervisor.proxy import Network, networks, within
 
 log = logging.getLogger("bridge.supervisor")
@@ -236,9 +237,9 @@ class GatedSite(web.TCPSite):
         await web.BaseSite.start(self)  # registers the site with its runner
         handler = self._runner.server
         assert handler is not None
-        gate = self.gate
+        gate, make = self.gate, json_errors(handler)
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: Door(gate, handler),
+            lambda: Door(gate, make),
             self._host,
             self._port,
             ssl=self._ssl_context,

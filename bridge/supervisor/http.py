@@ -28,6 +28,7 @@ from bridge.supervisor.stream import LiveCalls
 # Who makes the request being handled: set by the auth middleware, read by the handler (the same task).
 PRINCIPAL: ContextVar[Principal] = ContextVar("supervisor_principal")
 _NO_REDIS = '{"error": "no Redis configured"}'
+NOT_JSON = '{"error": "body must be JSON in UTF-8"}'
 
 
 @dataclass
@@ -123,10 +124,11 @@ def need(request: web.Request, what: str) -> Principal:
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's body as a JSON object; else a 400 saying what it must be (bytes that are not UTF-8 too)."""
     try:
         body = await request.json()
-    except json.JSONDecodeError:
-        raise web.HTTPBadRequest(text='{"error": "body must be JSON"}', content_type="application/json") from None
+    except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError)
+        raise web.HTTPBadRequest(text=NOT_JSON, content_type="application/json") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text='{"error": "body must be a JSON object"}', content_type="application/json")
     return body

@@ -5,7 +5,9 @@ Each route gives its path parameters (from ``{name}`` in its path), its query pa
 statuses it answers with their schemas, and who may use it (``security``, and ``x-callbridge-role``: the least role,
 null for none). Every ``/api`` route also answers the errors of the door in front of it: 401 (no or a wrong
 credential), 403 (a role below the route's, or a session's change without its CSRF token), 429 (too many wrong
-tokens from one address) and 503 (no accounts configured, or Redis away), all with the one error body (``Error``).
+tokens from one address) and 503 (no accounts configured, or Redis away), all with the one error body (``Error``);
+every route a 500 (an error the server did not handle), and a route with a body 400 (not JSON in UTF-8) and 413
+(over the size aiohttp takes).
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
+    413: "Content Too Large",
     415: "Unsupported Media Type",
     429: "Too Many Requests",
+    500: "Internal Server Error: nothing the request carried; the server's log says where",
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
@@ -90,6 +94,9 @@ def operation(route: Route) -> dict[str, Any]:
         op["parameters"] = params
     if route.body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(route.body)}}}
+        answers.setdefault("400", _answer(route, 400, None, "a body that is not JSON in UTF-8, or not as its schema"))
+        answers.setdefault("413", _answer(route, 413, None))
+    answers.setdefault("500", _answer(route, 500, None))
     if route.path.startswith("/api/"):
         op["security"] = [{"bearer": []}, {"session": []}]
         for status, about in DOOR.items():
