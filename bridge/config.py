@@ -282,6 +282,8 @@ class Settings(BaseSettings, TracingSettings, WebhookSettings):
     # past it: 429 with Retry-After
     http_signin_failures: int = Field(10, ge=1, le=10_000)
     http_signin_window_s: float = Field(300.0, gt=0, le=86400)
+    # requests a minute per API token or console session (bridge/supervisor/ratelimit.py): past it 429, Retry-After
+    http_api_requests_per_minute: int = Field(600, ge=1, le=1_000_000)
     # serve's HTTP port (bridge/supervisor/gate.py): a request's head within http_head_timeout_s of the connection
     # (or of the last answer), its body within http_body_timeout_s (408); connections per source address (503 past
     # it) and in all (kept below the open-file limit; past it an idle or half-sent connection makes room, else 503)

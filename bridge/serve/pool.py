@@ -879,6 +879,7 @@ async def start_http(pool: Pool, settings: Settings, console: ConsoleTokens | No
             health_detail=settings.http_health_detail,
             cors_origins=settings.http_cors_origins,
             trace_ui_url=settings.tracing_ui_url,
+            requests_per_minute=settings.http_api_requests_per_minute,
         ),
     )
     if settings.http_metrics_port is not None:

@@ -40,6 +40,7 @@ The page itself is plain files in ``static/`` (no build step).
     openapi.py       the API's OpenAPI 3.1 document (``GET /api/openapi.json``), drawn from the route table
     plan_stats.py    the console's per-plan strip: each dialplan's figures from the call hashes in Redis (pure)
     proxy.py         behind a TLS-terminating proxy: whose ``X-Forwarded-*`` headers the supervisor app believes
+    ratelimit.py     the supervisor API's rate limit: requests a minute per token or session (pure)
     remote.py        the command line's client of the supervisor HTTP API: ``callbridge calls --api URL`` and
                      ``callbridge rollout
     rollout.py       the rollout's routes: each rollout dialplan's variants and flag, the console's panel, an

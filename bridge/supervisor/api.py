@@ -41,15 +41,17 @@
                                     (``weights.NAME``, ``deny.NAME``, ``reason``, ...)
 ==================================  ==================================================================================
 
-Every ``/api`` route wants a credential (:mod:`bridge.supervisor.auth`): ``Authorization: Bearer <token>`` or a
-console session cookie. Without one it answers 401 ``{"error": "unauthorized"}``; with a wrong bearer token the same,
-after :data:`~bridge.supervisor.auth.REFUSED_DELAY_S` (too many from one address: 429 with ``Retry-After``); a
-session's change without its CSRF token, or from another Origin, 403 saying which; a role that may not do it 403
-naming the role it needs (the route's own ``needs``, :mod:`.routes`, checked here before its handler runs). With
-neither accounts nor a demo token configured the API answers 503. Every error of the port is JSON,
-``{"error", ...}``: the router's 404 and 405, a body that is not JSON in UTF-8 (400), anything a handler did not
-handle (500), a request aiohttp could not parse (:mod:`.errors`). A page of another origin reaches ``/api``
-only where ``http_cors_origins`` lists it (:mod:`.cors`). Tokens are compared in constant time and never logged.
+Every ``/api`` route wants a credential (:mod:`bridge.supervisor.auth`): ``Authorization: Bearer <token>`` or a console
+session cookie. Without one it answers 401 ``{"error": "unauthorized"}``; with a wrong bearer token the same, after
+:data:`~bridge.supervisor.auth.REFUSED_DELAY_S` (too many from one address: 429 with ``Retry-After``; a valid token is
+never refused for its address's failures). Each token or session may make ``requests_per_minute`` requests
+(:mod:`.ratelimit`; past it 429 with ``Retry-After``). A session's change without its CSRF token, or from another
+Origin, 403 saying which; a role that may not do it 403 naming the role it needs (the route's own ``needs``,
+:mod:`.routes`, checked here before its handler runs). With neither accounts nor a demo token configured the API answers
+503. Every error of the port is JSON, ``{"error", ...}``: the router's 404 and 405, a body that is not JSON in UTF-8
+(400), anything a handler did not handle (500), a request aiohttp could not parse (:mod:`.errors`). A page of another
+origin reaches ``/api`` only where ``http_cors_origins`` lists it (:mod:`.cors`). Tokens are compared in constant time
+and never logged.
 
 The routes come in groups, one module each: :mod:`.monitoring` (``/metrics``, ``/healthz``, ``/livez``),
 :mod:`.calls` (calls and their event streams), :mod:`.ended` (ended calls and exports), :mod:`.actions` (a
@@ -108,7 +110,17 @@ from bridge.supervisor.auth import (
 )
 from bridge.supervisor.flags import watch_of
 from bridge.supervisor.gate import Gate, Limits, body_deadline
-from bridge.supervisor.http import PRINCIPAL, SUPERVISOR, Supervisor, client_address, reply, same_origin, too_many
+from bridge.supervisor.http import (
+    PRINCIPAL,
+    SUPERVISOR,
+    Supervisor,
+    client_address,
+    over_rate,
+    reply,
+    same_origin,
+    too_many,
+)
+from bridge.supervisor.ratelimit import RateLimit
 from bridge.supervisor.stream import LiveCalls
 
 log = logging.getLogger("bridge.supervisor")
@@ -150,6 +162,7 @@ class ConsoleOptions:
     health_detail: str = "token"  # /healthz's detail: for a bearer token ("token") or anyone ("open")
     cors_origins: tuple[str, ...] = ()  # web origins whose pages may use /api (:mod:`.cors`); none: no other origin
     trace_ui_url: str = ""  # tracing_ui_url: a call's detail links its trace there (:mod:`.trace_link`)
+    requests_per_minute: int = 600  # http_api_requests_per_minute: per token or session (:mod:`.ratelimit`)
 
 
 def create_app(
@@ -192,7 +205,7 @@ def create_app(
             errors.middleware,  # every error JSON, an unhandled one a 500 (:mod:`.errors`)
             cors.middleware(allowed),  # a preflight is answered before any credential is asked for
             body_deadline(o.gate, body_s),
-            _auth_middleware(sup, o.refused_delay_s),
+            _auth_middleware(sup, o.refused_delay_s, RateLimit(o.requests_per_minute)),
         ]
     )
     app[SUPERVISOR] = sup
@@ -223,16 +236,14 @@ async def _authenticate(
 ) -> Principal | web.Response:
     header = request.headers.get("Authorization", "")
     if header:
-        where = client_address(request)
-        wait, attempt = sup.credentials.limits.attempt(where)  # checked and counted before the token is
-        if wait > 0:
-            return too_many(wait)
         scheme, _, given = header.partition(" ")
         opened = sup.credentials.bearer(given.strip()) if scheme.lower() == "bearer" else None
-        if opened is None:
+        if opened is None:  # a wrong token counts against its address; a valid one is never locked out
+            wait, _ = sup.credentials.limits.attempt(client_address(request))
+            if wait > 0:
+                return too_many(wait)
             log.warning("supervisor API: a wrong bearer token from %s", client_address(request))
             return await refuse_after(started, refused_delay_s, "bearer")
-        sup.credentials.limits.succeeded(attempt, where)
         digest = token_digest(given.strip()) if sup.credentials.accounts else ""
         return Principal(opened[0], opened[1], "bearer", token=digest)
     session = sup.sessions.get(request.cookies.get(COOKIE))
@@ -247,7 +258,14 @@ async def _authenticate(
     return Principal(session.role, session.name, "session", session)
 
 
-def _auth_middleware(sup: Supervisor, refused_delay_s: float) -> Middleware:
+def _rate_key(principal: Principal, request: web.Request) -> str:
+    """Whose requests a request counts among: its session's, or its token's (a digest; a demo token's role)."""
+    if principal.session is not None:
+        return f"session:{principal.session.id}"
+    return f"token:{principal.token or principal.role}"
+
+
+def _auth_middleware(sup: Supervisor, refused_delay_s: float, rate: RateLimit) -> Middleware:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/api/"):
@@ -259,6 +277,9 @@ def _auth_middleware(sup: Supervisor, refused_delay_s: float) -> Middleware:
         if isinstance(principal, web.Response):
             return principal
         PRINCIPAL.set(principal)
+        wait = rate.take(_rate_key(principal, request))
+        if wait > 0:
+            return over_rate(rate.per_minute, wait)
         route = routes.of(request)
         if route is not None and not route.allows(principal):
             return route.refused(principal, route.needs or "watch")

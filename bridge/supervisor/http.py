@@ -90,6 +90,15 @@ def too_many(wait_s: float) -> web.Response:
     return response
 
 
+def over_rate(per_minute: int, wait_s: float) -> web.Response:
+    """Past the rate limit of a token or session (:mod:`.ratelimit`): 429 with when one more request fits."""
+    after = max(1, math.ceil(wait_s))
+    error = f"rate limit: {per_minute} requests a minute per token or session; try again in {after} s"
+    response = reply({"error": error}, 429)
+    response.headers["Retry-After"] = str(after)
+    return response
+
+
 def client_address(request: web.Request) -> str:
     """The client's address, for the limits on failed sign-ins and the log."""
     return request.remote or "unknown"

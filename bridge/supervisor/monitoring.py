@@ -131,14 +131,10 @@ def _may_see_detail(request: web.Request, metrics_token: bytes | None) -> bool:
     if not scheme:
         return False
     credentials = supervisor_of(request).credentials
-    source = client_address(request)
-    wait, attempt = credentials.limits.attempt(source)  # checked and counted before the token is
-    if wait > 0:
-        return False
     given = given.strip()
     if scheme.lower() == "bearer" and (_bearer_is(given, metrics_token) or credentials.bearer(given) is not None):
-        credentials.limits.succeeded(attempt, source)
-        return True
+        return True  # a valid token is never refused for its address's failures
+    credentials.limits.attempt(client_address(request))  # a wrong one is counted against its address
     return False
 
 

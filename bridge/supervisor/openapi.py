@@ -43,7 +43,7 @@ REASONS = {
 }
 DOOR = {
     401: "no credential or a wrong one",
-    429: "too many wrong tokens from this address: see Retry-After",
+    429: "too many wrong tokens from this address, or this token's requests past its rate limit: see Retry-After",
     503: "no accounts nor a demo token configured, or Redis away",
 }
 MEDIA = {

@@ -2,10 +2,14 @@
 twelve addresses (each its own 127.0.0.x) put the account past its limit, yet the right password from an address
 that has not failed gets in; an address that failed for it waits (429); a password that is not a string is a 400,
 counted for its address (its limit reached, 429); an admin clears the account (``callbridge users unlock``) and an
-address (``POST /api/signin/unlock``), and both get in."""
+address (``POST /api/signin/unlock``), and both get in. Ten failed sign-ins from one address never lock out a valid
+API token from it (a wrong one is refused there); each token has its rate (``http_api_requests_per_minute``): past it
+429 with ``Retry-After``, another token unaffected, and the token's next request once that time has passed."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,17 +23,19 @@ from bridge.supervisor.accounts import Users, add_token, add_user, save_users
 LIMIT = 10
 ADAM = "adam-right-password-1"
 ADMIN = ("ada", "ada-admin-password-2")
+RATE = 30  # requests a minute per token: one every 2 s
 
 
 @pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[tuple[Node, str]]:
+async def node(tmp_path: Path) -> AsyncIterator[tuple[Node, str, str]]:
     users = add_user(add_user(Users(), "adam", "supervisor", ADAM), ADMIN[0], "admin", ADMIN[1])
     users, admin_token = add_token(users, ADMIN[0])
+    users, adam_token = add_token(users, "adam")
     save_users(tmp_path / "users.yaml", users)
     settings = {"users_file": str(tmp_path / "users.yaml"), "http_signin_failures": LIMIT,
-                "http_signin_window_s": 600}  # fmt: skip
+                "http_signin_window_s": 600, "http_api_requests_per_minute": RATE}  # fmt: skip
     async with serve_node(tmp_path, settings, {}) as node:
-        yield node, admin_token
+        yield node, admin_token, adam_token
 
 
 async def sign_in(node: Node, source: str, name: Any, password: Any) -> tuple[int, dict[str, Any]]:
@@ -42,9 +48,9 @@ async def sign_in(node: Node, source: str, name: Any, password: Any) -> tuple[in
 
 
 async def test_failures_from_many_addresses_never_lock_out_a_client_that_has_not_failed(
-    node: tuple[Node, str],
+    node: tuple[Node, str, str],
 ) -> None:
-    serve, admin_token = node
+    serve, admin_token, _ = node
     for i in range(12):  # the attacker: one wrong password from each of twelve addresses
         assert (await sign_in(serve, f"127.0.0.{10 + i}", "adam", f"guess-{i}"))[0] == 401
     # the account is past its limit: an address that failed for it waits, even with the right password
@@ -76,3 +82,43 @@ async def test_failures_from_many_addresses_never_lock_out_a_client_that_has_not
     log = serve.log.read_text()
     assert "console: sign-in failures of source 127.0.0.60 cleared by ada" in log
     assert ADAM not in log and ADMIN[1] not in log
+
+
+async def api_get(node: Node, source: str, token: str, path: str = "/api/openapi.json") -> aiohttp.ClientResponse:
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.get(f"{node.url}{path}", headers={"Authorization": f"Bearer {token}"}) as r,
+    ):
+        await r.read()
+        return r
+
+
+async def test_failed_sign_ins_never_lock_out_a_valid_token_and_each_token_has_its_rate(
+    node: tuple[Node, str, str],
+) -> None:
+    serve, admin_token, adam_token = node
+    shared = "127.0.0.80"  # a CRM and the agents' browsers behind one outbound address
+    for i in range(LIMIT):
+        assert (await sign_in(serve, shared, "adam", f"mistyped-{i}"))[0] == 401
+    assert (await sign_in(serve, shared, "adam", ADAM))[0] == 429  # the sign-ins from there wait
+    r = await api_get(serve, shared, "a-wrong-token")
+    assert r.status == 429 and int(r.headers["Retry-After"]) > 0  # and so do wrong tokens
+    r = await api_get(serve, shared, adam_token)
+    assert r.status == 200  # the CRM's valid token is never locked out by its address
+    r = await api_get(serve, shared, adam_token, "/healthz")
+    assert r.status == 200 and "workers" in await r.json()  # nor is /healthz's detail
+
+    answers = await asyncio.gather(*(api_get(serve, shared, adam_token) for _ in range(RATE + 5)))
+    statuses = [a.status for a in answers]
+    assert RATE - 2 <= statuses.count(200) <= RATE and statuses.count(429) >= 5, statuses  # 2 taken above
+    refused = next(a for a in answers if a.status == 429)
+    body = await refused.json()
+    assert body["error"].startswith(f"rate limit: {RATE} requests a minute per token or session; try again in ")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60 // RATE, refused.headers
+    assert (await api_get(serve, shared, admin_token)).status == 200  # another token has its own
+    deadline = time.monotonic() + 10
+    while (r := await api_get(serve, shared, adam_token)).status == 429:  # a request fits again once it refilled
+        assert time.monotonic() < deadline
+        await asyncio.sleep(int(r.headers["Retry-After"]))
+    assert r.status == 200
