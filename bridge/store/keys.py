@@ -41,6 +41,9 @@ key                                          type        holds                  
 ``cb:{actions}:audit``                       stream      every supervisor action on a call: who, what,   none; capped
                                                          which call, when, whether a worker took it      AUDIT_MAXLEN
 ``cb:actions:ack:<request id>``              list        the worker's answer to one action request       30 s
+``cb:actions:idem:<digest>``                 string      JSON {fp, status, body}: an action's first      IDEMPOTENCY_
+                                                         answer under an Idempotency-Key (the digest of  TTL_S
+                                                         the account and the key; never the token)
 ``cb:{webhooks}:deliveries``                 hash        delivery -> JSON {id, endpoint, type, body,     none; removed
                                                          created, attempts, last, chain, seq}: the body  when sent,
                                                          as signed                                       dropped, or
@@ -269,6 +272,16 @@ def takeover_audio(call_id: str) -> str:
 def call_action_ack(request_id: str) -> str:
     """The list one worker answers one action request on."""
     return f"{PREFIX}:actions:ack:{request_id}"
+
+
+IDEMPOTENCY_TTL_S: Final = 24 * 3600  # an action's answer is given again to a retry with its key for a day
+IDEMPOTENCY_PENDING_TTL_S: Final = 60  # a key whose first request is still being answered (or whose server died)
+
+
+def action_idempotency(digest: str) -> str:
+    """One Idempotency-Key's first answer; ``digest``: SHA-256 hex of the account and the key (what a client sent
+    is never a key name)."""
+    return f"{PREFIX}:actions:idem:{digest}"
 
 
 # ------------------------------------------------------------------------------------------------ webhooks

@@ -29,6 +29,7 @@ The page itself is plain files in ``static/`` (no build step).
     http.py          what every route group of the supervisor's app shares: its state, JSON answers and bodies, and
                      who is asking
     kill_switch.py   who holds a rollout dialplan's kill switch, and who may turn it off (pure)
+    idempotency.py   ``Idempotency-Key`` on the call actions: a retry within a day gets the first answer
     kinds.py         the console's copy of the report vocabulary (static/kinds.js), generated from bridge.events
     listen.py        listen-in, the console's side: one call's live audio, both sides mixed, to a supervisor's page
                      over a WebSocket

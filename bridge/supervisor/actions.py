@@ -13,15 +13,16 @@ Each wants the ``supervisor`` role (or ``admin``); a viewer gets 403. The call m
   to the model by itself.
 * ``handback``: no body. The model hears the caller again and resumes.
 
-Every request that passed the checks is audited first (:data:`~bridge.store.keys.CALL_ACTIONS_AUDIT`: who, the
-call, the action, its text or target, the request's id) and logged; an audit that cannot be written stops the
-action (503, nothing sent). Then the action goes to the worker holding the call (``bridge.serve.actions``), signed
-with the node's listen key (:mod:`bridge.supervisor.listen_token`; 503 without one): the worker obeys nothing
-unsigned. The answer is 202 ``{"call_id", "action", "worker"}`` once that worker took it (an ``outcome`` entry
-naming it follows the request's in the audit, :mod:`.action_audit` folds the two), or 504 if no worker answered
-within :data:`ACK_WAIT_S`. ``GET /api/actions/audit`` answers the newest :data:`AUDIT_SHOWN`
-entries, newest first, filtered by ``?who=`` (part of the account's name), ``&call=`` (a call id) and ``&action=``
-(one of :data:`AUDITED`; anything else is a 400 naming the field) (:mod:`.action_audit`).
+Every request that passed the checks is audited first (:data:`~bridge.store.keys.CALL_ACTIONS_AUDIT`: who, the call, the
+action, its text or target, the request's id) and logged; an audit that cannot be written stops the action (503, nothing
+sent). Then the action goes to the worker holding the call (``bridge.serve.actions``), signed with the node's listen key
+(:mod:`bridge.supervisor.listen_token`; 503 without one): the worker obeys nothing unsigned. The answer is 202
+``{"call_id", "action", "worker"}`` once that worker took it (an ``outcome`` entry naming it follows the request's in
+the audit, :mod:`.action_audit` folds the two), or 504 if no worker answered within :data:`ACK_WAIT_S`. Each takes an
+``Idempotency-Key`` header: a retry with it within a day gets the first answer, and the action is taken once
+(:mod:`.idempotency`). ``GET /api/actions/audit`` answers the newest :data:`AUDIT_SHOWN` entries, newest first, filtered
+by ``?who=`` (part of the account's name), ``&call=`` (a call id) and ``&action=`` (one of :data:`AUDITED`; anything
+else is a 400 naming the field) (:mod:`.action_audit`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from bridge.store.connection import StoreUnavailable
 from bridge.store.read import read_call
 from bridge.supervisor.action_audit import OUTCOME, SHOWN, TAKEOVER_AUDIO, AuditFilter, read_audit
 from bridge.supervisor.http import json_body, need, reply, supervisor_of
+from bridge.supervisor.idempotency import PARAM as IDEMPOTENCY_KEY
+from bridge.supervisor.idempotency import idempotent
 from bridge.supervisor.listen_token import ACTION, sign
 from bridge.supervisor.routes import Param, Route, add
 from bridge.supervisor.targets import allowed_targets
@@ -76,11 +79,12 @@ def add_routes(app: web.Application) -> None:
             Route(
                 "POST",
                 path,
-                _handler(kind),
+                idempotent(_handler(kind)),
                 f"a supervisor's {kind.value} on the call",
                 needs="act",
-                answers={202: "ActionTaken", 400: None, 404: None, 409: None, 504: None},
+                answers={202: "ActionTaken", 400: None, 404: None, 409: None, 422: None, 504: None},
                 body=BODIES.get(kind),
+                headers=(IDEMPOTENCY_KEY,),
             ),
         )
     add(

@@ -210,6 +210,7 @@ def create_app(
     )
     app[SUPERVISOR] = sup
     app.on_response_prepare.append(cors.on_prepare(allowed))
+    app.on_response_prepare.append(_api_version)
     if o.users_file is not None:
         app.on_startup.append(_watch_users(o.users_file))
     app.on_shutdown.append(_on_shutdown)
@@ -219,6 +220,11 @@ def create_app(
         group.add_routes(app)
     console.add_routes(app, credentials=sup.credentials, sessions=sup.sessions, refused_delay_s=o.refused_delay_s)
     return app
+
+
+async def _api_version(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer names the API's version (docs/operating.md, *Versions of the API*)."""
+    response.headers["API-Version"] = routes.API_VERSION
 
 
 def _count_from_zero() -> None:

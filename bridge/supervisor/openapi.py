@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.supervisor.http import reply
-from bridge.supervisor.routes import Kind, Route, add, table_of
+from bridge.supervisor.routes import API_VERSION, Kind, Route, add, table_of
 from bridge.supervisor.schemas import SCHEMAS, ref
 
 PATH_PARAM = re.compile(r"\{(\w+)\}")
@@ -36,6 +36,7 @@ REASONS = {
     409: "Conflict",
     413: "Content Too Large",
     415: "Unsupported Media Type",
+    422: "Unprocessable Content",
     429: "Too Many Requests",
     500: "Internal Server Error: nothing the request carried; the server's log says where",
     503: "Service Unavailable",
@@ -82,7 +83,8 @@ def operation(route: Route) -> dict[str, Any]:
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in PATH_PARAM.findall(route.path)
     ]
-    params += [{"name": p.name, "in": "query", "schema": dict(p.schema), "description": p.about} for p in route.query]
+    for where, given in (("query", route.query), ("header", route.headers)):
+        params += [{"name": p.name, "in": where, "schema": dict(p.schema), "description": p.about} for p in given]
     answers = {str(s): _answer(route, s, name) for s, name in sorted(route.answers.items())}
     op: dict[str, Any] = {
         "operationId": f"{route.method.lower()}{re.sub(r'[^A-Za-z0-9]+', '_', route.path).rstrip('_')}",
@@ -124,10 +126,12 @@ def document(routes: list[Route]) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "callbridge supervisor API",
-            "version": _version(),
+            "version": API_VERSION,
+            "x-callbridge-version": _version(),
             "description": "The live and ended calls, supervisors' actions on a call, listen-in, rollout flags and "
             "the node's health. Every error is a JSON object with `error` (and `field` where one field is wrong). "
-            "docs/operating.md, *The supervisor API*.",
+            f"Every answer carries `API-Version: {API_VERSION}`; each `/api/` path is also served under "
+            f"`/api/v{API_VERSION}/`. docs/operating.md, *The supervisor API* and *Versions of the API*.",
         },
         "servers": [{"url": "/"}],
         "paths": paths,

@@ -56,6 +56,7 @@ class Route:
     needs: str | None = "watch"
     answers: Mapping[int, str | None] = field(default_factory=dict)
     query: tuple[Param, ...] = ()
+    headers: tuple[Param, ...] = ()  # request headers it reads (Idempotency-Key)
     body: str | None = None
     kind: Kind = Kind.JSON
     refused: Callable[[Principal, str], web.Response] = forbidden
@@ -78,18 +79,24 @@ class Route:
 
 
 TABLE = web.AppKey("routes", dict[str, Route])  # every route of the app by "METHOD path"
+API_VERSION = "1"  # the API's version: its API-Version header, its /api/v1 paths (docs/operating.md, Versions)
+VERSIONED = f"/api/v{API_VERSION}/"
 
 
 def add(app: web.Application, *routes: Route) -> None:
-    """Register ``routes`` with the app's router and in its table."""
+    """Register ``routes`` with the app's router and in its table; an ``/api/`` route also under ``/api/v1/``."""
     table = app.get(TABLE)
     if table is None:
         table = app[TABLE] = {}
     for route in routes:
-        if route.method == "GET":
-            app.router.add_get(route.path, route.handler)  # and HEAD
-        else:
-            app.router.add_route(route.method, route.path, route.handler)
+        paths = [route.path]
+        if route.path.startswith("/api/"):
+            paths.append(VERSIONED + route.path.removeprefix("/api/"))
+        for path in paths:
+            if route.method == "GET":
+                app.router.add_get(path, route.handler)  # and HEAD
+            else:
+                app.router.add_route(route.method, path, route.handler)
         table[f"{route.method} {route.path}"] = route
 
 
@@ -100,7 +107,10 @@ def of(request: web.Request) -> Route | None:
     if resource is None:
         return None
     method = "GET" if info.method == "HEAD" else info.method
-    return request.app.get(TABLE, {}).get(f"{method} {resource.canonical}")
+    path = resource.canonical
+    if path.startswith(VERSIONED):
+        path = "/api/" + path.removeprefix(VERSIONED)
+    return request.app.get(TABLE, {}).get(f"{method} {path}")
 
 
 def table_of(app: web.Application) -> list[Route]:

@@ -1,10 +1,10 @@
 """The events a webhook carries and their bodies (Standard Webhooks' payload shape). Pure.
 
-The body is ``{"type": <event type>, "timestamp": <ISO 8601, UTC>, "data": {...}}``: compact JSON, UTF-8, made once
-when the event happens and sent byte for byte the same on every attempt (the signature covers it). The data of the
-call events (:func:`call_data`, :func:`call_ended_data`) is what a CRM needs to file a call without reading Redis;
-each carries ``seq``, the event's place among its call's events (1, 2, ...: a receiver can tell a gap or a repeat).
-A string longer than the limit is cut with a marker (:func:`cut_long`). Every event type's data has a JSON Schema
+The body is ``{"type": <event type>, "version": 1, "timestamp": <ISO 8601, UTC>, "data": {...}}``: compact JSON, UTF-8,
+made once when the event happens and sent byte for byte the same on every attempt (the signature covers it). The data of
+the call events (:func:`call_data`, :func:`call_ended_data`) is what a CRM needs to file a call without reading Redis;
+each carries ``seq``, the event's place among its call's events (1, 2, ...: a receiver can tell a gap or a repeat). A
+string longer than the limit is cut with a marker (:func:`cut_long`). Every event type's data has a JSON Schema
 (``docs/webhooks.schema.json``, :func:`bridge.webhooks.schema.schema`).
 """
 
@@ -28,6 +28,7 @@ class EventType(enum.StrEnum):
 
 ALL_EVENTS = tuple(EventType)
 CUT_MARK: Final = "…[cut: {n} more characters]"  # the end of a string cut by cut_long
+VERSION: Final = 1  # the body's version (docs/webhooks.schema.json): a change a receiver must know of raises it
 
 
 def cut_long(value: Any, max_chars: int) -> Any:
@@ -44,7 +45,7 @@ def cut_long(value: Any, max_chars: int) -> Any:
 
 def envelope(event_type: str, data: Mapping[str, Any], at: float) -> bytes:
     """The body of one event, as sent."""
-    body = {"type": str(event_type), "timestamp": iso(at), "data": dict(data)}
+    body = {"type": str(event_type), "version": VERSION, "timestamp": iso(at), "data": dict(data)}
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 

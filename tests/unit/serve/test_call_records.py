@@ -137,6 +137,6 @@ def test_the_webhook_and_the_records_say_the_same_fields_alike() -> None:
     times = {"started_at": T0, "answered_at": T0 + 1, "ended_at": T0 + 31.25}
     report = {"end_reason": "worker died", "ended_by": "fault", "outcome": "failed", "session_ids": ["sess_Z9"]}
     data = call_ended_data(identity, times, report) | {"seq": 2}
-    body = {"type": "call.ended", "timestamp": iso(T0 + 32), "data": data}
+    body = {"type": "call.ended", "version": 1, "timestamp": iso(T0 + 32), "data": data}
     assert errors(WEBHOOK, body) == []
     assert {k: data[k] for k in RECORD_FIELDS} == stored
