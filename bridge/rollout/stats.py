@@ -15,8 +15,11 @@ the sample-ratio test. Pure: floats in, floats out (numpy arrays too where a fun
   hour: both variants at the same weights and the same time of day), combined with weights ``w = n_eff`` of the
   stratum. A swing both variants share cancels inside each stratum, and weights that change between epochs cannot
   make a Simpson's paradox (calls are never pooled across strata).
-  A proportion's stratum also carries its own pooled variance (both arms' rate in that stratum): an hour in which
-  both variants fail together (a shared outage) is as uncertain as it is, not as calm as the rest of the rollout.
+  A proportion's stratum also carries its own variance, each arm's from its own rate in that stratum (smoothed
+  toward the arm's rate over every stratum, ``(x + k p) / (n + k)`` with ``k = PRIOR_CALLS``): an hour in which both
+  variants fail together (a shared outage) is as uncertain as it is, not as calm as the rest of the rollout, and a
+  small arm is never charged with the other arm's rate (a pooled rate would charge a 5 % holdout with a doubled
+  candidate's failures: 1.87 times its variance).
 * **Callers as the unit** (:class:`Clusters`): a caller who keeps a variant calls again with the same propensities,
   so a variant's calls are not independent. Each variant's values are grouped by caller, and the variance of its
   mean is the cluster-robust one (the sum over callers of their summed residuals squared, Liang and Zeger 1986), used
@@ -41,6 +44,7 @@ from typing import Any
 import numpy as np
 
 Z80 = 0.8416  # the standard normal's 80th percentile: the power a step asks for
+PRIOR_CALLS = 2.0  # a stratum's proportion is smoothed toward its arm's overall rate by this many calls
 
 
 def log_mixture_lr(z: Any, rho: Any) -> Any:
@@ -269,7 +273,8 @@ class Strata:
     """The stratified difference of one metric, candidate minus safe, fed one value at a time.
 
     Closed strata are kept as sums (``W = sum w``, ``D = sum w d``, ``Ac = sum w^2/n_c``, ``As = sum w^2/n_s``, and
-    for a proportion ``P = sum w^2 v (1/n_c + 1/n_s)`` with ``v`` the stratum's own pooled variance); the open stratum
+    for a proportion ``P = sum w^2 (v_c/n_c + v_s/n_s)`` with ``v_c``, ``v_s`` each arm's own variance in the
+    stratum, from its smoothed rate there); the open stratum
     as its two arms. A stratum closes when the next one begins and both its arms have a value; safe values with no
     candidate value beside them are dropped (nothing to compare them with), candidate values with no safe value beside
     them run on into the next key. The variance uses each variant's variance over all its values (``arms``):
@@ -305,7 +310,7 @@ class Strata:
         (self.arm_c if candidate else self.arm_s).add(x)
 
     def _open(self) -> tuple[float, float, float, float, float]:
-        """The open stratum's ``w``, ``w d``, ``w^2/n_c``, ``w^2/n_s`` and pooled-variance term (zeros: not both)."""
+        """The open stratum's ``w``, ``w d``, ``w^2/n_c``, ``w^2/n_s`` and own-variance term (zeros: not both)."""
         assert self.open_c is not None and self.open_s is not None
         nc, ns = self.open_c.n, self.open_s.n
         if not (nc and ns):
@@ -313,8 +318,8 @@ class Strata:
         w = 1.0 / (1.0 / nc + 1.0 / ns)
         pv = 0.0
         if self.proportion:
-            p = (self.open_c.total + self.open_s.total + 1.0) / (nc + ns + 2.0)
-            pv = w * w * p * (1.0 - p) * (1.0 / nc + 1.0 / ns)
+            assert self.arm_c is not None and self.arm_s is not None
+            pv = w * w * (_own_var(self.open_c, self.arm_c) / nc + _own_var(self.open_s, self.arm_s) / ns)
         return w, w * (self.open_c.mean() - self.open_s.mean()), w * w / nc, w * w / ns, pv
 
     def _close(self) -> None:
@@ -346,6 +351,14 @@ class Strata:
         if self.proportion:
             var = max(var, pv * max(dc, ds) / (w * w))
         return Estimate(d / w, var, w, (self.arm_c.n, self.arm_s.n))
+
+
+def _own_var(stratum: Arm, arm: Arm) -> float:
+    """One value's variance in a stratum of a proportion: its own rate there, smoothed toward the arm's overall
+    rate (itself smoothed, ``(x + 1)/(n + 2)``) by ``PRIOR_CALLS`` calls."""
+    prior = (arm.total + 1.0) / (arm.n + 2.0)
+    p = (stratum.total + PRIOR_CALLS * prior) / (stratum.n + PRIOR_CALLS)
+    return p * (1.0 - p)
 
 
 def quantile(values: Sequence[float], q: float) -> float:
