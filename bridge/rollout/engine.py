@@ -202,13 +202,19 @@ class Engine(Evidence):
         return [promote] if promote is not None else self._complete(name, t)
 
     def _breaker(self, cand: _Candidate) -> tuple[int, float, int, int] | None:
-        """The breaker trips when some tail of the candidate's run of failures is longer than equal variants reach
-        at the safe variant's failure rate of that same tail (its calls that ended meanwhile; none: no trip).
-        Returns (the tail's failures, the run it needed, the safe variant's failures and calls meanwhile)."""
-        spec, failed = self.spec, 0
-        for calls, (at, bad) in enumerate(reversed(cand.run_safe), 1):
+        """The breaker trips when the candidate's failures started since some safe call began are more than equal
+        variants reach at the safe variant's failure rate of the calls started since then (the comparison is the
+        safe variant's calls started during the run, counted by start as the run is: calls in progress when the
+        candidate died end fine in both variants and are no evidence about it; none: no trip). Returns (those
+        failures, the run they needed, the safe variant's failures and calls started meanwhile)."""
+        spec = self.spec
+        if not cand.fails:
+            return None
+        first, failed = cand.fails[0], 0
+        safe = sorted((s for s in self.safe_recent if s[0] >= first), reverse=True)
+        for calls, (started, bad) in enumerate(safe, 1):
             failed += bad
-            tail = cand.run - at + 1
+            tail = cand.since_start(started)
             need = stats.breaker_need(failed, calls, spec.breaker_min_run, spec.breaker_per_call)
             if tail >= need:
                 return tail, need, failed, calls

@@ -5,6 +5,7 @@ caller. The rules these serve, and what is decided on them, are :mod:`bridge.rol
 
 from __future__ import annotations
 
+import bisect
 import enum
 import hashlib
 import json
@@ -35,7 +36,8 @@ RESERVOIR = 1000  # the safe variant's latest latencies that set the quantiles a
 REFRESH = 50  # the quantiles move every this many safe values
 MEAN_CAP = 50.0  # a mean's values are winsorised at this many times the safe variant's recent median
 FRESH_S = 6 * 3600.0  # a record this much older than the newest is a replay (records are written as calls end)
-RUN_SAFE = 500  # the safe variant's calls during a candidate's run that the breaker looks back on
+RUN_SAFE = 500  # the safe variant's latest calls the breaker looks back on (those started during a run count)
+RUN_MAX = 5000  # the failures of a candidate's run held (its earliest dropped beyond)
 FORGET_S = 4 * 86400.0  # a caller not heard from for this long starts a new cluster if they call again
 
 
@@ -141,9 +143,10 @@ class _Tests:
 @dataclass(slots=True)
 class _Candidate:
     armed_t: float | None = None
-    run: int = 0  # consecutive failures
-    run_safe: deque[tuple[int, bool]] = field(default_factory=lambda: deque(maxlen=RUN_SAFE))  # the safe
-    # variant's calls that ended during the run: (the run's length then, failed)
+    run: int = 0  # the failures of its run (``len(fails)``)
+    fails: list[float] = field(default_factory=list)  # the run, by start: its failed calls started after the latest
+    # start of one of its calls that did not fail (a call begun before the run's first failure never resets it)
+    ok_started: float = -math.inf  # the latest start of its calls that did not fail
     looked: float = -math.inf  # the last look for a promotion
     state: State = State.TESTING
     since: dict[str, _Tests] = field(default_factory=dict)  # since arming
@@ -155,6 +158,10 @@ class _Candidate:
     decided: set[tuple[str, str]] = field(default_factory=set)  # (epoch, action) already decided
     history: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     marks: list[dict[str, Any]] = field(default_factory=list)  # the steps and decisions, for the chart
+
+    def since_start(self, started: float) -> int:
+        """The failures of the run that started at or after ``started``."""
+        return len(self.fails) - bisect.bisect_left(self.fails, started)
 
 
 @dataclass(slots=True)
@@ -212,6 +219,8 @@ class Evidence:
         self.cands = {n: self._fresh(n) for n in self.variants if n != safe}
         self.safe_arm = {g.name: stats.Arm() for g in GUARDRAILS.values()}
         self.calls = {n: 0 for n in self.variants}
+        self.safe_recent: deque[tuple[float, bool]] = deque(maxlen=RUN_SAFE)  # the safe variant's latest calls:
+        # (started, failed), in the order they ended
         self.latency = {g.name: _Latency() for g in GUARDRAILS.values() if g.kind is not Kind.PROPORTION}
         self.delayed = tuple(g for g, _, _ in self.active if g.delay_s > 0)  # awaited only when on
         self.awaiting: dict[str, _Pending] = {}  # call_id -> a call whose late outcomes are awaited (oldest first)
@@ -286,7 +295,7 @@ class Evidence:
         out += self._count_split(epoch, variant, caller)
         if epoch.first_t is None:
             epoch.first_t = t
-        self._count(record, variant, epoch_id, t, caller)
+        self._count(record, variant, epoch_id, (started, t), caller)
         todo = self.candidates if variant == self.safe else (variant,)
         for name in todo:
             out += self._decide(name, t)
@@ -383,23 +392,19 @@ class Evidence:
         )
         return [self.srm]
 
-    def _count(self, record: Mapping[str, Any], variant: str, epoch_id: str, t: float, caller: str | None) -> None:
+    def _count(
+        self, record: Mapping[str, Any], variant: str, epoch_id: str, when: tuple[float, float], caller: str | None
+    ) -> None:
+        started, t = when
         self.calls[variant] += 1
         failed = bool(_failed(record))
         if variant == self.safe:
-            for cand in self.cands.values():
-                if cand.run:
-                    cand.run_safe.append((cand.run, failed))
+            self.safe_recent.append((started, failed))
         else:
             cand = self.cands[variant]
             if cand.armed_t is None:
                 cand.armed_t = t
-            if failed:
-                if not cand.run:
-                    cand.run_safe.clear()
-                cand.run += 1
-            else:
-                cand.run = 0
+            _run(cand, started, failed)
             cand.epoch_calls += 1
         for name in self.cands:
             self._step(name, epoch_id)
@@ -520,6 +525,22 @@ class Evidence:
     def _decide(self, name: str, t: float) -> list[Decision]:
         """The decisions about ``name`` after a value (the engine's)."""
         return []
+
+
+def _run(cand: _Candidate, started: float, failed: bool) -> None:
+    """One of the candidate's calls into its run of failures, by start: records come as calls end, so the calls
+    begun before a death keep ending fine for minutes; only a call that began after a failure and did not fail
+    breaks the run there (the failures started before it leave the run)."""
+    if started <= cand.ok_started:
+        return  # began before a call known fine: not in the run
+    if failed:
+        bisect.insort(cand.fails, started)
+        if len(cand.fails) > RUN_MAX:
+            del cand.fails[0]
+    else:
+        cand.ok_started = started
+        del cand.fails[: bisect.bisect_right(cand.fails, started)]
+    cand.run = len(cand.fails)
 
 
 def _float(value: Any) -> float:
