@@ -71,8 +71,10 @@ Dirichlet-multinomial e-value multiplied over epochs; past ``1 / srm_alpha`` the
 promotion from then on, rollback still armed. Its evidence holds both splits, of callers and of calls.
 
 **Actions** of a :class:`Decision`: ``rollback`` (the candidate's weight to the safe variant), ``promote`` (the next
-step's weights; without ``auto_promote`` only audited; another candidate keeps its weight, and a step that would
-leave the safe variant less than the holdout waits), ``srm`` (promotions stop), ``complete`` (the last step has kept
+step's weights; without ``auto_promote`` only audited; another candidate keeps its weight, a step capped at the
+room other candidates leave is taken, and one with no room above the holdout waits; any step that leaves the safe
+variant only the holdout is the **final** step, beside other candidates too: a business cycle, non-inferiority, then
+the last step's own harm test and guard period), ``srm`` (promotions stop), ``complete`` (the last step has kept
 its guard period, ``guard_s``, with nothing found: a person may end the rollout; the engine keeps watching).
 """
 
@@ -251,6 +253,22 @@ class Engine(Evidence):
             return room, None
         return nxt, None
 
+    def final_step(self, name: str, nxt: float | None) -> bool:
+        """Is the step to ``nxt`` percent ``name``'s final one (its checks: a business cycle, non-inferiority, then
+        the last step's own harm test and guard period)? Any step that leaves the safe variant only the holdout is,
+        beside other candidates too; without ``auto_promote`` the one decision is."""
+        if not self.spec.auto_promote:
+            return True
+        if nxt is None:
+            return False
+        return self.spec.at_last(step_weights(self.variants, self.safe, name, nxt, self.weights()), name, self.safe)
+
+    def _at_last(self, name: str, epoch_id: str | None) -> bool:
+        """Is ``epoch_id`` the candidate's last step (:meth:`ExperimentSpec.at_last` of its weights)?"""
+        epoch = self.epochs.get(epoch_id or "")
+        shares = epoch.shares if epoch is not None else None
+        return shares is not None and self.spec.at_last(shares, name, self.safe)
+
     def _promotion(self, name: str, t: float) -> Decision | None:
         """A promotion due now, or None (each at most once per epoch)."""
         cand, spec, epoch = self.cands[name], self.spec, self.epochs.get(self.epoch or "")
@@ -261,7 +279,7 @@ class Engine(Evidence):
             return None  # the last step (watched until a person ends it), or no room
         if epoch.first_t is None or t - epoch.first_t < spec.step_min_s or cand.epoch_calls < spec.min_calls:
             return None
-        final = not spec.auto_promote or (nxt is not None and nxt >= spec.last_share - 1e-9)
+        final = self.final_step(name, nxt)
         if final and (cand.armed_t is None or t - cand.armed_t < spec.cycle_s):
             return None
         if self.blocking(name, final=final):

@@ -230,7 +230,7 @@ class Experiment(Engine):
         base: dict[str, Any] = {
             "state": str(cand.state),
             "share": share,
-            "holdout": spec.holdout if share is not None and share >= spec.last_share - 1e-6 else None,
+            "holdout": spec.holdout if self._at_last(name, self.epoch) else None,
             "srm": self.srm is not None,
             "srm_log_e_value": round(self.srm_log_bf, 3),
         }
@@ -255,7 +255,7 @@ class Experiment(Engine):
                 left = max(0.0, spec.guard_s - (self.t - cand.last_started))
             what = "watch: last step, rollback armed" + (f"; guard period ends in {left / 3600:.1f} h" if left else "")
             return {**base, "next": what, "more_calls": None}
-        final = not spec.auto_promote or (nxt is not None and nxt >= spec.last_share - 1e-9)
+        final = self.final_step(name, nxt)
         blocking = self.blocking(name, final=final)
         waits = []
         if final and (cand.armed_t is None or self.t - cand.armed_t < spec.cycle_s):

@@ -174,6 +174,15 @@ class ExperimentSpec(BaseModel):
         """The candidate's share at the last step: ``100 - holdout``."""
         return 100.0 - self.holdout
 
+    def at_last(self, weights: Mapping[str, float], name: str, safe: str) -> bool:
+        """Is ``name`` at its last step under ``weights``: it has a share and the safe variant keeps no more than the
+        holdout (alone: ``100 - holdout``; beside other candidates: nothing is left to move to it). A step to such
+        weights is the final step, with all its checks."""
+        total = sum(w for w in weights.values() if w > 0) or 1.0
+        if weights.get(name, 0.0) <= 0:
+            return False
+        return 100.0 * max(weights.get(safe, 0.0), 0.0) / total <= self.holdout + 1e-6
+
     def next_share(self, share: float) -> float | None:
         """The step after ``share`` percent (the last capped at ``100 - holdout``); None: none."""
         step = next((s for s in self.auto_promote if s > share + 1e-9), None)
