@@ -20,6 +20,7 @@ and the engine that promotes or rolls a candidate back on evidence. Everything b
                    every call
     refusals.py    variants whose model the service refuses, kept in Redis beside the flags
     seal.py        the rollout flag's seal: which stored flag a call obeys (pure: no I/O but the process's own user)
+    srm.py         the sample-ratio test (pure): one loss parameter per variant shared by every epoch
     stats.py       the guarded rollout's statistics: always-valid tests and intervals, a stratified difference, the
                    breaker's run and the sample-ratio test
     store.py       the rollout flags in Redis: read fresh for every call, changed with an audit trail, rolled back

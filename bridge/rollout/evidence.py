@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from bridge.rollout import stats
 from bridge.rollout.guardrails import GUARDRAILS, LATE_FIELDS, Guardrail, Kind, _failed
+from bridge.rollout.srm import SampleRatio, causes
 from bridge.rollout.stats import Callers, Clusters, Strata
 
 if TYPE_CHECKING:
@@ -172,7 +173,6 @@ class _Epoch:
     counts: dict[str, int] = field(default_factory=dict)  # first calls of callers (and anonymous calls)
     calls: dict[str, int] = field(default_factory=dict)  # every call
     callers: set[str] = field(default_factory=set)
-    log_bf: float = 0.0
 
 
 @dataclass(slots=True)
@@ -226,6 +226,7 @@ class Evidence:
         self.awaiting: dict[str, _Pending] = {}  # call_id -> a call whose late outcomes are awaited (oldest first)
         self.seen: dict[str, float] = {}  # call_id (and rearm id) -> t: each counts once
         self.refused = {"duplicate": 0, "stale": 0}
+        self.ratio = SampleRatio(self.variants, safe, spec.srm_concentration)  # the sample-ratio test
         self.srm_log_bf = 0.0
         self.srm: Decision | None = None
         self.decisions: list[Decision] = []
@@ -363,16 +364,14 @@ class Evidence:
                 return []  # the caller's later calls follow their first: what the weights drew is the caller
             epoch.callers.add(caller)
         epoch.counts[variant] = epoch.counts.get(variant, 0) + 1
-        if epoch.shares is None:
+        if epoch.shares is None or not self.ratio.count(variant, epoch.shares, caller):
             return []
-        before = epoch.log_bf
-        epoch.log_bf = stats.log_srm_bf(epoch.counts, epoch.shares, self.spec.srm_concentration)
-        self.srm_log_bf += epoch.log_bf - before
+        self.srm_log_bf = self.ratio.log_e
         if self.srm is not None or self.srm_log_bf < math.log(1 / self.spec.srm_alpha):
             return []
-        n = sum(epoch.counts.get(v, 0) for v in epoch.shares)
-        gaps = {v: epoch.counts.get(v, 0) / n - s for v, s in epoch.shares.items()}
-        worst = max((v for v in gaps if v != self.safe), key=lambda v: abs(gaps[v]), default=variant)
+        worst, r = self.ratio.worst()
+        n = sum(epoch.counts.get(v, 0) for v in epoch.shares) or 1
+        seen, drawn = epoch.counts.get(worst, 0) / n, epoch.shares.get(worst, 0.0)
         evidence = {
             "epoch": self.epoch,
             "log_e_value": round(self.srm_log_bf, 3),
@@ -380,14 +379,16 @@ class Evidence:
             "counts": dict(epoch.counts),
             "calls": dict(epoch.calls),
             "expected_shares": {v: round(s, 4) for v, s in epoch.shares.items()},
-            "likely_causes": _srm_causes(epoch, worst, gaps[worst]),
+            "arrival_factor": {worst: round(r, 3)},
+            "likely_causes": causes(epoch.counts, epoch.calls, epoch.shares, worst, r),
         }
+        off = f"about {100 * abs(1 - r):.0f} % of its callers' records {'missing' if r < 1 else 'in excess'}"
         self.srm = Decision(
             self.t,
             worst,
             "srm",
-            f"sample-ratio mismatch: {worst} has {100 * (gaps[worst] + epoch.shares[worst]):.1f} % of the callers "
-            f"where its weight gives {100 * epoch.shares[worst]:.1f} %; promotions stop, rollback stays armed",
+            f"sample-ratio mismatch: {worst} has {100 * seen:.1f} % of this step's callers where its weight gives "
+            f"{100 * drawn:.1f} % ({off}, over every step); promotions stop, rollback stays armed",
             evidence,
         )
         return [self.srm]
@@ -549,18 +550,3 @@ def _float(value: Any) -> float:
     except (TypeError, ValueError):
         return 0.0
     return out if math.isfinite(out) else 0.0
-
-
-def _srm_causes(epoch: _Epoch, worst: str, gap: float) -> list[str]:
-    """The likely causes of a sample-ratio mismatch, from what the epoch's counts show."""
-    causes = []
-    if gap < 0:
-        causes.append(f"lost records: {worst}'s calls that write no record (a crash or a failure before the record)")
-    else:
-        causes.append(f"misrouted calls: more callers reach {worst} than its weight draws (a list, a fallback)")
-    per = {v: epoch.calls.get(v, 0) / max(1, epoch.counts.get(v, 0)) for v in epoch.counts}
-    if per and max(per.values()) > 1.2 * min(per.values()):
-        shown = ", ".join(f"{v} {x:.2f}" for v, x in sorted(per.items()))
-        causes.append(f"calls per caller differ ({shown}): the variant may change who calls back")
-    causes.append("an assignment that does not follow the weights (a node on other weights or another salt)")
-    return causes
