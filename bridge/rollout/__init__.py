@@ -25,4 +25,5 @@ and the engine that promotes or rolls a candidate back on evidence. Everything b
                    breaker's run and the sample-ratio test
     store.py       the rollout flags in Redis: read fresh for every call, changed with an audit trail, rolled back
                    automatically
+    watch.py       the watch that never ends: a change detector on each guardrail's recent evidence at the last step
 """

@@ -62,9 +62,16 @@ family's errors add up to at most ``alpha``:
 * *harm since arming* (half): every stratum since the candidate was armed (the rollout's first call, or the
   operator's ``rearm``), across epochs;
 * *harm in the last step* (the other half): the last step's epoch alone (its holdout keeps the safe variant's
-  calls), so a candidate that degrades after its promotion is not diluted by the good calls before;
+  calls), so a candidate that degrades after its promotion is not diluted by the good calls before; its line is the
+  guardrail's ``last_margin`` (default: its margin), the harm line where the candidate serves most traffic;
 * *non-inferiority* and each step's *fresh evidence* (its own ``alpha / (k c)``: a false promotion is the other kind
   of error).
+
+**The watch** (:mod:`bridge.rollout.watch`): at the last step, for as long as the holdout runs, each guardrail that
+is on has a change detector on its recent evidence beside the cumulative tests (a Shiryaev-Roberts statistic over
+blocks of the last step's hours, against the ``last_margin`` line, tuned to a change to ``clear`` times it); past
+``log(24 watch_arl_days k c)`` the candidate is rolled back, the reason naming the watch and its statistic. Its false
+alarms: at most one per ``watch_arl_days`` on average for a candidate exactly at its margin, far fewer for an equal one.
 
 **Sample ratio**: each epoch's first calls per caller per variant against the shares of its weights, a
 Dirichlet-multinomial e-value multiplied over epochs; past ``1 / srm_alpha`` the engine decides ``srm``: no
@@ -81,10 +88,9 @@ its guard period, ``guard_s``, with nothing found: a person may end the rollout;
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bridge.rollout import stats
+from bridge.rollout import stats, watch
 from bridge.rollout.evidence import (
     FRESH_S,
     MEAN_CAP,
@@ -97,7 +103,15 @@ from bridge.rollout.evidence import (
     epoch_of,
     shares_of,
 )
-from bridge.rollout.guardrails import FAILED_OUTCOMES, GUARDRAILS, ExperimentSpec, Guardrail, GuardrailSetting, Kind
+from bridge.rollout.guardrails import (
+    FAILED_OUTCOMES,
+    GUARDRAILS,
+    ExperimentSpec,
+    Guardrail,
+    GuardrailSetting,
+    Kind,
+    step_weights,
+)
 from bridge.rollout.stats import Estimate
 
 __all__ = [
@@ -121,40 +135,31 @@ __all__ = [
 LAST_STEP_ALPHA = 0.5  # the last step's own harm test's share of a guardrail's alpha (the rest: since arming)
 
 
-def step_weights(
-    names: Sequence[str], safe: str, candidate: str, share: float, keep: Mapping[str, float] | None = None
-) -> dict[str, float]:
-    """``candidate`` at ``share`` percent, every other candidate at its weight in ``keep`` (percent of their sum;
-    none: 0), the rest on ``safe``."""
-    total = sum(w for w in (keep or {}).values() if w > 0) or 100.0
-    others = {n: 100.0 * max((keep or {}).get(n, 0.0), 0.0) / total for n in names if n not in (safe, candidate)}
-    rest = 100.0 - share - sum(others.values())
-    return {n: share if n == candidate else rest if n == safe else others[n] for n in names}
-
-
 class Engine(Evidence):
     """A plan's guarded rollout, fed one record at a time (:meth:`feed`), and what it decides
     (:class:`bridge.rollout.experiment.Experiment` adds what it shows)."""
 
     # ------------------------------------------------------------------------------------------- deciding
-    def margin_abs(self, g: Guardrail) -> float:
+    def margin_abs(self, g: Guardrail, *, last: bool = False) -> float:
         """The margin in the test's scale: a proportion's points, a mean's unit (a latency's is in its margin
-        scores, whose line is 0)."""
+        scores, whose line is 0); ``last``: the harm line where the candidate serves most traffic (``last_margin``)."""
         _, margin, floor = self._setting(g)
         safe = self.safe_arm[g.name]
         if g.kind is Kind.LATENCY:
             return 0.0
-        return max(margin * safe.mean(), floor)
+        return max((self.spec.last_margin(g) if last else margin) * safe.mean(), floor)
 
     def _ready(self, e: Estimate | None) -> bool:
         return e is not None and min(e.calls) >= self.spec.min_calls
 
-    def _margin_estimate(self, g: Guardrail, tests: _Tests, ref: _Tests) -> tuple[Estimate | None, float]:
+    def _margin_estimate(
+        self, g: Guardrail, tests: _Tests, ref: _Tests, *, last: bool = False
+    ) -> tuple[Estimate | None, float]:
         """The estimate the margin is tested on and its line: (a latency's scaled scores, 0) or (the test's, the
-        margin)."""
+        margin; ``last``: the last step's)."""
         if g.kind is Kind.LATENCY:
             return tests.margin_test.estimate(ref.margin_test), 0.0
-        return tests.test.estimate(ref.test), self.margin_abs(g)
+        return tests.test.estimate(ref.test), self.margin_abs(g, last=last)
 
     def harm(self, name: str) -> list[tuple[Guardrail, str, Estimate]]:
         """The guardrails on which ``name`` is surely worse by more than its margin: (guardrail, which test, its
@@ -166,7 +171,7 @@ class Engine(Evidence):
             for which, sets, share in shares:
                 if sets is None:
                     continue
-                e, line = self._margin_estimate(g, sets[g.name], cand.since[g.name])
+                e, line = self._margin_estimate(g, sets[g.name], cand.since[g.name], last=sets is last)
                 if self._ready(e) and e is not None and e.harm(self.spec.tau, self.alpha_g * share, above=line):
                     found.append((g, which, e))
                     break
@@ -197,6 +202,11 @@ class Engine(Evidence):
         if found:
             why = "; ".join(_worse(g, which, e, self.spec.tau, self.alpha_g, self) for g, which, e in found)
             return [self._rollback(name, t, f"{name}: {why}", self._evidence(name))]
+        alarms = self._watched(name, cand).alarms(self.watch_limit)
+        if alarms:
+            why = watch.describe(alarms, self.watch_limit, spec.watch_arl_days)
+            evidence = self._evidence(name) | {"watch_alarm": [g for g, _ in alarms]}
+            return [self._rollback(name, t, f"{name}: {why}", evidence)]
         if not spec.promote or self.srm is not None or t - cand.looked < spec.promote_look_s:
             return self._complete(name, t)
         cand.looked = t
@@ -221,6 +231,45 @@ class Engine(Evidence):
             if tail >= need:
                 return tail, need, failed, calls
         return None
+
+    # ------------------------------------------------------------------------------------------- the watch
+    @property
+    def watch_limit(self) -> float:
+        """The watch's threshold on ``log R``: one false alarm per ``watch_arl_days`` over every detector."""
+        return watch.threshold(self.spec.watch_arl_days, len(self.active) * len(self.cands))
+
+    def _watched(self, name: str, cand: _Candidate) -> watch.Watched:
+        return watch.watched(self.__dict__.setdefault("watches", {}), name, cand)  # (a state kept before the watch)
+
+    def hour(self, t: float) -> None:
+        """At each stratum's first record the watch looks at the hours closed since, for every candidate at its last
+        step (:mod:`bridge.rollout.watch`); rollback at its next value."""
+        for name, cand in self.cands.items():
+            if cand.state is State.TESTING and cand.last_started is not None and cand.step_epoch == self.epoch:
+                self._look(name, cand)
+
+    def _look(self, name: str, cand: _Candidate) -> None:
+        assert cand.step is not None
+        for g, _, _ in self.active:
+            detector = self._watched(name, cand).detectors.setdefault(g.name, watch.Detector())
+            detector.feed(cand.step[g.name].margin_test, cand.since[g.name].margin_test, *self._watch_line(g))
+
+    def _watch_line(self, g: Guardrail) -> tuple[float, float]:
+        """The watch's line (the last margin in the test's scale) and the change beyond it it is tuned to (to
+        ``clear`` times the margin)."""
+        if g.kind is Kind.LATENCY:  # the margin's scores (latencies over 1 + margin): line 0
+            factor = self._latency_factor(g)
+            return 0.0, self.latency[g.name].shift_effect((1.0 + self.spec.clear * (factor - 1.0)) / factor)
+        line = self.margin_abs(g, last=True)
+        return line, (self.spec.clear - 1.0) * line
+
+    def watch_state(self, name: str) -> dict[str, Any] | None:
+        """Each guardrail's watch (its statistic, threshold, blocks and last block) while ``name`` is at its last
+        step; None before."""
+        cand = self.cands[name]
+        if cand.last_started is None or cand.step_epoch != self.epoch:
+            return None
+        return {g: d.state(self.watch_limit) for g, d in self._watched(name, cand).detectors.items()}
 
     def _rollback(self, name: str, t: float, why: str, evidence: dict[str, Any]) -> Decision:
         cand = self.cands[name]
@@ -374,6 +423,9 @@ class Engine(Evidence):
                 }
             if g.name in out:
                 out[g.name]["trend"] = cand.history.get(g.name, [])[-24:]
+        watch = self.watch_state(name)
+        if watch is not None:
+            out["watch"] = watch
         return out
 
 
@@ -382,7 +434,8 @@ def _worse(g: Guardrail, which: str, e: Estimate, tau: float, alpha: float, engi
     if g.kind is Kind.LATENCY:
         scale, line = "score above the safe median, p90 and p99 with the margin allowed", ""
     else:
-        scale, line = "difference", f" beyond the margin {engine.margin_abs(g):.4g}"
+        margin = engine.margin_abs(g, last=which == "last step")
+        scale, line = "difference", f" beyond the margin {margin:.4g}"
     return (
         f"{g.name} surely worse{line} ({which}): {scale} {e.diff:+.4g}, lower bound {lo:+.4g}, "
         f"{e.calls[0]} vs {e.calls[1]} calls"

@@ -172,6 +172,7 @@ class Experiment(Engine):
         return _round(self.margin_abs(g))
 
     def hour(self, t: float) -> None:
+        super().hour(t)
         active = {g.name for g, _, _ in self.active}
         for cand in self.cands.values():
             if cand.armed_t is None:
@@ -233,6 +234,7 @@ class Experiment(Engine):
             "holdout": spec.holdout if self._at_last(name, self.epoch) else None,
             "srm": self.srm is not None,
             "srm_log_e_value": round(self.srm_log_bf, 3),
+            "watch": self.watch_state(name),  # each guardrail's change detector at the last step (None before)
         }
         if cand.state is State.ROLLED_BACK:
             return {

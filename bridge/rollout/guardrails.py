@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,14 +87,17 @@ def _named(name: str) -> Guardrail:
 
 
 class GuardrailSetting(BaseModel):
-    """A dialplan's setting of one guardrail: on or off, its relative margin and absolute floor (None: default).
-    ``enabled`` is another name for ``on``; YAML 1.1 reads a bare ``on:`` key as the boolean true, taken as ``on``."""
+    """A dialplan's setting of one guardrail: on or off, its relative margin and absolute floor (None: default), and
+    the margin of the harm line where the candidate serves most traffic (``last_margin``: the last step's own harm
+    test and the watch; None: ``margin``). ``enabled`` is another name for ``on``; YAML 1.1 reads a bare ``on:`` key
+    as the boolean true, taken as ``on``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     on: bool = True
     margin: float | None = Field(None, gt=0, le=5)
     floor: float | None = Field(None, ge=0)
+    last_margin: float | None = Field(None, gt=0, le=5)
 
     @model_validator(mode="before")
     @classmethod
@@ -130,6 +133,7 @@ class ExperimentSpec(BaseModel):
     clear: float = Field(2.0, gt=1, le=20)  # a clear regression, as a multiple of the margin
     power: float = Field(0.8, gt=0.5, lt=1)  # the harm test's power for a clear regression before a step
     stratum_s: float = Field(3600.0, gt=0)  # the time strata within an epoch
+    watch_arl_days: float = Field(365.0, ge=1)  # the watch's false alarms: at most one per this many days
     srm_alpha: float = Field(0.01, gt=0, lt=0.5)  # the sample-ratio test's level (over the whole rollout)
     srm_concentration: float = Field(1000.0, gt=0)  # its Dirichlet prior's concentration
     guardrails: dict[str, GuardrailSetting] = Field(default_factory=dict)  # name -> setting; missing: the default
@@ -145,6 +149,12 @@ class ExperimentSpec(BaseModel):
             raise ValueError(f"auto_promote: increasing percentages in (0, 100] (got {list(steps)})")
         if not self.active:
             raise ValueError("guardrails: at least one must be on")
+        for name, setting in self.guardrails.items():
+            if setting.last_margin is not None and GUARDRAILS[name].kind is Kind.LATENCY:
+                raise ValueError(
+                    f"guardrails.{name}.last_margin: a latency is tested at its margin everywhere "
+                    "(last_margin is for rates and means)"
+                )
         return self
 
     @property
@@ -163,6 +173,14 @@ class ExperimentSpec(BaseModel):
                 floor = g.floor if s is None or s.floor is None else s.floor
                 out.append((g, margin, floor))
         return tuple(out)
+
+    def last_margin(self, g: Guardrail) -> float:
+        """The relative margin of ``g``'s harm line where the candidate serves most traffic (the last step's own
+        harm test and the watch): its ``last_margin``, else its margin."""
+        s = self.guardrails.get(g.name)
+        if s is not None and s.last_margin is not None:
+            return s.last_margin
+        return next((m for a, m, _ in self.active if a.name == g.name), g.margin)
 
     @property
     def test_alpha(self) -> float:
@@ -189,3 +207,14 @@ class ExperimentSpec(BaseModel):
         if step is None or share >= self.last_share - 1e-9:
             return None
         return min(step, self.last_share)
+
+
+def step_weights(
+    names: Sequence[str], safe: str, candidate: str, share: float, keep: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """``candidate`` at ``share`` percent, every other candidate at its weight in ``keep`` (percent of their sum;
+    none: 0), the rest on ``safe``."""
+    total = sum(w for w in (keep or {}).values() if w > 0) or 100.0
+    others = {n: 100.0 * max((keep or {}).get(n, 0.0), 0.0) / total for n in names if n not in (safe, candidate)}
+    rest = 100.0 - share - sum(others.values())
+    return {n: share if n == candidate else rest if n == safe else others[n] for n in names}

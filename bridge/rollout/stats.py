@@ -291,6 +291,8 @@ class Strata:
     ac: float = 0.0
     as_: float = 0.0
     pv: float = 0.0
+    closed_c: int = 0  # the candidate's and the safe variant's values in the closed strata
+    closed_s: int = 0
     arm_c: Arm | None = None
     arm_s: Arm | None = None
     clusters: tuple[Clusters, Clusters] | None = None  # the candidate's and the safe variant's (None: by call)
@@ -329,6 +331,9 @@ class Strata:
         self.ac += ac
         self.as_ += as_
         self.pv += pv
+        assert self.open_c is not None and self.open_s is not None
+        self.closed_c += self.open_c.n
+        self.closed_s += self.open_s.n
         self.open_c, self.open_s = Arm(), Arm()
 
     def estimate(self, ref: Strata | None = None) -> Estimate | None:

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
 
-from bridge.rollout import stats
+import pytest
+from pydantic import ValidationError
+
+from bridge.rollout import stats, watch
 from bridge.rollout.experiment import Decision, Experiment, ExperimentSpec, epoch_of
+from bridge.rollout.guardrails import GUARDRAILS
 
-SAFE = "safe"
+SAFE, CAND = "safe", "cand"
 
 
 # ------------------------------------------------------------------------------------------------ variance
@@ -49,7 +54,8 @@ class Loop:
     """A closed loop of several candidates against one safe variant: each call drawn with the weights the engine last
     set, 1,000 calls an hour."""
 
-    def __init__(self, spec: ExperimentSpec, weights: dict[str, float], seed: int) -> None:
+    def __init__(self, spec: ExperimentSpec, weights: dict[str, float], seed: int, per_hour: float = 1000.0) -> None:
+        self.gap = 3600.0 / per_hour
         self.weights = dict(weights)
         self.exp = Experiment(spec, SAFE, tuple(weights), weights=weights)
         self.epoch = epoch_of(self.weights, False)
@@ -62,7 +68,7 @@ class Loop:
         names = list(self.weights)
         for _ in range(calls):
             self.i += 1
-            t = self.i * 3.6
+            t = self.i * self.gap
             [variant] = self.rng.choices(names, [self.weights[n] for n in names])
             record = {
                 "t": t,
@@ -80,7 +86,8 @@ class Loop:
                 if d.weights is not None:
                     self.weights, self.epoch = d.weights, epoch_of(d.weights, False)
                 if until is not None and d.action == until:
-                    break
+                    self.decisions += out
+                    return out
         self.decisions += out
         return out
 
@@ -94,7 +101,7 @@ def test_with_two_candidates_a_step_that_leaves_only_the_holdout_is_the_final_st
     its guard period."""
     spec = ExperimentSpec(auto_promote=(5, 25, 50, 100), **FAST)
     loop = Loop(spec, {"a": 5.0, "b": 5.0, SAFE: 90.0}, seed=31)
-    loop.run(60_000, {SAFE: 0.1})
+    loop.run(60_000, {SAFE: 0.1}, until="complete")
     steps = [d for d in loop.decisions if d.action == "promote" and d.weights is not None]
     final = [d for d in steps if d.weights is not None and d.weights[SAFE] <= spec.holdout + 1e-9]
     assert final, [(d.variant, d.weights) for d in steps]
@@ -107,6 +114,93 @@ def test_with_two_candidates_a_step_that_leaves_only_the_holdout_is_the_final_st
     top = final[0].variant
     assert loop.exp.cands[top].last_started is not None and loop.exp.verdict(top)["holdout"] == spec.holdout
     assert "rollback" not in [d.action for d in loop.decisions]
-    assert any(d.action == "complete" and d.variant == top for d in loop.decisions)
+    assert loop.decisions[-1].action == "complete" and loop.decisions[-1].variant == top
     assert spec.at_last({"a": 90.0, "b": 5.0, SAFE: 5.0}, "a", SAFE)
     assert not spec.at_last({"a": 50.0, "b": 5.0, SAFE: 45.0}, "a", SAFE)
+
+
+# ------------------------------------------------------------------------------------------------ margins per test
+def test_the_last_steps_harm_line_has_a_margin_of_its_own() -> None:
+    """Failures 10 % -> 14 % at the last step (an 80/20 split): within the 50 % margin, kept; beyond a last-step
+    margin of 10 %, rolled back by the last step's own test, naming that line."""
+    weights = {CAND: 80.0, SAFE: 20.0}
+    kept = Loop(ExperimentSpec(auto_promote=(100,), holdout=20, promote=False), weights, seed=32)
+    assert kept.run(20_000, {SAFE: 0.10, CAND: 0.14}) == []
+    tight = ExperimentSpec(
+        auto_promote=(100,), holdout=20, promote=False, guardrails={"failure_rate": {"last_margin": 0.1}}
+    )
+    loop = Loop(tight, weights, seed=32)
+    [d] = loop.run(20_000, {SAFE: 0.10, CAND: 0.14}, until="rollback")
+    assert d.action == "rollback" and "(last step)" in d.reason, d.reason
+    line = float(d.reason.split("beyond the margin ")[1].split()[0])
+    assert 0.005 <= line < 0.02, d.reason  # 10 % of the safe variant's rate (at least the floor), not 50 %
+
+
+def test_a_last_margin_is_for_rates_and_means() -> None:
+    with pytest.raises(ValidationError, match=r"guardrails\.greeting_ms\.last_margin"):
+        ExperimentSpec(guardrails={"greeting_ms": {"last_margin": 0.1}})
+    with pytest.raises(ValidationError, match="last_margin"):
+        ExperimentSpec(guardrails={"failure_rate": {"last_margin": 0}})
+    spec = ExperimentSpec(guardrails={"failure_rate": {"margin": 0.4}, "abandon_rate": {"last_margin": 0.1}})
+    assert spec.last_margin(GUARDRAILS["failure_rate"]) == 0.4  # none given: its margin
+    assert spec.last_margin(GUARDRAILS["abandon_rate"]) == 0.1
+
+
+# ------------------------------------------------------------------------------------------------ the watch
+def _hours(
+    days: float, base: float, cand: float, change_day: float, seed: int, calls: int = 100
+) -> Iterator[tuple[int, stats.Strata]]:
+    """Hourly strata at an 80/20 split, failures ``base`` on both arms, ``cand`` on the candidate from
+    ``change_day``; yields (hour, the strata so far) after each hour."""
+    rng = random.Random(seed)
+    strata = stats.Strata(True)
+    for hour in range(int(days * 24)):
+        rate = cand if hour >= change_day * 24 else base
+        for _ in range(calls):
+            on = rng.random() < 0.8
+            strata.add(hour, on, float(rng.random() < (rate if on else base)))
+        yield hour, strata
+
+
+def _watch(days: float, base: float, cand: float, change_day: float, seed: int) -> tuple[watch.Detector, int | None]:
+    detector, limit = watch.Detector(), watch.threshold(365, 4)
+    line = 0.5 * base  # the margin of 50 % in points
+    for hour, strata in _hours(days, base, cand, change_day, seed):
+        detector.feed(strata, strata, line, line)
+        if detector.log_r >= limit:
+            return detector, hour
+    return detector, None
+
+
+def test_the_watch_stays_quiet_on_an_equal_stream_for_ninety_days() -> None:
+    detector, tripped = _watch(90, 0.1, 0.1, math.inf, seed=41)
+    assert tripped is None, detector.state(watch.threshold(365, 4))
+    assert detector.blocks >= 90 * 24 / 2  # a block once 20 values of each arm (about 20 safe calls an hour)
+
+
+def test_the_watch_sees_a_doubling_after_a_week_that_the_cumulative_test_averages_away() -> None:
+    detector, tripped = _watch(30, 0.1, 0.2, 7, seed=42)
+    assert tripped is not None and 7 * 24 < tripped < 12 * 24, detector.state(watch.threshold(365, 4))
+    *_, (_, strata) = _hours(tripped / 24 + 1 / 48, 0.1, 0.2, 7, seed=42)  # the same calls, cumulative
+    e = strata.estimate()
+    assert e is not None and not e.harm(0.2, 0.05 / 4 / 2, above=0.05)
+
+
+def test_the_watchs_threshold_is_the_log_of_its_average_run_length_in_hours() -> None:
+    assert math.isclose(watch.threshold(365, 4), math.log(24 * 365 * 4))
+    assert watch.log_lr(0.05, 0.01, 0.05, 0.05) < 0 < watch.log_lr(0.1, 0.01, 0.05, 0.05)  # at the line: no drift up
+
+
+def test_a_doubling_a_week_into_the_last_step_is_rolled_back_by_the_watch_naming_it() -> None:
+    """100 calls an hour at 80/20: failures 10 % -> 20 % after a week on the last step. The cumulative tests average
+    it with the week before; the watch rolls it back within days, its statistic in the decision and the verdict."""
+    spec = ExperimentSpec(auto_promote=(100,), holdout=20, promote=False)
+    loop = Loop(spec, {CAND: 80.0, SAFE: 20.0}, seed=43, per_hour=100)
+    assert [d.action for d in loop.run(7 * 24 * 100, {SAFE: 0.1})] == ["complete"]
+    shown = loop.exp.verdict(CAND)["watch"]["failure_rate"]
+    assert shown["statistic"] < shown["threshold"] == round(loop.exp.watch_limit, 3) and shown["blocks"] > 80
+    [d] = loop.run(6 * 24 * 100, {SAFE: 0.1, CAND: 0.2}, until="rollback")
+    assert d.action == "rollback" and "failure_rate changed on the last step (the watch" in d.reason, d.reason
+    assert d.evidence["watch_alarm"] == ["failure_rate"]
+    assert d.evidence["watch"]["failure_rate"]["statistic"] >= d.evidence["watch"]["failure_rate"]["threshold"]
+    assert d.t - 7 * 24 * 3600 < 4 * 86400  # within four days of the change
