@@ -52,6 +52,7 @@ __all__ = [
     "shares_of",
     "step_weights",
 ]
+STUCK_CYCLES = 7  # a step before the last is stuck when the wait ahead is more than this many business cycles
 HISTORY = 240  # points per guardrail in a candidate's trend (halved when full)
 POINT_CALLS = 10  # a trend point once a guardrail has this many more candidate calls ...
 POINT_GROWTH = 0.1  # ... or this share more, whichever is more
@@ -268,12 +269,46 @@ class Experiment(Engine):
         target = f"promote to {nxt:g} %" if nxt is not None else "promote (audited)"
         more = self._more_calls(name, final)
         rate = self._rate(name)
+        more_time = round(more / rate) if more is not None and rate else None
+        out = {**base, "next": target, "waiting_for": blocking + waits, "more_calls": more, "more_time_s": more_time}
+        cycled = final and epoch is not None and epoch.first_t is not None and self.t - epoch.first_t >= spec.cycle_s
+        if cycled and (more is None or (more_time is not None and more_time > STUCK_CYCLES * spec.cycle_s)):
+            out |= self._stuck(name, nxt, more, more_time)
+        return out
+
+    def _stuck(self, name: str, nxt: float | None, more: int | None, more_time: int | None) -> dict[str, Any]:
+        """A candidate a business cycle on the step before the last, neither shown within its margin nor surely
+        beyond it: what holds it, and each choice (roll back, accept the step, wait) with its cost."""
+        cand, share = self.cands[name], self.share(name) or 0.0
+        held = [g for g, _, _ in self.active if not self._non_inferior(g, cand.since[g.name])]
+        if not held:
+            return {}
+        shown = {g.name: (self._interval(g, cand), self._display_margin(g)) for g in held}
+        worst = "; ".join(
+            f"{g}: {got['diff']:+.4g} (up to {got['hi']:+.4g}) against its margin {m:.4g}"
+            for g, (got, m) in shown.items()
+            if got is not None
+        )
+        after = step_weights(self.variants, self.safe, name, nxt, self.weights()) if nxt is not None else None
+        back = dict(self.weights() or {})
+        back[self.safe], back[name] = back.get(self.safe, 0.0) + share, 0.0
+        wait = "no end at this estimate: the difference sits at or beyond the margin"
+        if more is not None:
+            wait = f"about {more:,} more of its calls" + (f" ({more_time / 86400:.0f} days)" if more_time else "")
+        choices = [
+            {"choice": "roll back", "weights": back, "cost": f"its {share:g} % back on the safe variant"},
+            {
+                "choice": "accept the step",
+                "weights": after,
+                "cost": f"{nxt or share:g} % of calls on a candidate that may be as bad as its interval's upper end "
+                f"({worst}); the watch and the last step's tests stay armed",
+            },
+            {"choice": "wait", "weights": None, "cost": f"{wait}, at {share:g} %"},
+        ]
         return {
-            **base,
-            "next": target,
-            "waiting_for": blocking + waits,
-            "more_calls": more,
-            "more_time_s": round(more / rate) if more is not None and rate else None,
+            "next": f"stuck at its margin: {', '.join(g.name for g in held)} neither shown within its margin nor "
+            "surely beyond it after a business cycle on this step; a person chooses (`callbridge rollout set`)",
+            "stuck": {"guardrails": worst, "choices": choices},
         }
 
     def _rate(self, name: str) -> float | None:

@@ -204,3 +204,23 @@ def test_a_doubling_a_week_into_the_last_step_is_rolled_back_by_the_watch_naming
     assert d.evidence["watch_alarm"] == ["failure_rate"]
     assert d.evidence["watch"]["failure_rate"]["statistic"] >= d.evidence["watch"]["failure_rate"]["threshold"]
     assert d.t - 7 * 24 * 3600 < 4 * 86400  # within four days of the change
+
+
+# ------------------------------------------------------------------------------------------------ stuck
+def test_a_candidate_at_its_margin_after_a_business_cycle_is_stuck_and_the_verdict_gives_the_choices() -> None:
+    """Failures 10 % -> 15 % at 50 % (the 50 % margin exactly): neither within it nor surely beyond. After a cycle
+    on the step the verdict says so, with the three choices and their weights, instead of millions of calls."""
+    spec = ExperimentSpec(auto_promote=(50, 100), **FAST)
+    loop = Loop(spec, {CAND: 50.0, SAFE: 50.0}, seed=44)
+    loop.run(500, {SAFE: 0.1, CAND: 0.15})
+    assert not loop.exp.verdict(CAND)["next"].startswith("stuck")  # not before a business cycle on the step
+    assert [d.action for d in loop.run(4000, {SAFE: 0.1, CAND: 0.15})] == []
+    verdict = loop.exp.verdict(CAND)
+    assert verdict["next"].startswith("stuck at its margin: failure_rate"), verdict
+    choices = {c["choice"]: c for c in verdict["stuck"]["choices"]}
+    assert choices["roll back"]["weights"] == {CAND: 0.0, SAFE: 100.0}
+    assert choices["accept the step"]["weights"] == {CAND: 95.0, SAFE: 5.0}
+    assert "failure_rate" in choices["accept the step"]["cost"] and "at 50 %" in choices["wait"]["cost"]
+    equal = Loop(spec, {CAND: 50.0, SAFE: 50.0}, seed=44)
+    equal.run(4500, {SAFE: 0.1})
+    assert "stuck" not in equal.exp.verdict(CAND)
