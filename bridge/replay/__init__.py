@@ -12,6 +12,8 @@ a report (text, HTML, JSON, JUnit).
                        ``variant_settings``, ``replay --emulator-set [SCOPE:]NAME=VALUE``
     echoset.py         the echo set (``call_scripts/echo/``) scored: callers on lines that return the agent's audio,
                        some of whom interrupt the agent
+    gate.py            whether a run passes, each red reason in one line: a removed script, a prompt or voice change
+                       the emulator cannot judge, and the accepts that let them through (recorded)
     from_recording.py  ``callbridge scripts from-recording REC --out call_scripts/NAME``: a recorded call becomes a
                        call script
     history.py         replay over time: a run compared with an earlier one (``--baseline DIR``), and an index of

@@ -6,7 +6,9 @@
                                [--via direct|sip]
                                [--target emulator|openai] [--report DIR] [--json] [--junit FILE]
                                [--fail-on unexpected|any] [--timing-tolerance-ms MS] [--baseline DIR]
-                               [--history DIR] [--budget NAME=VALUE] [--emulator-set [SCOPE:]NAME=VALUE]
+                               [--history DIR [--accept-baseline]] [--budget NAME=VALUE]
+                               [--emulator-set [SCOPE:]NAME=VALUE] [--accept-removed NAME] [--judged-by DIR]
+                               [--accept-unjudged REASON] [--accept SCRIPT[:TURN]]
     callbridge scripts check PATHS...
     callbridge scripts from-recording REC --out call_scripts/NAME [--keep-expectations]
 
@@ -24,7 +26,8 @@ for the runs of one model (a name or fnmatch pattern), rollout variant or dialec
 
 ``--baseline DIR`` compares the run with an earlier one (per script what changed since; the report links it);
 ``--history DIR`` keeps each run's report in a directory of its own and an index of the runs
-(``bridge/replay/history.py``).
+(``bridge/replay/history.py``); its baseline moves only by ``--accept-baseline`` on a green run. A script the baseline
+ran that is gone, and a prompt or voice change the emulator cannot judge, are red (``bridge/replay/gate.py``).
 
 Each script gets a status: ``same``; ``by_design`` (the runs differ only as the dialects' capabilities declare);
 ``expected`` (differences the script declares in ``compare``); ``unexpected`` (a difference nobody declared, timing
@@ -32,7 +35,8 @@ beyond the tolerance included); ``failed`` (an expectation or a bound failed); `
 loaded: its row names the file and the field, and every other script still runs).
 
 Exit status of ``replay``: 0 when nothing fails the gate; 1 with ``--fail-on unexpected`` (the default) when a
-script is ``failed`` or ``unexpected``, or (with a baseline) worse than it beyond ``--budget``, with ``--fail-on
+script is ``failed`` or ``unexpected``, or (with a baseline) worse than it beyond ``--budget``, removed or unjudged
+(each red reason one line: ``RED ...``), with ``--fail-on
 any`` (alias ``--fail-on-differs``) also on ``expected``;
 2 for a bad command line, or when a script could not be loaded (after the others ran and the report was written).
 """
@@ -149,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline",
         type=Path,
         metavar="DIR",
-        help="compare with an earlier run: its --report directory, or a --history directory (its newest run)",
+        help="compare with an earlier green run: its --report directory, or a --history directory (its accepted "
+        "baseline)",
     )
     p.add_argument(
         "--budget",
@@ -160,26 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(500), reply_gap_p90_ms (1000), greeting_ms (500), barge_in_cut_ms (300), cost_rise (0.10), by_design (0)",
     )
     _emulator_set_option(p)
-    p.add_argument(
-        "--history",
-        type=Path,
-        metavar="DIR",
-        help="keep the report in DIR/<time>/ and add the run to DIR/index.json and index.html (default "
-        "--baseline: the history's newest run)",
-    )
-    p.add_argument(
-        "--keep-audio",
-        type=int,
-        default=10,
-        metavar="N",
-        help="--history: keep the recordings of the newest N runs only (older runs keep their reports; default 10)",
-    )
-    p.add_argument(
-        "--keep",
-        type=int,
-        metavar="N",
-        help="--history: keep the newest N run directories only (the index keeps every run's figures; default all)",
-    )
+    _gate_options(p)
+    _history_options(p)
     sip = p.add_argument_group("--via sip")
     sip.add_argument("--bridge", metavar="sip:HOST:PORT", help="use this running `callbridge serve`")
     sip.add_argument("--bridge-reports", type=Path, metavar="FILE", help="its --report-file (with --bridge)")
@@ -196,6 +183,67 @@ def _emulator_set_option(p: argparse.ArgumentParser) -> None:
         metavar="[SCOPE:]NAME=VALUE",
         help="an emulator setting over the scripts' own (repeatable): for every run, or for the runs of one model "
         "(name or fnmatch pattern), rollout variant or dialect, e.g. gpt-realtime-2.1-mini:response_latency_ms=8150",
+    )
+
+
+def _history_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--history",
+        type=Path,
+        metavar="DIR",
+        help="keep the report in DIR/<time>/ and add the run to DIR/index.json and index.html (default "
+        "--baseline: the history's accepted baseline)",
+    )
+    p.add_argument(
+        "--keep-audio",
+        type=int,
+        default=10,
+        metavar="N",
+        help="--history: keep the recordings of the newest N runs only (older runs keep their reports; default 10)",
+    )
+    p.add_argument(
+        "--keep",
+        type=int,
+        metavar="N",
+        help="--history: keep the newest N run directories only (the index keeps every run's figures; default all)",
+    )
+
+
+def _gate_options(p: argparse.ArgumentParser) -> None:
+    """What may let a run through the gate against its baseline (``bridge/replay/gate.py``), each recorded."""
+    p.add_argument(
+        "--accept-baseline",
+        action="store_true",
+        help="--history: make this run the history's baseline if it is green (a red run never is one)",
+    )
+    p.add_argument(
+        "--accept-removed",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a script (or a run: a dialect or variant, or SCRIPT/RUN) the baseline had and this run has not, on "
+        "purpose (repeatable); without it a removed script is red",
+    )
+    p.add_argument(
+        "--judged-by",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="the report of a green real-model replay (--target openai) of the changed instructions and voice: "
+        "without it (or --accept-unjudged) a prompt or voice change against the emulator is red",
+    )
+    p.add_argument(
+        "--accept-unjudged",
+        metavar="REASON",
+        help="let a prompt or voice change through without a real-model replay; the reason is kept in the report",
+    )
+    p.add_argument(
+        "--accept",
+        action="append",
+        default=[],
+        metavar="SCRIPT[:TURN]",
+        help="a changed pinned answer of SCRIPT (or of its turn: turns[N], greeting, closing) is on purpose",
     )
 
 
@@ -370,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``callbridge replay ...`` (see the module docstring)."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
+        from bridge.replay.gate import parse_accepts
         from bridge.replay.history import Budget
 
         budget = Budget.parse(args.budget)
@@ -377,11 +426,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError("--keep", "N", f"keep at least the run being recorded (1 or more), not {args.keep}")
         if args.keep_audio < 0:
             raise ConfigError("--keep-audio", "N", f"a number of runs, 0 or more, not {args.keep_audio}")
+        if args.accept_baseline and args.history is None:
+            raise ConfigError("--accept-baseline", "--history", "moves a history's baseline: give --history DIR")
+        accepts = parse_accepts(args.accept_removed, args.accept_unjudged, args.judged_by, args.accept)
         baseline = _baseline(args)
         results, meta = run(args)
     except (ConfigError, BridgeError, ValueError) as exc:
         print(f"callbridge replay: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    from bridge.replay.gate import judge
     from bridge.replay.report import report_json
 
     data = report_json(results, meta, args.report)
@@ -389,6 +442,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bridge.replay.history import apply_baseline
 
         apply_baseline(data, baseline, args.report, budget)
+    gate = judge(data, None if baseline is None else baseline.scripts, accepts, args.fail_on)
+    data["meta"]["gate"] = gate.to_json()
+    code = gate.exit
     if args.report is not None:
         from bridge.replay.report import write_report
 
@@ -402,24 +458,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         write_junit(results, args.junit, meta, data)
         print(f"junit: {args.junit}", file=sys.stderr)
-    code = exit_code(results, args.fail_on)
-    if code == EXIT_OK and any(s.get("regressions") for s in data.get("scripts", [])):
-        code = EXIT_FAILED  # worse than the baseline beyond the budget: red
     if args.history is not None:
         from bridge.replay.history import record_run
 
-        page = record_run(args.history, data, args.report, code, keep_audio=args.keep_audio, keep=args.keep)
+        accept = args.accept_baseline and code == EXIT_OK
+        page = record_run(
+            args.history, data, args.report, code, keep_audio=args.keep_audio, keep=args.keep, accept=accept
+        )
         print(f"history: {page}", file=sys.stderr)
     if args.json:
         print(json.dumps(data, default=str))
     else:
         _print_text(results, meta, data)
+    if args.accept_baseline and not args.json:
+        print("baseline: this run" if code == EXIT_OK else "baseline: not moved: a red run is never a baseline")
     return code
 
 
 def _baseline(args: argparse.Namespace) -> Baseline | None:
-    """The run to compare with (``--baseline``, else the history's newest), read before this run starts; with
-    ``--history`` and no ``--report``, this run's report directory in the history (``args.report`` set)."""
+    """The run to compare with (``--baseline``, else the history's baseline: its newest accepted run), read before
+    this run starts; with ``--history`` and no ``--report``, this run's report directory in the history
+    (``args.report`` set)."""
     from bridge.replay.history import latest_run, load_baseline, new_run_dir
 
     path: Path | None = args.baseline
@@ -430,15 +489,6 @@ def _baseline(args: argparse.Namespace) -> Baseline | None:
         if args.report is None:
             args.report = new_run_dir(args.history)
     return None if path is None else load_baseline(path)
-
-
-def exit_code(results: Sequence[ScriptResult], fail_on: str) -> int:
-    """2 if a script could not be loaded; 1 if one fails the gate (``fail_on``: unexpected or any); else 0."""
-    statuses = {r.status for r in results}
-    if "error" in statuses:
-        return EXIT_USAGE
-    gate = {"failed", "unexpected"} | ({"expected"} if fail_on == "any" else set())
-    return EXIT_FAILED if statuses & gate else EXIT_OK
 
 
 def _print_text(results: Sequence[ScriptResult], meta: dict[str, Any], data: dict[str, Any]) -> None:
@@ -484,6 +534,18 @@ def _print_text(results: Sequence[ScriptResult], meta: dict[str, Any], data: dic
         f"{counts['status_failed']} failed, {counts['status_error']} error(s); {meta['call_s']:.1f} s of calls in "
         f"{meta['wall_s']:.2f} s ({meta['speed_x']}x real time)"
     )
+    _print_gate(data["meta"].get("gate") or {})
+
+
+def _print_gate(gate: Mapping[str, Any]) -> None:
+    """The accepts that let something through, then each red reason on a line of its own, then the verdict."""
+    for accept in gate.get("accepts") or []:
+        reason = f": {accept['reason']}" if accept.get("reason") else ""
+        print(f"accepted ({accept.get('kind')}): {accept.get('name')} by {accept.get('by')}{reason}")
+    for line in gate.get("red") or []:
+        print(f"RED {line}")
+    red = len(gate.get("red") or [])
+    print(f"gate: red, {red} reason(s)" if red else "gate: green")
 
 
 def _print_cost(meta: Mapping[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """Replay over time: a run compared with an earlier one (``--baseline DIR``), and an index of past runs
 (``--history DIR``).
 
-A **baseline** is an earlier run's report directory (its ``report.json``), or a history directory (its newest run).
+A **baseline** is an earlier green run's report directory (its ``report.json``), or a history directory (its newest
+run accepted as the baseline: ``--accept-baseline`` on a green run; a red run never is one, ``bridge/replay/gate.py``).
 Per script, :func:`changes` names what changed since: the status, the script itself (its digest), each failure and
 each difference that is new or gone (unexpected and expected apart), and per run (dialect or variant) the model, the
 median reply gap, the greeting and the first reply where they moved further than the timing tolerance. A script
@@ -67,31 +68,36 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def latest_run(history: Path) -> Path | None:
-    """The newest run listed in ``history/index.json`` whose report is still there; None without one."""
+    """The history's baseline: the newest run accepted as one (``--accept-baseline`` on a green run) whose report
+    is still there; None without one. A run that was not accepted, red or green, never is the baseline."""
     index = history / INDEX_JSON
     if not index.is_file():
         return None
     for entry in reversed(read_index(history)):
         run = history / str(entry.get("dir", ""))
-        if (run / REPORT_JSON).is_file():
+        if entry.get("baseline_accepted") and (run / REPORT_JSON).is_file():
             return run
     return None
 
 
 def load_baseline(path: Path) -> Baseline:
-    """The run in ``path``: a report directory, or a history directory (its newest run). A ConfigError names the
-    path when it holds neither."""
+    """The run in ``path``: a green run's report directory, or a history directory (its accepted baseline). A
+    ConfigError names the path when it holds neither, or a red run."""
     directory = path
     if not (path / REPORT_JSON).is_file() and (path / INDEX_JSON).is_file():
         found = latest_run(path)
         if found is None:
-            raise ConfigError(str(path / INDEX_JSON), "(file)", "--baseline: the history lists no run with a report")
+            message = "--baseline: the history has no accepted baseline (--accept-baseline on a green run sets one)"
+            raise ConfigError(str(path / INDEX_JSON), "(file)", message)
         directory = found
     if not directory.is_dir():
         raise ConfigError(str(path), "--baseline", "no such directory (a replay report's, or a history's)")
     data = _read_json(directory / REPORT_JSON, "--baseline needs a replay report's directory (report.json)")
     if not isinstance(data, dict) or not isinstance(data.get("scripts"), list):
         raise ConfigError(str(directory / REPORT_JSON), "scripts", "not a replay report")
+    from bridge.replay.gate import check_green
+
+    check_green(data, str(directory / REPORT_JSON))  # a red run is no baseline
     return Baseline(directory, data)
 
 
@@ -383,6 +389,8 @@ def index_entry(data: Mapping[str, Any], report_dir: Path, history: Path, exit_c
         "baseline": href(report_dir / baseline["dir"], history) if baseline.get("dir") else None,
         "changed_since_baseline": baseline.get("changed"),
         "exit": exit_code,
+        "red": list((meta.get("gate") or {}).get("red") or []),
+        "accepts": list((meta.get("gate") or {}).get("accepts") or []),
     }
 
 
@@ -397,14 +405,20 @@ def record_run(
     *,
     keep_audio: int = KEEP_AUDIO,
     keep: int | None = None,
+    accept: bool = False,
 ) -> Path:
-    """Append the run to ``history/index.json``, prune what the history no longer keeps (the recordings of all but
+    """Append the run to ``history/index.json`` (``accept``: as the history's baseline, a green run only), prune
+    what the history no longer keeps (the recordings of all but
     the newest ``keep_audio`` runs; with ``keep``, whole run directories beyond the newest ``keep``: their line stays
     in the index with its figures), and rewrite ``history/index.html``; returns the page."""
     history.mkdir(parents=True, exist_ok=True)
-    entries = prune(
-        [*read_index(history), index_entry(data, report_dir, history, exit_code)], history, keep_audio, keep
-    )
+    entry = index_entry(data, report_dir, history, exit_code)
+    if accept:
+        if exit_code != 0:
+            raise ValueError("a red run is never a baseline")
+        entry["baseline_accepted"] = True
+        entry["accepts"] = [*entry["accepts"], {"kind": "baseline", "name": entry["dir"], "by": "--accept-baseline"}]
+    entries = prune([*read_index(history), entry], history, keep_audio, keep)
     tmp = history / f".{INDEX_JSON}.tmp"
     tmp.write_text(json.dumps(entries, indent=1, default=str), encoding="utf-8")
     tmp.replace(history / INDEX_JSON)
@@ -415,11 +429,14 @@ def record_run(
 
 def prune(entries: list[dict[str, Any]], history: Path, keep_audio: int, keep: int | None) -> list[dict[str, Any]]:
     """The index after pruning (oldest first): recordings (``*.wav``) go from all but the newest ``keep_audio`` runs,
-    whole run directories from all but the newest ``keep``. Only directories inside ``history`` are touched."""
+    whole run directories from all but the newest ``keep``. Only directories inside ``history`` are touched, and
+    never the baseline's (the newest run accepted as one)."""
     root = history.resolve()
+    accepted = [e for e in entries if e.get("baseline_accepted")]
+    baseline = accepted[-1] if accepted else None
     for age, entry in enumerate(reversed(entries)):
         run = (history / str(entry.get("dir", ""))).resolve()
-        if not run.is_relative_to(root) or run == root or not run.is_dir():
+        if not run.is_relative_to(root) or run == root or not run.is_dir() or entry is baseline:
             continue
         if keep is not None and age >= keep:
             shutil.rmtree(run, ignore_errors=True)

@@ -6,7 +6,9 @@ first run of its script (the reference, GA against beta or a variant against the
 one is unexpected, and are listed in ``<system-out>`` where all are declared (by the script or by design). A script
 that could not be loaded is one ``<testcase name="load">`` with an ``<error>`` naming the file and the field. With a
 baseline, a run worse than it beyond the budget is a ``<failure>`` too, and what changed since (instructions, voice,
-model, tools, emulator settings) is a ``since_baseline.<script>`` property each.
+model, tools, emulator settings) is a ``since_baseline.<script>`` property each; what is red at the gate alone (a
+script the baseline had and this run has not, a prompt or voice change nobody judged: ``bridge/replay/gate.py``) is
+a ``<testcase name="gate: ...">`` with its ``<failure>`` each, the reason in one line.
 """
 
 from __future__ import annotations
@@ -69,6 +71,12 @@ def junit_xml(
                 ET.SubElement(case, "failure", message=problems[0], type=kind).text = "\n".join(problems)
             if declared:
                 ET.SubElement(case, "system-out").text = "\n".join(f"declared: {d}" for d in declared)
+    for line in ((data or {}).get("meta") or {}).get("gate", {}).get("own") or []:
+        # red at the gate (a removed script, an unjudged prompt change): a case each, its reason in one line
+        script, _, why = line.partition(": ")
+        case = _case(suite, script, f"gate: {why.split(':', 1)[0]}", 0.0)
+        ET.SubElement(case, "failure", message=line, type="gate").text = line
+        tests, failures = tests + 1, failures + 1
     ET.SubElement(suite, "system-out")
     ET.SubElement(suite, "system-err")
     suite.set("tests", str(tests))

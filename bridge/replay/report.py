@@ -659,6 +659,18 @@ def _header(results: Sequence[ScriptResult], meta: Mapping[str, Any], dialects: 
             "real model answers, how fast, or how well; replay with <span class=mono>--target openai</span> for "
             "that.</div>"
         )
+    gate = meta.get("gate") or {}
+    if gate.get("red"):
+        items = "".join(f"<li>{esc(line)}</li>" for line in gate["red"])
+        parts.append(f'<div class="banner gate" id="gate"><b>Red at the gate</b><ul>{items}</ul></div>')
+    if gate.get("accepts"):
+        items = "".join(
+            f"<li>{esc(a.get('kind'))}: {esc(a.get('name'))} by {esc(a.get('by'))}"
+            + (f": {esc(a['reason'])}" if a.get("reason") else "")
+            + "</li>"
+            for a in gate["accepts"]
+        )
+        parts.append(f'<div class="accepts" id="accepts"><b>Accepted</b><ul>{items}</ul></div>')
     baseline = meta.get("baseline")
     if baseline:
         missing = baseline.get("missing") or []

@@ -1,6 +1,7 @@
-"""The QA gate against a baseline: every change of what the calls were told is named (instructions with a digest and
-a diff, voice, emulator settings), flagged where the emulator cannot judge it, and a run worse than its baseline
-beyond the budget is red: the exit code, the text and JUnit say so (a 2 s slowdown on every dialect, a cost rise)."""
+"""The QA gate against a baseline: every change of what the calls were told is named (instructions with a digest
+and a diff, voice, emulator settings), red where the emulator cannot judge it unless accepted with a reason, and a
+run worse than its baseline beyond the budget is red: the exit code, the text and JUnit say so (a 2 s slowdown on
+every dialect, a cost rise)."""
 
 from __future__ import annotations
 
@@ -51,7 +52,13 @@ def test_a_prompt_and_a_voice_change_are_named_and_flagged(tmp_path: Path, capsy
     assert _replay(suite, plans, tmp_path / "before") == 0
     _edit(plans / "support.yaml", {"instructions": "You are Acme's support agent. Always offer the premium plan."})
     capsys.readouterr()
-    assert _replay(suite, plans, tmp_path / "prompt", "--baseline", str(tmp_path / "before")) == 0
+    assert _replay(suite, plans, tmp_path / "unjudged", "--baseline", str(tmp_path / "before")) == 1  # red: unjudged
+    capsys.readouterr()
+    why = "wording reviewed on a real-model replay"
+    assert (
+        _replay(suite, plans, tmp_path / "prompt", "--baseline", str(tmp_path / "before"), "--accept-unjudged", why)
+        == 0
+    )
     out = capsys.readouterr().out
     data = json.loads((tmp_path / "prompt" / "report.json").read_text())
     [script] = data["scripts"]
@@ -60,10 +67,14 @@ def test_a_prompt_and_a_voice_change_are_named_and_flagged(tmp_path: Path, capsy
     assert "+You are Acme's support agent. Always offer the premium plan." in script["instructions_diff"]["ga"]
     assert "since the baseline: GA: instructions #" in out and "+You are Acme's support agent." in out  # the text
     props, failures = _junit(tmp_path / "prompt" / "junit.xml")
-    assert any(": instructions #" in v for v in props["since_baseline.answer"]) and failures == []
+    assert any(": instructions #" in v for v in props["since_baseline.answer"]) and failures == []  # accepted
+    _, unjudged = _junit(tmp_path / "unjudged" / "junit.xml")
+    assert len(unjudged) == 2 and all(f.startswith("answer: unjudged: ") for f in unjudged), unjudged
 
     _edit(plans / "support.yaml", {"voice": "verse"})
-    assert _replay(suite, plans, tmp_path / "voice", "--baseline", str(tmp_path / "prompt")) == 0
+    assert (
+        _replay(suite, plans, tmp_path / "voice", "--baseline", str(tmp_path / "prompt"), "--accept-unjudged", why) == 0
+    )
     [script] = json.loads((tmp_path / "voice" / "report.json").read_text())["scripts"]
     assert f"GA: voice alloy -> verse ({NOT_JUDGED})" in script["since_baseline"]
     assert not [s for s in script["since_baseline"] if ": instructions #" in s]  # only what changed this time

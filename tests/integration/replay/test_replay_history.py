@@ -73,7 +73,7 @@ def test_a_run_against_its_baseline_names_what_changed_and_links_it(
 ) -> None:
     suite = _suite(tmp_path)
     history = tmp_path / "history"
-    assert main([str(suite), "--history", str(history)]) == 0
+    assert main([str(suite), "--history", str(history), "--accept-baseline"]) == 0
     [first] = [p for p in history.iterdir() if p.is_dir()]
     capsys.readouterr()
     _slow_ga(suite / "answer")
@@ -107,7 +107,7 @@ def test_a_run_against_its_baseline_names_what_changed_and_links_it(
 def test_the_history_index_lists_runs_with_pass_rate_and_median_reply_gap(tmp_path: Path) -> None:
     suite = _suite(tmp_path)
     history = tmp_path / "history"
-    assert main([str(suite), "--history", str(history)]) == 0
+    assert main([str(suite), "--history", str(history), "--accept-baseline"]) == 0
     _slow_ga(suite / "answer")
     assert main([str(suite), "--history", str(history)]) == 1
     entries: list[dict[str, Any]] = json.loads((history / "index.json").read_text())
