@@ -188,6 +188,14 @@ def _emulator_set_option(p: argparse.ArgumentParser) -> None:
 
 def _history_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "--baseline-tolerance-ms",
+        type=float,
+        default=150.0,  # bridge.replay.history.BASELINE_TOLERANCE_MS (not imported: the parser loads fast)
+        metavar="MS",
+        help="with a baseline: list every caller-felt figure that moved further than this, within the budget or "
+        "not (default 150; the budget, --budget, decides red)",
+    )
+    p.add_argument(
         "--history",
         type=Path,
         metavar="DIR",
@@ -422,12 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bridge.replay.history import Budget
 
         budget = Budget.parse(args.budget)
-        if args.keep is not None and args.keep < 1:
-            raise ConfigError("--keep", "N", f"keep at least the run being recorded (1 or more), not {args.keep}")
-        if args.keep_audio < 0:
-            raise ConfigError("--keep-audio", "N", f"a number of runs, 0 or more, not {args.keep_audio}")
-        if args.accept_baseline and args.history is None:
-            raise ConfigError("--accept-baseline", "--history", "moves a history's baseline: give --history DIR")
+        _check_history_options(args)
         accepts = parse_accepts(args.accept_removed, args.accept_unjudged, args.judged_by, args.accept)
         baseline = _baseline(args)
         results, meta = run(args)
@@ -441,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if baseline is not None:
         from bridge.replay.history import apply_baseline
 
-        apply_baseline(data, baseline, args.report, budget)
+        apply_baseline(data, baseline, args.report, budget, args.baseline_tolerance_ms)
     gate = judge(data, None if baseline is None else baseline.scripts, accepts, args.fail_on)
     data["meta"]["gate"] = gate.to_json()
     code = gate.exit
@@ -473,6 +476,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.accept_baseline and not args.json:
         print("baseline: this run" if code == EXIT_OK else "baseline: not moved: a red run is never a baseline")
     return code
+
+
+def _check_history_options(args: argparse.Namespace) -> None:
+    if args.keep is not None and args.keep < 1:
+        raise ConfigError("--keep", "N", f"keep at least the run being recorded (1 or more), not {args.keep}")
+    if args.keep_audio < 0:
+        raise ConfigError("--keep-audio", "N", f"a number of runs, 0 or more, not {args.keep_audio}")
+    if not 0 <= args.baseline_tolerance_ms < float("inf"):
+        raise ConfigError("--baseline-tolerance-ms", "MS", f"0 or more, not {args.baseline_tolerance_ms}")
+    if args.accept_baseline and args.history is None:
+        raise ConfigError("--accept-baseline", "--history", "moves a history's baseline: give --history DIR")
 
 
 def _baseline(args: argparse.Namespace) -> Baseline | None:

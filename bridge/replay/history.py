@@ -5,7 +5,9 @@ A **baseline** is an earlier green run's report directory (its ``report.json``),
 run accepted as the baseline: ``--accept-baseline`` on a green run; a red run never is one, ``bridge/replay/gate.py``).
 Per script, :func:`changes` names what changed since: the status, the script itself (its digest), each failure and
 each difference that is new or gone (unexpected and expected apart), and per run (dialect or variant) the model, the
-median reply gap, the greeting and the first reply where they moved further than the timing tolerance. A script
+caller-felt figures (the median and p90 reply gap, the greeting, the first reply, each turn's reply gap and barge-in
+cut, the longest silence) that moved further than the baseline tolerance (``--baseline-tolerance-ms``, 150 ms), each
+said within or beyond its budget (``--budget``: what turns the gate red). A script
 the baseline lacks says so; the baseline's scripts not run now are listed in the meta. The report links the
 baseline's page.
 
@@ -243,19 +245,50 @@ def instructions_diff(now: Mapping[str, Any], then: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _run_changes(name: str, now: Mapping[str, Any], then: Mapping[str, Any], tolerance_ms: float) -> list[str]:
+def timing_moves(
+    who: str, now: Mapping[str, Any], then: Mapping[str, Any], tolerance_ms: float, budget: Budget
+) -> list[str]:
+    """Every caller-felt figure of one run that moved further than ``tolerance_ms`` from its baseline run, within
+    its budget or not (the budget decides red: :func:`run_regressions`): the median and p90 reply gap, the greeting,
+    the first reply, each turn's reply gap and barge-in cut, the longest silence."""
+    tn, tt = now.get("timing") or {}, then.get("timing") or {}
+    gaps_now, gaps_then = _turn_values(now, "reply_gap_ms"), _turn_values(then, "reply_gap_ms")
+    figures: list[tuple[str, float | None, float | None, float | None]] = [
+        ("median reply gap", median(gaps_then), median(gaps_now), budget.reply_gap_ms),
+        ("p90 reply gap", _p90(gaps_then), _p90(gaps_now), budget.reply_gap_p90_ms),
+        ("greeting", tt.get("greeting_ms"), tn.get("greeting_ms"), budget.greeting_ms),
+        ("first reply", tt.get("first_reply_ms"), tn.get("first_reply_ms"), budget.greeting_ms),
+    ]
+    turns_now = {t.get("turn"): t for t in tn.get("turns") or []}
+    for before in tt.get("turns") or []:
+        after = turns_now.get(before.get("turn")) or {}
+        turn = before.get("turn")
+        figures.append((f"reply gap after turns[{turn}]", before.get("reply_gap_ms"), after.get("reply_gap_ms"), None))
+        cuts = before.get("barge_in_cut_ms"), after.get("barge_in_cut_ms")
+        if cuts != (None, None):
+            figures.append((f"barge-in cut at turns[{turn}]", *cuts, budget.barge_in_cut_ms))
+    figures.append(("longest silence", tt.get("longest_silence_ms"), tn.get("longest_silence_ms"), None))
+    out: list[str] = []
+    for what, before, after, allowed in figures:
+        if not _moved(before, after, tolerance_ms):
+            continue
+        delta = f"{after - before:+.0f} ms; " if before is not None and after is not None else ""
+        within = ""
+        if allowed is not None and before is not None and after is not None:
+            within = f", {'beyond' if after - before > allowed else 'within'} the budget {allowed:g} ms"
+        out.append(f"{who}: {what} {_ms(before)} -> {_ms(after)} ({delta}tolerance {tolerance_ms:g} ms{within})")
+    return out
+
+
+def _run_changes(
+    name: str, now: Mapping[str, Any], then: Mapping[str, Any], tolerance_ms: float, budget: Budget
+) -> list[str]:
     who = label(name)
     out: list[str] = []
     if now.get("model") != then.get("model"):
         out.append(f"{who}: model {then.get('model') or '?'} -> {now.get('model') or '?'}")
     out += _config_changes(who, now.get("config") or {}, then.get("config") or {})
-    gap_then, gap_now = run_median_gap(then), run_median_gap(now)
-    if _moved(gap_then, gap_now, tolerance_ms):
-        out.append(f"{who}: median reply gap {_ms(gap_then)} -> {_ms(gap_now)} (tolerance {tolerance_ms:g} ms)")
-    for key, what in (("greeting_ms", "greeting"), ("first_reply_ms", "first reply")):
-        before, after = (then.get("timing") or {}).get(key), (now.get("timing") or {}).get(key)
-        if _moved(before, after, tolerance_ms):
-            out.append(f"{who}: {what} {_ms(before)} -> {_ms(after)} (tolerance {tolerance_ms:g} ms)")
+    out += timing_moves(who, now, then, tolerance_ms, budget)
     cost_then, cost_now = then.get("cost_usd"), now.get("cost_usd")
     if cost_then is not None and cost_now is not None and abs(cost_now - cost_then) > 0.01 * max(cost_then, 1e-9):
         out.append(f"{who}: cost of the call ${cost_then:.4f} -> ${cost_now:.4f} ({cost_now / cost_then - 1:+.0%})")
@@ -264,8 +297,17 @@ def _run_changes(name: str, now: Mapping[str, Any], then: Mapping[str, Any], tol
     return out
 
 
-def changes(now: Mapping[str, Any], then: Mapping[str, Any] | None) -> list[str]:
-    """What changed in one script (its report JSON) since the baseline's (None: the baseline lacks it)."""
+BASELINE_TOLERANCE_MS: Final = 150.0  # a figure that moved further than this since the baseline is listed (why: docs)
+
+
+def changes(
+    now: Mapping[str, Any],
+    then: Mapping[str, Any] | None,
+    tolerance_ms: float = BASELINE_TOLERANCE_MS,
+    budget: Budget | None = None,
+) -> list[str]:
+    """What changed in one script (its report JSON) since the baseline's (None: the baseline lacks it); caller-felt
+    figures that moved further than ``tolerance_ms``, each said within or beyond the ``budget``."""
     if then is None:
         return ["new: the baseline did not run this script"]
     out: list[str] = []
@@ -277,7 +319,6 @@ def changes(now: Mapping[str, Any], then: Mapping[str, Any] | None) -> list[str]
         old, new = list(then.get(key) or []), list(now.get(key) or [])
         out += [f"new {what}: {x}" for x in new if x not in old]
         out += [f"gone {what}: {x}" for x in old if x not in new]
-    tolerance = float(now.get("tolerance_ms") or then.get("tolerance_ms") or 0.0)
     runs_now, runs_then = now.get("runs") or {}, then.get("runs") or {}
     for name in dict.fromkeys([*runs_then, *runs_now]):
         if name not in runs_then:
@@ -285,7 +326,7 @@ def changes(now: Mapping[str, Any], then: Mapping[str, Any] | None) -> list[str]
         elif name not in runs_now:
             out.append(f"{label(name)}: run in the baseline, not now")
         else:
-            out += _run_changes(name, runs_now[name], runs_then[name], tolerance)
+            out += _run_changes(name, runs_now[name], runs_then[name], tolerance_ms, budget or Budget())
     return out
 
 
@@ -295,7 +336,13 @@ def href(target: Path, start: Path | None) -> str:
     return rel.replace(os.sep, "/")
 
 
-def apply_baseline(data: dict[str, Any], baseline: Baseline, out: Path | None, budget: Budget | None = None) -> None:
+def apply_baseline(
+    data: dict[str, Any],
+    baseline: Baseline,
+    out: Path | None,
+    budget: Budget | None = None,
+    tolerance_ms: float = BASELINE_TOLERANCE_MS,
+) -> None:
     """Into a report's data (``bridge.replay.report.report_json``): ``meta.baseline`` (its link, from ``out``, and
     when it ran, the scripts it had that did not run now, the budget and how many scripts broke it), each script's
     ``since_baseline``, its ``regressions`` (beyond ``budget``) and its runs' ``instructions_diff``."""
@@ -305,7 +352,7 @@ def apply_baseline(data: dict[str, Any], baseline: Baseline, out: Path | None, b
     for script in data.get("scripts", []):
         name = str(script.get("script"))
         names.add(name)
-        script["since_baseline"] = changes(script, then.get(name))
+        script["since_baseline"] = changes(script, then.get(name), tolerance_ms, budget)
         script["regressions"] = regressions(script, then.get(name), budget)
         runs_then = (then.get(name) or {}).get("runs") or {}
         diffs = {
@@ -324,6 +371,7 @@ def apply_baseline(data: dict[str, Any], baseline: Baseline, out: Path | None, b
         "changed": sum(1 for s in data.get("scripts", []) if s["since_baseline"]),
         "regressed": sum(1 for s in data.get("scripts", []) if s["regressions"]),
         "budget": asdict(budget),
+        "tolerance_ms": tolerance_ms,
     }
 
 
