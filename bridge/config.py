@@ -395,6 +395,15 @@ class Settings(BaseSettings, TracingSettings, WebhookSettings):
     front_auth_user_failures: int = Field(10, ge=1, le=100_000)
     front_auth_user_window_s: int = Field(60, ge=1, le=86400)
     front_auth_user_ban_s: int = Field(300, ge=1, le=86400)
+    # The front's TCP and TLS connections (bridge/serve/front_conns.py): in all (TLS among them), and per source
+    # address outside sip_trunk_sources (not a worker, not the front's own): serve closes a source's connections over
+    # the limit as it finds them; a connection idle this long before it has carried a whole request is closed (a
+    # half-sent message too); Kamailio's shared memory in MB (None: enough for the connection limits)
+    front_tcp_max_connections: int = Field(1024, ge=8, le=65536)
+    front_tls_max_connections: int = Field(256, ge=2, le=65536)
+    front_connections_per_source: int = Field(16, ge=1, le=65536)
+    front_tcp_idle_s: int = Field(20, ge=2, le=3600)
+    front_shm_mb: int | None = Field(None, ge=64, le=65536)
     # Where the front keeps its dialogs: "redis" (Kamailio's dialog module with db_redis, written as they change), so
     # that a restarted front, or a second one taking over its address, carries every live call's in-dialog requests
     # to its worker; "memory": in Kamailio's memory only. With "redis" they go to front_dialog_url if set, else to

@@ -23,9 +23,10 @@ records.
                        and their replay through the decision engine
     front.py           the front door: Kamailio in front of the workers, so that one SIP address reaches every
                        worker of every node; its start, supervision, metrics and stop
+    front_conns.py     the TCP and TLS connections one source may hold at the front, closed beyond that
     front_dialogs.py   where the front keeps its dialogs: Redis (db_redis) or Kamailio's memory, and why
-    front_edge.py      what the front refuses before a worker sees it (the edge), and its ``front.sources`` and
-                       ``front.users``
+    front_edge.py      what the front refuses before a worker sees it (the edge), its connection limits, and its
+                       ``front.sources`` and ``front.users``
     front_files.py     what the front's run directory holds for the routing script: ``dispatcher.list``,
                        ``front.defs``, ``tls.cfg``
     front_process.py   Kamailio's process: its environment, its process group, its log relayed, the SIP probe

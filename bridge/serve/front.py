@@ -56,8 +56,9 @@ from bridge.errors import ConfigError
 from bridge.runtime.lifetime import pdeathsig_prefix
 from bridge.runtime.logs import stderr_is_journal
 from bridge.runtime.sched import renice_group
+from bridge.serve.front_conns import Warden
 from bridge.serve.front_dialogs import dialog_store, write_dialog_schemas
-from bridge.serve.front_edge import Edge, address_file, front_users
+from bridge.serve.front_edge import Conns, Edge, address_file, front_users
 from bridge.serve.front_files import (
     Destination,
     FrontError,
@@ -139,6 +140,7 @@ class KamailioFront:
         self.binary = binary or require_kamailio()
         self.run_dir = front_run_dir(settings)
         self.edge = Edge.from_settings(settings)
+        self.conns = Conns.from_settings(settings)
         self.dialogs = dialog_store(settings)
         self.dialog_db = self.dialogs.url  # "": dialogs in Kamailio's memory only
         self._keys = (secrets.token_hex(16), secrets.token_hex(16))  # nonces, topoh: one pair per front, not per start
@@ -152,6 +154,7 @@ class KamailioFront:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
+        self._warden_task: asyncio.Task[None] | None = None
         self._log_task: asyncio.Task[None] | None = None
 
     @property
@@ -174,6 +177,7 @@ class KamailioFront:
             edge=self.edge,
             dialog_db=self.dialog_db,
             dialog_id=self.settings.front_dialog_id,
+            conns=self.conns,
         )
         if self.dialog_db:
             write_dialog_schemas(self.run_dir / "db_redis")
@@ -197,8 +201,9 @@ class KamailioFront:
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *pdeathsig_prefix(),  # a killed `serve` takes Kamailio with it (bridge/runtime/lifetime.py)
-                self.binary, LOG_ENGINE, "-DD", "-E", "-f", str(config), "-Y", str(self.run_dir), "-w",
-                str(self.run_dir), stdin=asyncio.subprocess.DEVNULL, stdout=write_end, stderr=write_end,
+                self.binary, LOG_ENGINE, "-DD", "-E", "-m", str(self.conns.memory_mb), "-f", str(config), "-Y",
+                str(self.run_dir), "-w", str(self.run_dir),
+                stdin=asyncio.subprocess.DEVNULL, stdout=write_end, stderr=write_end,
                 env=front_environment(os.environ),
                 start_new_session=True,  # a terminal's Ctrl-C reaches serve, which stops Kamailio itself
             )  # fmt: skip
@@ -256,7 +261,7 @@ class KamailioFront:
             await self.stop()  # nothing half-started is left behind
             raise
         log.info(
-            "front: Kamailio (pid %d, %s) on sip:%s:%d dispatching to %d workers (%s); %s; %s; run directory %s; "
+            "front: Kamailio (pid %d, %s) on sip:%s:%d dispatching to %d workers (%s); %s; %s; %s; run directory %s; "
             "its log %s",
             self.proc.pid if self.proc else 0,
             self.scheduling,
@@ -265,12 +270,21 @@ class KamailioFront:
             len(self.destinations),
             ", ".join(f"{d.address}/{d.max_calls}" for d in self.destinations),
             self.edge.describe(),
+            self.conns.describe(),
             self.dialogs.describe(),
             self.run_dir,
             "in the journal" if self.to_journal else self.log_file,
         )
         self._task = asyncio.create_task(self._supervise(), name="front")
         self._metrics_task = asyncio.create_task(self._export(), name="front-metrics")
+        self._warden_task = asyncio.create_task(self._warden().run(), name="front-connections")
+
+    def _warden(self) -> Warden:
+        """Per source connection limits: the workers, the front's own address and the listed trunks have none."""
+        own = {self.settings.front_host, self.listen_host, *(d.host for d in self.destinations)}
+        exempt = [host for host in own if host not in ("0.0.0.0", "::")] + list(self.edge.trunk_sources)
+        ports = [self.port] + ([self.settings.sip_tls_port] if self.settings.sip_tls_port else [])
+        return Warden(self.rpc_socket, ports, self.conns.per_source, exempt)
 
     async def _wait_ready(self, within_s: float) -> None:
         deadline = time.monotonic() + within_s
@@ -369,7 +383,7 @@ class KamailioFront:
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in (self._task, self._metrics_task):
+        for task in (self._task, self._metrics_task, self._warden_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -146,6 +146,77 @@ class Edge:
         }
 
 
+# A message of up to 64 KiB is read whole over TCP and TLS (then answered, trimmed or refused 513 by route[SIZE]):
+# Kamailio's read buffer of every connection, in its shared memory.
+READ_BUFFER = 65536 + 1024
+TLS_STATE = 64 * 1024  # what OpenSSL holds per TLS connection in Kamailio's shared memory (about 50 KiB measured)
+SHM_BASE_MB = 64  # Kamailio's default: dialogs, transactions, tables
+
+
+@dataclass(frozen=True)
+class Conns:
+    """The front's TCP and TLS connections (kamailio/kamailio.cfg): how many in all and over TLS (Kamailio's
+    ``tcp_max_connections``, ``tls_max_connections``), how long one may sit idle before it has carried a whole request
+    (``tcp_connection_lifetime``; one that has is kept for a call's length), how large a message it may carry
+    (``tcp_rd_buf_size``), the shared memory that holds them all (``-m``), how many one source may hold (enforced
+    by ``front_conns``). Settings ``front_tcp_max_connections``, ``front_tls_max_connections``,
+    ``front_connections_per_source``, ``front_tcp_idle_s``, ``front_shm_mb``."""
+
+    max_connections: int = 1024
+    max_tls: int = 256
+    per_source: int = 16
+    idle_s: int = 20
+    shm_mb: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Conns:
+        conns = cls(
+            settings.front_tcp_max_connections,
+            settings.front_tls_max_connections,
+            settings.front_connections_per_source,
+            settings.front_tcp_idle_s,
+            settings.front_shm_mb,
+        )
+        if conns.max_tls > conns.max_connections:
+            raise ConfigError("settings", "front_tls_max_connections", "at most front_tcp_max_connections")
+        if conns.per_source >= conns.max_tls:
+            raise ConfigError(
+                "settings", "front_connections_per_source", "below front_tls_max_connections (and the TCP limit)"
+            )
+        if conns.shm_mb is not None and conns.shm_mb < conns.needed_mb:
+            raise ConfigError(
+                "settings", "front_shm_mb", f"{conns.shm_mb} MB cannot hold the connection limits: {conns.needed_mb}"
+            )
+        return conns
+
+    @property
+    def needed_mb(self) -> int:
+        """Shared memory for every connection's read buffer, OpenSSL's state of every TLS one, and the rest."""
+        need = self.max_connections * (READ_BUFFER + 1024) + self.max_tls * TLS_STATE
+        return SHM_BASE_MB + -(-need // (1 << 20))
+
+    @property
+    def memory_mb(self) -> int:
+        """Kamailio's ``-m``."""
+        return self.shm_mb if self.shm_mb is not None else self.needed_mb
+
+    def describe(self) -> str:
+        return (
+            f"TCP and TLS: {self.max_connections} connections ({self.max_tls} TLS), {self.per_source} per source"
+            f" outside sip_trunk_sources, {self.idle_s} s idle before a whole request, messages up to"
+            f" {READ_BUFFER - 1024} bytes; shared memory {self.memory_mb} MB"
+        )
+
+    def script_values(self) -> dict[str, int]:
+        """``#!define`` numbers of ``front.defs``."""
+        return {
+            "FRONT_TCP_MAX": self.max_connections,
+            "FRONT_TLS_MAX": self.max_tls,
+            "FRONT_TCP_IDLE_S": self.idle_s,
+            "FRONT_TCP_BUF": READ_BUFFER,
+        }
+
+
 ALLOWLIST_GROUP, TRUNK_GROUP = 1, 2  # the groups of front.sources that kamailio.cfg's allow_source_address() reads
 
 

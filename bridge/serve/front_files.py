@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bridge.config import Settings
 from bridge.errors import BridgeError, ConfigError
-from bridge.serve.front_edge import Edge
+from bridge.serve.front_edge import Conns, Edge
 
 DISPATCHER_SET = 1  # the script routes every new call to this dispatcher set ...
 TLS_DISPATCHER_SET = 2  # ... and a call that came over TLS to this one: the same workers' TLS listeners
@@ -104,12 +104,14 @@ def front_defs(
     edge: Edge | None = None,
     dialog_db: str = "",
     dialog_id: int = 0,
+    conns: Conns | None = None,
 ) -> str:
     """What ``kamailio.cfg`` includes: addresses, paths and numbers that appear inside strings as ``#!substdef``,
     other numbers as ``#!define``; switches of the edge as bare ``#!define``. The listeners are ``listen``'s.
     ``dialog_db`` (:func:`dialog_db_url`) keeps the dialogs in Redis (``FRONT_DIALOG_DB``, schema in ``db_redis/``),
-    their ids of this front's own (``dialog_id``: ``front_dialog_id``)."""
+    their ids of this front's own (``dialog_id``: ``front_dialog_id``); ``conns`` its TCP and TLS limits."""
     edge = edge or Edge()
+    conns = conns or Conns()
     listen_host, port, advertise, tls_port = listen.host, listen.port, listen.advertise, listen.tls_port
     host = f"[{listen_host}]" if ":" in listen_host else listen_host
     public = f"[{advertise}]" if ":" in advertise else advertise
@@ -156,6 +158,7 @@ def front_defs(
         "FRONT_PING_S": PING_INTERVAL_S,
         "FRONT_LOG_LEVEL": log_level,
         "FRONT_DIALOG_ID": dialog_id,
+        **conns.script_values(),
     }
     if edge.calls_per_source:
         numbers["FRONT_CALLS_PER_SOURCE"] = edge.calls_per_source

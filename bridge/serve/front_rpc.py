@@ -153,6 +153,7 @@ EDGE_COUNTERS = {
     "refused_slots": ("FRONT_REFUSED", "calls_per_source"),
     "refused_merged": ("FRONT_REFUSED", "merged"),
     "refused_too_large": ("FRONT_REFUSED", "too_large"),
+    "closed_connections": ("FRONT_REFUSED", "connections_per_source"),
     "refused_user_locked": ("FRONT_REFUSED", "user_locked"),
     "user_locks": ("FRONT_USER_LOCKS", ""),
 }
