@@ -155,6 +155,8 @@ class WallboardThresholds(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     calls_now: int | None = Field(None, ge=1)  # live calls at or above
+    service_level: float | None = Field(None, ge=0, le=1)  # target share answered within service_level_s, below
+    service_level_s: float = Field(20.0, gt=0, le=3600)  # the service level's seconds from the ring to the answer
     refused: int | None = Field(None, ge=1)  # callers refused (486/503) in the last 15 minutes, at or above
     containment: float | None = Field(None, ge=0, le=1)  # share of the last hour's calls not transferred, at or below
     waiting: int | None = Field(None, ge=1)  # callers waiting for a human now, at or above

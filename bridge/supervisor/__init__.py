@@ -63,5 +63,6 @@ The page itself is plain files in ``static/`` (no build step).
                      (:mod:`bridge.supervisor.accounts`)
     users_watch.py   the users file, read again while ``serve`` runs: an account removed, or its role changed, is
                      signed out
+    wall_rollout.py  the rollout's rows on the wallboard: each variant's calls and the verdict the flag applies
     wallboard.py     the wallboard's page and its tiles' route (``GET /api/wallboard``)
 """

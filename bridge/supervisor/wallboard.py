@@ -1,5 +1,6 @@
 """The wallboard: ``GET /wallboard`` (the page, ``static/wallboard.html``) and ``GET /api/wallboard?plan=`` (its
-tiles; :mod:`.board` says what each counts). Any signed-in role may read it, as it may the live calls.
+tiles, :mod:`.board` says what each counts; the rollout's rows, :mod:`.wall_rollout`). Any signed-in role may read
+it, as it may the live calls.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from bridge.supervisor.board import REFUSED_WINDOW_S, WINDOW_S, board
 from bridge.supervisor.console import STATIC
 from bridge.supervisor.http import reply, supervisor_of
 from bridge.supervisor.routes import Kind, Param, Route, add
+from bridge.supervisor.wall_rollout import read as rollout_rows
 
 
 def add_routes(app: web.Application) -> None:
@@ -56,4 +58,5 @@ async def tiles(request: web.Request) -> web.Response:
     shown = board(
         live, ended, refused=refused, capacity=capacity(sup.health()), thresholds=thresholds, now=now, plan=plan
     )
-    return reply({**shown, "plans": sorted(sup.dialplans), "capped": capped})
+    rollouts = await rollout_rows(sup.rollouts, sup.plans, live, ended, plan) if sup.rollouts is not None else []
+    return reply({**shown, "rollouts": rollouts, "plans": sorted(sup.dialplans), "capped": capped})

@@ -14,13 +14,16 @@ from bridge.dialplan import WallboardThresholds, load_dialplan
 from bridge.errors import ConfigError
 from bridge.store import keys
 from bridge.store.pending import PendingWrites
-from bridge.supervisor.board import TILES, board, figures
+from bridge.store.record import iso
+from bridge.supervisor.board import TILES, board, ended_figures, figures
 
 NOW = 10_000.0
 
 
-def _ended(outcome: str, seconds: float, plan: str = "line") -> dict[str, str]:
-    return {"outcome": outcome, "started_at": str(NOW - 100), "ended_at": str(NOW - 100 + seconds), "dialplan": plan}
+def _ended(outcome: str, seconds: float, plan: str = "line", ring: float = 2.0) -> dict[str, str]:
+    answered = "" if outcome in ("abandoned", "completed_elsewhere") else str(NOW - 100 + ring)
+    return {"outcome": outcome, "started_at": str(NOW - 100), "answered_at": answered,
+            "ended_at": str(NOW - 100 + seconds), "dialplan": plan}  # fmt: skip
 
 
 def test_each_tile_counts_what_it_says() -> None:
@@ -32,11 +35,15 @@ def test_each_tile_counts_what_it_says() -> None:
         {"dialplan": "line", "on_hold": True, "worker_alive": True},
         {"dialplan": "line", "worker_alive": False},
     ]
-    ended = [_ended("completed", 60), _ended("transferred", 120), _ended("abandoned", 6),
+    ended = [_ended("completed", 60), _ended("transferred", 120, ring=25), _ended("abandoned", 6),
              _ended("completed_elsewhere", 4), _ended("failed", 30)]  # fmt: skip
     values = figures(live, ended, refused=3, now=NOW)
     assert values == {
         "calls_now": 6,
+        "handled": 3,  # answered and ended: completed, transferred, failed
+        "service_level": 0.5,  # of four callers, two answered within 20 s (one after 25 s, one never)
+        "abandoned": 1,
+        "callers": 4,
         "refused": 3,
         "containment": 0.667,  # of completed, transferred, failed: two without a transfer
         "waiting": 2,
@@ -105,3 +112,26 @@ def test_a_plan_threshold_out_of_range_names_its_file_and_field(tmp_path: Path) 
         assert (exc.value.field, exc.value.source) == (field, str(path))
     path.write_text(json.dumps({"name": "x", "match": ["1"], "dialect": "ga", "wallboard": {"trouble": 2}}))
     assert load_dialplan(path).wallboard.trouble == 2
+
+
+def test_the_service_level_counts_within_the_plans_seconds_and_reddens_below_its_target() -> None:
+    ended = [_ended("completed", 60, ring=5), _ended("completed", 60, ring=12), _ended("abandoned", 6)]
+    plan = WallboardThresholds(service_level=0.8, service_level_s=10).model_dump()
+    shown = board([], ended, refused=0, capacity=4, thresholds=plan, now=NOW)
+    level = {t["name"]: t for t in shown["tiles"]}["service_level"]
+    assert level["value"] == 0.333 and level["threshold"] == 0.8 and level["red_when"] == "below"
+    assert level["explain"] == "callers of the last hour answered within 10 s"
+    handled = {t["name"]: t for t in shown["tiles"]}["handled"]
+    assert handled["value"] == 2 and handled["red_when"] == "never" and handled["threshold"] is None
+    assert {t["name"]: t for t in shown["tiles"]}["abandonment"]["detail"] == "1 of 3 callers"
+    assert WallboardThresholds().service_level_s == 20 and shown["service_level_s"] == 10
+
+
+def test_report_lines_give_the_figures_the_hashes_give() -> None:
+    """A report line says its times in ISO 8601 where a hash keeps Unix seconds: the same calls, the same figures."""
+    ended = [_ended("completed", 60, ring=5), _ended("transferred", 100, ring=30), _ended("abandoned", 6)]
+    lines = [{**c, **{k: iso(float(c[k])) if c[k] else None for k in ("started_at", "answered_at", "ended_at")}}
+             for c in ended]  # fmt: skip
+    assert lines[0]["started_at"].endswith("Z")
+    assert ended_figures(lines) == ended_figures(ended)
+    assert ended_figures(ended)["handled"] == 2 and ended_figures(ended)["service_level"] == 0.333

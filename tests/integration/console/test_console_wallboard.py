@@ -73,16 +73,25 @@ async def test_the_wallboard_fills_a_screen_turns_red_over_thresholds_and_sounds
                     "t => [t.dataset.tile, [t.querySelector('.value').textContent, t.dataset.state]]))"
                 )
                 assert values["calls_now"] == ["2 / 4", "ok"]  # two live calls of line; one worker of 4 calls
+                assert values["handled"] == ["2", "ok"]  # answered and ended: completed and transferred
+                assert values["service_level"] == ["67 %", "ok"]  # of three callers, two answered within 20 s
                 assert values["refused"] == ["2", "red"]  # two callers refused; the plan's threshold is 2
                 assert values["containment"] == ["50 %", "ok"]  # of two answered calls one was transferred
                 assert values["waiting"] == ["1", "ok"]
                 minutes, seconds = values["longest_wait_s"][0].split(":")
                 assert WAIT_S - 2 <= int(minutes) * 60 + int(seconds) <= WAIT_S + 30, values
                 assert values["abandonment"] == ["33 %", "ok"]  # one of three callers hung up before the answer
+                assert await page.eval(tile("abandonment", ".detail") + ".textContent") == "1 of 3 callers"
                 assert values["handle_s"][0] == "0:02"  # 2, 2 and 1 s from the start to the end
                 assert values["trouble"] == ["1", "red"]  # the model is away on c-away
-                note = await page.eval(tile("trouble", ".note") + ".textContent")
-                assert note == "ALERT: at or above 1"  # in words, not colour alone
+                alert = await page.eval(tile("trouble", ".alert") + ".textContent")
+                assert alert == "ALERT: at or above 1"  # in words, not colour alone
+                said = await page.eval("document.getElementById('announce').textContent")
+                assert "In trouble now turned red: 1, at or above 1" in said  # told once, politely
+                assert await page.eval("document.getElementById('updated').getAttribute('role')") is None
+                assert (await page.text("#updated")).endswith(" UTC"), await page.text("#updated")
+                note = await page.eval(tile("service_level", ".note") + ".textContent")
+                assert note == "callers of the last hour answered within 20 s"  # each tile's definition, one line
 
                 # readable across the room: one screen, no scrolling, numbers large
                 fits = await page.eval(
@@ -107,9 +116,12 @@ async def test_the_wallboard_fills_a_screen_turns_red_over_thresholds_and_sounds
                 )
                 await page.wait_for(tile("waiting") + ".dataset.state === 'red'")
                 assert await page.eval("window.__wallboard.beeps") == 1
+                said = await page.eval("document.getElementById('announce').textContent")
+                assert said == "Waiting for a human turned red: 1, at or above 1", said
                 updates = await page.eval("window.__wallboard.updates")
                 await page.wait_for(f"window.__wallboard.updates >= {updates + 2}")  # it updates on its own
                 assert await page.eval("window.__wallboard.beeps") == 1  # still red: no second sound
+                assert await page.eval("document.getElementById('announce').textContent") == said  # nor a new word
                 # the screen's threshold stays across a reload (this browser's)
                 await page.reload()
                 await page.wait_for(tile("waiting") + " && " + tile("waiting") + ".dataset.state === 'red'")
@@ -125,3 +137,69 @@ async def test_the_wallboard_page_without_a_session_says_where_to_sign_in(tmp_pa
         assert await page.eval("document.querySelectorAll('[data-tile]').length") == 0
         status, body = await stack.get("/api/wallboard?plan=nope", OPERATOR_TOKEN)
         assert status == 404 and body["field"] == "plan"
+
+
+SIZES = ((1920, 1080), (1366, 768), (1280, 720), (800, 1000))
+# every tile at its widest figure ("888 / 888", "1,234", "100 %", "59:59"), red (its alert line too) or not
+WIDEST = """(red) => {
+  const widest = {calls_now: 888, handled: 1234, service_level: 1, abandonment: 1, longest_wait_s: 3599,
+    waiting: 888, containment: 1, handle_s: 3599, refused: 1234, trouble: 888};
+  const data = structuredClone(window.__wallboard.last);
+  data.capacity = 888;
+  for (const t of data.tiles) {
+    t.value = widest[t.name];
+    if (t.name === "abandonment") t.detail = "1,234 of 1,234 callers";
+    if (t.name === "calls_now") t.detail = "capacity 888";
+    t.threshold = t.red_when === "never" || !red ? null : t.red_when === "below" ? 1 : 0;
+  }
+  data.rollouts = [{dialplan: "canary", safe: "ga", kill: red ? {by: "olga", role: "supervisor",
+    at: "2026-11-28T10:52:31Z", reason: "the candidate drops calls"} : null, variants: ["ga", "beta"].map((v) => ({
+    variant: v, share: 50, calls_now: 888, handled: 1234, abandoned: 1234, fallback: 888, trouble: 888,
+    verdict: v === "ga" ? "safe" : "rolled back"}))}];
+  window.__wallboard.render(data);
+  const inside = (box, r) => r.left >= box.left - 0.5 && r.right <= box.right + 0.5 && r.top >= box.top - 0.5
+    && r.bottom <= box.bottom + 0.5;
+  const out = [];
+  for (const tile of document.querySelectorAll("[data-tile]")) {
+    const b = tile.getBoundingClientRect(), s = getComputedStyle(tile);
+    const box = {left: b.left + parseFloat(s.borderLeftWidth), right: b.right - parseFloat(s.borderRightWidth),
+      top: b.top + parseFloat(s.borderTopWidth), bottom: b.bottom - parseFloat(s.borderBottomWidth)};
+    for (const el of tile.querySelectorAll("h2, p")) {
+      const range = document.createRange();
+      range.selectNodeContents(el);
+      const r = range.getBoundingClientRect();
+      if (!inside(box, r)) out.push([tile.dataset.tile, el.className, el.textContent, [r.left, r.right, r.top,
+        r.bottom], [box.left, box.right, box.top, box.bottom]]);
+    }
+  }
+  const value = parseFloat(getComputedStyle(document.querySelector("[data-tile=calls_now] .value")).fontSize);
+  const root = document.documentElement;
+  const scrolls = root.scrollHeight > innerHeight || root.scrollWidth > innerWidth;
+  return {out, value, scrolls, texts: [...document.querySelectorAll("[data-tile] .value")].map((e) => e.textContent)};
+}"""
+
+
+async def test_every_tile_fits_its_widest_figures_at_every_screen_size(tmp_path: Path) -> None:
+    async with console_stack(tmp_path) as stack, Browser(width=1920, height=1080) as browser:
+        page = await browser.page()
+        await sign_in(page, stack.url, OPERATOR_TOKEN, name="Wally")
+        await page.goto(stack.url + "wallboard")
+        await page.wait_for("window.__wallboard && window.__wallboard.updates > 0")
+        found = []
+        for width, height in SIZES:
+            await page.send(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+            )
+            await page.wait_for(f"innerWidth === {width} && innerHeight === {height}")
+            for red in (False, True):
+                shown = await page.eval(f"({WIDEST})({'true' if red else 'false'})")
+                where = f"{width}x{height}{' red' if red else ''}"
+                assert shown["texts"][:5] == ["888 / 888", "1,234", "100 %", "100 %", "59:59"], shown["texts"]
+                assert not shown["out"], (where, shown["out"])  # every line of every tile inside its tile
+                if width >= 1280:  # a room's screen: one screen, no scrolling, the figures large
+                    assert not shown["scrolls"], where
+                    assert shown["value"] >= 0.04 * height, (where, shown["value"])
+                if axe_missing() is None:
+                    found += await run_axe(page, f"the wallboard at its widest figures, {where}")
+        assert not found, told(found)
