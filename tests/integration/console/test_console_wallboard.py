@@ -5,17 +5,29 @@ threshold red and saying so in words, a threshold set on the screen turning anot
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from _axe import axe_missing, run_axe, told
 from _cdp import Browser
-from _console_helpers import OPERATOR_TOKEN, console_stack, needs_browser_stack, sign_in, write_dialplans
+from _console_helpers import (
+    OPERATOR_TOKEN,
+    caller_wav,
+    console_stack,
+    needs_browser_stack,
+    sign_in,
+    softphone,
+    write_dialplans,
+)
 from fakes.clock import Clock
 
 from bridge import events as ev
 from bridge.store.calls import CallStore, StoreTuning
+from bridge.store.reportfile import read_reports
+from bridge.supervisor.board import ended_figures
 
 pytestmark = needs_browser_stack
 
@@ -203,3 +215,33 @@ async def test_every_tile_fits_its_widest_figures_at_every_screen_size(tmp_path:
                 if axe_missing() is None:
                     found += await run_axe(page, f"the wallboard at its widest figures, {where}")
         assert not found, told(found)
+
+
+async def test_the_walls_figures_are_the_report_lines_of_the_same_calls(tmp_path: Path) -> None:
+    """Real calls through serve's worker: the wall's handled, abandoned and service level, and the rollout's row of
+    each variant, equal what the report file's lines of those calls say, counted the same way."""
+    play = caller_wav(tmp_path / "caller.wav")
+    async with console_stack(tmp_path) as stack:
+        calls = [softphone(stack, "5000", play, seconds=2.0 + i) for i in range(3)]  # canary: a rollout plan
+        phones = await asyncio.gather(*calls)
+        assert all(p["answered"] for p in phones), phones
+        lines: list[dict[str, Any]] = []
+        for _ in range(200):  # each call's line comes as its worker finishes it
+            lines = [r for r in read_reports(tmp_path / "calls.jsonl") if r.get("dialplan") == "canary"]
+            if len(lines) == len(phones):
+                break
+            await asyncio.sleep(0.05)
+        assert len(lines) == len(phones), lines
+        status, wall = await stack.get("/api/wallboard?plan=canary", OPERATOR_TOKEN)
+        assert status == 200, wall
+        tiles = {t["name"]: t["value"] for t in wall["tiles"]}
+        said = ended_figures(lines, wall["service_level_s"])
+        assert said["handled"] == len(phones)  # the calls the softphone saw answered, each on the line
+        for name in ("handled", "service_level", "abandonment", "containment"):
+            assert tiles[name] == said[name], (name, tiles[name], said)
+        (rollout,) = wall["rollouts"]
+        for row in rollout["variants"]:
+            mine = [r for r in lines if r["variant"] == row["variant"]]
+            assert row["handled"] == ended_figures(mine)["handled"], (row, mine)
+            assert row["abandoned"] == ended_figures(mine)["abandoned"], (row, mine)
+        assert sum(row["handled"] for row in rollout["variants"]) == len(phones)
