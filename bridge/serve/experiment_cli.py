@@ -49,7 +49,8 @@ from bridge.rollout.experiment import step_weights
 from bridge.rollout.outcomes import compact, epoch_of, evaluate
 from bridge.rollout.policy import RolloutFlag, RolloutSpec
 from bridge.rollout.store import RolloutStore
-from bridge.supervisor.rollout_view import follow_flag
+from bridge.store.record import iso
+from bridge.supervisor.rollout_view import DECISIONS_LOOKED_AT, as_applied, follow_flag
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -204,12 +205,19 @@ async def show_experiment(
     store: RolloutStore, dialplan: str, spec: RolloutSpec, flag: RolloutFlag | None = None
 ) -> tuple[dict[str, Any], str]:
     """The rollout's decisions, verdicts and estimates (``rollout show``), as JSON and as text; each verdict follows
-    ``flag`` (the plan's own weights if None) as the console's does
-    (:func:`bridge.supervisor.rollout_view.follow_flag`)."""
+    ``flag`` (the plan's own weights if None) as the console's does, and the decisions are those the audit holds
+    (:func:`bridge.supervisor.rollout_view.as_applied`, :func:`~bridge.supervisor.rollout_view.follow_flag`)."""
+    flag = flag or spec.default_flag()
     current = await records.current(store.client, dialplan, spec, store.rollout_keys)
-    now = follow_flag(current, spec, flag or spec.default_flag())
+    now = follow_flag(as_applied(current, await store.audit(dialplan, count=DECISIONS_LOOKED_AT), flag), spec, flag)
     text = [f"guarded rollout (alpha {spec.experiment.alpha}; every candidate tested until a person ends it):"]
-    text += [f"  decided: {d['action']} {d['variant']}: {d['reason']}" for d in now["decisions"]]
+    text += [
+        f"  decided: {d['action']} {d['variant']} on calls up to {iso(d['t'])}, "
+        f"{'applied' if d['changed_flag'] else 'recorded, the flag unchanged,'} at {d['applied_iso']}: {d['reason']}"
+        for d in now["decisions"]
+    ]
+    if now["refused_decisions"]:
+        text.append(f"  {now['refused_decisions']} computed decision(s) the flag refused (it had moved): not shown")
     if now["pending"] is not None:
         shares = ", ".join(f"{n} {s:g} %" for n, s in now["pending"]["shares"].items())
         if now["epoch"] is None:

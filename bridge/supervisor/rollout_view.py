@@ -16,6 +16,12 @@ plan names a ``rollout.rollback`` section (``rollback_rule``), as the worker run
 Otherwise the window's health is shown for reference only. ``metrics`` labels the experiment's metrics, guardrails in
 the engine's order.
 
+What was applied, not what was computed (:func:`as_applied`): the card's decisions and the charts' marks are those of
+the engine's replay that the rollout audit holds, each with ``applied_at`` (the audit entry's time) beside ``t`` (the
+last call it was decided on) and ``changed_flag``; a decision with no audit entry (the flag had moved off the epoch
+decided on, so the flag refused it) is left out and counted (``refused_decisions``), and a candidate the engine
+rolled back while the flag still gives it calls is ``rollback_pending``, never ``rolled_back``, until the flag is.
+
 The verdict follows the flag (:func:`follow_flag`): the engine learns of new weights only from the first call drawn
 under them, so between a change of the flag (a step, a rollback, a person's change, the kill switch) and the end of
 that call the card shows the flag's step, says it waits for those calls (``pending``), and keeps the figures of the
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -48,11 +55,14 @@ from bridge.rollout.policy import (
     shares,
     validate_flag,
 )
-from bridge.rollout.store import RolloutStore, json_value
+from bridge.rollout.store import AuditEntry, RolloutStore, json_value
 from bridge.store.read import read_live_calls
+from bridge.store.record import iso, unix
 from bridge.supervisor.kill_switch import holder_of
 
 AUDIT_COUNT = 30
+DECISIONS_LOOKED_AT = 500  # a plan's most recent audit entries its applied decisions are looked for in
+ROLLBACK_PENDING = "rollback_pending"  # the engine rolled the candidate back; the flag still gives it calls
 
 
 class Editor(enum.StrEnum):
@@ -147,6 +157,55 @@ def dialplan_panel(
     }
 
 
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _when(entry: AuditEntry) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(entry.when.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return unix(entry.when)
+
+
+def _kept(name: str, mark: Mapping[str, Any], decided: set[tuple[Any, float, Any]]) -> bool:
+    """A chart's mark to draw: a re-arm, or an applied decision's."""
+    return mark.get("action") == "rearm" or (name, round(float(mark.get("t") or 0), 3), mark.get("action")) in decided
+
+
+def as_applied(experiment: Mapping[str, Any], audit: list[AuditEntry], flag: RolloutFlag) -> dict[str, Any]:
+    """The experiment (:func:`bridge.rollout.records.current`) with only the decisions the audit holds (``audit``:
+    the plan's entries, newest first): each with ``applied_at`` and ``changed_flag``; the charts' marks of the others
+    left out; a rolled-back verdict the flag has not followed is ``rollback_pending``."""
+    entries = [a for a in reversed(audit) if a.who == records.AUTO_DECISION_WHO]  # oldest first, each matched once
+    decisions: list[dict[str, Any]] = []
+    refused, kept_marks = 0, set()
+    for d in experiment.get("decisions", []):
+        wanted = _plain({"action": d.get("action"), **(d.get("evidence") or {})})
+        entry = next((a for a in entries if _plain(a.evidence) == wanted), None)
+        if entry is None:
+            refused += 1
+            continue
+        entries.remove(entry)
+        at = _when(entry)
+        shown_at = {"applied_at": at, "applied_iso": iso(at) if at is not None else None}
+        decisions.append({**d, **shown_at, "changed_flag": bool(entry.new), "audit_id": entry.id})
+        kept_marks.add((d.get("variant"), round(float(d.get("t") or 0), 3), d.get("action")))
+    estimates = {}
+    for name, row in experiment.get("estimates", {}).items():
+        verdict = row.get("verdict") if isinstance(row, Mapping) else None
+        if not isinstance(verdict, Mapping):
+            estimates[name] = row
+            continue
+        marks = [m for m in verdict.get("marks", []) if _kept(name, m, kept_marks)]
+        shown = {**verdict, "marks": marks}
+        if verdict.get("state") == State.ROLLED_BACK and flag.weight(name) > 0 and not flag.kill:
+            shown["state"] = ROLLBACK_PENDING
+            shown["next"] = f"rollback decided; the flag still gives {name} calls until it is applied"
+        estimates[name] = {**row, "verdict": shown}
+    return {**experiment, "decisions": decisions, "refused_decisions": refused, "estimates": estimates}
+
+
 WAITING = "the first calls under the new weights"
 FIRST = "the plan's first calls"  # no call of the plan has ended yet
 
@@ -216,7 +275,8 @@ async def panel(store: RolloutStore, plans: RolloutPlans, *, audit_count: int = 
         out.append(dialplan_panel(name, spec, flag, stored is not None, window, voice=voice, live=variants))
         # with the workers' key: records they leave out for their signature are no evidence here either
         current = await records.current(store.client, name, spec, store.rollout_keys)
-        out[-1]["experiment"] = follow_flag(current, spec, flag)
+        applied = as_applied(current, await store.audit(name, count=DECISIONS_LOOKED_AT), flag)
+        out[-1]["experiment"] = follow_flag(applied, spec, flag)
     audit = await store.audit(count=audit_count)
     metrics = [{"key": m, "label": METRIC_LABELS.get(m, m)} for m in GUARDRAILS]
     return {"dialplans": out, "audit": [a.to_json() for a in audit], "metrics": metrics}

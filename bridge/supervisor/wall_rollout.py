@@ -9,8 +9,9 @@ fallback     its live calls running on its fallback model (its own model failed 
 trouble      its live calls in trouble now (as the In trouble tile counts them)
 share        its share of new calls under the flag, in percent
 verdict      one word from the flag: ``safe``; ``held`` (the kill switch sends every call to the safe variant);
-             ``rolled back`` (weight 0, the last change of its weight an automatic rollback); ``off`` (weight 0
-             otherwise); ``promoted`` (every call); ``testing`` (any share between)
+             ``rolled back`` (weight 0, the last change of its weight an automatic rollback: the window's rule
+             or the guarded rollout's); ``off`` (weight 0 otherwise); ``promoted`` (every call); ``testing``
+             (any share between)
 ===========  ========================================================================================================
 
 ``kill``: the kill switch, ``None`` while off, else ``{"by", "role", "at", "reason"}``: its holder as the flag names
@@ -41,7 +42,8 @@ def verdict(name: str, spec: RolloutSpec, flag: RolloutFlag, share: float, audit
         return "held"
     if share <= 0:
         last = next((a for a in audit if name in (a.new.get("weights") or {})), None)
-        return "rolled back" if last is not None and last.who == AUTO_ROLLBACK_WHO else "off"
+        automatic = last is not None and (last.who == AUTO_ROLLBACK_WHO or last.evidence.get("action") == "rollback")
+        return "rolled back" if automatic else "off"
     return "promoted" if share >= 100 else "testing"
 
 

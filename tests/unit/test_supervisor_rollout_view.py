@@ -5,14 +5,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.rollout import records
 from bridge.rollout.engine import State
 from bridge.rollout.experiment import GUARDRAILS, Experiment
 from bridge.rollout.health import WindowStats
 from bridge.rollout.outcomes import epoch_of
 from bridge.rollout.policy import RolloutFlag, RolloutSpec, legacy_spec
+from bridge.rollout.store import AuditEntry
 from bridge.supervisor.accounts import allows
 from bridge.supervisor.rollout import KILL_NEEDS
-from bridge.supervisor.rollout_view import FIRST, HEALTH_COLUMNS, METRIC_LABELS, WAITING, dialplan_panel, follow_flag
+from bridge.supervisor.rollout_view import (
+    FIRST,
+    HEALTH_COLUMNS,
+    METRIC_LABELS,
+    ROLLBACK_PENDING,
+    WAITING,
+    as_applied,
+    dialplan_panel,
+    follow_flag,
+)
 
 VARIANTS = [{"name": "ga", "dialect": "ga", "model": "gpt-realtime", "fallback_model": "gpt-4o-realtime-preview"},
             {"name": "beta", "dialect": "beta", "model": "gpt-4o-realtime-preview", "weight": 100}]  # fmt: skip
@@ -109,3 +120,31 @@ def _experiment_empty() -> dict[str, Any]:
 def test_weights_in_the_same_proportions_are_the_engines_epoch_and_wait_for_nothing() -> None:
     flag = RolloutFlag(weights={"base": 1, "ga": 1})  # 1:1 is 50:50
     assert follow_flag(_experiment({"base": 50.0, "ga": 50.0, "mini": 0.0}), THREE, flag)["pending"] is None
+
+
+def test_the_card_shows_the_decisions_the_audit_holds_never_one_the_flag_refused() -> None:
+    """Two promotions computed on one epoch, one taken by the flag (its audit entry), one refused (the flag had moved):
+    the card lists the taken one with when it was applied, and draws its mark alone; a rollback the flag has not
+    followed is pending, not rolled back."""
+    spec = legacy_spec()  # ga and beta (safe)
+    flag = RolloutFlag.model_validate(spec.default_flag().model_dump() | {"weights": {"ga": 10.0, "beta": 90.0}})
+    taken = {"t": 100.0, "variant": "ga", "action": "promote", "reason": "ga no worse", "evidence": {"epoch": "e1"},
+             "weights": {"ga": 10.0, "beta": 90.0}}  # fmt: skip
+    refused = {**taken, "t": 160.0, "evidence": {"epoch": "e0"}, "weights": {"ga": 30.0, "beta": 70.0}}
+    marks = [{"t": 100.0, "action": "promote"}, {"t": 160.0, "action": "promote"}, {"t": 170.0, "action": "rearm"}]
+    experiment: dict[str, Any] = {
+        "epoch": "e1",
+        "decisions": [taken, refused],
+        "estimates": {"ga": {"calls": 5, "verdict": {"state": State.ROLLED_BACK, "marks": marks, "next": "x"}}},
+    }
+    change = ({"weights": {"ga": 5.0}}, {"weights": {"ga": 10.0}}, {"action": "promote", "epoch": "e1"})
+    entry = AuditEntry("5-0", "canary", records.AUTO_DECISION_WHO, "1970-01-01T00:01:43.000Z", "ga no worse", *change)
+    person = AuditEntry("6-0", "canary", "ada", "1970-01-01T00:02:00Z", "back to 10", {}, {"weights": {"ga": 10.0}})
+    shown = as_applied(experiment, [person, entry], flag)
+    assert [(d["t"], d["applied_at"], d["changed_flag"]) for d in shown["decisions"]] == [(100.0, 103.0, True)]
+    assert shown["refused_decisions"] == 1
+    verdict = shown["estimates"]["ga"]["verdict"]
+    assert [(m["t"], m["action"]) for m in verdict["marks"]] == [(100.0, "promote"), (170.0, "rearm")]
+    assert verdict["state"] == ROLLBACK_PENDING  # the flag still gives ga 10 %: not rolled back yet
+    gone = RolloutFlag.model_validate(flag.model_dump() | {"weights": {"ga": 0.0, "beta": 100.0}})
+    assert as_applied(experiment, [entry], gone)["estimates"]["ga"]["verdict"]["state"] == State.ROLLED_BACK

@@ -53,6 +53,9 @@ def test_the_verdict_is_the_flags_rolled_back_only_once_the_flag_is() -> None:
         "beta": "safe",
         "ga": "rolled back",
     }
+    guarded = [AuditEntry("2-0", "canary", "auto-experiment", "2026-11-28T10:00:00Z", "worse", {},
+                          {"weights": {"beta": 100, "ga": 0}}, {"action": "rollback", "epoch": "e"})]  # fmt: skip
+    assert rows("canary", SPEC, flag, [], [], guarded)["variants"][0]["verdict"] == "rolled back"
     by_hand = [_audit("ada", {"weights": {"beta": 100, "ga": 0}})]
     assert rows("canary", SPEC, flag, [], [], by_hand)["variants"][0]["verdict"] == "off"
     assert rows("canary", SPEC, _flag(weights={"beta": 0, "ga": 100}), [], [], [])["variants"][0]["verdict"] == (

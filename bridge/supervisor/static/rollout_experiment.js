@@ -7,11 +7,20 @@
 import { h, utc } from "./dom.js";
 import { cell, change, intervalBar, judge, trendChart } from "./rollout_chart.js";
 
-// the candidate's state as the engine names it (bridge.rollout.experiment.Experiment.verdict)
-const STATE_LABEL = { testing: "Testing", rolled_back: "Rolled back" };
+// the candidate's state as the engine names it (bridge.rollout.experiment.Experiment.verdict); a rollback the flag
+// has not followed yet is "rollback_pending" (bridge.supervisor.rollout_view.as_applied)
+const STATE_LABEL = { testing: "Testing", rolled_back: "Rolled back", rollback_pending: "Rollback decided, not applied yet" };
 
 function when(t) {
   return `${utc(t)} UTC`;
+}
+
+// A decision as applied: what it did, on which calls, and when the flag took it (the audit's time).
+function decided(d) {
+  const total = d.weights ? Object.values(d.weights).reduce((a, b) => a + b, 0) : 0;
+  const step = total > 0 && d.weights[d.variant] !== undefined ? ` to ${percent(100 * d.weights[d.variant] / total)}` : "";
+  const applied = d.changed_flag ? `applied at ${when(d.applied_at)}` : `recorded at ${when(d.applied_at)} (the flag unchanged)`;
+  return `${d.action} ${d.variant}${step}: decided on calls up to ${when(d.t)}, ${applied}: ${d.reason}`;
 }
 
 function percent(value) {
@@ -104,7 +113,7 @@ function verdict(name, exp, safe) {
       ? `About ${v.more_calls} more ${name} calls before the next step` +
         (v.more_time_s ? `: ${howLong(v.more_time_s)} at current traffic.` : ".")
       : "Enough calls for the next step: the time on the step or a test still holds it."),
-    last ? h("p", { class: "decided" }, `Last decision: ${last.action} at ${when(last.t)}: ${last.reason}`) : null);
+    last ? h("p", { class: "decided" }, `Last decision: ${decided(last)}`) : null);
 }
 
 function metricRow(name, safe, exp, key, label, guarding) {
@@ -186,6 +195,8 @@ export function experimentSection(dp, labels) {
     candidates.map((c) => candidate(dp.dialplan, c, exp, safe, labels)),
     exp.decisions.length ? h("details", { class: "decisions", "data-keep": `${dp.dialplan}/decisions` },
       h("summary", {}, `Decisions (${exp.decisions.length})`),
-      h("ul", {}, exp.decisions.map((d) =>
-        h("li", { class: "decided" }, `${when(d.t)}: ${d.action}: ${d.reason}`)))) : null);
+      h("ul", {}, exp.decisions.map((d) => h("li", { class: "decided" }, decided(d))))) : null,
+    exp.refused_decisions ? h("p", { class: "muted refused-decisions" },
+      `${exp.refused_decisions} decision${exp.refused_decisions === 1 ? "" : "s"} the engine computed ` +
+      "that the flag refused (it had moved off the weights decided on) are not shown: they changed nothing.") : null);
 }

@@ -81,8 +81,12 @@ async def _fill(client: aioredis.Redis, rollouts: RolloutStore) -> None:
     rng = random.Random(3)
     for plan in ("canary", "fresh"):  # the flag the records were drawn under
         await rollouts.set_flag(plan, {"weights": HALF}, "qa", "half on GA")
-    for i in range(400):
-        await records.append(client, "canary", _record(rng, i, "ga" if i % 2 else "beta"), sign_key=KEY)
+    engine = records.engine(CANARY.rollout_spec)
+    for i in range(400):  # as a worker does after each call: the record, then the engine's decisions applied
+        record = _record(rng, i, "ga" if i % 2 else "beta")
+        await records.append(client, "canary", record, sign_key=KEY)
+        for decision in engine.feed(record):
+            assert await records.apply_decision(rollouts, "canary", CANARY.rollout_spec, decision)
     for i in range(6):
         await records.append(client, "fresh", _record(rng, i, "ga" if i % 2 else "beta"), sign_key=KEY)
     for i in range(6, 8):  # written by something without the key: no evidence
@@ -172,10 +176,12 @@ async def _check_page(page: Any, canary: dict[str, Any], guarded_exp: dict[str, 
 
     # -- the verdict: state, step, holdout, what comes next, the decision
     assert await page.text(f"{ga} .verdict .state") == "Rolled back"
-    assert await page.text(f"{ga} .verdict .step") == "step: 50 % of new calls"
+    assert await page.text(f"{ga} .verdict .step") == "step: 0 % of new calls"  # the flag's, once it is rolled back
     assert await page.text(f"{ga} .verdict .holdout") == "holdout: none before the last step"
     assert (await page.text(f"{ga} .verdict .next")).startswith("Next: none: rolled back")
     assert "failure_rate surely worse" in await page.text(f"{ga} .verdict .decided")
+    decided = await page.text(f"{ga} .verdict .decided")  # what the flag took, and when: the audit's
+    assert ": decided on calls up to 2023-11-" in decided and " UTC, applied at " in decided, decided
     assert await page.eval(f"document.querySelector({json.dumps(ga + ' .srm-warning')})") is None
 
     # -- a chart per guardrail that is on and has points; "too few calls" for the one without

@@ -334,3 +334,40 @@ async def _check_tables(page: Any, steps: dict[str, Any], slow: dict[str, Any]) 
     assert more == f"About {v['more_calls']} more ga calls before the next step: {how_long(v['more_time_s'])} at " \
         "current traffic.", more  # fmt: skip
     assert more.endswith("days at current traffic."), more
+
+
+async def test_a_decision_the_flag_refused_is_never_shown_as_applied(redis_url: str) -> None:
+    """Two workers, each with its engine fed the same records in order, reach the same first decision (mini rolled
+    back); between the decision and its apply a person moves the flag, so neither worker's apply changes it. The
+    card's decisions, the charts' marks and ``rollout show`` hold no such decision, and mini is not called rolled
+    back while the flag still gives it calls."""
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    spec = STEPS.rollout_spec
+    assert spec is not None
+    rollouts = RolloutStore(client=client, specs={"steps": spec}, rollout_keys=KEY)
+    workers, rng = (records.engine(spec), records.engine(spec)), random.Random(5)
+    weights, t, n, refused = dict(spec.default_flag().weights), T0, 0, None
+    while refused is None:
+        t, n = t + 6.0, n + 1
+        record = _record(rng, n, t, weights)
+        await records.append(client, "steps", record, sign_key=KEY)
+        decided = [w.feed(record) for w in workers]
+        if decided[0]:
+            refused = decided[0][0]
+    assert (refused.variant, refused.action) == ("mini", "rollback")
+    moved = {"base": 75.0, "ga": 15.0, "mini": 10.0}  # a person, before either worker applies it
+    await rollouts.set_flag("steps", {"weights": moved}, "ada", "more on ga by hand")
+    for d in decided:  # both workers try: the flag is off the epoch decided on
+        assert not await records.apply_decision(rollouts, "steps", spec, d[0])
+    app = create_app(token=OPERATOR_TOKEN, redis=client, rollouts=rollouts, dialplans=(STEPS,))
+    async with TestServer(app) as server:
+        steps = {p["dialplan"]: p for p in (await _panel(server))["dialplans"]}["steps"]["experiment"]
+    assert steps["decisions"] == [] and steps["refused_decisions"] == 1
+    mini = steps["estimates"]["mini"]["verdict"]
+    assert mini["state"] != "rolled_back" and mini["marks"] == [], mini
+    flag = await rollouts.stored_flag("steps")
+    assert flag is not None and flag.weights == moved
+    shown, text = await show_experiment(rollouts, "steps", spec, flag)
+    assert "decided:" not in text and "1 computed decision(s) the flag refused" in text, text
+    assert shown["decisions"] == []
+    await client.aclose()
