@@ -20,7 +20,17 @@ function decided(d) {
   const total = d.weights ? Object.values(d.weights).reduce((a, b) => a + b, 0) : 0;
   const step = total > 0 && d.weights[d.variant] !== undefined ? ` to ${percent(100 * d.weights[d.variant] / total)}` : "";
   const applied = d.changed_flag ? `applied at ${when(d.applied_at)}` : `recorded at ${when(d.applied_at)} (the flag unchanged)`;
-  return `${d.action} ${d.variant}${step}: decided on calls up to ${when(d.t)}, ${applied}: ${d.reason}`;
+  return `${d.action} ${d.variant}${step}: decided on calls up to ${when(d.t)}, ${applied}: ${readable(d.reason)}`;
+}
+
+// The engine's hours ("0.0666667 h", "1.5 h") as people read them: "4 min", "1:30 h".
+export function readable(text) {
+  return String(text).replace(/(\d*\.?\d+) h\b/g, (_, hours) => {
+    const s = Math.round(Number(hours) * 3600);
+    if (s < 60) return `${s} s`;
+    const m = Math.round(s / 60);
+    return m < 60 ? `${m} min` : `${Math.floor(m / 60)}:${String(m % 60).padStart(2, "0")} h`;
+  });
 }
 
 function percent(value) {
@@ -106,9 +116,9 @@ function verdict(name, exp, safe) {
       "Sample-ratio mismatch: promotions stop; rollback stays armed.") : null,
     v.srm ? null : h("p", { class: "srm muted" },
       `Sample ratio: the split matches the weights so far (log e-value ${v.srm_log_e_value}).`),
-    h("p", { class: "next" }, h("strong", {}, "Next: "), v.next),
+    h("p", { class: "next" }, h("strong", {}, "Next: "), readable(v.next)),
     waiting.length ? h("div", { class: "waiting" }, "Waiting for:",
-      h("ul", {}, waiting.map((w) => h("li", {}, w)))) : null,
+      h("ul", {}, waiting.map((w) => h("li", {}, readable(w))))) : null,
     v.more_calls === null || v.more_calls === undefined ? null : h("p", { class: "more" }, v.more_calls > 0
       ? `About ${v.more_calls} more ${name} calls before the next step` +
         (v.more_time_s ? `: ${howLong(v.more_time_s)} at current traffic.` : ".")

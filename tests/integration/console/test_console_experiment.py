@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -244,6 +245,8 @@ async def _check_page(page: Any, canary: dict[str, Any], guarded_exp: dict[str, 
     assert await page.text(f"{fresh} .verdict .state") == "Testing"
     assert await page.text(f"{fresh} .verdict .more") == "About 50 more ga calls before the next step."
     assert "failure_rate: too few calls" in await page.text(f"{fresh} .verdict .waiting")
+    waits = await page.text(f"{fresh} .verdict .waiting")
+    assert "business cycle (" in waits and not re.search(r"(?<![\d:])\d+(\.\d+)? h\b", waits), waits  # h:mm, min
     assert (await page.text(f"{fresh} .rejected")).startswith("2 outcome records left out as evidence (2 unsigned)")
     assert await page.eval("document.querySelector('.unsigned')") is None  # signed with the key
 
