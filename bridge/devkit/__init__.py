@@ -9,8 +9,8 @@ pool on private ports, the softphone's command line, the lab of several hosts.
     lab.py            several hosts on one machine: Linux network namespaces joined by veth pairs to one bridge,
                       with real addresses and no traffic leaving the machine (needs root: ``ip netns add``)
     labstack.py       callbridge on several hosts of a lab: the front, a serve node per host, Redis, callers
-    native_check.py   ``python -m bridge.devkit.native_check``: build every C part now and check it against its
-                      Python twin
+    native_check.py   ``python -m bridge.devkit.native_check``: load every C part now (the package's, else built)
+                      and check it against its Python twin, saying where each came from
     netem.py          a network line's impairments for RTP, decided packet by packet from a seeded generator
     ports.py          free loopback ports for the development harness and the tests: one port, or a block of
                       consecutive ones

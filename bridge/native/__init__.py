@@ -1,9 +1,9 @@
-"""The C parts (``*.c`` here), compiled on first use by :mod:`.build`; each has a Python twin that runs
-without a compiler, and ``python -m bridge.devkit.native_check`` checks one against the other.
+"""The C parts (``*.c`` here), compiled into the wheel beside their sources, else on first use by :mod:`.build`; each
+has a Python twin that runs without them, and ``python -m bridge.devkit.native_check`` checks one against the other.
 
 ::
 
-    build.py       compile one of the package's C sources into a shared library, once per source version
+    build.py       find the package's library of one of its C sources, else compile it, once per source version
     callbridge.h   what the C parts share: the types of the functions one part hands another
     cport.c        the media port: a pjmedia_port whose clock-thread side never enters Python
                    (Python face: bridge/sip/cport.py)

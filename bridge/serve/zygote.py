@@ -368,7 +368,7 @@ def preload(also: Sequence[str] = ()) -> tuple[int, str]:
 
     for source in build.SOURCES:  # the libraries a worker loads (and checks) itself; mapped here once
         with contextlib.suppress(OSError):
-            ctypes.CDLL(str(build.build(source)))
+            ctypes.CDLL(str(build.library(source)))
     from bridge.realtime.ws_fastpath import native_tls
 
     engine = native_tls("localhost")  # the TLS engine loaded and the trust store read (~15 ms) once, for every worker

@@ -29,8 +29,8 @@ does not wait behind the silence queued while the call was quiet: when its first
 buffer takes that silence back (:meth:`NativePort.drop_newest`) and has the ring topped up at once
 (:meth:`NativePort.top_up`).
 
-Building: ``cport.c`` is compiled on first use with the system C compiler into a cache directory
-(:mod:`bridge.native.build`); ``./dev setup`` does it ahead. It uses no pjproject header: the ``pjmedia_port`` layout
+Building: ``cport.c`` is compiled into the wheel, else on first use with the system C compiler into a cache directory
+(:mod:`bridge.native.build`). It uses no pjproject header: the ``pjmedia_port`` layout
 is mirrored and then proven on a scratch port through the wheel's own ``pjmedia_port_info_init``,
 ``pjmedia_port_put_frame`` and ``pjmedia_port_get_frame`` before any port reaches the conference bridge. If
 there is no compiler, or the check fails, :func:`native_ports` says why and the endpoint keeps
@@ -255,8 +255,7 @@ class Availability:
 def native_ports() -> Availability:
     """Build, load and check the native port once per process."""
     try:
-        path = build()
-        lib = ctypes.CDLL(str(path))
+        lib = ctypes.CDLL(str(cbuild.library(SOURCE)))
         _bind(lib)
         _self_test(lib)
     except (OSError, subprocess.SubprocessError, AttributeError) as exc:

@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 import pytest
 from bridge.native import build
-real = build.build
-def sanitized(source, force=False):
-    return Path(sys.argv[1]) if source.name == "downlink.c" else real(source, force)
-build.build = sanitized
+real = build.library
+def sanitized(source):
+    return Path(sys.argv[1]) if source.name == "downlink.c" else real(source)
+build.library = sanitized
 from bridge.realtime import downlink
 lib = downlink.load()
 print("loaded", lib._name if lib is not None else downlink.problem(), flush=True)

@@ -337,7 +337,8 @@ def test_a_sink_that_takes_blocks_gets_each_read_in_one_call(hub: cport.NativeHu
 
 
 def test_without_a_compiler_the_build_fails_with_a_clear_error(tmp_path: Path) -> None:
-    code = "from bridge.sip import cport\na = cport.native_ports()\nprint(a.lib is None, a.why)\n"
+    code = "from bridge.native import build\nbuild.library = build.build\n"  # as an sdist: the package has none
+    code += "from bridge.sip import cport\na = cport.native_ports()\nprint(a.lib is None, a.why)\n"
     env = dict(os.environ, CC=str(tmp_path / "no-such-cc"), CALLBRIDGE_CACHE=str(tmp_path / "cache"))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
