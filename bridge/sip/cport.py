@@ -57,7 +57,6 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pjsua2 as pj
@@ -112,11 +111,6 @@ class _PjFrame(ctypes.Structure):
         ("timestamp", ctypes.c_uint64),
         ("bit_info", ctypes.c_uint64),
     )
-
-
-def build(force: bool = False) -> Path:
-    """Compile ``cport.c`` (once per source version) and return the shared library's path (``OSError`` if not)."""
-    return cbuild.build(SOURCE, force)
 
 
 def _bind(lib: ctypes.CDLL) -> None:

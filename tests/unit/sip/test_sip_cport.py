@@ -26,6 +26,7 @@ from bridge.audio import FlushResult, Playout
 from bridge.audio.echo_native import NativeEchoGuard, native_echo
 from bridge.audio.frames import FRAME_BYTES, SILENCE
 from bridge.call.echo import HeldSource
+from bridge.native import build
 from bridge.sip import cport
 from bridge.sip.crossing import FrameQueue
 
@@ -53,10 +54,10 @@ def readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
 
 
-def test_layout_check_passed_and_the_build_is_cached(native_lib: ctypes.CDLL) -> None:
+def test_layout_check_passed_and_the_library_is_found_again(native_lib: ctypes.CDLL) -> None:
     assert cport.native_ports().why == ""
-    first = cport.build()
-    assert first.exists() and cport.build() == first  # one build per source version
+    first = build.library(cport.SOURCE)
+    assert first.exists() and build.library(cport.SOURCE) == first  # the package's, or one build per source version
 
 
 def test_caller_frames_reach_the_sink_in_order_with_capture_times(hub: cport.NativeHub) -> None:
