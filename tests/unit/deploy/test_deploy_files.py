@@ -128,6 +128,15 @@ def test_the_compose_lab_commits_no_secret_guards_redis_and_publishes_on_loopbac
     assert run() == first  # a second `up` keeps them
 
 
+def test_the_image_installs_the_wheel_with_its_c_parts_and_no_compiler() -> None:
+    build_stage, final = (DOCKER / "Dockerfile").read_text().split("\nFROM ")[1:]
+    assert "COPY pyproject.toml setup.py" in build_stage  # setup.py compiles the C parts into the wheel
+    assert "pip wheel --no-cache-dir --no-deps -w /wheels ." in build_stage
+    assert "gcc" not in final and "CALLBRIDGE_CACHE" not in final  # nothing compiled, no cache of C parts
+    assert "/opt/venv/bin/pip install --no-cache-dir /wheels/callbridge-*.whl" in final
+    assert "/opt/venv/bin/python -m bridge.devkit.native_check --packaged" in final  # the build fails otherwise
+
+
 def test_the_image_runs_health_and_a_safe_plan_set() -> None:
     text = (DOCKER / "Dockerfile").read_text()
     final = text.split("\nFROM ")[-1]
