@@ -46,7 +46,7 @@ DOWNLINK_SOURCE = HERE / "downlink.c"  # the model's audio deltas decoded (loade
 PLAYOUT_SOURCE = HERE / "playout.c"  # the playout ring (loaded by bridge.audio.playout_native)
 SOURCES = (CPORT_SOURCE, RESAMPLE_SOURCE, ECHO_SOURCE, TLS_SOURCE, DOWNLINK_SOURCE, PLAYOUT_SOURCE)
 HEADERS = (HERE / "callbridge.h",)  # included by every source
-PACKAGE, CACHE, BUILT = "the package", "the cache", "built now into the cache"  # where a library came from
+PACKAGE, CACHE, BUILT = "the package", "the cache", "the cache, compiled now"  # where a library came from
 
 # (function name, its return type, its argument types) as ctypes spells them
 Signature = tuple[str, Any, Sequence[Any]]

@@ -1,5 +1,6 @@
 """The wheel as ``pip install`` gets it: a platform wheel that carries every C part compiled, which a fresh virtual
-environment with no C compiler on ``PATH`` loads from the installed package, compiling nothing.
+environment with no C compiler on ``PATH`` loads from the installed package, compiling nothing. It is built from a copy
+of the files the image's build stage copies (so it shares no build folder with another test's build of the checkout).
 
 The fresh environment gets the wheel only; its dependencies come from this checkout's environment through a ``.pth``
 line after the wheel's own (``.ci/installed`` installs them too, and runs the same check).
@@ -34,7 +35,13 @@ def _run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None 
 def test_the_wheel_carries_every_c_part_and_a_venv_without_a_compiler_loads_them(tmp_path: Path) -> None:
     if build.compiler() is None:
         pytest.skip("no C compiler to build the wheel with (./dev setup installs gcc)")
-    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp_path / "dist", ROOT)
+    source = tmp_path / "src"  # what the image's build stage copies (deploy/docker/Dockerfile), nothing built before
+    source.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("bridge", "bench"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp_path / "dist", source)
     (wheel,) = (tmp_path / "dist").glob("callbridge-*.whl")
     python, abi, platform = wheel.stem.split("-")[-3:]
     assert (python, abi) == ("py3", "none")  # ctypes loads the parts: no Python API, any CPython 3
