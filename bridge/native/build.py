@@ -117,7 +117,10 @@ def unsafe(path: Path) -> str | None:
     """Why a library at ``path`` (a file or the directory it goes in) could have been planted by another user: it or
     its directory is not this user's own or is group or world writable, or one of the directories above is neither
     this user's nor root's or is group or world writable without the sticky bit. None when only this user (and root)
-    can have put it there."""
+    can have put it there (``path`` is read as :func:`os.path.realpath` has it, but a library that is a symbolic link
+    is refused: a compiled library never is one)."""
+    if path.is_symlink() and not path.is_dir():
+        return f"{path} is a symbolic link"
     me = os.geteuid()
     real = Path(os.path.realpath(path))
     strict = [real, real.parent] if real.is_file() else [real]
@@ -156,8 +159,8 @@ def build(source: Path, force: bool = False) -> Path:
 
     Raises ``OSError`` naming the compiler and its message if there is no compiler or the build fails, or saying why
     the cache is refused (:func:`unsafe`)."""
-    target = cache_dir() / library_name(source)
-    if target.exists() and not force:
+    target = Path(os.path.realpath(cache_dir())) / library_name(source)  # the folders checked are those loaded from
+    if (target.exists() or target.is_symlink()) and not force:
         _refuse_unsafe(target)
         _origins[source.name] = (CACHE, target)
         return target

@@ -108,3 +108,18 @@ def test_a_cache_owned_by_another_user_is_refused(part: Path, tmp_path: Path) ->
     os.chown(library, 65534, 65534)
     with pytest.raises(OSError, match=f"{library} is owned by uid 65534, not this user"):
         build.library(part)
+
+
+def test_a_cache_reached_through_a_link_is_used_at_its_real_place_and_a_linked_library_refused(
+    part: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = tmp_path / "real-cache"
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    monkeypatch.setenv("CALLBRIDGE_CACHE", str(tmp_path / "link"))
+    built = build.library(part)
+    assert built == real / build.library_name(part)  # loaded from where the checks looked, not through the link
+    elsewhere = tmp_path / "elsewhere.so"
+    built.rename(elsewhere)
+    built.symlink_to(elsewhere)
+    with pytest.raises(OSError, match=f"{built} is a symbolic link"):
+        build.library(part)
