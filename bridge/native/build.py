@@ -12,9 +12,10 @@ A library is named by a hash of its source, the headers and the platform (:func:
 The wheel carries them, compiled when it is built (``setup.py``), beside their sources in the installed package:
 :func:`library` loads that one, trusted as the package's Python code is. Without it (an sdist installed with no
 compiler, or an editable install whose source was edited since) :func:`build` compiles the part on first use into
-``$CALLBRIDGE_CACHE``, else ``$XDG_CACHE_HOME/callbridge``, else ``~/.cache/callbridge``: a directory only this user
-may write (owned by this user, not group or world writable, and so its parents up to ``/``, owned by this user or
-root, unless sticky); any other is refused with a log line saying why, and the Python version runs. Several worker
+``$CALLBRIDGE_CACHE``, else ``$XDG_CACHE_HOME/callbridge``, else ``~/.cache/callbridge``, which only this user may
+write (:func:`unsafe`: it and the library this user's own and not group or world writable, each folder above this
+user's or root's and not group or world writable unless sticky, as ``/tmp``); any other is refused with a log line
+saying why, and the Python version runs. Several worker
 processes starting together never load a half-written file (each compiles to a private name and renames it into
 place). ``python -m bridge.devkit.native_check`` loads them all and says where each came from.
 """
