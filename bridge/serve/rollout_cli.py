@@ -415,7 +415,8 @@ async def _set(store: RolloutStore, args: argparse.Namespace, spec: RolloutSpec)
         # The lists are edited on the flag as read inside the transaction: concurrent edits do not lose each other;
         # the kill switch's holder is written (or checked) there too, as the command line's role.
         changes = changes_from_args(args, old, spec.names)
-        return kill_switch.kill_changes(args.dialplan, old, changes, who, kill_switch.CLI_ROLE, at)
+        holder = kill_switch.cli_holder(who)  # never an account's name: a console account named `who` holds nothing
+        return kill_switch.kill_changes(args.dialplan, old, changes, holder, kill_switch.CLI_ROLE, at)
 
     change = await store.update_flag(args.dialplan, compute, who, args.reason)
     if args.json:

@@ -273,7 +273,13 @@ class Cursor:
             raise ValueError("not a cursor this API gave") from None
         if not isinstance(t, int | float) or isinstance(t, bool) or not isinstance(call_id, str):
             raise ValueError("not a cursor this API gave")
-        return cls(float(t), call_id)
+        try:
+            point = float(t)
+        except OverflowError:  # a whole number too large for a float
+            raise ValueError("not a cursor this API gave") from None
+        if not math.isfinite(point):  # NaN or Infinity, which JSON as Python reads it lets through
+            raise ValueError("not a cursor this API gave")
+        return cls(point, call_id)
 
     def passed(self, t: float, call_id: str) -> bool:
         """Whether the call ``call_id`` ended at ``t`` is at or before this point (already given)."""

@@ -19,6 +19,10 @@ setting (:mod:`bridge.rollout.seal`).
 
 ``callbridge rollout set`` on the node (Redis and the rollout key in hand, with which it could write any flag) counts
 as :data:`CLI_ROLE`, admin; with ``--api`` the API decides with the token's account and role.
+
+A holder's name says where it comes from: the command line's is ``cli:<--who or the login name>``
+(:func:`cli_holder`), a console account's its bare name (an account's name has no ``:``), so an account named like
+the OS user that set the switch on the node is not its holder.
 """
 
 from __future__ import annotations
@@ -34,6 +38,14 @@ from bridge.supervisor.accounts import RANK, Role
 HOLDER_FIELDS: Final = ("kill_by", "kill_role", "kill_at")  # the flag's fields that name the holder
 CLI_ROLE: Final[Role] = "admin"  # callbridge rollout set on the node
 UNRECORDED_ROLE: Final[Role] = "admin"  # the holder of a kill switch whose flag names none
+
+
+CLI_PREFIX: Final = "cli:"  # a holder set from the command line (no console account's name has a colon)
+
+
+def cli_holder(who: str) -> str:
+    """The holder's name the command line writes: ``cli:root`` (never one a console account can have)."""
+    return f"{CLI_PREFIX}{who}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,9 +175,9 @@ def test_the_kill_switch_through_the_api_is_turned_off_only_by_its_holder_or_a_r
     # the command line's --kill on a supervisor's switch takes it over, as admin
     run(as_(SUPERVISOR, "set", "support", "--kill", "--reason", "mini loops"), capsys)
     code, out, err = run(["rollout", "set", "support", "--kill", "--reason", "keep it", *local], capsys)
-    assert code == 0 and "support: the kill switch is held by ops (admin, since 20" in out, (out, err)
+    assert code == 0 and "support: the kill switch is held by cli:ops (admin, since 20" in out, (out, err)
     code, out, err = run(as_(SUPERVISOR, "set", "support", "--unkill", "--reason", "ok"), capsys)
-    assert code == 1 and "held by ops (admin" in err, (out, err)
+    assert code == 1 and "held by cli:ops (admin" in err, (out, err)
 
 
 def test_calls_through_the_api(
