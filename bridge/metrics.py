@@ -418,10 +418,13 @@ NODE_READY = Gauge(
     "open), 0 while /healthz would answer 503",
     multiprocess_mode="livemax",
 )
-REDIS_UP = Gauge(
-    f"{NS}_redis_up", "1 while Redis answers this node's PING, 0 while it does not (none without redis_url)",
+REDIS_UP = Gauge(  # labelled, so that no series exists until a node with redis_url checks its Redis
+    f"{NS}_redis_up",
+    "1 while Redis answers this node's PING, 0 while it does not; redis: which Redis (its host, port and database, "
+    "hashed); absent without redis_url",
+    ["redis"],
     multiprocess_mode="livemax",
-)  # fmt: skip
+)
 ROLLOUT_STATE_MISSING = Gauge(
     f"{NS}_rollout_state_missing",
     "1 for a rollout dialplan whose stored flag (weights, kill switch) vanished from Redis: a Redis that lost its "

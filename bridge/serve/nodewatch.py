@@ -143,6 +143,7 @@ class NodeWatch:
     def __init__(self, settings: Settings, health: Callable[[], Mapping[str, Any]]) -> None:
         self.health = health
         self.redis = connect(settings.redis_url, timeout_s=REDIS_PING_S) if settings.redis_url else None
+        self.redis_up = metrics.REDIS_UP.labels(redis_identity(settings.redis_url)) if settings.redis_url else None
         seen = settings.spool_dir / SEEN_FILE.format(redis=redis_identity(settings.redis_url or ""))
         self.memory = FlagMemory(seen if settings.redis_url else None)
         self.served = ServedPlans(settings.dialplans)
@@ -151,8 +152,8 @@ class NodeWatch:
         problems = await readiness(dict(self.health()), self.redis)
         redis_up = self.redis is not None and not any(p.startswith("Redis unreachable") for p in problems)
         metrics.NODE_READY.set(0 if problems else 1)
-        if self.redis is not None:
-            metrics.REDIS_UP.set(1 if redis_up else 0)
+        if self.redis_up is not None:  # none without redis_url: no series, nothing for CallbridgeRedisUnreachable
+            self.redis_up.set(1 if redis_up else 0)
         if redis_up:
             await self._rollout_state()
 

@@ -48,7 +48,10 @@ async def test_a_kill_switch_lost_with_redis_is_missing_until_restored(
     backup = tmp_path / "backup.json"
     await cli(redis_server, "export", str(backup))
     await watch.check()
-    assert (gauge("callbridge_ready"), gauge("callbridge_redis_up")) == (1.0, 1.0)
+    assert (gauge("callbridge_ready"), gauge("callbridge_redis_up", redis=redis_identity(redis_server.url))) == (
+        1.0,
+        1.0,
+    )
     assert gauge("callbridge_rollout_state_missing", dialplan="support") == 0.0
     assert (tmp_path / "state" / SEEN_FILE.format(redis=redis_identity(redis_server.url))).exists()
 
@@ -78,17 +81,29 @@ async def test_redis_down_and_a_worker_not_ready_show_in_the_gauges(
     pool = ready_pool()
     watch = NodeWatch(Settings(redis_url=redis_server.url, spool_dir=tmp_path), lambda: pool)
     await watch.check()
-    assert (gauge("callbridge_ready"), gauge("callbridge_redis_up")) == (1.0, 1.0)
+    assert (gauge("callbridge_ready"), gauge("callbridge_redis_up", redis=redis_identity(redis_server.url))) == (
+        1.0,
+        1.0,
+    )
     pool["workers"][0]["ready"] = False
     await watch.check()
-    assert (gauge("callbridge_ready"), gauge("callbridge_redis_up")) == (0.0, 1.0)
+    assert (gauge("callbridge_ready"), gauge("callbridge_redis_up", redis=redis_identity(redis_server.url))) == (
+        0.0,
+        1.0,
+    )
     pool["workers"][0]["ready"] = True
     redis_server.stop()
     await watch.check()
-    assert (gauge("callbridge_ready"), gauge("callbridge_redis_up")) == (0.0, 0.0)
+    assert (gauge("callbridge_ready"), gauge("callbridge_redis_up", redis=redis_identity(redis_server.url))) == (
+        0.0,
+        0.0,
+    )
     redis_server.start()
     await watch.check()
-    assert (gauge("callbridge_ready"), gauge("callbridge_redis_up")) == (1.0, 1.0)
+    assert (gauge("callbridge_ready"), gauge("callbridge_redis_up", redis=redis_identity(redis_server.url))) == (
+        1.0,
+        1.0,
+    )
 
 
 async def test_a_fresh_redis_and_plans_not_served_report_nothing_missing(
