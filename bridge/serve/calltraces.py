@@ -57,9 +57,10 @@ def hash_fields(trace: CallTrace | NoTrace) -> dict[str, str]:
 def call_trace(call: IncomingCall, plan: Dialplan, vc: VariantCall, listeners: list[Listener]) -> CallTrace | NoTrace:
     """The call's trace, its root span open from now (ended by the call's ``CallEnded``, or at :func:`close`), a
     listener of the call; and the context of the call's task, so that its tool requests carry its traceparent (the
-    tasks it starts inherit it). A trusted trunk's ``traceparent`` and ``tracestate`` (the rule of its
-    P-Asserted-Identity; behind the front, the trunk's own address as the front reports it) make the call a part of
-    the caller's trace; anyone else's is ignored (a fresh trace). Never a caller number in it."""
+    tasks it starts inherit it). A listed trunk's ``traceparent`` and ``tracestate`` (its source in
+    ``sip_allowed_sources`` or ``sip_trunk_sources``; behind the front, the trunk's own address as the front reports
+    it) make the call a part of the caller's trace; anyone else's is ignored (a fresh trace). Never a caller number
+    in it."""
     if not _process:
         return NO_TRACE
     d = vc.decision
@@ -71,8 +72,8 @@ def call_trace(call: IncomingCall, plan: Dialplan, vc: VariantCall, listeners: l
         "dialect": vc.dialect.name,
         "model": d.model,
     }
-    told = call.headers.get(tracecontext.HEADER, "") if call.trusted else ""  # the same trust as the caller's identity
-    state = call.headers.get(tracecontext.STATE_HEADER, "") if call.trusted else ""
+    told = call.headers.get(tracecontext.HEADER, "") if call.traced_trunk else ""  # a listed trunk's only
+    state = call.headers.get(tracecontext.STATE_HEADER, "") if call.traced_trunk else ""
     trace = _process[0].call(identity, lambda: vc.decision.model, tracecontext.parse(told), state)
     listeners.append(trace.listen)
     tracecontext.CURRENT.set(trace)

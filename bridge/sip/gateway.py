@@ -142,6 +142,7 @@ class CallHost(Protocol):
     config: SipConfig
     endpoint: SipEndpoint
     _allowed: tuple[IPNetwork, ...]  # the trusted trunks
+    _trunks: tuple[IPNetwork, ...]  # the listed trunks (sip_trunk_sources)
 
     @property
     def claims(self) -> MediaClaims | None:
@@ -228,7 +229,9 @@ class IncomingCall(SipLeg):
         # guard trusts it); Diversion / History-Info (bridge.sip.identity)
         trunk = bool(gateway._allowed) and in_networks(self.remote_addr or "", gateway._allowed)
         identity = call_identity(self._invite, user_part(str(info.remoteUri)), trusted=trunk)
-        self.trusted: bool = trunk  # its headers vouch for what they say (a traceparent continues its trace)
+        self.trusted: bool = trunk  # its headers vouch for what they say (the caller's identity)
+        # a listed trunk's (allowed or sip_trunk_sources): its traceparent and tracestate continue its trace
+        self.traced_trunk: bool = trunk or in_networks(self.remote_addr or "", gateway._trunks)
         self.caller: str = identity.caller
         self.original_called: str = identity.original_called
         self.headers: dict[str, str] = {

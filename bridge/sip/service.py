@@ -168,6 +168,7 @@ class SipGateway(Service):
         # the screening of new INVITEs and their call slots (bridge.sip.admission)
         self.admission = Admission(config, self._live_sources, lambda: self.endpoint.max_calls)
         self._allowed = self.admission.allowed  # the trusted trunks
+        self._trunks = self.admission.trunks  # the listed trunks (sip_trunk_sources): their traceparent continues
         self._watch: asyncio.Task[None] | None = None
         self._claims: MediaClaims | None = None  # every media socket's owner: a call, or a transfer's leg
         self._humans: dict[int, HumanCall] = {}  # warm transfers' second legs, until pjsua has finished them

@@ -313,20 +313,29 @@ async def trunk_call(target: str, source: str, work: Path) -> None:
     assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
 
 
+ANYONE = {"CALLBRIDGE_SIP_ALLOW_ANY_SOURCE": "true"}
+LISTS = {
+    "allowed-sources": {"CALLBRIDGE_SIP_ALLOWED_SOURCES": f"{TRUNK}/32"},  # the trunk, and no one else, may call
+    "trunk-sources": {**ANYONE, "CALLBRIDGE_SIP_TRUNK_SOURCES": f"{TRUNK}/32"},  # anyone may; the trunk is listed
+    "unlisted-source": ANYONE,  # anyone may call, none is listed
+}
+
+
 @pytest.mark.skipif(shutil.which("sipp") is None, reason="no sipp binary")
 @pytest.mark.skipif(kamailio_binary() is None, reason="kamailio is not installed (apt-get install kamailio)")
 @pytest.mark.skipif(not can_bind(STRANGER), reason="127.0.0.2/127.0.0.3 are not usable here")
-@pytest.mark.parametrize("trusted", [True, False], ids=["listed-trunk", "unlisted-source"])
+@pytest.mark.parametrize("listed", list(LISTS))
 @pytest.mark.timeout(120)
 async def test_a_listed_trunks_traceparent_continues_the_callers_trace_through_the_front_anyone_elses_does_not(
-    tmp_path: Path, trusted: bool
+    tmp_path: Path, listed: str
 ) -> None:
     """Two calls at once with the same traceparent and tracestate: one through serve's front (Kamailio), one straight
-    to its worker. From a listed trunk both continue the caller's trace; from a source not listed both are traces of
-    their own, the front's trust in its own X-Callbridge-Source lending the stranger none."""
+    to its worker. From a listed trunk (``sip_allowed_sources`` or ``sip_trunk_sources``) both continue the caller's
+    trace; from a source not listed both are traces of their own, the front's trust in its own X-Callbridge-Source
+    lending the stranger none."""
     collector = await OtlpReceiver().start()
-    listed = {"CALLBRIDGE_SIP_ALLOWED_SOURCES": f"{TRUNK}/32"}  # the trunk, trusted; else any source, none trusted
-    env = tracing_env(collector.endpoint) | (listed if trusted else {"CALLBRIDGE_SIP_ALLOW_ANY_SOURCE": "true"})
+    trusted = listed != "unlisted-source"
+    env = tracing_env(collector.endpoint) | LISTS[listed]
     simple = {"name": "trunk", "match": ["1000"], "dialect": "ga", "profile": {"instructions": "Answer briefly."}}
     source = TRUNK if trusted else STRANGER
     try:
