@@ -33,6 +33,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util.re import parse_env_headers
 
@@ -240,7 +241,8 @@ class Tracing:
         sent = parse_env_headers(headers, liberal=True) if headers else None  # never from the environment
         self.guard = GuardedExporter(OTLPSpanExporter(headers=sent), self.where)
         max_queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE", MAX_QUEUE)
-        self.provider = TracerProvider(resource=resource(worker))  # the sampler: OTEL_TRACES_SAMPLER(_ARG)
+        self.ids = ChosenIds()  # random, but for a stand-in's (stand_in)
+        self.provider = TracerProvider(resource=resource(worker), id_generator=self.ids)  # sampler: OTEL_TRACES_SAMPLER
         self.provider.add_span_processor(BoundedProcessor(self.guard, max_queue))
         self.tracer = self.provider.get_tracer("callbridge", _version())
         for reason in metrics.TRACE_DROPS:
@@ -269,9 +271,41 @@ class Tracing:
         )
         return DeliveryAttempt(span)
 
+    def stand_in(
+        self, ids: tuple[int, int], attributes: tracecontext.Attributes, start_s: float, end_s: float, failed: str
+    ) -> None:
+        """End a stand-in for the root span ``ids`` (trace id, span id) of a call whose process died before it
+        exported it: a ``call`` span with those very ids (so the spans the call exported hang from it), from
+        ``start_s`` to ``end_s``, its status an error saying ``failed``."""
+        self.ids.next = ids
+        try:
+            span = self.tracer.start_span(
+                "call", kind=SpanKind.SERVER, attributes=dict(attributes), start_time=int(start_s * 1e9)
+            )
+        finally:
+            self.ids.next = None
+        span.set_status(Status(StatusCode.ERROR, failed))
+        span.end(end_time=int(max(end_s, start_s) * 1e9))
+
     def close(self) -> None:
         """Export what waits (a collector that is failing is not waited for), then stop."""
         self.provider.shutdown()
+
+
+class ChosenIds(RandomIdGenerator):
+    """Random ids, but for the next root span when ``next`` (trace id, span id) is set: those (a stand-in's)."""
+
+    def __init__(self) -> None:
+        self.next: tuple[int, int] | None = None
+
+    def generate_trace_id(self) -> int:
+        return self.next[0] if self.next is not None else super().generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        if self.next is not None:
+            span_id, self.next = self.next[1], None
+            return span_id
+        return super().generate_span_id()
 
 
 def start(worker: str, headers: str | None = None) -> Tracing | None:

@@ -7,6 +7,7 @@ trace, and nothing of OpenTelemetry is imported (:mod:`bridge.runtime.traces`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from bridge import events as ev
@@ -49,9 +50,37 @@ def close() -> None:
 
 
 def hash_fields(trace: CallTrace | NoTrace) -> dict[str, str]:
-    """What the call's hash keeps of its trace: its ``trace_id`` (the console shows it), {} when untraced."""
-    found = trace.ids().get("trace_id")
-    return {"trace_id": found} if found else {}
+    """What the call's hash keeps of its trace: its ``trace_id`` (the console shows it) and its root's span id
+    (``trace_span``: a call whose worker died is ended on it), {} when untraced."""
+    ids = trace.ids()
+    return {"trace_id": ids["trace_id"], "trace_span": ids["span_id"]} if ids.get("trace_id") else {}
+
+
+def stored_ids(state: Mapping[str, str]) -> dict[str, str]:
+    """``trace_id`` and ``span_id`` (the root's) of a call as its hash keeps them (data: both checked as hex ids),
+    {} if it keeps none."""
+    found = tracecontext.parse(f"00-{state.get('trace_id', '')}-{state.get('trace_span', '')}-01")
+    return {"trace_id": f"{found[0]:032x}", "span_id": f"{found[1]:016x}"} if found else {}
+
+
+def use(tracing: Tracing | None) -> None:
+    """This process's tracing, started elsewhere (``serve``'s, whose deliverer has it): what :func:`stand_in` ends
+    its spans with (None: none)."""
+    _process[:] = [tracing] if tracing is not None else []
+
+
+def stand_in(state: Mapping[str, str], reason: str, start_s: float, end_s: float) -> None:
+    """The root span of a traced call whose worker died (its hash ``state``), ended as a stand-in with ``reason``
+    (nothing when tracing is off here or the call was not traced)."""
+    ids = stored_ids(state)
+    if not _process or not ids:
+        return
+    names = ("call_id", "sip_call_id", "dialplan", "variant", "dialect")
+    attributes: dict[str, str] = {f"callbridge.{k}": state[k] for k in names if state.get(k)}
+    attributes |= {"gen_ai.request.model": state.get("model", ""), "callbridge.end_reason": reason}
+    attributes |= {"callbridge.ended_by": str(ev.EndedBy.FAULT), "callbridge.outcome": str(ev.CallOutcome.FAILED)}
+    trace_ids = (int(ids["trace_id"], 16), int(ids["span_id"], 16))
+    _process[0].stand_in(trace_ids, attributes, start_s, end_s, str(ev.CallOutcome.FAILED))
 
 
 def call_trace(call: IncomingCall, plan: Dialplan, vc: VariantCall, listeners: list[Listener]) -> CallTrace | NoTrace:

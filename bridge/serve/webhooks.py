@@ -36,6 +36,7 @@ from bridge.dialplan import Dialplan, dialplan_files, load_dialplans
 from bridge.errors import ConfigError
 from bridge.privacy.masking import MASK, VIEWER_MASK, mask_number, mask_url, viewer_number
 from bridge.runtime import traces
+from bridge.serve import calltraces
 from bridge.store.connection import REDIS_ERRORS, connect
 from bridge.store.pending import stamp
 from bridge.store.record import TIMES, CallTimes, stored_record, unix
@@ -241,11 +242,13 @@ def lost_ended(
     seq = int(unix(state.get("webhook_seq")) or 0) + 1  # after the worker's last event
     shown, original = stored_forms(state.get("caller", "")), state.get("original_called", "")
     originals = stored_forms(original) if original else None
-    data |= more | {"seq": seq}
+    data |= more | calltraces.stored_ids(state) | {"seq": seq}  # its deliveries in the call's trace
     dialplan = state["dialplan"]
-    return outbox.emit(
+    sent = outbox.emit(
         EventType.CALL_ENDED, data, dialplan=dialplan, callers=shown, originals=originals, chain=call_id, seq=seq
     )
+    calltraces.stand_in({**state, "call_id": call_id}, reason, times["started_at"] or 0.0, times["ended_at"] or 0.0)
+    return sent
 
 
 def stored_forms(stored: str) -> dict[str, str]:
@@ -306,6 +309,7 @@ class NodeWebhooks:
     async def close(self) -> None:
         await self.deliverer.close()
         if self.traces is not None:
+            calltraces.use(None)
             await asyncio.to_thread(self.traces.close)  # the last attempts' spans out
         install(None)
         await self.outbox.close()  # and the client the deliverer shared
@@ -351,6 +355,7 @@ def start_node(settings: Settings) -> NodeWebhooks | None:
     install(outbox)
     waker = connect(settings.redis_url, socket_timeout=WAIT_S + 10.0)  # its one blocking read waits up to WAIT_S
     tracing = traces.start(settings.tracing, "serve")  # each delivery attempt a span of its call's trace
+    calltraces.use(tracing)  # and a stand-in root span for a call whose worker died
     deliverer = Deliverer(
         client, routes, lambda e: secret_of(e, settings), waker=waker, limits=limits, traces=tracing, seal_key=seal_key
     )

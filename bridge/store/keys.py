@@ -116,8 +116,17 @@ TIME_FIELDS: Final = ("started_at", "last_activity", "ended_at", "end_reason", "
 # BYE; sip_call_id: the caller's Call-ID (data, never a key); answered_at and webhook_seq: when the call was answered
 # and the seq of its latest webhook event (bridge/serve/webhooks.py), so the call.ended sent for a worker that died
 # continues the call's chain; trace_id: a traced (and sampled) call's trace (32 hex digits; tracing: otlp), which
-# the console's call detail shows and links (tracing_ui_url)
-EXTRA_FIELDS: Final = ("last_transcript", "sip_dialog", "sip_call_id", "answered_at", "webhook_seq", "trace_id")
+# the console's call detail shows and links (tracing_ui_url), and trace_span its root span (16 hex digits), which the
+# call.ended of a call whose worker died continues (and a stand-in root span takes the place of)
+EXTRA_FIELDS: Final = (
+    "last_transcript",
+    "sip_dialog",
+    "sip_call_id",
+    "answered_at",
+    "webhook_seq",
+    "trace_id",
+    "trace_span",
+)
 # What the console's per-plan figures need without reading streams (``bridge.supervisor.plan_stats``): the call's
 # outcome (``completed``, ``transferred``, ``failed``), its greeting and first reply (``docs/operating.md``, what each
 # figure means), whether a supervisor acted on it, and "1"/"0" flags: the caller hears hold audio now (an outage's
