@@ -246,7 +246,7 @@ async def listing(client: aioredis.Redis, *, dead: bool) -> list[Delivery]:
         scored += [(float(s), _text(k)) for k, s in pairs]
     ids = [k for _, k in sorted(scored)]
     records = await client.hmget(keys.WEBHOOKS_DELIVERIES, ids) if ids else []
-    return [Delivery.from_record(_text(r)) for r in records if r is not None]
+    return [Delivery.read(key, _text(r)) for key, r in zip(ids, records, strict=True) if r is not None]
 
 
 async def due_times(client: aioredis.Redis) -> dict[str, float]:
@@ -316,7 +316,7 @@ async def adopt_legacy(client: aioredis.Redis) -> int:
     for (key, score, is_dead), rec in zip(found, records, strict=True):
         if rec is None:
             continue
-        d = Delivery.from_record(_text(rec))
+        d = Delivery.read(key, _text(rec))
         pipe.sadd(keys.WEBHOOKS_ENDPOINTS, d.endpoint)
         pipe.hincrby(keys.WEBHOOKS_BYTES, d.endpoint, len(_text(rec).encode()))
         if is_dead:
