@@ -44,7 +44,7 @@ def add_routes(app: web.Application) -> None:
             "/api/live/calls",
             live_calls,
             "server-sent events: the live-calls table as it changes",
-            answers={200: None},
+            answers={200: "LiveCallsEvents"},
             kind=Kind.EVENTS,
         ),
         Route(
@@ -52,7 +52,7 @@ def add_routes(app: web.Application) -> None:
             "/api/live/calls/{call_id}",
             live_call,
             "server-sent events: one call as it happens",
-            answers={200: None},
+            answers={200: "CallEvents"},
             kind=Kind.EVENTS,
         ),
     )

@@ -101,6 +101,9 @@ def _unlock_route(limits: FailureLimits) -> Callable[[web.Request], Awaitable[we
         """``POST /api/signin/unlock`` ``{"account", "source"}`` (either or both): admins clear sign-in failures."""
         principal = need(request, "unlock")
         body = await json_body(request)
+        wrong = [field for field in ("account", "source") if field in body and not isinstance(body[field], str)]
+        if wrong:
+            return _json({"error": f"{wrong[0]}: a string", "field": wrong[0]}, 400)
         try:
             said = unlock(limits, body.get("account"), body.get("source"), principal.who)
         except ValueError as exc:

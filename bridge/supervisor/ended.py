@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -53,21 +54,50 @@ MAX_QUERY_CHARS = 200
 
 TEXT_PARAM: Final = {"type": "string", "maxLength": MAX_QUERY_CHARS}
 WHOLE: Final = {"type": "integer", "minimum": 1}
-QUERY: Final = (
-    Param("page", WHOLE, "the page (1: the newest calls); not with since or cursor"),
-    Param("per_page", {**WHOLE, "maximum": MAX_PER_PAGE}, f"calls a page ({PER_PAGE})"),
-    Param(
-        "since",
-        {"type": "string"},
-        "the calls that ended at this time or later, oldest first: Unix seconds or "
-        "ISO 8601 with an offset; answers `next`, the cursor to go on from",
-    ),
-    Param("cursor", {"type": "string"}, "go on after a former answer's `next`"),
-    Param("limit", {**WHOLE, "maximum": MAX_PER_PAGE}, f"with since or cursor: calls an answer ({MAX_PER_PAGE})"),
-    Param("q", TEXT_PARAM, "text in the caller, plan, variant, end reason or transcript; not with since or cursor"),
-    *(Param(name, TEXT_PARAM, f"the call's {name}") for name in QUERY_FIELDS[1:]),
-    Param("flag", {"type": "string", "enum": list(Flag)}, "only the calls that raised it; not with since or cursor"),
-)
+SINCE_UNIX: Final = r"^\s*([0-9]+\.?[0-9]*|\.[0-9]+)\s*$"
+RFC3339: Final = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+CURSOR_FORMAT: Final = "callbridge-cursor"  # a former answer's `next`, as it was given
+FIELDS: Final = {name: {**TEXT_PARAM, "description": f"the call's {name}"} for name in QUERY_FIELDS[1:]}
+SINCE_ONLY: Final = ("since", "cursor")
+PAGED_ONLY: Final = ("page", "q", "flag")
+
+
+def _none_of(names: tuple[str, ...]) -> dict[str, Any]:
+    return {"not": {"anyOf": [{"required": [name]} for name in names]}}
+
+
+FILTERS: Final = {
+    "oneOf": [
+        {
+            "type": "object",
+            "description": "a page of ended calls, newest first",
+            "properties": {
+                "page": {**WHOLE, "description": "the page (1: the newest calls)"},
+                "per_page": {**WHOLE, "maximum": MAX_PER_PAGE, "description": f"calls a page ({PER_PAGE})"},
+                "q": {**TEXT_PARAM, "description": "text in the caller, plan, variant, end reason or transcript"},
+                **FIELDS,
+                "flag": {"type": "string", "enum": list(Flag), "description": "only the calls that raised it"},
+            },
+            **_none_of(SINCE_ONLY),
+        },
+        {
+            "type": "object",
+            "description": "the calls that ended since a point, oldest first; answers `next`, the cursor to go on from",
+            "properties": {
+                "since": {
+                    "type": "string",
+                    "anyOf": [{"pattern": SINCE_UNIX}, {"format": "date-time"}],
+                    "description": "Unix seconds, or ISO 8601 with an offset (RFC 3339)",
+                },
+                "cursor": {"type": "string", "format": CURSOR_FORMAT, "description": "a former answer's `next`"},
+                "limit": {**WHOLE, "maximum": MAX_PER_PAGE, "description": f"calls an answer ({MAX_PER_PAGE})"},
+                **FIELDS,
+            },
+            "anyOf": [{"required": ["since"]}, {"required": ["cursor"]}],
+            **_none_of(PAGED_ONLY),
+        },
+    ]
+}
 
 
 def add_routes(app: web.Application) -> None:
@@ -80,7 +110,7 @@ def add_routes(app: web.Application) -> None:
             list_ended,
             "ended calls of the retention window, paged or since a point",
             answers={200: "EndedCalls", 400: None, 403: None},
-            query=QUERY,
+            filters=FILTERS,
         ),
         Route(
             "GET",
@@ -94,24 +124,34 @@ def add_routes(app: web.Application) -> None:
     )
 
 
-def _int(request: web.Request, name: str, default: int) -> int | web.Response:
+def _int(request: web.Request, name: str, default: int, most: int | None = None) -> int | web.Response:
     raw = request.query.get(name, "")
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) < 1:
-        return reply({"error": f"{name}: a whole number from 1, not {raw!r}", "field": name}, 400)
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        return reply({"error": f"{name}: a whole number from 1, not {raw[:40]!r}", "field": name}, 400)
+    if most is not None and int(raw) > most:
+        return reply({"error": f"{name}: at most {most}, not {int(raw)}", "field": name}, 400)
     return int(raw)
+
+
+def _texts(request: web.Request, names: tuple[str, ...]) -> dict[str, str] | web.Response:
+    """The text filters ``names``, each at most :data:`MAX_QUERY_CHARS` (else the 400 naming it)."""
+    for name in names:
+        if len(request.query.get(name, "")) > MAX_QUERY_CHARS:
+            return reply({"error": f"{name}: at most {MAX_QUERY_CHARS} characters", "field": name}, 400)
+    return {name: request.query.get(name, "").strip() for name in names}
 
 
 async def list_ended(request: web.Request) -> web.Response:
     if "since" in request.query or "cursor" in request.query:
         return await list_since(request)
-    page, per_page = _int(request, "page", 1), _int(request, "per_page", PER_PAGE)
-    for value in (page, per_page):
+    page, per_page = _int(request, "page", 1), _int(request, "per_page", PER_PAGE, MAX_PER_PAGE)
+    given = _texts(request, QUERY_FIELDS)
+    for value in (page, per_page, given):
         if isinstance(value, web.Response):
             return value
-    assert isinstance(page, int) and isinstance(per_page, int)
-    given = {name: request.query.get(name, "").strip()[:MAX_QUERY_CHARS] for name in QUERY_FIELDS}
+    assert isinstance(page, int) and isinstance(per_page, int) and isinstance(given, dict)
     hide = masked(request)
     if hide and given["caller"]:
         return reply({"error": "caller: a viewer cannot search by caller number", "field": "caller"}, 403)
@@ -143,22 +183,28 @@ async def _marked(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _since(request: web.Request) -> Cursor | web.Response:
-    """The point ``?cursor=`` or ``?since=`` names, or the 400 that says what is wrong."""
+    """The point ``?cursor=`` or ``?since=`` names (the cursor when both do), or the 400 that says what is wrong."""
+    since: Cursor | None = None
+    if "since" in request.query:
+        raw = request.query["since"].strip()
+        try:
+            since = Cursor(float(raw)) if re.fullmatch(SINCE_UNIX, raw) else Cursor(_iso_seconds(raw))
+        except ValueError:
+            error = f"since: Unix seconds or ISO 8601 with an offset (2026-01-02T03:04:05Z), not {raw[:40]!r}"
+            return reply({"error": error, "field": "since"}, 400)
     if "cursor" in request.query:
         try:
             return Cursor.parse(request.query["cursor"])
         except ValueError as exc:
             return reply({"error": f"cursor: {exc}", "field": "cursor"}, 400)
-    raw = request.query["since"].strip()
-    try:
-        return Cursor(float(raw)) if raw.replace(".", "", 1).isdigit() else Cursor(_iso_seconds(raw))
-    except ValueError:
-        error = f"since: Unix seconds or ISO 8601 with an offset (2026-01-02T03:04:05Z), not {raw[:40]!r}"
-        return reply({"error": error, "field": "since"}, 400)
+    assert since is not None
+    return since
 
 
 def _iso_seconds(raw: str) -> float:
-    when = dt.datetime.fromisoformat(raw)
+    if not RFC3339.fullmatch(raw):
+        raise ValueError("not RFC 3339")
+    when = dt.datetime.fromisoformat(raw.upper())
     if when.tzinfo is None:
         raise ValueError("no offset")
     return when.timestamp()
@@ -170,14 +216,12 @@ async def list_since(request: web.Request) -> web.Response:
         if name in request.query:
             error = f"{name}: not with since or cursor (the field filters and limit are)"
             return reply({"error": error, "field": name}, 400)
-    point, limit = _since(request), _int(request, "limit", MAX_PER_PAGE)
-    for value in (point, limit):
+    point, limit = _since(request), _int(request, "limit", MAX_PER_PAGE, MAX_PER_PAGE)
+    given = _texts(request, QUERY_FIELDS[1:])
+    for value in (point, limit, given):
         if isinstance(value, web.Response):
             return value
-    assert isinstance(point, Cursor) and isinstance(limit, int)
-    if limit > MAX_PER_PAGE:
-        return reply({"error": f"limit: at most {MAX_PER_PAGE}, not {limit}", "field": "limit"}, 400)
-    given = {name: request.query.get(name, "").strip()[:MAX_QUERY_CHARS] for name in QUERY_FIELDS[1:]}
+    assert isinstance(point, Cursor) and isinstance(limit, int) and isinstance(given, dict)
     if masked(request) and given["caller"]:
         return reply({"error": "caller: a viewer cannot search by caller number", "field": "caller"}, 403)
     query = EndedQuery(**given, hide_caller=masked(request))

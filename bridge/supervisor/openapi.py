@@ -12,13 +12,14 @@ every route a 500 (an error the server did not handle), and a route with a body 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from importlib import metadata
 from typing import Any
 
 from aiohttp import web
 
-from bridge.supervisor.http import reply
+from bridge.supervisor.http import reply, supervisor_of
 from bridge.supervisor.routes import API_VERSION, Kind, Route, add, table_of
 from bridge.supervisor.schemas import SCHEMAS, ref
 
@@ -57,6 +58,8 @@ MEDIA = {
 
 
 def _content(route: Route, status: int, name: str | None) -> dict[str, Any] | None:
+    if route.kind is Kind.EVENTS and status < 400 and name is not None:
+        return {"text/event-stream": {"schema": ref(name)}}
     if status >= 400 or name is not None:
         return {"application/json": {"schema": ref(name or "Error")}}
     if route.kind is Kind.WEBSOCKET:
@@ -85,6 +88,8 @@ def operation(route: Route) -> dict[str, Any]:
     ]
     for where, given in (("query", route.query), ("header", route.headers)):
         params += [{"name": p.name, "in": where, "schema": dict(p.schema), "description": p.about} for p in given]
+    if route.filters is not None:  # each property its own query parameter (form, exploded)
+        params.append({"name": "filters", "in": "query", "style": "form", "explode": True, "schema": route.filters})
     answers = {str(s): _answer(route, s, name) for s, name in sorted(route.answers.items())}
     op: dict[str, Any] = {
         "operationId": f"{route.method.lower()}{re.sub(r'[^A-Za-z0-9]+', '_', route.path).rstrip('_')}",
@@ -117,10 +122,13 @@ def _version() -> str:
         return "0"
 
 
-def document(routes: list[Route]) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of ``routes``."""
+def document(routes: list[Route], *, accounts: bool = True) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``routes``; ``accounts``: sign-in takes an account's name and password, else a
+    demo token."""
     paths: dict[str, dict[str, Any]] = {}
     for route in sorted(routes, key=lambda r: (r.path, r.method)):
+        if route.body == "SignIn" and not accounts:
+            route = dataclasses.replace(route, body="SignInDemo")
         paths.setdefault(route.path, {})[route.method.lower()] = operation(route)
     return {
         "openapi": "3.1.0",
@@ -146,7 +154,7 @@ def document(routes: list[Route]) -> dict[str, Any]:
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    return reply(document(table_of(request.app)))
+    return reply(document(table_of(request.app), accounts=supervisor_of(request).credentials.accounts))
 
 
 def add_routes(app: web.Application) -> None:

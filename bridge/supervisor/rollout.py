@@ -43,7 +43,7 @@ AUDIT_SHOWN = 20
 
 
 def add_routes(app: web.Application) -> None:
-    changed = {200: "RolloutChanged", 400: None, 403: None}
+    changed = {200: "RolloutChanged", 400: None, 403: None, 404: None}
     add(
         app,
         Route(
@@ -66,7 +66,7 @@ def add_routes(app: web.Application) -> None:
             preview_rollout,
             "what a change would do, unsaved",
             needs="rollout",
-            answers={200: "RolloutPreview", 400: None},
+            answers={200: "RolloutPreview", 400: None, 404: None},
             body="RolloutSettings",
         ),
         Route(
@@ -130,7 +130,9 @@ async def get_rollout_panel(request: web.Request) -> web.Response:
 
 
 def _refused(exc: ConfigError) -> web.Response:
-    return reply({"error": f"{exc.field}: {exc.message}", "field": exc.field}, 400)
+    """400 naming the field; 404 for a dialplan that is no rollout's (the path names no resource here)."""
+    status = 404 if exc.field == "dialplan" else 400
+    return reply({"error": f"{exc.field}: {exc.message}", "field": exc.field}, status)
 
 
 def _rollout_of(dialplan: str, plans: RolloutPlans) -> None:

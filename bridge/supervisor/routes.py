@@ -57,6 +57,7 @@ class Route:
     answers: Mapping[int, str | None] = field(default_factory=dict)
     query: tuple[Param, ...] = ()
     headers: tuple[Param, ...] = ()  # request headers it reads (Idempotency-Key)
+    filters: Mapping[str, Any] | None = None  # its query as one object's schema (parameters that go together)
     body: str | None = None
     kind: Kind = Kind.JSON
     refused: Callable[[Principal, str], web.Response] = forbidden

@@ -97,6 +97,52 @@ ENDED_CALL = obj(
     about="an ended call of the retention window",
 )
 AUDIT_ENTRY = obj({}, {"id": STR, "action": STR, "who": STR, "call_id": STR, "at": STR})
+REASON: Final[Schema] = {"type": "string", "pattern": "\\S", "description": "why: required, not blank"}
+ACCOUNT_NAME: Final[Schema] = {"type": "string", "pattern": "^([a-z0-9][a-z0-9._-]{0,39})?$"}
+ADDRESS: Final[Schema] = {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}, {"const": ""}]}
+WEIGHTS: Final[Schema] = {"type": ["object", "string"]}
+
+
+def closed(schema: Schema) -> Schema:
+    """A request body: a field the server does not know is refused (400 naming it), as the document says."""
+    return {**schema, "additionalProperties": False}
+
+
+def events(about: str, names: dict[str, Schema]) -> Schema:
+    """A ``text/event-stream`` answer: ``event: NAME`` lines, each ``data:`` one JSON value of the schema named."""
+    listed = "; ".join(f"`{name}`" for name in names)
+    return {
+        "type": "string",
+        "description": f"server-sent events (WHATWG HTML), each `event: NAME` with `data:` one line of JSON: {about} "
+        f"Events: {listed}; the JSON of each is in `x-callbridge-events`.",
+        "x-callbridge-events": names,
+    }
+
+
+LIVE_EVENTS = events(
+    "the live-calls table as it changes.",
+    {
+        "snapshot": obj({"calls": array(ANY_OBJECT), "now": NUM}),
+        "upsert": obj({"call_id": STR}, about="a live call's row, as in LiveCalls"),
+        "remove": obj({"call_id": STR}),
+        "store": obj({"ok": BOOL}, {"error": STR}),
+        "signed-out": ANY_OBJECT,
+    },
+)
+CALL_EVENTS = events(
+    "one call as it happens, until `done`.",
+    {
+        "call": STRINGS,
+        "entries": array(EVENT),
+        "entry": EVENT,
+        "latency": ANY_OBJECT,
+        "actions": array(AUDIT_ENTRY),
+        "action": AUDIT_ENTRY,
+        "marks": obj({"flags": array(FLAG_MARK), "severity": STR}),
+        "done": ANY_OBJECT,
+        "signed-out": ANY_OBJECT,
+    },
+)
 
 SCHEMAS: Final[dict[str, Schema]] = {
     "Error": obj(
@@ -152,29 +198,37 @@ SCHEMAS: Final[dict[str, Schema]] = {
     "RolloutPanel": obj({"can_change": BOOL, "can_kill": BOOL}),
     "RolloutChanged": obj({"dialplan": STR, "changed": BOOL, "flag": ANY_OBJECT}),
     "RolloutPreview": ANY_OBJECT,
-    "RolloutChange": obj(
-        {"reason": STR},
-        {
-            "weights": {"type": ["object", "string"]},
-            "kill": BOOL,
-            "allow": ANY_OBJECT,
-            "deny": ANY_OBJECT,
-            "sticky": STR,
-        },
+    "RolloutChange": closed(
+        obj(
+            {"reason": REASON},
+            {"weights": WEIGHTS, "kill": BOOL, "allow": ANY_OBJECT, "deny": ANY_OBJECT, "sticky": STR, "who": {}},
+            about="a change of the flag; `who` is ignored (the audit names the account)",
+        )
     ),
-    "RolloutSettings": {
-        **obj({}, {"weights": {"type": ["object", "string"]}, "kill": BOOL, "allow": ANY_OBJECT, "deny": ANY_OBJECT}),
-        "additionalProperties": False,
-        "description": "the settings a preview weighs (no reason: nothing is saved)",
-    },
-    "KillChange": obj({"kill": BOOL, "reason": STR}),
-    "Whisper": obj({"text": STR}),
+    "RolloutSettings": closed(
+        obj(
+            {},
+            {"weights": WEIGHTS, "kill": BOOL, "allow": ANY_OBJECT, "deny": ANY_OBJECT},
+            about="the settings a preview weighs (no reason: nothing is saved)",
+        )
+    ),
+    "KillChange": closed(obj({"kill": BOOL, "reason": REASON})),
+    "Whisper": obj({"text": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": "\\S"}}),
     "Transfer": obj({}, {"target": STR}),
-    "Unlock": obj({}, {"account": STR, "source": STR}),
+    "Unlock": {
+        **obj({}, {"account": ACCOUNT_NAME, "source": ADDRESS}, about="an account's name and/or an address"),
+        "anyOf": [
+            {"required": ["account"], "properties": {"account": {"minLength": 1}}},
+            {"required": ["source"], "properties": {"source": {"minLength": 1}}},
+        ],
+    },
     "Unlocked": obj({"unlocked": STR}),
     "Ready": obj({"ready": BOOL}, {"problems": array(STR), "workers": array(ANY_OBJECT)}),
     "Alive": obj({"alive": BOOL}),
-    "SignIn": obj({}, {"name": STR, "password": STR, "token": STR}),
+    "SignIn": obj({"name": STR, "password": STR}, about="an account's name and password"),
+    "SignInDemo": obj({"token": STR}, {"name": STR}, about="a demo token, and the name to show"),
+    "LiveCallsEvents": LIVE_EVENTS,
+    "CallEvents": CALL_EVENTS,
     "Session": obj({"role": STR, "name": STR, "csrf": STR, "expires_in_s": INT}),
     "SignedOut": obj({"signed_out": BOOL}),
     "OpenAPI": obj({"openapi": STR, "info": ANY_OBJECT, "paths": ANY_OBJECT}),

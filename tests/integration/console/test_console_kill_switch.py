@@ -80,7 +80,7 @@ async def test_a_supervisor_may_turn_the_kill_switch_and_nothing_else(
         status, refusal = await _put(http, kill, body, auth["sam"])
         assert (status, refusal["field"]) == (400, field), body
     assert await _put(http, "/api/rollout/nowhere/kill", {"kill": True, "reason": "x"}, auth["sam"]) == (
-        400, {"error": "dialplan: not a rollout dialplan here (rollout dialplans: canary)", "field": "dialplan"},
+        404, {"error": "dialplan: not a rollout dialplan here (rollout dialplans: canary)", "field": "dialplan"},
     )  # fmt: skip
     assert await _put(http, kill, {"kill": True, "reason": "x"}, auth["vic"]) == (
         403, {"error": "forbidden: the kill switch needs the supervisor role (viewer here)"},
