@@ -67,11 +67,13 @@ family's errors add up to at most ``alpha``:
 * *non-inferiority* and each step's *fresh evidence* (its own ``alpha / (k c)``: a false promotion is the other kind
   of error).
 
-**The watch** (:mod:`bridge.rollout.watch`): at the last step, for as long as the holdout runs, each guardrail that
-is on has a change detector on its recent evidence beside the cumulative tests (a Shiryaev-Roberts statistic over
-blocks of the last step's hours, against the ``last_margin`` line, tuned to a change to ``clear`` times it); past
-``log(24 watch_arl_days k c)`` the candidate is rolled back, the reason naming the watch and its statistic. Its false
-alarms: at most one per ``watch_arl_days`` on average for a candidate exactly at its margin, far fewer for an equal one.
+**The watch** (:mod:`bridge.rollout.watch`): from the first step on, each guardrail that is on has a change detector on
+its recent evidence beside the cumulative tests (a Shiryaev-Roberts statistic over blocks of each step's hours,
+against the ``last_margin`` line, tuned to a change to ``clear`` times it). At the last step, for as long as the
+holdout runs, past ``log(24 watch_arl_days k c)`` the candidate is rolled back, the reason naming the watch and its
+statistic: at most one false alarm per ``watch_arl_days`` on average for a candidate exactly at its margin, far fewer
+for an equal one. Before it, the watch is each step's fresh evidence: a step waits while the statistic stands at
+``HOLD_LOG_R`` or above (the recent hours lean toward a clear regression), the first step's included.
 
 **Sample ratio**: each epoch's first calls per caller per variant against the shares of its weights, a
 Dirichlet-multinomial e-value multiplied over epochs; past ``1 / srm_alpha`` the engine decides ``srm``: no
@@ -202,7 +204,8 @@ class Engine(Evidence):
         if found:
             why = "; ".join(_worse(g, which, e, self.spec.tau, self.alpha_g, self) for g, which, e in found)
             return [self._rollback(name, t, f"{name}: {why}", self._evidence(name))]
-        alarms = self._watched(name, cand).alarms(self.watch_limit)
+        at_last = cand.last_started is not None and cand.step_epoch == self.epoch
+        alarms = self._watched(name, cand).alarms(self.watch_limit) if at_last else []
         if alarms:
             why = watch.describe(alarms, self.watch_limit, spec.watch_arl_days)
             evidence = self._evidence(name) | {"watch_alarm": [g for g, _ in alarms]}
@@ -242,17 +245,13 @@ class Engine(Evidence):
         return watch.watched(self.__dict__.setdefault("watches", {}), name, cand)  # (a state kept before the watch)
 
     def hour(self, t: float) -> None:
-        """At each stratum's first record the watch looks at the hours closed since, for every candidate at its last
-        step (:mod:`bridge.rollout.watch`); rollback at its next value."""
+        """At each stratum's first record the watch looks at the hours closed since, for every candidate on its step
+        (:mod:`bridge.rollout.watch`); rollback at its next value."""
         for name, cand in self.cands.items():
-            if cand.state is State.TESTING and cand.last_started is not None and cand.step_epoch == self.epoch:
-                self._look(name, cand)
-
-    def _look(self, name: str, cand: _Candidate) -> None:
-        assert cand.step is not None
-        for g, _, _ in self.active:
-            detector = self._watched(name, cand).detectors.setdefault(g.name, watch.Detector())
-            detector.feed(cand.step[g.name].margin_test, cand.since[g.name].margin_test, *self._watch_line(g))
+            if cand.state is State.TESTING and cand.step is not None and cand.step_epoch == self.epoch:
+                for g, _, _ in self.active:
+                    detector = self._watched(name, cand).detectors.setdefault(g.name, watch.Detector())
+                    detector.feed(cand.step[g.name].margin_test, cand.since[g.name].margin_test, *self._watch_line(g))
 
     def _watch_line(self, g: Guardrail) -> tuple[float, float]:
         """The watch's line (the last margin in the test's scale) and the change beyond it it is tuned to (to
@@ -263,13 +262,9 @@ class Engine(Evidence):
         line = self.margin_abs(g, last=True)
         return line, (self.spec.clear - 1.0) * line
 
-    def watch_state(self, name: str) -> dict[str, Any] | None:
-        """Each guardrail's watch (its statistic, threshold, blocks and last block) while ``name`` is at its last
-        step; None before."""
-        cand = self.cands[name]
-        if cand.last_started is None or cand.step_epoch != self.epoch:
-            return None
-        return {g: d.state(self.watch_limit) for g, d in self._watched(name, cand).detectors.items()}
+    def watch_state(self, name: str) -> dict[str, Any]:
+        """Each guardrail's watch: its statistic, threshold, blocks and last block."""
+        return {g: d.state(self.watch_limit) for g, d in self._watched(name, self.cands[name]).detectors.items()}
 
     def _rollback(self, name: str, t: float, why: str, evidence: dict[str, Any]) -> Decision:
         cand = self.cands[name]
@@ -365,6 +360,8 @@ class Engine(Evidence):
                     out.append(f"{g.name}: not yet the power to see a clear regression")
             if not self._fresh_ok(g, cand):
                 out.append(f"{g.name}: this step's own calls not yet surely below a clear regression")
+            if self._watched(name, cand).detectors.get(g.name, watch.Detector()).log_r >= watch.HOLD_LOG_R:
+                out.append(f"{g.name}: the watch's recent hours lean toward a clear regression")
         return out
 
     def _fresh_ok(self, g: Guardrail, cand: _Candidate) -> bool:
@@ -423,9 +420,7 @@ class Engine(Evidence):
                 }
             if g.name in out:
                 out[g.name]["trend"] = cand.history.get(g.name, [])[-24:]
-        watch = self.watch_state(name)
-        if watch is not None:
-            out["watch"] = watch
+        out["watch"] = self.watch_state(name)
         return out
 
 

@@ -235,7 +235,7 @@ class Experiment(Engine):
             "holdout": spec.holdout if self._at_last(name, self.epoch) else None,
             "srm": self.srm is not None,
             "srm_log_e_value": round(self.srm_log_bf, 3),
-            "watch": self.watch_state(name),  # each guardrail's change detector at the last step (None before)
+            "watch": self.watch_state(name),  # each guardrail's change detector on its step
         }
         if cand.state is State.ROLLED_BACK:
             return {

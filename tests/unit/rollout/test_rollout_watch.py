@@ -206,6 +206,23 @@ def test_a_doubling_a_week_into_the_last_step_is_rolled_back_by_the_watch_naming
     assert d.t - 7 * 24 * 3600 < 4 * 86400  # within four days of the change
 
 
+def test_a_step_waits_while_the_watch_leans_toward_a_change_the_first_step_included() -> None:
+    """The watch is each step's fresh evidence: on the first step (whose own calls are all since arming) a
+    promotion waits while a guardrail's statistic stands at the hold level, and the verdict says which."""
+    spec = ExperimentSpec(auto_promote=(5, 25, 50, 100), **FAST)
+    loop = Loop(spec, {CAND: 5.0, SAFE: 95.0}, seed=45)
+    loop.run(3000, {SAFE: 0.1})
+    detectors = loop.exp.watch_state(CAND)
+    assert set(detectors) == {"failure_rate", "abandon_rate", "greeting_ms", "first_reply_ms"}
+    assert all(d["blocks"] >= 1 for d in detectors.values()), detectors
+    detector = loop.exp._watched(CAND, loop.exp.cands[CAND]).detectors["failure_rate"]
+    detector.log_r = watch.HOLD_LOG_R
+    held = loop.exp.blocking(CAND, final=False)
+    assert "failure_rate: the watch's recent hours lean toward a clear regression" in held
+    detector.log_r = watch.HOLD_LOG_R - 0.01
+    assert not any("the watch" in b for b in loop.exp.blocking(CAND, final=False))
+
+
 # ------------------------------------------------------------------------------------------------ stuck
 def test_a_candidate_at_its_margin_after_a_business_cycle_is_stuck_and_the_verdict_gives_the_choices() -> None:
     """Failures 10 % -> 15 % at 50 % (the 50 % margin exactly): neither within it nor surely beyond. After a cycle
