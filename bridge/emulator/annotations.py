@@ -4,12 +4,14 @@ A session holds a queue of turns; each committed caller turn consumes the next o
 
     [{"hears": "I want to talk to a person",
       "reply": {"text": "Connecting you.", "tone_hz": 500, "wav": "/path.wav", "duration_ms": 1500,
-                "silence": false, "tool_call": {"name": "transfer_to_human", "arguments": {"reason": "asked"}}}},
+                "silence": false, "tool_call": {"name": "transfer_to_human", "arguments": {"reason": "asked"}},
+                "after_tool": "I am putting you through now."}},
      {"greeting": {"text": "Welcome to ACME."}}]
 
 or ``{"greeting": {...}, "turns": [...]}``. ``hears`` is the caller transcript (the input transcription and the
 input for the reply rules); ``reply`` overrides the reply: text, voice and/or a forced tool call (a reply with
-both text and a tool call speaks, then calls). ``greeting`` answers a ``response.create`` that comes before any
+both text and a tool call speaks, then calls; ``after_tool`` is what it says once the tool's result is back, where
+the result is read out otherwise). ``greeting`` answers a ``response.create`` that comes before any
 caller turn. A turn's fields are all optional.
 """
 
@@ -36,6 +38,7 @@ class Reply:
     duration_ms: float | None = None
     silence: bool = False
     tool_call: ToolCall | None = None
+    after_tool: str | None = None  # with tool_call: said once the tool's result is back (else it is read out)
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ def parse_reply(obj: Any) -> Reply:
         return Reply(text=obj)
     if not isinstance(obj, Mapping):
         raise ValueError(f"a reply must be an object or a string, not {type(obj).__name__}")
-    unknown = set(obj) - {"text", "tone_hz", "wav", "duration_ms", "silence", "tool_call"}
+    unknown = set(obj) - {"text", "tone_hz", "wav", "duration_ms", "silence", "tool_call", "after_tool"}
     if unknown:
         raise ValueError(f"unknown reply field(s): {sorted(unknown)}")
     tool = obj.get("tool_call")
@@ -66,6 +69,7 @@ def parse_reply(obj: Any) -> Reply:
         duration_ms=None if obj.get("duration_ms") is None else float(obj["duration_ms"]),
         silence=bool(obj.get("silence", False)),
         tool_call=call,
+        after_tool=None if obj.get("after_tool") is None else str(obj["after_tool"]),
     )
 
 

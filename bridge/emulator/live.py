@@ -369,5 +369,5 @@ class LiveSession(SessionCore):
             ready = self.speech.latency(t)
             if said_s:
                 ready += said_s + self.settings.delta_ms / 1000.0
-            call = tool
-            self.at(ready, lambda tt: self.backend.delegate(call, tt))
+            call, after = tool, reply.after_tool if reply is not None else None
+            self.at(ready, lambda tt: self.backend.delegate(call, tt, after))

@@ -31,6 +31,7 @@ class Delegation:
     calls: list[str] = field(default_factory=list)  # call ids of its latest response
     outputs: dict[str, str] = field(default_factory=dict)  # call id -> output
     waiting: bool = True  # its latest response called tools that await outputs
+    after_tool: str | None = None  # the annotation's line once the outputs are back (else they are read out)
 
 
 class LiveBackend:
@@ -80,7 +81,7 @@ class LiveBackend:
             raise ClientError("tool_output_missing", f"No tool output found for function call {missing[0]}.", "type")
         delegation.waiting = False
         outputs = " ".join(delegation.outputs[c] for c in delegation.calls)
-        return delegation, rules.result(outputs)
+        return delegation, delegation.after_tool or rules.result(outputs)
 
     # ---------------------------------------------------------------------------------------------------------
     # The Responses stream
@@ -113,13 +114,13 @@ class LiveBackend:
             }
         return body
 
-    def delegate(self, call: ToolCall, t: float) -> None:
+    def delegate(self, call: ToolCall, t: float, after_tool: str | None = None) -> None:
         """The model hands a task to the backend, which calls a tool and waits for its output."""
         if not self._responses():
             return  # the session delegates to nobody who could call a tool
         state, ids = self.state, self.state.core.ids
         response_id = ids.new(Id.RESPONSE)
-        delegation = Delegation(ids.new(Id.DELEGATION), response_id)
+        delegation = Delegation(ids.new(Id.DELEGATION), response_id, after_tool=after_tool)
         self._delegations[delegation.id] = delegation
         info = {"id": delegation.id, "target": "responses", "type": "delegation", "response_id": response_id}
         state.core.send(self.wire.event("delegation.created", delegation=info, offset_ms=int(state.out_ms)), t)

@@ -89,6 +89,7 @@ class Replies:
         self.had_turn = False  # a caller's turn was committed: no greeting any more
         # "say 'X'" from a system item or newly updated session instructions: the next in-band reply says X
         self.directive: str | None = None
+        self.after_tool: str | None = None  # an annotated reply's line for when its tool's result is back
 
     def plan(self, params: ResponseParams, modality: str, fmt: WireFormat) -> list[Output]:
         """The reply: annotation first, then instructions ("say '...'"), then the rules."""
@@ -118,7 +119,7 @@ class Replies:
                     outputs.append(self._function_call(len(outputs), tool_name, args))
                     return outputs
             elif ctx is not None and ctx.kind is ContextKind.FUNCTION_OUTPUT:
-                text = rules.result(ctx.text)
+                text, self.after_tool = self.after_tool or rules.result(ctx.text), None
             elif ctx is not None and ctx.kind is ContextKind.IDLE:
                 text = rules.STILL_THERE
             else:
@@ -126,6 +127,7 @@ class Replies:
                 text = rules.echo(heard) if heard else self.settings.greeting
         outputs = [] if text is None else [self._message(0, text, modality, fmt, reply)]
         if tool is not None:
+            self.after_tool = reply.after_tool if reply is not None else None
             outputs.append(self._function_call(len(outputs), tool.name, tool.arguments))
         elif text is not None and ctx is not None and ctx.kind is ContextKind.TURN and self._says_preambles(params):
             # gpt-realtime-2 and later: a short preamble, then the answer, as two message items of one response

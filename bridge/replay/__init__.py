@@ -26,6 +26,8 @@ a report (text, HTML, JSON, JUnit).
                        8 kHz G.711 WAVs
     sip.py             ``--via sip``: the same scripts as real phone calls into a running ``callbridge serve``
     timing.py          what a caller feels of a replayed call, in time: each turn's reply gap, the longest silence
+    words.py           what the agent said aloud, answer by answer (JSON read out cut away), and the script's
+                       expectations on it: per turn, the greeting, the closing line, never said
     variants.py        ``callbridge replay --variants DIALPLAN[,DIALPLAN]``: every script through each variant of a
                        rollout dialplan, each variant compared with the safe one
     virtual.py         virtual time for replays: an asyncio event loop whose clock jumps to the next timer when

@@ -34,6 +34,7 @@ from bridge.call.state import Phase
 from bridge.realtime.dialects import DIALECTS, Capabilities
 from bridge.replay.script import CallScript, CompareSpec, Expect
 from bridge.replay.timing import DEFAULT_TOLERANCE_MS, CallTiming, call_timing, timing_checks, timing_differences
+from bridge.replay.words import answers, word_checks
 
 # Events that carry bookkeeping one dialect has and the other lacks, and that the call session does not act on.
 # GA acknowledges every conversation item twice (conversation.item.added, then .done: ItemDone), beta once; GA sends
@@ -287,6 +288,7 @@ class DialectRun:
     checks: list[Check] = field(default_factory=list)
     preamble: str = ""  # what the emulated model says before each answer on this run's model ("": nothing)
     config: dict[str, Any] = field(default_factory=dict)  # what the run was told (:func:`run_config`)
+    answers: dict[str, str] = field(default_factory=dict)  # the agent's words by answer (bridge/replay/words.py)
 
     @property
     def ok(self) -> bool:
@@ -802,6 +804,16 @@ def _with_timing_bounds(script: CallScript, run: DialectRun) -> None:
     run.checks += [Check(name, ok, detail) for name, ok, detail in found]
 
 
+def _with_word_checks(script: CallScript, run: DialectRun) -> None:
+    """``run``'s checks with those of the agent's words (``bridge/replay/words.py``), and its answers by turn."""
+    expect = script.expect(run.dialect)
+    found = answers(run.report, script.turns, run.caller_spans)
+    run.answers = found.to_json()
+    checks = word_checks(found, script.turns, expect.greeting, expect.closing_line, expect.agent_never_says)
+    names = {name for name, _, _ in checks}
+    run.checks = [c for c in run.checks if c.name not in names] + [Check(n, ok, d) for n, ok, d in checks]
+
+
 def judge(
     script: CallScript, runs: Mapping[str, DialectRun], *, name: str | None = None, tolerance_ms: float | None = None
 ) -> ScriptResult:
@@ -810,6 +822,7 @@ def judge(
     tolerance: the script's ``compare.timing_tolerance_ms``, else ``tolerance_ms``, else the default."""
     for run in runs.values():
         _with_timing_bounds(script, run)
+        _with_word_checks(script, run)
         run.preamble = preamble_of(script, run)
     own = script.model.compare.timing_tolerance_ms
     return verdict(

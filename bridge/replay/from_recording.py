@@ -486,6 +486,9 @@ def _reply(
     if tools:
         call = tools[0][1]
         reply["tool_call"] = {"name": call.name, "arguments": _tool_args(call)}
+        after = [(t, r) for t, r in _in(notes, ev.AgentSaid, tools[0][0], end) if r.item_id not in skipped]
+        if after:  # what the model said once the tool's result was back
+            reply["after_tool"] = after[0][1].text
     return reply
 
 
@@ -538,7 +541,7 @@ def _scripted(data: Mapping[str, Any]) -> _Lines:
     """The lines of a script's ``emulator`` section and turns (:class:`_Lines`)."""
     emulator = data.get("emulator", {})
     agent = [(emulator.get(key) or {}).get("text") for key in ("greeting", "reconnect_greeting")]
-    agent += [(turn.get("reply") or {}).get("text") for turn in data.get("turns", [])]
+    agent += [(turn.get("reply") or {}).get(key) for turn in data.get("turns", []) for key in ("text", "after_tool")]
     caller = [turn.get("hears") for turn in data.get("turns", [])]
     return _Lines(frozenset(t for t in caller if t), frozenset(t for t in agent if t))
 

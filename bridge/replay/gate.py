@@ -193,10 +193,9 @@ def judge(
     statuses = RED_STATUSES | ({"expected"} if fail_on == "any" else set())
     for script in data.get("scripts") or []:
         name, status = str(script.get("script")), str(script.get("status"))
-        first = [*(script.get("errors") or []), *(script.get("failures") or []), *(script.get("unexpected") or [])]
-        if status == ERROR or status in statuses:
-            why = first[0] if first else (script.get("expected") or [""])[0]
-            gate.red.append(f"{name}: {status.replace('_', ' ')}: {why}")
+        why = [*(script.get("errors") or []), *(script.get("failures") or []), *(script.get("unexpected") or [])]
+        if status == ERROR or status in statuses:  # each reason a line of its own
+            gate.red += [f"{name}: {status.replace('_', ' ')}: {w}" for w in why or script.get("expected") or [""]]
         for worse in script.get("regressions") or []:
             gate.red.append(f"{name}: worse than the baseline: {worse}")
         gate.own += [f"{name}: {line}" for line in script.get("answer_red") or []]

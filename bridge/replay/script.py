@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import struct
 from collections.abc import Iterable, Mapping
 from functools import cached_property
@@ -71,6 +72,13 @@ class ReplySpec(_Strict):
     silence: bool = False
     wav: str | None = None  # mono PCM16 WAV, relative to the script directory
     tool_call: ToolCallSpec | None = None
+    after_tool: str | None = None  # with tool_call: what the model says once the tool's result is back
+
+    @model_validator(mode="after")
+    def _after_a_tool(self) -> ReplySpec:
+        if self.after_tool is not None and self.tool_call is None:
+            raise ValueError("after_tool is said once a tool's result is back: it needs tool_call")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -107,6 +115,52 @@ class EmulatorSpec(_Strict):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# What the agent says (bridge/replay/words.py matches it on what was said aloud)
+
+
+class Said(_Strict):
+    """A phrase (its words in order, whole words, case and punctuation aside) or a ``pattern`` (a regular
+    expression, case-insensitive); a plain string is a phrase."""
+
+    phrase: str | None = None
+    pattern: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _phrase_shorthand(cls, value: Any) -> Any:
+        return {"phrase": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one(self) -> Said:
+        if (self.phrase is None) == (self.pattern is None):
+            raise ValueError("give a phrase (a string) or {pattern: REGEX}")
+        if self.phrase is not None and not re.search(r"\w", self.phrase):
+            raise ValueError(f"a phrase needs a word, not {self.phrase!r}")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r} is not a regular expression: {exc}") from None
+        return self
+
+    def __str__(self) -> str:
+        return repr(self.phrase) if self.phrase is not None else f"/{self.pattern}/"
+
+
+class AgentSays(_Strict):
+    """What the agent must say (each of ``says``) and must never say (any of ``never_says``) in one answer;
+    ``changed``: why this answer differs from the baseline's on purpose (``bridge/replay/drift.py``)."""
+
+    says: list[Said] = Field(default_factory=list)
+    never_says: list[Said] = Field(default_factory=list)
+    changed: str | None = Field(None, min_length=1)
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.says)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # The caller's turns
 
 Wait = Literal["agent_start", "agent_done", "none"]
@@ -126,6 +180,7 @@ class Turn(_Strict):
     max_reply_gap_ms: float | None = Field(None, gt=0)  # the agent's first audio at most this long after ``say``
     hears: str | None = None  # annotation: what the emulator transcribes for ``say``
     reply: ReplySpec | None = None  # annotation: how the emulator answers ``say``
+    expect: AgentSays | None = None  # what the agent says in answer to this turn (before the caller acts again)
     note: str = ""  # for people: what this turn is about
 
     @model_validator(mode="before")
@@ -145,6 +200,8 @@ class Turn(_Strict):
             raise ValueError("hears and reply annotate spoken audio: they need say")
         if self.say is None and self.max_reply_gap_ms is not None:
             raise ValueError("max_reply_gap_ms bounds the answer to spoken audio: it needs say")
+        if self.expect is not None and self.say is None and self.dtmf is None:
+            raise ValueError("expect is about the answer to this turn: a hang-up gets none (expect.closing_line)")
         return self
 
 
@@ -180,6 +237,9 @@ class Expect(_Strict):
     dtmf: str | None = Field(None, pattern=DTMF_PATTERN)  # digits the session received, in order
     reconnects: int | None = Field(None, ge=0)
     max_errors: int | None = Field(None, ge=0)
+    greeting: AgentSays | None = None  # the agent's lines before the caller first acts
+    closing_line: AgentSays | None = None  # the agent's last line of the call
+    agent_never_says: list[Said] = Field(default_factory=list)  # in any line of the agent's
 
     def merged(self, other: Expect | None) -> Expect:
         """``self`` with the fields ``other`` sets replaced (lists of keywords and phases are added)."""
@@ -188,8 +248,8 @@ class Expect(_Strict):
         data = self.model_dump()
         for key in other.model_fields_set:
             value = getattr(other, key)
-            if key in {"caller_keywords", "agent_keywords", "phases_visited"}:
-                data[key] = [*data[key], *value]
+            if key in {"caller_keywords", "agent_keywords", "phases_visited", "agent_never_says"}:
+                data[key] = [*data[key], *(v.model_dump() if isinstance(v, BaseModel) else v for v in value)]
             else:
                 data[key] = value.model_dump() if isinstance(value, BaseModel) else copy.deepcopy(value)
                 if key == "tool_calls" and value is not None:

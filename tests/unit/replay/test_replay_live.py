@@ -69,8 +69,8 @@ def test_every_bundled_script_in_three_dialects_differs_only_by_design_or_as_its
         ("barge_in", ["Thank you for", "Of course. You can return any item within", "Yes, we ship to Canada."]),
         # the key the caller pressed closes the menu's turn
         ("dtmf_menu", ["For billing, press one.", "I heard you say: The caller pressed the key 2", "I am sorry"]),
-        # the tool call closes the goodbye's turn: the backend's answer read out is a new one
-        ("tool_end_call", ["Thank you for", "Your order shipped", "Thank you for calling. Goodbye!", "Thanks for"]),
+        # the tool call closes the goodbye's turn: the backend's answer (the goodbye) is a new one
+        ("tool_end_call", ["Thank you for", "Your order shipped", "Thank you for calling Acme. Goodbye!"]),
         # the lost session's turn closes with it, and the new session resumes the cut answer
         ("network_drop", ["Thank you for", "We are", "Sorry, the line dropped.", "Sorry about that."]),
     ],

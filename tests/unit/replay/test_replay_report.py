@@ -81,4 +81,9 @@ def test_a_baseline_names_a_first_reply_that_moved() -> None:
 
     then = {"status": "same", "digest": "d", "tolerance_ms": 500.0, "runs": {"ga": run(800.0, 160.0)}}
     now = {"status": "same", "digest": "d", "tolerance_ms": 500.0, "runs": {"ga": run(900.0, 2160.0)}}
-    assert changes(now, then) == ["GA: first reply 160 ms -> 2160 ms (tolerance 500 ms)"]
+    assert changes(now, then) == [  # the greeting moved 100 ms: within the baseline tolerance (150 ms)
+        "GA: first reply 160 ms -> 2160 ms (+2000 ms; tolerance 150 ms, beyond the budget 500 ms)"
+    ]
+    assert changes(now, then, tolerance_ms=50.0)[0] == (
+        "GA: greeting 800 ms -> 900 ms (+100 ms; tolerance 50 ms, within the budget 500 ms)"
+    )

@@ -1,0 +1,238 @@
+"""The QA gate on broken candidates: each one red, with a reason a QA lead reads in one line; the unchanged set and
+paraphrases of its answers green. A candidate is the shipped set changed as a model, a prompt or a release would
+change it (the emulator says what the script's annotations say, so changing what it says stands for a model saying
+something else), replayed against the unchanged set's run as the baseline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bridge.replay.cli import main
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[3]
+SET = ("question_answer", "tool_end_call", "transfer", "network_drop")
+SPEED = 4  # the emulator's pace: response_latency_ms is scaled by it
+
+Edit = Callable[[Path], None]
+
+
+def _script(suite: Path, name: str) -> tuple[Path, dict[str, Any]]:
+    path = suite / name / "script.yaml"
+    return path, yaml.safe_load(path.read_text())
+
+
+def reply(name: str, turn: int, text: str) -> Edit:
+    """The model answers ``turns[turn]`` of script ``name`` with ``text``."""
+
+    def edit(suite: Path) -> None:
+        path, data = _script(suite, name)
+        old = data["turns"][turn]["reply"]
+        data["turns"][turn]["reply"] = {**old, "text": text} if isinstance(old, dict) else text
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    return edit
+
+
+def greeting(name: str, text: str) -> Edit:
+    def edit(suite: Path) -> None:
+        path, data = _script(suite, name)
+        data["emulator"]["greeting"] = text
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    return edit
+
+
+def after_tool(name: str, turn: int, text: str | None) -> Edit:
+    """What the model says once its tool's result is back (None: nothing scripted, it reads the result out)."""
+
+    def edit(suite: Path) -> None:
+        path, data = _script(suite, name)
+        if text is None:
+            data["turns"][turn]["reply"].pop("after_tool")
+        else:
+            data["turns"][turn]["reply"]["after_tool"] = text
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    return edit
+
+
+def no_tool_call(name: str, turn: int, text: str) -> Edit:
+    def edit(suite: Path) -> None:
+        path, data = _script(suite, name)
+        data["turns"][turn]["reply"] = text
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    return edit
+
+
+def removed(name: str) -> Edit:
+    return lambda suite: shutil.rmtree(suite / name)
+
+
+def plan(change: dict[str, Any]) -> Edit:
+    """The support plan's profile changed (a prompt, a voice)."""
+
+    def edit(suite: Path) -> None:
+        path = suite.parent / "dialplans" / "support.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["profile"].update(change)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    return edit
+
+
+def nothing(suite: Path) -> None:
+    return None
+
+
+def slower(ms: int) -> tuple[str, ...]:
+    return ("--emulator-set", f"response_latency_ms={150 + SPEED * ms}")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    edit: Edit
+    red: str = ""  # a substring of one of the gate's red lines ("": green)
+    args: tuple[str, ...] = ()
+
+
+NEVER = "expect.never_says: said /"
+BROKEN = [
+    Candidate(
+        "greeting says closed",
+        greeting("question_answer", "Acme support is closed. Do not call us again today."),
+        "expect.greeting.never_says: said 'closed'",
+    ),
+    Candidate(
+        "answer negated",
+        reply("question_answer", 0, "We are not open from nine to five on Saturdays."),
+        f"turns[0].{NEVER}",
+    ),
+    Candidate(
+        "answer negated by a contraction",
+        reply("question_answer", 0, "On Saturdays we aren't open from nine to five."),
+        f"turns[0].{NEVER}",
+    ),
+    Candidate(
+        "hours changed",
+        reply("question_answer", 0, "We are open from ten to four on Saturdays."),
+        "turns[0].expect.says: missing 'nine to five'",
+    ),
+    Candidate(
+        "day dropped",
+        reply("question_answer", 0, "We are open from nine to five."),
+        "turns[0].expect.says: missing 'Saturdays'",
+    ),
+    Candidate(
+        "goodbye dropped: the result read aloud",
+        after_tool("tool_end_call", 1, None),
+        "spoken_json: the agent read raw JSON aloud",
+    ),
+    Candidate(
+        "goodbye dropped: a closing without it",
+        after_tool("tool_end_call", 1, "Thank you for calling Acme."),
+        "expect.closing_line.says: missing 'goodbye'",
+    ),
+    Candidate(
+        "transfer line dropped: the result read aloud",
+        after_tool("transfer", 0, None),
+        "transfer: failed: beta: spoken_json",
+    ),
+    Candidate(
+        "JSON read in an answer",
+        reply("tool_end_call", 0, 'Your order: {"status": "shipped", "eta": "Friday"}'),
+        "spoken_json",
+    ),
+    Candidate(
+        "delivery day flipped",
+        reply("tool_end_call", 0, "Your order did not ship and will not arrive on Friday."),
+        f"turns[0].{NEVER}",
+    ),
+    Candidate(
+        "resumed answer wrong",
+        reply("network_drop", 1, "Sorry about that. We are open from nine to three."),
+        "turns[1].expect.says: missing 'nine to five'",
+    ),
+    Candidate("tool call lost", no_tool_call("transfer", 0, "Please hold on."), "tool_calls: called nothing"),
+    Candidate("transfer script deleted", removed("transfer"), "transfer: removed: in the baseline, not run now"),
+    Candidate("GA dropped", nothing, "removed: its GA run is in the baseline only", ("--dialects", "beta")),
+    Candidate(
+        "prompt changed",
+        plan({"instructions": "You are Acme's agent. Always offer the premium plan."}),
+        "unjudged: GA instructions #",
+    ),
+    Candidate("voice changed", plan({"voice": "verse"}), "unjudged: GA voice alloy -> verse"),
+    Candidate("550 ms slower everywhere", nothing, "worse than the baseline: beta: greeting", slower(550)),
+    Candidate("2 s slower everywhere", nothing, "max_reply_gap_ms", slower(2000)),
+    Candidate("answers run longer: cost creep", nothing, "cost of the call", ("--emulator-set", "min_reply_ms=6000")),
+]
+GREEN = [
+    Candidate("unchanged", nothing),
+    Candidate("paraphrase: the hours", reply("question_answer", 0, "On Saturdays, we're open from nine to five.")),
+    Candidate("paraphrase: the greeting", greeting("question_answer", "Hi, Acme support here. What can I do for you?")),
+    Candidate("paraphrase: the delivery", reply("tool_end_call", 0, "It shipped yesterday, and it arrives on Friday.")),
+    Candidate("paraphrase: the goodbye", after_tool("tool_end_call", 1, "Goodbye, and thanks for calling Acme!")),
+    Candidate("paraphrase: the transfer", after_tool("transfer", 0, "Sure, I'm transferring you to a person now.")),
+    Candidate("paraphrase: the resumed answer", reply("network_drop", 1,
+              "Apologies. On Saturdays we are open nine to five.")),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The shipped set (a few of its scripts) and its green run, the baseline."""
+    root = tmp_path_factory.mktemp("set")
+    for name in SET:
+        shutil.copytree(REPO / "call_scripts" / name, root / "suite" / name)
+    shutil.copytree(REPO / "dialplans", root / "dialplans")
+    assert _main(root / "suite", root / "base") == 0
+    return root, root / "base"
+
+
+def _main(suite: Path, out: Path, *extra: str) -> int:
+    dialects = () if "--dialects" in extra else ("--dialects", "beta,ga")
+    return main([str(suite), "--dialplans", str(suite.parent / "dialplans"), *dialects, "--report", str(out), *extra])
+
+
+def _candidate(baseline: tuple[Path, Path], tmp_path: Path, candidate: Candidate) -> tuple[int, dict[str, Any]]:
+    root, base = baseline
+    shutil.copytree(root / "suite", tmp_path / "suite")
+    shutil.copytree(root / "dialplans", tmp_path / "dialplans")
+    candidate.edit(tmp_path / "suite")
+    code = _main(tmp_path / "suite", tmp_path / "out", "--baseline", str(base), *candidate.args)
+    data: dict[str, Any] = json.loads((tmp_path / "out" / "report.json").read_text())
+    return code, data
+
+
+def test_there_are_enough_candidates() -> None:
+    assert len(BROKEN) >= 19 and len([c for c in GREEN if c.name.startswith("paraphrase")]) >= 5
+
+
+@pytest.mark.parametrize("candidate", BROKEN, ids=lambda c: c.name)
+def test_a_broken_candidate_is_red_in_one_line(
+    baseline: tuple[Path, Path], tmp_path: Path, candidate: Candidate
+) -> None:
+    code, data = _candidate(baseline, tmp_path, candidate)
+    red = data["meta"]["gate"]["red"]
+    assert code == 1, red
+    assert any(candidate.red in line and "\n" not in line for line in red), red
+
+
+@pytest.mark.parametrize("candidate", GREEN, ids=lambda c: c.name)
+def test_the_unchanged_set_and_paraphrases_are_green(
+    baseline: tuple[Path, Path], tmp_path: Path, candidate: Candidate
+) -> None:
+    for attempt in range(5 if candidate.name == "unchanged" else 1):  # the same five runs in a row
+        code, data = _candidate(baseline, tmp_path / str(attempt), candidate)
+        assert code == 0, data["meta"]["gate"]["red"]
