@@ -7,8 +7,10 @@ moves the agent's audio to the address its SDP names. So before pjsip sees an in
 call's INVITE:
 
 * it must come from the host the INVITE came from (the caller's, or its trunk's, or the front's, which checks the
-  caller itself: bridge/serve/kamailio/kamailio.cfg, route[WITHINDLG]); anything else gets ``403`` (an ACK is
-  dropped: it gets no answer), and the call and its media are untouched;
+  caller itself: bridge/serve/kamailio/kamailio.cfg, route[WITHINDLG]), or, for a call from a listed trunk
+  (``sip_trunk_sources``), from any listed trunk address (a carrier's SBC pair sends the BYE from its other node:
+  the listed addresses are one peer); anything else gets ``403`` (an ACK is dropped: it gets no answer), and the
+  call and its media are untouched;
 * a re-INVITE or UPDATE may move the caller's media only to a host the call's media guard admits
   (:func:`bridge.sip.rtpguard.media_sources`: the offer's ``c=`` host and the INVITE's source), or put it on hold
   (``c=0.0.0.0``): anything else gets ``488``. A call from a trusted trunk (its source in the worker's
@@ -34,7 +36,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, replace
 
-from bridge.sip.access import source_ip
+from bridge.sip.access import IPNetwork, in_networks, source_ip
 from bridge.sip.rtpguard import sdp_connection_ip
 from bridge.sip.sipmsg import Transport, parse_request_head, split_message
 
@@ -57,6 +59,7 @@ class GuardedDialog:
     source: str  # the host the INVITE came from
     media_hosts: tuple[str, ...]  # where the caller's media may come from and go to; empty: not filtered
     trusted: bool = False  # a trusted trunk's call: its re-INVITEs may move the media to any host
+    peers: tuple[IPNetwork, ...] = ()  # a listed trunk's call: the listed trunks' addresses, one peer with its source
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +104,7 @@ class DialogGuard:
         in_dialog = ";tag=" in head.headers.get("to", "").replace(" ", "") or head.method == "CANCEL"
         if held is None or not in_dialog:
             return DialogVerdict(PASS)
-        if not _same_host(source_ip(source), held.source):
+        if not _same_host(source_ip(source), held.source) and not in_networks(source, held.peers):
             self.refused += 1
             detail = f"{head.method} of {held.call_id} from {source}, not from its caller {held.source}"
             if head.method == "ACK":

@@ -291,7 +291,8 @@ class SipGateway(Service):
     def _guard_dialog(self, handle: IncomingCall, invite: str) -> None:
         """Hold the call's dialog in :attr:`dialogs`: its in-dialog requests from the INVITE's source only, its media
         moved only to the offer's host or the caller's, or anywhere for a caller in ``allowed_sources`` (a trusted
-        trunk; bridge.sip.dialogguard)."""
+        trunk; bridge.sip.dialogguard); a call a listed trunk sent (``trunk_sources``) takes them from any of its
+        addresses."""
         head = parse_request_head(invite)
         sip_call_id = head.headers.get("call-id", "") if head else ""
         if not sip_call_id:
@@ -299,9 +300,11 @@ class SipGateway(Service):
         offer = sdp_connection_ip(message_body(invite))
         hosts = media_sources(offer, handle.remote_ip) + ((offer,) if offer else ())
         trusted = bool(self._allowed) and in_networks(handle.remote_addr or "", self._allowed)
+        trunks = self.admission.trunks
+        peers = trunks if in_networks(handle.peer_addr or "", trunks) else ()  # a listed trunk's addresses: one peer
         self.dialogs.hold(
             sip_call_id,
-            GuardedDialog(handle.call_id, source_ip(handle.peer_addr), tuple(dict.fromkeys(hosts)), trusted),
+            GuardedDialog(handle.call_id, source_ip(handle.peer_addr), tuple(dict.fromkeys(hosts)), trusted, peers),
         )
         self._guarded[id(handle)] = sip_call_id
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.sip.access import parse_networks
 from bridge.sip.dialogguard import (
     DROP,
     KEYS_IN_CLEAR,
@@ -38,6 +39,14 @@ def test_a_request_of_the_dialog_from_another_host_is_refused(guard: DialogGuard
     mine = 200 if method == "OPTIONS" else PASS  # the caller's keep-alive is answered here
     assert guard.verdict(_request(method), "198.51.100.7:5999").status == mine  # the caller, any port
     assert guard.verdict(_request(method), "[::ffff:198.51.100.7]:5060").status == mine
+
+
+def test_a_listed_trunks_call_takes_its_in_dialog_requests_from_any_listed_address() -> None:
+    held = DialogGuard()
+    trunks = parse_networks(["198.51.100.7/32", "198.51.100.8/32"])
+    held.hold("c1", GuardedDialog("call-1", "198.51.100.7", ("198.51.100.7",), peers=trunks))
+    assert held.verdict(_request("BYE"), "198.51.100.8:5060").status == PASS  # the SBC pair's other node
+    assert held.verdict(_request("BYE"), "203.0.113.9:5060").status == 403  # a stranger still
 
 
 def test_the_callers_in_dialog_options_is_answered_200_and_no_other_options_is(guard: DialogGuard) -> None:
