@@ -200,3 +200,22 @@ async def test_the_room_kept_for_the_fronts_own_headers_is_enough(tmp_path: Path
             assert (await tcp.final(call.call_id, "BYE")).status == 200
         finally:
             await tcp.close()
+
+
+async def test_a_caller_on_the_fronts_own_address_is_trimmed_as_any_other(tmp_path: Path) -> None:
+    """A sender sharing the front's address (an SBC on the front's host): its large INVITE is trimmed and answered,
+    not relayed whole for the worker to refuse 513."""
+    async with front_node(tmp_path, workers=1) as (_node, port, _health):
+        tcp = await TcpCaller.connect(NODE_A, NODE_A, port)
+        try:
+            call = Call(f"sip:1000@{NODE_A}:{port};transport=tcp", NODE_A, tcp.lport)
+            invite = large_invite(call, 40000, 9000)
+            await tcp.send(invite)
+            answer = await tcp.final(call.call_id, "INVITE")
+            assert answer.status == 200, (len(invite), answer.status, answer.reason)
+            call.to_tag = answer.headers["to"].partition(";tag=")[2].split(";")[0]
+            await tcp.send(call.request("ACK", 1))
+            await tcp.send(call.request("BYE", 2))
+            assert (await tcp.final(call.call_id, "BYE")).status == 200
+        finally:
+            await tcp.close()
