@@ -92,6 +92,7 @@ class CallWatch:
     on_hold: bool = False
     caller_held_at: float | None = None  # the caller has the call on hold since (``t``; 0.0 when not known)
     away: bool = False
+    taken_over_by: str = ""  # the supervisor who has taken the call over now ("" when nobody has)
     ended: bool = False
     phase: str = ""
     caller_speaking: bool = False
@@ -129,6 +130,8 @@ class CallWatch:
             self.raised.add(Flag.OUTAGE)
         elif isinstance(r, _BACK):
             self.away = False
+        if isinstance(r, ev.SupervisorActed) and r.action in (ev.SupervisorKind.TAKEOVER, ev.SupervisorKind.HANDBACK):
+            self.taken_over_by = r.who if r.action == ev.SupervisorKind.TAKEOVER else ""
         if isinstance(r, ev.Recovered):
             self.raised.add(Flag.RECOVERED)
         if isinstance(r, _ERRORS) or (isinstance(r, ev.CallEnded) and r.outcome is ev.CallOutcome.FAILED):

@@ -98,6 +98,7 @@ def row(call: CallSummary, lost_workers: Collection[str], seen: Seen | None = No
             {"phase": call.phase, "on_hold": call.on_hold, "in_outage": call.in_outage, "transfer": call.transfer}
         )
         out.update(flags=marks, severity=worst(marks), activity=seen.steady.show(word, now))
+        out["taken_over_by"] = seen.watch.taken_over_by  # a supervisor talks to the caller: the others see who
     return out
 
 

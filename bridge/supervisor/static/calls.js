@@ -100,6 +100,7 @@ function cells(call) {
     h("td", { class: "variant" }, call.variant || "–"),
     h("td", { class: "dialect" }, call.dialect, call.model ? h("span", { class: "muted" }, ` ${call.model}`) : null),
     h("td", { class: "phase" }, call.activity || call.phase, call.status === ROW_STATUS.LOST ? h("span", { class: "lost-mark" }, " (worker lost)") : null,
+      call.taken_over_by ? h("span", { class: "taken-over mark warn" }, ` taken over by ${call.taken_over_by}`) : null,
       call.transfer ? h("span", { class: `transfer ${call.transfer}` }, ` transfer: ${call.transfer.replace("_", " ")}`) : null),
     marks(call),
     h("td", { class: `status ${call.status}` }, call.status),
@@ -147,6 +148,7 @@ export function filter() {
       (!text || (call.caller || "").includes(text)) && flagged(call, $("filter-flag").value);
     show(tr, match);
   }
+  count();
 }
 
 function drop(callId, endedNow) {
@@ -159,8 +161,10 @@ function drop(callId, endedNow) {
   document.dispatchEvent(new CustomEvent("console:call-ended", { detail: { call_id: callId } }));
 }
 
+// "(3)", or "(2 of 3 shown)" while a filter hides some: the heading counts what the table shows.
 function count() {
-  $("calls-count").textContent = rows.size ? `(${rows.size})` : "";
+  const shown = [...rows.values()].filter(({ tr }) => !tr.hidden).length;
+  $("calls-count").textContent = !rows.size ? "" : shown === rows.size ? `(${rows.size})` : `(${shown} of ${rows.size} shown)`;
   show($("calls-empty"), rows.size === 0);
 }
 

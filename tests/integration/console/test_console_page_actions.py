@@ -60,12 +60,14 @@ async def test_a_supervisor_hangs_up_from_the_page_a_viewer_cannot(tmp_path: Pat
         # -- the filters: a caller search that does not match hides the row, a matching plan shows it
         await sam.type("#filter-caller", "no-such-number")
         await sam.wait_for(f"{row(call_id, '')}.hidden === true")
+        assert await sam.text("#calls-count") == "(0 of 1 shown)"  # the heading counts what the table shows
         await sam.eval("document.getElementById('filter-caller').value = ''")
         await sam.eval(
             "(() => { const s = document.getElementById('filter-dialplan'); s.value = 'desk';"
             " s.dispatchEvent(new Event('input')); })()"
         )
         await sam.wait_for(f"{row(call_id, '')}.hidden === false")
+        assert await sam.text("#calls-count") == "(1)"
 
         # -- the viewer: the call's detail has no action buttons, and the API refuses them
         await vera.click(f"#calls tbody tr[data-call-id='{call_id}']")

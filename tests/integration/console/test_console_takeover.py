@@ -122,12 +122,15 @@ async def test_a_supervisor_takes_over_from_the_microphone_and_hands_back(tmp_pa
         await stack.entry_time(call_id, "response_done")  # the agent has spoken (its greeting)
 
         await take_over(sam, call_id)
+        taken = f"document.querySelector('#calls tr[data-call-id=\"{call_id}\"] .taken-over')"
+        await sam.wait_for(f"{taken}?.textContent === ' taken over by sam'")  # every supervisor's live list says so
         deadline = time.monotonic() + 15
         while (await sam.eval("window.callbridgeTakeover.stats.samples")) < TALK_SAMPLES:
             assert time.monotonic() < deadline, await sam.eval("window.callbridgeTakeover.stats")
             await asyncio.sleep(0.2)
         await sam.click("#action-handback")
         await sam.wait_for("document.getElementById('action-state').textContent.startsWith('handback: done')")
+        await sam.wait_for(f"{taken} === null")
         await wait_entry(stack, call_id, "handback", "response_done")  # the agent answered the caller again
         await refusals(browser, stack, sam, call_id)
 
