@@ -319,7 +319,7 @@ def _holder_lines(holder: kill_switch.Holder | None) -> list[str]:
     """Who holds a kill switch that is on, and who may turn it off."""
     if holder is None:
         return []
-    setter = f", or {holder.by}" if holder.by else ""
+    setter = f" or {holder.by}, who turned it on" if holder.by else ""
     return [f"  held by {holder.text()}; turning it off needs the {holder.role} role{setter}"]
 
 

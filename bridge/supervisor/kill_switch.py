@@ -93,11 +93,11 @@ def holder_of(flag: RolloutFlag) -> Holder | None:
 
 def lift_refusal(holder: Holder, who: str, role: str) -> str | None:
     """None if ``who``, with ``role``, may turn off the kill switch ``holder`` holds; else what it takes, in words:
-    ``turning it off needs the admin role, or ada (supervisor here)``."""
+    ``turning it off needs the admin role or ada, who turned it on (you are signed in as a supervisor)``."""
     if (holder.by and who == holder.by) or rank(role) >= rank(holder.role):
         return None
-    setter = f", or {holder.by}" if holder.by else ""
-    return f"turning it off needs the {holder.role} role{setter} ({role} here)"
+    setter = f" or {holder.by}, who turned it on" if holder.by else ""
+    return f"turning it off needs the {holder.role} role{setter} (you are signed in as a {role})"
 
 
 def now_text() -> str:

@@ -275,7 +275,10 @@ async def panel(store: RolloutStore, plans: RolloutPlans, *, audit_count: int = 
         out.append(dialplan_panel(name, spec, flag, stored is not None, window, voice=voice, live=variants))
         # with the workers' key: records they leave out for their signature are no evidence here either
         current = await records.current(store.client, name, spec, store.rollout_keys)
-        applied = as_applied(current, await store.audit(name, count=DECISIONS_LOOKED_AT), flag)
+        audit = await store.audit(name, count=DECISIONS_LOOKED_AT)
+        applied = as_applied(current, audit, flag)
+        turned_on = next((a for a in audit if a.new.get("kill") is True), None) if flag.kill else None
+        out[-1]["kill_reason"] = turned_on.reason if turned_on is not None else None  # why it was turned on
         out[-1]["experiment"] = follow_flag(applied, spec, flag)
     audit = await store.audit(count=audit_count)
     metrics = [{"key": m, "label": METRIC_LABELS.get(m, m)} for m in GUARDRAILS]

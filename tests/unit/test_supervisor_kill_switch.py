@@ -68,8 +68,8 @@ def test_a_refusal_names_the_holder_the_role_needed_and_the_role_asking() -> Non
     with pytest.raises(KillHeld) as refused:
         kill_changes("canary", admins, {"kill": False}, "sam", "supervisor", AT)
     assert str(refused.value) == (
-        f"the kill switch of canary is held by ada (admin, since {AT}): turning it off needs the admin role, or ada "
-        "(supervisor here)"
+        f"the kill switch of canary is held by ada (admin, since {AT}): turning it off needs the admin role or ada, "
+        "who turned it on (you are signed in as a supervisor)"
     )
     assert refused.value.to_json() == {
         "error": f"forbidden: {refused.value}",
@@ -78,7 +78,7 @@ def test_a_refusal_names_the_holder_the_role_needed_and_the_role_asking() -> Non
     }
     with pytest.raises(KillHeld) as unnamed:
         kill_changes("canary", OFF.model_copy(update={"kill": True}), {"kill": False}, "sam", "supervisor", AT)
-    assert "held by nobody recorded (counted as admin): turning it off needs the admin role (supervisor" in str(
+    assert "held by nobody recorded (counted as admin): turning it off needs the admin role (you are" in str(
         unnamed.value
     )
 

@@ -130,6 +130,7 @@ function card(dp) {
   const facts = h("dl", { class: "flag" },
     h("dt", {}, "Kill switch"), h("dd", { "data-setting": "kill" }, text(dp.kill)),
     dp.kill_holder ? [h("dt", {}, "Held by"), h("dd", { "data-setting": "kill-holder" }, holderText(dp.kill_holder))] : null,
+    dp.kill_reason ? [h("dt", {}, "Turned on because"), h("dd", { "data-setting": "kill-reason" }, dp.kill_reason)] : null,
     h("dt", {}, "Allow lists"), h("dd", { "data-setting": "allow" }, text(dp.allow)),
     h("dt", {}, "Deny lists"), h("dd", { "data-setting": "deny" }, text(dp.deny)),
     h("dt", {}, "Safe variant"), h("dd", {}, dp.safe_variant));
@@ -150,6 +151,9 @@ function killSwitch(dp) {
   const held = dp.kill_holder
     ? h("p", { class: "holder", id: `kill-holder-${dp.dialplan}` }, `Held by ${holderText(dp.kill_holder)}.`)
     : null;
+  const because = dp.kill && dp.kill_reason
+    ? h("p", { class: "kill-reason", id: `kill-reason-${dp.dialplan}` }, `Turned on because: “${dp.kill_reason}”`)
+    : null;
   const refused = dp.lift_refused
     ? h("p", { class: "refused", id: `kill-refused-${dp.dialplan}` },
       `${dp.lift_refused[0].toUpperCase()}${dp.lift_refused.slice(1)}.`)
@@ -166,9 +170,9 @@ function killSwitch(dp) {
     " ", h("button", { type: "button", class: "no" }, "Cancel"));
   const ask = h("button", { type: "button", class: turnOn ? "ask kill-on" : "ask kill-off",
     "aria-disabled": refused ? "true" : null,
-    "aria-describedby": [held, refused].filter(Boolean).map((p) => p.id).join(" ") || null },
+    "aria-describedby": [held, because, refused].filter(Boolean).map((p) => p.id).join(" ") || null },
   turnOn ? "Kill switch: every call on the safe variant" : "Turn the kill switch off");
-  const form = h("form", { class: "kill", autocomplete: "off" }, ask, held, refused, confirm, message);
+  const form = h("form", { class: "kill", autocomplete: "off" }, ask, held, because, refused, confirm, message);
   const close = () => {
     confirm.hidden = true;
     ask.hidden = false;

@@ -164,7 +164,8 @@ async def test_a_kill_switch_is_turned_off_only_by_its_holder_or_a_role_as_high(
     assert rollouts.refusal("canary") is None and not rollouts.fail_safe("canary")
     (entry,) = await rollouts.audit("canary")
     assert (entry.who, entry.new) == ("ada", {"kill": True, "kill_by": "ada", "kill_role": "admin", "kill_at": held})
-    for name, refused in (("sam", "turning it off needs the admin role, or ada (supervisor here)"), ("ada", None)):
+    lift = "turning it off needs the admin role or ada, who turned it on (you are signed in as a supervisor)"
+    for name, refused in (("sam", lift), ("ada", None)):
         card = await _panel(http, auth[name])
         assert card["kill_holder"] == {"by": "ada", "role": "admin", "at": held}
         assert card["lift_refused"] == refused, name
@@ -172,7 +173,7 @@ async def test_a_kill_switch_is_turned_off_only_by_its_holder_or_a_role_as_high(
     # -- the supervisor may not undo it: by the kill switch's route, nor by any change around it
     refusal = {
         "error": f"forbidden: the kill switch of canary is held by ada (admin, since {held}): turning it off needs "
-        "the admin role, or ada (supervisor here)",
+        "the admin role or ada, who turned it on (you are signed in as a supervisor)",
         "held_by": {"by": "ada", "role": "admin", "at": held},
         "needs": "admin",
     }
@@ -235,7 +236,9 @@ async def test_the_console_names_the_holder_and_a_supervisor_cannot_turn_off_an_
         assert await page.text(f"{card} dd[data-setting=kill]") == "on"
         assert await page.text(f"{card} dd[data-setting=kill-holder]") == f"ada (admin) {since}"
         assert await page.text(f"{card} form.kill p.holder") == f"Held by ada (admin) {since}."
-        reason = "Turning it off needs the admin role, or ada (supervisor here)."
+        assert await page.text(f"{card} form.kill p.kill-reason") == "Turned on because: “ga leaks”"  # the admin's
+        assert await page.text(f"{card} dd[data-setting=kill-reason]") == "ga leaks"
+        reason = "Turning it off needs the admin role or ada, who turned it on (you are signed in as a supervisor)."
         assert await page.text(f"{card} form.kill p.refused") == reason
 
         # -- the button: marked disabled for assistive technology, still in the tab order, described by the reason
@@ -246,7 +249,8 @@ async def test_the_console_names_the_holder_and_a_supervisor_cannot_turn_off_an_
             " b.getAttribute('aria-describedby').split(' ').map((id) => document.getElementById(id).textContent)];"
             " })()"
         )
-        assert described == ["true", False, True, [f"Held by ada (admin) {since}.", reason]]
+        because = "Turned on because: “ga leaks”"
+        assert described == ["true", False, True, [f"Held by ada (admin) {since}.", because, reason]]
         # pressing it from the keyboard says why, and asks nothing
         for kind in ("keyDown", "keyUp"):
             await page.send("Input.dispatchKeyEvent", {"type": kind, "key": "Enter", "code": "Enter",

@@ -154,10 +154,10 @@ def test_the_kill_switch_through_the_api_is_turned_off_only_by_its_holder_or_a_r
     code, out, err = run(as_(SUPERVISOR, "set", "support", "--unkill", "--reason", "looks fine"), capsys)
     assert code == 1 and f"PUT {api.url}/api/rollout/support/kill: 403" in err, (out, err)
     assert f"the kill switch of support is held by {ADMIN} (admin, since 20" in err
-    assert f"turning it off needs the admin role, or {ADMIN} (supervisor here)" in err
+    assert f"needs the admin role or {ADMIN}, who turned it on (you are signed in as a supervisor)" in err
     code, out, err = run(as_(SUPERVISOR, "show", "support"), capsys)
     assert code == 0 and f"  held by {ADMIN} (admin, since 20" in out, (out, err)
-    assert f"turning it off needs the admin role, or {ADMIN}" in out
+    assert f"turning it off needs the admin role or {ADMIN}, who turned it on" in out
 
     # the supervisor's: theirs to turn off; and the command line on the node, as admin, turns off anyone's
     code, out, err = run(as_(ADMIN, "set", "support", "--unkill", "--reason", "fixed"), capsys)
