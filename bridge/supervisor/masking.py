@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.privacy.masking import viewer_number, viewer_text
+from bridge.privacy.masking import MASK, VIEWER_MASK, VIEWER_SHOWN, is_number, viewer_number, viewer_text
 
 # A call's dialog as the SIP stack knows it: the route set and tags (``sip_dialog``, what a restarted worker's BYE
 # needs) and the caller's Call-ID. With them anyone could write requests in the call's dialog (the front and the
@@ -16,6 +16,16 @@ from bridge.privacy.masking import viewer_number, viewer_text
 # sees neither.
 DIALOG_FIELD = "sip_dialog"
 VIEWER_HIDDEN = frozenset({DIALOG_FIELD, "sip_call_id"})
+
+
+def viewer_caller(caller: str) -> str:
+    """A caller as a viewer sees it: :func:`viewer_number`'s, with one glyph. A number the plan's privacy already
+    masked for Redis (``+1555****567``) is masked whole (``••••••••••67``): its log mask (``*``) never shows beside
+    the viewer's (``•``), nor a digit before the last two."""
+    unmasked = caller.replace(MASK, "0")
+    if MASK not in caller or not is_number(unmasked) or len(caller) <= VIEWER_SHOWN:
+        return viewer_number(caller)
+    return VIEWER_MASK * (len(caller) - VIEWER_SHOWN) + caller[-VIEWER_SHOWN:].replace(MASK, VIEWER_MASK)
 
 
 def public_state(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -28,10 +38,10 @@ def mask_row(row: Mapping[str, Any]) -> dict[str, Any]:
     summary too), ``original_called`` masked as a caller is, no dialog identifiers (:data:`VIEWER_HIDDEN`)."""
     out = {k: v for k, v in row.items() if k not in VIEWER_HIDDEN}
     if out.get("original_called"):
-        out["original_called"] = viewer_number(str(out["original_called"]))
+        out["original_called"] = viewer_caller(str(out["original_called"]))
     caller = str(out.get("caller") or "")
     if caller:
-        out["caller"] = viewer_number(caller)
+        out["caller"] = viewer_caller(caller)
         for said in ("last_transcript", "summary", "call_summary", "call_fields"):  # words, the model's too
             if isinstance(out.get(said), str):
                 out[said] = viewer_text(out[said], caller)
@@ -68,5 +78,5 @@ class EventMask:
             out["summary"] = viewer_text(str(out.get("summary", "")), caller)
         data = out.get("data")
         if isinstance(data, Mapping) and data.get("caller"):
-            out["data"] = {**data, "caller": viewer_number(str(data["caller"]))}
+            out["data"] = {**data, "caller": viewer_caller(str(data["caller"]))}
         return out

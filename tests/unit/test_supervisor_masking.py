@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bridge.privacy.masking import viewer_number as mask_number
 from bridge.privacy.masking import viewer_text as mask_text
-from bridge.supervisor.masking import EventMask, mask_row, public_state
+from bridge.supervisor.masking import EventMask, mask_row, public_state, viewer_caller
 
 
 def test_numbers_keep_their_last_two_digits() -> None:
@@ -40,3 +40,12 @@ def test_a_viewer_sees_no_dialog_identifiers_a_supervisor_no_route_set() -> None
     assert mask_row(state) == {"caller": "••••••••••22"}
     assert public_state(state) == {"caller": "+15550002222", "sip_call_id": "a84b4c76e66710"}
     assert "sip_dialog" not in EventMask()("call", state) and "sip_call_id" not in EventMask()("upsert", state)
+
+
+def test_a_viewer_sees_one_masking_glyph_in_a_number_the_plan_masked_already() -> None:
+    """A plan that keeps three digits in Redis stores ``+1555****567``: a viewer sees it as any number, one glyph,
+    the last two digits, never ``+••55****567``."""
+    row = mask_row({"caller": "+1555****567", "original_called": "+1800***0199", "call_id": "c1"})
+    assert row["caller"] == "••••••••••67" and row["original_called"] == "••••••••••99"
+    assert viewer_caller("+15551234567") == "••••••••••67" and viewer_caller("alice") == "alice"
+    assert viewer_caller("+**********") == "•" * 11  # nothing kept: nothing shown
