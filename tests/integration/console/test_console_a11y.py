@@ -183,8 +183,15 @@ LOADED = """(() => {
 })()"""
 
 
-async def _signed_in(browser: Browser, console: Console, role: str) -> Page:
+async def _scheme(page: Page, scheme: str) -> None:
+    """The browser's colour scheme (``prefers-color-scheme``), and the console following it."""
+    await page.send("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+    assert await page.eval(f"matchMedia('(prefers-color-scheme: {scheme})').matches") is True
+
+
+async def _signed_in(browser: Browser, console: Console, role: str, scheme: str = "light") -> Page:
     page = await browser.page(own_context=True)
+    await _scheme(page, scheme)
     name, password = ACCOUNTS[role]
     await sign_in(page, console.url, password, name=name)
     await page.wait_for(LOADED, 20)
@@ -241,18 +248,23 @@ async def _views(page: Page, role: str, width: int) -> list[dict[str, Any]]:
 
 
 @pytest.mark.skipif(axe_missing() is not None, reason=axe_missing() or "")
+@pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("width", WIDTHS)
-async def test_axe_finds_nothing_on_any_view_for_any_role(console: Console, width: int) -> None:
+async def test_axe_finds_nothing_on_any_view_for_any_role(console: Console, width: int, scheme: str) -> None:
+    """Every view, each role, at each width, in the browser's light and dark schemes."""
     assert axe_version().startswith("4."), axe_version()
     found: list[dict[str, Any]] = []
     problems: list[str] = []
     async with Browser(width=width, height=900) as browser:
         page = await browser.page(own_context=True)
+        await _scheme(page, scheme)
         await page.goto(console.url)
         await page.wait_for("!document.getElementById('signin').hidden")
-        found += await run_axe(page, f"at {width} px: sign-in")
+        background = await page.eval("getComputedStyle(document.body).backgroundColor")
+        assert background == {"light": "rgb(246, 247, 249)", "dark": "rgb(17, 21, 26)"}[scheme], background
+        found += await run_axe(page, f"at {width} px, {scheme}: sign-in")
         for role in ACCOUNTS:
-            page = await _signed_in(browser, console, role)
+            page = await _signed_in(browser, console, role, scheme)
             found += await _views(page, role, width)
             problems += page.problems
     assert not found, f"axe-core {axe_version()}:\n{told(found)}"
