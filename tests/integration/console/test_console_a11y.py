@@ -384,3 +384,21 @@ async def test_the_health_tables_fit_at_1400_px_without_scrolling_sideways(conso
             " scroll: b.scrollWidth, client: b.clientWidth}))"
         )
         assert wide == [], wide
+
+
+async def test_with_a_call_open_at_1400_px_every_rows_actions_are_in_view(console: Console) -> None:
+    """A supervisor with a call open beside the table still reaches Whisper and Hang up on every row: no button lies
+    outside the table's box (behind a sideways scroll) or the window."""
+    async with Browser(width=1400, height=900) as browser:
+        page = await _signed_in(browser, console, "supervisor")
+        await page.click("#calls tbody tr[data-call-id='c-live-desk']")
+        await page.wait_for("document.getElementById('detail-state').textContent === 'live'")
+        hidden = await page.eval(
+            "(() => { const box = document.querySelector('#calls').closest('.table-box').getBoundingClientRect();"
+            " const buttons = [...document.querySelectorAll('#calls td.row-actions button')];"
+            " return buttons.map((b) => [b, b.getBoundingClientRect()])"
+            ".filter(([b, r]) => r.left < box.left - 0.5 || r.right > box.right + 0.5 || r.right > innerWidth)"
+            ".map(([b, r]) => [b.textContent, r.left, r.right, box.left, box.right]); })()"
+        )
+        assert hidden == [], hidden
+        assert page.problems == [], page.problems
