@@ -107,7 +107,10 @@ class Delivery:
         if not self.type:
             return "its record in Redis is not readable"
         if key is not None and not self.holds(key):
-            return "its seal does not hold (not queued by this product, or changed in Redis since)"
+            return (
+                "its seal does not hold (not queued by this product, or changed in Redis since, or queued by a node "
+                "with another listen_key)"
+            )
         return None
 
 
