@@ -436,13 +436,17 @@ class Pool:
 
 def announce_node(settings: Settings, workers: int) -> None:
     """serve's own series from its start (each worker's: :meth:`bridge.serve.worker.Worker.announce_metrics`; the
-    front's: :meth:`bridge.serve.front.KamailioFront.announce_metrics`): the build, each worker's restarts, each
-    served rollout's missing state, and each webhook endpoint's counters, at 0 (or 1: the build)."""
+    front's: :meth:`bridge.serve.front.KamailioFront.announce_metrics`): the build, each worker's restarts, its Redis's
+    up gauge, each served rollout's missing state, and each webhook endpoint's counters, at 0 (or 1: the build)."""
     from bridge import metrics  # not at import: serve sets up multiprocess metrics first
     from bridge.dialplan import load_dialplans, rollout_specs
     from bridge.webhooks.endpoints import endpoints
 
     metrics.announce_build(workers)
+    if settings.redis_url:  # its Redis's up gauge (0 until the node's first check); none at all without Redis
+        from bridge.serve.nodewatch import redis_identity
+
+        metrics.REDIS_UP.labels(redis_identity(settings.redis_url))
     try:
         plans = load_dialplans(settings.dialplans)
     except ConfigError as exc:  # serve checked them before it started; a pool inside another program may not have
