@@ -26,4 +26,5 @@ the console and ``callbridge calls``, and what keeps it whole when Redis fails o
                    worker of a node
     spool.py       the final state a stopping worker could not write to Redis, kept in a local spool file until
                    Redis takes it
+    times.py       one time format in the JSON the product writes: ISO 8601 in UTC, ``<name>_unix`` beside (pure)
 """

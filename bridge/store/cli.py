@@ -29,6 +29,7 @@ from typing import Any
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable, connect, safe_url
 from bridge.store.read import CallDetail, CallSummary, read_call, read_live_calls
+from bridge.store.times import stamped
 
 EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
 PROG = "callbridge calls"
@@ -110,13 +111,13 @@ async def show(args: argparse.Namespace, live_calls: LiveCalls, one_call: OneCal
         if found is None:
             print(f"{PROG}: no call {args.call_id!r} in {where} (unknown, or expired)", file=sys.stderr)
             return EXIT_UNAVAILABLE
-        print(json.dumps(found.to_json(), indent=2) if args.json else detail(found))
+        print(json.dumps(stamped(found.to_json()), indent=2) if args.json else detail(found))
         return EXIT_OK
     shown = 0
     while True:
         calls = await live_calls()
         if args.json:
-            doc: dict[str, Any] = {"at": round(time.time(), 3), "calls": [c.to_json() for c in calls]}
+            doc: dict[str, Any] = stamped({"at": round(time.time(), 3), "calls": [c.to_json() for c in calls]})
             print(json.dumps(doc) if args.watch else json.dumps(doc, indent=2), flush=True)
         else:
             width = shutil.get_terminal_size((120, 24)).columns

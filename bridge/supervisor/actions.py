@@ -46,6 +46,7 @@ from bridge.store import keys
 from bridge.store.channels import publish
 from bridge.store.connection import StoreUnavailable
 from bridge.store.read import read_call
+from bridge.store.times import stamped
 from bridge.supervisor.action_audit import OUTCOME, SHOWN, TAKEOVER_AUDIO, AuditFilter, read_audit
 from bridge.supervisor.http import json_body, need, reply, supervisor_of
 from bridge.supervisor.idempotency import PARAM as IDEMPOTENCY_KEY
@@ -188,4 +189,4 @@ async def actions_audit(request: web.Request) -> web.Response:
         return reply({"error": f"action: one of {', '.join(AUDITED)}", "field": "action"}, 400)
     wanted = AuditFilter(request.query.get("who", "").strip(), request.query.get("call", "").strip(), action)
     entries, capped = await read_audit(redis, wanted, shown=AUDIT_SHOWN)
-    return reply({"audit": entries, "capped": capped, "actions": list(AUDITED)})
+    return reply({"audit": stamped(entries), "capped": capped, "actions": list(AUDITED)})

@@ -16,6 +16,7 @@ from aiohttp import web
 from bridge.store import keys
 from bridge.store.connection import StoreUnavailable
 from bridge.store.read import RECENT_EVENTS, as_float, read_call, read_live_calls
+from bridge.store.times import stamped
 from bridge.supervisor.flags import call_marks, watch_of
 from bridge.supervisor.http import principal_of, reply, supervisor_of
 from bridge.supervisor.masking import EventMask, mask_row, public_state
@@ -65,7 +66,7 @@ def masked(request: web.Request) -> bool:
 
 async def list_calls(request: web.Request) -> web.Response:
     calls = [c.to_json() for c in await read_live_calls(supervisor_of(request).need_redis())]
-    return reply({"calls": [mask_row(c) for c in calls] if masked(request) else calls})
+    return reply({"calls": stamped([mask_row(c) for c in calls] if masked(request) else calls)})
 
 
 async def get_call(request: web.Request) -> web.Response:
@@ -87,7 +88,7 @@ async def get_call(request: web.Request) -> web.Response:
     body["longest_silence_ms"] = as_float(detail.state.get("longest_silence_ms"))
     watch = watch_of(sup.dialplans.values())(detail.state.get("dialplan", ""))
     body["flags"] = call_marks(detail.events, watch, detail.state)
-    return reply(body)
+    return reply(stamped(body))
 
 
 async def live_calls(request: web.Request) -> web.StreamResponse:
@@ -128,7 +129,7 @@ async def linked(template: str, events: AsyncIterator[Event]) -> AsyncIterator[E
 
 def _sse(name: str, data: Any) -> bytes:
     """One event (JSON text has no raw newline, so ``data`` is one line)."""
-    return f"event: {name}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+    return f"event: {name}\ndata: {json.dumps(stamped(data), default=str)}\n\n".encode()
 
 
 async def event_stream(request: web.Request, events: AsyncIterator[Event]) -> web.StreamResponse:

@@ -41,6 +41,7 @@ from bridge.store.ended import (
     read_since,
 )
 from bridge.store.read import StreamEntry, read_call
+from bridge.store.times import stamped
 from bridge.supervisor import export
 from bridge.supervisor.calls import masked
 from bridge.supervisor.flags import Flag, call_marks, watch_of, worst
@@ -256,6 +257,6 @@ async def export_call(request: web.Request) -> web.Response:
         "Cache-Control": "no-store",
     }
     if fmt == "json":
-        body = json.dumps(export.as_json(state, entries), indent=2, default=str)
+        body = json.dumps(stamped(export.as_json(state, entries)), indent=2, default=str)
         return web.Response(text=body, content_type="application/json", headers=headers)
     return web.Response(text=export.as_text(state, entries), content_type="text/plain", headers=headers)

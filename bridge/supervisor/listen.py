@@ -45,6 +45,7 @@ from bridge.store import keys
 from bridge.store.channels import Subscriber, publish
 from bridge.store.connection import StoreUnavailable
 from bridge.store.read import read_call
+from bridge.store.times import stamped
 from bridge.supervisor.auth import Principal
 from bridge.supervisor.http import forbidden, principal_of, reply, same_origin, supervisor_of
 from bridge.supervisor.listen_token import sign
@@ -184,7 +185,7 @@ async def listen_audit(request: web.Request) -> web.Response:
     entries = await read_audit(supervisor_of(request).need_redis())
     if not principal_of(request).may("act"):  # a viewer sees callers' numbers masked
         entries = [mask_row(e) for e in entries]
-    return reply({"audit": entries})
+    return reply({"audit": stamped(entries)})
 
 
 async def handle(

@@ -22,6 +22,7 @@ import aiohttp
 from bridge.config import add_config_flag, load_settings, read_secret_file, secret_from_env
 from bridge.errors import ConfigError
 from bridge.store.read import CallDetail, CallSummary, StreamEntry
+from bridge.store.times import unstamped
 
 TOKEN_ENV = "CALLBRIDGE_API_TOKEN"
 TIMEOUT_S = 10.0
@@ -90,13 +91,14 @@ class ApiClient:
         return data
 
     async def live_calls(self) -> list[CallSummary]:
-        return [CallSummary(**c) for c in (await self.request("GET", "/api/calls"))["calls"]]
+        return [CallSummary(**unstamped(c)) for c in (await self.request("GET", "/api/calls"))["calls"]]
 
     async def one_call(self, call_id: str, count: int) -> CallDetail | None:
         found = await self.request("GET", f"/api/calls/{quote(call_id, safe='')}", missing_ok=True)
         if found is None:
             return None
-        return CallDetail(found["call"], [StreamEntry(**e) for e in found["events"]][-count:])
+        state = {k: "" if v is None else str(v) for k, v in unstamped(found["call"]).items()}  # as Redis holds it
+        return CallDetail(state, [StreamEntry(**unstamped(e)) for e in found["events"]][-count:])
 
 
 def calls_main(argv: list[str]) -> int:

@@ -50,7 +50,8 @@ LIVE_CALL = obj(
         "called": STR,
         "model": STR,
         "voice": STR,
-        "started_at": UNIX,
+        "started_at": TIME,
+        "started_at_unix": UNIX,
         "duration_s": NUM_OR_NULL,
         "last_transcript": STR,
         "variant": STR,
@@ -62,7 +63,13 @@ LIVE_CALL = obj(
     },
     about="a live call (callers' numbers masked for a viewer)",
 )
-EVENT = obj({"id": STR, "kind": STR, "summary": STR, "t": NUM_OR_NULL, "data": STRINGS})
+EVENT = obj({"id": STR, "kind": STR, "summary": STR, "t": TIME, "t_unix": UNIX, "data": STRINGS})
+CALL_STATE: Final[Schema] = {
+    "type": "object",
+    "additionalProperties": {"type": ["string", "number", "null"]},
+    "description": "the call's state hash: strings as stored, but its moments (started_at, answered_at, ended_at, "
+    "last_activity, transfer_at) ISO 8601 with `<name>_unix` beside each (null: unset)",
+}
 ENDED_CALL = obj(
     {
         "call_id": STR,
@@ -96,7 +103,7 @@ ENDED_CALL = obj(
     },
     about="an ended call of the retention window",
 )
-AUDIT_ENTRY = obj({}, {"id": STR, "action": STR, "who": STR, "call_id": STR, "at": STR})
+AUDIT_ENTRY = obj({}, {"id": STR, "action": STR, "who": STR, "call_id": STR, "at": TIME, "at_unix": UNIX})
 REASON: Final[Schema] = {"type": "string", "pattern": "\\S", "description": "why: required, not blank"}
 ACCOUNT_NAME: Final[Schema] = {"type": "string", "pattern": "^([a-z0-9][a-z0-9._-]{0,39})?$"}
 ADDRESS: Final[Schema] = {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}, {"const": ""}]}
@@ -122,7 +129,7 @@ def events(about: str, names: dict[str, Schema]) -> Schema:
 LIVE_EVENTS = events(
     "the live-calls table as it changes.",
     {
-        "snapshot": obj({"calls": array(ANY_OBJECT), "now": NUM}),
+        "snapshot": obj({"calls": array(ANY_OBJECT), "now": TIME, "now_unix": UNIX}),
         "upsert": obj({"call_id": STR}, about="a live call's row, as in LiveCalls"),
         "remove": obj({"call_id": STR}),
         "store": obj({"ok": BOOL}, {"error": STR}),
@@ -132,7 +139,7 @@ LIVE_EVENTS = events(
 CALL_EVENTS = events(
     "one call as it happens, until `done`.",
     {
-        "call": STRINGS,
+        "call": CALL_STATE,
         "entries": array(EVENT),
         "entry": EVENT,
         "latency": ANY_OBJECT,
@@ -153,7 +160,7 @@ SCHEMAS: Final[dict[str, Schema]] = {
     "LiveCalls": obj({"calls": array(LIVE_CALL)}),
     "CallDetail": obj(
         {
-            "call": STRINGS,
+            "call": CALL_STATE,
             "events": array(EVENT),
             "tools": array(ANY_OBJECT),
             "flags": array(FLAG_MARK),

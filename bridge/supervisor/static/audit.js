@@ -42,7 +42,7 @@ function row(a) {
     onOpen(a.call_id);
   } }, a.call_id);
   return h("tr", { "data-audit-id": a.id, "data-action": a.action, "data-call-id": a.call_id },
-    h("td", { class: "when" }, utc(a.at)), h("td", { class: "who" }, a.who), h("td", { class: "call" }, call),
+    h("td", { class: "when" }, utc(a.at_unix)), h("td", { class: "who" }, a.who), h("td", { class: "call" }, call),
     h("td", { class: "action" }, a.action), h("td", { class: "said" }, a.text || a.target || ""),
     h("td", { class: `result${a.worker || a.action === "takeover-audio" ? "" : " failed"}` }, result));
 }

@@ -31,7 +31,7 @@ export function start(open, act) {
   stop();
   source = events("/api/live/calls", {
     snapshot: (data) => {
-      offset = data.now - Date.now() / 1000;
+      offset = data.now_unix - Date.now() / 1000;
       for (const id of [...rows.keys()]) drop(id, false);
       for (const call of data.calls) upsert(call);
       banner("");
@@ -83,7 +83,7 @@ function banner(text) {
 }
 
 function duration(call) {
-  return call.started_at ? clock(Date.now() / 1000 + offset - call.started_at) : "–";
+  return call.started_at_unix ? clock(Date.now() / 1000 + offset - call.started_at_unix) : "–";
 }
 
 // A forwarded call: the number it was first placed to (Diversion, History-Info), masked as its caller is.

@@ -129,7 +129,7 @@ function reset() {
 }
 
 function facts(state) {
-  startedAt = state.started_at ? Number(state.started_at) : null;
+  startedAt = state.started_at_unix ?? null;
   const ended = state.phase === PHASE.ENDED;
   for (const [key, id] of FIGURES) $(id).textContent = ms(state[key] ? Number(state[key]) : null);
   $("detail-state").textContent = ended ? "ended" : "live";
@@ -196,9 +196,9 @@ function markCut(known) {
 
 function agentLine(entry) {
   const known = item(entry.data.item_id || `entry-${entry.id}`);
-  const began = known.audioAt ?? entry.t;
+  const began = known.audioAt ?? entry.t_unix;
   known.li = h("li", { class: "agent", "data-item-id": entry.data.item_id || "", "data-t": began ?? "",
-    title: entry.t === null ? null : `line over at ${at(entry.t)}` },
+    title: entry.t_unix === null ? null : `line over at ${at(entry.t_unix)}` },
   h("span", { class: "who" }, "Agent"), h("time", {}, at(began)), h("span", { class: "line" }, entry.summary));
   if (known.cutMs !== null || known.cut) markCut(known);
   follow($("transcript"), known.li);
@@ -208,7 +208,7 @@ function agentLine(entry) {
 function track(entry) {
   const kind = entry.kind;
   if (kind === KIND.SPEECH_STARTED) {
-    said.callerFrom ??= entry.t; // the caller's line began here (its transcript comes once they stop)
+    said.callerFrom ??= entry.t_unix; // the caller's line began here (its transcript comes once they stop)
   } else if (kind === KIND.CALLER_TRANSCRIPT_FAILED) {
     said.callerFrom = null; // that speech has no line
   } else if (kind === KIND.OUTPUT_ITEM && entry.data.item_type === ITEM_TYPE.MESSAGE) {
@@ -217,7 +217,7 @@ function track(entry) {
     said.phase = entry.data.new;
     if (entry.data.new === PHASE.SPEAKING && said.adding) {
       const known = item(said.adding);
-      if (known.audioAt === null) known.audioAt = entry.t;
+      if (known.audioAt === null) known.audioAt = entry.t_unix;
       said.speaking = said.adding;
       said.adding = null;
     }
@@ -237,17 +237,17 @@ function track(entry) {
 }
 
 function add(entry) {
-  const when = at(entry.t);
+  const when = at(entry.t_unix);
   count += 1;
   $("events-count").textContent = String(count);
   $("events").append(h("li", {}, h("time", {}, when), h("code", {}, entry.kind), " ", entry.summary));
   track(entry);
   const kind = entry.kind;
   if (kind === KIND.CALLER_TRANSCRIPT) {
-    const began = said.callerFrom ?? entry.t; // stamped when the caller began speaking, as agent lines are
+    const began = said.callerFrom ?? entry.t_unix; // stamped when the caller began speaking, as agent lines are
     said.callerFrom = null;
     follow($("transcript"), h("li", { class: "caller", "data-t": began ?? "",
-      title: entry.t === null ? null : `transcribed at ${at(entry.t)}` },
+      title: entry.t_unix === null ? null : `transcribed at ${at(entry.t_unix)}` },
     h("span", { class: "who" }, "Caller"), h("time", {}, at(began)), h("span", { class: "line" }, entry.summary)));
   } else if (kind === KIND.AGENT_TRANSCRIPT) {
     agentLine(entry);
@@ -271,7 +271,7 @@ function actionItem(a) {
   const taken = a.action === "takeover-audio" ? "" : a.worker ? ` (done by ${a.worker})` : " (no worker took it)";
   return h("li", { "data-audit-id": a.id, "data-action": a.action, "data-who": a.who,
     class: a.action !== "takeover-audio" && !a.worker ? "failed" : null },
-  h("time", {}, at(Number(a.at))), h("span", { class: "who" }, a.who), `${a.action}${what}${taken}`);
+  h("time", {}, at(a.at_unix)), h("span", { class: "who" }, a.who), `${a.action}${what}${taken}`);
 }
 
 function latency(data) {

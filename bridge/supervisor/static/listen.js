@@ -181,6 +181,6 @@ export function clearAudit() {
 function auditRow(a) {
   const what = a.action === "stop" ? `stopped after ${a.seconds} s: ${a.reason}` : "started";
   return h("tr", { "data-audit-id": a.id, "data-action": a.action, "data-call-id": a.call_id },
-    h("td", { class: "when" }, utc(a.at)), h("td", { class: "who" }, a.who), h("td", { class: "call" }, a.call_id),
+    h("td", { class: "when" }, utc(a.at_unix)), h("td", { class: "who" }, a.who), h("td", { class: "call" }, a.call_id),
     h("td", {}, a.caller || ""), h("td", { class: "what" }, what));
 }
