@@ -25,8 +25,8 @@ from bridge.supervisor.http import reply
 
 ANY = "*"
 METHODS = "GET, HEAD, POST, PUT, OPTIONS"
-HEADERS = "Authorization, Content-Type"
-EXPOSED = "Retry-After, Content-Disposition"
+HEADERS = "Authorization, Content-Type, Idempotency-Key"
+EXPOSED = "Retry-After, Content-Disposition, API-Version, Idempotent-Replayed"
 MAX_AGE_S = 600
 
 

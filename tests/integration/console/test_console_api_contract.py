@@ -28,6 +28,7 @@ pytestmark = [
     pytest.mark.skipif(redis_server_binary() is None, reason="needs a redis-server binary"),
 ]
 CANARY = Dialplan.model_validate({"name": "canary", "match": ["5000"], "dialect": "rollout"})
+CRM = "https://crm.example"  # a listed origin: a CRM's page that retries actions
 DESK = Dialplan.model_validate({"name": "desk", "match": ["4000"], "dialect": "ga", "transfer_target": "sip:d@pbx"})
 
 
@@ -53,7 +54,7 @@ async def api() -> AsyncIterator[Api]:
         users, vic = add_token(users, "vic")
         client = aioredis.from_url(server.url, decode_responses=True)
         rollouts = RolloutStore(client=client, specs={"canary": CANARY.rollout_spec})
-        options = ConsoleOptions(users=users, listen_key=b"k" * 32)
+        options = ConsoleOptions(users=users, listen_key=b"k" * 32, cors_origins=(CRM,))
         app = create_app(token=None, redis=client, rollouts=rollouts, dialplans=[CANARY, DESK], options=options)
         try:
             async with TestClient(TestServer(app)) as http:
@@ -109,3 +110,13 @@ async def test_an_action_retried_with_its_key_gets_the_first_answer_and_acts_onc
     assert keys.IDEMPOTENCY_TTL_S - 60 < await api.redis.ttl(names[0]) <= keys.IDEMPOTENCY_TTL_S
     kept = await api.redis.get(names[0])
     assert json.loads(kept)["status"] == 504 and api.tokens["sue"] not in kept and key not in kept
+
+
+async def test_a_page_of_a_listed_origin_may_send_the_key_and_read_the_version(api: Api) -> None:
+    preflight = {"Origin": CRM, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization, content-type, idempotency-key"}  # fmt: skip
+    async with api.http.options("/api/calls/c-live/whisper", headers=preflight) as r:
+        assert r.status == 204 and "Idempotency-Key" in r.headers["Access-Control-Allow-Headers"], r.headers
+    status, _, headers = await api.ask("vic", "GET", "/api/calls", Origin=CRM)
+    exposed = headers["Access-Control-Expose-Headers"]
+    assert status == 200 and "API-Version" in exposed and "Idempotent-Replayed" in exposed, headers
