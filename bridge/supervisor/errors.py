@@ -41,6 +41,8 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
             raise
         return _refusal(request, exc)
     except Exception as exc:  # the one place an unhandled error becomes its answer
+        if request.writer.output_size > 0:
+            raise  # a stream already under way: aiohttp closes the connection, nothing more can be said
         route = request.match_info.route.resource
         where = route.canonical if route is not None else "(no route)"
         frame = traceback.extract_tb(exc.__traceback__)[-1:]
