@@ -1,8 +1,8 @@
 """Every error of serve's HTTP port is JSON and says nothing the client sent: a body that is not UTF-8 gets a 400 on
 every route that takes a body (the sign-in included), a handler's unhandled error a 500 with one ERROR line and no
-traceback, a request aiohttp cannot parse (an over-long header line, a bad request line) a JSON 400 that does not echo
-it, ``/api`` without its slash a JSON 404. The route table's part runs on the real app over a real redis-server; the
-parser's on a real ``serve``."""
+traceback, a body over the size aiohttp takes a JSON 413, a request aiohttp cannot parse (an over-long header line, a
+bad request line) a JSON 400 that does not echo it, ``/api`` without its slash a JSON 404. The route table's part runs
+on the real app over a real redis-server; the parser's on a real ``serve``."""
 
 from __future__ import annotations
 
@@ -119,6 +119,10 @@ async def test_the_live_port_answers_json_and_echoes_nothing(node: Node) -> None
         bearer = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
         async with http.post(f"{node.url}/api/signin/unlock", data=NOT_UTF8, headers=bearer) as r:
             assert (r.status, await r.json()) == (400, {"error": "body must be JSON in UTF-8"})
+        big = {"data": b"{" + b" " * (2 << 20) + b"}", "headers": {"Content-Type": "application/json"}}
+        async with http.post(f"{node.url}/auth/signin", **big) as r:  # over aiohttp's client_max_size
+            assert (r.status, r.content_type) == (413, "application/json")
+            assert (await r.json())["error"].startswith("Maximum request body size"), await r.text()
         for path in ("/api", "/api/", "/no-such-page"):
             async with http.get(f"{node.url}{path}", headers=bearer) as r:
                 assert (r.status, r.content_type) == (404, "application/json"), path
