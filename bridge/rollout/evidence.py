@@ -1,7 +1,8 @@
 """What a guarded rollout counts (pure): the stream's entries as evidence, each in its place. Each record counts
 once (its ``call_id``; a record far older than the newest is a replay), a late outcome waits for its call's window,
-each epoch's split counts callers, and every value goes to the tests of each candidate it concerns, grouped by
-caller. The rules these serve, and what is decided on them, are :mod:`bridge.rollout.engine`'s."""
+the split counts each caller once (:mod:`bridge.rollout.srm`), the breaker's run counts calls by their start, and
+every value goes to the tests of each candidate it concerns, grouped by caller. The rules these serve, and what is
+decided on them, are :mod:`bridge.rollout.engine`'s."""
 
 from __future__ import annotations
 
