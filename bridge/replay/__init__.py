@@ -10,6 +10,8 @@ a report (text, HTML, JSON, JUnit).
                        virtual time
     emulation.py       the emulator's settings per model and per rollout variant: a script's ``model_settings`` and
                        ``variant_settings``, ``replay --emulator-set [SCOPE:]NAME=VALUE``
+    drift.py           each answer against the baseline's: a similarity, and the changes that flip meaning named
+                       (a negation, a number, time, price, date or name); a changed pinned answer red unless declared
     echoset.py         the echo set (``call_scripts/echo/``) scored: callers on lines that return the agent's audio,
                        some of whom interrupt the agent
     gate.py            whether a run passes, each red reason in one line: a removed script, a prompt or voice change

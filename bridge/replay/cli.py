@@ -444,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if baseline is not None:
         from bridge.replay.history import apply_baseline
 
-        apply_baseline(data, baseline, args.report, budget, args.baseline_tolerance_ms)
+        apply_baseline(data, baseline, args.report, budget, args.baseline_tolerance_ms, accepts.answers)
     gate = judge(data, None if baseline is None else baseline.scripts, accepts, args.fail_on)
     data["meta"]["gate"] = gate.to_json()
     code = gate.exit

@@ -658,6 +658,7 @@ class ScriptResult:
     expected: list[str] = field(default_factory=list)  # the differences the script declares (compare.reasons)
     tolerance_ms: float = DEFAULT_TOLERANCE_MS
     errors: list[str] = field(default_factory=list)  # the script could not be loaded or run: why (file and field)
+    pinned: dict[str, str] = field(default_factory=dict)  # answer held to a ``says`` -> its declared change ("")
 
     @property
     def reasons(self) -> list[str]:
@@ -700,6 +701,7 @@ class ScriptResult:
             "tolerance_ms": self.tolerance_ms,
             "runs": {d: r.to_json() for d, r in self.runs.items()},
             "compliance": check_rows(self.runs),
+            "pinned": dict(self.pinned),
         }
 
 
@@ -825,7 +827,7 @@ def judge(
         _with_word_checks(script, run)
         run.preamble = preamble_of(script, run)
     own = script.model.compare.timing_tolerance_ms
-    return verdict(
+    result = verdict(
         name or script.name,
         runs,
         script.model.compare,
@@ -835,3 +837,14 @@ def judge(
         spec_explicit="compare" in script.model.model_fields_set and name is None,
         tolerance_ms=own if own is not None else (tolerance_ms if tolerance_ms is not None else DEFAULT_TOLERANCE_MS),
     )
+    result.pinned = pinned_answers(script)
+    return result
+
+
+def pinned_answers(script: CallScript) -> dict[str, str]:
+    """The answers the script holds to a ``says`` (``greeting``, ``turns[N]``, ``closing``), each with the change
+    it declares (its ``changed``, else "")."""
+    expect = script.model.expect
+    held = {"greeting": expect.greeting, "closing": expect.closing_line}
+    held |= {f"turns[{i}]": t.expect for i, t in enumerate(script.turns)}
+    return {name: want.changed or "" for name, want in held.items() if want is not None and want.pinned}

@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from bridge.errors import ConfigError
 from bridge.replay.compare import label
+from bridge.replay.drift import drift, drift_lines
 from bridge.replay.timing import median
 
 INDEX_JSON: Final = "index.json"
@@ -342,6 +343,7 @@ def apply_baseline(
     out: Path | None,
     budget: Budget | None = None,
     tolerance_ms: float = BASELINE_TOLERANCE_MS,
+    accept: Sequence[str] = (),
 ) -> None:
     """Into a report's data (``bridge.replay.report.report_json``): ``meta.baseline`` (its link, from ``out``, and
     when it ran, the scripts it had that did not run now, the budget and how many scripts broke it), each script's
@@ -353,6 +355,10 @@ def apply_baseline(
         name = str(script.get("script"))
         names.add(name)
         script["since_baseline"] = changes(script, then.get(name), tolerance_ms, budget)
+        if then.get(name) is not None:  # each answer against the baseline's (bridge/replay/drift.py)
+            found, script["answer_red"], script["answer_accepts"] = drift(script, then[name], accept)
+            script["answer_drift"] = found
+            script["since_baseline"] += drift_lines(found)
         script["regressions"] = regressions(script, then.get(name), budget)
         runs_then = (then.get(name) or {}).get("runs") or {}
         diffs = {

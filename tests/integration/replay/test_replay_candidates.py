@@ -75,6 +75,27 @@ def no_tool_call(name: str, turn: int, text: str) -> Edit:
     return edit
 
 
+def declared(name: str, turn: int, text: str, reason: str) -> Edit:
+    """The model answers differently, and the script declares the change."""
+
+    def edit(suite: Path) -> None:
+        reply(name, turn, text)(suite)
+        path, data = _script(suite, name)
+        data["turns"][turn]["expect"]["changed"] = reason
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    return edit
+
+
+def reconnect(name: str, text: str) -> Edit:
+    def edit(suite: Path) -> None:
+        path, data = _script(suite, name)
+        data["emulator"]["reconnect_greeting"] = text
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    return edit
+
+
 def removed(name: str) -> Edit:
     return lambda suite: shutil.rmtree(suite / name)
 
@@ -176,6 +197,29 @@ BROKEN = [
     Candidate("550 ms slower everywhere", nothing, "worse than the baseline: beta: greeting", slower(550)),
     Candidate("2 s slower everywhere", nothing, "max_reply_gap_ms", slower(2000)),
     Candidate("answers run longer: cost creep", nothing, "cost of the call", ("--emulator-set", "min_reply_ms=6000")),
+    # the pinned words still said, the meaning moved: drift against the baseline's answer names it
+    Candidate(
+        "Sunday hours added",
+        reply("question_answer", 0, "We are open from nine to five on Saturdays and from ten to two on Sundays."),
+        "answer: GA turns[0], pinned, changed: a number changed: nine five -> nine five ten two",
+    ),
+    Candidate(
+        "shipping day moved",
+        reply("tool_end_call", 0, "Your order shipped last week and arrives on Friday."),
+        "answer: beta turns[0], pinned, changed: a date changed: yesterday friday -> friday",
+    ),
+    Candidate(
+        "another company's name",
+        greeting("question_answer", "Thank you for calling Acme support, a Globex company. How can I help you today?"),
+        "answer: beta greeting, pinned, changed: a name changed: - -> Globex",
+    ),
+    Candidate(
+        "the goodbye says something else",
+        after_tool(
+            "tool_end_call", 1, "Please stay on the line while I open a ticket for the damaged parcel. Goodbye."
+        ),
+        "closing, pinned, changed: a name changed: Acme -> -; says something else (similarity 20%)",
+    ),
 ]
 GREEN = [
     Candidate("unchanged", nothing),
@@ -186,6 +230,16 @@ GREEN = [
     Candidate("paraphrase: the transfer", after_tool("transfer", 0, "Sure, I'm transferring you to a person now.")),
     Candidate("paraphrase: the resumed answer", reply("network_drop", 1,
               "Apologies. On Saturdays we are open nine to five.")),
+    Candidate("an unpinned answer changed: listed", reconnect("network_drop",
+              "Sorry, the line dropped. We open at ten on Saturdays."),
+              "GA: answer turns[0] changed (similarity"),
+    Candidate("a pinned change the script declares", declared("question_answer", 0,
+              "We open nine to five on Saturdays, ten to two Sundays.", "Sunday opening (QA-88)"),
+              "accepted (answer): question_answer/ga/turns[0] by the script: Sunday opening (QA-88)"),
+    Candidate("a pinned change accepted", reply("question_answer", 0,
+              "We open nine to five on Saturdays, ten to two Sundays."),
+              "accepted (answer): question_answer/ga/turns[0] by --accept question_answer:turns[0]",
+              ("--accept", "question_answer:turns[0]")),
 ]  # fmt: skip
 
 
@@ -236,3 +290,10 @@ def test_the_unchanged_set_and_paraphrases_are_green(
     for attempt in range(5 if candidate.name == "unchanged" else 1):  # the same five runs in a row
         code, data = _candidate(baseline, tmp_path / str(attempt), candidate)
         assert code == 0, data["meta"]["gate"]["red"]
+    lines = [line for s in data["scripts"] for line in s.get("since_baseline") or []]
+    accepted = [f"accepted ({a['kind']}): {a['name']} by {a['by']}" + (f": {a['reason']}" if a.get("reason") else "")
+                for a in data["meta"]["gate"]["accepts"]]  # fmt: skip
+    if candidate.name.startswith("paraphrase"):  # the report shows how alike the words are
+        assert any(" in other words (similarity " in line for line in lines), lines
+    if candidate.red:
+        assert any(candidate.red in line for line in [*lines, *accepted]), (lines, accepted)
