@@ -369,7 +369,9 @@ class Settings(BaseSettings, TracingSettings, WebhookSettings):
     drain_timeout_s: float = Field(300.0, ge=0, le=86400)
     # serve's local control (callbridge reload, restart --rolling, drain --node); None: see control.control_path()
     control_socket: Path | None = None
-    front_retry_after_s: int = Field(5, ge=1, le=3600)  # Retry-After of the front's 503 when every worker is full
+    # Retry-After of the front's 503 when every worker is full (and of its 486 over front_calls_per_source); an SBC
+    # takes a node that sends it out of route that long, so 0 (the default) sends none: the SBC tries elsewhere
+    front_retry_after_s: int = Field(0, ge=0, le=3600)
     # The front's own edge (bridge/serve/kamailio/kamailio.cfg, route[ADMIT] and route[AUTH]): CIDRs that may send it
     # anything (others get 403 before any worker sees them; empty: any source); digest auth of new calls against
     # sip_auth_users at the front (401 / 403 there; workers believe the front's X-Callbridge-Auth); a flood limit

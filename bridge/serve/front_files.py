@@ -147,6 +147,7 @@ def front_defs(
             ("FRONT_DIALOG_DB", bool(dialog_db)),
             ("FRONT_SERVER_HEADER", bool(edge.server_header)),
             ("FRONT_SOURCE_IPV4", bool(source_ipv4)),
+            ("FRONT_RETRY_AFTER", retry_after_s > 0),
         )
         if on
     ]

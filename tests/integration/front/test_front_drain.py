@@ -97,7 +97,7 @@ async def test_a_drained_worker_takes_no_new_call_and_its_live_call_ends_normall
 
         await wait_for(all_drained, "every worker drained after SIGUSR1", 10)
         refused = await invite(NODE_A, port, local_host=CALLER)
-        assert (refused.status, refused.headers.get("retry-after")) == (503, "5")
+        assert (refused.status, refused.headers.get("retry-after")) == (503, None)
         node.signal(signal.SIGUSR2)
 
         async def all_active() -> bool:

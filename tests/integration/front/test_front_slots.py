@@ -23,7 +23,8 @@ BUSY = (486, "Busy Here (calls per source limit)")
 
 async def test_one_sources_calls_are_capped_while_another_sources_call_is_answered(tmp_path: Path) -> None:
     assert DEFAULT == 2
-    async with front_node(tmp_path, workers=2, config={"front_calls_per_source": DEFAULT}) as (node, port, _):
+    config = {"front_calls_per_source": DEFAULT, "front_retry_after_s": 2}
+    async with front_node(tmp_path, workers=2, config=config) as (node, port, _):
         assert "each source holds at most 2 calls (486 beyond)" in node.stderr_tail(20000)
         held = [RawCall(STRANGER, (NODE_A, port)) for _ in range(DEFAULT)]
         try:
@@ -32,7 +33,7 @@ async def test_one_sources_calls_are_capped_while_another_sources_call_is_answer
             # the stranger's next call is refused by the front: no worker, no model session
             refused = await invite(NODE_A, port, local_host=STRANGER)
             assert (refused.status, refused.reason) == BUSY, refused
-            assert refused.headers.get("retry-after") == "5"
+            assert refused.headers.get("retry-after") == "2"  # front_retry_after_s
             assert sessions(node) == DEFAULT
             # another source's call is answered meanwhile
             assert (await invite(NODE_A, port, local_host=OTHER)).status == 200
