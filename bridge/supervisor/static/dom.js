@@ -50,14 +50,40 @@ export function show(el, visible) {
   el.hidden = !visible;
 }
 
-// A moment as every table and note of the console says it: "YYYY-MM-DD hh:mm:ss", in UTC (the headers say so), to
-// the second. `at`: Unix seconds (a number, or its text, as the audits store it) or an ISO 8601 text (the rollout
-// audit's); "–" for none.
+// The one clock of every screen of this browser (the console and the wallboard): "utc" (the default) or "local",
+// the browser's own zone, named ("CST", "GMT+1").
+export const CLOCK = "callbridge.clock";
+
+export function localClock() {
+  try {
+    return localStorage.getItem(CLOCK) === "local";
+  } catch (err) {
+    return false;
+  }
+}
+
+function local(date) {
+  const parts = new Intl.DateTimeFormat("en-CA", { year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false, timeZoneName: "short" }).formatToParts(date);
+  const part = (type) => (parts.find((p) => p.type === type) || {}).value || "";
+  return { text: `${part("year")}-${part("month")}-${part("day")} ${part("hour")}:${part("minute")}:${part("second")}`,
+    zone: part("timeZoneName") };
+}
+
+// The zone every time on the page is in: "UTC", or the browser's as its short name.
+export function zone() {
+  return localClock() ? local(new Date()).zone : "UTC";
+}
+
+// A moment as every table and note of the console says it: "YYYY-MM-DD hh:mm:ss", in the clock's zone (UTC unless
+// this browser's clock says local; the headers and notes name it: zone()), to the second. `at`: Unix seconds (a
+// number, or its text, as the audits store it) or an ISO 8601 text (the rollout audit's); "–" for none.
 export function utc(at) {
   if (at === null || at === undefined || at === "") return "–";
   const seconds = Number(at);
   const date = Number.isFinite(seconds) ? new Date(seconds * 1000) : new Date(String(at));
-  return Number.isNaN(date.getTime()) ? String(at) : date.toISOString().slice(0, 19).replace("T", " ");
+  if (Number.isNaN(date.getTime())) return String(at);
+  return localClock() ? local(date).text : date.toISOString().slice(0, 19).replace("T", " ");
 }
 
 // "m:ss" (or "h:mm:ss") of a number of seconds.

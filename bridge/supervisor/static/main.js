@@ -7,7 +7,7 @@ import * as audit from "./audit.js";
 import * as calls from "./calls.js";
 import * as detail from "./detail.js";
 import * as ended from "./ended.js";
-import { $, show } from "./dom.js";
+import { $, CLOCK, localClock, show, zone } from "./dom.js";
 import * as listen from "./listen.js";
 import * as reach from "./reach.js";
 import * as rollout from "./rollout.js";
@@ -102,7 +102,18 @@ async function signOut() {
   signedOut("Signed out.");
 }
 
+// The one clock setting (dom.js): every header and note names the zone; a change draws the page afresh.
+function clockSetting() {
+  $("clock").value = localClock() ? "local" : "utc";
+  for (const span of document.querySelectorAll(".zone")) span.textContent = zone();
+  $("clock").addEventListener("change", () => {
+    localStorage.setItem(CLOCK, $("clock").value);
+    location.reload();
+  });
+}
+
 async function boot() {
+  clockSetting();
   $("signin-form").addEventListener("submit", signIn);
   $("signout").addEventListener("click", signOut);
   $("detail-close").addEventListener("click", () => detail.dismiss());

@@ -7,7 +7,7 @@
 // server's reason in words beside it.
 
 import { request } from "./api.js";
-import { $, h, utc } from "./dom.js";
+import { $, h, utc, zone } from "./dom.js";
 import { EDITOR } from "./kinds.js";
 import { cell } from "./rollout_chart.js";
 import { experimentSection } from "./rollout_experiment.js";
@@ -66,10 +66,10 @@ export async function load() {
   $("audit").tBodies[0].replaceChildren(...r.data.audit.map(auditRow));
 }
 
-// "ada (admin) since 2025-01-02 03:04:05 UTC"; a holder the flag does not name: "nobody recorded (counted as admin)"
+// "ada (admin) since 2025-01-02 03:04:05 UTC" (the clock's zone); a holder the flag does not name: "nobody recorded (counted as admin)"
 function holderText(held) {
   if (!held.by) return `nobody recorded (counted as ${held.role})`;
-  return `${held.by} (${held.role})` + (held.at ? ` since ${utc(held.at)} UTC` : "");
+  return `${held.by} (${held.role})` + (held.at ? ` since ${utc(held.at)} ${zone()}` : "");
 }
 
 function text(value) {

@@ -6,6 +6,8 @@
 // placed by an inline style would silently stay where the browser put it. Higher is worse for every metric, and
 // SVG's y grows downward: "worse" is drawn higher up.
 
+import { utc, zone } from "./dom.js";
+
 const SVG = "http://www.w3.org/2000/svg";
 
 // An SVG element from data (attribute values and text only, never markup: like dom.js's h()).
@@ -82,9 +84,9 @@ function markLabel(mark) {
 }
 
 function markTitle(mark, calls) {
-  const when = new Date(mark.t * 1000).toISOString().slice(0, 16).replace("T", " ");
+  const when = utc(mark.t).slice(0, 16);
   const share = mark.share === undefined ? "" : ` (${Number(mark.share.toFixed(1))} % of new calls after it)`;
-  return `${mark.action}${share} at ${calls} candidate calls (${when} UTC)`;
+  return `${mark.action}${share} at ${calls} candidate calls (${when} ${zone()})`;
 }
 
 // The marks on the chart: a line across the plot at each mark's calls, and its label above the plot where it fits

@@ -4,7 +4,7 @@
 // `experiment` (bridge.rollout.records.current, following the flag: bridge.supervisor.rollout_view.follow_flag),
 // whatever its shape of variants and guardrails: a guardrail is on when the server gives its margin.
 
-import { h, utc } from "./dom.js";
+import { h, utc, zone } from "./dom.js";
 import { cell, change, intervalBar, judge, trendChart } from "./rollout_chart.js";
 
 // the candidate's state as the engine names it (bridge.rollout.experiment.Experiment.verdict); a rollback the flag
@@ -12,7 +12,7 @@ import { cell, change, intervalBar, judge, trendChart } from "./rollout_chart.js
 const STATE_LABEL = { testing: "Testing", rolled_back: "Rolled back", rollback_pending: "Rollback decided, not applied yet" };
 
 function when(t) {
-  return `${utc(t)} UTC`;
+  return `${utc(t)} ${zone()}`;
 }
 
 // A decision as applied: what it did, on which calls, and when the flag took it (the audit's time).

@@ -4,9 +4,10 @@
 // sound allowed, the page sounds once each time a tile turns red. Every text is sized to its tile (wallboard.css),
 // and one that still overflows is shrunk until it fits (fit).
 
+import { CLOCK, utc, zone } from "./dom.js";
+
 const EVERY_MS = 2000;
 const STORE = "callbridge.wallboard";
-const CLOCK = "callbridge.clock"; // "utc" (the default) or "local": how every screen of this browser says a time
 const board = document.getElementById("board");
 const state = { plan: new URLSearchParams(location.search).get("plan") || "", red: new Set(), beeps: 0, updates: 0 };
 window.__wallboard = state; // what the page's tests read
@@ -34,13 +35,7 @@ function clock(seconds) {
 
 // A moment as "hh:mm:ss UTC", or in this browser's zone with its name ("04:52:31 CST") when the clock says local.
 function moment(unixSeconds) {
-  const local = localStorage.getItem(CLOCK) === "local";
-  const parts = new Intl.DateTimeFormat("en-GB", {
-    hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
-    timeZone: local ? undefined : "UTC", timeZoneName: "short",
-  }).formatToParts(new Date(unixSeconds * 1000));
-  const part = (type) => (parts.find((p) => p.type === type) || {}).value || "";
-  return `${part("hour")}:${part("minute")}:${part("second")} ${part("timeZoneName")}`;
+  return `${utc(unixSeconds).slice(11)} ${zone()}`;
 }
 
 const COUNT = new Intl.NumberFormat("en-US");
@@ -295,10 +290,10 @@ document.getElementById("plan").addEventListener("change", (e) => {
   history.replaceState(null, "", state.plan ? `?plan=${encodeURIComponent(state.plan)}` : location.pathname);
   load();
 });
-const zone = document.getElementById("zone");
-zone.value = localStorage.getItem(CLOCK) === "local" ? "local" : "utc";
-zone.addEventListener("change", () => {
-  localStorage.setItem(CLOCK, zone.value);
+const clockMenu = document.getElementById("zone");
+clockMenu.value = localStorage.getItem(CLOCK) === "local" ? "local" : "utc";
+clockMenu.addEventListener("change", () => {
+  localStorage.setItem(CLOCK, clockMenu.value);
   if (state.last) render(state.last);
 });
 const sound = document.getElementById("sound");

@@ -210,6 +210,12 @@ class Page:
         await self.send("Page.reload", {"ignoreCache": True})
         await asyncio.wait_for(self._loaded.wait(), 30)
 
+    async def eval_then_load(self, expression: str) -> None:
+        """Runs ``expression``, which makes the page load again (a setting that reloads it), and waits for the load."""
+        self._loaded.clear()
+        await self.eval(f"setTimeout(() => {{ {expression}; }}, 0)")
+        await asyncio.wait_for(self._loaded.wait(), 30)
+
     async def eval(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page (a promise is awaited)."""
         result = await self.send(

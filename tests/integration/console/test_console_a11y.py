@@ -326,6 +326,23 @@ async def test_every_audit_says_its_times_one_way(console: Console) -> None:
         assert not any(odd.values()), odd
         held = await page.text("article[data-dialplan=fresh] form.kill p.holder")
         assert re.fullmatch(r"Held by ada \(admin\) since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\.", held), held
+        assert await page.eval("[...document.querySelectorAll('.zone')].map((z) => z.textContent)") == ["UTC"] * 4
+
+        # -- the one clock setting: this browser's zone, named in every header and note, on every screen
+        await page.send("Emulation.setTimezoneOverride", {"timezoneId": "America/Chicago"})
+        await page.eval_then_load(
+            "const s = document.getElementById('clock'); s.value = 'local'; s.dispatchEvent(new Event('change'))"
+        )
+        await page.wait_for(LOADED, 20)
+        zones = await page.eval("[...document.querySelectorAll('.zone')].map((z) => z.textContent)")
+        assert zones == ["CST"] * 4, zones
+        held = await page.text("article[data-dialplan=fresh] form.kill p.holder")
+        assert re.fullmatch(r"Held by ada \(admin\) since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d CST\.", held), held
+        local = await page.eval("[...document.querySelectorAll('#audit td.when')].map((td) => td.textContent)")
+        assert local and all(UTC_TIME.match(t) for t in local) and local != times["#audit td.when"], local
+        await page.goto(console.url + "wallboard")
+        await page.wait_for("window.__wallboard && window.__wallboard.updates > 0", 20)
+        assert re.fullmatch(r"Updated \d\d:\d\d:\d\d CST", await page.text("#updated")), await page.text("#updated")
 
 
 async def test_each_guardrails_reading_is_in_view_at_800_px(console: Console) -> None:
