@@ -137,6 +137,15 @@ async def test_the_wallboard_fills_a_screen_turns_red_over_thresholds_and_sounds
                 # the screen's threshold stays across a reload (this browser's)
                 await page.reload()
                 await page.wait_for(tile("waiting") + " && " + tile("waiting") + ".dataset.state === 'red'")
+                # another plan: the thresholds form is that plan's (its placeholders), not the one before
+                placeholder = "document.querySelector('#threshold-form input[name=refused]').placeholder"
+                assert await page.eval(placeholder) == "2"
+                await page.eval(
+                    "(() => { const s = document.getElementById('plan'); s.value = 'desk';"
+                    " s.dispatchEvent(new Event('change')); })()"
+                )
+                await page.wait_for(f"{placeholder} === 'none'")
+                assert await page.text("#plan-name") == "desk"
         finally:
             await store.close()
 
