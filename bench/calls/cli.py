@@ -65,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the bridge paths' workers write their calls to a private redis-server, and each step reports the "
         "Redis commands and bytes per call-second over its window, by key kind",
     )
+    parser.add_argument(
+        "--count-calls",
+        action="store_true",
+        help="the bridge paths' workers count their event loop's Python and builtin calls per beat per call "
+        "(sys.setprofile: a figure the machine's load does not move), while the model's audio arrives and when "
+        "none does, each step and the summary against the goal (<= 15 Python calls while it arrives); the "
+        "profiler slows the workers, so that run's CPU figures are not comparable",
+    )
     _role_arguments(parser)
     return parser
 
@@ -221,5 +229,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.ceiling,
             args.every_step,
             args.redis,
+            args.count_calls,
         )
     )

@@ -18,7 +18,7 @@ from bench.calls.callers import SETUP_S
 from bench.calls.otlp import OtlpSink
 from bench.calls.paths import Bench
 from bench.calls.redis import line as redis_line
-from bench.calls.report import HEADER, Step, banner, row, summarize, summary_lines
+from bench.calls.report import HEADER, Step, banner, calls_line, row, summarize, summary_lines
 from bridge.audio.frames import BEAT_FRAMES
 from bridge.realtime.ws_fastpath import fast_path_problems
 
@@ -74,6 +74,7 @@ async def run_bench(
     ceiling: str = "loop",
     every_step: bool = False,
     redis: bool = False,
+    count_calls: bool = False,
 ) -> int:
     from bridge.devkit.ports import listen_port
     from bridge.devkit.redis_server import EmbeddedRedis
@@ -85,6 +86,7 @@ async def run_bench(
         log_path.write_text("")
         url = servers.enter_context(EmbeddedRedis()).url if redis else None
         bench = Bench(seconds, Path(tmp), log_path, priority, beat, ceiling, spread="front" in paths, redis_url=url)
+        bench.count_calls = count_calls  # the workers count their loop's calls (bridge/runtime/callcount.py)
         if not as_json:
             _say(banner(steps, seconds, priority, beat, ceiling, log_path))
             _say(fast_path_line("model_tls" in paths))
@@ -151,6 +153,8 @@ async def _decided_step(bench: Bench, emu: Any, path: str, calls: int, as_json: 
         if not as_json:
             if step.redis is not None:
                 _say(redis_line(step.redis))
+            if step.calls_per_beat is not None:
+                _say("    " + calls_line(step.calls_per_beat))
             for error in step.errors:
                 _say(f"    ! {error}")
         emu.sessions.clear()  # their recordings are scored; keep the memory flat

@@ -24,12 +24,20 @@ from bench.calls.callers import AUDIO_DELTA, CALLS_PER_PROCESS, SETUP_S, boot_ca
 from bench.calls.machine import ROOT, process_tree, run_time_s, stderr_to, stop
 from bench.calls.redis import measure as measure_redis
 from bench.calls.report import Step
-from bench.calls.score import CpuSample, score_bridge, score_callers, score_cpu, score_memory
+from bench.calls.score import (
+    CpuSample,
+    score_bridge,
+    score_call_counts,
+    score_callers,
+    score_cpu,
+    score_memory,
+)
 from bridge.audio.analysis import audio_stats, tone
 from bridge.audio.frames import BEAT_FRAMES, FRAME_BYTES
 from bridge.audio.wav import read_wav, write_wav
 from bridge.devkit.ports import free_port_block, listen_port, pool_rtp
 from bridge.devkit.tlscert import self_signed
+from bridge.runtime.callcount import COUNT_CALLS_ENV
 from bridge.store.reportfile import read_reports
 
 if TYPE_CHECKING:
@@ -112,6 +120,8 @@ class Bench:
         spread: bool = False,
         redis_url: str | None = None,
     ) -> None:
+        # the bridge paths' workers count their loop's Python calls per beat per call (--count-calls)
+        self.count_calls = False
         # the bridge path's workers keep their calls in this private redis-server (--redis; bench capacity)
         self.redis_url = redis_url
         # the bridge path: each load caller's calls to as many workers (True) or all to one (False); see the doc
@@ -216,7 +226,12 @@ class Bench:
         step = Step(name, calls, math.ceil(calls / CALLS_PER_PROCESS))
         reports = self.work / f"reports-{step.path}-{calls}.jsonl"
         settings = self._settings(step, emulator.base_url, reports, front)
-        system = _BridgeSystem(settings, Pool(settings, self.extra_env(path)), front)
+        counts = self.work / f"calls-{step.path}-{calls}"
+        env = self.extra_env(path)
+        if self.count_calls:
+            counts.mkdir(exist_ok=True)
+            env = (env or {}) | {COUNT_CALLS_ENV: str(counts)}
+        system = _BridgeSystem(settings, Pool(settings, env), front)
         try:
             await self._start_bridge(system)
             self._note_scheduling(step, [s.scheduling for s in system.pool.slots])
@@ -232,6 +247,8 @@ class Bench:
         finally:
             await self._stop_bridge(system, calls)
         score_bridge(step, found, emulator.sessions[first_session:], start_at, end_at)
+        if self.count_calls:
+            score_call_counts(step, counts, start_at, end_at - CPU_CLOSE_EARLY_S)
         if path == "otel" and self.otlp is not None:  # the step's spans, exported by its workers' end at the latest
             step.otlp_exports, sent, step.otlp_spans = self.otlp.taken()
             step.otlp_kb = round(sent / 1024, 1)

@@ -22,6 +22,7 @@ GOAL_INBOUND_P99_MS = 10.0
 GOAL_MODEL_TLS_CPU_RATIO = 1.1  # the workers' CPU per call with the model over wss:// (native TLS) against ws://
 GOAL_OTEL_CPU_RATIO = 1.05  # the workers' CPU per call with every call traced (sampling 100 %) against untraced
 GOAL_PSS_MB_PER_CALL = 8.0  # the workers' PSS per call with their preloaded parent counted ("all in")
+GOAL_CALLS_PER_BEAT = 15.0  # the loop's Python calls per beat per call while the model's audio arrives
 CEILING_NAMES = {
     "loop": "loopback",
     "play": "a played recording",
@@ -78,6 +79,9 @@ class Step:
     unanswered_why: dict[str, int] = field(default_factory=dict)
     scheduling: list[str] = field(default_factory=list)  # as the workers / loopback apps reported it
     redis: dict[str, Any] | None = None  # --redis, bridge paths: Redis work per call-second (bench/calls/redis.py)
+    # --count-calls, bridge paths: the loop's calls per beat per call by kind of beat (bridge/runtime/callcount.py):
+    # "deltas" | "some" | "none" -> {"python": calls, "builtin": calls, "beats": calls' beats counted}
+    calls_per_beat: dict[str, dict[str, float | None]] | None = None
     errors: list[str] = field(default_factory=list)
     attempt: int = 1  # 2: the first run of this step failed and this is the re-run (which decides)
     ceiling: str = ""  # a ceiling's kind: "loop" | "play" | "stream" | "duplex" ("" for the bridge's paths)
@@ -218,6 +222,45 @@ def summarize(steps: list[Step], largest: int) -> dict[str, Any]:
         | (echo_summary(steps) if "echo_off" in ran else {})
         | (otel_summary(steps) if "otel" in ran else {})
         | (duplex_summary(steps) if any(s.ceiling == "duplex" for s in steps) else {})
+        | (calls_summary(steps) if any(s.calls_per_beat for s in steps) else {})
+    )
+
+
+def calls_summary(steps: list[Step]) -> dict[str, Any]:
+    """The loop's calls per beat per call at the largest bridge step that counted them, against
+    :data:`GOAL_CALLS_PER_BEAT` (Python calls while the model's audio arrives)."""
+    at = next((s for s in reversed(steps) if s.path == "bridge" and s.calls_per_beat), None)
+    counted = at.calls_per_beat if at is not None else None
+    python = (counted or {}).get("deltas", {}).get("python")
+    return {
+        "calls_step": None if at is None else at.calls,
+        "calls_per_beat": counted,
+        "goal_calls_per_beat_met": None if python is None else python <= GOAL_CALLS_PER_BEAT,
+    }
+
+
+def calls_line(counted: dict[str, dict[str, float | None]] | None) -> str:
+    """The loop's Python and builtin calls per beat per call, by kind of beat, as counted (with how many beats)."""
+    if not counted:
+        return "loop calls per beat per call: not counted"
+
+    def kind(name: str, what: str) -> str:
+        c = counted.get(name, {})
+        if not c.get("beats"):
+            return f"{what}: no beat"
+        return f"{what} {c['python']} Python + {c['builtin']} builtin ({c['beats']:.0f} beats)"
+
+    return (
+        f"loop calls per beat per call: {kind('deltas', 'while deltas arrive')} (goal <= {GOAL_CALLS_PER_BEAT:g} "
+        f"Python); {kind('none', 'when none do')}; {kind('some', 'some calls reading')}"
+    )
+
+
+def _calls_summary_line(summary: dict[str, Any]) -> str:
+    return (
+        f"at {summary['calls_step']} calls, {calls_line(summary['calls_per_beat'])}: "
+        f"{_goal(summary['goal_calls_per_beat_met'])} (counted under a profiler: that run's CPU figures are not "
+        "comparable)"
     )
 
 
@@ -548,4 +591,5 @@ _PATH_LINES: Final[tuple[tuple[str, Callable[[dict[str, Any]], str]], ...]] = (
     ("model_tls_max_calls", _model_tls_line),
     ("echo_off_max_calls", _echo_line),
     ("otel_max_calls", _otel_line),
+    ("calls_step", _calls_summary_line),
 )

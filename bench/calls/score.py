@@ -3,11 +3,13 @@ sessions and the CPU samples at both ends of the window. Nothing here waits or s
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.calls.machine import (
@@ -20,6 +22,7 @@ from bench.calls.machine import (
 )
 from bench.calls.report import FRAME_MS, FRAMES_PER_S, Step, percentiles
 from bridge import events as ev
+from bridge.runtime import callcount
 
 _UNDERRUNS = re.compile(r"(\d+) underruns")
 APPEND = "input_audio_buffer.append"  # the Realtime client event that carries the caller's audio
@@ -187,3 +190,21 @@ def score_memory(step: Step, pids: list[int]) -> None:
 
 def _used(a: dict[int, float], b: dict[int, float]) -> float:
     return sum(b[p] - a[p] for p in b if p in a)
+
+
+def score_call_counts(step: Step, directory: Path, t0: float, t1: float) -> None:
+    """The workers' loop calls per beat per call over the window (``--count-calls``; bridge/runtime/callcount.py),
+    by kind of beat: the model's audio arriving (``deltas``), none of it (``none``), or some of the calls'."""
+    sums = {kind: [0, 0, 0, 0] for kind in callcount.KINDS}
+    for path in sorted(directory.glob("calls-*.jsonl")):
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for kind, (intervals, beats, py, c) in callcount.window(lines, t0, t1).items():
+            sums[kind] = [a + b for a, b in zip(sums[kind], (intervals, beats, py, c), strict=True)]
+    step.calls_per_beat = {
+        kind: {
+            "python": round(py / beats, 1) if beats else None,
+            "builtin": round(c / beats, 1) if beats else None,
+            "beats": beats,
+        }
+        for kind, (_intervals, beats, py, c) in sums.items()
+    }

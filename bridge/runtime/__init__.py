@@ -2,6 +2,8 @@
 
 ::
 
+    callcount.py  the event loop's Python and builtin calls per beat per call, counted under a profiler (``bench calls
+                  --count-calls``)
     calltrace.py  one call's trace (OpenTelemetry spans) made from its reports: the call, its model sessions, turns,
                   answers, tool calls and holds; nothing private in it
     failures.py   one failure counter: failures counted per key, each for ``window_s`` seconds (``None``: until the

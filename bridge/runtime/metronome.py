@@ -33,6 +33,7 @@ import weakref
 from collections.abc import Callable
 
 from bridge.audio.frames import PERIOD_S
+from bridge.runtime import callcount
 
 _LOG = logging.getLogger("bridge.runtime.metronome")
 
@@ -145,4 +146,5 @@ def for_loop(loop: asyncio.AbstractEventLoop | None = None) -> Metronome:
     found = _METRONOMES.get(loop)
     if found is None:
         found = _METRONOMES[loop] = Metronome(loop)
+        callcount.install_from_env()  # bench calls --count-calls: this thread's calls per beat
     return found

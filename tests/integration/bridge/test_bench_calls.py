@@ -55,7 +55,7 @@ def smallest_step() -> Run:
     bridge path, with the echo guard off, with SRTP, the stream ceiling and the duplex one (the plain bridge path is
     both the SRTP path's comparison and the first test's, run once for every test)."""
     low, high = worker_range()
-    args = ["bench.calls", "--json", "--steps", str(CALLS), "--seconds", str(WINDOW_S), "--srtp"]
+    args = ["bench.calls", "--json", "--steps", str(CALLS), "--seconds", str(WINDOW_S), "--srtp", "--count-calls"]
     done, sockets = run_in_range([*args, "--ceiling", "stream,duplex"], ROOT, 300)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
     return Run(_lines(done.stdout), sockets.seen, low, high)
@@ -90,6 +90,20 @@ def test_the_smallest_step_runs_both_paths_with_every_call_up(smallest_step: Run
 
 
 @pytest.mark.timeout(360)  # as above (the run is the first test's)
+@pytest.mark.timeout(360)  # as above (the run is the first test's)
+def test_the_workers_count_their_loops_calls_per_beat_while_the_models_audio_arrives(smallest_step: Run) -> None:
+    lines = smallest_step.lines
+    bridge = [s for s in lines if s.get("kind") == "step" and s["path"] == "bridge"][-1]
+    deltas = bridge["calls_per_beat"]["deltas"]  # the greeting arrives through the whole window
+    assert deltas["beats"] > 0 and deltas["python"] > 0 and deltas["builtin"] > 0, bridge["calls_per_beat"]
+    summary = lines[-1]
+    assert summary["calls_step"] == CALLS and summary["calls_per_beat"] == bridge["calls_per_beat"]
+    assert [s["calls_per_beat"] for s in lines if s.get("kind") == "step" and s["path"] in ("ceiling", "duplex")] == [
+        None,
+        None,
+    ]  # the ceilings have no loop of ours
+
+
 def test_srtp_runs_every_call_of_its_path_as_sips_over_tls_with_srtp(smallest_step: Run) -> None:
     lines = smallest_step.lines
     steps = {s["path"]: s for s in lines if s.get("kind") == "step"}
