@@ -64,7 +64,7 @@ async def test_the_api_returns_each_tool_call_and_the_longest_silence(redis_url:
             body = await r.json()
     tools = [(t["name"], t["outcome"], t["latency_ms"], t["longest_silence_ms"]) for t in body["tools"]]
     assert tools == TOOLS
-    assert all(isinstance(t["t"], float) for t in body["tools"])
+    assert all(isinstance(t["t_unix"], float) and t["t"].endswith("Z") for t in body["tools"])  # ISO 8601, UTC
     # the call's longest: the largest of its waits, not the last tool's own (0 ms)
     assert body["longest_silence_ms"] == 1140.0
     assert body["call"]["longest_silence_ms"] == "1140"
