@@ -70,7 +70,8 @@ def test_ids_are_new_and_shaped_like_the_specs() -> None:
 
 def test_the_body_is_type_timestamp_and_data() -> None:
     body = json.loads(envelope(EventType.CALL_STARTED, {"call_id": "c1"}, 1764117000.5))
-    assert body == {"type": "call.started", "version": 1, "timestamp": "2025-11-26T00:30:00.500Z", "data": {"call_id": "c1"}}
+    want = {"type": "call.started", "version": 1, "timestamp": "2025-11-26T00:30:00.500Z", "data": {"call_id": "c1"}}
+    assert body == want
     assert iso(0) == "1970-01-01T00:00:00.000Z"
 
 
