@@ -52,6 +52,8 @@ __all__ = [
     "shares_of",
     "step_weights",
 ]
+FIRST_STEPS = (5.0, 10.0, 20.0, 25.0, 50.0)  # the first steps a low-traffic plan is offered
+SLOW_CYCLES = 2  # a first step that would take more than this many business cycles gets a suggestion
 STUCK_CYCLES = 7  # a step before the last is stuck when the wait ahead is more than this many business cycles
 HISTORY = 240  # points per guardrail in a candidate's trend (halved when full)
 POINT_CALLS = 10  # a trend point once a guardrail has this many more candidate calls ...
@@ -274,7 +276,27 @@ class Experiment(Engine):
         cycled = final and epoch is not None and epoch.first_t is not None and self.t - epoch.first_t >= spec.cycle_s
         if cycled and (more is None or (more_time is not None and more_time > STUCK_CYCLES * spec.cycle_s)):
             out |= self._stuck(name, nxt, more, more_time)
+        if not final and more is not None and rate and share is not None and epoch is not None:
+            out |= self._first_step(name, share, more / rate, epoch.first_t)
         return out
+
+    def _first_step(self, name: str, share: float, left_s: float, since: float | None) -> dict[str, Any]:
+        """At low traffic, a first step that fits: the harm test's information grows as the calls times
+        ``s (1 - s)`` at a share ``s``, so a step at ``s'`` takes ``s (1 - s) / (s' (1 - s'))`` of the time (the
+        smallest of ``FIRST_STEPS`` within a business cycle). Empty when the first step takes at most
+        ``SLOW_CYCLES`` cycles (or the candidate is past its first step)."""
+        cand, spec = self.cands[name], self.spec
+        if since is None or any(m.get("action") == "promote" for m in cand.marks) or not 0 < share < 50:
+            return {}
+        total = self.t - since + left_s
+        if total <= SLOW_CYCLES * spec.cycle_s:
+            return {}
+        fits = next((s for s in FIRST_STEPS if s > share and total * _f(share) / _f(s) <= spec.cycle_s), 50.0)
+        return {
+            "first_step_time_s": round(total),
+            "first_step_suggested": fits,
+            "first_step_suggested_time_s": round(total * _f(share) / _f(fits)),
+        }
 
     def _stuck(self, name: str, nxt: float | None, more: int | None, more_time: int | None) -> dict[str, Any]:
         """A candidate a business cycle on the step before the last, neither shown within its margin nor surely
@@ -339,6 +361,11 @@ class Experiment(Engine):
             k = (w / gap) ** 2
             worst = max(worst, math.ceil(e.calls[0] * (k - 1)) if k > 1 else 0)
         return worst
+
+
+def _f(share: float) -> float:
+    """``s (1 - s)`` of a share in percent: how fast a comparison at that share gains information."""
+    return share / 100.0 * (1.0 - share / 100.0)
 
 
 def _reading(got: dict[str, float], margin: float) -> str:

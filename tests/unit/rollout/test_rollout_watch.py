@@ -241,3 +241,19 @@ def test_a_candidate_at_its_margin_after_a_business_cycle_is_stuck_and_the_verdi
     equal = Loop(spec, {CAND: 50.0, SAFE: 50.0}, seed=44)
     equal.run(4500, {SAFE: 0.1})
     assert "stuck" not in equal.exp.verdict(CAND)
+
+
+def test_at_low_traffic_the_verdict_suggests_a_first_step_that_fits_a_business_cycle() -> None:
+    """10 calls an hour at a 5 % first step: the step would take days, and the verdict offers a larger first step
+    whose time fits a business cycle; at 1,000 calls an hour it offers none."""
+    spec = ExperimentSpec(auto_promote=(5, 25, 50, 100))
+    slow = Loop(spec, {CAND: 5.0, SAFE: 95.0}, seed=46, per_hour=10)
+    slow.run(10 * 48, {SAFE: 0.1})
+    verdict = slow.exp.verdict(CAND)
+    assert verdict["first_step_time_s"] > 2 * spec.cycle_s, verdict
+    assert verdict["first_step_suggested"] > 5.0
+    assert verdict["first_step_suggested_time_s"] <= spec.cycle_s or verdict["first_step_suggested"] == 50.0
+    assert verdict["first_step_suggested_time_s"] < verdict["first_step_time_s"]
+    busy = Loop(spec, {CAND: 5.0, SAFE: 95.0}, seed=46)
+    busy.run(3000, {SAFE: 0.1})
+    assert "first_step_suggested" not in busy.exp.verdict(CAND)
