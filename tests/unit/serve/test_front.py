@@ -98,7 +98,8 @@ def test_front_defs_define_what_the_script_uses(tmp_path: Path) -> None:
     assert used == defined  # nothing generated that the script ignores
     assert '#!substdef "!FRONT_LISTEN_UDP!udp:127.0.0.2:5060!g"' in text
     assert f'#!substdef "!FRONT_RPC_SOCKET!{tmp_path}/rpc.sock!g"' in text
-    assert '#!substdef "!FRONT_RETRY_AFTER_S!7!g"' in text
+    assert '#!substdef "!FRONT_RETRY_AFTER_S!7!g"' in text and "#!define FRONT_RETRY_AFTER\n" in text
+    assert "#!define FRONT_RETRY_AFTER\n" not in front_defs(Listen("127.0.0.2", 5060), tmp_path, retry_after_s=0)
 
 
 def test_with_tls_the_front_listens_on_tls_and_lists_the_workers_tls_listeners(tmp_path: Path) -> None:
