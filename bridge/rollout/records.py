@@ -351,11 +351,17 @@ class LiveExperiment:
 
 
 def next_step(spec: RolloutSpec, flag: RolloutFlag, candidate: str) -> dict[str, float] | None:
-    """The weights of ``auto_promote``'s next step for ``candidate`` (its share in percent, the last step keeping the
-    holdout on the safe variant, the rest on the safe variant), or None when there is no further step."""
-    total = sum(flag.weights.values()) or 1.0
-    step = spec.experiment.next_share(100.0 * flag.weight(candidate) / total)
-    return None if step is None else step_weights(spec.names, spec.safe, candidate, step)
+    """The weights of ``auto_promote``'s next step for ``candidate`` (its share in percent; every other candidate
+    keeps its share; the step capped at the room they leave above the holdout; the rest on the safe variant), or None
+    when there is no further step or no room."""
+    total = sum(w for w in flag.weights.values() if w > 0) or 1.0
+    share = 100.0 * flag.weight(candidate) / total
+    step = spec.experiment.next_share(share)
+    if step is None:
+        return None
+    others = sum(100.0 * w / total for n, w in flag.weights.items() if n not in (candidate, spec.safe) and w > 0)
+    step = min(step, 100.0 - spec.experiment.holdout - others)
+    return None if step <= share + 1e-9 else step_weights(spec.names, spec.safe, candidate, step, flag.weights)
 
 
 def left_epoch(decision: Decision, flag: RolloutFlag) -> bool:
@@ -376,6 +382,8 @@ def decision_changes(spec: RolloutSpec, decision: Decision, flag: RolloutFlag) -
         weights[spec.safe] = flag.weight(spec.safe) + flag.weight(decision.variant)
         weights[decision.variant] = 0.0
         return {"weights": weights}
+    if decision.weights is not None:  # the engine's step, decided on this very epoch (other candidates kept)
+        return {"weights": dict(decision.weights)}
     step = next_step(spec, flag, decision.variant)
     return None if step is None else {"weights": step}
 

@@ -459,6 +459,33 @@ def test_auto_promote_moves_the_candidate_one_step_keeps_the_holdout_and_acts_on
     assert decision_changes(spec, srm, moved) is None  # changes no weight
 
 
+def test_a_step_keeps_the_other_candidates_share_and_stops_at_the_room_they_leave_above_the_holdout() -> None:
+    spec = RolloutSpec(
+        safe=SAFE,
+        variants=(
+            Variant(name=CAND, dialect="ga", model="m2"),
+            Variant(name="other", dialect="ga", model="m3"),
+            Variant(name=SAFE, dialect="ga", model="m", weight=100),
+        ),
+        experiment=ExperimentSpec(auto_promote=(5, 25, 50, 100)),
+    )
+    assert next_step(spec, RolloutFlag(weights={CAND: 10, "other": 10, SAFE: 80}), CAND) == {
+        CAND: 25,
+        "other": 10,
+        SAFE: 65,
+    }
+    assert next_step(spec, RolloutFlag(weights={CAND: 50, "other": 10, SAFE: 40}), CAND) == {
+        CAND: 85,
+        "other": 10,
+        SAFE: 5,
+    }
+    assert next_step(spec, RolloutFlag(weights={CAND: 85, "other": 10, SAFE: 5}), CAND) is None  # no room left
+    flag = RolloutFlag(weights={CAND: 50, "other": 10, SAFE: 40})
+    engine_step = {CAND: 85.0, "other": 10.0, SAFE: 5.0}
+    promote = Decision(1.0, CAND, "promote", "ok", {"epoch": epoch_of(flag.weights, False)}, engine_step)
+    assert decision_changes(spec, promote, flag) == {"weights": engine_step}
+
+
 def test_the_estimates_and_the_sample_ratio_state_are_exported_as_gauges() -> None:
     from prometheus_client import REGISTRY
 
