@@ -64,6 +64,7 @@ class Scenario:
     second: Truth | None = None  # a second candidate ("cand2") beside the first, from the same share
     holdout: float | None = None  # the plan's holdout (None: the default)
     fail_margin: float | None = None  # the failure guardrail's margin, everywhere (None: the defaults)
+    last_margin: float | None = None  # the failure guardrail's last_margin alone (None: as ``fail_margin``)
     stop_at_srm: bool = False
     max_reps: int | None = None  # the most rollouts a run gives this scenario (a long one)
 
@@ -129,6 +130,8 @@ def spec_of(sc: Scenario) -> ExperimentSpec:
         if "last_margin" in GuardrailSetting.model_fields:
             setting["last_margin"] = sc.fail_margin
         guardrails["failure_rate"] = setting
+    if sc.last_margin is not None:
+        guardrails["failure_rate"] = {**guardrails.get("failure_rate", {}), "last_margin": sc.last_margin}
     extra: dict[str, Any] = {"holdout": sc.holdout} if sc.holdout is not None else {}
     if sc.fixed is not None:
         return ExperimentSpec(promote=False, guardrails=guardrails, **extra)
