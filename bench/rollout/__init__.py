@@ -19,8 +19,7 @@ prints its figure beside its target, a rate with its Wilson 95 % interval:
   100 of its failed calls without probes (50 is the goal with probes, which are not built: shown, no target);
   failures that double at the last step are rolled back within 20,000 calls;
 * **the watch**: started at the last step, failures double 1, 3 and 7 days in: rolled back within 24 h of the
-  change; an equal candidate watched for 30 days: rolled back at most 5 % (a long scenario: fewer rollouts,
-  ``max_reps``);
+  change; an equal candidate watched for 30 days: rolled back at most 5 %;
 * **latency**, **sample ratio** (10 % of the candidate's records lost from 25 and 50 %: flagged within 10,000
   calls; from 5 %: flagged, never promoted past 25 % before the flag nor at all after it), **coverage** of every
   shown interval at every hourly look, **real traffic** (shared outages, callers who call back, tolerable
@@ -66,11 +65,7 @@ def _task(args: tuple[Scenario, int]) -> dict[str, Any]:
 
 
 def _runs(scenarios: list[Scenario], reps: int, seed: int, jobs: int) -> dict[Scenario, list[dict[str, Any]]]:
-    tasks = [
-        (sc, seed * 100_003 + k * 7919 + i)
-        for k, sc in enumerate(scenarios)
-        for i in range(min(reps, sc.max_reps or reps))
-    ]
+    tasks = [(sc, seed * 100_003 + k * 7919 + i) for k, sc in enumerate(scenarios) for i in range(reps)]
     tasks.sort(key=lambda task: -task[0].calls)  # the longest first, so that the pool ends together
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         results = list(pool.map(_task, tasks))

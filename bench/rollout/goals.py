@@ -295,7 +295,6 @@ def _watch_goals(quick: bool) -> list[Goal]:
             after=replace(BASE, fail=0.04),
             change_after_s=wait,
             calls=int(wait / 3600 * RATE) + (1000 if quick else per_day),
-            max_reps=None if days < 7 else 20,
         )
         out.append(
             Goal(
@@ -306,7 +305,7 @@ def _watch_goals(quick: bool) -> list[Goal]:
                 given=_changed,
             )
         )
-    equal = Scenario("watch, equal 30 d", first=95.0, calls=1500 if quick else 30 * per_day, max_reps=8)
+    equal = Scenario("watch, equal 30 d", first=95.0, calls=1500 if quick else 30 * per_day)
     out.append(
         Goal("watch: equal candidate at the last step for 30 days: rolled back", equal, _rolled_back, at_most=0.05)
     )

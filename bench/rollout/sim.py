@@ -66,7 +66,6 @@ class Scenario:
     fail_margin: float | None = None  # the failure guardrail's margin, everywhere (None: the defaults)
     last_margin: float | None = None  # the failure guardrail's last_margin alone (None: as ``fail_margin``)
     stop_at_srm: bool = False
-    max_reps: int | None = None  # the most rollouts a run gives this scenario (a long one)
 
 
 def _lognormal(rng: np.random.Generator, median: float, sigma: float) -> float:
