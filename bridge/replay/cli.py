@@ -220,6 +220,12 @@ def _history_options(p: argparse.ArgumentParser) -> None:
 def _gate_options(p: argparse.ArgumentParser) -> None:
     """What may let a run through the gate against its baseline (``bridge/replay/gate.py``), each recorded."""
     p.add_argument(
+        "--today",
+        type=lambda text: __import__("datetime").date.fromisoformat(text),
+        metavar="YYYY-MM-DD",
+        help="judge the plans' models' shutdown dates as of this day (default: today, UTC)",
+    )
+    p.add_argument(
         "--accept-baseline",
         action="store_true",
         help="--history: make this run the history's baseline if it is green (a red run never is one)",
@@ -305,7 +311,23 @@ def run(args: argparse.Namespace) -> tuple[list[ScriptResult], dict[str, Any]]:
         results, meta = _run_dialects(args, scripts)
     meta["tolerance_ms"] = args.timing_tolerance_ms
     meta["models"] = "variants" if args.variants is not None else args.models
+    meta["refused"] = _refused(scripts, args.today)
     return _in_order(args.paths, results, errors), meta
+
+
+def _refused(scripts: Sequence[CallScript], today: Any) -> dict[str, list[str]]:
+    """Per script, what the service refuses of the plan it names: a model past its shutdown date that its calls
+    fall back on (``bridge.dialplan.shutdown_errors``, as ``dialplan check`` says it)."""
+    import datetime as dt
+
+    from bridge.dialplan import shutdown_errors
+
+    day = today or dt.datetime.now(dt.UTC).date()
+    out: dict[str, list[str]] = {}
+    for script in scripts:
+        if script.named is not None and (found := shutdown_errors(script.named, day)):
+            out[script.name] = [f"{e.source}: {e.field}: {e.message}" for e in found]
+    return out
 
 
 def _emulator_sets(args: argparse.Namespace, scripts: Sequence[CallScript]) -> Any:

@@ -825,6 +825,8 @@ def judge(
     for run in runs.values():
         _with_timing_bounds(script, run)
         _with_word_checks(script, run)
+        if run.config and script.production:  # where the plan's calls go in production (a baseline names a move)
+            run.config["production"] = script.production
         run.preamble = preamble_of(script, run)
     own = script.model.compare.timing_tolerance_ms
     result = verdict(

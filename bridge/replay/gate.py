@@ -12,6 +12,9 @@ baseline beyond the budget (``bridge/replay/history.py``):
   the same instructions (by digest) with the same voice; ``--accept-unjudged REASON`` lets it through, the reason
   kept in the report and the history.
 
+* **refused**: the plan a script names falls back on a model past its announced shutdown date
+  (``bridge.dialplan.shutdown_errors``, what ``dialplan check`` refuses; ``--today`` judges as of another day).
+
 Every accept that let something through is recorded (``meta.gate.accepts`` and the history's index). A red run
 never becomes a baseline: a history's baseline moves only by ``--accept-baseline`` on a green run, and
 ``--baseline DIR`` refuses a red report (:func:`check_green`).
@@ -200,6 +203,8 @@ def judge(
             gate.red.append(f"{name}: worse than the baseline: {worse}")
         gate.own += [f"{name}: {line}" for line in script.get("answer_red") or []]
     gate.accepts += [dict(a) for s in data.get("scripts") or [] for a in s.get("answer_accepts") or []]
+    for name, refused in ((data.get("meta") or {}).get("refused") or {}).items():
+        gate.own += [f"{name}: refused: {why}" for why in refused]  # the service would refuse the plan's calls
     if baseline is not None:
         for script, run in _removed(data, baseline):
             what = script if run is None else f"{script}/{run}"

@@ -301,6 +301,25 @@ def _run_changes(
 BASELINE_TOLERANCE_MS: Final = 150.0  # a figure that moved further than this since the baseline is listed (why: docs)
 
 
+def _production(script: Mapping[str, Any]) -> dict[str, str]:
+    runs = [r for r in (script.get("runs") or {}).values() if (r.get("config") or {}).get("production")]
+    return dict(runs[0]["config"]["production"]) if runs else {}
+
+
+def _moves(now: Mapping[str, Any], then: Mapping[str, Any]) -> list[str]:
+    """Where the plan's calls go in production, moved: a dialect move (beta -> GA), a model move."""
+    after, before = _production(now), _production(then)
+    if not after or not before:
+        return []
+    out = []
+    if after.get("dialect") != before.get("dialect"):
+        moved = f"{label(str(before.get('dialect')))} -> {label(str(after.get('dialect')))}"
+        out.append(f"a dialect move: the plan's calls go {moved}")
+    if after.get("model") != before.get("model"):
+        out.append(f"a model move: the plan's calls go {before.get('model')} -> {after.get('model')}")
+    return out
+
+
 def changes(
     now: Mapping[str, Any],
     then: Mapping[str, Any] | None,
@@ -316,6 +335,7 @@ def changes(
         out.append(f"status {str(then.get('status')).replace('_', ' ')} -> {str(now.get('status')).replace('_', ' ')}")
     if now.get("digest") and then.get("digest") and now.get("digest") != then.get("digest"):
         out.append(f"the script changed (#{then.get('digest')} -> #{now.get('digest')})")
+    out += _moves(now, then)
     for key, what in _KINDS:
         old, new = list(then.get(key) or []), list(now.get(key) or [])
         out += [f"new {what}: {x}" for x in new if x not in old]

@@ -389,6 +389,7 @@ class CallScript:
         self.plans = dict(plans)
         self.unbuildable = dict(unbuildable or {})  # dialect -> why the script cannot run in it
         self.rollout = rollout  # the variants of the rollout plan the script names (None: a pinned or inline plan)
+        self.named: Dialplan | None = None  # the dialplan the script names, as production loads it (None: inline)
 
     @property
     def name(self) -> str:
@@ -424,7 +425,22 @@ class CallScript:
         if safe.dialect not in self.plans:
             return self
         plans = {**self.plans, safe.dialect: self.variant_plan(safe, spec)}
-        return CallScript(self.model, self.directory, self.source, plans, self.unbuildable, spec)
+        out = CallScript(self.model, self.directory, self.source, plans, self.unbuildable, spec)
+        out.named = self.named
+        return out
+
+    @property
+    def production(self) -> dict[str, str]:
+        """Where the named plan's calls go in production: the dialect and model of its safe variant (a rollout
+        plan: where every call falls back), else its own ({} for an inline plan)."""
+        plan = self.named
+        if plan is None:
+            return {}
+        spec = plan.rollout_spec
+        if spec is not None:
+            safe = spec.variant(spec.safe)
+            return {"dialect": safe.dialect, "model": safe.models()[0]}
+        return {"dialect": plan.dialect, "model": plan.profile.model or DIALECTS[plan.dialect].default_model}
 
     def expect(self, dialect: str) -> Expect:
         return self.model.expect.merged(self.model.expect_by_dialect.get(dialect))
@@ -536,10 +552,11 @@ def find_dialplan(name: str, directory: Path) -> Path | None:
 
 def _plans(
     model: ScriptModel, src: str, dialplans_dir: Path
-) -> tuple[dict[str, Dialplan], dict[str, ConfigError], RolloutSpec | None]:
+) -> tuple[dict[str, Dialplan], dict[str, ConfigError], RolloutSpec | None, Dialplan | None]:
     """The script's dialplan in every dialect, and the variants of a named rollout plan. One that does not build is
     an error at load time in a default dialect, and in the others only when the script is run there (apart)."""
     rollout: RolloutSpec | None = None
+    named: Dialplan | None = None
     if isinstance(model.dialplan, str):
         path = find_dialplan(model.dialplan, dialplans_dir)
         if path is None:
@@ -563,7 +580,7 @@ def _plans(
             if dialect in DEFAULT_DIALECTS:
                 raise
             unbuildable[dialect] = exc
-    return plans, unbuildable, rollout
+    return plans, unbuildable, rollout, named
 
 
 def _for_dialect(base: dict[str, Any], dialect: str) -> dict[str, Any]:
@@ -642,7 +659,7 @@ def load_script(path: str | Path, dialplans_dir: Path | None = None) -> CallScri
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(src, field_path(loc), msg) from None
-    plans, unbuildable, rollout = _plans(model, src, dialplans_dir or default_dialplans_dir())
+    plans, unbuildable, rollout, named = _plans(model, src, dialplans_dir or default_dialplans_dir())
     orchestrated = next(iter(plans.values())).orchestrator is not None
     if model.orchestrator is not None and not orchestrated:
         raise ConfigError(src, "orchestrator", "the dialplan has no orchestrator section: nobody would ask for these")
@@ -654,7 +671,9 @@ def load_script(path: str | Path, dialplans_dir: Path | None = None) -> CallScri
 
         names = known(dialplans_dir or default_dialplans_dir(), plans.values())
         check_scopes(model.emulator.model_settings, model.emulator.variant_settings, src, names)
-    return CallScript(model, file.parent, file, plans, unbuildable, rollout)
+    script = CallScript(model, file.parent, file, plans, unbuildable, rollout)
+    script.named = named
+    return script
 
 
 def find_scripts(paths: Iterable[str | Path]) -> list[Path]:

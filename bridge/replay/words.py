@@ -121,10 +121,12 @@ def _acts(turns: Sequence[Turn], spans: Sequence[tuple[float, float, str]]) -> l
 
 def answers(report: Mapping[str, Any], turns: Sequence[Turn], spans: Sequence[tuple[float, float, str]]) -> Answers:
     """The agent's lines of a run by answer (see the module docstring)."""
-    began = {r.item_id: t for t, r in noted(report, ev.OutputItem)}
+    began = {r.item_id: t for t, r in noted(report, ev.OutputItem) if r.item_type is ev.ItemType.MESSAGE}
     acts = _acts(turns, spans)
-    out = Answers(placed=bool(began))
-    for t, line in noted_all(report, (ev.AgentSaid,)):
+    said = noted_all(report, (ev.AgentSaid,))
+    # placed by their items: none of Live's lines is an item of its own
+    out = Answers(placed=any(isinstance(r, ev.AgentSaid) and r.item_id in began for _, r in said))
+    for t, line in said:
         assert isinstance(line, ev.AgentSaid)
         text, found = strip_json(line.text)
         if found:

@@ -112,6 +112,18 @@ def plan(change: dict[str, Any]) -> Edit:
     return edit
 
 
+def safe_model(model: str) -> Edit:
+    """The support rollout's safe variant (where every call falls back) moves to ``model``."""
+
+    def edit(suite: Path) -> None:
+        path = suite.parent / "dialplans" / "support.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["rollout"]["variants"][0]["model"] = model
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    return edit
+
+
 def nothing(suite: Path) -> None:
     return None
 
@@ -197,6 +209,7 @@ BROKEN = [
     Candidate("550 ms slower everywhere", nothing, "worse than the baseline: beta: greeting", slower(550)),
     Candidate("2 s slower everywhere", nothing, "max_reply_gap_ms", slower(2000)),
     Candidate("answers run longer: cost creep", nothing, "cost of the call", ("--emulator-set", "min_reply_ms=6000")),
+    Candidate("safe model past its shutdown date", safe_model("gpt-realtime"), "refused: ", ("--today", "2027-02-01")),
     # the pinned words still said, the meaning moved: drift against the baseline's answer names it
     Candidate(
         "Sunday hours added",
@@ -267,6 +280,32 @@ def _candidate(baseline: tuple[Path, Path], tmp_path: Path, candidate: Candidate
     code = _main(tmp_path / "suite", tmp_path / "out", "--baseline", str(base), *candidate.args)
     data: dict[str, Any] = json.loads((tmp_path / "out" / "report.json").read_text())
     return code, data
+
+
+def test_a_model_move_is_named(baseline: tuple[Path, Path], tmp_path: Path) -> None:
+    _, data = _candidate(baseline, tmp_path, Candidate("mini", safe_model("gpt-realtime-2.1-mini")))
+    since = {s["script"]: s["since_baseline"] for s in data["scripts"]}["question_answer"]
+    assert "a model move: the plan's calls go gpt-realtime-2.1 -> gpt-realtime-2.1-mini" in since, since
+    red = [line for line in data["meta"]["gate"]["red"] if "refused" in line]
+    assert red == [], red  # a current model: nothing refused
+    code_old, data = _candidate(
+        baseline, tmp_path / "old", Candidate("old", safe_model("gpt-realtime"), args=("--today", "2027-02-01"))
+    )
+    [refused, *_] = [line for line in data["meta"]["gate"]["red"] if ": refused: " in line]
+    assert code_old == 1
+    assert "the safe model gpt-realtime was shut down on 2027-01-20: the service refuses it" in refused, refused
+
+
+def test_a_dialect_move_is_named(tmp_path: Path) -> None:
+    for name in ("billing_caller_first",):
+        shutil.copytree(REPO / "call_scripts" / name, tmp_path / "suite" / name)
+    shutil.copytree(REPO / "dialplans", tmp_path / "dialplans")
+    assert _main(tmp_path / "suite", tmp_path / "base") == 0
+    plan = tmp_path / "dialplans" / "billing-beta.yaml"
+    plan.write_text(plan.read_text().replace("dialect: beta", "dialect: ga", 1))
+    _main(tmp_path / "suite", tmp_path / "moved", "--baseline", str(tmp_path / "base"))
+    [script] = json.loads((tmp_path / "moved" / "report.json").read_text())["scripts"]
+    assert "a dialect move: the plan's calls go beta -> GA" in script["since_baseline"], script["since_baseline"]
 
 
 def test_there_are_enough_candidates() -> None:
