@@ -50,7 +50,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from bridge.errors import BridgeError, ConfigError, redact
 from bridge.replay.compare import DialectRun, ScriptResult, check_rows, error_result, label, summarize
@@ -67,14 +67,17 @@ BAR_WIDTH = 30
 class Progress:
     """A progress bar on stderr when it is a terminal; otherwise one line per finished script."""
 
-    def __init__(self, total_calls: int, stream: IO[str] | None = None) -> None:
+    def __init__(self, total_calls: int, stream: IO[str] | None = None, quiet: bool = False) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
+        self.quiet = quiet  # --quiet: nothing at all
         self.total = max(1, total_calls)
         self.done = 0
         self._runs: dict[str, list[DialectRun]] = {}
 
     def __call__(self, script: str, dialect: str, run: DialectRun | None) -> None:
+        if self.quiet:
+            return
         if run is None:
             if self.tty:
                 self._bar(f"{script} {label(dialect)}")
@@ -85,7 +88,7 @@ class Progress:
             self._bar(f"{script} {label(dialect)}")
 
     def script_done(self, result: ScriptResult) -> None:
-        if self.tty:
+        if self.tty or self.quiet:
             return
         parts = [f"{label(d)} {'ok' if r.ok else 'FAILED'} {r.wall_s:.2f} s" for d, r in result.runs.items()]
         print(f"replay: {result.script}: {result.status} ({', '.join(parts)})", file=self.stream, flush=True)
@@ -97,7 +100,7 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
-        if self.tty:
+        if self.tty and not self.quiet:
             self.stream.write("\r" + " " * (BAR_WIDTH + 60) + "\r")
             self.stream.flush()
 
@@ -133,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=("emulator", "openai"), default="emulator", help="the model service")
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.json and report.html here")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress and no INFO log lines on stderr: only the report, errors"
+    )
     p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML: a test case per script and run")
     p.add_argument(
         "--fail-on",
@@ -212,8 +218,10 @@ def _history_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--keep",
         type=int,
+        default=30,
         metavar="N",
-        help="--history: keep the newest N run directories only (the index keeps every run's figures; default all)",
+        help="--history: keep the newest N run directories only, and the baseline's (the index keeps every run's "
+        "figures; default 30)",
     )
 
 
@@ -344,12 +352,25 @@ def _emulator_sets(args: argparse.Namespace, scripts: Sequence[CallScript]) -> A
         message = "a running bridge's emulator is reached through --emulator-url only: give it"
         raise ConfigError(OPTION, args.emulator_set[0], message)
     plans = [plan for script in scripts for plan in script.plans.values()]
-    return EmulatorSets.parse(args.emulator_set, known(args.dialplans or default_dialplans_dir(), plans))
+    sets = EmulatorSets.parse(args.emulator_set, known(args.dialplans or default_dialplans_dir(), plans))
+    for item in args.emulator_set:
+        name = item.split("=", 1)[0].rsplit(":", 1)[-1].strip()
+        overridden = [s.name for s in scripts if name in UNAPPLIED and UNAPPLIED[name](s)]
+        if overridden:
+            why = f"the annotation of {', '.join(overridden)} says it, so the setting would never take effect"
+            raise ConfigError(OPTION, item, f"{name}: not applied: {why}")
+    return sets
+
+
+# emulator settings a script's annotations override: set for such a script, nothing would change
+UNAPPLIED: Final[dict[str, Any]] = {
+    "greeting": lambda s: s.model.emulator.greeting is not None,
+}
 
 
 def _run_dialects(args: argparse.Namespace, scripts: list[CallScript]) -> tuple[list[ScriptResult], dict[str, Any]]:
     dialects: list[str] = args.dialects or list(DEFAULT_DIALECTS)
-    progress = Progress(len(scripts) * len(dialects))
+    progress = Progress(len(scripts) * len(dialects), quiet=args.quiet)
     t0 = time.perf_counter()
     try:
         if args.via == "direct":
@@ -425,7 +446,7 @@ def _run_variants(args: argparse.Namespace, scripts: list[CallScript]) -> tuple[
     options = _direct_options(args)
     # the report's columns: the safe variant of each rollout first, as the runs are
     variants = list(dict.fromkeys(v.name for _, spec in rollouts for v in (spec.variant(spec.safe), *spec.variants)))
-    progress = Progress(len(scripts) * sum(len(spec.variants) for _, spec in rollouts))
+    progress = Progress(len(scripts) * sum(len(spec.variants) for _, spec in rollouts), quiet=args.quiet)
     t0 = time.perf_counter()
     try:
         results = []
@@ -447,6 +468,10 @@ def _run_variants(args: argparse.Namespace, scripts: list[CallScript]) -> tuple[
 def main(argv: Sequence[str] | None = None) -> int:
     """``callbridge replay ...`` (see the module docstring)."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.quiet:
+        import logging
+
+        logging.getLogger().setLevel(logging.WARNING)
     try:
         from bridge.replay.gate import parse_accepts
         from bridge.replay.history import Budget
@@ -581,7 +606,8 @@ def _print_gate(gate: Mapping[str, Any]) -> None:
     for line in gate.get("red") or []:
         print(f"RED {line}")
     red = len(gate.get("red") or [])
-    print(f"gate: red, {red} reason(s)" if red else "gate: green")
+    unpriced = f" (cost not judged: no price for {', '.join(gate['unpriced'])})" if gate.get("unpriced") else ""
+    print(f"gate: red, {red} reason(s){unpriced}" if red else f"gate: green{unpriced}")
 
 
 def _print_cost(meta: Mapping[str, Any]) -> None:

@@ -61,9 +61,16 @@ class Gate:
     red: list[str] = field(default_factory=list)  # one line each
     accepts: list[dict[str, str]] = field(default_factory=list)
     own: list[str] = field(default_factory=list)  # the red reasons no run's test case carries (JUnit: a case each)
+    unpriced: list[str] = field(default_factory=list)  # models whose calls the cost (and its budget) leaves out
 
     def to_json(self) -> dict[str, Any]:
-        return {"exit": self.exit, "red": list(self.red), "accepts": list(self.accepts), "own": list(self.own)}
+        return {
+            "exit": self.exit,
+            "red": list(self.red),
+            "accepts": list(self.accepts),
+            "own": list(self.own),
+            "unpriced": list(self.unpriced),
+        }
 
 
 def _report(directory: Path, option: str) -> dict[str, Any]:
@@ -192,7 +199,7 @@ def judge(
     could not be loaded, 1 when anything is red, else 0; the red reasons, one line each, and the accepts used."""
     from bridge.replay.compare import label
 
-    gate = Gate()
+    gate = Gate(unpriced=list(((data.get("meta") or {}).get("prices") or {}).get("unpriced") or []))
     statuses = RED_STATUSES | ({"expected"} if fail_on == "any" else set())
     for script in data.get("scripts") or []:
         name, status = str(script.get("script")), str(script.get("status"))

@@ -454,7 +454,7 @@ class CallScript:
         return literal[0] if literal else "1000"
 
     def audio_path(self, name: str) -> Path:
-        return (self.directory / name).resolve()
+        return audio_file(self.directory, name).resolve()
 
     @cached_property
     def caller_audio(self) -> dict[int, bytes]:
@@ -621,7 +621,7 @@ def _check_audio(model: ScriptModel, src: str, directory: Path) -> None:
         for field, name, g711 in checks:
             if name is None:
                 continue
-            path = directory / name
+            path = audio_file(directory, name)
             if not path.is_file():
                 raise ConfigError(src, field, f"no such file: {path}")
             if g711:
@@ -631,6 +631,17 @@ def _check_audio(model: ScriptModel, src: str, directory: Path) -> None:
                     raise ConfigError(src, field, f"{name}: {exc}") from None
                 if tag not in G711_TAGS:
                     raise ConfigError(src, field, f"{name}: WAVE format tag {tag}, expected G.711 (7 μ-law, 6 A-law)")
+
+
+ASSETS: Final = "assets:"  # a WAV of the bridge's own (bridge/assets/), wherever the script directory is
+
+
+def audio_file(directory: Path, name: str) -> Path:
+    """A script's WAV: ``assets:NAME`` is the bridge's own ``bridge/assets/NAME`` (a script copied anywhere still
+    finds it), any other name is relative to the script directory."""
+    if name.startswith(ASSETS):
+        return Path(__file__).resolve().parents[1] / "assets" / name.removeprefix(ASSETS)
+    return directory / name
 
 
 def script_file(path: Path) -> Path:

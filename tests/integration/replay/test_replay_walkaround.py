@@ -58,7 +58,8 @@ def test_a_deleted_script_is_red_unless_accepted(tmp_path: Path, capsys: pytest.
     text = capsys.readouterr().out
     line = "transfer: removed: in the baseline, not run now (--accept-removed transfer accepts it)"
     assert f"RED {line}" in text and "gate: red, 1 reason(s)" in text
-    assert _report(out_dir)["meta"]["gate"] == {"exit": 1, "red": [line], "accepts": [], "own": [line]}
+    gate = {"exit": 1, "red": [line], "accepts": [], "own": [line], "unpriced": []}
+    assert _report(out_dir)["meta"]["gate"] == gate
     assert _junit_failures(junit) == [line]  # failures="1": a CI reader shows it
     assert (
         'id="gate"' in (page := (out_dir / "report.html").read_text()) and "transfer: removed: in the baseline" in page
