@@ -585,7 +585,8 @@ def _print_text(results: Sequence[ScriptResult], meta: dict[str, Any], data: dic
         gone = f"; not run now: {', '.join(baseline['missing'])}" if baseline["missing"] else ""
         worse = f", {baseline['regressed']} worse beyond the budget" if baseline.get("regressed") else ""
         print(
-            f"baseline {baseline['dir']} ({baseline['created']}): {baseline['changed']} script(s) changed{worse}{gone}"
+            f"baseline {baseline['dir']} ({baseline['created']}): {baseline['changed']} script(s) changed since the "
+            f"baseline{worse}{gone}"
         )
     _print_cost(data["meta"])
     columns = f"{len(meta['variants'])} variant(s)" if "variants" in meta else f"{len(meta['dialects'])} dialect(s)"

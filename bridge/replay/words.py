@@ -125,7 +125,7 @@ def answers(report: Mapping[str, Any], turns: Sequence[Turn], spans: Sequence[tu
     acts = _acts(turns, spans)
     said = noted_all(report, (ev.AgentSaid,))
     # placed by their items: none of Live's lines is an item of its own
-    out = Answers(placed=any(isinstance(r, ev.AgentSaid) and r.item_id in began for _, r in said))
+    out = Answers(placed=not said or any(isinstance(r, ev.AgentSaid) and r.item_id in began for _, r in said))
     for t, line in said:
         assert isinstance(line, ev.AgentSaid)
         text, found = strip_json(line.text)

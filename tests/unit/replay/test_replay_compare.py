@@ -153,7 +153,7 @@ def test_a_dropped_transcript_mapping_differs_naming_the_event(scripts: list[Any
         assert result.verdict != "same", name
         assert any("GA UnknownEvent(response.output_audio_transcript.done)" in d for d in result.differences), name
         assert any("GA: AgentTranscript(final) missing" in d for d in result.differences), name
-    # scripts that expect agent keywords now also fail them in GA, and only in GA
+    # scripts that expect the agent's words now also fail them in GA, and only in GA
     failures = results["question_answer"].failures
     assert failures and all(f.startswith("GA: ") for f in failures)
 

@@ -13,7 +13,7 @@ import yaml
 from bridge import events as ev
 from bridge.errors import ConfigError
 from bridge.events import ItemType
-from bridge.replay.script import Said, Turn, load_script
+from bridge.replay.script import AgentSays, Said, Turn, load_script
 from bridge.replay.words import answers, said, strip_json, word_checks
 
 REPO = Path(__file__).resolve().parents[3]
@@ -88,3 +88,13 @@ def _broken(tmp_path: Path, change: Any) -> str:
 def test_a_bad_expectation_names_the_file_and_the_field(tmp_path: Path, change: Any, message: str) -> None:
     text = _broken(tmp_path, change)
     assert text.startswith(f"{tmp_path / 'qa' / 'script.yaml'}: ") and message in text, text
+
+
+def test_an_agent_that_says_nothing_fails_what_it_must_say() -> None:
+    turns = [Turn(say="a.wav", expect=AgentSays(says=[Said(phrase="nine to five")]))]
+    found = answers({"reports": []}, turns, [(1000.0, 2000.0, "turn 0: hours?")])
+    checks = {n: (ok, d) for n, ok, d in word_checks(found, turns, None, None, [])}
+    assert checks["turns[0].expect.says"] == (
+        False,
+        "missing 'nine to five' in the answer to turns[0]: the agent said nothing",
+    )
