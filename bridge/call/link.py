@@ -199,7 +199,8 @@ class Link:
                 self._latency.sample("uplink", client.last_send_latency_s * 1000)
 
     def beat(self) -> None:
-        """The tick: let the socket be read; once a second, sample the offload's capture and uplink segments."""
+        """The beat: let the socket be read (a continuous stream's silence first, where the caller's frames
+        stalled)."""
         client = self.client
         if client is None:
             return
@@ -209,8 +210,14 @@ class Link:
                 self._stream_sent += 1
                 self.frames_filled += 1
         client.beat()
+
+    def sample(self) -> None:
+        """Once a second (the call's checks ask more often), the offload's capture and uplink segments."""
+        client = self.client
+        if client is None or self.offload is None:
+            return
         now = self._clock()
-        if self.offload is not None and client.offloaded and now - self._sampled_at >= 1.0:
+        if now - self._sampled_at >= 1.0 and client.offloaded:
             self._sampled_at = now
             capture_s, write_s = self.offload.last_latency_s()
             if capture_s or write_s:

@@ -247,6 +247,11 @@ class Orchestration:
         self.say(TRANSFER_FAILED_LINE)
 
     # -- the say under way ------------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """A command queued or a say under way: the call's checks look at them on every beat."""
+        return bool(self._queued) or self.saying is not None
+
     def beat(self, idle: bool) -> None:
         """Every beat: what waited for a response to end goes out; a say whose audio came and has played out is
         over."""

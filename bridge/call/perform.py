@@ -5,6 +5,7 @@ on the session's class, so the session alone depends on it."""
 
 from __future__ import annotations
 
+import math
 from typing import Protocol, assert_never
 
 from bridge import events as ev
@@ -17,6 +18,8 @@ from bridge.call.outage import GOODBYE_REASON
 from bridge.call.parts import CallParts
 from bridge.call.recovery import answer_instructions
 from bridge.call.state import Phase
+
+CHECKS_S = 0.25  # the call's checks at 4 Hz between the beats that need them at once (Beat)
 
 
 class Shell(Protocol):
@@ -75,26 +78,62 @@ def perform(call: Shell, action: Action, why: str) -> None:
             assert_never(action)
 
 
-def beat(call: Shell) -> None:
-    """Every beat (20 ms, or a worker's media beat): read the socket if it brought anything; notice that the agent's
-    audio has finished playing, and run what waited for that. The call's timed checks run only once their time
-    has come (the limit's and the rollover's ``check_at``) or while what they watch is under way (an outage, a
-    goodbye, a next session), and a trigger is fired only where some state of the call has a row for it."""
+class Beat:
+    """The call's beat, a chore of its metronome: every beat, the socket's read (:meth:`Link.beat`), the consent
+    prompt's and the rebuilt turns' look, and whether any audio has started or played out; the call's
+    checks (:func:`checks`) only on the beat that sees that change, on the beat after an event was handled
+    (:meth:`soon`: a barge-in, a ``clear``, a response's end), and every :data:`CHECKS_S` otherwise: they find
+    nothing to do on nearly every beat (their deadlines and waits are hundreds of ms and more)."""
+
+    def __init__(self, call: Shell, period_s: float) -> None:
+        self._call = call
+        audio = call.parts.audio
+        self._link, self._playback, self._playout = audio.link, audio.playback, audio.playout
+        self._turns = call.parts.talk.turns
+        self._period = period_s
+        self._every = max(1, round(CHECKS_S / period_s))  # beats between two checks at most
+        self._left = 0
+        self._played = self._idle = True
+        self._soon = True
+
+    def soon(self) -> None:
+        """Check on the next beat: an event was handled, and what it changed may be due at once."""
+        self._soon = True
+
+    def __call__(self) -> None:
+        self._link.beat()
+        call = self._call
+        consent = call.consent
+        if consent is not None and consent.playing:
+            consent.beat()
+        if self._turns is not None:
+            self._turns.beat()
+        played = self._playout.idle  # nothing left to play (a hold message too)
+        idle = played and self._playback.response_id is None  # Playback.idle
+        self._left -= 1
+        if played is not self._played or idle is not self._idle or self._soon or self._left <= 0:
+            wait = checks(call, idle)
+            self._played, self._idle, self._soon = played, idle, False
+            self._left = self._every if wait >= CHECKS_S else max(1, math.ceil(wait / self._period))
+
+
+def checks(call: Shell, idle: bool) -> float:
+    """The call's checks (see :class:`Beat` for when): the hang-up the leg did not report, the playback's latency, a
+    reply played out (``idle``: no response under way and nothing left to play), and what waited for it. The timed
+    checks run only once their time has come (the limit's and the rollover's ``check_at``) or while what they
+    watch is under way (an outage, a goodbye, a next session), and a trigger is fired only where some state of the
+    call has a row for it. Returns how long until they must run again: 0 while something timed is under way (an
+    outage, a wait, a pending action), else until the limit's or the rollover's time."""
     p = call.parts
     acts, leg, link, playback, outage, flow = p.call, p.leg, p.audio.link, p.audio.playback, p.sessions.outage, p.phase
-    link.beat()
-    if call.consent is not None and call.consent.playing:
-        call.consent.beat()
     if leg.disconnected.is_set() and not acts.ending:
         # The leg queues its own CallerHungUp (with the SIP code and reason) as it disconnects: take what
         # it queued first, in order, so the report says why; the fallback only covers a silent leg.
         while not leg.events.empty():
             p.sessions.inbox.put(leg.events.get_nowait())
         p.sessions.inbox.put(ev.CallerHungUp(sip_code=0, reason="leg disconnected"))
-    if p.talk.turns is not None:
-        p.talk.turns.beat()
+    link.sample()
     p.audio.latency.measure_playback(p.audio.playout, playback.audio_item)
-    idle = playback.idle
     if idle and flow.core.listens(Trigger.PLAYED_OUT):
         flow.fire(Trigger.PLAYED_OUT)
     if outage.active:
@@ -113,11 +152,16 @@ def beat(call: Shell) -> None:
         # the caller's audio so far is in the old session's input buffer while they speak
         if rollover.ready and idle and tools.pending is None and not link.caller_speaking:
             flow.fire(Trigger.TURN_BOUNDARY)
-    if p.talk.hold is not None:
-        p.talk.hold.beat()
+    hold = p.talk.hold
+    if hold is not None:
+        hold.beat()
     tools.beat(idle)
-    if call.orchestration is not None:
-        call.orchestration.beat(idle)
+    orchestration = call.orchestration
+    if orchestration is not None:
+        orchestration.beat(idle)
+    if outage.active or tools.busy or (hold is not None and hold.busy) or (orchestration and orchestration.busy):
+        return 0.0
+    return min(limit.check_at, rollover.check_at) - now
 
 
 def _outage(p: CallParts) -> None:

@@ -47,7 +47,7 @@ from bridge.call.orchestration import Orchestration
 from bridge.call.outage import HOLD_WAV, OUTAGE_RETRY, OutageAudio
 from bridge.call.parts import Audio, CallParts, Sessions, Talk
 from bridge.call.peer import ABANDONED, hung_up, note_peer, peer_end
-from bridge.call.perform import beat, perform
+from bridge.call.perform import Beat, perform
 from bridge.call.playback import Playback
 from bridge.call.privacy import KeyMask, mask_number, redact_spoken_digits
 from bridge.call.reactions import Reactions
@@ -128,7 +128,7 @@ class CallSession:
             options.max_session_s,
             self._open_session,
             self.emit,
-            summary=self._rollover_summary,
+            summary=lambda: self.changes.summary(True),
             clock=clock,
             name=leg.call_id,
         )
@@ -159,7 +159,7 @@ class CallSession:
             self.latency,
             self.clock,
             continuous=self.continuous,
-            on_talk_over=self._talked_over,
+            on_talk_over=lambda ms: self._reactions.talked_over(ms),
             sink=self.link.sink_audio,
         )
         self.barge_in = BargeIn(
@@ -208,8 +208,8 @@ class CallSession:
                 self.link.heard_caller,
                 self.emit,
                 interrupt,
-                busy=self._agent_busy,
-                ending=self._ended,
+                busy=lambda: self.playback.busy,
+                ending=lambda: self.ending,
             )
         self.outage = OutageAudio(plan.outage, self.playout, self.emit, self.clock)
         self.warm = None if plan.transfer is None else WarmTransfer(
@@ -218,19 +218,6 @@ class CallSession:
         )  # fmt: skip
         self.limit = CallLimit(plan.max_call_s, plan.max_call_goodbye_s, self.clock)
         self.supervision = Supervision(self.link, self.emit, self.limit, self.tools, self.phase, cut=self._cut_if_busy)
-
-    # what the collaborators read of the session, when they ask
-    def _rollover_summary(self) -> str:
-        return self.changes.summary(True)
-
-    def _talked_over(self, ms: float) -> None:
-        self._reactions.talked_over(ms)
-
-    def _agent_busy(self) -> bool:
-        return self.playback.busy
-
-    def _ended(self) -> bool:
-        return self.ending
 
     def _cut_if_busy(self, why: str) -> None:
         if self.playback.busy:
@@ -338,7 +325,8 @@ class CallSession:
         start_media(self.leg, self.media, self.playout, on_frame, self.link, self.echo)
         leg_pump = asyncio.create_task(self._pump_leg(), name=f"leg-{self.leg.call_id}")
         metronome = self.options.metronome or Metronome(asyncio.get_running_loop(), TICK_S)
-        stop_ticking = metronome.add(lambda: beat(self))
+        self.beat = Beat(self, metronome.period_s)
+        stop_ticking = metronome.add(self.beat)
         try:
             if self.client is not None:
                 self.start_pump()
@@ -355,6 +343,7 @@ class CallSession:
                 event = await self.inbox.get()
                 self._waiting = False
                 await self._handle(event)
+                self.beat.soon()  # what the event changed is looked at on the next beat
         finally:
             stop_ticking()
             leg_pump.cancel()

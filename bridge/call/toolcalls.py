@@ -259,6 +259,11 @@ class ToolCalls:
         """A response started (the line, if one was asked for)."""
         self._line_requested = False
 
+    @property
+    def busy(self) -> bool:
+        """An action, an output or a wait pending: the call's checks look at them on every beat."""
+        return self.pending is not None or bool(self._ready) or (self.waiting is not None and self.waiting.busy)
+
     def beat(self, idle: bool) -> None:
         """``idle``: no response under way and the playout is empty. Runs the action once it is due."""
         if self.waiting is not None:

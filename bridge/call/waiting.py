@@ -100,6 +100,11 @@ class DeadAir:
         return bool(self._waits)
 
     @property
+    def busy(self) -> bool:
+        """A wait under way: the call's checks look at it on every beat (its filler and hold are timed)."""
+        return self._since is not None
+
+    @property
     def holding(self) -> bool:
         return self._flow.core.hold is Hold.WAIT
 
@@ -224,6 +229,11 @@ class TurnHold:
     @property
     def holding(self) -> bool:
         return self._flow.core.hold is Hold.TURN
+
+    @property
+    def busy(self) -> bool:
+        """The answer to a turn owed: the call's checks look at it on every beat (its soft hold is timed)."""
+        return self._ended_at is not None
 
     def turn_ended(self, at: float | None) -> None:
         """The caller's speech ended at ``at`` (None: now): the answer to their turn is owed."""

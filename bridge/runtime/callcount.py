@@ -6,7 +6,7 @@ thread with :func:`sys.setprofile` when its metronome is made (:func:`bridge.run
 profile function counts every ``call`` (a Python function, or a generator or coroutine resumed) and every
 ``c_call`` (a builtin or a C method) on that thread, and cuts the count into intervals at each start of the
 metronome's beat (:meth:`Metronome._run`). In each interval it also counts the calls' beats (``bridge.call.
-perform.beat``: one per call per beat) and the Realtime socket's reads (``RealtimeSocket.data_received``), and files
+perform.Beat``: one per call per beat) and the Realtime socket's reads (``RealtimeSocket.data_received``), and files
 the interval by them: ``deltas`` (at least one read per call's beat: the model's audio arriving), ``none`` (no read)
 or ``some``. Once a second it appends the running totals per kind, with ``time.monotonic()`` (system-wide, as the
 bench's window), as one JSON line to ``calls-<pid>.jsonl`` in the directory; the bench takes the difference over its
@@ -30,7 +30,7 @@ COUNT_CALLS_ENV = "CALLBRIDGE_COUNT_CALLS"  # a directory: the worker counts its
 KINDS = ("deltas", "some", "none")
 # where each interval's edges and marks are: (the end of the file's path, the function's name)
 RUN: tuple[str, str] = ("bridge/runtime/metronome.py", "_run")
-BEAT: tuple[str, str] = ("bridge/call/perform.py", "beat")
+BEAT: tuple[str, str] = ("bridge/call/perform.py", "__call__")  # Beat.__call__
 READ: tuple[str, str] = ("bridge/realtime/ws_fastpath.py", "data_received")
 _OTHER, _RUN, _BEAT, _READ = 0, 1, 2, 3
 
