@@ -212,6 +212,7 @@ class _Downlink:
     keepalive_at: float
     _down: DownlinkScanner | None = None
     _on_audio: OnAudio | None = None
+    _read_paused = False  # the transport's reading paused by this socket (gated): no need to pause it again
 
     def _frames_received(self, data: bytes) -> None:
         raise NotImplementedError
@@ -231,8 +232,9 @@ class _Downlink:
                     self._audio_received(piece)
                 else:
                     self._frames_received(piece)
-        if self.gated and not self.transport.is_closing():
+        if self.gated and not self._read_paused and not self.transport.is_closing():
             self.transport.pause_reading()
+            self._read_paused = True
 
     def _audio_received(self, run: AudioRun) -> None:
         on_audio = self._on_audio
@@ -658,6 +660,7 @@ class RealtimeSocket(_Downlink, asyncio.Protocol):
             self.gated = True
             if not self.transport.is_closing():
                 self.transport.pause_reading()  # from now on the beat asks first
+                self._read_paused = True
         elif not on and self.gated:
             self.gated, self._ready = False, None
             self._resume()
@@ -682,6 +685,7 @@ class RealtimeSocket(_Downlink, asyncio.Protocol):
 
     def _resume(self) -> None:
         transport = self.transport
+        self._read_paused = False
         if not transport.is_closing() and not transport.is_reading():
             transport.resume_reading()
 

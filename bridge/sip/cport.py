@@ -345,7 +345,7 @@ class NativeHub:
                 if n < _READ_MAX:
                     break
             self._top_up(port)  # a sink may have queued audio and topped the ring up itself: asked again
-        else:
+        elif not port.pulling:  # pulling: the poll topped the ring up in C
             self._top_up(port, polled)
         return delivered
 
