@@ -31,6 +31,7 @@ from bridge.errors import ConfigError
 from bridge.events import TransferMode
 from bridge.realtime.dialects import DIALECTS
 from bridge.realtime.profile import AgentProfile, Tool
+from bridge.rollout.attest import gate_line
 from bridge.rollout.policy import RolloutSpec, Variant, legacy_spec
 from bridge.tools.guard import plan_errors
 from bridge.tools.spec import Header, HttpTool, McpServer, ToolContext, check_schema
@@ -757,7 +758,13 @@ def main(argv: list[str]) -> int:
             json.dumps(
                 {
                     "ok": [
-                        {"file": p.source_file, "name": p.name, "dialect": p.dialect, "variants": _variants(p)}
+                        {
+                            "file": p.source_file,
+                            "name": p.name,
+                            "dialect": p.dialect,
+                            "variants": _variants(p),
+                            "require_gate": None if p.rollout_spec is None else p.rollout_spec.require_gate,
+                        }
                         for p in ok
                     ],
                     "errors": [{"file": e.source, "field": e.field, "message": e.message} for e in errors],
@@ -771,6 +778,8 @@ def main(argv: list[str]) -> int:
             how = p.dialect if spec is None else f"rollout of {', '.join(_variants(p))}; safe {spec.safe}"
             diverted = f" originally to {', '.join(p.original_called)}" if p.original_called else ""
             print(f"ok     {p.source_file}: {p.name} ({how}; matches {', '.join(p.match)}{diverted})")
+            if spec is not None:
+                print(f"       {gate_line(spec.require_gate, p.name)}")
         for w in warned:
             print(f"WARNING {w}", file=sys.stderr)
         for e in errors:

@@ -1,9 +1,12 @@
 """The guarded rollout: which variant a call gets (a flag per dialplan, sealed), each call's outcome record,
 and the engine that promotes or rolls a candidate back on evidence. Everything but :mod:`.store`,
-:mod:`.records`, :mod:`.refusals` and :mod:`.backup` is pure.
+:mod:`.records`, :mod:`.refusals`, :mod:`.backup` and :mod:`.arming` is pure.
 
 ::
 
+    arming.py      the gate before the rollout, against Redis: green replay reports registered for a plan
+                   (``callbridge rollout attest``), and every change that arms a candidate checked against them
+    attest.py      the gate's rules (pure): a variant's configuration digest, a green report's, a signed attestation
     backup.py      A backup of the rollout state that lives only in Redis, and its restore: ``callbridge rollout
                    export`` and ``callbridge rollout import``
     catalog.py     what the rollout knows about models, kept as data: a dated price table and the announced shutdown

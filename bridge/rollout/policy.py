@@ -157,6 +157,7 @@ class RolloutSpec(BaseModel):
     fallback_voice: str = Field("alloy", min_length=1)
     rollback: RollbackRule = RollbackRule()
     experiment: ExperimentSpec = ExperimentSpec()  # the sequential guardrails (bridge.rollout.experiment)
+    require_gate: bool = False  # a candidate is armed only with a green replay report of it (bridge.rollout.attest)
 
     @model_validator(mode="after")
     def _names(self) -> RolloutSpec:
@@ -168,6 +169,9 @@ class RolloutSpec(BaseModel):
             raise ValueError(f"safe: {self.safe!r} is not one of the variants {names}")
         if self.fallback_voice in REALTIME_ONLY_VOICES:
             raise ValueError(f"fallback_voice: {self.fallback_voice} exists only on gpt-realtime models")
+        armed = [v.name for v in self.variants if v.name != self.safe and v.weight > 0]
+        if self.require_gate and armed:
+            raise ValueError(f"require_gate: {armed[0]} has a weight in the file: arm it after `rollout attest`")
         return self
 
     @property

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import ConfigError
-from bridge.rollout import records
+from bridge.rollout import arming, records
 from bridge.rollout.experiment import step_weights
 from bridge.rollout.outcomes import compact, epoch_of, evaluate
 from bridge.rollout.policy import RolloutFlag, RolloutSpec
@@ -271,14 +271,20 @@ def follow_evaluate(spec: RolloutSpec, path: Path, as_json: bool) -> int:
     return 0
 
 
-async def rearm(store: RolloutStore, args: Any, spec: RolloutSpec, who: str) -> int:
-    """``rollout rearm``: a signed re-arm entry in the records, then the candidate's share back (audited)."""
+async def rearm(
+    store: RolloutStore, args: Any, spec: RolloutSpec, who: str, digests: Mapping[str, str] | None = None
+) -> int:
+    """``rollout rearm``: a signed re-arm entry in the records, then the candidate's share back (audited); under
+    ``rollout.require_gate`` only with a green replay report of it (``digests``: the plan's variants') or
+    ``--override-gate``, checked before anything is written."""
     if args.variant not in spec.names or args.variant == spec.safe:
         candidates = ", ".join(n for n in spec.names if n != spec.safe)
         raise ConfigError(f"rollout {args.dialplan}", "variant", f"not a candidate (candidates: {candidates})")
     share = args.share if args.share is not None else (spec.experiment.auto_promote or (5.0,))[0]
     if not 0 < share <= spec.experiment.last_share:
         raise ConfigError(f"rollout {args.dialplan}", "--share", f"a percentage in (0, {spec.experiment.last_share:g}]")
+    override, digests = getattr(args, "override_gate", None), digests or {}
+    await arming.require(store, args.dialplan, args.variant, digests, override)
     await records.append(
         store.client,
         args.dialplan,
@@ -286,7 +292,9 @@ async def rearm(store: RolloutStore, args: Any, spec: RolloutSpec, who: str) -> 
         sign_key=store.rollout_keys,
     )
     weights = step_weights(spec.names, spec.safe, args.variant, share)
-    change = await store.update_flag(args.dialplan, lambda old: {"weights": weights}, who, args.reason)
+    change = await arming.update_flag(
+        store, args.dialplan, lambda old: {"weights": weights}, who, args.reason, digests=digests, override=override
+    )
     result = {"dialplan": args.dialplan, "variant": args.variant, "share": share, "audit_id": change.audit_id}
     print(
         json.dumps(result)

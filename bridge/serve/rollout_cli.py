@@ -12,6 +12,7 @@
     callbridge rollout records DIALPLAN [--since 7d]  the plan's outcome records as JSON lines (experiment_cli.py)
     callbridge rollout evaluate DIALPLAN --dialplans DIR --records FILE|- [--follow] [--json]   their replay, no Redis
     callbridge rollout rearm DIALPLAN VARIANT --reason TEXT [--share P]  a rolled-back candidate tested afresh
+    callbridge rollout attest DIALPLAN --report DIR/report.json [--variant V]  a green replay report registered
 
 The settings are ``serve``'s: its settings file (``--config``, default ``$CALLBRIDGE_CONFIG``) and its variables
 (``CALLBRIDGE_REDIS_URL``, ``REDIS_URL``, their ``_FILE`` forms, ``CALLBRIDGE_DIALPLANS``, ...); ``--redis-url`` and
@@ -41,6 +42,10 @@ account; ``bridge.supervisor.remote``), with no Redis and no dialplan files here
 to the kill switch's route, which a supervisor's token may use (and which refuses it another's switch it may not
 turn off, naming the holder and the role needed). Exit codes: 0 done, 1 Redis or the
 API unreachable or refused, 2 bad arguments.
+
+Under ``rollout.require_gate`` (bridge/rollout/attest.py) ``set`` and ``rearm`` arm a candidate (its weight from 0)
+only with a green replay report of its configuration registered by ``attest``, or with ``--override-gate REASON``
+(kept in the audit entry); a refusal names the plan, the variant and the configuration's digest (exit 2).
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ from bridge.config import add_config_flag, load_settings
 from bridge.dialplan import RolloutPlans as Plans
 from bridge.dialplan import load_dialplans, require_folder, rollout_plans
 from bridge.errors import ConfigError
-from bridge.rollout import backup, catalog, refusals
+from bridge.rollout import arming, attest, backup, catalog, refusals
 from bridge.rollout.health import WindowStats
 from bridge.rollout.policy import (
     RolloutFlag,
@@ -120,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     change.add_argument("--sticky", choices=["caller", "call"], help="one variant per caller, or a new draw per call")
     change.add_argument("--reason", help="why (required; goes into the audit stream)")
     change.add_argument("--who", help="who makes the change (default: the login name)")
+    change.add_argument("--override-gate", metavar="REASON", help="arm a candidate no green replay report attests")
     unrefuse = sub.add_parser(
         "unrefuse", parents=[common], help="take a variant off the refused list (its model is taken again)"
     )
@@ -150,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     rearm.add_argument("--share", type=float, help="its share in percent (default: the first auto_promote step, or 5)")
     rearm.add_argument("--reason", help="why (required; goes into the audit stream)")
     rearm.add_argument("--who", help="who re-arms (default: the login name)")
+    rearm.add_argument("--override-gate", metavar="REASON", help="re-arm it though no green replay report attests it")
+    att = sub.add_parser("attest", parents=[common], help="register a green replay report of a plan's candidates")
+    att.add_argument("dialplan", help="the rollout dialplan")
+    att.add_argument("--report", type=Path, required=True, help="report.json of `callbridge replay --report DIR`")
+    att.add_argument("--variant", help="the candidate it attests (default: each whose configuration it ran)")
+    att.add_argument("--who", help="who attests (default: the login name)")
     return parser
 
 
@@ -418,7 +430,10 @@ async def _set(store: RolloutStore, args: argparse.Namespace, spec: RolloutSpec)
         holder = kill_switch.cli_holder(who)  # never an account's name: a console account named `who` holds nothing
         return kill_switch.kill_changes(args.dialplan, old, changes, holder, kill_switch.CLI_ROLE, at)
 
-    change = await store.update_flag(args.dialplan, compute, who, args.reason)
+    digests = _digests(args)
+    change = await arming.update_flag(
+        store, args.dialplan, compute, who, args.reason, digests=digests, override=args.override_gate
+    )
     if args.json:
         print(
             json.dumps(
@@ -491,6 +506,27 @@ async def _backup(store: RolloutStore, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _digests(args: argparse.Namespace) -> dict[str, str]:
+    """The configuration digest of each variant of ``args.dialplan``, from its dialplan file."""
+    plan = next((p for p in load_dialplans(args.dialplans) if p.name == args.dialplan), None)
+    return attest.plan_digests(plan) if plan is not None else {}
+
+
+async def _attest(store: RolloutStore, args: argparse.Namespace) -> int:
+    """``attest``: a green replay report kept for the plan's candidates whose configuration it ran."""
+    try:
+        report = json.loads(Path(args.report).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(str(args.report), "--report", f"cannot read a replay report: {exc}") from None
+    who = args.who or _login()
+    done = await arming.register(store, args.dialplan, report, str(args.report), _digests(args), who, args.variant)
+    if args.json:
+        print(json.dumps({"dialplan": args.dialplan, "attested": done}, indent=2))
+    for a in [] if args.json else done:
+        print(f"{args.dialplan}: {a['variant']} #{a['digest']} attested by {args.report} ({len(a['runs'])} run(s))")
+    return EXIT_OK
+
+
 def _login() -> str:
     try:
         return getpass.getuser()
@@ -520,7 +556,9 @@ async def _run(args: argparse.Namespace, url: str | None, plans: Plans, rollout_
         if args.action == "unrefuse":
             return await _unrefuse(store, args, spec)
         if args.action == "rearm":
-            return await experiment_cli.rearm(store, args, spec, args.who or _login())
+            return await experiment_cli.rearm(store, args, spec, args.who or _login(), _digests(args))
+        if args.action == "attest":
+            return await _attest(store, args)
         return await _set(store, args, spec)
     finally:
         if store is not None:
@@ -535,7 +573,7 @@ def main(argv: list[str]) -> int:
             check_set_args(args)
         if args.action == "rearm" and not (args.reason or "").strip():
             raise UsageError("--reason is required (say why; it goes into the audit stream)")
-        if args.api and args.action in {"export", "import", "records", "evaluate", "rearm"}:
+        if args.api and args.action in {"export", "import", "records", "evaluate", "rearm", "attest"}:
             raise UsageError(f"{args.action} goes to Redis (or a file) itself, not through --api")
         if args.api:
             return asyncio.run(_via_api(args, api_token(args)))
@@ -586,6 +624,7 @@ async def _via_api(args: argparse.Namespace, token: str) -> int:
         else:
             path = f"/api/rollout/{args.dialplan}"
             body = {**changes, "reason": args.reason.strip(), **({"who": args.who} if args.who else {})}
+            body |= {"override_gate": args.override_gate} if args.override_gate else {}
         done = await api.request("PUT", path, body)
     if args.json:
         print(json.dumps(done, indent=2))

@@ -22,6 +22,9 @@ key                                          type        holds                  
                                                          read beside the one above, never written
 ``cb:{rollout}:refused:<dialplan>``          hash        variant -> JSON {model, code, at}: variants     none
                                                          whose model the service refused
+``cb:{rollout}:attested:<dialplan>``         hash        configuration digest -> JSON attestation: a     none
+                                                         green replay report of a candidate, signed
+                                                         (``bridge.rollout.arming``)
 ``cb:rollout:{<dialplan>}:records``          stream      one outcome record per finished call (``r``,    RECORDS_TTL_S;
                                                          JSON), a late outcome or a re-arm               capped
                                                          (``bridge.rollout.records``)                    RECORDS_MAXLEN
@@ -227,6 +230,11 @@ def worker_heartbeat(worker: str) -> str:
 
 def rollout_flag(dialplan: str) -> str:
     return ":".join((PREFIX, ROLLOUT_TAG, "flag", dialplan))
+
+
+def rollout_attested(dialplan: str) -> str:
+    """The green replay reports registered for one dialplan, by configuration digest (``bridge.rollout.arming``)."""
+    return ":".join((PREFIX, ROLLOUT_TAG, "attested", dialplan))
 
 
 def rollout_refused(dialplan: str) -> str:

@@ -2,8 +2,10 @@
 supervisor's kill switch.
 
 ``GET /api/rollout``, ``GET /api/console/rollout``, ``POST /api/rollout/{dp}/preview``, ``PUT /api/rollout/{dp}``
-(the fields of a change and the shape of a refusal: :mod:`.api`). The panel and the change's validation:
-:mod:`.rollout_view`.
+(the fields of a change and the shape of a refusal: :mod:`.api`). Under ``rollout.require_gate`` a change that
+arms a candidate without a green replay report of it is a 400 naming the variant and its digest, unless the body
+gives ``override_gate`` (the reason, kept in the audit entry; :mod:`bridge.rollout.arming`). The panel and the
+change's validation: :mod:`.rollout_view`.
 
 ``PUT /api/rollout/{dp}/kill`` ``{"kill": true|false, "reason"}`` turns the kill switch on or off and nothing else. A
 supervisor may (:data:`KILL_NEEDS`): it only ever sends calls to the safe variant, or back to the split an admin set,
@@ -24,9 +26,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.dialplan import RolloutPlans
+from bridge.dialplan import Dialplan, RolloutPlans
 from bridge.errors import ConfigError
-from bridge.rollout import catalog, refusals
+from bridge.rollout import arming, attest, catalog, refusals
 from bridge.rollout.policy import describe_variants
 from bridge.rollout.store import FlagChange, RolloutStore
 from bridge.supervisor import rollout_view
@@ -126,7 +128,20 @@ async def get_rollout_panel(request: web.Request) -> web.Response:
         held = card["kill_holder"]
         lift = held is not None and body["can_kill"]
         card["lift_refused"] = lift_refusal(Holder(**held), str(principal.who), principal.role) if lift else None
+        card["gate"] = await _gate_card(sup.need_rollouts(), card["dialplan"], sup.dialplans.get(card["dialplan"]))
     return reply(body)
+
+
+async def _gate_card(store: RolloutStore, dialplan: str, plan: Dialplan | None) -> dict[str, Any]:
+    """The card's replay gate: whether it is required, and each candidate's digest with the green report that
+    attests it (null: none does)."""
+    spec = store.spec_for(dialplan)
+    digests = {n: d for n, d in (attest.plan_digests(plan) if plan is not None else {}).items() if n != spec.safe}
+    found = await arming.valid(store, dialplan, digests)
+    return {
+        "required": spec.require_gate,
+        "variants": {n: {"digest": d, "attested": found.get(n)} for n, d in digests.items()},
+    }
 
 
 def _refused(exc: ConfigError) -> web.Response:
@@ -163,17 +178,30 @@ async def put_rollout(request: web.Request) -> web.Response:
     body = await json_body(request)
     dialplan = request.match_info["dialplan"]
     reason = body.pop("reason", None)
+    override = body.pop("override_gate", None)  # under rollout.require_gate: arm a candidate no report attests
     body.pop("who", None)  # the audit names the account, never the body's "who"
     unknown = sorted(set(body) - ROLLOUT_FIELDS)
     try:
         _rollout_of(dialplan, sup.plans)
         if unknown:
-            known = ", ".join(sorted(ROLLOUT_FIELDS | {"reason", "who"}))
+            known = ", ".join(sorted(ROLLOUT_FIELDS | {"reason", "who", "override_gate"}))
             raise ConfigError(f"rollout {dialplan}", unknown[0], f"unknown field (known: {known})")
         if not isinstance(reason, str) or not reason.strip():
             raise ConfigError(f"rollout {dialplan}", "reason", "required: why this change is made")
+        if override is not None and not isinstance(override, str):
+            raise ConfigError(f"rollout {dialplan}", "override_gate", "the reason, as text")
         changes = rollout_view.normalize_changes(body, f"rollout {dialplan}")
-        change = await _change(store, dialplan, changes, principal, reason)
+        digests = attest.plan_digests(sup.dialplans[dialplan]) if dialplan in sup.dialplans else {}
+        who, at = str(principal.who), now_text()
+        change = await arming.update_flag(
+            store,
+            dialplan,
+            lambda old: kill_changes(dialplan, old, changes, who, principal.role, at),
+            who,
+            reason,
+            digests=digests,
+            override=override,
+        )
     except ConfigError as exc:
         return _refused(exc)
     except KillHeld as held:

@@ -208,8 +208,17 @@ SCHEMAS: Final[dict[str, Schema]] = {
     "RolloutChange": closed(
         obj(
             {"reason": REASON},
-            {"weights": WEIGHTS, "kill": BOOL, "allow": ANY_OBJECT, "deny": ANY_OBJECT, "sticky": STR, "who": {}},
-            about="a change of the flag; `who` is ignored (the audit names the account)",
+            {
+                "weights": WEIGHTS,
+                "kill": BOOL,
+                "allow": ANY_OBJECT,
+                "deny": ANY_OBJECT,
+                "sticky": STR,
+                "who": {},
+                "override_gate": REASON,
+            },
+            about="a change of the flag; `who` is ignored (the audit names the account); `override_gate`: the reason "
+            "a candidate is armed without a green replay report (rollout.require_gate)",
         )
     ),
     "RolloutSettings": closed(
