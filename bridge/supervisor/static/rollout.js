@@ -109,6 +109,14 @@ function fellBack(v, row) {
     `${n} on ${model}`)];
 }
 
+// Each candidate's configuration digest and the green replay report that attests it (rollout attest), by name.
+function gateText(gate) {
+  const each = Object.entries(gate.variants).map(([name, v]) => v.attested
+    ? `${name} #${v.digest}: green report ${v.attested.report} (${v.attested.who}, ${v.attested.when})`
+    : `${name} #${v.digest}: no green report`);
+  return [gate.required ? "required" : "off (rollout.require_gate)", ...each].join("; ");
+}
+
 function card(dp) {
   const health = dp.health;
   const rows = Object.fromEntries(health.rows.map((row) => [row.variant, row]));
@@ -133,7 +141,8 @@ function card(dp) {
     dp.kill_reason ? [h("dt", {}, "Turned on because"), h("dd", { "data-setting": "kill-reason" }, dp.kill_reason)] : null,
     h("dt", {}, "Allow lists"), h("dd", { "data-setting": "allow" }, text(dp.allow)),
     h("dt", {}, "Deny lists"), h("dd", { "data-setting": "deny" }, text(dp.deny)),
-    h("dt", {}, "Safe variant"), h("dd", {}, dp.safe_variant));
+    h("dt", {}, "Safe variant"), h("dd", {}, dp.safe_variant),
+    dp.gate ? [h("dt", {}, "Replay gate"), h("dd", { "data-setting": "gate" }, gateText(dp.gate))] : null);
   return h("article", { class: "rollout", "data-dialplan": dp.dialplan },
     h("h3", {}, dp.dialplan, dp.stored ? "" : h("span", { class: "muted" }, " (defaults: never changed)")),
     canKill && !canChange ? killSwitch(dp) : null, // an admin has the kill switch in the editor below
