@@ -161,6 +161,24 @@ async def require(
         _let_through(store, dialplan, variant, digests.get(variant), held, _excuse(override))
 
 
+async def require_restore(
+    store: RolloutStore,
+    flags: Mapping[str, RolloutFlag],
+    digests: Mapping[str, Mapping[str, str]],
+    override: str | None,
+    replace: bool,
+) -> None:
+    """Raise GateRefused unless each of the backup's ``flags`` that a restore writes (none stored, or ``replace``)
+    arms only candidates that may be armed (``digests``: per plan, its variants')."""
+    for dialplan, flag in sorted(flags.items()):
+        spec = store.spec_for(dialplan)
+        stored = await store.stored_flag(dialplan)
+        if not spec.require_gate or (stored is not None and not replace):
+            continue
+        for variant in attest.armed(spec, (stored or store.default_for(dialplan)).weights, flag.weights):
+            await require(store, dialplan, variant, digests.get(dialplan, {}), override)
+
+
 def _excuse(override: str | None) -> str | None:
     return redact(override.strip()) if override and override.strip() else None
 

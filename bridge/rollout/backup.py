@@ -138,12 +138,14 @@ def check(doc: Any, source: str, store: RolloutStore) -> dict[str, RolloutFlag]:
     return flags
 
 
-async def restore(store: RolloutStore, doc: Any, source: str, *, who: str, replace: bool = False) -> Restored:
-    """Put the backup ``doc`` (read from ``source``) back into Redis (see the module). Raises ConfigError (a bad
-    backup: nothing written) or StoreUnavailable."""
+async def restore(
+    store: RolloutStore, doc: Any, source: str, *, who: str, replace: bool = False, note: str = ""
+) -> Restored:
+    """Put the backup ``doc`` (read from ``source``) back into Redis (see the module); ``note`` goes into each
+    restored flag's audit reason. Raises ConfigError (a bad backup: nothing written) or StoreUnavailable."""
     flags = check(doc, source, store)
     c, done = store.client, Restored()
-    reason = redact(f"restored from {source} (exported {doc.get('exported_at', '?')})")
+    reason = redact(f"restored from {source} (exported {doc.get('exported_at', '?')})" + (f"; {note}" if note else ""))
     writes = await _flag_writes(store, flags, done, who=who, reason=reason, replace=replace)
     stored = await _call(store, _audit(store))
     have = {i for i, _ in stored}

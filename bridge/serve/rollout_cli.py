@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("file", type=Path, help="the backup")
     restore.add_argument("--replace", action="store_true", help="also over flags stored since (audited)")
     restore.add_argument("--who", help="who restores (default: the login name)")
+    restore.add_argument("--override-gate", metavar="REASON", help="restore flags arming candidates no report attests")
     recs = sub.add_parser("records", parents=[common], help="a plan's outcome records, one JSON line per call")
     recs.add_argument("dialplan", help="the rollout dialplan")
     recs.add_argument("--since", help="records of calls that ended since: 7d, 24h, 30m, 90s or an ISO 8601 time")
@@ -496,7 +497,15 @@ async def _backup(store: RolloutStore, args: argparse.Namespace) -> int:
         doc = json.loads(Path(args.file).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"file {args.file}", "(file)", f"cannot read a backup: {exc}") from None
-    done = await backup.restore(store, doc, str(args.file), who=args.who or _login(), replace=args.replace)
+    override = args.override_gate
+    stored = doc.get("flags") if isinstance(doc, dict) else None
+    if isinstance(stored, dict) and any(store.spec_for(str(n)).require_gate for n in stored):
+        flags = backup.check(doc, str(args.file), store)
+        digests = {p.name: attest.plan_digests(p) for p in load_dialplans(args.dialplans) if p.name in flags}
+        await arming.require_restore(store, flags, digests, override, args.replace)
+    note = f"override of the replay gate: {override.strip()}" if override and override.strip() else ""
+    who = args.who or _login()
+    done = await backup.restore(store, doc, str(args.file), who=who, replace=args.replace, note=note)
     if args.json:
         print(json.dumps(done.to_json(), indent=2))
         return EXIT_OK

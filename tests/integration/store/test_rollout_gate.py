@@ -358,3 +358,27 @@ async def test_serve_says_at_start_whether_each_plan_is_gated(
         "rollout support: rollout.require_gate is off: a candidate may be armed without a green replay report of its "
         "configuration (docs/configuration.md recommends it on)",
     ]
+
+
+async def test_a_restore_arms_no_candidate_the_gate_would_refuse(
+    redis_server: EmbeddedRedis,
+    raw: aioredis.Redis,
+    green: tuple[Path, Path],
+    cli_env: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plans, report = green
+    assert (await rollout(capsys, redis_server, plans, "attest", "support", "--report", str(report)))[0] == 0
+    assert (await rollout(capsys, redis_server, plans, *ARM))[0] == 0
+    saved = tmp_path / "backup.json"
+    assert (await rollout(capsys, redis_server, plans, "export", str(saved)))[0] == 0
+    await raw.flushall()  # Redis lost: the flag and the attestation with it
+    code, out, err = await rollout(capsys, redis_server, plans, "import", str(saved))
+    assert code == 2, (out, err)
+    assert f"{CAND}: no green replay report attests its configuration #{digests(plans)[CAND]}" in err
+    assert await weights(raw) == {} and await raw.xlen(keys.ROLLOUT_AUDIT) == 0  # nothing written
+    code, out, err = await rollout(capsys, redis_server, plans, "import", str(saved), "--override-gate", "lost Redis")
+    assert code == 0, err
+    assert await weights(raw) == {SAFE: 95, CAND: 5}
+    assert (await last_audit(raw))["reason"].endswith("; override of the replay gate: lost Redis")
