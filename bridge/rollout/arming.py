@@ -59,6 +59,28 @@ async def valid(store: RolloutStore, dialplan: str, digests: Mapping[str, str]) 
     return out
 
 
+async def shown(store: RolloutStore, dialplan: str, digests: Mapping[str, str]) -> dict[str, Any]:
+    """The plan's replay gate as ``rollout show`` and the console's card show it: whether it is required, and each
+    candidate's digest with what the valid attestation of it names (None: none)."""
+    spec = store.spec_for(dialplan)
+    candidates = {n: d for n, d in digests.items() if n != spec.safe}
+    found = await valid(store, dialplan, candidates)
+    return {
+        "required": spec.require_gate,
+        "variants": {n: {"digest": d, "attested": found.get(n)} for n, d in candidates.items()},
+    }
+
+
+def gate_text(gate: Mapping[str, Any]) -> str:
+    """:func:`shown` as one line of ``rollout show``."""
+    each = [
+        f"{n} #{v['digest']}: " + (f"green report {a['report']} ({a['who']}, {a['when']})" if a else "no green report")
+        for n, v in gate["variants"].items()
+        for a in [v["attested"]]
+    ]
+    return "; ".join(["required" if gate["required"] else "off (rollout.require_gate)", *each])
+
+
 async def register(
     store: RolloutStore,
     dialplan: str,

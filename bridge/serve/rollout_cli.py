@@ -383,6 +383,7 @@ async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Pla
     out: list[dict[str, Any]] = []
     texts: list[str] = []
     today = dt.datetime.now(dt.UTC).date()
+    files = {p.name: p for p in load_dialplans(args.dialplans)} if store is not None and plans else {}
     for name in names:
         spec, voice = plans.get(name, (legacy_spec(), "alloy"))
         stored_flag = await store.stored_flag(name) if store is not None else None
@@ -396,6 +397,8 @@ async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Pla
         experiment, experiment_text = (
             await experiment_cli.show_experiment(store, name, spec, flag) if store is not None else (None, "")
         )
+        digests = attest.plan_digests(files[name]) if name in files else None
+        gate = await arming.shown(store, name, digests) if store is not None and digests is not None else None
         out.append(
             {
                 "dialplan": name,
@@ -409,9 +412,11 @@ async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Pla
                 "window": None if window is None else {n: s.to_json() for n, s in window.items()},
                 "audit": [e.to_json() for e in audit],
                 "experiment": experiment,
+                "gate": gate,
             }
         )
-        texts.append("\n".join(t for t in (describe(shown, today), experiment_text) if t))
+        gate_line = f"replay gate   {arming.gate_text(gate)}" if gate is not None else ""
+        texts.append("\n".join(t for t in (describe(shown, today), gate_line, experiment_text) if t))
     if args.json:
         print(json.dumps({"dialplans": out}, indent=2))
     elif not texts:

@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.dialplan import Dialplan, RolloutPlans
+from bridge.dialplan import RolloutPlans
 from bridge.errors import ConfigError
 from bridge.rollout import arming, attest, catalog, refusals
 from bridge.rollout.policy import describe_variants
@@ -128,20 +128,10 @@ async def get_rollout_panel(request: web.Request) -> web.Response:
         held = card["kill_holder"]
         lift = held is not None and body["can_kill"]
         card["lift_refused"] = lift_refusal(Holder(**held), str(principal.who), principal.role) if lift else None
-        card["gate"] = await _gate_card(sup.need_rollouts(), card["dialplan"], sup.dialplans.get(card["dialplan"]))
+        plan = sup.dialplans.get(card["dialplan"])
+        digests = attest.plan_digests(plan) if plan is not None else {}
+        card["gate"] = await arming.shown(sup.need_rollouts(), card["dialplan"], digests)  # the replay gate
     return reply(body)
-
-
-async def _gate_card(store: RolloutStore, dialplan: str, plan: Dialplan | None) -> dict[str, Any]:
-    """The card's replay gate: whether it is required, and each candidate's digest with the green report that
-    attests it (null: none does)."""
-    spec = store.spec_for(dialplan)
-    digests = {n: d for n, d in (attest.plan_digests(plan) if plan is not None else {}).items() if n != spec.safe}
-    found = await arming.valid(store, dialplan, digests)
-    return {
-        "required": spec.require_gate,
-        "variants": {n: {"digest": d, "attested": found.get(n)} for n, d in digests.items()},
-    }
 
 
 def _refused(exc: ConfigError) -> web.Response:

@@ -134,6 +134,8 @@ async def test_arming_needs_a_green_report_of_the_exact_configuration(
 ) -> None:
     plans, report = green
     digest = digests(plans)[CAND]
+    code, out, err = await rollout(capsys, redis_server, plans, "show", "support")
+    assert f"replay gate   required; {CAND} #{digest}: no green report" in out, err
     code, out, err = await rollout(capsys, redis_server, plans, *ARM)
     assert code == 2, (out, err)
     assert f"rollout support: weights.{CAND}: {CAND}: no green replay report attests its configuration #{digest}" in err
@@ -146,6 +148,12 @@ async def test_arming_needs_a_green_report_of_the_exact_configuration(
     stored = json.loads(await raw.hget(keys.rollout_attested("support"), digest) or "{}")
     assert stored["verdict"] == "green" and stored["runs"] == [f"question_answer/{CAND}"] and stored["sig"]
     assert (await last_audit(raw))["evidence"]["attested"]["digest"] == digest
+    code, out, err = await rollout(capsys, redis_server, plans, "show", "support")
+    assert code == 0, err
+    assert f"replay gate   required; {CAND} #{digest}: green report {report} (" in out
+    code, out, err = await rollout(capsys, redis_server, plans, "show", "support", "--json")
+    [shown] = json.loads(out)["dialplans"]
+    assert shown["gate"]["variants"][CAND]["attested"]["report"] == str(report)
 
     code, out, err = await rollout(capsys, redis_server, plans, *ARM)
     assert code == 0, err
