@@ -43,9 +43,10 @@ to the kill switch's route, which a supervisor's token may use (and which refuse
 turn off, naming the holder and the role needed). Exit codes: 0 done, 1 Redis or the
 API unreachable or refused, 2 bad arguments.
 
-Under ``rollout.require_gate`` (bridge/rollout/attest.py) ``set`` and ``rearm`` arm a candidate (its weight from 0)
-only with a green replay report of its configuration registered by ``attest``, or with ``--override-gate REASON``
-(kept in the audit entry); a refusal names the plan, the variant and the configuration's digest (exit 2).
+Under ``rollout.require_gate`` (bridge/rollout/attest.py) ``set``, ``rearm`` and ``import`` arm a candidate (its
+weight from 0) only with a green replay report of its configuration registered by ``attest``, or with
+``--override-gate REASON`` (kept in the audit; through ``--api`` too); a refusal names the plan, the variant and the
+configuration's digest (exit 2), and ``show`` names each candidate's digest and the report that attests it.
 """
 
 from __future__ import annotations

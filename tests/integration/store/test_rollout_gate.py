@@ -295,6 +295,7 @@ async def test_the_api_refuses_arming_without_a_report_and_the_card_names_the_re
     raw: aioredis.Redis,
     green: tuple[Path, Path],
     cli_env: None,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url, token = api
@@ -328,6 +329,17 @@ async def test_the_api_refuses_arming_without_a_report_and_the_card_names_the_re
             assert r.status == 200, await r.text()
         entry = await last_audit(raw)
         assert entry["who"] == "ana" and entry["evidence"]["gate"][CAND]["override"] == "INC-7"
+
+    # the command line through the API: the same refusal, the same override
+    token_file = tmp_path / "ana.token"
+    token_file.write_text(token)
+    via = ("--api", url, "--token-file", str(token_file))
+    assert (await asyncio.to_thread(rollout_cli.main, [*DISARM, *via])) == 0
+    code = await asyncio.to_thread(rollout_cli.main, [*ARM, *via])
+    _, err = capsys.readouterr()
+    assert code == 2 and f"no green replay report attests its configuration #{digest}" in err, err
+    assert (await asyncio.to_thread(rollout_cli.main, [*ARM, *via, "--override-gate", "INC-8"])) == 0
+    assert (await last_audit(raw))["evidence"]["gate"][CAND]["override"] == "INC-8"
 
 
 # ------------------------------------------------------------------------------------------------ the plan files
