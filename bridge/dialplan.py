@@ -612,6 +612,32 @@ def shutdown_errors(plan: Dialplan, today: dt.date) -> list[ConfigError]:
     return [ConfigError(plan.source_file, where, message)]
 
 
+def service_errors(plan: Dialplan, realtime_url: str | None, today: dt.date) -> list[ConfigError]:
+    """Each dialect the plan's calls can use that OpenAI's service no longer takes (a dialect's ``openai_shutdown``),
+    when ``realtime_url`` is that service's (None: the endpoint is not known; nothing refused)."""
+    from bridge.config import OPENAI_URL
+
+    if realtime_url is None or not realtime_url.startswith(OPENAI_URL):
+        return []
+    spec = plan.rollout_spec
+    used = (
+        [(plan.dialect, "dialect")]
+        if spec is None
+        else [(v.dialect, f"rollout.variants[{i}].dialect") for i, v in enumerate(spec.variants)]
+    )
+    found = []
+    for name, where in used:
+        end = DIALECTS[name].openai_shutdown if name in DIALECTS else None
+        if end is not None and end <= today:
+            message = (
+                f"OpenAI's Realtime service has refused the {DIALECTS[name].label} interface since "
+                f"{end.isoformat()} ({realtime_url}): use dialect ga, or a realtime_url that keeps the "
+                f"{DIALECTS[name].label} shape"
+            )
+            found.append(ConfigError(plan.source_file, where, message))
+    return found
+
+
 def _check_dialects(plan: Dialplan, src: str) -> list[ConfigError]:
     """A dialect-specific field must build for the dialect(s) this plan can use: its own, or each variant's (with
     the variant's overrides)."""
@@ -726,6 +752,16 @@ def _variants(plan: Dialplan) -> list[str]:
     return [f"{v.name} ({v.dialect}, {v.model})" for v in spec.variants] if spec is not None else []
 
 
+def _target_url() -> str | None:
+    """The endpoint ``serve`` would reach from the environment alone (None: the emulator's or not known)."""
+    import os
+
+    from bridge.config import ENV_PREFIX, OPENAI_URL
+
+    given = os.environ.get(f"{ENV_PREFIX}REALTIME_URL")
+    return given or (OPENAI_URL if os.environ.get("OPENAI_API_KEY") else None)
+
+
 def main(argv: list[str]) -> int:
     from bridge.cli import build_parser
 
@@ -737,8 +773,14 @@ def main(argv: list[str]) -> int:
     check.add_argument(
         "--today", type=dt.date.fromisoformat, help="check the models' shutdown dates as of this day (YYYY-MM-DD)"
     )
+    check.add_argument(
+        "--realtime-url",
+        help="the endpoint the plans' calls will reach (default: CALLBRIDGE_REALTIME_URL, else OpenAI's service "
+        "when OPENAI_API_KEY is set, as serve derives it); a dialect that service refuses is an error",
+    )
     args = parser.parse_args(argv)
     today = args.today or dt.datetime.now(dt.UTC).date()
+    url = args.realtime_url or _target_url()
     files: list[Path] = []
     for p in args.paths:
         files += dialplan_files(p) if p.is_dir() else [p]
@@ -748,7 +790,7 @@ def main(argv: list[str]) -> int:
         found = check_file(f)
         if not found:
             plan = _parse(f)
-            found = shutdown_errors(plan, today)
+            found = shutdown_errors(plan, today) + service_errors(plan, url, today)
             if not found:
                 ok.append(plan)
         errors += found

@@ -319,21 +319,25 @@ def run(args: argparse.Namespace) -> tuple[list[ScriptResult], dict[str, Any]]:
         results, meta = _run_dialects(args, scripts)
     meta["tolerance_ms"] = args.timing_tolerance_ms
     meta["models"] = "variants" if args.variants is not None else args.models
-    meta["refused"] = _refused(scripts, args.today)
+    meta["refused"] = _refused(scripts, args.today, args.target)
     return _in_order(args.paths, results, errors), meta
 
 
-def _refused(scripts: Sequence[CallScript], today: Any) -> dict[str, list[str]]:
+def _refused(scripts: Sequence[CallScript], today: Any, target: str = "emulator") -> dict[str, list[str]]:
     """Per script, what the service refuses of the plan it names: a model past its shutdown date that its calls
-    fall back on (``bridge.dialplan.shutdown_errors``, as ``dialplan check`` says it)."""
+    fall back on (``bridge.dialplan.shutdown_errors``), and with ``--target openai`` a dialect OpenAI's service no
+    longer takes (``service_errors``), as ``dialplan check`` says them."""
     import datetime as dt
 
-    from bridge.dialplan import shutdown_errors
+    from bridge.config import OPENAI_URL
+    from bridge.dialplan import service_errors, shutdown_errors
 
     day = today or dt.datetime.now(dt.UTC).date()
+    url = OPENAI_URL if target == "openai" else None
     out: dict[str, list[str]] = {}
     for script in scripts:
-        if script.named is not None and (found := shutdown_errors(script.named, day)):
+        plan = script.named
+        if plan is not None and (found := shutdown_errors(plan, day) + service_errors(plan, url, day)):
             out[script.name] = [f"{e.source}: {e.field}: {e.message}" for e in found]
     return out
 

@@ -230,3 +230,24 @@ def test_a_recorded_plan_needs_a_consent_wav_the_bridge_can_play(tmp_path: Path)
     write_wav(good, bytes(1600))
     assert errors(f"{{enabled: true, consent_audio: '{good}'}}") == []
     assert errors(f"{{enabled: false, consent_audio: '{missing}'}}") == []  # nothing is played: nothing checked
+
+
+def test_check_refuses_a_dialect_openais_service_no_longer_takes_only_when_the_plans_reach_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CALLBRIDGE_REALTIME_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    shipped = str(ROOT / "dialplans")
+    assert main(["check", shipped]) == 0  # the emulator keeps every shape
+    assert main(["check", shipped, "--realtime-url", "ws://127.0.0.1:8765/v1"]) == 0
+    capsys.readouterr()
+    openai = ["--realtime-url", "wss://api.openai.com/v1", "--json"]
+    assert main(["check", shipped, *openai, "--today", "2026-02-26"]) == 0  # the day before its end
+    capsys.readouterr()
+    assert main(["check", shipped, *openai]) == 2
+    errors = json.loads(capsys.readouterr().out)["errors"]
+    assert [(Path(e["file"]).name, e["field"]) for e in errors] == [("billing-beta.yaml", "dialect")]
+    assert "refused the beta interface since 2026-02-27" in errors[0]["message"]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # with a key and no URL, serve reaches OpenAI's service
+    assert main(["check", shipped]) == 2
+    assert "billing-beta.yaml: dialect" in capsys.readouterr().err

@@ -24,6 +24,7 @@ Code outside ``bridge/realtime/dialects/`` reads these fields and never compares
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -251,6 +252,7 @@ class Dialect:
     # wire names that mean the same canonical event but are not the primary spelling (decode only)
     alias_server_events: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     model_in_url: bool = True  # ``?model=`` on the WebSocket URL (else the model goes in the opening command)
+    openai_shutdown: dt.date | None = None  # the day OpenAI's service stopped taking this dialect (None: it does)
     refused: Mapping[type[ev.Command], str] = field(default_factory=lambda: MappingProxyType({}))  # command -> why not
     # decoders that remember what one session said earlier, made afresh for each session: canonical key ->
     # decoder, over ``decoders`` (beta names a function only in its output item, not where its arguments end)

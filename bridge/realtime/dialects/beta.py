@@ -7,6 +7,7 @@ Checked against ``openai.types.beta.realtime``. OpenAI has retired this shape on
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
@@ -295,4 +296,5 @@ BETA = common.realtime_dialect(
     build_credential_request=_credential_request,
     parse_credential=_parse_credential,
     service=SERVICE,
+    openai_shutdown=dt.date(2026, 2, 27),  # the beta interface's announced end at OpenAI (docs/protocol.md)
 )
