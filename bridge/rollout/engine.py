@@ -75,9 +75,10 @@ statistic: at most one false alarm per ``watch_arl_days`` on average for a candi
 for an equal one. Before it, the watch is each step's fresh evidence: a step waits while the statistic stands at
 ``HOLD_LOG_R`` or above (the recent hours lean toward a clear regression), the first step's included.
 
-**Sample ratio**: each epoch's first calls per caller per variant against the shares of its weights, a
-Dirichlet-multinomial e-value multiplied over epochs; past ``1 / srm_alpha`` the engine decides ``srm``: no
-promotion from then on, rollback still armed. Its evidence holds both splits, of callers and of calls.
+**Sample ratio** (:mod:`bridge.rollout.srm`): each caller's first call of the rollout against the shares of the
+weights it was drawn under, one loss factor per variant shared by every epoch (a mixture whose ratios multiply over
+the steps); past ``1 / srm_alpha`` the engine decides ``srm``: no promotion from then on, rollback still armed. Its
+evidence holds both splits, of callers and of calls.
 
 **Actions** of a :class:`Decision`: ``rollback`` (the candidate's weight to the safe variant), ``promote`` (the next
 step's weights; without ``auto_promote`` only audited; another candidate keeps its weight, a step capped at the
