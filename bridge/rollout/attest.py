@@ -18,13 +18,12 @@ configuration.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from bridge.rollout.policy import RolloutSpec, Variant, compatible_voice
-from bridge.rollout.seal import SIG_FIELD, Keys, same_mac
+from bridge.rollout.seal import SIG_FIELD, Keys, json_sig, same_mac, with_sig
 
 DIGEST_CHARS = 16
 GREEN = "green"
@@ -96,16 +95,12 @@ def report_digests(data: Mapping[str, Any]) -> dict[str, list[str]]:
 
 def attest_sig(key: bytes, fields: Mapping[str, Any]) -> str:
     """The HMAC-SHA256 (hex) of an attestation: every field but ``sig``."""
-    body = json.dumps({k: v for k, v in fields.items() if k != SIG_FIELD}, sort_keys=True, separators=(",", ":"))
-    return hmac.new(key + b"\x00attest", body.encode(), hashlib.sha256).hexdigest()
+    return json_sig(key, b"attest", fields, (SIG_FIELD,))
 
 
 def sign(keys: Keys, fields: Mapping[str, Any]) -> dict[str, Any]:
     """``fields`` with their ``sig`` by the first of ``keys`` (none without keys)."""
-    out = {k: v for k, v in fields.items() if k != SIG_FIELD}
-    if keys:
-        out[SIG_FIELD] = attest_sig(keys[0], out)
-    return out
+    return with_sig(keys, fields, attest_sig)
 
 
 def attestation(dialplan: str, variant: str, digest: str, data: Mapping[str, Any], /, **about: str) -> dict[str, Any]:

@@ -29,7 +29,8 @@ import hmac
 import json
 import os
 import pwd
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
 
 AUDIT_FIELD = "audit"  # in a flag's hash: the id of the audit entry written with it
 SIG_FIELD = "sig"  # in an audit entry: its HMAC
@@ -161,20 +162,31 @@ def next_id(last: str, now_ms: int) -> str:
 RECORD_UNSIGNED = ("id", "repeat", SIG_FIELD)  # a record's fields its signature leaves out (added on read)
 
 
+def json_sig(key: bytes, purpose: bytes, fields: Mapping[str, object], unsigned: Collection[str]) -> str:
+    """The HMAC-SHA256 (hex) of a JSON document kept in Redis, under ``key`` for one ``purpose`` (a record's MAC is
+    no attestation's): its fields but ``unsigned``, as canonical JSON."""
+    body = json.dumps({k: v for k, v in fields.items() if k not in unsigned}, sort_keys=True, separators=(",", ":"))
+    return hmac.new(key + b"\x00" + purpose, body.encode(), hashlib.sha256).hexdigest()
+
+
+def with_sig(
+    keys: Keys, fields: Mapping[str, object], sig: Callable[[bytes, Mapping[str, object]], str]
+) -> dict[str, Any]:
+    """``fields`` with their ``sig`` by the first of ``keys`` (none without keys)."""
+    out = {k: v for k, v in fields.items() if k != SIG_FIELD}
+    if keys:
+        out[SIG_FIELD] = sig(keys[0], out)
+    return out
+
+
 def record_sig(key: bytes, record: Mapping[str, object]) -> str:
     """The HMAC-SHA256 (hex) of an outcome record (or a re-arm entry): every field but those added on read."""
-    body = json.dumps(
-        {k: v for k, v in record.items() if k not in RECORD_UNSIGNED}, sort_keys=True, separators=(",", ":")
-    )
-    return hmac.new(key + b"\x00outcome", body.encode(), hashlib.sha256).hexdigest()
+    return json_sig(key, b"outcome", record, RECORD_UNSIGNED)
 
 
 def sign_record(keys: Keys, record: Mapping[str, object]) -> dict[str, object]:
     """``record`` with its ``sig`` by the first of ``keys`` (none without keys)."""
-    out = {k: v for k, v in record.items() if k != SIG_FIELD}
-    if keys:
-        out[SIG_FIELD] = record_sig(keys[0], out)
-    return out
+    return with_sig(keys, record, record_sig)
 
 
 def record_refusal(keys: Keys, record: Mapping[str, object]) -> str | None:
