@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from bridge.events import CallOutcome, TransferStep
+from bridge.store.record import iso
 
 WINDOW_S: Final = 3600  # the rates and the handle time: the calls that ended in the last hour
 REFUSED_WINDOW_S: Final = 900  # refused callers: the last quarter hour
@@ -187,5 +188,6 @@ def board(
         "service_level_s": service_s,
         "window_s": WINDOW_S,
         "refused_window_s": REFUSED_WINDOW_S,
-        "at": now,
+        "at": iso(now),
+        "at_unix": now,
     }

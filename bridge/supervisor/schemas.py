@@ -193,7 +193,8 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "capacity": INT,
             "window_s": INT,
             "refused_window_s": INT,
-            "at": {"type": "number"},
+            "at": TIME,
+            "at_unix": UNIX,
             "plans": array(STR),
             "capped": BOOL,
         }

@@ -208,7 +208,7 @@ function render(data) {
   if (turnedRed.length && saved().sound) beep();
   announce(turnedRed);
   state.updates += 1;
-  document.getElementById("updated").textContent = `Updated ${moment(data.at)}${data.capped ? " (recent calls only)" : ""}`;
+  document.getElementById("updated").textContent = `Updated ${moment(data.at_unix)}${data.capped ? " (recent calls only)" : ""}`;
 }
 state.render = render; // the layout tests draw the widest figures with it
 

@@ -1,8 +1,8 @@
 """One time format in the JSON the product writes: every moment ISO 8601 in UTC (``...T..Z``) or null, and its Unix
 seconds, where kept, a number (or null) named ``<name>_unix``. Walked over every JSON answer of the API (live calls,
 one call, ended calls, the export, the audits, the figures, both event streams) on the real app over a real
-redis-server with calls written by a worker's real writer, and over ``callbridge calls --json``. The rollout's answers
-(its flag's ``kill_at``, its experiment's points) and the wallboard's ``at`` are not walked yet."""
+redis-server with calls written by a worker's real writer, the wallboard, and over ``callbridge calls --json``. The
+rollout's answers (its flag's ``kill_at``, its experiment's points) are not walked yet."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ async def test_every_json_the_product_writes_has_the_one_time_format(api: Any) -
     answers: dict[str, Any] = {}
     for path in ("/api/calls", "/api/calls/c-live", "/api/calls/c-ended", "/api/calls/ended",
                  f"/api/calls/ended?since={time.time() - 600:.0f}", "/api/calls/c-ended/export",
-                 "/api/actions/audit", "/api/listen/audit", "/api/plans/stats"):  # fmt: skip
+                 "/api/actions/audit", "/api/listen/audit", "/api/plans/stats", "/api/wallboard"):  # fmt: skip
         async with http.get(path, headers=auth) as r:
             assert r.status == 200, path
             answers[path] = json.loads(await r.text())
@@ -132,5 +132,7 @@ async def test_every_json_the_product_writes_has_the_one_time_format(api: Any) -
     assert detail["call"]["ended_at"] is None or "ended_at" not in detail["call"], detail["call"]
     assert all(ISO.fullmatch(e["t"]) and e["t_unix"] > 0 for e in detail["events"]), detail["events"]
     assert ISO.fullmatch(answers["/api/actions/audit"]["audit"][0]["at"])
+    wall = answers["/api/wallboard"]
+    assert ISO.fullmatch(wall["at"]) and wall["at_unix"] > 0, wall
     snapshot = next(e["snapshot"] for e in answers["live calls"] if "snapshot" in e)
     assert ISO.fullmatch(snapshot["now"]) and snapshot["now_unix"] > 0, snapshot
