@@ -113,6 +113,7 @@ from bridge.rollout.guardrails import (
     Guardrail,
     GuardrailSetting,
     Kind,
+    span,
     step_weights,
 )
 from bridge.rollout.stats import Estimate
@@ -391,7 +392,7 @@ class Engine(Evidence):
             return []
         cand.decided.add((self.epoch or "", "complete"))
         why = (
-            f"{name}: the last step kept its guard period ({self.spec.guard_s / 3600:g} h) with no regression; "
+            f"{name}: the last step kept its guard period ({span(self.spec.guard_s)}) with no regression; "
             "the holdout stays and the tests go on until a person ends the rollout"
         )
         return [Decision(t, name, "complete", why, self._evidence(name))]

@@ -35,7 +35,7 @@ from bridge.rollout.engine import (
     step_weights,
 )
 from bridge.rollout.evidence import _Candidate
-from bridge.rollout.guardrails import DISPLAY_ALPHA
+from bridge.rollout.guardrails import DISPLAY_ALPHA, span
 
 __all__ = [
     "DISPLAY_ALPHA",
@@ -258,16 +258,16 @@ class Experiment(Engine):
             left = None
             if cand.last_started is not None:
                 left = max(0.0, spec.guard_s - (self.t - cand.last_started))
-            what = "watch: last step, rollback armed" + (f"; guard period ends in {left / 3600:.1f} h" if left else "")
+            what = "watch: last step, rollback armed" + (f"; guard period ends in {span(left)}" if left else "")
             return {**base, "next": what, "more_calls": None}
         final = self.final_step(name, nxt)
         blocking = self.blocking(name, final=final)
         waits = []
         if final and (cand.armed_t is None or self.t - cand.armed_t < spec.cycle_s):
-            waits.append(f"a business cycle ({spec.cycle_s / 3600:g} h) since the first call")
+            waits.append(f"a business cycle ({span(spec.cycle_s)}) since the first call")
         epoch = self.epochs.get(self.epoch or "")
         if epoch is not None and epoch.first_t is not None and self.t - epoch.first_t < spec.step_min_s:
-            waits.append(f"{spec.step_min_s / 60:g} min on this step")
+            waits.append(f"{span(spec.step_min_s)} on this step")
         target = f"promote to {nxt:g} %" if nxt is not None else "promote (audited)"
         more = self._more_calls(name, final)
         rate = self._rate(name)

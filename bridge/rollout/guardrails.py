@@ -218,3 +218,12 @@ def step_weights(
     others = {n: 100.0 * max((keep or {}).get(n, 0.0), 0.0) / total for n in names if n not in (safe, candidate)}
     rest = 100.0 - share - sum(others.values())
     return {n: share if n == candidate else rest if n == safe else others[n] for n in names}
+
+
+def span(seconds: float) -> str:
+    """A duration as people read it on the card and in ``rollout show``: ``45 s``, ``4 min``, ``24:00 h``."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    m = round(s / 60)
+    return f"{m} min" if m < 60 else f"{m // 60}:{m % 60:02d} h"

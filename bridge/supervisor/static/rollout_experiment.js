@@ -25,7 +25,7 @@ function decided(d) {
 
 // The engine's hours ("0.0666667 h", "1.5 h") as people read them: "4 min", "1:30 h".
 export function readable(text) {
-  return String(text).replace(/(\d*\.?\d+) h\b/g, (_, hours) => {
+  return String(text).replace(/(?<![\d:.])(\d*\.?\d+) h\b/g, (_, hours) => {
     const s = Math.round(Number(hours) * 3600);
     if (s < 60) return `${s} s`;
     const m = Math.round(s / 60);

@@ -18,6 +18,7 @@ from bridge.call.report import CallReport
 from bridge.dialplan import check_file, load_dialplans
 from bridge.rollout import seal, stats
 from bridge.rollout.experiment import Decision, Experiment, ExperimentSpec, GuardrailSetting, epoch_of, step_weights
+from bridge.rollout.guardrails import span
 from bridge.rollout.outcomes import RECORD_FIELDS, evaluate
 from bridge.rollout.policy import RolloutFlag, RolloutSpec, Variant
 from bridge.rollout.records import decision_changes, next_step
@@ -648,3 +649,11 @@ def test_a_promotion_keeps_another_candidates_weight() -> None:
     assert nxt is None and held is not None and "no room above the holdout" in held
     assert exp.verdict("a")["next"].startswith("hold: other candidates hold")
     assert exp.alpha_g == pytest.approx(ExperimentSpec().alpha / 4 / 2)  # alpha shared by the two candidates
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0, "0 s"), (44.6, "45 s"), (240, "4 min"), (3599, "1:00 h"), (86400, "24:00 h"), (5400, "1:30 h")],
+)
+def test_a_duration_reads_in_seconds_minutes_or_hours_and_minutes(seconds: float, shown: str) -> None:
+    assert span(seconds) == shown
