@@ -230,6 +230,16 @@ ROLLOUT_SRM = Gauge(
     ["dialplan"],
     multiprocess_mode="livemax",
 )
+ROLLOUT_PROBES = Counter(
+    f"{NS}_rollout_probes",
+    "Probes of a rollout's safe variant's model for the breaker (bridge.rollout.probes): result ok or failed",
+    ["dialplan", "variant", "result"],
+)
+ROLLOUT_PROBE_SECONDS = Counter(
+    f"{NS}_rollout_probe_seconds",
+    "Seconds the rollout's probes held a model session open (a probe asks no response: no tokens are billed)",
+    ["dialplan", "variant"],
+)
 ROLLOUT_RECORDS_REJECTED = Counter(
     f"{NS}_rollout_records_rejected",
     "Outcome records the rollout's engine left out: reason unsigned or bad signature (with rollout_key set)",
@@ -463,14 +473,16 @@ def prime(
     variants: Mapping[str, tuple[str, ...]] | None = None,
     *,
     rollouts: tuple[str, ...] = (),
+    probed: Mapping[str, str] | None = None,
     orchestrated: tuple[str, ...] = (),
     orchestrator: tuple[tuple[str, ...], tuple[str, ...]] = ((), ()),
 ) -> None:
     """Create every label set a worker can produce at zero, so /metrics shows each metric before its first event:
     a dashboard must tell "no failures" from "no data", and an alert on ``increase()`` sees a counter's first event
     only if the counter was there at 0 before it. ``variants``: each dialplan's variants; ``rollouts``: the
-    dialplans with a rollout flag; ``orchestrated``: the dialplans with an orchestrator, ``orchestrator`` its
-    actions and error kinds (``bridge.orchestrator``'s, given by the worker: this module is below it)."""
+    dialplans with a rollout flag; ``probed``: those whose probes are on, each with its safe variant;
+    ``orchestrated``: the dialplans with an orchestrator, ``orchestrator`` its actions and error kinds
+    (``bridge.orchestrator``'s, given by the worker: this module is below it)."""
     classes = ("network", "auth", "protocol", "server")
     for d in dialects:
         for segment in SEGMENTS:
@@ -508,6 +520,10 @@ def prime(
     for dp in rollouts:
         ROLLOUT_FLAG_REFUSED.labels(dp)
         ROLLOUT_SRM.labels(dp)
+    for dp, safe in (probed or {}).items():
+        ROLLOUT_PROBE_SECONDS.labels(dp, safe)
+        for result in ("ok", "failed"):
+            ROLLOUT_PROBES.labels(dp, safe, result)
     for dp in orchestrated:
         for action in orchestrator[0]:
             ORCHESTRATOR_DECISIONS.labels(dp, action)

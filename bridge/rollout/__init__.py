@@ -19,6 +19,8 @@ and the engine that promotes or rolls a candidate back on evidence. Everything b
                    rollback rule
     outcomes.py    one outcome record per finished rollout call, and their replay through the guarded rollout
     policy.py      the rollout as pure decisions: which variant a call gets, and why
+    probes.py      active probes of the safe variant's model (pure): the setting, a probe's stream entry, and how
+                   the breaker reads it
     records.py     A rollout plan's outcome records in Redis, and the guarded rollout the worker runs on them after
                    every call
     refusals.py    variants whose model the service refuses, kept in Redis beside the flags

@@ -28,7 +28,8 @@ absolute **floor**, a candidate worse by less than ``max(margin * safe value, fl
 * a **rollback** takes a candidate that is *surely worse by more than its margin* (the one-sided always-valid test
   of "worse than the margin" rejects "within the margin"; ``bridge.rollout.stats``), or whose last calls all failed
   while the safe variant's calls *of the same moment* are fine (the **breaker**: its calls that ended during the
-  candidate's run; an outage that fails both variants trips nothing);
+  candidate's run, and its probes of the safe variant's model, :mod:`bridge.rollout.probes`; an outage that fails
+  both variants trips nothing);
 * a **promotion** to the last step takes a candidate that is *surely not worse by the margin* since it was armed
   (non-inferiority) after a whole business cycle (``cycle_s``); a step before it needs that the harm test has had the
   power to see a clear regression (``clear`` times the margin) and saw none. Every step also needs the current
@@ -91,9 +92,10 @@ its guard period, ``guard_s``, with nothing found: a person may end the rollout;
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
-from bridge.rollout import stats, watch
+from bridge.rollout import probes, stats, watch
 from bridge.rollout.evidence import (
     FRESH_S,
     MEAN_CAP,
@@ -187,7 +189,7 @@ class Engine(Evidence):
             return []
         trip = self._breaker(cand) if cand.run >= spec.breaker_min_run else None
         if trip is not None:
-            run, need, failed, calls = trip
+            run, need, failed, calls, used = trip
             evidence = {
                 "epoch": self.epoch,
                 "breaker": {
@@ -195,11 +197,12 @@ class Engine(Evidence):
                     "trip_at": int(need),
                     "safe_failures_meanwhile": failed,
                     "safe_calls_meanwhile": calls,
-                },
+                }
+                | ({"probes": [p.to_json() for p in used]} if used else {}),
             }
             why = (
                 f"{name}: its last {run} calls failed in a row while the safe variant's calls of the same moment "
-                f"failed {failed} of {calls}"
+                f"failed {failed} of {calls}{probes.describe(used)}"
             )
             return [self._rollback(name, t, why, evidence)]
         found = self.harm(name)
@@ -218,24 +221,41 @@ class Engine(Evidence):
         promote = self._promotion(name, t)
         return [promote] if promote is not None else self._complete(name, t)
 
-    def _breaker(self, cand: _Candidate) -> tuple[int, float, int, int] | None:
+    def _breaker(self, cand: _Candidate) -> tuple[int, float, int, int, list[probes.Probe]] | None:
         """The breaker trips when the candidate's failures started since some safe call began are more than equal
         variants reach at the safe variant's failure rate of the calls started since then (the comparison is the
         safe variant's calls started during the run, counted by start as the run is: calls in progress when the
-        candidate died end fine in both variants and are no evidence about it; none: no trip). Returns (those
-        failures, the run they needed, the safe variant's failures and calls started meanwhile)."""
+        candidate died end fine in both variants and are no evidence about it; none: no trip). A probe of the safe
+        variant's model is one such call (:mod:`bridge.rollout.probes`). Returns (those failures, the run they
+        needed, the safe variant's failures and calls started meanwhile, the probes among them)."""
         spec = self.spec
         if not cand.fails:
             return None
         first, failed = cand.fails[0], 0
-        safe = sorted((s for s in self.safe_recent if s[0] >= first), reverse=True)
-        for calls, (started, bad) in enumerate(safe, 1):
+        safe = probes.during(self.safe_recent, self.probes, first)
+        for calls, (started, bad, _) in enumerate(safe, 1):
             failed += bad
             tail = cand.since_start(started)
             need = stats.breaker_need(failed, calls, spec.breaker_min_run, spec.breaker_per_call)
             if tail >= need:
-                return tail, need, failed, calls
+                return tail, need, failed, calls, [p for _, _, p in safe[:calls] if p is not None]
         return None
+
+    def _probed(self, record: Mapping[str, Any]) -> list[Decision]:
+        """A probe of the safe variant's model: kept for the breaker, then every candidate's decisions."""
+        probe = probes.from_entry(record)
+        if probe is None or record.get("variant") != self.safe:
+            return []
+        self.probes.append(probe)
+        return [d for name in self.candidates for d in self._decide(name, self.t)]
+
+    def probe_wanted(self) -> str | None:
+        """A candidate under test whose run of failures reached ``breaker_min_run`` without tripping the breaker:
+        a probe of the safe variant's model would tell its own failure from a shared outage (None: none)."""
+        return next(
+            (n for n, c in self.cands.items() if c.state is State.TESTING and c.run >= self.spec.breaker_min_run),
+            None,
+        )
 
     # ------------------------------------------------------------------------------------------- the watch
     @property

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from bridge.rollout import stats
+from bridge.rollout import probes, stats
 from bridge.rollout.guardrails import GUARDRAILS, LATE_FIELDS, Guardrail, Kind, _failed
 from bridge.rollout.srm import SampleRatio, causes
 from bridge.rollout.stats import Callers, Clusters, Strata
@@ -222,6 +222,7 @@ class Evidence:
         self.calls = {n: 0 for n in self.variants}
         self.safe_recent: deque[tuple[float, bool]] = deque(maxlen=RUN_SAFE)  # the safe variant's latest calls:
         # (started, failed), in the order they ended
+        self.probes: deque[probes.Probe] = deque(maxlen=probes.KEPT)  # probes of its model (bridge.rollout.probes)
         self.latency = {g.name: _Latency() for g in GUARDRAILS.values() if g.kind is not Kind.PROPORTION}
         self.delayed = tuple(g for g, _, _ in self.active if g.delay_s > 0)  # awaited only when on
         self.awaiting: dict[str, _Pending] = {}  # call_id -> a call whose late outcomes are awaited (oldest first)
@@ -269,6 +270,9 @@ class Evidence:
                 self.refused["duplicate"] += 1
                 return []
             self.seen[ident] = t
+        if "probe" in record:
+            self.t = max(self.t, t)
+            return self._record(self._probed(record))
         if "late" in record:
             self._late(record)
             self.t = max(self.t, t)
@@ -526,6 +530,10 @@ class Evidence:
 
     def _decide(self, name: str, t: float) -> list[Decision]:
         """The decisions about ``name`` after a value (the engine's)."""
+        return []
+
+    def _probed(self, record: Mapping[str, Any]) -> list[Decision]:
+        """The decisions after a probe of the safe variant's model (the engine's)."""
         return []
 
 

@@ -238,6 +238,7 @@ class Experiment(Engine):
             "srm": self.srm is not None,
             "srm_log_e_value": round(self.srm_log_bf, 3),
             "watch": self.watch_state(name),  # each guardrail's change detector on its step
+            "probe": self.probes[-1].to_json() if self.probes else None,  # the latest of the safe model (the breaker's)
         }
         if cand.state is State.ROLLED_BACK:
             return {

@@ -56,6 +56,7 @@ from bridge.errors import ConfigError
 from bridge.realtime.dialects import BETA, GA
 from bridge.realtime.dialects.common import REALTIME_ONLY_VOICES, voice_on
 from bridge.rollout.experiment import ExperimentSpec
+from bridge.rollout.probes import ProbeSpec
 
 BUCKETS = 10_000  # a weight's share has a resolution of 0.01 %
 VARIANT_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"  # gpt-realtime-2.1 is a fine variant name
@@ -158,6 +159,7 @@ class RolloutSpec(BaseModel):
     rollback: RollbackRule = RollbackRule()
     experiment: ExperimentSpec = ExperimentSpec()  # the sequential guardrails (bridge.rollout.experiment)
     require_gate: bool = False  # a candidate is armed only with a green replay report of it (bridge.rollout.attest)
+    probes: ProbeSpec = ProbeSpec()  # active probes of the safe variant's model for the breaker (bridge.rollout.probes)
 
     @model_validator(mode="after")
     def _names(self) -> RolloutSpec:

@@ -42,6 +42,7 @@ records.
     pool.py            ``callbridge serve``: the worker pool
     preflight.py       the start-up check of ``callbridge serve``: can this node reach its Realtime endpoint with
                        its credential?
+    probe.py           a probe of a rollout's safe variant's model: a session opened and closed, its answer, its bound
     ready.py           A worker's readiness, on a channel of its own, and what its process prints, forwarded to the
                        log
     rollout_cli.py     ``callbridge rollout``: show and change the variant weights of each rollout dialplan

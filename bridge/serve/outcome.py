@@ -19,6 +19,7 @@ from bridge.rollout.health import Outcome
 from bridge.rollout.outcomes import epoch_of
 from bridge.rollout.policy import RolloutSpec
 from bridge.rollout.store import RolloutStore
+from bridge.serve.probe import Prober
 from bridge.serve.variant import VariantCall
 from bridge.store.connection import StoreUnavailable
 from bridge.webhooks import outbox
@@ -86,7 +87,10 @@ class Outcomes:
     """A worker's outcome records and experiments (one per rollout plan). ``listen_key`` derives the key of the
     callers' hashes (repeat calls); without it no repeat is tracked."""
 
-    def __init__(self, listen_key: str | None, rollout_keys: tuple[bytes, ...] = ()) -> None:
+    def __init__(
+        self, listen_key: str | None, rollout_keys: tuple[bytes, ...] = (), prober: Prober | None = None
+    ) -> None:
+        self.prober = prober  # probes of a plan's safe variant's model for the breaker (None: none)
         self.experiments = records.LiveExperiment(key=rollout_keys)  # records signed with none of them are left out
         self.caller_key = records.caller_key(listen_key.encode()) if listen_key else None
         self.rollout_keys = rollout_keys  # the first signs the records written here
@@ -123,7 +127,24 @@ class Outcomes:
         await records.append(rollouts.client, plan.name, outcome, caller, self.caller_key, self.rollout_keys)
         for decision in await self.experiments.after_call(rollouts.client, plan.name, spec):
             await _apply(rollouts, plan.name, spec, decision)
+        await self.probe(rollouts, plan)
         metrics.export_estimates(plan.name, self.experiments.estimates(plan.name))
+
+    async def probe(self, rollouts: RolloutStore, plan: Dialplan) -> bool:
+        """When the plan's engine wants a probe (``bridge.rollout.probes``), its probes are on and none was sent
+        within their bound: probe the safe variant's model, write the answer to the plan's stream and feed it, each
+        decision it brings applied. True when a probe was sent."""
+        spec, state = plan.rollout_spec, self.experiments.plans.get(plan.name)
+        if spec is None or self.prober is None or not spec.probes.enabled or state is None:
+            return False
+        if state.replay.probe_wanted() is None or not await self.prober.due(rollouts.client, plan.name, spec.probes):
+            return False
+        answer = await self.prober.probe(plan, spec)
+        entry = self.prober.entry(spec, answer)
+        await records.append(rollouts.client, plan.name, entry, sign_key=self.rollout_keys)
+        for decision in await self.experiments.after_call(rollouts.client, plan.name, spec):
+            await _apply(rollouts, plan.name, spec, decision)
+        return True
 
 
 async def _apply(rollouts: RolloutStore, plan: str, spec: RolloutSpec, decision: Decision) -> None:

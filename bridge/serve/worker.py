@@ -51,6 +51,7 @@ from bridge.serve import calltraces, outcome
 from bridge.serve.actions import CallActions
 from bridge.serve.breaker import Breakers
 from bridge.serve.listen import ListenHub
+from bridge.serve.probe import Prober
 from bridge.serve.ready import ReadyReport, send_ready
 from bridge.serve.stopping import IGNORED, WorkerControl
 from bridge.serve.takeover import TakeOverHub
@@ -147,6 +148,7 @@ def prime_plans(plans: list[Dialplan]) -> None:
         tuple(p.name for p in plans),
         variants,
         rollouts=tuple(p.name for p in plans if p.rollout_spec is not None),
+        probed={p.name: p.rollout_spec.safe for p in plans if p.rollout_spec and p.rollout_spec.probes.enabled},
         orchestrated=tuple(p.name for p in plans if p.orchestrator is not None),
         orchestrator=(tuple(get_args(Action)), tuple(KINDS)),
     )
@@ -290,7 +292,8 @@ class Worker:
         listen_key = settings.listen_key.get_secret_value() if settings.listen_key else None
         self.dialogs = DialogSeal.under(listen_key)  # seals the calls' stored dialogs (bridge/store/dialogseal.py)
         self.hooks = CallHooks.of(settings, lambda: self.plans)  # the calls' webhook events (serve/webhooks.py)
-        self.outcomes = outcome.Outcomes(listen_key, settings.rollout_keys)  # outcome records; the rollouts
+        prober = Prober(self.credentials, settings.realtime_url, f"worker {index}")  # the rollouts' probes
+        self.outcomes = outcome.Outcomes(listen_key, settings.rollout_keys, prober)  # outcome records; the rollouts
 
     async def announce_metrics(self) -> None:
         """This worker's series from its start (:func:`announce_worker`)."""

@@ -36,6 +36,9 @@ key                                          type        holds                  
 ``cb:rollout:{<dialplan>}:decided``          hash        ``<epoch>:<variant>:<action>`` -> the decision  RECORDS_TTL_S
                                                          (one audit entry per decision, whatever the
                                                          number of workers)
+``cb:rollout:{<dialplan>}:probe``            string      the worker that sent the plan's last probe of   60 s /
+                                                         its safe model: a new one waits until it goes    per_minute
+                                                         (``bridge.rollout.probes``)
 ``cb:{board}:refused:<minute>``              string      INVITEs a worker refused with 486 or 503 in     REFUSED_TTL_S
                                              that minute (epoch minute): the wallboard's
                                              callers who never got through
@@ -260,6 +263,11 @@ def rollout_snapshot(dialplan: str) -> str:
 def rollout_decided(dialplan: str) -> str:
     """The decisions of a plan's experiment, one field per epoch and variant."""
     return tagged("rollout", dialplan, "decided")
+
+
+def rollout_probe(dialplan: str) -> str:
+    """The mark of a plan's last probe: its probes' rate over every worker and node (``bridge.rollout.probes``)."""
+    return tagged("rollout", dialplan, "probe")
 
 
 def variant_calls_untagged(dialplan: str, variant: str) -> str:

@@ -123,7 +123,15 @@ function verdict(name, exp, safe) {
       ? `About ${v.more_calls} more ${name} calls before the next step` +
         (v.more_time_s ? `: ${howLong(v.more_time_s)} at current traffic.` : ".")
       : "Enough calls for the next step: the time on the step or a test still holds it."),
+    v.probe ? h("p", { class: "probe" }, probed(v.probe, safe)) : null,
     last ? h("p", { class: "decided" }, `Last decision: ${decided(last)}`) : null);
+}
+
+// The latest probe of the safe variant's model (bridge.rollout.probes) and what the breaker makes of it.
+function probed(p, safe) {
+  const got = p.ok ? `opened in ${Math.round(p.ms ?? 0)} ms` : `failed${p.error ? ` (${p.error})` : ""}`;
+  const means = p.ok ? "a fine call of the safe variant for the breaker" : "a shared outage: the breaker waits";
+  return `Latest probe of ${safe}'s model: ${got} at ${when(p.at_unix)} (${means}).`;
 }
 
 function metricRow(name, safe, exp, key, label, guarding) {

@@ -6,7 +6,8 @@ and as a supervisor sees it in a real Chromium at 800 and 1400 px:
   interval over the candidate's calls, with zero and the margin drawn; the failure rate's band lies above zero (worse
   is up), the greeting's straddles it. No rollback-rule text: the window's health is for reference only. Two GA calls
   ran on the fallback model and are marked.
-* *fresh*: 6 calls: "too few calls (47 more)" in place of every interval, and two unsigned records left out.
+* *fresh*: 6 calls: "too few calls (47 more)" in place of every interval, and two unsigned records left out; a
+  probe of its safe variant's model that failed, shown on the verdict.
 * *guarded* (its own ``rollout`` section with a ``rollback`` rule): three GA calls for every beta call where the
   weights draw one each: the sample-ratio warning, and the window's rollback rule shown.
 
@@ -29,7 +30,7 @@ from redis import asyncio as aioredis
 
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.dialplan import Dialplan
-from bridge.rollout import records
+from bridge.rollout import probes, records
 from bridge.rollout.outcomes import epoch_of
 from bridge.rollout.policy import LEGACY_BETA_MODEL, LEGACY_GA_MODEL
 from bridge.rollout.store import RolloutStore
@@ -90,6 +91,8 @@ async def _fill(client: aioredis.Redis, rollouts: RolloutStore) -> None:
             assert await records.apply_decision(rollouts, "canary", CANARY.rollout_spec, decision)
     for i in range(6):
         await records.append(client, "fresh", _record(rng, i, "ga" if i % 2 else "beta"), sign_key=KEY)
+    failed = probes.Probe(T0 + 700.0, T0 + 705.0, False, None, "server")  # a probe of beta's model
+    await records.append(client, "fresh", probes.entry("p1", "beta", failed), sign_key=KEY)
     for i in range(6, 8):  # written by something without the key: no evidence
         await records.append(client, "fresh", _record(rng, i, "ga", fail_ga=1.0))
     for i in range(240):  # three GA calls for each beta call where the weights draw one each
@@ -152,6 +155,9 @@ async def test_the_rollout_card_shows_each_candidates_verdict_and_guardrail_char
         assert canary["signed"] and canary["rejected"] == {"unsigned": 0, "bad signature": 0}
         assert fresh["rejected"] == {"unsigned": 2, "bad signature": 0}
         assert fresh["estimates"]["ga"]["failure_rate"]["too_few"] == 47
+        probe = fresh["estimates"]["ga"]["verdict"]["probe"]
+        assert probe == {"at": "2023-11-14T22:25:00.000Z", "at_unix": T0 + 700.0, "ok": False, "ms": None,
+                         "error": "server"}  # fmt: skip
         assert guarded["srm"] is not None and guarded["estimates"]["ga"]["verdict"]["srm"]
         assert (plans["canary"]["rollback_rule"], plans["guarded"]["rollback_rule"]) == (False, True)
         (ga_health,) = [row for row in plans["canary"]["health"]["rows"] if row["variant"] == "ga"]
@@ -184,6 +190,11 @@ async def _check_page(page: Any, canary: dict[str, Any], guarded_exp: dict[str, 
     decided = await page.text(f"{ga} .verdict .decided")  # what the flag took, and when: the audit's
     assert ": decided on calls up to 2023-11-" in decided and " UTC, applied at " in decided, decided
     assert await page.eval(f"document.querySelector({json.dumps(ga + ' .srm-warning')})") is None
+    assert await page.eval(f"document.querySelector({json.dumps(ga + ' .verdict .probe')})") is None  # none sent
+    fresh = "article[data-dialplan=fresh] .candidate[data-variant=ga] .verdict .probe"
+    assert await page.text(fresh) == (
+        "Latest probe of beta's model: failed (server) at 2023-11-14 22:25:00 UTC (a shared outage: the breaker waits)."
+    )
 
     # -- a chart per guardrail that is on and has points; "too few calls" for the one without
     estimates = canary["estimates"]["ga"]
