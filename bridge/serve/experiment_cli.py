@@ -198,6 +198,10 @@ def verdict_text(v: Mapping[str, Any]) -> str:
         if v.get("more_time_s"):
             more += f" ({how_long(v['more_time_s'])} at current traffic)"
         parts.append(more)
+    probe = v.get("probe")
+    if isinstance(probe, Mapping):  # the latest probe of the safe variant's model (bridge.rollout.probes)
+        got = f"opened in {probe.get('ms') or 0:.0f} ms" if probe.get("ok") else f"failed ({probe.get('error')})"
+        parts.append(f"latest probe of the safe variant's model: {got} at {probe.get('at')}")
     return "; ".join(parts)
 
 

@@ -59,3 +59,14 @@ def test_a_verdict_says_how_long_its_calls_take_at_the_current_traffic() -> None
     assert verdict_text(verdict).endswith("; about 240 more candidate calls (about 3 days at current traffic)")
     unknown = {**verdict, "more_time_s": None}  # too few calls on the step to know the traffic
     assert verdict_text(unknown).endswith("; about 240 more candidate calls")
+
+
+def test_a_verdict_names_the_latest_probe_of_the_safe_variants_model() -> None:
+    verdict = {"state": "testing", "share": 95.0, "holdout": 5.0, "next": "watch: last step, rollback armed"}
+    opened = {"at": "2027-01-15T08:00:11.000Z", "at_unix": 1_800_000_011.0, "ok": True, "ms": 412.4}
+    assert verdict_text({**verdict, "probe": opened}).endswith(
+        "; latest probe of the safe variant's model: opened in 412 ms at 2027-01-15T08:00:11.000Z"
+    )
+    failed = {**opened, "ok": False, "ms": None, "error": "timeout"}
+    assert verdict_text({**verdict, "probe": failed}).endswith("model: failed (timeout) at 2027-01-15T08:00:11.000Z")
+    assert "probe" not in verdict_text({**verdict, "probe": None})
