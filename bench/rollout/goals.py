@@ -337,9 +337,10 @@ def _busy_goals(quick: bool) -> list[Goal]:
         )
         out.append(
             Goal(
-                "  the same within 50 of its failed calls (the goal with probes; none built)",
-                sc,
+                f"dies at the last step {text}: rolled back within 50 of its failed calls (probes at 1 a minute)",
+                replace(sc, name=f"{sc.name}, probes", probes=1.0),
                 _rolled_back_within(50, "candidate"),
+                at_least=0.95,
                 given=_changed,
             )
         )

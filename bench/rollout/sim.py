@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.rollout import probes
 from bridge.rollout.engine import MEAN_CAP
 from bridge.rollout.experiment import Experiment, ExperimentSpec, GuardrailSetting, epoch_of
 from bridge.rollout.guardrails import DISPLAY_ALPHA
@@ -66,6 +67,7 @@ class Scenario:
     fail_margin: float | None = None  # the failure guardrail's margin, everywhere (None: the defaults)
     last_margin: float | None = None  # the failure guardrail's last_margin alone (None: as ``fail_margin``)
     stop_at_srm: bool = False
+    probes: float = 0.0  # probes of the safe variant's model a minute at most (0: none; bridge.rollout.probes)
 
 
 def _lognormal(rng: np.random.Generator, median: float, sigma: float) -> float:
@@ -160,7 +162,9 @@ class _Loop:
         self.out: dict[str, Any] = {"rollback": None, "last": None, "srm": None, "promote_after_srm": 0}
         self.out |= {"breaker": False, "covered": {}, "promotions": [], "outage": None, "counted_copies": None}
         self.out |= {"past_25_before_srm": False, "unchecked": False, "last2": None}
-        self.ending: list[tuple[float, int, list[dict[str, Any]]]] = []  # calls in progress: (end, i, entries)
+        self.ending: list[tuple[float, float, list[dict[str, Any]]]] = []  # calls in progress: (end, i, entries)
+        self.probe_at = -math.inf  # the next probe allowed (one per ``60 / probes`` s)
+        self.outage: tuple[float, float] | None = None  # a shared outage's span, once known: probes fail in it
 
     def deliver(self, until: float) -> None:
         """Feed the records of every call that has ended by ``until``, in the order they ended."""
@@ -170,8 +174,22 @@ class _Loop:
             for entry in entries:
                 for d in self.exp.feed(entry):
                     self.note(d, end)
+            self.probe(end)
             if len(entries) > 1 and self.out["counted_copies"] is None:
                 self.out["counted_copies"] = self.exp.calls["cand"] - before
+
+    def probe(self, now: float) -> None:
+        """As a worker does after each record it feeds: when the engine wants a probe and the plan's bound allows
+        one, probe the safe variant's model; its answer (fine but for the safe variant's own failure rate, failed
+        in a shared outage) is a stream entry 0.5-3 s later, the time a session takes to open."""
+        if not self.sc.probes or now < self.probe_at or self.exp.probe_wanted() is None:
+            return
+        self.probe_at = now + 60.0 / self.sc.probes
+        end = now + 0.5 + 2.5 * float(self.rng.random())
+        down = self.outage is not None and self.outage[0] <= now < self.outage[1]
+        ok = bool(self.rng.random() >= self.sc.safe.fail) and not down
+        entry = probes.entry(f"{now:.3f}", "safe", probes.Probe(now, end, ok, 1000 * (end - now) if ok else None))
+        heapq.heappush(self.ending, (end, self.i + 0.5, [entry]))
 
     def note(self, d: Any, t: float) -> None:
         out = self.out
@@ -245,6 +263,7 @@ def run(sc: Scenario, seed: int) -> dict[str, Any]:
         if sc.outage_at is not None:
             if reached is None and weights["cand"] >= min(sc.outage_at, loop.spec.last_share):
                 reached = t
+                loop.outage = (reached + 1800.0, reached + 1800.0 + sc.outage_s)
             if reached is not None and reached + 1800.0 <= t < reached + 1800.0 + sc.outage_s:
                 fail = 1.0
                 if out["outage"] is None:
