@@ -3,7 +3,8 @@
 The packages stand on floors; each imports only what stands below it (``tests/unit/test_house.py`` checks it).
 Lowest first::
 
-    events.py, privacy/, native/     the one event vocabulary; masking of personal data; the C parts
+    events.py, privacy/, native/,    the one event vocabulary; masking of personal data; the C parts; what
+    meaning.py                       words say (negations, facts, similarity: the replay's and the emulator's)
     errors.py, metrics.py, audio/    errors that name a file and field; every metric, defined once; pure audio
     realtime/, runtime/, config.py,  the model's wire dialects and sockets; what every process runs on; the
     store/, orchestrator/            settings; Redis; an orchestrator's protocol

@@ -25,19 +25,12 @@ from typing import Any, Final
 
 from bridge import events as ev
 from bridge.call.report import noted, noted_all
+from bridge.meaning import words
 from bridge.replay.script import AgentSays, Said, Turn
 
-_WORD: Final = re.compile(r"[a-z0-9$€£]+(?:['.:,][a-z0-9]+)*")
 _OPENERS: Final = "{["
 GREETING: Final = "greeting"
 CLOSING: Final = "closing"
-
-
-def words(text: str) -> list[str]:
-    """The words of ``text``: lower case, curly quotes straightened, punctuation around words dropped (a decimal
-    point, a time's colon, a thousands comma and an apostrophe inside a word kept)."""
-    plain = text.lower().replace("\u2019", "'").replace("\u2018", "'")
-    return _WORD.findall(plain)
 
 
 def strip_json(text: str) -> tuple[str, list[str]]:

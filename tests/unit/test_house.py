@@ -31,7 +31,7 @@ MAX_FUNCTION_LINES = 80
 # ``bridge.cli`` loads its subcommands by name (importlib), so it imports nothing of ours: the subcommands may use
 # its parser builder.
 FLOORS: tuple[frozenset[str], ...] = (
-    frozenset({"bridge", "bridge.cli", "bridge.events", "bridge.native", "bridge.privacy"}),
+    frozenset({"bridge", "bridge.cli", "bridge.events", "bridge.native", "bridge.privacy", "bridge.meaning"}),
     frozenset({"bridge.errors", "bridge.metrics", "bridge.audio"}),
     frozenset({"bridge.realtime", "bridge.runtime", "bridge.config", "bridge.store", "bridge.orchestrator"}),
     frozenset({"bridge.sip", "bridge.emulator", "bridge.rollout", "bridge.tools"}),
