@@ -17,7 +17,8 @@ Layout (a sans-I/O core and a thin network shell, like python-websockets and h11
   deltas with their words, per-delta faults, the record of each response).
 * ``server.py``: :class:`EmulatorServer`, aiohttp app with the WebSocket, the credential endpoints and the control
   API on one port; :func:`serve` and :func:`main` for ``callbridge emulator`` / ``python -m bridge.emulator``;
-  its rooms: ``websocket.py`` (each connection's loop) and ``http_api.py`` (credentials, control API).
+  its rooms: ``websocket.py`` (each connection's loop), ``http_api.py`` (credentials, control API) and
+  ``grader.py`` (``POST /v1/responses``: the replay's grader, judged by a deterministic rule).
 * ``wire.py``: server-event builders (the one ``error`` builder included); what differs between the dialects is
   data in each dialect's table (``dialect.service``, ``bridge/realtime/dialects/``), the same tables the bridge
   speaks from.

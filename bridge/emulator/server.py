@@ -7,6 +7,7 @@ Routes (the WebSocket and credential paths are each dialect's own, from its tabl
     GET  /v1/live/sessions[?setting=value...]         WebSocket, GPT-Live (the model comes in session.start)
     POST /v1/realtime/client_secrets                  GA ephemeral key:   {"value", "expires_at", "session"}
     POST /v1/realtime/sessions                        beta ephemeral key: {..., "client_secret": {"value", ...}}
+    POST /v1/responses                                the replay's grader, judged by a rule (``grader.py``)
     POST /control/next                                {"count", "settings", "models", "annotations"} for the next
                                                       connections ("models": model or pattern -> settings)
     POST /control/defaults                            {"settings", "models"} for every later connection
@@ -47,6 +48,7 @@ from aiohttp import web
 from bridge.emulator.annotations import Annotations
 from bridge.emulator.fastread import FastReadResponse
 from bridge.emulator.faults import Fault, ModelSettings, Settings, check_model_settings, for_model
+from bridge.emulator.grader import RuleGrader
 from bridge.emulator.http_api import ControlApi, Credentials, bearer, http_error
 from bridge.emulator.live import LiveSession
 from bridge.emulator.record import Recorder, SessionRecord
@@ -109,6 +111,7 @@ class EmulatorServer(Service):
         self.tls = tls  # serve wss:// and https:// with this context (as the service does), else ws:// and http://
         self.models = tuple(models) if models else None  # fnmatch patterns; None accepts any non-empty model
         self.credentials = Credentials(api_key, client_secret_ttl_s)
+        self.grader = RuleGrader(self.credentials)
         self.record_dir = Path(record_dir) if record_dir else None
         self.pump = SocketPump(ping_interval_s)
         self.settings = Settings().with_values(settings)
@@ -134,6 +137,7 @@ class EmulatorServer(Service):
         for dialect in DIALECTS.values():
             if dialect.credential_path is not None:
                 app.router.add_post(API_PREFIX + dialect.credential_path, self.credentials.minter(dialect))
+        app.router.add_post(API_PREFIX + "/responses", self.grader.handle)
         ControlApi(self).add_routes(app)
         return app
 

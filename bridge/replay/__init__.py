@@ -18,6 +18,8 @@ a report (text, HTML, JSON, JUnit).
                        the emulator cannot judge, and the accepts that let them through (recorded)
     from_recording.py  ``callbridge scripts from-recording REC --out call_scripts/NAME``: a recorded call becomes a
                        call script
+    grader.py          ``replay --grader-model``: ``means``, ``must_not_mean`` and ``rubric`` judged by a text model
+                       through the Responses API (against the emulator, its rule)
     history.py         replay over time: a run compared with an earlier one (``--baseline DIR``), and an index of
                        past runs (``--history DIR``)
     junit.py           ``replay --junit FILE``: the results as JUnit XML, for CI systems that show test reports

@@ -9,6 +9,7 @@
                                [--history DIR [--accept-baseline]] [--budget NAME=VALUE]
                                [--emulator-set [SCOPE:]NAME=VALUE] [--accept-removed NAME] [--judged-by DIR]
                                [--accept-unjudged REASON] [--accept SCRIPT[:TURN]]
+                               [--grader-model MODEL [--grader-url URL]]
     callbridge scripts check PATHS...
     callbridge scripts from-recording REC --out call_scripts/NAME [--keep-expectations]
 
@@ -28,6 +29,9 @@ for the runs of one model (a name or fnmatch pattern), rollout variant or dialec
 ``--history DIR`` keeps each run's report in a directory of its own and an index of the runs
 (``bridge/replay/history.py``); its baseline moves only by ``--accept-baseline`` on a green run. A script the baseline
 ran that is gone, and a prompt or voice change the emulator cannot judge, are red (``bridge/replay/gate.py``).
+
+``--grader-model MODEL`` judges the scripts' ``means``, ``must_not_mean`` and ``rubric`` with a text model through
+the Responses API (``bridge/replay/grader.py``; against the emulator, its deterministic rule); off without it.
 
 Each script gets a status: ``same``; ``by_design`` (the runs differ only as the dialects' capabilities declare);
 ``expected`` (differences the script declares in ``compare``); ``unexpected`` (a difference nobody declared, timing
@@ -171,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(500), reply_gap_p90_ms (1000), greeting_ms (500), barge_in_cut_ms (300), cost_rise (0.10), by_design (0)",
     )
     _emulator_set_option(p)
+    _grader_options(p)
     _gate_options(p)
     _history_options(p)
     sip = p.add_argument_group("--via sip")
@@ -190,6 +195,52 @@ def _emulator_set_option(p: argparse.ArgumentParser) -> None:
         help="an emulator setting over the scripts' own (repeatable): for every run, or for the runs of one model "
         "(name or fnmatch pattern), rollout variant or dialect, e.g. gpt-realtime-2.1-mini:response_latency_ms=8150",
     )
+
+
+def _grader_options(p: argparse.ArgumentParser) -> None:
+    """The grader of ``means``, ``must_not_mean`` and ``rubric`` (``bridge/replay/grader.py``): off unless named."""
+    p.add_argument(
+        "--grader-model",
+        default=os.environ.get("CALLBRIDGE_GRADER_MODEL") or None,  # bridge.replay.grader.MODEL_ENV
+        metavar="MODEL",
+        help="judge the scripts' means, must_not_mean and rubric with this text model (default: "
+        "$CALLBRIDGE_GRADER_MODEL; none: not judged)",
+    )
+    p.add_argument(
+        "--grader-url",
+        default=os.environ.get("CALLBRIDGE_GRADER_URL") or None,  # bridge.replay.grader.URL_ENV
+        metavar="URL",
+        help="the Responses API's base URL (default: $CALLBRIDGE_GRADER_URL, else the emulator's rule with --target "
+        "emulator and https://api.openai.com/v1 with --target openai); 'emulator': the emulator's rule",
+    )
+
+
+def _grader_config(args: argparse.Namespace) -> Any:
+    """The grader's configuration (None: off); a ConfigError naming the setting when it cannot work."""
+    from bridge.replay.grader import EMULATOR, OPENAI_API, GraderConfig
+
+    if not args.grader_model:
+        if args.grader_url:
+            raise ConfigError("--grader-url", args.grader_url, "names no model: give --grader-model too")
+        return None
+    url = args.grader_url or (EMULATOR if args.target == "emulator" else OPENAI_API)
+    if url != EMULATOR and not url.startswith(("http://", "https://")):
+        raise ConfigError("--grader-url", url, "expected http(s)://HOST[:PORT]/v1 or 'emulator'")
+    key = os.environ.get("OPENAI_API_KEY", "").strip() or None
+    if key is None and url.startswith(OPENAI_API):
+        raise ConfigError("environment", "OPENAI_API_KEY", f"the grader at {OPENAI_API} needs the key")
+    return GraderConfig(args.grader_model, url, None if url == EMULATOR else key)
+
+
+def _grade(args: argparse.Namespace, scripts: Sequence[CallScript], results: Sequence[ScriptResult]) -> Any:
+    """The grader's verdicts on the results (their checks and failures), and the report's ``meta.grader``."""
+    from bridge.replay import grader
+
+    if args.grader is None:
+        return grader.off(scripts)
+    by_source = {str(s.source): s for s in scripts}
+    pairs = [(by_source[r.source], r) for r in results if r.source in by_source]
+    return grader.grade(pairs, args.grader, args.emulator_url if args.target == "emulator" else None)
 
 
 def _history_options(p: argparse.ArgumentParser) -> None:
@@ -317,6 +368,7 @@ def run(args: argparse.Namespace) -> tuple[list[ScriptResult], dict[str, Any]]:
         results, meta = _run_variants(args, scripts)
     else:
         results, meta = _run_dialects(args, scripts)
+    meta["grader"] = _grade(args, scripts, results)
     meta["tolerance_ms"] = args.timing_tolerance_ms
     meta["models"] = "variants" if args.variants is not None else args.models
     meta["refused"] = _refused(scripts, args.today, args.target)
@@ -483,6 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         budget = Budget.parse(args.budget)
         _check_history_options(args)
         accepts = parse_accepts(args.accept_removed, args.accept_unjudged, args.judged_by, args.accept)
+        args.grader = _grader_config(args)
         baseline = _baseline(args)
         results, meta = run(args)
     except (ConfigError, BridgeError, ValueError) as exc:
@@ -593,6 +646,10 @@ def _print_text(results: Sequence[ScriptResult], meta: dict[str, Any], data: dic
             f"baseline{worse}{gone}"
         )
     _print_cost(data["meta"])
+    from bridge.replay.grader import grader_lines
+
+    for line in grader_lines(data["meta"].get("grader") or {}):
+        print(line)
     columns = f"{len(meta['variants'])} variant(s)" if "variants" in meta else f"{len(meta['dialects'])} dialect(s)"
     print(
         f"{len(results)} script(s) x {columns}: {counts['status_same']} same, {counts['status_by_design']} by design, "

@@ -671,6 +671,7 @@ def _header(results: Sequence[ScriptResult], meta: Mapping[str, Any], dialects: 
             for a in gate["accepts"]
         )
         parts.append(f'<div class="accepts" id="accepts"><b>Accepted</b><ul>{items}</ul></div>')
+    parts.append(_grader_html(meta.get("grader") or {}))
     baseline = meta.get("baseline")
     if baseline:
         missing = baseline.get("missing") or []
@@ -680,6 +681,17 @@ def _header(results: Sequence[ScriptResult], meta: Mapping[str, Any], dialects: 
                      f'<span class="small mono">({esc(baseline.get("dir", ""))})</span>: '
                      f"{esc(baseline.get('changed', 0))} script(s) changed since.{gone}</p>")  # fmt: skip
     return "".join(parts)
+
+
+def _grader_html(grader: Mapping[str, Any]) -> str:
+    """What judged the scripts' ``means``, ``must_not_mean`` and ``rubric``: the model, its prompt and its cost."""
+    from bridge.replay.grader import grader_lines
+
+    lines = grader_lines(grader)
+    if not lines or not grader.get("on"):
+        return "".join(f'<p class="grader" id="grader">{esc(line)}</p>' for line in lines)
+    prompt = f"<details><summary>the grader's prompt</summary><p class=mono>{esc(grader.get('prompt'))}</p></details>"
+    return f'<div class="grader" id="grader"><p>{esc(lines[0])}</p>{prompt}</div>'
 
 
 def render_html(results: Sequence[ScriptResult], data: Mapping[str, Any], out: Path | None = None) -> str:

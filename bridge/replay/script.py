@@ -22,10 +22,18 @@ import struct
 from collections.abc import Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bridge.audio.frames import SAMPLE_RATE
 from bridge.dialplan import Dialplan, deep_merge, field_path, load_dialplan
@@ -147,12 +155,39 @@ class Said(_Strict):
         return repr(self.phrase) if self.phrase is not None else f"/{self.pattern}/"
 
 
+def _statement(value: Any) -> str:
+    """A statement a grader judges (``means``, ``must_not_mean``, ``rubric``): one line of words."""
+    if not isinstance(value, str):
+        raise ValueError(f"a statement is a string, not {type(value).__name__}")
+    text = " ".join(value.split())
+    if not re.search(r"\w", text):
+        raise ValueError(f"a statement needs a word, not {value!r}")
+    if len(text) > MAX_STATEMENT:
+        raise ValueError(f"a statement is at most {MAX_STATEMENT} characters, not {len(text)}")
+    return text
+
+
+MAX_STATEMENT: Final = 300
+Statement = Annotated[str, BeforeValidator(_statement)]
+
+
+def _one_or_more(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+Statements = Annotated[list[Statement], BeforeValidator(_one_or_more)]
+
+
 class AgentSays(_Strict):
-    """What the agent must say (each of ``says``) and must never say (any of ``never_says``) in one answer;
-    ``changed``: why this answer differs from the baseline's on purpose (``bridge/replay/drift.py``)."""
+    """What the agent must say (each of ``says``) and must never say (any of ``never_says``) in one answer, what
+    it must mean (each of ``means``) and must not mean (any of ``must_not_mean``: judged by the grader,
+    ``bridge/replay/grader.py``); ``changed``: why this answer differs from the baseline's on purpose
+    (``bridge/replay/drift.py``)."""
 
     says: list[Said] = Field(default_factory=list)
     never_says: list[Said] = Field(default_factory=list)
+    means: Statements = Field(default_factory=list)
+    must_not_mean: Statements = Field(default_factory=list)
     changed: str | None = Field(None, min_length=1)
 
     @property
@@ -341,6 +376,7 @@ class ScriptModel(_Strict):
     expect: Expect = Expect()
     expect_by_dialect: dict[DialectName, Expect] = Field(default_factory=dict)
     compare: CompareSpec = CompareSpec()
+    rubric: Statements = Field(default_factory=list)  # each must hold of the whole call (the grader judges them)
     max_duration_s: float = Field(60.0, gt=0, le=600)  # the caller hangs up at this point whatever happens
     settle_ms: int = Field(500, gt=0)  # silence after agent audio that counts as "the agent is done"
     seed: int = 1  # emulator ids

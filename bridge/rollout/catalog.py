@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -41,12 +41,16 @@ class PriceTable:
     source: str
     per_tokens: int
     models: Mapping[str, Price]
+    text: Mapping[str, Price] = field(default_factory=dict)  # text models (the replay's grader), apart
 
     def price(self, model: str) -> Price | None:
-        if model in self.models:
-            return self.models[model]
         snapshot = _SNAPSHOT.match(model)
-        return self.models.get(snapshot.group("model")) if snapshot else None
+        for table in (self.models, self.text):
+            if model in table:
+                return table[model]
+            if snapshot and snapshot.group("model") in table:
+                return table[snapshot.group("model")]
+        return None
 
     def cost(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
         """Estimated USD for these tokens on ``model``; None when the table has no price for it."""
@@ -66,20 +70,28 @@ def _read(path: Path | str, text: str) -> dict[str, Any]:
     return data
 
 
-def parse_prices(text: str, source: str) -> PriceTable:
-    data = _read(source, text)
+def _prices(entries: Any, source: str, key: str) -> dict[str, Price]:
+    if not isinstance(entries, dict):
+        raise ConfigError(source, key, "expected a mapping of model names")
     models: dict[str, Price] = {}
-    for name, entry in data["models"].items():
+    for name, entry in entries.items():
         try:
             models[str(name)] = Price(float(entry["input"]), float(entry["output"]), bool(entry.get("assumed")))
         except (KeyError, TypeError, ValueError):
-            raise ConfigError(source, f"models.{name}", "expected {input: USD, output: USD}") from None
+            raise ConfigError(source, f"{key}.{name}", "expected {input: USD, output: USD}") from None
         if models[str(name)].input < 0 or models[str(name)].output < 0:
-            raise ConfigError(source, f"models.{name}", "prices are >= 0")
+            raise ConfigError(source, f"{key}.{name}", "prices are >= 0")
+    return models
+
+
+def parse_prices(text: str, source: str) -> PriceTable:
+    data = _read(source, text)
+    models = _prices(data["models"], source, "models")
     per = data.get("per_tokens", 1_000_000)
     if not isinstance(per, int) or per <= 0:
         raise ConfigError(source, "per_tokens", "expected a positive whole number of tokens")
-    return PriceTable(str(data.get("as_of", "")), str(data.get("source", "")), per, models)
+    text_models = _prices(data.get("text_models") or {}, source, "text_models")
+    return PriceTable(str(data.get("as_of", "")), str(data.get("source", "")), per, models, text_models)
 
 
 def _packaged(name: str) -> str:
