@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,10 +104,12 @@ def test_a_means_that_holds_is_green_and_the_grader_is_in_the_report(tmp_path: P
 def test_a_flipped_meaning_is_red_in_one_line(tmp_path: Path, change: dict[str, str], red: str) -> None:
     suite = _suite(tmp_path, "question_answer")
     _edit(suite, "question_answer", **change)
-    code, data = _replay(suite, tmp_path / "out")
+    code, data = _replay(suite, tmp_path / "out", "--junit", str(tmp_path / "replay.xml"))
     lines = data["meta"]["gate"]["red"]
     assert code == 1
     assert any(f"question_answer: failed: GA: {red}" in line and "\n" not in line for line in lines), lines
+    failures = [f.text or "" for f in ET.parse(tmp_path / "replay.xml").iter("failure")]
+    assert any(red in text for text in failures), failures
 
 
 def test_a_paraphrase_is_green(tmp_path: Path) -> None:
