@@ -171,7 +171,7 @@ class Outbox:
             self.queued_bytes -= size
             written = False
             try:
-                queued = await enqueue(self.client, batch, time.time(), self.limits)
+                queued = await enqueue(self.client, batch, time.time(), self.limits, self.seal_key)
                 written = True
             except REDIS_ERRORS as exc:
                 self._outage.failed(exc)
@@ -246,7 +246,7 @@ class Outbox:
         for path, claimed in claim_files(self.spool, SUFFIX):
             try:
                 records = [Delivery.from_record(r) for r in json.loads(claimed.read_text(encoding="utf-8"))]
-                self._count(await enqueue(self.client, records, time.time(), self.limits))
+                self._count(await enqueue(self.client, records, time.time(), self.limits, self.seal_key))
             except REDIS_ERRORS as exc:
                 with contextlib.suppress(OSError):
                     claimed.rename(path)

@@ -71,6 +71,17 @@ class Delivery:
             self.seal = signing.queue_seal(key, self.sealed_parts())
         return self
 
+    def ended_slot(self, key: bytes | None) -> str:
+        """Its call's one ``call.ended`` slot per endpoint ("": not a call's last event): the call, and with the queue's
+        seal ``key`` a MAC of the endpoint and the call beside it, which every node sealing with that key makes alike
+        (the worker and a reaper share the slot) and a writer of Redis without it cannot (a forged ``call.ended``
+        takes a slot of its own, never the real call's)."""
+        if self.type != LAST_EVENT or not self.chain:
+            return ""
+        if key is None:
+            return self.chain
+        return f"{self.chain}{SEP}{signing.queue_seal(key, ('ended', self.endpoint, self.chain))}"
+
     def holds(self, key: bytes) -> bool:
         """Whether its seal is the one ``key`` makes (a delivery queued by this product, unchanged since)."""
         return signing.seal_holds(key, self.sealed_parts(), self.seal)
@@ -157,10 +168,17 @@ async def _run(client: aioredis.Redis, script: str, endpoint: str, now: float, d
     return await client.eval(script, len(names), *names, endpoint, repr(now), repr(now - dead_ttl_s), *args)
 
 
-async def enqueue(client: aioredis.Redis, deliveries: Iterable[Delivery], now: float, limits: Limits) -> Queued:
+async def enqueue(
+    client: aioredis.Redis,
+    deliveries: Iterable[Delivery],
+    now: float,
+    limits: Limits,
+    seal_key: bytes | None = None,
+) -> Queued:
     """Queue ``deliveries``, each due at once unless an earlier one of its call waits for the same endpoint. One that
-    is already queued (a spool file written twice) keeps its state; a call's second last event is not queued. Past an
-    endpoint's caps its oldest are dropped."""
+    is already queued (a spool file written twice) keeps its state; a call's second last event is not queued (its
+    slot named with ``seal_key``, the queue's: :meth:`Delivery.ended_slot`). Past an endpoint's caps its oldest are
+    dropped."""
     by_endpoint: dict[str, list[Delivery]] = defaultdict(list)
     for d in deliveries:
         by_endpoint[d.endpoint].append(d)
@@ -168,7 +186,7 @@ async def enqueue(client: aioredis.Redis, deliveries: Iterable[Delivery], now: f
     for endpoint, batch in by_endpoint.items():
         args: list[Any] = [limits.max_events, limits.max_bytes, ENDED_KEEP_S]
         for d in batch:
-            args += [d.key, d.record(), repr(d.created), d.chain, d.seq, "1" if d.type == LAST_EVENT else ""]
+            args += [d.key, d.record(), repr(d.created), d.chain, d.seq, d.ended_slot(seal_key)]
         _, gone, twice = await _run(client, scripts.ENQUEUE, endpoint, now, limits.dead_ttl_s, *args)
         for counts, n in ((out.dropped, int(gone)), (out.twice, int(twice))):
             if n:

@@ -18,8 +18,10 @@ longer the delivery's due time, or has passed, is no lease (its deliverer stoppe
 
 A call's **last** event (``call.ended``) is queued once per endpoint, whoever emits it: its worker at the call's end,
 or the pool or another worker's reaper for a call whose worker died (a worker that only stalled may still send its
-own later). ``ended:<ep>`` keeps the calls whose last event was queued (score: when), for as long as the caller keeps
-them (:data:`bridge.webhooks.queue.ENDED_KEEP_S`); a second one for such a call is not queued, and counted.
+own later). ``ended:<ep>`` keeps the slots of the calls whose last event was queued (score: when), for as long as the
+caller keeps them (:data:`bridge.webhooks.queue.ENDED_KEEP_S`); a second one for such a call is not queued, and
+counted. A call's slot is named with the queue's seal key (:meth:`bridge.webhooks.queue.Delivery.ended_slot`), so a
+writer of Redis without it cannot take a real call's slot and have that call's own ``call.ended`` refused.
 """
 
 from __future__ import annotations
@@ -94,7 +96,8 @@ end
 """
 
 # ARGV[4]: max events, ARGV[5]: max bytes, ARGV[6]: how long a call's last event is remembered (s), then per
-# delivery: key, record, created, chain ('' none), seq, last ('1': its call's last event, else '').
+# delivery: key, record, created, chain ('' none), seq, slot (its call's last event: the call's slot in ENDED,
+# queue.Delivery.ended_slot; else '').
 # Returns {added, dropped, twice}: past a cap the oldest go first, dead letters before pending deliveries; twice: a
 # call's last event refused because one was queued for it already.
 ENQUEUE: Final = (
@@ -105,8 +108,9 @@ local keep = tonumber(ARGV[6])
 redis.call('ZREMRANGEBYSCORE', ENDED, '-inf', tonumber(NOW) - keep)
 for i = 7, #ARGV, 6 do
   local key, rec, created, chain, seq = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local last = ARGV[i + 5] == '1' and chain ~= '' and redis.call('HEXISTS', D, key) == 0
-  if last and redis.call('ZADD', ENDED, 'NX', NOW, chain) == 0 then
+  local slot = ARGV[i + 5]
+  local last = slot ~= '' and chain ~= '' and redis.call('HEXISTS', D, key) == 0
+  if last and redis.call('ZADD', ENDED, 'NX', NOW, slot) == 0 then
     twice = twice + 1
   elseif redis.call('HSETNX', D, key, rec) == 1 then
     redis.call('HINCRBY', BYTES, EP, #rec)
