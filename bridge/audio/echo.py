@@ -68,6 +68,12 @@ SEEK_FRAMES: Final = 2  # ...and sought this often while none is held
 LEVEL_SEEK_FRAMES: Final = 16
 MAX_SEEK_FRAMES: Final = 64
 _AT_ONCE: Final = 1 << 30  # _since_estimate: estimate on the next frame
+# with no path held, a due search first looks at both streams summed in blocks of COARSE samples (a quarter of the
+# FFT's length): a return whose best normalised correlation there is below COARSE_NONE is unlike anything the agent
+# played (a caller talking over the agent on a line without echo), taken as such (foreign) without the full search.
+# An echo the full search would learn (coherence COHERENT) correlates far above it at that resolution
+COARSE: Final = 4
+COARSE_NONE: Final = 0.3
 SHORT_WINDOW: Final = 8 * SAMPLES_PER_FRAME  # 160 ms: a window the path has not moved inside
 GEIGEL_DB: Final = 6.0  # no path learnt yet: inbound audio this far below what was played is taken for its echo
 MOVED_DB: Final = 3.0  # a frame the path leaves unexplained, no louder than its echo could be plus this: echo
@@ -168,6 +174,11 @@ class Guard(Protocol):
 
     def temper(self, frame: bytes) -> bytes: ...
 
+    def counters(self) -> tuple[int, int, int]:
+        """Frames tempered, full path searches :meth:`temper` ran, and its coarse looks that found no candidate
+        (:data:`COARSE_NONE`: the full search skipped)."""
+        ...
+
     def c_uplink(self, temper: bool) -> tuple[int, int] | None:
         """Where the native uplink sends the caller's frames itself (``bridge/native/cport.c``): the C function
         (``cbe_uplink``) and guard it hands each frame to first, tempering if ``temper``; None if this guard
@@ -247,12 +258,17 @@ class EchoGuard:
         self._foreign = False  # no path held, and the latest search found the return unlike the agent's audio
         self._broken = False  # the held path stopped explaining the return: seek it again at once
         self._moved = False  # a frame the held path left unexplained: sought again at once, the path kept meanwhile
+        self._counts = [0, 0, 0]  # see counters
 
     def c_uplink(self, temper: bool) -> tuple[int, int] | None:
         return None  # Python: the caller's frames stay on the loop
 
     def c_played(self) -> tuple[int, int] | None:
         return None  # Python: the reference is fed on the loop
+
+    def counters(self) -> tuple[int, int, int]:
+        c = self._counts
+        return c[0], c[1], c[2]
 
     # -- the two streams ---------------------------------------------------------------------------------------
     def played(self, frame: bytes) -> None:
@@ -376,6 +392,7 @@ class EchoGuard:
     def temper(self, frame: bytes) -> bytes:
         """``frame`` (just :meth:`heard`) as it should reach a service that decides turns itself: the residual
         once a path is known, attenuated where the path explains it (the agent's echo alone)."""
+        self._counts[0] += 1
         self._since_estimate += 1
         n = self._in.total
         seeking = self.path is None or self._broken  # no path that holds: sought every _seek_every frames
@@ -397,7 +414,7 @@ class EchoGuard:
             # a path that stopped holding (or may have moved) is sought again over the newest samples only
             fresh = self._broken or self._moved
             window = SHORT_WINDOW if fresh else self.window
-            found = self.estimate(n, None if self.path is None or fresh else self.path.lag, window)
+            found = self._seek(n, None if self.path is None or fresh else self.path.lag, window)
             self._sought_db = dbfs(self._in.span(n - window, n))
             self._moved = False
             # learnt only from echo alone: coherent, and no louder than what was played (a line has no gain)
@@ -440,6 +457,40 @@ class EchoGuard:
                 self._moved, self._since_estimate = True, _AT_ONCE
         out: bytes = np.clip(np.round(residual), -32768, 32767).astype("<i2").tobytes()
         return out
+
+    def _seek(self, n: int, hint: int | None, window: int) -> EchoPath | None:
+        """:meth:`estimate` for :meth:`temper`, where no path is held after a coarse look (:data:`COARSE`) that
+        finds no candidate: the return unlike the agent's audio, as the full search would have found it."""
+        if self.path is None:
+            coarse = self._coarse(n, window)
+            if coarse is None:
+                return None
+            if coarse[1] < COARSE_NONE:
+                self._counts[2] += 1
+                return EchoPath(coarse[0] * 1000.0 / SAMPLE_RATE, -120.0, coarse[1], (0.0,) * TAPS)
+        self._counts[1] += 1
+        return self.estimate(n, hint, window)
+
+    def _coarse(self, n: int, window: int) -> tuple[int, float] | None:
+        """The best lag (a multiple of :data:`COARSE`) and its normalised correlation over the window ending at
+        ``n``, both streams summed in blocks of :data:`COARSE` samples; None where :meth:`estimate` finds nothing."""
+        x, ref = self._segments(n, window)
+        if dbfs(ref) < REFERENCE_DBFS or dbfs(x) < QUIET_DBFS:
+            return None
+        base = self.max_lag + TAPS
+        skip = base % COARSE  # block t of the reference starts at sample skip + COARSE t: lag COARSE j is block b - j
+        xd = x[: len(x) // COARSE * COARSE].reshape(-1, COARSE).sum(axis=1)
+        rd = ref[skip : skip + (len(ref) - skip) // COARSE * COARSE].reshape(-1, COARSE).sum(axis=1)
+        b, w = (base - skip) // COARSE, len(xd)
+        size = 1 << int(np.ceil(np.log2(len(rd))))
+        xc = np.fft.irfft(np.fft.rfft(rd, size) * np.conj(np.fft.rfft(xd, size)), size)
+        starts = b - np.arange(self.max_lag // COARSE + 1)
+        energy = np.concatenate(([0.0], np.cumsum(rd * rd)))
+        lagged = energy[starts + w] - energy[starts]
+        norm = np.sqrt(np.maximum(lagged, 1e-3 * float(lagged.max())) * float(np.dot(xd, xd))) + 1e-9
+        ncc = np.abs(xc[starts]) / norm
+        best = int(np.argmax(ncc))
+        return COARSE * best, float(ncc[best])
 
     def _ref_peak(self, ref: Samples) -> float:
         """The loudest 20 ms of what was played over the span whose echo could be in the frame now."""

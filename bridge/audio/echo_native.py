@@ -50,6 +50,7 @@ _SIGNATURES: tuple[Signature, ...] = (
     ("cbe_estimate", _I, [_P, ctypes.c_longlong, _I, _I, _P]),
     ("cbe_judge", _I, [_P, _P]),
     ("cbe_set_temper", None, [_P, _I]),
+    ("cbe_counters", None, [_P, _P]),
 )
 
 
@@ -110,6 +111,7 @@ class NativeEchoGuard:
         weakref.finalize(self, lib.cbe_free, self._g)
         self._out = ctypes.create_string_buffer(2 * _MAX_FRAME)
         self._values = (ctypes.c_double * _VERDICT)()
+        self._counts = (ctypes.c_ulonglong * 3)()
 
     def c_uplink(self, temper: bool) -> tuple[int, int] | None:
         """``cbe_uplink``'s address and this guard's: the native uplink hears (and tempers, if ``temper``) each
@@ -123,6 +125,11 @@ class NativeEchoGuard:
         through them on the media clock thread (its reference). The caller keeps this object alive meanwhile."""
         fn = ctypes.cast(self._lib.cbe_played, ctypes.c_void_p).value
         return (fn, int(self._g.value or 0)) if fn else None
+
+    def counters(self) -> tuple[int, int, int]:
+        self._lib.cbe_counters(self._g, self._counts)
+        c = self._counts
+        return int(c[0]), int(c[1]), int(c[2])
 
     def played(self, frame: bytes) -> None:
         """A frame the caller was sent (any thread)."""

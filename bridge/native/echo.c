@@ -46,6 +46,8 @@
 #define KEEP_SAMPLES (2 * CB_RATE_LOW)
 #define TIED 1e-9 /* lags whose correlation is this close to the best count as the best: the first is taken */
 #define FRAME CB_FRAME_SAMPLES
+#define COARSE 4 /* the coarse look's block (echo.py: COARSE, COARSE_NONE) */
+#define COARSE_NONE 0.3
 
 /* The last `size` samples of a stream, with the count of all ever added (the Python _Ring's contract). The samples
  * are the line's own 16-bit ones, kept so (a quarter of doubles' memory) and read out as doubles. */
@@ -71,6 +73,7 @@ typedef struct cbe_guard {
     int seek_every, foreign, broken, moved;
     double sought_db; /* the return's level over the latest search's window */
     int tempering; /* cbe_uplink tempers what goes on (the plan's echo_guard.temper) */
+    unsigned long long counts[3]; /* frames tempered, full searches, coarse looks with no candidate (cbe_counters) */
     int fft_max;             /* the largest transform (a power of two) */
     int scratch;             /* the length of x, r and left; energy holds one more than the longest reference */
     const double *cs, *sn;   /* the twiddles up to fft_max (the process's: twiddles) */
@@ -508,6 +511,70 @@ static path_t estimate(cbe_guard *g, long long n, int hint, int w) {
     return p;
 }
 
+/* EchoGuard._coarse: the window of `w` samples ending at n and its reference, both summed in blocks of COARSE
+ * samples; the best lag (a multiple of COARSE) and its normalised correlation into *lag and *ncc. 0: nothing to
+ * look at (estimate would find no path). The sums are of 16-bit samples, exact in doubles, as numpy's. */
+static int coarse(cbe_guard *g, long long n, int w, int *lag, double *ncc) {
+    int nr = segments(g, n, w);
+    const double *x = g->x, *ref = g->r;
+    if (dbfs(ref, nr) < REFERENCE_DBFS || dbfs(x, w) < QUIET_DBFS)
+        return 0;
+    int base = g->max_lag + TAPS, skip = base % COARSE, b = (base - skip) / COARSE;
+    int nd = (nr - skip) / COARSE, wd = w / COARSE, size = 1;
+    double *rd = g->left, *xd = g->left + nd; /* nd + wd < nr: within the scratch */
+    for (int t = 0; t < nd; t++) {
+        const double *at = ref + skip + COARSE * t;
+        rd[t] = ((at[0] + at[1]) + at[2]) + at[3];
+    }
+    for (int t = 0; t < wd; t++) {
+        const double *at = x + COARSE * t;
+        xd[t] = ((at[0] + at[1]) + at[2]) + at[3];
+    }
+    while (size < nd)
+        size <<= 1;
+    correlate(g, rd, nd, xd, wd, size);
+    double *e = g->energy;
+    e[0] = 0.0;
+    for (int t = 0; t < nd; t++)
+        e[t + 1] = e[t] + rd[t] * rd[t];
+    double most = 0.0, xx = energy_of(xd, wd);
+    int lags = g->max_lag / COARSE;
+    for (int j = 0; j <= lags; j++)
+        most = fmax(most, e[b - j + wd] - e[b - j]);
+    *lag = 0;
+    *ncc = -1.0;
+    for (int j = 0; j <= lags; j++) {
+        double lagged = e[b - j + wd] - e[b - j];
+        double v = fabs(g->re[b - j]) / (sqrt(fmax(lagged, 1e-3 * most) * xx) + 1e-9);
+        if (v > *ncc) {
+            *ncc = v;
+            *lag = COARSE * j;
+        }
+    }
+    return 1;
+}
+
+/* EchoGuard._seek: estimate for temper; with no path held, after a coarse look that may find no candidate. */
+static path_t seek(cbe_guard *g, long long n, int hint, int w) {
+    if (!g->path.found) {
+        path_t none = {0};
+        int lag = 0;
+        double ncc = 0.0;
+        if (!coarse(g, n, w, &lag, &ncc))
+            return none;
+        if (ncc < COARSE_NONE) {
+            g->counts[2]++;
+            none.found = 1;
+            none.lag = lag;
+            none.level_db = -120.0;
+            none.coherence = ncc;
+            return none;
+        }
+    }
+    g->counts[1]++;
+    return estimate(g, n, hint, w);
+}
+
 /* -- the decisions ---------------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -556,6 +623,7 @@ static double pcm_dbfs(const int16_t *in, int n) {
 
 /* The path search temper runs when it is due (EchoGuard.temper's first half), `in` (n samples) the frame heard. */
 static void temper_search(cbe_guard *g, long long total, const int16_t *in, int n) {
+    g->counts[0]++;
     g->since_estimate += 1;
     int seeking = !g->path.found || g->broken;
     if (g->seek_every > LEVEL_SEEK_FRAMES) {
@@ -571,8 +639,8 @@ static void temper_search(cbe_guard *g, long long total, const int16_t *in, int 
         return;
     g->since_estimate = 0;
     int fresh = g->broken || g->moved, w = fresh ? SHORT_WINDOW : g->window;
-    path_t found = estimate(g, total, !g->path.found || fresh ? -1 : g->path.lag, w);
-    g->sought_db = dbfs(g->x, w); /* estimate took the window into g->x */
+    path_t found = seek(g, total, !g->path.found || fresh ? -1 : g->path.lag, w);
+    g->sought_db = dbfs(g->x, w); /* seek took the window into g->x */
     g->moved = 0;
     g->foreign = found.found && found.coherence < FOREIGN;
     if (found.found && found.coherence >= COHERENT && found.level_db <= MAX_LEVEL_DB) {
@@ -751,6 +819,13 @@ int cbe_uplink(cbe_guard *g, const int16_t *in, int n, int16_t *out) {
     }
     pthread_mutex_unlock(&g->lock);
     return 0;
+}
+
+/* Frames tempered, full path searches, and coarse looks that found no candidate (the full search skipped). */
+void cbe_counters(cbe_guard *g, unsigned long long out[3]) {
+    pthread_mutex_lock(&g->lock);
+    memcpy(out, g->counts, sizeof g->counts);
+    pthread_mutex_unlock(&g->lock);
 }
 
 static void path_out(const path_t *p, double *out) {

@@ -177,16 +177,17 @@ def test_a_soft_caller_on_a_line_without_echo_is_heard_over_the_agent() -> None:
 
 def test_a_search_that_finds_nothing_is_tried_less_often(monkeypatch: pytest.MonkeyPatch) -> None:
     """The caller talking over the agent on a line without echo: the path search (an FFT over the delay range) is
-    tried half as often each time, down to once per MAX_SEEK_FRAMES (1.28 s), while the return keeps its level."""
+    tried half as often each time, down to once per MAX_SEEK_FRAMES (1.28 s), while the return keeps its level; and
+    each time a coarse look finds no candidate, so the full search never runs."""
     guard = EchoGuard()
     searches: list[int] = []
-    real = guard.estimate
+    real = guard._seek
 
-    def counted(n: int | None = None, hint: int | None = None, window: int | None = None) -> EchoPath | None:
+    def counted(n: int, hint: int | None, window: int) -> EchoPath | None:
         searches.append(guard._in.total // SAMPLES_PER_FRAME)
         return real(n, hint, window)
 
-    monkeypatch.setattr(guard, "estimate", counted)
+    monkeypatch.setattr(guard, "_seek", counted)
     rng = np.random.default_rng(5)
     for heard in frames(tone(400, 6.0, -6.0)):
         caller = (rng.standard_normal(SAMPLES_PER_FRAME) * 2000).astype("<i2").tobytes()  # never pauses
@@ -195,6 +196,7 @@ def test_a_search_that_finds_nothing_is_tried_less_often(monkeypatch: pytest.Mon
         guard.temper(caller)
     gaps = np.diff(searches)
     assert guard.path is None and max(gaps) == MAX_SEEK_FRAMES and len(searches) <= 300 // MAX_SEEK_FRAMES + 6
+    assert guard.counters() == (300, 0, len(searches))
 
 
 def test_the_echo_left_when_the_caller_stops_is_sought_at_once() -> None:

@@ -49,6 +49,7 @@ def both_on(agent: bytes, echo: LineEcho | None, caller: bytes = b"", caller_at:
         if held_py is not None and held_c is not None:
             assert held_py.lag == held_c.lag, i
             assert held_py.taps == pytest.approx(held_c.taps, abs=1e-9)
+    assert py.counters() == c.counters()  # the same searches, full and coarse, on the same frames
     return len(played)
 
 
@@ -64,6 +65,22 @@ def test_a_tone_after_speech_and_frames_taken_back() -> None:
 def test_a_soft_caller_on_a_line_without_echo() -> None:
     """The bench's case: no path is ever learnt; the search backs off, the level test and its exception decide."""
     assert both_on(tone(400, 4.0, -6.0), None, CALLER, caller_at=50) > 150
+
+
+def test_the_bench_line_skips_the_full_search_in_both() -> None:
+    """``bench calls``' case: an agent tone, the caller's speech over it, no echo. Both guards look coarsely, find
+    no candidate and skip the full search, on the same frames."""
+    py, c = EchoGuard(), NativeEchoGuard()
+    said = frames(CALLER * 3)
+    for i, out in enumerate(frames(tone(440, 6.0, -12.0))):
+        back = said[i - 10] if 0 <= i - 10 < len(said) else SILENT
+        for guard in (py, c):
+            guard.played(out)
+            guard.heard(back)
+        assert py.temper(back) == c.temper(back), i
+    tempered, full, skipped = c.counters()
+    assert py.counters() == (tempered, full, skipped) and tempered == 300
+    assert skipped >= 8 and full <= skipped // 4
 
 
 def test_a_caller_who_stops_over_an_echoing_line() -> None:
