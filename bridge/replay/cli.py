@@ -236,11 +236,12 @@ def _grade(args: argparse.Namespace, scripts: Sequence[CallScript], results: Seq
     """The grader's verdicts on the results (their checks and failures), and the report's ``meta.grader``."""
     from bridge.replay import grader
 
-    if args.grader is None:
+    config = getattr(args, "grader", None)  # set by main (_grader_config)
+    if config is None:
         return grader.off(scripts)
     by_source = {str(s.source): s for s in scripts}
     pairs = [(by_source[r.source], r) for r in results if r.source in by_source]
-    return grader.grade(pairs, args.grader, args.emulator_url if args.target == "emulator" else None)
+    return grader.grade(pairs, config, args.emulator_url if args.target == "emulator" else None)
 
 
 def _history_options(p: argparse.ArgumentParser) -> None:

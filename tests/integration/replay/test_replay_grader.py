@@ -121,6 +121,19 @@ def test_a_paraphrase_is_green(tmp_path: Path) -> None:
     assert _checks(data, "question_answer")["turns[0].expect.means"]["ok"]
 
 
+def test_a_rubric_is_judged_on_the_whole_call(tmp_path: Path) -> None:
+    suite = _suite(tmp_path, "question_answer")
+    path = suite / "question_answer" / "script.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["rubric"] = ["greets the caller", "never says closed", "says goodbye"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, report = _replay(suite, tmp_path / "out")
+    check = _checks(report, "question_answer")["rubric"]
+    assert code == 1 and not check["ok"]
+    assert check["detail"].startswith("does not hold 'says goodbye' in the call (grader: no sign it says goodbye")
+    assert "greets" not in check["detail"] and "closed" not in check["detail"]  # those two hold
+
+
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """question_answer and transfer, unchanged: green with the grader (the shipped means hold), the baseline."""
