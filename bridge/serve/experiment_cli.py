@@ -49,7 +49,7 @@ from bridge.rollout.experiment import step_weights
 from bridge.rollout.outcomes import compact, epoch_of, evaluate
 from bridge.rollout.policy import RolloutFlag, RolloutSpec
 from bridge.rollout.store import RolloutStore
-from bridge.store.record import iso
+from bridge.store.record import iso, iso_or_none
 from bridge.supervisor.rollout_view import DECISIONS_LOOKED_AT, as_applied, follow_flag
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -217,7 +217,8 @@ async def show_experiment(
     text = [f"guarded rollout (alpha {spec.experiment.alpha}; every candidate tested until a person ends it):"]
     text += [
         f"  decided: {d['action']} {d['variant']} on calls up to {iso(d['t'])}, "
-        f"{'applied' if d['changed_flag'] else 'recorded, the flag unchanged,'} at {d['applied_iso']}: {d['reason']}"
+        f"{'applied' if d['changed_flag'] else 'recorded, the flag unchanged,'} at {iso_or_none(d['applied_at'])}: "
+        f"{d['reason']}"
         for d in now["decisions"]
     ]
     if now["refused_decisions"]:

@@ -81,6 +81,7 @@ from bridge.rollout.policy import (
 from bridge.rollout.store import AuditEntry, RolloutStore
 from bridge.serve import experiment_cli
 from bridge.store.connection import StoreUnavailable
+from bridge.store.times import stamped
 from bridge.supervisor import kill_switch
 from bridge.supervisor.remote import ApiClient, ApiError, add_api_flags, api_token
 
@@ -242,7 +243,8 @@ def _value(value: Any) -> str:
 
 
 def _audit_line(entry: AuditEntry) -> str:
-    diff = "; ".join(f"{k} {_value(entry.old.get(k))} -> {_value(v)}" for k, v in entry.new.items())
+    shown = {k: v for k, v in entry.new.items() if not k.endswith("_unix")}  # the API puts a moment's beside it
+    diff = "; ".join(f"{k} {_value(entry.old.get(k))} -> {_value(v)}" for k, v in shown.items())
     who = entry.who if entry.os_user in {"", entry.who} else f"{entry.who} (os user {entry.os_user})"
     return f"  {entry.when}  {who:<14} {diff}  ({entry.reason})"
 
@@ -362,7 +364,7 @@ def _variant_lines(variants: list[dict[str, Any]], plan: str) -> list[str]:
 
 
 def _flag_json(flag: RolloutFlag) -> dict[str, Any]:
-    return flag.model_dump(mode="json")
+    return kill_switch.flag_json(flag)
 
 
 def load_plans(directory: Path, *, required: bool = True) -> Plans:
@@ -419,7 +421,7 @@ async def _show(store: RolloutStore | None, args: argparse.Namespace, plans: Pla
         gate_line = f"replay gate   {arming.gate_text(gate)}" if gate is not None else ""
         texts.append("\n".join(t for t in (describe(shown, today), gate_line, experiment_text) if t))
     if args.json:
-        print(json.dumps({"dialplans": out}, indent=2))
+        print(json.dumps(stamped({"dialplans": out}), indent=2))
     elif not texts:
         print(f"no rollout dialplan in {args.dialplans} and no stored flag")
     else:
@@ -632,7 +634,7 @@ async def _via_api(args: argparse.Namespace, token: str) -> int:
             return _show_api(args, names, state)
         rollout = rollouts[args.dialplan]
         stored = state["flags"].get(args.dialplan)
-        old = RolloutFlag.model_validate(stored) if stored else _flag_of(rollout["variants"])
+        old = kill_switch.flag_from_json(stored) if stored else _flag_of(rollout["variants"])
         changes = changes_from_args(args, old, [v["name"] for v in rollout["variants"]])
         if set(changes) == {"kill"}:  # the kill switch alone: its own route, which a supervisor's token may use
             path, body = f"/api/rollout/{args.dialplan}/kill", {**changes, "reason": args.reason.strip()}
@@ -675,8 +677,7 @@ def _show_api(args: argparse.Namespace, names: list[str], state: dict[str, Any])
                 f"kill switch   {_value(flag['kill'])}"
                 + (f"   (every call on {rollout['safe']})" if flag["kill"] else "")
             )
-            held = {name: flag[name] for name in ("kill", *kill_switch.HOLDER_FIELDS) if name in flag}
-            lines += _holder_lines(kill_switch.holder_of(RolloutFlag.model_validate(held)))
+            lines += _holder_lines(kill_switch.holder_of(kill_switch.flag_from_json(flag)))
             lines.append(f"sticky        per {flag['sticky']}")
         if audit:
             lines.append("recent changes (newest first):")

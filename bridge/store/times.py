@@ -6,20 +6,25 @@ Unix seconds beside it as ``<name>_unix`` (a number, or null).
 the audits, an export; ``callbridge calls --json``): each field named in :data:`MOMENTS` that holds Unix seconds (a
 number, or a number as Redis keeps it, ``"1795863154.128"``) or nothing (``""``) becomes the pair, at any depth but
 under ``data`` (a stream entry's fields as stored) and ``fields`` (what the model filed); any other ``*_at`` that is
-``""`` becomes null. A field already in ISO 8601 stays as it is.
+``""`` becomes null. A field already in ISO 8601 stays as it is, with its ``_unix`` put beside it when it has none (a
+moment a setting keeps as text: the rollout flag's ``kill_at``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import re
 from typing import Any, Final
 
 from bridge.store.record import iso
 
 MOMENTS: Final = frozenset(
     {"started_at", "answered_at", "ended_at", "last_activity", "transfer_at", "at", "t", "now", "audio_at"}
+    | {"kill_at", "applied_at"}  # the rollout's: when a kill switch was turned on, when a decision was applied
 )
 OPAQUE: Final = frozenset({"data", "fields"})  # stored as they came: not the API's own fields
+ISO_UTC: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
 
 
 def unix(value: Any) -> float | None:
@@ -43,6 +48,13 @@ def _moment(value: Any) -> bool:
     return value is None or value == "" or unix(value) is not None
 
 
+def iso_unix(value: Any) -> float | None:
+    """Unix seconds of an ISO 8601 UTC text (``2026-11-26T00:27:10Z``); None for anything else."""
+    if not isinstance(value, str) or not ISO_UTC.fullmatch(value):
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
 def stamped(value: Any) -> Any:
     """``value`` with every moment as ISO 8601 and ``<name>_unix`` beside it (see the module)."""
     if isinstance(value, list):
@@ -55,6 +67,8 @@ def stamped(value: Any) -> Any:
             seconds = unix(item)
             out[key] = None if seconds is None else iso(seconds)
             out[f"{key}_unix"] = seconds
+        elif key in MOMENTS and f"{key}_unix" not in value and (seconds := iso_unix(item)) is not None:
+            out[key], out[f"{key}_unix"] = item, seconds
         elif key.endswith("_at") and item == "":  # a moment kept as ISO text elsewhere, unset
             out[key] = None
         elif key in OPAQUE:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from bridge.rollout.policy import RolloutFlag, validate_flag
+from bridge.store.times import stamped
 from bridge.supervisor.accounts import RANK, Role
 
 HOLDER_FIELDS: Final = ("kill_by", "kill_role", "kill_at")  # the flag's fields that name the holder
@@ -98,6 +99,19 @@ def lift_refusal(holder: Holder, who: str, role: str) -> str | None:
         return None
     setter = f" or {holder.by}, who turned it on" if holder.by else ""
     return f"turning it off needs the {holder.role} role{setter} (you are signed in as a {role})"
+
+
+def flag_json(flag: RolloutFlag) -> dict[str, Any]:
+    """The flag as the API and ``rollout show --json`` write it: its settings, ``kill_at`` ISO 8601 UTC or null (off,
+    or not recorded) with ``kill_at_unix`` beside it (:func:`bridge.store.times.stamped`)."""
+    return dict(stamped(flag.model_dump(mode="json")))
+
+
+def flag_from_json(doc: Mapping[str, Any]) -> RolloutFlag:
+    """A flag as :func:`flag_json` wrote it (the API's answers, read by ``rollout show|set --api``): a null
+    ``kill_at`` is none recorded, ``kill_at_unix`` is only beside it."""
+    settings = {name: value for name, value in doc.items() if name in RolloutFlag.model_fields}
+    return RolloutFlag.model_validate({**settings, "kill_at": settings.get("kill_at") or ""})
 
 
 def now_text() -> str:

@@ -31,11 +31,12 @@ from bridge.errors import ConfigError
 from bridge.rollout import arming, attest, catalog, refusals
 from bridge.rollout.policy import describe_variants
 from bridge.rollout.store import FlagChange, RolloutStore
+from bridge.store.times import stamped
 from bridge.supervisor import rollout_view
 from bridge.supervisor.accounts import NEEDS
 from bridge.supervisor.auth import Principal
 from bridge.supervisor.http import json_body, need, principal_of, reply, supervisor_of
-from bridge.supervisor.kill_switch import Holder, KillHeld, kill_changes, lift_refusal, now_text
+from bridge.supervisor.kill_switch import Holder, KillHeld, flag_json, kill_changes, lift_refusal, now_text
 from bridge.supervisor.routes import Route, add
 
 ROLLOUT_FIELDS = frozenset({"weights", "kill", "allow", "deny", "sticky"})
@@ -110,11 +111,13 @@ async def get_rollout(request: web.Request) -> web.Response:
         }
     audit = await store.audit(count=AUDIT_SHOWN)
     return reply(
-        {
-            "flags": {name: flag.model_dump(mode="json") for name, flag in flags.items()},
-            "rollouts": rollouts,
-            "audit": [a.to_json() for a in audit],
-        }
+        stamped(
+            {
+                "flags": {name: flag_json(flag) for name, flag in flags.items()},
+                "rollouts": rollouts,
+                "audit": [a.to_json() for a in audit],
+            }
+        )
     )
 
 
@@ -131,7 +134,7 @@ async def get_rollout_panel(request: web.Request) -> web.Response:
         plan = sup.dialplans.get(card["dialplan"])
         digests = attest.plan_digests(plan) if plan is not None else {}
         card["gate"] = await arming.shown(sup.need_rollouts(), card["dialplan"], digests)  # the replay gate
-    return reply(body)
+    return reply(stamped(body))
 
 
 def _refused(exc: ConfigError) -> web.Response:
@@ -196,7 +199,7 @@ async def put_rollout(request: web.Request) -> web.Response:
         return _refused(exc)
     except KillHeld as held:
         return reply(held.to_json(), 403)
-    return reply({"dialplan": change.dialplan, "changed": change.changed, "flag": change.new.model_dump(mode="json")})
+    return reply({"dialplan": change.dialplan, "changed": change.changed, "flag": flag_json(change.new)})
 
 
 async def _change(
@@ -245,4 +248,4 @@ async def put_kill(request: web.Request) -> web.Response:
         return _refused(exc)
     except KillHeld as held:
         return reply(held.to_json(), 403)
-    return reply({"dialplan": change.dialplan, "changed": change.changed, "flag": change.new.model_dump(mode="json")})
+    return reply({"dialplan": change.dialplan, "changed": change.changed, "flag": flag_json(change.new)})

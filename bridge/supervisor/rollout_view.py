@@ -57,7 +57,7 @@ from bridge.rollout.policy import (
 )
 from bridge.rollout.store import AuditEntry, RolloutStore, json_value
 from bridge.store.read import read_live_calls
-from bridge.store.record import iso, unix
+from bridge.store.record import unix
 from bridge.supervisor.kill_switch import holder_of
 
 AUDIT_COUNT = 30
@@ -188,8 +188,7 @@ def as_applied(experiment: Mapping[str, Any], audit: list[AuditEntry], flag: Rol
             continue
         entries.remove(entry)
         at = _when(entry)
-        shown_at = {"applied_at": at, "applied_iso": iso(at) if at is not None else None}
-        decisions.append({**d, **shown_at, "changed_flag": bool(entry.new), "audit_id": entry.id})
+        decisions.append({**d, "applied_at": at, "changed_flag": bool(entry.new), "audit_id": entry.id})
         kept_marks.add((d.get("variant"), round(float(d.get("t") or 0), 3), d.get("action")))
     estimates = {}
     for name, row in experiment.get("estimates", {}).items():

@@ -104,6 +104,34 @@ ENDED_CALL = obj(
     about="an ended call of the retention window",
 )
 AUDIT_ENTRY = obj({}, {"id": STR, "action": STR, "who": STR, "call_id": STR, "at": TIME, "at_unix": UNIX})
+FLAG = obj(
+    {"weights": ANY_OBJECT, "kill": BOOL, "kill_by": STR, "kill_role": STR, "kill_at": TIME, "kill_at_unix": UNIX},
+    about="a rollout flag's settings; `kill_at`: when its kill switch's holder turned it on (null: off, or unknown)",
+)
+POINT = obj({"t": TIME, "t_unix": UNIX}, about="a moment of the rollout's evidence (the last call it counts)")
+ESTIMATES: Final[Schema] = {
+    "type": "object",
+    "description": "per variant: its calls, its verdict (with the chart's marks) and each metric's trend points",
+    "additionalProperties": {
+        "type": "object",
+        "properties": {"calls": INT, "verdict": {"type": "object", "properties": {"marks": array(POINT)}}},
+        "additionalProperties": {"type": "object", "properties": {"trend": array(POINT)}},
+    },
+}
+PANEL_PLAN = obj(
+    {"dialplan": STR, "kill": BOOL, "kill_holder": {"anyOf": [{"type": "null"}, obj({"by": STR, "at": TIME})]}},
+    {
+        "experiment": obj(
+            {},
+            {
+                "decisions": array(
+                    {**POINT, "properties": {**POINT["properties"], "applied_at": TIME, "applied_at_unix": UNIX}}
+                ),
+                "estimates": ESTIMATES,
+            },
+        )
+    },
+)
 REASON: Final[Schema] = {"type": "string", "pattern": "\\S", "description": "why: required, not blank"}
 ACCOUNT_NAME: Final[Schema] = {"type": "string", "pattern": "^([a-z0-9][a-z0-9._-]{0,39})?$"}
 ADDRESS: Final[Schema] = {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}, {"const": ""}]}
@@ -202,9 +230,11 @@ SCHEMAS: Final[dict[str, Schema]] = {
     "ActionAudit": obj({"audit": array(AUDIT_ENTRY), "capped": BOOL, "actions": array(STR)}),
     "ListenAudit": obj({"audit": array(AUDIT_ENTRY)}),
     "ActionTaken": obj({"call_id": STR, "action": STR, "worker": STR}),
-    "Rollouts": obj({"flags": ANY_OBJECT, "rollouts": ANY_OBJECT, "audit": array(ANY_OBJECT)}),
-    "RolloutPanel": obj({"can_change": BOOL, "can_kill": BOOL}),
-    "RolloutChanged": obj({"dialplan": STR, "changed": BOOL, "flag": ANY_OBJECT}),
+    "Rollouts": obj(
+        {"flags": {"type": "object", "additionalProperties": FLAG}, "rollouts": ANY_OBJECT, "audit": array(ANY_OBJECT)}
+    ),
+    "RolloutPanel": obj({"can_change": BOOL, "can_kill": BOOL, "dialplans": array(PANEL_PLAN)}),
+    "RolloutChanged": obj({"dialplan": STR, "changed": BOOL, "flag": FLAG}),
     "RolloutPreview": ANY_OBJECT,
     "RolloutChange": closed(
         obj(

@@ -81,6 +81,7 @@ function text(value) {
   }
   if (value === true) return "on";
   if (value === false) return "off";
+  if (value === null) return "–"; // a moment unset (the kill switch's kill_at when it is off)
   return String(value);
 }
 
@@ -324,7 +325,7 @@ function editor(dp) {
 }
 
 function auditRow(a) {
-  const keys = Object.keys(a.new);
+  const keys = Object.keys(a.new).filter((k) => !k.endsWith("_unix")); // a moment's Unix seconds: beside it, not a setting
   return h("tr", { "data-audit-id": a.id },
     h("td", { class: "when" }, utc(a.when)), h("td", {}, a.dialplan), h("td", { class: "who" }, a.who),
     h("td", { class: "reason" }, a.reason),

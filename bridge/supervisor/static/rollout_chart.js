@@ -84,7 +84,7 @@ function markLabel(mark) {
 }
 
 function markTitle(mark, calls) {
-  const when = utc(mark.t).slice(0, 16);
+  const when = utc(mark.t_unix).slice(0, 16);
   const share = mark.share === undefined ? "" : ` (${Number(mark.share.toFixed(1))} % of new calls after it)`;
   return `${mark.action}${share} at ${calls} candidate calls (${when} ${zone()})`;
 }

@@ -19,8 +19,8 @@ function when(t) {
 function decided(d) {
   const total = d.weights ? Object.values(d.weights).reduce((a, b) => a + b, 0) : 0;
   const step = total > 0 && d.weights[d.variant] !== undefined ? ` to ${percent(100 * d.weights[d.variant] / total)}` : "";
-  const applied = d.changed_flag ? `applied at ${when(d.applied_at)}` : `recorded at ${when(d.applied_at)} (the flag unchanged)`;
-  return `${d.action} ${d.variant}${step}: decided on calls up to ${when(d.t)}, ${applied}: ${readable(d.reason)}`;
+  const applied = d.changed_flag ? `applied at ${when(d.applied_at_unix)}` : `recorded at ${when(d.applied_at_unix)} (the flag unchanged)`;
+  return `${d.action} ${d.variant}${step}: decided on calls up to ${when(d.t_unix)}, ${applied}: ${readable(d.reason)}`;
 }
 
 // The engine's hours ("0.0666667 h", "1.5 h") as people read them: "4 min", "1:30 h".

@@ -167,7 +167,8 @@ async def test_a_kill_switch_is_turned_off_only_by_its_holder_or_a_role_as_high(
     lift = "turning it off needs the admin role or ada, who turned it on (you are signed in as a supervisor)"
     for name, refused in (("sam", lift), ("ada", None)):
         card = await _panel(http, auth[name])
-        assert card["kill_holder"] == {"by": "ada", "role": "admin", "at": held}
+        since = body["flag"]["kill_at_unix"]
+        assert card["kill_holder"] == {"by": "ada", "role": "admin", "at": held, "at_unix": since}
         assert card["lift_refused"] == refused, name
 
     # -- the supervisor may not undo it: by the kill switch's route, nor by any change around it

@@ -1,17 +1,22 @@
 """One time format in the JSON the product writes: every moment ISO 8601 in UTC (``...T..Z``) or null, and its Unix
 seconds, where kept, a number (or null) named ``<name>_unix``. Walked over every JSON answer of the API (live calls,
 one call, ended calls, the export, the audits, the figures, both event streams) on the real app over a real
-redis-server with calls written by a worker's real writer, the wallboard, and over ``callbridge calls --json``. The
-rollout's answers (its flag's ``kill_at``, its experiment's points) are not walked yet."""
+redis-server with calls written by a worker's real writer, the wallboard, and over ``callbridge calls --json``; and the
+rollout's (its flags with the kill switch on and off, the audit, the console's panel with a guarded rollout's trend
+points, marks and applied decision, the kill switch's answers) through the API, ``callbridge rollout show --json``
+on Redis and ``callbridge rollout show|set --json --api``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+import random
 import re
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +26,8 @@ from redis import asyncio as aioredis
 from bridge import events as ev
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.dialplan import Dialplan
+from bridge.rollout import records
+from bridge.rollout.outcomes import epoch_of
 from bridge.rollout.store import RolloutStore
 from bridge.store.calls import CallStore, StoreTuning
 from bridge.supervisor.accounts import Users, add_token, add_user
@@ -30,7 +37,8 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(redis_server_binary() is None, reason="needs a redis-server binary"),
 ]
-CANARY = Dialplan.model_validate({"name": "canary", "match": ["5000"], "dialect": "rollout"})
+CANARY_PLAN = {"name": "canary", "match": ["5000"], "dialect": "rollout"}
+CANARY = Dialplan.model_validate(CANARY_PLAN)
 DESK = Dialplan.model_validate({"name": "desk", "match": ["4000"], "dialect": "ga", "transfer_target": "sip:d@pbx"})
 ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
 MOMENT = re.compile(r"(.+_at|at|t|now|timestamp|since)")
@@ -100,6 +108,83 @@ async def _events(http: TestClient[Any, Any], auth: dict[str, str], path: str, n
                 got.append({name: json.loads(line.removeprefix("data: "))})
                 names.discard(name)
     return got
+
+
+async def _guarded_rollout(redis_url: str) -> None:
+    """A guarded rollout of canary as workers leave it: GA fails far more often than beta over 400 calls, and is
+    rolled back (the decision applied to the flag, audited)."""
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    rollouts = RolloutStore(client=client, specs={"canary": CANARY.rollout_spec})
+    half = {"ga": 50.0, "beta": 50.0}
+    await rollouts.set_flag("canary", {"weights": half}, "qa", "half on GA")
+    engine, rng, t0 = records.engine(CANARY.rollout_spec), random.Random(3), time.time() - 400 * 120
+    for i in range(400):
+        variant, t = ("ga" if i % 2 else "beta"), t0 + 120 * i
+        failed = rng.random() < (0.3 if variant == "ga" else 0.02)
+        record = {"t": t, "started": t - 30, "call_id": f"call-{i}", "caller": f"caller-{i}", "variant": variant,
+                  "epoch": epoch_of(half, False), "shares": {"ga": 0.5, "beta": 0.5},
+                  "outcome": "connect_failure" if failed else "ok", "transferred": False, "abandoned": False,
+                  "handle_time_s": 30.0, "greeting_ms": None if failed else 800 * math.exp(0.4 * rng.gauss(0, 1)),
+                  "first_reply_ms": None, "cost_usd": None, "repeat": False, "disposition": None}  # fmt: skip
+        await records.append(client, "canary", record)
+        for decision in engine.feed(record):
+            assert await records.apply_decision(rollouts, "canary", CANARY.rollout_spec, decision)
+    await client.aclose()
+
+
+async def _cli(*args: str) -> Any:
+    """``callbridge ARGS``'s JSON."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    return json.loads(out)
+
+
+async def test_the_rollouts_answers_have_the_one_time_format(api: Any, tmp_path: Path) -> None:
+    http, auth, redis_url = api
+    await _guarded_rollout(redis_url)
+    answers: dict[str, Any] = {}
+    for kill in (True, False):  # the kill switch on (its holder's time), then off (none)
+        async with http.put("/api/rollout/canary/kill", json={"kill": kill, "reason": "qa"}, headers=auth) as r:
+            assert r.status == 200, await r.text()
+            answers[f"kill {kill}"] = json.loads(await r.text())
+        for path in ("/api/rollout", "/api/console/rollout"):
+            async with http.get(path, headers=auth) as r:
+                assert r.status == 200, path
+                answers[f"{path} (kill {kill})"] = json.loads(await r.text())
+    plans = tmp_path / "dialplans"
+    plans.mkdir()
+    (plans / "canary.yaml").write_text(json.dumps(CANARY_PLAN))
+    answers["rollout show --json"] = await _cli("rollout", "show", "--json", "--redis-url", redis_url,
+                                                "--dialplans", str(plans))  # fmt: skip
+    token = tmp_path / "token"
+    token.write_text(auth["Authorization"].removeprefix("Bearer "))
+    remote = ("--json", "--api", str(http.make_url("")).rstrip("/"), "--token-file", str(token))
+    answers["rollout set --kill --api"] = await _cli("rollout", "set", "canary", "--kill", "--reason", "qa", *remote)
+    answers["rollout show --api"] = await _cli("rollout", "show", "canary", *remote)  # a flag held since then
+    lift = ("rollout", "set", "canary", "--unkill", "--reason", "ok")
+    answers["rollout set --unkill --api"] = await _cli(*lift, *remote)
+    wrong = [w for where, body in answers.items() for w in moments(body, where)]
+    assert not wrong, "\n".join(wrong)
+    # the moments are there: the holder's time both ways, none once it is off; the chart's points and marks; the
+    # decision's calls and its applying
+    held = answers["kill True"]["flag"]
+    assert ISO.fullmatch(held["kill_at"]) and held["kill_at_unix"] > 0, held
+    assert (answers["kill False"]["flag"]["kill_at"], answers["kill False"]["flag"]["kill_at_unix"]) == (None, None)
+    shown = answers["rollout show --api"]["dialplans"][0]["flag"]
+    assert ISO.fullmatch(shown["kill_at"]) and shown["kill_at_unix"] > 0, shown
+    assert answers["rollout set --unkill --api"]["flag"]["kill_at"] is None
+    (card,) = answers["/api/console/rollout (kill False)"]["dialplans"]
+    ga = card["experiment"]["estimates"]["ga"]
+    points = ga["failure_rate"]["trend"]
+    assert points and all(ISO.fullmatch(p["t"]) and p["t_unix"] > 0 for p in points), points
+    assert ga["verdict"]["marks"] and all(ISO.fullmatch(m["t"]) for m in ga["verdict"]["marks"]), ga["verdict"]
+    (decided,) = card["experiment"]["decisions"]
+    assert ISO.fullmatch(decided["applied_at"]) and decided["applied_at_unix"] >= decided["t_unix"], decided
+    local = answers["rollout show --json"]["dialplans"][0]
+    assert local["experiment"]["estimates"]["ga"]["failure_rate"]["trend"][0]["t_unix"] == points[0]["t_unix"]
 
 
 async def test_every_json_the_product_writes_has_the_one_time_format(api: Any) -> None:
