@@ -106,6 +106,31 @@ function markLines(marks, key, X, top, bottom) {
   });
 }
 
+// The points the y axis is fitted to: those over the later half of the candidate's calls (at least the last
+// RECENT_MIN). The first calls' intervals are far wider than the current one: fitted to them, the current interval
+// and the margin would be one flat line.
+const RECENT_MIN = 3;
+export function recent(points) {
+  const last = points[points.length - 1].calls;
+  const later = points.filter((p) => p.calls >= last / 2);
+  return later.length >= RECENT_MIN ? later : points.slice(-RECENT_MIN);
+}
+
+// Where an earlier, wider band leaves the axis: a small wedge inside the plot at that point, its tip on the edge.
+function clipMarks(points, X, y0, y1, top, bottom) {
+  const marks = [];
+  for (const p of points) {
+    const x = X(p.calls);
+    for (const [out, edge, dir, side] of [[p.hi > y1, top, -1, "top"], [p.lo < y0, bottom, 1, "bottom"]]) {
+      if (!out) continue;
+      const wedge = [[x - 3, edge - 5 * dir], [x + 3, edge - 5 * dir], [x, edge]].map((c) => c.map((v) => v.toFixed(1)).join(","));
+      marks.push(s("polygon", { class: `clip-mark ${side}`, "data-calls": p.calls, points: wedge.join(" ") }));
+    }
+  }
+  return marks.length ? s("g", { class: "clipped" },
+    s("title", {}, "earlier, wider intervals go past the axis: clipped at its edge, marked where they do"), marks) : null;
+}
+
 function span(values) {
   let lo = Math.min(...values), hi = Math.max(...values);
   if (hi - lo <= 0) {
@@ -129,9 +154,10 @@ export function trendChart(key, label, safe, m, marks = []) {
   const [first, end] = [Math.min(...xs), Math.max(...xs)];
   let [x0, x1] = [first, end];
   if (x1 - x0 < 1) [x0, x1] = [x0 - 1, x1 + 1]; // one point: drawn in the middle
-  const [y0, y1] = span([...points.flatMap((p) => [p.lo, p.hi]), 0, m.margin]);
+  const fitted = recent(points);
+  const [y0, y1] = span([...fitted.flatMap((p) => [p.lo, p.hi]), 0, m.margin]);
   const X = (c) => L + ((c - x0) / (x1 - x0)) * (W - L - R);
-  const Y = (v) => T + ((y1 - v) / (y1 - y0)) * (H - T - B);
+  const Y = (v) => T + ((y1 - Math.min(Math.max(v, y0), y1)) / (y1 - y0)) * (H - T - B); // clipped to the plot
   const xy = (c, v) => `${X(c).toFixed(1)},${Y(v).toFixed(1)}`;
   // one point has no width: its interval is drawn as a narrow box around it
   const edges = points.length > 1 ? points.map((p) => [X(p.calls), p]) : [[X(points[0].calls) - 4, points[0]],
@@ -152,18 +178,20 @@ export function trendChart(key, label, safe, m, marks = []) {
       `[${change(key, last.lo)}, ${change(key, last.hi)}]: ${m.reading ?? word}`,
   },
     s("title", {}, `${label}: the candidate's difference from ${safe} (line) and its 95 % interval (band), ` +
-      `over the candidate's calls; the dashed line is the margin (a regression past it is what the test looks for)`),
+      `over the candidate's calls; the dashed line is the margin (a regression past it is what the test looks for); ` +
+      `the axis fits the recent intervals, and earlier, wider ones are clipped at its edge`),
     s("rect", { class: "plot", x: L, y: T, width: W - L - R, height: H - T - B }),
     s("polygon", { class: "band", points: [...upper, ...lower].join(" ") }),
     s("line", { class: "zero", x1: L, x2: W - R, y1: Y(0), y2: Y(0) }),
     s("line", { class: "margin", x1: L, x2: W - R, y1: Y(m.margin), y2: Y(m.margin) }),
     s("polyline", { class: "line", points: points.map((p) => xy(p.calls, p.diff)).join(" ") }),
     markLines(placed, key, X, T, H - B),
+    clipMarks(points, X, y0, y1, T, H - B),
     s("circle", { class: "now", cx: X(last.calls), cy: Y(last.diff), r: 2.5 }),
     s("text", { class: "tick", x: L - 4, y: Y(0) + 3, "text-anchor": "end" }, "0"),
     s("text", { class: "margin-label", x: W - R - 2, y: Y(m.margin) - 3, "text-anchor": "end" },
       `margin ${change(key, m.margin)}`),
-    tick(Math.max(...points.map((p) => p.hi))), tick(Math.min(...points.map((p) => p.lo))),
+    tick(Math.max(...fitted.map((p) => p.hi))), tick(Math.min(...fitted.map((p) => p.lo))),
     s("text", { class: "tick", x: L, y: H - B + 13 }, String(Math.round(first))),
     s("text", { class: "tick", x: W - R, y: H - B + 13, "text-anchor": "end" }, String(Math.round(end))),
     s("text", { class: "axis", x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, "candidate calls"));
