@@ -9,11 +9,17 @@ what the rollout needs of one call; the worker adds what the session does not re
 ========================  =====================================================================================
 calls                     finished calls of the variant
 connect_failures          calls whose model could not be reached: no session at the answer and none recovered, or
-                          a connect failure of the variant's model that its fallback model then saved (``fallbacks``)
+                          a connect failure of the variant's model that its fallback model then saved (``fallbacks``:
+                          recovered on fallback)
 dropped                   calls that lost their session and ended without it (hung up, failed over or given up
                           while it was away; and were not already a connect failure)
 recovered                 calls whose session was lost (or not there at the answer) and came back: the call went
                           on; not a failure
+failed                    calls that failed their caller: no model session at the answer (its fallback's neither)
+                          and none recovered, or the session lost and not back; a call its fallback model took is
+                          recovered on fallback, not failed (``failed_rate``: per call)
+failure_rate              the model failure rate, the rollback rule's input: connect failures (those recovered on
+                          fallback included: the variant's own model failed) and dropped sessions per call
 abandoned                 calls whose caller hung up while ringing (CANCEL, or BYE before the 200 OK): not a
                           failure; counted in ``calls``
 greeting_p95_ms           95th percentile (nearest rank) of the greeting: answer -> the agent's first audio, on
@@ -153,6 +159,11 @@ class CallStats:
         return Outcome.RECOVERED if self.recovered else Outcome.OK
 
     @property
+    def failed(self) -> bool:
+        """Whether the call failed its caller (the table above): a call its fallback model took did not."""
+        return (self.unavailable and not self.recovered) or (self.dropped and not self.abandoned)
+
+    @property
     def truncate_failures(self) -> int:
         return max(0, self.truncates - self.truncates_confirmed)
 
@@ -161,6 +172,7 @@ class CallStats:
         return {
             "outcome": self.outcome,
             "fallback": self.fallback,
+            "failed": self.failed,
             "greeting_ms": None if self.greeting_ms is None else round(self.greeting_ms, 1),
             "first_reply_ms": None if self.first_reply_ms is None else round(self.first_reply_ms, 1),
             "barge_ins": self.barge_ins,
@@ -190,6 +202,13 @@ def _number(value: Any) -> bool:
 _SUMMED = ("barge_ins", "truncates", "truncate_failures", "tool_calls", "tool_failures")
 
 
+def _failed(record: Mapping[str, Any]) -> bool:
+    """Whether a window record's call failed its caller (a record without ``failed``: from its outcome and fallback)."""
+    if isinstance(record.get("failed"), bool):
+        return bool(record["failed"])
+    return record.get("outcome") in (Outcome.CONNECT_FAILURE, Outcome.DROPPED) and not record.get("fallback")
+
+
 def _int(record: Mapping[str, Any], key: str) -> int:
     value = record.get(key)
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
@@ -214,10 +233,16 @@ class WindowStats:
     cost_usd: float = 0.0
     recovered: int = 0  # not a failure: the session came back and the call went on
     abandoned: int = 0  # not a failure: the caller hung up while ringing
+    failed: int = 0  # calls that failed their caller (a call its fallback model took did not)
 
     @property
     def failures(self) -> int:
+        """The model failures the rollback rule counts: connect failures (those recovered on fallback too) + drops."""
         return self.connect_failures + self.dropped
+
+    @property
+    def failed_rate(self) -> float:
+        return self.failed / self.calls if self.calls else 0.0
 
     @property
     def failure_rate(self) -> float:
@@ -247,6 +272,7 @@ class WindowStats:
             recovered=outcomes[Outcome.RECOVERED],
             abandoned=outcomes[Outcome.ABANDONED],
             fallbacks=sum(bool(r.get("fallback")) for r in rows),
+            failed=sum(_failed(r) for r in rows),
             greeting_p95_ms=p95(float(r["greeting_ms"]) for r in rows if _number(r.get("greeting_ms"))),
             first_reply_p95_ms=p95(float(r["first_reply_ms"]) for r in rows if _number(r.get("first_reply_ms"))),
             priced_calls=len(costs),
@@ -258,6 +284,7 @@ class WindowStats:
         out = asdict(self)
         out["cost_usd"] = round(self.cost_usd, 6)
         out["failure_rate"] = round(self.failure_rate, 4)
+        out["failed_rate"] = round(self.failed_rate, 4)
         out["truncate_failure_rate"] = round(self.truncate_failure_rate, 4)
         rate = self.function_call_success_rate
         out["function_call_success_rate"] = None if rate is None else round(rate, 4)
@@ -289,8 +316,8 @@ def should_rollback(variant: str, stats: WindowStats, safe: WindowStats, rule: R
     is on fires when the variant is worse than the safe variant past its threshold (a safe variant with no calls in
     the window counts as perfect: no failures, no extra latency, every function call a success):
 
-    * failure rate (connection failures + dropped sessions per call; a recovered session is neither) above
-      ``failure_rate_threshold`` and above the safe one's;
+    * the model failure rate (connection failures, those its fallback model then took included, + dropped sessions
+      per call; a recovered session is neither) above ``failure_rate_threshold`` and above the safe one's;
     * greeting p95 or first-reply p95 more than ``first_audio_p95_excess_ms`` above the safe one's (each checked
       on its own: the agent's first audio of a call, to the answer or to the caller's first turn);
     * failed truncates per truncate more than ``barge_in_failure_excess`` above the safe one's;
@@ -306,6 +333,7 @@ def should_rollback(variant: str, stats: WindowStats, safe: WindowStats, rule: R
             f"failure rate {stats.failure_rate:.1%} ({stats.connect_failures} connection failures + {stats.dropped} "
             f"dropped of {of}) exceeds {rule.failure_rate_threshold:.1%} and the safe variant's "
             f"{safe.failure_rate:.1%} ({safe.failures} of {safe.calls})"
+            + (f"; {stats.fallbacks} of the connection failures recovered on fallback" if stats.fallbacks else "")
         )
     found += _slower(stats, safe, rule.first_audio_p95_excess_ms)
     if rule.barge_in_failure_excess is not None and stats.truncates:

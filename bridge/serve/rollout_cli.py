@@ -250,7 +250,7 @@ def _audit_line(entry: AuditEntry) -> str:
 
 
 def _rule_text(flag: RolloutFlag) -> str:
-    parts = [f"failure rate > {flag.failure_rate_threshold:.1%} and above the safe variant's"]
+    parts = [f"model failure rate > {flag.failure_rate_threshold:.1%} and above the safe variant's"]
     if flag.first_audio_p95_excess_ms is not None:
         parts.append(f"greeting or first-reply p95 more than {flag.first_audio_p95_excess_ms:g} ms above")
     if flag.barge_in_failure_excess is not None:
@@ -267,8 +267,9 @@ def _health_row(name: str, s: WindowStats) -> str:
     fn = s.function_call_success_rate
     cost = s.cost_per_call
     return (
-        f"  {name:<22} {s.calls:>5} {s.connect_failures:>9} {s.dropped:>7} {s.failure_rate:>7.1%} {greeting:>10} "
-        f"{reply:>10} {s.truncate_failures:>4}/{s.truncates:<4} {'n/a' if fn is None else f'{fn:.0%}':>6} "
+        f"  {name:<22} {s.calls:>5} {s.failed_rate:>7.1%} {s.connect_failures:>9} {s.fallbacks:>8} {s.dropped:>7} "
+        f"{s.failure_rate:>7.1%} {greeting:>10} {reply:>10} {s.truncate_failures:>4}/{s.truncates:<4} "
+        f"{'n/a' if fn is None else f'{fn:.0%}':>6} "
         f"{'n/a' if cost is None else f'${cost:.4f}':>9}"
     )
 
@@ -321,8 +322,12 @@ def describe(shown: Shown, today: dt.date | None = None) -> str:
     else:
         lines.append(f"health        last {flag.window_s} s" + ("" if ruled else " (for reference: no rollback rule)"))
         lines.append(
-            f"  {'variant':<22} {'calls':>5} {'conn.fail':>9} {'dropped':>7} {'fail%':>7} {'greet p95':>10} "
-            f"{'reply p95':>10} {'barge-in':>9} {'fn ok':>6} {'cost/call':>9}"
+            f"  {'variant':<22} {'calls':>5} {'failed%':>7} {'conn.fail':>9} {'fallback':>8} {'dropped':>7} "
+            f"{'model%':>7} {'greet p95':>10} {'reply p95':>10} {'barge-in':>9} {'fn ok':>6} {'cost/call':>9}"
+        )
+        lines.append(
+            "  failed%: calls that failed their caller (a call on the fallback model is recovered, not failed); "
+            "fallback: connect failures recovered on fallback; model%: connect failures + dropped per call (the rule's)"
         )
         lines += [_health_row(n, window.get(n, WindowStats())) for n in spec.names]
     if audit:

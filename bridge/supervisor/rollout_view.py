@@ -4,7 +4,9 @@ A rollout dialplan has variants (dialect, model, voice, profile overrides), one 
 overridden by per-variant allow and deny lists and the kill switch (:mod:`bridge.rollout.policy`). The page draws
 whatever this module describes: each variant with its weight, share, model and voice, and its health over the
 window side by side in the same row (the columns listed in ``health.columns``; ``live``: its calls going on now,
-counted in no rate; ``fallbacks``: its calls whose model failed to connect and that ran on its fallback model), and
+counted in no rate; ``failed_rate``: its calls that failed their caller; ``connect_failures`` with ``fallbacks``
+beside it, those of them that ran on its fallback model: recovered on fallback, not failed; ``failure_rate``: the
+model failure rate the rollback rule reads, :mod:`bridge.rollout.health`), and
 the settings an operator may edit (``editable``, each with a kind the editor knows: ``weights`` one number per
 variant, ``switch``, ``variant-numbers`` one list of callers per variant), and who holds the kill switch while it is
 on (``kill_holder``: ``{"by", "role", "at"}``, :mod:`.kill_switch`).
@@ -86,21 +88,21 @@ EDITABLE_SETTINGS = frozenset(name for name, _, _ in EDITABLE)
 HEALTH_COLUMNS: tuple[tuple[str, str], ...] = (
     ("live", "Live now"),
     ("calls", "Calls"),
-    ("connect_failures", "Connection failures"),
+    ("failed_rate", "Failed calls"),  # failed their caller; one on the fallback model is recovered, not failed
+    ("connect_failures", "Connect failures"),  # the page puts "N recovered on fallback" (fallbacks) beside it
     ("dropped", "Dropped sessions"),
     ("recovered", "Recovered sessions"),
-    ("failure_rate", "Failure rate"),
+    ("failure_rate", "Model failure rate"),  # the rollback rule's: connect failures (fallback's too) + drops
     ("greeting_p95_ms", "Greeting p95"),
     ("first_reply_p95_ms", "First reply p95"),
     ("truncate_failure_rate", "Barge-in recovery failures"),
     ("function_call_success_rate", "Function calls OK"),
     ("cost_per_call_usd", "Cost per call"),
-    ("fallbacks", "On the fallback model"),
 )
 
 # the experiment's metrics (bridge.rollout.experiment.GUARDRAILS) as the page labels them; a missing one: its key
 METRIC_LABELS: dict[str, str] = {
-    "failure_rate": "Failure rate",
+    "failure_rate": "Model failure rate",  # the health's failure_rate: connect failures (fallback's too) + drops
     "abandon_rate": "Abandoned calls",
     "greeting_ms": "Greeting latency",
     "first_reply_ms": "First reply latency",

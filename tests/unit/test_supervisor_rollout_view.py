@@ -40,13 +40,16 @@ def test_the_window_rule_is_shown_only_for_a_plan_that_names_one() -> None:
     assert panel["health"]["rollback"]["min_calls"] == 5  # the rule's numbers, for its text
 
 
-def test_each_variants_calls_on_its_fallback_model_are_a_health_column() -> None:
-    stats = WindowStats.of([{"outcome": "connect_failure", "fallback": True}, {"outcome": "ok"}])
+def test_each_variants_calls_on_its_fallback_model_are_beside_its_connect_failures_and_not_failed_calls() -> None:
+    stats = WindowStats.of([{"outcome": "connect_failure", "fallback": True, "failed": False}, {"outcome": "ok"}])
     spec = legacy_spec()
     panel = dialplan_panel("canary", spec, spec.default_flag(), False, {"ga": stats})
-    assert ("fallbacks", "On the fallback model") in HEALTH_COLUMNS
+    columns = dict(HEALTH_COLUMNS)
+    assert (columns["failed_rate"], columns["connect_failures"]) == ("Failed calls", "Connect failures")
+    assert columns["failure_rate"] == METRIC_LABELS["failure_rate"] == "Model failure rate"  # one name, one figure
     ga, beta = panel["health"]["rows"]
     assert (ga["variant"], ga["calls"], ga["fallbacks"], beta["fallbacks"]) == ("ga", 2, 1, 0)
+    assert (ga["connect_failures"], ga["failed_rate"], ga["failure_rate"]) == (1, 0.0, 0.5)
 
 
 def test_every_metric_of_the_engine_has_a_label() -> None:

@@ -96,8 +96,8 @@ function healthCaption(dp) {
 function rollbackRule(dp) {
   const rule = dp.health.rollback;
   return h("p", { class: "muted rollback-rule" },
-    `Rollback rule: to ${dp.safe_variant} at ≥ ${rule.min_calls} calls of a variant in the window and a failure ` +
-    `rate over ${(rule.failure_rate_threshold * 100).toFixed(0)} % and above ${dp.safe_variant}'s.`);
+    `Rollback rule: to ${dp.safe_variant} at ≥ ${rule.min_calls} calls of a variant in the window and a model ` +
+    `failure rate over ${(rule.failure_rate_threshold * 100).toFixed(0)} % and above ${dp.safe_variant}'s.`);
 }
 
 // A variant's calls that ran on its fallback model (its own failed to connect): the health row says how many, and
@@ -108,6 +108,18 @@ function fellBack(v, row) {
   const model = v.fallback_model || "its fallback model";
   return [" ", h("span", { class: "mark warn fallback", title: `${v.model} failed to connect; the call ran on ${model}` },
     `${n} on ${model}`)];
+}
+
+// What the failure figures count, under the table (the same words as docs/operating.md, The rollout card).
+const HEALTH_TERMS = "Failed calls: calls that failed their caller (no model, or the session lost and not back); a " +
+  "call its fallback model took is recovered on fallback, not failed. Model failure rate: connect failures of the " +
+  "variant's own model (those recovered on fallback too) and dropped sessions, per call: what the rollback rule reads.";
+
+// A health column's value; connect failures with those its fallback model then took beside them (recovered on
+// fallback: the variant's own model failed, the caller did not).
+function healthCell(key, row) {
+  const value = cell(key, row[key]);
+  return key === "connect_failures" && row.fallbacks ? `${value} (${row.fallbacks} recovered on fallback)` : value;
 }
 
 // Each candidate's configuration digest and the green replay report that attests it (rollout attest), by name.
@@ -133,7 +145,7 @@ function card(dp) {
         h("td", { class: "weight" }, String(v.weight)), h("td", { class: "share" }, `${v.share_percent} %`),
         h("td", {}, v.dialect), h("td", { class: "model" }, v.model + (v.fallback_model ? ` → ${v.fallback_model}` : "")),
         h("td", {}, v.voice),
-        health.columns.map((c) => h("td", { "data-key": c.key }, cell(c.key, (rows[v.name] || {})[c.key])))))));
+        health.columns.map((c) => h("td", { "data-key": c.key }, healthCell(c.key, rows[v.name] || {})))))));
   const shutdowns = dp.variants.filter((v) => v.shutdown).map((v) =>
     h("li", {}, `${v.name}: ${v.model} shuts down on ${v.shutdown} (in ${v.shutdown_days} days)`));
   const facts = h("dl", { class: "flag" },
@@ -147,7 +159,8 @@ function card(dp) {
   return h("article", { class: "rollout", "data-dialplan": dp.dialplan },
     h("h3", {}, dp.dialplan, dp.stored ? "" : h("span", { class: "muted" }, " (defaults: never changed)")),
     canKill && !canChange ? killSwitch(dp) : null, // an admin has the kill switch in the editor below
-    title, h("div", { class: "table-box" }, variants), dp.rollback_rule ? rollbackRule(dp) : null,
+    title, h("div", { class: "table-box" }, variants), h("p", { class: "muted health-terms" }, HEALTH_TERMS),
+    dp.rollback_rule ? rollbackRule(dp) : null,
     experimentSection(dp, labels), facts,
     shutdowns.length ? h("ul", { class: "shutdowns" }, shutdowns) : null,
     canChange ? editor(dp) : null);

@@ -31,6 +31,7 @@ from redis import asyncio as aioredis
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
 from bridge.dialplan import Dialplan
 from bridge.rollout import probes, records
+from bridge.rollout.health import CallStats
 from bridge.rollout.outcomes import epoch_of
 from bridge.rollout.policy import LEGACY_BETA_MODEL, LEGACY_GA_MODEL
 from bridge.rollout.store import RolloutStore
@@ -97,8 +98,10 @@ async def _fill(client: aioredis.Redis, rollouts: RolloutStore) -> None:
         await records.append(client, "fresh", _record(rng, i, "ga", fail_ga=1.0))
     for i in range(240):  # three GA calls for each beta call where the weights draw one each
         await records.append(client, "guarded", _record(rng, i, "beta" if i % 4 == 0 else "ga", 0.0), sign_key=KEY)
-    for outcome in ("connect_failure", "connect_failure", "ok"):  # the health window: two calls saved by the fallback
-        await rollouts.record_call("canary", "ga", {"outcome": outcome, "fallback": outcome != "ok"})
+    for fell_back in (True, True, False):  # the health window: two calls saved by the fallback, as a worker keeps them
+        stats = CallStats()
+        stats.fallback = fell_back
+        await rollouts.record_call("canary", "ga", stats.record())
 
 
 def _word(m: dict[str, Any]) -> str:
@@ -161,7 +164,8 @@ async def test_the_rollout_card_shows_each_candidates_verdict_and_guardrail_char
         assert guarded["srm"] is not None and guarded["estimates"]["ga"]["verdict"]["srm"]
         assert (plans["canary"]["rollback_rule"], plans["guarded"]["rollback_rule"]) == (False, True)
         (ga_health,) = [row for row in plans["canary"]["health"]["rows"] if row["variant"] == "ga"]
-        assert ga_health["fallbacks"] == 2
+        assert (ga_health["fallbacks"], ga_health["connect_failures"], ga_health["failed"]) == (2, 2, 0)
+        assert (ga_health["failed_rate"], ga_health["failure_rate"]) == (0.0, 0.6667)  # failed no caller; the rule's
         assert [m["key"] for m in panel["metrics"]] == [*ON, *OFF]  # labelled, in the engine's order
 
         if CHROMIUM is None:
@@ -242,7 +246,18 @@ async def _check_page(page: Any, canary: dict[str, Any], guarded_exp: dict[str, 
                        "tests decide)")  # fmt: skip
     assert await page.eval(f"document.querySelector({json.dumps(card + ' .rollback-rule')})") is None
     assert await page.text(f"{card} tr[data-variant=ga] td.name .fallback") == "2 on gpt-4o-realtime-preview"
-    assert await page.text(f"{card} tr[data-variant=ga] td[data-key=fallbacks]") == "2"
+    # recovered on fallback, not failed: the connect failures say so beside them, the failed calls count none, and
+    # the model failure rate the rollback rule reads still counts the variant's own model's failures
+    row = f"{card} tr[data-variant=ga]"
+    assert await page.text(f"{row} td[data-key=connect_failures]") == "2 (2 recovered on fallback)"
+    assert await page.text(f"{row} td[data-key=failed_rate]") == "0.0 %"
+    assert await page.text(f"{row} td[data-key=failure_rate]") == "66.7 %"
+    heads = await page.eval(
+        f"[...document.querySelectorAll({json.dumps(card + ' table.variants th')})].map(t => t.textContent)"
+    )
+    assert {"Failed calls", "Connect failures", "Model failure rate"} <= set(heads), heads
+    terms = await page.text(f"{card} .health-terms")
+    assert "a call its fallback model took is recovered on fallback, not failed" in terms, terms
     assert await page.eval(f"document.querySelector({json.dumps(card + ' tr[data-variant=beta] .fallback')})") is None
 
     # -- a plan with few calls: "too few calls (N more)" instead of an interval; unsigned records left out
@@ -268,7 +283,8 @@ async def _check_page(page: Any, canary: dict[str, Any], guarded_exp: dict[str, 
     assert guarded_exp["srm"]["reason"] in warning, warning  # the engine's own words: which variant, how far off
     assert (await page.text(f"{guarded} .verdict .next")).startswith("Next: hold: the observed split")
     assert await page.text(f"{guarded} .rollback-rule") == (
-        "Rollback rule: to beta at ≥ 10 calls of a variant in the window and a failure rate over 25 % and above beta's."
+        "Rollback rule: to beta at ≥ 10 calls of a variant in the window and a model failure rate over 25 % and above "
+        "beta's."
     )
     assert "its rollback rule below acts on it" in await page.text(f"{guarded} .health-note")
 

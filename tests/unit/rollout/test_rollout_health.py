@@ -40,16 +40,31 @@ def test_a_calls_numbers_come_from_its_reports_and_its_usage() -> None:
     stats.add_usage(ev.Usage(total_tokens=30, input_tokens=20, output_tokens=10))
     stats.cost_usd = 0.0123456789
     assert stats.record() == {
-        "outcome": "ok", "fallback": False, "greeting_ms": 812.3, "first_reply_ms": 640.0, "barge_ins": 1,
-        "truncates": 2, "truncate_failures": 1, "tool_calls": 2, "tool_failures": 1, "input_tokens": 120,
-        "output_tokens": 60, "cost_usd": 0.012346,
+        "outcome": "ok", "fallback": False, "failed": False, "greeting_ms": 812.3, "first_reply_ms": 640.0,
+        "barge_ins": 1, "truncates": 2, "truncate_failures": 1, "tool_calls": 2, "tool_failures": 1,
+        "input_tokens": 120, "output_tokens": 60, "cost_usd": 0.012346,
     }  # fmt: skip
 
 
-def test_a_fallback_counts_as_a_connect_failure_of_the_variant() -> None:
+def test_a_fallback_counts_as_a_connect_failure_of_the_variant_recovered_not_failed() -> None:
     stats = CallStats()
-    stats.fallback = True
-    assert stats.outcome == "connect_failure"
+    stats.fallback = True  # the variant's model failed to connect; its fallback model took the call
+    assert (stats.outcome, stats.failed) == ("connect_failure", False)
+    stats(ev.RealtimeUnavailable("the fallback failed too", ev.ErrorClass.NETWORK))  # no model at all: a failed call
+    assert (stats.outcome, stats.failed) == ("connect_failure", True)
+
+
+def test_failed_calls_count_only_calls_that_failed_their_caller_and_the_rule_still_counts_the_models() -> None:
+    records = [{"outcome": "connect_failure", "fallback": True, "failed": False}] * 2 + [{"outcome": "ok"}] * 2
+    s = WindowStats.of(records)  # half the calls ran on the fallback model: none failed its caller
+    assert (s.connect_failures, s.fallbacks, s.failed, s.failed_rate, s.failure_rate) == (2, 2, 0, 0.0, 0.5)
+    shown = s.to_json()
+    assert (shown["failed_rate"], shown["failure_rate"]) == (0.0, 0.5)
+    reason = should_rollback("new", s, WindowStats.of([{"outcome": "ok"}]), RollbackRule(min_calls=4))
+    assert reason is not None and "failure rate 50.0% (2 connection failures + 0 dropped of 4 calls" in reason
+    assert reason.endswith("2 of the connection failures recovered on fallback"), reason
+    older = WindowStats.of([{"outcome": "connect_failure", "fallback": True}, {"outcome": "dropped"}])  # no "failed"
+    assert (older.failed, older.failures) == (1, 2)
 
 
 LOST = ev.SessionLost(ev.ErrorClass.NETWORK, None, "connection reset", True)
@@ -103,7 +118,7 @@ def test_a_window_sums_its_calls() -> None:
     ]
     records[0]["greeting_ms"] = 900.0  # one call greeted; the others' callers spoke first
     s = WindowStats.of(records)
-    assert (s.calls, s.connect_failures, s.dropped, s.fallbacks, s.failures) == (20, 1, 1, 1, 2)
+    assert (s.calls, s.connect_failures, s.dropped, s.fallbacks, s.failures, s.failed) == (20, 1, 1, 1, 2, 1)
     assert s.failure_rate == 0.1 and s.truncate_failure_rate == 0.25
     assert s.first_reply_p95_ms == 3000.0  # 19 samples: the 95th percentile is the 19th (nearest rank)
     assert s.greeting_p95_ms == 900.0

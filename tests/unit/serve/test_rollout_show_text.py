@@ -26,7 +26,7 @@ def test_show_names_the_window_rule_only_for_a_plan_that_has_one() -> None:
     named = RolloutSpec.model_validate({"safe": "beta", "variants": VARIANTS, "rollback": {"min_calls": 5}})
     unnamed = RolloutSpec.model_validate({"safe": "beta", "variants": VARIANTS})
     text = _text(named)
-    assert "\nrollback      over 300 s, at least 5 calls of a variant: failure rate > 20.0%" in text, text
+    assert "\nrollback      over 300 s, at least 5 calls of a variant: model failure rate > 20.0%" in text, text
     assert "health        last 300 s\n" in text
     for spec in (unnamed, legacy_spec()):
         text = _text(spec)
