@@ -33,6 +33,7 @@ from bridge.realtime.dialects import DIALECTS
 from bridge.realtime.profile import AgentProfile, Tool
 from bridge.rollout.attest import gate_line
 from bridge.rollout.policy import RolloutSpec, Variant, legacy_spec
+from bridge.rollout.probes import probe_line
 from bridge.tools.guard import plan_errors
 from bridge.tools.spec import Header, HttpTool, McpServer, ToolContext, check_schema
 from bridge.webhooks.endpoints import WebhookSpec, unique_names
@@ -822,6 +823,7 @@ def main(argv: list[str]) -> int:
             print(f"ok     {p.source_file}: {p.name} ({how}; matches {', '.join(p.match)}{diverted})")
             if spec is not None:
                 print(f"       {gate_line(spec.require_gate, p.name)}")
+                print(f"       {probe_line(spec.probes, p.name)}")
         for w in warned:
             print(f"WARNING {w}", file=sys.stderr)
         for e in errors:

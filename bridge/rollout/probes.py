@@ -40,6 +40,16 @@ class ProbeSpec(BaseModel):
     timeout_s: float = Field(5.0, gt=0, le=30)
 
 
+def probe_line(spec: ProbeSpec, dialplan: str) -> str:
+    """What ``serve`` logs at start and ``dialplan check`` prints of a rollout plan's probes (open by a setting)."""
+    if not spec.enabled:
+        return f"rollout {dialplan}: rollout.probes is off: the breaker waits for the safe variant's own calls"
+    return (
+        f"rollout {dialplan}: rollout.probes is on: at most {spec.per_minute:g} session(s) a minute to the safe "
+        f"variant's model while a candidate's calls fail in a run (no caller, no response asked)"
+    )
+
+
 def gap_ms(spec: ProbeSpec) -> int:
     """The least time between two probes of a plan, in ms (the Redis mark's lifetime)."""
     return max(1, math.ceil(60_000 / spec.per_minute))

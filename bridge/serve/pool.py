@@ -674,6 +674,7 @@ async def _seal_rollout_flags(settings: Settings) -> None:
         return
     from bridge.dialplan import load_dialplans, rollout_specs
     from bridge.rollout.attest import gate_line
+    from bridge.rollout.probes import probe_line
     from bridge.rollout.store import RolloutStore, reseal
     from bridge.store.connection import StoreUnavailable
 
@@ -682,6 +683,7 @@ async def _seal_rollout_flags(settings: Settings) -> None:
     specs = rollout_specs(load_dialplans(settings.dialplans))
     for name, spec in sorted(specs.items()):  # whether arming a candidate needs a green replay report of it
         log.info("%s", gate_line(spec.require_gate, name))
+        log.info("%s", probe_line(spec.probes, name))
     async with RolloutStore(settings.redis_url, specs=specs, rollout_keys=settings.rollout_keys) as store:
         try:
             await asyncio.wait_for(store.adopt_unsealed(sorted(specs), who="callbridge serve"), 10.0)

@@ -355,7 +355,9 @@ def test_dialplan_check_says_whether_the_gate_is_on(
     [ok] = json.loads(capsys.readouterr().out)["ok"]
     assert ok["require_gate"] is False
     assert dialplan_main(["check", str(shipped)]) == 0
-    assert "rollout support: rollout.require_gate is off: a candidate may be armed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "rollout support: rollout.require_gate is off: a candidate may be armed" in out
+    assert "rollout support: rollout.probes is on: at most 1 session(s) a minute to the safe variant's model" in out
     # a gated plan cannot arm a candidate in its file: that would skip the gate
     armed = tmp_path / "support.yaml"
     shutil.copy(plans / "support.yaml", armed)
@@ -373,10 +375,16 @@ async def test_serve_says_at_start_whether_each_plan_is_gated(
     await _seal_rollout_flags(Settings(redis_url=redis_server.url, dialplans=green[0]))
     await _seal_rollout_flags(Settings(redis_url=redis_server.url, dialplans=ROOT / "dialplans"))
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rollout support:")]
+    probes = (
+        "rollout support: rollout.probes is on: at most 1 session(s) a minute to the safe variant's model while a "
+        "candidate's calls fail in a run (no caller, no response asked)"
+    )
     assert said == [
         "rollout support: a candidate is armed only with a green replay report of it (rollout.require_gate)",
+        probes,
         "rollout support: rollout.require_gate is off: a candidate may be armed without a green replay report of its "
         "configuration (docs/configuration.md recommends it on)",
+        probes,
     ]
 
 

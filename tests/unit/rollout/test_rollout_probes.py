@@ -92,3 +92,10 @@ def test_the_setting_its_default_and_its_bound() -> None:
     for bad in ({"per_minute": 0}, {"per_minute": 61}, {"timeout_s": 0}, {"every": 1}):
         with pytest.raises(ValidationError):
             probes.ProbeSpec.model_validate(bad)
+
+
+def test_the_start_up_line_says_whether_probes_are_open_and_their_bound() -> None:
+    on = probes.probe_line(probes.ProbeSpec(per_minute=2), "support")
+    assert on.startswith("rollout support: rollout.probes is on: at most 2 session(s) a minute"), on
+    off = probes.probe_line(probes.ProbeSpec(enabled=False), "support")
+    assert off == "rollout support: rollout.probes is off: the breaker waits for the safe variant's own calls"
