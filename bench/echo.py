@@ -5,6 +5,9 @@ Every script of the echo set (``call_scripts/echo/`` by default: agent audio ret
 once with the plan's echo guard off and once on, and scored (``bridge/replay/echoset.py``): false barge-ins per
 agent turn, true barge-in precision and recall, and the p95 time from the caller's onset to the cut. The anchor is
 the same set with the guard off, measured in the same run.
+
+``--sip [--seed S] [--calls N] [--turns T] [--jitter-ms J] [--busy B]``: the guard as a rate over real SIP calls of
+seeded echo turns (:mod:`bench.echo_sip`).
 """
 
 from __future__ import annotations
@@ -50,9 +53,26 @@ def human(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bench import echo_sip
+
     parser = script_parser("echo", __doc__ or "", DEFAULT_SCRIPTS)
     parser.add_argument("--dialect", default="ga", help="the dialect to replay in (default ga)")
+    parser.add_argument(
+        "--sip",
+        action="store_true",
+        help="the guard as a rate: real SIP calls of seeded echo turns, the guard on (bench/echo_sip.py)",
+    )
+    parser.add_argument("--seed", type=int, default=83, help="--sip: the turns' seed (83)")
+    parser.add_argument("--calls", type=int, default=8, help="--sip: calls, half of them jittered (8)")
+    parser.add_argument("--turns", type=int, default=6, help="--sip: agent answers per call (6)")
+    parser.add_argument("--jitter-ms", type=float, default=40.0, help="--sip: the jittered calls' 0..J ms (40)")
+    parser.add_argument("--busy", type=int, default=0, help="--sip: busy-loop processes beside the calls (0)")
     args = parser.parse_args(argv)
+    if args.sip:
+        if args.calls < 1 or args.turns < 1 or args.busy < 0 or args.jitter_ms < 0:
+            parser.error("--calls and --turns must be positive, --busy and --jitter-ms not negative")
+        result = echo_sip.measure(args.seed, args.calls, args.turns, args.jitter_ms, args.busy)
+        return print_result(result, echo_sip.human, args.json)
     return print_result(measure(args.paths, args.dialect), human, args.json)
 
 

@@ -65,6 +65,9 @@ class SipOptions:
     emulator_settings: Mapping[str, Any] = field(default_factory=dict)  # defaults of the started emulator
     emulator_sets: EmulatorSets = field(default_factory=EmulatorSets)  # --emulator-set, per model or dialect
     tolerance_ms: float | None = None  # timing figures closer than this are alike, where a script does not say
+    # > 0: every call's RTP both ways through an impairment relay (bridge/devkit/rtprelay.py) that holds each packet
+    # a further 0..jitter_ms (started here only: not with ``bridge``)
+    jitter_ms: float = 0.0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -510,6 +513,8 @@ async def replay_sip_async(
             try:
                 await asyncio.wait_for(pool.wait_ready(), POOL_READY_S)
                 ports = [slot.sip_port for slot in pool.slots]
+                if options.jitter_ms > 0:
+                    ports = [await _jittered(cleanup, port, options.jitter_ms) for port in ports]
                 bench = _Bench(
                     dialects,
                     plans,
@@ -537,6 +542,18 @@ async def replay_sip_async(
                 await pool.stop()
                 await stop_listeners(listeners)
     return results
+
+
+async def _jittered(stack: contextlib.AsyncExitStack, port: int, jitter_ms: float) -> int:
+    """The SIP port of a relay to the worker on ``port`` whose calls' packets come each 0..``jitter_ms`` late,
+    both ways (seeded by the port), closed with ``stack``."""
+    from bridge.devkit.netem import Impairment
+    from bridge.devkit.rtprelay import RtpRelay
+
+    relay = RtpRelay(("127.0.0.1", port), Impairment(jitter_ms=jitter_ms, seed=port), Impairment(jitter_ms=jitter_ms))
+    await relay.start()
+    stack.push_async_callback(relay.close)
+    return relay.sip_port
 
 
 async def _replay_running(
