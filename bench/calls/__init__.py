@@ -17,10 +17,16 @@ Two paths carry the same load, step by step (4, 8, ... ``--max-calls`` concurren
   so and plays the model's audio back as a worker does, all in C: the sink sends GA audio deltas (a 440 Hz tone, at
   real-time pace) on the same socket, and the port's downlink reads, decodes and downsamples them on the clock
   thread into the call's playout (the call is not looped back); the bench checks that the sink got every call's
-  appends and that every caller heard the tone. ``--ceiling loop,stream,duplex`` runs several kinds in one run (the
-  first is the ``ceiling`` path, each other a path of its own name); the summary then gives each kind's CPU per
-  call beside the workers', the duplex floor against the plain loopback (goal: at most 2.2x) and the workers against
-  the duplex floor (goal: at most 1.15x). ``--every-step`` keeps every path on every step after a failure.
+  appends and that every caller heard the tone. ``--ceiling equal`` is the equal-work floor: the duplex floor doing a
+  worker's work too, the plan's C echo guard on every call where a worker's runs (each caller frame heard and
+  tempered on the clock thread before it is sent, each frame played fed as its reference) and the model's audio at
+  the emulator's pace for the workers (the whole greeting at twice real time, held in the call's playout). It
+  prints its guards' counters (frames tempered, path searches) and fails a step whose guards tempered nothing.
+  ``--ceiling loop,stream,duplex,equal`` runs several kinds in one run (the first is the ``ceiling`` path, each
+  other a path of its own name); the summary then gives each kind's CPU per call beside the workers', the duplex
+  floor against the plain loopback (goal: at most 2.2x) and the workers against the equal-work floor (goal: at most
+  1.10x) and the duplex floor (goal: at most 1.25x). ``--every-step`` keeps every path on every step after a
+  failure.
 
 The load callers are the same for both: ``ceil(calls / 4)`` pjsua2 processes, each placing 4 calls that play a
 looped speech WAV through an ``AudioMediaPlayer`` (C, no Python on the media path). Every process involved runs on

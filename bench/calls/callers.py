@@ -24,6 +24,7 @@ from typing import Any
 
 from bench.calls.machine import spawn_role, stderr_to, stop
 from bench.calls.report import Step
+from bridge.audio.echo import Guard
 from bridge.devkit.ports import RTP_PORTS_PER_WORKER, free_port_block, listen_port, rtp_block
 from bridge.runtime.sched import describe
 
@@ -116,14 +117,25 @@ async def run_caller(
     return {"calls": rows}
 
 
-async def run_loopback(ports: RolePorts, play: Path | None = None, sink: str = "", duplex: bool = False) -> int:
+async def run_loopback(
+    ports: RolePorts,
+    play: Path | None = None,
+    sink: str = "",
+    duplex: bool = False,
+    equal_hold: float = 0.0,
+    sink_ca: str = "",
+) -> int:
     """The ceiling's callee (:class:`bridge.sip.loadcall.LoopbackCallee`) on ``ports`` (its SIP port, 0 any, and its
     RTP ports) until SIGTERM or SIGINT; with ``sink`` (host:port), each call's audio also goes to that socket as the
     bridge's uplink sends it (:class:`_Streams`); with ``duplex`` too, the call is not looped back: it hears the
-    audio the sink sends back, played in C."""
+    audio the sink sends back, played in C; with ``equal_hold`` (seconds) too, each call does a worker's work: the
+    C echo guard on its frames, and up to that much of the model's audio held ahead. On its way out it prints
+    ``{"echo_guard": [tempered, full searches, coarse looks], "dropped": samples}``, summed over its calls.
+    ``sink_ca``: the sink speaks TLS with a certificate this CA signed (each call's socket through the native TLS
+    engine, both ways, as a worker's over ``wss://``)."""
     from bridge.sip.loadcall import LoopbackCallee
 
-    streams = _Streams(sink, duplex) if sink else None
+    streams = _Streams(sink, duplex, equal_hold, sink_ca) if sink else None
     also = streams.add if streams is not None else None
     callee = LoopbackCallee(
         ports.port, play, also, loop=not duplex, rtp_port=ports.rtp_port, rtp_port_range=ports.rtp_port_range
@@ -137,6 +149,8 @@ async def run_loopback(ports: RolePorts, play: Path | None = None, sink: str = "
     print(json.dumps(ready), flush=True)
     await stopped.wait()
     if streams is not None:
+        if equal_hold:
+            print(json.dumps({"echo_guard": streams.guard_counts(), "dropped": streams.dropped()}), flush=True)
         streams.close()
     await callee.close()
     return 0
@@ -150,13 +164,21 @@ class _Streams:
 
     ``duplex``: the model's audio comes back too, as a worker takes it: the sink sends GA audio deltas on the same
     socket, and the port's downlink (``cport.c``, "Downlink") reads, decodes and downsamples them on the clock
-    thread into the playout the caller hears, again with no Python per delta or frame."""
+    thread into the playout the caller hears, again with no Python per delta or frame.
 
-    def __init__(self, sink: str, duplex: bool = False) -> None:
+    ``equal_hold`` (the equal-work floor): each call also runs the plan's C echo guard where a worker's runs, on
+    the clock thread (each caller frame heard and tempered before it is sent, each frame played fed as its
+    reference), and its playout holds up to ``equal_hold`` seconds of the model's audio, which comes at the
+    emulator's pace (twice real time) rather than dropped past 2 s."""
+
+    def __init__(self, sink: str, duplex: bool = False, equal_hold: float = 0.0, sink_ca: str = "") -> None:
         host, _, port = sink.rpartition(":")
         self.sink = (host, int(port))
         self.duplex = duplex
+        self.equal_hold = equal_hold
+        self.sink_ca = sink_ca
         self.held: list[tuple[Any, ...]] = []
+        self.guards: list[Guard] = []
 
     def add(self, endpoint: Any, media: Any) -> None:
         from bridge.audio import Downsampler, Upsampler
@@ -165,16 +187,66 @@ class _Streams:
         port = endpoint.acquire_port()
         port.attach(None, lambda pcm, t: None)
         sock = socket.create_connection(self.sink)
+        tls, seal, opener = self._tls(sock) if self.sink_ca else (None, None, None)
         sock.setblocking(False)
         up, down = Upsampler(native=True), Downsampler(native=True)
         uplink = port.uplink(up)
-        if not (uplink.set_append(GA.append) and uplink.bind(sock.fileno())):
+        if self.equal_hold:
+            self._guard(port, uplink)
+        if not (uplink.set_append(GA.append) and uplink.bind(sock.fileno(), seal)):
             raise RuntimeError("the stream ceiling needs the native port and the C upsampler")
         downlink = port.downlink(down) if self.duplex else None
-        if downlink is not None and not downlink.bind(sock.fileno(), AUDIO_DELTA):
+        if downlink is not None and not downlink.bind(sock.fileno(), AUDIO_DELTA, self.equal_hold, opener):
             raise RuntimeError("the duplex ceiling needs the native port and the C downsampler")
         port.route(media, send=self.duplex, receive=True)
-        self.held.append((port, uplink, downlink, sock, up, down))
+        self.held.append((port, uplink, downlink, sock, up, down, tls))
+
+    def _tls(self, sock: socket.socket) -> tuple[Any, tuple[int, int], tuple[int, int, int]]:
+        """The call's TLS engine (``bridge/native/tls.c``) after its handshake over the (blocking) ``sock``, and
+        what the C uplink seals with and the C downlink opens with: (``cbt_seal``, engine) and (``cbt_feed``,
+        ``cbt_read``, engine)."""
+        import ctypes
+
+        from bridge.realtime.tls_native import NativeTls, load
+
+        lib = load()
+        if lib is None:
+            raise RuntimeError("the wss:// floor needs the native TLS engine")
+        tls = NativeTls(self.sink[0], verify=True, cafile=self.sink_ca)
+        while not tls.handshake():
+            sock.sendall(tls.take())
+            data = sock.recv(1 << 16)
+            if not data:
+                raise RuntimeError("the sink closed the TLS handshake")
+            tls.feed(data)
+        sock.sendall(tls.take())
+        feed, read = (ctypes.cast(f, ctypes.c_void_p).value or 0 for f in (lib.cdll.cbt_feed, lib.cdll.cbt_read))
+        return tls, (tls.seal_fn, tls.handle), (feed, read, tls.handle)
+
+    def _guard(self, port: Any, uplink: Any) -> None:
+        """The call's echo guard as a worker's runs it (the plan's settings, on the clock thread), before the
+        uplink is bound: it hears each caller frame first and is fed each frame the port plays."""
+        from bridge.audio.echo_native import make_guard
+        from bridge.dialplan import EchoGuardPlan
+
+        plan = EchoGuardPlan()
+        guard = make_guard(
+            max_delay_ms=plan.max_delay_ms,
+            speech_dbfs=plan.speech_dbfs,
+            erle_db=plan.erle_db,
+            suppress_db=plan.suppress_db,
+        )
+        if not (uplink.guard_with(guard, plan.temper) and port.reference_to(guard)):
+            raise RuntimeError("the equal-work floor needs the C echo guard")
+        self.guards.append(guard)
+
+    def guard_counts(self) -> list[int]:
+        """The calls' guards' counters (:meth:`bridge.audio.echo.Guard.counters`), summed."""
+        return [sum(c) for c in zip(*(g.counters() for g in self.guards), strict=True)] if self.guards else [0, 0, 0]
+
+    def dropped(self) -> int:
+        """Samples of the model's audio the calls' playouts had no room for, summed."""
+        return sum(downlink.counters().dropped for _, _, downlink, *_ in self.held if downlink is not None)
 
     def close(self) -> None:
         for port, uplink, downlink, sock, *_ in self.held:
@@ -287,6 +359,8 @@ async def boot_loopbacks(
     log_path: Path,
     sink: str = "",
     duplex: bool = False,
+    equal_hold: float = 0.0,
+    sink_ca: str = "",
 ) -> tuple[list[int], list[str]]:
     """Start ``apps`` loopback apps one after another, each added to ``loops`` as it starts (the caller stops
     them, also those started before one failed). Returns their SIP ports and scheduling as they reported it."""
@@ -299,6 +373,8 @@ async def boot_loopbacks(
             args += ["--play", str(play)] if play is not None else []
             args += ["--sink", sink] if sink else []
             args += ["--duplex"] if duplex else []
+            args += ["--equal-hold", str(equal_hold)] if equal_hold else []
+            args += ["--sink-ca", sink_ca] if sink_ca else []
             proc = await spawn_role(*args)
             loops.append(proc)
             assert proc.stdout is not None

@@ -38,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
         "(default), or play a looped recording to it and take its audio in (what it sends then does not depend on "
         "what it receives, as in the bridge), or (stream) loop it back and also send it to a socket as a worker "
         "sends it to the model, from the clock thread in C, or (duplex) send it so and play the model's audio "
-        "deltas the socket brings back, read, decoded and downsampled in C (the floor of the model's I/O both ways)",
+        "deltas the socket brings back, read, decoded and downsampled in C (the floor of the model's I/O both ways), "
+        "or (equal) do so with a worker's work: the C echo guard on every call, the model's audio at the workers' "
+        "pace (the equal-work floor), or (wss) that over TLS through the native TLS engine both ways",
     )
     parser.add_argument(
         "--every-step",
@@ -128,6 +130,8 @@ def _role_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-ca", dest="tls_ca", default="", help=argparse.SUPPRESS)
     parser.add_argument("--sink", default="", help=argparse.SUPPRESS)
     parser.add_argument("--duplex", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--equal-hold", dest="equal_hold", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--sink-ca", dest="sink_ca", default="", help=argparse.SUPPRESS)
     parser.add_argument("--record", default="", help=argparse.SUPPRESS)
 
 
@@ -142,7 +146,8 @@ def _run_role(args: argparse.Namespace) -> int:
         print(json.dumps(result), flush=True)
         return 0
     use_realtime(args.realtime_priority)  # before pjsua starts, as a worker does
-    return asyncio.run(run_loopback(ports, Path(args.play) if args.play else None, args.sink, args.duplex))
+    played = Path(args.play) if args.play else None
+    return asyncio.run(run_loopback(ports, played, args.sink, args.duplex, args.equal_hold, args.sink_ca))
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -154,7 +159,7 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"--media-beat must be 1..{MAX_BEAT_FRAMES}")
 
 
-CEILINGS = ("loop", "play", "stream", "duplex")
+CEILINGS = ("loop", "play", "stream", "duplex", "equal", "wss")
 
 
 def _ceilings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:

@@ -14,9 +14,8 @@ from typing import Any
 
 import websockets
 
-from bench.calls.callers import SETUP_S
 from bench.calls.otlp import OtlpSink
-from bench.calls.paths import Bench
+from bench.calls.paths import MODEL_SPEED, Bench, greeting_s
 from bench.calls.redis import line as redis_line
 from bench.calls.report import HEADER, Step, banner, calls_line, row, summarize, summary_lines
 from bridge.audio.frames import BEAT_FRAMES
@@ -25,7 +24,6 @@ from bridge.realtime.ws_fastpath import fast_path_problems
 # A step that fails is run once more, for both paths alike, and fails only if that fails too: at 16 calls the mark
 # is 10 frames in 12 s, so one 200 ms stall anywhere on the machine failed the ceiling at 16 calls in one ladder.
 ATTEMPTS = 2
-GREETING_TAIL_S = 8.0  # the agent's one greeting outlasts the set-up and the window by this much
 LOG_NAME = "callbridge-bench-calls.log"  # in the temporary directory; the front keeps its logs next to it
 
 
@@ -53,10 +51,10 @@ def fast_path_line(secure: bool = False) -> str:
     return f"Realtime socket: websockets {websockets.version.version}, {state}"
 
 
-def emulator_options(seconds: float, speed: float = 2.0) -> dict[str, Any]:
+def emulator_options(seconds: float, speed: float = MODEL_SPEED) -> dict[str, Any]:
     """The emulator as the bench's model: one greeting, a 440 Hz tone that outlasts the set-up and a window of
     ``seconds``, delivered at ``speed`` times real time, no pings."""
-    greeting = {"text": "benchmark", "tone_hz": 440.0, "duration_ms": (SETUP_S + seconds + GREETING_TAIL_S) * 1000}
+    greeting = {"text": "benchmark", "tone_hz": 440.0, "duration_ms": greeting_s(seconds) * 1000}
     return {"speed": speed, "ping_interval_s": 0, "annotations": {"greeting": greeting}}
 
 

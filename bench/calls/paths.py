@@ -4,23 +4,19 @@ and the ceiling's loopback apps, loaded by the same callers and measured over th
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import itertools
 import json
 import math
 import os
 import shutil
-import struct
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from bench.calls.callers import AUDIO_DELTA, CALLS_PER_PROCESS, SETUP_S, boot_callers, boot_loopbacks, collect
+from bench.calls.callers import CALLS_PER_PROCESS, SETUP_S, boot_callers, boot_loopbacks, collect
 from bench.calls.machine import ROOT, process_tree, run_time_s, stderr_to, stop
 from bench.calls.redis import measure as measure_redis
 from bench.calls.report import Step
@@ -32,10 +28,10 @@ from bench.calls.score import (
     score_cpu,
     score_memory,
 )
-from bridge.audio.analysis import audio_stats, tone
-from bridge.audio.frames import BEAT_FRAMES, FRAME_BYTES
+from bench.calls.sink import TONE_HZ, Sink, equal_work, heard_tone
+from bridge.audio.frames import BEAT_FRAMES
 from bridge.audio.wav import read_wav, write_wav
-from bridge.devkit.ports import free_port_block, listen_port, pool_rtp
+from bridge.devkit.ports import free_port_block, pool_rtp
 from bridge.devkit.tlscert import self_signed
 from bridge.runtime.callcount import COUNT_CALLS_ENV
 from bridge.store.reportfile import read_reports
@@ -52,11 +48,13 @@ CPU_CLOSE_EARLY_S = 0.5  # the CPU window closes this much before the callers ha
 POOL_READY_S = 60.0
 NATIVE_DOWNLINK_ENV = "CALLBRIDGE_NATIVE_DOWNLINK"  # "0": the bench's workers decode the model's audio in the loop
 REPORTS_WITHIN_S = 15.0  # for the workers' call reports once the callers have hung up
-MODEL_RATE = 24000  # the GA dialect's PCM16 rate
-TONE_HZ = 440.0  # what the duplex ceiling's sink says (44 whole cycles per delta)
-DELTA_S = 0.1  # audio per delta, as the emulator sends it
-SINK_LEAD_S = 0.2  # how far ahead of real time the duplex ceiling's sink sends
-SILENT_RMS = 32768 * 10 ** (-50 / 20)  # a frame at or below -50 dBFS is silent (bridge.audio.analysis's floor)
+MODEL_SPEED = 2.0  # the emulator's pace for the workers, as a multiple of real time (and the equal-work floor's)
+GREETING_TAIL_S = 8.0  # the agent's one greeting outlasts the set-up and the window by this much
+
+
+def greeting_s(seconds: float) -> float:
+    """How long the agent's one greeting is, for a window of ``seconds``."""
+    return SETUP_S + seconds + GREETING_TAIL_S
 
 
 def caller_wav(path: Path) -> Path:
@@ -128,8 +126,9 @@ class Bench:
         self.spread = spread
         # "loop": each call's audio back to itself; "play": a recording out, audio in; "stream": loop, and the
         # call's audio sent to a socket from C as a worker's uplink sends it; "duplex": sent so, and the model's
-        # audio the socket brings back played to the call from C. Comma-separated: the first is the "ceiling"
-        # path, each other a path of its own name.
+        # audio the socket brings back played to the call from C; "equal": duplex with a worker's work (the C echo
+        # guard on each call, the model's audio at the workers' pace); "wss": equal over TLS (the native engine).
+        # Comma-separated: the first is the "ceiling" path, each other a path of its own name.
         kinds = ceiling.split(",")
         self.ceiling = kinds[0]
         self.ceiling_kinds = {"ceiling": kinds[0]} | {k: k for k in kinds[1:]}  # path -> kind
@@ -331,6 +330,12 @@ class Bench:
 
     # -- the ceiling ---------------------------------------------------------------------------------------------
 
+    def _sink_tls(self) -> ssl.SSLContext:
+        """The ``wss`` floor's sink's TLS: the certificate the model_tls path's emulator has (its own CA)."""
+        from bridge.emulator.server import server_tls
+
+        return server_tls(*self.tls_files())
+
     async def ceiling_step(self, calls: int, path: str = "ceiling") -> Step:
         """The loopback apps carrying ``calls``, as ``path``'s kind of ceiling (``self.ceiling_kinds``). The
         ``duplex`` kind's callers record what they hear: each call must hear the sink's tone (:func:`heard_tone`)."""
@@ -338,13 +343,24 @@ class Bench:
         step = Step(path, calls, math.ceil(calls / CALLS_PER_PROCESS), ceiling=kind)
         loops: list[asyncio.subprocess.Process] = []
         play = self.play if kind == "play" else None
-        duplex = kind == "duplex"
-        sink = await _Sink.start(TONE_HZ if duplex else None) if kind in ("stream", "duplex") else None
+        duplex, equal, secure = kind in ("duplex", "equal", "wss"), kind in ("equal", "wss"), kind == "wss"
+        # the equal-work floor's sink speaks the workers' greeting at the emulator's pace; its calls hold it all
+        audio = (MODEL_SPEED, greeting_s(self.seconds)) if equal else (1.0, math.inf)
+        tls = self._sink_tls() if secure else None
+        sink = await Sink.start(TONE_HZ if duplex else None, *audio, tls) if kind not in ("loop", "play") else None
         heard = self.work / f"heard-{path}-{calls}" if duplex else None
         try:
             address = sink.address if sink is not None else ""
             ports, reported = await boot_loopbacks(
-                loops, step.processes, play, self.priority, self.log_path, address, duplex
+                loops,
+                step.processes,
+                play,
+                self.priority,
+                self.log_path,
+                address,
+                duplex,
+                audio[1] if equal else 0.0,
+                str(self.tls_files()[0]) if secure else "",
             )
             self._note_scheduling(step, reported)
             uris = [uri(ports[i // CALLS_PER_PROCESS]) for i in range(calls)]
@@ -355,97 +371,11 @@ class Bench:
         finally:
             for proc in loops:
                 await stop(proc)
+            if equal:
+                await equal_work(step, loops)
             if sink is not None:
                 await sink.close()
             if heard is not None:
                 step.errors += heard_tone(heard, calls, TONE_HZ)
                 shutil.rmtree(heard, ignore_errors=True)
         return step
-
-
-def audio_delta_frame(tone_hz: float, seconds: float = DELTA_S) -> bytes:
-    """One GA audio delta of ``seconds`` of a tone at 24 kHz (PCM16, -12 dBFS), as a server's WebSocket text
-    frame (unmasked, RFC 6455 §5.1). A whole number of the tone's cycles, so the same frame repeats seamlessly."""
-    pcm = tone(tone_hz, seconds, rate=MODEL_RATE)
-    event = {
-        "type": AUDIO_DELTA,
-        "event_id": "event_bench",
-        "response_id": "resp_bench",
-        "item_id": "item_bench",
-        "output_index": 0,
-        "content_index": 0,
-        "delta": base64.b64encode(pcm).decode(),
-    }
-    payload = json.dumps(event).encode()
-    return struct.pack("!BBH", 0x81, 126, len(payload)) + payload
-
-
-def heard_tone(directory: Path, calls: int, tone_hz: float) -> list[str]:
-    """What is wrong with what the duplex ceiling's callers heard (``directory``/caller-K/call-N.wav): each call
-    must have heard the sink's tone (its strongest frequency within 10 Hz of ``tone_hz``) for at least the step's
-    set-up time, and at most 1 % silent 20 ms frames (at or below -50 dBFS) between its first and its last audible
-    one (dead air; the silence before the first delta came and after the hang-up is not the downlink's, and a
-    packet late at the caller is silence in its recording too: those fail the step's pass mark already)."""
-    problems: list[str] = []
-    found = sorted(directory.glob("caller-*/call-*.wav"))
-    if len(found) != calls:
-        problems.append(f"the duplex ceiling's callers recorded {len(found)} of {calls} calls")
-    for wav in found:
-        pcm = read_wav(wav)
-        stats = audio_stats(pcm)
-        frames = np.frombuffer(pcm[: len(pcm) - len(pcm) % FRAME_BYTES], dtype="<i2").reshape(-1, FRAME_BYTES // 2)
-        audible = np.flatnonzero(np.sqrt(np.mean(np.square(frames.astype(np.float64)), axis=1)) > SILENT_RMS)
-        gaps = int(audible[-1] - audible[0] + 1 - len(audible)) if len(audible) else 0
-        peak = stats["peak_hz"]
-        dead_air = gaps > 0.01 * len(audible)
-        if peak is None or abs(peak - tone_hz) > 10 or dead_air or stats["active_ms"] < 1000 * SETUP_S:
-            problems.append(
-                f"the duplex ceiling's call {wav.parent.name}/{wav.name} heard {peak} Hz (the sink sends "
-                f"{tone_hz:g} Hz) for {stats['active_ms']} ms, {gaps} silent frames between"
-            )
-    return problems
-
-
-class _Sink:
-    """Where the ``stream`` and ``duplex`` ceilings' calls send their audio: a TCP server in this process (as the
-    emulator is for the bridge) that reads everything and keeps nothing. With ``tone_hz`` (the duplex ceiling) it
-    also sends each connection GA audio deltas of that tone, as a model streams its answer: one every
-    ``DELTA_S`` at real-time pace, ``SINK_LEAD_S`` ahead of the time its audio is due."""
-
-    def __init__(self, server: asyncio.Server) -> None:
-        self.server = server
-        self.received = 0  # bytes, over the whole step
-        self.sent = 0  # deltas, over the whole step
-        host, port = server.sockets[0].getsockname()[:2]
-        self.address = f"{host}:{port}"
-
-    @classmethod
-    async def start(cls, tone_hz: float | None = None) -> _Sink:
-        sink: _Sink | None = None
-        frame = audio_delta_frame(tone_hz) if tone_hz is not None else b""
-
-        async def speak(writer: asyncio.StreamWriter) -> None:
-            start = time.monotonic()
-            for k in itertools.count():
-                await asyncio.sleep(max(0.0, start + k * DELTA_S - SINK_LEAD_S - time.monotonic()))
-                writer.write(frame)
-                if sink is not None:
-                    sink.sent += 1
-
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            speaker = asyncio.create_task(speak(writer)) if frame else None
-            with contextlib.suppress(OSError):
-                while data := await reader.read(1 << 16):
-                    if sink is not None:
-                        sink.received += len(data)
-            if speaker is not None:
-                speaker.cancel()
-            writer.close()
-
-        sink = cls(await asyncio.start_server(serve, "127.0.0.1", listen_port()))
-        return sink
-
-    async def close(self) -> None:
-        self.server.close()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.server.wait_closed(), 2.0)

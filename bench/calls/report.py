@@ -17,7 +17,8 @@ GOAL_FRONT_RATIO = 0.9  # through the front against the same workers called dire
 GOAL_SRTP_CPU_RATIO = 1.1  # the workers' CPU per call with SRTP against plain RTP, at the same step
 GOAL_ECHO_CPU_RATIO = 1.1  # the workers' CPU per call with the echo guard on (the default) against it off
 GOAL_DUPLEX_LEAN = 2.2  # the duplex floor's CPU per call against the plain C loopback's, in the same run
-GOAL_BRIDGE_OVER_DUPLEX = 1.15  # the workers' CPU per call (echo guard on) against the duplex floor's
+GOAL_BRIDGE_OVER_DUPLEX = 1.25  # the workers' CPU per call (echo guard on) against the duplex floor's
+GOAL_BRIDGE_OVER_EQUAL = 1.10  # ...against the equal-work floor's (the duplex floor with a worker's work)
 GOAL_INBOUND_P99_MS = 10.0
 GOAL_MODEL_TLS_CPU_RATIO = 1.1  # the workers' CPU per call with the model over wss:// (native TLS) against ws://
 GOAL_OTEL_CPU_RATIO = 1.05  # the workers' CPU per call with every call traced (sampling 100 %) against untraced
@@ -28,6 +29,8 @@ CEILING_NAMES = {
     "play": "a played recording",
     "stream": "loopback + uplink in C",
     "duplex": "uplink + downlink in C",
+    "equal": "uplink + downlink + echo guard in C, the model's audio at 2x",
+    "wss": "the equal-work floor over TLS (the native engine)",
 }
 
 
@@ -84,7 +87,10 @@ class Step:
     calls_per_beat: dict[str, dict[str, float | None]] | None = None
     errors: list[str] = field(default_factory=list)
     attempt: int = 1  # 2: the first run of this step failed and this is the re-run (which decides)
-    ceiling: str = ""  # a ceiling's kind: "loop" | "play" | "stream" | "duplex" ("" for the bridge's paths)
+    ceiling: str = ""  # a ceiling's kind: "loop" | "play" | "stream" | "duplex" | "equal" ("" for the bridge's paths)
+    # the equal-work floor's echo guards, summed over its calls: frames tempered, full path searches, coarse looks
+    # that found no candidate (bridge/audio/echo.py, counters)
+    echo_guard: list[int] | None = None
 
     @property
     def out_rate(self) -> float:
@@ -221,7 +227,7 @@ def summarize(steps: list[Step], largest: int) -> dict[str, Any]:
         | (model_tls_summary(steps) if "model_tls" in ran else {})
         | (echo_summary(steps) if "echo_off" in ran else {})
         | (otel_summary(steps) if "otel" in ran else {})
-        | (duplex_summary(steps) if any(s.ceiling == "duplex" for s in steps) else {})
+        | (duplex_summary(steps) if any(s.ceiling in FLOORS for s in steps) else {})
         | (calls_summary(steps) if any(s.calls_per_beat for s in steps) else {})
     )
 
@@ -303,39 +309,56 @@ def ceiling_cost_summary(steps: list[Step]) -> dict[str, Any]:
     }
 
 
+FLOORS = ("duplex", "equal", "wss")  # the floors: the workers against the first two (goals), over wss:// the last
+
+
 def duplex_summary(steps: list[Step]) -> dict[str, Any]:
-    """The floor of the model's I/O both ways: at each step where the bridge and the duplex ceiling answered every
-    call, every kind of ceiling's CPU per call beside the workers', the duplex floor against the plain loopback
-    (goal: at most :data:`GOAL_DUPLEX_LEAN`, it is lean) and the workers against the duplex floor (goal: at most
-    :data:`GOAL_BRIDGE_OVER_DUPLEX`); the goals are read at the largest such step."""
+    """The floors of the model's I/O both ways: at each step where the bridge and a floor (``duplex``; ``equal``,
+    the equal-work floor) answered every call, every kind of ceiling's CPU per call beside the workers', the duplex
+    floor against the plain loopback (goal: at most :data:`GOAL_DUPLEX_LEAN`, it is lean) and the workers against
+    each floor (goals: at most :data:`GOAL_BRIDGE_OVER_DUPLEX` and :data:`GOAL_BRIDGE_OVER_EQUAL`); the goals are
+    read at the largest such step."""
 
     def full(s: Step | None) -> bool:
         return s is not None and s.answered == s.calls
 
     def kind(calls: int, name: str) -> Step | None:
-        return next((s for s in reversed(steps) if s.calls == calls and s.ceiling == name), None)
+        found = next((s for s in reversed(steps) if s.calls == calls and s.ceiling == name), None)
+        return found if full(found) else None
 
     by_step: dict[int, dict[str, Any]] = {}
-    for s in steps:
-        bridge = _at(steps, "bridge", s.calls)
-        if s.ceiling == "duplex" and full(s) and full(bridge):
-            cpu = {k: _cpu(kind(s.calls, k)) for k in ("loop", "stream", "duplex")} | {"bridge": _cpu(bridge)}
-            loop = kind(s.calls, "loop")
-            by_step[s.calls] = {
-                "cpu_per_call_pct": cpu,
-                "threads_pct": {"bridge": dict(bridge.cpu_threads_pct) if bridge else {}, "duplex": s.cpu_threads_pct},
-                "duplex_over_loop": _cpu_ratio(s, loop if full(loop) else None),
-                "bridge_over_duplex": _cpu_ratio(bridge, s),
-                "bridge_pss_mb_per_call": None if bridge is None else bridge.pss_mb_per_call,
-            }
+    for calls in sorted({s.calls for s in steps if s.ceiling in FLOORS}):
+        bridge = _at(steps, "bridge", calls)
+        duplex, equal, wss = kind(calls, "duplex"), kind(calls, "equal"), kind(calls, "wss")
+        if not full(bridge) or (duplex is None and equal is None and wss is None):
+            continue
+        tls = _at(steps, "model_tls", calls)
+        floors = {k: f for k, f in (("duplex", duplex), ("equal", equal), ("wss", wss)) if f is not None}
+        cpu = {k: _cpu(kind(calls, k)) for k in ("loop", "stream")} | {k: _cpu(f) for k, f in floors.items()}
+        cpu |= {"bridge": _cpu(bridge)} | ({"model_tls": _cpu(tls)} if wss is not None else {})
+        floor = duplex or equal
+        by_step[calls] = {
+            "cpu_per_call_pct": cpu,
+            "threads_pct": {"bridge": dict(bridge.cpu_threads_pct) if bridge else {}}
+            | {k: f.cpu_threads_pct for k, f in floors.items()},
+            "duplex_over_loop": None if duplex is None else _cpu_ratio(duplex, kind(calls, "loop")),
+            "bridge_over_duplex": None if duplex is None else _cpu_ratio(bridge, duplex),
+            "bridge_over_equal": None if equal is None else _cpu_ratio(bridge, equal),
+            "model_tls_over_wss": None if wss is None or not full(tls) else _cpu_ratio(tls, wss),
+            "equal_echo_guard": None if equal is None else equal.echo_guard,
+            "bridge_pss_mb_per_call": None if bridge is None else bridge.pss_mb_per_call,
+            "floor_pss_mb_per_call": None if floor is None else floor.pss_mb_per_call,
+        }
     at = max(by_step, default=None)
     last = by_step.get(at, {}) if at is not None else {}
     lean, ours = last.get("duplex_over_loop"), last.get("bridge_over_duplex")
+    equal_ratio = last.get("bridge_over_equal")
     return {
         "duplex_step": at,
         "duplex_by_step": by_step,
         "goal_duplex_lean_met": None if lean is None else lean <= GOAL_DUPLEX_LEAN,
         "goal_bridge_over_duplex_met": None if ours is None else ours <= GOAL_BRIDGE_OVER_DUPLEX,
+        "goal_bridge_over_equal_met": None if equal_ratio is None else equal_ratio <= GOAL_BRIDGE_OVER_EQUAL,
     }
 
 
@@ -349,26 +372,36 @@ def _duplex_lines(summary: dict[str, Any]) -> list[str]:
         shown = ", ".join(f"{k} {'-' if v is None else f'{v}%'}" for k, v in cpu.items())
         lines.append(
             f"at {calls} calls: CPU per call {shown} -> duplex floor {x(at['duplex_over_loop'])} the loopback, "
-            f"bridge {x(at['bridge_over_duplex'])} the duplex floor"
+            f"bridge {x(at['bridge_over_duplex'])} the duplex floor, {x(at['bridge_over_equal'])} the equal-work floor"
         )
         lines.append(f"at {calls} calls: {_threads_line(at['threads_pct'])}")
+        if at.get("model_tls_over_wss") is not None:
+            lines.append(f"at {calls} calls: the workers over wss:// {x(at['model_tls_over_wss'])} the wss:// floor")
+        if at["equal_echo_guard"] is not None:
+            tempered, full, coarse = at["equal_echo_guard"]
+            lines.append(
+                f"at {calls} calls: the equal-work floor's echo guards tempered {tempered} frames, "
+                f"{full} full path searches, {coarse} coarse looks with no candidate"
+            )
     at = summary["duplex_step"]
     last = summary["duplex_by_step"].get(at, {})
     lines.append(
-        f"duplex floor at {at if at is not None else '-'} calls: {x(last.get('duplex_over_loop'))} the loopback "
+        f"floors at {at if at is not None else '-'} calls: duplex {x(last.get('duplex_over_loop'))} the loopback "
         f"(goal <= {GOAL_DUPLEX_LEAN:g}x: {_goal(summary['goal_duplex_lean_met'])}); the workers "
-        f"{x(last.get('bridge_over_duplex'))} the duplex floor (goal <= {GOAL_BRIDGE_OVER_DUPLEX:g}x: "
-        f"{_goal(summary['goal_bridge_over_duplex_met'])})"
+        f"{x(last.get('bridge_over_equal'))} the equal-work floor (goal <= {GOAL_BRIDGE_OVER_EQUAL:g}x: "
+        f"{_goal(summary['goal_bridge_over_equal_met'])}), {x(last.get('bridge_over_duplex'))} the duplex floor "
+        f"(goal <= {GOAL_BRIDGE_OVER_DUPLEX:g}x: {_goal(summary['goal_bridge_over_duplex_met'])})"
     )
     return lines
 
 
 def _threads_line(threads: dict[str, dict[str, float]]) -> str:
-    """CPU per call by thread, the workers' beside the duplex floor's, the threads that took at least 0.01 %."""
-    bridge, duplex = threads.get("bridge", {}), threads.get("duplex", {})
-    names = [n for n in dict.fromkeys([*bridge, *duplex]) if max(bridge.get(n, 0.0), duplex.get(n, 0.0)) >= 0.01]
-    shown = ", ".join(f"{n} {bridge.get(n, 0.0):.2f}% / {duplex.get(n, 0.0):.2f}%" for n in names)
-    return f"CPU per call by thread, workers / duplex floor: {shown or '-'}"
+    """CPU per call by thread, the workers' beside each floor's, the threads that took at least 0.01 %."""
+    floors = [k for k in FLOORS if k in threads]
+    kinds = [threads.get("bridge", {}), *(threads[k] for k in floors)]
+    names = [n for n in dict.fromkeys(n for t in kinds for n in t) if max(t.get(n, 0.0) for t in kinds) >= 0.01]
+    shown = ", ".join(f"{n} " + " / ".join(f"{t.get(n, 0.0):.2f}%" for t in kinds) for n in names)
+    return f"CPU per call by thread, workers / {' / '.join(f'{k} floor' for k in floors)}: {shown or '-'}"
 
 
 def _cost_line(summary: dict[str, Any]) -> str:

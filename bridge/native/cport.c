@@ -45,6 +45,8 @@
  * the audio delta's type given at bind, its "delta" string, decodes the base64, downsamples it with the resampler's
  * C kernel (cbr_down, passed in as the uplink's cbr_up is) into a playout ring at 8 kHz, and plays the ring out a
  * frame per tick; the loop is not woken. A dry ring after the first audio plays silence, counted as an underrun.
+ * The ring holds 2 s, or more (cbp_downlink_hold: a model that sends ahead of real time); over TLS
+ * (cbp_downlink_tls) the call's engine (tls.c's cbt_feed and cbt_read, passed in) opens what the socket brings.
  *
  * Memory: ports are never freed while the process runs (the endpoint pools them, one per concurrent call, and
  * pjmedia may still touch a removed port until its next tick), so no lifetime race can reach freed memory.
@@ -84,10 +86,14 @@ typedef struct cb_port cb_port;
 #define UP_SAMPLES (CB_FRAME_SAMPLES * CBR_FACTOR)
 #define UP_B64 ((UP_SAMPLES * 2 + 2) / 3 * 4)
 #define UP_TEMPLATE_MAX 96
-#define DN_RING 16384            /* the downlink's playout at 8 kHz: 2 s; beyond it a delta's audio is dropped */
+#define DN_RING 16384            /* the downlink's playout at 8 kHz: 2 s (cbp_downlink_hold: more); beyond it a
+                                  * delta's audio is dropped */
 #define DN_READ_MAX (1 << 20)    /* the longest WebSocket frame the downlink takes; a longer one ends it */
 #define DN_TYPE_MAX 64
 typedef int (*frame_fn)(cb_port *, pjm_frame *);
+/* tls.c's cbt_feed and cbt_read (bridge/realtime/tls_native.py), passed in as cbt_seal is */
+typedef int (*dn_feed_fn)(cbt_tls *t, const void *data, int len);
+typedef int (*dn_read_fn)(cbt_tls *t, void *buf, int cap);
 
 /* pjmedia_port (pjmedia/port.h, 2.15): info (pjmedia_port_info, 64 bytes), port_data, grp_lock, then four
  * function pointers. */
@@ -158,7 +164,12 @@ struct cb_port {
     unsigned dn_head, dn_tail; /* the playout ring, in samples */
     uint64_t dn_deltas, dn_frames, dn_underruns, dn_dropped, dn_bad;
     int dn_errno;              /* why the socket was given up (0: it was not) */
-    int16_t dn_ring[DN_RING];
+    dn_feed_fn dn_feed_fn;     /* over TLS (cbp_downlink_tls): the call's engine opens what the socket brings */
+    dn_read_fn dn_read_fn;
+    cbt_tls *dn_tls;
+    int16_t *dn_ring;          /* dn_fixed, or a longer ring cbp_downlink_hold made (kept with the port) */
+    unsigned dn_cap;           /* its samples, a power of two */
+    int16_t dn_fixed[DN_RING];
     double in_time[IN_FRAMES];
     unsigned char in_buf[IN_FRAMES][FRAME_BYTES];
     unsigned char out_buf[OUT_FRAMES][FRAME_BYTES];
@@ -539,11 +550,11 @@ static void dn_play(cb_port *p, const int16_t *pcm, size_t n) {
             return;
         }
         for (int i = 0; i < got; i++) {
-            if (p->dn_head - p->dn_tail >= DN_RING) {
+            if (p->dn_head - p->dn_tail >= p->dn_cap) {
                 p->dn_dropped += (uint64_t)(got - i);
                 break;
             }
-            p->dn_ring[p->dn_head++ % DN_RING] = low[i];
+            p->dn_ring[p->dn_head++ % p->dn_cap] = low[i];
         }
         pcm += chunk;
         n -= (size_t)chunk;
@@ -586,36 +597,86 @@ static void dn_fail(cb_port *p, int err) {
     atomic_store(&p->dn_on, 0);
 }
 
-/* What the socket has now, read without waiting; each whole frame taken. */
-static void dn_feed(cb_port *p) {
+/* Room after dn_in_len (the buffer grown if full). -1: it may not grow (the downlink failed). */
+static int dn_room(cb_port *p) {
+    if (p->dn_in_len < p->dn_in_cap)
+        return 0;
+    if (p->dn_in_cap >= DN_READ_MAX) {
+        dn_fail(p, EMSGSIZE);
+        return -1;
+    }
+    size_t cap = p->dn_in_cap ? 2 * p->dn_in_cap : 65536;
+    unsigned char *grown = realloc(p->dn_in, cap);
+    if (grown == NULL) {
+        dn_fail(p, ENOMEM);
+        return -1;
+    }
+    p->dn_in = grown;
+    p->dn_in_cap = cap;
+    return 0;
+}
+
+/* recv without waiting into `buf`: its bytes, 0 nothing now, -1 the socket failed or closed (dn_fail called). */
+static ssize_t dn_recv(cb_port *p, unsigned char *buf, size_t room) {
     for (;;) {
-        if (p->dn_in_len == p->dn_in_cap) {
-            if (p->dn_in_cap >= DN_READ_MAX) {
-                dn_fail(p, EMSGSIZE);
-                return;
-            }
-            size_t cap = p->dn_in_cap ? 2 * p->dn_in_cap : 65536;
-            unsigned char *grown = realloc(p->dn_in, cap);
-            if (grown == NULL) {
-                dn_fail(p, ENOMEM);
-                return;
-            }
-            p->dn_in = grown;
-            p->dn_in_cap = cap;
-        }
-        size_t room = p->dn_in_cap - p->dn_in_len;
-        ssize_t r = recv(p->dn_fd, p->dn_in + p->dn_in_len, room, MSG_DONTWAIT);
+        ssize_t r = recv(p->dn_fd, buf, room, MSG_DONTWAIT);
         if (r < 0 && errno == EINTR)
             continue;
         if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
             dn_fail(p, r == 0 ? ECONNRESET : errno);
-            return;
+            return -1;
         }
+        return r < 0 ? 0 : r;
+    }
+}
+
+/* Over TLS (cbp_downlink_tls): what the socket has, fed to the call's engine, and the plaintext it opens into
+ * dn_in. -1: failed (dn_fail called). */
+static int dn_recv_tls(cb_port *p) {
+    unsigned char cipher[16384];
+    for (;;) {
+        ssize_t r = dn_recv(p, cipher, sizeof cipher);
         if (r < 0)
+            return -1;
+        if (r > 0 && p->dn_feed_fn(p->dn_tls, cipher, (int)r) != 0) {
+            dn_fail(p, ENOMEM);
+            return -1;
+        }
+        if ((size_t)r < sizeof cipher)
             break;
-        p->dn_in_len += (size_t)r;
-        if ((size_t)r < room)
-            break;
+    }
+    for (;;) {
+        if (dn_room(p) != 0)
+            return -1;
+        size_t room = p->dn_in_cap - p->dn_in_len;
+        int got = p->dn_read_fn(p->dn_tls, p->dn_in + p->dn_in_len, room > 1u << 30 ? 1 << 30 : (int)room);
+        if (got == 0)
+            return 0;
+        if (got < 0) {
+            dn_fail(p, got == -1 ? ECONNRESET : EPROTO); /* close_notify, or the engine failed */
+            return -1;
+        }
+        p->dn_in_len += (size_t)got;
+    }
+}
+
+/* What the socket has now, read without waiting; each whole frame taken. */
+static void dn_feed(cb_port *p) {
+    if (p->dn_tls != NULL) {
+        if (dn_recv_tls(p) != 0)
+            return;
+    } else {
+        for (;;) {
+            if (dn_room(p) != 0)
+                return;
+            size_t room = p->dn_in_cap - p->dn_in_len;
+            ssize_t r = dn_recv(p, p->dn_in + p->dn_in_len, room);
+            if (r < 0)
+                return;
+            p->dn_in_len += (size_t)r;
+            if ((size_t)r < room)
+                break;
+        }
     }
     size_t at = 0;
     while (p->dn_in_len - at >= 2) {
@@ -657,7 +718,7 @@ static void dn_frame(cb_port *p, unsigned char *buf) {
     unsigned have = p->dn_head - p->dn_tail, take = have < CB_FRAME_SAMPLES ? have : CB_FRAME_SAMPLES;
     int16_t *out = (int16_t *)buf;
     for (unsigned i = 0; i < take; i++)
-        out[i] = p->dn_ring[p->dn_tail++ % DN_RING];
+        out[i] = p->dn_ring[p->dn_tail++ % p->dn_cap];
     if (take < CB_FRAME_SAMPLES) {
         memset(out + take, 0, (CB_FRAME_SAMPLES - take) * sizeof *out);
         if (p->dn_started)
@@ -768,6 +829,8 @@ cb_port *cbp_new(const char *name) {
     pthread_mutex_init(&p->dn_lock, NULL);
     p->up_fd = -1;
     p->dn_fd = -1;
+    p->dn_ring = p->dn_fixed;
+    p->dn_cap = DN_RING;
     p->up_rand_pos = sizeof p->up_rand;
     p->base.get_clock_src = cb_clock_src;
     p->base.put_frame = cb_put_frame;
@@ -1098,6 +1161,40 @@ int cbp_downlink_bind(cb_port *p, int fd, cbr_down_fn kernel, cbr_down_state *st
     return 0;
 }
 
+/* From the next bind on, the socket carries TLS: what it brings is fed to `tls` by `feed` (cbt_feed) and opened by
+ * `read` (cbt_read) on the clock thread; the caller keeps the engine alive until unbind. NULL: plain TCP. */
+void cbp_downlink_tls(cb_port *p, dn_feed_fn feed, dn_read_fn read, cbt_tls *tls) {
+    pthread_mutex_lock(&p->dn_lock);
+    p->dn_feed_fn = tls != NULL ? feed : NULL;
+    p->dn_read_fn = tls != NULL ? read : NULL;
+    p->dn_tls = feed != NULL && read != NULL ? tls : NULL;
+    pthread_mutex_unlock(&p->dn_lock);
+}
+
+/* From the next bind on, the playout ring holds at least `samples` (8 kHz; a power of two at least DN_RING): a
+ * model that sends ahead of real time, as the emulator does at twice it, is played whole rather than dropped past
+ * 2 s. The ring stays with the port. -1: out of memory, or bound now. */
+int cbp_downlink_hold(cb_port *p, unsigned samples) {
+    unsigned cap = DN_RING;
+    while (cap < samples && cap < (1u << 30))
+        cap <<= 1;
+    pthread_mutex_lock(&p->dn_lock);
+    int rc = atomic_load(&p->dn_on) ? -1 : 0;
+    if (rc == 0 && cap > p->dn_cap) {
+        int16_t *ring = malloc(sizeof(int16_t) * cap);
+        if (ring == NULL) {
+            rc = -1;
+        } else {
+            if (p->dn_ring != p->dn_fixed)
+                free(p->dn_ring);
+            p->dn_ring = ring;
+            p->dn_cap = cap;
+        }
+    }
+    pthread_mutex_unlock(&p->dn_lock);
+    return rc;
+}
+
 /* Stop: the clock thread no longer reads the socket once this returns (the ring plays out what it holds only
  * while bound: unbound, the port is the loop's again). Returns the errno the downlink gave up on, or 0. */
 int cbp_downlink_unbind(cb_port *p) {
@@ -1105,6 +1202,7 @@ int cbp_downlink_unbind(cb_port *p) {
     atomic_store(&p->dn_on, 0);
     p->dn_fd = -1;
     p->dn_state = NULL;
+    p->dn_tls = NULL; /* the engine is the caller's again */
     int err = p->dn_errno;
     pthread_mutex_unlock(&p->dn_lock);
     return err;

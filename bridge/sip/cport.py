@@ -150,6 +150,8 @@ def _bind(lib: ctypes.CDLL) -> None:
         "cbp_uplink_counters": (None, [p, ctypes.POINTER(ctypes.c_ulonglong), ctypes.POINTER(ctypes.c_double)]),
         "cbp_downlink_bind": (i, [p, i, p, p, ctypes.c_char_p, i]),
         "cbp_downlink_unbind": (i, [p]),
+        "cbp_downlink_hold": (i, [p, ctypes.c_uint]),
+        "cbp_downlink_tls": (None, [p, p, p, p]),
         "cbp_downlink_counters": (None, [p, ctypes.POINTER(ctypes.c_ulonglong)]),
     }
     for name, (restype, argtypes) in signatures.items():
@@ -475,6 +477,15 @@ class NativePort:
             self._lib.cbp_reference(self.handle, fn, guard)  # before the port is attached: the first frame is fed
         return hook is not None
 
+    def reference_to(self, guard: Guard) -> bool:
+        """Hand ``guard`` each frame this port sends from now on (its ``c_played``: the C guard's reference, as a
+        call's playout feeds it), until the next attach; False if the guard cannot be fed here (not the C one)."""
+        hook = guard.c_played()
+        if hook is None or not self.attached:
+            return False
+        self._lib.cbp_reference(self.handle, *hook)
+        return True
+
     def reroute(self) -> None:
         """Take the frames from the source's C ring in C where nothing on the way needs them (its ``c_ring``: the
         ring's ``cbq_pop`` and handle, None while a wrapper takes the frames), else through Python: called on
@@ -722,12 +733,18 @@ class NativeDownlink:
         self._counts = (ctypes.c_ulonglong * 6)()
         self._base = self._read()  # the port's counters are cumulative over its calls: this call's from here
 
-    def bind(self, fd: int, event_type: str) -> bool:
+    def bind(self, fd: int, event_type: str, hold_s: float = 0.0, tls: tuple[int, int, int] | None = None) -> bool:
         """Play what ``fd`` carries: each WebSocket text frame whose ``type`` is ``event_type`` (the dialect's
-        audio delta) has its ``delta`` played. False without the C kernel or an attached port."""
+        audio delta) has its ``delta`` played, up to ``hold_s`` seconds of it held ahead (at least 2 s; beyond,
+        dropped). ``tls``: the socket carries TLS, opened on the clock thread by ``cbt_feed`` and ``cbt_read``
+        (tls.c, their addresses first) with the connection's engine (its address last), which the caller keeps
+        alive until :meth:`unbind`. False without the C kernel or an attached port, or with no memory for the ring."""
         kernel = self._downsampler.c_kernel()
         if not self._port.attached or kernel is None:
             return False
+        if hold_s > 0 and self._lib.cbp_downlink_hold(self._handle, round(hold_s * SAMPLE_RATE)) != 0:
+            return False
+        self._lib.cbp_downlink_tls(self._handle, *(tls or (None, None, None)))
         kind = event_type.encode()
         return int(self._lib.cbp_downlink_bind(self._handle, fd, kernel[0], kernel[1], kind, len(kind))) == 0
 

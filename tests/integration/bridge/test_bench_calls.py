@@ -4,8 +4,10 @@ It checks the harness, not the machine's capacity (that is measured, not asserte
 ready, place their calls together when told, every call is up when the window opens, the bridge path's appends
 reach the emulator through the window, and the ceiling path's loopback apps answer and are measured. With
 ``--srtp``, the srtp path's calls (``sips:`` over TLS, SDES keys offered) are all up and all run SRTP. One run
-(``--ceiling stream,duplex``) has the ceiling loop each call back and stream it to a sink (``stream``), and a path of
-its own carry the sink's audio back to the callers (``duplex``).
+(``--ceiling stream,duplex,wss``) has the ceiling loop each call back and stream it to a sink (``stream``), a path
+of its own carry the sink's audio back to the callers (``duplex``), and one more do so with a worker's work over
+TLS (``wss``: the equal-work floor, the C echo guard on every call and the model's audio at the emulator's pace,
+its socket through the native TLS engine both ways).
 
 The run at the smallest step has ``CALLBRIDGE_PORT_RANGE`` set (issue 62, item 23): every port its processes listen
 on is in that range, the load callers' and loopback callees' own SIP and RTP ports (``bridge/sip/loadcall.py``)
@@ -34,7 +36,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("cpu")]
 ROOT = Path(__file__).resolve().parents[3]
 CALLS = CALLS_PER_PROCESS  # one load caller a path, its RTP block full
 WINDOW_S = 3.0
-PATHS = {"bridge", "echo_off", "srtp", "ceiling", "duplex"}  # the run's: "ceiling" is the stream kind
+PATHS = {"bridge", "echo_off", "srtp", "ceiling", "duplex", "wss"}  # the run's: "ceiling" is the stream kind
 
 
 def _lines(stdout: str) -> list[dict[str, Any]]:
@@ -51,17 +53,17 @@ class Run:
 
 @pytest.fixture(scope="module")
 def smallest_step() -> Run:
-    """One run at the smallest step with ``--srtp`` and ``--ceiling stream,duplex``, in :func:`worker_range`: the
-    bridge path, with the echo guard off, with SRTP, the stream ceiling and the duplex one (the plain bridge path is
+    """One run at the smallest step with ``--srtp`` and ``--ceiling stream,duplex,wss``, in :func:`worker_range`:
+    the bridge path, with the echo guard off, with SRTP, the stream ceiling and both floors (the plain bridge path is
     both the SRTP path's comparison and the first test's, run once for every test)."""
     low, high = worker_range()
     args = ["bench.calls", "--json", "--steps", str(CALLS), "--seconds", str(WINDOW_S), "--srtp", "--count-calls"]
-    done, sockets = run_in_range([*args, "--ceiling", "stream,duplex"], ROOT, 300)
+    done, sockets = run_in_range([*args, "--ceiling", "stream,duplex,wss"], ROOT, 420)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
     return Run(_lines(done.stdout), sockets.seen, low, high)
 
 
-@pytest.mark.timeout(360)  # its bench run (five paths) may take up to 300 s on a loaded machine
+@pytest.mark.timeout(480)  # its bench run (six paths) may take up to 420 s on a loaded machine
 def test_the_smallest_step_runs_both_paths_with_every_call_up(smallest_step: Run) -> None:
     lines = smallest_step.lines
     steps = {s["path"]: s for s in lines if s.get("kind") == "step"}  # the last run of each path decides
@@ -89,8 +91,7 @@ def test_the_smallest_step_runs_both_paths_with_every_call_up(smallest_step: Run
     assert summary["bridge_max_calls"] in (0, CALLS) and summary["ceiling_max_calls"] in (0, CALLS)
 
 
-@pytest.mark.timeout(360)  # as above (the run is the first test's)
-@pytest.mark.timeout(360)  # as above (the run is the first test's)
+@pytest.mark.timeout(480)  # as above (the run is the first test's)
 def test_the_workers_count_their_loops_calls_per_beat_while_the_models_audio_arrives(smallest_step: Run) -> None:
     lines = smallest_step.lines
     bridge = [s for s in lines if s.get("kind") == "step" and s["path"] == "bridge"][-1]
@@ -116,7 +117,7 @@ def test_srtp_runs_every_call_of_its_path_as_sips_over_tls_with_srtp(smallest_st
     assert lines[-1]["kind"] == "summary" and "srtp_max_calls" in lines[-1], lines[-1]
 
 
-@pytest.mark.timeout(360)  # as above (the run is the first test's)
+@pytest.mark.timeout(480)  # as above (the run is the first test's)
 def test_the_stream_ceiling_sends_every_calls_audio_to_its_sink(smallest_step: Run) -> None:
     lines = smallest_step.lines
     step = [s for s in lines if s.get("path") == "ceiling"][-1]  # the last run decides
@@ -124,10 +125,10 @@ def test_the_stream_ceiling_sends_every_calls_audio_to_its_sink(smallest_step: R
     # the window's appends would be an error of the step.
     assert step["ceiling"] == "stream" and step["answered"] == CALLS and step["errors"] == [], step
     assert step["cpu_per_call_pct"] > 0 and step["out_late_or_missing"] < round(WINDOW_S * 50) * CALLS // 4, step
-    assert lines[-1]["kind"] == "summary" and lines[-1]["ceiling"] == "stream,duplex", lines[-1]
+    assert lines[-1]["kind"] == "summary" and lines[-1]["ceiling"] == "stream,duplex,wss", lines[-1]
 
 
-@pytest.mark.timeout(360)  # as above (the run is the first test's)
+@pytest.mark.timeout(480)  # as above (the run is the first test's)
 def test_the_duplex_ceiling_streams_every_call_up_and_every_caller_hears_the_sinks_tone(smallest_step: Run) -> None:
     lines = smallest_step.lines
     step = [s for s in lines if s.get("path") == "duplex"][-1]  # the last run decides
@@ -137,6 +138,21 @@ def test_the_duplex_ceiling_streams_every_call_up_and_every_caller_hears_the_sin
     assert step["ceiling"] == "duplex", step
     assert step["answered"] == CALLS and step["errors"] == [], step
     assert step["cpu_per_call_pct"] > 0, step
+
+
+@pytest.mark.timeout(480)  # as above (the run is the first test's)
+def test_the_equal_work_floor_over_tls_runs_the_echo_guard_on_every_call_and_plays_the_models_audio(
+    smallest_step: Run,
+) -> None:
+    lines = smallest_step.lines
+    step = [s for s in lines if s.get("path") == "wss"][-1]  # the last run decides
+    # as the duplex floor (every call up, its audio at the sink through TLS, the sink's tone heard without dead air,
+    # opened by the C downlink), none of the model's audio dropped, and the C echo guard of every call tempered each
+    # frame it sent: 50 a second and call over the window at least, with its path searches (full or coarse) under way
+    assert step["ceiling"] == "wss" and step["answered"] == CALLS and step["errors"] == [], step
+    tempered, full, coarse = step["echo_guard"]
+    assert tempered >= CALLS * 50 * WINDOW_S and full + coarse > 0, step
+    assert lines[-1]["kind"] == "summary" and lines[-1]["ceiling"] == "stream,duplex,wss", lines[-1]
 
 
 def _role(command: str) -> str:
@@ -153,7 +169,7 @@ def _sip_and_rtp(sockets: list[Listening]) -> tuple[set[int], set[int]]:
     return udp - rtp - {p + 1 for p in rtp}, rtp
 
 
-@pytest.mark.timeout(360)  # as above (the run is the first test's)
+@pytest.mark.timeout(480)  # as above (the run is the first test's)
 def test_bench_calls_listens_only_in_the_port_range_callers_and_callees_included(smallest_step: Run) -> None:
     lines, seen, low, high = smallest_step.lines, smallest_step.seen, smallest_step.low, smallest_step.high
     steps = {s["path"]: s for s in lines if s.get("kind") == "step"}  # the last run of each path decides
@@ -172,7 +188,7 @@ def test_bench_calls_listens_only_in_the_port_range_callers_and_callees_included
     for held in by_process.values():
         roles.setdefault(_role(held[0].command), []).append(held)
     # one load caller a path and each ceiling's one loopback app, each run of a step (a failed one is run again)
-    assert len(roles.get("caller", [])) >= len(PATHS) and len(roles.get("loopback", [])) >= 2, seen
+    assert len(roles.get("caller", [])) >= len(PATHS) and len(roles.get("loopback", [])) >= 3, seen
     for role in ("caller", "loopback"):
         found = [_sip_and_rtp(held) for held in roles[role]]
         assert all(len(sip) == 1 for sip, _ in found), (role, roles[role])  # each process: its one SIP port

@@ -310,7 +310,7 @@ def test_the_bridges_cpu_and_memory_are_set_against_the_loopbacks() -> None:
     assert "pss MB proc/call" in HEADER and " 130/32.5 " in row(steps[0])
 
 
-def test_the_workers_are_set_against_the_duplex_floor_and_the_floor_against_the_loopback() -> None:
+def test_the_workers_are_set_against_both_floors_and_the_duplex_floor_against_the_loopback() -> None:
     from bench.calls.report import Step, summarize, summary_lines
 
     def step(path: str, calls: int, cpu: float, ceiling: str = "", answered: int | None = None) -> Step:
@@ -319,11 +319,14 @@ def test_the_workers_are_set_against_the_duplex_floor_and_the_floor_against_the_
         s.cpu_threads_pct = {"python": round(cpu / 2, 3), "clock": round(cpu / 2, 3), "media": 0.004}
         return s
 
+    equal = step("equal", 8, 0.50, "equal")
+    equal.echo_guard = [4000, 3, 40]
     steps = [
         step("bridge", 8, 0.60),
         step("ceiling", 8, 0.20, "loop"),
         step("stream", 8, 0.30, "stream"),
         step("duplex", 8, 0.40, "duplex"),
+        equal,
         step("bridge", 32, 0.50),
         step("ceiling", 32, 0.20, "loop"),
         step("duplex", 32, 0.50, "duplex", answered=31),  # not every call up: not compared at 32
@@ -331,19 +334,24 @@ def test_the_workers_are_set_against_the_duplex_floor_and_the_floor_against_the_
     summary = summarize(steps, 32)
     assert summary["duplex_step"] == 8 and set(summary["duplex_by_step"]) == {8}
     at = summary["duplex_by_step"][8]
-    assert at["cpu_per_call_pct"] == {"loop": 0.2, "stream": 0.3, "duplex": 0.4, "bridge": 0.6}
-    assert (at["duplex_over_loop"], at["bridge_over_duplex"]) == (2.0, 1.5)
+    assert at["cpu_per_call_pct"] == {"loop": 0.2, "stream": 0.3, "duplex": 0.4, "equal": 0.5, "bridge": 0.6}
+    assert (at["duplex_over_loop"], at["bridge_over_duplex"], at["bridge_over_equal"]) == (2.0, 1.5, 1.2)
     assert summary["goal_duplex_lean_met"] is True and summary["goal_bridge_over_duplex_met"] is False
+    assert summary["goal_bridge_over_equal_met"] is False
     lines = summary_lines(summary)
     assert (
-        "duplex floor at 8 calls: 2.00x the loopback (goal <= 2.2x: met); the workers 1.50x the duplex floor "
-        "(goal <= 1.15x: NOT met)" in lines
+        "floors at 8 calls: duplex 2.00x the loopback (goal <= 2.2x: met); the workers 1.20x the equal-work floor "
+        "(goal <= 1.1x: NOT met), 1.50x the duplex floor (goal <= 1.25x: NOT met)" in lines
     )
-    assert "at 8 calls: CPU per call loop 0.2%, stream 0.3%, duplex 0.4%, bridge 0.6%" in lines[-3]
-    # by thread, the workers' beside the floor's; a thread under 0.01 % of a core per call left out
-    assert (
-        lines[-2]
-        == "at 8 calls: CPU per call by thread, workers / duplex floor: python 0.30% / 0.20%, clock 0.30% / 0.20%"
+    assert "at 8 calls: CPU per call loop 0.2%, stream 0.3%, duplex 0.4%, equal 0.5%, bridge 0.6%" in lines[-4]
+    # by thread, the workers' beside each floor's; a thread under 0.01 % of a core per call left out
+    assert lines[-3] == (
+        "at 8 calls: CPU per call by thread, workers / duplex floor / equal floor: python 0.30% / 0.20% / 0.25%, "
+        "clock 0.30% / 0.20% / 0.25%"
+    )
+    assert lines[-2] == (
+        "at 8 calls: the equal-work floor's echo guards tempered 4000 frames, 3 full path searches, 40 coarse "
+        "looks with no candidate"
     )
 
 
