@@ -9,9 +9,9 @@ consecutive sentences of what the agent said
 
 * says each **act** the statement names (:data:`ACTS`: greets, offers help, says goodbye, thanks, apologizes), by one
   of its cue phrases (``greets``: hello, hi, welcome, thank you for calling, ...);
-* has at least :data:`COVER` of the statement's other content words (``bridge/meaning.py``'s: small words,
+* has at least :data:`COVER` of the statement's other content words (``bridge/meaning/reading.py``'s: small words,
   courtesies and the words that frame a statement, :data:`FRAMING`, left out; a plural's ``s`` dropped);
-* flips none of its meaning (``bridge.meaning.flips(..., within=True)``, the answer drift's): as many
+* flips none of its meaning (``bridge.meaning.reading.flips(..., within=True)``, the answer drift's): as many
   negations, and every number, time, price, date and name of the statement said.
 
 A statement with a negation (``never promises a refund``) holds when it does without it does not. The rule knows
@@ -34,7 +34,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from bridge.emulator.http_api import Credentials, bearer, http_error
-from bridge.meaning import NEGATIONS, content_words, flips, negations, words
+from bridge.meaning.reading import NEGATIONS, content_words, flips, negations, words
 from bridge.privacy.masking import mask_api_key
 
 COVER: Final = 0.6  # the share of a statement's content words a stretch of the answer must say

@@ -14,7 +14,7 @@ expectation's ``changed: REASON``) or by ``replay --accept SCRIPT[:ANSWER]`` (``
 ``turns[N]``, ``closing``; without it every answer of the script), each declaration recorded. A changed unpinned
 answer is listed by turn; an answer in other words (no flip, similar enough) is listed with its similarity, green.
 
-The words' reading (content words, negations, facts, similarity, flips) is ``bridge/meaning.py``'s, shared with
+The words' reading (content words, negations, facts, similarity, flips) is ``bridge/meaning/reading.py``'s, shared with
 the emulator's grader.
 
 Pure: report data in, sentences out.
@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from bridge.meaning import flips, similarity, words
+from bridge.meaning.reading import flips, similarity, words
 
 SIMILAR: Final = 0.4  # under this similarity an answer says something else
 

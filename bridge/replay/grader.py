@@ -25,6 +25,7 @@ import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
 from bridge.errors import redact
@@ -71,6 +72,20 @@ SCHEMA: Final[dict[str, Any]] = {
 }
 
 
+class Claim(StrEnum):
+    """A statement's kind, as a script names it: what an answer means, must not mean, or the call's rubric."""
+
+    MEANS = "means"
+    MUST_NOT_MEAN = "must_not_mean"
+    RUBRIC = "rubric"
+
+
+class ResponseStatus(StrEnum):
+    """The Responses API's ``status`` the grader reads: only a completed answer carries verdicts."""
+
+    COMPLETED = "completed"
+
+
 class GraderError(Exception):
     """Why a grader's request judged nothing, in one line."""
 
@@ -94,7 +109,7 @@ class Task:
     run: DialectRun
     where: str  # the checks' prefix: ``turns[0].expect``, ``expect.greeting``, ``expect.closing_line``, ``rubric``
     said: str  # for people: ``in the answer to turns[0]``
-    statements: list[tuple[str, str]]  # (means | must_not_mean | rubric, statement)
+    statements: list[tuple[Claim, str]]  # (the statement's kind, the statement)
     answer: str | None = None
     call: list[dict[str, str]] | None = None
 
@@ -128,7 +143,7 @@ def _answer_tasks(script: CallScript, result: ScriptResult, run: DialectRun) -> 
     for where, said, want, lines, placed in held:
         if want is None or not placed or not (want.means or want.must_not_mean):
             continue
-        statements = [("means", s) for s in want.means] + [("must_not_mean", s) for s in want.must_not_mean]
+        statements = [(Claim.MEANS, s) for s in want.means] + [(Claim.MUST_NOT_MEAN, s) for s in want.must_not_mean]
         out.append(Task(result, run, where, said, statements, answer=" ".join(lines or [])))
     return out
 
@@ -150,7 +165,7 @@ def tasks(script: CallScript, result: ScriptResult) -> list[Task]:
     for run in result.runs.values():
         out += _answer_tasks(script, result, run)
         if script.model.rubric:
-            statements = [("rubric", s) for s in script.model.rubric]
+            statements = [(Claim.RUBRIC, s) for s in script.model.rubric]
             out.append(Task(result, run, "rubric", "in the call", statements, call=_call(run)))
     return out
 
@@ -178,7 +193,7 @@ def verdicts(data: Any, count: int, where: str) -> tuple[list[dict[str, Any]], d
     if not isinstance(data, Mapping):
         raise GraderError(f"{where}: malformed response: not a JSON object")
     status = data.get("status")
-    if status != "completed":
+    if status != ResponseStatus.COMPLETED:
         why = (data.get("incomplete_details") or {}).get("reason") or (data.get("error") or {}).get("message")
         raise GraderError(f"{where}: response {status}{f': {_short(why)}' if why else ''}")
     texts: list[str] = []
@@ -240,17 +255,17 @@ def checks(task: Task, found: list[dict[str, Any]] | GraderError) -> list[Check]
     from bridge.replay.compare import Check
 
     out = []
-    for kind in ("means", "must_not_mean", "rubric"):
-        mine = [(i, s) for i, (k, s) in enumerate(task.statements) if k == kind]
+    for kind in Claim:
+        mine = [(i, s) for i, (k, s) in enumerate(task.statements) if k is kind]
         if not mine:
             continue
-        name = task.where if kind == "rubric" else f"{task.where}.{kind}"
+        name = task.where if kind is Claim.RUBRIC else f"{task.where}.{kind}"
         if isinstance(found, GraderError):
             out.append(Check(name, False, f"{ERROR}: {found}"))
             continue
-        want = kind != "must_not_mean"
+        want = kind is not Claim.MUST_NOT_MEAN
         bad = [(s, found[i]["reason"]) for i, s in mine if found[i]["holds"] != want]
-        verb = {"means": "does not mean", "must_not_mean": "means", "rubric": "does not hold"}[kind]
+        verb = {Claim.MEANS: "does not mean", Claim.MUST_NOT_MEAN: "means", Claim.RUBRIC: "does not hold"}[kind]
         if bad:
             detail = "; ".join(f"{verb} {s!r} {task.said} (grader: {_short(why, 100)})" for s, why in bad)
         else:

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from bridge import events as ev
 from bridge.call.report import noted, noted_all
-from bridge.meaning import words
+from bridge.meaning.reading import words
 from bridge.replay.script import AgentSays, Said, Turn
 
 _OPENERS: Final = "{["

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.meaning import flips, similarity
+from bridge.meaning.reading import flips, similarity
 from bridge.replay.drift import SIMILAR, drift
 
 HOURS = "We are open from nine to five on Saturdays."

@@ -13,7 +13,7 @@ import pytest
 
 from bridge.emulator.grader import holds, judge, response
 from bridge.errors import ConfigError
-from bridge.meaning import flips
+from bridge.meaning.reading import flips
 from bridge.replay.grader import GraderError, verdicts
 from bridge.replay.script import load_script
 
