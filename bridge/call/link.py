@@ -33,6 +33,7 @@ from bridge.call.latency import LatencyMeter
 from bridge.call.leg import UplinkOffload
 from bridge.realtime.client import RealtimeClient
 from bridge.realtime.profile import AgentProfile
+from bridge.realtime.readset import Beats
 
 SAMPLE_EVERY = 50  # caller frames: the capture and uplink segments are sampled once a second
 SLACK_FRAMES = 2  # a continuous stream may be this many frames early or late before it is evened out
@@ -87,6 +88,13 @@ class Link:
         self.downlink: AudioConverter | None = None  # the model's audio decoded in C with it (decode_audio)
         self.decoded_in_c = False  # the current session's socket decodes the model's audio in C
         self._deltas_before = (0, 0, 0)  # the model's audio deltas of earlier sessions: (decoded in C, all, sunk)
+        self.needs_beat = True  # beat() has work: the socket reads on it, or a continuous stream's silence
+        self.beats: Beats | None = None  # the call's metronome: its reader in C reads the sockets (start_beat)
+
+    def read_with(self, beats: Beats) -> None:
+        """Have each session's socket read by the reader in C that runs first on ``beats`` (the call's metronome,
+        :mod:`bridge.realtime.readset`), from the next session attached on."""
+        self.beats = beats
 
     def decode_audio(self, downlink: AudioConverter | None) -> None:
         """Have each session's socket decode the model's audio deltas in C with ``downlink`` (the call's downlink
@@ -162,7 +170,8 @@ class Link:
         assert self.client is not None
         self.caller_speaking = False
         self.client.deliver_to(deliver)
-        self.client.read_on_beat(True)  # read on the tick's wake-up (see bridge.realtime.client)
+        in_c = self.client.read_on_beat(True, self.beats)  # read on the beat (its reader: bridge.realtime.readset)
+        self.needs_beat = self.continuous or not in_c
         if self.downlink is not None:  # the model's audio decoded from the socket's bytes in C
             self.decoded_in_c = self.client.decode_audio(self.downlink)
         if self.offload is not None and not self.muted and not self.on_loop:

@@ -6,6 +6,7 @@ on the session's class, so the session alone depends on it."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol, assert_never
 
 from bridge import events as ev
@@ -18,6 +19,7 @@ from bridge.call.outage import GOODBYE_REASON
 from bridge.call.parts import CallParts
 from bridge.call.recovery import answer_instructions
 from bridge.call.state import Phase
+from bridge.runtime.metronome import Metronome
 
 CHECKS_S = 0.25  # the call's checks at 4 Hz between the beats that need them at once (Beat)
 
@@ -79,9 +81,10 @@ def perform(call: Shell, action: Action, why: str) -> None:
 
 
 class Beat:
-    """The call's beat, a chore of its metronome: every beat, the socket's read (:meth:`Link.beat`), the consent
-    prompt's and the rebuilt turns' look, and whether any audio has started or played out; the call's
-    checks (:func:`checks`) only on the beat that sees that change, on the beat after an event was handled
+    """The call's beat, a chore of its metronome: every beat, the socket's read (:meth:`Link.beat`, unless the loop's
+    reader of every socket read it before the calls' beats: :mod:`bridge.realtime.readset`), the consent prompt's and
+    the rebuilt turns' look, and whether any audio has started or played out; the call's checks (:func:`checks`)
+    only on the beat that sees that change, on the beat after an event was handled
     (:meth:`soon`: a barge-in, a ``clear``, a response's end), and every :data:`CHECKS_S` otherwise: they find
     nothing to do on nearly every beat (their deadlines and waits are hundreds of ms and more)."""
 
@@ -101,7 +104,9 @@ class Beat:
         self._soon = True
 
     def __call__(self) -> None:
-        self._link.beat()
+        link = self._link
+        if link.needs_beat:  # not when the loop's reader read the socket already (bridge.realtime.readset)
+            link.beat()
         call = self._call
         consent = call.consent
         if consent is not None and consent.playing:
@@ -115,6 +120,20 @@ class Beat:
             wait = checks(call, idle)
             self._played, self._idle, self._soon = played, idle, False
             self._left = self._every if wait >= CHECKS_S else max(1, math.ceil(wait / self._period))
+
+
+def start_beat(call: Shell, metronome: Metronome) -> tuple[Beat, Callable[[], None]]:
+    """The call's :class:`Beat` on ``metronome``, and its once-a-second work (the offload's latency samples) on the
+    same beat as every other call's (:meth:`Metronome.every`); returns it and what stops both."""
+    beat = Beat(call, metronome.period_s)
+    call.parts.audio.link.read_with(metronome)  # the reader of every call's socket runs first on it
+    stops = (metronome.add(beat), metronome.every(1.0, call.parts.audio.link.sample))
+
+    def stop() -> None:
+        for each in stops:
+            each()
+
+    return beat, stop
 
 
 def checks(call: Shell, idle: bool) -> float:
@@ -132,7 +151,6 @@ def checks(call: Shell, idle: bool) -> float:
         while not leg.events.empty():
             p.sessions.inbox.put(leg.events.get_nowait())
         p.sessions.inbox.put(ev.CallerHungUp(sip_code=0, reason="leg disconnected"))
-    link.sample()
     p.audio.latency.measure_playback(p.audio.playout, playback.audio_item)
     if idle and flow.core.listens(Trigger.PLAYED_OUT):
         flow.fire(Trigger.PLAYED_OUT)

@@ -47,7 +47,7 @@ from bridge.call.orchestration import Orchestration
 from bridge.call.outage import HOLD_WAV, OUTAGE_RETRY, OutageAudio
 from bridge.call.parts import Audio, CallParts, Sessions, Talk
 from bridge.call.peer import ABANDONED, hung_up, note_peer, peer_end
-from bridge.call.perform import Beat, perform
+from bridge.call.perform import perform, start_beat
 from bridge.call.playback import Playback
 from bridge.call.privacy import KeyMask, mask_number, redact_spoken_digits
 from bridge.call.reactions import Reactions
@@ -325,8 +325,7 @@ class CallSession:
         start_media(self.leg, self.media, self.playout, on_frame, self.link, self.echo)
         leg_pump = asyncio.create_task(self._pump_leg(), name=f"leg-{self.leg.call_id}")
         metronome = self.options.metronome or Metronome(asyncio.get_running_loop(), TICK_S)
-        self.beat = Beat(self, metronome.period_s)
-        stop_ticking = metronome.add(self.beat)
+        self.beat, stop_ticking = start_beat(self, metronome)
         try:
             if self.client is not None:
                 self.start_pump()

@@ -7,8 +7,8 @@ has a Python twin that runs without them, and ``python -m bridge.devkit.native_c
     callbridge.h   what the C parts share: the types of the functions one part hands another
     cport.c        the media port: a pjmedia_port whose clock-thread side never enters Python
                    (Python face: bridge/sip/cport.py)
-    downlink.c     the model's audio deltas from the Realtime socket's bytes to 8 kHz PCM
-                   (bridge/realtime/downlink.py)
+    downlink.c     the model's audio deltas from the Realtime socket's bytes to 8 kHz PCM, and the reader of
+                   every call's socket in one call per beat (bridge/realtime/downlink.py, readset.py)
     echo.c         the echo guard, decision for decision as bridge/audio/echo.py (bridge/audio/echo_native.py)
     playout.c      the playout ring: the model's audio queued for the caller, with its accounting
                    (bridge/audio/playout_native.py)

@@ -1,5 +1,6 @@
 /* callbridge native parts: what cport.c (the media port and its uplink), resample.c (the resampler kernels),
- * echo.c (the echo guard), tls.c (the TLS engine) and playout.c (the playout ring) share. Each includes this header; bridge/native/build.py
+ * echo.c (the echo guard), tls.c (the TLS engine), downlink.c (the Realtime sockets' reader) and playout.c (the
+ * playout ring) share. Each includes this header; bridge/native/build.py
  * compiles each with -I on this directory and hashes this file into each library's name, so an edit here rebuilds
  * them all.
  *
@@ -61,6 +62,13 @@ typedef struct cbt_tls cbt_tls;
  * always enough), -2 if the engine failed or the session is closed. Thread-safe: takes the engine's mutex. */
 int cbt_seal(cbt_tls *t, const void *data, int len, void *out, int cap);
 typedef int (*cbt_seal_fn)(cbt_tls *t, const void *data, int len, void *out, int cap);
+
+/* The engine's opening side, for the downlink's reader (downlink.c, cbd_set): ciphertext from the network in
+ * (cbt_feed: 0, or -2 out of memory), plaintext out (cbt_read: bytes, 0 none yet, -1 the peer's close_notify, -2 the
+ * engine failed), and how much ciphertext waits to be sent (cbt_pending: e.g. a key update's answer). */
+typedef int (*cbt_feed_fn)(cbt_tls *t, const void *data, int len);
+typedef int (*cbt_read_fn)(cbt_tls *t, void *buf, int cap);
+typedef int (*cbt_pending_fn)(cbt_tls *t);
 
 /* One call's playout ring (defined in playout.c; the media port only passes it back). `n` frames into `out`
  * (n * CB_FRAME_BYTES): queued ones, then silence, with the ring's accounting; `now` (CLOCK_MONOTONIC seconds)

@@ -95,6 +95,8 @@ typedef struct cbd {
     uint64_t sunk_runs, sunk_deltas, sunk_bytes;
     uint64_t pend_deltas;    /* sunk deltas the loop has not been told of yet */
     cbd_id pend_event;       /* the last of their event ids (len 0: none) */
+    int held;                /* the reader's (cbd_set_read) piece kept for the loop: its kind (P_NONE: none) */
+    unsigned char held_piece[128]; /* that piece (a cbd_piece) */
 } cbd;
 
 /* -- the JSON of one event: its top-level fields, read only where the loop's parser reads them the same ----------
@@ -760,8 +762,11 @@ int cbd_audio(cbd *d, int mode, cbr_down_fn kernel, cbr_reset_fn reset, cbr_down
 }
 
 /* Append the bytes of one read. -1: no memory (the bytes are then not taken: the loop passes them on itself and
- * the scan is over). */
+ * the scan is over); -2: the reader holds a piece for the loop (cbd_set_read), whose bytes would move: nothing is
+ * taken, take the pieces first. */
 int cbd_feed(cbd *d, const unsigned char *data, size_t n) {
+    if (d->held != P_NONE)
+        return -2;
     compact(d);
     if (grow((void **)&d->in, &d->in_cap, d->in_len + n, 1) < 0) {
         d->state = ST_RAW;
@@ -772,7 +777,7 @@ int cbd_feed(cbd *d, const unsigned char *data, size_t n) {
     return 0;
 }
 
-typedef struct {
+typedef struct cbd_piece {
     const unsigned char *ptr; /* P_PASS: the raw bytes; P_AUDIO: the run's PCM16 at 8 kHz */
     size_t len;               /* bytes */
     const char *item, *response, *event;
@@ -782,6 +787,8 @@ typedef struct {
     const char *sunk_event;
     size_t sunk_event_len;
 } cbd_piece;
+
+_Static_assert(sizeof(cbd_piece) <= sizeof(((cbd *)0)->held_piece), "a held piece fits");
 
 static int give_run(cbd *d, cbd_piece *out) {
     out->ptr = (const unsigned char *)d->pcm;
@@ -893,12 +900,19 @@ static void tell_sunk(cbd *d, cbd_piece *out) {
     d->pend_event.len = 0; /* its bytes stay valid until the next call */
 }
 
-/* The next piece of what was fed, in stream order: P_PASS (raw bytes for the loop's parser), P_AUDIO (a run of
+/* The next piece of what was fed, in stream order (a piece the reader holds first, see cbd_set_read): P_PASS (raw
+ * bytes for the loop's parser), P_AUDIO (a run of
  * decoded audio), P_SUNK (a run went into the sink's ring, which was empty), P_NONE (nothing more until the next
  * read; a partial frame is kept). Runs of the sink's item go into its ring and are not given. Every piece but
  * P_NONE carries what the sink took since the last one told of it (sunk, sunk_event). A piece's bytes stay valid
  * until the next call. */
 int cbd_next(cbd *d, cbd_piece *out) {
+    if (d->held != P_NONE) { /* the reader's piece: its bytes are still where they were */
+        int kind = d->held;
+        memcpy(out, d->held_piece, sizeof *out);
+        d->held = P_NONE;
+        return kind;
+    }
     for (;;) {
         int kind = next_piece(d, out);
         if (kind == P_AUDIO) {
@@ -948,4 +962,196 @@ void cbd_counters(cbd *d, unsigned long long out[10]) {
     out[7] = d->sunk_runs;
     out[8] = d->sunk_deltas;
     out[9] = d->sunk_bytes;
+}
+
+/* -- the reader: every call's Realtime socket read in one call per beat ---------------------------------------
+ *
+ * A worker's loop reads each call's Realtime socket once per media beat. Done socket by socket from Python, that
+ * costs the loop a look (poll), a read and the hand-off to the scanner per call per beat, while nearly every read
+ * brings audio only, which the sink pushes into the call's playout ring in C. The reader does it all in one call
+ * (cbd_set_read): for every socket registered with it, a non-blocking read(2) (no poll: EAGAIN says there was
+ * nothing), TLS opened with the connection's engine over wss:// (tls.c's cbt_feed/cbt_read, passed by address: the
+ * libraries are separate), the bytes into the socket's scanner and its first piece taken (cbd_next): a run the sink
+ * takes makes none. A piece for the loop (a control event, a first run, a sink's refill) is held in the scanner
+ * (cbd_next gives it first, its bytes untouched) and the socket reported with R_PIECE; the loop takes that piece and
+ * the rest with cbd_next. The end of the stream, a read error, the peer's close_notify, a failed engine or
+ * ciphertext the engine wants sent (a key update's answer) are reported as flags; the loop acts on them (it owns
+ * the sockets: their opening, closing, keepalive and writes). A socket that reported an end is read no more.
+ * Nothing here is shared with another thread; the engine's own mutex covers the clock thread's seals. */
+
+#include <errno.h>
+#include <time.h>
+#include <unistd.h>
+
+#define READ_BYTES (256 * 1024) /* one read(2), as asyncio's transport reads */
+#define READS_MAX 4             /* reads per socket per call: more waits for the next beat */
+#define PLAIN_BYTES (64 * 1024) /* plaintext per cbt_read */
+
+enum { R_PIECE = 1, R_END = 2, R_TLS_OUT = 4, R_TLS_CLOSED = 8, R_TLS_FAILED = 16, R_READ = 32 };
+
+typedef struct {
+    int fd;          /* -1: a free slot */
+    cbd *d;
+    cbt_tls *tls;    /* NULL: ws:// */
+    int ended;       /* an end was reported: not read again */
+    double heard;    /* CLOCK_MONOTONIC seconds of its last read that brought bytes */
+} cbd_slot;
+
+typedef struct cbd_set {
+    cbd_slot *slots;
+    int n, cap;
+    unsigned char *buf, *plain;
+    cbt_feed_fn tls_feed;
+    cbt_read_fn tls_read;
+    cbt_pending_fn tls_pending;
+} cbd_set;
+
+cbd_set *cbd_set_new(void) {
+    cbd_set *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->buf = malloc(READ_BYTES);
+    s->plain = malloc(PLAIN_BYTES);
+    if (s->buf == NULL || s->plain == NULL) {
+        free(s->buf);
+        free(s->plain);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void cbd_set_free(cbd_set *s) {
+    if (s == NULL)
+        return;
+    free(s->slots);
+    free(s->buf);
+    free(s->plain);
+    free(s);
+}
+
+/* The TLS engine's functions (tls.c), for the sockets over wss://. */
+void cbd_set_tls(cbd_set *s, cbt_feed_fn feed, cbt_read_fn read_fn, cbt_pending_fn pending) {
+    s->tls_feed = feed, s->tls_read = read_fn, s->tls_pending = pending;
+}
+
+/* Register socket `fd` with its scanner `d` (and `tls`, its engine over wss://, else NULL): its slot, -1 if it
+ * cannot be (no memory, or an engine without the engine's functions). */
+int cbd_set_add(cbd_set *s, int fd, cbd *d, cbt_tls *tls) {
+    if (fd < 0 || d == NULL || (tls != NULL && (s->tls_feed == NULL || s->tls_read == NULL || s->tls_pending == NULL)))
+        return -1;
+    int slot = 0;
+    while (slot < s->n && s->slots[slot].fd >= 0)
+        slot++;
+    if (slot == s->n) {
+        if (s->n == s->cap) {
+            int cap = s->cap ? 2 * s->cap : 8;
+            cbd_slot *more = realloc(s->slots, (size_t)cap * sizeof *more);
+            if (more == NULL)
+                return -1;
+            s->slots = more;
+            s->cap = cap;
+        }
+        s->n++;
+    }
+    s->slots[slot] = (cbd_slot){.fd = fd, .d = d, .tls = tls, .ended = 0, .heard = 0.0};
+    return slot;
+}
+
+/* Forget slot `slot` (before its socket is closed: its descriptor may be reused). */
+void cbd_set_remove(cbd_set *s, int slot) {
+    if (slot < 0 || slot >= s->n)
+        return;
+    s->slots[slot] = (cbd_slot){.fd = -1};
+    while (s->n > 0 && s->slots[s->n - 1].fd < 0)
+        s->n--;
+}
+
+/* When slot `slot`'s socket last brought bytes (CLOCK_MONOTONIC seconds, as Python's time.monotonic); 0: never. */
+double cbd_set_heard(cbd_set *s, int slot) { return slot >= 0 && slot < s->n ? s->slots[slot].heard : 0.0; }
+
+static double monotonic_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The plaintext of `n` ciphertext bytes into the scanner: the flags it raised (R_TLS_CLOSED, R_TLS_FAILED). */
+static int open_tls(cbd_set *s, cbd_slot *e, const unsigned char *data, int n) {
+    if (s->tls_feed(e->tls, data, n) != 0)
+        return R_TLS_FAILED;
+    for (;;) {
+        int got = s->tls_read(e->tls, s->plain, PLAIN_BYTES);
+        if (got == 0)
+            return 0;
+        if (got == -1)
+            return R_TLS_CLOSED;
+        if (got < 0 || cbd_feed(e->d, s->plain, (size_t)got) != 0)
+            return R_TLS_FAILED;
+    }
+}
+
+/* One socket: read what arrived, open it, scan it. Its flags. */
+static int read_slot(cbd_set *s, cbd_slot *e, double *now) {
+    int flags = 0;
+    if (e->d->held != P_NONE)
+        return R_PIECE; /* the loop has not taken the last one yet: its bytes stay where they are */
+    for (int i = 0; i < READS_MAX && !(flags & (R_END | R_TLS_CLOSED | R_TLS_FAILED)); i++) {
+        ssize_t n = read(e->fd, s->buf, READ_BYTES);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            flags |= R_END; /* the end of the stream, or an error: the transport meets it on its own read */
+            break;
+        }
+        flags |= R_READ;
+        if (*now == 0.0)
+            *now = monotonic_s();
+        e->heard = *now;
+        if (e->tls != NULL)
+            flags |= open_tls(s, e, s->buf, (int)n);
+        else if (cbd_feed(e->d, s->buf, (size_t)n) != 0)
+            flags |= R_TLS_FAILED; /* no memory: the stream cannot go on */
+        if (n < READ_BYTES)
+            break;
+    }
+    if (flags & (R_END | R_TLS_CLOSED | R_TLS_FAILED))
+        e->ended = 1;
+    if (flags & R_READ) {
+        cbd_piece *piece = (cbd_piece *)e->d->held_piece;
+        int kind = cbd_next(e->d, piece);
+        if (kind != P_NONE) {
+            e->d->held = kind;
+            flags |= R_PIECE;
+        }
+        if (e->tls != NULL && s->tls_pending(e->tls) > 0)
+            flags |= R_TLS_OUT;
+    }
+    return flags;
+}
+
+/* Read every registered socket (see above). Writes (slot, flags) pairs into `out` for each socket the loop must
+ * look at (a piece, an end, ciphertext to send), at most `cap` pairs; `reads`: how many sockets brought bytes.
+ * Returns the number of pairs. A socket past `cap` is read on the next call. */
+int cbd_set_read(cbd_set *s, int *out, int cap, int *reads) {
+    int pairs = 0, read_any = 0;
+    double now = 0.0;
+    for (int i = 0; i < s->n && pairs < cap; i++) {
+        cbd_slot *e = &s->slots[i];
+        if (e->fd < 0 || e->ended)
+            continue;
+        int flags = read_slot(s, e, &now);
+        read_any += (flags & R_READ) != 0;
+        flags &= ~R_READ;
+        if (flags) {
+            out[2 * pairs] = i;
+            out[2 * pairs + 1] = flags;
+            pairs++;
+        }
+    }
+    if (reads != NULL)
+        *reads = read_any;
+    return pairs;
 }

@@ -12,6 +12,7 @@ protocol core that turns wire text into the bridge's events and back, and the so
     profile.py      the agent profile: what a dialplan says about the model's session, independent of the wire
                     dialect
     protocol.py     the Realtime protocol core: wire text in, bridge events out; bridge commands in, wire text out
+    readset.py      every call's Realtime socket read, opened, scanned and its audio sunk in one C call per beat
     tls_native.py   the TLS engine in C (``bridge/native/tls.c``): a TLS client over memory BIOs for the native
                     uplink over ``wss://``
     ws_fastpath.py  the Realtime socket: ``websockets``' public sans-I/O protocol

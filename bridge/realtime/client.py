@@ -38,6 +38,7 @@ from bridge.realtime.dialects import Dialect
 from bridge.realtime.downlink import AudioRun, audio_types, commuting_types
 from bridge.realtime.profile import AgentProfile
 from bridge.realtime.protocol import RealtimeProtocol
+from bridge.realtime.readset import Beats
 from bridge.realtime.ws_fastpath import Socket, SocketClosed, SocketOptions, WriteOffload
 
 log = logging.getLogger("bridge.realtime")
@@ -334,10 +335,15 @@ class RealtimeClient:
             while not self._events.empty():
                 self._emit(self._events.get_nowait())
 
-    def read_on_beat(self, on: bool) -> None:
-        """Gate reading to :meth:`beat` (a ticking call session), or read as frames land again (the default)."""
-        if self._ws is not None:
-            self._ws.gate(on and not self._closing)
+    def read_on_beat(self, on: bool, beats: Beats | None = None) -> bool:
+        """Gate reading to the beat (a ticking call session), or read as frames land again (the default). True if
+        the reader in C of ``beats`` (the loop's metronome) reads it on every beat from now on
+        (:mod:`bridge.realtime.readset`): :meth:`beat` has nothing to do then."""
+        ws = self._ws
+        if ws is None:
+            return False
+        ws.gate(on and not self._closing, beats)
+        return ws.read_in_c
 
     def offload_writes(self, offload: WriteOffload | None) -> bool:
         """Hand the socket's writes to ``offload`` (see the module doc); False if this connection cannot (asyncio's

@@ -57,6 +57,14 @@ _SIGNATURES: tuple[tuple[str, Any, list[Any]], ...] = (
     ("cbd_counters", None, [_P, _P]),
     ("cbd_sink", _I, [_P, _P, _P, _I, ctypes.c_char_p, _I]),
     ("cbd_sunk", None, [_P, _P]),
+    # the reader of every call's socket (bridge/realtime/readset.py)
+    ("cbd_set_new", _P, []),
+    ("cbd_set_free", None, [_P]),
+    ("cbd_set_tls", None, [_P, _P, _P, _P]),
+    ("cbd_set_add", _I, [_P, _I, _P, _P]),
+    ("cbd_set_remove", None, [_P, _I]),
+    ("cbd_set_heard", ctypes.c_double, [_P, _I]),
+    ("cbd_set_read", _I, [_P, _P, _I, _P]),
 )
 COUNTERS = (
     *("frames", "deltas", "runs", "passed_bytes", "bad", "held_bytes", "state"),
@@ -228,13 +236,24 @@ class DownlinkScanner:
     def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes | AudioRun]:
         """The pieces of one read, in stream order (see the module doc). Bytes of a partial frame wait for the next
         read. Each piece must be handled before the next is asked for."""
-        handle, lib, piece, ref = self._handle, self._lib, self._piece, self._piece_ref
+        handle, lib = self._handle, self._lib
         if not handle:
             yield bytes(data)
             return
         raw = data if isinstance(data, bytes) else bytes(data)
-        if lib.cbd_feed(handle, raw, len(raw)) != 0:  # no memory: the scan is over, these bytes pass as they are
+        fed = lib.cbd_feed(handle, raw, len(raw))
+        if fed == -2:  # the reader holds a piece (bridge/realtime/readset.py): the pieces before these bytes first
+            yield from self.pieces()
+            fed = lib.cbd_feed(handle, raw, len(raw))
+        if fed != 0:  # no memory: the scan is over, these bytes pass as they are
             yield raw
+        yield from self.pieces()
+
+    def pieces(self) -> Iterator[bytes | AudioRun]:
+        """The pieces of what was fed and not yet taken (those of :meth:`feed`, or of the reader's reads)."""
+        handle, lib, piece, ref = self._handle, self._lib, self._piece, self._piece_ref
+        if not handle:
+            return
         string_at = ctypes.string_at
         while True:
             kind = lib.cbd_next(handle, ref)
@@ -291,6 +310,11 @@ class DownlinkScanner:
         if self._on_sunk is not None:
             event = _text(piece.sunk_event, piece.sunk_event_len) if piece.sunk_event_len else None
             self._on_sunk(piece.sunk, event)
+
+    @property
+    def handle(self) -> int | None:
+        """The scanner's address, for the reader (``cbd *``); None once closed."""
+        return self._handle
 
     def counters(self) -> dict[str, int]:
         out = (ctypes.c_ulonglong * len(COUNTERS))()

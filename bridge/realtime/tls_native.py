@@ -283,6 +283,11 @@ class NativeTls:
             raise OSError("cbt_seal has no address")
         return fn
 
+    def failure(self) -> str:
+        """What failed in the engine (its last error's text)."""
+        with self._lock:
+            return _text(self._lib.cbt_error(self._handle())) if self._t is not None else "closed"
+
     def close(self) -> None:
         """Free the engine (once; later calls do nothing). The C side must no longer use :attr:`handle`."""
         with self._lock:
@@ -290,4 +295,15 @@ class NativeTls:
             self._finalizer()
 
 
+def opening_fns() -> tuple[int, int, int] | None:
+    """The addresses of ``cbt_feed``, ``cbt_read`` and ``cbt_pending`` (callbridge.h), for the downlink's reader of
+    the sockets over ``wss://`` (``cbd_set_tls``); None where the engine is not loaded."""
+    lib = load()
+    if lib is None:
+        return None
+    feed, read, pending = (ctypes.cast(getattr(lib.cdll, name), ctypes.c_void_p).value for name in _OPENING)
+    return (feed, read, pending) if feed and read and pending else None
+
+
+_OPENING = ("cbt_feed", "cbt_read", "cbt_pending")
 _LIB = LoadOnce(_load)

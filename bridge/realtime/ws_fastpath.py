@@ -15,7 +15,9 @@ queue, no receive task. A fragmented one is joined first; the order never change
 loaded machine a wake-up of a Python process costs more in cold caches than the decoding it does. Gated, the
 transport does not read (``pause_reading``); each beat asks the kernel (``poll`` with no wait) whether anything
 arrived and, if so, reads it there and then and hands it to the protocol as the transport would. A server frame
-waits at most one beat before it is decoded.
+waits at most one beat before it is decoded. Gated with the call's metronome (``gate(True, beats)``) and a C
+scanner, the socket is read by the loop's one reader of every socket instead, in one C call per beat
+(:mod:`bridge.realtime.readset`), and hears only of what Python must handle (:meth:`RealtimeSocket.ready`).
 
 **The downlink in C** (:meth:`RealtimeSocket.decode_audio`, :mod:`bridge.realtime.downlink`): the plain bytes of each
 read go to a C scanner in one call; while it decodes, the model's audio deltas come out of it as 8 kHz runs for
@@ -61,7 +63,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -75,8 +77,9 @@ from websockets.uri import WebSocketURI, parse_uri
 
 from bridge.audio import AudioConverter
 from bridge.audio.playout_native import CSink
-from bridge.realtime import tls_native
+from bridge.realtime import readset, tls_native
 from bridge.realtime.downlink import AudioRun, DownlinkScanner, OnSunk
+from bridge.realtime.readset import Beats, ReadSet
 from bridge.realtime.tls_native import NativeTls
 
 log = logging.getLogger("bridge.realtime")
@@ -159,6 +162,8 @@ class Socket(Protocol):
     @property
     def offloaded(self) -> bool: ...
     @property
+    def read_in_c(self) -> bool: ...
+    @property
     def close_rcvd(self) -> Close | None: ...
     @property
     def failure(self) -> Exception | None: ...
@@ -173,7 +178,7 @@ class Socket(Protocol):
     def write_now(self, data: bytes) -> bool: ...
     async def send(self, data: bytes) -> None: ...
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
-    def gate(self, on: bool) -> None: ...
+    def gate(self, on: bool, beats: Beats | None = None) -> None: ...
     def beat(self) -> None: ...
     def offload(self, offload: WriteOffload | None) -> bool: ...
     def decode_audio(self, converter: AudioConverter | None, on_audio: OnAudio | None, items: bool) -> bool: ...
@@ -209,8 +214,15 @@ class _Downlink:
     transport: asyncio.Transport
     gated: bool
     failure: Exception | None
-    keepalive_at: float
+    _heard_at: float  # the server's last ping, pong or audio the sink took (Socket.keepalive_at)
+    loop: asyncio.AbstractEventLoop
+    lost: asyncio.Future[None]
+    _tls: NativeTls | None
+    _offload: WriteOffload | None
+    _fd: int
     _down: DownlinkScanner | None = None
+    _reader: ReadSet | None = None  # read by the loop's reader of every socket, in C (bridge.realtime.readset)
+    _slot = -1
     _on_audio: OnAudio | None = None
     _read_paused = False  # the transport's reading paused by this socket (gated): no need to pause it again
 
@@ -220,21 +232,36 @@ class _Downlink:
     def fail(self, code: int, reason: str = "") -> None:
         raise NotImplementedError
 
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def eof_received(self) -> bool | None:
+        raise NotImplementedError
+
+    def _resume(self) -> None:
+        transport = self.transport
+        self._read_paused = False
+        if not transport.is_closing() and not transport.is_reading():
+            transport.resume_reading()
+
     def _plain_received(self, data: bytes) -> None:
         down = self._down
         if down is None:
             self._frames_received(data)
         else:
             if down.sinking is not None:  # audio the sink takes is a server message no one else sees
-                self.keepalive_at = time.monotonic()
-            for piece in down.feed(data):
-                if isinstance(piece, AudioRun):
-                    self._audio_received(piece)
-                else:
-                    self._frames_received(piece)
+                self._heard_at = time.monotonic()
+            self._take(down.feed(data))
         if self.gated and not self._read_paused and not self.transport.is_closing():
             self.transport.pause_reading()
             self._read_paused = True
+
+    def _take(self, pieces: Iterator[bytes | AudioRun]) -> None:
+        for piece in pieces:
+            if isinstance(piece, AudioRun):
+                self._audio_received(piece)
+            else:
+                self._frames_received(piece)
 
     def _audio_received(self, run: AudioRun) -> None:
         on_audio = self._on_audio
@@ -290,6 +317,63 @@ class _Downlink:
         if down is not None:
             down.close()
 
+    # -- read by the loop's reader in C (bridge.realtime.readset)
+
+    @property
+    def keepalive_at(self) -> float:
+        """``time.monotonic()`` when the server last showed it is there outside the messages it hands on (a pong,
+        a ping, audio the sink took; any read, where the reader reads)."""
+        reader = self._reader
+        return self._heard_at if reader is None else max(self._heard_at, reader.heard(self._slot))
+
+    @property
+    def read_in_c(self) -> bool:
+        """Read on every beat by the loop's reader in C (no :meth:`beat` needed)."""
+        return self._reader is not None
+
+    def _read_by_set(self, beats: Beats | None) -> bool:
+        scanner = self._down.handle if self._down is not None else None
+        reader = readset.for_beats(beats) if scanner and beats is not None else None
+        tls = self._tls.handle if self._tls is not None else None
+        slot = reader.add(self, self._fd, scanner, tls) if reader is not None and scanner else None
+        if slot is None:
+            return False
+        self._reader, self._slot = reader, slot
+        return True
+
+    def _unread(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            self._heard_at = max(self._heard_at, reader.remove(self._slot))
+
+    def ready(self, flags: int) -> None:
+        """What the loop's reader read brought (its flags, :mod:`bridge.realtime.readset`): the pieces for the
+        loop taken now, in order, then ciphertext the engine wants sent, then an end: the transport is resumed and
+        meets it on its own read, as after :meth:`beat`'s."""
+        down = self._down
+        if self.transport.is_closing() or down is None:
+            self._unread()  # asyncio would not hand on what a closing transport read either
+            return
+        if flags & readset.PIECE:
+            self._take(down.pieces())
+        tls = self._tls
+        if flags & readset.TLS_OUT and tls is not None and self._offload is None and not self.lost.done():
+            queued = tls.take()  # e.g. the answer to a key update (offloaded: the next sealed write carries it)
+            if queued:
+                self.transport.write(queued)
+        if flags & readset.TLS_FAILED:
+            log.warning("realtime TLS failed: %s", tls.failure() if tls is not None else "the downlink's reader")
+            self._unread()
+            self.abort()
+        elif flags & readset.TLS_CLOSED:  # the server's close_notify: the end of the stream
+            self._unread()
+            self.eof_received()
+            if not self.transport.is_closing():
+                self.transport.close()
+        elif flags & readset.END:
+            self._unread()
+            self._resume()
+
 
 class RealtimeSocket(_Downlink, asyncio.Protocol):
     """One client WebSocket: the sans-I/O protocol, this asyncio protocol, and the fast paths (see the module doc).
@@ -324,7 +408,7 @@ class RealtimeSocket(_Downlink, asyncio.Protocol):
         self.lost: asyncio.Future[None] = self.loop.create_future()  # the TCP connection is gone
         self.failure: Exception | None = None  # on_message raised: the connection was failed with 1011
         self.latency = 0.0  # of the last keepalive ping
-        self.keepalive_at = time.monotonic()  # the server's last ping or pong (Socket.keepalive_at)
+        self._heard_at = time.monotonic()  # the server's last ping or pong (keepalive_at)
         self._fragments: list[bytes] = []
         self._paused = False  # asyncio's write buffer is over WRITE_LIMIT
         self._drained: asyncio.Future[None] | None = None
@@ -439,6 +523,7 @@ class RealtimeSocket(_Downlink, asyncio.Protocol):
         # nothing is written after the server's end of stream: returning None lets the transport close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._unread()  # before the transport closes the socket: its descriptor may be reused
         self.gated, self._ready = False, None
         self._take_back()  # before the transport closes the socket: C must never write to a closed (reused) fd
         if self._tls is not None:  # C no longer seals with it (unbound above)
@@ -486,10 +571,10 @@ class RealtimeSocket(_Downlink, asyncio.Protocol):
                 message, self._fragments = b"".join(self._fragments), []
                 self._deliver(message)
         elif opcode is Opcode.PONG:
-            self.keepalive_at = time.monotonic()
+            self._heard_at = time.monotonic()
             self._pong(bytes(frame.data))
         elif opcode is Opcode.PING:  # answered by the protocol; the server is there
-            self.keepalive_at = time.monotonic()
+            self._heard_at = time.monotonic()
 
     def _deliver(self, data: bytes | bytearray | memoryview) -> None:
         try:
@@ -649,19 +734,22 @@ class RealtimeSocket(_Downlink, asyncio.Protocol):
 
     # -- reading on a beat
 
-    def gate(self, on: bool) -> None:
-        """Gate reading to :meth:`beat`. Not over asyncio's TLS (the fallback): its transport reads the socket
-        itself."""
+    def gate(self, on: bool, beats: Beats | None = None) -> None:
+        """Gate reading to the beat: the reader in C of ``beats`` (the loop's metronome) reads the socket with every
+        other (:mod:`bridge.realtime.readset`), else :meth:`beat`. Not over asyncio's TLS (the fallback): its
+        transport reads the socket itself."""
         sock = self.transport.get_extra_info("socket")
         if on and not self.gated and sock is not None and self.transport.get_extra_info("sslcontext") is None:
-            self._ready = select.poll()
-            self._ready.register(sock.fileno(), select.POLLIN)
             self._fd = sock.fileno()
             self.gated = True
+            if not self._read_by_set(beats):
+                self._ready = select.poll()
+                self._ready.register(self._fd, select.POLLIN)
             if not self.transport.is_closing():
                 self.transport.pause_reading()  # from now on the beat asks first
                 self._read_paused = True
         elif not on and self.gated:
+            self._unread()
             self.gated, self._ready = False, None
             self._resume()
 
@@ -682,12 +770,6 @@ class RealtimeSocket(_Downlink, asyncio.Protocol):
             self.data_received(data)
         else:
             self._resume()
-
-    def _resume(self) -> None:
-        transport = self.transport
-        self._read_paused = False
-        if not transport.is_closing() and not transport.is_reading():
-            transport.resume_reading()
 
 
 async def connect(

@@ -22,6 +22,7 @@ from websockets.protocol import State
 from bridge.audio import AudioConverter
 from bridge.audio.playout_native import CSink
 from bridge.realtime.downlink import OnSunk
+from bridge.realtime.readset import Beats
 from bridge.realtime.ws_fastpath import OnAudio, OnMessage, SocketClosed, SocketOptions, WriteOffload
 
 log = logging.getLogger("bridge.realtime")
@@ -31,6 +32,7 @@ class PlainSocket:
     fast = False
     gated = False
     offloaded = False
+    read_in_c = False
 
     def __init__(self, conn: ClientConnection, on_message: OnMessage, keepalive: bool) -> None:
         self.conn = conn
@@ -76,7 +78,7 @@ class PlainSocket:
         await self.conn.close(code=code, reason=reason)
         await asyncio.shield(self.lost)
 
-    def gate(self, on: bool) -> None:
+    def gate(self, on: bool, beats: Beats | None = None) -> None:
         pass
 
     def beat(self) -> None:

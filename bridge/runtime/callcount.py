@@ -6,7 +6,8 @@ thread with :func:`sys.setprofile` when its metronome is made (:func:`bridge.run
 profile function counts every ``call`` (a Python function, or a generator or coroutine resumed) and every
 ``c_call`` (a builtin or a C method) on that thread, and cuts the count into intervals at each start of the
 metronome's beat (:meth:`Metronome._run`). In each interval it also counts the calls' beats (``bridge.call.
-perform.Beat``: one per call per beat) and the Realtime socket's reads (``RealtimeSocket.data_received``), and files
+perform.Beat``: one per call per beat) and the Realtime sockets' reads (``RealtimeSocket.data_received``, or as the
+reader of every socket in C tells them: ``bridge.realtime.readset._reads_made``), and files
 the interval by them: ``deltas`` (at least one read per call's beat: the model's audio arriving), ``none`` (no read)
 or ``some``. Once a second it appends the running totals per kind, with ``time.monotonic()`` (system-wide, as the
 bench's window), as one JSON line to ``calls-<pid>.jsonl`` in the directory; the bench takes the difference over its
@@ -32,7 +33,8 @@ KINDS = ("deltas", "some", "none")
 RUN: tuple[str, str] = ("bridge/runtime/metronome.py", "_run")
 BEAT: tuple[str, str] = ("bridge/call/perform.py", "__call__")  # Beat.__call__
 READ: tuple[str, str] = ("bridge/realtime/ws_fastpath.py", "data_received")
-_OTHER, _RUN, _BEAT, _READ = 0, 1, 2, 3
+READS: tuple[str, str] = ("bridge/realtime/readset.py", "_reads_made")  # its argument: the reads the C call made
+_OTHER, _RUN, _BEAT, _READ, _READS = 0, 1, 2, 3, 4
 
 
 class CallCounter:
@@ -48,7 +50,7 @@ class CallCounter:
         every_s: float = 1.0,
     ) -> None:
         self.out = out
-        self._marks = {run: _RUN, beat: _BEAT, read: _READ}
+        self._marks = {run: _RUN, beat: _BEAT, read: _READ, READS: _READS}
         self._codes: dict[CodeType, int] = {}
         self.every_s = every_s
         self._written = time.monotonic()
@@ -80,6 +82,8 @@ class CallCounter:
             self._beats += 1
         elif mark == _READ:
             self._reads += 1
+        elif mark == _READS:
+            self._reads += frame.f_locals["count"]
         else:
             self._close()
 

@@ -38,6 +38,7 @@ from bridge.runtime import callcount
 _LOG = logging.getLogger("bridge.runtime.metronome")
 
 Chore = Callable[[], None]
+_SLACK_S = 1e-6  # a periodic chore's time is a sum of periods: a beat this close to it is on time
 
 
 class Metronome:
@@ -52,6 +53,8 @@ class Metronome:
         self._last = float("-inf")
         self._last_driven = False
         self._timer: asyncio.TimerHandle | None = None
+        self._every: dict[int, _Every] = {}  # periodic chores (every)
+        self._due = float("inf")  # the soonest of their next times
         self.beats = 0
         self.driven_beats = 0  # beats that came from a driver, not from the fallback timer
         self.errors = 0
@@ -63,14 +66,44 @@ class Metronome:
         self.period_s = period_s
         self.min_gap_s = 0.75 * min(period_s, PERIOD_S)
 
-    def add(self, chore: Chore) -> Callable[[], None]:
-        """Run ``chore`` on every beat from the next one on. Returns a function that removes it (idempotent)."""
+    def add(self, chore: Chore, first: bool = False) -> Callable[[], None]:
+        """Run ``chore`` on every beat from the next one on (``first``: before the chores added so far, e.g. the
+        read of every call's socket, :mod:`bridge.realtime.readset`). Returns a function that removes it
+        (idempotent)."""
         key = self._next_id
         self._next_id += 1
-        self._chores[key] = chore
+        if first:
+            self._chores = {key: chore, **self._chores}
+        else:
+            self._chores[key] = chore
         if self._timer is None:
             self._arm(self.loop.time() + self.period_s)
         return lambda: self._remove(key)
+
+    def every(self, period_s: float, chore: Chore) -> Callable[[], None]:
+        """Run ``chore`` on the first beat at least ``period_s`` after its last run (the first a period from now):
+        periodic work of every call batched onto one beat, with no wake-up of its own. Runs only while the
+        metronome beats (some chore added). Returns a function that removes it (idempotent)."""
+        key = self._next_id
+        self._next_id += 1
+        entry = self._every[key] = _Every(period_s, self.loop.time() + period_s, chore)
+        self._due = min(self._due, entry.at)
+        return lambda: self._forget(key)
+
+    def _forget(self, key: int) -> None:
+        self._every.pop(key, None)
+
+    def _periodic(self, now: float) -> None:
+        due = float("inf")
+        for entry in tuple(self._every.values()):
+            if now >= entry.at - _SLACK_S:
+                entry.at = max(entry.at + entry.period, now)
+                try:
+                    entry.chore()
+                except Exception:
+                    self._raised(entry.chore)
+            due = min(due, entry.at)
+        self._due = due
 
     def _remove(self, key: int) -> None:
         self._chores.pop(key, None)
@@ -126,15 +159,27 @@ class Metronome:
             try:
                 chore()
             except Exception:
-                self.errors += 1
-                if self.errors <= 10 or self.errors % 1000 == 0:
-                    _LOG.exception("metronome chore %r raised (%d so far)", chore, self.errors)
+                self._raised(chore)
+        if now >= self._due - _SLACK_S:
+            self._periodic(now)
         if not self._chores:
             return
         if not driven:
             self._arm(now + self.period_s)  # on its own: every period
         elif self._timer is None:
             self._arm(now + self._hold_s())  # driven: the watchdog only (see the module doc)
+
+    def _raised(self, chore: Chore) -> None:
+        self.errors += 1
+        if self.errors <= 10 or self.errors % 1000 == 0:
+            _LOG.exception("metronome chore %r raised (%d so far)", chore, self.errors)
+
+
+class _Every:
+    __slots__ = ("at", "chore", "period")
+
+    def __init__(self, period: float, at: float, chore: Chore) -> None:
+        self.period, self.at, self.chore = period, at, chore
 
 
 _METRONOMES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Metronome] = weakref.WeakKeyDictionary()

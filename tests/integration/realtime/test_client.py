@@ -6,6 +6,7 @@ import asyncio
 import base64
 import math
 import struct
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from bridge import events as ev
 from bridge.emulator import EmulatorServer
 from bridge.emulator.session import SessionRecord
 from bridge.errors import ConnectError
-from bridge.realtime import ws_fastpath
+from bridge.realtime import downlink, ws_fastpath
 from bridge.realtime.client import ClientSettings, RealtimeClient
 from bridge.realtime.dialects import BETA, GA, Dialect
 from bridge.realtime.profile import AgentProfile
@@ -235,13 +236,44 @@ async def test_deliver_to_hands_events_over_in_order_queued_ones_first(emulator:
     assert len(seen) >= 2 and not any(isinstance(e, ev.Closed) for e in seen)
 
 
-async def a_response_unread(emulator: EmulatorServer) -> tuple[RealtimeClient, SessionRecord]:
+class _ByHand:
+    """A metronome beaten by the test: the loop's reader (:mod:`bridge.realtime.readset`) reads when it beats."""
+
+    def __init__(self) -> None:
+        self.chores: list[Callable[[], None]] = []
+
+    def add(self, chore: Callable[[], None], first: bool = False) -> Callable[[], None]:
+        self.chores.insert(0 if first else len(self.chores), chore)
+        return lambda: self.chores.remove(chore) if chore in self.chores else None
+
+
+class Beat:
+    """One beat of the loop: every gated socket read by the loop's reader in C (one call for all), or by its own
+    beat in Python (where the downlink's library does not load). The tests below run on both."""
+
+    def __init__(self, in_c: bool) -> None:
+        self.beats = _ByHand() if in_c else None
+
+    def __call__(self, client: RealtimeClient) -> None:
+        client.beat()  # nothing when the reader reads it
+        for chore in tuple(self.beats.chores if self.beats is not None else ()):
+            chore()
+
+
+@pytest.fixture(params=["reader in C", "socket by socket"])
+def beat(request: pytest.FixtureRequest) -> Beat:
+    if request.param == "reader in C" and downlink.load() is None:
+        pytest.skip("no C compiler")
+    return Beat(request.param == "reader in C")
+
+
+async def a_response_unread(emulator: EmulatorServer, beat: Beat) -> tuple[RealtimeClient, SessionRecord]:
     """A gated client (reading on the beat) whose server has sent a whole response that nothing has read yet."""
     client = await open_client(emulator, GA, "speed=0")
     client.send(ev.UpdateSession(AgentProfile()))
     await collect(client, ev.SessionConfigured)  # read as frames land (not gated)
     (record,) = emulator.sessions
-    client.read_on_beat(True)
+    assert client.read_on_beat(True, beat.beats) is (beat.beats is not None)
     client.send(ev.CreateResponse(instructions="Say hello."))
     async with asyncio.timeout(5):
         while not any(e.get("type") == "response.done" for e in record.sent):  # noqa: ASYNC110
@@ -251,12 +283,14 @@ async def a_response_unread(emulator: EmulatorServer) -> tuple[RealtimeClient, S
     return client, record
 
 
-async def test_read_on_beat_holds_server_frames_until_the_beat_and_loses_none(emulator: EmulatorServer) -> None:
-    client, record = await a_response_unread(emulator)
+async def test_read_on_beat_holds_server_frames_until_the_beat_and_loses_none(
+    emulator: EmulatorServer, beat: Beat
+) -> None:
+    client, record = await a_response_unread(emulator, beat)
     events: list[ev.Event] = []
     async with asyncio.timeout(5):
         while not any(isinstance(e, ev.ResponseDone) for e in events):
-            client.beat()  # a tick: the next pass of the loop reads what arrived
+            beat(client)  # a tick: the next pass of the loop reads what arrived
             await asyncio.sleep(0.02)
             while client.pending_events():
                 events.append(await client.next_event())
@@ -275,33 +309,33 @@ async def test_read_on_beat_holds_server_frames_until_the_beat_and_loses_none(em
     assert client.closed is not None and client.closed.error_class is None
 
 
-async def test_the_beat_decodes_what_it_reads_on_its_own_wake_up(emulator: EmulatorServer) -> None:
+async def test_the_beat_decodes_what_it_reads_on_its_own_wake_up(emulator: EmulatorServer, beat: Beat) -> None:
     """Whole text messages go from the beat's read to the events at once: no hop through ``websockets``' queue and
     the receive task (which would leave nothing decoded until the loop runs again)."""
-    client, record = await a_response_unread(emulator)
-    client.beat()  # one read (up to 256 KiB), and nothing awaited after it
+    client, record = await a_response_unread(emulator, beat)
+    beat(client)  # one read (up to 256 KiB), and nothing awaited after it
     events = [client._events.get_nowait() for _ in range(client.pending_events())]
     kinds = [e.kind for e in events]
     assert kinds[:2] == ["ResponseStarted", "OutputItemAdded"] and "AudioChunk" in kinds, kinds
     async with asyncio.timeout(5):
         while not any(isinstance(e, ev.ResponseDone) for e in events):  # the rest, beat by beat
             await asyncio.sleep(0.02)
-            client.beat()
+            beat(client)
             events += [client._events.get_nowait() for _ in range(client.pending_events())]
     sent = b"".join(base64.b64decode(e["delta"]) for e in record.sent if e["type"] == "response.output_audio.delta")
     assert sent and b"".join(e.audio for e in events if isinstance(e, ev.AudioChunk)) == sent
     await client.close()
 
 
-async def test_read_on_beat_meets_the_servers_end_of_stream(emulator: EmulatorServer) -> None:
+async def test_read_on_beat_meets_the_servers_end_of_stream(emulator: EmulatorServer, beat: Beat) -> None:
     client = await open_client(emulator, GA, "speed=0&drop_after_s=0.3")
     client.send(ev.UpdateSession(AgentProfile()))
     await collect(client, ev.SessionConfigured)
-    client.read_on_beat(True)
+    assert client.read_on_beat(True, beat.beats) is (beat.beats is not None)
     await asyncio.sleep(0.6)  # the server has dropped the connection; nothing read it yet
     assert client.closed is None
     async with asyncio.timeout(5):
         while client.closed is None:
-            client.beat()  # the beat finds the end of stream and leaves it to the transport
+            beat(client)  # the beat finds the end of stream and leaves it to the transport
             await asyncio.sleep(0.02)
     assert client.closed.retryable and client.closed.error_class is ev.ErrorClass.NETWORK

@@ -95,8 +95,8 @@ class Client:
     def deliver_to(self, deliver: object) -> None:
         pass
 
-    def read_on_beat(self, on: bool) -> None:
-        pass
+    def read_on_beat(self, on: bool, beats: object = None) -> bool:
+        return False
 
 
 class Offload:

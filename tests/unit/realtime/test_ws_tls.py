@@ -24,6 +24,7 @@ from bridge.realtime.client import RealtimeClient
 from bridge.realtime.dialects import GA
 from bridge.realtime.profile import AgentProfile
 from bridge.realtime.ws_fastpath import RealtimeSocket
+from bridge.runtime import metronome
 
 
 @pytest.fixture(params=["native", "asyncio"])
@@ -71,8 +72,9 @@ async def test_a_client_that_trusts_the_certificate_talks_over_wss(
         ws = client._ws
         assert isinstance(ws, RealtimeSocket)
         assert (ws._tls is not None) == (engine == "native")
-        client.read_on_beat(True)
+        client.read_on_beat(True, metronome.for_loop())  # the loop's reader in C reads it with every other
         assert ws.gated == (engine == "native")  # asyncio's TLS transport reads the socket itself
+        assert ws.read_in_c == (engine == "native")  # the loop's reader in C opens its TLS records
         client.send(ev.AddText("hello", ev.Role.USER))
         client.send(ev.CreateResponse())
         async with asyncio.timeout(10):  # gated: the events come as the beat reads them

@@ -66,3 +66,20 @@ def test_the_window_is_the_growth_between_the_last_lines_written_by_its_edges() 
     lines = [line(1.0, [1, 4, 100, 50]), line(2.0, [2, 8, 200, 90]), line(3.0, [5, 20, 500, 200])]
     assert window(lines, 2.5, 3.5)["deltas"] == [3, 12, 300, 110]
     assert window(lines, 0.5, 2.0)["deltas"] == [2, 8, 200, 90]  # nothing written by its start: from zero
+
+
+def test_the_readers_reads_in_c_are_counted_as_its_call_tells_them(tmp_path: Path) -> None:
+    from bridge.realtime import readset
+
+    counter = CallCounter(tmp_path / "calls.jsonl", run=(HERE, "_run"), beat=(HERE, "beat"), every_s=3600)
+    sys.setprofile(counter.profile)
+    try:
+        for reads in (2, 1, 0):  # two calls' beats: both sockets read in C, one of them, none
+            _run()
+            readset._reads_made(reads)
+            beat()
+            beat()
+        _run()
+    finally:
+        sys.setprofile(None)
+    assert [counter.totals[kind][0] for kind in ("deltas", "some", "none")] == [1, 1, 1]

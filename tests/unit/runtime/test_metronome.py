@@ -153,3 +153,23 @@ def test_beat_without_chores_does_nothing_and_for_loop_gives_one_per_loop() -> N
     first, second = run(fresh), run(fresh)
     assert first is not second  # a new loop gets its own
     run(main)
+
+
+def test_periodic_chores_ride_on_the_beat_without_a_timer_of_their_own() -> None:
+    async def main() -> tuple[list[float], list[float], int]:
+        loop = asyncio.get_running_loop()
+        m = Metronome(loop, 0.02)
+        t0 = loop.time()
+        each: list[float] = []
+        second: list[float] = []
+        m.add(lambda: each.append(loop.time()))
+        stop = m.every(0.1, lambda: second.append(round(loop.time() - t0, 6)))
+        timers = len(loop._scheduled)  # type: ignore[attr-defined]
+        await asyncio.sleep(0.305)
+        stop()
+        await asyncio.sleep(0.1)  # removed: it runs no more
+        return second, each, timers
+
+    second, each, timers = run(main)
+    assert second == [0.1, 0.2, 0.3]  # on the first beat a period after the last run
+    assert len(each) == 20 and timers == 1  # the beat's own timer only
