@@ -582,9 +582,16 @@ def prime_rollout_state(dialplans: Iterable[str]) -> None:
         ROLLOUT_STATE_MISSING.labels(dp)
 
 
+_LATENCY_BY: dict[tuple[str, str], Histogram] = {}  # LATENCY's children, looked up once (a sample is per second)
+
+
 def observe_latency(segment: str, dialect: str, ms: float) -> None:
-    if segment in SEGMENTS:
-        LATENCY.labels(segment=segment, dialect=dialect).observe(ms / 1000.0)
+    child = _LATENCY_BY.get((segment, dialect))
+    if child is None:
+        if segment not in SEGMENTS:
+            return
+        child = _LATENCY_BY[segment, dialect] = LATENCY.labels(segment=segment, dialect=dialect)
+    child.observe(ms / 1000.0)
 
 
 def call_listener(dialect: str, dialplan: str) -> Callable[[ev.Report], None]:

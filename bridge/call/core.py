@@ -363,10 +363,14 @@ TABLE: Mapping[tuple[State, Trigger], Move] = {
 PHASE_TRIGGERS = frozenset(trigger for state, trigger in TABLE if isinstance(state, Phase))
 
 
+_ROWS: dict[State, frozenset[Trigger]] = {
+    state: frozenset(t for s, t in TABLE if s is state) for state in {s for s, _ in TABLE}
+}  # each state's triggers, made once: a state change then costs a lookup per axis, not a walk of the table
+
+
 def _listening(states: Iterable[State]) -> frozenset[Trigger]:
     """The triggers some of ``states`` has a row for (a trigger none of them has moves nothing)."""
-    now = set(states)
-    return frozenset(trigger for state, trigger in TABLE if state in now)
+    return frozenset().union(*(_ROWS.get(state, ()) for state in states))
 
 
 class CallCore:
