@@ -62,9 +62,11 @@ family's errors add up to at most ``alpha``:
 
 * *harm since arming* (half): every stratum since the candidate was armed (the rollout's first call, or the
   operator's ``rearm``), across epochs;
-* *harm in the last step* (the other half): the last step's epoch alone (its holdout keeps the safe variant's
-  calls), so a candidate that degrades after its promotion is not diluted by the good calls before; its line is the
-  guardrail's ``last_margin`` (default: its margin), the harm line where the candidate serves most traffic;
+* *harm where it stays* (the other half): the last step's epoch alone (its holdout keeps the safe variant's
+  calls), so a candidate that degrades after its promotion is not diluted by the good calls before, and likewise
+  any step of a fixed split (``promote`` off or no ``auto_promote``: the engine never moves its weights); its line
+  is the guardrail's ``last_margin`` (the failure rate's 25 %, any other's its margin), the harm line where the
+  candidate serves most traffic for long;
 * *non-inferiority* and each step's *fresh evidence* (its own ``alpha / (k c)``: a false promotion is the other kind
   of error).
 
@@ -78,8 +80,10 @@ for an equal one. Before it, the watch is each step's fresh evidence: a step wai
 
 **Sample ratio** (:mod:`bridge.rollout.srm`): each caller's first call of the rollout against the shares of the
 weights it was drawn under, one loss factor per variant shared by every epoch (a mixture whose ratios multiply over
-the steps); past ``1 / srm_alpha`` the engine decides ``srm``: no promotion from then on, rollback still armed. Its
-evidence holds both splits, of callers and of calls.
+the steps); past ``1 / srm_alpha`` the engine decides ``srm``: no promotion from then on, rollback still armed.
+A step waits while its log e-value stands at ``SRM_HOLD`` (a fifth) of that threshold or above (the split leans
+toward a mismatch; a hold spends no error), so a mismatch the small first step cannot yet prove holds the ramp
+there. Its evidence holds both splits, of callers and of calls.
 
 **Actions** of a :class:`Decision`: ``rollback`` (the candidate's weight to the safe variant), ``promote`` (the next
 step's weights; without ``auto_promote`` only audited; another candidate keeps its weight, a step capped at the
@@ -139,6 +143,7 @@ __all__ = [
 ]
 
 LAST_STEP_ALPHA = 0.5  # the last step's own harm test's share of a guardrail's alpha (the rest: since arming)
+SRM_HOLD = 0.2  # a step waits while the sample-ratio test's log e-value stands at this share of its threshold
 
 
 class Engine(Evidence):
@@ -171,7 +176,7 @@ class Engine(Evidence):
         """The guardrails on which ``name`` is surely worse by more than its margin: (guardrail, which test, its
         estimate in the margin's scale)."""
         cand, found = self.cands[name], []
-        last = cand.step if cand.last_started is not None and cand.step_epoch == self.epoch else None
+        last = cand.step if self._staying(cand) else None
         shares = (("since arming", cand.since, 1 - LAST_STEP_ALPHA), ("last step", last, LAST_STEP_ALPHA))
         for g, _, _ in self.active:
             for which, sets, share in shares:
@@ -220,6 +225,14 @@ class Engine(Evidence):
         cand.looked = t
         promote = self._promotion(name, t)
         return [promote] if promote is not None else self._complete(name, t)
+
+    def _staying(self, cand: _Candidate) -> bool:
+        """Is the candidate on the step it stays on: its last step, or any step of a rollout whose weights the
+        engine never moves (``promote`` off or no ``auto_promote``: a fixed split)? There its step's own harm test
+        holds it to its ``last_margin``."""
+        if cand.step is None or cand.step_epoch != self.epoch:
+            return False
+        return cand.last_started is not None or not (self.spec.promote and self.spec.auto_promote)
 
     def _breaker(self, cand: _Candidate) -> tuple[int, float, int, int, list[probes.Probe]] | None:
         """The breaker trips when the candidate's failures started since some safe call began are more than equal
@@ -329,12 +342,6 @@ class Engine(Evidence):
             return False
         return self.spec.at_last(step_weights(self.variants, self.safe, name, nxt, self.weights()), name, self.safe)
 
-    def _at_last(self, name: str, epoch_id: str | None) -> bool:
-        """Is ``epoch_id`` the candidate's last step (:meth:`ExperimentSpec.at_last` of its weights)?"""
-        epoch = self.epochs.get(epoch_id or "")
-        shares = epoch.shares if epoch is not None else None
-        return shares is not None and self.spec.at_last(shares, name, self.safe)
-
     def _promotion(self, name: str, t: float) -> Decision | None:
         """A promotion due now, or None (each at most once per epoch)."""
         cand, spec, epoch = self.cands[name], self.spec, self.epochs.get(self.epoch or "")
@@ -367,6 +374,11 @@ class Engine(Evidence):
         """What still holds ``name``'s next step: each guardrail not yet shown safe enough, with why."""
         cand, spec = self.cands[name], self.spec
         out = []
+        if self.srm_log_bf >= SRM_HOLD * math.log(1 / spec.srm_alpha):
+            out.append(
+                f"sample ratio: the split leans toward a mismatch (log e-value {self.srm_log_bf:.2f}; flagged at "
+                f"{math.log(1 / spec.srm_alpha):.2f})"
+            )
         for g, _, _ in self.active:
             tests = cand.since[g.name]
             e = tests.test.estimate()

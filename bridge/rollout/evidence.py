@@ -498,11 +498,10 @@ class Evidence:
             cand.last_started = None
 
     def _at_last(self, name: str, epoch_id: str | None) -> bool:
-        """Is ``epoch_id`` the candidate's last step (its share at least ``100 - holdout``)?"""
+        """Is ``epoch_id`` the candidate's last step (:meth:`ExperimentSpec.at_last` of its weights)?"""
         epoch = self.epochs.get(epoch_id or "")
         shares = epoch.shares if epoch is not None else None
-        share = 100.0 * shares.get(name, 0.0) if shares is not None else 0.0
-        return share >= self.spec.last_share - 1e-6
+        return shares is not None and self.spec.at_last(shares, name, self.safe)
 
     def _latency_factor(self, g: Guardrail) -> float:
         """The margin's divisor of a latency: ``1 + margin`` (at least the floor over the safe median)."""

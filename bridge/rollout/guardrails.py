@@ -60,6 +60,7 @@ class Guardrail:
     floor: float  # the margin's absolute least, in the metric's unit
     on: bool  # on by default
     delay_s: float = 0.0  # known only this long after the call (a late outcome); 0: in the call's own record
+    last_margin: float | None = None  # the default harm line where the candidate stays (None: its margin)
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         """Pickled by name (its value function is a closure): an engine's state can be kept and taken up again."""
@@ -69,7 +70,7 @@ class Guardrail:
 GUARDRAILS: dict[str, Guardrail] = {
     g.name: g
     for g in (
-        Guardrail("failure_rate", Kind.PROPORTION, _failed, 0.5, 0.005, True),
+        Guardrail("failure_rate", Kind.PROPORTION, _failed, 0.5, 0.005, True, last_margin=0.25),
         Guardrail("abandon_rate", Kind.PROPORTION, _flag("abandoned"), 0.25, 0.005, True),
         Guardrail("greeting_ms", Kind.LATENCY, _positive("greeting_ms"), 0.25, 100.0, True),
         Guardrail("first_reply_ms", Kind.LATENCY, _positive("first_reply_ms"), 0.25, 100.0, True),
@@ -175,11 +176,14 @@ class ExperimentSpec(BaseModel):
         return tuple(out)
 
     def last_margin(self, g: Guardrail) -> float:
-        """The relative margin of ``g``'s harm line where the candidate serves most traffic (the last step's own
-        harm test and the watch): its ``last_margin``, else its margin."""
+        """The relative margin of ``g``'s harm line where the candidate stays (the last step's own harm test and the
+        watch, and any step of a fixed split): its ``last_margin``; else, with no margin set, the guardrail's default
+        one (the failure rate's 25 %); else its margin."""
         s = self.guardrails.get(g.name)
         if s is not None and s.last_margin is not None:
             return s.last_margin
+        if (s is None or s.margin is None) and g.last_margin is not None:
+            return g.last_margin
         return next((m for a, m, _ in self.active if a.name == g.name), g.margin)
 
     @property

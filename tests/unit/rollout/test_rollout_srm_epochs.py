@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 from typing import Any
 
 import pytest
 
 from bridge.rollout import stats
-from bridge.rollout.experiment import Decision, Experiment, ExperimentSpec
+from bridge.rollout.engine import SRM_HOLD
+from bridge.rollout.experiment import Decision, Experiment, ExperimentSpec, epoch_of
 from bridge.rollout.srm import SampleRatio
 
 SAFE, CAND = "safe", "cand"
@@ -87,3 +89,22 @@ def test_a_caller_counts_once_across_epochs() -> None:
     assert not ratio.count("other", {CAND: 0.25, SAFE: 0.75}, None)  # no share: no ratio
     assert ratio.log_e == before
     assert ratio.count(CAND, {CAND: 0.25, SAFE: 0.75}, None)  # an anonymous call counts alone
+
+
+def test_a_step_waits_while_the_split_leans_toward_a_mismatch() -> None:
+    """Before the flag, a step waits while the sample-ratio test's log e-value stands at ``SRM_HOLD`` of its
+    threshold: the candidate's callers short by a fifth at 5 %, the hold comes before the flag and names the test."""
+    spec = ExperimentSpec(auto_promote=(5, 25, 50, 100))
+    exp = Experiment(spec, SAFE, (CAND, SAFE), weights={SAFE: 95.0, CAND: 5.0})
+    epoch, rng, held = epoch_of({SAFE: 95.0, CAND: 5.0}, False), random.Random(8), None
+    hold = SRM_HOLD * math.log(1 / spec.srm_alpha)
+    for i in range(200_000):
+        variant = CAND if rng.random() < 0.04 else SAFE
+        exp.feed({"t": i * 0.5, "started": i * 0.5, "call_id": f"c{i}", "variant": variant, "epoch": epoch,
+                  "outcome": "ok", "abandoned": False})  # fmt: skip
+        if exp.srm_log_bf >= hold and held is None:
+            held = exp.blocking(CAND, final=False)
+        if exp.srm is not None:
+            break
+    assert held is not None and exp.srm is not None
+    assert any(why.startswith("sample ratio: the split leans toward a mismatch") for why in held), held

@@ -121,10 +121,13 @@ def test_with_two_candidates_a_step_that_leaves_only_the_holdout_is_the_final_st
 
 # ------------------------------------------------------------------------------------------------ margins per test
 def test_the_last_steps_harm_line_has_a_margin_of_its_own() -> None:
-    """Failures 10 % -> 14 % at the last step (an 80/20 split): within the 50 % margin, kept; beyond a last-step
-    margin of 10 %, rolled back by the last step's own test, naming that line."""
+    """Failures 10 % -> 14 % at the last step (an 80/20 split): within a last-step margin of 50 %, kept; beyond one
+    of 10 %, rolled back by the last step's own test, naming that line."""
     weights = {CAND: 80.0, SAFE: 20.0}
-    kept = Loop(ExperimentSpec(auto_promote=(100,), holdout=20, promote=False), weights, seed=32)
+    wide = ExperimentSpec(
+        auto_promote=(100,), holdout=20, promote=False, guardrails={"failure_rate": {"last_margin": 0.5}}
+    )
+    kept = Loop(wide, weights, seed=32)
     assert kept.run(20_000, {SAFE: 0.10, CAND: 0.14}) == []
     tight = ExperimentSpec(
         auto_promote=(100,), holdout=20, promote=False, guardrails={"failure_rate": {"last_margin": 0.1}}
@@ -144,6 +147,9 @@ def test_a_last_margin_is_for_rates_and_means() -> None:
     spec = ExperimentSpec(guardrails={"failure_rate": {"margin": 0.4}, "abandon_rate": {"last_margin": 0.1}})
     assert spec.last_margin(GUARDRAILS["failure_rate"]) == 0.4  # none given: its margin
     assert spec.last_margin(GUARDRAILS["abandon_rate"]) == 0.1
+    defaults = ExperimentSpec()  # neither given: the failure rate's own 25 %, any other guardrail's margin
+    assert defaults.last_margin(GUARDRAILS["failure_rate"]) == 0.25
+    assert defaults.last_margin(GUARDRAILS["abandon_rate"]) == GUARDRAILS["abandon_rate"].margin
 
 
 # ------------------------------------------------------------------------------------------------ the watch
@@ -257,3 +263,17 @@ def test_at_low_traffic_the_verdict_suggests_a_first_step_that_fits_a_business_c
     busy = Loop(spec, {CAND: 5.0, SAFE: 95.0}, seed=46)
     busy.run(3000, {SAFE: 0.1})
     assert "first_step_suggested" not in busy.exp.verdict(CAND)
+
+
+def test_a_fixed_split_holds_the_candidate_to_its_last_margin() -> None:
+    """At a fixed 50/50 split (no promotion: the step it stays on) failures 10 % -> 16 %, within the 50 % margin but
+    60 % worse: rolled back by the step's own test against the failure rate's 25 % line; with a last margin of 50 %,
+    kept."""
+    weights = {CAND: 50.0, SAFE: 50.0}
+    fail = {SAFE: 0.10, CAND: 0.16}
+    [d] = Loop(ExperimentSpec(promote=False), weights, seed=33).run(12_000, fail, until="rollback")
+    assert d.action == "rollback" and "(last step)" in d.reason, d.reason
+    line = float(d.reason.split("beyond the margin ")[1].split()[0])
+    assert 0.02 <= line < 0.03, d.reason  # 25 % of the safe variant's 10 %
+    wide = ExperimentSpec(promote=False, guardrails={"failure_rate": {"last_margin": 0.5}})
+    assert Loop(wide, weights, seed=33).run(12_000, fail) == []
