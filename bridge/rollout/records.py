@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import functools
 import hashlib
 import hmac
 import json
@@ -41,7 +43,14 @@ from redis.exceptions import RedisError
 
 from bridge import metrics
 from bridge.errors import redact
+from bridge.rollout import engine as _engine
+from bridge.rollout import evidence as _evidence
+from bridge.rollout import experiment as _experiment
+from bridge.rollout import guardrails as _guardrails
 from bridge.rollout import seal
+from bridge.rollout import srm as _srm
+from bridge.rollout import stats as _stats
+from bridge.rollout import watch as _watch
 from bridge.rollout.experiment import Decision, Experiment, step_weights
 from bridge.rollout.outcomes import compact, epoch_of
 from bridge.rollout.policy import RolloutFlag, RolloutSpec, has_digits, normalize_number
@@ -53,6 +62,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 WRITE_TIMEOUT_S = 2.0
+STATE_FORMAT = 1  # raised when the engine's kept state changes meaning with no field changed (:func:`state_format`)
 SHOWN_RECORDS = 50_000  # the most recent records ``rollout show`` and the console read for the current epoch
 AUTO_DECISION_WHO = "auto-experiment"
 
@@ -250,7 +260,21 @@ class _PlanState:
 
 
 def _spec_hash(spec: RolloutSpec) -> str:
-    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+    """The kept state's key: the spec and the engine's state format (:func:`state_format`), so a state is taken up only
+    by the experiment section and the release that wrote it."""
+    return hashlib.sha256(f"{state_format()}\x00{spec.model_dump_json()}".encode()).hexdigest()[:16]
+
+
+@functools.cache
+def state_format() -> str:
+    """The engine's state format: ``STATE_FORMAT`` and the fields of every dataclass of the rollout's modules, in
+    order (a slots dataclass is pickled by position: a field added, dropped or moved changes the format)."""
+    shape = [str(STATE_FORMAT)]
+    for module in (_engine, _evidence, _experiment, _guardrails, _srm, _stats, _watch):
+        for name, cls in sorted(vars(module).items()):
+            if isinstance(cls, type) and cls.__module__ == module.__name__ and dataclasses.is_dataclass(cls):
+                shape.append(f"{module.__name__}.{name}:{','.join(f.name for f in dataclasses.fields(cls))}")
+    return hashlib.sha256("\n".join(shape).encode()).hexdigest()[:12]
 
 
 async def load_snapshot(

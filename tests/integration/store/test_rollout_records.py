@@ -342,6 +342,11 @@ async def test_a_restarted_worker_and_rollout_show_take_up_the_kept_state_of_a_s
     assert restarted.plans["support"].replay.calls == {"cand": 150, "safe": 150} == first.plans["support"].replay.calls
     shown = await records.current(raw, "support", spec, key)
     assert shown["estimates"]["cand"]["calls"] == 150
+    with monkeypatch.context() as m:  # a release whose engine state has another shape: the records replayed
+        m.setattr(records, "state_format", lambda: "another release")
+        upgraded = records.LiveExperiment(key=key)
+        await upgraded.after_call(raw, "support", spec)
+        assert sum(upgraded.plans["support"].replay.calls.values()) == 50
     await raw.hset(keys.rollout_snapshot("support"), "last_id", "1-0")  # tampered: its signature no longer holds
     fresh = records.LiveExperiment(key=key)
     await fresh.after_call(raw, "support", spec)

@@ -4,9 +4,12 @@ signed with the first. A refused flag that asks for the kill switch (or cannot s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
-from bridge.rollout import seal
+import pytest
+
+from bridge.rollout import evidence, records, seal
 
 KEY = b"k" * 32
 NEW, OLD, GONE = b"n" * 32, b"o" * 32, b"g" * 32  # a rotation: new first, old still listed; gone no more
@@ -127,3 +130,24 @@ def test_a_signature_that_is_no_ascii_text_matches_nothing_and_raises_nothing() 
         assert seal.record_refusal((KEY,), {**record, "sig": bad}) in ("bad signature", "unsigned")
     assert not seal.snapshot_valid((KEY,), "support", "spec", "1-0", b"state", "é" * 64)
     assert seal.same_mac(record["sig"], seal.record_sig(KEY, record))
+
+
+def test_the_kept_states_format_follows_every_field_of_the_engines_dataclasses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slots dataclass is pickled by position: a release that adds a field must not take up an older state."""
+    before = records.state_format()
+    fields = [(f.name, f.type, f) for f in dataclasses.fields(evidence._Epoch)]
+    grown = dataclasses.make_dataclass("_Epoch", [*fields, ("added", int, dataclasses.field(default=0))], slots=True)
+    grown.__module__ = evidence.__name__
+    try:
+        monkeypatch.setattr(evidence, "_Epoch", grown)
+        records.state_format.cache_clear()
+        assert records.state_format() != before
+        monkeypatch.undo()
+        records.state_format.cache_clear()
+        assert records.state_format() == before
+        monkeypatch.setattr(records, "STATE_FORMAT", records.STATE_FORMAT + 1)
+        records.state_format.cache_clear()
+        assert records.state_format() != before
+    finally:
+        monkeypatch.undo()
+        records.state_format.cache_clear()
