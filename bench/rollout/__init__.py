@@ -28,8 +28,9 @@ prints its figure beside its target, a rate with its Wilson 95 % interval:
 * **two candidates** against one safe variant (neither leaves the safe variant only the holdout without the last
   step's checks; one at 1.5x failures reaches its last step at most 5 %), and failures 5 % -> 10 % at a fixed 50/50
   split rolled back within 3,000 calls;
-* ``--table``: holdout 5, 10 and 20 % by failure margin 25 and 50 %: the median calls to the last step of an equal
-  candidate, the median calls to catch a doubling at the last step, and the calls a day held on the old variant.
+* ``--table``: holdout 5, 10 and 20 % by the failure guardrail's last margin 25 and 50 %: the median calls to the
+  last step of an equal candidate, the calls to catch a doubling at the last step and one day into the watch, and
+  the calls a day held on the old variant.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.rollout.goals import BASE, Goal, goals
-from bench.rollout.sim import CALLS, RATE, Scenario, Truth, run
+from bench.rollout.goals import BASE, Goal, _changed, _rolled_back_within_s, goals
+from bench.rollout.sim import CALLS, DAY_S, RATE, Scenario, Truth, run
 from bridge.rollout.experiment import GUARDRAILS, ExperimentSpec
 
 
@@ -122,37 +123,59 @@ def measure(reps: int, seed: int, quick: bool, jobs: int, only: Sequence[str] = 
 
 
 def table(reps: int, seed: int, quick: bool, jobs: int) -> list[dict[str, Any]]:
-    """Holdout 5, 10 and 20 % by failure margin 25 and 50 %: what each costs and what it catches."""
+    """Holdout 5, 10 and 20 % by the failure guardrail's last margin 25 and 50 % (its margin, the ramp's power rule,
+    at its default 50 %): what each costs and what it catches.
+    An equal candidate's rollout stops once it reaches the last step; a doubling from the start of the last step runs
+    40,000 calls at most (twice the goal's 20,000); a doubling 1 day into the watch runs a day past the change."""
     n = 4000 if quick else CALLS
+    per_day = int(RATE * 24)
+    wait = 1800.0 if quick else DAY_S
     cells = [(h, m) for h in (5.0, 10.0, 20.0) for m in (0.25, 0.5)]
-    scenarios = []
+    scenarios: list[Scenario] = []
     for h, m in cells:
-        scenarios.append(Scenario(f"table equal {h:g}/{m:g}", holdout=h, fail_margin=m, calls=n))
+        doubled = replace(BASE, fail=0.04)
+        scenarios.append(Scenario(f"table equal {h:g}/{m:g}", calls=n, stop_at_last=True, holdout=h, last_margin=m))
         scenarios.append(
             Scenario(
                 f"table doubling {h:g}/{m:g}",
-                holdout=h,
-                fail_margin=m,
                 first=100.0 - h,
-                cand=replace(BASE, fail=0.04),
-                calls=2 * n,
+                cand=doubled,
+                calls=min(n, 40_000),
+                holdout=h,
+                last_margin=m,
+            )
+        )
+        scenarios.append(
+            Scenario(
+                f"table watch {h:g}/{m:g}",
+                first=100.0 - h,
+                after=doubled,
+                change_after_s=wait,
+                calls=int(wait / 3600 * RATE) + (1000 if quick else per_day),
+                holdout=h,
+                last_margin=m,
             )
         )
     by = _runs(scenarios, reps, seed, jobs)
     out = []
     for k, (h, m) in enumerate(cells):
-        equal, doubling = by[scenarios[2 * k]], by[scenarios[2 * k + 1]]
+        equal, doubling, watch = (by[sc] for sc in scenarios[3 * k : 3 * k + 3])
         to_last = [r["last"][0] for r in equal if r["last"] is not None]
         caught = [r["rollback"][0] if r["rollback"] is not None else math.inf for r in doubling]
+        late = [r["rollback"][0] - r["changed"][0] for r in watch if r["rollback"] is not None and r["changed"]]
+        within = sum(_rolled_back_within_s(DAY_S)(r) for r in watch if _changed(r))
         out.append(
             {
                 "holdout": h,
-                "failure_margin": m,
+                "last_margin": m,
+                "reps": len(equal),
                 "equal_reached_last": f"{len(to_last)}/{len(equal)}",
                 "median_calls_to_last": float(np.median(to_last)) if to_last else None,
                 "equal_rolled_back": f"{sum(r['rollback'] is not None for r in equal)}/{len(equal)}",
-                "doubling_caught": f"{sum(math.isfinite(c) for c in caught)}/{len(caught)}",
+                "doubling_at_last_within_20k": f"{sum(c <= 20_000 for c in caught)}/{len(caught)}",
                 "median_calls_to_catch_doubling": float(np.median(caught)),
+                "watch_doubling_within_24h": f"{within}/{sum(_changed(r) for r in watch)}",
+                "median_calls_to_catch_watch_doubling": float(np.median(late)) if late else None,
                 "held_calls_a_day": round(h / 100 * RATE * 24),
             }
         )

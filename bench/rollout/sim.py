@@ -68,6 +68,7 @@ class Scenario:
     last_margin: float | None = None  # the failure guardrail's last_margin alone (None: as ``fail_margin``)
     stop_at_srm: bool = False
     probes: float = 0.0  # probes of the safe variant's model a minute at most (0: none; bridge.rollout.probes)
+    stop_at_last: bool = False  # stop once the candidate reaches the last step
 
 
 def _lognormal(rng: np.random.Generator, median: float, sigma: float) -> float:
@@ -191,6 +192,10 @@ class _Loop:
         entry = probes.entry(f"{now:.3f}", "safe", probes.Probe(now, end, ok, 1000 * (end - now) if ok else None))
         heapq.heappush(self.ending, (end, self.i + 0.5, [entry]))
 
+    def reached(self, share: float) -> bool:
+        """Is the candidate at ``share`` percent or beyond (or at its last step: ``ExperimentSpec.at_last``)?"""
+        return self.weights["cand"] >= share or self.spec.at_last(self.weights, "cand", "safe")
+
     def note(self, d: Any, t: float) -> None:
         out = self.out
         if d.action == "srm" and out["srm"] is None:
@@ -203,16 +208,15 @@ class _Loop:
                 out["promote_after_srm"] += 1
             elif share is not None and d.variant == "cand" and share > 25.0:
                 out["past_25_before_srm"] = True
-            if d.weights is not None and d.weights.get("safe", 0.0) <= self.spec.holdout + 1e-9 and not final:
+            if d.weights is not None and self.spec.at_last(d.weights, d.variant, "safe") and not final:
                 out["unchecked"] = True  # a candidate left the safe variant only the holdout without the checks
         if d.action == "rollback" and d.variant == "cand" and out["rollback"] is None:
             out["rollback"] = (self.i, self.cand_calls, self.changed, t)
             out["breaker"] = "breaker" in d.evidence
         if d.weights is not None:
             self.weights, self.epoch = d.weights, epoch_of(d.weights, False)
-            safe_left = self.weights.get("safe", 0.0) <= self.spec.holdout + 1e-9
             for name, key in (("cand", "last"), ("cand2", "last2")):
-                if safe_left and self.weights.get(name, 0.0) > 0 and d.variant == name and out[key] is None:
+                if d.variant == name and out[key] is None and self.spec.at_last(self.weights, name, "safe"):
                     out[key] = (self.i, self.cand_calls)
 
 
@@ -232,7 +236,11 @@ def run(sc: Scenario, seed: int) -> dict[str, Any]:
         t = t + _gap(sc, t) if i else 0.0
         loop.i = i
         loop.deliver(t)
-        if (out["rollback"] is not None and sc.stop_at_rollback) or (out["srm"] is not None and sc.stop_at_srm):
+        if (
+            (out["rollback"] is not None and sc.stop_at_rollback)
+            or (out["srm"] is not None and sc.stop_at_srm)
+            or (out["last"] is not None and sc.stop_at_last)
+        ):
             break
         weights = loop.weights
         who: Caller | None = None
@@ -252,7 +260,7 @@ def run(sc: Scenario, seed: int) -> dict[str, Any]:
                 break
         on = variant == "cand"
         if loop.changed is None and (
-            (sc.change_at is not None and weights["cand"] >= min(sc.change_at, loop.spec.last_share))
+            (sc.change_at is not None and loop.reached(sc.change_at))
             or (sc.change_after_s is not None and t >= sc.change_after_s)
         ):
             loop.truth, loop.changed = (sc.after or sc.cand), (i, loop.cand_calls, t)
@@ -261,7 +269,7 @@ def run(sc: Scenario, seed: int) -> dict[str, Any]:
         if sc.swing:
             fail = 0.04 + 0.36 * (1 - math.cos(2 * math.pi * t / DAY_S)) / 2
         if sc.outage_at is not None:
-            if reached is None and weights["cand"] >= min(sc.outage_at, loop.spec.last_share):
+            if reached is None and loop.reached(sc.outage_at):
                 reached = t
                 loop.outage = (reached + 1800.0, reached + 1800.0 + sc.outage_s)
             if reached is not None and reached + 1800.0 <= t < reached + 1800.0 + sc.outage_s:
