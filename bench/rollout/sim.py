@@ -265,9 +265,7 @@ def run(sc: Scenario, seed: int) -> dict[str, Any]:
         ):
             loop.truth, loop.changed = (sc.after or sc.cand), (i, loop.cand_calls, t)
         mine = loop.truth if on else sc.second if variant == "cand2" and sc.second is not None else sc.safe
-        fail = mine.fail
-        if sc.swing:
-            fail = 0.04 + 0.36 * (1 - math.cos(2 * math.pi * t / DAY_S)) / 2
+        fail = 0.04 + 0.36 * (1 - math.cos(2 * math.pi * t / DAY_S)) / 2 if sc.swing else mine.fail
         if sc.outage_at is not None:
             if reached is None and loop.reached(sc.outage_at):
                 reached = t
