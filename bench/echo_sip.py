@@ -41,11 +41,11 @@ GOAL_DELAY_MS: Final = 250.0  # a true barge-in stopped within this (in >= 99 % 
 GOAL_FALSE_PER_TURN: Final = 1 / 500  # at most one false barge-in in 500 echoing turns
 
 
-def variants(seed: int, calls: int, turns: int, into: Path) -> list[Path]:
-    """``calls`` scripts of ``turns`` answers each, drawn from ``seed``, written under ``into``; the same seed
-    gives the same scripts."""
-    template = yaml.safe_load((ECHO / "barge_in" / "script.yaml").read_text())
-    pool = [t for t in yaml.safe_load((ECHO / "quiet" / "script.yaml").read_text())["turns"] if "say" in t]
+def variants(seed: int, calls: int, turns: int, into: Path, echo: Path = ECHO) -> list[Path]:
+    """``calls`` scripts of ``turns`` answers each, drawn from ``seed`` out of the echo set at ``echo``, written
+    under ``into``; the same seed gives the same scripts."""
+    template = yaml.safe_load((echo / "barge_in" / "script.yaml").read_text())
+    pool = [t for t in yaml.safe_load((echo / "quiet" / "script.yaml").read_text())["turns"] if "say" in t]
     rng = np.random.default_rng(seed)
     paths = []
     for k in range(calls):
@@ -71,7 +71,7 @@ def variants(seed: int, calls: int, turns: int, into: Path) -> list[Path]:
         home = into / data["name"]
         home.mkdir(parents=True)
         # the set's relative audio paths made absolute, for a copy written elsewhere
-        text = yaml.safe_dump(data, sort_keys=False).replace("../../", f"{ECHO.parent}/")
+        text = yaml.safe_dump(data, sort_keys=False).replace("../../", f"{echo.parent}/")
         (home / "script.yaml").write_text(text)
         paths.append(home)
     return paths

@@ -10,11 +10,13 @@ import pytest
 from bench.echo_sip import BARGE_AFTER_MS, DELAY_MS, ECHO_DB, NOISE_DBFS, delays, variants
 from bridge.replay.script import load_script
 
+ECHO_SET = Path(__file__).resolve().parents[3] / "call_scripts" / "echo"  # the checkout's (the wheel has no scripts)
+
 
 def test_the_same_seed_draws_the_same_calls_within_the_ranges(tmp_path: Path) -> None:
-    first = [load_script(p) for p in variants(83, 12, 6, tmp_path / "a")]
-    again = [load_script(p) for p in variants(83, 12, 6, tmp_path / "b")]
-    other = [load_script(p) for p in variants(84, 12, 6, tmp_path / "c")]
+    first = [load_script(p) for p in variants(83, 12, 6, tmp_path / "a", ECHO_SET)]
+    again = [load_script(p) for p in variants(83, 12, 6, tmp_path / "b", ECHO_SET)]
+    other = [load_script(p) for p in variants(84, 12, 6, tmp_path / "c", ECHO_SET)]
     assert [s.model.model_dump() for s in first] == [s.model.model_dump() for s in again]
     assert [s.model.line for s in first] != [s.model.line for s in other]
     barges = 0
