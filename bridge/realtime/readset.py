@@ -14,7 +14,7 @@ beat does), the peer's ``close_notify``, a failed engine, ciphertext to send. as
 and closes them, writes, pings and waits for the drain; a socket leaves the set before it is closed.
 
 Where the downlink's library does not load (no compiler, ``native_downlink: false``), or a socket is gated with no
-metronome to read it on, it reads on its own beat in Python as before (:meth:`RealtimeSocket.beat
+metronome to read it on, it reads on its own beat in Python (:meth:`RealtimeSocket.beat
 <bridge.realtime.ws_fastpath.RealtimeSocket.beat>`); so does one over asyncio's own TLS. The call counter of
 ``bench calls --count-calls`` learns the reads the C call made from :func:`_reads_made`.
 """
