@@ -167,10 +167,15 @@ class Engine(Evidence):
         self, g: Guardrail, tests: _Tests, ref: _Tests, *, last: bool = False
     ) -> tuple[Estimate | None, float]:
         """The estimate the margin is tested on and its line: (a latency's scaled scores, 0) or (the test's, the
-        margin; ``last``: the last step's)."""
+        margin; ``last``: the last step's), the estimate's variance carrying the line's own where the line is a share
+        of the safe variant's mean (:meth:`Estimate.relative_to`)."""
         if g.kind is Kind.LATENCY:
             return tests.margin_test.estimate(ref.margin_test), 0.0
-        return tests.test.estimate(ref.test), self.margin_abs(g, last=last)
+        e, line = tests.test.estimate(ref.test), self.margin_abs(g, last=last)
+        _, margin, floor = self._setting(g)
+        if e is not None and line > floor:  # the line is a share of the safe variant's estimated mean
+            e = e.relative_to(self.spec.last_margin(g) if last else margin)
+        return e, line
 
     def harm(self, name: str) -> list[tuple[Guardrail, str, Estimate]]:
         """The guardrails on which ``name`` is surely worse by more than its margin: (guardrail, which test, its

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -246,6 +246,14 @@ class Estimate:
     var: float
     n_eff: float
     calls: tuple[int, int]  # values on the candidate and on the safe variant
+    var_s: float = 0.0  # the safe variant's part of ``var``
+
+    def relative_to(self, margin: float) -> Estimate:
+        """The estimate of ``candidate - (1 + margin) * safe`` plus the line ``margin * safe`` read off the safe
+        mean: the same difference, its variance with the safe part times ``(1 + margin)^2``. A line drawn at a share
+        of the safe variant's own estimated rate moves with it; tested as known, a small holdout's noise would pass
+        for the candidate's harm."""
+        return replace(self, var=self.var + ((1.0 + margin) ** 2 - 1.0) * self.var_s)
 
     def rho(self, tau: float) -> float:
         return self.n_eff * tau * tau
@@ -352,10 +360,11 @@ class Strata:
         assert var_s is not None
         vs = var_s.var(self.proportion)
         dc, ds = (self.clusters[0].deff(), self.clusters[1].deff()) if self.clusters is not None else (1.0, 1.0)
-        var = (ac * max(self.arm_c.var(self.proportion), vs) * dc + as_ * vs * ds) / (w * w)
+        safe_part = as_ * vs * ds / (w * w)
+        var = ac * max(self.arm_c.var(self.proportion), vs) * dc / (w * w) + safe_part
         if self.proportion:
             var = max(var, pv * max(dc, ds) / (w * w))
-        return Estimate(d / w, var, w, (self.arm_c.n, self.arm_s.n))
+        return Estimate(d / w, var, w, (self.arm_c.n, self.arm_s.n), min(safe_part, var))
 
 
 def _own_var(stratum: Arm, arm: Arm) -> float:

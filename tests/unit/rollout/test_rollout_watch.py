@@ -36,6 +36,27 @@ def test_at_a_95_5_split_a_doublings_z_is_the_per_arm_formulas() -> None:
     assert math.isclose(e.diff / math.sqrt(e.var), 0.02 / math.sqrt(per_arm), rel_tol=0.04)
 
 
+def test_a_line_drawn_at_a_share_of_the_safe_rate_carries_the_safe_rates_variance() -> None:
+    """Tested against ``margin * safe``, the statistic is ``candidate - (1 + margin) * safe``: the holdout's part of
+    the variance times ``(1 + margin)^2``, the candidate's unchanged. At 95/5 and a 25 % margin the standard error
+    grows by about a quarter, and a difference just past the known-line bound is no longer surely past the line."""
+    strata = stats.Strata(True)
+    for hour in range(20):
+        for i in range(950):
+            strata.add(hour, True, float(i < 100))  # 10.5 %
+        for i in range(50):
+            strata.add(hour, False, float(i < 3))  # 6 %
+    e = strata.estimate()
+    assert e is not None
+    safe_part = 0.06 * 0.94 / 1000
+    assert math.isclose(e.var_s, safe_part, rel_tol=0.08), e.var_s / safe_part
+    wide = e.relative_to(0.25)
+    assert math.isclose(wide.var - e.var, (1.25**2 - 1) * e.var_s)
+    assert wide.diff == e.diff and wide.calls == e.calls
+    line = 0.25 * 0.06
+    assert e.harm(0.2, 0.0125, above=line) and not wide.harm(0.2, 0.0125, above=line)
+
+
 def test_an_hour_both_arms_fail_together_still_widens_the_variance() -> None:
     """A shared outage (both arms at 50 % for one hour) is as uncertain as it is: its own rates, not the calm ones."""
     calm, outage = stats.Strata(True), stats.Strata(True)
@@ -271,9 +292,9 @@ def test_a_fixed_split_holds_the_candidate_to_its_last_margin() -> None:
     kept."""
     weights = {CAND: 50.0, SAFE: 50.0}
     fail = {SAFE: 0.10, CAND: 0.16}
-    [d] = Loop(ExperimentSpec(promote=False), weights, seed=33).run(12_000, fail, until="rollback")
+    [d] = Loop(ExperimentSpec(promote=False), weights, seed=33).run(20_000, fail, until="rollback")
     assert d.action == "rollback" and "(last step)" in d.reason, d.reason
     line = float(d.reason.split("beyond the margin ")[1].split()[0])
     assert 0.02 <= line < 0.03, d.reason  # 25 % of the safe variant's 10 %
     wide = ExperimentSpec(promote=False, guardrails={"failure_rate": {"last_margin": 0.5}})
-    assert Loop(wide, weights, seed=33).run(12_000, fail) == []
+    assert Loop(wide, weights, seed=33).run(20_000, fail) == []
