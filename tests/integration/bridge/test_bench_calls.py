@@ -163,7 +163,7 @@ def _role(command: str) -> str:
 
 def _sip_and_rtp(sockets: list[Listening]) -> tuple[set[int], set[int]]:
     """One pjsua process's UDP ports, as (SIP, RTP pairs): an even port whose odd neighbour it holds too is an RTP
-    port (RTCP the odd one, RFC 3550 §11); what is left is its SIP port."""
+    port (RTCP the odd one, RFC 3550 §11); what is left is its SIP port (and any pair seen half open)."""
     udp = {s.port for s in sockets if s.proto == "udp"}
     rtp = {p for p in udp if p % 2 == 0 and p + 1 in udp}
     return udp - rtp - {p + 1 for p in rtp}, rtp
@@ -191,7 +191,9 @@ def test_bench_calls_listens_only_in_the_port_range_callers_and_callees_included
     assert len(roles.get("caller", [])) >= len(PATHS) and len(roles.get("loopback", [])) >= 3, seen
     for role in ("caller", "loopback"):
         found = [_sip_and_rtp(held) for held in roles[role]]
-        assert all(len(sip) == 1 for sip, _ in found), (role, roles[role])  # each process: its one SIP port
+        # each process: its SIP port (a sample may also catch an RTP pair half open, its RTCP port bound after the
+        # RTP one or closed before it, so a process can show more than one unpaired port)
+        assert all(sip for sip, _ in found), (role, roles[role])
         assert any(rtp for _, rtp in found), (role, roles[role])  # and its call's RTP pair (a step that passed)
     # the srtp path's caller listened on TLS too (its sips: calls), in the range as checked above
     assert any(any(s.proto == "tcp" for s in held) for held in roles["caller"]), roles["caller"]
