@@ -182,13 +182,8 @@ class Engine(Evidence):
         estimate in the margin's scale)."""
         cand, found = self.cands[name], []
         last = cand.step if self._staying(cand) else None
+        shares = (("since arming", cand.since, 1 - LAST_STEP_ALPHA), ("last step", last, LAST_STEP_ALPHA))
         for g, _, _ in self.active:
-            shares: list[tuple[str, dict[str, _Tests] | None, float]] = [
-                ("since arming", cand.since, 1 - LAST_STEP_ALPHA),
-                ("last step", last, LAST_STEP_ALPHA),
-            ]
-            if last is not None and self._one_record(g, last[g.name], cand.since[g.name]):
-                shares = [("last step", last, 1.0)]
             for which, sets, share in shares:
                 if sets is None:
                     continue
@@ -197,15 +192,6 @@ class Engine(Evidence):
                     found.append((g, which, e))
                     break
         return found
-
-    def _one_record(self, g: Guardrail, step: _Tests, since: _Tests) -> bool:
-        """The step's calls are every call since arming (a fixed split's one step) and its line is no wider: the two
-        harm tests would test one record, the last margin's the stricter, so it alone runs, with the whole alpha."""
-        a, b = step.test, since.test
-        if a.arm_c is None or a.arm_s is None or b.arm_c is None or b.arm_s is None:
-            return False
-        same = (a.arm_c.n, a.arm_s.n) == (b.arm_c.n, b.arm_s.n)
-        return same and self.spec.last_margin(g) <= self._setting(g)[1]
 
     def _decide(self, name: str, t: float) -> list[Decision]:
         cand, spec = self.cands[name], self.spec
