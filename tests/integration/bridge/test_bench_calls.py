@@ -58,7 +58,7 @@ def smallest_step() -> Run:
     both the SRTP path's comparison and the first test's, run once for every test)."""
     low, high = worker_range()
     args = ["bench.calls", "--json", "--steps", str(CALLS), "--seconds", str(WINDOW_S), "--srtp", "--count-calls"]
-    args.append("--no-echo-off")  # the guard-off path is the bridge path with one setting: the suite's time, not a check
+    args.append("--no-echo-off")  # the guard-off path is the bridge path with one setting: time, not a check
     done, sockets = run_in_range([*args, "--ceiling", "stream,duplex,wss"], ROOT, 420)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
     return Run(_lines(done.stdout), sockets.seen, low, high)
