@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.rollout.goals import BASE, Goal, _changed, _rolled_back_within_s, goals
+from bench.rollout.goals import BASE, Goal, goals, has_changed, rolled_back_within_s
 from bench.rollout.sim import CALLS, DAY_S, RATE, Scenario, Truth, run
 from bridge.rollout.experiment import GUARDRAILS, ExperimentSpec
 
@@ -163,7 +163,7 @@ def table(reps: int, seed: int, quick: bool, jobs: int) -> list[dict[str, Any]]:
         to_last = [r["last"][0] for r in equal if r["last"] is not None]
         caught = [r["rollback"][0] if r["rollback"] is not None else math.inf for r in doubling]
         late = [r["rollback"][0] - r["changed"][0] for r in watch if r["rollback"] is not None and r["changed"]]
-        within = sum(_rolled_back_within_s(DAY_S)(r) for r in watch if _changed(r))
+        within = sum(rolled_back_within_s(DAY_S)(r) for r in watch if has_changed(r))
         out.append(
             {
                 "holdout": h,
@@ -174,7 +174,7 @@ def table(reps: int, seed: int, quick: bool, jobs: int) -> list[dict[str, Any]]:
                 "equal_rolled_back": f"{sum(r['rollback'] is not None for r in equal)}/{len(equal)}",
                 "doubling_at_last_within_20k": f"{sum(c <= 20_000 for c in caught)}/{len(caught)}",
                 "median_calls_to_catch_doubling": float(np.median(caught)),
-                "watch_doubling_within_24h": f"{within}/{sum(_changed(r) for r in watch)}",
+                "watch_doubling_within_24h": f"{within}/{sum(has_changed(r) for r in watch)}",
                 "median_calls_to_catch_watch_doubling": float(np.median(late)) if late else None,
                 "held_calls_a_day": round(h / 100 * RATE * 24),
             }

@@ -44,7 +44,7 @@ def _rolled_back_within(calls: int, of: str) -> Hit:
     return hit
 
 
-def _rolled_back_within_s(seconds: float) -> Hit:
+def rolled_back_within_s(seconds: float) -> Hit:
     """Rolled back after the candidate's change and within ``seconds`` of it."""
 
     def hit(r: dict[str, Any]) -> bool:
@@ -54,7 +54,7 @@ def _rolled_back_within_s(seconds: float) -> Hit:
     return hit
 
 
-def _changed(r: dict[str, Any]) -> bool:
+def has_changed(r: dict[str, Any]) -> bool:
     """The candidate reached the step (or the time) that changes it before any rollback."""
     back = r["rollback"]
     return (back is not None and back[2] is not None) or (back is None and r.get("changed") is not None)
@@ -197,7 +197,7 @@ def _death_goals(n: int) -> list[Goal]:
             Scenario(f"dies at {s:g}", after=replace(BASE, fail=1.0), change_at=s, calls=n),
             _rolled_back_within(50, "candidate"),
             at_least=0.95,
-            given=_changed,
+            given=has_changed,
         )
         for s in STEPS
     ]
@@ -211,7 +211,7 @@ def _death_goals(n: int) -> list[Goal]:
         Scenario("doubles at last", after=replace(BASE, fail=0.04), change_at=100.0, calls=n + 20_000),
         _rolled_back_within(20_000, "calls"),
         at_least=0.8,
-        given=_changed,
+        given=has_changed,
     )
     return [*dies, doubles]
 
@@ -300,9 +300,9 @@ def _watch_goals(quick: bool) -> list[Goal]:
             Goal(
                 f"watch: failures double {days} d into the last step: rolled back within 24 h of the change",
                 sc,
-                _rolled_back_within_s(DAY_S),
+                rolled_back_within_s(DAY_S),
                 at_least=0.8,
-                given=_changed,
+                given=has_changed,
             )
         )
     equal = Scenario("watch, equal 30 d", first=95.0, calls=1500 if quick else 30 * per_day)
@@ -332,7 +332,7 @@ def _busy_goals(quick: bool) -> list[Goal]:
                 sc,
                 _rolled_back_within(100, "candidate"),
                 at_least=0.95,
-                given=_changed,
+                given=has_changed,
             )
         )
         out.append(
@@ -341,7 +341,7 @@ def _busy_goals(quick: bool) -> list[Goal]:
                 replace(sc, name=f"{sc.name}, probes", probes=1.0),
                 _rolled_back_within(50, "candidate"),
                 at_least=0.95,
-                given=_changed,
+                given=has_changed,
             )
         )
     two = Scenario("two equal candidates", second=BASE, calls=n, stop_at_rollback=False)
