@@ -79,7 +79,7 @@ async def wait_healthy(serve: Serve, within_s: float = 30) -> None:
         while time.monotonic() < deadline:
             try:
                 async with http.get(f"{serve.http}/healthz") as r:
-                    workers = (await r.json())["workers"]
+                    workers = (await r.json()).get("workers")  # none in a body that is not the health detail yet
                     if workers and all(w["alive"] and w["sip_port"] for w in workers):
                         return
             except aiohttp.ClientError:
