@@ -29,7 +29,8 @@ absolute **floor**, a candidate worse by less than ``max(margin * safe value, fl
   of "worse than the margin" rejects "within the margin"; ``bridge.rollout.stats``), or whose last calls all failed
   while the safe variant's calls *of the same moment* are fine (the **breaker**: its calls that ended during the
   candidate's run, and its probes of the safe variant's model, :mod:`bridge.rollout.probes`; an outage that fails
-  both variants trips nothing);
+  both variants trips nothing; the run weighed against the calls the candidate began meanwhile, whose fine ones
+  have not all ended yet: :meth:`Engine._breaker`);
 * a **promotion** to the last step takes a candidate that is *surely not worse by the margin* since it was armed
   (non-inferiority) after a whole business cycle (``cycle_s``); a step before it needs that the harm test has had the
   power to see a clear regression (``clear`` times the margin) and saw none. Every step also needs the current
@@ -97,6 +98,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from bridge.rollout import probes, stats, watch
@@ -144,6 +146,21 @@ __all__ = [
 
 LAST_STEP_ALPHA = 0.5  # the last step's own harm test's share of a guardrail's alpha (the rest: since arming)
 SRM_HOLD = 0.2  # a step waits while the sample-ratio test's log e-value stands at this share of its threshold
+
+
+@dataclass(frozen=True, slots=True)
+class _Trip:
+    """Why the breaker tripped: the candidate's failures in the run since a safe call began, the run they needed,
+    the safe variant's failures and calls begun meanwhile and the probes among them; the calls the candidate began
+    meanwhile (estimated; None: its rate not known yet) and the safe failures and calls its rate came from."""
+
+    run: int
+    need: float
+    failed: int
+    calls: int
+    used: list[probes.Probe]
+    began: float | None
+    rate: tuple[int, int]
 
 
 class Engine(Evidence):
@@ -197,23 +214,25 @@ class Engine(Evidence):
         cand, spec = self.cands[name], self.spec
         if cand.state is not State.TESTING:
             return []
-        trip = self._breaker(cand) if cand.run >= spec.breaker_min_run else None
+        trip = self._breaker(name, cand) if cand.run >= spec.breaker_min_run else None
         if trip is not None:
-            run, need, failed, calls, used = trip
-            evidence = {
-                "epoch": self.epoch,
-                "breaker": {
-                    "consecutive_failures": run,
-                    "trip_at": int(need),
-                    "safe_failures_meanwhile": failed,
-                    "safe_calls_meanwhile": calls,
-                }
-                | ({"probes": [p.to_json() for p in used]} if used else {}),
+            breaker: dict[str, Any] = {
+                "consecutive_failures": trip.run,
+                "trip_at": int(trip.need),
+                "safe_failures_meanwhile": trip.failed,
+                "safe_calls_meanwhile": trip.calls,
             }
             why = (
-                f"{name}: its last {run} calls failed in a row while the safe variant's calls of the same moment "
-                f"failed {failed} of {calls}{probes.describe(used)}"
+                f"{name}: its last {trip.run} calls failed in a row while the safe variant's calls of the same moment "
+                f"failed {trip.failed} of {trip.calls}{probes.describe(trip.used)}"
             )
+            if trip.began is not None:
+                breaker |= {"calls_begun_meanwhile": round(trip.began, 1), "safe_rate_of": list(trip.rate)}
+                why += f", against about {trip.began:.0f} calls it began meanwhile"
+                if trip.rate != (trip.failed, trip.calls):
+                    why += f" at the safe variant's recent rate ({trip.rate[0]} of its last {trip.rate[1]} failed)"
+            used = {"probes": [p.to_json() for p in trip.used]} if trip.used else {}
+            evidence = {"epoch": self.epoch, "breaker": breaker | used}
             return [self._rollback(name, t, why, evidence)]
         found = self.harm(name)
         if found:
@@ -239,25 +258,46 @@ class Engine(Evidence):
             return False
         return cand.last_started is not None or not (self.spec.promote and self.spec.auto_promote)
 
-    def _breaker(self, cand: _Candidate) -> tuple[int, float, int, int, list[probes.Probe]] | None:
+    def _breaker(self, name: str, cand: _Candidate) -> _Trip | None:
         """The breaker trips when the candidate's failures started since some safe call began are more than equal
         variants reach at the safe variant's failure rate of the calls started since then (the comparison is the
         safe variant's calls started during the run, counted by start as the run is: calls in progress when the
         candidate died end fine in both variants and are no evidence about it; none: no trip). A probe of the safe
-        variant's model is one such call (:mod:`bridge.rollout.probes`). Returns (those failures, the run they
-        needed, the safe variant's failures and calls started meanwhile, the probes among them)."""
+        variant's model is one such call (:mod:`bridge.rollout.probes`). Where the rate the candidate's calls begin
+        at is known, the run is weighed against the calls the candidate began meanwhile, and while every safe call of
+        the same moment ended fine the safe variant's rate is its recent one
+        (:func:`~bridge.rollout.stats.breaker_need`: fine calls last minutes, so a run of quick failed connects is
+        what a candidate that fails often shows before its fine calls end)."""
         spec = self.spec
         if not cand.fails:
             return None
         first, failed = cand.fails[0], 0
         safe = probes.during(self.safe_recent, self.probes, first)
+        begins = self._begins(name)
+        recent = (sum(bad for _, bad in self.safe_recent), len(self.safe_recent))
         for calls, (started, bad, _) in enumerate(safe, 1):
             failed += bad
             tail = cand.since_start(started)
-            need = stats.breaker_need(failed, calls, spec.breaker_min_run, spec.breaker_per_call)
+            began, rate = 0.0, (failed, calls)
+            if begins is None:
+                need = stats.breaker_need(failed, calls, spec.breaker_min_run, spec.breaker_per_call)
+            else:  # the safe variant's recent rate while every call of the same moment ended fine
+                began = begins * max(0.0, self.t - started)
+                rate = (failed, calls) if failed else recent
+                need = stats.breaker_need(*rate, spec.breaker_min_run, spec.breaker_per_call, began)
             if tail >= need:
-                return tail, need, failed, calls, [p for _, _, p in safe[:calls] if p is not None]
+                used = [p for _, _, p in safe[:calls] if p is not None]
+                return _Trip(tail, need, failed, calls, used, None if begins is None else began, rate)
         return None
+
+    def _begins(self, name: str) -> float | None:
+        """The rate ``name``'s calls begin at (a second; None: not known yet): the plan's by its share where the
+        weights are known (a step's new share counts at once), else its own."""
+        weights = self.weights()
+        if weights is None:
+            return self.arrivals.rate(self.t, name)
+        rate = self.arrivals.rate(self.t)
+        return None if rate is None else rate * shares_of(weights).get(name, 0.0)
 
     def _probed(self, record: Mapping[str, Any]) -> list[Decision]:
         """A probe of the safe variant's model: kept for the breaker, then every candidate's decisions."""

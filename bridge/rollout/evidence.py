@@ -40,6 +40,10 @@ MEAN_CAP = 50.0  # a mean's values are winsorised at this many times the safe va
 FRESH_S = 6 * 3600.0  # a record this much older than the newest is a replay (records are written as calls end)
 RUN_SAFE = 500  # the safe variant's latest calls the breaker looks back on (those started during a run count)
 RUN_MAX = 5000  # the failures of a candidate's run held (its earliest dropped beyond)
+BEGIN_SETTLE_S = 900.0  # calls begun this long ago have nearly all ended: counted, they give the rate calls begin at
+BEGIN_SPAN_S = 900.0  # ... over this span
+BEGIN_MIN_S = 300.0  # the least span that gives a rate
+BEGIN_KEPT = 20_000  # the latest records' starts kept for it
 FORGET_S = 4 * 86400.0  # a caller not heard from for this long starts a new cluster if they call again
 
 
@@ -167,6 +171,30 @@ class _Candidate:
 
 
 @dataclass(slots=True)
+class _Arrivals:
+    """When the plan's calls began (every variant's records), for the rate calls begin at: counted over a span that
+    ended ``BEGIN_SETTLE_S`` before the newest record, when nearly every call begun in it has ended and been
+    recorded (the calls still in progress make it a little low)."""
+
+    starts: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=BEGIN_KEPT))
+    earliest: float = math.inf
+
+    def add(self, started: float, variant: str) -> None:
+        self.starts.append((started, variant))
+        self.earliest = min(self.earliest, started)
+
+    def rate(self, now: float, variant: str | None = None) -> float | None:
+        """Calls begun a second, the plan's or ``variant``'s (None: less than ``BEGIN_MIN_S`` of settled span seen)."""
+        high = now - BEGIN_SETTLE_S
+        low = max(high - BEGIN_SPAN_S, self.earliest)
+        if len(self.starts) == self.starts.maxlen:
+            low = max(low, min(s for s, _ in self.starts))  # the kept starts cover no more
+        if high - low < BEGIN_MIN_S:
+            return None
+        return sum(low <= s < high and variant in (None, v) for s, v in self.starts) / (high - low)
+
+
+@dataclass(slots=True)
 class _Epoch:
     shares: dict[str, float] | None
     started: float
@@ -222,6 +250,7 @@ class Evidence:
         self.calls = {n: 0 for n in self.variants}
         self.safe_recent: deque[tuple[float, bool]] = deque(maxlen=RUN_SAFE)  # the safe variant's latest calls:
         # (started, failed), in the order they ended
+        self.arrivals = _Arrivals()  # when the plan's calls began: the breaker's count of the calls begun in a run
         self.probes: deque[probes.Probe] = deque(maxlen=probes.KEPT)  # probes of its model (bridge.rollout.probes)
         self.latency = {g.name: _Latency() for g in GUARDRAILS.values() if g.kind is not Kind.PROPORTION}
         self.delayed = tuple(g for g, _, _ in self.active if g.delay_s > 0)  # awaited only when on
@@ -287,6 +316,7 @@ class Evidence:
         out = self._flush()
         epoch_id = str(record.get("epoch", ""))
         started = _float(record.get("started")) or t
+        self.arrivals.add(started, variant)
         epoch = self.epochs.get(epoch_id)
         caller = record.get("caller") if isinstance(record.get("caller"), str) else None
         if epoch_id != self.epoch and self.epoch is not None and started < self.epoch_started:

@@ -24,9 +24,16 @@ the sample-ratio test. Pure: floats in, floats out (numpy arrays too where a fun
   so a variant's calls are not independent. Each variant's values are grouped by caller, and the variance of its
   mean is the cluster-robust one (the sum over callers of their summed residuals squared, Liang and Zeger 1986), used
   through the design effect: robust over naive, never below 1. A call with no caller is its own cluster.
-* **The breaker's run** (:func:`breaker_run`): the fewest consecutive candidate failures that equal variants reach
-  with probability at most ``per_call`` at a call, from an upper bound of the safe variant's failure rate *at the
-  same moment* (its calls that ended during the candidate's run).
+* **The breaker's run** (:func:`breaker_run`, :func:`breaker_need`): the fewest consecutive candidate failures that
+  equal variants reach with probability at most ``per_call`` at a call, from an upper bound ``h`` of the safe
+  variant's failure rate *at the same moment* (its calls that ended during the candidate's run). Records come as
+  calls end and a failed connect ends in seconds while an answered call lasts minutes, so a run of failures that
+  began a minute ago says little by itself: the calls begun since that will end fine have not ended yet. Where the
+  candidate's rate of calls is known, the run is weighed against them: the likelihood ratio of "every call it began
+  in the span failed" against "its calls fail at ``h``" is ``h**-k * exp(-(1 - h) * n)`` for ``k`` failures among the
+  ``n`` calls it began (treating every failure as ended and no fine call as ended, the ratio's smallest value), a
+  supermartingale while the candidate fails at ``h`` or less, so by Ville's inequality it passes ``1 / per_call``
+  with probability at most ``per_call``, whatever calls are in progress.
 * **Sample ratio** (:func:`log_srm_bf`): the Dirichlet-multinomial mixture Bayes factor of observed counts against
   the shares the weights promise (Lindon and Malek 2022); a product over epochs is still an e-process, so the test
   spans the whole rollout.
@@ -95,13 +102,23 @@ def breaker_run(safe_failures: Any, safe_calls: Any, min_run: int, per_call: flo
     return np.where(p < 0.5, run, np.inf)
 
 
-def breaker_need(safe_failures: int, safe_calls: int, min_run: int, per_call: float) -> float:
-    """:func:`breaker_run` for one look, in plain floats."""
+def breaker_high(safe_failures: int, safe_calls: int) -> float | None:
+    """The upper bound of the safe variant's failure rate :func:`breaker_run` takes (None: its estimate one half or
+    more, the safe variant not fine)."""
     p = (safe_failures + 1.0) / (safe_calls + 2.0)
     if p >= 0.5:
+        return None
+    return min(p + 2.0 * math.sqrt(p * (1.0 - p) / (safe_calls + 2.0)), 0.5)
+
+
+def breaker_need(safe_failures: int, safe_calls: int, min_run: int, per_call: float, began: float = 0.0) -> float:
+    """:func:`breaker_run` for one look, in plain floats; with ``began`` (the calls the candidate is estimated to have
+    begun in the span), the failures that take the ratio ``h**-k * exp(-(1 - h) * began)`` to ``1 / per_call``."""
+    high = breaker_high(safe_failures, safe_calls)
+    if high is None:
         return math.inf
-    high = min(p + 2.0 * math.sqrt(p * (1.0 - p) / (safe_calls + 2.0)), 0.5)
-    return max(float(min_run), math.ceil(math.log(per_call) / math.log(high)))
+    need = (math.log(1.0 / per_call) + (1.0 - high) * began) / math.log(1.0 / high)
+    return max(float(min_run), math.ceil(need - 1e-9))
 
 
 def log_srm_bf(counts: Mapping[str, int], shares: Mapping[str, float], concentration: float) -> float:

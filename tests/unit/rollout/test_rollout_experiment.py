@@ -119,6 +119,14 @@ def test_the_breaker_needs_longer_runs_when_the_safe_variant_fails_more_and_is_o
     runs = [float(stats.breaker_run(p * 1000, 1000, 5, 1e-6)) for p in (0.01, 0.05, 0.1, 0.2, 0.3)]
     assert runs == sorted(runs) and runs[0] == 5 and runs[-1] > runs[0]
     assert math.isinf(float(stats.breaker_run(600, 1000, 5, 1e-6)))
+    # weighed against the calls the candidate began in the span: h^-k exp(-(1 - h) n) reaches 1 / per_call
+    high = stats.breaker_high(20, 1000)
+    assert high is not None and 0.02 < high < 0.04
+    for began in (0.0, 10.0, 40.0):
+        need = stats.breaker_need(20, 1000, 5, 1e-6, began)
+        assert need * math.log(1 / high) - (1 - high) * began >= math.log(1e6)
+        assert (need - 1) * math.log(1 / high) - (1 - high) * began < math.log(1e6) or need == 5
+    assert stats.breaker_need(20, 1000, 5, 1e-6, 40.0) > stats.breaker_need(20, 1000, 5, 1e-6)
     assert [stats.breaker_need(round(p * 1000), 1000, 5, 1e-6) for p in (0.01, 0.05, 0.1, 0.2, 0.3)] == runs
 
 
