@@ -43,7 +43,7 @@ RUN_MAX = 5000  # the failures of a candidate's run held (its earliest dropped b
 BEGIN_SETTLE_S = 900.0  # calls begun this long ago have nearly all ended: counted, they give the rate calls begin at
 BEGIN_SPAN_S = 900.0  # ... over this span
 BEGIN_MIN_S = 300.0  # the least span that gives a rate
-BEGIN_KEPT = 20_000  # the latest records' starts kept for it
+BEGIN_KEPT = 8_000  # the latest records' starts kept for it (half an hour at 16,000 calls an hour)
 FORGET_S = 4 * 86400.0  # a caller not heard from for this long starts a new cluster if they call again
 
 
