@@ -1,18 +1,25 @@
 """The call as it is answered: the model's session opened while the phone still rings, given up the moment the caller
-hangs up, and both directions of the caller's media started once the call is answered."""
+hangs up (or the call refused with a 503 when no model answers and the worker says so), and both directions of the
+caller's media started once the call is answered."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from bridge import events as ev
 from bridge.audio.frames import FrameSink, FrameSource
 from bridge.call.echo import EchoGuarding
+from bridge.call.flow import Trigger
 from bridge.call.leg import PhoneLeg
 from bridge.call.link import Link
 from bridge.call.media import MediaPath
+from bridge.call.options import CallOptions
+from bridge.call.parts import CallParts
+from bridge.errors import ConnectError
 from bridge.realtime import downlink
+from bridge.realtime.client import RealtimeClient
 
 T = TypeVar("T")
 
@@ -30,6 +37,34 @@ async def unless_gone(opening: Awaitable[T], gone: asyncio.Event) -> T | None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     return None if task.cancelled() else task.result()
+
+
+async def connect_before_answer(
+    parts: CallParts, open_session: Callable[[], Awaitable[RealtimeClient]], options: CallOptions
+) -> bool:
+    """Open the WebSocket before the 200 OK: greeting latency is the callers' top complaint. False: no model and the
+    worker rejects such calls (503: a front tries another node); the call is over."""
+    call, leg, plan = parts.call, parts.leg, parts.plan
+    t_connect = call.clock()
+    try:
+        if options.model_down:
+            raise ConnectError(ev.ErrorClass.NETWORK, "the worker's circuit breaker is open", retryable=True)
+        client = await unless_gone(asyncio.wait_for(open_session(), plan.answer_timeout_s), leg.disconnected)
+        if client is None:
+            return True  # the caller hung up first (the session's run ends the call as abandoned)
+        parts.audio.link.swap(client)
+        parts.audio.latency.sample("session_setup", (call.clock() - t_connect) * 1000)
+    except (TimeoutError, ConnectError) as exc:
+        cls = exc.error_class if isinstance(exc, ConnectError) else ev.ErrorClass.NETWORK
+        call.emit(ev.RealtimeUnavailable(str(exc) or "timeout", cls))
+        call.report.errors.append({"class": "network", "code": "connect", "message": str(exc) or "timeout"})
+        if options.reject_when_down and not leg.disconnected.is_set():
+            leg.reject(503, "Service Unavailable", retry_after=int(plan.outage.hold_s))
+            call.end("realtime unavailable: rejected (503)", ev.EndedBy.FAULT, ev.CallOutcome.FAILED)
+            parts.phase.fire(Trigger.FINISHED, call.report.end_reason)
+            call.emit(ev.CallEnded(call.report.end_reason, ev.CallOutcome.FAILED, ev.EndedBy.FAULT))
+            return False
+    return True
 
 
 def start_media(

@@ -41,7 +41,7 @@ from bridge.call.leg import PhoneLeg
 from bridge.call.limit import CallLimit
 from bridge.call.link import Link, open_session
 from bridge.call.media import choose_media_path
-from bridge.call.opening import start_media, unless_gone
+from bridge.call.opening import connect_before_answer, start_media
 from bridge.call.options import CallOptions, Listener
 from bridge.call.orchestration import Orchestration
 from bridge.call.outage import HOLD_WAV, OUTAGE_RETRY, OutageAudio
@@ -308,7 +308,7 @@ class CallSession:
             self.leg.ringing()
         caller = mask_number(self.leg.caller, self.plan.privacy.caller_visible_digits)
         self.emit(ev.Ringing(caller, self.leg.called, self.plan.name, self.dialect.name))
-        if not await self._connect_before_answer():
+        if not await connect_before_answer(self.parts, self._open_session, self.options):
             return self.report
         if self.leg.disconnected.is_set():  # CANCEL (or BYE) while ringing: RFC 3261 §9.2, the INVITE got 487
             await self._abandoned()
@@ -358,31 +358,6 @@ class CallSession:
         if not self.ending and self.client is not None and self.phase.phase is Phase.IDLE:
             self.latency.answered_at = self.clock()
             self._greet()
-
-    async def _connect_before_answer(self) -> bool:
-        """Open the WebSocket before the 200 OK: greeting latency is the callers' top complaint. False: no model
-        and the worker rejects such calls (503: a front tries another node); the call is over."""
-        t_connect = self.clock()
-        try:
-            if self.options.model_down:
-                raise ConnectError(ev.ErrorClass.NETWORK, "the worker's circuit breaker is open", retryable=True)
-            opening = asyncio.wait_for(self._open_session(), self.plan.answer_timeout_s)
-            client = await unless_gone(opening, self.leg.disconnected)
-            if client is None:
-                return True  # the caller hung up first (run() ends the call as abandoned)
-            self.link.swap(client)
-            self.latency.sample("session_setup", (self.clock() - t_connect) * 1000)
-        except (TimeoutError, ConnectError) as exc:
-            cls = exc.error_class if isinstance(exc, ConnectError) else ev.ErrorClass.NETWORK
-            self.emit(ev.RealtimeUnavailable(str(exc) or "timeout", cls))
-            self.report.errors.append({"class": "network", "code": "connect", "message": str(exc) or "timeout"})
-            if self.options.reject_when_down and not self.leg.disconnected.is_set():
-                self.leg.reject(503, "Service Unavailable", retry_after=int(self.plan.outage.hold_s))
-                self.end("realtime unavailable: rejected (503)", ev.EndedBy.FAULT, ev.CallOutcome.FAILED)
-                self.phase.fire(Trigger.FINISHED, self.report.end_reason)
-                self.emit(ev.CallEnded(self.report.end_reason, self.outcome, ev.EndedBy.FAULT))
-                return False
-        return True
 
     async def _abandoned(self) -> None:
         """The caller's side hung up before the answer: an ordinary end, the caller's abandon unless its CANCEL (or
