@@ -28,7 +28,7 @@ prints its figure beside its target, a rate with its Wilson 95 % interval:
 * **two candidates** against one safe variant (neither leaves the safe variant only the holdout without the last
   step's checks; one at 1.5x failures reaches its last step at most 5 %), and failures 5 % -> 10 % at a fixed 50/50
   split rolled back within 3,000 calls;
-* ``--table``: holdout 5, 10 and 20 % by the failure guardrail's last margin 25 and 50 %: the median calls to the
+* ``--table``: holdout 5, 10 and 20 % by the failure guardrail's last margin 10, 25 and 50 %: the median calls to the
   last step of an equal candidate, the calls to catch a doubling at the last step and one day into the watch, and
   the calls a day held on the old variant.
 """
@@ -123,14 +123,14 @@ def measure(reps: int, seed: int, quick: bool, jobs: int, only: Sequence[str] = 
 
 
 def table(reps: int, seed: int, quick: bool, jobs: int) -> list[dict[str, Any]]:
-    """Holdout 5, 10 and 20 % by the failure guardrail's last margin 25 and 50 % (its margin, the ramp's power rule,
+    """Holdout 5, 10 and 20 % by the failure guardrail's last margin 10, 25 and 50 % (its margin, the ramp's power rule,
     at its default 50 %): what each costs and what it catches.
     An equal candidate's rollout stops once it reaches the last step; a doubling from the start of the last step runs
     40,000 calls at most (twice the goal's 20,000); a doubling 1 day into the watch runs a day past the change."""
     n = 4000 if quick else CALLS
     per_day = int(RATE * 24)
     wait = 1800.0 if quick else DAY_S
-    cells = [(h, m) for h in (5.0, 10.0, 20.0) for m in (0.25, 0.5)]
+    cells = [(h, m) for h in (5.0, 10.0, 20.0) for m in (0.1, 0.25, 0.5)]
     scenarios: list[Scenario] = []
     for h, m in cells:
         doubled = replace(BASE, fail=0.04)

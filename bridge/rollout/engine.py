@@ -66,14 +66,15 @@ family's errors add up to at most ``alpha``:
 * *harm where it stays* (the other half): the last step's epoch alone (its holdout keeps the safe variant's
   calls), so a candidate that degrades after its promotion is not diluted by the good calls before, and likewise
   any step of a fixed split (``promote`` off or no ``auto_promote``: the engine never moves its weights); its line
-  is the guardrail's ``last_margin`` (the failure rate's 25 %, any other's its margin), the harm line where the
+  is the guardrail's ``last_margin`` (the failure rate's 10 %, any other's its margin), the harm line where the
   candidate serves most traffic for long;
 * *non-inferiority* and each step's *fresh evidence* (its own ``alpha / (k c)``: a false promotion is the other kind
   of error).
 
 **The watch** (:mod:`bridge.rollout.watch`): from the first step on, each guardrail that is on has a change detector on
 its recent evidence beside the cumulative tests (a Shiryaev-Roberts statistic over blocks of each step's hours,
-against the ``last_margin`` line, tuned to a change to ``clear`` times it). At the last step, for as long as the
+against the ramp's ``margin`` line before the step the candidate stays on and the ``last_margin`` line there, tuned
+to a clear regression, ``clear`` times the margin). At the last step, for as long as the
 holdout runs, past ``log(24 watch_arl_days k c)`` the candidate is rolled back, the reason naming the watch and its
 statistic: at most one false alarm per ``watch_arl_days`` on average for a candidate exactly at its margin, far fewer
 for an equal one. Before it, the watch is each step's fresh evidence: a step waits while the statistic stands at
@@ -329,18 +330,23 @@ class Engine(Evidence):
         (:mod:`bridge.rollout.watch`); rollback at its next value."""
         for name, cand in self.cands.items():
             if cand.state is State.TESTING and cand.step is not None and cand.step_epoch == self.epoch:
+                staying = self._staying(cand)
                 for g, _, _ in self.active:
                     detector = self._watched(name, cand).detectors.setdefault(g.name, watch.Detector())
-                    detector.feed(cand.step[g.name].margin_test, cand.since[g.name].margin_test, *self._watch_line(g))
+                    line = self._watch_line(g, last=staying)
+                    detector.feed(cand.step[g.name].margin_test, cand.since[g.name].margin_test, *line)
 
-    def _watch_line(self, g: Guardrail) -> tuple[float, float]:
-        """The watch's line (the last margin in the test's scale) and the change beyond it it is tuned to (to
-        ``clear`` times the margin)."""
+    def _watch_line(self, g: Guardrail, *, last: bool) -> tuple[float, float]:
+        """The watch's line in the test's scale and the change beyond it it is tuned to: the ramp's ``margin`` on
+        the steps before the one the candidate stays on (there the watch only holds a step), ``last``: its
+        ``last_margin`` where it stays (there it rolls back); tuned to a clear regression (``clear`` times the larger
+        of the two margins) either way. The false alarms hold for any tuning (a candidate within the line is within
+        both lines, so the statistic stays a supermartingale for it across the switch); the tuning sets the delay."""
         if g.kind is Kind.LATENCY:  # the margin's scores (latencies over 1 + margin): line 0
             factor = self._latency_factor(g)
             return 0.0, self.latency[g.name].shift_effect((1.0 + self.spec.clear * (factor - 1.0)) / factor)
-        line = self.margin_abs(g, last=True)
-        return line, (self.spec.clear - 1.0) * line
+        line = self.margin_abs(g, last=last)
+        return line, self.spec.clear * max(line, self.margin_abs(g)) - line
 
     def watch_state(self, name: str) -> dict[str, Any]:
         """Each guardrail's watch: its statistic, threshold, blocks and last block."""

@@ -70,7 +70,7 @@ class Guardrail:
 GUARDRAILS: dict[str, Guardrail] = {
     g.name: g
     for g in (
-        Guardrail("failure_rate", Kind.PROPORTION, _failed, 0.5, 0.005, True, last_margin=0.25),
+        Guardrail("failure_rate", Kind.PROPORTION, _failed, 0.5, 0.005, True, last_margin=0.1),
         Guardrail("abandon_rate", Kind.PROPORTION, _flag("abandoned"), 0.25, 0.005, True),
         Guardrail("greeting_ms", Kind.LATENCY, _positive("greeting_ms"), 0.25, 100.0, True),
         Guardrail("first_reply_ms", Kind.LATENCY, _positive("first_reply_ms"), 0.25, 100.0, True),
@@ -178,7 +178,7 @@ class ExperimentSpec(BaseModel):
     def last_margin(self, g: Guardrail) -> float:
         """The relative margin of ``g``'s harm line where the candidate stays (the last step's own harm test and the
         watch, and any step of a fixed split): its ``last_margin``; else, with no margin set, the guardrail's default
-        one (the failure rate's 25 %); else its margin."""
+        one (the failure rate's 10 %); else its margin."""
         s = self.guardrails.get(g.name)
         if s is not None and s.last_margin is not None:
             return s.last_margin

@@ -11,9 +11,10 @@ calls, a doubling of failures needs weeks to move it. The watch forgets instead.
   ``V = max(Ac s_c^2 + As s_s^2, P) / W^2`` are the stratified estimate's, each arm's variance from its own rate,
   times the callers' design effect: a swing both variants share cancels inside each hour.
 * **The statistic** (Shiryaev and Roberts; in its e-detector form, Shin, Ramdas and Rinaldo 2022). Against the line
-  ``m`` (the guardrail's ``last_margin`` in the test's scale: a candidate within it is tolerated) and a change of
-  ``delta = (clear - 1) m`` beyond it (``clear`` times the margin: a doubling at a relative margin of 100 %, or
-  of 50 % with ``clear`` 2 as a clear regression), a block's likelihood ratio of "``m + delta``" over "``m``" for
+  ``m`` (the guardrail's ramp ``margin`` in the test's scale before the step the candidate stays on, its
+  ``last_margin`` there: a candidate within it is tolerated) and a change to a clear regression,
+  ``delta = clear M - m`` beyond it (``M`` the larger of the two margins: failures doubled at the default margin
+  of 50 % and ``clear`` 2, whichever the line), a block's likelihood ratio of "``m + delta``" over "``m``" for
   ``D ~ N(mu, V)`` is ``log L = (delta / V)(D - m - delta / 2)``, and
   ``R_n = (1 + R_(n-1)) L_n`` (``R_0 = 0``; kept as ``log R``).
 * **Its false alarms, as an average run length (ARL).** Under any mean at or below the line, ``E[L] <= 1``, so
@@ -28,9 +29,11 @@ calls, a doubling of failures needs weeks to move it. The watch forgets instead.
   hour (failures 2 %, margin 50 %), an equal candidate stands there in about 1 % of its hours; three hours after a
   doubling in about 17 %, six hours after in 40 % (about 60 % after twelve): what a 5 % step's calls can show.
 * **Its delay.** A change to ``m + delta`` adds ``delta^2 / (2 V)`` to ``log R`` per block on average: the delay is
-  about ``log(B) / (delta^2 / (2 V))`` blocks (at 1,000 calls an hour and a 5 % holdout, failures 2 % -> 4 % and the
-  margin 50 %: ``V`` is about ``4.3e-4`` an hour, the drift 0.12 a block, some 90 hours; with ``last_margin: 0.25`` and
-  ``holdout: 20``, about 25 hours). A stronger change is seen sooner (it adds ``(delta / V)(mu - m - delta / 2)``).
+  about ``log(B) / (delta^2 / (2 V))`` blocks (at 1,000 calls an hour and a 5 % holdout, failures 2 % -> 4 %, the
+  line at the failure rate's floor of 0.5 points, above its ``last_margin`` of 10 % there: ``V`` is about
+  ``4.3e-4`` an hour, ``delta`` 1.5 points, the drift 0.26 a block, some 40 hours; with ``holdout: 10`` about 22,
+  with ``holdout: 20`` about 14). Another change adds ``(delta / V)(mu - m - delta / 2)`` a block: an equal
+  candidate's statistic drifts down by 0.44 an hour.
 """
 
 from __future__ import annotations

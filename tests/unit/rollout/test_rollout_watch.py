@@ -168,8 +168,8 @@ def test_a_last_margin_is_for_rates_and_means() -> None:
     spec = ExperimentSpec(guardrails={"failure_rate": {"margin": 0.4}, "abandon_rate": {"last_margin": 0.1}})
     assert spec.last_margin(GUARDRAILS["failure_rate"]) == 0.4  # none given: its margin
     assert spec.last_margin(GUARDRAILS["abandon_rate"]) == 0.1
-    defaults = ExperimentSpec()  # neither given: the failure rate's own 25 %, any other guardrail's margin
-    assert defaults.last_margin(GUARDRAILS["failure_rate"]) == 0.25
+    defaults = ExperimentSpec()  # neither given: the failure rate's own 10 %, any other guardrail's margin
+    assert defaults.last_margin(GUARDRAILS["failure_rate"]) == 0.1
     assert defaults.last_margin(GUARDRAILS["abandon_rate"]) == GUARDRAILS["abandon_rate"].margin
 
 
@@ -220,7 +220,8 @@ def test_the_watchs_threshold_is_the_log_of_its_average_run_length_in_hours() ->
 
 def test_a_doubling_a_week_into_the_last_step_is_rolled_back_by_the_watch_naming_it() -> None:
     """100 calls an hour at 80/20: failures 10 % -> 20 % after a week on the last step. The cumulative tests average
-    it with the week before; the watch rolls it back within days, its statistic in the decision and the verdict."""
+    it with the week before; the watch, against the 10 % line and tuned to a doubling, rolls it back within a day (a
+    day and more with the line's own change as its tuning), its statistic in the decision and the verdict."""
     spec = ExperimentSpec(auto_promote=(100,), holdout=20, promote=False)
     loop = Loop(spec, {CAND: 80.0, SAFE: 20.0}, seed=43, per_hour=100)
     assert [d.action for d in loop.run(7 * 24 * 100, {SAFE: 0.1})] == ["complete"]
@@ -230,7 +231,7 @@ def test_a_doubling_a_week_into_the_last_step_is_rolled_back_by_the_watch_naming
     assert d.action == "rollback" and "failure_rate changed on the last step (the watch" in d.reason, d.reason
     assert d.evidence["watch_alarm"] == ["failure_rate"]
     assert d.evidence["watch"]["failure_rate"]["statistic"] >= d.evidence["watch"]["failure_rate"]["threshold"]
-    assert d.t - 7 * 24 * 3600 < 4 * 86400  # within four days of the change
+    assert d.t - 7 * 24 * 3600 < 86400  # within a day of the change
 
 
 def test_a_step_waits_while_the_watch_leans_toward_a_change_the_first_step_included() -> None:
@@ -288,13 +289,13 @@ def test_at_low_traffic_the_verdict_suggests_a_first_step_that_fits_a_business_c
 
 def test_a_fixed_split_holds_the_candidate_to_its_last_margin() -> None:
     """At a fixed 50/50 split (no promotion: the step it stays on) failures 10 % -> 16 %, within the 50 % margin but
-    60 % worse: rolled back by the step's own test against the failure rate's 25 % line; with a last margin of 50 %,
+    60 % worse: rolled back by the step's own test against the failure rate's 10 % line; with a last margin of 50 %,
     kept."""
     weights = {CAND: 50.0, SAFE: 50.0}
     fail = {SAFE: 0.10, CAND: 0.16}
     [d] = Loop(ExperimentSpec(promote=False), weights, seed=33).run(20_000, fail, until="rollback")
     assert d.action == "rollback" and "(last step)" in d.reason, d.reason
     line = float(d.reason.split("beyond the margin ")[1].split()[0])
-    assert 0.02 <= line < 0.03, d.reason  # 25 % of the safe variant's 10 %
+    assert 0.008 <= line < 0.012, d.reason  # 10 % of the safe variant's 10 %
     wide = ExperimentSpec(promote=False, guardrails={"failure_rate": {"last_margin": 0.5}})
     assert Loop(wide, weights, seed=33).run(20_000, fail) == []
