@@ -7,9 +7,9 @@ engine's last decision set (``bridge.rollout.experiment.Experiment``, fed record
 and ``rollout evaluate`` feed it), each call's outcome drawn from its variant's truth, and each record fed when the
 call ENDS: a failed connect 2-8 s after it began, any other call after its handle time (log-normal, median 180 s,
 sigma 1: about 80 calls in progress at 1,000 an hour, 180 at the busiest hour). Defaults everywhere: the ramp
-``auto_promote: [5, 25, 50, 100]`` with its 5 % holdout. The truth of the safe variant: failures 2 %, abandonment
-8 %, greeting median 700 ms and first reply 900 ms (log-normal, sigma 0.6). Every goal (:mod:`bench.rollout.goals`)
-prints its figure beside its target, a rate with its Wilson 95 % interval:
+``auto_promote: [5, 25, 50, 100]`` with its 10 % holdout (its last step 90 %). The truth of the safe variant:
+failures 2 %, abandonment 8 %, greeting median 700 ms and first reply 900 ms (log-normal, sigma 0.6). Every goal
+(:mod:`bench.rollout.goals`) prints its figure beside its target, a rate with its Wilson 95 % interval:
 
 * **the ramp**: equal candidates reach the last step within 50,000 calls and are not rolled back (also with a
   daily swing of both variants' failures 4 -> 40 -> 4 %); 1.5x failures or abandonment, or a regression exactly at

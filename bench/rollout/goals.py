@@ -291,7 +291,7 @@ def _watch_goals(quick: bool) -> list[Goal]:
         wait = 1800.0 if quick else days * DAY_S
         sc = Scenario(
             f"watch, doubles after {days} d",
-            first=95.0,
+            first=100.0,
             after=replace(BASE, fail=0.04),
             change_after_s=wait,
             calls=int(wait / 3600 * RATE) + (1000 if quick else per_day),
@@ -305,7 +305,7 @@ def _watch_goals(quick: bool) -> list[Goal]:
                 given=has_changed,
             )
         )
-    equal = Scenario("watch, equal 30 d", first=95.0, calls=1500 if quick else 30 * per_day)
+    equal = Scenario("watch, equal 30 d", first=100.0, calls=1500 if quick else 30 * per_day)
     out.append(
         Goal("watch: equal candidate at the last step for 30 days: rolled back", equal, _rolled_back, at_most=0.05)
     )
@@ -320,7 +320,7 @@ def _busy_goals(quick: bool) -> list[Goal]:
         at = hour if not quick else 1200.0
         sc = Scenario(
             f"dies at last {hour / 3600:g}h",
-            first=95.0,
+            first=100.0,
             profile=True,
             after=replace(BASE, fail=1.0),
             change_after_s=at + (0.0 if quick or hour > 12 * 3600 else DAY_S),

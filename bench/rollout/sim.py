@@ -60,7 +60,7 @@ class Scenario:
     icc: float = 0.0  # the callers' propensities' intra-class correlation (abandonment, failures, latencies)
     handle: bool = False  # the handle_time_s guardrail on
     copies: int = 0  # replay this many byte-for-byte copies of one failed candidate record, half an hour in
-    first: float | None = None  # the candidate's share at the start (None: the ramp's first step)
+    first: float | None = None  # the candidate's share at the start, at most the last step's (None: the first step)
     profile: bool = False  # a day's volume: about 2.15 times the mean at 14:00, 0.29 times at 02:00
     second: Truth | None = None  # a second candidate ("cand2") beside the first, from the same share
     holdout: float | None = None  # the plan's holdout (None: the default)
@@ -155,6 +155,7 @@ class _Loop:
         self.spec = spec_of(sc)
         self.names = CANDS if sc.second is not None else CANDS[:1]
         share = sc.fixed if sc.fixed is not None else sc.first if sc.first is not None else sc.steps[0]
+        share = share if sc.fixed is not None else min(share, self.spec.last_share)
         self.weights = {"safe": 100.0 - share * len(self.names), **{n: share for n in self.names}}
         self.exp = Experiment(self.spec, "safe", (*self.names, "safe"), weights=self.weights)
         self.epoch = epoch_of(self.weights, False)

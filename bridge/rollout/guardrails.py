@@ -126,7 +126,7 @@ class ExperimentSpec(BaseModel):
     breaker_window_s: float = Field(1800.0, gt=0)  # the safe variant's recent calls the breaker sizes its run on
     promote: bool = True  # decide "promote" at all
     auto_promote: tuple[float, ...] = ()  # candidate weight steps in percent, e.g. (5, 25, 50, 100)
-    holdout: float = Field(5.0, ge=0, lt=50)  # percent kept on the safe variant at the last step
+    holdout: float = Field(10.0, ge=0, lt=50)  # percent kept on the safe variant at the last step
     step_min_s: float = Field(3600.0, ge=0)  # the least time on a step before the next
     promote_look_s: float = Field(60.0, ge=0)  # promotions are looked for at most this often (rollbacks every call)
     cycle_s: float = Field(86400.0, ge=0)  # a business cycle: the least time from arming to the last step

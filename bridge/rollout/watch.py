@@ -29,9 +29,9 @@ calls, a doubling of failures needs weeks to move it. The watch forgets instead.
   hour (failures 2 %, margin 50 %), an equal candidate stands there in about 1 % of its hours; three hours after a
   doubling in about 17 %, six hours after in 40 % (about 60 % after twelve): what a 5 % step's calls can show.
 * **Its delay.** A change to ``m + delta`` adds ``delta^2 / (2 V)`` to ``log R`` per block on average: the delay is
-  about ``log(B) / (delta^2 / (2 V))`` blocks (at 1,000 calls an hour and a 5 % holdout, failures 2 % -> 4 %, the
-  line at the failure rate's floor of 0.5 points, above its ``last_margin`` of 10 % there: ``V`` is about
-  ``4.3e-4`` an hour, ``delta`` 1.5 points, the drift 0.26 a block, some 40 hours; with ``holdout: 10`` about 22,
+  about ``log(B) / (delta^2 / (2 V))`` blocks (at 1,000 calls an hour and the default 10 % holdout, failures 2 % ->
+  4 %, the line at the failure rate's floor of 0.5 points, above its ``last_margin`` of 10 % there: ``V`` is about
+  ``2.3e-4`` an hour, ``delta`` 1.5 points, the drift 0.5 a block, some 22 hours; with ``holdout: 5`` about 40,
   with ``holdout: 20`` about 14). Another change adds ``(delta / V)(mu - m - delta / 2)`` a block: an equal
   candidate's statistic drifts down by 0.44 an hour.
 """

@@ -29,8 +29,8 @@ each are rolled back in at most ``alpha`` of runs whatever the number of calls.
 A promoted candidate stays under test: a plan that ramps ``[50, 100]`` promotes equal variants to the last step
 (80 %, a holdout of 20 % on the safe variant), and when the candidate's model is refused from then on, the breaker,
 comparing it with the holdout's recent calls, rolls it back. The breaker trips only on candidate failures after a
-holdout call has ended (20 of them after the first, fewer as more holdout calls succeed): with the default holdout
-of 5 % that takes more than the 60 calls this test allows in one run of eight; with 20 %, one in 20,000
+holdout call has ended (20 of them after the first, fewer as more holdout calls succeed): with a holdout of 5 %
+that takes more than the 60 calls this test allows in one run of eight; with 20 %, one in 20,000
 (simulated through ``stats.breaker_need``; docs/configuration.md, ``holdout``).
 """
 

@@ -1,12 +1,13 @@
 """The rollout card as a rollout owner follows a guarded rollout step by step, through the API with a real Redis
 holding signed outcome records and in a real Chromium at 800 and 1400 px:
 
-* *steps*: three variants (base safe, ga, mini), ``auto_promote`` 10, 25, 60, 95. mini fails a third of its calls and
-  is rolled back; ga is promoted to 25, 60, then 95 %, each decision taken on the flag as a worker takes it
-  (``records.apply_decision``). The last promotion's record is the last one: the flag is at 95 % and no call under it
-  has ended. The card shows the flag's step and waits for the first calls under it; once one has ended, the
-  engine's verdict at 95 %. Each chart ends on the estimate its table row shows, and marks the steps and the rollback
-  where they happened (at the candidate's calls then), their labels inside the chart and apart.
+* *steps*: three variants (base safe, ga, mini), ``auto_promote`` 10, 25, 60, 95 and the default holdout (the last
+  step capped at ``100 - holdout``). mini fails a third of its calls and is rolled back; ga is promoted to 25, 60, then
+  the last step, each decision taken on the flag as a worker takes it (``records.apply_decision``). The last
+  promotion's record is the last one: the flag is at the last step and no call under it has ended. The card shows the
+  flag's step and waits for the first calls under it; once one has ended, the engine's verdict at the last step. Each
+  chart ends on the estimate its table row shows, and marks the steps and the rollback where they happened (at the
+  candidate's calls then), their labels inside the chart and apart.
 * *busy*: 300 calls in one hour: the charts have points (by calls) before any second hour.
 * *slow*: a call an hour: the verdict says how long the calls it needs take at that traffic.
 
@@ -54,6 +55,10 @@ STEPS = Dialplan.model_validate({"name": "steps", "match": ["5003"], "dialect": 
                    "guardrails": {"failure_rate": {"margin": 1.0, "floor": 0.05}, "abandon_rate": {"on": False},
                                   "first_reply_ms": {"on": False}}},
 }})  # fmt: skip
+assert STEPS.rollout_spec is not None
+HOLDOUT = STEPS.rollout_spec.experiment.holdout  # the default: base's share at ga's last step
+LAST = 100 - HOLDOUT  # ga's last step: the plan's 95 capped at 100 - holdout
+HELD, TOP = f"{HOLDOUT:g}", f"{LAST:g}"  # as the card and rollout show print them
 
 
 def _pair(name: str, number: str) -> Dialplan:
@@ -98,7 +103,7 @@ async def _steps(client: aioredis.Redis, rollouts: RolloutStore) -> tuple[list[D
     spec = STEPS.rollout_spec
     engine, rng = records.engine(spec), random.Random(5)
     weights, decided, t, n = dict(spec.default_flag().weights), [], T0, 0
-    while not any(d.variant == "ga" and (d.weights or {}).get("ga", 0) >= 90 for d in decided):
+    while not any(d.variant == "ga" and (d.weights or {}).get("ga", 0) >= LAST for d in decided):
         t, n = t + 6.0, n + 1  # a call ending every 6 s
         record = _record(rng, n, t, weights)
         await records.append(client, "steps", record, sign_key=KEY)
@@ -176,7 +181,7 @@ async def test_the_rollout_card_follows_the_flag_and_its_charts_show_the_tables_
     rollouts = RolloutStore(client=client, specs=specs, rollout_keys=KEY)  # type: ignore[arg-type]
     decided, t_last = await _fill(client, rollouts)
     assert [(d.variant, d.action, (d.weights or {}).get(d.variant)) for d in decided] == [
-        ("mini", "rollback", 0.0), ("ga", "promote", 25.0), ("ga", "promote", 60.0), ("ga", "promote", 95.0),
+        ("mini", "rollback", 0.0), ("ga", "promote", 25.0), ("ga", "promote", 60.0), ("ga", "promote", LAST),
     ]  # fmt: skip
     app = create_app(token=OPERATOR_TOKEN, redis=client, rollouts=rollouts, dialplans=PLANS)
     async with TestServer(app) as server:
@@ -184,20 +189,20 @@ async def test_the_rollout_card_follows_the_flag_and_its_charts_show_the_tables_
         plans = {p["dialplan"]: p for p in panel["dialplans"]}
         steps, busy, slow = (plans[n]["experiment"] for n in ("steps", "busy", "slow"))
 
-        # -- the API: the flag moved to 95 % with the last record; the verdicts follow it
+        # -- the API: the flag moved to the last step with the last record; the verdicts follow it
         flag = await rollouts.stored_flag("steps")
-        assert flag is not None and flag.weights == {"base": 5.0, "ga": 95.0, "mini": 0.0}
+        assert flag is not None and flag.weights == {"base": HOLDOUT, "ga": LAST, "mini": 0.0}
         assert steps["epoch"] != epoch_of(flag.weights, False) == steps["flag_epoch"]
         assert steps["pending"] == {"epoch": steps["flag_epoch"], "kill": False,
-                                    "shares": {"base": 5.0, "ga": 95.0, "mini": 0.0}}  # fmt: skip
+                                    "shares": {"base": HOLDOUT, "ga": LAST, "mini": 0.0}}  # fmt: skip
         ga, mini = steps["estimates"]["ga"]["verdict"], steps["estimates"]["mini"]["verdict"]
-        assert (ga["share"], ga["holdout"], ga["more_calls"], ga["more_time_s"]) == (95.0, 5.0, None, None)
-        assert ga["next"].startswith("wait: no call at 95 % has ended yet") and ga["pending"] is True
+        assert (ga["share"], ga["holdout"], ga["more_calls"], ga["more_time_s"]) == (LAST, HOLDOUT, None, None)
+        assert ga["next"].startswith(f"wait: no call at {TOP} % has ended yet") and ga["pending"] is True
         assert ga["waiting_for"] == ["the first calls under the new weights"]
         assert mini["state"] == "rolled_back" and mini["next"].startswith("none: rolled back") and mini["share"] == 0
         # each candidate's marks: where each step and decision happened, at its calls of each guardrail
         assert [(m["action"], m.get("share")) for m in ga["marks"]] == [("promote", 25.0), ("promote", 60.0),
-                                                                        ("promote", 95.0)]  # fmt: skip
+                                                                        ("promote", LAST)]  # fmt: skip
         assert [m["action"] for m in mini["marks"]] == ["rollback"]
         ga_calls = [m["calls"]["failure_rate"] for m in ga["marks"]]
         assert ga_calls == sorted(ga_calls) and ga_calls[-1] == steps["estimates"]["ga"]["calls"]
@@ -218,7 +223,7 @@ async def test_the_rollout_card_follows_the_flag_and_its_charts_show_the_tables_
         assert slow_v["more_calls"] > 0 and slow_v["more_time_s"] > 2 * 86400, slow_v
         # rollout show says the same
         _, text = await show_experiment(rollouts, "steps", STEPS.rollout_spec, flag)
-        assert "new weights (base 5 %, ga 95 %, mini 0 %): no call under them has ended yet" in text, text
+        assert f"new weights (base {HELD} %, ga {TOP} %, mini 0 %): no call under them has ended yet" in text, text
         _, text = await show_experiment(rollouts, "slow", SLOW.rollout_spec)
         days = how_long(slow_v["more_time_s"])
         assert f"about {slow_v['more_calls']} more candidate calls ({days} at current traffic)" in text, text
@@ -237,13 +242,13 @@ async def test_the_rollout_card_follows_the_flag_and_its_charts_show_the_tables_
                 assert await page.eval("document.documentElement.scrollWidth <= window.innerWidth"), width
                 assert page.problems == [], (width, page.problems)
 
-        # -- the first call under the new weights ends: the engine's own verdict at 95 %
+        # -- the first call under the new weights ends: the engine's own verdict at the last step
         rng = random.Random(11)
         await records.append(client, "steps", _record(rng, 10**6, t_last + 6.0, flag.weights, "ga"), sign_key=KEY)
         after = {p["dialplan"]: p for p in (await _panel(server))["dialplans"]}["steps"]["experiment"]
         assert after["pending"] is None and after["epoch"] == after["flag_epoch"]
         ga_after = after["estimates"]["ga"]["verdict"]
-        assert ga_after["share"] == 95.0 and "pending" not in ga_after
+        assert ga_after["share"] == LAST and "pending" not in ga_after
         if CHROMIUM is not None:
             async with Browser(width=1400, height=1000) as browser:
                 page = await browser.page()
@@ -251,7 +256,7 @@ async def test_the_rollout_card_follows_the_flag_and_its_charts_show_the_tables_
                 ga_card = "article[data-dialplan=steps] .candidate[data-variant=ga]"
                 await page.wait_for(f"document.querySelector({json.dumps(ga_card + ' .verdict')}) !== null", 20)
                 assert await page.eval("document.querySelector('article[data-dialplan=steps] p.pending')") is None
-                assert await page.text(f"{ga_card} .verdict .step") == "step: 95 % of new calls"
+                assert await page.text(f"{ga_card} .verdict .step") == f"step: {TOP} % of new calls"
                 assert not (await page.text(f"{ga_card} .verdict .next")).startswith("Next: wait:")
                 assert page.problems == [], page.problems
     await client.aclose()
@@ -261,14 +266,15 @@ async def _check_pending(page: Any) -> None:
     card = "article[data-dialplan=steps]"
     ga, mini = f"{card} .candidate[data-variant=ga]", f"{card} .candidate[data-variant=mini]"
     await page.wait_for(f"document.querySelector({json.dumps(ga + ' svg.trend')}) !== null", 20)
-    assert await page.text(f"{card} tr[data-variant=ga] td.weight") == "95"
-    assert await page.text(f"{ga} .verdict .step") == "step: 95 % of new calls"
-    assert await page.text(f"{ga} .verdict .holdout") == "holdout: 5 % kept on base"
-    assert (await page.text(f"{ga} .verdict .next")).startswith("Next: wait: no call at 95 % has ended yet")
+    assert await page.text(f"{card} tr[data-variant=ga] td.weight") == TOP
+    assert await page.text(f"{ga} .verdict .step") == f"step: {TOP} % of new calls"
+    assert await page.text(f"{ga} .verdict .holdout") == f"holdout: {HELD} % kept on base"
+    assert (await page.text(f"{ga} .verdict .next")).startswith(f"Next: wait: no call at {TOP} % has ended yet")
     assert await page.text(f"{ga} .verdict .waiting li") == "the first calls under the new weights"
     assert await page.eval(f"document.querySelector({json.dumps(ga + ' .verdict .more')})") is None
     note = await page.text(f"{card} p.pending")
-    assert note.startswith("The weights changed: base 5 %, ga 95 %, mini 0 % of new calls. No call under them"), note
+    changed = f"The weights changed: base {HELD} %, ga {TOP} %, mini 0 % of new calls. No call under them"
+    assert note.startswith(changed), note
     assert await page.text(f"{mini} .verdict .state") == "Rolled back"
     assert await page.text(f"{mini} .verdict .step") == "step: 0 % of new calls"
 
@@ -303,7 +309,7 @@ async def _check_charts(page: Any, steps: dict[str, Any], busy: dict[str, Any]) 
         for a, b in itertools.combinations(drawn["labels"], 2):
             assert _apart(a, b), (a, b)
     ga_labels = [b[4] for b in (await _chart(page, "steps", "ga", "failure_rate"))["labels"]]
-    assert set(ga_labels) <= {"→ 25 %", "→ 60 %", "→ 95 %"} and "→ 95 %" in ga_labels, ga_labels
+    assert set(ga_labels) <= {"→ 25 %", "→ 60 %", f"→ {TOP} %"} and f"→ {TOP} %" in ga_labels, ga_labels
     assert [b[4] for b in (await _chart(page, "steps", "mini", "failure_rate"))["labels"]] == ["rollback"]
     # the busy plan's first hour: a line of several points, no "no point yet"
     drawn = await _chart(page, "busy", "ga", "failure_rate")

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+
+from bridge.rollout.experiment import ExperimentSpec
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
@@ -28,6 +31,8 @@ rollout:
     - {name: safe, dialect: ga, model: gpt-realtime, weight: 95}
   experiment: {auto_promote: [5, 25, 50, 100], step_min_s: 600, cycle_s: 3600, guard_s: 3600}
 """
+HOLDOUT = ExperimentSpec.model_validate(yaml.safe_load(PLAN)["rollout"]["experiment"]).holdout  # the default
+LAST = 100 - HOLDOUT  # the last step, capped at the holdout
 
 
 def _lines(proc: subprocess.Popen[str], wait_s: float) -> list[dict[str, Any]]:
@@ -70,7 +75,7 @@ def test_a_simulator_drives_the_engine_through_its_ramp_one_event_per_line(tmp_p
                     events.append(event)
                     if event["event"] == "decision":
                         weights, epoch = event["weights"], event["epoch"]
-            if weights["cand"] >= 95 and any(e.get("action") == "complete" for e in events):
+            if weights["cand"] >= LAST and any(e.get("action") == "complete" for e in events):
                 break
         proc.stdin.close()
         events += _lines(proc, 60.0)
@@ -81,10 +86,10 @@ def test_a_simulator_drives_the_engine_through_its_ramp_one_event_per_line(tmp_p
     decisions = [e for e in events if e["event"] == "decision"]
     assert all({"t", "variant", "action", "reason", "evidence", "weights", "epoch"} <= set(d) for d in decisions)
     steps = [d["weights"]["cand"] for d in decisions if d["action"] == "promote"]
-    assert steps == [25.0, 50.0, 95.0], [(d["action"], d["reason"]) for d in decisions]
+    assert steps == [25.0, 50.0, LAST], [(d["action"], d["reason"]) for d in decisions]
     assert "rollback" not in [d["action"] for d in decisions]
-    assert sorted(set(drawn)) == [5.0, 25.0, 50.0, 95.0]  # the simulator drew with each step's weights in turn
-    assert events[-1]["event"] == "end" and events[-1]["estimates"]["cand"]["verdict"]["holdout"] == 5.0
+    assert sorted(set(drawn)) == [5.0, 25.0, 50.0, LAST]  # the simulator drew with each step's weights in turn
+    assert events[-1]["event"] == "end" and events[-1]["estimates"]["cand"]["verdict"]["holdout"] == HOLDOUT
 
 
 def test_a_line_that_is_no_record_is_an_error_naming_the_line(tmp_path: Path) -> None:

@@ -43,7 +43,8 @@ HOOK = Endpoint("hook", "http://127.0.0.1:9/never-delivered")  # queued in Redis
 
 
 def spec() -> RolloutSpec:
-    """Steps 25, 50, 75, 100 (95: the holdout), on the failure rate alone, with the clocks at zero."""
+    """Steps 25, 50, 75, 100 (the last capped at ``100 - holdout``), on the failure rate alone, with the clocks at
+    zero."""
     off = {"on": False}
     experiment = ExperimentSpec.model_validate(
         {
@@ -71,9 +72,12 @@ def spec() -> RolloutSpec:
     )
 
 
+LAST = spec().experiment.last_share  # the candidate's share at the last step, where all its calls fail
+
+
 def _record(rng: random.Random, n: int, weights: dict[str, float]) -> dict[str, Any]:
     variant = CAND if rng.random() * sum(weights.values()) < weights.get(CAND, 0.0) else SAFE
-    fail = (1.0 if weights.get(CAND, 0.0) >= 90 else 0.1) if variant == CAND else 0.3
+    fail = (1.0 if weights.get(CAND, 0.0) >= LAST - 1e-9 else 0.1) if variant == CAND else 0.3
     failed = rng.random() < fail
     t = 1_000_000.0 + 60.0 * n
     return {

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _decide_worker import CAND, HOOK, PLAN, SAFE, START, spec
+from _decide_worker import CAND, HOOK, LAST, PLAN, SAFE, START, spec
 
 from bridge.devkit.redis_cluster import RedisClusterLab, cluster_tools
 from bridge.devkit.redis_server import EmbeddedRedis, redis_server_binary
@@ -107,7 +107,7 @@ async def test_four_workers_take_each_decision_once(store: RolloutStore, redis_u
     decisions = reports[0]["decisions"]
     assert all(r["decisions"] == decisions for r in reports)
     steps = [(d["action"], d["weights"][CAND]) for d in decisions]
-    assert steps == [("promote", 50.0), ("promote", 75.0), ("promote", 95.0), ("rollback", 0.0)], steps
+    assert steps == [("promote", 50.0), ("promote", 75.0), ("promote", LAST), ("rollback", 0.0)], steps
     epochs = [d["evidence"]["epoch"] for d in decisions]
     assert len(set(epochs)) == len(decisions)  # one decision per epoch
 
@@ -116,8 +116,8 @@ async def test_four_workers_take_each_decision_once(store: RolloutStore, redis_u
     assert [e.who for e in audit] == ["test", *[records.AUTO_DECISION_WHO] * len(decisions)], audit
     auto = audit[1:]
     assert [(e.evidence["action"], e.evidence["epoch"]) for e in auto] == [_ident(d) for d in decisions]
-    assert [e.new["weights"][CAND] for e in auto] == [50.0, 75.0, 95.0, 0.0]
-    assert [e.old["weights"][CAND] for e in auto] == [25.0, 50.0, 75.0, 95.0]
+    assert [e.new["weights"][CAND] for e in auto] == [50.0, 75.0, LAST, 0.0]
+    assert [e.old["weights"][CAND] for e in auto] == [25.0, 50.0, 75.0, LAST]
     assert not await client.exists(keys.rollout_decided(PLAN))  # nothing was audited alone
     flag = await store.get_flag(PLAN)
     assert (flag.weight(CAND), flag.weight(SAFE)) == (0.0, 100.0)
@@ -175,14 +175,15 @@ async def test_a_promotion_is_audited_alone_once_on_its_epoch_and_not_at_all_onc
 ) -> None:
     store = RolloutStore(redis_server.url, specs={PLAN: spec()})
     try:
-        await store.set_flag(PLAN, {"weights": {CAND: 95, SAFE: 5}}, "test", "the last step")
-        last = epoch_of({CAND: 95, SAFE: 5}, False)
+        at_last = {CAND: LAST, SAFE: 100 - LAST}
+        await store.set_flag(PLAN, {"weights": at_last}, "test", "the last step")
+        last = epoch_of(at_last, False)
         done = Decision(1.0, CAND, "promote", "cand: promote", {"epoch": last})  # no step left after the last
         assert [await records.apply_decision(store, PLAN, spec(), done) for _ in range(3)] == [True, False, False]
         stale = Decision(2.0, CAND, "promote", "cand: promote to 50 %", {"epoch": epoch_of(START, False)})
         assert not await records.apply_decision(store, PLAN, spec(), stale)  # the flag left that epoch long ago
         audit = [e for e in await store.audit(PLAN) if e.who == records.AUTO_DECISION_WHO]
         assert [(e.evidence["epoch"], e.new) for e in audit] == [(last, {})]
-        assert (await store.get_flag(PLAN)).weight(CAND) == 95.0
+        assert (await store.get_flag(PLAN)).weight(CAND) == LAST
     finally:
         await store.close()

@@ -181,7 +181,9 @@ def test_margins_are_relative_with_a_floor_and_alpha_is_split_across_the_guardra
     assert more.test_alpha == pytest.approx(0.05 / 4)
     assert spec.next_share(50.0) is None  # no steps: none
     ramp = ExperimentSpec(auto_promote=(5, 25, 50, 100))
-    assert [ramp.next_share(s) for s in (0, 5, 25, 50, 95)] == [5, 25, 50, 95, None]  # the holdout stays
+    last = 100 - ramp.holdout  # the default holdout stays
+    assert 50 < last < 100 and ramp.last_share == last
+    assert [ramp.next_share(s) for s in (0, 5, 25, 50, last)] == [5, 25, 50, last, None]
 
 
 def test_yaml_1_1_reads_on_as_true_and_the_guardrail_takes_it_as_on(tmp_path: Path) -> None:
@@ -220,21 +222,24 @@ def test_bad_settings_name_the_field(settings: dict[str, Any], names: str) -> No
 
 # ------------------------------------------------------------------------------------------------ decisions
 def test_equal_variants_ramp_to_the_last_step_keeping_a_holdout_and_are_never_rolled_back() -> None:
-    loop = Loop(ExperimentSpec(auto_promote=(5, 25, 50, 100), **FAST), 5.0, seed=3)
+    spec = ExperimentSpec(auto_promote=(5, 25, 50, 100), **FAST)
+    loop = Loop(spec, 5.0, seed=3)
     loop.run(30_000, fail=0.1)
     actions = [(d.action, d.weights and d.weights[CAND]) for d in loop.decisions]
-    assert actions[:3] == [("promote", 25.0), ("promote", 50.0), ("promote", 95.0)], actions
+    last = 100 - spec.holdout
+    assert actions[:3] == [("promote", 25.0), ("promote", 50.0), ("promote", last)], actions
     assert "rollback" not in [a for a, _ in actions]
-    assert loop.weights == {CAND: 95.0, SAFE: 5.0}
+    assert loop.weights == {CAND: last, SAFE: spec.holdout}
     verdict = loop.exp.verdict(CAND)
-    assert verdict["holdout"] == 5.0 and verdict["next"].startswith("watch")
+    assert verdict["holdout"] == spec.holdout and verdict["next"].startswith("watch")
     assert any(d.action == "complete" for d in loop.decisions)  # the guard period passed; still watched
 
 
 def test_a_candidate_that_dies_after_reaching_the_last_step_is_rolled_back_by_the_breaker() -> None:
-    loop = Loop(ExperimentSpec(auto_promote=(5, 25, 50, 100), **FAST), 5.0, seed=4)
+    spec = ExperimentSpec(auto_promote=(5, 25, 50, 100), **FAST)
+    loop = Loop(spec, 5.0, seed=4)
     loop.run(30_000, fail=0.1, until="complete")
-    assert loop.weights[CAND] == 95.0
+    assert loop.weights[CAND] == 100 - spec.holdout
     [d] = loop.run(200, cand_fail=1.0)
     assert d.action == "rollback" and "breaker" in d.evidence and d.weights == {CAND: 0.0, SAFE: 100.0}
 
@@ -456,9 +461,10 @@ def test_auto_promote_moves_the_candidate_one_step_keeps_the_holdout_and_acts_on
     flag = RolloutFlag(weights={CAND: 5, SAFE: 95})
     promote = Decision(1.0, CAND, "promote", "not worse", {"epoch": epoch_of(flag.weights, False)})
     assert decision_changes(spec, promote, flag) == {"weights": {CAND: 25, SAFE: 75}}
+    holdout = spec.experiment.holdout
     at_half = RolloutFlag(weights={CAND: 1, SAFE: 1})
-    assert next_step(spec, at_half, CAND) == {CAND: 95, SAFE: 5}
-    assert next_step(spec, RolloutFlag(weights={CAND: 95, SAFE: 5}), CAND) is None
+    assert next_step(spec, at_half, CAND) == {CAND: 100 - holdout, SAFE: holdout}
+    assert next_step(spec, RolloutFlag(weights={CAND: 100 - holdout, SAFE: holdout}), CAND) is None
     moved = RolloutFlag(weights={CAND: 25, SAFE: 75})  # another worker took the step already
     assert decision_changes(spec, promote, moved) is None
     rollback = Decision(1.0, CAND, "rollback", "worse", {"epoch": epoch_of(moved.weights, False)})
@@ -483,14 +489,16 @@ def test_a_step_keeps_the_other_candidates_share_and_stops_at_the_room_they_leav
         "other": 10,
         SAFE: 65,
     }
+    holdout = spec.experiment.holdout
+    room = 100 - holdout - 10  # what "other" leaves above the holdout
     assert next_step(spec, RolloutFlag(weights={CAND: 50, "other": 10, SAFE: 40}), CAND) == {
-        CAND: 85,
+        CAND: room,
         "other": 10,
-        SAFE: 5,
+        SAFE: holdout,
     }
-    assert next_step(spec, RolloutFlag(weights={CAND: 85, "other": 10, SAFE: 5}), CAND) is None  # no room left
+    assert next_step(spec, RolloutFlag(weights={CAND: room, "other": 10, SAFE: holdout}), CAND) is None  # no room
     flag = RolloutFlag(weights={CAND: 50, "other": 10, SAFE: 40})
-    engine_step = {CAND: 85.0, "other": 10.0, SAFE: 5.0}
+    engine_step = {CAND: room, "other": 10.0, SAFE: holdout}
     promote = Decision(1.0, CAND, "promote", "ok", {"epoch": epoch_of(flag.weights, False)}, engine_step)
     assert decision_changes(spec, promote, flag) == {"weights": engine_step}
 

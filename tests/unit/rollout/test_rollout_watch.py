@@ -117,9 +117,9 @@ FAST = {"step_min_s": 600.0, "cycle_s": 3600.0, "guard_s": 3600.0}  # a ramp's c
 
 
 def test_with_two_candidates_a_step_that_leaves_only_the_holdout_is_the_final_step_with_its_checks() -> None:
-    """Two equal candidates: the first promoted as far as the other leaves room (90 %, not 95 %) takes that step
-    as the last one (a business cycle, non-inferiority), is then tested on the last step's own calls and kept for
-    its guard period."""
+    """Two equal candidates: the first promoted as far as the other leaves room (``100 - holdout`` less the other's
+    5 %, not ``100 - holdout``) takes that step as the last one (a business cycle, non-inferiority), is then tested
+    on the last step's own calls and kept for its guard period."""
     spec = ExperimentSpec(auto_promote=(5, 25, 50, 100), **FAST)
     loop = Loop(spec, {"a": 5.0, "b": 5.0, SAFE: 90.0}, seed=31)
     loop.run(60_000, {SAFE: 0.1}, until="complete")
@@ -136,7 +136,7 @@ def test_with_two_candidates_a_step_that_leaves_only_the_holdout_is_the_final_st
     assert loop.exp.cands[top].last_started is not None and loop.exp.verdict(top)["holdout"] == spec.holdout
     assert "rollback" not in [d.action for d in loop.decisions]
     assert loop.decisions[-1].action == "complete" and loop.decisions[-1].variant == top
-    assert spec.at_last({"a": 90.0, "b": 5.0, SAFE: 5.0}, "a", SAFE)
+    assert spec.at_last({"a": 95.0 - spec.holdout, "b": 5.0, SAFE: spec.holdout}, "a", SAFE)
     assert not spec.at_last({"a": 50.0, "b": 5.0, SAFE: 45.0}, "a", SAFE)
 
 
@@ -264,7 +264,7 @@ def test_a_candidate_at_its_margin_after_a_business_cycle_is_stuck_and_the_verdi
     assert verdict["next"].startswith("stuck at its margin: failure_rate"), verdict
     choices = {c["choice"]: c for c in verdict["stuck"]["choices"]}
     assert choices["roll back"]["weights"] == {CAND: 0.0, SAFE: 100.0}
-    assert choices["accept the step"]["weights"] == {CAND: 95.0, SAFE: 5.0}
+    assert choices["accept the step"]["weights"] == {CAND: 100 - spec.holdout, SAFE: spec.holdout}
     assert "failure_rate" in choices["accept the step"]["cost"] and "at 50 %" in choices["wait"]["cost"]
     equal = Loop(spec, {CAND: 50.0, SAFE: 50.0}, seed=44)
     equal.run(4500, {SAFE: 0.1})
