@@ -111,6 +111,7 @@ async def test_a_worker_that_misses_its_heartbeat_but_answers_sip_keeps_its_call
 
         await wait_until(ended, timeout_s=10, what="the calls of the worker that stopped answering marked ended")
         print(f"calls marked ended {time.monotonic() - stopped:.2f} s after the worker stopped answering")
+        await wait_until(lambda: len(orphaned) >= 2, timeout_s=10, what="the orphans reported (after they are marked)")
         assert sorted(orphaned) == [("c1", '{"call_id": "c1"}'), ("c2", '{"call_id": "c2"}')]  # each caller: a BYE
         assert not await raw.exists(keys.worker_calls(worker))
         assert worker not in await raw.smembers(keys.WORKERS)

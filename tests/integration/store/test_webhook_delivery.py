@@ -285,12 +285,12 @@ async def test_events_wait_in_memory_while_redis_is_away_and_in_the_spool_at_sto
             await asyncio.sleep(0.05)
         assert [d.id for d in box.queue] == [waited]  # Redis away: kept
         with EmbeddedRedis(port=port) as back:  # back (empty): the outbox writes it
-            deadline = time.monotonic() + 10
-            while box.queue:
+            client = aioredis.from_url(back.url, decode_responses=True)
+            deadline = time.monotonic() + 10  # the queue empties as a batch is taken out to be written: ask Redis
+            while [d.id for d in await queue.listing(client, dead=False)] != [waited]:
                 assert time.monotonic() < deadline, "not written after Redis came back"
                 await asyncio.sleep(0.1)
-            client = aioredis.from_url(back.url, decode_responses=True)
-            assert [d.id for d in await queue.listing(client, dead=False)] == [waited]
+            assert not box.queue
             await client.aclose()
         spooled = box.emit("call.ended", call_event("call.ended", "spooled", 1))
         await box.close(within_s=0.5)  # a stop while Redis is away: to the spool
