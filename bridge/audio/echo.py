@@ -179,10 +179,10 @@ class Guard(Protocol):
         (:data:`COARSE_NONE`: the full search skipped)."""
         ...
 
-    def c_uplink(self, temper: bool) -> tuple[int, int] | None:
+    def c_uplink(self, temper: bool, onset: tuple[int, float] | None = None) -> tuple[int, int] | None:
         """Where the native uplink sends the caller's frames itself (``bridge/native/cport.c``): the C function
-        (``cbe_uplink``) and guard it hands each frame to first, tempering if ``temper``; None if this guard
-        cannot be run there."""
+        (``cbe_uplink``) and guard it hands each frame to first, tempering if ``temper`` and telling of the
+        caller's onset by ``onset``'s rule (frames in a row, dB); None if this guard cannot be run there."""
         ...
 
     def c_played(self) -> tuple[int, int] | None:
@@ -260,7 +260,7 @@ class EchoGuard:
         self._moved = False  # a frame the held path left unexplained: sought again at once, the path kept meanwhile
         self._counts = [0, 0, 0]  # see counters
 
-    def c_uplink(self, temper: bool) -> tuple[int, int] | None:
+    def c_uplink(self, temper: bool, onset: tuple[int, float] | None = None) -> tuple[int, int] | None:
         return None  # Python: the caller's frames stay on the loop
 
     def c_played(self) -> tuple[int, int] | None:

@@ -50,6 +50,7 @@ _SIGNATURES: tuple[Signature, ...] = (
     ("cbe_estimate", _I, [_P, ctypes.c_longlong, _I, _I, _P]),
     ("cbe_judge", _I, [_P, _P]),
     ("cbe_set_temper", None, [_P, _I]),
+    ("cbe_set_onset", None, [_P, _I, _D]),
     ("cbe_counters", None, [_P, _P]),
 )
 
@@ -113,10 +114,14 @@ class NativeEchoGuard:
         self._values = (ctypes.c_double * _VERDICT)()
         self._counts = (ctypes.c_ulonglong * 3)()
 
-    def c_uplink(self, temper: bool) -> tuple[int, int] | None:
+    def c_uplink(self, temper: bool, onset: tuple[int, float] | None = None) -> tuple[int, int] | None:
         """``cbe_uplink``'s address and this guard's: the native uplink hears (and tempers, if ``temper``) each
-        caller frame through them on the media clock thread. The caller keeps this object alive while bound."""
+        caller frame through them on the media clock thread, and is told of the caller's onset by ``onset``'s
+        rule (frames in a row passed whole, each at most so many dB below the frame heard: ``cbe_set_onset``).
+        The caller keeps this object alive while bound."""
         self._lib.cbe_set_temper(self._g, 1 if temper else 0)
+        frames, db = onset if onset is not None and temper else (0, 0.0)
+        self._lib.cbe_set_onset(self._g, frames, db)
         fn = ctypes.cast(self._lib.cbe_uplink, ctypes.c_void_p).value
         return (fn, int(self._g.value or 0)) if fn else None
 

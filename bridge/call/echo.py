@@ -7,8 +7,8 @@ where a native port's uplink sends the caller's audio from the media clock threa
 while a paused agent's barge-in is judged, the frames come to the loop). Then:
 
 * **tempering** (``echo_guard.temper``): what goes to the model while the agent speaks is the residual, with the
-  frames the echo path explains attenuated. This is all a dialect whose service decides barge-ins itself can get
-  (GPT-Live, or Realtime with ``interrupt_response``): its VAD does not hear the echo in the first place.
+  frames the echo path explains attenuated: a service's VAD (GPT-Live's, or Realtime's with ``interrupt_response``)
+  does not hear the echo in the first place.
 * **judging** a speech start over the agent, where the bridge decides (Realtime with ``interrupt_response: false``,
   or the bridge's own voice detection): explained by the echo path, it is ``rejected`` and the agent goes on
   (the service's input buffer, which holds only that echo, is cleared: no turn is committed of it).
@@ -16,9 +16,14 @@ while a paused agent's barge-in is judged, the frames come to the loop). Then:
   (flush, and where the dialect can, cancel and truncate to what was heard) once the caller has spoken for
   ``confirm_ms`` of the window; if no words follow within ``resume_ms``, the agent is ``resumed`` where it was
   paused (a cough, a door).
-  The bridge's own voice detection hears the tempered frames, in which a caller's first syllables under a loud
-  echo may be attenuated as possible echo; two frames in a row that the guard passes whole and loud while the
-  agent speaks get the window judged at once (:meth:`_passed`), as a speech start would.
+* **the onset**: a voice detection hears the tempered frames, in which a caller's first syllables under a loud
+  echo may be attenuated as possible echo, and a service's reports its speech start a few hundred ms after the
+  onset. Two frames in a row that the guard passes whole and loud while the agent speaks get the window judged at
+  once (:meth:`_onset`; on the media clock thread in C, the loop told at its next drain): not echo, the agent is
+  paused there and then. The bridge's own voice detection's window confirms it as above; where the service's
+  decides (with ``interrupt_response`` or without), its speech start confirms it (with it, the response is cut
+  already: taken at once; without, once the caller spoke ``confirm_ms``), and none within ``resume_ms`` resumes
+  the agent.
 * **withholding**, where the model stops itself when it hears the caller (GPT-Live: no cancel, one continuous
   stream each way): while the agent is paused the model hears silence in place of the caller (:meth:`uplink`), so
   a sound that is no barge-in never reaches it and the model never stops for it; its stream goes on into the held
@@ -207,7 +212,7 @@ class EchoGuarding:
         def heard(pcm: bytes, t_capture: float) -> None:
             self.guard.heard(pcm)
             out = self.guard.temper(pcm) if temper else pcm
-            if self._interrupt is not None and temper:
+            if temper:
                 self._passed(pcm, out)
             on_frame(out, t_capture)
             if self._flow.core.echo is Echo.PAUSED:
@@ -222,7 +227,8 @@ class EchoGuarding:
         (:attr:`~bridge.call.media.MediaPath.guard_on_clock`). False: this offload cannot take the guard, and is
         refused like one the leg does not offer (the caller's frames stay on the loop)."""
         guard_with = getattr(offload, "guard_with", None)  # the native uplink's; UplinkOffload declares none
-        self._on_clock = guard_with is not None and bool(guard_with(self.guard, self.plan.temper))
+        onset = (PASSED_FRAMES, PASSED_DB)  # _passed's rule, applied where the frames are (cbe_set_onset)
+        self._on_clock = guard_with is not None and bool(guard_with(self.guard, self.plan.temper, onset, self._onset))
         return self._on_clock
 
     def uplink(self, send: FrameSink) -> FrameSink:
@@ -251,7 +257,12 @@ class EchoGuarding:
         """The service's speech start, judged first (``handler``: the call's own reaction)."""
 
         def judged(e: ev.SpeechStarted) -> None:
-            if self._service_interrupts() or not self._playback.busy:
+            if self._awaiting_service:  # paused at the caller's onset (_onset): this is the service's word
+                self._take = lambda: handler(e)
+                # it has cut the response already, or the caller has spoken long enough: taken now
+                if self._service_interrupts() or self._spoken * FRAME_MS >= self.plan.confirm_ms:
+                    self._confirm(self.guard.judge())
+            elif self._service_interrupts() or not self._playback.busy:
                 handler(e)  # the service has cut the response already, or there is nothing to cut
             elif self._judge(lambda: handler(e)):
                 handler(e)
@@ -273,27 +284,51 @@ class EchoGuarding:
         return judged
 
     def _passed(self, pcm: bytes, out: bytes) -> None:
-        """The bridge's own voice detection hears the tempered frames, in which the caller's first syllables under
-        a loud echo may be attenuated as possible echo. Frames the guard passed whole and loud while the agent
-        speaks are its own word that the caller is there: after :data:`PASSED_FRAMES` of them in a row the window is
-        judged at once, and the caller's voice pauses the agent (judged echo, nothing happens). Not while the voice
-        detection hears the caller already (a line's steady noise above its threshold: no onset to catch)."""
-        heard = self._link is not None and self._link.caller_speaking  # the voice detection hears the caller already
-        if self._flow.core.echo is not Echo.JUDGING or not self._playback.busy or heard:
+        """A caller frame heard on the loop: after :data:`PASSED_FRAMES` in a row that the guard passed whole and
+        loud while the agent speaks, the caller's onset (:meth:`_onset`). Where the media clock thread hears the
+        frames (:meth:`on_clock`), the C guard applies this rule there and the loop is told (``cbe_set_onset``): the
+        agent speaking as the guard's reference holds it rather than the playout, and a frame whole also where the
+        held path leaves it whole (the guard knows its residual; this side sees only what went on)."""
+        if not self._listening():
             self._passes = 0
             return
         level = level_dbfs(out)
         whole = level > self.plan.speech_dbfs and level >= level_dbfs(pcm) - PASSED_DB
         self._passes = self._passes + 1 if whole else 0
-        if self._passes < PASSED_FRAMES:
+        if self._passes >= PASSED_FRAMES:
+            self._passes = 0
+            self._onset()
+
+    def _listening(self) -> bool:
+        """An onset would be a barge-in now: the model's own voice plays (not a prompt the bridge plays through
+        the caller, a consent notice), nothing is judged yet, and no voice detection hears the caller already (a
+        line's steady noise above its threshold: no onset to catch)."""
+        heard = self._link is not None and self._link.caller_speaking
+        core = self._flow.core
+        return core.echo is Echo.JUDGING and core.phase is Phase.SPEAKING and self._playback.busy and not heard
+
+    def _onset(self) -> None:
+        """The caller's onset by the guard's own word: voice detections (the service's, or the bridge's over the
+        tempered frames) hear a caller's first syllables under a loud echo late, as they are attenuated as possible
+        echo. The window is judged at once, and the caller's voice pauses the agent (judged echo, nothing happens):
+        the caller hears the agent stop before any detection has decided. With the bridge's own voice detection the
+        window confirms the barge-in; where the service's decides, its speech start does (:meth:`speech_started`),
+        and without one within ``resume_ms`` the agent resumes."""
+        if not self._listening() or self._source is None:
             return
-        self._passes = 0
         verdict = self.guard.judge()
+        if verdict.echo:
+            return
         interrupt = self._interrupt
-        if not verdict.echo and self._source is not None and interrupt is not None:
-            self._take, self._frames, self._spoken = (lambda: interrupt(SPOKE, self._playback.busy)), 0, 0
-            self._flow.fire(Trigger.ECHO_SUSPECTED, SPOKE)
-            self._judged(ev.EchoOutcome.PAUSED, verdict)
+        self._take = None if interrupt is None else (lambda: interrupt(SPOKE, self._playback.busy))
+        self._frames, self._spoken = 0, 0
+        self._flow.fire(Trigger.ECHO_SUSPECTED, SPOKE)
+        self._judged(ev.EchoOutcome.PAUSED, verdict)
+
+    @property
+    def _awaiting_service(self) -> bool:
+        """Paused at the caller's onset where the service's voice detection decides, before its speech start."""
+        return self._flow.core.echo is Echo.PAUSED and self._take is None
 
     def _judge(self, take: Callable[[], None]) -> bool:
         """True: take the barge-in now. False: rejected as echo, or paused (``take`` runs once confirmed)."""
@@ -317,12 +352,15 @@ class EchoGuarding:
         self._frames += 1
         verdict = self.guard.judge()
         self._spoken += verdict.speaking
-        if self._spoken * FRAME_MS >= self.plan.confirm_ms:
-            self._judged(ev.EchoOutcome.TAKEN, verdict)
-            self._flow.fire(Trigger.ECHO_CONFIRMED, SPOKE)
+        if self._spoken * FRAME_MS >= self.plan.confirm_ms and self._take is not None:
+            self._confirm(verdict)
         elif self._frames * FRAME_MS >= self.plan.resume_ms or not self._playback.busy:
             self._flow.fire(Trigger.ECHO_CLEARED, "no words over the agent")
             self._judged(ev.EchoOutcome.RESUMED, verdict)
+
+    def _confirm(self, verdict: Verdict) -> None:
+        self._judged(ev.EchoOutcome.TAKEN, verdict)
+        self._flow.fire(Trigger.ECHO_CONFIRMED, SPOKE)
 
     def _carry_out(self, do: Do) -> None:
         match do.action:

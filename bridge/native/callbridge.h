@@ -42,7 +42,8 @@ typedef int (*cbr_down_fn)(cbr_down_state *st, const int16_t *in, int n, int16_t
 
 /* One call's echo guard (defined in echo.c; the uplink only passes it back). A caller frame heard: kept as the
  * guard's return and, where the guard tempers, what goes on to the model written to `out` (else `in` copied);
- * `out` NULL: only kept (a frame dropped unsent is still heard). Returns 0, or -1 if `n` is out of range. */
+ * `out` NULL: only kept (a frame dropped unsent is still heard). Returns 0, 1 if the frame completes the caller's
+ * onset over the agent (echo.c, cbe_set_onset), or -1 if `n` is out of range. */
 typedef struct cbe_guard cbe_guard;
 int cbe_uplink(cbe_guard *g, const int16_t *in, int n, int16_t *out);
 typedef int (*cbe_uplink_fn)(cbe_guard *g, const int16_t *in, int n, int16_t *out);

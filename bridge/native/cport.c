@@ -128,6 +128,7 @@ struct cb_port {
     pthread_mutex_t up_lock;
     atomic_int up_on;
     atomic_int mirror; /* also queue each frame the uplink sends for the loop, time negated (listen-in) */
+    atomic_int onset;  /* the echo guard heard the caller's onset over the agent: told by the next cbp_poll */
     int up_fd;
     int up_closed;  /* a close frame went out, or a send failed: no more data frames */
     int up_errno;   /* why a send failed */
@@ -359,8 +360,13 @@ static void up_frame(cb_port *p, const void *pcm, size_t size, double t0) {
     int16_t in[CB_FRAME_SAMPLES] = {0}, tempered[CB_FRAME_SAMPLES], high[UP_SAMPLES];
     memcpy(in, pcm, size < FRAME_BYTES ? size : FRAME_BYTES);
     const int16_t *heard = in;
-    if (p->up_guard_fn != NULL && p->up_guard_fn(p->up_guard, in, CB_FRAME_SAMPLES, tempered) == 0)
+    int guarded = p->up_guard_fn != NULL ? p->up_guard_fn(p->up_guard, in, CB_FRAME_SAMPLES, tempered) : -1;
+    if (guarded >= 0)
         heard = tempered; /* the echo guard's: the frame as the model should get it */
+    if (guarded == 1) { /* the caller's onset over the agent: the loop is told at once (cbp_poll) */
+        atomic_store_explicit(&p->onset, 1, memory_order_relaxed);
+        wake();
+    }
     int n = p->up_fn(p->up_state, heard, CB_FRAME_SAMPLES, high);
     if (n != UP_SAMPLES) {
         p->up_dropped++;
@@ -858,6 +864,7 @@ void cbp_attach(cb_port *p, int on) {
     pthread_mutex_lock(&p->up_lock);
     atomic_store(&p->up_on, 0);
     atomic_store(&p->mirror, 0); /* a port goes back to the pool (or to a new call) without it */
+    atomic_store(&p->onset, 0);
     p->up_fd = -1;
     p->up_state = NULL;
     p->up_guard_fn = NULL;
@@ -949,6 +956,10 @@ unsigned long long cbp_pulled(cb_port *p) { return p->pulled; }
 /* The loop's look at a port on each drain, in one call: the frames waiting for it (inbound, at most IN_FRAMES)
  * times 256, plus the frames to add to have `target` queued for the caller (as cbp_out_need). Where a ring is
  * pulled (cbp_pull) and no frame waits, those frames are added here from it, and none is left to add. */
+/* Added to cbp_poll's answer when the echo guard heard the caller's onset since the last poll. */
+#define POLL_ONSET (1 << 20)
+int cbp_poll_onset(void) { return POLL_ONSET; }
+
 int cbp_poll(cb_port *p, unsigned target) {
     if (target > OUT_FRAMES)
         target = OUT_FRAMES;
@@ -960,7 +971,8 @@ int cbp_poll(cb_port *p, unsigned target) {
         pull_into(p, (unsigned)need);
         need = 0;
     }
-    return (int)(waiting << 8) + need;
+    int onset = atomic_exchange_explicit(&p->onset, 0, memory_order_relaxed) ? POLL_ONSET : 0;
+    return onset + (int)(waiting << 8) + need;
 }
 
 int cbp_out_depth(cb_port *p) {

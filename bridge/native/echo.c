@@ -73,6 +73,10 @@ typedef struct cbe_guard {
     int seek_every, foreign, broken, moved;
     double sought_db; /* the return's level over the latest search's window */
     int tempering; /* cbe_uplink tempers what goes on (the plan's echo_guard.temper) */
+    int onset_frames;  /* cbe_set_onset: frames passed whole and loud in a row over the agent's audio that are an onset */
+    double onset_db;   /* ...each at most this much below the frame heard */
+    int passes;        /* frames passed so in a row, since the last onset reported */
+    double unexplained_db; /* temper_frame: the level of what the held path leaves of the frame (-120: no path) */
     unsigned long long counts[3]; /* frames tempered, full searches, coarse looks with no candidate (cbe_counters) */
     int fft_max;             /* the largest transform (a power of two) */
     int scratch;             /* the length of x, r and left; energy holds one more than the longest reference */
@@ -664,6 +668,7 @@ static int temper_frame(cbe_guard *g, long long total, const int16_t *in, int n,
     double *x = g->x, *ref = g->r, *echo = g->left;
     int nr = n + g->max_lag + TAPS + LEAD;
     memcpy(out, in, sizeof(int16_t) * (size_t)n);
+    g->unexplained_db = -120.0;
     if (!g->path.found && g->foreign)
         return 0; /* the level test's exception (EchoGuard._by_level): nothing to look at */
     for (int i = 0; i < n; i++)
@@ -696,6 +701,7 @@ static int temper_frame(cbe_guard *g, long long total, const int16_t *in, int n,
         }
         return 0;
     }
+    g->unexplained_db = r_db; /* the held path explains part of it at most (a path that moved makes it louder) */
     double k = 1.0;
     if (x_db - r_db >= g->erle_db) {
         k = g->suppress;
@@ -801,24 +807,54 @@ void cbe_set_temper(cbe_guard *g, int on) {
     pthread_mutex_unlock(&g->lock);
 }
 
+/* Where the uplink reports the caller's onset (bridge/call/echo.py, EchoGuarding._passed: the rule there over the
+ * loop's frames, which sees only what went on): `frames` frames in a row (0: never) louder than speech, each at
+ * most `db` below the frame heard as it went on or as the held path leaves it (a caller under a loud echo is
+ * attenuated with it, as the path may have moved, while the path explains none of their voice), while the agent's
+ * audio may be coming back (the reference over the longest echo delay above REFERENCE_DBFS), are an onset; the
+ * count starts again after each (the loop judges each one's window). */
+void cbe_set_onset(cbe_guard *g, int frames, double db) {
+    pthread_mutex_lock(&g->lock);
+    g->onset_frames = frames > 0 ? frames : 0;
+    g->onset_db = db;
+    g->passes = 0;
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* The frame `in` went on as `out`: 1 if it completes an onset (cbe_set_onset). Under the lock. */
+static int onset_after(cbe_guard *g, const int16_t *in, const int16_t *out, int n) {
+    if (g->onset_frames == 0)
+        return 0;
+    double heard = pcm_dbfs(in, n), level = fmax(pcm_dbfs(out, n), g->unexplained_db);
+    int whole = level > g->speech_dbfs && level >= heard - g->onset_db &&
+                ring_dbfs(&g->ref, g->ref.total - g->max_lag - n, g->ref.total) >= REFERENCE_DBFS;
+    g->passes = whole ? g->passes + 1 : 0;
+    if (g->passes < g->onset_frames)
+        return 0;
+    g->passes = 0;
+    return 1;
+}
+
 /* callbridge.h: a caller frame heard where the uplink sends it (the media clock thread): cbe_heard, then
- * cbe_temper if the guard tempers, under one lock. */
+ * cbe_temper if the guard tempers, under one lock; 1 if the frame completes an onset (cbe_set_onset). */
 int cbe_uplink(cbe_guard *g, const int16_t *in, int n, int16_t *out) {
     if (n < 0 || n > SHORT_WINDOW)
         return -1;
     pthread_mutex_lock(&g->lock);
     ring_add(&g->in, in, n);
+    int onset = 0;
     if (out != NULL) {
         if (g->tempering && borrow(g) == 0) { /* no scratch (out of memory): passed as it is */
             long long total = g->in.total;
             temper_search(g, total, in, n);
             temper_frame(g, total, in, n, out);
+            onset = onset_after(g, in, out, n);
         } else {
             memcpy(out, in, sizeof(int16_t) * (size_t)n);
         }
     }
     pthread_mutex_unlock(&g->lock);
-    return 0;
+    return onset;
 }
 
 /* Frames tempered, full path searches, and coarse looks that found no candidate (the full search skipped). */

@@ -16,7 +16,9 @@ tells it both what is waiting and what is needed):
   the source takes blocks (``pop_frames``: the playout buffers, the C ring among them, and the taps around them),
   else frame by frame; and where the source is the C ring with nothing on the way that needs its frames (no
   listen-in, take-over, echo hold or recording: :meth:`NativePort.reroute`), in C, inside the same ``cbp_poll``
-  call (``cport.c``, "Pull"), so a quiet beat costs Python one call per port.
+  call (``cport.c``, "Pull"), so a quiet beat costs Python one call per port; that call's answer also says
+  when the call's echo guard, hearing the caller's frames on the clock thread, heard the caller's onset over the
+  agent (:meth:`NativeUplink.guard_with`): the clock thread woke the loop for it, and the port's ``on_onset`` runs.
 
 The clock thread wakes the loop when a ring holds fewer than ``lead`` frames (default 2), i.e. once every
 ``beat`` ticks (the worker's media beat, default 3: 60 ms; ``SipConfig.media_beat_frames``), and the loop's
@@ -130,6 +132,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "cbp_read_in": (i, [p, p, p, i]),
         "cbp_out_need": (i, [p, u]),
         "cbp_poll": (i, [p, u]),
+        "cbp_poll_onset": (i, []),
         "cbp_pull": (None, [p, p, p]),
         "cbp_fill": (i, [p, u]),
         "cbp_pulled": (ctypes.c_ulonglong, [p]),
@@ -282,6 +285,7 @@ class NativeHub:
         self.drains = 0
         self.after_drain: Callable[[], object] | None = None  # called after each eventfd drain (the beat)
         self.after_last: Callable[[], object] | None = None  # called when the last port detaches (no more beats)
+        self._onset = int(lib.cbp_poll_onset())  # added to cbp_poll's answer: the port's echo guard heard an onset
 
     @property
     def clock_realtime(self) -> str:
@@ -325,6 +329,9 @@ class NativeHub:
         handle = port.handle
         delivered = 0
         polled = lib.cbp_poll(handle, self.fill)  # one call: frames waiting for the loop, frames the ring needs
+        if polled >= self._onset:  # the call's echo guard heard the caller's onset over the agent (guard_with)
+            polled -= self._onset
+            self._heard_onset(port)
         if polled >= 256:  # caller frames to deliver (none while the uplink sends them from the clock thread)
             sink, on_frames = port.sink, port.sink_frames
             while True:
@@ -350,6 +357,13 @@ class NativeHub:
         elif not port.pulling:  # pulling: the poll topped the ring up in C
             self._top_up(port, polled)
         return delivered
+
+    def _heard_onset(self, port: NativePort) -> None:
+        if port.on_onset is not None:
+            try:
+                port.on_onset()
+            except Exception:
+                self._sink_raised(port)
 
     def _sink_raised(self, port: NativePort) -> None:
         self.sink_errors += 1
@@ -440,6 +454,7 @@ class NativePort:
         self._late_told = 0
         self.pulling = False  # the top-up takes the source's C ring in C (reroute)
         self.calls = 0  # detaches so far: an uplink made for an earlier call leaves the port alone (NativeUplink)
+        self.on_onset: Callable[[], object] | None = None  # the call's echo guard heard the caller's onset (C)
 
     def attach(self, source: FrameSource | None, sink: FrameSink | None) -> None:
         _watch(self.source, None)
@@ -504,6 +519,7 @@ class NativePort:
     def detach(self) -> None:
         self.calls += 1  # C unbinds the uplink too: the call's NativeUplink is stale from here
         self.skipped = None
+        self.on_onset = None
         _watch(self.source, None)
         downstream = getattr(self.source, "set_downstream", None)
         if downstream is not None:
@@ -622,13 +638,23 @@ class NativeUplink:
         self._template = (prefix, suffix)
         return True
 
-    def guard_with(self, guard: Guard, temper: bool) -> bool:
+    def guard_with(
+        self,
+        guard: Guard,
+        temper: bool,
+        onset: tuple[int, float] | None = None,
+        on_onset: Callable[[], object] | None = None,
+    ) -> bool:
         """From the next :meth:`bind` on, each caller frame is heard by the call's echo guard on the clock thread
-        before it is sent (and tempered, if ``temper``). False if the guard cannot run there (not the C one)."""
-        hook = guard.c_uplink(temper)
+        before it is sent (and tempered, if ``temper``); the caller's onset over the agent by ``onset``'s rule
+        (``cbe_set_onset``) calls ``on_onset`` on the loop at its next drain, woken for it. False if the guard
+        cannot run there (not the C one)."""
+        hook = guard.c_uplink(temper, onset if on_onset is not None else None)
         if hook is None:
             return False
         self._guard = (guard, hook)  # kept alive while this uplink may be bound
+        if not self.stale:
+            self._port.on_onset = on_onset
         return True
 
     def bind(self, fd: int, seal: tuple[int, int] | None = None) -> bool:

@@ -200,6 +200,48 @@ def test_the_echo_guard_hears_and_tempers_each_frame_before_it_is_sent(port: cpo
     assert (dbfs(echo_only) < -55.0) == temper, dbfs(echo_only)
 
 
+def test_the_callers_onset_over_the_agent_is_told_to_the_loop_at_its_next_drain(native_lib: ctypes.CDLL) -> None:
+    """The C guard on the clock thread hears a caller start over the agent's echo (the call's rule: two frames
+    passed whole and loud): the port's ``on_onset`` runs at the hub's next drain, and the loop was woken for it;
+    the echo alone tells nothing, and a port back in the pool tells its next call nothing."""
+    from bridge.call.echo import PASSED_DB, PASSED_FRAMES
+
+    hub = cport.NativeHub(native_lib, lead=2)
+    port = hub.new_port("onset-test", conference=False)
+    port.attach(None, lambda pcm, t: None)
+    guard, told = NativeEchoGuard(), []
+    line = EchoingLine(LineEcho(-10, 120, -55.0))
+    played = echo_frames(AGENT)[:120]
+    voice = tone(300, 40, dbfs=-12.0)
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    offload = port.uplink(Upsampler(native=True))
+    assert offload.set_append(GA.append)
+    assert offload.guard_with(guard, True, (PASSED_FRAMES, PASSED_DB), lambda: told.append(guard.judge().echo))
+    assert offload.bind(ours.fileno())
+    first = None
+    for i, frame in enumerate(played):
+        guard.played(frame)
+        native_lib.cbp_rearm()  # as the loop's reader does (NativeHub.on_readable) before it drains
+        wakes = hub.wakes
+        cport.put_frame(port.handle, line.step(frame, voice[i - 80] if i >= 80 else SILENT))
+        woken = hub.wakes > wakes
+        hub.drain()
+        with contextlib.suppress(BlockingIOError):
+            while theirs.recv(1 << 20):
+                pass
+        if told and first is None:
+            first = i
+            assert woken  # the clock thread woke the loop for it
+    assert first is not None and 81 <= first <= 85, first  # the voice's second frame, or within 100 ms of it
+    assert False in told  # and the loop judged a window of it the caller's
+    offload.unbind()
+    port.detach()
+    assert port.on_onset is None
+    ours.close()
+    theirs.close()
+
+
 def test_each_frame_is_framed_by_the_template_it_was_given(port: cport.NativePort) -> None:
     ours, theirs = socket.socketpair()
     offload = port.uplink(Upsampler(native=True))

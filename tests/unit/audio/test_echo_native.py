@@ -3,6 +3,8 @@ every verdict and every path the same (the C guard is what calls run where it bu
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pytest
 
@@ -115,3 +117,37 @@ def test_a_call_gets_the_c_guard_unless_turned_off(monkeypatch: pytest.MonkeyPat
         assert isinstance(make_guard(), EchoGuard)
     finally:
         echo_native.native_echo.cache_clear()
+
+
+def onsets_on(agent: bytes, echo: LineEcho, caller: bytes = b"", caller_at: int = 0) -> list[int]:
+    """The frames at which the C guard, hearing a line where the native uplink does (``cbe_uplink``), tells of the
+    caller's onset over the agent by the call's rule (bridge/call/echo.py: two frames passed whole and loud) and
+    then judges its window not echo (what the loop does when told: ``EchoGuarding._onset``)."""
+    from bridge.call.echo import PASSED_DB, PASSED_FRAMES
+
+    guard = NativeEchoGuard()
+    hook = guard.c_uplink(True, (PASSED_FRAMES, PASSED_DB))
+    assert hook is not None
+    uplink = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p)(hook[0])
+    out = ctypes.create_string_buffer(320)
+    line, said, told = EchoingLine(echo), frames(caller), []
+    for i, sent in enumerate(frames(agent)):
+        own = said[i - caller_at] if 0 <= i - caller_at < len(said) else SILENT
+        back = ulaw_decode(ulaw_encode(line.step(sent, own)))
+        guard.played(sent)
+        if uplink(hook[1], back, len(back) // 2, ctypes.addressof(out)) == 1 and not guard.judge().echo:
+            told.append(i)
+    return told
+
+
+@pytest.mark.parametrize(("level", "delay"), [(-14, 120), (-10, 250), (-6, 160)])
+def test_the_uplink_tells_of_the_callers_onset_over_the_agent_and_never_of_its_echo(level: float, delay: float) -> None:
+    echo = LineEcho(level, delay, -55.0)
+    assert onsets_on(AGENT + AGENT, echo) == []  # the agent's echo alone, a whole answer long
+    told = onsets_on(AGENT + AGENT, echo, CALLER, caller_at=120)
+    assert told and 120 <= told[0] <= 120 + 5, told  # within 100 ms of the caller's first frame
+
+
+def test_the_uplink_tells_of_no_onset_while_the_agent_is_silent() -> None:
+    silent = SILENT * (len(CALLER) // len(SILENT) + 40)
+    assert onsets_on(silent, LineEcho(-14, 120, -55.0), CALLER, caller_at=20) == []

@@ -62,7 +62,7 @@ class StubLink:
 
 
 class Bed:
-    def __init__(self, withhold: bool = False, model_speaks: bool = True) -> None:
+    def __init__(self, withhold: bool = False, model_speaks: bool = True, interrupts: bool = False) -> None:
         self.reports: list[ev.Report] = []
         self.taken: list[str] = []
         self.busy = True  # the agent's audio plays
@@ -77,7 +77,7 @@ class Bed:
             cast(Playback, self),
             self.reports.append,
             CallReport("c-echo", "ga", "p"),
-            lambda: False,
+            lambda: interrupts,
             flow=self.flow,
             withhold=withhold,
             link=cast(Link, self.link),
@@ -260,3 +260,66 @@ def test_frames_passed_whole_while_the_voice_detection_hears_the_caller_already_
     for _ in range(6):
         bed.heard(VOICE, 0.0)
     assert bed.mode() is Echo.JUDGING and bed.outcomes() == []
+
+
+def test_where_the_service_decides_the_callers_onset_pauses_the_agent_and_its_speech_start_confirms_it() -> None:
+    """Realtime with ``interrupt_response: false``: two frames passed whole over the agent pause it before the
+    service's speech start; the window's words alone take nothing (the service has not heard a turn), its speech
+    start once the caller spoke ``confirm_ms`` takes the barge-in, cut where the caller stopped hearing the agent."""
+    bed = Bed()
+    bed.heard(VOICE, 0.0)
+    assert bed.mode() is Echo.JUDGING
+    bed.heard(VOICE, 0.0)
+    assert bed.mode() is Echo.PAUSED and bed.outcomes() == [ev.EchoOutcome.PAUSED]
+    assert bed.source.pop_frame() == SILENCE  # the caller hears the agent stop before the service said a word
+    bed.frames(5, speaking=True)
+    assert bed.mode() is Echo.PAUSED and bed.taken == []  # the caller's words: the service's speech start decides
+    bed.speech_started()
+    assert bed.taken == ["speech"] and bed.mode() is Echo.JUDGING
+    assert bed.outcomes() == [ev.EchoOutcome.PAUSED, ev.EchoOutcome.TAKEN]
+
+
+def test_a_speech_start_soon_after_the_onset_waits_for_the_callers_words() -> None:
+    bed = Bed()
+    bed.heard(VOICE, 0.0)
+    bed.heard(VOICE, 0.0)
+    bed.speech_started()
+    assert bed.mode() is Echo.PAUSED and bed.taken == []
+    bed.frames(2, speaking=True)
+    assert bed.taken == []
+    bed.frames(1, speaking=True)
+    assert bed.taken == ["speech"] and bed.outcomes() == [ev.EchoOutcome.PAUSED, ev.EchoOutcome.TAKEN]
+
+
+def test_an_onset_the_service_never_hears_resumes_the_agent_where_it_was_paused() -> None:
+    bed = Bed()
+    bed.heard(VOICE, 0.0)
+    bed.heard(VOICE, 0.0)
+    bed.frames(8, speaking=True)  # the onset's frame is the window's first
+    assert bed.mode() is Echo.PAUSED
+    bed.frames(1, speaking=True)  # resume_ms (10 frames) and no speech start
+    assert bed.mode() is Echo.JUDGING and bed.taken == []
+    assert bed.outcomes() == [ev.EchoOutcome.PAUSED, ev.EchoOutcome.RESUMED]
+    assert bed.source.pop_frame() == AGENT
+
+
+def test_a_service_that_cuts_its_response_itself_has_the_onsets_pause_taken_at_its_speech_start() -> None:
+    """Realtime with ``interrupt_response``: the service cancelled its response when it heard the caller, so the
+    barge-in is taken at once; the caller stopped hearing the agent at the onset, before."""
+    bed = Bed(interrupts=True)
+    bed.heard(VOICE, 0.0)
+    bed.heard(VOICE, 0.0)
+    assert bed.mode() is Echo.PAUSED
+    bed.speech_started()
+    assert bed.taken == ["speech"] and bed.mode() is Echo.JUDGING
+    assert bed.outcomes() == [ev.EchoOutcome.PAUSED, ev.EchoOutcome.TAKEN]
+    bed.speech_started()  # the next one, not paused: the service's own, as before
+    assert bed.taken == ["speech", "speech"]
+
+
+def test_an_onset_over_audio_the_bridge_plays_itself_pauses_nothing() -> None:
+    """A consent notice or a hold plays through a caller talking over it: only the model's voice is paused."""
+    bed = Bed(model_speaks=False)
+    for _ in range(6):
+        bed.heard(VOICE, 0.0)
+    assert bed.mode() is Echo.JUDGING and bed.outcomes() == [] and bed.source.pop_frame() == AGENT
