@@ -143,12 +143,16 @@ def measure(seed: int, calls: int, turns: int, jitter_ms: float, busy: int) -> d
 
 
 def human(result: dict[str, Any]) -> str:
-    lines = [f"{'call':<16} {'echo dB':>7} {'ms':>4} {'noise':>5} {'jitter':>6} {'turns':>5} {'false':>5} {'hits':>4}"]
+    lines = [
+        f"{'call':<16} {'echo dB':>7} {'ms':>4} {'noise':>5} {'jitter':>6} {'turns':>5} {'false':>5} {'hits':>4} "
+        f"{'resumed':>7}"
+    ]
     for row in result["per_call"]:
         noise = "-" if row["noise_dbfs"] is None else f"{row['noise_dbfs']:g}"
         lines.append(
             f"{row['script']:<16} {row['echo_db']:>7g} {row['delay_ms']:>4g} {noise:>5} {row['jitter_ms']:>6g} "
-            f"{row['agent_turns']:>5} {row['false_barge_ins']:>5} {round(row['recall'] * row['true_barge_ins']):>4}"
+            f"{row['agent_turns']:>5} {row['false_barge_ins']:>5} {round(row['recall'] * row['true_barge_ins']):>4} "
+            f"{row['resumed']:>7}"
         )
     for jitter, part in result["by_jitter_ms"].items():
         p = part["delay"]
@@ -163,7 +167,9 @@ def human(result: dict[str, Any]) -> str:
         f"{result['load_average'][0]:.2f} -> {result['load_average'][-1]:.2f}, runner failures "
         f"{result['runner_failures']}",
         f"false barge-ins: {result['false_barge_ins']} in {result['agent_turns']} echoing agent turns "
-        f"({result['false_rate']:.4f} per turn; goal <= 1 in 500: {goal})",
+        f"({result['false_rate']:.4f} per turn; goal <= 1 in 500: {goal}); pauses resumed (the agent stopped, "
+        f"then went on where it was: a gap the caller heard) {result['resumed']}; cuts while the caller said words "
+        f"of another turn (talked over, not false) {result.get('talked_over', 0)}",
         f"true barge-ins: {result['true_barge_ins']}, taken {round(result['recall'] * result['true_barge_ins'])}; "
         f"delay onset to cut p50 {d['p50_ms']} ms, p95 {d['p95_ms']} ms, p99 {d['p99_ms']} ms, within "
         f"{GOAL_DELAY_MS:g} ms {within} (goal >= 99 %)",

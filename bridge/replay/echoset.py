@@ -6,6 +6,10 @@ what the caller heard and what the bridge did:
   parentheses, like ``(a cough)``, is a sound: the agent should go on); the bridge's barge-in (a ``barge_in`` or
   an echo guard's ``paused`` report: the caller stops hearing the agent) is a hit when it comes within
   :data:`HIT_WINDOW_MS` of that turn's speech onset, and its latency is the time from the onset;
+* a barge-in while the caller says words of another turn (within its span as the caller's phone sent it, or
+  :data:`SPAN_SLACK_MS` after: the line's delay) is the caller **talking over** the agent, not the echo: an
+  agent whose answer went on past the pause the caller took for its end (a reply of two sentences, a jitter
+  buffer's gap) is cut by a caller who really speaks over it; counted as ``talked_over``, neither hit nor false;
 * every other barge-in is **false** (the agent cut off by its own echo, or by a cough); a pause that resumed
   is counted as ``resumed``, not as a cut.
 
@@ -29,6 +33,7 @@ from bridge.replay.direct import in_fresh_loop, replay_call
 from bridge.replay.script import CallScript, Turn
 
 HIT_WINDOW_MS = 1000.0
+SPAN_SLACK_MS = 300.0  # a cut this long after the caller's words ended is still theirs (the line's delay)
 ONSET_DBFS = -40.0  # the caller's speech onset in their WAV: the first frame above this
 
 
@@ -40,6 +45,7 @@ class EchoScore:
     false_barge_ins: int = 0
     resumed: int = 0  # false interruptions after which the agent went on where it was paused
     latencies_ms: list[float] = field(default_factory=list)
+    talked_over: int = 0  # cuts while the caller said words outside a true barge-in (see the module doc)
 
     def add(self, other: EchoScore) -> None:
         """Count ``other``'s calls in too (every figure is a sum, the latencies a list)."""
@@ -54,6 +60,7 @@ class EchoScore:
             "true_barge_ins": self.true_barge_ins,
             "false_barge_ins": self.false_barge_ins,
             "resumed": self.resumed,
+            "talked_over": self.talked_over,
             "false_per_turn": round(self.false_barge_ins / max(1, self.agent_turns), 3),
             "precision": round(self.hits / cuts, 3) if cuts else 1.0,
             "recall": round(self.hits / self.true_barge_ins, 3) if self.true_barge_ins else 1.0,
@@ -101,17 +108,22 @@ def score(script: CallScript, run: DialectRun) -> EchoScore:
     turns = script.model.turns
     result = EchoScore(agent_turns=1 + sum(t.reply is not None for t in turns))
     onsets: list[float] = []
-    for start, _end, label in run.caller_spans:
+    spoken: list[tuple[float, float]] = []  # the caller's words, every turn
+    for start, end, label in run.caller_spans:
         if not label.startswith("turn "):
             continue
         index = int(label.split(":")[0].removeprefix("turn "))
         if is_words(turns[index]):
             onsets.append(start + onset_ms(script.caller_audio.get(index, b"")))
+        if not (turns[index].hears or "").startswith("("):
+            spoken.append((start, end + SPAN_SLACK_MS))
     result.true_barge_ins = sum(is_words(t) for t in turns)
     result.resumed = int(run.report.get("echo", {}).get("resumed", 0))
     for cut in cuts(run):
         hit = next((o for o in onsets if 0.0 <= cut - o <= HIT_WINDOW_MS), None)
-        if hit is None:
+        if hit is None and any(start <= cut <= end for start, end in spoken):
+            result.talked_over += 1
+        elif hit is None:
             result.false_barge_ins += 1
         else:
             onsets.remove(hit)
