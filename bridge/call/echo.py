@@ -65,6 +65,7 @@ from bridge.dialplan import EchoGuardPlan
 SPOKE = "caller spoke over the agent"
 PASSED_FRAMES = 2  # frames the guard passed whole and loud in a row while the agent speaks: the window is judged
 PASSED_DB = 1.0  # a tempered frame at most this much below the frame heard was passed whole
+ONSET = (PASSED_FRAMES, PASSED_DB)  # _passed's rule, applied where the frames are (cbe_set_onset)
 
 
 def guarded(plan: EchoGuardPlan) -> Guarded:
@@ -202,6 +203,8 @@ class EchoGuarding:
         self._frames = self._spoken = 0  # frames since the pause, and those the guard judged the caller's
         self._interrupt: Callable[[str, bool], None] | None = None  # the bridge's own voice detection's barge-in
         self._passes = 0  # frames passed whole and loud in a row (_passed)
+        self._onset_spent: str | None = None  # the agent's item whose onset pause no voice detection confirmed
+        self._took = False  # the barge-in was just taken (its resume follows in the same move)
 
     # -- the media ---------------------------------------------------------------------------------------------
     def media(self, outbound: FrameSource, on_frame: FrameSink) -> tuple[FrameSource, FrameSink]:
@@ -227,9 +230,17 @@ class EchoGuarding:
         (:attr:`~bridge.call.media.MediaPath.guard_on_clock`). False: this offload cannot take the guard, and is
         refused like one the leg does not offer (the caller's frames stay on the loop)."""
         guard_with = getattr(offload, "guard_with", None)  # the native uplink's; UplinkOffload declares none
-        onset = (PASSED_FRAMES, PASSED_DB)  # _passed's rule, applied where the frames are (cbe_set_onset)
-        self._on_clock = guard_with is not None and bool(guard_with(self.guard, self.plan.temper, onset, self._onset))
+        self._on_clock = guard_with is not None and bool(guard_with(self.guard, self.plan.temper, ONSET, self._onset))
         return self._on_clock
+
+    def _watch_onsets(self, on: bool) -> None:
+        """Have the C guard tell of onsets (``on``), or not until the next answer: an answer whose onset pause no
+        speech start confirmed is paused at no further one (:meth:`_onset`), and a caller talking over all of it
+        must not wake the loop every 40 ms for nothing."""
+        self._onset_spent = None if on else self._playback.audio_item
+        self._playback.on_item = None if on else (lambda: self._watch_onsets(True))
+        if self._on_clock:
+            self.guard.c_uplink(self.plan.temper, ONSET if on else None)
 
     def uplink(self, send: FrameSink) -> FrameSink:
         """``send`` (the caller's frames to the model) as the guard lets them through: while a paused agent is
@@ -313,8 +324,10 @@ class EchoGuarding:
         echo. The window is judged at once, and the caller's voice pauses the agent (judged echo, nothing happens):
         the caller hears the agent stop before any detection has decided. With the bridge's own voice detection the
         window confirms the barge-in; where the service's decides, its speech start does (:meth:`speech_started`),
-        and without one within ``resume_ms`` the agent resumes."""
-        if not self._listening() or self._source is None:
+        and without one within ``resume_ms`` the agent resumes, and its answer (the item) is paused at no further
+        onset: a voice the service does not take for the caller (a backchannel under its threshold, a line's
+        noise) must not have the agent stop and go all answer long. Its speech starts are judged as before."""
+        if not self._listening() or self._source is None or self._playback.audio_item == self._onset_spent:
             return
         verdict = self.guard.judge()
         if verdict.echo:
@@ -376,11 +389,13 @@ class EchoGuarding:
                     self._link.keep_on_loop(True)  # the window is judged frame by frame on the loop (_window)
             case EchoAction.TAKE_BARGE_IN:
                 self._withholding = False  # the kept frames go on to the model (uplink)
-                take, self._take = self._take, None
+                take, self._take, self._took = self._take, None, True
                 if take is not None:
                     take()  # the cut flushes the playout: what the pause kept is dropped with it
             case EchoAction.RESUME_AGENT:
-                self._take = None
+                if self._take is None and not self._took:  # an onset's pause no speech start confirmed
+                    self._watch_onsets(False)
+                self._take, self._took = None, False
                 # no words while the agent speaks: the model never hears the sound. The agent's audio ended meanwhile:
                 # the model no longer speaks, and hears what was kept (the caller may have begun their turn)
                 drop = self._withholding and self._playback.busy

@@ -73,6 +73,7 @@ class Playback:
         self.response_id: str | None = None  # the active response, if any
         self.cancelled: set[str] = set()
         self.audio_item: str | None = None  # the item whose audio is playing / queued
+        self.on_item: Callable[[], object] | None = None  # told when a new item's audio starts (the echo guard)
         self.audio_response: str | None = None
         self.had_audio = False  # the active (or last) response's audio reached the playout
         self._unlisted: set[str] = set()  # responses out of band (a say) and their items: in no conversation
@@ -112,6 +113,8 @@ class Playback:
                 self._downlink.reset()  # documented reset policy: a new output item starts a new stream
             if chunk.response_id in self._unlisted:
                 self._unlisted.add(chunk.item_id)
+            if self.on_item is not None:
+                self.on_item()
         t0 = self._clock()
         self.playout.push(chunk.item_id, chunk.audio if chunk.decoded else self._downlink.process(chunk.audio))
         if not self.had_audio:

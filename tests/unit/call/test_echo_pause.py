@@ -66,6 +66,7 @@ class Bed:
         self.reports: list[ev.Report] = []
         self.taken: list[str] = []
         self.busy = True  # the agent's audio plays
+        self.audio_item: str | None = "item-1"  # the answer it belongs to
         self.flow = CallFlow(PhaseMachine("c-echo"), lambda action, why: None)
         self.flow.fire(Trigger.READY)
         if model_speaks:  # the model's own audio plays (else the bridge's: a hold, over a silent model)
@@ -323,3 +324,37 @@ def test_an_onset_over_audio_the_bridge_plays_itself_pauses_nothing() -> None:
     for _ in range(6):
         bed.heard(VOICE, 0.0)
     assert bed.mode() is Echo.JUDGING and bed.outcomes() == [] and bed.source.pop_frame() == AGENT
+
+
+def test_after_an_onset_nobody_confirmed_the_same_answer_is_paused_at_no_further_onset() -> None:
+    """A voice the service does not take for the caller (a backchannel, a line's noise): one gap, not an agent that
+    stops and goes all answer long. The service's speech starts are judged as before; the next answer is watched."""
+    bed = Bed()
+    bed.heard(VOICE, 0.0)
+    bed.heard(VOICE, 0.0)
+    bed.frames(9, speaking=False)
+    assert bed.outcomes() == [ev.EchoOutcome.PAUSED, ev.EchoOutcome.RESUMED]
+    for _ in range(6):
+        bed.heard(VOICE, 0.0)
+    assert bed.mode() is Echo.JUDGING and len(bed.outcomes()) == 2
+    bed.speech_started()  # the service heard the caller after all: judged, paused
+    assert bed.mode() is Echo.PAUSED and bed.outcomes()[-1] is ev.EchoOutcome.PAUSED
+    bed.frames(3, speaking=True)
+    assert bed.taken == ["speech"]
+    bed.audio_item = "item-2"  # the next answer: its first audio tells the guard (Playback.on_item)
+    cast(Any, bed).on_item()
+    assert cast(Any, bed).on_item is None
+    bed.heard(VOICE, 0.0)
+    bed.heard(VOICE, 0.0)
+    assert bed.mode() is Echo.PAUSED
+
+
+def test_a_confirmed_onset_leaves_the_next_onsets_watched() -> None:
+    bed = Bed(interrupts=True)
+    bed.heard(VOICE, 0.0)
+    bed.heard(VOICE, 0.0)
+    bed.speech_started()
+    assert bed.taken == ["speech"]
+    bed.heard(VOICE, 0.0)
+    bed.heard(VOICE, 0.0)
+    assert bed.mode() is Echo.PAUSED  # the same item still plays in this bed: a taken barge-in spends nothing
