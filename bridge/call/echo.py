@@ -23,7 +23,7 @@ while a paused agent's barge-in is judged, the frames come to the loop). Then:
   paused there and then. The bridge's own voice detection's window confirms it as above; where the service's
   decides (with ``interrupt_response`` or without), its speech start confirms it (with it, the response is cut
   already: taken at once; without, once the caller spoke ``confirm_ms``), and none within ``resume_ms`` resumes
-  the agent.
+  the agent and spares the rest of that answer further onsets (:meth:`_watch_onsets`).
 * **withholding**, where the model stops itself when it hears the caller (GPT-Live: no cancel, one continuous
   stream each way): while the agent is paused the model hears silence in place of the caller (:meth:`uplink`), so
   a sound that is no barge-in never reaches it and the model never stops for it; its stream goes on into the held
