@@ -17,7 +17,7 @@ import websockets
 from bench.calls.otlp import OtlpSink
 from bench.calls.paths import MODEL_SPEED, Bench, greeting_s
 from bench.calls.redis import line as redis_line
-from bench.calls.report import HEADER, Step, banner, calls_line, row, summarize, summary_lines
+from bench.calls.report import HEADER, Step, banner, calls_line, row, summarize, summary_lines, where_line
 from bridge.audio.frames import BEAT_FRAMES
 from bridge.realtime.ws_fastpath import fast_path_problems
 
@@ -153,6 +153,8 @@ async def _decided_step(bench: Bench, emu: Any, path: str, calls: int, as_json: 
                 _say(redis_line(step.redis))
             if step.calls_per_beat is not None:
                 _say("    " + calls_line(step.calls_per_beat))
+            if step.calls_by_function:
+                _say("    " + where_line(step.calls_by_function))
             for error in step.errors:
                 _say(f"    ! {error}")
         emu.sessions.clear()  # their recordings are scored; keep the memory flat

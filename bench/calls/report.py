@@ -85,6 +85,8 @@ class Step:
     # --count-calls, bridge paths: the loop's calls per beat per call by kind of beat (bridge/runtime/callcount.py):
     # "deltas" | "some" | "none" -> {"python": calls, "builtin": calls, "beats": calls' beats counted}
     calls_per_beat: dict[str, dict[str, float | None]] | None = None
+    # and where the deltas beats' Python calls were: the functions making the most, calls per beat per call
+    calls_by_function: dict[str, float] | None = None
     errors: list[str] = field(default_factory=list)
     attempt: int = 1  # 2: the first run of this step failed and this is the re-run (which decides)
     ceiling: str = ""  # a ceiling's kind: "loop" | "play" | "stream" | "duplex" | "equal" ("" for the bridge's paths)
@@ -259,6 +261,13 @@ def calls_line(counted: dict[str, dict[str, float | None]] | None) -> str:
     return (
         f"loop calls per beat per call: {kind('deltas', 'while deltas arrive')} (goal <= {GOAL_CALLS_PER_BEAT:g} "
         f"Python); {kind('none', 'when none do')}; {kind('some', 'some calls reading')}"
+    )
+
+
+def where_line(by: dict[str, float]) -> str:
+    """The functions making the most of the loop's Python calls while deltas arrive, per beat per call."""
+    return "most Python calls per beat per call while deltas arrive: " + ", ".join(
+        f"{name.rsplit('/', 1)[-1]} {n:g}" for name, n in list(by.items())[:8]
     )
 
 

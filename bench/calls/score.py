@@ -192,14 +192,25 @@ def _used(a: dict[int, float], b: dict[int, float]) -> float:
     return sum(b[p] - a[p] for p in b if p in a)
 
 
+BY_FUNCTION = 25  # the functions --count-calls names (--json), the most calls first
+
+
 def score_call_counts(step: Step, directory: Path, t0: float, t1: float) -> None:
     """The workers' loop calls per beat per call over the window (``--count-calls``; bridge/runtime/callcount.py),
-    by kind of beat: the model's audio arriving (``deltas``), none of it (``none``), or some of the calls'."""
+    by kind of beat: the model's audio arriving (``deltas``), none of it (``none``), or some of the calls'; and the
+    :data:`BY_FUNCTION` functions making the most of them while deltas arrive."""
     sums = {kind: [0, 0, 0, 0] for kind in callcount.KINDS}
+    by: dict[str, int] = {}
     for path in sorted(directory.glob("calls-*.jsonl")):
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         for kind, (intervals, beats, py, c) in callcount.window(lines, t0, t1).items():
             sums[kind] = [a + b for a, b in zip(sums[kind], (intervals, beats, py, c), strict=True)]
+        for name, n in callcount.window_by(lines, t0, t1).items():
+            by[name] = by.get(name, 0) + n
+    deltas = sums["deltas"][1]
+    if deltas:
+        most = sorted(by.items(), key=lambda item: -item[1])[:BY_FUNCTION]
+        step.calls_by_function = {name: round(n / deltas, 2) for name, n in most}
     step.calls_per_beat = {
         kind: {
             "python": round(py / beats, 1) if beats else None,

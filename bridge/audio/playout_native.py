@@ -307,6 +307,13 @@ class NativePlayout:
         return list(out[:n])
 
     @property
+    def c_busy(self) -> tuple[Callable[[int, int], int], int]:
+        """The first look :attr:`idle` takes, as a C function and its handle: ``fn(handle, 0)`` false means frames
+        are still queued or an item is open, so not idle; for a caller that looks on every beat without a Python
+        call while the agent speaks (the call's beat, ``bridge.call.perform.Beat``)."""
+        return self._lib.cbq_idle, self._h
+
+    @property
     def idle(self) -> bool:
         """Everything queued has been sent and no item is open (e.g. goodbye audio has finished)."""
         if not self._lib.cbq_idle(self._h, 0):

@@ -21,7 +21,7 @@ from bridge.call.recovery import answer_instructions
 from bridge.call.state import Phase
 from bridge.runtime.metronome import Metronome
 
-CHECKS_S = 0.25  # the call's checks at 4 Hz between the beats that need them at once (Beat)
+CHECKS_S = 0.5  # the call's checks at 2 Hz between the beats that need them at once (Beat)
 
 
 class Shell(Protocol):
@@ -93,6 +93,11 @@ class Beat:
         audio = call.parts.audio
         self._link, self._playback, self._playout = audio.link, audio.playback, audio.playout
         self._turns = call.parts.talk.turns
+        busy: tuple[Callable[[int, int], int], int] | None = getattr(self._playout, "c_busy", None)
+        self._busy: Callable[[int, int], int] | None = None  # the C ring's first look at idle (NativePlayout.c_busy)
+        self._ring = 0
+        if busy is not None:
+            self._busy, self._ring = busy
         self._period = period_s
         self._every = max(1, round(CHECKS_S / period_s))  # beats between two checks at most
         self._left = 0
@@ -113,7 +118,8 @@ class Beat:
             consent.beat()
         if self._turns is not None:
             self._turns.beat()
-        played = self._playout.idle  # nothing left to play (a hold message too)
+        busy = self._busy  # frames queued or an item open, in one C call: not idle, no property to ask
+        played = False if busy is not None and not busy(self._ring, 0) else self._playout.idle  # a hold message too
         idle = played and self._playback.response_id is None  # Playback.idle
         self._left -= 1
         if played is not self._played or idle is not self._idle or self._soon or self._left <= 0:
@@ -145,7 +151,8 @@ def checks(call: Shell, idle: bool) -> float:
     outage, a wait, a pending action), else until the limit's or the rollover's time."""
     p = call.parts
     acts, leg, link, playback, outage, flow = p.call, p.leg, p.audio.link, p.audio.playback, p.sessions.outage, p.phase
-    if leg.disconnected.is_set() and not acts.ending:
+    ending = acts.ending  # each look read once, again only after what may change it
+    if leg.disconnected.is_set() and not ending:
         # The leg queues its own CallerHungUp (with the SIP code and reason) as it disconnects: take what
         # it queued first, in order, so the report says why; the fallback only covers a silent leg.
         while not leg.events.empty():
@@ -154,22 +161,29 @@ def checks(call: Shell, idle: bool) -> float:
     p.audio.latency.measure_playback(p.audio.playout, playback.audio_item)
     if idle and flow.core.listens(Trigger.PLAYED_OUT):
         flow.fire(Trigger.PLAYED_OUT)
-    if outage.active:
+        ending = acts.ending
+    away = outage.active  # an outage starts on an event (the beat after it checks): never inside these checks
+    if away:
         _outage(p)
+        ending = acts.ending
     now = flow.now()
     limit = p.limit
-    if not acts.ending and not outage.leaving and now >= limit.check_at:  # the dialplan's max_call_s
+    limit_at = limit.check_at
+    if not ending and not outage.leaving and now >= limit_at:  # the dialplan's max_call_s
         if limit.due and not link.caller_speaking:
             flow.fire(Trigger.LIMIT_DUE, ev.MAX_CALL_DURATION)
         if limit.over(flow.phase, playback.idle):
             flow.fire(Trigger.LIMIT_OVER, ev.MAX_CALL_DURATION)
+        limit_at, ending = limit.check_at, acts.ending
     rollover, tools = p.sessions.rollover, p.talk.tools
-    if link.client is not None and not acts.ending and now >= rollover.check_at:
+    roll_at = rollover.check_at
+    if link.client is not None and not ending and now >= roll_at:
         # after that: the moment a reply has played out is the surest turn boundary
         rollover.tick()
         # the caller's audio so far is in the old session's input buffer while they speak
         if rollover.ready and idle and tools.pending is None and not link.caller_speaking:
             flow.fire(Trigger.TURN_BOUNDARY)
+        roll_at = rollover.check_at
     hold = p.talk.hold
     if hold is not None:
         hold.beat()
@@ -177,9 +191,10 @@ def checks(call: Shell, idle: bool) -> float:
     orchestration = call.orchestration
     if orchestration is not None:
         orchestration.beat(idle)
-    if outage.active or tools.busy or (hold is not None and hold.busy) or (orchestration and orchestration.busy):
+    held = hold is not None and hold.busy
+    if (away and outage.active) or tools.busy or held or (orchestration is not None and orchestration.busy):
         return 0.0
-    return min(limit.check_at, rollover.check_at) - now
+    return min(limit_at, roll_at) - now
 
 
 def _outage(p: CallParts) -> None:

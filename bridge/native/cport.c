@@ -205,6 +205,63 @@ static void wake(void) {
     }
 }
 
+/* -- the keeper (a thread of its own) ----------------------------------------------------------------------
+ * The clock wakes the loop only for a port it reads: a port attached but out of the conference (a caller on hold
+ * during a warm transfer's briefing) wakes nobody, and the loop's beat, its SIP poll among its chores, would stop
+ * without a word. The keeper wakes the loop once nothing has for a hold while any port is attached, so the loop's
+ * beat never waits longer than that and the loop needs no timer of its own to watch for it. It sleeps until a
+ * hold after the loop's last wake-up (cbp_rearm), so while the clock wakes the loop every beat it only looks. */
+static atomic_int g_attached;            /* ports attached now (cbp_attach) */
+static atomic_llong g_rearmed_ns;        /* the loop's last wake-up (cbp_rearm), CLOCK_MONOTONIC */
+static atomic_llong g_hold_ns;           /* the keeper's hold; 0: stop */
+static atomic_int g_keeper_pid;          /* the process whose keeper runs (a forked child has none) */
+
+static long long mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void *keeper(void *arg) {
+    (void)arg;
+    for (;;) {
+        long long hold = atomic_load(&g_hold_ns);
+        if (hold <= 0)
+            break;
+        long long due = atomic_load(&g_rearmed_ns) + hold, now = mono_ns();
+        if (now >= due) {
+            if (atomic_load(&g_attached) > 0)
+                wake();
+            due = now + hold;
+        }
+        struct timespec until = {.tv_sec = (time_t)(due / 1000000000LL), .tv_nsec = (long)(due % 1000000000LL)};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR) {
+        }
+    }
+    atomic_store(&g_keeper_pid, 0);
+    return NULL;
+}
+
+/* Start the keeper with a hold of `hold_ms` (or change it), or stop it (0; it ends within a hold). Returns 0 or
+ * -errno (no thread: the loop keeps its own watch). */
+int cbp_keep(unsigned hold_ms) {
+    atomic_store(&g_hold_ns, (long long)hold_ms * 1000000LL);
+    if (hold_ms == 0 || atomic_load(&g_keeper_pid) == (int)getpid())
+        return 0;
+    atomic_store(&g_rearmed_ns, mono_ns());
+    pthread_attr_t attr;
+    pthread_t thread;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    int rc = pthread_create(&thread, &attr, keeper, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0)
+        return -rc;
+    atomic_store(&g_keeper_pid, (int)getpid());
+    return 0;
+}
+
 static double now_monotonic(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts); /* the clock behind Python's time.monotonic() on Linux */
@@ -818,6 +875,7 @@ void cbp_rearm(void) {
         ssize_t n = read(g_efd, &value, sizeof value);
         (void)n; /* EAGAIN: nothing was pending */
     }
+    atomic_store(&g_rearmed_ns, mono_ns());
     atomic_store(&g_wake_pending, 0);
 }
 
@@ -884,7 +942,8 @@ void cbp_attach(cb_port *p, int on) {
         p->ref_fn = NULL;
         p->ref_guard = NULL;
     }
-    atomic_store_explicit(&p->attached, on ? 1 : 0, memory_order_release);
+    if (atomic_exchange_explicit(&p->attached, on ? 1 : 0, memory_order_acq_rel) != (on ? 1 : 0))
+        atomic_fetch_add(&g_attached, on ? 1 : -1); /* the keeper's count */
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -973,6 +1032,24 @@ int cbp_poll(cb_port *p, unsigned target) {
     }
     int onset = atomic_exchange_explicit(&p->onset, 0, memory_order_relaxed) ? POLL_ONSET : 0;
     return onset + (int)(waiting << 8) + need;
+}
+
+/* The drain's look at every attached port in one call: cbp_poll(ports[i], target) for each of the `n`, and the
+ * index and answer of each port the loop must act on in `idx` and `ans` (frames waiting for it, the echo guard's
+ * onset, or frames to add where no ring is pulled in C); returns how many. A pulled port with nothing for the loop
+ * was topped up here and is not listed: a quiet call costs the loop nothing on a beat. */
+int cbp_poll_all(cb_port *const *ports, int n, unsigned target, int *idx, int *ans) {
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        cb_port *p = ports[i];
+        int answer = cbp_poll(p, target);
+        if (answer != 0 || p->pull_fn == NULL) {
+            idx[k] = i;
+            ans[k] = answer;
+            k++;
+        }
+    }
+    return k;
 }
 
 int cbp_out_depth(cb_port *p) {

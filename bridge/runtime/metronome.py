@@ -14,7 +14,9 @@ chores run back to back on one beat, and the beat rides on the media clock's wak
   than the chores), and a driver that stops without a word (a port whose ring nobody reads, so its clock never
   wakes the loop) is replaced within a hold too. The SIP poll is one of the chores, so a hold bounds how late a
   response is read: well under the 500 ms after which pjsip retransmits an INVITE (RFC 3261 timer A, T1) that
-  had in fact been answered.
+  had in fact been answered. A driver that wakes the loop at least once a hold by itself, even for a port nobody
+  reads (the native ports' keeper thread, ``bridge/native/cport.c``), says so (:meth:`kept`): then there is no
+  watchdog while it drives, and no wake-up of the loop for one.
 
 The period is one 20 ms media tick by default. A worker with native media ports beats every
 ``media_beat_frames`` ticks (:data:`BEAT_FRAMES`, see :meth:`set_period`): the clock thread wakes the loop once per
@@ -58,6 +60,7 @@ class Metronome:
         self.beats = 0
         self.driven_beats = 0  # beats that came from a driver, not from the fallback timer
         self.errors = 0
+        self._kept = False  # the driver wakes the loop once a hold by itself (kept): no watchdog while driven
 
     def set_period(self, period_s: float) -> None:
         """Beat every ``period_s`` from now on: the driver's expected period and the fallback's own."""
@@ -128,13 +131,19 @@ class Metronome:
         self._run(now, driven=True)
         return True
 
+    def kept(self, on: bool = True) -> None:
+        """The driver wakes the loop at least once a hold by itself while it drives, whatever its ports do (the
+        native ports' keeper): the metronome keeps no watchdog then (``on``), or does again."""
+        self._kept = on
+
     def undriven(self) -> None:
         """The driver stops beating (its last port detached): the fallback takes over one hold after its last beat."""
         if self._chores and self._last_driven:
-            self._arm(max(self.loop.time(), self._last + self._hold_s()))
+            self._arm(max(self.loop.time(), self._last + self.hold_s()))
 
-    def _hold_s(self) -> float:
-        """How long after a driven beat the fallback waits before it beats on its own (and the watchdog's period)."""
+    def hold_s(self) -> float:
+        """How long after a driven beat the fallback waits before it beats on its own (and the watchdog's period, or
+        a keeper's: :meth:`kept`)."""
         return max(5 * PERIOD_S, 2 * self.period_s)
 
     def _fallback(self) -> None:
@@ -142,8 +151,9 @@ class Metronome:
         if not self._chores:
             return
         now = self.loop.time()
-        if self._last_driven and now - self._last < self._hold_s():
-            self._arm(self._last + self._hold_s())  # still driven: look again a hold after its last beat
+        if self._last_driven and now - self._last < self.hold_s():
+            if not self._kept:
+                self._arm(self._last + self.hold_s())  # still driven: look again a hold after its last beat
             return
         self._run(now, driven=False)
 
@@ -166,8 +176,8 @@ class Metronome:
             return
         if not driven:
             self._arm(now + self.period_s)  # on its own: every period
-        elif self._timer is None:
-            self._arm(now + self._hold_s())  # driven: the watchdog only (see the module doc)
+        elif self._timer is None and not self._kept:
+            self._arm(now + self.hold_s())  # driven: the watchdog only (see the module doc)
 
     def _raised(self, chore: Chore) -> None:
         self.errors += 1

@@ -131,14 +131,14 @@ class CallHooks:
         store: CallFields | None = None,
         times: CallTimes | None = None,
         trace: Mapping[str, str] | None = None,
-    ) -> Listener:
+    ) -> Listener | None:
         """The call's listener (``decision``: its rollout decision: variant, model, voice; ``store``: where the
         answer's time and the latest ``seq`` are kept, for a :func:`lost_ended` should the worker die; ``times``: the
         call's times, shared with its report line; ``trace``: its ``trace_id`` and root ``span_id``, which every
-        event's data carries when the call is traced)."""
+        event's data carries when the call is traced); None where no endpoint is set (no listener to call)."""
         outbox, call_id = self.outbox, call.call_id
         if outbox is None:
-            return _ignore
+            return None
         now = time.time()
         for old in [cid for cid, c in self._calls.items() if c.arrived_at < now - FORGET_S]:
             del self._calls[old]
@@ -214,10 +214,6 @@ class CallHooks:
             chain=call_id,
             seq=entry.seq,
         )
-
-
-def _ignore(report: ev.Report) -> None:
-    return None
 
 
 def lost_ended(

@@ -434,7 +434,9 @@ class Worker:
         listeners: list[Listener] = [times.listener, metrics.call_listener(dialect.name, plan.name), vc.listen]
         listeners.append(log_sessions(call.call_id, vc))
         trace = calltraces.call_trace(call, plan, vc, listeners)  # its ids in the webhooks' bodies (tracing on)
-        listeners.append(self.hooks.listener(call, plan, decision, dialect.name, self.store, times, trace.ids()))
+        hook = self.hooks.listener(call, plan, decision, dialect.name, self.store, times, trace.ids())
+        if hook is not None:
+            listeners.append(hook)
         if self.store is not None:
             listeners.append(
                 self.store.listener_for(

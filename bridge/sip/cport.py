@@ -5,8 +5,8 @@ Why: a pjsua2 ``AudioMediaPort`` (:class:`bridge.sip.media.BridgePort`) calls in
 waiting for the GIL while the event loop ran, and every call of the process shared that delay (late frames at
 the callers). :class:`NativePort` is a ``pjmedia_port`` written in C (``cport.c``, beside this file): its
 ``put_frame`` and ``get_frame`` copy 320 bytes into or out of a small ring under a per-port mutex and wake the
-loop through one eventfd per process. The loop then, in :meth:`NativeHub.drain` (one call per port, ``cbp_poll``,
-tells it both what is waiting and what is needed):
+loop through one eventfd per process. The loop then, in :meth:`NativeHub.drain` (one call for every port,
+``cbp_poll_all``, tells it both what is waiting and what is needed, and lists only the ports it must act on):
 
 * hands every received frame to its call's sink, with the capture time the clock thread stamped: a read's frames
   (all that wait, up to the ring's 64) in one call where the sink takes blocks (``on_frames``,
@@ -16,7 +16,7 @@ tells it both what is waiting and what is needed):
   the source takes blocks (``pop_frames``: the playout buffers, the C ring among them, and the taps around them),
   else frame by frame; and where the source is the C ring with nothing on the way that needs its frames (no
   listen-in, take-over, echo hold or recording: :meth:`NativePort.reroute`), in C, inside the same ``cbp_poll``
-  call (``cport.c``, "Pull"), so a quiet beat costs Python one call per port; that call's answer also says
+  call (``cport.c``, "Pull"), so a quiet beat costs Python one call for all the ports; that call's answer also says
   when the call's echo guard, hearing the caller's frames on the clock thread, heard the caller's onset over the
   agent (:meth:`NativeUplink.guard_with`): the clock thread woke the loop for it, and the port's ``on_onset`` runs.
 
@@ -132,6 +132,8 @@ def _bind(lib: ctypes.CDLL) -> None:
         "cbp_read_in": (i, [p, p, p, i]),
         "cbp_out_need": (i, [p, u]),
         "cbp_poll": (i, [p, u]),
+        "cbp_poll_all": (i, [p, i, u, p, p]),
+        "cbp_keep": (i, [u]),
         "cbp_poll_onset": (i, []),
         "cbp_pull": (None, [p, p, p]),
         "cbp_fill": (i, [p, u]),
@@ -278,6 +280,10 @@ class NativeHub:
             raise OSError(-fd, f"eventfd: {os.strerror(-fd)}")
         self.fd = fd
         self._attached: dict[int, NativePort] = {}
+        self._order: tuple[NativePort, ...] = ()  # the attached ports, as cbp_poll_all sees them (_handles)
+        self._handles = (ctypes.c_void_p * 0)()
+        self._idx = (ctypes.c_int * 0)()  # cbp_poll_all's answer: which of _order to act on, and what it says
+        self._ans = (ctypes.c_int * 0)()
         self._in = ctypes.create_string_buffer(_READ_MAX * FRAME_BYTES)
         self._times = (ctypes.c_double * _READ_MAX)()
         self.sink_errors = 0
@@ -286,6 +292,15 @@ class NativeHub:
         self.after_drain: Callable[[], object] | None = None  # called after each eventfd drain (the beat)
         self.after_last: Callable[[], object] | None = None  # called when the last port detaches (no more beats)
         self._onset = int(lib.cbp_poll_onset())  # added to cbp_poll's answer: the port's echo guard heard an onset
+
+    def keep(self, hold_s: float) -> bool:
+        """Have the keeper thread wake the loop once nothing has for ``hold_s`` while any port is attached, read by
+        the clock or not (0: stop it; ``cport.c``, "the keeper"). False if it could not start: the loop then keeps
+        its own watch (:meth:`bridge.runtime.metronome.Metronome.kept`)."""
+        rc = int(self._lib.cbp_keep(round(hold_s * 1000)))
+        if rc < 0:
+            _LOG.warning("native media ports: no keeper thread (%s): the loop keeps its own watch", os.strerror(-rc))
+        return rc == 0
 
     @property
     def clock_realtime(self) -> str:
@@ -306,7 +321,12 @@ class NativeHub:
     def _track(self, port: NativePort, on: bool) -> None:
         if on:
             self._attached[port.handle] = port
-        elif self._attached.pop(port.handle, None) is not None and not self._attached and self.after_last is not None:
+        elif self._attached.pop(port.handle, None) is None:
+            return
+        order = self._order = tuple(self._attached.values())  # a drain under way keeps the arrays it was given
+        self._handles = (ctypes.c_void_p * len(order))(*(each.handle for each in order))
+        self._idx, self._ans = (ctypes.c_int * len(order))(), (ctypes.c_int * len(order))()
+        if not on and not order and self.after_last is not None:
             self.after_last()
 
     def on_readable(self) -> None:
@@ -319,16 +339,25 @@ class NativeHub:
     def drain(self) -> int:
         """Deliver every received frame, then top the outbound rings up. Returns the frames delivered."""
         self.drains += 1
+        order, idx, ans = self._order, self._idx, self._ans
+        if not order:
+            return 0
+        # one call for every port: what waits for the loop and what each ring needs; a pulled ring was topped up
+        listed = self._lib.cbp_poll_all(self._handles, len(order), self.fill, idx, ans)
         count = 0
-        for port in tuple(self._attached.values()):
-            count += self._serve(port)
+        for k in range(listed):
+            count += self._act(order[idx[k]], ans[k])
         return count
 
     def _serve(self, port: NativePort) -> int:
+        """One port's look, as the drain's for every port (:meth:`NativePort.attach`: its first frames now)."""
+        return self._act(port, self._lib.cbp_poll(port.handle, self.fill))
+
+    def _act(self, port: NativePort, polled: int) -> int:
+        """What ``cbp_poll`` said of ``port``: its echo guard's onset, its frames, its ring's top-up."""
         lib = self._lib
         handle = port.handle
         delivered = 0
-        polled = lib.cbp_poll(handle, self.fill)  # one call: frames waiting for the loop, frames the ring needs
         if polled >= self._onset:  # the call's echo guard heard the caller's onset over the agent (guard_with)
             polled -= self._onset
             self._heard_onset(port)

@@ -96,7 +96,7 @@ class FrameCrossing:
     """
 
     def __init__(self, limit: int = 4000) -> None:
-        self._queue: deque[tuple[FrameSink, bytes, float]] = deque()
+        self.queue: deque[tuple[FrameSink, bytes, float]] = deque()  # read, never written, by the SIP poll
         self._limit = limit
         self._wake: Callable[[], object] | None = None
         self._wake_pending = False
@@ -119,7 +119,7 @@ class FrameCrossing:
     def put(self, sink: FrameSink, pcm: bytes, t_capture: float) -> None:
         """Clock thread: queue one frame for ``sink`` and wake the loop if no drain is pending yet.
         Never raises, never blocks."""
-        queue = self._queue
+        queue = self.queue
         if len(queue) >= self._limit:
             self.dropped += 1
             return
@@ -136,13 +136,13 @@ class FrameCrossing:
                 self._wake_pending = False
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self.queue)
 
     def drain(self, also: bool = True) -> int:
         """Loop thread: deliver every queued frame in arrival order, then (if ``also``) run the registered extra
         drain; returns how many frames were delivered."""
         self._wake_pending = False
-        queue = self._queue
+        queue = self.queue
         count = 0
         while queue:
             try:
@@ -161,7 +161,7 @@ class FrameCrossing:
         return count + extra() if extra is not None else count
 
     def clear(self) -> None:
-        self._queue.clear()
+        self.queue.clear()
 
 
 class FrameQueue:

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import pjsua2 as pj
+from pjsua2 import _pjsua2  # the SWIG module's C functions: the poll calls one without its Python wrapper
 
 from bridge.audio.frames import FRAME_MS, SAMPLE_RATE
 from bridge.audio.frames import PERIOD_S as TICK_S
@@ -284,9 +285,11 @@ class SetupBudget:
         self.pauses = 0  # how many times intake was paused (for logs and tests)
         self._times: collections.deque[float] = collections.deque()
         self._paused = False
+        self.quiet = True  # no set-up within the window at the last look: polling is allowed without one
 
     def count_setup(self, now: float) -> None:
         self._times.append(now)
+        self.quiet = False
 
     def allows(self, now: float) -> bool:
         """May SIP be polled now?"""
@@ -304,6 +307,7 @@ class SetupBudget:
                     self.pauses,
                 )
         self._paused = not allowed
+        self.quiet = not times
         return allowed
 
 
@@ -364,6 +368,7 @@ class SipEndpoint:
         self.local_host = ""  # the address pjsua advertises (the bound one, or the default interface's)
         self.listening: list[str] = []  # "udp 127.0.0.1:5060", ...
         self._ep: Any = None
+        self._handle_events: Callable[[int], int] | None = None  # the poll's libHandleEvents (start)
         self._writer: Any = None
         self._accounts: list[_Account] = []
         self._ports_all: list[MediaPort] = []
@@ -402,6 +407,8 @@ class SipEndpoint:
         ep.libCreate()
         SipEndpoint._started = True
         self._ep = ep
+        # libHandleEvents without its SWIG wrapper: a Python call less on every beat (_poll)
+        self._handle_events = functools.partial(_pjsua2.Endpoint_libHandleEvents, ep)
         try:
             self._init(ep, cfg)
         except BaseException:
@@ -438,6 +445,7 @@ class SipEndpoint:
         metronome.set_period(beat * TICK_S)
         hub.after_drain = metronome.beat  # the media clock's wake-up, once per beat, carries the process's beat
         hub.after_last = metronome.undriven  # no port left: the metronome's own timer beats again
+        metronome.kept(hub.keep(metronome.hold_s()))  # a port nobody reads still wakes the loop: no watchdog timer
         loop.add_reader(hub.fd, hub.on_readable)
         self._reader = (loop, hub.fd)
         self.hub = hub
@@ -566,8 +574,15 @@ class SipEndpoint:
         """One poll: SIP events (unless :attr:`setup_budget` is spent: then SIP intake pauses, audio still flows),
         and the Python ports' crossing (a safety net: frames wake the loop themselves). Native ports are not
         served here: their eventfd reader is level-triggered and cannot miss a frame. True if SIP events ran."""
-        handled = self.setup_budget.allows(time.monotonic()) and bool(self.poll_sip(self._ep))
-        self.crossing.drain(also=False)
+        budget, handle = self.setup_budget, self._handle_events
+        handled = False
+        if handle is not None and (budget.quiet or budget.allows(time.monotonic())):
+            try:
+                handled = bool(handle(0))
+            except pj.Error as exc:
+                _LOG.error("libHandleEvents: %s", sip_error("libHandleEvents", exc))
+        if self.crossing.queue:
+            self.crossing.drain(also=False)
         return handled
 
     def _on_beat(self) -> None:
@@ -588,22 +603,6 @@ class SipEndpoint:
                 wait = polls.after(self._poll())
         finally:
             self._burst = None
-
-    @staticmethod
-    def poll_sip(ep: Any) -> int:
-        """One ``libHandleEvents(0)``: SIP callbacks run here. Returns the number of events handled."""
-        try:
-            return int(ep.libHandleEvents(0))
-        except pj.Error as exc:
-            _LOG.error("libHandleEvents: %s", sip_error("libHandleEvents", exc))
-            return 0
-
-    @classmethod
-    def pump_once(cls, ep: Any, crossing: FrameCrossing, sip: bool = True) -> int:
-        """One poll: SIP events (their callbacks run here; skipped if not ``sip``), then received frames.
-        Returns how much happened."""
-        events = cls.poll_sip(ep) if sip else 0
-        return events + crossing.drain()
 
     def note_call_setup(self) -> None:
         """A call got media sockets (an incoming call reached ``onIncomingCall``, or we placed one); the next call's
@@ -666,11 +665,11 @@ class SipEndpoint:
         # finishes tearing the streams down and the last size-0 frames have gone by.
         deadline = time.monotonic() + cfg.shutdown_grace_s
         while self.active_calls and time.monotonic() < deadline:
-            self.pump_once(ep, self.crossing)
+            self._poll()
             await asyncio.sleep(cfg.poll_interval_s)
         settle = time.monotonic() + 0.2
         while time.monotonic() < settle:
-            self.pump_once(ep, self.crossing)
+            self._poll()
             await asyncio.sleep(cfg.poll_interval_s)
         if self.active_calls:
             _LOG.warning("%d call(s) still up at shutdown", self.active_calls)
@@ -704,6 +703,7 @@ class SipEndpoint:
         if survivors:
             _LOG.error("pjsua2 objects still alive before libDestroy (the process may abort): %s", survivors)
         ep, self._ep = self._ep, None
+        self._handle_events = None
         if ep is not None:
             try:
                 ep.libDestroy()
@@ -735,6 +735,8 @@ class SipEndpoint:
             with contextlib.suppress(Exception):  # the loop may already be closed
                 loop.remove_reader(fd)
             self._reader = None
+        if self.hub is not None:
+            self.hub.keep(0)  # nobody reads the eventfd any more
         ports, self._ports_all = self._ports_all, []
         self._ports_free.clear()
         for port in ports:

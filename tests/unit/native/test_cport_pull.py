@@ -99,6 +99,39 @@ def test_the_ring_reaches_the_wire_without_python_per_frame_and_the_cut_is_what_
     assert ring.played_ms("item2") == 60
 
 
+def test_one_drain_looks_at_every_port_in_one_c_call_and_acts_only_on_those_that_need_the_loop(
+    port: cport.NativePort, ring: Counted
+) -> None:
+    hub = port._hub
+    heard: list[bytes] = []
+    talking = hub.new_port("t-pull-caller", conference=False)  # a caller's frames wait for the loop
+    talking.attach(None, lambda frame, at: heard.append(frame))
+    python = hub.new_port("t-pull-python", conference=False)  # a ring taken through Python (a virtual clock's)
+    virtual = Counted(ring._lib, clock=lambda: 0.0)
+    python.attach(virtual, None)
+    reply = frames(12, first=100)
+    ring.push("item1", b"".join(reply))
+    port.attach(ring, None)
+    acted: list[str] = []
+    act = hub._act
+    hub._act = lambda p, polled: acted.append(p.name) or act(p, polled)  # type: ignore[method-assign]  # a spy
+    try:
+        for each in (port, python):
+            cport.get_frame(each.handle)
+        cport.put_frame(talking.handle, reply[0])
+        pops = virtual.pops
+        assert hub.drain() == 1
+        # the pulled ring was topped up in C, unlisted; the caller's frame and the Python ring's top-up were acted on
+        assert sorted(acted) == ["t-pull-caller", "t-pull-python"] and heard == [reply[0]]
+        assert port.depth() == hub.fill and port.pulled == 1 + hub.fill and virtual.pops == pops + 1
+        acted.clear()
+        talking.detach()
+        assert hub.drain() == 0 and acted == ["t-pull-python"]  # a detached port leaves the look
+    finally:
+        del hub._act
+        python.detach()
+
+
 def test_a_virtual_clock_or_a_detached_port_pulls_nothing_in_c(port: cport.NativePort, ring: Counted) -> None:
     virtual = Counted(ring._lib, clock=lambda: 0.0)  # its times are not CLOCK_MONOTONIC's: popped through Python
     port.attach(virtual, None)

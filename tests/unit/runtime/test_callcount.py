@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from bridge.runtime.callcount import CallCounter, window
+from bridge.runtime.callcount import CallCounter, window, window_by
 
 HERE = "tests/unit/runtime/test_callcount.py"
 
@@ -57,15 +57,25 @@ def test_each_beats_calls_are_counted_per_call_and_filed_by_whether_the_socket_b
     assert counter.totals["some"] == [0, 0, 0, 0]
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert lines[-1]["deltas"] == [3, 6, 21, 3] and lines[-1]["none"] == [2, 4, 10, 0]
+    # where the deltas intervals' calls were: each function's, named by its file, first line and name
+    by = {name.rsplit(":", 1)[1]: n for name, n in lines[-1]["by"].items()}
+    assert by == {"_run": 3, "beat": 6, "_check": 6, "data_received": 6}
+    assert all(name.startswith("tests/unit/runtime/test_callcount.py:") for name in lines[-1]["by"])
 
 
 def test_the_window_is_the_growth_between_the_last_lines_written_by_its_edges() -> None:
-    def line(t: float, deltas: list[int]) -> dict[str, object]:
-        return {"t": t, "deltas": deltas, "some": [0, 0, 0, 0], "none": [0, 0, 0, 0]}
+    def line(t: float, deltas: list[int], by: dict[str, int]) -> dict[str, object]:
+        return {"t": t, "deltas": deltas, "some": [0, 0, 0, 0], "none": [0, 0, 0, 0], "by": by}
 
-    lines = [line(1.0, [1, 4, 100, 50]), line(2.0, [2, 8, 200, 90]), line(3.0, [5, 20, 500, 200])]
+    lines = [
+        line(1.0, [1, 4, 100, 50], {"a": 10}),
+        line(2.0, [2, 8, 200, 90], {"a": 20, "b": 5}),
+        line(3.0, [5, 20, 500, 200], {"a": 20, "b": 9, "c": 1}),
+    ]
     assert window(lines, 2.5, 3.5)["deltas"] == [3, 12, 300, 110]
     assert window(lines, 0.5, 2.0)["deltas"] == [2, 8, 200, 90]  # nothing written by its start: from zero
+    assert window_by(lines, 2.5, 3.5) == {"b": 4, "c": 1}  # "a" made no call in the window
+    assert window_by(lines, 0.5, 2.0) == {"a": 20, "b": 5}
 
 
 def test_the_readers_reads_in_c_are_counted_as_its_call_tells_them(tmp_path: Path) -> None:

@@ -74,6 +74,33 @@ def test_a_driver_that_stops_without_a_word_is_replaced_within_the_watchdog() ->
     assert len(seen) == 6 + 23 and m.driven_beats == 4
 
 
+def test_a_kept_driver_arms_no_watchdog_and_its_stop_is_followed_a_hold_later() -> None:
+    async def main() -> tuple[list[float], list[bool]]:
+        loop = asyncio.get_running_loop()
+        m = Metronome(loop, 0.02)
+        m.kept()  # the native ports' keeper wakes the loop once a hold, whatever the ports do
+        t0 = loop.time()
+        seen: list[float] = []
+        m.add(lambda: seen.append(round(loop.time() - t0, 6)))
+        armed = []
+        await asyncio.sleep(0.005)
+        for _ in range(5):  # the driver's beats at 5, 25, ... 85 ms
+            m.beat()
+            await asyncio.sleep(0.02)
+        armed.append(m._timer is not None)  # the first chore's timer found the driver recent: not re-armed
+        await asyncio.sleep(0.3)  # a keeper's hold of silence would be filled by its own wake-ups: none here
+        m.undriven()
+        await asyncio.sleep(0.045)
+        armed.append(m._timer is not None)
+        return seen, armed
+
+    seen, armed = run(main)
+    # no beat of its own while driven (not even 300 ms without one: a kept driver never stops without a word);
+    # told it stopped, the fallback beats at once (the last beat is more than a hold old), then every period
+    assert seen[:5] == [0.005, 0.025, 0.045, 0.065, 0.085] and armed == [False, True]
+    assert seen[5:] == [0.405, 0.425, 0.445]
+
+
 def test_driver_beats_closer_than_three_quarters_of_a_period_are_skipped() -> None:
     async def main() -> list[bool]:
         loop = asyncio.get_running_loop()

@@ -75,17 +75,18 @@ def test_setup_budget_pauses_intake_while_the_window_is_full() -> None:
     from bridge.sip.endpoint import SetupBudget
 
     budget = SetupBudget(limit=3, window_s=0.5)
-    assert budget.allows(0.0)
+    assert budget.quiet and budget.allows(0.0)  # quiet: the poll does not look
     for t in (0.0, 0.1, 0.2):
         budget.count_setup(t)
+    assert not budget.quiet
     assert not budget.allows(0.3)  # three set-ups within 0.5 s: stop polling SIP
     assert not budget.allows(0.45)
     assert budget.pauses == 1  # one pause, however many polls it lasts
     assert budget.allows(0.55)  # the first set-up left the window
     budget.count_setup(0.56)
     assert not budget.allows(0.57)
-    assert budget.pauses == 2
-    assert budget.allows(2.0)
+    assert budget.pauses == 2 and not budget.quiet
+    assert budget.allows(2.0) and budget.quiet  # every set-up left the window: quiet again
 
 
 def test_burst_polls_keep_pace_with_a_flood_and_back_off_after_a_lone_request() -> None:
