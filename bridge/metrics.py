@@ -42,6 +42,7 @@ import contextlib
 import json
 import math
 import os
+import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -809,7 +810,8 @@ def _with_exemplar(family: str, sample: Sample, found: Mapping[str, Mapping[str,
 
 class _MergedFiles(multiprocess.MultiProcessCollector):
     """The worker processes' metric files merged, leaving out a file that goes between the listing and its read (a
-    process that has just exited, or the preloaded parent dropping the files its imports made)."""
+    process that has just exited, or the preloaded parent dropping the files its imports made) and one too short to
+    hold its header yet (a process that is creating it now: nothing in it to merge)."""
 
     def collect(self) -> list[Any]:
         files = sorted(str(p) for p in Path(self._path).glob("*.db"))
@@ -820,6 +822,21 @@ class _MergedFiles(multiprocess.MultiProcessCollector):
                 if exc.filename not in files:
                     raise
                 files.remove(exc.filename)
+            except struct.error:  # the header's 4 bytes are not there yet
+                short = [f for f in files if _size(f) < _HEADER_BYTES]
+                if not short:
+                    raise
+                files = [f for f in files if f not in short]
+
+
+_HEADER_BYTES = 8  # a metric file's used-bytes word and its padding (prometheus-client's mmap_dict)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def registry() -> CollectorRegistry:

@@ -1,6 +1,7 @@
 """The merged metrics of a multi-process node (``PROMETHEUS_MULTIPROC_DIR``) are read while processes come and go: a
 metric file that vanishes between the listing and its read (an exited worker's, or the preloaded parent dropping
-those its imports made) is left out, and /metrics and /healthz still answer with the rest."""
+those its imports made) or is still empty (a starting worker's) is left out, and /metrics and /healthz still answer
+with the rest."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ import os, sys
 from bridge import metrics
 metrics.FRONT_BANS.inc(3)
 os.symlink(os.path.join(sys.argv[1], "gone"), os.path.join(sys.argv[1], "counter_999999.db"))
+open(os.path.join(sys.argv[1], "counter_999998.db"), "wb").close()  # a process creating its file right now
 body, _ = metrics.render()
 print(body.decode())
 """
 
 
-def test_a_metric_file_that_vanishes_while_read_is_left_out(tmp_path: Path) -> None:
+def test_a_metric_file_that_vanishes_or_is_still_empty_while_read_is_left_out(tmp_path: Path) -> None:
     files = tmp_path / "metrics"
     files.mkdir()
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(files), "PYTHONPATH": str(ROOT)}
