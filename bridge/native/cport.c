@@ -226,8 +226,15 @@ static void *keeper(void *arg) {
     (void)arg;
     for (;;) {
         long long hold = atomic_load(&g_hold_ns);
-        if (hold <= 0)
-            break;
+        if (hold <= 0) {
+            /* Stopped. A start meanwhile (cbp_keep) found this keeper running and started none: it goes on if it
+             * takes the process back, else the keeper started since (after it let go) runs in its stead. */
+            atomic_store(&g_keeper_pid, 0);
+            int none = 0;
+            if (atomic_load(&g_hold_ns) <= 0 || !atomic_compare_exchange_strong(&g_keeper_pid, &none, (int)getpid()))
+                return NULL;
+            continue;
+        }
         long long due = atomic_load(&g_rearmed_ns) + hold, now = mono_ns();
         if (now >= due) {
             if (atomic_load(&g_attached) > 0)
@@ -238,15 +245,16 @@ static void *keeper(void *arg) {
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR) {
         }
     }
-    atomic_store(&g_keeper_pid, 0);
-    return NULL;
 }
 
 /* Start the keeper with a hold of `hold_ms` (or change it), or stop it (0; it ends within a hold). Returns 0 or
  * -errno (no thread: the loop keeps its own watch). */
 int cbp_keep(unsigned hold_ms) {
     atomic_store(&g_hold_ns, (long long)hold_ms * 1000000LL);
-    if (hold_ms == 0 || atomic_load(&g_keeper_pid) == (int)getpid())
+    int me = (int)getpid(), running = atomic_load(&g_keeper_pid);
+    /* this process's keeper runs (or, stopping, takes the process back: see keeper), or a forked child's parent's
+     * pid is replaced by the child's own */
+    if (hold_ms == 0 || running == me || !atomic_compare_exchange_strong(&g_keeper_pid, &running, me))
         return 0;
     atomic_store(&g_rearmed_ns, mono_ns());
     pthread_attr_t attr;
@@ -256,9 +264,10 @@ int cbp_keep(unsigned hold_ms) {
     pthread_attr_setstacksize(&attr, 64 * 1024);
     int rc = pthread_create(&thread, &attr, keeper, NULL);
     pthread_attr_destroy(&attr);
-    if (rc != 0)
+    if (rc != 0) {
+        atomic_store(&g_keeper_pid, 0);
         return -rc;
-    atomic_store(&g_keeper_pid, (int)getpid());
+    }
     return 0;
 }
 

@@ -139,6 +139,10 @@ class Metronome:
     def undriven(self) -> None:
         """The driver stops beating (its last port detached): the fallback takes over one hold after its last beat."""
         if self._chores and self._last_driven:
+            # Not driven any more: the fallback beats when its timer fires, without comparing the time since the
+            # last beat with a hold (a timer fires up to the clock's resolution early, and a kept metronome that
+            # found the driver a nanosecond too recent would arm nothing and never beat again).
+            self._last_driven = False
             self._arm(max(self.loop.time(), self._last + self.hold_s()))
 
     def hold_s(self) -> float:

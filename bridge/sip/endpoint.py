@@ -735,6 +735,7 @@ class SipEndpoint:
             with contextlib.suppress(Exception):  # the loop may already be closed
                 loop.remove_reader(fd)
             self._reader = None
+            metronome_for(loop).kept(False)  # no keeper from now on: the metronome keeps its own watch
         if self.hub is not None:
             self.hub.keep(0)  # nobody reads the eventfd any more
         ports, self._ports_all = self._ports_all, []

@@ -250,6 +250,9 @@ async def front_node(
         node.emulator = emulator
         try:
             yield node, port, await node.up()
+        except BaseException:
+            print(f"the node's log, last lines:\n{node.stderr_tail(20000)}")  # in the failure's report (pytest)
+            raise
         finally:
             rc = node.stop()
         assert rc == 0, node.stderr_tail()

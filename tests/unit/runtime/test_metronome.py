@@ -101,6 +101,32 @@ def test_a_kept_driver_arms_no_watchdog_and_its_stop_is_followed_a_hold_later() 
     assert seen[5:] == [0.405, 0.425, 0.445]
 
 
+def test_a_kept_driver_stopped_right_after_a_beat_is_followed_a_hold_later_whatever_the_instant() -> None:
+    """The hub's last port detaches right after its beat (a call ends): the fallback's timer then fires exactly a
+    hold after that beat, where the time since it, in floating point, can come out a hair under the hold."""
+
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        m = Metronome(loop, 0.06)
+        m.kept()
+        seen: list[float] = []
+        m.add(lambda: seen.append(loop.time()))
+        late: list[float] = []
+        for k in range(60):  # driver beats at instants of many roundings
+            await asyncio.sleep(0.0173 + k * 1e-4)
+            m.beat()
+            last = loop.time()
+            m.undriven()
+            n = len(seen)
+            await asyncio.sleep(0.5)
+            followed = seen[n:]
+            late.append(round(followed[0] - last, 6) if followed else float("inf"))
+            assert len(followed) >= 2, (k, last)  # then every period until a driver beats again
+        return late
+
+    assert set(run(main)) == {0.12}  # a hold: two periods of a 60 ms beat
+
+
 def test_driver_beats_closer_than_three_quarters_of_a_period_are_skipped() -> None:
     async def main() -> list[bool]:
         loop = asyncio.get_running_loop()

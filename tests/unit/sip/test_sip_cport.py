@@ -287,8 +287,18 @@ for _ in range(3):
 port.detach()
 hub.on_readable()
 idle = not select.select([hub.fd], [], [], 3 * hold_s)[0]
+restarted = []
+for pause in (0.0, 2 * hold_s):  # started again at once (the keeper still running), and after it ended
+    hub.keep(0)
+    time.sleep(pause)
+    assert hub.keep(hold_s)
+    port.attach(None, None)
+    hub.on_readable()
+    restarted.append(bool(select.select([hub.fd], [], [], 5.0)[0]))
+    port.detach()
+    hub.on_readable()
 hub.keep(0)
-print(json.dumps({"waits": waits, "idle": idle}))
+print(json.dumps({"waits": waits, "idle": idle, "restarted": restarted}))
 """
 
 
@@ -304,6 +314,7 @@ def test_the_keeper_wakes_the_loop_for_a_port_nobody_reads_and_only_while_one_is
     assert None not in found["waits"], "the keeper did not wake the loop"
     assert min(found["waits"]) >= 0.09  # a hold (100 ms) after the last wake-up, not sooner
     assert found["idle"]  # no port attached: the keeper keeps still
+    assert found["restarted"] == [True, True]  # stopped and started again, there is one keeper
 
 
 def test_inbound_ring_overflow_drops_and_counts_instead_of_growing(hub: cport.NativeHub) -> None:
