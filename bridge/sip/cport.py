@@ -330,10 +330,12 @@ class NativeHub:
             self.after_last()
 
     def on_readable(self) -> None:
-        """``loop.add_reader`` callback."""
+        """``loop.add_reader`` callback. The beat (``after_drain``) only while a port is attached: a wake-up read
+        after the last port detached (the clock's or the keeper's, written before) is no driver's beat, and taken
+        for one it would leave the metronome waiting for an ``after_last`` that has already come."""
         self._lib.cbp_rearm()
         self.drain()
-        if self.after_drain is not None:
+        if self._order and self.after_drain is not None:
             self.after_drain()
 
     def drain(self) -> int:

@@ -28,6 +28,7 @@ from bridge.audio.echo_native import NativeEchoGuard, native_echo
 from bridge.audio.frames import FRAME_BYTES, SILENCE
 from bridge.call.echo import HeldSource
 from bridge.native import build
+from bridge.runtime.metronome import Metronome
 from bridge.sip import cport
 from bridge.sip.crossing import FrameQueue
 
@@ -315,6 +316,36 @@ def test_the_keeper_wakes_the_loop_for_a_port_nobody_reads_and_only_while_one_is
     assert min(found["waits"]) >= 0.09  # a hold (100 ms) after the last wake-up, not sooner
     assert found["idle"]  # no port attached: the keeper keeps still
     assert found["restarted"] == [True, True]  # stopped and started again, there is one keeper
+
+
+def test_a_wake_up_read_after_the_last_port_detached_is_no_beat_and_the_metronome_goes_on(
+    native_lib: ctypes.CDLL,
+) -> None:
+    """The clock (or the keeper) wakes the loop for a port, and the call ends before the loop reads the wake-up: the
+    metronome already heard that nothing drives it, and a beat from that read must not make it wait for a driver
+    (kept: no watchdog) that will never beat again. Its own timer goes on beating (the SIP poll rides on it)."""
+    hub = cport.NativeHub(native_lib, lead=2)
+
+    async def main() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        metronome = Metronome(loop, 0.06)
+        metronome.kept()
+        hub.after_drain, hub.after_last = metronome.beat, metronome.undriven
+        beats: list[float] = []
+        metronome.add(lambda: beats.append(loop.time()))
+        port = hub.new_port("t-stale-wake", conference=False)
+        await asyncio.sleep(0.15)
+        port.attach(None, None)
+        hub.on_readable()  # driven
+        await asyncio.sleep(0.03)
+        port.detach()  # the last port: the metronome is told
+        hub.on_readable()  # a wake-up written before the detach, read after it
+        before = len(beats)
+        await asyncio.sleep(0.6)
+        return before, len(beats)
+
+    before, after = asyncio.run(main())
+    assert after - before >= 5  # the fallback's beats, every 60 ms from a hold after the last driven one
 
 
 def test_inbound_ring_overflow_drops_and_counts_instead_of_growing(hub: cport.NativeHub) -> None:
