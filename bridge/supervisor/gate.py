@@ -10,9 +10,10 @@
 * **Connections in all** are at most ``http_max_connections``, and never more than the open-file limit leaves room
   for (:func:`connection_cap`; ``serve`` raises its soft limit to the hard one at start, :func:`raise_open_files`).
   At the cap a new connection takes the place of the oldest one that has no request in hand (a half-sent head, an
-  idle keep-alive; a whole head is in hand from its last byte, before aiohttp dispatches it); with none such, it is
-  answered ``503`` ``{"error": "too many connections"}`` and closed. So ``/healthz`` and the console answer while
-  thousands of half-sent requests come and go.
+  idle keep-alive; a whole head is in hand from its last byte, before aiohttp dispatches it), taken from an address
+  that holds other connections where there is one (:meth:`Gate._victim`); with none such, it is answered ``503``
+  ``{"error": "too many connections"}`` and closed. So ``/healthz`` and the console answer while thousands of
+  half-sent requests from a few addresses come and go.
 * Each refusal is counted (``callbridge_http_connections_refused_total{reason}``) and the refusals are logged once
   per :data:`LOG_EVERY_S` as one summary line; so are the loop's accept errors (``Too many open files``) by
   :func:`quiet_accept_errors`, instead of a traceback per attempt.
@@ -48,6 +49,7 @@ MAX_LINGERING = 64  # refused connections held at once so; past it a refusal clo
 # asyncio accepts up to the listen backlog's count of connections per wake of the loop (aiohttp's default, 128),
 # each an open file before the gate sees it: room is kept for one such burst
 ACCEPT_BURST = 128
+VICTIM_LOOK = 64  # idle connections looked at for one from an address holding others (Gate._victim)
 FD_RESERVE = 256  # open files kept for everything else serve holds: workers' pipes, Redis, the control socket
 REASONS = ("source", "total", "evicted", "body_timeout")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -114,7 +116,7 @@ class Gate:
             self.refuse("source")
             return FROM_SOURCE
         if len(self.open) >= self.limits.total:
-            idle = next((d for d in self.open if not d.busy and not d.asked), None)
+            idle = self._victim()
             if idle is None:
                 self.refuse("total")
                 return IN_ALL
@@ -125,6 +127,26 @@ class Gate:
         if door.source:
             self.by_source[door.source] += 1
         return None
+
+    def _victim(self) -> Door | None:
+        """The connection a new one replaces at the cap: the oldest with no request in hand from an address that
+        holds others, else the oldest with none. A flood from a few addresses turns its own connections over many
+        times a second (each of its closed ones comes back), so "the oldest" is a fraction of a second old: a health
+        probe's or a browser's single connection whose head has not yet come would go too. The look is bounded
+        (:data:`VICTIM_LOOK`): a flood from as many addresses as connections takes the oldest."""
+        first: Door | None = None
+        looked = 0
+        for door in self.open:  # the oldest first
+            if door.busy or door.asked:
+                continue
+            if self.by_source[door.source] > 1:
+                return door
+            if first is None:
+                first = door
+            looked += 1
+            if looked >= VICTIM_LOOK:
+                break
+        return first
 
     def left(self, door: Door) -> None:
         """``door`` no longer counts (closed, or being closed); again: nothing."""

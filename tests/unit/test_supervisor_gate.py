@@ -104,3 +104,22 @@ def test_at_the_cap_a_whole_head_not_yet_dispatched_is_not_the_one_evicted() -> 
     probe.answered()  # its answer is out: an idle keep-alive again, the oldest, so the next to go
     _door(gate, "198.51.100.6")
     assert probe_socket.aborted
+
+
+def test_at_the_cap_a_flood_from_a_few_addresses_gives_up_its_own_connections_first() -> None:
+    """A probe's connection, the oldest, has not sent its head yet while two addresses turn their half-sent requests
+    over: each new connection at the cap takes the place of the oldest one from an address holding others, never
+    the probe's; once no address holds two, the oldest idle goes as before."""
+    gate = Gate(Limits(total=4))
+    _probe, probe_socket = _door(gate, "198.51.100.1")
+    flood = [_door(gate, f"203.0.113.{1 + k % 2}", b"GET / HTTP/1.1\r\nX-Slow: ") for k in range(3)]
+    for k in range(6):
+        _door(gate, f"203.0.113.{1 + k % 2}", b"GET / HTTP/1.1\r\nX-Slow: ")
+    assert not probe_socket.aborted and all(socket.aborted for _, socket in flood)
+    assert len(gate.open) == 4 and gate.by_source["198.51.100.1"] == 1
+
+    alone = Gate(Limits(total=2))
+    _oldest, oldest_socket = _door(alone, "198.51.100.1")
+    _door(alone, "198.51.100.2")
+    _door(alone, "198.51.100.3")
+    assert oldest_socket.aborted
